@@ -1,0 +1,127 @@
+"""The PKI manifest (``pki.json``): which files make up a PKI, written once, read by all.
+
+`crlbuilder pki init` writes it; `crlbuilder synth`, `crlbuilder build` and
+`responder` read it to find issuer certificates, CA keys (crlbuilder only),
+delegated OCSP signers, the group relay's responder certificate and the demo
+parties' credentials. Paths in the manifest are relative to the manifest's
+directory; `Manifest.path()` resolves them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from crlbuilder.model import Family
+
+MANIFEST_VERSION: Final = 1
+MANIFEST_NAME: Final = "pki.json"
+
+
+class IssuerFiles(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One issuing CA key generation and its delegated OCSP signer."""
+
+    id: str
+    """e.g. ``sign-card-g2``: family and generation."""
+    family: Family
+    generation: int
+    index: int
+    """Compact code in the store (1..65535), unique across the manifest."""
+    cert: str
+    key: str
+    ocsp_cert: str
+    ocsp_key: str
+    crl_url: str
+    """The full CRL's URL, as the certificates' CRL distribution points carry it."""
+    delta_crl_url: str
+    """The delta CRL's URL (freshestCRL of the full CRL)."""
+    ocsp_url: str
+    live: bool = True
+    """False for a generation that no longer issues (kept for its certificates' lifetime)."""
+
+
+class PartyFiles(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A demo party's credentials: client certificate, key and bearer token file."""
+
+    id: str
+    name: str
+    titles: list[str]
+    cert: str
+    key: str
+    token: str
+    """Path of a file (mode 0600) holding the bearer token; the registry stores only its hash."""
+    group: str | None = None
+    """For a 署名確認者 member: the id of its 団体署名検証者."""
+
+
+class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    version: int = MANIFEST_VERSION
+    key_size: int
+    base_url: str
+    issuers: list[IssuerFiles]
+    client_ca: str
+    """CA certificate that issued the parties' client certificates (mutual TLS)."""
+    client_ca_key: str
+    server_cert: str
+    """TLS server certificate for the responder (127.0.0.1, ::1, localhost)."""
+    server_key: str
+    group_responder_cert: str
+    """Responder certificate of the 団体署名検証者 relay."""
+    group_responder_key: str
+    parties: list[PartyFiles] = []
+    directory: str = ""
+    """Set on load: the absolute directory the manifest was read from (never written)."""
+
+    def path(self, relative: str) -> Path:
+        return Path(self.directory) / relative
+
+    def issuer(self, issuer_id: str) -> IssuerFiles:
+        for issuer in self.issuers:
+            if issuer.id == issuer_id:
+                return issuer
+        raise KeyError(issuer_id)
+
+    def issuers_of(self, family: Family) -> list[IssuerFiles]:
+        return [i for i in self.issuers if i.family is family]
+
+
+class ManifestError(Exception):
+    """The manifest is missing, unreadable or inconsistent."""
+
+
+def load_manifest(directory_or_file: str | Path) -> Manifest:
+    """Read ``pki.json`` from a PKI directory (or the file itself) and check it."""
+    p = Path(directory_or_file)
+    if p.is_dir():
+        p = p / MANIFEST_NAME
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ManifestError(f"{p}: cannot read the PKI manifest: {e.strerror}") from None
+    try:
+        m = msgspec.json.decode(raw, type=Manifest)
+    except msgspec.ValidationError as e:
+        raise ManifestError(f"{p}: invalid PKI manifest: {e}") from None
+    except msgspec.DecodeError as e:
+        raise ManifestError(f"{p}: not JSON: {e}") from None
+    if m.version != MANIFEST_VERSION:
+        raise ManifestError(f"{p}: manifest version {m.version}, expected {MANIFEST_VERSION}")
+    ids = [i.id for i in m.issuers]
+    indexes = [i.index for i in m.issuers]
+    if len(set(ids)) != len(ids) or len(set(indexes)) != len(indexes):
+        raise ManifestError(f"{p}: issuer ids and indexes must be unique")
+    if any(not 1 <= i <= 0xFFFF for i in indexes):
+        raise ManifestError(f"{p}: issuer index out of range 1..65535")
+    m.directory = str(p.parent.resolve())
+    return m
+
+
+def dump_manifest(manifest: Manifest, directory: str | Path) -> Path:
+    """Write ``pki.json`` into ``directory`` (without the runtime ``directory`` field)."""
+    out = Path(directory) / MANIFEST_NAME
+    data = msgspec.structs.replace(manifest, directory="")
+    raw = msgspec.json.format(msgspec.json.encode(data), indent=2)
+    out.write_bytes(raw + b"\n")
+    return out

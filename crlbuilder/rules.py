@@ -1,0 +1,343 @@
+"""The legal rules of JPKI revocation, as pure functions of records, dates and instants.
+
+Each function cites the article it implements so that a reader can check it
+against the Act (電子署名等に係る地方公共団体情報システム機構の認証業務に関する法律)
+and its Ordinance (施行規則) in shared/seeds/:
+
+- validity end (有効期間), Ord §13 (sign) and §49 (auth), Act §16-4 / §35-4 (mobile);
+- which resident record changes (異動) revoke sign certificates (Act §12, minus the
+  minor corrections of Ord §20) and auth certificates (Act §31), including the
+  30-days-after-planned-move-out rule that time triggers (Act §31(2));
+- the card-to-mobile cascade (Act §16-13, §35-13), reasons 1-4 only, never expiry;
+- CA key compromise covering every certificate of the issuer generation (Act §14,
+  §16-12, §33, §35-12);
+- revocation requests and reports and their reason codes (Act §11, §16-10, §30, §35-10);
+- the prohibition of double issuance (二重発行の禁止, Act §6, §16-5, §25, §35-5).
+
+No I/O and no clock: every function takes the instant it is evaluated at.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import hmac
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Final, NamedTuple
+
+from crlbuilder.model import (
+    Category,
+    ChangeKind,
+    DeletionCause,
+    Family,
+    Reason,
+    RequestReason,
+    ResidentChange,
+)
+
+JST: Final = timezone(timedelta(hours=9), "JST")
+"""Japan Standard Time: the Act's days (日) are Japanese calendar days."""
+
+MOVE_OUT_GRACE_DAYS: Final = 30
+"""Act §31(2): 転出の予定年月日から三十日を経過したこと."""
+
+RENEWAL_WINDOW: Final = 3
+"""Ord §13(1), §49(1): renewal within three months (三月未満) of the end gives a 6th birthday."""
+
+
+# ---------------------------------------------------------------------------
+# Holder key (Act §44, §45: the resident record code only links certificates)
+# ---------------------------------------------------------------------------
+
+
+def holder_key(secret: bytes, resident_code: str) -> str:
+    """The holder key: hex HMAC-SHA256 of the resident record code (住民票コード) under ``secret``.
+
+    The code itself never enters the store or the model (Act §44, §45); the keyed
+    hash only lets the 機構's certificates of one person be linked.
+    """
+    if len(secret) < 16:
+        raise ValueError("holder key secret must be at least 16 bytes")
+    if not (len(resident_code) == 11 and resident_code.isascii() and resident_code.isdigit()):
+        raise ValueError("a resident record code is 11 digits")
+    return hmac.new(secret, resident_code.encode(), hashlib.sha256).hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# Days and instants
+# ---------------------------------------------------------------------------
+
+
+def start_of_day_utc(d: date) -> datetime:
+    """00:00:00 JST of day ``d``, as an aware UTC datetime."""
+    return datetime.combine(d, time(0, 0, 0), JST).astimezone(UTC)
+
+
+def end_of_day_utc(d: date) -> datetime:
+    """23:59:59 JST of day ``d``, as an aware UTC datetime: a certificate's notAfter."""
+    return datetime.combine(d, time(23, 59, 59), JST).astimezone(UTC)
+
+
+def jst_date(instant: datetime) -> date:
+    """The Japanese calendar day of an aware instant."""
+    return instant.astimezone(JST).date()
+
+
+# ---------------------------------------------------------------------------
+# Validity (有効期間): Ord §13, §49; Act §16-4, §35-4
+# ---------------------------------------------------------------------------
+
+
+def birthday_in(birth: date, year: int) -> date:
+    """The holder's birthday in ``year``.
+
+    For someone born on 29 February, the birthday of a common year is taken as
+    28 February: under 年齢計算ニ関スル法律 and Civil Code §143 such a person
+    attains the new age at the end of 28 February, and the earlier day keeps a
+    certificate from outliving its legal end.
+    """
+    try:
+        return birth.replace(year=year)
+    except ValueError:  # 29 February in a common year
+        return date(year, 2, 28)
+
+
+def nth_birthday_after(birth: date, issued: date, n: int) -> date:
+    """The holder's n-th birthday after the day of issuance (発行の日後の n 回目の誕生日).
+
+    "After" is strict: a certificate issued on a birthday counts from the next one.
+    """
+    if n < 1:
+        raise ValueError("n must be positive")
+    first = birthday_in(birth, issued.year)
+    if first <= issued:
+        first = birthday_in(birth, issued.year + 1)
+    return birthday_in(birth, first.year + n - 1)
+
+
+def validity_end(
+    *,
+    family: Family,
+    issued: date,
+    birth_date: date,
+    renewal: bool,
+    card_expiry: date,
+    auth_cert_end: date | None = None,
+    card_cert_end: date | None = None,
+) -> date:
+    """The last day of validity of a certificate issued on ``issued``.
+
+    Ord §13 (sign) and §49 (auth): the earliest of
+      1. the holder's 5th birthday after issuance, or the 6th when the
+         certificate renews one that had less than three months left (``renewal``);
+      2. for a sign certificate, the end of the holder's auth certificate, if any
+         (Ord §13(2));
+      3. the expiry of the card it is recorded on (Ord §13(3), §49(2)).
+    Mobile certificates (Act §16-4, §35-4) additionally end no later than the
+    card certificate of the same kind they were issued against (``card_cert_end``).
+    """
+    candidates = [nth_birthday_after(birth_date, issued, 6 if renewal else 5), card_expiry]
+    if family.is_sign and auth_cert_end is not None:
+        candidates.append(auth_cert_end)
+    if family.is_mobile:
+        if card_cert_end is None:
+            raise ValueError("a mobile certificate's validity needs its card certificate's end")
+        candidates.append(card_cert_end)
+    end = min(candidates)
+    if end < issued:
+        raise ValueError("validity would end before issuance")
+    return end
+
+
+def months_before(d: date, months: int) -> date:
+    """The same day ``months`` calendar months earlier (clamped to the month's last day)."""
+    total = d.year * 12 + (d.month - 1) - months
+    y, m = divmod(total, 12)
+    return date(y, m + 1, min(d.day, calendar.monthrange(y, m + 1)[1]))
+
+
+def is_renewal(previous_end: date, issued: date) -> bool:
+    """True when the previous certificate had less than three months left (Ord §13(1), §49(1)).
+
+    "有効期間が満了する日までの期間が三月未満となった場合": then the new
+    certificate runs to the 6th birthday instead of the 5th.
+    """
+    return months_before(previous_end, RENEWAL_WINDOW) < issued <= previous_end
+
+
+# ---------------------------------------------------------------------------
+# Resident record changes (異動): Act §12 (sign), §31 (auth), Ord §20
+# ---------------------------------------------------------------------------
+
+
+class MoveOutNotice(NamedTuple):
+    """A move-out notice (転出届) the 機構 has learnt of, for the rules that depend on it."""
+
+    notified_at: datetime
+    planned_date: date
+    abroad: bool
+
+
+def issued_in_abroad_window(issued_at: datetime, notice: MoveOutNotice | None) -> bool:
+    """True when the certificate was issued between a 国外転出届 and its planned date.
+
+    Act §12(2) and §31(2) exempt such certificates: a holder may take a card
+    certificate abroad, so the deletion or lapse caused by that very notice does
+    not revoke it.
+    """
+    if notice is None or not notice.abroad:
+        return False
+    return notice.notified_at <= issued_at <= end_of_day_utc(notice.planned_date)
+
+
+def sign_revoked_by(
+    change: ResidentChange, *, issued_at: datetime, notice: MoveOutNotice | None = None
+) -> bool:
+    """Whether a resident record change revokes a sign-card certificate (Act §12).
+
+    - §12(1): a change of name, sex, birth date or address, except the minor
+      corrections of Ord §20 (which arrive as MINOR_CORRECTION and revoke nothing);
+    - §12(2): the deletion of the resident record, except a deletion by a
+      国外転出届 of a certificate issued between that notice and its planned date;
+    - §12(3): the deletion of the 戸籍の附票 of a person living abroad.
+    Move-out and move-in notices by themselves revoke no sign certificate.
+    """
+    match change.change:
+        case ChangeKind.FACT_CHANGE:
+            return True
+        case ChangeKind.MINOR_CORRECTION:
+            return False
+        case ChangeKind.RECORD_DELETION:
+            if change.cause is DeletionCause.ABROAD_MOVE_OUT:
+                return not issued_in_abroad_window(issued_at, notice)
+            return True
+        case ChangeKind.KOSEKI_ANNEX_DELETION:
+            return True
+        case ChangeKind.MOVE_OUT_NOTICE | ChangeKind.MOVE_IN_NOTICE:
+            return False
+
+
+def auth_revoked_by(change: ResidentChange) -> bool:
+    """Whether a resident record change revokes an auth-card certificate at once (Act §31(1), (3)).
+
+    Auth certificates carry no personal data, so changes of the four facts revoke
+    nothing. §31(1): deletion of the resident record, except a deletion based on a
+    転出届 (domestic or abroad: those fall under the 30-day rule of §31(2), see
+    `move_out_lapse`); §31(3): deletion of the 戸籍の附票 of a person living abroad.
+    """
+    match change.change:
+        case ChangeKind.RECORD_DELETION:
+            return change.cause not in (DeletionCause.MOVE_OUT, DeletionCause.ABROAD_MOVE_OUT)
+        case ChangeKind.KOSEKI_ANNEX_DELETION:
+            return True
+        case _:
+            return False
+
+
+def move_out_lapse(planned_date: date) -> datetime:
+    """The instant Act §31(2) revokes an auth-card certificate after a 転出届 with no 転入届.
+
+    "転出の予定年月日から三十日を経過したこと": counting from the day after the planned
+    date (初日不算入, Civil Code §140), the thirtieth day ends at 24:00 of
+    planned_date + 30, so the certificate loses effect at 00:00 JST of
+    planned_date + 31.
+    """
+    return start_of_day_utc(planned_date + timedelta(days=MOVE_OUT_GRACE_DAYS + 1))
+
+
+def lapse_revokes(notice: MoveOutNotice, *, issued_at: datetime, as_of: datetime) -> bool:
+    """Whether, as of ``as_of``, a pending 転出届 with no 転入届 has revoked an auth-card cert (Act §31(2)).
+
+    The caller keeps the notice pending only until a move-in notice arrives. A
+    certificate issued between a 国外転出届 and its planned date is exempt.
+    """
+    if as_of < move_out_lapse(notice.planned_date):
+        return False
+    return not issued_in_abroad_window(issued_at, notice)
+
+
+def resident_change_revokes(
+    family: Family,
+    change: ResidentChange,
+    *,
+    issued_at: datetime,
+    notice: MoveOutNotice | None = None,
+) -> bool:
+    """Whether ``change`` revokes a certificate of ``family`` at once (異動等失効情報).
+
+    Only card families have the resident-change category (Act §12, §31); mobile
+    certificates follow their card certificate by the cascade instead.
+    """
+    if family is Family.SIGN_CARD:
+        return sign_revoked_by(change, issued_at=issued_at, notice=notice)
+    if family is Family.AUTH_CARD:
+        return auth_revoked_by(change)
+    return False
+
+
+# ---------------------------------------------------------------------------
+# Requests, cascade, compromise, double issuance
+# ---------------------------------------------------------------------------
+
+
+def request_revocation(reason: RequestReason) -> tuple[Category, Reason]:
+    """失効申請等情報 (Act §11, §16-10, §30, §35-10): the category and RFC 5280 reason of a request."""
+    return Category.REQUEST, reason.reason
+
+
+CASCADING: Final = frozenset(
+    {Category.REQUEST, Category.RESIDENT_CHANGE, Category.RECORDING_ERROR, Category.CA_COMPROMISE}
+)
+"""The four categories of a card certificate's revocation that carry over to mobile (reasons 1-4)."""
+
+
+def cascade(card_family: Family, card_category: Category) -> tuple[Family, Category, Reason] | None:
+    """The mobile revocation a card revocation causes (Act §16-13, §35-13), if any.
+
+    When a card certificate loses effect for one of the four recorded reasons
+    (request, resident change, recording error, issuing-key compromise), the same
+    holder's mobile certificate of the same kind loses effect too, recorded in
+    its own category (個人番号カード用…電子証明書の失効に係る情報). Expiry is no
+    record and cascades nothing; a mobile revocation never cascades.
+    """
+    if card_family.is_mobile or card_category not in CASCADING:
+        return None
+    category = Category.CARD_CASCADE
+    return card_family.mobile_family, category, category.default_reason
+
+
+def compromise_revokes(
+    *, cert_issuer: str, compromised_issuer: str, not_after: datetime, at: datetime
+) -> bool:
+    """Whether an issuing-key compromise (Act §14, §16-12, §33, §35-12) revokes a certificate.
+
+    Every certificate the compromised key generation signed, and only those,
+    loses effect when the compromise is recorded; an already expired one has no
+    effect left to lose.
+    """
+    return cert_issuer == compromised_issuer and not_after > at
+
+
+class HeldCert(NamedTuple):
+    """A certificate a holder already has in one family, for the double-issuance check."""
+
+    serial: int
+    not_after: datetime
+    revoked_at: datetime | None
+
+
+def double_issuance(existing: Iterable[HeldCert], not_before: datetime) -> HeldCert | None:
+    """The still-valid certificate that forbids a new issuance, if any (二重発行の禁止).
+
+    Act §6, §16-5, §25, §35-5: the 機構 issues no certificate of a family to a
+    person who holds a valid one of that family. A held certificate is valid at
+    ``not_before`` unless it was revoked at or before it or expired before it.
+    """
+    for held in existing:
+        if held.revoked_at is not None and held.revoked_at <= not_before:
+            continue
+        if held.not_after < not_before:
+            continue
+        return held
+    return None

@@ -1,0 +1,286 @@
+"""The on-disk format of the status store, defined once: named databases, keys, values.
+
+crlbuilder writes the store and responder reads it; both import this module and
+nothing else knows the byte layout. The store is one LMDB environment
+(memory-mapped, one writer, many lock-free readers) holding these named
+databases (docs/store.md has the same table with examples):
+
+========== ============================== =========================================
+database   key                            value
+========== ============================== =========================================
+status     issuer u16 | serial 20 B       `StatusRecord` (64 B, big-endian)
+revoked    issuer u16 | serial 20 B       `RevokedEntry` (26 B): CRL entries
+responses  issuer u16 | serial 20 B       version u32 | nextUpdate i64 | OCSP DER
+links      holder 32 B | family u8        dupsort: status keys (22 B) of the holder
+holders    issuer u16 | serial 20 B       AES-GCM(nonce 12 B | sealed FourFacts)
+consents   holder 32 B | verifier utf-8   recorded_at i64
+pending    holder 32 B                    `PendingMoveOut` JSON (30-day rule)
+applied    record id utf-8                build number u32
+meta       ascii name                     see the META_* keys
+crls       issuer u16 | number u64 | kind  `CrlFileEntry` JSON
+========== ============================== =========================================
+
+Serials are fixed-width (20 octets, the RFC 5280 maximum) so that keys sort by
+issuer then serial and one issuer's records form one contiguous range. Times are
+seconds since the Unix epoch (UTC). The resident record code never appears:
+``holder`` is its keyed hash.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, NamedTuple
+
+import msgspec
+
+from crlbuilder.model import Category, Family, Reason
+
+FORMAT_VERSION: Final = 1
+"""Bumped on any incompatible change; opening another version fails clearly."""
+
+DB_STATUS: Final = b"status"
+DB_REVOKED: Final = b"revoked"
+DB_RESPONSES: Final = b"responses"
+DB_LINKS: Final = b"links"
+DB_HOLDERS: Final = b"holders"
+DB_CONSENTS: Final = b"consents"
+DB_PENDING: Final = b"pending"
+DB_APPLIED: Final = b"applied"
+DB_META: Final = b"meta"
+DB_CRLS: Final = b"crls"
+
+ALL_DBS: Final = (
+    DB_STATUS,
+    DB_REVOKED,
+    DB_RESPONSES,
+    DB_LINKS,
+    DB_HOLDERS,
+    DB_CONSENTS,
+    DB_PENDING,
+    DB_APPLIED,
+    DB_META,
+    DB_CRLS,
+)
+DUPSORT_DBS: Final = frozenset({DB_LINKS})
+MAX_DBS: Final = 16
+
+META_FORMAT: Final = b"format"
+META_BUILD: Final = b"build"
+META_COMMITTED_AT: Final = b"committed_at"
+META_ISSUERS: Final = b"issuers"
+META_CRL_STATE_PREFIX: Final = b"crl:"
+META_OCSP_STATE_PREFIX: Final = b"ocsp:"
+
+SERIAL_BYTES: Final = 20
+KEY_BYTES: Final = 2 + SERIAL_BYTES
+HOLDER_BYTES: Final = 32
+
+STATE_GOOD: Final = 0
+STATE_REVOKED: Final = 1
+
+
+class StoreFormatError(Exception):
+    """The store is not one this version of jpki-va can read."""
+
+
+# --- keys -------------------------------------------------------------------
+
+
+def status_key(issuer_index: int, serial: int) -> bytes:
+    """The 22-byte key of one certificate: issuer index then the serial, both big-endian."""
+    return issuer_index.to_bytes(2, "big") + serial.to_bytes(SERIAL_BYTES, "big")
+
+
+def split_status_key(key: bytes) -> tuple[int, int]:
+    return int.from_bytes(key[:2], "big"), int.from_bytes(key[2:], "big")
+
+
+def issuer_prefix(issuer_index: int) -> bytes:
+    return issuer_index.to_bytes(2, "big")
+
+
+def link_key(holder: bytes, family: Family) -> bytes:
+    return holder + bytes((family.code,))
+
+
+def consent_key(holder: bytes, verifier: str) -> bytes:
+    return holder + verifier.encode()
+
+
+def crl_key(issuer_index: int, number: int, delta: bool) -> bytes:
+    return issuer_index.to_bytes(2, "big") + number.to_bytes(8, "big") + (b"d" if delta else b"f")
+
+
+# --- values -----------------------------------------------------------------
+
+_STATUS = struct.Struct(">IBBBBqqq32s")
+
+
+class StatusRecord(NamedTuple):
+    """The status of one certificate, as the responder reads it on every request.
+
+    ``version`` is the build number that last changed this record: an answer
+    cached for (key, version) can never be served after a revocation, which
+    bumps it.
+    """
+
+    version: int
+    state: int
+    category: int
+    """`Category.code`, 0 while good."""
+    reason: int
+    """`Reason` value, 0 while good."""
+    family: int
+    not_before: int
+    not_after: int
+    revoked_at: int
+    """0 while good."""
+    holder: bytes
+
+    @property
+    def revoked(self) -> bool:
+        return self.state == STATE_REVOKED
+
+    @property
+    def family_enum(self) -> Family:
+        return Family.from_code(self.family)
+
+    @property
+    def category_enum(self) -> Category | None:
+        return Category.from_code(self.category) if self.category else None
+
+    @property
+    def reason_enum(self) -> Reason:
+        return Reason(self.reason)
+
+    def pack(self) -> bytes:
+        return _STATUS.pack(*self)
+
+
+STATUS_RECORD_BYTES: Final = _STATUS.size
+
+
+def unpack_status(value: bytes) -> StatusRecord:
+    return StatusRecord._make(_STATUS.unpack(value))
+
+
+_REVOKED = struct.Struct(">qBBIqI")
+
+
+class RevokedEntry(NamedTuple):
+    """One CRL entry: revocation time, reason, legal category, build that added it."""
+
+    revoked_at: int
+    reason: int
+    category: int
+    build: int
+    recorded_at: int
+    """When the causing record was recorded: the retention clock starts here."""
+    reserved: int = 0
+
+    def pack(self) -> bytes:
+        return _REVOKED.pack(*self)
+
+
+def unpack_revoked(value: bytes) -> RevokedEntry:
+    return RevokedEntry._make(_REVOKED.unpack(value))
+
+
+_RESPONSE_HEAD = struct.Struct(">Iq")
+RESPONSE_HEAD_BYTES: Final = _RESPONSE_HEAD.size
+
+
+def pack_response(version: int, next_update: int, der: bytes) -> bytes:
+    """A pre-signed OCSP response: the status version it answers, its nextUpdate, its DER."""
+    return _RESPONSE_HEAD.pack(version, next_update) + der
+
+
+def unpack_response_head(value: bytes | memoryview) -> tuple[int, int]:
+    """(version, nextUpdate) of a stored response; the DER follows at RESPONSE_HEAD_BYTES."""
+    version, next_update = _RESPONSE_HEAD.unpack_from(value)
+    return int(version), int(next_update)
+
+
+def pack_u32(n: int) -> bytes:
+    return n.to_bytes(4, "big")
+
+
+def unpack_u32(b: bytes) -> int:
+    return int.from_bytes(b, "big")
+
+
+def pack_i64(n: int) -> bytes:
+    return n.to_bytes(8, "big", signed=True)
+
+
+def unpack_i64(b: bytes) -> int:
+    return int.from_bytes(b, "big", signed=True)
+
+
+class IssuerMeta(msgspec.Struct, frozen=True, kw_only=True):
+    """One issuer generation as the store knows it (META_ISSUERS)."""
+
+    index: int
+    id: str
+    family: Family
+    generation: int
+    cert_der: bytes
+    """The issuing CA certificate; CertID hashes are derived from it."""
+    compromised_at: int = 0
+    """Epoch seconds of a recorded key compromise, 0 if none."""
+
+
+class CrlState(msgspec.Struct, kw_only=True):
+    """Per-issuer CRL numbering (META_CRL_STATE_PREFIX + issuer index)."""
+
+    number: int = 0
+    """The last CRL number used (full and delta CRLs share one sequence, RFC 5280 §5.2.3)."""
+    base_number: int = 0
+    """The number of the last full CRL: delta CRLs point at it."""
+    base_build: int = 0
+    """The build number the last full CRL reflected: deltas list entries added after it."""
+    this_update: int = 0
+    next_update: int = 0
+
+
+class OcspState(msgspec.Struct, kw_only=True):
+    """Per-issuer OCSP freshness (META_OCSP_STATE_PREFIX + issuer index)."""
+
+    produced_at: int = 0
+    """When the pre-signed answers were last (re)signed."""
+    next_update: int = 0
+    """The earliest nextUpdate of any stored answer of this issuer."""
+
+
+class PendingMoveOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A move-out notice (転出届) awaiting its move-in notice: Act §31(2)'s 30-day clock."""
+
+    record_id: str
+    notified_at: int
+    planned_date: str
+    """ISO date."""
+    abroad: bool
+
+
+class CrlFileEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One produced CRL file (失効情報ファイル), kept until ``keep_until``."""
+
+    issuer: str
+    number: int
+    delta: bool
+    base_number: int
+    path: str
+    """Relative to the CRL directory."""
+    this_update: int
+    next_update: int
+    entries: int
+    size: int
+    sha256: str
+    keep_until: int
+
+
+issuer_meta_list_decoder: Final = msgspec.json.Decoder(list[IssuerMeta])
+crl_state_decoder: Final = msgspec.json.Decoder(CrlState)
+ocsp_state_decoder: Final = msgspec.json.Decoder(OcspState)
+pending_decoder: Final = msgspec.json.Decoder(PendingMoveOut)
+crl_file_decoder: Final = msgspec.json.Decoder(CrlFileEntry)
