@@ -1,0 +1,590 @@
+"""Applying records to the store: the legal rules turned into write transactions.
+
+`Applier` takes decoded records in order and commits them in batches, one LMDB
+write transaction per batch, so a reader never sees half a batch and a builder
+killed at any moment leaves the last committed batch readable. Each record is
+applied at most once (its id goes into the ``applied`` database in the same
+transaction), so replaying any input changes nothing, and a rerun after a kill
+converges to the state of an uninterrupted run: batches are cut at fixed input
+positions and a batch with nothing new commits nothing.
+
+What each record does (the rules themselves are in `rules`):
+
+- issuance (発行記録): a good status, the holder links, the encrypted four facts;
+  refused when the serial exists, the issuer is unknown or of another family,
+  the holder already holds a valid certificate of the family (Act §6, §16-5,
+  §25, §35-5), or a mobile certificate's card certificate is not the holder's;
+- revocation request (失効申請等情報), recording error (記録誤り等): revoke one
+  serial; refused for an unknown serial or a record earlier than issuance;
+- resident change (異動): revoke the holder's card certificates as Act §12 and
+  §31 say, keep move-out notices for the 30-day rule (Act §31(2)), which fires
+  when the holder's next record or the end of the build passes its instant;
+- CA key compromise: revoke every valid certificate of the generation;
+- every revocation of a card certificate cascades to the holder's mobile
+  certificate of the same kind (Act §16-13, §35-13).
+
+A revocation bumps the status record's version and deletes any stored answer
+for that serial in the same transaction, so no worker can serve a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import IO, Any, Final
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from crlbuilder import rules
+from crlbuilder import storeformat as sf
+from crlbuilder.ingest import Located, Quarantine, Rejected
+from crlbuilder.model import (
+    CaCompromise,
+    Category,
+    ChangeKind,
+    Consent,
+    Family,
+    FourFacts,
+    Issuance,
+    Reason,
+    Record,
+    RecordingError,
+    ResidentChange,
+    RevocationRequest,
+)
+from crlbuilder.store import Store
+
+META_COMMIT: Final = b"commit"
+"""The commit sequence: bumped by every write transaction that changes anything."""
+
+_facts_encoder: Final = msgspec.msgpack.Encoder()
+_facts_decoder: Final = msgspec.msgpack.Decoder(FourFacts)
+
+
+class Refused(Exception):
+    """A record that breaks a rule against the store's state: quarantined, nothing applied."""
+
+
+def epoch(t: datetime) -> int:
+    return int(t.timestamp())
+
+
+def from_epoch(s: int) -> datetime:
+    return datetime.fromtimestamp(s, UTC)
+
+
+class FactsCipher:
+    """AES-GCM sealing of the four facts (基本4情報) kept for 特定署名用電子証明書記録情報 (Act §18(3)).
+
+    The nonce is derived from the certificate's key with a separate HMAC key:
+    a certificate's facts never change, so each (key, nonce) pair seals one
+    plaintext only, and rebuilding the store gives identical bytes.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("the facts key must be 32 bytes (AES-256)")
+        self._aead = AESGCM(hmac.new(key, b"jpki-va facts aead", hashlib.sha256).digest())
+        self._nonce_key = hmac.new(key, b"jpki-va facts nonce", hashlib.sha256).digest()
+
+    def seal(self, status_key: bytes, facts: FourFacts) -> bytes:
+        nonce = hmac.new(self._nonce_key, status_key, hashlib.sha256).digest()[:12]
+        return nonce + self._aead.encrypt(nonce, _facts_encoder.encode(facts), status_key)
+
+    def open(self, status_key: bytes, sealed: bytes) -> FourFacts:
+        return _facts_decoder.decode(self._aead.decrypt(sealed[:12], sealed[12:], status_key))
+
+
+@dataclass
+class Summary:
+    """What a build did, for the closing summary and the tests."""
+
+    read: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    no_effect: int = 0
+    commits: int = 0
+    revocations: Counter[str] = field(default_factory=Counter)
+    notices: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "records_read": self.read,
+            "applied": self.applied,
+            "skipped_duplicates": self.duplicates,
+            "quarantined": self.quarantined,
+            "applied_without_effect": self.no_effect,
+            "commits": self.commits,
+            "revocations_by_category": dict(sorted(self.revocations.items())),
+            "notices": self.notices,
+        }
+
+
+class Notice(msgspec.Struct, frozen=True, kw_only=True):
+    """Something the 機構 must tell someone: the holder of a recording error (Act §15(2)),
+    or the public of an issuing-key compromise (Act §15(3), Ord §23). No personal data."""
+
+    kind: str
+    article: str
+    record_id: str
+    issuer: str
+    serial: int | None = None
+    at: datetime
+    certificates: int = 1
+
+
+@dataclass
+class _Batch:
+    txn: Any
+    seq: int
+    changed: bool = False
+    notices: list[Notice] = field(default_factory=list)
+
+
+class Applier:
+    """Applies records to one store in batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        facts_key: bytes,
+        quarantine: Quarantine,
+        notices_path: Path | None = None,
+        batch_size: int = 50_000,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.db = store.dbs
+        self.cipher = FactsCipher(facts_key)
+        self.quarantine = quarantine
+        self.notices_path = notices_path
+        self.batch_size = batch_size
+        self.on_progress = on_progress
+        self.summary = Summary()
+        self._issuers: dict[str, sf.IssuerMeta] = {i.id: i for i in store.issuers()}
+        self._by_index: dict[int, sf.IssuerMeta] = {i.index: i for i in self._issuers.values()}
+
+    # --- driving ------------------------------------------------------------
+
+    def run(self, items: Iterable[Located | Rejected]) -> Summary:
+        """Apply every item, committing every ``batch_size`` input items."""
+        batch: list[Located | Rejected] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                self.commit(batch)
+                batch = []
+        if batch:
+            self.commit(batch)
+        return self.summary
+
+    def commit(self, items: list[Located | Rejected]) -> None:
+        """Apply one batch in one write transaction (aborted if it changes nothing)."""
+        seq = self.store.meta_u32(META_COMMIT) + 1
+        rejected: list[tuple[Located | Rejected, str]] = []
+        with self.store.env.begin(write=True) as txn:
+            b = _Batch(txn=txn, seq=seq)
+            for item in items:
+                self.summary.read += 1
+                if isinstance(item, Rejected):
+                    rejected.append((item, item.reason))
+                    continue
+                rid = item.record.id.encode()
+                if txn.get(rid, db=self.db[sf.DB_APPLIED]) is not None:
+                    self.summary.duplicates += 1
+                    continue
+                try:
+                    effect = self._apply(b, item.record)
+                except Refused as e:
+                    rejected.append((item, str(e)))
+                    continue
+                txn.put(rid, sf.pack_u32(seq), db=self.db[sf.DB_APPLIED])
+                b.changed = True
+                self.summary.applied += 1
+                if not effect:
+                    self.summary.no_effect += 1
+            if b.changed:
+                txn.put(META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
+                txn.put(
+                    sf.META_COMMITTED_AT,
+                    sf.pack_i64(epoch(datetime.now(UTC))),
+                    db=self.db[sf.DB_META],
+                )
+                self.summary.commits += 1
+            else:
+                txn.abort()
+        for item, reason in rejected:
+            self._reject(item, reason)
+        self.quarantine.flush()
+        self._write_notices(b.notices)
+        if self.on_progress is not None:
+            self.on_progress(len(items))
+
+    def sweep_lapses(self, as_of: datetime) -> int:
+        """Apply every 30-day move-out lapse (Act §31(2)) due by ``as_of``; returns revocations."""
+        due: list[bytes] = []
+        with self.store.env.begin() as txn:
+            for holder, raw in txn.cursor(db=self.db[sf.DB_PENDING]):
+                p = sf.pending_decoder.decode(raw)
+                if rules.move_out_lapse(date.fromisoformat(p.planned_date)) <= as_of:
+                    due.append(bytes(holder))
+        if not due:
+            return 0
+        before = sum(self.summary.revocations.values())
+        seq = self.store.meta_u32(META_COMMIT) + 1
+        with self.store.env.begin(write=True) as txn:
+            b = _Batch(txn=txn, seq=seq)
+            for holder in due:
+                self._lapse_if_due(b, holder, as_of)
+            txn.put(META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
+            self.summary.commits += 1
+        return sum(self.summary.revocations.values()) - before
+
+    # --- per record ---------------------------------------------------------
+
+    def _apply(self, b: _Batch, rec: Record) -> bool:
+        """Apply one record; True if it changed a certificate's status or the store's links."""
+        match rec:
+            case Issuance():
+                return self._issuance(b, rec)
+            case RevocationRequest():
+                key, st = self._cert(b, rec.issuer, rec.serial, rec.recorded_at)
+                self._lapse_if_due(b, st.holder, rec.recorded_at)
+                category, reason = rules.request_revocation(rec.reason)
+                return self._revoke(b, key, category, reason, rec.recorded_at, rec.recorded_at)
+            case RecordingError():
+                key, st = self._cert(b, rec.issuer, rec.serial, rec.recorded_at)
+                self._lapse_if_due(b, st.holder, rec.recorded_at)
+                done = self._revoke(
+                    b, key, Category.RECORDING_ERROR, Category.RECORDING_ERROR.default_reason,
+                    rec.recorded_at, rec.recorded_at,
+                )  # fmt: skip
+                if done:
+                    b.notices.append(
+                        Notice(kind="holder-notification", article="Act §15(2)", record_id=rec.id,
+                               issuer=rec.issuer, serial=rec.serial, at=rec.recorded_at)
+                    )  # fmt: skip
+                return done
+            case ResidentChange():
+                return self._resident_change(b, rec)
+            case CaCompromise():
+                return self._compromise(b, rec)
+            case Consent():
+                return self._consent(b, rec)
+
+    def _issuer(self, issuer_id: str) -> sf.IssuerMeta:
+        meta = self._issuers.get(issuer_id)
+        if meta is None:
+            raise Refused(f"unknown issuer {issuer_id!r} (not in the store's issuer table)")
+        return meta
+
+    def _cert(
+        self, b: _Batch, issuer_id: str, serial: int, at: datetime
+    ) -> tuple[bytes, sf.StatusRecord]:
+        meta = self._issuer(issuer_id)
+        key = sf.status_key(meta.index, serial)
+        raw = b.txn.get(key, db=self.db[sf.DB_STATUS])
+        if raw is None:
+            raise Refused(f"unknown serial for issuer {issuer_id} (no issuance record)")
+        st = sf.unpack_status(raw)
+        if epoch(at) < st.not_before:
+            raise Refused("revocation recorded before the certificate's issuance")
+        return key, st
+
+    def _holder_certs(self, b: _Batch, holder: bytes, family: Family) -> list[bytes]:
+        return self.store.holder_certs(holder, family.code, b.txn)
+
+    def _status(self, b: _Batch, key: bytes) -> sf.StatusRecord:
+        return sf.unpack_status(b.txn.get(key, db=self.db[sf.DB_STATUS]))
+
+    def _issuance(self, b: _Batch, rec: Issuance) -> bool:
+        meta = self._issuer(rec.issuer)
+        if meta.family is not rec.family:
+            raise Refused(f"issuer {rec.issuer} issues {meta.family.value}, not {rec.family.value}")
+        if meta.compromised_at and epoch(rec.not_before) >= meta.compromised_at:
+            raise Refused(f"issuer {rec.issuer}'s key was compromised before this issuance")
+        key = sf.status_key(meta.index, rec.serial)
+        if b.txn.get(key, db=self.db[sf.DB_STATUS]) is not None:
+            raise Refused(f"serial already issued by {rec.issuer} under another record id")
+        holder = bytes.fromhex(rec.holder)
+        self._lapse_if_due(b, holder, rec.recorded_at)
+        if rec.family.is_mobile:
+            self._check_card(b, holder, rec)
+        held = []
+        for k in self._holder_certs(b, holder, rec.family):
+            st = self._status(b, k)
+            held.append(
+                rules.HeldCert(
+                    serial=int.from_bytes(k[2:], "big"),
+                    not_after=from_epoch(st.not_after),
+                    revoked_at=from_epoch(st.revoked_at) if st.revoked else None,
+                )
+            )
+        if rules.double_issuance(held, rec.not_before) is not None:
+            raise Refused(
+                f"the holder already has a valid {rec.family.value} certificate "
+                "(二重発行の禁止, Act §6, §16-5, §25, §35-5)"
+            )
+        st = sf.StatusRecord(
+            version=b.seq,
+            state=sf.STATE_GOOD,
+            category=0,
+            reason=0,
+            family=rec.family.code,
+            not_before=epoch(rec.not_before),
+            not_after=epoch(rec.not_after),
+            revoked_at=0,
+            holder=holder,
+        )
+        b.txn.put(key, st.pack(), db=self.db[sf.DB_STATUS])
+        b.txn.put(sf.link_key(holder, rec.family), key, db=self.db[sf.DB_LINKS])
+        if rec.facts is not None:
+            b.txn.put(key, self.cipher.seal(key, rec.facts), db=self.db[sf.DB_HOLDERS])
+        return True
+
+    def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> None:
+        """A mobile certificate's card certificate must be the holder's, of the same kind (Act §16-2)."""
+        for k in self._holder_certs(b, holder, rec.family.card_family):
+            if int.from_bytes(k[2:], "big") == rec.card_serial:
+                card = self._status(b, k)
+                if card.revoked and card.revoked_at <= epoch(rec.not_before):
+                    raise Refused("the card certificate had lost effect before this issuance")
+                if epoch(rec.not_after) > card.not_after:
+                    raise Refused(
+                        "a mobile certificate cannot outlive its card certificate (Act §16-4)"
+                    )
+                return
+        raise Refused(
+            f"card_serial names no {rec.family.card_family.value} certificate of this holder"
+        )
+
+    def _revoke(
+        self,
+        b: _Batch,
+        key: bytes,
+        category: Category,
+        reason: Reason,
+        at: datetime,
+        recorded_at: datetime,
+        st: sf.StatusRecord | None = None,
+    ) -> bool:
+        """Revoke one certificate at ``at`` unless it already lost effect; cascade to mobile."""
+        if st is None:
+            st = self._status(b, key)
+        family = st.family_enum
+        if not category.applies_to(family):
+            raise Refused(
+                f"category {category.value} does not apply to {family.value} certificates "
+                "(it has no such article in the Act)"
+            )
+        t = epoch(at)
+        if st.revoked or st.not_after <= t:
+            return False
+        new = st._replace(
+            version=b.seq,
+            state=sf.STATE_REVOKED,
+            category=category.code,
+            reason=int(reason),
+            revoked_at=t,
+        )
+        b.txn.put(key, new.pack(), db=self.db[sf.DB_STATUS])
+        entry = sf.RevokedEntry(
+            revoked_at=t, reason=int(reason), category=category.code, build=b.seq,
+            recorded_at=epoch(recorded_at),
+        )  # fmt: skip
+        b.txn.put(key, entry.pack(), db=self.db[sf.DB_REVOKED])
+        b.txn.delete(key, db=self.db[sf.DB_RESPONSES])
+        self.summary.revocations[category.value] += 1
+        follow = rules.cascade(family, category)
+        if follow is not None:
+            mobile_family, cat, rsn = follow
+            for k in self._holder_certs(b, st.holder, mobile_family):
+                self._revoke(b, k, cat, rsn, at, recorded_at)
+        return True
+
+    def _resident_change(self, b: _Batch, rec: ResidentChange) -> bool:
+        if rec.serial is not None and rec.issuer is not None:
+            key, st = self._cert(b, rec.issuer, rec.serial, rec.recorded_at)
+            family = st.family_enum
+            if not Category.RESIDENT_CHANGE.applies_to(family):
+                raise Refused(
+                    f"category resident-change does not apply to {family.value} certificates "
+                    "(a mobile certificate follows its card certificate instead)"
+                )
+            holder = st.holder
+            targets = [(family, [key])]
+        else:
+            assert rec.holder is not None
+            holder = bytes.fromhex(rec.holder)
+            targets = [
+                (f, self._holder_certs(b, holder, f)) for f in (Family.SIGN_CARD, Family.AUTH_CARD)
+            ]
+            if not any(keys for _, keys in targets) and not self._holder_known(b, holder):
+                raise Refused("no certificate of this holder (issuance record missing?)")
+        self._lapse_if_due(b, holder, rec.recorded_at)
+        pending = self._pending(b, holder)
+        if rec.change is ChangeKind.MOVE_OUT_NOTICE:
+            assert rec.planned_date is not None
+            p = sf.PendingMoveOut(
+                record_id=rec.id, notified_at=epoch(rec.recorded_at),
+                planned_date=rec.planned_date.isoformat(), abroad=rec.abroad,
+            )  # fmt: skip
+            b.txn.put(holder, msgspec.json.encode(p), db=self.db[sf.DB_PENDING])
+            return True
+        if rec.change is ChangeKind.MOVE_IN_NOTICE:
+            return bool(b.txn.delete(holder, db=self.db[sf.DB_PENDING]))
+        notice = _notice(pending)
+        changed = False
+        for family, keys in targets:
+            for key in keys:
+                st = self._status(b, key)
+                if rules.resident_change_revokes(
+                    family, rec, issued_at=from_epoch(st.not_before), notice=notice
+                ):
+                    changed |= self._revoke(
+                        b, key, Category.RESIDENT_CHANGE, Category.RESIDENT_CHANGE.default_reason,
+                        rec.recorded_at, rec.recorded_at, st,
+                    )  # fmt: skip
+        return changed
+
+    def _holder_known(self, b: _Batch, holder: bytes) -> bool:
+        return any(self._holder_certs(b, holder, f) for f in Family)
+
+    def _pending(self, b: _Batch, holder: bytes) -> sf.PendingMoveOut | None:
+        raw = b.txn.get(holder, db=self.db[sf.DB_PENDING])
+        return sf.pending_decoder.decode(raw) if raw is not None else None
+
+    def _lapse_if_due(self, b: _Batch, holder: bytes, now: datetime) -> None:
+        """Act §31(2): 30 days after the planned move-out with no move-in, auth-card certs lose effect."""
+        pending = self._pending(b, holder)
+        if pending is None:
+            return
+        notice = _notice(pending)
+        assert notice is not None
+        at = rules.move_out_lapse(notice.planned_date)
+        if at > now:
+            return
+        b.txn.delete(holder, db=self.db[sf.DB_PENDING])
+        b.changed = True
+        for key in self._holder_certs(b, holder, Family.AUTH_CARD):
+            st = self._status(b, key)
+            if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=now):
+                self._revoke(
+                    b, key, Category.RESIDENT_CHANGE, Category.RESIDENT_CHANGE.default_reason,
+                    at, at, st,
+                )  # fmt: skip
+
+    def _compromise(self, b: _Batch, rec: CaCompromise) -> bool:
+        meta = self._issuer(rec.issuer)
+        if meta.compromised_at:
+            return False
+        t = epoch(rec.recorded_at)
+        prefix = sf.issuer_prefix(meta.index)
+        keys: list[bytes] = []
+        cur = b.txn.cursor(db=self.db[sf.DB_STATUS])
+        if cur.set_range(prefix):
+            for key, raw in cur:
+                if key[:2] != prefix:
+                    break
+                st = sf.unpack_status(raw)
+                if rules.compromise_revokes(
+                    cert_issuer=rec.issuer, compromised_issuer=meta.id,
+                    not_after=from_epoch(st.not_after), at=rec.recorded_at,
+                ) and not st.revoked and st.not_before <= t:  # fmt: skip
+                    keys.append(bytes(key))
+        for key in keys:
+            self._revoke(b, key, Category.CA_COMPROMISE, Category.CA_COMPROMISE.default_reason,
+                         rec.recorded_at, rec.recorded_at)  # fmt: skip
+        updated = msgspec.structs.replace(meta, compromised_at=t)
+        self._issuers[meta.id] = updated
+        self._by_index[meta.index] = updated
+        b.txn.put(
+            sf.META_ISSUERS,
+            msgspec.json.encode(sorted(self._issuers.values(), key=lambda i: i.index)),
+            db=self.db[sf.DB_META],
+        )
+        b.notices.append(
+            Notice(kind="public-announcement", article="Act §15(3), Ord §23", record_id=rec.id,
+                   issuer=rec.issuer, at=rec.recorded_at, certificates=len(keys))
+        )  # fmt: skip
+        return True
+
+    def _consent(self, b: _Batch, rec: Consent) -> bool:
+        holder = bytes.fromhex(rec.holder)
+        self._lapse_if_due(b, holder, rec.recorded_at)
+        if not (
+            self._holder_certs(b, holder, Family.SIGN_CARD)
+            or self._holder_certs(b, holder, Family.SIGN_MOBILE)
+        ):
+            raise Refused("no sign certificate of this holder to consent about")
+        key = sf.consent_key(holder, rec.verifier)
+        if rec.granted:
+            b.txn.put(key, sf.pack_i64(epoch(rec.recorded_at)), db=self.db[sf.DB_CONSENTS])
+            return True
+        return bool(b.txn.delete(key, db=self.db[sf.DB_CONSENTS]))
+
+    # --- outputs ------------------------------------------------------------
+
+    def _reject(self, item: Located | Rejected, reason: str) -> None:
+        self.summary.quarantined += 1
+        if isinstance(item, Rejected):
+            self.quarantine.add(item.source, item.line, reason, item.raw)
+        else:
+            raw = msgspec.json.encode(item.record)
+            self.quarantine.add(item.source, item.line, reason, raw, item.record.id)
+
+    def _write_notices(self, notices: list[Notice]) -> None:
+        if not notices or self.notices_path is None:
+            self.summary.notices += len(notices)
+            return
+        self.summary.notices += len(notices)
+        fd = os.open(self.notices_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        f: IO[bytes]
+        with os.fdopen(fd, "ab") as f:
+            for n in notices:
+                f.write(msgspec.json.encode(n) + b"\n")
+
+
+def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:
+    if p is None:
+        return None
+    return rules.MoveOutNotice(
+        notified_at=from_epoch(p.notified_at),
+        planned_date=date.fromisoformat(p.planned_date),
+        abroad=p.abroad,
+    )
+
+
+def register_issuers(store: Store, issuers: list[sf.IssuerMeta]) -> None:
+    """Record the issuer table in the store; an index must keep naming the same issuer."""
+    known = {i.index: i for i in store.issuers()}
+    merged = dict(known)
+    for new in issuers:
+        old = known.get(new.index)
+        if old is not None and old.id != new.id:
+            raise sf.StoreFormatError(
+                f"issuer index {new.index} is {old.id} in the store but {new.id} in the PKI manifest"
+            )
+        merged[new.index] = (
+            msgspec.structs.replace(new, compromised_at=old.compromised_at) if old else new
+        )
+    ids = [i.id for i in merged.values()]
+    if len(set(ids)) != len(ids):
+        raise sf.StoreFormatError("one issuer id under two indexes")
+    if merged == known:
+        return
+    with store.env.begin(write=True) as txn:
+        txn.put(
+            sf.META_ISSUERS,
+            msgspec.json.encode(sorted(merged.values(), key=lambda i: i.index)),
+            db=store.dbs[sf.DB_META],
+        )

@@ -1,0 +1,238 @@
+"""crlbuilder's configuration: a TOML file validated into msgspec Structs, overridable by flags.
+
+`config/builder.toml` is the commented example of every field. Relative paths
+are taken relative to the current directory. Environment variables override
+paths and secrets: ``JPKI_VA_STORE``, ``JPKI_VA_PKI``, ``JPKI_VA_FACTS_KEY``
+(64 hex digits: the AES-256 key that seals the four facts; it wins over
+``keys.facts_key_file``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from crlbuilder.model import Family
+
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class StoreSection(_Section):
+    path: str = "var/store"
+    """The LMDB environment directory (created on first build)."""
+    map_size_gib: Positive = 64
+    """Address space reserved for the store; a sparse file, only what is written costs."""
+
+
+class PkiSection(_Section):
+    manifest: str = "var/pki"
+    """The PKI directory holding pki.json (issuers, CA keys, OCSP signers)."""
+
+
+class InputSection(_Section):
+    paths: list[str] = []
+    """Record files or directories (each directory's *.jsonl in file-name order)."""
+    spool: str = ""
+    """A spool directory `--follow` watches; processed files move to its done/ subdirectory."""
+    follow_interval: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    """Seconds between spool scans under --follow."""
+    quarantine: str = "var/build/quarantine.jsonl"
+    """Where rejected lines go with their reason (mode 0600)."""
+    notices: str = "var/build/notices.jsonl"
+    """Holder notifications (Act §15(2)) and public announcements (Act §15(3)) due."""
+    batch_size: Positive = 50_000
+    """Records per write transaction."""
+
+
+class KeysSection(_Section):
+    facts_key_file: str = ""
+    """File holding the 32-byte AES key (64 hex digits) sealing the four facts. Mode 0600."""
+
+
+class OcspSection(_Section):
+    presign: bool = True
+    """Pre-sign the answers of revoked serials at build time."""
+    validity_seconds: Positive = 86_400
+    """nextUpdate - thisUpdate of pre-signed answers."""
+    refresh_before_seconds: NonNegative = 21_600
+    """Re-sign a stored answer when less than this remains before its nextUpdate."""
+    sign_workers: NonNegative = 0
+    """Processes that sign in parallel (0: one per core)."""
+
+
+def _default_retention() -> dict[str, int]:
+    return {f.value: 3650 for f in Family}
+
+
+class CrlSection(_Section):
+    enabled: bool = True
+    """Produce CRLs (失効情報ファイル) after each build."""
+    directory: str = "var/crl"
+    """Where produced CRL files are kept."""
+    cycle_seconds: Positive = 86_400
+    """nextUpdate - thisUpdate of full CRLs (the cycle, 周期)."""
+    delta: bool = True
+    """Produce delta CRLs between full ones (freshestCRL points at them)."""
+    delta_cycle_seconds: Positive = 3_600
+    """nextUpdate - thisUpdate of delta CRLs."""
+    full_every_seconds: Positive = 86_400
+    """Produce a new full CRL when the last is older than this; deltas in between."""
+    keep_days: Positive = 365
+    """How long each produced CRL file is kept (its own retention)."""
+    retention_days: dict[str, Positive] = msgspec.field(default_factory=_default_retention)
+    """Per family: how long a revocation record stays listed (政令で定める期間; not in our texts)."""
+
+
+class BuilderConfig(_Section):
+    store: StoreSection = msgspec.field(default_factory=StoreSection)
+    pki: PkiSection = msgspec.field(default_factory=PkiSection)
+    input: InputSection = msgspec.field(default_factory=InputSection)
+    keys: KeysSection = msgspec.field(default_factory=KeysSection)
+    ocsp: OcspSection = msgspec.field(default_factory=OcspSection)
+    crl: CrlSection = msgspec.field(default_factory=CrlSection)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file and field."""
+
+
+# flag name -> (section, field); every option is also a flag
+FLAGS: Final[dict[str, tuple[str, str]]] = {
+    "store": ("store", "path"),
+    "map-size-gib": ("store", "map_size_gib"),
+    "pki": ("pki", "manifest"),
+    "input": ("input", "paths"),
+    "spool": ("input", "spool"),
+    "follow-interval": ("input", "follow_interval"),
+    "quarantine": ("input", "quarantine"),
+    "notices": ("input", "notices"),
+    "batch-size": ("input", "batch_size"),
+    "facts-key-file": ("keys", "facts_key_file"),
+    "presign": ("ocsp", "presign"),
+    "ocsp-validity-seconds": ("ocsp", "validity_seconds"),
+    "ocsp-refresh-before-seconds": ("ocsp", "refresh_before_seconds"),
+    "sign-workers": ("ocsp", "sign_workers"),
+    "crl": ("crl", "enabled"),
+    "crl-dir": ("crl", "directory"),
+    "crl-cycle-seconds": ("crl", "cycle_seconds"),
+    "delta-crl": ("crl", "delta"),
+    "delta-cycle-seconds": ("crl", "delta_cycle_seconds"),
+    "full-every-seconds": ("crl", "full_every_seconds"),
+    "crl-keep-days": ("crl", "keep_days"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per option; a flag given on the command line wins over the file."""
+    g = parser.add_argument_group("configuration (each overrides the file's value)")
+    g.add_argument("--config", type=Path, help="TOML configuration file (see config/builder.toml)")
+    for flag, (section, name) in FLAGS.items():
+        field_type = _field_type(section, name)
+        dest = flag.replace("-", "_")
+        help_text = f"{section}.{name}"
+        if field_type is bool:
+            g.add_argument(
+                f"--{flag}",
+                dest=dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        elif field_type is list:
+            g.add_argument(
+                f"--{flag}",
+                dest=dest,
+                action="append",
+                default=None,
+                metavar="PATH",
+                help=help_text + " (repeatable)",
+            )
+        else:
+            g.add_argument(f"--{flag}", dest=dest, type=field_type, default=None, help=help_text)
+
+
+def _field_type(section: str, name: str) -> type:
+    default = getattr(getattr(BuilderConfig(), section), name)
+    return type(default) if not isinstance(default, list) else list
+
+
+def load_config(path: Path | None, args: argparse.Namespace | None = None) -> BuilderConfig:
+    """Read ``path`` (optional), apply flags from ``args``, then environment overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    if args is not None:
+        for flag, (section, name) in FLAGS.items():
+            value = getattr(args, flag.replace("-", "_"), None)
+            if value is not None:
+                data.setdefault(section, {})[name] = value
+    env = {
+        "JPKI_VA_STORE": ("store", "path"),
+        "JPKI_VA_PKI": ("pki", "manifest"),
+    }
+    for var, (section, name) in env.items():
+        if os.environ.get(var):
+            data.setdefault(section, {})[name] = os.environ[var]
+    try:
+        cfg = msgspec.convert(data, BuilderConfig)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{path or 'configuration'}: {e}") from None
+    unknown = set(cfg.crl.retention_days) - {f.value for f in Family}
+    if unknown:
+        raise ConfigError(
+            f"{path or 'configuration'}: crl.retention_days names unknown families {sorted(unknown)}"
+        )
+    return cfg
+
+
+def facts_key(cfg: BuilderConfig) -> bytes:
+    """The AES-256 key sealing the four facts: JPKI_VA_FACTS_KEY, else keys.facts_key_file."""
+    raw = os.environ.get("JPKI_VA_FACTS_KEY", "")
+    origin = "JPKI_VA_FACTS_KEY"
+    if not raw:
+        if not cfg.keys.facts_key_file:
+            raise ConfigError(
+                "no facts key: set keys.facts_key_file (a file of 64 hex digits, mode 0600) "
+                "or JPKI_VA_FACTS_KEY"
+            )
+        p = Path(cfg.keys.facts_key_file)
+        origin = str(p)
+        try:
+            st = p.stat()
+            raw = p.read_text(encoding="ascii").strip()
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read the facts key: {e.strerror}") from None
+        if st.st_mode & 0o077:
+            raise ConfigError(
+                f"{p}: the facts key file must not be readable by group or others (chmod 600)"
+            )
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{origin}: the facts key must be 64 hex digits (32 bytes)")
+    return key
+
+
+def write_facts_key(path: Path) -> None:
+    """Create a new random facts key file (mode 0600); refuses to overwrite one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(os.urandom(32).hex() + "\n")

@@ -1,0 +1,187 @@
+"""Opening the status store (LMDB) and reading it: the part both binaries share.
+
+`Store.open` opens the environment and its named databases, creating them when
+opened for writing, and refuses a store of another format version with a clear
+message. crlbuilder is the only writer (one write transaction at a time, LMDB
+guarantees readers never see half of one); responder workers open the store
+read-only after forking. The byte layout itself lives in `storeformat`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import lmdb
+import msgspec
+
+from crlbuilder import storeformat as sf
+
+DEFAULT_MAP_SIZE: Final = 64 << 30
+"""64 GiB of address space: a sparse file, it costs only what is written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """An open store: the LMDB environment and its named database handles."""
+
+    env: Any
+    """The `lmdb.Environment` (untyped library)."""
+    dbs: dict[bytes, Any]
+    path: Path
+    readonly: bool
+
+    @property
+    def status(self) -> Any:
+        return self.dbs[sf.DB_STATUS]
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        readonly: bool,
+        map_size: int = DEFAULT_MAP_SIZE,
+        max_readers: int = 1024,
+    ) -> Store:
+        """Open (or, for writing, create) the store at ``path`` and check its format version."""
+        p = Path(path)
+        if readonly and not (p / "data.mdb").exists():
+            raise sf.StoreFormatError(f"{p}: no status store here (run `crlbuilder build` first)")
+        if not readonly:
+            p.mkdir(parents=True, exist_ok=True)
+            os.chmod(p, 0o700)
+        try:
+            env = lmdb.open(
+                str(p),
+                map_size=map_size,
+                max_dbs=sf.MAX_DBS,
+                readonly=readonly,
+                lock=True,
+                readahead=False,
+                meminit=False,
+                max_readers=max_readers,
+            )
+        except lmdb.Error as e:
+            raise sf.StoreFormatError(f"{p}: cannot open the store: {e}") from None
+        dbs: dict[bytes, Any] = {}
+        if readonly:
+            for name in sf.ALL_DBS:
+                try:
+                    dbs[name] = env.open_db(name, create=False, dupsort=name in sf.DUPSORT_DBS)
+                except lmdb.NotFoundError:
+                    env.close()
+                    raise sf.StoreFormatError(
+                        f"{p}: the store lacks database {name.decode()}: "
+                        "not a jpki-va store, or from an older version"
+                    ) from None
+        else:
+            with env.begin(write=True) as txn:
+                for name in sf.ALL_DBS:
+                    dbs[name] = env.open_db(name, txn=txn, dupsort=name in sf.DUPSORT_DBS)
+                meta = dbs[sf.DB_META]
+                if txn.get(sf.META_FORMAT, db=meta) is None:
+                    txn.put(sf.META_FORMAT, sf.pack_u32(sf.FORMAT_VERSION), db=meta)
+        store = cls(env=env, dbs=dbs, path=p, readonly=readonly)
+        store.check_format()
+        return store
+
+    def check_format(self) -> None:
+        with self.env.begin() as txn:
+            raw = txn.get(sf.META_FORMAT, db=self.dbs[sf.DB_META])
+        version = sf.unpack_u32(raw) if raw is not None else None
+        if version != sf.FORMAT_VERSION:
+            self.env.close()
+            raise sf.StoreFormatError(
+                f"{self.path}: store format version {version}, this jpki-va reads "
+                f"version {sf.FORMAT_VERSION}: rebuild the store with a matching crlbuilder"
+            )
+
+    def close(self) -> None:
+        self.env.close()
+
+    # --- reading ------------------------------------------------------------
+
+    def issuers(self, txn: Any = None) -> list[sf.IssuerMeta]:
+        """The issuer generations the store knows (empty before the first build)."""
+        raw = self._get(sf.DB_META, sf.META_ISSUERS, txn)
+        return sf.issuer_meta_list_decoder.decode(raw) if raw else []
+
+    def meta_u32(self, key: bytes, txn: Any = None) -> int:
+        raw = self._get(sf.DB_META, key, txn)
+        return sf.unpack_u32(raw) if raw else 0
+
+    def meta_i64(self, key: bytes, txn: Any = None) -> int:
+        raw = self._get(sf.DB_META, key, txn)
+        return sf.unpack_i64(raw) if raw else 0
+
+    def crl_state(self, issuer_index: int, txn: Any = None) -> sf.CrlState:
+        raw = self._get(sf.DB_META, sf.META_CRL_STATE_PREFIX + sf.pack_u32(issuer_index), txn)
+        return sf.crl_state_decoder.decode(raw) if raw else sf.CrlState()
+
+    def ocsp_state(self, issuer_index: int, txn: Any = None) -> sf.OcspState:
+        raw = self._get(sf.DB_META, sf.META_OCSP_STATE_PREFIX + sf.pack_u32(issuer_index), txn)
+        return sf.ocsp_state_decoder.decode(raw) if raw else sf.OcspState()
+
+    def status_of(self, issuer_index: int, serial: int, txn: Any = None) -> sf.StatusRecord | None:
+        raw = self._get(sf.DB_STATUS, sf.status_key(issuer_index, serial), txn)
+        return sf.unpack_status(raw) if raw else None
+
+    def revoked_entries(self, issuer_index: int, txn: Any) -> Iterator[tuple[int, sf.RevokedEntry]]:
+        """(serial, entry) of every revoked certificate of one issuer, in serial order."""
+        prefix = sf.issuer_prefix(issuer_index)
+        cur = txn.cursor(db=self.dbs[sf.DB_REVOKED])
+        if not cur.set_range(prefix):
+            return
+        for key, value in cur:
+            if key[:2] != prefix:
+                break
+            yield int.from_bytes(key[2:], "big"), sf.unpack_revoked(value)
+
+    def holder_certs(self, holder: bytes, family_code: int, txn: Any) -> list[bytes]:
+        """Status keys of every certificate of one holder in one family (the links database)."""
+        cur = txn.cursor(db=self.dbs[sf.DB_LINKS])
+        key = holder + bytes((family_code,))
+        if not cur.set_key(key):
+            return []
+        return [bytes(v) for v in cur.iternext_dup()]
+
+    def crl_files(self, txn: Any = None) -> list[sf.CrlFileEntry]:
+        with self._txn(txn) as t:
+            return [sf.crl_file_decoder.decode(v) for _, v in t.cursor(db=self.dbs[sf.DB_CRLS])]
+
+    def counts(self) -> dict[str, int]:
+        """Entries per named database (for summaries and metrics)."""
+        with self.env.begin() as txn:
+            return {n.decode(): txn.stat(self.dbs[n])["entries"] for n in sf.ALL_DBS}
+
+    def _get(self, db: bytes, key: bytes, txn: Any) -> bytes | None:
+        if txn is not None:
+            v = txn.get(key, db=self.dbs[db])
+        else:
+            with self.env.begin() as t:
+                v = t.get(key, db=self.dbs[db])
+        return bytes(v) if v is not None else None
+
+    def _txn(self, txn: Any) -> Any:
+        return _Borrowed(txn) if txn is not None else self.env.begin()
+
+
+class _Borrowed:
+    """A context manager that hands out a caller's transaction without ending it."""
+
+    def __init__(self, txn: Any) -> None:
+        self.txn = txn
+
+    def __enter__(self) -> Any:
+        return self.txn
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def encode_json(obj: object) -> bytes:
+    return msgspec.json.encode(obj)
