@@ -160,7 +160,7 @@ class Applier:
         quarantine: Quarantine,
         notices_path: Path | None = None,
         batch_size: int = 50_000,
-        on_progress: Callable[[int], None] | None = None,
+        on_progress: Callable[[int], object] | None = None,
     ) -> None:
         self.store = store
         self.db = store.dbs

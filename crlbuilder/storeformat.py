@@ -238,7 +238,9 @@ class CrlState(msgspec.Struct, kw_only=True):
     base_number: int = 0
     """The number of the last full CRL: delta CRLs point at it."""
     base_build: int = 0
-    """The build number the last full CRL reflected: deltas list entries added after it."""
+    """The commit sequence the last full CRL reflected: deltas list entries added after it."""
+    base_this_update: int = 0
+    """thisUpdate of the last full CRL: a new full CRL is due a cycle after it."""
     this_update: int = 0
     next_update: int = 0
 

@@ -1,0 +1,224 @@
+"""`crlbuilder build`: one build, or a follow loop over a spool directory.
+
+A build reads the configured record sources, applies them to the store
+(`apply.Applier`), fires the 30-day move-out lapses due by the build instant
+(Act §31(2)), pre-signs the OCSP answers of revoked serials (`presign`) and
+produces the CRL files (`crlpublish`), then prints a closing summary. With
+``--follow`` it then watches a spool directory: each ``*.jsonl`` file that
+appears (written elsewhere and renamed in, so it is complete) is applied,
+moved to ``done/``, and followed by the same lapse, pre-sign and CRL steps.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+from tqdm import tqdm
+
+from crlbuilder import storeformat as sf
+from crlbuilder.apply import Applier, Summary, epoch, register_issuers
+from crlbuilder.config import BuilderConfig, facts_key
+from crlbuilder.crlpublish import CrlPublisher
+from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
+from crlbuilder.manifest import Manifest, load_manifest
+from crlbuilder.presign import Presigner
+from crlbuilder.store import Store
+
+
+def issuer_table(manifest: Manifest) -> list[sf.IssuerMeta]:
+    """The manifest's issuer generations as the store records them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    out = []
+    for i in manifest.issuers:
+        cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
+        out.append(
+            sf.IssuerMeta(
+                index=i.index, id=i.id, family=i.family, generation=i.generation,
+                cert_der=cert.public_bytes(Encoding.DER),
+            )
+        )  # fmt: skip
+    return out
+
+
+def count_lines(paths: Iterable[Path]) -> int:
+    n = 0
+    for p in paths:
+        with p.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                n += chunk.count(b"\n")
+    return n
+
+
+@dataclass
+class BuildReport:
+    """The closing summary of a build (printed as JSON, also returned to tests)."""
+
+    summary: Summary
+    lapses: int = 0
+    presigned: int = 0
+    presign_kept: int = 0
+    crls: list[dict[str, object]] = field(default_factory=list)
+    crls_pruned: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    build: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        d = self.summary.as_dict()
+        d.update(
+            build=self.build,
+            lapses_applied=self.lapses,
+            ocsp_presigned=self.presigned,
+            ocsp_kept=self.presign_kept,
+            crls=self.crls,
+            crls_pruned=self.crls_pruned,
+            seconds={k: round(v, 3) for k, v in self.seconds.items()},
+        )
+        return d
+
+
+class Builder:
+    """One store, one manifest, one configuration: builds and follow loops."""
+
+    def __init__(
+        self, cfg: BuilderConfig, *, progress: bool = True, log: IO[str] = sys.stderr
+    ) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.log = log
+        self.manifest = load_manifest(cfg.pki.manifest)
+        self.key = facts_key(cfg)
+        self.store = Store.open(
+            cfg.store.path, readonly=False, map_size=cfg.store.map_size_gib << 30
+        )
+        register_issuers(self.store, issuer_table(self.manifest))
+        self.quarantine = Quarantine(Path(cfg.input.quarantine))
+        Path(cfg.input.notices).parent.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        self.quarantine.close()
+        self.store.close()
+
+    def _applier(self, bar: tqdm[Any] | None) -> Applier:
+        return Applier(
+            self.store,
+            facts_key=self.key,
+            quarantine=self.quarantine,
+            notices_path=Path(self.cfg.input.notices),
+            batch_size=self.cfg.input.batch_size,
+            on_progress=bar.update if bar is not None else None,
+        )
+
+    def build(self, paths: list[Path], as_of: datetime) -> BuildReport:
+        """Apply ``paths`` then run the post-commit steps."""
+        t0 = time.monotonic()
+        bar: tqdm[Any] | None = None
+        if self.progress:
+            bar = tqdm(
+                total=count_lines(paths), unit="rec", unit_scale=True, desc="apply", file=self.log
+            )
+        applier = self._applier(bar)
+        try:
+            applier.run(_chain(paths))
+        finally:
+            if bar is not None:
+                bar.close()
+        report = BuildReport(summary=applier.summary)
+        report.seconds["apply"] = time.monotonic() - t0
+        self.after_commit(applier, report, as_of)
+        return report
+
+    def after_commit(self, applier: Applier, report: BuildReport, as_of: datetime) -> None:
+        """Lapses due by ``as_of``, pre-signed answers, CRLs, and the build number."""
+        t = time.monotonic()
+        report.lapses = applier.sweep_lapses(as_of)
+        report.seconds["lapses"] = time.monotonic() - t
+        now = epoch(as_of)
+        if self.cfg.ocsp.presign:
+            t = time.monotonic()
+            ps = Presigner(
+                self.store, self.manifest,
+                validity_seconds=self.cfg.ocsp.validity_seconds,
+                refresh_before_seconds=self.cfg.ocsp.refresh_before_seconds,
+                workers=self.cfg.ocsp.sign_workers,
+            ).run(now)  # fmt: skip
+            report.presigned, report.presign_kept = ps.signed, ps.kept
+            report.seconds["presign"] = time.monotonic() - t
+        if self.cfg.crl.enabled:
+            t = time.monotonic()
+            pub = CrlPublisher(self.store, self.manifest, self.cfg.crl).run(now)
+            report.crls = [
+                {
+                    "issuer": e.issuer,
+                    "number": e.number,
+                    "delta": e.delta,
+                    "entries": e.entries,
+                    "bytes": e.size,
+                }
+                for e in pub.produced
+            ]
+            report.crls_pruned = pub.pruned
+            report.seconds["crl"] = time.monotonic() - t
+        with self.store.env.begin(write=True) as txn:
+            build = self.store.meta_u32(sf.META_BUILD, txn) + 1
+            txn.put(sf.META_BUILD, sf.pack_u32(build), db=self.store.dbs[sf.DB_META])
+        report.build = build
+
+    def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:
+        """Apply each file that appears in ``spool`` until SIGTERM/SIGINT (or ``max_idle`` s of nothing)."""
+        done = spool / "done"
+        done.mkdir(parents=True, exist_ok=True)
+        stop = False
+
+        def _stop(signum: int, frame: object) -> None:
+            nonlocal stop
+            stop = True
+
+        old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        idle_since = time.monotonic()
+        try:
+            while not stop:
+                files = sorted(p for p in spool.iterdir() if p.suffix == ".jsonl" and p.is_file())
+                if not files:
+                    if max_idle is not None and time.monotonic() - idle_since > max_idle:
+                        return
+                    time.sleep(interval)
+                    continue
+                for p in files:
+                    t0 = time.monotonic()
+                    applier = self._applier(None)
+                    applier.run(read_file(p))
+                    committed = time.monotonic() - t0
+                    p.rename(done / p.name)
+                    report = BuildReport(summary=applier.summary)
+                    report.seconds["apply"] = committed
+                    self.after_commit(applier, report, datetime.now(UTC))
+                    self.emit({"event": "spool-file", "file": p.name, **report.as_dict()})
+                    if stop:
+                        break
+                idle_since = time.monotonic()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def emit(self, obj: dict[str, object]) -> None:
+        self.log.write(msgspec.json.encode(obj).decode() + "\n")
+        self.log.flush()
+
+
+def _chain(paths: list[Path]) -> Iterator[Located | Rejected]:
+    for p in paths:
+        yield from read_file(p)
+
+
+def sources(cfg: BuilderConfig) -> list[Path]:
+    return list_sources(cfg.input.paths)

@@ -1,0 +1,193 @@
+"""Producing the CRL files (失効情報ファイル, Act §16, §16-15, §35, §35-15) from the store, and keeping them.
+
+For each issuer generation, each run produces either a full CRL (when none
+exists yet or the last full one is older than ``full_every_seconds``) or a
+delta CRL listing what was revoked since the last full one (RFC 5280 §5.2.4,
+deltaCRLIndicator; full CRLs point at the delta with freshestCRL). Full and
+delta CRLs share one CRL number sequence per issuer. A full CRL lists every
+revocation whose record is still within the family's retention period (政令で
+定める期間, configuration since the Cabinet order is outside our texts).
+
+Files: ``DIR/<issuer>.crl`` and ``DIR/<issuer>-delta.crl`` are the current
+ones (replaced atomically; the certificates' CRL distribution points name
+them); every produced CRL is also kept as ``DIR/archive/<issuer>/<number>-
+{full,delta}.crl`` with an index entry in the store, until its own retention
+(``keep_days``) passes.
+
+Partitioning: one full CRL of 1,000,000 entries encodes and signs in about a
+second (bench/README.md), so the sign CRL is not partitioned: no
+issuingDistributionPoint, one distribution point per issuer generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from cryptography import x509
+
+from crlbuilder import storeformat as sf
+from crlbuilder.apply import META_COMMIT
+from crlbuilder.config import CrlSection
+from crlbuilder.crl import encode_crl, write_crl_file
+from crlbuilder.manifest import IssuerFiles, Manifest
+from crlbuilder.signer import PemSigner
+from crlbuilder.store import Store
+
+DAY = 86_400
+
+
+@dataclass
+class PublishResult:
+    produced: list[sf.CrlFileEntry] = field(default_factory=list)
+    pruned: int = 0
+
+
+class CrlPublisher:
+    """Produces, indexes and prunes the CRL files of every issuer in a manifest."""
+
+    def __init__(self, store: Store, manifest: Manifest, cfg: CrlSection) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.cfg = cfg
+        self.dir = Path(cfg.directory)
+
+    def run(self, now: int) -> PublishResult:
+        result = PublishResult()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for issuer in self.manifest.issuers:
+            result.produced.extend(self._issuer(issuer, now))
+        result.pruned = self._prune(now)
+        return result
+
+    def _issuer(self, issuer: IssuerFiles, now: int) -> list[sf.CrlFileEntry]:
+        state = self.store.crl_state(issuer.index)
+        full_due = (
+            not state.base_number or now - state.base_this_update >= self.cfg.full_every_seconds
+        )
+        out: list[sf.CrlFileEntry] = []
+        signer = PemSigner.from_files(
+            self.manifest.path(issuer.key), self.manifest.path(issuer.cert)
+        )
+        cert = signer.certificate
+        retention = self.cfg.retention_days[issuer.family.value] * DAY
+        with self.store.env.begin() as txn:
+            commit = self.store.meta_u32(META_COMMIT, txn)
+            if full_due:
+                state.number += 1
+                entry = self._produce(
+                    issuer, cert, signer, txn, state.number, now, None, retention, since_build=None
+                )
+                out.append(entry)
+                state.base_number, state.base_build, state.base_this_update = (
+                    state.number,
+                    commit,
+                    now,
+                )
+            if self.cfg.delta:
+                state.number += 1
+                out.append(
+                    self._produce(
+                        issuer, cert, signer, txn, state.number, now, state.base_number, retention,
+                        since_build=state.base_build,
+                    )
+                )  # fmt: skip
+        state.this_update = now
+        state.next_update = min(e.next_update for e in out)
+        with self.store.env.begin(write=True) as txn:
+            for e in out:
+                txn.put(
+                    sf.crl_key(issuer.index, e.number, e.delta), msgspec.json.encode(e),
+                    db=self.store.dbs[sf.DB_CRLS],
+                )  # fmt: skip
+            txn.put(
+                sf.META_CRL_STATE_PREFIX + sf.pack_u32(issuer.index), msgspec.json.encode(state),
+                db=self.store.dbs[sf.DB_META],
+            )  # fmt: skip
+        return out
+
+    def _entries(
+        self, txn: Any, issuer: IssuerFiles, now: int, retention: int, since_build: int | None
+    ) -> Iterator[tuple[int, int, int]]:
+        for serial, e in self.store.revoked_entries(issuer.index, txn):
+            if e.recorded_at + retention <= now:
+                continue
+            if since_build is not None and e.build <= since_build:
+                continue
+            yield serial, e.revoked_at, e.reason
+
+    def _produce(
+        self,
+        issuer: IssuerFiles,
+        cert: x509.Certificate,
+        signer: PemSigner,
+        txn: Any,
+        number: int,
+        now: int,
+        delta_base: int | None,
+        retention: int,
+        since_build: int | None,
+    ) -> sf.CrlFileEntry:
+        delta = delta_base is not None
+        cycle = self.cfg.delta_cycle_seconds if delta else self.cfg.cycle_seconds
+        counted = _Counted(self._entries(txn, issuer, now, retention, since_build))
+        der = encode_crl(
+            issuer=cert,
+            signer=signer,
+            number=number,
+            this_update=datetime.fromtimestamp(now, UTC),
+            next_update=datetime.fromtimestamp(now + cycle, UTC),
+            entries=counted,
+            delta_base=delta_base,
+            freshest_crl_url=None if delta else (issuer.delta_crl_url if self.cfg.delta else None),
+        )
+        kind = "delta" if delta else "full"
+        rel = Path("archive") / issuer.id / f"{number:08d}-{kind}.crl"
+        (self.dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_crl_file(self.dir / rel, der)
+        current = self.dir / (f"{issuer.id}-delta.crl" if delta else f"{issuer.id}.crl")
+        tmp = current.with_suffix(".crl.tmp")
+        tmp.unlink(missing_ok=True)
+        os.link(self.dir / rel, tmp)
+        os.replace(tmp, current)
+        return sf.CrlFileEntry(
+            issuer=issuer.id, number=number, delta=delta, base_number=delta_base or 0,
+            path=str(rel), this_update=now, next_update=now + cycle, entries=counted.n,
+            size=len(der), sha256=hashlib.sha256(der).hexdigest(),
+            keep_until=now + self.cfg.keep_days * DAY,
+        )  # fmt: skip
+
+    def _prune(self, now: int) -> int:
+        """Delete archived CRLs past their own retention, and their index entries."""
+        gone = []
+        with self.store.env.begin() as txn:
+            for key, raw in txn.cursor(db=self.store.dbs[sf.DB_CRLS]):
+                e = sf.crl_file_decoder.decode(raw)
+                if e.keep_until <= now:
+                    gone.append((bytes(key), e))
+        if not gone:
+            return 0
+        with self.store.env.begin(write=True) as txn:
+            for key, e in gone:
+                (self.dir / e.path).unlink(missing_ok=True)
+                txn.delete(key, db=self.store.dbs[sf.DB_CRLS])
+        return len(gone)
+
+
+class _Counted:
+    """An iterator wrapper that counts what passed through (entries of a CRL)."""
+
+    def __init__(self, it: Iterator[tuple[int, int, int]]) -> None:
+        self._it = it
+        self.n = 0
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        for x in self._it:
+            self.n += 1
+            yield x

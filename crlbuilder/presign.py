@@ -1,0 +1,197 @@
+"""Pre-signing the OCSP answers of revoked serials, and re-signing them before nextUpdate.
+
+A revoked certificate's answer never changes until its nextUpdate, so
+crlbuilder signs it once at build time with the issuer generation's delegated
+OCSP signer and stores the DER beside the status record (``responses``,
+keyed like ``status``, tagged with the status version it answers). The
+responder then sends those bytes as they are. Answers whose nextUpdate is
+closer than ``refresh_before`` are signed again. "Good" answers are not stored:
+the responder signs them on demand and caches them by status version.
+
+Stored answers use SHA-1 CertIDs, the RFC 5019 §2.1.1 profile that clients
+use; a request with SHA-256 CertIDs is signed fresh by the responder.
+
+RSA signing is the whole cost (~0.3 ms a signature), so the signatures are
+spread over worker processes; the DER around them is built in this process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+from cryptography import x509
+
+from crlbuilder import storeformat as sf
+from crlbuilder.manifest import IssuerFiles, Manifest
+from crlbuilder.ocspsign import CertStatus, ResponseSigner, SingleAnswer, cert_id_der, issuer_hashes
+from crlbuilder.signer import PemSigner
+from crlbuilder.store import Store
+
+CHUNK: Final = 2_000
+"""Answers per write transaction and per job sent to a signing process."""
+
+_worker_signers: dict[str, PemSigner] = {}
+
+
+def _init_worker(keys: dict[str, tuple[str, str]]) -> None:
+    for issuer_id, (key, cert) in keys.items():
+        _worker_signers[issuer_id] = PemSigner.from_files(key, cert)
+
+
+def _sign_many(issuer_id: str, blobs: list[bytes]) -> list[bytes]:
+    signer = _worker_signers[issuer_id]
+    return [signer.sign(b) for b in blobs]
+
+
+@dataclass
+class PresignResult:
+    signed: int = 0
+    kept: int = 0
+
+
+class Presigner:
+    """Signs and stores the answers of revoked serials for every issuer of a manifest."""
+
+    def __init__(
+        self,
+        store: Store,
+        manifest: Manifest,
+        *,
+        validity_seconds: int,
+        refresh_before_seconds: int,
+        workers: int = 0,
+    ) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.validity = validity_seconds
+        self.refresh_before = refresh_before_seconds
+        self.workers = workers or os.cpu_count() or 1
+        self._signers = {
+            i.id: PemSigner.from_files(manifest.path(i.ocsp_key), manifest.path(i.ocsp_cert))
+            for i in manifest.issuers
+        }
+
+    def run(self, now: int) -> PresignResult:
+        """Sign every missing or nearly stale answer, as of ``now`` (epoch seconds)."""
+        result = PresignResult()
+        keys = {
+            i.id: (str(self.manifest.path(i.ocsp_key)), str(self.manifest.path(i.ocsp_cert)))
+            for i in self.manifest.issuers
+        }
+        pool: ProcessPoolExecutor | None = None
+        try:
+            for issuer in self.manifest.issuers:
+                todo = list(self._due(issuer, now, result))
+                if not todo:
+                    continue
+                if pool is None and self.workers > 1 and len(todo) > CHUNK:
+                    pool = ProcessPoolExecutor(
+                        self.workers, initializer=_init_worker, initargs=(keys,)
+                    )
+                self._sign_issuer(issuer, todo, now, pool)
+                result.signed += len(todo)
+            self._record_state(now)
+        finally:
+            if pool is not None:
+                pool.shutdown()
+        return result
+
+    def _due(
+        self, issuer: IssuerFiles, now: int, result: PresignResult
+    ) -> Iterator[tuple[bytes, sf.StatusRecord]]:
+        """Revoked serials of one issuer whose stored answer is missing, stale or nearly so."""
+        with self.store.env.begin() as txn:
+            responses = self.store.dbs[sf.DB_RESPONSES]
+            for serial, _entry in self.store.revoked_entries(issuer.index, txn):
+                key = sf.status_key(issuer.index, serial)
+                st = sf.unpack_status(txn.get(key, db=self.store.status))
+                stored = txn.get(key, db=responses)
+                if stored is not None:
+                    version, next_update = sf.unpack_response_head(stored)
+                    if version == st.version and next_update - now > self.refresh_before:
+                        result.kept += 1
+                        continue
+                yield key, st
+
+    def _sign_issuer(
+        self,
+        issuer: IssuerFiles,
+        todo: list[tuple[bytes, sf.StatusRecord]],
+        now: int,
+        pool: ProcessPoolExecutor | None,
+    ) -> None:
+        rs = ResponseSigner(self._signers[issuer.id])
+        cert = x509.load_pem_x509_certificate(self.manifest.path(issuer.cert).read_bytes())
+        name_hash, key_hash = issuer_hashes(cert, "sha1")
+        next_update = now + self.validity
+        chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
+        datas = [
+            [
+                rs.response_data(
+                    [
+                        SingleAnswer(
+                            cert_id_der(
+                                "sha1", name_hash, key_hash, int.from_bytes(key[2:], "big")
+                            ),
+                            CertStatus.REVOKED,
+                            st.revoked_at,
+                            st.reason,
+                        )
+                    ],
+                    produced_at=now,
+                    this_update=now,
+                    next_update=next_update,
+                )
+                for key, st in chunk
+            ]
+            for chunk in chunks
+        ]
+        if pool is not None:
+            signed: Iterator[list[bytes]] = pool.map(_sign_many, [issuer.id] * len(datas), datas)
+        else:
+            signer = self._signers[issuer.id]
+            signed = ([signer.sign(d) for d in chunk] for chunk in datas)
+        for chunk, data, sigs in zip(chunks, datas, signed, strict=True):
+            self._store_chunk(
+                chunk, [rs.assemble(d, s) for d, s in zip(data, sigs, strict=True)], next_update
+            )
+
+    def _store_chunk(
+        self, chunk: list[tuple[bytes, sf.StatusRecord]], ders: list[bytes], next_update: int
+    ) -> None:
+        """Store answers whose status did not change meanwhile (crlbuilder is the only writer)."""
+        with self.store.env.begin(write=True) as txn:
+            for (key, st), der in zip(chunk, ders, strict=True):
+                now_raw = txn.get(key, db=self.store.status)
+                if now_raw is None or sf.unpack_status(now_raw).version != st.version:
+                    continue
+                txn.put(
+                    key,
+                    sf.pack_response(st.version, next_update, der),
+                    db=self.store.dbs[sf.DB_RESPONSES],
+                )
+
+    def _record_state(self, now: int) -> None:
+        """Per issuer: when answers were last signed and the earliest stored nextUpdate."""
+        with self.store.env.begin(write=True) as txn:
+            for issuer in self.manifest.issuers:
+                earliest = 0
+                cur: Any = txn.cursor(db=self.store.dbs[sf.DB_RESPONSES])
+                prefix = sf.issuer_prefix(issuer.index)
+                if cur.set_range(prefix):
+                    for key, value in cur:
+                        if key[:2] != prefix:
+                            break
+                        _, nu = sf.unpack_response_head(value)
+                        earliest = nu if not earliest else min(earliest, nu)
+                state = sf.OcspState(produced_at=now, next_update=earliest)
+                txn.put(
+                    sf.META_OCSP_STATE_PREFIX + sf.pack_u32(issuer.index),
+                    msgspec.json.encode(state),
+                    db=self.store.dbs[sf.DB_META],
+                )
