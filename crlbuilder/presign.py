@@ -112,7 +112,7 @@ class Presigner:
                 st = sf.unpack_status(txn.get(key, db=self.store.status))
                 stored = txn.get(key, db=responses)
                 if stored is not None:
-                    version, next_update = sf.unpack_response_head(stored)
+                    version, _, next_update = sf.unpack_response_head(stored)
                     if version == st.version and next_update - now > self.refresh_before:
                         result.kept += 1
                         continue
@@ -158,11 +158,18 @@ class Presigner:
             signed = ([signer.sign(d) for d in chunk] for chunk in datas)
         for chunk, data, sigs in zip(chunks, datas, signed, strict=True):
             self._store_chunk(
-                chunk, [rs.assemble(d, s) for d, s in zip(data, sigs, strict=True)], next_update
+                chunk,
+                [rs.assemble(d, s) for d, s in zip(data, sigs, strict=True)],
+                now,
+                next_update,
             )
 
     def _store_chunk(
-        self, chunk: list[tuple[bytes, sf.StatusRecord]], ders: list[bytes], next_update: int
+        self,
+        chunk: list[tuple[bytes, sf.StatusRecord]],
+        ders: list[bytes],
+        now: int,
+        next_update: int,
     ) -> None:
         """Store answers whose status did not change meanwhile (crlbuilder is the only writer)."""
         with self.store.env.begin(write=True) as txn:
@@ -172,7 +179,7 @@ class Presigner:
                     continue
                 txn.put(
                     key,
-                    sf.pack_response(st.version, next_update, der),
+                    sf.pack_response(st.version, now, next_update, der),
                     db=self.store.dbs[sf.DB_RESPONSES],
                 )
 
@@ -187,7 +194,7 @@ class Presigner:
                     for key, value in cur:
                         if key[:2] != prefix:
                             break
-                        _, nu = sf.unpack_response_head(value)
+                        _, _, nu = sf.unpack_response_head(value)
                         earliest = nu if not earliest else min(earliest, nu)
                 state = sf.OcspState(produced_at=now, next_update=earliest)
                 txn.put(

@@ -10,7 +10,7 @@ database   key                            value
 ========== ============================== =========================================
 status     issuer u16 | serial 20 B       `StatusRecord` (64 B, big-endian)
 revoked    issuer u16 | serial 20 B       `RevokedEntry` (26 B): CRL entries
-responses  issuer u16 | serial 20 B       version u32 | nextUpdate i64 | OCSP DER
+responses  issuer u16 | serial 20 B       version u32 | this, nextUpdate i64 | DER
 links      holder 32 B | family u8        dupsort: status keys (22 B) of the holder
 holders    issuer u16 | serial 20 B       AES-GCM(nonce 12 B | sealed FourFacts)
 consents   holder 32 B | verifier utf-8   recorded_at i64
@@ -70,6 +70,10 @@ META_COMMITTED_AT: Final = b"committed_at"
 META_ISSUERS: Final = b"issuers"
 META_CRL_STATE_PREFIX: Final = b"crl:"
 META_OCSP_STATE_PREFIX: Final = b"ocsp:"
+META_MODE: Final = b"mode"
+"""Absent for a store built from records; ``b"crl-import"`` for a group appliance's store
+built from the 機構's CRLs, where a serial absent from the store is not revoked."""
+MODE_CRL_IMPORT: Final = b"crl-import"
 
 SERIAL_BYTES: Final = 20
 KEY_BYTES: Final = 2 + SERIAL_BYTES
@@ -186,19 +190,19 @@ def unpack_revoked(value: bytes) -> RevokedEntry:
     return RevokedEntry._make(_REVOKED.unpack(value))
 
 
-_RESPONSE_HEAD = struct.Struct(">Iq")
+_RESPONSE_HEAD = struct.Struct(">Iqq")
 RESPONSE_HEAD_BYTES: Final = _RESPONSE_HEAD.size
 
 
-def pack_response(version: int, next_update: int, der: bytes) -> bytes:
-    """A pre-signed OCSP response: the status version it answers, its nextUpdate, its DER."""
-    return _RESPONSE_HEAD.pack(version, next_update) + der
+def pack_response(version: int, this_update: int, next_update: int, der: bytes) -> bytes:
+    """A pre-signed OCSP response: the status version it answers, its this/nextUpdate, its DER."""
+    return _RESPONSE_HEAD.pack(version, this_update, next_update) + der
 
 
-def unpack_response_head(value: bytes | memoryview) -> tuple[int, int]:
-    """(version, nextUpdate) of a stored response; the DER follows at RESPONSE_HEAD_BYTES."""
-    version, next_update = _RESPONSE_HEAD.unpack_from(value)
-    return int(version), int(next_update)
+def unpack_response_head(value: bytes | memoryview) -> tuple[int, int, int]:
+    """(version, thisUpdate, nextUpdate) of a stored response; the DER follows at RESPONSE_HEAD_BYTES."""
+    version, this_update, next_update = _RESPONSE_HEAD.unpack_from(value)
+    return int(version), int(this_update), int(next_update)
 
 
 def pack_u32(n: int) -> bytes:
