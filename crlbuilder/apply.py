@@ -521,11 +521,9 @@ class Applier:
     def _consent(self, b: _Batch, rec: Consent) -> bool:
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
-        if not (
-            self._holder_certs(b, holder, Family.SIGN_CARD)
-            or self._holder_certs(b, holder, Family.SIGN_MOBILE)
-        ):
-            raise Refused("no sign certificate of this holder to consent about")
+        if not self._holder_known(b, holder):
+            # a holder with auth certificates only may consent ahead of a sign certificate
+            raise Refused("no certificate of this holder (issuance record missing?)")
         key = sf.consent_key(holder, rec.verifier)
         if rec.granted:
             b.txn.put(key, sf.pack_i64(epoch(rec.recorded_at)), db=self.db[sf.DB_CONSENTS])

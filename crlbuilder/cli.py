@@ -1,0 +1,161 @@
+"""The `crlbuilder` command: subcommands and their flags, nothing else.
+
+    crlbuilder pki init --out DIR          the demo/test PKI
+    crlbuilder synth --pki DIR --holders N --out DIR
+    crlbuilder facts-key --out FILE        a new key sealing the four facts
+    crlbuilder build --config FILE [...]   records -> store, OCSP answers, CRLs
+    crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
+    crlbuilder status --store DIR ...      what the store says of one serial
+
+Exit codes: 0 done, 1 the work failed (summary says why), 2 bad usage or
+configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from crlbuilder import pki, synth
+from crlbuilder.config import ConfigError, add_arguments, load_config, write_facts_key
+from crlbuilder.manifest import ManifestError
+
+
+def _as_of(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-04-01T00:00:00+09:00")
+    return t
+
+
+def _build(args: argparse.Namespace) -> int:
+    from crlbuilder.build import Builder, sources
+    from crlbuilder.storeformat import StoreFormatError
+
+    try:
+        cfg = load_config(args.config, args)
+        builder = Builder(cfg, progress=(not args.no_progress and sys.stderr.isatty()) or args.progress)
+    except (ConfigError, ManifestError, StoreFormatError, OSError) as e:
+        print(f"crlbuilder build: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        as_of = args.as_of or datetime.now(UTC)
+        try:
+            paths = sources(cfg)
+        except FileNotFoundError as e:
+            print(f"crlbuilder build: error: {e}", file=sys.stderr)
+            return 2
+        report = builder.build(paths, as_of)
+        builder.emit({"event": "build", **report.as_dict()})
+        if args.follow:
+            if not cfg.input.spool:
+                print("crlbuilder build: error: --follow needs input.spool (--spool DIR)", file=sys.stderr)
+                return 2
+            builder.follow(Path(cfg.input.spool), cfg.input.follow_interval, max_idle=args.max_idle)
+    finally:
+        builder.close()
+    return 0
+
+
+def _facts_key(args: argparse.Namespace) -> int:
+    try:
+        write_facts_key(args.out)
+    except FileExistsError:
+        print(f"crlbuilder facts-key: error: {args.out} exists; refusing to replace a key", file=sys.stderr)
+        return 2
+    print(f"{args.out}: new facts key (mode 0600)")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from crlbuilder.store import Store
+    from crlbuilder.storeformat import StoreFormatError
+
+    try:
+        store = Store.open(args.store, readonly=True)
+    except StoreFormatError as e:
+        print(f"crlbuilder status: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        issuers = {i.id: i for i in store.issuers()}
+        meta = issuers.get(args.issuer)
+        if meta is None:
+            print(f"crlbuilder status: error: unknown issuer {args.issuer!r}; known: {sorted(issuers)}", file=sys.stderr)
+            return 2
+        st = store.status_of(meta.index, args.serial)
+        if st is None:
+            out: dict[str, object] = {"issuer": args.issuer, "serial": args.serial, "status": "unknown"}
+        else:
+            out = {
+                "issuer": args.issuer,
+                "serial": args.serial,
+                "status": "revoked" if st.revoked else "good",
+                "version": st.version,
+                "not_before": datetime.fromtimestamp(st.not_before, UTC),
+                "not_after": datetime.fromtimestamp(st.not_after, UTC),
+            }
+            if st.revoked:
+                cat = st.category_enum
+                out.update(
+                    category=cat.value if cat else None,
+                    reason=st.reason_enum.name,
+                    revoked_at=datetime.fromtimestamp(st.revoked_at, UTC),
+                )
+        print(msgspec.json.encode(out).decode())
+        return 0
+    finally:
+        store.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="crlbuilder",
+        description="Compile JPKI revocation records (失効情報) into the status store, "
+        "pre-signed OCSP answers and signed CRLs (失効情報ファイル).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pki.add_cli(sub)
+    synth.add_cli(sub)
+
+    fk = sub.add_parser("facts-key", help="create a new AES-256 key that seals the four facts (mode 0600)")
+    fk.add_argument("--out", type=Path, required=True, help="key file to create (refuses to replace one)")
+    fk.set_defaults(func=_facts_key)
+
+    b = sub.add_parser(
+        "build",
+        help="apply records to the store, pre-sign OCSP answers, produce CRLs",
+        description="Read issuance and revocation records (JSON Lines), apply the Act's rules, "
+        "commit them to the store in batches, then pre-sign revoked answers and produce CRLs. "
+        "Idempotent by record id. Prints one JSON summary line per build on stderr.",
+    )
+    add_arguments(b)
+    b.add_argument("--as-of", type=_as_of, help="the build instant (default now): 30-day lapses, thisUpdate")
+    b.add_argument("--follow", action="store_true", help="then watch the spool directory (input.spool)")
+    b.add_argument("--max-idle", type=float, default=None, help="with --follow: stop after N idle seconds")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.add_argument("--progress", action="store_true", help="a progress bar even when stderr is no terminal")
+    b.set_defaults(func=_build)
+
+    st = sub.add_parser("status", help="print what the store says of one certificate (no personal data)")
+    st.add_argument("--store", type=Path, required=True)
+    st.add_argument("--issuer", required=True, help="issuer generation id, e.g. sign-card-g2")
+    st.add_argument("--serial", type=lambda s: int(s, 0), required=True, help="decimal or 0x-hex")
+    st.set_defaults(func=_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

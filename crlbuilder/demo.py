@@ -1,0 +1,171 @@
+"""`make demo`: the main job on embedded demo data, from nothing to a serving responder.
+
+Steps, each skipped when its output is already there: a demo PKI
+(`crlbuilder pki init`), a facts key, a synthetic population (`crlbuilder
+synth`), a build (`crlbuilder build`), a registry of the demo parties; then
+`crlbuilder build --follow` keeps the store and CRLs fresh (and applies any
+file dropped into the spool directory) while `responder serve` answers on
+127.0.0.1:8080. It prints ready-to-paste `openssl ocsp` commands for a good, a
+revoked and an unknown certificate, and runs until Ctrl-C, which stops both
+children cleanly. ``--no-serve`` stops after the build and says what it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from crlbuilder.model import Answer, CertStatus
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> None:
+    print("$ " + " ".join(shlex.quote(a) for a in args), flush=True)
+    subprocess.run(args, check=True)
+
+
+def _tool(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def prepare(d: Path, holders: int, seed: int) -> None:
+    """PKI, facts key, population and build under ``d`` (each only once)."""
+    pki, pop = d / "pki", d / "population"
+    if not (pki / "pki.json").exists():
+        _run(_tool("crlbuilder"), "pki", "init", "--out", str(pki))
+    if not (d / "facts.key").exists():
+        _run(_tool("crlbuilder"), "facts-key", "--out", str(d / "facts.key"))
+    stamp = pop / ".holders"
+    if not stamp.exists() or stamp.read_text().strip() != f"{holders} {seed}":
+        _run(
+            _tool("crlbuilder"), "synth", "--pki", str(pki), "--holders", str(holders),
+            "--out", str(pop), "--seed", str(seed), "--force",
+        )  # fmt: skip
+        stamp.write_text(f"{holders} {seed}\n")
+    _run(_tool("crlbuilder"), "build", *_builder_flags(d))
+    if not (d / "registry.toml").exists():
+        _run(
+            _tool("responder"),
+            "registry",
+            "init",
+            "--pki",
+            str(pki),
+            "--out",
+            str(d / "registry.toml"),
+        )
+
+
+def _builder_flags(d: Path) -> list[str]:
+    return [
+        "--config", str(ROOT / "config" / "builder.toml"),
+        "--store", str(d / "store"), "--pki", str(d / "pki"),
+        "--input", str(d / "population" / "records"), "--spool", str(d / "spool"),
+        "--facts-key-file", str(d / "facts.key"),
+        "--quarantine", str(d / "build" / "quarantine.jsonl"),
+        "--notices", str(d / "build" / "notices.jsonl"), "--crl-dir", str(d / "crl"),
+    ]  # fmt: skip
+
+
+def samples(d: Path) -> dict[str, Answer]:
+    """One good, one revoked and one unknown sample certificate of the population."""
+    out: dict[str, Answer] = {}
+    for line in (d / "population" / "answers.jsonl").read_bytes().splitlines():
+        a = msgspec.json.decode(line, type=Answer)
+        key = a.status.value
+        if key not in out and (a.status is not CertStatus.GOOD or a.case == "good"):
+            out[key] = a
+    return out
+
+
+def commands(d: Path, url: str) -> list[tuple[str, str]]:
+    token = (d / "pki" / "parties" / "both-verifier.token").read_text().strip()
+    out = []
+    for status, a in sorted(samples(d).items()):
+        pop = d / "population"
+        cmd = (
+            f"openssl ocsp -url {url}/ocsp -header Authorization='Bearer {token}' "
+            f"-issuer {pop / a.issuer_cert} -cert {pop / a.cert} "
+            f"-CAfile {pop / a.issuer_cert} -resp_text -no_nonce"
+        )
+        what = f"{status} ({a.family.value}, {a.case})"
+        out.append((what, cmd))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m crlbuilder.demo", description=__doc__)
+    p.add_argument("--dir", type=Path, default=Path("var/demo"))
+    p.add_argument("--holders", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--no-serve", action="store_true", help="stop after the build")
+    args = p.parse_args(argv)
+    d: Path = args.dir
+    d.mkdir(parents=True, exist_ok=True)
+    prepare(d, args.holders, args.seed)
+    if args.no_serve:
+        print(f"\nmade under {d}: pki/ (CAs, OCSP signers, parties), population/ (records, samples,"
+              " answers.jsonl), store/ (LMDB), crl/ (CRL files), registry.toml")  # fmt: skip
+        return 0
+    return serve(d, args.port)
+
+
+def serve(d: Path, port: int) -> int:
+    (d / "spool").mkdir(exist_ok=True)
+    follow = subprocess.Popen([_tool("crlbuilder"), "build", *_builder_flags(d), "--input", str(d / "spool"),
+                               "--follow", "--no-progress"], stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            _tool("responder"), "serve", "--config", str(ROOT / "config" / "responder.toml"),
+            "--store", str(d / "store"), "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"),
+            "--crl-dir", str(d / "crl"), "--port", str(port),
+        ],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    children = [server, follow]
+    stop = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        if not line.startswith("listening on"):
+            print("demo: the responder did not start", file=sys.stderr)
+            return 1
+        url = line.split()[-1]
+        print(f"\nresponder {line.strip()}  (crlbuilder --follow keeps it fresh; drop record files"
+              f" into {d / 'spool'})\n")  # fmt: skip
+        for what, cmd in commands(d, url):
+            print(f"# {what}\n{cmd}\n")
+        print("Ctrl-C stops everything.", flush=True)
+        while not stop and all(c.poll() is None for c in children):
+            time.sleep(0.2)
+    finally:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+        for c in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.wait(timeout=15)
+            if c.poll() is None:
+                os.kill(c.pid, signal.SIGKILL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

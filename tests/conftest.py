@@ -1,0 +1,91 @@
+"""Session fixtures: one demo PKI, one synthetic population, one built store, shared by the suite.
+
+Building them costs a few seconds; each test that needs its own copy makes one.
+The population is synthesized as of now (to the minute) so that the answers it
+expects are the answers a responder started now must give.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from crlbuilder.manifest import Manifest
+from crlbuilder.model import Answer
+from crlbuilder.pki import init_pki
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+HOLDERS = 1500
+
+
+@dataclass(frozen=True)
+class Built:
+    """A PKI, a population and a store built from it."""
+
+    pki: Path
+    manifest: Manifest
+    population: Path
+    store: Path
+    crl_dir: Path
+    facts_key: Path
+    quarantine: Path
+    as_of: datetime
+    answers: list[Answer]
+    summary: dict[str, object]
+
+    def builder_args(self, store: Path | None = None, crl_dir: Path | None = None) -> list[str]:
+        store = store or self.store
+        crl_dir = crl_dir or self.crl_dir
+        return [
+            "--config", str(ROOT / "config" / "builder.toml"),
+            "--store", str(store), "--pki", str(self.pki),
+            "--input", str(self.population / "records"),
+            "--facts-key-file", str(self.facts_key),
+            "--quarantine", str(store.parent / f"{store.name}-quarantine.jsonl"),
+            "--notices", str(store.parent / f"{store.name}-notices.jsonl"),
+            "--crl-dir", str(crl_dir), "--spool", str(store.parent / f"{store.name}-spool"),
+            "--as-of", self.as_of.isoformat(), "--no-progress",
+        ]  # fmt: skip
+
+
+def run_tool(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / name), *args], capture_output=True, text=True, check=check, timeout=600
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
+    d = tmp_path_factory.mktemp("pki") / "pki"
+    return d, init_pki(d)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manifest]) -> Built:
+    pki, manifest = demo_pki
+    base = tmp_path_factory.mktemp("built")
+    as_of = datetime.now(UTC).replace(second=0, microsecond=0)
+    pop = base / "population"
+    run_tool(
+        "crlbuilder", "synth", "--pki", str(pki), "--holders", str(HOLDERS), "--out", str(pop),
+        "--seed", "7", "--as-of", as_of.isoformat(),
+    )  # fmt: skip
+    key = base / "facts.key"
+    run_tool("crlbuilder", "facts-key", "--out", str(key))
+    b = Built(
+        pki=pki, manifest=manifest, population=pop, store=base / "store", crl_dir=base / "crl",
+        facts_key=key, quarantine=base / "store-quarantine.jsonl", as_of=as_of,
+        answers=[msgspec.json.decode(line, type=Answer) for line in (pop / "answers.jsonl").read_bytes().splitlines()],
+        summary={},
+    )  # fmt: skip
+    out = run_tool("crlbuilder", "build", *b.builder_args())
+    summary = msgspec.json.decode(out.stderr.strip().splitlines()[-1])
+    object.__setattr__(b, "summary", summary)
+    return b

@@ -1,0 +1,254 @@
+"""`crlbuilder build` end to end: answers.jsonl against the store and the CRLs, kills, follow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography import x509
+
+from crlbuilder import storeformat as sf
+from crlbuilder.model import CertStatus
+from crlbuilder.store import Store
+from tests.conftest import BIN, Built, run_tool
+
+RETENTION_DAYS = 3650  # config/builder.toml, crl.retention_days
+
+
+def openssl_crl_serials(crl: Path, ca: Path) -> set[int]:
+    """The serials `openssl crl` lists, after it verified the signature against ``ca``."""
+    out = subprocess.run(
+        ["openssl", "crl", "-inform", "DER", "-in", str(crl), "-CAfile", str(ca), "-noout", "-text"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "verify OK" in out.stderr + out.stdout, out.stderr
+    return {
+        int(line.split(":", 1)[1], 16)
+        for line in out.stdout.splitlines()
+        if "Serial Number:" in line
+    }
+
+
+def test_build_summary_and_nothing_lost(built: Built) -> None:
+    s = built.summary
+    assert s["records_read"] == s["applied"] + s["quarantined"] + s["skipped_duplicates"]
+    assert s["quarantined"] == 0, built.quarantine.read_text()[:2000]
+    cats = s["revocations_by_category"]
+    assert isinstance(cats, dict)
+    assert set(cats) == {
+        "request",
+        "resident-change",
+        "recording-error",
+        "ca-compromise",
+        "card-cascade",
+    }
+
+
+def test_every_answer_matches_the_store(built: Built) -> None:
+    store = Store.open(built.store, readonly=True)
+    try:
+        index = {i.id: i.index for i in store.issuers()}
+        checked = 0
+        for a in built.answers:
+            st = store.status_of(index[a.issuer], a.serial)
+            cert = x509.load_pem_x509_certificate((built.population / a.cert).read_bytes())
+            assert cert.serial_number == a.serial
+            if a.status is CertStatus.UNKNOWN:
+                assert st is None, a.case
+            elif a.status is CertStatus.GOOD:
+                assert st is not None and not st.revoked, a.case
+            else:
+                assert st is not None and st.revoked, a.case
+                assert st.category_enum is a.category, a.case
+                assert st.reason == a.reason, a.case
+                assert a.revoked_at is not None and st.revoked_at == int(
+                    a.revoked_at.timestamp()
+                ), a.case
+            checked += 1
+        assert checked == len(built.answers) > 100
+    finally:
+        store.close()
+
+
+def test_every_crl_verifies_and_lists_exactly_the_revoked(built: Built) -> None:
+    store = Store.open(built.store, readonly=True)
+    try:
+        for issuer in built.manifest.issuers:
+            ca = built.pki / issuer.cert
+            listed = openssl_crl_serials(built.crl_dir / f"{issuer.id}.crl", ca)
+            keep_from = int(built.as_of.timestamp()) - RETENTION_DAYS * 86400
+            with store.env.begin() as txn:
+                entries = dict(store.revoked_entries(issuer.index, txn))
+            expected = {serial for serial, e in entries.items() if e.recorded_at > keep_from}
+            assert listed == expected, issuer.id
+            assert (
+                len(expected) < len(entries) or issuer.id != "sign-card-g1"
+            )  # retention did drop some
+            delta = openssl_crl_serials(built.crl_dir / f"{issuer.id}-delta.crl", ca)
+            assert delta == set()  # nothing new since the full CRL of the same build
+            for a in built.answers:
+                if a.issuer != issuer.id:
+                    continue
+                recent = a.revoked_at is not None and a.revoked_at.timestamp() > keep_from
+                assert (a.serial in listed) == (a.status is CertStatus.REVOKED and recent), a.case
+    finally:
+        store.close()
+
+
+def test_presigned_answers_verify_with_openssl(built: Built) -> None:
+    store = Store.open(built.store, readonly=True)
+    revoked = [a for a in built.answers if a.status is CertStatus.REVOKED][:6]
+    try:
+        index = {i.id: i.index for i in store.issuers()}
+        for a in revoked:
+            with store.env.begin() as txn:
+                raw = txn.get(
+                    sf.status_key(index[a.issuer], a.serial), db=store.dbs[sf.DB_RESPONSES]
+                )
+            assert raw is not None, a.case
+            der = bytes(raw[sf.RESPONSE_HEAD_BYTES :])
+            resp = Path(built.store.parent / "resp.der")
+            resp.write_bytes(der)
+            out = subprocess.run(
+                ["openssl", "ocsp", "-respin", str(resp), "-issuer", str(built.population / a.issuer_cert),
+                 "-cert", str(built.population / a.cert), "-CAfile", str(built.population / a.issuer_cert)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            assert "Response verify OK" in out.stderr, out.stderr
+            assert ": revoked" in out.stdout
+    finally:
+        store.close()
+
+
+def test_rebuild_is_idempotent(built: Built, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(built.store, store)
+    out = run_tool("crlbuilder", "build", *built.builder_args(store, tmp_path / "crl"))
+    s = msgspec.json.decode(out.stderr.strip().splitlines()[-1])
+    assert s["applied"] == 0 and s["skipped_duplicates"] == s["records_read"] and s["commits"] == 0
+    assert dump(store) == dump(built.store)
+
+
+def dump(path: Path) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Every database but the CRL index and the metadata (timestamps, CRL numbers)."""
+    s = Store.open(path, readonly=True)
+    try:
+        out = {}
+        with s.env.begin() as txn:
+            for name in sf.ALL_DBS:
+                if name in (sf.DB_META, sf.DB_CRLS):
+                    continue
+                out[name.decode()] = [
+                    (bytes(k), bytes(v)) for k, v in txn.cursor(db=s.dbs[name]).iternext()
+                ]
+            out["commit"] = [(b"", bytes(txn.get(b"commit", db=s.dbs[sf.DB_META])))]
+        return out
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+def test_sigkill_at_any_moment_converges(built: Built, tmp_path: Path) -> None:
+    """Kill the builder at several moments; the last committed state stays readable, a rerun converges."""
+    args = [*built.builder_args(tmp_path / "store", tmp_path / "crl"), "--batch-size", "700"]
+    reference = tmp_path / "ref"
+    run_tool(
+        "crlbuilder",
+        "build",
+        *built.builder_args(reference, tmp_path / "refcrl"),
+        "--batch-size",
+        "700",
+    )
+    for delay in (0.4, 0.9, 1.4, 2.2, 3.0):
+        p = subprocess.Popen([str(BIN / "crlbuilder"), "build", *args], stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        if (tmp_path / "store" / "data.mdb").exists():
+            s = Store.open(
+                tmp_path / "store", readonly=True
+            )  # the last committed state is readable
+            s.counts()
+            s.close()
+    run_tool("crlbuilder", "build", *args)
+    assert dump(tmp_path / "store") == dump(reference)
+
+
+def test_follow_applies_spool_files(built: Built, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(built.store, store)
+    spool = tmp_path / "store-spool"
+    spool.mkdir()
+    good = next(
+        a for a in built.answers if a.status is CertStatus.GOOD and a.family.value == "auth-card"
+    )
+    rec = {"type": "revocation-request", "id": "follow-1", "recorded_at": built.as_of.isoformat(),
+           "serial": good.serial, "issuer": good.issuer, "reason": "application"}  # fmt: skip
+    args = [
+        *built.builder_args(store, tmp_path / "crl"),
+        "--follow",
+        "--max-idle",
+        "3",
+        "--follow-interval",
+        "0.1",
+    ]
+    p = subprocess.Popen(
+        [str(BIN / "crlbuilder"), "build", *args], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(1.0)
+        tmp = spool / "in.tmp"
+        tmp.write_bytes(msgspec.json.encode(rec) + b"\n")
+        tmp.rename(spool / "0001.jsonl")
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert (spool / "done" / "0001.jsonl").exists()
+    assert '"event":"spool-file"' in err
+    out = run_tool(
+        "crlbuilder",
+        "status",
+        "--store",
+        str(store),
+        "--issuer",
+        good.issuer,
+        "--serial",
+        str(good.serial),
+    )
+    assert '"status":"revoked"' in out.stdout
+
+
+def test_build_refuses_bad_configuration(built: Built, tmp_path: Path) -> None:
+    out = run_tool(
+        "crlbuilder",
+        "build",
+        *built.builder_args(tmp_path / "s"),
+        "--pki",
+        str(tmp_path / "nope"),
+        check=False,
+    )
+    assert out.returncode == 2 and "cannot read the PKI manifest" in out.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store]\nbogus = 1\n")
+    out = run_tool("crlbuilder", "build", "--config", str(bad), check=False)
+    assert out.returncode == 2 and "bogus" in out.stderr
+    key = tmp_path / "open.key"
+    key.write_text("00" * 32)
+    key.chmod(0o644)
+    out = run_tool(
+        "crlbuilder",
+        "build",
+        *built.builder_args(tmp_path / "s"),
+        "--facts-key-file",
+        str(key),
+        check=False,
+    )
+    assert out.returncode == 2 and "chmod 600" in out.stderr
