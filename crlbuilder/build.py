@@ -184,13 +184,18 @@ class Builder:
             stop = True
 
         old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        idle_since = time.monotonic()
+        idle_since = last_refresh = time.monotonic()
         try:
             while not stop:
                 files = sorted(p for p in spool.iterdir() if p.suffix == ".jsonl" and p.is_file())
                 if not files:
                     if max_idle is not None and time.monotonic() - idle_since > max_idle:
                         return
+                    if time.monotonic() - last_refresh > self.refresh_every():
+                        report = BuildReport(summary=Summary())
+                        self.after_commit(self._applier(None), report, datetime.now(UTC))
+                        self.emit({"event": "refresh", **report.as_dict()})
+                        last_refresh = time.monotonic()
                     time.sleep(interval)
                     continue
                 for p in files:
@@ -198,17 +203,38 @@ class Builder:
                     applier = self._applier(None)
                     applier.run(read_file(p))
                     committed = time.monotonic() - t0
+                    committed_at = time.time()
                     p.rename(done / p.name)
                     report = BuildReport(summary=applier.summary)
                     report.seconds["apply"] = committed
                     self.after_commit(applier, report, datetime.now(UTC))
-                    self.emit({"event": "spool-file", "file": p.name, **report.as_dict()})
+                    self.emit(
+                        {
+                            "event": "spool-file",
+                            "file": p.name,
+                            "committed_at_unix": committed_at,
+                            **report.as_dict(),
+                        }
+                    )
+                    last_refresh = time.monotonic()
                     if stop:
                         break
                 idle_since = time.monotonic()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+
+    def refresh_every(self) -> float:
+        """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,
+        so the responder never reaches a nextUpdate while the builder runs."""
+        cycles = [self.cfg.ocsp.validity_seconds - self.cfg.ocsp.refresh_before_seconds]
+        if self.cfg.crl.enabled:
+            cycles.append(
+                self.cfg.crl.delta_cycle_seconds
+                if self.cfg.crl.delta
+                else self.cfg.crl.cycle_seconds
+            )
+        return max(1.0, min(cycles) / 2)
 
     def emit(self, obj: dict[str, object]) -> None:
         self.log.write(msgspec.json.encode(obj).decode() + "\n")

@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(d: Path, port: int) -> int:
     (d / "spool").mkdir(exist_ok=True)
-    follow = subprocess.Popen([_tool("crlbuilder"), "build", *_builder_flags(d), "--input", str(d / "spool"),
-                               "--follow", "--no-progress"], stderr=subprocess.DEVNULL)  # fmt: skip
+    follow = subprocess.Popen(
+        [_tool("crlbuilder"), "build", *_builder_flags(d), "--input", str(d / "spool"), "--follow", "--no-progress"],
+        stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
     server = subprocess.Popen(
         [
             _tool("responder"), "serve", "--config", str(ROOT / "config" / "responder.toml"),
@@ -132,7 +134,7 @@ def serve(d: Path, port: int) -> int:
         ],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    children = [server, follow]
+    children: list[subprocess.Popen[str]] = [server, follow]
     stop = False
 
     def _stop(signum: int, frame: object) -> None:

@@ -1,0 +1,166 @@
+"""Build benchmarks: synth and a full build of N holders, an incremental spool file, store size.
+
+    python -m bench.bench_build --holders 1000000 --out bench/results/build.json
+
+Runs the real commands (`crlbuilder synth`, `crlbuilder build`, `crlbuilder
+build --follow`) in child processes and reads their peak RSS from
+``wait4``'s rusage, so the numbers are what an operator gets. Prints a table
+and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> tuple[float, int, str]:
+    """(seconds, peak RSS in MiB, stderr) of one command."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{args[0]} failed: {err[-2000:]}")
+    return time.monotonic() - t0, usage.ru_maxrss // 1024, err
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--holders", type=int, default=1_000_000)
+    p.add_argument("--incremental", type=int, default=10_000)
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "build.json")
+    p.add_argument(
+        "--dir", type=Path, default=None, help="work directory (default: a temporary one)"
+    )
+    args = p.parse_args()
+    work = args.dir or Path(tempfile.mkdtemp(prefix="jpki-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    as_of = datetime.now(UTC).replace(microsecond=0).isoformat()
+    cb = str(BIN / "crlbuilder")
+    results: dict[str, object] = {"holders": args.holders, "cores": os.cpu_count()}
+
+    if not (work / "pki" / "pki.json").exists():
+        run(cb, "pki", "init", "--out", str(work / "pki"))
+    if not (work / "facts.key").exists():
+        run(cb, "facts-key", "--out", str(work / "facts.key"))
+    secs, rss, _ = run(cb, "synth", "--pki", str(work / "pki"), "--holders", str(args.holders),
+                       "--out", str(work / "pop"), "--seed", "1", "--as-of", as_of, "--force")  # fmt: skip
+    summary = json.loads((work / "pop" / "summary.json").read_text())
+    records = int(summary.get("records", 0))
+    results["synth"] = {"seconds": round(secs, 1), "peak_rss_mib": rss, "records": records}
+
+    flags = [
+        "--config", str(ROOT / "config" / "builder.toml"), "--store", str(work / "store"),
+        "--pki", str(work / "pki"), "--input", str(work / "pop" / "records"),
+        "--facts-key-file", str(work / "facts.key"), "--quarantine", str(work / "quarantine.jsonl"),
+        "--notices", str(work / "notices.jsonl"), "--crl-dir", str(work / "crl"),
+        "--spool", str(work / "spool"), "--no-progress",
+    ]  # fmt: skip
+    secs, rss, err = run(cb, "build", *flags, "--as-of", as_of)
+    report = msgspec.json.decode(err.strip().splitlines()[-1])
+    apply_s = report["seconds"]["apply"]
+    results["build"] = {
+        "seconds": round(secs, 1),
+        "peak_rss_mib": rss,
+        "phases": report["seconds"],
+        "records_per_s_apply": round(records / apply_s) if apply_s else None,
+        "records_per_s_total": round(records / secs),
+        "presigned": report["ocsp_presigned"],
+        "revocations": report["revocations_by_category"],
+        "quarantined": report["quarantined"],
+    }
+    from crlbuilder.store import Store
+
+    s = Store.open(work / "store", readonly=True)
+    counts = s.counts()
+    s.close()
+    certs = counts["status"]
+    size = du(work / "store")
+    results["store"] = {
+        "certificates": certs,
+        "bytes": size,
+        "mib_per_million_certificates": round(size / 2**20 / (certs / 1e6), 1) if certs else None,
+        "entries": counts,
+    }
+
+    # incremental: N revocation requests dropped into the spool, arrival to committed
+    results["incremental"] = incremental(cb, flags, work, args.incremental)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, object]:
+    from crlbuilder import storeformat as sf
+    from crlbuilder.store import Store
+
+    s = Store.open(work / "store", readonly=True)
+    picks: list[tuple[str, int]] = []
+    issuers = {i.index: i.id for i in s.issuers()}
+    with s.env.begin() as txn:
+        for key, raw in txn.cursor(db=s.status):
+            st = sf.unpack_status(raw)
+            if not st.revoked and st.not_after > time.time():
+                picks.append(
+                    (issuers[int.from_bytes(key[:2], "big")], int.from_bytes(key[2:], "big"))
+                )
+                if len(picks) >= n:
+                    break
+    s.close()
+    spool = work / "spool"
+    spool.mkdir(exist_ok=True)
+    now = datetime.now(UTC).isoformat()
+    lines = [
+        msgspec.json.encode(
+            {
+                "type": "revocation-request",
+                "id": f"bench-{time.time_ns()}-{i}",
+                "recorded_at": now,
+                "serial": serial,
+                "issuer": issuer,
+                "reason": "application",
+            }
+        )
+        for i, (issuer, serial) in enumerate(picks)
+    ]
+    p = subprocess.Popen([cb, "build", *flags, "--input", str(spool), "--follow", "--max-idle", "2",
+                          "--follow-interval", "0.05", "--no-presign", "--no-crl"],
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(3.0)
+    tmp = spool / "incoming.tmp"
+    tmp.write_bytes(b"\n".join(lines) + b"\n")
+    arrived = time.time()
+    tmp.rename(spool / "bench-incremental.jsonl")
+    _, err = p.communicate(timeout=600)
+    events = [json.loads(line) for line in err.splitlines() if '"spool-file"' in line]
+    if not events:
+        return {"records": len(lines), "error": err[-500:]}
+    return {
+        "records": len(lines),
+        "arrival_to_committed_seconds": round(events[-1]["committed_at_unix"] - arrived, 3),
+        "apply_seconds": events[-1]["seconds"]["apply"],
+        "revocations": events[-1]["revocations_by_category"],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The signer interface (署名装置): who signs CRLs and OCSP answers, and with what.
+
+A `Signer` holds one signing key and its certificate: the CA key that signs
+失効情報ファイル (CRLs, Act §16, §16-15, §35, §35-15), or a delegated OCSP
+signer's key (id-kp-OCSPSigning). Callers see only `certificate`, `sign` and
+`signature_algorithm_der`, so the key can live in a PEM file (`PemSigner`,
+mode 0600) today and behind PKCS#11 in an HSM later (Ord §73, §74: signing keys
+on dedicated, access-controlled equipment) without changing the encoders.
+
+Every signature is sha256WithRSAEncryption (RSASSA-PKCS1-v1_5 with SHA-256),
+as JPKI uses; keys are RSA with a modulus of 2048 bits or more (Ord §2, §38).
+Key material is never logged and never appears in an error message: errors
+name the file, not its contents.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Final, Protocol, runtime_checkable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+__all__ = [
+    "MIN_RSA_BITS",
+    "SHA256_WITH_RSA_DER",
+    "PemSigner",
+    "Signer",
+    "SignerError",
+]
+
+log = logging.getLogger(__name__)
+
+MIN_RSA_BITS: Final = 2048
+"""The smallest RSA modulus accepted (Ord §2, §38: 2048 bits or more)."""
+
+SHA256_WITH_RSA_DER: Final = bytes.fromhex("300d06092a864886f70d01010b0500")
+"""DER AlgorithmIdentifier of sha256WithRSAEncryption (1.2.840.113549.1.1.11, NULL params).
+
+RFC 4055 §5 requires the explicit NULL parameters; this is the exact encoding
+cryptography and openssl emit.
+"""
+
+
+class SignerError(Exception):
+    """A signing key or certificate cannot be used (wrong mode, type, size, or mismatch)."""
+
+
+@runtime_checkable
+class Signer(Protocol):
+    """Anything that signs with one key whose certificate is known.
+
+    ``sign`` returns an RSASSA-PKCS1-v1_5 SHA-256 signature of ``data`` (the
+    whole to-be-signed bytes, not a digest). ``signature_algorithm_der`` is the
+    DER AlgorithmIdentifier of that signature, for structures encoded by hand
+    (the CRL's tbsCertList.signature and signatureAlgorithm).
+    """
+
+    @property
+    def certificate(self) -> x509.Certificate: ...
+
+    @property
+    def signature_algorithm_der(self) -> bytes: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+class PemSigner:
+    """A `Signer` whose RSA key comes from an unencrypted PEM file (mode 0600).
+
+    Build it with `PemSigner.from_files`, which enforces the file mode and
+    checks that the key belongs to the certificate; the constructor does the
+    same key checks for a key already in memory (tests, key ceremonies).
+    """
+
+    __slots__ = ("_certificate", "_key")
+
+    def __init__(self, key: rsa.RSAPrivateKey, certificate: x509.Certificate) -> None:
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise SignerError("the signing key is not an RSA key")
+        if key.key_size < MIN_RSA_BITS:
+            raise SignerError(
+                f"the signing key is RSA-{key.key_size}; at least RSA-{MIN_RSA_BITS} is required"
+            )
+        if _spki(key.public_key()) != _spki(certificate.public_key()):
+            raise SignerError("the signing key does not match the certificate's public key")
+        self._key = key
+        self._certificate = certificate
+
+    @classmethod
+    def from_files(
+        cls, key_path: str | os.PathLike[str], cert_path: str | os.PathLike[str]
+    ) -> PemSigner:
+        """Load an unencrypted PEM RSA key and its PEM (or DER) certificate.
+
+        Refuses a key file whose mode lets group or others read, write or
+        execute it (it must be 0600 or stricter), a key that is not RSA or is
+        shorter than 2048 bits, an encrypted key, and a key that does not match
+        the certificate. Errors name the file, never the key.
+        """
+        key_file = Path(key_path)
+        cert_file = Path(cert_path)
+        key_pem = _read_private_file(key_file)
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except TypeError:  # encrypted key and no password
+            raise SignerError(
+                f"{key_file}: the key is encrypted; an unencrypted PEM key is expected"
+            ) from None
+        except ValueError:
+            raise SignerError(f"{key_file}: not a readable PEM private key") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise SignerError(f"{key_file}: not an RSA private key")
+        certificate = _load_certificate(cert_file)
+        try:
+            signer = cls(key, certificate)
+        except SignerError as exc:
+            raise SignerError(f"{key_file} with {cert_file}: {exc}") from None
+        log.info("loaded signing key %s for certificate %s", key_file, cert_file)
+        return signer
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self._certificate
+
+    @property
+    def signature_algorithm_der(self) -> bytes:
+        return SHA256_WITH_RSA_DER
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+    def __repr__(self) -> str:
+        return f"PemSigner(certificate serial {self._certificate.serial_number:#x})"
+
+
+def _spki(public_key: object) -> bytes:
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise SignerError("the certificate's public key is not an RSA key")
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _read_private_file(path: Path) -> bytes:
+    """Read a key file after checking, on the open descriptor, that only its owner may use it."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise SignerError(f"{path}: cannot open the key file ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SignerError(f"{path}: the key file is not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise SignerError(
+                f"{path}: the key file's mode {mode:04o} allows group or other access; "
+                "it must be 0600 or stricter (chmod 600)"
+            )
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _load_certificate(path: Path) -> x509.Certificate:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SignerError(f"{path}: cannot read the certificate ({exc.strerror})") from None
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError as exc:
+        raise SignerError(f"{path}: not a readable X.509 certificate") from exc

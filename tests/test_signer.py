@@ -1,0 +1,205 @@
+"""Tests of crlbuilder.signer: the PEM signer's file checks, key checks and signatures."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+
+from crlbuilder.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, SignerError
+
+
+def _certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, cn: str) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(start + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
+@pytest.fixture(scope="module")
+def ca_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def ca_cert(ca_key: rsa.RSAPrivateKey) -> x509.Certificate:
+    return _certificate(ca_key, "Signer Test CA")
+
+
+def _write_key(
+    path: Path,
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+    mode: int = 0o600,
+    password: bytes | None = None,
+) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password)
+        if password
+        else serialization.NoEncryption()
+    )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    os.chmod(path, mode)
+    return pem
+
+
+def _write_cert(path: Path, cert: x509.Certificate, encoding: serialization.Encoding) -> None:
+    path.write_bytes(cert.public_bytes(encoding))
+
+
+@pytest.fixture
+def files(
+    tmp_path: Path, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate
+) -> tuple[Path, Path]:
+    key_path = tmp_path / "ca.key"
+    cert_path = tmp_path / "ca.pem"
+    _write_key(key_path, ca_key)
+    _write_cert(cert_path, ca_cert, serialization.Encoding.PEM)
+    return key_path, cert_path
+
+
+def test_from_files_signs_sha256_with_rsa_pkcs1(
+    files: tuple[Path, Path], ca_cert: x509.Certificate
+) -> None:
+    signer = PemSigner.from_files(*files)
+    assert isinstance(signer, Signer)
+    assert signer.certificate == ca_cert
+    data = b"tbsCertList bytes" * 100
+    signature = signer.sign(data)
+    public_key = ca_cert.public_key()
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    public_key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    with pytest.raises(InvalidSignature):
+        public_key.verify(signature, data + b"x", padding.PKCS1v15(), hashes.SHA256())
+    # PKCS#1 v1.5 is deterministic: the same bytes give the same signature.
+    assert signer.sign(data) == signature
+
+
+def test_signature_algorithm_der_is_what_cryptography_emits(ca_cert: x509.Certificate) -> None:
+    parsed = asn1_x509.Certificate.load(ca_cert.public_bytes(serialization.Encoding.DER))
+    assert parsed["signature_algorithm"].dump() == SHA256_WITH_RSA_DER
+    assert parsed["tbs_certificate"]["signature"].dump() == SHA256_WITH_RSA_DER
+    assert parsed["signature_algorithm"]["algorithm"].dotted == "1.2.840.113549.1.1.11"
+
+
+def test_accepts_der_certificate_and_owner_only_modes(
+    tmp_path: Path, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate
+) -> None:
+    key_path = tmp_path / "ro.key"
+    cert_path = tmp_path / "ca.der"
+    _write_key(key_path, ca_key, mode=0o400)
+    _write_cert(cert_path, ca_cert, serialization.Encoding.DER)
+    signer = PemSigner.from_files(str(key_path), str(cert_path))
+    assert signer.signature_algorithm_der == SHA256_WITH_RSA_DER
+    assert signer.certificate.serial_number == ca_cert.serial_number
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644, 0o610, 0o601])
+def test_refuses_key_readable_by_others(
+    tmp_path: Path, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, mode: int
+) -> None:
+    key_path = tmp_path / "open.key"
+    cert_path = tmp_path / "ca.pem"
+    pem = _write_key(key_path, ca_key, mode=mode)
+    _write_cert(cert_path, ca_cert, serialization.Encoding.PEM)
+    with pytest.raises(SignerError) as info:
+        PemSigner.from_files(key_path, cert_path)
+    message = str(info.value)
+    assert str(key_path) in message
+    assert f"{mode:04o}" in message
+    assert "0600" in message
+    body = pem.decode().splitlines()[1]
+    assert body not in message
+    assert "PRIVATE KEY" not in message
+
+
+def test_refuses_encrypted_key(
+    tmp_path: Path, ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate
+) -> None:
+    key_path = tmp_path / "enc.key"
+    cert_path = tmp_path / "ca.pem"
+    _write_key(key_path, ca_key, password=b"secret-pass")
+    _write_cert(cert_path, ca_cert, serialization.Encoding.PEM)
+    with pytest.raises(SignerError, match="encrypted"):
+        PemSigner.from_files(key_path, cert_path)
+
+
+def test_refuses_key_of_another_certificate(tmp_path: Path, ca_key: rsa.RSAPrivateKey) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_path = tmp_path / "ca.key"
+    cert_path = tmp_path / "other.pem"
+    _write_key(key_path, ca_key)
+    _write_cert(cert_path, _certificate(other, "Other CA"), serialization.Encoding.PEM)
+    with pytest.raises(SignerError, match="does not match"):
+        PemSigner.from_files(key_path, cert_path)
+
+
+def test_refuses_short_and_non_rsa_keys(tmp_path: Path) -> None:
+    short = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    with pytest.raises(SignerError, match="RSA-1024"):
+        PemSigner(short, _certificate(short, "Short"))
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    key_path = tmp_path / "ec.key"
+    cert_path = tmp_path / "ec.pem"
+    _write_key(key_path, ec_key)
+    _write_cert(cert_path, _certificate(ec_key, "EC"), serialization.Encoding.PEM)
+    with pytest.raises(SignerError, match="not an RSA"):
+        PemSigner.from_files(key_path, cert_path)
+
+
+def test_refuses_garbage_missing_and_symlinked_files(
+    tmp_path: Path, files: tuple[Path, Path]
+) -> None:
+    key_path, cert_path = files
+    garbage = tmp_path / "garbage.key"
+    garbage.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n")
+    garbage.chmod(0o600)
+    with pytest.raises(SignerError, match="not a readable PEM private key"):
+        PemSigner.from_files(garbage, cert_path)
+    with pytest.raises(SignerError, match="cannot open"):
+        PemSigner.from_files(tmp_path / "missing.key", cert_path)
+    link = tmp_path / "link.key"
+    link.symlink_to(key_path)
+    with pytest.raises(SignerError, match=re.escape(str(link))):
+        PemSigner.from_files(link, cert_path)
+    bad_cert = tmp_path / "bad.pem"
+    bad_cert.write_bytes(b"not a certificate")
+    with pytest.raises(SignerError, match=r"not a readable X\.509 certificate"):
+        PemSigner.from_files(key_path, bad_cert)
+
+
+def test_loading_logs_no_key_material(
+    files: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    key_path, cert_path = files
+    pem = key_path.read_bytes().decode()
+    with caplog.at_level(logging.DEBUG):
+        signer = PemSigner.from_files(key_path, cert_path)
+        signer.sign(b"data")
+    assert caplog.records, "loading a key should be logged (without the key)"
+    for line in pem.splitlines()[1:-1]:
+        assert line not in caplog.text
+    assert "PRIVATE" not in repr(signer)
