@@ -14,8 +14,8 @@ them); every produced CRL is also kept as ``DIR/archive/<issuer>/<number>-
 {full,delta}.crl`` with an index entry in the store, until its own retention
 (``keep_days``) passes.
 
-Partitioning: one full CRL of 1,000,000 entries encodes and signs in about a
-second (bench/README.md), so the sign CRL is not partitioned: no
+Partitioning: one full CRL of 1,000,000 entries encodes and signs in about two
+seconds (bench/README.md), so the sign CRL is not partitioned: no
 issuingDistributionPoint, one distribution point per issuer generation.
 """
 

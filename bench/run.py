@@ -1,0 +1,140 @@
+"""`make bench`: rerun every benchmark, then rewrite the results table in bench/README.md.
+
+Each benchmark is a module of this package writing one JSON file under
+bench/results/; this driver runs them in turn (bounded in time and count, on
+loopback only) and renders the table between the RESULTS markers of
+bench/README.md from those files, so the table always shows the last run.
+
+    python -m bench.run                 # everything (tens of minutes on 2 cores)
+    python -m bench.run --only crl      # one benchmark
+    python -m bench.run --render        # only rewrite the table from the JSON files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+README = HERE / "README.md"
+BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
+
+BENCHES: dict[str, list[str]] = {
+    "crl": ["-m", "bench.bench_crl", "--entries", "1000000", "--out", str(RESULTS / "crl.json")],
+    "import": [
+        "-m",
+        "bench.bench_import",
+        "--entries",
+        "1000000",
+        "--out",
+        str(RESULTS / "import.json"),
+    ],
+    "build": [
+        "-m",
+        "bench.bench_build",
+        "--holders",
+        "1000000",
+        "--out",
+        str(RESULTS / "build.json"),
+    ],
+    "ocsp": ["-m", "bench.bench_ocsp"],
+}
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    p = RESULTS / f"{name}.json"
+    if not p.exists():
+        return None
+    data: dict[str, Any] = json.loads(p.read_text())
+    return data
+
+
+def _get(d: Any, *path: str) -> Any:
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        v = f"{v:,.2f}" if v < 100 else f"{v:,.0f}"
+    elif isinstance(v, int):
+        v = f"{v:,}"
+    return f"{v}{unit}"
+
+
+def render() -> str:
+    rows: list[tuple[str, str, str, str]] = []
+    add: Callable[[str, str, str, str], None] = lambda *r: rows.append(r)  # noqa: E731
+    build = _load("build")
+    if build:
+        n = _fmt(build.get("holders"))
+        add(f"synth --holders {n}", _fmt(_get(build, "synth", "seconds"), " s"),
+            f"peak RSS {_fmt(_get(build, 'synth', 'peak_rss_mib'), ' MiB')}, {_fmt(_get(build, 'synth', 'records'))} records",
+            "`python -m bench.bench_build`")  # fmt: skip
+        add(f"full build, {n} holders", _fmt(_get(build, "build", "seconds"), " s"),
+            f"apply {_fmt(_get(build, 'build', 'records_per_s_apply'))} records/s; phases {_get(build, 'build', 'phases')};"
+            f" peak RSS {_fmt(_get(build, 'build', 'peak_rss_mib'), ' MiB')}", "same")  # fmt: skip
+        add("store size", _fmt(_get(build, "store", "mib_per_million_certificates"), " MiB per million certificates"),
+            f"{_fmt(_get(build, 'store', 'certificates'))} certificates, {_fmt(_get(build, 'store', 'bytes'))} bytes",
+            "same")  # fmt: skip
+        add(f"incremental, {_fmt(_get(build, 'incremental', 'records'))} records",
+            _fmt(_get(build, "incremental", "arrival_to_committed_seconds"), " s"),
+            "spool file arrival to committed (goal < 1 s)", "same")  # fmt: skip
+    crl = _load("crl")
+    if crl:
+        add(f"CRL of {_fmt(crl.get('entries'))} entries: encode + sign",
+            _fmt(_get(crl, "encode", "ours_seconds"), " s"),
+            f"`openssl ca -gencrl` on the same set {_fmt(_get(crl, 'encode', 'openssl_ca_gencrl_seconds'), ' s')}:"
+            f" {_fmt(_get(crl, 'encode', 'speedup_vs_openssl'), '×')} faster", "`python -m bench.bench_crl`")  # fmt: skip
+        add(f"CRL of {_fmt(crl.get('entries'))} entries: parse + verify + walk",
+            _fmt(_get(crl, "import", "ours_total_seconds"), " s"),
+            f"cryptography load + iterate {_fmt(_get(crl, 'import', 'cryptography_total_seconds'), ' s')}",
+            "same")  # fmt: skip
+    imp = _load("import")
+    if imp:
+        add(f"import-crl of {_fmt(imp.get('entries'))} entries", _fmt(imp.get("seconds"), " s"),
+            "parse, verify, write the store (goal < 10 s)", "`python -m bench.bench_import`")  # fmt: skip
+    lines = ["| what | result | detail | rerun |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    return "\n".join(lines)
+
+
+def write_readme() -> None:
+    text = README.read_text()
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    README.write_text(f"{head}{BEGIN}\n{render()}\n{END}{tail}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--only", choices=sorted(BENCHES), action="append")
+    p.add_argument("--render", action="store_true", help="only rewrite the README table")
+    args = p.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    if not args.render:
+        for name in args.only or BENCHES:
+            print(f"== {name}", flush=True)
+            rc = subprocess.run([sys.executable, *BENCHES[name]], check=False).returncode
+            if rc != 0:
+                print(f"bench {name} failed (exit {rc})", file=sys.stderr)
+    write_readme()
+    print(README.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
