@@ -100,6 +100,12 @@ class Builder:
         self.store = Store.open(
             cfg.store.path, readonly=False, map_size=cfg.store.map_size_gib << 30
         )
+        if self.store.mode() == sf.MODE_CRL_IMPORT:
+            self.store.close()
+            raise sf.StoreFormatError(
+                f"{cfg.store.path}: this store was built by `crlbuilder import-crl` (a group appliance); "
+                "records cannot be applied to it"
+            )
         register_issuers(self.store, issuer_table(self.manifest))
         self.quarantine = Quarantine(Path(cfg.input.quarantine))
         Path(cfg.input.notices).parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from crlbuilder import pki, synth
+from crlbuilder import crlimport, pki, synth
 from crlbuilder.config import ConfigError, add_arguments, load_config, write_facts_key
 from crlbuilder.manifest import ManifestError
 
@@ -41,7 +41,9 @@ def _build(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, args)
-        builder = Builder(cfg, progress=(not args.no_progress and sys.stderr.isatty()) or args.progress)
+        builder = Builder(
+            cfg, progress=(not args.no_progress and sys.stderr.isatty()) or args.progress
+        )
     except (ConfigError, ManifestError, StoreFormatError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
@@ -56,7 +58,10 @@ def _build(args: argparse.Namespace) -> int:
         builder.emit({"event": "build", **report.as_dict()})
         if args.follow:
             if not cfg.input.spool:
-                print("crlbuilder build: error: --follow needs input.spool (--spool DIR)", file=sys.stderr)
+                print(
+                    "crlbuilder build: error: --follow needs input.spool (--spool DIR)",
+                    file=sys.stderr,
+                )
                 return 2
             builder.follow(Path(cfg.input.spool), cfg.input.follow_interval, max_idle=args.max_idle)
     finally:
@@ -68,7 +73,10 @@ def _facts_key(args: argparse.Namespace) -> int:
     try:
         write_facts_key(args.out)
     except FileExistsError:
-        print(f"crlbuilder facts-key: error: {args.out} exists; refusing to replace a key", file=sys.stderr)
+        print(
+            f"crlbuilder facts-key: error: {args.out} exists; refusing to replace a key",
+            file=sys.stderr,
+        )
         return 2
     print(f"{args.out}: new facts key (mode 0600)")
     return 0
@@ -76,7 +84,7 @@ def _facts_key(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from crlbuilder.store import Store
-    from crlbuilder.storeformat import StoreFormatError
+    from crlbuilder.storeformat import MODE_CRL_IMPORT, StoreFormatError
 
     try:
         store = Store.open(args.store, readonly=True)
@@ -87,20 +95,31 @@ def _status(args: argparse.Namespace) -> int:
         issuers = {i.id: i for i in store.issuers()}
         meta = issuers.get(args.issuer)
         if meta is None:
-            print(f"crlbuilder status: error: unknown issuer {args.issuer!r}; known: {sorted(issuers)}", file=sys.stderr)
+            print(
+                f"crlbuilder status: error: unknown issuer {args.issuer!r}; known: {sorted(issuers)}",
+                file=sys.stderr,
+            )
             return 2
         st = store.status_of(meta.index, args.serial)
         if st is None:
-            out: dict[str, object] = {"issuer": args.issuer, "serial": args.serial, "status": "unknown"}
+            absent = "good" if store.mode() == MODE_CRL_IMPORT else "unknown"
+            out: dict[str, object] = {
+                "issuer": args.issuer,
+                "serial": args.serial,
+                "status": absent,
+            }
         else:
             out = {
                 "issuer": args.issuer,
                 "serial": args.serial,
                 "status": "revoked" if st.revoked else "good",
                 "version": st.version,
-                "not_before": datetime.fromtimestamp(st.not_before, UTC),
-                "not_after": datetime.fromtimestamp(st.not_after, UTC),
             }
+            if st.not_after:  # a CRL-imported store does not know the validity
+                out.update(
+                    not_before=datetime.fromtimestamp(st.not_before, UTC),
+                    not_after=datetime.fromtimestamp(st.not_after, UTC),
+                )
             if st.revoked:
                 cat = st.category_enum
                 out.update(
@@ -123,9 +142,14 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pki.add_cli(sub)
     synth.add_cli(sub)
+    crlimport.add_cli(sub)
 
-    fk = sub.add_parser("facts-key", help="create a new AES-256 key that seals the four facts (mode 0600)")
-    fk.add_argument("--out", type=Path, required=True, help="key file to create (refuses to replace one)")
+    fk = sub.add_parser(
+        "facts-key", help="create a new AES-256 key that seals the four facts (mode 0600)"
+    )
+    fk.add_argument(
+        "--out", type=Path, required=True, help="key file to create (refuses to replace one)"
+    )
     fk.set_defaults(func=_facts_key)
 
     b = sub.add_parser(
@@ -136,14 +160,24 @@ def parser() -> argparse.ArgumentParser:
         "Idempotent by record id. Prints one JSON summary line per build on stderr.",
     )
     add_arguments(b)
-    b.add_argument("--as-of", type=_as_of, help="the build instant (default now): 30-day lapses, thisUpdate")
-    b.add_argument("--follow", action="store_true", help="then watch the spool directory (input.spool)")
-    b.add_argument("--max-idle", type=float, default=None, help="with --follow: stop after N idle seconds")
+    b.add_argument(
+        "--as-of", type=_as_of, help="the build instant (default now): 30-day lapses, thisUpdate"
+    )
+    b.add_argument(
+        "--follow", action="store_true", help="then watch the spool directory (input.spool)"
+    )
+    b.add_argument(
+        "--max-idle", type=float, default=None, help="with --follow: stop after N idle seconds"
+    )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
-    b.add_argument("--progress", action="store_true", help="a progress bar even when stderr is no terminal")
+    b.add_argument(
+        "--progress", action="store_true", help="a progress bar even when stderr is no terminal"
+    )
     b.set_defaults(func=_build)
 
-    st = sub.add_parser("status", help="print what the store says of one certificate (no personal data)")
+    st = sub.add_parser(
+        "status", help="print what the store says of one certificate (no personal data)"
+    )
     st.add_argument("--store", type=Path, required=True)
     st.add_argument("--issuer", required=True, help="issuer generation id, e.g. sign-card-g2")
     st.add_argument("--serial", type=lambda s: int(s, 0), required=True, help="decimal or 0x-hex")

@@ -133,6 +133,10 @@ class Reason(enum.IntEnum):
     SUPERSEDED = 4
     CESSATION_OF_OPERATION = 5
     CERTIFICATE_HOLD = 6
+    REMOVE_FROM_CRL = 8
+    """Delta CRLs only; never a status of ours, but imported CRLs may carry it."""
+    PRIVILEGE_WITHDRAWN = 9
+    AA_COMPROMISE = 10
 
 
 class Category(enum.Enum):

@@ -110,6 +110,10 @@ class Store:
         raw = self._get(sf.DB_META, sf.META_ISSUERS, txn)
         return sf.issuer_meta_list_decoder.decode(raw) if raw else []
 
+    def mode(self, txn: Any = None) -> bytes:
+        """``b""`` for a store built from records, `storeformat.MODE_CRL_IMPORT` for a group appliance's."""
+        return self._get(sf.DB_META, sf.META_MODE, txn) or b""
+
     def meta_u32(self, key: bytes, txn: Any = None) -> int:
         raw = self._get(sf.DB_META, key, txn)
         return sf.unpack_u32(raw) if raw else 0

@@ -252,3 +252,13 @@ def test_build_refuses_bad_configuration(built: Built, tmp_path: Path) -> None:
         check=False,
     )
     assert out.returncode == 2 and "chmod 600" in out.stderr
+
+
+def test_build_refuses_a_crl_imported_store(built: Built, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    s = Store.open(store, readonly=False, map_size=1 << 24)
+    with s.env.begin(write=True) as txn:
+        txn.put(sf.META_MODE, sf.MODE_CRL_IMPORT, db=s.dbs[sf.DB_META])
+    s.close()
+    out = run_tool("crlbuilder", "build", *built.builder_args(store), check=False)
+    assert out.returncode == 2 and "import-crl" in out.stderr

@@ -1,0 +1,907 @@
+"""`crlbuilder import-crl`: the 機構's CRL files (失効情報ファイル) into a group appliance's store.
+
+A group signature verifier (団体署名検証者, Act §17(5),(6)) receives the 機構's
+signature CRL files (Act §18(2)) to answer its members (署名確認者, Act §20(1)).
+It has no issuance records, only CRLs, so its status store is built from them:
+this module owns that import. Each CRL (a file path or an http(s) URL, fetched
+with an optional bearer token) is
+
+- parsed (`crlparse`, strict DER) and matched to one issuer certificate of the
+  PKI manifest by issuer name (and authorityKeyIdentifier when present), and its
+  signature verified with that certificate;
+- checked for freshness and order: thisUpdate not in the future (beyond
+  `CLOCK_SKEW`), nextUpdate not passed (unless forced), a CRL number above the
+  last one imported for the issuer (equal: already imported, nothing to do); a
+  delta CRL (RFC 5280 §5.2.4) only on top of a full CRL numbered at least its
+  BaseCRLNumber;
+- applied in ONE write transaction: a full CRL makes the issuer's revoked set
+  exactly its entries (a merge walk of the stored range against the CRL's
+  ascending entries; a first import appends), a delta CRL adds or updates its
+  entries and deletes those marked removeFromCRL (8). Every changed serial gets
+  a new status version and loses any stored OCSP answer; the commit sequence
+  is bumped once; the issuer's `CrlState` records the CRL's number and times,
+  and its nextUpdate, past which the responder refuses to answer.
+
+The store is marked ``mode = crl-import`` (`storeformat.META_MODE`): the
+responder then answers "good" for a serial the store does not hold. A store
+built from issuance records is refused, and so is every CRL that fails a check:
+a refused CRL leaves the store exactly as it was. What the CRL cannot say is
+stored as unknown: legal category 0, validity 0..0, holder all zeros.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any, Final, NoReturn
+
+import msgspec
+from asn1crypto import crl as asn1_crl
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+
+from crlbuilder import storeformat as sf
+from crlbuilder.apply import META_COMMIT, register_issuers
+from crlbuilder.build import issuer_table
+from crlbuilder.crlparse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
+from crlbuilder.manifest import Manifest, ManifestError, load_manifest
+from crlbuilder.store import Store
+
+__all__ = [
+    "CLOCK_SKEW",
+    "MAX_CRL_BYTES",
+    "REMOVE_FROM_CRL",
+    "CrlImporter",
+    "ImportRefused",
+    "ImportResult",
+    "KnownIssuer",
+    "add_cli",
+    "check_store_mode",
+    "identify_issuer",
+    "known_issuers",
+    "read_source",
+    "run_import",
+    "source_label",
+]
+
+CLOCK_SKEW: Final = 300
+"""Seconds a CRL's thisUpdate may lie ahead of our clock (the 機構's clock may run a little fast)."""
+
+MAX_CRL_BYTES: Final = 2 << 30
+"""The largest CRL accepted (2 GiB): far above millions of entries (~35 bytes each)."""
+
+REMOVE_FROM_CRL: Final = 8
+"""RFC 5280 §5.3.1 removeFromCRL: in a delta CRL, the entry leaves the CRL."""
+
+_CHUNK: Final = 65_536
+"""Entries written per `putmulti` call on a first import."""
+
+_NO_HOLDER: Final = bytes(sf.HOLDER_BYTES)
+"""A CRL does not say whose certificate it was: the holder key stays all zeros."""
+
+_ZERO_SERIAL: Final = bytes(sf.SERIAL_BYTES)
+
+# For speed (1M entries: ~1 s less than building each NamedTuple), the records'
+# own `pack` is applied to plain field tuples: the byte layout stays in storeformat.
+_pack_status: Final[Callable[[tuple[int, int, int, int, int, int, int, int, bytes]], bytes]] = (
+    sf.StatusRecord.pack  # type: ignore[assignment]
+)
+_pack_revoked: Final[Callable[[tuple[int, int, int, int, int, int]], bytes]] = sf.RevokedEntry.pack  # type: ignore[assignment]
+
+
+class ImportRefused(Exception):
+    """A CRL (or a store) that cannot be imported; the store is left unchanged."""
+
+
+class _Unsorted(Exception):
+    """The CRL's entries are not in ascending serial order: sort them and start again."""
+
+
+# ---------------------------------------------------------------------------
+# Issuers
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KnownIssuer:
+    """An issuing CA generation of the manifest, with what it takes to recognise its CRLs."""
+
+    meta: sf.IssuerMeta
+    cert: x509.Certificate
+    subject_der: bytes
+    """The certificate's subject Name, byte for byte: a CRL issued by it names exactly this."""
+    key_id: bytes | None
+    """subjectKeyIdentifier, matched against a CRL's authorityKeyIdentifier."""
+
+
+def known_issuers(manifest: Manifest) -> list[KnownIssuer]:
+    """Every issuer generation of the manifest (`build.issuer_table`), ready for matching."""
+    out = []
+    for meta in issuer_table(manifest):
+        cert = x509.load_der_x509_certificate(meta.cert_der)
+        subject_der: bytes = asn1_x509.Certificate.load(meta.cert_der)["tbs_certificate"][
+            "subject"
+        ].dump()
+        try:
+            key_id: bytes | None = cert.extensions.get_extension_for_class(
+                x509.SubjectKeyIdentifier
+            ).value.digest
+        except x509.ExtensionNotFound:
+            key_id = None
+        out.append(KnownIssuer(meta=meta, cert=cert, subject_der=subject_der, key_id=key_id))
+    return out
+
+
+def identify_issuer(parsed: ParsedCrl, issuers: Iterable[KnownIssuer]) -> KnownIssuer:
+    """The issuer whose certificate issued and signed ``parsed``, or ImportRefused.
+
+    Candidates are the issuers whose subject equals the CRL's issuer Name (by
+    bytes, else as names) and, when the CRL has an authorityKeyIdentifier, whose
+    subjectKeyIdentifier equals it; the first whose key verifies the signature
+    (`verify_crl_signature`) wins.
+    """
+    issuers = list(issuers)
+    candidates = [i for i in issuers if i.subject_der == parsed.issuer_der]
+    if not candidates:
+        try:
+            name = parsed.issuer
+        except CrlError as e:
+            raise ImportRefused(f"the CRL's issuer name cannot be read: {e}") from None
+        candidates = [i for i in issuers if i.cert.subject == name]
+    if parsed.authority_key_id is not None:
+        candidates = [
+            i for i in candidates if i.key_id is None or i.key_id == parsed.authority_key_id
+        ]
+    if not candidates:
+        raise ImportRefused(
+            f"unknown issuer: no issuer certificate in the PKI manifest has this CRL's issuer "
+            f"name{' and key identifier' if parsed.authority_key_id is not None else ''} "
+            f"({_issuer_text(parsed)})"
+        )
+    errors = []
+    for candidate in candidates:
+        try:
+            verify_crl_signature(parsed, candidate.cert)
+        except CrlError as e:
+            errors.append(f"{candidate.meta.id}: {e}")
+            continue
+        return candidate
+    raise ImportRefused("bad signature: " + "; ".join(errors))
+
+
+def _issuer_text(parsed: ParsedCrl) -> str:
+    """The issuer Name for a message (a CA's name: no personal data)."""
+    try:
+        return parsed.issuer.rfc4514_string()
+    except CrlError:
+        return "unreadable name"
+
+
+# ---------------------------------------------------------------------------
+# Checks that need no store
+# ---------------------------------------------------------------------------
+
+
+def _check_crl(parsed: ParsedCrl, *, as_of: datetime, force: bool, clock_skew: int) -> None:
+    """Number, times and scope: what makes a CRL unusable whatever the store holds."""
+    if parsed.number is None:
+        raise ImportRefused("the CRL has no cRLNumber (RFC 5280 §5.2.3): its order is unknown")
+    if parsed.next_update is None:
+        raise ImportRefused(
+            "the CRL has no nextUpdate (RFC 5280 §5.1.2.5): its freshness is unbounded"
+        )
+    if parsed.this_update > as_of + timedelta(seconds=clock_skew):
+        raise ImportRefused(
+            f"thisUpdate {parsed.this_update.isoformat()} is in the future "
+            f"(now {as_of.isoformat()}, allowed skew {clock_skew} s)"
+        )
+    if parsed.next_update <= as_of and not force:
+        raise ImportRefused(
+            f"expired: nextUpdate {parsed.next_update.isoformat()} has passed "
+            f"(now {as_of.isoformat()}); --force imports it anyway"
+        )
+    if parsed.idp_der is not None:
+        try:
+            idp = asn1_crl.IssuingDistributionPoint.load(parsed.idp_der).native
+        except ValueError as e:
+            raise ImportRefused(f"unreadable issuingDistributionPoint: {e}") from None
+        for scope in (
+            "only_some_reasons",
+            "indirect_crl",
+            "only_contains_ca_certs",
+            "only_contains_attribute_certs",
+        ):
+            if idp.get(scope):
+                raise ImportRefused(
+                    f"the CRL's issuingDistributionPoint sets {scope}: it does not list "
+                    "every revoked end-entity certificate of the issuer"
+                )
+
+
+# ---------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def source_label(source: str) -> str:
+    """``source`` as logs show it: a URL without credentials, query or fragment."""
+    if not _is_url(source):
+        return source
+    u = urllib.parse.urlsplit(source)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{u.port}" if u.port else host
+    return urllib.parse.urlunsplit((u.scheme, netloc, u.path, "", ""))
+
+
+def _loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) URLs only (urllib would also follow one to ftp:)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if not _is_url(newurl):
+            raise urllib.error.HTTPError(
+                req.full_url, code, f"redirect to a non-http(s) URL refused ({msg})", headers, fp
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER: Final = urllib.request.build_opener(_HttpOnlyRedirects)
+"""Sources are http(s) only (checked before opening): no file:, ftp: or custom schemes."""
+
+
+def read_source(
+    source: str,
+    *,
+    token: str | None = None,
+    timeout: float = 60.0,
+    max_bytes: int = MAX_CRL_BYTES,
+) -> bytes:
+    """The bytes of one CRL: a file, or an http(s) URL fetched with urllib.
+
+    ``token`` is sent as ``Authorization: Bearer`` to that URL only (never
+    forwarded on a redirect, never logged), and never over plain http to a
+    host other than loopback. Raises ImportRefused on any failure.
+    """
+    if not _is_url(source):
+        try:
+            size = Path(source).stat().st_size
+            if size > max_bytes:
+                raise ImportRefused(f"{size} bytes, more than the {max_bytes} accepted")
+            return Path(source).read_bytes()
+        except OSError as e:
+            raise ImportRefused(f"cannot read: {e.strerror}") from None
+    url = urllib.parse.urlsplit(source)
+    if token is not None and url.scheme == "http" and not _loopback(url.hostname):
+        raise ImportRefused(
+            "refusing to send the bearer token over plain http to a non-loopback host"
+        )
+    req = urllib.request.Request(source, headers={"Accept": "application/pkix-crl"})  # noqa: S310
+    if token is not None:
+        req.add_unredirected_header("Authorization", f"Bearer {token}")
+    try:
+        with _OPENER.open(req, timeout=timeout) as resp:
+            body: bytes = resp.read(max_bytes + 1)
+    except urllib.error.HTTPError as e:
+        raise ImportRefused(f"HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        raise ImportRefused(f"cannot fetch: {e.reason}") from None
+    except (OSError, ValueError) as e:
+        raise ImportRefused(f"cannot fetch: {e}") from None
+    if len(body) > max_bytes:
+        raise ImportRefused(f"more than the {max_bytes} bytes accepted")
+    return body
+
+
+# ---------------------------------------------------------------------------
+# The import
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ImportResult:
+    """What one CRL did to the store (the per-source summary line; no personal data)."""
+
+    source: str
+    issuer: str
+    number: int
+    delta: bool
+    base_number: int | None
+    """The delta CRL's BaseCRLNumber; None for a full CRL."""
+    entries: int = 0
+    """Entries listed in the CRL."""
+    added: int = 0
+    updated: int = 0
+    """Listed before and now, with another revocation time or reason."""
+    removed: int = 0
+    unchanged: int = 0
+    already_imported: bool = False
+    commit: int = 0
+    """The commit sequence of the import's transaction (0: nothing committed)."""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "event": "crl-import",
+            "status": "already-imported" if self.already_imported else "imported",
+            "source": self.source,
+            "issuer": self.issuer,
+            "number": self.number,
+            "delta": self.delta,
+            "base_number": self.base_number,
+            "entries": self.entries,
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "commit": self.commit,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _epoch(t: datetime) -> int:
+    return int(t.timestamp())
+
+
+def _crl_state_key(index: int) -> bytes:
+    return sf.META_CRL_STATE_PREFIX + sf.pack_u32(index)
+
+
+def check_store_mode(store: Store, txn: Any) -> None:
+    """Refuse a store built from issuance records (no ``mode``, but statuses or applied records)."""
+    meta = store.dbs[sf.DB_META]
+    mode = txn.get(sf.META_MODE, db=meta)
+    if mode is not None:
+        if bytes(mode) != sf.MODE_CRL_IMPORT:
+            raise ImportRefused(
+                f"{store.path}: the store's mode is {bytes(mode)!r}, not {sf.MODE_CRL_IMPORT!r}"
+            )
+        return
+    if (
+        txn.stat(store.dbs[sf.DB_STATUS])["entries"]
+        or txn.stat(store.dbs[sf.DB_APPLIED])["entries"]
+    ):
+        raise ImportRefused(
+            f"{store.path}: this store was built from issuance records by `crlbuilder build`; "
+            "CRLs are imported only into a store of their own (use another --store)"
+        )
+
+
+class CrlImporter:
+    """Imports CRLs into one store for the issuers of one PKI manifest (module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        manifest: Manifest,
+        *,
+        force: bool = False,
+        clock_skew: int = CLOCK_SKEW,
+    ) -> None:
+        """Check that ``store`` may take CRLs, then record the manifest's issuer table in it.
+
+        The issuer table is configuration, recorded on open as `crlbuilder build`
+        does (`apply.register_issuers`, a no-op when already recorded); a
+        records-built store is refused before anything is written.
+        """
+        self.store = store
+        self.force = force
+        self.clock_skew = clock_skew
+        self.issuers = known_issuers(manifest)
+        with store.env.begin() as txn:
+            check_store_mode(store, txn)
+        try:
+            register_issuers(store, [i.meta for i in self.issuers])
+        except sf.StoreFormatError as e:
+            raise ImportRefused(str(e)) from None
+
+    # --- entry points ---------------------------------------------------------
+
+    def import_source(
+        self,
+        source: str,
+        *,
+        as_of: datetime,
+        token: str | None = None,
+        timeout: float = 60.0,
+    ) -> ImportResult:
+        """Fetch or read ``source`` and import it (`import_der`)."""
+        t0 = time.monotonic()
+        der = read_source(source, token=token, timeout=timeout)
+        result = self.import_der(der, as_of=as_of, source=source_label(source))
+        result.seconds = time.monotonic() - t0
+        return result
+
+    def import_der(self, der: bytes, *, as_of: datetime, source: str = "-") -> ImportResult:
+        """Import one DER CRL in one write transaction; ImportRefused leaves the store unchanged.
+
+        ``as_of`` (timezone-aware) is the current time for the thisUpdate and
+        nextUpdate checks; ``source`` names the CRL in the result.
+        """
+        if as_of.tzinfo is None:
+            raise ValueError("as_of must be a timezone-aware datetime")
+        t0 = time.monotonic()
+        try:
+            parsed = parse_crl(der)
+        except CrlError as e:
+            raise ImportRefused(f"not a usable CRL: {e}") from None
+        issuer = identify_issuer(parsed, self.issuers)
+        _check_crl(parsed, as_of=as_of, force=self.force, clock_skew=self.clock_skew)
+        number = parsed.number
+        assert number is not None
+
+        def fresh() -> ImportResult:
+            return ImportResult(
+                source=source, issuer=issuer.meta.id, number=number,
+                delta=parsed.is_delta, base_number=parsed.delta_base,
+            )  # fmt: skip
+
+        result = fresh()
+        try:
+            self._commit(parsed, issuer, result, parsed.entries())
+        except _Unsorted:
+            result = fresh()
+            try:
+                ordered = sorted(parsed.entries())
+            except CrlError as e:
+                raise ImportRefused(f"bad CRL entry: {e}") from None
+            self._commit(parsed, issuer, result, iter(ordered))
+        result.seconds = time.monotonic() - t0
+        return result
+
+    # --- the write transaction --------------------------------------------------
+
+    def _commit(
+        self,
+        parsed: ParsedCrl,
+        issuer: KnownIssuer,
+        result: ImportResult,
+        entries: Iterator[tuple[int, int, int]],
+    ) -> None:
+        """Check the CRL against the stored state and apply it; commit, or abort and raise."""
+        store = self.store
+        meta_db = store.dbs[sf.DB_META]
+        index = issuer.meta.index
+        number = result.number
+        w = store.env.begin(write=True)
+        snapshot = None
+        try:
+            check_store_mode(store, w)
+            imported_before = w.get(_crl_state_key(index), db=meta_db) is not None
+            state = store.crl_state(index, w)
+            if not self._due(parsed, state, imported_before, result):
+                w.abort()
+                return
+            seq = store.meta_u32(META_COMMIT, w) + 1
+            # The state before this transaction, read beside it (py-lmdb uses MDB_NOTLS):
+            # the merge walk reads the old range while the write transaction changes it.
+            snapshot = store.env.begin()
+            try:
+                if parsed.is_delta:
+                    self._apply_delta(w, issuer, seq, entries, result)
+                else:
+                    self._apply_full(w, snapshot, issuer, seq, entries, result)
+            except CrlError as e:
+                raise ImportRefused(f"bad CRL entry: {e}") from None
+            this_update = _epoch(parsed.this_update)
+            assert parsed.next_update is not None
+            next_update = _epoch(parsed.next_update)
+            if parsed.is_delta:
+                state.number = number
+                state.this_update = this_update
+                # RFC 5280 §6.3.3: the full CRL stays usable until its own nextUpdate.
+                state.next_update = max(state.next_update, next_update)
+            else:
+                state = sf.CrlState(
+                    number=number, base_number=number, base_build=seq,
+                    base_this_update=this_update, this_update=this_update,
+                    next_update=next_update,
+                )  # fmt: skip
+            w.put(_crl_state_key(index), msgspec.json.encode(state), db=meta_db)
+            w.put(sf.META_MODE, sf.MODE_CRL_IMPORT, db=meta_db)
+            w.put(META_COMMIT, sf.pack_u32(seq), db=meta_db)
+            w.put(sf.META_COMMITTED_AT, sf.pack_i64(int(time.time())), db=meta_db)
+            snapshot.abort()
+            snapshot = None
+            w.commit()
+            result.commit = seq
+        except BaseException:
+            if snapshot is not None:
+                snapshot.abort()
+            w.abort()
+            raise
+
+    @staticmethod
+    def _due(
+        parsed: ParsedCrl, state: sf.CrlState, imported_before: bool, result: ImportResult
+    ) -> bool:
+        """Whether the CRL moves the issuer forward; False when already imported; else refuse."""
+        number = result.number
+        if parsed.is_delta:
+            assert parsed.delta_base is not None
+            if not imported_before:
+                raise ImportRefused(
+                    f"delta CRL {number} of {result.issuer}: no full CRL of this issuer "
+                    "imported yet (import a full CRL first)"
+                )
+            if state.base_number < parsed.delta_base:
+                raise ImportRefused(
+                    f"delta CRL {number} of {result.issuer} applies to full CRL "
+                    f"{parsed.delta_base} or later (RFC 5280 §5.2.4), but the last full CRL "
+                    f"imported is {state.base_number}"
+                )
+            if number == state.number:
+                result.already_imported = True
+                return False
+            if number < state.number:
+                raise _backwards(result, state)
+            return True
+        if not imported_before:
+            return True
+        if number == state.number and state.base_number == number:
+            result.already_imported = True
+            return False
+        # A full CRL numbered like the last delta imported carries the same information
+        # (RFC 5280 §5.2.3) and becomes the base for later deltas.
+        if number < state.number:
+            raise _backwards(result, state)
+        return True
+
+    def _apply_full(
+        self,
+        w: Any,
+        snapshot: Any,
+        issuer: KnownIssuer,
+        seq: int,
+        entries: Iterator[tuple[int, int, int]],
+        result: ImportResult,
+    ) -> None:
+        """Make the issuer's revoked set exactly the CRL's entries: a merge walk of the
+        stored range (read from ``snapshot``) against the CRL's ascending entries."""
+        dbs = self.store.dbs
+        prefix = sf.issuer_prefix(issuer.meta.index)
+        old = _range(snapshot, dbs[sf.DB_REVOKED], prefix)
+        has_answers = _range_nonempty(snapshot, dbs[sf.DB_RESPONSES], prefix)
+        current = next(old, None)
+        if current is None:
+            self._append_all(w, snapshot, issuer, seq, entries, result, has_answers)
+            return
+        status_db, revoked_db, responses_db = (
+            dbs[sf.DB_STATUS], dbs[sf.DB_REVOKED], dbs[sf.DB_RESPONSES],
+        )  # fmt: skip
+        family = issuer.meta.family.code
+        unpack = sf.unpack_revoked
+        put, delete = w.put, w.delete
+        added = updated = removed = unchanged = 0
+
+        def drop(key: bytes) -> None:
+            delete(key, db=status_db)
+            delete(key, db=revoked_db)
+            if has_answers:
+                delete(key, db=responses_db)
+
+        previous = prefix + _ZERO_SERIAL
+        for serial, at, reason in entries:
+            try:
+                key = prefix + serial.to_bytes(sf.SERIAL_BYTES, "big")
+            except OverflowError:
+                raise _serial_refusal(serial) from None
+            if key <= previous or reason == REMOVE_FROM_CRL:
+                _entry_problem(key, previous, serial, reason)
+            previous = key
+            while current is not None and current[0] < key:
+                drop(current[0])
+                removed += 1
+                current = next(old, None)
+            if current is not None and current[0] == key:
+                stored = unpack(current[1])
+                current = next(old, None)
+                if stored.revoked_at == at and stored.reason == reason:
+                    unchanged += 1
+                    continue
+                updated += 1
+            else:
+                added += 1
+            put(key, _pack_status((seq, sf.STATE_REVOKED, 0, reason, family, 0, 0, at, _NO_HOLDER)), db=status_db)  # fmt: skip
+            put(key, _pack_revoked((at, reason, 0, seq, at, 0)), db=revoked_db)
+            if has_answers:
+                delete(key, db=responses_db)
+        while current is not None:
+            drop(current[0])
+            removed += 1
+            current = next(old, None)
+        result.added, result.updated, result.removed, result.unchanged = (
+            added, updated, removed, unchanged,
+        )  # fmt: skip
+        result.entries = added + updated + unchanged
+
+    def _append_all(
+        self,
+        w: Any,
+        snapshot: Any,
+        issuer: KnownIssuer,
+        seq: int,
+        entries: Iterator[tuple[int, int, int]],
+        result: ImportResult,
+        has_answers: bool,
+    ) -> None:
+        """First import of an issuer (nothing stored): write in ascending chunks, appending
+        when no later issuer's keys follow in the database (LMDB's MDB_APPEND)."""
+        dbs = self.store.dbs
+        prefix = sf.issuer_prefix(issuer.meta.index)
+        status_cur = w.cursor(db=dbs[sf.DB_STATUS])
+        revoked_cur = w.cursor(db=dbs[sf.DB_REVOKED])
+        append_status = _all_before(snapshot, dbs[sf.DB_STATUS], prefix)
+        append_revoked = _all_before(snapshot, dbs[sf.DB_REVOKED], prefix)
+        responses_db = dbs[sf.DB_RESPONSES]
+        family = issuer.meta.family.code
+        pack_status, pack_revoked = _pack_status, _pack_revoked
+        revoked_state, no_holder, serial_bytes = sf.STATE_REVOKED, _NO_HOLDER, sf.SERIAL_BYTES
+        previous = prefix + _ZERO_SERIAL
+        count = 0
+        while True:
+            statuses: list[tuple[bytes, bytes]] = []
+            revoked: list[tuple[bytes, bytes]] = []
+            add_status, add_revoked = statuses.append, revoked.append
+            for serial, at, reason in entries:
+                try:
+                    key = prefix + serial.to_bytes(serial_bytes, "big")
+                except OverflowError:
+                    raise _serial_refusal(serial) from None
+                if key <= previous or reason == REMOVE_FROM_CRL:
+                    _entry_problem(key, previous, serial, reason)
+                previous = key
+                add_status((key, pack_status((seq, revoked_state, 0, reason, family, 0, 0, at, no_holder))))  # fmt: skip
+                add_revoked((key, pack_revoked((at, reason, 0, seq, at, 0))))
+                if len(statuses) >= _CHUNK:
+                    break
+            if not statuses:
+                break
+            for cur, items, append in (
+                (status_cur, statuses, append_status),
+                (revoked_cur, revoked, append_revoked),
+            ):
+                consumed, written = cur.putmulti(items, append=append)
+                if written != len(items):
+                    raise RuntimeError(f"LMDB wrote {written} of {consumed} CRL entries")
+            if has_answers:
+                for key, _ in statuses:
+                    w.delete(key, db=responses_db)
+            count += len(statuses)
+        result.added = result.entries = count
+
+    def _apply_delta(
+        self,
+        w: Any,
+        issuer: KnownIssuer,
+        seq: int,
+        entries: Iterator[tuple[int, int, int]],
+        result: ImportResult,
+    ) -> None:
+        """Add or update the delta's entries; removeFromCRL (8) deletes one (RFC 5280 §5.2.4)."""
+        dbs = self.store.dbs
+        status_db, revoked_db, responses_db = (
+            dbs[sf.DB_STATUS], dbs[sf.DB_REVOKED], dbs[sf.DB_RESPONSES],
+        )  # fmt: skip
+        prefix = sf.issuer_prefix(issuer.meta.index)
+        family = issuer.meta.family.code
+        for serial, at, reason in entries:
+            key = prefix + _serial_bytes(serial)
+            result.entries += 1
+            raw = w.get(key, db=revoked_db)
+            if reason == REMOVE_FROM_CRL:
+                if raw is None:
+                    result.unchanged += 1
+                    continue
+                w.delete(key, db=status_db)
+                w.delete(key, db=revoked_db)
+                w.delete(key, db=responses_db)
+                result.removed += 1
+                continue
+            if raw is not None:
+                stored = sf.unpack_revoked(raw)
+                if stored.revoked_at == at and stored.reason == reason:
+                    result.unchanged += 1
+                    continue
+                result.updated += 1
+            else:
+                result.added += 1
+            status = sf.StatusRecord(
+                version=seq, state=sf.STATE_REVOKED, category=0, reason=reason, family=family,
+                not_before=0, not_after=0, revoked_at=at, holder=_NO_HOLDER,
+            )  # fmt: skip
+            entry = sf.RevokedEntry(revoked_at=at, reason=reason, category=0, build=seq, recorded_at=at)  # fmt: skip
+            w.put(key, status.pack(), db=status_db)
+            w.put(key, entry.pack(), db=revoked_db)
+            w.delete(key, db=responses_db)
+
+
+def _backwards(result: ImportResult, state: sf.CrlState) -> ImportRefused:
+    kind = "delta CRL" if result.delta else "CRL"
+    return ImportRefused(
+        f"going backwards: {kind} {result.number} of {result.issuer} is older than "
+        f"CRL {state.number}, the last imported"
+    )
+
+
+def _serial_refusal(serial: int) -> ImportRefused:
+    if serial <= 0:
+        return ImportRefused(f"a CRL entry has serial {serial}: serials are positive (RFC 5280)")
+    return ImportRefused(
+        f"a CRL entry's serial is longer than {sf.SERIAL_BYTES} octets (RFC 5280 §4.1.2.2)"
+    )
+
+
+def _serial_bytes(serial: int) -> bytes:
+    if serial <= 0:
+        raise _serial_refusal(serial)
+    try:
+        return serial.to_bytes(sf.SERIAL_BYTES, "big")
+    except OverflowError:
+        raise _serial_refusal(serial) from None
+
+
+def _entry_problem(key: bytes, previous: bytes, serial: int, reason: int) -> NoReturn:
+    """Why a full CRL's entry cannot follow ``previous``: always raises.
+
+    A full CRL cannot carry removeFromCRL (RFC 5280 §5.3.1) nor list a serial
+    twice; a descending serial raises `_Unsorted` (the caller sorts and starts
+    again: RFC 5280 does not order the entries).
+    """
+    if reason == REMOVE_FROM_CRL:
+        raise ImportRefused("removeFromCRL (8) in a full CRL (RFC 5280 §5.3.1: delta CRLs only)")
+    if serial <= 0:
+        raise _serial_refusal(serial)
+    if key == previous:
+        raise ImportRefused("the CRL lists one serial twice")
+    raise _Unsorted
+
+
+def _range(txn: Any, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of one issuer's range of ``db``, in key order."""
+    cur = txn.cursor(db=db)
+    if not cur.set_range(prefix):
+        return
+    for key, value in cur:
+        if key[:2] != prefix:
+            return
+        yield key, value
+
+
+def _range_nonempty(txn: Any, db: Any, prefix: bytes) -> bool:
+    return next(_range(txn, db, prefix), None) is not None
+
+
+def _all_before(txn: Any, db: Any, prefix: bytes) -> bool:
+    """Whether every key of ``db`` sorts before ``prefix`` (so appending keeps the order)."""
+    cur = txn.cursor(db=db)
+    return not cur.last() or bytes(cur.key()) < prefix
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def _as_of(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-04-01T00:00:00+09:00")
+    return t
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register ``import-crl`` on an argparse subparsers object; the handler is ``args.func(args) -> int``."""
+    p = subparsers.add_parser(
+        "import-crl",
+        help="import the 機構's CRL files into a group appliance's store (団体署名検証者)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--store", type=Path, required=True, help="the status store directory")
+    p.add_argument(
+        "--pki",
+        type=Path,
+        required=True,
+        help="PKI directory (pki.json) with the issuer certificates",
+    )
+    p.add_argument(
+        "--token-file", type=Path, help="file holding a bearer token sent to http(s) sources"
+    )
+    p.add_argument("--force", action="store_true", help="import a CRL whose nextUpdate has passed")
+    p.add_argument("--as-of", type=_as_of, help="the current time (default now), for tests")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP fetch")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="CRL file (DER) or http(s) URL")
+    p.set_defaults(func=run_import)
+
+
+def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
+    """``crlbuilder import-crl``: 0 every source imported (or already), 1 one refused, 2 bad usage."""
+    out = log if log is not None else sys.stderr
+    prog = "crlbuilder import-crl"
+    token: str | None = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"{prog}: error: {args.token_file}: cannot read the token file: {e}", file=out)
+            return 2
+        if not token:
+            print(f"{prog}: error: {args.token_file}: the token file is empty", file=out)
+            return 2
+    try:
+        manifest = load_manifest(args.pki)
+        store = Store.open(args.store, readonly=False)
+    except (ManifestError, sf.StoreFormatError) as e:
+        print(f"{prog}: error: {e}", file=out)
+        return 2
+    try:
+        try:
+            importer = CrlImporter(store, manifest, force=args.force)
+        except ImportRefused as e:
+            print(f"{prog}: error: {e}", file=out)
+            return 1
+        as_of = args.as_of or datetime.now(UTC)
+        rc = 0
+        for source in args.sources:
+            t0 = time.monotonic()
+            try:
+                result = importer.import_source(
+                    source, as_of=as_of, token=token, timeout=args.timeout
+                )
+            except ImportRefused as e:
+                rc = 1
+                print(f"{prog}: error: {source_label(source)}: {e}", file=out)
+                line: dict[str, object] = {
+                    "event": "crl-import", "status": "refused", "source": source_label(source),
+                    "error": str(e), "seconds": round(time.monotonic() - t0, 3),
+                }  # fmt: skip
+            else:
+                line = result.as_dict()
+                if result.already_imported:
+                    print(
+                        f"{prog}: {result.source}: CRL {result.number} of {result.issuer} "
+                        "was already imported; nothing changed",
+                        file=out,
+                    )
+            print(json.dumps(line, ensure_ascii=False), file=out)
+            out.flush()
+        return rc
+    finally:
+        store.close()
