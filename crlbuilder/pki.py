@@ -1,0 +1,517 @@
+"""The demo/test PKI: issuing CAs per family and generation, OCSP signers, TLS and demo parties.
+
+`init_pki` (``crlbuilder pki init``) creates, under one directory, everything a
+demo or a test needs and describes it in ``pki.json`` (`crlbuilder.manifest`):
+
+- one self-signed issuing CA per family and key generation (発行者署名符号の世代),
+  RSA, sha256WithRSAEncryption: ``sign-card`` has two live generations (G1, the
+  older one that `crlbuilder.synth` compromises, and G2, current after a key
+  rollover on `ROLLOVER`); the other families have one. Each generation has its
+  own key and its own subject name, so OCSP tells them apart by issuer name hash
+  and key hash;
+- a delegated OCSP signer per generation, issued by that CA, with
+  id-kp-OCSPSigning and id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2);
+- a demo TLS/client CA (``client_ca``) that issues the responder's TLS server
+  certificate (127.0.0.1, ::1, localhost), the parties' client certificates
+  (mutual TLS) and the 団体署名検証者 relay's responder certificate;
+- the demo parties: a 署名検証者 (Act §17(1)), a 利用者証明検証者 (Act §36), a party
+  holding both titles, a 団体署名検証者 (Act §17(5)) and two of its 署名確認者
+  members, each with a client certificate, its key and a random bearer token.
+
+Every private key and token file is created with mode 0600 and never logged.
+Certificates are PEM. Paths in the manifest are relative to the directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from crlbuilder.manifest import (
+    MANIFEST_NAME,
+    IssuerFiles,
+    Manifest,
+    PartyFiles,
+    dump_manifest,
+    load_manifest,
+)
+from crlbuilder.model import Family
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEMO_PARTIES",
+    "FIRST_GENERATION_START",
+    "GENERATIONS",
+    "MIN_KEY_SIZE",
+    "ROLLOVER",
+    "DemoParty",
+    "PkiError",
+    "add_cli",
+    "ca_subject",
+    "init_pki",
+    "issuer_id",
+    "issuer_index",
+    "load_ca_certificate",
+    "run_init",
+    "write_private",
+]
+
+MIN_KEY_SIZE: Final = 2048
+"""Ord §2, §38: RSA keys of 2048 bits or more."""
+
+DEFAULT_BASE_URL: Final = "http://127.0.0.1:8080"
+
+_JST: Final = timezone(timedelta(hours=9), "JST")
+
+FIRST_GENERATION_START: Final = datetime(2015, 1, 1, tzinfo=_JST).astimezone(UTC)
+"""notBefore of every first-generation CA: before the synthetic population's first issuance."""
+
+ROLLOVER: Final = datetime(2021, 4, 1, tzinfo=_JST).astimezone(UTC)
+"""notBefore of ``sign-card-g2``: from this instant the sign-card family issues from G2."""
+
+CA_LIFETIME: Final = timedelta(days=30 * 365)
+OCSP_SIGNER_LIFETIME: Final = timedelta(days=2 * 365)
+TLS_LIFETIME: Final = timedelta(days=2 * 365)
+BACKDATE: Final = timedelta(hours=1)
+"""Short-lived certificates start an hour before ``now`` to absorb clock skew."""
+
+ORGANIZATION: Final = "jpki-va demo"
+
+GENERATIONS: Final[tuple[tuple[Family, int, datetime], ...]] = (
+    (Family.SIGN_CARD, 1, FIRST_GENERATION_START),
+    (Family.SIGN_CARD, 2, ROLLOVER),
+    (Family.SIGN_MOBILE, 1, FIRST_GENERATION_START),
+    (Family.AUTH_CARD, 1, FIRST_GENERATION_START),
+    (Family.AUTH_MOBILE, 1, FIRST_GENERATION_START),
+)
+"""(family, generation, CA notBefore): the issuing CA generations of the demo PKI.
+
+A generation issues from its CA's notBefore until the next generation's
+(`crlbuilder.synth` reads the notBefore back from the certificates).
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoParty:
+    """A demo party (提供を受ける者) and its titles, as the registry will know it."""
+
+    id: str
+    name: str
+    titles: tuple[str, ...]
+    group: str | None = None
+
+
+DEMO_PARTIES: Final = (
+    DemoParty("sig-verifier", "デモ署名検証者 (demo signature verifier)", ("signature-verifier",)),
+    DemoParty("auth-verifier", "デモ利用者証明検証者 (demo user verifier)", ("user-verifier",)),
+    DemoParty(
+        "both-verifier",
+        "デモ署名・利用者証明検証者 (demo verifier holding both titles)",
+        ("signature-verifier", "user-verifier"),
+    ),
+    DemoParty(
+        "group-verifier",
+        "デモ団体署名検証者 (demo group signature verifier)",
+        ("group-signature-verifier",),
+    ),
+    DemoParty(
+        "member-1",
+        "デモ署名確認者 1 (demo signature confirmer)",
+        ("signature-confirmer",),
+        "group-verifier",
+    ),
+    DemoParty(
+        "member-2",
+        "デモ署名確認者 2 (demo signature confirmer)",
+        ("signature-confirmer",),
+        "group-verifier",
+    ),
+)
+"""Party ids are stable: `crlbuilder.synth` writes consents to the signature verifiers."""
+
+
+class PkiError(Exception):
+    """The PKI cannot be created (directory not empty, key too small, ...)."""
+
+
+# ---------------------------------------------------------------------------
+# Names and ids
+# ---------------------------------------------------------------------------
+
+
+def issuer_id(family: Family, generation: int) -> str:
+    """``sign-card-g2``: the stable id of an issuer generation in records and the manifest."""
+    return f"{family.value}-g{generation}"
+
+
+def issuer_index(family: Family, generation: int) -> int:
+    """The compact store code of an issuer generation: ``family.code * 10 + generation`` (11..49)."""
+    if not 1 <= generation <= 9:
+        raise ValueError("generation must be 1..9")
+    return family.code * 10 + generation
+
+
+def _name(common_name: str, organization: str = ORGANIZATION) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def ca_subject(family: Family, generation: int) -> x509.Name:
+    """``CN=JPKI sign-card CA G1, O=jpki-va demo, C=JP``: distinct per generation."""
+    return _name(f"JPKI {family.value} CA G{generation}")
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file with mode 0600 from the start (an existing file is replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
+    write_private(
+        path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def load_ca_certificate(manifest: Manifest, issuer: IssuerFiles) -> x509.Certificate:
+    """The CA certificate of one issuer generation of a manifest."""
+    return x509.load_pem_x509_certificate(manifest.path(issuer.cert).read_bytes())
+
+
+# ---------------------------------------------------------------------------
+# Certificates
+# ---------------------------------------------------------------------------
+
+_CA_USAGE: Final = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def _usage(*, digital_signature: bool = True, key_encipherment: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _self_signed_ca(
+    key: rsa.RSAPrivateKey, subject: x509.Name, not_before: datetime, not_after: datetime
+) -> x509.Certificate:
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_CA_USAGE, critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _issued(
+    *,
+    ca_cert: x509.Certificate,
+    ca_key: rsa.RSAPrivateKey,
+    key: rsa.RSAPrivateKey,
+    subject: x509.Name,
+    not_before: datetime,
+    not_after: datetime,
+    usage: x509.KeyUsage,
+    eku: list[x509.ObjectIdentifier],
+    extra: list[x509.ExtensionType] | None = None,
+) -> x509.Certificate:
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+    )
+    for ext in extra or []:
+        builder = builder.add_extension(ext, critical=False)
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+# ---------------------------------------------------------------------------
+# init
+# ---------------------------------------------------------------------------
+
+
+def init_pki(
+    out: Path,
+    *,
+    key_size: int = 2048,
+    base_url: str = DEFAULT_BASE_URL,
+    now: datetime | None = None,
+    force: bool = False,
+) -> Manifest:
+    """Create the demo PKI under ``out`` and return its manifest (also written as ``pki.json``).
+
+    Refuses a directory that exists and is not empty unless ``force`` (files of
+    the same names are then replaced). ``key_size`` is the RSA modulus of every
+    key (2048 or more, Ord §2, §38). ``base_url`` is where the responder will be
+    reached: each issuer's OCSP URL is ``{base_url}/ocsp`` and its CRLs
+    ``{base_url}/crl/{issuer_id}.crl`` and ``{base_url}/crl/{issuer_id}-delta.crl``.
+    ``now`` (default: the current time) starts the short-lived certificates
+    (OCSP signers, TLS, parties: two years); the CAs run from `GENERATIONS`'
+    fixed starts for 30 years.
+    """
+    if key_size < MIN_KEY_SIZE:
+        raise PkiError(f"RSA keys must have {MIN_KEY_SIZE} bits or more (Ord §2, §38)")
+    if not base_url.startswith(("http://", "https://")):
+        raise PkiError("base URL must start with http:// or https://")
+    base_url = base_url.rstrip("/")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PkiError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise PkiError(f"{out} exists and is not empty; refusing to overwrite (use --force)")
+    out.mkdir(parents=True, exist_ok=True)
+    now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    short_start = now - BACKDATE
+
+    def new_key() -> rsa.RSAPrivateKey:
+        return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+
+    issuers: list[IssuerFiles] = []
+    for family, generation, start in GENERATIONS:
+        iid = issuer_id(family, generation)
+        ca_key = new_key()
+        ca_cert = _self_signed_ca(
+            ca_key, ca_subject(family, generation), start, max(start, now) + CA_LIFETIME
+        )
+        signer_key = new_key()
+        signer = _issued(
+            ca_cert=ca_cert,
+            ca_key=ca_key,
+            key=signer_key,
+            subject=_name(f"JPKI {family.value} CA G{generation} OCSP signer"),
+            not_before=short_start,
+            not_after=now + OCSP_SIGNER_LIFETIME,
+            usage=_usage(),
+            eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
+            extra=[x509.OCSPNoCheck()],
+        )
+        files = IssuerFiles(
+            id=iid,
+            family=family,
+            generation=generation,
+            index=issuer_index(family, generation),
+            cert=f"ca/{iid}.pem",
+            key=f"ca/{iid}.key",
+            ocsp_cert=f"ocsp/{iid}.pem",
+            ocsp_key=f"ocsp/{iid}.key",
+            crl_url=f"{base_url}/crl/{iid}.crl",
+            delta_crl_url=f"{base_url}/crl/{iid}-delta.crl",
+            ocsp_url=f"{base_url}/ocsp",
+            live=True,
+        )
+        _write_cert(out / files.cert, ca_cert)
+        _write_key(out / files.key, ca_key)
+        _write_cert(out / files.ocsp_cert, signer)
+        _write_key(out / files.ocsp_key, signer_key)
+        issuers.append(files)
+
+    client_ca_key = new_key()
+    client_ca = _self_signed_ca(
+        client_ca_key,
+        _name("jpki-va demo client and TLS CA"),
+        short_start,
+        now + CA_LIFETIME,
+    )
+    _write_cert(out / "tls/client-ca.pem", client_ca)
+    _write_key(out / "tls/client-ca.key", client_ca_key)
+
+    server_key = new_key()
+    server = _issued(
+        ca_cert=client_ca,
+        ca_key=client_ca_key,
+        key=server_key,
+        subject=_name("localhost"),
+        not_before=short_start,
+        not_after=now + TLS_LIFETIME,
+        usage=_usage(key_encipherment=True),
+        eku=[ExtendedKeyUsageOID.SERVER_AUTH],
+        extra=[
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address("::1")),
+                ]
+            )
+        ],
+    )
+    _write_cert(out / "tls/server.pem", server)
+    _write_key(out / "tls/server.key", server_key)
+
+    relay_key = new_key()
+    relay = _issued(
+        ca_cert=client_ca,
+        ca_key=client_ca_key,
+        key=relay_key,
+        subject=_name("jpki-va demo group relay responder"),
+        not_before=short_start,
+        not_after=now + TLS_LIFETIME,
+        usage=_usage(),
+        eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
+        extra=[x509.OCSPNoCheck()],
+    )
+    _write_cert(out / "tls/group-responder.pem", relay)
+    _write_key(out / "tls/group-responder.key", relay_key)
+
+    parties: list[PartyFiles] = []
+    for party in DEMO_PARTIES:
+        key = new_key()
+        cert = _issued(
+            ca_cert=client_ca,
+            ca_key=client_ca_key,
+            key=key,
+            subject=_name(party.id, f"{ORGANIZATION} parties"),
+            not_before=short_start,
+            not_after=now + TLS_LIFETIME,
+            usage=_usage(),
+            eku=[ExtendedKeyUsageOID.CLIENT_AUTH],
+            extra=[
+                x509.SubjectAlternativeName(
+                    [x509.UniformResourceIdentifier(f"urn:jpki-va:party:{party.id}")]
+                )
+            ],
+        )
+        party_files = PartyFiles(
+            id=party.id,
+            name=party.name,
+            titles=list(party.titles),
+            cert=f"parties/{party.id}.pem",
+            key=f"parties/{party.id}.key",
+            token=f"parties/{party.id}.token",
+            group=party.group,
+        )
+        _write_cert(out / party_files.cert, cert)
+        _write_key(out / party_files.key, key)
+        write_private(out / party_files.token, secrets.token_urlsafe(32).encode())
+        parties.append(party_files)
+
+    manifest = Manifest(
+        key_size=key_size,
+        base_url=base_url,
+        issuers=issuers,
+        client_ca="tls/client-ca.pem",
+        client_ca_key="tls/client-ca.key",
+        server_cert="tls/server.pem",
+        server_key="tls/server.key",
+        group_responder_cert="tls/group-responder.pem",
+        group_responder_key="tls/group-responder.key",
+        parties=parties,
+    )
+    dump_manifest(manifest, out)
+    return load_manifest(out / MANIFEST_NAME)
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register ``pki init`` on an argparse subparsers object; the handler is ``args.func(args) -> int``."""
+    pki = subparsers.add_parser("pki", help="the demo/test PKI")
+    sub = pki.add_subparsers(dest="pki_command", required=True)
+    init = sub.add_parser(
+        "init",
+        help="create issuing CAs, OCSP signers, TLS and demo party credentials",
+        description=init_pki.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("--out", required=True, type=Path, help="directory to create")
+    init.add_argument("--key-size", type=int, default=2048, help="RSA modulus bits (>= 2048)")
+    init.add_argument("--base-url", default=DEFAULT_BASE_URL, help="the responder's base URL")
+    init.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    init.set_defaults(func=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """``crlbuilder pki init``: create the PKI and print where its manifest is."""
+    try:
+        manifest = init_pki(
+            args.out, key_size=args.key_size, base_url=args.base_url, force=args.force
+        )
+    except PkiError as e:
+        print(f"crlbuilder pki init: error: {e}", file=sys.stderr)
+        return 2
+    ids = ", ".join(i.id for i in manifest.issuers)
+    print(f"{manifest.path(MANIFEST_NAME)}: issuers {ids}; {len(manifest.parties)} parties")
+    return 0
