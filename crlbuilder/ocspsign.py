@@ -243,7 +243,7 @@ class ResponseSigner:
     clients need to verify a delegated signer (RFC 6960 §4.2.2.2).
     """
 
-    __slots__ = ("_algorithm", "_certs", "_responder_id", "key_hash", "signer")
+    __slots__ = ("_algorithm", "_certs", "_responder_id", "_signer_id", "key_hash", "signer")
 
     def __init__(self, signer: Signer, *, include_certificate: bool = True) -> None:
         self.signer = signer
@@ -253,11 +253,22 @@ class ResponseSigner:
         """The responderID byKey value: SHA-1 of the signer's public key bits."""
         self._responder_id = _tlv(b"\xa2", _tlv(b"\x04", self.key_hash))
         self._algorithm = bytes(signer.signature_algorithm_der)
+        cert_der = cert.public_bytes(serialization.Encoding.DER)
+        self._signer_id = hashlib.sha256(cert_der).digest()[:8]
         if include_certificate:
-            cert_der = cert.public_bytes(serialization.Encoding.DER)
             self._certs = _tlv(b"\xa0", _tlv(b"\x30", cert_der))
         else:
             self._certs = b""
+
+    @property
+    def certs_suffix(self) -> bytes:
+        """The ``certs`` field that ends every response of this signer (empty without it)."""
+        return self._certs
+
+    @property
+    def signer_id(self) -> bytes:
+        """8 bytes of the SHA-256 of the signer certificate: names `certs_suffix` in the store."""
+        return self._signer_id
 
     def response_data(
         self,

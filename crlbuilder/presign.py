@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -46,6 +46,19 @@ def _init_worker(keys: dict[str, tuple[str, str]]) -> None:
 def _sign_many(issuer_id: str, blobs: list[bytes]) -> list[bytes]:
     signer = _worker_signers[issuer_id]
     return [signer.sign(b) for b in blobs]
+
+
+def _chunks(
+    it: Iterator[tuple[bytes, sf.StatusRecord]], n: int
+) -> Iterator[list[tuple[bytes, sf.StatusRecord]]]:
+    chunk: list[tuple[bytes, sf.StatusRecord]] = []
+    for x in it:
+        chunk.append(x)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 @dataclass
@@ -75,9 +88,30 @@ class Presigner:
             i.id: PemSigner.from_files(manifest.path(i.ocsp_key), manifest.path(i.ocsp_cert))
             for i in manifest.issuers
         }
+        self._response_signers = {k: ResponseSigner(v) for k, v in self._signers.items()}
+        self._hashes = {
+            i.id: issuer_hashes(
+                x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes()), "sha1"
+            )
+            for i in manifest.issuers
+        }
+        self._inflight: list[
+            tuple[
+                ResponseSigner,
+                list[tuple[bytes, sf.StatusRecord]],
+                list[bytes],
+                Future[list[bytes]],
+                int,
+                int,
+            ]
+        ] = []
 
     def run(self, now: int) -> PresignResult:
-        """Sign every missing or nearly stale answer, as of ``now`` (epoch seconds)."""
+        """Sign every missing or nearly stale answer, as of ``now`` (epoch seconds).
+
+        Streams: at most ``2 × workers`` chunks of `CHUNK` answers are in flight,
+        so memory does not grow with the number of revoked serials.
+        """
         result = PresignResult()
         keys = {
             i.id: (str(self.manifest.path(i.ocsp_key)), str(self.manifest.path(i.ocsp_cert)))
@@ -86,17 +120,16 @@ class Presigner:
         pool: ProcessPoolExecutor | None = None
         try:
             for issuer in self.manifest.issuers:
-                todo = list(self._due(issuer, now, result))
-                if not todo:
-                    continue
-                if pool is None and self.workers > 1 and len(todo) > CHUNK:
-                    pool = ProcessPoolExecutor(
-                        self.workers, initializer=_init_worker, initargs=(keys,)
-                    )
-                self._sign_issuer(issuer, todo, now, pool)
-                result.signed += len(todo)
+                for chunk in _chunks(self._due(issuer, now, result), CHUNK):
+                    if pool is None and self.workers > 1:
+                        pool = ProcessPoolExecutor(
+                            self.workers, initializer=_init_worker, initargs=(keys,)
+                        )
+                    self._sign_chunk(issuer, chunk, now, pool, result)
+                self._drain()
             self._record_state(now)
         finally:
+            self._drain()
             if pool is not None:
                 pool.shutdown()
         return result
@@ -105,6 +138,7 @@ class Presigner:
         self, issuer: IssuerFiles, now: int, result: PresignResult
     ) -> Iterator[tuple[bytes, sf.StatusRecord]]:
         """Revoked serials of one issuer whose stored answer is missing, stale or nearly so."""
+        signer_id = self._response_signers[issuer.id].signer_id
         with self.store.env.begin() as txn:
             responses = self.store.dbs[sf.DB_RESPONSES]
             for serial, _entry in self.store.revoked_entries(issuer.index, txn):
@@ -112,74 +146,83 @@ class Presigner:
                 st = sf.unpack_status(txn.get(key, db=self.store.status))
                 stored = txn.get(key, db=responses)
                 if stored is not None:
-                    version, _, next_update = sf.unpack_response_head(stored)
-                    if version == st.version and next_update - now > self.refresh_before:
+                    version, _, next_update, sid = sf.unpack_response_head(stored)
+                    if (
+                        version == st.version
+                        and sid == signer_id
+                        and next_update - now > self.refresh_before
+                    ):
                         result.kept += 1
                         continue
                 yield key, st
 
-    def _sign_issuer(
+    def _sign_chunk(
         self,
         issuer: IssuerFiles,
-        todo: list[tuple[bytes, sf.StatusRecord]],
+        chunk: list[tuple[bytes, sf.StatusRecord]],
         now: int,
         pool: ProcessPoolExecutor | None,
+        result: PresignResult,
     ) -> None:
-        rs = ResponseSigner(self._signers[issuer.id])
-        cert = x509.load_pem_x509_certificate(self.manifest.path(issuer.cert).read_bytes())
-        name_hash, key_hash = issuer_hashes(cert, "sha1")
+        rs = self._response_signers[issuer.id]
+        name_hash, key_hash = self._hashes[issuer.id]
         next_update = now + self.validity
-        chunks = [todo[i : i + CHUNK] for i in range(0, len(todo), CHUNK)]
-        datas = [
-            [
-                rs.response_data(
-                    [
-                        SingleAnswer(
-                            cert_id_der(
-                                "sha1", name_hash, key_hash, int.from_bytes(key[2:], "big")
-                            ),
-                            CertStatus.REVOKED,
-                            st.revoked_at,
-                            st.reason,
-                        )
-                    ],
-                    produced_at=now,
-                    this_update=now,
-                    next_update=next_update,
-                )
-                for key, st in chunk
-            ]
-            for chunk in chunks
-        ]
-        if pool is not None:
-            signed: Iterator[list[bytes]] = pool.map(_sign_many, [issuer.id] * len(datas), datas)
-        else:
-            signer = self._signers[issuer.id]
-            signed = ([signer.sign(d) for d in chunk] for chunk in datas)
-        for chunk, data, sigs in zip(chunks, datas, signed, strict=True):
-            self._store_chunk(
-                chunk,
-                [rs.assemble(d, s) for d, s in zip(data, sigs, strict=True)],
-                now,
-                next_update,
+        data = [
+            rs.response_data(
+                [
+                    SingleAnswer(
+                        cert_id_der("sha1", name_hash, key_hash, int.from_bytes(key[2:], "big")),
+                        CertStatus.REVOKED,
+                        st.revoked_at,
+                        st.reason,
+                    )
+                ],
+                produced_at=now,
+                this_update=now,
+                next_update=next_update,
             )
+            for key, st in chunk
+        ]
+        if pool is None:
+            signer = self._signers[issuer.id]
+            self._store_chunk(rs, chunk, data, [signer.sign(d) for d in data], now, next_update)
+        else:
+            self._inflight.append(
+                (rs, chunk, data, pool.submit(_sign_many, issuer.id, data), now, next_update)
+            )
+            while len(self._inflight) > 2 * self.workers:
+                self._finish_oldest()
+        result.signed += len(chunk)
+
+    def _finish_oldest(self) -> None:
+        rs, chunk, data, fut, now, next_update = self._inflight.pop(0)
+        self._store_chunk(rs, chunk, data, fut.result(), now, next_update)
+
+    def _drain(self) -> None:
+        while self._inflight:
+            self._finish_oldest()
 
     def _store_chunk(
         self,
+        rs: ResponseSigner,
         chunk: list[tuple[bytes, sf.StatusRecord]],
-        ders: list[bytes],
+        data: list[bytes],
+        signatures: list[bytes],
         now: int,
         next_update: int,
     ) -> None:
-        """Store answers whose status did not change meanwhile (crlbuilder is the only writer)."""
+        """Store answers (without their constant certs field) whose status did not change meanwhile."""
+        suffix = rs.certs_suffix
         with self.store.env.begin(write=True) as txn:
-            for (key, st), der in zip(chunk, ders, strict=True):
+            for (key, st), d, sig in zip(chunk, data, signatures, strict=True):
                 now_raw = txn.get(key, db=self.store.status)
                 if now_raw is None or sf.unpack_status(now_raw).version != st.version:
                     continue
+                der = rs.assemble(d, sig)
+                stem = der[: len(der) - len(suffix)]
                 txn.put(
                     key,
-                    sf.pack_response(st.version, now, next_update, der),
+                    sf.pack_response(st.version, now, next_update, rs.signer_id, stem),
                     db=self.store.dbs[sf.DB_RESPONSES],
                 )
 
@@ -194,7 +237,7 @@ class Presigner:
                     for key, value in cur:
                         if key[:2] != prefix:
                             break
-                        _, _, nu = sf.unpack_response_head(value)
+                        _, _, nu, _ = sf.unpack_response_head(value)
                         earliest = nu if not earliest else min(earliest, nu)
                 state = sf.OcspState(produced_at=now, next_update=earliest)
                 txn.put(

@@ -319,7 +319,9 @@ def test_revocation_bumps_version_and_drops_stored_answer(world: World) -> None:
     key = sf.status_key(4, 102)
     v0 = world.status("auth-card-g1", 102).version
     with world.store.env.begin(write=True) as txn:
-        txn.put(key, sf.pack_response(v0, 0, 0, b"stale"), db=world.store.dbs[sf.DB_RESPONSES])
+        txn.put(
+            key, sf.pack_response(v0, 0, 0, bytes(8), b"stale"), db=world.store.dbs[sf.DB_RESPONSES]
+        )
     world.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(10),
                   "serial": 102, "issuer": "auth-card-g1", "reason": "application"}])  # fmt: skip
     assert world.status("auth-card-g1", 102).version > v0

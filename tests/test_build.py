@@ -15,6 +15,8 @@ from cryptography import x509
 
 from crlbuilder import storeformat as sf
 from crlbuilder.model import CertStatus
+from crlbuilder.ocspsign import ResponseSigner
+from crlbuilder.signer import PemSigner
 from crlbuilder.store import Store
 from tests.conftest import BIN, Built, run_tool
 
@@ -104,6 +106,7 @@ def test_every_crl_verifies_and_lists_exactly_the_revoked(built: Built) -> None:
 def test_presigned_answers_verify_with_openssl(built: Built) -> None:
     store = Store.open(built.store, readonly=True)
     revoked = [a for a in built.answers if a.status is CertStatus.REVOKED][:6]
+    ocsp_files = {i.id: (i.ocsp_key, i.ocsp_cert) for i in built.manifest.issuers}
     try:
         index = {i.id: i.index for i in store.issuers()}
         for a in revoked:
@@ -112,7 +115,13 @@ def test_presigned_answers_verify_with_openssl(built: Built) -> None:
                     sf.status_key(index[a.issuer], a.serial), db=store.dbs[sf.DB_RESPONSES]
                 )
             assert raw is not None, a.case
-            der = bytes(raw[sf.RESPONSE_HEAD_BYTES :])
+            signer = ResponseSigner(
+                PemSigner.from_files(
+                    built.pki / ocsp_files[a.issuer][0], built.pki / ocsp_files[a.issuer][1]
+                )
+            )
+            assert sf.unpack_response_head(raw)[3] == signer.signer_id
+            der = bytes(raw[sf.RESPONSE_HEAD_BYTES :]) + signer.certs_suffix
             resp = Path(built.store.parent / "resp.der")
             resp.write_bytes(der)
             out = subprocess.run(

@@ -172,7 +172,9 @@ def put_responses(store: Path, idx: int, serials: Iterable[int]) -> None:
             for n in serials:
                 txn.put(
                     sf.status_key(idx, n),
-                    sf.pack_response(version=1, this_update=0, next_update=0, der=b"answer"),
+                    sf.pack_response(
+                        version=1, this_update=0, next_update=0, signer_id=bytes(8), stem=b"answer"
+                    ),
                     db=s.dbs[sf.DB_RESPONSES],
                 )
     finally:

@@ -1,0 +1,67 @@
+"""Attributing every request to a registered party before any lookup (access control).
+
+Three proofs, as each party's registry entry allows: a TLS client certificate
+(the worker terminated TLS, or a trusted proxy passed it on), a bearer token
+(``Authorization: Bearer …``, compared by hash), or a signed OCSP request
+(RFC 6960 §4.1.2: requestorName and a signature over tbsRequest, checked
+against the party's registered certificate). Nothing here reads the status
+store; the caller refuses an unattributed request with ``unauthorized``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from responder.http import Request
+from responder.ocspreq import RequestSignature
+from responder.registry import AuthMethod, Party, Registry
+
+_BEARER: Final = b"bearer "
+
+_SIG_HASHES: Final[dict[str, hashes.HashAlgorithm]] = {
+    "1.2.840.113549.1.1.11": hashes.SHA256(),  # sha256WithRSAEncryption
+    "1.2.840.113549.1.1.12": hashes.SHA384(),
+    "1.2.840.113549.1.1.13": hashes.SHA512(),
+    "1.2.840.113549.1.1.5": hashes.SHA1(),  # noqa: S303 - sha1WithRSAEncryption, what older clients sign with
+}
+
+
+def bearer_token(req: Request) -> bytes | None:
+    value = req.headers.get(b"authorization")
+    if value is None or len(value) <= len(_BEARER) or value[: len(_BEARER)].lower() != _BEARER:
+        return None
+    return value[len(_BEARER) :].strip() or None
+
+
+def by_transport(registry: Registry, req: Request) -> Party | None:
+    """The party proven by the connection (client certificate) or a bearer token."""
+    if req.client_cert_der is not None:
+        party = registry.by_certificate(req.client_cert_der)
+        if party is not None:
+            return party
+    token = bearer_token(req)
+    if token is not None:
+        return registry.by_token(token)
+    return None
+
+
+def by_signature(registry: Registry, sig: RequestSignature) -> Party | None:
+    """The party whose registered certificate verifies a signed OCSP request, if any."""
+    algorithm = _SIG_HASHES.get(sig.algorithm_oid)
+    if algorithm is None:
+        return None
+    for party in registry.signing_parties():
+        for spki in party.cert_public_keys:
+            key = serialization.load_der_public_key(spki)
+            if not isinstance(key, rsa.RSAPublicKey):
+                continue
+            try:
+                key.verify(sig.signature, sig.tbs_request_der, padding.PKCS1v15(), algorithm)
+            except InvalidSignature:
+                continue
+            return party if AuthMethod.SIGNED_REQUEST in party.auth else None
+    return None

@@ -1,0 +1,347 @@
+"""The responder's configuration: one TOML file validated into msgspec Structs.
+
+Owns `ResponderConfig` and its sections, `load_config` (defaults < TOML file <
+environment < command-line overrides), and the mapping of command-line flags
+onto fields (`add_arguments`, `overrides_from_args`). Every field is documented
+here and in ``config/responder.toml``. Unknown fields are errors, and every
+error names the file and the field (``responder.toml: server.port: Expected
+int, got str``). Relative paths are kept as written and resolved against the
+process's working directory when used, so the demo's ``var/demo/...`` paths
+work from the repository root.
+
+Environment variables override paths (and, later, secrets):
+``JPKI_VA_STORE`` (store.path), ``JPKI_VA_PKI`` (store.pki) and
+``JPKI_VA_REGISTRY`` (registry.path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+ClientCertMode = Literal["none", "optional", "required"]
+AccessLogMode = Literal["off", "sampled", "all"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+
+ENV_OVERRIDES: Final[Mapping[str, str]] = {
+    "JPKI_VA_STORE": "store.path",
+    "JPKI_VA_PKI": "store.pki",
+    "JPKI_VA_REGISTRY": "registry.path",
+}
+"""Environment variable -> dotted field it overrides (between the file and the flags)."""
+
+_HEADER_TOKEN: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file and the field."""
+
+    def __init__(self, source: str, field: str, problem: str) -> None:
+        self.source = source
+        self.field = field
+        self.problem = problem
+        where = f"{source}: {field}" if field else source
+        super().__init__(f"{where}: {problem}")
+
+
+class TlsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """TLS the worker terminates itself ([server.tls]); off while ``cert`` is unset."""
+
+    cert: Path | None = None
+    """PEM server certificate chain (leaf first)."""
+    key: Path | None = None
+    """PEM private key of ``cert`` (mode 0600)."""
+    client_ca: Path | None = None
+    """PEM bundle of the CAs that issue the parties' client certificates."""
+    client_cert: ClientCertMode = "none"
+    """Ask for a client certificate: ``none``, ``optional`` (verified when sent) or ``required``."""
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key must be set together")
+        if self.client_cert != "none":
+            if self.cert is None:
+                raise ValueError("client_cert needs TLS (cert and key)")
+            if self.client_ca is None:
+                raise ValueError(f"client_cert = {self.client_cert!r} needs client_ca")
+
+    @property
+    def enabled(self) -> bool:
+        """True when the worker terminates TLS."""
+        return self.cert is not None
+
+
+class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-connection and per-worker limits of the HTTP layer ([server.limits])."""
+
+    max_body_bytes: PositiveInt = 65536
+    """Largest request body; larger (by Content-Length or as it arrives) gets 413 and a close."""
+    max_header_bytes: PositiveInt = 8192
+    """Largest request line plus header fields; larger gets 431 and a close."""
+    header_timeout: PositiveSeconds = 5.0
+    """Seconds a request may take from its first byte to its last header (and a body may
+    stall); past it 408 and a close. A connection that sends nothing is closed after it."""
+    idle_timeout: PositiveSeconds = 30.0
+    """Seconds an idle keep-alive connection is kept open."""
+    max_connections: PositiveInt = 10000
+    """Open connections per worker; beyond it a new connection gets 503 and is closed."""
+    drain_timeout: PositiveSeconds = 10.0
+    """On SIGTERM, seconds a worker waits for in-flight requests before cutting connections."""
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where and how the responder listens ([server])."""
+
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+    """Addresses to listen on, e.g. ``["127.0.0.1", "::1"]``; all share ``port``."""
+    port: Port = 8080
+    """TCP port; 0 picks a free one (printed in the ``listening on`` line)."""
+    workers: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Worker processes; 0 means one per CPU (``os.cpu_count()``)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Peer addresses or networks (TLS-terminating proxies) whose ``client_cert_header``
+    is believed; from any other peer that header is dropped."""
+    client_cert_header: str = "client-cert"
+    """Header carrying the client certificate from a trusted proxy: RFC 9440
+    ``:base64-DER:``, URL-escaped PEM (nginx ``$ssl_client_escaped_cert``) or base64 DER."""
+    tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+
+    def __post_init__(self) -> None:
+        if not self.hosts:
+            raise ValueError("hosts must list at least one address")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {proxy!r} is not an address") from None
+        name = self.client_cert_header
+        if not name or not set(name) <= _HEADER_TOKEN:
+            raise ValueError("client_cert_header must be a lower-case header name")
+
+    @property
+    def worker_count(self) -> int:
+        """The number of workers to start (``workers``, or one per CPU when 0)."""
+        return self.workers or os.cpu_count() or 1
+
+
+class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The read-only status store and the PKI ([store])."""
+
+    path: Path = Path("var/demo/store")
+    """LMDB environment directory written by crlbuilder (env JPKI_VA_STORE)."""
+    pki: Path = Path("var/demo/pki")
+    """Directory holding the PKI manifest ``pki.json`` (env JPKI_VA_PKI)."""
+    crl_dir: Path | None = None
+    """Directory of the CRL files crlbuilder produces, served at /crl/ (none: /crl/ is 404)."""
+
+
+class RegistryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The registered parties ([registry]): signature verifiers (署名検証者, Act §17),
+    group signature verifiers (団体署名検証者, Act §17(5)), login verifiers
+    (利用者証明検証者, Act §36), their agreements (取決め) and suspensions (提供の停止,
+    Act §18(6), §37(4))."""
+
+    path: Path = Path("var/demo/registry.toml")
+    """TOML file of registered parties (env JPKI_VA_REGISTRY); re-read on SIGHUP."""
+
+
+class OcspConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Bounds and freshness policy of OCSP answers ([ocsp])."""
+
+    max_certids: PositiveInt = 16
+    """Most CertIDs accepted in one OCSP request."""
+    max_nonce: Annotated[int, msgspec.Meta(ge=1, le=128)] = 128
+    """Longest nonce accepted, in bytes (RFC 9654: 1..128)."""
+    good_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 100000
+    """Signed "good" answers kept per worker (0 disables the cache)."""
+    good_validity_seconds: PositiveInt = 3600
+    """Freshly signed answers: thisUpdate is the signing time, nextUpdate is
+    thisUpdate plus this many seconds."""
+
+
+class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Logging ([log]): one JSON object per line on stderr, never request data."""
+
+    level: LogLevel = "info"
+    access_log: AccessLogMode = "off"
+    """Per-request log lines: ``off``, ``sampled`` (``sample_rate`` of them) or ``all``."""
+    sample_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.01
+
+
+class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole configuration of one responder process tree."""
+
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
+    ocsp: OcspConfig = msgspec.field(default_factory=OcspConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+
+
+def _dec_hook(type_: type, obj: object) -> object:
+    if type_ is Path and isinstance(obj, str):
+        if not obj:
+            raise ValueError("empty path")
+        return Path(obj)
+    raise NotImplementedError(f"Expected `{type_.__name__}`")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: object, source: str) -> None:
+    *sections, leaf = dotted.split(".")
+    node = tree
+    walked: list[str] = []
+    for name in sections:
+        walked.append(name)
+        child = node.setdefault(name, {})
+        if not isinstance(child, dict):
+            raise ConfigError(source, ".".join(walked), "Expected a table")
+        node = child
+    node[leaf] = value
+
+
+def _field_paths(struct_type: type[msgspec.Struct], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for field in msgspec.structs.fields(struct_type):
+        dotted = f"{prefix}{field.name}"
+        if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
+            out.extend(_field_paths(field.type, dotted + "."))
+        else:
+            out.append(dotted)
+    return out
+
+
+FIELD_PATHS: Final[tuple[str, ...]] = tuple(_field_paths(ResponderConfig))
+"""Every leaf field as a dotted path, e.g. ``server.limits.max_body_bytes``."""
+
+
+def load_config(
+    path: Path | None,
+    overrides: Mapping[str, object] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> ResponderConfig:
+    """Read ``path`` (or only defaults when None), then environment, then ``overrides``.
+
+    ``overrides`` maps dotted field paths (``"server.port"``) to values, as
+    `overrides_from_args` returns them. Raises `ConfigError` naming the file
+    (or ``<environment>``/``<command line>``) and the field.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                tree = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(source, "", f"cannot read ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, "", f"invalid TOML ({exc})") from None
+    env = os.environ if environ is None else environ
+    for var, dotted in ENV_OVERRIDES.items():
+        from_env = env.get(var)
+        if from_env:
+            _set_dotted(tree, dotted, from_env, source)
+    for dotted, value in (overrides or {}).items():
+        if dotted not in FIELD_PATHS:
+            raise ConfigError("<command line>", dotted, "no such field")
+        _set_dotted(tree, dotted, value, source)
+    try:
+        return msgspec.convert(tree, ResponderConfig, dec_hook=_dec_hook, str_keys=True)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        problem, _, at = message.rpartition(" - at `")
+        if not problem:
+            problem, at = message, ""
+        field = at.rstrip("`").removeprefix("$").lstrip(".")
+        field = field.replace("[", ".").replace("]", "")
+        raise ConfigError(source, field, problem) from None
+
+
+class _Flag(msgspec.Struct, frozen=True):
+    flag: str
+    field: str
+    kind: Literal["int", "float", "str", "path", "list", "choice"]
+    help: str
+    choices: tuple[str, ...] = ()
+
+
+_FLAGS: Final[tuple[_Flag, ...]] = (
+    _Flag("--host", "server.hosts", "list", "listen address (repeat for several)"),
+    _Flag("--port", "server.port", "int", "TCP port (0 picks a free one)"),
+    _Flag("--workers", "server.workers", "int", "worker processes (0: one per CPU)"),
+    _Flag("--trusted-proxy", "server.trusted_proxies", "list", "proxy allowed to pass a cert"),
+    _Flag("--client-cert-header", "server.client_cert_header", "str", "proxy's cert header"),
+    _Flag("--tls-cert", "server.tls.cert", "path", "PEM server certificate chain"),
+    _Flag("--tls-key", "server.tls.key", "path", "PEM server private key"),
+    _Flag("--tls-client-ca", "server.tls.client_ca", "path", "PEM CAs of client certificates"),
+    _Flag(
+        "--tls-client-cert",
+        "server.tls.client_cert",
+        "choice",
+        "ask for client certificates",
+        ("none", "optional", "required"),
+    ),
+    _Flag("--max-body-bytes", "server.limits.max_body_bytes", "int", "largest request body"),
+    _Flag("--max-header-bytes", "server.limits.max_header_bytes", "int", "largest header"),
+    _Flag("--header-timeout", "server.limits.header_timeout", "float", "seconds to send headers"),
+    _Flag("--idle-timeout", "server.limits.idle_timeout", "float", "keep-alive idle seconds"),
+    _Flag("--max-connections", "server.limits.max_connections", "int", "connections per worker"),
+    _Flag("--drain-timeout", "server.limits.drain_timeout", "float", "seconds to drain on stop"),
+    _Flag("--store", "store.path", "path", "LMDB status store directory"),
+    _Flag("--pki", "store.pki", "path", "directory of the PKI manifest pki.json"),
+    _Flag("--crl-dir", "store.crl_dir", "path", "directory of CRL files served at /crl/"),
+    _Flag("--registry", "registry.path", "path", "TOML file of registered parties"),
+    _Flag("--max-certids", "ocsp.max_certids", "int", "CertIDs per OCSP request"),
+    _Flag("--max-nonce", "ocsp.max_nonce", "int", "longest OCSP nonce (bytes)"),
+    _Flag("--good-cache-entries", "ocsp.good_cache_entries", "int", "cached good answers"),
+    _Flag("--good-validity-seconds", "ocsp.good_validity_seconds", "int", "nextUpdate offset"),
+    _Flag("--log-level", "log.level", "choice", "log level", ("debug", "info", "warning", "error")),
+    _Flag("--access-log", "log.access_log", "choice", "access log", ("off", "sampled", "all")),
+    _Flag("--sample-rate", "log.sample_rate", "float", "sampled access log rate (0..1)"),
+)
+
+
+def _dest(flag: _Flag) -> str:
+    return "cfg_" + flag.flag.removeprefix("--").replace("-", "_")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per configuration field (all default to "not given")."""
+    group = parser.add_argument_group("configuration (overrides the file and environment)")
+    for flag in _FLAGS:
+        help_text = f"{flag.help} [{flag.field}]"
+        dest = _dest(flag)
+        if flag.kind == "list":
+            group.add_argument(flag.flag, dest=dest, action="append", help=help_text)
+        elif flag.kind == "choice":
+            group.add_argument(flag.flag, dest=dest, choices=flag.choices, help=help_text)
+        else:
+            convert: type = {"int": int, "float": float, "str": str, "path": str}[flag.kind]
+            group.add_argument(flag.flag, dest=dest, type=convert, help=help_text)
+
+
+def overrides_from_args(ns: argparse.Namespace) -> dict[str, object]:
+    """The dotted-field overrides of the flags given on the command line."""
+    out: dict[str, object] = {}
+    for flag in _FLAGS:
+        value = getattr(ns, _dest(flag), None)
+        if value is not None:
+            out[flag.field] = value
+    return out
+
+
+def flag_fields() -> dict[str, str]:
+    """Flag -> dotted field, for documentation and tests."""
+    return {flag.flag: flag.field for flag in _FLAGS}

@@ -1,0 +1,837 @@
+"""HTTP/1.1 for one worker: bytes in, a `Request` to the app, a `Response`'s bytes out.
+
+Owns the wire protocol and nothing above it: an `asyncio.Protocol`
+(`HttpProtocol`) driven by httptools' llhttp parser, and the per-worker
+`HttpServer` that holds the app, the limits, the shared clock and the open
+connections. OCSP, party authentication and routing are the app's business;
+the app sees only `Request` and answers with a `Response` (synchronously on
+the fast path, or with an awaitable for slow work such as a fresh signature).
+
+What it guarantees: keep-alive and pipelining (answers strictly in request
+order, even when an earlier one is still being computed), HTTP/1.0,
+``Connection: close``, ``Content-Length``/``Date``/``Server`` on every answer,
+one ``transport.write`` of pre-joined bytes per answer, and the limits of
+`responder.config.LimitsConfig`: 413 (body), 414/431 (request line/headers),
+408 (headers or body too slow), idle keep-alive close, per-worker connection
+cap (503), 400 on malformed HTTP, 500 (logged without request data) when the
+app fails. Reading pauses while the client does not read its answers.
+The client certificate comes from the TLS the worker terminated or, for a peer
+listed in ``trusted_proxies``, from the proxy's ``client_cert_header`` (RFC
+9440); that header is removed from every request before the app sees it.
+
+Timeouts use one periodic sweep per worker (``HttpServer.tick``) instead of a
+timer per request; its coarse clock also drives the cached ``Date`` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import email.utils
+import ipaddress
+import logging
+import ssl
+import time
+import traceback
+import urllib.parse
+from collections import deque
+from collections.abc import Awaitable, Iterable
+from http import HTTPStatus
+from typing import Final, Protocol, cast
+
+import httptools
+import msgspec
+
+from responder.config import LimitsConfig, ServerConfig
+
+__all__ = [
+    "App",
+    "HttpHooks",
+    "HttpProtocol",
+    "HttpServer",
+    "Request",
+    "Response",
+    "decode_forwarded_cert",
+]
+
+_log = logging.getLogger(__name__)
+
+SERVER_NAME: Final = b"jpki-va"
+LINGER_SECONDS: Final = 2.0
+"""After an error answer that closes the connection (the client may still be sending), input is
+read and discarded for at most this long, so the client reads the answer, not a TCP reset."""
+LINGER_AFTER_CLOSE: Final = 0.5
+"""The same after an ordinary last answer (Connection: close, HTTP/1.0, drain): the client has
+sent its request and normally closes at once; this only bounds one that does not."""
+MAX_PIPELINE: Final = 64
+"""Answers waiting in one connection before reading pauses."""
+FEED_SLICE: Final = 8192
+"""Larger inputs are parsed in slices of this size, with a flow-control check between slices,
+so one read of pipelined requests cannot queue an unbounded amount of answers."""
+
+
+class Request(msgspec.Struct, gc=False):
+    """One complete HTTP request, as the app sees it.
+
+    Not tracked by the cyclic garbage collector (``gc=False``, cheaper to create): do not
+    put objects that refer back to the request into ``headers``.
+    """
+
+    method: bytes
+    target: bytes
+    """Raw request target: path and query, undecoded."""
+    headers: dict[bytes, bytes]
+    """Lower-cased names; repeated fields joined with ``b", "``."""
+    body: bytes
+    peer: tuple[str, int]
+    """The TCP peer (host, port): the proxy's address when behind one."""
+    client_cert_der: bytes | None
+    """The client certificate from TLS this worker terminated, or from a trusted proxy's
+    header (`responder.config.ServerConfig.client_cert_header`), else None."""
+    http_version: bytes
+    """``b"1.1"`` or ``b"1.0"``."""
+    keep_alive: bool
+    request_id: int
+    """Per-worker counter, starting at 1."""
+
+
+class Response(msgspec.Struct, frozen=True, gc=False):
+    """The app's answer; frozen so one instance can be cached and sent many times."""
+
+    status: int
+    body: bytes
+    content_type: bytes
+    extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+    """Further header fields (name, value); the layer adds Server, Date, Content-Type,
+    Content-Length and Connection itself."""
+
+
+class App(Protocol):
+    """What a worker serves.
+
+    ``handle`` returns a `Response` on the fast path, or an awaitable of one for
+    slow work (run it in an executor so the worker's other connections go on).
+    Optional methods, called when present: ``reload(config: ResponderConfig) ->
+    None`` on SIGHUP, and ``close() -> None`` when the worker exits.
+    """
+
+    def handle(self, req: Request) -> Response | Awaitable[Response]: ...
+
+
+class HttpHooks(Protocol):
+    """Callbacks for metrics; `HttpServer` calls none of them when it has no hooks."""
+
+    def on_connection_open(self) -> None: ...
+
+    def on_connection_close(self) -> None: ...
+
+    def on_request_done(self, req: Request, resp: Response, seconds: float) -> None:
+        """After the answer was handed to the transport; seconds since the request's first byte."""
+
+    def on_http_error(self, status: int) -> None:
+        """An answer the layer made itself (400, 408, 413, 414, 431, 503) without the app."""
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown"
+
+
+def _error_response(status: int) -> Response:
+    return Response(status, _reason(status) + b"\n", b"text/plain; charset=utf-8")
+
+
+_ERRORS: Final = {s: _error_response(s) for s in (400, 408, 413, 414, 431, 500, 503)}
+_VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
+
+# Connection phases.
+_IDLE: Final = 0  # between requests, nothing of the next one received
+_HEAD: Final = 1  # request line or headers incomplete
+_BODY: Final = 2  # headers complete, body incomplete
+_LINGER: Final = 3  # closing: answer sent, input discarded
+_CLOSED: Final = 4
+
+_PAUSE_WRITE: Final = 1  # the transport's write buffer is full
+_PAUSE_QUEUE: Final = 2  # too many answers pending in order
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop parsing this connection's input."""
+
+
+def decode_forwarded_cert(value: bytes) -> bytes | None:
+    """The DER certificate in a trusted proxy's header, None when it says "no certificate".
+
+    Accepts RFC 9440 ``Client-Cert`` (``:base64-DER:``), URL-escaped PEM (nginx
+    ``$ssl_client_escaped_cert``), plain PEM, and plain base64 DER (haproxy
+    ``ssl_c_der,base64``). Raises ValueError on anything else.
+    """
+    value = value.strip()
+    if not value:
+        return None
+    if value.startswith((b"%", b"-----")):
+        pem = urllib.parse.unquote_to_bytes(value).decode("ascii", "strict")
+        try:
+            der = ssl.PEM_cert_to_DER_cert(pem.strip())
+        except ValueError:
+            raise ValueError("not a PEM certificate") from None
+    else:
+        if len(value) > 2 and value[:1] == b":" and value[-1:] == b":":
+            value = value[1:-1]
+        try:
+            der = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise ValueError("not base64") from None
+    if len(der) < 2 or der[0] != 0x30:
+        raise ValueError("not a DER certificate")
+    return der
+
+
+class _Slot:
+    """An answer waiting for its turn (pipelining) or for the app's awaitable."""
+
+    __slots__ = ("close", "req", "resp", "t0")
+
+    def __init__(self, req: Request | None, resp: Response | None, t0: float, close: bool) -> None:
+        self.req = req
+        self.resp = resp
+        self.t0 = t0
+        self.close = close
+
+
+class HttpServer:
+    """One worker's HTTP state, shared by its connections; also the protocol factory.
+
+    Call `start` inside the running loop before serving and `drain` to stop.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        limits: LimitsConfig,
+        *,
+        hooks: HttpHooks | None = None,
+        trusted_proxies: Iterable[str] = (),
+        client_cert_header: str = "client-cert",
+    ) -> None:
+        self.app = app
+        self.hooks = hooks
+        self.limits = limits
+        self.trusted_networks = tuple(
+            ipaddress.ip_network(p, strict=False) for p in trusted_proxies
+        )
+        self.client_cert_header = client_cert_header.lower().encode("ascii")
+        self.connections: set[HttpProtocol] = set()
+        self.active = 0
+        """Accepted connections (the ones counted against max_connections)."""
+        self.requests = 0
+        self.draining = False
+        self.now = 0.0
+        """Coarse loop time, refreshed by `tick`."""
+        self._prefixes: dict[int, bytes] = {}
+        self._date = b""
+        self._date_second = -1
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._idle_waiter: asyncio.Future[None] | None = None
+
+    @classmethod
+    def from_config(
+        cls, app: App, server: ServerConfig, *, hooks: HttpHooks | None = None
+    ) -> HttpServer:
+        """An `HttpServer` with the limits and proxy settings of ``[server]``."""
+        return cls(
+            app,
+            server.limits,
+            hooks=hooks,
+            trusted_proxies=server.trusted_proxies,
+            client_cert_header=server.client_cert_header,
+        )
+
+    def __call__(self) -> HttpProtocol:
+        return HttpProtocol(self)
+
+    # -- clock, Date header, timeouts --------------------------------------------------------
+
+    @property
+    def tick_interval(self) -> float:
+        lim = self.limits
+        return min(0.5, max(0.05, min(lim.header_timeout, lim.idle_timeout) / 4))
+
+    def start(self) -> None:
+        """Start the periodic sweep (timeouts and the Date header) on the running loop."""
+        self.loop = asyncio.get_running_loop()
+        self.tick()
+
+    def tick(self) -> None:
+        """Refresh the clock and Date header, cut connections past their timeouts, re-arm."""
+        loop = self.loop
+        assert loop is not None
+        self.now = now = loop.time()
+        second = int(time.time())
+        if second != self._date_second:
+            self._date_second = second
+            self._date = email.utils.formatdate(second, usegmt=True).encode("ascii")
+            self._prefixes = {}
+        limits = self.limits
+        interval = self.tick_interval
+        # Connections stamp times with this coarse clock, which lags by up to one interval:
+        # measure against a clock as late, so that no timeout fires early.
+        for conn in list(self.connections):
+            conn.check_timeouts(now - interval, limits)
+        self._tick_handle = loop.call_later(interval, self.tick)
+
+    def prefix(self, status: int) -> bytes:
+        """Status line plus Server and Date fields for this second (cached per status)."""
+        head = self._prefixes.get(status)
+        if head is None:
+            head = b"HTTP/1.1 %d %b\r\nServer: %b\r\nDate: %b\r\n" % (
+                status,
+                _reason(status),
+                SERVER_NAME,
+                self._date,
+            )
+            self._prefixes[status] = head
+        return head
+
+    def is_trusted(self, host: str) -> bool:
+        if not self.trusted_networks:
+            return False
+        try:
+            addr = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted_networks)
+
+    def reconfigure(self, server: ServerConfig) -> None:
+        """New limits and proxy settings (SIGHUP), for open connections too."""
+        self.limits = limits = server.limits
+        self.trusted_networks = tuple(
+            ipaddress.ip_network(p, strict=False) for p in server.trusted_proxies
+        )
+        self.client_cert_header = server.client_cert_header.lower().encode("ascii")
+        for conn in self.connections:
+            conn.set_limits(limits)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _connection_gone(self, conn: HttpProtocol) -> None:
+        self.connections.discard(conn)
+        waiter = self._idle_waiter
+        if waiter is not None and not self.connections and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self, timeout: float) -> int:
+        """Close idle connections, let in-flight requests finish, then cut what is left.
+
+        Stop accepting first (close the listening servers). Returns how many
+        connections were still open when ``timeout`` ran out.
+        """
+        self.draining = True
+        for conn in list(self.connections):
+            conn.begin_drain()
+        if self.connections:
+            loop = asyncio.get_running_loop()
+            self._idle_waiter = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._idle_waiter), timeout)
+        left = len(self.connections)
+        for conn in list(self.connections):
+            conn.abort()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        return left
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection (created by `HttpServer`; not used directly)."""
+
+    __slots__ = (
+        "_backlog",
+        "_body",
+        "_body_len",
+        "_body_parts",
+        "_cert",
+        "_eof",
+        "_headers",
+        "_hraw",
+        "_hsize",
+        "_last",
+        "_linger",
+        "_max_body",
+        "_max_header",
+        "_parser",
+        "_paused",
+        "_peer",
+        "_phase",
+        "_queue",
+        "_seq",
+        "_served",
+        "_since",
+        "_srv",
+        "_t0",
+        "_transport",
+        "_trusted",
+        "_upgrade",
+        "_url",
+        "_wpaused_at",
+        "counted",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self._srv = server
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._phase = _IDLE
+        self._since = server.now
+        self._served = 0
+        self._seq = 0
+        self._queue: deque[_Slot] | None = None
+        self._backlog: bytes | memoryview | None = None
+        self._paused = 0
+        self._wpaused_at = 0.0
+        self._eof = False
+        self._last = False
+        self._linger = LINGER_SECONDS
+        self._upgrade = False
+        self._peer: tuple[str, int] = ("", 0)
+        self._cert: bytes | None = None
+        self._trusted = False
+        self._url = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._body = b""
+        self._body_parts: list[bytes] | None = None
+        self._body_len = 0
+        self._hsize = 0
+        self._hraw = 0
+        self._t0 = 0.0
+        self._max_header = server.limits.max_header_bytes
+        self._max_body = server.limits.max_body_bytes
+        self.counted = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        srv = self._srv
+        self._transport = transport = cast(asyncio.Transport, transport)
+        self._since = srv.now
+        srv.connections.add(self)
+        if srv.active >= srv.limits.max_connections or srv.draining:
+            self._error_now(503)
+            return
+        srv.active += 1
+        self.counted = True
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self._peer = (str(peer[0]), int(peer[1]))
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self._cert = ssl_object.getpeercert(binary_form=True)
+        self._trusted = srv.is_trusted(self._peer[0])
+        if srv.hooks is not None:
+            srv.hooks.on_connection_open()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._phase = _CLOSED
+        srv = self._srv
+        if self.counted:
+            self.counted = False
+            srv.active -= 1
+            if srv.hooks is not None:
+                srv.hooks.on_connection_close()
+        srv._connection_gone(self)
+        self._queue = None
+        self._backlog = None
+        self._transport = None
+
+    def eof_received(self) -> bool | None:
+        if self._phase == _IDLE and (self._queue or self._backlog is not None):
+            # Half-closed after complete requests: answer them, then close.
+            self._eof = True
+            return True
+        return None  # the transport closes itself
+
+    def pause_writing(self) -> None:
+        self._wpaused_at = self._srv.now
+        self._pause(_PAUSE_WRITE)
+
+    def resume_writing(self) -> None:
+        self._resume(_PAUSE_WRITE)
+
+    def data_received(self, data: bytes) -> None:
+        if self._last:
+            return
+        if self._backlog is not None or len(data) > FEED_SLICE:
+            self._backlog = data if self._backlog is None else bytes(self._backlog) + data
+            self._feed_backlog()
+        else:
+            self._feed(data)
+
+    def _feed_backlog(self) -> None:
+        """Parse a large input in slices, stopping while reading is paused (flow control)."""
+        data = self._backlog
+        if data is None:
+            return
+        view = memoryview(data)
+        pos = 0
+        while pos < len(view) and not self._paused and not self._last:
+            self._feed(view[pos : pos + FEED_SLICE])
+            pos += FEED_SLICE
+        self._backlog = view[pos:] if pos < len(view) and not self._last else None
+        if self._backlog is None and self._eof and not self._queue and self._phase == _IDLE:
+            self._close_gracefully()
+
+    def _feed(self, data: bytes | memoryview) -> None:
+        if self._phase == _BODY:
+            self._since = self._srv.now
+        seq = self._seq
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._last = True  # the app answered; upgrade refused by closing after it
+            return
+        except httptools.HttpParserError:
+            # Includes callback errors: _Stop, raised after the answer was arranged.
+            if not self._last:
+                self._error(400)
+            return
+        if self._phase == _HEAD and self._seq == seq:
+            # Headers still incomplete and begun in an earlier chunk: bound what is buffered.
+            self._hraw += len(data)
+            if self._hraw > self._max_header:
+                self._error(431)
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    # A request begins with its first target bytes (on_url): one callback fewer per request
+    # than on_message_begin; the method's few bytes before it count as idle time.
+
+    def on_url(self, url: bytes) -> None:
+        if self._phase == _HEAD:  # the target continues in a later read
+            self._url += url
+            self._hsize += len(url)
+            if self._hsize > self._max_header:
+                self._reject(414)
+            return
+        if self._last:
+            raise _Stop
+        self._phase = _HEAD
+        srv = self._srv
+        self._since = srv.now
+        self._seq += 1
+        self._url = url
+        self._headers = {}
+        self._body = b""
+        self._body_parts = None
+        self._body_len = 0
+        self._hsize = len(url)
+        self._hraw = 0
+        self._upgrade = False
+        if srv.hooks is not None:
+            self._t0 = time.perf_counter()
+        if self._hsize > self._max_header:
+            self._reject(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._hsize += len(name) + len(value) + 4
+        if self._hsize > self._max_header:
+            self._reject(431)
+        name = name.lower()
+        headers = self._headers
+        old = headers.get(name)
+        headers[name] = value if old is None else old + b", " + value
+
+    def on_headers_complete(self) -> None:
+        self._phase = _BODY
+        self._since = self._srv.now
+        headers = self._headers
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                self._reject(400)
+            if int(length) > self._max_body:
+                self._reject(413)
+        if self._parser.should_upgrade():
+            self._upgrade = True
+        expect = headers.get(b"expect")
+        if (
+            expect is not None
+            and expect.lower() == b"100-continue"
+            and not self._queue
+            and self._parser.get_http_version() == "1.1"
+            and self._transport is not None
+        ):
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        size = self._body_len + len(body)
+        if size > self._max_body:
+            self._reject(413)
+        self._body_len = size
+        if self._body_parts is not None:
+            self._body_parts.append(body)
+        elif self._body:
+            self._body_parts = [self._body, body]
+        else:
+            self._body = body
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        srv = self._srv
+        self._phase = _IDLE
+        self._since = srv.now
+        keep_alive = parser.should_keep_alive() and not self._upgrade
+        if not keep_alive:
+            self._last = True
+        headers = self._headers
+        cert = self._cert
+        if srv.client_cert_header in headers:
+            forwarded = headers.pop(srv.client_cert_header)
+            if self._trusted:
+                try:
+                    cert = decode_forwarded_cert(forwarded)
+                except ValueError:
+                    self._error(400)
+                    raise _Stop from None
+        version = parser.get_http_version()
+        srv.requests += 1
+        req = Request(
+            parser.get_method(),
+            self._url,
+            headers,
+            b"".join(self._body_parts) if self._body_parts is not None else self._body,
+            self._peer,
+            cert,
+            _VERSIONS.get(version) or version.encode("ascii"),
+            keep_alive,
+            srv.requests,
+        )
+        try:
+            result = srv.app.handle(req)
+        except Exception as exc:
+            result = _app_failed(exc, req)
+        if isinstance(result, Response):
+            if self._queue:
+                self._enqueue(_Slot(req, result, self._t0, False))
+            else:
+                self._send(req, result, self._t0, False)
+            return
+        slot = _Slot(req, None, self._t0, False)
+        try:
+            fut = asyncio.ensure_future(result)
+        except TypeError as exc:
+            slot.resp = _app_failed(exc, req)
+            self._enqueue(slot)
+            return
+        self._enqueue(slot)
+        fut.add_done_callback(lambda f: self._slot_done(slot, f))
+
+    # -- answers ------------------------------------------------------------------------------
+
+    def _slot_done(self, slot: _Slot, fut: asyncio.Future[Response]) -> None:
+        req = slot.req
+        assert req is not None
+        try:
+            resp = fut.result()
+        except asyncio.CancelledError as exc:
+            resp = _app_failed(exc, req)
+        except Exception as exc:
+            resp = _app_failed(exc, req)
+        else:
+            if not isinstance(resp, Response):
+                resp = _app_failed(TypeError(type(resp).__name__), req)
+        slot.resp = resp
+        if self._phase != _CLOSED:
+            self._flush()
+
+    def _enqueue(self, slot: _Slot) -> None:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(slot)
+        if len(queue) >= MAX_PIPELINE:
+            self._pause(_PAUSE_QUEUE)
+        if slot.resp is not None and queue[0] is slot:
+            self._flush()
+
+    def _flush(self) -> None:
+        queue = self._queue
+        while queue:
+            slot = queue[0]
+            resp = slot.resp
+            if resp is None:
+                break
+            queue.popleft()
+            if not self._send(slot.req, resp, slot.t0, slot.close):
+                return
+        if self._paused & _PAUSE_QUEUE and (not queue or len(queue) < MAX_PIPELINE // 2):
+            self._resume(_PAUSE_QUEUE)
+        if not queue:
+            if self._phase in (_HEAD, _BODY):
+                self._since = self._srv.now  # its time runs from now, not while it waited
+            elif self._eof and self._backlog is None and self._transport is not None:
+                self._close_gracefully()
+
+    def _send(self, req: Request | None, resp: Response, t0: float, close: bool) -> bool:
+        """Write one answer; False when the connection is closing after it."""
+        transport = self._transport
+        if transport is None:
+            return False
+        srv = self._srv
+        keep = not close and req is not None and req.keep_alive
+        if (
+            keep
+            and (srv.draining or self._eof)
+            and not self._queue
+            and self._phase == _IDLE
+            and self._backlog is None
+        ):
+            keep = False
+        body = resp.body
+        payload = b"" if req is not None and req.method == b"HEAD" else body
+        if keep:
+            conn = (
+                b"" if req is None or req.http_version != b"1.0" else b"Connection: keep-alive\r\n"
+            )
+        else:
+            conn = b"Connection: close\r\n"
+        if resp.extra_headers:
+            extra = b"".join([b"%b: %b\r\n" % pair for pair in resp.extra_headers])
+            conn = extra + conn
+        status = resp.status
+        transport.write(
+            b"%bContent-Type: %b\r\nContent-Length: %d\r\n%b\r\n%b"
+            % (
+                srv._prefixes.get(status) or srv.prefix(status),
+                resp.content_type,
+                len(body),
+                conn,
+                payload,
+            )
+        )
+        self._served += 1
+        self._since = srv.now
+        hooks = srv.hooks
+        if hooks is not None and req is not None:
+            hooks.on_request_done(req, resp, time.perf_counter() - t0)
+        if not keep:
+            self._close_gracefully(LINGER_SECONDS if req is None else LINGER_AFTER_CLOSE)
+        return keep
+
+    def _reject(self, status: int) -> None:
+        """From a parser callback: answer ``status`` (in order) and stop reading."""
+        self._error(status)
+        raise _Stop
+
+    def _error(self, status: int) -> None:
+        """Answer a layer-made error after the answers already pending, then close."""
+        if self._last and self._phase >= _LINGER:
+            return
+        self._last = True
+        self._phase = _IDLE
+        hooks = self._srv.hooks
+        if hooks is not None:
+            hooks.on_http_error(status)
+        resp = _ERRORS.get(status) or _error_response(status)
+        if self._queue:
+            self._enqueue(_Slot(None, resp, 0.0, True))
+        else:
+            self._send(None, resp, 0.0, True)
+
+    def _error_now(self, status: int) -> None:
+        self._last = True
+        hooks = self._srv.hooks
+        if hooks is not None:
+            hooks.on_http_error(status)
+        self._send(None, _ERRORS[status], 0.0, True)
+
+    def _close_gracefully(self, linger: float = LINGER_AFTER_CLOSE) -> None:
+        """Half-close and discard input for a moment, so the peer reads the last answer."""
+        transport = self._transport
+        self._last = True
+        if transport is None or self._phase >= _LINGER:
+            return
+        self._phase = _LINGER
+        self._linger = linger
+        self._since = self._srv.now
+        self._queue = None
+        self._backlog = None
+        if transport.can_write_eof():
+            transport.write_eof()
+            if self._paused:
+                self._paused = 0
+                transport.resume_reading()
+        else:
+            transport.close()
+
+    def _pause(self, reason: int) -> None:
+        transport = self._transport
+        if not self._paused and transport is not None and not transport.is_closing():
+            transport.pause_reading()
+        self._paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        transport = self._transport
+        if not self._paused and transport is not None and self._phase < _LINGER:
+            if not transport.is_closing():
+                transport.resume_reading()
+            if self._backlog is not None and self._srv.loop is not None:
+                self._srv.loop.call_soon(self._feed_backlog)
+
+    # -- timeouts and shutdown (called by HttpServer) -----------------------------------------
+
+    def check_timeouts(self, now: float, limits: LimitsConfig) -> None:
+        phase = self._phase
+        elapsed = now - self._since
+        if phase == _LINGER:
+            if elapsed > self._linger:
+                self.abort()
+        elif self._paused & _PAUSE_WRITE:
+            if now - self._wpaused_at > limits.idle_timeout:
+                self.abort()  # the client stopped reading its answers
+        elif self._queue:
+            return  # the app is working on it
+        elif phase == _IDLE:
+            limit = limits.idle_timeout if self._served else limits.header_timeout
+            if elapsed > limit and self._transport is not None:
+                self._last = True
+                self._phase = _LINGER
+                self._transport.close()
+        elif elapsed > limits.header_timeout:
+            self._error(408)
+
+    def set_limits(self, limits: LimitsConfig) -> None:
+        self._max_header = limits.max_header_bytes
+        self._max_body = limits.max_body_bytes
+
+    def begin_drain(self) -> None:
+        """Close now if idle; otherwise close after the answers in flight."""
+        if self._phase == _IDLE and not self._queue and self._transport is not None:
+            self._last = True
+            self._phase = _LINGER
+            self._transport.close()
+
+    def abort(self) -> None:
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
+
+
+def _app_failed(exc: BaseException, req: Request) -> Response:
+    """Log an app failure without request data (type and code location only); a 500."""
+    where = [f"{f.filename}:{f.lineno}:{f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+    _log.error(
+        "app_error",
+        extra={
+            "fields": {"exc_type": type(exc).__name__, "request_id": req.request_id, "at": where}
+        },
+    )
+    return _ERRORS[500]

@@ -1,0 +1,255 @@
+"""Answering OCSP requests from the status store (失効情報の提供 by OCSP, Act §18(1), §37(1)).
+
+Sans-I/O: `OcspService.answer` takes the request's bytes, the party already
+authenticated, and the time, and returns either the response bytes at once
+(`Ready`) or a `SignJob` whose ``run()`` signs a fresh response (call it off
+the event loop: it spends one RSA signature, with the GIL released). The HTTP
+layer only moves those bytes.
+
+What is answered (RFC 6960, RFC 5019 profile):
+
+- the issuer of each CertID is found by (hash algorithm, issuerNameHash,
+  issuerKeyHash) among every generation of every family; an issuer we do not
+  serve, or a family the party may not receive, gets ``unauthorized`` for the
+  whole request and no status;
+- a revoked serial with a stored pre-signed answer of the current status
+  version, a SHA-1 CertID, no nonce and one CertID gets those stored bytes;
+- a good or unknown serial is signed on demand and cached per worker, keyed by
+  the status record's version, so a revoked serial can never get a cached good;
+- a nonce (RFC 9654), several CertIDs, or a SHA-256 CertID force a fresh signature;
+- when the issuer's data is past the nextUpdate the builder promised (its last
+  CRL's nextUpdate), the answer is ``tryLater``: never an expired answer.
+
+Certificate status: records mode (a store built from issuance records): a
+serial with no issuance record is ``unknown``; an expired, never revoked one is
+``good`` (OCSP speaks of revocation; expiry shows in the certificate itself).
+CRL-import mode (a group appliance): a serial absent from the 機構's CRL is good.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryptography import x509
+
+from crlbuilder import storeformat as sf
+from crlbuilder.manifest import Manifest
+from crlbuilder.model import Family
+from crlbuilder.ocspsign import (
+    CertStatus,
+    ResponseSigner,
+    ResponseStatus,
+    SingleAnswer,
+    error_response,
+    issuer_hashes,
+)
+from crlbuilder.signer import PemSigner
+from crlbuilder.store import Store
+from responder.ocspreq import OcspRequest
+
+ERRORS: Final[dict[int, bytes]] = {
+    s: error_response(s) for s in ResponseStatus if s != ResponseStatus.SUCCESSFUL
+}
+"""The constant bytes of every error response (responseStatus only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerView:
+    """One issuer generation as a worker answers for it."""
+
+    index: int
+    id: str
+    family: Family
+    signer: ResponseSigner
+    certificate: x509.Certificate
+    certs_suffix: bytes
+    """The signer's ``certs`` field, appended to stored answer stems."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Response bytes to send now, with the times the HTTP layer needs for caching headers."""
+
+    der: bytes
+    this_update: int = 0
+    next_update: int = 0
+    statuses: tuple[str, ...] = ()
+    """good/revoked/unknown of each CertID (for metrics); empty for an error."""
+    families: tuple[Family, ...] = ()
+    presigned: bool = False
+    ocsp_status: int = 0
+
+
+@dataclass(slots=True)
+class SignJob:
+    """A fresh response to sign off the event loop; ``run()`` returns the `Ready`."""
+
+    signer: ResponseSigner
+    answers: list[SingleAnswer]
+    produced_at: int
+    next_update: int
+    nonce: bytes | None
+    statuses: tuple[str, ...]
+    families: tuple[Family, ...]
+    cache_key: tuple[bytes, str, int] | None
+    """(status key, hash algorithm, status version) when the answer may be cached."""
+
+    def run(self) -> Ready:
+        der = self.signer.sign_response(
+            self.answers,
+            produced_at=self.produced_at,
+            this_update=self.produced_at,
+            next_update=self.next_update,
+            nonce=self.nonce,
+        )
+        return Ready(der, self.produced_at, self.next_update, self.statuses, self.families)
+
+
+_STATUS_NAME: Final = {
+    CertStatus.GOOD: "good",
+    CertStatus.REVOKED: "revoked",
+    CertStatus.UNKNOWN: "unknown",
+}
+
+
+class OcspService:
+    """The OCSP answers of one worker: issuer table, store reads, the good-answer cache."""
+
+    def __init__(
+        self,
+        store: Store,
+        manifest: Manifest,
+        *,
+        good_validity_seconds: int,
+        cache_entries: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.good_validity = good_validity_seconds
+        self.cache_entries = cache_entries
+        self.clock = clock
+        self.issuers: dict[tuple[str, bytes, bytes], IssuerView] = {}
+        self.by_index: dict[int, IssuerView] = {}
+        for i in manifest.issuers:
+            cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
+            signer = PemSigner.from_files(manifest.path(i.ocsp_key), manifest.path(i.ocsp_cert))
+            rs = ResponseSigner(signer)
+            view = IssuerView(i.index, i.id, i.family, rs, cert, rs.certs_suffix)
+            self.by_index[i.index] = view
+            for alg in ("sha1", "sha256"):
+                name_hash, key_hash = issuer_hashes(cert, alg)
+                self.issuers[(alg, name_hash, key_hash)] = view
+        self._cache: dict[tuple[bytes, str], tuple[int, Ready]] = {}
+        self._seen_commit = -1
+        self._fresh_until: dict[int, int] = {}
+        self.crl_import = False
+        self.stale_refusals = 0
+
+    # --- store metadata -------------------------------------------------------
+
+    def refresh(self, txn: Any) -> None:
+        """Re-read per-issuer freshness when the builder committed something new."""
+        raw = txn.get(b"commit", db=self.store.dbs[sf.DB_META])
+        commit = sf.unpack_u32(raw) if raw is not None else 0
+        if commit == self._seen_commit:
+            return
+        self._seen_commit = commit
+        self._cache.clear()
+        self.crl_import = txn.get(sf.META_MODE, db=self.store.dbs[sf.DB_META]) == sf.MODE_CRL_IMPORT
+        for index in self.by_index:
+            crl = self.store.crl_state(index, txn)
+            ocsp = self.store.ocsp_state(index, txn)
+            self._fresh_until[index] = crl.next_update or ocsp.next_update
+
+    def fresh_until(self, issuer_index: int) -> int:
+        return self._fresh_until.get(issuer_index, 0)
+
+    # --- answering ------------------------------------------------------------
+
+    def issuer_of(self, req: OcspRequest) -> list[IssuerView] | None:
+        """The issuer of every CertID, or None when one is not ours (answer unauthorized)."""
+        out = []
+        for cid in req.cert_ids:
+            view = self.issuers.get((cid.hash_alg, cid.issuer_name_hash, cid.issuer_key_hash))
+            if view is None:
+                return None
+            out.append(view)
+        return out
+
+    def answer(self, req: OcspRequest, views: list[IssuerView]) -> Ready | SignJob:
+        """The answer to an authenticated, authorized request (see the module docstring)."""
+        now = int(self.clock())
+        with self.store.env.begin() as txn:
+            self.refresh(txn)
+            next_update = now + self.good_validity
+            for v in views:
+                fresh = self._fresh_until.get(v.index, 0)
+                if fresh:
+                    if fresh <= now:
+                        self.stale_refusals += 1
+                        return Ready(
+                            ERRORS[ResponseStatus.TRY_LATER], ocsp_status=ResponseStatus.TRY_LATER
+                        )
+                    next_update = min(next_update, fresh)
+            answers: list[SingleAnswer] = []
+            statuses: list[str] = []
+            single = len(req.cert_ids) == 1 and req.nonce is None
+            cache_key: tuple[bytes, str, int] | None = None
+            status_db = self.store.status
+            for cid, view in zip(req.cert_ids, views, strict=True):
+                key = sf.status_key(view.index, cid.serial) if 0 < cid.serial < 1 << 160 else None
+                raw = txn.get(key, db=status_db) if key is not None else None
+                if raw is None:
+                    status = (
+                        CertStatus.GOOD
+                        if self.crl_import and key is not None
+                        else CertStatus.UNKNOWN
+                    )
+                    answers.append(SingleAnswer(cid.der, status))
+                    version = 0
+                else:
+                    st = sf.unpack_status(raw)
+                    version = st.version
+                    if st.state == sf.STATE_REVOKED:
+                        if single and cid.hash_alg == "sha1":
+                            stored = txn.get(key, db=self.store.dbs[sf.DB_RESPONSES])
+                            if stored is not None:
+                                sv, tu, nu, sid = sf.unpack_response_head(stored)
+                                if sv == version and nu > now and sid == view.signer.signer_id:
+                                    return Ready(
+                                        stored[sf.RESPONSE_HEAD_BYTES :] + view.certs_suffix, tu, nu,
+                                        ("revoked",), (view.family,), presigned=True,
+                                    )  # fmt: skip
+                        answers.append(
+                            SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, st.reason)
+                        )
+                    else:
+                        answers.append(SingleAnswer(cid.der, CertStatus.GOOD))
+                statuses.append(_STATUS_NAME[CertStatus(answers[-1].status)])
+                if single and key is not None:
+                    cached = self._cache.get((key, cid.hash_alg))
+                    if cached is not None and cached[0] == version and cached[1].next_update > now:
+                        return cached[1]
+                    cache_key = (key, cid.hash_alg, version)
+        return SignJob(
+            signer=views[0].signer,
+            answers=answers,
+            produced_at=now,
+            next_update=next_update,
+            nonce=req.nonce,
+            statuses=tuple(statuses),
+            families=tuple(v.family for v in views),
+            cache_key=cache_key,
+        )
+
+    def remember(self, job: SignJob, ready: Ready) -> None:
+        """Cache a freshly signed single answer (good or unknown, or revoked with a SHA-256 CertID)."""
+        if job.cache_key is None or not self.cache_entries:
+            return
+        key, alg, version = job.cache_key
+        if len(self._cache) >= self.cache_entries:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[(key, alg)] = (version, ready)

@@ -1,0 +1,603 @@
+"""Process supervision: one master, N forked workers sharing the listening sockets.
+
+The master binds (SO_REUSEADDR; IPv4 and/or IPv6 as ``[server] hosts`` says),
+forks the workers and watches them: a worker that dies is restarted (with an
+exponential backoff when it keeps dying young); SIGTERM or SIGINT drains and
+stops every worker and the master returns 0; SIGHUP re-reads the configuration
+and forwards SIGHUP to the workers, which apply new limits, reload the TLS
+certificate and call ``app.reload(config)`` without dropping connections.
+
+Each worker installs uvloop, builds its app with ``app_factory(config,
+worker_index)`` *after* the fork (an LMDB environment must be opened in the
+process that uses it), wraps it in `responder.http.HttpServer` and serves the
+inherited sockets, terminating TLS itself when configured (the app then sees
+the client certificate in ``Request.client_cert_der``).
+
+Readiness: once every worker is serving, the master prints one line per
+address to stdout, ``listening on http://127.0.0.1:8080`` (https when TLS is
+on), and sends ``READY=1`` to systemd when ``NOTIFY_SOCKET`` is set. Lifecycle
+events are one JSON object per line on stderr, never with request data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import select
+import signal
+import socket
+import ssl
+import struct
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Final, TextIO
+
+import msgspec
+import uvloop
+
+from responder.config import ConfigError, ResponderConfig, ServerConfig, TlsConfig
+from responder.http import App, HttpHooks, HttpServer
+
+__all__ = [
+    "EXIT_STARTUP_FAILED",
+    "AppFactory",
+    "HooksFactory",
+    "JsonLineFormatter",
+    "bind_sockets",
+    "configure_logging",
+    "make_ssl_context",
+    "sd_notify",
+    "serve",
+]
+
+AppFactory = Callable[[ResponderConfig, int], App]
+HooksFactory = Callable[[ResponderConfig, int], HttpHooks | None]
+ConfigLoader = Callable[[], ResponderConfig]
+
+EXIT_STARTUP_FAILED: Final = 3
+"""A worker's exit code when its app or its servers could not start."""
+BACKLOG: Final = 1024
+MIN_UPTIME: Final = 5.0
+"""A worker exiting sooner than this counts as a crash loop (backoff grows)."""
+MAX_BACKOFF: Final = 10.0
+KILL_GRACE: Final = 5.0
+"""Seconds past the drain timeout before the master SIGKILLs a worker that will not stop."""
+
+_READY: Final = struct.Struct("!HI")  # worker index, pid
+_log = logging.getLogger("responder.server")
+
+
+# -- logging -------------------------------------------------------------------------------
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, event (the message), pid and ``extra["fields"]``.
+
+    Exceptions are reduced to their type name: messages may carry request data.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+            "pid": record.process,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            out["exc_type"] = record.exc_info[0].__name__
+        return msgspec.json.encode(out).decode()
+
+
+def configure_logging(level: str, stream: TextIO | None = None) -> None:
+    """Send the ``responder`` loggers to ``stream`` (stderr) as JSON lines, once."""
+    logger = logging.getLogger("responder")
+    logger.setLevel(level.upper())
+    if not any(getattr(h, "_jpki_va", False) for h in logger.handlers):
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(JsonLineFormatter())
+        handler._jpki_va = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _event(event: str, level: int = logging.INFO, **fields: object) -> None:
+    _log.log(level, event, extra={"fields": fields})
+
+
+# -- sockets, TLS, systemd -----------------------------------------------------------------
+
+
+def bind_sockets(server: ServerConfig) -> list[socket.socket]:
+    """Bind and listen on every ``server.hosts`` address; port 0 picks one port for all."""
+    port = server.port
+    sockets: list[socket.socket] = []
+    try:
+        for host in server.hosts:
+            name = host.strip("[]")
+            family, kind, proto, _, addr = socket.getaddrinfo(
+                name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            if port == 0:
+                port = sock.getsockname()[1]
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _urls(sockets: list[socket.socket], tls: bool) -> list[str]:
+    scheme = "https" if tls else "http"
+    urls = []
+    for sock in sockets:
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
+        urls.append(f"{scheme}://{shown}:{port}")
+    return urls
+
+
+def make_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    """The server context of ``[server.tls]``: TLS 1.2+, client certificates as configured."""
+    if tls.cert is None or tls.key is None:
+        raise ValueError("TLS is not configured")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert, tls.key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    if tls.client_cert != "none":
+        ctx.load_verify_locations(cafile=tls.client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED if tls.client_cert == "required" else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def sd_notify(state: str) -> bool:
+    """Send ``state`` (e.g. ``READY=1``) to systemd's ``NOTIFY_SOCKET``; False when unset."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode("utf-8"))
+    except OSError as exc:
+        _event("sd_notify_failed", logging.WARNING, error=exc.strerror or type(exc).__name__)
+        return False
+    return True
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker if the master dies (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)
+
+
+# -- the worker ----------------------------------------------------------------------------
+
+
+class _Worker:
+    """Everything one worker process does after the fork."""
+
+    def __init__(
+        self,
+        index: int,
+        config: ResponderConfig,
+        sockets: list[socket.socket],
+        app_factory: AppFactory,
+        hooks_factory: HooksFactory | None,
+        reload_config: ConfigLoader | None,
+        ready_fd: int,
+    ) -> None:
+        self.index = index
+        self.config = config
+        self.sockets = sockets
+        self.app_factory = app_factory
+        self.hooks_factory = hooks_factory
+        self.reload_config = reload_config
+        self.ready_fd = ready_fd
+        self.ssl_context: ssl.SSLContext | None = None
+        self.http: HttpServer | None = None
+        self.app: App | None = None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        config = self.config
+        limits = config.server.limits
+        try:
+            self.app = app = self.app_factory(config, self.index)
+            hooks = self.hooks_factory(config, self.index) if self.hooks_factory else None
+            if config.server.tls.enabled:
+                self.ssl_context = make_ssl_context(config.server.tls)
+            self.http = http = HttpServer.from_config(app, config.server, hooks=hooks)
+            http.start()
+            servers = [
+                await loop.create_server(
+                    http,
+                    sock=sock,
+                    ssl=self.ssl_context,
+                    ssl_handshake_timeout=limits.header_timeout if self.ssl_context else None,
+                    backlog=BACKLOG,
+                )
+                for sock in self.sockets
+            ]
+        except Exception as exc:
+            _event(
+                "worker_start_failed",
+                logging.ERROR,
+                worker=self.index,
+                exc_type=type(exc).__name__,
+                error=_safe_error(exc),
+            )
+            return EXIT_STARTUP_FAILED
+        stop: asyncio.Future[None] = loop.create_future()
+        loop.add_signal_handler(signal.SIGTERM, _resolve, stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        os.write(self.ready_fd, _READY.pack(self.index, os.getpid()))
+        os.close(self.ready_fd)
+        await stop
+        for server in servers:
+            server.close()
+        for sock in self.sockets:
+            sock.close()
+        left = await http.drain(self.config.server.limits.drain_timeout)
+        _event("worker_drained", worker=self.index, cut_connections=left)
+        close = getattr(app, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:
+                _event("app_close_failed", logging.ERROR, exc_type=type(exc).__name__)
+        return 0
+
+    def reload(self) -> None:
+        """SIGHUP: new configuration, limits and TLS certificate; then ``app.reload``."""
+        config = self.config
+        if self.reload_config is not None:
+            try:
+                config = self.reload_config()
+            except ConfigError as exc:
+                _event("reload_failed", logging.ERROR, worker=self.index, error=str(exc))
+                return
+        self.config = config
+        if self.http is not None:
+            self.http.reconfigure(config.server)
+        tls = config.server.tls
+        if self.ssl_context is not None and tls.cert is not None and tls.key is not None:
+            try:
+                self.ssl_context.load_cert_chain(tls.cert, tls.key)
+            except (OSError, ssl.SSLError) as exc:
+                _event("tls_reload_failed", logging.ERROR, error=_safe_error(exc))
+        reload = getattr(self.app, "reload", None)
+        if callable(reload):
+            try:
+                reload(config)
+            except Exception as exc:
+                _event("app_reload_failed", logging.ERROR, exc_type=type(exc).__name__)
+                return
+        _event("worker_reloaded", worker=self.index)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _safe_error(exc: BaseException) -> str:
+    """An exception's description for logs: configuration and OS errors only carry paths."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    if isinstance(exc, ConfigError | ssl.SSLError):
+        return str(exc)
+    return type(exc).__name__
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+    """asyncio's unhandled errors as one JSON line, without exception messages."""
+    exc = context.get("exception")
+    _event(
+        "loop_error",
+        logging.ERROR,
+        message=str(context.get("message", "")),
+        exc_type=type(exc).__name__ if exc is not None else None,
+    )
+
+
+def _run_worker(worker: _Worker) -> int:
+    _die_with_parent()
+    loop = uvloop.new_event_loop()
+    loop.set_exception_handler(_loop_exception)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(worker.run())
+    finally:
+        loop.close()
+
+
+# -- the master ----------------------------------------------------------------------------
+
+
+class _Child(msgspec.Struct):
+    index: int
+    started: float
+    ready: bool = False
+
+
+class _Master:
+    def __init__(
+        self,
+        config: ResponderConfig,
+        app_factory: AppFactory,
+        hooks_factory: HooksFactory | None,
+        reload_config: ConfigLoader | None,
+        out: TextIO,
+    ) -> None:
+        self.config = config
+        self.app_factory = app_factory
+        self.hooks_factory = hooks_factory
+        self.reload_config = reload_config
+        self.out = out
+        self.n_workers = config.server.worker_count
+        self.children: dict[int, _Child] = {}
+        self.failures = [0] * self.n_workers
+        self.restart_at: dict[int, float] = {}
+        self.pending_signals: list[int] = []
+        self.sockets: list[socket.socket] = []
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.announced = False
+        self.exit_code = 0
+        self.ready_r = -1
+        self.ready_w = -1
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.pending_signals.append(signum)
+
+    def run(self) -> int:
+        tls = self.config.server.tls
+        try:
+            if tls.enabled:
+                make_ssl_context(tls)  # fail here, once, rather than in every worker
+            self.sockets = bind_sockets(self.config.server)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            _event("master_start_failed", logging.ERROR, error=_safe_error(exc))
+            return 1
+        urls = _urls(self.sockets, tls.enabled)
+        self.ready_r, self.ready_w = os.pipe()
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        os.set_blocking(wake_r, False)
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
+        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        _event("master_start", workers=self.n_workers, listen=urls)
+        try:
+            for index in range(self.n_workers):
+                self._spawn(index, (wake_r, wake_w))
+            buffer = b""
+            while self.children or (not self.stopping and self.restart_at):
+                readable, _, _ = select.select([self.ready_r, wake_r], [], [], self._timeout())
+                if wake_r in readable:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(wake_r, 512):
+                            pass
+                if self.ready_r in readable:
+                    buffer += os.read(self.ready_r, 4096)
+                    while len(buffer) >= _READY.size:
+                        index, pid = _READY.unpack_from(buffer)
+                        buffer = buffer[_READY.size :]
+                        self._on_ready(index, pid, urls)
+                signals, self.pending_signals = self.pending_signals, []
+                for signum in signals:
+                    self._on_master_signal(signum)
+                self._reap()
+                now = time.monotonic()
+                if not self.stopping:
+                    for index, due in sorted(self.restart_at.items()):
+                        if due <= now:
+                            del self.restart_at[index]
+                            self._spawn(index, (wake_r, wake_w))
+                elif now >= self.stop_deadline and self.children:
+                    for pid in self.children:
+                        _kill(pid, signal.SIGKILL)
+                    _event("workers_killed", logging.WARNING, pids=sorted(self.children))
+                    self.stop_deadline = now + 3600
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for fd in (wake_r, wake_w, self.ready_r, self.ready_w):
+                os.close(fd)
+            for sock in self.sockets:
+                sock.close()
+        _event("master_exit", code=self.exit_code)
+        return self.exit_code
+
+    def _timeout(self) -> float | None:
+        now = time.monotonic()
+        deadlines = list(self.restart_at.values()) if not self.stopping else []
+        if self.stopping:
+            deadlines.append(self.stop_deadline)
+        if not deadlines:
+            return 1.0
+        return max(0.0, min(min(deadlines) - now, 1.0))
+
+    def _spawn(self, index: int, wake: tuple[int, int]) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _event("fork_failed", logging.ERROR, worker=index, error=_safe_error(exc))
+            self.restart_at[index] = time.monotonic() + 1.0
+            return
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master turns it into SIGTERM
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it
+                for fd in (*wake, self.ready_r):
+                    os.close(fd)
+                worker = _Worker(
+                    index,
+                    self.config,
+                    self.sockets,
+                    self.app_factory,
+                    self.hooks_factory,
+                    self.reload_config,
+                    self.ready_w,
+                )
+                code = _run_worker(worker)
+            except BaseException as exc:
+                with contextlib.suppress(BaseException):
+                    _event(
+                        "worker_crashed", logging.ERROR, worker=index, exc_type=type(exc).__name__
+                    )
+            finally:
+                with contextlib.suppress(BaseException):
+                    logging.shutdown()
+                os._exit(code)
+        self.children[pid] = _Child(index, time.monotonic())
+        _event("worker_start", worker=index, worker_pid=pid)
+
+    def _on_ready(self, index: int, pid: int, urls: list[str]) -> None:
+        child = self.children.get(pid)
+        if child is None:
+            return
+        child.ready = True
+        _event("worker_ready", worker=index, worker_pid=pid)
+        if not self.announced and sum(c.ready for c in self.children.values()) >= self.n_workers:
+            self.announced = True
+            for url in urls:
+                print(f"listening on {url}", file=self.out, flush=True)
+            sd_notify("READY=1")
+
+    def _on_master_signal(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping:
+                if signum == signal.SIGINT:  # a second Ctrl-C: do not wait
+                    self.stop_deadline = time.monotonic()
+                return
+            self._stop(signal.Signals(signum).name)
+        elif signum == signal.SIGHUP and not self.stopping:
+            self._reload()
+
+    def _stop(self, reason: str) -> None:
+        self.stopping = True
+        self.restart_at.clear()
+        sd_notify("STOPPING=1")
+        _event("master_stop", reason=reason, workers=len(self.children))
+        for sock in self.sockets:
+            sock.close()  # the workers keep their copies until they stop accepting
+        self.stop_deadline = time.monotonic() + self.config.server.limits.drain_timeout + KILL_GRACE
+        for pid in self.children:
+            _kill(pid, signal.SIGTERM)
+
+    def _reload(self) -> None:
+        if self.reload_config is not None:
+            try:
+                new = self.reload_config()
+            except ConfigError as exc:
+                _event("reload_failed", logging.ERROR, error=str(exc))
+                return
+            old = self.config.server
+            fixed = [
+                name
+                for name in ("hosts", "port", "workers")
+                if getattr(old, name) != getattr(new.server, name)
+            ]
+            if old.tls.enabled != new.server.tls.enabled:
+                fixed.append("tls")
+            if fixed:
+                _event("reload_needs_restart", logging.WARNING, fields_changed=fixed)
+            self.config = new
+        _event("master_reload", workers=len(self.children))
+        for pid in self.children:
+            _kill(pid, signal.SIGHUP)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            lived = time.monotonic() - child.started
+            _event(
+                "worker_exit",
+                logging.INFO if self.stopping else logging.WARNING,
+                worker=child.index,
+                worker_pid=pid,
+                exit_code=code,
+                seconds=round(lived, 3),
+            )
+            if self.stopping:
+                continue
+            if code == EXIT_STARTUP_FAILED and not self.announced:
+                self.exit_code = 1
+                self._stop("worker_start_failed")
+                continue
+            index = child.index
+            self.failures[index] = self.failures[index] + 1 if lived < MIN_UPTIME else 0
+            delay = (
+                0.0
+                if self.failures[index] == 0
+                else min(MAX_BACKOFF, 0.1 * 2 ** (self.failures[index] - 1))
+            )
+            self.restart_at[index] = time.monotonic() + delay
+            _event("worker_restart", worker=index, delay=round(delay, 3))
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def serve(
+    config: ResponderConfig,
+    app_factory: AppFactory,
+    *,
+    reload_config: ConfigLoader | None = None,
+    hooks_factory: HooksFactory | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run the master and its workers until SIGTERM/SIGINT; the process exit code.
+
+    ``app_factory(config, worker_index)`` runs in each worker after the fork.
+    ``reload_config`` (e.g. ``lambda: load_config(path, overrides)``) is called on
+    SIGHUP by the master (to validate) and by each worker; without it SIGHUP
+    reloads the app with the same configuration. ``hooks_factory(config,
+    worker_index)`` gives each worker its `HttpHooks` (metrics). ``out`` receives
+    the ``listening on URL`` lines (stdout by default). Returns 0 after a clean
+    stop, 1 when the sockets, TLS or the first start of a worker failed.
+    """
+    configure_logging(config.log.level)
+    master = _Master(config, app_factory, hooks_factory, reload_config, out or sys.stdout)
+    return master.run()

@@ -1,0 +1,506 @@
+"""The HTTP layer (responder/http.py) against the real server on loopback.
+
+Most tests talk to one `serve()` subprocess (one worker, short timeouts) with
+raw sockets and http.client; the hooks and the trusted-proxy certificate header
+are tested in-process on a uvloop loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import http.client
+import json
+import select
+import socket
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from responder.config import LimitsConfig
+from responder.http import HttpServer, Request, Response, decode_forwarded_cert
+from tests.test_http_app import (
+    ReplyReader,
+    ServerProcess,
+    connect,
+    wait_closed,
+    write_config,
+)
+
+LIMITS = {
+    "max_body_bytes": 4096,
+    "max_header_bytes": 2048,
+    "header_timeout": 1.0,
+    "idle_timeout": 1.5,
+    "max_connections": 100,
+    "drain_timeout": 2.0,
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    workdir = tmp_path_factory.mktemp("http")
+    config = write_config(workdir / "responder.toml", {"port": 0, "workers": 1}, LIMITS)
+    proc = ServerProcess(workdir, config)
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _stderr_clean(server: ServerProcess) -> None:
+    text = server.stderr()
+    assert "Traceback" not in text
+    assert "SECRET" not in text
+
+
+def test_keep_alive_with_http_client(server: ServerProcess) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("GET", "/info")
+        first = conn.getresponse()
+        info = json.loads(first.read())
+        sock = conn.sock
+        assert first.status == 200
+        assert first.getheader("Server") == "jpki-va"
+        assert first.getheader("Content-Length") == str(len(json.dumps(info).encode()))
+        date = email.utils.parsedate_to_datetime(first.getheader("Date") or "")
+        assert abs(date.timestamp() - time.time()) < 5
+        assert info["keep_alive"] is True and info["version"] == "1.1"
+        assert info["headers"]["host"] == f"127.0.0.1:{server.port}"
+        conn.request("POST", "/echo", body=b"abc", headers={"Content-Type": "x/y"})
+        second = conn.getresponse()
+        assert second.read() == b"abc"
+        assert second.getheader("Content-Type") == "x/y"
+        assert int(second.getheader("X-Request-Id") or 0) == info["request_id"] + 1
+        conn.request("GET", "/fixed")
+        third = conn.getresponse()
+        assert third.read() == b"F" * 100
+        assert conn.sock is sock  # the same TCP connection all along
+    finally:
+        conn.close()
+
+
+def test_repeated_headers_joined_and_lowercased(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"GET /info HTTP/1.1\r\nHost: a\r\nX-Many: 1\r\nx-many: 2\r\nX-MANY: 3\r\n\r\n"
+        )
+        reply = ReplyReader(sock).read_one()
+    info = json.loads(reply.body)
+    assert info["headers"]["x-many"] == "1, 2, 3"
+    assert info["target"] == "/info"
+
+
+def test_chunked_request_body_and_head(server: ServerProcess) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        chunks = [b"a" * 1000, b"b" * 1000, b"c" * 5]
+        conn.request("POST", "/echo", body=iter(chunks), encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.read() == b"".join(chunks)
+        conn.request("HEAD", "/fixed")
+        head = conn.getresponse()
+        assert head.getheader("Content-Length") == "100"
+        assert head.read() == b""
+        conn.request("GET", "/fixed")  # the HEAD answer carried no body: still in sync
+        assert conn.getresponse().read() == b"F" * 100
+    finally:
+        conn.close()
+
+
+def test_pipelining_keeps_order_with_slow_first_request(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"GET /sleep?0.4 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /thread-sleep?0.2 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /boom HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /info HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        replies = ReplyReader(sock).read(6)
+    assert [r.status for r in replies] == [200, 200, 200, 200, 500, 200]
+    assert replies[0].body.startswith(b"slept ")
+    assert replies[1].body == b"F" * 100
+    assert replies[2].body == b"hello"
+    assert replies[3].body == b"thread slept"
+    first_id = int(replies[0].body.split()[1])
+    assert int(replies[2].headers["x-request-id"]) == first_id + 2
+    assert json.loads(replies[5].body)["request_id"] == first_id + 5
+
+
+def test_slow_request_does_not_stall_other_connections(server: ServerProcess) -> None:
+    with connect(server.port) as slow, connect(server.port) as fast:
+        slow.sendall(b"GET /thread-sleep?1.0 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.1)  # the slow request is in the worker's executor now
+        fast.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert ReplyReader(fast).read_one(timeout=0.8).status == 200
+        readable, _, _ = select.select([slow], [], [], 0)
+        assert not readable  # the slow answer is still being computed
+        assert ReplyReader(slow).read_one().body == b"thread slept"
+
+
+def test_http10_closes_unless_keep_alive(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /info HTTP/1.0\r\n\r\n")
+        data = wait_closed(sock, 3)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"\r\nConnection: close" in head
+    info = json.loads(body)
+    assert info["version"] == "1.0" and info["keep_alive"] is False
+    with connect(server.port) as sock:
+        reader = ReplyReader(sock)
+        for _ in range(2):
+            sock.sendall(b"GET /fixed HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            reply = reader.read_one()
+            assert reply.headers["connection"] == "keep-alive"
+            assert reply.body == b"F" * 100
+
+
+def test_connection_close_is_honoured(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"GET /fixed HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+            b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n"  # after close: never answered
+        )
+        data = wait_closed(sock, 3)
+    assert data.count(b"HTTP/1.1") == 1
+    assert b"Connection: close\r\n" in data
+
+
+def test_413_on_content_length_before_the_body(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4097\r\n\r\n")
+        data = wait_closed(sock, 3)
+    assert data.startswith(b"HTTP/1.1 413 ")
+    assert b"Connection: close" in data
+
+
+def test_413_when_chunked_body_grows_too_big(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"800\r\n" + b"z" * 0x800 + b"\r\n"
+        sock.sendall(chunk * 2)  # exactly the limit: fine so far
+        sock.sendall(chunk)
+        data = wait_closed(sock, 3)
+    assert data.startswith(b"HTTP/1.1 413 ")
+
+
+def test_body_at_the_limit_is_accepted(server: ServerProcess) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("POST", "/echo", body=b"q" * 4096)
+        assert conn.getresponse().read() == b"q" * 4096
+    finally:
+        conn.close()
+
+
+def test_431_on_large_headers(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 2100 + b"\r\n\r\n")
+        assert wait_closed(sock, 3).startswith(b"HTTP/1.1 431 ")
+
+
+def test_431_on_a_header_line_that_never_ends(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\nX-Endless: ")
+        for _ in range(10):
+            try:
+                sock.sendall(b"v" * 500)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.02)
+        assert wait_closed(sock, 3).startswith(b"HTTP/1.1 431 ")
+
+
+def test_414_on_a_long_target(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /" + b"p" * 3000 + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert wait_closed(sock, 3).startswith(b"HTTP/1.1 414 ")
+
+
+def test_408_when_headers_are_too_slow(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        start = time.monotonic()
+        sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\n")
+        time.sleep(0.5)
+        sock.sendall(b"X-Still: coming\r\n")  # activity does not extend the header deadline
+        data = wait_closed(sock, 4)
+        elapsed = time.monotonic() - start
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert 0.9 < elapsed < 3.5
+
+
+def test_408_when_the_body_stalls(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+        assert wait_closed(sock, 4).startswith(b"HTTP/1.1 408 ")
+
+
+def test_silent_connection_is_cut_off(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        start = time.monotonic()
+        assert wait_closed(sock, 4) == b""
+        assert time.monotonic() - start > 0.9
+
+
+def test_idle_keep_alive_connection_is_closed(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
+        reader = ReplyReader(sock)
+        assert reader.read_one().status == 200
+        time.sleep(0.8)  # under the idle timeout: still open
+        sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert reader.read_one().status == 200
+        start = time.monotonic()
+        assert wait_closed(sock, 4) == b""
+        assert time.monotonic() - start > 1.4
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header Name: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+    ],
+)
+def test_400_on_malformed_http(server: ServerProcess, garbage: bytes) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(garbage)
+        data = wait_closed(sock, 3)
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert b"Connection: close" in data
+
+
+def test_client_closing_mid_request_leaves_the_worker_serving(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nabc")
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /fix")
+    with connect(server.port) as sock:  # closes while its answer is being computed
+        sock.sendall(b"GET /sleep?0.2 HTTP/1.1\r\nHost: a\r\n\r\n")
+    with connect(server.port) as sock:  # half-close after a complete request: still answered
+        sock.sendall(b"GET /sleep?0.1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        assert wait_closed(sock, 3).startswith(b"HTTP/1.1 200 ")
+    time.sleep(0.4)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        conn.request("GET", "/fixed")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    _stderr_clean(server)
+
+
+def test_app_failures_are_500_without_request_data(server: ServerProcess) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        for path in ("/boom", "/boom-async", "/not-a-response"):
+            conn.request("POST", path, body=b"private-value")
+            resp = conn.getresponse()
+            assert resp.status == 500
+            assert resp.read() == b"Internal Server Error\n"
+        conn.request("GET", "/fixed")  # same connection, worker still serving
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    time.sleep(0.1)
+    errors = [e for e in server.events() if e["event"] == "app_error"]
+    assert {e["exc_type"] for e in errors} >= {"RuntimeError", "ValueError", "TypeError"}
+    assert "private-value" not in server.stderr()
+    _stderr_clean(server)
+
+
+def test_expect_100_continue(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        sock.settimeout(3)
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"body")
+        assert ReplyReader(sock).read_one().body == b"body"
+
+
+def test_pipelined_flood_with_a_client_that_does_not_read(server: ServerProcess) -> None:
+    count, size = 120, 65536
+    with connect(server.port, timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /big?%d HTTP/1.1\r\nHost: a\r\n\r\n" % size * count)
+        time.sleep(0.5)  # the server's write buffer fills; it must stop reading, not grow
+        replies = ReplyReader(sock).read(count, timeout=20)
+    assert all(r.status == 200 and len(r.body) == size for r in replies)
+
+
+def test_upgrade_request_is_answered_then_closed(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"GET /fixed HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        )
+        data = wait_closed(sock, 3)
+    assert data.startswith(b"HTTP/1.1 200 OK")
+    assert data.count(b"HTTP/1.1") == 1
+
+
+def test_max_connections_per_worker(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "responder.toml", {"port": 0, "workers": 1}, {**LIMITS, "max_connections": 2}
+    )
+    with ServerProcess(tmp_path, config).start() as server:
+        first, second = connect(server.port), connect(server.port)
+        try:
+            for sock in (first, second):
+                sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert ReplyReader(sock).read_one().status == 200
+            with connect(server.port) as third:
+                assert wait_closed(third, 3).startswith(b"HTTP/1.1 503 ")
+            first.close()
+            time.sleep(0.2)
+            with connect(server.port) as fourth:
+                fourth.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
+                assert ReplyReader(fourth).read_one().status == 200
+        finally:
+            first.close()
+            second.close()
+
+
+# -- in-process: hooks and the trusted proxy's certificate header ---------------------------
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def on_connection_open(self) -> None:
+        self.calls.append(("open", None))
+
+    def on_connection_close(self) -> None:
+        self.calls.append(("close", None))
+
+    def on_request_done(self, req: Request, resp: Response, seconds: float) -> None:
+        assert seconds >= 0
+        self.calls.append(("done", (req.target, resp.status)))
+
+    def on_http_error(self, status: int) -> None:
+        self.calls.append(("error", status))
+
+
+class _CertApp:
+    def handle(self, req: Request) -> Response:
+        return Response(200, req.client_cert_der or b"-", b"application/octet-stream")
+
+
+async def _roundtrip(port: int, raw: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    return data
+
+
+def _run_in_process(
+    raw_requests: list[bytes], trusted: tuple[str, ...] = ()
+) -> tuple[list[bytes], _Recorder]:
+    recorder = _Recorder()
+
+    async def main() -> list[bytes]:
+        http_server = HttpServer(
+            _CertApp(),
+            LimitsConfig(max_body_bytes=100),
+            hooks=recorder,
+            trusted_proxies=trusted,
+            client_cert_header="client-cert",
+        )
+        http_server.start()
+        server = await asyncio.get_running_loop().create_server(http_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        out = [await _roundtrip(port, raw) for raw in raw_requests]
+        server.close()
+        await http_server.drain(1.0)
+        return out
+
+    return uvloop.run(main()), recorder
+
+
+def test_hooks_see_connections_requests_and_errors() -> None:
+    replies, recorder = _run_in_process(
+        [
+            b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n",
+        ]
+    )
+    assert replies[0].count(b"HTTP/1.1 200") == 2
+    assert replies[1].startswith(b"HTTP/1.1 413")
+    calls = recorder.calls
+    assert [c for c in calls if c[0] not in ("open", "close")] == [
+        ("done", (b"/a", 200)),
+        ("done", (b"/b", 200)),
+        ("error", 413),
+    ]
+    assert calls.count(("open", None)) == calls.count(("close", None)) == 2
+    assert calls[0] == ("open", None)  # a connection closes only after it opened
+    assert calls[-1] == ("close", None)
+
+
+def _cert_der() -> bytes:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy test party")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_decode_forwarded_cert_formats() -> None:
+    der = _cert_der()
+    b64 = base64.b64encode(der)
+    pem = b"-----BEGIN CERTIFICATE-----\n" + b64 + b"\n-----END CERTIFICATE-----\n"
+    assert decode_forwarded_cert(b":" + b64 + b":") == der
+    assert decode_forwarded_cert(b64) == der
+    assert decode_forwarded_cert(urllib.parse.quote_from_bytes(pem).encode()) == der
+    assert decode_forwarded_cert(b"") is None
+    for bad in (b":not base64!:", b"%2D%2D%2D%2D%2Dnope", base64.b64encode(b"\x02\x01\x00")):
+        with pytest.raises(ValueError):
+            decode_forwarded_cert(bad)
+
+
+def test_certificate_header_believed_only_from_trusted_proxies() -> None:
+    der = _cert_der()
+    request = (
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nClient-Cert: :"
+        + base64.b64encode(der)
+        + b":\r\n\r\n"
+    )
+    trusted, _ = _run_in_process([request, request.replace(b":M", b":!M")], ("127.0.0.0/8",))
+    assert trusted[0].endswith(b"\r\n\r\n" + der)
+    assert trusted[1].startswith(b"HTTP/1.1 400 ")
+    untrusted, _ = _run_in_process([request], ("10.0.0.1",))
+    assert untrusted[0].endswith(b"\r\n\r\n-")

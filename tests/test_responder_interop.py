@@ -1,0 +1,397 @@
+"""The real responder on loopback, asked by real clients: openssl ocsp, gnutls ocsptool, Python.
+
+Every sample certificate of answers.jsonl is checked through `openssl ocsp`
+(POST, with and without nonce, answer signature verified against the CA) and
+through gnutls `ocsptool` (its request, its verification of our answer); GET
+with RFC 5019 caching headers; access control (no credentials, wrong family,
+foreign issuer, signed requests, client certificate header from a trusted proxy).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from crlbuilder.model import Answer, CertStatus
+from tests.conftest import BIN, Built, run_tool
+
+OPENSSL_STATUS = {
+    CertStatus.GOOD: "good",
+    CertStatus.REVOKED: "revoked",
+    CertStatus.UNKNOWN: "unknown",
+}
+REASONS = {
+    0: "unspecified", 1: "keyCompromise", 2: "cACompromise", 3: "affiliationChanged",
+    4: "superseded", 5: "cessationOfOperation", 6: "certificateHold",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    built: Built
+    registry: Path
+
+    def token(self, party: str) -> str:
+        return (self.built.pki / "parties" / f"{party}.token").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    d = tmp_path_factory.mktemp("responder")
+    registry = d / "registry.toml"
+    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
+    log = (d / "stderr.log").open("wb")
+    p = subprocess.Popen(
+        [str(BIN / "responder"), "serve", "--store", str(built.store), "--pki", str(built.pki),
+         "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
+         "--trusted-proxy", "127.0.0.1"],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.startswith("listening on"), (d / "stderr.log").read_text()
+        yield Server(line.split()[-1], built, registry)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log.close()
+    text = (d / "stderr.log").read_text()
+    for party in ("both-verifier", "sig-verifier", "auth-verifier"):
+        assert (built.pki / "parties" / f"{party}.token").read_text().strip() not in text
+
+
+def openssl_ocsp(
+    server: Server, a: Answer, *extra: str, token: str | None = "both-verifier"
+) -> tuple[str, str]:
+    pop = server.built.population
+    args = ["openssl", "ocsp", "-url", f"{server.url}/ocsp", "-issuer", str(pop / a.issuer_cert),
+            "-cert", str(pop / a.cert), "-CAfile", str(pop / a.issuer_cert), *extra]  # fmt: skip
+    if token:
+        args += ["-header", f"Authorization=Bearer {server.token(token)}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    return out.stdout, out.stderr
+
+
+def check_openssl_text(text: str, a: Answer) -> None:
+    """openssl's -resp_text: status, reason and revocation time agree with the answer."""
+    assert f": {OPENSSL_STATUS[a.status]}" in text, (a.case, text)
+    if a.status is CertStatus.REVOKED:
+        assert a.revoked_at is not None
+        when = a.revoked_at.astimezone(UTC).strftime("%b %e %H:%M:%S %Y GMT").replace("  ", " ")
+        assert f"Revocation Time: {when}" in " ".join(text.split()).replace("  ", " "), (
+            a.case,
+            text,
+        )
+        if a.reason:
+            assert f"Reason: {REASONS[a.reason]}" in text, (a.case, text)
+
+
+def test_every_sample_with_openssl_post(server: Server) -> None:
+    """POST, no nonce: every sample's status, reason, time; signature verified against the CA."""
+    for a in server.built.answers:
+        out, err = openssl_ocsp(server, a, "-no_nonce")
+        assert "Response verify OK" in err, (a.case, err)
+        check_openssl_text(out, a)
+
+
+def test_samples_with_nonce(server: Server) -> None:
+    """With a nonce (openssl's default): echoed, so the answer is freshly signed."""
+    seen: set[tuple[str, str]] = set()
+    for a in server.built.answers:
+        if (a.family.value, a.case) in seen:
+            continue
+        seen.add((a.family.value, a.case))
+        out, err = openssl_ocsp(server, a)
+        assert "Response verify OK" in err and "WARNING: no nonce" not in err, (a.case, err)
+        check_openssl_text(out, a)
+
+
+def test_every_sample_with_gnutls_ocsptool(server: Server, tmp_path: Path) -> None:
+    """ocsptool makes the request and verifies our answer against the issuing CA."""
+    pop = server.built.population
+    for a in server.built.answers:
+        req = tmp_path / "req.der"
+        subprocess.run(
+            ["ocsptool", "--generate-request", "--load-issuer", str(pop / a.issuer_cert),
+             "--load-cert", str(pop / a.cert), "--no-nonce", "--outfile", str(req)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        der = post(server, req.read_bytes(), token=server.token("both-verifier"))
+        resp = tmp_path / "resp.der"
+        resp.write_bytes(der)
+        out = subprocess.run(
+            ["ocsptool", "--verify-response", "--load-trust", str(pop / a.issuer_cert), "--infile", str(resp)],
+            check=False, capture_output=True, text=True,
+        )  # fmt: skip
+        text = out.stdout + out.stderr
+        assert "Verifying OCSP Response: Success" in text, (a.case, text)
+        want = {
+            "good": "Certificate Status: good",
+            "revoked": "Certificate Status: revoked",
+            "unknown": "Certificate Status: unknown",
+        }
+        assert want[a.status.value] in text, (a.case, text)
+
+
+def post(
+    server: Server, body: bytes, *, token: str | None = None, headers: dict[str, str] | None = None
+) -> bytes:
+    h = {"Content-Type": "application/ocsp-request", **(headers or {})}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(f"{server.url}/ocsp", data=body, headers=h, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.headers["Content-Type"] == "application/ocsp-response"
+        data: bytes = r.read()
+        return data
+
+
+def request_for(server: Server, a: Answer, alg: hashes.HashAlgorithm | None = None) -> bytes:
+    pop = server.built.population
+    cert = x509.load_pem_x509_certificate((pop / a.cert).read_bytes())
+    issuer = x509.load_pem_x509_certificate((pop / a.issuer_cert).read_bytes())
+    b = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, alg or hashes.SHA1())
+    return b.build().public_bytes(serialization.Encoding.DER)
+
+
+def test_get_with_rfc5019_caching_headers(server: Server) -> None:
+    for a in [next(x for x in server.built.answers if x.status is s) for s in CertStatus]:
+        b64 = base64.b64encode(request_for(server, a)).decode()
+        url = f"{server.url}/ocsp/{urllib.parse.quote(b64, safe='')}"
+        req = urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {server.token('both-verifier')}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            der = r.read()
+            resp = ocsp.load_der_ocsp_response(der)
+            assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+            assert resp.certificate_status.name.lower() == a.status.value
+            assert resp.next_update_utc is not None
+            max_age = int(r.headers["Cache-Control"].split("max-age=")[1].split(",")[0])
+            assert 0 < max_age <= (resp.next_update_utc - datetime.now(UTC)).total_seconds() + 2
+            assert "public" in r.headers["Cache-Control"]
+            assert r.headers["ETag"] == f'"{hashlib.sha1(der).hexdigest()}"'
+            assert r.headers["Expires"] and r.headers["Last-Modified"]
+        # base64url without padding is tolerated too
+        b64url = base64.urlsafe_b64encode(request_for(server, a)).decode().rstrip("=")
+        req = urllib.request.Request(
+            f"{server.url}/ocsp/{b64url}",
+            headers={"Authorization": f"Bearer {server.token('both-verifier')}"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert (
+                ocsp.load_der_ocsp_response(r.read()).certificate_status.name.lower()
+                == a.status.value
+            )
+
+
+def test_sha256_certid(server: Server) -> None:
+    a = next(x for x in server.built.answers if x.status is CertStatus.REVOKED)
+    resp = ocsp.load_der_ocsp_response(post(server, request_for(server, a, hashes.SHA256()),
+                                            token=server.token("both-verifier")))  # fmt: skip
+    assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    assert isinstance(resp.hash_algorithm, hashes.SHA256)
+
+
+def status_of(der: bytes) -> ocsp.OCSPResponseStatus:
+    return ocsp.load_der_ocsp_response(der).response_status
+
+
+def test_unauthenticated_and_unauthorized(server: Server) -> None:
+    sign = next(
+        a
+        for a in server.built.answers
+        if a.family.value == "sign-card" and a.status is CertStatus.REVOKED
+    )
+    auth = next(a for a in server.built.answers if a.family.value == "auth-card")
+    unauthorized = ocsp.OCSPResponseStatus.UNAUTHORIZED
+    assert status_of(post(server, request_for(server, sign))) is unauthorized
+    assert status_of(post(server, request_for(server, sign), token="not-a-token")) is unauthorized
+    # a 利用者証明検証者 may not receive sign information (Act §37), and the reverse
+    assert (
+        status_of(post(server, request_for(server, sign), token=server.token("auth-verifier")))
+        is unauthorized
+    )
+    assert (
+        status_of(post(server, request_for(server, auth), token=server.token("sig-verifier")))
+        is unauthorized
+    )
+    assert status_of(
+        post(server, request_for(server, auth), token=server.token("auth-verifier"))
+    ) is (ocsp.OCSPResponseStatus.SUCCESSFUL)
+    # a 署名確認者 is answered by its group only (Act §20(1))
+    assert (
+        status_of(post(server, request_for(server, sign), token=server.token("member-1")))
+        is unauthorized
+    )
+    out, _ = openssl_ocsp(server, sign, "-no_nonce", token=None)
+    assert "unauthorized" in out
+
+
+def test_foreign_issuer_is_unauthorized(server: Server, tmp_path: Path) -> None:
+    from crlbuilder.pki import init_pki
+
+    other = init_pki(tmp_path / "other")
+    a = next(x for x in server.built.answers if x.status is CertStatus.GOOD)
+    cert = x509.load_pem_x509_certificate((server.built.population / a.cert).read_bytes())
+    foreign = x509.load_pem_x509_certificate(other.path(other.issuers[0].cert).read_bytes())
+    req = ocsp.OCSPRequestBuilder().add_certificate(cert, foreign, hashes.SHA1()).build()
+    der = post(
+        server, req.public_bytes(serialization.Encoding.DER), token=server.token("both-verifier")
+    )
+    assert status_of(der) is ocsp.OCSPResponseStatus.UNAUTHORIZED
+
+
+def test_signed_request_authenticates(server: Server) -> None:
+    """RFC 6960 §4.1.2: requestorName + signature, checked against the party's registered certificate."""
+    a = next(
+        x
+        for x in server.built.answers
+        if x.family.value == "sign-card" and x.status is CertStatus.GOOD
+    )
+    parties = server.built.pki / "parties"
+    out, err = openssl_ocsp(server, a, "-no_nonce", "-signer", str(parties / "sig-verifier.pem"),
+                            "-signkey", str(parties / "sig-verifier.key"), token=None)  # fmt: skip
+    assert "Response verify OK" in err and ": good" in out, (out, err)
+    # signed with a key that is not registered: unauthorized
+    out, _ = openssl_ocsp(server, a, "-no_nonce", "-signer", str(server.built.pki / "tls" / "server.pem"),
+                          "-signkey", str(server.built.pki / "tls" / "server.key"), token=None)  # fmt: skip
+    assert "unauthorized" in out
+
+
+def test_client_certificate_from_trusted_proxy(server: Server) -> None:
+    a = next(x for x in server.built.answers if x.family.value == "auth-card")
+    pem = (server.built.pki / "parties" / "auth-verifier.pem").read_text()
+    header = urllib.parse.quote(pem)
+    der = post(server, request_for(server, a), headers={"client-cert": header})
+    assert status_of(der) is ocsp.OCSPResponseStatus.SUCCESSFUL
+
+
+def test_bad_input_and_routes(server: Server) -> None:
+    token = server.token("both-verifier")
+    assert (
+        status_of(post(server, b"\x30\x03\x02\x01", token=token))
+        is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    )
+    assert (
+        status_of(post(server, os.urandom(200), token=token))
+        is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    )
+
+    def code(method: str, path: str, body: bytes | None = None, ctype: str | None = None) -> int:
+        req = urllib.request.Request(f"{server.url}{path}", data=body, method=method)
+        if ctype:
+            req.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    assert code("GET", "/nope") == 404
+    assert code("PUT", "/ocsp", b"x", "application/ocsp-request") == 405
+    assert code("POST", "/ocsp", b"x", "text/plain") == 415
+    assert code("GET", "/healthz") == 200
+    assert code("GET", "/readyz") == 200
+    assert code("POST", "/ocsp", os.urandom(70_000), "application/ocsp-request") == 413
+    assert code("GET", "/crl/sign-card-g1.crl") == 401
+
+
+def test_crl_files_for_entitled_parties(server: Server) -> None:
+    def get(path: str, party: str) -> tuple[int, bytes]:
+        req = urllib.request.Request(
+            f"{server.url}{path}", headers={"Authorization": f"Bearer {server.token(party)}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(r.status), r.read()
+        except urllib.error.HTTPError as e:
+            return int(e.code), b""
+
+    status, body = get("/crl/sign-card-g2.crl", "sig-verifier")
+    assert status == 200 and body == (server.built.crl_dir / "sign-card-g2.crl").read_bytes()
+    assert get("/crl/sign-card-g2.crl", "auth-verifier")[0] == 403
+    assert get("/crl/auth-card-g1-delta.crl", "auth-verifier")[0] == 200
+    assert get("/crl/../pki.json", "sig-verifier")[0] == 404
+
+
+def test_new_revocation_served_without_restart(server: Server, tmp_path: Path) -> None:
+    """A revocation committed by crlbuilder is answered at once (no restart, no stale cached good)."""
+    import msgspec
+
+    a = next(x for x in server.built.answers if x.status is CertStatus.GOOD and x.family.value == "auth-card"
+             and x.case == "good")  # fmt: skip
+    token = server.token("both-verifier")
+    body = request_for(server, a)
+    assert (
+        ocsp.load_der_ocsp_response(post(server, body, token=token)).certificate_status
+        is ocsp.OCSPCertStatus.GOOD
+    )
+    rec = tmp_path / "late.jsonl"
+    rec.write_bytes(msgspec.json.encode({"type": "revocation-request", "id": "late-1",
+                                         "recorded_at": datetime.now(UTC).isoformat(), "serial": a.serial,
+                                         "issuer": a.issuer, "reason": "key-compromise"}) + b"\n")  # fmt: skip
+    args = server.built.builder_args()
+    args[args.index("--input") + 1] = str(rec)
+    args[args.index("--as-of") + 1] = datetime.now(UTC).isoformat()
+    run_tool("crlbuilder", "build", *args)
+    deadline = time.monotonic() + 5
+    while True:
+        resp = ocsp.load_der_ocsp_response(post(server, body, token=token))
+        if resp.certificate_status is ocsp.OCSPCertStatus.REVOKED or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    assert resp.revocation_reason is x509.ReasonFlags.key_compromise
+
+
+def test_random_and_mutated_requests_through_the_real_server(server: Server) -> None:
+    """Property: any body gets an OCSP response (malformedRequest or an answer), never a crash or a hang."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    token = server.token("both-verifier")
+    valid = request_for(server, server.built.answers[0])
+    allowed = {
+        ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+        ocsp.OCSPResponseStatus.SUCCESSFUL,
+        ocsp.OCSPResponseStatus.UNAUTHORIZED,
+    }
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        st.one_of(
+            st.binary(max_size=300),
+            st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)).map(
+                lambda m: valid[: m[0]] + bytes([m[1]]) + valid[m[0] + 1 :]
+            ),
+            st.integers(0, len(valid) - 1).map(lambda n: valid[:n]),
+        )
+    )
+    def check(body: bytes) -> None:
+        assert status_of(post(server, body, token=token)) in allowed
+
+    check()
+    with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as r:
+        assert r.status == 200

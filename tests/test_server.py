@@ -1,0 +1,392 @@
+"""Process supervision (responder/server.py): drain, reload, restart, TLS, readiness.
+
+Every test starts the real master (`serve()` in a subprocess) on 127.0.0.1 with
+an ephemeral port and stops it by PID in teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import json
+import os
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from responder.server import JsonLineFormatter, sd_notify
+from tests.test_http_app import (
+    ReplyReader,
+    ServerProcess,
+    child_pids,
+    connect,
+    wait_closed,
+    write_config,
+)
+
+LIMITS = {"header_timeout": 2.0, "idle_timeout": 10.0, "drain_timeout": 3.0}
+
+
+def _until(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.02)
+
+
+def _info(port: int) -> dict[str, object]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/info")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        info: dict[str, object] = json.loads(resp.read())
+        return info
+    finally:
+        conn.close()
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
+    with ServerProcess(tmp_path, config).start() as server:
+        idle = connect(server.port)
+        slow = connect(server.port)
+        try:
+            idle.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert ReplyReader(idle).read_one().status == 200
+            slow.sendall(b"GET /sleep?1.0 HTTP/1.1\r\nHost: a\r\n\r\n")
+            time.sleep(0.2)
+            server.signal(signal.SIGTERM)
+            assert wait_closed(idle, 2) == b""  # idle keep-alive connections are closed
+            reply = ReplyReader(slow).read_one(timeout=5)  # in flight: finishes
+            assert reply.status == 200 and reply.body.startswith(b"slept")
+            assert reply.headers["connection"] == "close"
+            assert server.wait(10) == 0
+        finally:
+            idle.close()
+            slow.close()
+        with pytest.raises(OSError):
+            connect(server.port, timeout=1).close()
+        events = [e["event"] for e in server.events()]
+        drained = [e for e in server.events() if e["event"] == "worker_drained"]
+        assert [e["cut_connections"] for e in drained] == [0, 0]  # none left at the timeout
+        assert events[-1] == "master_exit"
+        assert len(list(tmp_path.glob("closed-*"))) == 2  # app.close() in every worker
+
+
+def test_drain_timeout_cuts_requests_that_take_too_long(tmp_path: Path) -> None:
+    limits = {**LIMITS, "drain_timeout": 0.5}
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 1}, limits)
+    with ServerProcess(tmp_path, config).start() as server, connect(server.port) as sock:
+        sock.sendall(b"GET /sleep?30 HTTP/1.1\r\nHost: a\r\n\r\n")
+        time.sleep(0.2)
+        server.signal(signal.SIGTERM)
+        assert wait_closed(sock, 5) == b""
+        assert server.wait(10) == 0
+        drained = [e for e in server.events() if e["event"] == "worker_drained"]
+        assert drained[0]["cut_connections"] == 1
+
+
+def test_sighup_reloads_every_worker_without_dropping_connections(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
+    with ServerProcess(tmp_path, config).start() as server:
+        workers = set(child_pids(server.pid))
+        assert len(workers) == 2
+        with connect(server.port) as sock:
+            reader = ReplyReader(sock)
+            sock.sendall(
+                b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 300\r\n\r\n" + b"a" * 300
+            )
+            assert reader.read_one().status == 200
+            write_config(
+                tmp_path / "r.toml", {"port": 0, "workers": 2}, {**LIMITS, "max_body_bytes": 200}
+            )
+            server.signal(signal.SIGHUP)
+            _until(lambda: len(list(tmp_path.glob("reload-*"))) == 2, what="both workers reloaded")
+            assert {int(p.name.split("-")[2]) for p in tmp_path.glob("reload-*")} == workers
+            sock.sendall(b"GET /info HTTP/1.1\r\nHost: a\r\n\r\n")  # the same connection
+            info = json.loads(reader.read_one().body)
+            assert info["reloads"] == 1
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 300\r\n\r\n")
+            assert reader.read_one().status == 413  # the new limit, on an old connection
+        assert set(child_pids(server.pid)) == workers  # nobody was restarted
+
+
+def test_sighup_with_a_broken_config_keeps_serving(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 1}, LIMITS)
+    with ServerProcess(tmp_path, config).start() as server:
+        config.write_text(config.read_text() + "\n[server.nonsense]\nx = 1\n")
+        server.signal(signal.SIGHUP)
+        _until(lambda: "reload_failed" in server.stderr(), what="reload_failed logged")
+        failed = next(e for e in server.events() if e["event"] == "reload_failed")
+        assert "r.toml" in failed["error"] and "server" in failed["error"]
+        assert not list(tmp_path.glob("reload-*"))
+        assert _info(server.port)["reloads"] == 0
+
+
+def test_killed_worker_is_restarted(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
+    with ServerProcess(tmp_path, config).start() as server:
+        before = set(child_pids(server.pid))
+        victim = sorted(before)[0]
+        os.kill(victim, signal.SIGKILL)
+        _until(
+            lambda: (
+                len(set(child_pids(server.pid)) - before) == 1
+                and server.stderr().count("worker_ready") == 3
+            ),
+            what="a new worker",
+        )
+        after = set(child_pids(server.pid))
+        assert victim not in after and len(after) == 2
+        for _ in range(4):
+            assert _info(server.port)["pid"] in after
+        events = server.events()
+        exit_event = next(e for e in events if e["event"] == "worker_exit")
+        assert exit_event["worker_pid"] == victim and exit_event["exit_code"] == -signal.SIGKILL
+        assert any(e["event"] == "worker_restart" for e in events)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_workers_stop_when_the_master_is_killed(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
+    with ServerProcess(tmp_path, config).start() as server:
+        workers = child_pids(server.pid)
+        assert len(workers) == 2
+        try:
+            server.signal(signal.SIGKILL)
+            server.wait(5)
+            _until(lambda: not any(_running(p) for p in workers), what="orphaned workers exit")
+        finally:
+            for pid in workers:  # reparented: the fixture would not find them
+                with contextlib.suppress(OSError):
+                    if b"test_http_app" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        os.kill(pid, signal.SIGKILL)
+
+
+def test_worker_that_cannot_start_fails_the_master(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
+    server = ServerProcess(tmp_path, config, env={"JPKI_TEST_FAIL_START": "1"})
+    try:
+        with pytest.raises(RuntimeError, match="server exited"):
+            server.start()
+        assert server.wait(10) == 1
+        failed = [e for e in server.events() if e["event"] == "worker_start_failed"]
+        assert failed and failed[0]["exc_type"] == "RuntimeError"
+        assert "cannot start" not in server.stderr()  # exception messages are not logged
+    finally:
+        server.stop()
+
+
+def test_bind_failure_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "r.toml", {"port": port, "workers": 1}, LIMITS)
+        server = ServerProcess(tmp_path, config)
+        try:
+            with pytest.raises(RuntimeError):
+                server.start()
+            assert server.wait(10) == 1
+            assert "master_start_failed" in server.stderr()
+        finally:
+            server.stop()
+
+
+def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(address)
+        notify.settimeout(5)
+        config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 1}, LIMITS)
+        with ServerProcess(tmp_path, config, env={"NOTIFY_SOCKET": address}).start() as server:
+            assert notify.recv(100) == b"READY=1"
+            server.signal(signal.SIGTERM)
+            assert notify.recv(100) == b"STOPPING=1"
+            assert server.wait(10) == 0
+
+
+def test_sd_notify_without_socket_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert sd_notify("READY=1") is False
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv4_and_ipv6_on_one_port(tmp_path: Path) -> None:
+    server_cfg = {"hosts": ["127.0.0.1", "::1"], "port": 0, "workers": 1}
+    config = write_config(tmp_path / "r.toml", server_cfg, LIMITS)
+    with ServerProcess(tmp_path, config).start(expect_lines=2) as server:
+        port = server.port
+        assert server.urls == [f"http://127.0.0.1:{port}", f"http://[::1]:{port}"]
+        conn = http.client.HTTPConnection("::1", port, timeout=5)
+        try:
+            conn.request("GET", "/info")
+            assert json.loads(conn.getresponse().read())["peer"][0] == "::1"
+        finally:
+            conn.close()
+        assert _info(port)["peer"][0] == "127.0.0.1"  # type: ignore[index]
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+
+
+def _issue(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    server: bool = False,
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    elif not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pki(tmp_path: Path) -> dict[str, Path]:
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _issue("test client CA", ca_key, None, ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _issue("127.0.0.1", server_key, ca, ca_key, server=True)
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = _issue("test party", client_key, ca, ca_key)
+    files = {}
+    for name, cert, key in (
+        ("ca", ca, ca_key),
+        ("server", server, server_key),
+        ("client", client, client_key),
+    ):
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        files[name + "_key"] = tmp_path / f"{name}.key"
+        _write_key(files[name + "_key"], key)
+    files["client_der"] = tmp_path / "client.der"
+    files["client_der"].write_bytes(client.public_bytes(serialization.Encoding.DER))
+    return files
+
+
+def _tls_server(tmp_path: Path, mode: str) -> tuple[ServerProcess, dict[str, Path]]:
+    files = _pki(tmp_path)
+    tls = {
+        "cert": str(files["server"]),
+        "key": str(files["server_key"]),
+        "client_ca": str(files["ca"]),
+        "client_cert": mode,
+    }
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 1, "tls": tls}, LIMITS)
+    return ServerProcess(tmp_path, config), files
+
+
+def _client_context(files: dict[str, Path], with_cert: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(files["ca"]))
+    if with_cert:
+        ctx.load_cert_chain(str(files["client"]), str(files["client_key"]))
+    return ctx
+
+
+def _https_info(port: int, ctx: ssl.SSLContext) -> dict[str, object]:
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+    try:
+        conn.request("GET", "/info")
+        info: dict[str, object] = json.loads(conn.getresponse().read())
+        conn.request("GET", "/info")  # keep-alive over TLS
+        assert json.loads(conn.getresponse().read())["request_id"] == info["request_id"] + 1  # type: ignore[operator]
+        return info
+    finally:
+        conn.close()
+
+
+def test_tls_required_client_certificate_reaches_the_app(tmp_path: Path) -> None:
+    server, files = _tls_server(tmp_path, "required")
+    with server.start():
+        assert server.urls[0].startswith("https://127.0.0.1:")
+        info = _https_info(server.port, _client_context(files, with_cert=True))
+        assert info["cert"] == files["client_der"].read_bytes().hex()
+        with pytest.raises((ssl.SSLError, ConnectionResetError, http.client.HTTPException)):
+            _https_info(server.port, _client_context(files, with_cert=False))
+        assert _https_info(server.port, _client_context(files, with_cert=True))["cert"]
+
+
+def test_tls_optional_client_certificate(tmp_path: Path) -> None:
+    server, files = _tls_server(tmp_path, "optional")
+    with server.start():
+        assert _https_info(server.port, _client_context(files, with_cert=False))["cert"] is None
+        info = _https_info(server.port, _client_context(files, with_cert=True))
+        assert info["cert"] == files["client_der"].read_bytes().hex()
+
+
+def test_json_line_formatter_keeps_exception_messages_out() -> None:
+    import logging
+
+    try:
+        raise ValueError("private detail")
+    except ValueError:
+        record = logging.LogRecord("responder.x", logging.ERROR, __file__, 1, "evt", (), None)
+        import sys
+
+        record.exc_info = sys.exc_info()
+    record.fields = {"worker": 3}
+    line = JsonLineFormatter().format(record)
+    data = json.loads(line)
+    assert data["event"] == "evt" and data["worker"] == 3 and data["exc_type"] == "ValueError"
+    assert "private detail" not in line and "\n" not in line
