@@ -80,11 +80,11 @@ def render() -> str:
     if build:
         n = _fmt(build.get("holders"))
         add(f"synth --holders {n}", _fmt(_get(build, "synth", "seconds"), " s"),
-            f"peak RSS {_fmt(_get(build, 'synth', 'peak_rss_mib'), ' MiB')}, {_fmt(_get(build, 'synth', 'records'))} records",
+            f"peak anonymous memory {_fmt(_get(build, 'synth', 'peak_anon_mib'), ' MiB')}, {_fmt(_get(build, 'synth', 'records'))} records",
             "`python -m bench.bench_build`")  # fmt: skip
         add(f"full build, {n} holders", _fmt(_get(build, "build", "seconds"), " s"),
             f"apply {_fmt(_get(build, 'build', 'records_per_s_apply'))} records/s; phases {_get(build, 'build', 'phases')};"
-            f" peak RSS {_fmt(_get(build, 'build', 'peak_rss_mib'), ' MiB')}", "same")  # fmt: skip
+            f" peak anonymous memory {_fmt(_get(build, 'build', 'peak_anon_mib'), ' MiB')}", "same")  # fmt: skip
         add("store size", _fmt(_get(build, "store", "mib_per_million_certificates"), " MiB per million certificates"),
             f"{_fmt(_get(build, 'store', 'certificates'))} certificates, {_fmt(_get(build, 'store', 'bytes'))} bytes",
             "same")  # fmt: skip
