@@ -91,7 +91,7 @@ def commands(d: Path, url: str) -> list[tuple[str, str]]:
     token = (d / "pki" / "parties" / "both-verifier.token").read_text().strip()
     out = []
     for status, a in sorted(samples(d).items()):
-        pop = d / "population"
+        pop = (d / "population").resolve()
         cmd = (
             f"openssl ocsp -url {url}/ocsp -header Authorization='Bearer {token}' "
             f"-issuer {pop / a.issuer_cert} -cert {pop / a.cert} "
