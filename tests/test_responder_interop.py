@@ -10,6 +10,7 @@ foreign issuer, signed requests, client certificate header from a trusted proxy)
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import signal
@@ -46,19 +47,21 @@ class Server:
     url: str
     built: Built
     registry: Path
+    pid: int
 
     def token(self, party: str) -> str:
         return (self.built.pki / "parties" / f"{party}.token").read_text().strip()
 
 
-@pytest.fixture(scope="module")
-def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    d = tmp_path_factory.mktemp("responder")
+@contextlib.contextmanager
+def start_server(built: Built, d: Path, store: Path | None = None) -> Iterator[Server]:
+    """A real `responder serve` on an ephemeral loopback port, stopped by PID afterwards."""
     registry = d / "registry.toml"
-    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
+    if not registry.exists():
+        run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
     log = (d / "stderr.log").open("wb")
     p = subprocess.Popen(
-        [str(BIN / "responder"), "serve", "--store", str(built.store), "--pki", str(built.pki),
+        [str(BIN / "responder"), "serve", "--store", str(store or built.store), "--pki", str(built.pki),
          "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
          "--trusted-proxy", "127.0.0.1"],
         stdout=subprocess.PIPE, stderr=log, text=True,
@@ -67,7 +70,7 @@ def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         assert p.stdout is not None
         line = p.stdout.readline()
         assert line.startswith("listening on"), (d / "stderr.log").read_text()
-        yield Server(line.split()[-1], built, registry)
+        yield Server(line.split()[-1], built, registry, p.pid)
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -79,6 +82,12 @@ def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     text = (d / "stderr.log").read_text()
     for party in ("both-verifier", "sig-verifier", "auth-verifier"):
         assert (built.pki / "parties" / f"{party}.token").read_text().strip() not in text
+
+
+@pytest.fixture(scope="module")
+def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with start_server(built, tmp_path_factory.mktemp("responder")) as s:
+        yield s
 
 
 def openssl_ocsp(
@@ -395,3 +404,42 @@ def test_random_and_mutated_requests_through_the_real_server(server: Server) -> 
     check()
     with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as r:
         assert r.status == 200
+
+
+def test_stale_data_gets_try_later(built: Built, tmp_path: Path) -> None:
+    """Past the nextUpdate the builder promised, never an expired answer: tryLater, and /readyz fails."""
+    import shutil
+    from datetime import timedelta
+
+    store = tmp_path / "store"
+    shutil.copytree(built.store, store)
+    args = built.builder_args(store, tmp_path / "crl")
+    args[args.index("--as-of") + 1] = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    run_tool("crlbuilder", "build", *args)  # a delta CRL whose nextUpdate has passed
+    with start_server(built, tmp_path, store) as s:
+        a = next(x for x in built.answers if x.status is CertStatus.GOOD)
+        der = post(s, request_for(s, a), token=s.token("both-verifier"))
+        assert status_of(der) is ocsp.OCSPResponseStatus.TRY_LATER
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{s.url}/readyz", timeout=5)
+        assert e.value.code == 503
+
+
+def test_sighup_reloads_the_registry(built: Built, tmp_path: Path) -> None:
+    with start_server(built, tmp_path) as s:
+        a = next(x for x in built.answers if x.family.value == "auth-card")
+        body = request_for(s, a)
+        token = "a-new-party-token-0123456789"
+        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with s.registry.open("a") as f:
+            f.write(f'\n[[party]]\nid = "late-party"\nname = "Late"\ntitles = ["user-verifier"]\n'
+                    f'tokens_sha256 = ["{digest}"]\n')  # fmt: skip
+        os.kill(s.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while status_of(post(s, body, token=token)) is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+            assert time.monotonic() < deadline, "the new party was not accepted after SIGHUP"
+            time.sleep(0.1)
+        # every worker has it (several requests land on both)
+        for _ in range(20):
+            assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL

@@ -4,10 +4,13 @@
  *
  * Usage: java OcspCheck <ocsp-url> <list-file>
  *
- * Each line of <list-file> is "<cert.pem> <issuer.pem>". Each certificate is validated by the JDK's
- * PKIX CertPathValidator with its issuing CA (self-signed, one per family and key generation) as
- * the trust anchor, and with a PKIXRevocationChecker in OCSP-only mode: ONLY_END_ENTITY,
- * NO_FALLBACK (no CRL), OCSP preferred, the responder URL overriding the certificates' AIA.
+ * Each line of <list-file> is "<cert.pem> <issuer.pem> [<as-of epoch seconds>]". Each certificate is
+ * validated by the JDK's PKIX CertPathValidator with its issuing CA (self-signed, one per family and
+ * key generation) as the trust anchor, as of now or of the given instant (PKIXParameters.setDate: a
+ * certificate that has expired since is validated as of a moment it was valid, as a verifier does for
+ * a signature made then; the JDK still asks the responder, and checks its answer, as of now), and
+ * with a PKIXRevocationChecker in OCSP-only mode: ONLY_END_ENTITY, NO_FALLBACK (no CRL), OCSP
+ * preferred, the responder URL overriding the certificates' AIA (http://127.0.0.1:8080).
  * The JDK (sun.security.provider.certpath.OCSP) builds the request (GET when short, as RFC 5019
  * asks, else POST; a nonce when -Djdk.security.certpath.ocspNonce=true), checks the responder's
  * signature and delegated-signer certificate, and reports the status. Printed per certificate:
@@ -38,6 +41,7 @@ import java.security.cert.PKIXParameters;
 import java.security.cert.PKIXRevocationChecker;
 import java.security.cert.TrustAnchor;
 import java.security.cert.X509Certificate;
+import java.util.Date;
 import java.util.EnumSet;
 import java.util.HashMap;
 import java.util.List;
@@ -72,8 +76,8 @@ public final class OcspCheck {
         return cached;
     }
 
-    /** The status line of one certificate, validated against its issuer as the trust anchor. */
-    private String check(Path certPem, Path issuerPem) {
+    /** The status line of one certificate, validated against its issuer (the trust anchor) as of asOf (null: now). */
+    private String check(Path certPem, Path issuerPem, Date asOf) {
         try {
             X509Certificate cert = load(certPem);
             TrustAnchor anchor = new TrustAnchor(issuer(issuerPem), null);
@@ -86,6 +90,9 @@ public final class OcspCheck {
                     PKIXRevocationChecker.Option.NO_FALLBACK));
             PKIXParameters params = new PKIXParameters(Set.of(anchor));
             params.setRevocationEnabled(true);
+            if (asOf != null) {
+                params.setDate(asOf);
+            }
             params.addCertPathChecker(revocation);
             CertPath path = factory.generateCertPath(List.of(cert));
             validator.validate(path, params);
@@ -107,6 +114,23 @@ public final class OcspCheck {
         } catch (Exception e) {
             return error(describe(e));
         }
+    }
+
+    /** One list line: "<cert.pem> <issuer.pem> [<as-of epoch seconds>]". */
+    private String checkLine(String line) {
+        String[] parts = line.split("\\s+");
+        if (parts.length != 2 && parts.length != 3) {
+            return error("bad list line");
+        }
+        Date asOf = null;
+        if (parts.length == 3) {
+            try {
+                asOf = new Date(Math.multiplyExact(Long.parseLong(parts[2]), 1000L));
+            } catch (NumberFormatException | ArithmeticException e) {
+                return error("bad as-of instant");
+            }
+        }
+        return check(Path.of(parts[0]), Path.of(parts[1]), asOf);
     }
 
     private static CertificateRevokedException revokedCause(Throwable e) {
@@ -133,7 +157,7 @@ public final class OcspCheck {
 
     public static void main(String[] args) throws Exception {
         if (args.length != 2) {
-            System.err.println("usage: java OcspCheck <ocsp-url> <list-file>");
+            System.err.println("usage: java OcspCheck <ocsp-url> <list-file> (lines: <cert.pem> <issuer.pem> [<as-of epoch s>])");
             System.exit(2);
         }
         OcspCheck checker = new OcspCheck(URI.create(args[0]));
@@ -144,13 +168,7 @@ public final class OcspCheck {
                 if (line.isEmpty()) {
                     continue;
                 }
-                String[] parts = line.split("\\s+");
-                if (parts.length != 2) {
-                    System.out.println(error("bad list line"));
-                } else {
-                    System.out.println(checker.check(Path.of(parts[0]), Path.of(parts[1])));
-                }
-                System.out.flush();
+                System.out.println(checker.checkLine(line));
             }
         } catch (IOException e) {
             System.err.println("cannot read " + args[1] + ": " + e.getMessage());
