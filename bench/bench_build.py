@@ -85,7 +85,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "build.json")
     p.add_argument(
         "--dir", type=Path, default=None, help="work directory (default: a temporary one)"
-    p.add_argument("--reuse", action="store_true", help="reuse a population of the same size in --dir")
+    )
+    p.add_argument(
+        "--reuse", action="store_true", help="reuse a population of the same size in --dir"
     )
     args = p.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="jpki-bench-"))
