@@ -18,6 +18,7 @@ spread over worker processes; the DER around them is built in this process.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import msgspec
 from cryptography import x509
 
 from crlbuilder import storeformat as sf
+from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.ocspsign import CertStatus, ResponseSigner, SingleAnswer, cert_id_der, issuer_hashes
 from crlbuilder.signer import PemSigner
@@ -38,7 +40,10 @@ CHUNK: Final = 2_000
 _worker_signers: dict[str, PemSigner] = {}
 
 
-def _init_worker(keys: dict[str, tuple[str, str]]) -> None:
+def _init_worker(parent: int, keys: dict[str, tuple[str, str]]) -> None:
+    die_with_parent(signal.SIGKILL)  # a builder killed with SIGKILL leaves no signer behind
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(1)
     for issuer_id, (key, cert) in keys.items():
         _worker_signers[issuer_id] = PemSigner.from_files(key, cert)
 
@@ -123,7 +128,7 @@ class Presigner:
                 for chunk in _chunks(self._due(issuer, now, result), CHUNK):
                     if pool is None and self.workers > 1:
                         pool = ProcessPoolExecutor(
-                            self.workers, initializer=_init_worker, initargs=(keys,)
+                            self.workers, initializer=_init_worker, initargs=(os.getpid(), keys)
                         )
                     self._sign_chunk(issuer, chunk, now, pool, result)
                 self._drain()

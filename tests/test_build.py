@@ -162,6 +162,26 @@ def dump(path: Path) -> dict[str, list[tuple[bytes, bytes]]]:
         s.close()
 
 
+def no_process_mentions(text: str, timeout: float = 5.0) -> bool:
+    """True once no process's command line contains ``text`` (waits up to ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = False
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    alive |= text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                        errors="replace"
+                    )
+                except OSError:
+                    continue
+        if not alive:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_sigkill_at_any_moment_converges(built: Built, tmp_path: Path) -> None:
     """Kill the builder at several moments; the last committed state stays readable, a rerun converges."""
@@ -179,6 +199,9 @@ def test_sigkill_at_any_moment_converges(built: Built, tmp_path: Path) -> None:
         time.sleep(delay)
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
+        assert no_process_mentions(str(tmp_path / "store")), (
+            "a signing process outlived the killed builder"
+        )
         if (tmp_path / "store" / "data.mdb").exists():
             s = Store.open(
                 tmp_path / "store", readonly=True
