@@ -1,0 +1,1089 @@
+"""The ledger (帳簿, Act §40, Ord §71): how many of each provision went to whom, when, and how.
+
+Ord §71 lists what the 帳簿 holds: (1) the number of certificates issued (発行件数,
+derived from the status store on demand, see `issuance_counts`), (2) each
+recipient (提供先), (3) the date of each provision (提供を行った年月日), (4) how many
+(件数) and (5) by which method (提供の方法), for every kind of provision of Act
+§18(1)-(5) and §37(1)-(3) (`Service`; the §38-3 token too, which Act §41 reports).
+This module owns the counting, in two halves:
+
+* `LedgerWriter`, one per worker process, opened after the fork. It owns one
+  memory-mapped file (MAP_SHARED, mode 0600, flock'd) in the ledger directory: a
+  4 KiB header, then a fixed table of 128-byte slots, each a 64-bit counter plus
+  its key (local day, party id, service, method) and a CRC-32 of the key. The hot
+  path, `LedgerWriter.count`, is one dict lookup and one 64-bit add into the
+  mapping (a ``memoryview`` cast to ``'Q'``): no system call, no lock. Call it
+  *before* the response bytes are written: a worker killed with SIGKILL then loses
+  nothing a client received, because its stores are already in the page cache
+  that the kernel writes back whatever happens to the process. A machine crash
+  loses at most what was counted since the last `LedgerWriter.flush` (an fsync;
+  the flusher thread of `LedgerWriter.start_flusher` runs it every second, so
+  ≤ 1 s). A restarted worker (same worker index, new pid) reopens its file and
+  continues it: the slot keys in the mapping are the index, rebuilt into the
+  hot path's dict on open. A full file, or one older than ``max_file_days``, is
+  sealed and a new one started (rotation). Not thread-safe: count from the
+  event-loop thread. Never truncate a live worker file (a mapping past the end
+  of its file faults with SIGBUS).
+* `Ledger`, the durable ledger: sqlite3 (stdlib) in WAL mode with
+  ``synchronous=FULL``, ``ledger.sqlite3`` in the same directory. sqlite rather
+  than LMDB: the report is a GROUP BY over months, parties, services and methods,
+  which SQL says in one statement; the write rate is one small transaction per
+  collection; several collectors (the master, an operator's ``report`` command)
+  may run at once and sqlite serialises them; operators can read it with the
+  sqlite3 shell. `Ledger.collect` merges every worker file idempotently: it
+  stores each file's *absolute* counter per (file id, slot) and merges with
+  ``max`` (counters only grow), so merging twice, or two collectors racing,
+  never counts twice. A file that is sealed, or whose writer is gone (no flock)
+  and idle for ``retire_idle_after`` seconds, is retired: its final values are
+  folded into the per-day ``counts`` table and the file is deleted (compaction),
+  all under its flock so no writer can reopen it meanwhile. A bad or truncated
+  file is refused with a clear reason in `CollectResult.refused` and does not
+  stop the others.
+
+Days are local days (JST, UTC+9, by default): the day turns when the flusher
+thread (or a `LedgerWriter.tick` call) notices local midnight, within a few
+milliseconds. Counters are native 64-bit integers: aligned 64-bit loads and
+stores are single-copy atomic on x86-64 and AArch64, so a collector reading a
+file while its worker counts sees an old or a new value, never a torn one; the
+module refuses to run on a big-endian host. The ledger holds party ids and
+counts only: no personal data, no serial numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import fcntl
+import mmap
+import os
+import re
+import sqlite3
+import struct
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Final, Literal
+
+import msgspec
+
+from crlbuilder import storeformat as sf
+from crlbuilder.model import Family
+from crlbuilder.store import Store
+
+__all__ = [
+    "DB_NAME",
+    "DEFAULT_CAPACITY",
+    "JST",
+    "CollectResult",
+    "CountRow",
+    "Dimension",
+    "Ledger",
+    "LedgerError",
+    "LedgerFileError",
+    "LedgerWriter",
+    "Method",
+    "RefusedFile",
+    "Service",
+    "SlotValue",
+    "WorkerFile",
+    "issuance_counts",
+    "read_worker_file",
+]
+
+
+class Service(enum.StrEnum):
+    """A kind of provision (提供) that the ledger counts, named after its article."""
+
+    SIGN_REVOCATION_INFO = "sign-revocation-info"
+    """署名用電子証明書失効情報 on request (Act §18(1))."""
+    SIGN_CRL_FILE = "sign-crl-file"
+    """署名用電子証明書失効情報ファイル (Act §18(2))."""
+    SIGN_RECORD_INFO = "sign-record-info"
+    """特定署名用電子証明書記録情報 (Act §18(3))."""
+    CORRESPONDING_SIGN_SERIAL = "corresponding-sign-serial"
+    """対応署名用電子証明書の発行の番号: the card/mobile sign serial (Act §18(4))."""
+    CORRESPONDING_SERIAL = "corresponding-serial"
+    """対応証明書の発行の番号: the matching sign/auth serial (Act §18(5))."""
+    AUTH_REVOCATION_INFO = "auth-revocation-info"
+    """利用者証明用電子証明書失効情報 on request (Act §37(1))."""
+    AUTH_CRL_FILE = "auth-crl-file"
+    """利用者証明用電子証明書失効情報ファイル (Act §37(2))."""
+    CORRESPONDING_AUTH_SERIAL = "corresponding-auth-serial"
+    """対応利用者証明用電子証明書の発行の番号 (Act §37(3))."""
+    SPECIFIED_VERIFIER_TOKEN = "specified-verifier-token"
+    """特定利用者証明検証者証明符号 (Act §38-3): Act §41 reports its provision too."""
+
+    @property
+    def ja(self) -> str:
+        """The Japanese legal name."""
+        return _SERVICE_INFO[self][1]
+
+    @property
+    def article(self) -> str:
+        """The article that provides it, e.g. ``"Act §18(1)"``."""
+        return _SERVICE_INFO[self][2]
+
+
+class Method(enum.StrEnum):
+    """提供の方法 (Ord §71(5), §72(1)(4)): how the provision was made."""
+
+    OCSP = "ocsp"
+    """An OCSP answer (RFC 6960)."""
+    CRL_FILE = "crl-file"
+    """A CRL file download (RFC 5280)."""
+    JSON = "json"
+    """A JSON service answer (/v1/...)."""
+
+    @property
+    def ja(self) -> str:
+        return _METHOD_JA[self]
+
+
+# Stable one-byte codes in the worker files: never renumber, only append.
+_SERVICE_INFO: Final[dict[Service, tuple[int, str, str]]] = {
+    Service.SIGN_REVOCATION_INFO: (1, "署名用電子証明書失効情報", "Act §18(1)"),
+    Service.SIGN_CRL_FILE: (2, "署名用電子証明書失効情報ファイル", "Act §18(2)"),
+    Service.SIGN_RECORD_INFO: (3, "特定署名用電子証明書記録情報", "Act §18(3)"),
+    Service.CORRESPONDING_SIGN_SERIAL: (4, "対応署名用電子証明書の発行の番号", "Act §18(4)"),
+    Service.CORRESPONDING_SERIAL: (5, "対応証明書の発行の番号", "Act §18(5)"),
+    Service.AUTH_REVOCATION_INFO: (6, "利用者証明用電子証明書失効情報", "Act §37(1)"),
+    Service.AUTH_CRL_FILE: (7, "利用者証明用電子証明書失効情報ファイル", "Act §37(2)"),
+    Service.CORRESPONDING_AUTH_SERIAL: (
+        8,
+        "対応利用者証明用電子証明書の発行の番号",
+        "Act §37(3)",
+    ),
+    Service.SPECIFIED_VERIFIER_TOKEN: (9, "特定利用者証明検証者証明符号", "Act §38-3"),
+}
+_SERVICE_BY_CODE: Final = {info[0]: s for s, info in _SERVICE_INFO.items()}
+_METHOD_CODES: Final[dict[Method, int]] = {Method.OCSP: 1, Method.CRL_FILE: 2, Method.JSON: 3}
+_METHOD_BY_CODE: Final = {c: m for m, c in _METHOD_CODES.items()}
+_METHOD_JA: Final[dict[Method, str]] = {
+    Method.OCSP: "OCSP応答",
+    Method.CRL_FILE: "失効情報ファイル(CRL)",
+    Method.JSON: "JSON応答",
+}
+
+JST: Final = 9 * 3600
+"""The default local time of the ledger's days: Japan Standard Time, UTC+9 (no DST)."""
+DEFAULT_CAPACITY: Final = 16384
+"""Slots per worker file (2 MiB): one per (day, party, service, method) the worker saw."""
+DB_NAME: Final = "ledger.sqlite3"
+
+_PARTY_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # the registry's PartyId
+_FILE_RE: Final = re.compile(r"w(\d{4})-([0-9a-f]{32})\.ledger")
+_DAY: Final = 86400
+_EPOCH: Final = date(1970, 1, 1)
+
+# --- worker file layout ------------------------------------------------------------
+#
+# header (one 4 KiB page, little-endian)
+#   0  magic 8s | version u32 | slot_size u32 | capacity u32 | worker u32 | file_id 16s
+#   40 created_at i64 | utc_offset i32 | crc32 of bytes 0..52 u32        (immutable)
+#   56 used u32 | flags u32 | pid u32 | reserved u32 | updated_at i64     (mutable)
+# slots from offset 4096, 128 bytes each (32 per page: a slot never spans two pages)
+#   0  count u64 (native) | crc32 of bytes 12..128 u32 | day u32 | service u8 | method u8
+#   18 party_len u8 | reserved u8 | party 64s | reserved to 128
+# A slot is published by writing its key (and a zero count) first, then `used`.
+
+_MAGIC: Final = b"JPKILDG\x01"
+_VERSION: Final = 1
+_HEADER_SIZE: Final = 4096
+_SLOT_SIZE: Final = 128
+_Q_PER_SLOT: Final = _SLOT_SIZE // 8
+_HEAD_FIXED: Final = struct.Struct("<8sIIII16sqi")
+_HEAD_CRC: Final = struct.Struct("<I")
+_CRC_AT: Final = _HEAD_FIXED.size  # 52
+_USED_AT: Final = 56
+_FLAGS_AT: Final = 60
+_PID_AT: Final = 64
+_UPDATED_AT: Final = 72
+_U32: Final = struct.Struct("<I")
+_I64: Final = struct.Struct("<q")
+_SLOT_KEY: Final = struct.Struct("<IIBBBB64s")  # crc, day, service, method, party_len, 0, party
+_SLOT_TAIL: Final = bytes(_SLOT_SIZE - 8 - _SLOT_KEY.size)
+_FLAG_SEALED: Final = 1
+
+
+class LedgerError(Exception):
+    """The ledger cannot be used as asked; the message says why (never with personal data)."""
+
+
+class LedgerFileError(LedgerError):
+    """A worker file that is not a valid ledger file (bad magic, truncated, corrupt slot...)."""
+
+
+def _day_of(t: float, utc_offset: int) -> int:
+    return int((t + utc_offset) // _DAY)
+
+
+def _day_date(day: int) -> date:
+    return _EPOCH + timedelta(days=day)
+
+
+def _file_size(capacity: int) -> int:
+    return _HEADER_SIZE + capacity * _SLOT_SIZE
+
+
+def _check_host() -> None:
+    if sys.byteorder != "little":
+        raise LedgerError("the ledger's worker files need a little-endian host")
+
+
+# --- reading a worker file (the collector's side) -----------------------------------
+
+
+class SlotValue(msgspec.Struct, frozen=True):
+    """One counter of a worker file: its key and its absolute value."""
+
+    slot: int
+    day: date
+    party: str
+    service: Service
+    method: Method
+    count: int
+
+
+class WorkerFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker file as read at one instant."""
+
+    path: str
+    file_id: str
+    """32 hex digits, random at creation: the collector's key for this file."""
+    worker: int
+    created_at: int
+    updated_at: int
+    """Last flush (epoch seconds); a dead writer's file stops advancing it."""
+    utc_offset: int
+    capacity: int
+    sealed: bool
+    """Sealed files are never written again: the collector may retire them."""
+    slots: list[SlotValue]
+
+
+def read_worker_file(path: str | Path) -> WorkerFile:
+    """Read and validate one worker file; `LedgerFileError` says what is wrong with it."""
+    _check_host()
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise LedgerFileError(f"{p}: cannot open: {e.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size < _HEADER_SIZE:
+            raise LedgerFileError(
+                f"{p}: truncated: {size} bytes, less than the {_HEADER_SIZE}-byte header"
+            )
+        with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as mm:
+            return _parse(mm, str(p), size)
+    finally:
+        os.close(fd)
+
+
+def _parse(mm: mmap.mmap, name: str, size: int) -> WorkerFile:
+    fixed = _HEAD_FIXED.unpack_from(mm, 0)
+    magic, version, slot_size, capacity, worker, file_id, created_at, utc_offset = fixed
+    if magic != _MAGIC:
+        raise LedgerFileError(f"{name}: not a jpki-va ledger worker file (bad magic)")
+    if version != _VERSION:
+        raise LedgerFileError(f"{name}: ledger file version {version}, this reads {_VERSION}")
+    (crc,) = _HEAD_CRC.unpack_from(mm, _CRC_AT)
+    if crc != zlib.crc32(mm[:_CRC_AT]):
+        raise LedgerFileError(f"{name}: header checksum mismatch (corrupt header)")
+    if slot_size != _SLOT_SIZE or capacity < 1:
+        raise LedgerFileError(f"{name}: bad geometry (slot size {slot_size}, {capacity} slots)")
+    if size != _file_size(capacity):
+        raise LedgerFileError(
+            f"{name}: truncated or padded: {size} bytes, expected {_file_size(capacity)} "
+            f"for {capacity} slots"
+        )
+    (used,) = _U32.unpack_from(mm, _USED_AT)
+    if used > capacity:
+        raise LedgerFileError(f"{name}: {used} slots in use, more than its {capacity}")
+    (flags,) = _U32.unpack_from(mm, _FLAGS_AT)
+    (updated_at,) = _I64.unpack_from(mm, _UPDATED_AT)
+    counters = memoryview(mm).cast("Q")
+    try:
+        slots = [_read_slot(mm, counters, i, name) for i in range(used)]
+    finally:
+        counters.release()
+    return WorkerFile(
+        path=name,
+        file_id=file_id.hex(),
+        worker=worker,
+        created_at=created_at,
+        updated_at=updated_at,
+        utc_offset=utc_offset,
+        capacity=capacity,
+        sealed=bool(flags & _FLAG_SEALED),
+        slots=slots,
+    )
+
+
+def _read_slot(mm: mmap.mmap, counters: memoryview, i: int, name: str) -> SlotValue:
+    off = _HEADER_SIZE + i * _SLOT_SIZE
+    crc, day, scode, mcode, plen, _, party = _SLOT_KEY.unpack_from(mm, off + 8)
+    if crc != zlib.crc32(mm[off + 12 : off + _SLOT_SIZE]):
+        raise LedgerFileError(f"{name}: slot {i}: key checksum mismatch (corrupt slot)")
+    service = _SERVICE_BY_CODE.get(scode)
+    method = _METHOD_BY_CODE.get(mcode)
+    if service is None or method is None:
+        raise LedgerFileError(f"{name}: slot {i}: unknown service {scode} or method {mcode}")
+    try:
+        party_id = party[:plen].decode("ascii")
+    except UnicodeDecodeError:
+        party_id = ""
+    if not _PARTY_RE.fullmatch(party_id):
+        raise LedgerFileError(f"{name}: slot {i}: not a party id")
+    count = int(counters[(off >> 3)])
+    return SlotValue(i, _day_date(day), party_id, service, method, count)
+
+
+# --- the writer (one per worker) -------------------------------------------------------
+
+
+class _OpenFile:
+    """The mapping of the writer's current file; the flock lives as long as ``fd``."""
+
+    __slots__ = ("capacity", "fd", "file_id", "first_day", "mm", "path", "q", "used")
+
+    def __init__(self, path: Path, fd: int, mm: mmap.mmap, capacity: int, file_id: bytes) -> None:
+        self.path = path
+        self.fd = fd
+        self.mm = mm
+        self.q = memoryview(mm).cast("Q")
+        self.capacity = capacity
+        self.file_id = file_id
+        self.used = 0
+        self.first_day = -1
+
+    def close(self) -> None:
+        self.q.release()
+        self.mm.close()
+        os.close(self.fd)
+
+
+class LedgerWriter:
+    """One worker's counters in its memory-mapped file (see the module docstring).
+
+    Open it in the worker *after* the fork (a writer must not be shared by two
+    processes), call `count` from the event-loop thread before each answer is
+    written, `start_flusher` once, and `close` when the worker stops.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        worker_index: int,
+        *,
+        capacity: int,
+        utc_offset: int,
+        max_file_days: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.directory = directory
+        self.worker_index = worker_index
+        self.capacity = capacity
+        self.utc_offset = utc_offset
+        self.max_file_days = max_file_days
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rotate_due = False
+        self.flush_error: str | None = None
+        """The last failed background flush (an OSError's text), None while flushes succeed."""
+        self._day = _day_of(clock(), utc_offset)
+        self._day_end = (self._day + 1) * _DAY - utc_offset
+        self._index: dict[tuple[int, str, Service, Method], int] = {}
+        self._today: dict[tuple[str, Service, Method], int] = {}
+        self._file = self._open_or_create()
+        self._q = self._file.q
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        worker_index: int,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        utc_offset: int = JST,
+        max_file_days: int = 7,
+        clock: Callable[[], float] = time.time,
+    ) -> LedgerWriter:
+        """Continue this worker index's file in ``directory`` (created 0700), or start one.
+
+        ``capacity`` applies to new files only. A file is sealed and replaced when
+        it is full or, at the turn of a day, when its oldest day is ``max_file_days``
+        old. Files of this index that are sealed, refused (bad) or locked by a
+        live process are left alone. Raises `LedgerError` when the directory
+        cannot be used.
+        """
+        _check_host()
+        if not 0 <= worker_index <= 9999:
+            raise LedgerError(f"worker index {worker_index} is outside 0..9999")
+        if capacity < 1:
+            raise LedgerError("capacity must be at least one slot")
+        if not -14 * 3600 <= utc_offset <= 14 * 3600:
+            raise LedgerError(f"utc_offset {utc_offset} s is not a time zone's")
+        d = Path(directory)
+        try:
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as e:
+            raise LedgerError(f"{d}: cannot create the ledger directory: {e.strerror}") from None
+        return cls(
+            d,
+            worker_index,
+            capacity=capacity,
+            utc_offset=utc_offset,
+            max_file_days=max_file_days,
+            clock=clock,
+        )
+
+    @property
+    def path(self) -> Path:
+        """The worker file currently written."""
+        return self._file.path
+
+    @property
+    def file_id(self) -> str:
+        return self._file.file_id.hex()
+
+    # --- the hot path -------------------------------------------------------------
+
+    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None:
+        """Count ``n`` provisions of ``service`` by ``method`` to ``party`` today.
+
+        One dict lookup and one add into the shared mapping; the first time a
+        (party, service, method) is seen on a day it takes the slow path, which
+        allocates a slot (and raises `ValueError` for a party id that is not a
+        registry id). Call it before the answer is written to the transport.
+        Pass `Service` and `Method` members (their string values work too, but
+        compare slower); ``responder.registry``'s enums have the same values.
+        """
+        i = self._today.get((party, service, method))
+        if i is None:
+            self._count_new(party, service, method, n)
+            return
+        self._q[i] += n
+
+    # --- the slow path ------------------------------------------------------------
+
+    def _count_new(self, party: str, service: Service, method: Method, n: int) -> None:
+        if not isinstance(party, str) or not _PARTY_RE.fullmatch(party):
+            raise ValueError("the ledger counts provisions to registered party ids only")
+        try:
+            service = Service(service)
+            method = Method(method)
+        except ValueError:
+            raise ValueError(
+                f"not a ledger service/method: {service!r}, {method!r} "
+                "(pass responder.ledger.Service and Method members, or their string values)"
+            ) from None
+        with self._lock:
+            self._roll(self._clock())
+            if self._rotate_due:
+                self._rotate_locked()
+            key = (party, service, method)
+            i = self._today.get(key)
+            if i is None:
+                if self._file.used >= self._file.capacity:
+                    self._rotate_locked()
+                i = self._allocate(self._day, party, service, method)
+                self._today[key] = i
+            self._q[i] += n
+
+    def _allocate(self, day: int, party: str, service: Service, method: Method) -> int:
+        f = self._file
+        slot = f.used
+        off = _HEADER_SIZE + slot * _SLOT_SIZE
+        raw = party.encode("ascii")
+        key = _SLOT_KEY.pack(
+            0, day, _SERVICE_INFO[service][0], _METHOD_CODES[method], len(raw), 0, raw
+        )
+        body = key[4:] + _SLOT_TAIL  # bytes 12..128 of the slot
+        f.mm[off + 8 : off + _SLOT_SIZE] = _U32.pack(zlib.crc32(body)) + body
+        f.q[off >> 3] = 0
+        f.used = slot + 1
+        _U32.pack_into(f.mm, _USED_AT, f.used)  # publish: the key is complete before this
+        if f.first_day < 0 or day < f.first_day:
+            f.first_day = day
+        self._index[(day, party, service, method)] = off >> 3
+        return off >> 3
+
+    def tick(self, now: float | None = None) -> None:
+        """Turn the day if local midnight has passed (the flusher thread calls this)."""
+        with self._lock:
+            self._roll(self._clock() if now is None else now)
+
+    def _roll(self, now: float) -> None:
+        day = _day_of(now, self.utc_offset)
+        if day == self._day:
+            return
+        self._day = day
+        self._day_end = (day + 1) * _DAY - self.utc_offset
+        # a fresh dict (swapped in one store) for the new day; a clock set back finds its slots
+        self._today = {k[1:]: i for k, i in self._index.items() if k[0] == day}
+        f = self._file
+        if f.first_day >= 0 and day - f.first_day >= self.max_file_days:
+            self._rotate_due = True  # done by the counting thread, never under its feet
+
+    def rotate(self) -> None:
+        """Seal the current file (the collector then retires it) and start a new one."""
+        with self._lock:
+            self._rotate_locked()
+
+    def _rotate_locked(self) -> None:
+        old = self._file
+        _U32.pack_into(old.mm, _FLAGS_AT, _FLAG_SEALED)
+        _I64.pack_into(old.mm, _UPDATED_AT, int(self._clock()))
+        os.fsync(old.fd)
+        new = self._create()
+        self._file = new
+        self._q = new.q
+        self._index = {}
+        self._today = {}
+        self._rotate_due = False
+        old.close()
+
+    # --- durability -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync the worker file: what was counted so far survives a machine crash.
+
+        On Linux, fsync writes back the pages dirtied through a shared mapping, like
+        msync(MS_SYNC), and, unlike ``mmap.flush``, releases the GIL while it waits.
+        """
+        with self._lock:
+            _I64.pack_into(self._file.mm, _UPDATED_AT, int(self._clock()))
+            os.fsync(self._file.fd)
+
+    def start_flusher(self, interval: float = 1.0) -> None:
+        """Start a daemon thread: `flush` every ``interval`` seconds and turn days at midnight."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._flusher, args=(interval,), name="ledger-flush", daemon=True
+        )
+        self._thread.start()
+
+    def _flusher(self, interval: float) -> None:
+        while True:
+            wait = min(interval, max(0.0, self._day_end - self._clock()) + 0.001)
+            if self._stop.wait(wait):
+                return
+            try:
+                self.tick()
+                self.flush()
+                self.flush_error = None
+            except OSError as e:
+                self.flush_error = e.strerror or type(e).__name__
+
+    def close(self) -> None:
+        """Stop the flusher, flush, unmap and unlock; the file stays for the collector."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            f = self._file
+            if f.mm.closed:
+                return
+            _I64.pack_into(f.mm, _UPDATED_AT, int(self._clock()))
+            os.fsync(f.fd)
+            f.close()
+
+    def __enter__(self) -> LedgerWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- files ------------------------------------------------------------------------
+
+    def _open_or_create(self) -> _OpenFile:
+        mine = sorted(self.directory.glob(f"w{self.worker_index:04d}-*.ledger"))
+        candidates: list[tuple[int, Path]] = []
+        for p in mine:
+            with contextlib.suppress(LedgerFileError):
+                wf = read_worker_file(p)
+                if not wf.sealed and wf.worker == self.worker_index:
+                    candidates.append((wf.created_at, p))
+        for _, p in sorted(candidates, reverse=True):
+            opened = self._try_continue(p)
+            if opened is not None:
+                return opened
+        return self._create()
+
+    def _try_continue(self, path: Path) -> _OpenFile | None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            st = os.fstat(fd)
+            if st.st_nlink == 0 or os.stat(path).st_ino != st.st_ino:
+                raise LedgerFileError(f"{path}: retired meanwhile")
+            wf = read_worker_file(path)  # again, under the lock
+            if wf.sealed:
+                raise LedgerFileError(f"{path}: sealed meanwhile")
+            mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OSError, LedgerFileError):
+            os.close(fd)
+            return None
+        f = _OpenFile(path, fd, mm, wf.capacity, bytes.fromhex(wf.file_id))
+        f.used = len(wf.slots)
+        for s in wf.slots:
+            day = (s.day - _EPOCH).days
+            q = (_HEADER_SIZE + s.slot * _SLOT_SIZE) >> 3
+            self._index[(day, s.party, s.service, s.method)] = q
+            if day == self._day:
+                self._today[(s.party, s.service, s.method)] = q
+            if f.first_day < 0 or day < f.first_day:
+                f.first_day = day
+        _U32.pack_into(mm, _PID_AT, os.getpid())
+        _I64.pack_into(mm, _UPDATED_AT, int(self._clock()))
+        return f
+
+    def _create(self) -> _OpenFile:
+        file_id = os.urandom(16)
+        name = f"w{self.worker_index:04d}-{file_id.hex()}.ledger"
+        final = self.directory / name
+        tmp = self.directory / f".{name}.tmp"
+        size = _file_size(self.capacity)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise LedgerError(f"{tmp}: cannot create a ledger file: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            now = int(self._clock())
+            fixed = _HEAD_FIXED.pack(
+                _MAGIC,
+                _VERSION,
+                _SLOT_SIZE,
+                self.capacity,
+                self.worker_index,
+                file_id,
+                now,
+                self.utc_offset,
+            )
+            mm[: _CRC_AT + 4] = fixed + _HEAD_CRC.pack(zlib.crc32(fixed))
+            _U32.pack_into(mm, _PID_AT, os.getpid())
+            _I64.pack_into(mm, _UPDATED_AT, now)
+            os.fsync(fd)
+            os.rename(tmp, final)  # the flock follows the inode
+            _fsync_dir(self.directory)
+        except OSError as e:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise LedgerError(f"{final}: cannot create a ledger file: {e.strerror}") from None
+        return _OpenFile(final, fd, mm, self.capacity, file_id)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- the durable ledger ----------------------------------------------------------------
+
+Dimension = Literal["day", "month", "party", "service", "method"]
+"""A column of `Ledger.totals`: ``month`` is ``"YYYY-MM"`` of the local day."""
+
+_DIMENSION_SQL: Final[dict[str, str]] = {
+    "day": "day",
+    "month": "substr(day, 1, 7)",
+    "party": "party",
+    "service": "service",
+    "method": "method",
+}
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    file_id TEXT PRIMARY KEY,
+    worker INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('live', 'retired')),
+    first_merged INTEGER NOT NULL,
+    last_merged INTEGER NOT NULL,
+    retired_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS live (
+    file_id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    day TEXT NOT NULL,
+    party TEXT NOT NULL,
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (file_id, slot)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counts (
+    day TEXT NOT NULL,
+    party TEXT NOT NULL,
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (day, party, service, method)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS ledger AS
+    SELECT day, party, service, method, count FROM counts
+    UNION ALL SELECT day, party, service, method, count FROM live;
+"""
+_SCHEMA_VERSION: Final = "1"
+
+
+class CountRow(msgspec.Struct, frozen=True):
+    """One line of the ledger: provisions of one kind, by one method, to one party, on one day."""
+
+    day: date
+    party: str
+    service: Service
+    method: Method
+    count: int
+
+
+class RefusedFile(msgspec.Struct, frozen=True):
+    """A worker file the collector would not merge, and why."""
+
+    path: str
+    reason: str
+
+
+class CollectResult(msgspec.Struct, kw_only=True):
+    """What one `Ledger.collect` did."""
+
+    files: int = 0
+    """Worker files read and merged."""
+    slots_updated: int = 0
+    """Counters whose merged value grew."""
+    retired: list[str] = msgspec.field(default_factory=list)
+    """Worker files folded into the per-day table and deleted."""
+    refused: list[RefusedFile] = msgspec.field(default_factory=list)
+
+
+_SlotKey = tuple[str, str, str, str]  # day, party, service, method
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    key: _SlotKey
+    count: int
+
+
+class Ledger:
+    """The durable ledger (帳簿): sqlite3 in WAL mode, ``DB_NAME`` in the ledger directory.
+
+    ``Ledger.open(dir)`` creates it (directory 0700, database 0600) if needed.
+    `collect` merges the worker files of the same directory; the queries read
+    what has been collected. One `Ledger` per thread (sqlite3 connections are
+    not shared between threads).
+    """
+
+    def __init__(self, directory: Path, conn: sqlite3.Connection, *, readonly: bool) -> None:
+        self.directory = directory
+        self.readonly = readonly
+        self._db = conn
+        self._seen: dict[str, dict[int, _Seen]] = {}
+
+    @classmethod
+    def open(cls, directory: str | Path, *, readonly: bool = False) -> Ledger:
+        """Open (or, unless ``readonly``, create) the ledger of ``directory``."""
+        d = Path(directory)
+        path = d / DB_NAME
+        try:
+            if readonly:
+                if not path.exists():
+                    raise LedgerError(f"{path}: no ledger here")
+                conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            else:
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                if not path.exists():
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (_SCHEMA_VERSION,))
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except (OSError, sqlite3.Error) as e:
+            raise LedgerError(f"{path}: cannot open the ledger: {e}") from None
+        if row is None or row[0] != _SCHEMA_VERSION:
+            conn.close()
+            raise LedgerError(
+                f"{path}: ledger schema {row and row[0]}, this reads {_SCHEMA_VERSION}"
+            )
+        return cls(d, conn, readonly=readonly)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- collecting -------------------------------------------------------------------
+
+    def collect(
+        self, *, retire_idle_after: float = 3600.0, now: float | None = None
+    ) -> CollectResult:
+        """Merge every worker file of the directory; retire sealed or abandoned ones.
+
+        Idempotent: counters are merged as absolute values per (file id, slot)
+        with ``max``, so running it twice, or in two processes at once, never
+        counts twice. A file is retired (folded into the per-day table, then
+        deleted) when it is sealed, or when no writer holds it and its last
+        flush is ``retire_idle_after`` seconds old. Bad files are listed in
+        ``refused`` and left in place; the others are merged regardless.
+        """
+        if self.readonly:
+            raise LedgerError("this ledger was opened read-only: it cannot collect")
+        t = time.time() if now is None else now
+        result = CollectResult()
+        read: list[WorkerFile] = []
+        for p in sorted(self.directory.glob("*.ledger")):
+            if not _FILE_RE.fullmatch(p.name):
+                result.refused.append(RefusedFile(str(p), "not a worker file name"))
+                continue
+            try:
+                read.append(read_worker_file(p))
+            except LedgerFileError as e:
+                if p.exists():
+                    result.refused.append(RefusedFile(str(p), str(e)))
+        with self._transaction():
+            for wf in read:
+                try:
+                    result.slots_updated += self._merge(wf, t)
+                    result.files += 1
+                except LedgerFileError as e:
+                    result.refused.append(RefusedFile(wf.path, str(e)))
+        for wf in read:
+            if any(r.path == wf.path for r in result.refused):
+                continue
+            if wf.sealed or t - wf.updated_at >= retire_idle_after:
+                try:
+                    if self._retire(Path(wf.path), t):
+                        result.retired.append(wf.path)
+                except LedgerFileError as e:
+                    result.refused.append(RefusedFile(wf.path, str(e)))
+        return result
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK")
+            self._seen.clear()  # the cache may hold values that were rolled back
+            raise
+        db.execute("COMMIT")
+
+    def _state(self, file_id: str) -> str | None:
+        row = self._db.execute("SELECT state FROM files WHERE file_id = ?", (file_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _merge(self, wf: WorkerFile, t: float) -> int:
+        """Upsert one file's absolute counters (inside the caller's transaction)."""
+        db = self._db
+        state = self._state(wf.file_id)
+        if state == "retired":
+            return 0  # folded already; `_retire` deletes the leftover file
+        name = Path(wf.path).name
+        if state is None:
+            db.execute(
+                "INSERT INTO files VALUES (?, ?, ?, 'live', ?, ?, NULL)",
+                (wf.file_id, wf.worker, name, int(t), int(t)),
+            )
+        seen = self._seen.get(wf.file_id)
+        if seen is None:
+            seen = self._seen[wf.file_id] = {
+                slot: _Seen((day, party, service, method), count)
+                for slot, day, party, service, method, count in db.execute(
+                    "SELECT slot, day, party, service, method, count FROM live WHERE file_id = ?",
+                    (wf.file_id,),
+                )
+            }
+        updates: list[tuple[str, int, str, str, str, str, int]] = []
+        for s in wf.slots:
+            key: _SlotKey = (s.day.isoformat(), s.party, s.service.value, s.method.value)
+            old = seen.get(s.slot)
+            if old is not None and old.key != key:
+                raise LedgerFileError(
+                    f"{wf.path}: slot {s.slot} changed its key since the last merge "
+                    "(the file was rewritten)"
+                )
+            if old is None or s.count > old.count:
+                updates.append((wf.file_id, s.slot, *key, s.count))
+                seen[s.slot] = _Seen(key, s.count)
+        db.executemany(
+            "INSERT INTO live VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id, slot) "
+            "DO UPDATE SET count = max(count, excluded.count)",
+            updates,
+        )
+        db.execute("UPDATE files SET last_merged = ? WHERE file_id = ?", (int(t), wf.file_id))
+        return len(updates)
+
+    def _retire(self, path: Path, t: float) -> bool:
+        """Seal, merge the final values, fold and delete one file, all under its flock."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise LedgerFileError(f"{path}: cannot open to retire: {e.strerror}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False  # its writer is alive
+                raise
+            if os.fstat(fd).st_nlink == 0:
+                return False
+            wf = read_worker_file(path)  # final: no writer can hold it while we hold the lock
+            if not wf.sealed:
+                with mmap.mmap(fd, _HEADER_SIZE, mmap.MAP_SHARED) as mm:
+                    _U32.pack_into(mm, _FLAGS_AT, _FLAG_SEALED)  # no writer may reopen it
+                os.fsync(fd)
+            with self._transaction():
+                if self._state(wf.file_id) != "retired":
+                    self._merge(wf, t)
+                    db = self._db
+                    db.execute(
+                        "INSERT INTO counts SELECT day, party, service, method, sum(count) "
+                        "FROM live WHERE file_id = ? GROUP BY day, party, service, method "
+                        "ON CONFLICT (day, party, service, method) "
+                        "DO UPDATE SET count = count + excluded.count",
+                        (wf.file_id,),
+                    )
+                    db.execute("DELETE FROM live WHERE file_id = ?", (wf.file_id,))
+                    db.execute(
+                        "UPDATE files SET state = 'retired', retired_at = ? WHERE file_id = ?",
+                        (int(t), wf.file_id),
+                    )
+            self._seen.pop(wf.file_id, None)
+            path.unlink()
+            _fsync_dir(path.parent)
+            return True
+        except OSError as e:
+            raise LedgerFileError(f"{path}: cannot retire: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+    # --- queries --------------------------------------------------------------------
+
+    def rows(self, first: date, last: date, *, party: str | None = None) -> list[CountRow]:
+        """Counts per day × party × service × method, ``first`` to ``last`` inclusive."""
+        sql = (
+            "SELECT day, party, service, method, sum(count) FROM ledger "
+            "WHERE day BETWEEN ? AND ? AND (? IS NULL OR party = ?) "
+            "GROUP BY day, party, service, method ORDER BY day, party, service, method"
+        )
+        args = (first.isoformat(), last.isoformat(), party, party)
+        return [
+            CountRow(date.fromisoformat(d), p, Service(s), Method(m), int(c))
+            for d, p, s, m, c in self._db.execute(sql, args)
+        ]
+
+    def totals(
+        self, first: date, last: date, by: Sequence[Dimension] = ()
+    ) -> dict[tuple[str, ...], int]:
+        """Sums from ``first`` to ``last`` inclusive grouped by ``by`` (``()``: the grand total).
+
+        Keys are tuples of the ``by`` values as strings, e.g. ``by=("month", "party")``
+        gives ``{("2025-04", "bank-a"): 1234, ...}``; the grand total's key is ``()``.
+        """
+        cols = []
+        for dim in by:
+            if dim not in _DIMENSION_SQL:
+                raise ValueError(f"unknown dimension {dim!r}")
+            cols.append(_DIMENSION_SQL[dim])
+        select = ", ".join([*cols, "sum(count)"])
+        sql = f"SELECT {select} FROM ledger WHERE day BETWEEN ? AND ?"  # noqa: S608 (whitelisted)
+        if cols:
+            sql += " GROUP BY " + ", ".join(cols) + " ORDER BY " + ", ".join(cols)
+        out: dict[tuple[str, ...], int] = {}
+        for row in self._db.execute(sql, (first.isoformat(), last.isoformat())):
+            if row[-1] is not None:
+                out[tuple(str(v) for v in row[:-1])] = int(row[-1])
+        return out
+
+    def export_json(self, first: date, last: date) -> bytes:
+        """The ledger lines from ``first`` to ``last`` as one JSON document."""
+        rows = self.rows(first, last)
+        return msgspec.json.encode(
+            {
+                "ledger": "帳簿 (Act §40, Ord §71)",
+                "first": first,
+                "last": last,
+                "rows": rows,
+                "total": sum(r.count for r in rows),
+            }
+        )
+
+    def files(self) -> list[tuple[str, str, str]]:
+        """(file id, file name, state) of every worker file ever merged."""
+        return [
+            (str(a), str(b), str(c))
+            for a, b, c in self._db.execute(
+                "SELECT file_id, name, state FROM files ORDER BY first_merged, file_id"
+            )
+        ]
+
+
+# --- 発行件数 (Ord §71(1)) -------------------------------------------------------------
+
+
+def issuance_counts(
+    store: Store, first: date, last: date, *, utc_offset: int = JST
+) -> dict[str, dict[str, int]]:
+    """Certificates issued (発行件数, Ord §71(1)) per family and local month, from the store.
+
+    ``{"sign-card": {"2025-04": 1234, ...}, ...}`` counting each status record whose
+    ``not_before`` (taken as the issuance time) falls on a local day from ``first`` to
+    ``last`` inclusive; every family appears, months without issuance do not. This is
+    a full scan of the status database, about two seconds per million certificates:
+    fine for a yearly report, not for a request path. A group appliance's store
+    (built from CRLs) holds only revoked certificates, so it is refused.
+    """
+    if store.mode() == sf.MODE_CRL_IMPORT:
+        raise LedgerError(
+            "a group appliance's store holds only revoked certificates: "
+            "issuance counts (発行件数) are the 機構's"
+        )
+    lo = datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp() - utc_offset
+    hi = datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp() - utc_offset + _DAY
+    by_code: dict[tuple[int, int], int] = {}
+    with store.env.begin() as txn:
+        for _key, value in txn.cursor(db=store.status):
+            rec = sf.unpack_status(value)
+            nb = rec.not_before
+            if lo <= nb < hi:
+                k = (rec.family, _day_of(nb, utc_offset))
+                by_code[k] = by_code.get(k, 0) + 1
+    out: dict[str, dict[str, int]] = {f.value: {} for f in Family}
+    for (code, day), n in sorted(by_code.items()):
+        fam = Family.from_code(code).value
+        m = _day_date(day).isoformat()[:7]
+        out[fam][m] = out[fam].get(m, 0) + n
+    return out
