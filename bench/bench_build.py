@@ -100,6 +100,12 @@ def main() -> int:
         run(cb, "pki", "init", "--out", str(work / "pki"))
     if not (work / "facts.key").exists():
         run(cb, "facts-key", "--out", str(work / "facts.key"))
+    if args.incremental_only:
+        previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+        previous["incremental"] = incremental(cb, _flags(work), work, args.incremental)
+        args.out.write_text(json.dumps(previous, indent=2) + "\n")
+        print(json.dumps(previous["incremental"], indent=2))
+        return 0
     summary_file = work / "pop" / "summary.json"
     if (
         args.reuse
@@ -116,13 +122,7 @@ def main() -> int:
     records = int(summary.get("records", 0))
     results["synth"]["records"] = records  # type: ignore[index]
 
-    flags = [
-        "--config", str(ROOT / "config" / "builder.toml"), "--store", str(work / "store"),
-        "--pki", str(work / "pki"),
-        "--facts-key-file", str(work / "facts.key"), "--quarantine", str(work / "quarantine.jsonl"),
-        "--notices", str(work / "notices.jsonl"), "--crl-dir", str(work / "crl"),
-        "--spool", str(work / "spool"), "--no-progress",
-    ]  # fmt: skip
+    flags = _flags(work)
     shutil.rmtree(work / "store", ignore_errors=True)
     shutil.rmtree(work / "crl", ignore_errors=True)
     secs, rss, err = run(
@@ -162,6 +162,16 @@ def main() -> int:
     return 0
 
 
+def _flags(work: Path) -> list[str]:
+    return [
+        "--config", str(ROOT / "config" / "builder.toml"), "--store", str(work / "store"),
+        "--pki", str(work / "pki"),
+        "--facts-key-file", str(work / "facts.key"), "--quarantine", str(work / "quarantine.jsonl"),
+        "--notices", str(work / "notices.jsonl"), "--crl-dir", str(work / "crl"),
+        "--spool", str(work / "spool"), "--no-progress",
+    ]  # fmt: skip
+
+
 def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, object]:
     from crlbuilder import storeformat as sf
     from crlbuilder.store import Store
@@ -195,23 +205,33 @@ def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, obje
         )
         for i, (issuer, serial) in enumerate(picks)
     ]
-    p = subprocess.Popen([cb, "build", *flags, "--input", str(spool), "--follow", "--max-idle", "2",
+    p = subprocess.Popen([cb, "build", *flags, "--input", str(spool), "--follow", "--max-idle", "60",
                           "--follow-interval", "0.05", "--no-presign", "--no-crl"],
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(3.0)
-    tmp = spool / "incoming.tmp"
-    tmp.write_bytes(b"\n".join(lines) + b"\n")
-    arrived = time.time()
-    tmp.rename(spool / "bench-incremental.jsonl")
-    _, err = p.communicate(timeout=600)
-    events = [json.loads(line) for line in err.splitlines() if '"spool-file"' in line]
-    if not events:
-        return {"records": len(lines), "error": err[-500:]}
+    assert p.stderr is not None
+    try:
+        for line in p.stderr:  # the follow loop starts after the initial (empty) build
+            if '"event":"build"' in line:
+                break
+        tmp = spool / "incoming.tmp"
+        tmp.write_bytes(b"\n".join(lines) + b"\n")
+        arrived = time.time()
+        tmp.rename(spool / "bench-incremental.jsonl")
+        event = None
+        for line in p.stderr:
+            if '"spool-file"' in line:
+                event = json.loads(line)
+                break
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+    if event is None:
+        return {"records": len(lines), "error": "no spool-file event"}
     return {
         "records": len(lines),
-        "arrival_to_committed_seconds": round(events[-1]["committed_at_unix"] - arrived, 3),
-        "apply_seconds": events[-1]["seconds"]["apply"],
-        "revocations": events[-1]["revocations_by_category"],
+        "arrival_to_committed_seconds": round(event["committed_at_unix"] - arrived, 3),
+        "apply_seconds": event["seconds"]["apply"],
+        "revocations": event["revocations_by_category"],
     }
 
 
