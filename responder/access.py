@@ -4,8 +4,12 @@ Three proofs, as each party's registry entry allows: a TLS client certificate
 (the worker terminated TLS, or a trusted proxy passed it on), a bearer token
 (``Authorization: Bearer …``, compared by hash), or a signed OCSP request
 (RFC 6960 §4.1.2: requestorName and a signature over tbsRequest, checked
-against the party's registered certificate). Nothing here reads the status
-store; the caller refuses an unattributed request with ``unauthorized``.
+against the party's registered certificate). Each credential counts only
+inside its validity window (`responder.registry.CredentialInfo`), so a party
+can rotate a token or certificate by holding two for a while. Nothing here
+reads the status store; what the party may receive is
+`responder.policy.decide`'s business; the caller refuses an unattributed
+request with ``unauthorized``.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ from __future__ import annotations
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from responder.http import Request
 from responder.ocspreq import RequestSignature
-from responder.registry import AuthMethod, Party, Registry
+from responder.registry import Party, Registry
 
 _BEARER: Final = b"bearer "
 
@@ -37,31 +41,31 @@ def bearer_token(req: Request) -> bytes | None:
     return value[len(_BEARER) :].strip() or None
 
 
-def by_transport(registry: Registry, req: Request) -> Party | None:
+def by_transport(registry: Registry, req: Request, now: float | None = None) -> Party | None:
     """The party proven by the connection (client certificate) or a bearer token."""
     if req.client_cert_der is not None:
-        party = registry.by_certificate(req.client_cert_der)
+        party = registry.by_certificate(req.client_cert_der, now)
         if party is not None:
             return party
     token = bearer_token(req)
     if token is not None:
-        return registry.by_token(token)
+        return registry.by_token(token, now)
     return None
 
 
-def by_signature(registry: Registry, sig: RequestSignature) -> Party | None:
-    """The party whose registered certificate verifies a signed OCSP request, if any."""
+def by_signature(
+    registry: Registry, sig: RequestSignature, now: float | None = None
+) -> Party | None:
+    """The party whose registered signed-request certificate verifies a signed OCSP request."""
     algorithm = _SIG_HASHES.get(sig.algorithm_oid)
     if algorithm is None:
         return None
-    for party in registry.signing_parties():
-        for spki in party.cert_public_keys:
-            key = serialization.load_der_public_key(spki)
-            if not isinstance(key, rsa.RSAPublicKey):
-                continue
-            try:
-                key.verify(sig.signature, sig.tbs_request_der, padding.PKCS1v15(), algorithm)
-            except InvalidSignature:
-                continue
-            return party if AuthMethod.SIGNED_REQUEST in party.auth else None
+    for party, key in registry.signing_keys(now):
+        if not isinstance(key, rsa.RSAPublicKey):
+            continue
+        try:
+            key.verify(sig.signature, sig.tbs_request_der, padding.PKCS1v15(), algorithm)
+        except InvalidSignature:
+            continue
+        return party
     return None

@@ -345,8 +345,18 @@ def test_crl_files_for_entitled_parties(server: Server) -> None:
     assert get("/crl/../pki.json", "sig-verifier")[0] == 404
 
 
-def test_new_revocation_served_without_restart(server: Server, tmp_path: Path) -> None:
+def test_new_revocation_served_without_restart(built: Built, tmp_path: Path) -> None:
     """A revocation committed by crlbuilder is answered at once (no restart, no stale cached good)."""
+    import shutil
+
+
+    store = tmp_path / "store"
+    shutil.copytree(built.store, store)
+    with start_server(built, tmp_path, store) as server:
+        revoke_while_serving(server, store, tmp_path)
+
+
+def revoke_while_serving(server: Server, store: Path, tmp_path: Path) -> None:
     import msgspec
 
     a = next(x for x in server.built.answers if x.status is CertStatus.GOOD and x.family.value == "auth-card"
@@ -361,7 +371,7 @@ def test_new_revocation_served_without_restart(server: Server, tmp_path: Path) -
     rec.write_bytes(msgspec.json.encode({"type": "revocation-request", "id": "late-1",
                                          "recorded_at": datetime.now(UTC).isoformat(), "serial": a.serial,
                                          "issuer": a.issuer, "reason": "key-compromise"}) + b"\n")  # fmt: skip
-    args = server.built.builder_args()
+    args = server.built.builder_args(store, tmp_path / "crl")
     args[args.index("--input") + 1] = str(rec)
     args[args.index("--as-of") + 1] = datetime.now(UTC).isoformat()
     run_tool("crlbuilder", "build", *args)

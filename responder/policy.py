@@ -1,0 +1,251 @@
+"""The access decision (提供の可否): may this party receive this service, now? Pure, no I/O.
+
+`decide` reads only the `Party` the registry built and the request's service,
+family and method: no store, no clock (the caller passes ``now``), no
+counters. It answers `ALLOWED` or a `Refused` naming the rule, the article
+and a fixed explanation: a refusal never carries status data, so the caller
+can log it and answer ``unauthorized`` (OCSP) or 403 (HTTP) with nothing else.
+
+Order of the checks, first failure wins:
+
+1. ``unauthenticated``: no party (Act §17(1), §36(1): only notified parties receive).
+2. ``ended``: provision has ended (届出の廃止 or the title lost).
+3. ``not-started``: before the notified start date (提供を開始する日, Ord §30(3), §32(3), §61(3)).
+4. ``unauthorized_service``: no title of the party receives the service (Act §18, §37,
+   §38-3; a 署名確認者 is answered by its group only, Act §20(1)), or the agreement
+   (取決め, Act §17(4),(6), §36(2)) does not include it.
+5. ``ended`` again when the titles granting the service have lost their
+   certification (認定, Act §17(2)).
+6. ``suspended``: the service is stopped (提供の停止, Act §18(6),(7), §37(4)), possibly
+   carried over from the other title (Act §18(6)(6), §37(4)(6)).
+7. ``unauthorized_family``: the certificate's family is not one the service is about,
+   or not in the agreement.
+8. ``unauthorized_method``: the method cannot carry the service, or is not the agreed
+   one (提供の具体的な方法, Ord §31(1), §33(1), §62(1)).
+
+``quota`` and ``cycle`` are counted by the caller (requests per second and per
+day; at most one CRL download per agreed period, 周期, Ord §31(2)):
+`quota_refusal` and `cycle_refusal` build their refusals.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final, Literal
+
+import msgspec
+
+from crlbuilder.model import Family
+from responder.registry import (
+    AUTH_SIDE,
+    SERVICE_ARTICLES,
+    SERVICE_FAMILIES,
+    SERVICE_METHODS,
+    SIGN_SIDE,
+    Method,
+    Party,
+    Service,
+    Title,
+    title_services,
+)
+
+
+class Rule(enum.Enum):
+    """Why a request was refused (the ``rule`` label of ``jpkiva_refusals_total``)."""
+
+    UNAUTHENTICATED = "unauthenticated"
+    NOT_STARTED = "not-started"
+    ENDED = "ended"
+    SUSPENDED = "suspended"
+    UNAUTHORIZED_SERVICE = "unauthorized_service"
+    UNAUTHORIZED_FAMILY = "unauthorized_family"
+    UNAUTHORIZED_METHOD = "unauthorized_method"
+    QUOTA = "quota"
+    CYCLE = "cycle"
+
+
+class Allowed(msgspec.Struct, frozen=True):
+    """The request may be answered."""
+
+
+ALLOWED: Final = Allowed()
+
+
+class Refused(msgspec.Struct, frozen=True):
+    """The request is refused: which rule, under which article, and a fixed explanation."""
+
+    rule: Rule
+    article: str
+    detail: str
+
+
+_UNAUTHENTICATED: Final = Refused(
+    Rule.UNAUTHENTICATED,
+    "Act §17(1), §36(1)",
+    "no registered party proved itself (only notified parties receive information)",
+)
+
+_OCSP_SERVICE: Final = {
+    Family.SIGN_CARD: Service.SIGN_REVOCATION_INFO,
+    Family.SIGN_MOBILE: Service.SIGN_REVOCATION_INFO,
+    Family.AUTH_CARD: Service.AUTH_REVOCATION_INFO,
+    Family.AUTH_MOBILE: Service.AUTH_REVOCATION_INFO,
+}
+_CRL_SERVICE: Final = {
+    Family.SIGN_CARD: Service.SIGN_CRL_FILE,
+    Family.SIGN_MOBILE: Service.SIGN_CRL_FILE,
+    Family.AUTH_CARD: Service.AUTH_CRL_FILE,
+    Family.AUTH_MOBILE: Service.AUTH_CRL_FILE,
+}
+
+
+def service_for_ocsp(family: Family) -> Service:
+    """An OCSP request is a request for revocation information (Act §18(1), §37(1))."""
+    return _OCSP_SERVICE[family]
+
+
+def service_for_crl(family: Family) -> Service:
+    """A CRL download is the provision of a 失効情報ファイル (Act §18(2), §37(2))."""
+    return _CRL_SERVICE[family]
+
+
+def decide(
+    party: Party | None, *, service: Service, family: Family | None, method: Method, now: float
+) -> Allowed | Refused:
+    """May ``party`` receive ``service`` about a ``family`` certificate by ``method`` at ``now``?
+
+    ``now`` is epoch seconds. ``family`` is None only for a service about no
+    certificate (the 特定利用者証明検証者証明符号, Act §38-3).
+    """
+    if party is None:
+        return _UNAUTHENTICATED
+    if now >= party.end:
+        return Refused(
+            Rule.ENDED,
+            party.end_article or _notification_article(party, service),
+            "provision to this party has ended",
+        )
+    if now < party.start:
+        return Refused(
+            Rule.NOT_STARTED,
+            _start_article(party, service),
+            "the notified provision start date (提供を開始する日) has not come",
+        )
+    grant = party.grants.get(service)
+    if grant is None:
+        return _unauthorized_service(party, service)
+    if now >= grant.until:
+        return Refused(
+            Rule.ENDED,
+            "Act §17(2)",
+            "the certification (認定) under Act §17(1)(5),(6) this service rests on has lapsed",
+        )
+    for s in party.suspensions:
+        if service in s.services and s.since <= now < s.until:
+            return Refused(Rule.SUSPENDED, s.article, "provision is suspended (提供の停止)")
+    if family is None:
+        if grant.families:
+            return Refused(
+                Rule.UNAUTHORIZED_FAMILY,
+                SERVICE_ARTICLES[service],
+                "this service is about a certificate of a given family",
+            )
+    elif family not in grant.families:
+        if family not in SERVICE_FAMILIES[service]:
+            return Refused(
+                Rule.UNAUTHORIZED_FAMILY,
+                SERVICE_ARTICLES[service],
+                "this service is not about certificates of this family",
+            )
+        return Refused(
+            Rule.UNAUTHORIZED_FAMILY,
+            agreement_article(party, service),
+            "the agreement (取決め) does not include this family",
+        )
+    if method not in grant.methods:
+        if method not in SERVICE_METHODS[service]:
+            return Refused(
+                Rule.UNAUTHORIZED_METHOD,
+                SERVICE_ARTICLES[service],
+                "this method does not carry this service",
+            )
+        return Refused(
+            Rule.UNAUTHORIZED_METHOD,
+            _ord_article(party, service, item=1),
+            "the agreement (取決め) does not include this method (提供の具体的な方法)",
+        )
+    return ALLOWED
+
+
+def quota_refusal(party: Party, service: Service, *, per: Literal["second", "day"]) -> Refused:
+    """The refusal when the party's agreed requests per second or per day are used up."""
+    return Refused(
+        Rule.QUOTA,
+        agreement_article(party, service),
+        f"the agreed number of requests per {per} is used up",
+    )
+
+
+def cycle_refusal(party: Party, service: Service) -> Refused:
+    """The refusal of a CRL download before the agreed cycle (提供の周期) has passed."""
+    return Refused(
+        Rule.CYCLE,
+        _ord_article(party, service, item=2),
+        "the agreed provision cycle (提供の周期) has not passed since the last download",
+    )
+
+
+def agreement_article(party: Party, service: Service) -> str:
+    """The article requiring the agreement that covers ``service`` for this party."""
+    if service in AUTH_SIDE:
+        return "Act §36(2)"
+    if service in SIGN_SIDE:
+        return "Act §17(4)" if Title.SIGNATURE_VERIFIER in party.titles else "Act §17(6)"
+    return "Act §38-3(3)"
+
+
+def _ord_article(party: Party, service: Service, *, item: int) -> str:
+    """Ord §31 (署名検証者), §33 (団体署名検証者) or §62 (利用者証明検証者), item ``item``."""
+    if service in AUTH_SIDE:
+        return f"Ord §62({item})"
+    if service in SIGN_SIDE:
+        signer = Title.SIGNATURE_VERIFIER in party.titles
+        return f"Ord §31({item})" if signer else f"Ord §33({item})"
+    return "Act §38-3(3)"
+
+
+def _start_article(party: Party, service: Service) -> str:
+    if service in SIGN_SIDE and Title.SIGNATURE_VERIFIER not in party.titles:
+        return "Ord §32(3)"
+    return "Ord §61(3)" if service in AUTH_SIDE else "Ord §30(3)"
+
+
+def _notification_article(party: Party, service: Service) -> str:
+    if service in AUTH_SIDE:
+        return "Act §36(1)"
+    if (
+        Title.GROUP_SIGNATURE_VERIFIER in party.titles
+        and Title.SIGNATURE_VERIFIER not in party.titles
+    ):
+        return "Act §17(5)"
+    return "Act §17(1)"
+
+
+def _unauthorized_service(party: Party, service: Service) -> Refused:
+    if party.titles == {Title.SIGNATURE_CONFIRMER}:
+        return Refused(
+            Rule.UNAUTHORIZED_SERVICE,
+            "Act §20(1)",
+            "a 署名確認者 is answered by its 団体署名検証者, not by the 機構",
+        )
+    if service in title_services(party.titles):
+        return Refused(
+            Rule.UNAUTHORIZED_SERVICE,
+            agreement_article(party, service),
+            "the agreement (取決め) does not include this service",
+        )
+    return Refused(
+        Rule.UNAUTHORIZED_SERVICE,
+        SERVICE_ARTICLES[service],
+        "no title of this party receives this service",
+    )

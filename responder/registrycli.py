@@ -1,0 +1,1216 @@
+"""`responder registry ...`: the admin commands over the registry file, and their audit log.
+
+    responder registry init --pki DIR --out FILE [--force]   a demo PKI's parties
+    responder registry add --registry FILE --id ID ...       register a party (届出 + 取決め)
+    responder registry update --registry FILE --id ID ...    change it, rotate credentials
+    responder registry suspend|resume|end --registry FILE --id ID ...
+    responder registry show|list|check|export --registry FILE
+    responder registry import --registry FILE --from OTHER [--replace]
+    responder registry verify-audit --registry FILE
+
+Every change is made under an exclusive lock (``FILE.lock``), checked in full
+by `Registry.build` before anything is written (a refused change leaves the
+file as it was), appended to the audit log, then written atomically (temporary
+file, fsync, rename; mode 0600). Comments in the file are not kept: the file
+is rewritten in its normalized form.
+
+The audit log (``FILE`` with suffix ``.audit.jsonl`` unless ``--audit``) has
+one JSON object per change and party: ``seq``, ``at`` (UTC), ``actor``
+(``--actor``, default the OS user), ``action``, ``party``, ``before``,
+``after``, ``registry_sha256`` (the registry file this change wrote) and
+``prev``, the SHA-256 of the previous line (64 zeros first): rewriting or
+removing a line breaks the chain, and a registry edited outside these
+commands no longer matches the last record; `verify-audit` checks both. The
+file is opened O_WRONLY|O_APPEND and never rewritten. The audit keeps no
+personal data: the name, address, representative and office appear as
+``sha256:<hex>`` of their value (enough to tell that they changed, or to
+check a claimed value).
+
+Workers see a change within a second through `Registry.reload_if_changed`
+(one stat per second), or at once on SIGHUP.
+
+Exit codes: 0 done, 1 verify-audit found a broken chain or a changed registry,
+2 bad usage, an invalid registry, or a refused change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import getpass
+import hashlib
+import os
+import secrets
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from crlbuilder.model import Family
+from responder.registry import (
+    JST,
+    SERVICE_FAMILIES,
+    SERVICE_METHODS,
+    AnyEntry,
+    CredentialInfo,
+    LegacyPartyEntry,
+    Method,
+    MtlsCredential,
+    Party,
+    PartyEntry,
+    Registry,
+    RegistryError,
+    RegistryFile,
+    Service,
+    SignedRequestCredential,
+    Title,
+    dump_registry,
+    entry_to_builtins,
+    parse_registry,
+    registry_from_manifest,
+    title_services,
+)
+
+HEADER: Final = (
+    "Registry of parties (jpki-va). Change it with `responder registry ...`:\n"
+    "every change is checked, audited and written atomically; comments are not kept."
+)
+ZERO_HASH: Final = "0" * 64
+REDACTED: Final = (
+    ("name",),
+    ("notification", "address"),
+    ("notification", "representative"),
+    ("notification", "office"),
+)
+"""Fields the audit log keeps as a SHA-256 only (personal data for a natural person)."""
+
+
+class CommandError(Exception):
+    """A refused command; the message says why."""
+
+
+# --- the audit log -------------------------------------------------------------------
+
+
+class AuditRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One line of the audit log."""
+
+    seq: int
+    at: str
+    actor: str
+    action: str
+    party: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    registry_sha256: str
+    prev: str
+
+
+class AuditError(Exception):
+    """The audit log cannot be appended to or does not verify."""
+
+
+def audit_path_for(registry: Path) -> Path:
+    """The default audit log beside a registry: ``registry.toml`` -> ``registry.audit.jsonl``."""
+    return registry.with_name(registry.stem + ".audit.jsonl")
+
+
+def _line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def _last_line(path: Path) -> bytes | None:
+    """The audit log's last line (without its newline), or None for an empty or missing log."""
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return None
+        buf = b""
+        pos = size
+        while pos > 0:
+            step = min(65536, pos)
+            pos -= step
+            f.seek(pos)
+            buf = f.read(step) + buf
+            if b"\n" in buf[:-1]:
+                break
+    if not buf.endswith(b"\n"):
+        raise AuditError(
+            f"{path}: ends with a partial line (run `responder registry verify-audit`)"
+        )
+    body = buf[:-1]
+    return body[body.rfind(b"\n") + 1 :]
+
+
+def append_audit(
+    path: Path, records: Sequence[dict[str, Any]], *, registry_sha256: str, actor: str, action: str
+) -> None:
+    """Append one chained line per record (party, before, after); the caller holds the lock."""
+    last = _last_line(path)
+    if last is None:
+        seq, prev = 0, ZERO_HASH
+    else:
+        try:
+            seq = msgspec.json.decode(last, type=AuditRecord).seq
+        except msgspec.DecodeError:
+            raise AuditError(
+                f"{path}: the last line is not an audit record (run verify-audit)"
+            ) from None
+        prev = _line_hash(last)
+    at = datetime.now(UTC).isoformat(timespec="microseconds")
+    out = bytearray()
+    for r in records:
+        seq += 1
+        line = msgspec.json.encode(
+            AuditRecord(
+                seq=seq,
+                at=at,
+                actor=actor,
+                action=action,
+                party=r["party"],
+                before=r["before"],
+                after=r["after"],
+                registry_sha256=registry_sha256,
+                prev=prev,
+            )
+        )
+        out += line + b"\n"
+        prev = _line_hash(line)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(out)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class AuditReport:
+    records: int = 0
+    head: str = ZERO_HASH
+    problems: list[str] = field(default_factory=list)
+
+
+def verify_audit(path: Path, registry: Path | None = None) -> AuditReport:
+    """Check the hash chain and numbering of every line; and that ``registry`` is the last one
+    written through the commands (a hand edit or a lost tail of the log shows here)."""
+    report = AuditReport()
+    last: AuditRecord | None = None
+    try:
+        f = path.open("rb")
+    except OSError as e:
+        report.problems.append(f"{path}: cannot read the audit log: {e.strerror}")
+        return report
+    with f:
+        for n, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                report.problems.append(f"{path}:{n}: partial last line")
+                break
+            line = raw[:-1]
+            try:
+                rec = msgspec.json.decode(line, type=AuditRecord)
+            except msgspec.DecodeError as e:
+                report.problems.append(f"{path}:{n}: not an audit record: {e}")
+                break
+            if rec.prev != report.head:
+                report.problems.append(
+                    f"{path}:{n}: the chain is broken: this line does not follow line {n - 1} as written"
+                )
+                break
+            if rec.seq != n:
+                report.problems.append(f"{path}:{n}: sequence number {rec.seq}, expected {n}")
+                break
+            report.records = n
+            report.head = _line_hash(line)
+            last = rec
+    if registry is not None and not report.problems:
+        try:
+            actual = hashlib.sha256(registry.read_bytes()).hexdigest()
+        except OSError as e:
+            report.problems.append(f"{registry}: cannot read: {e.strerror}")
+        else:
+            if last is None or last.registry_sha256 != actual:
+                report.problems.append(
+                    f"{registry}: differs from the registry the last audited change wrote (edited outside `responder registry`, or the log lost its tail)"
+                )
+    return report
+
+
+def _redacted(entry: AnyEntry | None) -> dict[str, Any] | None:
+    if entry is None:
+        return None
+    data: dict[str, Any] = msgspec.to_builtins(entry)
+    for path in REDACTED:
+        holder: Any = data
+        for key in path[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and isinstance(holder.get(path[-1]), str):
+            value = holder[path[-1]]
+            holder[path[-1]] = "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+    return data
+
+
+# --- writing the registry -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive lock for read-modify-write of ``path`` (a ``.lock`` file beside it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (mode 0600): temporary file, fsync, rename, fsync dir."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+@dataclass
+class Outcome:
+    """What a committed change did: the new registry and the parties it touched."""
+
+    registry: Registry
+    changed: list[str]
+
+
+def change(
+    path: Path,
+    mutate: Callable[[RegistryFile], RegistryFile],
+    *,
+    action: str,
+    actor: str,
+    audit: Path | None = None,
+    now: float | None = None,
+    must_exist: bool = True,
+    check_current: bool = True,
+) -> Outcome:
+    """Apply ``mutate`` to the registry at ``path``: check, audit, write. Raises CommandError
+    (nothing written) when the current file or the result does not pass `Registry.build`."""
+    t = time.time() if now is None else now
+    audit = audit or audit_path_for(path)
+    with _locked(path):
+        current, before_reg = _read(path, t, must_exist=must_exist, check=check_current)
+        after = mutate(_copy(current))
+        text = dump_registry(after, header=HEADER)
+        try:
+            after_reg = Registry.build(
+                parse_registry(text, source=str(path)), base=path.parent, source=str(path), now=t
+            )
+        except RegistryError as e:
+            raise CommandError(f"refused, {path} unchanged:\n{e}") from None
+        records = _diff(current, after)
+        if not records:
+            return Outcome(after_reg, [])
+        checked_at = time.time() if now is None else now  # after mutate's "now"
+        _check_credentials(before_reg, after_reg, [r["party"] for r in records], checked_at)
+        data = text.encode()
+        try:
+            append_audit(
+                audit,
+                records,
+                registry_sha256=hashlib.sha256(data).hexdigest(),
+                actor=actor,
+                action=action,
+            )
+        except (AuditError, OSError) as e:
+            raise CommandError(f"refused, {path} unchanged: audit log: {e}") from None
+        write_atomic(path, data)
+        return Outcome(after_reg, [r["party"] for r in records])
+
+
+def _read(
+    path: Path, now: float, *, must_exist: bool, check: bool
+) -> tuple[RegistryFile, Registry | None]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if must_exist:
+            raise CommandError(
+                f"{path}: no such registry (create it with `registry add` or `registry init`)"
+            ) from None
+        return RegistryFile(), None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CommandError(f"{path}: cannot read: {e}") from None
+    try:
+        data = parse_registry(text, source=str(path))
+        reg = Registry.build(data, base=path.parent, source=str(path), now=now) if check else None
+    except RegistryError as e:
+        if check:
+            raise CommandError(
+                f"the registry as it stands is invalid; fix it first:\n{e}"
+            ) from None
+        return RegistryFile(), None
+    return data, reg
+
+
+def _copy(data: RegistryFile) -> RegistryFile:
+    return RegistryFile(parties=list(data.parties), version=data.version)
+
+
+def _diff(before: RegistryFile, after: RegistryFile) -> list[dict[str, Any]]:
+    old = {p.id: p for p in before.parties}
+    new = {p.id: p for p in after.parties}
+    out: list[dict[str, Any]] = []
+    for pid in [*old, *(i for i in new if i not in old)]:
+        b, a = old.get(pid), new.get(pid)
+        if b is not None and a is not None and entry_to_builtins(b) == entry_to_builtins(a):
+            continue
+        out.append({"party": pid, "before": _redacted(b), "after": _redacted(a)})
+    return out
+
+
+def _check_credentials(
+    before: Registry | None, after: Registry, changed: list[str], now: float
+) -> None:
+    """Refuse a credential added already expired, or a changed party left with expired ones only."""
+    problems: list[str] = []
+    for pid in changed:
+        party = after.parties.get(pid)
+        if party is None or party.end <= now or not party.credentials:
+            continue
+        old = before.parties.get(pid) if before is not None else None
+        known = {_cred_id(c) for c in old.credentials} if old is not None else set()
+        for c in party.credentials:
+            if _cred_id(c) not in known and c.not_after <= now:
+                problems.append(f"party {pid!r}: credential {c.label!r} has already expired")
+        mine = {_cred_id(c): c.not_after for c in party.credentials}
+        touched = old is None or mine != {_cred_id(c): c.not_after for c in old.credentials}
+        if touched and all(c.not_after <= now for c in party.credentials):
+            problems.append(
+                f"party {pid!r}: every credential would be expired: it could not authenticate"
+            )
+    if problems:
+        raise CommandError(f"refused, {after.source} unchanged:\n" + "\n".join(problems))
+
+
+def _cred_id(c: CredentialInfo) -> tuple[str, bytes]:
+    return (c.kind.value, c.key)
+
+
+# --- building entries from flags ------------------------------------------------------------
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _instant(value: str) -> datetime:
+    """An ISO datetime with an offset, or a date (midnight, Japan time)."""
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=JST)
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date or an ISO datetime") from None
+    if dt.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs an offset, e.g. +09:00")
+    return dt
+
+
+def _now_jst(now: float) -> datetime:
+    return datetime.fromtimestamp(now, JST)
+
+
+def _csv(values: list[str] | None) -> list[str]:
+    return [v for chunk in values or [] for v in chunk.split(",") if v]
+
+
+_VERIFIER_KINDS: Final = (Title.SIGNATURE_VERIFIER.value, Title.USER_VERIFIER.value)
+
+
+def _title_fields(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The title detail flags that apply to a title of ``kind``."""
+    out: dict[str, Any] = {}
+    if kind in _VERIFIER_KINDS:
+        if args.category is not None:
+            out["category"] = args.category
+        if args.certified_until is not None:
+            out["certified_until"] = args.certified_until
+    elif kind == Title.GROUP_SIGNATURE_VERIFIER.value:
+        if args.group_kind is not None:
+            out["group_kind"] = args.group_kind
+        if args.members is not None:
+            out["members"] = _csv(args.members)
+        if args.member_prefix is not None:
+            out["member_prefix"] = args.member_prefix
+    elif kind == Title.SIGNATURE_CONFIRMER.value:
+        if args.group is not None:
+            out["group"] = args.group
+    elif kind == Title.SPECIFIED_USER_VERIFIER.value:
+        if args.approved is not None:
+            out["approved"] = args.approved
+        if args.approval is not None:
+            out["approval"] = args.approval
+    return out
+
+
+def _cert_ref(cert: Path, registry: Path) -> str:
+    p = cert.resolve()
+    try:
+        return str(p.relative_to(registry.parent.resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _apply_flags(
+    base: dict[str, Any], args: argparse.Namespace, *, registry: Path, new: bool
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``base`` (a party as builtins) with the command line's changes; and the fresh tokens
+    to print once, as (label, token)."""
+    d = dict(base)
+    d["id"] = args.id
+    if args.name is not None:
+        d["name"] = args.name
+    # notification (届出)
+    notif_flags = {
+        "address": args.address,
+        "representative": args.representative,
+        "office": args.office,
+        "start": args.start,
+        "notified": args.notified,
+    }
+    if any(v is not None for v in notif_flags.values()):
+        notif = dict(d.get("notification") or {})
+        notif.update({k: v for k, v in notif_flags.items() if v is not None})
+        d["notification"] = notif
+    # titles
+    if args.title:
+        old = {t["kind"]: t for t in d.get("title", [])}
+        d["title"] = [{**old.get(k, {}), "kind": k, **_title_fields(args, k)} for k in args.title]
+    else:
+        d["title"] = [{**t, **_title_fields(args, t["kind"])} for t in d.get("title", [])]
+    kinds = frozenset(Title(t["kind"]) for t in d["title"] if t["kind"] in {x.value for x in Title})
+    # agreement (取決め)
+    member_only = kinds == {Title.SIGNATURE_CONFIRMER}
+    agree_flags = {
+        "services": args.service,
+        "families": args.family,
+        "methods": args.method,
+        "crl_cycle_seconds": args.crl_cycle,
+        "liability": args.liability,
+        "member_answer": args.member_answer,
+        "concluded": args.concluded,
+    }
+    if not member_only and (
+        new
+        or any(v is not None for v in agree_flags.values())
+        or args.quota_per_second is not None
+        or args.quota_per_day is not None
+        or args.title
+    ):
+        agreement = dict(d.get("agreement") or {})
+        agreement.update({k: v for k, v in agree_flags.items() if v is not None})
+        for key, value in (
+            ("requests_per_second", args.quota_per_second),
+            ("requests_per_day", args.quota_per_day),
+        ):
+            if value == 0:
+                agreement.pop(key, None)
+            elif value is not None:
+                agreement[key] = value
+        allowed = title_services(kinds)
+        known = {x.value for x in Service}
+        if args.service is None and new:
+            agreement["services"] = [x.value for x in Service if x in allowed]
+        elif args.service is None and args.title:  # keep what the new titles still allow
+            agreement["services"] = [
+                x for x in agreement.get("services", []) if x in known and Service(x) in allowed
+            ]
+        services = [Service(x) for x in agreement.get("services", []) if x in known]
+        fams: set[Family] = set().union(*(SERVICE_FAMILIES[x] for x in services))
+        meths: set[Method] = set().union(*(SERVICE_METHODS[x] for x in services))
+        if args.family is None and (new or args.service is not None):
+            agreement["families"] = [f.value for f in Family if f in fams]
+        elif args.family is None and args.title:
+            agreement["families"] = [
+                f for f in agreement.get("families", []) if f in {x.value for x in fams}
+            ]
+        if args.method is None and (new or args.service is not None):
+            agreement["methods"] = [m.value for m in Method if m in meths]
+        elif args.method is None and args.title:
+            agreement["methods"] = [
+                m for m in agreement.get("methods", []) if m in {x.value for x in meths}
+            ]
+        d["agreement"] = agreement
+    # credentials
+    creds = [dict(c) for c in d.get("credential", [])]
+    for label in args.remove_credential or []:
+        if not any(c.get("label") == label for c in creds):
+            raise CommandError(f"party {args.id!r}: no credential labelled {label!r}")
+        creds = [c for c in creds if c.get("label") != label]
+    for label in args.expire_credential or []:
+        hit = [c for c in creds if c.get("label") == label]
+        if not hit:
+            raise CommandError(f"party {args.id!r}: no credential labelled {label!r}")
+        hit[0]["not_after"] = args.at or _now_jst(time.time())
+    added: list[dict[str, Any]] = []
+    tokens: list[tuple[str, str]] = []
+    for _ in range(args.new_token):
+        token = secrets.token_urlsafe(32)
+        added.append({"kind": "token", "token_sha256": hashlib.sha256(token.encode()).hexdigest()})
+        tokens.append(("", token))
+    added += [{"kind": "token", "token_sha256": h.lower()} for h in args.token_sha256 or []]
+    added += [{"kind": "mtls", "cert": _cert_ref(p, registry)} for p in args.mtls_cert or []]
+    added += [
+        {"kind": "signed-request", "cert": _cert_ref(p, registry)}
+        for p in args.signed_request_cert or []
+    ]
+    if args.label is not None and len(added) != 1:
+        raise CommandError("--label names exactly one credential added by this command")
+    used = {c.get("label") for c in creds}
+    for i, c in enumerate(added):
+        if args.not_before is not None:
+            c["not_before"] = args.not_before
+        if args.not_after is not None:
+            c["not_after"] = args.not_after
+        label = args.label
+        if label is None:
+            n = 1
+            while f"{c['kind']}-{n}" in used:
+                n += 1
+            label = f"{c['kind']}-{n}"
+        c["label"] = label
+        used.add(label)
+        if c["kind"] == "token" and i < len(tokens):
+            tokens[i] = (label, tokens[i][1])
+    d["credential"] = creds + added
+    return d, tokens
+
+
+def _to_entry(data: dict[str, Any], source: str) -> PartyEntry:
+    try:
+        return msgspec.convert(data, PartyEntry)
+    except msgspec.ValidationError as e:
+        raise CommandError(
+            f"refused, {source} unchanged: party {data.get('id')!r}: {str(e).replace('`$.', '`')}"
+        ) from None
+
+
+def _party_from_file(path: Path, party_id: str | None) -> dict[str, Any]:
+    """The one [[party]] of a TOML file (or its top-level table), as builtins."""
+    data = parse_registry_or_table(path)
+    if party_id is not None and data.get("id") not in (None, party_id):
+        raise CommandError(f"{path}: describes party {data.get('id')!r}, not {party_id!r}")
+    return data
+
+
+def parse_registry_or_table(path: Path) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CommandError(f"{path}: cannot read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CommandError(f"{path}: not valid TOML: {e}") from None
+    parties = raw.get("party")
+    if isinstance(parties, list):
+        if len(parties) != 1 or not isinstance(parties[0], dict):
+            raise CommandError(f"{path}: expected exactly one [[party]]")
+        return dict(parties[0])
+    return dict(raw)
+
+
+# --- the commands --------------------------------------------------------------------------
+
+
+def _registry_path(args: argparse.Namespace) -> Path:
+    path: Path | None = args.registry or (
+        Path(os.environ["JPKI_VA_REGISTRY"]) if os.environ.get("JPKI_VA_REGISTRY") else None
+    )
+    if path is None:
+        raise CommandError("--registry is required (or set JPKI_VA_REGISTRY)")
+    return path
+
+
+def _report(outcome: Outcome, path: Path, what: str) -> None:
+    if outcome.changed:
+        print(f"{path}: {what}: {', '.join(outcome.changed)}")
+    else:
+        print(f"{path}: no change")
+    for w in outcome.registry.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    path = _registry_path(args)
+    tokens: list[tuple[str, str]] = []
+
+    def mutate(data: RegistryFile) -> RegistryFile:
+        nonlocal tokens
+        existing = data.find(args.id)
+        if isinstance(existing, PartyEntry):
+            raise CommandError(f"party {args.id!r} is already registered (use `registry update`)")
+        base = _party_from_file(args.from_file, args.id) if args.from_file else {}
+        d, tokens = _apply_flags(base, args, registry=path, new=True)
+        entry = _to_entry(d, str(path))
+        if existing is not None:  # a legacy entry: replaced in place by its full form
+            data.parties[data.parties.index(existing)] = entry
+        else:
+            data.parties.append(entry)
+        return data
+
+    outcome = change(
+        path, mutate, action="add", actor=args.actor, audit=args.audit, must_exist=False
+    )
+    _report(outcome, path, "added")
+    _print_tokens(args.id, tokens)
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    path = _registry_path(args)
+    tokens: list[tuple[str, str]] = []
+
+    def mutate(data: RegistryFile) -> RegistryFile:
+        nonlocal tokens
+        existing = _existing(data, args.id)
+        base = (
+            _party_from_file(args.from_file, args.id)
+            if args.from_file
+            else entry_to_builtins(existing)
+        )
+        d, tokens = _apply_flags(base, args, registry=path, new=False)
+        data.parties[data.parties.index(existing)] = _to_entry(d, str(path))
+        return data
+
+    outcome = change(path, mutate, action="update", actor=args.actor, audit=args.audit)
+    _report(outcome, path, "updated")
+    _print_tokens(args.id, tokens)
+    return 0
+
+
+def _print_tokens(pid: str, tokens: list[tuple[str, str]]) -> None:
+    for label, token in tokens:
+        print(f"{pid}: new bearer token {label!r} (shown once; only its SHA-256 is stored):")
+        print(token)
+
+
+def _existing(data: RegistryFile, pid: str) -> PartyEntry:
+    entry = data.find(pid)
+    if entry is None:
+        raise CommandError(f"no party {pid!r}")
+    if isinstance(entry, LegacyPartyEntry):
+        raise CommandError(
+            f"party {pid!r} is in the legacy format (no notification or agreement): register it in full with `registry add --id {pid} ...` first"
+        )
+    return entry
+
+
+def _replace_entry(data: RegistryFile, old: PartyEntry, new: PartyEntry) -> RegistryFile:
+    data.parties[data.parties.index(old)] = new
+    return data
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    path = _registry_path(args)
+
+    def mutate(data: RegistryFile) -> RegistryFile:
+        e = _existing(data, args.id)
+        if e.ended is not None:
+            raise CommandError(f"party {args.id!r} has ended")
+        d = entry_to_builtins(e)
+        susp: dict[str, Any] = {
+            "article": args.article,
+            "since": args.since or _now_jst(time.time()),
+            "reason": args.reason,
+        }
+        if args.carry_over:
+            susp["carry_over"] = True
+        d["suspension"] = [*d.get("suspension", []), susp]
+        return _replace_entry(data, e, _to_entry(d, str(path)))
+
+    _report(
+        change(path, mutate, action="suspend", actor=args.actor, audit=args.audit),
+        path,
+        "suspended",
+    )
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    path = _registry_path(args)
+
+    def mutate(data: RegistryFile) -> RegistryFile:
+        e = _existing(data, args.id)
+        at = args.at or _now_jst(time.time())
+        d = entry_to_builtins(e)
+        hits = 0
+        kept: list[dict[str, Any]] = []
+        for s in d.get("suspension", []):
+            in_force = s.get("until") is None or s["until"] > at
+            if in_force and args.article in (None, s["article"]):
+                hits += 1
+                if s["since"] >= at:  # not begun yet: cancelled (the audit keeps it)
+                    continue
+                s["until"] = at
+            kept.append(s)
+        d["suspension"] = kept
+        if not hits:
+            raise CommandError(
+                f"party {args.id!r}: no suspension in force{' under ' + args.article if args.article else ''}"
+            )
+        return _replace_entry(data, e, _to_entry(d, str(path)))
+
+    _report(
+        change(path, mutate, action="resume", actor=args.actor, audit=args.audit), path, "resumed"
+    )
+    return 0
+
+
+def cmd_end(args: argparse.Namespace) -> int:
+    path = _registry_path(args)
+
+    def mutate(data: RegistryFile) -> RegistryFile:
+        e = _existing(data, args.id)
+        if e.ended is not None:
+            raise CommandError(f"party {args.id!r} has already ended")
+        d = entry_to_builtins(e)
+        d["ended"] = {"at": args.at or _now_jst(time.time()), "reason": args.reason}
+        if args.article:
+            d["ended"]["article"] = args.article
+        return _replace_entry(data, e, _to_entry(d, str(path)))
+
+    _report(change(path, mutate, action="end", actor=args.actor, audit=args.audit), path, "ended")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    path = _registry_path(args)
+    src: Path = args.from_file
+    try:
+        incoming = parse_registry(src.read_text(encoding="utf-8"), source=str(src))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CommandError(f"{src}: cannot read: {e}") from None
+    except RegistryError as e:
+        raise CommandError(f"refused, {path} unchanged:\n{e}") from None
+    moved = [_rebase(p, src.parent, path) for p in incoming.parties]
+
+    def mutate(data: RegistryFile) -> RegistryFile:
+        for p in moved:
+            old = data.find(p.id)
+            if old is None:
+                data.parties.append(p)
+            elif args.replace:
+                data.parties[data.parties.index(old)] = p
+            else:
+                raise CommandError(f"party {p.id!r} is already registered (use --replace)")
+        return data
+
+    _report(
+        change(path, mutate, action="import", actor=args.actor, audit=args.audit, must_exist=False),
+        path,
+        "imported",
+    )
+    return 0
+
+
+def _rebase(entry: AnyEntry, src_dir: Path, registry: Path) -> AnyEntry:
+    """Certificate paths of an imported entry, made relative to the registry's directory."""
+    if isinstance(entry, LegacyPartyEntry):
+        return msgspec.structs.replace(
+            entry, certs=[_cert_ref(src_dir / c, registry) for c in entry.certs]
+        )
+    creds = [
+        msgspec.structs.replace(c, cert=_cert_ref(src_dir / c.cert, registry))
+        if isinstance(c, MtlsCredential | SignedRequestCredential)
+        else c
+        for c in entry.credential
+    ]
+    return msgspec.structs.replace(entry, credential=creds)
+
+
+def _load(args: argparse.Namespace) -> tuple[Path, Registry]:
+    path = _registry_path(args)
+    try:
+        return path, Registry.load(path)
+    except RegistryError as e:
+        raise CommandError(str(e)) from None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    _, reg = _load(args)
+    entry = reg.file.find(args.id)
+    party = reg.parties.get(args.id)
+    if entry is None or party is None:
+        raise CommandError(f"no party {args.id!r}")
+    now = time.time()
+    if args.format == "json":
+        out = {"state": _state(party, now), "entry": msgspec.to_builtins(entry)}
+        print(msgspec.json.format(msgspec.json.encode(out)).decode())
+    else:
+        print(f"# state now: {_state(party, now)}")
+        print(dump_registry(RegistryFile(parties=[entry])).split("\n", 2)[2].strip("\n"))
+    return 0
+
+
+def _state(party: Party, now: float) -> str:
+    state: str = party.state(now).value
+    articles = sorted({s.article for s in party.suspensions if s.since <= now < s.until})
+    return f"{state} ({', '.join(articles)})" if articles else state
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    _, reg = _load(args)
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for p in reg.parties.values():
+        valid = sum(c.valid_at(now) for c in p.credentials)
+        rows.append(
+            {
+                "id": p.id,
+                "state": _state(p, now),
+                "titles": sorted(t.value for t in p.titles),
+                "services": sorted(s.value for s in p.grants),
+                "credentials_valid": valid,
+                "credentials": len(p.credentials),
+                "legacy": p.legacy,
+            }
+        )
+    if args.format == "json":
+        print(msgspec.json.format(msgspec.json.encode(rows)).decode())
+    else:
+        for r in rows:
+            legacy = "  (legacy entry)" if r["legacy"] else ""
+            print(
+                f"{r['id']:<24} {r['state']:<28} {'+'.join(r['titles']):<44} "
+                f"services {len(r['services'])}, credentials {r['credentials_valid']}/{r['credentials']} valid{legacy}"
+            )
+    for w in reg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path, reg = _load(args)
+    for w in reg.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{path}: {len(reg.parties)} parties, valid")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _, reg = _load(args)
+    if args.format == "json":
+        data = (
+            msgspec.json.format(
+                msgspec.json.encode([msgspec.to_builtins(p) for p in reg.file.parties])
+            )
+            + b"\n"
+        )
+    else:
+        data = dump_registry(reg.file, header=HEADER).encode()
+    if args.out is None:
+        sys.stdout.write(data.decode())
+    else:
+        write_atomic(args.out, data)
+        print(f"{args.out}: {len(reg.parties)} parties", file=sys.stderr)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from crlbuilder.manifest import ManifestError, load_manifest
+
+    try:
+        manifest = load_manifest(args.pki)
+    except ManifestError as e:
+        raise CommandError(str(e)) from None
+    out: Path = args.out
+    if out.exists() and not args.force:
+        raise CommandError(f"{out} exists (use --force to replace it)")
+    text = registry_from_manifest(manifest, out)
+
+    def mutate(_: RegistryFile) -> RegistryFile:
+        return parse_registry(text, source=str(out))
+
+    change(
+        out,
+        mutate,
+        action="init",
+        actor=args.actor,
+        audit=args.audit,
+        must_exist=False,
+        check_current=False,
+    )
+    print(f"{out}: {len(manifest.parties)} parties")
+    return 0
+
+
+def cmd_verify_audit(args: argparse.Namespace) -> int:
+    registry: Path | None = args.registry
+    audit: Path | None = args.audit or (audit_path_for(registry) if registry else None)
+    if audit is None:
+        raise CommandError("give --audit or --registry")
+    report = verify_audit(audit, registry)
+    for p in report.problems:
+        print(p, file=sys.stderr)
+    state = "BROKEN" if report.problems else "intact"
+    print(f"{audit}: {report.records} records, chain {state}, head {report.head}")
+    return 1 if report.problems else 0
+
+
+# --- the parser ---------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, *, writes: bool) -> None:
+    p.add_argument("--registry", type=Path, help="registry TOML file (env JPKI_VA_REGISTRY)")
+    if writes:
+        p.add_argument(
+            "--audit", type=Path, help="audit log (default: beside the registry, .audit.jsonl)"
+        )
+        p.add_argument(
+            "--actor", default=_os_user(), help="who makes the change (default: the OS user)"
+        )
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
+    p.add_argument("--id", required=True, help="party id ([a-z0-9-])")
+    p.add_argument(
+        "--from",
+        dest="from_file",
+        type=Path,
+        help="TOML with the party's [[party]] table, as the starting point",
+    )
+    p.add_argument("--name", help="氏名又は名称 (Ord §30(1))")
+    g = p.add_argument_group("notification (届出, Ord §30, §32, §61)")
+    g.add_argument("--address", help="住所")
+    g.add_argument("--representative", help="代表者の氏名 (a corporation; required for a group)")
+    g.add_argument("--office", help="提供を受ける事務所の所在地")
+    g.add_argument("--start", type=_date, help="提供を開始する日 (YYYY-MM-DD, Japan date)")
+    g.add_argument("--notified", type=_date, help="the day the notification was received")
+    g = p.add_argument_group("titles")
+    g.add_argument(
+        "--title",
+        action="append",
+        choices=[t.value for t in Title],
+        help="a title (repeat for several)" + ("; replaces the titles" if update else ""),
+    )
+    g.add_argument(
+        "--category", type=int, help="Act §17(1) item 1..6 (signature-verifier, user-verifier)"
+    )
+    g.add_argument(
+        "--certified-until",
+        type=_date,
+        help="categories 5, 6: last day of the certification (Act §17(2))",
+    )
+    g.add_argument(
+        "--group-kind", type=int, help="group-signature-verifier: Act §17(5) item 1 or 2"
+    )
+    g.add_argument(
+        "--members",
+        action="append",
+        help="group: member party ids, comma separated (署名確認者の範囲)",
+    )
+    g.add_argument("--member-prefix", help="group: every party id with this prefix is a member")
+    g.add_argument("--group", help="signature-confirmer: its group's party id")
+    g.add_argument(
+        "--approved", type=_date, help="specified-user-verifier: day of the approval (Act §38-2)"
+    )
+    g.add_argument("--approval", help="specified-user-verifier: reference of the approval")
+    g = p.add_argument_group(
+        "agreement (取決め, Ord §31, §33, §62); defaults: all the titles allow"
+    )
+    g.add_argument("--service", action="append", choices=[s.value for s in Service])
+    g.add_argument("--family", action="append", choices=[f.value for f in Family])
+    g.add_argument("--method", action="append", choices=[m.value for m in Method])
+    g.add_argument(
+        "--crl-cycle", type=int, help="seconds: at most one CRL download per period (0: none)"
+    )
+    g.add_argument("--quota-per-second", type=int, help="requests per second (0: no quota)")
+    g.add_argument("--quota-per-day", type=int, help="requests per day (0: no quota)")
+    g.add_argument("--liability", help="損害賠償に関する事項 (Ord §31(3))")
+    g.add_argument("--member-answer", help="group: how it answers its members (Ord §33(4))")
+    g.add_argument("--concluded", type=_date, help="day the agreement was concluded")
+    g = p.add_argument_group("credentials")
+    g.add_argument(
+        "--new-token",
+        action="count",
+        default=0,
+        help="add a fresh random bearer token, printed once",
+    )
+    g.add_argument(
+        "--token-sha256", action="append", help="add a bearer token known by its SHA-256 (hex)"
+    )
+    g.add_argument("--mtls-cert", action="append", type=Path, help="add a TLS client certificate")
+    g.add_argument(
+        "--signed-request-cert",
+        action="append",
+        type=Path,
+        help="add a certificate for signed OCSP requests",
+    )
+    g.add_argument("--label", help="label of the one credential this command adds")
+    g.add_argument("--not-before", type=_instant, help="start of the added credentials' window")
+    g.add_argument("--not-after", type=_instant, help="end of the added credentials' window")
+    if update:
+        g.add_argument("--remove-credential", action="append", metavar="LABEL")
+        g.add_argument(
+            "--expire-credential",
+            action="append",
+            metavar="LABEL",
+            help="end its window at --at (default now): rotation",
+        )
+        g.add_argument("--at", type=_instant, help="when --expire-credential takes effect")
+    else:
+        p.set_defaults(remove_credential=None, expire_credential=None, at=None)
+
+
+def _guarded(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``cmd`` with CommandError printed and turned into exit code 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return cmd(args)
+        except CommandError as e:
+            print(f"responder registry {args.registry_command}: error: {e}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``registry`` and its actions to ``responder``'s top-level subparsers."""
+    r: argparse.ArgumentParser = subparsers.add_parser(
+        "registry",
+        help="the registry of parties: notification, agreement, credentials, state",
+        description="Every change is checked in full, audited (hash-chained JSON lines) and "
+        "written atomically; running workers pick it up within a second.",
+    )
+    sub = r.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser("init", help="write a registry of a demo PKI's parties")
+    p.add_argument("--pki", type=Path, required=True, help="PKI directory (pki.json)")
+    p.add_argument("--out", type=Path, required=True, help="registry TOML to write")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument("--audit", type=Path, help="audit log (default: beside the registry)")
+    p.add_argument("--actor", default=_os_user(), help="who (default: the OS user)")
+    p.set_defaults(func=_guarded(cmd_init))
+
+    p = sub.add_parser("add", help="register a party (notification and agreement)")
+    _common(p, writes=True)
+    _party_flags(p, update=False)
+    p.set_defaults(func=_guarded(cmd_add))
+
+    p = sub.add_parser("update", help="change a party; add, expire or remove credentials")
+    _common(p, writes=True)
+    _party_flags(p, update=True)
+    p.set_defaults(func=_guarded(cmd_update))
+
+    p = sub.add_parser("suspend", help="stop provision (提供の停止, Act §18(6),(7), §37(4))")
+    _common(p, writes=True)
+    p.add_argument("--id", required=True)
+    p.add_argument("--article", required=True, help="e.g. 'Act §18(6)(1)', 'Act §37(4)(3)'")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--since", type=_instant, help="default: now")
+    p.add_argument(
+        "--carry-over",
+        action="store_true",
+        help="also stop the other title's services (Act §18(6)(6), §37(4)(6))",
+    )
+    p.set_defaults(func=_guarded(cmd_suspend))
+
+    p = sub.add_parser("resume", help="end the suspensions in force")
+    _common(p, writes=True)
+    p.add_argument("--id", required=True)
+    p.add_argument("--article", help="only the suspension under this article")
+    p.add_argument("--at", type=_instant, help="default: now")
+    p.set_defaults(func=_guarded(cmd_resume))
+
+    p = sub.add_parser("end", help="end provision to a party (final)")
+    _common(p, writes=True)
+    p.add_argument("--id", required=True)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--article", help="e.g. 'Act §17(3)' (certification revoked)")
+    p.add_argument("--at", type=_instant, help="default: now")
+    p.set_defaults(func=_guarded(cmd_end))
+
+    p = sub.add_parser("import", help="add the parties of another registry file")
+    _common(p, writes=True)
+    p.add_argument("--from", dest="from_file", type=Path, required=True)
+    p.add_argument("--replace", action="store_true", help="replace parties with the same id")
+    p.set_defaults(func=_guarded(cmd_import))
+
+    p = sub.add_parser("export", help="the registry in normalized form")
+    _common(p, writes=False)
+    p.add_argument("--out", type=Path, help="file to write (mode 0600; default stdout)")
+    p.add_argument("--format", choices=("toml", "json"), default="toml")
+    p.set_defaults(func=_guarded(cmd_export))
+
+    p = sub.add_parser("show", help="one party and its state now")
+    _common(p, writes=False)
+    p.add_argument("--id", required=True)
+    p.add_argument("--format", choices=("toml", "json"), default="toml")
+    p.set_defaults(func=_guarded(cmd_show))
+
+    p = sub.add_parser("list", help="every party, its state and credentials")
+    _common(p, writes=False)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=_guarded(cmd_list))
+
+    p = sub.add_parser("check", help="validate the registry, print warnings")
+    _common(p, writes=False)
+    p.set_defaults(func=_guarded(cmd_check))
+
+    p = sub.add_parser("verify-audit", help="check the audit log's hash chain and the registry")
+    p.add_argument("--registry", type=Path, help="also check this registry is the last audited")
+    p.add_argument("--audit", type=Path, help="audit log (default: beside --registry)")
+    p.set_defaults(func=_guarded(cmd_verify_audit))
+    return r
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``responder registry ...`` on its own (what `responder.cli` wires in)."""
+    parser = argparse.ArgumentParser(prog="responder")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_cli(sub)
+    args = parser.parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

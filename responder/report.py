@@ -1,0 +1,630 @@
+"""The yearly report (報告書, Act §41, Ord §72): the ledger's counts for one year, published.
+
+Ord §72(1) says what the report holds, for every kind of provision
+(署名用電子証明書失効情報等, 対応証明書の発行の番号, 利用者証明用電子証明書失効情報等):
+the recipient (提供先), the year-month of provision (提供を行った年月), how many
+(件数) and by which method (提供の方法). Ord §72(2) has it kept at the 機構's
+office and on the Internet for five years. This module owns turning a
+`responder.ledger.Ledger` into a `Report` (`build_report`) and the three
+renderings: `to_json`, `to_csv` and `to_html` (a self-contained page: Japanese
+headings with English, a chart of monthly volumes per kind as inline SVG, no
+JavaScript and no external assets, so it renders offline). It also owns
+``responder report`` (`add_cli`) and the helpers the app uses to serve
+``/reports/YYYY`` (`parse_report_path`, `render_year`).
+
+The report only ever sees counts keyed by party id, kind, method and month:
+no personal data and no serial numbers can reach it. Party names come from the
+registry and are escaped wherever they are written (HTML, SVG, CSV formulas).
+Certificates issued (発行件数, an item of the 帳簿, Ord §71(1)) are added when the
+caller passes them, computed by `responder.ledger.issuance_counts` (a full scan
+of the status store: about two seconds per million certificates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import io
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Final, Literal
+
+import msgspec
+
+from crlbuilder.model import Family
+from responder.ledger import Ledger, LedgerError, Method, Service, issuance_counts
+from responder.registry import RegistryError, parse_registry
+
+__all__ = [
+    "CONTENT_TYPES",
+    "Format",
+    "ProvisionLine",
+    "RecipientReport",
+    "Report",
+    "add_cli",
+    "build_report",
+    "load_registry_names",
+    "parse_report_path",
+    "render",
+    "render_year",
+    "to_csv",
+    "to_html",
+    "to_json",
+]
+
+Format = Literal["html", "csv", "json"]
+CONTENT_TYPES: Final[dict[str, bytes]] = {
+    "html": b"text/html; charset=utf-8",
+    "csv": b"text/csv; charset=utf-8; header=present",
+    "json": b"application/json",
+}
+
+FAMILY_JA: Final[dict[str, str]] = {
+    Family.SIGN_CARD.value: "個人番号カード用署名用電子証明書",
+    Family.SIGN_MOBILE.value: "移動端末設備用署名用電子証明書",
+    Family.AUTH_CARD.value: "個人番号カード用利用者証明用電子証明書",
+    Family.AUTH_MOBILE.value: "移動端末設備用利用者証明用電子証明書",
+}
+
+_COLOURS: Final[dict[Service, str]] = dict(
+    zip(
+        Service,
+        # Okabe-Ito: distinguishable with the common colour-vision deficiencies
+        (
+            "#0072B2",
+            "#E69F00",
+            "#009E73",
+            "#CC79A7",
+            "#56B4E9",
+            "#D55E00",
+            "#F0E442",
+            "#000000",
+            "#999999",
+        ),
+        strict=True,
+    )
+)
+
+
+class ProvisionLine(msgspec.Struct, frozen=True):
+    """Provisions of one kind, by one method, to one recipient in one month."""
+
+    month: str
+    """提供を行った年月, ``"YYYY-MM"`` (local, JST)."""
+    service: Service
+    """The kind of provision."""
+    method: Method
+    """提供の方法."""
+    count: int
+    """件数."""
+
+
+class RecipientReport(msgspec.Struct, frozen=True):
+    """One recipient (提供先) and what it received in the year."""
+
+    party: str
+    """The registry id."""
+    name: str
+    """The notified name (届出の名称) from the registry; the id when the registry lacks it."""
+    registered: bool
+    """False when the registry given to `build_report` does not list the party (any more)."""
+    lines: list[ProvisionLine]
+    total: int
+
+
+class Report(msgspec.Struct, frozen=True, kw_only=True):
+    """The report of one calendar year (local months January to December)."""
+
+    year: int
+    generated_at: datetime
+    recipients: list[RecipientReport]
+    """Sorted by party id; only parties that received something."""
+    monthly: dict[str, list[int]]
+    """Per kind of provision (service value) with any count in the year: 12 monthly totals."""
+    by_service_method: dict[str, dict[str, int]]
+    """Year totals: service value -> method value -> count."""
+    total: int
+    issuance: dict[str, dict[str, int]] | None = None
+    """発行件数 per family and month (``"YYYY-MM"``), when given."""
+
+
+def _months(year: int) -> list[str]:
+    return [f"{year:04d}-{m:02d}" for m in range(1, 13)]
+
+
+def build_report(
+    ledger: Ledger,
+    year: int,
+    *,
+    registry_names: dict[str, str],
+    issuance_counts: dict[str, dict[str, int]] | None,
+    generated_at: datetime | None = None,
+) -> Report:
+    """The report (報告書) of ``year`` from what ``ledger`` has collected.
+
+    ``registry_names`` maps party ids to their notified names (``{p.id: p.name
+    for p in registry.parties.values()}`` or `load_registry_names`).
+    ``issuance_counts`` is ``family -> "YYYY-MM" -> count`` for this year
+    (`responder.ledger.issuance_counts`), or None to leave 発行件数 out; a month
+    of another year or an unknown family raises `ValueError`.
+    """
+    months = _months(year)
+    totals = ledger.totals(
+        date(year, 1, 1), date(year, 12, 31), by=("party", "month", "service", "method")
+    )
+    lines: dict[str, list[ProvisionLine]] = {}
+    monthly: dict[str, list[int]] = {}
+    by_sm: dict[str, dict[str, int]] = {}
+    for (party, month, service, method), count in totals.items():
+        line = ProvisionLine(month, Service(service), Method(method), count)
+        lines.setdefault(party, []).append(line)
+        monthly.setdefault(service, [0] * 12)[months.index(month)] += count
+        sm = by_sm.setdefault(service, {})
+        sm[method] = sm.get(method, 0) + count
+    recipients = [
+        RecipientReport(
+            party=party,
+            name=registry_names.get(party, party),
+            registered=party in registry_names,
+            lines=sorted(ls, key=lambda x: (x.month, _order(x.service), x.method.value)),
+            total=sum(x.count for x in ls),
+        )
+        for party, ls in sorted(lines.items())
+    ]
+    issuance = None
+    if issuance_counts is not None:
+        issuance = {}
+        for family, per_month in issuance_counts.items():
+            if family not in FAMILY_JA:
+                raise ValueError(f"issuance counts: unknown family {family!r}")
+            for m in per_month:
+                if m not in months:
+                    raise ValueError(f"issuance counts: month {m!r} is not in {year}")
+            issuance[family] = dict(sorted(per_month.items()))
+    return Report(
+        year=year,
+        generated_at=generated_at or datetime.now(UTC).replace(microsecond=0),
+        recipients=recipients,
+        monthly={s.value: monthly[s.value] for s in Service if s.value in monthly},
+        by_service_method={
+            s.value: dict(sorted(by_sm[s.value].items())) for s in Service if s.value in by_sm
+        },
+        total=sum(r.total for r in recipients),
+        issuance=issuance,
+    )
+
+
+def _order(s: Service) -> int:
+    return list(Service).index(s)
+
+
+# --- JSON ------------------------------------------------------------------------------
+
+
+def to_json(report: Report) -> bytes:
+    """The report as JSON: the `Report` fields plus a legend of kinds, methods and families."""
+    return msgspec.json.encode(
+        {
+            "title": "報告書 / Annual report (Act §41, Ord §72)",
+            **msgspec.structs.asdict(report),
+            "legend": {
+                "services": {s.value: {"ja": s.ja, "article": s.article} for s in Service},
+                "methods": {m.value: {"ja": m.ja} for m in Method},
+                "families": FAMILY_JA,
+            },
+        }
+    )
+
+
+# --- CSV -------------------------------------------------------------------------------
+
+CSV_COLUMNS: Final = (
+    "kind",
+    "recipient",
+    "recipient_name",
+    "month",
+    "item",
+    "item_ja",
+    "method",
+    "count",
+)
+"""``kind`` is ``provision`` (item: the service) or ``issuance`` (item: the family)."""
+
+
+def _cell(value: str) -> str:
+    """A text cell a spreadsheet will not run as a formula (OWASP CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def to_csv(report: Report) -> str:
+    """The report as CSV (RFC 4180, CRLF), one row per recipient × month × kind × method."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow(CSV_COLUMNS)
+    for r in report.recipients:
+        for x in r.lines:
+            w.writerow(
+                [
+                    "provision",
+                    r.party,
+                    _cell(r.name),
+                    x.month,
+                    x.service.value,
+                    x.service.ja,
+                    x.method.value,
+                    x.count,
+                ]
+            )
+    for family, per_month in (report.issuance or {}).items():
+        for month, count in per_month.items():
+            w.writerow(["issuance", "", "", month, family, FAMILY_JA[family], "", count])
+    return out.getvalue()
+
+
+# --- HTML ------------------------------------------------------------------------------
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+_CSS: Final = """
+body { font-family: "Noto Sans CJK JP", "Hiragino Sans", "Yu Gothic", sans-serif;
+       margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; background: #fff; }
+h1 { border-bottom: 3px solid #0072B2; padding-bottom: .3em; }
+h2 { margin-top: 2em; border-left: 6px solid #0072B2; padding-left: .5em; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; }
+th, td { border: 1px solid #bbb; padding: .25em .6em; }
+th { background: #eef3f8; text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+tr.sum td { font-weight: bold; background: #f6f6f6; }
+figure { margin: 0; }
+svg { max-width: 100%; height: auto; }
+.note { color: #555; font-size: .9em; }
+"""
+
+
+def to_html(report: Report) -> str:
+    """The report as one self-contained HTML page (also well-formed XML)."""
+    y = report.year
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="ja">',
+        "<head>",
+        '<meta charset="utf-8"/>',
+        '<meta name="viewport" content="width=device-width, initial-scale=1"/>',
+        f"<title>報告書 / Annual report {y}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>報告書 / Annual report: {y}年 / {y}</h1>",
+        '<p class="note">署名用電子証明書失効情報等、対応証明書の発行の番号及び'
+        "利用者証明用電子証明書失効情報等の提供の状況 / Provision of revocation information "
+        "and corresponding serial numbers: 法第41条、施行規則第72条 (Act §41, Ord §72).</p>",
+        "<h2>概要 / Summary</h2>",
+        "<table>",
+        f"<tr><th>対象期間 / Period</th><td>{y}年1月 - {y}年12月 (JST)</td></tr>",
+        f'<tr><th>提供先の数 / Recipients</th><td class="n">{_n(len(report.recipients))}</td></tr>',
+        f'<tr><th>件数の合計 / Total provisions</th><td class="n">{_n(report.total)}</td></tr>',
+        "</table>",
+        "<h2>月別・提供の種類別の件数 / Monthly provisions by kind</h2>",
+        "<figure>",
+        _svg_chart(report),
+        f'<figcaption class="note">{y}年の月別件数 / Provisions per month in {y}, '
+        "per kind of provision.</figcaption>",
+        "</figure>",
+        "<h2>提供の種類別・方法別の件数 / Provisions by kind and method</h2>",
+        _totals_table(report),
+        "<h2>提供先別の提供状況 / Provisions per recipient</h2>",
+    ]
+    if not report.recipients:
+        parts.append("<p>提供なし / No provisions in this year.</p>")
+    for r in report.recipients:
+        parts.append(_recipient_table(r))
+    if report.issuance is not None:
+        parts += ["<h2>発行件数 / Certificates issued (Ord §71(1))</h2>", _issuance_table(report)]
+    parts += [
+        '<p class="note">この報告書は件数のみを記載し、個人情報及び発行の番号を含みません。 / '
+        "This report holds counts only: no personal data and no serial numbers.<br/>"
+        f"作成日時 / Generated: {_e(report.generated_at.isoformat())}</p>",
+        "</body>",
+        "</html>",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def _kind_cell(s: Service) -> str:
+    return f"{_e(s.ja)}<br/><small>{_e(s.value)} ({_e(s.article)})</small>"
+
+
+def _method_cell(m: Method) -> str:
+    return f"{_e(m.ja)} <small>({_e(m.value)})</small>"
+
+
+def _totals_table(report: Report) -> str:
+    rows = [
+        "<table>",
+        "<tr><th>提供の種類 / Kind of provision</th><th>提供の方法 / Method</th>"
+        "<th>件数 / Count</th></tr>",
+    ]
+    for svc, per_method in report.by_service_method.items():
+        for method, count in per_method.items():
+            rows.append(
+                f"<tr><td>{_kind_cell(Service(svc))}</td><td>{_method_cell(Method(method))}</td>"
+                f'<td class="n">{_n(count)}</td></tr>'
+            )
+    rows.append(
+        f'<tr class="sum"><td colspan="2">合計 / Total</td><td class="n">{_n(report.total)}</td></tr>'
+    )
+    rows.append("</table>")
+    return "\n".join(rows)
+
+
+def _recipient_table(r: RecipientReport) -> str:
+    note = "" if r.registered else " <small>(登録簿にない / not in the registry)</small>"
+    rows = [
+        f'<h3 id="party-{_e(r.party)}">提供先 / Recipient: {_e(r.name)} '
+        f"<small>({_e(r.party)})</small>{note}</h3>",
+        "<table>",
+        "<tr><th>提供を行った年月 / Month</th><th>提供の種類 / Kind of provision</th>"
+        "<th>提供の方法 / Method</th><th>件数 / Count</th></tr>",
+    ]
+    for x in r.lines:
+        rows.append(
+            f"<tr><td>{_e(x.month)}</td><td>{_kind_cell(x.service)}</td>"
+            f'<td>{_method_cell(x.method)}</td><td class="n">{_n(x.count)}</td></tr>'
+        )
+    rows.append(
+        f'<tr class="sum"><td colspan="3">合計 / Total</td><td class="n">{_n(r.total)}</td></tr>'
+    )
+    rows.append("</table>")
+    return "\n".join(rows)
+
+
+def _issuance_table(report: Report) -> str:
+    months = _months(report.year)
+    issuance = report.issuance or {}
+    head = "".join(f"<th>{int(m[5:])}月</th>" for m in months)
+    rows = [
+        "<table>",
+        f"<tr><th>種類 / Family</th>{head}<th>合計 / Total</th></tr>",
+    ]
+    for family, per_month in issuance.items():
+        cells = "".join(f'<td class="n">{_n(per_month.get(m, 0))}</td>' for m in months)
+        rows.append(
+            f"<tr><td>{_e(FAMILY_JA[family])}<br/><small>{_e(family)}</small></td>{cells}"
+            f'<td class="n">{_n(sum(per_month.values()))}</td></tr>'
+        )
+    rows.append("</table>")
+    return "\n".join(rows)
+
+
+def _nice_ceiling(value: int) -> tuple[int, int]:
+    """(top of the axis, step) for a maximum ``value``: 5 or so steps of 1, 2 or 5 × 10^k."""
+    raw = max(1.0, value / 5)
+    exp = 10 ** math.floor(math.log10(raw))
+    step = next(m * exp for m in (1, 2, 5, 10) if m * exp >= raw)
+    step = max(1, int(step))
+    return step * math.ceil(max(value, 1) / step), step
+
+
+def _svg_chart(report: Report) -> str:
+    """A grouped bar chart: one bar per month per kind with provisions (height 0 for none)."""
+    width, left, right, top, plot_h = 1000, 80, 20, 20, 260
+    services = [Service(s) for s in report.monthly]
+    legend_rows = math.ceil(len(services) / 3)
+    height = top + plot_h + 40 + 22 * legend_rows + 10
+    plot_w = width - left - right
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-labelledby="chart-title" '
+        'font-family="sans-serif" font-size="12">',
+        f'<title id="chart-title">月別提供件数 / Monthly provisions {report.year}</title>',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+    ]
+    peak = max((v for vals in report.monthly.values() for v in vals), default=0)
+    axis_top, step = _nice_ceiling(peak)
+    base = top + plot_h
+    for tick in range(0, axis_top + 1, step):
+        ty = base - plot_h * tick / axis_top
+        out.append(
+            f'<line x1="{left}" y1="{ty:.1f}" x2="{width - right}" y2="{ty:.1f}" '
+            'stroke="#dddddd" stroke-width="1"/>'
+        )
+        out.append(
+            f'<text x="{left - 6}" y="{ty + 4:.1f}" text-anchor="end" fill="#333333">'
+            f"{_n(tick)}</text>"
+        )
+    group = plot_w / 12
+    bar_w = group * 0.8 / max(1, len(services))
+    for mi, month in enumerate(_months(report.year)):
+        gx = left + mi * group
+        out.append(
+            f'<text x="{gx + group / 2:.1f}" y="{base + 18}" text-anchor="middle" '
+            f'fill="#333333">{mi + 1}月</text>'
+        )
+        for si, svc in enumerate(services):
+            value = report.monthly[svc.value][mi]
+            h = plot_h * value / axis_top
+            out.append(
+                f'<rect class="bar" data-service="{_e(svc.value)}" data-month="{month}" '
+                f'data-count="{value}" x="{gx + group * 0.1 + si * bar_w:.1f}" '
+                f'y="{base - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                f'fill="{_COLOURS[svc]}"><title>{month} {_e(svc.ja)} ({_e(svc.value)}): '
+                f"{_n(value)}</title></rect>"
+            )
+    out.append(f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" stroke="#333333"/>')
+    if not services:
+        out.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}" '
+            'text-anchor="middle" fill="#666666">提供なし / No provisions</text>'
+        )
+    for i, svc in enumerate(services):
+        lx = left + (i % 3) * (plot_w / 3)
+        ly = base + 40 + (i // 3) * 22
+        out.append(
+            f'<rect class="legend" x="{lx:.1f}" y="{ly - 10}" width="12" height="12" '
+            f'fill="{_COLOURS[svc]}"/>'
+            f'<text x="{lx + 18:.1f}" y="{ly}" fill="#333333">{_e(svc.ja)} '
+            f"({_e(svc.value)})</text>"
+        )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+# --- serving and the command line --------------------------------------------------------
+
+
+def render(report: Report, fmt: Format) -> tuple[bytes, bytes]:
+    """(body, Content-Type) of ``report`` in ``fmt``."""
+    if fmt == "json":
+        body = to_json(report)
+    elif fmt == "csv":
+        body = to_csv(report).encode("utf-8")
+    elif fmt == "html":
+        body = to_html(report).encode("utf-8")
+    else:
+        raise ValueError(f"unknown report format {fmt!r}")
+    return body, CONTENT_TYPES[fmt]
+
+
+_PATH_RE: Final = re.compile(rb"^/reports/(\d{4})(?:\.(html|csv|json))?$")
+
+
+def parse_report_path(path: bytes) -> tuple[int, Format] | None:
+    """``/reports/2025`` (HTML), ``/reports/2025.csv`` or ``.json`` -> (year, format); else None."""
+    m = _PATH_RE.match(path)
+    if m is None:
+        return None
+    fmt: Format = "html"
+    if m.group(2) == b"csv":
+        fmt = "csv"
+    elif m.group(2) == b"json":
+        fmt = "json"
+    return int(m.group(1)), fmt
+
+
+def render_year(
+    ledger: Ledger,
+    year: int,
+    fmt: Format,
+    *,
+    registry_names: dict[str, str],
+    issuance_counts: dict[str, dict[str, int]] | None = None,
+) -> tuple[bytes, bytes]:
+    """What the app answers for ``/reports/YYYY[.fmt]``: (body, Content-Type).
+
+    Reads what the ledger has collected (the master collects; open the ledger
+    with ``Ledger.open(dir, readonly=True)`` in a worker). It queries sqlite:
+    run it in the app's executor, not on the event loop.
+    """
+    report = build_report(
+        ledger, year, registry_names=registry_names, issuance_counts=issuance_counts
+    )
+    return render(report, fmt)
+
+
+def load_registry_names(path: Path) -> dict[str, str]:
+    """Party id -> notified name (氏名又は名称) from a registry TOML; certificates are not read.
+
+    With a loaded `responder.registry.Registry`, the same is
+    ``{p.id: p.name for p in registry.parties.values()}``.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RegistryError(f"{path}: cannot read the registry: {e.strerror}") from None
+    return {p.id: p.name for p in parse_registry(text, source=str(path)).parties}
+
+
+def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``report`` on the ``responder`` command's subparsers."""
+    p = subparsers.add_parser(
+        "report",
+        help="the yearly report (報告書, Act §41): provisions per recipient and month",
+        description="Collects the workers' ledger files into the durable ledger, then writes "
+        "the report of one year. Exit 0 done, 1 some worker files were refused (nothing "
+        "written unless --allow-refused), 2 bad usage, ledger or registry.",
+    )
+    p.add_argument("--year", type=int, required=True, help="calendar year (JST months)")
+    p.add_argument("--format", choices=("html", "csv", "json"), default="html")
+    p.add_argument("--ledger", type=Path, required=True, help="the ledger directory")
+    p.add_argument("--registry", type=Path, help="registry TOML: recipients' names")
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.add_argument(
+        "--store", type=Path, help="status store: add 発行件数 (a full scan of the store)"
+    )
+    p.add_argument("--no-collect", action="store_true", help="report what is collected, read-only")
+    p.add_argument(
+        "--allow-refused",
+        action="store_true",
+        help="write the report even when some worker files were refused",
+    )
+    p.set_defaults(func=_report_command)
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    err: Callable[[str], None] = lambda msg: print(f"responder report: {msg}", file=sys.stderr)  # noqa: E731
+    year: int = args.year
+    if not 2000 <= year <= 9999:
+        err(f"error: --year {year} is not a plausible year")
+        return 2
+    try:
+        names = load_registry_names(args.registry) if args.registry else {}
+        ledger = Ledger.open(args.ledger, readonly=args.no_collect)
+    except (LedgerError, RegistryError) as e:
+        err(f"error: {e}")
+        return 2
+    with ledger:
+        if not args.no_collect:
+            result = ledger.collect()
+            for refused in result.refused:
+                err(f"refused {refused.path}: {refused.reason}")
+            if result.refused and not args.allow_refused:
+                err("error: the report would miss the refused files' counts (see --allow-refused)")
+                return 1
+        issued = None
+        if args.store is not None:
+            from crlbuilder.store import Store
+            from crlbuilder.storeformat import StoreFormatError
+
+            try:
+                store = Store.open(args.store, readonly=True)
+            except StoreFormatError as e:
+                err(f"error: {e}")
+                return 2
+            try:
+                issued = issuance_counts(store, date(year, 1, 1), date(year, 12, 31))
+            except LedgerError as e:
+                err(f"error: {e}")
+                return 2
+            finally:
+                store.close()
+        report = build_report(ledger, year, registry_names=names, issuance_counts=issued)
+    body, _ = render(report, args.format)
+    if args.out is None:
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+        return 0
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # a public document
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(out)
+    err(f"{out}: {len(report.recipients)} recipients, {report.total} provisions in {year}")
+    return 0

@@ -1,0 +1,676 @@
+"""The registry file: its model, the checks that refuse bad input, credentials, reloading."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import tomllib
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crlbuilder.manifest import Manifest
+from crlbuilder.model import Family
+from responder.registry import (
+    JST,
+    AuthMethod,
+    LegacyPartyEntry,
+    PartyState,
+    Registry,
+    RegistryError,
+    Service,
+    Title,
+    dump_registry,
+    parse_registry,
+    registry_from_manifest,
+    toml_dumps,
+)
+
+NOW = datetime(2025, 6, 1, 12, tzinfo=UTC).timestamp()
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def verifier(pid: str, **over: Any) -> dict[str, Any]:
+    """A valid 署名検証者 + 利用者証明検証者 [[party]] with one token."""
+    t: dict[str, Any] = {
+        "id": pid,
+        "name": f"Verifier {pid}",
+        "notification": {
+            "address": "addr",
+            "representative": "rep",
+            "office": "office",
+            "start": date(2024, 4, 1),
+        },
+        "title": [
+            {"kind": "signature-verifier", "category": 4},
+            {"kind": "user-verifier", "category": 4},
+        ],
+        "agreement": {
+            "services": [
+                "sign-revocation-info",
+                "sign-crl-file",
+                "corresponding-serial",
+                "auth-revocation-info",
+            ],
+            "families": ["sign-card", "sign-mobile", "auth-card", "auth-mobile"],
+            "methods": ["ocsp", "crl-file", "json"],
+            "crl_cycle_seconds": 3600,
+            "requests_per_second": 100,
+            "liability": "as agreed",
+        },
+        "credential": [{"kind": "token", "label": "t1", "token_sha256": sha(f"token-{pid}")}],
+    }
+    t.update(over)
+    return t
+
+
+def group(pid: str = "grp", **over: Any) -> dict[str, Any]:
+    t = verifier(pid)
+    t["title"] = [
+        {
+            "kind": "group-signature-verifier",
+            "group_kind": 1,
+            "members": ["m-a"],
+            "member_prefix": "mx-",
+        }
+    ]
+    t["agreement"] = {
+        "services": ["sign-revocation-info", "sign-crl-file", "sign-record-info"],
+        "families": ["sign-card", "sign-mobile"],
+        "methods": ["ocsp", "crl-file", "json"],
+        "liability": "as agreed",
+        "member_answer": "OCSP relay",
+    }
+    t.update(over)
+    return t
+
+
+def member(pid: str, grp: str = "grp") -> dict[str, Any]:
+    return {
+        "id": pid,
+        "name": f"Member {pid}",
+        "title": [{"kind": "signature-confirmer", "group": grp}],
+        "credential": [{"kind": "token", "token_sha256": sha(f"token-{pid}")}],
+    }
+
+
+def text(*parties: dict[str, Any]) -> str:
+    return toml_dumps({"version": 2, "party": list(parties)})
+
+
+def build(src: str, base: Path = Path(), now: float = NOW) -> Registry:
+    return Registry.build(
+        parse_registry(src, source="reg.toml"), base=base, source="reg.toml", now=now
+    )
+
+
+def refused(src: str, base: Path = Path()) -> str:
+    with pytest.raises(RegistryError) as e:
+        build(src, base)
+    return str(e.value)
+
+
+# --- the demo registry ----------------------------------------------------------------
+
+
+def test_demo_registry_grants_what_the_titles_allow(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    pki, manifest = demo_pki
+    out = tmp_path / "registry.toml"
+    out.write_text(registry_from_manifest(manifest, out))
+    reg = Registry.load(out)
+    assert reg.warnings == ()
+    p = reg.parties
+    sign, auth = {Family.SIGN_CARD, Family.SIGN_MOBILE}, {Family.AUTH_CARD, Family.AUTH_MOBILE}
+    assert p["sig-verifier"].families == sign and p["auth-verifier"].families == auth
+    assert p["both-verifier"].families == sign | auth
+    assert Service.CORRESPONDING_SERIAL in p["both-verifier"].grants
+    assert Service.CORRESPONDING_SERIAL not in p["sig-verifier"].grants
+    assert not {
+        s for s in p["auth-verifier"].grants if s.value.startswith(("sign", "corresponding-s"))
+    }
+    assert set(p["group-verifier"].grants) == {
+        Service.SIGN_REVOCATION_INFO,
+        Service.SIGN_CRL_FILE,
+        Service.SIGN_RECORD_INFO,
+    }
+    for m in ("member-1", "member-2"):
+        assert (
+            p[m].grants == {}
+            and p[m].group == "group-verifier"
+            and not p[m].may_receive(Family.SIGN_CARD)
+        )
+    for party in manifest.parties:
+        token = (pki / "parties" / f"{party.id}.token").read_text().strip().encode()
+        assert reg.by_token(token) is p[party.id]
+        der = (pki / "parties" / f"{party.id}.pem").read_bytes()
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        cert = x509.load_pem_x509_certificate(der)
+        assert reg.by_certificate(cert.public_bytes(Encoding.DER)) is p[party.id]
+        assert p[party.id].auth == set(AuthMethod)
+    assert {x.id for x in reg.signing_parties()} == {x.id for x in manifest.parties}
+    assert p["sig-verifier"].may_receive(Family.SIGN_MOBILE)
+    assert not p["sig-verifier"].may_receive(Family.AUTH_CARD)
+
+
+def test_dump_parse_round_trip(demo_pki: tuple[Path, Manifest], tmp_path: Path) -> None:
+    _, manifest = demo_pki
+    first = parse_registry(registry_from_manifest(manifest, tmp_path / "r.toml"), source="a")
+    again = parse_registry(dump_registry(first), source="b")
+    assert again == first
+    src = text(verifier("v"), group(), member("m-a"), member("mx-1"))
+    assert dump_registry(parse_registry(src, source="c")) == dump_registry(
+        parse_registry(dump_registry(parse_registry(src, source="c")), source="d")
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_any_text_survives_toml(value: str) -> None:
+    doc = {"a": value, "b": [value, "x"], "t": {"k": value}}
+    assert tomllib.loads(toml_dumps(doc)) == doc
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+BAD: list[tuple[str, str, list[str]]] = [
+    (
+        "unknown field",
+        text(verifier("v", nickname="x")),
+        ["party 'v'", "unknown field `nickname`"],
+    ),
+    (
+        "unknown agreement field",
+        text(verifier("v", agreement={**verifier("v")["agreement"], "discount": 3})),
+        ["party 'v'", "`discount`", "agreement"],
+    ),
+    ("unknown top-level field", "version = 2\nowner = 'x'\n", ["owner"]),
+    (
+        "missing office",
+        text(verifier("v", notification={"address": "a", "start": date(2024, 1, 1)})),
+        ["party 'v'", "`office`", "notification"],
+    ),
+    (
+        "missing notification",
+        text({k: v for k, v in verifier("v").items() if k != "notification"}),
+        ["party 'v'", "notification: required"],
+    ),
+    (
+        "missing liability",
+        text(
+            verifier(
+                "v",
+                agreement={k: v for k, v in verifier("v")["agreement"].items() if k != "liability"},
+            )
+        ),
+        ["party 'v'", "`liability`"],
+    ),
+    (
+        "bad service name",
+        text(verifier("v", agreement={**verifier("v")["agreement"], "services": ["everything"]})),
+        ["party 'v'", "agreement.services[0]"],
+    ),
+    ("id twice", text(verifier("v"), verifier("v")), ["party 'v'", "listed twice"]),
+    (
+        "token on two parties",
+        text(verifier("a"), verifier("b", credential=verifier("a")["credential"])),
+        ["party 'b'", "credential[0]", "also party 'a'"],
+    ),
+    (
+        "user verifier asks sign info",
+        text(
+            verifier(
+                "u",
+                title=[{"kind": "user-verifier", "category": 4}],
+                agreement={
+                    **verifier("u")["agreement"],
+                    "services": ["auth-revocation-info", "sign-revocation-info"],
+                },
+            )
+        ),
+        [
+            "party 'u'",
+            "agreement.services",
+            "sign-revocation-info",
+            "利用者証明検証者 never receives sign",
+        ],
+    ),
+    (
+        "corresponding-serial without both titles",
+        text(
+            verifier(
+                "s",
+                title=[{"kind": "signature-verifier", "category": 4}],
+                agreement={
+                    **verifier("s")["agreement"],
+                    "services": ["sign-revocation-info", "corresponding-serial"],
+                    "families": ["sign-card", "sign-mobile"],
+                },
+            )
+        ),
+        ["party 's'", "agreement.services", "Act §18(5)"],
+    ),
+    (
+        "group asks corresponding-sign-serial",
+        text(
+            group(
+                agreement={
+                    **group()["agreement"],
+                    "services": ["sign-revocation-info", "corresponding-sign-serial"],
+                    "methods": ["ocsp", "json"],
+                }
+            )
+        ),
+        ["party 'grp'", "Act §18(4)"],
+    ),
+    (
+        "member outside the range",
+        text(group(), member("m-b")),
+        ["party 'm-b'", "title[0].group", "outside the member range"],
+    ),
+    (
+        "member of a non-group",
+        text(verifier("v"), member("m-a", grp="v")),
+        ["party 'm-a'", "not a registered 団体署名検証者"],
+    ),
+    (
+        "group without a range",
+        text(group(title=[{"kind": "group-signature-verifier", "group_kind": 2}])),
+        ["party 'grp'", "Ord §32(4)"],
+    ),
+    (
+        "group without representative",
+        text(group(notification={"address": "a", "office": "o", "start": date(2024, 1, 1)})),
+        ["party 'grp'", "notification.representative", "Ord §32(1)"],
+    ),
+    (
+        "group without member answer",
+        text(
+            group(agreement={k: v for k, v in group()["agreement"].items() if k != "member_answer"})
+        ),
+        ["party 'grp'", "agreement.member_answer", "Ord §33(4)"],
+    ),
+    (
+        "member with an agreement",
+        text(group(), {**member("m-a"), "agreement": verifier("x")["agreement"]}),
+        ["party 'm-a'", "agreement"],
+    ),
+    (
+        "specified without user-verifier",
+        text(
+            verifier(
+                "s",
+                title=[
+                    {"kind": "signature-verifier", "category": 4},
+                    {"kind": "specified-user-verifier", "approved": date(2024, 1, 1)},
+                ],
+                agreement={
+                    **verifier("s")["agreement"],
+                    "services": ["sign-revocation-info"],
+                    "families": ["sign-card"],
+                    "methods": ["ocsp"],
+                },
+            )
+        ),
+        ["party 's'", "Act §38-2(1)"],
+    ),
+    (
+        "category 6 without certified_until",
+        text(
+            verifier(
+                "v",
+                title=[
+                    {"kind": "signature-verifier", "category": 6},
+                    {"kind": "user-verifier", "category": 4},
+                ],
+            )
+        ),
+        ["party 'v'", "title[0].certified_until", "Act §17(2)"],
+    ),
+    (
+        "category 7",
+        text(
+            verifier(
+                "v",
+                title=[
+                    {"kind": "signature-verifier", "category": 7},
+                    {"kind": "user-verifier", "category": 4},
+                ],
+            )
+        ),
+        ["party 'v'", "title[0].category"],
+    ),
+    (
+        "family nobody receives",
+        text(
+            verifier(
+                "v",
+                agreement={
+                    **verifier("v")["agreement"],
+                    "services": ["sign-revocation-info"],
+                    "families": ["sign-card", "auth-card"],
+                    "methods": ["ocsp"],
+                },
+            )
+        ),
+        ["party 'v'", "agreement.families", "auth-card"],
+    ),
+    (
+        "crl service without crl method",
+        text(verifier("v", agreement={**verifier("v")["agreement"], "methods": ["ocsp", "json"]})),
+        ["party 'v'", "agreement.methods", "sign-crl-file"],
+    ),
+    (
+        "bad suspension article",
+        text(
+            verifier(
+                "v",
+                suspension=[
+                    {"article": "Act §99", "since": datetime(2025, 1, 1, tzinfo=JST), "reason": "r"}
+                ],
+            )
+        ),
+        ["party 'v'", "suspension[0].article"],
+    ),
+    (
+        "§18(7) on a non-group",
+        text(
+            verifier(
+                "v",
+                suspension=[
+                    {
+                        "article": "Act §18(7)(1)",
+                        "since": datetime(2025, 1, 1, tzinfo=JST),
+                        "reason": "r",
+                    }
+                ],
+            )
+        ),
+        ["party 'v'", "suspension[0].article", "group-signature-verifier"],
+    ),
+    (
+        "carry-over without the other title",
+        text(
+            group(
+                suspension=[
+                    {
+                        "article": "Act §18(6)(1)",
+                        "since": datetime(2025, 1, 1, tzinfo=JST),
+                        "reason": "r",
+                        "carry_over": True,
+                    }
+                ]
+            )
+        ),
+        ["party 'grp'", "suspension[0].carry_over"],
+    ),
+    (
+        "naive datetime",
+        text(
+            verifier(
+                "v",
+                suspension=[
+                    {"article": "Act §18(6)(1)", "since": datetime(2025, 1, 1), "reason": "r"}
+                ],
+            )
+        ),
+        ["party 'v'", "suspension[0].since", "timezone"],
+    ),
+    (
+        "empty credential window",
+        text(
+            verifier(
+                "v",
+                credential=[
+                    {
+                        "kind": "token",
+                        "token_sha256": sha("x"),
+                        "not_before": datetime(2025, 2, 1, tzinfo=JST),
+                        "not_after": datetime(2025, 1, 1, tzinfo=JST),
+                    }
+                ],
+            )
+        ),
+        ["party 'v'", "credential[0]", "window is empty"],
+    ),
+    (
+        "same token twice in a party",
+        text(
+            verifier(
+                "v",
+                credential=[
+                    {"kind": "token", "token_sha256": sha("x")},
+                    {"kind": "token", "token_sha256": sha("x")},
+                ],
+            )
+        ),
+        ["party 'v'", "credential[1]", "listed twice"],
+    ),
+    (
+        "missing cert file",
+        text(verifier("v", credential=[{"kind": "mtls", "cert": "nope.pem"}])),
+        ["party 'v'", "credential[0].cert", "nope.pem"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("src", "needles"), [(b[1], b[2]) for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_is_refused_naming_file_party_field(src: str, needles: list[str]) -> None:
+    message = refused(src)
+    assert message.startswith("reg.toml"), message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    # no personal data in the message: the addresses and representatives above never appear
+    assert "addr" not in message.replace("address", "") and "rep'" not in message
+
+
+def test_the_same_certificate_on_two_parties_is_refused(demo_pki: tuple[Path, Manifest]) -> None:
+    pki, _ = demo_pki
+    cert = "parties/sig-verifier.pem"
+    a = verifier("a", credential=[{"kind": "mtls", "cert": cert}])
+    b = verifier("b", credential=[{"kind": "signed-request", "cert": cert}])
+    message = refused(text(a, b), base=pki)
+    assert "party 'b'" in message and "also party 'a'" in message
+    # the same certificate twice in one party, for two kinds, is fine
+    both = verifier(
+        "a", credential=[{"kind": "mtls", "cert": cert}, {"kind": "signed-request", "cert": cert}]
+    )
+    reg = build(text(both), base=pki)
+    assert reg.parties["a"].auth == {AuthMethod.MTLS, AuthMethod.SIGNED_REQUEST}
+
+
+def test_not_a_certificate(tmp_path: Path) -> None:
+    (tmp_path / "junk.pem").write_bytes(b"not a certificate")
+    message = refused(
+        text(verifier("v", credential=[{"kind": "mtls", "cert": "junk.pem"}])), base=tmp_path
+    )
+    assert "party 'v'" in message and "junk.pem is not a certificate" in message
+
+
+def test_registry_load_names_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "r.toml"
+    f.write_text("version = 2\n[[party]\n")
+    with pytest.raises(RegistryError, match=str(f)):
+        Registry.load(f)
+    with pytest.raises(RegistryError, match="cannot read"):
+        Registry.load(tmp_path / "missing.toml")
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+
+def test_overlapping_tokens_rotate_without_downtime() -> None:
+    jan, mar, may, jul = (datetime(2025, m, 1, tzinfo=JST) for m in (1, 3, 5, 7))
+    creds = [
+        {
+            "kind": "token",
+            "label": "old",
+            "token_sha256": sha("old"),
+            "not_before": jan,
+            "not_after": may,
+        },
+        {
+            "kind": "token",
+            "label": "new",
+            "token_sha256": sha("new"),
+            "not_before": mar,
+            "not_after": jul,
+        },
+    ]
+    reg = build(text(verifier("v", credential=creds)))
+
+    def at(month: int) -> float:
+        return datetime(2025, month, 1, tzinfo=JST).timestamp()
+
+    assert reg.by_token(b"old", at(2)) is not None and reg.by_token(b"new", at(2)) is None
+    assert reg.by_token(b"old", at(4)) is reg.by_token(b"new", at(4)) is reg.parties["v"]
+    assert reg.by_token(b"old", at(5)) is None and reg.by_token(b"new", at(6)) is not None
+    assert reg.by_token(b"new", at(7)) is None and reg.by_token(b"other", at(4)) is None
+
+
+def test_expired_credentials_warn_when_loading() -> None:
+    old = datetime(2024, 1, 1, tzinfo=JST)
+    creds = [{"kind": "token", "token_sha256": sha("x"), "not_after": old}]
+    reg = build(text(verifier("v", credential=creds)))
+    assert any("party 'v'" in w and "expired" in w for w in reg.warnings)
+    assert reg.by_token(b"x", NOW) is None
+    reg = build(text(verifier("v", credential=[])))
+    assert any("no credential" in w for w in reg.warnings)
+
+
+def test_certificate_credentials_follow_the_certificate_validity(
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    pki, _ = demo_pki
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((pki / "parties/auth-verifier.pem").read_bytes())
+    window_end = datetime(2099, 1, 1, tzinfo=JST)
+    creds = [
+        {"kind": "signed-request", "cert": "parties/auth-verifier.pem", "not_after": window_end}
+    ]
+    reg = build(text(verifier("v", credential=creds)), base=pki, now=time.time())
+    (info,) = reg.parties["v"].credentials
+    assert info.not_after == cert.not_valid_after_utc.timestamp()  # the certificate ends first
+    assert info.not_before == cert.not_valid_before_utc.timestamp()
+    assert reg.signing_keys(time.time()) and not reg.signing_keys(info.not_after + 1)
+    assert reg.parties["v"].cert_public_keys == (info.spki,)
+
+
+# --- legacy format -------------------------------------------------------------------------------
+
+LEGACY = f"""
+[[party]]
+id = "late-party"
+name = "Late"
+titles = ["user-verifier"]
+tokens_sha256 = ["{sha("late")}"]
+"""
+
+
+def test_legacy_entries_are_still_read() -> None:
+    reg = build(LEGACY)
+    p = reg.parties["late-party"]
+    assert p.legacy and p.titles == {Title.USER_VERIFIER}
+    assert p.families == {Family.AUTH_CARD, Family.AUTH_MOBILE}
+    assert reg.by_token(b"late") is p
+    assert isinstance(reg.file.parties[0], LegacyPartyEntry)
+    # appended to a new-format file (what `test_sighup_reloads_the_registry` does)
+    reg = build(text(verifier("v")) + LEGACY)
+    assert set(reg.parties) == {"v", "late-party"}
+    # and written back unchanged in form
+    assert 'titles = ["user-verifier"]' in dump_registry(reg.file)
+    assert "corresponding-serial" in {
+        s.value
+        for s in build(
+            LEGACY.replace('["user-verifier"]', '["signature-verifier", "user-verifier"]')
+        )
+        .parties["late-party"]
+        .grants
+    }
+
+
+# --- state -------------------------------------------------------------------------------------------
+
+
+def test_state_is_derived_from_dates() -> None:
+    t = verifier("v")
+    t["notification"]["start"] = date(2025, 7, 1)
+    p = build(text(t)).parties["v"]
+    assert p.state(NOW) is PartyState.NOT_STARTED and not p.may_receive(Family.SIGN_CARD, NOW)
+    later = datetime(2025, 7, 1, tzinfo=JST).timestamp()
+    assert p.state(later) is PartyState.ACTIVE and p.may_receive(Family.SIGN_CARD, later)
+    t = verifier(
+        "v",
+        suspension=[
+            {"article": "Act §37(4)(1)", "since": datetime(2025, 5, 1, tzinfo=JST), "reason": "r"}
+        ],
+    )
+    p = build(text(t)).parties["v"]
+    assert p.state(NOW) is PartyState.SUSPENDED
+    assert p.may_receive(Family.SIGN_CARD, NOW) and not p.may_receive(Family.AUTH_CARD, NOW)
+    t = verifier("v", ended={"at": datetime(2025, 5, 1, tzinfo=JST), "reason": "withdrew"})
+    p = build(text(t)).parties["v"]
+    assert p.state(NOW) is PartyState.ENDED and not p.may_receive(Family.SIGN_CARD, NOW)
+
+
+# --- reloading -----------------------------------------------------------------------------------------
+
+
+def test_reload_if_changed(tmp_path: Path) -> None:
+    f = tmp_path / "registry.toml"
+    f.write_text(text(verifier("v")))
+    reg = Registry.load(f)
+    assert reg.reload_if_changed(f) is None  # unchanged: one stat, nothing else
+    tmp = tmp_path / "next.toml"
+    tmp.write_text(text(verifier("v"), verifier("w")))
+    os.replace(tmp, f)  # what the admin commands do
+    new = reg.reload_if_changed(f)
+    assert new is not None and set(new.parties) == {"v", "w"}
+    assert new.reload_if_changed(f) is None
+    f.write_text(text(verifier("v"), verifier("v")))  # broken: reported once, then quiet
+    with pytest.raises(RegistryError, match="listed twice"):
+        new.reload_if_changed(f)
+    assert new.reload_if_changed(f) is None
+    with f.open("a") as out:  # fixed by appending (as an operator might)
+        out.write(LEGACY)
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with pytest.raises(RegistryError):  # changed, still two 'v' parties: reported again
+        new.reload_if_changed(f)
+    f.write_text(text(verifier("v")) + LEGACY)
+    again = new.reload_if_changed(f)
+    assert again is not None and "late-party" in again.parties
+
+
+def test_dates_are_japan_days() -> None:
+    t = verifier("v")
+    t["notification"]["start"] = date(2025, 6, 2)
+    p = build(text(t)).parties["v"]
+    assert p.start == datetime(2025, 6, 1, 15, tzinfo=UTC).timestamp()
+    assert datetime.fromtimestamp(p.start, JST).date() == date(2025, 6, 2)
+    assert timedelta(hours=9) == JST.utcoffset(None)
+
+
+def test_the_documented_example_is_a_valid_registry() -> None:
+    import responder.registry as module
+
+    doc = module.__doc__ or ""
+    example = doc[doc.index("    version = 2") : doc.index("Decisions recorded here")]
+    src = "\n".join(line[4:] for line in example.splitlines())
+    src = src.replace('"<hex>"', f'"{"0" * 64}"').replace('"..."', '"x"')
+    reg = build(src)
+    p = reg.parties["both-verifier"]
+    assert p.state(NOW) is PartyState.SUSPENDED
+    assert {s.article for s in p.suspensions} == {"Act §37(4)(1)", "Act §18(6)(6)"}

@@ -1,0 +1,694 @@
+"""`responder registry ...`: changes checked before writing, atomic, audited with a hash chain."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import stat
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crlbuilder.manifest import Manifest
+from crlbuilder.model import Family
+from responder.policy import ALLOWED, Refused, Rule, decide
+from responder.registry import JST, Method, Registry, Service
+from responder.registrycli import add_cli, audit_path_for, main, verify_audit
+
+
+@pytest.fixture
+def reg(demo_pki: tuple[Path, Manifest], tmp_path: Path) -> Path:
+    """A registry initialised from the demo PKI (copied beside it, so paths stay relative)."""
+    pki, _ = demo_pki
+    shutil.copytree(pki, tmp_path / "pki")
+    out = tmp_path / "registry.toml"
+    assert (
+        main(
+            [
+                "registry",
+                "init",
+                "--pki",
+                str(tmp_path / "pki"),
+                "--out",
+                str(out),
+                "--actor",
+                "tester",
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def run(*argv: str) -> int:
+    return main(["registry", *argv])
+
+
+def audit_lines(reg: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in audit_path_for(reg).read_text().splitlines()]
+
+
+ADD_BANK = [
+    "--id",
+    "bank-1",
+    "--name",
+    "テスト銀行",
+    "--address",
+    "東京都千代田区一丁目1",
+    "--representative",
+    "代表 太郎",
+    "--office",
+    "大阪市北区二丁目2",
+    "--start",
+    "2024-04-01",
+    "--title",
+    "signature-verifier",
+    "--title",
+    "user-verifier",
+    "--category",
+    "4",
+    "--liability",
+    "standard terms",
+    "--crl-cycle",
+    "3600",
+    "--quota-per-second",
+    "50",
+]
+
+
+def test_init_writes_a_private_valid_registry_and_audits_it(reg: Path) -> None:
+    assert stat.S_IMODE(reg.stat().st_mode) == 0o600
+    assert stat.S_IMODE(audit_path_for(reg).stat().st_mode) == 0o600
+    r = Registry.load(reg)
+    assert set(r.parties) == {
+        "sig-verifier",
+        "auth-verifier",
+        "both-verifier",
+        "group-verifier",
+        "member-1",
+        "member-2",
+    }
+    lines = audit_lines(reg)
+    assert [x["party"] for x in lines] == list(r.parties)
+    assert {x["action"] for x in lines} == {"init"} and {x["actor"] for x in lines} == {"tester"}
+    report = verify_audit(audit_path_for(reg), reg)
+    assert report.problems == [] and report.records == 6
+    # init refuses to overwrite without --force; --force is audited as a change (or no change)
+    assert run("init", "--pki", str(reg.parent / "pki"), "--out", str(reg)) == 2
+    assert run("init", "--pki", str(reg.parent / "pki"), "--out", str(reg), "--force") == 0
+    assert len(audit_lines(reg)) == 6  # identical content: nothing to record
+
+
+def test_add_with_a_new_token(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert run("add", "--registry", str(reg), *ADD_BANK, "--new-token", "--actor", "ops") == 0
+    out = capsys.readouterr().out
+    token = out.strip().splitlines()[-1]
+    assert len(token) >= 40 and "shown once" in out
+    assert token not in reg.read_text() and token not in audit_path_for(reg).read_text()
+    assert hashlib.sha256(token.encode()).hexdigest() in reg.read_text()
+    r = Registry.load(reg)
+    bank = r.by_token(token.encode())
+    assert bank is not None and bank.id == "bank-1"
+    # defaults: every service both titles allow, including corresponding-serial (Act §18(5))
+    assert Service.CORRESPONDING_SERIAL in bank.grants and Service.AUTH_CRL_FILE in bank.grants
+    ok = decide(
+        bank,
+        service=Service.SIGN_REVOCATION_INFO,
+        family=Family.SIGN_CARD,
+        method=Method.OCSP,
+        now=time.time(),
+    )
+    assert ok is ALLOWED
+    last = audit_lines(reg)[-1]
+    assert (last["action"], last["party"], last["actor"], last["before"]) == (
+        "add",
+        "bank-1",
+        "ops",
+        None,
+    )
+    # personal data stays out of the audit: only digests of name, address, representative, office
+    audit = audit_path_for(reg).read_text()
+    for value in ("テスト銀行", "千代田", "代表 太郎", "大阪"):
+        assert value not in audit
+    after = last["after"]
+    assert isinstance(after, dict)
+    assert (
+        after["notification"]["address"]
+        == "sha256:" + hashlib.sha256("東京都千代田区一丁目1".encode()).hexdigest()
+    )
+    assert stat.S_IMODE(reg.stat().st_mode) == 0o600
+
+
+REFUSALS = [
+    (
+        "sign info for a 利用者証明検証者",
+        [
+            "--id",
+            "u-1",
+            "--name",
+            "U",
+            "--address",
+            "a",
+            "--office",
+            "o",
+            "--start",
+            "2024-04-01",
+            "--title",
+            "user-verifier",
+            "--category",
+            "4",
+            "--liability",
+            "l",
+            "--service",
+            "auth-revocation-info",
+            "--service",
+            "sign-revocation-info",
+            "--new-token",
+        ],
+        ["party 'u-1'", "sign-revocation-info"],
+    ),
+    (
+        "corresponding-serial without both titles",
+        [
+            "--id",
+            "s-1",
+            "--name",
+            "S",
+            "--address",
+            "a",
+            "--office",
+            "o",
+            "--start",
+            "2024-04-01",
+            "--title",
+            "signature-verifier",
+            "--category",
+            "4",
+            "--liability",
+            "l",
+            "--service",
+            "corresponding-serial",
+            "--new-token",
+        ],
+        ["party 's-1'", "Act §18(5)"],
+    ),
+    (
+        "member outside the group's range",
+        [
+            "--id",
+            "member-9",
+            "--name",
+            "M",
+            "--title",
+            "signature-confirmer",
+            "--group",
+            "group-verifier",
+            "--new-token",
+        ],
+        ["party 'member-9'", "outside the member range"],
+    ),
+    (
+        "token of another party",
+        [
+            "--id",
+            "x-1",
+            "--name",
+            "X",
+            "--address",
+            "a",
+            "--office",
+            "o",
+            "--start",
+            "2024-04-01",
+            "--title",
+            "user-verifier",
+            "--category",
+            "4",
+            "--liability",
+            "l",
+            "--token-sha256",
+            "@sig-verifier",
+        ],
+        ["party 'x-1'", "also party 'sig-verifier'"],
+    ),
+    (
+        "an expired credential",
+        [
+            "--id",
+            "x-2",
+            "--name",
+            "X",
+            "--address",
+            "a",
+            "--office",
+            "o",
+            "--start",
+            "2024-04-01",
+            "--title",
+            "user-verifier",
+            "--category",
+            "4",
+            "--liability",
+            "l",
+            "--new-token",
+            "--not-after",
+            "2020-01-01",
+        ],
+        ["party 'x-2'", "already expired"],
+    ),
+    (
+        "a missing field",
+        [
+            "--id",
+            "x-3",
+            "--name",
+            "X",
+            "--address",
+            "a",
+            "--start",
+            "2024-04-01",
+            "--title",
+            "user-verifier",
+            "--category",
+            "4",
+            "--liability",
+            "l",
+            "--new-token",
+        ],
+        ["party 'x-3'", "`office`"],
+    ),
+    ("an existing id", ["--id", "sig-verifier", "--name", "X"], ["already registered"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"), [(r[1], r[2]) for r in REFUSALS], ids=[r[0] for r in REFUSALS]
+)
+def test_refused_changes_leave_everything_unchanged(
+    reg: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needles: list[str]
+) -> None:
+    if "@sig-verifier" in argv:
+        digest = (reg.parent / "pki/parties/sig-verifier.token").read_text().strip()
+        argv = [
+            hashlib.sha256(digest.encode()).hexdigest() if a == "@sig-verifier" else a for a in argv
+        ]
+    before, audit_before = reg.read_bytes(), audit_path_for(reg).read_bytes()
+    capsys.readouterr()
+    assert run("add", "--registry", str(reg), *argv) == 2
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert reg.read_bytes() == before and audit_path_for(reg).read_bytes() == audit_before
+    assert not list(reg.parent.glob(".registry.toml.*.tmp"))
+
+
+def test_unknown_field_in_a_party_file_is_refused(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "party.toml"
+    f.write_text(
+        '[[party]]\nid = "p-1"\nname = "P"\ncolour = "red"\n[[party.title]]\nkind = "user-verifier"\ncategory = 1\n'
+    )
+    before = reg.read_bytes()
+    assert run("add", "--registry", str(reg), "--id", "p-1", "--from", str(f)) == 2
+    assert "unknown field `colour`" in capsys.readouterr().err
+    assert reg.read_bytes() == before
+
+
+def test_rotation_update_and_expire(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = (reg.parent / "pki/parties/auth-verifier.token").read_text().strip().encode()
+    capsys.readouterr()
+    assert (
+        run(
+            "update",
+            "--registry",
+            str(reg),
+            "--id",
+            "auth-verifier",
+            "--new-token",
+            "--label",
+            "token-2025",
+        )
+        == 0
+    )
+    new = capsys.readouterr().out.strip().splitlines()[-1].encode()
+    r = Registry.load(reg)
+    assert r.by_token(old) is r.by_token(new) is r.parties["auth-verifier"]  # both work meanwhile
+    assert (
+        run(
+            "update",
+            "--registry",
+            str(reg),
+            "--id",
+            "auth-verifier",
+            "--expire-credential",
+            "token-1",
+        )
+        == 0
+    )
+    r = Registry.load(reg)
+    assert r.by_token(old) is None and r.by_token(new) is r.parties["auth-verifier"]
+    # expiring the last token too: every credential kind would still include the certificates
+    assert (
+        run(
+            "update",
+            "--registry",
+            str(reg),
+            "--id",
+            "auth-verifier",
+            "--remove-credential",
+            "token-1",
+        )
+        == 0
+    )
+    assert "token-1" not in {
+        c.label for c in Registry.load(reg).parties["auth-verifier"].credentials
+    }
+    assert (
+        run(
+            "update", "--registry", str(reg), "--id", "auth-verifier", "--remove-credential", "nope"
+        )
+        == 2
+    )
+    # renewing a certification, narrowing the agreement
+    assert (
+        run(
+            "update",
+            "--registry",
+            str(reg),
+            "--id",
+            "auth-verifier",
+            "--service",
+            "auth-revocation-info",
+            "--family",
+            "auth-card",
+            "--method",
+            "ocsp",
+            "--quota-per-day",
+            "1000",
+        )
+        == 0
+    )
+    p = Registry.load(reg).parties["auth-verifier"]
+    assert set(p.grants) == {Service.AUTH_REVOCATION_INFO} and p.families == {Family.AUTH_CARD}
+    assert [a["action"] for a in audit_lines(reg)][-4:] == ["update"] * 4
+
+
+def test_a_party_left_with_expired_credentials_only_is_refused(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["update", "--registry", str(reg), "--id", "sig-verifier"]
+    for label in ("mtls-1", "signed-request-1"):
+        assert run(*args, "--remove-credential", label) == 0
+    before = reg.read_bytes()
+    assert run(*args, "--expire-credential", "token-1") == 2
+    assert "every credential would be expired" in capsys.readouterr().err
+    assert reg.read_bytes() == before
+
+
+def test_suspend_resume_end(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--registry", str(reg), "--id", "both-verifier"]
+    sign: dict[str, Any] = {
+        "service": Service.SIGN_REVOCATION_INFO,
+        "family": Family.SIGN_CARD,
+        "method": Method.OCSP,
+    }
+    auth: dict[str, Any] = {
+        "service": Service.AUTH_REVOCATION_INFO,
+        "family": Family.AUTH_CARD,
+        "method": Method.OCSP,
+    }
+    assert (
+        run(
+            "suspend",
+            *base,
+            "--article",
+            "Act §18(6)(1)",
+            "--reason",
+            "purpose breach",
+            "--carry-over",
+        )
+        == 0
+    )
+    p = Registry.load(reg).parties["both-verifier"]
+    now = time.time()
+    assert decide(p, **sign, now=now) == Refused(
+        Rule.SUSPENDED, "Act §18(6)(1)", "provision is suspended (提供の停止)"
+    )
+    got = decide(p, **auth, now=now)
+    assert isinstance(got, Refused) and got.article == "Act §37(4)(6)"
+    capsys.readouterr()
+    assert run("list", "--registry", str(reg)) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("both-verifier"))
+    assert "suspended (Act §18(6)(1), Act §37(4)(6))" in line
+    # an article the party's titles do not match is refused
+    assert (
+        run(
+            "suspend",
+            "--registry",
+            str(reg),
+            "--id",
+            "auth-verifier",
+            "--article",
+            "Act §18(6)(1)",
+            "--reason",
+            "x",
+        )
+        == 2
+    )
+    assert run("resume", *base) == 0
+    p = Registry.load(reg).parties["both-verifier"]
+    assert decide(p, **sign, now=time.time() + 1) is ALLOWED
+    assert run("resume", *base) == 2  # nothing in force
+    assert run("end", *base, "--reason", "withdrew", "--article", "Act §17(3)") == 0
+    p = Registry.load(reg).parties["both-verifier"]
+    got = decide(p, **sign, now=time.time() + 1)
+    assert isinstance(got, Refused) and (got.rule, got.article) == (Rule.ENDED, "Act §17(3)")
+    assert run("end", *base, "--reason", "again") == 2
+    capsys.readouterr()
+    assert run("show", "--registry", str(reg), "--id", "both-verifier", "--format", "json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "ended" and shown["entry"]["ended"]["reason"] == "withdrew"
+    assert [a["action"] for a in audit_lines(reg)][-3:] == ["suspend", "resume", "end"]
+    assert verify_audit(audit_path_for(reg), reg).problems == []
+
+
+def test_scheduled_suspension(reg: Path) -> None:
+    since = (datetime.now(JST) + timedelta(days=1)).replace(microsecond=0).isoformat()
+    assert (
+        run(
+            "suspend",
+            "--registry",
+            str(reg),
+            "--id",
+            "sig-verifier",
+            "--article",
+            "Act §18(6)(2)",
+            "--reason",
+            "r",
+            "--since",
+            since,
+        )
+        == 0
+    )
+    p = Registry.load(reg).parties["sig-verifier"]
+    assert p.state(time.time()).value == "active"
+    assert p.state(time.time() + 2 * 86400).value == "suspended"
+
+
+def test_export_import_round_trip(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exported = tmp_path / "exported.toml"
+    assert run("export", "--registry", str(reg), "--out", str(exported)) == 0
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o600
+    elsewhere = tmp_path / "other" / "registry.toml"
+    elsewhere.parent.mkdir()
+    assert run("import", "--registry", str(elsewhere), "--from", str(exported)) == 0
+    a, b = Registry.load(reg), Registry.load(elsewhere)
+    assert set(a.parties) == set(b.parties)
+    for pid in a.parties:  # certificate paths were rebased: the same credentials
+        assert a.parties[pid].credentials == b.parties[pid].credentials
+    assert run("import", "--registry", str(elsewhere), "--from", str(exported)) == 2
+    assert "already registered" in capsys.readouterr().err
+    assert run("import", "--registry", str(elsewhere), "--from", str(exported), "--replace") == 0
+    capsys.readouterr()
+    assert run("export", "--registry", str(reg), "--format", "json") == 0
+    assert {p["id"] for p in json.loads(capsys.readouterr().out)} == set(a.parties)
+
+
+def test_legacy_entry_is_replaced_by_add(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    digest = hashlib.sha256(b"late").hexdigest()
+    with reg.open("a") as f:  # an operator appended an old-style entry by hand
+        f.write(
+            f'\n[[party]]\nid = "late-party"\nname = "Late"\ntitles = ["user-verifier"]\ntokens_sha256 = ["{digest}"]\n'
+        )
+    capsys.readouterr()
+    assert run("verify-audit", "--registry", str(reg)) == 1  # the hand edit shows
+    assert "differs from the registry the last audited change wrote" in capsys.readouterr().err
+    assert run("update", "--registry", str(reg), "--id", "late-party", "--name", "L") == 2
+    assert "legacy format" in capsys.readouterr().err
+    assert (
+        run(
+            "add",
+            "--registry",
+            str(reg),
+            "--id",
+            "late-party",
+            "--name",
+            "Late",
+            "--address",
+            "a",
+            "--office",
+            "o",
+            "--start",
+            "2024-04-01",
+            "--title",
+            "user-verifier",
+            "--category",
+            "1",
+            "--liability",
+            "l",
+            "--token-sha256",
+            digest,
+        )
+        == 0
+    )
+    r = Registry.load(reg)
+    assert not r.parties["late-party"].legacy and r.by_token(b"late") is r.parties["late-party"]
+    assert run("verify-audit", "--registry", str(reg)) == 0
+
+
+def test_audit_chain_detects_rewriting(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        run(
+            "suspend",
+            "--registry",
+            str(reg),
+            "--id",
+            "sig-verifier",
+            "--article",
+            "Act §18(6)(1)",
+            "--reason",
+            "r",
+        )
+        == 0
+    )
+    audit = audit_path_for(reg)
+    good = audit.read_bytes()
+    assert verify_audit(audit, reg).problems == []
+    # rewrite a line in place: the next line's prev no longer matches
+    lines = good.splitlines(keepends=True)
+    lines[2] = lines[2].replace(b'"actor":"tester"', b'"actor":"mallory"')
+    audit.write_bytes(b"".join(lines))
+    report = verify_audit(audit, reg)
+    assert (
+        report.problems and ":4:" in report.problems[0] and "chain is broken" in report.problems[0]
+    )
+    capsys.readouterr()
+    assert run("verify-audit", "--registry", str(reg)) == 1
+    assert "BROKEN" in capsys.readouterr().out
+    # drop the last line: the chain holds but the registry no longer matches its last record
+    audit.write_bytes(b"".join(good.splitlines(keepends=True)[:-1]))
+    report = verify_audit(audit, reg)
+    assert report.problems and "differs" in report.problems[0]
+    # a partial line at the end refuses further changes (nothing is appended after it)
+    audit.write_bytes(good + b'{"seq":')
+    before = reg.read_bytes()
+    assert run("resume", "--registry", str(reg), "--id", "sig-verifier") == 2
+    assert "partial line" in capsys.readouterr().err and reg.read_bytes() == before
+    audit.write_bytes(good)
+    assert run("resume", "--registry", str(reg), "--id", "sig-verifier") == 0
+    recs = audit_lines(reg)
+    assert [r["seq"] for r in recs] == list(range(1, len(recs) + 1))
+    assert recs[-1]["prev"] == hashlib.sha256(good.splitlines()[-1]).hexdigest()
+    assert recs[-1]["registry_sha256"] == hashlib.sha256(reg.read_bytes()).hexdigest()
+
+
+def test_workers_see_a_change_by_stat(reg: Path) -> None:
+    loaded = Registry.load(reg)
+    assert loaded.reload_if_changed(reg) is None
+    assert (
+        run(
+            "suspend",
+            "--registry",
+            str(reg),
+            "--id",
+            "auth-verifier",
+            "--article",
+            "Act §37(4)(1)",
+            "--reason",
+            "r",
+        )
+        == 0
+    )
+    fresh = loaded.reload_if_changed(reg)
+    assert (
+        fresh is not None
+        and fresh.parties["auth-verifier"].state(time.time() + 1).value == "suspended"
+    )
+
+
+def test_show_list_check(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert run("show", "--registry", str(reg), "--id", "group-verifier") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# state now: active") and 'members = ["member-1", "member-2"]' in out
+    assert run("list", "--registry", str(reg), "--format", "json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["id"]: r["credentials_valid"] for r in rows}["member-1"] == 3
+    assert run("check", "--registry", str(reg)) == 0
+    assert run("show", "--registry", str(reg), "--id", "nobody") == 2
+
+
+def test_add_cli_wires_into_a_parent_parser(reg: Path) -> None:
+    parser = argparse.ArgumentParser(prog="responder")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_cli(sub)
+    args = parser.parse_args(["registry", "check", "--registry", str(reg)])
+    assert args.func(args) == 0
+    args = parser.parse_args(["registry", "show", "--registry", str(reg), "--id", "nobody"])
+    assert args.func(args) == 2  # a refused command is an exit code, not a traceback
+
+
+def test_concurrent_changes_are_serialised(reg: Path) -> None:
+    """Two admins at once: the lock makes both changes land, in one chain."""
+    import subprocess
+    import sys
+
+    code = "import sys; from responder.registrycli import main; sys.exit(main(sys.argv[1:]))"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "registry",
+                "suspend",
+                "--registry",
+                str(reg),
+                "--id",
+                pid,
+                "--article",
+                art,
+                "--reason",
+                "r",
+            ]
+        )
+        for pid, art in (("sig-verifier", "Act §18(6)(1)"), ("auth-verifier", "Act §37(4)(1)"))
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    r = Registry.load(reg)
+    now = datetime.now(UTC).timestamp() + 1
+    assert (
+        r.parties["sig-verifier"].state(now).value
+        == r.parties["auth-verifier"].state(now).value
+        == "suspended"
+    )
+    assert verify_audit(audit_path_for(reg), reg).problems == []
