@@ -89,6 +89,9 @@ def main() -> int:
     p.add_argument(
         "--reuse", action="store_true", help="reuse a population of the same size in --dir"
     )
+    p.add_argument(
+        "--incremental-only", action="store_true", help="only rerun the incremental step"
+    )
     args = p.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="jpki-bench-"))
     work.mkdir(parents=True, exist_ok=True)
