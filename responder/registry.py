@@ -749,6 +749,11 @@ class Party(msgspec.Struct, frozen=True, kw_only=True):
     suspensions: tuple[SuspensionWindow, ...] = ()
     credentials: tuple[CredentialInfo, ...] = ()
     legacy: bool = False
+    requests_per_second: int | None = None
+    """Agreed quota (取決め), across all workers; None: no limit."""
+    requests_per_day: int | None = None
+    crl_cycle_seconds: int = 0
+    """At most one CRL download per service per this many seconds (周期, Ord §31(2)); 0: no limit."""
 
     def may_receive(self, family: Family, now: float | None = None) -> bool:
         """True if it may now receive revocation information or a CRL file about ``family``."""
@@ -989,6 +994,9 @@ class _Checker:
             grants=grants,
             suspensions=windows,
             credentials=creds,
+            requests_per_second=e.agreement.requests_per_second if e.agreement else None,
+            requests_per_day=e.agreement.requests_per_day if e.agreement else None,
+            crl_cycle_seconds=e.agreement.crl_cycle_seconds if e.agreement else 0,
         )
 
     def titles(self, e: PartyEntry, titles: Mapping[Title, TitleEntry]) -> None:
