@@ -61,9 +61,6 @@ from crlbuilder.model import (
 )
 from crlbuilder.store import Store
 
-META_COMMIT: Final = b"commit"
-"""The commit sequence: bumped by every write transaction that changes anything."""
-
 _facts_encoder: Final = msgspec.msgpack.Encoder()
 _facts_decoder: Final = msgspec.msgpack.Decoder(FourFacts)
 
@@ -189,7 +186,7 @@ class Applier:
 
     def commit(self, items: list[Located | Rejected]) -> None:
         """Apply one batch in one write transaction (aborted if it changes nothing)."""
-        seq = self.store.meta_u32(META_COMMIT) + 1
+        seq = self.store.meta_u32(sf.META_COMMIT) + 1
         rejected: list[tuple[Located | Rejected, str]] = []
         with self.store.env.begin(write=True) as txn:
             b = _Batch(txn=txn, seq=seq)
@@ -213,7 +210,7 @@ class Applier:
                 if not effect:
                     self.summary.no_effect += 1
             if b.changed:
-                txn.put(META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
+                txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
                 txn.put(
                     sf.META_COMMITTED_AT,
                     sf.pack_i64(epoch(datetime.now(UTC))),
@@ -240,12 +237,12 @@ class Applier:
         if not due:
             return 0
         before = sum(self.summary.revocations.values())
-        seq = self.store.meta_u32(META_COMMIT) + 1
+        seq = self.store.meta_u32(sf.META_COMMIT) + 1
         with self.store.env.begin(write=True) as txn:
             b = _Batch(txn=txn, seq=seq)
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
-            txn.put(META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
+            txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
             self.summary.commits += 1
         return sum(self.summary.revocations.values()) - before
 

@@ -51,7 +51,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 
 from crlbuilder import storeformat as sf
-from crlbuilder.apply import META_COMMIT, register_issuers
+from crlbuilder.apply import register_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.crlparse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
@@ -505,7 +505,7 @@ class CrlImporter:
             if not self._due(parsed, state, imported_before, result):
                 w.abort()
                 return
-            seq = store.meta_u32(META_COMMIT, w) + 1
+            seq = store.meta_u32(sf.META_COMMIT, w) + 1
             # The state before this transaction, read beside it (py-lmdb uses MDB_NOTLS):
             # the merge walk reads the old range while the write transaction changes it.
             snapshot = store.env.begin()
@@ -532,7 +532,7 @@ class CrlImporter:
                 )  # fmt: skip
             w.put(_crl_state_key(index), msgspec.json.encode(state), db=meta_db)
             w.put(sf.META_MODE, sf.MODE_CRL_IMPORT, db=meta_db)
-            w.put(META_COMMIT, sf.pack_u32(seq), db=meta_db)
+            w.put(sf.META_COMMIT, sf.pack_u32(seq), db=meta_db)
             w.put(sf.META_COMMITTED_AT, sf.pack_i64(int(time.time())), db=meta_db)
             snapshot.abort()
             snapshot = None

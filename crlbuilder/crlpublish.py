@@ -33,7 +33,6 @@ import msgspec
 from cryptography import x509
 
 from crlbuilder import storeformat as sf
-from crlbuilder.apply import META_COMMIT
 from crlbuilder.config import CrlSection
 from crlbuilder.crl import encode_crl, write_crl_file
 from crlbuilder.manifest import IssuerFiles, Manifest
@@ -78,7 +77,7 @@ class CrlPublisher:
         cert = signer.certificate
         retention = self.cfg.retention_days[issuer.family.value] * DAY
         with self.store.env.begin() as txn:
-            commit = self.store.meta_u32(META_COMMIT, txn)
+            commit = self.store.meta_u32(sf.META_COMMIT, txn)
             if full_due:
                 state.number += 1
                 entry = self._produce(

@@ -66,6 +66,9 @@ MAX_DBS: Final = 16
 
 META_FORMAT: Final = b"format"
 META_BUILD: Final = b"build"
+META_COMMIT: Final = b"commit"
+"""The commit sequence: bumped by every write transaction that changes anything;
+a status record's version is the commit that last changed it."""
 META_COMMITTED_AT: Final = b"committed_at"
 META_ISSUERS: Final = b"issuers"
 META_CRL_STATE_PREFIX: Final = b"crl:"

@@ -5,6 +5,7 @@
     GET  /crl/{file}.crl    the current CRL files, for parties that may receive the family
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
+    GET  /metrics           Prometheus text format, all workers (`responder.metrics`)
 
 Order on every OCSP request: parse (bad bytes -> malformedRequest), attribute
 it to a registered party (`access`: client certificate, bearer token or a
@@ -12,6 +13,11 @@ signed request; none -> unauthorized), check the issuer is ours and the family
 is one the party may receive (else unauthorized), and only then look anything
 up (`ocsp.OcspService`). Fresh signatures run in a thread (cryptography
 releases the GIL while signing) so the worker's other connections go on.
+
+Every route leaves its decision in ``Request.note`` (a `responder.metrics.Outcome`:
+endpoint, OCSP status, first CertID's status, family, party id, answer source,
+refusal rule) for the metrics and the access log, which never look at the
+request's content themselves.
 """
 
 from __future__ import annotations
@@ -29,7 +35,17 @@ from crlbuilder.ocspsign import ResponseStatus
 from crlbuilder.store import Store
 from responder import access
 from responder.config import ResponderConfig
-from responder.http import Request, Response
+from responder.http import HttpHooks, Request, Response
+from responder.logs import AccessLog
+from responder.metrics import (
+    CONTENT_TYPE,
+    OCSP_STATUS,
+    EntryCounts,
+    IssuerRef,
+    StoreCollector,
+    WorkerMetrics,
+    outcome,
+)
 from responder.ocsp import ERRORS, OcspService, Ready, SignJob
 from responder.ocspreq import RequestError, decode_get_path, parse_request
 from responder.registry import Registry
@@ -60,11 +76,32 @@ _POST_ONLY: Final = _method_not_allowed(b"POST")
 _GET_ONLY: Final = _method_not_allowed(b"GET, HEAD")
 _OCSP_METHODS: Final = _method_not_allowed(b"GET, POST")
 
+# Notes (responder.metrics.Outcome) of the answers that do not depend on the request.
+_NOTE_OCSP_HTTP: Final = outcome("ocsp")
+_NOTE_MALFORMED: Final = outcome(
+    "ocsp", ocsp_status=OCSP_STATUS[ResponseStatus.MALFORMED_REQUEST], rule="malformed"
+)
+_NOTE_UNAUTHENTICATED: Final = outcome(
+    "ocsp", ocsp_status=OCSP_STATUS[ResponseStatus.UNAUTHORIZED], rule="unauthenticated"
+)
+_NOTE_CRL_UNAUTHENTICATED: Final = outcome("crl", rule="unauthenticated")
+_NOTE_OTHER: Final = outcome("other")
+_NOTE_HEALTHZ: Final = outcome("healthz")
+_NOTE_READYZ: Final = outcome("readyz")
+_NOTE_METRICS: Final = outcome("metrics")
+_UNAUTHORIZED: Final = OCSP_STATUS[ResponseStatus.UNAUTHORIZED]
+_SUCCESSFUL: Final = OCSP_STATUS[ResponseStatus.SUCCESSFUL]
+_TRY_LATER: Final = OCSP_STATUS[ResponseStatus.TRY_LATER]
+
 
 class JpkiApp:
-    """One worker's app: the store opened after fork, the registry, the OCSP service."""
+    """One worker's app: the store opened after fork, the registry, the OCSP service.
 
-    def __init__(self, config: ResponderConfig) -> None:
+    ``hooks`` (the worker's metrics, or its access log alone when metrics are off, or
+    None) is what `responder.server` installs in the HTTP layer.
+    """
+
+    def __init__(self, config: ResponderConfig, worker_index: int = 0) -> None:
         self.config = config
         self.manifest: Manifest = load_manifest(config.store.pki)
         self.store = Store.open(config.store.path, readonly=True)
@@ -77,6 +114,25 @@ class JpkiApp:
         )
         self.crl_dir = Path(config.store.crl_dir) if config.store.crl_dir else None
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sign")
+        self.access_log = AccessLog(config.log, worker_index)
+        self.metrics: WorkerMetrics | None = None
+        self.entries: EntryCounts | None = None
+        self.hooks: HttpHooks | None = self.access_log if self.access_log.on else None
+        if config.metrics.enabled:
+            self.metrics = self.hooks = self._make_metrics()
+
+    def _make_metrics(self) -> WorkerMetrics:
+        cfg = self.config.metrics
+        views = list(self.ocsp.by_index.values())
+        collector = StoreCollector(self.store, [IssuerRef(v.index, v.id, v.family) for v in views])
+        metrics = WorkerMetrics(cfg, collectors=[collector], access=self.access_log)
+        collector.entries = self.entries = EntryCounts(
+            self.store,
+            {v.index: v.family for v in views},
+            metrics.dir,
+            min_interval=cfg.entries_interval,
+        )
+        return metrics
 
     # --- lifecycle (called by responder.server) -----------------------------------
 
@@ -84,9 +140,12 @@ class JpkiApp:
         """SIGHUP: new registry and OCSP limits; a broken registry file keeps the old one."""
         self.registry = Registry.load(config.registry.path)
         self.config = config
+        self.access_log.configure(config.log)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.entries is not None and not self.entries.close():
+            return  # a count still reads the store: leave it open, the process is exiting
         self.store.close()
 
     # --- routing -----------------------------------------------------------------
@@ -95,25 +154,44 @@ class JpkiApp:
         path = req.target.split(b"?", 1)[0]
         if path in (b"/ocsp", b"/"):
             if req.method != b"POST":
-                return _OCSP_METHODS if path == b"/ocsp" else _NOT_FOUND
+                if path == b"/ocsp":
+                    req.note = _NOTE_OCSP_HTTP
+                    return _OCSP_METHODS
+                req.note = _NOTE_OTHER
+                return _NOT_FOUND
             ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
             if ctype != OCSP_REQUEST:
+                req.note = _NOTE_OCSP_HTTP
                 return _UNSUPPORTED
             return self._ocsp(req, req.body, get=False)
         if path.startswith(b"/ocsp/"):
             if req.method not in (b"GET", b"HEAD"):
+                req.note = _NOTE_OCSP_HTTP
                 return _GET_ONLY
             try:
                 der = decode_get_path(path[6:].decode("ascii"))
             except (RequestError, UnicodeDecodeError):
+                req.note = _NOTE_MALFORMED
                 return _OCSP_ERRORS[ResponseStatus.MALFORMED_REQUEST]
             return self._ocsp(req, der, get=True)
+        get = req.method in (b"GET", b"HEAD")
         if path == b"/healthz":
-            return _OK if req.method in (b"GET", b"HEAD") else _GET_ONLY
+            req.note = _NOTE_HEALTHZ
+            return _OK if get else _GET_ONLY
         if path == b"/readyz":
-            return self._ready() if req.method in (b"GET", b"HEAD") else _GET_ONLY
+            req.note = _NOTE_READYZ
+            return self._ready() if get else _GET_ONLY
+        if path == b"/metrics" and self.metrics is not None:
+            req.note = _NOTE_METRICS
+            if not get:
+                return _GET_ONLY
+            return Response(200, self.metrics.render(), CONTENT_TYPE, _NO_STORE)
         if path.startswith(b"/crl/"):
-            return self._crl(req, path[5:]) if req.method in (b"GET", b"HEAD") else _GET_ONLY
+            if not get:
+                req.note = outcome("crl")
+                return _GET_ONLY
+            return self._crl(req, path[5:])
+        req.note = _NOTE_OTHER
         return _NOT_FOUND
 
     # --- OCSP ----------------------------------------------------------------------
@@ -123,26 +201,42 @@ class JpkiApp:
         try:
             ocsp_req = parse_request(der, max_certids=cfg.max_certids, max_nonce=cfg.max_nonce)
         except RequestError as e:
+            req.note = _NOTE_MALFORMED
             return _OCSP_ERRORS[e.status]
         party = access.by_transport(self.registry, req)
         if party is None and ocsp_req.signature is not None:
             party = access.by_signature(self.registry, ocsp_req.signature)
         if party is None:
+            req.note = _NOTE_UNAUTHENTICATED
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
         views = self.ocsp.issuer_of(ocsp_req)
         if views is None or len({v.index for v in views}) != 1:
             # not our issuer, or several issuers (one delegated signer covers one issuer only)
+            req.note = ("ocsp", _UNAUTHORIZED, "", "", party.id, "", "unknown_issuer")
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
+        family = views[0].family.value
         if not party.may_receive(views[0].family):
+            req.note = ("ocsp", _UNAUTHORIZED, "", family, party.id, "", "unauthorized_family")
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
-        outcome = self.ocsp.answer(ocsp_req, views)
-        if isinstance(outcome, Ready):
-            return self._ocsp_response(outcome, get)
-        return asyncio.ensure_future(self._sign(outcome, get))
+        answer = self.ocsp.answer(ocsp_req, views)
+        if isinstance(answer, Ready):
+            if answer.ocsp_status:
+                req.note = ("ocsp", _TRY_LATER, "", family, party.id, "", "stale")
+            else:
+                source = "presigned" if answer.presigned else "cached"
+                req.note = ("ocsp", _SUCCESSFUL, answer.statuses[0], family, party.id, source, "")
+            return self._ocsp_response(answer, get)
+        req.note = ("ocsp", "", "", family, party.id, "", "")  # until the signature is made
+        return asyncio.ensure_future(self._sign(req, answer, get))
 
-    async def _sign(self, job: SignJob, get: bool) -> Response:
+    async def _sign(self, req: Request, job: SignJob, get: bool) -> Response:
         ready = await asyncio.get_running_loop().run_in_executor(self.pool, job.run)
         self.ocsp.remember(job, ready)
+        if self.metrics is not None:
+            self.metrics.observe_signing(ready.signing_seconds)
+        note = req.note
+        if note is not None:
+            req.note = ("ocsp", _SUCCESSFUL, ready.statuses[0], note[3], note[4], "signed", "")
         return self._ocsp_response(ready, get)
 
     def _ocsp_response(self, ready: Ready, get: bool) -> Response:
@@ -172,7 +266,9 @@ class JpkiApp:
     def _crl(self, req: Request, name: bytes) -> Response:
         party = access.by_transport(self.registry, req)
         if party is None:
+            req.note = _NOTE_CRL_UNAUTHENTICATED
             return _UNAUTHORIZED_HTTP
+        req.note = ("crl", "", "", "", party.id, "", "")
         if self.crl_dir is None:
             return _NOT_FOUND
         try:
@@ -183,8 +279,11 @@ class JpkiApp:
         view = next((v for v in self.ocsp.by_index.values() if v.id == stem), None)
         if view is None or not fname.endswith(".crl") or "/" in fname:
             return _NOT_FOUND
+        family = view.family.value
         if not party.may_receive(view.family):
+            req.note = ("crl", "", "", family, party.id, "", "unauthorized_family")
             return _FORBIDDEN
+        req.note = ("crl", "", "", family, party.id, "", "")
         try:
             body = (self.crl_dir / fname).read_bytes()
         except OSError:
@@ -208,5 +307,4 @@ def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:
 
 def create_app(config: ResponderConfig, worker_index: int) -> JpkiApp:
     """`responder.server`'s app factory: runs in each worker after the fork."""
-    del worker_index
-    return JpkiApp(config)
+    return JpkiApp(config, worker_index)

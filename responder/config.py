@@ -178,6 +178,29 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     access_log: AccessLogMode = "off"
     """Per-request log lines: ``off``, ``sampled`` (``sample_rate`` of them) or ``all``."""
     sample_rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.01
+    """Share of the requests logged when ``access_log = "sampled"``."""
+
+
+class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Prometheus metrics at /metrics ([metrics]); see `responder.metrics`.
+
+    Changing ``enabled`` or ``dir`` needs a restart (SIGHUP does not apply them).
+    """
+
+    enabled: bool = True
+    """Count requests and serve /metrics; false: no per-request counting, /metrics is 404."""
+    dir: Path | None = None
+    """Directory of prometheus_client's per-process files (PROMETHEUS_MULTIPROC_DIR); the
+    master creates it (mode 0700) and empties it at start. Unset: a fresh private directory
+    under the system's temporary directory, removed when the master exits (or, after the
+    master was killed, by the next start). One directory per responder instance."""
+    flush_interval: Annotated[float, msgspec.Meta(ge=0.05, le=60.0)] = 1.0
+    """Seconds between flushes of a worker's local counts into the shared files: a request
+    appears in /metrics at most this long after its answer was sent."""
+    entries_interval: Annotated[float, msgspec.Meta(ge=0.0)] = 60.0
+    """Least seconds between two recounts of the revoked entries per family and category
+    (jpkiva_store_entries); a recount runs only after a new commit, in a background thread
+    of the worker that answers the scrape, once for all workers."""
 
 
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -188,6 +211,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     registry: RegistryConfig = msgspec.field(default_factory=RegistryConfig)
     ocsp: OcspConfig = msgspec.field(default_factory=OcspConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -272,7 +296,7 @@ def load_config(
 class _Flag(msgspec.Struct, frozen=True):
     flag: str
     field: str
-    kind: Literal["int", "float", "str", "path", "list", "choice"]
+    kind: Literal["int", "float", "str", "path", "list", "choice", "bool"]
     help: str
     choices: tuple[str, ...] = ()
 
@@ -310,6 +334,10 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--log-level", "log.level", "choice", "log level", ("debug", "info", "warning", "error")),
     _Flag("--access-log", "log.access_log", "choice", "access log", ("off", "sampled", "all")),
     _Flag("--sample-rate", "log.sample_rate", "float", "sampled access log rate (0..1)"),
+    _Flag("--metrics", "metrics.enabled", "bool", "count requests and serve /metrics"),
+    _Flag("--metrics-dir", "metrics.dir", "path", "directory of the per-process metric files"),
+    _Flag("--metrics-flush-interval", "metrics.flush_interval", "float", "seconds between flushes"),
+    _Flag("--entries-interval", "metrics.entries_interval", "float", "seconds between recounts"),
 )
 
 
@@ -327,6 +355,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag.flag, dest=dest, action="append", help=help_text)
         elif flag.kind == "choice":
             group.add_argument(flag.flag, dest=dest, choices=flag.choices, help=help_text)
+        elif flag.kind == "bool":
+            group.add_argument(
+                flag.flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_text
+            )
         else:
             convert: type = {"int": int, "float": float, "str": str, "path": str}[flag.kind]
             group.add_argument(flag.flag, dest=dest, type=convert, help=help_text)

@@ -95,6 +95,9 @@ class Request(msgspec.Struct, gc=False):
     keep_alive: bool
     request_id: int
     """Per-worker counter, starting at 1."""
+    note: tuple[str, ...] | None = None
+    """What the app decided about the request, for the hooks (metrics, access log): set by
+    the app (see `responder.metrics.Outcome`), never read by this layer."""
 
 
 class Response(msgspec.Struct, frozen=True, gc=False):
@@ -114,7 +117,9 @@ class App(Protocol):
     ``handle`` returns a `Response` on the fast path, or an awaitable of one for
     slow work (run it in an executor so the worker's other connections go on).
     Optional methods, called when present: ``reload(config: ResponderConfig) ->
-    None`` on SIGHUP, and ``close() -> None`` when the worker exits.
+    None`` on SIGHUP, and ``close() -> None`` when the worker exits; and an optional
+    ``hooks`` attribute (`HttpHooks` or None), used when ``responder.server.serve`` was
+    given no ``hooks_factory``.
     """
 
     def handle(self, req: Request) -> Response | Awaitable[Response]: ...

@@ -81,6 +81,8 @@ class Ready:
     families: tuple[Family, ...] = ()
     presigned: bool = False
     ocsp_status: int = 0
+    signing_seconds: float = 0.0
+    """Time spent on the RSA signature of a freshly signed answer (metrics); 0 otherwise."""
 
 
 @dataclass(slots=True)
@@ -98,6 +100,7 @@ class SignJob:
     """(status key, hash algorithm, status version) when the answer may be cached."""
 
     def run(self) -> Ready:
+        t0 = time.perf_counter()
         der = self.signer.sign_response(
             self.answers,
             produced_at=self.produced_at,
@@ -105,7 +108,41 @@ class SignJob:
             next_update=self.next_update,
             nonce=self.nonce,
         )
-        return Ready(der, self.produced_at, self.next_update, self.statuses, self.families)
+        return Ready(
+            der,
+            self.produced_at,
+            self.next_update,
+            self.statuses,
+            self.families,
+            signing_seconds=time.perf_counter() - t0,
+        )
+
+
+def promised_next_update(store: Store, issuer_index: int, txn: Any) -> int:
+    """The nextUpdate the builder promised for one issuer (0: none yet).
+
+    Its last CRL's nextUpdate, else the earliest nextUpdate of its pre-signed answers.
+    Past it the issuer's data is stale: OCSP answers ``tryLater`` and the metric
+    ``jpkiva_stale_issuer`` is 1.
+    """
+    return store.crl_state(issuer_index, txn).next_update or (
+        store.ocsp_state(issuer_index, txn).next_update
+    )
+
+
+def store_generation(store: Store, txn: Any) -> tuple[int, int]:
+    """(commit sequence, build number): changes whenever crlbuilder wrote anything.
+
+    The commit sequence moves with every write of records; the build number with every
+    pre-signing and CRL run (which may write new nextUpdates without a new commit).
+    """
+    meta = store.dbs[sf.DB_META]
+    commit = txn.get(sf.META_COMMIT, db=meta)
+    build = txn.get(sf.META_BUILD, db=meta)
+    return (
+        sf.unpack_u32(commit) if commit is not None else 0,
+        sf.unpack_u32(build) if build is not None else 0,
+    )
 
 
 _STATUS_NAME: Final = {
@@ -143,7 +180,7 @@ class OcspService:
                 name_hash, key_hash = issuer_hashes(cert, alg)
                 self.issuers[(alg, name_hash, key_hash)] = view
         self._cache: dict[tuple[bytes, str], tuple[int, Ready]] = {}
-        self._seen_commit = -1
+        self._seen: tuple[int, int] = (-1, -1)
         self._fresh_until: dict[int, int] = {}
         self.crl_import = False
         self.stale_refusals = 0
@@ -151,18 +188,19 @@ class OcspService:
     # --- store metadata -------------------------------------------------------
 
     def refresh(self, txn: Any) -> None:
-        """Re-read per-issuer freshness when the builder committed something new."""
-        raw = txn.get(b"commit", db=self.store.dbs[sf.DB_META])
-        commit = sf.unpack_u32(raw) if raw is not None else 0
-        if commit == self._seen_commit:
+        """Re-read per-issuer freshness when the builder wrote something new.
+
+        Keyed by `store_generation`: a refresh run of crlbuilder (new CRLs and re-signed
+        answers, no new records) moves the build number only, and must be seen too.
+        """
+        seen = store_generation(self.store, txn)
+        if seen == self._seen:
             return
-        self._seen_commit = commit
+        self._seen = seen
         self._cache.clear()
         self.crl_import = txn.get(sf.META_MODE, db=self.store.dbs[sf.DB_META]) == sf.MODE_CRL_IMPORT
         for index in self.by_index:
-            crl = self.store.crl_state(index, txn)
-            ocsp = self.store.ocsp_state(index, txn)
-            self._fresh_until[index] = crl.next_update or ocsp.next_update
+            self._fresh_until[index] = promised_next_update(self.store, index, txn)
 
     def fresh_until(self, issuer_index: int) -> int:
         return self._fresh_until.get(issuer_index, 0)

@@ -13,6 +13,12 @@ process that uses it), wraps it in `responder.http.HttpServer` and serves the
 inherited sockets, terminating TLS itself when configured (the app then sees
 the client certificate in ``Request.client_cert_der``).
 
+Metrics: each worker's `HttpHooks` come from ``hooks_factory``, else from the
+app's ``hooks`` attribute; the worker calls their ``close()`` (when present) as it
+exits. The master reports worker starts, deaths and restarts to ``master_hooks``
+(`MasterHooks`; by default `responder.metrics.MasterMetrics` when ``[metrics]
+enabled``, which makes the workers' shared metrics directory before they fork).
+
 Readiness: once every worker is serving, the master prints one line per
 address to stdout, ``listening on http://127.0.0.1:8080`` (https when TLS is
 on), and sends ``READY=1`` to systemd when ``NOTIFY_SOCKET`` is set. Lifecycle
@@ -35,7 +41,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Final, TextIO
+from typing import Final, Protocol, TextIO
 
 import msgspec
 import uvloop
@@ -48,6 +54,7 @@ __all__ = [
     "AppFactory",
     "HooksFactory",
     "JsonLineFormatter",
+    "MasterHooks",
     "bind_sockets",
     "configure_logging",
     "make_ssl_context",
@@ -58,6 +65,20 @@ __all__ = [
 AppFactory = Callable[[ResponderConfig, int], App]
 HooksFactory = Callable[[ResponderConfig, int], HttpHooks | None]
 ConfigLoader = Callable[[], ResponderConfig]
+
+
+class MasterHooks(Protocol):
+    """What the master reports about its workers (metrics); each call must be quick."""
+
+    def on_workers_changed(self, serving: int) -> None:
+        """The number of workers started and ready changed."""
+
+    def on_worker_exit(self, pid: int, restarting: bool) -> None:
+        """A worker exited; ``restarting``: another takes its place."""
+
+    def close(self) -> None:
+        """The master is exiting."""
+
 
 EXIT_STARTUP_FAILED: Final = 3
 """A worker's exit code when its app or its servers could not start."""
@@ -225,7 +246,11 @@ class _Worker:
         limits = config.server.limits
         try:
             self.app = app = self.app_factory(config, self.index)
-            hooks = self.hooks_factory(config, self.index) if self.hooks_factory else None
+            hooks: HttpHooks | None = (
+                self.hooks_factory(config, self.index)
+                if self.hooks_factory
+                else getattr(app, "hooks", None)
+            )
             if config.server.tls.enabled:
                 self.ssl_context = make_ssl_context(config.server.tls)
             self.http = http = HttpServer.from_config(app, config.server, hooks=hooks)
@@ -261,12 +286,13 @@ class _Worker:
             sock.close()
         left = await http.drain(self.config.server.limits.drain_timeout)
         _event("worker_drained", worker=self.index, cut_connections=left)
-        close = getattr(app, "close", None)
-        if callable(close):
-            try:
-                close()
-            except Exception as exc:
-                _event("app_close_failed", logging.ERROR, exc_type=type(exc).__name__)
+        for what, obj in (("hooks", hooks), ("app", app)):
+            close = getattr(obj, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:
+                    _event(f"{what}_close_failed", logging.ERROR, exc_type=type(exc).__name__)
         return 0
 
     def reload(self) -> None:
@@ -350,8 +376,10 @@ class _Master:
         hooks_factory: HooksFactory | None,
         reload_config: ConfigLoader | None,
         out: TextIO,
+        master_hooks: MasterHooks | None = None,
     ) -> None:
         self.config = config
+        self.master_hooks = master_hooks
         self.app_factory = app_factory
         self.hooks_factory = hooks_factory
         self.reload_config = reload_config
@@ -380,6 +408,7 @@ class _Master:
             self.sockets = bind_sockets(self.config.server)
         except (OSError, ssl.SSLError, ValueError) as exc:
             _event("master_start_failed", logging.ERROR, error=_safe_error(exc))
+            self._report("close")
             return 1
         urls = _urls(self.sockets, tls.enabled)
         self.ready_r, self.ready_w = os.pipe()
@@ -422,6 +451,7 @@ class _Master:
                     _event("workers_killed", logging.WARNING, pids=sorted(self.children))
                     self.stop_deadline = now + 3600
         finally:
+            self._report("close")
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -431,6 +461,19 @@ class _Master:
                 sock.close()
         _event("master_exit", code=self.exit_code)
         return self.exit_code
+
+    def _report(self, what: str, *args: object) -> None:
+        """Tell the master hooks; their failure is logged, never fatal to the master."""
+        hooks = self.master_hooks
+        if hooks is None:
+            return
+        try:
+            getattr(hooks, what)(*args)
+        except Exception as exc:
+            _event("master_hooks_failed", logging.ERROR, call=what, exc_type=type(exc).__name__)
+
+    def _serving(self) -> int:
+        return sum(c.ready for c in self.children.values())
 
     def _timeout(self) -> float | None:
         now = time.monotonic()
@@ -488,7 +531,8 @@ class _Master:
             return
         child.ready = True
         _event("worker_ready", worker=index, worker_pid=pid)
-        if not self.announced and sum(c.ready for c in self.children.values()) >= self.n_workers:
+        self._report("on_workers_changed", self._serving())
+        if not self.announced and self._serving() >= self.n_workers:
             self.announced = True
             for url in urls:
                 print(f"listening on {url}", file=self.out, flush=True)
@@ -558,6 +602,11 @@ class _Master:
                 exit_code=code,
                 seconds=round(lived, 3),
             )
+            restarting = not self.stopping and not (
+                code == EXIT_STARTUP_FAILED and not self.announced
+            )
+            self._report("on_worker_exit", pid, restarting)
+            self._report("on_workers_changed", self._serving())
             if self.stopping:
                 continue
             if code == EXIT_STARTUP_FAILED and not self.announced:
@@ -586,6 +635,7 @@ def serve(
     *,
     reload_config: ConfigLoader | None = None,
     hooks_factory: HooksFactory | None = None,
+    master_hooks: MasterHooks | None = None,
     out: TextIO | None = None,
 ) -> int:
     """Run the master and its workers until SIGTERM/SIGINT; the process exit code.
@@ -594,10 +644,25 @@ def serve(
     ``reload_config`` (e.g. ``lambda: load_config(path, overrides)``) is called on
     SIGHUP by the master (to validate) and by each worker; without it SIGHUP
     reloads the app with the same configuration. ``hooks_factory(config,
-    worker_index)`` gives each worker its `HttpHooks` (metrics). ``out`` receives
+    worker_index)`` gives each worker its `HttpHooks` (metrics; without it the app's
+    ``hooks`` attribute, if any). ``master_hooks`` hears of workers starting, dying
+    and being restarted, and is closed when the master exits; when None and
+    ``[metrics] enabled``, it is `responder.metrics.MasterMetrics`, made here before
+    any fork (it prepares the directory the workers' metrics share). ``out`` receives
     the ``listening on URL`` lines (stdout by default). Returns 0 after a clean
-    stop, 1 when the sockets, TLS or the first start of a worker failed.
+    stop, 1 when the metrics directory, the sockets, TLS or the first start of a
+    worker failed.
     """
     configure_logging(config.log.level)
-    master = _Master(config, app_factory, hooks_factory, reload_config, out or sys.stdout)
+    if master_hooks is None and config.metrics.enabled:
+        from responder.metrics import MasterMetrics
+
+        try:
+            master_hooks = MasterMetrics(config.metrics)
+        except (ConfigError, OSError) as exc:
+            _event("master_start_failed", logging.ERROR, error=_safe_error(exc))
+            return 1
+    master = _Master(
+        config, app_factory, hooks_factory, reload_config, out or sys.stdout, master_hooks
+    )
     return master.run()

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from crlbuilder import crlimport
 from crlbuilder import storeformat as sf
-from crlbuilder.apply import META_COMMIT, Applier, register_issuers
+from crlbuilder.apply import Applier, register_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.crl import encode_crl, encode_tbs_certlist
 from crlbuilder.ingest import Quarantine, read_file
@@ -151,7 +151,7 @@ def meta(store: Path) -> tuple[int, bytes | None]:
     try:
         with s.env.begin() as txn:
             mode = txn.get(sf.META_MODE, db=s.dbs[sf.DB_META])
-            return s.meta_u32(META_COMMIT, txn), None if mode is None else bytes(mode)
+            return s.meta_u32(sf.META_COMMIT, txn), None if mode is None else bytes(mode)
     finally:
         s.close()
 

@@ -1,0 +1,720 @@
+"""/metrics (responder/metrics.py): totals across workers, restarts, store gauges, refusals.
+
+In-process tests check the pieces (local counting and flushing, histogram buckets,
+the store readers, the shared entry count); the others start the real `responder
+serve` with two workers on loopback and read /metrics with prometheus_client's
+parser while real requests are sent, a worker is killed with SIGKILL, or the store
+goes stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.client
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from prometheus_client.parser import text_string_to_metric_families
+
+from crlbuilder.model import Answer, Category, CertStatus, Family
+from crlbuilder.store import Store
+from responder import metrics as m
+from responder.config import MetricsConfig
+from responder.http import Request, Response
+from responder.logs import method_label
+from responder.ocsp import store_generation
+from tests.conftest import BIN, Built, run_tool
+
+# -- helpers ----------------------------------------------------------------------------------
+
+Labels = frozenset[tuple[str, str]]
+
+
+def parse(text: str) -> dict[tuple[str, Labels], float]:
+    """Every sample of a /metrics text: (sample name, labels) -> value."""
+    out: dict[tuple[str, Labels], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def total(samples: dict[tuple[str, Labels], float], name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def until(check: Callable[[], bool], timeout: float = 8.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def ocsp_request(
+    built: Built, a: Answer, *, nonce: bool = False, issuer_cert: Path | None = None
+) -> bytes:
+    pop = built.population
+    cert = x509.load_pem_x509_certificate((pop / a.cert).read_bytes())
+    issuer = x509.load_pem_x509_certificate((issuer_cert or pop / a.issuer_cert).read_bytes())
+    b = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
+    if nonce:
+        b = b.add_extension(x509.OCSPNonce(os.urandom(16)), critical=False)
+    return b.build().public_bytes(serialization.Encoding.DER)
+
+
+@dataclass
+class Srv:
+    url: str
+    pid: int
+    log: Path
+    built: Built
+    d: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def token(self, party: str) -> str:
+        return (self.built.pki / "parties" / f"{party}.token").read_text().strip()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as r:
+                return int(r.status), r.read()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read()
+
+    def scrape(self) -> dict[tuple[str, Labels], float]:
+        status, body = self.get("/metrics")
+        assert status == 200, body
+        return parse(body.decode())
+
+    def post(
+        self, body: bytes, token: str | None = None, headers: dict[str, str] | None = None
+    ) -> bytes:
+        h = {"Content-Type": "application/ocsp-request", **(headers or {})}
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(f"{self.url}/ocsp", data=body, headers=h, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            data: bytes = r.read()
+            return data
+
+    def events(self, event: str | None = None) -> list[dict[str, object]]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if event is None or obj.get("event") == event:
+                out.append(obj)
+        return out
+
+
+@contextlib.contextmanager
+def run_server(built: Built, d: Path, *extra: str, store: Path | None = None) -> Iterator[Srv]:
+    """`responder serve` with 2 workers on an ephemeral loopback port, stopped by PID."""
+    d.mkdir(parents=True, exist_ok=True)
+    registry = d / "registry.toml"
+    if not registry.exists():
+        run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
+    log_path = d / "stderr.log"
+    log = log_path.open("wb")
+    p = subprocess.Popen(
+        [str(BIN / "responder"), "serve", "--store", str(store or built.store), "--pki", str(built.pki),
+         "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
+         "--trusted-proxy", "127.0.0.1", *extra],
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        assert line.startswith("listening on"), log_path.read_text()
+        yield Srv(line.split()[-1], p.pid, log_path, built, d)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log.close()
+
+
+def sample(
+    built: Built, status: CertStatus, family: str | None = None, case: str | None = None
+) -> Answer:
+    return next(
+        a
+        for a in built.answers
+        if a.status is status
+        and (family is None or a.family.value == family)
+        and (case is None or a.case == case)
+    )
+
+
+# -- in process: local counting, flushing, exposition ----------------------------------------
+
+
+@pytest.fixture
+def mp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A multiprocess directory for this process; prometheus_client's value class restored after."""
+    from prometheus_client import values
+
+    d = tmp_path / "mp"
+    d.mkdir(mode=0o700)
+    monkeypatch.setenv(m.ENV, str(d))
+    before = values.ValueClass
+    yield d
+    values.ValueClass = before
+
+
+def _req(
+    target: bytes, note: tuple[str, ...] | None, method: bytes = b"POST", rid: int = 1
+) -> Request:
+    return Request(method, target, {}, b"", ("127.0.0.1", 1), None, b"1.1", True, rid, note)
+
+
+def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
+    wm = m.WorkerMetrics(MetricsConfig())
+    ok = Response(200, b"x", b"application/ocsp-response")
+    note = ("ocsp", "successful", "revoked", "sign-card", "sig-verifier", "presigned", "")
+    for i in range(5):
+        wm.on_request_done(_req(b"/ocsp", note, rid=i), ok, 0.0003)
+    refused = ("ocsp", "unauthorized", "", "", "-", "", "unauthenticated")
+    wm.on_request_done(_req(b"/ocsp", refused), ok, 0.00005)
+    wm.on_request_done(_req(b"/nope", None, method=b"GET"), Response(404, b"", b"text/plain"), 2.0)
+    wm.on_http_error(413)
+    wm.on_request_done(_req(b"/crl/a.crl", ("crl",), method=b"GET"), ok, 0.001)  # a short note
+    wm.on_connection_open()
+    wm.on_connection_open()
+    wm.on_connection_close()
+    wm.observe_signing(0.004)
+
+    def from_files() -> dict[tuple[str, Labels], float]:
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        reg = CollectorRegistry()
+        MultiProcessCollector(reg, str(mp_dir))  # type: ignore[no-untyped-call]
+        return parse(generate_latest(reg).decode())
+
+    assert total(from_files(), "jpkiva_requests_total") == 0  # nothing before the flush
+    s = parse(wm.render().decode())  # a scrape flushes this worker first
+    assert s == from_files()
+    assert total(s, "jpkiva_requests_total", endpoint="ocsp", party="sig-verifier", cert_status="revoked",
+                 family="sign-card", ocsp_status="successful", method="POST", http_status="200") == 5  # fmt: skip
+    assert (
+        total(s, "jpkiva_requests_total", endpoint="ocsp", party="-", ocsp_status="unauthorized")
+        == 1
+    )
+    assert total(s, "jpkiva_requests_total", endpoint="other", method="GET", http_status="404") == 1
+    assert total(s, "jpkiva_requests_total", endpoint="other", method="", http_status="413") == 1
+    assert total(s, "jpkiva_requests_total", endpoint="crl", party="-", ocsp_status="") == 1
+    assert total(s, "jpkiva_ocsp_answers_total", source="presigned") == 5
+    assert total(s, "jpkiva_ocsp_answers_total", source="signed") == 0
+    assert total(s, "jpkiva_refusals_total", rule="unauthenticated") == 1
+    assert {ls for (n, ls) in s if n == "jpkiva_refusals_total"} == {
+        frozenset({("rule", r)}) for r in m.RULES
+    }
+    assert total(s, "jpkiva_open_connections") == 1
+    # histogram: 5 in (0.00025, 0.0005], 1 in (0, 0.0001], 1 above 1 s (+Inf only)
+    b = "jpkiva_request_duration_seconds_bucket"
+    assert total(s, b, endpoint="ocsp", le="0.0001") == 1
+    assert total(s, b, endpoint="ocsp", le="0.00025") == 1
+    assert total(s, b, endpoint="ocsp", le="0.0005") == 6
+    assert total(s, b, endpoint="ocsp", le="+Inf") == 6
+    assert total(s, "jpkiva_request_duration_seconds_count", endpoint="ocsp") == 6
+    assert total(s, "jpkiva_request_duration_seconds_sum", endpoint="ocsp") == pytest.approx(
+        0.00155
+    )
+    assert total(s, b, endpoint="other", le="1.0") == 0
+    assert total(s, b, endpoint="other", le="+Inf") == 1
+    assert total(s, "jpkiva_signing_duration_seconds_bucket", le="0.0025") == 0
+    assert total(s, "jpkiva_signing_duration_seconds_bucket", le="0.005") == 1
+    # a second flush adds nothing; new counts add to the old
+    wm.flush()
+    wm.on_request_done(_req(b"/ocsp", note), ok, 0.0003)
+    s = parse(wm.render().decode())
+    assert total(s, "jpkiva_ocsp_answers_total", source="presigned") == 6
+    assert total(s, "jpkiva_request_duration_seconds_count", endpoint="ocsp") == 7
+    wm.close()
+
+
+def test_labels_and_endpoints() -> None:
+    assert m.endpoint_of(b"/ocsp") == "ocsp" and m.endpoint_of(b"/ocsp/MEQw") == "ocsp"
+    assert m.endpoint_of(b"/crl/a.crl") == "crl" and m.endpoint_of(b"/metrics?x") == "metrics"
+    assert m.endpoint_of(b"/healthz") == "healthz" and m.endpoint_of(b"/x") == "other"
+    assert method_label(b"POST") == "POST" and method_label(b"PROPFIND") == "other"
+    assert method_label(b"") == ""
+    assert set(m.OCSP_STATUS.values()) == {
+        "successful", "malformedRequest", "internalError", "tryLater", "sigRequired", "unauthorized",
+    }  # fmt: skip
+
+
+def test_worker_metrics_refuse_to_start_without_the_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from responder.config import ConfigError
+
+    monkeypatch.delenv(m.ENV, raising=False)
+    with pytest.raises(ConfigError, match="PROMETHEUS_MULTIPROC_DIR"):
+        m.WorkerMetrics(MetricsConfig())
+
+
+def test_directories_of_killed_masters_are_swept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])  # a pid that has exited
+    dead.wait()
+    old = time.time() - 3600
+    dirs = {}
+    for name, pid in (
+        ("dead", dead.pid),
+        ("alive", os.getpid()),
+        ("young", dead.pid),
+        ("other", None),
+    ):
+        d = tmp_path / f"jpki-va-metrics-{name}"
+        d.mkdir(mode=0o700)
+        (d / "counter_1.db").write_bytes(b"x")
+        if pid is not None:
+            (d / "master.pid").write_text(str(pid))
+        if name != "young":
+            os.utime(d, (old, old))
+        dirs[name] = d
+    fresh, owned = m.prepare_dir(None)
+    assert owned and fresh.parent == tmp_path
+    assert not dirs["dead"].exists()  # its master died without cleaning up
+    assert dirs["alive"].exists() and dirs["young"].exists() and dirs["other"].exists()
+
+
+def test_prepare_dir_is_private_and_emptied(tmp_path: Path) -> None:
+    d = tmp_path / "metrics"
+    d.mkdir(mode=0o755)
+    (d / "counter_123.db").write_bytes(b"old")
+    (d / "store-entries.json").write_text("{}")
+    (d / "keep.txt").write_text("not ours")
+    path, owned = m.prepare_dir(d)
+    assert path == d and not owned
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert sorted(p.name for p in d.iterdir()) == ["keep.txt"]
+    fresh, owned = m.prepare_dir(None)
+    try:
+        assert owned and stat.S_IMODE(fresh.stat().st_mode) == 0o700 and not any(fresh.iterdir())
+    finally:
+        fresh.rmdir()
+
+
+# -- in process: the store readers ------------------------------------------------------------
+
+
+def test_count_entries_agrees_with_decoding_every_entry(built: Built) -> None:
+    store = Store.open(built.store, readonly=True)
+    try:
+        families = {i.index: i.family for i in built.manifest.issuers}
+        with store.env.begin() as txn:
+            counted = m.count_entries(store, txn, families)
+            expected: dict[tuple[str, str], int] = {}
+            for i in built.manifest.issuers:
+                for _, e in store.revoked_entries(i.index, txn):
+                    key = (i.family.value, Category.from_code(e.category).value)
+                    expected[key] = expected.get(key, 0) + 1
+        assert counted == expected and sum(counted.values()) > 100
+        assert len({c for _, c in counted}) == len(Category)  # every legal category is there
+    finally:
+        store.close()
+
+
+def test_latest_crls_are_the_newest_full_and_delta(built: Built) -> None:
+    store = Store.open(built.store, readonly=True)
+    try:
+        files = store.crl_files()
+        with store.env.begin() as txn:
+            for i in built.manifest.issuers:
+                latest = m.latest_crls(store, txn, i.index)
+                mine = [f for f in files if f.issuer == i.id]
+                full = max((f for f in mine if not f.delta), key=lambda f: f.number)
+                deltas = [f for f in mine if f.delta and f.number > full.number]
+                want = [max(deltas, key=lambda f: f.number), full] if deltas else [full]
+                assert latest == want, i.id
+            assert m.latest_crls(store, txn, 999) == []
+    finally:
+        store.close()
+
+
+def test_entry_counts_are_shared_between_workers(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(built.store, readonly=True)
+    calls: list[int] = []
+    real = m.count_entries
+
+    def counting(*args: object, **kwargs: object) -> dict[tuple[str, str], int]:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(m, "count_entries", counting)
+    monkeypatch.setattr(m, "INLINE_ENTRIES", 0)  # always in the background
+    try:
+        families = {i.index: i.family for i in built.manifest.issuers}
+        with store.env.begin() as txn:
+            commit = store_generation(store, txn)[0]
+        first = m.EntryCounts(store, families, tmp_path, min_interval=3600)
+        assert first.get(commit) is None  # counting started in the background
+        assert first.wait(10)
+        counts = first.get(commit)
+        assert counts is not None and sum(counts.values()) > 100 and len(calls) == 1
+        second = m.EntryCounts(store, families, tmp_path, min_interval=3600)  # another worker
+        assert second.get(commit) == counts and len(calls) == 1  # taken from the shared file
+        # a new commit within min_interval: the last count is shown, no recount yet
+        assert second.get(commit + 1) == counts
+        assert second.wait(1) and len(calls) == 1
+        assert oct(stat.S_IMODE((tmp_path / "store-entries.json").stat().st_mode)) == "0o600"
+    finally:
+        store.close()
+
+
+# -- the real server --------------------------------------------------------------------------
+
+
+def _more_lines(srv: Srv, than: int) -> bool:
+    return len(srv.events("request")) > than
+
+
+def _connections_by_worker(
+    srv: Srv, token: str, body: bytes, n: int
+) -> list[tuple[http.client.HTTPConnection, int]]:
+    """``n`` keep-alive connections, each with one answered request, and the worker that served it."""
+    out = []
+    for _ in range(n):
+        before = len(srv.events("request"))
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("POST", "/ocsp", body, {"Content-Type": "application/ocsp-request",
+                                             "Authorization": f"Bearer {token}"})  # fmt: skip
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read()
+        until(functools.partial(_more_lines, srv, before), 5, "the access log line")
+        worker = srv.events("request")[before]["worker"]
+        assert isinstance(worker, int)
+        out.append((conn, worker))
+    return out
+
+
+def _send(conns: list[http.client.HTTPConnection], token: str, body: bytes, per_conn: int) -> None:
+    def work(conn: http.client.HTTPConnection) -> None:
+        for _ in range(per_conn):
+            conn.request("POST", "/ocsp", body, {"Content-Type": "application/ocsp-request",
+                                                 "Authorization": f"Bearer {token}"})  # fmt: skip
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read()
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+
+def _ocsp_total(srv: Srv) -> float:
+    return total(srv.scrape(), "jpkiva_requests_total", endpoint="ocsp")
+
+
+def test_totals_across_workers_survive_a_killed_worker(built: Built, tmp_path: Path) -> None:
+    """N requests over both workers count N; SIGKILL of one: no drop, no double count."""
+    with run_server(built, tmp_path / "srv", "--access-log", "all") as srv:
+        token = srv.token("both-verifier")
+        revoked = sample(built, CertStatus.REVOKED, "sign-card")
+        body = ocsp_request(built, revoked)
+        conns: list[tuple[http.client.HTTPConnection, int]] = []
+        for _ in range(6):  # until both workers hold connections (the kernel picks)
+            conns += _connections_by_worker(srv, token, body, 4)
+            if {w for _, w in conns} == {0, 1}:
+                break
+        assert {w for _, w in conns} == {0, 1}, "every connection went to one worker"
+        _send([c for c, _ in conns], token, body, 25)
+        n = len(conns) * 26
+        until(lambda: _ocsp_total(srv) == n, what=f"{n} OCSP requests in /metrics")
+        time.sleep(1.5)  # one more flush interval: still exactly n (nothing counted twice)
+        s = srv.scrape()
+        assert total(s, "jpkiva_requests_total", endpoint="ocsp") == n
+        assert total(s, "jpkiva_requests_total", endpoint="ocsp", ocsp_status="successful",
+                     cert_status="revoked", family="sign-card", party="both-verifier",
+                     method="POST", http_status="200") == n  # fmt: skip
+        assert total(s, "jpkiva_ocsp_answers_total", source="presigned") == n
+        assert total(s, "jpkiva_request_duration_seconds_count", endpoint="ocsp") == n
+        assert total(s, "jpkiva_workers_up") == 2 and total(s, "jpkiva_worker_restarts_total") == 0
+        assert total(s, "jpkiva_open_connections") == len(conns) + 1  # ours and the scrape's
+
+        # kill -9 a worker that holds open connections
+        victim = conns[0][1]
+        pid = next(
+            e["worker_pid"] for e in reversed(srv.events("worker_ready")) if e["worker"] == victim
+        )
+        assert isinstance(pid, int)
+        os.kill(pid, signal.SIGKILL)
+        until(lambda: len(srv.events("worker_ready")) == 3, what="the restarted worker")
+        for conn, _ in conns:
+            conn.close()
+        s = srv.scrape()
+        assert total(s, "jpkiva_requests_total", endpoint="ocsp") == n  # nothing lost
+        assert total(s, "jpkiva_worker_restarts_total") == 1
+        assert total(s, "jpkiva_workers_up") == 2
+
+        # send more over both workers: exactly added, never doubled
+        more: list[tuple[http.client.HTTPConnection, int]] = []
+        for _ in range(6):
+            more += _connections_by_worker(srv, token, body, 4)
+            if {w for _, w in more} == {0, 1}:
+                break
+        _send([c for c, _ in more], token, body, 10)
+        n2 = n + len(more) * 11
+        until(lambda: _ocsp_total(srv) == n2, what=f"{n2} OCSP requests after the restart")
+        for conn, _ in more:
+            conn.close()
+        # the dead worker's connections left the gauge (mark_process_dead); only the scrape's stays
+        until(
+            lambda: total(srv.scrape(), "jpkiva_open_connections") == 1, what="open connections 1"
+        )
+        time.sleep(1.2)
+        assert _ocsp_total(srv) == n2
+        # the access log: one JSON object per line, no request data
+        lines = srv.events("request")
+        assert len([x for x in lines if x["endpoint"] == "ocsp"]) == n2
+        assert {tuple(sorted(x)) for x in lines} == {
+            ("duration_ms", "endpoint", "event", "http_status", "level", "logger", "method",
+             "ocsp_status", "party", "pid", "request_id", "ts", "worker")
+        }  # fmt: skip
+        metrics_dir = next(
+            p
+            for p in Path(tempfile.gettempdir()).glob("jpki-va-metrics-*")
+            if any(p.glob(f"*_{pid}.db"))
+        )
+        assert stat.S_IMODE(metrics_dir.stat().st_mode) == 0o700
+        assert any(metrics_dir.glob(f"counter_{pid}.db"))  # the dead worker's counts stay
+        assert not any(metrics_dir.glob(f"gauge_livesum_{pid}.db"))  # its live gauge went
+    assert not metrics_dir.exists()  # removed when the master exits
+
+
+def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
+    """Sources and refusal rules are counted; no token, certificate, serial or fact is logged or exposed."""
+    from crlbuilder.certprofile import facts_of
+    from crlbuilder.pki import init_pki
+
+    with run_server(built, tmp_path / "srv", "--access-log", "all") as srv:
+        both = srv.token("both-verifier")
+        revoked = sample(built, CertStatus.REVOKED, "sign-card")
+        good = sample(built, CertStatus.GOOD, "sign-card", "good")
+        auth = sample(
+            built, CertStatus.GOOD, "auth-mobile", "good"
+        )  # another test revokes an auth-card one
+        status = ocsp.load_der_ocsp_response
+
+        assert (
+            status(srv.post(ocsp_request(built, revoked), both)).certificate_status
+            is ocsp.OCSPCertStatus.REVOKED
+        )
+        for _ in range(3):  # signed once, then cached (per worker: at most one signature each)
+            assert (
+                status(srv.post(ocsp_request(built, good), both)).certificate_status
+                is ocsp.OCSPCertStatus.GOOD
+            )
+        assert (
+            status(srv.post(ocsp_request(built, good, nonce=True), both)).certificate_status
+            is ocsp.OCSPCertStatus.GOOD
+        )
+        # a party's certificate passed by the trusted proxy, and a signed request
+        pem = (built.pki / "parties" / "auth-verifier.pem").read_text()
+        hdr = {"client-cert": urllib.parse.quote(pem)}
+        assert (
+            status(srv.post(ocsp_request(built, auth), headers=hdr)).response_status
+            is ocsp.OCSPResponseStatus.SUCCESSFUL
+        )
+        parties = built.pki / "parties"
+        out = subprocess.run(
+            ["openssl", "ocsp", "-url", f"{srv.url}/ocsp", "-issuer", str(built.population / good.issuer_cert),
+             "-cert", str(built.population / good.cert), "-no_nonce", "-noverify",
+             "-signer", str(parties / "sig-verifier.pem"), "-signkey", str(parties / "sig-verifier.key")],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert ": good" in out.stdout, out
+        # refusals
+        unauthorized = ocsp.OCSPResponseStatus.UNAUTHORIZED
+        assert status(srv.post(ocsp_request(built, revoked))).response_status is unauthorized
+        assert (
+            status(srv.post(ocsp_request(built, revoked), "not-a-token")).response_status
+            is unauthorized
+        )
+        assert (
+            status(
+                srv.post(ocsp_request(built, revoked), srv.token("auth-verifier"))
+            ).response_status
+            is unauthorized
+        )
+        foreign = init_pki(tmp_path / "other")
+        body = ocsp_request(built, good, issuer_cert=foreign.path(foreign.issuers[0].cert))
+        assert status(srv.post(body, both)).response_status is unauthorized
+        assert (
+            status(srv.post(b"\x30\x03\x02\x01\x00", both)).response_status
+            is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+        )
+        assert srv.get("/crl/sign-card-g2.crl")[0] == 401
+        req = urllib.request.Request(f"{srv.url}/crl/sign-card-g2.crl",
+                                     headers={"Authorization": f"Bearer {srv.token('auth-verifier')}"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(req, timeout=10)
+
+        def settled() -> bool:
+            s = srv.scrape()
+            return (
+                total(s, "jpkiva_refusals_total") == 7
+                and total(s, "jpkiva_ocsp_answers_total") == 7
+            )
+
+        until(settled, what="the refusals and answers")
+        s = srv.scrape()
+        rules = {r: total(s, "jpkiva_refusals_total", rule=r) for r in m.RULES}
+        assert rules == {"unauthenticated": 3, "unauthorized_family": 2, "unknown_issuer": 1,
+                         "malformed": 1, "stale": 0, "suspended": 0, "quota": 0, "cycle": 0,
+                         "unauthorized_service": 0}  # fmt: skip
+        sources = {x: total(s, "jpkiva_ocsp_answers_total", source=x) for x in m.SOURCES}
+        # 3 plain asks for `good` (signed once per worker at most), 1 nonce, the mTLS and signed ones
+        assert sources["presigned"] == 1 and sources["signed"] >= 3
+        assert sources["signed"] + sources["cached"] == 6
+        assert total(s, "jpkiva_signing_duration_seconds_count") == sources["signed"]
+        assert total(s, "jpkiva_requests_total", party="auth-verifier", family="auth-mobile",
+                     ocsp_status="successful") == 1  # fmt: skip
+        assert (
+            total(s, "jpkiva_requests_total", party="sig-verifier", ocsp_status="successful") == 1
+        )
+        assert total(s, "jpkiva_requests_total", endpoint="crl", http_status="401", party="-") == 1
+        assert total(s, "jpkiva_requests_total", endpoint="crl", http_status="403",
+                     party="auth-verifier", family="sign-card") == 1  # fmt: skip
+        metrics_text = srv.get("/metrics")[1].decode()
+
+    # log hygiene: nothing secret or personal in the access log (nor in /metrics)
+    log_text = srv.log.read_text(errors="replace")
+    assert len(srv.events("request")) >= 15
+    secrets: list[str] = []
+    for party in built.manifest.parties:
+        secrets.append(built.manifest.path(party.token).read_text().strip())
+        body_lines = built.manifest.path(party.cert).read_text().strip().splitlines()[1:-1]
+        secrets += [ln for ln in body_lines if len(ln) >= 32]
+    asked = [revoked, good, auth]
+    for a in asked:
+        serial = a.serial
+        secrets += [str(serial), f"{serial:x}", f"{serial:X}"]
+    facts_seen = 0
+    for a in built.answers:
+        if a.family in (Family.SIGN_CARD, Family.SIGN_MOBILE):
+            cert = x509.load_pem_x509_certificate((built.population / a.cert).read_bytes())
+            facts = facts_of(cert)
+            if facts is not None:
+                facts_seen += 1
+                secrets += [facts.name, facts.address, str(facts.birth_date)]
+                secrets += [x for x in (facts.name_alt, facts.address_alt) if x]
+    assert facts_seen > 10
+    for secret in secrets:
+        assert secret not in log_text, "a secret or personal datum is in the log"
+        assert secret not in metrics_text, "a secret or personal datum is in /metrics"
+    for line in log_text.splitlines():  # every line is one JSON object
+        assert isinstance(json.loads(line), dict)
+
+
+def test_stale_issuer_alarm_and_recovery(built: Built, tmp_path: Path) -> None:
+    """jpkiva_stale_issuer is 1 where OCSP answers tryLater, and 0 again after crlbuilder refreshes."""
+    store = tmp_path / "store"
+    shutil.copytree(built.store, store)
+    crl = tmp_path / "crl"
+    args = built.builder_args(store, crl)
+    args[args.index("--as-of") + 1] = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    run_tool("crlbuilder", "build", *args)  # CRLs whose nextUpdate has passed
+    with run_server(built, tmp_path / "srv", store=store) as srv:
+        s = srv.scrape()
+        ids = [i.id for i in built.manifest.issuers]
+        assert {i: total(s, "jpkiva_stale_issuer", issuer=i) for i in ids} == dict.fromkeys(ids, 1)
+        now = time.time()
+        for i in ids:
+            assert total(s, "jpkiva_issuer_next_update_timestamp_seconds", issuer=i) < now
+            assert (
+                total(s, "jpkiva_crl_last_produced_timestamp_seconds", issuer=i, kind="delta")
+                < now - 3 * 3600 + 120
+            )
+        good = sample(built, CertStatus.GOOD)
+        der = srv.post(ocsp_request(built, good), srv.token("both-verifier"))
+        assert ocsp.load_der_ocsp_response(der).response_status is ocsp.OCSPResponseStatus.TRY_LATER
+        until(
+            lambda: total(srv.scrape(), "jpkiva_refusals_total", rule="stale") == 1,
+            what="stale refusal",
+        )
+        build_before = total(srv.scrape(), "jpkiva_store_build")
+        # a refresh run: no new records (no new commit), new CRLs and answers, a new build number
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        args = built.builder_args(store, crl)
+        args[args.index("--input") + 1] = str(empty)
+        args[args.index("--as-of") + 1] = datetime.now(UTC).isoformat()
+        run_tool("crlbuilder", "build", *args)
+        time.sleep(1.1)  # the store gauges are cached for a second
+        s = srv.scrape()
+        assert total(s, "jpkiva_store_build") == build_before + 1
+        assert total(s, "jpkiva_stale_issuer") == 0
+        assert (
+            min(total(s, "jpkiva_issuer_next_update_timestamp_seconds", issuer=i) for i in ids)
+            > time.time()
+        )
+        der = srv.post(ocsp_request(built, good), srv.token("both-verifier"))
+        assert (
+            ocsp.load_der_ocsp_response(der).response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        )
+
+
+def test_metrics_off(built: Built, tmp_path: Path) -> None:
+    """[metrics] enabled = false: no /metrics, no per-request work; OCSP is served as before."""
+    with run_server(built, tmp_path / "srv", "--no-metrics") as srv:
+        assert srv.get("/metrics")[0] == 404
+        good = sample(built, CertStatus.REVOKED)
+        der = srv.post(ocsp_request(built, good), srv.token("both-verifier"))
+        assert ocsp.load_der_ocsp_response(der).certificate_status is ocsp.OCSPCertStatus.REVOKED
+
+
+def test_configured_directory_is_cleaned_at_start(built: Built, tmp_path: Path) -> None:
+    d = tmp_path / "metrics"
+    d.mkdir()
+    fake = d / "counter_1.db"
+    fake.write_bytes(b"\0" * 16)
+    with run_server(built, tmp_path / "srv", "--metrics-dir", str(d)) as srv:
+        assert not fake.exists()
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+        assert srv.get("/healthz")[0] == 200
+        until(
+            lambda: total(srv.scrape(), "jpkiva_requests_total", endpoint="healthz") == 1,
+            what="healthz count",
+        )
+        assert any(d.glob("counter_*.db"))
+    assert d.exists()  # a configured directory stays (emptied at the next start)
