@@ -52,7 +52,6 @@ counts only: no personal data, no serial numbers.
 from __future__ import annotations
 
 import contextlib
-import enum
 import errno
 import fcntl
 import mmap
@@ -75,6 +74,7 @@ import msgspec
 from crlbuilder import storeformat as sf
 from crlbuilder.model import Family
 from crlbuilder.store import Store
+from responder.registry import Method, Service
 
 __all__ = [
     "DB_NAME",
@@ -97,78 +97,21 @@ __all__ = [
 ]
 
 
-class Service(enum.StrEnum):
-    """A kind of provision (提供) that the ledger counts, named after its article."""
-
-    SIGN_REVOCATION_INFO = "sign-revocation-info"
-    """署名用電子証明書失効情報 on request (Act §18(1))."""
-    SIGN_CRL_FILE = "sign-crl-file"
-    """署名用電子証明書失効情報ファイル (Act §18(2))."""
-    SIGN_RECORD_INFO = "sign-record-info"
-    """特定署名用電子証明書記録情報 (Act §18(3))."""
-    CORRESPONDING_SIGN_SERIAL = "corresponding-sign-serial"
-    """対応署名用電子証明書の発行の番号: the card/mobile sign serial (Act §18(4))."""
-    CORRESPONDING_SERIAL = "corresponding-serial"
-    """対応証明書の発行の番号: the matching sign/auth serial (Act §18(5))."""
-    AUTH_REVOCATION_INFO = "auth-revocation-info"
-    """利用者証明用電子証明書失効情報 on request (Act §37(1))."""
-    AUTH_CRL_FILE = "auth-crl-file"
-    """利用者証明用電子証明書失効情報ファイル (Act §37(2))."""
-    CORRESPONDING_AUTH_SERIAL = "corresponding-auth-serial"
-    """対応利用者証明用電子証明書の発行の番号 (Act §37(3))."""
-    SPECIFIED_VERIFIER_TOKEN = "specified-verifier-token"
-    """特定利用者証明検証者証明符号 (Act §38-3): Act §41 reports its provision too."""
-
-    @property
-    def ja(self) -> str:
-        """The Japanese legal name."""
-        return _SERVICE_INFO[self][1]
-
-    @property
-    def article(self) -> str:
-        """The article that provides it, e.g. ``"Act §18(1)"``."""
-        return _SERVICE_INFO[self][2]
-
-
-class Method(enum.StrEnum):
-    """提供の方法 (Ord §71(5), §72(1)(4)): how the provision was made."""
-
-    OCSP = "ocsp"
-    """An OCSP answer (RFC 6960)."""
-    CRL_FILE = "crl-file"
-    """A CRL file download (RFC 5280)."""
-    JSON = "json"
-    """A JSON service answer (/v1/...)."""
-
-    @property
-    def ja(self) -> str:
-        return _METHOD_JA[self]
-
-
 # Stable one-byte codes in the worker files: never renumber, only append.
-_SERVICE_INFO: Final[dict[Service, tuple[int, str, str]]] = {
-    Service.SIGN_REVOCATION_INFO: (1, "署名用電子証明書失効情報", "Act §18(1)"),
-    Service.SIGN_CRL_FILE: (2, "署名用電子証明書失効情報ファイル", "Act §18(2)"),
-    Service.SIGN_RECORD_INFO: (3, "特定署名用電子証明書記録情報", "Act §18(3)"),
-    Service.CORRESPONDING_SIGN_SERIAL: (4, "対応署名用電子証明書の発行の番号", "Act §18(4)"),
-    Service.CORRESPONDING_SERIAL: (5, "対応証明書の発行の番号", "Act §18(5)"),
-    Service.AUTH_REVOCATION_INFO: (6, "利用者証明用電子証明書失効情報", "Act §37(1)"),
-    Service.AUTH_CRL_FILE: (7, "利用者証明用電子証明書失効情報ファイル", "Act §37(2)"),
-    Service.CORRESPONDING_AUTH_SERIAL: (
-        8,
-        "対応利用者証明用電子証明書の発行の番号",
-        "Act §37(3)",
-    ),
-    Service.SPECIFIED_VERIFIER_TOKEN: (9, "特定利用者証明検証者証明符号", "Act §38-3"),
+_SERVICE_CODES: Final[dict[Service, int]] = {
+    Service.SIGN_REVOCATION_INFO: 1,
+    Service.SIGN_CRL_FILE: 2,
+    Service.SIGN_RECORD_INFO: 3,
+    Service.CORRESPONDING_SIGN_SERIAL: 4,
+    Service.CORRESPONDING_SERIAL: 5,
+    Service.AUTH_REVOCATION_INFO: 6,
+    Service.AUTH_CRL_FILE: 7,
+    Service.CORRESPONDING_AUTH_SERIAL: 8,
+    Service.SPECIFIED_VERIFIER_TOKEN: 9,
 }
-_SERVICE_BY_CODE: Final = {info[0]: s for s, info in _SERVICE_INFO.items()}
+_SERVICE_BY_CODE: Final = {c: s for s, c in _SERVICE_CODES.items()}
 _METHOD_CODES: Final[dict[Method, int]] = {Method.OCSP: 1, Method.CRL_FILE: 2, Method.JSON: 3}
 _METHOD_BY_CODE: Final = {c: m for m, c in _METHOD_CODES.items()}
-_METHOD_JA: Final[dict[Method, str]] = {
-    Method.OCSP: "OCSP応答",
-    Method.CRL_FILE: "失効情報ファイル(CRL)",
-    Method.JSON: "JSON応答",
-}
 
 JST: Final = 9 * 3600
 """The default local time of the ledger's days: Japan Standard Time, UTC+9 (no DST)."""
@@ -506,7 +449,7 @@ class LedgerWriter:
         off = _HEADER_SIZE + slot * _SLOT_SIZE
         raw = party.encode("ascii")
         key = _SLOT_KEY.pack(
-            0, day, _SERVICE_INFO[service][0], _METHOD_CODES[method], len(raw), 0, raw
+            0, day, _SERVICE_CODES[service], _METHOD_CODES[method], len(raw), 0, raw
         )
         body = key[4:] + _SLOT_TAIL  # bytes 12..128 of the slot
         f.mm[off + 8 : off + _SLOT_SIZE] = _U32.pack(zlib.crc32(body)) + body

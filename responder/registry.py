@@ -142,8 +142,10 @@ class Title(enum.Enum):
     """特定利用者証明検証者 (Act §38-2)."""
 
 
-class Service(enum.Enum):
-    """What the 機構 provides: one value per paragraph of the Act (提供の種類)."""
+class Service(enum.StrEnum):
+    """What the 機構 provides: one value per paragraph of the Act (提供の種類).
+
+    A StrEnum: it hashes as fast as a str, which the ledger's hot path needs."""
 
     SIGN_REVOCATION_INFO = "sign-revocation-info"
     """保存期間に係る署名用電子証明書失効情報 on request (Act §18(1)): OCSP or JSON status."""
@@ -164,13 +166,48 @@ class Service(enum.Enum):
     SPECIFIED_VERIFIER_TOKEN = "specified-verifier-token"
     """特定利用者証明検証者証明符号 (Act §38-3(2))."""
 
+    @property
+    def ja(self) -> str:
+        """The Japanese legal name."""
+        return SERVICE_JA[self]
 
-class Method(enum.Enum):
-    """The concrete method of provision (提供の具体的な方法, Ord §31(1), §33(1), §62(1))."""
+    @property
+    def article(self) -> str:
+        """The article that provides it, e.g. ``"Act §18(1)"``."""
+        return SERVICE_ARTICLES[self]
+
+
+class Method(enum.StrEnum):
+    """The concrete method of provision (提供の具体的な方法, Ord §31(1), §33(1), §62(1), §71(5))."""
 
     OCSP = "ocsp"
+    """An OCSP answer (RFC 6960)."""
     CRL_FILE = "crl-file"
+    """A CRL file download (RFC 5280)."""
     JSON = "json"
+    """A JSON service answer (/v1/...)."""
+
+    @property
+    def ja(self) -> str:
+        return METHOD_JA[self]
+
+
+METHOD_JA: Final[dict[Method, str]] = {
+    Method.OCSP: "OCSP応答",
+    Method.CRL_FILE: "失効情報ファイル(CRL)",
+    Method.JSON: "JSON応答",
+}
+SERVICE_JA: Final[dict[Service, str]] = {
+    Service.SIGN_REVOCATION_INFO: "署名用電子証明書失効情報",
+    Service.SIGN_CRL_FILE: "署名用電子証明書失効情報ファイル",
+    Service.SIGN_RECORD_INFO: "特定署名用電子証明書記録情報",
+    Service.CORRESPONDING_SIGN_SERIAL: "対応署名用電子証明書の発行の番号",
+    Service.CORRESPONDING_SERIAL: "対応証明書の発行の番号",
+    Service.AUTH_REVOCATION_INFO: "利用者証明用電子証明書失効情報",
+    Service.AUTH_CRL_FILE: "利用者証明用電子証明書失効情報ファイル",
+    Service.CORRESPONDING_AUTH_SERIAL: "対応利用者証明用電子証明書の発行の番号",
+    Service.SPECIFIED_VERIFIER_TOKEN: "特定利用者証明検証者証明符号",
+}
 
 
 class AuthMethod(enum.Enum):
