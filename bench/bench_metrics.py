@@ -292,6 +292,7 @@ def one_run(d: Path, work: Path, metrics: bool, args: argparse.Namespace, body: 
         [str(BIN / "responder"), "serve", "--store", str(d / "store"), "--pki", str(d / "pki"),
          "--registry", str(d / "registry.toml"), "--crl-dir", str(d / "crl"), "--port", "0",
          "--workers", str(args.workers), "--log-level", "warning", "--access-log", "off",
+         "--ledger-dir", str(work / f"ledger-{'on' if metrics else 'off'}"),
          "--metrics" if metrics else "--no-metrics"],
         stdout=subprocess.PIPE, stderr=log,
     )  # fmt: skip

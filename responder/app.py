@@ -24,18 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
 from typing import Final
 
+import msgspec
+
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocspsign import ResponseStatus
 from crlbuilder.store import Store
-from responder import access
+from responder import access, policy
 from responder.config import ResponderConfig
 from responder.http import HttpHooks, Request, Response
+from responder.ledger import Ledger, LedgerWriter
+from responder.limits import LimitsTable
 from responder.logs import AccessLog
 from responder.metrics import (
     CONTENT_TYPE,
@@ -48,7 +53,11 @@ from responder.metrics import (
 )
 from responder.ocsp import ERRORS, OcspService, Ready, SignJob
 from responder.ocspreq import RequestError, decode_get_path, parse_request
-from responder.registry import Registry
+from responder.registry import Method, Party, Registry, RegistryError, Service
+from responder.report import Format as ReportFormat
+from responder.report import parse_report_path, render_year
+
+_log: Final = logging.getLogger("responder.app")
 
 OCSP_REQUEST: Final = b"application/ocsp-request"
 OCSP_RESPONSE: Final = b"application/ocsp-response"
@@ -114,6 +123,16 @@ class JpkiApp:
         )
         self.crl_dir = Path(config.store.crl_dir) if config.store.crl_dir else None
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sign")
+        self.worker_index = worker_index
+        ledger_dir = config.ledger.dir
+        ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.ledger = LedgerWriter.open(ledger_dir, worker_index)
+        self.ledger.start_flusher()
+        self.limits = LimitsTable(
+            ledger_dir / "limits.tbl", config.server.worker_count, worker_index
+        )
+        self._registry_checked = time.monotonic()
+        self._collected = 0.0
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
         self.entries: EntryCounts | None = None
@@ -144,6 +163,8 @@ class JpkiApp:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.ledger.close()
+        self.limits.close()
         if self.entries is not None and not self.entries.close():
             return  # a count still reads the store: leave it open, the process is exiting
         self.store.close()
@@ -151,6 +172,8 @@ class JpkiApp:
     # --- routing -----------------------------------------------------------------
 
     def handle(self, req: Request) -> Response | asyncio.Future[Response]:
+        if time.monotonic() - self._registry_checked >= 1.0:
+            self._reload_registry_if_changed()
         path = req.target.split(b"?", 1)[0]
         if path in (b"/ocsp", b"/"):
             if req.method != b"POST":
@@ -186,6 +209,9 @@ class JpkiApp:
             if not get:
                 return _GET_ONLY
             return Response(200, self.metrics.render(), CONTENT_TYPE, _NO_STORE)
+        if path.startswith(b"/reports/"):
+            req.note = _NOTE_OTHER
+            return self._report(path) if get else _GET_ONLY
         if path.startswith(b"/crl/"):
             if not get:
                 req.note = outcome("crl")
@@ -214,10 +240,18 @@ class JpkiApp:
             # not our issuer, or several issuers (one delegated signer covers one issuer only)
             req.note = ("ocsp", _UNAUTHORIZED, "", "", party.id, "", "unknown_issuer")
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
-        family = views[0].family.value
-        if not party.may_receive(views[0].family):
-            req.note = ("ocsp", _UNAUTHORIZED, "", family, party.id, "", "unauthorized_family")
+        fam = views[0].family
+        family = fam.value
+        now = time.time()
+        service = policy.service_for_ocsp(fam)
+        verdict = policy.decide(party, service=service, family=fam, method=Method.OCSP, now=now)
+        if verdict is not policy.ALLOWED:
+            assert isinstance(verdict, policy.Refused)
+            req.note = ("ocsp", _UNAUTHORIZED, "", family, party.id, "", verdict.rule.value)
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
+        if self.limits.admit(party, now) is not None:
+            req.note = ("ocsp", _TRY_LATER, "", family, party.id, "", policy.Rule.QUOTA.value)
+            return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
         answer = self.ocsp.answer(ocsp_req, views)
         if isinstance(answer, Ready):
             if answer.ocsp_status:
@@ -225,13 +259,30 @@ class JpkiApp:
             else:
                 source = "presigned" if answer.presigned else "cached"
                 req.note = ("ocsp", _SUCCESSFUL, answer.statuses[0], family, party.id, source, "")
+                # 帳簿 (Act §40): counted before the answer is sent; 件数 = statuses provided
+                self.ledger.count(party.id, service, Method.OCSP, len(ocsp_req.cert_ids))
             return self._ocsp_response(answer, get)
         req.note = ("ocsp", "", "", family, party.id, "", "")  # until the signature is made
-        return asyncio.ensure_future(self._sign(req, answer, get))
+        return asyncio.ensure_future(self._sign(req, answer, get, party, service))
 
-    async def _sign(self, req: Request, job: SignJob, get: bool) -> Response:
-        ready = await asyncio.get_running_loop().run_in_executor(self.pool, job.run)
+    async def _sign(
+        self, req: Request, job: SignJob, get: bool, party: Party, service: Service
+    ) -> Response:
+        try:
+            ready = await asyncio.get_running_loop().run_in_executor(self.pool, job.run)
+        except Exception:  # a signer failure is the responder's fault: RFC 6960 internalError
+            req.note = (
+                "ocsp",
+                OCSP_STATUS[ResponseStatus.INTERNAL_ERROR],
+                "",
+                "",
+                party.id,
+                "",
+                "",
+            )
+            return _OCSP_ERRORS[ResponseStatus.INTERNAL_ERROR]
         self.ocsp.remember(job, ready)
+        self.ledger.count(party.id, service, Method.OCSP, len(job.answers))
         if self.metrics is not None:
             self.metrics.observe_signing(ready.signing_seconds)
         note = req.note
@@ -280,15 +331,84 @@ class JpkiApp:
         if view is None or not fname.endswith(".crl") or "/" in fname:
             return _NOT_FOUND
         family = view.family.value
-        if not party.may_receive(view.family):
-            req.note = ("crl", "", "", family, party.id, "", "unauthorized_family")
-            return _FORBIDDEN
-        req.note = ("crl", "", "", family, party.id, "", "")
+        now = time.time()
+        service = policy.service_for_crl(view.family)
+        verdict = policy.decide(
+            party, service=service, family=view.family, method=Method.CRL_FILE, now=now
+        )
+        if verdict is not policy.ALLOWED:
+            assert isinstance(verdict, policy.Refused)
+            req.note = ("crl", "", "", family, party.id, "", verdict.rule.value)
+            return problem(403, verdict)
+        if self.limits.admit(party, now) is not None:
+            req.note = ("crl", "", "", family, party.id, "", policy.Rule.QUOTA.value)
+            return problem(429, policy.quota_refusal(party, service, per="second"), retry_after=1)
         try:
             body = (self.crl_dir / fname).read_bytes()
         except OSError:
+            req.note = ("crl", "", "", family, party.id, "", "")
             return _NOT_FOUND
+        if not self.limits.admit_crl(party, service, now):
+            req.note = ("crl", "", "", family, party.id, "", policy.Rule.CYCLE.value)
+            return problem(
+                429, policy.cycle_refusal(party, service), retry_after=party.crl_cycle_seconds
+            )
+        req.note = ("crl", "", "", family, party.id, "", "")
+        self.ledger.count(party.id, service, Method.CRL_FILE, 1)
         return Response(200, body, CRL)
+
+    def _report(self, path: bytes) -> Response | asyncio.Future[Response]:
+        """/reports/YYYY[.csv|.json]: the yearly report (報告書, Act §41), open to anyone (Ord §72(2))."""
+        parsed = parse_report_path(path)
+        if parsed is None:
+            return _NOT_FOUND
+        year, fmt = parsed
+        return asyncio.ensure_future(self._render_report(year, fmt))
+
+    async def _render_report(self, year: int, fmt: ReportFormat) -> Response:
+        def render() -> tuple[bytes, bytes]:
+            ledger = Ledger.open(self.config.ledger.dir)
+            try:
+                ledger.collect()
+            finally:
+                ledger.close()
+            names = {p.id: p.name for p in self.registry.parties.values()}
+            ledger = Ledger.open(self.config.ledger.dir, readonly=True)
+            try:
+                return render_year(ledger, year, fmt, registry_names=names)
+            finally:
+                ledger.close()
+
+        body, ctype = await asyncio.get_running_loop().run_in_executor(self.pool, render)
+        return Response(200, body, ctype, _NO_STORE)
+
+    def _reload_registry_if_changed(self) -> None:
+        """Registry changes reach every worker within a second, without SIGHUP (Act §18(6) suspensions)."""
+        self._registry_checked = time.monotonic()
+        try:
+            fresh = self.registry.reload_if_changed(self.config.registry.path)
+        except RegistryError as e:
+            _log.warning("registry_reload_failed", extra={"fields": {"error": str(e)}})
+            return
+        if fresh is not None:
+            self.registry = fresh
+
+
+def problem(status: int, refusal: policy.Refused, *, retry_after: int | None = None) -> Response:
+    """An RFC 9457 problem details answer naming the rule and its article, never the data."""
+    body = msgspec.json.encode(
+        {
+            "type": f"urn:jpki-va:problem:{refusal.rule.value}",
+            "title": refusal.rule.value,
+            "status": status,
+            "detail": refusal.detail,
+            "article": refusal.article,
+        }
+    )
+    headers: tuple[tuple[bytes, bytes], ...] = _NO_STORE
+    if retry_after is not None:
+        headers = (*headers, (b"retry-after", str(max(1, retry_after)).encode()))
+    return Response(status, body, b"application/problem+json", headers)
 
 
 def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:

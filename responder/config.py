@@ -203,6 +203,16 @@ class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     of the worker that answers the scrape, once for all workers."""
 
 
+class LedgerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ledger (帳簿, Act §40) and the shared quota table ([ledger]); see `responder.ledger`."""
+
+    dir: Path = Path("var/demo/ledger")
+    """Directory of the workers' memory-mapped counter files, the merged SQLite ledger and the
+    quota table (mode 0700). Each answered provision is counted here before it is sent."""
+    collect_interval: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """Seconds between merges of the workers' files into the ledger (also on /reports)."""
+
+
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration of one responder process tree."""
 
@@ -212,6 +222,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     ocsp: OcspConfig = msgspec.field(default_factory=OcspConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -327,6 +338,7 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--pki", "store.pki", "path", "directory of the PKI manifest pki.json"),
     _Flag("--crl-dir", "store.crl_dir", "path", "directory of CRL files served at /crl/"),
     _Flag("--registry", "registry.path", "path", "TOML file of registered parties"),
+    _Flag("--ledger-dir", "ledger.dir", "path", "ledger (帳簿) and quota table directory"),
     _Flag("--max-certids", "ocsp.max_certids", "int", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "int", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "int", "cached good answers"),

@@ -127,11 +127,14 @@ RULES: Final = (
     "quota",
     "cycle",
     "unauthorized_service",
+    "unauthorized_method",
+    "not-started",
+    "ended",
 )
 """Refusal rules (``jpkiva_refusals_total{rule}``): no registered party proven
 (unauthenticated); a family the party's title may not receive (unauthorized_family,
 Act §18(1), §37(1)); an issuer we do not serve; a malformed request; stale data
-(tryLater). The last four belong to the agreements issue and stay 0 until then:
+(tryLater); and the rules of `responder.policy`:
 provision suspended (提供の停止, Act §18(6), §37(4)), quota or cycle (周期) of the
 agreement (取決め, Ord §31), a service the agreement does not include."""
 

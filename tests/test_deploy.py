@@ -497,7 +497,8 @@ def test_units_run_real_commands_as_the_service_account() -> None:
                 assert name in known, name
     env = dict(e.split("=", 1) for e in resp["Environment"])
     # the lock file of the store the responder reads stays writable (see below)
-    assert resp["ReadWritePaths"] == [env["JPKI_VA_STORE"] + "/lock.mdb"]
+    # and the ledger (帳簿) with the quota table is the responder's own state
+    assert resp["ReadWritePaths"] == [env["JPKI_VA_STORE"] + "/lock.mdb", "/var/lib/jpki-va/ledger"]
     asserted = unit_settings(RESPONDER_UNIT, "Unit")["AssertPathExists"]
     assert env["JPKI_VA_STORE"] + "/lock.mdb" in asserted
     assert str(args.config) in asserted
@@ -772,12 +773,14 @@ def test_crlbuilder_and_responder_run_under_the_units_rules(built: Any, tmp_path
         [str(BIN / "responder"), "registry", "init", "--pki", str(built.pki), "--out", str(registry)],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
+    ledger = tmp_path / "ledger"
     log = tmp_path / "responder.log"
     with log.open("wb") as err:
         p = subprocess.Popen(
             _sandboxed(RESPONDER_UNIT, str(BIN / "responder"), "serve", "--host", "127.0.0.1",
                        "--port", "0", "--workers", "2", "--store", str(store),
-                       "--pki", str(built.pki), "--registry", str(registry), "--crl-dir", str(crl)),
+                       "--pki", str(built.pki), "--registry", str(registry), "--crl-dir", str(crl),
+                       "--ledger-dir", str(ledger)),
             stdout=subprocess.PIPE, stderr=err, text=True,
         )  # fmt: skip
     try:

@@ -146,7 +146,7 @@ def run_server(built: Built, d: Path, *extra: str, store: Path | None = None) ->
     p = subprocess.Popen(
         [str(BIN / "responder"), "serve", "--store", str(store or built.store), "--pki", str(built.pki),
          "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
-         "--trusted-proxy", "127.0.0.1", *extra],
+         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger"), *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     try:
@@ -599,9 +599,12 @@ def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
         until(settled, what="the refusals and answers")
         s = srv.scrape()
         rules = {r: total(s, "jpkiva_refusals_total", rule=r) for r in m.RULES}
-        assert rules == {"unauthenticated": 3, "unauthorized_family": 2, "unknown_issuer": 1,
+        # an auth-verifier asking about sign certificates asks for a service its title lacks
+        # (sign-revocation-info, Act §18(1)): policy.decide names that rule
+        assert rules == {"unauthenticated": 3, "unauthorized_family": 0, "unknown_issuer": 1,
                          "malformed": 1, "stale": 0, "suspended": 0, "quota": 0, "cycle": 0,
-                         "unauthorized_service": 0}  # fmt: skip
+                         "unauthorized_service": 2, "unauthorized_method": 0, "not-started": 0,
+                         "ended": 0}  # fmt: skip
         sources = {x: total(s, "jpkiva_ocsp_answers_total", source=x) for x in m.SOURCES}
         # 3 plain asks for `good` (signed once per worker at most), 1 nonce, the mTLS and signed ones
         assert sources["presigned"] == 1 and sources["signed"] >= 3

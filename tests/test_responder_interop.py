@@ -63,7 +63,7 @@ def start_server(built: Built, d: Path, store: Path | None = None) -> Iterator[S
     p = subprocess.Popen(
         [str(BIN / "responder"), "serve", "--store", str(store or built.store), "--pki", str(built.pki),
          "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
-         "--trusted-proxy", "127.0.0.1"],
+         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger")],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     try:
@@ -348,7 +348,6 @@ def test_crl_files_for_entitled_parties(server: Server) -> None:
 def test_new_revocation_served_without_restart(built: Built, tmp_path: Path) -> None:
     """A revocation committed by crlbuilder is answered at once (no restart, no stale cached good)."""
     import shutil
-
 
     store = tmp_path / "store"
     shutil.copytree(built.store, store)
