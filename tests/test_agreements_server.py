@@ -1,0 +1,188 @@
+"""Parties and agreements against the real server: the allow/deny matrix, suspension, quotas,
+the CRL cycle, the ledger under SIGKILL, and the published report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography.x509 import ocsp
+
+from crlbuilder.model import CertStatus, Family
+from responder.ledger import Ledger
+from tests.conftest import Built, run_tool
+from tests.test_responder_interop import Server, post, request_for, start_server, status_of
+
+PARTIES = ("sig-verifier", "auth-verifier", "both-verifier", "group-verifier", "member-1")
+ALLOWED: dict[str, set[Family]] = {
+    "sig-verifier": {Family.SIGN_CARD, Family.SIGN_MOBILE},
+    "auth-verifier": {Family.AUTH_CARD, Family.AUTH_MOBILE},
+    "both-verifier": set(Family),
+    "group-verifier": {Family.SIGN_CARD, Family.SIGN_MOBILE},
+    "member-1": set(),  # a 署名確認者 is answered by its group only (Act §20(1))
+}
+"""What each demo title may receive, written from the Act (§18(1), §18(2), §37(1), §37(2), §20(1))."""
+
+
+def crl_get(s: Server, name: str, party: str) -> int:
+    req = urllib.request.Request(
+        f"{s.url}/crl/{name}", headers={"Authorization": f"Bearer {s.token(party)}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        assert e.headers["Content-Type"] == "application/problem+json" or e.code == 404
+        return int(e.code)
+
+
+def registry_cmd(s: Server, *args: str) -> None:
+    run_tool("responder", "registry", *args, "--registry", str(s.registry), "--actor", "test")
+
+
+def test_matrix_of_titles_families_and_methods(built: Built, tmp_path: Path) -> None:
+    with start_server(built, tmp_path) as s:
+        for fam in Family:
+            a = next(x for x in built.answers if x.family is fam and x.status is CertStatus.GOOD)
+            body = request_for(s, a)
+            for party in PARTIES:
+                allowed = fam in ALLOWED[party]
+                got = status_of(post(s, body, token=s.token(party)))
+                want = (
+                    ocsp.OCSPResponseStatus.SUCCESSFUL
+                    if allowed
+                    else ocsp.OCSPResponseStatus.UNAUTHORIZED
+                )
+                assert got is want, (party, fam, "ocsp")
+                code = crl_get(s, f"{a.issuer}.crl", party)
+                assert code == (200 if allowed else 403), (party, fam, "crl-file")
+
+
+def test_suspension_and_resumption_within_a_second(built: Built, tmp_path: Path) -> None:
+    with start_server(built, tmp_path) as s:
+        a = next(x for x in built.answers if x.family is Family.SIGN_CARD)
+        body = request_for(s, a)
+        token = s.token("sig-verifier")
+        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        registry_cmd(
+            s, "suspend", "--id", "sig-verifier", "--article", "Act §18(6)(1)", "--reason", "test"
+        )
+        t0 = time.monotonic()
+        while status_of(post(s, body, token=token)) is not ocsp.OCSPResponseStatus.UNAUTHORIZED:
+            assert time.monotonic() - t0 < 1.5, "suspension not in effect within a second"
+            time.sleep(0.02)
+        # every worker: many requests, all refused
+        assert all(
+            status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
+            for _ in range(20)
+        )
+        assert crl_get(s, f"{a.issuer}.crl", "sig-verifier") == 403
+        registry_cmd(s, "resume", "--id", "sig-verifier")
+        t0 = time.monotonic()
+        while status_of(post(s, body, token=token)) is not ocsp.OCSPResponseStatus.SUCCESSFUL:
+            assert time.monotonic() - t0 < 1.5, "resumption not in effect within a second"
+            time.sleep(0.02)
+        audit = (s.registry.parent / "registry.audit.jsonl").read_text()
+        assert '"action":"suspend"' in audit.replace(
+            " ", ""
+        ) and '"action":"resume"' in audit.replace(" ", "")
+
+
+def test_quota_and_cycle_across_workers(built: Built, tmp_path: Path) -> None:
+    with start_server(built, tmp_path) as s:
+        registry_cmd(
+            s, "update", "--id", "auth-verifier", "--quota-per-day", "30", "--crl-cycle", "3600"
+        )
+        time.sleep(1.2)  # the workers pick the change up within a second
+        a = next(x for x in built.answers if x.family is Family.AUTH_CARD)
+        body = request_for(s, a)
+        token = s.token("auth-verifier")
+        results = [status_of(post(s, body, token=token)) for _ in range(40)]
+        ok = results.count(ocsp.OCSPResponseStatus.SUCCESSFUL)
+        assert 30 <= ok <= 30 + 1  # documented bound: workers - 1 over the quota
+        assert results.count(ocsp.OCSPResponseStatus.TRY_LATER) == 40 - ok
+        # the CRL cycle (周期): one download per hour, whichever worker answers
+        registry_cmd(s, "update", "--id", "auth-verifier", "--quota-per-day", "100000")
+        time.sleep(1.2)
+        assert crl_get(s, "auth-card-g1.crl", "auth-verifier") == 200
+        assert [crl_get(s, "auth-card-g1.crl", "auth-verifier") for _ in range(6)] == [429] * 6
+        # another party is not affected
+        assert crl_get(s, "auth-card-g1.crl", "both-verifier") == 200
+
+
+def test_ledger_equals_what_clients_received_after_sigkill(built: Built, tmp_path: Path) -> None:
+    """帳簿 (Act §40): a worker killed with SIGKILL under load loses no counted request."""
+    with start_server(built, tmp_path) as s:
+        a = next(
+            x
+            for x in built.answers
+            if x.family is Family.SIGN_CARD and x.status is CertStatus.REVOKED
+        )
+        body = request_for(s, a)
+        token = s.token("sig-verifier")
+        received = [0] * 6
+        stop = threading.Event()
+
+        def client(i: int) -> None:
+            while not stop.is_set():
+                try:
+                    if status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL:
+                        received[i] += 1
+                except (OSError, urllib.error.URLError, ValueError):
+                    pass  # the connection went down with the killed worker
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(len(received))]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        children = Path(f"/proc/{s.pid}/task/{s.pid}/children").read_text().split()
+        os.kill(int(children[0]), signal.SIGKILL)
+        time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        time.sleep(
+            1.2
+        )  # the surviving workers' once-a-second flush is irrelevant: counts live in mmap
+        ledger = Ledger.open(tmp_path / "ledger")
+        try:
+            ledger.collect()
+            today = datetime.now(UTC).date()
+            counted = sum(
+                r.count
+                for r in ledger.rows(today.replace(day=1), today)
+                if r.party == "sig-verifier"
+            )
+        finally:
+            ledger.close()
+        got = sum(received)
+        assert got > 100
+        # counted before the bytes are sent: a killed worker may have counted answers it then
+        # could not send (at most one per connection it held), never the reverse
+        assert got <= counted <= got + len(received), (got, counted)
+
+
+def test_report_published_without_authentication(built: Built, tmp_path: Path) -> None:
+    with start_server(built, tmp_path) as s:
+        a = next(x for x in built.answers if x.family is Family.AUTH_CARD)
+        for _ in range(3):
+            post(s, request_for(s, a), token=s.token("auth-verifier"))
+        year = datetime.now(UTC).year
+        with urllib.request.urlopen(f"{s.url}/reports/{year}.json", timeout=30) as r:
+            report = msgspec.json.decode(r.read())
+        text = msgspec.json.encode(report).decode()
+        assert "auth-verifier" in text and str(a.serial) not in text
+        with urllib.request.urlopen(f"{s.url}/reports/{year}", timeout=30) as r:
+            html = r.read().decode()
+        assert "<svg" in html and "報告書" in html
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(f"{s.url}/reports/not-a-year", timeout=10)
