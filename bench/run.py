@@ -44,6 +44,16 @@ BENCHES: dict[str, list[str]] = {
         str(RESULTS / "build.json"),
     ],
     "ocsp": ["-m", "bench.bench_ocsp"],
+    "agreements": ["-m", "bench.bench_agreements", "--out", str(RESULTS / "agreements.json")],
+    "metrics": ["-m", "bench.bench_metrics", "--out", str(RESULTS / "metrics.json")],
+    "responder": [
+        "-m",
+        "bench.bench_responder",
+        "--seconds",
+        "10",
+        "--out",
+        str(RESULTS / "responder.json"),
+    ],
 }
 
 
@@ -107,6 +117,18 @@ def render() -> str:
             f"into a fresh store: parse, verify, write (goal < 10 s); next full CRL with 1% changed"
             f" {_fmt(_get(imp, 'runs', 'next', 'seconds'), ' s')}", "`python -m bench.bench_import`")  # fmt: skip
 
+    agr = _load("agreements")
+    if agr:
+        add("agreements + ledger on the hot path", _fmt(agr.get("added_us"), " µs/request"),
+            f"policy {_fmt(agr.get('policy_decide_us'))} + quota {_fmt(agr.get('quota_admit_us'))}"
+            f" (with a quota {_fmt(agr.get('quota_admit_with_quota_us'))}) + ledger {_fmt(agr.get('ledger_count_us'))} µs;"
+            f" {_fmt(100 * agr['share_of_request_work'])}% of the app's {_fmt(agr.get('request_total_us'))} µs"
+            " (goal < 10%)", "`python -m bench.bench_agreements`")  # fmt: skip
+    met = _load("metrics")
+    if met:
+        add("metrics on the hot path", _fmt(_get(met, "summary", "added_us_per_request"), " µs/request"),
+            f"load-test cost {_fmt(_get(met, 'summary', 'load_cost_percent'))}% (goal < 5%)",
+            "`python -m bench.bench_metrics`")  # fmt: skip
     lines = ["| what | result | detail | rerun |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)
