@@ -93,6 +93,9 @@ _NOTE_MALFORMED: Final = outcome(
 _NOTE_UNAUTHENTICATED: Final = outcome(
     "ocsp", ocsp_status=OCSP_STATUS[ResponseStatus.UNAUTHORIZED], rule="unauthenticated"
 )
+_NOTE_SIG_REQUIRED: Final = outcome(
+    "ocsp", ocsp_status=OCSP_STATUS[ResponseStatus.SIG_REQUIRED], rule="unauthenticated"
+)
 _NOTE_CRL_UNAUTHENTICATED: Final = outcome("crl", rule="unauthenticated")
 _NOTE_OTHER: Final = outcome("other")
 _NOTE_HEALTHZ: Final = outcome("healthz")
@@ -234,6 +237,10 @@ class JpkiApp:
             party = access.by_signature(self.registry, ocsp_req.signature)
         if party is None:
             req.note = _NOTE_UNAUTHENTICATED
+            if ocsp_req.signature is None and ocsp_req.requestor_name is not None:
+                # it names a requestor but proves nothing: RFC 6960 §2.3 "must sign the request"
+                req.note = _NOTE_SIG_REQUIRED
+                return _OCSP_ERRORS[ResponseStatus.SIG_REQUIRED]
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
         views = self.ocsp.issuer_of(ocsp_req)
         if views is None or len({v.index for v in views}) != 1:

@@ -452,3 +452,29 @@ def test_sighup_reloads_the_registry(built: Built, tmp_path: Path) -> None:
         # every worker has it (several requests land on both)
         for _ in range(20):
             assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+
+
+def test_unsigned_request_naming_a_requestor_gets_sig_required(server: Server) -> None:
+    """RFC 6960 §2.3: a request that names its requestor but is neither signed nor otherwise
+    authenticated is told to sign (sigRequired); an anonymous one is unauthorized."""
+    from asn1crypto import ocsp as aocsp
+    from asn1crypto import x509 as ax509
+
+    a = next(x for x in server.built.answers if x.status is CertStatus.GOOD)
+    plain = aocsp.OCSPRequest.load(request_for(server, a))
+    tbs = plain["tbs_request"]
+    name = ax509.Name.build({"common_name": "someone"})
+    named = aocsp.OCSPRequest(
+        {
+            "tbs_request": aocsp.TBSRequest(
+                {"requestor_name": ax509.GeneralName(name="directory_name", value=name),
+                 "request_list": tbs["request_list"]}
+            )
+        }
+    )  # fmt: skip
+    assert status_of(post(server, named.dump())) is ocsp.OCSPResponseStatus.SIG_REQUIRED
+    assert status_of(post(server, plain.dump())) is ocsp.OCSPResponseStatus.UNAUTHORIZED
+    # with a bearer token the same named request is answered
+    assert status_of(post(server, named.dump(), token=server.token("both-verifier"))) is (
+        ocsp.OCSPResponseStatus.SUCCESSFUL
+    )
