@@ -175,8 +175,15 @@ class JpkiApp:
     # --- routing -----------------------------------------------------------------
 
     def handle(self, req: Request) -> Response | asyncio.Future[Response]:
-        if time.monotonic() - self._registry_checked >= 1.0:
+        mono = time.monotonic()
+        if mono - self._registry_checked >= 1.0:
             self._reload_registry_if_changed()
+            if (
+                self.worker_index == 0
+                and mono - self._collected >= self.config.ledger.collect_interval
+            ):
+                self._collected = mono
+                self.pool.submit(self._collect_ledger)
         path = req.target.split(b"?", 1)[0]
         if path in (b"/ocsp", b"/"):
             if req.method != b"POST":
@@ -388,6 +395,23 @@ class JpkiApp:
 
         body, ctype = await asyncio.get_running_loop().run_in_executor(self.pool, render)
         return Response(200, body, ctype, _NO_STORE)
+
+    def _collect_ledger(self) -> None:
+        """Merge every worker's counter file into the SQLite ledger (worker 0, in the thread pool)."""
+        try:
+            ledger = Ledger.open(self.config.ledger.dir)
+            try:
+                result = ledger.collect()
+            finally:
+                ledger.close()
+        except Exception as e:  # the counts stay in the worker files; the next merge retries
+            _log.warning("ledger_collect_failed", extra={"fields": {"error": type(e).__name__}})
+            return
+        for refused in result.refused:
+            _log.warning(
+                "ledger_file_refused",
+                extra={"fields": {"file": refused.path, "reason": refused.reason}},
+            )
 
     def _reload_registry_if_changed(self) -> None:
         """Registry changes reach every worker within a second, without SIGHUP (Act §18(6) suspensions)."""

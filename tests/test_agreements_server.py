@@ -186,3 +186,29 @@ def test_report_published_without_authentication(built: Built, tmp_path: Path) -
         assert "<svg" in html and "報告書" in html
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"{s.url}/reports/not-a-year", timeout=10)
+
+
+def test_ledger_merged_periodically(built: Built, tmp_path: Path) -> None:
+    """Worker 0 merges every worker's counts into ledger.sqlite3 on its own, every collect_interval."""
+    with start_server(built, tmp_path, extra=("--ledger-collect-interval", "0.5")) as s:
+        a = next(x for x in built.answers if x.family is Family.AUTH_CARD)
+        body = request_for(s, a)
+        for _ in range(10):
+            assert (
+                status_of(post(s, body, token=s.token("auth-verifier")))
+                is ocsp.OCSPResponseStatus.SUCCESSFUL
+            )
+        deadline = time.monotonic() + 10
+        counted = 0
+        while counted < 10 and time.monotonic() < deadline:
+            time.sleep(1.1)
+            post(s, body, token=s.token("both-verifier"))  # traffic drives the merge
+            ledger = Ledger.open(tmp_path / "ledger")  # opened, not collected: what worker 0 merged
+            try:
+                today = datetime.now(UTC).date()
+                counted = sum(
+                    r.count for r in ledger.rows(today, today) if r.party == "auth-verifier"
+                )
+            finally:
+                ledger.close()
+        assert counted == 10

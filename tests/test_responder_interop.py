@@ -54,7 +54,9 @@ class Server:
 
 
 @contextlib.contextmanager
-def start_server(built: Built, d: Path, store: Path | None = None) -> Iterator[Server]:
+def start_server(
+    built: Built, d: Path, store: Path | None = None, extra: tuple[str, ...] = ()
+) -> Iterator[Server]:
     """A real `responder serve` on an ephemeral loopback port, stopped by PID afterwards."""
     registry = d / "registry.toml"
     if not registry.exists():
@@ -63,7 +65,7 @@ def start_server(built: Built, d: Path, store: Path | None = None) -> Iterator[S
     p = subprocess.Popen(
         [str(BIN / "responder"), "serve", "--store", str(store or built.store), "--pki", str(built.pki),
          "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
-         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger")],
+         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger"), *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     try:
