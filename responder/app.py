@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
@@ -135,7 +136,9 @@ class JpkiApp:
             ledger_dir / "limits.tbl", config.server.worker_count, worker_index
         )
         self._registry_checked = time.monotonic()
-        self._collected = 0.0
+        self._stop = threading.Event()
+        if worker_index == 0:  # one merger is enough; the SQLite ledger serializes the rest
+            threading.Thread(target=self._merge_loop, name="ledger-merge", daemon=True).start()
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
         self.entries: EntryCounts | None = None
@@ -165,6 +168,7 @@ class JpkiApp:
         self.access_log.configure(config.log)
 
     def close(self) -> None:
+        self._stop.set()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.limits.close()
@@ -175,15 +179,8 @@ class JpkiApp:
     # --- routing -----------------------------------------------------------------
 
     def handle(self, req: Request) -> Response | asyncio.Future[Response]:
-        mono = time.monotonic()
-        if mono - self._registry_checked >= 1.0:
+        if time.monotonic() - self._registry_checked >= 1.0:
             self._reload_registry_if_changed()
-            if (
-                self.worker_index == 0
-                and mono - self._collected >= self.config.ledger.collect_interval
-            ):
-                self._collected = mono
-                self.pool.submit(self._collect_ledger)
         path = req.target.split(b"?", 1)[0]
         if path in (b"/ocsp", b"/"):
             if req.method != b"POST":
@@ -396,8 +393,12 @@ class JpkiApp:
         body, ctype = await asyncio.get_running_loop().run_in_executor(self.pool, render)
         return Response(200, body, ctype, _NO_STORE)
 
+    def _merge_loop(self) -> None:
+        while not self._stop.wait(self.config.ledger.collect_interval):
+            self._collect_ledger()
+
     def _collect_ledger(self) -> None:
-        """Merge every worker's counter file into the SQLite ledger (worker 0, in the thread pool)."""
+        """Merge every worker's counter file into the SQLite ledger (worker 0, its own thread)."""
         try:
             ledger = Ledger.open(self.config.ledger.dir)
             try:
