@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import select
@@ -46,6 +45,7 @@ from typing import Final, Protocol, TextIO
 import msgspec
 import uvloop
 
+from crlbuilder.lifecycle import die_with_parent
 from responder.config import ConfigError, ResponderConfig, ServerConfig, TlsConfig
 from responder.http import App, HttpHooks, HttpServer
 
@@ -206,13 +206,6 @@ def sd_notify(state: str) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this worker if the master dies (PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)
-
-
 # -- the worker ----------------------------------------------------------------------------
 
 
@@ -349,7 +342,7 @@ def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, object])
 
 
 def _run_worker(worker: _Worker) -> int:
-    _die_with_parent()
+    die_with_parent(signal.SIGTERM)  # the master died: stop serving
     loop = uvloop.new_event_loop()
     loop.set_exception_handler(_loop_exception)
     asyncio.set_event_loop(loop)
