@@ -33,13 +33,15 @@ its PID:
 3. the fresh-signing path: POSTs each with a new random nonce (RFC 9654; each
    costs one RSA signature) through the responder with 2 workers, against the
    raw RSA-2048 PKCS#1 v1.5 signing rate of cryptography in 2 processes;
-4. worker memory with the full store: RSS and private memory
-   (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup) of each worker
-   after start and after many distinct serials were asked (pre-signed revoked
-   answers spread over the whole store, plus good answers that are signed and
-   cached). RSS counts the store pages the worker has mapped (page cache shared
-   with every process, growing with what was read); private memory is the part
-   that must not grow with the store.
+4. worker memory with the full store: RSS and private memory of each worker
+   after start and after two passes of different distinct serials (pre-signed
+   revoked answers spread over the whole store, plus good answers that are
+   signed and cached). RSS counts the store pages the worker has mapped (page
+   cache shared with every process, growing with what was read); private
+   memory is the part that must not grow with the store. It is Private_Clean +
+   Private_Dirty of /proc/PID/smaps_rollup minus the private pages of the
+   data.mdb mapping: the kernel calls a store page "private" while only one
+   worker maps it, so the rollup alone mistakes store pages for worker memory.
 
 Every answer is checked before and after each load (exact bytes, or for
 openssl the parsed status, serial and revocation time), and wrk's bytes per
@@ -452,8 +454,15 @@ _SIZE: Final = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 
 
 
 def run_wrk(
-    url: str, lua: Path, seconds: float, connections: int, ns_pid: int | None = None
+    url: str,
+    lua: Path,
+    seconds: float,
+    connections: int,
+    ns_pid: int | None = None,
+    until: Path | None = None,
 ) -> WrkResult:
+    """One wrk run; with ``until``, it is interrupted (SIGINT: wrk still prints its
+    statistics) as soon as that file exists, ``seconds`` being then only the upper bound."""
     args = [
         *netns(ns_pid),
         "wrk",
@@ -467,12 +476,23 @@ def run_wrk(
         str(lua),
         url,
     ]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    text = out.stdout
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if until is not None:
+            deadline = time.monotonic() + seconds
+            while proc.poll() is None and not until.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        text, err = proc.communicate(timeout=seconds + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
     m = re.search(r"(\d+) requests in ([\d.]+)(\w+), ([\d.]+)(\w+) read", text)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    if out.returncode != 0 or not m or not rps:
-        raise BenchError(f"wrk failed ({out.returncode}):\n{text}\n{out.stderr}")
+    if proc.returncode != 0 or not m or not rps:
+        raise BenchError(f"wrk failed ({proc.returncode}):\n{text}\n{err}")
     requests = int(m.group(1))
     secs = float(m.group(2)) * _UNITS[m.group(3)] / 1e6
     read = float(m.group(4)) * _SIZE[m.group(5)]
@@ -536,8 +556,8 @@ def lua_nonce(path: Path, issuer: x509.Certificate, serial: int, headers: dict[s
     return path
 
 
-def lua_many(path: Path, bodies: list[bytes], headers: dict[str, str]) -> Path:
-    """A wrk script: POST each body once in turn, count the answers by size, stop after the last."""
+def lua_many(path: Path, bodies: list[bytes], headers: dict[str, str], done: Path) -> Path:
+    """A wrk script: POST each body once in turn; after the last answer, create ``done``."""
     data = path.with_suffix(".bin")
     data.write_bytes(b"".join(len(b).to_bytes(2, "big") + b for b in bodies))
     lines = [
@@ -557,7 +577,7 @@ def lua_many(path: Path, bodies: list[bytes], headers: dict[str, str]) -> Path:
         "end",
         "function response(status, headers, body)",
         "  got = got + 1",
-        "  if got >= n then wrk.thread:stop() end",
+        f'  if got == n then local d = io.open("{done}", "w"); d:close(); wrk.thread:stop() end',
         "end",
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -597,6 +617,12 @@ class Ctx:
 
 @contextmanager
 def responder(ctx: Ctx, workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`responder serve` on 127.0.0.1 with ``workers``; yields its /ocsp URL and its process.
+
+    Metrics and the ledger stay on (as deployed), their files in a fresh directory of this
+    run; the access log is off, as nginx's is.
+    """
+    run = Path(tempfile.mkdtemp(dir=ctx.work, prefix=f"responder-w{workers}-"))
     args = [
         *ctx.responder,
         "serve",
@@ -618,8 +644,12 @@ def responder(ctx: Ctx, workers: int) -> Iterator[tuple[str, subprocess.Popen[by
         "warning",
         "--access-log",
         "off",
+        "--ledger-dir",
+        str(run / "ledger"),
+        "--metrics-dir",
+        str(run / "metrics"),
     ]
-    with started(args, log=ctx.work / f"responder-w{workers}.log") as proc:
+    with started(args, log=run / "stderr.log") as proc:
         url = wait_line(proc, r"listening on (\S+)", 60) + "/ocsp"
         yield url, proc
 
@@ -1130,8 +1160,9 @@ def bench_memory(ctx: Ctx, n_revoked: int, n_good: int) -> dict[str, Any]:
         workers = children(proc.pid)
         stages.append({pid: memory_of(pid, store_file) for pid in workers})
         for n, bodies in enumerate(passes):
-            lua = lua_many(ctx.work / f"many{n}.lua", bodies, ctx.headers)
-            loads.append(run_wrk(url, lua, max(120.0, ctx.seconds), ctx.connections))
+            done = ctx.work / f"many{n}.done"
+            lua = lua_many(ctx.work / f"many{n}.lua", bodies, ctx.headers, done)
+            loads.append(run_wrk(url, lua, max(300.0, ctx.seconds), ctx.connections, until=done))
             stages.append({pid: memory_of(pid, store_file) for pid in workers})
         check_answer(post(url, ctx.requests["revoked"], ctx.headers)[1], ctx.revoked)
     for pid in workers:
@@ -1406,15 +1437,22 @@ def summarize(
             "workers): per-core efficiency, steadier than req/s on this shared machine",
             "openssl ocsp runs in a private network namespace (only lo) because -port binds every "
             "address; it signs every answer and closes every connection (wrk reconnects: its "
-            "socket errors are counted, not hidden). It is slower with 32 connections than with 2, "
-            "so ratio_openssl uses its better rate (-c32 or -c2); ratio_openssl_c32 is the "
-            "same-load one. "
-            "wrk's pre-flight probe connection (closed without a byte) is skipped in every script: "
-            "openssl ocsp 3.0 spins forever on such a connection; a fresh openssl serves each load",
+            "socket errors are counted, not hidden). It is loaded with 32 and with 2 connections; "
+            "ratio_openssl uses its better rate, ratio_openssl_c32 the same-load one. A fresh "
+            "openssl serves each load, and wrk's pre-flight probe (a connection closed without a "
+            "byte) is skipped in every script: openssl ocsp 3.0 spins at 100% CPU forever on such "
+            "a connection, and its children may do so on connections wrk closes when a load ends "
+            "(answered_after false)",
+            "cpu_seconds_by_process (the parent first) shows how the load was spread over the "
+            "responder's workers: they share one listening socket, and one worker may accept "
+            "most of wrk's 32 connections",
             "latency: wrk2 is not packaged; wrk with a 1 ms think time per connection "
-            "(Lua delay()), "
-            "the connection count calibrated to about half the maximum rate; wrk measures from the "
-            "moment a request is written, so queueing behind the think time is not counted",
+            "(Lua delay()), the connection count calibrated to about half the maximum rate; wrk "
+            "measures from the moment a request is written, so queueing behind the think time is "
+            "not counted",
+            "fresh signing: raw_cpu_us_per_signature is the CPU time of one signature in the raw "
+            "loop; responder_cpu_us_per_answer is all the responder's CPU per fresh answer; wrk "
+            "shares the 2 cores with the responder, not with the raw loop",
         ],
     }
 

@@ -339,7 +339,12 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--crl-dir", "store.crl_dir", "path", "directory of CRL files served at /crl/"),
     _Flag("--registry", "registry.path", "path", "TOML file of registered parties"),
     _Flag("--ledger-dir", "ledger.dir", "path", "ledger (帳簿) and quota table directory"),
-    _Flag("--ledger-collect-interval", "ledger.collect_interval", "float", "seconds between ledger merges"),
+    _Flag(
+        "--ledger-collect-interval",
+        "ledger.collect_interval",
+        "float",
+        "seconds between ledger merges",
+    ),
     _Flag("--max-certids", "ocsp.max_certids", "int", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "int", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "int", "cached good answers"),
