@@ -117,6 +117,20 @@ def render() -> str:
             f"into a fresh store: parse, verify, write (goal < 10 s); next full CRL with 1% changed"
             f" {_fmt(_get(imp, 'runs', 'next', 'seconds'), ' s')}", "`python -m bench.bench_import`")  # fmt: skip
 
+    resp = _load("responder")
+    if resp:
+        for sample in ("revoked", "good"):
+            r = _get(resp, "ratios", sample) or {}
+            add(f"responder vs peers, {sample} answer (wrk -c32 keep-alive POST)",
+                f"{_fmt(r.get('ratio_nginx'))}× nginx",
+                f"{_fmt(r.get('ratio_openssl'))}× `openssl ocsp -multi 2`, {_fmt(r.get('ratio_cfssl'))}× cfssl"
+                " ocspserve (goals ≥ 0.5×, ≥ 10×, > 1×)", "`python -m bench.bench_responder`")  # fmt: skip
+        goals = resp.get("goals", {})
+        for name, g in goals.items():
+            if "p99" in name or "fresh" in name:
+                value = g.get("value_ms", g.get("value"))
+                add(name, _fmt(value, " ms" if "value_ms" in g else "×"), "met" if g.get("met") else "not met",
+                    "same")  # fmt: skip
     agr = _load("agreements")
     if agr:
         add("agreements + ledger on the hot path", _fmt(agr.get("added_us"), " µs/request"),

@@ -164,8 +164,10 @@ class OcspConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Most CertIDs accepted in one OCSP request."""
     max_nonce: Annotated[int, msgspec.Meta(ge=1, le=128)] = 128
     """Longest nonce accepted, in bytes (RFC 9654: 1..128)."""
-    good_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 100000
-    """Signed "good" answers kept per worker (0 disables the cache)."""
+    good_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 20000
+    """Signed "good" answers kept per worker (0 disables the cache). Each holds ~1.7 KB, so
+    the default bounds a worker's cache at ~34 MB: the one part of a worker's memory that grows
+    with traffic (the store itself is mapped, shared page cache)."""
     good_validity_seconds: PositiveInt = 3600
     """Freshly signed answers: thisUpdate is the signing time, nextUpdate is
     thisUpdate plus this many seconds."""
