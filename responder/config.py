@@ -115,6 +115,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     client_cert_header: str = "client-cert"
     """Header carrying the client certificate from a trusted proxy: RFC 9440
     ``:base64-DER:``, URL-escaped PEM (nginx ``$ssl_client_escaped_cert``) or base64 DER."""
+    reuseport: bool = True
+    """Each worker also listens on its own SO_REUSEPORT socket, so the kernel spreads new
+    connections evenly over the workers (false: all workers accept from one shared socket)."""
     tls: TlsConfig = msgspec.field(default_factory=TlsConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
 
@@ -319,6 +322,7 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--port", "server.port", "int", "TCP port (0 picks a free one)"),
     _Flag("--workers", "server.workers", "int", "worker processes (0: one per CPU)"),
     _Flag("--trusted-proxy", "server.trusted_proxies", "list", "proxy allowed to pass a cert"),
+    _Flag("--reuseport", "server.reuseport", "bool", "one SO_REUSEPORT socket per worker"),
     _Flag("--client-cert-header", "server.client_cert_header", "str", "proxy's cert header"),
     _Flag("--tls-cert", "server.tls.cert", "path", "PEM server certificate chain"),
     _Flag("--tls-key", "server.tls.key", "path", "PEM server private key"),

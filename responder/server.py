@@ -151,6 +151,8 @@ def bind_sockets(server: ServerConfig) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if server.reuseport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(addr)
@@ -163,6 +165,29 @@ def bind_sockets(server: ServerConfig) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def _own_socket(shared: socket.socket) -> socket.socket:
+    """A worker's own listening socket on the shared one's address (SO_REUSEPORT group).
+
+    The kernel spreads new connections over the group by their addresses, so each
+    worker gets its share of a burst instead of whichever wakes first taking most
+    of it; the inherited shared socket stays too, so a worker that dies leaves the
+    port served by the others.
+    """
+    sock = socket.socket(shared.family, shared.type, shared.proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(shared.getsockname()[:2])
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _urls(sockets: list[socket.socket], tls: bool) -> list[str]:
@@ -248,6 +273,8 @@ class _Worker:
                 self.ssl_context = make_ssl_context(config.server.tls)
             self.http = http = HttpServer.from_config(app, config.server, hooks=hooks)
             http.start()
+            if config.server.reuseport:
+                self.sockets = self.sockets + [_own_socket(s) for s in self.sockets]
             servers = [
                 await loop.create_server(
                     http,

@@ -116,6 +116,8 @@ def write_config(path: Path, server: dict[str, Any], limits: dict[str, Any] | No
     """A TOML config with ``[server]`` and ``[server.limits]`` entries (values as TOML)."""
 
     def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
         if isinstance(v, str):
             return json.dumps(v)
         if isinstance(v, list | tuple):

@@ -159,6 +159,32 @@ def test_killed_worker_is_restarted(tmp_path: Path) -> None:
         assert any(e["event"] == "worker_restart" for e in events)
 
 
+def _listening_sockets(port: int) -> int:
+    """How many IPv4 sockets listen on ``port`` (state 0A in /proc/net/tcp)."""
+    n = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize("reuseport", [True, False])
+def test_reuseport_gives_each_worker_its_own_listening_socket(
+    tmp_path: Path, reuseport: bool
+) -> None:
+    """With a SO_REUSEPORT socket per worker the kernel spreads new connections over the
+    workers (bench/README.md: with one shared socket, one worker took twice the other's share
+    under load); the shared socket stays, so a dead worker's port is still served."""
+    config = write_config(
+        tmp_path / "r.toml", {"port": 0, "workers": 2, "reuseport": reuseport}, LIMITS
+    )
+    with ServerProcess(tmp_path, config).start() as server:
+        assert _listening_sockets(server.port) == (3 if reuseport else 1)
+        pids = {_info(server.port)["pid"] for _ in range(40)}
+        assert pids <= set(child_pids(server.pid)) and pids
+
+
 def _running(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
