@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -27,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.procs import wait_line
 from responder.config import ResponderConfig, load_config
 from responder.http import Request, Response
 from responder.server import serve
@@ -66,25 +66,6 @@ def _lua(path: Path) -> Path:
     return path
 
 
-def _wait_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
-    assert proc.stdout is not None
-    buf = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise TimeoutError(f"no {pattern!r} from the server")
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError("server exited before it was ready")
-            buf += chunk
-            match = re.search(pattern, buf.decode())
-            if match:
-                return match.group(1)
-
-
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -119,7 +100,7 @@ def run_responder(tmp: Path, lua: Path, seconds: int, connections: int) -> tuple
         cwd=Path(__file__).resolve().parent.parent,
     )
     try:
-        url = _wait_line(proc, r"listening on (\S+)", 20)
+        url = wait_line(proc, r"listening on (\S+)", 20)
         return _wrk(url + "/ocsp", lua, seconds, connections)
     finally:
         _stop(proc)

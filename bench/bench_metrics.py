@@ -38,7 +38,6 @@ import asyncio
 import json
 import os
 import re
-import selectors
 import signal
 import statistics
 import subprocess
@@ -56,6 +55,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procs import BenchError, wait_line
 from crlbuilder.demo import prepare
 from crlbuilder.model import Answer, CertStatus
 
@@ -63,10 +63,6 @@ BIN: Final = Path(sys.executable).parent
 GOAL_COST_PERCENT: Final = 5.0
 NO_PROBE: Final = "function wrk.resolve(host, service) wrk.addrs = wrk.lookup(host, service) end"
 """wrk's first connection is a probe that sends nothing; skip it (it is not a request)."""
-
-
-class BenchError(Exception):
-    """The benchmark cannot run, or the server answered wrongly."""
 
 
 @dataclass(frozen=True)
@@ -116,25 +112,6 @@ def _lua(path: Path, body: bytes, token: str) -> Path:
         f'wrk.headers["Authorization"] = "Bearer {token}"\n'
     )
     return path
-
-
-def _wait_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
-    assert proc.stdout is not None
-    buf = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise BenchError(f"no {pattern!r} from the responder within {timeout} s")
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise BenchError("the responder exited before it was ready")
-            buf += chunk
-            match = re.search(pattern, buf.decode(errors="replace"))
-            if match:
-                return match.group(1)
 
 
 def _post(url: str, body: bytes, token: str) -> bytes:
@@ -297,7 +274,7 @@ def one_run(d: Path, work: Path, metrics: bool, args: argparse.Namespace, body: 
         stdout=subprocess.PIPE, stderr=log,
     )  # fmt: skip
     try:
-        url = _wait_line(proc, r"listening on (\S+)", 30)
+        url = wait_line(proc, r"listening on (\S+)", 30)
         answer = _post(url, body, token)
         resp = ocsp.load_der_ocsp_response(answer)
         if resp.certificate_status is not ocsp.OCSPCertStatus.REVOKED:

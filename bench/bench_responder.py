@@ -58,7 +58,6 @@ import multiprocessing
 import os
 import random
 import re
-import selectors
 import shlex
 import shutil
 import signal
@@ -79,6 +78,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
+from bench.procs import BenchError, wait_line
 from crlbuilder import storeformat as sf
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocspsign import ResponseSigner, issuer_hashes
@@ -110,13 +110,6 @@ REASON_NAMES: Final = {
     10: "AACompromise",
 }
 """RFC 5280 CRLReason codes as openssl's index.txt spells them (0 is left out)."""
-
-
-class BenchError(Exception):
-    """The benchmark cannot run or a peer answered wrongly: the message says which."""
-
-
-# --- samples and requests --------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -347,25 +340,6 @@ def started(
             stop(proc, sig, grace)
             if proc.stdout is not None:
                 proc.stdout.close()
-
-
-def wait_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
-    assert proc.stdout is not None
-    buf = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise BenchError(f"no {pattern!r} from {proc.args!r} within {timeout} s")
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise BenchError(f"{proc.args!r} exited before it was ready")
-            buf += chunk
-            match = re.search(pattern, buf.decode(errors="replace"))
-            if match:
-                return match.group(1)
 
 
 def free_port() -> int:
