@@ -240,38 +240,40 @@ class OcspService:
             for cid, view in zip(req.cert_ids, views, strict=True):
                 key = sf.status_key(view.index, cid.serial) if 0 < cid.serial < 1 << 160 else None
                 raw = txn.get(key, db=status_db) if key is not None else None
-                if raw is None:
+                st = sf.unpack_status(raw) if raw is not None else None
+                version = st.version if st is not None else 0
+                if single and key is not None:
+                    # one dict lookup serves repeated answers, signed here or pre-signed;
+                    # the status version read above keeps a revoked serial from a cached good
+                    cached = self._cache.get((key, cid.hash_alg))
+                    if cached is not None and cached[0] == version and cached[1].next_update > now:
+                        return cached[1]
+                    cache_key = (key, cid.hash_alg, version)
+                if st is None:
                     status = (
                         CertStatus.GOOD
                         if self.crl_import and key is not None
                         else CertStatus.UNKNOWN
                     )
                     answers.append(SingleAnswer(cid.der, status))
-                    version = 0
+                elif st.state == sf.STATE_REVOKED:
+                    if single and cid.hash_alg == "sha1" and key is not None:
+                        stored = txn.get(key, db=self.store.dbs[sf.DB_RESPONSES])
+                        if stored is not None:
+                            sv, tu, nu, sid = sf.unpack_response_head(stored)
+                            if sv == version and nu > now and sid == view.signer.signer_id:
+                                ready = Ready(
+                                    stored[sf.RESPONSE_HEAD_BYTES :] + view.certs_suffix, tu, nu,
+                                    ("revoked",), (view.family,), presigned=True,
+                                )  # fmt: skip
+                                self._put(key, cid.hash_alg, version, ready)
+                                return ready
+                    answers.append(
+                        SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, st.reason)
+                    )
                 else:
-                    st = sf.unpack_status(raw)
-                    version = st.version
-                    if st.state == sf.STATE_REVOKED:
-                        if single and cid.hash_alg == "sha1":
-                            stored = txn.get(key, db=self.store.dbs[sf.DB_RESPONSES])
-                            if stored is not None:
-                                sv, tu, nu, sid = sf.unpack_response_head(stored)
-                                if sv == version and nu > now and sid == view.signer.signer_id:
-                                    return Ready(
-                                        stored[sf.RESPONSE_HEAD_BYTES :] + view.certs_suffix, tu, nu,
-                                        ("revoked",), (view.family,), presigned=True,
-                                    )  # fmt: skip
-                        answers.append(
-                            SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, st.reason)
-                        )
-                    else:
-                        answers.append(SingleAnswer(cid.der, CertStatus.GOOD))
+                    answers.append(SingleAnswer(cid.der, CertStatus.GOOD))
                 statuses.append(_STATUS_NAME[CertStatus(answers[-1].status)])
-                if single and key is not None:
-                    cached = self._cache.get((key, cid.hash_alg))
-                    if cached is not None and cached[0] == version and cached[1].next_update > now:
-                        return cached[1]
-                    cache_key = (key, cid.hash_alg, version)
         return SignJob(
             signer=views[0].signer,
             answers=answers,
@@ -285,9 +287,14 @@ class OcspService:
 
     def remember(self, job: SignJob, ready: Ready) -> None:
         """Cache a freshly signed single answer (good or unknown, or revoked with a SHA-256 CertID)."""
-        if job.cache_key is None or not self.cache_entries:
+        if job.cache_key is None:
             return
         key, alg, version = job.cache_key
+        self._put(key, alg, version, ready)
+
+    def _put(self, key: bytes, alg: str, version: int, ready: Ready) -> None:
+        if not self.cache_entries:
+            return
         if len(self._cache) >= self.cache_entries:
             self._cache.pop(next(iter(self._cache)))
         self._cache[(key, alg)] = (version, ready)

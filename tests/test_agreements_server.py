@@ -80,7 +80,8 @@ def test_suspension_and_resumption_within_a_second(built: Built, tmp_path: Path)
         while status_of(post(s, body, token=token)) is not ocsp.OCSPResponseStatus.UNAUTHORIZED:
             assert time.monotonic() - t0 < 1.5, "suspension not in effect within a second"
             time.sleep(0.02)
-        # every worker: many requests, all refused
+        # one second after the change every worker has it: many requests, all refused
+        time.sleep(max(0.0, t0 + 1.1 - time.monotonic()))
         assert all(
             status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
             for _ in range(20)
