@@ -32,6 +32,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from crlbuilder.der import der_length
 from crlbuilder.signer import Signer
 
 __all__ = [
@@ -70,15 +71,8 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # ---------------------------------------------------------------------------
 
 
-def _der_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(octets),)) + octets
-
-
 def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _der_length(len(content)) + content
+    return bytes((tag,)) + der_length(len(content)) + content
 
 
 def _extension(oid_tlv: bytes, critical: bool, value: bytes) -> bytes:
@@ -317,7 +311,7 @@ def encode_tbs_certlist(
         raise ValueError("next_update must be later than this_update")
 
     revoked, count = _encode_revoked(entries, delta=delta_base is not None)
-    revoked_header = b"\x30" + _der_length(len(revoked)) if count else b""
+    revoked_header = b"\x30" + der_length(len(revoked)) if count else b""
     head = b"".join(
         (
             _VERSION_V2,
@@ -329,7 +323,7 @@ def encode_tbs_certlist(
     )
     extensions = _crl_extensions(issuer, number, delta_base, freshest_crl_url, idp_url)
     body_length = len(head) + len(revoked_header) + len(revoked) + len(extensions)
-    return b"".join((b"\x30", _der_length(body_length), head, revoked_header, revoked, extensions))
+    return b"".join((b"\x30", der_length(body_length), head, revoked_header, revoked, extensions))
 
 
 def encode_crl(
@@ -383,9 +377,9 @@ def encode_crl(
         idp_url=idp_url,
     )
     signature = signer.sign(tbs)
-    bit_string = b"\x03" + _der_length(len(signature) + 1) + b"\x00" + signature
+    bit_string = b"\x03" + der_length(len(signature) + 1) + b"\x00" + signature
     body_length = len(tbs) + len(algorithm) + len(bit_string)
-    return b"".join((b"\x30", _der_length(body_length), tbs, algorithm, bit_string))
+    return b"".join((b"\x30", der_length(body_length), tbs, algorithm, bit_string))
 
 
 def write_crl_file(path: str | os.PathLike[str], der: bytes, *, mode: int = 0o640) -> None:

@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
+from crlbuilder.der import der_length
+
 __all__ = ["CrlError", "ParsedCrl", "parse_crl", "verify_crl_signature"]
 
 
@@ -401,19 +403,12 @@ def _name_from_der(name_der: bytes) -> x509.Name:
         + name_der
         + b"\x17\x0d700101000000Z"
     )
-    tbs = b"\x30" + _length(len(tbs_body)) + tbs_body
+    tbs = b"\x30" + der_length(len(tbs_body)) + tbs_body
     body = tbs + bytes.fromhex("300d06092a864886f70d01010b0500") + b"\x03\x01\x00"
     try:
-        return x509.load_der_x509_crl(b"\x30" + _length(len(body)) + body).issuer
+        return x509.load_der_x509_crl(b"\x30" + der_length(len(body)) + body).issuer
     except ValueError as exc:
         raise CrlError(f"the issuer Name cannot be decoded: {exc}") from None
-
-
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(octets),)) + octets
 
 
 def parse_crl(der: bytes) -> ParsedCrl:

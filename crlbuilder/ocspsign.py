@@ -41,6 +41,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from crlbuilder.der import der_length
 from crlbuilder.signer import Signer
 
 
@@ -84,22 +85,8 @@ class SingleAnswer(NamedTuple):
 _MAX_GENERALIZED_TIME: Final = 253402300799  # 9999-12-31T23:59:59Z
 
 
-def _der_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(body),)) + body
-
-
-_LEN: Final = tuple(_der_length(n) for n in range(8192))
-
-
-def _len(n: int) -> bytes:
-    return _LEN[n] if n < 8192 else _der_length(n)
-
-
 def _tlv(tag: bytes, content: bytes) -> bytes:
-    return tag + _len(len(content)) + content
+    return tag + der_length(len(content)) + content
 
 
 def der_integer(value: int) -> bytes:
@@ -225,13 +212,13 @@ def _single_response(answer: SingleAnswer, times: bytes) -> bytes:
                 info += _REASON_DER[reason]
             except KeyError:
                 raise ValueError(f"not a CRLReason: {reason!r}") from None
-        cert_status = b"\xa1" + _len(len(info)) + info
+        cert_status = b"\xa1" + der_length(len(info)) + info
     elif status == 2:
         cert_status = _UNKNOWN
     else:
         raise ValueError(f"not a CertStatus: {status!r}")
     body = answer.cert_id_der + cert_status + times
-    return b"\x30" + _len(len(body)) + body
+    return b"\x30" + der_length(len(body)) + body
 
 
 class ResponseSigner:
@@ -289,16 +276,16 @@ class ResponseSigner:
             raise ValueError("an OCSP response needs at least one answer")
         times = _gt(this_update) + _NEXT_UPDATE_TAG + _gt(next_update)
         singles = b"".join([_single_response(a, times) for a in answers])
-        body = self._responder_id + _gt(produced_at) + b"\x30" + _len(len(singles)) + singles
+        body = self._responder_id + _gt(produced_at) + b"\x30" + der_length(len(singles)) + singles
         if nonce is not None:
             if not nonce:
                 raise ValueError("an OCSP nonce is 1 to 128 bytes (RFC 9654)")
-            value = b"\x04" + _len(len(nonce)) + nonce
-            ext = OID_NONCE_DER + b"\x04" + _len(len(value)) + value
-            ext = b"\x30" + _len(len(ext)) + ext
-            exts = b"\x30" + _len(len(ext)) + ext
-            body += b"\xa1" + _len(len(exts)) + exts
-        return b"\x30" + _len(len(body)) + body
+            value = b"\x04" + der_length(len(nonce)) + nonce
+            ext = OID_NONCE_DER + b"\x04" + der_length(len(value)) + value
+            ext = b"\x30" + der_length(len(ext)) + ext
+            exts = b"\x30" + der_length(len(ext)) + ext
+            body += b"\xa1" + der_length(len(exts)) + exts
+        return b"\x30" + der_length(len(body)) + body
 
     def assemble(self, response_data: bytes, signature: bytes) -> bytes:
         """The full OCSPResponse DER around a signed tbsResponseData."""
@@ -307,22 +294,22 @@ class ResponseSigner:
             len(response_data)
             + len(self._algorithm)
             + 1
-            + len(_len(sig_len))
+            + len(der_length(sig_len))
             + sig_len
             + len(self._certs)
         )
-        basic_hdr = b"\x30" + _len(basic_len)
+        basic_hdr = b"\x30" + der_length(basic_len)
         octets_len = len(basic_hdr) + basic_len
-        octets_hdr = b"\x04" + _len(octets_len)
+        octets_hdr = b"\x04" + der_length(octets_len)
         rb_len = len(OID_BASIC_DER) + len(octets_hdr) + octets_len
-        rb_hdr = b"\x30" + _len(rb_len)
+        rb_hdr = b"\x30" + der_length(rb_len)
         tagged_len = len(rb_hdr) + rb_len
-        tagged_hdr = b"\xa0" + _len(tagged_len)
+        tagged_hdr = b"\xa0" + der_length(tagged_len)
         outer_len = 3 + len(tagged_hdr) + tagged_len
         return b"".join(
             (
                 b"\x30",
-                _len(outer_len),
+                der_length(outer_len),
                 b"\x0a\x01\x00",
                 tagged_hdr,
                 rb_hdr,
@@ -332,7 +319,7 @@ class ResponseSigner:
                 response_data,
                 self._algorithm,
                 b"\x03",
-                _len(sig_len),
+                der_length(sig_len),
                 b"\x00",
                 signature,
                 self._certs,
