@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import lmdb
-import msgspec
 
 from crlbuilder import storeformat as sf
 
@@ -185,7 +184,3 @@ class _Borrowed:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def encode_json(obj: object) -> bytes:
-    return msgspec.json.encode(obj)

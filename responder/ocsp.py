@@ -181,6 +181,7 @@ class OcspService:
                 self.issuers[(alg, name_hash, key_hash)] = view
         self._cache: dict[tuple[bytes, str], tuple[int, Ready]] = {}
         self._seen: tuple[int, int] = (-1, -1)
+        self._snapshot = -1
         self._fresh_until: dict[int, int] = {}
         self.crl_import = False
         self.stale_refusals = 0
@@ -193,6 +194,10 @@ class OcspService:
         Keyed by `store_generation`: a refresh run of crlbuilder (new CRLs and re-signed
         answers, no new records) moves the build number only, and must be seen too.
         """
+        snapshot = txn.id()  # the last committed write: unchanged means nothing to re-read
+        if snapshot == self._snapshot:
+            return
+        self._snapshot = snapshot
         seen = store_generation(self.store, txn)
         if seen == self._seen:
             return
