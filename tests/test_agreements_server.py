@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -17,6 +17,7 @@ import pytest
 from cryptography.x509 import ocsp
 
 from crlbuilder.model import CertStatus, Family
+from crlbuilder.rules import JST
 from responder.ledger import Ledger
 from tests.conftest import Built, run_tool
 from tests.test_responder_interop import Server, post, request_for, start_server, status_of
@@ -157,7 +158,7 @@ def test_ledger_equals_what_clients_received_after_sigkill(built: Built, tmp_pat
         ledger = Ledger.open(tmp_path / "ledger")
         try:
             ledger.collect()
-            today = datetime.now(UTC).date()
+            today = datetime.now(JST).date()  # the ledger's days are JST days
             counted = sum(
                 r.count
                 for r in ledger.rows(today.replace(day=1), today)
@@ -177,7 +178,7 @@ def test_report_published_without_authentication(built: Built, tmp_path: Path) -
         a = next(x for x in built.answers if x.family is Family.AUTH_CARD)
         for _ in range(3):
             post(s, request_for(s, a), token=s.token("auth-verifier"))
-        year = datetime.now(UTC).year
+        year = datetime.now(JST).year  # the report's years are JST years
         with urllib.request.urlopen(f"{s.url}/reports/{year}.json", timeout=30) as r:
             report = msgspec.json.decode(r.read())
         text = msgspec.json.encode(report).decode()
@@ -205,7 +206,7 @@ def test_ledger_merged_periodically(built: Built, tmp_path: Path) -> None:
             time.sleep(0.5)
             ledger = Ledger.open(tmp_path / "ledger")  # opened, not collected: what worker 0 merged
             try:
-                today = datetime.now(UTC).date()
+                today = datetime.now(JST).date()  # the ledger's days are JST days
                 counted = sum(
                     r.count for r in ledger.rows(today, today) if r.party == "auth-verifier"
                 )
