@@ -54,6 +54,7 @@ BENCHES: dict[str, list[str]] = {
         "--out",
         str(RESULTS / "responder.json"),
     ],
+    "freshness": ["-m", "bench.bench_freshness", "--out", str(RESULTS / "freshness.json")],
 }
 
 
@@ -131,6 +132,13 @@ def render() -> str:
                 value = g.get("value_ms", g.get("value"))
                 add(name, _fmt(value, " ms" if "value_ms" in g else "×"), "met" if g.get("met") else "not met",
                     "same")  # fmt: skip
+    fresh = _load("freshness")
+    if fresh:
+        ms = fresh.get("spool_to_revoked_ms", {})
+        add(f"spool record to first revoked answer ({_fmt(fresh.get('revocations'))} revocations)",
+            f"median {_fmt(ms.get('median'), ' ms')}",
+            f"max {_fmt(ms.get('max'), ' ms')}; good answers after the first revoked one:"
+            f" {_fmt(fresh.get('good_after_first_revoked'))} (must be 0)", "`python -m bench.bench_freshness`")  # fmt: skip
     agr = _load("agreements")
     if agr:
         add("agreements + ledger on the hot path", _fmt(agr.get("added_us"), " µs/request"),
