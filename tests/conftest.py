@@ -7,6 +7,7 @@ expects are the answers a responder started now must give.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -53,6 +54,18 @@ class Built:
             "--crl-dir", str(crl_dir), "--spool", str(store.parent / f"{store.name}-spool"),
             "--as-of", self.as_of.isoformat(), "--no-progress",
         ]  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under libfaketime (`make test-shifted`), skip what needs the machine's real clock."""
+    if "faketime" not in os.environ.get("LD_PRELOAD", ""):
+        return
+    skip = pytest.mark.skip(
+        reason="needs the real clock: timed waits or a Go program under libfaketime"
+    )
+    for item in items:
+        if item.get_closest_marker("real_clock"):
+            item.add_marker(skip)
 
 
 def run_tool(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

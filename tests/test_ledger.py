@@ -329,6 +329,7 @@ def test_days_turn_at_local_midnight(tmp_path: Path) -> None:
         assert datetime.fromtimestamp(clock.t, UTC).hour == 15
 
 
+@pytest.mark.real_clock  # the flusher's timed wait hangs under libfaketime
 def test_flusher_thread_turns_the_day_and_flushes(tmp_path: Path) -> None:
     clock = Clock(jst(2025, 3, 31, 23, 59, 59))
     with LedgerWriter.open(tmp_path, 0, clock=clock) as w, Ledger.open(tmp_path) as ledger:
