@@ -225,6 +225,20 @@ def test_sha256_certid(server: Server) -> None:
     assert isinstance(resp.hash_algorithm, hashes.SHA256)
 
 
+def test_unknown_certid_hash_algorithm_is_unauthorized(server: Server) -> None:
+    """RFC 6960 §2.3, as `responder.ocspreq` decides: a CertID hashed with an algorithm the
+    responder does not index (SHA-384 here) names no issuer it serves: unauthorized, for an
+    authenticated party that is answered for the same certificate with SHA-1."""
+    a = next(x for x in server.built.answers if x.status is CertStatus.GOOD)
+    token = server.token("both-verifier")
+    assert status_of(post(server, request_for(server, a, hashes.SHA384()), token=token)) is (
+        ocsp.OCSPResponseStatus.UNAUTHORIZED
+    )
+    assert status_of(post(server, request_for(server, a), token=token)) is (
+        ocsp.OCSPResponseStatus.SUCCESSFUL
+    )
+
+
 def status_of(der: bytes) -> ocsp.OCSPResponseStatus:
     return ocsp.load_der_ocsp_response(der).response_status
 
