@@ -305,6 +305,27 @@ def test_signed_request_authenticates(server: Server) -> None:
     assert "unauthorized" in out
 
 
+def test_odd_report_paths_on_the_real_server(server: Server) -> None:
+    """Issue 10.10: /reports/0000 answered 500 (ValueError), which pages the operators.
+    Every odd path, raw on the wire, is a 4xx (404 from the app; a path longer than the
+    header limit, or not ASCII, is refused by the HTTP layer), never a 5xx."""
+    import socket
+
+    from tests.test_app_routes import ODD_REPORT_PATHS
+
+    host, port = urllib.parse.urlsplit(server.url).netloc.rsplit(":", 1)
+    for path in ODD_REPORT_PATHS:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status_line = sock.makefile("rb").readline()
+        status = int(status_line.split()[1])
+        assert 400 <= status < 500, (path[:40], status)
+        if len(path) < 1000 and path.isascii():  # else the HTTP layer refuses it first
+            assert status == 404, (path, status)
+    with urllib.request.urlopen(f"{server.url}/reports/1970.json", timeout=10) as r:
+        assert r.status == 200
+
+
 def test_client_certificate_from_trusted_proxy(server: Server) -> None:
     a = next(x for x in server.built.answers if x.family.value == "auth-card")
     pem = (server.built.pki / "parties" / "auth-verifier.pem").read_text()

@@ -1,0 +1,91 @@
+"""The app's routes in process (`responder.app.JpkiApp.handle` on parsed requests, no socket).
+
+A demo population (the session's ``built`` fixture) served by one in-process app: the
+report route's odd paths (issue 10.10), quota answers on /crl/ (issue 9.10) and the
+signed-request index (issue 10.8) are checked here without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from responder.app import JpkiApp
+from responder.config import load_config
+from responder.http import Request, Response
+from responder.report import YEARS
+from tests.conftest import Built, run_tool
+
+
+@pytest.fixture(scope="module")
+def app(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JpkiApp]:
+    d = tmp_path_factory.mktemp("inproc")
+    registry = d / "registry.toml"
+    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
+    cfg = load_config(
+        None,
+        {
+            "store.path": str(built.store),
+            "store.pki": str(built.pki),
+            "store.crl_dir": str(built.crl_dir),
+            "registry.path": str(registry),
+            "ledger.dir": str(d / "ledger"),
+            "server.workers": 1,
+            "metrics.enabled": False,
+        },
+    )
+    a = JpkiApp(cfg, 0)
+    yield a
+    a.close()
+
+
+def request(method: bytes, target: bytes, headers: dict[bytes, bytes] | None = None) -> Request:
+    return Request(method, target, headers or {}, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+
+def answer(app: JpkiApp, req: Request) -> Response:
+    """The app's answer, as the HTTP layer gets it (a future resolved on a running loop)."""
+
+    async def run() -> Response:
+        got = app.handle(req)
+        return got if isinstance(got, Response) else await got
+
+    return asyncio.run(run())
+
+
+ODD_REPORT_PATHS: tuple[bytes, ...] = (
+    b"/reports/0000",
+    b"/reports/0001",
+    b"/reports/1969",
+    b"/reports/99999",
+    b"/reports/10000",
+    b"/reports/-1",
+    b"/reports/+2026",
+    b"/reports/2026.xml",
+    b"/reports/2026.json/extra",
+    b"/reports/2026/",
+    b"/reports/2026.",
+    b"/reports/%00",
+    b"/reports/2026%00",
+    b"/reports/2026%2ejson",
+    b"/reports/",
+    b"/reports/" + b"9" * 4000,
+    b"/reports/" + b"2026" * 1000,
+    b"/reports/\xef\xbc\x92\xef\xbc\x90\xef\xbc\x92\xef\xbc\x96",  # fullwidth digits
+)
+
+
+def test_odd_report_paths_are_404_never_500(app: JpkiApp) -> None:
+    """Issue 10.10: /reports/0000 raised ValueError (a 500, counted by the error-ratio alert).
+    A year the ledger cannot hold, or any other odd path, is no report: 404."""
+    for path in ODD_REPORT_PATHS:
+        assert answer(app, request(b"GET", path)).status == 404, path
+    for year in (YEARS[0], YEARS[-1], 2026):  # the edges of what the ledger holds render
+        for suffix in (b"", b".csv", b".json"):
+            resp = answer(app, request(b"GET", b"/reports/%d%s" % (year, suffix)))
+            assert resp.status == 200, (year, suffix)
+    assert answer(app, request(b"GET", b"/reports/2026.json?x=1")).status == 200
+
