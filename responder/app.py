@@ -444,10 +444,19 @@ def problem(status: int, refusal: policy.Refused, *, retry_after: int | None = N
 
 
 def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:
-    """RFC 5019 §6.2: max-age within nextUpdate, Last-Modified, Expires, ETag."""
+    """RFC 5019 §6.2: max-age within nextUpdate, Last-Modified, Expires, ETag; ``private``.
+
+    Every answer goes to an authenticated registered party, so it may be kept by that
+    party's own cache only, never by a shared one (``private``, RFC 9111 §5.2.2.7): a
+    shared cache would hand the answer to anyone, outside the notified recipients (Act
+    §18(1), §37(1): information is provided to 署名検証者等 and 利用者証明検証者 only),
+    without the ledger counting it (帳簿, Act §40), and the 機構 would have provided
+    認証業務情報 beyond what Act §45 allows. max-age is what RFC 5019 computes
+    (nextUpdate minus now, never negative).
+    """
     max_age = max(0, ready.next_update - now)
     return (
-        (b"cache-control", b"max-age=%d, public, no-transform, must-revalidate" % max_age),
+        (b"cache-control", b"max-age=%d, private, no-transform, must-revalidate" % max_age),
         (b"last-modified", formatdate(ready.this_update, usegmt=True).encode()),
         (b"expires", formatdate(ready.next_update, usegmt=True).encode()),
         (

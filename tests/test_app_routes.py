@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from responder.app import JpkiApp
+from responder.app import JpkiApp, caching_headers
 from responder.config import load_config
 from responder.http import Request, Response
+from responder.ocsp import Ready
 from responder.report import YEARS
 from tests.conftest import Built, run_tool
 
@@ -89,3 +90,16 @@ def test_odd_report_paths_are_404_never_500(app: JpkiApp) -> None:
             assert resp.status == 200, (year, suffix)
     assert answer(app, request(b"GET", b"/reports/2026.json?x=1")).status == 200
 
+
+def test_ocsp_get_answers_are_private_with_rfc5019_max_age() -> None:
+    """Issue 9.9: answers to registered parties must not be stored by shared caches (Act
+    §18(1), §37(1), §40, §45): ``private``; max-age = nextUpdate - now (RFC 5019 §6.2)."""
+    ready = Ready(b"der", this_update=1_000_000, next_update=1_003_600)
+    headers = dict(caching_headers(ready, 1_000_600))
+    directives = [d.strip() for d in headers[b"cache-control"].split(b",")]
+    assert b"private" in directives and b"public" not in directives
+    assert b"max-age=3000" in directives
+    assert headers[b"expires"] == b"Mon, 12 Jan 1970 14:46:40 GMT"
+    assert headers[b"last-modified"] == b"Mon, 12 Jan 1970 13:46:40 GMT"
+    past = dict(caching_headers(ready, 1_010_000))[b"cache-control"]
+    assert past.startswith(b"max-age=0,")

@@ -201,7 +201,10 @@ def test_get_with_rfc5019_caching_headers(server: Server) -> None:
             assert resp.next_update_utc is not None
             max_age = int(r.headers["Cache-Control"].split("max-age=")[1].split(",")[0])
             assert 0 < max_age <= (resp.next_update_utc - datetime.now(UTC)).total_seconds() + 2
-            assert "public" in r.headers["Cache-Control"]
+            # answers to a registered party are not for shared caches (Act §18(1), §37(1),
+            # §40, §45): private, never public (issue 9.9)
+            directives = {d.strip() for d in r.headers["Cache-Control"].split(",")}
+            assert "private" in directives and "public" not in directives
             assert r.headers["ETag"] == f'"{hashlib.sha1(der).hexdigest()}"'
             assert r.headers["Expires"] and r.headers["Last-Modified"]
         # base64url without padding is tolerated too
