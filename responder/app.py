@@ -41,7 +41,8 @@ from responder import access, policy
 from responder.config import ResponderConfig
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
-from responder.limits import LimitsTable
+from responder.limits import FILE_NAME as LIMITS_FILE
+from responder.limits import CrlKind, LimitsTable
 from responder.logs import AccessLog
 from responder.metrics import (
     CONTENT_TYPE,
@@ -133,7 +134,7 @@ class JpkiApp:
         self.ledger = LedgerWriter.open(ledger_dir, worker_index)
         self.ledger.start_flusher()
         self.limits = LimitsTable(
-            ledger_dir / "limits.tbl", config.server.worker_count, worker_index
+            ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
         )
         self._registry_checked = time.monotonic()
         self._stop = threading.Event()
@@ -351,19 +352,22 @@ class JpkiApp:
             assert isinstance(verdict, policy.Refused)
             req.note = ("crl", "", "", family, party.id, "", verdict.rule.value)
             return problem(403, verdict)
-        if self.limits.admit(party, now) is not None:
+        wait = self.limits.admit(party, now)
+        if wait is not None:
             req.note = ("crl", "", "", family, party.id, "", policy.Rule.QUOTA.value)
-            return problem(429, policy.quota_refusal(party, service, per="second"), retry_after=1)
+            refusal = policy.limit_refusal(party, service, wait.limit)
+            return problem(429, refusal, retry_after=wait.retry_after)
         try:
             body = (self.crl_dir / fname).read_bytes()
         except OSError:
             req.note = ("crl", "", "", family, party.id, "", "")
             return _NOT_FOUND
-        if not self.limits.admit_crl(party, service, now):
+        kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
+        wait = self.limits.admit_crl(party, view.index, kind, now)
+        if wait is not None:
             req.note = ("crl", "", "", family, party.id, "", policy.Rule.CYCLE.value)
-            return problem(
-                429, policy.cycle_refusal(party, service), retry_after=party.crl_cycle_seconds
-            )
+            refusal = policy.limit_refusal(party, service, wait.limit)
+            return problem(429, refusal, retry_after=wait.retry_after)
         req.note = ("crl", "", "", family, party.id, "", "")
         self.ledger.count(party.id, service, Method.CRL_FILE, 1)
         return Response(200, body, CRL)

@@ -790,7 +790,8 @@ class Party(msgspec.Struct, frozen=True, kw_only=True):
     """Agreed quota (取決め), across all workers; None: no limit."""
     requests_per_day: int | None = None
     crl_cycle_seconds: int = 0
-    """At most one CRL download per service per this many seconds (周期, Ord §31(2)); 0: no limit."""
+    """At most one download of each CRL file (issuer generation, full or delta) per this many
+    seconds (周期, Ord §31(2)); 0: no limit."""
 
     def may_receive(self, family: Family, now: float | None = None) -> bool:
         """True if it may now receive revocation information or a CRL file about ``family``."""

@@ -43,11 +43,11 @@ from responder.registry import RegistryError, parse_registry
 
 __all__ = [
     "CONTENT_TYPES",
+    "YEARS",
     "Format",
     "ProvisionLine",
     "RecipientReport",
     "Report",
-    "YEARS",
     "add_cli",
     "build_report",
     "load_registry_names",

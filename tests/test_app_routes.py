@@ -8,15 +8,19 @@ signed-request index (issue 10.8) are checked here without a server.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
-from pathlib import Path
+from datetime import datetime, timedelta
 
+import msgspec
 import pytest
 
+from crlbuilder.rules import JST
 from responder.app import JpkiApp, caching_headers
 from responder.config import load_config
 from responder.http import Request, Response
 from responder.ocsp import Ready
+from responder.registry import Registry
 from responder.report import YEARS
 from tests.conftest import Built, run_tool
 
@@ -103,3 +107,34 @@ def test_ocsp_get_answers_are_private_with_rfc5019_max_age() -> None:
     assert headers[b"last-modified"] == b"Mon, 12 Jan 1970 13:46:40 GMT"
     past = dict(caching_headers(ready, 1_010_000))[b"cache-control"]
     assert past.startswith(b"max-age=0,")
+
+
+def test_crl_refusals_name_the_limit_and_the_real_wait(app: JpkiApp) -> None:
+    """Issue 9.10: the cycle (周期, Ord §31(2), §62(2)) counts per CRL file (issuer generation,
+    full or delta), and a party whose daily quota ran out is told "per day" with a
+    Retry-After until the next Japan midnight (it was told "per second", Retry-After: 1)."""
+    run_tool("responder", "registry", "update", "--registry", str(app.config.registry.path),
+             "--id", "sig-verifier", "--quota-per-day", "4", "--crl-cycle", "3600")  # fmt: skip
+    app.registry = Registry.load(app.config.registry.path)
+    token = (app.config.store.pki / "parties" / "sig-verifier.token").read_text().strip()
+    auth = {b"authorization": b"Bearer " + token.encode()}
+
+    def get(name: str) -> Response:
+        return answer(app, request(b"GET", f"/crl/{name}".encode(), auth))
+
+    assert get("sign-card-g1.crl").status == 200
+    cycle = get("sign-card-g1.crl")
+    assert cycle.status == 429 and msgspec.json.decode(cycle.body)["title"] == "cycle"
+    assert 3598 <= int(dict(cycle.extra_headers)[b"retry-after"]) <= 3600
+    # the delta and another generation's files have their own cycles
+    assert get("sign-card-g1-delta.crl").status == 200
+    assert get("sign-card-g2.crl").status == 200  # the 4th request of the day
+    before = time.time()
+    day = get("sign-card-g2-delta.crl")
+    problem = msgspec.json.decode(day.body)
+    assert day.status == 429 and problem["title"] == "quota" and "per day" in problem["detail"]
+    midnight = (datetime.fromtimestamp(before, JST) + timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    wait = int(dict(day.extra_headers)[b"retry-after"])
+    assert midnight.timestamp() - before - 2 <= wait <= midnight.timestamp() - before + 2
