@@ -239,7 +239,7 @@ class JpkiApp:
             return _OCSP_ERRORS[e.status]
         party = access.by_transport(self.registry, req)
         if party is None and ocsp_req.signature is not None:
-            party = access.by_signature(self.registry, ocsp_req.signature)
+            party = access.by_signature(self.registry, ocsp_req)
         if party is None:
             req.note = _NOTE_UNAUTHENTICATED
             if ocsp_req.signature is None and ocsp_req.requestor_name is not None:

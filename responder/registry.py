@@ -117,6 +117,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
+from crlbuilder.der import der_length
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 
@@ -716,6 +717,13 @@ def _toml_value(v: object) -> str:
 # --- what the workers use --------------------------------------------------------------
 
 
+def directory_name(name_der: bytes) -> bytes:
+    """The DER of GeneralName ``directoryName`` ([4], explicit: a Name is a CHOICE) holding
+    the Name ``name_der``: how a signed OCSP request's requestorName names a certificate
+    subject (RFC 6960 §4.1.1, RFC 5280 §4.2.1.6)."""
+    return b"\xa4" + der_length(len(name_der)) + name_der
+
+
 def day_start(d: date) -> float:
     """The first second (epoch) of a Japan calendar day."""
     return datetime.combine(d, dtime(0), tzinfo=JST).timestamp()
@@ -733,6 +741,9 @@ class CredentialInfo(msgspec.Struct, frozen=True, kw_only=True):
     """Valid while ``not_before <= now < not_after`` (epoch seconds)."""
     spki: bytes = b""
     """The certificate's SubjectPublicKeyInfo DER (certificate kinds)."""
+    subject: bytes = b""
+    """The certificate's subject Name DER (certificate kinds): the requestorName a signed
+    OCSP request names it by (RFC 6960 §4.1.2)."""
 
     def valid_at(self, now: float) -> bool:
         return self.not_before <= now < self.not_after
@@ -852,6 +863,8 @@ class Registry:
         self._tokens: dict[bytes, tuple[Party, CredentialInfo]] = {}
         self._certs: dict[bytes, tuple[Party, CredentialInfo]] = {}
         self._signers: list[tuple[Party, CredentialInfo, PublicKeyTypes]] = []
+        self._signers_by_name: dict[bytes, list[tuple[Party, CredentialInfo, PublicKeyTypes]]] = {}
+        self._signers_by_cert: dict[bytes, tuple[Party, CredentialInfo, PublicKeyTypes]] = {}
         for p in self.parties.values():
             for c in p.credentials:
                 if c.kind is AuthMethod.TOKEN:
@@ -859,7 +872,11 @@ class Registry:
                 elif c.kind is AuthMethod.MTLS:
                     self._certs[c.key] = (p, c)
                 else:
-                    self._signers.append((p, c, load_der_public_key(c.spki)))
+                    signer = (p, c, load_der_public_key(c.spki))
+                    self._signers.append(signer)
+                    self._signers_by_cert[c.key] = signer
+                    name = directory_name(c.subject)
+                    self._signers_by_name.setdefault(name, []).append(signer)
 
     # --- loading ---------------------------------------------------------------------
 
@@ -932,6 +949,31 @@ class Registry:
         """(party, public key) for each signed-request credential valid now."""
         t = time.time() if now is None else now
         return [(p, key) for p, c, key in self._signers if c.valid_at(t)]
+
+    def request_signers(
+        self,
+        requestor_name: bytes | None,
+        certs: Iterable[bytes] = (),
+        now: float | None = None,
+    ) -> list[tuple[Party, PublicKeyTypes]]:
+        """The signed-request keys, valid now, that a signed OCSP request can be checked
+        against: found by index, never by trying every registered key (O(1)).
+
+        By the requestorName (RFC 6960 §4.1.2: a signed request names its requestor): the
+        certificates whose subject it is; among them, one the request attached (its
+        SHA-256) comes first. Without a requestorName, the attached certificate that is
+        registered, if any. Several candidates only when one party holds two certificates
+        with the same subject (a rotation), or parties share a subject.
+        """
+        t = time.time() if now is None else now
+        attached = [self._signers_by_cert.get(hashlib.sha256(c).digest()) for c in certs]
+        if requestor_name is not None:
+            named = self._signers_by_name.get(requestor_name, [])
+            found = [x for x in attached if x is not None and any(x is y for y in named)]
+            found += [y for y in named if not any(y is x for x in found)]
+        else:
+            found = [x for x in attached[:1] if x is not None]
+        return [(p, key) for p, c, key in found if c.valid_at(t)]
 
     def signing_parties(self, now: float | None = None) -> list[Party]:
         """Parties holding a signed-request credential valid now."""
@@ -1160,7 +1202,7 @@ class _Checker:
             labels.add(label)
             nb = c.not_before.timestamp() if c.not_before else -math.inf
             na = c.not_after.timestamp() if c.not_after else math.inf
-            spki = b""
+            spki = subject = b""
             if isinstance(c, TokenCredential):
                 key = bytes.fromhex(c.token_sha256)
                 self.owner(self.token_owner, key, pid, fld, "token")
@@ -1172,6 +1214,7 @@ class _Checker:
                 spki = cert.public_key().public_bytes(
                     Encoding.DER, PublicFormat.SubjectPublicKeyInfo
                 )
+                subject = cert.subject.public_bytes()
                 self.owner(self.cert_owner, key, pid, fld, "certificate")
                 self.owner(self.key_owner, hashlib.sha256(spki).digest(), pid, fld, "public key")
                 nb = max(nb, cert.not_valid_before_utc.timestamp())
@@ -1188,7 +1231,13 @@ class _Checker:
                 continue
             out.append(
                 CredentialInfo(
-                    label=label, kind=c.KIND, key=key, not_before=nb, not_after=na, spki=spki
+                    label=label,
+                    kind=c.KIND,
+                    key=key,
+                    not_before=nb,
+                    not_after=na,
+                    spki=spki,
+                    subject=subject,
                 )
             )
         if not ended:
