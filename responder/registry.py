@@ -84,9 +84,13 @@ Decisions recorded here (the tests hold them):
 - A credential belongs to one party: the same token, certificate or public
   key on two parties is refused.
 - The old flat format (``titles = [...]``, ``tokens_sha256``, ``certs``,
-  ``auth``) is still read: such an entry receives every service its titles
-  allow, with no start date or quota; `responder registry add` over the same id
-  replaces it with a full entry.
+  ``auth``) is parsed but refused when a registry is built (loaded by a worker,
+  checked, changed): it carries no notification (届出) and no agreement (取決め),
+  so it would receive every service its titles allow and could not be
+  suspended, and no party is served without both (Act §17(1),(4), §36(1),(2)).
+  The refusal names the command that migrates the file, `responder registry
+  migrate` (`responder.registrycli`), which asks the operator for what the old
+  entries lack and invents nothing.
 
 Workers pick up a changed file within a second by calling
 `Registry.reload_if_changed` (it compares the file's stat) or on SIGHUP.
@@ -569,7 +573,8 @@ class PartyEntry(_Table, frozen=True, kw_only=True):
 
 
 class LegacyPartyEntry(_Table, frozen=True, kw_only=True):
-    """A ``[[party]]`` in the first, flat format (still read, see the module docstring)."""
+    """A ``[[party]]`` in the first, flat format: parsed, so that `responder registry
+    migrate` can read it, and refused by `Registry.build` (see the module docstring)."""
 
     id: PartyId
     name: Name
@@ -592,6 +597,16 @@ class RegistryFile:
 
     def find(self, party_id: str) -> AnyEntry | None:
         return next((p for p in self.parties if p.id == party_id), None)
+
+
+LEGACY_REFUSED: Final = (
+    "an entry in the old flat format has no notification (届出) and no agreement (取決め): "
+    "it is not served (Act §17(1),(4), §36(1),(2)). Migrate the file with "
+    "`responder registry migrate --registry {source} --details DETAILS.toml`, DETAILS.toml "
+    "giving each such party's notification, title and agreement (credentials are kept), "
+    "or `--drop ID` to leave a party out"
+)
+"""Why an old-format entry is refused, and how to migrate (``{source}``: the registry file)."""
 
 
 class RegistryError(Exception):
@@ -796,7 +811,6 @@ class Party(msgspec.Struct, frozen=True, kw_only=True):
     grants: dict[Service, Grant] = msgspec.field(default_factory=dict)
     suspensions: tuple[SuspensionWindow, ...] = ()
     credentials: tuple[CredentialInfo, ...] = ()
-    legacy: bool = False
     requests_per_second: int | None = None
     """Agreed quota (取決め), across all workers; None: no limit."""
     requests_per_day: int | None = None
@@ -1009,7 +1023,7 @@ class _Checker:
                 continue
             seen.add(entry.id)
             if isinstance(entry, LegacyPartyEntry):
-                parties.append(self.legacy(entry))
+                self.err(entry.id, "titles", LEGACY_REFUSED.format(source=self.source))
             else:
                 parties.append(self.entry(entry))
         by_id = {e.id: e for e in data.parties}
@@ -1339,39 +1353,6 @@ class _Checker:
                     f"title[{i}].group",
                     f"outside the member range (署名確認者の範囲) {t.group!r} notified (Act §17(5), Ord §32(4))",
                 )
-
-    # the old flat format
-
-    def legacy(self, e: LegacyPartyEntry) -> Party:
-        kinds = frozenset(e.titles)
-        if len(kinds) != len(e.titles):
-            self.err(e.id, "titles", "a title is listed twice")
-        if Title.SPECIFIED_USER_VERIFIER in kinds and Title.USER_VERIFIER not in kinds:
-            self.err(
-                e.id,
-                "titles",
-                "a 特定利用者証明検証者 is a 利用者証明検証者 approved under Act §38-2(1): add user-verifier",
-            )
-        grants = {s: Grant(SERVICE_FAMILIES[s], SERVICE_METHODS[s]) for s in title_services(kinds)}
-        entries: list[CredentialEntry] = []
-        if AuthMethod.TOKEN in e.auth:
-            entries += [TokenCredential(token_sha256=h) for h in e.tokens_sha256]
-        for kind in (MtlsCredential, SignedRequestCredential):
-            if kind.KIND in e.auth:
-                entries += [kind(cert=c) for c in e.certs]
-        creds = self.credentials(e.id, entries, ended=False)
-        return Party(
-            id=e.id,
-            name=e.name,
-            titles=kinds,
-            families=_revocation_families(grants),
-            auth=frozenset(c.kind for c in creds),
-            cert_public_keys=tuple(c.spki for c in creds if c.kind is AuthMethod.SIGNED_REQUEST),
-            group=e.group,
-            grants=grants,
-            credentials=creds,
-            legacy=True,
-        )
 
 
 def _revocation_families(grants: Mapping[Service, Grant]) -> frozenset[Family]:

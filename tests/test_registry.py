@@ -24,7 +24,6 @@ from responder.registry import (
     Registry,
     RegistryError,
     Service,
-    Title,
     dump_registry,
     parse_registry,
     registry_from_manifest,
@@ -579,26 +578,17 @@ tokens_sha256 = ["{sha("late")}"]
 """
 
 
-def test_legacy_entries_are_still_read() -> None:
-    reg = build(LEGACY)
-    p = reg.parties["late-party"]
-    assert p.legacy and p.titles == {Title.USER_VERIFIER}
-    assert p.families == {Family.AUTH_CARD, Family.AUTH_MOBILE}
-    assert reg.by_token(b"late") is p
-    assert isinstance(reg.file.parties[0], LegacyPartyEntry)
-    # appended to a new-format file (what `test_sighup_reloads_the_registry` does)
-    reg = build(text(verifier("v")) + LEGACY)
-    assert set(reg.parties) == {"v", "late-party"}
-    # and written back unchanged in form
-    assert 'titles = ["user-verifier"]' in dump_registry(reg.file)
-    assert "corresponding-serial" in {
-        s.value
-        for s in build(
-            LEGACY.replace('["user-verifier"]', '["signature-verifier", "user-verifier"]')
-        )
-        .parties["late-party"]
-        .grants
-    }
+def test_old_format_entries_are_refused_with_how_to_migrate() -> None:
+    """Issue 9.11: an old flat entry received every service its titles allow, with no
+    notification (届出) or agreement (取決め), and could not be suspended. It is parsed (so
+    that `registry migrate` can read it) but refused when a registry is built, alone or
+    appended to a new-format file, with a message naming the migration."""
+    assert isinstance(parse_registry(LEGACY, source="reg.toml").parties[0], LegacyPartyEntry)
+    for src in (LEGACY, text(verifier("v")) + LEGACY):
+        msg = refused(src)
+        assert "party 'late-party': titles:" in msg
+        assert "responder registry migrate --registry reg.toml --details" in msg
+        assert "no notification (届出) and no agreement (取決め)" in msg
 
 
 # --- state -------------------------------------------------------------------------------------------
@@ -643,13 +633,16 @@ def test_reload_if_changed(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="listed twice"):
         new.reload_if_changed(f)
     assert new.reload_if_changed(f) is None
-    with f.open("a") as out:  # fixed by appending (as an operator might)
+    with f.open("a") as out:  # an operator appends an old-format entry by hand
         out.write(LEGACY)
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     with pytest.raises(RegistryError):  # changed, still two 'v' parties: reported again
         new.reload_if_changed(f)
     f.write_text(text(verifier("v")) + LEGACY)
+    with pytest.raises(RegistryError, match="registry migrate"):  # the old format is refused
+        new.reload_if_changed(f)
+    f.write_text(text(verifier("v"), verifier("late-party")))
     again = new.reload_if_changed(f)
     assert again is not None and "late-party" in again.parties
 

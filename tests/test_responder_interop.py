@@ -474,6 +474,32 @@ def test_stale_data_gets_try_later(built: Built, tmp_path: Path) -> None:
         assert e.value.code == 503
 
 
+LATE_PARTY = """
+[[party]]
+id = "late-party"
+name = "Late"
+
+[party.notification]
+address = "a"
+office = "o"
+start = 2024-04-01
+
+[[party.title]]
+kind = "user-verifier"
+category = 1
+
+[party.agreement]
+services = ["auth-revocation-info"]
+families = ["auth-card"]
+methods = ["ocsp"]
+liability = "l"
+
+[[party.credential]]
+kind = "token"
+token_sha256 = "{digest}"
+"""
+
+
 def test_sighup_reloads_the_registry(built: Built, tmp_path: Path) -> None:
     with start_server(built, tmp_path) as s:
         a = next(x for x in built.answers if x.family.value == "auth-card")
@@ -481,9 +507,8 @@ def test_sighup_reloads_the_registry(built: Built, tmp_path: Path) -> None:
         token = "a-new-party-token-0123456789"
         assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
         digest = hashlib.sha256(token.encode()).hexdigest()
-        with s.registry.open("a") as f:
-            f.write(f'\n[[party]]\nid = "late-party"\nname = "Late"\ntitles = ["user-verifier"]\n'
-                    f'tokens_sha256 = ["{digest}"]\n')  # fmt: skip
+        with s.registry.open("a") as f:  # appended by hand, in the current format
+            f.write(LATE_PARTY.format(digest=digest))
         os.kill(s.pid, signal.SIGHUP)
         deadline = time.monotonic() + 5
         while status_of(post(s, body, token=token)) is not ocsp.OCSPResponseStatus.SUCCESSFUL:
