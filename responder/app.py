@@ -55,7 +55,7 @@ from responder.metrics import (
 )
 from responder.ocsp import ERRORS, OcspService, Ready, SignJob
 from responder.ocspreq import RequestError, decode_get_path, parse_request
-from responder.registry import Method, Party, Registry, RegistryError, Service
+from responder.registry import LastGoodRegistry, Method, Party, Registry, RegistryError, Service
 from responder.report import Format as ReportFormat
 from responder.report import parse_report_path, render_year
 
@@ -115,11 +115,25 @@ class JpkiApp:
     None) is what `responder.server` installs in the HTTP layer.
     """
 
-    def __init__(self, config: ResponderConfig, worker_index: int = 0) -> None:
+    def __init__(
+        self,
+        config: ResponderConfig,
+        worker_index: int = 0,
+        last_good: LastGoodRegistry | None = None,
+    ) -> None:
         self.config = config
         self.manifest: Manifest = load_manifest(config.store.pki)
         self.store = Store.open(config.store.path, readonly=True)
-        self.registry = Registry.load(config.registry.path)
+        registry_error: str | None = None
+        if last_good is None:
+            self.registry = Registry.load(config.registry.path)
+        else:  # the file on disk, or the master's last good registry if it does not load
+            self.registry, registry_error = last_good.for_worker()
+            if registry_error is not None:
+                _log.error(
+                    "registry_file_bad",
+                    extra={"fields": {"error": registry_error, "kept": "the last good registry"}},
+                )
         self.ocsp = OcspService(
             self.store,
             self.manifest,
@@ -146,6 +160,7 @@ class JpkiApp:
         self.hooks: HttpHooks | None = self.access_log if self.access_log.on else None
         if config.metrics.enabled:
             self.metrics = self.hooks = self._make_metrics()
+            self.metrics.registry_file(bad=registry_error is not None)
 
     def _make_metrics(self) -> WorkerMetrics:
         cfg = self.config.metrics
@@ -163,10 +178,25 @@ class JpkiApp:
     # --- lifecycle (called by responder.server) -----------------------------------
 
     def reload(self, config: ResponderConfig) -> None:
-        """SIGHUP: new registry and OCSP limits; a broken registry file keeps the old one."""
-        self.registry = Registry.load(config.registry.path)
+        """SIGHUP: new registry and OCSP limits; a broken registry file keeps the old one
+        (the log says what is wrong and where)."""
         self.config = config
         self.access_log.configure(config.log)
+        try:
+            registry = Registry.load(config.registry.path)
+        except RegistryError as e:
+            _log.error(
+                "registry_reload_failed",
+                extra={"fields": {"error": str(e), "kept": "the registry in use"}},
+            )
+            self._registry_file(bad=True)
+            return
+        self.registry = registry
+        self._registry_file(bad=False)
+
+    def _registry_file(self, *, bad: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.registry_file(bad=bad)
 
     def close(self) -> None:
         self._stop.set()
@@ -425,9 +455,11 @@ class JpkiApp:
             fresh = self.registry.reload_if_changed(self.config.registry.path)
         except RegistryError as e:
             _log.warning("registry_reload_failed", extra={"fields": {"error": str(e)}})
+            self._registry_file(bad=True)
             return
         if fresh is not None:
             self.registry = fresh
+            self._registry_file(bad=False)
 
 
 def problem(status: int, refusal: policy.Refused, *, retry_after: int | None = None) -> Response:
@@ -470,6 +502,9 @@ def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:
     )
 
 
-def create_app(config: ResponderConfig, worker_index: int) -> JpkiApp:
-    """`responder.server`'s app factory: runs in each worker after the fork."""
-    return JpkiApp(config, worker_index)
+def create_app(
+    config: ResponderConfig, worker_index: int, last_good: LastGoodRegistry | None = None
+) -> JpkiApp:
+    """`responder.server`'s app factory: runs in each worker after the fork (``last_good``:
+    the master's last good registry, served when the file on disk does not load)."""
+    return JpkiApp(config, worker_index, last_good)

@@ -101,6 +101,7 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
+import logging
 import math
 import os
 import time
@@ -126,6 +127,7 @@ from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 
 FORMAT_VERSION: Final = 2
+_log: Final = logging.getLogger("responder.registry")
 JST: Final = timezone(timedelta(hours=9), "JST")
 """Dates in the registry are Japan calendar days."""
 
@@ -995,6 +997,48 @@ class Registry:
         for p, _ in self.signing_keys(now):
             seen.setdefault(p.id, p)
         return list(seen.values())
+
+
+class LastGoodRegistry:
+    """The last registry that loaded, kept by the master and inherited by every worker.
+
+    The master makes it from the registry it checked at start, calls `refresh`
+    about once a second and before each fork (`responder.server.serve`'s
+    ``master_tick``), and each worker, after the fork, calls `for_worker`: the
+    file on disk if it loads, else this copy, which the worker received with the
+    fork. So a worker restarted while the file is broken serves the registry the
+    master last loaded (the file as it stood before the bad edit) instead of
+    failing to start; its own once-a-second check then picks the file up when it
+    is fixed. A path that never loaded has no last good registry: the master
+    refuses to start (`responder.cli`).
+    """
+
+    def __init__(self, path: Path, registry: Registry) -> None:
+        self.path = path
+        self.registry = registry
+        self.error: str | None = None
+        """Why the file on disk does not load now (None: it does)."""
+
+    def refresh(self) -> None:
+        """Load the file if it changed; a file that does not load keeps the last good one."""
+        try:
+            fresh = self.registry.reload_if_changed(self.path)
+        except RegistryError as e:
+            self.error = str(e)
+            _log.error(
+                "registry_file_bad",
+                extra={"fields": {"error": self.error, "kept": "the last good registry"}},
+            )
+            return
+        if fresh is not None:
+            self.registry, self.error = fresh, None
+
+    def for_worker(self) -> tuple[Registry, str | None]:
+        """The registry a new worker serves, and why the file did not load (None: it did)."""
+        try:
+            return Registry.load(self.path), None
+        except RegistryError as e:
+            return self.registry, str(e)
 
 
 # --- checking ------------------------------------------------------------------------------

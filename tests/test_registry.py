@@ -19,6 +19,7 @@ from crlbuilder.model import Family
 from responder.registry import (
     JST,
     AuthMethod,
+    LastGoodRegistry,
     LegacyPartyEntry,
     PartyState,
     Registry,
@@ -667,3 +668,25 @@ def test_the_documented_example_is_a_valid_registry() -> None:
     p = reg.parties["both-verifier"]
     assert p.state(NOW) is PartyState.SUSPENDED
     assert {s.article for s in p.suspensions} == {"Act §37(4)(1)", "Act §18(6)(6)"}
+
+
+def test_last_good_registry_survives_a_broken_file(tmp_path: Path) -> None:
+    """Issue 10.9: what the master keeps for workers (re)started while the file is broken:
+    the last registry that loaded, not the first one, and why the file does not load."""
+    f = tmp_path / "registry.toml"
+    f.write_text(text(verifier("v")))
+    keeper = LastGoodRegistry(f, Registry.load(f))
+    f.write_text(text(verifier("v"), verifier("w")))
+    keeper.refresh()
+    assert keeper.error is None and set(keeper.registry.parties) == {"v", "w"}
+    f.write_text(text(verifier("v"), verifier("w")) + "\n[[party]\n")
+    keeper.refresh()
+    assert keeper.error is not None and str(f) in keeper.error
+    assert set(keeper.registry.parties) == {"v", "w"}  # the last good one is kept
+    reg, error = keeper.for_worker()
+    assert reg is keeper.registry and error is not None and "not valid TOML" in error
+    f.write_text(text(verifier("x")))
+    keeper.refresh()
+    assert keeper.error is None and set(keeper.registry.parties) == {"x"}
+    reg, error = keeper.for_worker()
+    assert error is None and set(reg.parties) == {"x"}

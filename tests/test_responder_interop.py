@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -517,6 +518,76 @@ def test_sighup_reloads_the_registry(built: Built, tmp_path: Path) -> None:
         # every worker has it (several requests land on both)
         for _ in range(20):
             assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+
+
+def _events(d: Path, event: str) -> list[dict[str, object]]:
+    out = []
+    for line in (d / "stderr.log").read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            obj = json.loads(line)
+            if isinstance(obj, dict) and obj.get("event") == event:
+                out.append(obj)
+    return out
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _registry_file_bad(s: Server) -> float:
+    with urllib.request.urlopen(f"{s.url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return max(
+        (float(line.split()[-1]) for line in text.splitlines()
+         if line.startswith("jpkiva_registry_file_bad")),
+        default=-1.0,
+    )  # fmt: skip
+
+
+def test_worker_restarted_with_a_broken_registry_serves_the_last_good(
+    built: Built, tmp_path: Path
+) -> None:
+    """Issue 10.9: a worker killed after a bad registry edit failed to start (RegistryError)
+    and the master kept trying, one worker short. The master keeps the last good registry
+    and a new worker serves it, saying in the log and in jpkiva_registry_file_bad that the
+    file on disk is bad; SIGHUP with the bad file keeps the registry in use and logs why."""
+    with start_server(built, tmp_path) as s:
+        a = next(x for x in built.answers if x.family.value == "auth-card")
+        body, token = request_for(s, a), s.token("auth-verifier")
+        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        good = s.registry.read_text()
+        s.registry.write_text(good + "\n[[party]\n")  # a bad hand edit: not TOML
+        _wait_for(lambda: bool(_events(tmp_path, "registry_file_bad")), "the master saw it")
+        master_event = _events(tmp_path, "registry_file_bad")[0]
+        assert master_event["pid"] == s.pid and str(s.registry) in str(master_event["error"])
+        children = Path(f"/proc/{s.pid}/task/{s.pid}/children").read_text().split()
+        victim = int(children[0])
+        os.kill(victim, signal.SIGKILL)  # a child of the server this test started
+
+        def replaced() -> bool:
+            return any(e["worker_pid"] != victim and e["pid"] == s.pid
+                       for e in _events(tmp_path, "worker_ready")[2:])  # fmt: skip
+
+        _wait_for(replaced, "the killed worker was not replaced by a serving one")
+        assert not _events(tmp_path, "worker_start_failed")
+        new_pid = _events(tmp_path, "worker_ready")[2]["worker_pid"]
+        bad = [e for e in _events(tmp_path, "registry_file_bad") if e["pid"] == new_pid]
+        assert bad and "not valid TOML" in str(bad[0]["error"]), "the new worker says why"
+        for _ in range(20):  # new connections land on both workers
+            assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert _registry_file_bad(s) == 1
+        # SIGHUP with the bad file keeps the registry in use and logs what is wrong and where
+        os.kill(s.pid, signal.SIGHUP)
+        _wait_for(lambda: len(_events(tmp_path, "registry_reload_failed")) >= 2, "SIGHUP logged")
+        failed = _events(tmp_path, "registry_reload_failed")
+        assert all(str(s.registry) in str(e["error"]) for e in failed)
+        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        # fixed: every worker loads it again and the metric goes back to 0
+        s.registry.write_text(good)
+        _wait_for(lambda: _registry_file_bad(s) == 0, "the metric did not clear")
 
 
 def test_unsigned_request_naming_a_requestor_gets_sig_required(server: Server) -> None:
