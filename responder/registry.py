@@ -50,7 +50,7 @@ law makes the 機構 know about a recipient:
                 "auth-revocation-info"]
     families = ["sign-card", "sign-mobile", "auth-card", "auth-mobile"]
     methods = ["ocsp", "crl-file", "json"] # 提供の具体的な方法 (Ord §31(1))
-    crl_cycle_seconds = 3600               # 周期 (Ord §31(2)): at most one CRL download per period
+    crl_cycle_seconds = 3600               # 周期 (Ord §31(2)): each CRL file at most once per period
     requests_per_second = 200              # quotas (absent: none)
     requests_per_day = 5000000
     liability = "..."                      # 損害賠償に関する事項 (Ord §31(3))

@@ -1178,7 +1178,9 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     g.add_argument("--family", action="append", choices=[f.value for f in Family])
     g.add_argument("--method", action="append", choices=[m.value for m in Method])
     g.add_argument(
-        "--crl-cycle", type=int, help="seconds: at most one CRL download per period (0: none)"
+        "--crl-cycle",
+        type=int,
+        help="seconds: at most one download of each CRL file (generation, full or delta) per period (0: none)",
     )
     g.add_argument("--quota-per-second", type=int, help="requests per second (0: no quota)")
     g.add_argument("--quota-per-day", type=int, help="requests per day (0: no quota)")
