@@ -4,7 +4,12 @@ Three proofs, as each party's registry entry allows: a TLS client certificate
 (the worker terminated TLS, or a trusted proxy passed it on), a bearer token
 (``Authorization: Bearer …``, compared by hash), or a signed OCSP request
 (RFC 6960 §4.1.2: requestorName and a signature over tbsRequest, checked
-against the party's registered certificate). Each credential counts only
+against the party's registered certificate). The certificate a signed
+request is checked against is found by index first (the requestorName, or
+the certificate the request attached: `Registry.request_signers`), so a
+request costs at most one signature check per candidate (one, unless a party
+holds two certificates with the same subject), and a request whose requestor
+is not registered costs none, however many parties are registered. Each credential counts only
 inside its validity window (`responder.registry.CredentialInfo`), so a party
 can rotate a token or certificate by holding two for a while. Nothing here
 reads the status store; what the party may receive is
@@ -14,6 +19,7 @@ request with ``unauthorized``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature
@@ -21,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from responder.http import Request
-from responder.ocspreq import RequestSignature
+from responder.ocspreq import OcspRequest, RequestSignature
 from responder.registry import Party, Registry
 
 _BEARER: Final = b"bearer "
@@ -53,19 +59,40 @@ def by_transport(registry: Registry, req: Request, now: float | None = None) -> 
     return None
 
 
+Verifier = Callable[[rsa.RSAPublicKey, RequestSignature, hashes.HashAlgorithm], bool]
+"""Checks a request signature with one public key (injectable: tests count the calls)."""
+
+
+def verify_rsa(
+    key: rsa.RSAPublicKey, sig: RequestSignature, algorithm: hashes.HashAlgorithm
+) -> bool:
+    """RSASSA-PKCS1-v1_5 over the tbsRequest DER (RFC 6960 §4.1.2)."""
+    try:
+        key.verify(sig.signature, sig.tbs_request_der, padding.PKCS1v15(), algorithm)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def by_signature(
-    registry: Registry, sig: RequestSignature, now: float | None = None
+    registry: Registry,
+    req: OcspRequest,
+    now: float | None = None,
+    *,
+    verify: Verifier = verify_rsa,
 ) -> Party | None:
-    """The party whose registered signed-request certificate verifies a signed OCSP request."""
+    """The party whose registered signed-request certificate verifies a signed OCSP request.
+
+    Candidates come from the registry's index (`Registry.request_signers`: requestorName,
+    attached certificate); no candidate means no signature check at all.
+    """
+    sig = req.signature
+    if sig is None:
+        return None
     algorithm = _SIG_HASHES.get(sig.algorithm_oid)
     if algorithm is None:
         return None
-    for party, key in registry.signing_keys(now):
-        if not isinstance(key, rsa.RSAPublicKey):
-            continue
-        try:
-            key.verify(sig.signature, sig.tbs_request_der, padding.PKCS1v15(), algorithm)
-        except InvalidSignature:
-            continue
-        return party
+    for party, key in registry.request_signers(req.requestor_name, sig.certs, now):
+        if isinstance(key, rsa.RSAPublicKey) and verify(key, sig, algorithm):
+            return party
     return None

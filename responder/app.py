@@ -41,7 +41,8 @@ from responder import access, policy
 from responder.config import ResponderConfig
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
-from responder.limits import LimitsTable
+from responder.limits import FILE_NAME as LIMITS_FILE
+from responder.limits import CrlKind, LimitsTable
 from responder.logs import AccessLog
 from responder.metrics import (
     CONTENT_TYPE,
@@ -54,7 +55,7 @@ from responder.metrics import (
 )
 from responder.ocsp import ERRORS, OcspService, Ready, SignJob
 from responder.ocspreq import RequestError, decode_get_path, parse_request
-from responder.registry import Method, Party, Registry, RegistryError, Service
+from responder.registry import LastGoodRegistry, Method, Party, Registry, RegistryError, Service
 from responder.report import Format as ReportFormat
 from responder.report import parse_report_path, render_year
 
@@ -114,11 +115,25 @@ class JpkiApp:
     None) is what `responder.server` installs in the HTTP layer.
     """
 
-    def __init__(self, config: ResponderConfig, worker_index: int = 0) -> None:
+    def __init__(
+        self,
+        config: ResponderConfig,
+        worker_index: int = 0,
+        last_good: LastGoodRegistry | None = None,
+    ) -> None:
         self.config = config
         self.manifest: Manifest = load_manifest(config.store.pki)
         self.store = Store.open(config.store.path, readonly=True)
-        self.registry = Registry.load(config.registry.path)
+        registry_error: str | None = None
+        if last_good is None:
+            self.registry = Registry.load(config.registry.path)
+        else:  # the file on disk, or the master's last good registry if it does not load
+            self.registry, registry_error = last_good.for_worker()
+            if registry_error is not None:
+                _log.error(
+                    "registry_file_bad",
+                    extra={"fields": {"error": registry_error, "kept": "the last good registry"}},
+                )
         self.ocsp = OcspService(
             self.store,
             self.manifest,
@@ -133,7 +148,7 @@ class JpkiApp:
         self.ledger = LedgerWriter.open(ledger_dir, worker_index)
         self.ledger.start_flusher()
         self.limits = LimitsTable(
-            ledger_dir / "limits.tbl", config.server.worker_count, worker_index
+            ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
         )
         self._registry_checked = time.monotonic()
         self._stop = threading.Event()
@@ -145,6 +160,7 @@ class JpkiApp:
         self.hooks: HttpHooks | None = self.access_log if self.access_log.on else None
         if config.metrics.enabled:
             self.metrics = self.hooks = self._make_metrics()
+            self.metrics.registry_file(bad=registry_error is not None)
 
     def _make_metrics(self) -> WorkerMetrics:
         cfg = self.config.metrics
@@ -162,10 +178,25 @@ class JpkiApp:
     # --- lifecycle (called by responder.server) -----------------------------------
 
     def reload(self, config: ResponderConfig) -> None:
-        """SIGHUP: new registry and OCSP limits; a broken registry file keeps the old one."""
-        self.registry = Registry.load(config.registry.path)
+        """SIGHUP: new registry and OCSP limits; a broken registry file keeps the old one
+        (the log says what is wrong and where)."""
         self.config = config
         self.access_log.configure(config.log)
+        try:
+            registry = Registry.load(config.registry.path)
+        except RegistryError as e:
+            _log.error(
+                "registry_reload_failed",
+                extra={"fields": {"error": str(e), "kept": "the registry in use"}},
+            )
+            self._registry_file(bad=True)
+            return
+        self.registry = registry
+        self._registry_file(bad=False)
+
+    def _registry_file(self, *, bad: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.registry_file(bad=bad)
 
     def close(self) -> None:
         self._stop.set()
@@ -238,7 +269,7 @@ class JpkiApp:
             return _OCSP_ERRORS[e.status]
         party = access.by_transport(self.registry, req)
         if party is None and ocsp_req.signature is not None:
-            party = access.by_signature(self.registry, ocsp_req.signature)
+            party = access.by_signature(self.registry, ocsp_req)
         if party is None:
             req.note = _NOTE_UNAUTHENTICATED
             if ocsp_req.signature is None and ocsp_req.requestor_name is not None:
@@ -351,19 +382,22 @@ class JpkiApp:
             assert isinstance(verdict, policy.Refused)
             req.note = ("crl", "", "", family, party.id, "", verdict.rule.value)
             return problem(403, verdict)
-        if self.limits.admit(party, now) is not None:
+        wait = self.limits.admit(party, now)
+        if wait is not None:
             req.note = ("crl", "", "", family, party.id, "", policy.Rule.QUOTA.value)
-            return problem(429, policy.quota_refusal(party, service, per="second"), retry_after=1)
+            refusal = policy.limit_refusal(party, service, wait.limit)
+            return problem(429, refusal, retry_after=wait.retry_after)
         try:
             body = (self.crl_dir / fname).read_bytes()
         except OSError:
             req.note = ("crl", "", "", family, party.id, "", "")
             return _NOT_FOUND
-        if not self.limits.admit_crl(party, service, now):
+        kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
+        wait = self.limits.admit_crl(party, view.index, kind, now)
+        if wait is not None:
             req.note = ("crl", "", "", family, party.id, "", policy.Rule.CYCLE.value)
-            return problem(
-                429, policy.cycle_refusal(party, service), retry_after=party.crl_cycle_seconds
-            )
+            refusal = policy.limit_refusal(party, service, wait.limit)
+            return problem(429, refusal, retry_after=wait.retry_after)
         req.note = ("crl", "", "", family, party.id, "", "")
         self.ledger.count(party.id, service, Method.CRL_FILE, 1)
         return Response(200, body, CRL)
@@ -421,9 +455,11 @@ class JpkiApp:
             fresh = self.registry.reload_if_changed(self.config.registry.path)
         except RegistryError as e:
             _log.warning("registry_reload_failed", extra={"fields": {"error": str(e)}})
+            self._registry_file(bad=True)
             return
         if fresh is not None:
             self.registry = fresh
+            self._registry_file(bad=False)
 
 
 def problem(status: int, refusal: policy.Refused, *, retry_after: int | None = None) -> Response:
@@ -444,10 +480,19 @@ def problem(status: int, refusal: policy.Refused, *, retry_after: int | None = N
 
 
 def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:
-    """RFC 5019 §6.2: max-age within nextUpdate, Last-Modified, Expires, ETag."""
+    """RFC 5019 §6.2: max-age within nextUpdate, Last-Modified, Expires, ETag; ``private``.
+
+    Every answer goes to an authenticated registered party, so it may be kept by that
+    party's own cache only, never by a shared one (``private``, RFC 9111 §5.2.2.7): a
+    shared cache would hand the answer to anyone, outside the notified recipients (Act
+    §18(1), §37(1): information is provided to 署名検証者等 and 利用者証明検証者 only),
+    without the ledger counting it (帳簿, Act §40), and the 機構 would have provided
+    認証業務情報 beyond what Act §45 allows. max-age is what RFC 5019 computes
+    (nextUpdate minus now, never negative).
+    """
     max_age = max(0, ready.next_update - now)
     return (
-        (b"cache-control", b"max-age=%d, public, no-transform, must-revalidate" % max_age),
+        (b"cache-control", b"max-age=%d, private, no-transform, must-revalidate" % max_age),
         (b"last-modified", formatdate(ready.this_update, usegmt=True).encode()),
         (b"expires", formatdate(ready.next_update, usegmt=True).encode()),
         (
@@ -457,6 +502,9 @@ def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:
     )
 
 
-def create_app(config: ResponderConfig, worker_index: int) -> JpkiApp:
-    """`responder.server`'s app factory: runs in each worker after the fork."""
-    return JpkiApp(config, worker_index)
+def create_app(
+    config: ResponderConfig, worker_index: int, last_good: LastGoodRegistry | None = None
+) -> JpkiApp:
+    """`responder.server`'s app factory: runs in each worker after the fork (``last_good``:
+    the master's last good registry, served when the file on disk does not load)."""
+    return JpkiApp(config, worker_index, last_good)

@@ -11,6 +11,7 @@ Exit codes: 0 done, 1 the server failed to start, 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -29,15 +30,22 @@ def _serve(args: argparse.Namespace) -> int:
         from crlbuilder.manifest import ManifestError, load_manifest
         from crlbuilder.store import Store
         from crlbuilder.storeformat import StoreFormatError
-        from responder.registry import Registry, RegistryError
+        from responder.registry import LastGoodRegistry, Registry, RegistryError
 
         load_manifest(config.store.pki)
-        Registry.load(config.registry.path)
+        # the master keeps the last good registry; a worker (re)started while the file is
+        # broken serves it (responder.registry.LastGoodRegistry)
+        last_good = LastGoodRegistry(config.registry.path, Registry.load(config.registry.path))
         Store.open(config.store.path, readonly=True).close()
     except (ConfigError, ManifestError, RegistryError, StoreFormatError) as e:
         print(f"responder serve: error: {e}", file=sys.stderr)
         return 2
-    return serve(config, create_app, reload_config=lambda: load_config(args.config, overrides))
+    return serve(
+        config,
+        functools.partial(create_app, last_good=last_good),
+        reload_config=lambda: load_config(args.config, overrides),
+        master_tick=last_good.refresh,
+    )
 
 
 def parser() -> argparse.ArgumentParser:

@@ -2,44 +2,90 @@
 
 Each worker owns one row of a shared memory-mapped table and writes only its
 own row, so workers never race on a counter; a decision reads every worker's
-row for the party and sums. The table has a fixed number of party slots; a
-party's slot is found by hashing its id (two parties sharing a slot share a
-budget: the check errs on refusing, never on over-serving).
+row for the key and sums. A row is an open-addressing hash table of `SLOTS`
+slots: each slot stores its key in full and compares it, so two parties never
+share a slot or a budget (a slot, once given to a key, is never reused while
+the table lives). Keys:
 
-Each slot of a row holds, for one party: the current second and the number
-of requests admitted in it, the current day (JST) and the requests admitted
-that day, and, per CRL-file service, when the last CRL download was admitted.
+- ``q/<party>``: the party's requests: the current second and the number of
+  requests admitted in it, the current day (JST) and the requests admitted
+  that day (the agreed quotas, 要求の数).
+- ``c/<party>/<issuer index>/<full|delta>``: when the party's last download of
+  that CRL file was admitted. The cycle (提供の周期, Ord §31(2), §33(2), §62(2))
+  counts per party, per issuer generation and per file kind: one download of
+  the full CRL of one generation does not use up the delta, nor another
+  generation's files.
+
+A refusal is a `Wait`: which limit (`Limit`) and how many seconds until it
+lets the party through again (the ``Retry-After`` of a refused CRL download).
 
 Bounded error, documented: a worker reads the other rows without a lock, so
 when several workers admit a party's requests in the same instant each may
 see the others' counts one request late. A party can therefore exceed its
 per-second or per-day quota by at most ``workers - 1`` requests per window,
 and two workers can admit a CRL download within one cycle at most once each
-(``workers`` downloads per cycle at worst). Counts restart when the
-responder restarts (the table lives in the run directory), which the ledger,
-not this module, is for.
+(``workers`` downloads per cycle at worst). A row that has no free slot left
+for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
+never on over-serving; with `SLOTS` keys per row that needs thousands of
+parties). The table file is named after its layout (`FILE_NAME`); the counts
+in it outlive a restart of the responder, which the ledger, not this module,
+is for.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
+import math
 import mmap
 import os
 import struct
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
-from responder.registry import Party, Service
+import msgspec
 
-SLOTS: Final = 4096
-"""Party slots per worker row."""
+from responder.registry import Party
 
-_SLOT = struct.Struct(
-    "<qqqqqq"
-)  # second, count in second, day, count in day, last sign CRL, last auth CRL
-_SLOT_BYTES: Final = _SLOT.size
+FILE_NAME: Final = "limits-v2.tbl"
+"""The table's file in the run (ledger) directory; the name changes with the layout."""
+SLOTS: Final = 65536
+"""Key slots per worker row (8 MiB of sparse file per row; pages are used as keys arrive)."""
+
+_KEY_BYTES: Final = 96
+_SLOT = struct.Struct(f"<{_KEY_BYTES}sqqqq")  # key (NUL-padded), four counters
+_SLOT_BYTES: Final = _SLOT.size  # 128
+_VALUES_AT: Final = _KEY_BYTES
+_VALUES = struct.Struct("<qqqq")
+_ROW_BYTES: Final = SLOTS * _SLOT_BYTES
 _JST: Final = 9 * 3600
-_CRL_FIELD: Final = {Service.SIGN_CRL_FILE: 4, Service.AUTH_CRL_FILE: 5}
+_DAY: Final = 86400
+
+CrlKind = Literal["full", "delta"]
+
+
+class Limit(enum.Enum):
+    """Which limit refused a request."""
+
+    SECOND = "second"
+    """The agreed requests per second (取決め)."""
+    DAY = "day"
+    """The agreed requests per day (a Japan calendar day)."""
+    CYCLE = "cycle"
+    """The agreed provision cycle of a CRL file (提供の周期)."""
+    TABLE_FULL = "table-full"
+    """No slot left in this worker's row for a new key (see the module docstring)."""
+
+
+class Wait(msgspec.Struct, frozen=True):
+    """A refusal: the limit that refused and the seconds until it lets the party through."""
+
+    limit: Limit
+    retry_after: int
+
+
+def _ceil(seconds: float) -> int:
+    return max(1, math.ceil(seconds))
 
 
 class LimitsTable:
@@ -48,7 +94,7 @@ class LimitsTable:
     def __init__(self, path: Path, workers: int, worker_index: int) -> None:
         if not 0 <= worker_index < workers:
             raise ValueError("worker index out of range")
-        size = workers * SLOTS * _SLOT_BYTES
+        size = workers * _ROW_BYTES
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if os.fstat(fd).st_size != size:
@@ -57,8 +103,9 @@ class LimitsTable:
         finally:
             os.close(fd)
         self.workers = workers
-        self.row = worker_index * SLOTS * _SLOT_BYTES
-        self._slots: dict[str, int] = {}
+        self.index = worker_index
+        self._found: dict[tuple[int, bytes], int] = {}
+        """(row, key) -> slot offset, for keys already seen: slots never move."""
 
     @staticmethod
     def create(path: Path, workers: int) -> None:
@@ -66,58 +113,92 @@ class LimitsTable:
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.ftruncate(fd, workers * SLOTS * _SLOT_BYTES)
+            os.ftruncate(fd, workers * _ROW_BYTES)
         finally:
             os.close(fd)
 
-    def _slot(self, party_id: str) -> int:
-        slot = self._slots.get(party_id)
-        if slot is None:
-            h = int.from_bytes(hashlib.blake2b(party_id.encode(), digest_size=8).digest(), "little")
-            slot = self._slots[party_id] = (h % SLOTS) * _SLOT_BYTES
-        return slot
+    # --- the open-addressing rows ----------------------------------------------------
 
-    def admit(self, party: Party, now: float) -> str | None:
-        """Count one request of ``party`` if its quotas allow it; else the quota hit ("second" or "day")."""
+    def _slot(self, row: int, key: bytes, *, allocate: bool) -> int:
+        """The offset of ``key``'s slot in ``row``; -1 when absent (or, allocating, no room)."""
+        hit = self._found.get((row, key))
+        if hit is not None:
+            return hit
+        padded = key.ljust(_KEY_BYTES, b"\0")
+        base = row * _ROW_BYTES
+        start = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % SLOTS
+        mm = self._map
+        for i in range(SLOTS):
+            off = base + ((start + i) % SLOTS) * _SLOT_BYTES
+            stored = mm[off : off + _KEY_BYTES]
+            if stored == padded:
+                self._found[(row, key)] = off
+                return off
+            if stored[0] == 0:  # the end of this key's probe sequence
+                if not allocate:
+                    return -1
+                # own row only: counters first, then the key that publishes the slot
+                _VALUES.pack_into(mm, off + _VALUES_AT, 0, 0, 0, 0)
+                mm[off : off + _KEY_BYTES] = padded
+                self._found[(row, key)] = off
+                return off
+        return -1
+
+    def _values(self, key: bytes) -> list[tuple[int, int, int, int]]:
+        """The key's counters in every row that has it."""
+        out = []
+        for row in range(self.workers):
+            off = self._slot(row, key, allocate=False)
+            if off >= 0:
+                out.append(_VALUES.unpack_from(self._map, off + _VALUES_AT))
+        return out
+
+    # --- the decisions ---------------------------------------------------------------
+
+    def admit(self, party: Party, now: float) -> Wait | None:
+        """Count one request of ``party`` if its quotas allow it; else which quota and the wait."""
         if party.requests_per_second is None and party.requests_per_day is None:
             return None
-        slot = self._slot(party.id)
-        sec, day = int(now), (int(now) + _JST) // 86400
+        key = b"q/" + party.id.encode()
+        sec, day = int(now), (int(now) + _JST) // _DAY
         in_sec = in_day = 0
-        for w in range(self.workers):
-            s, c, d, cd, _, _ = _SLOT.unpack_from(self._map, w * SLOTS * _SLOT_BYTES + slot)
+        for s, c, d, cd in self._values(key):
             if s == sec:
                 in_sec += c
             if d == day:
                 in_day += cd
         if party.requests_per_second is not None and in_sec >= party.requests_per_second:
-            return "second"
+            return Wait(Limit.SECOND, _ceil(sec + 1 - now))
         if party.requests_per_day is not None and in_day >= party.requests_per_day:
-            return "day"
-        own = self.row + slot
-        s, c, d, cd, a, b = _SLOT.unpack_from(self._map, own)
-        _SLOT.pack_into(
-            self._map, own, sec, c + 1 if s == sec else 1, day, cd + 1 if d == day else 1, a, b
+            return Wait(Limit.DAY, _ceil((day + 1) * _DAY - _JST - now))
+        own = self._slot(self.index, key, allocate=True)
+        if own < 0:
+            return Wait(Limit.TABLE_FULL, 60)
+        s, c, d, cd = _VALUES.unpack_from(self._map, own + _VALUES_AT)
+        _VALUES.pack_into(
+            self._map,
+            own + _VALUES_AT,
+            sec,
+            c + 1 if s == sec else 1,
+            day,
+            cd + 1 if d == day else 1,
         )
         return None
 
-    def admit_crl(self, party: Party, service: Service, now: float) -> bool:
-        """Admit a CRL download unless one was admitted less than the agreed cycle ago (周期)."""
+    def admit_crl(self, party: Party, issuer_index: int, kind: CrlKind, now: float) -> Wait | None:
+        """Admit a download of one CRL file (an issuer generation's full or delta CRL) unless
+        the party downloaded that same file less than the agreed cycle ago (周期)."""
         if party.crl_cycle_seconds <= 0:
-            return True
-        field = _CRL_FIELD[service]
-        slot = self._slot(party.id)
-        last = max(
-            _SLOT.unpack_from(self._map, w * SLOTS * _SLOT_BYTES + slot)[field]
-            for w in range(self.workers)
-        )
+            return None
+        key = f"c/{party.id}/{issuer_index}/{kind}".encode()
+        last = max((v[0] for v in self._values(key)), default=0)
         if last and now - last < party.crl_cycle_seconds:
-            return False
-        own = self.row + slot
-        values = list(_SLOT.unpack_from(self._map, own))
-        values[field] = int(now)
-        _SLOT.pack_into(self._map, own, *values)
-        return True
+            return Wait(Limit.CYCLE, _ceil(last + party.crl_cycle_seconds - now))
+        own = self._slot(self.index, key, allocate=True)
+        if own < 0:
+            return Wait(Limit.TABLE_FULL, 60)
+        _VALUES.pack_into(self._map, own + _VALUES_AT, int(now), 0, 0, 0)
+        return None
 
     def close(self) -> None:
         self._map.close()

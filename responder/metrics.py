@@ -367,6 +367,12 @@ class WorkerMetrics:
             multiprocess_mode="livesum",
             registry=None,
         )
+        self.registry_file_bad = Gauge(
+            "jpkiva_registry_file_bad",
+            "1 while a live worker serves its last good registry because the file does not load.",
+            multiprocess_mode="livemax",
+            registry=None,
+        )
         for source in SOURCES:
             self.answers.labels(source)
         for rule in RULES:
@@ -393,6 +399,10 @@ class WorkerMetrics:
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
             self._timer = self._loop.call_later(self.interval, self._tick)
+
+    def registry_file(self, *, bad: bool) -> None:
+        """Whether the registry file on disk failed to load (the worker keeps its last good)."""
+        self.registry_file_bad.set(1 if bad else 0)
 
     # -- HttpHooks (the hot path) ------------------------------------------------------
 

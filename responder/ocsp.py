@@ -213,7 +213,12 @@ class OcspService:
     # --- answering ------------------------------------------------------------
 
     def issuer_of(self, req: OcspRequest) -> list[IssuerView] | None:
-        """The issuer of every CertID, or None when one is not ours (answer unauthorized)."""
+        """The issuer of every CertID, or None when one is not ours (answer unauthorized).
+
+        Issuers are indexed by sha1 and sha256 CertID hashes only: a CertID with any
+        other hash algorithm names no issuer we know, so it is None too (RFC 6960 §2.3
+        ``unauthorized``; why not ``unknown``: `responder.ocspreq`, Decisions).
+        """
         out = []
         for cid in req.cert_ids:
             view = self.issuers.get((cid.hash_alg, cid.issuer_name_hash, cid.issuer_key_hash))

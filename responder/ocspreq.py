@@ -27,8 +27,16 @@ Decisions:
 - CertID hash algorithms: sha1 and sha256 come back as ``"sha1"`` and
   ``"sha256"`` (their hashes must then be 20 and 32 bytes, else the request
   is malformed). Any other algorithm is well-formed OCSP and comes back as
-  its dotted OID: the responder cannot recognise the issuer by it and answers
-  that CertID ``unknown``, which RFC 6960 §2.2 defines for exactly that case.
+  its dotted OID. The responder cannot recognise the issuer by it and answers
+  the whole request ``unauthorized`` (RFC 6960 §2.3: "the server is not
+  capable of responding authoritatively"), not a signed ``unknown`` (RFC
+  6960 §2.2). Both are allowed; ``unauthorized`` is chosen because a signed
+  answer needs what the issuer decides: the delegated signer (each issuer
+  generation has its own, RFC 6960 §4.2.2.2, and signing with another
+  issuer's would be a false claim of authority), and the provision decision
+  (提供の可否), which depends on the certificate's family (sign: Act §18(1),
+  auth: §37(1)) and is made before any lookup. A CertID naming no issuer of
+  ours is treated the same way (`responder.ocsp.OcspService.issuer_of`).
 - Extensions: the nonce (RFC 9654) is read; acceptable responses,
   preferred signature algorithms (request) and service locator
   (single request) are understood and ignored (we always answer with

@@ -23,9 +23,11 @@ Order of the checks, first failure wins:
 8. ``unauthorized_method``: the method cannot carry the service, or is not the agreed
    one (提供の具体的な方法, Ord §31(1), §33(1), §62(1)).
 
-``quota`` and ``cycle`` are counted by the caller (requests per second and per
-day; at most one CRL download per agreed period, 周期, Ord §31(2)):
-`quota_refusal` and `cycle_refusal` build their refusals.
+``quota`` and ``cycle`` are counted by the caller (`responder.limits`: requests
+per second and per day; at most one download of each CRL file, that is per
+issuer generation and per full or delta CRL, per agreed period, 周期, Ord
+§31(2), §33(2), §62(2)): `quota_refusal` and `cycle_refusal` build their
+refusals, naming the limit that refused.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Final, Literal
 import msgspec
 
 from crlbuilder.model import Family
+from responder.limits import Limit
 from responder.registry import (
     AUTH_SIDE,
     SERVICE_ARTICLES,
@@ -186,12 +189,26 @@ def quota_refusal(party: Party, service: Service, *, per: Literal["second", "day
     )
 
 
+_FULL_TABLE: Final = (
+    "the responder cannot count this party's requests now (its quota table is full)"
+)
+
+
+def limit_refusal(party: Party, service: Service, limit: Limit) -> Refused:
+    """The refusal for what `responder.limits` said: which quota, or the CRL file's cycle."""
+    if limit is Limit.CYCLE:
+        return cycle_refusal(party, service)
+    if limit is Limit.TABLE_FULL:
+        return Refused(Rule.QUOTA, agreement_article(party, service), _FULL_TABLE)
+    return quota_refusal(party, service, per="second" if limit is Limit.SECOND else "day")
+
+
 def cycle_refusal(party: Party, service: Service) -> Refused:
     """The refusal of a CRL download before the agreed cycle (提供の周期) has passed."""
     return Refused(
         Rule.CYCLE,
         _ord_article(party, service, item=2),
-        "the agreed provision cycle (提供の周期) has not passed since the last download",
+        "the agreed provision cycle (提供の周期) has not passed since the last download of this CRL file",
     )
 
 

@@ -50,7 +50,7 @@ law makes the 機構 know about a recipient:
                 "auth-revocation-info"]
     families = ["sign-card", "sign-mobile", "auth-card", "auth-mobile"]
     methods = ["ocsp", "crl-file", "json"] # 提供の具体的な方法 (Ord §31(1))
-    crl_cycle_seconds = 3600               # 周期 (Ord §31(2)): at most one CRL download per period
+    crl_cycle_seconds = 3600               # 周期 (Ord §31(2)): each CRL file at most once per period
     requests_per_second = 200              # quotas (absent: none)
     requests_per_day = 5000000
     liability = "..."                      # 損害賠償に関する事項 (Ord §31(3))
@@ -84,9 +84,13 @@ Decisions recorded here (the tests hold them):
 - A credential belongs to one party: the same token, certificate or public
   key on two parties is refused.
 - The old flat format (``titles = [...]``, ``tokens_sha256``, ``certs``,
-  ``auth``) is still read: such an entry receives every service its titles
-  allow, with no start date or quota; `responder registry add` over the same id
-  replaces it with a full entry.
+  ``auth``) is parsed but refused when a registry is built (loaded by a worker,
+  checked, changed): it carries no notification (届出) and no agreement (取決め),
+  so it would receive every service its titles allow and could not be
+  suspended, and no party is served without both (Act §17(1),(4), §36(1),(2)).
+  The refusal names the command that migrates the file, `responder registry
+  migrate` (`responder.registrycli`), which asks the operator for what the old
+  entries lack and invents nothing.
 
 Workers pick up a changed file within a second by calling
 `Registry.reload_if_changed` (it compares the file's stat) or on SIGHUP.
@@ -97,6 +101,7 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
+import logging
 import math
 import os
 import time
@@ -117,10 +122,12 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
+from crlbuilder.der import der_length
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 
 FORMAT_VERSION: Final = 2
+_log: Final = logging.getLogger("responder.registry")
 JST: Final = timezone(timedelta(hours=9), "JST")
 """Dates in the registry are Japan calendar days."""
 
@@ -568,7 +575,8 @@ class PartyEntry(_Table, frozen=True, kw_only=True):
 
 
 class LegacyPartyEntry(_Table, frozen=True, kw_only=True):
-    """A ``[[party]]`` in the first, flat format (still read, see the module docstring)."""
+    """A ``[[party]]`` in the first, flat format: parsed, so that `responder registry
+    migrate` can read it, and refused by `Registry.build` (see the module docstring)."""
 
     id: PartyId
     name: Name
@@ -591,6 +599,16 @@ class RegistryFile:
 
     def find(self, party_id: str) -> AnyEntry | None:
         return next((p for p in self.parties if p.id == party_id), None)
+
+
+LEGACY_REFUSED: Final = (
+    "an entry in the old flat format has no notification (届出) and no agreement (取決め): "
+    "it is not served (Act §17(1),(4), §36(1),(2)). Migrate the file with "
+    "`responder registry migrate --registry {source} --details DETAILS.toml`, DETAILS.toml "
+    "giving each such party's notification, title and agreement (credentials are kept), "
+    "or `--drop ID` to leave a party out"
+)
+"""Why an old-format entry is refused, and how to migrate (``{source}``: the registry file)."""
 
 
 class RegistryError(Exception):
@@ -716,6 +734,13 @@ def _toml_value(v: object) -> str:
 # --- what the workers use --------------------------------------------------------------
 
 
+def directory_name(name_der: bytes) -> bytes:
+    """The DER of GeneralName ``directoryName`` ([4], explicit: a Name is a CHOICE) holding
+    the Name ``name_der``: how a signed OCSP request's requestorName names a certificate
+    subject (RFC 6960 §4.1.1, RFC 5280 §4.2.1.6)."""
+    return b"\xa4" + der_length(len(name_der)) + name_der
+
+
 def day_start(d: date) -> float:
     """The first second (epoch) of a Japan calendar day."""
     return datetime.combine(d, dtime(0), tzinfo=JST).timestamp()
@@ -733,6 +758,9 @@ class CredentialInfo(msgspec.Struct, frozen=True, kw_only=True):
     """Valid while ``not_before <= now < not_after`` (epoch seconds)."""
     spki: bytes = b""
     """The certificate's SubjectPublicKeyInfo DER (certificate kinds)."""
+    subject: bytes = b""
+    """The certificate's subject Name DER (certificate kinds): the requestorName a signed
+    OCSP request names it by (RFC 6960 §4.1.2)."""
 
     def valid_at(self, now: float) -> bool:
         return self.not_before <= now < self.not_after
@@ -785,12 +813,12 @@ class Party(msgspec.Struct, frozen=True, kw_only=True):
     grants: dict[Service, Grant] = msgspec.field(default_factory=dict)
     suspensions: tuple[SuspensionWindow, ...] = ()
     credentials: tuple[CredentialInfo, ...] = ()
-    legacy: bool = False
     requests_per_second: int | None = None
     """Agreed quota (取決め), across all workers; None: no limit."""
     requests_per_day: int | None = None
     crl_cycle_seconds: int = 0
-    """At most one CRL download per service per this many seconds (周期, Ord §31(2)); 0: no limit."""
+    """At most one download of each CRL file (issuer generation, full or delta) per this many
+    seconds (周期, Ord §31(2)); 0: no limit."""
 
     def may_receive(self, family: Family, now: float | None = None) -> bool:
         """True if it may now receive revocation information or a CRL file about ``family``."""
@@ -851,6 +879,8 @@ class Registry:
         self._tokens: dict[bytes, tuple[Party, CredentialInfo]] = {}
         self._certs: dict[bytes, tuple[Party, CredentialInfo]] = {}
         self._signers: list[tuple[Party, CredentialInfo, PublicKeyTypes]] = []
+        self._signers_by_name: dict[bytes, list[tuple[Party, CredentialInfo, PublicKeyTypes]]] = {}
+        self._signers_by_cert: dict[bytes, tuple[Party, CredentialInfo, PublicKeyTypes]] = {}
         for p in self.parties.values():
             for c in p.credentials:
                 if c.kind is AuthMethod.TOKEN:
@@ -858,7 +888,11 @@ class Registry:
                 elif c.kind is AuthMethod.MTLS:
                     self._certs[c.key] = (p, c)
                 else:
-                    self._signers.append((p, c, load_der_public_key(c.spki)))
+                    signer = (p, c, load_der_public_key(c.spki))
+                    self._signers.append(signer)
+                    self._signers_by_cert[c.key] = signer
+                    name = directory_name(c.subject)
+                    self._signers_by_name.setdefault(name, []).append(signer)
 
     # --- loading ---------------------------------------------------------------------
 
@@ -932,12 +966,79 @@ class Registry:
         t = time.time() if now is None else now
         return [(p, key) for p, c, key in self._signers if c.valid_at(t)]
 
+    def request_signers(
+        self,
+        requestor_name: bytes | None,
+        certs: Iterable[bytes] = (),
+        now: float | None = None,
+    ) -> list[tuple[Party, PublicKeyTypes]]:
+        """The signed-request keys, valid now, that a signed OCSP request can be checked
+        against: found by index, never by trying every registered key (O(1)).
+
+        By the requestorName (RFC 6960 §4.1.2: a signed request names its requestor): the
+        certificates whose subject it is; among them, one the request attached (its
+        SHA-256) comes first. Without a requestorName, the attached certificate that is
+        registered, if any. Several candidates only when one party holds two certificates
+        with the same subject (a rotation), or parties share a subject.
+        """
+        t = time.time() if now is None else now
+        attached = [self._signers_by_cert.get(hashlib.sha256(c).digest()) for c in certs]
+        if requestor_name is not None:
+            named = self._signers_by_name.get(requestor_name, [])
+            found = [x for x in attached if x is not None and any(x is y for y in named)]
+            found += [y for y in named if not any(y is x for x in found)]
+        else:
+            found = [x for x in attached[:1] if x is not None]
+        return [(p, key) for p, c, key in found if c.valid_at(t)]
+
     def signing_parties(self, now: float | None = None) -> list[Party]:
         """Parties holding a signed-request credential valid now."""
         seen: dict[str, Party] = {}
         for p, _ in self.signing_keys(now):
             seen.setdefault(p.id, p)
         return list(seen.values())
+
+
+class LastGoodRegistry:
+    """The last registry that loaded, kept by the master and inherited by every worker.
+
+    The master makes it from the registry it checked at start, calls `refresh`
+    about once a second and before each fork (`responder.server.serve`'s
+    ``master_tick``), and each worker, after the fork, calls `for_worker`: the
+    file on disk if it loads, else this copy, which the worker received with the
+    fork. So a worker restarted while the file is broken serves the registry the
+    master last loaded (the file as it stood before the bad edit) instead of
+    failing to start; its own once-a-second check then picks the file up when it
+    is fixed. A path that never loaded has no last good registry: the master
+    refuses to start (`responder.cli`).
+    """
+
+    def __init__(self, path: Path, registry: Registry) -> None:
+        self.path = path
+        self.registry = registry
+        self.error: str | None = None
+        """Why the file on disk does not load now (None: it does)."""
+
+    def refresh(self) -> None:
+        """Load the file if it changed; a file that does not load keeps the last good one."""
+        try:
+            fresh = self.registry.reload_if_changed(self.path)
+        except RegistryError as e:
+            self.error = str(e)
+            _log.error(
+                "registry_file_bad",
+                extra={"fields": {"error": self.error, "kept": "the last good registry"}},
+            )
+            return
+        if fresh is not None:
+            self.registry, self.error = fresh, None
+
+    def for_worker(self) -> tuple[Registry, str | None]:
+        """The registry a new worker serves, and why the file did not load (None: it did)."""
+        try:
+            return Registry.load(self.path), None
+        except RegistryError as e:
+            return self.registry, str(e)
 
 
 # --- checking ------------------------------------------------------------------------------
@@ -966,7 +1067,7 @@ class _Checker:
                 continue
             seen.add(entry.id)
             if isinstance(entry, LegacyPartyEntry):
-                parties.append(self.legacy(entry))
+                self.err(entry.id, "titles", LEGACY_REFUSED.format(source=self.source))
             else:
                 parties.append(self.entry(entry))
         by_id = {e.id: e for e in data.parties}
@@ -1159,7 +1260,7 @@ class _Checker:
             labels.add(label)
             nb = c.not_before.timestamp() if c.not_before else -math.inf
             na = c.not_after.timestamp() if c.not_after else math.inf
-            spki = b""
+            spki = subject = b""
             if isinstance(c, TokenCredential):
                 key = bytes.fromhex(c.token_sha256)
                 self.owner(self.token_owner, key, pid, fld, "token")
@@ -1171,6 +1272,7 @@ class _Checker:
                 spki = cert.public_key().public_bytes(
                     Encoding.DER, PublicFormat.SubjectPublicKeyInfo
                 )
+                subject = cert.subject.public_bytes()
                 self.owner(self.cert_owner, key, pid, fld, "certificate")
                 self.owner(self.key_owner, hashlib.sha256(spki).digest(), pid, fld, "public key")
                 nb = max(nb, cert.not_valid_before_utc.timestamp())
@@ -1187,7 +1289,13 @@ class _Checker:
                 continue
             out.append(
                 CredentialInfo(
-                    label=label, kind=c.KIND, key=key, not_before=nb, not_after=na, spki=spki
+                    label=label,
+                    kind=c.KIND,
+                    key=key,
+                    not_before=nb,
+                    not_after=na,
+                    spki=spki,
+                    subject=subject,
                 )
             )
         if not ended:
@@ -1289,39 +1397,6 @@ class _Checker:
                     f"title[{i}].group",
                     f"outside the member range (署名確認者の範囲) {t.group!r} notified (Act §17(5), Ord §32(4))",
                 )
-
-    # the old flat format
-
-    def legacy(self, e: LegacyPartyEntry) -> Party:
-        kinds = frozenset(e.titles)
-        if len(kinds) != len(e.titles):
-            self.err(e.id, "titles", "a title is listed twice")
-        if Title.SPECIFIED_USER_VERIFIER in kinds and Title.USER_VERIFIER not in kinds:
-            self.err(
-                e.id,
-                "titles",
-                "a 特定利用者証明検証者 is a 利用者証明検証者 approved under Act §38-2(1): add user-verifier",
-            )
-        grants = {s: Grant(SERVICE_FAMILIES[s], SERVICE_METHODS[s]) for s in title_services(kinds)}
-        entries: list[CredentialEntry] = []
-        if AuthMethod.TOKEN in e.auth:
-            entries += [TokenCredential(token_sha256=h) for h in e.tokens_sha256]
-        for kind in (MtlsCredential, SignedRequestCredential):
-            if kind.KIND in e.auth:
-                entries += [kind(cert=c) for c in e.certs]
-        creds = self.credentials(e.id, entries, ended=False)
-        return Party(
-            id=e.id,
-            name=e.name,
-            titles=kinds,
-            families=_revocation_families(grants),
-            auth=frozenset(c.kind for c in creds),
-            cert_public_keys=tuple(c.spki for c in creds if c.kind is AuthMethod.SIGNED_REQUEST),
-            group=e.group,
-            grants=grants,
-            credentials=creds,
-            legacy=True,
-        )
 
 
 def _revocation_families(grants: Mapping[Service, Grant]) -> frozenset[Family]:

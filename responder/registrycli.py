@@ -7,6 +7,7 @@
     responder registry show|list|check|export --registry FILE
     responder registry import --registry FILE --from OTHER [--replace]
     responder registry verify-audit --registry FILE
+    responder registry migrate --registry FILE --details DETAILS [--drop ID ...]
 
 Every change is made under an exclusive lock (``FILE.lock``), checked in full
 by `Registry.build` before anything is written (a refused change leaves the
@@ -25,6 +26,19 @@ file is opened O_WRONLY|O_APPEND and never rewritten. The audit keeps no
 personal data: the name, address, representative and office appear as
 ``sha256:<hex>`` of their value (enough to tell that they changed, or to
 check a claimed value).
+
+Migration of the old flat format (``titles = [...]``, refused when loaded,
+see `responder.registry`): `migrate` rewrites every old entry in the current
+format, audited like any change (action ``migrate``). It keeps what the old
+entry holds (id, name, titles, credentials) and invents nothing it lacks: the
+notification (届出), the title details (category, certification) and the
+agreement (取決め) come from ``--details``, a TOML file of ``[[party]]`` tables
+with those fields (``name`` and further ``credential`` tables optional), one
+per old entry; a 署名確認者 (member of a group) needs none (its group notifies and
+agrees for it). A party without details is refused (the command lists what is
+missing) unless ``--drop ID`` leaves it out of the registry: no party is served
+without a notification and an agreement. The titles given must be the old
+entry's titles (change them afterwards with `update`).
 
 Workers see a change within a second through `Registry.reload_if_changed`
 (one stat per second), or at once on SIGHUP.
@@ -59,6 +73,7 @@ from responder.registry import (
     SERVICE_FAMILIES,
     SERVICE_METHODS,
     AnyEntry,
+    AuthMethod,
     CredentialInfo,
     LegacyPartyEntry,
     Method,
@@ -676,16 +691,11 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     def mutate(data: RegistryFile) -> RegistryFile:
         nonlocal tokens
-        existing = data.find(args.id)
-        if isinstance(existing, PartyEntry):
+        if data.find(args.id) is not None:
             raise CommandError(f"party {args.id!r} is already registered (use `registry update`)")
         base = _party_from_file(args.from_file, args.id) if args.from_file else {}
         d, tokens = _apply_flags(base, args, registry=path, new=True)
-        entry = _to_entry(d, str(path))
-        if existing is not None:  # a legacy entry: replaced in place by its full form
-            data.parties[data.parties.index(existing)] = entry
-        else:
-            data.parties.append(entry)
+        data.parties.append(_to_entry(d, str(path)))
         return data
 
     outcome = change(
@@ -730,7 +740,7 @@ def _existing(data: RegistryFile, pid: str) -> PartyEntry:
         raise CommandError(f"no party {pid!r}")
     if isinstance(entry, LegacyPartyEntry):
         raise CommandError(
-            f"party {pid!r} is in the legacy format (no notification or agreement): register it in full with `registry add --id {pid} ...` first"
+            f"party {pid!r} is in the old flat format (no notification or agreement): migrate the registry first (`registry migrate`)"
         )
     return entry
 
@@ -843,6 +853,117 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    path = _registry_path(args)
+    details = _details(args.details) if args.details else {}
+    drop: set[str] = set(args.drop or ())
+
+    def mutate(data: RegistryFile) -> RegistryFile:
+        old = {p.id: p for p in data.parties if isinstance(p, LegacyPartyEntry)}
+        unknown = sorted((drop | set(details)) - old.keys())
+        if unknown:
+            raise CommandError(
+                f"refused, {path} unchanged: not an old-format party of this registry: {', '.join(unknown)}"
+            )
+        missing: list[str] = []
+        out: list[AnyEntry] = []
+        for p in data.parties:
+            if not isinstance(p, LegacyPartyEntry):
+                out.append(p)
+            elif p.id not in drop:
+                entry = _migrated(p, details.get(p.id), str(path), missing)
+                if entry is not None:
+                    out.append(entry)
+        if missing:
+            raise CommandError(
+                f"refused, {path} unchanged: the old format lacks what a party needs to be served "
+                "(届出 and 取決め, Act §17(1),(4), §36(1),(2)); give it in --details, or --drop the party:\n"
+                + "\n".join(missing)
+            )
+        data.parties = out
+        return data
+
+    outcome = change(
+        path, mutate, action="migrate", actor=args.actor, audit=args.audit, check_current=False
+    )
+    _report(outcome, path, "migrated")
+    return 0
+
+
+def _details(path: Path) -> dict[str, dict[str, Any]]:
+    """The ``[[party]]`` tables of a --details file, by id."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CommandError(f"{path}: cannot read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CommandError(f"{path}: not valid TOML: {e}") from None
+    parties = raw.get("party")
+    if not isinstance(parties, list) or not all(
+        isinstance(p, dict) and isinstance(p.get("id"), str) for p in parties
+    ):
+        raise CommandError(f"{path}: expected [[party]] tables, each with an id")
+    out: dict[str, dict[str, Any]] = {}
+    for p in parties:
+        if p["id"] in out:
+            raise CommandError(f"{path}: party {p['id']!r} is given twice")
+        out[p["id"]] = dict(p)
+    return out
+
+
+def _legacy_credentials(e: LegacyPartyEntry) -> list[dict[str, Any]]:
+    """The old entry's credentials in the current form, labelled as `registry add` would."""
+    creds: list[dict[str, Any]] = []
+    if AuthMethod.TOKEN in e.auth:
+        creds += [{"kind": "token", "token_sha256": h} for h in e.tokens_sha256]
+    for method, kind in ((AuthMethod.MTLS, "mtls"), (AuthMethod.SIGNED_REQUEST, "signed-request")):
+        if method in e.auth:
+            creds += [{"kind": kind, "cert": c} for c in e.certs]
+    counts: dict[str, int] = {}
+    for c in creds:
+        counts[c["kind"]] = counts.get(c["kind"], 0) + 1
+        c["label"] = f"{c['kind']}-{counts[c['kind']]}"
+    return creds
+
+
+def _migrated(
+    e: LegacyPartyEntry, given: dict[str, Any] | None, source: str, missing: list[str]
+) -> PartyEntry | None:
+    """``e`` in the current format, completed by ``given``; None (and a line in ``missing``)
+    when what the old entry lacks is not given."""
+    creds = _legacy_credentials(e)
+    if set(e.titles) == {Title.SIGNATURE_CONFIRMER} and given is None:
+        if e.group is None:
+            missing.append(f"party {e.id!r}: a signature-confirmer needs its group")
+            return None
+        return _to_entry(
+            {
+                "id": e.id,
+                "name": e.name,
+                "title": [{"kind": "signature-confirmer", "group": e.group}],
+                "credential": creds,
+            },
+            source,
+        )
+    if given is None:
+        missing.append(f"party {e.id!r}: notification, title and agreement")
+        return None
+    need = [f for f in ("notification", "title", "agreement") if f not in given]
+    if need and set(e.titles) != {Title.SIGNATURE_CONFIRMER}:
+        missing.append(f"party {e.id!r}: {', '.join(need)}")
+        return None
+    d = {"name": e.name, **given, "id": e.id}
+    d["credential"] = creds + list(given.get("credential", []))
+    entry = _to_entry(d, source)
+    if {t.TITLE for t in entry.title} != set(e.titles):
+        raise CommandError(
+            f"refused, {source} unchanged: party {e.id!r}: the titles given "
+            f"({', '.join(sorted(t.TITLE.value for t in entry.title))}) are not the old entry's "
+            f"({', '.join(sorted(t.value for t in e.titles))}): migrate first, change them with `registry update`"
+        )
+    return entry
+
+
 def _rebase(entry: AnyEntry, src_dir: Path, registry: Path) -> AnyEntry:
     """Certificate paths of an imported entry, made relative to the registry's directory."""
     if isinstance(entry, LegacyPartyEntry):
@@ -902,17 +1023,15 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "services": sorted(s.value for s in p.grants),
                 "credentials_valid": valid,
                 "credentials": len(p.credentials),
-                "legacy": p.legacy,
             }
         )
     if args.format == "json":
         print(msgspec.json.format(msgspec.json.encode(rows)).decode())
     else:
         for r in rows:
-            legacy = "  (legacy entry)" if r["legacy"] else ""
             print(
                 f"{r['id']:<24} {r['state']:<28} {'+'.join(r['titles']):<44} "
-                f"services {len(r['services'])}, credentials {r['credentials_valid']}/{r['credentials']} valid{legacy}"
+                f"services {len(r['services'])}, credentials {r['credentials_valid']}/{r['credentials']} valid"
             )
     for w in reg.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -1059,7 +1178,9 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     g.add_argument("--family", action="append", choices=[f.value for f in Family])
     g.add_argument("--method", action="append", choices=[m.value for m in Method])
     g.add_argument(
-        "--crl-cycle", type=int, help="seconds: at most one CRL download per period (0: none)"
+        "--crl-cycle",
+        type=int,
+        help="seconds: at most one download of each CRL file (generation, full or delta) per period (0: none)",
     )
     g.add_argument("--quota-per-second", type=int, help="requests per second (0: no quota)")
     g.add_argument("--quota-per-day", type=int, help="requests per day (0: no quota)")
@@ -1173,6 +1294,27 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_file", type=Path, required=True)
     p.add_argument("--replace", action="store_true", help="replace parties with the same id")
     p.set_defaults(func=_guarded(cmd_import))
+
+    p = sub.add_parser(
+        "migrate",
+        help="rewrite old flat-format entries in the current format (届出 and 取決め supplied)",
+        description="Old entries (titles = [...]) have no notification or agreement and are "
+        "refused when the registry loads. Their notification, title details and agreement "
+        "come from --details (TOML [[party]] tables by id); credentials are kept. Audited.",
+    )
+    _common(p, writes=True)
+    p.add_argument(
+        "--details",
+        type=Path,
+        help="TOML file: [[party]] id, notification, title, agreement for each old entry",
+    )
+    p.add_argument(
+        "--drop",
+        action="append",
+        metavar="ID",
+        help="leave this old-format party out of the registry (repeatable)",
+    )
+    p.set_defaults(func=_guarded(cmd_migrate))
 
     p = sub.add_parser("export", help="the registry in normalized form")
     _common(p, writes=False)

@@ -43,6 +43,7 @@ from responder.registry import RegistryError, parse_registry
 
 __all__ = [
     "CONTENT_TYPES",
+    "YEARS",
     "Format",
     "ProvisionLine",
     "RecipientReport",
@@ -499,13 +500,21 @@ def render(report: Report, fmt: Format) -> tuple[bytes, bytes]:
     return body, CONTENT_TYPES[fmt]
 
 
-_PATH_RE: Final = re.compile(rb"^/reports/(\d{4})(?:\.(html|csv|json))?$")
+_PATH_RE: Final = re.compile(rb"/reports/(\d{4})(?:\.(html|csv|json))?")
+
+YEARS: Final = range(1970, date.max.year + 1)
+"""The years a report can be asked for: the ledger counts days from 1970-01-01
+(`responder.ledger`, an unsigned day number) and dates end in 9999. Any other
+year is no report (404), never an error of the responder."""
 
 
 def parse_report_path(path: bytes) -> tuple[int, Format] | None:
-    """``/reports/2025`` (HTML), ``/reports/2025.csv`` or ``.json`` -> (year, format); else None."""
-    m = _PATH_RE.match(path)
-    if m is None:
+    """``/reports/2025`` (HTML), ``/reports/2025.csv`` or ``.json`` -> (year, format); else None.
+
+    None (the app answers 404) for anything else, including a year outside `YEARS`.
+    """
+    m = _PATH_RE.fullmatch(path)
+    if m is None or int(m.group(1)) not in YEARS:
         return None
     fmt: Format = "html"
     if m.group(2) == b"csv":
@@ -577,7 +586,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 def _report_command(args: argparse.Namespace) -> int:
     err: Callable[[str], None] = lambda msg: print(f"responder report: {msg}", file=sys.stderr)  # noqa: E731
     year: int = args.year
-    if not 2000 <= year <= 9999:
+    if year not in YEARS:
         err(f"error: --year {year} is not a plausible year")
         return 2
     try:

@@ -65,6 +65,7 @@ __all__ = [
 AppFactory = Callable[[ResponderConfig, int], App]
 HooksFactory = Callable[[ResponderConfig, int], HttpHooks | None]
 ConfigLoader = Callable[[], ResponderConfig]
+MasterTick = Callable[[], None]
 
 
 class MasterHooks(Protocol):
@@ -397,9 +398,11 @@ class _Master:
         reload_config: ConfigLoader | None,
         out: TextIO,
         master_hooks: MasterHooks | None = None,
+        master_tick: MasterTick | None = None,
     ) -> None:
         self.config = config
         self.master_hooks = master_hooks
+        self.master_tick = master_tick
         self.app_factory = app_factory
         self.hooks_factory = hooks_factory
         self.reload_config = reload_config
@@ -458,6 +461,7 @@ class _Master:
                 signals, self.pending_signals = self.pending_signals, []
                 for signum in signals:
                     self._on_master_signal(signum)
+                self._tick()
                 self._reap()
                 now = time.monotonic()
                 if not self.stopping:
@@ -504,7 +508,17 @@ class _Master:
             return 1.0
         return max(0.0, min(min(deadlines) - now, 1.0))
 
+    def _tick(self) -> None:
+        """``master_tick`` (about once a second, and before each fork); never fatal."""
+        if self.master_tick is None:
+            return
+        try:
+            self.master_tick()
+        except Exception as exc:
+            _event("master_tick_failed", logging.ERROR, exc_type=type(exc).__name__)
+
     def _spawn(self, index: int, wake: tuple[int, int]) -> None:
+        self._tick()  # the worker inherits what the tick keeps (the last good registry)
         sys.stdout.flush()
         sys.stderr.flush()
         try:
@@ -656,6 +670,7 @@ def serve(
     reload_config: ConfigLoader | None = None,
     hooks_factory: HooksFactory | None = None,
     master_hooks: MasterHooks | None = None,
+    master_tick: MasterTick | None = None,
     out: TextIO | None = None,
 ) -> int:
     """Run the master and its workers until SIGTERM/SIGINT; the process exit code.
@@ -669,7 +684,10 @@ def serve(
     and being restarted, and is closed when the master exits; when None and
     ``[metrics] enabled``, it is `responder.metrics.MasterMetrics`, made here before
     any fork (it prepares the directory the workers' metrics share). ``out`` receives
-    the ``listening on URL`` lines (stdout by default). Returns 0 after a clean
+    the ``listening on URL`` lines (stdout by default). ``master_tick`` runs in the master
+    about once a second and just before each fork, so that what it keeps in the master's
+    memory is what a new worker inherits (the last good registry, `responder.cli`); its
+    failure is logged, never fatal. Returns 0 after a clean
     stop, 1 when the metrics directory, the sockets, TLS or the first start of a
     worker failed.
     """
@@ -683,6 +701,12 @@ def serve(
             _event("master_start_failed", logging.ERROR, error=_safe_error(exc))
             return 1
     master = _Master(
-        config, app_factory, hooks_factory, reload_config, out or sys.stdout, master_hooks
+        config,
+        app_factory,
+        hooks_factory,
+        reload_config,
+        out or sys.stdout,
+        master_hooks,
+        master_tick,
     )
     return master.run()

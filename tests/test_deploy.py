@@ -81,6 +81,7 @@ METRICS = frozenset(
         "jpkiva_open_connections",
         "jpkiva_quota_remaining",
         "jpkiva_refusals_total",
+        "jpkiva_registry_file_bad",
         "jpkiva_request_duration_seconds",
         "jpkiva_requests_total",
         "jpkiva_signing_duration_seconds",

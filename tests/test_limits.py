@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 from pathlib import Path
 
-from responder.limits import LimitsTable
-from responder.registry import Party, Service
+from responder.limits import SLOTS, Limit, LimitsTable, Wait
+from responder.registry import Party
 
 NOW = 1_800_000_000.25
 
 
-def party(**kw: object) -> Party:
+def party(pid: str = "bank", **kw: object) -> Party:
     return Party(
-        id="bank", name="Bank", titles=frozenset(), families=frozenset(), auth=frozenset(),
+        id=pid, name="Bank", titles=frozenset(), families=frozenset(), auth=frozenset(),
         cert_public_keys=(), **kw,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -22,7 +23,8 @@ def test_per_second_quota_in_one_worker(tmp_path: Path) -> None:
     LimitsTable.create(tmp_path / "t", 1)
     t = LimitsTable(tmp_path / "t", 1, 0)
     p = party(requests_per_second=5)
-    assert [t.admit(p, NOW) for _ in range(7)] == [None] * 5 + ["second", "second"]
+    refused = Wait(Limit.SECOND, 1)
+    assert [t.admit(p, NOW) for _ in range(7)] == [None] * 5 + [refused, refused]
     assert t.admit(p, NOW + 1) is None  # a new second
 
 
@@ -32,7 +34,8 @@ def test_per_day_quota_turns_at_jst_midnight(tmp_path: Path) -> None:
     p = party(requests_per_day=3)
     midnight_jst = (int(NOW) + 9 * 3600) // 86400 * 86400 - 9 * 3600
     admitted = [t.admit(p, midnight_jst - 10 + i) for i in range(5)]
-    assert admitted == [None, None, None, "day", "day"]
+    # the wait is until the next Japan midnight, not "a second" (issue 11 via 9.10)
+    assert admitted == [None, None, None, Wait(Limit.DAY, 7), Wait(Limit.DAY, 6)]
     assert t.admit(p, midnight_jst + 1) is None
 
 
@@ -62,13 +65,65 @@ def test_quota_holds_across_workers_within_the_bound(tmp_path: Path) -> None:
     assert 500 <= admitted <= 500 + 1  # documented: at most workers - 1 over the quota
 
 
-def test_crl_cycle_across_workers(tmp_path: Path) -> None:
+def test_crl_cycle_per_file_across_workers(tmp_path: Path) -> None:
+    """周期 (Ord §31(2), §62(2)) counts per CRL file: per issuer generation and per full or
+    delta CRL (issue 9.10: one download per side used to cover every generation and the
+    delta). The wait given is what is left of the cycle."""
     LimitsTable.create(tmp_path / "t", 2)
     a = LimitsTable(tmp_path / "t", 2, 0)
     b = LimitsTable(tmp_path / "t", 2, 1)
     p = party(crl_cycle_seconds=3600)
-    assert a.admit_crl(p, Service.SIGN_CRL_FILE, NOW)
-    assert not b.admit_crl(p, Service.SIGN_CRL_FILE, NOW + 10)  # the other worker sees it
-    assert b.admit_crl(p, Service.AUTH_CRL_FILE, NOW + 10)  # another service, its own cycle
-    assert b.admit_crl(p, Service.SIGN_CRL_FILE, NOW + 3600)
-    assert party().crl_cycle_seconds == 0 and a.admit_crl(party(), Service.SIGN_CRL_FILE, NOW)
+    assert a.admit_crl(p, 0, "full", NOW) is None
+    assert b.admit_crl(p, 0, "full", NOW + 10) == Wait(
+        Limit.CYCLE, 3590
+    )  # the other worker sees it
+    assert b.admit_crl(p, 0, "delta", NOW + 10) is None  # the delta has its own cycle
+    assert b.admit_crl(p, 1, "full", NOW + 10) is None  # so has another generation
+    assert a.admit_crl(p, 1, "full", NOW + 20) == Wait(Limit.CYCLE, 3590)
+    assert a.admit_crl(p, 0, "delta", NOW + 3609) == Wait(Limit.CYCLE, 1)
+    assert b.admit_crl(p, 0, "full", NOW + 3600) is None
+    assert party().crl_cycle_seconds == 0 and a.admit_crl(party(), 0, "full", NOW) is None
+
+
+def _old_slot(pid: str) -> int:
+    """Where the table before issue 9.10 put a party: its id's hash modulo 4096 slots."""
+    return int.from_bytes(hashlib.blake2b(pid.encode(), digest_size=8).digest(), "little") % 4096
+
+
+def _new_start(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % SLOTS
+
+
+def _colliding(slot_of: object) -> tuple[str, str]:
+    assert callable(slot_of)
+    seen: dict[int, str] = {}
+    for i in range(100_000):
+        pid = f"party-{i}"
+        other = seen.setdefault(slot_of(pid), pid)
+        if other != pid:
+            return other, pid
+    raise AssertionError("no collision found")
+
+
+def test_parties_in_the_same_hash_slot_keep_their_own_budgets(tmp_path: Path) -> None:
+    """Issue 9.10: parties whose ids fell in the same slot shared one budget (one party's
+    download refused the other's). Slots now store and compare their key: two parties
+    that collided in the old table, and two that start at the same slot of the new one,
+    each keep their own quota and cycle."""
+    old_pair = _colliding(_old_slot)
+    new_pair = _colliding(lambda pid: _new_start(f"q/{pid}"))
+    assert _old_slot(old_pair[0]) == _old_slot(old_pair[1])
+    assert _new_start(f"q/{new_pair[0]}") == _new_start(f"q/{new_pair[1]}")
+    LimitsTable.create(tmp_path / "t", 2)
+    a = LimitsTable(tmp_path / "t", 2, 0)
+    b = LimitsTable(tmp_path / "t", 2, 1)
+    for one, two in (old_pair, new_pair):
+        p, q = party(one, requests_per_day=2), party(two, requests_per_day=2)
+        assert [a.admit(p, NOW), b.admit(p, NOW + 1)] == [None, None]
+        assert a.admit(p, NOW + 2) is not None  # p's day is used up ...
+        assert [b.admit(q, NOW + 2), a.admit(q, NOW + 3)] == [None, None]  # ... not q's
+        assert b.admit(q, NOW + 4) is not None
+        p, q = party(one, crl_cycle_seconds=3600), party(two, crl_cycle_seconds=3600)
+        assert a.admit_crl(p, 0, "full", NOW) is None
+        assert b.admit_crl(q, 0, "full", NOW + 1) is None
+        assert a.admit_crl(q, 0, "full", NOW + 2) is not None

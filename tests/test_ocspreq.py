@@ -420,9 +420,22 @@ def test_canonical_requests(alg: str, serial: int, h: bytes) -> None:
 # --- decisions -----------------------------------------------------------------------------
 
 
-def test_other_hash_algorithm_is_parsed_for_an_unknown_answer() -> None:
+def test_other_hash_algorithm_is_well_formed_and_names_no_issuer() -> None:
+    """RFC 6960 §2.3: a CertID hashed with an algorithm we do not index is parsed (not
+    malformed), keeps its OID, and matches no issuer key: the app answers unauthorized
+    (tests/test_responder_interop.py::test_unknown_certid_hash_algorithm_is_unauthorized)."""
     got = parse(a_request([cid("sha384"), cid("sha1")]))
     assert [c.hash_alg for c in got.cert_ids] == [SHA384_OID, "sha1"]
+    assert "unauthorized" in ocspreq_doc_decision()
+
+
+def ocspreq_doc_decision() -> str:
+    """The docstring's decision about other hash algorithms (it must name the answer given)."""
+    import responder.ocspreq
+
+    doc = responder.ocspreq.__doc__ or ""
+    start = doc.index("- CertID hash algorithms")
+    return doc[start : doc.index("- Extensions", start)]
 
 
 def test_unknown_noncritical_extensions_are_listed() -> None:

@@ -19,12 +19,12 @@ from crlbuilder.model import Family
 from responder.registry import (
     JST,
     AuthMethod,
+    LastGoodRegistry,
     LegacyPartyEntry,
     PartyState,
     Registry,
     RegistryError,
     Service,
-    Title,
     dump_registry,
     parse_registry,
     registry_from_manifest,
@@ -579,26 +579,17 @@ tokens_sha256 = ["{sha("late")}"]
 """
 
 
-def test_legacy_entries_are_still_read() -> None:
-    reg = build(LEGACY)
-    p = reg.parties["late-party"]
-    assert p.legacy and p.titles == {Title.USER_VERIFIER}
-    assert p.families == {Family.AUTH_CARD, Family.AUTH_MOBILE}
-    assert reg.by_token(b"late") is p
-    assert isinstance(reg.file.parties[0], LegacyPartyEntry)
-    # appended to a new-format file (what `test_sighup_reloads_the_registry` does)
-    reg = build(text(verifier("v")) + LEGACY)
-    assert set(reg.parties) == {"v", "late-party"}
-    # and written back unchanged in form
-    assert 'titles = ["user-verifier"]' in dump_registry(reg.file)
-    assert "corresponding-serial" in {
-        s.value
-        for s in build(
-            LEGACY.replace('["user-verifier"]', '["signature-verifier", "user-verifier"]')
-        )
-        .parties["late-party"]
-        .grants
-    }
+def test_old_format_entries_are_refused_with_how_to_migrate() -> None:
+    """Issue 9.11: an old flat entry received every service its titles allow, with no
+    notification (届出) or agreement (取決め), and could not be suspended. It is parsed (so
+    that `registry migrate` can read it) but refused when a registry is built, alone or
+    appended to a new-format file, with a message naming the migration."""
+    assert isinstance(parse_registry(LEGACY, source="reg.toml").parties[0], LegacyPartyEntry)
+    for src in (LEGACY, text(verifier("v")) + LEGACY):
+        msg = refused(src)
+        assert "party 'late-party': titles:" in msg
+        assert "responder registry migrate --registry reg.toml --details" in msg
+        assert "no notification (届出) and no agreement (取決め)" in msg
 
 
 # --- state -------------------------------------------------------------------------------------------
@@ -643,13 +634,16 @@ def test_reload_if_changed(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="listed twice"):
         new.reload_if_changed(f)
     assert new.reload_if_changed(f) is None
-    with f.open("a") as out:  # fixed by appending (as an operator might)
+    with f.open("a") as out:  # an operator appends an old-format entry by hand
         out.write(LEGACY)
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     with pytest.raises(RegistryError):  # changed, still two 'v' parties: reported again
         new.reload_if_changed(f)
     f.write_text(text(verifier("v")) + LEGACY)
+    with pytest.raises(RegistryError, match="registry migrate"):  # the old format is refused
+        new.reload_if_changed(f)
+    f.write_text(text(verifier("v"), verifier("late-party")))
     again = new.reload_if_changed(f)
     assert again is not None and "late-party" in again.parties
 
@@ -674,3 +668,25 @@ def test_the_documented_example_is_a_valid_registry() -> None:
     p = reg.parties["both-verifier"]
     assert p.state(NOW) is PartyState.SUSPENDED
     assert {s.article for s in p.suspensions} == {"Act §37(4)(1)", "Act §18(6)(6)"}
+
+
+def test_last_good_registry_survives_a_broken_file(tmp_path: Path) -> None:
+    """Issue 10.9: what the master keeps for workers (re)started while the file is broken:
+    the last registry that loaded, not the first one, and why the file does not load."""
+    f = tmp_path / "registry.toml"
+    f.write_text(text(verifier("v")))
+    keeper = LastGoodRegistry(f, Registry.load(f))
+    f.write_text(text(verifier("v"), verifier("w")))
+    keeper.refresh()
+    assert keeper.error is None and set(keeper.registry.parties) == {"v", "w"}
+    f.write_text(text(verifier("v"), verifier("w")) + "\n[[party]\n")
+    keeper.refresh()
+    assert keeper.error is not None and str(f) in keeper.error
+    assert set(keeper.registry.parties) == {"v", "w"}  # the last good one is kept
+    reg, error = keeper.for_worker()
+    assert reg is keeper.registry and error is not None and "not valid TOML" in error
+    f.write_text(text(verifier("x")))
+    keeper.refresh()
+    assert keeper.error is None and set(keeper.registry.parties) == {"x"}
+    reg, error = keeper.for_worker()
+    assert error is None and set(reg.parties) == {"x"}

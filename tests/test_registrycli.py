@@ -17,7 +17,7 @@ import pytest
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 from responder.policy import ALLOWED, Refused, Rule, decide
-from responder.registry import JST, Method, Registry, Service
+from responder.registry import JST, Method, Registry, RegistryError, Service, Title
 from responder.registrycli import add_cli, audit_path_for, main, verify_audit
 
 
@@ -523,46 +523,102 @@ def test_export_import_round_trip(
     assert {p["id"] for p in json.loads(capsys.readouterr().out)} == set(a.parties)
 
 
-def test_legacy_entry_is_replaced_by_add(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    digest = hashlib.sha256(b"late").hexdigest()
-    with reg.open("a") as f:  # an operator appended an old-style entry by hand
-        f.write(
-            f'\n[[party]]\nid = "late-party"\nname = "Late"\ntitles = ["user-verifier"]\ntokens_sha256 = ["{digest}"]\n'
-        )
-    capsys.readouterr()
-    assert run("verify-audit", "--registry", str(reg)) == 1  # the hand edit shows
-    assert "differs from the registry the last audited change wrote" in capsys.readouterr().err
-    assert run("update", "--registry", str(reg), "--id", "late-party", "--name", "L") == 2
-    assert "legacy format" in capsys.readouterr().err
-    assert (
-        run(
-            "add",
-            "--registry",
-            str(reg),
-            "--id",
-            "late-party",
-            "--name",
-            "Late",
-            "--address",
-            "a",
-            "--office",
-            "o",
-            "--start",
-            "2024-04-01",
-            "--title",
-            "user-verifier",
-            "--category",
-            "1",
-            "--liability",
-            "l",
-            "--token-sha256",
-            digest,
-        )
-        == 0
+OLD_ENTRIES = """
+[[party]]
+id = "late-party"
+name = "Late"
+titles = ["user-verifier"]
+tokens_sha256 = ["{digest}"]
+
+[[party]]
+id = "old-member"
+name = "Old member"
+titles = ["signature-confirmer"]
+group = "{group}"
+tokens_sha256 = ["{member_digest}"]
+
+[[party]]
+id = "gone"
+name = "Gone"
+titles = ["signature-verifier"]
+"""
+
+DETAILS = """
+[[party]]
+id = "late-party"
+
+[party.notification]
+address = "a"
+office = "o"
+start = 2024-04-01
+
+[[party.title]]
+kind = "{kind}"
+category = 1
+
+[party.agreement]
+services = ["auth-revocation-info"]
+families = ["auth-card"]
+methods = ["ocsp"]
+liability = "l"
+"""
+
+
+def test_old_format_is_migrated_only_with_what_it_lacks(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 9.11: old flat entries are refused when the registry loads; `registry migrate`
+    rewrites them, audited, keeping their credentials and asking the operator for the
+    notification (届出), title details and agreement (取決め) it will not invent; a party
+    without them is refused unless dropped; a 署名確認者 needs none."""
+    group = next(
+        p.id
+        for p in Registry.load(reg).parties.values()
+        if Title.GROUP_SIGNATURE_VERIFIER in p.titles
     )
+    assert run("update", "--registry", str(reg), "--id", group, "--member-prefix", "old-") == 0
+    with reg.open("a") as f:  # an operator appended old-style entries by hand
+        f.write(
+            OLD_ENTRIES.format(
+                digest=hashlib.sha256(b"late").hexdigest(),
+                member_digest=hashlib.sha256(b"member").hexdigest(),
+                group=group,
+            )
+        )
+    before = reg.read_bytes()
+    capsys.readouterr()
+    with pytest.raises(RegistryError, match="registry migrate"):
+        Registry.load(reg)
+    assert run("check", "--registry", str(reg)) == 2
+    assert run("update", "--registry", str(reg), "--id", "late-party", "--name", "L") == 2
+    assert "registry migrate" in capsys.readouterr().err
+    # nothing given: refused, saying what each party lacks
+    assert run("migrate", "--registry", str(reg)) == 2
+    err = capsys.readouterr().err
+    assert "party 'late-party': notification, title and agreement" in err
+    assert "party 'gone': notification, title and agreement" in err
+    assert "old-member" not in err  # a member needs no notification or agreement
+    details = tmp_path / "details.toml"
+    # titles other than the old entry's: refused (migration changes no title)
+    details.write_text(DETAILS.format(kind="signature-verifier"))
+    assert run("migrate", "--registry", str(reg), "--details", str(details), "--drop", "gone") == 2
+    assert "not the old entry's" in capsys.readouterr().err
+    assert reg.read_bytes() == before
+    details.write_text(DETAILS.format(kind="user-verifier"))
+    assert run("migrate", "--registry", str(reg), "--details", str(details), "--drop", "gone") == 0
     r = Registry.load(reg)
-    assert not r.parties["late-party"].legacy and r.by_token(b"late") is r.parties["late-party"]
+    assert "gone" not in r.parties
+    late = r.parties["late-party"]
+    assert r.by_token(b"late") is late and late.start < time.time()
+    assert set(late.grants) == {Service.AUTH_REVOCATION_INFO}  # what was agreed, not every service
+    member = r.parties["old-member"]
+    assert r.by_token(b"member") is member and member.group == group
+    records = [x for x in audit_lines(reg) if x["action"] == "migrate"]
+    assert {x["party"] for x in records} == {"late-party", "old-member", "gone"}
+    assert next(x for x in records if x["party"] == "gone")["after"] is None
     assert run("verify-audit", "--registry", str(reg)) == 0
+    assert run("suspend", "--registry", str(reg), "--id", "late-party", "--article",
+               "Act §37(4)(1)", "--reason", "r") == 0  # fmt: skip
 
 
 def test_audit_chain_detects_rewriting(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:

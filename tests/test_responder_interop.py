@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -201,7 +202,10 @@ def test_get_with_rfc5019_caching_headers(server: Server) -> None:
             assert resp.next_update_utc is not None
             max_age = int(r.headers["Cache-Control"].split("max-age=")[1].split(",")[0])
             assert 0 < max_age <= (resp.next_update_utc - datetime.now(UTC)).total_seconds() + 2
-            assert "public" in r.headers["Cache-Control"]
+            # answers to a registered party are not for shared caches (Act §18(1), §37(1),
+            # §40, §45): private, never public (issue 9.9)
+            directives = {d.strip() for d in r.headers["Cache-Control"].split(",")}
+            assert "private" in directives and "public" not in directives
             assert r.headers["ETag"] == f'"{hashlib.sha1(der).hexdigest()}"'
             assert r.headers["Expires"] and r.headers["Last-Modified"]
         # base64url without padding is tolerated too
@@ -223,6 +227,20 @@ def test_sha256_certid(server: Server) -> None:
                                             token=server.token("both-verifier")))  # fmt: skip
     assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
     assert isinstance(resp.hash_algorithm, hashes.SHA256)
+
+
+def test_unknown_certid_hash_algorithm_is_unauthorized(server: Server) -> None:
+    """RFC 6960 §2.3, as `responder.ocspreq` decides: a CertID hashed with an algorithm the
+    responder does not index (SHA-384 here) names no issuer it serves: unauthorized, for an
+    authenticated party that is answered for the same certificate with SHA-1."""
+    a = next(x for x in server.built.answers if x.status is CertStatus.GOOD)
+    token = server.token("both-verifier")
+    assert status_of(post(server, request_for(server, a, hashes.SHA384()), token=token)) is (
+        ocsp.OCSPResponseStatus.UNAUTHORIZED
+    )
+    assert status_of(post(server, request_for(server, a), token=token)) is (
+        ocsp.OCSPResponseStatus.SUCCESSFUL
+    )
 
 
 def status_of(der: bytes) -> ocsp.OCSPResponseStatus:
@@ -289,6 +307,27 @@ def test_signed_request_authenticates(server: Server) -> None:
     out, _ = openssl_ocsp(server, a, "-no_nonce", "-signer", str(server.built.pki / "tls" / "server.pem"),
                           "-signkey", str(server.built.pki / "tls" / "server.key"), token=None)  # fmt: skip
     assert "unauthorized" in out
+
+
+def test_odd_report_paths_on_the_real_server(server: Server) -> None:
+    """Issue 10.10: /reports/0000 answered 500 (ValueError), which pages the operators.
+    Every odd path, raw on the wire, is a 4xx (404 from the app; a path longer than the
+    header limit, or not ASCII, is refused by the HTTP layer), never a 5xx."""
+    import socket
+
+    from tests.test_app_routes import ODD_REPORT_PATHS
+
+    host, port = urllib.parse.urlsplit(server.url).netloc.rsplit(":", 1)
+    for path in ODD_REPORT_PATHS:
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status_line = sock.makefile("rb").readline()
+        status = int(status_line.split()[1])
+        assert 400 <= status < 500, (path[:40], status)
+        if len(path) < 1000 and path.isascii():  # else the HTTP layer refuses it first
+            assert status == 404, (path, status)
+    with urllib.request.urlopen(f"{server.url}/reports/1970.json", timeout=10) as r:
+        assert r.status == 200
 
 
 def test_client_certificate_from_trusted_proxy(server: Server) -> None:
@@ -436,6 +475,32 @@ def test_stale_data_gets_try_later(built: Built, tmp_path: Path) -> None:
         assert e.value.code == 503
 
 
+LATE_PARTY = """
+[[party]]
+id = "late-party"
+name = "Late"
+
+[party.notification]
+address = "a"
+office = "o"
+start = 2024-04-01
+
+[[party.title]]
+kind = "user-verifier"
+category = 1
+
+[party.agreement]
+services = ["auth-revocation-info"]
+families = ["auth-card"]
+methods = ["ocsp"]
+liability = "l"
+
+[[party.credential]]
+kind = "token"
+token_sha256 = "{digest}"
+"""
+
+
 def test_sighup_reloads_the_registry(built: Built, tmp_path: Path) -> None:
     with start_server(built, tmp_path) as s:
         a = next(x for x in built.answers if x.family.value == "auth-card")
@@ -443,9 +508,8 @@ def test_sighup_reloads_the_registry(built: Built, tmp_path: Path) -> None:
         token = "a-new-party-token-0123456789"
         assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
         digest = hashlib.sha256(token.encode()).hexdigest()
-        with s.registry.open("a") as f:
-            f.write(f'\n[[party]]\nid = "late-party"\nname = "Late"\ntitles = ["user-verifier"]\n'
-                    f'tokens_sha256 = ["{digest}"]\n')  # fmt: skip
+        with s.registry.open("a") as f:  # appended by hand, in the current format
+            f.write(LATE_PARTY.format(digest=digest))
         os.kill(s.pid, signal.SIGHUP)
         deadline = time.monotonic() + 5
         while status_of(post(s, body, token=token)) is not ocsp.OCSPResponseStatus.SUCCESSFUL:
@@ -454,6 +518,76 @@ def test_sighup_reloads_the_registry(built: Built, tmp_path: Path) -> None:
         # every worker has it (several requests land on both)
         for _ in range(20):
             assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+
+
+def _events(d: Path, event: str) -> list[dict[str, object]]:
+    out = []
+    for line in (d / "stderr.log").read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            obj = json.loads(line)
+            if isinstance(obj, dict) and obj.get("event") == event:
+                out.append(obj)
+    return out
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def _registry_file_bad(s: Server) -> float:
+    with urllib.request.urlopen(f"{s.url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return max(
+        (float(line.split()[-1]) for line in text.splitlines()
+         if line.startswith("jpkiva_registry_file_bad")),
+        default=-1.0,
+    )  # fmt: skip
+
+
+def test_worker_restarted_with_a_broken_registry_serves_the_last_good(
+    built: Built, tmp_path: Path
+) -> None:
+    """Issue 10.9: a worker killed after a bad registry edit failed to start (RegistryError)
+    and the master kept trying, one worker short. The master keeps the last good registry
+    and a new worker serves it, saying in the log and in jpkiva_registry_file_bad that the
+    file on disk is bad; SIGHUP with the bad file keeps the registry in use and logs why."""
+    with start_server(built, tmp_path) as s:
+        a = next(x for x in built.answers if x.family.value == "auth-card")
+        body, token = request_for(s, a), s.token("auth-verifier")
+        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        good = s.registry.read_text()
+        s.registry.write_text(good + "\n[[party]\n")  # a bad hand edit: not TOML
+        _wait_for(lambda: bool(_events(tmp_path, "registry_file_bad")), "the master saw it")
+        master_event = _events(tmp_path, "registry_file_bad")[0]
+        assert master_event["pid"] == s.pid and str(s.registry) in str(master_event["error"])
+        children = Path(f"/proc/{s.pid}/task/{s.pid}/children").read_text().split()
+        victim = int(children[0])
+        os.kill(victim, signal.SIGKILL)  # a child of the server this test started
+
+        def replaced() -> bool:
+            return any(e["worker_pid"] != victim and e["pid"] == s.pid
+                       for e in _events(tmp_path, "worker_ready")[2:])  # fmt: skip
+
+        _wait_for(replaced, "the killed worker was not replaced by a serving one")
+        assert not _events(tmp_path, "worker_start_failed")
+        new_pid = _events(tmp_path, "worker_ready")[2]["worker_pid"]
+        bad = [e for e in _events(tmp_path, "registry_file_bad") if e["pid"] == new_pid]
+        assert bad and "not valid TOML" in str(bad[0]["error"]), "the new worker says why"
+        for _ in range(20):  # new connections land on both workers
+            assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert _registry_file_bad(s) == 1
+        # SIGHUP with the bad file keeps the registry in use and logs what is wrong and where
+        os.kill(s.pid, signal.SIGHUP)
+        _wait_for(lambda: len(_events(tmp_path, "registry_reload_failed")) >= 2, "SIGHUP logged")
+        failed = _events(tmp_path, "registry_reload_failed")
+        assert all(str(s.registry) in str(e["error"]) for e in failed)
+        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        # fixed: every worker loads it again and the metric goes back to 0
+        s.registry.write_text(good)
+        _wait_for(lambda: _registry_file_bad(s) == 0, "the metric did not clear")
 
 
 def test_unsigned_request_naming_a_requestor_gets_sig_required(server: Server) -> None:

@@ -1,0 +1,140 @@
+"""The app's routes in process (`responder.app.JpkiApp.handle` on parsed requests, no socket).
+
+A demo population (the session's ``built`` fixture) served by one in-process app: the
+report route's odd paths (issue 10.10), quota answers on /crl/ (issue 9.10) and the
+signed-request index (issue 10.8) are checked here without a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import msgspec
+import pytest
+
+from crlbuilder.rules import JST
+from responder.app import JpkiApp, caching_headers
+from responder.config import load_config
+from responder.http import Request, Response
+from responder.ocsp import Ready
+from responder.registry import Registry
+from responder.report import YEARS
+from tests.conftest import Built, run_tool
+
+
+@pytest.fixture(scope="module")
+def app(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JpkiApp]:
+    d = tmp_path_factory.mktemp("inproc")
+    registry = d / "registry.toml"
+    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
+    cfg = load_config(
+        None,
+        {
+            "store.path": str(built.store),
+            "store.pki": str(built.pki),
+            "store.crl_dir": str(built.crl_dir),
+            "registry.path": str(registry),
+            "ledger.dir": str(d / "ledger"),
+            "server.workers": 1,
+            "metrics.enabled": False,
+        },
+    )
+    a = JpkiApp(cfg, 0)
+    yield a
+    a.close()
+
+
+def request(method: bytes, target: bytes, headers: dict[bytes, bytes] | None = None) -> Request:
+    return Request(method, target, headers or {}, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+
+def answer(app: JpkiApp, req: Request) -> Response:
+    """The app's answer, as the HTTP layer gets it (a future resolved on a running loop)."""
+
+    async def run() -> Response:
+        got = app.handle(req)
+        return got if isinstance(got, Response) else await got
+
+    return asyncio.run(run())
+
+
+ODD_REPORT_PATHS: tuple[bytes, ...] = (
+    b"/reports/0000",
+    b"/reports/0001",
+    b"/reports/1969",
+    b"/reports/99999",
+    b"/reports/10000",
+    b"/reports/-1",
+    b"/reports/+2026",
+    b"/reports/2026.xml",
+    b"/reports/2026.json/extra",
+    b"/reports/2026/",
+    b"/reports/2026.",
+    b"/reports/%00",
+    b"/reports/2026%00",
+    b"/reports/2026%2ejson",
+    b"/reports/",
+    b"/reports/" + b"9" * 4000,
+    b"/reports/" + b"2026" * 1000,
+    b"/reports/\xef\xbc\x92\xef\xbc\x90\xef\xbc\x92\xef\xbc\x96",  # fullwidth digits
+)
+
+
+def test_odd_report_paths_are_404_never_500(app: JpkiApp) -> None:
+    """Issue 10.10: /reports/0000 raised ValueError (a 500, counted by the error-ratio alert).
+    A year the ledger cannot hold, or any other odd path, is no report: 404."""
+    for path in ODD_REPORT_PATHS:
+        assert answer(app, request(b"GET", path)).status == 404, path
+    for year in (YEARS[0], YEARS[-1], 2026):  # the edges of what the ledger holds render
+        for suffix in (b"", b".csv", b".json"):
+            resp = answer(app, request(b"GET", b"/reports/%d%s" % (year, suffix)))
+            assert resp.status == 200, (year, suffix)
+    assert answer(app, request(b"GET", b"/reports/2026.json?x=1")).status == 200
+
+
+def test_ocsp_get_answers_are_private_with_rfc5019_max_age() -> None:
+    """Issue 9.9: answers to registered parties must not be stored by shared caches (Act
+    §18(1), §37(1), §40, §45): ``private``; max-age = nextUpdate - now (RFC 5019 §6.2)."""
+    ready = Ready(b"der", this_update=1_000_000, next_update=1_003_600)
+    headers = dict(caching_headers(ready, 1_000_600))
+    directives = [d.strip() for d in headers[b"cache-control"].split(b",")]
+    assert b"private" in directives and b"public" not in directives
+    assert b"max-age=3000" in directives
+    assert headers[b"expires"] == b"Mon, 12 Jan 1970 14:46:40 GMT"
+    assert headers[b"last-modified"] == b"Mon, 12 Jan 1970 13:46:40 GMT"
+    past = dict(caching_headers(ready, 1_010_000))[b"cache-control"]
+    assert past.startswith(b"max-age=0,")
+
+
+def test_crl_refusals_name_the_limit_and_the_real_wait(app: JpkiApp) -> None:
+    """Issue 9.10: the cycle (周期, Ord §31(2), §62(2)) counts per CRL file (issuer generation,
+    full or delta), and a party whose daily quota ran out is told "per day" with a
+    Retry-After until the next Japan midnight (it was told "per second", Retry-After: 1)."""
+    run_tool("responder", "registry", "update", "--registry", str(app.config.registry.path),
+             "--id", "sig-verifier", "--quota-per-day", "4", "--crl-cycle", "3600")  # fmt: skip
+    app.registry = Registry.load(app.config.registry.path)
+    token = (app.config.store.pki / "parties" / "sig-verifier.token").read_text().strip()
+    auth = {b"authorization": b"Bearer " + token.encode()}
+
+    def get(name: str) -> Response:
+        return answer(app, request(b"GET", f"/crl/{name}".encode(), auth))
+
+    assert get("sign-card-g1.crl").status == 200
+    cycle = get("sign-card-g1.crl")
+    assert cycle.status == 429 and msgspec.json.decode(cycle.body)["title"] == "cycle"
+    assert 3598 <= int(dict(cycle.extra_headers)[b"retry-after"]) <= 3600
+    # the delta and another generation's files have their own cycles
+    assert get("sign-card-g1-delta.crl").status == 200
+    assert get("sign-card-g2.crl").status == 200  # the 4th request of the day
+    before = time.time()
+    day = get("sign-card-g2-delta.crl")
+    problem = msgspec.json.decode(day.body)
+    assert day.status == 429 and problem["title"] == "quota" and "per day" in problem["detail"]
+    midnight = (datetime.fromtimestamp(before, JST) + timedelta(days=1)).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    )
+    wait = int(dict(day.extra_headers)[b"retry-after"])
+    assert midnight.timestamp() - before - 2 <= wait <= midnight.timestamp() - before + 2
