@@ -50,6 +50,7 @@ from crlbuilder.model import (
     Category,
     ChangeKind,
     Consent,
+    Duty,
     Family,
     FourFacts,
     Issuance,
@@ -126,8 +127,10 @@ class Summary:
 
 
 class Notice(msgspec.Struct, frozen=True, kw_only=True):
-    """Something the 機構 must tell someone: the holder of a recording error (Act §15(2)),
-    or the public of an issuing-key compromise (Act §15(3), Ord §23). No personal data."""
+    """Something the 機構 must tell someone: the holder of a recording error (Act §15(2),
+    §16-14(2), §34(2), §35-14(2)), or the public of an issuing-key compromise (Act §15(3)
+    and Ord §23, §16-14(3), §34(3) and Ord §58, §35-14(3)). ``article`` is the family's
+    own, from `model.DUTY_ARTICLES`. No personal data."""
 
     kind: str
     article: str
@@ -266,8 +269,9 @@ class Applier:
                     rec.recorded_at, rec.recorded_at,
                 )  # fmt: skip
                 if done:
+                    article = Duty.HOLDER_NOTIFICATION.article(st.family_enum)
                     b.notices.append(
-                        Notice(kind="holder-notification", article="Act §15(2)", record_id=rec.id,
+                        Notice(kind="holder-notification", article=article, record_id=rec.id,
                                issuer=rec.issuer, serial=rec.serial, at=rec.recorded_at)
                     )  # fmt: skip
                 return done
@@ -329,7 +333,7 @@ class Applier:
         if rules.double_issuance(held, rec.not_before) is not None:
             raise Refused(
                 f"the holder already has a valid {rec.family.value} certificate "
-                "(二重発行の禁止, Act §6, §16-5, §25, §35-5)"
+                f"(二重発行の禁止: {Duty.DOUBLE_ISSUANCE.article(rec.family)})"
             )
         st = sf.StatusRecord(
             version=b.seq,
@@ -354,10 +358,14 @@ class Applier:
             if int.from_bytes(k[2:], "big") == rec.card_serial:
                 card = self._status(b, k)
                 if card.revoked and card.revoked_at <= epoch(rec.not_before):
-                    raise Refused("the card certificate had lost effect before this issuance")
+                    raise Refused(
+                        "the card certificate had lost effect before this issuance "
+                        f"({Duty.CARD_CERT_VALID.article(rec.family)})"
+                    )
                 if epoch(rec.not_after) > card.not_after:
                     raise Refused(
-                        "a mobile certificate cannot outlive its card certificate (Act §16-4)"
+                        "a mobile certificate cannot outlive its card certificate "
+                        f"({Duty.VALIDITY.article(rec.family)})"
                     )
                 return
         raise Refused(
@@ -510,7 +518,8 @@ class Applier:
             db=self.db[sf.DB_META],
         )
         b.notices.append(
-            Notice(kind="public-announcement", article="Act §15(3), Ord §23", record_id=rec.id,
+            Notice(kind="public-announcement", record_id=rec.id,
+                   article=Duty.PUBLIC_ANNOUNCEMENT.article(meta.family),
                    issuer=rec.issuer, at=rec.recorded_at, certificates=len(keys))
         )  # fmt: skip
         return True

@@ -222,6 +222,63 @@ CATEGORY_ARTICLES: Final[dict[Category, dict[Family, str]]] = {
     },
 }
 
+
+class Duty(enum.Enum):
+    """What else the law cites per family, beside the revocation categories (`CATEGORY_ARTICLES`).
+
+    Every citation jpki-va writes (a notice, a quarantine reason) comes from `DUTY_ARTICLES`,
+    so that each family cites its own article: the Act repeats each rule once per family.
+    """
+
+    HOLDER_NOTIFICATION = "holder-notification"
+    """通知: tell the holder of a recording error that the certificate lost effect."""
+    PUBLIC_ANNOUNCEMENT = "public-announcement"
+    """公表: announce that an issuing-key compromise made certificates lose effect."""
+    DOUBLE_ISSUANCE = "double-issuance"
+    """二重発行の禁止: no second valid certificate of a family."""
+    VALIDITY = "validity"
+    """有効期間: the last day a certificate may be valid."""
+    CARD_CERT_VALID = "card-cert-valid"
+    """A mobile certificate needs a card certificate that has not lost effect."""
+
+    def article(self, family: Family) -> str:
+        """The article of ``family`` that imposes this duty."""
+        return DUTY_ARTICLES[self][family]
+
+
+DUTY_ARTICLES: Final[dict[Duty, dict[Family, str]]] = {
+    Duty.HOLDER_NOTIFICATION: {
+        Family.SIGN_CARD: "Act §15(2)",
+        Family.SIGN_MOBILE: "Act §16-14(2)",
+        Family.AUTH_CARD: "Act §34(2)",
+        Family.AUTH_MOBILE: "Act §35-14(2)",
+    },
+    Duty.PUBLIC_ANNOUNCEMENT: {
+        Family.SIGN_CARD: "Act §15(3), Ord §23",
+        Family.SIGN_MOBILE: "Act §16-14(3)",
+        Family.AUTH_CARD: "Act §34(3), Ord §58",
+        Family.AUTH_MOBILE: "Act §35-14(3)",
+    },
+    Duty.DOUBLE_ISSUANCE: {
+        Family.SIGN_CARD: "Act §6",
+        Family.SIGN_MOBILE: "Act §16-5",
+        Family.AUTH_CARD: "Act §25",
+        Family.AUTH_MOBILE: "Act §35-5",
+    },
+    Duty.VALIDITY: {
+        Family.SIGN_CARD: "Ord §13",
+        Family.SIGN_MOBILE: "Act §16-4",
+        Family.AUTH_CARD: "Ord §49",
+        Family.AUTH_MOBILE: "Act §35-4",
+    },
+    Duty.CARD_CERT_VALID: {
+        # §16-2(3): the card certificate must not have lost effect (§15(1));
+        # §35-2(1): only a holder of an auth-card certificate may apply.
+        Family.SIGN_MOBILE: "Act §16-2(3)",
+        Family.AUTH_MOBILE: "Act §35-2(1)",
+    },
+}
+
 _CATEGORY_REASON: Final = {
     Category.REQUEST: Reason.CESSATION_OF_OPERATION,
     Category.RESIDENT_CHANGE: Reason.AFFILIATION_CHANGED,
