@@ -17,20 +17,31 @@ What each record does (the rules themselves are in `rules`):
 - revocation request (失効申請等情報), recording error (記録誤り等): revoke one
   serial; refused for an unknown serial or a record earlier than issuance;
 - resident change (異動): revoke the holder's card certificates as Act §12 and
-  §31 say, keep move-out notices for the 30-day rule (Act §31(2)), which fires
-  when the holder's next record or the end of the build passes its instant;
+  §31 say, keep move-out notices for the 30-day rule (Act §31(2));
 - CA key compromise: revoke every valid certificate of the generation;
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13).
 
 A revocation bumps the status record's version and deletes any stored answer
 for that serial in the same transaction, so no worker can serve a stale one.
+
+The 30-day rule (異動等失効情報, Act §31(2)) is a record the 機構 writes when time
+alone makes it due, and the certificate loses effect when it is written (Act
+§34(1)(2)). The applier writes it when its clock has passed the due instant: at
+the end of a build (`sweep_lapses`, which the follow loop also runs by a timer on
+the earliest pending lapse, see `build`), or before the holder's next record
+dated after it, so that record sees the lapse. It is dated when written: the
+clock's instant, never earlier than the write nor than the due instant. One
+exception, the first build of a new store: no answer or CRL was ever published
+from it, so the lapses of the history it loads are dated at their due instants,
+as the follow loop would have written them then.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -76,6 +87,22 @@ def epoch(t: datetime) -> int:
 
 def from_epoch(s: int) -> datetime:
     return datetime.fromtimestamp(s, UTC)
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def next_lapse(store: Store) -> datetime | None:
+    """The earliest instant a pending move-out notice lapses (Act §31(2)), if any."""
+    earliest: datetime | None = None
+    with store.env.begin() as txn:
+        for _, raw in txn.cursor(db=store.dbs[sf.DB_PENDING]):
+            p = sf.pending_decoder.decode(raw)
+            at = rules.move_out_lapse(date.fromisoformat(p.planned_date))
+            if earliest is None or at < earliest:
+                earliest = at
+    return earliest
 
 
 class FactsCipher:
@@ -161,8 +188,12 @@ class Applier:
         notices_path: Path | None = None,
         batch_size: int = 50_000,
         on_progress: Callable[[int], object] | None = None,
+        clock: Callable[[], datetime] = _system_clock,
     ) -> None:
         self.store = store
+        self.clock = clock
+        self._published = store.meta_u32(sf.META_BUILD) > 0
+        """A build completed on this store, so answers and CRLs may have been published."""
         self.db = store.dbs
         self.cipher = FactsCipher(facts_key)
         self.quarantine = quarantine
@@ -215,9 +246,7 @@ class Applier:
             if b.changed:
                 txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
                 txn.put(
-                    sf.META_COMMITTED_AT,
-                    sf.pack_i64(epoch(datetime.now(UTC))),
-                    db=self.db[sf.DB_META],
+                    sf.META_COMMITTED_AT, sf.pack_i64(epoch(self.clock())), db=self.db[sf.DB_META]
                 )
                 self.summary.commits += 1
             else:
@@ -230,7 +259,7 @@ class Applier:
             self.on_progress(len(items))
 
     def sweep_lapses(self, as_of: datetime) -> int:
-        """Apply every 30-day move-out lapse (Act §31(2)) due by ``as_of``; returns revocations."""
+        """Write every 30-day move-out lapse (Act §31(2)) due by ``as_of``; returns revocations."""
         due: list[bytes] = []
         with self.store.env.begin() as txn:
             for holder, raw in txn.cursor(db=self.db[sf.DB_PENDING]):
@@ -246,6 +275,7 @@ class Applier:
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
             txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
+            txn.put(sf.META_COMMITTED_AT, sf.pack_i64(epoch(self.clock())), db=self.db[sf.DB_META])
             self.summary.commits += 1
         return sum(self.summary.revocations.values()) - before
 
@@ -468,25 +498,43 @@ class Applier:
         raw = b.txn.get(holder, db=self.db[sf.DB_PENDING])
         return sf.pending_decoder.decode(raw) if raw is not None else None
 
-    def _lapse_if_due(self, b: _Batch, holder: bytes, now: datetime) -> None:
-        """Act §31(2): 30 days after the planned move-out with no move-in, auth-card certs lose effect."""
+    def _lapse_if_due(self, b: _Batch, holder: bytes, by: datetime) -> None:
+        """Act §31(2): 30 days after the planned move-out with no move-in, auth-card certs lose effect.
+
+        Written when the lapse is due both by ``by`` (a build instant, or the date of
+        the holder's next record) and by the clock, dated when written (`_lapse_written_at`).
+        """
         pending = self._pending(b, holder)
         if pending is None:
             return
         notice = _notice(pending)
         assert notice is not None
-        at = rules.move_out_lapse(notice.planned_date)
-        if at > now:
+        due = rules.move_out_lapse(notice.planned_date)
+        if due > by or due > self.clock():
             return
+        at = self._lapse_written_at(due)
         b.txn.delete(holder, db=self.db[sf.DB_PENDING])
         b.changed = True
         for key in self._holder_certs(b, holder, Family.AUTH_CARD):
             st = self._status(b, key)
-            if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=now):
+            if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=at):
                 self._revoke(
                     b, key, Category.RESIDENT_CHANGE, Category.RESIDENT_CHANGE.default_reason,
                     at, at, st,
                 )  # fmt: skip
+
+    def _lapse_written_at(self, due: datetime) -> datetime:
+        """The instant a lapse record written now carries (Act §31(2), §34(1)(2)).
+
+        The clock's instant, whole seconds as the store keeps them, never before
+        ``due``. A store that never completed a build has published nothing, so
+        the history it loads is dated as the follow loop would have written it,
+        at the due instant (see the module docstring).
+        """
+        if not self._published:
+            return due
+        now = self.clock()
+        return max(due, datetime.fromtimestamp(math.ceil(now.timestamp()), UTC))
 
     def _compromise(self, b: _Batch, rec: CaCompromise) -> bool:
         meta = self._issuer(rec.issuer)
