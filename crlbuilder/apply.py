@@ -99,6 +99,8 @@ def next_lapse(store: Store) -> datetime | None:
     with store.env.begin() as txn:
         for _, raw in txn.cursor(db=store.dbs[sf.DB_PENDING]):
             p = sf.pending_decoder.decode(raw)
+            if p.lapsed_at:
+                continue
             at = rules.move_out_lapse(date.fromisoformat(p.planned_date))
             if earliest is None or at < earliest:
                 earliest = at
@@ -139,6 +141,8 @@ class Summary:
     commits: int = 0
     revocations: Counter[str] = field(default_factory=Counter)
     notices: int = 0
+    move_in_after_lapse: int = 0
+    """Move-in notices made in time whose record came after the lapse was written (Act §31(2))."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -150,6 +154,7 @@ class Summary:
             "commits": self.commits,
             "revocations_by_category": dict(sorted(self.revocations.items())),
             "notices": self.notices,
+            "move_in_after_lapse": self.move_in_after_lapse,
         }
 
 
@@ -264,7 +269,10 @@ class Applier:
         with self.store.env.begin() as txn:
             for holder, raw in txn.cursor(db=self.db[sf.DB_PENDING]):
                 p = sf.pending_decoder.decode(raw)
-                if rules.move_out_lapse(date.fromisoformat(p.planned_date)) <= as_of:
+                if (
+                    not p.lapsed_at
+                    and rules.move_out_lapse(date.fromisoformat(p.planned_date)) <= as_of
+                ):
                     due.append(bytes(holder))
         if not due:
             return 0
@@ -465,18 +473,36 @@ class Applier:
             ]
             # no card certificate (yet, or any more) is no error: the change revokes
             # nothing, and a move-out notice still starts its clock
-        self._lapse_if_due(b, holder, rec.recorded_at)
+        # a notice counts from when it was made (its record may come later): Act §12(2), §31(2)
+        made = rec.recorded_at
+        if rec.change in (ChangeKind.MOVE_OUT_NOTICE, ChangeKind.MOVE_IN_NOTICE):
+            made = rec.notified_at or rec.recorded_at
+            if made > rec.recorded_at:
+                raise Refused(
+                    "notified_at is later than recorded_at (a notice is made before its record)"
+                )
+        elif rec.notified_at is not None:
+            raise Refused("notified_at belongs to move-out and move-in notices only")
+        self._lapse_if_due(b, holder, made)
         pending = self._pending(b, holder)
         if rec.change is ChangeKind.MOVE_OUT_NOTICE:
             assert rec.planned_date is not None
             p = sf.PendingMoveOut(
-                record_id=rec.id, notified_at=epoch(rec.recorded_at),
+                record_id=rec.id, notified_at=epoch(made),
                 planned_date=rec.planned_date.isoformat(), abroad=rec.abroad,
             )  # fmt: skip
             b.txn.put(holder, msgspec.json.encode(p), db=self.db[sf.DB_PENDING])
             return True
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
-            return bool(b.txn.delete(holder, db=self.db[sf.DB_PENDING]))
+            if pending is None:
+                return False
+            if pending.lapsed_at and made < rules.move_out_lapse(
+                date.fromisoformat(pending.planned_date)
+            ):
+                # made in time, but the lapse was written first: it stands (Act §34(1)(2))
+                self.summary.move_in_after_lapse += 1
+            b.txn.delete(holder, db=self.db[sf.DB_PENDING])
+            return not pending.lapsed_at
         notice = _notice(pending)
         changed = False
         for family, keys in targets:
@@ -505,7 +531,7 @@ class Applier:
         the holder's next record) and by the clock, dated when written (`_lapse_written_at`).
         """
         pending = self._pending(b, holder)
-        if pending is None:
+        if pending is None or pending.lapsed_at:
             return
         notice = _notice(pending)
         assert notice is not None
@@ -513,7 +539,8 @@ class Applier:
         if due > by or due > self.clock():
             return
         at = self._lapse_written_at(due)
-        b.txn.delete(holder, db=self.db[sf.DB_PENDING])
+        lapsed = msgspec.structs.replace(pending, lapsed_at=epoch(at))
+        b.txn.put(holder, msgspec.json.encode(lapsed), db=self.db[sf.DB_PENDING])
         b.changed = True
         for key in self._holder_certs(b, holder, Family.AUTH_CARD):
             st = self._status(b, key)

@@ -502,6 +502,10 @@ class ResidentChange(_Base, frozen=True, kw_only=True, tag="resident-change"):
     """For RECORD_DELETION: why."""
     planned_date: date | None = None
     """For MOVE_OUT_NOTICE: the planned move-out date (転出の予定年月日)."""
+    notified_at: datetime | None = None
+    """For MOVE_OUT_NOTICE and MOVE_IN_NOTICE: when the holder made the notice (届出), if
+    earlier than ``recorded_at``. The 国外転出届 window (Act §12(2), §31(2)) and the
+    30-day rule count from the notice, not from its record; defaults to ``recorded_at``."""
     abroad: bool = False
     """For MOVE_OUT_NOTICE: a move-abroad notice (国外転出届)."""
 

@@ -172,7 +172,11 @@ def is_renewal(previous_end: date, issued: date) -> bool:
 
 
 class MoveOutNotice(NamedTuple):
-    """A move-out notice (転出届) the 機構 has learnt of, for the rules that depend on it."""
+    """A move-out notice (転出届) the 機構 has learnt of, for the rules that depend on it.
+
+    ``notified_at`` is when the holder made the notice, as its record carries it
+    (not when the record arrived): the window of Act §12(2), §31(2) starts there.
+    """
 
     notified_at: datetime
     planned_date: date
