@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder import rules
 from crlbuilder import storeformat as sf
+from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import Located, Quarantine, Rejected
 from crlbuilder.model import (
     CaCompromise,
@@ -373,6 +374,7 @@ class Applier:
                 f"the holder already has a valid {rec.family.value} certificate "
                 f"(二重発行の禁止: {Duty.DOUBLE_ISSUANCE.article(rec.family)})"
             )
+        self._check_validity(b, holder, rec, held)
         st = sf.StatusRecord(
             version=b.seq,
             state=sf.STATE_GOOD,
@@ -389,6 +391,48 @@ class Applier:
         if rec.facts is not None:
             b.txn.put(key, self.cipher.seal(key, rec.facts), db=self.db[sf.DB_HOLDERS])
         return True
+
+    def _check_validity(
+        self, b: _Batch, holder: bytes, rec: Issuance, held: list[rules.HeldCert]
+    ) -> None:
+        """notAfter within what Ord §13 / §49 (Act §16-4, §35-4 for mobiles) allow.
+
+        ``renewal`` (the 6th birthday of Ord §13(1), §49(1)) must be borne out by the
+        holder's previous certificate of the family: less than three months left on
+        the day of issuance.
+        """
+        issued = rules.jst_date(rec.not_before)
+        article = Duty.VALIDITY.article(rec.family)
+        if rec.renewal and not any(
+            rules.is_renewal(rules.jst_date(h.not_after), issued) for h in held
+        ):
+            cite = article if rec.family.is_mobile else f"{article}(1)"
+            raise Refused(
+                "renewal claimed, but no previous certificate of the holder of this family had "
+                f"less than three months left (the 6th birthday of {cite} does not apply)"
+            )
+        birth = None
+        if rec.facts is not None:
+            try:
+                birth = decode_birth_date(rec.facts.birth_date)
+            except ValueError:
+                raise Refused("facts.birth_date is no valid date") from None
+        auth_end = None
+        if rec.family is Family.SIGN_CARD:
+            for k in self._holder_certs(b, holder, Family.AUTH_CARD):
+                st = self._status(b, k)
+                valid = not (st.revoked and st.revoked_at <= epoch(rec.not_before))
+                if valid and st.not_after >= epoch(rec.not_before):
+                    auth_end = rules.jst_date(from_epoch(st.not_after))
+        last = rules.latest_validity_end(
+            family=rec.family, issued=issued, renewal=rec.renewal, birth_date=birth,
+            auth_cert_end=auth_end,
+        )  # fmt: skip
+        if rec.not_after > rules.end_of_day_utc(last):
+            raise Refused(
+                f"not_after is later than the validity the rules allow ({last.isoformat()}, "
+                f"{article}{'(2)' if auth_end is not None and last == auth_end else ''})"
+            )
 
     def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> None:
         """A mobile certificate's card certificate must be the holder's, of the same kind (Act §16-2)."""
