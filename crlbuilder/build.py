@@ -152,9 +152,22 @@ class Builder:
             clock=clock or self.clock,
         )
 
+    def last_commit(self) -> int:
+        """Epoch seconds of the store's last commit: records, lapses, or what a build published
+        (a CRL's thisUpdate, a pre-signed answer's producedAt)."""
+        with self.store.env.begin() as txn:
+            last = self.store.meta_i64(sf.META_COMMITTED_AT, txn)
+            for i in self.store.issuers(txn):
+                last = max(
+                    last,
+                    self.store.crl_state(i.index, txn).this_update,
+                    self.store.ocsp_state(i.index, txn).produced_at,
+                )
+        return last
+
     def check_as_of(self, as_of: datetime) -> None:
         """Refuse a build instant earlier than the store's last commit (`AsOfError`)."""
-        last = self.store.meta_i64(sf.META_COMMITTED_AT)
+        last = self.last_commit()
         if epoch(as_of) < last:
             raise AsOfError(
                 f"--as-of {as_of.astimezone(UTC).isoformat()} is earlier than the store's last "
@@ -262,6 +275,7 @@ class Builder:
                         self.after_commit(self._applier(None), report, now)
                         self.emit({"event": "refresh", **report.as_dict()})
                         last_refresh = time.monotonic()
+                        due = next_lapse(self.store)
                     wait = interval
                     if due is not None:
                         wait = min(wait, max(0.0, (due - self.clock()).total_seconds()))

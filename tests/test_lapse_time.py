@@ -195,6 +195,12 @@ def test_as_of_before_the_last_commit_refused_and_nothing_written(
         b.build([tmp_path / "records" / "a.jsonl"], now)
         with pytest.raises(AsOfError, match="earlier than the store's last commit"):
             b.build([tmp_path / "records" / "a.jsonl"], now - timedelta(seconds=1))
+        # a build with nothing new still publishes CRLs dated as of its instant: the next
+        # build may not be dated between the two (a delta CRL before the full one)
+        later = now + timedelta(minutes=5)
+        assert b.build([tmp_path / "records" / "a.jsonl"], later).summary.commits == 0
+        with pytest.raises(AsOfError, match="earlier than the store's last commit"):
+            b.build([tmp_path / "records" / "a.jsonl"], later - timedelta(minutes=1))
     finally:
         b.close()
     data = (tmp_path / "store" / "data.mdb").read_bytes()
