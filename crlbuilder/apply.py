@@ -429,9 +429,14 @@ class Applier:
             auth_cert_end=auth_end,
         )  # fmt: skip
         if rec.not_after > rules.end_of_day_utc(last):
+            if rec.family.is_mobile:
+                cite = article
+            elif auth_end is not None and last == auth_end:
+                cite = f"{article}(2)"  # no later than the holder's auth-card certificate
+            else:
+                cite = f"{article}(1)"  # the 5th (6th on renewal) birthday after issuance
             raise Refused(
-                f"not_after is later than the validity the rules allow ({last.isoformat()}, "
-                f"{article}{'(2)' if auth_end is not None and last == auth_end else ''})"
+                f"not_after is later than the validity the rules allow ({last.isoformat()}, {cite})"
             )
 
     def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> None:

@@ -52,7 +52,7 @@ def test_ord_49_without_a_birth_date_bounds_by_the_anniversary() -> None:
 def test_ord_13_1_issuance_past_the_fifth_birthday_quarantined(world: World) -> None:
     world.apply([issuance(101, "sign-card-g1", H1, not_after=SIXTH)])
     [q] = world.quarantined()
-    assert "later than the validity the rules allow (2028-09-15, Ord §13)" in str(q["reason"])
+    assert "later than the validity the rules allow (2028-09-15, Ord §13(1))" in str(q["reason"])
     assert world.store.status_of(1, 101) is None
     world.apply([issuance(102, "sign-card-g1", H1, not_after=FIFTH)])
     assert not world.status("sign-card-g1", 102).revoked
@@ -61,7 +61,7 @@ def test_ord_13_1_issuance_past_the_fifth_birthday_quarantined(world: World) -> 
 def test_ord_49_1_auth_issuance_past_the_fifth_anniversary_quarantined(world: World) -> None:
     world.apply([issuance(102, "auth-card-g1", H1, not_after=ts(5 * 366 + 2))])
     [q] = world.quarantined()
-    assert "Ord §49" in str(q["reason"])
+    assert "Ord §49(1))" in str(q["reason"])
 
 
 def test_ord_13_2_sign_card_no_later_than_the_auth_card(world: World) -> None:
@@ -89,7 +89,7 @@ def test_ord_13_1_renewal_flag_allows_the_sixth_birthday_when_borne_out(world: W
          "serial": 103, "issuer": "sign-card-g2", "reason": "application"},
         issuance(104, "sign-card-g2", H1, day=renew_day + 1.01, not_after=birth6),
     ])  # fmt: skip
-    assert "(2032-09-15, Ord §13)" in str(world.quarantined()[-1]["reason"])
+    assert "(2032-09-15, Ord §13(1))" in str(world.quarantined()[-1]["reason"])
 
 
 def test_ord_13_1_renewal_flag_refused_without_a_certificate_near_its_end(world: World) -> None:

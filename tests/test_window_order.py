@@ -114,7 +114,7 @@ def test_act_34_1_2_lapse_written_before_a_late_move_in_stands(world: World) -> 
     assert world.status("auth-card-g1", 102).revoked
 
 
-def test_notified_at_after_recorded_at_refused(world: World) -> None:
+def test_act_31_2_notified_at_after_recorded_at_refused(world: World) -> None:
     world.apply([issuance(102, "auth-card-g1", H1)])
     world.apply(
         [change(35, "move-out-notice", planned_date=PLANNED.isoformat(), notified_at=ts(36))]
