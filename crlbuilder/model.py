@@ -10,6 +10,11 @@ issuance records (発行記録, Act §7, §26), revocation requests and reports
 compromise (発行者署名符号の漏えい等, §14, §16-12, §33, §35-12) and consents for
 特定署名用電子証明書記録情報 (§18(3)).
 
+The Act states each rule once per family, so every article jpki-va cites comes
+from a per-family table: `CATEGORY_ARTICLES` for the revocation categories,
+`DUTY_ARTICLES` for the duties around them (notices, announcements, issuance
+checks).
+
 The JSON Lines wire format of the records is this module's `Record` union,
 tagged by the field ``type``; see docs/records.md for the format with examples.
 """
