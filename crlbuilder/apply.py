@@ -17,20 +17,31 @@ What each record does (the rules themselves are in `rules`):
 - revocation request (失効申請等情報), recording error (記録誤り等): revoke one
   serial; refused for an unknown serial or a record earlier than issuance;
 - resident change (異動): revoke the holder's card certificates as Act §12 and
-  §31 say, keep move-out notices for the 30-day rule (Act §31(2)), which fires
-  when the holder's next record or the end of the build passes its instant;
+  §31 say, keep move-out notices for the 30-day rule (Act §31(2));
 - CA key compromise: revoke every valid certificate of the generation;
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13).
 
 A revocation bumps the status record's version and deletes any stored answer
 for that serial in the same transaction, so no worker can serve a stale one.
+
+The 30-day rule (異動等失効情報, Act §31(2)) is a record the 機構 writes when time
+alone makes it due, and the certificate loses effect when it is written (Act
+§34(1)(2)). The applier writes it when its clock has passed the due instant: at
+the end of a build (`sweep_lapses`, which the follow loop also runs by a timer on
+the earliest pending lapse, see `build`), or before the holder's next record
+dated after it, so that record sees the lapse. It is dated when written: the
+clock's instant, never earlier than the write nor than the due instant. One
+exception, the first build of a new store: no answer or CRL was ever published
+from it, so the lapses of the history it loads are dated at their due instants,
+as the follow loop would have written them then.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -44,12 +55,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder import rules
 from crlbuilder import storeformat as sf
+from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import Located, Quarantine, Rejected
 from crlbuilder.model import (
     CaCompromise,
     Category,
     ChangeKind,
     Consent,
+    Duty,
     Family,
     FourFacts,
     Issuance,
@@ -75,6 +88,24 @@ def epoch(t: datetime) -> int:
 
 def from_epoch(s: int) -> datetime:
     return datetime.fromtimestamp(s, UTC)
+
+
+def _system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def next_lapse(store: Store) -> datetime | None:
+    """The earliest instant a pending move-out notice lapses (Act §31(2)), if any."""
+    earliest: datetime | None = None
+    with store.env.begin() as txn:
+        for _, raw in txn.cursor(db=store.dbs[sf.DB_PENDING]):
+            p = sf.pending_decoder.decode(raw)
+            if p.lapsed_at:
+                continue
+            at = rules.move_out_lapse(date.fromisoformat(p.planned_date))
+            if earliest is None or at < earliest:
+                earliest = at
+    return earliest
 
 
 class FactsCipher:
@@ -111,6 +142,8 @@ class Summary:
     commits: int = 0
     revocations: Counter[str] = field(default_factory=Counter)
     notices: int = 0
+    move_in_after_lapse: int = 0
+    """Move-in notices made in time whose record came after the lapse was written (Act §31(2))."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -122,12 +155,15 @@ class Summary:
             "commits": self.commits,
             "revocations_by_category": dict(sorted(self.revocations.items())),
             "notices": self.notices,
+            "move_in_after_lapse": self.move_in_after_lapse,
         }
 
 
 class Notice(msgspec.Struct, frozen=True, kw_only=True):
-    """Something the 機構 must tell someone: the holder of a recording error (Act §15(2)),
-    or the public of an issuing-key compromise (Act §15(3), Ord §23). No personal data."""
+    """Something the 機構 must tell someone: the holder of a recording error (Act §15(2),
+    §16-14(2), §34(2), §35-14(2)), or the public of an issuing-key compromise (Act §15(3)
+    and Ord §23, §16-14(3), §34(3) and Ord §58, §35-14(3)). ``article`` is the family's
+    own, from `model.DUTY_ARTICLES`. No personal data."""
 
     kind: str
     article: str
@@ -158,8 +194,12 @@ class Applier:
         notices_path: Path | None = None,
         batch_size: int = 50_000,
         on_progress: Callable[[int], object] | None = None,
+        clock: Callable[[], datetime] = _system_clock,
     ) -> None:
         self.store = store
+        self.clock = clock
+        self._published = store.meta_u32(sf.META_BUILD) > 0
+        """A build completed on this store, so answers and CRLs may have been published."""
         self.db = store.dbs
         self.cipher = FactsCipher(facts_key)
         self.quarantine = quarantine
@@ -212,9 +252,7 @@ class Applier:
             if b.changed:
                 txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
                 txn.put(
-                    sf.META_COMMITTED_AT,
-                    sf.pack_i64(epoch(datetime.now(UTC))),
-                    db=self.db[sf.DB_META],
+                    sf.META_COMMITTED_AT, sf.pack_i64(epoch(self.clock())), db=self.db[sf.DB_META]
                 )
                 self.summary.commits += 1
             else:
@@ -227,12 +265,15 @@ class Applier:
             self.on_progress(len(items))
 
     def sweep_lapses(self, as_of: datetime) -> int:
-        """Apply every 30-day move-out lapse (Act §31(2)) due by ``as_of``; returns revocations."""
+        """Write every 30-day move-out lapse (Act §31(2)) due by ``as_of``; returns revocations."""
         due: list[bytes] = []
         with self.store.env.begin() as txn:
             for holder, raw in txn.cursor(db=self.db[sf.DB_PENDING]):
                 p = sf.pending_decoder.decode(raw)
-                if rules.move_out_lapse(date.fromisoformat(p.planned_date)) <= as_of:
+                if (
+                    not p.lapsed_at
+                    and rules.move_out_lapse(date.fromisoformat(p.planned_date)) <= as_of
+                ):
                     due.append(bytes(holder))
         if not due:
             return 0
@@ -243,6 +284,7 @@ class Applier:
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
             txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
+            txn.put(sf.META_COMMITTED_AT, sf.pack_i64(epoch(self.clock())), db=self.db[sf.DB_META])
             self.summary.commits += 1
         return sum(self.summary.revocations.values()) - before
 
@@ -266,8 +308,9 @@ class Applier:
                     rec.recorded_at, rec.recorded_at,
                 )  # fmt: skip
                 if done:
+                    article = Duty.HOLDER_NOTIFICATION.article(st.family_enum)
                     b.notices.append(
-                        Notice(kind="holder-notification", article="Act §15(2)", record_id=rec.id,
+                        Notice(kind="holder-notification", article=article, record_id=rec.id,
                                issuer=rec.issuer, serial=rec.serial, at=rec.recorded_at)
                     )  # fmt: skip
                 return done
@@ -329,8 +372,9 @@ class Applier:
         if rules.double_issuance(held, rec.not_before) is not None:
             raise Refused(
                 f"the holder already has a valid {rec.family.value} certificate "
-                "(二重発行の禁止, Act §6, §16-5, §25, §35-5)"
+                f"(二重発行の禁止: {Duty.DOUBLE_ISSUANCE.article(rec.family)})"
             )
+        self._check_validity(b, holder, rec, held)
         st = sf.StatusRecord(
             version=b.seq,
             state=sf.STATE_GOOD,
@@ -348,16 +392,67 @@ class Applier:
             b.txn.put(key, self.cipher.seal(key, rec.facts), db=self.db[sf.DB_HOLDERS])
         return True
 
+    def _check_validity(
+        self, b: _Batch, holder: bytes, rec: Issuance, held: list[rules.HeldCert]
+    ) -> None:
+        """notAfter within what Ord §13 / §49 (Act §16-4, §35-4 for mobiles) allow.
+
+        ``renewal`` (the 6th birthday of Ord §13(1), §49(1)) must be borne out by the
+        holder's previous certificate of the family: less than three months left on
+        the day of issuance.
+        """
+        issued = rules.jst_date(rec.not_before)
+        article = Duty.VALIDITY.article(rec.family)
+        if rec.renewal and not any(
+            rules.is_renewal(rules.jst_date(h.not_after), issued) for h in held
+        ):
+            cite = article if rec.family.is_mobile else f"{article}(1)"
+            raise Refused(
+                "renewal claimed, but no previous certificate of the holder of this family had "
+                f"less than three months left (the 6th birthday of {cite} does not apply)"
+            )
+        birth = None
+        if rec.facts is not None:
+            try:
+                birth = decode_birth_date(rec.facts.birth_date)
+            except ValueError:
+                raise Refused("facts.birth_date is no valid date") from None
+        auth_end = None
+        if rec.family is Family.SIGN_CARD:
+            for k in self._holder_certs(b, holder, Family.AUTH_CARD):
+                st = self._status(b, k)
+                valid = not (st.revoked and st.revoked_at <= epoch(rec.not_before))
+                if valid and st.not_after >= epoch(rec.not_before):
+                    auth_end = rules.jst_date(from_epoch(st.not_after))
+        last = rules.latest_validity_end(
+            family=rec.family, issued=issued, renewal=rec.renewal, birth_date=birth,
+            auth_cert_end=auth_end,
+        )  # fmt: skip
+        if rec.not_after > rules.end_of_day_utc(last):
+            if rec.family.is_mobile:
+                cite = article
+            elif auth_end is not None and last == auth_end:
+                cite = f"{article}(2)"  # no later than the holder's auth-card certificate
+            else:
+                cite = f"{article}(1)"  # the 5th (6th on renewal) birthday after issuance
+            raise Refused(
+                f"not_after is later than the validity the rules allow ({last.isoformat()}, {cite})"
+            )
+
     def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> None:
         """A mobile certificate's card certificate must be the holder's, of the same kind (Act §16-2)."""
         for k in self._holder_certs(b, holder, rec.family.card_family):
             if int.from_bytes(k[2:], "big") == rec.card_serial:
                 card = self._status(b, k)
                 if card.revoked and card.revoked_at <= epoch(rec.not_before):
-                    raise Refused("the card certificate had lost effect before this issuance")
+                    raise Refused(
+                        "the card certificate had lost effect before this issuance "
+                        f"({Duty.CARD_CERT_VALID.article(rec.family)})"
+                    )
                 if epoch(rec.not_after) > card.not_after:
                     raise Refused(
-                        "a mobile certificate cannot outlive its card certificate (Act §16-4)"
+                        "a mobile certificate cannot outlive its card certificate "
+                        f"({Duty.VALIDITY.article(rec.family)})"
                     )
                 return
         raise Refused(
@@ -427,18 +522,36 @@ class Applier:
             ]
             # no card certificate (yet, or any more) is no error: the change revokes
             # nothing, and a move-out notice still starts its clock
-        self._lapse_if_due(b, holder, rec.recorded_at)
+        # a notice counts from when it was made (its record may come later): Act §12(2), §31(2)
+        made = rec.recorded_at
+        if rec.change in (ChangeKind.MOVE_OUT_NOTICE, ChangeKind.MOVE_IN_NOTICE):
+            made = rec.notified_at or rec.recorded_at
+            if made > rec.recorded_at:
+                raise Refused(
+                    "notified_at is later than recorded_at (a notice is made before its record)"
+                )
+        elif rec.notified_at is not None:
+            raise Refused("notified_at belongs to move-out and move-in notices only")
+        self._lapse_if_due(b, holder, made)
         pending = self._pending(b, holder)
         if rec.change is ChangeKind.MOVE_OUT_NOTICE:
             assert rec.planned_date is not None
             p = sf.PendingMoveOut(
-                record_id=rec.id, notified_at=epoch(rec.recorded_at),
+                record_id=rec.id, notified_at=epoch(made),
                 planned_date=rec.planned_date.isoformat(), abroad=rec.abroad,
             )  # fmt: skip
             b.txn.put(holder, msgspec.json.encode(p), db=self.db[sf.DB_PENDING])
             return True
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
-            return bool(b.txn.delete(holder, db=self.db[sf.DB_PENDING]))
+            if pending is None:
+                return False
+            if pending.lapsed_at and made < rules.move_out_lapse(
+                date.fromisoformat(pending.planned_date)
+            ):
+                # made in time, but the lapse was written first: it stands (Act §34(1)(2))
+                self.summary.move_in_after_lapse += 1
+            b.txn.delete(holder, db=self.db[sf.DB_PENDING])
+            return not pending.lapsed_at
         notice = _notice(pending)
         changed = False
         for family, keys in targets:
@@ -460,25 +573,44 @@ class Applier:
         raw = b.txn.get(holder, db=self.db[sf.DB_PENDING])
         return sf.pending_decoder.decode(raw) if raw is not None else None
 
-    def _lapse_if_due(self, b: _Batch, holder: bytes, now: datetime) -> None:
-        """Act §31(2): 30 days after the planned move-out with no move-in, auth-card certs lose effect."""
+    def _lapse_if_due(self, b: _Batch, holder: bytes, by: datetime) -> None:
+        """Act §31(2): 30 days after the planned move-out with no move-in, auth-card certs lose effect.
+
+        Written when the lapse is due both by ``by`` (a build instant, or the date of
+        the holder's next record) and by the clock, dated when written (`_lapse_written_at`).
+        """
         pending = self._pending(b, holder)
-        if pending is None:
+        if pending is None or pending.lapsed_at:
             return
         notice = _notice(pending)
         assert notice is not None
-        at = rules.move_out_lapse(notice.planned_date)
-        if at > now:
+        due = rules.move_out_lapse(notice.planned_date)
+        if due > by or due > self.clock():
             return
-        b.txn.delete(holder, db=self.db[sf.DB_PENDING])
+        at = self._lapse_written_at(due)
+        lapsed = msgspec.structs.replace(pending, lapsed_at=epoch(at))
+        b.txn.put(holder, msgspec.json.encode(lapsed), db=self.db[sf.DB_PENDING])
         b.changed = True
         for key in self._holder_certs(b, holder, Family.AUTH_CARD):
             st = self._status(b, key)
-            if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=now):
+            if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=at):
                 self._revoke(
                     b, key, Category.RESIDENT_CHANGE, Category.RESIDENT_CHANGE.default_reason,
                     at, at, st,
                 )  # fmt: skip
+
+    def _lapse_written_at(self, due: datetime) -> datetime:
+        """The instant a lapse record written now carries (Act §31(2), §34(1)(2)).
+
+        The clock's instant, whole seconds as the store keeps them, never before
+        ``due``. A store that never completed a build has published nothing, so
+        the history it loads is dated as the follow loop would have written it,
+        at the due instant (see the module docstring).
+        """
+        if not self._published:
+            return due
+        now = self.clock()
+        return max(due, datetime.fromtimestamp(math.ceil(now.timestamp()), UTC))
 
     def _compromise(self, b: _Batch, rec: CaCompromise) -> bool:
         meta = self._issuer(rec.issuer)
@@ -510,7 +642,8 @@ class Applier:
             db=self.db[sf.DB_META],
         )
         b.notices.append(
-            Notice(kind="public-announcement", article="Act §15(3), Ord §23", record_id=rec.id,
+            Notice(kind="public-announcement", record_id=rec.id,
+                   article=Duty.PUBLIC_ANNOUNCEMENT.article(meta.family),
                    issuer=rec.issuer, at=rec.recorded_at, certificates=len(keys))
         )  # fmt: skip
         return True

@@ -1,12 +1,22 @@
 """`crlbuilder build`: one build, or a follow loop over a spool directory.
 
 A build reads the configured record sources, applies them to the store
-(`apply.Applier`), fires the 30-day move-out lapses due by the build instant
+(`apply.Applier`), writes the 30-day move-out lapses due by the build instant
 (Act §31(2)), pre-signs the OCSP answers of revoked serials (`presign`) and
 produces the CRL files (`crlpublish`), then prints a closing summary. With
 ``--follow`` it then watches a spool directory: each ``*.jsonl`` file that
 appears (written elsewhere and renamed in, so it is complete) is applied,
 moved to ``done/``, and followed by the same lapse, pre-sign and CRL steps.
+
+Time: the builder reads one clock (`Builder.clock`, the system clock unless a
+test injects another). A build ``as_of`` an instant runs as if the clock read
+that instant, and is refused when it is earlier than the store's last commit:
+a store never goes back in time (its CRLs and OCSP answers would be dated
+before what it already published). The follow loop keeps a timer on the
+earliest pending 30-day lapse (異動等失効情報, Act §31(2)) and writes it when it
+falls due, not at the next periodic refresh: the certificate loses effect when
+that record is written (Act §34(1)(2)), so the delay between the due instant
+and the answer "revoked" is the loop's wake-up, not a refresh cycle.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,13 +34,24 @@ import msgspec
 from tqdm import tqdm
 
 from crlbuilder import storeformat as sf
-from crlbuilder.apply import Applier, Summary, epoch, register_issuers
+from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, register_issuers
 from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crlpublish import CrlPublisher
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.presign import Presigner
 from crlbuilder.store import Store
+
+Clock = Callable[[], datetime]
+"""Where the builder reads the time: an aware UTC instant."""
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class AsOfError(ValueError):
+    """A build instant earlier than the store's last commit: refused, nothing written."""
 
 
 def issuer_table(manifest: Manifest) -> list[sf.IssuerMeta]:
@@ -90,9 +111,15 @@ class Builder:
     """One store, one manifest, one configuration: builds and follow loops."""
 
     def __init__(
-        self, cfg: BuilderConfig, *, progress: bool = True, log: IO[str] = sys.stderr
+        self,
+        cfg: BuilderConfig,
+        *,
+        progress: bool = True,
+        log: IO[str] = sys.stderr,
+        clock: Clock = system_clock,
     ) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.progress = progress
         self.log = log
         self.manifest = load_manifest(cfg.pki.manifest)
@@ -114,7 +141,7 @@ class Builder:
         self.quarantine.close()
         self.store.close()
 
-    def _applier(self, bar: tqdm[Any] | None) -> Applier:
+    def _applier(self, bar: tqdm[Any] | None, clock: Clock | None = None) -> Applier:
         return Applier(
             self.store,
             facts_key=self.key,
@@ -122,17 +149,49 @@ class Builder:
             notices_path=Path(self.cfg.input.notices),
             batch_size=self.cfg.input.batch_size,
             on_progress=bar.update if bar is not None else None,
+            clock=clock or self.clock,
         )
 
-    def build(self, paths: list[Path], as_of: datetime) -> BuildReport:
-        """Apply ``paths`` then run the post-commit steps."""
+    def last_commit(self) -> int:
+        """Epoch seconds of the store's last commit: records, lapses, or what a build published
+        (a CRL's thisUpdate, a pre-signed answer's producedAt)."""
+        with self.store.env.begin() as txn:
+            last = self.store.meta_i64(sf.META_COMMITTED_AT, txn)
+            for i in self.store.issuers(txn):
+                last = max(
+                    last,
+                    self.store.crl_state(i.index, txn).this_update,
+                    self.store.ocsp_state(i.index, txn).produced_at,
+                )
+        return last
+
+    def check_as_of(self, as_of: datetime) -> None:
+        """Refuse a build instant earlier than the store's last commit (`AsOfError`)."""
+        last = self.last_commit()
+        if epoch(as_of) < last:
+            raise AsOfError(
+                f"--as-of {as_of.astimezone(UTC).isoformat()} is earlier than the store's last "
+                f"commit ({from_epoch(last).isoformat()}): a build cannot go back in time (its "
+                "CRLs, OCSP answers and 30-day lapses would be dated before what the store "
+                "already published); nothing was written"
+            )
+
+    def build(self, paths: list[Path], as_of: datetime | None = None) -> BuildReport:
+        """Apply ``paths`` then run the post-commit steps, as of ``as_of`` (default: the clock).
+
+        A given ``as_of`` pins the build's clock: commits, lapses and thisUpdate are
+        dated as of that instant. Raises `AsOfError`, writing nothing, when it is
+        earlier than the store's last commit.
+        """
+        clock: Clock = self.clock if as_of is None else (lambda: as_of)
+        self.check_as_of(clock())
         t0 = time.monotonic()
         bar: tqdm[Any] | None = None
         if self.progress:
             bar = tqdm(
                 total=count_lines(paths), unit="rec", unit_scale=True, desc="apply", file=self.log
             )
-        applier = self._applier(bar)
+        applier = self._applier(bar, clock)
         try:
             applier.run(_chain(paths))
         finally:
@@ -140,7 +199,7 @@ class Builder:
                 bar.close()
         report = BuildReport(summary=applier.summary)
         report.seconds["apply"] = time.monotonic() - t0
-        self.after_commit(applier, report, as_of)
+        self.after_commit(applier, report, clock())
         return report
 
     def after_commit(self, applier: Applier, report: BuildReport, as_of: datetime) -> None:
@@ -180,7 +239,12 @@ class Builder:
         report.build = build
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:
-        """Apply each file that appears in ``spool`` until SIGTERM/SIGINT (or ``max_idle`` s of nothing)."""
+        """Apply each file that appears in ``spool`` until SIGTERM/SIGINT (or ``max_idle`` s of nothing).
+
+        Between files the loop sleeps ``interval`` seconds, or less when the earliest
+        pending 30-day lapse (Act §31(2)) falls due sooner: it then writes that lapse
+        at once (`after_commit`), dated when written (Act §34(1)(2)).
+        """
         done = spool / "done"
         done.mkdir(parents=True, exist_ok=True)
         stop = False
@@ -191,18 +255,31 @@ class Builder:
 
         old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
         idle_since = last_refresh = time.monotonic()
+        due = next_lapse(self.store)
         try:
             while not stop:
                 files = sorted(p for p in spool.iterdir() if p.suffix == ".jsonl" and p.is_file())
                 if not files:
+                    now = self.clock()
+                    if due is not None and due <= now:
+                        report = BuildReport(summary=Summary())
+                        self.after_commit(self._applier(None), report, now)
+                        self.emit({"event": "lapse", "due": due, **report.as_dict()})
+                        last_refresh = time.monotonic()
+                        due = next_lapse(self.store)
+                        continue
                     if max_idle is not None and time.monotonic() - idle_since > max_idle:
                         return
                     if time.monotonic() - last_refresh > self.refresh_every():
                         report = BuildReport(summary=Summary())
-                        self.after_commit(self._applier(None), report, datetime.now(UTC))
+                        self.after_commit(self._applier(None), report, now)
                         self.emit({"event": "refresh", **report.as_dict()})
                         last_refresh = time.monotonic()
-                    time.sleep(interval)
+                        due = next_lapse(self.store)
+                    wait = interval
+                    if due is not None:
+                        wait = min(wait, max(0.0, (due - self.clock()).total_seconds()))
+                    time.sleep(wait)
                     continue
                 for p in files:
                     t0 = time.monotonic()
@@ -213,7 +290,7 @@ class Builder:
                     p.rename(done / p.name)
                     report = BuildReport(summary=applier.summary)
                     report.seconds["apply"] = committed
-                    self.after_commit(applier, report, datetime.now(UTC))
+                    self.after_commit(applier, report, self.clock())
                     self.emit(
                         {
                             "event": "spool-file",
@@ -225,6 +302,7 @@ class Builder:
                     last_refresh = time.monotonic()
                     if stop:
                         break
+                due = next_lapse(self.store)
                 idle_since = time.monotonic()
         finally:
             for s, h in old.items():

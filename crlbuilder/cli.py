@@ -36,7 +36,7 @@ def _as_of(text: str) -> datetime:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from crlbuilder.build import Builder, sources
+    from crlbuilder.build import AsOfError, Builder, sources
     from crlbuilder.storeformat import StoreFormatError
 
     try:
@@ -48,13 +48,12 @@ def _build(args: argparse.Namespace) -> int:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
     try:
-        as_of = args.as_of or datetime.now(UTC)
         try:
             paths = sources(cfg)
-        except FileNotFoundError as e:
+            report = builder.build(paths, args.as_of)
+        except (FileNotFoundError, AsOfError) as e:
             print(f"crlbuilder build: error: {e}", file=sys.stderr)
             return 2
-        report = builder.build(paths, as_of)
         builder.emit({"event": "build", **report.as_dict()})
         if args.follow:
             if not cfg.input.spool:
@@ -161,7 +160,13 @@ def parser() -> argparse.ArgumentParser:
     )
     add_arguments(b)
     b.add_argument(
-        "--as-of", type=_as_of, help="the build instant (default now): 30-day lapses, thisUpdate"
+        "--as-of",
+        type=_as_of,
+        metavar="TIME",
+        help="build as if the clock read TIME (ISO 8601 with a timezone; default now): commits, "
+        "30-day lapses (Act §31(2)) and CRL/OCSP thisUpdate are dated TIME. Refused (exit 2, "
+        "nothing written) when TIME is earlier than the store's last commit: a store never "
+        "goes back in time. A following --follow loop runs on the real clock.",
     )
     b.add_argument(
         "--follow", action="store_true", help="then watch the spool directory (input.spool)"

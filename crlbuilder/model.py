@@ -10,6 +10,11 @@ issuance records (発行記録, Act §7, §26), revocation requests and reports
 compromise (発行者署名符号の漏えい等, §14, §16-12, §33, §35-12) and consents for
 特定署名用電子証明書記録情報 (§18(3)).
 
+The Act states each rule once per family, so every article jpki-va cites comes
+from a per-family table: `CATEGORY_ARTICLES` for the revocation categories,
+`DUTY_ARTICLES` for the duties around them (notices, announcements, issuance
+checks).
+
 The JSON Lines wire format of the records is this module's `Record` union,
 tagged by the field ``type``; see docs/records.md for the format with examples.
 """
@@ -219,6 +224,63 @@ CATEGORY_ARTICLES: Final[dict[Category, dict[Family, str]]] = {
     Category.CARD_CASCADE: {
         Family.SIGN_MOBILE: "Act §16-13",
         Family.AUTH_MOBILE: "Act §35-13",
+    },
+}
+
+
+class Duty(enum.Enum):
+    """What else the law cites per family, beside the revocation categories (`CATEGORY_ARTICLES`).
+
+    Every citation jpki-va writes (a notice, a quarantine reason) comes from `DUTY_ARTICLES`,
+    so that each family cites its own article: the Act repeats each rule once per family.
+    """
+
+    HOLDER_NOTIFICATION = "holder-notification"
+    """通知: tell the holder of a recording error that the certificate lost effect."""
+    PUBLIC_ANNOUNCEMENT = "public-announcement"
+    """公表: announce that an issuing-key compromise made certificates lose effect."""
+    DOUBLE_ISSUANCE = "double-issuance"
+    """二重発行の禁止: no second valid certificate of a family."""
+    VALIDITY = "validity"
+    """有効期間: the last day a certificate may be valid."""
+    CARD_CERT_VALID = "card-cert-valid"
+    """A mobile certificate needs a card certificate that has not lost effect."""
+
+    def article(self, family: Family) -> str:
+        """The article of ``family`` that imposes this duty."""
+        return DUTY_ARTICLES[self][family]
+
+
+DUTY_ARTICLES: Final[dict[Duty, dict[Family, str]]] = {
+    Duty.HOLDER_NOTIFICATION: {
+        Family.SIGN_CARD: "Act §15(2)",
+        Family.SIGN_MOBILE: "Act §16-14(2)",
+        Family.AUTH_CARD: "Act §34(2)",
+        Family.AUTH_MOBILE: "Act §35-14(2)",
+    },
+    Duty.PUBLIC_ANNOUNCEMENT: {
+        Family.SIGN_CARD: "Act §15(3), Ord §23",
+        Family.SIGN_MOBILE: "Act §16-14(3)",
+        Family.AUTH_CARD: "Act §34(3), Ord §58",
+        Family.AUTH_MOBILE: "Act §35-14(3)",
+    },
+    Duty.DOUBLE_ISSUANCE: {
+        Family.SIGN_CARD: "Act §6",
+        Family.SIGN_MOBILE: "Act §16-5",
+        Family.AUTH_CARD: "Act §25",
+        Family.AUTH_MOBILE: "Act §35-5",
+    },
+    Duty.VALIDITY: {
+        Family.SIGN_CARD: "Ord §13",
+        Family.SIGN_MOBILE: "Act §16-4",
+        Family.AUTH_CARD: "Ord §49",
+        Family.AUTH_MOBILE: "Act §35-4",
+    },
+    Duty.CARD_CERT_VALID: {
+        # §16-2(3): the card certificate must not have lost effect (§15(1));
+        # §35-2(1): only a holder of an auth-card certificate may apply.
+        Family.SIGN_MOBILE: "Act §16-2(3)",
+        Family.AUTH_MOBILE: "Act §35-2(1)",
     },
 }
 
@@ -445,6 +507,10 @@ class ResidentChange(_Base, frozen=True, kw_only=True, tag="resident-change"):
     """For RECORD_DELETION: why."""
     planned_date: date | None = None
     """For MOVE_OUT_NOTICE: the planned move-out date (転出の予定年月日)."""
+    notified_at: datetime | None = None
+    """For MOVE_OUT_NOTICE and MOVE_IN_NOTICE: when the holder made the notice (届出), if
+    earlier than ``recorded_at``. The 国外転出届 window (Act §12(2), §31(2)) and the
+    30-day rule count from the notice, not from its record; defaults to ``recorded_at``."""
     abroad: bool = False
     """For MOVE_OUT_NOTICE: a move-abroad notice (国外転出届)."""
 

@@ -150,6 +150,37 @@ def validity_end(
     return end
 
 
+def latest_validity_end(
+    *,
+    family: Family,
+    issued: date,
+    renewal: bool,
+    birth_date: date | None,
+    auth_cert_end: date | None = None,
+    card_cert_end: date | None = None,
+) -> date:
+    """The latest last day of validity the rules allow, from what an issuance record tells.
+
+    `validity_end` with the card's expiry unknown (no record carries it), so an upper
+    bound: Ord §13(1)/§49(1)'s 5th birthday after issuance, the 6th for a renewal
+    (``renewal``: the previous certificate had less than three months left); for a
+    sign-card certificate the end of the holder's valid auth-card certificate (Ord
+    §13(2)); for a mobile one its card certificate's end (Act §16-4, §35-4). Without
+    the birth date (auth certificates carry no facts) the n-th birthday after issuance
+    is at the latest the day after the n-th anniversary of issuance.
+    """
+    n = 6 if renewal else 5
+    if birth_date is not None:
+        end = nth_birthday_after(birth_date, issued, n)
+    else:
+        end = birthday_in(issued, issued.year + n) + timedelta(days=1)
+    if family is Family.SIGN_CARD and auth_cert_end is not None:
+        end = min(end, auth_cert_end)
+    if family.is_mobile and card_cert_end is not None:
+        end = min(end, card_cert_end)
+    return end
+
+
 def months_before(d: date, months: int) -> date:
     """The same day ``months`` calendar months earlier (clamped to the month's last day)."""
     total = d.year * 12 + (d.month - 1) - months
@@ -172,7 +203,11 @@ def is_renewal(previous_end: date, issued: date) -> bool:
 
 
 class MoveOutNotice(NamedTuple):
-    """A move-out notice (転出届) the 機構 has learnt of, for the rules that depend on it."""
+    """A move-out notice (転出届) the 機構 has learnt of, for the rules that depend on it.
+
+    ``notified_at`` is when the holder made the notice, as its record carries it
+    (not when the record arrived): the window of Act §12(2), §31(2) starts there.
+    """
 
     notified_at: datetime
     planned_date: date

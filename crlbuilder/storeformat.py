@@ -279,6 +279,9 @@ class PendingMoveOut(msgspec.Struct, frozen=True, kw_only=True):
     planned_date: str
     """ISO date."""
     abroad: bool
+    lapsed_at: int = 0
+    """When its 30-day lapse was written (0: pending). Kept so that a record arriving
+    later (a deletion, a late move-in) is still judged by this notice's dates."""
 
 
 class CrlFileEntry(msgspec.Struct, frozen=True, kw_only=True):

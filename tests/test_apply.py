@@ -251,7 +251,7 @@ def test_act_6_double_issuance_quarantined(world: World) -> None:
     world.apply([
         {"type": "revocation-request", "id": rid(), "recorded_at": ts(6), "serial": 101,
          "issuer": "sign-card-g1", "reason": "renewal"},
-        issuance(151, "sign-card-g2", H1, day=6),
+        issuance(151, "sign-card-g2", H1, day=6, not_after=ts(1500)),  # Ord §13(2): auth end
     ])  # fmt: skip
     assert world.status("sign-card-g2", 151).state == sf.STATE_GOOD
     assert world.status("sign-card-g1", 101).reason_enum is Reason.SUPERSEDED

@@ -1,0 +1,233 @@
+"""The 30-day rule in time (Act §31(2), §34(1)(2)) and the build instant (`--as-of`).
+
+Act §31(2)'s lapse is a record the 機構 writes when time makes it due; the
+certificate loses effect when it is written (§34(1)(2)). So the follow loop
+writes it when it falls due (a timer, not the periodic refresh), dates it when
+written, never earlier, and a build may not go back before the store's last commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from crlbuilder import rules
+from crlbuilder import storeformat as sf
+from crlbuilder.build import AsOfError, Builder
+from crlbuilder.cli import main as cli_main
+from crlbuilder.config import BuilderConfig, write_facts_key
+from crlbuilder.manifest import Manifest
+from crlbuilder.model import Category
+from tests.test_apply import H1, World, holder_set, rid
+
+# ---------------------------------------------------------------------------
+# The applier: dated when written (Act §34(1)(2)), not at the due instant
+# ---------------------------------------------------------------------------
+
+PLANNED = date(2024, 2, 19)  # T0 + 40 days in tests.test_apply
+DUE = rules.move_out_lapse(PLANNED)
+
+
+class FakeClock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.store.close()
+
+
+def published(world: World) -> None:
+    """Mark the store as having completed a build (its answers may have been published)."""
+    with world.store.env.begin(write=True) as txn:
+        txn.put(sf.META_BUILD, sf.pack_u32(1), db=world.store.dbs[sf.DB_META])
+
+
+def move_out(holder: str, day_recorded: str = "2024-02-14T00:00:00+00:00") -> dict[str, object]:
+    return {"type": "resident-change", "id": rid(), "recorded_at": day_recorded, "holder": holder,
+            "change": "move-out-notice", "planned_date": PLANNED.isoformat()}  # fmt: skip
+
+
+def test_act_34_1_2_lapse_dated_when_written_not_at_the_due_instant(world: World) -> None:
+    world.apply([*holder_set(H1), move_out(H1)])
+    published(world)
+    written = DUE + timedelta(minutes=17, seconds=3)
+    ap = world.apply([])
+    ap.clock = FakeClock(written)
+    assert ap.sweep_lapses(written) == 2  # the auth-card and its mobile (Act §35-13)
+    st = world.status("auth-card-g1", 102)
+    assert st.revoked and st.category_enum is Category.RESIDENT_CHANGE
+    assert st.revoked_at == int(written.timestamp())  # not DUE: never earlier than written
+    assert world.status("auth-mobile-g1", 104).revoked_at == st.revoked_at
+
+
+def test_act_31_2_lapse_not_written_before_the_clock_reaches_it(world: World) -> None:
+    """A record dated after the due instant does not make the lapse due while the clock is before it."""
+    world.apply(holder_set(H1))
+    published(world)
+    ap_clock = FakeClock(DUE - timedelta(seconds=1))
+    world.apply([move_out(H1)])
+    ap = world.apply([])
+    ap.clock = ap_clock
+    assert ap.sweep_lapses(DUE + timedelta(days=1)) == 0
+    assert not world.status("auth-card-g1", 102).revoked
+
+
+def test_act_31_2_first_build_dates_the_loaded_history_at_the_due_instants(world: World) -> None:
+    """A new store published nothing yet: its history's lapses carry their due instants."""
+    world.apply([*holder_set(H1), move_out(H1)])
+    ap = world.apply([])
+    assert ap.sweep_lapses(DUE + timedelta(days=3)) == 2
+    assert world.status("auth-card-g1", 102).revoked_at == int(DUE.timestamp())
+
+
+# ---------------------------------------------------------------------------
+# The follow loop: a timer on the earliest pending lapse
+# ---------------------------------------------------------------------------
+
+
+def config(tmp: Path, pki: Path) -> BuilderConfig:
+    key = tmp / "facts.key"
+    write_facts_key(key)
+    data = {
+        "store": {"path": str(tmp / "store"), "map_size_gib": 1},
+        "pki": {"manifest": str(pki)},
+        "input": {"paths": [str(tmp / "records")], "spool": str(tmp / "spool"),
+                  "quarantine": str(tmp / "quarantine.jsonl"), "notices": str(tmp / "notices.jsonl")},
+        "keys": {"facts_key_file": str(key)},
+        "ocsp": {"sign_workers": 1},
+        "crl": {"directory": str(tmp / "crl")},
+    }  # fmt: skip
+    return msgspec.convert(data, BuilderConfig)
+
+
+def auth_card_history(manifest: Manifest, clock: datetime, planned: date) -> list[bytes]:
+    issuer = next(i for i in manifest.issuers if i.id.startswith("auth-card"))
+    holder = hashlib.sha256(b"lapse-holder").hexdigest()
+    issued = clock - timedelta(days=60)
+    recs: list[dict[str, object]] = [
+        {"type": "issuance", "id": "i1", "recorded_at": issued.isoformat(), "serial": 4242,
+         "family": "auth-card", "issuer": issuer.id, "not_before": issued.isoformat(),
+         "not_after": (issued + timedelta(days=1000)).isoformat(), "holder": holder},
+        {"type": "resident-change", "id": "m1", "recorded_at": (issued + timedelta(days=1)).isoformat(),
+         "holder": holder, "change": "move-out-notice", "planned_date": planned.isoformat()},
+    ]  # fmt: skip
+    return [msgspec.json.encode(r) for r in recs]
+
+
+def test_act_31_2_follow_writes_the_lapse_when_it_falls_due(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    pki, manifest = demo_pki
+    cfg = config(tmp_path, pki)
+    # a clock two seconds before a lapse instant (00:00 JST of planned + 31)
+    planned = (datetime.now(rules.JST) - timedelta(days=40)).date()
+    due = rules.move_out_lapse(planned)
+    offset = due - timedelta(seconds=2) - datetime.now(UTC)
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset
+
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "a.jsonl").write_bytes(
+        b"\n".join(auth_card_history(manifest, clock(), planned)) + b"\n"
+    )
+    (tmp_path / "spool").mkdir()
+    log = (tmp_path / "log.jsonl").open("w")
+    b = Builder(cfg, progress=False, log=log, clock=clock)
+    try:
+        report = b.build([tmp_path / "records" / "a.jsonl"])
+        assert report.summary.applied == 2 and report.lapses == 0
+        index = next(i.index for i in b.store.issuers() if i.id.startswith("auth-card"))
+        st = b.store.status_of(index, 4242)
+        assert st is not None and not st.revoked
+        before = clock()
+        # the refresh cycle is half an hour and the spool is polled every 10 s: only the
+        # lapse timer wakes the loop before max_idle ends it
+        b.follow(tmp_path / "spool", 10.0, max_idle=1.0)
+        after = clock()
+        st = b.store.status_of(index, 4242)
+        assert st is not None and st.revoked, "the lapse was not written when it fell due"
+        assert st.category_enum is Category.RESIDENT_CHANGE
+        # dated when written: not before the due instant, not before the loop started
+        assert int(due.timestamp()) <= st.revoked_at and int(before.timestamp()) <= st.revoked_at
+        assert st.revoked_at <= int(after.timestamp()) + 1
+    finally:
+        b.close()
+        log.close()
+    events = [
+        msgspec.json.decode(line) for line in (tmp_path / "log.jsonl").read_bytes().splitlines()
+    ]
+    assert [e["event"] for e in events] == ["lapse"]
+    assert events[0]["lapses_applied"] == 1
+
+
+# ---------------------------------------------------------------------------
+# --as-of earlier than the store's last commit: refused, nothing written
+# ---------------------------------------------------------------------------
+
+
+def test_as_of_before_the_last_commit_refused_and_nothing_written(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest], capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki, manifest = demo_pki
+    cfg = config(tmp_path, pki)
+    now = datetime.now(UTC).replace(microsecond=0)
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "a.jsonl").write_bytes(
+        b"\n".join(auth_card_history(manifest, now - timedelta(days=1), now.date())) + b"\n"
+    )
+    b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        b.build([tmp_path / "records" / "a.jsonl"], now)
+        # the same instant again is no step back (a rerun after a kill)
+        b.build([tmp_path / "records" / "a.jsonl"], now)
+        with pytest.raises(AsOfError, match="earlier than the store's last commit"):
+            b.build([tmp_path / "records" / "a.jsonl"], now - timedelta(seconds=1))
+        # a build with nothing new still publishes CRLs dated as of its instant: the next
+        # build may not be dated between the two (a delta CRL before the full one)
+        later = now + timedelta(minutes=5)
+        assert b.build([tmp_path / "records" / "a.jsonl"], later).summary.commits == 0
+        with pytest.raises(AsOfError, match="earlier than the store's last commit"):
+            b.build([tmp_path / "records" / "a.jsonl"], later - timedelta(minutes=1))
+    finally:
+        b.close()
+    data = (tmp_path / "store" / "data.mdb").read_bytes()
+    crls = sorted((p.name, p.read_bytes()) for p in (tmp_path / "crl").rglob("*") if p.is_file())
+    (tmp_path / "records" / "b.jsonl").write_bytes(
+        msgspec.json.encode({"type": "revocation-request", "id": "late", "recorded_at":
+                             (now - timedelta(hours=1)).isoformat(), "serial": 4242,
+                             "issuer": manifest.issuers[0].id, "reason": "loss"}) + b"\n"
+    )  # fmt: skip
+    flags = ["--store", cfg.store.path, "--pki", cfg.pki.manifest, "--input", str(tmp_path / "records"),
+             "--facts-key-file", cfg.keys.facts_key_file, "--crl-dir", cfg.crl.directory,
+             "--quarantine", cfg.input.quarantine, "--notices", cfg.input.notices, "--no-progress",
+             "--map-size-gib", "1"]  # fmt: skip
+    rc = cli_main(["build", *flags, "--as-of", (now - timedelta(days=1)).isoformat()])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "earlier than the store's last commit" in err and "nothing was written" in err
+    assert (tmp_path / "store" / "data.mdb").read_bytes() == data
+    assert (
+        sorted((p.name, p.read_bytes()) for p in (tmp_path / "crl").rglob("*") if p.is_file())
+        == crls
+    )
+    assert not (tmp_path / "quarantine.jsonl").exists()
+
+
+def test_as_of_documented_in_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["build", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "earlier than the store's last commit" in text and "nothing written" in text
