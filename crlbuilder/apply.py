@@ -541,6 +541,7 @@ class Applier:
                 planned_date=rec.planned_date.isoformat(), abroad=rec.abroad,
             )  # fmt: skip
             b.txn.put(holder, msgspec.json.encode(p), db=self.db[sf.DB_PENDING])
+            self._new_version(b, holder, (Family.AUTH_CARD, Family.AUTH_MOBILE))
             return True
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
             if pending is None:
@@ -565,6 +566,19 @@ class Applier:
                         rec.recorded_at, rec.recorded_at, st,
                     )  # fmt: skip
         return changed
+
+    def _new_version(self, b: _Batch, holder: bytes, families: tuple[Family, ...]) -> None:
+        """Give the holder's good certificates of ``families`` a new status version.
+
+        A move-out notice changes no status but bounds the nextUpdate of their good
+        answers (Act §31(2), see `Store.lapse_due`): a new version keeps every
+        responder worker from serving an answer it cached before the notice.
+        """
+        for family in families:
+            for key in self._holder_certs(b, holder, family):
+                st = self._status(b, key)
+                if not st.revoked and st.version != b.seq:
+                    b.txn.put(key, st._replace(version=b.seq).pack(), db=self.db[sf.DB_STATUS])
 
     def _holder_known(self, b: _Batch, holder: bytes) -> bool:
         return any(self._holder_certs(b, holder, f) for f in Family)

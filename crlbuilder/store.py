@@ -12,15 +12,21 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import lmdb
 
+from crlbuilder import rules
 from crlbuilder import storeformat as sf
+from crlbuilder.model import Family
 
 DEFAULT_MAP_SIZE: Final = 64 << 30
 """64 GiB of address space: a sparse file, it costs only what is written."""
+
+_LAPSE_FAMILIES: Final = frozenset({Family.AUTH_CARD.code, Family.AUTH_MOBILE.code})
+"""The families a 30-day lapse revokes: auth-card (Act §31(2)) and, by cascade, auth-mobile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,61 @@ class Store:
         if not cur.set_key(key):
             return []
         return [bytes(v) for v in cur.iternext_dup()]
+
+    def pending_move_out(self, holder: bytes, txn: Any = None) -> sf.PendingMoveOut | None:
+        """The holder's move-out notice (転出届) whose 30-day lapse is not written yet, or None.
+
+        None too once the lapse was written (Act §31(2)): the revocation is then in
+        the status records themselves.
+        """
+        raw = self._get(sf.DB_PENDING, holder, txn)
+        if raw is None:
+            return None
+        pending = sf.pending_decoder.decode(raw)
+        return None if pending.lapsed_at else pending
+
+    def lapse_due(self, st: sf.StatusRecord, txn: Any = None) -> int:
+        """When the good certificate ``st`` loses effect by its holder's pending 30-day lapse.
+
+        Epoch seconds of the due instant (`rules.move_out_lapse`), 0 when no pending
+        lapse will revoke it. Mirrors what the applier writes when the lapse falls
+        due (異動等失効情報, Act §31(2), effective when written, §34(1)(2)): an
+        auth-card certificate not exempt by the 国外転出届 window (`rules.lapse_revokes`),
+        and the holder's auth-mobile certificates when one such auth-card certificate
+        goes with it (cascade, Act §35-13). Other families have no 30-day rule. Costs
+        one read for an auth certificate (a cursor more for a mobile one whose holder
+        has a pending notice), none otherwise.
+        """
+        if st.revoked or st.family not in _LAPSE_FAMILIES:
+            return 0
+        pending = self.pending_move_out(st.holder, txn)
+        if pending is None:
+            return 0
+        notice = rules.MoveOutNotice(
+            notified_at=datetime.fromtimestamp(pending.notified_at, UTC),
+            planned_date=date.fromisoformat(pending.planned_date),
+            abroad=pending.abroad,
+        )
+        due = rules.move_out_lapse(notice.planned_date)
+        if st.family == Family.AUTH_CARD.code:
+            cards = [st]
+        else:
+            with self._txn(txn) as t:
+                cards = [
+                    sf.unpack_status(t.get(k, db=self.status))
+                    for k in self.holder_certs(st.holder, Family.AUTH_CARD.code, t)
+                ]
+        due_at = int(due.timestamp())
+        for card in cards:
+            if (
+                not card.revoked
+                and card.not_after > due_at
+                and rules.lapse_revokes(
+                    notice, issued_at=datetime.fromtimestamp(card.not_before, UTC), as_of=due
+                )
+            ):
+                return due_at
+        return 0
 
     def crl_files(self, txn: Any = None) -> list[sf.CrlFileEntry]:
         with self._txn(txn) as t:

@@ -24,6 +24,17 @@ Certificate status: records mode (a store built from issuance records): a
 serial with no issuance record is ``unknown``; an expired, never revoked one is
 ``good`` (OCSP speaks of revocation; expiry shows in the certificate itself).
 CRL-import mode (a group appliance): a serial absent from the 機構's CRL is good.
+
+A good answer's nextUpdate (and so the HTTP max-age and Expires derived from
+it, RFC 5019 §6.2) never passes the instant the certificate is due to lose
+effect: its notAfter (Act §15(1)(5), §16-14(1)(5), §34(1)(5), §35-14(1)(5)), and
+for an auth certificate its holder's pending 30-day lapse (Act §31(2), through
+`Store.lapse_due`), so no client keeps a cached good past either. The bound is
+computed when the answer is signed and travels with the cached entry (a cache
+hit reads nothing more); a move-out notice bumps the status version of the
+holder's auth certificates, so an answer cached before it is not served. The
+lapse takes effect only when the builder writes it (§34(1)(2)): between the due
+instant and that write the answer is ``tryLater``, never good.
 """
 
 from __future__ import annotations
@@ -130,6 +141,20 @@ def promised_next_update(store: Store, issuer_index: int, txn: Any) -> int:
     )
 
 
+def good_next_update(next_update: int, now: int, not_after: int, lapse: int) -> int:
+    """A good answer's nextUpdate: ``next_update`` bounded by when the certificate loses effect.
+
+    ``not_after`` (expiry, Act §34(1)(5) and its kin) and ``lapse`` (a pending 30-day
+    lapse, Act §31(2), 0 for none) bound it when still ahead of ``now``; an expired
+    certificate keeps ``next_update`` (its answer stays good: nothing can revoke it
+    any more, and a bound before thisUpdate is no valid answer).
+    """
+    for bound in (not_after, lapse):
+        if now < bound < next_update:
+            next_update = bound
+    return next_update
+
+
 def store_generation(store: Store, txn: Any) -> tuple[int, int]:
     """(commit sequence, build number): changes whenever crlbuilder wrote anything.
 
@@ -185,6 +210,8 @@ class OcspService:
         self._fresh_until: dict[int, int] = {}
         self.crl_import = False
         self.stale_refusals = 0
+        self.lapse_refusals = 0
+        """tryLater answers for a certificate whose 30-day lapse is due but not yet written."""
 
     # --- store metadata -------------------------------------------------------
 
@@ -282,6 +309,13 @@ class OcspService:
                         SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, st.reason)
                     )
                 else:
+                    lapse = self.store.lapse_due(st, txn)
+                    if lapse and lapse <= now:  # due, not yet written by the builder
+                        self.lapse_refusals += 1
+                        return Ready(
+                            ERRORS[ResponseStatus.TRY_LATER], ocsp_status=ResponseStatus.TRY_LATER
+                        )
+                    next_update = good_next_update(next_update, now, st.not_after, lapse)
                     answers.append(SingleAnswer(cid.der, CertStatus.GOOD))
                 statuses.append(_STATUS_NAME[CertStatus(answers[-1].status)])
         return SignJob(
