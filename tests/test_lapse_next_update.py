@@ -330,6 +330,36 @@ def test_act_31_2_answer_cached_before_the_move_out_notice_is_not_served_after_i
         b.close()
 
 
+def test_act_34_1_5_good_answer_never_outlives_its_not_after(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """Expiry ends a certificate's effect too (Act §34(1)(5)): nextUpdate stops at notAfter."""
+    pki, manifest = demo_pki
+    t = datetime.now(UTC).replace(microsecond=0)
+    end = t + timedelta(minutes=20)
+    rec = {"type": "issuance", "id": "short", "recorded_at": (t - timedelta(days=1)).isoformat(),
+           "serial": SERIALS[Family.AUTH_CARD], "family": "auth-card",
+           "issuer": issuer(manifest, Family.AUTH_CARD).id,
+           "not_before": (t - timedelta(days=1)).isoformat(), "not_after": end.isoformat(),
+           "holder": HOLDER}  # fmt: skip
+    b = Builder(builder_config(tmp_path, pki), progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        b.build([write(tmp_path / "records" / "a.jsonl", [rec])], t)
+        clock = Clock(t)
+        svc = OcspService(b.store, manifest, good_validity_seconds=VALIDITY, cache_entries=100,
+                          clock=clock)  # fmt: skip
+        assert next_update(ask(svc, manifest, Family.AUTH_CARD)) == end
+        # once expired the answer stays good (nothing revokes it any more), with a full validity
+        clock.at = end + timedelta(seconds=1)
+        after = ask(svc, manifest, Family.AUTH_CARD)
+        assert status(after) is ocsp.OCSPCertStatus.GOOD
+        fresh = svc.fresh_until(issuer(manifest, Family.AUTH_CARD).index)  # the CRL's nextUpdate
+        unbound = min(clock.at + timedelta(seconds=VALIDITY), datetime.fromtimestamp(fresh, UTC))
+        assert next_update(after) == unbound > end
+    finally:
+        b.close()
+
+
 # ---------------------------------------------------------------------------
 # Through the real server: GET, Cache-Control max-age and Expires (RFC 5019 §6.2)
 # ---------------------------------------------------------------------------
