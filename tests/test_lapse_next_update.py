@@ -76,8 +76,9 @@ def test_act_31_2_lapse_due_of_auth_certificates_only(world: World) -> None:
     assert lapse_of(world, "auth-mobile-g1", 104) == DUE
     assert lapse_of(world, "sign-card-g1", 101) == 0
     assert lapse_of(world, "sign-mobile-g1", 103) == 0
-    world.apply([{"type": "resident-change", "id": rid(), "recorded_at": ts(45), "holder": H1,
-                  "change": "move-in-notice"}])  # fmt: skip
+    move_in: dict[str, object] = {"type": "resident-change", "id": rid(), "recorded_at": ts(45),
+                                  "holder": H1, "change": "move-in-notice"}  # fmt: skip
+    world.apply([move_in])
     assert world.store.pending_move_out(bytes.fromhex(H1)) is None
     assert lapse_of(world, "auth-card-g1", 102) == 0
 
