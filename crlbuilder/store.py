@@ -178,9 +178,9 @@ class Store:
         due (異動等失効情報, Act §31(2), effective when written, §34(1)(2)): an
         auth-card certificate not exempt by the 国外転出届 window (`rules.lapse_revokes`),
         and the holder's auth-mobile certificates when one such auth-card certificate
-        goes with it (cascade, Act §35-13). Other families have no 30-day rule. Costs
-        one read for an auth certificate (a cursor more for a mobile one whose holder
-        has a pending notice), none otherwise.
+        goes with it (cascade, Act §35-13, §35-14(1)(4)). Other families have no 30-day
+        rule. Costs one read for an auth certificate (a cursor more for a mobile one
+        whose holder has a pending notice), none otherwise.
         """
         if st.revoked or st.family not in _LAPSE_FAMILIES:
             return 0
