@@ -19,7 +19,10 @@ What each record does (the rules themselves are in `rules`):
 - resident change (異動): revoke the holder's card certificates as Act §12 and
   §31 say, keep move-out notices for the 30-day rule (Act §31(2)), which fires
   when the holder's next record or the end of the build passes its instant;
-- CA key compromise: revoke every valid certificate of the generation;
+- CA key compromise: revoke every valid certificate of the generation, and record
+  its public announcement (公表, Act §15(3), §16-14(3), §34(3), §35-14(3); Ord §23,
+  §58) in the ``announcements`` database in the same transaction, for the
+  responder to publish;
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13).
 
@@ -63,6 +66,19 @@ from crlbuilder.store import Store
 
 _facts_encoder: Final = msgspec.msgpack.Encoder()
 _facts_decoder: Final = msgspec.msgpack.Decoder(FourFacts)
+
+
+ANNOUNCEMENT_ARTICLES: Final[dict[Family, tuple[str, ...]]] = {
+    Family.SIGN_CARD: ("Act §15(3)", "Ord §23"),
+    Family.SIGN_MOBILE: ("Act §16-14(3)",),
+    Family.AUTH_CARD: ("Act §34(3)", "Ord §58"),
+    Family.AUTH_MOBILE: ("Act §35-14(3)",),
+}
+"""What orders the public announcement (公表) of an issuing-key compromise, per family.
+
+The Ordinance's §23 and §58 (by Internet or other means) cover card certificates
+only; the supplied Ordinance predates the mobile amendments, so mobiles follow the Act.
+"""
 
 
 class Refused(Exception):
@@ -498,9 +514,11 @@ class Applier:
                     not_after=from_epoch(st.not_after), at=rec.recorded_at,
                 ) and not st.revoked and st.not_before <= t:  # fmt: skip
                     keys.append(bytes(key))
+        cascaded_before = self.summary.revocations[Category.CARD_CASCADE.value]
         for key in keys:
             self._revoke(b, key, Category.CA_COMPROMISE, Category.CA_COMPROMISE.default_reason,
                          rec.recorded_at, rec.recorded_at)  # fmt: skip
+        cascaded = self.summary.revocations[Category.CARD_CASCADE.value] - cascaded_before
         updated = msgspec.structs.replace(meta, compromised_at=t)
         self._issuers[meta.id] = updated
         self._by_index[meta.index] = updated
@@ -508,6 +526,16 @@ class Applier:
             sf.META_ISSUERS,
             msgspec.json.encode(sorted(self._issuers.values(), key=lambda i: i.index)),
             db=self.db[sf.DB_META],
+        )
+        announcement = sf.Announcement(
+            issuer=meta.id, family=meta.family, generation=meta.generation, at=t,
+            certificates=len(keys), cascaded=cascaded,
+            articles=list(ANNOUNCEMENT_ARTICLES[meta.family]), commit=b.seq,
+        )  # fmt: skip
+        b.txn.put(
+            sf.announcement_key(meta.index),
+            msgspec.json.encode(announcement),
+            db=self.db[sf.DB_ANNOUNCEMENTS],
         )
         b.notices.append(
             Notice(kind="public-announcement", article="Act §15(3), Ord §23", record_id=rec.id,
