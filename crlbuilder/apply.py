@@ -519,6 +519,12 @@ class Applier:
             self._revoke(b, key, Category.CA_COMPROMISE, Category.CA_COMPROMISE.default_reason,
                          rec.recorded_at, rec.recorded_at)  # fmt: skip
         cascaded = self.summary.revocations[Category.CARD_CASCADE.value] - cascaded_before
+        # answers signed by the compromised key's delegate are not served again, even of
+        # certificates revoked earlier: the successor's delegate re-signs them (presign)
+        stored = b.txn.cursor(db=self.db[sf.DB_RESPONSES])
+        if stored.set_range(prefix):
+            while stored.key()[:2] == prefix and stored.delete():
+                pass
         updated = msgspec.structs.replace(meta, compromised_at=t)
         self._issuers[meta.id] = updated
         self._by_index[meta.index] = updated

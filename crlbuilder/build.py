@@ -69,6 +69,8 @@ class BuildReport:
     presign_kept: int = 0
     crls: list[dict[str, object]] = field(default_factory=list)
     crls_pruned: int = 0
+    crls_withheld: list[str] = field(default_factory=list)
+    """Compromised issuers without a successor: nothing was signed for them."""
     seconds: dict[str, float] = field(default_factory=dict)
     build: int = 0
 
@@ -81,6 +83,7 @@ class BuildReport:
             ocsp_kept=self.presign_kept,
             crls=self.crls,
             crls_pruned=self.crls_pruned,
+            crls_withheld=self.crls_withheld,
             seconds={k: round(v, 3) for k, v in self.seconds.items()},
         )
         return d
@@ -173,6 +176,7 @@ class Builder:
                 for e in pub.produced
             ]
             report.crls_pruned = pub.pruned
+            report.crls_withheld = pub.withheld
             report.seconds["crl"] = time.monotonic() - t
         with self.store.env.begin(write=True) as txn:
             build = self.store.meta_u32(sf.META_BUILD, txn) + 1

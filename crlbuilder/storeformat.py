@@ -265,6 +265,10 @@ class CrlState(msgspec.Struct, kw_only=True):
     """thisUpdate of the last full CRL: a new full CRL is due a cycle after it."""
     this_update: int = 0
     next_update: int = 0
+    base_signer: str = ""
+    """Hex SHA-256 of the key that signed the last full CRL: a delta CRL is only ever
+    signed by the key of its base, so a new signing key (after a compromise) starts with
+    a full CRL."""
 
 
 class OcspState(msgspec.Struct, kw_only=True):

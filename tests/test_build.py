@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 
 from crlbuilder import storeformat as sf
+from crlbuilder.manifest import ocsp_signer_files
 from crlbuilder.model import CertStatus
 from crlbuilder.ocspsign import ResponseSigner
 from crlbuilder.signer import PemSigner
@@ -81,8 +82,11 @@ def test_every_answer_matches_the_store(built: Built) -> None:
 def test_every_crl_verifies_and_lists_exactly_the_revoked(built: Built) -> None:
     store = Store.open(built.store, readonly=True)
     try:
+        compromised = {i.id for i in store.issuers() if i.compromised_at}
+        assert compromised == {"sign-card-g1"}
         for issuer in built.manifest.issuers:
-            ca = built.pki / issuer.cert
+            # after a compromise the successor key signs, under the generation's name (Act §14)
+            ca = built.pki / (issuer.successor_cert if issuer.id in compromised else issuer.cert)
             listed = openssl_crl_serials(built.crl_dir / f"{issuer.id}.crl", ca)
             keep_from = int(built.as_of.timestamp()) - RETENTION_DAYS * 86400
             with store.env.begin() as txn:
@@ -105,20 +109,27 @@ def test_every_crl_verifies_and_lists_exactly_the_revoked(built: Built) -> None:
 
 def test_presigned_answers_verify_with_openssl(built: Built) -> None:
     store = Store.open(built.store, readonly=True)
-    revoked = [a for a in built.answers if a.status is CertStatus.REVOKED][:6]
-    ocsp_files = {i.id: (i.ocsp_key, i.ocsp_cert) for i in built.manifest.issuers}
+    revoked_all = [a for a in built.answers if a.status is CertStatus.REVOKED]
+    revoked = revoked_all[:6]
     try:
+        compromised = {i.id for i in store.issuers() if i.compromised_at}
+        # after a compromise the successor's delegate signs: a Trusted Responder (-VAfile)
+        ocsp_files = {
+            i.id: ocsp_signer_files(built.manifest, i, i.id in compromised)
+            for i in built.manifest.issuers
+        }
         index = {i.id: i.index for i in store.issuers()}
+        revoked += [a for a in built.answers if a.issuer in compromised and a in revoked_all][:3]
         for a in revoked:
+            files = ocsp_files[a.issuer]
+            assert files is not None
             with store.env.begin() as txn:
                 raw = txn.get(
                     sf.status_key(index[a.issuer], a.serial), db=store.dbs[sf.DB_RESPONSES]
                 )
             assert raw is not None, a.case
             signer = ResponseSigner(
-                PemSigner.from_files(
-                    built.pki / ocsp_files[a.issuer][0], built.pki / ocsp_files[a.issuer][1]
-                )
+                PemSigner.from_files(built.pki / files[0], built.pki / files[1])
             )
             assert sf.unpack_response_head(raw)[3] == signer.signer_id
             der = bytes(raw[sf.RESPONSE_HEAD_BYTES :]) + signer.certs_suffix
@@ -126,7 +137,8 @@ def test_presigned_answers_verify_with_openssl(built: Built) -> None:
             resp.write_bytes(der)
             out = subprocess.run(
                 ["openssl", "ocsp", "-respin", str(resp), "-issuer", str(built.population / a.issuer_cert),
-                 "-cert", str(built.population / a.cert), "-CAfile", str(built.population / a.issuer_cert)],
+                 "-cert", str(built.population / a.cert), "-CAfile", str(built.population / a.issuer_cert),
+                 *(["-VAfile", str(built.pki / files[1])] if a.issuer in compromised else [])],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             assert "Response verify OK" in out.stderr, out.stderr
