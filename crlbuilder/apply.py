@@ -28,6 +28,11 @@ What each record does (the rules themselves are in `rules`):
 
 A revocation bumps the status record's version and deletes any stored answer
 for that serial in the same transaction, so no worker can serve a stale one.
+
+Retention and its end (Ord §70(1)(iii)): `Applier.erase_past_retention` erases
+the revocation records whose period (per family and legal category,
+configuration) has passed, from the store; CRLs leave them out by the same rule
+(`past_retention`).
 """
 
 from __future__ import annotations
@@ -127,6 +132,8 @@ class Summary:
     commits: int = 0
     revocations: Counter[str] = field(default_factory=Counter)
     notices: int = 0
+    erased: int = 0
+    """Revocation records erased past their retention (Ord §70(1)(iii))."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -138,6 +145,7 @@ class Summary:
             "commits": self.commits,
             "revocations_by_category": dict(sorted(self.revocations.items())),
             "notices": self.notices,
+            "erased_past_retention": self.erased,
         }
 
 
@@ -261,6 +269,56 @@ class Applier:
             txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
             self.summary.commits += 1
         return sum(self.summary.revocations.values()) - before
+
+    def erase_past_retention(
+        self, now: int, retention: Callable[[Family, Category], int], *, keep_time: bool
+    ) -> int:
+        """Erase the revocation records whose retention has passed (Ord §70(1)(iii)); returns how many.
+
+        A revocation record is kept for the period set by Cabinet order (政令で定める期間)
+        for its family and legal category, counted from when it was recorded (Act §11-§14,
+        §16-10-§16-13, §30-§33, §35-10-§35-13: 記録をした日から). Past it (`past_retention`),
+        in one write transaction: its CRL entry (``revoked``) and its stored answer
+        (``responses``) are deleted, and the status record keeps only that the certificate
+        lost effect (`storeformat.STATE_ERASED`): no category, no reason, and the time only
+        when ``keep_time`` (``crl.erased_answer = "revoked"``). The issuance side (links,
+        sealed facts) is not revocation information and is left to its own retention.
+        """
+        due: list[bytes] = []
+        with self.store.env.begin() as txn:
+            status_db = self.db[sf.DB_STATUS]
+            for key, raw in txn.cursor(db=self.db[sf.DB_REVOKED]):
+                entry = sf.unpack_revoked(raw)
+                meta = self._by_index.get(int.from_bytes(key[:2], "big"))
+                category = Category.from_code(entry.category) if entry.category else None
+                if meta is None or category is None:
+                    continue
+                keep = retention(meta.family, category)
+                if entry.recorded_at + keep > now:
+                    continue  # the cheap test first: most records are within retention
+                st = sf.unpack_status(txn.get(key, db=status_db))
+                if past_retention(entry.recorded_at, st.not_after, now, keep):
+                    due.append(bytes(key))
+        if not due:
+            return 0
+        seq = self.store.meta_u32(sf.META_COMMIT) + 1
+        with self.store.env.begin(write=True) as txn:
+            for key in due:
+                st = sf.unpack_status(txn.get(key, db=self.db[sf.DB_STATUS]))
+                erased = st._replace(
+                    version=seq, state=sf.STATE_ERASED, category=0, reason=0,
+                    revoked_at=st.revoked_at if keep_time else 0,
+                )  # fmt: skip
+                txn.put(key, erased.pack(), db=self.db[sf.DB_STATUS])
+                txn.delete(key, db=self.db[sf.DB_REVOKED])
+                txn.delete(key, db=self.db[sf.DB_RESPONSES])
+            txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
+            txn.put(
+                sf.META_COMMITTED_AT, sf.pack_i64(epoch(datetime.now(UTC))), db=self.db[sf.DB_META]
+            )
+            self.summary.commits += 1
+        self.summary.erased += len(due)
+        return len(due)
 
     # --- per record ---------------------------------------------------------
 
@@ -581,6 +639,17 @@ class Applier:
         with os.fdopen(fd, "ab") as f:
             for n in notices:
                 f.write(msgspec.json.encode(n) + b"\n")
+
+
+def past_retention(recorded_at: int, not_after: int, now: int, retention: int) -> bool:
+    """Whether a revocation record is erased (and left out of CRLs) at ``now``.
+
+    When its retention has passed (Ord §70(1)(iii)) and the certificate has expired: a
+    revoked certificate still within its validity must stay listed as revoked whatever
+    the configured period says (erasing it then would make it look valid), so a period
+    shorter than the validity keeps the record until the certificate's notAfter.
+    """
+    return recorded_at + retention <= now and not_after <= now
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

@@ -152,6 +152,11 @@ class Builder:
         report.lapses = applier.sweep_lapses(as_of)
         report.seconds["lapses"] = time.monotonic() - t
         now = epoch(as_of)
+        t = time.monotonic()  # Ord §70(1)(iii): erase what passed its retention, before the CRLs
+        applier.erase_past_retention(
+            now, self.cfg.crl.retention_seconds, keep_time=self.cfg.crl.erased_answer == "revoked"
+        )
+        report.seconds["erase"] = time.monotonic() - t
         if self.cfg.ocsp.presign:
             t = time.monotonic()
             ps = Presigner(

@@ -5,8 +5,11 @@ exists yet or the last full one is older than ``full_every_seconds``) or a
 delta CRL listing what was revoked since the last full one (RFC 5280 §5.2.4,
 deltaCRLIndicator; full CRLs point at the delta with freshestCRL). Full and
 delta CRLs share one CRL number sequence per issuer. A full CRL lists every
-revocation whose record is still within the family's retention period (政令で
-定める期間, configuration since the Cabinet order is outside our texts).
+revocation whose record is still within its retention period (政令で定める期間,
+configuration per family and legal category since the Cabinet order is outside
+our texts); a record past it is left out once its certificate has expired
+(`crlbuilder.apply.past_retention`, the rule by which the store erases it,
+Ord §70(1)(iii)).
 
 Files: ``DIR/<issuer>.crl`` and ``DIR/<issuer>-delta.crl`` are the current
 ones (replaced atomically; the certificates' CRL distribution points name
@@ -46,9 +49,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from crlbuilder import storeformat as sf
-from crlbuilder.config import CrlSection
+from crlbuilder.apply import past_retention
+from crlbuilder.config import DEFAULT_RETENTION_DAYS, CrlSection
 from crlbuilder.crl import encode_crl, write_crl_file
 from crlbuilder.manifest import IssuerFiles, Manifest
+from crlbuilder.model import Category
 from crlbuilder.signer import PemSigner
 from crlbuilder.store import Store
 
@@ -135,7 +140,11 @@ class CrlPublisher:
             or state.base_signer != signer_key
         )
         out: list[sf.CrlFileEntry] = []
-        retention = self.cfg.retention_days[issuer.family.value] * DAY
+        retention = {
+            c.code: self.cfg.retention_seconds(issuer.family, c)
+            for c in Category
+            if c.applies_to(issuer.family)
+        }
         with self.store.env.begin() as txn:
             commit = self.store.meta_u32(sf.META_COMMIT, txn)
             if full_due:
@@ -173,11 +182,19 @@ class CrlPublisher:
         return out
 
     def _entries(
-        self, txn: Any, issuer: IssuerFiles, now: int, retention: int, since_build: int | None
+        self,
+        txn: Any,
+        issuer: IssuerFiles,
+        now: int,
+        retention: dict[int, int],
+        since_build: int | None,
     ) -> Iterator[tuple[int, int, int]]:
         for serial, e in self.store.revoked_entries(issuer.index, txn):
-            if e.recorded_at + retention <= now:
-                continue
+            keep = retention.get(e.category, DEFAULT_RETENTION_DAYS * DAY)
+            if e.recorded_at + keep <= now:  # rare: look up the certificate's expiry
+                st = self.store.status_of(issuer.index, serial, txn)
+                if st is None or past_retention(e.recorded_at, st.not_after, now, keep):
+                    continue
             if since_build is not None and e.build <= since_build:
                 continue
             yield serial, e.revoked_at, e.reason
@@ -191,7 +208,7 @@ class CrlPublisher:
         number: int,
         now: int,
         delta_base: int | None,
-        retention: int,
+        retention: dict[int, int],
         since_build: int | None,
     ) -> sf.CrlFileEntry:
         delta = delta_base is not None

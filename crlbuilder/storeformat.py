@@ -8,7 +8,7 @@ databases (docs/store.md has the same table with examples):
 ========== ============================== =========================================
 database   key                            value
 ========== ============================== =========================================
-status     issuer u16 | serial 20 B       `StatusRecord` (64 B, big-endian)
+status     issuer u16 | serial 20 B       `StatusRecord` (64 B, big-endian): good, revoked, erased
 revoked    issuer u16 | serial 20 B       `RevokedEntry` (26 B): CRL entries
 responses  issuer u16 | serial 20 B       version | this/nextUpdate | signer id | DER stem
 links      holder 32 B | family u8        dupsort: status keys (22 B) of the holder
@@ -89,6 +89,10 @@ HOLDER_BYTES: Final = 32
 
 STATE_GOOD: Final = 0
 STATE_REVOKED: Final = 1
+STATE_ERASED: Final = 2
+"""The certificate lost effect by a record whose retention has passed and which was erased
+(Ord §70(1)(iii)): no category, no reason; ``revoked_at`` is kept only when the builder is
+configured to answer ``revoked`` for erased serials (``crl.erased_answer``), else 0."""
 
 
 class StoreFormatError(Exception):
@@ -151,7 +155,12 @@ class StatusRecord(NamedTuple):
 
     @property
     def revoked(self) -> bool:
-        return self.state == STATE_REVOKED
+        """Lost effect by a record (revoked, or revoked and since erased): never good again."""
+        return self.state != STATE_GOOD
+
+    @property
+    def erased(self) -> bool:
+        return self.state == STATE_ERASED
 
     @property
     def family_enum(self) -> Family:

@@ -33,6 +33,10 @@ e.g. ``openssl ocsp -VAfile``); with no successor in the manifest the answer is
 Certificate status: records mode (a store built from issuance records): a
 serial with no issuance record is ``unknown``; an expired, never revoked one is
 ``good`` (OCSP speaks of revocation; expiry shows in the certificate itself).
+A serial whose revocation record passed its retention and was erased (Ord
+§70(1)(iii); the certificate had expired too) is never ``good``: ``unknown``
+by default, or ``revoked`` at the kept time with no reason when crlbuilder was
+configured to keep it (``crl.erased_answer``; the store holds what to say).
 CRL-import mode (a group appliance): a serial absent from the 機構's CRL is good.
 """
 
@@ -307,6 +311,14 @@ class OcspService:
                                 return ready
                     answers.append(
                         SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, st.reason)
+                    )
+                elif st.state == sf.STATE_ERASED:
+                    # its revocation record passed retention and was erased (Ord §70(1)(iii)):
+                    # revoked at the kept time, no reason; unknown when no time was kept
+                    answers.append(
+                        SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, 0)
+                        if st.revoked_at
+                        else SingleAnswer(cid.der, CertStatus.UNKNOWN)
                     )
                 else:
                     answers.append(SingleAnswer(cid.der, CertStatus.GOOD))
