@@ -271,3 +271,22 @@ def test_successor_must_be_another_issuer_of_the_family(built: Built, tmp_path: 
         (tmp_path / "pki.json").write_bytes(msgspec.json.encode(doc))
         with pytest.raises(ManifestError, match="successor"):
             load_manifest(tmp_path)
+
+
+def test_group_appliance_imports_the_successor_signed_crl(
+    built: Built, scenario: Scenario, tmp_path: Path
+) -> None:
+    """A 団体署名検証者 (Act §17(5)) importing the 機構's CRLs recognises the compromised
+    generation's final CRLs by the successor certificate of its PKI manifest."""
+    out = run_tool(
+        "crlbuilder", "import-crl", "--store", str(tmp_path / "group"), "--pki", str(built.pki),
+        str(scenario.crl_dir / f"{G1}.crl"), check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    store = Store.open(tmp_path / "group", readonly=True)
+    try:
+        index = next(i.index for i in store.issuers() if i.id == G1)
+        with store.env.begin() as txn:
+            assert {s for s, _ in store.revoked_entries(index, txn)} == set(SERIALS)
+    finally:
+        store.close()
