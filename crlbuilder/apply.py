@@ -285,9 +285,12 @@ class Applier:
         sealed facts) is not revocation information and is left to its own retention.
         """
         due: list[bytes] = []
+        shortest = min(retention(f, c) for f in Family for c in Category if c.applies_to(f))
         with self.store.env.begin() as txn:
             status_db = self.db[sf.DB_STATUS]
             for key, raw in txn.cursor(db=self.db[sf.DB_REVOKED]):
+                if sf.revoked_recorded_at(raw) + shortest > now:
+                    continue  # within every period: most records, decided by one field
                 entry = sf.unpack_revoked(raw)
                 meta = self._by_index.get(int.from_bytes(key[:2], "big"))
                 category = Category.from_code(entry.category) if entry.category else None

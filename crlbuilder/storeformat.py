@@ -207,6 +207,16 @@ def unpack_revoked(value: bytes) -> RevokedEntry:
     return RevokedEntry._make(_REVOKED.unpack(value))
 
 
+_REVOKED_RECORDED_AT: Final = struct.Struct(">q")
+_REVOKED_RECORDED_AT_OFFSET: Final = 14
+
+
+def revoked_recorded_at(value: bytes) -> int:
+    """``recorded_at`` of a packed `RevokedEntry`, without unpacking the rest (retention scans)."""
+    at: int = _REVOKED_RECORDED_AT.unpack_from(value, _REVOKED_RECORDED_AT_OFFSET)[0]
+    return at
+
+
 _RESPONSE_HEAD = struct.Struct(">Iqq8s")
 RESPONSE_HEAD_BYTES: Final = _RESPONSE_HEAD.size
 SIGNER_ID_BYTES: Final = 8

@@ -336,3 +336,9 @@ def test_ord_70_erased_serial_through_the_real_server(built: Built, server: Serv
     )  # fmt: skip
     assert "Response verify OK" in out.stderr, out.stderr
     assert ": unknown" in out.stdout and ": good" not in out.stdout, out.stdout
+
+
+def test_recorded_at_read_in_place_agrees_with_the_entry() -> None:
+    for at in (0, 1, -1, 1_700_000_000, 2**62):
+        e = sf.RevokedEntry(revoked_at=7, reason=1, category=2, build=3, recorded_at=at)
+        assert sf.revoked_recorded_at(e.pack()) == sf.unpack_revoked(e.pack()).recorded_at == at
