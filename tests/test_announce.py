@@ -32,9 +32,26 @@ def compromise(issuer: str, day: float = 100) -> dict[str, object]:
 
 
 def test_act_15_3_announcement_recorded_in_the_compromise_transaction(world: World) -> None:
-    world.apply([*holder_set(H1), issuance(300, "sign-card-g2", H2)])
+    world.apply(
+        [
+            *holder_set(H1),
+            issuance(300, "sign-card-g2", H2),
+            issuance(200, "sign-card-g1", "55" * 32, day=-1),
+        ]
+    )
+    world.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(50),
+                  "issuer": "sign-card-g1", "serial": 200, "reason": "loss"}])  # fmt: skip
+    g1_answer, g2_answer = sf.status_key(1, 200), sf.status_key(2, 300)
+    with world.store.env.begin(write=True) as txn:  # answers stored before the compromise
+        for key in (g1_answer, g2_answer):
+            txn.put(key, b"x" * 40, db=world.store.dbs[sf.DB_RESPONSES])
     rec = compromise("sign-card-g1")
     world.apply([rec])
+    assert world.quarantined() == [] and world.status("sign-card-g1", 200).revoked
+    with world.store.env.begin() as txn:
+        # revoked before, but its answer came from the compromised key's delegate (Act §14)
+        assert txn.get(g1_answer, db=world.store.dbs[sf.DB_RESPONSES]) is None
+        assert txn.get(g2_answer, db=world.store.dbs[sf.DB_RESPONSES]) is not None
     [a] = world.store.announcements()
     with world.store.env.begin() as txn:
         applied = sf.unpack_u32(txn.get(str(rec["id"]).encode(), db=world.store.dbs[sf.DB_APPLIED]))
