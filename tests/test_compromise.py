@@ -68,7 +68,7 @@ def _args(built: Built, d: Path, inputs: Path, as_of: datetime) -> list[str]:
 def scenario(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
     d = tmp_path_factory.mktemp("compromise")
     now = datetime.now(UTC).replace(microsecond=0)
-    first, second = now - timedelta(hours=2), now
+    first = now - timedelta(hours=2)
     issued = datetime(2025, 1, 6, tzinfo=UTC)
     until = issued + timedelta(days=1500)
     inputs = d / "records"
@@ -106,6 +106,7 @@ def scenario(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Scenario
         + _record("ca-compromise", 12, at, issuer=AUTH)
         + b"\n"
     )
+    second = datetime.now(UTC)  # after the first build's commit, whenever that was
     out = run_tool("crlbuilder", "build", *_args(built, d, inputs, second))
     summary = msgspec.json.decode(out.stderr.strip().splitlines()[-1])
     return Scenario(d / "store", d / "crl", first, second, crls_before, summary)

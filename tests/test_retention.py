@@ -232,7 +232,8 @@ def _build(built: Built, d: Path, erased_answer: str) -> Erased:
     first_summary = build(first)
     assert first_summary["quarantined"] == 0 and first_summary["erased_past_retention"] == 0
     full_before = (d / "crl" / f"{ISSUER}.crl").read_bytes()
-    return Erased(d / "store", d / "crl" / f"{ISSUER}.crl", full_before, build(now))
+    # the second build's instant is taken after the first build's commit, whenever that was
+    return Erased(d / "store", d / "crl" / f"{ISSUER}.crl", full_before, build(datetime.now(UTC)))
 
 
 @pytest.fixture(scope="module")
@@ -342,3 +343,12 @@ def test_recorded_at_read_in_place_agrees_with_the_entry() -> None:
     for at in (0, 1, -1, 1_700_000_000, 2**62):
         e = sf.RevokedEntry(revoked_at=7, reason=1, category=2, build=3, recorded_at=at)
         assert sf.revoked_recorded_at(e.pack()) == sf.unpack_revoked(e.pack()).recorded_at == at
+
+
+def test_status_command_says_erased(erased_unknown: Erased) -> None:
+    out = run_tool(
+        "crlbuilder", "status", "--store", str(erased_unknown.store), "--issuer", ISSUER,
+        "--serial", str(ERASED),
+    )  # fmt: skip
+    doc = msgspec.json.decode(out.stdout)
+    assert doc["status"] == "erased" and "category" not in doc and "revoked_at" not in doc
