@@ -18,7 +18,10 @@ What each record does (the rules themselves are in `rules`):
   serial; refused for an unknown serial or a record earlier than issuance;
 - resident change (異動): revoke the holder's card certificates as Act §12 and
   §31 say, keep move-out notices for the 30-day rule (Act §31(2));
-- CA key compromise: revoke every valid certificate of the generation;
+- CA key compromise: revoke every valid certificate of the generation, and record
+  its public announcement (公表, Act §15(3), §16-14(3), §34(3), §35-14(3); Ord §23,
+  §58) in the ``announcements`` database in the same transaction, for the
+  responder to publish;
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13).
 
@@ -35,6 +38,11 @@ clock's instant, never earlier than the write nor than the due instant. One
 exception, the first build of a new store: no answer or CRL was ever published
 from it, so the lapses of the history it loads are dated at their due instants,
 as the follow loop would have written them then.
+
+Retention and its end (Ord §70(1)(iii)): `Applier.erase_past_retention` erases
+the revocation records whose period (per family and legal category,
+configuration) has passed, from the store; CRLs leave them out by the same rule
+(`past_retention`).
 """
 
 from __future__ import annotations
@@ -144,6 +152,8 @@ class Summary:
     notices: int = 0
     move_in_after_lapse: int = 0
     """Move-in notices made in time whose record came after the lapse was written (Act §31(2))."""
+    erased: int = 0
+    """Revocation records erased past their retention (Ord §70(1)(iii))."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -156,6 +166,7 @@ class Summary:
             "revocations_by_category": dict(sorted(self.revocations.items())),
             "notices": self.notices,
             "move_in_after_lapse": self.move_in_after_lapse,
+            "erased_past_retention": self.erased,
         }
 
 
@@ -287,6 +298,59 @@ class Applier:
             txn.put(sf.META_COMMITTED_AT, sf.pack_i64(epoch(self.clock())), db=self.db[sf.DB_META])
             self.summary.commits += 1
         return sum(self.summary.revocations.values()) - before
+
+    def erase_past_retention(
+        self, now: int, retention: Callable[[Family, Category], int], *, keep_time: bool
+    ) -> int:
+        """Erase the revocation records whose retention has passed (Ord §70(1)(iii)); returns how many.
+
+        A revocation record is kept for the period set by Cabinet order (政令で定める期間)
+        for its family and legal category, counted from when it was recorded (Act §11-§14,
+        §16-10-§16-13, §30-§33, §35-10-§35-13: 記録をした日から). Past it (`past_retention`),
+        in one write transaction: its CRL entry (``revoked``) and its stored answer
+        (``responses``) are deleted, and the status record keeps only that the certificate
+        lost effect (`storeformat.STATE_ERASED`): no category, no reason, and the time only
+        when ``keep_time`` (``crl.erased_answer = "revoked"``). The issuance side (links,
+        sealed facts) is not revocation information and is left to its own retention.
+        """
+        due: list[bytes] = []
+        shortest = min(retention(f, c) for f in Family for c in Category if c.applies_to(f))
+        with self.store.env.begin() as txn:
+            status_db = self.db[sf.DB_STATUS]
+            for key, raw in txn.cursor(db=self.db[sf.DB_REVOKED]):
+                if sf.revoked_recorded_at(raw) + shortest > now:
+                    continue  # within every period: most records, decided by one field
+                entry = sf.unpack_revoked(raw)
+                meta = self._by_index.get(int.from_bytes(key[:2], "big"))
+                category = Category.from_code(entry.category) if entry.category else None
+                if meta is None or category is None:
+                    continue
+                keep = retention(meta.family, category)
+                if entry.recorded_at + keep > now:
+                    continue  # the cheap test first: most records are within retention
+                st = sf.unpack_status(txn.get(key, db=status_db))
+                if past_retention(entry.recorded_at, st.not_after, now, keep):
+                    due.append(bytes(key))
+        if not due:
+            return 0
+        seq = self.store.meta_u32(sf.META_COMMIT) + 1
+        with self.store.env.begin(write=True) as txn:
+            for key in due:
+                st = sf.unpack_status(txn.get(key, db=self.db[sf.DB_STATUS]))
+                erased = st._replace(
+                    version=seq, state=sf.STATE_ERASED, category=0, reason=0,
+                    revoked_at=st.revoked_at if keep_time else 0,
+                )  # fmt: skip
+                txn.put(key, erased.pack(), db=self.db[sf.DB_STATUS])
+                txn.delete(key, db=self.db[sf.DB_REVOKED])
+                txn.delete(key, db=self.db[sf.DB_RESPONSES])
+            txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
+            txn.put(
+                sf.META_COMMITTED_AT, sf.pack_i64(epoch(datetime.now(UTC))), db=self.db[sf.DB_META]
+            )
+            self.summary.commits += 1
+        self.summary.erased += len(due)
+        return len(due)
 
     # --- per record ---------------------------------------------------------
 
@@ -644,9 +708,17 @@ class Applier:
                     not_after=from_epoch(st.not_after), at=rec.recorded_at,
                 ) and not st.revoked and st.not_before <= t:  # fmt: skip
                     keys.append(bytes(key))
+        cascaded_before = self.summary.revocations[Category.CARD_CASCADE.value]
         for key in keys:
             self._revoke(b, key, Category.CA_COMPROMISE, Category.CA_COMPROMISE.default_reason,
                          rec.recorded_at, rec.recorded_at)  # fmt: skip
+        cascaded = self.summary.revocations[Category.CARD_CASCADE.value] - cascaded_before
+        # answers signed by the compromised key's delegate are not served again, even of
+        # certificates revoked earlier: the successor's delegate re-signs them (presign)
+        stored = b.txn.cursor(db=self.db[sf.DB_RESPONSES])
+        if stored.set_range(prefix):
+            while stored.key()[:2] == prefix and stored.delete():
+                pass
         updated = msgspec.structs.replace(meta, compromised_at=t)
         self._issuers[meta.id] = updated
         self._by_index[meta.index] = updated
@@ -654,6 +726,16 @@ class Applier:
             sf.META_ISSUERS,
             msgspec.json.encode(sorted(self._issuers.values(), key=lambda i: i.index)),
             db=self.db[sf.DB_META],
+        )
+        announcement = sf.Announcement(
+            issuer=meta.id, family=meta.family, generation=meta.generation, at=t,
+            certificates=len(keys), cascaded=cascaded,
+            articles=Duty.PUBLIC_ANNOUNCEMENT.article(meta.family).split(", "), commit=b.seq,
+        )  # fmt: skip
+        b.txn.put(
+            sf.announcement_key(meta.index),
+            msgspec.json.encode(announcement),
+            db=self.db[sf.DB_ANNOUNCEMENTS],
         )
         b.notices.append(
             Notice(kind="public-announcement", record_id=rec.id,
@@ -694,6 +776,17 @@ class Applier:
         with os.fdopen(fd, "ab") as f:
             for n in notices:
                 f.write(msgspec.json.encode(n) + b"\n")
+
+
+def past_retention(recorded_at: int, not_after: int, now: int, retention: int) -> bool:
+    """Whether a revocation record is erased (and left out of CRLs) at ``now``.
+
+    When its retention has passed (Ord §70(1)(iii)) and the certificate has expired: a
+    revoked certificate still within its validity must stay listed as revoked whatever
+    the configured period says (erasing it then would make it look valid), so a period
+    shorter than the validity keeps the record until the certificate's notAfter.
+    """
+    return recorded_at + retention <= now and not_after <= now
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

@@ -90,6 +90,8 @@ class BuildReport:
     presign_kept: int = 0
     crls: list[dict[str, object]] = field(default_factory=list)
     crls_pruned: int = 0
+    crls_withheld: list[str] = field(default_factory=list)
+    """Compromised issuers without a successor: nothing was signed for them."""
     seconds: dict[str, float] = field(default_factory=dict)
     build: int = 0
 
@@ -102,6 +104,7 @@ class BuildReport:
             ocsp_kept=self.presign_kept,
             crls=self.crls,
             crls_pruned=self.crls_pruned,
+            crls_withheld=self.crls_withheld,
             seconds={k: round(v, 3) for k, v in self.seconds.items()},
         )
         return d
@@ -208,6 +211,11 @@ class Builder:
         report.lapses = applier.sweep_lapses(as_of)
         report.seconds["lapses"] = time.monotonic() - t
         now = epoch(as_of)
+        t = time.monotonic()  # Ord §70(1)(iii): erase what passed its retention, before the CRLs
+        applier.erase_past_retention(
+            now, self.cfg.crl.retention_seconds, keep_time=self.cfg.crl.erased_answer == "revoked"
+        )
+        report.seconds["erase"] = time.monotonic() - t
         if self.cfg.ocsp.presign:
             t = time.monotonic()
             ps = Presigner(
@@ -232,6 +240,7 @@ class Builder:
                 for e in pub.produced
             ]
             report.crls_pruned = pub.pruned
+            report.crls_withheld = pub.withheld
             report.seconds["crl"] = time.monotonic() - t
         with self.store.env.begin(write=True) as txn:
             build = self.store.meta_u32(sf.META_BUILD, txn) + 1

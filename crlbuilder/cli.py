@@ -111,7 +111,7 @@ def _status(args: argparse.Namespace) -> int:
             out = {
                 "issuer": args.issuer,
                 "serial": args.serial,
-                "status": "revoked" if st.revoked else "good",
+                "status": "erased" if st.erased else "revoked" if st.revoked else "good",
                 "version": st.version,
             }
             if st.not_after:  # a CRL-imported store does not know the validity
@@ -119,7 +119,7 @@ def _status(args: argparse.Namespace) -> int:
                     not_before=datetime.fromtimestamp(st.not_before, UTC),
                     not_after=datetime.fromtimestamp(st.not_after, UTC),
                 )
-            if st.revoked:
+            if st.revoked and not st.erased:
                 cat = st.category_enum
                 out.update(
                     category=cat.value if cat else None,

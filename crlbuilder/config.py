@@ -13,11 +13,11 @@ import argparse
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from crlbuilder.model import Family
+from crlbuilder.model import Category, Family
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
@@ -70,8 +70,11 @@ class OcspSection(_Section):
     """Processes that sign in parallel (0: one per core)."""
 
 
+DEFAULT_RETENTION_DAYS: Final = 3650
+
+
 def _default_retention() -> dict[str, int]:
-    return {f.value: 3650 for f in Family}
+    return {f.value: DEFAULT_RETENTION_DAYS for f in Family}
 
 
 class CrlSection(_Section):
@@ -90,7 +93,23 @@ class CrlSection(_Section):
     keep_days: Positive = 365
     """How long each produced CRL file is kept (its own retention)."""
     retention_days: dict[str, Positive] = msgspec.field(default_factory=_default_retention)
-    """Per family: how long a revocation record stays listed (政令で定める期間; not in our texts)."""
+    """Per family: how long a revocation record is kept and listed (政令で定める期間; not in our
+    texts), counted from the day it was recorded; the default of every category of the family."""
+    retention_days_by_category: dict[str, dict[str, Positive]] = {}
+    """Per family and legal category (request, resident-change, recording-error, ca-compromise,
+    card-cascade): overrides ``retention_days``. Each category has its own article and period
+    (Act §11-§14, §16-10-§16-13, §30-§33, §35-10-§35-13)."""
+    erased_answer: Literal["unknown", "revoked"] = "unknown"
+    """What OCSP answers for a serial whose revocation record passed its retention and was erased
+    (Ord §70(1)(iii)): ``unknown`` (nothing of the record is kept or provided) or ``revoked``
+    (the revocation time is kept, without reason or category)."""
+
+    def retention_seconds(self, family: Family, category: Category) -> int:
+        """How long a revocation record of ``category`` for a ``family`` certificate is kept."""
+        days = self.retention_days_by_category.get(family.value, {}).get(category.value)
+        if days is None:
+            days = self.retention_days.get(family.value, DEFAULT_RETENTION_DAYS)
+        return days * 86_400
 
 
 class BuilderConfig(_Section):
@@ -129,6 +148,7 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
     "delta-cycle-seconds": ("crl", "delta_cycle_seconds"),
     "full-every-seconds": ("crl", "full_every_seconds"),
     "crl-keep-days": ("crl", "keep_days"),
+    "erased-answer": ("crl", "erased_answer"),
 }
 
 
@@ -197,6 +217,22 @@ def load_config(path: Path | None, args: argparse.Namespace | None = None) -> Bu
         raise ConfigError(
             f"{path or 'configuration'}: crl.retention_days names unknown families {sorted(unknown)}"
         )
+    for fam, by_category in cfg.crl.retention_days_by_category.items():
+        where = f"{path or 'configuration'}: crl.retention_days_by_category.{fam}"
+        try:
+            family = Family(fam)
+        except ValueError:
+            raise ConfigError(f"{where}: unknown family") from None
+        for cat in by_category:
+            try:
+                category = Category(cat)
+            except ValueError:
+                raise ConfigError(f"{where}: unknown category {cat!r}") from None
+            if not category.applies_to(family):
+                raise ConfigError(
+                    f"{where}: category {cat} does not apply to {fam} certificates "
+                    "(it has no such article in the Act)"
+                )
     return cfg
 
 

@@ -8,7 +8,9 @@ with an optional bearer token) is
 
 - parsed (`crlparse`, strict DER) and matched to one issuer certificate of the
   PKI manifest by issuer name (and authorityKeyIdentifier when present), and its
-  signature verified with that certificate;
+  signature verified with that certificate (after a compromise of a generation's
+  key its CRLs carry its name but the successor's key: the manifest's successor
+  certificate is then the one that matches, `known_issuers`);
 - checked for freshness and order: thisUpdate not in the future (beyond
   `CLOCK_SKEW`), nextUpdate not passed (unless forced), a CRL number above the
   last one imported for the issuer (equal: already imported, nothing to do); a
@@ -49,6 +51,7 @@ import msgspec
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from crlbuilder import storeformat as sf
 from crlbuilder.apply import register_issuers
@@ -125,20 +128,30 @@ class KnownIssuer:
 
 
 def known_issuers(manifest: Manifest) -> list[KnownIssuer]:
-    """Every issuer generation of the manifest (`build.issuer_table`), ready for matching."""
+    """Every issuer generation of the manifest (`build.issuer_table`), ready for matching.
+
+    A generation with a successor certificate (its name, the successor's key: who signs
+    its CRLs after a compromise of its key, `crlbuilder.crlpublish`) is known by both.
+    """
     out = []
+    successors = {i.id: i.successor_cert for i in manifest.issuers if i.successor_cert}
     for meta in issuer_table(manifest):
-        cert = x509.load_der_x509_certificate(meta.cert_der)
-        subject_der: bytes = asn1_x509.Certificate.load(meta.cert_der)["tbs_certificate"][
-            "subject"
-        ].dump()
-        try:
-            key_id: bytes | None = cert.extensions.get_extension_for_class(
-                x509.SubjectKeyIdentifier
-            ).value.digest
-        except x509.ExtensionNotFound:
-            key_id = None
-        out.append(KnownIssuer(meta=meta, cert=cert, subject_der=subject_der, key_id=key_id))
+        ders = [meta.cert_der]
+        if meta.id in successors:
+            pem = manifest.path(successors[meta.id]).read_bytes()
+            ders.append(x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER))
+        for der in ders:
+            cert = x509.load_der_x509_certificate(der)
+            subject_der: bytes = asn1_x509.Certificate.load(der)["tbs_certificate"][
+                "subject"
+            ].dump()
+            try:
+                key_id: bytes | None = cert.extensions.get_extension_for_class(
+                    x509.SubjectKeyIdentifier
+                ).value.digest
+            except x509.ExtensionNotFound:
+                key_id = None
+            out.append(KnownIssuer(meta=meta, cert=cert, subject_der=subject_der, key_id=key_id))
     return out
 
 

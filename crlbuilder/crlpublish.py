@@ -5,14 +5,29 @@ exists yet or the last full one is older than ``full_every_seconds``) or a
 delta CRL listing what was revoked since the last full one (RFC 5280 §5.2.4,
 deltaCRLIndicator; full CRLs point at the delta with freshestCRL). Full and
 delta CRLs share one CRL number sequence per issuer. A full CRL lists every
-revocation whose record is still within the family's retention period (政令で
-定める期間, configuration since the Cabinet order is outside our texts).
+revocation whose record is still within its retention period (政令で定める期間,
+configuration per family and legal category since the Cabinet order is outside
+our texts); a record past it is left out once its certificate has expired
+(`crlbuilder.apply.past_retention`, the rule by which the store erases it,
+Ord §70(1)(iii)).
 
 Files: ``DIR/<issuer>.crl`` and ``DIR/<issuer>-delta.crl`` are the current
 ones (replaced atomically; the certificates' CRL distribution points name
 them); every produced CRL is also kept as ``DIR/archive/<issuer>/<number>-
 {full,delta}.crl`` with an index entry in the store, until its own retention
 (``keep_days``) passes.
+
+After a compromise of a generation's key (発行者署名符号の漏えい等, Act §14,
+§16-12, §33, §35-12; the store's issuer table says so) that key signs nothing
+more. The generation's CRLs go on, under its own name and at its own
+distribution points (its records stay within their retention, Act §16), signed
+by the successor generation's CA key that the manifest names, certified for
+that name by the successor certificate (`crlbuilder.pki.successor_certificate`);
+the authorityKeyIdentifier is then the successor's, and the first CRL after the
+change of key is a full one (a delta is signed by the key of its base). With no
+successor in the manifest nothing is signed for the generation
+(`PublishResult.withheld`): its last CRL runs out and the responder answers
+``tryLater`` rather than anything signed by the compromised key.
 
 Partitioning: one full CRL of 1,000,000 entries encodes and signs in about two
 seconds (bench/README.md), so the sign CRL is not partitioned: no
@@ -31,11 +46,14 @@ from typing import Any
 
 import msgspec
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from crlbuilder import storeformat as sf
-from crlbuilder.config import CrlSection
+from crlbuilder.apply import past_retention
+from crlbuilder.config import DEFAULT_RETENTION_DAYS, CrlSection
 from crlbuilder.crl import encode_crl, write_crl_file
 from crlbuilder.manifest import IssuerFiles, Manifest
+from crlbuilder.model import Category
 from crlbuilder.signer import PemSigner
 from crlbuilder.store import Store
 
@@ -46,6 +64,47 @@ DAY = 86_400
 class PublishResult:
     produced: list[sf.CrlFileEntry] = field(default_factory=list)
     pruned: int = 0
+    withheld: list[str] = field(default_factory=list)
+    """Compromised issuers with no successor in the manifest: no CRL was signed for them."""
+
+
+class SuccessorError(Exception):
+    """A successor certificate that cannot stand for the compromised generation's CA."""
+
+
+def crl_signing(
+    manifest: Manifest, issuer: IssuerFiles, compromised: bool
+) -> tuple[x509.Certificate, PemSigner] | None:
+    """The certificate naming a CRL's issuer and the signer of ``issuer``'s CRLs.
+
+    Before a compromise: the generation's own CA certificate and key. After one
+    (発行者署名符号の漏えい等, Act §14, §16-12, §33, §35-12) the compromised key signs
+    nothing: the successor generation's CA key signs, under the compromised
+    generation's name, certified by the successor certificate; None when the
+    manifest names no successor (nothing may sign that generation's CRLs).
+    """
+    if not compromised:
+        signer = PemSigner.from_files(manifest.path(issuer.key), manifest.path(issuer.cert))
+        return signer.certificate, signer
+    if not issuer.successor:
+        return None
+    successor = manifest.issuer(issuer.successor)
+    signer = PemSigner.from_files(
+        manifest.path(successor.key), manifest.path(issuer.successor_cert)
+    )
+    own = x509.load_pem_x509_certificate(manifest.path(issuer.cert).read_bytes())
+    cert = signer.certificate
+    if cert.subject.public_bytes() != own.subject.public_bytes():
+        raise SuccessorError(f"{issuer.successor_cert}: its subject is not {issuer.id}'s CA name")
+    return cert, signer
+
+
+def key_id(signer: PemSigner) -> str:
+    """Hex SHA-256 of the signer's public key (SubjectPublicKeyInfo DER)."""
+    spki = signer.certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
 
 
 class CrlPublisher:
@@ -60,22 +119,32 @@ class CrlPublisher:
     def run(self, now: int) -> PublishResult:
         result = PublishResult()
         self.dir.mkdir(parents=True, exist_ok=True)
+        compromised = {i.id for i in self.store.issuers() if i.compromised_at}
         for issuer in self.manifest.issuers:
-            result.produced.extend(self._issuer(issuer, now))
+            signing = crl_signing(self.manifest, issuer, issuer.id in compromised)
+            if signing is None:
+                result.withheld.append(issuer.id)
+                continue
+            result.produced.extend(self._issuer(issuer, now, *signing))
         result.pruned = self._prune(now)
         return result
 
-    def _issuer(self, issuer: IssuerFiles, now: int) -> list[sf.CrlFileEntry]:
+    def _issuer(
+        self, issuer: IssuerFiles, now: int, cert: x509.Certificate, signer: PemSigner
+    ) -> list[sf.CrlFileEntry]:
         state = self.store.crl_state(issuer.index)
+        signer_key = key_id(signer)
         full_due = (
-            not state.base_number or now - state.base_this_update >= self.cfg.full_every_seconds
+            not state.base_number
+            or now - state.base_this_update >= self.cfg.full_every_seconds
+            or state.base_signer != signer_key
         )
         out: list[sf.CrlFileEntry] = []
-        signer = PemSigner.from_files(
-            self.manifest.path(issuer.key), self.manifest.path(issuer.cert)
-        )
-        cert = signer.certificate
-        retention = self.cfg.retention_days[issuer.family.value] * DAY
+        retention = {
+            c.code: self.cfg.retention_seconds(issuer.family, c)
+            for c in Category
+            if c.applies_to(issuer.family)
+        }
         with self.store.env.begin() as txn:
             commit = self.store.meta_u32(sf.META_COMMIT, txn)
             if full_due:
@@ -89,6 +158,7 @@ class CrlPublisher:
                     commit,
                     now,
                 )
+                state.base_signer = signer_key
             if self.cfg.delta:
                 state.number += 1
                 out.append(
@@ -112,11 +182,19 @@ class CrlPublisher:
         return out
 
     def _entries(
-        self, txn: Any, issuer: IssuerFiles, now: int, retention: int, since_build: int | None
+        self,
+        txn: Any,
+        issuer: IssuerFiles,
+        now: int,
+        retention: dict[int, int],
+        since_build: int | None,
     ) -> Iterator[tuple[int, int, int]]:
         for serial, e in self.store.revoked_entries(issuer.index, txn):
-            if e.recorded_at + retention <= now:
-                continue
+            keep = retention.get(e.category, DEFAULT_RETENTION_DAYS * DAY)
+            if e.recorded_at + keep <= now:  # rare: look up the certificate's expiry
+                st = self.store.status_of(issuer.index, serial, txn)
+                if st is None or past_retention(e.recorded_at, st.not_after, now, keep):
+                    continue
             if since_build is not None and e.build <= since_build:
                 continue
             yield serial, e.revoked_at, e.reason
@@ -130,7 +208,7 @@ class CrlPublisher:
         number: int,
         now: int,
         delta_base: int | None,
-        retention: int,
+        retention: dict[int, int],
         since_build: int | None,
     ) -> sf.CrlFileEntry:
         delta = delta_base is not None

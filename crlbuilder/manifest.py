@@ -40,6 +40,15 @@ class IssuerFiles(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     ocsp_url: str
     live: bool = True
     """False for a generation that no longer issues (kept for its certificates' lifetime)."""
+    successor: str = ""
+    """The issuer generation (of the same family) whose keys publish this generation's
+    revocation information once its key is compromised (発行者署名符号の漏えい等): its CA key
+    signs this generation's CRLs, its delegated OCSP signer this generation's answers.
+    Empty: after a compromise nothing is signed for this generation (docs/operations.md)."""
+    successor_cert: str = ""
+    """The successor certificate: this generation's CA name bound to the successor's CA
+    key, issued by the successor CA, cRLSign only. CRLs of this generation signed after
+    a compromise carry this generation's issuer name and verify with it."""
 
 
 class PartyFiles(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -87,6 +96,24 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
         return [i for i in self.issuers if i.family is family]
 
 
+def ocsp_signer_files(
+    manifest: Manifest, issuer: IssuerFiles, compromised: bool
+) -> tuple[str, str] | None:
+    """(key, certificate) of the delegated OCSP signer that answers for ``issuer``'s certificates.
+
+    Its own delegate, certified by its CA key, until that key is compromised
+    (発行者署名符号の漏えい等); then the successor generation's delegate (a Trusted
+    Responder in RFC 6960 §4.2.2.2's terms: clients must be told to trust it),
+    never one certified by the compromised key; None without a successor.
+    """
+    if not compromised:
+        return issuer.ocsp_key, issuer.ocsp_cert
+    if not issuer.successor:
+        return None
+    successor = manifest.issuer(issuer.successor)
+    return successor.ocsp_key, successor.ocsp_cert
+
+
 class ManifestError(Exception):
     """The manifest is missing, unreadable or inconsistent."""
 
@@ -108,6 +135,15 @@ def load_manifest(directory_or_file: str | Path) -> Manifest:
         raise ManifestError(f"{p}: not JSON: {e}") from None
     if m.version != MANIFEST_VERSION:
         raise ManifestError(f"{p}: manifest version {m.version}, expected {MANIFEST_VERSION}")
+    by_id = {i.id: i for i in m.issuers}
+    for i in m.issuers:
+        if bool(i.successor) != bool(i.successor_cert):
+            raise ManifestError(f"{p}: {i.id}: successor and successor_cert go together")
+        nxt = by_id.get(i.successor) if i.successor else None
+        if i.successor and (nxt is None or nxt.family is not i.family or nxt.id == i.id):
+            raise ManifestError(
+                f"{p}: {i.id}: successor {i.successor!r} is not another issuer of its family"
+            )
     ids = [i.id for i in m.issuers]
     indexes = [i.index for i in m.issuers]
     if len(set(ids)) != len(ids) or len(set(indexes)) != len(indexes):

@@ -11,6 +11,9 @@ demo or a test needs and describes it in ``pki.json`` (`crlbuilder.manifest`):
   and key hash;
 - a delegated OCSP signer per generation, issued by that CA, with
   id-kp-OCSPSigning and id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2);
+- for every generation but a family's last, its successor (the next
+  generation) and a successor certificate (`successor_certificate`): what
+  publishes the generation's revocation information if its key is compromised;
 - a demo TLS/client CA (``client_ca``) that issues the responder's TLS server
   certificate (127.0.0.1, ::1, localhost), the parties' client certificates
   (mutual TLS) and the 団体署名検証者 relay's responder certificate;
@@ -34,6 +37,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -65,6 +69,7 @@ __all__ = [
     "issuer_index",
     "load_ca_certificate",
     "run_init",
+    "successor_certificate",
     "write_private",
 ]
 
@@ -222,6 +227,17 @@ def load_ca_certificate(manifest: Manifest, issuer: IssuerFiles) -> x509.Certifi
 # Certificates
 # ---------------------------------------------------------------------------
 
+_CRL_ONLY_USAGE: Final = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
 _CA_USAGE: Final = x509.KeyUsage(
     digital_signature=True,
     content_commitment=False,
@@ -305,6 +321,44 @@ def _issued(
     return builder.sign(ca_key, hashes.SHA256())
 
 
+def successor_certificate(
+    compromised_ca: x509.Certificate,
+    successor_ca: x509.Certificate,
+    successor_key: rsa.RSAPrivateKey,
+) -> x509.Certificate:
+    """The certificate that lets a successor key publish a compromised generation's CRLs.
+
+    Subject: the compromised generation's CA name, byte for byte (the issuer name
+    its certificates and their CRL distribution points lead clients to expect);
+    public key: the successor CA's key (so SKI and the CRLs' authorityKeyIdentifier
+    are the successor's); issued and signed by the successor CA; keyUsage cRLSign
+    only, so it can sign CRLs under that name and certify nothing. A client that
+    has dropped the compromised CA as a trust anchor verifies the generation's
+    final CRLs with this certificate (docs/operations.md, "CA key compromise").
+    """
+    ski = successor_ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(compromised_ca.subject)
+        .issuer_name(successor_ca.subject)
+        .public_key(successor_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(
+            max(compromised_ca.not_valid_before_utc, successor_ca.not_valid_before_utc)
+        )
+        .not_valid_after(successor_ca.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_CRL_ONLY_USAGE, critical=True)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(successor_key.public_key()), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(successor_key, hashes.SHA256())
+    )
+
+
 # ---------------------------------------------------------------------------
 # init
 # ---------------------------------------------------------------------------
@@ -347,6 +401,7 @@ def init_pki(
         return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
 
     issuers: list[IssuerFiles] = []
+    cas: dict[str, tuple[x509.Certificate, rsa.RSAPrivateKey]] = {}
     for family, generation, start in GENERATIONS:
         iid = issuer_id(family, generation)
         ca_key = new_key()
@@ -384,6 +439,17 @@ def init_pki(
         _write_cert(out / files.ocsp_cert, signer)
         _write_key(out / files.ocsp_key, signer_key)
         issuers.append(files)
+        cas[iid] = (ca_cert, ca_key)
+    # each generation but a family's last has its successor named, with the successor
+    # certificate a compromise needs (in production the CA operator issues it then)
+    for n, files in enumerate(issuers):
+        nxt = next((i for i in issuers[n + 1 :] if i.family is files.family), None)
+        if nxt is None:
+            continue
+        cert = successor_certificate(cas[files.id][0], *cas[nxt.id])
+        rel = f"ca/{files.id}-successor.pem"
+        _write_cert(out / rel, cert)
+        issuers[n] = msgspec.structs.replace(files, successor=nxt.id, successor_cert=rel)
 
     client_ca_key = new_key()
     client_ca = _self_signed_ca(

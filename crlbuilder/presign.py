@@ -11,6 +11,13 @@ the responder signs them on demand and caches them by status version.
 Stored answers use SHA-1 CertIDs, the RFC 5019 §2.1.1 profile that clients
 use; a request with SHA-256 CertIDs is signed fresh by the responder.
 
+After a compromise of a generation's CA key (発行者署名符号の漏えい等) its delegate,
+certified by that key, signs nothing more: the generation's answers (every one
+revoked, cACompromise) are signed by the successor generation's delegate
+(`crlbuilder.manifest.ocsp_signer_files`), and by nobody when the manifest names
+no successor. Stored answers carry their signer's id, so answers of the old
+signer are re-signed; the compromise itself deletes them (`crlbuilder.apply`).
+
 RSA signing is the whole cost (~0.3 ms a signature), so the signatures are
 spread over worker processes; the DER around them is built in this process.
 """
@@ -29,7 +36,7 @@ from cryptography import x509
 
 from crlbuilder import storeformat as sf
 from crlbuilder.lifecycle import die_with_parent
-from crlbuilder.manifest import IssuerFiles, Manifest
+from crlbuilder.manifest import IssuerFiles, Manifest, ocsp_signer_files
 from crlbuilder.ocspsign import CertStatus, ResponseSigner, SingleAnswer, cert_id_der, issuer_hashes
 from crlbuilder.signer import PemSigner
 from crlbuilder.store import Store
@@ -89,10 +96,14 @@ class Presigner:
         self.validity = validity_seconds
         self.refresh_before = refresh_before_seconds
         self.workers = workers or os.cpu_count() or 1
-        self._signers = {
-            i.id: PemSigner.from_files(manifest.path(i.ocsp_key), manifest.path(i.ocsp_cert))
-            for i in manifest.issuers
-        }
+        compromised = {i.id for i in store.issuers() if i.compromised_at}
+        self._files: dict[str, tuple[str, str]] = {}
+        for i in manifest.issuers:
+            files = ocsp_signer_files(manifest, i, i.id in compromised)
+            if files is not None:
+                key, cert = files
+                self._files[i.id] = (str(manifest.path(key)), str(manifest.path(cert)))
+        self._signers = {k: PemSigner.from_files(*v) for k, v in self._files.items()}
         self._response_signers = {k: ResponseSigner(v) for k, v in self._signers.items()}
         self._hashes = {
             i.id: issuer_hashes(
@@ -118,13 +129,12 @@ class Presigner:
         so memory does not grow with the number of revoked serials.
         """
         result = PresignResult()
-        keys = {
-            i.id: (str(self.manifest.path(i.ocsp_key)), str(self.manifest.path(i.ocsp_cert)))
-            for i in self.manifest.issuers
-        }
+        keys = self._files
         pool: ProcessPoolExecutor | None = None
         try:
             for issuer in self.manifest.issuers:
+                if issuer.id not in self._signers:
+                    continue  # compromised, no successor: nothing may sign its answers
                 for chunk in _chunks(self._due(issuer, now, result), CHUNK):
                     if pool is None and self.workers > 1:
                         pool = ProcessPoolExecutor(
@@ -235,6 +245,8 @@ class Presigner:
         """Per issuer: when answers were last signed and the earliest stored nextUpdate."""
         with self.store.env.begin(write=True) as txn:
             for issuer in self.manifest.issuers:
+                if issuer.id not in self._signers:
+                    continue
                 earliest = 0
                 cur: Any = txn.cursor(db=self.store.dbs[sf.DB_RESPONSES])
                 prefix = sf.issuer_prefix(issuer.index)

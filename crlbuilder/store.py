@@ -217,6 +217,15 @@ class Store:
         with self._txn(txn) as t:
             return [sf.crl_file_decoder.decode(v) for _, v in t.cursor(db=self.dbs[sf.DB_CRLS])]
 
+    def announcements(self, txn: Any = None) -> list[sf.Announcement]:
+        """Every published issuing-key compromise (公表, Act §15(3) ...), oldest first."""
+        with self._txn(txn) as t:
+            out = [
+                sf.announcement_decoder.decode(v)
+                for _, v in t.cursor(db=self.dbs[sf.DB_ANNOUNCEMENTS])
+            ]
+        return sorted(out, key=lambda a: (a.at, a.issuer))
+
     def counts(self) -> dict[str, int]:
         """Entries per named database (for summaries and metrics)."""
         with self.env.begin() as txn:

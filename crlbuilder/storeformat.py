@@ -8,7 +8,7 @@ databases (docs/store.md has the same table with examples):
 ========== ============================== =========================================
 database   key                            value
 ========== ============================== =========================================
-status     issuer u16 | serial 20 B       `StatusRecord` (64 B, big-endian)
+status     issuer u16 | serial 20 B       `StatusRecord` (64 B, big-endian): good, revoked, erased
 revoked    issuer u16 | serial 20 B       `RevokedEntry` (26 B): CRL entries
 responses  issuer u16 | serial 20 B       version | this/nextUpdate | signer id | DER stem
 links      holder 32 B | family u8        dupsort: status keys (22 B) of the holder
@@ -18,6 +18,7 @@ pending    holder 32 B                    `PendingMoveOut` JSON (30-day rule)
 applied    record id utf-8                build number u32
 meta       ascii name                     see the META_* keys
 crls       issuer u16 | number u64 | kind  `CrlFileEntry` JSON
+announcements issuer u16                  `Announcement` JSON: a published CA compromise
 ========== ============================== =========================================
 
 Serials are fixed-width (20 octets, the RFC 5280 maximum) so that keys sort by
@@ -48,6 +49,9 @@ DB_PENDING: Final = b"pending"
 DB_APPLIED: Final = b"applied"
 DB_META: Final = b"meta"
 DB_CRLS: Final = b"crls"
+DB_ANNOUNCEMENTS: Final = b"announcements"
+"""Public announcements of issuing-key compromises (公表, Act §15(3), §16-14(3), §34(3),
+§35-14(3); Ord §23, §58), one per issuer generation, written in the compromise's transaction."""
 
 ALL_DBS: Final = (
     DB_STATUS,
@@ -60,6 +64,7 @@ ALL_DBS: Final = (
     DB_APPLIED,
     DB_META,
     DB_CRLS,
+    DB_ANNOUNCEMENTS,
 )
 DUPSORT_DBS: Final = frozenset({DB_LINKS})
 MAX_DBS: Final = 16
@@ -84,6 +89,10 @@ HOLDER_BYTES: Final = 32
 
 STATE_GOOD: Final = 0
 STATE_REVOKED: Final = 1
+STATE_ERASED: Final = 2
+"""The certificate lost effect by a record whose retention has passed and which was erased
+(Ord §70(1)(iii)): no category, no reason; ``revoked_at`` is kept only when the builder is
+configured to answer ``revoked`` for erased serials (``crl.erased_answer``), else 0."""
 
 
 class StoreFormatError(Exception):
@@ -146,7 +155,12 @@ class StatusRecord(NamedTuple):
 
     @property
     def revoked(self) -> bool:
-        return self.state == STATE_REVOKED
+        """Lost effect by a record (revoked, or revoked and since erased): never good again."""
+        return self.state != STATE_GOOD
+
+    @property
+    def erased(self) -> bool:
+        return self.state == STATE_ERASED
 
     @property
     def family_enum(self) -> Family:
@@ -191,6 +205,16 @@ class RevokedEntry(NamedTuple):
 
 def unpack_revoked(value: bytes) -> RevokedEntry:
     return RevokedEntry._make(_REVOKED.unpack(value))
+
+
+_REVOKED_RECORDED_AT: Final = struct.Struct(">q")
+_REVOKED_RECORDED_AT_OFFSET: Final = 14
+
+
+def revoked_recorded_at(value: bytes) -> int:
+    """``recorded_at`` of a packed `RevokedEntry`, without unpacking the rest (retention scans)."""
+    at: int = _REVOKED_RECORDED_AT.unpack_from(value, _REVOKED_RECORDED_AT_OFFSET)[0]
+    return at
 
 
 _RESPONSE_HEAD = struct.Struct(">Iqq8s")
@@ -260,6 +284,10 @@ class CrlState(msgspec.Struct, kw_only=True):
     """thisUpdate of the last full CRL: a new full CRL is due a cycle after it."""
     this_update: int = 0
     next_update: int = 0
+    base_signer: str = ""
+    """Hex SHA-256 of the key that signed the last full CRL: a delta CRL is only ever
+    signed by the key of its base, so a new signing key (after a compromise) starts with
+    a full CRL."""
 
 
 class OcspState(msgspec.Struct, kw_only=True):
@@ -301,8 +329,40 @@ class CrlFileEntry(msgspec.Struct, frozen=True, kw_only=True):
     keep_until: int
 
 
+class Announcement(msgspec.Struct, frozen=True, kw_only=True):
+    """The public announcement (公表) of an issuing-key compromise (発行者署名符号の漏えい等).
+
+    Act §15(3) (sign-card, Ord §23), §16-14(3) (sign-mobile), §34(3) (auth-card,
+    Ord §58), §35-14(3) (auth-mobile): the 機構 announces "without delay" that the
+    certificates signed with a compromised key lost effect. Written by crlbuilder
+    in the same write transaction as the compromise record, published by the
+    responder (``/announcements``). It names the issuer generation, never a holder
+    or a serial: no personal data.
+    """
+
+    issuer: str
+    """The issuer generation's id, e.g. ``sign-card-g1``."""
+    family: Family
+    generation: int
+    at: int
+    """When the compromise was recorded (epoch seconds): the certificates lost effect then."""
+    certificates: int
+    """How many certificates lost effect by this compromise (cascaded mobiles not included)."""
+    cascaded: int = 0
+    """Mobile certificates of the same holders that lost effect with them (Act §16-13, §35-13)."""
+    articles: list[str]
+    """The articles that order the announcement, for this family."""
+    commit: int
+    """The store commit that recorded the compromise and this announcement."""
+
+
+def announcement_key(issuer_index: int) -> bytes:
+    return issuer_index.to_bytes(2, "big")
+
+
 issuer_meta_list_decoder: Final = msgspec.json.Decoder(list[IssuerMeta])
 crl_state_decoder: Final = msgspec.json.Decoder(CrlState)
 ocsp_state_decoder: Final = msgspec.json.Decoder(OcspState)
 pending_decoder: Final = msgspec.json.Decoder(PendingMoveOut)
 crl_file_decoder: Final = msgspec.json.Decoder(CrlFileEntry)
+announcement_decoder: Final = msgspec.json.Decoder(Announcement)

@@ -3,6 +3,7 @@
     POST /ocsp, POST /      OCSP (application/ocsp-request), RFC 6960 appendix A.1
     GET  /ocsp/{base64}     OCSP by GET, with RFC 5019 caching headers
     GET  /crl/{file}.crl    the current CRL files, for parties that may receive the family
+    GET  /announcements[.json|.atom]  CA compromise announcements (`responder.announce`), public
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
     GET  /metrics           Prometheus text format, all workers (`responder.metrics`)
@@ -37,7 +38,7 @@ import msgspec
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocspsign import ResponseStatus
 from crlbuilder.store import Store
-from responder import access, policy
+from responder import access, announce, policy
 from responder.config import ResponderConfig
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
@@ -247,6 +248,9 @@ class JpkiApp:
             if not get:
                 return _GET_ONLY
             return Response(200, self.metrics.render(), CONTENT_TYPE, _NO_STORE)
+        if path.startswith(b"/announcements"):  # 公表 (Act §15(3) ...), public
+            req.note = _NOTE_OTHER
+            return announce.serve(self.store, path) if get else _GET_ONLY
         if path.startswith(b"/reports/"):
             req.note = _NOTE_OTHER
             return self._report(path) if get else _GET_ONLY

@@ -20,9 +20,23 @@ What is answered (RFC 6960, RFC 5019 profile):
 - when the issuer's data is past the nextUpdate the builder promised (its last
   CRL's nextUpdate), the answer is ``tryLater``: never an expired answer.
 
+Who signs: each issuer generation's delegated OCSP signer, certified by that
+generation's CA key. Once the store records a compromise of that key
+(発行者署名符号の漏えい等, Act §14, §16-12, §33, §35-12) its delegate is no longer
+believable (whoever holds the key can certify another) and signs nothing: the
+generation's answers (every certificate valid at the compromise is revoked,
+cACompromise) are signed by the successor generation's delegate, which RFC
+6960 §4.2.2.2 calls a Trusted Responder (clients must be configured to trust it,
+e.g. ``openssl ocsp -VAfile``); with no successor in the manifest the answer is
+``tryLater``. A request is answered by one issuer's signer (`issuer_of`).
+
 Certificate status: records mode (a store built from issuance records): a
 serial with no issuance record is ``unknown``; an expired, never revoked one is
 ``good`` (OCSP speaks of revocation; expiry shows in the certificate itself).
+A serial whose revocation record passed its retention and was erased (Ord
+§70(1)(iii); the certificate had expired too) is never ``good``: ``unknown``
+by default, or ``revoked`` at the kept time with no reason when crlbuilder was
+configured to keep it (``crl.erased_answer``; the store holds what to say).
 CRL-import mode (a group appliance): a serial absent from the 機構's CRL is good.
 
 A good answer's nextUpdate (and so the HTTP max-age and Expires derived from
@@ -47,7 +61,7 @@ from typing import Any, Final
 from cryptography import x509
 
 from crlbuilder import storeformat as sf
-from crlbuilder.manifest import Manifest
+from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Family
 from crlbuilder.ocspsign import (
     CertStatus,
@@ -78,6 +92,9 @@ class IssuerView:
     certificate: x509.Certificate
     certs_suffix: bytes
     """The signer's ``certs`` field, appended to stored answer stems."""
+    successor: ResponseSigner | None = None
+    """The successor generation's delegate: signs this issuer's answers once its CA key
+    is compromised (`crlbuilder.manifest.ocsp_signer_files`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +216,14 @@ class OcspService:
             cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
             signer = PemSigner.from_files(manifest.path(i.ocsp_key), manifest.path(i.ocsp_cert))
             rs = ResponseSigner(signer)
-            view = IssuerView(i.index, i.id, i.family, rs, cert, rs.certs_suffix)
+            successor = None
+            files = ocsp_signer_files(manifest, i, compromised=True)
+            if files is not None:
+                key, successor_cert = files
+                successor = ResponseSigner(
+                    PemSigner.from_files(manifest.path(key), manifest.path(successor_cert))
+                )
+            view = IssuerView(i.index, i.id, i.family, rs, cert, rs.certs_suffix, successor)
             self.by_index[i.index] = view
             for alg in ("sha1", "sha256"):
                 name_hash, key_hash = issuer_hashes(cert, alg)
@@ -208,6 +232,7 @@ class OcspService:
         self._seen: tuple[int, int] = (-1, -1)
         self._snapshot = -1
         self._fresh_until: dict[int, int] = {}
+        self._compromised: frozenset[int] = frozenset()
         self.crl_import = False
         self.stale_refusals = 0
         self.lapse_refusals = 0
@@ -233,6 +258,14 @@ class OcspService:
         self.crl_import = txn.get(sf.META_MODE, db=self.store.dbs[sf.DB_META]) == sf.MODE_CRL_IMPORT
         for index in self.by_index:
             self._fresh_until[index] = promised_next_update(self.store, index, txn)
+        self._compromised = frozenset(i.index for i in self.store.issuers(txn) if i.compromised_at)
+
+    def signer_for(self, view: IssuerView) -> ResponseSigner | None:
+        """Who signs ``view``'s answers now: its delegate, or after a compromise of its CA key
+        the successor's delegate, or nobody (None) when there is no successor."""
+        if view.index in self._compromised:
+            return view.successor
+        return view.signer
 
     def fresh_until(self, issuer_index: int) -> int:
         return self._fresh_until.get(issuer_index, 0)
@@ -260,6 +293,9 @@ class OcspService:
         with self.store.env.begin() as txn:
             self.refresh(txn)
             next_update = now + self.good_validity
+            signer = self.signer_for(views[0])
+            if signer is None:  # a compromised CA key and no successor: nothing may sign
+                return Ready(ERRORS[ResponseStatus.TRY_LATER], ocsp_status=ResponseStatus.TRY_LATER)
             for v in views:
                 fresh = self._fresh_until.get(v.index, 0)
                 if fresh:
@@ -298,15 +334,23 @@ class OcspService:
                         stored = txn.get(key, db=self.store.dbs[sf.DB_RESPONSES])
                         if stored is not None:
                             sv, tu, nu, sid = sf.unpack_response_head(stored)
-                            if sv == version and nu > now and sid == view.signer.signer_id:
+                            if sv == version and nu > now and sid == signer.signer_id:
                                 ready = Ready(
-                                    stored[sf.RESPONSE_HEAD_BYTES :] + view.certs_suffix, tu, nu,
+                                    stored[sf.RESPONSE_HEAD_BYTES :] + signer.certs_suffix, tu, nu,
                                     ("revoked",), (view.family,), presigned=True,
                                 )  # fmt: skip
                                 self._put(key, cid.hash_alg, version, ready)
                                 return ready
                     answers.append(
                         SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, st.reason)
+                    )
+                elif st.state == sf.STATE_ERASED:
+                    # its revocation record passed retention and was erased (Ord §70(1)(iii)):
+                    # revoked at the kept time, no reason; unknown when no time was kept
+                    answers.append(
+                        SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, 0)
+                        if st.revoked_at
+                        else SingleAnswer(cid.der, CertStatus.UNKNOWN)
                     )
                 else:
                     lapse = self.store.lapse_due(st, txn)
@@ -319,7 +363,7 @@ class OcspService:
                     answers.append(SingleAnswer(cid.der, CertStatus.GOOD))
                 statuses.append(_STATUS_NAME[CertStatus(answers[-1].status)])
         return SignJob(
-            signer=views[0].signer,
+            signer=signer,
             answers=answers,
             produced_at=now,
             next_update=next_update,

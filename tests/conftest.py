@@ -20,6 +20,7 @@ import pytest
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Answer
 from crlbuilder.pki import init_pki
+from tests.expected import as_served
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -39,6 +40,8 @@ class Built:
     quarantine: Path
     as_of: datetime
     answers: list[Answer]
+    """What the responder must answer for each sample (`tests.expected.as_served`: answers.jsonl
+    after retention has erased old revocation records, Ord §70(1)(iii))."""
     summary: dict[str, object]
 
     def builder_args(self, store: Path | None = None, crl_dir: Path | None = None) -> list[str]:
@@ -95,7 +98,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manife
     b = Built(
         pki=pki, manifest=manifest, population=pop, store=base / "store", crl_dir=base / "crl",
         facts_key=key, quarantine=base / "store-quarantine.jsonl", as_of=as_of,
-        answers=[msgspec.json.decode(line, type=Answer) for line in (pop / "answers.jsonl").read_bytes().splitlines()],
+        answers=[as_served(msgspec.json.decode(line, type=Answer), pop, as_of) for line in (pop / "answers.jsonl").read_bytes().splitlines()],
         summary={},
     )  # fmt: skip
     out = run_tool("crlbuilder", "build", *b.builder_args())

@@ -14,13 +14,13 @@ import pytest
 from cryptography import x509
 
 from crlbuilder import storeformat as sf
-from crlbuilder.model import CertStatus
+from crlbuilder.manifest import ocsp_signer_files
+from crlbuilder.model import Answer, CertStatus
 from crlbuilder.ocspsign import ResponseSigner
 from crlbuilder.signer import PemSigner
 from crlbuilder.store import Store
 from tests.conftest import BIN, Built, run_tool
-
-RETENTION_DAYS = 3650  # config/builder.toml, crl.retention_days
+from tests.expected import erased as is_erased
 
 
 def openssl_crl_serials(crl: Path, ca: Path) -> set[int]:
@@ -54,14 +54,23 @@ def test_build_summary_and_nothing_lost(built: Built) -> None:
 
 def test_every_answer_matches_the_store(built: Built) -> None:
     store = Store.open(built.store, readonly=True)
+    raw = [
+        msgspec.json.decode(line, type=Answer)
+        for line in (built.population / "answers.jsonl").read_bytes().splitlines()
+    ]
     try:
         index = {i.id: i.index for i in store.issuers()}
-        checked = 0
-        for a in built.answers:
+        checked = erased = 0
+        for a in raw:
             st = store.status_of(index[a.issuer], a.serial)
             cert = x509.load_pem_x509_certificate((built.population / a.cert).read_bytes())
             assert cert.serial_number == a.serial
-            if a.status is CertStatus.UNKNOWN:
+            if is_erased(a, built.population, built.as_of):
+                # Ord §70(1)(iii): past its retention, the record is erased; lost effect stays
+                assert st is not None and st.erased and st.revoked, a.case
+                assert (st.category, st.reason, st.revoked_at) == (0, 0, 0), a.case
+                erased += 1
+            elif a.status is CertStatus.UNKNOWN:
                 assert st is None, a.case
             elif a.status is CertStatus.GOOD:
                 assert st is not None and not st.revoked, a.case
@@ -74,6 +83,7 @@ def test_every_answer_matches_the_store(built: Built) -> None:
                 ), a.case
             checked += 1
         assert checked == len(built.answers) > 100
+        assert erased > 0  # the demo population reaches back past ten years
     finally:
         store.close()
 
@@ -81,44 +91,54 @@ def test_every_answer_matches_the_store(built: Built) -> None:
 def test_every_crl_verifies_and_lists_exactly_the_revoked(built: Built) -> None:
     store = Store.open(built.store, readonly=True)
     try:
+        compromised = {i.id for i in store.issuers() if i.compromised_at}
+        assert compromised == {"sign-card-g1"}
         for issuer in built.manifest.issuers:
-            ca = built.pki / issuer.cert
+            # after a compromise the successor key signs, under the generation's name (Act §14)
+            ca = built.pki / (issuer.successor_cert if issuer.id in compromised else issuer.cert)
             listed = openssl_crl_serials(built.crl_dir / f"{issuer.id}.crl", ca)
-            keep_from = int(built.as_of.timestamp()) - RETENTION_DAYS * 86400
             with store.env.begin() as txn:
                 entries = dict(store.revoked_entries(issuer.index, txn))
-            expected = {serial for serial, e in entries.items() if e.recorded_at > keep_from}
-            assert listed == expected, issuer.id
-            assert (
-                len(expected) < len(entries) or issuer.id != "sign-card-g1"
-            )  # retention did drop some
+            # the build erased what passed its retention (and expired) before signing the CRL
+            assert listed == set(entries), issuer.id
+            if issuer.id == "sign-card-g1":  # retention erased some (Ord §70(1)(iii))
+                assert any(
+                    st.erased
+                    for st in (store.status_of(issuer.index, a.serial) for a in built.answers)
+                    if st is not None
+                )
             delta = openssl_crl_serials(built.crl_dir / f"{issuer.id}-delta.crl", ca)
             assert delta == set()  # nothing new since the full CRL of the same build
-            for a in built.answers:
-                if a.issuer != issuer.id:
-                    continue
-                recent = a.revoked_at is not None and a.revoked_at.timestamp() > keep_from
-                assert (a.serial in listed) == (a.status is CertStatus.REVOKED and recent), a.case
+            for a in built.answers:  # as served: erased samples answer unknown
+                if a.issuer == issuer.id:
+                    assert (a.serial in listed) == (a.status is CertStatus.REVOKED), a.case
     finally:
         store.close()
 
 
 def test_presigned_answers_verify_with_openssl(built: Built) -> None:
     store = Store.open(built.store, readonly=True)
-    revoked = [a for a in built.answers if a.status is CertStatus.REVOKED][:6]
-    ocsp_files = {i.id: (i.ocsp_key, i.ocsp_cert) for i in built.manifest.issuers}
+    revoked_all = [a for a in built.answers if a.status is CertStatus.REVOKED]
+    revoked = revoked_all[:6]
     try:
+        compromised = {i.id for i in store.issuers() if i.compromised_at}
+        # after a compromise the successor's delegate signs: a Trusted Responder (-VAfile)
+        ocsp_files = {
+            i.id: ocsp_signer_files(built.manifest, i, i.id in compromised)
+            for i in built.manifest.issuers
+        }
         index = {i.id: i.index for i in store.issuers()}
+        revoked += [a for a in built.answers if a.issuer in compromised and a in revoked_all][:3]
         for a in revoked:
+            files = ocsp_files[a.issuer]
+            assert files is not None
             with store.env.begin() as txn:
                 raw = txn.get(
                     sf.status_key(index[a.issuer], a.serial), db=store.dbs[sf.DB_RESPONSES]
                 )
             assert raw is not None, a.case
             signer = ResponseSigner(
-                PemSigner.from_files(
-                    built.pki / ocsp_files[a.issuer][0], built.pki / ocsp_files[a.issuer][1]
-                )
+                PemSigner.from_files(built.pki / files[0], built.pki / files[1])
             )
             assert sf.unpack_response_head(raw)[3] == signer.signer_id
             der = bytes(raw[sf.RESPONSE_HEAD_BYTES :]) + signer.certs_suffix
@@ -126,7 +146,8 @@ def test_presigned_answers_verify_with_openssl(built: Built) -> None:
             resp.write_bytes(der)
             out = subprocess.run(
                 ["openssl", "ocsp", "-respin", str(resp), "-issuer", str(built.population / a.issuer_cert),
-                 "-cert", str(built.population / a.cert), "-CAfile", str(built.population / a.issuer_cert)],
+                 "-cert", str(built.population / a.cert), "-CAfile", str(built.population / a.issuer_cert),
+                 *(["-VAfile", str(built.pki / files[1])] if a.issuer in compromised else [])],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             assert "Response verify OK" in out.stderr, out.stderr

@@ -45,6 +45,7 @@ from cryptography import x509
 from crlbuilder.model import Answer, CertStatus, Reason
 from crlbuilder.pki import write_private
 from tests.conftest import BIN, Built, run_tool
+from tests.test_responder_interop import trusted_responder
 
 pytestmark = pytest.mark.interop
 
@@ -176,11 +177,13 @@ class Check:
     as_of: datetime | None
     want: str
 
-    def line(self, population: Path) -> str:
+    def line(self, built: Built) -> str:
         a = self.answer
-        fields = [str(population / a.cert), str(population / a.issuer_cert)]
+        fields = [str(built.population / a.cert), str(built.population / a.issuer_cert)]
         if self.as_of is not None:
             fields.append(str(int(self.as_of.timestamp())))
+        # a compromised generation's answers come from its successor's signer (test_compromise.py)
+        fields += [f"responder={f}" for f in trusted_responder(built, a.issuer, "-")[1:]]
         return " ".join(fields)
 
 
@@ -224,7 +227,7 @@ def run_ocsp_check(
     props: tuple[str, ...] = (),
 ) -> tuple[list[str], str]:
     """Run one JVM over ``checks``; its output lines and stderr."""
-    list_file.write_text("".join(c.line(server.built.population) + "\n" for c in checks))
+    list_file.write_text("".join(c.line(server.built) + "\n" for c in checks))
     tls = [
         f"-Djavax.net.ssl.trustStore={stores.trust}",
         "-Djavax.net.ssl.trustStoreType=PKCS12",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from crlbuilder.model import Answer, CertStatus
+from crlbuilder.store import Store
 from tests.conftest import BIN, Built, run_tool
 
 OPENSSL_STATUS = {
@@ -93,12 +95,31 @@ def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield s
 
 
+def trusted_responder(built: Built, issuer: str, flag: str) -> list[str]:
+    """After a compromise of ``issuer``'s key its answers are signed by the successor's
+    delegate, which a client must trust explicitly (RFC 6960 §4.2.2.2; tests/test_compromise.py)."""
+    files = built.manifest.issuer(issuer)
+    if issuer not in compromised_issuers(built.store) or not files.successor:
+        return []
+    return [flag, str(built.manifest.path(built.manifest.issuer(files.successor).ocsp_cert))]
+
+
+@functools.cache
+def compromised_issuers(store: Path) -> frozenset[str]:
+    s = Store.open(store, readonly=True)
+    try:
+        return frozenset(i.id for i in s.issuers() if i.compromised_at)
+    finally:
+        s.close()
+
+
 def openssl_ocsp(
     server: Server, a: Answer, *extra: str, token: str | None = "both-verifier"
 ) -> tuple[str, str]:
     pop = server.built.population
     args = ["openssl", "ocsp", "-url", f"{server.url}/ocsp", "-issuer", str(pop / a.issuer_cert),
-            "-cert", str(pop / a.cert), "-CAfile", str(pop / a.issuer_cert), *extra]  # fmt: skip
+            "-cert", str(pop / a.cert), "-CAfile", str(pop / a.issuer_cert),
+            *trusted_responder(server.built, a.issuer, "-VAfile"), *extra]  # fmt: skip
     if token:
         args += ["-header", f"Authorization=Bearer {server.token(token)}"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
@@ -153,7 +174,8 @@ def test_every_sample_with_gnutls_ocsptool(server: Server, tmp_path: Path) -> No
         resp = tmp_path / "resp.der"
         resp.write_bytes(der)
         out = subprocess.run(
-            ["ocsptool", "--verify-response", "--load-trust", str(pop / a.issuer_cert), "--infile", str(resp)],
+            ["ocsptool", "--verify-response", "--infile", str(resp),
+             *(trusted_responder(server.built, a.issuer, "--load-trust") or ["--load-trust", str(pop / a.issuer_cert)])],
             check=False, capture_output=True, text=True,
         )  # fmt: skip
         text = out.stdout + out.stderr

@@ -4,7 +4,9 @@
  *
  * Usage: java OcspCheck <ocsp-url> <list-file>
  *
- * Each line of <list-file> is "<cert.pem> <issuer.pem> [<as-of epoch seconds>]". Each certificate is
+ * Each line of <list-file> is "<cert.pem> <issuer.pem> [<as-of epoch seconds>] [responder=<signer.pem>]"; the
+ * last names a Trusted Responder (RFC 6960 §4.2.2.2, PKIXRevocationChecker.setOcspResponderCert): the
+ * successor's OCSP signer that answers for a generation whose CA key was compromised. Each certificate is
  * validated by the JDK's PKIX CertPathValidator with its issuing CA (self-signed, one per family and
  * key generation) as the trust anchor, as of now or of the given instant (PKIXParameters.setDate: a
  * certificate that has expired since is validated as of a moment it was valid, as a verifier does for
@@ -77,13 +79,16 @@ public final class OcspCheck {
     }
 
     /** The status line of one certificate, validated against its issuer (the trust anchor) as of asOf (null: now). */
-    private String check(Path certPem, Path issuerPem, Date asOf) {
+    private String check(Path certPem, Path issuerPem, Date asOf, Path responderPem) {
         try {
             X509Certificate cert = load(certPem);
             TrustAnchor anchor = new TrustAnchor(issuer(issuerPem), null);
             PKIXRevocationChecker revocation =
                     (PKIXRevocationChecker) validator.getRevocationChecker();
             revocation.setOcspResponder(responder);
+            if (responderPem != null) {
+                revocation.setOcspResponderCert(issuer(responderPem));
+            }
             // OCSP preferred (no PREFER_CRLS), no CRL fallback, the end-entity certificate only.
             revocation.setOptions(EnumSet.of(
                     PKIXRevocationChecker.Option.ONLY_END_ENTITY,
@@ -119,6 +124,11 @@ public final class OcspCheck {
     /** One list line: "<cert.pem> <issuer.pem> [<as-of epoch seconds>]". */
     private String checkLine(String line) {
         String[] parts = line.split("\\s+");
+        Path responderPem = null;
+        if (parts.length > 2 && parts[parts.length - 1].startsWith("responder=")) {
+            responderPem = Path.of(parts[parts.length - 1].substring("responder=".length()));
+            parts = java.util.Arrays.copyOf(parts, parts.length - 1);
+        }
         if (parts.length != 2 && parts.length != 3) {
             return error("bad list line");
         }
@@ -130,7 +140,7 @@ public final class OcspCheck {
                 return error("bad as-of instant");
             }
         }
-        return check(Path.of(parts[0]), Path.of(parts[1]), asOf);
+        return check(Path.of(parts[0]), Path.of(parts[1]), asOf, responderPem);
     }
 
     private static CertificateRevokedException revokedCause(Throwable e) {

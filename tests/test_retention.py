@@ -1,0 +1,354 @@
+"""Retention per family and legal category, and its end (Ord §70(1)(iii)).
+
+A revocation record is kept for the period set by Cabinet order (政令で定める期間) for its
+family and category, from the day it was recorded (Act §11-§14, §16-10-§16-13, §30-§33,
+§35-10-§35-13). Past it, and once the certificate has expired, it is erased from the store
+and left out of the next full CRL, and OCSP answers what the configuration says: ``unknown``
+by default, or ``revoked`` with the time only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from crlbuilder import storeformat as sf
+from crlbuilder.apply import past_retention
+from crlbuilder.config import ConfigError, add_arguments, load_config
+from crlbuilder.model import Category, Family
+from crlbuilder.ocspsign import issuer_hashes
+from crlbuilder.store import Store
+from responder.ocsp import OcspService, Ready
+from responder.ocspreq import parse_request
+from tests.conftest import ROOT, Built, run_tool
+from tests.test_apply import H1, World, issuance, rid, ts
+from tests.test_responder_interop import Server, start_server
+
+DAY = 86_400
+ISSUER = "sign-card-g2"
+ERASED, RECORDING_ERROR, VALID = 0x3001, 0x3002, 0x3003
+FACTS = {"name": "試験 次郎", "sex": "1", "birth_date": "319850505", "address": "大阪府大阪市1-1"}
+
+
+# --- configuration ------------------------------------------------------------
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "b.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_retention_per_family_and_category_defaults_to_the_family(tmp_path: Path) -> None:
+    cfg = load_config(
+        _config(
+            tmp_path,
+            "[crl.retention_days]\nsign-card = 100\n"
+            "[crl.retention_days_by_category.sign-card]\nrequest = 30\n",
+        )
+    )
+    crl = cfg.crl
+    assert crl.retention_seconds(Family.SIGN_CARD, Category.REQUEST) == 30 * DAY
+    assert crl.retention_seconds(Family.SIGN_CARD, Category.RECORDING_ERROR) == 100 * DAY
+    assert crl.retention_seconds(Family.AUTH_CARD, Category.REQUEST) == 3650 * DAY
+    assert crl.erased_answer == "unknown"  # the documented default
+    shipped = load_config(ROOT / "config" / "builder.toml").crl
+    for f in Family:
+        for c in Category:
+            if c.applies_to(f):
+                assert shipped.retention_seconds(f, c) == 3650 * DAY  # today's per-family value
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[crl.retention_days_by_category.sign-phone]\nrequest = 1\n", "unknown family"),
+        ("[crl.retention_days_by_category.sign-card]\nlost = 1\n", "unknown category"),
+        ("[crl.retention_days_by_category.sign-mobile]\nresident-change = 1\n", "does not apply"),
+        ("[crl.retention_days_by_category.auth-card]\ncard-cascade = 1\n", "does not apply"),
+        ("[crl.retention_days_by_category.auth-card]\nrequest = 0\n", "Expected `int` >= 1"),
+        ('[crl]\nerased_answer = "good"\n', "erased_answer"),
+    ],
+)
+def test_bad_retention_configuration_refused(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(_config(tmp_path, text))
+
+
+def test_erased_answer_flag() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--erased-answer", "revoked"])
+    assert load_config(None, args).crl.erased_answer == "revoked"
+
+
+def test_past_retention_waits_for_the_certificate_to_expire() -> None:
+    assert past_retention(recorded_at=0, not_after=50, now=100, retention=100)
+    assert not past_retention(recorded_at=0, not_after=50, now=99, retention=100)
+    assert not past_retention(recorded_at=0, not_after=101, now=100, retention=10)
+
+
+# --- the store, in process ------------------------------------------------------
+
+
+def test_ord_70_erasure_in_the_store(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.apply(
+        [
+            issuance(10, ISSUER, H1, 0, not_after=ts(300)),
+            issuance(11, ISSUER, "33" * 32, 0, not_after=ts(300)),
+            issuance(12, ISSUER, "44" * 32, 0, not_after=ts(900)),
+            {"type": "revocation-request", "id": rid(), "recorded_at": ts(10), "issuer": ISSUER,
+             "serial": 10, "reason": "loss"},
+            {"type": "recording-error", "id": rid(), "recorded_at": ts(10), "issuer": ISSUER,
+             "serial": 11},
+            {"type": "revocation-request", "id": rid(), "recorded_at": ts(10), "issuer": ISSUER,
+             "serial": 12, "reason": "loss"},
+        ]
+    )  # fmt: skip
+    index = 2  # tests.test_apply.ISSUERS
+    with w.store.env.begin(write=True) as txn:  # a stored answer, to be erased with the record
+        txn.put(sf.status_key(index, 10), b"x" * 40, db=w.store.dbs[sf.DB_RESPONSES])
+    t0 = int(datetime.fromisoformat(ts(0)).timestamp())
+
+    def retention(family: Family, category: Category) -> int:
+        return 100 * DAY if category is Category.REQUEST else 3650 * DAY
+
+    ap = w.apply([])
+    before = w.store.meta_u32(sf.META_COMMIT)
+    assert ap.erase_past_retention(t0 + 50 * DAY, retention, keep_time=False) == 0
+    erased = ap.erase_past_retention(t0 + 400 * DAY, retention, keep_time=False)
+    assert erased == 1 and ap.summary.erased == 1
+    st = w.status(ISSUER, 10)
+    assert st.erased and st.revoked and (st.category, st.reason, st.revoked_at) == (0, 0, 0)
+    assert st.version == before + 1 == w.store.meta_u32(sf.META_COMMIT)
+    with w.store.env.begin() as txn:
+        assert txn.get(sf.status_key(index, 10), db=w.store.dbs[sf.DB_REVOKED]) is None
+        assert txn.get(sf.status_key(index, 10), db=w.store.dbs[sf.DB_RESPONSES]) is None
+        # the issuance side is not revocation information: the holder's link stays
+        assert w.store.holder_certs(bytes.fromhex(H1), Family.SIGN_CARD.code, txn)
+        kept = {s for s, _ in w.store.revoked_entries(index, txn)}
+    assert kept == {11, 12}  # another category's period; a certificate not yet expired
+    assert w.status(ISSUER, 11).category_enum is Category.RECORDING_ERROR
+    # erased stays erased: a second pass changes nothing, a new record cannot revive it
+    assert ap.erase_past_retention(t0 + 401 * DAY, retention, keep_time=False) == 0
+    w.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(410), "issuer": ISSUER,
+              "serial": 10, "reason": "loss"}])  # fmt: skip
+    assert w.status(ISSUER, 10).erased
+
+
+def test_erasure_keeps_the_time_when_configured(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.apply(
+        [
+            issuance(10, ISSUER, H1, 0, not_after=ts(300)),
+            {"type": "revocation-request", "id": rid(), "recorded_at": ts(10), "issuer": ISSUER,
+             "serial": 10, "reason": "loss"},
+        ]
+    )  # fmt: skip
+    revoked_at = w.status(ISSUER, 10).revoked_at
+    t0 = int(datetime.fromisoformat(ts(0)).timestamp())
+    ap = w.apply([])
+    assert ap.erase_past_retention(t0 + 400 * DAY, lambda f, c: 100 * DAY, keep_time=True) == 1
+    st = w.status(ISSUER, 10)
+    assert st.erased and st.revoked_at == revoked_at and (st.category, st.reason) == (0, 0)
+
+
+# --- builds, CRLs and the responder ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Erased:
+    store: Path
+    crl: Path
+    full_before: bytes
+    summary: dict[str, object]
+
+
+def _build(built: Built, d: Path, erased_answer: str) -> Erased:
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = now - timedelta(days=400)
+
+    def at(days: int) -> str:
+        return (now + timedelta(days=days)).isoformat()
+
+    def cert(n: int, serial: int, not_after: int) -> bytes:
+        return msgspec.json.encode(
+            {"type": "issuance", "id": f"r-{n}", "recorded_at": at(-800), "serial": serial,
+             "family": "sign-card", "issuer": ISSUER, "not_before": at(-800),
+             "not_after": at(not_after), "holder": f"{n:02x}" * 32, "facts": FACTS}
+        )  # fmt: skip
+
+    inputs = d / "records"
+    inputs.mkdir()
+    (inputs / "a.jsonl").write_bytes(
+        b"\n".join(
+            [
+                cert(1, ERASED, -450),
+                cert(2, RECORDING_ERROR, -450),
+                cert(3, VALID, 300),
+                msgspec.json.encode({"type": "revocation-request", "id": "r-4", "recorded_at": at(-700),
+                                     "issuer": ISSUER, "serial": ERASED, "reason": "loss"}),
+                msgspec.json.encode({"type": "recording-error", "id": "r-5", "recorded_at": at(-700),
+                                     "issuer": ISSUER, "serial": RECORDING_ERROR}),
+                msgspec.json.encode({"type": "revocation-request", "id": "r-6", "recorded_at": at(-700),
+                                     "issuer": ISSUER, "serial": VALID, "reason": "loss"}),
+            ]
+        )
+        + b"\n"
+    )  # fmt: skip
+    config = d / "builder.toml"
+    config.write_text(
+        (ROOT / "config" / "builder.toml")
+        .read_text(encoding="utf-8")
+        .replace(
+            "[crl.retention_days_by_category.sign-card]\nrequest = 3650",
+            "[crl.retention_days_by_category.sign-card]\nrequest = 365",
+        ),
+        encoding="utf-8",
+    )
+
+    def build(as_of: datetime) -> dict[str, object]:
+        out = run_tool(
+            "crlbuilder", "build", "--config", str(config), "--store", str(d / "store"),
+            "--pki", str(built.pki), "--input", str(inputs), "--facts-key-file", str(built.facts_key),
+            "--quarantine", str(d / "q.jsonl"), "--notices", str(d / "n.jsonl"),
+            "--crl-dir", str(d / "crl"), "--spool", str(d / "spool"), "--sign-workers", "1",
+            "--erased-answer", erased_answer, "--as-of", as_of.isoformat(), "--no-progress",
+        )  # fmt: skip
+        summary: dict[str, object] = msgspec.json.decode(out.stderr.strip().splitlines()[-1])
+        return summary
+
+    first_summary = build(first)
+    assert first_summary["quarantined"] == 0 and first_summary["erased_past_retention"] == 0
+    full_before = (d / "crl" / f"{ISSUER}.crl").read_bytes()
+    # the second build's instant is taken after the first build's commit, whenever that was
+    return Erased(d / "store", d / "crl" / f"{ISSUER}.crl", full_before, build(datetime.now(UTC)))
+
+
+@pytest.fixture(scope="module")
+def erased_unknown(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Erased:
+    return _build(built, tmp_path_factory.mktemp("erase-unknown"), "unknown")
+
+
+@pytest.fixture(scope="module")
+def erased_revoked(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Erased:
+    return _build(built, tmp_path_factory.mktemp("erase-revoked"), "revoked")
+
+
+def _listed(der: bytes, ca: Path, tmp: Path) -> set[int]:
+    (tmp / "x.crl").write_bytes(der)
+    out = subprocess.run(
+        ["openssl", "crl", "-inform", "DER", "-in", str(tmp / "x.crl"), "-CAfile", str(ca), "-noout", "-text"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "verify OK" in out.stdout + out.stderr
+    return {int(x.split(":", 1)[1], 16) for x in out.stdout.splitlines() if "Serial Number:" in x}
+
+
+def test_ord_70_erased_record_absent_from_next_full_crl_and_store(
+    built: Built, erased_unknown: Erased, tmp_path: Path
+) -> None:
+    ca = built.pki / built.manifest.issuer(ISSUER).cert
+    assert _listed(erased_unknown.full_before, ca, tmp_path) == {ERASED, RECORDING_ERROR, VALID}
+    assert erased_unknown.summary["erased_past_retention"] == 1
+    after = erased_unknown.crl.read_bytes()
+    assert x509.load_der_x509_crl(after).extensions.get_extension_for_class(x509.CRLNumber)
+    assert _listed(after, ca, tmp_path) == {RECORDING_ERROR, VALID}
+    store = Store.open(erased_unknown.store, readonly=True)
+    try:
+        index = next(i.index for i in store.issuers() if i.id == ISSUER)
+        with store.env.begin() as txn:
+            assert {s for s, _ in store.revoked_entries(index, txn)} == {RECORDING_ERROR, VALID}
+        st = store.status_of(index, ERASED)
+        assert st is not None and st.erased and st.revoked_at == 0 and st.category == 0
+    finally:
+        store.close()
+
+
+def _ask(built: Built, store_path: Path, serial: int) -> ocsp.OCSPResponse:
+    """The in-process responder's answer to one SHA-1 CertID of ``ISSUER``."""
+    issuer = x509.load_pem_x509_certificate(
+        (built.pki / built.manifest.issuer(ISSUER).cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    req = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(name_hash, key_hash, serial, hashes.SHA1())
+        .build()
+    )
+    store = Store.open(store_path, readonly=True)
+    try:
+        svc = OcspService(store, built.manifest, good_validity_seconds=3600, cache_entries=16)
+        parsed = parse_request(
+            req.public_bytes(serialization.Encoding.DER), max_certids=4, max_nonce=32
+        )
+        views = svc.issuer_of(parsed)
+        assert views is not None
+        answer = svc.answer(parsed, views)
+        ready = answer if isinstance(answer, Ready) else answer.run()
+        return ocsp.load_der_ocsp_response(ready.der)
+    finally:
+        store.close()
+
+
+def test_ord_70_erased_serial_answers_unknown_by_default(
+    built: Built, erased_unknown: Erased
+) -> None:
+    resp = _ask(built, erased_unknown.store, ERASED)
+    assert resp.certificate_status is ocsp.OCSPCertStatus.UNKNOWN
+    kept = _ask(built, erased_unknown.store, VALID)
+    assert kept.certificate_status is ocsp.OCSPCertStatus.REVOKED
+
+
+def test_ord_70_erased_serial_answers_revoked_when_configured(
+    built: Built, erased_revoked: Erased
+) -> None:
+    resp = _ask(built, erased_revoked.store, ERASED)
+    assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    assert resp.revocation_reason is None  # the reason and the category were erased
+    want = datetime.now(UTC) - timedelta(days=700)
+    assert resp.revocation_time_utc is not None
+    assert abs((resp.revocation_time_utc - want).total_seconds()) < 3600
+
+
+@pytest.fixture
+def server(built: Built, erased_unknown: Erased, tmp_path: Path) -> Iterator[Server]:
+    with start_server(built, tmp_path, store=erased_unknown.store) as s:
+        yield s
+
+
+def test_ord_70_erased_serial_through_the_real_server(built: Built, server: Server) -> None:
+    ca = str(built.pki / built.manifest.issuer(ISSUER).cert)
+    out = subprocess.run(
+        ["openssl", "ocsp", "-url", f"{server.url}/ocsp", "-issuer", ca, "-serial", str(ERASED),
+         "-CAfile", ca, "-no_nonce", "-header", f"Authorization=Bearer {server.token('both-verifier')}"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert "Response verify OK" in out.stderr, out.stderr
+    assert ": unknown" in out.stdout and ": good" not in out.stdout, out.stdout
+
+
+def test_recorded_at_read_in_place_agrees_with_the_entry() -> None:
+    for at in (0, 1, -1, 1_700_000_000, 2**62):
+        e = sf.RevokedEntry(revoked_at=7, reason=1, category=2, build=3, recorded_at=at)
+        assert sf.revoked_recorded_at(e.pack()) == sf.unpack_revoked(e.pack()).recorded_at == at
+
+
+def test_status_command_says_erased(erased_unknown: Erased) -> None:
+    out = run_tool(
+        "crlbuilder", "status", "--store", str(erased_unknown.store), "--issuer", ISSUER,
+        "--serial", str(ERASED),
+    )  # fmt: skip
+    doc = msgspec.json.decode(out.stdout)
+    assert doc["status"] == "erased" and "category" not in doc and "revoked_at" not in doc
