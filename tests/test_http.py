@@ -555,7 +555,7 @@ class _Recorder:
         self.calls.append(("done", (req.target, resp.status)))
 
     def on_http_error(self, status: int, peer: str = "") -> None:
-        self.calls.append(("error", status))
+        self.calls.append(("error", (status, peer)))
 
 
 class _CertApp:
@@ -609,7 +609,7 @@ def test_hooks_see_connections_requests_and_errors() -> None:
     assert [c for c in calls if c[0] not in ("open", "close")] == [
         ("done", (b"/a", 200)),
         ("done", (b"/b", 200)),
-        ("error", 413),
+        ("error", (413, "127.0.0.1")),  # layer-made errors name the client (access log)
     ]
     assert calls.count(("open", None)) == calls.count(("close", None)) == 2
     assert calls[0] == ("open", None)  # a connection closes only after it opened
