@@ -553,7 +553,15 @@ class HttpProtocol(asyncio.Protocol):
         self._resume(_PAUSE_WRITE)
         if self._out is not None:
             self._pump()
-        elif self._phase < _LINGER:
+            if self._out is not None or self._phase >= _LINGER:
+                return
+            # The streamed body is all written: close if it was the last answer, else go on.
+            if self._out_close or (self._srv.draining and not self._queue and self._phase == _IDLE):
+                self._close_gracefully(LINGER_AFTER_CLOSE)
+                return
+            if not self._queue:
+                self._restart_clock()
+        if self._phase < _LINGER:
             self._flush()
 
     def data_received(self, data: bytes) -> None:
@@ -901,7 +909,8 @@ class HttpProtocol(asyncio.Protocol):
             self._out = memoryview(body)
             self._out_close = not keep
             self._pump()
-            return keep
+            if self._out is not None:
+                return keep  # the rest as the client reads it (resume_writing)
         if not keep:
             self._close_gracefully(LINGER_SECONDS if req is None else LINGER_AFTER_CLOSE)
             return False
@@ -910,7 +919,7 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def _pump(self) -> None:
-        """Write the streamed body while the client reads it; then go on with the queue."""
+        """Write slices of the streamed body until the transport's buffer is full."""
         out = self._out
         transport = self._transport
         while out is not None and transport is not None and not self._paused & _PAUSE_WRITE:
@@ -918,12 +927,6 @@ class HttpProtocol(asyncio.Protocol):
             out = out[STREAM_CHUNK:] if len(out) > STREAM_CHUNK else None
             self._out = out  # before the write, which may call pause_writing
             transport.write(chunk)
-        if out is not None or transport is None or self._phase >= _LINGER:
-            return
-        if self._out_close:
-            self._close_gracefully(LINGER_AFTER_CLOSE)
-        else:
-            self._flush()
 
     def _reject(self, status: int) -> None:
         """From a parser callback: answer ``status`` (in order) and stop reading."""

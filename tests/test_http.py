@@ -359,7 +359,9 @@ def test_upgrade_request_is_answered_then_closed(server: ServerProcess) -> None:
 
 def test_max_connections_per_worker(tmp_path: Path) -> None:
     config = write_config(
-        tmp_path / "responder.toml", {"port": 0, "workers": 1}, {**LIMITS, "max_connections": 2}
+        tmp_path / "responder.toml",
+        {"port": 0, "workers": 1},
+        {**LIMITS, "max_connections": 2, "max_unattributed": 2},
     )
     with ServerProcess(tmp_path, config).start() as server:
         first, second = connect(server.port), connect(server.port)
@@ -506,6 +508,25 @@ class _CountingReader:
         self.statuses.append(self.parser.get_status_code())
         self.sizes.append(self._size)
         self._size = 0
+
+
+def test_streamed_bodies_keep_order_and_the_last_one_closes(server: ServerProcess) -> None:
+    """Bodies above STREAM_ABOVE are written in slices: small answers wait their turn."""
+    big = 1024 * 1024
+    with connect(server.port, timeout=10) as sock:
+        sock.sendall(
+            b"GET /big?%d HTTP/1.1\r\nHost: a\r\n\r\n" % big
+            + b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n"
+            + b"HEAD /big?%d HTTP/1.1\r\nHost: a\r\n\r\n" % big
+            + b"GET /big?%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % big
+        )
+        data = wait_closed(sock, 10)
+    reader = _CountingReader()
+    reader.parser.feed_data(data[: data.index(b"HTTP/1.1", 100)])  # the first answer alone
+    assert reader.sizes == [big]
+    assert data.count(b"HTTP/1.1 200 OK") == 4
+    assert data.endswith(b"x" * 1000) and b"F" * 100 + b"HTTP/1.1 200 OK" in data
+    assert len(data) > 2 * big and data.count(b"Connection: close") == 1
 
 
 def test_pipelined_large_downloads_on_a_socket_that_does_not_read(tmp_path: Path) -> None:
