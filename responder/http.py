@@ -99,8 +99,11 @@ STREAM_ABOVE: Final = 256 * 1024
 """Answer bodies larger than this are written in slices as the client reads them."""
 STREAM_CHUNK: Final = 256 * 1024
 """One slice of a streamed body."""
-TICK_SECONDS: Final = 0.5
-"""How often the coarse clock and the cached ``Date`` header are refreshed."""
+TICK_SECONDS: Final = 0.1
+"""How often the coarse clock (`HttpServer.now`) and the cached ``Date`` header are refreshed.
+Deadlines are stamped from the coarse clock plus one tick (reading the loop's clock costs
+more than the rest of a deadline's bookkeeping), so they fire never early and at most one
+tick late."""
 FEED_SLICE: Final = 8192
 """Larger inputs are parsed in slices of this size, with a flow-control check between slices,
 so one read of pipelined requests cannot queue an unbounded amount of answers."""
@@ -308,6 +311,8 @@ class HttpServer:
         )
 
     def __call__(self) -> HttpProtocol:
+        if self.loop is None:
+            self.start()
         return HttpProtocol(self)
 
     # -- clock and Date header ------------------------------------------------------------------
@@ -427,6 +432,7 @@ class HttpProtocol(asyncio.Protocol):
         "_cert",
         "_deadline",
         "_deferred",
+        "_dl_key",
         "_eof",
         "_headers",
         "_hraw",
@@ -475,6 +481,8 @@ class HttpProtocol(asyncio.Protocol):
         self._out_close = False
         self._paused = 0
         self._deadline = 0.0
+        self._dl_key = 0
+        """Which request and phase the deadline was last set for (seq * 4 + phase)."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._eof = False
@@ -545,9 +553,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._pause(_PAUSE_WRITE)
-        loop = self._loop
-        if loop is not None:  # a client that reads nothing for idle_timeout is cut
-            self._set_deadline(loop.time() + self._srv.limits.idle_timeout)
+        srv = self._srv  # a client that reads nothing for idle_timeout is cut
+        self._set_deadline(srv.now + TICK_SECONDS + srv.limits.idle_timeout)
 
     def resume_writing(self) -> None:
         self._resume(_PAUSE_WRITE)
@@ -594,11 +601,6 @@ class HttpProtocol(asyncio.Protocol):
             self._close_gracefully()
 
     def _feed(self, data: bytes | memoryview) -> None:
-        if self._phase == _IDLE and self._seq and not self._queue and self._out is None:
-            # The first bytes of a next request: its headers are due header_timeout from now.
-            loop = self._loop
-            if loop is not None:
-                self._set_deadline(loop.time() + self._srv.limits.header_timeout)
         seq = self._seq
         try:
             self._parser.feed_data(data)
@@ -610,11 +612,28 @@ class HttpProtocol(asyncio.Protocol):
             if not self._last:
                 self._error(400)
             return
-        if self._phase == _HEAD and self._seq == seq:
+        phase = self._phase
+        if phase == _IDLE:
+            return  # the common case: every request in this read is complete
+        if phase >= _LINGER:
+            return
+        if phase == _HEAD and self._seq == seq:
             # Headers still incomplete and begun in an earlier chunk: bound what is buffered.
             self._hraw += len(data)
             if self._hraw > self._max_header:
                 self._error(431)
+                return
+        key = self._seq * 4 + phase
+        if key != self._dl_key:
+            # A request left incomplete by this read: its headers are due header_timeout
+            # from now (the first request's: from the connection's opening, already set),
+            # its body body_timeout from its last header (in this read), chunks or not.
+            self._dl_key = key
+            if phase == _BODY or self._seq > 1:
+                srv = self._srv
+                limits = srv.limits
+                due = limits.body_timeout if phase == _BODY else limits.header_timeout
+                self._set_deadline(srv.now + TICK_SECONDS + due)
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -679,12 +698,8 @@ class HttpProtocol(asyncio.Protocol):
             has_body = size > 0
         elif b"transfer-encoding" in headers:
             has_body = True
-        if has_body:
-            loop = self._loop
-            if loop is not None:  # the whole body is due body_timeout from now
-                self._set_deadline(loop.time() + srv.limits.body_timeout)
-            if srv.early is not None and b"authorization" in headers:
-                self._answer_early(srv.early)
+        if has_body and srv.early is not None and b"authorization" in headers:
+            self._answer_early(srv.early)
         if self._parser.should_upgrade():
             self._upgrade = True
         expect = headers.get(b"expect")
@@ -766,7 +781,12 @@ class HttpProtocol(asyncio.Protocol):
             self._deferred += 1
             self._enqueue(_Slot(req, None, self._t0, False, started=False))
             return
-        result = self._call_app(req)
+        try:
+            result = srv.app.handle(req)
+        except Exception as exc:
+            result = _app_failed(exc, req)
+        if not self.attributed:
+            self._attribute(req)
         if isinstance(result, Response):
             if self._queue:
                 self._enqueue(_Slot(req, result, self._t0, False))
@@ -785,11 +805,15 @@ class HttpProtocol(asyncio.Protocol):
         except Exception as exc:
             result = _app_failed(exc, req)
         if not self.attributed:
-            note = req.note
-            if note is not None and len(note) > 4 and note[4]:
-                self.attributed = True  # a party proved itself on this connection
-                self._srv.unattributed.pop(self, None)
+            self._attribute(req)
         return result
+
+    def _attribute(self, req: Request) -> None:
+        """After the app's decision: a request attributed to a party attributes the connection."""
+        note = req.note
+        if note is not None and len(note) > 4 and note[4]:
+            self.attributed = True  # a party proved itself on this connection
+            self._srv.unattributed.pop(self, None)
 
     def _await(self, slot: _Slot, result: Awaitable[Response]) -> None:
         req = slot.req
@@ -915,7 +939,12 @@ class HttpProtocol(asyncio.Protocol):
             self._close_gracefully(LINGER_SECONDS if req is None else LINGER_AFTER_CLOSE)
             return False
         if not self._queue:
-            self._restart_clock()
+            if self._phase == _IDLE:  # the common case, inlined: idle_timeout from now
+                deadline = self._deadline = srv.now + TICK_SECONDS + srv.limits.idle_timeout
+                if self._timer is None or deadline < self._timer_at:
+                    self._set_deadline(deadline)
+            else:
+                self._restart_clock()
         return True
 
     def _pump(self) -> None:
@@ -1010,10 +1039,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _restart_clock(self) -> None:
         """The current phase's time runs from now."""
-        loop = self._loop
-        if loop is None:
-            return
-        limits = self._srv.limits
+        srv = self._srv
+        limits = srv.limits
         phase = self._phase
         if phase == _IDLE:
             seconds = limits.idle_timeout if self._served else limits.header_timeout
@@ -1025,7 +1052,7 @@ class HttpProtocol(asyncio.Protocol):
             seconds = self._linger
         else:
             return
-        self._set_deadline(loop.time() + seconds)
+        self._set_deadline(srv.now + TICK_SECONDS + seconds)
 
     def _on_timer(self) -> None:
         self._timer = None
