@@ -134,7 +134,8 @@ class Request(msgspec.Struct, gc=False):
     """Per-worker counter, starting at 1."""
     note: tuple[str, ...] | None = None
     """What the app decided about the request, for the hooks (metrics, access log): set by
-    the app (see `responder.metrics.Outcome`), never read by this layer."""
+    the app (see `responder.metrics.Outcome`). This layer reads only index 4, the party
+    id: non-empty attributes the connection to a party (the unattributed budget)."""
 
 
 class Response(msgspec.Struct, frozen=True, gc=False):
@@ -154,7 +155,10 @@ class App(Protocol):
     ``handle`` returns a `Response` on the fast path, or an awaitable of one for
     slow work (run it in an executor so the worker's other connections go on).
     Optional methods, called when present: ``reload(config: ResponderConfig) ->
-    None`` on SIGHUP, and ``close() -> None`` when the worker exits; and an optional
+    None`` on SIGHUP, ``close() -> None`` when the worker exits, ``early(req) ->
+    Response | None`` after the headers of a request with a body and an
+    ``Authorization`` field (``req.body`` empty; a Response is sent at once and the
+    connection closed without reading the body); and an optional
     ``hooks`` attribute (`HttpHooks` or None), used when ``responder.server.serve`` was
     given no ``hooks_factory``.
     """
