@@ -24,7 +24,7 @@ import httptools
 import pytest
 import uvloop
 
-from responder.config import LimitsConfig
+from responder.config import ConfigError, LimitsConfig, load_config
 from responder.http import HttpServer, Request, Response, decode_forwarded_cert
 from tests.test_http_app import (
     ReplyReader,
@@ -427,6 +427,16 @@ def test_first_request_headers_are_due_from_the_connection_opening(
         elapsed = time.monotonic() - start
     assert data.startswith(b"HTTP/1.1 408 ")
     assert elapsed < 1.6  # header_timeout (1 s) after opening; before the fix ~1.7 s or more
+
+
+def test_unattributed_budget_is_a_part_of_max_connections(tmp_path: Path) -> None:
+    assert LimitsConfig(max_connections=100).unattributed_budget == 25  # default: a quarter
+    assert LimitsConfig(max_connections=2).unattributed_budget == 1
+    assert LimitsConfig(max_connections=100, max_unattributed=100).unattributed_budget == 100
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server.limits]\nmax_connections = 10\nmax_unattributed = 11\n")
+    with pytest.raises(ConfigError, match="max_unattributed must not exceed max_connections"):
+        load_config(bad, {})
 
 
 def _slow_unattributed(port: int, count: int) -> list[socket.socket]:
