@@ -627,6 +627,55 @@ def _run_in_process(
     return uvloop.run(main()), recorder
 
 
+class _CountingApp:
+    """Counts the requests handed to it; answers each with 1 MiB."""
+
+    def __init__(self) -> None:
+        self.handled = 0
+        self.response = Response(200, b"c" * (1 << 20), b"application/octet-stream")
+
+    def handle(self, req: Request) -> Response:
+        self.handled += 1
+        return self.response
+
+
+def test_pipelined_requests_wait_unhandled_while_the_client_does_not_read() -> None:
+    """Issue 10 item 7: no work (and nothing a real app would count) for answers nobody reads."""
+    app = _CountingApp()
+    count = 40
+
+    async def main() -> tuple[int, int, int]:
+        http_server = HttpServer(app, LimitsConfig())
+        http_server.start()
+        server = await asyncio.get_running_loop().create_server(http_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * count)
+        await asyncio.sleep(0.5)  # nobody reads the socket meanwhile
+        while_not_reading = app.handled
+        counter = _CountingReader()
+        while len(counter.sizes) < count:
+            chunk = await loop.sock_recv(sock, 1 << 20)
+            if not chunk:
+                break
+            counter.parser.feed_data(chunk)
+        received = len(counter.sizes)
+        sock.close()
+        server.close()
+        await http_server.drain(1.0)
+        return while_not_reading, app.handled, received
+
+    while_not_reading, handled, received = uvloop.run(main())
+    # what the kernel's socket buffers took (a few MiB on loopback), plus the one being
+    # written; not all 40 (which is what the worker built before)
+    assert while_not_reading <= 10, while_not_reading
+    assert handled == received == count
+
+
 def test_hooks_see_connections_requests_and_errors() -> None:
     replies, recorder = _run_in_process(
         [
