@@ -20,10 +20,12 @@ for a peer listed in ``trusted_proxies``, from the proxy's ``client_cert_header`
 
 Deadlines, not sweeps: each connection has one deadline for its current phase
 (the first request's headers: ``header_timeout`` from the connection's opening;
-a later request's headers: from its first byte; its body: ``body_timeout`` from
-the last header, not moved by each chunk; idle keep-alive: ``idle_timeout``)
-and one loop timer, re-armed only when it fires early, so a timeout fires on
-time (within the loop's latency) without a timer call per request.
+a later request's headers: from the read in which it began; its body:
+``body_timeout`` from the last header, not moved by each chunk; idle keep-alive:
+``idle_timeout``) and one loop timer, moved only when a deadline comes earlier and
+re-armed when it fires before a deadline that moved later. A timeout fires at most
+`TICK_SECONDS` late, with no timer call and no clock read on the common path (a
+request complete in one read).
 
 Back-pressure (a client that does not read its answers): while the transport's
 write buffer is above its high-water mark (``pause_writing``) reading pauses,
@@ -33,12 +35,11 @@ written in `STREAM_CHUNK` slices of a memoryview as the client reads them, so
 the worker never holds more than a chunk beyond the app's own body per
 connection.
 
-Connections not attributed to a registered party (neither a
-party's credential nor any request of theirs proven yet) have a budget of their own
-(``max_unattributed``): a new connection beyond it, or beyond ``max_connections``,
-displaces the oldest unattributed connection that is waiting on its client (503
-and a close), so slow unauthenticated clients cannot take the capacity parties
-need. A connection becomes attributed when the app names a party in a request's
+Connections not attributed to a registered party (no request on them proven by a
+party's credential yet) have a budget of their own (``max_unattributed``): a new
+connection beyond it, or beyond ``max_connections``, displaces the oldest
+unattributed connection that is waiting on its client (503 and a close), so slow
+unauthenticated clients cannot take the capacity parties need. A connection becomes attributed when the app names a party in a request's
 `Request.note` (index 4, the party id): with a client certificate or bearer token
 that is its first request; a signed OCSP request can only be attributed after its
 body, so its connection stays in the unattributed budget until then. An app may
@@ -47,8 +48,8 @@ request that has a body and an ``Authorization`` field, with the body still
 unread; a Response is sent at once and the connection closed without reading the
 body (a credential that matches no party, refused before it can hold a slot).
 
-The coarse clock of the periodic ``HttpServer.tick`` only drives the cached
-``Date`` header.
+The periodic ``HttpServer.tick`` refreshes the coarse clock that stamps deadlines
+and the cached ``Date`` header.
 """
 
 from __future__ import annotations
@@ -570,10 +571,10 @@ class HttpProtocol(asyncio.Protocol):
             if self._out_close or (self._srv.draining and not self._queue and self._phase == _IDLE):
                 self._close_gracefully(LINGER_AFTER_CLOSE)
                 return
-            if not self._queue:
-                self._restart_clock()
         if self._phase < _LINGER:
             self._flush()
+            if self._phase == _IDLE and not self._queue and self._out is None:
+                self._restart_clock()  # idle from now, not from when the client stopped reading
 
     def data_received(self, data: bytes) -> None:
         if self._last:
