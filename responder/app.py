@@ -1,7 +1,10 @@
 """The responder's routes: what each path does, with whom, and in which order.
 
     POST /ocsp, POST /      OCSP (application/ocsp-request), RFC 6960 appendix A.1
-    GET  /ocsp/{base64}     OCSP by GET, with RFC 5019 caching headers
+    GET  /ocsp/{base64}     OCSP by GET, with RFC 5019 caching headers; HEAD is refused
+                            (405, Allow: GET): an answer's length is known only once it is
+                            signed, and a HEAD provides nothing, so it must neither sign
+                            nor count in the ledger (帳簿, Act §40)
     GET  /crl/{file}.crl    the current CRL files, for parties that may receive the family
     GET  /announcements[.json|.atom]  CA compromise announcements (`responder.announce`), public
     GET  /healthz           the process answers
@@ -14,6 +17,10 @@ signed request; none -> unauthorized), check the issuer is ours and the family
 is one the party may receive (else unauthorized), and only then look anything
 up (`ocsp.OcspService`). Fresh signatures run in a thread (cryptography
 releases the GIL while signing) so the worker's other connections go on.
+
+A request with a body and an ``Authorization`` field that matches no party's
+credential is refused from its headers (`JpkiApp.early`), before its body is
+read, so it cannot hold a connection slot while the body trickles in.
 
 Every route leaves its decision in ``Request.note`` (a `responder.metrics.Outcome`:
 endpoint, OCSP status, first CertID's status, family, party id, answer source,
@@ -87,6 +94,7 @@ def _method_not_allowed(allow: bytes) -> Response:
 _POST_ONLY: Final = _method_not_allowed(b"POST")
 _GET_ONLY: Final = _method_not_allowed(b"GET, HEAD")
 _OCSP_METHODS: Final = _method_not_allowed(b"GET, POST")
+_OCSP_GET_ONLY: Final = _method_not_allowed(b"GET")
 
 # Notes (responder.metrics.Outcome) of the answers that do not depend on the request.
 _NOTE_OCSP_HTTP: Final = outcome("ocsp")
@@ -227,9 +235,9 @@ class JpkiApp:
                 return _UNSUPPORTED
             return self._ocsp(req, req.body, get=False)
         if path.startswith(b"/ocsp/"):
-            if req.method not in (b"GET", b"HEAD"):
+            if req.method != b"GET":  # HEAD too: it would sign and count for nothing
                 req.note = _NOTE_OCSP_HTTP
-                return _GET_ONLY
+                return _OCSP_GET_ONLY
             try:
                 der = decode_get_path(path[6:].decode("ascii"))
             except (RequestError, UnicodeDecodeError):
@@ -261,6 +269,26 @@ class JpkiApp:
             return self._crl(req, path[5:])
         req.note = _NOTE_OTHER
         return _NOT_FOUND
+
+    def early(self, req: Request) -> Response | None:
+        """`responder.http`'s hook after the headers of a request with a body and an
+        ``Authorization`` field, body unread: the answer to a credential that matches no
+        party, sent at once (the connection then closes), or None to read the body.
+
+        Only a bearer token is judged here; a client certificate that matches no party
+        still lets the body (perhaps a signed request) decide, as in `_ocsp`.
+        """
+        path = req.target.split(b"?", 1)[0]
+        ocsp = path in (b"/ocsp", b"/") or path.startswith(b"/ocsp/")
+        if not ocsp and not path.startswith(b"/crl/"):
+            return None
+        if access.bearer_token(req) is None or access.by_transport(self.registry, req):
+            return None
+        if ocsp:
+            req.note = _NOTE_UNAUTHENTICATED
+            return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
+        req.note = _NOTE_CRL_UNAUTHENTICATED
+        return _UNAUTHORIZED_HTTP
 
     # --- OCSP ----------------------------------------------------------------------
 

@@ -90,14 +90,37 @@ class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_header_bytes: PositiveInt = 8192
     """Largest request line plus header fields; larger gets 431 and a close."""
     header_timeout: PositiveSeconds = 5.0
-    """Seconds a request may take from its first byte to its last header (and a body may
-    stall); past it 408 and a close. A connection that sends nothing is closed after it."""
+    """Seconds a request may take from its first byte to its last header (the first request
+    of a connection: from the connection's opening); past it 408 and a close. A connection
+    that sends nothing is closed after it."""
+    body_timeout: PositiveSeconds = 5.0
+    """Seconds from a request's last header to the last byte of its body, however the body
+    trickles in (the deadline is not moved by each chunk); past it 408 and a close."""
     idle_timeout: PositiveSeconds = 30.0
     """Seconds an idle keep-alive connection is kept open."""
     max_connections: PositiveInt = 10000
-    """Open connections per worker; beyond it a new connection gets 503 and is closed."""
+    """Open connections per worker; beyond it a new connection first displaces the oldest
+    connection not yet attributed to a party, else gets 503 and is closed."""
+    max_unattributed: PositiveInt | None = None
+    """Of ``max_connections``, how many may be open without having been attributed to a
+    registered party (no request on them proven by a client certificate, bearer token or
+    signed request yet); None means a quarter of ``max_connections`` (at least 1). A new
+    connection beyond it displaces the oldest unattributed connection that waits on its
+    client (503 and a close), so connections that never prove anything cannot take the
+    capacity parties need."""
     drain_timeout: PositiveSeconds = 10.0
     """On SIGTERM, seconds a worker waits for in-flight requests before cutting connections."""
+
+    def __post_init__(self) -> None:
+        if self.max_unattributed is not None and self.max_unattributed > self.max_connections:
+            raise ValueError("max_unattributed must not exceed max_connections")
+
+    @property
+    def unattributed_budget(self) -> int:
+        """``max_unattributed``, or a quarter of ``max_connections`` when unset."""
+        if self.max_unattributed is not None:
+            return self.max_unattributed
+        return max(1, self.max_connections // 4)
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -337,8 +360,15 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--max-body-bytes", "server.limits.max_body_bytes", "int", "largest request body"),
     _Flag("--max-header-bytes", "server.limits.max_header_bytes", "int", "largest header"),
     _Flag("--header-timeout", "server.limits.header_timeout", "float", "seconds to send headers"),
+    _Flag("--body-timeout", "server.limits.body_timeout", "float", "seconds to send a body"),
     _Flag("--idle-timeout", "server.limits.idle_timeout", "float", "keep-alive idle seconds"),
     _Flag("--max-connections", "server.limits.max_connections", "int", "connections per worker"),
+    _Flag(
+        "--max-unattributed",
+        "server.limits.max_unattributed",
+        "int",
+        "connections per worker not yet attributed to a party",
+    ),
     _Flag("--drain-timeout", "server.limits.drain_timeout", "float", "seconds to drain on stop"),
     _Flag("--store", "store.path", "path", "LMDB status store directory"),
     _Flag("--pki", "store.pki", "path", "directory of the PKI manifest pki.json"),

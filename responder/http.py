@@ -10,17 +10,46 @@ the fast path, or with an awaitable for slow work such as a fresh signature).
 What it guarantees: keep-alive and pipelining (answers strictly in request
 order, even when an earlier one is still being computed), HTTP/1.0,
 ``Connection: close``, ``Content-Length``/``Date``/``Server`` on every answer,
-one ``transport.write`` of pre-joined bytes per answer, and the limits of
+one ``transport.write`` of pre-joined bytes per small answer, and the limits of
 `responder.config.LimitsConfig`: 413 (body), 414/431 (request line/headers),
 408 (headers or body too slow), idle keep-alive close, per-worker connection
 cap (503), 400 on malformed HTTP, 500 (logged without request data) when the
-app fails. Reading pauses while the client does not read its answers.
-The client certificate comes from the TLS the worker terminated or, for a peer
-listed in ``trusted_proxies``, from the proxy's ``client_cert_header`` (RFC
-9440); that header is removed from every request before the app sees it.
+app fails. The client certificate comes from the TLS the worker terminated or,
+for a peer listed in ``trusted_proxies``, from the proxy's ``client_cert_header``
+(RFC 9440); that header is removed from every request before the app sees it.
 
-Timeouts use one periodic sweep per worker (``HttpServer.tick``) instead of a
-timer per request; its coarse clock also drives the cached ``Date`` header.
+Deadlines, not sweeps: each connection has one deadline for its current phase
+(the first request's headers: ``header_timeout`` from the connection's opening;
+a later request's headers: from the read in which it began; its body:
+``body_timeout`` from the last header, not moved by each chunk; idle keep-alive:
+``idle_timeout``) and one loop timer, moved only when a deadline comes earlier and
+re-armed when it fires before a deadline that moved later. A timeout fires at most
+`TICK_SECONDS` late, with no timer call and no clock read on the common path (a
+request complete in one read).
+
+Back-pressure (a client that does not read its answers): while the transport's
+write buffer is above its high-water mark (``pause_writing``) reading pauses,
+and requests already parsed are not handed to the app (no work, no counting)
+until the client reads (``resume_writing``). Bodies above `STREAM_ABOVE` are
+written in `STREAM_CHUNK` slices of a memoryview as the client reads them, so
+the worker never holds more than a chunk beyond the app's own body per
+connection.
+
+Connections not attributed to a registered party (no request on them proven by a
+party's credential yet) have a budget of their own (``max_unattributed``): a new
+connection beyond it, or beyond ``max_connections``, displaces the oldest
+unattributed connection that is waiting on its client (503 and a close), so slow
+unauthenticated clients cannot take the capacity parties need. A connection becomes attributed when the app names a party in a request's
+`Request.note` (index 4, the party id): with a client certificate or bearer token
+that is its first request; a signed OCSP request can only be attributed after its
+body, so its connection stays in the unattributed budget until then. An app may
+also offer ``early(req) -> Response | None``: called after the headers of a
+request that has a body and an ``Authorization`` field, with the body still
+unread; a Response is sent at once and the connection closed without reading the
+body (a credential that matches no party, refused before it can hold a slot).
+
+The periodic ``HttpServer.tick`` refreshes the coarse clock that stamps deadlines
+and the cached ``Date`` header.
 """
 
 from __future__ import annotations
@@ -37,7 +66,7 @@ import time
 import traceback
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Final, Protocol, cast
 
@@ -67,6 +96,15 @@ LINGER_AFTER_CLOSE: Final = 0.5
 sent its request and normally closes at once; this only bounds one that does not."""
 MAX_PIPELINE: Final = 64
 """Answers waiting in one connection before reading pauses."""
+STREAM_ABOVE: Final = 256 * 1024
+"""Answer bodies larger than this are written in slices as the client reads them."""
+STREAM_CHUNK: Final = 256 * 1024
+"""One slice of a streamed body."""
+TICK_SECONDS: Final = 0.1
+"""How often the coarse clock (`HttpServer.now`) and the cached ``Date`` header are refreshed.
+Deadlines are stamped from the coarse clock plus one tick (reading the loop's clock costs
+more than the rest of a deadline's bookkeeping), so they fire never early and at most one
+tick late."""
 FEED_SLICE: Final = 8192
 """Larger inputs are parsed in slices of this size, with a flow-control check between slices,
 so one read of pipelined requests cannot queue an unbounded amount of answers."""
@@ -97,7 +135,8 @@ class Request(msgspec.Struct, gc=False):
     """Per-worker counter, starting at 1."""
     note: tuple[str, ...] | None = None
     """What the app decided about the request, for the hooks (metrics, access log): set by
-    the app (see `responder.metrics.Outcome`), never read by this layer."""
+    the app (see `responder.metrics.Outcome`). This layer reads only index 4, the party
+    id: non-empty attributes the connection to a party (the unattributed budget)."""
 
 
 class Response(msgspec.Struct, frozen=True, gc=False):
@@ -117,7 +156,10 @@ class App(Protocol):
     ``handle`` returns a `Response` on the fast path, or an awaitable of one for
     slow work (run it in an executor so the worker's other connections go on).
     Optional methods, called when present: ``reload(config: ResponderConfig) ->
-    None`` on SIGHUP, and ``close() -> None`` when the worker exits; and an optional
+    None`` on SIGHUP, ``close() -> None`` when the worker exits, ``early(req) ->
+    Response | None`` after the headers of a request with a body and an
+    ``Authorization`` field (``req.body`` empty; a Response is sent at once and the
+    connection closed without reading the body); and an optional
     ``hooks`` attribute (`HttpHooks` or None), used when ``responder.server.serve`` was
     given no ``hooks_factory``.
     """
@@ -135,8 +177,9 @@ class HttpHooks(Protocol):
     def on_request_done(self, req: Request, resp: Response, seconds: float) -> None:
         """After the answer was handed to the transport; seconds since the request's first byte."""
 
-    def on_http_error(self, status: int) -> None:
-        """An answer the layer made itself (400, 408, 413, 414, 431, 503) without the app."""
+    def on_http_error(self, status: int, peer: str = "") -> None:
+        """An answer the layer made itself (400, 408, 413, 414, 431, 503) without the app;
+        ``peer`` is the client's address (the TCP peer's IP)."""
 
 
 def _reason(status: int) -> bytes:
@@ -197,15 +240,24 @@ def decode_forwarded_cert(value: bytes) -> bytes | None:
 
 
 class _Slot:
-    """An answer waiting for its turn (pipelining) or for the app's awaitable."""
+    """An answer waiting for its turn (pipelining), for the app's awaitable, or (``started``
+    False) a parsed request not yet handed to the app because the client is not reading."""
 
-    __slots__ = ("close", "req", "resp", "t0")
+    __slots__ = ("close", "req", "resp", "started", "t0")
 
-    def __init__(self, req: Request | None, resp: Response | None, t0: float, close: bool) -> None:
+    def __init__(
+        self,
+        req: Request | None,
+        resp: Response | None,
+        t0: float,
+        close: bool,
+        started: bool = True,
+    ) -> None:
         self.req = req
         self.resp = resp
         self.t0 = t0
         self.close = close
+        self.started = started
 
 
 class HttpServer:
@@ -233,6 +285,12 @@ class HttpServer:
         self.connections: set[HttpProtocol] = set()
         self.active = 0
         """Accepted connections (the ones counted against max_connections)."""
+        self.unattributed: dict[HttpProtocol, None] = {}
+        """Accepted connections not yet attributed to a party, oldest first."""
+        self.evicted = 0
+        """Unattributed connections displaced by newer ones (since start)."""
+        early = getattr(app, "early", None)
+        self.early: Callable[[Request], Response | None] | None = early if callable(early) else None
         self.requests = 0
         self.draining = False
         self.now = 0.0
@@ -258,37 +316,51 @@ class HttpServer:
         )
 
     def __call__(self) -> HttpProtocol:
+        if self.loop is None:
+            self.start()
         return HttpProtocol(self)
 
-    # -- clock, Date header, timeouts --------------------------------------------------------
-
-    @property
-    def tick_interval(self) -> float:
-        lim = self.limits
-        return min(0.5, max(0.05, min(lim.header_timeout, lim.idle_timeout) / 4))
+    # -- clock and Date header ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the periodic sweep (timeouts and the Date header) on the running loop."""
+        """Start the periodic refresh of the Date header on the running loop."""
         self.loop = asyncio.get_running_loop()
         self.tick()
 
     def tick(self) -> None:
-        """Refresh the clock and Date header, cut connections past their timeouts, re-arm."""
+        """Refresh the coarse clock and the Date header, re-arm."""
         loop = self.loop
         assert loop is not None
-        self.now = now = loop.time()
+        self.now = loop.time()
         second = int(time.time())
         if second != self._date_second:
             self._date_second = second
             self._date = email.utils.formatdate(second, usegmt=True).encode("ascii")
             self._prefixes = {}
+        self._tick_handle = loop.call_later(TICK_SECONDS, self.tick)
+
+    # -- connection budget ------------------------------------------------------------------------
+
+    def admit(self, conn: HttpProtocol) -> bool:
+        """Count a new connection, displacing an unattributed one when a budget is full."""
         limits = self.limits
-        interval = self.tick_interval
-        # Connections stamp times with this coarse clock, which lags by up to one interval:
-        # measure against a clock as late, so that no timeout fires early.
-        for conn in list(self.connections):
-            conn.check_timeouts(now - interval, limits)
-        self._tick_handle = loop.call_later(interval, self.tick)
+        if self.draining:
+            return False
+        if self.active >= limits.max_connections or (
+            len(self.unattributed) >= limits.unattributed_budget
+        ):
+            for old in self.unattributed:  # oldest first
+                if old.waits_on_client():
+                    self.evicted += 1
+                    old.evict()
+                    break
+            else:
+                return False
+            if self.active >= limits.max_connections:
+                return False
+        self.active += 1
+        self.unattributed[conn] = None
+        return True
 
     def prefix(self, status: int) -> bytes:
         """Status line plus Server and Date fields for this second (cached per status)."""
@@ -326,6 +398,7 @@ class HttpServer:
 
     def _connection_gone(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)
+        self.unattributed.pop(conn, None)
         waiter = self._idle_waiter
         if waiter is not None and not self.connections and not waiter.done():
             waiter.set_result(None)
@@ -362,50 +435,68 @@ class HttpProtocol(asyncio.Protocol):
         "_body_len",
         "_body_parts",
         "_cert",
+        "_deadline",
+        "_deferred",
+        "_dl_key",
         "_eof",
         "_headers",
         "_hraw",
         "_hsize",
         "_last",
         "_linger",
+        "_loop",
         "_max_body",
         "_max_header",
+        "_out",
+        "_out_close",
         "_parser",
         "_paused",
         "_peer",
         "_phase",
         "_queue",
+        "_req_cert",
         "_seq",
         "_served",
-        "_since",
         "_srv",
         "_t0",
+        "_timer",
+        "_timer_at",
         "_transport",
         "_trusted",
         "_upgrade",
         "_url",
-        "_wpaused_at",
+        "attributed",
         "counted",
     )
 
     def __init__(self, server: HttpServer) -> None:
         self._srv = server
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._phase = _IDLE
-        self._since = server.now
         self._served = 0
         self._seq = 0
         self._queue: deque[_Slot] | None = None
+        self._deferred = 0
+        """Parsed requests in the queue not yet handed to the app (the client is not reading)."""
         self._backlog: bytes | memoryview | None = None
+        self._out: memoryview | None = None
+        """The rest of a body being streamed (`STREAM_ABOVE`)."""
+        self._out_close = False
         self._paused = 0
-        self._wpaused_at = 0.0
+        self._deadline = 0.0
+        self._dl_key = 0
+        """Which request and phase the deadline was last set for (seq * 4 + phase)."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._eof = False
         self._last = False
         self._linger = LINGER_SECONDS
         self._upgrade = False
         self._peer: tuple[str, int] = ("", 0)
         self._cert: bytes | None = None
+        self._req_cert: bytes | None = None
         self._trusted = False
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
@@ -417,6 +508,8 @@ class HttpProtocol(asyncio.Protocol):
         self._t0 = 0.0
         self._max_header = server.limits.max_header_bytes
         self._max_body = server.limits.max_body_bytes
+        self.attributed = False
+        """A request on this connection was attributed to a registered party."""
         self.counted = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -424,49 +517,64 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         srv = self._srv
         self._transport = transport = cast(asyncio.Transport, transport)
-        self._since = srv.now
+        self._loop = loop = srv.loop or asyncio.get_running_loop()
         srv.connections.add(self)
-        if srv.active >= srv.limits.max_connections or srv.draining:
-            self._error_now(503)
-            return
-        srv.active += 1
-        self.counted = True
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._peer = (str(peer[0]), int(peer[1]))
+        if not srv.admit(self):
+            self._error_now(503)
+            return
+        self.counted = True
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self._cert = ssl_object.getpeercert(binary_form=True)
         self._trusted = srv.is_trusted(self._peer[0])
         if srv.hooks is not None:
             srv.hooks.on_connection_open()
+        # The first request's headers are due header_timeout after the connection opened.
+        self._set_deadline(loop.time() + srv.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = _CLOSED
-        srv = self._srv
-        if self.counted:
-            self.counted = False
-            srv.active -= 1
-            if srv.hooks is not None:
-                srv.hooks.on_connection_close()
-        srv._connection_gone(self)
+        self._uncount()
+        self._srv._connection_gone(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._queue = None
         self._backlog = None
+        self._out = None
         self._transport = None
 
     def eof_received(self) -> bool | None:
-        if self._phase == _IDLE and (self._queue or self._backlog is not None):
+        if self._phase == _IDLE and (
+            self._queue or self._backlog is not None or self._out is not None
+        ):
             # Half-closed after complete requests: answer them, then close.
             self._eof = True
             return True
         return None  # the transport closes itself
 
     def pause_writing(self) -> None:
-        self._wpaused_at = self._srv.now
         self._pause(_PAUSE_WRITE)
+        srv = self._srv  # a client that reads nothing for idle_timeout is cut
+        self._set_deadline(srv.now + TICK_SECONDS + srv.limits.idle_timeout)
 
     def resume_writing(self) -> None:
         self._resume(_PAUSE_WRITE)
+        if self._out is not None:
+            self._pump()
+            if self._out is not None or self._phase >= _LINGER:
+                return
+            # The streamed body is all written: close if it was the last answer, else go on.
+            if self._out_close or (self._srv.draining and not self._queue and self._phase == _IDLE):
+                self._close_gracefully(LINGER_AFTER_CLOSE)
+                return
+        if self._phase < _LINGER:
+            self._flush()
+            if self._phase == _IDLE and not self._queue and self._out is None:
+                self._restart_clock()  # idle from now, not from when the client stopped reading
 
     def data_received(self, data: bytes) -> None:
         if self._last:
@@ -488,12 +596,16 @@ class HttpProtocol(asyncio.Protocol):
             self._feed(view[pos : pos + FEED_SLICE])
             pos += FEED_SLICE
         self._backlog = view[pos:] if pos < len(view) and not self._last else None
-        if self._backlog is None and self._eof and not self._queue and self._phase == _IDLE:
+        if (
+            self._backlog is None
+            and self._eof
+            and not self._queue
+            and self._out is None
+            and self._phase == _IDLE
+        ):
             self._close_gracefully()
 
     def _feed(self, data: bytes | memoryview) -> None:
-        if self._phase == _BODY:
-            self._since = self._srv.now
         seq = self._seq
         try:
             self._parser.feed_data(data)
@@ -505,11 +617,28 @@ class HttpProtocol(asyncio.Protocol):
             if not self._last:
                 self._error(400)
             return
-        if self._phase == _HEAD and self._seq == seq:
+        phase = self._phase
+        if phase == _IDLE:
+            return  # the common case: every request in this read is complete
+        if phase >= _LINGER:
+            return
+        if phase == _HEAD and self._seq == seq:
             # Headers still incomplete and begun in an earlier chunk: bound what is buffered.
             self._hraw += len(data)
             if self._hraw > self._max_header:
                 self._error(431)
+                return
+        key = self._seq * 4 + phase
+        if key != self._dl_key:
+            # A request left incomplete by this read: its headers are due header_timeout
+            # from now (the first request's: from the connection's opening, already set),
+            # its body body_timeout from its last header (in this read), chunks or not.
+            self._dl_key = key
+            if phase == _BODY or self._seq > 1:
+                srv = self._srv
+                limits = srv.limits
+                due = limits.body_timeout if phase == _BODY else limits.header_timeout
+                self._set_deadline(srv.now + TICK_SECONDS + due)
 
     # -- httptools callbacks -----------------------------------------------------------------
 
@@ -527,7 +656,6 @@ class HttpProtocol(asyncio.Protocol):
             raise _Stop
         self._phase = _HEAD
         srv = self._srv
-        self._since = srv.now
         self._seq += 1
         self._url = url
         self._headers = {}
@@ -553,14 +681,30 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
-        self._since = self._srv.now
+        srv = self._srv
         headers = self._headers
+        cert = self._cert
+        if srv.client_cert_header in headers:
+            forwarded = headers.pop(srv.client_cert_header)
+            if self._trusted:
+                try:
+                    cert = decode_forwarded_cert(forwarded)
+                except ValueError:
+                    self._reject(400)
+        self._req_cert = cert
         length = headers.get(b"content-length")
+        has_body = False
         if length is not None:
             if not length.isdigit():
                 self._reject(400)
-            if int(length) > self._max_body:
+            size = int(length)
+            if size > self._max_body:
                 self._reject(413)
+            has_body = size > 0
+        elif b"transfer-encoding" in headers:
+            has_body = True
+        if has_body and srv.early is not None and b"authorization" in headers:
+            self._answer_early(srv.early)
         if self._parser.should_upgrade():
             self._upgrade = True
         expect = headers.get(b"expect")
@@ -568,10 +712,42 @@ class HttpProtocol(asyncio.Protocol):
             expect is not None
             and expect.lower() == b"100-continue"
             and not self._queue
+            and self._out is None
             and self._parser.get_http_version() == "1.1"
             and self._transport is not None
         ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _answer_early(self, early: Callable[[Request], Response | None]) -> None:
+        """Let the app refuse a request before its body is read (see the module docstring)."""
+        parser = self._parser
+        srv = self._srv
+        version = parser.get_http_version()
+        req = Request(
+            parser.get_method(),
+            self._url,
+            self._headers,
+            b"",
+            self._peer,
+            self._req_cert,
+            _VERSIONS.get(version) or version.encode("ascii"),
+            False,
+            srv.requests + 1,
+        )
+        try:
+            resp = early(req)
+        except Exception as exc:
+            resp = _app_failed(exc, req)
+        if resp is None:
+            return
+        srv.requests += 1
+        self._last = True
+        self._phase = _IDLE
+        if self._queue or self._out is not None:
+            self._enqueue(_Slot(req, resp, self._t0, True))
+        else:
+            self._send(req, resp, self._t0, True)
+        raise _Stop
 
     def on_body(self, body: bytes) -> None:
         size = self._body_len + len(body)
@@ -589,37 +765,33 @@ class HttpProtocol(asyncio.Protocol):
         parser = self._parser
         srv = self._srv
         self._phase = _IDLE
-        self._since = srv.now
         keep_alive = parser.should_keep_alive() and not self._upgrade
         if not keep_alive:
             self._last = True
-        headers = self._headers
-        cert = self._cert
-        if srv.client_cert_header in headers:
-            forwarded = headers.pop(srv.client_cert_header)
-            if self._trusted:
-                try:
-                    cert = decode_forwarded_cert(forwarded)
-                except ValueError:
-                    self._error(400)
-                    raise _Stop from None
         version = parser.get_http_version()
         srv.requests += 1
         req = Request(
             parser.get_method(),
             self._url,
-            headers,
+            self._headers,
             b"".join(self._body_parts) if self._body_parts is not None else self._body,
             self._peer,
-            cert,
+            self._req_cert,
             _VERSIONS.get(version) or version.encode("ascii"),
             keep_alive,
             srv.requests,
         )
+        if self._deferred or self._out is not None or self._paused & _PAUSE_WRITE:
+            # The client is not reading its answers: no work for it until it does.
+            self._deferred += 1
+            self._enqueue(_Slot(req, None, self._t0, False, started=False))
+            return
         try:
             result = srv.app.handle(req)
         except Exception as exc:
             result = _app_failed(exc, req)
+        if not self.attributed:
+            self._attribute(req)
         if isinstance(result, Response):
             if self._queue:
                 self._enqueue(_Slot(req, result, self._t0, False))
@@ -627,14 +799,48 @@ class HttpProtocol(asyncio.Protocol):
                 self._send(req, result, self._t0, False)
             return
         slot = _Slot(req, None, self._t0, False)
+        self._await(slot, result)
+        self._enqueue(slot)
+
+    # -- the app -------------------------------------------------------------------------------
+
+    def _call_app(self, req: Request) -> Response | Awaitable[Response]:
+        try:
+            result = self._srv.app.handle(req)
+        except Exception as exc:
+            result = _app_failed(exc, req)
+        if not self.attributed:
+            self._attribute(req)
+        return result
+
+    def _attribute(self, req: Request) -> None:
+        """After the app's decision: a request attributed to a party attributes the connection."""
+        note = req.note
+        if note is not None and len(note) > 4 and note[4]:
+            self.attributed = True  # a party proved itself on this connection
+            self._srv.unattributed.pop(self, None)
+
+    def _await(self, slot: _Slot, result: Awaitable[Response]) -> None:
+        req = slot.req
+        assert req is not None
         try:
             fut = asyncio.ensure_future(result)
         except TypeError as exc:
             slot.resp = _app_failed(exc, req)
-            self._enqueue(slot)
             return
-        self._enqueue(slot)
         fut.add_done_callback(lambda f: self._slot_done(slot, f))
+
+    def _start(self, slot: _Slot) -> None:
+        """Hand a deferred request to the app, now that the client reads again."""
+        slot.started = True
+        self._deferred -= 1
+        req = slot.req
+        assert req is not None
+        result = self._call_app(req)
+        if isinstance(result, Response):
+            slot.resp = result
+        else:
+            self._await(slot, result)
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -666,8 +872,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def _flush(self) -> None:
         queue = self._queue
-        while queue:
+        while queue and self._out is None:
             slot = queue[0]
+            if not slot.started:
+                if self._paused & _PAUSE_WRITE:
+                    break
+                self._start(slot)
             resp = slot.resp
             if resp is None:
                 break
@@ -676,9 +886,9 @@ class HttpProtocol(asyncio.Protocol):
                 return
         if self._paused & _PAUSE_QUEUE and (not queue or len(queue) < MAX_PIPELINE // 2):
             self._resume(_PAUSE_QUEUE)
-        if not queue:
+        if not queue and self._out is None:
             if self._phase in (_HEAD, _BODY):
-                self._since = self._srv.now  # its time runs from now, not while it waited
+                self._restart_clock()  # its time runs from now, not while it waited
             elif self._eof and self._backlog is None and self._transport is not None:
                 self._close_gracefully()
 
@@ -698,7 +908,8 @@ class HttpProtocol(asyncio.Protocol):
         ):
             keep = False
         body = resp.body
-        payload = b"" if req is not None and req.method == b"HEAD" else body
+        stream = len(body) > STREAM_ABOVE and not (req is not None and req.method == b"HEAD")
+        payload = b"" if stream or (req is not None and req.method == b"HEAD") else body
         if keep:
             conn = (
                 b"" if req is None or req.http_version != b"1.0" else b"Connection: keep-alive\r\n"
@@ -720,13 +931,36 @@ class HttpProtocol(asyncio.Protocol):
             )
         )
         self._served += 1
-        self._since = srv.now
         hooks = srv.hooks
         if hooks is not None and req is not None:
             hooks.on_request_done(req, resp, time.perf_counter() - t0)
+        if stream:
+            self._out = memoryview(body)
+            self._out_close = not keep
+            self._pump()
+            if self._out is not None:
+                return keep  # the rest as the client reads it (resume_writing)
         if not keep:
             self._close_gracefully(LINGER_SECONDS if req is None else LINGER_AFTER_CLOSE)
-        return keep
+            return False
+        if not self._queue:
+            if self._phase == _IDLE:  # the common case, inlined: idle_timeout from now
+                deadline = self._deadline = srv.now + TICK_SECONDS + srv.limits.idle_timeout
+                if self._timer is None or deadline < self._timer_at:
+                    self._set_deadline(deadline)
+            else:
+                self._restart_clock()
+        return True
+
+    def _pump(self) -> None:
+        """Write slices of the streamed body until the transport's buffer is full."""
+        out = self._out
+        transport = self._transport
+        while out is not None and transport is not None and not self._paused & _PAUSE_WRITE:
+            chunk = out[:STREAM_CHUNK]
+            out = out[STREAM_CHUNK:] if len(out) > STREAM_CHUNK else None
+            self._out = out  # before the write, which may call pause_writing
+            transport.write(chunk)
 
     def _reject(self, status: int) -> None:
         """From a parser callback: answer ``status`` (in order) and stop reading."""
@@ -741,9 +975,9 @@ class HttpProtocol(asyncio.Protocol):
         self._phase = _IDLE
         hooks = self._srv.hooks
         if hooks is not None:
-            hooks.on_http_error(status)
+            hooks.on_http_error(status, self._peer[0])
         resp = _ERRORS.get(status) or _error_response(status)
-        if self._queue:
+        if self._queue or self._out is not None:
             self._enqueue(_Slot(None, resp, 0.0, True))
         else:
             self._send(None, resp, 0.0, True)
@@ -752,7 +986,7 @@ class HttpProtocol(asyncio.Protocol):
         self._last = True
         hooks = self._srv.hooks
         if hooks is not None:
-            hooks.on_http_error(status)
+            hooks.on_http_error(status, self._peer[0])
         self._send(None, _ERRORS[status], 0.0, True)
 
     def _close_gracefully(self, linger: float = LINGER_AFTER_CLOSE) -> None:
@@ -763,9 +997,11 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._phase = _LINGER
         self._linger = linger
-        self._since = self._srv.now
         self._queue = None
+        self._deferred = 0
         self._backlog = None
+        self._out = None
+        self._restart_clock()
         if transport.can_write_eof():
             transport.write_eof()
             if self._paused:
@@ -788,30 +1024,94 @@ class HttpProtocol(asyncio.Protocol):
         if not self._paused and transport is not None and self._phase < _LINGER:
             if not transport.is_closing():
                 transport.resume_reading()
-            if self._backlog is not None and self._srv.loop is not None:
-                self._srv.loop.call_soon(self._feed_backlog)
+            if self._backlog is not None and self._loop is not None:
+                self._loop.call_soon(self._feed_backlog)
 
-    # -- timeouts and shutdown (called by HttpServer) -----------------------------------------
+    # -- deadlines -----------------------------------------------------------------------------
 
-    def check_timeouts(self, now: float, limits: LimitsConfig) -> None:
+    def _set_deadline(self, deadline: float) -> None:
+        """The current phase ends at ``deadline`` (loop time); the timer moves only earlier."""
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or deadline < self._timer_at:
+            loop = self._loop
+            if loop is None:
+                return
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._on_timer)
+
+    def _restart_clock(self) -> None:
+        """The current phase's time runs from now."""
+        srv = self._srv
+        limits = srv.limits
         phase = self._phase
-        elapsed = now - self._since
-        if phase == _LINGER:
-            if elapsed > self._linger:
-                self.abort()
-        elif self._paused & _PAUSE_WRITE:
-            if now - self._wpaused_at > limits.idle_timeout:
-                self.abort()  # the client stopped reading its answers
-        elif self._queue:
-            return  # the app is working on it
+        if phase == _IDLE:
+            seconds = limits.idle_timeout if self._served else limits.header_timeout
+        elif phase == _HEAD:
+            seconds = limits.header_timeout
+        elif phase == _BODY:
+            seconds = limits.body_timeout
+        elif phase == _LINGER:
+            seconds = self._linger
+        else:
+            return
+        self._set_deadline(srv.now + TICK_SECONDS + seconds)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        loop = self._loop
+        if self._phase == _CLOSED or loop is None:
+            return
+        deadline = self._deadline
+        if deadline > loop.time() + 0.001:  # moved later since the timer was armed
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._on_timer)
+            return
+        self._expire()
+
+    def _expire(self) -> None:
+        """The current phase's deadline passed."""
+        phase = self._phase
+        if phase == _LINGER or self._paused & _PAUSE_WRITE:
+            self.abort()  # lingered long enough, or the client stopped reading its answers
+        elif self._queue or self._out is not None:
+            return  # the app is working on it; _flush restarts the clock
         elif phase == _IDLE:
-            limit = limits.idle_timeout if self._served else limits.header_timeout
-            if elapsed > limit and self._transport is not None:
+            if self._transport is not None:
                 self._last = True
                 self._phase = _LINGER
                 self._transport.close()
-        elif elapsed > limits.header_timeout:
-            self._error(408)
+        else:
+            self._error(408)  # headers or body too slow
+
+    # -- budget, limits and shutdown (called by HttpServer) --------------------------------------
+
+    def _uncount(self) -> None:
+        srv = self._srv
+        srv.unattributed.pop(self, None)
+        if self.counted:
+            self.counted = False
+            srv.active -= 1
+            if srv.hooks is not None:
+                srv.hooks.on_connection_close()
+
+    def waits_on_client(self) -> bool:
+        """Nothing of this connection is with the app or being written: it waits on its client."""
+        return (
+            self.counted
+            and self._phase < _LINGER
+            and not self._queue
+            and self._out is None
+            and self._transport is not None
+        )
+
+    def evict(self) -> None:
+        """Displaced by a newer connection: no longer counted; 503 and a close."""
+        self._uncount()
+        self._phase = _IDLE
+        self._error_now(503)
 
     def set_limits(self, limits: LimitsConfig) -> None:
         self._max_header = limits.max_header_bytes
@@ -819,7 +1119,12 @@ class HttpProtocol(asyncio.Protocol):
 
     def begin_drain(self) -> None:
         """Close now if idle; otherwise close after the answers in flight."""
-        if self._phase == _IDLE and not self._queue and self._transport is not None:
+        if (
+            self._phase == _IDLE
+            and not self._queue
+            and self._out is None
+            and self._transport is not None
+        ):
             self._last = True
             self._phase = _LINGER
             self._transport.close()

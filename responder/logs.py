@@ -6,17 +6,20 @@ loggers, so it has the lifecycle logs' shape (`responder.server.JsonLineFormatte
 
     {"ts": "2025-01-01T00:00:00.000Z", "level": "info", "logger": "responder.access",
      "event": "request", "pid": 4242, "worker": 0, "request_id": 17,
-     "party": "sig-verifier", "endpoint": "ocsp", "method": "POST",
+     "client": "192.0.2.7", "party": "sig-verifier", "endpoint": "ocsp", "method": "POST",
      "http_status": 200, "ocsp_status": "successful", "duration_ms": 0.141}
 
-What a line is made of: the worker's request counter, the HTTP method and status,
-the time, and the app's `responder.metrics.Outcome` (endpoint, OCSP status, the
-registered party id or ``"-"``), all from bounded vocabularies. The request's
+What a line is made of: the worker's request counter, the client's address (the
+TCP peer's IP, so operators can find an abuser; behind a proxy it is the proxy's;
+it is an address of a relying party's machine, not personal data of a certificate
+holder), the HTTP method and status, the time, and the app's
+`responder.metrics.Outcome` (endpoint, OCSP status, the registered party id or
+``"-"``), all from bounded vocabularies. The request's
 target, headers (the bearer token), body (serial numbers), the client certificate
 and anything personal (個人情報; the four facts, 基本4情報, of a sign certificate,
 Act §44-45) are never read here, so they cannot reach the log.
 Layer-made errors (400, 408, 413, 414, 431, 503) are logged with
-``request_id: null`` and endpoint ``other``.
+``request_id: null``, endpoint ``other`` and the client's address.
 
 Lines are written synchronously to stderr: ``all`` costs a few microseconds per
 request; ``sampled`` at the default 1% costs next to nothing.
@@ -82,6 +85,7 @@ class AccessLog:
                 "fields": {
                     "worker": self.worker,
                     "request_id": req.request_id,
+                    "client": req.peer[0],
                     "party": note[4] if note is not None and len(note) > 4 else "-",
                     "endpoint": note[0] if note is not None else "other",
                     "method": method_label(req.method),
@@ -92,7 +96,7 @@ class AccessLog:
             },
         )
 
-    def http_error(self, status: int) -> None:
+    def http_error(self, status: int, client: str = "") -> None:
         """Log an answer the HTTP layer made itself, before any request was complete."""
         if not self._all and self._rng() >= self._rate:
             return
@@ -102,6 +106,7 @@ class AccessLog:
                 "fields": {
                     "worker": self.worker,
                     "request_id": None,
+                    "client": client,
                     "party": "-",
                     "endpoint": "other",
                     "method": "",
@@ -124,6 +129,6 @@ class AccessLog:
         if self.on:
             self.request(req, resp, seconds)
 
-    def on_http_error(self, status: int) -> None:
+    def on_http_error(self, status: int, peer: str = "") -> None:
         if self.on:
-            self.http_error(status)
+            self.http_error(status, peer)

@@ -426,10 +426,10 @@ class WorkerMetrics:
         if access.on:
             access.request(req, resp, seconds)
 
-    def on_http_error(self, status: int) -> None:
+    def on_http_error(self, status: int, peer: str = "") -> None:
         self._errors[status] = self._errors.get(status, 0) + 1
         if self.access.on:
-            self.access.http_error(status)
+            self.access.http_error(status, peer)
 
     def observe_signing(self, seconds: float) -> None:
         """One fresh RSA signature of an OCSP answer took ``seconds``."""

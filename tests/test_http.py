@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import http.client
 import json
@@ -19,10 +20,11 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import httptools
 import pytest
 import uvloop
 
-from responder.config import LimitsConfig
+from responder.config import ConfigError, LimitsConfig, load_config
 from responder.http import HttpServer, Request, Response, decode_forwarded_cert
 from tests.test_http_app import (
     ReplyReader,
@@ -36,6 +38,7 @@ LIMITS = {
     "max_body_bytes": 4096,
     "max_header_bytes": 2048,
     "header_timeout": 1.0,
+    "body_timeout": 1.0,
     "idle_timeout": 1.5,
     "max_connections": 100,
     "drain_timeout": 2.0,
@@ -356,13 +359,15 @@ def test_upgrade_request_is_answered_then_closed(server: ServerProcess) -> None:
 
 def test_max_connections_per_worker(tmp_path: Path) -> None:
     config = write_config(
-        tmp_path / "responder.toml", {"port": 0, "workers": 1}, {**LIMITS, "max_connections": 2}
+        tmp_path / "responder.toml",
+        {"port": 0, "workers": 1},
+        {**LIMITS, "max_connections": 2, "max_unattributed": 2},
     )
     with ServerProcess(tmp_path, config).start() as server:
         first, second = connect(server.port), connect(server.port)
         try:
-            for sock in (first, second):
-                sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n")
+            for sock in (first, second):  # both attributed to a party: never displaced
+                sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\nX-Party: p\r\n\r\n")
                 assert ReplyReader(sock).read_one().status == 200
             with connect(server.port) as third:
                 assert wait_closed(third, 3).startswith(b"HTTP/1.1 503 ")
@@ -374,6 +379,193 @@ def test_max_connections_per_worker(tmp_path: Path) -> None:
         finally:
             first.close()
             second.close()
+
+
+def _sends_slowly(sock: socket.socket, until: float) -> bytes:
+    """Send one body byte every 0.2 s until the server answers and closes, or ``until``."""
+    data = b""
+    sock.setblocking(False)
+    while time.monotonic() < until:
+        with contextlib.suppress(OSError):  # the server closed (reset after its answer)
+            sock.send(b"x")
+        if select.select([sock], [], [], 0.2)[0]:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+    return data
+
+
+def test_slow_body_is_cut_at_its_deadline_not_kept_alive_by_each_byte(
+    server: ServerProcess,
+) -> None:
+    """Issue 10 item 3: a body trickling in a byte at a time meets one deadline (408)."""
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 4000\r\n\r\n")
+        start = time.monotonic()
+        data = _sends_slowly(sock, start + 6.0)  # each byte well within body_timeout (1 s)
+        elapsed = time.monotonic() - start
+    assert data.startswith(b"HTTP/1.1 408 "), data[:40]
+    assert elapsed < 4.0  # cut near body_timeout, not when the sender gives up (6 s)
+
+
+def test_first_request_headers_are_due_from_the_connection_opening(
+    server: ServerProcess,
+) -> None:
+    """Issue 10 item 4 (slowloris cut at twice the timeout): a request line sent just before
+    header_timeout does not restart the clock; a line now and then does not either."""
+    with connect(server.port) as sock:
+        start = time.monotonic()
+        time.sleep(0.7)
+        sock.sendall(b"GET /fixed HTTP/1.1\r\n")
+        time.sleep(0.2)
+        sock.sendall(b"X-A: b\r\n")
+        data = wait_closed(sock, 4)
+        elapsed = time.monotonic() - start
+    assert data.startswith(b"HTTP/1.1 408 ")
+    assert elapsed < 1.6  # header_timeout (1 s) after opening; before the fix ~1.7 s or more
+
+
+def test_unattributed_budget_is_a_part_of_max_connections(tmp_path: Path) -> None:
+    assert LimitsConfig(max_connections=100).unattributed_budget == 25  # default: a quarter
+    assert LimitsConfig(max_connections=2).unattributed_budget == 1
+    assert LimitsConfig(max_connections=100, max_unattributed=100).unattributed_budget == 100
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server.limits]\nmax_connections = 10\nmax_unattributed = 11\n")
+    with pytest.raises(ConfigError, match="max_unattributed must not exceed max_connections"):
+        load_config(bad, {})
+
+
+def _slow_unattributed(port: int, count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = connect(port)
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\nx")
+        socks.append(sock)
+    return socks
+
+
+def test_unattributed_connections_cannot_take_the_parties_slots(tmp_path: Path) -> None:
+    """Issue 10 item 4: slow unauthenticated clients hold at most their own budget; a party's
+    new connection displaces the oldest of them and is answered at once."""
+    limits = {**LIMITS, "max_connections": 8, "max_unattributed": 4, "body_timeout": 30.0}
+    config = write_config(tmp_path / "responder.toml", {"port": 0, "workers": 1}, limits)
+    with ServerProcess(tmp_path, config).start() as server:
+        slow = _slow_unattributed(server.port, 12)
+        try:
+            codes = []
+            for _ in range(6):  # each on a new connection, as a party with no keep-alive
+                with connect(server.port) as sock:
+                    sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: a\r\nX-Party: p\r\n\r\n")
+                    codes.append(ReplyReader(sock).read_one().status)
+            assert codes == [200] * 6
+            displaced = 0
+            for sock in slow:
+                sock.settimeout(0.05 if displaced < 8 else 1.0)
+                try:
+                    first = sock.recv(100)
+                except TimeoutError:
+                    continue
+                except ConnectionResetError:
+                    first = b"HTTP/1.1 503 "
+                displaced += first.startswith(b"HTTP/1.1 503 ")
+            assert displaced >= 12 - 4  # no more than the budget still held
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_a_credential_that_matches_nobody_is_refused_before_its_body(
+    server: ServerProcess,
+) -> None:
+    """Issue 10 item 4: the app refuses from the headers; the body is never waited for."""
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer bad\r\n"
+            b"Content-Length: 2000\r\n\r\n"
+        )
+        start = time.monotonic()
+        data = wait_closed(sock, 4)
+        elapsed = time.monotonic() - start
+    assert data.startswith(b"HTTP/1.1 401 ")
+    assert b"Connection: close" in data
+    assert elapsed < 0.9  # not after the body deadline (1 s)
+
+
+def _worker_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class _CountingReader:
+    """Reads pipelined answers, counting body bytes instead of keeping them."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.sizes: list[int] = []
+        self.statuses: list[int] = []
+        self._size = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+
+    def on_message_complete(self) -> None:
+        self.statuses.append(self.parser.get_status_code())
+        self.sizes.append(self._size)
+        self._size = 0
+
+
+def test_streamed_bodies_keep_order_and_the_last_one_closes(server: ServerProcess) -> None:
+    """Bodies above STREAM_ABOVE are written in slices: small answers wait their turn."""
+    big = 1024 * 1024
+    with connect(server.port, timeout=10) as sock:
+        sock.sendall(
+            b"GET /big?%d HTTP/1.1\r\nHost: a\r\n\r\n" % big
+            + b"GET /fixed HTTP/1.1\r\nHost: a\r\n\r\n"
+            + b"HEAD /big?%d HTTP/1.1\r\nHost: a\r\n\r\n" % big
+            + b"GET /big?%d HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" % big
+        )
+        data = wait_closed(sock, 10)
+    reader = _CountingReader()
+    reader.parser.feed_data(data[: data.index(b"HTTP/1.1", 100)])  # the first answer alone
+    assert reader.sizes == [big]
+    assert data.count(b"HTTP/1.1 200 OK") == 4
+    assert data.endswith(b"x" * 1000) and b"F" * 100 + b"HTTP/1.1 200 OK" in data
+    assert len(data) > 2 * big and data.count(b"Connection: close") == 1
+
+
+def test_pipelined_large_downloads_on_a_socket_that_does_not_read(tmp_path: Path) -> None:
+    """Issue 10 item 7: answers wait for the client to read; the worker does not grow."""
+    size, count = 4 * 1024 * 1024, 24
+    config = write_config(
+        tmp_path / "responder.toml", {"port": 0, "workers": 1}, {**LIMITS, "idle_timeout": 20.0}
+    )
+    with ServerProcess(tmp_path, config).start() as server:
+        with connect(server.port) as sock:
+            sock.sendall(b"GET /info HTTP/1.1\r\nHost: a\r\n\r\n")
+            pid = json.loads(ReplyReader(sock).read_one().body)["pid"]
+            sock.sendall(b"GET /big?%d HTTP/1.1\r\nHost: a\r\n\r\n" % size)  # warm up
+            assert len(ReplyReader(sock).read_one().body) == size
+        before = _worker_rss_kib(pid)
+        with connect(server.port, timeout=20) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.sendall(b"GET /big?%d HTTP/1.1\r\nHost: a\r\n\r\n" % size * count)
+            time.sleep(1.5)  # the worker would build every answer now if it did not wait
+            grown = _worker_rss_kib(pid) - before
+            reader = _CountingReader()
+            deadline = time.monotonic() + 30
+            while len(reader.sizes) < count and time.monotonic() < deadline:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                reader.parser.feed_data(chunk)
+        assert reader.statuses == [200] * count and reader.sizes == [size] * count
+        assert grown * 1024 < 3 * size, f"worker grew by {grown} KiB"
 
 
 # -- in-process: hooks and the trusted proxy's certificate header ---------------------------
@@ -393,8 +585,8 @@ class _Recorder:
         assert seconds >= 0
         self.calls.append(("done", (req.target, resp.status)))
 
-    def on_http_error(self, status: int) -> None:
-        self.calls.append(("error", status))
+    def on_http_error(self, status: int, peer: str = "") -> None:
+        self.calls.append(("error", (status, peer)))
 
 
 class _CertApp:
@@ -435,6 +627,55 @@ def _run_in_process(
     return uvloop.run(main()), recorder
 
 
+class _CountingApp:
+    """Counts the requests handed to it; answers each with 1 MiB."""
+
+    def __init__(self) -> None:
+        self.handled = 0
+        self.response = Response(200, b"c" * (1 << 20), b"application/octet-stream")
+
+    def handle(self, req: Request) -> Response:
+        self.handled += 1
+        return self.response
+
+
+def test_pipelined_requests_wait_unhandled_while_the_client_does_not_read() -> None:
+    """Issue 10 item 7: no work (and nothing a real app would count) for answers nobody reads."""
+    app = _CountingApp()
+    count = 40
+
+    async def main() -> tuple[int, int, int]:
+        http_server = HttpServer(app, LimitsConfig())
+        http_server.start()
+        server = await asyncio.get_running_loop().create_server(http_server, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * count)
+        await asyncio.sleep(0.5)  # nobody reads the socket meanwhile
+        while_not_reading = app.handled
+        counter = _CountingReader()
+        while len(counter.sizes) < count:
+            chunk = await loop.sock_recv(sock, 1 << 20)
+            if not chunk:
+                break
+            counter.parser.feed_data(chunk)
+        received = len(counter.sizes)
+        sock.close()
+        server.close()
+        await http_server.drain(1.0)
+        return while_not_reading, app.handled, received
+
+    while_not_reading, handled, received = uvloop.run(main())
+    # what the kernel's socket buffers took (a few MiB on loopback), plus the one being
+    # written; not all 40 (which is what the worker built before)
+    assert while_not_reading <= 10, while_not_reading
+    assert handled == received == count
+
+
 def test_hooks_see_connections_requests_and_errors() -> None:
     replies, recorder = _run_in_process(
         [
@@ -448,7 +689,7 @@ def test_hooks_see_connections_requests_and_errors() -> None:
     assert [c for c in calls if c[0] not in ("open", "close")] == [
         ("done", (b"/a", 200)),
         ("done", (b"/b", 200)),
-        ("error", 413),
+        ("error", (413, "127.0.0.1")),  # layer-made errors name the client (access log)
     ]
     assert calls.count(("open", None)) == calls.count(("close", None)) == 2
     assert calls[0] == ("open", None)  # a connection closes only after it opened

@@ -33,10 +33,16 @@ from responder.server import serve
 HERE = Path(__file__).resolve()
 FIXED = Response(200, b"F" * 100, b"application/ocsp-response")
 NOT_FOUND = Response(404, b"no such test route\n", b"text/plain")
+UNAUTHORIZED = Response(401, b"unauthorized\n", b"text/plain")
 
 
 class EchoApp:
-    """Routes on the path; the query is the argument."""
+    """Routes on the path; the query is the argument.
+
+    A request with ``X-Party: NAME`` is attributed to party NAME (in ``Request.note``, as
+    the real app does for a proven party); one with a body and ``Authorization: Bearer
+    bad`` is refused from its headers by `early`, before its body is read.
+    """
 
     def __init__(self, config: ResponderConfig, index: int) -> None:
         self.index = index
@@ -56,7 +62,15 @@ class EchoApp:
     def close(self) -> None:
         self._mark("closed")
 
+    def early(self, req: Request) -> Response | None:
+        if req.headers.get(b"authorization") == b"Bearer bad":
+            return UNAUTHORIZED
+        return None
+
     def handle(self, req: Request) -> Response | Awaitable[Response]:
+        party = req.headers.get(b"x-party")
+        if party is not None:
+            req.note = ("other", "", "", "", party.decode(), "", "")
         path, _, query = req.target.partition(b"?")
         if path == b"/fixed":
             return FIXED

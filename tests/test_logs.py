@@ -34,7 +34,7 @@ def _req(rid: int = 1, note: tuple[str, ...] | None = NOTE) -> Request:
         b"/ocsp/" + base64.b64encode(SERIAL.to_bytes(8, "big")),
         {b"authorization": f"Bearer {TOKEN}".encode(), b"x-name": NAME.encode()},
         SERIAL.to_bytes(8, "big") + NAME.encode(),
-        ("127.0.0.1", 40000),
+        ("192.0.2.7", 40000),
         cert,
         b"1.1",
         True,
@@ -64,7 +64,7 @@ def lines() -> Iterator[io.StringIO]:
 def test_a_line_is_one_json_object_without_request_data(lines: io.StringIO) -> None:
     log = AccessLog(LogConfig(access_log="all"), 1)
     log.on_request_done(_req(7), Response(200, b"answer", b"application/ocsp-response"), 0.0012345)
-    log.on_http_error(413)
+    log.on_http_error(413, "198.51.100.9")
     text = lines.getvalue()
     first, second = (json.loads(x) for x in text.splitlines())
     assert first["event"] == "request" and first["level"] == "info"
@@ -118,3 +118,19 @@ def test_method_labels_are_bounded() -> None:
     assert [method_label(m) for m in (b"GET", b"HEAD", b"POST", b"PROPFIND", b"")] == [
         "GET", "HEAD", "POST", "other", "",
     ]  # fmt: skip
+
+
+def test_lines_name_the_client_address_so_operators_can_find_an_abuser(
+    lines: io.StringIO,
+) -> None:
+    """Issue 10 (also seen): the peer's IP, in answered requests and layer-made errors alike
+    (a relying party's machine, not a holder's personal data); never its port."""
+    log = AccessLog(LogConfig(access_log="all"), 0)
+    log.on_request_done(_req(3), Response(200, b"", b"text/plain"), 0.001)
+    log.on_http_error(408, "198.51.100.9")
+    log.on_http_error(503)  # a hook caller that knows no address
+    first, second, third = (json.loads(x) for x in lines.getvalue().splitlines())
+    assert first["client"] == "192.0.2.7"
+    assert second["client"] == "198.51.100.9" and second["http_status"] == 408
+    assert third["client"] == ""
+    assert "40000" not in lines.getvalue()

@@ -506,7 +506,7 @@ def test_totals_across_workers_survive_a_killed_worker(built: Built, tmp_path: P
         lines = srv.events("request")
         assert len([x for x in lines if x["endpoint"] == "ocsp"]) == n2
         assert {tuple(sorted(x)) for x in lines} == {
-            ("duration_ms", "endpoint", "event", "http_status", "level", "logger", "method",
+            ("client", "duration_ms", "endpoint", "event", "http_status", "level", "logger", "method",
              "ocsp_status", "party", "pid", "request_id", "ts", "worker")
         }  # fmt: skip
         metrics_dir = next(
