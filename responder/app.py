@@ -5,7 +5,12 @@
     GET  /crl/{file}.crl    the current CRL files, for parties that may receive the family
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
-    GET  /metrics           Prometheus text format, all workers (`responder.metrics`)
+
+/metrics is not on this (public) port: it is served on the admin listener of
+``[metrics] host`` and ``port`` (loopback by default) by `responder.metrics.MetricsApp`,
+the ``admin`` attribute here; on the public port it answers 404 (counted as endpoint
+``metrics``), so that a flood of unauthenticated scrapes cannot take the workers'
+time from the registered parties.
 
 Order on every OCSP request: parse (bad bytes -> malformedRequest), attribute
 it to a registered party (`access`: client certificate, bearer token or a
@@ -44,10 +49,10 @@ from responder.ledger import Ledger, LedgerWriter
 from responder.limits import LimitsTable
 from responder.logs import AccessLog
 from responder.metrics import (
-    CONTENT_TYPE,
     OCSP_STATUS,
     EntryCounts,
     IssuerRef,
+    MetricsApp,
     StoreCollector,
     WorkerMetrics,
     outcome,
@@ -71,6 +76,9 @@ _UNAUTHORIZED_HTTP: Final = Response(
     401, b"unauthorized\n", TEXT, ((b"www-authenticate", b"Bearer"),)
 )
 _FORBIDDEN: Final = Response(403, b"forbidden\n", TEXT)
+_METRICS_ELSEWHERE: Final = Response(
+    404, b"not found: /metrics is served on the admin listener ([metrics] host, port)\n", TEXT
+)
 _UNSUPPORTED: Final = Response(415, b"content type must be application/ocsp-request\n", TEXT)
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
 _OCSP_ERRORS: Final[dict[int, Response]] = {
@@ -143,8 +151,11 @@ class JpkiApp:
         self.metrics: WorkerMetrics | None = None
         self.entries: EntryCounts | None = None
         self.hooks: HttpHooks | None = self.access_log if self.access_log.on else None
+        self.admin: MetricsApp | None = None
+        """The admin listener's app (`responder.server` serves it there); None: metrics off."""
         if config.metrics.enabled:
             self.metrics = self.hooks = self._make_metrics()
+            self.admin = MetricsApp(self.metrics)
 
     def _make_metrics(self) -> WorkerMetrics:
         cfg = self.config.metrics
@@ -211,11 +222,9 @@ class JpkiApp:
         if path == b"/readyz":
             req.note = _NOTE_READYZ
             return self._ready() if get else _GET_ONLY
-        if path == b"/metrics" and self.metrics is not None:
+        if path == b"/metrics":  # served on the admin listener only (`MetricsApp`)
             req.note = _NOTE_METRICS
-            if not get:
-                return _GET_ONLY
-            return Response(200, self.metrics.render(), CONTENT_TYPE, _NO_STORE)
+            return _METRICS_ELSEWHERE
         if path.startswith(b"/reports/"):
             req.note = _NOTE_OTHER
             return self._report(path) if get else _GET_ONLY

@@ -187,13 +187,27 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Prometheus metrics at /metrics ([metrics]); see `responder.metrics`.
+    """Prometheus metrics at /metrics on an admin listener of their own ([metrics]).
 
-    Changing ``enabled`` or ``dir`` needs a restart (SIGHUP does not apply them).
+    See `responder.metrics`. The public port does not serve /metrics: a flood of
+    scrapes there would take the workers' time from the registered parties. Changing
+    ``enabled``, ``dir``, ``host`` or ``port`` needs a restart (SIGHUP does not apply them).
     """
 
     enabled: bool = True
-    """Count requests and serve /metrics; false: no per-request counting, /metrics is 404."""
+    """Count requests and serve /metrics on ``host``:``port``; false: no per-request
+    counting and no admin listener."""
+    host: str = "127.0.0.1"
+    """Address of the admin listener (loopback by default: only this machine's Prometheus
+    or a local proxy reaches it)."""
+    port: Port = 9482
+    """TCP port of the admin listener; 0 picks a free one (printed in the ``metrics on``
+    line)."""
+    render_interval: Annotated[float, msgspec.Meta(ge=0.0, le=60.0)] = 1.0
+    """A worker merges every worker's metric files (an expensive read) at most once per this
+    many seconds; scrapes in between get the text it rendered last (0: every scrape renders)."""
+    max_connections: PositiveInt = 16
+    """Open connections per worker on the admin listener; beyond it 503 and a close."""
     dir: Path | None = None
     """Directory of prometheus_client's per-process files (PROMETHEUS_MULTIPROC_DIR); the
     master creates it (mode 0700) and empties it at start. Unset: a fresh private directory
@@ -360,6 +374,20 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--sample-rate", "log.sample_rate", "float", "sampled access log rate (0..1)"),
     _Flag("--metrics", "metrics.enabled", "bool", "count requests and serve /metrics"),
     _Flag("--metrics-dir", "metrics.dir", "path", "directory of the per-process metric files"),
+    _Flag("--metrics-host", "metrics.host", "str", "address of the admin listener (/metrics)"),
+    _Flag("--metrics-port", "metrics.port", "int", "port of the admin listener (0: any free)"),
+    _Flag(
+        "--metrics-render-interval",
+        "metrics.render_interval",
+        "float",
+        "least seconds between two renders of /metrics",
+    ),
+    _Flag(
+        "--metrics-max-connections",
+        "metrics.max_connections",
+        "int",
+        "admin listener connections per worker",
+    ),
     _Flag("--metrics-flush-interval", "metrics.flush_interval", "float", "seconds between flushes"),
     _Flag("--entries-interval", "metrics.entries_interval", "float", "seconds between recounts"),
 )

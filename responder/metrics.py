@@ -1,9 +1,18 @@
 """Prometheus metrics of the responder (``/metrics``), totals across every worker process.
 
-Owns every ``jpkiva_*`` metric; the names and labels are a fixed contract with
-the alert rules and the dashboard in ``deploy/``. Label values are bounded
-vocabularies, issuer ids and registered party ids (``"-"`` when unauthenticated):
-never personal data, a token or a serial number. /metrics needs no credentials.
+Owns every ``jpkiva_*`` metric and the admin listener's app (`MetricsApp`); the names
+and labels are a fixed contract with the alert rules and the dashboard in ``deploy/``.
+Label values are bounded vocabularies, issuer ids and registered party ids (``"-"``
+when unauthenticated): never personal data, a token or a serial number. /metrics
+needs no credentials; it is served on the admin listener (``[metrics] host`` and
+``port``, loopback by default), never on the public port, where a flood of scrapes
+took the workers' time from the registered parties (issue 10, item 5).
+
+Rendering: merging every worker's files is the expensive part of a scrape (it reads
+each file of each worker that ever ran). A worker renders at most once per
+``[metrics] render_interval`` and answers the scrapes in between with the text it
+rendered last (`WorkerMetrics.render`); ``jpkiva_metrics_renders_total`` counts the
+renders. Requests on the admin listener are not counted in ``jpkiva_requests_total``.
 
 Across processes: prometheus_client's multiprocess mode. The master
 (`MasterMetrics`) creates a private directory (mode 0700), removes stale files
@@ -96,6 +105,7 @@ __all__ = [
     "EntryCounts",
     "IssuerRef",
     "MasterMetrics",
+    "MetricsApp",
     "Outcome",
     "StoreCollector",
     "WorkerMetrics",
@@ -319,6 +329,7 @@ class WorkerMetrics:
         *,
         collectors: Sequence[Collector] = (),
         access: AccessLog | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         path = os.environ.get(ENV)
         if not path or not os.path.isdir(path):
@@ -367,6 +378,12 @@ class WorkerMetrics:
             multiprocess_mode="livesum",
             registry=None,
         )
+        self.renders = Counter(
+            "jpkiva_metrics_renders",
+            "Times a worker merged every worker's files to answer /metrics (at most one per "
+            "render_interval per worker; the scrapes in between get the last text).",
+            registry=None,
+        )
         for source in SOURCES:
             self.answers.labels(source)
         for rule in RULES:
@@ -380,6 +397,10 @@ class WorkerMetrics:
             self.registry.register(collector)
         self.access = access if access is not None else AccessLog(LogConfig(access_log="off"), 0)
         self.interval = config.flush_interval
+        self.render_interval = config.render_interval
+        self.clock = clock
+        self._rendered: tuple[float, bytes] | None = None
+        """(clock time, text) of the last render."""
         self._cells: dict[tuple[tuple[str, ...], bytes, int], list[float]] = {}
         """(note, method, HTTP status) -> local histogram of those requests since the flush."""
         self._errors: dict[int, int] = {}
@@ -484,9 +505,19 @@ class WorkerMetrics:
     # -- exposition ------------------------------------------------------------------------
 
     def render(self) -> bytes:
-        """The /metrics body: this worker's counts flushed, every worker's files merged."""
+        """The /metrics body: this worker's counts flushed, every worker's files merged.
+
+        At most once per ``render_interval``: a scrape within it gets the last text.
+        """
+        now = self.clock()
+        last = self._rendered
+        if last is not None and 0 <= now - last[0] < self.render_interval:
+            return last[1]
+        self.renders.inc()
         self.flush()
-        return generate_latest(self.registry)
+        text = generate_latest(self.registry)
+        self._rendered = (now, text)
+        return text
 
     def close(self) -> None:
         """At the worker's exit: stop the timer and flush what is left."""
@@ -495,6 +526,30 @@ class WorkerMetrics:
             self._timer = None
         self._loop = None
         self.flush()
+
+
+_TEXT: Final = b"text/plain; charset=utf-8"
+_NO_STORE: Final = ((b"cache-control", b"no-store"),)
+_ADMIN_NOT_FOUND: Final = Response(404, b"not found: the admin listener serves /metrics\n", _TEXT)
+_ADMIN_GET_ONLY: Final = Response(405, b"method not allowed\n", _TEXT, ((b"allow", b"GET, HEAD"),))
+
+
+class MetricsApp:
+    """The admin listener's app (``[metrics] host``:``port``): ``GET /metrics`` and nothing else.
+
+    A `responder.http.App`; `responder.server` serves it on the admin socket of each worker
+    when the worker's app has it as its ``admin`` attribute.
+    """
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def handle(self, req: Request) -> Response:
+        if req.target.split(b"?", 1)[0] != b"/metrics":
+            return _ADMIN_NOT_FOUND
+        if req.method not in (b"GET", b"HEAD"):
+            return _ADMIN_GET_ONLY
+        return Response(200, self.metrics.render(), CONTENT_TYPE, _NO_STORE)
 
 
 def _new_hist() -> list[float]:
