@@ -17,7 +17,10 @@ it to a registered party (`access`: client certificate, bearer token or a
 signed request; none -> unauthorized), check the issuer is ours and the family
 is one the party may receive (else unauthorized), and only then look anything
 up (`ocsp.OcspService`). Fresh signatures run in a thread (cryptography
-releases the GIL while signing) so the worker's other connections go on.
+releases the GIL while signing) so the worker's other connections go on; the
+jobs wait for a thread in a per-party fair queue (`responder.signing`,
+`responder.signqueue`), so one party's flood of nonce requests cannot delay the
+others', and a party past its share gets tryLater (rule ``fair_share``).
 
 Every route leaves its decision in ``Request.note`` (a `responder.metrics.Outcome`:
 endpoint, OCSP status, first CertID's status, family, party id, answer source,
@@ -62,6 +65,7 @@ from responder.ocspreq import RequestError, decode_get_path, parse_request
 from responder.registry import Method, Party, Registry, RegistryError, Service
 from responder.report import Format as ReportFormat
 from responder.report import parse_report_path, render_year
+from responder.signing import SigningPool
 
 _log: Final = logging.getLogger("responder.app")
 
@@ -113,6 +117,7 @@ _NOTE_METRICS: Final = outcome("metrics")
 _UNAUTHORIZED: Final = OCSP_STATUS[ResponseStatus.UNAUTHORIZED]
 _SUCCESSFUL: Final = OCSP_STATUS[ResponseStatus.SUCCESSFUL]
 _TRY_LATER: Final = OCSP_STATUS[ResponseStatus.TRY_LATER]
+_FAIR_SHARE: Final = "fair_share"
 
 
 class JpkiApp:
@@ -134,7 +139,10 @@ class JpkiApp:
             cache_entries=config.ocsp.good_cache_entries,
         )
         self.crl_dir = Path(config.store.crl_dir) if config.store.crl_dir else None
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sign")
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="report")
+        self.signing: SigningPool[Ready] = SigningPool(
+            config.ocsp.sign_threads, config.ocsp.sign_queue_per_party
+        )
         self.worker_index = worker_index
         ledger_dir = config.ledger.dir
         ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -177,9 +185,11 @@ class JpkiApp:
         self.registry = Registry.load(config.registry.path)
         self.config = config
         self.access_log.configure(config.log)
+        self.signing.queue.per_party = config.ocsp.sign_queue_per_party
 
     def close(self) -> None:
         self._stop.set()
+        self.signing.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.limits.close()
@@ -282,14 +292,24 @@ class JpkiApp:
                 # 帳簿 (Act §40): counted before the answer is sent; 件数 = statuses provided
                 self.ledger.count(party.id, service, Method.OCSP, len(ocsp_req.cert_ids))
             return self._ocsp_response(answer, get)
+        signed = self.signing.submit(party.id, answer.run)
+        if signed is None:  # the party's share of the signing threads is taken: RFC 6960 tryLater
+            req.note = ("ocsp", _TRY_LATER, "", family, party.id, "", _FAIR_SHARE)
+            return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
         req.note = ("ocsp", "", "", family, party.id, "", "")  # until the signature is made
-        return asyncio.ensure_future(self._sign(req, answer, get, party, service))
+        return asyncio.ensure_future(self._sign(req, answer, signed, get, party, service))
 
     async def _sign(
-        self, req: Request, job: SignJob, get: bool, party: Party, service: Service
+        self,
+        req: Request,
+        job: SignJob,
+        signed: asyncio.Future[Ready],
+        get: bool,
+        party: Party,
+        service: Service,
     ) -> Response:
         try:
-            ready = await asyncio.get_running_loop().run_in_executor(self.pool, job.run)
+            ready = await signed
         except Exception:  # a signer failure is the responder's fault: RFC 6960 internalError
             req.note = (
                 "ocsp",
@@ -304,7 +324,7 @@ class JpkiApp:
         self.ocsp.remember(job, ready)
         self.ledger.count(party.id, service, Method.OCSP, len(job.answers))
         if self.metrics is not None:
-            self.metrics.observe_signing(ready.signing_seconds)
+            self.metrics.observe_signing(ready.signing_seconds, party.id)
         note = req.note
         if note is not None:
             req.note = ("ocsp", _SUCCESSFUL, ready.statuses[0], note[3], note[4], "signed", "")

@@ -174,6 +174,13 @@ class OcspConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     good_validity_seconds: PositiveInt = 3600
     """Freshly signed answers: thisUpdate is the signing time, nextUpdate is
     thisUpdate plus this many seconds."""
+    sign_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    """Threads per worker making fresh signatures (needs a restart)."""
+    sign_queue_per_party: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 8
+    """Fresh sign jobs one party may have waiting per worker; the signing threads take the
+    waiting jobs of the parties in turn (round-robin), and a job beyond this is answered
+    OCSP tryLater (rule fair_share): the fair share of signing that every registered party
+    gets, with or without a quota in its agreement (see `responder.signqueue`)."""
 
 
 class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -369,6 +376,13 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--max-nonce", "ocsp.max_nonce", "int", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "int", "cached good answers"),
     _Flag("--good-validity-seconds", "ocsp.good_validity_seconds", "int", "nextUpdate offset"),
+    _Flag("--sign-threads", "ocsp.sign_threads", "int", "fresh-signing threads per worker"),
+    _Flag(
+        "--sign-queue-per-party",
+        "ocsp.sign_queue_per_party",
+        "int",
+        "fresh sign jobs a party may have waiting per worker",
+    ),
     _Flag("--log-level", "log.level", "choice", "log level", ("debug", "info", "warning", "error")),
     _Flag("--access-log", "log.access_log", "choice", "access log", ("off", "sampled", "all")),
     _Flag("--sample-rate", "log.sample_rate", "float", "sampled access log rate (0..1)"),

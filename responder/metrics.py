@@ -36,7 +36,10 @@ killed by SIGKILL loses at most its last interval of counts. Layer-made errors
 The app tells the hooks what it decided through ``Request.note``, an `Outcome`:
 (endpoint, ocsp_status, cert_status, family, party, source, rule). ``source``
 (presigned | cached | signed) feeds ``jpkiva_ocsp_answers_total`` and ``rule``
-(the refusal rule, see `RULES`) ``jpkiva_refusals_total``.
+(the refusal rule, see `RULES`) ``jpkiva_refusals_total``. Each fresh signature is
+counted per registered party in ``jpkiva_fresh_signatures_total{party}`` (who consumes
+the signing threads; party ids are registry ids, not holders' data, and bounded by the
+registry: an unauthenticated request never reaches signing).
 
 Store gauges (`StoreCollector`) are read from the store when /metrics is scraped,
 in the worker that answers, at most once a second: build, commit, last commit
@@ -140,13 +143,16 @@ RULES: Final = (
     "unauthorized_method",
     "not-started",
     "ended",
+    "fair_share",
 )
 """Refusal rules (``jpkiva_refusals_total{rule}``): no registered party proven
 (unauthenticated); a family the party's title may not receive (unauthorized_family,
 Act §18(1), §37(1)); an issuer we do not serve; a malformed request; stale data
 (tryLater); and the rules of `responder.policy`:
 provision suspended (提供の停止, Act §18(6), §37(4)), quota or cycle (周期) of the
-agreement (取決め, Ord §31), a service the agreement does not include."""
+agreement (取決め, Ord §31), a service the agreement does not include; and a fresh
+signature beyond the party's fair share of the signing threads (fair_share, tryLater:
+`responder.signqueue`)."""
 
 OCSP_STATUS: Final[dict[int, str]] = {
     ResponseStatus.SUCCESSFUL: "successful",
@@ -366,6 +372,13 @@ class WorkerMetrics:
             buckets=BUCKETS,
             registry=None,
         )
+        self.signatures = Counter(
+            "jpkiva_fresh_signatures",
+            "Fresh RSA signatures of OCSP answers, by the registered party whose request "
+            "needed them (who consumes the signing threads).",
+            ("party",),
+            registry=None,
+        )
         self.refusals = Counter(
             "jpkiva_refusals",
             "Requests refused, by rule.",
@@ -407,6 +420,8 @@ class WorkerMetrics:
         """Layer-made errors by HTTP status since the flush."""
         self._children: dict[tuple[tuple[str, ...], bytes, int], Any] = {}
         self._sign = _new_hist()
+        self._signed_by: dict[str, int] = {}
+        """Fresh signatures per party since the flush."""
         self._open = 0
         self._open_flushed = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -442,8 +457,9 @@ class WorkerMetrics:
         if self.access.on:
             self.access.http_error(status)
 
-    def observe_signing(self, seconds: float) -> None:
-        """One fresh RSA signature of an OCSP answer took ``seconds``."""
+    def observe_signing(self, seconds: float, party: str) -> None:
+        """One fresh RSA signature of an OCSP answer for ``party`` (a registry id) took ``seconds``."""
+        self._signed_by[party] = self._signed_by.get(party, 0) + 1
         sign = self._sign
         sign[bisect_left(BUCKETS, seconds)] += 1
         sign[_SLOTS] += seconds
@@ -498,6 +514,9 @@ class WorkerMetrics:
         for endpoint, hist in by_endpoint.items():
             _flush_hist(hist, self.duration.labels(endpoint))
         _flush_hist(self._sign, self.signing)
+        signed_by, self._signed_by = self._signed_by, {}
+        for party, n in signed_by.items():
+            self.signatures.labels(party).inc(n)
         if self._open != self._open_flushed:
             self._open_flushed = self._open
             self.open_connections.set(self._open)

@@ -76,6 +76,7 @@ METRICS = frozenset(
         "jpkiva_crl_bytes",
         "jpkiva_crl_entries",
         "jpkiva_crl_last_produced_timestamp_seconds",
+        "jpkiva_fresh_signatures_total",
         "jpkiva_issuer_next_update_timestamp_seconds",
         "jpkiva_metrics_renders_total",
         "jpkiva_ocsp_answers_total",

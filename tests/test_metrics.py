@@ -220,7 +220,7 @@ def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
     wm.on_connection_open()
     wm.on_connection_open()
     wm.on_connection_close()
-    wm.observe_signing(0.004)
+    wm.observe_signing(0.004, "sig-verifier")
 
     def from_files() -> dict[tuple[str, Labels], float]:
         from prometheus_client import CollectorRegistry, generate_latest
@@ -263,6 +263,7 @@ def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
     assert total(s, b, endpoint="other", le="+Inf") == 1
     assert total(s, "jpkiva_signing_duration_seconds_bucket", le="0.0025") == 0
     assert total(s, "jpkiva_signing_duration_seconds_bucket", le="0.005") == 1
+    assert total(s, "jpkiva_fresh_signatures_total", party="sig-verifier") == 1
     # a second flush adds nothing; new counts add to the old
     wm.flush()
     wm.on_request_done(_req(b"/ocsp", note), ok, 0.0003)
@@ -643,7 +644,7 @@ def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
         assert rules == {"unauthenticated": 3, "unauthorized_family": 0, "unknown_issuer": 1,
                          "malformed": 1, "stale": 0, "suspended": 0, "quota": 0, "cycle": 0,
                          "unauthorized_service": 2, "unauthorized_method": 0, "not-started": 0,
-                         "ended": 0}  # fmt: skip
+                         "ended": 0, "fair_share": 0}  # fmt: skip
         sources = {x: total(s, "jpkiva_ocsp_answers_total", source=x) for x in m.SOURCES}
         # 3 plain asks for `good` (signed once per worker at most), 1 nonce, the mTLS and signed ones
         assert sources["presigned"] == 1 and sources["signed"] >= 3
