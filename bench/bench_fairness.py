@@ -18,9 +18,13 @@ so that another checkout can be measured the same way) on a demo store (made wit
    ``--connections`` keep-alive connections from another process (closed loop, one
    request in flight per connection), while ``both-verifier`` does as in 1.
 
+With ``--flood-kind public-metrics`` or ``admin-metrics`` the flooder sends
+unauthenticated ``GET /metrics`` instead, on the public port or on the admin listener
+(issue 10, item 5; metrics are on for these runs, off for ``sign``).
+
 Printed and written as JSON: the victim's p50/p99/max and statuses in both phases,
-the flooder's successful answers per second (fresh signatures) and its tryLater
-answers per second. Bounded: each phase stops after ``--seconds``. On a shared
+the flooder's answers per second by OCSP status (``sign``: successful are fresh
+signatures) or by HTTP status (metrics). Bounded: each phase stops after ``--seconds``. On a shared
 machine the figures move with the other jobs: compare runs made back to back.
 """
 
@@ -99,11 +103,16 @@ def http_request(host: str, token: str, body: bytes) -> bytes:
 
 
 async def _flood_one(host: str, port: int, token: str, template: bytes, until: float,
-                     counts: dict[str, int]) -> None:  # fmt: skip
+                     counts: dict[str, int], scrape: bool, interval: float) -> None:  # fmt: skip
     reader, writer = await asyncio.open_connection(host, port)
+    get = b"GET /metrics HTTP/1.1\r\nHost: " + host.encode() + b"\r\n\r\n"
+    due = time.monotonic()
     try:
         while time.monotonic() < until:
-            writer.write(http_request(host, token, fresh(template)))
+            if interval:  # paced: one request per interval on this connection
+                due += interval
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            writer.write(get if scrape else http_request(host, token, fresh(template)))
             head = await reader.readuntil(b"\r\n\r\n")
             length = 0
             for line in head.split(b"\r\n"):
@@ -111,7 +120,10 @@ async def _flood_one(host: str, port: int, token: str, template: bytes, until: f
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             body = await reader.readexactly(length)
-            key = STATUS_NAMES.get(ocsp_status(body), "other") if length else "http-error"
+            if scrape:
+                key = "http-" + head.split(b" ", 2)[1].decode()
+            else:
+                key = STATUS_NAMES.get(ocsp_status(body), "other") if length else "http-error"
             counts[key] = counts.get(key, 0) + 1
     finally:
         writer.close()
@@ -127,7 +139,8 @@ def flood(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         until = t0 + args.seconds
         await asyncio.gather(
-            *(_flood_one(host, int(port), token, template, until, counts)
+            *(_flood_one(host, int(port), token, template, until, counts, args.scrape,
+                         args.connections / args.rate if args.rate else 0.0)
               for _ in range(args.connections))
         )  # fmt: skip
         return time.monotonic() - t0
@@ -182,6 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", type=Path, default=ROOT, help="source tree of the responder run")
     p.add_argument("--out", type=Path, help="JSON results file")
     p.add_argument(
+        "--flood-kind",
+        choices=("sign", "public-metrics", "admin-metrics"),
+        default="sign",
+        help="what the flooder sends: nonce requests, or GET /metrics on either port",
+    )
+    p.add_argument(
+        "--rate", type=float, default=0.0,
+        help="the flooder's requests per second over all its connections (0: as fast as answered)",
+    )  # fmt: skip
+    p.add_argument(
         "--serve-arg",
         action="append",
         default=[],
@@ -190,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flood", help=argparse.SUPPRESS)  # internal: run as the flooder
     p.add_argument("--token-file", help=argparse.SUPPRESS)
     p.add_argument("--body-file", help=argparse.SUPPRESS)
+    p.add_argument("--scrape", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.flood:
         return flood(args)
@@ -215,23 +239,29 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-m", "responder.cli", "serve", "--store", str(d / "store"),
              "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"), "--port", "0",
              "--workers", str(args.workers), "--log-level", "warning", "--access-log", "off",
-             "--ledger-dir", str(work / "ledger"), "--no-metrics", *args.serve_arg],
+             "--ledger-dir", str(work / "ledger"),
+             "--no-metrics" if args.flood_kind == "sign" else "--metrics", *args.serve_arg],
             stdout=subprocess.PIPE, stderr=log, cwd=source, env=env,
         )  # fmt: skip
         try:
-            url = wait_line(proc, r"listening on (\S+)", 60)
-            host, port = url.removeprefix("http://").rsplit(":", 1)
+            admin = args.flood_kind == "admin-metrics"
+            ready = r"(listening on \S+\s+metrics on \S+)" if admin else r"(listening on \S+)"
+            lines = wait_line(proc, ready, 60).split()
+            host, port = lines[2].removeprefix("http://").rsplit(":", 1)
+            target = lines[-1].removeprefix("http://")  # the admin listener, or the public port
             print(f"responder from {source}, --workers {args.workers}; victim both-verifier "
-                  f"(nonce every 20 ms), flooder sig-verifier ({args.connections} connections)",
-                  flush=True)  # fmt: skip
+                  f"(nonce every 20 ms), flooder {args.flood_kind} ({args.connections} connections"
+                  f" to {target})", flush=True)  # fmt: skip
             baseline = victim(host, int(port), victim_token, template, args.seconds)
             print(f"  baseline: {baseline}", flush=True)
             flood_out = work / "flood.json"
             flooder = subprocess.Popen(
-                [sys.executable, "-m", "bench.bench_fairness", "--flood", f"{host}:{port}",
+                [sys.executable, "-m", "bench.bench_fairness", "--flood", target,
                  "--token-file", str(parties / "sig-verifier.token"), "--body-file",
                  str(work / "body.der"), "--connections", str(args.connections),
-                 "--seconds", str(args.seconds + 1), "--out", str(flood_out)],
+                 "--seconds", str(args.seconds + 1), "--out", str(flood_out),
+                 "--rate", str(args.rate),
+                 *(["--scrape"] if args.flood_kind != "sign" else [])],
                 cwd=ROOT,
             )  # fmt: skip
             time.sleep(0.5)  # the flood is under way
@@ -253,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "source": str(source),
         "workers": args.workers,
+        "flood_kind": args.flood_kind,
         "flooder_connections": args.connections,
+        "flooder_rate": args.rate,
         "seconds": args.seconds,
         "serve_args": args.serve_arg,
         "victim_baseline": baseline,
