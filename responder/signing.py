@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -73,7 +74,7 @@ class SigningPool(Generic[R]):
         done: concurrent.futures.Future[R],
     ) -> None:
         """In the signing thread: pass the outcome to the event loop."""
-        if not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed: the worker is exiting
             loop.call_soon_threadsafe(self._finished, loop, result, done)
 
     def _finished(

@@ -6,11 +6,11 @@ feeds the signing threads from it).
 
 Why: a fresh signature (an answer with the requester's nonce, RFC 9654, or a good answer
 not yet cached) costs an RSA private-key operation, the dearest thing a worker does. A
-party whose agreement (取決め, Ord §31) sets no quota could force thousands of them a
-second, one new nonce per request, and every other registered party's fresh answer
-waited behind its queue (issue 10, item 6: another party's p99 went from 2.6 to 10.6 ms).
-The parties registered under the Act (署名検証者 §17, 利用者証明検証者 §36) are each
-entitled to be served; none may take the whole signer.
+party whose agreement sets no quota could force thousands of them a second, one new
+nonce per request, and every other registered party's fresh answer waited behind its queue (issue 10, item 6: another party's p99 went from 2.6 to 10.6 ms).
+The registered parties (署名検証者, Act §17(4); 利用者証明検証者, Act §36(2)) each have an
+agreement (取決め, Act §17(4) and Ord §31; Act §36(2) and Ord §62) and are each entitled
+to be served by it; none may take the whole signer.
 
 The rule: each party has its own FIFO of waiting jobs, at most ``per_party`` long; a
 job beyond that is refused at once (the caller answers OCSP ``tryLater``, RFC 6960
