@@ -28,8 +28,9 @@ max_connections`` connections per worker. A worker whose app has no ``admin`` cl
 
 Readiness: once every worker is serving, the master prints one line per
 address to stdout, ``listening on http://127.0.0.1:8080`` (https when TLS is
-on), then ``metrics on http://127.0.0.1:9482`` for the admin listener, and sends ``READY=1`` to systemd when ``NOTIFY_SOCKET`` is set. Lifecycle
-events are one JSON object per line on stderr, never with request data.
+on), then ``metrics on http://127.0.0.1:9482`` for the admin listener, and
+sends ``READY=1`` to systemd when ``NOTIFY_SOCKET`` is set. Lifecycle events
+are one JSON object per line on stderr, never with request data.
 """
 
 from __future__ import annotations
