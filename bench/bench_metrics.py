@@ -126,8 +126,8 @@ def _post(url: str, body: bytes, token: str) -> bytes:
         return data
 
 
-def _presigned(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+def _presigned(admin_url: str) -> int:
+    with urllib.request.urlopen(f"{admin_url}/metrics", timeout=10) as r:
         text = r.read().decode()
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -270,11 +270,14 @@ def one_run(d: Path, work: Path, metrics: bool, args: argparse.Namespace, body: 
          "--registry", str(d / "registry.toml"), "--crl-dir", str(d / "crl"), "--port", "0",
          "--workers", str(args.workers), "--log-level", "warning", "--access-log", "off",
          "--ledger-dir", str(work / f"ledger-{'on' if metrics else 'off'}"),
-         "--metrics" if metrics else "--no-metrics"],
+         "--metrics-port", "0", "--metrics" if metrics else "--no-metrics"],
         stdout=subprocess.PIPE, stderr=log,
     )  # fmt: skip
     try:
-        url = wait_line(proc, r"listening on (\S+)", 30)
+        # /metrics is on the admin listener, announced after the public address
+        ready = r"(listening on \S+\s+metrics on \S+)" if metrics else r"(listening on \S+)"
+        lines = wait_line(proc, ready, 30).split()
+        url, admin_url = lines[2], lines[-1]
         answer = _post(url, body, token)
         resp = ocsp.load_der_ocsp_response(answer)
         if resp.certificate_status is not ocsp.OCSPCertStatus.REVOKED:
@@ -293,7 +296,7 @@ def one_run(d: Path, work: Path, metrics: bool, args: argparse.Namespace, body: 
         counted = None
         if metrics:
             time.sleep(1.2)  # one flush interval: every worker's counts are in the files
-            counted = _presigned(url)
+            counted = _presigned(admin_url)
             if not n + 2 <= counted <= n + 2 + args.connections * args.workers:
                 raise BenchError(f"/metrics counts {counted} pre-signed answers, wrk saw {n} (+2)")
         return Run(metrics, rps, n, nbytes, secs, p50, p99, errors, cpu_us, counted), answer

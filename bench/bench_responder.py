@@ -622,6 +622,8 @@ def responder(ctx: Ctx, workers: int) -> Iterator[tuple[str, subprocess.Popen[by
         str(run / "ledger"),
         "--metrics-dir",
         str(run / "metrics"),
+        "--metrics-port",
+        "0",
     ]
     with started(args, log=run / "stderr.log") as proc:
         url = wait_line(proc, r"listening on (\S+)", 60) + "/ocsp"

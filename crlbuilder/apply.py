@@ -345,9 +345,7 @@ class Applier:
                 txn.delete(key, db=self.db[sf.DB_REVOKED])
                 txn.delete(key, db=self.db[sf.DB_RESPONSES])
             txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
-            txn.put(
-                sf.META_COMMITTED_AT, sf.pack_i64(epoch(datetime.now(UTC))), db=self.db[sf.DB_META]
-            )
+            txn.put(sf.META_COMMITTED_AT, sf.pack_i64(now), db=self.db[sf.DB_META])
             self.summary.commits += 1
         self.summary.erased += len(due)
         return len(due)

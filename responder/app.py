@@ -9,14 +9,22 @@
     GET  /announcements[.json|.atom]  CA compromise announcements (`responder.announce`), public
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
-    GET  /metrics           Prometheus text format, all workers (`responder.metrics`)
+
+/metrics is not on this (public) port: it is served on the admin listener of
+``[metrics] host`` and ``port`` (loopback by default) by `responder.metrics.MetricsApp`,
+the ``admin`` attribute here; on the public port it answers 404 (counted as endpoint
+``metrics``), so that a flood of unauthenticated scrapes cannot take the workers'
+time from the registered parties.
 
 Order on every OCSP request: parse (bad bytes -> malformedRequest), attribute
 it to a registered party (`access`: client certificate, bearer token or a
 signed request; none -> unauthorized), check the issuer is ours and the family
 is one the party may receive (else unauthorized), and only then look anything
 up (`ocsp.OcspService`). Fresh signatures run in a thread (cryptography
-releases the GIL while signing) so the worker's other connections go on.
+releases the GIL while signing) so the worker's other connections go on; the
+jobs wait for a thread in a per-party fair queue (`responder.signing`,
+`responder.signqueue`), so one party's flood of nonce requests cannot delay the
+others', and a party past its share gets tryLater (rule ``fair_share``).
 
 A request with a body and an ``Authorization`` field that matches no party's
 credential is refused from its headers (`JpkiApp.early`), before its body is
@@ -53,10 +61,10 @@ from responder.limits import FILE_NAME as LIMITS_FILE
 from responder.limits import CrlKind, LimitsTable
 from responder.logs import AccessLog
 from responder.metrics import (
-    CONTENT_TYPE,
     OCSP_STATUS,
     EntryCounts,
     IssuerRef,
+    MetricsApp,
     StoreCollector,
     WorkerMetrics,
     outcome,
@@ -66,6 +74,7 @@ from responder.ocspreq import RequestError, decode_get_path, parse_request
 from responder.registry import LastGoodRegistry, Method, Party, Registry, RegistryError, Service
 from responder.report import Format as ReportFormat
 from responder.report import parse_report_path, render_year
+from responder.signing import SigningPool
 
 _log: Final = logging.getLogger("responder.app")
 
@@ -80,6 +89,9 @@ _UNAUTHORIZED_HTTP: Final = Response(
     401, b"unauthorized\n", TEXT, ((b"www-authenticate", b"Bearer"),)
 )
 _FORBIDDEN: Final = Response(403, b"forbidden\n", TEXT)
+_METRICS_ELSEWHERE: Final = Response(
+    404, b"not found: /metrics is served on the admin listener ([metrics] host, port)\n", TEXT
+)
 _UNSUPPORTED: Final = Response(415, b"content type must be application/ocsp-request\n", TEXT)
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
 _OCSP_ERRORS: Final[dict[int, Response]] = {
@@ -115,6 +127,7 @@ _NOTE_METRICS: Final = outcome("metrics")
 _UNAUTHORIZED: Final = OCSP_STATUS[ResponseStatus.UNAUTHORIZED]
 _SUCCESSFUL: Final = OCSP_STATUS[ResponseStatus.SUCCESSFUL]
 _TRY_LATER: Final = OCSP_STATUS[ResponseStatus.TRY_LATER]
+_FAIR_SHARE: Final = "fair_share"
 
 
 class JpkiApp:
@@ -150,7 +163,10 @@ class JpkiApp:
             cache_entries=config.ocsp.good_cache_entries,
         )
         self.crl_dir = Path(config.store.crl_dir) if config.store.crl_dir else None
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sign")
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="report")
+        self.signing: SigningPool[Ready] = SigningPool(
+            config.ocsp.sign_threads, config.ocsp.sign_queue_per_party
+        )
         self.worker_index = worker_index
         ledger_dir = config.ledger.dir
         ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -167,9 +183,12 @@ class JpkiApp:
         self.metrics: WorkerMetrics | None = None
         self.entries: EntryCounts | None = None
         self.hooks: HttpHooks | None = self.access_log if self.access_log.on else None
+        self.admin: MetricsApp | None = None
+        """The admin listener's app (`responder.server` serves it there); None: metrics off."""
         if config.metrics.enabled:
             self.metrics = self.hooks = self._make_metrics()
             self.metrics.registry_file(bad=registry_error is not None)
+            self.admin = MetricsApp(self.metrics)
 
     def _make_metrics(self) -> WorkerMetrics:
         cfg = self.config.metrics
@@ -191,6 +210,7 @@ class JpkiApp:
         (the log says what is wrong and where)."""
         self.config = config
         self.access_log.configure(config.log)
+        self.signing.queue.per_party = config.ocsp.sign_queue_per_party
         try:
             registry = Registry.load(config.registry.path)
         except RegistryError as e:
@@ -209,6 +229,7 @@ class JpkiApp:
 
     def close(self) -> None:
         self._stop.set()
+        self.signing.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.limits.close()
@@ -251,11 +272,9 @@ class JpkiApp:
         if path == b"/readyz":
             req.note = _NOTE_READYZ
             return self._ready() if get else _GET_ONLY
-        if path == b"/metrics" and self.metrics is not None:
+        if path == b"/metrics":  # served on the admin listener only (`MetricsApp`)
             req.note = _NOTE_METRICS
-            if not get:
-                return _GET_ONLY
-            return Response(200, self.metrics.render(), CONTENT_TYPE, _NO_STORE)
+            return _METRICS_ELSEWHERE
         if path.startswith(b"/announcements"):  # 公表 (Act §15(3) ...), public
             req.note = _NOTE_OTHER
             return announce.serve(self.store, path) if get else _GET_ONLY
@@ -336,14 +355,24 @@ class JpkiApp:
                 # 帳簿 (Act §40): counted before the answer is sent; 件数 = statuses provided
                 self.ledger.count(party.id, service, Method.OCSP, len(ocsp_req.cert_ids))
             return self._ocsp_response(answer, get)
+        signed = self.signing.submit(party.id, answer.run)
+        if signed is None:  # the party's share of the signing threads is taken: RFC 6960 tryLater
+            req.note = ("ocsp", _TRY_LATER, "", family, party.id, "", _FAIR_SHARE)
+            return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
         req.note = ("ocsp", "", "", family, party.id, "", "")  # until the signature is made
-        return asyncio.ensure_future(self._sign(req, answer, get, party, service))
+        return asyncio.ensure_future(self._sign(req, answer, signed, get, party, service))
 
     async def _sign(
-        self, req: Request, job: SignJob, get: bool, party: Party, service: Service
+        self,
+        req: Request,
+        job: SignJob,
+        signed: asyncio.Future[Ready],
+        get: bool,
+        party: Party,
+        service: Service,
     ) -> Response:
         try:
-            ready = await asyncio.get_running_loop().run_in_executor(self.pool, job.run)
+            ready = await signed
         except Exception:  # a signer failure is the responder's fault: RFC 6960 internalError
             req.note = (
                 "ocsp",
@@ -358,7 +387,7 @@ class JpkiApp:
         self.ocsp.remember(job, ready)
         self.ledger.count(party.id, service, Method.OCSP, len(job.answers))
         if self.metrics is not None:
-            self.metrics.observe_signing(ready.signing_seconds)
+            self.metrics.observe_signing(ready.signing_seconds, party.id)
         note = req.note
         if note is not None:
             req.note = ("ocsp", _SUCCESSFUL, ready.statuses[0], note[3], note[4], "signed", "")

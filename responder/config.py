@@ -197,6 +197,15 @@ class OcspConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     good_validity_seconds: PositiveInt = 3600
     """Freshly signed answers: thisUpdate is the signing time, nextUpdate is
     thisUpdate plus this many seconds."""
+    sign_threads: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    """Threads per worker making fresh signatures (needs a restart)."""
+    sign_queue_per_party: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    """Fresh sign jobs one party may have waiting per worker; the signing threads take the
+    waiting jobs of the parties in turn (round-robin), and a job beyond this is answered
+    OCSP tryLater (rule fair_share): the fair share of signing that every registered party
+    gets, with or without a quota in its agreement (see `responder.signqueue`). Generous
+    on purpose: a waiting request holds back its connection's next one, a refused one
+    comes straight back and costs the worker again. Re-read on SIGHUP."""
 
 
 class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -210,13 +219,27 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Prometheus metrics at /metrics ([metrics]); see `responder.metrics`.
+    """Prometheus metrics at /metrics on an admin listener of their own ([metrics]).
 
-    Changing ``enabled`` or ``dir`` needs a restart (SIGHUP does not apply them).
+    See `responder.metrics`. The public port does not serve /metrics: a flood of
+    scrapes there would take the workers' time from the registered parties. Changing
+    ``enabled``, ``dir``, ``host`` or ``port`` needs a restart (SIGHUP does not apply them).
     """
 
     enabled: bool = True
-    """Count requests and serve /metrics; false: no per-request counting, /metrics is 404."""
+    """Count requests and serve /metrics on ``host``:``port``; false: no per-request
+    counting and no admin listener."""
+    host: str = "127.0.0.1"
+    """Address of the admin listener (loopback by default: only this machine's Prometheus
+    or a local proxy reaches it)."""
+    port: Port = 9482
+    """TCP port of the admin listener; 0 picks a free one (printed in the ``metrics on``
+    line)."""
+    render_interval: Annotated[float, msgspec.Meta(ge=0.0, le=60.0)] = 1.0
+    """A worker merges every worker's metric files (an expensive read) at most once per this
+    many seconds; scrapes in between get the text it rendered last (0: every scrape renders)."""
+    max_connections: PositiveInt = 16
+    """Open connections per worker on the admin listener; beyond it 503 and a close."""
     dir: Path | None = None
     """Directory of prometheus_client's per-process files (PROMETHEUS_MULTIPROC_DIR); the
     master creates it (mode 0700) and empties it at start. Unset: a fresh private directory
@@ -385,11 +408,32 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--max-nonce", "ocsp.max_nonce", "int", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "int", "cached good answers"),
     _Flag("--good-validity-seconds", "ocsp.good_validity_seconds", "int", "nextUpdate offset"),
+    _Flag("--sign-threads", "ocsp.sign_threads", "int", "fresh-signing threads per worker"),
+    _Flag(
+        "--sign-queue-per-party",
+        "ocsp.sign_queue_per_party",
+        "int",
+        "fresh sign jobs a party may have waiting per worker",
+    ),
     _Flag("--log-level", "log.level", "choice", "log level", ("debug", "info", "warning", "error")),
     _Flag("--access-log", "log.access_log", "choice", "access log", ("off", "sampled", "all")),
     _Flag("--sample-rate", "log.sample_rate", "float", "sampled access log rate (0..1)"),
     _Flag("--metrics", "metrics.enabled", "bool", "count requests and serve /metrics"),
     _Flag("--metrics-dir", "metrics.dir", "path", "directory of the per-process metric files"),
+    _Flag("--metrics-host", "metrics.host", "str", "address of the admin listener (/metrics)"),
+    _Flag("--metrics-port", "metrics.port", "int", "port of the admin listener (0: any free)"),
+    _Flag(
+        "--metrics-render-interval",
+        "metrics.render_interval",
+        "float",
+        "least seconds between two renders of /metrics",
+    ),
+    _Flag(
+        "--metrics-max-connections",
+        "metrics.max_connections",
+        "int",
+        "admin listener connections per worker",
+    ),
     _Flag("--metrics-flush-interval", "metrics.flush_interval", "float", "seconds between flushes"),
     _Flag("--entries-interval", "metrics.entries_interval", "float", "seconds between recounts"),
 )

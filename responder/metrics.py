@@ -1,9 +1,18 @@
 """Prometheus metrics of the responder (``/metrics``), totals across every worker process.
 
-Owns every ``jpkiva_*`` metric; the names and labels are a fixed contract with
-the alert rules and the dashboard in ``deploy/``. Label values are bounded
-vocabularies, issuer ids and registered party ids (``"-"`` when unauthenticated):
-never personal data, a token or a serial number. /metrics needs no credentials.
+Owns every ``jpkiva_*`` metric and the admin listener's app (`MetricsApp`); the names
+and labels are a fixed contract with the alert rules and the dashboard in ``deploy/``.
+Label values are bounded vocabularies, issuer ids and registered party ids (``"-"``
+when unauthenticated): never personal data, a token or a serial number. /metrics
+needs no credentials; it is served on the admin listener (``[metrics] host`` and
+``port``, loopback by default), never on the public port, where a flood of scrapes
+took the workers' time from the registered parties (issue 10, item 5).
+
+Rendering: merging every worker's files is the expensive part of a scrape (it reads
+each file of each worker that ever ran). A worker renders at most once per
+``[metrics] render_interval`` and answers the scrapes in between with the text it
+rendered last (`WorkerMetrics.render`); ``jpkiva_metrics_renders_total`` counts the
+renders. Requests on the admin listener are not counted in ``jpkiva_requests_total``.
 
 Across processes: prometheus_client's multiprocess mode. The master
 (`MasterMetrics`) creates a private directory (mode 0700), removes stale files
@@ -27,7 +36,10 @@ killed by SIGKILL loses at most its last interval of counts. Layer-made errors
 The app tells the hooks what it decided through ``Request.note``, an `Outcome`:
 (endpoint, ocsp_status, cert_status, family, party, source, rule). ``source``
 (presigned | cached | signed) feeds ``jpkiva_ocsp_answers_total`` and ``rule``
-(the refusal rule, see `RULES`) ``jpkiva_refusals_total``.
+(the refusal rule, see `RULES`) ``jpkiva_refusals_total``. Each fresh signature is
+counted per registered party in ``jpkiva_fresh_signatures_total{party}`` (who consumes
+the signing threads; party ids are registry ids, not holders' data, and bounded by the
+registry: an unauthenticated request never reaches signing).
 
 Store gauges (`StoreCollector`) are read from the store when /metrics is scraped,
 in the worker that answers, at most once a second: build, commit, last commit
@@ -96,6 +108,7 @@ __all__ = [
     "EntryCounts",
     "IssuerRef",
     "MasterMetrics",
+    "MetricsApp",
     "Outcome",
     "StoreCollector",
     "WorkerMetrics",
@@ -130,13 +143,16 @@ RULES: Final = (
     "unauthorized_method",
     "not-started",
     "ended",
+    "fair_share",
 )
 """Refusal rules (``jpkiva_refusals_total{rule}``): no registered party proven
 (unauthenticated); a family the party's title may not receive (unauthorized_family,
 Act §18(1), §37(1)); an issuer we do not serve; a malformed request; stale data
 (tryLater); and the rules of `responder.policy`:
 provision suspended (提供の停止, Act §18(6), §37(4)), quota or cycle (周期) of the
-agreement (取決め, Ord §31), a service the agreement does not include."""
+agreement (取決め, Ord §31), a service the agreement does not include; and a fresh
+signature beyond the party's fair share of the signing threads (fair_share, tryLater:
+`responder.signqueue`)."""
 
 OCSP_STATUS: Final[dict[int, str]] = {
     ResponseStatus.SUCCESSFUL: "successful",
@@ -319,6 +335,7 @@ class WorkerMetrics:
         *,
         collectors: Sequence[Collector] = (),
         access: AccessLog | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         path = os.environ.get(ENV)
         if not path or not os.path.isdir(path):
@@ -355,6 +372,13 @@ class WorkerMetrics:
             buckets=BUCKETS,
             registry=None,
         )
+        self.signatures = Counter(
+            "jpkiva_fresh_signatures",
+            "Fresh RSA signatures of OCSP answers, by the registered party whose request "
+            "needed them (who consumes the signing threads).",
+            ("party",),
+            registry=None,
+        )
         self.refusals = Counter(
             "jpkiva_refusals",
             "Requests refused, by rule.",
@@ -373,6 +397,12 @@ class WorkerMetrics:
             multiprocess_mode="livemax",
             registry=None,
         )
+        self.renders = Counter(
+            "jpkiva_metrics_renders",
+            "Times a worker merged every worker's files to answer /metrics (at most one per "
+            "render_interval per worker; the scrapes in between get the last text).",
+            registry=None,
+        )
         for source in SOURCES:
             self.answers.labels(source)
         for rule in RULES:
@@ -386,12 +416,18 @@ class WorkerMetrics:
             self.registry.register(collector)
         self.access = access if access is not None else AccessLog(LogConfig(access_log="off"), 0)
         self.interval = config.flush_interval
+        self.render_interval = config.render_interval
+        self.clock = clock
+        self._rendered: tuple[float, bytes] | None = None
+        """(clock time, text) of the last render."""
         self._cells: dict[tuple[tuple[str, ...], bytes, int], list[float]] = {}
         """(note, method, HTTP status) -> local histogram of those requests since the flush."""
         self._errors: dict[int, int] = {}
         """Layer-made errors by HTTP status since the flush."""
         self._children: dict[tuple[tuple[str, ...], bytes, int], Any] = {}
         self._sign = _new_hist()
+        self._signed_by: dict[str, int] = {}
+        """Fresh signatures per party since the flush."""
         self._open = 0
         self._open_flushed = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -431,8 +467,9 @@ class WorkerMetrics:
         if self.access.on:
             self.access.http_error(status, peer)
 
-    def observe_signing(self, seconds: float) -> None:
-        """One fresh RSA signature of an OCSP answer took ``seconds``."""
+    def observe_signing(self, seconds: float, party: str) -> None:
+        """One fresh RSA signature of an OCSP answer for ``party`` (a registry id) took ``seconds``."""
+        self._signed_by[party] = self._signed_by.get(party, 0) + 1
         sign = self._sign
         sign[bisect_left(BUCKETS, seconds)] += 1
         sign[_SLOTS] += seconds
@@ -487,6 +524,9 @@ class WorkerMetrics:
         for endpoint, hist in by_endpoint.items():
             _flush_hist(hist, self.duration.labels(endpoint))
         _flush_hist(self._sign, self.signing)
+        signed_by, self._signed_by = self._signed_by, {}
+        for party, n in signed_by.items():
+            self.signatures.labels(party).inc(n)
         if self._open != self._open_flushed:
             self._open_flushed = self._open
             self.open_connections.set(self._open)
@@ -494,9 +534,19 @@ class WorkerMetrics:
     # -- exposition ------------------------------------------------------------------------
 
     def render(self) -> bytes:
-        """The /metrics body: this worker's counts flushed, every worker's files merged."""
+        """The /metrics body: this worker's counts flushed, every worker's files merged.
+
+        At most once per ``render_interval``: a scrape within it gets the last text.
+        """
+        now = self.clock()
+        last = self._rendered
+        if last is not None and 0 <= now - last[0] < self.render_interval:
+            return last[1]
+        self.renders.inc()
         self.flush()
-        return generate_latest(self.registry)
+        text = generate_latest(self.registry)
+        self._rendered = (now, text)
+        return text
 
     def close(self) -> None:
         """At the worker's exit: stop the timer and flush what is left."""
@@ -505,6 +555,30 @@ class WorkerMetrics:
             self._timer = None
         self._loop = None
         self.flush()
+
+
+_TEXT: Final = b"text/plain; charset=utf-8"
+_NO_STORE: Final = ((b"cache-control", b"no-store"),)
+_ADMIN_NOT_FOUND: Final = Response(404, b"not found: the admin listener serves /metrics\n", _TEXT)
+_ADMIN_GET_ONLY: Final = Response(405, b"method not allowed\n", _TEXT, ((b"allow", b"GET, HEAD"),))
+
+
+class MetricsApp:
+    """The admin listener's app (``[metrics] host``:``port``): ``GET /metrics`` and nothing else.
+
+    A `responder.http.App`; `responder.server` serves it on the admin socket of each worker
+    when the worker's app has it as its ``admin`` attribute.
+    """
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
+
+    def handle(self, req: Request) -> Response:
+        if req.target.split(b"?", 1)[0] != b"/metrics":
+            return _ADMIN_NOT_FOUND
+        if req.method not in (b"GET", b"HEAD"):
+            return _ADMIN_GET_ONLY
+        return Response(200, self.metrics.render(), CONTENT_TYPE, _NO_STORE)
 
 
 def _new_hist() -> list[float]:

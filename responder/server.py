@@ -19,10 +19,18 @@ exits. The master reports worker starts, deaths and restarts to ``master_hooks``
 (`MasterHooks`; by default `responder.metrics.MasterMetrics` when ``[metrics]
 enabled``, which makes the workers' shared metrics directory before they fork).
 
+Admin listener: with ``[metrics] enabled`` the master also binds ``[metrics] host``
+and ``port`` (loopback by default) and the workers share that socket; each serves it
+with the app's ``admin`` attribute (`responder.metrics.MetricsApp`: /metrics only) in an
+`HttpServer` of its own, without TLS, hooks or access log, and with at most ``[metrics]
+max_connections`` connections per worker. A worker whose app has no ``admin`` closes it.
+/metrics is never on the public port, whose time belongs to the registered parties.
+
 Readiness: once every worker is serving, the master prints one line per
 address to stdout, ``listening on http://127.0.0.1:8080`` (https when TLS is
-on), and sends ``READY=1`` to systemd when ``NOTIFY_SOCKET`` is set. Lifecycle
-events are one JSON object per line on stderr, never with request data.
+on), then ``metrics on http://127.0.0.1:9482`` for the admin listener, and
+sends ``READY=1`` to systemd when ``NOTIFY_SOCKET`` is set. Lifecycle events
+are one JSON object per line on stderr, never with request data.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ import msgspec
 import uvloop
 
 from crlbuilder.lifecycle import die_with_parent
-from responder.config import ConfigError, ResponderConfig, ServerConfig, TlsConfig
+from responder.config import ConfigError, MetricsConfig, ResponderConfig, ServerConfig, TlsConfig
 from responder.http import App, HttpHooks, HttpServer
 
 __all__ = [
@@ -55,6 +63,7 @@ __all__ = [
     "HooksFactory",
     "JsonLineFormatter",
     "MasterHooks",
+    "bind_admin",
     "bind_sockets",
     "configure_logging",
     "make_ssl_context",
@@ -168,6 +177,15 @@ def bind_sockets(server: ServerConfig) -> list[socket.socket]:
     return sockets
 
 
+def bind_admin(metrics: MetricsConfig) -> socket.socket:
+    """Bind and listen on the admin listener, ``[metrics] host`` and ``port`` (0: any free)."""
+    try:
+        where = ServerConfig(hosts=(metrics.host,), port=metrics.port, reuseport=False)
+    except ValueError as exc:
+        raise ConfigError("[metrics]", "metrics.host", str(exc)) from None
+    return bind_sockets(where)[0]
+
+
 def _own_socket(shared: socket.socket) -> socket.socket:
     """A worker's own listening socket on the shared one's address (SO_REUSEPORT group).
 
@@ -247,10 +265,12 @@ class _Worker:
         hooks_factory: HooksFactory | None,
         reload_config: ConfigLoader | None,
         ready_fd: int,
+        admin_socket: socket.socket | None = None,
     ) -> None:
         self.index = index
         self.config = config
         self.sockets = sockets
+        self.admin_socket = admin_socket
         self.app_factory = app_factory
         self.hooks_factory = hooks_factory
         self.reload_config = reload_config
@@ -286,6 +306,7 @@ class _Worker:
                 )
                 for sock in self.sockets
             ]
+            admin = await self._serve_admin(app)
         except Exception as exc:
             _event(
                 "worker_start_failed",
@@ -305,6 +326,9 @@ class _Worker:
             server.close()
         for sock in self.sockets:
             sock.close()
+        if admin is not None:
+            admin[0].close()
+            await admin[1].drain(0.5)
         left = await http.drain(self.config.server.limits.drain_timeout)
         _event("worker_drained", worker=self.index, cut_connections=left)
         for what, obj in (("hooks", hooks), ("app", app)):
@@ -315,6 +339,24 @@ class _Worker:
                 except Exception as exc:
                     _event(f"{what}_close_failed", logging.ERROR, exc_type=type(exc).__name__)
         return 0
+
+    async def _serve_admin(self, app: App) -> tuple[asyncio.Server, HttpServer] | None:
+        """Serve the app's ``admin`` app on the admin socket (none: close the socket)."""
+        sock, self.admin_socket = self.admin_socket, None
+        if sock is None:
+            return None
+        admin_app: App | None = getattr(app, "admin", None)
+        if admin_app is None:
+            sock.close()
+            return None
+        cfg = self.config
+        limits = msgspec.structs.replace(
+            cfg.server.limits, max_connections=cfg.metrics.max_connections
+        )
+        admin = HttpServer(admin_app, limits)
+        admin.start()
+        server = await asyncio.get_running_loop().create_server(admin, sock=sock, backlog=64)
+        return server, admin
 
     def reload(self) -> None:
         """SIGHUP: new configuration, limits and TLS certificate; then ``app.reload``."""
@@ -413,6 +455,8 @@ class _Master:
         self.restart_at: dict[int, float] = {}
         self.pending_signals: list[int] = []
         self.sockets: list[socket.socket] = []
+        self.admin_socket: socket.socket | None = None
+        self.admin_urls: list[str] = []
         self.stopping = False
         self.stop_deadline = 0.0
         self.announced = False
@@ -429,11 +473,16 @@ class _Master:
             if tls.enabled:
                 make_ssl_context(tls)  # fail here, once, rather than in every worker
             self.sockets = bind_sockets(self.config.server)
-        except (OSError, ssl.SSLError, ValueError) as exc:
+            if self.config.metrics.enabled:
+                self.admin_socket = bind_admin(self.config.metrics)
+        except (OSError, ssl.SSLError, ValueError, ConfigError) as exc:
             _event("master_start_failed", logging.ERROR, error=_safe_error(exc))
             self._report("close")
+            for sock in self.sockets:
+                sock.close()
             return 1
         urls = _urls(self.sockets, tls.enabled)
+        self.admin_urls = _urls([self.admin_socket], False) if self.admin_socket else []
         self.ready_r, self.ready_w = os.pipe()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
@@ -441,7 +490,7 @@ class _Master:
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
         old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        _event("master_start", workers=self.n_workers, listen=urls)
+        _event("master_start", workers=self.n_workers, listen=urls, metrics=self.admin_urls)
         try:
             for index in range(self.n_workers):
                 self._spawn(index, (wake_r, wake_w))
@@ -483,6 +532,8 @@ class _Master:
                 os.close(fd)
             for sock in self.sockets:
                 sock.close()
+            if self.admin_socket is not None:
+                self.admin_socket.close()
         _event("master_exit", code=self.exit_code)
         return self.exit_code
 
@@ -545,6 +596,7 @@ class _Master:
                     self.hooks_factory,
                     self.reload_config,
                     self.ready_w,
+                    self.admin_socket,
                 )
                 code = _run_worker(worker)
             except BaseException as exc:
@@ -570,6 +622,8 @@ class _Master:
             self.announced = True
             for url in urls:
                 print(f"listening on {url}", file=self.out, flush=True)
+            for url in self.admin_urls:
+                print(f"metrics on {url}", file=self.out, flush=True)
             sd_notify("READY=1")
 
     def _on_master_signal(self, signum: int) -> None:
@@ -589,6 +643,9 @@ class _Master:
         _event("master_stop", reason=reason, workers=len(self.children))
         for sock in self.sockets:
             sock.close()  # the workers keep their copies until they stop accepting
+        if self.admin_socket is not None:
+            self.admin_socket.close()
+            self.admin_socket = None
         self.stop_deadline = time.monotonic() + self.config.server.limits.drain_timeout + KILL_GRACE
         for pid in self.children:
             _kill(pid, signal.SIGTERM)
@@ -608,6 +665,11 @@ class _Master:
             ]
             if old.tls.enabled != new.server.tls.enabled:
                 fixed.append("tls")
+            fixed += [
+                f"metrics.{name}"
+                for name in ("enabled", "host", "port")
+                if getattr(self.config.metrics, name) != getattr(new.metrics, name)
+            ]
             if fixed:
                 _event("reload_needs_restart", logging.WARNING, fields_changed=fixed)
             self.config = new

@@ -76,7 +76,9 @@ METRICS = frozenset(
         "jpkiva_crl_bytes",
         "jpkiva_crl_entries",
         "jpkiva_crl_last_produced_timestamp_seconds",
+        "jpkiva_fresh_signatures_total",
         "jpkiva_issuer_next_update_timestamp_seconds",
+        "jpkiva_metrics_renders_total",
         "jpkiva_ocsp_answers_total",
         "jpkiva_open_connections",
         "jpkiva_quota_remaining",
@@ -781,7 +783,7 @@ def test_crlbuilder_and_responder_run_under_the_units_rules(built: Any, tmp_path
             _sandboxed(RESPONDER_UNIT, str(BIN / "responder"), "serve", "--host", "127.0.0.1",
                        "--port", "0", "--workers", "2", "--store", str(store),
                        "--pki", str(built.pki), "--registry", str(registry), "--crl-dir", str(crl),
-                       "--ledger-dir", str(ledger)),
+                       "--ledger-dir", str(ledger), "--metrics-port", "0"),
             stdout=subprocess.PIPE, stderr=err, text=True,
         )  # fmt: skip
     try:

@@ -147,7 +147,7 @@ def write_config(path: Path, server: dict[str, Any], limits: dict[str, Any] | No
     if limits:
         lines.append("[server.limits]")
         lines += [f"{k} = {value(v)}" for k, v in limits.items()]
-    lines += ["[log]", 'level = "info"']
+    lines += ["[log]", 'level = "info"', "[metrics]", "port = 0"]
     path.write_text("\n".join(lines) + "\n")
     return path
 

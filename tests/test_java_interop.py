@@ -124,7 +124,7 @@ def tls_server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     p = subprocess.Popen(
         [str(BIN / "responder"), "serve", "--store", str(built.store), "--pki", str(built.pki),
          "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--host", "127.0.0.1",
-         "--port", "0", "--workers", "2", "--ledger-dir", str(d / "ledger"),
+         "--port", "0", "--workers", "2", "--ledger-dir", str(d / "ledger"), "--metrics-port", "0",
          "--tls-cert", str(m.path(m.server_cert)), "--tls-key", str(m.path(m.server_key)),
          "--tls-client-ca", str(m.path(m.client_ca)), "--tls-client-cert", "optional"],
         stdout=subprocess.PIPE, stderr=log, text=True,

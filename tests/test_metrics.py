@@ -90,6 +90,8 @@ class Srv:
     log: Path
     built: Built
     d: Path
+    admin: str = ""
+    """The admin listener's URL (``metrics on`` line); "" with metrics off."""
 
     @property
     def port(self) -> int:
@@ -98,15 +100,15 @@ class Srv:
     def token(self, party: str) -> str:
         return (self.built.pki / "parties" / f"{party}.token").read_text().strip()
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, base: str | None = None) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as r:
+            with urllib.request.urlopen(f"{base or self.url}{path}", timeout=10) as r:
                 return int(r.status), r.read()
         except urllib.error.HTTPError as e:
             return int(e.code), e.read()
 
     def scrape(self) -> dict[tuple[str, Labels], float]:
-        status, body = self.get("/metrics")
+        status, body = self.get("/metrics", self.admin)
         assert status == 200, body
         return parse(body.decode())
 
@@ -135,7 +137,10 @@ class Srv:
 
 @contextlib.contextmanager
 def run_server(built: Built, d: Path, *extra: str, store: Path | None = None) -> Iterator[Srv]:
-    """`responder serve` with 2 workers on an ephemeral loopback port, stopped by PID."""
+    """`responder serve` with 2 workers on an ephemeral loopback port, stopped by PID.
+
+    The admin listener is on another ephemeral port; every scrape renders (render interval
+    0) unless ``extra`` says otherwise, so that a count shows in the next scrape."""
     d.mkdir(parents=True, exist_ok=True)
     registry = d / "registry.toml"
     if not registry.exists():
@@ -145,14 +150,17 @@ def run_server(built: Built, d: Path, *extra: str, store: Path | None = None) ->
     p = subprocess.Popen(
         [str(BIN / "responder"), "serve", "--store", str(store or built.store), "--pki", str(built.pki),
          "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
-         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger"), *extra],
+         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger"),
+         "--metrics-port", "0", "--metrics-render-interval", "0", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     try:
         assert p.stdout is not None
         line = p.stdout.readline()
         assert line.startswith("listening on"), log_path.read_text()
-        yield Srv(line.split()[-1], p.pid, log_path, built, d)
+        admin = p.stdout.readline() if "--no-metrics" not in extra else ""
+        assert not admin or admin.startswith("metrics on"), admin
+        yield Srv(line.split()[-1], p.pid, log_path, built, d, admin.split()[-1] if admin else "")
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -198,7 +206,7 @@ def _req(
 
 
 def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
-    wm = m.WorkerMetrics(MetricsConfig())
+    wm = m.WorkerMetrics(MetricsConfig(render_interval=0))
     ok = Response(200, b"x", b"application/ocsp-response")
     note = ("ocsp", "successful", "revoked", "sign-card", "sig-verifier", "presigned", "")
     for i in range(5):
@@ -211,7 +219,7 @@ def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
     wm.on_connection_open()
     wm.on_connection_open()
     wm.on_connection_close()
-    wm.observe_signing(0.004)
+    wm.observe_signing(0.004, "sig-verifier")
 
     def from_files() -> dict[tuple[str, Labels], float]:
         from prometheus_client import CollectorRegistry, generate_latest
@@ -254,12 +262,43 @@ def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
     assert total(s, b, endpoint="other", le="+Inf") == 1
     assert total(s, "jpkiva_signing_duration_seconds_bucket", le="0.0025") == 0
     assert total(s, "jpkiva_signing_duration_seconds_bucket", le="0.005") == 1
+    assert total(s, "jpkiva_fresh_signatures_total", party="sig-verifier") == 1
     # a second flush adds nothing; new counts add to the old
     wm.flush()
     wm.on_request_done(_req(b"/ocsp", note), ok, 0.0003)
     s = parse(wm.render().decode())
     assert total(s, "jpkiva_ocsp_answers_total", source="presigned") == 6
     assert total(s, "jpkiva_request_duration_seconds_count", endpoint="ocsp") == 7
+    wm.close()
+
+
+def test_scrapes_within_the_render_interval_render_once(mp_dir: Path) -> None:
+    """Issue 10 item 5: merging every worker's files is done at most once per render_interval.
+
+    A flood of scrapes within the interval gets the same text from one render; the next
+    scrape after the interval renders again and shows what was counted in between."""
+    now = [1000.0]
+    wm = m.WorkerMetrics(MetricsConfig(render_interval=5.0), clock=lambda: now[0])
+    ok = Response(200, b"x", b"application/ocsp-response")
+    note = ("ocsp", "successful", "good", "sign-card", "sig-verifier", "signed", "")
+    wm.on_request_done(_req(b"/ocsp", note), ok, 0.001)
+    app = m.MetricsApp(wm)
+    first = app.handle(_req(b"/metrics", None, method=b"GET"))
+    assert first.status == 200 and first.content_type == m.CONTENT_TYPE
+    for i in range(200):
+        wm.on_request_done(_req(b"/ocsp", note, rid=i), ok, 0.001)
+        now[0] += 1 / 64  # 3.1 s of scrapes, all within the interval
+        assert app.handle(_req(b"/metrics", None, method=b"GET")).body == first.body
+    s = parse(first.body.decode())
+    assert total(s, "jpkiva_metrics_renders_total") == 1
+    assert total(s, "jpkiva_requests_total", endpoint="ocsp") == 1
+    now[0] += 2.0  # past the interval: one more render, with the 200 requests counted since
+    s = parse(app.handle(_req(b"/metrics", None, method=b"GET")).body.decode())
+    assert total(s, "jpkiva_metrics_renders_total") == 2
+    assert total(s, "jpkiva_requests_total", endpoint="ocsp") == 201
+    # the admin app serves /metrics and nothing else
+    assert app.handle(_req(b"/healthz", None, method=b"GET")).status == 404
+    assert app.handle(_req(b"/metrics", None, method=b"POST")).status == 405
     wm.close()
 
 
@@ -468,7 +507,8 @@ def test_totals_across_workers_survive_a_killed_worker(built: Built, tmp_path: P
         assert total(s, "jpkiva_ocsp_answers_total", source="presigned") == n
         assert total(s, "jpkiva_request_duration_seconds_count", endpoint="ocsp") == n
         assert total(s, "jpkiva_workers_up") == 2 and total(s, "jpkiva_worker_restarts_total") == 0
-        assert total(s, "jpkiva_open_connections") == len(conns) + 1  # ours and the scrape's
+        # ours; the scrape's is on the admin listener, which is not counted
+        assert total(s, "jpkiva_open_connections") == len(conns)
 
         # kill -9 a worker that holds open connections
         victim = conns[0][1]
@@ -496,9 +536,9 @@ def test_totals_across_workers_survive_a_killed_worker(built: Built, tmp_path: P
         until(lambda: _ocsp_total(srv) == n2, what=f"{n2} OCSP requests after the restart")
         for conn, _ in more:
             conn.close()
-        # the dead worker's connections left the gauge (mark_process_dead); only the scrape's stays
+        # the dead worker's connections left the gauge (mark_process_dead)
         until(
-            lambda: total(srv.scrape(), "jpkiva_open_connections") == 1, what="open connections 1"
+            lambda: total(srv.scrape(), "jpkiva_open_connections") == 0, what="open connections 0"
         )
         time.sleep(1.2)
         assert _ocsp_total(srv) == n2
@@ -603,7 +643,7 @@ def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
         assert rules == {"unauthenticated": 3, "unauthorized_family": 0, "unknown_issuer": 1,
                          "malformed": 1, "stale": 0, "suspended": 0, "quota": 0, "cycle": 0,
                          "unauthorized_service": 2, "unauthorized_method": 0, "not-started": 0,
-                         "ended": 0}  # fmt: skip
+                         "ended": 0, "fair_share": 0}  # fmt: skip
         sources = {x: total(s, "jpkiva_ocsp_answers_total", source=x) for x in m.SOURCES}
         # 3 plain asks for `good` (signed once per worker at most), 1 nonce, the mTLS and signed ones
         assert sources["presigned"] == 1 and sources["signed"] >= 3
@@ -617,11 +657,11 @@ def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
         assert total(s, "jpkiva_requests_total", endpoint="crl", http_status="401", party="-") == 1
         assert total(s, "jpkiva_requests_total", endpoint="crl", http_status="403",
                      party="auth-verifier", family="sign-card") == 1  # fmt: skip
-        metrics_text = srv.get("/metrics")[1].decode()
+        metrics_text = srv.get("/metrics", srv.admin)[1].decode()
 
     # log hygiene: nothing secret or personal in the access log (nor in /metrics)
     log_text = srv.log.read_text(errors="replace")
-    assert len(srv.events("request")) >= 15
+    assert len(srv.events("request")) >= 14  # 7 answered, 7 refused (scrapes: not logged)
     secrets: list[str] = []
     for party in built.manifest.parties:
         secrets.append(built.manifest.path(party.token).read_text().strip())
@@ -693,6 +733,69 @@ def test_stale_issuer_alarm_and_recovery(built: Built, tmp_path: Path) -> None:
         assert (
             ocsp.load_der_ocsp_response(der).response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
         )
+
+
+def test_metrics_only_on_the_admin_listener_and_a_scrape_flood_renders_once(
+    built: Built, tmp_path: Path
+) -> None:
+    """Issue 10 item 5: /metrics is not on the public port; admin scrapes are served cached.
+
+    A flood of unauthenticated GET /metrics on the public port took the workers' time from
+    the parties. Now the public port answers 404 (counted as endpoint ``metrics``), the
+    admin listener is on loopback, and 200 scrapes on 4 keep-alive connections within the
+    render interval cause at most one render per worker per interval."""
+    interval = 5.0
+    with run_server(built, tmp_path / "srv", "--metrics-render-interval", str(interval)) as srv:
+        admin = urllib.parse.urlsplit(srv.admin)
+        assert admin.hostname == "127.0.0.1" and admin.port != srv.port
+        status, body = srv.get("/metrics")
+        assert status == 404 and b"admin listener" in body
+        assert b"jpkiva_" not in body
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("HEAD", "/metrics")
+        assert conn.getresponse().status == 404
+        conn.close()
+        assert srv.get("/healthz", srv.admin)[0] == 404  # the admin listener: /metrics only
+
+        def renders(text: bytes) -> float:
+            return total(parse(text.decode()), "jpkiva_metrics_renders_total")
+
+        bodies: list[bytes] = []
+        lock = threading.Lock()
+
+        def scrape_many(n: int) -> None:
+            c = http.client.HTTPConnection("127.0.0.1", admin.port or 0, timeout=10)
+            try:
+                for _ in range(n):
+                    c.request("GET", "/metrics")
+                    r = c.getresponse()
+                    data = r.read()
+                    assert r.status == 200
+                    with lock:
+                        bodies.append(data)
+            finally:
+                c.close()
+
+        time.sleep(interval)  # every worker's last render is now older than the interval
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=scrape_many, args=(50,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        elapsed = time.monotonic() - t0
+        assert len(bodies) == 200
+        windows = int(elapsed // interval) + 1
+        # each worker renders at most once per interval: 2 workers, `windows` intervals
+        assert len(set(bodies)) <= 2 * windows, (len(set(bodies)), elapsed)
+        seen = sorted({renders(b) for b in bodies})
+        assert seen[-1] - seen[0] < 2 * windows, (seen, elapsed)
+        # the public 404s were counted, as endpoint "metrics"
+        until(
+            lambda: total(srv.scrape(), "jpkiva_requests_total", endpoint="metrics",
+                          http_status="404") == 2,
+            timeout=3 * interval, what="the public /metrics 404s counted",
+        )  # fmt: skip
 
 
 def test_metrics_off(built: Built, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """A real Prometheus scrapes the real responder and evaluates deploy/prometheus/alerts.yml.
 
-The responder (`responder serve`, two workers, on loopback) is scraped every
+The responder (`responder serve`, two workers, on loopback) is scraped on its admin
+listener (`[metrics] port`, the `metrics on` line; not the public port) every
 second by the Prometheus of the Debian package ``prometheus`` (2.42), started on
 an ephemeral loopback port with a temporary TSDB, job name ``jpki-va`` (the name
 the alert rules use in ``up{job="jpki-va"}``) and the alert rules loaded with a
@@ -240,7 +241,7 @@ def test_prometheus_scrapes_the_responder_and_loads_the_alerts(
         responder = contextlib.ExitStack()
         stack.callback(responder.close)
         server = responder.enter_context(start_server(built, tmp_path / "responder"))
-        target = urllib.parse.urlsplit(server.url).netloc
+        target = urllib.parse.urlsplit(server.metrics_url).netloc  # the admin listener
         prom = stack.enter_context(start_prometheus(binary, tmp_path / "prometheus", target))
 
         first = prom.eventually(up, lambda r: scalar(r) == 1)

@@ -51,6 +51,8 @@ class Server:
     built: Built
     registry: Path
     pid: int
+    metrics_url: str
+    """The admin listener (``metrics on`` line): /metrics is not on the public port."""
 
     def token(self, party: str) -> str:
         return (self.built.pki / "parties" / f"{party}.token").read_text().strip()
@@ -68,14 +70,17 @@ def start_server(
     p = subprocess.Popen(
         [str(BIN / "responder"), "serve", "--store", str(store or built.store), "--pki", str(built.pki),
          "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
-         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger"), *extra],
+         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger"),
+         "--metrics-port", "0", *extra],
         stdout=subprocess.PIPE, stderr=log, text=True,
     )  # fmt: skip
     try:
         assert p.stdout is not None
         line = p.stdout.readline()
         assert line.startswith("listening on"), (d / "stderr.log").read_text()
-        yield Server(line.split()[-1], built, registry, p.pid)
+        admin = p.stdout.readline() if "--no-metrics" not in extra else ""
+        assert not admin or admin.startswith("metrics on"), admin
+        yield Server(line.split()[-1], built, registry, p.pid, admin.split()[-1] if admin else "")
     finally:
         p.send_signal(signal.SIGTERM)
         try:

@@ -239,6 +239,27 @@ def test_bind_failure_exits_1(tmp_path: Path) -> None:
             server.stop()
 
 
+def test_admin_listener_bind_failure_exits_1(tmp_path: Path) -> None:
+    """[metrics] port taken: the master refuses to start rather than serve without metrics."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 1}, LIMITS)
+        text = config.read_text()
+        assert text.endswith("[metrics]\nport = 0\n")
+        config.write_text(text.replace("[metrics]\nport = 0\n", f"[metrics]\nport = {port}\n"))
+        server = ServerProcess(tmp_path, config)
+        try:
+            with pytest.raises(RuntimeError):
+                server.start()
+            assert server.wait(10) == 1
+            failed = [e for e in server.events() if e.get("event") == "master_start_failed"]
+            assert failed and "Address already in use" in str(failed[0].get("error")), failed
+        finally:
+            server.stop()
+
+
 def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
     address = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
