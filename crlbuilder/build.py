@@ -6,11 +6,14 @@ A build reads the configured record sources, applies them to the store
 produces the CRL files (`crlpublish`), then prints a closing summary. With
 ``--follow`` it then watches a spool directory: each ``*.jsonl`` file that
 appears (written elsewhere and renamed in, so it is complete) is applied,
-moved to ``done/``, and followed by the same lapse, pre-sign and CRL steps.
+then removed (its records hold the four facts in clear; with
+``input.spool_keep_seconds`` it is kept that long in ``done/``, mode 0700),
+and followed by the same lapse, pre-sign and CRL steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -182,7 +185,9 @@ class Builder:
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:
         """Apply each file that appears in ``spool`` until SIGTERM/SIGINT (or ``max_idle`` s of nothing)."""
         done = spool / "done"
-        done.mkdir(parents=True, exist_ok=True)
+        keep = self.cfg.input.spool_keep_seconds
+        if keep or done.exists():
+            _private_dir(done)
         stop = False
 
         def _stop(signum: int, frame: object) -> None:
@@ -193,6 +198,8 @@ class Builder:
         idle_since = last_refresh = time.monotonic()
         try:
             while not stop:
+                if done.is_dir():
+                    prune_done(done, keep, time.time())
                 files = sorted(p for p in spool.iterdir() if p.suffix == ".jsonl" and p.is_file())
                 if not files:
                     if max_idle is not None and time.monotonic() - idle_since > max_idle:
@@ -210,7 +217,7 @@ class Builder:
                     applier.run(read_file(p))
                     committed = time.monotonic() - t0
                     committed_at = time.time()
-                    p.rename(done / p.name)
+                    self._consumed(p, done)
                     report = BuildReport(summary=applier.summary)
                     report.seconds["apply"] = committed
                     self.after_commit(applier, report, datetime.now(UTC))
@@ -230,6 +237,15 @@ class Builder:
             for s, h in old.items():
                 signal.signal(s, h)
 
+    def _consumed(self, p: Path, done: Path) -> None:
+        """An applied spool file, its records committed: removed, or kept in ``done/`` (0700)."""
+        if not self.cfg.input.spool_keep_seconds:
+            p.unlink()
+            return
+        with contextlib.suppress(PermissionError):  # a feeder's file: done/ (0700) keeps others out
+            p.chmod(0o600)
+        p.rename(done / p.name)
+
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,
         so the responder never reaches a nextUpdate while the builder runs."""
@@ -245,6 +261,28 @@ class Builder:
     def emit(self, obj: dict[str, object]) -> None:
         self.log.write(msgspec.json.encode(obj).decode() + "\n")
         self.log.flush()
+
+
+def _private_dir(path: Path) -> None:
+    """A directory of personal data: mode 0700 from creation; an older, wider one is narrowed."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        path.chmod(0o700)
+
+
+def prune_done(done: Path, keep_seconds: int, now: float) -> int:
+    """Remove the applied spool files kept longer than ``keep_seconds`` (by the time they were
+    moved in: the rename sets their ctime); returns how many."""
+    removed = 0
+    for f in done.iterdir():
+        try:
+            if f.is_file() and now - f.stat().st_ctime >= keep_seconds:
+                f.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def _chain(paths: list[Path]) -> Iterator[Located | Rejected]:
