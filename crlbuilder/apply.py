@@ -25,24 +25,29 @@ What each record does (the rules themselves are in `rules`):
 
 A revocation bumps the status record's version and deletes any stored answer
 for that serial in the same transaction, so no worker can serve a stale one.
+
+Notices (the holder notification of Act §15(2), the public announcement of Act
+§15(3)) are staged in the store's outbox in the transaction of the revocation
+that causes them, and delivered to the notices file after it commits, once
+each even across a kill (`crlbuilder.outbox`); a builder that starts delivers
+what an earlier one left staged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from crlbuilder import rules
+from crlbuilder import outbox, rules
 from crlbuilder import storeformat as sf
 from crlbuilder.ingest import Located, Quarantine, Rejected
 from crlbuilder.model import (
@@ -127,7 +132,9 @@ class Summary:
 
 class Notice(msgspec.Struct, frozen=True, kw_only=True):
     """Something the 機構 must tell someone: the holder of a recording error (Act §15(2)),
-    or the public of an issuing-key compromise (Act §15(3), Ord §23). No personal data."""
+    or the public of an issuing-key compromise (Act §15(3), Ord §23). No personal data.
+
+    One record causes at most one notice of a kind: (record_id, kind) is its delivery key."""
 
     kind: str
     article: str
@@ -136,6 +143,23 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     serial: int | None = None
     at: datetime
     certificates: int = 1
+
+
+class _NoticeKey(msgspec.Struct):
+    record_id: str = ""
+    kind: str = ""
+
+
+_notice_key_decoder: Final = msgspec.json.Decoder(_NoticeKey)
+
+
+def notice_key(line: bytes) -> bytes | None:
+    """The delivery key of one line of the notices file: record id and kind."""
+    try:
+        k = _notice_key_decoder.decode(line)
+    except msgspec.DecodeError:
+        return None
+    return f"{k.record_id}\0{k.kind}".encode() if k.record_id else None
 
 
 @dataclass
@@ -167,6 +191,8 @@ class Applier:
         self.batch_size = batch_size
         self.on_progress = on_progress
         self.summary = Summary()
+        self.crash_points: dict[str, Callable[[], object]] = {}
+        """Test hooks called where a kill matters (see `outbox.deliver`)."""
         self._issuers: dict[str, sf.IssuerMeta] = {i.id: i for i in store.issuers()}
         self._by_index: dict[int, sf.IssuerMeta] = {i.index: i for i in self._issuers.values()}
 
@@ -174,6 +200,7 @@ class Applier:
 
     def run(self, items: Iterable[Located | Rejected]) -> Summary:
         """Apply every item, committing every ``batch_size`` input items."""
+        self.deliver()  # what a killed builder staged and did not deliver
         batch: list[Located | Rejected] = []
         for item in items:
             batch.append(item)
@@ -216,13 +243,14 @@ class Applier:
                     sf.pack_i64(epoch(datetime.now(UTC))),
                     db=self.db[sf.DB_META],
                 )
+                self._stage_notices(b)
                 self.summary.commits += 1
             else:
                 txn.abort()
         for item, reason in rejected:
             self._reject(item, reason)
         self.quarantine.flush()
-        self._write_notices(b.notices)
+        self.deliver()
         if self.on_progress is not None:
             self.on_progress(len(items))
 
@@ -243,7 +271,9 @@ class Applier:
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
             txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
+            self._stage_notices(b)
             self.summary.commits += 1
+        self.deliver()
         return sum(self.summary.revocations.values()) - before
 
     # --- per record ---------------------------------------------------------
@@ -537,16 +567,30 @@ class Applier:
             raw = msgspec.json.encode(item.record)
             self.quarantine.add(item.source, item.line, reason, raw, item.record.id)
 
-    def _write_notices(self, notices: list[Notice]) -> None:
-        if not notices or self.notices_path is None:
-            self.summary.notices += len(notices)
+    def _stage_notices(self, b: _Batch) -> None:
+        """Owe the batch's notices to the notices file, in the batch's own transaction."""
+        if not b.notices:
             return
-        self.summary.notices += len(notices)
-        fd = os.open(self.notices_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        f: IO[bytes]
-        with os.fdopen(fd, "ab") as f:
-            for n in notices:
-                f.write(msgspec.json.encode(n) + b"\n")
+        stager = outbox.Stager(self.store, b.txn)
+        for n in b.notices:
+            stager.stage(outbox.NOTICES, msgspec.json.encode(n))
+        self.summary.notices += len(b.notices)
+
+    def deliver(self) -> int:
+        """Write the staged notices to the notices file, once each; returns how many were written.
+
+        Without a notices file (``notices_path`` None) they stay staged for a builder that has one.
+        """
+        if self.notices_path is None:
+            return 0
+        return outbox.deliver(
+            self.store,
+            outbox.NOTICES,
+            self.notices_path,
+            notice_key,
+            before_write=self.crash_points.get("notices-before-write"),
+            before_delete=self.crash_points.get("notices-before-delete"),
+        )
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

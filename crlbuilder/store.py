@@ -79,6 +79,8 @@ class Store:
                 try:
                     dbs[name] = env.open_db(name, create=False, dupsort=name in sf.DUPSORT_DBS)
                 except lmdb.NotFoundError:
+                    if name in sf.BUILDER_DBS:
+                        continue  # added later; only the builder (which creates them) reads them
                     env.close()
                     raise sf.StoreFormatError(
                         f"{p}: the store lacks database {name.decode()}: "
@@ -124,6 +126,9 @@ class Store:
         raw = self._get(sf.DB_META, key, txn)
         return sf.unpack_u32(raw) if raw else 0
 
+    def meta_bytes(self, key: bytes, txn: Any = None) -> bytes | None:
+        return self._get(sf.DB_META, key, txn)
+
     def meta_i64(self, key: bytes, txn: Any = None) -> int:
         raw = self._get(sf.DB_META, key, txn)
         return sf.unpack_i64(raw) if raw else 0
@@ -166,7 +171,7 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Entries per named database (for summaries and metrics)."""
         with self.env.begin() as txn:
-            return {n.decode(): txn.stat(self.dbs[n])["entries"] for n in sf.ALL_DBS}
+            return {n.decode(): txn.stat(db)["entries"] for n, db in self.dbs.items()}
 
     def _get(self, db: bytes, key: bytes, txn: Any) -> bytes | None:
         if txn is not None:
@@ -219,7 +224,7 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
     copied = 0
     try:
         with src.env.begin(buffers=False) as rtxn:
-            for name in sf.ALL_DBS:
+            for name in src.dbs:
                 items = rtxn.cursor(db=src.dbs[name]).iternext(keys=True, values=True)
                 while True:
                     chunk = [(bytes(k), bytes(v)) for k, v in itertools.islice(items, COPY_BATCH)]
@@ -228,7 +233,8 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
                     with dst.env.begin(write=True) as wtxn:
                         wtxn.cursor(db=dst.dbs[name]).putmulti(chunk, dupdata=True)
                     copied += len(chunk)
-        src_counts, dst_counts = src.counts(), dst.counts()
+        src_counts = src.counts()
+        dst_counts = {n: c for n, c in dst.counts().items() if n in src_counts}
         if src_counts != dst_counts:
             raise sf.StoreFormatError(
                 f"{t}: the copy differs from {source} ({dst_counts} against {src_counts})"

@@ -18,7 +18,13 @@ pending    holder 32 B                    `PendingMoveOut` JSON (30-day rule)
 applied    record id utf-8                build number u32
 meta       ascii name                     see the META_* keys
 crls       issuer u16 | number u64 | kind  `CrlFileEntry` JSON
+outbox     target 1 B | staging no. u64   one JSON line owed to a file (`outbox`)
+quarantine `quarantine_key` of a refusal  commit sequence when first quarantined
 ========== ============================== =========================================
+
+``outbox`` and ``quarantine`` are the builder's own (added without a format
+version change: an older store gains them at the builder's next start, and a
+read-only open does without them).
 
 Serials are fixed-width (20 octets, the RFC 5280 maximum) so that keys sort by
 issuer then serial and one issuer's records form one contiguous range. Times are
@@ -48,6 +54,10 @@ DB_PENDING: Final = b"pending"
 DB_APPLIED: Final = b"applied"
 DB_META: Final = b"meta"
 DB_CRLS: Final = b"crls"
+DB_OUTBOX: Final = b"outbox"
+"""Notices and quarantine lines staged in the transaction that causes them (`crlbuilder.outbox`)."""
+DB_QUARANTINE: Final = b"quarantine"
+"""The refusals already quarantined: a replayed input quarantines nothing twice."""
 
 ALL_DBS: Final = (
     DB_STATUS,
@@ -60,7 +70,11 @@ ALL_DBS: Final = (
     DB_APPLIED,
     DB_META,
     DB_CRLS,
+    DB_OUTBOX,
+    DB_QUARANTINE,
 )
+BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE})
+"""Databases only crlbuilder reads: a read-only open of a store without them still works."""
 DUPSORT_DBS: Final = frozenset({DB_LINKS})
 MAX_DBS: Final = 16
 
@@ -77,6 +91,10 @@ META_MODE: Final = b"mode"
 """Absent for a store built from records; ``b"crl-import"`` for a group appliance's store
 built from the 機構's CRLs, where a serial absent from the store is not revoked."""
 MODE_CRL_IMPORT: Final = b"crl-import"
+META_OUTBOX_SEQ: Final = b"outbox-seq"
+"""u64: the number of the last line staged in the outbox."""
+META_OUTBOX_FILE_PREFIX: Final = b"outbox-file:"
+"""+ target byte: JSON (path, size) of that target's file after its last completed delivery."""
 
 SERIAL_BYTES: Final = 20
 KEY_BYTES: Final = 2 + SERIAL_BYTES

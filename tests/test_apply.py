@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -348,3 +351,65 @@ def test_store_of_other_format_version_refused(tmp_path: Path) -> None:
         Store.open(tmp_path / "s", readonly=True)
     with pytest.raises(sf.StoreFormatError, match="no status store"):
         Store.open(tmp_path / "empty", readonly=True)
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from crlbuilder.apply import Applier
+from crlbuilder.ingest import Quarantine, read_file
+from crlbuilder.store import Store
+
+tmp, point = Path(sys.argv[1]), sys.argv[2]
+store = Store.open(tmp / "store", readonly=False, map_size=1 << 26)
+ap = Applier(store, facts_key=bytes(range(32)), quarantine=Quarantine(tmp / "quarantine.jsonl"),
+             notices_path=tmp / "notices.jsonl")
+ap.crash_points[point] = lambda: os.kill(os.getpid(), signal.SIGKILL)
+ap.run(read_file(tmp / "late.jsonl"))
+"""
+
+
+@pytest.mark.parametrize("point", ["notices-before-write", "notices-before-delete"])
+def test_act_15_2_notice_survives_a_kill_after_the_commit_and_is_delivered_once(
+    world: World, point: str
+) -> None:
+    """The revocation commits with its notice staged; a builder killed before (or while) writing
+    the notices file leaves it staged, and the next run delivers it exactly once."""
+    world.apply(holder_set(H1))
+    world.store.close()
+    rec = {"type": "recording-error", "id": "err-1", "recorded_at": ts(9), "serial": 101,
+           "issuer": "sign-card-g1"}  # fmt: skip
+    (world.tmp / "late.jsonl").write_bytes(msgspec.json.encode(rec) + b"\n")
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, str(world.tmp), point], timeout=60, check=False
+    )
+    assert child.returncode == -signal.SIGKILL
+    world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
+    assert world.status("sign-card-g1", 101).revoked  # the revocation committed
+    notices = world.tmp / "notices.jsonl"
+
+    def delivered() -> list[dict[str, object]]:
+        lines = notices.read_bytes().splitlines() if notices.exists() else []
+        return [msgspec.json.decode(line) for line in lines]
+
+    said_before = delivered()
+    assert len(said_before) == (1 if point == "notices-before-delete" else 0)
+    world.apply([])  # the next run, with nothing new
+    world.apply([rec])  # and a replay of the same input
+    out = delivered()
+    assert [(n["record_id"], n["kind"]) for n in out] == [("err-1", "holder-notification")]
+    assert out[0]["serial"] == 101 and out[0]["issuer"] == "sign-card-g1"
+    with world.store.env.begin() as txn:
+        assert txn.stat(world.store.dbs[sf.DB_OUTBOX])["entries"] == 0
+
+
+def test_notice_cut_by_a_kill_is_written_again_whole(world: World) -> None:
+    """A half-written notices line (a kill inside write) does not hide the notice."""
+    world.apply(holder_set(H1))
+    notices = world.tmp / "notices.jsonl"
+    notices.write_bytes(b'{"kind":"holder-notification","record_id":"err-2","art')
+    world.apply([{"type": "recording-error", "id": "err-2", "recorded_at": ts(9),
+                  "serial": 101, "issuer": "sign-card-g1"}])  # fmt: skip
+    lines = notices.read_bytes().splitlines()
+    assert lines[0].endswith(b'"art') and len(lines) == 2
+    assert msgspec.json.decode(lines[1])["record_id"] == "err-2"
