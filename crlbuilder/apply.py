@@ -30,7 +30,9 @@ Notices (the holder notification of Act §15(2), the public announcement of Act
 §15(3)) are staged in the store's outbox in the transaction of the revocation
 that causes them, and delivered to the notices file after it commits, once
 each even across a kill (`crlbuilder.outbox`); a builder that starts delivers
-what an earlier one left staged.
+what an earlier one left staged. Quarantine lines go the same way, and each
+refusal's key (`ingest.quarantine_key`) is kept in the store, so a replayed
+input quarantines nothing twice.
 """
 
 from __future__ import annotations
@@ -49,7 +51,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder import outbox, rules
 from crlbuilder import storeformat as sf
-from crlbuilder.ingest import Located, Quarantine, Rejected
+from crlbuilder.ingest import (
+    Located,
+    Quarantine,
+    Rejected,
+    quarantine_entry,
+    quarantine_key,
+    quarantine_line_key,
+)
 from crlbuilder.model import (
     CaCompromise,
     Category,
@@ -168,6 +177,8 @@ class _Batch:
     seq: int
     changed: bool = False
     notices: list[Notice] = field(default_factory=list)
+    stager: outbox.Stager | None = None
+    """Lines owed to the notices and quarantine files, staged in ``txn``."""
 
 
 class Applier:
@@ -245,11 +256,10 @@ class Applier:
                 )
                 self._stage_notices(b)
                 self.summary.commits += 1
-            else:
+            for item, reason in rejected:
+                self._reject(b, item, reason)
+            if not b.changed and b.stager is None:
                 txn.abort()
-        for item, reason in rejected:
-            self._reject(item, reason)
-        self.quarantine.flush()
         self.deliver()
         if self.on_progress is not None:
             self.on_progress(len(items))
@@ -559,28 +569,47 @@ class Applier:
 
     # --- outputs ------------------------------------------------------------
 
-    def _reject(self, item: Located | Rejected, reason: str) -> None:
+    def _reject(self, b: _Batch, item: Located | Rejected, reason: str) -> None:
+        """Quarantine one refusal, in the batch's transaction, unless it already was."""
+        rid = item.record_id if isinstance(item, Rejected) else item.record.id
+        entry = quarantine_entry(item.source, item.line, reason, rid)
+        key = quarantine_key(entry)
+        db = self.db[sf.DB_QUARANTINE]
+        if b.txn.get(key, db=db) is not None:
+            self.summary.duplicates += 1
+            return
+        b.txn.put(key, sf.pack_u32(b.seq), db=db)
+        self._stager(b).stage(outbox.QUARANTINE, msgspec.json.encode(entry))
         self.summary.quarantined += 1
-        if isinstance(item, Rejected):
-            self.quarantine.add(item.source, item.line, reason, item.raw)
-        else:
-            raw = msgspec.json.encode(item.record)
-            self.quarantine.add(item.source, item.line, reason, raw, item.record.id)
 
     def _stage_notices(self, b: _Batch) -> None:
         """Owe the batch's notices to the notices file, in the batch's own transaction."""
         if not b.notices:
             return
-        stager = outbox.Stager(self.store, b.txn)
+        stager = self._stager(b)
         for n in b.notices:
             stager.stage(outbox.NOTICES, msgspec.json.encode(n))
         self.summary.notices += len(b.notices)
 
-    def deliver(self) -> int:
-        """Write the staged notices to the notices file, once each; returns how many were written.
+    def _stager(self, b: _Batch) -> outbox.Stager:
+        if b.stager is None:
+            b.stager = outbox.Stager(self.store, b.txn)
+        return b.stager
 
-        Without a notices file (``notices_path`` None) they stay staged for a builder that has one.
+    def deliver(self) -> int:
+        """Write the staged quarantine lines and notices to their files, once each; returns how
+        many notices were written.
+
+        Without a notices file (``notices_path`` None) notices stay staged for a builder that has one.
         """
+        self.quarantine.count += outbox.deliver(
+            self.store,
+            outbox.QUARANTINE,
+            self.quarantine.path,
+            quarantine_line_key,
+            before_write=self.crash_points.get("quarantine-before-write"),
+            before_delete=self.crash_points.get("quarantine-before-delete"),
+        )
         if self.notices_path is None:
             return 0
         return outbox.deliver(

@@ -114,7 +114,6 @@ class Builder:
         Path(cfg.input.notices).parent.mkdir(parents=True, exist_ok=True)
 
     def close(self) -> None:
-        self.quarantine.close()
         self.store.close()
 
     def _applier(self, bar: tqdm[Any] | None) -> Applier:

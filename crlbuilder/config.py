@@ -50,7 +50,7 @@ class InputSection(_Section):
     follow_interval: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     """Seconds between spool scans under --follow."""
     quarantine: str = "var/build/quarantine.jsonl"
-    """Where rejected lines go with their reason (mode 0600)."""
+    """Where refusals go: record id, file name, line, field, reason; no content (mode 0600)."""
     notices: str = "var/build/notices.jsonl"
     """Holder notifications (Act §15(2)) and public announcements (Act §15(3)) due."""
     batch_size: Positive = 50_000

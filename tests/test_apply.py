@@ -104,10 +104,12 @@ class World:
         path = self.tmp / f"in{self.files:03}.jsonl"
         lines = [r if isinstance(r, bytes) else msgspec.json.encode(r) for r in records]
         path.write_bytes(b"\n".join(lines) + b"\n")
+        return self.apply_file(path, batch_size)
+
+    def apply_file(self, path: Path, batch_size: int = 1000) -> Applier:
         ap = Applier(self.store, facts_key=KEY, quarantine=self.quarantine, batch_size=batch_size,
                      notices_path=self.tmp / "notices.jsonl")  # fmt: skip
         ap.run(read_file(path))
-        self.quarantine.flush()
         return ap
 
     def status(self, issuer: str, serial: int) -> sf.StatusRecord:
@@ -289,7 +291,11 @@ def test_bad_records_quarantined_with_file_line_field(world: World) -> None:
     q = world.quarantined()
     reasons = [str(e["reason"]) for e in q]
     assert [e["line"] for e in q] == list(range(1, len(bad) + 1))
-    assert all(str(e["source"]).endswith("in002.jsonl") for e in q)
+    assert all(e["file"] == "in002.jsonl" for e in q)  # the name, not the path
+    assert [e["id"] for e in q][1:] == [msgspec.json.decode(r)["id"] for r in bad[1:]]
+    assert q[0]["id"] is None  # not JSON: no id to read
+    assert q[4]["field"] is None and q[5]["field"] == "$.recorded_at"
+    assert q[7]["field"] == "$.fact" and q[8]["field"] == "$.facts"
     assert "not JSON" in reasons[0]
     assert "unknown serial" in reasons[1]
     assert "before the certificate's issuance" in reasons[2]
@@ -360,13 +366,30 @@ from crlbuilder.apply import Applier
 from crlbuilder.ingest import Quarantine, read_file
 from crlbuilder.store import Store
 
-tmp, point = Path(sys.argv[1]), sys.argv[2]
+tmp, point, name, nth = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 store = Store.open(tmp / "store", readonly=False, map_size=1 << 26)
 ap = Applier(store, facts_key=bytes(range(32)), quarantine=Quarantine(tmp / "quarantine.jsonl"),
-             notices_path=tmp / "notices.jsonl")
-ap.crash_points[point] = lambda: os.kill(os.getpid(), signal.SIGKILL)
-ap.run(read_file(tmp / "late.jsonl"))
+             notices_path=tmp / "notices.jsonl", batch_size=4)
+calls = 0
+
+def crash():
+    global calls
+    calls += 1
+    if calls == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+ap.crash_points[point] = crash
+ap.run(read_file(tmp / name))
 """
+
+
+def run_killed(tmp: Path, point: str, name: str, nth: int = 1) -> None:
+    """Apply ``tmp/name`` in a child process killed (SIGKILL) at the ``nth`` pass by ``point``."""
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, str(tmp), point, name, str(nth)],
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL
 
 
 @pytest.mark.parametrize("point", ["notices-before-write", "notices-before-delete"])
@@ -380,10 +403,7 @@ def test_act_15_2_notice_survives_a_kill_after_the_commit_and_is_delivered_once(
     rec = {"type": "recording-error", "id": "err-1", "recorded_at": ts(9), "serial": 101,
            "issuer": "sign-card-g1"}  # fmt: skip
     (world.tmp / "late.jsonl").write_bytes(msgspec.json.encode(rec) + b"\n")
-    child = subprocess.run(
-        [sys.executable, "-c", _KILLED_CHILD, str(world.tmp), point], timeout=60, check=False
-    )
-    assert child.returncode == -signal.SIGKILL
+    run_killed(world.tmp, point, "late.jsonl")
     world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
     assert world.status("sign-card-g1", 101).revoked  # the revocation committed
     notices = world.tmp / "notices.jsonl"
@@ -413,3 +433,60 @@ def test_notice_cut_by_a_kill_is_written_again_whole(world: World) -> None:
     lines = notices.read_bytes().splitlines()
     assert lines[0].endswith(b'"art') and len(lines) == 2
     assert msgspec.json.decode(lines[1])["record_id"] == "err-2"
+
+
+def _bad_lines(n: int) -> list[bytes]:
+    """``n`` refused lines: a revocation of an unknown serial, then a sign-card issuance
+    with its four facts whose holder already holds one (二重発行), alternately."""
+    out = []
+    for i in range(n):
+        if i % 2:
+            out.append(msgspec.json.encode(issuance(900 + i, "sign-card-g2", H1, day=5)))
+        else:
+            out.append(msgspec.json.encode({"type": "revocation-request", "id": f"q-{i}",
+                                            "recorded_at": ts(9), "serial": 9000 + i,
+                                            "issuer": "auth-card-g1", "reason": "loss"}))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("point", ["quarantine-before-write", "quarantine-before-delete"])
+def test_quarantine_is_idempotent_across_a_kill_and_a_replay(world: World, point: str) -> None:
+    """A builder killed mid-input and started again quarantines each refusal once (it used to
+    write 92 lines where an uninterrupted builder wrote 24)."""
+    world.apply(holder_set(H1))
+    lines = [msgspec.json.encode(r) for r in holder_set(H2, base=200)] + _bad_lines(6)
+    lines.insert(6, b"{not json")
+    (world.tmp / "feed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    world.store.close()
+    run_killed(world.tmp, point, "feed.jsonl", nth=2)  # the second batch's delivery
+    world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
+    q = world.tmp / "quarantine.jsonl"
+    before = q.read_bytes().count(b"\n") if q.exists() else 0
+    assert 0 < before <= 7  # before-delete: written, still staged
+    ap = world.apply_file(world.tmp / "feed.jsonl", batch_size=4)  # restarted on the same input
+    world.apply_file(world.tmp / "feed.jsonl", batch_size=4)  # and once more
+    entries = world.quarantined()
+    assert len(entries) == 7 == len({(e["file"], e["line"]) for e in entries})
+    assert sorted(int(str(e["line"])) for e in entries) == list(range(5, 12))
+    # every refusal was committed (staged) by the killed run: the restart only delivers the rest
+    assert ap.summary.quarantined == 0 and ap.summary.duplicates == len(lines)
+
+
+def test_quarantine_keeps_no_facts_and_no_path_act_45(world: World) -> None:
+    """A refused sign-card issuance carries the four facts: the quarantine keeps its id, file
+    name, line, field and reason, and neither its name, its address nor the input's path."""
+    world.apply(holder_set(H1))
+    facts = {"name": "秘密 次郎", "sex": "1", "birth_date": "319800915",
+             "address": "大阪府大阪市北区秘密町7-7"}  # fmt: skip
+    bad_enum = issuance(600, "sign-card-g2", H2, facts={**facts, "sex": "9"})
+    world.apply([issuance(150, "sign-card-g2", H1, day=5, facts=facts), bad_enum])
+    raw = (world.tmp / "quarantine.jsonl").read_bytes()
+    entries = world.quarantined()
+    assert len(entries) == 2
+    for value in (facts["name"], facts["address"], "319800915", str(world.tmp)):
+        assert value.encode() not in raw, value
+    assert set(entries[0]) == {"id", "file", "line", "field", "reason"}
+    assert entries[0]["file"] == "in002.jsonl" and entries[0]["line"] == 1
+    assert "二重発行" in str(entries[0]["reason"])
+    assert entries[1]["id"] == bad_enum["id"] and entries[1]["field"] == "$.facts.sex"
+    assert "'9'" not in str(entries[1]["reason"])

@@ -66,7 +66,6 @@ def test_store_file_holds_no_names_addresses_or_pem_act_44(
             ap.run(read_file(f))
             assert ap.summary.applied > 0
     finally:
-        quarantine.close()
         store.close()
     data = (tmp_path / "store" / "data.mdb").read_bytes()
     names, addresses = _facts(pop / "records")
