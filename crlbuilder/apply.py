@@ -20,6 +20,9 @@ What each record does (the rules themselves are in `rules`):
   §31 say, keep move-out notices for the 30-day rule (Act §31(2)), which fires
   when the holder's next record or the end of the build passes its instant;
 - CA key compromise: revoke every valid certificate of the generation;
+- consent (同意, Act §18(3)): kept per holder and verifier; a grant naming no
+  registered 署名検証者等 (`verifiers`), or made with no registry configured,
+  is refused; a withdrawal always applies;
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13).
 
@@ -74,6 +77,7 @@ from crlbuilder.model import (
     RevocationRequest,
 )
 from crlbuilder.store import Store
+from crlbuilder.verifiers import Verifiers
 
 _facts_encoder: Final = msgspec.msgpack.Encoder()
 _facts_decoder: Final = msgspec.msgpack.Decoder(FourFacts)
@@ -193,6 +197,7 @@ class Applier:
         notices_path: Path | None = None,
         batch_size: int = 50_000,
         on_progress: Callable[[int], object] | None = None,
+        verifiers: Verifiers | None = None,
     ) -> None:
         self.store = store
         self.db = store.dbs
@@ -202,6 +207,8 @@ class Applier:
         self.batch_size = batch_size
         self.on_progress = on_progress
         self.summary = Summary()
+        self.verifiers = verifiers
+        """The registered parties a consent may name (None: no registry, consents refused)."""
         self.crash_points: dict[str, Callable[[], object]] = {}
         """Test hooks called where a kill matters (see `outbox.deliver`)."""
         self._issuers: dict[str, sf.IssuerMeta] = {i.id: i for i in store.issuers()}
@@ -556,6 +563,17 @@ class Applier:
         return True
 
     def _consent(self, b: _Batch, rec: Consent) -> bool:
+        """A holder's consent (同意) to one verifier receiving 特定署名用電子証明書記録情報
+        (Act §18(3)); the verifier must be a registered 署名検証者等. A withdrawal always applies."""
+        if rec.granted:
+            if self.verifiers is None:
+                raise Refused(
+                    "no registry of parties configured (input.registry, --registry): "
+                    "a consent cannot be checked against the registered verifiers (Act §18(3))"
+                )
+            why = self.verifiers.refusal(rec.verifier)
+            if why is not None:
+                raise Refused(why)
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
         if not self._holder_known(b, holder):

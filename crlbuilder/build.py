@@ -28,12 +28,13 @@ from tqdm import tqdm
 
 from crlbuilder import storeformat as sf
 from crlbuilder.apply import Applier, Summary, epoch, register_issuers
-from crlbuilder.config import BuilderConfig, facts_key
+from crlbuilder.config import BuilderConfig, ConfigError, facts_key
 from crlbuilder.crlpublish import CrlPublisher
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.presign import Presigner
 from crlbuilder.store import Store
+from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
 
 
 def issuer_table(manifest: Manifest) -> list[sf.IssuerMeta]:
@@ -112,13 +113,35 @@ class Builder:
         register_issuers(self.store, issuer_table(self.manifest))
         self.quarantine = Quarantine(Path(cfg.input.quarantine))
         Path(cfg.input.notices).parent.mkdir(parents=True, exist_ok=True)
+        self.registry: ConsentVerifiers | None = None
+        if cfg.input.registry:
+            try:
+                self.registry = ConsentVerifiers(Path(cfg.input.registry))
+            except RegistryReadError as e:
+                self.store.close()
+                raise ConfigError(str(e)) from None
+        else:
+            self.emit({"event": "warning", "message": "no input.registry: consent grants "
+                       "are quarantined, not stored (Act §18(3))"})  # fmt: skip
 
     def close(self) -> None:
         self.store.close()
 
+    def _verifiers(self) -> Verifiers | None:
+        """The registry as it is now; a file broken meanwhile keeps the last good reading."""
+        if self.registry is None:
+            return None
+        try:
+            return self.registry.current()
+        except RegistryReadError as e:
+            self.emit({"event": "warning", "message": f"{e}; consents checked against the "
+                       "registry as last read"})  # fmt: skip
+            return self.registry.last_good
+
     def _applier(self, bar: tqdm[Any] | None) -> Applier:
         return Applier(
             self.store,
+            verifiers=self._verifiers(),
             facts_key=self.key,
             quarantine=self.quarantine,
             notices_path=Path(self.cfg.input.notices),

@@ -55,6 +55,9 @@ class InputSection(_Section):
     """Holder notifications (Act §15(2)) and public announcements (Act §15(3)) due."""
     batch_size: Positive = 50_000
     """Records per write transaction."""
+    registry: str = ""
+    """The responder's registry of parties (TOML): a consent (Act §18(3)) must name one of its
+    署名検証者等. Empty: every consent grant is quarantined (withdrawals still apply)."""
 
 
 class KeysSection(_Section):
@@ -121,6 +124,7 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
     "quarantine": ("input", "quarantine"),
     "notices": ("input", "notices"),
     "batch-size": ("input", "batch_size"),
+    "registry": ("input", "registry"),
     "facts-key-file": ("keys", "facts_key_file"),
     "presign": ("ocsp", "presign"),
     "ocsp-validity-seconds": ("ocsp", "validity_seconds"),
@@ -139,6 +143,9 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
 HELP: Final[dict[str, str]] = {
     "spool-keep-seconds": "seconds an applied spool file is kept in spool/done/ (mode 0700); "
     "default 0: removed as soon as its records are committed",
+    "registry": "the responder's registry of parties (TOML); a consent record (Act §18(3)) is "
+    "accepted only if it names a 署名検証者 or 団体署名検証者 registered there; "
+    "without a registry every consent grant is quarantined (withdrawals still apply)",
 }
 """What a flag's help says beyond its section.field name, where that name is not enough."""
 

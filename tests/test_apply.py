@@ -17,6 +17,7 @@ from crlbuilder.apply import Applier, FactsCipher, register_issuers
 from crlbuilder.ingest import Quarantine, read_file
 from crlbuilder.model import Category, Family, FourFacts, Reason, Sex
 from crlbuilder.store import Store
+from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers, parse_verifiers
 
 T0 = datetime(2024, 1, 10, 0, 0, tzinfo=UTC)
 KEY = bytes(range(32))
@@ -96,6 +97,7 @@ class World:
         register_issuers(self.store, ISSUERS)
         self.quarantine = Quarantine(tmp / "quarantine.jsonl")
         self.files = 0
+        self.verifiers: Verifiers | None = Verifiers(eligible=frozenset({"bank"}))
 
     def apply(
         self, records: list[dict[str, object]] | list[bytes], batch_size: int = 1000
@@ -108,7 +110,7 @@ class World:
 
     def apply_file(self, path: Path, batch_size: int = 1000) -> Applier:
         ap = Applier(self.store, facts_key=KEY, quarantine=self.quarantine, batch_size=batch_size,
-                     notices_path=self.tmp / "notices.jsonl")  # fmt: skip
+                     notices_path=self.tmp / "notices.jsonl", verifiers=self.verifiers)  # fmt: skip
         ap.run(read_file(path))
         return ap
 
@@ -490,3 +492,95 @@ def test_quarantine_keeps_no_facts_and_no_path_act_45(world: World) -> None:
     assert "二重発行" in str(entries[0]["reason"])
     assert entries[1]["id"] == bad_enum["id"] and entries[1]["field"] == "$.facts.sex"
     assert "'9'" not in str(entries[1]["reason"])
+
+
+REGISTRY = """
+version = 2
+
+[[party]]
+id = "bank"
+name = "a 署名検証者"
+[[party.title]]
+kind = "signature-verifier"
+category = 6
+[[party.credential]]
+kind = "token"
+
+[[party]]
+id = "group"
+name = "a 団体署名検証者"
+[[party.title]]
+kind = "group-signature-verifier"
+group_kind = 1
+
+[[party]]
+id = "login-only"
+name = "a 利用者証明検証者"
+[[party.title]]
+kind = "user-verifier"
+category = 6
+
+[[party]]
+id = "gone"
+name = "provision ended"
+[[party.title]]
+kind = "signature-verifier"
+category = 6
+[party.ended]
+at = 2025-01-01T00:00:00+09:00
+reason = "届出の廃止"
+"""
+
+
+def consent(verifier: str, granted: bool = True) -> dict[str, object]:
+    return {"type": "consent", "id": rid(), "recorded_at": ts(20), "holder": H1,
+            "verifier": verifier, "granted": granted}  # fmt: skip
+
+
+def consents(store: Store) -> list[str]:
+    with store.env.begin() as txn:
+        return [bytes(k)[32:].decode() for k, _ in txn.cursor(db=store.dbs[sf.DB_CONSENTS])]
+
+
+def test_act_18_3_consent_must_name_a_registered_signature_verifier(world: World) -> None:
+    """A consent names a 署名検証者等 of the registry; a misspelt id, a login-only verifier or a
+    party whose provision ended is quarantined with the reason, and nothing is stored."""
+    world.verifiers = parse_verifiers(REGISTRY, source="registry.toml")
+    world.apply(holder_set(H1))
+    ap = world.apply([consent("bank"), consent("group"), consent("bnak"), consent("login-only"),
+                      consent("gone")])  # fmt: skip
+    assert ap.summary.applied == 2 and ap.summary.quarantined == 3
+    assert consents(world.store) == ["bank", "group"]
+    reasons = [str(e["reason"]) for e in world.quarantined()]
+    assert "'bnak', which is no party of the registry" in reasons[0]
+    assert "'login-only', which is not a 署名検証者 or 団体署名検証者" in reasons[1]
+    assert "'gone', whose provision has ended" in reasons[2]
+    assert all("Act §18(3)" in r for r in reasons)
+    # a withdrawal always applies, whatever the registry says now
+    world.verifiers = parse_verifiers("", source="empty.toml")
+    ap = world.apply([consent("bank", granted=False)])
+    assert ap.summary.applied == 1 and consents(world.store) == ["group"]
+
+
+def test_act_18_3_no_registry_no_consent(world: World) -> None:
+    """Without a registry the builder cannot check a consent: it refuses every grant (safe)."""
+    world.verifiers = None
+    world.apply(holder_set(H1))
+    ap = world.apply([consent("bank")])
+    assert ap.summary.quarantined == 1 and consents(world.store) == []
+    assert "no registry of parties configured" in str(world.quarantined()[0]["reason"])
+
+
+def test_consent_registry_is_reread_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text(REGISTRY.split('[[party]]\nid = "group"', maxsplit=1)[0])
+    reg = ConsentVerifiers(path)
+    assert reg.current().eligible == {"bank"}
+    path.write_text(REGISTRY)
+    assert reg.current().eligible == {"bank", "group"}
+    path.write_text("[[party]\n")
+    with pytest.raises(RegistryReadError, match="not valid TOML"):
+        reg.current()
+    assert reg.last_good.eligible == {"bank", "group"}
+    with pytest.raises(RegistryReadError, match="cannot read"):
+        ConsentVerifiers(tmp_path / "missing.toml")

@@ -279,9 +279,33 @@ def test_follow_applies_spool_files_and_keeps_none_by_default(built: Built, tmp_
         assert '"status":"revoked"' in out.stdout
 
 
-def test_spool_keep_option_in_help() -> None:
+def test_help_says_what_happens_to_spool_files_and_unchecked_consents() -> None:
     out = run_tool("crlbuilder", "build", "--help")
-    assert "--spool-keep-seconds" in out.stdout and "removed as soon as" in out.stdout
+    text = " ".join(out.stdout.split())
+    assert "--spool-keep-seconds" in text and "removed as soon as" in text
+    assert "--registry" in text and "without a registry every consent grant is quarantined" in text
+
+
+def test_build_without_registry_quarantines_consents_and_says_so(
+    built: Built, tmp_path: Path
+) -> None:
+    """Act §18(3): with no registry to check them against, consent grants are not stored."""
+    args = built.builder_args(tmp_path / "store", tmp_path / "crl")
+    i = args.index("--registry")
+    del args[i : i + 2]
+    out = run_tool("crlbuilder", "build", *args, "--no-presign", "--no-crl")
+    assert "no input.registry" in out.stderr
+    q = [
+        msgspec.json.decode(line)
+        for line in (tmp_path / "store-quarantine.jsonl").read_bytes().splitlines()
+    ]
+    assert q and all("no registry of parties configured" in e["reason"] for e in q)
+    for path, has_consents in ((tmp_path / "store", False), (built.store, True)):
+        s = Store.open(path, readonly=True)
+        try:
+            assert (s.counts()["consents"] > 0) is has_consents
+        finally:
+            s.close()
 
 
 def test_build_refuses_bad_configuration(built: Built, tmp_path: Path) -> None:
