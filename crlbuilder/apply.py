@@ -124,6 +124,7 @@ class Summary:
     read: int = 0
     applied: int = 0
     duplicates: int = 0
+    """Records already applied, and refusals already quarantined, by an earlier run."""
     quarantined: int = 0
     no_effect: int = 0
     commits: int = 0
