@@ -584,3 +584,19 @@ def test_consent_registry_is_reread_when_it_changes(tmp_path: Path) -> None:
     assert reg.last_good.eligible == {"bank", "group"}
     with pytest.raises(RegistryReadError, match="cannot read"):
         ConsentVerifiers(tmp_path / "missing.toml")
+
+
+def test_store_without_the_builder_databases_still_opens_read_only(tmp_path: Path) -> None:
+    """`outbox` and `quarantine` were added without a format version: a store made before them
+    opens read-only (the responder's case), and the builder's next open adds them."""
+    s = Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
+    with s.env.begin(write=True) as txn:
+        for name in sf.BUILDER_DBS:
+            txn.drop(s.dbs[name], delete=True)
+    s.close()
+    r = Store.open(tmp_path / "s", readonly=True)
+    assert set(r.dbs) == set(sf.ALL_DBS) - sf.BUILDER_DBS and "outbox" not in r.counts()
+    r.close()
+    w = Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
+    assert w.counts()["outbox"] == 0 and w.counts()["quarantine"] == 0
+    w.close()
