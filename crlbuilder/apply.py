@@ -22,6 +22,9 @@ What each record does (the rules themselves are in `rules`):
   its public announcement (公表, Act §15(3), §16-14(3), §34(3), §35-14(3); Ord §23,
   §58) in the ``announcements`` database in the same transaction, for the
   responder to publish;
+- consent (同意, Act §18(3)): kept per holder and verifier; a grant naming no
+  registered 署名検証者等 (`verifiers`), or made with no registry configured,
+  is refused; a withdrawal always applies;
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13).
 
@@ -43,6 +46,14 @@ Retention and its end (Ord §70(1)(iii)): `Applier.erase_past_retention` erases
 the revocation records whose period (per family and legal category,
 configuration) has passed, from the store; CRLs leave them out by the same rule
 (`past_retention`).
+
+Notices (the holder notification of Act §15(2), the public announcement of Act
+§15(3)) are staged in the store's outbox in the transaction of the revocation
+that causes them, and delivered to the notices file after it commits, once
+each even across a kill (`crlbuilder.outbox`); a builder that starts delivers
+what an earlier one left staged. Quarantine lines go the same way, and each
+refusal's key (`ingest.quarantine_key`) is kept in the store, so a replayed
+input quarantines nothing twice.
 """
 
 from __future__ import annotations
@@ -50,21 +61,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from crlbuilder import rules
+from crlbuilder import outbox, rules
 from crlbuilder import storeformat as sf
 from crlbuilder.facts import decode_birth_date
-from crlbuilder.ingest import Located, Quarantine, Rejected
+from crlbuilder.ingest import (
+    Located,
+    Quarantine,
+    Rejected,
+    quarantine_entry,
+    quarantine_key,
+    quarantine_line_key,
+)
 from crlbuilder.model import (
     CaCompromise,
     Category,
@@ -81,6 +98,7 @@ from crlbuilder.model import (
     RevocationRequest,
 )
 from crlbuilder.store import Store
+from crlbuilder.verifiers import Verifiers
 
 _facts_encoder: Final = msgspec.msgpack.Encoder()
 _facts_decoder: Final = msgspec.msgpack.Decoder(FourFacts)
@@ -145,6 +163,7 @@ class Summary:
     read: int = 0
     applied: int = 0
     duplicates: int = 0
+    """Records already applied, and refusals already quarantined, by an earlier run."""
     quarantined: int = 0
     no_effect: int = 0
     commits: int = 0
@@ -174,7 +193,9 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     """Something the 機構 must tell someone: the holder of a recording error (Act §15(2),
     §16-14(2), §34(2), §35-14(2)), or the public of an issuing-key compromise (Act §15(3)
     and Ord §23, §16-14(3), §34(3) and Ord §58, §35-14(3)). ``article`` is the family's
-    own, from `model.DUTY_ARTICLES`. No personal data."""
+    own, from `model.DUTY_ARTICLES`. No personal data.
+
+    One record causes at most one notice of a kind: (record_id, kind) is its delivery key."""
 
     kind: str
     article: str
@@ -185,12 +206,31 @@ class Notice(msgspec.Struct, frozen=True, kw_only=True):
     certificates: int = 1
 
 
+class _NoticeKey(msgspec.Struct):
+    record_id: str = ""
+    kind: str = ""
+
+
+_notice_key_decoder: Final = msgspec.json.Decoder(_NoticeKey)
+
+
+def notice_key(line: bytes) -> bytes | None:
+    """The delivery key of one line of the notices file: record id and kind."""
+    try:
+        k = _notice_key_decoder.decode(line)
+    except msgspec.DecodeError:
+        return None
+    return f"{k.record_id}\0{k.kind}".encode() if k.record_id else None
+
+
 @dataclass
 class _Batch:
     txn: Any
     seq: int
     changed: bool = False
     notices: list[Notice] = field(default_factory=list)
+    stager: outbox.Stager | None = None
+    """Lines owed to the notices and quarantine files, staged in ``txn``."""
 
 
 class Applier:
@@ -206,6 +246,7 @@ class Applier:
         batch_size: int = 50_000,
         on_progress: Callable[[int], object] | None = None,
         clock: Callable[[], datetime] = _system_clock,
+        verifiers: Verifiers | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -218,6 +259,10 @@ class Applier:
         self.batch_size = batch_size
         self.on_progress = on_progress
         self.summary = Summary()
+        self.verifiers = verifiers
+        """The registered parties a consent may name (None: no registry, consents refused)."""
+        self.crash_points: dict[str, Callable[[], object]] = {}
+        """Test hooks called where a kill matters (see `outbox.deliver`)."""
         self._issuers: dict[str, sf.IssuerMeta] = {i.id: i for i in store.issuers()}
         self._by_index: dict[int, sf.IssuerMeta] = {i.index: i for i in self._issuers.values()}
 
@@ -225,6 +270,7 @@ class Applier:
 
     def run(self, items: Iterable[Located | Rejected]) -> Summary:
         """Apply every item, committing every ``batch_size`` input items."""
+        self.deliver()  # what a killed builder staged and did not deliver
         batch: list[Located | Rejected] = []
         for item in items:
             batch.append(item)
@@ -265,13 +311,13 @@ class Applier:
                 txn.put(
                     sf.META_COMMITTED_AT, sf.pack_i64(epoch(self.clock())), db=self.db[sf.DB_META]
                 )
+                self._stage_notices(b)
                 self.summary.commits += 1
-            else:
+            for item, reason in rejected:
+                self._reject(b, item, reason)
+            if not b.changed and b.stager is None:
                 txn.abort()
-        for item, reason in rejected:
-            self._reject(item, reason)
-        self.quarantine.flush()
-        self._write_notices(b.notices)
+        self.deliver()
         if self.on_progress is not None:
             self.on_progress(len(items))
 
@@ -296,7 +342,9 @@ class Applier:
                 self._lapse_if_due(b, holder, as_of)
             txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
             txn.put(sf.META_COMMITTED_AT, sf.pack_i64(epoch(self.clock())), db=self.db[sf.DB_META])
+            self._stage_notices(b)
             self.summary.commits += 1
+        self.deliver()
         return sum(self.summary.revocations.values()) - before
 
     def erase_past_retention(
@@ -743,6 +791,17 @@ class Applier:
         return True
 
     def _consent(self, b: _Batch, rec: Consent) -> bool:
+        """A holder's consent (同意) to one verifier receiving 特定署名用電子証明書記録情報
+        (Act §18(3)); the verifier must be a registered 署名検証者等. A withdrawal always applies."""
+        if rec.granted:
+            if self.verifiers is None:
+                raise Refused(
+                    "no registry of parties configured (input.registry, --registry): "
+                    "a consent cannot be checked against the registered verifiers (Act §18(3))"
+                )
+            why = self.verifiers.refusal(rec.verifier)
+            if why is not None:
+                raise Refused(why)
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
         if not self._holder_known(b, holder):
@@ -756,24 +815,57 @@ class Applier:
 
     # --- outputs ------------------------------------------------------------
 
-    def _reject(self, item: Located | Rejected, reason: str) -> None:
-        self.summary.quarantined += 1
-        if isinstance(item, Rejected):
-            self.quarantine.add(item.source, item.line, reason, item.raw)
-        else:
-            raw = msgspec.json.encode(item.record)
-            self.quarantine.add(item.source, item.line, reason, raw, item.record.id)
-
-    def _write_notices(self, notices: list[Notice]) -> None:
-        if not notices or self.notices_path is None:
-            self.summary.notices += len(notices)
+    def _reject(self, b: _Batch, item: Located | Rejected, reason: str) -> None:
+        """Quarantine one refusal, in the batch's transaction, unless it already was."""
+        rid = item.record_id if isinstance(item, Rejected) else item.record.id
+        entry = quarantine_entry(item.source, item.line, reason, rid)
+        key = quarantine_key(entry)
+        db = self.db[sf.DB_QUARANTINE]
+        if b.txn.get(key, db=db) is not None:
+            self.summary.duplicates += 1
             return
-        self.summary.notices += len(notices)
-        fd = os.open(self.notices_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        f: IO[bytes]
-        with os.fdopen(fd, "ab") as f:
-            for n in notices:
-                f.write(msgspec.json.encode(n) + b"\n")
+        b.txn.put(key, sf.pack_u32(b.seq), db=db)
+        self._stager(b).stage(outbox.QUARANTINE, msgspec.json.encode(entry))
+        self.summary.quarantined += 1
+
+    def _stage_notices(self, b: _Batch) -> None:
+        """Owe the batch's notices to the notices file, in the batch's own transaction."""
+        if not b.notices:
+            return
+        stager = self._stager(b)
+        for n in b.notices:
+            stager.stage(outbox.NOTICES, msgspec.json.encode(n))
+        self.summary.notices += len(b.notices)
+
+    def _stager(self, b: _Batch) -> outbox.Stager:
+        if b.stager is None:
+            b.stager = outbox.Stager(self.store, b.txn)
+        return b.stager
+
+    def deliver(self) -> int:
+        """Write the staged quarantine lines and notices to their files, once each; returns how
+        many notices were written.
+
+        Without a notices file (``notices_path`` None) notices stay staged for a builder that has one.
+        """
+        self.quarantine.count += outbox.deliver(
+            self.store,
+            outbox.QUARANTINE,
+            self.quarantine.path,
+            quarantine_line_key,
+            before_write=self.crash_points.get("quarantine-before-write"),
+            before_delete=self.crash_points.get("quarantine-before-delete"),
+        )
+        if self.notices_path is None:
+            return 0
+        return outbox.deliver(
+            self.store,
+            outbox.NOTICES,
+            self.notices_path,
+            notice_key,
+            before_write=self.crash_points.get("notices-before-write"),
+            before_delete=self.crash_points.get("notices-before-delete"),
+        )
 
 
 def past_retention(recorded_at: int, not_after: int, now: int, retention: int) -> bool:

@@ -6,7 +6,9 @@ A build reads the configured record sources, applies them to the store
 produces the CRL files (`crlpublish`), then prints a closing summary. With
 ``--follow`` it then watches a spool directory: each ``*.jsonl`` file that
 appears (written elsewhere and renamed in, so it is complete) is applied,
-moved to ``done/``, and followed by the same lapse, pre-sign and CRL steps.
+then removed (its records hold the four facts in clear; with
+``input.spool_keep_seconds`` it is kept that long in ``done/``, mode 0700),
+and followed by the same lapse, pre-sign and CRL steps.
 
 Time: the builder reads one clock (`Builder.clock`, the system clock unless a
 test injects another). A build ``as_of`` an instant runs as if the clock read
@@ -21,6 +23,7 @@ and the answer "revoked" is the loop's wake-up, not a refresh cycle.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -35,12 +38,13 @@ from tqdm import tqdm
 
 from crlbuilder import storeformat as sf
 from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, register_issuers
-from crlbuilder.config import BuilderConfig, facts_key
+from crlbuilder.config import BuilderConfig, ConfigError, facts_key
 from crlbuilder.crlpublish import CrlPublisher
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.presign import Presigner
 from crlbuilder.store import Store
+from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
 
 Clock = Callable[[], datetime]
 """Where the builder reads the time: an aware UTC instant."""
@@ -139,14 +143,35 @@ class Builder:
         register_issuers(self.store, issuer_table(self.manifest))
         self.quarantine = Quarantine(Path(cfg.input.quarantine))
         Path(cfg.input.notices).parent.mkdir(parents=True, exist_ok=True)
+        self.registry: ConsentVerifiers | None = None
+        if cfg.input.registry:
+            try:
+                self.registry = ConsentVerifiers(Path(cfg.input.registry))
+            except RegistryReadError as e:
+                self.store.close()
+                raise ConfigError(str(e)) from None
+        else:
+            self.emit({"event": "warning", "message": "no input.registry: consent grants "
+                       "are quarantined, not stored (Act §18(3))"})  # fmt: skip
 
     def close(self) -> None:
-        self.quarantine.close()
         self.store.close()
+
+    def _verifiers(self) -> Verifiers | None:
+        """The registry as it is now; a file broken meanwhile keeps the last good reading."""
+        if self.registry is None:
+            return None
+        try:
+            return self.registry.current()
+        except RegistryReadError as e:
+            self.emit({"event": "warning", "message": f"{e}; consents checked against the "
+                       "registry as last read"})  # fmt: skip
+            return self.registry.last_good
 
     def _applier(self, bar: tqdm[Any] | None, clock: Clock | None = None) -> Applier:
         return Applier(
             self.store,
+            verifiers=self._verifiers(),
             facts_key=self.key,
             quarantine=self.quarantine,
             notices_path=Path(self.cfg.input.notices),
@@ -255,7 +280,9 @@ class Builder:
         at once (`after_commit`), dated when written (Act §34(1)(2)).
         """
         done = spool / "done"
-        done.mkdir(parents=True, exist_ok=True)
+        keep = self.cfg.input.spool_keep_seconds
+        if keep or done.exists():
+            _private_dir(done)
         stop = False
 
         def _stop(signum: int, frame: object) -> None:
@@ -267,6 +294,8 @@ class Builder:
         due = next_lapse(self.store)
         try:
             while not stop:
+                if done.is_dir():
+                    prune_done(done, keep, time.time())
                 files = sorted(p for p in spool.iterdir() if p.suffix == ".jsonl" and p.is_file())
                 if not files:
                     now = self.clock()
@@ -296,7 +325,7 @@ class Builder:
                     applier.run(read_file(p))
                     committed = time.monotonic() - t0
                     committed_at = time.time()
-                    p.rename(done / p.name)
+                    self._consumed(p, done)
                     report = BuildReport(summary=applier.summary)
                     report.seconds["apply"] = committed
                     self.after_commit(applier, report, self.clock())
@@ -317,6 +346,15 @@ class Builder:
             for s, h in old.items():
                 signal.signal(s, h)
 
+    def _consumed(self, p: Path, done: Path) -> None:
+        """An applied spool file, its records committed: removed, or kept in ``done/`` (0700)."""
+        if not self.cfg.input.spool_keep_seconds:
+            p.unlink()
+            return
+        with contextlib.suppress(PermissionError):  # a feeder's file: done/ (0700) keeps others out
+            p.chmod(0o600)
+        p.rename(done / p.name)
+
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,
         so the responder never reaches a nextUpdate while the builder runs."""
@@ -332,6 +370,28 @@ class Builder:
     def emit(self, obj: dict[str, object]) -> None:
         self.log.write(msgspec.json.encode(obj).decode() + "\n")
         self.log.flush()
+
+
+def _private_dir(path: Path) -> None:
+    """A directory of personal data: mode 0700 from creation; an older, wider one is narrowed."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        path.chmod(0o700)
+
+
+def prune_done(done: Path, keep_seconds: int, now: float) -> int:
+    """Remove the applied spool files kept longer than ``keep_seconds`` (by the time they were
+    moved in: the rename sets their ctime); returns how many."""
+    removed = 0
+    for f in done.iterdir():
+        try:
+            if f.is_file() and now - f.stat().st_ctime >= keep_seconds:
+                f.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def _chain(paths: list[Path]) -> Iterator[Located | Rejected]:

@@ -6,6 +6,7 @@
     crlbuilder build --config FILE [...]   records -> store, OCSP answers, CRLs
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
     crlbuilder status --store DIR ...      what the store says of one serial
+    crlbuilder store copy SOURCE TARGET    rewrite a store with live data only
 
 Exit codes: 0 done, 1 the work failed (summary says why), 2 bad usage or
 configuration.
@@ -132,6 +133,19 @@ def _status(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _store_copy(args: argparse.Namespace) -> int:
+    from crlbuilder.store import copy_store
+    from crlbuilder.storeformat import StoreFormatError
+
+    try:
+        n = copy_store(args.source, args.target)
+    except StoreFormatError as e:
+        print(f"crlbuilder store copy: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.target}: {n} entries copied from {args.source}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="crlbuilder",
@@ -187,6 +201,19 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--issuer", required=True, help="issuer generation id, e.g. sign-card-g2")
     st.add_argument("--serial", type=lambda s: int(s, 0), required=True, help="decimal or 0x-hex")
     st.set_defaults(func=_status)
+
+    sc = sub.add_parser("store", help="store maintenance")
+    scs = sc.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    cp = scs.add_parser(
+        "copy",
+        help="rewrite a store entry by entry into a new directory (live data only)",
+        description="Copy every entry of SOURCE into a new store at TARGET, written into fresh "
+        "zeroed pages: a store written before LMDB zeroed its pages (meminit) may hold leftover "
+        "heap bytes; the copy holds only live data. Stop the builder first; see docs/operations.md.",
+    )
+    cp.add_argument("source", type=Path, help="the store to copy (read only)")
+    cp.add_argument("target", type=Path, help="a new directory (refused if it holds a store)")
+    cp.set_defaults(func=_store_copy)
     return p
 
 

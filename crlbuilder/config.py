@@ -43,15 +43,21 @@ class InputSection(_Section):
     paths: list[str] = []
     """Record files or directories (each directory's *.jsonl in file-name order)."""
     spool: str = ""
-    """A spool directory `--follow` watches; processed files move to its done/ subdirectory."""
+    """A spool directory `--follow` watches; each file is removed once committed (see below)."""
+    spool_keep_seconds: NonNegative = 0
+    """How long an applied spool file (four facts in clear) is kept in the spool's done/
+    (mode 0700): 0 removes it once its records are committed; N keeps it N seconds."""
     follow_interval: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     """Seconds between spool scans under --follow."""
     quarantine: str = "var/build/quarantine.jsonl"
-    """Where rejected lines go with their reason (mode 0600)."""
+    """Where refusals go: record id, file name, line, field, reason; no content (mode 0600)."""
     notices: str = "var/build/notices.jsonl"
     """Holder notifications (Act §15(2)) and public announcements (Act §15(3)) due."""
     batch_size: Positive = 50_000
     """Records per write transaction."""
+    registry: str = ""
+    """The responder's registry of parties (TOML): a consent (Act §18(3)) must name one of its
+    署名検証者等. Empty: every consent grant is quarantined (withdrawals still apply)."""
 
 
 class KeysSection(_Section):
@@ -133,9 +139,11 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
     "input": ("input", "paths"),
     "spool": ("input", "spool"),
     "follow-interval": ("input", "follow_interval"),
+    "spool-keep-seconds": ("input", "spool_keep_seconds"),
     "quarantine": ("input", "quarantine"),
     "notices": ("input", "notices"),
     "batch-size": ("input", "batch_size"),
+    "registry": ("input", "registry"),
     "facts-key-file": ("keys", "facts_key_file"),
     "presign": ("ocsp", "presign"),
     "ocsp-validity-seconds": ("ocsp", "validity_seconds"),
@@ -152,6 +160,16 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
 }
 
 
+HELP: Final[dict[str, str]] = {
+    "spool-keep-seconds": "seconds an applied spool file is kept in spool/done/ (mode 0700); "
+    "default 0: removed as soon as its records are committed",
+    "registry": "the responder's registry of parties (TOML); a consent record (Act §18(3)) is "
+    "accepted only if it names a 署名検証者 or 団体署名検証者 registered there; "
+    "without a registry every consent grant is quarantined (withdrawals still apply)",
+}
+"""What a flag's help says beyond its section.field name, where that name is not enough."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per option; a flag given on the command line wins over the file."""
     g = parser.add_argument_group("configuration (each overrides the file's value)")
@@ -159,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, (section, name) in FLAGS.items():
         field_type = _field_type(section, name)
         dest = flag.replace("-", "_")
-        help_text = f"{section}.{name}"
+        help_text = f"{section}.{name}" + (f": {HELP[flag]}" if flag in HELP else "")
         if field_type is bool:
             g.add_argument(
                 f"--{flag}",

@@ -52,7 +52,6 @@ def prepare(d: Path, holders: int, seed: int) -> None:
             "--out", str(pop), "--seed", str(seed), "--force",
         )  # fmt: skip
         stamp.write_text(f"{holders} {seed}\n")
-    _run(_tool("crlbuilder"), "build", *_builder_flags(d))
     if not (d / "registry.toml").exists():
         _run(
             _tool("responder"),
@@ -63,6 +62,7 @@ def prepare(d: Path, holders: int, seed: int) -> None:
             "--out",
             str(d / "registry.toml"),
         )
+    _run(_tool("crlbuilder"), "build", *_builder_flags(d))
 
 
 def _builder_flags(d: Path) -> list[str]:
@@ -73,6 +73,7 @@ def _builder_flags(d: Path) -> list[str]:
         "--facts-key-file", str(d / "facts.key"),
         "--quarantine", str(d / "build" / "quarantine.jsonl"),
         "--notices", str(d / "build" / "notices.jsonl"), "--crl-dir", str(d / "crl"),
+        "--registry", str(d / "registry.toml"),
     ]  # fmt: skip
 
 

@@ -5,19 +5,27 @@ spool directory that `crlbuilder build --follow` watches. Each line is decoded
 into a `model.Record` and checked for what the type system cannot say (aware
 times, serial size, the fields each kind of record needs). A line that fails
 gets a clear error naming the file, the line and the field, and goes to the
-quarantine file with its reason: nothing is dropped silently. Error messages
-never quote the line itself (it may hold personal data); the quarantine file,
-mode 0600, keeps it for the operator.
+quarantine file with its reason: nothing is dropped silently.
+
+The quarantine (`QuarantineEntry`) keeps the record id, the file's name (not
+its path), the line number, the field and the reason, and nothing of the line
+itself: a record may carry the four facts (基本4情報, Act §7(1)(3)), which exist
+at rest only sealed in the store (Act §44, §45); the operator finds the line in
+the feed by file and line. Error messages never quote a value from the line.
+A refusal is quarantined once (`quarantine_key`: record id and reason, or file,
+line and reason for a line with no readable id), however often its input is
+replayed; the applier records the keys in the store (`crlbuilder.apply`).
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Final
+from typing import Annotated, Final
 
 import msgspec
 
@@ -56,12 +64,13 @@ class Located:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A line that could not become a record, and why."""
+    """A line that could not become a record, and why (the line itself is not kept)."""
 
     source: str
     line: int
     reason: str
-    raw: bytes
+    record_id: str | None = None
+    """The line's ``id`` when it has a readable one."""
 
 
 def _aware(field: str, value: datetime | None) -> None:
@@ -157,6 +166,21 @@ def list_sources(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+class _IdOnly(msgspec.Struct):
+    id: Annotated[str, msgspec.Meta(pattern=r"^[\x21-\x7e]{1,128}$")] | None = None
+
+
+_id_decoder: Final = msgspec.json.Decoder(_IdOnly)
+
+
+def _record_id(raw: bytes) -> str | None:
+    """The ``id`` of a line that is no valid record, if it has a well-formed one."""
+    try:
+        return _id_decoder.decode(raw).id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def read_file(path: Path, *, start_line: int = 0) -> Iterator[Located | Rejected]:
     """Decode every line of one file (blank lines are skipped), yielding records or rejections."""
     source = str(path)
@@ -168,46 +192,68 @@ def read_file(path: Path, *, start_line: int = 0) -> Iterator[Located | Rejected
             if not line.strip():
                 continue
             if len(line) > MAX_LINE:
-                yield Rejected(source, n, f"line longer than {MAX_LINE} bytes", line[:256])
+                yield Rejected(source, n, f"line longer than {MAX_LINE} bytes")
                 continue
             try:
                 yield Located(source, n, decode_line(line))
             except ValueError as e:
-                yield Rejected(source, n, str(e), line)
+                yield Rejected(source, n, str(e), _record_id(line))
+
+
+_FIELD: Final = re.compile(r"at `(\$[^`]*)`")
+_ENUM_VALUE: Final = re.compile(r"Invalid enum value .*? - at")
+
+
+class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of the quarantine file: where the refused line is and why, none of its content."""
+
+    id: str | None
+    """The record id (None for a line with no readable id)."""
+    file: str
+    """The input file's name, without its directory."""
+    line: int
+    field: str | None
+    """The JSON path of the offending field (``$.recorded_at``), when the refusal names one."""
+    reason: str
+
+
+def quarantine_entry(source: str, line: int, reason: str, record_id: str | None) -> QuarantineEntry:
+    """The entry for one refusal; the reason loses any value an enum error would echo."""
+    reason = _ENUM_VALUE.sub("Invalid enum value - at", reason)
+    m = _FIELD.search(reason)
+    return QuarantineEntry(
+        id=record_id, file=Path(source).name, line=line, field=m.group(1) if m else None,
+        reason=reason,
+    )  # fmt: skip
+
+
+def quarantine_key(entry: QuarantineEntry) -> bytes:
+    """What makes a refusal the same refusal: the record id (or, with none, the file and line)
+    and the reason, so a replay quarantines nothing twice and a new reason is still reported."""
+    digest = hashlib.sha256(entry.reason.encode()).digest()[:8]
+    where = entry.id.encode() if entry.id else b"\0" + f"{entry.file}:{entry.line}".encode()
+    return where + b"\0" + digest
+
+
+_entry_decoder: Final = msgspec.json.Decoder(QuarantineEntry)
+
+
+def quarantine_line_key(line: bytes) -> bytes | None:
+    """`quarantine_key` of one line of the quarantine file (None if it is not an entry)."""
+    try:
+        return quarantine_key(_entry_decoder.decode(line))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
 
 
 class Quarantine:
-    """The quarantine file (JSON Lines, mode 0600): every rejected line with its reason."""
+    """The quarantine file (JSON Lines of `QuarantineEntry`, mode 0600).
+
+    The applier stages its lines in the store's outbox in the transaction that
+    refuses them and delivers them here (`crlbuilder.outbox`); ``count`` is the
+    number of lines this process wrote.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.count = 0
-        self._f: IO[bytes] | None = None
-
-    def add(
-        self, source: str, line: int, reason: str, raw: bytes, record_id: str | None = None
-    ) -> None:
-        if self._f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            self._f = os.fdopen(fd, "ab")
-        entry = {
-            "source": source,
-            "line": line,
-            "id": record_id,
-            "reason": reason,
-            "raw": raw.decode("utf-8", "replace"),
-        }
-        self._f.write(msgspec.json.encode(entry) + b"\n")
-        self.count += 1
-
-    def flush(self) -> None:
-        if self._f is not None:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        if self._f is not None:
-            self.flush()
-            self._f.close()
-            self._f = None

@@ -5,10 +5,14 @@ opened for writing, and refuses a store of another format version with a clear
 message. crlbuilder is the only writer (one write transaction at a time, LMDB
 guarantees readers never see half of one); responder workers open the store
 read-only after forking. The byte layout itself lives in `storeformat`.
+
+`copy_store` rewrites a store record by record into a new environment: the way
+to clean a store written before LMDB zeroed its pages (docs/operations.md).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,7 +71,10 @@ class Store:
                 readonly=readonly,
                 lock=True,
                 readahead=False,
-                meminit=False,
+                # LMDB zeroes the unused part of every page it writes: without it
+                # (meminit=False) a page carries whatever the builder's heap held
+                # (raw record lines with the four facts, key files), in data.mdb
+                meminit=True,
                 max_readers=max_readers,
             )
         except lmdb.Error as e:
@@ -78,6 +85,8 @@ class Store:
                 try:
                     dbs[name] = env.open_db(name, create=False, dupsort=name in sf.DUPSORT_DBS)
                 except lmdb.NotFoundError:
+                    if name in sf.BUILDER_DBS:
+                        continue  # added later; only the builder (which creates them) reads them
                     env.close()
                     raise sf.StoreFormatError(
                         f"{p}: the store lacks database {name.decode()}: "
@@ -122,6 +131,9 @@ class Store:
     def meta_u32(self, key: bytes, txn: Any = None) -> int:
         raw = self._get(sf.DB_META, key, txn)
         return sf.unpack_u32(raw) if raw else 0
+
+    def meta_bytes(self, key: bytes, txn: Any = None) -> bytes | None:
+        return self._get(sf.DB_META, key, txn)
 
     def meta_i64(self, key: bytes, txn: Any = None) -> int:
         raw = self._get(sf.DB_META, key, txn)
@@ -229,7 +241,7 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Entries per named database (for summaries and metrics)."""
         with self.env.begin() as txn:
-            return {n.decode(): txn.stat(self.dbs[n])["entries"] for n in sf.ALL_DBS}
+            return {n.decode(): txn.stat(db)["entries"] for n, db in self.dbs.items()}
 
     def _get(self, db: bytes, key: bytes, txn: Any) -> bytes | None:
         if txn is not None:
@@ -254,3 +266,50 @@ class _Borrowed:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+COPY_BATCH: Final = 50_000
+"""Entries per write transaction of `copy_store`."""
+
+
+def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAULT_MAP_SIZE) -> int:
+    """Copy every entry of every database of ``source`` into a new store at ``target``.
+
+    The copy is logical (each key and value is written again into pages LMDB
+    zeroes), so nothing but live data reaches the new ``data.mdb``: neither the
+    free pages nor the unused bytes of live pages, which a byte copy, even
+    LMDB's compacting copy (``mdb_env_copy2`` with ``MDB_CP_COMPACT``), keeps
+    as they are. ``target`` must not hold a store. Returns the entries copied.
+    Run it with the builder stopped (it reads one snapshot of ``source``).
+    """
+    t = Path(target)
+    if (t / "data.mdb").exists():
+        raise sf.StoreFormatError(f"{t}: a store is already there; give a new directory")
+    src = Store.open(source, readonly=True, map_size=map_size)
+    try:
+        dst = Store.open(t, readonly=False, map_size=map_size)
+    except BaseException:
+        src.close()
+        raise
+    copied = 0
+    try:
+        with src.env.begin(buffers=False) as rtxn:
+            for name in src.dbs:
+                items = rtxn.cursor(db=src.dbs[name]).iternext(keys=True, values=True)
+                while True:
+                    chunk = [(bytes(k), bytes(v)) for k, v in itertools.islice(items, COPY_BATCH)]
+                    if not chunk:
+                        break
+                    with dst.env.begin(write=True) as wtxn:
+                        wtxn.cursor(db=dst.dbs[name]).putmulti(chunk, dupdata=True)
+                    copied += len(chunk)
+        src_counts = src.counts()
+        dst_counts = {n: c for n, c in dst.counts().items() if n in src_counts}
+        if src_counts != dst_counts:
+            raise sf.StoreFormatError(
+                f"{t}: the copy differs from {source} ({dst_counts} against {src_counts})"
+            )
+    finally:
+        dst.close()
+        src.close()
+    return copied

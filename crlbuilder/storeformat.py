@@ -5,21 +5,27 @@ nothing else knows the byte layout. The store is one LMDB environment
 (memory-mapped, one writer, many lock-free readers) holding these named
 databases (docs/store.md has the same table with examples):
 
-========== ============================== =========================================
-database   key                            value
-========== ============================== =========================================
-status     issuer u16 | serial 20 B       `StatusRecord` (64 B, big-endian): good, revoked, erased
-revoked    issuer u16 | serial 20 B       `RevokedEntry` (26 B): CRL entries
-responses  issuer u16 | serial 20 B       version | this/nextUpdate | signer id | DER stem
-links      holder 32 B | family u8        dupsort: status keys (22 B) of the holder
-holders    issuer u16 | serial 20 B       AES-GCM(nonce 12 B | sealed FourFacts)
-consents   holder 32 B | verifier utf-8   recorded_at i64
-pending    holder 32 B                    `PendingMoveOut` JSON (30-day rule)
-applied    record id utf-8                build number u32
-meta       ascii name                     see the META_* keys
-crls       issuer u16 | number u64 | kind  `CrlFileEntry` JSON
-announcements issuer u16                  `Announcement` JSON: a published CA compromise
-========== ============================== =========================================
+============= ============================== =========================================
+database      key                            value
+============= ============================== =========================================
+status        issuer u16 | serial 20 B       `StatusRecord` (64 B, big-endian): good, revoked, erased
+revoked       issuer u16 | serial 20 B       `RevokedEntry` (26 B): CRL entries
+responses     issuer u16 | serial 20 B       version | this/nextUpdate | signer id | DER stem
+links         holder 32 B | family u8        dupsort: status keys (22 B) of the holder
+holders       issuer u16 | serial 20 B       AES-GCM(nonce 12 B | sealed FourFacts)
+consents      holder 32 B | verifier utf-8   recorded_at i64
+pending       holder 32 B                    `PendingMoveOut` JSON (30-day rule)
+applied       record id utf-8                build number u32
+meta          ascii name                     see the META_* keys
+crls          issuer u16 | number u64 | kind  `CrlFileEntry` JSON
+announcements issuer u16                     `Announcement` JSON: a published CA compromise
+outbox        target 1 B | staging no. u64   one JSON line owed to a file (`outbox`)
+quarantine    `quarantine_key` of a refusal  commit sequence when first quarantined
+============= ============================== =========================================
+
+``outbox`` and ``quarantine`` are the builder's own (added without a format
+version change: an older store gains them at the builder's next start, and a
+read-only open does without them).
 
 Serials are fixed-width (20 octets, the RFC 5280 maximum) so that keys sort by
 issuer then serial and one issuer's records form one contiguous range. Times are
@@ -52,6 +58,10 @@ DB_CRLS: Final = b"crls"
 DB_ANNOUNCEMENTS: Final = b"announcements"
 """Public announcements of issuing-key compromises (公表, Act §15(3), §16-14(3), §34(3),
 §35-14(3); Ord §23, §58), one per issuer generation, written in the compromise's transaction."""
+DB_OUTBOX: Final = b"outbox"
+"""Notices and quarantine lines staged in the transaction that causes them (`crlbuilder.outbox`)."""
+DB_QUARANTINE: Final = b"quarantine"
+"""The refusals already quarantined: a replayed input quarantines nothing twice."""
 
 ALL_DBS: Final = (
     DB_STATUS,
@@ -65,7 +75,11 @@ ALL_DBS: Final = (
     DB_META,
     DB_CRLS,
     DB_ANNOUNCEMENTS,
+    DB_OUTBOX,
+    DB_QUARANTINE,
 )
+BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE})
+"""Databases only crlbuilder reads: a read-only open of a store without them still works."""
 DUPSORT_DBS: Final = frozenset({DB_LINKS})
 MAX_DBS: Final = 16
 
@@ -82,6 +96,10 @@ META_MODE: Final = b"mode"
 """Absent for a store built from records; ``b"crl-import"`` for a group appliance's store
 built from the 機構's CRLs, where a serial absent from the store is not revoked."""
 MODE_CRL_IMPORT: Final = b"crl-import"
+META_OUTBOX_SEQ: Final = b"outbox-seq"
+"""u64: the number of the last line staged in the outbox."""
+META_OUTBOX_FILE_PREFIX: Final = b"outbox-file:"
+"""+ target byte: JSON (path, size) of that target's file after its last completed delivery."""
 
 SERIAL_BYTES: Final = 20
 KEY_BYTES: Final = 2 + SERIAL_BYTES

@@ -33,7 +33,9 @@ year in JST, the compromise year cut at the compromise instant, the
 ``CaCompromise`` record alone in its own file). The builder applies files in
 name order and lines in file order; within a slice each holder's records are in
 chronological order. Holders are streamed in chunks, so memory stays bounded
-whatever the population.
+whatever the population. The records hold the four facts (基本4情報, Act §7(1)(3)):
+the output directory and ``records/`` are created mode 0700 and each record
+file mode 0600, from their creation (no window in which others may read them).
 
 A few hundred real certificates are issued for samples (``samples/``): every
 family x issuer generation x case (good, expired, revoked in each category that
@@ -66,6 +68,7 @@ import argparse
 import hashlib
 import heapq
 import math
+import os
 import random
 import shutil
 import sys
@@ -1430,14 +1433,29 @@ def _slices(as_of: int, compromise: tuple[int, str] | None) -> list[tuple[int, s
     return [(start, f"{n:04d}-{label}.jsonl") for n, (start, label) in enumerate(out, start=1)]
 
 
+def private_dir(path: Path) -> None:
+    """A directory of personal data: mode 0700 from its creation (an existing one is narrowed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        path.chmod(0o700)
+
+
+def _create_private(path: Path) -> IO[bytes]:
+    """A new file of personal data (records with the four facts): mode 0600 from its creation."""
+    path.unlink(missing_ok=True)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
 class _SliceWriter:
     """Buffers each slice's records and appends them to its file, chunk by chunk."""
 
     def __init__(self, directory: Path, slices: list[tuple[int, str]]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)
         self.starts = [s for s, _ in slices]
         self.names = [n for _, n in slices]
-        self.files: list[IO[bytes]] = [(directory / n).open("wb") for n in self.names]
+        self.files: list[IO[bytes]] = [_create_private(directory / n) for n in self.names]
         self.buffers: list[list[Record]] = [[] for _ in slices]
         self.encoder = msgspec.json.Encoder()
         self.count = 0
@@ -1511,7 +1529,8 @@ def _prepare_out(out: Path, force: bool) -> None:
                 shutil.rmtree(p)
             else:
                 p.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    if not out.is_dir():
+        private_dir(out)
 
 
 def _issuers(pki: Manifest, seed: int) -> list[_Iss]:

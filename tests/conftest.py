@@ -38,6 +38,8 @@ class Built:
     crl_dir: Path
     facts_key: Path
     quarantine: Path
+    registry: Path
+    """The demo parties' registry (`responder registry init`): consents are checked against it."""
     as_of: datetime
     answers: list[Answer]
     """What the responder must answer for each sample (`tests.expected.as_served`: answers.jsonl
@@ -55,6 +57,7 @@ class Built:
             "--quarantine", str(store.parent / f"{store.name}-quarantine.jsonl"),
             "--notices", str(store.parent / f"{store.name}-notices.jsonl"),
             "--crl-dir", str(crl_dir), "--spool", str(store.parent / f"{store.name}-spool"),
+            "--registry", str(self.registry),
             "--as-of", self.as_of.isoformat(), "--no-progress",
         ]  # fmt: skip
 
@@ -95,9 +98,11 @@ def built(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manife
     )  # fmt: skip
     key = base / "facts.key"
     run_tool("crlbuilder", "facts-key", "--out", str(key))
+    registry = base / "registry.toml"
+    run_tool("responder", "registry", "init", "--pki", str(pki), "--out", str(registry))
     b = Built(
         pki=pki, manifest=manifest, population=pop, store=base / "store", crl_dir=base / "crl",
-        facts_key=key, quarantine=base / "store-quarantine.jsonl", as_of=as_of,
+        facts_key=key, quarantine=base / "store-quarantine.jsonl", registry=registry, as_of=as_of,
         answers=[as_served(msgspec.json.decode(line, type=Answer), pop, as_of) for line in (pop / "answers.jsonl").read_bytes().splitlines()],
         summary={},
     )  # fmt: skip

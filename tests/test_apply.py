@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +17,7 @@ from crlbuilder.apply import Applier, FactsCipher, register_issuers
 from crlbuilder.ingest import Quarantine, read_file
 from crlbuilder.model import Category, Family, FourFacts, Reason, Sex
 from crlbuilder.store import Store
+from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers, parse_verifiers
 
 T0 = datetime(2024, 1, 10, 0, 0, tzinfo=UTC)
 KEY = bytes(range(32))
@@ -93,6 +97,7 @@ class World:
         register_issuers(self.store, ISSUERS)
         self.quarantine = Quarantine(tmp / "quarantine.jsonl")
         self.files = 0
+        self.verifiers: Verifiers | None = Verifiers(eligible=frozenset({"bank"}))
 
     def apply(
         self, records: list[dict[str, object]] | list[bytes], batch_size: int = 1000
@@ -101,10 +106,12 @@ class World:
         path = self.tmp / f"in{self.files:03}.jsonl"
         lines = [r if isinstance(r, bytes) else msgspec.json.encode(r) for r in records]
         path.write_bytes(b"\n".join(lines) + b"\n")
+        return self.apply_file(path, batch_size)
+
+    def apply_file(self, path: Path, batch_size: int = 1000) -> Applier:
         ap = Applier(self.store, facts_key=KEY, quarantine=self.quarantine, batch_size=batch_size,
-                     notices_path=self.tmp / "notices.jsonl")  # fmt: skip
+                     notices_path=self.tmp / "notices.jsonl", verifiers=self.verifiers)  # fmt: skip
         ap.run(read_file(path))
-        self.quarantine.flush()
         return ap
 
     def status(self, issuer: str, serial: int) -> sf.StatusRecord:
@@ -286,7 +293,11 @@ def test_bad_records_quarantined_with_file_line_field(world: World) -> None:
     q = world.quarantined()
     reasons = [str(e["reason"]) for e in q]
     assert [e["line"] for e in q] == list(range(1, len(bad) + 1))
-    assert all(str(e["source"]).endswith("in002.jsonl") for e in q)
+    assert all(e["file"] == "in002.jsonl" for e in q)  # the name, not the path
+    assert [e["id"] for e in q][1:] == [msgspec.json.decode(r)["id"] for r in bad[1:]]
+    assert q[0]["id"] is None  # not JSON: no id to read
+    assert q[4]["field"] is None and q[5]["field"] == "$.recorded_at"
+    assert q[7]["field"] == "$.fact" and q[8]["field"] == "$.facts"
     assert "not JSON" in reasons[0]
     assert "unknown serial" in reasons[1]
     assert "before the certificate's issuance" in reasons[2]
@@ -348,3 +359,244 @@ def test_store_of_other_format_version_refused(tmp_path: Path) -> None:
         Store.open(tmp_path / "s", readonly=True)
     with pytest.raises(sf.StoreFormatError, match="no status store"):
         Store.open(tmp_path / "empty", readonly=True)
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+from pathlib import Path
+from crlbuilder.apply import Applier
+from crlbuilder.ingest import Quarantine, read_file
+from crlbuilder.store import Store
+
+tmp, point, name, nth = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+store = Store.open(tmp / "store", readonly=False, map_size=1 << 26)
+ap = Applier(store, facts_key=bytes(range(32)), quarantine=Quarantine(tmp / "quarantine.jsonl"),
+             notices_path=tmp / "notices.jsonl", batch_size=4)
+calls = 0
+
+def crash():
+    global calls
+    calls += 1
+    if calls == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+ap.crash_points[point] = crash
+ap.run(read_file(tmp / name))
+"""
+
+
+def run_killed(tmp: Path, point: str, name: str, nth: int = 1) -> None:
+    """Apply ``tmp/name`` in a child process killed (SIGKILL) at the ``nth`` pass by ``point``."""
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, str(tmp), point, name, str(nth)],
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("point", ["notices-before-write", "notices-before-delete"])
+def test_act_15_2_notice_survives_a_kill_after_the_commit_and_is_delivered_once(
+    world: World, point: str
+) -> None:
+    """The revocation commits with its notice staged; a builder killed before (or while) writing
+    the notices file leaves it staged, and the next run delivers it exactly once."""
+    world.apply(holder_set(H1))
+    world.store.close()
+    rec = {"type": "recording-error", "id": "err-1", "recorded_at": ts(9), "serial": 101,
+           "issuer": "sign-card-g1"}  # fmt: skip
+    (world.tmp / "late.jsonl").write_bytes(msgspec.json.encode(rec) + b"\n")
+    run_killed(world.tmp, point, "late.jsonl")
+    world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
+    assert world.status("sign-card-g1", 101).revoked  # the revocation committed
+    notices = world.tmp / "notices.jsonl"
+
+    def delivered() -> list[dict[str, object]]:
+        lines = notices.read_bytes().splitlines() if notices.exists() else []
+        return [msgspec.json.decode(line) for line in lines]
+
+    said_before = delivered()
+    assert len(said_before) == (1 if point == "notices-before-delete" else 0)
+    world.apply([])  # the next run, with nothing new
+    world.apply([rec])  # and a replay of the same input
+    out = delivered()
+    assert [(n["record_id"], n["kind"]) for n in out] == [("err-1", "holder-notification")]
+    assert out[0]["serial"] == 101 and out[0]["issuer"] == "sign-card-g1"
+    with world.store.env.begin() as txn:
+        assert txn.stat(world.store.dbs[sf.DB_OUTBOX])["entries"] == 0
+
+
+def test_notice_cut_by_a_kill_is_written_again_whole(world: World) -> None:
+    """A half-written notices line (a kill inside write) does not hide the notice."""
+    world.apply(holder_set(H1))
+    notices = world.tmp / "notices.jsonl"
+    notices.write_bytes(b'{"kind":"holder-notification","record_id":"err-2","art')
+    world.apply([{"type": "recording-error", "id": "err-2", "recorded_at": ts(9),
+                  "serial": 101, "issuer": "sign-card-g1"}])  # fmt: skip
+    lines = notices.read_bytes().splitlines()
+    assert lines[0].endswith(b'"art') and len(lines) == 2
+    assert msgspec.json.decode(lines[1])["record_id"] == "err-2"
+
+
+def _bad_lines(n: int) -> list[bytes]:
+    """``n`` refused lines: a revocation of an unknown serial, then a sign-card issuance
+    with its four facts whose holder already holds one (二重発行), alternately."""
+    out = []
+    for i in range(n):
+        if i % 2:
+            out.append(msgspec.json.encode(issuance(900 + i, "sign-card-g2", H1, day=5)))
+        else:
+            out.append(msgspec.json.encode({"type": "revocation-request", "id": f"q-{i}",
+                                            "recorded_at": ts(9), "serial": 9000 + i,
+                                            "issuer": "auth-card-g1", "reason": "loss"}))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("point", ["quarantine-before-write", "quarantine-before-delete"])
+def test_quarantine_is_idempotent_across_a_kill_and_a_replay(world: World, point: str) -> None:
+    """A builder killed mid-input and started again quarantines each refusal once (it used to
+    write 92 lines where an uninterrupted builder wrote 24)."""
+    world.apply(holder_set(H1))
+    lines = [msgspec.json.encode(r) for r in holder_set(H2, base=200)] + _bad_lines(6)
+    lines.insert(6, b"{not json")
+    (world.tmp / "feed.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    world.store.close()
+    run_killed(world.tmp, point, "feed.jsonl", nth=2)  # the second batch's delivery
+    world.store = Store.open(world.tmp / "store", readonly=False, map_size=1 << 26)
+    q = world.tmp / "quarantine.jsonl"
+    before = q.read_bytes().count(b"\n") if q.exists() else 0
+    assert 0 < before <= 7  # before-delete: written, still staged
+    ap = world.apply_file(world.tmp / "feed.jsonl", batch_size=4)  # restarted on the same input
+    world.apply_file(world.tmp / "feed.jsonl", batch_size=4)  # and once more
+    entries = world.quarantined()
+    assert len(entries) == 7 == len({(e["file"], e["line"]) for e in entries})
+    assert sorted(int(str(e["line"])) for e in entries) == list(range(5, 12))
+    # every refusal was committed (staged) by the killed run: the restart only delivers the rest
+    assert ap.summary.quarantined == 0 and ap.summary.duplicates == len(lines)
+
+
+def test_quarantine_keeps_no_facts_and_no_path_act_45(world: World) -> None:
+    """A refused sign-card issuance carries the four facts: the quarantine keeps its id, file
+    name, line, field and reason, and neither its name, its address nor the input's path."""
+    world.apply(holder_set(H1))
+    facts = {"name": "秘密 次郎", "sex": "1", "birth_date": "319800915",
+             "address": "大阪府大阪市北区秘密町7-7"}  # fmt: skip
+    bad_enum = issuance(600, "sign-card-g2", H2, facts={**facts, "sex": "9"})
+    world.apply([issuance(150, "sign-card-g2", H1, day=5, facts=facts), bad_enum])
+    raw = (world.tmp / "quarantine.jsonl").read_bytes()
+    entries = world.quarantined()
+    assert len(entries) == 2
+    for value in (facts["name"], facts["address"], "319800915", str(world.tmp)):
+        assert value.encode() not in raw, value
+    assert set(entries[0]) == {"id", "file", "line", "field", "reason"}
+    assert entries[0]["file"] == "in002.jsonl" and entries[0]["line"] == 1
+    assert "二重発行" in str(entries[0]["reason"])
+    assert entries[1]["id"] == bad_enum["id"] and entries[1]["field"] == "$.facts.sex"
+    assert "'9'" not in str(entries[1]["reason"])
+
+
+REGISTRY = """
+version = 2
+
+[[party]]
+id = "bank"
+name = "a 署名検証者"
+[[party.title]]
+kind = "signature-verifier"
+category = 6
+[[party.credential]]
+kind = "token"
+
+[[party]]
+id = "group"
+name = "a 団体署名検証者"
+[[party.title]]
+kind = "group-signature-verifier"
+group_kind = 1
+
+[[party]]
+id = "login-only"
+name = "a 利用者証明検証者"
+[[party.title]]
+kind = "user-verifier"
+category = 6
+
+[[party]]
+id = "gone"
+name = "provision ended"
+[[party.title]]
+kind = "signature-verifier"
+category = 6
+[party.ended]
+at = 2025-01-01T00:00:00+09:00
+reason = "届出の廃止"
+"""
+
+
+def consent(verifier: str, granted: bool = True) -> dict[str, object]:
+    return {"type": "consent", "id": rid(), "recorded_at": ts(20), "holder": H1,
+            "verifier": verifier, "granted": granted}  # fmt: skip
+
+
+def consents(store: Store) -> list[str]:
+    with store.env.begin() as txn:
+        return [bytes(k)[32:].decode() for k, _ in txn.cursor(db=store.dbs[sf.DB_CONSENTS])]
+
+
+def test_act_18_3_consent_must_name_a_registered_signature_verifier(world: World) -> None:
+    """A consent names a 署名検証者等 of the registry; a misspelt id, a login-only verifier or a
+    party whose provision ended is quarantined with the reason, and nothing is stored."""
+    world.verifiers = parse_verifiers(REGISTRY, source="registry.toml")
+    world.apply(holder_set(H1))
+    ap = world.apply([consent("bank"), consent("group"), consent("bnak"), consent("login-only"),
+                      consent("gone")])  # fmt: skip
+    assert ap.summary.applied == 2 and ap.summary.quarantined == 3
+    assert consents(world.store) == ["bank", "group"]
+    reasons = [str(e["reason"]) for e in world.quarantined()]
+    assert "'bnak', which is no party of the registry" in reasons[0]
+    assert "'login-only', which is not a 署名検証者 or 団体署名検証者" in reasons[1]
+    assert "'gone', whose provision has ended" in reasons[2]
+    assert all("Act §18(3)" in r for r in reasons)
+    # a withdrawal always applies, whatever the registry says now
+    world.verifiers = parse_verifiers("", source="empty.toml")
+    ap = world.apply([consent("bank", granted=False)])
+    assert ap.summary.applied == 1 and consents(world.store) == ["group"]
+
+
+def test_act_18_3_no_registry_no_consent(world: World) -> None:
+    """Without a registry the builder cannot check a consent: it refuses every grant (safe)."""
+    world.verifiers = None
+    world.apply(holder_set(H1))
+    ap = world.apply([consent("bank")])
+    assert ap.summary.quarantined == 1 and consents(world.store) == []
+    assert "no registry of parties configured" in str(world.quarantined()[0]["reason"])
+
+
+def test_consent_registry_is_reread_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "registry.toml"
+    path.write_text(REGISTRY.split('[[party]]\nid = "group"', maxsplit=1)[0])
+    reg = ConsentVerifiers(path)
+    assert reg.current().eligible == {"bank"}
+    path.write_text(REGISTRY)
+    assert reg.current().eligible == {"bank", "group"}
+    path.write_text("[[party]\n")
+    with pytest.raises(RegistryReadError, match="not valid TOML"):
+        reg.current()
+    assert reg.last_good.eligible == {"bank", "group"}
+    with pytest.raises(RegistryReadError, match="cannot read"):
+        ConsentVerifiers(tmp_path / "missing.toml")
+
+
+def test_store_without_the_builder_databases_still_opens_read_only(tmp_path: Path) -> None:
+    """`outbox` and `quarantine` were added without a format version: a store made before them
+    opens read-only (the responder's case), and the builder's next open adds them."""
+    s = Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
+    with s.env.begin(write=True) as txn:
+        for name in sf.BUILDER_DBS:
+            txn.drop(s.dbs[name], delete=True)
+    s.close()
+    r = Store.open(tmp_path / "s", readonly=True)
+    assert set(r.dbs) == set(sf.ALL_DBS) - sf.BUILDER_DBS and "outbox" not in r.counts()
+    r.close()
+    w = Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
+    assert w.counts()["outbox"] == 0 and w.counts()["quarantine"] == 0
+    w.close()

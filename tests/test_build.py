@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from cryptography import x509
 
 from crlbuilder import storeformat as sf
+from crlbuilder.build import prune_done
 from crlbuilder.manifest import ocsp_signer_files
 from crlbuilder.model import Answer, CertStatus
 from crlbuilder.ocspsign import ResponseSigner
@@ -233,24 +235,8 @@ def test_sigkill_at_any_moment_converges(built: Built, tmp_path: Path) -> None:
     assert dump(tmp_path / "store") == dump(reference)
 
 
-def test_follow_applies_spool_files(built: Built, tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    shutil.copytree(built.store, store)
-    spool = tmp_path / "store-spool"
-    spool.mkdir()
-    good = next(
-        a for a in built.answers if a.status is CertStatus.GOOD and a.family.value == "auth-card"
-    )
-    rec = {"type": "revocation-request", "id": "follow-1", "recorded_at": built.as_of.isoformat(),
-           "serial": good.serial, "issuer": good.issuer, "reason": "application"}  # fmt: skip
-    args = [
-        *built.builder_args(store, tmp_path / "crl"),
-        "--follow",
-        "--max-idle",
-        "3",
-        "--follow-interval",
-        "0.1",
-    ]
+def _follow(args: list[str], spool: Path, name: str, rec: dict[str, object]) -> str:
+    """Run `build --follow` until idle, dropping one record file in the spool meanwhile."""
     p = subprocess.Popen(
         [str(BIN / "crlbuilder"), "build", *args], stderr=subprocess.PIPE, text=True
     )
@@ -258,25 +244,91 @@ def test_follow_applies_spool_files(built: Built, tmp_path: Path) -> None:
         time.sleep(1.0)
         tmp = spool / "in.tmp"
         tmp.write_bytes(msgspec.json.encode(rec) + b"\n")
-        tmp.rename(spool / "0001.jsonl")
+        tmp.rename(spool / name)
         _, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
+            p.wait()
     assert p.returncode == 0, err
-    assert (spool / "done" / "0001.jsonl").exists()
     assert '"event":"spool-file"' in err
-    out = run_tool(
-        "crlbuilder",
-        "status",
-        "--store",
-        str(store),
-        "--issuer",
-        good.issuer,
-        "--serial",
-        str(good.serial),
-    )
-    assert '"status":"revoked"' in out.stdout
+    return err
+
+
+def test_follow_applies_spool_files_and_keeps_none_by_default(built: Built, tmp_path: Path) -> None:
+    """A spool file holds records in clear: once committed it is removed (default), or kept in a
+    0700 done/ for spool_keep_seconds; an older, world-readable done/ is narrowed and emptied."""
+    store = tmp_path / "store"
+    shutil.copytree(built.store, store)
+    spool = tmp_path / "store-spool"
+    (spool / "done").mkdir(parents=True)
+    (spool / "done").chmod(0o755)
+    (spool / "done" / "0000.jsonl").write_bytes(b"{}\n")  # kept by an older version
+    good = [
+        a for a in built.answers if a.status is CertStatus.GOOD and a.family.value == "auth-card"
+    ][:2]
+    recs = [
+        {"type": "revocation-request", "id": f"follow-{i}", "recorded_at": built.as_of.isoformat(),
+         "serial": a.serial, "issuer": a.issuer, "reason": "application"}
+        for i, a in enumerate(good)
+    ]  # fmt: skip
+    args = built.builder_args(store, tmp_path / "crl")
+    del args[args.index("--as-of") : args.index("--as-of") + 2]  # follow runs on the clock
+    args = [
+        *args,
+        "--follow",
+        "--max-idle",
+        "3",
+        "--follow-interval",
+        "0.1",
+    ]
+    _follow(args, spool, "0001.jsonl", recs[0])
+    assert not (spool / "0001.jsonl").exists()
+    assert list((spool / "done").iterdir()) == []
+    assert stat.S_IMODE((spool / "done").stat().st_mode) == 0o700
+
+    _follow([*args, "--spool-keep-seconds", "3600"], spool, "0002.jsonl", recs[1])
+    assert not (spool / "0002.jsonl").exists()
+    assert (spool / "done" / "0002.jsonl").exists()
+    assert stat.S_IMODE((spool / "done" / "0002.jsonl").stat().st_mode) == 0o600
+    assert stat.S_IMODE((spool / "done").stat().st_mode) == 0o700
+    assert prune_done(spool / "done", 3600, time.time()) == 0
+    assert prune_done(spool / "done", 3600, time.time() + 3600) == 1
+    for a in good:
+        out = run_tool(
+            "crlbuilder", "status", "--store", str(store), "--issuer", a.issuer,
+            "--serial", str(a.serial),
+        )  # fmt: skip
+        assert '"status":"revoked"' in out.stdout
+
+
+def test_help_says_what_happens_to_spool_files_and_unchecked_consents() -> None:
+    out = run_tool("crlbuilder", "build", "--help")
+    text = " ".join(out.stdout.split())
+    assert "--spool-keep-seconds" in text and "removed as soon as" in text
+    assert "--registry" in text and "without a registry every consent grant is quarantined" in text
+
+
+def test_build_without_registry_quarantines_consents_and_says_so(
+    built: Built, tmp_path: Path
+) -> None:
+    """Act §18(3): with no registry to check them against, consent grants are not stored."""
+    args = built.builder_args(tmp_path / "store", tmp_path / "crl")
+    i = args.index("--registry")
+    del args[i : i + 2]
+    out = run_tool("crlbuilder", "build", *args, "--no-presign", "--no-crl")
+    assert "no input.registry" in out.stderr
+    q = [
+        msgspec.json.decode(line)
+        for line in (tmp_path / "store-quarantine.jsonl").read_bytes().splitlines()
+    ]
+    assert q and all("no registry of parties configured" in e["reason"] for e in q)
+    for path, has_consents in ((tmp_path / "store", False), (built.store, True)):
+        s = Store.open(path, readonly=True)
+        try:
+            assert (s.counts()["consents"] > 0) is has_consents
+        finally:
+            s.close()
 
 
 def test_build_refuses_bad_configuration(built: Built, tmp_path: Path) -> None:

@@ -769,7 +769,7 @@ def test_crlbuilder_and_responder_run_under_the_units_rules(built: Any, tmp_path
     applied = next(e for e in events if e["event"] == "spool-file")
     assert applied["applied"] == 1 and applied["ocsp_presigned"] >= 1, applied
     assert applied["crls"] and any(crl.glob("*.crl"))
-    assert (spool / "done" / "0001.jsonl").exists()
+    assert not (spool / "0001.jsonl").exists()  # applied, then removed (input.spool_keep_seconds)
 
     registry = tmp_path / "registry.toml"
     subprocess.run(

@@ -390,7 +390,8 @@ def test_act_31_2_real_server_max_age_and_expires_stop_at_the_lapse(
         b.close()
     built = Built(pki=pki, manifest=manifest, population=tmp_path, store=tmp_path / "store",
                   crl_dir=tmp_path / "crl", facts_key=tmp_path / "facts.key",
-                  quarantine=tmp_path / "quarantine.jsonl", as_of=now, answers=[], summary={})  # fmt: skip
+                  quarantine=tmp_path / "quarantine.jsonl", registry=tmp_path / "registry.toml",
+                  as_of=now, answers=[], summary={})  # fmt: skip
     d = tmp_path / "responder"
     d.mkdir()
     with start_server(built, d, extra=("--good-validity-seconds", str(2 * 86_400))) as server:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import itertools
+import os
 import random
 import stat
 from collections import Counter
@@ -496,3 +497,31 @@ def test_reservoir_is_uniform() -> None:
     assert all(0.75 * expected < counts[i] < 1.25 * expected for i in range(n)), counts
     early = sum(counts[i] for i in range(n // 2))
     assert abs(early / (trials * cap) - 0.5) < 0.03
+
+
+def test_record_files_with_the_four_facts_are_private_from_creation(
+    pki: Manifest, tmp_path: Path
+) -> None:
+    """Act §44/§45 at rest: records/ 0700, each record file 0600, even under umask 000 and
+    over an earlier output whose files were world-readable (--force)."""
+    out = tmp_path / "pop"
+    old = os.umask(0)
+    try:
+        synth.synth(pki, out, holders=30, seed=2, as_of=datetime(2026, 3, 1, tzinfo=UTC), samples=0)
+        for f in (out / "records").glob("*.jsonl"):
+            f.chmod(0o644)
+        (out / "records").chmod(0o755)
+        out.chmod(0o755)
+        synth.synth(pki, out, holders=30, seed=2, as_of=datetime(2026, 3, 1, tzinfo=UTC),
+                    samples=0, force=True)  # fmt: skip
+        fresh = tmp_path / "fresh"
+        synth.synth(pki, fresh, holders=30, seed=2, as_of=datetime(2026, 3, 1, tzinfo=UTC),
+                    samples=0)  # fmt: skip
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+    for d in (out, fresh):
+        files = list((d / "records").glob("*.jsonl"))
+        assert files and any(b'"facts"' in f.read_bytes() for f in files)
+        assert stat.S_IMODE((d / "records").stat().st_mode) == 0o700
+        assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}

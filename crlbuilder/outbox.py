@@ -1,0 +1,146 @@
+"""The outbox: lines owed to an output file, staged in the store's transaction, delivered once.
+
+A holder notification (通知, Act §15(2)) or a public announcement (公示, Act
+§15(3), Ord §23) is due because of a revocation; a quarantine line because a
+record was refused. Written to their files after the commit, a builder killed
+in between would lose them for good; written before, a rollback would leave
+lines for what never happened. So the applier *stages* each line in the
+``outbox`` database inside the write transaction that causes it (`stage`), and
+`deliver` then appends the staged lines to their file and deletes them.
+
+Delivery is idempotent: each line has a key (`KeyOf`: a notice's record id and
+kind, a quarantine line's record id or file and line), and the store remembers
+the file's size after the last completed delivery. A delivery cut short after
+its append but before its delete finds its lines in the file's tail beyond that
+size and does not write them again; a line cut in half by the kill is written
+again whole on a line of its own. If the file was rotated away in between (it is
+then shorter than remembered), the new file is read whole instead.
+
+Keys: ``target`` (1 byte) ‖ staging number u64 (`storeformat.META_OUTBOX_SEQ`),
+so each file's lines are delivered in the order they were staged. The file's
+delivered size is kept under `storeformat.META_OUTBOX_FILE_PREFIX` ‖ target.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from crlbuilder import storeformat as sf
+from crlbuilder.store import Store
+
+NOTICES: Final = b"n"
+"""Target: the notices file (input.notices)."""
+QUARANTINE: Final = b"q"
+"""Target: the quarantine file (input.quarantine)."""
+
+KeyOf = Callable[[bytes], bytes | None]
+"""The delivery key of one JSON line, or None for a line that is not one of ours."""
+
+
+class _Delivered(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    size: int
+
+
+_delivered_decoder: Final = msgspec.json.Decoder(_Delivered)
+
+
+class Stager:
+    """Stages lines in one write transaction; numbers them after the store's last staged line."""
+
+    def __init__(self, store: Store, txn: Any) -> None:
+        self.txn = txn
+        self.db = store.dbs[sf.DB_OUTBOX]
+        self._meta = store.dbs[sf.DB_META]
+        raw = txn.get(sf.META_OUTBOX_SEQ, db=self._meta)
+        self.seq = int.from_bytes(raw, "big") if raw is not None else 0
+        self.staged = 0
+
+    def stage(self, target: bytes, line: bytes) -> None:
+        """Owe ``line`` (one JSON document, no newline) to ``target``'s file."""
+        self.seq += 1
+        self.txn.put(target + self.seq.to_bytes(8, "big"), line, db=self.db)
+        self.txn.put(sf.META_OUTBOX_SEQ, self.seq.to_bytes(8, "big"), db=self._meta)
+        self.staged += 1
+
+
+def pending(store: Store, target: bytes) -> list[tuple[bytes, bytes]]:
+    """The (key, line) pairs staged for ``target`` and not yet delivered, in staging order."""
+    with store.env.begin() as txn:
+        cur = txn.cursor(db=store.dbs[sf.DB_OUTBOX])
+        out: list[tuple[bytes, bytes]] = []
+        if cur.set_range(target):
+            for k, v in cur:
+                if k[:1] != target:
+                    break
+                out.append((bytes(k), bytes(v)))
+        return out
+
+
+def deliver(
+    store: Store,
+    target: bytes,
+    path: Path,
+    key_of: KeyOf,
+    *,
+    before_write: Callable[[], object] | None = None,
+    before_delete: Callable[[], object] | None = None,
+) -> int:
+    """Append ``target``'s staged lines to ``path`` (mode 0600) once each; returns lines written.
+
+    ``before_write`` and ``before_delete`` are called at the two moments a crash
+    matters (the tests kill the process there).
+    """
+    todo = pending(store, target)
+    if not todo:
+        return 0
+    meta_key = sf.META_OUTBOX_FILE_PREFIX + target
+    raw = store.meta_bytes(meta_key)
+    last = _delivered_decoder.decode(raw) if raw else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if last is None or last.path != str(path):
+            # a file this store never wrote: nothing of ours in it yet; remember where ours
+            # start before writing any, so a kill after the write is seen in the tail
+            last = _Delivered(path=str(path), size=size)
+            with store.env.begin(write=True) as txn:
+                txn.put(meta_key, msgspec.json.encode(last), db=store.dbs[sf.DB_META])
+        start = last.size if last.size <= size else 0  # shorter: rotated away, started anew
+        tail = os.pread(fd, size - start, start) if size > start else b""
+        present = {key_of(line) for line in tail.split(b"\n") if line}
+        present.discard(None)
+        out = bytearray()
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            out += b"\n"  # a line cut by a kill: ours is written whole on its own line
+        written = 0
+        for _, line in todo:
+            if key_of(line) not in present:
+                out += line + b"\n"
+                written += 1
+        if before_write is not None:
+            before_write()
+        view = memoryview(bytes(out))
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        new_size = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    if before_delete is not None:
+        before_delete()
+    with store.env.begin(write=True) as txn:
+        for k, _ in todo:
+            txn.delete(k, db=store.dbs[sf.DB_OUTBOX])
+        txn.put(
+            meta_key,
+            msgspec.json.encode(_Delivered(path=str(path), size=new_size)),
+            db=store.dbs[sf.DB_META],
+        )
+    return written

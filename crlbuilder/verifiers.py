@@ -1,0 +1,130 @@
+"""Which parties a consent (同意) may name: the 署名検証者等 of the responder's registry (Act §18(3)).
+
+A consent record lets the 機構 give a holder's 特定署名用電子証明書記録情報 to
+one verifier (Act §18(3)): a 署名検証者 (Act §17(1)) or a 団体署名検証者 (Act
+§17(5)), both "署名検証者等" (Act §18(1)). The builder checks each consent's
+``verifier`` against the registry of parties the responder serves
+(``input.registry``) and quarantines a consent naming an id that is not there,
+not such a verifier, or whose provision has ended, rather than store a consent
+nobody can use (a misspelt id, a 利用者証明検証者 who may never receive it).
+
+crlbuilder does not import responder (the builder must run without it): this
+module reads only what it needs of the registry file (each ``[[party]]``'s
+``id``, its titles' ``kind`` and whether it has ``ended``) with `tomllib`, and
+leaves every other check of the file to `responder.registry`. Both registry
+formats name titles: ``[[party.title]] kind = ...`` and the flat
+``titles = [...]``.
+
+`ConsentVerifiers.current` re-reads the file when it changed (its size and
+mtime), so a party registered while ``build --follow`` runs is known to the
+next spool file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+RECORD_INFO_TITLES: Final = frozenset({"signature-verifier", "group-signature-verifier"})
+"""Titles that receive 特定署名用電子証明書記録情報: 署名検証者等 (Act §18(1), (3))."""
+
+
+class RegistryReadError(Exception):
+    """The registry file cannot be read as a list of parties; the message says where."""
+
+
+@dataclass(frozen=True)
+class Verifiers:
+    """The parties of one registry file, as consents see them."""
+
+    eligible: frozenset[str]
+    """Parties that may receive 特定署名用電子証明書記録情報 now."""
+    other: dict[str, str] = field(default_factory=dict)
+    """Registered parties that may not, and why."""
+
+    def refusal(self, verifier: str) -> str | None:
+        """Why a consent naming ``verifier`` cannot be accepted (None: it can)."""
+        if verifier in self.eligible:
+            return None
+        why = self.other.get(verifier)
+        if why is not None:
+            return f"consent names {verifier!r}, {why} (Act §18(3))"
+        return (
+            f"consent names {verifier!r}, which is no party of the registry "
+            "(Act §18(3): only a registered 署名検証者等 receives 特定署名用電子証明書記録情報)"
+        )
+
+
+def parse_verifiers(text: str, *, source: str) -> Verifiers:
+    """The parties of a registry file's text (the minimal reading described above)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RegistryReadError(f"{source}: not valid TOML: {e}") from None
+    parties = raw.get("party", [])
+    if not isinstance(parties, list):
+        raise RegistryReadError(f"{source}: party: expected [[party]] tables")
+    eligible: set[str] = set()
+    other: dict[str, str] = {}
+    for i, p in enumerate(parties):
+        pid = p.get("id") if isinstance(p, dict) else None
+        if not isinstance(p, dict) or not isinstance(pid, str) or not pid:
+            raise RegistryReadError(f"{source}: party #{i + 1}: no id")
+        kinds = _title_kinds(p)
+        if p.get("ended") is not None:
+            other[pid] = "whose provision has ended"
+        elif kinds & RECORD_INFO_TITLES:
+            eligible.add(pid)
+        else:
+            other[pid] = (
+                "which is not a 署名検証者 or 団体署名検証者 "
+                f"(titles: {', '.join(sorted(kinds)) or 'none'})"
+            )
+    return Verifiers(eligible=frozenset(eligible), other=other)
+
+
+def _title_kinds(party: dict[str, object]) -> set[str]:
+    kinds: set[str] = set()
+    titles = party.get("title", [])
+    if isinstance(titles, list):
+        kinds |= {
+            t["kind"] for t in titles if isinstance(t, dict) and isinstance(t.get("kind"), str)
+        }
+    flat = party.get("titles", [])
+    if isinstance(flat, list):
+        kinds |= {t for t in flat if isinstance(t, str)}
+    return kinds
+
+
+class ConsentVerifiers:
+    """The registry file the builder checks consents against, re-read when it changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._verifiers = Verifiers(eligible=frozenset())
+        self.current()
+
+    @property
+    def last_good(self) -> Verifiers:
+        """The parties of the last reading that succeeded."""
+        return self._verifiers
+
+    def current(self) -> Verifiers:
+        """The parties as the file says now; raises RegistryReadError if it cannot be read
+        (`last_good` then still holds the previous reading)."""
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_size, st.st_mtime_ns)
+            if stamp != self._stamp:
+                text = self.path.read_text(encoding="utf-8")
+                self._verifiers = parse_verifiers(text, source=str(self.path))
+                self._stamp = stamp
+        except OSError as e:
+            raise RegistryReadError(
+                f"{self.path}: cannot read the registry: {e.strerror}"
+            ) from None
+        return self._verifiers

@@ -1,0 +1,108 @@
+"""What the store file holds at rest: live data only, never leftover heap bytes (Act §44, §45).
+
+LMDB writes whole pages; opened with ``meminit=False`` it leaves the unused part
+of each page as the builder's heap had it, and the builder's heap holds the raw
+record lines (the four facts in clear) and the key files it read.
+"""
+
+from __future__ import annotations
+
+import gc
+from datetime import UTC, datetime
+from pathlib import Path
+
+import lmdb
+import msgspec
+import pytest
+
+from crlbuilder import storeformat as sf
+from crlbuilder import synth
+from crlbuilder.apply import Applier, register_issuers
+from crlbuilder.build import issuer_table
+from crlbuilder.cli import main
+from crlbuilder.ingest import Quarantine, read_file
+from crlbuilder.manifest import Manifest
+from crlbuilder.store import Store, copy_store
+
+KEY = bytes(range(32))
+
+
+def _dirty_heap(*blobs: bytes) -> None:
+    """Leave ``blobs`` in freed heap chunks of a page's size, where LMDB's next page comes from."""
+    junk = [bytearray(b[i : i + 4000]) for b in blobs for i in range(0, len(b), 4000)]
+    del junk
+    gc.collect()
+
+
+def _facts(records: Path) -> tuple[set[bytes], set[bytes]]:
+    names, addresses = set(), set()
+    for f in sorted(records.glob("*.jsonl")):
+        for line in f.read_bytes().splitlines():
+            rec = msgspec.json.decode(line)
+            if rec.get("facts"):
+                names.add(rec["facts"]["name"].encode())
+                addresses.add(rec["facts"]["address"].encode())
+    return names, addresses
+
+
+def test_store_file_holds_no_names_addresses_or_pem_act_44(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """Apply a population file by file with the heap full of its lines and a PEM key: none of it
+    reaches data.mdb (with meminit=False, 51 of 588 names were found this way)."""
+    pki_dir, manifest = demo_pki
+    pop = tmp_path / "pop"
+    synth.synth(manifest, pop, holders=400, seed=11, as_of=datetime(2026, 6, 1, tzinfo=UTC),
+                samples=0)  # fmt: skip
+    pem = (pki_dir / manifest.issuers[0].ocsp_key).read_bytes()
+    assert pem.startswith(b"-----BEGIN")
+    store = Store.open(tmp_path / "store", readonly=False, map_size=1 << 28)
+    register_issuers(store, issuer_table(manifest))
+    quarantine = Quarantine(tmp_path / "q.jsonl")
+    try:
+        for f in sorted((pop / "records").glob("*.jsonl")):
+            _dirty_heap(f.read_bytes(), pem)
+            ap = Applier(store, facts_key=KEY, quarantine=quarantine, batch_size=200)
+            ap.run(read_file(f))
+            assert ap.summary.applied > 0
+    finally:
+        store.close()
+    data = (tmp_path / "store" / "data.mdb").read_bytes()
+    names, addresses = _facts(pop / "records")
+    assert names and addresses
+    assert [n.decode() for n in names if n in data] == []
+    assert [a.decode() for a in addresses if a in data] == []
+    assert b"-----BEGIN" not in data and b"PRIVATE KEY" not in data
+    assert b'"facts"' not in data
+
+
+def test_store_copy_keeps_live_data_only(tmp_path: Path) -> None:
+    """`crlbuilder store copy` rewrites a store written before the fix: deleted bytes left in its
+    pages (a byte copy, even LMDB's compacting one, keeps them) are not in the copy."""
+    old = tmp_path / "old"
+    store = Store.open(old, readonly=False, map_size=1 << 26)
+    store.close()
+    marker = "試験 花子 東京都千代田区9-9-9".encode()
+    env = lmdb.open(str(old), max_dbs=sf.MAX_DBS, meminit=False, map_size=1 << 26)
+    applied = env.open_db(sf.DB_APPLIED)
+    with env.begin(write=True) as txn:
+        for i in range(200):
+            txn.put(b"r%05d" % i, sf.pack_u32(i), db=applied)
+        txn.put(b"r00100x", marker * 20, db=applied)
+    with env.begin(write=True) as txn:
+        txn.delete(b"r00100x", db=applied)
+    env.close()
+    assert marker in (old / "data.mdb").read_bytes()  # the leftover a byte copy would keep
+
+    assert main(["store", "copy", str(old), str(tmp_path / "new")]) == 0
+    assert marker not in (tmp_path / "new" / "data.mdb").read_bytes()
+    a, b = Store.open(old, readonly=True), Store.open(tmp_path / "new", readonly=True)
+    try:
+        with a.env.begin() as ta, b.env.begin() as tb:
+            for name in sf.ALL_DBS:
+                assert list(ta.cursor(db=a.dbs[name])) == list(tb.cursor(db=b.dbs[name])), name
+    finally:
+        a.close()
+        b.close()
+    with pytest.raises(sf.StoreFormatError, match="already there"):
+        copy_store(old, tmp_path / "new")
