@@ -62,12 +62,13 @@ def main() -> int:
     subprocess.run([cb, "synth", "--pki", str(work / "pki"), "--holders", "500", "--out", str(work / "pop"),
                     "--as-of", as_of], check=True, capture_output=True)  # fmt: skip
     subprocess.run([cb, "facts-key", "--out", str(work / "fk")], check=True, capture_output=True)
+    subprocess.run([rs, "registry", "init", "--pki", str(work / "pki"), "--out", str(work / "registry.toml")],
+                   check=True, capture_output=True)  # fmt: skip
     subprocess.run([cb, "build", "--config", str(ROOT / "config" / "builder.toml"), "--store", str(work / "store"),
                     "--pki", str(work / "pki"), "--input", str(work / "pop" / "records"), "--facts-key-file",
                     str(work / "fk"), "--quarantine", str(work / "q"), "--notices", str(work / "n"),
-                    "--crl-dir", str(work / "crl"), "--as-of", as_of, "--no-progress"],
-                   check=True, capture_output=True)  # fmt: skip
-    subprocess.run([rs, "registry", "init", "--pki", str(work / "pki"), "--out", str(work / "registry.toml")],
+                    "--crl-dir", str(work / "crl"), "--registry", str(work / "registry.toml"),
+                    "--as-of", as_of, "--no-progress"],
                    check=True, capture_output=True)  # fmt: skip
     cfg = load_config(None, {"store.path": str(work / "store"), "store.pki": str(work / "pki"),
                              "registry.path": str(work / "registry.toml"), "ledger.dir": str(work / "ledger"),

@@ -103,6 +103,9 @@ def main() -> int:
         run(cb, "pki", "init", "--out", str(work / "pki"))
     if not (work / "facts.key").exists():
         run(cb, "facts-key", "--out", str(work / "facts.key"))
+    if not (work / "registry.toml").exists():  # consents are checked against it (Act §18(3))
+        run(str(BIN / "responder"), "registry", "init", "--pki", str(work / "pki"),
+            "--out", str(work / "registry.toml"))  # fmt: skip
     if args.incremental_only:
         previous = json.loads(args.out.read_text()) if args.out.exists() else {}
         previous["incremental"] = incremental(cb, _flags(work), work, args.incremental)
@@ -171,7 +174,7 @@ def _flags(work: Path) -> list[str]:
         "--pki", str(work / "pki"),
         "--facts-key-file", str(work / "facts.key"), "--quarantine", str(work / "quarantine.jsonl"),
         "--notices", str(work / "notices.jsonl"), "--crl-dir", str(work / "crl"),
-        "--spool", str(work / "spool"), "--no-progress",
+        "--spool", str(work / "spool"), "--registry", str(work / "registry.toml"), "--no-progress",
     ]  # fmt: skip
 
 

@@ -95,15 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     run(cb, "synth", "--pki", str(work / "pki"), "--holders", str(args.holders),
         "--out", str(work / "pop"), "--seed", "3", "--as-of", as_of)  # fmt: skip
     run(cb, "facts-key", "--out", str(work / "facts.key"))
+    run(rs, "registry", "init", "--pki", str(work / "pki"), "--out", str(work / "registry.toml"))
     spool = work / "spool"
     flags = [
         "--config", str(ROOT / "config" / "builder.toml"), "--store", str(work / "store"),
         "--pki", str(work / "pki"), "--facts-key-file", str(work / "facts.key"),
         "--quarantine", str(work / "quarantine.jsonl"), "--notices", str(work / "notices.jsonl"),
-        "--crl-dir", str(work / "crl"), "--spool", str(spool), "--no-progress",
+        "--crl-dir", str(work / "crl"), "--spool", str(spool),
+        "--registry", str(work / "registry.toml"), "--no-progress",
     ]  # fmt: skip
     run(cb, "build", *flags, "--input", str(work / "pop" / "records"), "--as-of", as_of)
-    run(rs, "registry", "init", "--pki", str(work / "pki"), "--out", str(work / "registry.toml"))
     token = (work / "pki" / "parties" / f"{PARTY}.token").read_text().strip()
     samples = good_samples(work / "pop", args.revocations)
     issuers = {
