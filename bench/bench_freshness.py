@@ -87,8 +87,22 @@ def main(argv: list[str] | None = None) -> int:
         " back, each then also waits for the previous file's presigning and CRLs)",
     )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "freshness.json")
+    p.add_argument(
+        "--bin",
+        type=Path,
+        default=BIN,
+        help="directory of the crlbuilder and responder commands to measure (default: this"
+        " venv's; another checkout's venv/bin measures that version the same way)",
+    )
     args = p.parse_args(argv)
-    cb, rs = str(BIN / "crlbuilder"), str(BIN / "responder")
+    cb, rs = str(args.bin / "crlbuilder"), str(args.bin / "responder")
+    # versions before consents were checked against the registry have no --registry
+    registry_flag = (
+        "--registry"
+        in subprocess.run(
+            [cb, "build", "--help"], capture_output=True, text=True, check=False
+        ).stdout
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-freshness-"))
     as_of = datetime.now(UTC).replace(microsecond=0).isoformat()
     run(cb, "pki", "init", "--out", str(work / "pki"))
@@ -101,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "--config", str(ROOT / "config" / "builder.toml"), "--store", str(work / "store"),
         "--pki", str(work / "pki"), "--facts-key-file", str(work / "facts.key"),
         "--quarantine", str(work / "quarantine.jsonl"), "--notices", str(work / "notices.jsonl"),
-        "--crl-dir", str(work / "crl"), "--spool", str(spool),
-        "--registry", str(work / "registry.toml"), "--no-progress",
+        "--crl-dir", str(work / "crl"), "--spool", str(spool), "--no-progress",
+        *(["--registry", str(work / "registry.toml")] if registry_flag else []),
     ]  # fmt: skip
     run(cb, "build", *flags, "--input", str(work / "pop" / "records"), "--as-of", as_of)
     token = (work / "pki" / "parties" / f"{PARTY}.token").read_text().strip()
@@ -157,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchError("the builder stopped during the run")
     ms = sorted(x * 1000 for x in latencies)
     result = {
+        "bin": str(args.bin),
         "holders": args.holders,
         "revocations": len(ms),
         "connections": args.connections,

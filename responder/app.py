@@ -179,6 +179,9 @@ class JpkiApp:
         self._stop = threading.Event()
         if worker_index == 0:  # one merger is enough; the SQLite ledger serializes the rest
             threading.Thread(target=self._merge_loop, name="ledger-merge", daemon=True).start()
+        # a worker with no traffic still takes a registry change (and says when the file is
+        # bad or good again in jpkiva_registry_file_bad) within a second
+        threading.Thread(target=self._registry_loop, name="registry-watch", daemon=True).start()
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
         self.entries: EntryCounts | None = None
@@ -487,6 +490,11 @@ class JpkiApp:
 
         body, ctype = await asyncio.get_running_loop().run_in_executor(self.pool, render)
         return Response(200, body, ctype, _NO_STORE)
+
+    def _registry_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            if time.monotonic() - self._registry_checked >= 1.0:
+                self._reload_registry_if_changed()
 
     def _merge_loop(self) -> None:
         while not self._stop.wait(self.config.ledger.collect_interval):

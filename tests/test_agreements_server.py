@@ -192,6 +192,7 @@ def test_report_published_without_authentication(built: Built, tmp_path: Path) -
             urllib.request.urlopen(f"{s.url}/reports/not-a-year", timeout=10)
 
 
+@pytest.mark.real_clock  # worker 0's merge timer is a timed wait
 def test_ledger_merged_periodically(built: Built, tmp_path: Path) -> None:
     """Worker 0 merges every worker's counts into ledger.sqlite3 on its own, every collect_interval."""
     with start_server(built, tmp_path, extra=("--ledger-collect-interval", "0.5")) as s:

@@ -223,6 +223,7 @@ def mix(built: Built, per_status: int) -> list[Answer]:
     return out
 
 
+@pytest.mark.real_clock  # Prometheus (Go) keeps the real clock under libfaketime
 def test_prometheus_scrapes_the_responder_and_loads_the_alerts(
     built: Built, tmp_path: Path
 ) -> None:

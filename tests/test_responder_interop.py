@@ -563,7 +563,7 @@ def _wait_for(check: Callable[[], bool], what: str, timeout: float = 10.0) -> No
 
 
 def _registry_file_bad(s: Server) -> float:
-    with urllib.request.urlopen(f"{s.url}/metrics", timeout=10) as r:
+    with urllib.request.urlopen(f"{s.metrics_url}/metrics", timeout=10) as r:
         text = r.read().decode()
     return max(
         (float(line.split()[-1]) for line in text.splitlines()
@@ -572,6 +572,7 @@ def _registry_file_bad(s: Server) -> float:
     )  # fmt: skip
 
 
+@pytest.mark.real_clock  # the workers' registry watch is a timed wait
 def test_worker_restarted_with_a_broken_registry_serves_the_last_good(
     built: Built, tmp_path: Path
 ) -> None:
