@@ -79,11 +79,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
 from bench.procs import BenchError, wait_line
-from crlbuilder import storeformat as sf
+from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest, load_manifest
-from crlbuilder.ocspsign import ResponseSigner, issuer_hashes
-from crlbuilder.signer import PemSigner
-from crlbuilder.store import Store
+from crlbuilder.ocsp.response import ResponseSigner, issuer_hashes
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 BIN: Final = Path(sys.executable).parent

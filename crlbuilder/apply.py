@@ -62,7 +62,6 @@ import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder import rules
-from crlbuilder import storeformat as sf
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import Located, Quarantine, Rejected
 from crlbuilder.model import (
@@ -80,7 +79,8 @@ from crlbuilder.model import (
     ResidentChange,
     RevocationRequest,
 )
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 _facts_encoder: Final = msgspec.msgpack.Encoder()
 _facts_decoder: Final = msgspec.msgpack.Decoder(FourFacts)

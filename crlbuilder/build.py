@@ -33,14 +33,14 @@ from typing import IO, Any
 import msgspec
 from tqdm import tqdm
 
-from crlbuilder import storeformat as sf
 from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, register_issuers
 from crlbuilder.config import BuilderConfig, facts_key
-from crlbuilder.crlpublish import CrlPublisher
+from crlbuilder.crl.publish import CrlPublisher
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.presign import Presigner
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 Clock = Callable[[], datetime]
 """Where the builder reads the time: an aware UTC instant."""

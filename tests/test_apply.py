@@ -9,11 +9,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from crlbuilder import storeformat as sf
 from crlbuilder.apply import Applier, FactsCipher, register_issuers
 from crlbuilder.ingest import Quarantine, read_file
 from crlbuilder.model import Category, Family, FourFacts, Reason, Sex
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 T0 = datetime(2024, 1, 10, 0, 0, tzinfo=UTC)
 KEY = bytes(range(32))

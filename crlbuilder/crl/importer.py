@@ -53,12 +53,12 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from crlbuilder import storeformat as sf
 from crlbuilder.apply import register_issuers
 from crlbuilder.build import issuer_table
-from crlbuilder.crlparse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
+from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 __all__ = [
     "CLOCK_SKEW",
@@ -131,7 +131,7 @@ def known_issuers(manifest: Manifest) -> list[KnownIssuer]:
     """Every issuer generation of the manifest (`build.issuer_table`), ready for matching.
 
     A generation with a successor certificate (its name, the successor's key: who signs
-    its CRLs after a compromise of its key, `crlbuilder.crlpublish`) is known by both.
+    its CRLs after a compromise of its key, `crlbuilder.crl.publish`) is known by both.
     """
     out = []
     successors = {i.id: i.successor_cert for i in manifest.issuers if i.successor_cert}

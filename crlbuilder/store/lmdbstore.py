@@ -19,8 +19,8 @@ from typing import Any, Final
 import lmdb
 
 from crlbuilder import rules
-from crlbuilder import storeformat as sf
 from crlbuilder.model import Family
+from crlbuilder.store import format as sf
 
 DEFAULT_MAP_SIZE: Final = 64 << 30
 """64 GiB of address space: a sparse file, it costs only what is written."""
