@@ -154,7 +154,7 @@ def stored_answer(
 ) -> bytes | None:
     """The full DER the responder sends for ``key`` from the store, or None when it would sign.
 
-    A stored answer is kept without its ``certs`` field (`storeformat.pack_response`): it is
+    A stored answer is kept without its ``certs`` field (`store.format.pack_response`): it is
     current when its status version is the record's, its nextUpdate is ahead and its signer
     is the issuer's signer; the responder then appends the signer's ``certs`` field.
     """
