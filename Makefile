@@ -1,6 +1,6 @@
 # jpki-va: the two commands of the README's Quick start, and the rest.
 #   make demo   build the demo PKI and population under var/demo and run the main job
-#   make test   lint (ruff), type check (mypy) and the whole pytest suite
+#   make test   lint (ruff, import-linter), type check (mypy) and the whole pytest suite
 #   make bench  rerun every benchmark and update the table in bench/README.md
 
 PYTHON ?= python3.11
@@ -27,6 +27,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check crlbuilder responder tests bench
 	$(VENV)/bin/ruff format --check crlbuilder responder tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

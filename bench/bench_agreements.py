@@ -53,7 +53,7 @@ def main() -> int:
     from responder.app import JpkiApp
     from responder.config import load_config
     from responder.http import Request
-    from responder.registry import Method
+    from responder.registry.vocabulary import Method
 
     work = Path(tempfile.mkdtemp(prefix="jpki-bench-agr-"))
     cb, rs = str(BIN / "crlbuilder"), str(BIN / "responder")
@@ -118,7 +118,7 @@ def main() -> int:
         "(parse, authenticate, decide, quota, store read, ledger) without the HTTP layer and kernel; "
         "party without quotas (admit returns at once) — see quota_admit_with_quota_us"
     )
-    from responder.registry import Party
+    from responder.registry.party import Party
 
     limited = Party(id=party.id, name=party.name, titles=party.titles, families=party.families, auth=party.auth,
                     cert_public_keys=(), requests_per_second=10**9, requests_per_day=10**12)  # fmt: skip

@@ -146,7 +146,7 @@ def main() -> int:
         "revocations": report["revocations_by_category"],
         "quarantined": report["quarantined"],
     }
-    from crlbuilder.store import Store
+    from crlbuilder.store.lmdbstore import Store
 
     s = Store.open(work / "store", readonly=True)
     counts = s.counts()
@@ -179,8 +179,8 @@ def _flags(work: Path) -> list[str]:
 
 
 def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, object]:
-    from crlbuilder import storeformat as sf
-    from crlbuilder.store import Store
+    from crlbuilder.store import format as sf
+    from crlbuilder.store.lmdbstore import Store
 
     s = Store.open(work / "store", readonly=True)
     picks: list[tuple[str, int]] = []

@@ -2,10 +2,10 @@
 
 For N revoked certificates (default 1,000,000) on one fresh RSA-2048 CA:
 
-- encode: ``crlbuilder.crl.encode_crl`` (DER encoding + SHA-256/RSA signature)
+- encode: ``crlbuilder.crl.encode.encode_crl`` (DER encoding + SHA-256/RSA signature)
   against ``openssl ca -gencrl`` on an index.txt holding the same revoked set
   with the same reasons, dates and CA key;
-- import: ``crlbuilder.crlparse.parse_crl`` + ``verify_crl_signature`` + walking
+- import: ``crlbuilder.crl.parse.parse_crl`` + ``verify_crl_signature`` + walking
   every entry, against cryptography's ``load_der_x509_crl`` + iterating every
   entry (serial, date, reasonCode), which can be capped (``--cryptography-cap``,
   default 1,000,000 entries): beyond the cap its per-entry rate is extrapolated to
@@ -40,9 +40,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from crlbuilder.crl import encode_crl, write_crl_file
-from crlbuilder.crlparse import parse_crl, verify_crl_signature
-from crlbuilder.signer import PemSigner
+from crlbuilder.crl.encode import encode_crl, write_crl_file
+from crlbuilder.crl.parse import parse_crl, verify_crl_signature
+from crlbuilder.keys.signer import PemSigner
 
 T = TypeVar("T")
 
@@ -321,7 +321,7 @@ def print_table(results: dict[str, Any]) -> None:
         f"measured on {cap:,}, extrapolated" if imp["cryptography_extrapolated"] else "measured"
     )
     rows = [
-        ("encode + sign: crlbuilder.crl.encode_crl", f"{enc['ours_seconds']:.2f} s"),
+        ("encode + sign: crlbuilder.crl.encode.encode_crl", f"{enc['ours_seconds']:.2f} s"),
         ("encode + sign: openssl ca -gencrl", f"{enc['openssl_ca_gencrl_seconds']:.2f} s"),
         ("  speed-up vs openssl", f"{enc['speedup_vs_openssl']:.1f}x"),
         ("import: parse_crl + verify + all entries", f"{imp['ours_total_seconds']:.2f} s"),

@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from bench.procs import BenchError, wait_line
-from crlbuilder.demo import prepare
+from crlbuilder.demo.__main__ import prepare
 from crlbuilder.model import Answer, CertStatus, Family
 
 ROOT: Final = Path(__file__).resolve().parent.parent

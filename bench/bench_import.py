@@ -2,8 +2,8 @@
 
     python -m bench.bench_import --entries 1000000 --out FILE.json
 
-Builds a demo PKI (`crlbuilder.pki.init_pki`), encodes one full CRL of
-``--entries`` entries for ``sign-card-g1`` with `crlbuilder.crl.encode_crl`
+Builds a demo PKI (`crlbuilder.demo.pki.init_pki`), encodes one full CRL of
+``--entries`` entries for ``sign-card-g1`` with `crlbuilder.crl.encode.encode_crl`
 (ascending random serials, mixed reasons), writes it to a file, then times,
 each in its own fresh process state but the same store:
 
@@ -35,12 +35,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from crlbuilder.crl import encode_crl
-from crlbuilder.crlimport import CrlImporter, ImportResult
+from crlbuilder.crl.encode import encode_crl
+from crlbuilder.crl.importer import CrlImporter, ImportResult
+from crlbuilder.demo.pki import init_pki
+from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest
-from crlbuilder.pki import init_pki
-from crlbuilder.signer import PemSigner
-from crlbuilder.store import Store
+from crlbuilder.store.lmdbstore import Store
 
 GOAL_SECONDS = 10.0
 ISSUER = "sign-card-g1"

@@ -56,7 +56,7 @@ from cryptography.x509 import ocsp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procs import BenchError, wait_line
-from crlbuilder.demo import prepare
+from crlbuilder.demo.__main__ import prepare
 from crlbuilder.model import Answer, CertStatus
 
 BIN: Final = Path(sys.executable).parent

@@ -2,11 +2,11 @@
 
 Run: ``python -m bench.bench_ocsp`` (prints a table; one process, one core).
 
-- parse: µs per request for responder.ocspreq.parse_request against
+- parse: µs per request for crlbuilder.ocsp.request.parse_request against
   asn1crypto (load and read every CertID field and the nonce) and
   cryptography's load_der_ocsp_request (load and read the same; it accepts one
   CertID only);
-- encode: µs per response for crlbuilder.ocspsign, excluding the RSA
+- encode: µs per response for crlbuilder.ocsp.response, excluding the RSA
   signature (response_data + assemble with a fixed signature);
 - sign: responses/s of ResponseSigner.sign_response against a bare
   cryptography RSA-2048 PKCS#1 v1.5 SHA-256 signature of 100 bytes, and
@@ -29,14 +29,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from crlbuilder.ocspsign import ResponseSigner, SingleAnswer, cert_id_der, issuer_hashes
-from responder.ocspreq import parse_request
+from crlbuilder.ocsp.request import parse_request
+from crlbuilder.ocsp.response import ResponseSigner, SingleAnswer, cert_id_der, issuer_hashes
 
 SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
 
 
 class KeySigner:
-    """An in-memory RSA key with the crlbuilder.signer shape."""
+    """An in-memory RSA key with the crlbuilder.keys.signer shape."""
 
     signature_algorithm_der = SHA256_RSA
 

@@ -79,11 +79,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
 from bench.procs import BenchError, wait_line
-from crlbuilder import storeformat as sf
+from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest, load_manifest
-from crlbuilder.ocspsign import ResponseSigner, issuer_hashes
-from crlbuilder.signer import PemSigner
-from crlbuilder.store import Store
+from crlbuilder.ocsp.response import ResponseSigner, issuer_hashes
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 BIN: Final = Path(sys.executable).parent
@@ -154,7 +154,7 @@ def stored_answer(
 ) -> bytes | None:
     """The full DER the responder sends for ``key`` from the store, or None when it would sign.
 
-    A stored answer is kept without its ``certs`` field (`storeformat.pack_response`): it is
+    A stored answer is kept without its ``certs`` field (`store.format.pack_response`): it is
     current when its status version is the record's, its nextUpdate is ahead and its signer
     is the issuer's signer; the responder then appends the signer's ``certs`` field.
     """

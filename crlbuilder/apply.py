@@ -72,7 +72,6 @@ import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder import outbox, rules
-from crlbuilder import storeformat as sf
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
     Located,
@@ -97,7 +96,8 @@ from crlbuilder.model import (
     ResidentChange,
     RevocationRequest,
 )
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from crlbuilder.verifiers import Verifiers
 
 _facts_encoder: Final = msgspec.msgpack.Encoder()
@@ -357,7 +357,7 @@ class Applier:
         §16-10-§16-13, §30-§33, §35-10-§35-13: 記録をした日から). Past it (`past_retention`),
         in one write transaction: its CRL entry (``revoked``) and its stored answer
         (``responses``) are deleted, and the status record keeps only that the certificate
-        lost effect (`storeformat.STATE_ERASED`): no category, no reason, and the time only
+        lost effect (`store.format.STATE_ERASED`): no category, no reason, and the time only
         when ``keep_time`` (``crl.erased_answer = "revoked"``). The issuance side (links,
         sealed facts) is not revocation information and is left to its own retention.
         """

@@ -3,7 +3,7 @@
 A build reads the configured record sources, applies them to the store
 (`apply.Applier`), writes the 30-day move-out lapses due by the build instant
 (Act §31(2)), pre-signs the OCSP answers of revoked serials (`presign`) and
-produces the CRL files (`crlpublish`), then prints a closing summary. With
+produces the CRL files (`crl.publish`), then prints a closing summary. With
 ``--follow`` it then watches a spool directory: each ``*.jsonl`` file that
 appears (written elsewhere and renamed in, so it is complete) is applied,
 then removed (its records hold the four facts in clear; with
@@ -36,14 +36,14 @@ from typing import IO, Any
 import msgspec
 from tqdm import tqdm
 
-from crlbuilder import storeformat as sf
 from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, register_issuers
 from crlbuilder.config import BuilderConfig, ConfigError, facts_key
-from crlbuilder.crlpublish import CrlPublisher
+from crlbuilder.crl.publish import CrlPublisher
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.presign import Presigner
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
 
 Clock = Callable[[], datetime]

@@ -16,9 +16,9 @@ size and does not write them again; a line cut in half by the kill is written
 again whole on a line of its own. If the file was rotated away in between (it is
 then shorter than remembered), the new file is read whole instead.
 
-Keys: ``target`` (1 byte) ‖ staging number u64 (`storeformat.META_OUTBOX_SEQ`),
+Keys: ``target`` (1 byte) ‖ staging number u64 (`store.format.META_OUTBOX_SEQ`),
 so each file's lines are delivered in the order they were staged. The file's
-delivered size is kept under `storeformat.META_OUTBOX_FILE_PREFIX` ‖ target.
+delivered size is kept under `store.format.META_OUTBOX_FILE_PREFIX` ‖ target.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any, Final
 
 import msgspec
 
-from crlbuilder import storeformat as sf
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 NOTICES: Final = b"n"
 """Target: the notices file (input.notices)."""

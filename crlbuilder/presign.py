@@ -34,12 +34,18 @@ from typing import Any, Final
 import msgspec
 from cryptography import x509
 
-from crlbuilder import storeformat as sf
+from crlbuilder.keys.signer import PemSigner
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.manifest import IssuerFiles, Manifest, ocsp_signer_files
-from crlbuilder.ocspsign import CertStatus, ResponseSigner, SingleAnswer, cert_id_der, issuer_hashes
-from crlbuilder.signer import PemSigner
-from crlbuilder.store import Store
+from crlbuilder.ocsp.response import (
+    CertStatus,
+    ResponseSigner,
+    SingleAnswer,
+    cert_id_der,
+    issuer_hashes,
+)
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 CHUNK: Final = 2_000
 """Answers per write transaction and per job sent to a signing process."""

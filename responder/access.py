@@ -26,9 +26,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from crlbuilder.ocsp.request import OcspRequest, RequestSignature
 from responder.http import Request
-from responder.ocspreq import OcspRequest, RequestSignature
-from responder.registry import Party, Registry
+from responder.registry.lookup import Registry
+from responder.registry.party import Party
 
 _BEARER: Final = b"bearer "
 

@@ -5,7 +5,7 @@ When the key of an issuing CA generation leaks, is lost or damaged
 signed loses effect, and the 機構 must announce it without delay (遅滞なく公表):
 Act §15(3) (sign-card), §16-14(3) (sign-mobile), §34(3) (auth-card),
 §35-14(3) (auth-mobile), by Internet or other means (Ord §23, §58). crlbuilder
-writes one `crlbuilder.storeformat.Announcement` per compromised generation in
+writes one `crlbuilder.store.format.Announcement` per compromised generation in
 the same transaction as the compromise; this module publishes them:
 
     GET /announcements        an HTML page, Japanese with English, no script, no external asset
@@ -16,7 +16,7 @@ Like the yearly report (``/reports/``) the routes need no credentials: the
 announcement is public by law and holds no personal data (an issuer
 generation, an instant, counts and articles; never a serial or a holder).
 
-Cost: the store is read only through `crlbuilder.store.Store.announcements`;
+Cost: the store is read only through `crlbuilder.store.lmdbstore.Store.announcements`;
 the rendered bytes are cached per store commit (the only writes that can add
 an announcement), so a request costs one LMDB read of the commit number and a
 dictionary lookup however often it is asked. `render` and `parse_path` are
@@ -32,9 +32,9 @@ from xml.sax.saxutils import escape as xml_escape
 
 import msgspec
 
-from crlbuilder import storeformat as sf
 from crlbuilder.rules import JST
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from responder.http import Response
 from responder.report import FAMILY_JA
 

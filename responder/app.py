@@ -51,8 +51,9 @@ from typing import Final
 import msgspec
 
 from crlbuilder.manifest import Manifest, load_manifest
-from crlbuilder.ocspsign import ResponseStatus
-from crlbuilder.store import Store
+from crlbuilder.ocsp.request import RequestError, decode_get_path, parse_request
+from crlbuilder.ocsp.response import ResponseStatus
+from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, policy
 from responder.config import ResponderConfig
 from responder.http import HttpHooks, Request, Response
@@ -70,8 +71,10 @@ from responder.metrics import (
     outcome,
 )
 from responder.ocsp import ERRORS, OcspService, Ready, SignJob
-from responder.ocspreq import RequestError, decode_get_path, parse_request
-from responder.registry import LastGoodRegistry, Method, Party, Registry, RegistryError, Service
+from responder.registry.lookup import LastGoodRegistry, Registry
+from responder.registry.party import Party
+from responder.registry.schema import RegistryError
+from responder.registry.vocabulary import Method, Service
 from responder.report import Format as ReportFormat
 from responder.report import parse_report_path, render_year
 from responder.signing import SigningPool

@@ -15,8 +15,9 @@ import functools
 import sys
 from pathlib import Path
 
-from responder import registrycli, report
+from responder import report
 from responder.config import ConfigError, add_arguments, load_config, overrides_from_args
+from responder.registry import cli as registrycli
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -28,9 +29,10 @@ def _serve(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides)
         # fail early, in the master, on what every worker would fail on
         from crlbuilder.manifest import ManifestError, load_manifest
-        from crlbuilder.store import Store
-        from crlbuilder.storeformat import StoreFormatError
-        from responder.registry import LastGoodRegistry, Registry, RegistryError
+        from crlbuilder.store.format import StoreFormatError
+        from crlbuilder.store.lmdbstore import Store
+        from responder.registry.lookup import LastGoodRegistry, Registry
+        from responder.registry.schema import RegistryError
 
         load_manifest(config.store.pki)
         # the master keeps the last good registry; a worker (re)started while the file is

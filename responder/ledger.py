@@ -71,10 +71,10 @@ from typing import Final, Literal
 
 import msgspec
 
-from crlbuilder import storeformat as sf
 from crlbuilder.model import Family
-from crlbuilder.store import Store
-from responder.registry import Method, Service
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from responder.registry.vocabulary import Method, Service
 
 __all__ = [
     "DB_NAME",

@@ -45,7 +45,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from responder.registry import Party
+from responder.registry.party import Party
 
 FILE_NAME: Final = "limits-v2.tbl"
 """The table's file in the run (ledger) directory; the name changes with the layout."""

@@ -88,10 +88,10 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-from crlbuilder import storeformat as sf
 from crlbuilder.model import Category, Family
-from crlbuilder.ocspsign import ResponseStatus
-from crlbuilder.store import Store
+from crlbuilder.ocsp.response import ResponseStatus
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from responder.config import ConfigError, LogConfig, MetricsConfig
 from responder.http import Request, Response
 from responder.logs import AccessLog, method_label
@@ -188,7 +188,7 @@ _MASTER_FILE: Final = "master.pid"
 _TEMP_PREFIX: Final = "jpki-va-metrics-"
 _ORPHAN_AGE: Final = 60.0
 _CATEGORY_AT: Final = struct.calcsize(">qB")
-"""Offset of the category byte in a `storeformat.RevokedEntry` (revoked_at q, reason B)."""
+"""Offset of the category byte in a `store.format.RevokedEntry` (revoked_at q, reason B)."""
 _YIELD_EVERY: Final = 1 << 16
 
 _log = logging.getLogger("responder.metrics")

@@ -60,10 +60,11 @@ from typing import Any, Final
 
 from cryptography import x509
 
-from crlbuilder import storeformat as sf
+from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Family
-from crlbuilder.ocspsign import (
+from crlbuilder.ocsp.request import OcspRequest
+from crlbuilder.ocsp.response import (
     CertStatus,
     ResponseSigner,
     ResponseStatus,
@@ -71,9 +72,8 @@ from crlbuilder.ocspsign import (
     error_response,
     issuer_hashes,
 )
-from crlbuilder.signer import PemSigner
-from crlbuilder.store import Store
-from responder.ocspreq import OcspRequest
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 ERRORS: Final[dict[int, bytes]] = {
     s: error_response(s) for s in ResponseStatus if s != ResponseStatus.SUCCESSFUL
@@ -277,7 +277,7 @@ class OcspService:
 
         Issuers are indexed by sha1 and sha256 CertID hashes only: a CertID with any
         other hash algorithm names no issuer we know, so it is None too (RFC 6960 §2.3
-        ``unauthorized``; why not ``unknown``: `responder.ocspreq`, Decisions).
+        ``unauthorized``; why not ``unknown``: `crlbuilder.ocsp.request`, Decisions).
         """
         out = []
         for cid in req.cert_ids:

@@ -39,14 +39,14 @@ import msgspec
 
 from crlbuilder.model import Family
 from responder.limits import Limit
-from responder.registry import (
+from responder.registry.party import Party
+from responder.registry.vocabulary import (
     AUTH_SIDE,
     SERVICE_ARTICLES,
     SERVICE_FAMILIES,
     SERVICE_METHODS,
     SIGN_SIDE,
     Method,
-    Party,
     Service,
     Title,
     title_services,

@@ -39,7 +39,7 @@ import msgspec
 
 from crlbuilder.model import Family
 from responder.ledger import Ledger, LedgerError, Method, Service, issuance_counts
-from responder.registry import RegistryError, parse_registry
+from responder.registry.schema import RegistryError, parse_registry
 
 __all__ = [
     "CONTENT_TYPES",
@@ -605,8 +605,8 @@ def _report_command(args: argparse.Namespace) -> int:
                 return 1
         issued = None
         if args.store is not None:
-            from crlbuilder.store import Store
-            from crlbuilder.storeformat import StoreFormatError
+            from crlbuilder.store.format import StoreFormatError
+            from crlbuilder.store.lmdbstore import Store
 
             try:
                 store = Store.open(args.store, readonly=True)

@@ -17,9 +17,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from crlbuilder.demo.pki import init_pki
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Answer
-from crlbuilder.pki import init_pki
 from tests.expected import as_served
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,8 +12,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from crlbuilder import storeformat as sf
 from crlbuilder.model import Family
+from crlbuilder.store import format as sf
 from responder import announce
 from tests.conftest import Built
 from tests.test_apply import H1, H2, World, holder_set, issuance, rid, ts

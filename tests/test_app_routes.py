@@ -20,7 +20,7 @@ from responder.app import JpkiApp, caching_headers
 from responder.config import load_config
 from responder.http import Request, Response
 from responder.ocsp import Ready
-from responder.registry import Registry
+from responder.registry.lookup import Registry
 from responder.report import YEARS
 from tests.conftest import Built, run_tool
 

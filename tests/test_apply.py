@@ -12,11 +12,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from crlbuilder import storeformat as sf
 from crlbuilder.apply import Applier, FactsCipher, register_issuers
 from crlbuilder.ingest import Quarantine, read_file
 from crlbuilder.model import Category, Family, FourFacts, Reason, Sex
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers, parse_verifiers
 
 T0 = datetime(2024, 1, 10, 0, 0, tzinfo=UTC)
@@ -366,7 +366,7 @@ import os, signal, sys
 from pathlib import Path
 from crlbuilder.apply import Applier
 from crlbuilder.ingest import Quarantine, read_file
-from crlbuilder.store import Store
+from crlbuilder.store.lmdbstore import Store
 
 tmp, point, name, nth = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 store = Store.open(tmp / "store", readonly=False, map_size=1 << 26)

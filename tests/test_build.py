@@ -14,13 +14,13 @@ import msgspec
 import pytest
 from cryptography import x509
 
-from crlbuilder import storeformat as sf
 from crlbuilder.build import prune_done
+from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import ocsp_signer_files
 from crlbuilder.model import Answer, CertStatus
-from crlbuilder.ocspsign import ResponseSigner
-from crlbuilder.signer import PemSigner
-from crlbuilder.store import Store
+from crlbuilder.ocsp.response import ResponseSigner
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from tests.conftest import BIN, Built, run_tool
 from tests.expected import erased as is_erased
 

@@ -1,4 +1,4 @@
-"""Tests of crlbuilder.certprofile: the JPKI end-entity profile and the four facts."""
+"""Tests of crlbuilder.demo.certprofile: the JPKI end-entity profile and the four facts."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, SignatureAlgorithmOID
 
-from crlbuilder.certprofile import CertProfileError, build_ee_cert, facts_of, facts_other_names
+from crlbuilder.demo.certprofile import CertProfileError, build_ee_cert, facts_of, facts_other_names
+from crlbuilder.demo.pki import init_pki
 from crlbuilder.facts import JPKI_FACTS_ARC, OID_BIRTH_DATE, OID_NAME
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Family, FourFacts, Sex
-from crlbuilder.pki import init_pki
 
 NB = datetime(2025, 4, 1, 0, 0, tzinfo=UTC)
 NA = datetime(2030, 4, 1, 14, 59, 59, tzinfo=UTC)

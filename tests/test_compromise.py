@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
-from crlbuilder import storeformat as sf
+from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
-from crlbuilder.ocspsign import ResponseSigner
-from crlbuilder.signer import PemSigner
-from crlbuilder.store import Store
+from crlbuilder.ocsp.response import ResponseSigner
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from tests.conftest import ROOT, Built, run_tool
 from tests.test_responder_interop import Server, start_server
 

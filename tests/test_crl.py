@@ -1,4 +1,4 @@
-"""Tests of crlbuilder.crl: the hand-written CRL DER against cryptography's builder and openssl."""
+"""Tests of crlbuilder.crl.encode: the hand-written CRL DER against cryptography's builder and openssl."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crlbuilder.crl import MAX_SERIAL, encode_crl, encode_tbs_certlist, write_crl_file
-from crlbuilder.signer import SHA256_WITH_RSA_DER, PemSigner
+from crlbuilder.crl.encode import MAX_SERIAL, encode_crl, encode_tbs_certlist, write_crl_file
+from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner
 
 REASON_FLAGS = {
     0: x509.ReasonFlags.unspecified,

@@ -20,16 +20,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from crlbuilder import crlimport
-from crlbuilder import storeformat as sf
 from crlbuilder.apply import Applier, register_issuers
 from crlbuilder.build import issuer_table
-from crlbuilder.crl import encode_crl, encode_tbs_certlist
+from crlbuilder.crl import importer as crlimport
+from crlbuilder.crl.encode import encode_crl, encode_tbs_certlist
+from crlbuilder.demo.pki import init_pki
 from crlbuilder.ingest import Quarantine, read_file
+from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest
-from crlbuilder.pki import init_pki
-from crlbuilder.signer import PemSigner
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 T = datetime(2026, 1, 10, tzinfo=UTC)
 NOW = T + timedelta(hours=1)

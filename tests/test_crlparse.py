@@ -1,4 +1,4 @@
-"""Tests of crlbuilder.crlparse: the fast CRL reader against cryptography, and its error handling."""
+"""Tests of crlbuilder.crl.parse: the fast CRL reader against cryptography, and its error handling."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier, SignatureAlgorithmO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crlbuilder.crl import MAX_SERIAL, encode_crl
-from crlbuilder.crlparse import (
+from crlbuilder.crl.encode import MAX_SERIAL, encode_crl
+from crlbuilder.crl.parse import (
     CrlError,
     ParsedCrl,
     _iter_entries,
     parse_crl,
     verify_crl_signature,
 )
-from crlbuilder.signer import PemSigner
+from crlbuilder.keys.signer import PemSigner
 
 THIS_UPDATE = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
 NEXT_UPDATE = THIS_UPDATE + timedelta(days=1)

@@ -817,7 +817,7 @@ def test_crlbuilder_and_responder_run_under_the_units_rules(built: Any, tmp_path
 
 _READER = (
     "import sys\n"
-    "from crlbuilder.store import Store\n"
+    "from crlbuilder.store.lmdbstore import Store\n"
     "s = Store.open(sys.argv[1], readonly=True)\n"
     "txn = s.env.begin()\n"
     "print('reading', flush=True)\n"
@@ -854,7 +854,7 @@ def test_lmdb_reader_needs_a_writable_lock_file(tmp_path: Path) -> None:
     lock file (LMDB's EROFS fallback): its read transaction is not in the
     reader table, so the writer may reuse pages under it. With lock.mdb bound
     writable over the read-only store, the reader registers."""
-    from crlbuilder.store import Store
+    from crlbuilder.store.lmdbstore import Store
 
     _tool("unshare", "util-linux")
     probe = subprocess.run(["unshare", "-rm", "true"], check=False, capture_output=True, timeout=10)

@@ -42,8 +42,8 @@ from typing import Final
 import pytest
 from cryptography import x509
 
+from crlbuilder.demo.pki import write_private
 from crlbuilder.model import Answer, CertStatus, Reason
-from crlbuilder.pki import write_private
 from tests.conftest import BIN, Built, run_tool
 from tests.test_responder_interop import trusted_responder
 

@@ -27,15 +27,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from crlbuilder import rules
-from crlbuilder import storeformat as sf
 from crlbuilder.build import Builder
 from crlbuilder.config import BuilderConfig, write_facts_key
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
-from crlbuilder.ocspsign import ResponseStatus
-from crlbuilder.store import Store
+from crlbuilder.ocsp.request import parse_request
+from crlbuilder.ocsp.response import ResponseStatus
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from responder.ocsp import OcspService, Ready, SignJob, good_next_update
-from responder.ocspreq import parse_request
 from tests.conftest import Built
 from tests.test_apply import FACTS, H1, World, holder_set, rid, ts
 from tests.test_responder_interop import start_server

@@ -17,12 +17,12 @@ import msgspec
 import pytest
 
 from crlbuilder import rules
-from crlbuilder import storeformat as sf
 from crlbuilder.build import AsOfError, Builder
 from crlbuilder.cli import main as cli_main
 from crlbuilder.config import BuilderConfig, write_facts_key
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category
+from crlbuilder.store import format as sf
 from tests.test_apply import H1, World, holder_set, rid
 
 # ---------------------------------------------------------------------------

@@ -15,10 +15,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from crlbuilder import storeformat as sf
 from crlbuilder.model import Family
-from crlbuilder.store import Store
-from responder import registry
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from responder.ledger import (
     DB_NAME,
     JST,
@@ -31,6 +30,7 @@ from responder.ledger import (
     issuance_counts,
     read_worker_file,
 )
+from responder.registry import vocabulary as registry
 
 ROOT = Path(__file__).resolve().parent.parent
 EVER = (date(2000, 1, 1), date(2100, 1, 1))

@@ -7,7 +7,7 @@ import multiprocessing
 from pathlib import Path
 
 from responder.limits import SLOTS, Limit, LimitsTable, Wait
-from responder.registry import Party
+from responder.registry.party import Party
 
 NOW = 1_800_000_000.25
 

@@ -35,7 +35,7 @@ from cryptography.x509 import ocsp
 from prometheus_client.parser import text_string_to_metric_families
 
 from crlbuilder.model import Answer, Category, CertStatus, Family
-from crlbuilder.store import Store
+from crlbuilder.store.lmdbstore import Store
 from responder import metrics as m
 from responder.config import MetricsConfig
 from responder.http import Request, Response
@@ -562,8 +562,8 @@ def test_totals_across_workers_survive_a_killed_worker(built: Built, tmp_path: P
 
 def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
     """Sources and refusal rules are counted; no token, certificate, serial or fact is logged or exposed."""
-    from crlbuilder.certprofile import facts_of
-    from crlbuilder.pki import init_pki
+    from crlbuilder.demo.certprofile import facts_of
+    from crlbuilder.demo.pki import init_pki
 
     with run_server(built, tmp_path / "srv", "--access-log", "all") as srv:
         both = srv.token("both-verifier")

@@ -1,4 +1,4 @@
-"""Tests of responder.ocspreq: OCSP request parsing and the GET form.
+"""Tests of crlbuilder.ocsp.request: OCSP request parsing and the GET form.
 
 Requests come from three independent encoders (cryptography's
 OCSPRequestBuilder, `openssl ocsp -reqout`, asn1crypto) and are checked
@@ -30,15 +30,15 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from crlbuilder.ocspsign import ResponseStatus, cert_id_der, issuer_hashes
-from responder import ocspreq
-from responder.ocspreq import (
+from crlbuilder.ocsp import request as ocspreq
+from crlbuilder.ocsp.request import (
     CertId,
     OcspRequest,
     RequestError,
     decode_get_path,
     parse_request,
 )
+from crlbuilder.ocsp.response import ResponseStatus, cert_id_der, issuer_hashes
 
 OPENSSL = shutil.which("openssl")
 SHA384_OID = "2.16.840.1.101.3.4.2.2"
@@ -431,9 +431,9 @@ def test_other_hash_algorithm_is_well_formed_and_names_no_issuer() -> None:
 
 def ocspreq_doc_decision() -> str:
     """The docstring's decision about other hash algorithms (it must name the answer given)."""
-    import responder.ocspreq
+    import crlbuilder.ocsp.request
 
-    doc = responder.ocspreq.__doc__ or ""
+    doc = crlbuilder.ocsp.request.__doc__ or ""
     start = doc.index("- CertID hash algorithms")
     return doc[start : doc.index("- Extensions", start)]
 

@@ -1,4 +1,4 @@
-"""Tests of crlbuilder.ocspsign: OCSP response bytes.
+"""Tests of crlbuilder.ocsp.response: OCSP response bytes.
 
 The hand-written DER is compared byte for byte with cryptography's
 OCSPResponseBuilder (single responses: RSA PKCS#1 v1.5 signatures are
@@ -28,7 +28,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crlbuilder.ocspsign import (
+from crlbuilder.ocsp.request import parse_request
+from crlbuilder.ocsp.response import (
     CertStatus,
     ResponseSigner,
     ResponseStatus,
@@ -38,7 +39,6 @@ from crlbuilder.ocspsign import (
     error_response,
     issuer_hashes,
 )
-from responder.ocspreq import parse_request
 
 OPENSSL = shutil.which("openssl")
 SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
@@ -57,7 +57,7 @@ OPENSSL_REASON = {1: "keyCompromise", 3: "affiliationChanged", 5: "cessationOfOp
 
 
 class KeySigner:
-    """A test signer of the crlbuilder.signer shape: an in-memory RSA key."""
+    """A test signer of the crlbuilder.keys.signer shape: an in-memory RSA key."""
 
     signature_algorithm_der = SHA256_RSA
 

@@ -1,4 +1,4 @@
-"""Tests of crlbuilder.pki: the demo PKI's files, modes, certificates and manifest."""
+"""Tests of crlbuilder.demo.pki: the demo PKI's files, modes, certificates and manifest."""
 
 from __future__ import annotations
 
@@ -15,9 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from crlbuilder.manifest import Manifest, load_manifest
-from crlbuilder.model import Family
-from crlbuilder.pki import (
+from crlbuilder.demo.pki import (
     GENERATIONS,
     ROLLOVER,
     PkiError,
@@ -26,6 +24,8 @@ from crlbuilder.pki import (
     issuer_id,
     issuer_index,
 )
+from crlbuilder.manifest import Manifest, load_manifest
+from crlbuilder.model import Family
 
 NOW = datetime(2026, 4, 1, 3, 0, tzinfo=UTC)
 BASE = "http://127.0.0.1:18080"

@@ -26,15 +26,10 @@ from responder.policy import (
     service_for_crl,
     service_for_ocsp,
 )
-from responder.registry import (
-    Method,
-    Party,
-    Registry,
-    Service,
-    Title,
-    parse_registry,
-    toml_dumps,
-)
+from responder.registry.lookup import Registry
+from responder.registry.party import Party
+from responder.registry.schema import parse_registry, toml_dumps
+from responder.registry.vocabulary import Method, Service, Title
 
 SIG = Title.SIGNATURE_VERIFIER
 GRP = Title.GROUP_SIGNATURE_VERIFIER

@@ -16,20 +16,17 @@ from hypothesis import strategies as st
 
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
-from responder.registry import (
-    JST,
-    AuthMethod,
-    LastGoodRegistry,
+from responder.registry.demo import registry_from_manifest
+from responder.registry.lookup import LastGoodRegistry, Registry
+from responder.registry.party import JST, PartyState
+from responder.registry.schema import (
     LegacyPartyEntry,
-    PartyState,
-    Registry,
     RegistryError,
-    Service,
     dump_registry,
     parse_registry,
-    registry_from_manifest,
     toml_dumps,
 )
+from responder.registry.vocabulary import AuthMethod, Service
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC).timestamp()
 

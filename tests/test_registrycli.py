@@ -17,8 +17,12 @@ import pytest
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 from responder.policy import ALLOWED, Refused, Rule, decide
-from responder.registry import JST, Method, Registry, RegistryError, Service, Title
-from responder.registrycli import add_cli, audit_path_for, main, verify_audit
+from responder.registry.audit import audit_path_for, verify_audit
+from responder.registry.cli import add_cli, main
+from responder.registry.lookup import Registry
+from responder.registry.party import JST
+from responder.registry.schema import RegistryError
+from responder.registry.vocabulary import Method, Service, Title
 
 
 @pytest.fixture
@@ -718,7 +722,7 @@ def test_concurrent_changes_are_serialised(reg: Path) -> None:
     import subprocess
     import sys
 
-    code = "import sys; from responder.registrycli import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from responder.registry.cli import main; sys.exit(main(sys.argv[1:]))"
     procs = [
         subprocess.Popen(
             [

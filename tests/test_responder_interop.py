@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from crlbuilder.model import Answer, CertStatus
-from crlbuilder.store import Store
+from crlbuilder.store.lmdbstore import Store
 from tests.conftest import BIN, Built, run_tool
 
 OPENSSL_STATUS = {
@@ -257,7 +257,7 @@ def test_sha256_certid(server: Server) -> None:
 
 
 def test_unknown_certid_hash_algorithm_is_unauthorized(server: Server) -> None:
-    """RFC 6960 §2.3, as `responder.ocspreq` decides: a CertID hashed with an algorithm the
+    """RFC 6960 §2.3, as `crlbuilder.ocsp.request` decides: a CertID hashed with an algorithm the
     responder does not index (SHA-384 here) names no issuer it serves: unauthorized, for an
     authenticated party that is answered for the same certificate with SHA-1."""
     a = next(x for x in server.built.answers if x.status is CertStatus.GOOD)
@@ -306,7 +306,7 @@ def test_unauthenticated_and_unauthorized(server: Server) -> None:
 
 
 def test_foreign_issuer_is_unauthorized(server: Server, tmp_path: Path) -> None:
-    from crlbuilder.pki import init_pki
+    from crlbuilder.demo.pki import init_pki
 
     other = init_pki(tmp_path / "other")
     a = next(x for x in server.built.answers if x.status is CertStatus.GOOD)

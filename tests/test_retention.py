@@ -22,14 +22,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from crlbuilder import storeformat as sf
 from crlbuilder.apply import past_retention
 from crlbuilder.config import ConfigError, add_arguments, load_config
 from crlbuilder.model import Category, Family
-from crlbuilder.ocspsign import issuer_hashes
-from crlbuilder.store import Store
+from crlbuilder.ocsp.request import parse_request
+from crlbuilder.ocsp.response import issuer_hashes
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from responder.ocsp import OcspService, Ready
-from responder.ocspreq import parse_request
 from tests.conftest import ROOT, Built, run_tool
 from tests.test_apply import H1, World, issuance, rid, ts
 from tests.test_responder_interop import Server, start_server

@@ -21,19 +21,18 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from crlbuilder.model import Family
+from crlbuilder.ocsp.request import RequestSignature, parse_request
 from responder import access
-from responder.ocspreq import RequestSignature, parse_request
-from responder.registry import (
+from responder.registry.lookup import Registry
+from responder.registry.schema import (
     Agreement,
-    Method,
     Notification,
     PartyEntry,
-    Registry,
     RegistryFile,
-    Service,
     SignedRequestCredential,
     UserVerifierTitle,
 )
+from responder.registry.vocabulary import Method, Service
 
 REGISTERED = 300
 

@@ -1,4 +1,4 @@
-"""Tests of crlbuilder.signer: the PEM signer's file checks, key checks and signatures."""
+"""Tests of crlbuilder.keys.signer: the PEM signer's file checks, key checks and signatures."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from crlbuilder.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, SignerError
+from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, SignerError
 
 
 def _certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, cn: str) -> x509.Certificate:

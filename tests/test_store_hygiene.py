@@ -15,14 +15,14 @@ import lmdb
 import msgspec
 import pytest
 
-from crlbuilder import storeformat as sf
 from crlbuilder import synth
 from crlbuilder.apply import Applier, register_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.cli import main
 from crlbuilder.ingest import Quarantine, read_file
 from crlbuilder.manifest import Manifest
-from crlbuilder.store import Store, copy_store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store, copy_store
 
 KEY = bytes(range(32))
 

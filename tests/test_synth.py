@@ -1,4 +1,4 @@
-"""Tests of crlbuilder.synth: the synthetic population, its records, samples and answers.
+"""Tests of crlbuilder.demo.synth: the synthetic population, its records, samples and answers.
 
 The answers are checked against an independent replay of the records through
 crlbuilder.rules (the `Replay` below): the same legal effects computed from
@@ -24,8 +24,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from crlbuilder import rules, synth
-from crlbuilder.certprofile import facts_of
+from crlbuilder import rules
+from crlbuilder.demo import synth
+from crlbuilder.demo.certprofile import facts_of
+from crlbuilder.demo.pki import init_pki
 from crlbuilder.ingest import decode_line
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import (
@@ -44,7 +46,6 @@ from crlbuilder.model import (
     ResidentChange,
     RevocationRequest,
 )
-from crlbuilder.pki import init_pki
 
 AS_OF = datetime(2026, 10, 1, 3, 0, tzinfo=UTC)
 HOLDERS = 1000

@@ -5,7 +5,7 @@ demo or a test needs and describes it in ``pki.json`` (`crlbuilder.manifest`):
 
 - one self-signed issuing CA per family and key generation (発行者署名符号の世代),
   RSA, sha256WithRSAEncryption: ``sign-card`` has two live generations (G1, the
-  older one that `crlbuilder.synth` compromises, and G2, current after a key
+  older one that `crlbuilder.demo.synth` compromises, and G2, current after a key
   rollover on `ROLLOVER`); the other families have one. Each generation has its
   own key and its own subject name, so OCSP tells them apart by issuer name hash
   and key hash;
@@ -104,7 +104,7 @@ GENERATIONS: Final[tuple[tuple[Family, int, datetime], ...]] = (
 """(family, generation, CA notBefore): the issuing CA generations of the demo PKI.
 
 A generation issues from its CA's notBefore until the next generation's
-(`crlbuilder.synth` reads the notBefore back from the certificates).
+(`crlbuilder.demo.synth` reads the notBefore back from the certificates).
 """
 
 
@@ -144,7 +144,7 @@ DEMO_PARTIES: Final = (
         "group-verifier",
     ),
 )
-"""Party ids are stable: `crlbuilder.synth` writes consents to the signature verifiers."""
+"""Party ids are stable: `crlbuilder.demo.synth` writes consents to the signature verifiers."""
 
 
 class PkiError(Exception):

@@ -59,37 +59,52 @@ import secrets
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
 from crlbuilder.model import Family
-from responder.registry import (
-    JST,
-    SERVICE_FAMILIES,
-    SERVICE_METHODS,
-    AnyEntry,
-    AuthMethod,
-    CredentialInfo,
-    LegacyPartyEntry,
-    Method,
-    MtlsCredential,
-    Party,
-    PartyEntry,
+from responder.registry.audit import (
+    AuditError,
+    _redacted,
+    append_audit,
+    audit_path_for,
+    verify_audit,
+)
+from responder.registry.demo import (
+    registry_from_manifest,
+)
+from responder.registry.lookup import (
     Registry,
+)
+from responder.registry.party import (
+    JST,
+    CredentialInfo,
+    Party,
+)
+from responder.registry.schema import (
+    AnyEntry,
+    LegacyPartyEntry,
+    MtlsCredential,
+    PartyEntry,
     RegistryError,
     RegistryFile,
-    Service,
     SignedRequestCredential,
-    Title,
     dump_registry,
     entry_to_builtins,
     parse_registry,
-    registry_from_manifest,
+)
+from responder.registry.vocabulary import (
+    SERVICE_FAMILIES,
+    SERVICE_METHODS,
+    AuthMethod,
+    Method,
+    Service,
+    Title,
     title_services,
 )
 
@@ -97,185 +112,10 @@ HEADER: Final = (
     "Registry of parties (jpki-va). Change it with `responder registry ...`:\n"
     "every change is checked, audited and written atomically; comments are not kept."
 )
-ZERO_HASH: Final = "0" * 64
-REDACTED: Final = (
-    ("name",),
-    ("notification", "address"),
-    ("notification", "representative"),
-    ("notification", "office"),
-)
-"""Fields the audit log keeps as a SHA-256 only (personal data for a natural person)."""
 
 
 class CommandError(Exception):
     """A refused command; the message says why."""
-
-
-# --- the audit log -------------------------------------------------------------------
-
-
-class AuditRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One line of the audit log."""
-
-    seq: int
-    at: str
-    actor: str
-    action: str
-    party: str
-    before: dict[str, Any] | None
-    after: dict[str, Any] | None
-    registry_sha256: str
-    prev: str
-
-
-class AuditError(Exception):
-    """The audit log cannot be appended to or does not verify."""
-
-
-def audit_path_for(registry: Path) -> Path:
-    """The default audit log beside a registry: ``registry.toml`` -> ``registry.audit.jsonl``."""
-    return registry.with_name(registry.stem + ".audit.jsonl")
-
-
-def _line_hash(line: bytes) -> str:
-    return hashlib.sha256(line).hexdigest()
-
-
-def _last_line(path: Path) -> bytes | None:
-    """The audit log's last line (without its newline), or None for an empty or missing log."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return None
-    with f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return None
-        buf = b""
-        pos = size
-        while pos > 0:
-            step = min(65536, pos)
-            pos -= step
-            f.seek(pos)
-            buf = f.read(step) + buf
-            if b"\n" in buf[:-1]:
-                break
-    if not buf.endswith(b"\n"):
-        raise AuditError(
-            f"{path}: ends with a partial line (run `responder registry verify-audit`)"
-        )
-    body = buf[:-1]
-    return body[body.rfind(b"\n") + 1 :]
-
-
-def append_audit(
-    path: Path, records: Sequence[dict[str, Any]], *, registry_sha256: str, actor: str, action: str
-) -> None:
-    """Append one chained line per record (party, before, after); the caller holds the lock."""
-    last = _last_line(path)
-    if last is None:
-        seq, prev = 0, ZERO_HASH
-    else:
-        try:
-            seq = msgspec.json.decode(last, type=AuditRecord).seq
-        except msgspec.DecodeError:
-            raise AuditError(
-                f"{path}: the last line is not an audit record (run verify-audit)"
-            ) from None
-        prev = _line_hash(last)
-    at = datetime.now(UTC).isoformat(timespec="microseconds")
-    out = bytearray()
-    for r in records:
-        seq += 1
-        line = msgspec.json.encode(
-            AuditRecord(
-                seq=seq,
-                at=at,
-                actor=actor,
-                action=action,
-                party=r["party"],
-                before=r["before"],
-                after=r["after"],
-                registry_sha256=registry_sha256,
-                prev=prev,
-            )
-        )
-        out += line + b"\n"
-        prev = _line_hash(line)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        view = memoryview(out)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class AuditReport:
-    records: int = 0
-    head: str = ZERO_HASH
-    problems: list[str] = field(default_factory=list)
-
-
-def verify_audit(path: Path, registry: Path | None = None) -> AuditReport:
-    """Check the hash chain and numbering of every line; and that ``registry`` is the last one
-    written through the commands (a hand edit or a lost tail of the log shows here)."""
-    report = AuditReport()
-    last: AuditRecord | None = None
-    try:
-        f = path.open("rb")
-    except OSError as e:
-        report.problems.append(f"{path}: cannot read the audit log: {e.strerror}")
-        return report
-    with f:
-        for n, raw in enumerate(f, 1):
-            if not raw.endswith(b"\n"):
-                report.problems.append(f"{path}:{n}: partial last line")
-                break
-            line = raw[:-1]
-            try:
-                rec = msgspec.json.decode(line, type=AuditRecord)
-            except msgspec.DecodeError as e:
-                report.problems.append(f"{path}:{n}: not an audit record: {e}")
-                break
-            if rec.prev != report.head:
-                report.problems.append(
-                    f"{path}:{n}: the chain is broken: this line does not follow line {n - 1} as written"
-                )
-                break
-            if rec.seq != n:
-                report.problems.append(f"{path}:{n}: sequence number {rec.seq}, expected {n}")
-                break
-            report.records = n
-            report.head = _line_hash(line)
-            last = rec
-    if registry is not None and not report.problems:
-        try:
-            actual = hashlib.sha256(registry.read_bytes()).hexdigest()
-        except OSError as e:
-            report.problems.append(f"{registry}: cannot read: {e.strerror}")
-        else:
-            if last is None or last.registry_sha256 != actual:
-                report.problems.append(
-                    f"{registry}: differs from the registry the last audited change wrote (edited outside `responder registry`, or the log lost its tail)"
-                )
-    return report
-
-
-def _redacted(entry: AnyEntry | None) -> dict[str, Any] | None:
-    if entry is None:
-        return None
-    data: dict[str, Any] = msgspec.to_builtins(entry)
-    for path in REDACTED:
-        holder: Any = data
-        for key in path[:-1]:
-            holder = holder.get(key) if isinstance(holder, dict) else None
-        if isinstance(holder, dict) and isinstance(holder.get(path[-1]), str):
-            value = holder[path[-1]]
-            holder[path[-1]] = "sha256:" + hashlib.sha256(value.encode()).hexdigest()
-    return data
 
 
 # --- writing the registry -----------------------------------------------------------------

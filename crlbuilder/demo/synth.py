@@ -86,7 +86,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tqdm import tqdm
 
 from crlbuilder import rules
-from crlbuilder.certprofile import build_ee_cert
+from crlbuilder.demo.certprofile import build_ee_cert
+from crlbuilder.demo.pki import write_private
 from crlbuilder.facts import encode_birth_date
 from crlbuilder.manifest import IssuerFiles, Manifest, ManifestError, load_manifest
 from crlbuilder.model import (
@@ -111,7 +112,6 @@ from crlbuilder.model import (
     RevocationRequest,
     Sex,
 )
-from crlbuilder.pki import write_private
 
 __all__ = [
     "COMPROMISE_AT",

@@ -33,7 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.der import der_length
-from crlbuilder.signer import Signer
+from crlbuilder.keys.signer import Signer
 
 __all__ = [
     "MAX_SERIAL",

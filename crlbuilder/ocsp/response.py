@@ -12,7 +12,7 @@ with ``id-pkix-ocsp-basic``; ``tbsResponseData`` version v1 (omitted, DEFAULT),
 value), ``producedAt``, one SingleResponse per answer with ``thisUpdate`` and
 ``nextUpdate``; the nonce (RFC 9654) as the only responseExtension when the
 caller passes one; signatureAlgorithm and signature from the
-`crlbuilder.signer.Signer` (PEM file or PKCS#11 key); the
+`crlbuilder.keys.signer.Signer` (PEM file or PKCS#11 key); the
 signer's (delegated OCSP signing) certificate in ``certs``.
 
 Reason code decision: ``revocationReason`` is omitted when the reason is
@@ -42,7 +42,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.der import der_length
-from crlbuilder.signer import Signer
+from crlbuilder.keys.signer import Signer
 
 
 class ResponseStatus(enum.IntEnum):

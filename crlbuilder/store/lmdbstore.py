@@ -4,7 +4,7 @@
 opened for writing, and refuses a store of another format version with a clear
 message. crlbuilder is the only writer (one write transaction at a time, LMDB
 guarantees readers never see half of one); responder workers open the store
-read-only after forking. The byte layout itself lives in `storeformat`.
+read-only after forking. The byte layout itself lives in `store.format`.
 
 `copy_store` rewrites a store record by record into a new environment: the way
 to clean a store written before LMDB zeroed its pages (docs/operations.md).
@@ -23,8 +23,8 @@ from typing import Any, Final
 import lmdb
 
 from crlbuilder import rules
-from crlbuilder import storeformat as sf
 from crlbuilder.model import Family
+from crlbuilder.store import format as sf
 
 DEFAULT_MAP_SIZE: Final = 64 << 30
 """64 GiB of address space: a sparse file, it costs only what is written."""
@@ -125,7 +125,7 @@ class Store:
         return sf.issuer_meta_list_decoder.decode(raw) if raw else []
 
     def mode(self, txn: Any = None) -> bytes:
-        """``b""`` for a store built from records, `storeformat.MODE_CRL_IMPORT` for a group appliance's."""
+        """``b""`` for a store built from records, `store.format.MODE_CRL_IMPORT` for a group appliance's."""
         return self._get(sf.DB_META, sf.META_MODE, txn) or b""
 
     def meta_u32(self, key: bytes, txn: Any = None) -> int:

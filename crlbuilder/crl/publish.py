@@ -22,7 +22,7 @@ After a compromise of a generation's key (発行者署名符号の漏えい等, 
 more. The generation's CRLs go on, under its own name and at its own
 distribution points (its records stay within their retention, Act §16), signed
 by the successor generation's CA key that the manifest names, certified for
-that name by the successor certificate (`crlbuilder.pki.successor_certificate`);
+that name by the successor certificate (`crlbuilder.demo.pki.successor_certificate`);
 the authorityKeyIdentifier is then the successor's, and the first CRL after the
 change of key is a full one (a delta is signed by the key of its base). With no
 successor in the manifest nothing is signed for the generation
@@ -48,14 +48,14 @@ import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from crlbuilder import storeformat as sf
 from crlbuilder.apply import past_retention
 from crlbuilder.config import DEFAULT_RETENTION_DAYS, CrlSection
-from crlbuilder.crl import encode_crl, write_crl_file
+from crlbuilder.crl.encode import encode_crl, write_crl_file
+from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Category
-from crlbuilder.signer import PemSigner
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 DAY = 86_400
 

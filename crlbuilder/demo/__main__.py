@@ -26,7 +26,7 @@ import msgspec
 
 from crlbuilder.model import Answer, CertStatus
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str) -> None:

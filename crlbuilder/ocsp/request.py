@@ -57,7 +57,7 @@ import binascii
 from typing import Final, NamedTuple
 from urllib.parse import unquote
 
-from crlbuilder.ocspsign import ResponseStatus
+from crlbuilder.ocsp.response import ResponseStatus
 
 
 class RequestError(Exception):

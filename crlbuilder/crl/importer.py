@@ -6,7 +6,7 @@ It has no issuance records, only CRLs, so its status store is built from them:
 this module owns that import. Each CRL (a file path or an http(s) URL, fetched
 with an optional bearer token) is
 
-- parsed (`crlparse`, strict DER) and matched to one issuer certificate of the
+- parsed (`crl.parse`, strict DER) and matched to one issuer certificate of the
   PKI manifest by issuer name (and authorityKeyIdentifier when present), and its
   signature verified with that certificate (after a compromise of a generation's
   key its CRLs carry its name but the successor's key: the manifest's successor
@@ -24,7 +24,7 @@ with an optional bearer token) is
   is bumped once; the issuer's `CrlState` records the CRL's number and times,
   and its nextUpdate, past which the responder refuses to answer.
 
-The store is marked ``mode = crl-import`` (`storeformat.META_MODE`): the
+The store is marked ``mode = crl-import`` (`store.format.META_MODE`): the
 responder then answers "good" for a serial the store does not hold. A store
 built from issuance records is refused, and so is every CRL that fails a check:
 a refused CRL leaves the store exactly as it was. What the CRL cannot say is
@@ -53,12 +53,12 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from crlbuilder import storeformat as sf
 from crlbuilder.apply import register_issuers
 from crlbuilder.build import issuer_table
-from crlbuilder.crlparse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
+from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
-from crlbuilder.store import Store
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 
 __all__ = [
     "CLOCK_SKEW",
@@ -95,7 +95,7 @@ _NO_HOLDER: Final = bytes(sf.HOLDER_BYTES)
 _ZERO_SERIAL: Final = bytes(sf.SERIAL_BYTES)
 
 # For speed (1M entries: ~1 s less than building each NamedTuple), the records'
-# own `pack` is applied to plain field tuples: the byte layout stays in storeformat.
+# own `pack` is applied to plain field tuples: the byte layout stays in store.format.
 _pack_status: Final[Callable[[tuple[int, int, int, int, int, int, int, int, bytes]], bytes]] = (
     sf.StatusRecord.pack  # type: ignore[assignment]
 )
@@ -131,7 +131,7 @@ def known_issuers(manifest: Manifest) -> list[KnownIssuer]:
     """Every issuer generation of the manifest (`build.issuer_table`), ready for matching.
 
     A generation with a successor certificate (its name, the successor's key: who signs
-    its CRLs after a compromise of its key, `crlbuilder.crlpublish`) is known by both.
+    its CRLs after a compromise of its key, `crlbuilder.crl.publish`) is known by both.
     """
     out = []
     successors = {i.id: i.successor_cert for i in manifest.issuers if i.successor_cert}

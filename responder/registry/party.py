@@ -1,0 +1,148 @@
+"""A checked party as workers see it (届出をした署名検証者等): `Party`, its `Grant`s, credentials, suspensions.
+
+The values `responder.registry.checks` builds from the file and `responder.registry.lookup`
+indexes; immutable, so every worker shares them. Japan calendar days (JST) become instants here.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
+from typing import Final
+
+import msgspec
+
+from crlbuilder.der import der_length
+from crlbuilder.model import Family
+from responder.registry.vocabulary import (
+    AuthMethod,
+    Method,
+    Service,
+    Title,
+)
+
+JST: Final = timezone(timedelta(hours=9), "JST")
+
+
+# --- what the workers use --------------------------------------------------------------
+
+
+def directory_name(name_der: bytes) -> bytes:
+    """The DER of GeneralName ``directoryName`` ([4], explicit: a Name is a CHOICE) holding
+    the Name ``name_der``: how a signed OCSP request's requestorName names a certificate
+    subject (RFC 6960 §4.1.1, RFC 5280 §4.2.1.6)."""
+    return b"\xa4" + der_length(len(name_der)) + name_der
+
+
+def day_start(d: date) -> float:
+    """The first second (epoch) of a Japan calendar day."""
+    return datetime.combine(d, dtime(0), tzinfo=JST).timestamp()
+
+
+class CredentialInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One usable credential: what to match and when it is valid."""
+
+    label: str
+    kind: AuthMethod
+    key: bytes
+    """SHA-256 of the token, or of the certificate's DER."""
+    not_before: float = -math.inf
+    not_after: float = math.inf
+    """Valid while ``not_before <= now < not_after`` (epoch seconds)."""
+    spki: bytes = b""
+    """The certificate's SubjectPublicKeyInfo DER (certificate kinds)."""
+    subject: bytes = b""
+    """The certificate's subject Name DER (certificate kinds): the requestorName a signed
+    OCSP request names it by (RFC 6960 §4.1.2)."""
+
+    def valid_at(self, now: float) -> bool:
+        return self.not_before <= now < self.not_after
+
+
+class Grant(msgspec.Struct, frozen=True):
+    """An agreed service: for which families, by which methods, until when."""
+
+    families: frozenset[Family]
+    methods: frozenset[Method]
+    until: float = math.inf
+    """The lapse of the Act §17(1)(5),(6) certification (Act §17(2)), if any."""
+
+
+class SuspensionWindow(msgspec.Struct, frozen=True):
+    """Services stopped from ``since`` until ``until`` under ``article``."""
+
+    services: frozenset[Service]
+    since: float
+    until: float
+    article: str
+
+
+class PartyState(enum.Enum):
+    ACTIVE = "active"
+    NOT_STARTED = "not-started"
+    """Before the notified start date (提供を開始する日)."""
+    SUSPENDED = "suspended"
+    """Some service stopped (提供の停止)."""
+    ENDED = "ended"
+
+
+class Party(msgspec.Struct, frozen=True, kw_only=True):
+    """A registered party as the workers use it (read by `responder.policy.decide`)."""
+
+    id: str
+    name: str
+    titles: frozenset[Title]
+    families: frozenset[Family]
+    """Families it may receive revocation information or CRL files about."""
+    auth: frozenset[AuthMethod]
+    """The kinds of credential it holds."""
+    cert_public_keys: tuple[bytes, ...]
+    """SubjectPublicKeyInfo DER of each signed-request certificate."""
+    group: str | None = None
+    """For a 署名確認者: its 団体署名検証者's id."""
+    start: float = -math.inf
+    end: float = math.inf
+    end_article: str = ""
+    grants: dict[Service, Grant] = msgspec.field(default_factory=dict)
+    suspensions: tuple[SuspensionWindow, ...] = ()
+    credentials: tuple[CredentialInfo, ...] = ()
+    requests_per_second: int | None = None
+    """Agreed quota (取決め), across all workers; None: no limit."""
+    requests_per_day: int | None = None
+    crl_cycle_seconds: int = 0
+    """At most one download of each CRL file (issuer generation, full or delta) per this many
+    seconds (周期, Ord §31(2)); 0: no limit."""
+
+    def may_receive(self, family: Family, now: float | None = None) -> bool:
+        """True if it may now receive revocation information or a CRL file about ``family``."""
+        t = time.time() if now is None else now
+        if not self.start <= t < self.end:
+            return False
+        services = (
+            (Service.SIGN_REVOCATION_INFO, Service.SIGN_CRL_FILE)
+            if family.is_sign
+            else (Service.AUTH_REVOCATION_INFO, Service.AUTH_CRL_FILE)
+        )
+        for s in services:
+            g = self.grants.get(s)
+            if g is not None and family in g.families and t < g.until and not self.suspended(s, t):
+                return True
+        return False
+
+    def suspended(self, service: Service, now: float) -> SuspensionWindow | None:
+        for s in self.suspensions:
+            if service in s.services and s.since <= now < s.until:
+                return s
+        return None
+
+    def state(self, now: float) -> PartyState:
+        if now >= self.end:
+            return PartyState.ENDED
+        if now < self.start:
+            return PartyState.NOT_STARTED
+        if any(s.since <= now < s.until for s in self.suspensions):
+            return PartyState.SUSPENDED
+        return PartyState.ACTIVE
