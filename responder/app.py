@@ -5,7 +5,15 @@
                             (405, Allow: GET): an answer's length is known only once it is
                             signed, and a HEAD provides nothing, so it must neither sign
                             nor count in the ledger (帳簿, Act §40)
-    GET  /crl/{file}.crl    the current CRL files, for parties that may receive the family
+    GET  /crl/{file}.crl    the current CRL files, for parties that may receive the family;
+                            served from memory maps (`responder.crlfiles`), with
+                            Last-Modified and ETag. HEAD answers what GET would (the
+                            same status and header fields, the body left out) and
+                            provides nothing: no ledger count (帳簿, Act §40), and
+                            neither the quota nor the party's CRL cycle (周期, Ord
+                            §31(2)) is used
+    GET  /reports/YYYY[.csv|.json]  the yearly report (報告書, Act §41), public; rendered at
+                            most once per ``[ledger] collect_interval`` per year and format
     GET  /announcements[.json|.atom]  CA compromise announcements (`responder.announce`), public
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
@@ -56,6 +64,7 @@ from crlbuilder.ocsp.response import ResponseStatus
 from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, policy
 from responder.config import ResponderConfig
+from responder.crlfiles import CrlFiles
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
 from responder.limits import FILE_NAME as LIMITS_FILE
@@ -76,7 +85,7 @@ from responder.registry.party import Party
 from responder.registry.schema import RegistryError
 from responder.registry.vocabulary import Method, Service
 from responder.report import Format as ReportFormat
-from responder.report import parse_report_path, render_year
+from responder.report import ReportCache, parse_report_path, render_year
 from responder.signing import SigningPool
 
 _log: Final = logging.getLogger("responder.app")
@@ -94,6 +103,9 @@ _UNAUTHORIZED_HTTP: Final = Response(
 _FORBIDDEN: Final = Response(403, b"forbidden\n", TEXT)
 _METRICS_ELSEWHERE: Final = Response(
     404, b"not found: /metrics is served on the admin listener ([metrics] host, port)\n", TEXT
+)
+_REPORTS_BUSY: Final = Response(
+    503, b"busy: too many reports being rendered, retry\n", TEXT, ((b"retry-after", b"1"),)
 )
 _UNSUPPORTED: Final = Response(415, b"content type must be application/ocsp-request\n", TEXT)
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
@@ -165,8 +177,11 @@ class JpkiApp:
             good_validity_seconds=config.ocsp.good_validity_seconds,
             cache_entries=config.ocsp.good_cache_entries,
         )
-        self.crl_dir = Path(config.store.crl_dir) if config.store.crl_dir else None
+        self.crl_files = CrlFiles(Path(config.store.crl_dir)) if config.store.crl_dir else None
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="report")
+        self.reports = ReportCache(
+            self._render_report, self.pool, max_age=config.ledger.collect_interval
+        )
         self.signing: SigningPool[Ready] = SigningPool(
             config.ocsp.sign_threads, config.ocsp.sign_queue_per_party
         )
@@ -216,6 +231,7 @@ class JpkiApp:
         (the log says what is wrong and where)."""
         self.config = config
         self.access_log.configure(config.log)
+        self.reports.max_age = config.ledger.collect_interval
         self.signing.queue.per_party = config.ocsp.sign_queue_per_party
         try:
             registry = Registry.load(config.registry.path)
@@ -424,12 +440,20 @@ class JpkiApp:
         return Response(200, b"ready\n", TEXT)
 
     def _crl(self, req: Request, name: bytes) -> Response:
+        """A CRL file (失効情報ファイル) for a party whose agreement includes it.
+
+        GET provides it: the quota and the party's cycle for that file (周期, Ord §31(2),
+        §33(2), §62(2)) are used and the ledger counts one (帳簿, Act §40). HEAD goes
+        through the same checks and gets the same answer without the body; it provides
+        nothing, so nothing is counted or used.
+        """
+        provide = req.method == b"GET"
         party = access.by_transport(self.registry, req)
         if party is None:
             req.note = _NOTE_CRL_UNAUTHENTICATED
             return _UNAUTHORIZED_HTTP
         req.note = ("crl", "", "", "", party.id, "", "")
-        if self.crl_dir is None:
+        if self.crl_files is None:
             return _NOT_FOUND
         try:
             fname = name.decode("ascii")
@@ -449,50 +473,61 @@ class JpkiApp:
             assert isinstance(verdict, policy.Refused)
             req.note = ("crl", "", "", family, party.id, "", verdict.rule.value)
             return problem(403, verdict)
-        wait = self.limits.admit(party, now)
+        wait = self.limits.admit(party, now, record=provide)
         if wait is not None:
             req.note = ("crl", "", "", family, party.id, "", policy.Rule.QUOTA.value)
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
-        try:
-            body = (self.crl_dir / fname).read_bytes()
-        except OSError:
+        crl = self.crl_files.get(fname)
+        if crl is None:
             req.note = ("crl", "", "", family, party.id, "", "")
             return _NOT_FOUND
         kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
-        wait = self.limits.admit_crl(party, view.index, kind, now)
+        wait = self.limits.admit_crl(party, view.index, kind, now, record=provide)
         if wait is not None:
             req.note = ("crl", "", "", family, party.id, "", policy.Rule.CYCLE.value)
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
         req.note = ("crl", "", "", family, party.id, "", "")
-        self.ledger.count(party.id, service, Method.CRL_FILE, 1)
-        return Response(200, body, CRL)
+        if provide:
+            self.ledger.count(party.id, service, Method.CRL_FILE, 1)
+        return Response(200, crl.body, CRL, crl.headers)
 
     def _report(self, path: bytes) -> Response | asyncio.Future[Response]:
-        """/reports/YYYY[.csv|.json]: the yearly report (報告書, Act §41), open to anyone (Ord §72(2))."""
+        """/reports/YYYY[.csv|.json]: the yearly report (報告書, Act §41), open to anyone (Ord §72(2)).
+
+        Rendered at most once per ``[ledger] collect_interval`` per year and format, in the
+        report threads (`responder.report.ReportCache`): a flood of requests is answered
+        from the last rendering, and at most a few renders wait at once (then 503).
+        """
         parsed = parse_report_path(path)
         if parsed is None:
             return _NOT_FOUND
         year, fmt = parsed
-        return asyncio.ensure_future(self._render_report(year, fmt))
+        hit = self.reports.fresh(year, fmt)
+        if hit is not None:
+            return Response(200, hit[0], hit[1], _NO_STORE)
+        return asyncio.ensure_future(self._serve_report(year, fmt))
 
-    async def _render_report(self, year: int, fmt: ReportFormat) -> Response:
-        def render() -> tuple[bytes, bytes]:
-            ledger = Ledger.open(self.config.ledger.dir)
-            try:
-                ledger.collect()
-            finally:
-                ledger.close()
-            names = {p.id: p.name for p in self.registry.parties.values()}
-            ledger = Ledger.open(self.config.ledger.dir, readonly=True)
-            try:
-                return render_year(ledger, year, fmt, registry_names=names)
-            finally:
-                ledger.close()
+    async def _serve_report(self, year: int, fmt: ReportFormat) -> Response:
+        got = await self.reports.get(year, fmt)
+        if got is None:
+            return _REPORTS_BUSY
+        return Response(200, got[0], got[1], _NO_STORE)
 
-        body, ctype = await asyncio.get_running_loop().run_in_executor(self.pool, render)
-        return Response(200, body, ctype, _NO_STORE)
+    def _render_report(self, year: int, fmt: ReportFormat) -> tuple[bytes, bytes]:
+        """One rendering (in a report thread): the workers' ledger files merged, then the year."""
+        ledger = Ledger.open(self.config.ledger.dir)
+        try:
+            ledger.collect()
+        finally:
+            ledger.close()
+        names = {p.id: p.name for p in self.registry.parties.values()}
+        ledger = Ledger.open(self.config.ledger.dir, readonly=True)
+        try:
+            return render_year(ledger, year, fmt, registry_names=names)
+        finally:
+            ledger.close()
 
     def _registry_loop(self) -> None:
         while not self._stop.wait(1.0):

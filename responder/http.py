@@ -143,7 +143,9 @@ class Response(msgspec.Struct, frozen=True, gc=False):
     """The app's answer; frozen so one instance can be cached and sent many times."""
 
     status: int
-    body: bytes
+    body: bytes | memoryview
+    """A memoryview (of a memory-mapped file, say) is written from as is, never copied
+    whole; the layer keeps it referenced until its last byte is written."""
     content_type: bytes
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()
     """Further header fields (name, value); the layer adds Server, Date, Content-Type,
@@ -168,7 +170,11 @@ class App(Protocol):
 
 
 class HttpHooks(Protocol):
-    """Callbacks for metrics; `HttpServer` calls none of them when it has no hooks."""
+    """Callbacks for metrics; `HttpServer` calls none of them when it has no hooks.
+
+    Optional, called when present: ``on_connection_evicted() -> None``, an unattributed
+    connection displaced by a newer one (counted in `HttpServer.evicted`), before its 503.
+    """
 
     def on_connection_open(self) -> None: ...
 
@@ -352,6 +358,9 @@ class HttpServer:
             for old in self.unattributed:  # oldest first
                 if old.waits_on_client():
                     self.evicted += 1
+                    on_evicted = getattr(self.hooks, "on_connection_evicted", None)
+                    if on_evicted is not None:
+                        on_evicted()
                     old.evict()
                     break
             else:
@@ -909,7 +918,8 @@ class HttpProtocol(asyncio.Protocol):
             keep = False
         body = resp.body
         stream = len(body) > STREAM_ABOVE and not (req is not None and req.method == b"HEAD")
-        payload = b"" if stream or (req is not None and req.method == b"HEAD") else body
+        # bytes(body): the same object for bytes; a small memoryview's bytes (the join copies anyway)
+        payload = b"" if stream or (req is not None and req.method == b"HEAD") else bytes(body)
         if keep:
             conn = (
                 b"" if req is None or req.http_version != b"1.0" else b"Connection: keep-alive\r\n"

@@ -155,8 +155,11 @@ class LimitsTable:
 
     # --- the decisions ---------------------------------------------------------------
 
-    def admit(self, party: Party, now: float) -> Wait | None:
-        """Count one request of ``party`` if its quotas allow it; else which quota and the wait."""
+    def admit(self, party: Party, now: float, *, record: bool = True) -> Wait | None:
+        """Count one request of ``party`` if its quotas allow it; else which quota and the wait.
+
+        ``record=False`` (a HEAD, which provides nothing): the same answer, nothing counted.
+        """
         if party.requests_per_second is None and party.requests_per_day is None:
             return None
         key = b"q/" + party.id.encode()
@@ -171,6 +174,8 @@ class LimitsTable:
             return Wait(Limit.SECOND, _ceil(sec + 1 - now))
         if party.requests_per_day is not None and in_day >= party.requests_per_day:
             return Wait(Limit.DAY, _ceil((day + 1) * _DAY - _JST - now))
+        if not record:
+            return None
         own = self._slot(self.index, key, allocate=True)
         if own < 0:
             return Wait(Limit.TABLE_FULL, 60)
@@ -185,15 +190,21 @@ class LimitsTable:
         )
         return None
 
-    def admit_crl(self, party: Party, issuer_index: int, kind: CrlKind, now: float) -> Wait | None:
+    def admit_crl(
+        self, party: Party, issuer_index: int, kind: CrlKind, now: float, *, record: bool = True
+    ) -> Wait | None:
         """Admit a download of one CRL file (an issuer generation's full or delta CRL) unless
-        the party downloaded that same file less than the agreed cycle ago (周期)."""
+        the party downloaded that same file less than the agreed cycle ago (周期).
+
+        ``record=False`` (a HEAD): the same answer, the cycle not used."""
         if party.crl_cycle_seconds <= 0:
             return None
         key = f"c/{party.id}/{issuer_index}/{kind}".encode()
         last = max((v[0] for v in self._values(key)), default=0)
         if last and now - last < party.crl_cycle_seconds:
             return Wait(Limit.CYCLE, _ceil(last + party.crl_cycle_seconds - now))
+        if not record:
+            return None
         own = self._slot(self.index, key, allocate=True)
         if own < 0:
             return Wait(Limit.TABLE_FULL, 60)
