@@ -403,6 +403,12 @@ class WorkerMetrics:
             "render_interval per worker; the scrapes in between get the last text).",
             registry=None,
         )
+        self.evictions = Counter(
+            "jpkiva_connections_evicted",
+            "Connections not yet attributed to a party displaced by newer ones (503 and a "
+            "close: [server.limits] max_unattributed or max_connections reached).",
+            registry=None,
+        )
         for source in SOURCES:
             self.answers.labels(source)
         for rule in RULES:
@@ -430,6 +436,8 @@ class WorkerMetrics:
         """Fresh signatures per party since the flush."""
         self._open = 0
         self._open_flushed = 0
+        self._evicted = 0
+        """Connections displaced since the flush."""
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         with contextlib.suppress(RuntimeError):
@@ -447,6 +455,10 @@ class WorkerMetrics:
 
     def on_connection_close(self) -> None:
         self._open -= 1
+
+    def on_connection_evicted(self) -> None:
+        """`responder.http.HttpServer` displaced an unattributed connection (optional hook)."""
+        self._evicted += 1
 
     def on_request_done(self, req: Request, resp: Response, seconds: float) -> None:
         note = req.note
@@ -527,6 +539,9 @@ class WorkerMetrics:
         signed_by, self._signed_by = self._signed_by, {}
         for party, n in signed_by.items():
             self.signatures.labels(party).inc(n)
+        evicted, self._evicted = self._evicted, 0
+        if evicted:
+            self.evictions.inc(evicted)
         if self._open != self._open_flushed:
             self._open_flushed = self._open
             self.open_connections.set(self._open)

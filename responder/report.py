@@ -10,7 +10,8 @@ renderings: `to_json`, `to_csv` and `to_html` (a self-contained page: Japanese
 headings with English, a chart of monthly volumes per kind as inline SVG, no
 JavaScript and no external assets, so it renders offline). It also owns
 ``responder report`` (`add_cli`) and the helpers the app uses to serve
-``/reports/YYYY`` (`parse_report_path`, `render_year`).
+``/reports/YYYY`` (`parse_report_path`, `render_year`, and `ReportCache`: each
+rendering at most once per interval, however many requests come).
 
 The report only ever sees counts keyed by party id, kind, method and month:
 no personal data and no serial numbers can reach it. Party names come from the
@@ -23,14 +24,19 @@ of the status store: about two seconds per million certificates).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
+import functools
 import html
 import io
 import math
 import os
 import re
 import sys
+import time
+from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Executor
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final, Literal
@@ -48,6 +54,7 @@ __all__ = [
     "ProvisionLine",
     "RecipientReport",
     "Report",
+    "ReportCache",
     "add_cli",
     "build_report",
     "load_registry_names",
@@ -542,6 +549,82 @@ def render_year(
         ledger, year, registry_names=registry_names, issuance_counts=issuance_counts
     )
     return render(report, fmt)
+
+
+class ReportCache:
+    """The rendered answers of ``/reports/YYYY[.fmt]``, so that a flood of requests for the
+    public report cannot keep a worker rendering (issue 10, item 5: the public routes must
+    not starve the registered parties).
+
+    Per (year, format), a render runs at most once per ``max_age`` seconds: requests
+    within it get the bytes rendered last (`fresh`, on the event loop, no render), and
+    requests that come while a render runs wait for that same render (`get`). Renders
+    run in ``executor``; at most ``max_renders`` wait or run at once, and `get` answers
+    None for a request that would need one more (the app says 503 and Retry-After). At
+    most ``max_entries`` answers are kept (least recently asked for goes first), so
+    asking for many years costs renders, bounded as said, never memory. An answer is at
+    most ``max_age`` plus one render's time old.
+    """
+
+    def __init__(
+        self,
+        render: Callable[[int, Format], tuple[bytes, bytes]],
+        executor: Executor,
+        *,
+        max_age: float,
+        max_entries: int = 32,
+        max_renders: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.render = render
+        self.executor = executor
+        self.max_age = max_age
+        self.max_entries = max_entries
+        self.max_renders = max_renders
+        self.clock = clock
+        self.renders = 0
+        """Renders started since the cache was made."""
+        self._done: OrderedDict[tuple[int, Format], tuple[float, tuple[bytes, bytes]]] = (
+            OrderedDict()
+        )
+        self._running: dict[tuple[int, Format], asyncio.Future[tuple[bytes, bytes]]] = {}
+
+    def fresh(self, year: int, fmt: Format) -> tuple[bytes, bytes] | None:
+        """(body, Content-Type) rendered less than ``max_age`` ago, else None."""
+        key = (year, fmt)
+        done = self._done.get(key)
+        if done is None or not 0 <= self.clock() - done[0] < self.max_age:
+            return None
+        self._done.move_to_end(key)
+        return done[1]
+
+    async def get(self, year: int, fmt: Format) -> tuple[bytes, bytes] | None:
+        """(body, Content-Type), rendered now or by the render already running; None when
+        ``max_renders`` renders wait or run. Call it on the event loop's thread."""
+        hit = self.fresh(year, fmt)
+        if hit is not None:
+            return hit
+        key = (year, fmt)
+        running = self._running.get(key)
+        if running is None:
+            if len(self._running) >= self.max_renders:
+                return None
+            self.renders += 1
+            loop = asyncio.get_running_loop()
+            running = loop.run_in_executor(self.executor, self.render, year, fmt)
+            self._running[key] = running
+            running.add_done_callback(functools.partial(self._finished, key))
+        # shielded: a client that goes away does not cancel the render the others wait for
+        return await asyncio.shield(running)
+
+    def _finished(self, key: tuple[int, Format], done: asyncio.Future[tuple[bytes, bytes]]) -> None:
+        del self._running[key]
+        if done.cancelled() or done.exception() is not None:
+            return  # not kept: the waiting requests get the failure, the next one renders
+        self._done[key] = (self.clock(), done.result())
+        self._done.move_to_end(key)
+        while len(self._done) > self.max_entries:
+            self._done.popitem(last=False)
 
 
 def load_registry_names(path: Path) -> dict[str, str]:
