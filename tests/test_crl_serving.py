@@ -1,0 +1,143 @@
+"""CRL files (失効情報ファイル) through the real responder: HEAD provides nothing, downloads hold
+no copies, a replaced file is served new (follow-ups of issue 10, items 7 and 11).
+
+- HEAD ``/crl/{file}`` answered what GET answers, and counted in the ledger (帳簿, Act §40)
+  and used up the party's CRL cycle (周期, Ord §31(2)) for nothing: now it answers the
+  header fields, counts nothing and uses nothing.
+- Each download read the file into a copy of its own, held until the client had read
+  it: N slow downloads of a large CRL grew the worker by N × the file. Now every
+  download is a view of one memory map per file per worker.
+- crlbuilder replaces a CRL by renaming a new file over it: the next request gets the
+  new file, a download in flight finishes with the old one, whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import socket
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.conftest import Built, run_tool
+from tests.test_http_hardening import _counted, _request
+from tests.test_responder_interop import Server, start_server
+
+FILE = "sign-card-g1.crl"
+"""A full CRL that sig-verifier (a 署名検証者, Act §18(1)) may download."""
+PARTY = "sig-verifier"
+
+
+def _crl_dir(built: Built, d: Path) -> Path:
+    """A copy of the demo CRL directory that the test may replace files in."""
+    crl = d / "crl"
+    shutil.copytree(built.crl_dir, crl)
+    return crl
+
+
+def test_head_on_a_crl_neither_counts_nor_uses_the_cycle(built: Built, tmp_path: Path) -> None:
+    with start_server(built, tmp_path) as s:
+        run_tool(
+            "responder", "registry", "update", "--id", PARTY, "--crl-cycle", "3600",
+            "--registry", str(s.registry), "--actor", "test",
+        )  # fmt: skip
+        time.sleep(1.2)  # the workers take the change within a second
+        token = s.token(PARTY)
+        size = (built.crl_dir / FILE).stat().st_size
+        for _ in range(5):
+            head = _request(s, "HEAD", f"/crl/{FILE}", token)
+            assert head.status == 200
+            assert int(head.getheader("Content-Length") or -1) == size
+            assert head.getheader("Last-Modified") and head.getheader("ETag")
+        assert _counted(tmp_path / "ledger", PARTY) == 0
+        get = _request(s, "GET", f"/crl/{FILE}", token)  # the cycle was not used by the HEADs
+        assert get.status == 200 and get.getheader("ETag") == head.getheader("ETag")
+        assert _counted(tmp_path / "ledger", PARTY) == 1
+        # within the cycle: GET and HEAD both refused, and still one count
+        assert _request(s, "GET", f"/crl/{FILE}", token).status == 429
+        refused = _request(s, "HEAD", f"/crl/{FILE}", token)
+        assert refused.status == 429 and refused.getheader("Retry-After")
+        assert _counted(tmp_path / "ledger", PARTY) == 1
+
+
+def _workers(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _rss_anon(pids: list[int]) -> int:
+    """Anonymous resident memory of ``pids`` in bytes (copies; mapped file pages are not in it)."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+@contextlib.contextmanager
+def _unread_downloads(s: Server, name: str, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connections that ask for ``name`` and do not read (small receive buffers)."""
+    host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+    request = (
+        f"GET /crl/{name} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {s.token(PARTY)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.settimeout(10)
+            sock.connect((host, int(port)))
+            sock.sendall(request)
+            socks.append(sock)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _body(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head[:100]
+    return body
+
+
+def test_slow_downloads_share_one_map_and_a_replaced_file_is_served_new(
+    built: Built, tmp_path: Path
+) -> None:
+    size, count = 8 << 20, 16
+    crl = _crl_dir(built, tmp_path)
+    old = os.urandom(size)  # not a CRL: the responder serves the file's bytes as they are
+    (crl / FILE).write_bytes(old)
+    with start_server(built, tmp_path, extra=("--crl-dir", str(crl))) as s:
+        workers = _workers(s.pid)
+        assert len(workers) == 2
+        for _ in range(4):  # each worker maps the file once (whichever answers)
+            assert _request(s, "GET", f"/crl/{FILE}", s.token(PARTY)).status == 200
+        before = _rss_anon(workers)
+        with _unread_downloads(s, FILE, count) as socks:
+            time.sleep(1.0)  # every request answered, its body waiting for the client
+            grown = _rss_anon(workers) - before
+            # replaced by rename, as crlbuilder publishes: the next request gets the new file
+            new = os.urandom(size // 2)
+            (crl / f"{FILE}.tmp").write_bytes(new)
+            os.replace(crl / f"{FILE}.tmp", crl / FILE)
+            host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request(
+                "GET", f"/crl/{FILE}", headers={"Authorization": f"Bearer {s.token(PARTY)}"}
+            )
+            assert conn.getresponse().read() == new
+            conn.close()
+            # the downloads begun before the replacement finish with the old file, whole
+            assert all(_body(sock) == old for sock in socks)
+    # a copy per download would be count × size (128 MiB); views of one map cost none
+    assert grown < 2 * size, f"workers grew by {grown >> 20} MiB for {count} downloads"
