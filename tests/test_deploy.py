@@ -73,6 +73,7 @@ BIN = Path(sys.executable).parent
 # docs/operations.md, "Metrics".
 METRICS = frozenset(
     {
+        "jpkiva_connections_evicted_total",
         "jpkiva_crl_bytes",
         "jpkiva_crl_entries",
         "jpkiva_crl_last_produced_timestamp_seconds",

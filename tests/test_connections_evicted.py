@@ -1,0 +1,65 @@
+"""``jpkiva_connections_evicted_total``: the displacements of issue 10, item 4, made visible.
+
+Connections not yet attributed to a registered party have a budget of their own
+(``[server.limits] max_unattributed``); a new connection beyond it displaces the oldest
+one waiting on its client (503 and a close). `responder.http.HttpServer` counted these
+(``evicted``) but nothing exported the count, so operators could not see a slowloris
+flood being shed. Through the real server: every connection that was displaced (its
+client read a 503) is one in the counter, summed over the workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Built
+from tests.test_responder_interop import start_server
+
+METRIC = "jpkiva_connections_evicted_total"
+
+
+def _evicted(metrics_url: str) -> float:
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == METRIC
+    )
+
+
+def test_displaced_unattributed_connections_are_counted(built: Built, tmp_path: Path) -> None:
+    limits = ("--max-connections", "50", "--max-unattributed", "4", "--header-timeout", "30")
+    with start_server(built, tmp_path, extra=limits) as s:
+        assert _evicted(s.metrics_url) == 0  # exported before any displacement
+        host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+        socks = []
+        try:
+            for _ in range(20):  # slowloris: headers begun, never finished
+                sock = socket.create_connection((host, int(port)), timeout=5)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")
+                socks.append(sock)
+                time.sleep(0.02)  # in order, so that each displaces the oldest
+            time.sleep(0.3)
+            refused = 0
+            for sock in socks:
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):  # nothing yet: still held
+                    refused += sock.recv(4096).startswith(b"HTTP/1.1 503 ")
+        finally:
+            for sock in socks:
+                sock.close()
+        # two workers, four unattributed connections each: at least 20 - 8 displaced
+        assert refused >= 12
+        deadline = time.monotonic() + 5  # counts reach /metrics within a flush interval (1 s)
+        while _evicted(s.metrics_url) != refused and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _evicted(s.metrics_url) == refused
