@@ -138,3 +138,33 @@ def test_crl_refusals_name_the_limit_and_the_real_wait(app: JpkiApp) -> None:
     )
     wait = int(dict(day.extra_headers)[b"retry-after"])
     assert midnight.timestamp() - before - 2 <= wait <= midnight.timestamp() - before + 2
+
+
+def test_a_burst_of_report_requests_renders_once_per_interval(app: JpkiApp) -> None:
+    """Issue 10.5, "same care for /reports/": every GET /reports/YYYY merged the ledger and
+    rendered the year again, so a flood kept the workers' report threads busy. Now one render
+    per (year, format) per ``[ledger] collect_interval``; the requests in between are
+    answered from it, most without leaving the event loop."""
+    now = [time.monotonic()]
+    clock = app.reports.clock
+    app.reports.clock = lambda: now[0]
+    path = b"/reports/2027.csv"  # a year no other test asked for
+
+    async def burst(n: int) -> tuple[list[Response], int]:
+        got = [app.handle(request(b"GET", path)) for _ in range(n)]
+        sync = sum(isinstance(g, Response) for g in got)
+        return [g if isinstance(g, Response) else await g for g in got], sync
+
+    try:
+        renders = app.reports.renders
+        first, _ = asyncio.run(burst(50))
+        assert app.reports.renders == renders + 1
+        assert {r.status for r in first} == {200} and len({bytes(r.body) for r in first}) == 1
+        again, sync = asyncio.run(burst(50))
+        assert sync == 50 and app.reports.renders == renders + 1
+        assert again[0].body == first[0].body
+        now[0] += app.config.ledger.collect_interval
+        asyncio.run(burst(50))
+        assert app.reports.renders == renders + 2
+    finally:
+        app.reports.clock = clock
