@@ -105,8 +105,10 @@ _METRICS_ELSEWHERE: Final = Response(
     404, b"not found: /metrics is served on the admin listener ([metrics] host, port)\n", TEXT
 )
 _REPORTS_BUSY: Final = Response(
-    503, b"busy: too many reports being rendered, retry\n", TEXT, ((b"retry-after", b"1"),)
+    429, b"too many reports being rendered, retry\n", TEXT, ((b"retry-after", b"1"),)
 )
+"""429, not 503: a flood of the public route is the clients' doing, and a 5xx would count
+toward the operators' error-ratio alert (JpkiVaErrorRatioHigh), which anyone could trip."""
 _UNSUPPORTED: Final = Response(415, b"content type must be application/ocsp-request\n", TEXT)
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
 _OCSP_ERRORS: Final[dict[int, Response]] = {
@@ -498,7 +500,7 @@ class JpkiApp:
 
         Rendered at most once per ``[ledger] collect_interval`` per year and format, in the
         report threads (`responder.report.ReportCache`): a flood of requests is answered
-        from the last rendering, and at most a few renders wait at once (then 503).
+        from the last rendering, and at most a few renders wait at once (then 429).
         """
         parsed = parse_report_path(path)
         if parsed is None:

@@ -37,6 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Final, Literal
@@ -551,6 +552,10 @@ def render_year(
     return render(report, fmt)
 
 
+_Key = tuple[int, Format]
+
+
+@dataclass(eq=False)
 class ReportCache:
     """The rendered answers of ``/reports/YYYY[.fmt]``, so that a flood of requests for the
     public report cannot keep a worker rendering (issue 10, item 5: the public routes must
@@ -560,34 +565,27 @@ class ReportCache:
     within it get the bytes rendered last (`fresh`, on the event loop, no render), and
     requests that come while a render runs wait for that same render (`get`). Renders
     run in ``executor``; at most ``max_renders`` wait or run at once, and `get` answers
-    None for a request that would need one more (the app says 503 and Retry-After). At
+    None for a request that would need one more (the app says 429 and Retry-After). At
     most ``max_entries`` answers are kept (least recently asked for goes first), so
     asking for many years costs renders, bounded as said, never memory. An answer is at
     most ``max_age`` plus one render's time old.
     """
 
-    def __init__(
-        self,
-        render: Callable[[int, Format], tuple[bytes, bytes]],
-        executor: Executor,
-        *,
-        max_age: float,
-        max_entries: int = 32,
-        max_renders: int = 4,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.render = render
-        self.executor = executor
-        self.max_age = max_age
-        self.max_entries = max_entries
-        self.max_renders = max_renders
-        self.clock = clock
-        self.renders = 0
-        """Renders started since the cache was made."""
-        self._done: OrderedDict[tuple[int, Format], tuple[float, tuple[bytes, bytes]]] = (
-            OrderedDict()
-        )
-        self._running: dict[tuple[int, Format], asyncio.Future[tuple[bytes, bytes]]] = {}
+    render: Callable[[int, Format], tuple[bytes, bytes]]
+    executor: Executor
+    _: KW_ONLY
+    max_age: float
+    max_entries: int = 32
+    max_renders: int = 4
+    clock: Callable[[], float] = time.monotonic
+    renders: int = 0
+    """Renders started since the cache was made."""
+    _done: OrderedDict[_Key, tuple[float, tuple[bytes, bytes]]] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
+    _running: dict[_Key, asyncio.Future[tuple[bytes, bytes]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def fresh(self, year: int, fmt: Format) -> tuple[bytes, bytes] | None:
         """(body, Content-Type) rendered less than ``max_age`` ago, else None."""
@@ -617,7 +615,7 @@ class ReportCache:
         # shielded: a client that goes away does not cancel the render the others wait for
         return await asyncio.shield(running)
 
-    def _finished(self, key: tuple[int, Format], done: asyncio.Future[tuple[bytes, bytes]]) -> None:
+    def _finished(self, key: _Key, done: asyncio.Future[tuple[bytes, bytes]]) -> None:
         del self._running[key]
         if done.cancelled() or done.exception() is not None:
             return  # not kept: the waiting requests get the failure, the next one renders

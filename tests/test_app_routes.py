@@ -146,7 +146,7 @@ def test_a_burst_of_report_requests_renders_once_per_interval(app: JpkiApp) -> N
     per (year, format) per ``[ledger] collect_interval``; the requests in between are
     answered from it, most without leaving the event loop."""
     now = [time.monotonic()]
-    clock = app.reports.clock
+    clock, max_renders = app.reports.clock, app.reports.max_renders
     app.reports.clock = lambda: now[0]
     path = b"/reports/2027.csv"  # a year no other test asked for
 
@@ -166,5 +166,10 @@ def test_a_burst_of_report_requests_renders_once_per_interval(app: JpkiApp) -> N
         now[0] += app.config.ledger.collect_interval
         asyncio.run(burst(50))
         assert app.reports.renders == renders + 2
+        # renders already waiting at the bound: refused with 429 (a 5xx would page operators)
+        app.reports.max_renders = 0
+        busy = answer(app, request(b"GET", b"/reports/2028.json"))
+        assert busy.status == 429 and dict(busy.extra_headers)[b"retry-after"] == b"1"
     finally:
         app.reports.clock = clock
+        app.reports.max_renders = max_renders

@@ -85,7 +85,9 @@ def test_renders_waiting_at_once_are_bounded(pool: ThreadPoolExecutor) -> None:
         return list(await task)
 
     got = asyncio.run(many_years())
-    assert [g is not None for g in got] == [True] * 3 + [False] * 7  # 503 for the rest
+    assert [g is not None for g in got] == [True] * 3 + [
+        False
+    ] * 7  # the app answers 429 to the rest
     assert cache.renders == len(render.calls) == 3
 
 
