@@ -85,9 +85,8 @@ def test_renders_waiting_at_once_are_bounded(pool: ThreadPoolExecutor) -> None:
         return list(await task)
 
     got = asyncio.run(many_years())
-    assert [g is not None for g in got] == [True] * 3 + [
-        False
-    ] * 7  # the app answers 429 to the rest
+    # three renders; None (the app answers 429) to the rest
+    assert [g is not None for g in got] == [True] * 3 + [False] * 7
     assert cache.renders == len(render.calls) == 3
 
 
