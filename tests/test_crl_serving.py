@@ -101,8 +101,18 @@ def _unread_downloads(s: Server, name: str, count: int) -> Iterator[list[socket.
             sock.close()
 
 
-def _body(sock: socket.socket) -> bytes:
+def _answered(sock: socket.socket) -> bytearray:
+    """What the client has read once the answer's header has come (the download has begun)."""
     data = bytearray()
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "closed before the answer"
+        data += chunk
+    return data
+
+
+def _body(sock: socket.socket, data: bytearray) -> bytes:
+    """The rest of the answer begun with ``data``: its body."""
     while chunk := sock.recv(1 << 20):
         data += chunk
     head, _, body = bytes(data).partition(b"\r\n\r\n")
@@ -124,7 +134,8 @@ def test_slow_downloads_share_one_map_and_a_replaced_file_is_served_new(
             assert _request(s, "GET", f"/crl/{FILE}", s.token(PARTY)).status == 200
         before = _rss_anon(workers)
         with _unread_downloads(s, FILE, count) as socks:
-            time.sleep(1.0)  # every request answered, its body waiting for the client
+            begun = [_answered(sock) for sock in socks]  # every body waits for its client
+            time.sleep(0.5)
             grown = _rss_anon(workers) - before
             # replaced by rename, as crlbuilder publishes: the next request gets the new file
             new = os.urandom(size // 2)
@@ -138,6 +149,6 @@ def test_slow_downloads_share_one_map_and_a_replaced_file_is_served_new(
             assert conn.getresponse().read() == new
             conn.close()
             # the downloads begun before the replacement finish with the old file, whole
-            assert all(_body(sock) == old for sock in socks)
+            assert all(_body(sock, data) == old for sock, data in zip(socks, begun, strict=True))
     # a copy per download would be count × size (128 MiB); views of one map cost none
     assert grown < 2 * size, f"workers grew by {grown >> 20} MiB for {count} downloads"
