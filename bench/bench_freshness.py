@@ -111,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     run(cb, "facts-key", "--out", str(work / "facts.key"))
     run(rs, "registry", "init", "--pki", str(work / "pki"), "--out", str(work / "registry.toml"))
     spool = work / "spool"
+    # the measured checkout's own example configuration (its fields are that version's)
+    config = args.bin.resolve().parent.parent / "config" / "builder.toml"
+    if not config.exists():
+        config = ROOT / "config" / "builder.toml"
     flags = [
-        "--config", str(ROOT / "config" / "builder.toml"), "--store", str(work / "store"),
+        "--config", str(config), "--store", str(work / "store"),
         "--pki", str(work / "pki"), "--facts-key-file", str(work / "facts.key"),
         "--quarantine", str(work / "quarantine.jsonl"), "--notices", str(work / "notices.jsonl"),
         "--crl-dir", str(work / "crl"), "--spool", str(spool), "--no-progress",
