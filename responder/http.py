@@ -76,6 +76,7 @@ import msgspec
 from responder.config import LimitsConfig, ServerConfig
 
 __all__ = [
+    "SHED_STATUS",
     "App",
     "HttpHooks",
     "HttpProtocol",
@@ -105,6 +106,11 @@ TICK_SECONDS: Final = 0.1
 Deadlines are stamped from the coarse clock plus one tick (reading the loop's clock costs
 more than the rest of a deadline's bookkeeping), so they fire never early and at most one
 tick late."""
+SHED_STATUS: Final = 503
+"""The layer's load-shedding answer, and the only 503 it makes: a connection refused at
+``max_connections`` (or while draining), or an unattributed one displaced by a newer one.
+Not a failure of the product: the metrics and the access log label it ``shed`` (issue 10,
+item 4), so that an unauthenticated client opening many connections cannot page anyone."""
 FEED_SLICE: Final = 8192
 """Larger inputs are parsed in slices of this size, with a flow-control check between slices,
 so one read of pipelined requests cannot queue an unbounded amount of answers."""
@@ -184,8 +190,8 @@ class HttpHooks(Protocol):
         """After the answer was handed to the transport; seconds since the request's first byte."""
 
     def on_http_error(self, status: int, peer: str = "") -> None:
-        """An answer the layer made itself (400, 408, 413, 414, 431, 503) without the app;
-        ``peer`` is the client's address (the TCP peer's IP)."""
+        """An answer the layer made itself (400, 408, 413, 414, 431, `SHED_STATUS`) without
+        the app; ``peer`` is the client's address (the TCP peer's IP)."""
 
 
 def _reason(status: int) -> bytes:
@@ -532,7 +538,7 @@ class HttpProtocol(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._peer = (str(peer[0]), int(peer[1]))
         if not srv.admit(self):
-            self._error_now(503)
+            self._error_now(SHED_STATUS)
             return
         self.counted = True
         ssl_object = transport.get_extra_info("ssl_object")
@@ -1118,10 +1124,10 @@ class HttpProtocol(asyncio.Protocol):
         )
 
     def evict(self) -> None:
-        """Displaced by a newer connection: no longer counted; 503 and a close."""
+        """Displaced by a newer connection: no longer counted; `SHED_STATUS` and a close."""
         self._uncount()
         self._phase = _IDLE
-        self._error_now(503)
+        self._error_now(SHED_STATUS)
 
     def set_limits(self, limits: LimitsConfig) -> None:
         self._max_header = limits.max_header_bytes

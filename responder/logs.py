@@ -19,7 +19,10 @@ target, headers (the bearer token), body (serial numbers), the client certificat
 and anything personal (個人情報; the four facts, 基本4情報, of a sign certificate,
 Act §44-45) are never read here, so they cannot reach the log.
 Layer-made errors (400, 408, 413, 414, 431, 503) are logged with
-``request_id: null``, endpoint ``other`` and the client's address.
+``request_id: null``, the client's address and endpoint `layer_endpoint`: ``shed``
+for the layer's load shedding (`responder.http.SHED_STATUS`: a connection refused
+or displaced at a connection limit), ``other`` for the rest; the metrics use the
+same label.
 
 Lines are written synchronously to stderr: ``all`` costs a few microseconds per
 request; ``sampled`` at the default 1% costs next to nothing.
@@ -33,9 +36,9 @@ from collections.abc import Callable
 from typing import Final
 
 from responder.config import LogConfig
-from responder.http import Request, Response
+from responder.http import SHED_STATUS, Request, Response
 
-__all__ = ["AccessLog", "method_label"]
+__all__ = ["AccessLog", "layer_endpoint", "method_label"]
 
 _log: Final = logging.getLogger("responder.access")
 _log.setLevel(logging.INFO)  # asked for by [log] access_log, whatever [log] level says
@@ -50,6 +53,12 @@ def method_label(method: bytes) -> str:
     if not method:
         return ""
     return _METHODS.get(method, "other")
+
+
+def layer_endpoint(status: int) -> str:
+    """The ``endpoint`` of an answer the HTTP layer made itself: ``shed`` for its load
+    shedding (not a failure of the product: outside the critical error ratio), else ``other``."""
+    return "shed" if status == SHED_STATUS else "other"
 
 
 class AccessLog:
@@ -108,7 +117,7 @@ class AccessLog:
                     "request_id": None,
                     "client": client,
                     "party": "-",
-                    "endpoint": "other",
+                    "endpoint": layer_endpoint(status),
                     "method": "",
                     "http_status": status,
                     "ocsp_status": "",

@@ -31,7 +31,9 @@ a timer flushes them into prometheus_client's values every ``[metrics]
 flush_interval`` (1 s), and the worker answering a scrape flushes its own first.
 So a request shows in /metrics at most one interval after its answer, and a worker
 killed by SIGKILL loses at most its last interval of counts. Layer-made errors
-(`responder.http.HttpHooks.on_http_error`) count with endpoint ``other``.
+(`responder.http.HttpHooks.on_http_error`) count with endpoint ``other``, except the
+layer's load shedding (503, `responder.http.SHED_STATUS`): endpoint ``shed``
+(`responder.logs.layer_endpoint`), which the critical error ratio leaves out.
 
 The app tells the hooks what it decided through ``Request.note``, an `Outcome`:
 (endpoint, ocsp_status, cert_status, family, party, source, rule). ``source``
@@ -94,7 +96,7 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from responder.config import ConfigError, LogConfig, MetricsConfig
 from responder.http import Request, Response
-from responder.logs import AccessLog, method_label
+from responder.logs import AccessLog, layer_endpoint, method_label
 from responder.ocsp import promised_next_update, store_generation
 
 __all__ = [
@@ -129,6 +131,9 @@ _SLOTS: Final = len(BUCKETS) + 1
 """Local histogram: one count per bucket (+Inf last), then the sum at index ``_SLOTS``."""
 
 ENDPOINTS: Final = ("ocsp", "crl", "healthz", "readyz", "metrics", "other")
+"""The app's endpoints, each with a duration histogram from the start. ``jpkiva_requests_total``
+has one more, ``shed``: the HTTP layer's load shedding (`responder.logs.layer_endpoint`),
+answered before any request reaches the app, so it has no duration."""
 SOURCES: Final = ("presigned", "cached", "signed")
 RULES: Final = (
     "unauthenticated",
@@ -504,7 +509,7 @@ class WorkerMetrics:
         cells, self._cells = self._cells, {}
         errors, self._errors = self._errors, {}
         counts = [(key, int(sum(cell[:_SLOTS]))) for key, cell in cells.items()]
-        counts += [((_LAYER_ERROR, b"", status), n) for status, n in errors.items()]
+        counts += [((outcome(layer_endpoint(s)), b"", s), n) for s, n in errors.items()]
         by_endpoint: dict[str, list[float]] = {}
         for (note, _, _), cell in cells.items():
             total = by_endpoint.get(note[0])

@@ -5,7 +5,9 @@ Connections not yet attributed to a registered party have a budget of their own
 one waiting on its client (503 and a close). `responder.http.HttpServer` counted these
 (``evicted``) but nothing exported the count, so operators could not see a slowloris
 flood being shed. Through the real server: every connection that was displaced (its
-client read a 503) is one in the counter, summed over the workers.
+client read a 503) is one in the counter, summed over the workers, and one 503 of
+endpoint ``shed`` in ``jpkiva_requests_total``, none of them among the failures the
+critical error ratio counts (anyone can cause them: tests/test_shedding.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from tests.conftest import Built
 from tests.test_responder_interop import start_server
@@ -25,15 +28,14 @@ from tests.test_responder_interop import start_server
 METRIC = "jpkiva_connections_evicted_total"
 
 
-def _evicted(metrics_url: str) -> float:
+def _samples(metrics_url: str) -> list[Sample]:
     with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=10) as r:
         text = r.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == METRIC
-    )
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _evicted(metrics_url: str) -> float:
+    return sum(s.value for s in _samples(metrics_url) if s.name == METRIC)
 
 
 def test_displaced_unattributed_connections_are_counted(built: Built, tmp_path: Path) -> None:
@@ -63,3 +65,9 @@ def test_displaced_unattributed_connections_are_counted(built: Built, tmp_path: 
         while _evicted(s.metrics_url) != refused and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _evicted(s.metrics_url) == refused
+        requests = [x for x in _samples(s.metrics_url) if x.name == "jpkiva_requests_total"]
+        shed = [x for x in requests if x.labels["endpoint"] == "shed"]
+        assert {x.labels["http_status"] for x in shed} == {"503"}
+        assert sum(x.value for x in shed) == refused
+        failed = [x.labels for x in requests if x.labels["http_status"][0] == "5" and x not in shed]
+        assert failed == []
