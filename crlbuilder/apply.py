@@ -600,7 +600,7 @@ class Applier:
         )
         b.txn.put(key, new.pack(), db=self.db[sf.DB_STATUS])
         entry = sf.RevokedEntry(
-            revoked_at=t, reason=int(reason), category=category.code, build=b.seq,
+            revoked_at=t, reason=int(reason), category=category.code, commit=b.seq,
             recorded_at=epoch(recorded_at),
         )  # fmt: skip
         b.txn.put(key, entry.pack(), db=self.db[sf.DB_REVOKED])

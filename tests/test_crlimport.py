@@ -230,10 +230,10 @@ def test_first_full_import(tmp_path: Path, pki: Manifest) -> None:
     assert revoked(store, idx) == {101: (at(30), 1), 205: (at(20), 0), 307: (at(10), 4), 4096: (at(5), 5)}  # fmt: skip
     d = dump(store)
     entry = sf.unpack_revoked(dict(d["revoked"])[sf.status_key(idx, 4096)])
-    assert entry == sf.RevokedEntry(revoked_at=at(5), reason=5, category=0, build=1, recorded_at=at(5))  # fmt: skip
+    assert entry == sf.RevokedEntry(revoked_at=at(5), reason=5, category=0, commit=1, recorded_at=at(5))  # fmt: skip
     state = crl_state(store, idx)
     t = int(T.timestamp())
-    assert (state.number, state.base_number, state.base_build) == (10, 10, 1)
+    assert (state.number, state.base_number, state.base_commit) == (10, 10, 1)
     assert (state.this_update, state.base_this_update, state.next_update) == (t, t, t + DAY)
     ids = {i.id for i in sf.issuer_meta_list_decoder.decode(dict(d["meta"])[sf.META_ISSUERS])}
     assert ids == {i.id for i in pki.issuers}

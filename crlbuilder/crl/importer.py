@@ -539,7 +539,7 @@ class CrlImporter:
                 state.next_update = max(state.next_update, next_update)
             else:
                 state = sf.CrlState(
-                    number=number, base_number=number, base_build=seq,
+                    number=number, base_number=number, base_commit=seq,
                     base_this_update=this_update, this_update=this_update,
                     next_update=next_update,
                 )  # fmt: skip
@@ -756,7 +756,7 @@ class CrlImporter:
                 version=seq, state=sf.STATE_REVOKED, category=0, reason=reason, family=family,
                 not_before=0, not_after=0, revoked_at=at, holder=_NO_HOLDER,
             )  # fmt: skip
-            entry = sf.RevokedEntry(revoked_at=at, reason=reason, category=0, build=seq, recorded_at=at)  # fmt: skip
+            entry = sf.RevokedEntry(revoked_at=at, reason=reason, category=0, commit=seq, recorded_at=at)  # fmt: skip
             w.put(key, status.pack(), db=status_db)
             w.put(key, entry.pack(), db=revoked_db)
             w.delete(key, db=responses_db)

@@ -150,10 +150,10 @@ class CrlPublisher:
             if full_due:
                 state.number += 1
                 entry = self._produce(
-                    issuer, cert, signer, txn, state.number, now, None, retention, since_build=None
+                    issuer, cert, signer, txn, state.number, now, None, retention, since_commit=None
                 )
                 out.append(entry)
-                state.base_number, state.base_build, state.base_this_update = (
+                state.base_number, state.base_commit, state.base_this_update = (
                     state.number,
                     commit,
                     now,
@@ -164,7 +164,7 @@ class CrlPublisher:
                 out.append(
                     self._produce(
                         issuer, cert, signer, txn, state.number, now, state.base_number, retention,
-                        since_build=state.base_build,
+                        since_commit=state.base_commit,
                     )
                 )  # fmt: skip
         state.this_update = now
@@ -187,7 +187,7 @@ class CrlPublisher:
         issuer: IssuerFiles,
         now: int,
         retention: dict[int, int],
-        since_build: int | None,
+        since_commit: int | None,
     ) -> Iterator[tuple[int, int, int]]:
         for serial, e in self.store.revoked_entries(issuer.index, txn):
             keep = retention.get(e.category, DEFAULT_RETENTION_DAYS * DAY)
@@ -195,7 +195,7 @@ class CrlPublisher:
                 st = self.store.status_of(issuer.index, serial, txn)
                 if st is None or past_retention(e.recorded_at, st.not_after, now, keep):
                     continue
-            if since_build is not None and e.build <= since_build:
+            if since_commit is not None and e.commit <= since_commit:
                 continue
             yield serial, e.revoked_at, e.reason
 
@@ -209,11 +209,11 @@ class CrlPublisher:
         now: int,
         delta_base: int | None,
         retention: dict[int, int],
-        since_build: int | None,
+        since_commit: int | None,
     ) -> sf.CrlFileEntry:
         delta = delta_base is not None
         cycle = self.cfg.delta_cycle_seconds if delta else self.cfg.cycle_seconds
-        counted = _Counted(self._entries(txn, issuer, now, retention, since_build))
+        counted = _Counted(self._entries(txn, issuer, now, retention, since_commit))
         der = encode_crl(
             issuer=cert,
             signer=signer,

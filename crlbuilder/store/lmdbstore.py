@@ -25,6 +25,7 @@ import lmdb
 from crlbuilder import rules
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
+from crlbuilder.store.reader import LmdbReader
 
 DEFAULT_MAP_SIZE: Final = 64 << 30
 """64 GiB of address space: a sparse file, it costs only what is written."""
@@ -116,6 +117,10 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
+
+    def read(self) -> _ReadView:
+        """One consistent read-only view: ``with store.read() as reader:`` (a `LmdbReader`)."""
+        return _ReadView(self.env.begin(), self.dbs)
 
     # --- reading ------------------------------------------------------------
 
@@ -253,6 +258,22 @@ class Store:
 
     def _txn(self, txn: Any) -> Any:
         return _Borrowed(txn) if txn is not None else self.env.begin()
+
+
+class _ReadView:
+    """The context of `Store.read`: a read transaction, ended on leaving."""
+
+    __slots__ = ("_dbs", "_txn")
+
+    def __init__(self, txn: Any, dbs: dict[bytes, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def __enter__(self) -> LmdbReader:
+        return LmdbReader(self._txn, self._dbs)
+
+    def __exit__(self, *exc: object) -> None:
+        self._txn.abort()
 
 
 class _Borrowed:
