@@ -285,7 +285,7 @@ class ReaderRules:
 class LmdbReader(ReaderRules):
     """A `StoreReader` over one LMDB transaction (read-only, or a `Commit`'s write one).
 
-    Made by `crlbuilder.store.lmdbstore.Store.read` (or `Store.begin`); valid while
+    Made by `crlbuilder.store.lmdbstore.Store.read` (or is a `Commit`); valid while
     its transaction is. Its lmdb objects (typed by lmdb's own stubs) stay in here.
     """
 
