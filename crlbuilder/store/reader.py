@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from types import TracebackType
-from typing import Final, NamedTuple, Protocol, TypeAlias
+from typing import Final, NamedTuple, Protocol, Self, TypeAlias
 
 import lmdb
 
@@ -299,7 +299,7 @@ class LmdbReader(ReaderRules):
         self._responses_db = dbs[sf.DB_RESPONSES]
         self._meta_db = dbs[sf.DB_META]
 
-    def __enter__(self) -> LmdbReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -308,7 +308,11 @@ class LmdbReader(ReaderRules):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._txn.abort()  # a read transaction: nothing to commit
+        self._end(failed=exc_type is not None)
+
+    def _end(self, *, failed: bool) -> None:
+        """Leaving the ``with``: a read transaction has nothing to commit."""
+        self._txn.abort()
 
     # --- meta -------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from types import TracebackType
 from typing import Final
 
 import msgspec
@@ -68,16 +67,9 @@ class Commit(LmdbReader):
         self.wrote = False
         self._answers_in: dict[bytes, bool] = {}
 
-    def __enter__(self) -> Commit:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None or not (self.changed or self.wrote):
+    def _end(self, *, failed: bool) -> None:
+        """Commit with the bookkeeping, or abort a failed or empty transaction."""
+        if failed or not (self.changed or self.wrote):
             self._txn.abort()
             return
         if self.changed:
