@@ -72,10 +72,7 @@ from responder.limits import CrlKind, LimitsTable
 from responder.logs import AccessLog
 from responder.metrics import (
     OCSP_STATUS,
-    EntryCounts,
-    IssuerRef,
     MetricsApp,
-    StoreCollector,
     WorkerMetrics,
     outcome,
 )
@@ -87,6 +84,7 @@ from responder.registry.vocabulary import Method, Service
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
 from responder.signing import SigningPool
+from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 
 _log: Final = logging.getLogger("responder.app")
 
@@ -432,8 +430,8 @@ class JpkiApp:
             self.store.check_format()
         except Exception:  # any failure means not ready
             return Response(503, b"store not readable\n", TEXT)
-        with self.store.env.begin() as txn:
-            self.ocsp.refresh(txn)
+        with self.store.read() as r:
+            self.ocsp.refresh(r)
         stale = [
             v.id for v in self.ocsp.by_index.values() if 0 < self.ocsp.fresh_until(v.index) <= now
         ]

@@ -43,7 +43,7 @@ A good answer's nextUpdate (and so the HTTP max-age and Expires derived from
 it, RFC 5019 §6.2) never passes the instant the certificate is due to lose
 effect: its notAfter (Act §15(1)(5), §16-14(1)(5), §34(1)(5), §35-14(1)(5)), and
 for an auth certificate its holder's pending 30-day lapse (Act §31(2), through
-`Store.lapse_due`), so no client keeps a cached good past either. The bound is
+`StoreReader.lapse_due`), so no client keeps a cached good past either. The bound is
 computed when the answer is signed and travels with the cached entry (a cache
 hit reads nothing more); a move-out notice bumps the status version of the
 holder's auth certificates, so an answer cached before it is not served. The
@@ -56,7 +56,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from cryptography import x509
 
@@ -73,7 +73,7 @@ from crlbuilder.ocsp.response import (
     issuer_hashes,
 )
 from crlbuilder.store import format as sf
-from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import Generation, ReadSource, StoreReader
 
 ERRORS: Final[dict[int, bytes]] = {
     s: error_response(s) for s in ResponseStatus if s != ResponseStatus.SUCCESSFUL
@@ -146,18 +146,6 @@ class SignJob:
         )
 
 
-def promised_next_update(store: Store, issuer_index: int, txn: Any) -> int:
-    """The nextUpdate the builder promised for one issuer (0: none yet).
-
-    Its last CRL's nextUpdate, else the earliest nextUpdate of its pre-signed answers.
-    Past it the issuer's data is stale: OCSP answers ``tryLater`` and the metric
-    ``jpkiva_stale_issuer`` is 1.
-    """
-    return store.crl_state(issuer_index, txn).next_update or (
-        store.ocsp_state(issuer_index, txn).next_update
-    )
-
-
 def good_next_update(next_update: int, now: int, not_after: int, lapse: int) -> int:
     """A good answer's nextUpdate: ``next_update`` bounded by when the certificate loses effect.
 
@@ -172,21 +160,6 @@ def good_next_update(next_update: int, now: int, not_after: int, lapse: int) -> 
     return next_update
 
 
-def store_generation(store: Store, txn: Any) -> tuple[int, int]:
-    """(commit sequence, build number): changes whenever crlbuilder wrote anything.
-
-    The commit sequence moves with every write of records; the build number with every
-    pre-signing and CRL run (which may write new nextUpdates without a new commit).
-    """
-    meta = store.dbs[sf.DB_META]
-    commit = txn.get(sf.META_COMMIT, db=meta)
-    build = txn.get(sf.META_BUILD, db=meta)
-    return (
-        sf.unpack_u32(commit) if commit is not None else 0,
-        sf.unpack_u32(build) if build is not None else 0,
-    )
-
-
 _STATUS_NAME: Final = {
     CertStatus.GOOD: "good",
     CertStatus.REVOKED: "revoked",
@@ -199,7 +172,7 @@ class OcspService:
 
     def __init__(
         self,
-        store: Store,
+        store: ReadSource,
         manifest: Manifest,
         *,
         good_validity_seconds: int,
@@ -229,7 +202,7 @@ class OcspService:
                 name_hash, key_hash = issuer_hashes(cert, alg)
                 self.issuers[(alg, name_hash, key_hash)] = view
         self._cache: dict[tuple[bytes, str], tuple[int, Ready]] = {}
-        self._seen: tuple[int, int] = (-1, -1)
+        self._seen = Generation(-1, -1)
         self._snapshot = -1
         self._fresh_until: dict[int, int] = {}
         self._compromised: frozenset[int] = frozenset()
@@ -240,25 +213,25 @@ class OcspService:
 
     # --- store metadata -------------------------------------------------------
 
-    def refresh(self, txn: Any) -> None:
+    def refresh(self, r: StoreReader) -> None:
         """Re-read per-issuer freshness when the builder wrote something new.
 
-        Keyed by `store_generation`: a refresh run of crlbuilder (new CRLs and re-signed
-        answers, no new records) moves the build number only, and must be seen too.
+        Keyed by the store's `Generation`: a refresh run of crlbuilder (new CRLs and
+        re-signed answers, no new records) moves the build number only, and must be seen too.
         """
-        snapshot = txn.id()  # the last committed write: unchanged means nothing to re-read
+        snapshot = r.snapshot()  # the last committed write: unchanged means nothing to re-read
         if snapshot == self._snapshot:
             return
         self._snapshot = snapshot
-        seen = store_generation(self.store, txn)
+        seen = r.generation()
         if seen == self._seen:
             return
         self._seen = seen
         self._cache.clear()
-        self.crl_import = txn.get(sf.META_MODE, db=self.store.dbs[sf.DB_META]) == sf.MODE_CRL_IMPORT
+        self.crl_import = r.crl_import()
         for index in self.by_index:
-            self._fresh_until[index] = promised_next_update(self.store, index, txn)
-        self._compromised = frozenset(i.index for i in self.store.issuers(txn) if i.compromised_at)
+            self._fresh_until[index] = r.promised_next_update(index)
+        self._compromised = frozenset(i.index for i in r.issuers() if i.compromised_at)
 
     def signer_for(self, view: IssuerView) -> ResponseSigner | None:
         """Who signs ``view``'s answers now: its delegate, or after a compromise of its CA key
@@ -290,8 +263,8 @@ class OcspService:
     def answer(self, req: OcspRequest, views: list[IssuerView]) -> Ready | SignJob:
         """The answer to an authenticated, authorized request (see the module docstring)."""
         now = int(self.clock())
-        with self.store.env.begin() as txn:
-            self.refresh(txn)
+        with self.store.read() as r:
+            self.refresh(r)
             next_update = now + self.good_validity
             signer = self.signer_for(views[0])
             if signer is None:  # a compromised CA key and no successor: nothing may sign
@@ -309,11 +282,9 @@ class OcspService:
             statuses: list[str] = []
             single = len(req.cert_ids) == 1 and req.nonce is None
             cache_key: tuple[bytes, str, int] | None = None
-            status_db = self.store.status
             for cid, view in zip(req.cert_ids, views, strict=True):
                 key = sf.status_key(view.index, cid.serial) if 0 < cid.serial < 1 << 160 else None
-                raw = txn.get(key, db=status_db) if key is not None else None
-                st = sf.unpack_status(raw) if raw is not None else None
+                st = r.status(key) if key is not None else None
                 version = st.version if st is not None else 0
                 if single and key is not None:
                     # one dict lookup serves repeated answers, signed here or pre-signed;
@@ -331,12 +302,12 @@ class OcspService:
                     answers.append(SingleAnswer(cid.der, status))
                 elif st.state == sf.STATE_REVOKED:
                     if single and cid.hash_alg == "sha1" and key is not None:
-                        stored = txn.get(key, db=self.store.dbs[sf.DB_RESPONSES])
+                        stored = r.stored_answer(key)
                         if stored is not None:
-                            sv, tu, nu, sid = sf.unpack_response_head(stored)
+                            sv, tu, nu, sid, stem = stored
                             if sv == version and nu > now and sid == signer.signer_id:
                                 ready = Ready(
-                                    stored[sf.RESPONSE_HEAD_BYTES :] + signer.certs_suffix, tu, nu,
+                                    stem + signer.certs_suffix, tu, nu,
                                     ("revoked",), (view.family,), presigned=True,
                                 )  # fmt: skip
                                 self._put(key, cid.hash_alg, version, ready)
@@ -353,7 +324,7 @@ class OcspService:
                         else SingleAnswer(cid.der, CertStatus.UNKNOWN)
                     )
                 else:
-                    lapse = self.store.lapse_due(st, txn)
+                    lapse = r.lapse_due(st)
                     if lapse and lapse <= now:  # due, not yet written by the builder
                         self.lapse_refusals += 1
                         return Ready(

@@ -131,8 +131,11 @@ def revoked(store: Path, idx: int) -> dict[int, tuple[int, int]]:
     """serial -> (revoked_at, reason) of one issuer, from the revoked database."""
     s = Store.open(store, readonly=True)
     try:
-        with s.env.begin() as txn:
-            return {n: (e.revoked_at, e.reason) for n, e in s.revoked_entries(idx, txn)}
+        with s.read() as r:
+            return {
+                int.from_bytes(k[2:], "big"): (e.revoked_at, e.reason)
+                for k, e in r.revocations(idx)
+            }
     finally:
         s.close()
 
@@ -149,9 +152,8 @@ def statuses(store: Path, idx: int) -> dict[int, sf.StatusRecord]:
 def meta(store: Path) -> tuple[int, bytes | None]:
     s = Store.open(store, readonly=True)
     try:
-        with s.env.begin() as txn:
-            mode = txn.get(sf.META_MODE, db=s.dbs[sf.DB_META])
-            return s.meta_u32(sf.META_COMMIT, txn), None if mode is None else bytes(mode)
+        with s.read() as r:
+            return r.generation().commit, sf.MODE_CRL_IMPORT if r.crl_import() else None
     finally:
         s.close()
 
@@ -159,7 +161,8 @@ def meta(store: Path) -> tuple[int, bytes | None]:
 def crl_state(store: Path, idx: int) -> sf.CrlState:
     s = Store.open(store, readonly=True)
     try:
-        return s.crl_state(idx)
+        with s.read() as r:
+            return r.crl_state(idx)
     finally:
         s.close()
 
@@ -230,10 +233,10 @@ def test_first_full_import(tmp_path: Path, pki: Manifest) -> None:
     assert revoked(store, idx) == {101: (at(30), 1), 205: (at(20), 0), 307: (at(10), 4), 4096: (at(5), 5)}  # fmt: skip
     d = dump(store)
     entry = sf.unpack_revoked(dict(d["revoked"])[sf.status_key(idx, 4096)])
-    assert entry == sf.RevokedEntry(revoked_at=at(5), reason=5, category=0, build=1, recorded_at=at(5))  # fmt: skip
+    assert entry == sf.RevokedEntry(revoked_at=at(5), reason=5, category=0, commit=1, recorded_at=at(5))  # fmt: skip
     state = crl_state(store, idx)
     t = int(T.timestamp())
-    assert (state.number, state.base_number, state.base_build) == (10, 10, 1)
+    assert (state.number, state.base_number, state.base_commit) == (10, 10, 1)
     assert (state.this_update, state.base_this_update, state.next_update) == (t, t, t + DAY)
     ids = {i.id for i in sf.issuer_meta_list_decoder.decode(dict(d["meta"])[sf.META_ISSUERS])}
     assert ids == {i.id for i in pki.issuers}
@@ -690,3 +693,17 @@ def test_empty_token_file_is_a_usage_error(tmp_path: Path, pki: Manifest) -> Non
     (tmp_path / "empty").write_text("\n")
     r = run(tmp_path / "store", pki, "x.crl", extra=["--token-file", str(tmp_path / "empty")])
     assert r.rc == 2 and "empty" in r.err
+
+
+def test_import_commit_is_dated_by_the_import_clock_not_the_wall_clock(
+    tmp_path: Path, pki: Manifest
+) -> None:
+    """The commit's time comes from ``--as-of`` (the import's clock), as a build's does."""
+    store = tmp_path / "store"
+    assert run(store, pki, write(tmp_path, "a.crl", make_crl(pki, G1, 10, BASE))).rc == 0
+    s = Store.open(store, readonly=True)
+    try:
+        with s.read() as r:
+            assert r.committed_at() == int(NOW.timestamp())
+    finally:
+        s.close()

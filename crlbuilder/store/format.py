@@ -15,7 +15,7 @@ links         holder 32 B | family u8        dupsort: status keys (22 B) of the 
 holders       issuer u16 | serial 20 B       AES-GCM(nonce 12 B | sealed FourFacts)
 consents      holder 32 B | verifier utf-8   recorded_at i64
 pending       holder 32 B                    `PendingMoveOut` JSON (30-day rule)
-applied       record id utf-8                build number u32
+applied       record id utf-8                commit sequence u32
 meta          ascii name                     see the META_* keys
 crls          issuer u16 | number u64 | kind  `CrlFileEntry` JSON
 announcements issuer u16                     `Announcement` JSON: a published CA compromise
@@ -85,6 +85,8 @@ MAX_DBS: Final = 16
 
 META_FORMAT: Final = b"format"
 META_BUILD: Final = b"build"
+"""The build number: bumped by every build run (pre-signing and CRLs), which may write
+new nextUpdates without a new commit."""
 META_COMMIT: Final = b"commit"
 """The commit sequence: bumped by every write transaction that changes anything;
 a status record's version is the commit that last changed it."""
@@ -153,7 +155,7 @@ _STATUS = struct.Struct(">IBBBBqqq32s")
 class StatusRecord(NamedTuple):
     """The status of one certificate, as the responder reads it on every request.
 
-    ``version`` is the build number that last changed this record: an answer
+    ``version`` is the commit (`META_COMMIT`) that last changed this record: an answer
     cached for (key, version) can never be served after a revocation, which
     bumps it.
     """
@@ -207,12 +209,14 @@ _REVOKED = struct.Struct(">qBBIqI")
 
 
 class RevokedEntry(NamedTuple):
-    """One CRL entry: revocation time, reason, legal category, build that added it."""
+    """One CRL entry: revocation time, reason, legal category, the commit that added it."""
 
     revoked_at: int
     reason: int
     category: int
-    build: int
+    commit: int
+    """The commit sequence number (`META_COMMIT`) of the write that added it: a delta CRL
+    lists the entries added after its base's commit."""
     recorded_at: int
     """When the causing record was recorded: the retention clock starts here."""
     reserved: int = 0
@@ -223,6 +227,25 @@ class RevokedEntry(NamedTuple):
 
 def unpack_revoked(value: bytes) -> RevokedEntry:
     return RevokedEntry._make(_REVOKED.unpack(value))
+
+
+_NO_HOLDER: Final = bytes(HOLDER_BYTES)
+_pack_status_fields: Final = _STATUS.pack
+_pack_revoked_fields: Final = _REVOKED.pack
+
+
+def pack_listed_status(version: int, reason: int, family: int, revoked_at: int) -> bytes:
+    """The `StatusRecord` of a serial listed on an imported CRL (a group appliance's store):
+    revoked, no category, no validity, no holder. Packed without a NamedTuple: an import
+    writes a million of them."""
+    return _pack_status_fields(
+        version, STATE_REVOKED, 0, reason, family, 0, 0, revoked_at, _NO_HOLDER
+    )
+
+
+def pack_listed_entry(commit: int, reason: int, revoked_at: int) -> bytes:
+    """The `RevokedEntry` of a serial listed on an imported CRL: no category, recorded when revoked."""
+    return _pack_revoked_fields(revoked_at, reason, 0, commit, revoked_at, 0)
 
 
 _REVOKED_RECORDED_AT: Final = struct.Struct(">q")
@@ -268,6 +291,14 @@ def unpack_u32(b: bytes) -> int:
     return int.from_bytes(b, "big")
 
 
+def pack_u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def unpack_u64(b: bytes) -> int:
+    return int.from_bytes(b, "big")
+
+
 def pack_i64(n: int) -> bytes:
     return n.to_bytes(8, "big", signed=True)
 
@@ -296,8 +327,9 @@ class CrlState(msgspec.Struct, kw_only=True):
     """The last CRL number used (full and delta CRLs share one sequence, RFC 5280 §5.2.3)."""
     base_number: int = 0
     """The number of the last full CRL: delta CRLs point at it."""
-    base_build: int = 0
-    """The commit sequence the last full CRL reflected: deltas list entries added after it."""
+    base_commit: int = msgspec.field(default=0, name="base_build")
+    """The commit sequence the last full CRL reflected: deltas list entries added after it.
+    (Stored under its old JSON name ``base_build``: the bytes do not change.)"""
     base_this_update: int = 0
     """thisUpdate of the last full CRL: a new full CRL is due a cycle after it."""
     this_update: int = 0
@@ -378,9 +410,30 @@ def announcement_key(issuer_index: int) -> bytes:
     return issuer_index.to_bytes(2, "big")
 
 
+def outbox_key(target: bytes, number: int) -> bytes:
+    """Target byte ‖ staging number u64: one target's lines sort in staging order."""
+    return target + pack_u64(number)
+
+
+class OutboxFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One target's file after its last completed delivery (`META_OUTBOX_FILE_PREFIX` ‖ target)."""
+
+    path: str
+    size: int
+
+
 issuer_meta_list_decoder: Final = msgspec.json.Decoder(list[IssuerMeta])
 crl_state_decoder: Final = msgspec.json.Decoder(CrlState)
 ocsp_state_decoder: Final = msgspec.json.Decoder(OcspState)
 pending_decoder: Final = msgspec.json.Decoder(PendingMoveOut)
 crl_file_decoder: Final = msgspec.json.Decoder(CrlFileEntry)
 announcement_decoder: Final = msgspec.json.Decoder(Announcement)
+outbox_file_decoder: Final = msgspec.json.Decoder(OutboxFile)
+
+
+_REVOKED_CATEGORY_OFFSET: Final = 9
+
+
+def revoked_category(value: bytes) -> int:
+    """``category`` of a packed `RevokedEntry`, without unpacking the rest (entry counts)."""
+    return value[_REVOKED_CATEGORY_OFFSET]

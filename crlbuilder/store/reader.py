@@ -1,0 +1,507 @@
+"""Reading the status store (状態データベース): the one typed read API of both binaries.
+
+`StoreReader` is what a reader of the store may ask, over one consistent view
+(an LMDB read transaction: a reader sees a write transaction all or nothing):
+status records (`StatusRecord`), pre-signed answers (`StoredAnswer`), the
+store generation (commit sequence and build number), entry counts, CRL entries,
+the CRL index, holder links, consents, sealed facts, pending move-out notices and
+the 30-day lapse they bring (Act §31(2)), announcements (公表), the issuer table,
+and per-issuer CRL and OCSP state. Nothing outside `crlbuilder.store` decodes the
+stored bytes: every value comes back as a `crlbuilder.store.format` record.
+
+Two implementations: `LmdbReader` (this module; `Store.read` in
+`crlbuilder.store.lmdbstore` opens one) and `MemoryReader`
+(`crlbuilder.store.memory`: built from plain records, for unit tests). Both
+inherit the rules that are derived from stored facts (`ReaderRules`: the lapse
+due, the nextUpdate promised), so the two cannot drift. Writing is
+`crlbuilder.store.writer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, date, datetime
+from types import TracebackType
+from typing import Final, NamedTuple, Protocol, Self, TypeAlias
+
+import lmdb
+
+from crlbuilder import rules
+from crlbuilder.model import Family
+from crlbuilder.store import format as sf
+
+Db: TypeAlias = "lmdb._Database"
+"""A named database handle of the LMDB environment (lmdb's own type)."""
+
+_LAPSE_FAMILIES: Final = frozenset({Family.AUTH_CARD.code, Family.AUTH_MOBILE.code})
+"""The families a 30-day lapse revokes: auth-card (Act §31(2)) and, by cascade, auth-mobile."""
+
+CHECKPOINT_EVERY: Final = 1 << 16
+"""Entries between two calls of a long scan's ``checkpoint`` (see `StoreReader.revoked_counts`)."""
+
+
+class Generation(NamedTuple):
+    """What changes whenever crlbuilder wrote anything.
+
+    ``commit`` moves with every write of records (a status version is the commit that
+    last changed it); ``build`` with every pre-signing and CRL run, which may write
+    new nextUpdates without a new commit.
+    """
+
+    commit: int
+    build: int
+
+
+class StoredAnswer(NamedTuple):
+    """A pre-signed OCSP answer as stored (`store.format.pack_response`)."""
+
+    version: int
+    """The status version it answers: stale once the status record moved on."""
+    this_update: int
+    next_update: int
+    signer_id: bytes
+    """8 bytes of the signer certificate's SHA-256: whose ``certs`` field completes it."""
+    stem: bytes
+    """The response DER without its final ``certs`` field."""
+
+
+def decode_answer(value: bytes) -> StoredAnswer:
+    version, this_update, next_update, signer_id = sf.unpack_response_head(value)
+    return StoredAnswer(
+        version, this_update, next_update, signer_id, bytes(value[sf.RESPONSE_HEAD_BYTES :])
+    )
+
+
+class StoreReader(Protocol):
+    """One consistent view of the store (see the module docstring)."""
+
+    def snapshot(self) -> int:
+        """Names the committed state this view reads: equal means nothing was written between."""
+        ...
+
+    def generation(self) -> Generation: ...
+
+    def committed_at(self) -> int:
+        """When the last commit was written (epoch seconds; 0 before any)."""
+        ...
+
+    def crl_import(self) -> bool:
+        """A group appliance's store built from the 機構's CRLs (a serial absent is good)."""
+        ...
+
+    def issuers(self) -> list[sf.IssuerMeta]:
+        """The issuer generations the store knows (empty before the first build)."""
+        ...
+
+    def crl_state(self, issuer_index: int) -> sf.CrlState: ...
+
+    def ocsp_state(self, issuer_index: int) -> sf.OcspState: ...
+
+    def promised_next_update(self, issuer_index: int) -> int:
+        """The nextUpdate the builder promised for one issuer (0: none yet)."""
+        ...
+
+    def status(self, key: bytes) -> sf.StatusRecord | None:
+        """The status record under a status key (`store.format.status_key`), or None."""
+        ...
+
+    def statuses(self, issuer_index: int | None = None) -> Iterator[tuple[bytes, sf.StatusRecord]]:
+        """(status key, record) of one issuer's certificates, or of all, in key order."""
+        ...
+
+    def stored_answer(self, key: bytes) -> StoredAnswer | None: ...
+
+    def stored_answers(self, issuer_index: int) -> Iterator[tuple[bytes, StoredAnswer]]: ...
+
+    def revoked_entry(self, key: bytes) -> sf.RevokedEntry | None: ...
+
+    def revocations(
+        self, issuer_index: int | None = None
+    ) -> Iterator[tuple[bytes, sf.RevokedEntry]]:
+        """(status key, CRL entry) of one issuer's revoked certificates, or of all, in key order."""
+        ...
+
+    def revoked_counts(
+        self, checkpoint: Callable[[], object] | None = None
+    ) -> dict[tuple[int, int], int]:
+        """CRL entries per (issuer index, category code), in one walk.
+
+        ``checkpoint`` is called every `CHECKPOINT_EVERY` entries (to yield, or to
+        abandon the walk by raising).
+        """
+        ...
+
+    def count(self, db: bytes) -> int:
+        """Entries of one named database (`store.format.ALL_DBS`; 0 for an absent one)."""
+        ...
+
+    def holder_certs(self, holder: bytes, family: Family) -> list[bytes]:
+        """Status keys of every certificate of one holder in one family (the links)."""
+        ...
+
+    def pending(self, holder: bytes) -> sf.PendingMoveOut | None:
+        """The holder's last move-out notice (転出届), lapsed or not."""
+        ...
+
+    def pending_notices(self) -> Iterator[tuple[bytes, sf.PendingMoveOut]]:
+        """(holder, notice) of every move-out notice kept, lapsed or not."""
+        ...
+
+    def pending_move_out(self, holder: bytes) -> sf.PendingMoveOut | None:
+        """The holder's move-out notice whose 30-day lapse is not written yet, or None."""
+        ...
+
+    def lapse_due(self, st: sf.StatusRecord) -> int:
+        """When the good certificate ``st`` loses effect by a pending 30-day lapse (0: none)."""
+        ...
+
+    def consent(self, holder: bytes, verifier: str) -> int | None:
+        """When the holder's consent to ``verifier`` was recorded (Act §18(3)), or None."""
+        ...
+
+    def sealed_facts(self, key: bytes) -> bytes | None:
+        """The sealed four facts of a sign certificate (AES-GCM; `crlbuilder.facts`)."""
+        ...
+
+    def applied(self, record_id: str) -> int | None:
+        """The commit that applied a record id, or None (idempotence)."""
+        ...
+
+    def quarantined(self, key: bytes) -> int | None:
+        """The commit that first quarantined a refusal (`ingest.quarantine_key`), or None."""
+        ...
+
+    def crl_files(self) -> list[tuple[bytes, sf.CrlFileEntry]]:
+        """(index key, entry) of every CRL file produced and still kept, in key order."""
+        ...
+
+    def latest_crls(self, issuer_index: int) -> list[sf.CrlFileEntry]:
+        """The issuer's latest full CRL and the latest delta CRL after it (newest first)."""
+        ...
+
+    def announcements(self) -> list[sf.Announcement]:
+        """Every published issuing-key compromise (公表, Act §15(3) ...), oldest first."""
+        ...
+
+
+def latest_of(newest_first: Iterator[sf.CrlFileEntry]) -> list[sf.CrlFileEntry]:
+    """The latest full CRL and the latest delta CRL after it, from one issuer's CRL index
+    read backwards: stops at the first full CRL (a delta numbered before it is superseded)."""
+    out: list[sf.CrlFileEntry] = []
+    delta_seen = False
+    for entry in newest_first:
+        if not entry.delta:
+            out.append(entry)
+            break
+        if not delta_seen:
+            out.append(entry)
+            delta_seen = True
+    return out
+
+
+class ReadSource(Protocol):
+    """Where views come from: `Store` (LMDB) or a `MemoryReader` (which is its own view)."""
+
+    def read(self) -> AbstractContextManager[StoreReader]: ...
+
+
+class ReaderRules:
+    """What is derived from stored facts, the same over every `StoreReader`."""
+
+    def crl_state(self, issuer_index: int) -> sf.CrlState:
+        raise NotImplementedError
+
+    def ocsp_state(self, issuer_index: int) -> sf.OcspState:
+        raise NotImplementedError
+
+    def pending(self, holder: bytes) -> sf.PendingMoveOut | None:
+        raise NotImplementedError
+
+    def holder_certs(self, holder: bytes, family: Family) -> list[bytes]:
+        raise NotImplementedError
+
+    def status(self, key: bytes) -> sf.StatusRecord | None:
+        raise NotImplementedError
+
+    def promised_next_update(self, issuer_index: int) -> int:
+        """Its last CRL's nextUpdate, else the earliest nextUpdate of its pre-signed answers.
+
+        Past it the issuer's data is stale: OCSP answers ``tryLater`` and the metric
+        ``jpkiva_stale_issuer`` is 1.
+        """
+        return self.crl_state(issuer_index).next_update or self.ocsp_state(issuer_index).next_update
+
+    def pending_move_out(self, holder: bytes) -> sf.PendingMoveOut | None:
+        """None too once the lapse was written (Act §31(2)): the revocation is then in
+        the status records themselves."""
+        pending = self.pending(holder)
+        return None if pending is None or pending.lapsed_at else pending
+
+    def lapse_due(self, st: sf.StatusRecord) -> int:
+        """Epoch seconds of the due instant (`rules.move_out_lapse`), 0 when no pending
+        lapse will revoke ``st``.
+
+        Mirrors what the applier writes when the lapse falls due (異動等失効情報, Act
+        §31(2), effective when written, §34(1)(2)): an auth-card certificate not exempt
+        by the 国外転出届 window (`rules.lapse_revokes`), and the holder's auth-mobile
+        certificates when one such auth-card certificate goes with it (cascade, Act
+        §35-13, §35-14(1)(4)). Other families have no 30-day rule. Costs one read for an
+        auth certificate (a cursor more for a mobile one whose holder has a pending
+        notice), none otherwise.
+        """
+        if st.revoked or st.family not in _LAPSE_FAMILIES:
+            return 0
+        pending = self.pending_move_out(st.holder)
+        if pending is None:
+            return 0
+        notice = rules.MoveOutNotice(
+            notified_at=datetime.fromtimestamp(pending.notified_at, UTC),
+            planned_date=date.fromisoformat(pending.planned_date),
+            abroad=pending.abroad,
+        )
+        due = rules.move_out_lapse(notice.planned_date)
+        if st.family == Family.AUTH_CARD.code:
+            cards = [st]
+        else:
+            cards = [
+                card
+                for k in self.holder_certs(st.holder, Family.AUTH_CARD)
+                if (card := self.status(k)) is not None
+            ]
+        due_at = int(due.timestamp())
+        for card in cards:
+            if (
+                not card.revoked
+                and card.not_after > due_at
+                and rules.lapse_revokes(
+                    notice, issued_at=datetime.fromtimestamp(card.not_before, UTC), as_of=due
+                )
+            ):
+                return due_at
+        return 0
+
+
+class LmdbReader(ReaderRules):
+    """A `StoreReader` over one LMDB transaction (read-only, or a `Commit`'s write one).
+
+    Made by `crlbuilder.store.lmdbstore.Store.read` (or is a `Commit`); valid while
+    its transaction is. Its lmdb objects (typed by lmdb's own stubs) stay in here.
+    """
+
+    __slots__ = ("_dbs", "_meta_db", "_responses_db", "_status_db", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[bytes, Db]) -> None:
+        """``txn`` an ``lmdb.Transaction``, ``dbs`` the store's named database handles."""
+        self._txn = txn
+        self._dbs = dbs
+        self._status_db = dbs[sf.DB_STATUS]
+        self._responses_db = dbs[sf.DB_RESPONSES]
+        self._meta_db = dbs[sf.DB_META]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._end(failed=exc_type is not None)
+
+    def _end(self, *, failed: bool) -> None:
+        """Leaving the ``with``: a read transaction has nothing to commit."""
+        self._txn.abort()
+
+    # --- meta -------------------------------------------------------------------
+
+    def _meta(self, key: bytes) -> bytes | None:
+        v = self._txn.get(key, db=self._meta_db)
+        return bytes(v) if v is not None else None
+
+    def meta_u32(self, key: bytes) -> int:
+        raw = self._meta(key)
+        return sf.unpack_u32(raw) if raw else 0
+
+    def snapshot(self) -> int:
+        snapshot: int = self._txn.id()
+        return snapshot
+
+    def generation(self) -> Generation:
+        return Generation(self.meta_u32(sf.META_COMMIT), self.meta_u32(sf.META_BUILD))
+
+    def committed_at(self) -> int:
+        raw = self._meta(sf.META_COMMITTED_AT)
+        return sf.unpack_i64(raw) if raw else 0
+
+    def crl_import(self) -> bool:
+        return self._meta(sf.META_MODE) == sf.MODE_CRL_IMPORT
+
+    def issuers(self) -> list[sf.IssuerMeta]:
+        raw = self._meta(sf.META_ISSUERS)
+        return sf.issuer_meta_list_decoder.decode(raw) if raw else []
+
+    def crl_state(self, issuer_index: int) -> sf.CrlState:
+        raw = self._meta(sf.META_CRL_STATE_PREFIX + sf.pack_u32(issuer_index))
+        return sf.crl_state_decoder.decode(raw) if raw else sf.CrlState()
+
+    def ocsp_state(self, issuer_index: int) -> sf.OcspState:
+        raw = self._meta(sf.META_OCSP_STATE_PREFIX + sf.pack_u32(issuer_index))
+        return sf.ocsp_state_decoder.decode(raw) if raw else sf.OcspState()
+
+    # --- per certificate ----------------------------------------------------------
+
+    def status(self, key: bytes) -> sf.StatusRecord | None:
+        raw = self._txn.get(key, db=self._status_db)
+        return sf.unpack_status(raw) if raw is not None else None
+
+    def statuses(self, issuer_index: int | None = None) -> Iterator[tuple[bytes, sf.StatusRecord]]:
+        for key, value in self._range(sf.DB_STATUS, issuer_index):
+            yield key, sf.unpack_status(value)
+
+    def stored_answer(self, key: bytes) -> StoredAnswer | None:
+        raw = self._txn.get(key, db=self._responses_db)
+        return decode_answer(raw) if raw is not None else None
+
+    def stored_answers(self, issuer_index: int) -> Iterator[tuple[bytes, StoredAnswer]]:
+        for key, value in self._range(sf.DB_RESPONSES, issuer_index):
+            yield key, decode_answer(value)
+
+    def revoked_entry(self, key: bytes) -> sf.RevokedEntry | None:
+        raw = self._txn.get(key, db=self._dbs[sf.DB_REVOKED])
+        return sf.unpack_revoked(raw) if raw is not None else None
+
+    def revocations(
+        self, issuer_index: int | None = None
+    ) -> Iterator[tuple[bytes, sf.RevokedEntry]]:
+        for key, value in self._range(sf.DB_REVOKED, issuer_index):
+            yield key, sf.unpack_revoked(value)
+
+    def revoked_recorded(self) -> Iterator[tuple[bytes, int]]:
+        """(status key, recordedAt) of every CRL entry: the retention scan's cheap first pass."""
+        for key, value in self._range(sf.DB_REVOKED, None):
+            yield key, sf.revoked_recorded_at(value)
+
+    def revoked_counts(
+        self, checkpoint: Callable[[], object] | None = None
+    ) -> dict[tuple[int, int], int]:
+        raw: dict[tuple[bytes, int], int] = {}
+        category = sf.revoked_category
+        cur = self._txn.cursor(db=self._dbs[sf.DB_REVOKED])
+        for n, (key, value) in enumerate(cur.iternext(), 1):
+            k = (key[:2], category(value))
+            raw[k] = raw.get(k, 0) + 1
+            if checkpoint is not None and not n % CHECKPOINT_EVERY:
+                checkpoint()
+        return {(int.from_bytes(i, "big"), c): n for (i, c), n in raw.items()}
+
+    def count(self, db: bytes) -> int:
+        handle = self._dbs.get(db)
+        if handle is None:
+            return 0
+        entries: int = self._txn.stat(handle)["entries"]
+        return entries
+
+    def counts(self) -> dict[str, int]:
+        """Entries per named database (summaries)."""
+        return {name.decode(): self.count(name) for name in self._dbs}
+
+    # --- holders --------------------------------------------------------------------
+
+    def holder_certs(self, holder: bytes, family: Family) -> list[bytes]:
+        cur = self._txn.cursor(db=self._dbs[sf.DB_LINKS])
+        if not cur.set_key(sf.link_key(holder, family)):
+            return []
+        return [bytes(v) for v in cur.iternext_dup()]
+
+    def pending(self, holder: bytes) -> sf.PendingMoveOut | None:
+        raw = self._txn.get(holder, db=self._dbs[sf.DB_PENDING])
+        return sf.pending_decoder.decode(raw) if raw is not None else None
+
+    def pending_notices(self) -> Iterator[tuple[bytes, sf.PendingMoveOut]]:
+        for holder, raw in self._txn.cursor(db=self._dbs[sf.DB_PENDING]):
+            yield bytes(holder), sf.pending_decoder.decode(raw)
+
+    def consent(self, holder: bytes, verifier: str) -> int | None:
+        raw = self._txn.get(sf.consent_key(holder, verifier), db=self._dbs[sf.DB_CONSENTS])
+        return sf.unpack_i64(raw) if raw is not None else None
+
+    def sealed_facts(self, key: bytes) -> bytes | None:
+        raw = self._txn.get(key, db=self._dbs[sf.DB_HOLDERS])
+        return bytes(raw) if raw is not None else None
+
+    def applied(self, record_id: str) -> int | None:
+        raw = self._txn.get(record_id.encode(), db=self._dbs[sf.DB_APPLIED])
+        return sf.unpack_u32(raw) if raw is not None else None
+
+    def quarantined(self, key: bytes) -> int | None:
+        db = self._dbs.get(sf.DB_QUARANTINE)
+        raw = self._txn.get(key, db=db) if db is not None else None
+        return sf.unpack_u32(raw) if raw is not None else None
+
+    # --- CRLs and announcements -----------------------------------------------------
+
+    def crl_files(self) -> list[tuple[bytes, sf.CrlFileEntry]]:
+        return [
+            (bytes(k), sf.crl_file_decoder.decode(v))
+            for k, v in self._txn.cursor(db=self._dbs[sf.DB_CRLS])
+        ]
+
+    def latest_crls(self, issuer_index: int) -> list[sf.CrlFileEntry]:
+        return latest_of(self._crls_backwards(issuer_index))
+
+    def _crls_backwards(self, issuer_index: int) -> Iterator[sf.CrlFileEntry]:
+        prefix = sf.issuer_prefix(issuer_index)
+        cur = self._txn.cursor(db=self._dbs[sf.DB_CRLS])
+        found = (
+            cur.set_range(sf.issuer_prefix(issuer_index + 1)) and cur.prev()
+            if issuer_index + 1 < 1 << 16
+            else False
+        ) or cur.last()
+        while found and bytes(cur.key()[:2]) == prefix:
+            yield sf.crl_file_decoder.decode(cur.value())
+            found = cur.prev()
+
+    def announcements(self) -> list[sf.Announcement]:
+        out = [
+            sf.announcement_decoder.decode(v)
+            for _, v in self._txn.cursor(db=self._dbs[sf.DB_ANNOUNCEMENTS])
+        ]
+        return sorted(out, key=lambda a: (a.at, a.issuer))
+
+    # --- the builder's own ----------------------------------------------------------
+
+    def outbox_lines(self, target: bytes) -> list[tuple[bytes, bytes]]:
+        """(outbox key, line) of every line staged for ``target`` and not yet delivered, in
+        staging order (`crlbuilder.outbox`)."""
+        db = self._dbs.get(sf.DB_OUTBOX)
+        if db is None:
+            return []
+        cur = self._txn.cursor(db=db)
+        out: list[tuple[bytes, bytes]] = []
+        if cur.set_range(target):
+            for k, v in cur:
+                if k[:1] != target:
+                    break
+                out.append((bytes(k), bytes(v)))
+        return out
+
+    def outbox_file(self, target: bytes) -> sf.OutboxFile | None:
+        """``target``'s file after its last completed delivery, or None."""
+        raw = self._meta(sf.META_OUTBOX_FILE_PREFIX + target)
+        return sf.outbox_file_decoder.decode(raw) if raw else None
+
+    def _range(self, db: bytes, issuer_index: int | None) -> Iterator[tuple[bytes, bytes]]:
+        cur = self._txn.cursor(db=self._dbs[db])
+        if issuer_index is None:
+            for key, value in cur:
+                yield bytes(key), value
+            return
+        prefix = sf.issuer_prefix(issuer_index)
+        if not cur.set_range(prefix):
+            return
+        for key, value in cur:
+            if key[:2] != prefix:
+                break
+            yield bytes(key), value
