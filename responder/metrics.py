@@ -33,8 +33,9 @@ So a request shows in /metrics at most one interval after its answer, and a work
 killed by SIGKILL loses at most its last interval of counts. Layer-made errors
 (`responder.http.HttpHooks.on_http_error`) count with endpoint ``other``.
 
-The app tells the hooks what it decided through ``Request.note``, an `Outcome`:
-(endpoint, ocsp_status, cert_status, family, party, source, rule). ``source``
+The app tells the hooks what it decided through ``Request.note``, a
+`responder.outcome.Outcome` (endpoint, ocsp_status, cert_status, family, party, source,
+rule). ``source``
 (presigned | cached | signed) feeds ``jpkiva_ocsp_answers_total`` and ``rule``
 (the refusal rule, see `RULES`) ``jpkiva_refusals_total``. Each fresh signature is
 counted per registered party in ``jpkiva_fresh_signatures_total{party}`` (who consumes
@@ -96,6 +97,7 @@ from responder.config import ConfigError, LogConfig, MetricsConfig
 from responder.http import Request, Response
 from responder.logs import AccessLog, method_label
 from responder.ocsp import promised_next_update, store_generation
+from responder.outcome import Outcome
 
 __all__ = [
     "BUCKETS",
@@ -109,13 +111,11 @@ __all__ = [
     "IssuerRef",
     "MasterMetrics",
     "MetricsApp",
-    "Outcome",
     "StoreCollector",
     "WorkerMetrics",
     "count_entries",
     "endpoint_of",
     "latest_crls",
-    "outcome",
     "prepare_dir",
 ]
 
@@ -164,10 +164,6 @@ OCSP_STATUS: Final[dict[int, str]] = {
 }
 """OCSPResponseStatus (RFC 6960 §4.2.1) -> its ASN.1 name, the ``ocsp_status`` label."""
 
-Outcome = tuple[str, str, str, str, str, str, str]
-"""(endpoint, ocsp_status, cert_status, family, party, source, rule): what the app decided.
-
-Strings from bounded vocabularies; ``party`` is the registered party id or ``"-"``."""
 
 REQUEST_LABELS: Final = (
     "endpoint",
@@ -194,21 +190,7 @@ _YIELD_EVERY: Final = 1 << 16
 _log = logging.getLogger("responder.metrics")
 
 
-def outcome(
-    endpoint: str,
-    *,
-    ocsp_status: str = "",
-    cert_status: str = "",
-    family: str = "",
-    party: str = "-",
-    source: str = "",
-    rule: str = "",
-) -> Outcome:
-    """An `Outcome` by name (for constants; the hot path builds the tuple itself)."""
-    return (endpoint, ocsp_status, cert_status, family, party, source, rule)
-
-
-_LAYER_ERROR: Final = outcome("other")
+_LAYER_ERROR: Final = Outcome("other")
 
 _FIXED_PATHS: Final = {b"/healthz": "healthz", b"/readyz": "readyz", b"/metrics": "metrics"}
 
@@ -420,11 +402,11 @@ class WorkerMetrics:
         self.clock = clock
         self._rendered: tuple[float, bytes] | None = None
         """(clock time, text) of the last render."""
-        self._cells: dict[tuple[tuple[str, ...], bytes, int], list[float]] = {}
+        self._cells: dict[tuple[Outcome, bytes, int], list[float]] = {}
         """(note, method, HTTP status) -> local histogram of those requests since the flush."""
         self._errors: dict[int, int] = {}
         """Layer-made errors by HTTP status since the flush."""
-        self._children: dict[tuple[tuple[str, ...], bytes, int], Any] = {}
+        self._children: dict[tuple[Outcome, bytes, int], Any] = {}
         self._sign = _new_hist()
         self._signed_by: dict[str, int] = {}
         """Fresh signatures per party since the flush."""
@@ -451,7 +433,7 @@ class WorkerMetrics:
     def on_request_done(self, req: Request, resp: Response, seconds: float) -> None:
         note = req.note
         if note is None:
-            note = (endpoint_of(req.target), "", "", "", "-", "", "")
+            note = Outcome(endpoint_of(req.target))
         key = (note, req.method, resp.status)
         cell = self._cells.get(key)
         if cell is None:
@@ -495,9 +477,9 @@ class WorkerMetrics:
         counts += [((_LAYER_ERROR, b"", status), n) for status, n in errors.items()]
         by_endpoint: dict[str, list[float]] = {}
         for (note, _, _), cell in cells.items():
-            total = by_endpoint.get(note[0])
+            total = by_endpoint.get(note.endpoint)
             if total is None:
-                by_endpoint[note[0]] = cell
+                by_endpoint[note.endpoint] = cell
             else:
                 for i, v in enumerate(cell):
                     total[i] += v
@@ -506,17 +488,21 @@ class WorkerMetrics:
         for key, n in counts:
             child = self._children.get(key)
             note, method, status = key
-            if len(note) != len(_LAYER_ERROR):  # not an Outcome: make it one
-                note = (*note[:7], *_LAYER_ERROR[len(note) :])
             if child is None:
                 child = self._children[key] = self.requests.labels(
-                    note[0], method_label(method), str(status), note[1], note[2], note[3], note[4]
+                    note.endpoint,
+                    method_label(method),
+                    str(status),
+                    note.ocsp_status,
+                    note.cert_status,
+                    note.family,
+                    note.party,
                 )
             child.inc(n)
-            if note[5]:
-                by_source[note[5]] = by_source.get(note[5], 0) + n
-            if note[6]:
-                by_rule[note[6]] = by_rule.get(note[6], 0) + n
+            if note.source:
+                by_source[note.source] = by_source.get(note.source, 0) + n
+            if note.rule:
+                by_rule[note.rule] = by_rule.get(note.rule, 0) + n
         for source, n in by_source.items():
             self.answers.labels(source).inc(n)
         for rule, n in by_rule.items():
