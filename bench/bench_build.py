@@ -149,7 +149,8 @@ def main() -> int:
     from crlbuilder.store.lmdbstore import Store
 
     s = Store.open(work / "store", readonly=True)
-    counts = s.counts()
+    with s.read() as r:
+        counts = r.counts()
     s.close()
     certs = counts["status"]
     size = du(work / "store")
@@ -179,15 +180,13 @@ def _flags(work: Path) -> list[str]:
 
 
 def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, object]:
-    from crlbuilder.store import format as sf
     from crlbuilder.store.lmdbstore import Store
 
     s = Store.open(work / "store", readonly=True)
     picks: list[tuple[str, int]] = []
-    issuers = {i.index: i.id for i in s.issuers()}
-    with s.env.begin() as txn:
-        for key, raw in txn.cursor(db=s.status):
-            st = sf.unpack_status(raw)
+    with s.read() as r:
+        issuers = {i.index: i.id for i in r.issuers()}
+        for key, st in r.statuses():
             if not st.revoked and st.not_after > time.time():
                 picks.append(
                     (issuers[int.from_bytes(key[:2], "big")], int.from_bytes(key[2:], "big"))

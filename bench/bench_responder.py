@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import multiprocessing
 import os
@@ -84,6 +85,7 @@ from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.response import ResponseSigner, issuer_hashes
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import StoreReader
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 BIN: Final = Path(sys.executable).parent
@@ -131,11 +133,11 @@ class Sample:
 def fresh_until(store: Store) -> int:
     """The earliest instant at which the responder stops answering for some issuer (tryLater)."""
     out = 0
-    for meta in store.issuers():
-        crl, oc = store.crl_state(meta.index), store.ocsp_state(meta.index)
-        until = crl.next_update or oc.next_update
-        if until:
-            out = until if not out else min(out, until)
+    with store.read() as r:
+        for meta in r.issuers():
+            until = r.promised_next_update(meta.index)
+            if until:
+                out = until if not out else min(out, until)
     return out
 
 
@@ -149,29 +151,25 @@ def answer_signers(manifest: Manifest) -> dict[int, ResponseSigner]:
     }
 
 
-def stored_answer(
-    store: Store, txn: Any, key: bytes, signer: ResponseSigner, now: int
-) -> bytes | None:
+def stored_answer(r: StoreReader, key: bytes, signer: ResponseSigner, now: int) -> bytes | None:
     """The full DER the responder sends for ``key`` from the store, or None when it would sign.
 
     A stored answer is kept without its ``certs`` field (`store.format.pack_response`): it is
     current when its status version is the record's, its nextUpdate is ahead and its signer
     is the issuer's signer; the responder then appends the signer's ``certs`` field.
     """
-    raw = txn.get(key, db=store.status)
-    stored = txn.get(key, db=store.dbs[sf.DB_RESPONSES])
-    if raw is None or stored is None:
+    st = r.status(key)
+    stored = r.stored_answer(key)
+    if st is None or stored is None:
         return None
-    st = sf.unpack_status(raw)
-    version, _, next_update, signer_id = sf.unpack_response_head(stored)
     if (
         not st.revoked
-        or version != st.version
-        or next_update <= now
-        or signer_id != signer.signer_id
+        or stored.version != st.version
+        or stored.next_update <= now
+        or stored.signer_id != signer.signer_id
     ):
         return None
-    return bytes(stored[sf.RESPONSE_HEAD_BYTES :]) + signer.certs_suffix
+    return stored.stem + signer.certs_suffix
 
 
 def pick_samples(store: Store, manifest: Manifest, pop: Path | None) -> tuple[Sample, Sample]:
@@ -187,19 +185,18 @@ def pick_samples(store: Store, manifest: Manifest, pop: Path | None) -> tuple[Sa
         for line in (pop / "answers.jsonl").read_text().splitlines():
             a = json.loads(line)
             candidates.setdefault(a["issuer"], []).append(int(a["serial"]))
-    with store.env.begin() as txn:
+    with store.read() as r:
         for issuer_id in SAMPLE_ISSUERS:
             index = manifest.issuer(issuer_id).index
-            serials = candidates.get(issuer_id) or _store_serials(store, txn, index)
+            serials = candidates.get(issuer_id) or _store_serials(r, index)
             revoked = good = None
             for serial in serials:
                 key = sf.status_key(index, serial)
-                raw = txn.get(key, db=store.status)
-                if raw is None:
+                st = r.status(key)
+                if st is None:
                     continue
-                st = sf.unpack_status(raw)
                 if st.revoked and revoked is None:
-                    der = stored_answer(store, txn, key, signers[index], now)
+                    der = stored_answer(r, key, signers[index], now)
                     if der is not None:
                         revoked = Sample(
                             issuer_id,
@@ -220,16 +217,9 @@ def pick_samples(store: Store, manifest: Manifest, pop: Path | None) -> tuple[Sa
     )
 
 
-def _store_serials(store: Store, txn: Any, index: int, limit: int = 5000) -> list[int]:
+def _store_serials(r: StoreReader, index: int, limit: int = 5000) -> list[int]:
     """The first ``limit`` serials of one issuer in the store (when there is no answers.jsonl)."""
-    out: list[int] = []
-    cur = txn.cursor(db=store.status)
-    if cur.set_range(sf.issuer_prefix(index)):
-        for key in cur.iternext(keys=True, values=False):
-            if key[:2] != sf.issuer_prefix(index) or len(out) >= limit:
-                break
-            out.append(sf.split_status_key(key)[1])
-    return out
+    return [sf.split_status_key(key)[1] for key, _ in itertools.islice(r.statuses(index), limit)]
 
 
 def ocsp_request(issuer: x509.Certificate, serial: int, nonce: bytes | None = None) -> bytes:
@@ -1065,24 +1055,24 @@ def spread_keys(
     At every ``step``-th entry the next entry that fits is taken.
     """
     now = int(time.time())
-    with store.env.begin() as txn:
-        total = txn.stat(store.dbs[db])["entries"]
+    with store.read() as r:
+        total = r.count(db)
         step = max(1, total // max(n, 1))
         offset = rng.randrange(step)
         out: list[bytes] = []
         pending = False
-        cur = txn.cursor(db=store.dbs[db])
-        for i, key in enumerate(cur.iternext(keys=True, values=False)):
+        keys = (k for k, _ in (r.revocations() if want == "revoked" else r.statuses()))
+        for i, key in enumerate(keys):
             if (i - offset) % step == 0:
                 pending = True
             if not pending:
                 continue
             if want == "revoked":
                 signer = signers[int.from_bytes(key[:2], "big")]
-                fits = stored_answer(store, txn, bytes(key), signer, now) is not None
+                fits = stored_answer(r, key, signer, now) is not None
             else:
-                raw = txn.get(key, db=store.status)
-                fits = raw is not None and not sf.unpack_status(raw).revoked
+                st = r.status(key)
+                fits = st is not None and not st.revoked
             if fits:
                 out.append(bytes(key))
                 pending = False
@@ -1107,11 +1097,11 @@ def bench_memory(ctx: Ctx, n_revoked: int, n_good: int) -> dict[str, Any]:
     try:
         t0 = time.monotonic()
         signers = answer_signers(ctx.manifest)
-        rev = spread_keys(store, sf.DB_RESPONSES, n_revoked, "revoked", signers, rng)
+        rev = spread_keys(store, sf.DB_REVOKED, n_revoked, "revoked", signers, rng)
         good = spread_keys(store, sf.DB_STATUS, n_good, "good", signers, rng)
-        issuers = {m.index: m for m in store.issuers()}
-        with store.env.begin() as txn:
-            status_entries = txn.stat(store.status)["entries"]
+        with store.read() as r:
+            issuers = {m.index: m for m in r.issuers()}
+            status_entries = r.count(sf.DB_STATUS)
     finally:
         store.close()
     certs = {i: x509.load_der_x509_certificate(m.cert_der) for i, m in issuers.items()}

@@ -66,7 +66,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -98,6 +98,7 @@ from crlbuilder.model import (
 )
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
 from crlbuilder.verifiers import Verifiers
 
 _facts_encoder: Final = msgspec.msgpack.Encoder()
@@ -123,9 +124,8 @@ def _system_clock() -> datetime:
 def next_lapse(store: Store) -> datetime | None:
     """The earliest instant a pending move-out notice lapses (Act §31(2)), if any."""
     earliest: datetime | None = None
-    with store.env.begin() as txn:
-        for _, raw in txn.cursor(db=store.dbs[sf.DB_PENDING]):
-            p = sf.pending_decoder.decode(raw)
+    with store.read() as r:
+        for _, p in r.pending_notices():
             if p.lapsed_at:
                 continue
             at = rules.move_out_lapse(date.fromisoformat(p.planned_date))
@@ -225,12 +225,14 @@ def notice_key(line: bytes) -> bytes | None:
 
 @dataclass
 class _Batch:
-    txn: Any
-    seq: int
-    changed: bool = False
+    c: Commit
+    """The batch's write transaction: owns the commit sequence, versions and answers."""
     notices: list[Notice] = field(default_factory=list)
-    stager: outbox.Stager | None = None
-    """Lines owed to the notices and quarantine files, staged in ``txn``."""
+    """Owed to the notices file, staged in ``c`` when the batch changed anything."""
+
+    @property
+    def seq(self) -> int:
+        return self.c.seq
 
 
 class Applier:
@@ -250,9 +252,10 @@ class Applier:
     ) -> None:
         self.store = store
         self.clock = clock
-        self._published = store.meta_u32(sf.META_BUILD) > 0
-        """A build completed on this store, so answers and CRLs may have been published."""
-        self.db = store.dbs
+        with store.read() as r:
+            self._published = r.generation().build > 0
+            """A build completed on this store, so answers and CRLs may have been published."""
+            issuers = r.issuers()
         self.cipher = FactsCipher(facts_key)
         self.quarantine = quarantine
         self.notices_path = notices_path
@@ -263,7 +266,7 @@ class Applier:
         """The registered parties a consent may name (None: no registry, consents refused)."""
         self.crash_points: dict[str, Callable[[], object]] = {}
         """Test hooks called where a kill matters (see `outbox.deliver`)."""
-        self._issuers: dict[str, sf.IssuerMeta] = {i.id: i for i in store.issuers()}
+        self._issuers: dict[str, sf.IssuerMeta] = {i.id: i for i in issuers}
         self._by_index: dict[int, sf.IssuerMeta] = {i.index: i for i in self._issuers.values()}
 
     # --- driving ------------------------------------------------------------
@@ -283,17 +286,15 @@ class Applier:
 
     def commit(self, items: list[Located | Rejected]) -> None:
         """Apply one batch in one write transaction (aborted if it changes nothing)."""
-        seq = self.store.meta_u32(sf.META_COMMIT) + 1
         rejected: list[tuple[Located | Rejected, str]] = []
-        with self.store.env.begin(write=True) as txn:
-            b = _Batch(txn=txn, seq=seq)
+        with Commit(self.store, self.clock) as c:
+            b = _Batch(c)
             for item in items:
                 self.summary.read += 1
                 if isinstance(item, Rejected):
                     rejected.append((item, item.reason))
                     continue
-                rid = item.record.id.encode()
-                if txn.get(rid, db=self.db[sf.DB_APPLIED]) is not None:
+                if c.applied(item.record.id) is not None:
                     self.summary.duplicates += 1
                     continue
                 try:
@@ -301,49 +302,38 @@ class Applier:
                 except Refused as e:
                     rejected.append((item, str(e)))
                     continue
-                txn.put(rid, sf.pack_u32(seq), db=self.db[sf.DB_APPLIED])
-                b.changed = True
+                c.mark_applied(item.record.id)
                 self.summary.applied += 1
                 if not effect:
                     self.summary.no_effect += 1
-            if b.changed:
-                txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
-                txn.put(
-                    sf.META_COMMITTED_AT, sf.pack_i64(epoch(self.clock())), db=self.db[sf.DB_META]
-                )
+            if c.changed:
                 self._stage_notices(b)
                 self.summary.commits += 1
             for item, reason in rejected:
                 self._reject(b, item, reason)
-            if not b.changed and b.stager is None:
-                txn.abort()
         self.deliver()
         if self.on_progress is not None:
             self.on_progress(len(items))
 
     def sweep_lapses(self, as_of: datetime) -> int:
         """Write every 30-day move-out lapse (Act §31(2)) due by ``as_of``; returns revocations."""
-        due: list[bytes] = []
-        with self.store.env.begin() as txn:
-            for holder, raw in txn.cursor(db=self.db[sf.DB_PENDING]):
-                p = sf.pending_decoder.decode(raw)
-                if (
-                    not p.lapsed_at
-                    and rules.move_out_lapse(date.fromisoformat(p.planned_date)) <= as_of
-                ):
-                    due.append(bytes(holder))
+        with self.store.read() as r:
+            due = [
+                holder
+                for holder, p in r.pending_notices()
+                if not p.lapsed_at
+                and rules.move_out_lapse(date.fromisoformat(p.planned_date)) <= as_of
+            ]
         if not due:
             return 0
         before = sum(self.summary.revocations.values())
-        seq = self.store.meta_u32(sf.META_COMMIT) + 1
-        with self.store.env.begin(write=True) as txn:
-            b = _Batch(txn=txn, seq=seq)
+        with Commit(self.store, self.clock) as c:
+            b = _Batch(c)
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
-            txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
-            txn.put(sf.META_COMMITTED_AT, sf.pack_i64(epoch(self.clock())), db=self.db[sf.DB_META])
-            self._stage_notices(b)
-            self.summary.commits += 1
+            if c.changed:
+                self._stage_notices(b)
+                self.summary.commits += 1
         self.deliver()
         return sum(self.summary.revocations.values()) - before
 
@@ -363,12 +353,12 @@ class Applier:
         """
         due: list[bytes] = []
         shortest = min(retention(f, c) for f in Family for c in Category if c.applies_to(f))
-        with self.store.env.begin() as txn:
-            status_db = self.db[sf.DB_STATUS]
-            for key, raw in txn.cursor(db=self.db[sf.DB_REVOKED]):
-                if sf.revoked_recorded_at(raw) + shortest > now:
+        with self.store.read() as r:
+            for key, recorded_at in r.revoked_recorded():
+                if recorded_at + shortest > now:
                     continue  # within every period: most records, decided by one field
-                entry = sf.unpack_revoked(raw)
+                entry = r.revoked_entry(key)
+                assert entry is not None
                 meta = self._by_index.get(int.from_bytes(key[:2], "big"))
                 category = Category.from_code(entry.category) if entry.category else None
                 if meta is None or category is None:
@@ -376,24 +366,16 @@ class Applier:
                 keep = retention(meta.family, category)
                 if entry.recorded_at + keep > now:
                     continue  # the cheap test first: most records are within retention
-                st = sf.unpack_status(txn.get(key, db=status_db))
-                if past_retention(entry.recorded_at, st.not_after, now, keep):
-                    due.append(bytes(key))
+                st = r.status(key)
+                if st is not None and past_retention(entry.recorded_at, st.not_after, now, keep):
+                    due.append(key)
         if not due:
             return 0
-        seq = self.store.meta_u32(sf.META_COMMIT) + 1
-        with self.store.env.begin(write=True) as txn:
+        with Commit(self.store, lambda: from_epoch(now)) as c:
             for key in due:
-                st = sf.unpack_status(txn.get(key, db=self.db[sf.DB_STATUS]))
-                erased = st._replace(
-                    version=seq, state=sf.STATE_ERASED, category=0, reason=0,
-                    revoked_at=st.revoked_at if keep_time else 0,
-                )  # fmt: skip
-                txn.put(key, erased.pack(), db=self.db[sf.DB_STATUS])
-                txn.delete(key, db=self.db[sf.DB_REVOKED])
-                txn.delete(key, db=self.db[sf.DB_RESPONSES])
-            txn.put(sf.META_COMMIT, sf.pack_u32(seq), db=self.db[sf.DB_META])
-            txn.put(sf.META_COMMITTED_AT, sf.pack_i64(now), db=self.db[sf.DB_META])
+                st = c.status(key)
+                assert st is not None
+                c.erase(key, st, keep_time=keep_time)
             self.summary.commits += 1
         self.summary.erased += len(due)
         return len(due)
@@ -442,19 +424,20 @@ class Applier:
     ) -> tuple[bytes, sf.StatusRecord]:
         meta = self._issuer(issuer_id)
         key = sf.status_key(meta.index, serial)
-        raw = b.txn.get(key, db=self.db[sf.DB_STATUS])
-        if raw is None:
+        st = b.c.status(key)
+        if st is None:
             raise Refused(f"unknown serial for issuer {issuer_id} (no issuance record)")
-        st = sf.unpack_status(raw)
         if epoch(at) < st.not_before:
             raise Refused("revocation recorded before the certificate's issuance")
         return key, st
 
     def _holder_certs(self, b: _Batch, holder: bytes, family: Family) -> list[bytes]:
-        return self.store.holder_certs(holder, family.code, b.txn)
+        return b.c.holder_certs(holder, family)
 
     def _status(self, b: _Batch, key: bytes) -> sf.StatusRecord:
-        return sf.unpack_status(b.txn.get(key, db=self.db[sf.DB_STATUS]))
+        st = b.c.status(key)
+        assert st is not None, "a linked certificate has a status record"
+        return st
 
     def _issuance(self, b: _Batch, rec: Issuance) -> bool:
         meta = self._issuer(rec.issuer)
@@ -463,7 +446,7 @@ class Applier:
         if meta.compromised_at and epoch(rec.not_before) >= meta.compromised_at:
             raise Refused(f"issuer {rec.issuer}'s key was compromised before this issuance")
         key = sf.status_key(meta.index, rec.serial)
-        if b.txn.get(key, db=self.db[sf.DB_STATUS]) is not None:
+        if b.c.status(key) is not None:
             raise Refused(f"serial already issued by {rec.issuer} under another record id")
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
@@ -496,10 +479,8 @@ class Applier:
             revoked_at=0,
             holder=holder,
         )
-        b.txn.put(key, st.pack(), db=self.db[sf.DB_STATUS])
-        b.txn.put(sf.link_key(holder, rec.family), key, db=self.db[sf.DB_LINKS])
-        if rec.facts is not None:
-            b.txn.put(key, self.cipher.seal(key, rec.facts), db=self.db[sf.DB_HOLDERS])
+        sealed = self.cipher.seal(key, rec.facts) if rec.facts is not None else None
+        b.c.add_certificate(key, st, rec.family, sealed)
         return True
 
     def _check_validity(
@@ -591,20 +572,10 @@ class Applier:
         t = epoch(at)
         if st.revoked or st.not_after <= t:
             return False
-        new = st._replace(
-            version=b.seq,
-            state=sf.STATE_REVOKED,
-            category=category.code,
-            reason=int(reason),
-            revoked_at=t,
-        )
-        b.txn.put(key, new.pack(), db=self.db[sf.DB_STATUS])
-        entry = sf.RevokedEntry(
-            revoked_at=t, reason=int(reason), category=category.code, commit=b.seq,
+        b.c.revoke(
+            key, st, category=category.code, reason=int(reason), at=t,
             recorded_at=epoch(recorded_at),
         )  # fmt: skip
-        b.txn.put(key, entry.pack(), db=self.db[sf.DB_REVOKED])
-        b.txn.delete(key, db=self.db[sf.DB_RESPONSES])
         self.summary.revocations[category.value] += 1
         follow = rules.cascade(family, category)
         if follow is not None:
@@ -650,7 +621,7 @@ class Applier:
                 record_id=rec.id, notified_at=epoch(made),
                 planned_date=rec.planned_date.isoformat(), abroad=rec.abroad,
             )  # fmt: skip
-            b.txn.put(holder, msgspec.json.encode(p), db=self.db[sf.DB_PENDING])
+            b.c.put_pending(holder, p)
             self._new_version(b, holder, (Family.AUTH_CARD, Family.AUTH_MOBILE))
             return True
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
@@ -661,7 +632,7 @@ class Applier:
             ):
                 # made in time, but the lapse was written first: it stands (Act §34(1)(2))
                 self.summary.move_in_after_lapse += 1
-            b.txn.delete(holder, db=self.db[sf.DB_PENDING])
+            b.c.delete_pending(holder)
             return not pending.lapsed_at
         notice = _notice(pending)
         changed = False
@@ -687,15 +658,14 @@ class Applier:
         for family in families:
             for key in self._holder_certs(b, holder, family):
                 st = self._status(b, key)
-                if not st.revoked and st.version != b.seq:
-                    b.txn.put(key, st._replace(version=b.seq).pack(), db=self.db[sf.DB_STATUS])
+                if not st.revoked:
+                    b.c.new_version(key, st)
 
     def _holder_known(self, b: _Batch, holder: bytes) -> bool:
         return any(self._holder_certs(b, holder, f) for f in Family)
 
     def _pending(self, b: _Batch, holder: bytes) -> sf.PendingMoveOut | None:
-        raw = b.txn.get(holder, db=self.db[sf.DB_PENDING])
-        return sf.pending_decoder.decode(raw) if raw is not None else None
+        return b.c.pending(holder)
 
     def _lapse_if_due(self, b: _Batch, holder: bytes, by: datetime) -> None:
         """Act §31(2): 30 days after the planned move-out with no move-in, auth-card certs lose effect.
@@ -713,8 +683,7 @@ class Applier:
             return
         at = self._lapse_written_at(due)
         lapsed = msgspec.structs.replace(pending, lapsed_at=epoch(at))
-        b.txn.put(holder, msgspec.json.encode(lapsed), db=self.db[sf.DB_PENDING])
-        b.changed = True
+        b.c.put_pending(holder, lapsed)
         for key in self._holder_certs(b, holder, Family.AUTH_CARD):
             st = self._status(b, key)
             if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=at):
@@ -741,19 +710,13 @@ class Applier:
         if meta.compromised_at:
             return False
         t = epoch(rec.recorded_at)
-        prefix = sf.issuer_prefix(meta.index)
         keys: list[bytes] = []
-        cur = b.txn.cursor(db=self.db[sf.DB_STATUS])
-        if cur.set_range(prefix):
-            for key, raw in cur:
-                if key[:2] != prefix:
-                    break
-                st = sf.unpack_status(raw)
-                if rules.compromise_revokes(
-                    cert_issuer=rec.issuer, compromised_issuer=meta.id,
-                    not_after=from_epoch(st.not_after), at=rec.recorded_at,
-                ) and not st.revoked and st.not_before <= t:  # fmt: skip
-                    keys.append(bytes(key))
+        for key, st in b.c.statuses(meta.index):
+            if rules.compromise_revokes(
+                cert_issuer=rec.issuer, compromised_issuer=meta.id,
+                not_after=from_epoch(st.not_after), at=rec.recorded_at,
+            ) and not st.revoked and st.not_before <= t:  # fmt: skip
+                keys.append(key)
         cascaded_before = self.summary.revocations[Category.CARD_CASCADE.value]
         for key in keys:
             self._revoke(b, key, Category.CA_COMPROMISE, Category.CA_COMPROMISE.default_reason,
@@ -761,28 +724,17 @@ class Applier:
         cascaded = self.summary.revocations[Category.CARD_CASCADE.value] - cascaded_before
         # answers signed by the compromised key's delegate are not served again, even of
         # certificates revoked earlier: the successor's delegate re-signs them (presign)
-        stored = b.txn.cursor(db=self.db[sf.DB_RESPONSES])
-        if stored.set_range(prefix):
-            while stored.key()[:2] == prefix and stored.delete():
-                pass
+        b.c.drop_answers(meta.index)
         updated = msgspec.structs.replace(meta, compromised_at=t)
         self._issuers[meta.id] = updated
         self._by_index[meta.index] = updated
-        b.txn.put(
-            sf.META_ISSUERS,
-            msgspec.json.encode(sorted(self._issuers.values(), key=lambda i: i.index)),
-            db=self.db[sf.DB_META],
-        )
+        b.c.put_issuers(self._issuers.values())
         announcement = sf.Announcement(
             issuer=meta.id, family=meta.family, generation=meta.generation, at=t,
             certificates=len(keys), cascaded=cascaded,
             articles=Duty.PUBLIC_ANNOUNCEMENT.article(meta.family).split(", "), commit=b.seq,
         )  # fmt: skip
-        b.txn.put(
-            sf.announcement_key(meta.index),
-            msgspec.json.encode(announcement),
-            db=self.db[sf.DB_ANNOUNCEMENTS],
-        )
+        b.c.put_announcement(meta.index, announcement)
         b.notices.append(
             Notice(kind="public-announcement", record_id=rec.id,
                    article=Duty.PUBLIC_ANNOUNCEMENT.article(meta.family),
@@ -807,11 +759,10 @@ class Applier:
         if not self._holder_known(b, holder):
             # a holder with auth certificates only may consent ahead of a sign certificate
             raise Refused("no certificate of this holder (issuance record missing?)")
-        key = sf.consent_key(holder, rec.verifier)
         if rec.granted:
-            b.txn.put(key, sf.pack_i64(epoch(rec.recorded_at)), db=self.db[sf.DB_CONSENTS])
+            b.c.put_consent(holder, rec.verifier, epoch(rec.recorded_at))
             return True
-        return bool(b.txn.delete(key, db=self.db[sf.DB_CONSENTS]))
+        return b.c.delete_consent(holder, rec.verifier)
 
     # --- outputs ------------------------------------------------------------
 
@@ -820,27 +771,18 @@ class Applier:
         rid = item.record_id if isinstance(item, Rejected) else item.record.id
         entry = quarantine_entry(item.source, item.line, reason, rid)
         key = quarantine_key(entry)
-        db = self.db[sf.DB_QUARANTINE]
-        if b.txn.get(key, db=db) is not None:
+        if b.c.quarantined(key) is not None:
             self.summary.duplicates += 1
             return
-        b.txn.put(key, sf.pack_u32(b.seq), db=db)
-        self._stager(b).stage(outbox.QUARANTINE, msgspec.json.encode(entry))
+        b.c.quarantine(key)
+        b.c.stage(outbox.QUARANTINE, msgspec.json.encode(entry))
         self.summary.quarantined += 1
 
     def _stage_notices(self, b: _Batch) -> None:
         """Owe the batch's notices to the notices file, in the batch's own transaction."""
-        if not b.notices:
-            return
-        stager = self._stager(b)
         for n in b.notices:
-            stager.stage(outbox.NOTICES, msgspec.json.encode(n))
+            b.c.stage(outbox.NOTICES, msgspec.json.encode(n))
         self.summary.notices += len(b.notices)
-
-    def _stager(self, b: _Batch) -> outbox.Stager:
-        if b.stager is None:
-            b.stager = outbox.Stager(self.store, b.txn)
-        return b.stager
 
     def deliver(self) -> int:
         """Write the staged quarantine lines and notices to their files, once each; returns how
@@ -891,7 +833,8 @@ def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:
 
 def register_issuers(store: Store, issuers: list[sf.IssuerMeta]) -> None:
     """Record the issuer table in the store; an index must keep naming the same issuer."""
-    known = {i.index: i for i in store.issuers()}
+    with store.read() as r:
+        known = {i.index: i for i in r.issuers()}
     merged = dict(known)
     for new in issuers:
         old = known.get(new.index)
@@ -907,9 +850,5 @@ def register_issuers(store: Store, issuers: list[sf.IssuerMeta]) -> None:
         raise sf.StoreFormatError("one issuer id under two indexes")
     if merged == known:
         return
-    with store.env.begin(write=True) as txn:
-        txn.put(
-            sf.META_ISSUERS,
-            msgspec.json.encode(sorted(merged.values(), key=lambda i: i.index)),
-            db=store.dbs[sf.DB_META],
-        )
+    with Commit(store) as c:
+        c.put_issuers(merged.values())

@@ -44,6 +44,7 @@ from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.presign import Presigner
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
 
 Clock = Callable[[], datetime]
@@ -134,7 +135,9 @@ class Builder:
         self.store = Store.open(
             cfg.store.path, readonly=False, map_size=cfg.store.map_size_gib << 30
         )
-        if self.store.mode() == sf.MODE_CRL_IMPORT:
+        with self.store.read() as r:
+            crl_import = r.crl_import()
+        if crl_import:
             self.store.close()
             raise sf.StoreFormatError(
                 f"{cfg.store.path}: this store was built by `crlbuilder import-crl` (a group appliance); "
@@ -183,13 +186,11 @@ class Builder:
     def last_commit(self) -> int:
         """Epoch seconds of the store's last commit: records, lapses, or what a build published
         (a CRL's thisUpdate, a pre-signed answer's producedAt)."""
-        with self.store.env.begin() as txn:
-            last = self.store.meta_i64(sf.META_COMMITTED_AT, txn)
-            for i in self.store.issuers(txn):
+        with self.store.read() as r:
+            last = r.committed_at()
+            for i in r.issuers():
                 last = max(
-                    last,
-                    self.store.crl_state(i.index, txn).this_update,
-                    self.store.ocsp_state(i.index, txn).produced_at,
+                    last, r.crl_state(i.index).this_update, r.ocsp_state(i.index).produced_at
                 )
         return last
 
@@ -267,10 +268,8 @@ class Builder:
             report.crls_pruned = pub.pruned
             report.crls_withheld = pub.withheld
             report.seconds["crl"] = time.monotonic() - t
-        with self.store.env.begin(write=True) as txn:
-            build = self.store.meta_u32(sf.META_BUILD, txn) + 1
-            txn.put(sf.META_BUILD, sf.pack_u32(build), db=self.store.dbs[sf.DB_META])
-        report.build = build
+        with Commit(self.store) as c:
+            report.build = c.bump_build()
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:
         """Apply each file that appears in ``spool`` until SIGTERM/SIGINT (or ``max_idle`` s of nothing).

@@ -83,7 +83,7 @@ def _facts_key(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from crlbuilder.store.format import MODE_CRL_IMPORT, StoreFormatError
+    from crlbuilder.store.format import StoreFormatError, status_key
     from crlbuilder.store.lmdbstore import Store
 
     try:
@@ -92,17 +92,19 @@ def _status(args: argparse.Namespace) -> int:
         print(f"crlbuilder status: error: {e}", file=sys.stderr)
         return 2
     try:
-        issuers = {i.id: i for i in store.issuers()}
-        meta = issuers.get(args.issuer)
+        with store.read() as r:
+            issuers = {i.id: i for i in r.issuers()}
+            crl_import = r.crl_import()
+            meta = issuers.get(args.issuer)
+            st = r.status(status_key(meta.index, args.serial)) if meta is not None else None
         if meta is None:
             print(
                 f"crlbuilder status: error: unknown issuer {args.issuer!r}; known: {sorted(issuers)}",
                 file=sys.stderr,
             )
             return 2
-        st = store.status_of(meta.index, args.serial)
         if st is None:
-            absent = "good" if store.mode() == MODE_CRL_IMPORT else "unknown"
+            absent = "good" if crl_import else "unknown"
             out: dict[str, object] = {
                 "issuer": args.issuer,
                 "serial": args.serial,

@@ -5,7 +5,8 @@ A holder notification (通知, Act §15(2)) or a public announcement (公示, Ac
 record was refused. Written to their files after the commit, a builder killed
 in between would lose them for good; written before, a rollback would leave
 lines for what never happened. So the applier *stages* each line in the
-``outbox`` database inside the write transaction that causes it (`stage`), and
+``outbox`` database inside the write transaction that causes it
+(`crlbuilder.store.writer.Commit.stage`), and
 `deliver` then appends the staged lines to their file and deletes them.
 
 Delivery is idempotent: each line has a key (`KeyOf`: a notice's record id and
@@ -26,12 +27,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
-
-import msgspec
+from typing import Final
 
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
 
 NOTICES: Final = b"n"
 """Target: the notices file (input.notices)."""
@@ -42,44 +42,10 @@ KeyOf = Callable[[bytes], bytes | None]
 """The delivery key of one JSON line, or None for a line that is not one of ours."""
 
 
-class _Delivered(msgspec.Struct, frozen=True, kw_only=True):
-    path: str
-    size: int
-
-
-_delivered_decoder: Final = msgspec.json.Decoder(_Delivered)
-
-
-class Stager:
-    """Stages lines in one write transaction; numbers them after the store's last staged line."""
-
-    def __init__(self, store: Store, txn: Any) -> None:
-        self.txn = txn
-        self.db = store.dbs[sf.DB_OUTBOX]
-        self._meta = store.dbs[sf.DB_META]
-        raw = txn.get(sf.META_OUTBOX_SEQ, db=self._meta)
-        self.seq = int.from_bytes(raw, "big") if raw is not None else 0
-        self.staged = 0
-
-    def stage(self, target: bytes, line: bytes) -> None:
-        """Owe ``line`` (one JSON document, no newline) to ``target``'s file."""
-        self.seq += 1
-        self.txn.put(target + self.seq.to_bytes(8, "big"), line, db=self.db)
-        self.txn.put(sf.META_OUTBOX_SEQ, self.seq.to_bytes(8, "big"), db=self._meta)
-        self.staged += 1
-
-
 def pending(store: Store, target: bytes) -> list[tuple[bytes, bytes]]:
     """The (key, line) pairs staged for ``target`` and not yet delivered, in staging order."""
-    with store.env.begin() as txn:
-        cur = txn.cursor(db=store.dbs[sf.DB_OUTBOX])
-        out: list[tuple[bytes, bytes]] = []
-        if cur.set_range(target):
-            for k, v in cur:
-                if k[:1] != target:
-                    break
-                out.append((bytes(k), bytes(v)))
-        return out
+    with store.read() as r:
+        return r.outbox_lines(target)
 
 
 def deliver(
@@ -99,9 +65,8 @@ def deliver(
     todo = pending(store, target)
     if not todo:
         return 0
-    meta_key = sf.META_OUTBOX_FILE_PREFIX + target
-    raw = store.meta_bytes(meta_key)
-    last = _delivered_decoder.decode(raw) if raw else None
+    with store.read() as r:
+        last = r.outbox_file(target)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
@@ -109,9 +74,9 @@ def deliver(
         if last is None or last.path != str(path):
             # a file this store never wrote: nothing of ours in it yet; remember where ours
             # start before writing any, so a kill after the write is seen in the tail
-            last = _Delivered(path=str(path), size=size)
-            with store.env.begin(write=True) as txn:
-                txn.put(meta_key, msgspec.json.encode(last), db=store.dbs[sf.DB_META])
+            last = sf.OutboxFile(path=str(path), size=size)
+            with Commit(store) as c:
+                c.put_outbox_file(target, last)
         start = last.size if last.size <= size else 0  # shorter: rotated away, started anew
         tail = os.pread(fd, size - start, start) if size > start else b""
         present = {key_of(line) for line in tail.split(b"\n") if line}
@@ -135,12 +100,7 @@ def deliver(
         os.close(fd)
     if before_delete is not None:
         before_delete()
-    with store.env.begin(write=True) as txn:
-        for k, _ in todo:
-            txn.delete(k, db=store.dbs[sf.DB_OUTBOX])
-        txn.put(
-            meta_key,
-            msgspec.json.encode(_Delivered(path=str(path), size=new_size)),
-            db=store.dbs[sf.DB_META],
-        )
+    with Commit(store) as c:
+        c.unstage(k for k, _ in todo)
+        c.put_outbox_file(target, sf.OutboxFile(path=str(path), size=new_size))
     return written

@@ -29,9 +29,8 @@ import signal
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-import msgspec
 from cryptography import x509
 
 from crlbuilder.keys.signer import PemSigner
@@ -46,6 +45,8 @@ from crlbuilder.ocsp.response import (
 )
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import StoredAnswer
+from crlbuilder.store.writer import Commit
 
 CHUNK: Final = 2_000
 """Answers per write transaction and per job sent to a signing process."""
@@ -102,7 +103,8 @@ class Presigner:
         self.validity = validity_seconds
         self.refresh_before = refresh_before_seconds
         self.workers = workers or os.cpu_count() or 1
-        compromised = {i.id for i in store.issuers() if i.compromised_at}
+        with store.read() as r:
+            compromised = {i.id for i in r.issuers() if i.compromised_at}
         self._files: dict[str, tuple[str, str]] = {}
         for i in manifest.issuers:
             files = ocsp_signer_files(manifest, i, i.id in compromised)
@@ -160,21 +162,19 @@ class Presigner:
     ) -> Iterator[tuple[bytes, sf.StatusRecord]]:
         """Revoked serials of one issuer whose stored answer is missing, stale or nearly so."""
         signer_id = self._response_signers[issuer.id].signer_id
-        with self.store.env.begin() as txn:
-            responses = self.store.dbs[sf.DB_RESPONSES]
-            for serial, _entry in self.store.revoked_entries(issuer.index, txn):
-                key = sf.status_key(issuer.index, serial)
-                st = sf.unpack_status(txn.get(key, db=self.store.status))
-                stored = txn.get(key, db=responses)
-                if stored is not None:
-                    version, _, next_update, sid = sf.unpack_response_head(stored)
-                    if (
-                        version == st.version
-                        and sid == signer_id
-                        and next_update - now > self.refresh_before
-                    ):
-                        result.kept += 1
-                        continue
+        with self.store.read() as r:
+            for key, _entry in r.revocations(issuer.index):
+                st = r.status(key)
+                assert st is not None, "a CRL entry has a status record"
+                stored = r.stored_answer(key)
+                if (
+                    stored is not None
+                    and stored.version == st.version
+                    and stored.signer_id == signer_id
+                    and stored.next_update - now > self.refresh_before
+                ):
+                    result.kept += 1
+                    continue
                 yield key, st
 
     def _sign_chunk(
@@ -234,37 +234,22 @@ class Presigner:
     ) -> None:
         """Store answers (without their constant certs field) whose status did not change meanwhile."""
         suffix = rs.certs_suffix
-        with self.store.env.begin(write=True) as txn:
+        with Commit(self.store) as c:
             for (key, st), d, sig in zip(chunk, data, signatures, strict=True):
-                now_raw = txn.get(key, db=self.store.status)
-                if now_raw is None or sf.unpack_status(now_raw).version != st.version:
+                current = c.status(key)
+                if current is None or current.version != st.version:
                     continue
                 der = rs.assemble(d, sig)
                 stem = der[: len(der) - len(suffix)]
-                txn.put(
-                    key,
-                    sf.pack_response(st.version, now, next_update, rs.signer_id, stem),
-                    db=self.store.dbs[sf.DB_RESPONSES],
-                )
+                c.put_answer(key, StoredAnswer(st.version, now, next_update, rs.signer_id, stem))
 
     def _record_state(self, now: int) -> None:
         """Per issuer: when answers were last signed and the earliest stored nextUpdate."""
-        with self.store.env.begin(write=True) as txn:
+        with Commit(self.store) as c:
             for issuer in self.manifest.issuers:
                 if issuer.id not in self._signers:
                     continue
-                earliest = 0
-                cur: Any = txn.cursor(db=self.store.dbs[sf.DB_RESPONSES])
-                prefix = sf.issuer_prefix(issuer.index)
-                if cur.set_range(prefix):
-                    for key, value in cur:
-                        if key[:2] != prefix:
-                            break
-                        _, _, nu, _ = sf.unpack_response_head(value)
-                        earliest = nu if not earliest else min(earliest, nu)
-                state = sf.OcspState(produced_at=now, next_update=earliest)
-                txn.put(
-                    sf.META_OCSP_STATE_PREFIX + sf.pack_u32(issuer.index),
-                    msgspec.json.encode(state),
-                    db=self.store.dbs[sf.DB_META],
+                earliest = min(
+                    (a.next_update for _, a in c.stored_answers(issuer.index)), default=0
                 )
+                c.put_ocsp_state(issuer.index, sf.OcspState(produced_at=now, next_update=earliest))

@@ -16,7 +16,7 @@ Like the yearly report (``/reports/``) the routes need no credentials: the
 announcement is public by law and holds no personal data (an issuer
 generation, an instant, counts and articles; never a serial or a holder).
 
-Cost: the store is read only through `crlbuilder.store.lmdbstore.Store.announcements`;
+Cost: the store is read only through `crlbuilder.store.reader.StoreReader.announcements`;
 the rendered bytes are cached per store commit (the only writes that can add
 an announcement), so a request costs one LMDB read of the commit number and a
 dictionary lookup however often it is asked. `render` and `parse_path` are
@@ -34,7 +34,7 @@ import msgspec
 
 from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
-from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import ReadSource
 from responder.http import Response
 from responder.report import FAMILY_JA
 
@@ -209,20 +209,18 @@ _cache: dict[tuple[int, Format], tuple[int, Response]] = {}
 """(id of the store, format) -> (commit, response): one worker's rendered pages."""
 
 
-def serve(store: Store, path: bytes) -> Response:
+def serve(store: ReadSource, path: bytes) -> Response:
     """The response to ``GET path``: the cached page of the store's current commit."""
     fmt = parse_path(path)
     if fmt is None:
         return _NOT_FOUND
-    with store.env.begin() as txn:
-        commit = store.meta_u32(sf.META_COMMIT, txn)
+    with store.read() as r:
+        commit = r.generation().commit
         key = (id(store), fmt)
         hit = _cache.get(key)
         if hit is not None and hit[0] == commit:
             return hit[1]
-        response = Response(
-            200, render(store.announcements(txn), fmt), CONTENT_TYPES[fmt], _HEADERS
-        )
+        response = Response(200, render(r.announcements(), fmt), CONTENT_TYPES[fmt], _HEADERS)
     if len(_cache) > 16:  # stores of closed apps (tests): the live one re-renders once
         _cache.clear()
     _cache[key] = (commit, response)

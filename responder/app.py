@@ -66,10 +66,7 @@ from responder.limits import CrlKind, LimitsTable
 from responder.logs import AccessLog
 from responder.metrics import (
     OCSP_STATUS,
-    EntryCounts,
-    IssuerRef,
     MetricsApp,
-    StoreCollector,
     WorkerMetrics,
 )
 from responder.ocsp import ERRORS, Ready, load_issuers
@@ -80,6 +77,7 @@ from responder.registry.vocabulary import Method
 from responder.report import Format as ReportFormat
 from responder.report import parse_report_path, render_year
 from responder.signing import SigningPool
+from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 
 _log: Final = logging.getLogger("responder.app")
 

@@ -72,8 +72,7 @@ from typing import Final, Literal
 import msgspec
 
 from crlbuilder.model import Family
-from crlbuilder.store import format as sf
-from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import ReadSource
 from responder.registry.vocabulary import Method, Service
 
 __all__ = [
@@ -998,7 +997,7 @@ class Ledger:
 
 
 def issuance_counts(
-    store: Store, first: date, last: date, *, utc_offset: int = JST
+    store: ReadSource, first: date, last: date, *, utc_offset: int = JST
 ) -> dict[str, dict[str, int]]:
     """Certificates issued (発行件数, Ord §71(1)) per family and local month, from the store.
 
@@ -1009,17 +1008,16 @@ def issuance_counts(
     fine for a yearly report, not for a request path. A group appliance's store
     (built from CRLs) holds only revoked certificates, so it is refused.
     """
-    if store.mode() == sf.MODE_CRL_IMPORT:
-        raise LedgerError(
-            "a group appliance's store holds only revoked certificates: "
-            "issuance counts (発行件数) are the 機構's"
-        )
     lo = datetime(first.year, first.month, first.day, tzinfo=UTC).timestamp() - utc_offset
     hi = datetime(last.year, last.month, last.day, tzinfo=UTC).timestamp() - utc_offset + _DAY
     by_code: dict[tuple[int, int], int] = {}
-    with store.env.begin() as txn:
-        for _key, value in txn.cursor(db=store.status):
-            rec = sf.unpack_status(value)
+    with store.read() as r:
+        if r.crl_import():
+            raise LedgerError(
+                "a group appliance's store holds only revoked certificates: "
+                "issuance counts (発行件数) are the 機構's"
+            )
+        for _key, rec in r.statuses():
             nb = rec.not_before
             if lo <= nb < hi:
                 k = (rec.family, _day_of(nb, utc_offset))

@@ -42,40 +42,24 @@ counted per registered party in ``jpkiva_fresh_signatures_total{party}`` (who co
 the signing threads; party ids are registry ids, not holders' data, and bounded by the
 registry: an unauthenticated request never reaches signing).
 
-Store gauges (`StoreCollector`) are read from the store when /metrics is scraped,
-in the worker that answers, at most once a second: build, commit, last commit
-time, each issuer's promised nextUpdate and stale alarm (the ``tryLater`` case of
-`responder.ocsp`), and the latest full and delta CRL of each issuer from the
-store's CRL index. Revoked entries per family and legal category (`EntryCounts`)
-would cost a walk of the whole revoked database (about 0.5 s per million entries),
-so they are counted at most once per commit and at most once per ``[metrics]
-entries_interval`` for all workers together: in a background thread of the worker
-that answers the scrape, the result shared through a file in the metrics
-directory; until then /metrics shows the last count. Stores of at most
-`INLINE_ENTRIES` entries are counted at once, during the scrape. Category ``good``
-(certificates not revoked) is not exposed: it would need a walk of the status
-database as well. A better source would be counts kept by crlbuilder in the store's
-meta at each commit (not there yet).
+The store's gauges (build, commit, freshness, CRLs, entry counts) are
+`responder.storegauges`'s: a collector passed in with ``collectors``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
-import struct
 import tempfile
-import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import msgspec
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -85,37 +69,27 @@ from prometheus_client import (
     generate_latest,
     values,
 )
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
-from crlbuilder.model import Category, Family
 from crlbuilder.ocsp.response import ResponseStatus
-from crlbuilder.store import format as sf
-from crlbuilder.store.lmdbstore import Store
 from responder.config import ConfigError, LogConfig, MetricsConfig
 from responder.http import Request, Response
 from responder.logs import AccessLog, method_label
-from responder.ocsp import promised_next_update, store_generation
 from responder.outcome import Outcome
+from responder.storegauges import ENTRIES_FILES
 
 __all__ = [
     "BUCKETS",
     "CONTENT_TYPE",
     "ENV",
-    "INLINE_ENTRIES",
     "OCSP_STATUS",
     "RULES",
     "SOURCES",
-    "EntryCounts",
-    "IssuerRef",
     "MasterMetrics",
     "MetricsApp",
-    "StoreCollector",
     "WorkerMetrics",
-    "count_entries",
     "endpoint_of",
-    "latest_crls",
     "prepare_dir",
 ]
 
@@ -175,17 +149,10 @@ REQUEST_LABELS: Final = (
     "party",
 )
 
-INLINE_ENTRIES: Final = 20_000
-"""Revoked databases up to this many entries are counted during the scrape (~10 ms)."""
-_ENTRIES_FILE: Final = "store-entries.json"
-_ENTRIES_LOCK: Final = "store-entries.lock"
 _MASTER_FILE: Final = "master.pid"
 """The pid of the master that owns a directory (orphans of a killed master are swept)."""
 _TEMP_PREFIX: Final = "jpki-va-metrics-"
 _ORPHAN_AGE: Final = 60.0
-_CATEGORY_AT: Final = struct.calcsize(">qB")
-"""Offset of the category byte in a `store.format.RevokedEntry` (revoked_at q, reason B)."""
-_YIELD_EVERY: Final = 1 << 16
 
 _log = logging.getLogger("responder.metrics")
 
@@ -235,7 +202,7 @@ def prepare_dir(configured: Path | None) -> tuple[Path, bool]:
     configured.chmod(0o700)
     for stale in configured.glob("*.db"):
         stale.unlink(missing_ok=True)
-    for name in (_ENTRIES_FILE, _ENTRIES_LOCK, _MASTER_FILE):
+    for name in (*ENTRIES_FILES, _MASTER_FILE):
         (configured / name).unlink(missing_ok=True)
     return configured, False
 
@@ -589,292 +556,3 @@ def _flush_hist(local: list[float], child: Any) -> None:
             local[i] = 0.0
     child._sum.inc(local[_SLOTS])
     local[_SLOTS] = 0.0
-
-
-# -- the store ---------------------------------------------------------------------------------
-
-
-class IssuerRef(msgspec.Struct, frozen=True):
-    """One issuer generation the responder answers for."""
-
-    index: int
-    id: str
-    family: Family
-
-
-class StoreCollector(Collector):
-    """Gauges read from the store when /metrics is scraped (cached for ``max_age`` seconds)."""
-
-    def __init__(
-        self,
-        store: Store,
-        issuers: Iterable[IssuerRef],
-        *,
-        entries: EntryCounts | None = None,
-        clock: Callable[[], float] = time.time,
-        max_age: float = 1.0,
-    ) -> None:
-        self.store = store
-        self.issuers = tuple(issuers)
-        self.entries = entries
-        self.clock = clock
-        self.max_age = max_age
-        self._cached: tuple[float, list[Metric]] | None = None
-
-    def describe(self) -> Iterable[Metric]:
-        return ()
-
-    def collect(self) -> Iterable[Metric]:
-        now = self.clock()
-        cached = self._cached
-        if cached is not None and 0 <= now - cached[0] < self.max_age:
-            return cached[1]
-        out = self._read(int(now))
-        self._cached = (now, out)
-        return out
-
-    def _read(self, now: int) -> list[Metric]:
-        store = self.store
-        build = GaugeMetricFamily("jpkiva_store_build", "crlbuilder build number of the store.")
-        commit = GaugeMetricFamily("jpkiva_store_commit", "Commit sequence of the store.")
-        committed = GaugeMetricFamily(
-            "jpkiva_store_last_commit_timestamp_seconds", "When the last commit was written."
-        )
-        stale = GaugeMetricFamily(
-            "jpkiva_stale_issuer",
-            "1 when the issuer's data is past the nextUpdate the builder promised (tryLater).",
-            labels=("issuer",),
-        )
-        next_update = GaugeMetricFamily(
-            "jpkiva_issuer_next_update_timestamp_seconds",
-            "The nextUpdate the builder promised for the issuer (its last CRL's).",
-            labels=("issuer",),
-        )
-        crl_time = GaugeMetricFamily(
-            "jpkiva_crl_last_produced_timestamp_seconds",
-            "thisUpdate of the issuer's latest CRL of this kind.",
-            labels=("issuer", "kind"),
-        )
-        crl_bytes = GaugeMetricFamily(
-            "jpkiva_crl_bytes",
-            "Size of the issuer's latest CRL of this kind.",
-            labels=("issuer", "kind"),
-        )
-        crl_entries = GaugeMetricFamily(
-            "jpkiva_crl_entries",
-            "Entries of the issuer's latest CRL of this kind.",
-            labels=("issuer", "kind"),
-        )
-        with store.env.begin() as txn:
-            seq, number = store_generation(store, txn)
-            build.add_metric((), number)
-            commit.add_metric((), seq)
-            committed.add_metric((), store.meta_i64(sf.META_COMMITTED_AT, txn))
-            for issuer in self.issuers:
-                promised = promised_next_update(store, issuer.index, txn)
-                stale.add_metric((issuer.id,), 1 if 0 < promised <= now else 0)
-                if promised:
-                    next_update.add_metric((issuer.id,), promised)
-                for e in latest_crls(store, txn, issuer.index):
-                    kind = ("delta" if e.delta else "full",)
-                    crl_time.add_metric((issuer.id, *kind), e.this_update)
-                    crl_bytes.add_metric((issuer.id, *kind), e.size)
-                    crl_entries.add_metric((issuer.id, *kind), e.entries)
-        out: list[Metric] = [
-            build, commit, committed, stale, next_update, crl_time, crl_bytes, crl_entries,
-        ]  # fmt: skip
-        if self.entries is not None:
-            counts = self.entries.get(seq)
-            if counts is not None:
-                entries = GaugeMetricFamily(
-                    "jpkiva_store_entries",
-                    "Revoked entries (CRL entries) per family and legal category.",
-                    labels=("family", "category"),
-                )
-                for (family, category), n in sorted(counts.items()):
-                    entries.add_metric((family, category), n)
-                out.append(entries)
-        return out
-
-
-def latest_crls(store: Store, txn: Any, issuer_index: int) -> list[sf.CrlFileEntry]:
-    """The issuer's latest full CRL and the latest delta CRL after it, from the CRL index.
-
-    Walks the index backwards from the issuer's last key and stops at the first full
-    CRL: a delta numbered before the latest full one is superseded.
-    """
-    prefix = sf.issuer_prefix(issuer_index)
-    cur = txn.cursor(db=store.dbs[sf.DB_CRLS])
-    found = (
-        cur.set_range(sf.issuer_prefix(issuer_index + 1)) and cur.prev()
-        if issuer_index + 1 < 1 << 16
-        else False
-    ) or cur.last()
-    out: list[sf.CrlFileEntry] = []
-    delta_seen = False
-    while found and bytes(cur.key()[:2]) == prefix:
-        entry = sf.crl_file_decoder.decode(cur.value())
-        if not entry.delta:
-            out.append(entry)
-            break
-        if not delta_seen:
-            out.append(entry)
-            delta_seen = True
-        found = cur.prev()
-    return out
-
-
-class _Stopped(Exception):
-    """A background count abandoned because the worker is exiting."""
-
-
-def count_entries(
-    store: Store, txn: Any, families: dict[int, Family], *, stop: threading.Event | None = None
-) -> dict[tuple[str, str], int]:
-    """Revoked entries per (family, category) in one walk of the revoked database.
-
-    Category ``unknown`` is an entry without a legal category (a store imported from
-    the 機構's CRLs). With ``stop`` (background counting) the walk yields the GIL now and
-    then, and gives up when ``stop`` is set.
-    """
-    raw: dict[tuple[bytes, int], int] = {}
-    at = _CATEGORY_AT
-    for n, (key, value) in enumerate(txn.cursor(db=store.dbs[sf.DB_REVOKED]).iternext(), 1):
-        k = (key[:2], value[at])
-        raw[k] = raw.get(k, 0) + 1
-        if stop is not None and not n % _YIELD_EVERY:
-            if stop.is_set():
-                raise _Stopped
-            time.sleep(0)
-    out: dict[tuple[str, str], int] = {}
-    for (issuer, code), count in raw.items():
-        family = families.get(int.from_bytes(issuer, "big"))
-        name = family.value if family is not None else "unknown"
-        try:
-            category = Category.from_code(code).value
-        except KeyError:
-            category = "unknown"
-        out[(name, category)] = out.get((name, category), 0) + count
-    return out
-
-
-class _Counted(msgspec.Struct):
-    commit: int
-    at: float
-    counts: list[tuple[str, str, int]]
-
-
-_counted_decoder: Final = msgspec.json.Decoder(_Counted)
-
-
-class EntryCounts:
-    """``jpkiva_store_entries``: counted at most once per commit for all workers together.
-
-    `get` returns the counts of the given commit when known, else the last known ones
-    (None before any). A recount starts when the commit moved and the last count is
-    ``min_interval`` seconds old: inline for a small store (at most `INLINE_ENTRIES`),
-    else in a background thread holding an exclusive lock on a file of ``shared_dir``
-    (one counting worker at a time). The result is written to ``shared_dir`` so that
-    the other workers take it instead of counting again.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        families: dict[int, Family],
-        shared_dir: Path,
-        *,
-        min_interval: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.families = dict(families)
-        self.file = shared_dir / _ENTRIES_FILE
-        self.lock_file = shared_dir / _ENTRIES_LOCK
-        self.min_interval = min_interval
-        self.clock = clock
-        self._known: _Counted | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def get(self, commit: int) -> dict[tuple[str, str], int] | None:
-        known = self._known
-        if known is None or known.commit != commit:
-            shared = self._read_shared()
-            if shared is not None and (known is None or shared.at > known.at):
-                self._known = known = shared
-        if known is None or known.commit != commit:
-            with self.store.env.begin() as txn:
-                total = txn.stat(self.store.dbs[sf.DB_REVOKED])["entries"]
-                if total <= INLINE_ENTRIES:
-                    seq = store_generation(self.store, txn)[0]
-                    known = self._record(seq, count_entries(self.store, txn, self.families))
-            if (known is None or known.commit != commit) and self._due(known):
-                self._start()
-        return {(f, c): n for f, c, n in known.counts} if known is not None else None
-
-    def wait(self, timeout: float) -> bool:
-        """Wait for a background count to end; False if it still runs after ``timeout``."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
-        return True
-
-    def close(self, timeout: float = 2.0) -> bool:
-        """Abandon a background count; False if it still holds a store transaction."""
-        self._stop.set()
-        return self.wait(timeout)
-
-    def _due(self, known: _Counted | None) -> bool:
-        running = self._thread is not None and self._thread.is_alive()
-        if running or self._stop.is_set():
-            return False
-        return known is None or self.clock() - known.at >= self.min_interval
-
-    def _start(self) -> None:
-        self._thread = threading.Thread(target=self._count, name="entries", daemon=True)
-        self._thread.start()
-
-    def _count(self) -> None:
-        try:
-            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return  # another worker is counting
-            with self.store.env.begin() as txn:
-                seq = store_generation(self.store, txn)[0]
-                shared = self._read_shared()
-                if shared is not None and shared.commit == seq:
-                    self._known = shared
-                    return
-                self._record(seq, count_entries(self.store, txn, self.families, stop=self._stop))
-        except _Stopped:
-            return
-        except Exception as exc:  # a failed count leaves the last one in place
-            _log.error("entries_count_failed", extra={"fields": {"exc_type": type(exc).__name__}})
-        finally:
-            os.close(fd)
-
-    def _record(self, commit: int, counts: dict[tuple[str, str], int]) -> _Counted:
-        known = _Counted(commit, self.clock(), [(f, c, n) for (f, c), n in sorted(counts.items())])
-        self._known = known
-        tmp = self.file.with_name(f"{self.file.name}.{os.getpid()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(msgspec.json.encode(known))
-            os.replace(tmp, self.file)
-        except OSError as exc:
-            _log.warning("entries_share_failed", extra={"fields": {"error": exc.strerror}})
-        return known
-
-    def _read_shared(self) -> _Counted | None:
-        try:
-            return _counted_decoder.decode(self.file.read_bytes())
-        except (OSError, msgspec.DecodeError):
-            return None

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from cryptography import x509
 
@@ -38,8 +38,6 @@ from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Family
 from crlbuilder.ocsp.response import ResponseSigner, ResponseStatus, SingleAnswer, error_response
-from crlbuilder.store import format as sf
-from crlbuilder.store.lmdbstore import Store
 
 ERRORS: Final[dict[int, bytes]] = {
     s: error_response(s) for s in ResponseStatus if s != ResponseStatus.SUCCESSFUL
@@ -111,18 +109,6 @@ class SignJob:
         )
 
 
-def promised_next_update(store: Store, issuer_index: int, txn: Any) -> int:
-    """The nextUpdate the builder promised for one issuer (0: none yet).
-
-    Its last CRL's nextUpdate, else the earliest nextUpdate of its pre-signed answers.
-    Past it the issuer's data is stale: OCSP answers ``tryLater`` and the metric
-    ``jpkiva_stale_issuer`` is 1.
-    """
-    return store.crl_state(issuer_index, txn).next_update or (
-        store.ocsp_state(issuer_index, txn).next_update
-    )
-
-
 def good_next_update(next_update: int, now: int, not_after: int, lapse: int) -> int:
     """A good answer's nextUpdate: ``next_update`` bounded by when the certificate loses effect.
 
@@ -135,21 +121,6 @@ def good_next_update(next_update: int, now: int, not_after: int, lapse: int) -> 
         if now < bound < next_update:
             next_update = bound
     return next_update
-
-
-def store_generation(store: Store, txn: Any) -> tuple[int, int]:
-    """(commit sequence, build number): changes whenever crlbuilder wrote anything.
-
-    The commit sequence moves with every write of records; the build number with every
-    pre-signing and CRL run (which may write new nextUpdates without a new commit).
-    """
-    meta = store.dbs[sf.DB_META]
-    commit = txn.get(sf.META_COMMIT, db=meta)
-    build = txn.get(sf.META_BUILD, db=meta)
-    return (
-        sf.unpack_u32(commit) if commit is not None else 0,
-        sf.unpack_u32(build) if build is not None else 0,
-    )
 
 
 def load_issuers(manifest: Manifest) -> list[IssuerView]:

@@ -14,6 +14,7 @@ import pytest
 
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from responder import announce
 from tests.conftest import Built
 from tests.test_apply import H1, H2, World, holder_set, issuance, rid, ts
@@ -25,6 +26,11 @@ ATOM = "{http://www.w3.org/2005/Atom}"
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     return World(tmp_path)
+
+
+def announcements(store: Store) -> list[sf.Announcement]:
+    with store.read() as r:
+        return r.announcements()
 
 
 def compromise(issuer: str, day: float = 100) -> dict[str, object]:
@@ -52,17 +58,18 @@ def test_act_15_3_announcement_recorded_in_the_compromise_transaction(world: Wor
         # revoked before, but its answer came from the compromised key's delegate (Act §14)
         assert txn.get(g1_answer, db=world.store.dbs[sf.DB_RESPONSES]) is None
         assert txn.get(g2_answer, db=world.store.dbs[sf.DB_RESPONSES]) is not None
-    [a] = world.store.announcements()
+    [a] = announcements(world.store)
     with world.store.env.begin() as txn:
         applied = sf.unpack_u32(txn.get(str(rec["id"]).encode(), db=world.store.dbs[sf.DB_APPLIED]))
-        commit = world.store.meta_u32(sf.META_COMMIT, txn)
+    with world.store.read() as r:
+        commit = r.generation().commit
     assert a.commit == applied == commit  # one transaction: the compromise and its announcement
     assert (a.issuer, a.family, a.generation) == ("sign-card-g1", Family.SIGN_CARD, 1)
     assert a.certificates == 1 and a.cascaded == 1  # the card cert, and its mobile by cascade
     assert a.articles == ["Act §15(3)", "Ord §23"]
     # a second record of the same compromise announces nothing new
     world.apply([compromise("sign-card-g1", 101)])
-    assert world.store.announcements() == [a]
+    assert announcements(world.store) == [a]
 
 
 @pytest.mark.parametrize(
@@ -78,14 +85,14 @@ def test_announcement_cites_the_family_articles(
 ) -> None:
     world.apply(holder_set(H1))
     world.apply([compromise(issuer)])
-    [a] = world.store.announcements()
+    [a] = announcements(world.store)
     assert a.issuer == issuer and a.articles == articles and a.certificates == 1
 
 
 def test_renderings_carry_no_personal_data(world: World) -> None:
     world.apply(holder_set(H1))
     world.apply([compromise("sign-card-g1"), compromise("auth-card-g1", 120)])
-    items = world.store.announcements()
+    items = announcements(world.store)
     assert [a.issuer for a in items] == ["sign-card-g1", "auth-card-g1"]
     doc = msgspec.json.decode(announce.render(items, "json"))
     assert [x["issuer"] for x in doc["announcements"]] == ["sign-card-g1", "auth-card-g1"]

@@ -115,7 +115,8 @@ class World:
         return ap
 
     def status(self, issuer: str, serial: int) -> sf.StatusRecord:
-        st = self.store.status_of(INDEX[issuer], serial)
+        with self.store.read() as r:
+            st = r.status(sf.status_key(INDEX[issuer], serial))
         assert st is not None
         return st
 
@@ -146,7 +147,8 @@ def test_issuance_good_and_facts_sealed(world: World) -> None:
             name="試験 太郎", sex=Sex.MALE, birth_date="319800915", address="東京都千代田区1-1"
         )
         assert txn.get(sf.status_key(4, 102), db=world.store.dbs[sf.DB_HOLDERS]) is None
-        assert len(world.store.holder_certs(bytes.fromhex(H1), Family.SIGN_CARD.code, txn)) == 1
+    with world.store.read() as r:
+        assert len(r.holder_certs(bytes.fromhex(H1), Family.SIGN_CARD)) == 1
 
 
 def test_act_11_request_revokes_and_cascades_to_mobile(world: World) -> None:
@@ -253,7 +255,8 @@ def test_act_6_double_issuance_quarantined(world: World) -> None:
     world.apply([issuance(150, "sign-card-g2", H1, day=5)])
     q = world.quarantined()
     assert len(q) == 1 and "二重発行" in str(q[0]["reason"])
-    assert world.store.status_of(2, 150) is None
+    with world.store.read() as r:
+        assert r.status(sf.status_key(2, 150)) is None
     # after a renewal request, a new certificate may be issued
     world.apply([
         {"type": "revocation-request", "id": rid(), "recorded_at": ts(6), "serial": 101,
@@ -312,7 +315,8 @@ def test_bad_records_quarantined_with_file_line_field(world: World) -> None:
     assert (
         not world.status("sign-mobile-g1", 103).revoked or world.status("sign-card-g1", 101).revoked
     )
-    assert world.store.status_of(4, 500) is None
+    with world.store.read() as r:
+        assert r.status(sf.status_key(4, 500)) is None
 
 
 def test_replay_changes_nothing(world: World) -> None:
@@ -595,8 +599,10 @@ def test_store_without_the_builder_databases_still_opens_read_only(tmp_path: Pat
             txn.drop(s.dbs[name], delete=True)
     s.close()
     r = Store.open(tmp_path / "s", readonly=True)
-    assert set(r.dbs) == set(sf.ALL_DBS) - sf.BUILDER_DBS and "outbox" not in r.counts()
+    with r.read() as view:
+        assert set(r.dbs) == set(sf.ALL_DBS) - sf.BUILDER_DBS and "outbox" not in view.counts()
     r.close()
     w = Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
-    assert w.counts()["outbox"] == 0 and w.counts()["quarantine"] == 0
+    with w.read() as view:
+        assert view.counts()["outbox"] == 0 and view.counts()["quarantine"] == 0
     w.close()

@@ -131,8 +131,11 @@ def revoked(store: Path, idx: int) -> dict[int, tuple[int, int]]:
     """serial -> (revoked_at, reason) of one issuer, from the revoked database."""
     s = Store.open(store, readonly=True)
     try:
-        with s.env.begin() as txn:
-            return {n: (e.revoked_at, e.reason) for n, e in s.revoked_entries(idx, txn)}
+        with s.read() as r:
+            return {
+                int.from_bytes(k[2:], "big"): (e.revoked_at, e.reason)
+                for k, e in r.revocations(idx)
+            }
     finally:
         s.close()
 
@@ -149,9 +152,8 @@ def statuses(store: Path, idx: int) -> dict[int, sf.StatusRecord]:
 def meta(store: Path) -> tuple[int, bytes | None]:
     s = Store.open(store, readonly=True)
     try:
-        with s.env.begin() as txn:
-            mode = txn.get(sf.META_MODE, db=s.dbs[sf.DB_META])
-            return s.meta_u32(sf.META_COMMIT, txn), None if mode is None else bytes(mode)
+        with s.read() as r:
+            return r.generation().commit, sf.MODE_CRL_IMPORT if r.crl_import() else None
     finally:
         s.close()
 
@@ -159,7 +161,8 @@ def meta(store: Path) -> tuple[int, bytes | None]:
 def crl_state(store: Path, idx: int) -> sf.CrlState:
     s = Store.open(store, readonly=True)
     try:
-        return s.crl_state(idx)
+        with s.read() as r:
+            return r.crl_state(idx)
     finally:
         s.close()
 

@@ -34,7 +34,7 @@ from crlbuilder.model import Family
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
-from crlbuilder.store.reader import LmdbReader, ReaderRules
+from crlbuilder.store.reader import LmdbReader
 from responder.flow import OcspFlow, Unavailable
 from responder.ocsp import Ready, SignJob, good_next_update, load_issuers
 from tests.conftest import Built
@@ -46,7 +46,7 @@ VALIDITY = 3600
 """The responder's good_validity_seconds in the in-process tests."""
 
 # ---------------------------------------------------------------------------
-# The reader: Store.lapse_due mirrors what the applier will write
+# The reader: StoreReader.lapse_due mirrors what the applier will write
 # ---------------------------------------------------------------------------
 
 PLANNED = date(2024, 2, 19)  # T0 + 40 days in tests.test_apply
@@ -66,7 +66,8 @@ def move_out(holder: str, *, abroad: bool = False, day: float = 35) -> dict[str,
 
 
 def lapse_of(world: World, issuer: str, serial: int) -> int:
-    return world.store.lapse_due(world.status(issuer, serial))
+    with world.store.read() as r:
+        return r.lapse_due(world.status(issuer, serial))
 
 
 def test_act_31_2_lapse_due_of_auth_certificates_only(world: World) -> None:
@@ -81,7 +82,8 @@ def test_act_31_2_lapse_due_of_auth_certificates_only(world: World) -> None:
     move_in: dict[str, object] = {"type": "resident-change", "id": rid(), "recorded_at": ts(45),
                                   "holder": H1, "change": "move-in-notice"}  # fmt: skip
     world.apply([move_in])
-    assert world.store.pending_move_out(bytes.fromhex(H1)) is None
+    with world.store.read() as r:
+        assert r.pending_move_out(bytes.fromhex(H1)) is None
     assert lapse_of(world, "auth-card-g1", 102) == 0
 
 
@@ -89,7 +91,8 @@ def test_act_31_2_lapse_written_leaves_nothing_pending(world: World) -> None:
     world.apply([*holder_set(H1), move_out(H1)])
     world.apply([]).sweep_lapses(rules.move_out_lapse(PLANNED) + timedelta(days=1))
     assert world.status("auth-card-g1", 102).revoked
-    assert world.store.pending_move_out(bytes.fromhex(H1)) is None
+    with world.store.read() as r:
+        assert r.pending_move_out(bytes.fromhex(H1)) is None
     assert lapse_of(world, "auth-card-g1", 102) == 0
 
 
@@ -283,7 +286,7 @@ def test_act_31_2_act_34_1_2_good_answer_never_outlives_the_pending_lapse(
 
         # a cache hit is served as signed, bound included, without reading the lapse again
         calls: list[int] = []
-        real = ReaderRules.lapse_due
+        real = LmdbReader.lapse_due
 
         def counting(self: LmdbReader, st: sf.StatusRecord) -> int:
             calls.append(st.family)

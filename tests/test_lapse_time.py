@@ -149,15 +149,17 @@ def test_act_31_2_follow_writes_the_lapse_when_it_falls_due(
     try:
         report = b.build([tmp_path / "records" / "a.jsonl"])
         assert report.summary.applied == 2 and report.lapses == 0
-        index = next(i.index for i in b.store.issuers() if i.id.startswith("auth-card"))
-        st = b.store.status_of(index, 4242)
+        with b.store.read() as r:
+            index = next(i.index for i in r.issuers() if i.id.startswith("auth-card"))
+            st = r.status(sf.status_key(index, 4242))
         assert st is not None and not st.revoked
         before = clock()
         # the refresh cycle is half an hour and the spool is polled every 10 s: only the
         # lapse timer wakes the loop before max_idle ends it
         b.follow(tmp_path / "spool", 10.0, max_idle=1.0)
         after = clock()
-        st = b.store.status_of(index, 4242)
+        with b.store.read() as r:
+            st = r.status(sf.status_key(index, 4242))
         assert st is not None and st.revoked, "the lapse was not written when it fell due"
         assert st.category_enum is Category.RESIDENT_CHANGE
         # dated when written: not before the due instant, not before the loop started

@@ -34,13 +34,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from prometheus_client.parser import text_string_to_metric_families
 
-from crlbuilder.model import Answer, Category, CertStatus, Family
-from crlbuilder.store.lmdbstore import Store
+from crlbuilder.model import Answer, CertStatus, Family
 from responder import metrics as m
 from responder.config import MetricsConfig
 from responder.http import Request, Response
 from responder.logs import method_label
-from responder.ocsp import store_generation
 from responder.outcome import Outcome
 from tests.conftest import BIN, Built, run_tool
 
@@ -365,75 +363,6 @@ def test_prepare_dir_is_private_and_emptied(tmp_path: Path) -> None:
         assert owned and stat.S_IMODE(fresh.stat().st_mode) == 0o700 and not any(fresh.iterdir())
     finally:
         fresh.rmdir()
-
-
-# -- in process: the store readers ------------------------------------------------------------
-
-
-def test_count_entries_agrees_with_decoding_every_entry(built: Built) -> None:
-    store = Store.open(built.store, readonly=True)
-    try:
-        families = {i.index: i.family for i in built.manifest.issuers}
-        with store.env.begin() as txn:
-            counted = m.count_entries(store, txn, families)
-            expected: dict[tuple[str, str], int] = {}
-            for i in built.manifest.issuers:
-                for _, e in store.revoked_entries(i.index, txn):
-                    key = (i.family.value, Category.from_code(e.category).value)
-                    expected[key] = expected.get(key, 0) + 1
-        assert counted == expected and sum(counted.values()) > 100
-        assert len({c for _, c in counted}) == len(Category)  # every legal category is there
-    finally:
-        store.close()
-
-
-def test_latest_crls_are_the_newest_full_and_delta(built: Built) -> None:
-    store = Store.open(built.store, readonly=True)
-    try:
-        files = store.crl_files()
-        with store.env.begin() as txn:
-            for i in built.manifest.issuers:
-                latest = m.latest_crls(store, txn, i.index)
-                mine = [f for f in files if f.issuer == i.id]
-                full = max((f for f in mine if not f.delta), key=lambda f: f.number)
-                deltas = [f for f in mine if f.delta and f.number > full.number]
-                want = [max(deltas, key=lambda f: f.number), full] if deltas else [full]
-                assert latest == want, i.id
-            assert m.latest_crls(store, txn, 999) == []
-    finally:
-        store.close()
-
-
-def test_entry_counts_are_shared_between_workers(
-    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = Store.open(built.store, readonly=True)
-    calls: list[int] = []
-    real = m.count_entries
-
-    def counting(*args: object, **kwargs: object) -> dict[tuple[str, str], int]:
-        calls.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(m, "count_entries", counting)
-    monkeypatch.setattr(m, "INLINE_ENTRIES", 0)  # always in the background
-    try:
-        families = {i.index: i.family for i in built.manifest.issuers}
-        with store.env.begin() as txn:
-            commit = store_generation(store, txn)[0]
-        first = m.EntryCounts(store, families, tmp_path, min_interval=3600)
-        assert first.get(commit) is None  # counting started in the background
-        assert first.wait(10)
-        counts = first.get(commit)
-        assert counts is not None and sum(counts.values()) > 100 and len(calls) == 1
-        second = m.EntryCounts(store, families, tmp_path, min_interval=3600)  # another worker
-        assert second.get(commit) == counts and len(calls) == 1  # taken from the shared file
-        # a new commit within min_interval: the last count is shown, no recount yet
-        assert second.get(commit + 1) == counts
-        assert second.wait(1) and len(calls) == 1
-        assert oct(stat.S_IMODE((tmp_path / "store-entries.json").stat().st_mode)) == "0o600"
-    finally:
-        store.close()
 
 
 # -- the real server --------------------------------------------------------------------------

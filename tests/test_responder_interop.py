@@ -113,7 +113,8 @@ def trusted_responder(built: Built, issuer: str, flag: str) -> list[str]:
 def compromised_issuers(store: Path) -> frozenset[str]:
     s = Store.open(store, readonly=True)
     try:
-        return frozenset(i.id for i in s.issuers() if i.compromised_at)
+        with s.read() as r:
+            return frozenset(i.id for i in r.issuers() if i.compromised_at)
     finally:
         s.close()
 

@@ -128,19 +128,22 @@ def test_ord_70_erasure_in_the_store(tmp_path: Path) -> None:
         return 100 * DAY if category is Category.REQUEST else 3650 * DAY
 
     ap = w.apply([])
-    before = w.store.meta_u32(sf.META_COMMIT)
+    with w.store.read() as r:
+        before = r.generation().commit
     assert ap.erase_past_retention(t0 + 50 * DAY, retention, keep_time=False) == 0
     erased = ap.erase_past_retention(t0 + 400 * DAY, retention, keep_time=False)
     assert erased == 1 and ap.summary.erased == 1
     st = w.status(ISSUER, 10)
     assert st.erased and st.revoked and (st.category, st.reason, st.revoked_at) == (0, 0, 0)
-    assert st.version == before + 1 == w.store.meta_u32(sf.META_COMMIT)
+    with w.store.read() as r:
+        assert st.version == before + 1 == r.generation().commit
     with w.store.env.begin() as txn:
         assert txn.get(sf.status_key(index, 10), db=w.store.dbs[sf.DB_REVOKED]) is None
         assert txn.get(sf.status_key(index, 10), db=w.store.dbs[sf.DB_RESPONSES]) is None
         # the issuance side is not revocation information: the holder's link stays
-        assert w.store.holder_certs(bytes.fromhex(H1), Family.SIGN_CARD.code, txn)
-        kept = {s for s, _ in w.store.revoked_entries(index, txn)}
+    with w.store.read() as r:
+        assert r.holder_certs(bytes.fromhex(H1), Family.SIGN_CARD)
+        kept = {int.from_bytes(k[2:], "big") for k, _ in r.revocations(index)}
     assert kept == {11, 12}  # another category's period; a certificate not yet expired
     assert w.status(ISSUER, 11).category_enum is Category.RECORDING_ERROR
     # erased stays erased: a second pass changes nothing, a new record cannot revive it
@@ -270,10 +273,11 @@ def test_ord_70_erased_record_absent_from_next_full_crl_and_store(
     assert _listed(after, ca, tmp_path) == {RECORDING_ERROR, VALID}
     store = Store.open(erased_unknown.store, readonly=True)
     try:
-        index = next(i.index for i in store.issuers() if i.id == ISSUER)
-        with store.env.begin() as txn:
-            assert {s for s, _ in store.revoked_entries(index, txn)} == {RECORDING_ERROR, VALID}
-        st = store.status_of(index, ERASED)
+        with store.read() as r:
+            index = next(i.index for i in r.issuers() if i.id == ISSUER)
+            listed = {int.from_bytes(k[2:], "big") for k, _ in r.revocations(index)}
+            assert listed == {RECORDING_ERROR, VALID}
+            st = r.status(sf.status_key(index, ERASED))
         assert st is not None and st.erased and st.revoked_at == 0 and st.category == 0
     finally:
         store.close()
@@ -348,7 +352,7 @@ def test_ord_70_erased_serial_through_the_real_server(built: Built, server: Serv
 
 def test_recorded_at_read_in_place_agrees_with_the_entry() -> None:
     for at in (0, 1, -1, 1_700_000_000, 2**62):
-        e = sf.RevokedEntry(revoked_at=7, reason=1, category=2, build=3, recorded_at=at)
+        e = sf.RevokedEntry(revoked_at=7, reason=1, category=2, commit=3, recorded_at=at)
         assert sf.revoked_recorded_at(e.pack()) == sf.unpack_revoked(e.pack()).recorded_at == at
 
 

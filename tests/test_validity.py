@@ -14,6 +14,7 @@ import pytest
 
 from crlbuilder import rules
 from crlbuilder.model import Family
+from crlbuilder.store import format as sf
 from tests.test_apply import FACTS, H1, World, issuance, rid, ts
 
 FIFTH = rules.end_of_day_utc(date(2028, 9, 15)).isoformat()
@@ -53,7 +54,8 @@ def test_ord_13_1_issuance_past_the_fifth_birthday_quarantined(world: World) -> 
     world.apply([issuance(101, "sign-card-g1", H1, not_after=SIXTH)])
     [q] = world.quarantined()
     assert "later than the validity the rules allow (2028-09-15, Ord §13(1))" in str(q["reason"])
-    assert world.store.status_of(1, 101) is None
+    with world.store.read() as r:
+        assert r.status(sf.status_key(1, 101)) is None
     world.apply([issuance(102, "sign-card-g1", H1, not_after=FIFTH)])
     assert not world.status("sign-card-g1", 102).revoked
 

@@ -41,13 +41,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, NoReturn
 
-import msgspec
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -59,6 +58,8 @@ from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_sign
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import StoreReader
+from crlbuilder.store.writer import Commit
 
 __all__ = [
     "CLOCK_SKEW",
@@ -89,17 +90,7 @@ REMOVE_FROM_CRL: Final = 8
 _CHUNK: Final = 65_536
 """Entries written per `putmulti` call on a first import."""
 
-_NO_HOLDER: Final = bytes(sf.HOLDER_BYTES)
-"""A CRL does not say whose certificate it was: the holder key stays all zeros."""
-
 _ZERO_SERIAL: Final = bytes(sf.SERIAL_BYTES)
-
-# For speed (1M entries: ~1 s less than building each NamedTuple), the records'
-# own `pack` is applied to plain field tuples: the byte layout stays in store.format.
-_pack_status: Final[Callable[[tuple[int, int, int, int, int, int, int, int, bytes]], bytes]] = (
-    sf.StatusRecord.pack  # type: ignore[assignment]
-)
-_pack_revoked: Final[Callable[[tuple[int, int, int, int, int, int]], bytes]] = sf.RevokedEntry.pack  # type: ignore[assignment]
 
 
 class ImportRefused(Exception):
@@ -389,26 +380,13 @@ def _epoch(t: datetime) -> int:
     return int(t.timestamp())
 
 
-def _crl_state_key(index: int) -> bytes:
-    return sf.META_CRL_STATE_PREFIX + sf.pack_u32(index)
-
-
-def check_store_mode(store: Store, txn: Any) -> None:
+def check_store_mode(path: Path, r: StoreReader) -> None:
     """Refuse a store built from issuance records (no ``mode``, but statuses or applied records)."""
-    meta = store.dbs[sf.DB_META]
-    mode = txn.get(sf.META_MODE, db=meta)
-    if mode is not None:
-        if bytes(mode) != sf.MODE_CRL_IMPORT:
-            raise ImportRefused(
-                f"{store.path}: the store's mode is {bytes(mode)!r}, not {sf.MODE_CRL_IMPORT!r}"
-            )
+    if r.crl_import():
         return
-    if (
-        txn.stat(store.dbs[sf.DB_STATUS])["entries"]
-        or txn.stat(store.dbs[sf.DB_APPLIED])["entries"]
-    ):
+    if r.count(sf.DB_STATUS) or r.count(sf.DB_APPLIED):
         raise ImportRefused(
-            f"{store.path}: this store was built from issuance records by `crlbuilder build`; "
+            f"{path}: this store was built from issuance records by `crlbuilder build`; "
             "CRLs are imported only into a store of their own (use another --store)"
         )
 
@@ -434,8 +412,8 @@ class CrlImporter:
         self.force = force
         self.clock_skew = clock_skew
         self.issuers = known_issuers(manifest)
-        with store.env.begin() as txn:
-            check_store_mode(store, txn)
+        with store.read() as r:
+            check_store_mode(store.path, r)
         try:
             register_issuers(store, [i.meta for i in self.issuers])
         except sf.StoreFormatError as e:
@@ -484,14 +462,14 @@ class CrlImporter:
 
         result = fresh()
         try:
-            self._commit(parsed, issuer, result, parsed.entries())
+            self._commit(parsed, issuer, result, parsed.entries(), as_of)
         except _Unsorted:
             result = fresh()
             try:
                 ordered = sorted(parsed.entries())
             except CrlError as e:
                 raise ImportRefused(f"bad CRL entry: {e}") from None
-            self._commit(parsed, issuer, result, iter(ordered))
+            self._commit(parsed, issuer, result, iter(ordered), as_of)
         result.seconds = time.monotonic() - t0
         return result
 
@@ -503,30 +481,25 @@ class CrlImporter:
         issuer: KnownIssuer,
         result: ImportResult,
         entries: Iterator[tuple[int, int, int]],
+        as_of: datetime,
     ) -> None:
-        """Check the CRL against the stored state and apply it; commit, or abort and raise."""
+        """Check the CRL against the stored state and apply it; commit, or abort and raise.
+
+        The commit is dated ``as_of``, the import's own clock (`Commit`)."""
         store = self.store
-        meta_db = store.dbs[sf.DB_META]
         index = issuer.meta.index
         number = result.number
-        w = store.env.begin(write=True)
-        snapshot = None
-        try:
-            check_store_mode(store, w)
-            imported_before = w.get(_crl_state_key(index), db=meta_db) is not None
-            state = store.crl_state(index, w)
+        with Commit(store, lambda: as_of) as c:
+            check_store_mode(store.path, c)
+            state = c.crl_state(index)
+            imported_before = state != sf.CrlState()  # an imported CRL has a thisUpdate
             if not self._due(parsed, state, imported_before, result):
-                w.abort()
                 return
-            seq = store.meta_u32(sf.META_COMMIT, w) + 1
-            # The state before this transaction, read beside it (py-lmdb uses MDB_NOTLS):
-            # the merge walk reads the old range while the write transaction changes it.
-            snapshot = store.env.begin()
             try:
                 if parsed.is_delta:
-                    self._apply_delta(w, issuer, seq, entries, result)
+                    self._apply_delta(c, issuer, entries, result)
                 else:
-                    self._apply_full(w, snapshot, issuer, seq, entries, result)
+                    self._apply_full(c, issuer, entries, result)
             except CrlError as e:
                 raise ImportRefused(f"bad CRL entry: {e}") from None
             this_update = _epoch(parsed.this_update)
@@ -539,23 +512,13 @@ class CrlImporter:
                 state.next_update = max(state.next_update, next_update)
             else:
                 state = sf.CrlState(
-                    number=number, base_number=number, base_commit=seq,
+                    number=number, base_number=number, base_commit=c.seq,
                     base_this_update=this_update, this_update=this_update,
                     next_update=next_update,
                 )  # fmt: skip
-            w.put(_crl_state_key(index), msgspec.json.encode(state), db=meta_db)
-            w.put(sf.META_MODE, sf.MODE_CRL_IMPORT, db=meta_db)
-            w.put(sf.META_COMMIT, sf.pack_u32(seq), db=meta_db)
-            w.put(sf.META_COMMITTED_AT, sf.pack_i64(int(time.time())), db=meta_db)
-            snapshot.abort()
-            snapshot = None
-            w.commit()
-            result.commit = seq
-        except BaseException:
-            if snapshot is not None:
-                snapshot.abort()
-            w.abort()
-            raise
+            c.put_crl_state(index, state)
+            c.mark_crl_import()
+            result.commit = c.seq
 
     @staticmethod
     def _due(
@@ -595,37 +558,36 @@ class CrlImporter:
 
     def _apply_full(
         self,
-        w: Any,
-        snapshot: Any,
+        c: Commit,
         issuer: KnownIssuer,
-        seq: int,
         entries: Iterator[tuple[int, int, int]],
         result: ImportResult,
     ) -> None:
         """Make the issuer's revoked set exactly the CRL's entries: a merge walk of the
-        stored range (read from ``snapshot``) against the CRL's ascending entries."""
-        dbs = self.store.dbs
+        stored range against the CRL's ascending entries."""
+        # The state before this transaction, read beside it (py-lmdb uses MDB_NOTLS):
+        # the merge walk reads the old range while the write transaction changes it.
+        with self.store.read() as before:
+            old = before.revocations(issuer.meta.index)
+            current = next(old, None)
+            if current is None:
+                self._append_all(c, issuer, entries, result)
+                return
+            self._merge(c, issuer, entries, result, old, current)
+
+    @staticmethod
+    def _merge(
+        c: Commit,
+        issuer: KnownIssuer,
+        entries: Iterator[tuple[int, int, int]],
+        result: ImportResult,
+        old: Iterator[tuple[bytes, sf.RevokedEntry]],
+        current: tuple[bytes, sf.RevokedEntry] | None,
+    ) -> None:
         prefix = sf.issuer_prefix(issuer.meta.index)
-        old = _range(snapshot, dbs[sf.DB_REVOKED], prefix)
-        has_answers = _range_nonempty(snapshot, dbs[sf.DB_RESPONSES], prefix)
-        current = next(old, None)
-        if current is None:
-            self._append_all(w, snapshot, issuer, seq, entries, result, has_answers)
-            return
-        status_db, revoked_db, responses_db = (
-            dbs[sf.DB_STATUS], dbs[sf.DB_REVOKED], dbs[sf.DB_RESPONSES],
-        )  # fmt: skip
         family = issuer.meta.family.code
-        unpack = sf.unpack_revoked
-        put, delete = w.put, w.delete
+        listed, unlist = c.list_revoked, c.unlist
         added = updated = removed = unchanged = 0
-
-        def drop(key: bytes) -> None:
-            delete(key, db=status_db)
-            delete(key, db=revoked_db)
-            if has_answers:
-                delete(key, db=responses_db)
-
         previous = prefix + _ZERO_SERIAL
         for serial, at, reason in entries:
             try:
@@ -636,11 +598,11 @@ class CrlImporter:
                 _entry_problem(key, previous, serial, reason)
             previous = key
             while current is not None and current[0] < key:
-                drop(current[0])
+                unlist(current[0])
                 removed += 1
                 current = next(old, None)
             if current is not None and current[0] == key:
-                stored = unpack(current[1])
+                stored = current[1]
                 current = next(old, None)
                 if stored.revoked_at == at and stored.reason == reason:
                     unchanged += 1
@@ -648,12 +610,9 @@ class CrlImporter:
                 updated += 1
             else:
                 added += 1
-            put(key, _pack_status((seq, sf.STATE_REVOKED, 0, reason, family, 0, 0, at, _NO_HOLDER)), db=status_db)  # fmt: skip
-            put(key, _pack_revoked((at, reason, 0, seq, at, 0)), db=revoked_db)
-            if has_answers:
-                delete(key, db=responses_db)
+            listed(key, family, at, reason)
         while current is not None:
-            drop(current[0])
+            unlist(current[0])
             removed += 1
             current = next(old, None)
         result.added, result.updated, result.removed, result.unchanged = (
@@ -663,32 +622,22 @@ class CrlImporter:
 
     def _append_all(
         self,
-        w: Any,
-        snapshot: Any,
+        c: Commit,
         issuer: KnownIssuer,
-        seq: int,
         entries: Iterator[tuple[int, int, int]],
         result: ImportResult,
-        has_answers: bool,
     ) -> None:
-        """First import of an issuer (nothing stored): write in ascending chunks, appending
-        when no later issuer's keys follow in the database (LMDB's MDB_APPEND)."""
-        dbs = self.store.dbs
-        prefix = sf.issuer_prefix(issuer.meta.index)
-        status_cur = w.cursor(db=dbs[sf.DB_STATUS])
-        revoked_cur = w.cursor(db=dbs[sf.DB_REVOKED])
-        append_status = _all_before(snapshot, dbs[sf.DB_STATUS], prefix)
-        append_revoked = _all_before(snapshot, dbs[sf.DB_REVOKED], prefix)
-        responses_db = dbs[sf.DB_RESPONSES]
+        """First import of an issuer (nothing stored): write in ascending chunks
+        (`Commit.list_revoked_sorted`)."""
+        index = issuer.meta.index
+        prefix = sf.issuer_prefix(index)
         family = issuer.meta.family.code
-        pack_status, pack_revoked = _pack_status, _pack_revoked
-        revoked_state, no_holder, serial_bytes = sf.STATE_REVOKED, _NO_HOLDER, sf.SERIAL_BYTES
+        serial_bytes = sf.SERIAL_BYTES
         previous = prefix + _ZERO_SERIAL
         count = 0
         while True:
-            statuses: list[tuple[bytes, bytes]] = []
-            revoked: list[tuple[bytes, bytes]] = []
-            add_status, add_revoked = statuses.append, revoked.append
+            chunk: list[tuple[bytes, int, int]] = []
+            add = chunk.append
             for serial, at, reason in entries:
                 try:
                     key = prefix + serial.to_bytes(serial_bytes, "big")
@@ -697,69 +646,44 @@ class CrlImporter:
                 if key <= previous or reason == REMOVE_FROM_CRL:
                     _entry_problem(key, previous, serial, reason)
                 previous = key
-                add_status((key, pack_status((seq, revoked_state, 0, reason, family, 0, 0, at, no_holder))))  # fmt: skip
-                add_revoked((key, pack_revoked((at, reason, 0, seq, at, 0))))
-                if len(statuses) >= _CHUNK:
+                add((key, at, reason))
+                if len(chunk) >= _CHUNK:
                     break
-            if not statuses:
+            if not chunk:
                 break
-            for cur, items, append in (
-                (status_cur, statuses, append_status),
-                (revoked_cur, revoked, append_revoked),
-            ):
-                consumed, written = cur.putmulti(items, append=append)
-                if written != len(items):
-                    raise RuntimeError(f"LMDB wrote {written} of {consumed} CRL entries")
-            if has_answers:
-                for key, _ in statuses:
-                    w.delete(key, db=responses_db)
-            count += len(statuses)
+            c.list_revoked_sorted(index, family, chunk)
+            count += len(chunk)
         result.added = result.entries = count
 
     def _apply_delta(
         self,
-        w: Any,
+        c: Commit,
         issuer: KnownIssuer,
-        seq: int,
         entries: Iterator[tuple[int, int, int]],
         result: ImportResult,
     ) -> None:
         """Add or update the delta's entries; removeFromCRL (8) deletes one (RFC 5280 §5.2.4)."""
-        dbs = self.store.dbs
-        status_db, revoked_db, responses_db = (
-            dbs[sf.DB_STATUS], dbs[sf.DB_REVOKED], dbs[sf.DB_RESPONSES],
-        )  # fmt: skip
         prefix = sf.issuer_prefix(issuer.meta.index)
         family = issuer.meta.family.code
         for serial, at, reason in entries:
             key = prefix + _serial_bytes(serial)
             result.entries += 1
-            raw = w.get(key, db=revoked_db)
+            stored = c.revoked_entry(key)
             if reason == REMOVE_FROM_CRL:
-                if raw is None:
+                if stored is None:
                     result.unchanged += 1
                     continue
-                w.delete(key, db=status_db)
-                w.delete(key, db=revoked_db)
-                w.delete(key, db=responses_db)
+                c.unlist(key)
                 result.removed += 1
                 continue
-            if raw is not None:
-                stored = sf.unpack_revoked(raw)
+            if stored is not None:
                 if stored.revoked_at == at and stored.reason == reason:
                     result.unchanged += 1
                     continue
                 result.updated += 1
             else:
                 result.added += 1
-            status = sf.StatusRecord(
-                version=seq, state=sf.STATE_REVOKED, category=0, reason=reason, family=family,
-                not_before=0, not_after=0, revoked_at=at, holder=_NO_HOLDER,
-            )  # fmt: skip
-            entry = sf.RevokedEntry(revoked_at=at, reason=reason, category=0, commit=seq, recorded_at=at)  # fmt: skip
-            w.put(key, status.pack(), db=status_db)
-            w.put(key, entry.pack(), db=revoked_db)
-            w.delete(key, db=responses_db)
+            c.list_revoked(key, family, at, reason)
 
 
 def _backwards(result: ImportResult, state: sf.CrlState) -> ImportRefused:
@@ -801,27 +725,6 @@ def _entry_problem(key: bytes, previous: bytes, serial: int, reason: int) -> NoR
     if key == previous:
         raise ImportRefused("the CRL lists one serial twice")
     raise _Unsorted
-
-
-def _range(txn: Any, db: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of one issuer's range of ``db``, in key order."""
-    cur = txn.cursor(db=db)
-    if not cur.set_range(prefix):
-        return
-    for key, value in cur:
-        if key[:2] != prefix:
-            return
-        yield key, value
-
-
-def _range_nonempty(txn: Any, db: Any, prefix: bytes) -> bool:
-    return next(_range(txn, db, prefix), None) is not None
-
-
-def _all_before(txn: Any, db: Any, prefix: bytes) -> bool:
-    """Whether every key of ``db`` sorts before ``prefix`` (so appending keeps the order)."""
-    cur = txn.cursor(db=db)
-    return not cur.last() or bytes(cur.key()) < prefix
 
 
 # ---------------------------------------------------------------------------

@@ -42,9 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -56,6 +54,8 @@ from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Category
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import StoreReader
+from crlbuilder.store.writer import Commit
 
 DAY = 86_400
 
@@ -119,7 +119,8 @@ class CrlPublisher:
     def run(self, now: int) -> PublishResult:
         result = PublishResult()
         self.dir.mkdir(parents=True, exist_ok=True)
-        compromised = {i.id for i in self.store.issuers() if i.compromised_at}
+        with self.store.read() as r:
+            compromised = {i.id for i in r.issuers() if i.compromised_at}
         for issuer in self.manifest.issuers:
             signing = crl_signing(self.manifest, issuer, issuer.id in compromised)
             if signing is None:
@@ -132,7 +133,8 @@ class CrlPublisher:
     def _issuer(
         self, issuer: IssuerFiles, now: int, cert: x509.Certificate, signer: PemSigner
     ) -> list[sf.CrlFileEntry]:
-        state = self.store.crl_state(issuer.index)
+        with self.store.read() as r:
+            state = r.crl_state(issuer.index)
         signer_key = key_id(signer)
         full_due = (
             not state.base_number
@@ -145,12 +147,12 @@ class CrlPublisher:
             for c in Category
             if c.applies_to(issuer.family)
         }
-        with self.store.env.begin() as txn:
-            commit = self.store.meta_u32(sf.META_COMMIT, txn)
+        with self.store.read() as r:
+            commit = r.generation().commit
             if full_due:
                 state.number += 1
                 entry = self._produce(
-                    issuer, cert, signer, txn, state.number, now, None, retention, since_commit=None
+                    issuer, cert, signer, r, state.number, now, None, retention, since_commit=None
                 )
                 out.append(entry)
                 state.base_number, state.base_commit, state.base_this_update = (
@@ -163,48 +165,42 @@ class CrlPublisher:
                 state.number += 1
                 out.append(
                     self._produce(
-                        issuer, cert, signer, txn, state.number, now, state.base_number, retention,
+                        issuer, cert, signer, r, state.number, now, state.base_number, retention,
                         since_commit=state.base_commit,
                     )
                 )  # fmt: skip
         state.this_update = now
         state.next_update = min(e.next_update for e in out)
-        with self.store.env.begin(write=True) as txn:
+        with Commit(self.store) as c:
             for e in out:
-                txn.put(
-                    sf.crl_key(issuer.index, e.number, e.delta), msgspec.json.encode(e),
-                    db=self.store.dbs[sf.DB_CRLS],
-                )  # fmt: skip
-            txn.put(
-                sf.META_CRL_STATE_PREFIX + sf.pack_u32(issuer.index), msgspec.json.encode(state),
-                db=self.store.dbs[sf.DB_META],
-            )  # fmt: skip
+                c.put_crl_file(issuer.index, e)
+            c.put_crl_state(issuer.index, state)
         return out
 
     def _entries(
         self,
-        txn: Any,
+        r: StoreReader,
         issuer: IssuerFiles,
         now: int,
         retention: dict[int, int],
         since_commit: int | None,
     ) -> Iterator[tuple[int, int, int]]:
-        for serial, e in self.store.revoked_entries(issuer.index, txn):
+        for key, e in r.revocations(issuer.index):
             keep = retention.get(e.category, DEFAULT_RETENTION_DAYS * DAY)
             if e.recorded_at + keep <= now:  # rare: look up the certificate's expiry
-                st = self.store.status_of(issuer.index, serial, txn)
+                st = r.status(key)
                 if st is None or past_retention(e.recorded_at, st.not_after, now, keep):
                     continue
             if since_commit is not None and e.commit <= since_commit:
                 continue
-            yield serial, e.revoked_at, e.reason
+            yield int.from_bytes(key[2:], "big"), e.revoked_at, e.reason
 
     def _produce(
         self,
         issuer: IssuerFiles,
         cert: x509.Certificate,
         signer: PemSigner,
-        txn: Any,
+        r: StoreReader,
         number: int,
         now: int,
         delta_base: int | None,
@@ -213,7 +209,7 @@ class CrlPublisher:
     ) -> sf.CrlFileEntry:
         delta = delta_base is not None
         cycle = self.cfg.delta_cycle_seconds if delta else self.cfg.cycle_seconds
-        counted = _Counted(self._entries(txn, issuer, now, retention, since_commit))
+        counted = _Counted(self._entries(r, issuer, now, retention, since_commit))
         der = encode_crl(
             issuer=cert,
             signer=signer,
@@ -242,18 +238,14 @@ class CrlPublisher:
 
     def _prune(self, now: int) -> int:
         """Delete archived CRLs past their own retention, and their index entries."""
-        gone = []
-        with self.store.env.begin() as txn:
-            for key, raw in txn.cursor(db=self.store.dbs[sf.DB_CRLS]):
-                e = sf.crl_file_decoder.decode(raw)
-                if e.keep_until <= now:
-                    gone.append((bytes(key), e))
+        with self.store.read() as r:
+            gone = [(key, e) for key, e in r.crl_files() if e.keep_until <= now]
         if not gone:
             return 0
-        with self.store.env.begin(write=True) as txn:
+        with Commit(self.store) as c:
             for key, e in gone:
                 (self.dir / e.path).unlink(missing_ok=True)
-                txn.delete(key, db=self.store.dbs[sf.DB_CRLS])
+                c.delete_crl_file(key)
         return len(gone)
 
 

@@ -229,6 +229,25 @@ def unpack_revoked(value: bytes) -> RevokedEntry:
     return RevokedEntry._make(_REVOKED.unpack(value))
 
 
+_NO_HOLDER: Final = bytes(HOLDER_BYTES)
+_pack_status_fields: Final = _STATUS.pack
+_pack_revoked_fields: Final = _REVOKED.pack
+
+
+def pack_listed_status(version: int, reason: int, family: int, revoked_at: int) -> bytes:
+    """The `StatusRecord` of a serial listed on an imported CRL (a group appliance's store):
+    revoked, no category, no validity, no holder. Packed without a NamedTuple: an import
+    writes a million of them."""
+    return _pack_status_fields(
+        version, STATE_REVOKED, 0, reason, family, 0, 0, revoked_at, _NO_HOLDER
+    )
+
+
+def pack_listed_entry(commit: int, reason: int, revoked_at: int) -> bytes:
+    """The `RevokedEntry` of a serial listed on an imported CRL: no category, recorded when revoked."""
+    return _pack_revoked_fields(revoked_at, reason, 0, commit, revoked_at, 0)
+
+
 _REVOKED_RECORDED_AT: Final = struct.Struct(">q")
 _REVOKED_RECORDED_AT_OFFSET: Final = 14
 
@@ -269,6 +288,14 @@ def pack_u32(n: int) -> bytes:
 
 
 def unpack_u32(b: bytes) -> int:
+    return int.from_bytes(b, "big")
+
+
+def pack_u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def unpack_u64(b: bytes) -> int:
     return int.from_bytes(b, "big")
 
 
@@ -383,12 +410,25 @@ def announcement_key(issuer_index: int) -> bytes:
     return issuer_index.to_bytes(2, "big")
 
 
+def outbox_key(target: bytes, number: int) -> bytes:
+    """Target byte ‖ staging number u64: one target's lines sort in staging order."""
+    return target + pack_u64(number)
+
+
+class OutboxFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One target's file after its last completed delivery (`META_OUTBOX_FILE_PREFIX` ‖ target)."""
+
+    path: str
+    size: int
+
+
 issuer_meta_list_decoder: Final = msgspec.json.Decoder(list[IssuerMeta])
 crl_state_decoder: Final = msgspec.json.Decoder(CrlState)
 ocsp_state_decoder: Final = msgspec.json.Decoder(OcspState)
 pending_decoder: Final = msgspec.json.Decoder(PendingMoveOut)
 crl_file_decoder: Final = msgspec.json.Decoder(CrlFileEntry)
 announcement_decoder: Final = msgspec.json.Decoder(Announcement)
+outbox_file_decoder: Final = msgspec.json.Decoder(OutboxFile)
 
 
 _REVOKED_CATEGORY_OFFSET: Final = 9

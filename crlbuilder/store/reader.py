@@ -329,10 +329,6 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_OCSP_STATE_PREFIX + sf.pack_u32(issuer_index))
         return sf.ocsp_state_decoder.decode(raw) if raw else sf.OcspState()
 
-    def meta_bytes(self, key: bytes) -> bytes | None:
-        """A raw meta value the builder keeps for itself (``outbox-file:``...)."""
-        return self._meta(key)
-
     # --- per certificate ----------------------------------------------------------
 
     def status(self, key: bytes) -> sf.StatusRecord | None:
@@ -455,13 +451,25 @@ class LmdbReader(ReaderRules):
 
     # --- the builder's own ----------------------------------------------------------
 
-    def outbox_lines(self) -> list[tuple[bytes, bytes]]:
-        """(outbox key, line) of every line staged and not yet delivered, in staging order
-        per target (`crlbuilder.outbox`)."""
+    def outbox_lines(self, target: bytes) -> list[tuple[bytes, bytes]]:
+        """(outbox key, line) of every line staged for ``target`` and not yet delivered, in
+        staging order (`crlbuilder.outbox`)."""
         db = self._dbs.get(sf.DB_OUTBOX)
         if db is None:
             return []
-        return [(bytes(k), bytes(v)) for k, v in self._txn.cursor(db=db)]
+        cur = self._txn.cursor(db=db)
+        out: list[tuple[bytes, bytes]] = []
+        if cur.set_range(target):
+            for k, v in cur:
+                if k[:1] != target:
+                    break
+                out.append((bytes(k), bytes(v)))
+        return out
+
+    def outbox_file(self, target: bytes) -> sf.OutboxFile | None:
+        """``target``'s file after its last completed delivery, or None."""
+        raw = self._meta(sf.META_OUTBOX_FILE_PREFIX + target)
+        return sf.outbox_file_decoder.decode(raw) if raw else None
 
     def _range(self, db: bytes, issuer_index: int | None) -> Iterator[tuple[bytes, bytes]]:
         cur = self._txn.cursor(db=self._dbs[db])

@@ -1,0 +1,315 @@
+"""Writing the status store: one write transaction, `Commit`, owning every bookkeeping rule.
+
+crlbuilder is the store's only writer. Every write goes through a `Commit` (one
+LMDB write transaction: readers see all of it or none) and the rules that keep
+readers right live here, once:
+
+- a write that changes what a reader answers (a status record, a link, a consent,
+  a move-out notice, an applied record id, an announcement...) marks the commit
+  *changed*: on leaving, the commit sequence (`META_COMMIT`) moves to `Commit.seq`
+  and its time (`META_COMMITTED_AT`) is read from the clock the caller gave, never
+  from the wall clock behind its back;
+- every status record written carries the commit's sequence as its version, so an
+  answer cached by (key, version) is never served after it (`Commit.new_version`
+  bumps the version alone);
+- a revocation (`Commit.revoke`, `Commit.list_revoked` for an imported CRL)
+  rewrites the status record, writes the CRL entry (`RevokedEntry`, dated by this
+  commit) and deletes the stored pre-signed answer, together; an erasure past
+  retention (Ord §70(1)(iii), `Commit.erase`) and a removal from an imported CRL
+  (`Commit.unlist`) delete the entry and the answer with it;
+- the builder's own state (pre-signed answers, CRL and OCSP state, the CRL index,
+  the build number, quarantine keys, the outbox) is written without moving the
+  commit sequence: it changes no status.
+
+A commit that wrote nothing is aborted. A `Commit` is also a `StoreReader`
+(`LmdbReader` over its own transaction), so a write reads what it already wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from types import TracebackType
+from typing import Final
+
+import msgspec
+
+from crlbuilder.model import Family
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import LmdbReader, StoredAnswer
+
+Clock = Callable[[], datetime]
+"""The caller's clock: dates the commit (`META_COMMITTED_AT`)."""
+
+_NO_HOLDER: Final = bytes(sf.HOLDER_BYTES)
+"""The holder of an imported CRL entry: the 機構's CRL names none."""
+
+
+class Commit(LmdbReader):
+    """One write transaction of the store: ``with Commit(store, clock) as c: ...``.
+
+    ``clock`` may be None for a commit that only writes the builder's own state; a
+    change then raises (a change must be dated).
+    """
+
+    __slots__ = ("_answers_in", "_clock", "_env", "changed", "seq", "wrote")
+
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+        if store.readonly:
+            raise sf.StoreFormatError(f"{store.path}: opened read-only, cannot write")
+        self._env = store.env
+        super().__init__(store.env.begin(write=True), store.dbs)
+        self._clock = clock
+        self.seq = self.generation().commit + 1
+        """The commit sequence this transaction takes if it changes anything: the version
+        of every status record it writes."""
+        self.changed = False
+        self.wrote = False
+        self._answers_in: dict[bytes, bool] = {}
+
+    def __enter__(self) -> Commit:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None or not (self.changed or self.wrote):
+            self._txn.abort()
+            return
+        if self.changed:
+            if self._clock is None:
+                self._txn.abort()
+                raise RuntimeError("a commit that changes the store needs the caller's clock")
+            self._txn.put(sf.META_COMMIT, sf.pack_u32(self.seq), db=self._meta_db)
+            at = int(self._clock().timestamp())
+            self._txn.put(sf.META_COMMITTED_AT, sf.pack_i64(at), db=self._meta_db)
+        self._txn.commit()
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _put(self, db: bytes, key: bytes, value: bytes, *, change: bool = True) -> None:
+        self._txn.put(key, value, db=self._dbs[db])
+        self.wrote = True
+        self.changed |= change
+
+    def _delete(self, db: bytes, key: bytes, *, change: bool = True) -> bool:
+        done = bool(self._txn.delete(key, db=self._dbs[db]))
+        self.wrote |= done
+        self.changed |= done and change
+        return done
+
+    def touch(self) -> None:
+        """Count this commit as a change though nothing else was written (a lapse whose
+        notice is kept, a record applied with no effect is marked by `mark_applied`)."""
+        self.changed = self.wrote = True
+
+    # --- certificates ---------------------------------------------------------------
+
+    def add_certificate(
+        self, key: bytes, st: sf.StatusRecord, family: Family, sealed_facts: bytes | None
+    ) -> sf.StatusRecord:
+        """An issued certificate: its status record (this commit's version), its link under
+        its holder and family, and the sealed four facts of a sign certificate."""
+        new = st._replace(version=self.seq)
+        self._put(sf.DB_STATUS, key, new.pack())
+        self._put(sf.DB_LINKS, sf.link_key(st.holder, family), key)
+        if sealed_facts is not None:
+            self._put(sf.DB_HOLDERS, key, sealed_facts)
+        return new
+
+    def new_version(self, key: bytes, st: sf.StatusRecord) -> None:
+        """Give ``st`` this commit's version, nothing else: every answer cached or stored
+        for it before is no longer served (a move-out notice's bound, Act §31(2))."""
+        if st.version != self.seq:
+            self._put(sf.DB_STATUS, key, st._replace(version=self.seq).pack())
+
+    def revoke(
+        self,
+        key: bytes,
+        st: sf.StatusRecord,
+        *,
+        category: int,
+        reason: int,
+        at: int,
+        recorded_at: int,
+    ) -> sf.StatusRecord:
+        """Revoke one certificate: new status version, the CRL entry, the stored answer gone."""
+        new = st._replace(
+            version=self.seq, state=sf.STATE_REVOKED, category=category, reason=reason,
+            revoked_at=at,
+        )  # fmt: skip
+        self._put(sf.DB_STATUS, key, new.pack())
+        entry = sf.RevokedEntry(
+            revoked_at=at, reason=reason, category=category, commit=self.seq,
+            recorded_at=recorded_at,
+        )  # fmt: skip
+        self._put(sf.DB_REVOKED, key, entry.pack())
+        self._drop_answer(key)
+        return new
+
+    def erase(self, key: bytes, st: sf.StatusRecord, *, keep_time: bool) -> None:
+        """A revocation record past its retention (Ord §70(1)(iii)): the status keeps only
+        that the certificate lost effect (and its time when ``keep_time``); the CRL
+        entry and the stored answer go."""
+        erased = st._replace(
+            version=self.seq, state=sf.STATE_ERASED, category=0, reason=0,
+            revoked_at=st.revoked_at if keep_time else 0,
+        )  # fmt: skip
+        self._put(sf.DB_STATUS, key, erased.pack())
+        self._delete(sf.DB_REVOKED, key)
+        self._drop_answer(key)
+
+    def list_revoked(self, key: bytes, family: int, at: int, reason: int) -> None:
+        """A serial listed on an imported CRL (a group appliance): revoked at ``at`` with
+        ``reason``, no legal category, no holder, recorded when revoked."""
+        self._put(sf.DB_STATUS, key, sf.pack_listed_status(self.seq, reason, family, at))
+        self._put(sf.DB_REVOKED, key, sf.pack_listed_entry(self.seq, reason, at))
+        self._drop_answer(key)
+
+    def list_revoked_sorted(
+        self, issuer_index: int, family: int, entries: list[tuple[bytes, int, int]]
+    ) -> None:
+        """`list_revoked` of (key, at, reason) in ascending key order, all of ``issuer_index``,
+        written in bulk (appended when no later issuer's keys follow: LMDB's MDB_APPEND)."""
+        if not entries:
+            return
+        seq, prefix = self.seq, sf.issuer_prefix(issuer_index)
+        status, entry = sf.pack_listed_status, sf.pack_listed_entry
+        self._append(sf.DB_STATUS, [(k, status(seq, r, family, at)) for k, at, r in entries])
+        self._append(sf.DB_REVOKED, [(k, entry(seq, r, at)) for k, at, r in entries])
+        self.wrote = self.changed = True
+        if self._has_answers(prefix):
+            for key, _, _ in entries:
+                self._txn.delete(key, db=self._responses_db)
+
+    def _append(self, db: bytes, items: list[tuple[bytes, bytes]]) -> None:
+        """Ascending ``items``; appended (MDB_APPEND) when every stored key sorts before them."""
+        cur = self._txn.cursor(db=self._dbs[db])
+        append = not cur.last() or bytes(cur.key()) < items[0][0]
+        consumed, written = cur.putmulti(items, append=append)
+        if written != len(items):
+            raise RuntimeError(f"LMDB wrote {written} of {consumed} CRL entries")
+
+    def unlist(self, key: bytes) -> None:
+        """A serial no longer on an imported CRL: its status, CRL entry and stored answer go."""
+        self._delete(sf.DB_STATUS, key)
+        self._delete(sf.DB_REVOKED, key)
+        self._drop_answer(key)
+
+    def mark_crl_import(self) -> None:
+        """This store is a group appliance's, built from the 機構's CRLs (`META_MODE`)."""
+        self._put(sf.DB_META, sf.META_MODE, sf.MODE_CRL_IMPORT)
+
+    def mark_applied(self, record_id: str) -> None:
+        """A record applied by this commit (its id is not applied twice)."""
+        self._put(sf.DB_APPLIED, record_id.encode(), sf.pack_u32(self.seq))
+
+    # --- stored answers ---------------------------------------------------------------
+
+    def _has_answers(self, prefix: bytes) -> bool:
+        known = self._answers_in.get(prefix)
+        if known is None:
+            cur = self._txn.cursor(db=self._responses_db)
+            known = bool(cur.set_range(prefix)) and bytes(cur.key()[:2]) == prefix
+            self._answers_in[prefix] = known
+        return known
+
+    def _drop_answer(self, key: bytes) -> None:
+        if self._has_answers(key[:2]):
+            self._delete(sf.DB_RESPONSES, key)
+
+    def drop_answers(self, issuer_index: int) -> int:
+        """Delete every stored answer of one issuer (its delegate is no longer believed, after
+        a compromise of its CA key); returns how many."""
+        prefix = sf.issuer_prefix(issuer_index)
+        cur = self._txn.cursor(db=self._responses_db)
+        n = 0
+        if cur.set_range(prefix):
+            while cur.key()[:2] == prefix and cur.delete():
+                n += 1
+        if n:
+            self.wrote = self.changed = True
+        self._answers_in[prefix] = False
+        return n
+
+    def put_answer(self, key: bytes, answer: StoredAnswer) -> None:
+        """A pre-signed answer (the builder's: no commit)."""
+        a = answer
+        value = sf.pack_response(a.version, a.this_update, a.next_update, a.signer_id, a.stem)
+        self._put(sf.DB_RESPONSES, key, value, change=False)
+        self._answers_in[key[:2]] = True
+
+    # --- holders ------------------------------------------------------------------------
+
+    def put_pending(self, holder: bytes, pending: sf.PendingMoveOut) -> None:
+        self._put(sf.DB_PENDING, holder, msgspec.json.encode(pending))
+
+    def delete_pending(self, holder: bytes) -> None:
+        self._delete(sf.DB_PENDING, holder)
+
+    def put_consent(self, holder: bytes, verifier: str, recorded_at: int) -> None:
+        self._put(sf.DB_CONSENTS, sf.consent_key(holder, verifier), sf.pack_i64(recorded_at))
+
+    def delete_consent(self, holder: bytes, verifier: str) -> bool:
+        return self._delete(sf.DB_CONSENTS, sf.consent_key(holder, verifier))
+
+    # --- issuers and announcements ------------------------------------------------------
+
+    def put_issuers(self, issuers: Iterable[sf.IssuerMeta]) -> None:
+        """The issuer table (configuration: no commit by itself)."""
+        table = sorted(issuers, key=lambda i: i.index)
+        self._put(sf.DB_META, sf.META_ISSUERS, msgspec.json.encode(table), change=False)
+
+    def put_announcement(self, issuer_index: int, announcement: sf.Announcement) -> None:
+        self._put(
+            sf.DB_ANNOUNCEMENTS,
+            sf.announcement_key(issuer_index),
+            msgspec.json.encode(announcement),
+        )
+
+    # --- the builder's own state (no commit) ---------------------------------------------
+
+    def put_crl_state(self, issuer_index: int, state: sf.CrlState) -> None:
+        key = sf.META_CRL_STATE_PREFIX + sf.pack_u32(issuer_index)
+        self._put(sf.DB_META, key, msgspec.json.encode(state), change=False)
+
+    def put_ocsp_state(self, issuer_index: int, state: sf.OcspState) -> None:
+        key = sf.META_OCSP_STATE_PREFIX + sf.pack_u32(issuer_index)
+        self._put(sf.DB_META, key, msgspec.json.encode(state), change=False)
+
+    def put_crl_file(self, issuer_index: int, entry: sf.CrlFileEntry) -> None:
+        key = sf.crl_key(issuer_index, entry.number, entry.delta)
+        self._put(sf.DB_CRLS, key, msgspec.json.encode(entry), change=False)
+
+    def delete_crl_file(self, key: bytes) -> None:
+        self._delete(sf.DB_CRLS, key, change=False)
+
+    def bump_build(self) -> int:
+        """The next build number (`Generation.build`): a build run wrote CRLs and answers."""
+        build = self.generation().build + 1
+        self._put(sf.DB_META, sf.META_BUILD, sf.pack_u32(build), change=False)
+        return build
+
+    def quarantine(self, key: bytes) -> None:
+        """A refusal quarantined by this commit (it is not quarantined twice)."""
+        self._put(sf.DB_QUARANTINE, key, sf.pack_u32(self.seq), change=False)
+
+    def stage(self, target: bytes, line: bytes) -> None:
+        """Owe ``line`` to ``target``'s file (`crlbuilder.outbox`), numbered after the last."""
+        raw = self._meta(sf.META_OUTBOX_SEQ)
+        n = (sf.unpack_u64(raw) if raw is not None else 0) + 1
+        self._put(sf.DB_OUTBOX, sf.outbox_key(target, n), line, change=False)
+        self._put(sf.DB_META, sf.META_OUTBOX_SEQ, sf.pack_u64(n), change=False)
+
+    def unstage(self, keys: Iterable[bytes]) -> None:
+        """Lines delivered: no longer owed."""
+        for k in keys:
+            self._delete(sf.DB_OUTBOX, k, change=False)
+
+    def put_outbox_file(self, target: bytes, delivered: sf.OutboxFile) -> None:
+        key = sf.META_OUTBOX_FILE_PREFIX + target
+        self._put(sf.DB_META, key, msgspec.json.encode(delivered), change=False)
