@@ -14,15 +14,19 @@ from datetime import datetime, timedelta
 
 import msgspec
 import pytest
+from cryptography import x509
 
+from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.rules import JST
 from responder.app import JpkiApp, caching_headers
 from responder.config import load_config
 from responder.http import Request, Response
 from responder.ocsp import Ready
+from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import Registry
 from responder.report import YEARS
 from tests.conftest import Built, run_tool
+from tests.test_ocspreq import a_request
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +142,41 @@ def test_crl_refusals_name_the_limit_and_the_real_wait(app: JpkiApp) -> None:
     )
     wait = int(dict(day.extra_headers)[b"retry-after"])
     assert midnight.timestamp() - before - 2 <= wait <= midnight.timestamp() - before + 2
+
+
+def test_only_a_proven_party_attributes_the_connection(app: JpkiApp) -> None:
+    """The HTTP layer keeps a connection in the unattributed budget until the app's note
+    names a proven party (`responder.outcome.Outcome.attributed`). The notes of an
+    unauthenticated OCSP request, a malformed one and a health check said party ``"-"``,
+    which the layer took for a party: any client escaped the budget that way."""
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    der = a_request(
+        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+          "issuer_key_hash": key_hash, "serial_number": 5}]
+    )  # fmt: skip
+    ocsp_type = {b"content-type": b"application/ocsp-request"}
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    bearer = {b"authorization": b"Bearer " + token.encode()}
+
+    def note(req: Request) -> Outcome:
+        req.body = der
+        answer(app, req)
+        assert req.note is not None
+        return req.note
+
+    for unproven in (
+        request(b"POST", b"/ocsp", ocsp_type),
+        request(b"POST", b"/ocsp", {**ocsp_type, b"authorization": b"Bearer guess"}),
+        request(b"GET", b"/healthz"),
+    ):
+        got = note(unproven)
+        assert not got.attributed and got.party == NO_PARTY, got
+    malformed = request(b"POST", b"/ocsp", {**ocsp_type, **bearer})
+    malformed.body = b"\x30\x00"
+    answer(app, malformed)
+    assert malformed.note is not None and not malformed.note.attributed
+    proven = note(request(b"POST", b"/ocsp", {**ocsp_type, **bearer}))
+    assert proven.attributed and proven.party == "both-verifier"
