@@ -341,10 +341,14 @@ def _foreign_request(view: IssuerView, name: x509.Name) -> bytes:
 # --- the good-answer cache never serves a revoked serial -------------------------------------
 
 
-def test_revoked_serial_never_answered_from_the_good_cache(views: dict[int, IssuerView]) -> None:
-    """A good answer is cached (keyed by the status version); once the serial is revoked
-    (the builder's commit bumps its version and the store's commit), the next request
-    gets revoked, not the cached good."""
+@pytest.mark.parametrize("committed", [True, False], ids=["new-commit", "same-snapshot"])
+def test_revoked_serial_never_answered_from_the_good_cache(
+    views: dict[int, IssuerView], committed: bool
+) -> None:
+    """A good answer is cached, keyed by the status version read before the cache. Once the
+    serial is revoked the next request gets revoked, not the cached good: when the builder's
+    commit is seen (a new store generation empties the cache), and even when the view still
+    looks unchanged (same snapshot: the status version alone keeps the cached good out)."""
     mem = store(views)
     fl = flow(views)
     sign = views[SIGN]
@@ -352,32 +356,15 @@ def test_revoked_serial_never_answered_from_the_good_cache(views: dict[int, Issu
     assert cert_status(first) is ocsp.OCSPCertStatus.GOOD
     hit = fl.decide(request(sign, GOOD), Creds("both"), NOW + 1, mem, REGISTRY)
     assert isinstance(hit, Answer) and hit.ready is first  # served from the cache
-    key = sf.status_key(SIGN, GOOD)
-    mem.status_records[key] = status(
+    mem.status_records[sf.status_key(SIGN, GOOD)] = status(
         5, sf.STATE_REVOKED, Family.SIGN_CARD, revoked_at=NOW + 2, reason=1
     )
-    mem.commit = 5
-    mem.changed()
+    if committed:
+        mem.commit = 5
+        mem.changed()
     after = fl.decide(request(sign, GOOD), Creds("both"), NOW + 3, mem, REGISTRY)
     assert isinstance(after, Signing)
     assert cert_status(signed(after, fl)) is ocsp.OCSPCertStatus.REVOKED
-
-
-def test_the_status_version_alone_keeps_a_revoked_serial_from_the_good_cache(
-    views: dict[int, IssuerView],
-) -> None:
-    """Even when the view looks unchanged (same snapshot, so the cache is not emptied), the
-    status version read before the cache keeps the cached good from a revoked serial."""
-    mem = store(views)
-    fl = flow(views)
-    sign = views[SIGN]
-    signed(fl.decide(request(sign, GOOD), Creds("both"), NOW, mem, REGISTRY), fl)
-    mem.status_records[sf.status_key(SIGN, GOOD)] = status(
-        5, sf.STATE_REVOKED, Family.SIGN_CARD, revoked_at=NOW, reason=1
-    )  # no changed(): the same snapshot
-    got = fl.decide(request(sign, GOOD), Creds("both"), NOW + 1, mem, REGISTRY)
-    assert isinstance(got, Signing)
-    assert cert_status(signed(got, fl)) is ocsp.OCSPCertStatus.REVOKED
 
 
 def test_stored_presigned_answer_served_only_for_its_status_version(
@@ -416,20 +403,32 @@ def test_ord_70_erased_serial_is_never_good(views: dict[int, IssuerView]) -> Non
 # --- tryLater: past the promised nextUpdate, a due 30-day lapse -------------------------------
 
 
+def good_until_then_try_later(
+    fl: OcspFlow, mem: MemoryReader, view: IssuerView, asked: int, bound: int, why: Unavailable
+) -> None:
+    """A good answer asked at ``asked`` has nextUpdate ``bound``; from ``bound`` on (the
+    cached answer expired with it) the flow says tryLater, for ``why``."""
+    ok = fl.decide(request(view, GOOD), Creds("both"), asked, mem, REGISTRY)
+    assert isinstance(ok, Signing) and ok.job.next_update == bound
+    signed(ok, fl)
+    late = fl.decide(request(view, GOOD), Creds("both"), bound, mem, REGISTRY)
+    assert isinstance(late, Refusal)
+    assert (late.status, late.rule) == (ResponseStatus.TRY_LATER, "stale")
+    req = parse_request(request(view, GOOD), max_certids=4)
+    assert fl.lookup(req, view, bound, mem) is why
+
+
 def test_past_the_promised_next_update_try_later(views: dict[int, IssuerView]) -> None:
     """Never an expired answer: before the builder's promised nextUpdate a good answer's
     nextUpdate stops at it; from it on, tryLater (and the cache is not consulted)."""
-    fl = flow(views)
-    sign = views[SIGN]
-    mem = store(views, promised=NOW + 600)
-    ok = fl.decide(request(sign, GOOD), Creds("both"), NOW, mem, REGISTRY)
-    assert isinstance(ok, Signing) and ok.job.next_update == NOW + 600
-    signed(ok, fl)
-    late = fl.decide(request(sign, GOOD), Creds("both"), NOW + 600, mem, REGISTRY)
-    assert isinstance(late, Refusal)
-    assert (late.status, late.rule) == (ResponseStatus.TRY_LATER, "stale")
-    req = parse_request(request(sign, GOOD), max_certids=4)
-    assert fl.lookup(req, sign, NOW + 600, mem) is Unavailable.STALE
+    good_until_then_try_later(
+        flow(views),
+        store(views, promised=NOW + 600),
+        views[SIGN],
+        NOW,
+        NOW + 600,
+        Unavailable.STALE,
+    )
 
 
 def test_act_31_2_due_lapse_try_later_and_good_answers_stop_at_it(
@@ -445,18 +444,10 @@ def test_act_31_2_due_lapse_try_later_and_good_answers_stop_at_it(
     )
     mem.changed()
     fl = flow(views)
-    auth = views[AUTH]
-    before = fl.decide(request(auth, GOOD), Creds("both"), DUE - 600, mem, REGISTRY)
-    assert isinstance(before, Signing) and before.job.next_update == DUE
-    signed(before, fl)
-    due = fl.decide(request(auth, GOOD), Creds("both"), DUE + 1, mem, REGISTRY)
-    assert isinstance(due, Refusal)
-    assert (due.status, due.rule) == (ResponseStatus.TRY_LATER, "stale")
-    req = parse_request(request(auth, GOOD), max_certids=4)
-    assert fl.lookup(req, auth, DUE + 1, mem) is Unavailable.LAPSE_DUE
+    good_until_then_try_later(fl, mem, views[AUTH], DUE - 600, DUE, Unavailable.LAPSE_DUE)
     assert fl.lapse_refusals == 2
     # a sign certificate has no 30-day rule (Act §31(2) is about user certificates)
-    sign = fl.decide(request(views[SIGN], GOOD), Creds("both"), DUE + 1, mem, REGISTRY)
+    sign = fl.decide(request(views[SIGN], GOOD), Creds("both"), DUE, mem, REGISTRY)
     assert isinstance(sign, Signing)
 
 
