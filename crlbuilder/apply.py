@@ -29,7 +29,10 @@ What each record does (the rules themselves are in `rules`):
   certificate of the same kind (Act §16-13, §35-13).
 
 A revocation bumps the status record's version and deletes any stored answer
-for that serial in the same transaction, so no worker can serve a stale one.
+for that serial in the same transaction, so no worker can serve a stale one:
+that bookkeeping, the commit sequence and its time (from this applier's clock)
+are `crlbuilder.store.writer.Commit`'s, one per batch; this module decides only
+what the law says to write.
 
 The 30-day rule (異動等失効情報, Act §31(2)) is a record the 機構 writes when time
 alone makes it due, and the certificate loses effect when it is written (Act
@@ -652,7 +655,7 @@ class Applier:
         """Give the holder's good certificates of ``families`` a new status version.
 
         A move-out notice changes no status but bounds the nextUpdate of their good
-        answers (Act §31(2), see `Store.lapse_due`): a new version keeps every
+        answers (Act §31(2), see `StoreReader.lapse_due`): a new version keeps every
         responder worker from serving an answer it cached before the notice.
         """
         for family in families:

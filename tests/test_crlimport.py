@@ -693,3 +693,17 @@ def test_empty_token_file_is_a_usage_error(tmp_path: Path, pki: Manifest) -> Non
     (tmp_path / "empty").write_text("\n")
     r = run(tmp_path / "store", pki, "x.crl", extra=["--token-file", str(tmp_path / "empty")])
     assert r.rc == 2 and "empty" in r.err
+
+
+def test_import_commit_is_dated_by_the_import_clock_not_the_wall_clock(
+    tmp_path: Path, pki: Manifest
+) -> None:
+    """The commit's time comes from ``--as-of`` (the import's clock), as a build's does."""
+    store = tmp_path / "store"
+    assert run(store, pki, write(tmp_path, "a.crl", make_crl(pki, G1, 10, BASE))).rc == 0
+    s = Store.open(store, readonly=True)
+    try:
+        with s.read() as r:
+            assert r.committed_at() == int(NOW.timestamp())
+    finally:
+        s.close()

@@ -17,7 +17,7 @@ import pytest
 
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
-from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.memory import MemoryReader
 from responder.ledger import (
     DB_NAME,
     JST,
@@ -421,14 +421,13 @@ def test_service_names_and_articles() -> None:
 # --- 発行件数 from the status store --------------------------------------------------
 
 
-def _status(family: Family, not_before: float) -> bytes:
+def _status(family: Family, not_before: float) -> sf.StatusRecord:
     return sf.StatusRecord(
         1, sf.STATE_GOOD, 0, 0, family.code, int(not_before), int(not_before) + 10**8, 0, bytes(32)
-    ).pack()
+    )
 
 
-def test_issuance_counts_per_family_and_month(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "store", readonly=False, map_size=1 << 24)
+def test_issuance_counts_per_family_and_month() -> None:
     issued = [
         (Family.SIGN_CARD, jst(2025, 1, 1, 0, 0, 0)),  # first second of the year (JST)
         (Family.SIGN_CARD, jst(2025, 1, 31, 23, 59, 59)),
@@ -437,9 +436,12 @@ def test_issuance_counts_per_family_and_month(tmp_path: Path) -> None:
         (Family.AUTH_CARD, jst(2024, 12, 31, 23, 59, 59)),  # last year
         (Family.AUTH_CARD, jst(2026, 1, 1, 0, 0, 0)),  # next year
     ]
-    with store.env.begin(write=True) as txn:
-        for serial, (family, t) in enumerate(issued, 1):
-            txn.put(sf.status_key(0, serial), _status(family, t), db=store.status)
+    store = MemoryReader(
+        status_records={
+            sf.status_key(0, serial): _status(family, t)
+            for serial, (family, t) in enumerate(issued, 1)
+        }
+    )
     counts = issuance_counts(store, date(2025, 1, 1), date(2025, 12, 31))
     assert counts == {
         "sign-card": {"2025-01": 2, "2025-02": 1},
@@ -447,8 +449,6 @@ def test_issuance_counts_per_family_and_month(tmp_path: Path) -> None:
         "auth-card": {},
         "auth-mobile": {"2025-12": 1},
     }
-    with store.env.begin(write=True) as txn:
-        txn.put(sf.META_MODE, sf.MODE_CRL_IMPORT, db=store.dbs[sf.DB_META])
+    store.imported = True  # a group appliance's store: the 機構's CRLs, revoked only
     with pytest.raises(LedgerError, match="only revoked certificates"):
         issuance_counts(store, date(2025, 1, 1), date(2025, 12, 31))
-    store.close()

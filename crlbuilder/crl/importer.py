@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import itertools
 import json
 import sys
 import time
@@ -567,36 +568,29 @@ class CrlImporter:
         stored range against the CRL's ascending entries."""
         # The state before this transaction, read beside it (py-lmdb uses MDB_NOTLS):
         # the merge walk reads the old range while the write transaction changes it.
+        keys = _full_keys(sf.issuer_prefix(issuer.meta.index), entries)
         with self.store.read() as before:
             old = before.revocations(issuer.meta.index)
             current = next(old, None)
             if current is None:
-                self._append_all(c, issuer, entries, result)
+                self._append_all(c, issuer, keys, result)
                 return
-            self._merge(c, issuer, entries, result, old, current)
+            self._merge(c, issuer, keys, result, old, current)
 
     @staticmethod
     def _merge(
         c: Commit,
         issuer: KnownIssuer,
-        entries: Iterator[tuple[int, int, int]],
+        keys: Iterator[tuple[bytes, int, int]],
         result: ImportResult,
         old: Iterator[tuple[bytes, sf.RevokedEntry]],
         current: tuple[bytes, sf.RevokedEntry] | None,
     ) -> None:
-        prefix = sf.issuer_prefix(issuer.meta.index)
+        """The stored range (``old``, from ``current``) walked against the CRL's keys."""
         family = issuer.meta.family.code
         listed, unlist = c.list_revoked, c.unlist
         added = updated = removed = unchanged = 0
-        previous = prefix + _ZERO_SERIAL
-        for serial, at, reason in entries:
-            try:
-                key = prefix + serial.to_bytes(sf.SERIAL_BYTES, "big")
-            except OverflowError:
-                raise _serial_refusal(serial) from None
-            if key <= previous or reason == REMOVE_FROM_CRL:
-                _entry_problem(key, previous, serial, reason)
-            previous = key
+        for key, at, reason in keys:
             while current is not None and current[0] < key:
                 unlist(current[0])
                 removed += 1
@@ -620,38 +614,15 @@ class CrlImporter:
         )  # fmt: skip
         result.entries = added + updated + unchanged
 
+    @staticmethod
     def _append_all(
-        self,
-        c: Commit,
-        issuer: KnownIssuer,
-        entries: Iterator[tuple[int, int, int]],
-        result: ImportResult,
+        c: Commit, issuer: KnownIssuer, keys: Iterator[tuple[bytes, int, int]], result: ImportResult
     ) -> None:
-        """First import of an issuer (nothing stored): write in ascending chunks
+        """First import of an issuer (nothing stored): written in ascending chunks
         (`Commit.list_revoked_sorted`)."""
-        index = issuer.meta.index
-        prefix = sf.issuer_prefix(index)
-        family = issuer.meta.family.code
-        serial_bytes = sf.SERIAL_BYTES
-        previous = prefix + _ZERO_SERIAL
         count = 0
-        while True:
-            chunk: list[tuple[bytes, int, int]] = []
-            add = chunk.append
-            for serial, at, reason in entries:
-                try:
-                    key = prefix + serial.to_bytes(serial_bytes, "big")
-                except OverflowError:
-                    raise _serial_refusal(serial) from None
-                if key <= previous or reason == REMOVE_FROM_CRL:
-                    _entry_problem(key, previous, serial, reason)
-                previous = key
-                add((key, at, reason))
-                if len(chunk) >= _CHUNK:
-                    break
-            if not chunk:
-                break
-            c.list_revoked_sorted(index, family, chunk)
+        while chunk := list(itertools.islice(keys, _CHUNK)):
+            c.list_revoked_sorted(issuer.meta.index, issuer.meta.family.code, chunk)
             count += len(chunk)
         result.added = result.entries = count
 
@@ -709,6 +680,24 @@ def _serial_bytes(serial: int) -> bytes:
         return serial.to_bytes(sf.SERIAL_BYTES, "big")
     except OverflowError:
         raise _serial_refusal(serial) from None
+
+
+def _full_keys(
+    prefix: bytes, entries: Iterator[tuple[int, int, int]]
+) -> Iterator[tuple[bytes, int, int]]:
+    """A full CRL's entries as (status key, revocation date, reason), checked to ascend
+    (`_entry_problem` says why one cannot follow the one before)."""
+    previous = prefix + _ZERO_SERIAL
+    serial_bytes = sf.SERIAL_BYTES
+    for serial, at, reason in entries:
+        try:
+            key = prefix + serial.to_bytes(serial_bytes, "big")
+        except OverflowError:
+            raise _serial_refusal(serial) from None
+        if key <= previous or reason == REMOVE_FROM_CRL:
+            _entry_problem(key, previous, serial, reason)
+        previous = key
+        yield key, at, reason
 
 
 def _entry_problem(key: bytes, previous: bytes, serial: int, reason: int) -> NoReturn:

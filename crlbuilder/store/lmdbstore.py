@@ -111,25 +111,10 @@ class Store:
     def close(self) -> None:
         self.env.close()
 
-    def read(self) -> _ReadView:
-        """One consistent read-only view: ``with store.read() as reader:`` (a `LmdbReader`)."""
-        return _ReadView(self.env.begin(), self.dbs)
-
-
-class _ReadView:
-    """The context of `Store.read`: a read transaction, ended on leaving."""
-
-    __slots__ = ("_dbs", "_txn")
-
-    def __init__(self, txn: Any, dbs: dict[bytes, Any]) -> None:
-        self._txn = txn
-        self._dbs = dbs
-
-    def __enter__(self) -> LmdbReader:
-        return LmdbReader(self._txn, self._dbs)
-
-    def __exit__(self, *exc: object) -> None:
-        self._txn.abort()
+    def read(self) -> LmdbReader:
+        """One consistent read-only view: ``with store.read() as reader:`` (its transaction
+        ends on leaving the ``with``)."""
+        return LmdbReader(self.env.begin(), self.dbs)
 
 
 COPY_BATCH: Final = 50_000

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
+from types import TracebackType
 from typing import Any, Final, NamedTuple, Protocol
 
 from crlbuilder import rules
@@ -292,6 +293,17 @@ class LmdbReader(ReaderRules):
         self._status_db = dbs[sf.DB_STATUS]
         self._responses_db = dbs[sf.DB_RESPONSES]
         self._meta_db = dbs[sf.DB_META]
+
+    def __enter__(self) -> LmdbReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._txn.abort()  # a read transaction: nothing to commit
 
     # --- meta -------------------------------------------------------------------
 

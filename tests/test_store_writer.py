@@ -1,0 +1,202 @@
+"""The store writer: every bookkeeping rule of a write transaction is `Commit`'s.
+
+A revocation bumps the status version, writes the CRL entry of this commit and
+deletes the stored answer; a change moves the commit sequence and dates it by the
+caller's clock; the builder's own state moves neither; a failed or empty commit
+writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.model import Category, Family, Reason
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import StoredAnswer
+from crlbuilder.store.writer import Commit
+
+BUILD_CLOCK = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
+"""A build instant years away from the wall clock: a commit dated by the wall clock shows."""
+ISSUER = 1
+KEY = sf.status_key(ISSUER, 42)
+OTHER = sf.status_key(ISSUER, 43)
+HOLDER = bytes(range(32))
+
+
+def _clock() -> datetime:
+    return BUILD_CLOCK
+
+
+def _good(version: int = 0) -> sf.StatusRecord:
+    return sf.StatusRecord(
+        version=version, state=sf.STATE_GOOD, category=0, reason=0, family=Family.SIGN_CARD.code,
+        not_before=1_900_000_000, not_after=2_100_000_000, revoked_at=0, holder=HOLDER,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """Two issued certificates (commit 1) and a pre-signed answer of each."""
+    s = Store.open(tmp_path / "store", readonly=False, map_size=1 << 24)
+    with Commit(s, _clock) as c:
+        c.add_certificate(KEY, _good(), Family.SIGN_CARD, b"sealed")
+        c.add_certificate(OTHER, _good(), Family.SIGN_CARD, None)
+    with Commit(s) as c:
+        for k in (KEY, OTHER):
+            c.put_answer(k, StoredAnswer(1, 10, 2_000_000_000, b"signerid", b"stem"))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_revoke_bumps_version_drops_the_stored_answer_and_dates_the_commit(store: Store) -> None:
+    with store.read() as r:
+        before = r.generation().commit
+        st = r.status(KEY)
+    assert before == 1 and st is not None and st.version == 1
+    with Commit(store, _clock) as c:
+        assert c.seq == before + 1
+        new = c.revoke(
+            KEY, st, category=Category.REQUEST.code, reason=int(Reason.KEY_COMPROMISE),
+            at=1_950_000_000, recorded_at=1_950_000_100,
+        )  # fmt: skip
+    with store.read() as r:
+        assert r.generation().commit == before + 1
+        assert r.committed_at() == int(BUILD_CLOCK.timestamp())
+        assert r.status(KEY) == new
+        assert new.version == before + 1 and new.revoked and new.revoked_at == 1_950_000_000
+        assert r.revoked_entry(KEY) == sf.RevokedEntry(
+            revoked_at=1_950_000_000, reason=int(Reason.KEY_COMPROMISE),
+            category=Category.REQUEST.code, commit=before + 1, recorded_at=1_950_000_100,
+        )  # fmt: skip
+        assert r.stored_answer(KEY) is None  # never served again for the new version
+        assert r.stored_answer(OTHER) is not None  # the neighbour's answer stays
+        assert r.holder_certs(HOLDER, Family.SIGN_CARD) == [KEY, OTHER]
+        assert r.sealed_facts(KEY) == b"sealed"
+
+
+def test_new_version_alone_invalidates_cached_answers(store: Store) -> None:
+    with Commit(store, _clock) as c:
+        st = c.status(OTHER)
+        assert st is not None
+        c.new_version(OTHER, st)
+    with store.read() as r:
+        st = r.status(OTHER)
+        assert st is not None and st.version == 2 and not st.revoked
+        assert r.generation().commit == 2
+
+
+def test_builder_state_moves_no_commit(store: Store) -> None:
+    with store.read() as r:
+        before = (r.generation().commit, r.committed_at())
+    with Commit(store) as c:
+        c.put_crl_state(ISSUER, sf.CrlState(number=3, next_update=99))
+        c.put_ocsp_state(ISSUER, sf.OcspState(produced_at=5, next_update=77))
+        build = c.bump_build()
+    with store.read() as r:
+        assert (r.generation().commit, r.committed_at()) == before
+        assert r.generation().build == build == 1
+        assert r.crl_state(ISSUER).number == 3 and r.promised_next_update(ISSUER) == 99
+
+
+def test_a_change_without_the_callers_clock_is_refused_and_nothing_written(store: Store) -> None:
+    with pytest.raises(RuntimeError, match="clock"), Commit(store) as c:
+        c.put_consent(HOLDER, "verifier-1", 5)
+    with store.read() as r:
+        assert r.consent(HOLDER, "verifier-1") is None and r.generation().commit == 1
+
+
+def test_an_exception_aborts_the_whole_commit(store: Store) -> None:
+    with store.read() as r:
+        snapshot = r.snapshot()
+    with pytest.raises(ValueError), Commit(store, _clock) as c:
+        st = c.status(KEY)
+        assert st is not None
+        c.revoke(KEY, st, category=Category.REQUEST.code, reason=0, at=1, recorded_at=1)
+        raise ValueError("refused half way")
+    with store.read() as r:
+        st = r.status(KEY)
+        assert st is not None and not st.revoked and r.revoked_entry(KEY) is None
+        assert r.stored_answer(KEY) is not None and r.snapshot() == snapshot
+
+
+def test_an_empty_commit_is_not_written(store: Store) -> None:
+    with store.read() as r:
+        snapshot = r.snapshot()
+    with Commit(store, _clock) as c:
+        assert c.status(KEY) is not None
+    with store.read() as r:
+        assert r.snapshot() == snapshot and r.generation().commit == 1
+
+
+def test_erase_keeps_only_that_the_certificate_lost_effect_ord_70_1_iii(store: Store) -> None:
+    with Commit(store, _clock) as c:
+        st = c.status(KEY)
+        assert st is not None
+        c.revoke(KEY, st, category=Category.REQUEST.code, reason=1, at=1_950_000_000,
+                 recorded_at=1_950_000_000)  # fmt: skip
+    with Commit(store, _clock) as c:
+        st = c.status(KEY)
+        assert st is not None
+        c.erase(KEY, st, keep_time=False)
+    with store.read() as r:
+        st = r.status(KEY)
+        assert st is not None and st.erased and (st.category, st.reason, st.revoked_at) == (0, 0, 0)
+        assert st.version == 3 == r.generation().commit
+        assert r.revoked_entry(KEY) is None and r.stored_answer(KEY) is None
+
+
+def test_imported_crl_entries_bulk_and_one_by_one_write_the_same_bytes(tmp_path: Path) -> None:
+    entries = [(sf.status_key(2, n), 1_950_000_000 + n, n % 6) for n in (5, 9, 700)]
+
+    def stored(path: Path, bulk: bool) -> dict[str, list[tuple[bytes, bytes]]]:
+        s = Store.open(path, readonly=False, map_size=1 << 24)
+        try:
+            with Commit(s, _clock) as c:
+                if bulk:
+                    c.list_revoked_sorted(2, Family.AUTH_CARD.code, entries)
+                else:
+                    for key, at, reason in entries:
+                        c.list_revoked(key, Family.AUTH_CARD.code, at, reason)
+            with s.env.begin() as txn:
+                return {
+                    name.decode(): [(bytes(k), bytes(v)) for k, v in txn.cursor(db=s.dbs[name])]
+                    for name in (sf.DB_STATUS, sf.DB_REVOKED)
+                }
+        finally:
+            s.close()
+
+    one_by_one = stored(tmp_path / "a", bulk=False)
+    assert one_by_one == stored(tmp_path / "b", bulk=True)
+    key, value = one_by_one["status"][0]
+    assert key == entries[0][0]
+    assert sf.unpack_status(value) == sf.StatusRecord(
+        version=1, state=sf.STATE_REVOKED, category=0, reason=5, family=Family.AUTH_CARD.code,
+        not_before=0, not_after=0, revoked_at=1_950_000_005, holder=bytes(32),
+    )  # fmt: skip
+    assert sf.unpack_revoked(one_by_one["revoked"][0][1]) == sf.RevokedEntry(
+        revoked_at=1_950_000_005, reason=5, category=0, commit=1, recorded_at=1_950_000_005
+    )
+
+
+def test_revoked_category_read_in_place_agrees_with_the_entry() -> None:
+    for category in (0, 1, 5, 255):
+        e = sf.RevokedEntry(revoked_at=-7, reason=9, category=category, commit=3, recorded_at=1)
+        assert sf.revoked_category(e.pack()) == sf.unpack_revoked(e.pack()).category == category
+
+
+def test_a_read_only_store_refuses_a_commit(store: Store) -> None:
+    path = store.path
+    store.close()
+    ro = Store.open(path, readonly=True)
+    try:
+        with pytest.raises(sf.StoreFormatError, match="read-only"):
+            Commit(ro, _clock)
+    finally:
+        ro.close()
