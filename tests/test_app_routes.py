@@ -8,9 +8,11 @@ signed-request index (issue 10.8) are checked here without a server.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,6 +20,7 @@ from cryptography import x509
 
 from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.rules import JST
+from responder import report
 from responder.app import JpkiApp, caching_headers
 from responder.config import load_config
 from responder.http import Request, Response
@@ -97,6 +100,25 @@ def test_odd_report_paths_are_404_never_500(app: JpkiApp) -> None:
             resp = answer(app, request(b"GET", b"/reports/%d%s" % (year, suffix)))
             assert resp.status == 200, (year, suffix)
     assert answer(app, request(b"GET", b"/reports/2026.json?x=1")).status == 200
+
+
+def test_reports_render_on_their_own_threads_not_the_signing_ones(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: a yearly report (報告書, Act §41), open to anyone, renders on the
+    ``report`` threads, so a burst of report requests cannot take the threads fresh OCSP
+    signatures need (the ``sign`` threads of `responder.signing`)."""
+    threads: list[str] = []
+    real = report.render_year
+
+    def recording(*args: Any, **kwargs: Any) -> tuple[bytes, bytes]:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("responder.app.render_year", recording)
+    assert answer(app, request(b"GET", b"/reports/%d.csv" % YEARS[1])).status == 200
+    assert threads and all(t.startswith("report") for t in threads), threads
+    assert app.pool is not app.signing.executor
 
 
 def test_ocsp_get_answers_are_private_with_rfc5019_max_age() -> None:
