@@ -163,14 +163,7 @@ class JpkiApp:
         self.limits = LimitsTable(
             ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
         )
-        self.ocsp = OcspFlow(
-            load_issuers(self.manifest),
-            self.limits,
-            good_validity_seconds=config.ocsp.good_validity_seconds,
-            cache_entries=config.ocsp.good_cache_entries,
-            max_certids=config.ocsp.max_certids,
-            max_nonce=config.ocsp.max_nonce,
-        )
+        self.ocsp = OcspFlow(load_issuers(self.manifest), self.limits, config.ocsp)
         self.crl_dir = Path(config.store.crl_dir) if config.store.crl_dir else None
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="report")
         self.signing: SigningPool[Ready] = SigningPool(
@@ -218,8 +211,7 @@ class JpkiApp:
         self.config = config
         self.access_log.configure(config.log)
         self.signing.queue.per_party = config.ocsp.sign_queue_per_party
-        self.ocsp.max_certids = config.ocsp.max_certids
-        self.ocsp.max_nonce = config.ocsp.max_nonce
+        self.ocsp.config = config.ocsp
         try:
             registry = Registry.load(config.registry.path)
         except RegistryError as e:

@@ -79,6 +79,7 @@ from crlbuilder.ocsp.response import (
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import Generation, ReadSource, StoreReader
 from responder import access, policy
+from responder.config import OcspConfig
 from responder.limits import Wait
 from responder.ocsp import IssuerView, Ready, SignJob, good_next_update
 from responder.registry.lookup import Registry
@@ -153,21 +154,10 @@ class OcspFlow:
     """One worker's OCSP decision and what it keeps between requests: the issuer table,
     each issuer's promised nextUpdate, and the good-answer cache."""
 
-    def __init__(
-        self,
-        issuers: Iterable[IssuerView],
-        quota: Quota,
-        *,
-        good_validity_seconds: int,
-        cache_entries: int,
-        max_certids: int = 16,
-        max_nonce: int = 128,
-    ) -> None:
+    def __init__(self, issuers: Iterable[IssuerView], quota: Quota, config: OcspConfig) -> None:
         self.quota = quota
-        self.good_validity = good_validity_seconds
-        self.cache_entries = cache_entries
-        self.max_certids = max_certids
-        self.max_nonce = max_nonce
+        self.config = config
+        """The bounds of a request and the freshness policy ([ocsp]); replaced on SIGHUP."""
         self.by_index: dict[int, IssuerView] = {}
         self.issuers: dict[tuple[str, bytes, bytes], IssuerView] = {}
         """(hash algorithm, issuerNameHash, issuerKeyHash) -> issuer, sha1 and sha256 only."""
@@ -200,7 +190,8 @@ class OcspFlow:
     ) -> Answer | Refusal | Signing:
         """What to do with one OCSP request (the order is the module docstring's)."""
         try:
-            req = parse_request(request, max_certids=self.max_certids, max_nonce=self.max_nonce)
+            cfg = self.config
+            req = parse_request(request, max_certids=cfg.max_certids, max_nonce=cfg.max_nonce)
         except RequestError as e:
             return _PARSE_REFUSALS[e.status]
         party = access.by_transport(registry, credentials, now)
@@ -253,7 +244,7 @@ class OcspFlow:
         signer = self.signer_for(view)
         if signer is None:
             return Unavailable.NO_SIGNER
-        next_update = now + self.good_validity
+        next_update = now + self.config.good_validity_seconds
         fresh = self._fresh_until.get(view.index, 0)
         if fresh:
             if fresh <= now:
@@ -365,8 +356,9 @@ class OcspFlow:
         self._put(key, alg, version, ready)
 
     def _put(self, key: bytes, alg: str, version: int, ready: Ready) -> None:
-        if not self.cache_entries:
+        entries = self.config.good_cache_entries
+        if not entries:
             return
-        if len(self._cache) >= self.cache_entries:
+        if len(self._cache) >= entries:
             self._cache.pop(next(iter(self._cache)))
         self._cache[(key, alg)] = (version, ready)

@@ -35,6 +35,7 @@ from crlbuilder.ocsp.request import parse_request
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader
+from responder.config import OcspConfig
 from responder.flow import OcspFlow, Unavailable
 from responder.ocsp import Ready, SignJob, good_next_update, load_issuers
 from tests.conftest import Built
@@ -224,7 +225,9 @@ def certid_request(manifest: Manifest, family: Family) -> bytes:
 
 def flow_for(manifest: Manifest) -> OcspFlow:
     return OcspFlow(
-        load_issuers(manifest), Quotas(), good_validity_seconds=VALIDITY, cache_entries=100
+        load_issuers(manifest),
+        Quotas(),
+        OcspConfig(good_validity_seconds=VALIDITY, good_cache_entries=100),
     )
 
 

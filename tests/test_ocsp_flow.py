@@ -32,6 +32,7 @@ from crlbuilder.ocsp.response import ResponseSigner, ResponseStatus, issuer_hash
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
 from crlbuilder.store.reader import StoredAnswer, StoreReader
+from responder.config import OcspConfig
 from responder.flow import (
     Answer,
     OcspFlow,
@@ -49,6 +50,7 @@ from tests.test_ocspreq import a_request
 NOW = 1_780_000_000
 """A fixed instant (2026-05-28): nothing here reads the clock."""
 VALIDITY = 3600
+CONFIG = OcspConfig(good_validity_seconds=VALIDITY, good_cache_entries=100)
 SIGN, AUTH = 0, 1
 """Issuer indexes: sign-card G1 and auth-card G1."""
 GOOD, REVOKED, ERASED = 0x1001, 0x1002, 0x1003
@@ -182,9 +184,7 @@ def store(views: dict[int, IssuerView], *, promised: int = NOW + 86400) -> Memor
 
 
 def flow(views: dict[int, IssuerView], quotas: Quotas | None = None) -> OcspFlow:
-    return OcspFlow(
-        views.values(), quotas or Quotas(), good_validity_seconds=VALIDITY, cache_entries=100
-    )
+    return OcspFlow(views.values(), quotas or Quotas(), CONFIG)
 
 
 def request(

@@ -30,6 +30,7 @@ from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from responder.config import OcspConfig
 from responder.flow import OcspFlow, Unavailable
 from responder.ocsp import Ready, load_issuers
 from tests.conftest import ROOT, Built, run_tool
@@ -296,9 +297,7 @@ def _ask(built: Built, store_path: Path, serial: int) -> ocsp.OCSPResponse:
     )
     store = Store.open(store_path, readonly=True)
     try:
-        flow = OcspFlow(
-            load_issuers(built.manifest), Quotas(), good_validity_seconds=3600, cache_entries=16
-        )
+        flow = OcspFlow(load_issuers(built.manifest), Quotas(), OcspConfig())
         parsed = parse_request(
             req.public_bytes(serialization.Encoding.DER), max_certids=4, max_nonce=32
         )
