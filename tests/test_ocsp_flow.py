@@ -17,10 +17,11 @@ from datetime import date, datetime
 from typing import Any
 
 import pytest
+from asn1crypto import ocsp as a_ocsp
 from asn1crypto import x509 as a_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
@@ -64,29 +65,40 @@ DUE = int(rules.move_out_lapse(PLANNED).timestamp())
 
 
 @pytest.fixture(scope="module")
-def views() -> dict[int, IssuerView]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def self_signed(key: rsa.RSAPrivateKey, cn: str) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime(2020, 1, 1))
+        .not_valid_after(datetime(2040, 1, 1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
+@pytest.fixture(scope="module")
+def views(key: rsa.RSAPrivateKey) -> dict[int, IssuerView]:
     out = {}
     for index, family in ((SIGN, Family.SIGN_CARD), (AUTH, Family.AUTH_CARD)):
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"test {family.value} CA")])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(index + 1)
-            .not_valid_before(datetime(2020, 1, 1))
-            .not_valid_after(datetime(2040, 1, 1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
+        cert = self_signed(key, f"test {family.value} CA")
         rs = ResponseSigner(PemSigner(key, cert))  # the CA answers itself (RFC 6960 §4.2.2.2)
         out[index] = IssuerView(index, f"{family.value}-g1", family, rs, cert, rs.certs_suffix)
     return out
 
 
-def party(pid: str, *families: Family, **kw: Any) -> Party:
-    """A party holding bearer token ``pid``, agreed to receive ``families`` by OCSP."""
+def party(
+    pid: str, *families: Family, credential: CredentialInfo | None = None, **kw: Any
+) -> Party:
+    """A party holding bearer token ``pid`` (or ``credential``), agreed to receive
+    ``families`` by OCSP."""
     grants: dict[Service, Grant] = {}
     for f in families:
         service = Service.SIGN_REVOCATION_INFO if f.is_sign else Service.AUTH_REVOCATION_INFO
@@ -100,7 +112,8 @@ def party(pid: str, *families: Family, **kw: Any) -> Party:
         cert_public_keys=(),
         grants=grants,
         credentials=(
-            CredentialInfo(
+            credential
+            or CredentialInfo(
                 label="t", kind=AuthMethod.TOKEN, key=hashlib.sha256(pid.encode()).digest()
             ),
         ),
@@ -483,3 +496,61 @@ def test_nonce_and_several_certids_are_signed_fresh_and_not_cached(
     two = fl.decide(request(sign, GOOD, REVOKED), Creds("both"), NOW, mem, REGISTRY)
     assert isinstance(two, Signing) and two.job.cache_key is None
     assert two.job.statuses == ("good", "revoked") and len(two.job.answers) == 2
+
+
+# --- a signed request proves its party (RFC 6960 §4.1.2) ------------------------------------
+
+
+def test_rfc6960_4_1_2_a_signed_request_proves_its_party(
+    key: rsa.RSAPrivateKey, views: dict[int, IssuerView]
+) -> None:
+    """Without a transport credential, a request signed with a party's registered
+    signed-request certificate is that party's; the same request with a broken signature
+    proves nobody (unauthorized), and nothing is read for it."""
+    cert = self_signed(key, "signing party")
+    cert_der = cert.public_bytes(serialization.Encoding.DER)
+    signer = party(
+        "signer",
+        Family.SIGN_CARD,
+        credential=CredentialInfo(
+            label="s",
+            kind=AuthMethod.SIGNED_REQUEST,
+            key=hashlib.sha256(cert_der).digest(),
+            spki=cert.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+            subject=cert.subject.public_bytes(),
+        ),
+    )
+    registry = Registry([*REGISTRY.parties.values(), signer])
+    tbs = a_ocsp.TBSRequest(
+        {
+            "requestor_name": a_x509.GeneralName(
+                name="directory_name", value=a_x509.Name.load(cert.subject.public_bytes())
+            ),
+            "request_list": [{"req_cert": c} for c in _cids(views[SIGN], GOOD)],
+        }
+    )
+
+    def signed_request(signature: bytes) -> bytes:
+        return bytes(
+            a_ocsp.OCSPRequest(
+                {
+                    "tbs_request": tbs,
+                    "optional_signature": {
+                        "signature_algorithm": {"algorithm": "sha256_rsa"},
+                        "signature": signature,
+                        "certs": [a_x509.Certificate.load(cert_der)],
+                    },
+                }
+            ).dump()
+        )
+
+    good = key.sign(tbs.dump(), padding.PKCS1v15(), hashes.SHA256())
+    rec = Recorder(store(views))
+    fl = flow(views)
+    broken = fl.decide(signed_request(bytes(256)), Creds(), NOW, rec, registry)
+    assert isinstance(broken, Refusal) and broken.rule == "unauthenticated"
+    assert rec.calls == []
+    got = fl.decide(signed_request(good), Creds(), NOW, rec, registry)
+    assert isinstance(got, Signing) and got.party.id == "signer"
