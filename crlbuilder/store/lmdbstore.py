@@ -18,12 +18,12 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import lmdb
 
 from crlbuilder.store import format as sf
-from crlbuilder.store.reader import LmdbReader
+from crlbuilder.store.reader import Db, LmdbReader
 
 DEFAULT_MAP_SIZE: Final = 64 << 30
 """64 GiB of address space: a sparse file, it costs only what is written."""
@@ -33,11 +33,11 @@ DEFAULT_MAP_SIZE: Final = 64 << 30
 class Store:
     """An open store: the LMDB environment and its named database handles."""
 
-    env: Any
-    """The `lmdb.Environment` (untyped library): used by `reader` and `writer` only (and by
+    env: lmdb.Environment
+    """The `lmdb.Environment`: used by `reader` and `writer` only (and by
     tests that corrupt a store on purpose); everything else reads through `read` and
     writes through `crlbuilder.store.writer.Commit`."""
-    dbs: dict[bytes, Any]
+    dbs: dict[bytes, Db]
     path: Path
     readonly: bool
 
@@ -73,7 +73,7 @@ class Store:
             )
         except lmdb.Error as e:
             raise sf.StoreFormatError(f"{p}: cannot open the store: {e}") from None
-        dbs: dict[bytes, Any] = {}
+        dbs: dict[bytes, Db] = {}
         if readonly:
             for name in sf.ALL_DBS:
                 try:

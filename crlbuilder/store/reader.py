@@ -23,11 +23,16 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from types import TracebackType
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Final, NamedTuple, Protocol, TypeAlias
+
+import lmdb
 
 from crlbuilder import rules
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
+
+Db: TypeAlias = "lmdb._Database"
+"""A named database handle of the LMDB environment (lmdb's own type)."""
 
 _LAPSE_FAMILIES: Final = frozenset({Family.AUTH_CARD.code, Family.AUTH_MOBILE.code})
 """The families a 30-day lapse revokes: auth-card (Act §31(2)) and, by cascade, auth-mobile."""
@@ -280,14 +285,14 @@ class ReaderRules:
 class LmdbReader(ReaderRules):
     """A `StoreReader` over one LMDB transaction (read-only, or a `Commit`'s write one).
 
-    Made by `crlbuilder.store.lmdbstore.Store.read` (or `Store.begin`); valid while
-    its transaction is. The lmdb library is untyped: its objects stay in here.
+    Made by `crlbuilder.store.lmdbstore.Store.read` (or is a `Commit`); valid while
+    its transaction is. Its lmdb objects (typed by lmdb's own stubs) stay in here.
     """
 
     __slots__ = ("_dbs", "_meta_db", "_responses_db", "_status_db", "_txn")
 
-    def __init__(self, txn: Any, dbs: dict[bytes, Any]) -> None:
-        """``txn`` an ``lmdb.Transaction``, ``dbs`` the named database handles (untyped library)."""
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[bytes, Db]) -> None:
+        """``txn`` an ``lmdb.Transaction``, ``dbs`` the store's named database handles."""
         self._txn = txn
         self._dbs = dbs
         self._status_db = dbs[sf.DB_STATUS]
