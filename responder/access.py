@@ -19,15 +19,14 @@ request with ``unauthorized``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Final, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from crlbuilder.ocsp.request import OcspRequest, RequestSignature
-from responder.http import Request
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
 
@@ -41,14 +40,26 @@ _SIG_HASHES: Final[dict[str, hashes.HashAlgorithm]] = {
 }
 
 
-def bearer_token(req: Request) -> bytes | None:
+class Credentials(Protocol):
+    """What the transport proves about a request: a TLS client certificate (the worker
+    terminated TLS, or a trusted proxy passed it on) and the header fields (a bearer
+    token). `responder.http.Request` is one."""
+
+    @property
+    def client_cert_der(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Mapping[bytes, bytes]: ...
+
+
+def bearer_token(req: Credentials) -> bytes | None:
     value = req.headers.get(b"authorization")
     if value is None or len(value) <= len(_BEARER) or value[: len(_BEARER)].lower() != _BEARER:
         return None
     return value[len(_BEARER) :].strip() or None
 
 
-def by_transport(registry: Registry, req: Request, now: float | None = None) -> Party | None:
+def by_transport(registry: Registry, req: Credentials, now: float | None = None) -> Party | None:
     """The party proven by the connection (client certificate) or a bearer token."""
     if req.client_cert_der is not None:
         party = registry.by_certificate(req.client_cert_der, now)

@@ -24,21 +24,23 @@ the ``admin`` attribute here; on the public port it answers 404 (counted as endp
 ``metrics``), so that a flood of unauthenticated scrapes cannot take the workers'
 time from the registered parties.
 
-Order on every OCSP request: parse (bad bytes -> malformedRequest), attribute
-it to a registered party (`access`: client certificate, bearer token or a
-signed request; none -> unauthorized), check the issuer is ours and the family
-is one the party may receive (else unauthorized), and only then look anything
-up (`ocsp.OcspService`). Fresh signatures run in a thread (cryptography
-releases the GIL while signing) so the worker's other connections go on; the
-jobs wait for a thread in a per-party fair queue (`responder.signing`,
-`responder.signqueue`), so one party's flood of nonce requests cannot delay the
-others', and a party past its share gets tryLater (rule ``fair_share``).
+Every OCSP request is decided by `responder.flow` (sans-I/O: parse, attribute it to a
+registered party, check the issuer, the policy and the quota, and only then look
+anything up); this module is its shell: it passes the request's bytes, the
+transport's credentials, the time, the store and the registry in, and carries the
+decision out (the response, the ledger count, the note). Fresh signatures run in a
+thread (cryptography releases the GIL while signing) so the worker's other
+connections go on; the jobs wait for a thread in a per-party fair queue
+(`responder.signing`, `responder.signqueue`), so one party's flood of nonce requests
+cannot delay the others', and a party past its share gets tryLater (rule
+``fair_share``). Reports (`/reports/`) render on threads of their own (``report``),
+never on the signing threads.
 
 A request with a body and an ``Authorization`` field that matches no party's
 credential is refused from its headers (`JpkiApp.early`), before its body is
 read, so it cannot hold a connection slot while the body trickles in.
 
-Every route leaves its decision in ``Request.note`` (a `responder.metrics.Outcome`:
+Every route leaves its decision in ``Request.note`` (a `responder.outcome.Outcome`:
 endpoint, OCSP status, first CertID's status, family, party id, answer source,
 refusal rule) for the metrics and the access log, which never look at the
 request's content themselves.
@@ -59,12 +61,13 @@ from typing import Final
 import msgspec
 
 from crlbuilder.manifest import Manifest, load_manifest
-from crlbuilder.ocsp.request import RequestError, decode_get_path, parse_request
+from crlbuilder.ocsp.request import RequestError, decode_get_path
 from crlbuilder.ocsp.response import ResponseStatus
 from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, policy
 from responder.config import ResponderConfig
 from responder.crlfiles import CrlFiles
+from responder.flow import Answer, OcspFlow, Refusal, Signing
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
 from responder.limits import FILE_NAME as LIMITS_FILE
@@ -74,13 +77,12 @@ from responder.metrics import (
     OCSP_STATUS,
     MetricsApp,
     WorkerMetrics,
-    outcome,
 )
-from responder.ocsp import ERRORS, OcspService, Ready, SignJob
+from responder.ocsp import ERRORS, Ready, load_issuers
+from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import LastGoodRegistry, Registry
-from responder.registry.party import Party
 from responder.registry.schema import RegistryError
-from responder.registry.vocabulary import Method, Service
+from responder.registry.vocabulary import Method
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
 from responder.signing import SigningPool
@@ -123,26 +125,25 @@ _GET_ONLY: Final = _method_not_allowed(b"GET, HEAD")
 _OCSP_METHODS: Final = _method_not_allowed(b"GET, POST")
 _OCSP_GET_ONLY: Final = _method_not_allowed(b"GET")
 
-# Notes (responder.metrics.Outcome) of the answers that do not depend on the request.
-_NOTE_OCSP_HTTP: Final = outcome("ocsp")
-_NOTE_MALFORMED: Final = outcome(
+# Notes (responder.outcome.Outcome) of the answers that do not depend on the request.
+_NOTE_OCSP_HTTP: Final = Outcome("ocsp")
+_NOTE_MALFORMED: Final = Outcome(
     "ocsp", ocsp_status=OCSP_STATUS[ResponseStatus.MALFORMED_REQUEST], rule="malformed"
 )
-_NOTE_UNAUTHENTICATED: Final = outcome(
+_NOTE_UNAUTHENTICATED: Final = Outcome(
     "ocsp", ocsp_status=OCSP_STATUS[ResponseStatus.UNAUTHORIZED], rule="unauthenticated"
 )
-_NOTE_SIG_REQUIRED: Final = outcome(
-    "ocsp", ocsp_status=OCSP_STATUS[ResponseStatus.SIG_REQUIRED], rule="unauthenticated"
-)
-_NOTE_CRL_UNAUTHENTICATED: Final = outcome("crl", rule="unauthenticated")
-_NOTE_OTHER: Final = outcome("other")
-_NOTE_HEALTHZ: Final = outcome("healthz")
-_NOTE_READYZ: Final = outcome("readyz")
-_NOTE_METRICS: Final = outcome("metrics")
-_UNAUTHORIZED: Final = OCSP_STATUS[ResponseStatus.UNAUTHORIZED]
+_NOTE_CRL_UNAUTHENTICATED: Final = Outcome("crl", rule="unauthenticated")
+_NOTE_OTHER: Final = Outcome("other")
+_NOTE_HEALTHZ: Final = Outcome("healthz")
+_NOTE_READYZ: Final = Outcome("readyz")
+_NOTE_METRICS: Final = Outcome("metrics")
 _SUCCESSFUL: Final = OCSP_STATUS[ResponseStatus.SUCCESSFUL]
 _TRY_LATER: Final = OCSP_STATUS[ResponseStatus.TRY_LATER]
+_INTERNAL_ERROR: Final = OCSP_STATUS[ResponseStatus.INTERNAL_ERROR]
 _FAIR_SHARE: Final = "fair_share"
+_SOURCE: Final = {True: "presigned", False: "cached"}
+"""An `Answer`'s source: the builder's pre-signed answer, or one signed here and cached."""
 
 
 class JpkiApp:
@@ -171,13 +172,13 @@ class JpkiApp:
                     "registry_file_bad",
                     extra={"fields": {"error": registry_error, "kept": "the last good registry"}},
                 )
-        self.ocsp = OcspService(
-            self.store,
-            self.manifest,
-            good_validity_seconds=config.ocsp.good_validity_seconds,
-            cache_entries=config.ocsp.good_cache_entries,
+        ledger_dir = config.ledger.dir
+        ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.limits = LimitsTable(
+            ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
         )
         self.crl_files = CrlFiles(Path(config.store.crl_dir)) if config.store.crl_dir else None
+        self.ocsp = OcspFlow(load_issuers(self.manifest), self.limits, config.ocsp)
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="report")
         self.reports = ReportCache(
             self._render_report, self.pool, max_age=config.ledger.collect_interval
@@ -186,13 +187,8 @@ class JpkiApp:
             config.ocsp.sign_threads, config.ocsp.sign_queue_per_party
         )
         self.worker_index = worker_index
-        ledger_dir = config.ledger.dir
-        ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ledger = LedgerWriter.open(ledger_dir, worker_index)
         self.ledger.start_flusher()
-        self.limits = LimitsTable(
-            ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
-        )
         self._registry_checked = time.monotonic()
         self._stop = threading.Event()
         if worker_index == 0:  # one merger is enough; the SQLite ledger serializes the rest
@@ -233,6 +229,7 @@ class JpkiApp:
         self.access_log.configure(config.log)
         self.reports.max_age = config.ledger.collect_interval
         self.signing.queue.per_party = config.ocsp.sign_queue_per_party
+        self.ocsp.config = config.ocsp
         try:
             registry = Registry.load(config.registry.path)
         except RegistryError as e:
@@ -305,7 +302,7 @@ class JpkiApp:
             return self._report(path) if get else _GET_ONLY
         if path.startswith(b"/crl/"):
             if not get:
-                req.note = outcome("crl")
+                req.note = Outcome("crl")
                 return _GET_ONLY
             return self._crl(req, path[5:])
         req.note = _NOTE_OTHER
@@ -334,90 +331,56 @@ class JpkiApp:
     # --- OCSP ----------------------------------------------------------------------
 
     def _ocsp(self, req: Request, der: bytes, *, get: bool) -> Response | asyncio.Future[Response]:
-        cfg = self.config.ocsp
-        try:
-            ocsp_req = parse_request(der, max_certids=cfg.max_certids, max_nonce=cfg.max_nonce)
-        except RequestError as e:
-            req.note = _NOTE_MALFORMED
-            return _OCSP_ERRORS[e.status]
-        party = access.by_transport(self.registry, req)
-        if party is None and ocsp_req.signature is not None:
-            party = access.by_signature(self.registry, ocsp_req)
-        if party is None:
-            req.note = _NOTE_UNAUTHENTICATED
-            if ocsp_req.signature is None and ocsp_req.requestor_name is not None:
-                # it names a requestor but proves nothing: RFC 6960 §2.3 "must sign the request"
-                req.note = _NOTE_SIG_REQUIRED
-                return _OCSP_ERRORS[ResponseStatus.SIG_REQUIRED]
-            return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
-        views = self.ocsp.issuer_of(ocsp_req)
-        if views is None or len({v.index for v in views}) != 1:
-            # not our issuer, or several issuers (one delegated signer covers one issuer only)
-            req.note = ("ocsp", _UNAUTHORIZED, "", "", party.id, "", "unknown_issuer")
-            return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
-        fam = views[0].family
-        family = fam.value
-        now = time.time()
-        service = policy.service_for_ocsp(fam)
-        verdict = policy.decide(party, service=service, family=fam, method=Method.OCSP, now=now)
-        if verdict is not policy.ALLOWED:
-            assert isinstance(verdict, policy.Refused)
-            req.note = ("ocsp", _UNAUTHORIZED, "", family, party.id, "", verdict.rule.value)
-            return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
-        if self.limits.admit(party, now) is not None:
-            req.note = ("ocsp", _TRY_LATER, "", family, party.id, "", policy.Rule.QUOTA.value)
-            return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
-        answer = self.ocsp.answer(ocsp_req, views)
-        if isinstance(answer, Ready):
-            if answer.ocsp_status:
-                req.note = ("ocsp", _TRY_LATER, "", family, party.id, "", "stale")
-            else:
-                source = "presigned" if answer.presigned else "cached"
-                req.note = ("ocsp", _SUCCESSFUL, answer.statuses[0], family, party.id, source, "")
-                # 帳簿 (Act §40): counted before the answer is sent; 件数 = statuses provided
-                self.ledger.count(party.id, service, Method.OCSP, len(ocsp_req.cert_ids))
-            return self._ocsp_response(answer, get)
-        signed = self.signing.submit(party.id, answer.run)
+        """Carry out `responder.flow`'s decision on one OCSP request."""
+        got = self.ocsp.decide(der, req, time.time(), self.store, self.registry)
+        if isinstance(got, Answer):
+            ready = got.ready
+            party = got.party.id
+            req.note = Outcome(
+                "ocsp", _SUCCESSFUL, ready.statuses[0], ready.families[0].value, party,
+                _SOURCE[ready.presigned],
+            )  # fmt: skip
+            # 帳簿 (Act §40): counted before the answer is sent; 件数 = statuses provided
+            self.ledger.count(party, got.service, Method.OCSP, len(ready.statuses))
+            return self._ocsp_response(ready, get)
+        if isinstance(got, Refusal):
+            req.note = Outcome(
+                "ocsp",
+                OCSP_STATUS[got.status],
+                family=got.family.value if got.family is not None else "",
+                party=got.party.id if got.party is not None else NO_PARTY,
+                rule=got.rule,
+            )
+            return _OCSP_ERRORS[got.status]
+        job = got.job
+        family = job.families[0].value
+        party = got.party.id
+        signed = self.signing.submit(party, job.run)
         if signed is None:  # the party's share of the signing threads is taken: RFC 6960 tryLater
-            req.note = ("ocsp", _TRY_LATER, "", family, party.id, "", _FAIR_SHARE)
+            req.note = Outcome("ocsp", _TRY_LATER, family=family, party=party, rule=_FAIR_SHARE)
             return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
-        req.note = ("ocsp", "", "", family, party.id, "", "")  # until the signature is made
-        return asyncio.ensure_future(self._sign(req, answer, signed, get, party, service))
+        req.note = Outcome("ocsp", family=family, party=party)  # until the signature is made
+        return asyncio.ensure_future(self._sign(req, got, signed, get))
 
     async def _sign(
-        self,
-        req: Request,
-        job: SignJob,
-        signed: asyncio.Future[Ready],
-        get: bool,
-        party: Party,
-        service: Service,
+        self, req: Request, got: Signing, signed: asyncio.Future[Ready], get: bool
     ) -> Response:
+        party = got.party.id
         try:
             ready = await signed
         except Exception:  # a signer failure is the responder's fault: RFC 6960 internalError
-            req.note = (
-                "ocsp",
-                OCSP_STATUS[ResponseStatus.INTERNAL_ERROR],
-                "",
-                "",
-                party.id,
-                "",
-                "",
-            )
+            req.note = Outcome("ocsp", _INTERNAL_ERROR, party=party)
             return _OCSP_ERRORS[ResponseStatus.INTERNAL_ERROR]
-        self.ocsp.remember(job, ready)
-        self.ledger.count(party.id, service, Method.OCSP, len(job.answers))
+        self.ocsp.remember(got.job, ready)
+        self.ledger.count(party, got.service, Method.OCSP, len(got.job.answers))
         if self.metrics is not None:
-            self.metrics.observe_signing(ready.signing_seconds, party.id)
-        note = req.note
-        if note is not None:
-            req.note = ("ocsp", _SUCCESSFUL, ready.statuses[0], note[3], note[4], "signed", "")
+            self.metrics.observe_signing(ready.signing_seconds, party)
+        req.note = Outcome(
+            "ocsp", _SUCCESSFUL, ready.statuses[0], ready.families[0].value, party, "signed"
+        )
         return self._ocsp_response(ready, get)
 
     def _ocsp_response(self, ready: Ready, get: bool) -> Response:
-        if ready.ocsp_status:
-            return _OCSP_ERRORS[ResponseStatus(ready.ocsp_status)]
         if not get:
             return Response(200, ready.der, OCSP_RESPONSE)
         return Response(200, ready.der, OCSP_RESPONSE, caching_headers(ready, int(time.time())))
@@ -430,8 +393,8 @@ class JpkiApp:
             self.store.check_format()
         except Exception:  # any failure means not ready
             return Response(503, b"store not readable\n", TEXT)
-        with self.store.read() as r:
-            self.ocsp.refresh(r)
+        with self.store.read() as reader:
+            self.ocsp.refresh(reader)
         stale = [
             v.id for v in self.ocsp.by_index.values() if 0 < self.ocsp.fresh_until(v.index) <= now
         ]
@@ -452,7 +415,7 @@ class JpkiApp:
         if party is None:
             req.note = _NOTE_CRL_UNAUTHENTICATED
             return _UNAUTHORIZED_HTTP
-        req.note = ("crl", "", "", "", party.id, "", "")
+        req.note = Outcome("crl", party=party.id)
         if self.crl_files is None:
             return _NOT_FOUND
         try:
@@ -471,24 +434,24 @@ class JpkiApp:
         )
         if verdict is not policy.ALLOWED:
             assert isinstance(verdict, policy.Refused)
-            req.note = ("crl", "", "", family, party.id, "", verdict.rule.value)
+            req.note = Outcome("crl", family=family, party=party.id, rule=verdict.rule.value)
             return problem(403, verdict)
         wait = self.limits.admit(party, now, record=provide)
         if wait is not None:
-            req.note = ("crl", "", "", family, party.id, "", policy.Rule.QUOTA.value)
+            req.note = Outcome("crl", family=family, party=party.id, rule=policy.Rule.QUOTA.value)
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
         crl = self.crl_files.get(fname)
         if crl is None:
-            req.note = ("crl", "", "", family, party.id, "", "")
+            req.note = Outcome("crl", family=family, party=party.id)
             return _NOT_FOUND
         kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
         wait = self.limits.admit_crl(party, view.index, kind, now, record=provide)
         if wait is not None:
-            req.note = ("crl", "", "", family, party.id, "", policy.Rule.CYCLE.value)
+            req.note = Outcome("crl", family=family, party=party.id, rule=policy.Rule.CYCLE.value)
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
-        req.note = ("crl", "", "", family, party.id, "", "")
+        req.note = Outcome("crl", family=family, party=party.id)
         if provide:
             self.ledger.count(party.id, service, Method.CRL_FILE, 1)
         return Response(200, crl.body, CRL, crl.headers)

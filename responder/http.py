@@ -39,8 +39,8 @@ Connections not attributed to a registered party (no request on them proven by a
 party's credential yet) have a budget of their own (``max_unattributed``): a new
 connection beyond it, or beyond ``max_connections``, displaces the oldest
 unattributed connection that is waiting on its client (503 and a close), so slow
-unauthenticated clients cannot take the capacity parties need. A connection becomes attributed when the app names a party in a request's
-`Request.note` (index 4, the party id): with a client certificate or bearer token
+unauthenticated clients cannot take the capacity parties need. A connection becomes attributed when the app names a proven party in a request's
+`Request.note` (`responder.outcome.Outcome.attributed`): with a client certificate or bearer token
 that is its first request; a signed OCSP request can only be attributed after its
 body, so its connection stays in the unattributed budget until then. An app may
 also offer ``early(req) -> Response | None``: called after the headers of a
@@ -74,6 +74,7 @@ import httptools
 import msgspec
 
 from responder.config import LimitsConfig, ServerConfig
+from responder.outcome import Outcome
 
 __all__ = [
     "SHED_STATUS",
@@ -139,10 +140,10 @@ class Request(msgspec.Struct, gc=False):
     keep_alive: bool
     request_id: int
     """Per-worker counter, starting at 1."""
-    note: tuple[str, ...] | None = None
+    note: Outcome | None = None
     """What the app decided about the request, for the hooks (metrics, access log): set by
-    the app (see `responder.metrics.Outcome`). This layer reads only index 4, the party
-    id: non-empty attributes the connection to a party (the unattributed budget)."""
+    the app. This layer reads only `Outcome.attributed`: a proven party attributes the
+    connection (it leaves the unattributed budget)."""
 
 
 class Response(msgspec.Struct, frozen=True, gc=False):
@@ -831,7 +832,7 @@ class HttpProtocol(asyncio.Protocol):
     def _attribute(self, req: Request) -> None:
         """After the app's decision: a request attributed to a party attributes the connection."""
         note = req.note
-        if note is not None and len(note) > 4 and note[4]:
+        if note is not None and note.attributed:
             self.attributed = True  # a party proved itself on this connection
             self._srv.unattributed.pop(self, None)
 

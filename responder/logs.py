@@ -13,7 +13,7 @@ What a line is made of: the worker's request counter, the client's address (the
 TCP peer's IP, so operators can find an abuser; behind a proxy it is the proxy's;
 it is an address of a relying party's machine, not personal data of a certificate
 holder), the HTTP method and status, the time, and the app's
-`responder.metrics.Outcome` (endpoint, OCSP status, the registered party id or
+`responder.outcome.Outcome` (endpoint, OCSP status, the registered party id or
 ``"-"``), all from bounded vocabularies. The request's
 target, headers (the bearer token), body (serial numbers), the client certificate
 and anything personal (個人情報; the four facts, 基本4情報, of a sign certificate,
@@ -37,6 +37,7 @@ from typing import Final
 
 from responder.config import LogConfig
 from responder.http import SHED_STATUS, Request, Response
+from responder.outcome import NO_PARTY
 
 __all__ = ["AccessLog", "layer_endpoint", "method_label"]
 
@@ -95,11 +96,11 @@ class AccessLog:
                     "worker": self.worker,
                     "request_id": req.request_id,
                     "client": req.peer[0],
-                    "party": note[4] if note is not None and len(note) > 4 else "-",
-                    "endpoint": note[0] if note is not None else "other",
+                    "party": note.party if note is not None else NO_PARTY,
+                    "endpoint": note.endpoint if note is not None else "other",
                     "method": method_label(req.method),
                     "http_status": resp.status,
-                    "ocsp_status": note[1] if note is not None and len(note) > 1 else "",
+                    "ocsp_status": note.ocsp_status if note is not None else "",
                     "duration_ms": round(seconds * 1000.0, 3),
                 }
             },

@@ -35,8 +35,9 @@ killed by SIGKILL loses at most its last interval of counts. Layer-made errors
 layer's load shedding (503, `responder.http.SHED_STATUS`): endpoint ``shed``
 (`responder.logs.layer_endpoint`), which the critical error ratio leaves out.
 
-The app tells the hooks what it decided through ``Request.note``, an `Outcome`:
-(endpoint, ocsp_status, cert_status, family, party, source, rule). ``source``
+The app tells the hooks what it decided through ``Request.note``, a
+`responder.outcome.Outcome` (endpoint, ocsp_status, cert_status, family, party, source,
+rule). ``source``
 (presigned | cached | signed) feeds ``jpkiva_ocsp_answers_total`` and ``rule``
 (the refusal rule, see `RULES`) ``jpkiva_refusals_total``. Each fresh signature is
 counted per registered party in ``jpkiva_fresh_signatures_total{party}`` (who consumes
@@ -77,6 +78,7 @@ from crlbuilder.ocsp.response import ResponseStatus
 from responder.config import ConfigError, LogConfig, MetricsConfig
 from responder.http import Request, Response
 from responder.logs import AccessLog, layer_endpoint, method_label
+from responder.outcome import Outcome
 from responder.storegauges import ENTRIES_FILES
 
 __all__ = [
@@ -88,10 +90,8 @@ __all__ = [
     "SOURCES",
     "MasterMetrics",
     "MetricsApp",
-    "Outcome",
     "WorkerMetrics",
     "endpoint_of",
-    "outcome",
     "prepare_dir",
 ]
 
@@ -143,10 +143,6 @@ OCSP_STATUS: Final[dict[int, str]] = {
 }
 """OCSPResponseStatus (RFC 6960 §4.2.1) -> its ASN.1 name, the ``ocsp_status`` label."""
 
-Outcome = tuple[str, str, str, str, str, str, str]
-"""(endpoint, ocsp_status, cert_status, family, party, source, rule): what the app decided.
-
-Strings from bounded vocabularies; ``party`` is the registered party id or ``"-"``."""
 
 REQUEST_LABELS: Final = (
     "endpoint",
@@ -166,21 +162,7 @@ _ORPHAN_AGE: Final = 60.0
 _log = logging.getLogger("responder.metrics")
 
 
-def outcome(
-    endpoint: str,
-    *,
-    ocsp_status: str = "",
-    cert_status: str = "",
-    family: str = "",
-    party: str = "-",
-    source: str = "",
-    rule: str = "",
-) -> Outcome:
-    """An `Outcome` by name (for constants; the hot path builds the tuple itself)."""
-    return (endpoint, ocsp_status, cert_status, family, party, source, rule)
-
-
-_LAYER_ERROR: Final = outcome("other")
+_LAYER_ERROR: Final = Outcome("other")
 
 _FIXED_PATHS: Final = {b"/healthz": "healthz", b"/readyz": "readyz", b"/metrics": "metrics"}
 
@@ -398,11 +380,11 @@ class WorkerMetrics:
         self.clock = clock
         self._rendered: tuple[float, bytes] | None = None
         """(clock time, text) of the last render."""
-        self._cells: dict[tuple[tuple[str, ...], bytes, int], list[float]] = {}
+        self._cells: dict[tuple[Outcome, bytes, int], list[float]] = {}
         """(note, method, HTTP status) -> local histogram of those requests since the flush."""
         self._errors: dict[int, int] = {}
         """Layer-made errors by HTTP status since the flush."""
-        self._children: dict[tuple[tuple[str, ...], bytes, int], Any] = {}
+        self._children: dict[tuple[Outcome, bytes, int], Any] = {}
         self._sign = _new_hist()
         self._signed_by: dict[str, int] = {}
         """Fresh signatures per party since the flush."""
@@ -435,7 +417,7 @@ class WorkerMetrics:
     def on_request_done(self, req: Request, resp: Response, seconds: float) -> None:
         note = req.note
         if note is None:
-            note = (endpoint_of(req.target), "", "", "", "-", "", "")
+            note = Outcome(endpoint_of(req.target))
         key = (note, req.method, resp.status)
         cell = self._cells.get(key)
         if cell is None:
@@ -476,12 +458,12 @@ class WorkerMetrics:
         cells, self._cells = self._cells, {}
         errors, self._errors = self._errors, {}
         counts = [(key, int(sum(cell[:_SLOTS]))) for key, cell in cells.items()]
-        counts += [((outcome(layer_endpoint(s)), b"", s), n) for s, n in errors.items()]
+        counts += [((Outcome(layer_endpoint(s)), b"", s), n) for s, n in errors.items()]
         by_endpoint: dict[str, list[float]] = {}
         for (note, _, _), cell in cells.items():
-            total = by_endpoint.get(note[0])
+            total = by_endpoint.get(note.endpoint)
             if total is None:
-                by_endpoint[note[0]] = cell
+                by_endpoint[note.endpoint] = cell
             else:
                 for i, v in enumerate(cell):
                     total[i] += v
@@ -490,17 +472,21 @@ class WorkerMetrics:
         for key, n in counts:
             child = self._children.get(key)
             note, method, status = key
-            if len(note) != len(_LAYER_ERROR):  # not an Outcome: make it one
-                note = (*note[:7], *_LAYER_ERROR[len(note) :])
             if child is None:
                 child = self._children[key] = self.requests.labels(
-                    note[0], method_label(method), str(status), note[1], note[2], note[3], note[4]
+                    note.endpoint,
+                    method_label(method),
+                    str(status),
+                    note.ocsp_status,
+                    note.cert_status,
+                    note.family,
+                    note.party,
                 )
             child.inc(n)
-            if note[5]:
-                by_source[note[5]] = by_source.get(note[5], 0) + n
-            if note[6]:
-                by_rule[note[6]] = by_rule.get(note[6], 0) + n
+            if note.source:
+                by_source[note.source] = by_source.get(note.source, 0) + n
+            if note.rule:
+                by_rule[note.rule] = by_rule.get(note.rule, 0) + n
         for source, n in by_source.items():
             self.answers.labels(source).inc(n)
         for rule, n in by_rule.items():

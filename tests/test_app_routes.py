@@ -8,21 +8,28 @@ signed-request index (issue 10.8) are checked here without a server.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
 import pytest
+from cryptography import x509
 
+from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.rules import JST
+from responder import report
 from responder.app import JpkiApp, caching_headers
 from responder.config import load_config
 from responder.http import Request, Response
 from responder.ocsp import Ready
+from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import Registry
 from responder.report import YEARS
 from tests.conftest import Built, run_tool
+from tests.test_ocspreq import a_request
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +100,25 @@ def test_odd_report_paths_are_404_never_500(app: JpkiApp) -> None:
             resp = answer(app, request(b"GET", b"/reports/%d%s" % (year, suffix)))
             assert resp.status == 200, (year, suffix)
     assert answer(app, request(b"GET", b"/reports/2026.json?x=1")).status == 200
+
+
+def test_reports_render_on_their_own_threads_not_the_signing_ones(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11: a yearly report (報告書, Act §41), open to anyone, renders on the
+    ``report`` threads, so a burst of report requests cannot take the threads fresh OCSP
+    signatures need (the ``sign`` threads of `responder.signing`)."""
+    threads: list[str] = []
+    real = report.render_year
+
+    def recording(*args: Any, **kwargs: Any) -> tuple[bytes, bytes]:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("responder.app.render_year", recording)
+    assert answer(app, request(b"GET", b"/reports/%d.csv" % YEARS[1])).status == 200
+    assert threads and all(t.startswith("report") for t in threads), threads
+    assert app.pool is not app.signing.executor
 
 
 def test_ocsp_get_answers_are_private_with_rfc5019_max_age() -> None:
@@ -173,3 +199,41 @@ def test_a_burst_of_report_requests_renders_once_per_interval(app: JpkiApp) -> N
     finally:
         app.reports.clock = clock
         app.reports.max_renders = max_renders
+
+
+def test_only_a_proven_party_attributes_the_connection(app: JpkiApp) -> None:
+    """The HTTP layer keeps a connection in the unattributed budget until the app's note
+    names a proven party (`responder.outcome.Outcome.attributed`). The notes of an
+    unauthenticated OCSP request, a malformed one and a health check said party ``"-"``,
+    which the layer took for a party: any client escaped the budget that way."""
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    der = a_request(
+        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+          "issuer_key_hash": key_hash, "serial_number": 5}]
+    )  # fmt: skip
+    ocsp_type = {b"content-type": b"application/ocsp-request"}
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    bearer = {b"authorization": b"Bearer " + token.encode()}
+
+    def note(req: Request) -> Outcome:
+        req.body = der
+        answer(app, req)
+        assert req.note is not None
+        return req.note
+
+    for unproven in (
+        request(b"POST", b"/ocsp", ocsp_type),
+        request(b"POST", b"/ocsp", {**ocsp_type, b"authorization": b"Bearer guess"}),
+        request(b"GET", b"/healthz"),
+    ):
+        got = note(unproven)
+        assert not got.attributed and got.party == NO_PARTY, got
+    malformed = request(b"POST", b"/ocsp", {**ocsp_type, **bearer})
+    malformed.body = b"\x30\x00"
+    answer(app, malformed)
+    assert malformed.note is not None and not malformed.note.attributed
+    proven = note(request(b"POST", b"/ocsp", {**ocsp_type, **bearer}))
+    assert proven.attributed and proven.party == "both-verifier"

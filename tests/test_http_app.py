@@ -28,6 +28,7 @@ import httptools
 
 from responder.config import ResponderConfig, load_config
 from responder.http import Request, Response
+from responder.outcome import Outcome
 from responder.server import serve
 
 HERE = Path(__file__).resolve()
@@ -70,7 +71,7 @@ class EchoApp:
     def handle(self, req: Request) -> Response | Awaitable[Response]:
         party = req.headers.get(b"x-party")
         if party is not None:
-            req.note = ("other", "", "", "", party.decode(), "", "")
+            req.note = Outcome("other", party=party.decode())
         path, _, query = req.target.partition(b"?")
         if path == b"/fixed":
             return FIXED

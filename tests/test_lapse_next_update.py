@@ -32,12 +32,15 @@ from crlbuilder.config import BuilderConfig, write_facts_key
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 from crlbuilder.ocsp.request import parse_request
-from crlbuilder.ocsp.response import ResponseStatus
 from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader
-from responder.ocsp import OcspService, Ready, SignJob, good_next_update
+from responder.config import OcspConfig
+from responder.flow import OcspFlow, Unavailable
+from responder.ocsp import Ready, SignJob, good_next_update, load_issuers
 from tests.conftest import Built
 from tests.test_apply import FACTS, H1, World, holder_set, rid, ts
+from tests.test_ocsp_flow import Quotas
 from tests.test_responder_interop import start_server
 
 VALIDITY = 3600
@@ -220,20 +223,33 @@ def certid_request(manifest: Manifest, family: Family) -> bytes:
     )
 
 
-def ask(svc: OcspService, manifest: Manifest, family: Family) -> Ready:
-    der = certid_request(manifest, family)
-    req = parse_request(der, max_certids=4)
-    views = svc.issuer_of(req)
-    assert views is not None
-    out = svc.answer(req, views)
+def flow_for(manifest: Manifest) -> OcspFlow:
+    return OcspFlow(
+        load_issuers(manifest),
+        Quotas(),
+        OcspConfig(good_validity_seconds=VALIDITY, good_cache_entries=100),
+    )
+
+
+def ask(
+    flow: OcspFlow, store: Store, manifest: Manifest, family: Family, clock: Clock
+) -> Ready | Unavailable:
+    """The flow's lookup of one RFC 5019 request (the party and its agreement are
+    `tests.test_ocsp_flow`'s business), signing a fresh answer as the shell would."""
+    req = parse_request(certid_request(manifest, family), max_certids=4)
+    view = flow.issuer_of(req)
+    assert view is not None
+    with store.read() as reader:
+        out = flow.lookup(req, view, int(clock()), reader)
     if isinstance(out, SignJob):
         ready = out.run()
-        svc.remember(out, ready)
+        flow.remember(out, ready)
         return ready
     return out
 
 
-def next_update(ready: Ready) -> datetime:
+def next_update(ready: Ready | Unavailable) -> datetime:
+    assert isinstance(ready, Ready), ready
     resp = ocsp.load_der_ocsp_response(ready.der)
     assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
     assert resp.next_update_utc is not None
@@ -241,7 +257,8 @@ def next_update(ready: Ready) -> datetime:
     return resp.next_update_utc
 
 
-def status(ready: Ready) -> ocsp.OCSPCertStatus:
+def status(ready: Ready | Unavailable) -> ocsp.OCSPCertStatus:
+    assert isinstance(ready, Ready), ready
     return ocsp.load_der_ocsp_response(ready.der).certificate_status
 
 
@@ -261,13 +278,12 @@ def test_act_31_2_act_34_1_2_good_answer_never_outlives_the_pending_lapse(
         b.build([write(tmp_path / "records" / "a.jsonl", recs)], t)
         clock = Clock(t)
         store = b.store  # LMDB opens an environment once per process
-        svc = OcspService(store, manifest, good_validity_seconds=VALIDITY, cache_entries=100,
-                          clock=clock)  # fmt: skip
+        svc = flow_for(manifest)
         for family in (Family.AUTH_CARD, Family.AUTH_MOBILE):
-            ready = ask(svc, manifest, family)
+            ready = ask(svc, store, manifest, family, clock)
             assert status(ready) is ocsp.OCSPCertStatus.GOOD
             assert next_update(ready) == due, family
-        sign = ask(svc, manifest, Family.SIGN_CARD)
+        sign = ask(svc, store, manifest, Family.SIGN_CARD, clock)
         assert status(sign) is ocsp.OCSPCertStatus.GOOD
         assert next_update(sign) == t + timedelta(seconds=VALIDITY)  # no 30-day rule for sign
 
@@ -281,17 +297,20 @@ def test_act_31_2_act_34_1_2_good_answer_never_outlives_the_pending_lapse(
 
         monkeypatch.setattr(LmdbReader, "lapse_due", counting)
         clock.at = t + timedelta(minutes=5)
-        again = ask(svc, manifest, Family.AUTH_CARD)
-        assert again.der == ask(svc, manifest, Family.AUTH_CARD).der and next_update(again) == due
+        again = ask(svc, store, manifest, Family.AUTH_CARD, clock)
+        assert isinstance(again, Ready) and next_update(again) == due
+        assert ask(svc, store, manifest, Family.AUTH_CARD, clock) is again
         assert calls == []
 
         # due, not yet written: never good (the cached answer has expired too)
         clock.at = due + timedelta(seconds=1)
         for family in (Family.AUTH_CARD, Family.AUTH_MOBILE):
-            late = ask(svc, manifest, family)
-            assert late.ocsp_status == ResponseStatus.TRY_LATER, family
+            late = ask(svc, store, manifest, family, clock)
+            assert late is Unavailable.LAPSE_DUE, family
         assert svc.lapse_refusals == 2
-        assert status(ask(svc, manifest, Family.SIGN_CARD)) is ocsp.OCSPCertStatus.GOOD
+        assert (
+            status(ask(svc, store, manifest, Family.SIGN_CARD, clock)) is ocsp.OCSPCertStatus.GOOD
+        )
 
         # the builder writes the lapse: revoked from then on
         written = due + timedelta(seconds=3)
@@ -300,7 +319,9 @@ def test_act_31_2_act_34_1_2_good_answer_never_outlives_the_pending_lapse(
         )  # card and mobile (Act §35-13)
         clock.at = written + timedelta(seconds=1)
         for family in (Family.AUTH_CARD, Family.AUTH_MOBILE):
-            assert status(ask(svc, manifest, family)) is ocsp.OCSPCertStatus.REVOKED, family
+            assert (
+                status(ask(svc, store, manifest, family, clock)) is ocsp.OCSPCertStatus.REVOKED
+            ), family
     finally:
         b.close()
 
@@ -319,17 +340,17 @@ def test_act_31_2_answer_cached_before_the_move_out_notice_is_not_served_after_i
         )
         clock = Clock(t)
         store = b.store  # LMDB opens an environment once per process
-        svc = OcspService(store, manifest, good_validity_seconds=VALIDITY, cache_entries=100,
-                          clock=clock)  # fmt: skip
-        first = ask(svc, manifest, Family.AUTH_CARD)
+        svc = flow_for(manifest)
+        first = ask(svc, store, manifest, Family.AUTH_CARD, clock)
+        assert isinstance(first, Ready)
         assert next_update(first) == t + timedelta(seconds=VALIDITY)  # no notice yet: not bound
-        assert ask(svc, manifest, Family.AUTH_CARD).der == first.der  # and cached
+        assert ask(svc, store, manifest, Family.AUTH_CARD, clock) is first  # and cached
         # the notice (made in time, its record arriving late) is recorded a minute later
         b.build([write(tmp_path / "records" / "b.jsonl", [notice(planned, t)])],
                 t + timedelta(minutes=1))  # fmt: skip
         clock.at = t + timedelta(minutes=2)
-        after = ask(svc, manifest, Family.AUTH_CARD)
-        assert after.der != first.der and next_update(after) == due
+        after = ask(svc, store, manifest, Family.AUTH_CARD, clock)
+        assert isinstance(after, Ready) and after.der != first.der and next_update(after) == due
     finally:
         b.close()
 
@@ -350,12 +371,11 @@ def test_act_34_1_5_good_answer_never_outlives_its_not_after(
     try:
         b.build([write(tmp_path / "records" / "a.jsonl", [rec])], t)
         clock = Clock(t)
-        svc = OcspService(b.store, manifest, good_validity_seconds=VALIDITY, cache_entries=100,
-                          clock=clock)  # fmt: skip
-        assert next_update(ask(svc, manifest, Family.AUTH_CARD)) == end
+        svc, store = flow_for(manifest), b.store
+        assert next_update(ask(svc, store, manifest, Family.AUTH_CARD, clock)) == end
         # once expired the answer stays good (nothing revokes it any more), with a full validity
         clock.at = end + timedelta(seconds=1)
-        after = ask(svc, manifest, Family.AUTH_CARD)
+        after = ask(svc, store, manifest, Family.AUTH_CARD, clock)
         assert status(after) is ocsp.OCSPCertStatus.GOOD
         fresh = svc.fresh_until(issuer(manifest, Family.AUTH_CARD).index)  # the CRL's nextUpdate
         unbound = min(clock.at + timedelta(seconds=VALIDITY), datetime.fromtimestamp(fresh, UTC))

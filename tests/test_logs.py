@@ -18,15 +18,16 @@ import pytest
 from responder.config import LogConfig
 from responder.http import Request, Response
 from responder.logs import AccessLog, method_label
+from responder.outcome import Outcome
 from responder.server import configure_logging
 
-NOTE = ("ocsp", "successful", "good", "auth-card", "auth-verifier", "signed", "")
+NOTE = Outcome("ocsp", "successful", "good", "auth-card", "auth-verifier", "signed")
 TOKEN = "tok-0123456789abcdef0123456789abcdef"
 SERIAL = 0x40E666ABAF5CC7F6
 NAME = "山田太郎"
 
 
-def _req(rid: int = 1, note: tuple[str, ...] | None = NOTE) -> Request:
+def _req(rid: int = 1, note: Outcome | None = NOTE) -> Request:
     """A request full of what must never be logged: a token, a serial, a certificate, a name."""
     cert = b"0\x82\x01\x0a" + NAME.encode() + b"\x00" * 16
     return Request(

@@ -39,6 +39,7 @@ from responder import metrics as m
 from responder.config import MetricsConfig
 from responder.http import Request, Response
 from responder.logs import method_label
+from responder.outcome import Outcome
 from tests.conftest import BIN, Built, run_tool
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -197,23 +198,21 @@ def mp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     values.ValueClass = before
 
 
-def _req(
-    target: bytes, note: tuple[str, ...] | None, method: bytes = b"POST", rid: int = 1
-) -> Request:
+def _req(target: bytes, note: Outcome | None, method: bytes = b"POST", rid: int = 1) -> Request:
     return Request(method, target, {}, b"", ("127.0.0.1", 1), None, b"1.1", True, rid, note)
 
 
 def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
     wm = m.WorkerMetrics(MetricsConfig(render_interval=0))
     ok = Response(200, b"x", b"application/ocsp-response")
-    note = ("ocsp", "successful", "revoked", "sign-card", "sig-verifier", "presigned", "")
+    note = Outcome("ocsp", "successful", "revoked", "sign-card", "sig-verifier", "presigned")
     for i in range(5):
         wm.on_request_done(_req(b"/ocsp", note, rid=i), ok, 0.0003)
-    refused = ("ocsp", "unauthorized", "", "", "-", "", "unauthenticated")
+    refused = Outcome("ocsp", "unauthorized", rule="unauthenticated")
     wm.on_request_done(_req(b"/ocsp", refused), ok, 0.00005)
     wm.on_request_done(_req(b"/nope", None, method=b"GET"), Response(404, b"", b"text/plain"), 2.0)
     wm.on_http_error(413)
-    wm.on_request_done(_req(b"/crl/a.crl", ("crl",), method=b"GET"), ok, 0.001)  # a short note
+    wm.on_request_done(_req(b"/crl/a.crl", Outcome("crl"), method=b"GET"), ok, 0.001)
     wm.on_connection_open()
     wm.on_connection_open()
     wm.on_connection_close()
@@ -278,7 +277,7 @@ def test_scrapes_within_the_render_interval_render_once(mp_dir: Path) -> None:
     now = [1000.0]
     wm = m.WorkerMetrics(MetricsConfig(render_interval=5.0), clock=lambda: now[0])
     ok = Response(200, b"x", b"application/ocsp-response")
-    note = ("ocsp", "successful", "good", "sign-card", "sig-verifier", "signed", "")
+    note = Outcome("ocsp", "successful", "good", "sign-card", "sig-verifier", "signed")
     wm.on_request_done(_req(b"/ocsp", note), ok, 0.001)
     app = m.MetricsApp(wm)
     first = app.handle(_req(b"/metrics", None, method=b"GET"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,9 +30,12 @@ from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
-from responder.ocsp import OcspService, Ready
+from responder.config import OcspConfig
+from responder.flow import OcspFlow, Unavailable
+from responder.ocsp import Ready, load_issuers
 from tests.conftest import ROOT, Built, run_tool
 from tests.test_apply import H1, World, issuance, rid, ts
+from tests.test_ocsp_flow import Quotas
 from tests.test_responder_interop import Server, start_server
 
 DAY = 86_400
@@ -293,13 +297,15 @@ def _ask(built: Built, store_path: Path, serial: int) -> ocsp.OCSPResponse:
     )
     store = Store.open(store_path, readonly=True)
     try:
-        svc = OcspService(store, built.manifest, good_validity_seconds=3600, cache_entries=16)
+        flow = OcspFlow(load_issuers(built.manifest), Quotas(), OcspConfig())
         parsed = parse_request(
             req.public_bytes(serialization.Encoding.DER), max_certids=4, max_nonce=32
         )
-        views = svc.issuer_of(parsed)
-        assert views is not None
-        answer = svc.answer(parsed, views)
+        view = flow.issuer_of(parsed)
+        assert view is not None
+        with store.read() as reader:
+            answer = flow.lookup(parsed, view, int(time.time()), reader)
+        assert not isinstance(answer, Unavailable), answer
         ready = answer if isinstance(answer, Ready) else answer.run()
         return ocsp.load_der_ocsp_response(ready.der)
     finally:

@@ -28,6 +28,7 @@ from responder import metrics as m
 from responder.config import LimitsConfig, LogConfig, MetricsConfig
 from responder.http import HttpServer, Request, Response
 from responder.logs import AccessLog
+from responder.outcome import Outcome
 from tests.test_metrics import parse, total
 
 _OK = Response(200, b"ok\n", b"text/plain")
@@ -38,7 +39,7 @@ class _PartyApp:
 
     def handle(self, req: Request) -> Response:
         party = "p" if b"x-party" in req.headers else "-"
-        req.note = m.outcome("healthz", party=party)
+        req.note = Outcome("healthz", party=party)
         return _OK
 
 

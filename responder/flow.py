@@ -1,0 +1,364 @@
+"""The OCSP request flow: the whole decision on one request, sans-I/O (失効情報の提供, Act §18(1), §37(1)).
+
+`OcspFlow.decide` takes the request's DER, what the transport proves
+(`responder.access.Credentials`), the time, the store (a
+`crlbuilder.store.reader.ReadSource`) and the registry of parties in force, and
+returns what to do:
+
+- `Answer`: response bytes to send now (a cached answer, or the builder's pre-signed one);
+- `Refusal`: an error responseStatus and the rule that chose it (never any status data);
+- `Signing`: a fresh response to sign (a `responder.ocsp.SignJob`) for a proven party.
+
+Order, the first refusal wins; nothing is read from the store before a party is proven:
+
+1. parse (RFC 6960 §4.1): bad bytes are ``malformedRequest`` (rule ``malformed``);
+2. authenticate (`responder.access`: client certificate, bearer token, or a signed
+   request; registered parties only, Act §17(1), §36(1)): none is ``unauthorized``
+   (``unauthenticated``), a requestorName without a signature ``sigRequired`` (RFC
+   6960 §2.3: the request must be signed);
+3. the issuer: every CertID names one issuer generation we serve (one delegated
+   signer covers one issuer), else ``unauthorized`` (``unknown_issuer``);
+4. policy (`responder.policy.decide`): may this party receive this family's
+   revocation information by OCSP now (started, not ended, not suspended, 提供の停止
+   Act §18(6), §37(4); family and method in its agreement, 取決め Act §17(4), §36(2)),
+   else ``unauthorized`` with the policy's rule;
+5. quota (the agreed requests per second and per day, Ord §31, §33, §62), through the
+   `Quota` port (the shell's shared table, `responder.limits.LimitsTable`): used up is
+   ``tryLater`` (``quota``);
+6. the lookup (`OcspFlow.lookup`), in one consistent view of the store.
+
+What the lookup answers (RFC 6960, RFC 5019 profile):
+
+- when the issuer's data is past the nextUpdate the builder promised (its last
+  CRL's nextUpdate), ``tryLater`` (``stale``): never an expired answer;
+- a revoked serial with a stored pre-signed answer of the current status version,
+  a SHA-1 CertID, no nonce and one CertID gets those stored bytes;
+- a good or unknown serial is signed on demand and cached per worker, keyed by the
+  status record's version (read before the cache), so a revoked serial can never
+  get a cached good; a new store generation empties the cache;
+- a nonce (RFC 9654), several CertIDs, or a SHA-256 CertID force a fresh signature;
+- records mode (a store built from issuance records): a serial with no issuance
+  record is ``unknown``; an expired, never revoked one is ``good`` (OCSP speaks of
+  revocation; expiry shows in the certificate itself). A serial whose revocation
+  record passed its retention and was erased (Ord §70(1)(iii); the certificate had
+  expired too) is never ``good``: ``unknown``, or ``revoked`` at the kept time with
+  no reason when crlbuilder kept it (``crl.erased_answer``). CRL-import mode (a
+  group appliance): a serial absent from the 機構's CRL is good;
+- a good answer's nextUpdate (and so the HTTP max-age and Expires, RFC 5019 §6.2)
+  never passes the instant the certificate is due to lose effect: its notAfter or
+  its holder's pending 30-day lapse (Act §31(2), `StoreReader.lapse_due`;
+  `responder.ocsp.good_next_update`). The bound travels with the cached entry; a
+  move-out notice bumps the status version of the holder's auth certificates. The
+  lapse takes effect only when the builder writes it (§34(1)(2)): between the due
+  instant and that write the answer is ``tryLater`` (``stale``), never good;
+- a CA key compromised with no successor signer: ``tryLater`` (``stale``).
+
+What stays in the shell (`responder.app`): the HTTP routes and the GET form, the
+signing threads and their per-party fair queue (`responder.signing`: a party past
+its share gets ``tryLater``, rule ``fair_share``), the ledger (帳簿, Act §40), the
+metrics and access log, the registry file, the quota table's shared memory.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Final, Protocol
+
+import msgspec
+
+from crlbuilder.model import Family
+from crlbuilder.ocsp.request import OcspRequest, RequestError, parse_request
+from crlbuilder.ocsp.response import (
+    CertStatus,
+    ResponseSigner,
+    ResponseStatus,
+    SingleAnswer,
+    issuer_hashes,
+)
+from crlbuilder.store import format as sf
+from crlbuilder.store.reader import Generation, ReadSource, StoreReader
+from responder import access, policy
+from responder.config import OcspConfig
+from responder.limits import Wait
+from responder.ocsp import IssuerView, Ready, SignJob, good_next_update
+from responder.registry.lookup import Registry
+from responder.registry.party import Party
+from responder.registry.vocabulary import Method, Service
+
+MALFORMED: Final = "malformed"
+UNAUTHENTICATED: Final = policy.Rule.UNAUTHENTICATED.value
+UNKNOWN_ISSUER: Final = "unknown_issuer"
+QUOTA: Final = policy.Rule.QUOTA.value
+STALE: Final = "stale"
+"""The flow's own refusal rules (the ``rule`` label, `responder.metrics.RULES`); the rest
+are `responder.policy.Rule` values."""
+
+
+class Quota(Protocol):
+    """The agreed quotas, counted across the workers: `responder.limits.LimitsTable`."""
+
+    def admit(self, party: Party, now: float) -> Wait | None:
+        """Count one request of ``party`` if its quotas allow it; else which quota and the wait."""
+        ...
+
+
+class Answer(msgspec.Struct, frozen=True, gc=False):
+    """Response bytes to send now, to a proven party (the ledger counts one per CertID)."""
+
+    ready: Ready
+    party: Party
+    service: Service
+
+
+class Signing(msgspec.Struct, frozen=True, gc=False):
+    """A fresh response to sign for a proven party (in the shell's signing threads)."""
+
+    job: SignJob
+    party: Party
+    service: Service
+
+
+class Refusal(msgspec.Struct, frozen=True, gc=False):
+    """An error responseStatus instead of data, and the rule that chose it."""
+
+    status: ResponseStatus
+    rule: str
+    party: Party | None = None
+    """The proven party, None before authentication succeeded."""
+    family: Family | None = None
+    """The certificates' family, once the issuer is known."""
+
+
+class Unavailable(enum.Enum):
+    """Why the lookup cannot answer now (``tryLater``, rule ``stale``)."""
+
+    STALE = "the issuer's data is past the nextUpdate the builder promised"
+    LAPSE_DUE = "a 30-day lapse (Act §31(2)) is due and not yet written by the builder"
+    NO_SIGNER = "the issuer's CA key is compromised and no successor signer is configured"
+
+
+_PARSE_REFUSALS: Final = {s: Refusal(s, MALFORMED) for s in ResponseStatus}
+_UNAUTHENTICATED: Final = Refusal(ResponseStatus.UNAUTHORIZED, UNAUTHENTICATED)
+_SIG_REQUIRED: Final = Refusal(ResponseStatus.SIG_REQUIRED, UNAUTHENTICATED)
+_STATUS_NAME: Final = {
+    CertStatus.GOOD: "good",
+    CertStatus.REVOKED: "revoked",
+    CertStatus.UNKNOWN: "unknown",
+}
+_SERIAL_END: Final = 1 << 160
+"""Serials at or past this (or not positive) have no status key: never ours."""
+
+
+class OcspFlow:
+    """One worker's OCSP decision and what it keeps between requests: the issuer table,
+    each issuer's promised nextUpdate, and the good-answer cache."""
+
+    def __init__(self, issuers: Iterable[IssuerView], quota: Quota, config: OcspConfig) -> None:
+        self.quota = quota
+        self.config = config
+        """The bounds of a request and the freshness policy ([ocsp]); replaced on SIGHUP."""
+        self.by_index: dict[int, IssuerView] = {}
+        self.issuers: dict[tuple[str, bytes, bytes], IssuerView] = {}
+        """(hash algorithm, issuerNameHash, issuerKeyHash) -> issuer, sha1 and sha256 only."""
+        for view in issuers:
+            self.by_index[view.index] = view
+            for alg in ("sha1", "sha256"):
+                name_hash, key_hash = issuer_hashes(view.certificate, alg)
+                self.issuers[(alg, name_hash, key_hash)] = view
+        self._cache: dict[tuple[bytes, str], tuple[int, Ready]] = {}
+        """(status key, hash algorithm) -> (status version, answer)."""
+        self._seen = Generation(-1, -1)
+        self._snapshot = -1
+        self._fresh_until: dict[int, int] = {}
+        self._compromised: frozenset[int] = frozenset()
+        self.crl_import = False
+        self.stale_refusals = 0
+        """tryLater answers past an issuer's promised nextUpdate."""
+        self.lapse_refusals = 0
+        """tryLater answers for a certificate whose 30-day lapse is due but not yet written."""
+
+    # --- the decision ---------------------------------------------------------------
+
+    def decide(
+        self,
+        request: bytes,
+        credentials: access.Credentials,
+        now: float,
+        store: ReadSource,
+        registry: Registry,
+    ) -> Answer | Refusal | Signing:
+        """What to do with one OCSP request (the order is the module docstring's)."""
+        try:
+            cfg = self.config
+            req = parse_request(request, max_certids=cfg.max_certids, max_nonce=cfg.max_nonce)
+        except RequestError as e:
+            return _PARSE_REFUSALS[e.status]
+        party = access.by_transport(registry, credentials, now)
+        if party is None and req.signature is not None:
+            party = access.by_signature(registry, req, now)
+        if party is None:
+            if req.signature is None and req.requestor_name is not None:
+                return _SIG_REQUIRED
+            return _UNAUTHENTICATED
+        view = self.issuer_of(req)
+        if view is None:
+            return Refusal(ResponseStatus.UNAUTHORIZED, UNKNOWN_ISSUER, party)
+        family = view.family
+        service = policy.service_for_ocsp(family)
+        verdict = policy.decide(party, service=service, family=family, method=Method.OCSP, now=now)
+        if verdict is not policy.ALLOWED:
+            assert isinstance(verdict, policy.Refused)
+            return Refusal(ResponseStatus.UNAUTHORIZED, verdict.rule.value, party, family)
+        if self.quota.admit(party, now) is not None:
+            return Refusal(ResponseStatus.TRY_LATER, QUOTA, party, family)
+        with store.read() as reader:
+            found = self.lookup(req, view, int(now), reader)
+        if isinstance(found, Ready):
+            return Answer(found, party, service)
+        if isinstance(found, SignJob):
+            return Signing(found, party, service)
+        return Refusal(ResponseStatus.TRY_LATER, STALE, party, family)
+
+    def issuer_of(self, req: OcspRequest) -> IssuerView | None:
+        """The one issuer of every CertID, or None (answer ``unauthorized``) when one is not
+        ours or they name several issuers (one delegated signer covers one issuer only).
+
+        Issuers are indexed by sha1 and sha256 CertID hashes only: a CertID with any
+        other hash algorithm names no issuer we know (RFC 6960 §2.3 ``unauthorized``; why
+        not ``unknown``: `crlbuilder.ocsp.request`, Decisions).
+        """
+        issuer = None
+        for cid in req.cert_ids:
+            view = self.issuers.get((cid.hash_alg, cid.issuer_name_hash, cid.issuer_key_hash))
+            if view is None or (issuer is not None and view is not issuer):
+                return None
+            issuer = view
+        return issuer
+
+    def lookup(
+        self, req: OcspRequest, view: IssuerView, now: int, reader: StoreReader
+    ) -> Ready | SignJob | Unavailable:
+        """The answer of an authenticated, authorized request about ``view``'s certificates."""
+        self.refresh(reader)
+        signer = self.signer_for(view)
+        if signer is None:
+            return Unavailable.NO_SIGNER
+        next_update = now + self.config.good_validity_seconds
+        fresh = self._fresh_until.get(view.index, 0)
+        if fresh:
+            if fresh <= now:
+                self.stale_refusals += 1
+                return Unavailable.STALE
+            next_update = min(next_update, fresh)
+        answers: list[SingleAnswer] = []
+        statuses: list[str] = []
+        single = len(req.cert_ids) == 1 and req.nonce is None
+        cache_key: tuple[bytes, str, int] | None = None
+        for cid in req.cert_ids:
+            key = sf.status_key(view.index, cid.serial) if 0 < cid.serial < _SERIAL_END else None
+            st = reader.status(key) if key is not None else None
+            version = st.version if st is not None else 0
+            if single and key is not None:
+                # one dict lookup serves repeated answers, signed here or pre-signed;
+                # the status version read above keeps a revoked serial from a cached good
+                cached = self._cache.get((key, cid.hash_alg))
+                if cached is not None and cached[0] == version and cached[1].next_update > now:
+                    return cached[1]
+                cache_key = (key, cid.hash_alg, version)
+            if st is None:
+                status = (
+                    CertStatus.GOOD if self.crl_import and key is not None else CertStatus.UNKNOWN
+                )
+                answers.append(SingleAnswer(cid.der, status))
+            elif st.state == sf.STATE_REVOKED:
+                if single and cid.hash_alg == "sha1" and key is not None:
+                    stored = reader.stored_answer(key)
+                    if (
+                        stored is not None
+                        and stored.version == version
+                        and stored.next_update > now
+                        and stored.signer_id == signer.signer_id
+                    ):
+                        ready = Ready(
+                            stored.stem + signer.certs_suffix, stored.this_update,
+                            stored.next_update, ("revoked",), (view.family,), presigned=True,
+                        )  # fmt: skip
+                        self._put(key, cid.hash_alg, version, ready)
+                        return ready
+                answers.append(SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, st.reason))
+            elif st.state == sf.STATE_ERASED:
+                # its revocation record passed retention and was erased (Ord §70(1)(iii)):
+                # revoked at the kept time, no reason; unknown when no time was kept
+                answers.append(
+                    SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, 0)
+                    if st.revoked_at
+                    else SingleAnswer(cid.der, CertStatus.UNKNOWN)
+                )
+            else:
+                lapse = reader.lapse_due(st)
+                if lapse and lapse <= now:  # due, not yet written by the builder
+                    self.lapse_refusals += 1
+                    return Unavailable.LAPSE_DUE
+                next_update = good_next_update(next_update, now, st.not_after, lapse)
+                answers.append(SingleAnswer(cid.der, CertStatus.GOOD))
+            statuses.append(_STATUS_NAME[CertStatus(answers[-1].status)])
+        return SignJob(
+            signer=signer,
+            answers=answers,
+            produced_at=now,
+            next_update=next_update,
+            nonce=req.nonce,
+            statuses=tuple(statuses),
+            families=(view.family,) * len(answers),
+            cache_key=cache_key,
+        )
+
+    # --- what is kept between requests -------------------------------------------------
+
+    def refresh(self, reader: StoreReader) -> None:
+        """Re-read per-issuer freshness when the builder wrote something new.
+
+        Keyed by the store's `Generation`: a refresh run of crlbuilder (new CRLs and
+        re-signed answers, no new records) moves the build number only, and must be seen
+        too. A new generation empties the good-answer cache.
+        """
+        snapshot = reader.snapshot()  # the last committed write: unchanged means nothing new
+        if snapshot == self._snapshot:
+            return
+        self._snapshot = snapshot
+        seen = reader.generation()
+        if seen == self._seen:
+            return
+        self._seen = seen
+        self._cache.clear()
+        self.crl_import = reader.crl_import()
+        for index in self.by_index:
+            self._fresh_until[index] = reader.promised_next_update(index)
+        self._compromised = frozenset(i.index for i in reader.issuers() if i.compromised_at)
+
+    def signer_for(self, view: IssuerView) -> ResponseSigner | None:
+        """Who signs ``view``'s answers now: its delegate, or after a compromise of its CA key
+        the successor's delegate, or nobody (None) when there is no successor."""
+        if view.index in self._compromised:
+            return view.successor
+        return view.signer
+
+    def fresh_until(self, issuer_index: int) -> int:
+        """The nextUpdate the builder promised for an issuer, as of the last `refresh`."""
+        return self._fresh_until.get(issuer_index, 0)
+
+    def remember(self, job: SignJob, ready: Ready) -> None:
+        """Cache a freshly signed single answer (good or unknown, or revoked with a SHA-256 CertID)."""
+        if job.cache_key is None:
+            return
+        key, alg, version = job.cache_key
+        self._put(key, alg, version, ready)
+
+    def _put(self, key: bytes, alg: str, version: int, ready: Ready) -> None:
+        entries = self.config.good_cache_entries
+        if not entries:
+            return
+        if len(self._cache) >= entries:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[(key, alg)] = (version, ready)
