@@ -569,7 +569,11 @@ class Revocation(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CertStatus(enum.Enum):
-    """An OCSP certificate status (RFC 6960 §2.2)."""
+    """A certificate's status as OCSP answers it (RFC 6960 §2.2): the one set of statuses.
+
+    `crlbuilder.ocsp.response` encodes it as the SingleResponse certStatus CHOICE
+    (RFC 6960 §4.2.1); answers.jsonl, the logs and the metrics carry its value.
+    """
 
     GOOD = "good"
     REVOKED = "revoked"
