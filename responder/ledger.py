@@ -72,6 +72,7 @@ from typing import Final, Literal
 import msgspec
 
 from crlbuilder.model import Family
+from crlbuilder.rules import JST_OFFSET
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from responder.registry.vocabulary import Method, Service
@@ -79,7 +80,6 @@ from responder.registry.vocabulary import Method, Service
 __all__ = [
     "DB_NAME",
     "DEFAULT_CAPACITY",
-    "JST",
     "CollectResult",
     "CountRow",
     "Dimension",
@@ -113,8 +113,6 @@ _SERVICE_BY_CODE: Final = {c: s for s, c in _SERVICE_CODES.items()}
 _METHOD_CODES: Final[dict[Method, int]] = {Method.OCSP: 1, Method.CRL_FILE: 2, Method.JSON: 3}
 _METHOD_BY_CODE: Final = {c: m for m, c in _METHOD_CODES.items()}
 
-JST: Final = 9 * 3600
-"""The default local time of the ledger's days: Japan Standard Time, UTC+9 (no DST)."""
 DEFAULT_CAPACITY: Final = 16384
 """Slots per worker file (2 MiB): one per (day, party, service, method) the worker saw."""
 DB_NAME: Final = "ledger.sqlite3"
@@ -357,7 +355,7 @@ class LedgerWriter:
         worker_index: int,
         *,
         capacity: int = DEFAULT_CAPACITY,
-        utc_offset: int = JST,
+        utc_offset: int = JST_OFFSET,
         max_file_days: int = 7,
         clock: Callable[[], float] = time.time,
     ) -> LedgerWriter:
@@ -998,7 +996,7 @@ class Ledger:
 
 
 def issuance_counts(
-    store: Store, first: date, last: date, *, utc_offset: int = JST
+    store: Store, first: date, last: date, *, utc_offset: int = JST_OFFSET
 ) -> dict[str, dict[str, int]]:
     """Certificates issued (発行件数, Ord §71(1)) per family and local month, from the store.
 

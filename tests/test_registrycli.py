@@ -16,11 +16,11 @@ import pytest
 
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
+from crlbuilder.rules import JST
 from responder.policy import ALLOWED, Refused, Rule, decide
 from responder.registry.audit import audit_path_for, verify_audit
 from responder.registry.cli import add_cli, main
 from responder.registry.lookup import Registry
-from responder.registry.party import JST
 from responder.registry.schema import RegistryError
 from responder.registry.vocabulary import Method, Service, Title
 

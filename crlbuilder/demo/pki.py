@@ -33,7 +33,7 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -52,6 +52,7 @@ from crlbuilder.manifest import (
     load_manifest,
 )
 from crlbuilder.model import Family
+from crlbuilder.rules import JST
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -78,12 +79,10 @@ MIN_KEY_SIZE: Final = 2048
 
 DEFAULT_BASE_URL: Final = "http://127.0.0.1:8080"
 
-_JST: Final = timezone(timedelta(hours=9), "JST")
-
-FIRST_GENERATION_START: Final = datetime(2015, 1, 1, tzinfo=_JST).astimezone(UTC)
+FIRST_GENERATION_START: Final = datetime(2015, 1, 1, tzinfo=JST).astimezone(UTC)
 """notBefore of every first-generation CA: before the synthetic population's first issuance."""
 
-ROLLOVER: Final = datetime(2021, 4, 1, tzinfo=_JST).astimezone(UTC)
+ROLLOVER: Final = datetime(2021, 4, 1, tzinfo=JST).astimezone(UTC)
 """notBefore of ``sign-card-g2``: from this instant the sign-card family issues from G2."""
 
 CA_LIFETIME: Final = timedelta(days=30 * 365)

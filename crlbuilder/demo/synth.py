@@ -128,7 +128,6 @@ __all__ = [
 ]
 
 DAY: Final = 86400
-_JST_OFFSET: Final = 9 * 3600
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 YEAR: Final = 365.2425 * DAY
 
@@ -208,12 +207,12 @@ class SynthError(Exception):
 
 def _jday(t: int) -> date:
     """The JST calendar day of an epoch second."""
-    return date.fromordinal((t + _JST_OFFSET) // DAY + _EPOCH_ORDINAL)
+    return date.fromordinal((t + rules.JST_OFFSET) // DAY + _EPOCH_ORDINAL)
 
 
 def _day_start(d: date) -> int:
     """00:00:00 JST of ``d`` in epoch seconds (= `rules.start_of_day_utc`)."""
-    return (d.toordinal() - _EPOCH_ORDINAL) * DAY - _JST_OFFSET
+    return (d.toordinal() - _EPOCH_ORDINAL) * DAY - rules.JST_OFFSET
 
 
 def _day_end(d: date) -> int:

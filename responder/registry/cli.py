@@ -68,6 +68,7 @@ from typing import Any, Final
 import msgspec
 
 from crlbuilder.model import Family
+from crlbuilder.rules import JST
 from responder.registry.audit import (
     AuditError,
     _redacted,
@@ -82,7 +83,6 @@ from responder.registry.lookup import (
     Registry,
 )
 from responder.registry.party import (
-    JST,
     CredentialInfo,
     Party,
 )
