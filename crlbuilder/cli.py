@@ -24,16 +24,7 @@ import msgspec
 from crlbuilder.config import ConfigError, add_arguments, load_config, write_facts_key
 from crlbuilder.crl import importer as crlimport
 from crlbuilder.manifest import ManifestError
-
-
-def _as_of(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-04-01T00:00:00+09:00")
-    return t
+from crlbuilder.options import instant
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -179,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(b)
     b.add_argument(
         "--as-of",
-        type=_as_of,
+        type=instant,
         metavar="TIME",
         help="build as if the clock read TIME (ISO 8601 with a timezone; default now): commits, "
         "30-day lapses (Act §31(2)) and CRL/OCSP thisUpdate are dated TIME. Refused (exit 2, "

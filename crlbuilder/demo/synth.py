@@ -112,6 +112,7 @@ from crlbuilder.model import (
     RevocationRequest,
     Sex,
 )
+from crlbuilder.options import instant
 
 __all__ = [
     "COMPROMISE_AT",
@@ -1810,18 +1811,6 @@ def _write_samples(
 # ---------------------------------------------------------------------------
 
 
-def _parse_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            "the time must carry a timezone, e.g. 2026-04-01T00:00:00Z"
-        )
-    return value
-
-
 def add_cli(subparsers: Any) -> None:
     """Register ``synth`` on an argparse subparsers object; the handler is ``args.func(args) -> int``."""
     p = subparsers.add_parser(
@@ -1835,7 +1824,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument(
         "--as-of",
-        type=_parse_time,
+        type=instant,
         default=None,
         help="end of the simulation, RFC 3339 (default: now, to the second)",
     )

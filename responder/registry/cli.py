@@ -68,6 +68,7 @@ from typing import Any, Final
 import msgspec
 
 from crlbuilder.model import Family
+from crlbuilder.options import instant
 from crlbuilder.rules import JST
 from responder.registry.audit import (
     AuditError,
@@ -290,16 +291,14 @@ def _date(value: str) -> date:
 
 
 def _instant(value: str) -> datetime:
-    """An ISO datetime with an offset, or a date (midnight, Japan time)."""
-    try:
-        if len(value) == 10:
+    """A date (its 00:00 Japan time: the registry's days are Japan days), or a time with an
+    offset as every command-line time (`crlbuilder.options.instant`, which words the refusal)."""
+    if len(value) == 10:
+        try:
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=JST)
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date or an ISO datetime") from None
-    if dt.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{value!r} needs an offset, e.g. +09:00")
-    return dt
+        except ValueError:
+            pass
+    return instant(value)
 
 
 def _now_jst(now: float) -> datetime:
