@@ -21,10 +21,10 @@ from pathlib import Path
 
 import msgspec
 
-from crlbuilder.config import ConfigError, add_arguments, load_config, write_facts_key
+from crlbuilder.config import add_arguments, load_config, write_facts_key
 from crlbuilder.crl import importer as crlimport
 from crlbuilder.manifest import ManifestError
-from crlbuilder.options import instant
+from crlbuilder.options import ConfigError, instant
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -1,11 +1,17 @@
-"""What the two binaries' options share: a time given on the command line.
+"""What the two binaries' options share: the configuration's error and reading, and a time.
 
-`instant` is the one parser of a command-line time (``--as-of`` of ``crlbuilder
-build``, ``import-crl`` and ``synth``; the time forms of ``responder registry``'s
-``--at``, ``--since``, ``--not-before``, ``--not-after``): an ISO 8601 time that
-carries its UTC offset, so no reader has to guess the machine's time zone (the
-Act's days are Japan days, `crlbuilder.rules.JST`). It refuses everything else
-with one message format naming the text and the form wanted.
+Configuration (設定): `crlbuilder.config` and `responder.config` each own their
+sections, and both read one TOML file into msgspec Structs with `read_toml` and
+`convert`, and refuse what cannot be used with the one `ConfigError`, which names
+the source (the file, ``<command line>``, an environment variable), the dotted
+field and the problem.
+
+A time on the command line: `instant` is the one parser (``--as-of`` of
+``crlbuilder build``, ``import-crl`` and ``synth``; the time forms of ``responder
+registry``'s ``--at``, ``--since``, ``--not-before``, ``--not-after``): an ISO 8601
+time that carries its UTC offset, so no reader has to guess the machine's time
+zone (the Act's days are Japan days, `crlbuilder.rules.JST`). It refuses
+everything else with one message format naming the text and the form wanted.
 
 This module imports nothing else of the project: both `crlbuilder` and
 `responder` may import it.
@@ -14,8 +20,62 @@ This module imports nothing else of the project: both `crlbuilder` and
 from __future__ import annotations
 
 import argparse
+import tomllib
+from collections.abc import Callable
 from datetime import datetime
-from typing import Final
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the source, the field, the problem.
+
+    ``source`` is the file (or ``<command line>``, an environment variable, ...);
+    ``field`` the dotted field (empty when the whole source is at fault).
+    """
+
+    def __init__(self, source: str, field: str, problem: str) -> None:
+        self.source = source
+        self.field = field
+        self.problem = problem
+        where = f"{source}: {field}" if field else source
+        super().__init__(f"{where}: {problem}")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The tables of the TOML file ``path``; `ConfigError` naming it when unreadable or not TOML."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"invalid TOML ({exc})") from None
+
+
+def convert(
+    tree: dict[str, Any],
+    type_: type[T],
+    source: str,
+    *,
+    dec_hook: Callable[[type, Any], Any] | None = None,
+) -> T:
+    """``tree`` validated into ``type_`` (msgspec); a failure is a `ConfigError` naming the field."""
+    try:
+        return msgspec.convert(tree, type_, dec_hook=dec_hook, str_keys=True)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        problem, _, at = message.rpartition(" - at `")
+        if not problem:
+            problem, at = message, ""
+        field = at.rstrip("`").removeprefix("$").lstrip(".")
+        field = field.replace("[", ".").replace("]", "")
+        raise ConfigError(source, field, problem) from None
+
 
 EXAMPLE: Final = "2026-04-01T00:00:00+09:00"
 """The form a command-line time takes, as the error messages show it."""

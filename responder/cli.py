@@ -15,8 +15,9 @@ import functools
 import sys
 from pathlib import Path
 
+from crlbuilder.options import ConfigError
 from responder import report
-from responder.config import ConfigError, add_arguments, load_config, overrides_from_args
+from responder.config import add_arguments, load_config, overrides_from_args
 from responder.registry import cli as registrycli
 
 

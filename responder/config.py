@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
+
+from crlbuilder.options import ConfigError, convert, read_toml
 
 ClientCertMode = Literal["none", "optional", "required"]
 AccessLogMode = Literal["off", "sampled", "all"]
@@ -42,17 +43,6 @@ ENV_OVERRIDES: Final[Mapping[str, str]] = {
 """Environment variable -> dotted field it overrides (between the file and the flags)."""
 
 _HEADER_TOKEN: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the file and the field."""
-
-    def __init__(self, source: str, field: str, problem: str) -> None:
-        self.source = source
-        self.field = field
-        self.problem = problem
-        where = f"{source}: {field}" if field else source
-        super().__init__(f"{where}: {problem}")
 
 
 class TlsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -325,15 +315,7 @@ def load_config(
     (or ``<environment>``/``<command line>``) and the field.
     """
     source = str(path) if path is not None else "<defaults>"
-    tree: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as fh:
-                tree = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(source, "", f"cannot read ({exc.strerror})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(source, "", f"invalid TOML ({exc})") from None
+    tree: dict[str, Any] = read_toml(path) if path is not None else {}
     env = os.environ if environ is None else environ
     for var, dotted in ENV_OVERRIDES.items():
         from_env = env.get(var)
@@ -343,16 +325,7 @@ def load_config(
         if dotted not in FIELD_PATHS:
             raise ConfigError("<command line>", dotted, "no such field")
         _set_dotted(tree, dotted, value, source)
-    try:
-        return msgspec.convert(tree, ResponderConfig, dec_hook=_dec_hook, str_keys=True)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        problem, _, at = message.rpartition(" - at `")
-        if not problem:
-            problem, at = message, ""
-        field = at.rstrip("`").removeprefix("$").lstrip(".")
-        field = field.replace("[", ".").replace("]", "")
-        raise ConfigError(source, field, problem) from None
+    return convert(tree, ResponderConfig, source, dec_hook=_dec_hook)
 
 
 class _Flag(msgspec.Struct, frozen=True):

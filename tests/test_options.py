@@ -1,17 +1,20 @@
-"""crlbuilder.options: the one parser of a command-line time, behind every time flag of both CLIs."""
+"""crlbuilder.options: the one command-line time parser and the one ConfigError of both binaries."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from crlbuilder import cli as crlbuilder_cli
-from crlbuilder.options import instant
+from crlbuilder import config as crlbuilder_config
+from crlbuilder.options import ConfigError, instant
 from crlbuilder.rules import JST
 from responder import cli as responder_cli
+from responder import config as responder_config
 
 
 def test_instant_reads_an_offset_or_z() -> None:
@@ -70,3 +73,25 @@ def test_registry_flags_also_take_a_japan_day() -> None:
     )
     assert args.at == datetime(2026, 4, 1, tzinfo=timezone(timedelta(hours=9)))
     assert args.at.tzinfo is JST
+
+
+def test_both_configurations_refuse_with_the_one_config_error(tmp_path: Path) -> None:
+    """crlbuilder's and the responder's configuration errors are one class: source, field, problem."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store]\nmap_size_gib = 0\n")
+    with pytest.raises(ConfigError) as built:
+        crlbuilder_config.load_config(bad)
+    assert (built.value.source, built.value.field) == (str(bad), "store.map_size_gib")
+    assert str(built.value) == f"{bad}: store.map_size_gib: {built.value.problem}"
+    bad.write_text("[server]\nport = -1\n")
+    with pytest.raises(ConfigError) as served:
+        responder_config.load_config(bad, {}, environ={})
+    assert (served.value.source, served.value.field) == (str(bad), "server.port")
+    for load in (crlbuilder_config.load_config, responder_config.load_config):
+        with pytest.raises(ConfigError, match=r"absent\.toml: cannot read \("):
+            load(tmp_path / "absent.toml")
+    bad.write_text("[crl.retention_days_by_category.sign-card]\nlost = 1\n")
+    with pytest.raises(ConfigError) as category:
+        crlbuilder_config.load_config(bad)
+    assert category.value.field == "crl.retention_days_by_category.sign-card"
+    assert category.value.problem == "unknown category 'lost'"
