@@ -145,11 +145,12 @@ class Reason(enum.IntEnum):
 
 
 class Category(enum.Enum):
-    """The legal category of a revocation record (DOMAIN.md §3).
+    """The legal category of a revocation record (失効事由, DOMAIN.md §3).
 
     Each category is recorded in its own way and kept alongside the entry's
     RFC 5280 reason code, so that the legal ground of every revocation stays
-    known.
+    known. (The Act §17(1) item a verifier falls under is another thing:
+    ``responder.registry.schema.VerifierItem``.)
     """
 
     REQUEST = "request"
