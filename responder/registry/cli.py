@@ -488,13 +488,18 @@ def _party_from_file(path: Path, party_id: str | None) -> dict[str, Any]:
     return data
 
 
-def parse_registry_or_table(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The tables of the TOML file ``path``; CommandError when unreadable or not TOML."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise CommandError(f"{path}: cannot read: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise CommandError(f"{path}: not valid TOML: {e}") from None
+
+
+def parse_registry_or_table(path: Path) -> dict[str, Any]:
+    raw = _read_toml(path)
     parties = raw.get("party")
     if isinstance(parties, list):
         if len(parties) != 1 or not isinstance(parties[0], dict):
@@ -584,19 +589,31 @@ def _existing(data: RegistryFile, pid: str) -> PartyEntry:
     return entry
 
 
-def _replace_entry(data: RegistryFile, old: PartyEntry, new: PartyEntry) -> RegistryFile:
-    data.parties[data.parties.index(old)] = new
-    return data
-
-
-def cmd_suspend(args: argparse.Namespace) -> int:
+def _edit_party(
+    args: argparse.Namespace,
+    action: str,
+    done: str,
+    edit: Callable[[PartyEntry, dict[str, Any]], None],
+) -> int:
+    """Change party ``args.id``: ``edit`` gets its entry and rewrites its builtins in place;
+    the result is checked in full, written and audited as ``action``, reported as ``done``."""
     path = _registry_path(args)
 
     def mutate(data: RegistryFile) -> RegistryFile:
         e = _existing(data, args.id)
+        d = entry_to_builtins(e)
+        edit(e, d)
+        data.parties[data.parties.index(e)] = _to_entry(d, str(path))
+        return data
+
+    _report(change(path, mutate, action=action, actor=args.actor, audit=args.audit), path, done)
+    return 0
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    def edit(e: PartyEntry, d: dict[str, Any]) -> None:
         if e.ended is not None:
             raise CommandError(f"party {args.id!r} has ended")
-        d = entry_to_builtins(e)
         susp: dict[str, Any] = {
             "article": args.article,
             "since": args.since or _now_jst(time.time()),
@@ -605,23 +622,13 @@ def cmd_suspend(args: argparse.Namespace) -> int:
         if args.carry_over:
             susp["carry_over"] = True
         d["suspension"] = [*d.get("suspension", []), susp]
-        return _replace_entry(data, e, _to_entry(d, str(path)))
 
-    _report(
-        change(path, mutate, action="suspend", actor=args.actor, audit=args.audit),
-        path,
-        "suspended",
-    )
-    return 0
+    return _edit_party(args, "suspend", "suspended", edit)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    path = _registry_path(args)
-
-    def mutate(data: RegistryFile) -> RegistryFile:
-        e = _existing(data, args.id)
+    def edit(_: PartyEntry, d: dict[str, Any]) -> None:
         at = args.at or _now_jst(time.time())
-        d = entry_to_builtins(e)
         hits = 0
         kept: list[dict[str, Any]] = []
         for s in d.get("suspension", []):
@@ -637,29 +644,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"party {args.id!r}: no suspension in force{' under ' + args.article if args.article else ''}"
             )
-        return _replace_entry(data, e, _to_entry(d, str(path)))
 
-    _report(
-        change(path, mutate, action="resume", actor=args.actor, audit=args.audit), path, "resumed"
-    )
-    return 0
+    return _edit_party(args, "resume", "resumed", edit)
 
 
 def cmd_end(args: argparse.Namespace) -> int:
-    path = _registry_path(args)
-
-    def mutate(data: RegistryFile) -> RegistryFile:
-        e = _existing(data, args.id)
+    def edit(e: PartyEntry, d: dict[str, Any]) -> None:
         if e.ended is not None:
             raise CommandError(f"party {args.id!r} has already ended")
-        d = entry_to_builtins(e)
         d["ended"] = {"at": args.at or _now_jst(time.time()), "reason": args.reason}
         if args.article:
             d["ended"]["article"] = args.article
-        return _replace_entry(data, e, _to_entry(d, str(path)))
 
-    _report(change(path, mutate, action="end", actor=args.actor, audit=args.audit), path, "ended")
-    return 0
+    return _edit_party(args, "end", "ended", edit)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -731,12 +728,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _details(path: Path) -> dict[str, dict[str, Any]]:
     """The ``[[party]]`` tables of a --details file, by id."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CommandError(f"{path}: cannot read: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise CommandError(f"{path}: not valid TOML: {e}") from None
+    raw = _read_toml(path)
     parties = raw.get("party")
     if not isinstance(parties, list) or not all(
         isinstance(p, dict) and isinstance(p.get("id"), str) for p in parties
