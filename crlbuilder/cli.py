@@ -24,7 +24,7 @@ import msgspec
 from crlbuilder.config import add_arguments, load_config, write_facts_key
 from crlbuilder.crl import importer as crlimport
 from crlbuilder.manifest import ManifestError
-from crlbuilder.options import ConfigError, instant
+from crlbuilder.options import ConfigError, instant, run_command
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -213,9 +213,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    rc: int = args.func(args)
-    return rc
+    return run_command(parser(), argv)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ sections, and both read one TOML file into msgspec Structs with `read_toml` and
 the source (the file, ``<command line>``, an environment variable), the dotted
 field and the problem.
 
-A time on the command line: `instant` is the one parser (``--as-of`` of
+The command line: `run_command` runs a parsed subcommand (``func(args) -> int``),
+and `instant` is the one parser of a time on it (``--as-of`` of
 ``crlbuilder build``, ``import-crl`` and ``synth``; the time forms of ``responder
 registry``'s ``--at``, ``--since``, ``--not-before``, ``--not-after``): an ISO 8601
 time that carries its UTC offset, so no reader has to guess the machine's time
@@ -75,6 +76,13 @@ def convert(
         field = at.rstrip("`").removeprefix("$").lstrip(".")
         field = field.replace("[", ".").replace("]", "")
         raise ConfigError(source, field, problem) from None
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand it names (its ``func``): the exit code."""
+    args = parser.parse_args(argv)
+    rc: int = args.func(args)
+    return rc
 
 
 EXAMPLE: Final = "2026-04-01T00:00:00+09:00"

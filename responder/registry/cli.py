@@ -68,7 +68,7 @@ from typing import Any, Final
 import msgspec
 
 from crlbuilder.model import Family
-from crlbuilder.options import instant
+from crlbuilder.options import instant, run_command
 from crlbuilder.rules import JST
 from responder.registry.audit import (
     AuditError,
@@ -1180,9 +1180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="responder")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_cli(sub)
-    args = parser.parse_args(argv)
-    rc: int = args.func(args)
-    return rc
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":
