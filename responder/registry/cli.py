@@ -76,6 +76,7 @@ from responder.registry.audit import (
     append_audit,
     audit_path_for,
     verify_audit,
+    write_synced,
 )
 from responder.registry.demo import (
     registry_from_manifest,
@@ -139,13 +140,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(fd, data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
