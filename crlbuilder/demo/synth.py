@@ -153,48 +153,20 @@ SIGN_SHARE: Final = 0.92
 CHUNK: Final = 2000
 """Holders simulated between two writes of the slice buffers."""
 
-CASES: Final[dict[Family, tuple[str, ...]]] = {
-    Family.SIGN_CARD: (
-        "good",
-        "expired",
-        "revoked:request",
-        "revoked:resident-change",
-        "revoked:recording-error",
-        "revoked:ca-compromise",
-        "never-issued",
-    ),
-    Family.SIGN_MOBILE: (
-        "good",
-        "expired",
-        "revoked:request",
-        "revoked:recording-error",
-        "revoked:ca-compromise",
-        "revoked:card-cascade",
-        "never-issued",
-    ),
-    Family.AUTH_CARD: (
-        "good",
-        "expired",
-        "revoked:request",
-        "revoked:resident-change",
-        "revoked:move-out-30-days",
-        "revoked:recording-error",
-        "revoked:ca-compromise",
-        "never-issued",
-    ),
-    Family.AUTH_MOBILE: (
-        "good",
-        "expired",
-        "revoked:request",
-        "revoked:recording-error",
-        "revoked:ca-compromise",
-        "revoked:card-cascade",
-        "never-issued",
-    ),
-}
-"""Every sample case per family (ca-compromise occurs only for the compromised generation)."""
-
 CASE_30_DAYS: Final = "move-out-30-days"
+
+
+def _cases(family: Family) -> tuple[str, ...]:
+    """Good, expired, revoked under each category of the family, never issued. An auth card
+    has the 30-days-after-the-planned-move-out lapse beside resident change (Act §31(2))."""
+    revoked = [f"revoked:{c.value}" for c in Category if c.applies_to(family)]
+    if family is Family.AUTH_CARD:
+        revoked.insert(revoked.index("revoked:resident-change") + 1, f"revoked:{CASE_30_DAYS}")
+    return ("good", "expired", *revoked, "never-issued")
+
+
+CASES: Final[dict[Family, tuple[str, ...]]] = {f: _cases(f) for f in Family}
+"""Every sample case per family (ca-compromise occurs only for the compromised generation)."""
 
 
 class SynthError(Exception):
