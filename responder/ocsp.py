@@ -62,9 +62,10 @@ from cryptography import x509
 
 from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest, ocsp_signer_files
-from crlbuilder.model import CertStatus, Family
+from crlbuilder.model import Family
 from crlbuilder.ocsp.request import OcspRequest
 from crlbuilder.ocsp.response import (
+    CertStatus,
     ResponseSigner,
     ResponseStatus,
     SingleAnswer,
@@ -184,6 +185,13 @@ def store_generation(store: Store, txn: Any) -> tuple[int, int]:
         sf.unpack_u32(commit) if commit is not None else 0,
         sf.unpack_u32(build) if build is not None else 0,
     )
+
+
+_STATUS_NAME: Final = {
+    CertStatus.GOOD: "good",
+    CertStatus.REVOKED: "revoked",
+    CertStatus.UNKNOWN: "unknown",
+}
 
 
 class OcspService:
@@ -353,7 +361,7 @@ class OcspService:
                         )
                     next_update = good_next_update(next_update, now, st.not_after, lapse)
                     answers.append(SingleAnswer(cid.der, CertStatus.GOOD))
-                statuses.append(answers[-1].status.value)
+                statuses.append(_STATUS_NAME[CertStatus(answers[-1].status)])
         return SignJob(
             signer=signer,
             answers=answers,

@@ -45,6 +45,20 @@ from crlbuilder.der import der_length
 from crlbuilder.keys.signer import Signer
 from crlbuilder.model import CertStatus
 
+__all__ = [  # CertStatus is crlbuilder.model's (the one status set), named here as SingleAnswer's
+    "HASH_ALGORITHM_DER",
+    "OID_BASIC_DER",
+    "OID_NONCE_DER",
+    "CertStatus",
+    "ResponseSigner",
+    "ResponseStatus",
+    "SingleAnswer",
+    "cert_id_der",
+    "der_integer",
+    "error_response",
+    "issuer_hashes",
+]
+
 
 class ResponseStatus(enum.IntEnum):
     """OCSPResponseStatus (RFC 6960 §4.2.1); 4 is not used."""
