@@ -28,6 +28,27 @@ import msgspec
 
 from crlbuilder.options import ConfigError, convert, read_toml
 
+__all__ = [  # ConfigError is crlbuilder.options' (one for both binaries), named here for callers
+    "ENV_OVERRIDES",
+    "FIELD_PATHS",
+    "FIELD_TYPES",
+    "ConfigError",
+    "LedgerConfig",
+    "LimitsConfig",
+    "LogConfig",
+    "MetricsConfig",
+    "OcspConfig",
+    "RegistryConfig",
+    "ResponderConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "TlsConfig",
+    "add_arguments",
+    "flag_fields",
+    "load_config",
+    "overrides_from_args",
+]
+
 ClientCertMode = Literal["none", "optional", "required"]
 AccessLogMode = Literal["off", "sampled", "all"]
 LogLevel = Literal["debug", "info", "warning", "error"]

@@ -90,10 +90,9 @@ from prometheus_client.registry import Collector
 
 from crlbuilder.model import Category, Family
 from crlbuilder.ocsp.response import ResponseStatus
-from crlbuilder.options import ConfigError
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
-from responder.config import LogConfig, MetricsConfig
+from responder.config import ConfigError, LogConfig, MetricsConfig
 from responder.http import Request, Response
 from responder.logs import AccessLog, method_label
 from responder.ocsp import promised_next_update, store_generation
