@@ -59,7 +59,7 @@ def der_header(d: bytes, p: int, end: int) -> tuple[int, int, int]:
         raise DerError("multi-byte tag", p)
     n = d[p + 1]
     i = p + 2
-    if n & 0x80:
+    if n >= 0x80:
         count = n & 0x7F
         if count == 0:
             raise DerError("indefinite length", p)
