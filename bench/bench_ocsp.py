@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from crlbuilder.model import CertStatus
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import ResponseSigner, SingleAnswer, cert_id_der, issuer_hashes
 
@@ -182,10 +183,14 @@ def main() -> None:
     print("encode, excluding the signature (µs per response)")
     now = int(time.time())
     name_hash, key_hash = issuer_hashes(ca, "sha1")
-    one = [SingleAnswer(cert_id_der("sha1", name_hash, key_hash, leaf.serial_number), 1, now, 1)]
+    one = [
+        SingleAnswer(
+            cert_id_der("sha1", name_hash, key_hash, leaf.serial_number), CertStatus.REVOKED, now, 1
+        )
+    ]
     four = [
-        SingleAnswer(cert_id_der("sha1", name_hash, key_hash, 1000 + i), i % 3, now - 60, None)
-        for i in range(4)
+        SingleAnswer(cert_id_der("sha1", name_hash, key_hash, 1000 + i), status, now - 60, None)
+        for i, status in enumerate([*CertStatus, CertStatus.GOOD])
     ]
     signature = b"\x5a" * 256
     kw = {"produced_at": now, "this_update": now, "next_update": now + 3600}

@@ -37,10 +37,11 @@ import msgspec
 from tqdm import tqdm
 
 from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, register_issuers
-from crlbuilder.config import BuilderConfig, ConfigError, facts_key
+from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.manifest import Manifest, load_manifest
+from crlbuilder.options import ConfigError
 from crlbuilder.presign import Presigner
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -152,7 +153,7 @@ class Builder:
                 self.registry = ConsentVerifiers(Path(cfg.input.registry))
             except RegistryReadError as e:
                 self.store.close()
-                raise ConfigError(str(e)) from None
+                raise ConfigError("<configuration>", "input.registry", str(e)) from None
         else:
             self.emit({"event": "warning", "message": "no input.registry: consent grants "
                        "are quarantined, not stored (Act §18(3))"})  # fmt: skip

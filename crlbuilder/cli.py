@@ -21,19 +21,10 @@ from pathlib import Path
 
 import msgspec
 
-from crlbuilder.config import ConfigError, add_arguments, load_config, write_facts_key
+from crlbuilder.config import add_arguments, load_config, write_facts_key
 from crlbuilder.crl import importer as crlimport
 from crlbuilder.manifest import ManifestError
-
-
-def _as_of(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-04-01T00:00:00+09:00")
-    return t
+from crlbuilder.options import ConfigError, instant, run_command
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -181,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(b)
     b.add_argument(
         "--as-of",
-        type=_as_of,
+        type=instant,
         metavar="TIME",
         help="build as if the clock read TIME (ISO 8601 with a timezone; default now): commits, "
         "30-day lapses (Act §31(2)) and CRL/OCSP thisUpdate are dated TIME. Refused (exit 2, "
@@ -224,9 +215,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    rc: int = args.func(args)
-    return rc
+    return run_command(parser(), argv)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from crlbuilder.model import Category, Family
+from crlbuilder.options import ConfigError, convert, read_toml
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
@@ -127,10 +127,6 @@ class BuilderConfig(_Section):
     crl: CrlSection = msgspec.field(default_factory=CrlSection)
 
 
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the file and field."""
-
-
 # flag name -> (section, field); every option is also a flag
 FLAGS: Final[dict[str, tuple[str, str]]] = {
     "store": ("store", "path"),
@@ -206,14 +202,7 @@ def _field_type(section: str, name: str) -> type:
 
 def load_config(path: Path | None, args: argparse.Namespace | None = None) -> BuilderConfig:
     """Read ``path`` (optional), apply flags from ``args``, then environment overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    data: dict[str, Any] = read_toml(path) if path is not None else {}
     if args is not None:
         for flag, (section, name) in FLAGS.items():
             value = getattr(args, flag.replace("-", "_"), None)
@@ -226,30 +215,28 @@ def load_config(path: Path | None, args: argparse.Namespace | None = None) -> Bu
     for var, (section, name) in env.items():
         if os.environ.get(var):
             data.setdefault(section, {})[name] = os.environ[var]
-    try:
-        cfg = msgspec.convert(data, BuilderConfig)
-    except msgspec.ValidationError as e:
-        raise ConfigError(f"{path or 'configuration'}: {e}") from None
+    source = str(path) if path is not None else "<configuration>"
+    cfg = convert(data, BuilderConfig, source)
     unknown = set(cfg.crl.retention_days) - {f.value for f in Family}
     if unknown:
-        raise ConfigError(
-            f"{path or 'configuration'}: crl.retention_days names unknown families {sorted(unknown)}"
-        )
+        raise ConfigError(source, "crl.retention_days", f"names unknown families {sorted(unknown)}")
     for fam, by_category in cfg.crl.retention_days_by_category.items():
-        where = f"{path or 'configuration'}: crl.retention_days_by_category.{fam}"
+        where = f"crl.retention_days_by_category.{fam}"
         try:
             family = Family(fam)
         except ValueError:
-            raise ConfigError(f"{where}: unknown family") from None
+            raise ConfigError(source, where, "unknown family") from None
         for cat in by_category:
             try:
                 category = Category(cat)
             except ValueError:
-                raise ConfigError(f"{where}: unknown category {cat!r}") from None
+                raise ConfigError(source, where, f"unknown category {cat!r}") from None
             if not category.applies_to(family):
                 raise ConfigError(
-                    f"{where}: category {cat} does not apply to {fam} certificates "
-                    "(it has no such article in the Act)"
+                    source,
+                    where,
+                    f"category {cat} does not apply to {fam} certificates "
+                    "(it has no such article in the Act)",
                 )
     return cfg
 
@@ -261,8 +248,9 @@ def facts_key(cfg: BuilderConfig) -> bytes:
     if not raw:
         if not cfg.keys.facts_key_file:
             raise ConfigError(
-                "no facts key: set keys.facts_key_file (a file of 64 hex digits, mode 0600) "
-                "or JPKI_VA_FACTS_KEY"
+                "<configuration>",
+                "keys.facts_key_file",
+                "no facts key: set it (a file of 64 hex digits, mode 0600) or JPKI_VA_FACTS_KEY",
             )
         p = Path(cfg.keys.facts_key_file)
         origin = str(p)
@@ -270,17 +258,17 @@ def facts_key(cfg: BuilderConfig) -> bytes:
             st = p.stat()
             raw = p.read_text(encoding="ascii").strip()
         except OSError as e:
-            raise ConfigError(f"{p}: cannot read the facts key: {e.strerror}") from None
+            raise ConfigError(origin, "", f"cannot read the facts key ({e.strerror})") from None
         if st.st_mode & 0o077:
             raise ConfigError(
-                f"{p}: the facts key file must not be readable by group or others (chmod 600)"
+                origin, "", "the facts key file must not be readable by group or others (chmod 600)"
             )
     try:
         key = bytes.fromhex(raw)
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise ConfigError(f"{origin}: the facts key must be 64 hex digits (32 bytes)")
+        raise ConfigError(origin, "", "the facts key must be 64 hex digits (32 bytes)")
     return key
 
 

@@ -145,11 +145,12 @@ class Reason(enum.IntEnum):
 
 
 class Category(enum.Enum):
-    """The legal category of a revocation record (DOMAIN.md §3).
+    """The legal category of a revocation record (失効事由, DOMAIN.md §3).
 
     Each category is recorded in its own way and kept alongside the entry's
     RFC 5280 reason code, so that the legal ground of every revocation stays
-    known.
+    known. (The Act §17(1) item a verifier falls under is another thing:
+    ``responder.registry.schema.VerifierItem``.)
     """
 
     REQUEST = "request"
@@ -569,7 +570,11 @@ class Revocation(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CertStatus(enum.Enum):
-    """An OCSP certificate status (RFC 6960 §2.2)."""
+    """A certificate's status as OCSP answers it (RFC 6960 §2.2): the one set of statuses.
+
+    `crlbuilder.ocsp.response` encodes it as the SingleResponse certStatus CHOICE
+    (RFC 6960 §4.2.1); answers.jsonl, the logs and the metrics carry its value.
+    """
 
     GOOD = "good"
     REVOKED = "revoked"

@@ -36,8 +36,8 @@ from cryptography import x509
 from crlbuilder.keys.signer import PemSigner
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.manifest import IssuerFiles, Manifest, ocsp_signer_files
+from crlbuilder.model import CertStatus
 from crlbuilder.ocsp.response import (
-    CertStatus,
     ResponseSigner,
     SingleAnswer,
     cert_id_der,

@@ -37,7 +37,11 @@ from crlbuilder.model import (
 )
 
 JST: Final = timezone(timedelta(hours=9), "JST")
-"""Japan Standard Time: the Act's days (日) are Japanese calendar days."""
+"""Japan Standard Time: the Act's days (日) are Japanese calendar days. The one time zone
+object of both binaries: every Japan day, month and year is cut here."""
+
+JST_OFFSET: Final = int(JST.utcoffset(None).total_seconds())
+"""`JST`'s offset from UTC in seconds (no DST), for day arithmetic on epoch seconds."""
 
 MOVE_OUT_GRACE_DAYS: Final = 30
 """Act §31(2): 転出の予定年月日から三十日を経過したこと."""

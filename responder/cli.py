@@ -15,8 +15,9 @@ import functools
 import sys
 from pathlib import Path
 
+from crlbuilder.options import ConfigError, run_command
 from responder import report
-from responder.config import ConfigError, add_arguments, load_config, overrides_from_args
+from responder.config import add_arguments, load_config, overrides_from_args
 from responder.registry import cli as registrycli
 
 
@@ -73,9 +74,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    rc: int = args.func(args)
-    return rc
+    return run_command(parser(), argv)
 
 
 if __name__ == "__main__":

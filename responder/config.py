@@ -19,12 +19,35 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from types import UnionType
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 import msgspec
+
+from crlbuilder.options import ConfigError, convert, read_toml
+
+__all__ = [  # ConfigError is crlbuilder.options' (one for both binaries), named here for callers
+    "ENV_OVERRIDES",
+    "FIELD_PATHS",
+    "FIELD_TYPES",
+    "ConfigError",
+    "LedgerConfig",
+    "LimitsConfig",
+    "LogConfig",
+    "MetricsConfig",
+    "OcspConfig",
+    "RegistryConfig",
+    "ResponderConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "TlsConfig",
+    "add_arguments",
+    "flag_fields",
+    "load_config",
+    "overrides_from_args",
+]
 
 ClientCertMode = Literal["none", "optional", "required"]
 AccessLogMode = Literal["off", "sampled", "all"]
@@ -42,17 +65,6 @@ ENV_OVERRIDES: Final[Mapping[str, str]] = {
 """Environment variable -> dotted field it overrides (between the file and the flags)."""
 
 _HEADER_TOKEN: Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message names the file and the field."""
-
-    def __init__(self, source: str, field: str, problem: str) -> None:
-        self.source = source
-        self.field = field
-        self.problem = problem
-        where = f"{source}: {field}" if field else source
-        super().__init__(f"{where}: {problem}")
 
 
 class TlsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -297,18 +309,20 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: object, source: str) -
     node[leaf] = value
 
 
-def _field_paths(struct_type: type[msgspec.Struct], prefix: str = "") -> list[str]:
-    out: list[str] = []
+def _field_types(struct_type: type[msgspec.Struct], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for field in msgspec.structs.fields(struct_type):
         dotted = f"{prefix}{field.name}"
         if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
-            out.extend(_field_paths(field.type, dotted + "."))
+            out.update(_field_types(field.type, dotted + "."))
         else:
-            out.append(dotted)
+            out[dotted] = field.type
     return out
 
 
-FIELD_PATHS: Final[tuple[str, ...]] = tuple(_field_paths(ResponderConfig))
+FIELD_TYPES: Final[dict[str, Any]] = _field_types(ResponderConfig)
+"""Every leaf field as a dotted path and its type."""
+FIELD_PATHS: Final[tuple[str, ...]] = tuple(FIELD_TYPES)
 """Every leaf field as a dotted path, e.g. ``server.limits.max_body_bytes``."""
 
 
@@ -325,15 +339,7 @@ def load_config(
     (or ``<environment>``/``<command line>``) and the field.
     """
     source = str(path) if path is not None else "<defaults>"
-    tree: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as fh:
-                tree = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(source, "", f"cannot read ({exc.strerror})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(source, "", f"invalid TOML ({exc})") from None
+    tree: dict[str, Any] = read_toml(path) if path is not None else {}
     env = os.environ if environ is None else environ
     for var, dotted in ENV_OVERRIDES.items():
         from_env = env.get(var)
@@ -343,100 +349,77 @@ def load_config(
         if dotted not in FIELD_PATHS:
             raise ConfigError("<command line>", dotted, "no such field")
         _set_dotted(tree, dotted, value, source)
-    try:
-        return msgspec.convert(tree, ResponderConfig, dec_hook=_dec_hook, str_keys=True)
-    except msgspec.ValidationError as exc:
-        message = str(exc)
-        problem, _, at = message.rpartition(" - at `")
-        if not problem:
-            problem, at = message, ""
-        field = at.rstrip("`").removeprefix("$").lstrip(".")
-        field = field.replace("[", ".").replace("]", "")
-        raise ConfigError(source, field, problem) from None
+    return convert(tree, ResponderConfig, source, dec_hook=_dec_hook)
 
 
 class _Flag(msgspec.Struct, frozen=True):
+    """A command-line flag: its name, the dotted field it sets, its help. How it parses
+    (a list, a choice, a switch, a number) follows from the field's type."""
+
     flag: str
     field: str
-    kind: Literal["int", "float", "str", "path", "list", "choice", "bool"]
     help: str
-    choices: tuple[str, ...] = ()
 
 
 _FLAGS: Final[tuple[_Flag, ...]] = (
-    _Flag("--host", "server.hosts", "list", "listen address (repeat for several)"),
-    _Flag("--port", "server.port", "int", "TCP port (0 picks a free one)"),
-    _Flag("--workers", "server.workers", "int", "worker processes (0: one per CPU)"),
-    _Flag("--trusted-proxy", "server.trusted_proxies", "list", "proxy allowed to pass a cert"),
-    _Flag("--reuseport", "server.reuseport", "bool", "one SO_REUSEPORT socket per worker"),
-    _Flag("--client-cert-header", "server.client_cert_header", "str", "proxy's cert header"),
-    _Flag("--tls-cert", "server.tls.cert", "path", "PEM server certificate chain"),
-    _Flag("--tls-key", "server.tls.key", "path", "PEM server private key"),
-    _Flag("--tls-client-ca", "server.tls.client_ca", "path", "PEM CAs of client certificates"),
-    _Flag(
-        "--tls-client-cert",
-        "server.tls.client_cert",
-        "choice",
-        "ask for client certificates",
-        ("none", "optional", "required"),
-    ),
-    _Flag("--max-body-bytes", "server.limits.max_body_bytes", "int", "largest request body"),
-    _Flag("--max-header-bytes", "server.limits.max_header_bytes", "int", "largest header"),
-    _Flag("--header-timeout", "server.limits.header_timeout", "float", "seconds to send headers"),
-    _Flag("--body-timeout", "server.limits.body_timeout", "float", "seconds to send a body"),
-    _Flag("--idle-timeout", "server.limits.idle_timeout", "float", "keep-alive idle seconds"),
-    _Flag("--max-connections", "server.limits.max_connections", "int", "connections per worker"),
-    _Flag(
-        "--max-unattributed",
-        "server.limits.max_unattributed",
-        "int",
-        "connections per worker not yet attributed to a party",
-    ),
-    _Flag("--drain-timeout", "server.limits.drain_timeout", "float", "seconds to drain on stop"),
-    _Flag("--store", "store.path", "path", "LMDB status store directory"),
-    _Flag("--pki", "store.pki", "path", "directory of the PKI manifest pki.json"),
-    _Flag("--crl-dir", "store.crl_dir", "path", "directory of CRL files served at /crl/"),
-    _Flag("--registry", "registry.path", "path", "TOML file of registered parties"),
-    _Flag("--ledger-dir", "ledger.dir", "path", "ledger (帳簿) and quota table directory"),
-    _Flag(
-        "--ledger-collect-interval",
-        "ledger.collect_interval",
-        "float",
-        "seconds between ledger merges",
-    ),
-    _Flag("--max-certids", "ocsp.max_certids", "int", "CertIDs per OCSP request"),
-    _Flag("--max-nonce", "ocsp.max_nonce", "int", "longest OCSP nonce (bytes)"),
-    _Flag("--good-cache-entries", "ocsp.good_cache_entries", "int", "cached good answers"),
-    _Flag("--good-validity-seconds", "ocsp.good_validity_seconds", "int", "nextUpdate offset"),
-    _Flag("--sign-threads", "ocsp.sign_threads", "int", "fresh-signing threads per worker"),
-    _Flag(
-        "--sign-queue-per-party",
-        "ocsp.sign_queue_per_party",
-        "int",
-        "fresh sign jobs a party may have waiting per worker",
-    ),
-    _Flag("--log-level", "log.level", "choice", "log level", ("debug", "info", "warning", "error")),
-    _Flag("--access-log", "log.access_log", "choice", "access log", ("off", "sampled", "all")),
-    _Flag("--sample-rate", "log.sample_rate", "float", "sampled access log rate (0..1)"),
-    _Flag("--metrics", "metrics.enabled", "bool", "count requests and serve /metrics"),
-    _Flag("--metrics-dir", "metrics.dir", "path", "directory of the per-process metric files"),
-    _Flag("--metrics-host", "metrics.host", "str", "address of the admin listener (/metrics)"),
-    _Flag("--metrics-port", "metrics.port", "int", "port of the admin listener (0: any free)"),
-    _Flag(
-        "--metrics-render-interval",
-        "metrics.render_interval",
-        "float",
-        "least seconds between two renders of /metrics",
-    ),
-    _Flag(
-        "--metrics-max-connections",
-        "metrics.max_connections",
-        "int",
-        "admin listener connections per worker",
-    ),
-    _Flag("--metrics-flush-interval", "metrics.flush_interval", "float", "seconds between flushes"),
-    _Flag("--entries-interval", "metrics.entries_interval", "float", "seconds between recounts"),
+    _Flag("--host", "server.hosts", "listen address (repeat for several)"),
+    _Flag("--port", "server.port", "TCP port (0 picks a free one)"),
+    _Flag("--workers", "server.workers", "worker processes (0: one per CPU)"),
+    _Flag("--trusted-proxy", "server.trusted_proxies", "proxy allowed to pass a cert"),
+    _Flag("--reuseport", "server.reuseport", "one SO_REUSEPORT socket per worker"),
+    _Flag("--client-cert-header", "server.client_cert_header", "proxy's cert header"),
+    _Flag("--tls-cert", "server.tls.cert", "PEM server certificate chain"),
+    _Flag("--tls-key", "server.tls.key", "PEM server private key"),
+    _Flag("--tls-client-ca", "server.tls.client_ca", "PEM CAs of client certificates"),
+    _Flag("--tls-client-cert", "server.tls.client_cert", "ask for client certificates"),
+    _Flag("--max-body-bytes", "server.limits.max_body_bytes", "largest request body"),
+    _Flag("--max-header-bytes", "server.limits.max_header_bytes", "largest header"),
+    _Flag("--header-timeout", "server.limits.header_timeout", "seconds to send headers"),
+    _Flag("--body-timeout", "server.limits.body_timeout", "seconds to send a body"),
+    _Flag("--idle-timeout", "server.limits.idle_timeout", "keep-alive idle seconds"),
+    _Flag("--max-connections", "server.limits.max_connections", "connections per worker"),
+    _Flag("--max-unattributed", "server.limits.max_unattributed", "unattributed connections"),
+    _Flag("--drain-timeout", "server.limits.drain_timeout", "seconds to drain on stop"),
+    _Flag("--store", "store.path", "LMDB status store directory"),
+    _Flag("--pki", "store.pki", "directory of the PKI manifest pki.json"),
+    _Flag("--crl-dir", "store.crl_dir", "directory of CRL files served at /crl/"),
+    _Flag("--registry", "registry.path", "TOML file of registered parties"),
+    _Flag("--ledger-dir", "ledger.dir", "ledger (帳簿) and quota table directory"),
+    _Flag("--ledger-collect-interval", "ledger.collect_interval", "seconds between ledger merges"),
+    _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
+    _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
+    _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),
+    _Flag("--good-validity-seconds", "ocsp.good_validity_seconds", "nextUpdate offset"),
+    _Flag("--sign-threads", "ocsp.sign_threads", "fresh-signing threads per worker"),
+    _Flag("--sign-queue-per-party", "ocsp.sign_queue_per_party", "a party's waiting sign jobs"),
+    _Flag("--log-level", "log.level", "log level"),
+    _Flag("--access-log", "log.access_log", "access log"),
+    _Flag("--sample-rate", "log.sample_rate", "sampled access log rate (0..1)"),
+    _Flag("--metrics", "metrics.enabled", "count requests and serve /metrics"),
+    _Flag("--metrics-dir", "metrics.dir", "directory of the per-process metric files"),
+    _Flag("--metrics-host", "metrics.host", "address of the admin listener (/metrics)"),
+    _Flag("--metrics-port", "metrics.port", "port of the admin listener (0: any free)"),
+    _Flag("--metrics-render-interval", "metrics.render_interval", "seconds between renders"),
+    _Flag("--metrics-max-connections", "metrics.max_connections", "admin connections per worker"),
+    _Flag("--metrics-flush-interval", "metrics.flush_interval", "seconds between flushes"),
+    _Flag("--entries-interval", "metrics.entries_interval", "seconds between recounts"),
 )
+
+
+def _argument(field_type: Any) -> dict[str, Any]:
+    """The argparse keywords of a flag setting a field of ``field_type``."""
+    origin = get_origin(field_type)
+    if origin is Annotated:
+        return _argument(get_args(field_type)[0])
+    if origin is Union or origin is UnionType:  # X | None: the flag sets an X
+        return _argument(next(t for t in get_args(field_type) if t is not type(None)))
+    if origin is Literal:
+        return {"choices": get_args(field_type)}
+    if origin is tuple:
+        return {"action": "append"}
+    if field_type is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    return {"type": str if field_type is Path else field_type}
 
 
 def _dest(flag: _Flag) -> str:
@@ -447,19 +430,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per configuration field (all default to "not given")."""
     group = parser.add_argument_group("configuration (overrides the file and environment)")
     for flag in _FLAGS:
-        help_text = f"{flag.help} [{flag.field}]"
-        dest = _dest(flag)
-        if flag.kind == "list":
-            group.add_argument(flag.flag, dest=dest, action="append", help=help_text)
-        elif flag.kind == "choice":
-            group.add_argument(flag.flag, dest=dest, choices=flag.choices, help=help_text)
-        elif flag.kind == "bool":
-            group.add_argument(
-                flag.flag, dest=dest, action=argparse.BooleanOptionalAction, help=help_text
-            )
-        else:
-            convert: type = {"int": int, "float": float, "str": str, "path": str}[flag.kind]
-            group.add_argument(flag.flag, dest=dest, type=convert, help=help_text)
+        group.add_argument(
+            flag.flag,
+            dest=_dest(flag),
+            help=f"{flag.help} [{flag.field}]",
+            **_argument(FIELD_TYPES[flag.field]),
+        )
 
 
 def overrides_from_args(ns: argparse.Namespace) -> dict[str, object]:

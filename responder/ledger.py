@@ -72,13 +72,13 @@ from typing import Final, Literal
 import msgspec
 
 from crlbuilder.model import Family
+from crlbuilder.rules import JST_OFFSET
 from crlbuilder.store.reader import ReadSource
 from responder.registry.vocabulary import Method, Service
 
 __all__ = [
     "DB_NAME",
     "DEFAULT_CAPACITY",
-    "JST",
     "CollectResult",
     "CountRow",
     "Dimension",
@@ -112,8 +112,6 @@ _SERVICE_BY_CODE: Final = {c: s for s, c in _SERVICE_CODES.items()}
 _METHOD_CODES: Final[dict[Method, int]] = {Method.OCSP: 1, Method.CRL_FILE: 2, Method.JSON: 3}
 _METHOD_BY_CODE: Final = {c: m for m, c in _METHOD_CODES.items()}
 
-JST: Final = 9 * 3600
-"""The default local time of the ledger's days: Japan Standard Time, UTC+9 (no DST)."""
 DEFAULT_CAPACITY: Final = 16384
 """Slots per worker file (2 MiB): one per (day, party, service, method) the worker saw."""
 DB_NAME: Final = "ledger.sqlite3"
@@ -356,7 +354,7 @@ class LedgerWriter:
         worker_index: int,
         *,
         capacity: int = DEFAULT_CAPACITY,
-        utc_offset: int = JST,
+        utc_offset: int = JST_OFFSET,
         max_file_days: int = 7,
         clock: Callable[[], float] = time.time,
     ) -> LedgerWriter:
@@ -997,7 +995,7 @@ class Ledger:
 
 
 def issuance_counts(
-    store: ReadSource, first: date, last: date, *, utc_offset: int = JST
+    store: ReadSource, first: date, last: date, *, utc_offset: int = JST_OFFSET
 ) -> dict[str, dict[str, int]]:
     """Certificates issued (発行件数, Ord §71(1)) per family and local month, from the store.
 

@@ -45,6 +45,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from crlbuilder.rules import JST_OFFSET
 from responder.registry.party import Party
 
 FILE_NAME: Final = "limits-v2.tbl"
@@ -58,7 +59,6 @@ _SLOT_BYTES: Final = _SLOT.size  # 128
 _VALUES_AT: Final = _KEY_BYTES
 _VALUES = struct.Struct("<qqqq")
 _ROW_BYTES: Final = SLOTS * _SLOT_BYTES
-_JST: Final = 9 * 3600
 _DAY: Final = 86400
 
 CrlKind = Literal["full", "delta"]
@@ -163,7 +163,7 @@ class LimitsTable:
         if party.requests_per_second is None and party.requests_per_day is None:
             return None
         key = b"q/" + party.id.encode()
-        sec, day = int(now), (int(now) + _JST) // _DAY
+        sec, day = int(now), (int(now) + JST_OFFSET) // _DAY
         in_sec = in_day = 0
         for s, c, d, cd in self._values(key):
             if s == sec:
@@ -173,7 +173,7 @@ class LimitsTable:
         if party.requests_per_second is not None and in_sec >= party.requests_per_second:
             return Wait(Limit.SECOND, _ceil(sec + 1 - now))
         if party.requests_per_day is not None and in_day >= party.requests_per_day:
-            return Wait(Limit.DAY, _ceil((day + 1) * _DAY - _JST - now))
+            return Wait(Limit.DAY, _ceil((day + 1) * _DAY - JST_OFFSET - now))
         if not record:
             return None
         own = self._slot(self.index, key, allocate=True)

@@ -54,7 +54,8 @@ import msgspec
 import uvloop
 
 from crlbuilder.lifecycle import die_with_parent
-from responder.config import ConfigError, MetricsConfig, ResponderConfig, ServerConfig, TlsConfig
+from crlbuilder.options import ConfigError
+from responder.config import MetricsConfig, ResponderConfig, ServerConfig, TlsConfig
 from responder.http import App, HttpHooks, HttpServer
 
 __all__ = [

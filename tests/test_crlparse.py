@@ -24,6 +24,7 @@ from crlbuilder.crl.parse import (
     parse_crl,
     verify_crl_signature,
 )
+from crlbuilder.der import der_header
 from crlbuilder.keys.signer import PemSigner
 
 THIS_UPDATE = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
@@ -249,7 +250,13 @@ def test_v1_crl_without_extensions(ca: tuple[rsa.RSAPrivateKey, x509.Certificate
     v2 = parse_crl(our_crl(ca, entries))
     body = _content(v2.tbs)
     assert body.startswith(b"\x02\x01\x01")
-    body = body[3 : body.rindex(b"\xa0")]  # drop the version and the crlExtensions
+    fields, p = [], 0  # the tbs fields, split by the DER header reader
+    while p < len(body):
+        tag, _, stop = der_header(body, p, len(body))
+        fields.append((tag, body[p:stop]))
+        p = stop
+    # drop the version and the crlExtensions [0] (found by tag: their bytes may hold 0xa0 too)
+    body = b"".join(tlv for tag, tlv in fields[1:] if tag != 0xA0)
     tbs = _sequence(body)
     signature = key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
     bit_string = b"\x03" + _length(len(signature) + 1) + b"\x00" + signature
@@ -430,7 +437,7 @@ def test_every_truncation_is_a_crl_error(small_der: bytes) -> None:
         (lambda d: d.replace(b"\x02\x01\x01", b"\x02\x01\x00", 1), "unsupported CRL version 1"),
         (lambda d: b"\x30\x80" + d[4:] + b"\x00\x00", "indefinite length"),
         (lambda d: b"\x30\x84" + len(d[4:]).to_bytes(4, "big") + d[4:], "non-minimal length"),
-        (lambda d: b"\x30\x85" + b"\x00" * 5, "length of 5 octets"),
+        (lambda d: b"\x30\x85" + b"\x00" * 5, "length of more than 4 octets"),
         (lambda d: b"\x1f\x01\x00", "multi-byte tag"),
         (lambda d: b"", "truncated"),
         (lambda d: d[:-257] + b"\x01" + d[-256:], "unused bits"),

@@ -16,11 +16,11 @@ import msgspec
 import pytest
 
 from crlbuilder.model import Family
+from crlbuilder.rules import JST_OFFSET
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
 from responder.ledger import (
     DB_NAME,
-    JST,
     Ledger,
     LedgerError,
     LedgerFileError,
@@ -50,7 +50,7 @@ class Clock:
 
 def jst(y: int, m: int, d: int, hh: int = 12, mm: int = 0, ss: int = 0) -> float:
     """Epoch seconds of a Japan Standard Time wall-clock instant."""
-    return datetime(y, m, d, hh, mm, ss, tzinfo=UTC).timestamp() - JST
+    return datetime(y, m, d, hh, mm, ss, tzinfo=UTC).timestamp() - JST_OFFSET
 
 
 def total(ledger: Ledger) -> int:

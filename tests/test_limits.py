@@ -6,6 +6,7 @@ import hashlib
 import multiprocessing
 from pathlib import Path
 
+from crlbuilder.rules import JST_OFFSET
 from responder.limits import SLOTS, Limit, LimitsTable, Wait
 from responder.registry.party import Party
 
@@ -32,7 +33,7 @@ def test_per_day_quota_turns_at_jst_midnight(tmp_path: Path) -> None:
     LimitsTable.create(tmp_path / "t", 1)
     t = LimitsTable(tmp_path / "t", 1, 0)
     p = party(requests_per_day=3)
-    midnight_jst = (int(NOW) + 9 * 3600) // 86400 * 86400 - 9 * 3600
+    midnight_jst = (int(NOW) + JST_OFFSET) // 86400 * 86400 - JST_OFFSET
     admitted = [t.admit(p, midnight_jst - 10 + i) for i in range(5)]
     # the wait is until the next Japan midnight, not "a second" (issue 11 via 9.10)
     assert admitted == [None, None, None, Wait(Limit.DAY, 7), Wait(Limit.DAY, 6)]

@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from crlbuilder.der import DerError
 from crlbuilder.ocsp import request as ocspreq
 from crlbuilder.ocsp.request import (
     CertId,
@@ -569,8 +570,8 @@ REASONS = {
     "empty extension OID": "bad object identifier",
     "empty nonce": "nonce length",
     "empty serial": "empty integer",
-    "high tag number": "unexpected tag",
-    "indefinite length": "unsupported length",
+    "high tag number": "multi-byte tag",
+    "indefinite length": "indefinite length",
     "no CertID": "no CertID",
     "non-minimal length": "non-minimal length",
     "non-minimal negative serial": "non-minimal integer",
@@ -647,15 +648,21 @@ def seeds(pki: Pki) -> list[bytes]:
 
 
 def only_request_errors(der: bytes) -> OcspRequest | None:
-    """Run the walker and the fast path without parse_request's safety net."""
+    """Run the walker and the fast path without parse_request's safety net.
+
+    The walker raises RequestError, or DerError from the shared header reader, which
+    parse_request turns into a RequestError with the same fixed reason.
+    """
     fast = ocspreq._canonical(der)
     try:
         walked = ocspreq._parse(der, 8, 128)
-    except RequestError as exc:
-        assert exc.status == ResponseStatus.MALFORMED_REQUEST
+    except (RequestError, DerError) as exc:
+        if isinstance(exc, RequestError):
+            assert exc.status == ResponseStatus.MALFORMED_REQUEST
         assert fast is None
-        with pytest.raises(RequestError):
+        with pytest.raises(RequestError) as refused:
             parse_request(der, max_certids=8)
+        assert refused.value.reason == exc.reason
         return None
     assert fast is None or fast == walked
     assert parse_request(der, max_certids=8) == walked

@@ -28,9 +28,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crlbuilder.model import CertStatus
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import (
-    CertStatus,
     ResponseSigner,
     ResponseStatus,
     SingleAnswer,
@@ -260,8 +260,8 @@ def test_unspecified_reason_is_omitted(pki: Pki, rs: ResponseSigner) -> None:
     t = ts(_now())
     cid = pki.cert_id(pki.leaves[0])
     kw = {"produced_at": t, "this_update": t, "next_update": t + 60}
-    with_zero = rs.sign_response([SingleAnswer(cid, 1, t - 10, 0)], **kw)
-    with_none = rs.sign_response([SingleAnswer(cid, 1, t - 10, None)], **kw)
+    with_zero = rs.sign_response([SingleAnswer(cid, CertStatus.REVOKED, t - 10, 0)], **kw)
+    with_none = rs.sign_response([SingleAnswer(cid, CertStatus.REVOKED, t - 10, None)], **kw)
     assert with_zero == with_none
     single = ocsp.load_der_ocsp_response(with_zero)
     assert single.certificate_status == ocsp.OCSPCertStatus.REVOKED
@@ -383,12 +383,13 @@ def test_response_data_and_assemble(pki: Pki) -> None:
     ("answers", "kw"),
     [
         ([], {}),
-        ([SingleAnswer(b"", 3)], {}),
-        ([SingleAnswer(b"", 1, 0, 7)], {}),
-        ([SingleAnswer(b"", 1, 0, 11)], {}),
-        ([SingleAnswer(b"", 1, -1, 1)], {}),
-        ([SingleAnswer(b"", 0)], {"nonce": b""}),
-        ([SingleAnswer(b"", 0)], {"next_update": 253402300800}),
+        ([SingleAnswer(b"", 3)], {}),  # type: ignore[arg-type]  # not a CertStatus
+        ([SingleAnswer(b"", "good")], {}),  # type: ignore[arg-type]  # its value, not the member
+        ([SingleAnswer(b"", CertStatus.REVOKED, 0, 7)], {}),
+        ([SingleAnswer(b"", CertStatus.REVOKED, 0, 11)], {}),
+        ([SingleAnswer(b"", CertStatus.REVOKED, -1, 1)], {}),
+        ([SingleAnswer(b"", CertStatus.GOOD)], {"nonce": b""}),
+        ([SingleAnswer(b"", CertStatus.GOOD)], {"next_update": 253402300800}),
     ],
 )
 def test_rejects(rs: ResponseSigner, answers: list[SingleAnswer], kw: dict[str, object]) -> None:
@@ -403,7 +404,7 @@ def test_rejects(rs: ResponseSigner, answers: list[SingleAnswer], kw: dict[str, 
         st.tuples(
             st.sampled_from(["sha1", "sha256"]),
             st.integers(1, 2**159),
-            st.sampled_from([0, 1, 2]),
+            st.sampled_from(list(CertStatus)),
             st.integers(0, 253402300799),
             st.sampled_from([None, 0, 1, 2, 3, 4, 5, 6, 8, 9, 10]),
         ),
@@ -415,7 +416,7 @@ def test_rejects(rs: ResponseSigner, answers: list[SingleAnswer], kw: dict[str, 
 )
 def test_generated_responses_decode(
     rs: ResponseSigner,
-    rows: list[tuple[str, int, int, int, int | None]],
+    rows: list[tuple[str, int, CertStatus, int, int | None]],
     when: int,
     nonce: bytes | None,
 ) -> None:
@@ -436,8 +437,8 @@ def test_generated_responses_decode(
     for single, answer in zip(singles, answers, strict=True):
         assert single["cert_id"].dump() == answer.cert_id_der
         status = single["cert_status"]
-        assert status.name == ["good", "revoked", "unknown"][answer.status]
-        if answer.status == 1:
+        assert status.name == answer.status.value
+        if answer.status is CertStatus.REVOKED:
             assert ts(status.chosen["revocation_time"].native) == answer.revoked_at
             code = status.chosen["revocation_reason"]
             assert (code.native is None) == (not answer.reason)

@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
+from crlbuilder.rules import JST
 from responder.registry.demo import registry_from_manifest
 from responder.registry.lookup import LastGoodRegistry, Registry
-from responder.registry.party import JST, PartyState
+from responder.registry.party import PartyState
 from responder.registry.schema import (
     LegacyPartyEntry,
     RegistryError,

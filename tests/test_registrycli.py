@@ -16,11 +16,11 @@ import pytest
 
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
+from crlbuilder.rules import JST
 from responder.policy import ALLOWED, Refused, Rule, decide
 from responder.registry.audit import audit_path_for, verify_audit
 from responder.registry.cli import add_cli, main
 from responder.registry.lookup import Registry
-from responder.registry.party import JST
 from responder.registry.schema import RegistryError
 from responder.registry.vocabulary import Method, Service, Title
 
@@ -51,6 +51,16 @@ def reg(demo_pki: tuple[Path, Manifest], tmp_path: Path) -> Path:
 
 def run(*argv: str) -> int:
     return main(["registry", *argv])
+
+
+def act(reg: Path, action: str, pid: str, *more: str) -> int:
+    """``responder registry ACTION --registry REG --id PID ...``: its exit code."""
+    return run(action, "--registry", str(reg), "--id", pid, *more)
+
+
+def suspend(reg: Path, pid: str, article: str, *more: str, reason: str = "r") -> int:
+    """``registry suspend`` (提供の停止) of ``pid`` under ``article``."""
+    return act(reg, "suspend", pid, "--article", article, "--reason", reason, *more)
 
 
 def audit_lines(reg: Path) -> list[dict[str, object]]:
@@ -149,142 +159,52 @@ def test_add_with_a_new_token(reg: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert stat.S_IMODE(reg.stat().st_mode) == 0o600
 
 
+def notified(pid: str, title: str, *more: str, office: bool = True) -> list[str]:
+    """`registry add` flags of party ``pid`` notified (届出) under ``title`` (Act §17(1) item 4)."""
+    where = ["--address", "a", *(["--office", "o"] if office else [])]
+    head = ["--id", pid, "--name", "X", *where, "--start", "2024-04-01", "--title", title]
+    return [*head, "--category", "4", "--liability", "l", *more]
+
+
+def member(pid: str, group: str, *more: str) -> list[str]:
+    """`registry add` flags of party ``pid``, a 署名確認者 of ``group`` (Act §20(1))."""
+    return ["--id", pid, "--name", "M", "--title", "signature-confirmer", "--group", group, *more]
+
+
+def services(*prefixes: str) -> list[str]:
+    """``--service P-revocation-info`` for each prefix (``sign``, ``auth``)."""
+    return [a for p in prefixes for a in ("--service", f"{p}-revocation-info")]
+
+
 REFUSALS = [
     (
         "sign info for a 利用者証明検証者",
-        [
-            "--id",
-            "u-1",
-            "--name",
-            "U",
-            "--address",
-            "a",
-            "--office",
-            "o",
-            "--start",
-            "2024-04-01",
-            "--title",
-            "user-verifier",
-            "--category",
-            "4",
-            "--liability",
-            "l",
-            "--service",
-            "auth-revocation-info",
-            "--service",
-            "sign-revocation-info",
-            "--new-token",
-        ],
+        notified("u-1", "user-verifier", "--new-token", *services("auth", "sign")),
         ["party 'u-1'", "sign-revocation-info"],
     ),
     (
         "corresponding-serial without both titles",
-        [
-            "--id",
-            "s-1",
-            "--name",
-            "S",
-            "--address",
-            "a",
-            "--office",
-            "o",
-            "--start",
-            "2024-04-01",
-            "--title",
-            "signature-verifier",
-            "--category",
-            "4",
-            "--liability",
-            "l",
-            "--service",
-            "corresponding-serial",
-            "--new-token",
-        ],
+        notified("s-1", "signature-verifier", "--service", "corresponding-serial", "--new-token"),
         ["party 's-1'", "Act §18(5)"],
     ),
     (
         "member outside the group's range",
-        [
-            "--id",
-            "member-9",
-            "--name",
-            "M",
-            "--title",
-            "signature-confirmer",
-            "--group",
-            "group-verifier",
-            "--new-token",
-        ],
+        member("member-9", "group-verifier", "--new-token"),
         ["party 'member-9'", "outside the member range"],
     ),
     (
         "token of another party",
-        [
-            "--id",
-            "x-1",
-            "--name",
-            "X",
-            "--address",
-            "a",
-            "--office",
-            "o",
-            "--start",
-            "2024-04-01",
-            "--title",
-            "user-verifier",
-            "--category",
-            "4",
-            "--liability",
-            "l",
-            "--token-sha256",
-            "@sig-verifier",
-        ],
+        notified("x-1", "user-verifier", "--token-sha256", "@sig-verifier"),
         ["party 'x-1'", "also party 'sig-verifier'"],
     ),
     (
         "an expired credential",
-        [
-            "--id",
-            "x-2",
-            "--name",
-            "X",
-            "--address",
-            "a",
-            "--office",
-            "o",
-            "--start",
-            "2024-04-01",
-            "--title",
-            "user-verifier",
-            "--category",
-            "4",
-            "--liability",
-            "l",
-            "--new-token",
-            "--not-after",
-            "2020-01-01",
-        ],
+        notified("x-2", "user-verifier", "--new-token", "--not-after", "2020-01-01"),
         ["party 'x-2'", "already expired"],
     ),
     (
         "a missing field",
-        [
-            "--id",
-            "x-3",
-            "--name",
-            "X",
-            "--address",
-            "a",
-            "--start",
-            "2024-04-01",
-            "--title",
-            "user-verifier",
-            "--category",
-            "4",
-            "--liability",
-            "l",
-            "--new-token",
-        ],
+        notified("x-3", "user-verifier", "--new-token", office=False),
         ["party 'x-3'", "`office`"],
     ),
     ("an existing id", ["--id", "sig-verifier", "--name", "X"], ["already registered"]),
@@ -328,49 +248,15 @@ def test_unknown_field_in_a_party_file_is_refused(
 def test_rotation_update_and_expire(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
     old = (reg.parent / "pki/parties/auth-verifier.token").read_text().strip().encode()
     capsys.readouterr()
-    assert (
-        run(
-            "update",
-            "--registry",
-            str(reg),
-            "--id",
-            "auth-verifier",
-            "--new-token",
-            "--label",
-            "token-2025",
-        )
-        == 0
-    )
+    assert act(reg, "update", "auth-verifier", "--new-token", "--label", "token-2025") == 0
     new = capsys.readouterr().out.strip().splitlines()[-1].encode()
     r = Registry.load(reg)
     assert r.by_token(old) is r.by_token(new) is r.parties["auth-verifier"]  # both work meanwhile
-    assert (
-        run(
-            "update",
-            "--registry",
-            str(reg),
-            "--id",
-            "auth-verifier",
-            "--expire-credential",
-            "token-1",
-        )
-        == 0
-    )
+    assert act(reg, "update", "auth-verifier", "--expire-credential", "token-1") == 0
     r = Registry.load(reg)
     assert r.by_token(old) is None and r.by_token(new) is r.parties["auth-verifier"]
     # expiring the last token too: every credential kind would still include the certificates
-    assert (
-        run(
-            "update",
-            "--registry",
-            str(reg),
-            "--id",
-            "auth-verifier",
-            "--remove-credential",
-            "token-1",
-        )
-        == 0
-    )
+    assert act(reg, "update", "auth-verifier", "--remove-credential", "token-1") == 0
     assert "token-1" not in {
         c.label for c in Registry.load(reg).parties["auth-verifier"].credentials
     }
@@ -382,11 +268,9 @@ def test_rotation_update_and_expire(reg: Path, capsys: pytest.CaptureFixture[str
     )
     # renewing a certification, narrowing the agreement
     assert (
-        run(
+        act(
+            reg,
             "update",
-            "--registry",
-            str(reg),
-            "--id",
             "auth-verifier",
             "--service",
             "auth-revocation-info",
@@ -452,20 +336,7 @@ def test_suspend_resume_end(reg: Path, capsys: pytest.CaptureFixture[str]) -> No
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("both-verifier"))
     assert "suspended (Act §18(6)(1), Act §37(4)(6))" in line
     # an article the party's titles do not match is refused
-    assert (
-        run(
-            "suspend",
-            "--registry",
-            str(reg),
-            "--id",
-            "auth-verifier",
-            "--article",
-            "Act §18(6)(1)",
-            "--reason",
-            "x",
-        )
-        == 2
-    )
+    assert suspend(reg, "auth-verifier", "Act §18(6)(1)", reason="x") == 2
     assert run("resume", *base) == 0
     p = Registry.load(reg).parties["both-verifier"]
     assert decide(p, **sign, now=time.time() + 1) is ALLOWED
@@ -485,22 +356,7 @@ def test_suspend_resume_end(reg: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_scheduled_suspension(reg: Path) -> None:
     since = (datetime.now(JST) + timedelta(days=1)).replace(microsecond=0).isoformat()
-    assert (
-        run(
-            "suspend",
-            "--registry",
-            str(reg),
-            "--id",
-            "sig-verifier",
-            "--article",
-            "Act §18(6)(2)",
-            "--reason",
-            "r",
-            "--since",
-            since,
-        )
-        == 0
-    )
+    assert suspend(reg, "sig-verifier", "Act §18(6)(2)", "--since", since) == 0
     p = Registry.load(reg).parties["sig-verifier"]
     assert p.state(time.time()).value == "active"
     assert p.state(time.time() + 2 * 86400).value == "suspended"
@@ -621,25 +477,11 @@ def test_old_format_is_migrated_only_with_what_it_lacks(
     assert {x["party"] for x in records} == {"late-party", "old-member", "gone"}
     assert next(x for x in records if x["party"] == "gone")["after"] is None
     assert run("verify-audit", "--registry", str(reg)) == 0
-    assert run("suspend", "--registry", str(reg), "--id", "late-party", "--article",
-               "Act §37(4)(1)", "--reason", "r") == 0  # fmt: skip
+    assert suspend(reg, "late-party", "Act §37(4)(1)") == 0
 
 
 def test_audit_chain_detects_rewriting(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert (
-        run(
-            "suspend",
-            "--registry",
-            str(reg),
-            "--id",
-            "sig-verifier",
-            "--article",
-            "Act §18(6)(1)",
-            "--reason",
-            "r",
-        )
-        == 0
-    )
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)") == 0
     audit = audit_path_for(reg)
     good = audit.read_bytes()
     assert verify_audit(audit, reg).problems == []
@@ -674,20 +516,7 @@ def test_audit_chain_detects_rewriting(reg: Path, capsys: pytest.CaptureFixture[
 def test_workers_see_a_change_by_stat(reg: Path) -> None:
     loaded = Registry.load(reg)
     assert loaded.reload_if_changed(reg) is None
-    assert (
-        run(
-            "suspend",
-            "--registry",
-            str(reg),
-            "--id",
-            "auth-verifier",
-            "--article",
-            "Act §37(4)(1)",
-            "--reason",
-            "r",
-        )
-        == 0
-    )
+    assert suspend(reg, "auth-verifier", "Act §37(4)(1)") == 0
     fresh = loaded.reload_if_changed(reg)
     assert (
         fresh is not None
@@ -731,14 +560,7 @@ def test_concurrent_changes_are_serialised(reg: Path) -> None:
                 code,
                 "registry",
                 "suspend",
-                "--registry",
-                str(reg),
-                "--id",
-                pid,
-                "--article",
-                art,
-                "--reason",
-                "r",
+                *("--registry", str(reg), "--id", pid, "--article", art, "--reason", "r"),
             ]
         )
         for pid, art in (("sig-verifier", "Act §18(6)(1)"), ("auth-verifier", "Act §37(4)(1)"))

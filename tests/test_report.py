@@ -21,7 +21,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from responder.ledger import JST, Ledger, LedgerWriter, Method, Service
+from crlbuilder.rules import JST_OFFSET
+from responder.ledger import Ledger, LedgerWriter, Method, Service
 from responder.report import (
     CSV_COLUMNS,
     Report,
@@ -49,7 +50,7 @@ CRL = Service.SIGN_CRL_FILE
 
 
 def jst(y: int, m: int, d: int) -> float:
-    return datetime(y, m, d, 12, tzinfo=UTC).timestamp() - JST
+    return datetime(y, m, d, 12, tzinfo=UTC).timestamp() - JST_OFFSET
 
 
 class Clock:

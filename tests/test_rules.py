@@ -110,6 +110,15 @@ def test_not_after_is_end_of_the_japanese_day() -> None:
     assert rules.end_of_day_utc(date(2029, 9, 15)) == datetime(2029, 9, 15, 14, 59, 59, tzinfo=UTC)
 
 
+def test_japan_days_are_cut_by_the_one_jst() -> None:
+    """The epoch-second offset (ledger days, daily quotas, synth) is derived from `rules.JST`."""
+    assert rules.JST.utcoffset(None) == timedelta(hours=9)  # no DST
+    assert rules.JST_OFFSET == 9 * 3600
+    start = int(rules.start_of_day_utc(date(2026, 4, 1)).timestamp())
+    assert (start + rules.JST_OFFSET) % 86400 == 0
+    assert (start - 1 + rules.JST_OFFSET) // 86400 == (start + rules.JST_OFFSET) // 86400 - 1
+
+
 # --- Act §12 with Ord §20: sign certificates -----------------------------------------
 
 

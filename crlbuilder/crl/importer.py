@@ -57,6 +57,7 @@ from crlbuilder.apply import register_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
+from crlbuilder.options import instant
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import StoreReader
@@ -721,16 +722,6 @@ def _entry_problem(key: bytes, previous: bytes, serial: int, reason: int) -> NoR
 # ---------------------------------------------------------------------------
 
 
-def _as_of(text: str) -> datetime:
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-04-01T00:00:00+09:00")
-    return t
-
-
 def add_cli(subparsers: Any) -> None:
     """Register ``import-crl`` on an argparse subparsers object; the handler is ``args.func(args) -> int``."""
     p = subparsers.add_parser(
@@ -750,7 +741,7 @@ def add_cli(subparsers: Any) -> None:
         "--token-file", type=Path, help="file holding a bearer token sent to http(s) sources"
     )
     p.add_argument("--force", action="store_true", help="import a CRL whose nextUpdate has passed")
-    p.add_argument("--as-of", type=_as_of, help="the current time (default now), for tests")
+    p.add_argument("--as-of", type=instant, help="the current time (default now), for tests")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP fetch")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="CRL file (DER) or http(s) URL")
     p.set_defaults(func=run_import)

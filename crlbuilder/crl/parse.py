@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ObjectIdentifier, SignatureAlgorithmOID
 
-from crlbuilder.der import der_length
+from crlbuilder.der import DerError, der_header, der_length
 
 __all__ = ["CrlError", "ParsedCrl", "parse_crl", "verify_crl_signature"]
 
@@ -90,34 +90,18 @@ _HASHES: Final[dict[ObjectIdentifier, tuple[hashes.HashAlgorithm, bool]]] = {
 
 
 def _header(d: bytes, p: int, end: int, what: str) -> tuple[int, int, int]:
-    """Read the TLV header at ``p``; return (tag, content start, content end)."""
-    if p + 2 > end:
-        raise CrlError(f"truncated DER: {what} at offset {p} runs past the end of its container")
-    tag = d[p]
-    if tag & 0x1F == 0x1F:
-        raise CrlError(f"bad DER: multi-byte tag at offset {p} ({what})")
-    n = d[p + 1]
-    p += 2
-    if n & 0x80:
-        count = n & 0x7F
-        if count == 0:
-            raise CrlError(f"bad DER: indefinite length at offset {p - 2} ({what})")
-        if count > 4:
-            raise CrlError(f"bad DER: length of {count} octets at offset {p - 2} ({what})")
-        if p + count > end:
-            raise CrlError(f"truncated DER: length of {what} at offset {p - 2}")
-        n = int.from_bytes(d[p : p + count], "big")
-        if n < 0x80 or n >> (8 * (count - 1)) == 0:
-            raise CrlError(f"bad DER: non-minimal length at offset {p - 2} ({what})")
-        p += count
-    stop = p + n
-    if stop > end:
-        raise CrlError(f"truncated DER: {what} at offset {p} needs {n} octets, {end - p} remain")
-    return tag, p, stop
+    """Read the TLV header at ``p`` (`der_header`); return (tag, content start, content end)."""
+    try:
+        return der_header(d, p, end)
+    except DerError as exc:
+        raise CrlError(f"bad DER: {exc} ({what})") from None
 
 
 def _expect(d: bytes, p: int, end: int, tag: int, what: str) -> tuple[int, int]:
-    got, start, stop = _header(d, p, end, what)
+    try:
+        got, start, stop = der_header(d, p, end)
+    except DerError as exc:
+        raise CrlError(f"bad DER: {exc} ({what})") from None
     if got != tag:
         raise CrlError(
             f"bad DER: expected {what} (tag {tag:#04x}) at offset {p}, found tag {got:#04x}"

@@ -95,28 +95,22 @@ def ee_subject(family: Family, serial: int) -> x509.Name:
     )
 
 
-_SIGN_USAGE: Final = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=True,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
-_AUTH_USAGE: Final = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+_KEY_USAGE_BITS: Final = (
+    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+)  # fmt: skip
+
+
+def key_usage(*bits: str) -> x509.KeyUsage:
+    """The keyUsage extension (RFC 5280 §4.2.1.3) with exactly ``bits`` set."""
+    unknown = set(bits) - set(_KEY_USAGE_BITS)
+    if unknown:
+        raise ValueError(f"not keyUsage bits: {sorted(unknown)}")
+    return x509.KeyUsage(**{b: b in bits for b in _KEY_USAGE_BITS})
+
+
+_SIGN_USAGE: Final = key_usage("digital_signature", "content_commitment")
+_AUTH_USAGE: Final = key_usage("digital_signature")
 
 
 def build_ee_cert(

@@ -33,7 +33,7 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from crlbuilder.demo.certprofile import key_usage
 from crlbuilder.manifest import (
     MANIFEST_NAME,
     IssuerFiles,
@@ -52,6 +53,7 @@ from crlbuilder.manifest import (
     load_manifest,
 )
 from crlbuilder.model import Family
+from crlbuilder.rules import JST
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -78,12 +80,10 @@ MIN_KEY_SIZE: Final = 2048
 
 DEFAULT_BASE_URL: Final = "http://127.0.0.1:8080"
 
-_JST: Final = timezone(timedelta(hours=9), "JST")
-
-FIRST_GENERATION_START: Final = datetime(2015, 1, 1, tzinfo=_JST).astimezone(UTC)
+FIRST_GENERATION_START: Final = datetime(2015, 1, 1, tzinfo=JST).astimezone(UTC)
 """notBefore of every first-generation CA: before the synthetic population's first issuance."""
 
-ROLLOVER: Final = datetime(2021, 4, 1, tzinfo=_JST).astimezone(UTC)
+ROLLOVER: Final = datetime(2021, 4, 1, tzinfo=JST).astimezone(UTC)
 """notBefore of ``sign-card-g2``: from this instant the sign-card family issues from G2."""
 
 CA_LIFETIME: Final = timedelta(days=30 * 365)
@@ -227,42 +227,8 @@ def load_ca_certificate(manifest: Manifest, issuer: IssuerFiles) -> x509.Certifi
 # Certificates
 # ---------------------------------------------------------------------------
 
-_CRL_ONLY_USAGE: Final = x509.KeyUsage(
-    digital_signature=False,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
-_CA_USAGE: Final = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
-
-
-def _usage(*, digital_signature: bool = True, key_encipherment: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=digital_signature,
-        content_commitment=False,
-        key_encipherment=key_encipherment,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+_CRL_ONLY_USAGE: Final = key_usage("crl_sign")
+_CA_USAGE: Final = key_usage("digital_signature", "key_cert_sign", "crl_sign")
 
 
 def _self_signed_ca(
@@ -416,7 +382,7 @@ def init_pki(
             subject=_name(f"JPKI {family.value} CA G{generation} OCSP signer"),
             not_before=short_start,
             not_after=now + OCSP_SIGNER_LIFETIME,
-            usage=_usage(),
+            usage=key_usage("digital_signature"),
             eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
             extra=[x509.OCSPNoCheck()],
         )
@@ -469,7 +435,7 @@ def init_pki(
         subject=_name("localhost"),
         not_before=short_start,
         not_after=now + TLS_LIFETIME,
-        usage=_usage(key_encipherment=True),
+        usage=key_usage("digital_signature", "key_encipherment"),
         eku=[ExtendedKeyUsageOID.SERVER_AUTH],
         extra=[
             x509.SubjectAlternativeName(
@@ -492,7 +458,7 @@ def init_pki(
         subject=_name("jpki-va demo group relay responder"),
         not_before=short_start,
         not_after=now + TLS_LIFETIME,
-        usage=_usage(),
+        usage=key_usage("digital_signature"),
         eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
         extra=[x509.OCSPNoCheck()],
     )
@@ -509,7 +475,7 @@ def init_pki(
             subject=_name(party.id, f"{ORGANIZATION} parties"),
             not_before=short_start,
             not_after=now + TLS_LIFETIME,
-            usage=_usage(),
+            usage=key_usage("digital_signature"),
             eku=[ExtendedKeyUsageOID.CLIENT_AUTH],
             extra=[
                 x509.SubjectAlternativeName(

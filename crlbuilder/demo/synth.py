@@ -112,6 +112,7 @@ from crlbuilder.model import (
     RevocationRequest,
     Sex,
 )
+from crlbuilder.options import instant
 
 __all__ = [
     "COMPROMISE_AT",
@@ -128,7 +129,6 @@ __all__ = [
 ]
 
 DAY: Final = 86400
-_JST_OFFSET: Final = 9 * 3600
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 YEAR: Final = 365.2425 * DAY
 
@@ -153,48 +153,20 @@ SIGN_SHARE: Final = 0.92
 CHUNK: Final = 2000
 """Holders simulated between two writes of the slice buffers."""
 
-CASES: Final[dict[Family, tuple[str, ...]]] = {
-    Family.SIGN_CARD: (
-        "good",
-        "expired",
-        "revoked:request",
-        "revoked:resident-change",
-        "revoked:recording-error",
-        "revoked:ca-compromise",
-        "never-issued",
-    ),
-    Family.SIGN_MOBILE: (
-        "good",
-        "expired",
-        "revoked:request",
-        "revoked:recording-error",
-        "revoked:ca-compromise",
-        "revoked:card-cascade",
-        "never-issued",
-    ),
-    Family.AUTH_CARD: (
-        "good",
-        "expired",
-        "revoked:request",
-        "revoked:resident-change",
-        "revoked:move-out-30-days",
-        "revoked:recording-error",
-        "revoked:ca-compromise",
-        "never-issued",
-    ),
-    Family.AUTH_MOBILE: (
-        "good",
-        "expired",
-        "revoked:request",
-        "revoked:recording-error",
-        "revoked:ca-compromise",
-        "revoked:card-cascade",
-        "never-issued",
-    ),
-}
-"""Every sample case per family (ca-compromise occurs only for the compromised generation)."""
-
 CASE_30_DAYS: Final = "move-out-30-days"
+
+
+def _cases(family: Family) -> tuple[str, ...]:
+    """Good, expired, revoked under each category of the family, never issued. An auth card
+    has the 30-days-after-the-planned-move-out lapse beside resident change (Act §31(2))."""
+    revoked = [f"revoked:{c.value}" for c in Category if c.applies_to(family)]
+    if family is Family.AUTH_CARD:
+        revoked.insert(revoked.index("revoked:resident-change") + 1, f"revoked:{CASE_30_DAYS}")
+    return ("good", "expired", *revoked, "never-issued")
+
+
+CASES: Final[dict[Family, tuple[str, ...]]] = {f: _cases(f) for f in Family}
+"""Every sample case per family (ca-compromise occurs only for the compromised generation)."""
 
 
 class SynthError(Exception):
@@ -208,12 +180,12 @@ class SynthError(Exception):
 
 def _jday(t: int) -> date:
     """The JST calendar day of an epoch second."""
-    return date.fromordinal((t + _JST_OFFSET) // DAY + _EPOCH_ORDINAL)
+    return date.fromordinal((t + rules.JST_OFFSET) // DAY + _EPOCH_ORDINAL)
 
 
 def _day_start(d: date) -> int:
     """00:00:00 JST of ``d`` in epoch seconds (= `rules.start_of_day_utc`)."""
-    return (d.toordinal() - _EPOCH_ORDINAL) * DAY - _JST_OFFSET
+    return (d.toordinal() - _EPOCH_ORDINAL) * DAY - rules.JST_OFFSET
 
 
 def _day_end(d: date) -> int:
@@ -1811,18 +1783,6 @@ def _write_samples(
 # ---------------------------------------------------------------------------
 
 
-def _parse_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            "the time must carry a timezone, e.g. 2026-04-01T00:00:00Z"
-        )
-    return value
-
-
 def add_cli(subparsers: Any) -> None:
     """Register ``synth`` on an argparse subparsers object; the handler is ``args.func(args) -> int``."""
     p = subparsers.add_parser(
@@ -1836,7 +1796,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument(
         "--as-of",
-        type=_parse_time,
+        type=instant,
         default=None,
         help="end of the simulation, RFC 3339 (default: now, to the second)",
     )

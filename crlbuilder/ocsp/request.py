@@ -57,6 +57,7 @@ import binascii
 from typing import Final, NamedTuple
 from urllib.parse import unquote
 
+from crlbuilder.der import DerError, der_header
 from crlbuilder.ocsp.response import ResponseStatus
 
 
@@ -142,31 +143,6 @@ _HASH_ALGS: Final = {
 _HASH_OIDS: Final = frozenset({bytes.fromhex("2b0e03021a"), bytes.fromhex("608648016503040201")})
 
 
-def _hdr(d: bytes, i: int, end: int) -> tuple[int, int, int]:
-    """Read the TLV header at ``i``: (tag, content start, content end) within ``end``."""
-    if i + 2 > end:
-        raise RequestError("truncated")
-    tag = d[i]
-    n = d[i + 1]
-    i += 2
-    if tag & 0x1F == 0x1F:
-        raise RequestError("unexpected tag")
-    if n >= 0x80:
-        count = n & 0x7F
-        if count == 0 or count > 4:
-            raise RequestError("unsupported length")
-        if i + count > end:
-            raise RequestError("truncated")
-        n = int.from_bytes(d[i : i + count], "big")
-        if n < 0x80 or n >> (8 * (count - 1)) == 0:
-            raise RequestError("non-minimal length")
-        i += count
-    e = i + n
-    if e > end:
-        raise RequestError("truncated")
-    return tag, i, e
-
-
 def _oid_str(content: bytes) -> str:
     """The dotted form of OBJECT IDENTIFIER content octets (validated)."""
     if not content or content[-1] & 0x80:
@@ -200,11 +176,11 @@ def _integer(d: bytes, i: int, e: int) -> int:
 
 def _algorithm(d: bytes, i: int, e: int) -> bytes:
     """Check an AlgorithmIdentifier whose content is d[i:e]; return its OID content."""
-    tag, oi, oe = _hdr(d, i, e)
+    tag, oi, oe = der_header(d, i, e)
     if tag != 0x06:
         raise RequestError("bad algorithm identifier")
     if oe < e:
-        _, _, pe = _hdr(d, oe, e)
+        _, _, pe = der_header(d, oe, e)
         if pe != e:
             raise RequestError("bad algorithm identifier")
     return d[oi:oe]
@@ -218,17 +194,17 @@ def _extensions(
     Returns the nonce (when ``max_nonce`` > 0, i.e. request extensions) and
     the dotted OIDs of ignored non-critical extensions.
     """
-    tag, p, xe = _hdr(d, i, e)
+    tag, p, xe = der_header(d, i, e)
     if tag != 0x30 or xe != e:
         raise RequestError("bad extensions")
     nonce: bytes | None = None
     unknown: list[str] = []
     seen: set[bytes] = set()
     while p < xe:
-        tag, ei, ee = _hdr(d, p, xe)
+        tag, ei, ee = der_header(d, p, xe)
         if tag != 0x30:
             raise RequestError("bad extension")
-        tag, oi, oe = _hdr(d, ei, ee)
+        tag, oi, oe = der_header(d, ei, ee)
         if tag != 0x06:
             raise RequestError("bad extension")
         oid = d[oi:oe]
@@ -236,16 +212,16 @@ def _extensions(
             raise RequestError("duplicate extension")
         seen.add(oid)
         critical = False
-        tag, vi, ve = _hdr(d, oe, ee)
+        tag, vi, ve = der_header(d, oe, ee)
         if tag == 0x01:
             if ve - vi != 1:
                 raise RequestError("bad extension")
             critical = d[vi] != 0
-            tag, vi, ve = _hdr(d, ve, ee)
+            tag, vi, ve = der_header(d, ve, ee)
         if tag != 0x04 or ve != ee:
             raise RequestError("bad extension")
         if max_nonce and oid == _OID_NONCE:
-            tag, ni, ne = _hdr(d, vi, ve)
+            tag, ni, ne = der_header(d, vi, ve)
             if tag != 0x04 or ne != ve:
                 raise RequestError("bad nonce")
             if ni == ne or ne - ni > max_nonce:
@@ -262,26 +238,26 @@ def _extensions(
 
 def _signature(d: bytes, i: int, e: int, tbs: bytes) -> RequestSignature:
     """Walk the [0] EXPLICIT Signature whose content is d[i:e]."""
-    tag, si, se = _hdr(d, i, e)
+    tag, si, se = der_header(d, i, e)
     if tag != 0x30 or se != e:
         raise RequestError("bad signature")
-    tag, ai, ae = _hdr(d, si, se)
+    tag, ai, ae = der_header(d, si, se)
     if tag != 0x30:
         raise RequestError("bad signature algorithm")
     oid = _oid_str(_algorithm(d, ai, ae))
-    tag, bi, be = _hdr(d, ae, se)
+    tag, bi, be = der_header(d, ae, se)
     if tag != 0x03 or bi == be or d[bi] != 0:
         raise RequestError("bad signature value")
     certs: list[bytes] = []
     if be < se:
-        tag, ci, ce = _hdr(d, be, se)
+        tag, ci, ce = der_header(d, be, se)
         if tag != 0xA0 or ce != se:
             raise RequestError("bad signature certs")
-        tag, p, le = _hdr(d, ci, ce)
+        tag, p, le = der_header(d, ci, ce)
         if tag != 0x30 or le != ce:
             raise RequestError("bad signature certs")
         while p < le:
-            tag, _, xe = _hdr(d, p, le)
+            tag, _, xe = der_header(d, p, le)
             if tag != 0x30:
                 raise RequestError("bad signature certs")
             certs.append(d[p:xe])
@@ -290,31 +266,31 @@ def _signature(d: bytes, i: int, e: int, tbs: bytes) -> RequestSignature:
 
 
 def _parse(d: bytes, max_certids: int, max_nonce: int) -> OcspRequest:
-    """The walker proper: raises only RequestError on well-typed arguments."""
+    """The walker proper: raises only RequestError or DerError (a bad header) on well-typed arguments."""
     n = len(d)
-    tag, i, end = _hdr(d, 0, n)
+    tag, i, end = der_header(d, 0, n)
     if tag != 0x30:
         raise RequestError("not an OCSPRequest")
     if end != n:
         raise RequestError("trailing data")
     # TBSRequest
     tbs_start = i
-    tag, i, tend = _hdr(d, i, end)
+    tag, i, tend = der_header(d, i, end)
     if tag != 0x30:
         raise RequestError("bad tbsRequest")
-    tag, ci, ce = _hdr(d, i, tend)
+    tag, ci, ce = der_header(d, i, tend)
     if tag == 0xA0:  # version [0] EXPLICIT, DEFAULT v1: accept an explicit v1 (0)
-        tag, vi, ve = _hdr(d, ci, ce)
+        tag, vi, ve = der_header(d, ci, ce)
         if tag != 0x02 or ve != ce or _integer(d, vi, ve) != 0:
             raise RequestError("unsupported version")
-        tag, ci, ce = _hdr(d, ce, tend)
+        tag, ci, ce = der_header(d, ce, tend)
     requestor: bytes | None = None
     if tag == 0xA1:  # requestorName [1] EXPLICIT GeneralName
-        tag, _, ge = _hdr(d, ci, ce)
+        tag, _, ge = der_header(d, ci, ce)
         if ge != ce or not (0x80 <= tag <= 0x88 or 0xA0 <= tag <= 0xA8):
             raise RequestError("bad requestorName")
         requestor = d[ci:ce]
-        tag, ci, ce = _hdr(d, ce, tend)
+        tag, ci, ce = der_header(d, ce, tend)
     if tag != 0x30:
         raise RequestError("bad requestList")
     # requestList: SEQUENCE OF Request { CertID, [0] EXPLICIT Extensions OPTIONAL }
@@ -324,10 +300,10 @@ def _parse(d: bytes, max_certids: int, max_nonce: int) -> OcspRequest:
     while p < ce:
         if len(cert_ids) >= max_certids:
             raise RequestError("too many CertIDs")
-        tag, ri, re_ = _hdr(d, p, ce)
+        tag, ri, re_ = der_header(d, p, ce)
         if tag != 0x30:
             raise RequestError("bad Request")
-        tag, ki, ke = _hdr(d, ri, re_)
+        tag, ki, ke = der_header(d, ri, re_)
         if tag != 0x30:
             raise RequestError("bad CertID")
         # Fast path: a known hashAlgorithm fixes the layout of the two hashes.
@@ -343,24 +319,24 @@ def _parse(d: bytes, max_certids: int, max_nonce: int) -> OcspRequest:
             if ye > ke or d[ae] != 4 or d[ae + 1] != size or d[he] != 4 or d[he + 1] != size:
                 raise RequestError("bad CertID hashes")
         else:
-            tag, ai, ae = _hdr(d, ki, ke)
+            tag, ai, ae = der_header(d, ki, ke)
             if tag != 0x30:
                 raise RequestError("bad hashAlgorithm")
             oid = _algorithm(d, ai, ae)
             if oid in _HASH_OIDS:
                 raise RequestError("bad hashAlgorithm parameters")
             alg = _oid_str(oid)
-            tag, hi, he = _hdr(d, ae, ke)
+            tag, hi, he = der_header(d, ae, ke)
             if tag != 0x04:
                 raise RequestError("bad issuerNameHash")
-            tag, yi, ye = _hdr(d, he, ke)
+            tag, yi, ye = der_header(d, he, ke)
             if tag != 0x04:
                 raise RequestError("bad issuerKeyHash")
-        tag, si, se = _hdr(d, ye, ke)
+        tag, si, se = der_header(d, ye, ke)
         if tag != 0x02 or se != ke:
             raise RequestError("bad serialNumber")
         if ke != re_:
-            tag, xi, xe = _hdr(d, ke, re_)
+            tag, xi, xe = der_header(d, ke, re_)
             if tag != 0xA0 or xe != re_:
                 raise RequestError("bad singleRequestExtensions")
             _extensions(d, xi, xe, _SINGLE_REQUEST_EXTENSIONS, 0)
@@ -371,14 +347,14 @@ def _parse(d: bytes, max_certids: int, max_nonce: int) -> OcspRequest:
     nonce: bytes | None = None
     unknown: tuple[str, ...] = ()
     if ce < tend:  # requestExtensions [2] EXPLICIT Extensions
-        tag, xi, xe = _hdr(d, ce, tend)
+        tag, xi, xe = der_header(d, ce, tend)
         if tag != 0xA2 or xe != tend:
             raise RequestError("bad requestExtensions")
         nonce, found = _extensions(d, xi, xe, _REQUEST_EXTENSIONS, max_nonce)
         unknown = tuple(found)
     signature: RequestSignature | None = None
     if tend < end:  # optionalSignature [0] EXPLICIT Signature
-        tag, gi, ge = _hdr(d, tend, end)
+        tag, gi, ge = der_header(d, tend, end)
         if tag != 0xA0 or ge != end:
             raise RequestError("bad optionalSignature")
         signature = _signature(d, gi, ge, d[tbs_start:tend])
@@ -437,6 +413,8 @@ def parse_request(der: bytes, *, max_certids: int, max_nonce: int = 128) -> Ocsp
         return _canonical(d) or _parse(d, max_certids, max_nonce)
     except RequestError:
         raise
+    except DerError as exc:  # a TLV header that is not DER: its fixed reason
+        raise RequestError(exc.reason) from None
     except Exception as exc:  # defence in depth: the walker is fuzzed not to get here
         raise RequestError("undecodable") from exc
 

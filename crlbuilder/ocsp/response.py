@@ -43,6 +43,21 @@ from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.der import der_length
 from crlbuilder.keys.signer import Signer
+from crlbuilder.model import CertStatus
+
+__all__ = [  # CertStatus is crlbuilder.model's (the one status set), named here as SingleAnswer's
+    "HASH_ALGORITHM_DER",
+    "OID_BASIC_DER",
+    "OID_NONCE_DER",
+    "CertStatus",
+    "ResponseSigner",
+    "ResponseStatus",
+    "SingleAnswer",
+    "cert_id_der",
+    "der_integer",
+    "error_response",
+    "issuer_hashes",
+]
 
 
 class ResponseStatus(enum.IntEnum):
@@ -56,26 +71,19 @@ class ResponseStatus(enum.IntEnum):
     UNAUTHORIZED = 6
 
 
-class CertStatus(enum.IntEnum):
-    """CertStatus choice of a SingleResponse (RFC 6960 §4.2.1)."""
-
-    GOOD = 0
-    REVOKED = 1
-    UNKNOWN = 2
-
-
 class SingleAnswer(NamedTuple):
     """One SingleResponse to encode.
 
     ``cert_id_der`` is the complete DER of the CertID to echo (the request's
     own bytes for a fresh answer, `cert_id_der` for a pre-signed one);
-    ``status`` a `CertStatus` value; ``revoked_at`` the revocationTime in
+    ``status`` the `CertStatus` (encoded as the CHOICE [0], [1] or [2] of
+    RFC 6960 §4.2.1); ``revoked_at`` the revocationTime in
     seconds since the epoch (revoked only); ``reason`` the RFC 5280 CRLReason
     (revoked only; ``None`` or 0 leaves revocationReason out).
     """
 
     cert_id_der: bytes
-    status: int
+    status: CertStatus
     revoked_at: int = 0
     reason: int | None = None
 
@@ -130,8 +138,11 @@ _HASH_LENGTH: Final = {"sha1": 20, "sha256": 32}
 # CRLReason values of RFC 5280 §5.3.1 (7 is unused); 0 is never encoded (see module doc).
 _REASON_DER: Final = {r: b"\xa0\x03\x0a\x01" + bytes((r,)) for r in (1, 2, 3, 4, 5, 6, 8, 9, 10)}
 
-_GOOD: Final = b"\x80\x00"
-_UNKNOWN: Final = b"\x82\x00"
+_GOOD: Final = b"\x80\x00"  # good [0] IMPLICIT NULL
+_UNKNOWN: Final = b"\x82\x00"  # unknown [2] IMPLICIT UnknownInfo (NULL)
+_IS_GOOD: Final = CertStatus.GOOD
+_IS_REVOKED: Final = CertStatus.REVOKED
+_IS_UNKNOWN: Final = CertStatus.UNKNOWN
 _NEXT_UPDATE_TAG: Final = b"\xa0\x11"
 
 _ERROR_RESPONSES: Final[dict[int, bytes]] = {
@@ -202,9 +213,9 @@ def issuer_hashes(issuer_cert: x509.Certificate, hash_alg: str) -> tuple[bytes, 
 
 def _single_response(answer: SingleAnswer, times: bytes) -> bytes:
     status = answer.status
-    if status == 0:
+    if status is _IS_GOOD:
         cert_status = _GOOD
-    elif status == 1:
+    elif status is _IS_REVOKED:
         reason = answer.reason
         info = _gt(answer.revoked_at)
         if reason:
@@ -213,7 +224,7 @@ def _single_response(answer: SingleAnswer, times: bytes) -> bytes:
             except KeyError:
                 raise ValueError(f"not a CRLReason: {reason!r}") from None
         cert_status = b"\xa1" + der_length(len(info)) + info
-    elif status == 2:
+    elif status is _IS_UNKNOWN:
         cert_status = _UNKNOWN
     else:
         raise ValueError(f"not a CertStatus: {status!r}")

@@ -7,7 +7,7 @@ law makes the 機構 know about a recipient:
 - the notification (届出, Act §17(1),(5), §36(1); Ord §30, §32, §61): name,
   address, representative, the office receiving the data, the provision start
   date, and for a group the range of its members (署名確認者の範囲);
-- its titles: 署名検証者 with its Act §17(1) category (1..6), 団体署名検証者
+- its titles: 署名検証者 with its Act §17(1) item (1..6, field ``category``), 団体署名検証者
   with its Act §17(5) kind (1, 2) and member range, 利用者証明検証者,
   特定利用者証明検証者 (approved under Act §38-2), or 署名確認者 (a member of a
   group, answered by its group only, Act §20(1));

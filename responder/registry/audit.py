@@ -57,6 +57,17 @@ def audit_path_for(registry: Path) -> Path:
     return registry.with_name(registry.stem + ".audit.jsonl")
 
 
+def write_synced(fd: int, data: bytes | bytearray) -> None:
+    """Write all of ``data`` to ``fd``, fsync it, close it (the registry and its audit log)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
@@ -122,14 +133,7 @@ def append_audit(
         )
         out += line + b"\n"
         prev = _line_hash(line)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        view = memoryview(out)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), out)
 
 
 @dataclass

@@ -68,12 +68,15 @@ from typing import Any, Final
 import msgspec
 
 from crlbuilder.model import Family
+from crlbuilder.options import instant, run_command
+from crlbuilder.rules import JST
 from responder.registry.audit import (
     AuditError,
     _redacted,
     append_audit,
     audit_path_for,
     verify_audit,
+    write_synced,
 )
 from responder.registry.demo import (
     registry_from_manifest,
@@ -82,7 +85,6 @@ from responder.registry.lookup import (
     Registry,
 )
 from responder.registry.party import (
-    JST,
     CredentialInfo,
     Party,
 )
@@ -138,13 +140,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(fd, data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -290,16 +286,14 @@ def _date(value: str) -> date:
 
 
 def _instant(value: str) -> datetime:
-    """An ISO datetime with an offset, or a date (midnight, Japan time)."""
-    try:
-        if len(value) == 10:
+    """A date (its 00:00 Japan time: the registry's days are Japan days), or a time with an
+    offset as every command-line time (`crlbuilder.options.instant`, which words the refusal)."""
+    if len(value) == 10:
+        try:
             return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=JST)
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a date or an ISO datetime") from None
-    if dt.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{value!r} needs an offset, e.g. +09:00")
-    return dt
+        except ValueError:
+            pass
+    return instant(value)
 
 
 def _now_jst(now: float) -> datetime:
@@ -489,13 +483,18 @@ def _party_from_file(path: Path, party_id: str | None) -> dict[str, Any]:
     return data
 
 
-def parse_registry_or_table(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The tables of the TOML file ``path``; CommandError when unreadable or not TOML."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:
         raise CommandError(f"{path}: cannot read: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise CommandError(f"{path}: not valid TOML: {e}") from None
+
+
+def parse_registry_or_table(path: Path) -> dict[str, Any]:
+    raw = _read_toml(path)
     parties = raw.get("party")
     if isinstance(parties, list):
         if len(parties) != 1 or not isinstance(parties[0], dict):
@@ -585,19 +584,31 @@ def _existing(data: RegistryFile, pid: str) -> PartyEntry:
     return entry
 
 
-def _replace_entry(data: RegistryFile, old: PartyEntry, new: PartyEntry) -> RegistryFile:
-    data.parties[data.parties.index(old)] = new
-    return data
-
-
-def cmd_suspend(args: argparse.Namespace) -> int:
+def _edit_party(
+    args: argparse.Namespace,
+    action: str,
+    done: str,
+    edit: Callable[[PartyEntry, dict[str, Any]], None],
+) -> int:
+    """Change party ``args.id``: ``edit`` gets its entry and rewrites its builtins in place;
+    the result is checked in full, written and audited as ``action``, reported as ``done``."""
     path = _registry_path(args)
 
     def mutate(data: RegistryFile) -> RegistryFile:
         e = _existing(data, args.id)
+        d = entry_to_builtins(e)
+        edit(e, d)
+        data.parties[data.parties.index(e)] = _to_entry(d, str(path))
+        return data
+
+    _report(change(path, mutate, action=action, actor=args.actor, audit=args.audit), path, done)
+    return 0
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    def edit(e: PartyEntry, d: dict[str, Any]) -> None:
         if e.ended is not None:
             raise CommandError(f"party {args.id!r} has ended")
-        d = entry_to_builtins(e)
         susp: dict[str, Any] = {
             "article": args.article,
             "since": args.since or _now_jst(time.time()),
@@ -606,23 +617,13 @@ def cmd_suspend(args: argparse.Namespace) -> int:
         if args.carry_over:
             susp["carry_over"] = True
         d["suspension"] = [*d.get("suspension", []), susp]
-        return _replace_entry(data, e, _to_entry(d, str(path)))
 
-    _report(
-        change(path, mutate, action="suspend", actor=args.actor, audit=args.audit),
-        path,
-        "suspended",
-    )
-    return 0
+    return _edit_party(args, "suspend", "suspended", edit)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    path = _registry_path(args)
-
-    def mutate(data: RegistryFile) -> RegistryFile:
-        e = _existing(data, args.id)
+    def edit(_: PartyEntry, d: dict[str, Any]) -> None:
         at = args.at or _now_jst(time.time())
-        d = entry_to_builtins(e)
         hits = 0
         kept: list[dict[str, Any]] = []
         for s in d.get("suspension", []):
@@ -638,29 +639,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"party {args.id!r}: no suspension in force{' under ' + args.article if args.article else ''}"
             )
-        return _replace_entry(data, e, _to_entry(d, str(path)))
 
-    _report(
-        change(path, mutate, action="resume", actor=args.actor, audit=args.audit), path, "resumed"
-    )
-    return 0
+    return _edit_party(args, "resume", "resumed", edit)
 
 
 def cmd_end(args: argparse.Namespace) -> int:
-    path = _registry_path(args)
-
-    def mutate(data: RegistryFile) -> RegistryFile:
-        e = _existing(data, args.id)
+    def edit(e: PartyEntry, d: dict[str, Any]) -> None:
         if e.ended is not None:
             raise CommandError(f"party {args.id!r} has already ended")
-        d = entry_to_builtins(e)
         d["ended"] = {"at": args.at or _now_jst(time.time()), "reason": args.reason}
         if args.article:
             d["ended"]["article"] = args.article
-        return _replace_entry(data, e, _to_entry(d, str(path)))
 
-    _report(change(path, mutate, action="end", actor=args.actor, audit=args.audit), path, "ended")
-    return 0
+    return _edit_party(args, "end", "ended", edit)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -732,12 +723,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _details(path: Path) -> dict[str, dict[str, Any]]:
     """The ``[[party]]`` tables of a --details file, by id."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CommandError(f"{path}: cannot read: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise CommandError(f"{path}: not valid TOML: {e}") from None
+    raw = _read_toml(path)
     parties = raw.get("party")
     if not isinstance(parties, list) or not all(
         isinstance(p, dict) and isinstance(p.get("id"), str) for p in parties
@@ -1189,9 +1175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="responder")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_cli(sub)
-    args = parser.parse_args(argv)
-    rc: int = args.func(args)
-    return rc
+    return run_command(parser, argv)
 
 
 if __name__ == "__main__":

@@ -9,23 +9,20 @@ from __future__ import annotations
 import enum
 import math
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from datetime import time as dtime
-from typing import Final
 
 import msgspec
 
 from crlbuilder.der import der_length
 from crlbuilder.model import Family
+from crlbuilder.rules import JST
 from responder.registry.vocabulary import (
     AuthMethod,
     Method,
     Service,
     Title,
 )
-
-JST: Final = timezone(timedelta(hours=9), "JST")
-
 
 # --- what the workers use --------------------------------------------------------------
 

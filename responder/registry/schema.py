@@ -34,7 +34,10 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Aware = Annotated[datetime, msgspec.Meta(tz=True)]
-Category = Annotated[int, msgspec.Meta(ge=1, le=6)]
+VerifierItem = Annotated[int, msgspec.Meta(ge=1, le=6)]
+"""The Act §17(1) item (第十七条第一項各号, 1 行政機関等 ... 6 主務大臣認定) a 署名検証者 or
+利用者証明検証者 falls under: the registry's ``category`` field. Not the revocation category
+(失効事由, `crlbuilder.model.Category`)."""
 
 
 class _Table(
@@ -64,7 +67,7 @@ class SignatureVerifierTitle(
     """署名検証者 (Act §17(1), (4))."""
 
     TITLE: ClassVar[Title] = Title.SIGNATURE_VERIFIER
-    category: Category
+    category: VerifierItem
     """The Act §17(1) item the party falls under (1 行政機関等 ... 6 主務大臣認定)."""
     certified_until: date | None = None
     """Items 5 and 6: the last day of the current certification (認定, renewed, Act §17(2))."""
@@ -97,7 +100,7 @@ class UserVerifierTitle(_Table, frozen=True, kw_only=True, tag_field="kind", tag
     """利用者証明検証者 (Act §36): one of the Act §17(1) items."""
 
     TITLE: ClassVar[Title] = Title.USER_VERIFIER
-    category: Category
+    category: VerifierItem
     certified_until: date | None = None
 
 

@@ -1,0 +1,97 @@
+"""crlbuilder.options: the one command-line time parser and the one ConfigError of both binaries."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from crlbuilder import cli as crlbuilder_cli
+from crlbuilder import config as crlbuilder_config
+from crlbuilder.options import ConfigError, instant
+from crlbuilder.rules import JST
+from responder import cli as responder_cli
+from responder import config as responder_config
+
+
+def test_instant_reads_an_offset_or_z() -> None:
+    assert instant("2026-04-01T00:00:00+09:00") == datetime(2026, 4, 1, tzinfo=JST)
+    assert instant("2026-03-31T15:00:00Z") == datetime(2026, 3, 31, 15, tzinfo=UTC)
+    assert instant("2026-04-01T00:00:00-05:00").utcoffset() == timedelta(hours=-5)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("2026-04-01T00:00:00", "has no UTC offset"),  # the machine's zone would be a guess
+        ("2026-04-01", "has no UTC offset"),
+        ("yesterday", "is not an ISO 8601 time"),
+        ("", "is not an ISO 8601 time"),
+    ],
+)
+def test_instant_refuses_naming_the_text(text: str, problem: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError) as err:
+        instant(text)
+    assert str(err.value).startswith(f"{text!r} {problem}")
+    assert "2026-04-01T00:00:00+09:00" in str(err.value)  # the form wanted
+
+
+NAIVE = "2026-04-01T00:00:00"
+TIME_FLAGS: list[tuple[Callable[[], argparse.ArgumentParser], list[str]]] = [
+    (crlbuilder_cli.parser, ["build", "--as-of", NAIVE]),
+    (crlbuilder_cli.parser, ["import-crl", "--store", "s", "--pki", "p", "--as-of", NAIVE, "x"]),
+    (
+        crlbuilder_cli.parser,
+        ["synth", "--pki", "p", "--holders", "1", "--out", "o", "--as-of", NAIVE],
+    ),
+    (responder_cli.parser, ["registry", "resume", "--id", "p", "--at", NAIVE]),
+    (
+        responder_cli.parser,
+        ["registry", "suspend", "--id", "p", "--article", "a", "--reason", "r", "--since", NAIVE],
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "argv"), TIME_FLAGS, ids=[" ".join(a[:2]) for _, a in TIME_FLAGS])
+def test_every_time_flag_refuses_a_naive_time_alike(
+    make: Callable[[], argparse.ArgumentParser], argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        make().parse_args(argv)
+    assert exit_.value.code == 2
+    assert f"{NAIVE!r} has no UTC offset: give one, e.g. 2026-04-01T00:00:00+09:00" in (
+        capsys.readouterr().err
+    )
+
+
+def test_registry_flags_also_take_a_japan_day() -> None:
+    args = responder_cli.parser().parse_args(
+        ["registry", "resume", "--id", "p", "--at", "2026-04-01"]
+    )
+    assert args.at == datetime(2026, 4, 1, tzinfo=timezone(timedelta(hours=9)))
+    assert args.at.tzinfo is JST
+
+
+def test_both_configurations_refuse_with_the_one_config_error(tmp_path: Path) -> None:
+    """crlbuilder's and the responder's configuration errors are one class: source, field, problem."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store]\nmap_size_gib = 0\n")
+    with pytest.raises(ConfigError) as built:
+        crlbuilder_config.load_config(bad)
+    assert (built.value.source, built.value.field) == (str(bad), "store.map_size_gib")
+    assert str(built.value) == f"{bad}: store.map_size_gib: {built.value.problem}"
+    bad.write_text("[server]\nport = -1\n")
+    with pytest.raises(ConfigError) as served:
+        responder_config.load_config(bad, {}, environ={})
+    assert (served.value.source, served.value.field) == (str(bad), "server.port")
+    for load in (crlbuilder_config.load_config, responder_config.load_config):
+        with pytest.raises(ConfigError, match=r"absent\.toml: cannot read \("):
+            load(tmp_path / "absent.toml")
+    bad.write_text("[crl.retention_days_by_category.sign-card]\nlost = 1\n")
+    with pytest.raises(ConfigError) as category:
+        crlbuilder_config.load_config(bad)
+    assert category.value.field == "crl.retention_days_by_category.sign-card"
+    assert category.value.problem == "unknown category 'lost'"
