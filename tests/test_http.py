@@ -26,7 +26,7 @@ import uvloop
 
 from responder.config import ConfigError, LimitsConfig, load_config
 from responder.http import HttpServer, Request, Response, decode_forwarded_cert
-from tests.test_http_app import (
+from tests.support.echo_app import (
     ReplyReader,
     ServerProcess,
     connect,

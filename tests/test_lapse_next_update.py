@@ -37,8 +37,8 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from responder.ocsp import OcspService, Ready, SignJob, good_next_update
 from tests.conftest import Built
+from tests.support.harness import start_server
 from tests.test_apply import FACTS, H1, World, holder_set, rid, ts
-from tests.test_responder_interop import start_server
 
 VALIDITY = 3600
 """The responder's good_validity_seconds in the in-process tests."""

@@ -40,7 +40,7 @@ import pytest
 
 from crlbuilder.model import Answer, CertStatus
 from tests.conftest import ROOT, Built
-from tests.test_responder_interop import Server, post, request_for, start_server
+from tests.support.harness import Server, request_for, start_server
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 JOB = "jpki-va"
@@ -202,12 +202,12 @@ def send(server: Server, answers: list[Answer], unauthenticated: int) -> Counter
     token = server.token("both-verifier")
     sent: Counter[str] = Counter()
     for a in answers:
-        resp = ocsp.load_der_ocsp_response(post(server, request_for(server, a), token=token))
+        resp = ocsp.load_der_ocsp_response(server.post(request_for(server, a), token=token))
         assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL, a.case
         assert resp.certificate_status.name.lower() == a.status.value, a.case
         sent[a.status.value] += 1
     for a in answers[:unauthenticated]:
-        resp = ocsp.load_der_ocsp_response(post(server, request_for(server, a)))
+        resp = ocsp.load_der_ocsp_response(server.post(request_for(server, a)))
         assert resp.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
         sent[""] += 1
     return sent

@@ -31,8 +31,8 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from responder.ocsp import OcspService, Ready
 from tests.conftest import ROOT, Built, run_tool
+from tests.support.harness import Server, start_server
 from tests.test_apply import H1, World, issuance, rid, ts
-from tests.test_responder_interop import Server, start_server
 
 DAY = 86_400
 ISSUER = "sign-card-g2"
