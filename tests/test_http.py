@@ -33,6 +33,7 @@ from tests.support.echo_app import (
     wait_closed,
     write_config,
 )
+from tests.support.pki import certificate
 
 LIMITS = {
     "max_body_bytes": 4096,
@@ -697,26 +698,10 @@ def test_hooks_see_connections_requests_and_errors() -> None:
 
 
 def _cert_der() -> bytes:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy test party")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    cert = certificate("proxy test party", ec.generate_private_key(ec.SECP256R1()), serial=7)
     return cert.public_bytes(serialization.Encoding.DER)
 
 
