@@ -127,6 +127,7 @@ def _child(directory: Path, n: int, mode: str) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.integration  # child processes killed with SIGKILL
 def test_sigkill_loses_no_count(tmp_path: Path) -> None:
     n = 25_000
     child = _child(tmp_path, n, "batch")
@@ -149,6 +150,7 @@ def test_sigkill_loses_no_count(tmp_path: Path) -> None:
         assert total(ledger) == n + 2
 
 
+@pytest.mark.integration  # child processes killed with SIGKILL
 def test_sigkill_mid_stream_every_received_answer_was_counted(tmp_path: Path) -> None:
     child = _child(tmp_path, 10_000_000, "stream")
     received = 0

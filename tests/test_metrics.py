@@ -189,6 +189,7 @@ def test_worker_metrics_refuse_to_start_without_the_directory(
         m.WorkerMetrics(MetricsConfig())
 
 
+@pytest.mark.integration  # starts a process to have a dead pid
 def test_directories_of_killed_masters_are_swept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,6 +38,8 @@ from tests.support.wait import until
 
 LIMITS = {"header_timeout": 2.0, "idle_timeout": 10.0, "drain_timeout": 3.0}
 
+pytestmark = pytest.mark.integration  # every test but three starts the real master
+
 
 def _info(port: int) -> dict[str, object]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

@@ -15,10 +15,10 @@ import lmdb
 import msgspec
 import pytest
 
-from crlbuilder import synth
 from crlbuilder.apply import Applier, register_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.cli import main
+from crlbuilder.demo import synth
 from crlbuilder.ingest import Quarantine, read_file
 from crlbuilder.manifest import Manifest
 from crlbuilder.store import format as sf
