@@ -385,6 +385,7 @@ def run_killed(tmp: Path, point: str, name: str, nth: int = 1) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
+@pytest.mark.integration  # a builder process killed mid-commit
 @pytest.mark.parametrize("point", ["notices-before-write", "notices-before-delete"])
 def test_act_15_2_notice_survives_a_kill_after_the_commit_and_is_delivered_once(
     world: World, point: str
@@ -442,6 +443,7 @@ def _bad_lines(n: int) -> list[bytes]:
     return out
 
 
+@pytest.mark.integration  # a builder process killed mid-commit
 @pytest.mark.parametrize("point", ["quarantine-before-write", "quarantine-before-delete"])
 def test_quarantine_is_idempotent_across_a_kill_and_a_replay(world: World, point: str) -> None:
     """A builder killed mid-input and started again quarantines each refusal once (it used to

@@ -291,6 +291,7 @@ def test_follow_applies_spool_files_and_keeps_none_by_default(built: Built, tmp_
         assert '"status":"revoked"' in out.stdout
 
 
+@pytest.mark.integration  # runs crlbuilder --help
 def test_help_says_what_happens_to_spool_files_and_unchecked_consents() -> None:
     out = run_tool("crlbuilder", "build", "--help")
     text = " ".join(out.stdout.split())
