@@ -121,17 +121,8 @@ def _no_process(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    """Fixtures set up for a unit test (a module's server too) start no process."""
-    if item.get_closest_marker("unit") is None:
-        return (yield)
-    with _no_process(item):
-        return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    """A unit test starts no process."""
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A unit test, and the fixtures set up for it (a module's server too), start no process."""
     if item.get_closest_marker("unit") is None:
         return (yield)
     with _no_process(item):

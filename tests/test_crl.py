@@ -20,20 +20,8 @@ from hypothesis import strategies as st
 
 from crlbuilder.crl.encode import MAX_SERIAL, encode_crl, encode_tbs_certlist, write_crl_file
 from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner
-from tests.support.pki import certificate, make_ca, rsa_key
+from tests.support.pki import REASON_FLAGS, certificate, make_ca, rsa_key
 
-REASON_FLAGS = {
-    0: x509.ReasonFlags.unspecified,
-    1: x509.ReasonFlags.key_compromise,
-    2: x509.ReasonFlags.ca_compromise,
-    3: x509.ReasonFlags.affiliation_changed,
-    4: x509.ReasonFlags.superseded,
-    5: x509.ReasonFlags.cessation_of_operation,
-    6: x509.ReasonFlags.certificate_hold,
-    8: x509.ReasonFlags.remove_from_crl,
-    9: x509.ReasonFlags.privilege_withdrawn,
-    10: x509.ReasonFlags.aa_compromise,
-}
 FULL_REASONS = [0, 1, 2, 3, 4, 5, 6, 9, 10]
 THIS_UPDATE = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
 NEXT_UPDATE = THIS_UPDATE + timedelta(days=1)

@@ -25,21 +25,10 @@ from crlbuilder.crl.parse import (
     verify_crl_signature,
 )
 from crlbuilder.keys.signer import PemSigner
-from tests.support.pki import make_ca
+from tests.support.pki import REASON_FLAGS, make_ca
 
 THIS_UPDATE = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
 NEXT_UPDATE = THIS_UPDATE + timedelta(days=1)
-REASON_FLAGS = {
-    1: x509.ReasonFlags.key_compromise,
-    2: x509.ReasonFlags.ca_compromise,
-    3: x509.ReasonFlags.affiliation_changed,
-    4: x509.ReasonFlags.superseded,
-    5: x509.ReasonFlags.cessation_of_operation,
-    6: x509.ReasonFlags.certificate_hold,
-    8: x509.ReasonFlags.remove_from_crl,
-    9: x509.ReasonFlags.privilege_withdrawn,
-    10: x509.ReasonFlags.aa_compromise,
-}
 CODE_OF_FLAG = {flag: code for code, flag in REASON_FLAGS.items()} | {
     x509.ReasonFlags.unspecified: 0
 }

@@ -39,21 +39,10 @@ from crlbuilder.ocsp.response import (
     error_response,
     issuer_hashes,
 )
-from tests.support.pki import key_usage, make_ca, rsa_key
+from tests.support.pki import REASON_FLAGS, key_usage, make_ca, rsa_key
 
 OPENSSL = shutil.which("openssl")
 SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
-REASONS = {
-    1: x509.ReasonFlags.key_compromise,
-    2: x509.ReasonFlags.ca_compromise,
-    3: x509.ReasonFlags.affiliation_changed,
-    4: x509.ReasonFlags.superseded,
-    5: x509.ReasonFlags.cessation_of_operation,
-    6: x509.ReasonFlags.certificate_hold,
-    8: x509.ReasonFlags.remove_from_crl,
-    9: x509.ReasonFlags.privilege_withdrawn,
-    10: x509.ReasonFlags.aa_compromise,
-}
 OPENSSL_REASON = {1: "keyCompromise", 3: "affiliationChanged", 5: "cessationOfOperation"}
 
 
@@ -176,7 +165,7 @@ CASES = [
     ("good", None),
     ("unknown", None),
     ("revoked", None),
-    *[("revoked", r) for r in REASONS],
+    *[("revoked", r) for r in REASON_FLAGS],
 ]
 
 
@@ -200,7 +189,7 @@ def test_byte_equal_to_cryptography(
             this_update=now,
             next_update=now + dt.timedelta(hours=6),
             revocation_time=revoked_at if status == "revoked" else None,
-            revocation_reason=REASONS[reason] if reason is not None else None,
+            revocation_reason=REASON_FLAGS[reason] if reason is not None else None,
         )
         .responder_id(ocsp.OCSPResponderEncoding.HASH, pki.signer_cert)
         .certificates([pki.signer_cert])

@@ -19,6 +19,22 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+KEY_USAGE_BITS = (
+    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+)  # fmt: skip
+REASON_FLAGS = {
+    1: x509.ReasonFlags.key_compromise,
+    2: x509.ReasonFlags.ca_compromise,
+    3: x509.ReasonFlags.affiliation_changed,
+    4: x509.ReasonFlags.superseded,
+    5: x509.ReasonFlags.cessation_of_operation,
+    6: x509.ReasonFlags.certificate_hold,
+    8: x509.ReasonFlags.remove_from_crl,
+    9: x509.ReasonFlags.privilege_withdrawn,
+    10: x509.ReasonFlags.aa_compromise,
+}
+"""CRLReason codes (RFC 5280 §5.3.1) and cryptography's flags, 0 (unspecified) aside."""
 START = datetime(2025, 1, 1, tzinfo=UTC)
 """The default notBefore of `make_ca`: fixed, so CA certificates do not depend on the day."""
 
@@ -38,25 +54,11 @@ def name(cn: str, *, organization: str | None = None, country: str | None = None
     return x509.Name(attrs)
 
 
-def key_usage(
-    *,
-    digital_signature: bool = False,
-    key_encipherment: bool = False,
-    key_cert_sign: bool = False,
-    crl_sign: bool = False,
-) -> x509.KeyUsage:
-    """A KeyUsage with the named bits set and the others clear."""
-    return x509.KeyUsage(
-        digital_signature=digital_signature,
-        content_commitment=False,
-        key_encipherment=key_encipherment,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=key_cert_sign,
-        crl_sign=crl_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
+def key_usage(**bits: bool) -> x509.KeyUsage:
+    """A KeyUsage with the named bits (``digital_signature=True``, ...) set, the others clear."""
+    unknown = set(bits) - set(KEY_USAGE_BITS)
+    assert not unknown, f"not KeyUsage bits: {unknown}"
+    return x509.KeyUsage(**{b: bits.get(b, False) for b in KEY_USAGE_BITS})
 
 
 def certificate(
