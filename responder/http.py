@@ -433,8 +433,9 @@ class HttpProtocol(asyncio.Protocol):
     module docstring). Orthogonal to the phase: answers waiting their turn (``_queue``,
     pipelining), reading paused (``_paused``: the transport's buffer is full, or
     `MAX_PIPELINE` answers wait), and ``_last`` (no request after the current one is read).
-    The transitions, states × events → next state and action (tests/test_http_protocol.py
-    drives each row with a fake transport and clock):
+    The transitions, states × events → next state and action. tests/test_http_protocol.py
+    drives the rows with a fake transport and clock (`HttpServer.loop`); the row of an app
+    that answers with an awaitable runs on a real loop (tests/test_http.py):
 
     ========  ==============================================  ========  ==========================================
     state     event                                           next      action

@@ -4,8 +4,9 @@ No sockets: `FakeTransport` records what the protocol writes and how it pauses, 
 closes; `FakeLoop` is the event loop the protocol and `HttpServer` schedule their timers on
 (`HttpServer.loop`), with a clock the test moves by hand, so timeouts are tested without
 waiting. Pipelining, back-pressure (``pause_writing``/``resume_writing``), the size limits
-(413, 414, 431), the deadlines (408, idle close), keep-alive, ``Connection: close`` and
-HTTP/1.0 are each a row of the transition table in `HttpProtocol`'s docstring.
+(413, 414, 431, 400), the deadlines (408, idle close, linger), keep-alive, ``Connection:
+close``, HTTP/1.0, the connection budget, ``early`` and drain: the rows of the transition
+table in `HttpProtocol`'s docstring.
 
 The hooks and the trusted proxy's certificate header are tested through a real loopback
 socket, in process (`run_in_process`); tests/test_http.py runs the same layer in a real
@@ -205,16 +206,21 @@ class Conn:
         return not self.transport.closed
 
 
-def connect(limits: LimitsConfig = LIMITS) -> Conn:
+def connect(limits: LimitsConfig = LIMITS, app: RecordingApp | None = None) -> Conn:
+    """A new `HttpServer` on a `FakeLoop`, and one connection to it."""
     loop = FakeLoop()
-    app = RecordingApp()
-    server = HttpServer(app, limits)
+    server = HttpServer(app or RecordingApp(), limits)
     server.loop = loop  # type: ignore[assignment]  # the injected clock and timers
     server.tick()
-    protocol = server()
-    transport = FakeTransport(loop, protocol)
+    return another(Conn(loop, server, server(), FakeTransport(loop), app or RecordingApp()))
+
+
+def another(c: Conn) -> Conn:
+    """A new connection to ``c``'s server (``c`` itself when it is not connected yet)."""
+    protocol = c.protocol if c.transport.protocol is None else c.server()
+    transport = FakeTransport(c.loop, protocol)
     protocol.connection_made(transport)  # type: ignore[arg-type]
-    return Conn(loop, server, protocol, transport, app)
+    return Conn(c.loop, c.server, protocol, transport, c.server.app)  # type: ignore[arg-type]
 
 
 def get(target: str, *headers: str, version: str = "1.1") -> bytes:
@@ -441,6 +447,62 @@ def test_half_close_after_complete_requests_answers_them_then_closes() -> None:
     c.loop.run_due()
     assert [a.body for a in c.answers()] == [b"/a:", b"/b:"]
     assert c.answers()[-1].headers["connection"] == "close"
+
+
+# -- the connection budget, early refusal, drain ---------------------------------------------
+
+
+def test_over_max_connections_a_new_connection_gets_503() -> None:
+    c = connect(LimitsConfig(max_connections=1))
+    c.protocol.pause_writing()
+    c.send(get("/a"))  # an answer waits for its client: c is not displaceable
+    d = another(c)
+    assert [a.status for a in d.answers()] == [503] and d.transport.eof_written
+    assert c.open and c.server.evicted == 0
+
+
+def test_a_new_connection_displaces_the_oldest_unattributed_idle_one() -> None:
+    c = connect(LimitsConfig(max_connections=10, max_unattributed=1))
+    d = another(c)
+    assert [a.status for a in c.answers()] == [503]  # c waited on its client: displaced
+    assert d.answers() == [] and c.server.evicted == 1
+
+
+class EarlyRefusal(RecordingApp):
+    def early(self, req: Request) -> Response | None:
+        bad = req.headers.get(b"authorization") == b"Bearer bad"
+        return Response(401, b"no\n", b"text/plain") if bad else None
+
+
+def test_early_refuses_from_the_headers_before_the_body() -> None:
+    c = connect(app=EarlyRefusal())
+    c.send(
+        b"POST /p HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer bad\r\nContent-Length: 90\r\n\r\n"
+    )
+    assert [a.status for a in c.answers()] == [401] and c.transport.eof_written
+    assert c.app.seen == []
+
+
+def test_expect_100_continue_is_answered_before_the_body() -> None:
+    c = connect()
+    c.send(b"POST /p HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    assert bytes(c.transport.written) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    c.send(b"ok")
+    assert bytes(c.transport.written).count(b"HTTP/1.1 200 ") == 1
+
+
+def test_drain_closes_idle_connections_now_and_busy_ones_after_their_answer() -> None:
+    idle = connect()
+    busy = another(idle)
+    busy.protocol.pause_writing()
+    busy.send(get("/a"))
+    idle.server.draining = True  # what HttpServer.drain does (SIGTERM), without its waiting
+    for conn in list(idle.server.connections):
+        conn.begin_drain()
+    assert not idle.open and busy.open
+    busy.protocol.resume_writing()
+    busy.loop.run_due()
+    assert [a.headers["connection"] for a in busy.answers()] == ["close"]
 
 
 # -- in process on a loopback socket: hooks and the trusted proxy's certificate header --------
