@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -41,6 +40,7 @@ import pytest
 from crlbuilder.model import Answer, CertStatus
 from tests.conftest import ROOT, Built
 from tests.support.harness import Server, request_for, start_server
+from tests.support.procs import stop
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 JOB = "jpki-va"
@@ -139,18 +139,6 @@ def write_config(d: Path, target: str) -> Path:
     return path
 
 
-def stop(p: subprocess.Popen[bytes]) -> None:
-    """SIGTERM by PID, SIGKILL when it has not exited after 10 s."""
-    if p.poll() is not None:
-        return
-    os.kill(p.pid, signal.SIGTERM)
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-
-
 @contextlib.contextmanager
 def start_prometheus(binary: str, d: Path, target: str) -> Iterator[Prometheus]:
     """A real Prometheus on an ephemeral loopback port, ready, stopped by PID afterwards.
@@ -174,7 +162,7 @@ def start_prometheus(binary: str, d: Path, target: str) -> Iterator[Prometheus]:
                 yield prom
                 return
         finally:
-            stop(p)
+            stop(p, timeout=10)
         if "address already in use" not in log.read_text():
             break
     pytest.fail(f"prometheus did not become ready:\n{log.read_text()[-4000:]}")
