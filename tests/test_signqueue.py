@@ -29,6 +29,7 @@ from responder.signing import SigningPool
 from responder.signqueue import FairQueue
 from tests.conftest import Built
 from tests.support.harness import sample, start_server, total
+from tests.support.wait import until
 
 # -- the fair queue (pure) ---------------------------------------------------------------------
 
@@ -224,7 +225,4 @@ def test_a_flooding_party_gets_try_later_and_another_party_is_still_answered(
                 and total(s, "jpkiva_refusals_total", rule="fair_share") == flooded["TRY_LATER"]
             )
 
-        deadline = time.monotonic() + 8
-        while not counted():
-            assert time.monotonic() < deadline, "fresh signatures per party and refusals counted"
-            time.sleep(0.1)
+        until(counted, 8, "fresh signatures per party and refusals counted")

@@ -11,6 +11,7 @@
   bench/bench_attack_http.py).
 - `tests.support.pki`: small hand-made CAs and certificates (not the demo PKI), shared with
   ``bench/``.
+- `tests.support.builder`: `builder_config`, an in-process builder's configuration.
 - `tests.support.store`: `dump_store`, every key and value of a status store, for byte
   comparisons.
 
