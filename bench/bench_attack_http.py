@@ -1,7 +1,7 @@
 """Issue 10's HTTP probes, measured: slow body, slowloris, a party under a slow-body flood,
 pipelined large downloads on a socket that does not read.
 
-Runs the test support app (`tests/test_http_app.py`, `EchoApp`) of a source tree under
+Runs the test support app (`tests/support/echo_app.py`, `EchoApp`) of a source tree under
 `responder.server.serve` (one worker, ``header_timeout = 5``, ``max_connections = 50``,
 the attack run's settings) and prints one JSON object of figures. ``--root`` names the
 tree, so the same probes can be run against an older checkout:
@@ -20,9 +20,7 @@ import contextlib
 import json
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,7 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.procs import wait_line
+from bench.procs import started, wait_line
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = """[server]
@@ -48,26 +46,16 @@ level = "warning"
 @contextlib.contextmanager
 def echo_server(root: Path) -> Iterator[int]:
     """`EchoApp` of ``root`` on an ephemeral loopback port; yields the port, stops by PID."""
+    app = root / "tests" / "support" / "echo_app.py"
+    if not app.exists():  # a checkout from before tests/support
+        app = root / "tests" / "test_http_app.py"
     with tempfile.TemporaryDirectory(prefix="attack-") as d:
         (Path(d) / "responder.toml").write_text(CONFIG)
         env = {**os.environ, "PYTHONPATH": str(root), "JPKI_TEST_DIR": d}
-        proc = subprocess.Popen(
-            [sys.executable, str(root / "tests" / "test_http_app.py"), "responder.toml"],
-            cwd=d,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
+        args = [sys.executable, str(app), "responder.toml"]
+        with started(args, log=Path(d) / "stderr.log", env=env, cwd=d, grace=20) as proc:
             url = wait_line(proc, r"listening on (\S+)", 30)
             yield int(url.rsplit(":", 1)[1])
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _connect(port: int) -> socket.socket:

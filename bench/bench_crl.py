@@ -36,13 +36,13 @@ from typing import Any, TypeVar
 
 import cryptography
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.crl.encode import encode_crl, write_crl_file
 from crlbuilder.crl.parse import parse_crl, verify_crl_signature
 from crlbuilder.keys.signer import PemSigner
+from tests.support.pki import make_ca as test_ca
+from tests.support.pki import rsa_key
 
 T = TypeVar("T")
 
@@ -74,41 +74,8 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
 
 def make_ca(directory: Path) -> tuple[Path, Path, x509.Certificate]:
     """A fresh RSA-2048 CA (cryptography), written as ca.key (0600) and ca.pem."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jpki-va bench"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "jpki-va Bench CRL CA"),
-        ]
-    )
-    start = datetime(2025, 1, 1, tzinfo=UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    key = rsa_key()
+    cert = test_ca("jpki-va Bench CRL CA", key, organization="jpki-va bench").cert
     key_path = directory / "ca.key"
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:

@@ -35,7 +35,6 @@ import asyncio
 import http.client
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from bench.procs import BenchError, wait_line
+from bench.procs import BenchError, started, wait_line
 from crlbuilder.demo.__main__ import prepare
 from crlbuilder.model import Answer, CertStatus, Family
 
@@ -234,16 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         victim_token = (parties / "both-verifier.token").read_text().strip()
         source = args.source.resolve()
         env = {**os.environ, "PYTHONPATH": str(source)}
-        log = (work / "responder.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "responder.cli", "serve", "--store", str(d / "store"),
-             "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"), "--port", "0",
-             "--workers", str(args.workers), "--log-level", "warning", "--access-log", "off",
-             "--ledger-dir", str(work / "ledger"),
-             "--no-metrics" if args.flood_kind == "sign" else "--metrics", *args.serve_arg],
-            stdout=subprocess.PIPE, stderr=log, cwd=source, env=env,
-        )  # fmt: skip
-        try:
+        serve = [sys.executable, "-m", "responder.cli", "serve", "--store", str(d / "store"),
+                 "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"), "--port", "0",
+                 "--workers", str(args.workers), "--log-level", "warning", "--access-log", "off",
+                 "--ledger-dir", str(work / "ledger"),
+                 "--no-metrics" if args.flood_kind == "sign" else "--metrics", *args.serve_arg]  # fmt: skip
+        with started(serve, log=work / "responder.log", cwd=source, env=env, grace=20) as proc:
             admin = args.flood_kind == "admin-metrics"
             ready = r"(listening on \S+\s+metrics on \S+)" if admin else r"(listening on \S+)"
             lines = wait_line(proc, ready, 60).split()
@@ -272,14 +267,6 @@ def main(argv: list[str] | None = None) -> int:
             rates = {k: round(v / secs, 1) for k, v in flooded["counts"].items()}
             print(f"  under flood: {under}", flush=True)
             print(f"  flooder answers per second: {rates}", flush=True)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
     result = {
         "source": str(source),
         "workers": args.workers,

@@ -30,8 +30,8 @@ import msgspec
 from cryptography import x509
 from cryptography.x509 import ocsp
 
-from bench.bench_responder import ocsp_request, started
-from bench.procs import BenchError, wait_line
+from bench.bench_responder import ocsp_request
+from bench.procs import BenchError, started, wait_line
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent

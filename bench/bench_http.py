@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procs import wait_line
+from bench.procs import stop, wait_line
 from responder.config import ResponderConfig, load_config
 from responder.http import Request, Response
 from responder.server import serve
@@ -66,16 +66,6 @@ def _lua(path: Path) -> Path:
     return path
 
 
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 def _wrk(url: str, lua: Path, seconds: int, connections: int) -> tuple[float, str]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
@@ -103,7 +93,7 @@ def run_responder(tmp: Path, lua: Path, seconds: int, connections: int) -> tuple
         url = wait_line(proc, r"listening on (\S+)", 20)
         return _wrk(url + "/ocsp", lua, seconds, connections)
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 NGINX_CONF = """\
@@ -175,7 +165,7 @@ def run_nginx(tmp: Path, lua: Path, seconds: int, connections: int, size: int) -
             time.sleep(0.1)
         return _wrk(url + "/ocsp", lua, seconds, connections)
     finally:
-        _stop(proc, signal.SIGQUIT)
+        stop(proc, signal.SIGQUIT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.procs import BenchError, wait_line
+from bench.procs import BenchError, started, wait_line
 from crlbuilder.demo.__main__ import prepare
 from crlbuilder.model import Answer, CertStatus
 
@@ -264,16 +263,13 @@ def in_process(
 
 def one_run(d: Path, work: Path, metrics: bool, args: argparse.Namespace, body: bytes, token: str,
             expected: bytes | None) -> tuple[Run, bytes]:  # fmt: skip
-    log = (work / f"responder-{'on' if metrics else 'off'}.log").open("ab")
-    proc = subprocess.Popen(
-        [str(BIN / "responder"), "serve", "--store", str(d / "store"), "--pki", str(d / "pki"),
-         "--registry", str(d / "registry.toml"), "--crl-dir", str(d / "crl"), "--port", "0",
-         "--workers", str(args.workers), "--log-level", "warning", "--access-log", "off",
-         "--ledger-dir", str(work / f"ledger-{'on' if metrics else 'off'}"),
-         "--metrics-port", "0", "--metrics" if metrics else "--no-metrics"],
-        stdout=subprocess.PIPE, stderr=log,
-    )  # fmt: skip
-    try:
+    serve = [str(BIN / "responder"), "serve", "--store", str(d / "store"), "--pki", str(d / "pki"),
+             "--registry", str(d / "registry.toml"), "--crl-dir", str(d / "crl"), "--port", "0",
+             "--workers", str(args.workers), "--log-level", "warning", "--access-log", "off",
+             "--ledger-dir", str(work / f"ledger-{'on' if metrics else 'off'}"),
+             "--metrics-port", "0", "--metrics" if metrics else "--no-metrics"]  # fmt: skip
+    log = work / f"responder-{'on' if metrics else 'off'}.log"
+    with started(serve, log=log, grace=20) as proc:
         # /metrics is on the admin listener, announced after the public address
         ready = r"(listening on \S+\s+metrics on \S+)" if metrics else r"(listening on \S+)"
         lines = wait_line(proc, ready, 30).split()
@@ -300,14 +296,6 @@ def one_run(d: Path, work: Path, metrics: bool, args: argparse.Namespace, body: 
             if not n + 2 <= counted <= n + 2 + args.connections * args.workers:
                 raise BenchError(f"/metrics counts {counted} pre-signed answers, wrk saw {n} (+2)")
         return Run(metrics, rps, n, nbytes, secs, p50, p99, errors, cpu_us, counted), answer
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,11 +27,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from crlbuilder.model import CertStatus
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import ResponseSigner, SingleAnswer, cert_id_der, issuer_hashes
+from tests.support.pki import Ca, certificate, rsa_key
 
 SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
 
@@ -50,33 +51,17 @@ class KeySigner:
 
 
 def build_pki() -> tuple[rsa.RSAPrivateKey, x509.Certificate, x509.Certificate, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bench CA")])
-
-    def cert(subject: x509.Name, serial: int, ca: bool) -> x509.CertificateBuilder:
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(serial)
-            .not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1))
-        )
-        return b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-
-    ca_cert = cert(ca_name, 1, True).sign(key, hashes.SHA256())
-    signer_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bench OCSP signer")])
-    signer_cert = (
-        cert(signer_name, 2, False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=True)
-        .add_extension(x509.OCSPNoCheck(), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    leaf_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "leaf")])
-    leaf = cert(leaf_name, 0x1234_5678_9ABC, False).sign(key, hashes.SHA256())
-    return key, ca_cert, signer_cert, leaf
+    key = rsa_key()
+    ca = Ca(key, certificate("Bench CA", key, serial=1, days=2, ca=True))
+    signer_cert = ca.issue(
+        "Bench OCSP signer", key, serial=2, days=2, ca=False,
+        extensions=[
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), True),
+            (x509.OCSPNoCheck(), False),
+        ],
+    )  # fmt: skip
+    leaf = ca.issue("leaf", key, serial=0x1234_5678_9ABC, days=2, ca=False)
+    return key, ca.cert, signer_cert, leaf
 
 
 def per_call_us(fn: Callable[[], Any], min_time: float) -> float:

@@ -79,7 +79,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
-from bench.procs import BenchError, wait_line
+from bench.procs import BenchError, children, started, wait_line
 from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.response import ResponseSigner, issuer_hashes
@@ -260,36 +260,6 @@ def check_answer(der: bytes, sample: Sample, nonce: bytes | None = None) -> None
 # --- processes -----------------------------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(x) for x in text.split()]
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    """Stop one process we started, by its PID, then any child of it still alive.
-
-    ``timeout`` is the grace before SIGKILL (`openssl ocsp -multi` ignores SIGTERM while
-    its children spin, so it gets a short one).
-    """
-    kids = children(proc.pid)
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    deadline = time.monotonic() + 5
-    for kid in kids:
-        while _alive(kid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _alive(kid):
-            os.kill(kid, signal.SIGKILL)
-
-
 def cpu_by_process(pid: int) -> dict[int, float]:
     """User + system CPU seconds of ``pid`` and of each of its children (all threads of each)."""
     out: dict[int, float] = {}
@@ -305,31 +275,6 @@ def cpu_by_process(pid: int) -> dict[int, float]:
 
 def cpu_seconds(pid: int) -> float:
     return sum(cpu_by_process(pid).values())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-@contextmanager
-def started(
-    args: Sequence[str], *, sig: int = signal.SIGTERM, log: Path, grace: float = 15
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` (stdout piped, stderr to ``log``) and stop it by PID on the way out."""
-    with log.open("ab") as err:
-        proc = subprocess.Popen(
-            list(args), stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL
-        )
-        try:
-            yield proc
-        finally:
-            stop(proc, sig, grace)
-            if proc.stdout is not None:
-                proc.stdout.close()
 
 
 def free_port() -> int:

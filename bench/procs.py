@@ -1,33 +1,13 @@
-"""What the benchmark scripts share about the servers they start: readiness lines and errors."""
+"""What the benchmark scripts share about the servers they start: readiness lines, stopping, errors.
+
+The lifecycle itself (start with stderr to a log, wait for the readiness line, stop by PID and
+then the children left) is `tests.support.procs`, the same code the tests use; a process
+that does not become ready raises `BenchError` there too.
+"""
 
 from __future__ import annotations
 
-import os
-import re
-import selectors
-import subprocess
-import time
+from tests.support.procs import ProcessError as BenchError
+from tests.support.procs import alive, children, started, stop, wait_line
 
-
-class BenchError(Exception):
-    """A benchmark that cannot go on: a server that did not start, a peer that misbehaved."""
-
-
-def wait_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
-    """Read ``proc``'s stdout until ``pattern`` matches; return its first group."""
-    assert proc.stdout is not None
-    buf = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise BenchError(f"no {pattern!r} from {proc.args!r} within {timeout} s")
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise BenchError(f"{proc.args!r} exited before it was ready")
-            buf += chunk
-            match = re.search(pattern, buf.decode(errors="replace"))
-            if match:
-                return match.group(1)
+__all__ = ["BenchError", "alive", "children", "started", "stop", "wait_line"]

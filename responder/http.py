@@ -443,7 +443,51 @@ class HttpServer:
 
 
 class HttpProtocol(asyncio.Protocol):
-    """One client connection (created by `HttpServer`; not used directly)."""
+    """One client connection (created by `HttpServer`; not used directly).
+
+    A connection is in one phase (``_phase``) at a time; each phase has one deadline (see the
+    module docstring). Orthogonal to the phase: answers waiting their turn (``_queue``,
+    pipelining), reading paused (``_paused``: the transport's buffer is full, or
+    `MAX_PIPELINE` answers wait), and ``_last`` (no request after the current one is read).
+    The transitions, states × events → next state and action. tests/test_http_protocol.py
+    drives the rows with a fake transport and clock (`HttpServer.loop`); the row of an app
+    that answers with an awaitable runs on a real loop (tests/test_http.py):
+
+    ========  ==============================================  ========  ==========================================
+    state     event                                           next      action
+    ========  ==============================================  ========  ==========================================
+    (new)     ``connection_made``, admitted                   IDLE      deadline: ``header_timeout`` from now
+    (new)     ``connection_made``, over the budget            LINGER    503, then close
+    IDLE      first bytes of a request target (on_url)        HEAD      a new request; its size counted
+    IDLE      deadline passes                                 CLOSED    close quietly (no request, no 408)
+    IDLE      ``eof_received``, answers still pending         IDLE      answer them, then close
+    HEAD      target or headers over ``max_header_bytes``     LINGER    414 / 431 after the pending answers
+    HEAD      headers complete                                BODY      Content-Length over the limit: 413;
+                                                                        ``early`` may refuse (answer, LINGER);
+                                                                        ``Expect: 100-continue`` answered;
+                                                                        deadline: ``body_timeout`` from now
+    HEAD      deadline passes                                 LINGER    408 after the pending answers
+    BODY      body over ``max_body_bytes``                    LINGER    413 after the pending answers
+    BODY      message complete                                IDLE      to the app, or deferred while writing
+                                                                        is paused; the answer in request order;
+                                                                        deadline: ``idle_timeout`` from it
+    BODY      deadline passes                                 LINGER    408 after the pending answers
+    < LINGER  malformed HTTP                                  LINGER    400 after the pending answers
+    < LINGER  last answer written (``Connection: close``,     LINGER    ``write_eof``; input discarded for
+              HTTP/1.0 without keep-alive, an error)                    `LINGER_AFTER_CLOSE` (`LINGER_SECONDS`
+                                                                        after an error answer)
+    LINGER    deadline passes                                 CLOSED    abort
+    any       ``pause_writing``                               same      pause reading; parsed requests wait
+                                                                        unhandled; deadline: ``idle_timeout``,
+                                                                        then abort
+    any       ``resume_writing``                              same      resume reading; deferred requests to the
+                                                                        app; answers and streamed bodies flushed
+    any       deadline passes while the app works             same      nothing: the clock restarts after it
+    IDLE      ``begin_drain`` (SIGTERM)                       CLOSED    close (other phases: after the answers)
+    < LINGER  ``evict`` (displaced, unattributed)             LINGER    503, then close
+    any       ``connection_lost``                             CLOSED    uncounted, timer cancelled
+    ========  ==============================================  ========  ==========================================
+    """
 
     __slots__ = (
         "_backlog",

@@ -3,13 +3,27 @@
 Building them costs a few seconds; each test that needs its own copy makes one.
 The population is synthesized as of now (to the minute) so that the answers it
 expects are the answers a responder started now must give.
+
+Unit and integration tests (``pytest -m unit`` runs in seconds, ``-m "not unit"`` the rest,
+``make test`` both): a test is marked ``unit`` here, at collection, unless
+
+- it uses, directly or through other fixtures, one of `INTEGRATION_FIXTURES` (the demo PKI,
+  the built population, which run the command-line tools), or
+- it is marked ``integration`` (a module's ``pytestmark`` or the test's own mark: it starts
+  processes, a responder, the command-line tools, systemd) or ``interop`` (it runs another
+  implementation: openssl, gnutls, a JDK, Chromium, Prometheus).
+
+The rule is enforced: a ``unit`` test that starts a process fails, saying to mark it
+``integration``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,8 +76,21 @@ class Built:
         ]  # fmt: skip
 
 
+INTEGRATION_FIXTURES = frozenset({"built", "demo_pki"})
+
+
+def is_unit(item: pytest.Item) -> bool:
+    """The rule of the module docstring."""
+    if item.get_closest_marker("integration") or item.get_closest_marker("interop"):
+        return False
+    return not INTEGRATION_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under libfaketime (`make test-shifted`), skip what needs the machine's real clock."""
+    """Mark unit tests; under libfaketime (`make test-shifted`), skip what needs the real clock."""
+    for item in items:
+        if is_unit(item):
+            item.add_marker(pytest.mark.unit)
     if "faketime" not in os.environ.get("LD_PRELOAD", ""):
         return
     skip = pytest.mark.skip(
@@ -72,6 +99,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("real_clock"):
             item.add_marker(skip)
+
+
+@contextlib.contextmanager
+def _no_process(item: pytest.Item) -> Iterator[None]:
+    """While ``item`` (a unit test) sets up and runs, starting a process fails."""
+    popen_init = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen[bytes], *args: object, **kwargs: object) -> None:
+        raise AssertionError(
+            f"the unit test {item.nodeid} started a process "
+            f"({args[0] if args else kwargs.get('args')!r}): mark it integration "
+            "(see tests/conftest.py)"
+        )
+
+    subprocess.Popen.__init__ = refuse  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = popen_init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A unit test, and the fixtures set up for it (a module's server too), start no process."""
+    if item.get_closest_marker("unit") is None:
+        return (yield)
+    with _no_process(item):
+        return (yield)
 
 
 def run_tool(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

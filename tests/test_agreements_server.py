@@ -20,7 +20,8 @@ from crlbuilder.model import CertStatus, Family
 from crlbuilder.rules import JST
 from responder.ledger import Ledger
 from tests.conftest import Built, run_tool
-from tests.test_responder_interop import Server, post, request_for, start_server, status_of
+from tests.support.harness import Server, request_for, start_server, status_of
+from tests.support.wait import until
 
 PARTIES = ("sig-verifier", "auth-verifier", "both-verifier", "group-verifier", "member-1")
 ALLOWED: dict[str, set[Family]] = {
@@ -57,7 +58,7 @@ def test_matrix_of_titles_families_and_methods(built: Built, tmp_path: Path) -> 
             body = request_for(s, a)
             for party in PARTIES:
                 allowed = fam in ALLOWED[party]
-                got = status_of(post(s, body, token=s.token(party)))
+                got = status_of(s.post(body, token=s.token(party)))
                 want = (
                     ocsp.OCSPResponseStatus.SUCCESSFUL
                     if allowed
@@ -73,26 +74,27 @@ def test_suspension_and_resumption_within_a_second(built: Built, tmp_path: Path)
         a = next(x for x in built.answers if x.family is Family.SIGN_CARD)
         body = request_for(s, a)
         token = s.token("sig-verifier")
-        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
         registry_cmd(
             s, "suspend", "--id", "sig-verifier", "--article", "Act §18(6)(1)", "--reason", "test"
         )
         t0 = time.monotonic()
-        while status_of(post(s, body, token=token)) is not ocsp.OCSPResponseStatus.UNAUTHORIZED:
-            assert time.monotonic() - t0 < 1.5, "suspension not in effect within a second"
-            time.sleep(0.02)
+        until(
+            lambda: status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED,
+            timeout=1.5, what="suspension in effect within a second", interval=0.02,
+        )  # fmt: skip
         # one second after the change every worker has it: many requests, all refused
         time.sleep(max(0.0, t0 + 1.1 - time.monotonic()))
         assert all(
-            status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
+            status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
             for _ in range(20)
         )
         assert crl_get(s, f"{a.issuer}.crl", "sig-verifier") == 403
         registry_cmd(s, "resume", "--id", "sig-verifier")
-        t0 = time.monotonic()
-        while status_of(post(s, body, token=token)) is not ocsp.OCSPResponseStatus.SUCCESSFUL:
-            assert time.monotonic() - t0 < 1.5, "resumption not in effect within a second"
-            time.sleep(0.02)
+        until(
+            lambda: status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL,
+            timeout=1.5, what="resumption in effect within a second", interval=0.02,
+        )  # fmt: skip
         audit = (s.registry.parent / "registry.audit.jsonl").read_text()
         assert '"action":"suspend"' in audit.replace(
             " ", ""
@@ -108,7 +110,7 @@ def test_quota_and_cycle_across_workers(built: Built, tmp_path: Path) -> None:
         a = next(x for x in built.answers if x.family is Family.AUTH_CARD)
         body = request_for(s, a)
         token = s.token("auth-verifier")
-        results = [status_of(post(s, body, token=token)) for _ in range(40)]
+        results = [status_of(s.post(body, token=token)) for _ in range(40)]
         ok = results.count(ocsp.OCSPResponseStatus.SUCCESSFUL)
         assert 30 <= ok <= 30 + 1  # documented bound: workers - 1 over the quota
         assert results.count(ocsp.OCSPResponseStatus.TRY_LATER) == 40 - ok
@@ -139,7 +141,7 @@ def test_ledger_equals_what_clients_received_after_sigkill(built: Built, tmp_pat
         def client(i: int) -> None:
             while not stop.is_set():
                 try:
-                    if status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL:
+                    if status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL:
                         received[i] += 1
                 except (OSError, urllib.error.URLError, ValueError):
                     pass  # the connection went down with the killed worker
@@ -179,7 +181,7 @@ def test_report_published_without_authentication(built: Built, tmp_path: Path) -
     with start_server(built, tmp_path) as s:
         a = next(x for x in built.answers if x.family is Family.AUTH_CARD)
         for _ in range(3):
-            post(s, request_for(s, a), token=s.token("auth-verifier"))
+            s.post(request_for(s, a), token=s.token("auth-verifier"))
         year = datetime.now(JST).year  # the report's years are JST years
         with urllib.request.urlopen(f"{s.url}/reports/{year}.json", timeout=30) as r:
             report = msgspec.json.decode(r.read())
@@ -200,19 +202,17 @@ def test_ledger_merged_periodically(built: Built, tmp_path: Path) -> None:
         body = request_for(s, a)
         for _ in range(10):
             assert (
-                status_of(post(s, body, token=s.token("auth-verifier")))
+                status_of(s.post(body, token=s.token("auth-verifier")))
                 is ocsp.OCSPResponseStatus.SUCCESSFUL
             )
-        deadline = time.monotonic() + 10
-        counted = 0
-        while counted < 10 and time.monotonic() < deadline:
-            time.sleep(0.5)
+
+        def merged() -> int:
             ledger = Ledger.open(tmp_path / "ledger")  # opened, not collected: what worker 0 merged
             try:
                 today = datetime.now(JST).date()  # the ledger's days are JST days
-                counted = sum(
-                    r.count for r in ledger.rows(today, today) if r.party == "auth-verifier"
-                )
+                return sum(r.count for r in ledger.rows(today, today) if r.party == "auth-verifier")
             finally:
                 ledger.close()
-        assert counted == 10
+
+        until(lambda: merged() >= 10, what="10 requests merged into the ledger", interval=0.5)
+        assert merged() == 10

@@ -17,8 +17,8 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from responder import announce
 from tests.conftest import Built
+from tests.support.harness import start_server
 from tests.test_apply import H1, H2, World, holder_set, issuance, rid, ts
-from tests.test_responder_interop import start_server
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 

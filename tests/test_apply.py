@@ -18,6 +18,7 @@ from crlbuilder.model import Category, Family, FourFacts, Reason, Sex
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers, parse_verifiers
+from tests.support.store import dump_store
 
 T0 = datetime(2024, 1, 10, 0, 0, tzinfo=UTC)
 KEY = bytes(range(32))
@@ -323,10 +324,10 @@ def test_replay_changes_nothing(world: World) -> None:
     records = [*holder_set(H1), {"type": "revocation-request", "id": "rq", "recorded_at": ts(10),
                                  "serial": 102, "issuer": "auth-card-g1", "reason": "application"}]  # fmt: skip
     world.apply(records)
-    before = dump(world.store)
+    before = dump_store(world.store, skip=(sf.DB_META,))
     ap = world.apply(records)
     assert ap.summary.duplicates == len(records) and ap.summary.commits == 0
-    assert dump(world.store) == before
+    assert dump_store(world.store, skip=(sf.DB_META,)) == before
 
 
 def test_revocation_bumps_version_and_drops_stored_answer(world: World) -> None:
@@ -342,16 +343,6 @@ def test_revocation_bumps_version_and_drops_stored_answer(world: World) -> None:
     assert world.status("auth-card-g1", 102).version > v0
     with world.store.env.begin() as txn:
         assert txn.get(key, db=world.store.dbs[sf.DB_RESPONSES]) is None
-
-
-def dump(store: Store) -> dict[bytes, list[tuple[bytes, bytes]]]:
-    out = {}
-    with store.env.begin() as txn:
-        for name in sf.ALL_DBS:
-            if name == sf.DB_META:
-                continue
-            out[name] = [(bytes(k), bytes(v)) for k, v in txn.cursor(db=store.dbs[name]).iternext()]
-    return out
 
 
 def test_store_of_other_format_version_refused(tmp_path: Path) -> None:
@@ -398,6 +389,7 @@ def run_killed(tmp: Path, point: str, name: str, nth: int = 1) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
+@pytest.mark.integration  # a builder process killed mid-commit
 @pytest.mark.parametrize("point", ["notices-before-write", "notices-before-delete"])
 def test_act_15_2_notice_survives_a_kill_after_the_commit_and_is_delivered_once(
     world: World, point: str
@@ -455,6 +447,7 @@ def _bad_lines(n: int) -> list[bytes]:
     return out
 
 
+@pytest.mark.integration  # a builder process killed mid-commit
 @pytest.mark.parametrize("point", ["quarantine-before-write", "quarantine-before-delete"])
 def test_quarantine_is_idempotent_across_a_kill_and_a_replay(world: World, point: str) -> None:
     """A builder killed mid-input and started again quarantines each refusal once (it used to

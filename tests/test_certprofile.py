@@ -127,6 +127,7 @@ def test_auth_certificate_carries_no_personal_data(
     assert c.subject.rfc4514_string() == f"CN=123456789abcdef1,OU={family.value},O=JPKI demo,C=JP"
 
 
+@pytest.mark.interop  # openssl x509 -text
 def test_openssl_shows_the_jpki_other_names(
     pki: Manifest, subject_key: rsa.RSAPrivateKey, tmp_path: Path
 ) -> None:

@@ -31,7 +31,7 @@ from crlbuilder.ocsp.response import ResponseSigner
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from tests.conftest import ROOT, Built, run_tool
-from tests.test_responder_interop import Server, start_server
+from tests.support.harness import Server, start_server
 
 G1, G2, AUTH = "sign-card-g1", "sign-card-g2", "auth-card-g1"
 SERIALS = (0x1001, 0x1002, 0x1003)

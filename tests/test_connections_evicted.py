@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tests.conftest import Built
-from tests.test_responder_interop import start_server
+from tests.support.harness import start_server
 
 METRIC = "jpkiva_connections_evicted_total"
 

@@ -9,30 +9,19 @@ import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crlbuilder.crl.encode import MAX_SERIAL, encode_crl, encode_tbs_certlist, write_crl_file
 from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner
+from tests.support.pki import REASON_FLAGS, certificate, make_ca, rsa_key
 
-REASON_FLAGS = {
-    0: x509.ReasonFlags.unspecified,
-    1: x509.ReasonFlags.key_compromise,
-    2: x509.ReasonFlags.ca_compromise,
-    3: x509.ReasonFlags.affiliation_changed,
-    4: x509.ReasonFlags.superseded,
-    5: x509.ReasonFlags.cessation_of_operation,
-    6: x509.ReasonFlags.certificate_hold,
-    8: x509.ReasonFlags.remove_from_crl,
-    9: x509.ReasonFlags.privilege_withdrawn,
-    10: x509.ReasonFlags.aa_compromise,
-}
 FULL_REASONS = [0, 1, 2, 3, 4, 5, 6, 9, 10]
 THIS_UPDATE = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
 NEXT_UPDATE = THIS_UPDATE + timedelta(days=1)
@@ -42,53 +31,19 @@ def epoch(dt: datetime) -> int:
     return int(dt.timestamp())
 
 
-class Ca:
-    """A fresh RSA-2048 CA for these tests (not the demo PKI)."""
+class Ca(NamedTuple):
+    """A fresh RSA-2048 CA for these tests (not the demo PKI) and its signer."""
 
-    def __init__(self, cn: str = "jpki-va CRL Test CA") -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jpki-va test"),
-                x509.NameAttribute(NameOID.COMMON_NAME, cn),
-            ]
-        )
-        start = datetime(2025, 1, 1, tzinfo=UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(0x1234)
-            .not_valid_before(start)
-            .not_valid_after(start + timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        self.signer = PemSigner(self.key, self.cert)
+    key: rsa.RSAPrivateKey
+    cert: x509.Certificate
+    signer: PemSigner
 
 
 @pytest.fixture(scope="module")
 def ca() -> Ca:
-    return Ca()
+    key = rsa_key()
+    cert = make_ca("jpki-va CRL Test CA", key, organization="jpki-va test", serial=0x1234).cert
+    return Ca(key, cert, PemSigner(key, cert))
 
 
 def reference_crl(
@@ -475,23 +430,14 @@ def test_refuses_bad_input(
 
 
 def test_refuses_a_signer_of_another_key(ca: Ca) -> None:
-    other = Ca("Other CA")
+    key = rsa_key()
+    other = PemSigner(key, make_ca("Other CA", key).cert)
     with pytest.raises(ValueError, match="signer's key is not the issuer"):
-        _encode(ca, [], signer=other.signer)
+        _encode(ca, [], signer=other)
 
 
 def test_issuer_without_ski_gets_aki_from_its_key(ca: Ca) -> None:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "No SKI CA")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(ca.key.public_key())
-        .serial_number(9)
-        .not_valid_before(THIS_UPDATE)
-        .not_valid_after(THIS_UPDATE + timedelta(days=30))
-        .sign(ca.key, hashes.SHA256())
-    )
+    cert = certificate("No SKI CA", ca.key, serial=9, not_before=THIS_UPDATE)
     crl = x509.load_der_x509_crl(
         encode_crl(
             issuer=cert,
@@ -505,7 +451,7 @@ def test_issuer_without_ski_gets_aki_from_its_key(ca: Ca) -> None:
     aki = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
     expected = x509.SubjectKeyIdentifier.from_public_key(ca.key.public_key()).digest
     assert aki.key_identifier == expected
-    assert crl.issuer == name
+    assert crl.issuer == cert.subject
 
 
 # ---------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.conftest import Built, run_tool
+from tests.support.harness import Server, start_server
 from tests.test_http_hardening import _counted, _request
-from tests.test_responder_interop import Server, start_server
 
 FILE = "sign-card-g1.crl"
 """A full CRL that sig-verifier (a 署名検証者, Act §18(1)) may download."""

@@ -18,7 +18,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from crlbuilder.apply import Applier, register_issuers
 from crlbuilder.build import issuer_table
@@ -30,6 +29,8 @@ from crlbuilder.keys.signer import PemSigner
 from crlbuilder.manifest import Manifest
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from tests.support.pki import certificate, rsa_key
+from tests.support.store import dump_store
 
 T = datetime(2026, 1, 10, tzinfo=UTC)
 NOW = T + timedelta(hours=1)
@@ -114,19 +115,6 @@ def write(tmp: Path, name: str, der: bytes) -> Path:
     return p
 
 
-def dump(store: Path) -> dict[str, list[tuple[bytes, bytes]]]:
-    """Every key and value of every database of the store."""
-    s = Store.open(store, readonly=True)
-    try:
-        with s.env.begin() as txn:
-            return {
-                name.decode(): [(bytes(k), bytes(v)) for k, v in txn.cursor(db=s.dbs[name])]
-                for name in sf.ALL_DBS
-            }
-    finally:
-        s.close()
-
-
 def revoked(store: Path, idx: int) -> dict[int, tuple[int, int]]:
     """serial -> (revoked_at, reason) of one issuer, from the revoked database."""
     s = Store.open(store, readonly=True)
@@ -144,7 +132,7 @@ def statuses(store: Path, idx: int) -> dict[int, sf.StatusRecord]:
     prefix = sf.issuer_prefix(idx)
     return {
         int.from_bytes(k[2:], "big"): sf.unpack_status(v)
-        for k, v in dump(store)["status"]
+        for k, v in dump_store(store)["status"]
         if k[:2] == prefix
     }
 
@@ -186,7 +174,9 @@ def put_responses(store: Path, idx: int, serials: Iterable[int]) -> None:
 
 def response_serials(store: Path, idx: int) -> set[int]:
     prefix = sf.issuer_prefix(idx)
-    return {int.from_bytes(k[2:], "big") for k, _ in dump(store)["responses"] if k[:2] == prefix}
+    return {
+        int.from_bytes(k[2:], "big") for k, _ in dump_store(store)["responses"] if k[:2] == prefix
+    }
 
 
 BASE = [(101, at(30), 1), (205, at(20), 0), (307, at(10), 4), (4096, at(5), 5)]
@@ -231,7 +221,7 @@ def test_first_full_import(tmp_path: Path, pki: Manifest) -> None:
         not_before=0, not_after=0, revoked_at=at(10), holder=bytes(32),
     )  # fmt: skip
     assert revoked(store, idx) == {101: (at(30), 1), 205: (at(20), 0), 307: (at(10), 4), 4096: (at(5), 5)}  # fmt: skip
-    d = dump(store)
+    d = dump_store(store)
     entry = sf.unpack_revoked(dict(d["revoked"])[sf.status_key(idx, 4096)])
     assert entry == sf.RevokedEntry(revoked_at=at(5), reason=5, category=0, commit=1, recorded_at=at(5))  # fmt: skip
     state = crl_state(store, idx)
@@ -314,19 +304,19 @@ def test_unsorted_crl_is_sorted_and_duplicates_refused(
     assert r.rc == 0, r.err
     assert revoked(imported, index(pki, G1)) == {n: (t, rs) for n, t, rs in entries}
     assert (r.lines[-1]["added"], r.lines[-1]["removed"], r.lines[-1]["unchanged"]) == (2, 3, 1)
-    before = dump(imported)
+    before = dump_store(imported)
     twice = library_crl(pki, G1, 12, [(7, at(1), 1), (9, at(1), 1), (7, at(1), 1)])
     refused(run(imported, pki, write(tmp_path, "twice.crl", twice)), "twice")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
 
 
 def test_remove_from_crl_in_a_full_crl_is_refused(
     imported: Path, tmp_path: Path, pki: Manifest
 ) -> None:
-    before = dump(imported)
+    before = dump_store(imported)
     der = library_crl(pki, G1, 11, [(101, at(30), 8)])
     refused(run(imported, pki, write(tmp_path, "bad.crl", der)), "removeFromCRL")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
 
 
 _FLAGS = {r.value: r for r in x509.ReasonFlags}
@@ -425,18 +415,18 @@ def test_remove_from_crl(imported: Path, tmp_path: Path, pki: Manifest) -> None:
 
 
 def test_delta_refusals(tmp_path: Path, imported: Path, pki: Manifest) -> None:
-    before = dump(imported)
+    before = dump_store(imported)
     # Based on a full CRL newer than the one imported.
     d = make_crl(pki, G1, 13, [(9, at(1), 1)], delta_base=12)
     refused(run(imported, pki, write(tmp_path, "d13.crl", d)), "RFC 5280 §5.2.4", "12")
     # Numbered below the full CRL imported.
     d = make_crl(pki, G1, 9, [(9, at(1), 1)], delta_base=8)
     refused(run(imported, pki, write(tmp_path, "d9.crl", d)), "going backwards")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
     # No full CRL of this issuer yet.
     d = make_crl(pki, G2, 3, [(9, at(1), 1)], delta_base=2)
     refused(run(imported, pki, write(tmp_path, "g2d.crl", d)), "no full CRL")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
 
 
 # ---------------------------------------------------------------------------
@@ -447,20 +437,20 @@ def test_delta_refusals(tmp_path: Path, imported: Path, pki: Manifest) -> None:
 def test_going_backwards_is_refused_and_the_store_unchanged(
     imported: Path, tmp_path: Path, pki: Manifest
 ) -> None:
-    before = dump(imported)
+    before = dump_store(imported)
     r = run(imported, pki, write(tmp_path, "f9.crl", make_crl(pki, G1, 9, [(1, at(1), 1)])))
     refused(r, "going backwards", "9", "10")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
 
 
 def test_same_number_again_changes_nothing(imported: Path, tmp_path: Path, pki: Manifest) -> None:
-    before = dump(imported)
+    before = dump_store(imported)
     again = make_crl(pki, G1, 10, BASE)
     r = run(imported, pki, write(tmp_path, "again.crl", again))
     assert r.rc == 0, r.err
     assert r.lines[-1]["status"] == "already-imported" and r.lines[-1]["commit"] == 0
     assert "already imported" in r.err
-    assert dump(imported) == before
+    assert dump_store(imported) == before
 
 
 def test_bad_signature_is_refused(imported: Path, tmp_path: Path, pki: Manifest) -> None:
@@ -473,30 +463,25 @@ def test_bad_signature_is_refused(imported: Path, tmp_path: Path, pki: Manifest)
     sig = g2.sign(tbs)
     body = tbs + g2.signature_algorithm_der + b"\x03\x82\x01\x01\x00" + sig
     der = b"\x30\x82" + len(body).to_bytes(2, "big") + body
-    before = dump(imported)
+    before = dump_store(imported)
     refused(run(imported, pki, write(tmp_path, "forged.crl", der)), "signature")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
 
 
 def test_unknown_issuer_is_refused(imported: Path, tmp_path: Path, pki: Manifest) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "some other CA")])
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(1)
-        .not_valid_before(T - timedelta(days=1)).not_valid_after(T + timedelta(days=9))
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    key = rsa_key()
+    cert = certificate(
+        "some other CA", key, serial=1, not_before=T - timedelta(days=1), days=10, ski=True
+    )
     der = encode_crl(
         issuer=cert, signer=PemSigner(key, cert), number=11, this_update=T,
         next_update=T + timedelta(days=1), entries=[(1, at(1), 1)],
     )  # fmt: skip
-    before = dump(imported)
+    before = dump_store(imported)
     refused(
         run(imported, pki, write(tmp_path, "other.crl", der)), "unknown issuer", "some other CA"
     )
-    assert dump(imported) == before
+    assert dump_store(imported) == before
 
 
 @pytest.mark.parametrize(
@@ -512,26 +497,26 @@ def test_unknown_issuer_is_refused(imported: Path, tmp_path: Path, pki: Manifest
 def test_malformed_der_is_refused(
     imported: Path, tmp_path: Path, pki: Manifest, mangle: Any
 ) -> None:
-    before = dump(imported)
+    before = dump_store(imported)
     der = mangle(make_crl(pki, G1, 11, [(1, at(1), 1), (2, at(1), 0)]))
     r = run(imported, pki, write(tmp_path, "bad.crl", der))
     refused(r, "not a usable CRL")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
 
 
 def test_corrupted_signature_is_refused(imported: Path, tmp_path: Path, pki: Manifest) -> None:
     der = bytearray(make_crl(pki, G1, 11, [(1, at(1), 1)]))
     der[-5] ^= 0x01
-    before = dump(imported)
+    before = dump_store(imported)
     refused(run(imported, pki, write(tmp_path, "flip.crl", bytes(der))), "bad signature")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
 
 
 def test_future_this_update(imported: Path, tmp_path: Path, pki: Manifest) -> None:
-    before = dump(imported)
+    before = dump_store(imported)
     future = make_crl(pki, G1, 11, [(1, at(1), 1)], this_update=NOW + timedelta(minutes=6))
     refused(run(imported, pki, write(tmp_path, "future.crl", future)), "in the future")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
     skewed = make_crl(pki, G1, 11, [(1, at(1), 1)], this_update=NOW + timedelta(minutes=4))
     r = run(imported, pki, write(tmp_path, "skewed.crl", skewed))
     assert r.rc == 0, r.err
@@ -543,9 +528,9 @@ def test_expired_next_update_needs_force(imported: Path, tmp_path: Path, pki: Ma
         this_update=NOW - timedelta(days=2), next_update=NOW - timedelta(minutes=1),
     )  # fmt: skip
     path = write(tmp_path, "old.crl", old)
-    before = dump(imported)
+    before = dump_store(imported)
     refused(run(imported, pki, path), "expired", "--force")
-    assert dump(imported) == before
+    assert dump_store(imported) == before
     r = run(imported, pki, path, extra=["--force"])
     assert r.rc == 0, r.err
     assert revoked(imported, index(pki, G1)) == {1: (at(1), 1)}
@@ -586,11 +571,11 @@ def test_records_built_store_is_refused(tmp_path: Path, pki: Manifest) -> None:
         assert ap.run(read_file(records)).applied == 1
     finally:
         s.close()
-    before = dump(store_dir)
+    before = dump_store(store_dir)
     r = run(store_dir, pki, write(tmp_path, "a.crl", make_crl(pki, G1, 10, BASE)))
     assert r.rc == 1
     assert "built from issuance records" in r.err
-    assert dump(store_dir) == before
+    assert dump_store(store_dir) == before
 
 
 # ---------------------------------------------------------------------------
@@ -666,7 +651,7 @@ def test_url_source_with_bearer_token(server: _Server, tmp_path: Path, pki: Mani
     assert TOKEN not in r.err
     assert revoked(store, index(pki, G2)) == {5: (at(1), 1), 6: (at(2), 4)}
 
-    before = dump(store)
+    before = dump_store(store)
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-token")
     refused(run(store, pki, url, extra=["--token-file", str(wrong)]), "HTTP 401")
@@ -677,7 +662,7 @@ def test_url_source_with_bearer_token(server: _Server, tmp_path: Path, pki: Mani
     refused(run(store, pki, f"{server.base}/moved.crl", extra=["--token-file", str(token_file)]), "HTTP 401")  # fmt: skip
     assert server.seen == [f"Bearer {TOKEN}", None]
     refused(run(store, pki, f"{server.base}/ftp.crl"), "redirect to a non-http(s) URL refused")
-    assert dump(store) == before
+    assert dump_store(store) == before
     assert all(TOKEN not in x for x in server.files)
 
 

@@ -26,20 +26,10 @@ from crlbuilder.crl.parse import (
 )
 from crlbuilder.der import der_header
 from crlbuilder.keys.signer import PemSigner
+from tests.support.pki import REASON_FLAGS, make_ca
 
 THIS_UPDATE = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
 NEXT_UPDATE = THIS_UPDATE + timedelta(days=1)
-REASON_FLAGS = {
-    1: x509.ReasonFlags.key_compromise,
-    2: x509.ReasonFlags.ca_compromise,
-    3: x509.ReasonFlags.affiliation_changed,
-    4: x509.ReasonFlags.superseded,
-    5: x509.ReasonFlags.cessation_of_operation,
-    6: x509.ReasonFlags.certificate_hold,
-    8: x509.ReasonFlags.remove_from_crl,
-    9: x509.ReasonFlags.privilege_withdrawn,
-    10: x509.ReasonFlags.aa_compromise,
-}
 CODE_OF_FLAG = {flag: code for code, flag in REASON_FLAGS.items()} | {
     x509.ReasonFlags.unspecified: 0
 }
@@ -47,50 +37,6 @@ CODE_OF_FLAG = {flag: code for code, flag in REASON_FLAGS.items()} | {
 
 def epoch(dt: datetime) -> int:
     return int(dt.timestamp())
-
-
-def make_ca(
-    cn: str,
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | None = None,
-    *,
-    crl_sign: bool = True,
-) -> tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A fresh self-signed CA (RSA-2048 unless a key is given), not the demo PKI."""
-    key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
-    start = datetime(2025, 1, 1, tzinfo=UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(77)
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=crl_sign,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
 
 
 @pytest.fixture(scope="module")

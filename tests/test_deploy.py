@@ -102,6 +102,8 @@ SERIES = METRICS | {f"{h}_{s}" for h in HISTOGRAMS for s in ("bucket", "sum", "c
 PROMETHEUS_OWN = frozenset({"up"})
 """Series Prometheus itself makes for every scrape target (alerts only)."""
 
+pytestmark = pytest.mark.integration  # systemd, promtool and the sandboxed binaries
+
 
 def _tool(name: str, package: str) -> str:
     path = shutil.which(name)

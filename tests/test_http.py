@@ -1,14 +1,13 @@
 """The HTTP layer (responder/http.py) against the real server on loopback.
 
 Most tests talk to one `serve()` subprocess (one worker, short timeouts) with
-raw sockets and http.client; the hooks and the trusted-proxy certificate header
-are tested in-process on a uvloop loop.
+raw sockets and http.client. The same mechanisms in process, on a fake transport and
+clock (and the hooks and the trusted proxy's certificate header), are in
+tests/test_http_protocol.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import email.utils
 import http.client
@@ -16,23 +15,22 @@ import json
 import select
 import socket
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import httptools
 import pytest
-import uvloop
 
 from responder.config import ConfigError, LimitsConfig, load_config
-from responder.http import HttpServer, Request, Response, decode_forwarded_cert
-from tests.test_http_app import (
+from tests.support.echo_app import (
     ReplyReader,
     ServerProcess,
     connect,
     wait_closed,
     write_config,
 )
+
+pytestmark = pytest.mark.integration  # a worker process on loopback
 
 LIMITS = {
     "max_body_bytes": 4096,
@@ -566,182 +564,3 @@ def test_pipelined_large_downloads_on_a_socket_that_does_not_read(tmp_path: Path
                 reader.parser.feed_data(chunk)
         assert reader.statuses == [200] * count and reader.sizes == [size] * count
         assert grown * 1024 < 3 * size, f"worker grew by {grown} KiB"
-
-
-# -- in-process: hooks and the trusted proxy's certificate header ---------------------------
-
-
-class _Recorder:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
-
-    def on_connection_open(self) -> None:
-        self.calls.append(("open", None))
-
-    def on_connection_close(self) -> None:
-        self.calls.append(("close", None))
-
-    def on_request_done(self, req: Request, resp: Response, seconds: float) -> None:
-        assert seconds >= 0
-        self.calls.append(("done", (req.target, resp.status)))
-
-    def on_http_error(self, status: int, peer: str = "") -> None:
-        self.calls.append(("error", (status, peer)))
-
-
-class _CertApp:
-    def handle(self, req: Request) -> Response:
-        return Response(200, req.client_cert_der or b"-", b"application/octet-stream")
-
-
-async def _roundtrip(port: int, raw: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    await writer.drain()
-    data = await reader.read()
-    writer.close()
-    return data
-
-
-def _run_in_process(
-    raw_requests: list[bytes], trusted: tuple[str, ...] = ()
-) -> tuple[list[bytes], _Recorder]:
-    recorder = _Recorder()
-
-    async def main() -> list[bytes]:
-        http_server = HttpServer(
-            _CertApp(),
-            LimitsConfig(max_body_bytes=100),
-            hooks=recorder,
-            trusted_proxies=trusted,
-            client_cert_header="client-cert",
-        )
-        http_server.start()
-        server = await asyncio.get_running_loop().create_server(http_server, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        out = [await _roundtrip(port, raw) for raw in raw_requests]
-        server.close()
-        await http_server.drain(1.0)
-        return out
-
-    return uvloop.run(main()), recorder
-
-
-class _CountingApp:
-    """Counts the requests handed to it; answers each with 1 MiB."""
-
-    def __init__(self) -> None:
-        self.handled = 0
-        self.response = Response(200, b"c" * (1 << 20), b"application/octet-stream")
-
-    def handle(self, req: Request) -> Response:
-        self.handled += 1
-        return self.response
-
-
-def test_pipelined_requests_wait_unhandled_while_the_client_does_not_read() -> None:
-    """Issue 10 item 7: no work (and nothing a real app would count) for answers nobody reads."""
-    app = _CountingApp()
-    count = 40
-
-    async def main() -> tuple[int, int, int]:
-        http_server = HttpServer(app, LimitsConfig())
-        http_server.start()
-        server = await asyncio.get_running_loop().create_server(http_server, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        loop = asyncio.get_running_loop()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        await loop.sock_sendall(sock, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n" * count)
-        await asyncio.sleep(0.5)  # nobody reads the socket meanwhile
-        while_not_reading = app.handled
-        counter = _CountingReader()
-        while len(counter.sizes) < count:
-            chunk = await loop.sock_recv(sock, 1 << 20)
-            if not chunk:
-                break
-            counter.parser.feed_data(chunk)
-        received = len(counter.sizes)
-        sock.close()
-        server.close()
-        await http_server.drain(1.0)
-        return while_not_reading, app.handled, received
-
-    while_not_reading, handled, received = uvloop.run(main())
-    # what the kernel's socket buffers took (a few MiB on loopback), plus the one being
-    # written; not all 40 (which is what the worker built before)
-    assert while_not_reading <= 10, while_not_reading
-    assert handled == received == count
-
-
-def test_hooks_see_connections_requests_and_errors() -> None:
-    replies, recorder = _run_in_process(
-        [
-            b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-            b"POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n",
-        ]
-    )
-    assert replies[0].count(b"HTTP/1.1 200") == 2
-    assert replies[1].startswith(b"HTTP/1.1 413")
-    calls = recorder.calls
-    assert [c for c in calls if c[0] not in ("open", "close")] == [
-        ("done", (b"/a", 200)),
-        ("done", (b"/b", 200)),
-        ("error", (413, "127.0.0.1")),  # layer-made errors name the client (access log)
-    ]
-    assert calls.count(("open", None)) == calls.count(("close", None)) == 2
-    assert calls[0] == ("open", None)  # a connection closes only after it opened
-    assert calls[-1] == ("close", None)
-
-
-def _cert_der() -> bytes:
-    from datetime import UTC, datetime, timedelta
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy test party")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
-def test_decode_forwarded_cert_formats() -> None:
-    der = _cert_der()
-    b64 = base64.b64encode(der)
-    pem = b"-----BEGIN CERTIFICATE-----\n" + b64 + b"\n-----END CERTIFICATE-----\n"
-    assert decode_forwarded_cert(b":" + b64 + b":") == der
-    assert decode_forwarded_cert(b64) == der
-    assert decode_forwarded_cert(urllib.parse.quote_from_bytes(pem).encode()) == der
-    assert decode_forwarded_cert(b"") is None
-    for bad in (b":not base64!:", b"%2D%2D%2D%2D%2Dnope", base64.b64encode(b"\x02\x01\x00")):
-        with pytest.raises(ValueError):
-            decode_forwarded_cert(bad)
-
-
-def test_certificate_header_believed_only_from_trusted_proxies() -> None:
-    der = _cert_der()
-    request = (
-        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nClient-Cert: :"
-        + base64.b64encode(der)
-        + b":\r\n\r\n"
-    )
-    trusted, _ = _run_in_process([request, request.replace(b":M", b":!M")], ("127.0.0.0/8",))
-    assert trusted[0].endswith(b"\r\n\r\n" + der)
-    assert trusted[1].startswith(b"HTTP/1.1 400 ")
-    untrusted, _ = _run_in_process([request], ("10.0.0.1",))
-    assert untrusted[0].endswith(b"\r\n\r\n-")

@@ -30,7 +30,7 @@ from crlbuilder.model import CertStatus, Family
 from crlbuilder.rules import JST
 from responder.ledger import Ledger
 from tests.conftest import Built
-from tests.test_responder_interop import Server, post, start_server, status_of
+from tests.support.harness import Server, start_server, status_of
 
 
 def _nonce_request(built: Built) -> bytes:
@@ -123,7 +123,7 @@ def test_registered_party_answered_while_unattributed_budget_is_exhausted(
             results = []
             for _ in range(20):  # a new connection each time (urllib does not keep-alive)
                 try:
-                    results.append(status_of(post(s, body, token=token)))
+                    results.append(status_of(s.post(body, token=token)))
                 except urllib.error.HTTPError as e:
                     results.append(e.code)  # type: ignore[arg-type]
         assert results == [ocsp.OCSPResponseStatus.SUCCESSFUL] * 20

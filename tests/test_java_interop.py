@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +43,8 @@ from cryptography import x509
 
 from crlbuilder.demo.pki import write_private
 from crlbuilder.model import Answer, CertStatus, Reason
-from tests.conftest import BIN, Built, run_tool
+from tests.conftest import Built
+from tests.support.harness import Server, start_server
 from tests.test_responder_interop import trusted_responder
 
 pytestmark = pytest.mark.interop
@@ -81,13 +81,6 @@ class Jdk:
 
 
 @dataclass(frozen=True)
-class TlsServer:
-    url: str
-    built: Built
-    log: Path
-
-
-@dataclass(frozen=True)
 class Stores:
     """The JVM's TLS material: one PKCS#12 key store per party, one trust store."""
 
@@ -114,34 +107,15 @@ def jdk(tmp_path_factory: pytest.TempPathFactory) -> Jdk:
 
 
 @pytest.fixture(scope="module")
-def tls_server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
-    d = tmp_path_factory.mktemp("responder-tls")
-    registry = d / "registry.toml"
-    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
+def tls_server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     m = built.manifest
-    log_path = d / "stderr.log"
-    log = log_path.open("wb")
-    p = subprocess.Popen(
-        [str(BIN / "responder"), "serve", "--store", str(built.store), "--pki", str(built.pki),
-         "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--host", "127.0.0.1",
-         "--port", "0", "--workers", "2", "--ledger-dir", str(d / "ledger"), "--metrics-port", "0",
-         "--tls-cert", str(m.path(m.server_cert)), "--tls-key", str(m.path(m.server_key)),
-         "--tls-client-ca", str(m.path(m.client_ca)), "--tls-client-cert", "optional"],
-        stdout=subprocess.PIPE, stderr=log, text=True,
+    tls = (
+        "--tls-cert", str(m.path(m.server_cert)), "--tls-key", str(m.path(m.server_key)),
+        "--tls-client-ca", str(m.path(m.client_ca)), "--tls-client-cert", "optional",
     )  # fmt: skip
-    try:
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        assert line.startswith("listening on https://127.0.0.1:"), log_path.read_text()
-        yield TlsServer(line.split()[-1], built, log_path)
-    finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
+    with start_server(built, tmp_path_factory.mktemp("responder-tls"), extra=tls) as s:
+        assert s.url.startswith("https://127.0.0.1:"), s.url
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +192,7 @@ def sample_checks(built: Built) -> list[Check]:
 
 def run_ocsp_check(
     jdk: Jdk,
-    server: TlsServer,
+    server: Server,
     stores: Stores,
     checks: list[Check],
     list_file: Path,
@@ -269,7 +243,7 @@ def test_reason_names_are_rfc5280_codes() -> None:
 
 
 def test_every_sample_with_jdk_pkix(
-    jdk: Jdk, tls_server: TlsServer, stores: Stores, tmp_path: Path
+    jdk: Jdk, tls_server: Server, stores: Stores, tmp_path: Path
 ) -> None:
     """Every sample through PKIXRevocationChecker (OCSP only, GET, no nonce), authenticated by mTLS."""
     checks = sample_checks(tls_server.built)
@@ -285,7 +259,7 @@ def test_every_sample_with_jdk_pkix(
 
 
 def test_revocation_instant_and_path_validity(
-    jdk: Jdk, tls_server: TlsServer, stores: Stores, tmp_path: Path
+    jdk: Jdk, tls_server: Server, stores: Stores, tmp_path: Path
 ) -> None:
     """The revocation time, to the second, decides the JDK's verdict; an expired path fails first.
 
@@ -324,7 +298,7 @@ def test_revocation_instant_and_path_validity(
     assert got[0].startswith("error EXPIRED:"), got
 
 
-def test_post_with_nonce(jdk: Jdk, tls_server: TlsServer, stores: Stores, tmp_path: Path) -> None:
+def test_post_with_nonce(jdk: Jdk, tls_server: Server, stores: Stores, tmp_path: Path) -> None:
     """POST (com.sun.security.ocsp.useget=false) with the JDK's nonce: every response echoes it.
 
     One sample per family and case. The JDK rejects a nonce that differs but
@@ -352,7 +326,7 @@ def test_post_with_nonce(jdk: Jdk, tls_server: TlsServer, stores: Stores, tmp_pa
 
 
 def test_client_certificate_is_the_credential(
-    jdk: Jdk, tls_server: TlsServer, stores: Stores, tmp_path: Path
+    jdk: Jdk, tls_server: Server, stores: Stores, tmp_path: Path
 ) -> None:
     """Without a client certificate the answer is unauthorized; a 利用者証明検証者's certificate
     gets login certificates answered but not sign certificates (Act §37)."""

@@ -28,7 +28,7 @@ from cryptography.x509 import ocsp
 
 from crlbuilder import rules
 from crlbuilder.build import Builder
-from crlbuilder.config import BuilderConfig, write_facts_key
+from crlbuilder.config import BuilderConfig
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 from crlbuilder.ocsp.request import parse_request
@@ -39,9 +39,10 @@ from responder.config import OcspConfig
 from responder.flow import OcspFlow, Unavailable
 from responder.ocsp import Ready, SignJob, good_next_update, load_issuers
 from tests.conftest import Built
+from tests.support.builder import builder_config
+from tests.support.harness import start_server
 from tests.test_apply import FACTS, H1, World, holder_set, rid, ts
 from tests.test_ocsp_flow import Quotas
-from tests.test_responder_interop import start_server
 
 VALIDITY = 3600
 """The responder's good_validity_seconds in the in-process tests."""
@@ -137,20 +138,11 @@ def test_next_update_bounded_by_not_after_and_lapse_while_ahead() -> None:
 # ---------------------------------------------------------------------------
 
 
-def builder_config(tmp: Path, pki: Path, *, cycle: int = 86_400) -> BuilderConfig:
-    key = tmp / "facts.key"
-    write_facts_key(key)
-    data = {
-        "store": {"path": str(tmp / "store"), "map_size_gib": 1},
-        "pki": {"manifest": str(pki)},
-        "input": {"paths": [str(tmp / "records")], "spool": str(tmp / "spool"),
-                  "quarantine": str(tmp / "quarantine.jsonl"), "notices": str(tmp / "notices.jsonl")},
-        "keys": {"facts_key_file": str(key)},
-        "ocsp": {"sign_workers": 1},
-        "crl": {"directory": str(tmp / "crl"), "cycle_seconds": cycle, "delta": cycle <= 86_400,
-                "full_every_seconds": cycle},
-    }  # fmt: skip
-    return msgspec.convert(data, BuilderConfig)
+def cycle_config(tmp: Path, pki: Path, *, cycle: int = 86_400) -> BuilderConfig:
+    """`builder_config` with a CRL cycle of ``cycle`` seconds (deltas within a day)."""
+    return builder_config(
+        tmp, pki, cycle_seconds=cycle, delta=cycle <= 86_400, full_every_seconds=cycle
+    )
 
 
 def issuer(manifest: Manifest, family: Family) -> Any:
@@ -272,7 +264,7 @@ def test_act_31_2_act_34_1_2_good_answer_never_outlives_the_pending_lapse(
     planned = (datetime.now(rules.JST) - timedelta(days=40)).date()
     due = rules.move_out_lapse(planned)
     t = due - timedelta(minutes=10)
-    b = Builder(builder_config(tmp_path, pki), progress=False, log=(tmp_path / "log").open("w"))
+    b = Builder(cycle_config(tmp_path, pki), progress=False, log=(tmp_path / "log").open("w"))
     try:
         recs = [*history(manifest, t - timedelta(days=60)), notice(planned, t - timedelta(days=33))]
         b.build([write(tmp_path / "records" / "a.jsonl", recs)], t)
@@ -333,7 +325,7 @@ def test_act_31_2_answer_cached_before_the_move_out_notice_is_not_served_after_i
     planned = (datetime.now(rules.JST) - timedelta(days=40)).date()
     due = rules.move_out_lapse(planned)
     t = due - timedelta(minutes=20)
-    b = Builder(builder_config(tmp_path, pki), progress=False, log=(tmp_path / "log").open("w"))
+    b = Builder(cycle_config(tmp_path, pki), progress=False, log=(tmp_path / "log").open("w"))
     try:
         b.build(
             [write(tmp_path / "records" / "a.jsonl", history(manifest, t - timedelta(days=60)))], t
@@ -367,7 +359,7 @@ def test_act_34_1_5_good_answer_never_outlives_its_not_after(
            "issuer": issuer(manifest, Family.AUTH_CARD).id,
            "not_before": (t - timedelta(days=1)).isoformat(), "not_after": end.isoformat(),
            "holder": HOLDER}  # fmt: skip
-    b = Builder(builder_config(tmp_path, pki), progress=False, log=(tmp_path / "log").open("w"))
+    b = Builder(cycle_config(tmp_path, pki), progress=False, log=(tmp_path / "log").open("w"))
     try:
         b.build([write(tmp_path / "records" / "a.jsonl", [rec])], t)
         clock = Clock(t)
@@ -401,7 +393,7 @@ def test_act_31_2_real_server_max_age_and_expires_stop_at_the_lapse(
     if rules.move_out_lapse(planned) - now < timedelta(minutes=1):
         planned += timedelta(days=1)
     due = rules.move_out_lapse(planned)
-    cfg = builder_config(tmp_path, pki, cycle=3 * 86_400)
+    cfg = cycle_config(tmp_path, pki, cycle=3 * 86_400)
     b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
     try:
         recs = [

@@ -19,10 +19,10 @@ import pytest
 from crlbuilder import rules
 from crlbuilder.build import AsOfError, Builder
 from crlbuilder.cli import main as cli_main
-from crlbuilder.config import BuilderConfig, write_facts_key
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category
 from crlbuilder.store import format as sf
+from tests.support.builder import builder_config
 from tests.test_apply import H1, World, holder_set, rid
 
 # ---------------------------------------------------------------------------
@@ -97,21 +97,6 @@ def test_act_31_2_first_build_dates_the_loaded_history_at_the_due_instants(world
 # ---------------------------------------------------------------------------
 
 
-def config(tmp: Path, pki: Path) -> BuilderConfig:
-    key = tmp / "facts.key"
-    write_facts_key(key)
-    data = {
-        "store": {"path": str(tmp / "store"), "map_size_gib": 1},
-        "pki": {"manifest": str(pki)},
-        "input": {"paths": [str(tmp / "records")], "spool": str(tmp / "spool"),
-                  "quarantine": str(tmp / "quarantine.jsonl"), "notices": str(tmp / "notices.jsonl")},
-        "keys": {"facts_key_file": str(key)},
-        "ocsp": {"sign_workers": 1},
-        "crl": {"directory": str(tmp / "crl")},
-    }  # fmt: skip
-    return msgspec.convert(data, BuilderConfig)
-
-
 def auth_card_history(manifest: Manifest, clock: datetime, planned: date) -> list[bytes]:
     issuer = next(i for i in manifest.issuers if i.id.startswith("auth-card"))
     holder = hashlib.sha256(b"lapse-holder").hexdigest()
@@ -130,7 +115,7 @@ def test_act_31_2_follow_writes_the_lapse_when_it_falls_due(
     tmp_path: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
     pki, manifest = demo_pki
-    cfg = config(tmp_path, pki)
+    cfg = builder_config(tmp_path, pki)
     # a clock two seconds before a lapse instant (00:00 JST of planned + 31)
     planned = (datetime.now(rules.JST) - timedelta(days=40)).date()
     due = rules.move_out_lapse(planned)
@@ -186,7 +171,7 @@ def test_as_of_before_the_last_commit_refused_and_nothing_written(
     tmp_path: Path, demo_pki: tuple[Path, Manifest], capsys: pytest.CaptureFixture[str]
 ) -> None:
     pki, manifest = demo_pki
-    cfg = config(tmp_path, pki)
+    cfg = builder_config(tmp_path, pki)
     now = datetime.now(UTC).replace(microsecond=0)
     (tmp_path / "records").mkdir()
     (tmp_path / "records" / "a.jsonl").write_bytes(

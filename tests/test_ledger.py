@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from responder.ledger import (
     read_worker_file,
 )
 from responder.registry import vocabulary as registry
+from tests.support.wait import until
 
 ROOT = Path(__file__).resolve().parent.parent
 EVER = (date(2000, 1, 1), date(2100, 1, 1))
@@ -127,6 +127,7 @@ def _child(directory: Path, n: int, mode: str) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.integration  # child processes killed with SIGKILL
 def test_sigkill_loses_no_count(tmp_path: Path) -> None:
     n = 25_000
     child = _child(tmp_path, n, "batch")
@@ -149,6 +150,7 @@ def test_sigkill_loses_no_count(tmp_path: Path) -> None:
         assert total(ledger) == n + 2
 
 
+@pytest.mark.integration  # child processes killed with SIGKILL
 def test_sigkill_mid_stream_every_received_answer_was_counted(tmp_path: Path) -> None:
     child = _child(tmp_path, 10_000_000, "stream")
     received = 0
@@ -336,10 +338,10 @@ def test_flusher_thread_turns_the_day_and_flushes(tmp_path: Path) -> None:
         w.count("bank-a", SRI, Method.OCSP)
         clock.t = jst(2025, 4, 1, 0, 0, 1)
         w.start_flusher(interval=0.02)
-        deadline = time.monotonic() + 5
-        while read_worker_file(w.path).updated_at != int(clock.t):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        until(
+            lambda: read_worker_file(w.path).updated_at == int(clock.t),
+            5, "the flusher wrote the new day", interval=0.01,
+        )  # fmt: skip
         w.count("bank-a", SRI, Method.OCSP)
         assert w.flush_error is None
         ledger.collect()

@@ -9,7 +9,6 @@ goes stale.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.client
 import json
@@ -23,164 +22,31 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
-from prometheus_client.parser import text_string_to_metric_families
 
-from crlbuilder.model import Answer, CertStatus, Family
+from crlbuilder.model import CertStatus, Family
 from responder import metrics as m
 from responder.config import MetricsConfig
 from responder.http import Request, Response
 from responder.logs import method_label
 from responder.outcome import Outcome
-from tests.conftest import BIN, Built, run_tool
-
-# -- helpers ----------------------------------------------------------------------------------
-
-Labels = frozenset[tuple[str, str]]
-
-
-def parse(text: str) -> dict[tuple[str, Labels], float]:
-    """Every sample of a /metrics text: (sample name, labels) -> value."""
-    out: dict[tuple[str, Labels], float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def total(samples: dict[tuple[str, Labels], float], name: str, **labels: str) -> float:
-    """The sum of the samples called ``name`` whose labels include ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
-
-
-def until(check: Callable[[], bool], timeout: float = 8.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def ocsp_request(
-    built: Built, a: Answer, *, nonce: bool = False, issuer_cert: Path | None = None
-) -> bytes:
-    pop = built.population
-    cert = x509.load_pem_x509_certificate((pop / a.cert).read_bytes())
-    issuer = x509.load_pem_x509_certificate((issuer_cert or pop / a.issuer_cert).read_bytes())
-    b = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
-    if nonce:
-        b = b.add_extension(x509.OCSPNonce(os.urandom(16)), critical=False)
-    return b.build().public_bytes(serialization.Encoding.DER)
-
-
-@dataclass
-class Srv:
-    url: str
-    pid: int
-    log: Path
-    built: Built
-    d: Path
-    admin: str = ""
-    """The admin listener's URL (``metrics on`` line); "" with metrics off."""
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rsplit(":", 1)[1])
-
-    def token(self, party: str) -> str:
-        return (self.built.pki / "parties" / f"{party}.token").read_text().strip()
-
-    def get(self, path: str, base: str | None = None) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"{base or self.url}{path}", timeout=10) as r:
-                return int(r.status), r.read()
-        except urllib.error.HTTPError as e:
-            return int(e.code), e.read()
-
-    def scrape(self) -> dict[tuple[str, Labels], float]:
-        status, body = self.get("/metrics", self.admin)
-        assert status == 200, body
-        return parse(body.decode())
-
-    def post(
-        self, body: bytes, token: str | None = None, headers: dict[str, str] | None = None
-    ) -> bytes:
-        h = {"Content-Type": "application/ocsp-request", **(headers or {})}
-        if token:
-            h["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(f"{self.url}/ocsp", data=body, headers=h, method="POST")
-        with urllib.request.urlopen(req, timeout=10) as r:
-            data: bytes = r.read()
-            return data
-
-    def events(self, event: str | None = None) -> list[dict[str, object]]:
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if event is None or obj.get("event") == event:
-                out.append(obj)
-        return out
-
-
-@contextlib.contextmanager
-def run_server(built: Built, d: Path, *extra: str, store: Path | None = None) -> Iterator[Srv]:
-    """`responder serve` with 2 workers on an ephemeral loopback port, stopped by PID.
-
-    The admin listener is on another ephemeral port; every scrape renders (render interval
-    0) unless ``extra`` says otherwise, so that a count shows in the next scrape."""
-    d.mkdir(parents=True, exist_ok=True)
-    registry = d / "registry.toml"
-    if not registry.exists():
-        run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
-    log_path = d / "stderr.log"
-    log = log_path.open("wb")
-    p = subprocess.Popen(
-        [str(BIN / "responder"), "serve", "--store", str(store or built.store), "--pki", str(built.pki),
-         "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
-         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger"),
-         "--metrics-port", "0", "--metrics-render-interval", "0", *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )  # fmt: skip
-    try:
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        assert line.startswith("listening on"), log_path.read_text()
-        admin = p.stdout.readline() if "--no-metrics" not in extra else ""
-        assert not admin or admin.startswith("metrics on"), admin
-        yield Srv(line.split()[-1], p.pid, log_path, built, d, admin.split()[-1] if admin else "")
-    finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
-
-
-def sample(
-    built: Built, status: CertStatus, family: str | None = None, case: str | None = None
-) -> Answer:
-    return next(
-        a
-        for a in built.answers
-        if a.status is status
-        and (family is None or a.family.value == family)
-        and (case is None or a.case == case)
-    )
-
+from tests.conftest import Built, run_tool
+from tests.support.harness import (
+    Labels,
+    Server,
+    ocsp_request,
+    parse_metrics,
+    sample,
+    start_server,
+    total,
+)
+from tests.support.wait import until
 
 # -- in process: local counting, flushing, exposition ----------------------------------------
 
@@ -224,10 +90,10 @@ def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
 
         reg = CollectorRegistry()
         MultiProcessCollector(reg, str(mp_dir))  # type: ignore[no-untyped-call]
-        return parse(generate_latest(reg).decode())
+        return parse_metrics(generate_latest(reg).decode())
 
     assert total(from_files(), "jpkiva_requests_total") == 0  # nothing before the flush
-    s = parse(wm.render().decode())  # a scrape flushes this worker first
+    s = parse_metrics(wm.render().decode())  # a scrape flushes this worker first
     assert s == from_files()
     assert total(s, "jpkiva_requests_total", endpoint="ocsp", party="sig-verifier", cert_status="revoked",
                  family="sign-card", ocsp_status="successful", method="POST", http_status="200") == 5  # fmt: skip
@@ -263,7 +129,7 @@ def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
     # a second flush adds nothing; new counts add to the old
     wm.flush()
     wm.on_request_done(_req(b"/ocsp", note), ok, 0.0003)
-    s = parse(wm.render().decode())
+    s = parse_metrics(wm.render().decode())
     assert total(s, "jpkiva_ocsp_answers_total", source="presigned") == 6
     assert total(s, "jpkiva_request_duration_seconds_count", endpoint="ocsp") == 7
     wm.close()
@@ -286,11 +152,11 @@ def test_scrapes_within_the_render_interval_render_once(mp_dir: Path) -> None:
         wm.on_request_done(_req(b"/ocsp", note, rid=i), ok, 0.001)
         now[0] += 1 / 64  # 3.1 s of scrapes, all within the interval
         assert app.handle(_req(b"/metrics", None, method=b"GET")).body == first.body
-    s = parse(first.body.decode())
+    s = parse_metrics(first.body.decode())
     assert total(s, "jpkiva_metrics_renders_total") == 1
     assert total(s, "jpkiva_requests_total", endpoint="ocsp") == 1
     now[0] += 2.0  # past the interval: one more render, with the 200 requests counted since
-    s = parse(app.handle(_req(b"/metrics", None, method=b"GET")).body.decode())
+    s = parse_metrics(app.handle(_req(b"/metrics", None, method=b"GET")).body.decode())
     assert total(s, "jpkiva_metrics_renders_total") == 2
     assert total(s, "jpkiva_requests_total", endpoint="ocsp") == 201
     # the admin app serves /metrics and nothing else
@@ -320,6 +186,7 @@ def test_worker_metrics_refuse_to_start_without_the_directory(
         m.WorkerMetrics(MetricsConfig())
 
 
+@pytest.mark.integration  # starts a process to have a dead pid
 def test_directories_of_killed_masters_are_swept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -368,12 +235,12 @@ def test_prepare_dir_is_private_and_emptied(tmp_path: Path) -> None:
 # -- the real server --------------------------------------------------------------------------
 
 
-def _more_lines(srv: Srv, than: int) -> bool:
+def _more_lines(srv: Server, than: int) -> bool:
     return len(srv.events("request")) > than
 
 
 def _connections_by_worker(
-    srv: Srv, token: str, body: bytes, n: int
+    srv: Server, token: str, body: bytes, n: int
 ) -> list[tuple[http.client.HTTPConnection, int]]:
     """``n`` keep-alive connections, each with one answered request, and the worker that served it."""
     out = []
@@ -407,13 +274,13 @@ def _send(conns: list[http.client.HTTPConnection], token: str, body: bytes, per_
         t.join(30)
 
 
-def _ocsp_total(srv: Srv) -> float:
+def _ocsp_total(srv: Server) -> float:
     return total(srv.scrape(), "jpkiva_requests_total", endpoint="ocsp")
 
 
 def test_totals_across_workers_survive_a_killed_worker(built: Built, tmp_path: Path) -> None:
     """N requests over both workers count N; SIGKILL of one: no drop, no double count."""
-    with run_server(built, tmp_path / "srv", "--access-log", "all") as srv:
+    with start_server(built, tmp_path / "srv", extra=("--access-log", "all")) as srv:
         token = srv.token("both-verifier")
         revoked = sample(built, CertStatus.REVOKED, "sign-card")
         body = ocsp_request(built, revoked)
@@ -493,7 +360,7 @@ def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
     from crlbuilder.demo.certprofile import facts_of
     from crlbuilder.demo.pki import init_pki
 
-    with run_server(built, tmp_path / "srv", "--access-log", "all") as srv:
+    with start_server(built, tmp_path / "srv", extra=("--access-log", "all")) as srv:
         both = srv.token("both-verifier")
         revoked = sample(built, CertStatus.REVOKED, "sign-card")
         good = sample(built, CertStatus.GOOD, "sign-card", "good")
@@ -585,7 +452,7 @@ def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
         assert total(s, "jpkiva_requests_total", endpoint="crl", http_status="401", party="-") == 1
         assert total(s, "jpkiva_requests_total", endpoint="crl", http_status="403",
                      party="auth-verifier", family="sign-card") == 1  # fmt: skip
-        metrics_text = srv.get("/metrics", srv.admin)[1].decode()
+        metrics_text = srv.get("/metrics", srv.metrics_url)[1].decode()
 
     # log hygiene: nothing secret or personal in the access log (nor in /metrics)
     log_text = srv.log.read_text(errors="replace")
@@ -623,7 +490,7 @@ def test_stale_issuer_alarm_and_recovery(built: Built, tmp_path: Path) -> None:
     args = built.builder_args(store, crl)
     args[args.index("--as-of") + 1] = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
     run_tool("crlbuilder", "build", *args)  # CRLs whose nextUpdate has passed
-    with run_server(built, tmp_path / "srv", store=store) as srv:
+    with start_server(built, tmp_path / "srv", store) as srv:
         s = srv.scrape()
         ids = [i.id for i in built.manifest.issuers]
         assert {i: total(s, "jpkiva_stale_issuer", issuer=i) for i in ids} == dict.fromkeys(ids, 1)
@@ -673,8 +540,10 @@ def test_metrics_only_on_the_admin_listener_and_a_scrape_flood_renders_once(
     admin listener is on loopback, and 200 scrapes on 4 keep-alive connections within the
     render interval cause at most one render per worker per interval."""
     interval = 5.0
-    with run_server(built, tmp_path / "srv", "--metrics-render-interval", str(interval)) as srv:
-        admin = urllib.parse.urlsplit(srv.admin)
+    with start_server(
+        built, tmp_path / "srv", extra=("--metrics-render-interval", str(interval))
+    ) as srv:
+        admin = urllib.parse.urlsplit(srv.metrics_url)
         assert admin.hostname == "127.0.0.1" and admin.port != srv.port
         status, body = srv.get("/metrics")
         assert status == 404 and b"admin listener" in body
@@ -683,10 +552,10 @@ def test_metrics_only_on_the_admin_listener_and_a_scrape_flood_renders_once(
         conn.request("HEAD", "/metrics")
         assert conn.getresponse().status == 404
         conn.close()
-        assert srv.get("/healthz", srv.admin)[0] == 404  # the admin listener: /metrics only
+        assert srv.get("/healthz", srv.metrics_url)[0] == 404  # the admin listener: /metrics only
 
         def renders(text: bytes) -> float:
-            return total(parse(text.decode()), "jpkiva_metrics_renders_total")
+            return total(parse_metrics(text.decode()), "jpkiva_metrics_renders_total")
 
         bodies: list[bytes] = []
         lock = threading.Lock()
@@ -728,7 +597,7 @@ def test_metrics_only_on_the_admin_listener_and_a_scrape_flood_renders_once(
 
 def test_metrics_off(built: Built, tmp_path: Path) -> None:
     """[metrics] enabled = false: no /metrics, no per-request work; OCSP is served as before."""
-    with run_server(built, tmp_path / "srv", "--no-metrics") as srv:
+    with start_server(built, tmp_path / "srv", extra=("--no-metrics",)) as srv:
         assert srv.get("/metrics")[0] == 404
         good = sample(built, CertStatus.REVOKED)
         der = srv.post(ocsp_request(built, good), srv.token("both-verifier"))
@@ -740,7 +609,7 @@ def test_configured_directory_is_cleaned_at_start(built: Built, tmp_path: Path) 
     d.mkdir()
     fake = d / "counter_1.db"
     fake.write_bytes(b"\0" * 16)
-    with run_server(built, tmp_path / "srv", "--metrics-dir", str(d)) as srv:
+    with start_server(built, tmp_path / "srv", extra=("--metrics-dir", str(d))) as srv:
         assert not fake.exists()
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
         assert srv.get("/healthz")[0] == 200

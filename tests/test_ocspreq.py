@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime as dt
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,9 +23,8 @@ from asn1crypto import ocsp as a_ocsp
 from asn1crypto import x509 as a_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +38,7 @@ from crlbuilder.ocsp.request import (
     parse_request,
 )
 from crlbuilder.ocsp.response import ResponseStatus, cert_id_der, issuer_hashes
+from tests.support.pki import START, Ca, certificate, rsa_key
 
 OPENSSL = shutil.which("openssl")
 SHA384_OID = "2.16.840.1.101.3.4.2.2"
@@ -51,36 +50,14 @@ class Pki:
     """A CA, two leaves and a party certificate (the party signs requests)."""
 
     def __init__(self) -> None:
-        self.ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.party_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test OCSP CA")])
-        self.ca = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(self.ca_key.public_key())
-            .serial_number(1)
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.ca_key, hashes.SHA256())
-        )
-        self.leaves = [self._cert(f"leaf {s}", s) for s in (5, 0x80, 2**150 + 3)]
-        self.party = self._cert("party", 99, self.party_key)
-
-    def _cert(self, cn: str, serial: int, key: rsa.RSAPrivateKey | None = None) -> x509.Certificate:
-        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(self.ca.subject)
-            .public_key((key or self.ca_key).public_key())
-            .serial_number(serial)
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-            .sign(self.ca_key, hashes.SHA256())
-        )
+        self.ca_key = rsa_key()
+        self.party_key = rsa_key()
+        ca = Ca(self.ca_key, certificate("Test OCSP CA", self.ca_key, serial=1, ca=True, days=31))
+        self.ca = ca.cert
+        self.leaves = [
+            ca.issue(f"leaf {s}", self.ca_key, serial=s, days=31) for s in (5, 0x80, 2**150 + 3)
+        ]
+        self.party = ca.issue("party", self.party_key, serial=99, days=31)
 
 
 @pytest.fixture(scope="module")
@@ -368,19 +345,9 @@ def generated_requests(draw: st.DrawFn) -> bytes:
 
 
 def _cert_sets() -> list[list[bytes]]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "requestor")])
-    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.DER)
+    key = rsa_key(1024)
+    cert = certificate("requestor", key, serial=7, not_before=START, days=1).public_bytes(
+        serialization.Encoding.DER
     )
     return [[], [cert], [cert, cert]]
 

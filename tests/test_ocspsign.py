@@ -24,10 +24,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crlbuilder.demo.certprofile import key_usage
 from crlbuilder.model import CertStatus
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import (
@@ -39,20 +40,10 @@ from crlbuilder.ocsp.response import (
     error_response,
     issuer_hashes,
 )
+from tests.support.pki import REASON_FLAGS, make_ca, rsa_key
 
 OPENSSL = shutil.which("openssl")
 SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
-REASONS = {
-    1: x509.ReasonFlags.key_compromise,
-    2: x509.ReasonFlags.ca_compromise,
-    3: x509.ReasonFlags.affiliation_changed,
-    4: x509.ReasonFlags.superseded,
-    5: x509.ReasonFlags.cessation_of_operation,
-    6: x509.ReasonFlags.certificate_hold,
-    8: x509.ReasonFlags.remove_from_crl,
-    9: x509.ReasonFlags.privilege_withdrawn,
-    10: x509.ReasonFlags.aa_compromise,
-}
 OPENSSL_REASON = {1: "keyCompromise", 3: "affiliationChanged", 5: "cessationOfOperation"}
 
 
@@ -79,57 +70,24 @@ class Pki:
     """A CA, a delegated OCSP signer it issued, and leaf certificates."""
 
     def __init__(self) -> None:
-        self.ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.signer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        now = _now()
-        ca_name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jpki-va test"),
-                x509.NameAttribute(NameOID.COMMON_NAME, "Test CA"),
-            ]
-        )
-        self.ca = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(self.ca_key.public_key())
-            .serial_number(1)
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-                critical=True,
-            )
-            .sign(self.ca_key, hashes.SHA256())
-        )
-        self.signer_cert = (
-            self._builder("Test OCSP signer", 2, self.signer_key)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=True)
-            .add_extension(x509.OCSPNoCheck(), critical=False)
-            .add_extension(
-                x509.KeyUsage(True, False, False, False, False, False, False, False, False),
-                critical=True,
-            )
-            .sign(self.ca_key, hashes.SHA256())
-        )
+        self.ca_key = rsa_key()
+        self.signer_key = rsa_key()
+        ca = make_ca(
+            "Test CA", self.ca_key, organization="jpki-va test",
+            not_before=_now() - dt.timedelta(days=1), days=366, path_length=None, ski=False,
+        )  # fmt: skip
+        self.ca = ca.cert
+        self.signer_cert = ca.issue(
+            "Test OCSP signer", self.signer_key, serial=2,
+            usage=key_usage("digital_signature"),
+            extensions=[
+                (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), True),
+                (x509.OCSPNoCheck(), False),
+            ],
+        )  # fmt: skip
         self.leaves = [
-            self._builder(f"leaf {s}", s, self.signer_key).sign(self.ca_key, hashes.SHA256())
-            for s in (0x1001, 0x80, 2**150 + 7)
+            ca.issue(f"leaf {s}", self.signer_key, serial=s) for s in (0x1001, 0x80, 2**150 + 7)
         ]
-
-    def _builder(self, cn: str, serial: int, key: rsa.RSAPrivateKey) -> x509.CertificateBuilder:
-        now = _now()
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(self.ca.subject)
-            .public_key(key.public_key())
-            .serial_number(serial)
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=30))
-        )
 
     def signer(self) -> KeySigner:
         return KeySigner(self.signer_key, self.signer_cert)
@@ -208,7 +166,7 @@ CASES = [
     ("good", None),
     ("unknown", None),
     ("revoked", None),
-    *[("revoked", r) for r in REASONS],
+    *[("revoked", r) for r in REASON_FLAGS],
 ]
 
 
@@ -232,7 +190,7 @@ def test_byte_equal_to_cryptography(
             this_update=now,
             next_update=now + dt.timedelta(hours=6),
             revocation_time=revoked_at if status == "revoked" else None,
-            revocation_reason=REASONS[reason] if reason is not None else None,
+            revocation_reason=REASON_FLAGS[reason] if reason is not None else None,
         )
         .responder_id(ocsp.OCSPResponderEncoding.HASH, pki.signer_cert)
         .certificates([pki.signer_cert])

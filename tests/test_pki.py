@@ -130,6 +130,7 @@ def test_generation_starts(pki: Manifest) -> None:
     assert cert(pki, g2.cert).not_valid_before_utc == ROLLOVER
 
 
+@pytest.mark.integration  # openssl x509 -text
 def test_ocsp_signers_are_delegated_with_nocheck(pki: Manifest) -> None:
     for i in pki.issuers:
         ca = cert(pki, i.cert)

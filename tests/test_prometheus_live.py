@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -40,7 +39,8 @@ import pytest
 
 from crlbuilder.model import Answer, CertStatus
 from tests.conftest import ROOT, Built
-from tests.test_responder_interop import Server, post, request_for, start_server
+from tests.support.harness import Server, request_for, start_server
+from tests.support.procs import stop
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 JOB = "jpki-va"
@@ -139,18 +139,6 @@ def write_config(d: Path, target: str) -> Path:
     return path
 
 
-def stop(p: subprocess.Popen[bytes]) -> None:
-    """SIGTERM by PID, SIGKILL when it has not exited after 10 s."""
-    if p.poll() is not None:
-        return
-    os.kill(p.pid, signal.SIGTERM)
-    try:
-        p.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-
-
 @contextlib.contextmanager
 def start_prometheus(binary: str, d: Path, target: str) -> Iterator[Prometheus]:
     """A real Prometheus on an ephemeral loopback port, ready, stopped by PID afterwards.
@@ -174,7 +162,7 @@ def start_prometheus(binary: str, d: Path, target: str) -> Iterator[Prometheus]:
                 yield prom
                 return
         finally:
-            stop(p)
+            stop(p, timeout=10)
         if "address already in use" not in log.read_text():
             break
     pytest.fail(f"prometheus did not become ready:\n{log.read_text()[-4000:]}")
@@ -202,12 +190,12 @@ def send(server: Server, answers: list[Answer], unauthenticated: int) -> Counter
     token = server.token("both-verifier")
     sent: Counter[str] = Counter()
     for a in answers:
-        resp = ocsp.load_der_ocsp_response(post(server, request_for(server, a), token=token))
+        resp = ocsp.load_der_ocsp_response(server.post(request_for(server, a), token=token))
         assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL, a.case
         assert resp.certificate_status.name.lower() == a.status.value, a.case
         sent[a.status.value] += 1
     for a in answers[:unauthenticated]:
-        resp = ocsp.load_der_ocsp_response(post(server, request_for(server, a)))
+        resp = ocsp.load_der_ocsp_response(server.post(request_for(server, a)))
         assert resp.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
         sent[""] += 1
     return sent

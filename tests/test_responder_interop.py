@@ -10,18 +10,14 @@ foreign issuer, signed requests, client certificate header from a trusted proxy)
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
 import hashlib
-import json
 import os
 import signal
 import subprocess
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +28,9 @@ from cryptography.x509 import ocsp
 
 from crlbuilder.model import Answer, CertStatus
 from crlbuilder.store.lmdbstore import Store
-from tests.conftest import BIN, Built, run_tool
+from tests.conftest import Built, run_tool
+from tests.support.harness import Server, request_for, start_server, status_of
+from tests.support.wait import until
 
 OPENSSL_STATUS = {
     CertStatus.GOOD: "good",
@@ -43,55 +41,6 @@ REASONS = {
     0: "unspecified", 1: "keyCompromise", 2: "cACompromise", 3: "affiliationChanged",
     4: "superseded", 5: "cessationOfOperation", 6: "certificateHold",
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    built: Built
-    registry: Path
-    pid: int
-    metrics_url: str
-    """The admin listener (``metrics on`` line): /metrics is not on the public port."""
-
-    def token(self, party: str) -> str:
-        return (self.built.pki / "parties" / f"{party}.token").read_text().strip()
-
-
-@contextlib.contextmanager
-def start_server(
-    built: Built, d: Path, store: Path | None = None, extra: tuple[str, ...] = ()
-) -> Iterator[Server]:
-    """A real `responder serve` on an ephemeral loopback port, stopped by PID afterwards."""
-    registry = d / "registry.toml"
-    if not registry.exists():
-        run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
-    log = (d / "stderr.log").open("wb")
-    p = subprocess.Popen(
-        [str(BIN / "responder"), "serve", "--store", str(store or built.store), "--pki", str(built.pki),
-         "--registry", str(registry), "--crl-dir", str(built.crl_dir), "--port", "0", "--workers", "2",
-         "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(d / "ledger"),
-         "--metrics-port", "0", *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )  # fmt: skip
-    try:
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        assert line.startswith("listening on"), (d / "stderr.log").read_text()
-        admin = p.stdout.readline() if "--no-metrics" not in extra else ""
-        assert not admin or admin.startswith("metrics on"), admin
-        yield Server(line.split()[-1], built, registry, p.pid, admin.split()[-1] if admin else "")
-    finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        log.close()
-    text = (d / "stderr.log").read_text()
-    for party in ("both-verifier", "sig-verifier", "auth-verifier"):
-        assert (built.pki / "parties" / f"{party}.token").read_text().strip() not in text
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +125,7 @@ def test_every_sample_with_gnutls_ocsptool(server: Server, tmp_path: Path) -> No
              "--load-cert", str(pop / a.cert), "--no-nonce", "--outfile", str(req)],
             check=True, capture_output=True,
         )  # fmt: skip
-        der = post(server, req.read_bytes(), token=server.token("both-verifier"))
+        der = server.post(req.read_bytes(), token=server.token("both-verifier"))
         resp = tmp_path / "resp.der"
         resp.write_bytes(der)
         out = subprocess.run(
@@ -192,27 +141,6 @@ def test_every_sample_with_gnutls_ocsptool(server: Server, tmp_path: Path) -> No
             "unknown": "Certificate Status: unknown",
         }
         assert want[a.status.value] in text, (a.case, text)
-
-
-def post(
-    server: Server, body: bytes, *, token: str | None = None, headers: dict[str, str] | None = None
-) -> bytes:
-    h = {"Content-Type": "application/ocsp-request", **(headers or {})}
-    if token:
-        h["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(f"{server.url}/ocsp", data=body, headers=h, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        assert r.headers["Content-Type"] == "application/ocsp-response"
-        data: bytes = r.read()
-        return data
-
-
-def request_for(server: Server, a: Answer, alg: hashes.HashAlgorithm | None = None) -> bytes:
-    pop = server.built.population
-    cert = x509.load_pem_x509_certificate((pop / a.cert).read_bytes())
-    issuer = x509.load_pem_x509_certificate((pop / a.issuer_cert).read_bytes())
-    b = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, alg or hashes.SHA1())
-    return b.build().public_bytes(serialization.Encoding.DER)
 
 
 def test_get_with_rfc5019_caching_headers(server: Server) -> None:
@@ -251,7 +179,7 @@ def test_get_with_rfc5019_caching_headers(server: Server) -> None:
 
 def test_sha256_certid(server: Server) -> None:
     a = next(x for x in server.built.answers if x.status is CertStatus.REVOKED)
-    resp = ocsp.load_der_ocsp_response(post(server, request_for(server, a, hashes.SHA256()),
+    resp = ocsp.load_der_ocsp_response(server.post(request_for(server, a, hashes.SHA256()),
                                             token=server.token("both-verifier")))  # fmt: skip
     assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
     assert isinstance(resp.hash_algorithm, hashes.SHA256)
@@ -263,16 +191,12 @@ def test_unknown_certid_hash_algorithm_is_unauthorized(server: Server) -> None:
     authenticated party that is answered for the same certificate with SHA-1."""
     a = next(x for x in server.built.answers if x.status is CertStatus.GOOD)
     token = server.token("both-verifier")
-    assert status_of(post(server, request_for(server, a, hashes.SHA384()), token=token)) is (
+    assert status_of(server.post(request_for(server, a, hashes.SHA384()), token=token)) is (
         ocsp.OCSPResponseStatus.UNAUTHORIZED
     )
-    assert status_of(post(server, request_for(server, a), token=token)) is (
+    assert status_of(server.post(request_for(server, a), token=token)) is (
         ocsp.OCSPResponseStatus.SUCCESSFUL
     )
-
-
-def status_of(der: bytes) -> ocsp.OCSPResponseStatus:
-    return ocsp.load_der_ocsp_response(der).response_status
 
 
 def test_unauthenticated_and_unauthorized(server: Server) -> None:
@@ -283,23 +207,23 @@ def test_unauthenticated_and_unauthorized(server: Server) -> None:
     )
     auth = next(a for a in server.built.answers if a.family.value == "auth-card")
     unauthorized = ocsp.OCSPResponseStatus.UNAUTHORIZED
-    assert status_of(post(server, request_for(server, sign))) is unauthorized
-    assert status_of(post(server, request_for(server, sign), token="not-a-token")) is unauthorized
+    assert status_of(server.post(request_for(server, sign))) is unauthorized
+    assert status_of(server.post(request_for(server, sign), token="not-a-token")) is unauthorized
     # a 利用者証明検証者 may not receive sign information (Act §37), and the reverse
     assert (
-        status_of(post(server, request_for(server, sign), token=server.token("auth-verifier")))
+        status_of(server.post(request_for(server, sign), token=server.token("auth-verifier")))
         is unauthorized
     )
     assert (
-        status_of(post(server, request_for(server, auth), token=server.token("sig-verifier")))
+        status_of(server.post(request_for(server, auth), token=server.token("sig-verifier")))
         is unauthorized
     )
     assert status_of(
-        post(server, request_for(server, auth), token=server.token("auth-verifier"))
+        server.post(request_for(server, auth), token=server.token("auth-verifier"))
     ) is (ocsp.OCSPResponseStatus.SUCCESSFUL)
     # a 署名確認者 is answered by its group only (Act §20(1))
     assert (
-        status_of(post(server, request_for(server, sign), token=server.token("member-1")))
+        status_of(server.post(request_for(server, sign), token=server.token("member-1")))
         is unauthorized
     )
     out, _ = openssl_ocsp(server, sign, "-no_nonce", token=None)
@@ -314,8 +238,8 @@ def test_foreign_issuer_is_unauthorized(server: Server, tmp_path: Path) -> None:
     cert = x509.load_pem_x509_certificate((server.built.population / a.cert).read_bytes())
     foreign = x509.load_pem_x509_certificate(other.path(other.issuers[0].cert).read_bytes())
     req = ocsp.OCSPRequestBuilder().add_certificate(cert, foreign, hashes.SHA1()).build()
-    der = post(
-        server, req.public_bytes(serialization.Encoding.DER), token=server.token("both-verifier")
+    der = server.post(
+        req.public_bytes(serialization.Encoding.DER), token=server.token("both-verifier")
     )
     assert status_of(der) is ocsp.OCSPResponseStatus.UNAUTHORIZED
 
@@ -362,18 +286,18 @@ def test_client_certificate_from_trusted_proxy(server: Server) -> None:
     a = next(x for x in server.built.answers if x.family.value == "auth-card")
     pem = (server.built.pki / "parties" / "auth-verifier.pem").read_text()
     header = urllib.parse.quote(pem)
-    der = post(server, request_for(server, a), headers={"client-cert": header})
+    der = server.post(request_for(server, a), headers={"client-cert": header})
     assert status_of(der) is ocsp.OCSPResponseStatus.SUCCESSFUL
 
 
 def test_bad_input_and_routes(server: Server) -> None:
     token = server.token("both-verifier")
     assert (
-        status_of(post(server, b"\x30\x03\x02\x01", token=token))
+        status_of(server.post(b"\x30\x03\x02\x01", token=token))
         is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
     )
     assert (
-        status_of(post(server, os.urandom(200), token=token))
+        status_of(server.post(os.urandom(200), token=token))
         is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
     )
 
@@ -432,7 +356,7 @@ def revoke_while_serving(server: Server, store: Path, tmp_path: Path) -> None:
     token = server.token("both-verifier")
     body = request_for(server, a)
     assert (
-        ocsp.load_der_ocsp_response(post(server, body, token=token)).certificate_status
+        ocsp.load_der_ocsp_response(server.post(body, token=token)).certificate_status
         is ocsp.OCSPCertStatus.GOOD
     )
     rec = tmp_path / "late.jsonl"
@@ -443,13 +367,12 @@ def revoke_while_serving(server: Server, store: Path, tmp_path: Path) -> None:
     args[args.index("--input") + 1] = str(rec)
     args[args.index("--as-of") + 1] = datetime.now(UTC).isoformat()
     run_tool("crlbuilder", "build", *args)
-    deadline = time.monotonic() + 5
-    while True:
-        resp = ocsp.load_der_ocsp_response(post(server, body, token=token))
-        if resp.certificate_status is ocsp.OCSPCertStatus.REVOKED or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
+
+    def revoked() -> ocsp.OCSPResponse | None:
+        resp = ocsp.load_der_ocsp_response(server.post(body, token=token))
+        return resp if resp.certificate_status is ocsp.OCSPCertStatus.REVOKED else None
+
+    resp = until(revoked, timeout=5, what="the new revocation served")
     assert resp.revocation_reason is x509.ReasonFlags.key_compromise
 
 
@@ -477,7 +400,7 @@ def test_random_and_mutated_requests_through_the_real_server(server: Server) -> 
         )
     )
     def check(body: bytes) -> None:
-        assert status_of(post(server, body, token=token)) in allowed
+        assert status_of(server.post(body, token=token)) in allowed
 
     check()
     with urllib.request.urlopen(f"{server.url}/healthz", timeout=5) as r:
@@ -494,7 +417,7 @@ def test_stale_data_gets_try_later(built: Built, tmp_path: Path) -> None:
     run_tool("crlbuilder", "build", *args)  # a delta CRL whose nextUpdate has passed
     with start_server(built, tmp_path, store) as s:
         a = next(x for x in built.answers if x.status is CertStatus.GOOD)
-        der = post(s, request_for(s, a), token=s.token("both-verifier"))
+        der = s.post(request_for(s, a), token=s.token("both-verifier"))
         assert status_of(der) is ocsp.OCSPResponseStatus.TRY_LATER
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"{s.url}/readyz", timeout=5)
@@ -532,35 +455,18 @@ def test_sighup_reloads_the_registry(built: Built, tmp_path: Path) -> None:
         a = next(x for x in built.answers if x.family.value == "auth-card")
         body = request_for(s, a)
         token = "a-new-party-token-0123456789"
-        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
+        assert status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
         digest = hashlib.sha256(token.encode()).hexdigest()
         with s.registry.open("a") as f:  # appended by hand, in the current format
             f.write(LATE_PARTY.format(digest=digest))
         os.kill(s.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while status_of(post(s, body, token=token)) is not ocsp.OCSPResponseStatus.SUCCESSFUL:
-            assert time.monotonic() < deadline, "the new party was not accepted after SIGHUP"
-            time.sleep(0.1)
+        until(
+            lambda: status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL,
+            timeout=5, what="the new party accepted after SIGHUP",
+        )  # fmt: skip
         # every worker has it (several requests land on both)
         for _ in range(20):
-            assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
-
-
-def _events(d: Path, event: str) -> list[dict[str, object]]:
-    out = []
-    for line in (d / "stderr.log").read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            obj = json.loads(line)
-            if isinstance(obj, dict) and obj.get("event") == event:
-                out.append(obj)
-    return out
-
-
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
+            assert status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
 
 
 def _registry_file_bad(s: Server) -> float:
@@ -584,11 +490,11 @@ def test_worker_restarted_with_a_broken_registry_serves_the_last_good(
     with start_server(built, tmp_path) as s:
         a = next(x for x in built.answers if x.family.value == "auth-card")
         body, token = request_for(s, a), s.token("auth-verifier")
-        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
         good = s.registry.read_text()
         s.registry.write_text(good + "\n[[party]\n")  # a bad hand edit: not TOML
-        _wait_for(lambda: bool(_events(tmp_path, "registry_file_bad")), "the master saw it")
-        master_event = _events(tmp_path, "registry_file_bad")[0]
+        until(lambda: s.events("registry_file_bad"), what="the master saw it")
+        master_event = s.events("registry_file_bad")[0]
         assert master_event["pid"] == s.pid and str(s.registry) in str(master_event["error"])
         children = Path(f"/proc/{s.pid}/task/{s.pid}/children").read_text().split()
         victim = int(children[0])
@@ -596,25 +502,25 @@ def test_worker_restarted_with_a_broken_registry_serves_the_last_good(
 
         def replaced() -> bool:
             return any(e["worker_pid"] != victim and e["pid"] == s.pid
-                       for e in _events(tmp_path, "worker_ready")[2:])  # fmt: skip
+                       for e in s.events("worker_ready")[2:])  # fmt: skip
 
-        _wait_for(replaced, "the killed worker was not replaced by a serving one")
-        assert not _events(tmp_path, "worker_start_failed")
-        new_pid = _events(tmp_path, "worker_ready")[2]["worker_pid"]
-        bad = [e for e in _events(tmp_path, "registry_file_bad") if e["pid"] == new_pid]
+        until(replaced, what="the killed worker replaced by a serving one")
+        assert not s.events("worker_start_failed")
+        new_pid = s.events("worker_ready")[2]["worker_pid"]
+        bad = [e for e in s.events("registry_file_bad") if e["pid"] == new_pid]
         assert bad and "not valid TOML" in str(bad[0]["error"]), "the new worker says why"
         for _ in range(20):  # new connections land on both workers
-            assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+            assert status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
         assert _registry_file_bad(s) == 1
         # SIGHUP with the bad file keeps the registry in use and logs what is wrong and where
         os.kill(s.pid, signal.SIGHUP)
-        _wait_for(lambda: len(_events(tmp_path, "registry_reload_failed")) >= 2, "SIGHUP logged")
-        failed = _events(tmp_path, "registry_reload_failed")
+        until(lambda: len(s.events("registry_reload_failed")) >= 2, what="SIGHUP logged")
+        failed = s.events("registry_reload_failed")
         assert all(str(s.registry) in str(e["error"]) for e in failed)
-        assert status_of(post(s, body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
         # fixed: every worker loads it again and the metric goes back to 0
         s.registry.write_text(good)
-        _wait_for(lambda: _registry_file_bad(s) == 0, "the metric did not clear")
+        until(lambda: _registry_file_bad(s) == 0, what="the metric cleared")
 
 
 def test_unsigned_request_naming_a_requestor_gets_sig_required(server: Server) -> None:
@@ -635,9 +541,9 @@ def test_unsigned_request_naming_a_requestor_gets_sig_required(server: Server) -
             )
         }
     )  # fmt: skip
-    assert status_of(post(server, named.dump())) is ocsp.OCSPResponseStatus.SIG_REQUIRED
-    assert status_of(post(server, plain.dump())) is ocsp.OCSPResponseStatus.UNAUTHORIZED
+    assert status_of(server.post(named.dump())) is ocsp.OCSPResponseStatus.SIG_REQUIRED
+    assert status_of(server.post(plain.dump())) is ocsp.OCSPResponseStatus.UNAUTHORIZED
     # with a bearer token the same named request is answered
-    assert status_of(post(server, named.dump(), token=server.token("both-verifier"))) is (
+    assert status_of(server.post(named.dump(), token=server.token("both-verifier"))) is (
         ocsp.OCSPResponseStatus.SUCCESSFUL
     )

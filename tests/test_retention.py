@@ -34,9 +34,9 @@ from responder.config import OcspConfig
 from responder.flow import OcspFlow, Unavailable
 from responder.ocsp import Ready, load_issuers
 from tests.conftest import ROOT, Built, run_tool
+from tests.support.harness import Server, start_server
 from tests.test_apply import H1, World, issuance, rid, ts
 from tests.test_ocsp_flow import Quotas
-from tests.test_responder_interop import Server, start_server
 
 DAY = 86_400
 ISSUER = "sign-card-g2"

@@ -15,35 +15,30 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from responder.server import JsonLineFormatter, sd_notify
-from tests.test_http_app import (
+from tests.support.echo_app import (
     ReplyReader,
     ServerProcess,
-    child_pids,
     connect,
     wait_closed,
     write_config,
 )
+from tests.support.pki import certificate
+from tests.support.procs import alive, children
+from tests.support.wait import until
 
 LIMITS = {"header_timeout": 2.0, "idle_timeout": 10.0, "drain_timeout": 3.0}
 
-
-def _until(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
+pytestmark = pytest.mark.integration  # every test but three starts the real master
 
 
 def _info(port: int) -> dict[str, object]:
@@ -102,7 +97,7 @@ def test_drain_timeout_cuts_requests_that_take_too_long(tmp_path: Path) -> None:
 def test_sighup_reloads_every_worker_without_dropping_connections(tmp_path: Path) -> None:
     config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
     with ServerProcess(tmp_path, config).start() as server:
-        workers = set(child_pids(server.pid))
+        workers = set(children(server.pid))
         assert len(workers) == 2
         with connect(server.port) as sock:
             reader = ReplyReader(sock)
@@ -114,14 +109,14 @@ def test_sighup_reloads_every_worker_without_dropping_connections(tmp_path: Path
                 tmp_path / "r.toml", {"port": 0, "workers": 2}, {**LIMITS, "max_body_bytes": 200}
             )
             server.signal(signal.SIGHUP)
-            _until(lambda: len(list(tmp_path.glob("reload-*"))) == 2, what="both workers reloaded")
+            until(lambda: len(list(tmp_path.glob("reload-*"))) == 2, what="both workers reloaded")
             assert {int(p.name.split("-")[2]) for p in tmp_path.glob("reload-*")} == workers
             sock.sendall(b"GET /info HTTP/1.1\r\nHost: a\r\n\r\n")  # the same connection
             info = json.loads(reader.read_one().body)
             assert info["reloads"] == 1
             sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 300\r\n\r\n")
             assert reader.read_one().status == 413  # the new limit, on an old connection
-        assert set(child_pids(server.pid)) == workers  # nobody was restarted
+        assert set(children(server.pid)) == workers  # nobody was restarted
 
 
 def test_sighup_with_a_broken_config_keeps_serving(tmp_path: Path) -> None:
@@ -129,7 +124,7 @@ def test_sighup_with_a_broken_config_keeps_serving(tmp_path: Path) -> None:
     with ServerProcess(tmp_path, config).start() as server:
         config.write_text(config.read_text() + "\n[server.nonsense]\nx = 1\n")
         server.signal(signal.SIGHUP)
-        _until(lambda: "reload_failed" in server.stderr(), what="reload_failed logged")
+        until(lambda: "reload_failed" in server.stderr(), what="reload_failed logged")
         failed = next(e for e in server.events() if e["event"] == "reload_failed")
         assert "r.toml" in failed["error"] and "server" in failed["error"]
         assert not list(tmp_path.glob("reload-*"))
@@ -139,17 +134,17 @@ def test_sighup_with_a_broken_config_keeps_serving(tmp_path: Path) -> None:
 def test_killed_worker_is_restarted(tmp_path: Path) -> None:
     config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
     with ServerProcess(tmp_path, config).start() as server:
-        before = set(child_pids(server.pid))
+        before = set(children(server.pid))
         victim = sorted(before)[0]
         os.kill(victim, signal.SIGKILL)
-        _until(
+        until(
             lambda: (
-                len(set(child_pids(server.pid)) - before) == 1
+                len(set(children(server.pid)) - before) == 1
                 and server.stderr().count("worker_ready") == 3
             ),
             what="a new worker",
         )
-        after = set(child_pids(server.pid))
+        after = set(children(server.pid))
         assert victim not in after and len(after) == 2
         for _ in range(4):
             assert _info(server.port)["pid"] in after
@@ -182,30 +177,22 @@ def test_reuseport_gives_each_worker_its_own_listening_socket(
     with ServerProcess(tmp_path, config).start() as server:
         assert _listening_sockets(server.port) == (3 if reuseport else 1)
         pids = {_info(server.port)["pid"] for _ in range(40)}
-        assert pids <= set(child_pids(server.pid)) and pids
-
-
-def _running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        assert pids <= set(children(server.pid)) and pids
 
 
 def test_workers_stop_when_the_master_is_killed(tmp_path: Path) -> None:
     config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
     with ServerProcess(tmp_path, config).start() as server:
-        workers = child_pids(server.pid)
+        workers = children(server.pid)
         assert len(workers) == 2
         try:
             server.signal(signal.SIGKILL)
             server.wait(5)
-            _until(lambda: not any(_running(p) for p in workers), what="orphaned workers exit")
+            until(lambda: not any(alive(p) for p in workers), what="orphaned workers exit")
         finally:
             for pid in workers:  # reparented: the fixture would not find them
                 with contextlib.suppress(OSError):
-                    if b"test_http_app" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    if b"echo_app" in Path(f"/proc/{pid}/cmdline").read_bytes():
                         os.kill(pid, signal.SIGKILL)
 
 
@@ -326,28 +313,21 @@ def _issue(
     ca: bool = False,
     server: bool = False,
 ) -> x509.Certificate:
-    now = datetime.now(UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
+    extensions: list[tuple[x509.ExtensionType, bool]] = []
     if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        extensions = [
+            (
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                False,
+            ),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+        ]
     elif not ca:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
+        extensions = [(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)]
+    return certificate(
+        subject, key, issuer_key, issuer=issuer.subject if issuer else None,
+        not_before=datetime.now(UTC) - timedelta(minutes=5), days=1, ca=ca, extensions=extensions,
+    )  # fmt: skip
 
 
 def _pki(tmp_path: Path) -> dict[str, Path]:

@@ -29,7 +29,7 @@ from responder.config import LimitsConfig, LogConfig, MetricsConfig
 from responder.http import HttpServer, Request, Response
 from responder.logs import AccessLog
 from responder.outcome import Outcome
-from tests.test_metrics import parse, total
+from tests.support.harness import parse_metrics, total
 
 _OK = Response(200, b"ok\n", b"text/plain")
 
@@ -108,7 +108,7 @@ def test_shedding_503s_are_labelled_shed_not_counted_as_the_apps_errors(
     assert displaced.startswith(b"HTTP/1.1 503 ") and refused.startswith(b"HTTP/1.1 503 ")
     assert oversized.startswith(b"HTTP/1.1 431 ")
 
-    s = parse(wm.render().decode())
+    s = parse_metrics(wm.render().decode())
     requests = "jpkiva_requests_total"
     assert total(s, requests, endpoint="shed", http_status="503", party="-") == 2
     assert total(s, "jpkiva_connections_evicted_total") == 1  # of the two, one displaced

@@ -18,7 +18,6 @@ from asn1crypto import x509 as ax509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
 from crlbuilder.model import Family
 from crlbuilder.ocsp.request import RequestSignature, parse_request
@@ -33,23 +32,9 @@ from responder.registry.schema import (
     UserVerifierTitle,
 )
 from responder.registry.vocabulary import Method, Service
+from tests.support.pki import certificate, rsa_key
 
 REGISTERED = 300
-
-
-def _cert(name: str, key: rsa.RSAPrivateKey) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
 
 
 def _entry(pid: str, cert_ref: str) -> PartyEntry:
@@ -104,8 +89,8 @@ def many(
     entries = []
     first: tuple[rsa.RSAPrivateKey, x509.Certificate] | None = None
     for i in range(REGISTERED):
-        key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-        cert = _cert(f"party {i}", key)
+        key = rsa_key(1024)
+        cert = certificate(f"party {i}", key)
         (d / f"p{i}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         entries.append(_entry(f"party-{i}", f"p{i}.pem"))
         if first is None:
@@ -137,8 +122,8 @@ def test_unregistered_signed_request_costs_no_signature_check(
 ) -> None:
     reg = many[0]
     assert len(reg.signing_keys()) == REGISTERED
-    stranger_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    stranger = _cert("stranger", stranger_key)
+    stranger_key = rsa_key(1024)
+    stranger = certificate("stranger", stranger_key)
     assert _who(reg, _signed_request(stranger_key, stranger)) == (None, 0)
     assert _who(reg, _signed_request(stranger_key, stranger, name=False)) == (None, 0)
 
@@ -151,5 +136,5 @@ def test_registered_signed_request_costs_exactly_one(
     assert _who(reg, _signed_request(key, cert, name=False)) == ("party-0", 1)  # by its cert
     # a stranger naming a registered party (and attaching its public certificate) is checked
     # against that one key only, and refused
-    stranger_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    stranger_key = rsa_key(1024)
     assert _who(reg, _signed_request(stranger_key, cert)) == (None, 1)

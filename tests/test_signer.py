@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,35 +13,19 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import NameOID
 
 from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, SignerError
-
-
-def _certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, cn: str) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+from tests.support.pki import make_ca, rsa_key
 
 
 @pytest.fixture(scope="module")
 def ca_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return rsa_key()
 
 
 @pytest.fixture(scope="module")
 def ca_cert(ca_key: rsa.RSAPrivateKey) -> x509.Certificate:
-    return _certificate(ca_key, "Signer Test CA")
+    return make_ca("Signer Test CA", ca_key).cert
 
 
 def _write_key(
@@ -148,24 +131,24 @@ def test_refuses_encrypted_key(
 
 
 def test_refuses_key_of_another_certificate(tmp_path: Path, ca_key: rsa.RSAPrivateKey) -> None:
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa_key()
     key_path = tmp_path / "ca.key"
     cert_path = tmp_path / "other.pem"
     _write_key(key_path, ca_key)
-    _write_cert(cert_path, _certificate(other, "Other CA"), serialization.Encoding.PEM)
+    _write_cert(cert_path, make_ca("Other CA", other).cert, serialization.Encoding.PEM)
     with pytest.raises(SignerError, match="does not match"):
         PemSigner.from_files(key_path, cert_path)
 
 
 def test_refuses_short_and_non_rsa_keys(tmp_path: Path) -> None:
-    short = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    short = rsa_key(1024)
     with pytest.raises(SignerError, match="RSA-1024"):
-        PemSigner(short, _certificate(short, "Short"))
+        PemSigner(short, make_ca("Short", short).cert)
     ec_key = ec.generate_private_key(ec.SECP256R1())
     key_path = tmp_path / "ec.key"
     cert_path = tmp_path / "ec.pem"
     _write_key(key_path, ec_key)
-    _write_cert(cert_path, _certificate(ec_key, "EC"), serialization.Encoding.PEM)
+    _write_cert(cert_path, make_ca("EC", ec_key).cert, serialization.Encoding.PEM)
     with pytest.raises(SignerError, match="not an RSA"):
         PemSigner.from_files(key_path, cert_path)
 

@@ -28,7 +28,8 @@ from crlbuilder.model import CertStatus
 from responder.signing import SigningPool
 from responder.signqueue import FairQueue
 from tests.conftest import Built
-from tests.test_metrics import run_server, sample, total
+from tests.support.harness import sample, start_server, total
+from tests.support.wait import until
 
 # -- the fair queue (pure) ---------------------------------------------------------------------
 
@@ -159,8 +160,8 @@ def test_a_flooding_party_gets_try_later_and_another_party_is_still_answered(
 ) -> None:
     """sig-verifier (no quota) floods nonce requests; both-verifier is answered every time."""
     template = _nonce_template(built)
-    with run_server(
-        built, tmp_path / "srv", "--sign-threads", "1", "--sign-queue-per-party", "2"
+    with start_server(
+        built, tmp_path / "srv", extra=("--sign-threads", "1", "--sign-queue-per-party", "2")
     ) as srv:
         port = srv.port
         flooder_token, victim_token = srv.token("sig-verifier"), srv.token("both-verifier")
@@ -224,7 +225,4 @@ def test_a_flooding_party_gets_try_later_and_another_party_is_still_answered(
                 and total(s, "jpkiva_refusals_total", rule="fair_share") == flooded["TRY_LATER"]
             )
 
-        deadline = time.monotonic() + 8
-        while not counted():
-            assert time.monotonic() < deadline, "fresh signatures per party and refusals counted"
-            time.sleep(0.1)
+        until(counted, 8, "fresh signatures per party and refusals counted")

@@ -1,8 +1,8 @@
-"""Test support for the HTTP layer and the supervisor (no tests of its own).
+"""The HTTP layer and the supervisor served with a trivial app, for tests and bench_attack_http.
 
 A trivial app (`EchoApp`) and `ServerProcess`, which runs the real
 `responder.server.serve` in a subprocess on 127.0.0.1 with an ephemeral port:
-``python tests/test_http_app.py CONFIG.toml`` serves `EchoApp` until SIGTERM.
+``python tests/support/echo_app.py CONFIG.toml`` serves `EchoApp` until SIGTERM.
 The app writes marker files into ``$JPKI_TEST_DIR`` when it is built,
 reloaded and closed, so tests can see what each worker did.
 """
@@ -10,12 +10,10 @@ reloaded and closed, so tests can see what each worker did.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -30,8 +28,11 @@ from responder.config import ResponderConfig, load_config
 from responder.http import Request, Response
 from responder.outcome import Outcome
 from responder.server import serve
+from tests.support.procs import stop
 
 HERE = Path(__file__).resolve()
+ROOT = HERE.parents[2]
+"""The checkout: on the child's PYTHONPATH, since it runs this file as a script."""
 FIXED = Response(200, b"F" * 100, b"application/ocsp-response")
 NOT_FOUND = Response(404, b"no such test route\n", b"text/plain")
 UNAUTHORIZED = Response(401, b"unauthorized\n", b"text/plain")
@@ -174,7 +175,12 @@ class ServerProcess:
         return int(self.urls[0].rsplit(":", 1)[1])
 
     def start(self, timeout: float = 15.0, expect_lines: int = 1) -> ServerProcess:
-        env = {**os.environ, "JPKI_TEST_DIR": str(self.workdir), **self.env}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "JPKI_TEST_DIR": str(self.workdir),
+            **self.env,
+        }
         with self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, str(HERE), str(self.config_path)],
@@ -216,48 +222,21 @@ class ServerProcess:
         return self.proc.wait(timeout)
 
     def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL (master and any worker left) if it does not exit."""
+        """SIGTERM by PID, then SIGKILL (master and any worker left) if it does not exit."""
         proc = self.proc
         if proc is None:
             return None
-        workers = child_pids(proc.pid)
         try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            return stop(proc)
         finally:
-            for pid in workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
             if proc.stdout is not None:
                 proc.stdout.close()
-        return proc.returncode
 
     def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def child_pids(pid: int) -> list[int]:
-    """The direct children of ``pid`` (the workers of a master), from /proc."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            out.append(int(entry.name))
-    return out
 
 
 class HttpReply:
