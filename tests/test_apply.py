@@ -599,3 +599,22 @@ def test_store_without_the_builder_databases_still_opens_read_only(tmp_path: Pat
     with w.read() as view:
         assert view.counts()["outbox"] == 0 and view.counts()["quarantine"] == 0
     w.close()
+
+
+def test_store_without_announcements_opens_read_only_with_none(tmp_path: Path) -> None:
+    """`announcements` came after format 1 too: a responder upgraded before its builder opens
+    the older store (it refused it as "not a jpki-va store"), reads no announcement, and the
+    builder's next open adds the database."""
+    s = Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
+    with s.env.begin(write=True) as txn:
+        for name in sf.BUILDER_DBS | sf.OPTIONAL_DBS:
+            txn.drop(s.dbs[name], delete=True)
+    s.close()
+    r = Store.open(tmp_path / "s", readonly=True)
+    with r.read() as view:
+        assert view.announcements() == []
+    r.close()
+    w = Store.open(tmp_path / "s", readonly=False, map_size=1 << 24)
+    with w.read() as view:
+        assert view.announcements() == [] and view.counts()["announcements"] == 0
+    w.close()

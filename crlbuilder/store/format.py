@@ -80,6 +80,10 @@ ALL_DBS: Final = (
 )
 BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE})
 """Databases only crlbuilder reads: a read-only open of a store without them still works."""
+OPTIONAL_DBS: Final = frozenset({DB_ANNOUNCEMENTS})
+"""Databases added after format 1 that the responder reads: a store a builder of an earlier
+version wrote has none, and reads as if they were empty (no announcement published) until
+the next builder run creates them; the format version stays 1."""
 DUPSORT_DBS: Final = frozenset({DB_LINKS})
 MAX_DBS: Final = 16
 

@@ -81,6 +81,8 @@ class Store:
                 except lmdb.NotFoundError:
                     if name in sf.BUILDER_DBS:
                         continue  # added later; only the builder (which creates them) reads them
+                    if name in sf.OPTIONAL_DBS:
+                        continue  # added later; read as empty (`LmdbReader`)
                     env.close()
                     raise sf.StoreFormatError(
                         f"{p}: the store lacks database {name.decode()}: "

@@ -464,10 +464,10 @@ class LmdbReader(ReaderRules):
             found = cur.prev()
 
     def announcements(self) -> list[sf.Announcement]:
-        out = [
-            sf.announcement_decoder.decode(v)
-            for _, v in self._txn.cursor(db=self._dbs[sf.DB_ANNOUNCEMENTS])
-        ]
+        db = self._dbs.get(sf.DB_ANNOUNCEMENTS)
+        if db is None:  # a store from a builder before announcements (`OPTIONAL_DBS`)
+            return []
+        out = [sf.announcement_decoder.decode(v) for _, v in self._txn.cursor(db=db)]
         return sorted(out, key=lambda a: (a.at, a.issuer))
 
     # --- the builder's own ----------------------------------------------------------
