@@ -386,7 +386,9 @@ def prune_done(done: Path, keep_seconds: int, now: float) -> int:
     removed = 0
     for f in done.iterdir():
         try:
-            if f.is_file() and now - f.stat().st_ctime >= keep_seconds:
+            # keep_seconds 0 (the default) keeps nothing, whatever the clocks say: a file
+            # whose ctime is ahead of ``now`` (the clock stepped back) is removed too
+            if f.is_file() and (keep_seconds <= 0 or now - f.stat().st_ctime >= keep_seconds):
                 f.unlink()
                 removed += 1
         except FileNotFoundError:

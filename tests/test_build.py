@@ -293,6 +293,9 @@ def test_follow_applies_spool_files_and_keeps_none_by_default(built: Built, tmp_
     assert stat.S_IMODE((spool / "done").stat().st_mode) == 0o700
     assert prune_done(spool / "done", 3600, time.time()) == 0
     assert prune_done(spool / "done", 3600, time.time() + 3600) == 1
+    (spool / "done" / "0003.jsonl").write_bytes(b"{}\n")
+    # nothing kept by default, even when the clock reads earlier than the file's ctime
+    assert prune_done(spool / "done", 0, time.time() - 86400) == 1
     for a in good:
         out = run_tool(
             "crlbuilder", "status", "--store", str(store), "--issuer", a.issuer,
