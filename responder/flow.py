@@ -349,10 +349,20 @@ class OcspFlow:
         return self._fresh_until.get(issuer_index, 0)
 
     def remember(self, job: SignJob, ready: Ready) -> None:
-        """Cache a freshly signed single answer (good or unknown, or revoked with a SHA-256 CertID)."""
+        """Cache a freshly signed single answer (good or unknown, or revoked with a SHA-256 CertID).
+
+        Not when its signer no longer signs for the issuer: a job decided before the
+        builder recorded a compromise of the CA key (Act §14) and finished after it
+        was signed by the compromised generation's delegate. The status version does
+        not guard that (an unknown serial keeps version 0), and the cache, emptied by
+        the new store generation, would otherwise take the answer back in.
+        """
         if job.cache_key is None:
             return
         key, alg, version = job.cache_key
+        view = self.by_index.get(sf.split_status_key(key)[0])
+        if view is None or job.signer is not self.signer_for(view):
+            return
         self._put(key, alg, version, ready)
 
     def _put(self, key: bytes, alg: str, version: int, ready: Ready) -> None:
