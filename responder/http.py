@@ -846,12 +846,7 @@ class HttpProtocol(asyncio.Protocol):
             self._deferred += 1
             self._enqueue(_Slot(req, None, self._t0, False, started=False))
             return
-        try:
-            result = srv.app.handle(req)
-        except Exception as exc:
-            result = _app_failed(exc, req)
-        if not self.attributed:
-            self._attribute(req)
+        result = self._call_app(req)
         if isinstance(result, Response):
             if self._queue:
                 self._enqueue(_Slot(req, result, self._t0, False))
