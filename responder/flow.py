@@ -173,8 +173,6 @@ class OcspFlow:
         self._fresh_until: dict[int, int] = {}
         self._compromised: frozenset[int] = frozenset()
         self.crl_import = False
-        self.stale_refusals = 0
-        """tryLater answers past an issuer's promised nextUpdate."""
         self.lapse_refusals = 0
         """tryLater answers for a certificate whose 30-day lapse is due but not yet written."""
 
@@ -248,7 +246,6 @@ class OcspFlow:
         fresh = self._fresh_until.get(view.index, 0)
         if fresh:
             if fresh <= now:
-                self.stale_refusals += 1
                 return Unavailable.STALE
             next_update = min(next_update, fresh)
         answers: list[SingleAnswer] = []
