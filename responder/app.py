@@ -189,12 +189,12 @@ class JpkiApp:
         self.worker_index = worker_index
         self.ledger = LedgerWriter.open(ledger_dir, worker_index)
         self.ledger.start_flusher()
-        self._registry_checked = time.monotonic()
         self._stop = threading.Event()
         if worker_index == 0:  # one merger is enough; the SQLite ledger serializes the rest
             threading.Thread(target=self._merge_loop, name="ledger-merge", daemon=True).start()
-        # a worker with no traffic still takes a registry change (and says when the file is
-        # bad or good again in jpkiva_registry_file_bad) within a second
+        # every worker takes a registry change (and says when the file is bad or good again
+        # in jpkiva_registry_file_bad) within a second, with or without traffic, off the
+        # request path
         threading.Thread(target=self._registry_loop, name="registry-watch", daemon=True).start()
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
@@ -259,8 +259,6 @@ class JpkiApp:
     # --- routing -----------------------------------------------------------------
 
     def handle(self, req: Request) -> Response | asyncio.Future[Response]:
-        if time.monotonic() - self._registry_checked >= 1.0:
-            self._reload_registry_if_changed()
         path = req.target.split(b"?", 1)[0]
         if path in (b"/ocsp", b"/"):
             if req.method != b"POST":
@@ -494,8 +492,7 @@ class JpkiApp:
 
     def _registry_loop(self) -> None:
         while not self._stop.wait(1.0):
-            if time.monotonic() - self._registry_checked >= 1.0:
-                self._reload_registry_if_changed()
+            self._reload_registry_if_changed()
 
     def _merge_loop(self) -> None:
         while not self._stop.wait(self.config.ledger.collect_interval):
@@ -520,7 +517,6 @@ class JpkiApp:
 
     def _reload_registry_if_changed(self) -> None:
         """Registry changes reach every worker within a second, without SIGHUP (Act §18(6) suspensions)."""
-        self._registry_checked = time.monotonic()
         try:
             fresh = self.registry.reload_if_changed(self.config.registry.path)
         except RegistryError as e:

@@ -48,8 +48,9 @@ class CrlFile(msgspec.Struct, frozen=True):
     identity: tuple[int, int, int, int]
     """(st_dev, st_ino, st_mtime_ns, st_size) of the file mapped."""
     headers: tuple[tuple[bytes, bytes], ...]
-    """``Last-Modified`` (the file's mtime) and ``ETag`` (mtime and size, as nginx makes it;
-    the same on every host that keeps the file's mtime)."""
+    """``Last-Modified`` (the file's mtime) and ``ETag`` (mtime in nanoseconds and size, in
+    hex: nginx's form with nginx's whole seconds refined, so two CRLs of the same size
+    published within one second differ; the same on every host that keeps the mtime)."""
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -173,8 +173,6 @@ class OcspFlow:
         self._fresh_until: dict[int, int] = {}
         self._compromised: frozenset[int] = frozenset()
         self.crl_import = False
-        self.stale_refusals = 0
-        """tryLater answers past an issuer's promised nextUpdate."""
         self.lapse_refusals = 0
         """tryLater answers for a certificate whose 30-day lapse is due but not yet written."""
 
@@ -248,7 +246,6 @@ class OcspFlow:
         fresh = self._fresh_until.get(view.index, 0)
         if fresh:
             if fresh <= now:
-                self.stale_refusals += 1
                 return Unavailable.STALE
             next_update = min(next_update, fresh)
         answers: list[SingleAnswer] = []
@@ -349,10 +346,20 @@ class OcspFlow:
         return self._fresh_until.get(issuer_index, 0)
 
     def remember(self, job: SignJob, ready: Ready) -> None:
-        """Cache a freshly signed single answer (good or unknown, or revoked with a SHA-256 CertID)."""
+        """Cache a freshly signed single answer (good or unknown, or revoked with a SHA-256 CertID).
+
+        Not when its signer no longer signs for the issuer: a job decided before the
+        builder recorded a compromise of the CA key (Act §14) and finished after it
+        was signed by the compromised generation's delegate. The status version does
+        not guard that (an unknown serial keeps version 0), and the cache, emptied by
+        the new store generation, would otherwise take the answer back in.
+        """
         if job.cache_key is None:
             return
         key, alg, version = job.cache_key
+        view = self.by_index.get(sf.split_status_key(key)[0])
+        if view is None or job.signer is not self.signer_for(view):
+            return
         self._put(key, alg, version, ready)
 
     def _put(self, key: bytes, alg: str, version: int, ready: Ready) -> None:

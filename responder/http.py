@@ -256,7 +256,7 @@ class _Slot:
     """An answer waiting for its turn (pipelining), for the app's awaitable, or (``started``
     False) a parsed request not yet handed to the app because the client is not reading."""
 
-    __slots__ = ("close", "req", "resp", "started", "t0")
+    __slots__ = ("close", "fut", "req", "resp", "started", "t0")
 
     def __init__(
         self,
@@ -271,6 +271,8 @@ class _Slot:
         self.t0 = t0
         self.close = close
         self.started = started
+        self.fut: asyncio.Future[Response] | None = None
+        """The app's awaitable while it works (cancelled if the connection goes away)."""
 
 
 class HttpServer:
@@ -485,7 +487,9 @@ class HttpProtocol(asyncio.Protocol):
     any       deadline passes while the app works             same      nothing: the clock restarts after it
     IDLE      ``begin_drain`` (SIGTERM)                       CLOSED    close (other phases: after the answers)
     < LINGER  ``evict`` (displaced, unattributed)             LINGER    503, then close
-    any       ``connection_lost``                             CLOSED    uncounted, timer cancelled
+    any       ``connection_lost``                             CLOSED    uncounted, timer cancelled; the
+                                                                        app's awaitables still pending
+                                                                        cancelled (nobody reads them)
     ========  ==============================================  ========  ==========================================
     """
 
@@ -597,6 +601,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = _CLOSED
+        if self._queue:  # nobody will read these answers: the app stops working on them
+            for slot in self._queue:
+                if slot.fut is not None:
+                    slot.fut.cancel()
         self._uncount()
         self._srv._connection_gone(self)
         if self._timer is not None:
@@ -846,12 +854,7 @@ class HttpProtocol(asyncio.Protocol):
             self._deferred += 1
             self._enqueue(_Slot(req, None, self._t0, False, started=False))
             return
-        try:
-            result = srv.app.handle(req)
-        except Exception as exc:
-            result = _app_failed(exc, req)
-        if not self.attributed:
-            self._attribute(req)
+        result = self._call_app(req)
         if isinstance(result, Response):
             if self._queue:
                 self._enqueue(_Slot(req, result, self._t0, False))
@@ -888,6 +891,7 @@ class HttpProtocol(asyncio.Protocol):
         except TypeError as exc:
             slot.resp = _app_failed(exc, req)
             return
+        slot.fut = fut
         fut.add_done_callback(lambda f: self._slot_done(slot, f))
 
     def _start(self, slot: _Slot) -> None:
@@ -905,6 +909,9 @@ class HttpProtocol(asyncio.Protocol):
     # -- answers ------------------------------------------------------------------------------
 
     def _slot_done(self, slot: _Slot, fut: asyncio.Future[Response]) -> None:
+        slot.fut = None
+        if fut.cancelled() and self._phase == _CLOSED:
+            return  # cancelled by connection_lost: nobody to answer, and no app failure
         req = slot.req
         assert req is not None
         try:

@@ -505,6 +505,42 @@ def test_drain_closes_idle_connections_now_and_busy_ones_after_their_answer() ->
     assert [a.headers["connection"] for a in busy.answers()] == ["close"]
 
 
+class _PendingApp:
+    """Answers ``/slow`` with an awaitable that only the test finishes (a fresh signature at
+    work), everything else at once."""
+
+    def __init__(self, pending: asyncio.Future[Response]) -> None:
+        self.pending = pending
+
+    def handle(self, req: Request) -> Response | asyncio.Future[Response]:
+        if req.target == b"/slow":
+            return self.pending
+        return Response(200, req.target, b"text/plain")
+
+
+def test_a_lost_connection_cancels_the_answers_the_app_is_still_working_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client went away while the app worked on its answer (a fresh OCSP signature in
+    the signing threads): nobody will read it, so the app's awaitable is cancelled (the
+    signing pool then signs nothing for it, and the app counts nothing in the ledger,
+    Act §40), and the cancellation is not an app failure (no app_error log, no 500)."""
+
+    async def main() -> tuple[bool, bool]:
+        pending: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        c = connect(app=_PendingApp(pending))  # type: ignore[arg-type]
+        c.send(get("/slow") + get("/after"))
+        assert c.answers() == []  # /after waits its turn behind /slow
+        c.transport.abort()
+        await asyncio.sleep(0)  # the done callbacks run
+        return pending.cancelled(), c.open
+
+    with caplog.at_level("ERROR", logger="responder.http"):
+        cancelled, still_open = asyncio.run(main())
+    assert cancelled and not still_open
+    assert not [r for r in caplog.records if r.getMessage() == "app_error"]
+
+
 # -- in process on a loopback socket: hooks and the trusted proxy's certificate header --------
 
 

@@ -10,12 +10,14 @@ served from the good-answer cache, tryLater past the promised nextUpdate or a du
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from typing import Any
 
+import msgspec
 import pytest
 from asn1crypto import ocsp as a_ocsp
 from asn1crypto import x509 as a_x509
@@ -481,6 +483,36 @@ def test_after_a_ca_key_compromise_without_successor_try_later(
     assert isinstance(
         fl.decide(request(views[AUTH], GOOD), Creds("both"), NOW, mem, REGISTRY), Signing
     )
+
+
+@pytest.mark.parametrize("seen_first", [True, False], ids=["refresh-first", "signed-first"])
+def test_act_14_an_answer_signed_before_a_compromise_is_not_cached_after_it(
+    key: rsa.RSAPrivateKey, views: dict[int, IssuerView], seen_first: bool
+) -> None:
+    """Act §14: after the compromise of the issuer's CA key its delegate signs nothing, and
+    nothing it signed is served. A fresh answer (an unknown serial: no status record, so
+    no status version moves) decided before the builder's compromise record and signed
+    after it must not enter the good-answer cache, whether another request saw the new
+    store generation first or not: the next request is signed by the successor."""
+    successor = ResponseSigner(PemSigner(key, self_signed(key, "test sign-card CA successor")))
+    sign = dataclasses.replace(views[SIGN], successor=successor)
+    fl = OcspFlow([sign, views[AUTH]], Quotas(), CONFIG)
+    mem = store(views)
+    unknown = 0x1004
+    before = fl.decide(request(sign, unknown), Creds("both"), NOW, mem, REGISTRY)
+    assert isinstance(before, Signing) and before.job.signer is sign.signer
+    mem.issuer_table = [
+        msgspec.structs.replace(m, compromised_at=NOW + 1) if m.index == SIGN else m
+        for m in mem.issuer_table
+    ]
+    mem.commit += 1
+    mem.changed()
+    if seen_first:  # another request sees the compromise while the first one is signed
+        other = fl.decide(request(sign, GOOD), Creds("both"), NOW + 2, mem, REGISTRY)
+        assert isinstance(other, Signing) and other.job.signer is successor
+    fl.remember(before.job, before.job.run())
+    after = fl.decide(request(sign, unknown), Creds("both"), NOW + 3, mem, REGISTRY)
+    assert isinstance(after, Signing) and after.job.signer is successor
 
 
 def test_nonce_and_several_certids_are_signed_fresh_and_not_cached(

@@ -668,6 +668,21 @@ def test_the_documented_example_is_a_valid_registry() -> None:
     assert {s.article for s in p.suspensions} == {"Act §37(4)(1)", "Act §18(6)(6)"}
 
 
+def test_a_worker_takes_the_registry_the_master_loaded_without_loading_it_again(
+    tmp_path: Path,
+) -> None:
+    """Start-up: each worker forked by the master serves the registry the master loaded
+    and checked (the same object), and loads the file only when it changed since."""
+    f = tmp_path / "registry.toml"
+    f.write_text(text(verifier("v")))
+    keeper = LastGoodRegistry(f, Registry.load(f))
+    reg, error = keeper.for_worker()
+    assert reg is keeper.registry and error is None
+    f.write_text(text(verifier("v"), verifier("w")))
+    reg, error = keeper.for_worker()
+    assert error is None and set(reg.parties) == {"v", "w"}
+
+
 def test_last_good_registry_survives_a_broken_file(tmp_path: Path) -> None:
     """Issue 10.9: what the master keeps for workers (re)started while the file is broken:
     the last registry that loaded, not the first one, and why the file does not load."""

@@ -94,11 +94,6 @@ class Commit(LmdbReader):
         self.changed |= done and change
         return done
 
-    def touch(self) -> None:
-        """Count this commit as a change though nothing else was written (a lapse whose
-        notice is kept, a record applied with no effect is marked by `mark_applied`)."""
-        self.changed = self.wrote = True
-
     # --- certificates ---------------------------------------------------------------
 
     def add_certificate(

@@ -222,8 +222,10 @@ class LastGoodRegistry:
             self.registry, self.error = fresh, None
 
     def for_worker(self) -> tuple[Registry, str | None]:
-        """The registry a new worker serves, and why the file did not load (None: it did)."""
-        try:
-            return Registry.load(self.path), None
-        except RegistryError as e:
-            return self.registry, str(e)
+        """The registry a new worker serves, and why the file did not load (None: it did).
+
+        The copy the master loaded, unless the file changed since (`refresh`: one stat):
+        a worker does not parse and check again the registry the master just checked.
+        """
+        self.refresh()
+        return self.registry, self.error
