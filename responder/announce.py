@@ -205,8 +205,10 @@ def render(items: list[sf.Announcement], fmt: Format) -> bytes:
     return to_html(items)
 
 
-_cache: dict[tuple[int, Format], tuple[int, Response]] = {}
-"""(id of the store, format) -> (commit, response): one worker's rendered pages."""
+_cache: dict[tuple[int, Format], tuple[ReadSource, int, Response]] = {}
+"""(id of the store, format) -> (the store, commit, response): one worker's rendered pages.
+The entry keeps its store and is used only for that very object, so an id reused by
+another store (after the first is closed and freed) never gets its pages."""
 
 
 def serve(store: ReadSource, path: bytes) -> Response:
@@ -218,10 +220,10 @@ def serve(store: ReadSource, path: bytes) -> Response:
         commit = r.generation().commit
         key = (id(store), fmt)
         hit = _cache.get(key)
-        if hit is not None and hit[0] == commit:
-            return hit[1]
+        if hit is not None and hit[0] is store and hit[1] == commit:
+            return hit[2]
         response = Response(200, render(r.announcements(), fmt), CONTENT_TYPES[fmt], _HEADERS)
     if len(_cache) > 16:  # stores of closed apps (tests): the live one re-renders once
         _cache.clear()
-    _cache[key] = (commit, response)
+    _cache[key] = (store, commit, response)
     return response
