@@ -19,13 +19,25 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-__all__ = ["sign_certificate"]
+__all__ = ["draft_certificate", "sign_certificate", "with_signature"]
 
 
 @cache
 def _throwaway() -> rsa.RSAPrivateKey:
     """The key whose signature is discarded; generated once per process."""
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def draft_certificate(builder: x509.CertificateBuilder) -> x509.Certificate:
+    """``builder``'s certificate with a throwaway signature: its TBS is final, its signature not."""
+    return builder.sign(_throwaway(), hashes.SHA256())
+
+
+def with_signature(draft: x509.Certificate, signature: bytes) -> x509.Certificate:
+    """``draft`` with ``signature`` (sha256WithRSAEncryption of its TBS) in place of its own."""
+    cert = asn1_x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
+    cert["signature_value"] = signature
+    return x509.load_der_x509_certificate(cert.dump(force=False))
 
 
 def sign_certificate(
@@ -35,7 +47,5 @@ def sign_certificate(
 
     ``sign`` receives the whole DER tbsCertificate (not a digest), as `Signer.sign` does.
     """
-    draft = builder.sign(_throwaway(), hashes.SHA256())
-    cert = asn1_x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
-    cert["signature_value"] = sign(draft.tbs_certificate_bytes)
-    return x509.load_der_x509_certificate(cert.dump(force=False))
+    draft = draft_certificate(builder)
+    return with_signature(draft, sign(draft.tbs_certificate_bytes))
