@@ -8,6 +8,12 @@ file dropped into the spool directory) while `responder serve` answers on
 127.0.0.1:8080. It prints ready-to-paste `openssl ocsp` commands for a good, a
 revoked and an unknown certificate, and runs until Ctrl-C, which stops both
 children cleanly. ``--no-serve`` stops after the build and says what it made.
+
+``--keys softhsm`` (``make demo KEYS=softhsm``) keeps every signing key in a SoftHSM2
+token instead of PEM files (Ord §73(4), §74(3): keys on dedicated equipment): ``pki init
+--keys softhsm`` makes the token under ``pki/softhsm`` and generates the CA, OCSP signer
+and relay keys inside it; every child then runs with ``SOFTHSM2_CONF`` pointing there.
+The printed commands are the same either way.
 """
 
 from __future__ import annotations
@@ -38,11 +44,25 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def prepare(d: Path, holders: int, seed: int) -> None:
+def use_keys(d: Path, keys: str) -> None:
+    """Refuse a demo directory made with other keys; point this process and its children at
+    the SoftHSM2 token when the keys are there (`crlbuilder.demo.softhsm`)."""
+    conf = d / "pki" / "softhsm" / "softhsm2.conf"
+    if (d / "pki" / "pki.json").exists() and conf.exists() != (keys == "softhsm"):
+        made = "softhsm" if conf.exists() else "pem"
+        raise SystemExit(
+            f"demo: {d} was made with --keys {made}; use that, or another --dir "
+            f"(make demo KEYS={keys} DEMO=var/demo-{keys})"
+        )
+    if keys == "softhsm":
+        os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
+
+
+def prepare(d: Path, holders: int, seed: int, keys: str = "pem") -> None:
     """PKI, facts key, population and build under ``d`` (each only once)."""
     pki, pop = d / "pki", d / "population"
     if not (pki / "pki.json").exists():
-        _run(_tool("crlbuilder"), "pki", "init", "--out", str(pki))
+        _run(_tool("crlbuilder"), "pki", "init", "--out", str(pki), "--keys", keys)
     if not (d / "facts.key").exists():
         _run(_tool("crlbuilder"), "facts-key", "--out", str(d / "facts.key"))
     stamp = pop / ".holders"
@@ -110,10 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--no-serve", action="store_true", help="stop after the build")
+    p.add_argument(
+        "--keys", choices=("pem", "softhsm"), default="pem",
+        help="signing keys in PEM files (default) or in a SoftHSM2 token under DIR/pki/softhsm",
+    )  # fmt: skip
     args = p.parse_args(argv)
     d: Path = args.dir
     d.mkdir(parents=True, exist_ok=True)
-    prepare(d, args.holders, args.seed)
+    use_keys(d, args.keys)
+    prepare(d, args.holders, args.seed, args.keys)
     if args.no_serve:
         print(f"\nmade under {d}: pki/ (CAs, OCSP signers, parties), population/ (records, samples,"
               " answers.jsonl), store/ (LMDB), crl/ (CRL files), registry.toml")  # fmt: skip
