@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from crlbuilder.demo.pki import write_private
+
 __all__ = ["SOFTHSM_MODULE", "SoftHsmError", "SoftHsmToken", "init_token"]
 
 SOFTHSM_MODULE: Final = "/usr/lib/softhsm/libsofthsm2.so"
@@ -64,24 +66,11 @@ class SoftHsmToken:
             f"?pin-source=file:{self.pin_file}"
         )
 
-    def pin(self) -> str:
-        return self.pin_file.read_text().strip()
-
 
 def _pct(value: str) -> str:
     """Percent-encode a URI path attribute value (RFC 7512 §2.3: pk11-pchar)."""
     keep = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:[]@!$'()*+,=&")
     return "".join(c if c in keep else "".join(f"%{b:02X}" for b in c.encode()) for c in value)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def init_token(directory: Path, label: str = "jpki-va-demo") -> SoftHsmToken:
@@ -94,8 +83,7 @@ def init_token(directory: Path, label: str = "jpki-va-demo") -> SoftHsmToken:
     util = shutil.which("softhsm2-util")
     if util is None or not Path(SOFTHSM_MODULE).exists():
         raise SoftHsmError(
-            f"SoftHSM2 is not installed (softhsm2-util, {SOFTHSM_MODULE}): "
-            "apt-get install softhsm2"
+            f"SoftHSM2 is not installed (softhsm2-util, {SOFTHSM_MODULE}): apt-get install softhsm2"
         )
     directory = Path(directory).resolve()
     conf = directory / CONF_NAME
@@ -118,5 +106,5 @@ def init_token(directory: Path, label: str = "jpki-va-demo") -> SoftHsmToken:
     )  # fmt: skip
     if done.returncode != 0:
         raise SoftHsmError(f"softhsm2-util --init-token failed: {done.stderr.strip()}")
-    _write_private(token.pin_file, user_pin.encode() + b"\n")
+    write_private(token.pin_file, user_pin.encode() + b"\n")
     return token
