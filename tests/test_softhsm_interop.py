@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from crlbuilder.demo.__main__ import commands
 from crlbuilder.manifest import load_manifest
 from tests.conftest import Built, make_built, run_tool
 from tests.support.harness import Server, start_server
@@ -126,3 +128,18 @@ def test_fresh_answers_with_nonce_are_signed_in_the_token(hsm_server: Server) ->
         assert "Response verify OK" in err and "WARNING: no nonce" not in err, (a.case, err)
         check_openssl_text(out, a)
     assert len(seen) > 10
+
+
+def test_demo_commands_verify_with_keys_in_softhsm(hsm_server: Server) -> None:
+    """`make demo KEYS=softhsm` prints the same ready-to-paste commands as with PEM keys, and
+    each verifies: a compromised generation's sample names the successor's delegate as a
+    trusted responder (-VAfile, RFC 6960 §4.2.2.2), as the PEM demo needs too."""
+    d = hsm_server.built.pki.parent  # the demo's layout: pki/, population/, store/
+    printed = commands(d, hsm_server.url)
+    assert {what.split()[0] for what, _ in printed} == {"good", "revoked", "unknown"}
+    for what, cmd in printed:
+        out = subprocess.run(
+            shlex.split(cmd), capture_output=True, text=True, timeout=30, check=False
+        )
+        assert "Response verify OK" in out.stderr, (what, cmd, out.stderr)
+        assert f": {what.split()[0]}" in out.stdout, (what, out.stdout)

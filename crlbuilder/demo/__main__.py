@@ -30,7 +30,9 @@ from pathlib import Path
 
 import msgspec
 
+from crlbuilder.manifest import load_manifest
 from crlbuilder.model import Answer, CertStatus
+from crlbuilder.store.lmdbstore import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,15 +110,35 @@ def samples(d: Path) -> dict[str, Answer]:
     return out
 
 
+def trusted_responders(d: Path) -> dict[str, Path]:
+    """Issuer id -> the delegate certificate a client must trust for its answers: after a
+    compromise of the issuer's key (発行者署名符号の漏えい等) the successor's delegate signs them,
+    a Trusted Responder in RFC 6960 §4.2.2.2's terms (docs/operations.md)."""
+    manifest = load_manifest(d / "pki")
+    store = Store.open(d / "store", readonly=True)
+    try:
+        with store.read() as r:
+            compromised = {i.id for i in r.issuers() if i.compromised_at}
+    finally:
+        store.close()
+    out = {}
+    for i in manifest.issuers:
+        if i.id in compromised and i.successor:
+            out[i.id] = manifest.path(manifest.issuer(i.successor).ocsp_cert)
+    return out
+
+
 def commands(d: Path, url: str) -> list[tuple[str, str]]:
     token = (d / "pki" / "parties" / "both-verifier.token").read_text().strip()
+    trusted = trusted_responders(d)
     out = []
     for status, a in sorted(samples(d).items()):
         pop = (d / "population").resolve()
+        va = f" -VAfile {trusted[a.issuer]}" if a.issuer in trusted else ""
         cmd = (
             f"openssl ocsp -url {url}/ocsp -header Authorization='Bearer {token}' "
             f"-issuer {pop / a.issuer_cert} -cert {pop / a.cert} "
-            f"-CAfile {pop / a.issuer_cert} -resp_text -no_nonce"
+            f"-CAfile {pop / a.issuer_cert}{va} -resp_text -no_nonce"
         )
         what = f"{status} ({a.family.value}, {a.case})"
         out.append((what, cmd))
