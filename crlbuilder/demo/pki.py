@@ -405,6 +405,8 @@ def init_pki(
     """
     if key_size < MIN_KEY_SIZE:
         raise PkiError(f"RSA keys must have {MIN_KEY_SIZE} bits or more (Ord §2, §38)")
+    if keys not in ("pem", "softhsm"):
+        raise PkiError(f"keys {keys!r}: pem or softhsm")
     if not base_url.startswith(("http://", "https://")):
         raise PkiError("base URL must start with http:// or https://")
     base_url = base_url.rstrip("/")
@@ -424,8 +426,6 @@ def init_pki(
             raise PkiError(str(e)) from None
         # SoftHSM2 reads its configuration when the module is loaded, in this process too
         os.environ.update(token.env)
-    elif keys != "pem":
-        raise PkiError(f"keys {keys!r}: pem or softhsm")
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     short_start = now - BACKDATE
 
