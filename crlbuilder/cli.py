@@ -29,6 +29,7 @@ from crlbuilder.options import ConfigError, instant, run_command
 
 def _build(args: argparse.Namespace) -> int:
     from crlbuilder.build import AsOfError, Builder, sources
+    from crlbuilder.keys.signer import SignerError
     from crlbuilder.store.format import StoreFormatError
 
     try:
@@ -36,14 +37,14 @@ def _build(args: argparse.Namespace) -> int:
         builder = Builder(
             cfg, progress=(not args.no_progress and sys.stderr.isatty()) or args.progress
         )
-    except (ConfigError, ManifestError, StoreFormatError, OSError) as e:
+    except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
     try:
         try:
             paths = sources(cfg)
             report = builder.build(paths, args.as_of)
-        except (FileNotFoundError, AsOfError) as e:
+        except (FileNotFoundError, AsOfError, SignerError) as e:
             print(f"crlbuilder build: error: {e}", file=sys.stderr)
             return 2
         builder.emit({"event": "build", **report.as_dict()})

@@ -4,7 +4,11 @@
 `responder` read it to find issuer certificates, CA keys (crlbuilder only),
 delegated OCSP signers, the group relay's responder certificate and the demo
 parties' credentials. Paths in the manifest are relative to the manifest's
-directory; `Manifest.path()` resolves them.
+directory; `Manifest.path()` resolves them. A signing key field (``key``,
+``ocsp_key``, ``group_responder_key``) may instead hold an RFC 7512 PKCS#11 URI
+(``pkcs11:token=...;object=...;type=private?pin-source=file:/path``) naming a key
+in an HSM (Ord §73, §74); `Manifest.key_ref()` resolves either form for
+`crlbuilder.keys.signer.load_signer`. Certificates are always files.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from crlbuilder.model import Family
 
 MANIFEST_VERSION: Final = 1
 MANIFEST_NAME: Final = "pki.json"
+PKCS11_SCHEME: Final = "pkcs11:"
+"""A key field starting so is a PKCS#11 URI, not a path (`crlbuilder.keys.pkcs11`)."""
 
 
 class IssuerFiles(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -85,6 +91,13 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
 
     def path(self, relative: str) -> Path:
         return Path(self.directory) / relative
+
+    def key_ref(self, ref: str) -> str:
+        """A signing key field as `crlbuilder.keys.signer.load_signer` takes it: a PKCS#11 URI
+        unchanged, a file path resolved against the manifest's directory."""
+        if ref[: len(PKCS11_SCHEME)].lower() == PKCS11_SCHEME:
+            return ref
+        return str(self.path(ref))
 
     def issuer(self, issuer_id: str) -> IssuerFiles:
         for issuer in self.issuers:
