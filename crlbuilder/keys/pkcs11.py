@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
+from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import (
     MIN_RSA_BITS,
     SHA256_WITH_RSA_DER,
@@ -354,13 +355,14 @@ class Pkcs11Signer:
     (opened after fork, logged in once).
     """
 
-    __slots__ = ("_certificate", "_pin", "_so", "_uri")
+    __slots__ = ("_certificate", "_pin", "_session_log", "_so", "_uri")
 
     def __init__(self, uri: KeyUri, certificate: x509.Certificate, pin: str, so: str) -> None:
         self._uri = uri
         self._certificate = certificate
         self._pin = pin
         self._so = so
+        self._session_log: oplog.SigningSession | None = None
 
     @classmethod
     def open(
@@ -419,10 +421,20 @@ class Pkcs11Signer:
         """RSASSA-PKCS1-v1_5 with SHA-256 of ``data``, computed in the token."""
         try:
             key = self._key()
-            return bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
+            signature = bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
         except p11e.PKCS11Error as exc:
             _forget(_process(), self._so, self._uri)
             raise TokenUnavailable(f"{self._uri.ref}: signing failed: {_why(exc)}") from None
+        self._signing_session().signed()
+        return signature
+
+    def _signing_session(self) -> oplog.SigningSession:
+        """This process's signing session on the key (its start and end go to the operation
+        log, Ord §73(3), with the count of signatures; not one line per signature)."""
+        session = self._session_log
+        if session is None or not session.current():
+            session = self._session_log = oplog.SigningSession(self._uri.ref)
+        return session
 
     def __repr__(self) -> str:
         return f"Pkcs11Signer({self._uri.ref}, certificate serial {self._certificate.serial_number:#x})"
@@ -494,6 +506,7 @@ def close_all() -> None:
     The next signature opens the module, logs in and opens its sessions again.
     """
     global _state
+    oplog.end_all()  # the sessions end: their counts go to the operation log
     with _state_lock:
         proc, _state = _state, _Process()
     if proc.pid != os.getpid():
