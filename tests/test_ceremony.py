@@ -310,3 +310,25 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert pub not in log.read_bytes()
+
+
+@pytest.mark.integration
+def test_ord_73_3_a_signing_session_is_two_lines_with_its_count_not_one_per_signature(
+    tmp_path: Path, token: SoftHsmToken
+) -> None:
+    ref, cert = token.add_key("sign-card-g1-ocsp")
+    log = tmp_path / "ops.jsonl"
+    oplog.configure(log)
+    signer = load_signer(ref, cert)
+    for n in range(5):
+        signer.sign(b"answer %d" % n)
+    p11.close_all()
+    recs = records(log)
+    assert [r.event for r in recs] == ["signing-session-started", "signing-session-ended"]
+    assert recs[1].detail == {"signatures": 5} and recs[0].pid == recs[1].pid == os.getpid()
+    # a log that cannot be written: nothing is signed (tryLater for the responder)
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    oplog.configure(blocked)
+    with pytest.raises(p11.TokenUnavailable, match="operation log"):
+        load_signer(ref, cert).sign(b"answer")

@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
+from crlbuilder.auditlog import ChainError
 from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import (
     MIN_RSA_BITS,
@@ -419,21 +420,28 @@ class Pkcs11Signer:
 
     def sign(self, data: bytes) -> bytes:
         """RSASSA-PKCS1-v1_5 with SHA-256 of ``data``, computed in the token."""
+        session = self._signing_session()
         try:
             key = self._key()
             signature = bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
         except p11e.PKCS11Error as exc:
             _forget(_process(), self._so, self._uri)
             raise TokenUnavailable(f"{self._uri.ref}: signing failed: {_why(exc)}") from None
-        self._signing_session().signed()
+        session.signed()
         return signature
 
     def _signing_session(self) -> oplog.SigningSession:
         """This process's signing session on the key (its start and end go to the operation
-        log, Ord §73(3), with the count of signatures; not one line per signature)."""
+        log, Ord §73(3), with the count of signatures; not one line per signature). Nothing
+        is signed while the operation log cannot record the session's start."""
         session = self._session_log
         if session is None or not session.current():
-            session = self._session_log = oplog.SigningSession(self._uri.ref)
+            try:
+                session = self._session_log = oplog.SigningSession(self._uri.ref)
+            except (ChainError, OSError) as exc:
+                raise TokenUnavailable(
+                    f"{self._uri.ref}: the operation log cannot record the signing session: {exc}"
+                ) from None
         return session
 
     def __repr__(self) -> str:
