@@ -9,7 +9,7 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys new-ca    --key URI --family F --generation N --out CERT     [approvals]
     crlbuilder keys new-ocsp  --key URI --ca-key REF --ca-cert CERT --out CERT  [approvals]
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
-    crlbuilder keys retire    --key URI --cert CERT                             [approvals]
+    crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
     crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256]
 
     approvals: --log FILE --operators FILE --approval NAME:file:/path --approval NAME:env:VAR
@@ -33,6 +33,7 @@ Exit codes: 0 done, 1 verify-log found the log broken, 2 refused or bad usage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import sys
@@ -156,7 +157,9 @@ def _approved(args: argparse.Namespace, desc_sha: str, key: str) -> list[str]:
     names = [a.partition(":")[0] for a in args.approval or []]
     try:
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
-        return check_approvals(load_operators(args.operators), approvals)
+        args.approved_by = check_approvals(load_operators(args.operators), approvals)
+        args.approved_ceremony = desc_sha
+        return list(args.approved_by)
     except ApprovalError as e:
         reason = str(e)
     _record(
@@ -327,6 +330,13 @@ def cmd_rollover(args: argparse.Namespace) -> int:
 def cmd_retire(args: argparse.Namespace) -> int:
     desc, sha = _describe(args, ("key", "cert"))
     cert = load_certificate(args.cert)  # the certificate is kept; it names what is retired
+    if args.pki is not None:
+        named = oplog.key_name(args.key)
+        for i in load_manifest(args.pki).issuers:
+            if named in (oplog.key_name(i.key), oplog.key_name(i.ocsp_key)):
+                raise CeremonyError(
+                    f"{i.id} in the manifest still signs with this key: take it out first"
+                )
     ops = _approved(args, sha, args.key)
     signer = load_signer(args.key, args.cert)  # the key is the certificate's, and there
     del signer
@@ -386,6 +396,12 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             return func(args)
         except (CeremonyError, ApprovalError, SignerError, ManifestError, OSError) as e:
             print(f"{PROG} {args.ceremony}: {e}", file=sys.stderr)
+            if getattr(args, "approved_by", None):  # approved, then failed part-way
+                with contextlib.suppress(CeremonyError):
+                    key = getattr(args, "key", None) or getattr(args, "ca_key", "")
+                    _record(args.log, "ceremony-failed", key=key,
+                            operators=args.approved_by, ceremony=args.approved_ceremony,
+                            detail={"ceremony": args.ceremony, "reason": str(e)})  # fmt: skip
             return 2
         finally:
             oplog.end_all()
@@ -448,6 +464,7 @@ def add_cli(subparsers: Any) -> None:
     p = ks.add_parser("retire", help="destroy a key in the token (its certificate is kept)")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the key")
     p.add_argument("--cert", type=Path, required=True, help="its certificate (kept)")
+    p.add_argument("--pki", type=Path, help="refuse if this PKI's manifest still names the key")
     _approval_args(p)
     p.set_defaults(func=_guarded(cmd_retire))
 

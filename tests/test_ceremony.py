@@ -306,6 +306,11 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
     assert (
         rollover[0].operators == ["bob", "alice"] and rollover[0].detail["issuer"] == "auth-card-g2"
     )
+    # the manifest still signs with the new key: retiring it is refused, the key stays
+    retire = ["keys", "retire", "--key", ca_key, "--cert", str(m.path(new.cert)),
+              "--pki", pki.directory, "--log", str(log), "--operators", str(operators)]  # fmt: skip
+    assert main([*retire, *approvals(tmp_path, "alice", "bob")]) == 2
+    assert load_signer(ca_key, m.path(new.cert)).certificate == ca.certificate
     pub = ca.certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -332,3 +337,26 @@ def test_ord_73_3_a_signing_session_is_two_lines_with_its_count_not_one_per_sign
     oplog.configure(blocked)
     with pytest.raises(p11.TokenUnavailable, match="operation log"):
         load_signer(ref, cert).sign(b"answer")
+
+
+@pytest.mark.integration
+def test_an_approved_ceremony_that_fails_is_logged_as_failed(
+    tmp_path: Path, operators: Path, token: SoftHsmToken
+) -> None:
+    log = tmp_path / "ops.jsonl"
+    out = tmp_path / "ca.pem"
+    key = token.uri("sign-card-g3", token="no-such-token")
+    argv = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "3",
+            "--out", str(out), "--log", str(log), "--operators", str(operators)]  # fmt: skip
+    assert main([*argv, *approvals(tmp_path, "alice", "bob")]) == 2
+    [rec] = records(log)
+    assert rec.event == "ceremony-failed" and rec.operators == ["alice", "bob"]
+    assert "no-such-token" in str(rec.detail["reason"]) and not out.exists()
+
+
+def test_the_log_names_a_key_without_its_pin_source_or_a_pin_value() -> None:
+    assert (
+        oplog.key_name("pkcs11:token=t;object=k;pin-value=1234;type=private?pin-source=env:P")
+        == "pkcs11:token=t;object=k;type=private"
+    )
+    assert oplog.key_name("/etc/jpki-va/ca-keys/g1.key") == "/etc/jpki-va/ca-keys/g1.key"

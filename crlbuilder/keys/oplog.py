@@ -48,6 +48,7 @@ EVENTS: Final = frozenset(
         "rollover",
         "key-destroyed",
         "ceremony-refused",
+        "ceremony-failed",
         "signing-session-started",
         "signing-session-ended",
     }
@@ -76,8 +77,12 @@ class OpRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def key_name(key_ref: str) -> str:
-    """A key reference fit for the log: a ``pkcs11:`` URI without its query (pin-source)."""
-    return key_ref.split("?", 1)[0] if key_ref[:7].lower() == "pkcs11:" else key_ref
+    """A key reference fit for the log: a ``pkcs11:`` URI without its query (pin-source) and
+    without any ``pin-value`` attribute (refused as a key reference, but never logged)."""
+    if key_ref[:7].lower() != "pkcs11:":
+        return key_ref
+    path = key_ref.split("?", 1)[0]
+    return ";".join(a for a in path.split(";") if not a.strip().lower().startswith("pin-value"))
 
 
 def record(
