@@ -43,6 +43,7 @@ this module; what it exports is typed.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import threading
@@ -234,8 +235,10 @@ def module_path() -> str:
 class _TokenState:
     """One token as this process uses it: logged in once, a session per signing thread."""
 
-    def __init__(self, token: Any, login_session: Any) -> None:
+    def __init__(self, token: Any, login_session: Any, pin: str) -> None:
         self.token = token
+        self.pin = pin
+        """The PIN it was logged in with: another key of the token must give the same."""
         self.login_session = login_session
         """Kept open: the login lasts as long as one session of the application is open."""
         self.local = threading.local()
@@ -264,7 +267,7 @@ def _process() -> _Process:
     return _state
 
 
-def _lib(proc: _Process, so: str) -> Any:
+def _lib(proc: _Process, so: str, uri: KeyUri) -> Any:
     lib = proc.libs.get(so)
     if lib is None:
         try:
@@ -273,7 +276,9 @@ def _lib(proc: _Process, so: str) -> Any:
             # its sessions and login belong to the parent (PKCS#11 v2.40 §6.7.7).
             lib.reinitialize()
         except p11e.PKCS11Error as exc:
-            raise SignerError(f"cannot load the PKCS#11 module {so}: {_why(exc)}") from None
+            raise SignerError(
+                f"{uri.ref}: cannot load the PKCS#11 module {so}: {_why(exc)}"
+            ) from None
         proc.libs[so] = lib
     return lib
 
@@ -282,8 +287,13 @@ def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
     with proc.lock:
         state = proc.tokens.get((so, uri.token))
         if state is not None:
+            if not hmac.compare_digest(state.pin.encode(), pin.encode()):
+                # a token has one user PIN, and another key logged in with a different one
+                raise SignerError(
+                    f"{uri.ref}: wrong PIN (not the PIN token {uri.token!r} is logged in with)"
+                )
             return state
-        lib = _lib(proc, so)
+        lib = _lib(proc, so, uri)
         try:
             token = lib.get_token(token_label=uri.token)
         except p11e.NoSuchToken:
@@ -302,7 +312,7 @@ def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
             session = token.open()
         except p11e.PKCS11Error as exc:
             raise TokenUnavailable(f"{uri.ref}: cannot log in: {_why(exc)}") from None
-        state = _TokenState(token, session)
+        state = _TokenState(token, session, pin)
         proc.tokens[(so, uri.token)] = state
         log.info("pkcs11 session opened: token %s, process %d", uri.token, proc.pid)
         return state
@@ -419,11 +429,21 @@ class Pkcs11Signer:
         return key
 
     def sign(self, data: bytes) -> bytes:
-        """RSASSA-PKCS1-v1_5 with SHA-256 of ``data``, computed in the token."""
+        """RSASSA-PKCS1-v1_5 with SHA-256 of ``data``, computed in the token.
+
+        Raises `TokenUnavailable` when the token fails: the key opened at start is not
+        reachable now (token removed, module or sessions gone); the next call tries the
+        token afresh. Nothing is signed while the operation log cannot record the
+        signing session's start.
+        """
         session = self._signing_session()
         try:
             key = self._key()
             signature = bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
+        except TokenUnavailable:
+            raise
+        except SignerError as exc:  # it opened at start: at run time, that is an outage
+            raise TokenUnavailable(str(exc)) from None
         except p11e.PKCS11Error as exc:
             _forget(_process(), self._so, self._uri)
             raise TokenUnavailable(f"{self._uri.ref}: signing failed: {_why(exc)}") from None
