@@ -360,3 +360,41 @@ def test_the_log_names_a_key_without_its_pin_source_or_a_pin_value() -> None:
         == "pkcs11:token=t;object=k;type=private"
     )
     assert oplog.key_name("/etc/jpki-va/ca-keys/g1.key") == "/etc/jpki-va/ca-keys/g1.key"
+
+
+_pool_signer: list[object] = []
+
+
+def _pool_init(ref: str, cert: str) -> None:
+    _pool_signer.append(load_signer(ref, cert))
+
+
+def _pool_sign(n: int) -> int:
+    signer = _pool_signer[0]
+    assert isinstance(signer, p11.Pkcs11Signer)
+    for i in range(n):
+        signer.sign(b"presign %d" % i)
+    return os.getpid()
+
+
+@pytest.mark.integration
+def test_ord_73_3_a_signing_process_ends_its_session_with_its_count_as_it_exits(
+    tmp_path: Path, token: SoftHsmToken
+) -> None:
+    """The builder's signing pool: each worker's session is logged by the worker itself."""
+    import multiprocessing
+
+    ref, cert = token.add_key("presign")
+    log = tmp_path / "ops.jsonl"
+    oplog.configure(log)
+    p11.close_all()  # the child opens its own session after fork
+    with multiprocessing.get_context("fork").Pool(1, _pool_init, (ref, str(cert))) as pool:
+        pid = pool.apply(_pool_sign, (3,))
+        pool.close()
+        pool.join()
+    recs = records(log)
+    assert [(r.event, r.pid) for r in recs] == [
+        ("signing-session-started", pid),
+        ("signing-session-ended", pid),
+    ]
+    assert recs[1].detail == {"signatures": 3}

@@ -157,6 +157,7 @@ class SigningSession:
             record(self._log, "signing-session-started", key=key_ref)
             with _lock:
                 _open[id(self)] = self
+                _end_at_exit()
 
     def signed(self, n: int = 1) -> None:
         """Count ``n`` signatures made in this session."""
@@ -195,8 +196,18 @@ def end_all() -> None:
         s.ended()
 
 
-multiprocessing.util.Finalize(None, end_all, exitpriority=10)
-"""A multiprocessing child (the builder's signing pool) ends its sessions as it exits."""
+_finalizer_pid = 0
+
+
+def _end_at_exit() -> None:
+    """Have this process end its sessions as it exits: atexit for a process that returns
+    from its main, a multiprocessing finalizer for a pool worker (the builder's signing
+    processes leave through ``os._exit`` after running those; their registry is emptied at
+    fork, so each process registers its own). Called with ``_lock`` held."""
+    global _finalizer_pid
+    if _finalizer_pid != os.getpid():
+        _finalizer_pid = os.getpid()
+        multiprocessing.util.Finalize(None, end_all, exitpriority=10)
 
 
 def _after_fork() -> None:
