@@ -7,6 +7,7 @@
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
     crlbuilder status --store DIR ...      what the store says of one serial
     crlbuilder store copy SOURCE TARGET    rewrite a store with live data only
+    crlbuilder keys ...                    key ceremonies (two operators) and the operation log
 
 Exit codes: 0 done, 1 the work failed (summary says why), 2 bad usage or
 configuration.
@@ -149,11 +150,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The demo commands (`pki init`, `synth`) come from crlbuilder.demo, which only
     # this entry point may import (import-linter contract in pyproject.toml).
+    from crlbuilder import ceremony
     from crlbuilder.demo import pki, synth
 
     pki.add_cli(sub)
     synth.add_cli(sub)
     crlimport.add_cli(sub)
+    ceremony.add_cli(sub)
 
     fk = sub.add_parser(
         "facts-key", help="create a new AES-256 key that seals the four facts (mode 0600)"

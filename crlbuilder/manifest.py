@@ -13,6 +13,7 @@ in an HSM (Ord §73, §74); `Manifest.key_ref()` resolves either form for
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Final
 
@@ -168,9 +169,20 @@ def load_manifest(directory_or_file: str | Path) -> Manifest:
 
 
 def dump_manifest(manifest: Manifest, directory: str | Path) -> Path:
-    """Write ``pki.json`` into ``directory`` (without the runtime ``directory`` field)."""
+    """Write ``pki.json`` into ``directory`` (without the runtime ``directory`` field),
+    atomically: a temporary file, fsync, rename over the old one (a key rollover's update is
+    all or nothing for the builder and the responder that read it)."""
     out = Path(directory) / MANIFEST_NAME
     data = msgspec.structs.replace(manifest, directory="")
     raw = msgspec.json.format(msgspec.json.encode(data), indent=2)
-    out.write_bytes(raw + b"\n")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(raw + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out

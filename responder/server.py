@@ -53,6 +53,7 @@ from typing import Final, Protocol, TextIO
 import msgspec
 import uvloop
 
+from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.options import ConfigError
@@ -607,6 +608,8 @@ class _Master:
                         "worker_crashed", logging.ERROR, worker=index, exc_type=type(exc).__name__
                     )
             finally:
+                with contextlib.suppress(BaseException):
+                    oplog.end_all()  # the worker's signing sessions end, with their counts
                 with contextlib.suppress(BaseException):
                     logging.shutdown()
                 os._exit(code)

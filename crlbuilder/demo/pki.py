@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from crlbuilder.demo.softhsm import SoftHsmToken
 
 __all__ = [
+    "CA_LIFETIME",
     "DEFAULT_BASE_URL",
     "DEMO_PARTIES",
     "FIRST_GENERATION_START",
@@ -69,11 +70,14 @@ __all__ = [
     "DemoParty",
     "PkiError",
     "add_cli",
+    "ca_builder",
     "ca_subject",
     "init_pki",
+    "issued_builder",
     "issuer_id",
     "issuer_index",
     "load_ca_certificate",
+    "ocsp_signer_builder",
     "run_init",
     "successor_certificate",
     "write_private",
@@ -275,15 +279,16 @@ _CRL_ONLY_USAGE: Final = key_usage("crl_sign")
 _CA_USAGE: Final = key_usage("digital_signature", "key_cert_sign", "crl_sign")
 
 
-def _self_signed_ca(
-    key: _CertKey, subject: x509.Name, not_before: datetime, not_after: datetime
-) -> x509.Certificate:
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    builder = (
+def ca_builder(
+    public_key: rsa.RSAPublicKey, subject: x509.Name, not_before: datetime, not_after: datetime
+) -> x509.CertificateBuilder:
+    """The self-signed issuing CA profile, unsigned (a key ceremony signs it in the token)."""
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -294,7 +299,46 @@ def _self_signed_ca(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
     )
-    return _signed(builder, key)
+
+
+def _self_signed_ca(
+    key: _CertKey, subject: x509.Name, not_before: datetime, not_after: datetime
+) -> x509.Certificate:
+    return _signed(ca_builder(key.public_key(), subject, not_before, not_after), key)
+
+
+def issued_builder(
+    *,
+    ca_cert: x509.Certificate,
+    public_key: rsa.RSAPublicKey,
+    subject: x509.Name,
+    not_before: datetime,
+    not_after: datetime,
+    usage: x509.KeyUsage,
+    eku: list[x509.ObjectIdentifier],
+    extra: list[x509.ExtensionType] | None = None,
+) -> x509.CertificateBuilder:
+    """An end-entity certificate issued by ``ca_cert``, unsigned."""
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+    )
+    for ext in extra or []:
+        builder = builder.add_extension(ext, critical=False)
+    return builder
 
 
 def _issued(
@@ -309,26 +353,38 @@ def _issued(
     eku: list[x509.ObjectIdentifier],
     extra: list[x509.ExtensionType] | None = None,
 ) -> x509.Certificate:
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
+    builder = issued_builder(
+        ca_cert=ca_cert,
+        public_key=key.public_key(),
+        subject=subject,
+        not_before=not_before,
+        not_after=not_after,
+        usage=usage,
+        eku=eku,
+        extra=extra,
     )
-    for ext in extra or []:
-        builder = builder.add_extension(ext, critical=False)
     return _signed(builder, ca_key)
+
+
+def ocsp_signer_builder(
+    ca_cert: x509.Certificate,
+    public_key: rsa.RSAPublicKey,
+    family: Family,
+    generation: int,
+    now: datetime,
+) -> x509.CertificateBuilder:
+    """The delegated OCSP signer profile of a CA generation (id-kp-OCSPSigning, ocsp-nocheck,
+    RFC 6960 §4.2.2.2), unsigned: valid from an hour before ``now`` for `OCSP_SIGNER_LIFETIME`."""
+    return issued_builder(
+        ca_cert=ca_cert,
+        public_key=public_key,
+        subject=_name(f"JPKI {family.value} CA G{generation} OCSP signer"),
+        not_before=now - BACKDATE,
+        not_after=now + OCSP_SIGNER_LIFETIME,
+        usage=key_usage("digital_signature"),
+        eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
+        extra=[x509.OCSPNoCheck()],
+    )
 
 
 def successor_certificate(
@@ -452,16 +508,8 @@ def init_pki(
             ca_key, ca_subject(family, generation), start, max(start, now) + CA_LIFETIME
         )
         signer_key, signer_key_ref = signing_key(f"ocsp-{iid}", f"ocsp/{iid}.key")
-        signer = _issued(
-            ca_cert=ca_cert,
-            ca_key=ca_key,
-            key=signer_key,
-            subject=_name(f"JPKI {family.value} CA G{generation} OCSP signer"),
-            not_before=short_start,
-            not_after=now + OCSP_SIGNER_LIFETIME,
-            usage=key_usage("digital_signature"),
-            eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
-            extra=[x509.OCSPNoCheck()],
+        signer = _signed(
+            ocsp_signer_builder(ca_cert, signer_key.public_key(), family, generation, now), ca_key
         )
         files = IssuerFiles(
             id=iid,

@@ -43,6 +43,7 @@ this module; what it exports is typed.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import os
 import threading
@@ -57,6 +58,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
+from crlbuilder.auditlog import ChainError
+from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import (
     MIN_RSA_BITS,
     SHA256_WITH_RSA_DER,
@@ -232,8 +235,10 @@ def module_path() -> str:
 class _TokenState:
     """One token as this process uses it: logged in once, a session per signing thread."""
 
-    def __init__(self, token: Any, login_session: Any) -> None:
+    def __init__(self, token: Any, login_session: Any, pin: str) -> None:
         self.token = token
+        self.pin = pin
+        """The PIN it was logged in with: another key of the token must give the same."""
         self.login_session = login_session
         """Kept open: the login lasts as long as one session of the application is open."""
         self.local = threading.local()
@@ -262,7 +267,7 @@ def _process() -> _Process:
     return _state
 
 
-def _lib(proc: _Process, so: str) -> Any:
+def _lib(proc: _Process, so: str, uri: KeyUri) -> Any:
     lib = proc.libs.get(so)
     if lib is None:
         try:
@@ -271,7 +276,9 @@ def _lib(proc: _Process, so: str) -> Any:
             # its sessions and login belong to the parent (PKCS#11 v2.40 §6.7.7).
             lib.reinitialize()
         except p11e.PKCS11Error as exc:
-            raise SignerError(f"cannot load the PKCS#11 module {so}: {_why(exc)}") from None
+            raise SignerError(
+                f"{uri.ref}: cannot load the PKCS#11 module {so}: {_why(exc)}"
+            ) from None
         proc.libs[so] = lib
     return lib
 
@@ -280,8 +287,13 @@ def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
     with proc.lock:
         state = proc.tokens.get((so, uri.token))
         if state is not None:
+            if not hmac.compare_digest(state.pin.encode(), pin.encode()):
+                # a token has one user PIN, and another key logged in with a different one
+                raise SignerError(
+                    f"{uri.ref}: wrong PIN (not the PIN token {uri.token!r} is logged in with)"
+                )
             return state
-        lib = _lib(proc, so)
+        lib = _lib(proc, so, uri)
         try:
             token = lib.get_token(token_label=uri.token)
         except p11e.NoSuchToken:
@@ -300,7 +312,7 @@ def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
             session = token.open()
         except p11e.PKCS11Error as exc:
             raise TokenUnavailable(f"{uri.ref}: cannot log in: {_why(exc)}") from None
-        state = _TokenState(token, session)
+        state = _TokenState(token, session, pin)
         proc.tokens[(so, uri.token)] = state
         log.info("pkcs11 session opened: token %s, process %d", uri.token, proc.pid)
         return state
@@ -354,13 +366,14 @@ class Pkcs11Signer:
     (opened after fork, logged in once).
     """
 
-    __slots__ = ("_certificate", "_pin", "_so", "_uri")
+    __slots__ = ("_certificate", "_pin", "_session_log", "_so", "_uri")
 
     def __init__(self, uri: KeyUri, certificate: x509.Certificate, pin: str, so: str) -> None:
         self._uri = uri
         self._certificate = certificate
         self._pin = pin
         self._so = so
+        self._session_log: oplog.SigningSession | None = None
 
     @classmethod
     def open(
@@ -416,13 +429,40 @@ class Pkcs11Signer:
         return key
 
     def sign(self, data: bytes) -> bytes:
-        """RSASSA-PKCS1-v1_5 with SHA-256 of ``data``, computed in the token."""
+        """RSASSA-PKCS1-v1_5 with SHA-256 of ``data``, computed in the token.
+
+        Raises `TokenUnavailable` when the token fails: the key opened at start is not
+        reachable now (token removed, module or sessions gone); the next call tries the
+        token afresh. Nothing is signed while the operation log cannot record the
+        signing session's start.
+        """
+        session = self._signing_session()
         try:
             key = self._key()
-            return bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
+            signature = bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
+        except TokenUnavailable:
+            raise
+        except SignerError as exc:  # it opened at start: at run time, that is an outage
+            raise TokenUnavailable(str(exc)) from None
         except p11e.PKCS11Error as exc:
             _forget(_process(), self._so, self._uri)
             raise TokenUnavailable(f"{self._uri.ref}: signing failed: {_why(exc)}") from None
+        session.signed()
+        return signature
+
+    def _signing_session(self) -> oplog.SigningSession:
+        """This process's signing session on the key (its start and end go to the operation
+        log, Ord §73(3), with the count of signatures; not one line per signature). Nothing
+        is signed while the operation log cannot record the session's start."""
+        session = self._session_log
+        if session is None or not session.current():
+            try:
+                session = self._session_log = oplog.SigningSession(self._uri.ref)
+            except (ChainError, OSError) as exc:
+                raise TokenUnavailable(
+                    f"{self._uri.ref}: the operation log cannot record the signing session: {exc}"
+                ) from None
+        return session
 
     def __repr__(self) -> str:
         return f"Pkcs11Signer({self._uri.ref}, certificate serial {self._certificate.serial_number:#x})"
@@ -494,6 +534,7 @@ def close_all() -> None:
     The next signature opens the module, logs in and opens its sessions again.
     """
     global _state
+    oplog.end_all()  # the sessions end: their counts go to the operation log
     with _state_lock:
         proc, _state = _state, _Process()
     if proc.pid != os.getpid():

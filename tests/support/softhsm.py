@@ -9,6 +9,12 @@ PKCS#11 URI of a key in it (PIN from that file, or from an environment variable)
 primitive (`crlbuilder.keys.pkcs11.generate_rsa_key`) and writes a certificate for it,
 issued by a throw-away test CA, so that `load_signer(uri, cert)` works.
 
+`SoftHsmToken.import_key` puts an existing software key into the token (tests only: a
+production key is generated in the token and never exists outside it), and
+`keys_into_token` does it for a PKI directory: each signing key of its ``pki.json`` goes
+into the token and the manifest's key field becomes the key's URI, the PEM file removed,
+so the builder and the responder can only sign through the token.
+
 Use the `softhsm` fixture of tests/conftest.py's neighbours, or call `make_token` with a
 pytest ``tmp_path`` and a ``monkeypatch`` (the environment is restored after the test),
 then `close` (drops this process's PKCS#11 state so the next token starts clean).
@@ -24,12 +30,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
+import pkcs11
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from crlbuilder.keys import pkcs11 as p11
+from crlbuilder.manifest import MANIFEST_NAME, dump_manifest, load_manifest
 from tests.support.pki import Ca, make_ca
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
@@ -67,9 +76,47 @@ class SoftHsmToken:
         )
         return ref, cert_path
 
+    def import_key(self, key_label: str, key: rsa.RSAPrivateKey) -> str:
+        """Put a software RSA key into the token (sensitive, not extractable); its URI."""
+        from pkcs11.util.rsa import decode_rsa_private_key
+
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        attrs = decode_rsa_private_key(der)
+        attrs.update(
+            {
+                pkcs11.Attribute.TOKEN: True,
+                pkcs11.Attribute.LABEL: key_label,
+                pkcs11.Attribute.SIGN: True,
+                pkcs11.Attribute.PRIVATE: True,
+                pkcs11.Attribute.SENSITIVE: True,
+                pkcs11.Attribute.EXTRACTABLE: False,
+            }
+        )
+        token = pkcs11.lib(self.module).get_token(token_label=self.label)
+        try:
+            session = token.open(rw=True, user_pin=self.pin)
+        except pkcs11.exceptions.UserAlreadyLoggedIn:  # this process signs with it already
+            session = token.open(rw=True)
+        with session:
+            session.create_object(attrs)
+        return self.uri(key_label)
+
     def close(self) -> None:
         """Drop this process's sessions and module state (see `crlbuilder.keys.pkcs11.close_all`)."""
-        p11.close_all()
+        _forget_module()
+
+
+def _forget_module() -> None:
+    """Close every session of this process and finalise the module, so that the next use
+    initialises it again and reads the current SOFTHSM2_CONF (python-pkcs11 keeps one
+    instance of a module per process: the product's and `import_key`'s are the same)."""
+    p11.close_all()
+    if Path(MODULE).exists():
+        pkcs11.lib(MODULE).finalize()
 
 
 def issue(ca: Ca, cn: str, public: rsa.RSAPublicKey) -> x509.Certificate:
@@ -106,7 +153,7 @@ def make_token(
     )
     monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
     monkeypatch.setenv(p11.MODULE_ENV, MODULE)
-    p11.close_all()  # a module loaded by an earlier test read another configuration
+    _forget_module()  # a module loaded by an earlier test read another configuration
     subprocess.run(
         [
             "softhsm2-util",
@@ -130,3 +177,25 @@ def make_token(
     return SoftHsmToken(
         directory, conf, label, pin, so_pin, pin_file, MODULE, make_ca("test token CA")
     )
+
+
+KEY_FIELDS = ("key", "ocsp_key")
+"""The issuer fields of ``pki.json`` that name a signing key."""
+
+
+def keys_into_token(pki: Path, token: SoftHsmToken, fields: tuple[str, ...] = KEY_FIELDS) -> None:
+    """Move the signing keys named by ``fields`` of every issuer of ``pki``'s manifest into
+    ``token`` (label ``<issuer id>-<field>``), rewrite the manifest with their URIs and
+    delete the PEM files, so nothing can sign but the token."""
+    manifest = load_manifest(pki / MANIFEST_NAME)
+    issuers = []
+    for issuer in manifest.issuers:
+        changes = {}
+        for field in fields:
+            path = manifest.path(getattr(issuer, field))
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            assert isinstance(key, rsa.RSAPrivateKey)
+            changes[field] = token.import_key(f"{issuer.id}-{field}", key)
+            path.unlink()
+        issuers.append(msgspec.structs.replace(issuer, **changes))
+    dump_manifest(msgspec.structs.replace(manifest, issuers=issuers), pki)
