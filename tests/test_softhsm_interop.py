@@ -21,9 +21,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from crlbuilder.demo.__main__ import commands
+from crlbuilder.keys.oplog import OPLOG_ENV, OpRecord, verify_oplog
 from crlbuilder.manifest import load_manifest
 from tests.conftest import Built, make_built, run_tool
 from tests.support.harness import Server, start_server
@@ -46,6 +48,7 @@ def hsm_built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     with pytest.MonkeyPatch.context() as mp:  # the tools and the responder find the token
         mp.setenv("SOFTHSM2_CONF", str(pki / "softhsm" / "softhsm2.conf"))
         mp.setenv("JPKIVA_PKCS11_MODULE", MODULE)
+        mp.setenv(OPLOG_ENV, str(pki / "softhsm" / "oplog.jsonl"))
         yield make_built(pki, load_manifest(pki), base, HOLDERS)
 
 
@@ -87,6 +90,32 @@ def test_ord_74_every_signing_key_is_generated_in_the_token(hsm_built: Built) ->
     labels = {r.split("object=")[1].split(";")[0] for r in refs}
     assert set(in_token) == labels
     assert all(v == [True, False, m.key_size] for v in in_token.values()), in_token
+
+
+def test_ord_73_3_the_tokens_operations_are_in_its_chained_log(hsm_server: Server) -> None:
+    """The set-up's key generations and certificates, and the builder's signing sessions, are
+    in the token's operation log (Ord §73(3)), whose chain verifies; no PIN is in it."""
+    built = hsm_server.built
+    log = built.pki / "softhsm" / "oplog.jsonl"
+    records = [msgspec.json.decode(line, type=OpRecord) for line in log.read_bytes().splitlines()]
+    report = verify_oplog(log)
+    assert report.problems == [] and report.records == len(records) > 0, report.problems
+    setup_end = max(n for n, r in enumerate(records) if r.event == "certificate-issued")
+
+    def labels_of(event: str, rs: list[OpRecord]) -> set[str]:
+        return {r.key.split("object=")[1].split(";")[0] for r in rs if r.event == event}
+
+    labels = {f"{k}-{i.id}" for i in built.manifest.issuers for k in ("ca", "ocsp")}
+    labels.add("group-responder")
+    assert labels_of("key-generated", records) == labels
+    assert labels_of("certificate-issued", records) == labels
+    # after the set-up: the build's sessions, CA keys for CRLs and delegates for answers
+    later = records[setup_end + 1 :]
+    compromised = compromised_issuers(built.store)
+    live_cas = {f"ca-{i.id}" for i in built.manifest.issuers if i.id not in compromised}
+    assert live_cas <= labels_of("signing-session-started", later)
+    assert any(k.startswith("ocsp-") for k in labels_of("signing-session-ended", later))
+    assert (built.pki / "softhsm" / "pin").read_text().strip() not in log.read_text()
 
 
 def test_crls_signed_in_the_token_verify_with_openssl(hsm_built: Built) -> None:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import msgspec
 
+from crlbuilder.demo.softhsm import OPLOG_NAME
+from crlbuilder.keys.oplog import OPLOG_ENV
 from crlbuilder.manifest import load_manifest
 from crlbuilder.model import Answer, CertStatus
 from crlbuilder.store.lmdbstore import Store
@@ -56,8 +58,9 @@ def use_keys(d: Path, keys: str) -> None:
             f"demo: {d} was made with --keys {made}; use that, or another --dir "
             f"(make demo KEYS={keys} DEMO=var/demo-{keys})"
         )
-    if keys == "softhsm":
+    if keys == "softhsm":  # the token, and its operation log for every signing session
         os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
+        os.environ[OPLOG_ENV] = str(conf.resolve().parent / OPLOG_NAME)
 
 
 def prepare(d: Path, holders: int, seed: int, keys: str = "pem") -> None:

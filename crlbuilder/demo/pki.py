@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from crlbuilder.demo.certprofile import key_usage
+from crlbuilder.keys import oplog
 from crlbuilder.keys.certsign import draft_certificate, with_signature
 from crlbuilder.manifest import (
     MANIFEST_NAME,
@@ -255,6 +256,13 @@ class TokenKey:
         draft = draft_certificate(builder)
         signer = Pkcs11Signer(uri, draft, uri.read_pin(), module_path())
         return with_signature(draft, signer.sign(draft.tbs_certificate_bytes))
+
+
+_SETUP: Final[dict[str, str | int]] = {
+    "by": "crlbuilder pki init --keys softhsm (demo, no ceremony)"
+}
+"""What the operation log says of the demo's keys: made by the set-up, not by a two-operator
+ceremony (`crlbuilder keys`, Ord §74(3)), which a production token's keys go through."""
 
 
 def _signed(builder: x509.CertificateBuilder, key: _CertKey) -> x509.Certificate:
@@ -497,7 +505,18 @@ def init_pki(
         from crlbuilder.keys.pkcs11 import generate_rsa_key
 
         ref = token.key_uri(label)
-        return TokenKey(ref, generate_rsa_key(ref, key_size, module=token.module)), ref
+        public = generate_rsa_key(ref, key_size, module=token.module)
+        oplog.record(token.oplog, "key-generated", key=ref, detail={"bits": key_size, **_SETUP})
+        return TokenKey(ref, public), ref
+
+    def write_cert(rel: str, cert: x509.Certificate, key_ref: str) -> None:
+        """Write a certificate; one of a token key is recorded in the operation log."""
+        _write_cert(out / rel, cert)
+        if token is not None and key_ref.startswith("pkcs11:"):
+            oplog.record(
+                token.oplog, "certificate-issued", key=key_ref,
+                detail={"certificate": rel, "serial": f"{cert.serial_number:x}", **_SETUP},
+            )  # fmt: skip
 
     issuers: list[IssuerFiles] = []
     cas: dict[str, tuple[x509.Certificate, rsa.RSAPrivateKey | TokenKey]] = {}
@@ -525,8 +544,8 @@ def init_pki(
             ocsp_url=f"{base_url}/ocsp",
             live=True,
         )
-        _write_cert(out / files.cert, ca_cert)
-        _write_cert(out / files.ocsp_cert, signer)
+        write_cert(files.cert, ca_cert, ca_key_ref)
+        write_cert(files.ocsp_cert, signer, signer_key_ref)
         issuers.append(files)
         cas[iid] = (ca_cert, ca_key)
     # each generation but a family's last has its successor named, with the successor
@@ -585,7 +604,7 @@ def init_pki(
         eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
         extra=[x509.OCSPNoCheck()],
     )
-    _write_cert(out / "tls/group-responder.pem", relay)
+    write_cert("tls/group-responder.pem", relay, relay_key_ref)
 
     parties: list[PartyFiles] = []
     for party in DEMO_PARTIES:

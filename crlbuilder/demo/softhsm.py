@@ -10,7 +10,10 @@ system's token store:
   process that uses the keys gets ``SOFTHSM2_CONF`` set to this file (`SoftHsmToken.env`);
 - a token with its label, initialised by ``softhsm2-util``; the user PIN is random and
   lives only in ``pin`` (mode 0600), which key references name as
-  ``pin-source=file:...`` (RFC 7512 URI, `crlbuilder.keys.pkcs11`).
+  ``pin-source=file:...`` (RFC 7512 URI, `crlbuilder.keys.pkcs11`);
+- ``oplog.jsonl``, the token's operation log (`crlbuilder.keys.oplog`, Ord §73(3)): the
+  set-up's key generations and certificates, then every signing session of the processes
+  given ``JPKIVA_OPLOG`` (`SoftHsmToken.env`); ``crlbuilder keys verify-log`` checks it.
 
 ``softhsm2-util --init-token`` takes its PINs only as arguments (it reads a terminal,
 not standard input), so the random PINs of this demo token are on that one command line
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Final
 
 from crlbuilder.demo.pki import write_private
+from crlbuilder.keys.oplog import OPLOG_ENV
 
 __all__ = ["SOFTHSM_MODULE", "SoftHsmError", "SoftHsmToken", "init_token"]
 
@@ -39,6 +43,7 @@ SOFTHSM_MODULE: Final = "/usr/lib/softhsm/libsofthsm2.so"
 
 CONF_NAME: Final = "softhsm2.conf"
 PIN_NAME: Final = "pin"
+OPLOG_NAME: Final = "oplog.jsonl"
 
 
 class SoftHsmError(Exception):
@@ -55,9 +60,19 @@ class SoftHsmToken:
     module: str = SOFTHSM_MODULE
 
     @property
+    def oplog(self) -> Path:
+        """The token's operation log (`crlbuilder.keys.oplog`, Ord §73(3)), beside its config."""
+        return self.conf.parent / OPLOG_NAME
+
+    @property
     def env(self) -> dict[str, str]:
-        """What a process using the token needs in its environment."""
-        return {"SOFTHSM2_CONF": str(self.conf), "JPKIVA_PKCS11_MODULE": self.module}
+        """What a process using the token needs in its environment: the SoftHSM2 config, the
+        module, and the operation log its signing sessions are recorded in."""
+        return {
+            "SOFTHSM2_CONF": str(self.conf),
+            "JPKIVA_PKCS11_MODULE": self.module,
+            OPLOG_ENV: str(self.oplog),
+        }
 
     def key_uri(self, key_label: str) -> str:
         """The RFC 7512 reference of a private key in this token, PIN read from the 0600 file."""
