@@ -1,5 +1,6 @@
 # jpki-va: the two commands of the README's Quick start, and the rest.
 #   make demo   build the demo PKI and population under var/demo and run the main job
+#               (make demo KEYS=softhsm: every signing key in a SoftHSM2 token, under var/demo-softhsm)
 #   make test   lint (ruff, import-linter), type check (mypy) and the whole pytest suite
 #   make bench  rerun every benchmark and update the table in bench/README.md
 
@@ -7,7 +8,8 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-DEMO   ?= var/demo
+KEYS   ?= pem
+DEMO   ?= var/demo$(if $(filter softhsm,$(KEYS)),-softhsm)
 HOLDERS ?= 100000
 
 .PHONY: demo test test-shifted lint typecheck pytest bench clean distclean venv
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m crlbuilder.demo --dir $(DEMO) --holders $(HOLDERS)
+	$(PY) -m crlbuilder.demo --dir $(DEMO) --holders $(HOLDERS) --keys $(KEYS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check crlbuilder responder tests bench

@@ -55,6 +55,7 @@ BENCHES: dict[str, list[str]] = {
         str(RESULTS / "responder.json"),
     ],
     "freshness": ["-m", "bench.bench_freshness", "--out", str(RESULTS / "freshness.json")],
+    "pkcs11": ["-m", "bench.bench_pkcs11", "--out", str(RESULTS / "pkcs11.json")],
 }
 
 
@@ -146,6 +147,19 @@ def render() -> str:
             f" (with a quota {_fmt(agr.get('quota_admit_with_quota_us'))}) + ledger {_fmt(agr.get('ledger_count_us'))} µs;"
             f" {_fmt(100 * agr['share_of_request_work'])}% of the app's {_fmt(agr.get('request_total_us'))} µs"
             " (goal < 10%)", "`python -m bench.bench_agreements`")  # fmt: skip
+    p11 = _load("pkcs11")
+    if p11:
+        for path, what in (
+            ("presign_batch", "presign batch (builder worker loop)"),
+            ("fresh_answers", "fresh answers (responder SignJob, nonce)"),
+        ):
+            r = p11.get(path) or {}
+            ps = r.get("per_second") or {}
+            add(f"SoftHSM2 vs PEM signing, {what}, RSA-{p11.get('bits')}",
+                f"{_fmt(r.get('ratio_pkcs11_to_pem'))}× PEM",
+                f"pkcs11 {_fmt(ps.get('pkcs11'))}/s, PEM {_fmt(ps.get('pem'))}/s, raw cryptography"
+                f" {_fmt(ps.get('raw'))}/s per CPU second, one thread (goal ≥ 0.8×:"
+                f" {'met' if r.get('goal_met') else 'not met'})", "`python -m bench.bench_pkcs11`")  # fmt: skip
     met = _load("metrics")
     if met:
         add("metrics on the hot path", _fmt(_get(met, "summary", "added_us_per_request"), " µs/request"),

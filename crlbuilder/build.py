@@ -38,9 +38,10 @@ from tqdm import tqdm
 
 from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, register_issuers
 from crlbuilder.config import BuilderConfig, facts_key
-from crlbuilder.crl.publish import CrlPublisher
+from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
-from crlbuilder.manifest import Manifest, load_manifest
+from crlbuilder.keys.signer import SignerError, load_signer
+from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import Presigner
 from crlbuilder.store import format as sf
@@ -145,6 +146,11 @@ class Builder:
                 "records cannot be applied to it"
             )
         register_issuers(self.store, issuer_table(self.manifest))
+        try:
+            self.check_signers()
+        except SignerError:
+            self.store.close()
+            raise
         self.quarantine = Quarantine(Path(cfg.input.quarantine))
         Path(cfg.input.notices).parent.mkdir(parents=True, exist_ok=True)
         self.registry: ConsentVerifiers | None = None
@@ -183,6 +189,27 @@ class Builder:
             on_progress=bar.update if bar is not None else None,
             clock=clock or self.clock,
         )
+
+    def check_signers(self) -> None:
+        """Open every key this builder will sign with and match it to its certificate.
+
+        The CA keys of CRL signing (or a compromised generation's successor) and the
+        delegated OCSP signers of pre-signing, each a PEM file or a PKCS#11 URI: a wrong
+        PIN, a missing token or key label, or a key that is not its certificate's raises
+        `SignerError` naming the key now, before anything is applied or signed. Keys of
+        generations that sign nothing any more (compromised without a successor) are not
+        opened: they may have been destroyed in the token.
+        """
+        with self.store.read() as r:
+            compromised = {i.id for i in r.issuers() if i.compromised_at}
+        m = self.manifest
+        for issuer in m.issuers:
+            hit = issuer.id in compromised
+            if self.cfg.crl.enabled:
+                crl_signing(m, issuer, hit)
+            files = ocsp_signer_files(m, issuer, hit) if self.cfg.ocsp.presign else None
+            if files is not None:
+                load_signer(m.key_ref(files[0]), m.path(files[1]))
 
     def last_commit(self) -> int:
         """Epoch seconds of the store's last commit: records, lapses, or what a build published

@@ -7,6 +7,7 @@
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
     crlbuilder status --store DIR ...      what the store says of one serial
     crlbuilder store copy SOURCE TARGET    rewrite a store with live data only
+    crlbuilder keys ...                    key ceremonies (two operators) and the operation log
 
 Exit codes: 0 done, 1 the work failed (summary says why), 2 bad usage or
 configuration.
@@ -29,6 +30,7 @@ from crlbuilder.options import ConfigError, instant, run_command
 
 def _build(args: argparse.Namespace) -> int:
     from crlbuilder.build import AsOfError, Builder, sources
+    from crlbuilder.keys.signer import SignerError
     from crlbuilder.store.format import StoreFormatError
 
     try:
@@ -36,14 +38,14 @@ def _build(args: argparse.Namespace) -> int:
         builder = Builder(
             cfg, progress=(not args.no_progress and sys.stderr.isatty()) or args.progress
         )
-    except (ConfigError, ManifestError, StoreFormatError, OSError) as e:
+    except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
     try:
         try:
             paths = sources(cfg)
             report = builder.build(paths, args.as_of)
-        except (FileNotFoundError, AsOfError) as e:
+        except (FileNotFoundError, AsOfError, SignerError) as e:
             print(f"crlbuilder build: error: {e}", file=sys.stderr)
             return 2
         builder.emit({"event": "build", **report.as_dict()})
@@ -148,11 +150,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # The demo commands (`pki init`, `synth`) come from crlbuilder.demo, which only
     # this entry point may import (import-linter contract in pyproject.toml).
+    from crlbuilder import ceremony
     from crlbuilder.demo import pki, synth
 
     pki.add_cli(sub)
     synth.add_cli(sub)
     crlimport.add_cli(sub)
+    ceremony.add_cli(sub)
 
     fk = sub.add_parser(
         "facts-key", help="create a new AES-256 key that seals the four facts (mode 0600)"

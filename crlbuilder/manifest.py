@@ -4,11 +4,16 @@
 `responder` read it to find issuer certificates, CA keys (crlbuilder only),
 delegated OCSP signers, the group relay's responder certificate and the demo
 parties' credentials. Paths in the manifest are relative to the manifest's
-directory; `Manifest.path()` resolves them.
+directory; `Manifest.path()` resolves them. A signing key field (``key``,
+``ocsp_key``, ``group_responder_key``) may instead hold an RFC 7512 PKCS#11 URI
+(``pkcs11:token=...;object=...;type=private?pin-source=file:/path``) naming a key
+in an HSM (Ord §73, §74); `Manifest.key_ref()` resolves either form for
+`crlbuilder.keys.signer.load_signer`. Certificates are always files.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Final
 
@@ -18,6 +23,8 @@ from crlbuilder.model import Family
 
 MANIFEST_VERSION: Final = 1
 MANIFEST_NAME: Final = "pki.json"
+PKCS11_SCHEME: Final = "pkcs11:"
+"""A key field starting so is a PKCS#11 URI, not a path (`crlbuilder.keys.pkcs11`)."""
 
 
 class IssuerFiles(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -85,6 +92,13 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
 
     def path(self, relative: str) -> Path:
         return Path(self.directory) / relative
+
+    def key_ref(self, ref: str) -> str:
+        """A signing key field as `crlbuilder.keys.signer.load_signer` takes it: a PKCS#11 URI
+        unchanged, a file path resolved against the manifest's directory."""
+        if ref[: len(PKCS11_SCHEME)].lower() == PKCS11_SCHEME:
+            return ref
+        return str(self.path(ref))
 
     def issuer(self, issuer_id: str) -> IssuerFiles:
         for issuer in self.issuers:
@@ -155,9 +169,20 @@ def load_manifest(directory_or_file: str | Path) -> Manifest:
 
 
 def dump_manifest(manifest: Manifest, directory: str | Path) -> Path:
-    """Write ``pki.json`` into ``directory`` (without the runtime ``directory`` field)."""
+    """Write ``pki.json`` into ``directory`` (without the runtime ``directory`` field),
+    atomically: a temporary file, fsync, rename over the old one (a key rollover's update is
+    all or nothing for the builder and the responder that read it)."""
     out = Path(directory) / MANIFEST_NAME
     data = msgspec.structs.replace(manifest, directory="")
     raw = msgspec.json.format(msgspec.json.encode(data), indent=2)
-    out.write_bytes(raw + b"\n")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(raw + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out

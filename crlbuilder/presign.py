@@ -33,7 +33,7 @@ from typing import Final
 
 from cryptography import x509
 
-from crlbuilder.keys.signer import PemSigner
+from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.manifest import IssuerFiles, Manifest, ocsp_signer_files
 from crlbuilder.model import CertStatus
@@ -51,7 +51,7 @@ from crlbuilder.store.writer import Commit
 CHUNK: Final = 2_000
 """Answers per write transaction and per job sent to a signing process."""
 
-_worker_signers: dict[str, PemSigner] = {}
+_worker_signers: dict[str, Signer] = {}
 
 
 def _init_worker(parent: int, keys: dict[str, tuple[str, str]]) -> None:
@@ -59,7 +59,7 @@ def _init_worker(parent: int, keys: dict[str, tuple[str, str]]) -> None:
     if os.getppid() != parent:  # it died before the line above took effect
         os._exit(1)
     for issuer_id, (key, cert) in keys.items():
-        _worker_signers[issuer_id] = PemSigner.from_files(key, cert)
+        _worker_signers[issuer_id] = load_signer(key, cert)  # own PKCS#11 session: after fork
 
 
 def _sign_many(issuer_id: str, blobs: list[bytes]) -> list[bytes]:
@@ -110,8 +110,8 @@ class Presigner:
             files = ocsp_signer_files(manifest, i, i.id in compromised)
             if files is not None:
                 key, cert = files
-                self._files[i.id] = (str(manifest.path(key)), str(manifest.path(cert)))
-        self._signers = {k: PemSigner.from_files(*v) for k, v in self._files.items()}
+                self._files[i.id] = (manifest.key_ref(key), str(manifest.path(cert)))
+        self._signers = {k: load_signer(*v) for k, v in self._files.items()}
         self._response_signers = {k: ResponseSigner(v) for k, v in self._signers.items()}
         self._hashes = {
             i.id: issuer_hashes(

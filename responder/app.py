@@ -60,6 +60,7 @@ from typing import Final
 
 import msgspec
 
+from crlbuilder.keys.pkcs11 import TokenUnavailable
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.request import RequestError, decode_get_path
 from crlbuilder.ocsp.response import ResponseStatus
@@ -178,7 +179,10 @@ class JpkiApp:
             ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
         )
         self.crl_files = CrlFiles(Path(config.store.crl_dir)) if config.store.crl_dir else None
-        self.ocsp = OcspFlow(load_issuers(self.manifest), self.limits, config.ocsp)
+        views = load_issuers(self.manifest)  # this worker's own PKCS#11 sessions (after fork)
+        self.ocsp = OcspFlow(views, self.limits, config.ocsp)
+        self._signer_names = {v.signer.signer_id: v.id for v in views}
+        """Issuer id of each delegated OCSP signer, for `jpkiva_signer_errors_total`."""
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="report")
         self.reports = ReportCache(
             self._render_report, self.pool, max_age=config.ledger.collect_interval
@@ -366,8 +370,20 @@ class JpkiApp:
         party = got.party.id
         try:
             ready = await signed
-        except Exception:  # a signer failure is the responder's fault: RFC 6960 internalError
-            req.note = Outcome("ocsp", _INTERNAL_ERROR, party=party)
+        except Exception as exc:  # a signer failure is the responder's fault, never a crash
+            signer = self._signer_names.get(got.job.signer.signer_id, "")
+            if self.metrics is not None:
+                self.metrics.signer_error(signer)
+            if isinstance(exc, TokenUnavailable):  # the HSM may come back: RFC 6960 tryLater
+                _log.error(
+                    "signer_unavailable", extra={"fields": {"signer": signer, "error": str(exc)}}
+                )
+                req.note = Outcome("ocsp", _TRY_LATER, party=party)
+                return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
+            _log.error(
+                "signer_failed", extra={"fields": {"signer": signer, "error": type(exc).__name__}}
+            )
+            req.note = Outcome("ocsp", _INTERNAL_ERROR, party=party)  # RFC 6960 internalError
             return _OCSP_ERRORS[ResponseStatus.INTERNAL_ERROR]
         self.ocsp.remember(got.job, ready)
         self.ledger.count(party, got.service, Method.OCSP, len(got.job.answers))

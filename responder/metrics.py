@@ -357,6 +357,14 @@ class WorkerMetrics:
             "render_interval per worker; the scrapes in between get the last text).",
             registry=None,
         )
+        self.signer_errors = Counter(
+            "jpkiva_signer_errors",
+            "Fresh OCSP signatures that failed, by signer (the issuer generation whose "
+            "delegated OCSP signer failed: an HSM token gone or failing). Each such request "
+            "was answered tryLater (token unavailable) or internalError.",
+            ("signer",),
+            registry=None,
+        )
         self.evictions = Counter(
             "jpkiva_connections_evicted",
             "Connections not yet attributed to a party displaced by newer ones (503 and a "
@@ -432,6 +440,10 @@ class WorkerMetrics:
         self._errors[status] = self._errors.get(status, 0) + 1
         if self.access.on:
             self.access.http_error(status, peer)
+
+    def signer_error(self, signer: str) -> None:
+        """A fresh signature by ``signer`` (an issuer id) failed: count it at once (an alarm)."""
+        self.signer_errors.labels(signer).inc()
 
     def observe_signing(self, seconds: float, party: str) -> None:
         """One fresh RSA signature of an OCSP answer for ``party`` (a registry id) took ``seconds``."""

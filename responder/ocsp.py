@@ -34,7 +34,7 @@ from typing import Final
 
 from cryptography import x509
 
-from crlbuilder.keys.signer import PemSigner
+from crlbuilder.keys.signer import load_signer
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Family
 from crlbuilder.ocsp.response import ResponseSigner, ResponseStatus, SingleAnswer, error_response
@@ -124,18 +124,23 @@ def good_next_update(next_update: int, now: int, not_after: int, lapse: int) -> 
 
 
 def load_issuers(manifest: Manifest) -> list[IssuerView]:
-    """Every issuer generation of the PKI manifest with its signers (reads the key files)."""
+    """Every issuer generation of the PKI manifest with its signers.
+
+    A key field may be a PEM file or a PKCS#11 URI (`crlbuilder.keys.signer.load_signer`);
+    called in each worker after the fork, so each opens its own PKCS#11 session. Raises
+    `crlbuilder.keys.signer.SignerError` naming the key when one cannot be used.
+    """
     views = []
     for i in manifest.issuers:
         cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
-        signer = PemSigner.from_files(manifest.path(i.ocsp_key), manifest.path(i.ocsp_cert))
+        signer = load_signer(manifest.key_ref(i.ocsp_key), manifest.path(i.ocsp_cert))
         rs = ResponseSigner(signer)
         successor = None
         files = ocsp_signer_files(manifest, i, compromised=True)
         if files is not None:
             key, successor_cert = files
             successor = ResponseSigner(
-                PemSigner.from_files(manifest.path(key), manifest.path(successor_cert))
+                load_signer(manifest.key_ref(key), manifest.path(successor_cert))
             )
         views.append(IssuerView(i.index, i.id, i.family, rs, cert, rs.certs_suffix, successor))
     return views

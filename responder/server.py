@@ -53,6 +53,8 @@ from typing import Final, Protocol, TextIO
 import msgspec
 import uvloop
 
+from crlbuilder.keys import oplog
+from crlbuilder.keys.signer import SignerError
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.options import ConfigError
 from responder.config import MetricsConfig, ResponderConfig, ServerConfig, TlsConfig
@@ -396,7 +398,7 @@ def _safe_error(exc: BaseException) -> str:
     """An exception's description for logs: configuration and OS errors only carry paths."""
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    if isinstance(exc, ConfigError | ssl.SSLError):
+    if isinstance(exc, ConfigError | ssl.SSLError | SignerError):  # SignerError: never a PIN or key
         return str(exc)
     return type(exc).__name__
 
@@ -606,6 +608,8 @@ class _Master:
                         "worker_crashed", logging.ERROR, worker=index, exc_type=type(exc).__name__
                     )
             finally:
+                with contextlib.suppress(BaseException):
+                    oplog.end_all()  # the worker's signing sessions end, with their counts
                 with contextlib.suppress(BaseException):
                     logging.shutdown()
                 os._exit(code)

@@ -144,11 +144,16 @@ def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manifest]) -> Built:
     pki, manifest = demo_pki
-    base = tmp_path_factory.mktemp("built")
+    return make_built(pki, manifest, tmp_path_factory.mktemp("built"))
+
+
+def make_built(pki: Path, manifest: Manifest, base: Path, holders: int = HOLDERS) -> Built:
+    """Synthesize a population of ``pki`` as of now, a facts key, a registry, and build it
+    under ``base`` (the `built` fixture; tests/test_softhsm_interop.py with keys in a token)."""
     as_of = datetime.now(UTC).replace(second=0, microsecond=0)
     pop = base / "population"
     run_tool(
-        "crlbuilder", "synth", "--pki", str(pki), "--holders", str(HOLDERS), "--out", str(pop),
+        "crlbuilder", "synth", "--pki", str(pki), "--holders", str(holders), "--out", str(pop),
         "--seed", "7", "--as-of", as_of.isoformat(),
     )  # fmt: skip
     key = base / "facts.key"

@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives import serialization
 from crlbuilder.apply import past_retention
 from crlbuilder.config import DEFAULT_RETENTION_DAYS, CrlSection
 from crlbuilder.crl.encode import encode_crl, write_crl_file
-from crlbuilder.keys.signer import PemSigner
+from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Category
 from crlbuilder.store import format as sf
@@ -74,7 +74,7 @@ class SuccessorError(Exception):
 
 def crl_signing(
     manifest: Manifest, issuer: IssuerFiles, compromised: bool
-) -> tuple[x509.Certificate, PemSigner] | None:
+) -> tuple[x509.Certificate, Signer] | None:
     """The certificate naming a CRL's issuer and the signer of ``issuer``'s CRLs.
 
     Before a compromise: the generation's own CA certificate and key. After one
@@ -84,14 +84,12 @@ def crl_signing(
     manifest names no successor (nothing may sign that generation's CRLs).
     """
     if not compromised:
-        signer = PemSigner.from_files(manifest.path(issuer.key), manifest.path(issuer.cert))
+        signer = load_signer(manifest.key_ref(issuer.key), manifest.path(issuer.cert))
         return signer.certificate, signer
     if not issuer.successor:
         return None
     successor = manifest.issuer(issuer.successor)
-    signer = PemSigner.from_files(
-        manifest.path(successor.key), manifest.path(issuer.successor_cert)
-    )
+    signer = load_signer(manifest.key_ref(successor.key), manifest.path(issuer.successor_cert))
     own = x509.load_pem_x509_certificate(manifest.path(issuer.cert).read_bytes())
     cert = signer.certificate
     if cert.subject.public_bytes() != own.subject.public_bytes():
@@ -99,7 +97,7 @@ def crl_signing(
     return cert, signer
 
 
-def key_id(signer: PemSigner) -> str:
+def key_id(signer: Signer) -> str:
     """Hex SHA-256 of the signer's public key (SubjectPublicKeyInfo DER)."""
     spki = signer.certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -131,7 +129,7 @@ class CrlPublisher:
         return result
 
     def _issuer(
-        self, issuer: IssuerFiles, now: int, cert: x509.Certificate, signer: PemSigner
+        self, issuer: IssuerFiles, now: int, cert: x509.Certificate, signer: Signer
     ) -> list[sf.CrlFileEntry]:
         with self.store.read() as r:
             state = r.crl_state(issuer.index)
@@ -199,7 +197,7 @@ class CrlPublisher:
         self,
         issuer: IssuerFiles,
         cert: x509.Certificate,
-        signer: PemSigner,
+        signer: Signer,
         r: StoreReader,
         number: int,
         now: int,

@@ -8,6 +8,12 @@ file dropped into the spool directory) while `responder serve` answers on
 127.0.0.1:8080. It prints ready-to-paste `openssl ocsp` commands for a good, a
 revoked and an unknown certificate, and runs until Ctrl-C, which stops both
 children cleanly. ``--no-serve`` stops after the build and says what it made.
+
+``--keys softhsm`` (``make demo KEYS=softhsm``) keeps every signing key in a SoftHSM2
+token instead of PEM files (Ord §73(4), §74(3): keys on dedicated equipment): ``pki init
+--keys softhsm`` makes the token under ``pki/softhsm`` and generates the CA, OCSP signer
+and relay keys inside it; every child then runs with ``SOFTHSM2_CONF`` pointing there.
+The printed commands are the same either way.
 """
 
 from __future__ import annotations
@@ -24,7 +30,11 @@ from pathlib import Path
 
 import msgspec
 
+from crlbuilder.demo.softhsm import OPLOG_NAME
+from crlbuilder.keys.oplog import OPLOG_ENV
+from crlbuilder.manifest import load_manifest
 from crlbuilder.model import Answer, CertStatus
+from crlbuilder.store.lmdbstore import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,11 +48,26 @@ def _tool(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def prepare(d: Path, holders: int, seed: int) -> None:
+def use_keys(d: Path, keys: str) -> None:
+    """Refuse a demo directory made with other keys; point this process and its children at
+    the SoftHSM2 token when the keys are there (`crlbuilder.demo.softhsm`)."""
+    conf = d / "pki" / "softhsm" / "softhsm2.conf"
+    if (d / "pki" / "pki.json").exists() and conf.exists() != (keys == "softhsm"):
+        made = "softhsm" if conf.exists() else "pem"
+        raise SystemExit(
+            f"demo: {d} was made with --keys {made}; use that, or another --dir "
+            f"(make demo KEYS={keys} DEMO=var/demo-{keys})"
+        )
+    if keys == "softhsm":  # the token, and its operation log for every signing session
+        os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
+        os.environ[OPLOG_ENV] = str(conf.resolve().parent / OPLOG_NAME)
+
+
+def prepare(d: Path, holders: int, seed: int, keys: str = "pem") -> None:
     """PKI, facts key, population and build under ``d`` (each only once)."""
     pki, pop = d / "pki", d / "population"
     if not (pki / "pki.json").exists():
-        _run(_tool("crlbuilder"), "pki", "init", "--out", str(pki))
+        _run(_tool("crlbuilder"), "pki", "init", "--out", str(pki), "--keys", keys)
     if not (d / "facts.key").exists():
         _run(_tool("crlbuilder"), "facts-key", "--out", str(d / "facts.key"))
     stamp = pop / ".holders"
@@ -88,15 +113,35 @@ def samples(d: Path) -> dict[str, Answer]:
     return out
 
 
+def trusted_responders(d: Path) -> dict[str, Path]:
+    """Issuer id -> the delegate certificate a client must trust for its answers: after a
+    compromise of the issuer's key (発行者署名符号の漏えい等) the successor's delegate signs them,
+    a Trusted Responder in RFC 6960 §4.2.2.2's terms (docs/operations.md)."""
+    manifest = load_manifest(d / "pki")
+    store = Store.open(d / "store", readonly=True)
+    try:
+        with store.read() as r:
+            compromised = {i.id for i in r.issuers() if i.compromised_at}
+    finally:
+        store.close()
+    out = {}
+    for i in manifest.issuers:
+        if i.id in compromised and i.successor:
+            out[i.id] = manifest.path(manifest.issuer(i.successor).ocsp_cert)
+    return out
+
+
 def commands(d: Path, url: str) -> list[tuple[str, str]]:
     token = (d / "pki" / "parties" / "both-verifier.token").read_text().strip()
+    trusted = trusted_responders(d)
     out = []
     for status, a in sorted(samples(d).items()):
         pop = (d / "population").resolve()
+        va = f" -VAfile {trusted[a.issuer]}" if a.issuer in trusted else ""
         cmd = (
             f"openssl ocsp -url {url}/ocsp -header Authorization='Bearer {token}' "
             f"-issuer {pop / a.issuer_cert} -cert {pop / a.cert} "
-            f"-CAfile {pop / a.issuer_cert} -resp_text -no_nonce"
+            f"-CAfile {pop / a.issuer_cert}{va} -resp_text -no_nonce"
         )
         what = f"{status} ({a.family.value}, {a.case})"
         out.append((what, cmd))
@@ -110,10 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--no-serve", action="store_true", help="stop after the build")
+    p.add_argument(
+        "--keys", choices=("pem", "softhsm"), default="pem",
+        help="signing keys in PEM files (default) or in a SoftHSM2 token under DIR/pki/softhsm",
+    )  # fmt: skip
     args = p.parse_args(argv)
     d: Path = args.dir
     d.mkdir(parents=True, exist_ok=True)
-    prepare(d, args.holders, args.seed)
+    use_keys(d, args.keys)
+    prepare(d, args.holders, args.seed, args.keys)
     if args.no_serve:
         print(f"\nmade under {d}: pki/ (CAs, OCSP signers, parties), population/ (records, samples,"
               " answers.jsonl), store/ (LMDB), crl/ (CRL files), registry.toml")  # fmt: skip

@@ -42,6 +42,8 @@ from crlbuilder.facts import (
     OID_NAME_ALT,
     OID_SEX,
 )
+from crlbuilder.keys.certsign import sign_certificate
+from crlbuilder.keys.signer import Signer
 from crlbuilder.manifest import IssuerFiles
 from crlbuilder.model import Family, FourFacts
 
@@ -116,7 +118,7 @@ _AUTH_USAGE: Final = key_usage("digital_signature")
 def build_ee_cert(
     *,
     issuer_cert: x509.Certificate,
-    issuer_key: rsa.RSAPrivateKey,
+    issuer_key: rsa.RSAPrivateKey | Signer,
     family: Family,
     serial: int,
     not_before: datetime,
@@ -130,7 +132,8 @@ def build_ee_cert(
     ``facts`` must be given for sign families and be None for auth families
     (Act §7 vs §26: auth certificates carry no personal data). The issuer's
     OCSP and CRL URLs come from ``issuer_files``; ``issuer_files.family`` must be
-    ``family``.
+    ``family``. ``issuer_key`` is the CA's private key or its `Signer` (a key in a
+    PKCS#11 token: `crlbuilder.keys.certsign`).
     """
     if issuer_files.family is not family:
         raise CertProfileError(f"issuer {issuer_files.id} does not issue {family.value}")
@@ -187,7 +190,9 @@ def build_ee_cert(
         builder = builder.add_extension(
             x509.SubjectAlternativeName(facts_other_names(facts)), critical=False
         )
-    return builder.sign(issuer_key, hashes.SHA256())
+    if isinstance(issuer_key, rsa.RSAPrivateKey):
+        return builder.sign(issuer_key, hashes.SHA256())
+    return sign_certificate(builder, issuer_key.sign)  # a CA key in a token (Ord §73(4))
 
 
 _FACT_FIELDS: Final = {

@@ -35,7 +35,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 from cryptography import x509
@@ -44,6 +44,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from crlbuilder.demo.certprofile import key_usage
+from crlbuilder.keys import oplog
+from crlbuilder.keys.certsign import draft_certificate, with_signature
 from crlbuilder.manifest import (
     MANIFEST_NAME,
     IssuerFiles,
@@ -55,7 +57,11 @@ from crlbuilder.manifest import (
 from crlbuilder.model import Family
 from crlbuilder.rules import JST
 
+if TYPE_CHECKING:
+    from crlbuilder.demo.softhsm import SoftHsmToken
+
 __all__ = [
+    "CA_LIFETIME",
     "DEFAULT_BASE_URL",
     "DEMO_PARTIES",
     "FIRST_GENERATION_START",
@@ -65,11 +71,14 @@ __all__ = [
     "DemoParty",
     "PkiError",
     "add_cli",
+    "ca_builder",
     "ca_subject",
     "init_pki",
+    "issued_builder",
     "issuer_id",
     "issuer_index",
     "load_ca_certificate",
+    "ocsp_signer_builder",
     "run_init",
     "successor_certificate",
     "write_private",
@@ -218,6 +227,53 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+class _CertKey(Protocol):
+    """A key that certificates can be made for and signed with: a PEM key or a token key."""
+
+    def public_key(self) -> rsa.RSAPublicKey: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenKey:
+    """A key generated inside a PKCS#11 token (Ord §74(3)): its reference and public half."""
+
+    ref: str
+    """RFC 7512 URI (``pkcs11:token=...;object=...;type=private?pin-source=file:...``)."""
+    public: rsa.RSAPublicKey
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self.public
+
+    def certify(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        """``builder``'s certificate signed in the token (CKM_SHA256_RSA_PKCS).
+
+        `crlbuilder.keys.pkcs11.Pkcs11Signer` holds a certificate beside its key: while
+        this key signs, it holds the draft it signs (a self-signed CA has no other yet).
+        """
+        from crlbuilder.keys.pkcs11 import Pkcs11Signer, module_path, parse_key_uri
+
+        uri = parse_key_uri(self.ref)
+        draft = draft_certificate(builder)
+        signer = Pkcs11Signer(uri, draft, uri.read_pin(), module_path())
+        return with_signature(draft, signer.sign(draft.tbs_certificate_bytes))
+
+
+_SETUP: Final[dict[str, str | int]] = {
+    "by": "crlbuilder pki init --keys softhsm (demo, no ceremony)"
+}
+"""What the operation log says of the demo's keys: made by the set-up, not by a two-operator
+ceremony (`crlbuilder keys`, Ord §74(3)), which a production token's keys go through."""
+
+
+def _signed(builder: x509.CertificateBuilder, key: _CertKey) -> x509.Certificate:
+    """``builder``'s certificate signed sha256WithRSAEncryption by ``key``, wherever it lives."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return builder.sign(key, hashes.SHA256())
+    if isinstance(key, TokenKey):
+        return key.certify(builder)
+    raise TypeError(f"cannot sign with {type(key).__name__}")
+
+
 def load_ca_certificate(manifest: Manifest, issuer: IssuerFiles) -> x509.Certificate:
     """The CA certificate of one issuer generation of a manifest."""
     return x509.load_pem_x509_certificate(manifest.path(issuer.cert).read_bytes())
@@ -231,15 +287,16 @@ _CRL_ONLY_USAGE: Final = key_usage("crl_sign")
 _CA_USAGE: Final = key_usage("digital_signature", "key_cert_sign", "crl_sign")
 
 
-def _self_signed_ca(
-    key: rsa.RSAPrivateKey, subject: x509.Name, not_before: datetime, not_after: datetime
-) -> x509.Certificate:
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+def ca_builder(
+    public_key: rsa.RSAPublicKey, subject: x509.Name, not_before: datetime, not_after: datetime
+) -> x509.CertificateBuilder:
+    """The self-signed issuing CA profile, unsigned (a key ceremony signs it in the token)."""
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -249,15 +306,54 @@ def _self_signed_ca(
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
-        .sign(key, hashes.SHA256())
     )
+
+
+def _self_signed_ca(
+    key: _CertKey, subject: x509.Name, not_before: datetime, not_after: datetime
+) -> x509.Certificate:
+    return _signed(ca_builder(key.public_key(), subject, not_before, not_after), key)
+
+
+def issued_builder(
+    *,
+    ca_cert: x509.Certificate,
+    public_key: rsa.RSAPublicKey,
+    subject: x509.Name,
+    not_before: datetime,
+    not_after: datetime,
+    usage: x509.KeyUsage,
+    eku: list[x509.ObjectIdentifier],
+    extra: list[x509.ExtensionType] | None = None,
+) -> x509.CertificateBuilder:
+    """An end-entity certificate issued by ``ca_cert``, unsigned."""
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+    )
+    for ext in extra or []:
+        builder = builder.add_extension(ext, critical=False)
+    return builder
 
 
 def _issued(
     *,
     ca_cert: x509.Certificate,
-    ca_key: rsa.RSAPrivateKey,
-    key: rsa.RSAPrivateKey,
+    ca_key: _CertKey,
+    key: _CertKey,
     subject: x509.Name,
     not_before: datetime,
     not_after: datetime,
@@ -265,32 +361,44 @@ def _issued(
     eku: list[x509.ObjectIdentifier],
     extra: list[x509.ExtensionType] | None = None,
 ) -> x509.Certificate:
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(min(not_after, ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage, critical=True)
-        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
+    builder = issued_builder(
+        ca_cert=ca_cert,
+        public_key=key.public_key(),
+        subject=subject,
+        not_before=not_before,
+        not_after=not_after,
+        usage=usage,
+        eku=eku,
+        extra=extra,
     )
-    for ext in extra or []:
-        builder = builder.add_extension(ext, critical=False)
-    return builder.sign(ca_key, hashes.SHA256())
+    return _signed(builder, ca_key)
+
+
+def ocsp_signer_builder(
+    ca_cert: x509.Certificate,
+    public_key: rsa.RSAPublicKey,
+    family: Family,
+    generation: int,
+    now: datetime,
+) -> x509.CertificateBuilder:
+    """The delegated OCSP signer profile of a CA generation (id-kp-OCSPSigning, ocsp-nocheck,
+    RFC 6960 §4.2.2.2), unsigned: valid from an hour before ``now`` for `OCSP_SIGNER_LIFETIME`."""
+    return issued_builder(
+        ca_cert=ca_cert,
+        public_key=public_key,
+        subject=_name(f"JPKI {family.value} CA G{generation} OCSP signer"),
+        not_before=now - BACKDATE,
+        not_after=now + OCSP_SIGNER_LIFETIME,
+        usage=key_usage("digital_signature"),
+        eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
+        extra=[x509.OCSPNoCheck()],
+    )
 
 
 def successor_certificate(
     compromised_ca: x509.Certificate,
     successor_ca: x509.Certificate,
-    successor_key: rsa.RSAPrivateKey,
+    successor_key: rsa.RSAPrivateKey | TokenKey,
 ) -> x509.Certificate:
     """The certificate that lets a successor key publish a compromised generation's CRLs.
 
@@ -303,7 +411,7 @@ def successor_certificate(
     final CRLs with this certificate (docs/operations.md, "CA key compromise").
     """
     ski = successor_ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(compromised_ca.subject)
         .issuer_name(successor_ca.subject)
@@ -321,8 +429,8 @@ def successor_certificate(
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
-        .sign(successor_key, hashes.SHA256())
     )
+    return _signed(builder, successor_key)
 
 
 # ---------------------------------------------------------------------------
@@ -337,6 +445,7 @@ def init_pki(
     base_url: str = DEFAULT_BASE_URL,
     now: datetime | None = None,
     force: bool = False,
+    keys: str = "pem",
 ) -> Manifest:
     """Create the demo PKI under ``out`` and return its manifest (also written as ``pki.json``).
 
@@ -348,9 +457,20 @@ def init_pki(
     ``now`` (default: the current time) starts the short-lived certificates
     (OCSP signers, TLS, parties: two years); the CAs run from `GENERATIONS`'
     fixed starts for 30 years.
+
+    With ``keys="softhsm"`` a SoftHSM2 token is made in ``out/softhsm``
+    (`crlbuilder.demo.softhsm.init_token`: configuration, token, PIN file 0600; processes
+    using the keys need ``SOFTHSM2_CONF=out/softhsm/softhsm2.conf``) and every signing key
+    of the service is generated inside it (non-extractable, sensitive: Ord
+    §73(4), §74(3)) and the manifest names it by its ``pkcs11:`` URI instead of a PEM
+    file: the CAs' keys (CRL signing, 発行者署名符号), the delegated OCSP signers and the
+    group relay's responder key. Only certificates are written. The demo TLS/client CA,
+    the TLS server key (Python's ssl reads a file) and the parties' own keys stay PEM.
     """
     if key_size < MIN_KEY_SIZE:
         raise PkiError(f"RSA keys must have {MIN_KEY_SIZE} bits or more (Ord §2, §38)")
+    if keys not in ("pem", "softhsm"):
+        raise PkiError(f"keys {keys!r}: pem or softhsm")
     if not base_url.startswith(("http://", "https://")):
         raise PkiError("base URL must start with http:// or https://")
     base_url = base_url.rstrip("/")
@@ -360,31 +480,55 @@ def init_pki(
     if out.is_dir() and any(out.iterdir()) and not force:
         raise PkiError(f"{out} exists and is not empty; refusing to overwrite (use --force)")
     out.mkdir(parents=True, exist_ok=True)
+    token: SoftHsmToken | None = None
+    if keys == "softhsm":
+        from crlbuilder.demo.softhsm import SoftHsmError, init_token
+
+        try:
+            token = init_token(out / "softhsm")
+        except SoftHsmError as e:
+            raise PkiError(str(e)) from None
+        # SoftHSM2 reads its configuration when the module is loaded, in this process too
+        os.environ.update(token.env)
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     short_start = now - BACKDATE
 
     def new_key() -> rsa.RSAPrivateKey:
         return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
 
+    def signing_key(label: str, pem: str) -> tuple[rsa.RSAPrivateKey | TokenKey, str]:
+        """A signing key: in the token when there is one (its URI), else a PEM file ``pem``."""
+        if token is None:
+            key = new_key()
+            _write_key(out / pem, key)
+            return key, pem
+        from crlbuilder.keys.pkcs11 import generate_rsa_key
+
+        ref = token.key_uri(label)
+        public = generate_rsa_key(ref, key_size, module=token.module)
+        oplog.record(token.oplog, "key-generated", key=ref, detail={"bits": key_size, **_SETUP})
+        return TokenKey(ref, public), ref
+
+    def write_cert(rel: str, cert: x509.Certificate, key_ref: str) -> None:
+        """Write a certificate; one of a token key is recorded in the operation log."""
+        _write_cert(out / rel, cert)
+        if token is not None and key_ref.startswith("pkcs11:"):
+            oplog.record(
+                token.oplog, "certificate-issued", key=key_ref,
+                detail={"certificate": rel, "serial": f"{cert.serial_number:x}", **_SETUP},
+            )  # fmt: skip
+
     issuers: list[IssuerFiles] = []
-    cas: dict[str, tuple[x509.Certificate, rsa.RSAPrivateKey]] = {}
+    cas: dict[str, tuple[x509.Certificate, rsa.RSAPrivateKey | TokenKey]] = {}
     for family, generation, start in GENERATIONS:
         iid = issuer_id(family, generation)
-        ca_key = new_key()
+        ca_key, ca_key_ref = signing_key(f"ca-{iid}", f"ca/{iid}.key")
         ca_cert = _self_signed_ca(
             ca_key, ca_subject(family, generation), start, max(start, now) + CA_LIFETIME
         )
-        signer_key = new_key()
-        signer = _issued(
-            ca_cert=ca_cert,
-            ca_key=ca_key,
-            key=signer_key,
-            subject=_name(f"JPKI {family.value} CA G{generation} OCSP signer"),
-            not_before=short_start,
-            not_after=now + OCSP_SIGNER_LIFETIME,
-            usage=key_usage("digital_signature"),
-            eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
-            extra=[x509.OCSPNoCheck()],
+        signer_key, signer_key_ref = signing_key(f"ocsp-{iid}", f"ocsp/{iid}.key")
+        signer = _signed(
+            ocsp_signer_builder(ca_cert, signer_key.public_key(), family, generation, now), ca_key
         )
         files = IssuerFiles(
             id=iid,
@@ -392,18 +536,16 @@ def init_pki(
             generation=generation,
             index=issuer_index(family, generation),
             cert=f"ca/{iid}.pem",
-            key=f"ca/{iid}.key",
+            key=ca_key_ref,
             ocsp_cert=f"ocsp/{iid}.pem",
-            ocsp_key=f"ocsp/{iid}.key",
+            ocsp_key=signer_key_ref,
             crl_url=f"{base_url}/crl/{iid}.crl",
             delta_crl_url=f"{base_url}/crl/{iid}-delta.crl",
             ocsp_url=f"{base_url}/ocsp",
             live=True,
         )
-        _write_cert(out / files.cert, ca_cert)
-        _write_key(out / files.key, ca_key)
-        _write_cert(out / files.ocsp_cert, signer)
-        _write_key(out / files.ocsp_key, signer_key)
+        write_cert(files.cert, ca_cert, ca_key_ref)
+        write_cert(files.ocsp_cert, signer, signer_key_ref)
         issuers.append(files)
         cas[iid] = (ca_cert, ca_key)
     # each generation but a family's last has its successor named, with the successor
@@ -450,7 +592,7 @@ def init_pki(
     _write_cert(out / "tls/server.pem", server)
     _write_key(out / "tls/server.key", server_key)
 
-    relay_key = new_key()
+    relay_key, relay_key_ref = signing_key("group-responder", "tls/group-responder.key")
     relay = _issued(
         ca_cert=client_ca,
         ca_key=client_ca_key,
@@ -462,8 +604,7 @@ def init_pki(
         eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
         extra=[x509.OCSPNoCheck()],
     )
-    _write_cert(out / "tls/group-responder.pem", relay)
-    _write_key(out / "tls/group-responder.key", relay_key)
+    write_cert("tls/group-responder.pem", relay, relay_key_ref)
 
     parties: list[PartyFiles] = []
     for party in DEMO_PARTIES:
@@ -506,7 +647,7 @@ def init_pki(
         server_cert="tls/server.pem",
         server_key="tls/server.key",
         group_responder_cert="tls/group-responder.pem",
-        group_responder_key="tls/group-responder.key",
+        group_responder_key=relay_key_ref,
         parties=parties,
     )
     dump_manifest(manifest, out)
@@ -532,6 +673,14 @@ def add_cli(subparsers: Any) -> None:
     init.add_argument("--key-size", type=int, default=2048, help="RSA modulus bits (>= 2048)")
     init.add_argument("--base-url", default=DEFAULT_BASE_URL, help="the responder's base URL")
     init.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    init.add_argument(
+        "--keys",
+        choices=("pem", "softhsm"),
+        default="pem",
+        help="where the signing keys live: PEM files (default) or a new SoftHSM2 token "
+        "in OUT/softhsm (run the builder and responder with "
+        "SOFTHSM2_CONF=OUT/softhsm/softhsm2.conf)",
+    )
     init.set_defaults(func=run_init)
 
 
@@ -539,7 +688,11 @@ def run_init(args: argparse.Namespace) -> int:
     """``crlbuilder pki init``: create the PKI and print where its manifest is."""
     try:
         manifest = init_pki(
-            args.out, key_size=args.key_size, base_url=args.base_url, force=args.force
+            args.out,
+            key_size=args.key_size,
+            base_url=args.base_url,
+            force=args.force,
+            keys=args.keys,
         )
     except PkiError as e:
         print(f"crlbuilder pki init: error: {e}", file=sys.stderr)

@@ -89,6 +89,7 @@ from crlbuilder import rules
 from crlbuilder.demo.certprofile import build_ee_cert
 from crlbuilder.demo.pki import write_private
 from crlbuilder.facts import encode_birth_date
+from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest, ManifestError, load_manifest
 from crlbuilder.model import (
     Answer,
@@ -1726,9 +1727,10 @@ def _write_samples(
         files = iss.files
         ca_pem = pki.path(files.cert).read_bytes()
         ca_cert = x509.load_pem_x509_certificate(ca_pem)
-        ca_key = serialization.load_pem_private_key(pki.path(files.key).read_bytes(), password=None)
-        if not isinstance(ca_key, rsa.RSAPrivateKey):
-            raise SynthError(f"{files.key}: not an RSA key")
+        try:  # the CA key, a PEM file or a key in a PKCS#11 token
+            ca_key = load_signer(pki.key_ref(files.key), pki.path(files.cert))
+        except SignerError as e:
+            raise SynthError(f"issuer {files.id}: {e}") from None
         issuer_rel = f"samples/issuers/{files.id}.pem"
         (out / issuer_rel).parent.mkdir(parents=True, exist_ok=True)
         (out / issuer_rel).write_bytes(ca_pem)

@@ -4,8 +4,10 @@ A `Signer` holds one signing key and its certificate: the CA key that signs
 失効情報ファイル (CRLs, Act §16, §16-15, §35, §35-15), or a delegated OCSP
 signer's key (id-kp-OCSPSigning). Callers see only `certificate`, `sign` and
 `signature_algorithm_der`, so the key can live in a PEM file (`PemSigner`,
-mode 0600) today and behind PKCS#11 in an HSM later (Ord §73, §74: signing keys
-on dedicated, access-controlled equipment) without changing the encoders.
+mode 0600) or in an HSM behind PKCS#11 (`crlbuilder.keys.pkcs11.Pkcs11Signer`;
+Ord §73, §74: signing keys on dedicated, access-controlled equipment) without
+changing the encoders. `load_signer` picks the back end by the key reference:
+a ``pkcs11:`` URI (RFC 7512) or a PEM file path.
 
 Every signature is sha256WithRSAEncryption (RSASSA-PKCS1-v1_5 with SHA-256),
 as JPKI uses; keys are RSA with a modulus of 2048 bits or more (Ord §2, §38).
@@ -31,6 +33,10 @@ __all__ = [
     "PemSigner",
     "Signer",
     "SignerError",
+    "load_certificate",
+    "load_signer",
+    "read_private_file",
+    "spki_der",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,7 +92,7 @@ class PemSigner:
             raise SignerError(
                 f"the signing key is RSA-{key.key_size}; at least RSA-{MIN_RSA_BITS} is required"
             )
-        if _spki(key.public_key()) != _spki(certificate.public_key()):
+        if spki_der(key.public_key()) != spki_der(certificate.public_key()):
             raise SignerError("the signing key does not match the certificate's public key")
         self._key = key
         self._certificate = certificate
@@ -104,7 +110,7 @@ class PemSigner:
         """
         key_file = Path(key_path)
         cert_file = Path(cert_path)
-        key_pem = _read_private_file(key_file)
+        key_pem = read_private_file(key_file)
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except TypeError:  # encrypted key and no password
@@ -115,7 +121,7 @@ class PemSigner:
             raise SignerError(f"{key_file}: not a readable PEM private key") from None
         if not isinstance(key, rsa.RSAPrivateKey):
             raise SignerError(f"{key_file}: not an RSA private key")
-        certificate = _load_certificate(cert_file)
+        certificate = load_certificate(cert_file)
         try:
             signer = cls(key, certificate)
         except SignerError as exc:
@@ -138,7 +144,23 @@ class PemSigner:
         return f"PemSigner(certificate serial {self._certificate.serial_number:#x})"
 
 
-def _spki(public_key: object) -> bytes:
+def load_signer(key_ref: str | os.PathLike[str], cert_path: str | os.PathLike[str]) -> Signer:
+    """The signer for a key reference: a ``pkcs11:`` URI opens the key in its token
+    (`crlbuilder.keys.pkcs11.Pkcs11Signer`), anything else is a PEM file (`PemSigner`).
+
+    Either way the key is checked against the certificate now, so a wrong PIN, a
+    missing token or key, or a key that does not match shows at start.
+    """
+    ref = os.fspath(key_ref)
+    if ref[:7].lower() == "pkcs11:":
+        from crlbuilder.keys.pkcs11 import Pkcs11Signer
+
+        return Pkcs11Signer.open(ref, cert_path)
+    return PemSigner.from_files(ref, cert_path)
+
+
+def spki_der(public_key: object) -> bytes:
+    """DER SubjectPublicKeyInfo of an RSA public key (to compare a key with a certificate's)."""
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise SignerError("the certificate's public key is not an RSA key")
     return public_key.public_bytes(
@@ -146,8 +168,8 @@ def _spki(public_key: object) -> bytes:
     )
 
 
-def _read_private_file(path: Path) -> bytes:
-    """Read a key file after checking, on the open descriptor, that only its owner may use it."""
+def read_private_file(path: Path) -> bytes:
+    """Read a key (or PIN) file after checking, on the open descriptor, that only its owner may use it."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
@@ -171,7 +193,8 @@ def _read_private_file(path: Path) -> bytes:
         os.close(fd)
 
 
-def _load_certificate(path: Path) -> x509.Certificate:
+def load_certificate(path: Path) -> x509.Certificate:
+    """A PEM or DER certificate file; errors name the file."""
     try:
         data = path.read_bytes()
     except OSError as exc:

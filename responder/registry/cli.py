@@ -67,6 +67,7 @@ from typing import Any, Final
 
 import msgspec
 
+from crlbuilder.auditlog import write_synced
 from crlbuilder.model import Family
 from crlbuilder.options import instant, run_command
 from crlbuilder.rules import JST
@@ -76,7 +77,6 @@ from responder.registry.audit import (
     append_audit,
     audit_path_for,
     verify_audit,
-    write_synced,
 )
 from responder.registry.demo import (
     registry_from_manifest,

@@ -1,0 +1,474 @@
+"""Key ceremonies (鍵の儀式): `crlbuilder keys ...`, each approved by two operators and logged.
+
+The issuing keys (発行者署名符号) and the delegated OCSP signers' keys are made and managed
+in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking) by several people
+(Ord §74(3): 複数の者による作成及び管理), every operation recorded (Ord §73(3): 動作を記録する
+機能) in the hash-chained operation log (`crlbuilder.keys.oplog`)::
+
+    crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR
+    crlbuilder keys new-ca    --key URI --family F --generation N --out CERT     [approvals]
+    crlbuilder keys new-ocsp  --key URI --ca-key REF --ca-cert CERT --out CERT  [approvals]
+    crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
+    crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
+    crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256]
+
+    approvals: --log FILE --operators FILE --approval NAME:file:/path --approval NAME:env:VAR
+
+A ceremony is checked before anything is done: two approvals by distinct operators of the
+operators file, each with the right secret (`crlbuilder.keys.approval`); otherwise it is
+refused, nothing is done, and the refusal is logged (``ceremony-refused``, with the names
+given and the reason). An approved ceremony logs each operation with both operators' names
+and the SHA-256 of its canonical description (what they approved), then prints the log's
+new head (``SEQ:SHA256``) for the operators to write into the ceremony record: `verify-log
+--anchor` checks the log against it later.
+
+Keys are generated in the token (non-extractable, sensitive; `crlbuilder.keys.pkcs11`);
+certificates follow the PKI's own profiles (`crlbuilder.demo.pki`: the self-signed issuing
+CA, the delegated OCSP signer) and are signed by the key in the token (or a CA key in a PEM
+file, through `load_signer`). The manifest (``pki.json``) is replaced atomically.
+
+Exit codes: 0 done, 1 verify-log found the log broken, 2 refused or bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import hashlib
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from asn1crypto import x509 as asn1x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from crlbuilder.auditlog import Anchor, ChainError
+from crlbuilder.demo.pki import (
+    CA_LIFETIME,
+    ca_builder,
+    ca_subject,
+    issuer_id,
+    issuer_index,
+    ocsp_signer_builder,
+)
+from crlbuilder.keys import oplog
+from crlbuilder.keys import pkcs11 as p11
+from crlbuilder.keys.approval import (
+    Approval,
+    ApprovalError,
+    add_operator,
+    check_approvals,
+    load_operators,
+    parse_approval,
+    read_secret,
+)
+from crlbuilder.keys.signer import Signer, SignerError, load_certificate, load_signer
+from crlbuilder.manifest import (
+    IssuerFiles,
+    ManifestError,
+    dump_manifest,
+    load_manifest,
+)
+from crlbuilder.model import Family
+
+__all__ = ["CeremonyError", "add_cli", "sign_certificate"]
+
+PROG: Final = "crlbuilder keys"
+
+
+class CeremonyError(Exception):
+    """A ceremony cannot be done; the message says why (nothing was changed)."""
+
+
+# --- certificates signed in the token ---------------------------------------------------
+
+
+@functools.cache
+def _scratch_key() -> rsa.RSAPrivateKey:
+    """A throw-away key: cryptography builds a certificate's TBS only while signing it."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def sign_certificate(
+    builder: x509.CertificateBuilder, signer: Signer, issuer: x509.Certificate | None = None
+) -> x509.Certificate:
+    """Sign ``builder``'s certificate with ``signer`` (sha256WithRSAEncryption, as every JPKI
+    signature): the TBS bytes are the same whichever RSA key signs, so the draft's signature
+    is replaced by the signer's. Checked against ``issuer`` (itself when None: self-signed)."""
+    draft = builder.sign(_scratch_key(), hashes.SHA256())
+    cert = asn1x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
+    cert["signature_value"] = signer.sign(draft.tbs_certificate_bytes)
+    signed = x509.load_der_x509_certificate(cert.dump(force=True))
+    try:
+        signed.verify_directly_issued_by(issuer or signed)
+    except (ValueError, TypeError, InvalidSignature) as e:
+        raise CeremonyError(f"the certificate does not verify with its issuer: {e}") from None
+    return signed
+
+
+def _self_signed(key_ref: str, builder: x509.CertificateBuilder) -> x509.Certificate:
+    """A self-signed certificate of a key in the token (the builder carries its public key)."""
+    draft = builder.sign(_scratch_key(), hashes.SHA256())
+    uri = p11.parse_key_uri(key_ref)
+    return sign_certificate(
+        builder, p11.Pkcs11Signer(uri, draft, uri.read_pin(), p11.module_path())
+    )
+
+
+def _write_cert(path: Path, cert: x509.Certificate) -> dict[str, str | int]:
+    if path.exists():
+        raise CeremonyError(f"{path} exists; a ceremony never overwrites a certificate")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = cert.public_bytes(serialization.Encoding.PEM)
+    path.write_bytes(data)
+    return _cert_detail(path, cert)
+
+
+def _cert_detail(path: Path, cert: x509.Certificate) -> dict[str, str | int]:
+    return {
+        "cert": str(path),
+        "serial": f"{cert.serial_number:x}",
+        "subject": cert.subject.rfc4514_string(),
+        "cert_sha256": hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+    }
+
+
+# --- approvals --------------------------------------------------------------------------
+
+
+def _describe(args: argparse.Namespace, fields: tuple[str, ...]) -> tuple[dict[str, str], str]:
+    """The ceremony's canonical description (command and its arguments, key references
+    without PIN sources) and its SHA-256: what the operators approve, recorded in each line."""
+    desc = {"ceremony": args.ceremony} | {
+        f: oplog.key_name(str(getattr(args, f))) for f in fields if getattr(args, f) is not None
+    }
+    return desc, hashlib.sha256(msgspec.json.encode(desc, order="sorted")).hexdigest()
+
+
+def _approved(args: argparse.Namespace, desc_sha: str, key: str) -> list[str]:
+    """The approving operators, or CeremonyError after logging the refusal."""
+    names = [a.partition(":")[0] for a in args.approval or []]
+    try:
+        approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
+        args.approved_by = check_approvals(load_operators(args.operators), approvals)
+        args.approved_ceremony = desc_sha
+        return list(args.approved_by)
+    except ApprovalError as e:
+        reason = str(e)
+    _record(
+        args.log,
+        "ceremony-refused",
+        key=key,
+        operators=names,
+        ceremony=desc_sha,
+        detail={"ceremony": args.ceremony, "reason": reason},
+    )
+    raise CeremonyError(f"refused, nothing done: {reason}")
+
+
+def _record(log: Path, event: str, **kw: Any) -> Anchor:
+    try:
+        return oplog.record(log, event, **kw)
+    except (ChainError, OSError) as e:
+        raise CeremonyError(f"operation log {log}: {e}") from None
+
+
+# --- the ceremonies ---------------------------------------------------------------------
+
+
+def _generate(
+    args: argparse.Namespace, key: str, ops: list[str], desc_sha: str
+) -> rsa.RSAPublicKey:
+    public = p11.generate_rsa_key(key, args.bits)
+    spki = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    _record(
+        args.log,
+        "key-generated",
+        key=key,
+        operators=ops,
+        ceremony=desc_sha,
+        detail={"bits": args.bits, "spki_sha256": hashlib.sha256(spki).hexdigest()},
+    )
+    return public
+
+
+def _new_ca(
+    args: argparse.Namespace,
+    key: str,
+    family: Family,
+    generation: int,
+    out: Path,
+    ops: list[str],
+    desc_sha: str,
+    now: datetime,
+) -> x509.Certificate:
+    if out.exists():
+        raise CeremonyError(f"{out} exists; a ceremony never overwrites a certificate")
+    public = _generate(args, key, ops, desc_sha)
+    builder = ca_builder(public, ca_subject(family, generation), now, now + CA_LIFETIME)
+    cert = _self_signed(key, builder)
+    _record(
+        args.log,
+        "certificate-issued",
+        key=key,
+        operators=ops,
+        ceremony=desc_sha,
+        detail=_write_cert(out, cert) | {"issuer": "self"},
+    )
+    return cert
+
+
+def _new_ocsp(
+    args: argparse.Namespace,
+    key: str,
+    ca: Signer,
+    ca_key: str,
+    family: Family,
+    generation: int,
+    out: Path,
+    ops: list[str],
+    desc_sha: str,
+    now: datetime,
+) -> x509.Certificate:
+    if out.exists():
+        raise CeremonyError(f"{out} exists; a ceremony never overwrites a certificate")
+    public = _generate(args, key, ops, desc_sha)
+    builder = ocsp_signer_builder(ca.certificate, public, family, generation, now)
+    cert = sign_certificate(builder, ca, ca.certificate)
+    _record(
+        args.log,
+        "certificate-issued",
+        key=key,
+        operators=ops,
+        ceremony=desc_sha,
+        detail=_write_cert(out, cert) | {"issuer_key": oplog.key_name(ca_key)},
+    )
+    return cert
+
+
+def _family_generation(cert: x509.Certificate) -> tuple[Family, int]:
+    """The family and generation a CA certificate names (``JPKI sign-card CA G2``)."""
+    cn = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    parts = str(cn[0].value).split() if cn else []
+    if len(parts) >= 4 and parts[0] == "JPKI" and parts[2] == "CA" and parts[3][1:].isdigit():
+        try:
+            return Family(parts[1]), int(parts[3][1:])
+        except ValueError:
+            pass
+    raise CeremonyError("the CA certificate does not name a JPKI family and generation")
+
+
+def cmd_new_ca(args: argparse.Namespace) -> int:
+    desc, sha = _describe(args, ("key", "family", "generation", "out"))
+    ops = _approved(args, sha, args.key)
+    now = datetime.now(UTC).replace(microsecond=0)
+    _new_ca(args, args.key, Family(args.family), args.generation, args.out, ops, sha, now)
+    return _done(args, desc)
+
+
+def cmd_new_ocsp(args: argparse.Namespace) -> int:
+    desc, sha = _describe(args, ("key", "ca_key", "ca_cert", "out"))
+    ops = _approved(args, sha, args.key)
+    ca = load_signer(args.ca_key, args.ca_cert)
+    family, generation = _family_generation(ca.certificate)
+    now = datetime.now(UTC).replace(microsecond=0)
+    _new_ocsp(args, args.key, ca, args.ca_key, family, generation, args.out, ops, sha, now)
+    return _done(args, desc)
+
+
+def cmd_rollover(args: argparse.Namespace) -> int:
+    desc, sha = _describe(args, ("pki", "family", "ca_key", "ocsp_key"))
+    manifest = load_manifest(args.pki)  # before approvals: a bad --pki is a usage error
+    family = Family(args.family)
+    ops = _approved(args, sha, args.ca_key)
+    generation = max((i.generation for i in manifest.issuers_of(family)), default=0) + 1
+    iid = issuer_id(family, generation)
+    if any(i.id == iid for i in manifest.issuers):
+        raise CeremonyError(f"{iid} is already in the manifest")
+    files = IssuerFiles(
+        id=iid,
+        family=family,
+        generation=generation,
+        index=issuer_index(family, generation),
+        cert=f"ca/{iid}.pem",
+        key=args.ca_key,
+        ocsp_cert=f"ocsp/{iid}.pem",
+        ocsp_key=args.ocsp_key,
+        crl_url=f"{manifest.base_url}/crl/{iid}.crl",
+        delta_crl_url=f"{manifest.base_url}/crl/{iid}-delta.crl",
+        ocsp_url=f"{manifest.base_url}/ocsp",
+        live=True,
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    ca_path, ocsp_path = manifest.path(files.cert), manifest.path(files.ocsp_cert)
+    _new_ca(args, args.ca_key, family, generation, ca_path, ops, sha, now)
+    ca = load_signer(args.ca_key, ca_path)
+    _new_ocsp(args, args.ocsp_key, ca, args.ca_key, family, generation, ocsp_path, ops, sha, now)
+    manifest.issuers.append(files)
+    dump_manifest(manifest, manifest.directory)
+    load_manifest(manifest.directory)  # what the builder and the responder will read
+    _record(
+        args.log,
+        "rollover",
+        key=args.ca_key,
+        operators=ops,
+        ceremony=sha,
+        detail={"issuer": iid, "manifest": str(Path(manifest.directory) / "pki.json")},
+    )
+    return _done(args, desc)
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    desc, sha = _describe(args, ("key", "cert"))
+    cert = load_certificate(args.cert)  # the certificate is kept; it names what is retired
+    if args.pki is not None:
+        named = oplog.key_name(args.key)
+        for i in load_manifest(args.pki).issuers:
+            if named in (oplog.key_name(i.key), oplog.key_name(i.ocsp_key)):
+                raise CeremonyError(
+                    f"{i.id} in the manifest still signs with this key: take it out first"
+                )
+    ops = _approved(args, sha, args.key)
+    signer = load_signer(args.key, args.cert)  # the key is the certificate's, and there
+    del signer
+    p11.close_all()
+    p11.destroy_key(args.key)
+    _record(
+        args.log,
+        "key-destroyed",
+        key=args.key,
+        operators=ops,
+        ceremony=sha,
+        detail=_cert_detail(args.cert, cert),
+    )
+    return _done(args, desc)
+
+
+def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
+    oplog.end_all()
+    report = oplog.verify_oplog(args.log)
+    print(f"{desc['ceremony']}: done; operation log {args.log} head {report.anchor}")
+    print("write the head above into the ceremony record (verify-log --anchor SEQ:SHA256)")
+    return 0
+
+
+def cmd_add_operator(args: argparse.Namespace) -> int:
+    add_operator(args.operators, args.name, read_secret(args.secret))
+    print(f"{args.operators}: operator {args.name} enrolled (salted scrypt hash only)")
+    return 0
+
+
+def cmd_verify_log(args: argparse.Namespace) -> int:
+    report = oplog.verify_oplog(args.log, args.anchor)
+    state = "BROKEN" if report.problems else "intact"
+    print(f"{args.log}: {report.records} records, chain {state}, head {report.anchor}")
+    for p in report.problems:
+        print(f"  {p}")
+    return 1 if report.problems else 0
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def _anchor(text: str) -> Anchor:
+    try:
+        return Anchor.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Run a ceremony: its log is where its signing sessions go; every refusal exits 2."""
+
+    def run(args: argparse.Namespace) -> int:
+        if getattr(args, "log", None) is not None:
+            oplog.configure(args.log)
+        try:
+            return func(args)
+        except (CeremonyError, ApprovalError, SignerError, ManifestError, OSError) as e:
+            print(f"{PROG} {args.ceremony}: {e}", file=sys.stderr)
+            if getattr(args, "approved_by", None):  # approved, then failed part-way
+                with contextlib.suppress(CeremonyError):
+                    key = getattr(args, "key", None) or getattr(args, "ca_key", "")
+                    _record(args.log, "ceremony-failed", key=key,
+                            operators=args.approved_by, ceremony=args.approved_ceremony,
+                            detail={"ceremony": args.ceremony, "reason": str(e)})  # fmt: skip
+            return 2
+        finally:
+            oplog.end_all()
+
+    return run
+
+
+def _approval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
+    p.add_argument("--operators", type=Path, required=True, help="operators file (0600)")
+    p.add_argument(
+        "--approval",
+        action="append",
+        metavar="NAME:SOURCE",
+        help="an operator's approval: NAME:file:/path (0600) or NAME:env:VAR; give two",
+    )
+    p.add_argument("--bits", type=int, default=2048, help="RSA modulus size (2048 or more)")
+
+
+def add_cli(subparsers: Any) -> None:
+    """``crlbuilder keys ...``."""
+    k = subparsers.add_parser(
+        "keys",
+        help="key ceremonies: keys in the token, two operators, the operation log",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    ks = k.add_subparsers(dest="ceremony", required=True)
+    families = [f.value for f in Family]
+
+    p = ks.add_parser("add-operator", help="enrol an operator (salted hash of the secret)")
+    p.add_argument("--operators", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--secret", required=True, metavar="file:/path|env:VAR")
+    p.set_defaults(func=_guarded(cmd_add_operator))
+
+    p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
+    p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
+    p.add_argument("--family", required=True, choices=families)
+    p.add_argument("--generation", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
+    _approval_args(p)
+    p.set_defaults(func=_guarded(cmd_new_ca))
+
+    p = ks.add_parser("new-ocsp", help="an OCSP signer's key in the token, issued by its CA")
+    p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
+    p.add_argument("--ca-key", required=True, help="the CA key: PKCS#11 URI or PEM file")
+    p.add_argument("--ca-cert", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
+    _approval_args(p)
+    p.set_defaults(func=_guarded(cmd_new_ocsp))
+
+    p = ks.add_parser("rollover", help="a family's next generation: CA, OCSP signer, manifest")
+    p.add_argument("--pki", type=Path, required=True, help="the PKI directory (pki.json)")
+    p.add_argument("--family", required=True, choices=families)
+    p.add_argument("--ca-key", required=True, help="PKCS#11 URI of the new CA key")
+    p.add_argument("--ocsp-key", required=True, help="PKCS#11 URI of the new OCSP signer key")
+    _approval_args(p)
+    p.set_defaults(func=_guarded(cmd_rollover))
+
+    p = ks.add_parser("retire", help="destroy a key in the token (its certificate is kept)")
+    p.add_argument("--key", required=True, help="PKCS#11 URI of the key")
+    p.add_argument("--cert", type=Path, required=True, help="its certificate (kept)")
+    p.add_argument("--pki", type=Path, help="refuse if this PKI's manifest still names the key")
+    _approval_args(p)
+    p.set_defaults(func=_guarded(cmd_retire))
+
+    p = ks.add_parser("verify-log", help="check the operation log's hash chain")
+    p.add_argument("--log", type=Path, required=True)
+    p.add_argument("--anchor", type=_anchor, help="SEQ:SHA256 recorded at a ceremony")
+    p.set_defaults(func=_guarded(cmd_verify_log))

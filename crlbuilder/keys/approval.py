@@ -1,0 +1,173 @@
+"""Two operators' approval of a key ceremony (複数の者による作成及び管理, Ord §74(3); 識別符号の管理, §74(2)).
+
+The operators file (TOML, mode 0600) names each operator and a salted scrypt hash of the
+operator's secret; it never holds a secret::
+
+    [operators.alice]
+    scrypt = "<salt hex>$<hash hex>"
+
+An approval is an operator's name and the secret, read from a 0600 file or an environment
+variable (``NAME:file:/path`` or ``NAME:env:VAR`` at the command), never from the command
+line itself. `check_approvals` is the rule: at least two approvals, by distinct operators,
+each known and with the right secret; anything else is refused with the reason, and the
+caller does nothing but log the refusal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from crlbuilder.keys.signer import SignerError, read_private_file
+
+__all__ = [
+    "MIN_APPROVALS",
+    "Approval",
+    "ApprovalError",
+    "Operators",
+    "add_operator",
+    "check_approvals",
+    "hash_secret",
+    "load_operators",
+    "parse_approval",
+    "read_secret",
+]
+
+MIN_APPROVALS: Final = 2
+"""Distinct operators a ceremony needs (Ord §74(3): 複数の者)."""
+
+_SCRYPT: Final = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+_MIN_SECRET: Final = 12
+
+
+class ApprovalError(Exception):
+    """An approval is missing, malformed or refused; the message says which and why."""
+
+
+class _Operator(msgspec.Struct, forbid_unknown_fields=True):
+    scrypt: str
+
+
+class _OperatorsFile(msgspec.Struct, forbid_unknown_fields=True):
+    operators: dict[str, _Operator] = {}
+
+
+Operators = dict[str, str]
+"""Operator name -> ``salt$hash`` (hex)."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """An operator's name and the secret given for this ceremony."""
+
+    operator: str
+    secret: bytes
+
+
+def hash_secret(secret: bytes, salt: bytes | None = None) -> str:
+    """``salt$hash`` (hex) of a secret: scrypt with a fresh 16-byte salt."""
+    salt = secrets.token_bytes(16) if salt is None else salt
+    digest = hashlib.scrypt(secret, salt=salt, **_SCRYPT)
+    return f"{salt.hex()}${digest.hex()}"
+
+
+def _matches(secret: bytes, stored: str) -> bool:
+    salt_hex, _, digest_hex = stored.partition("$")
+    try:
+        salt = bytes.fromhex(salt_hex)
+    except ValueError:
+        return False
+    return hmac.compare_digest(hash_secret(secret, salt), stored) and bool(digest_hex)
+
+
+def load_operators(path: Path) -> Operators:
+    """Read the operators file; refuse one others may read or write."""
+    try:
+        raw = read_private_file(path)
+    except SignerError as e:
+        raise ApprovalError(str(e)) from None
+    try:
+        data = msgspec.convert(tomllib.loads(raw.decode()), type=_OperatorsFile)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, msgspec.ValidationError) as e:
+        raise ApprovalError(f"{path}: not an operators file: {e}") from None
+    return {name: op.scrypt for name, op in data.operators.items()}
+
+
+def read_secret(source: str) -> bytes:
+    """A secret from ``file:/path`` (mode 0600) or ``env:VAR``; never the text itself."""
+    kind, _, where = source.partition(":")
+    if kind == "file" and where:
+        try:
+            secret = read_private_file(Path(where)).strip()
+        except SignerError as e:
+            raise ApprovalError(str(e)) from None
+    elif kind == "env" and where:
+        value = os.environ.get(where)
+        if value is None:
+            raise ApprovalError(f"environment variable {where} is not set")
+        secret = value.strip().encode()
+    else:
+        raise ApprovalError(f"secret source must be file:/path or env:VAR, not {kind!r}")
+    if len(secret) < _MIN_SECRET:
+        raise ApprovalError(f"the secret from {kind}:{where} is shorter than {_MIN_SECRET} bytes")
+    return secret
+
+
+def parse_approval(text: str) -> Approval:
+    """``NAME:file:/path`` or ``NAME:env:VAR`` to an `Approval` (the secret read now)."""
+    name, sep, source = text.partition(":")
+    if not sep or not name:
+        raise ApprovalError(f"approval {name or text!r}: expected NAME:file:/path or NAME:env:VAR")
+    return Approval(name, read_secret(source))
+
+
+def check_approvals(operators: Operators, approvals: list[Approval]) -> list[str]:
+    """The approving operators' names, or ApprovalError: fewer than two, one operator twice,
+    an unknown operator or a wrong secret (the message names the operator, never the secret)."""
+    names = [a.operator for a in approvals]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ApprovalError(f"operator {', '.join(twice)} approved twice: two distinct operators")
+    if len(names) < MIN_APPROVALS:
+        raise ApprovalError(
+            f"{len(names)} approval(s) given; a ceremony needs {MIN_APPROVALS} distinct operators"
+        )
+    for a in approvals:
+        stored = operators.get(a.operator)
+        if stored is None:
+            raise ApprovalError(f"operator {a.operator!r} is not in the operators file")
+        if not _matches(a.secret, stored):
+            raise ApprovalError(f"operator {a.operator!r}: the secret does not match")
+    return names
+
+
+def add_operator(path: Path, name: str, secret: bytes) -> None:
+    """Add (or replace) an operator in the operators file, created mode 0600."""
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ApprovalError(f"operator name {name!r}: letters, digits, - and _ only")
+    current = load_operators(path) if path.exists() else {}
+    current[name] = hash_secret(secret)
+    lines = [
+        "# jpki-va key ceremony operators (Ord §74(2)(3)): name -> scrypt salt$hash; no secrets"
+    ]
+    for n in sorted(current):
+        lines += ["", f"[operators.{n}]", f'scrypt = "{current[n]}"']
+    data = ("\n".join(lines) + "\n").encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,220 @@
+"""The key operation log (認証業務実施設備の動作の記録, Ord §73(3)): every key operation, chained.
+
+One hash-chained JSON line (`crlbuilder.auditlog`) per key operation: a key generated in
+the token, a certificate issued, a generation rolled over, a key destroyed, a ceremony
+refused (each with the operators who approved it, Ord §74(3): 複数の者による発行者署名符号の
+作成及び管理), and each signing session's start and end with its count of signatures (one
+line per session, never one per OCSP answer or CRL). A line names keys by reference without
+its PIN source and never holds a PIN, a secret or a key.
+
+Signing sessions are logged when the process knows its log: `configure(path)`, or the
+environment variable ``JPKIVA_OPLOG`` (read on first use). A process without one signs
+without session lines (the PEM back end of a newcomer's demo).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing.util
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from crlbuilder.auditlog import ZERO_HASH, Anchor, ChainReport, append_chained, verify_chain
+
+__all__ = [
+    "EVENTS",
+    "OPLOG_ENV",
+    "OpRecord",
+    "SigningSession",
+    "configure",
+    "end_all",
+    "key_name",
+    "record",
+    "verify_oplog",
+]
+
+OPLOG_ENV: Final = "JPKIVA_OPLOG"
+"""Environment variable naming the operation log of signing processes."""
+
+EVENTS: Final = frozenset(
+    {
+        "key-generated",
+        "certificate-issued",
+        "rollover",
+        "key-destroyed",
+        "ceremony-refused",
+        "ceremony-failed",
+        "signing-session-started",
+        "signing-session-ended",
+    }
+)
+
+
+class OpRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One line of the operation log."""
+
+    seq: int
+    at: str
+    """UTC, ISO 8601 with microseconds."""
+    event: str
+    """One of `EVENTS`."""
+    key: str = ""
+    """The key's reference: a PKCS#11 URI without its query (no PIN source) or a file path."""
+    operators: list[str] = []
+    """The two (or more) operators who approved a ceremony, by name."""
+    ceremony: str = ""
+    """SHA-256 of the ceremony's canonical description (what the operators approved)."""
+    detail: dict[str, str | int] = {}
+    """What else: a certificate's path, serial and SHA-256; a refusal's reason; a session's
+    count of signatures."""
+    pid: int = 0
+    prev: str
+
+
+def key_name(key_ref: str) -> str:
+    """A key reference fit for the log: a ``pkcs11:`` URI without its query (pin-source) and
+    without any ``pin-value`` attribute (refused as a key reference, but never logged)."""
+    if key_ref[:7].lower() != "pkcs11:":
+        return key_ref
+    path = key_ref.split("?", 1)[0]
+    return ";".join(a for a in path.split(";") if not a.strip().lower().startswith("pin-value"))
+
+
+def record(
+    log: Path,
+    event: str,
+    *,
+    key: str = "",
+    operators: list[str] | None = None,
+    ceremony: str = "",
+    detail: dict[str, str | int] | None = None,
+) -> Anchor:
+    """Append one event to the operation log; return the new head (for the operators' record)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown operation log event {event!r}")
+    rec = OpRecord(
+        seq=0,
+        at=datetime.now(UTC).isoformat(timespec="microseconds"),
+        event=event,
+        key=key_name(key),
+        operators=list(operators or []),
+        ceremony=ceremony,
+        detail=dict(detail or {}),
+        pid=os.getpid(),
+        prev=ZERO_HASH,
+    )
+    return append_chained(log, [rec])
+
+
+def verify_oplog(log: Path, anchor: Anchor | None = None) -> ChainReport[OpRecord]:
+    """Check the operation log's chain (and its head against ``anchor``)."""
+    return verify_chain(log, OpRecord, anchor)
+
+
+# --- signing sessions -------------------------------------------------------------------
+
+_configured: Path | None = None
+_env_read = False
+_lock = threading.Lock()
+_open: dict[int, SigningSession] = {}
+
+
+def configure(path: Path | None) -> None:
+    """Log this process's signing sessions to ``path`` (None: not at all)."""
+    global _configured, _env_read
+    with _lock:
+        _configured, _env_read = path, True
+
+
+def _log_path() -> Path | None:
+    global _configured, _env_read
+    with _lock:
+        if not _env_read:
+            env = os.environ.get(OPLOG_ENV)
+            _configured, _env_read = (Path(env) if env else None), True
+        return _configured
+
+
+class SigningSession:
+    """One process's signing session on one key: a line when it starts, one when it ends with
+    the number of signatures made (`ended` is called at close or at the process's exit)."""
+
+    __slots__ = ("_count", "_ended", "_key", "_lock", "_log", "_pid")
+
+    def __init__(self, key_ref: str) -> None:
+        self._key = key_ref
+        self._count = 0
+        self._ended = False
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._log = _log_path()
+        if self._log is not None:
+            record(self._log, "signing-session-started", key=key_ref)
+            with _lock:
+                _open[id(self)] = self
+                _end_at_exit()
+
+    def signed(self, n: int = 1) -> None:
+        """Count ``n`` signatures made in this session."""
+        with self._lock:
+            self._count += n
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def current(self) -> bool:
+        """True while this session is this process's and has not ended (a forked child
+        starts its own)."""
+        return not self._ended and os.getpid() == self._pid
+
+    def ended(self) -> None:
+        """Log the session's end and its count (once; not in a forked child of its process)."""
+        with self._lock:
+            if self._ended or os.getpid() != self._pid:
+                return
+            self._ended = True
+            count = self._count
+        with _lock:
+            _open.pop(id(self), None)
+        if self._log is not None:
+            record(self._log, "signing-session-ended", key=self._key, detail={"signatures": count})
+
+
+@atexit.register
+def end_all() -> None:
+    """End this process's open signing sessions (at exit, at `close_all`, or before a
+    worker's ``os._exit``): one line each with its count."""
+    with _lock:
+        sessions = list(_open.values())
+    for s in sessions:
+        s.ended()
+
+
+_finalizer_pid = 0
+
+
+def _end_at_exit() -> None:
+    """Have this process end its sessions as it exits: atexit for a process that returns
+    from its main, a multiprocessing finalizer for a pool worker (the builder's signing
+    processes leave through ``os._exit`` after running those; their registry is emptied at
+    fork, so each process registers its own). Called with ``_lock`` held."""
+    global _finalizer_pid
+    if _finalizer_pid != os.getpid():
+        _finalizer_pid = os.getpid()
+        multiprocessing.util.Finalize(None, end_all, exitpriority=10)
+
+
+def _after_fork() -> None:
+    """A forked child does not own its parent's sessions (their lines are the parent's)."""
+    global _lock
+    _lock = threading.Lock()
+    _open.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork)

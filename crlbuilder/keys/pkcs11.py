@@ -1,0 +1,547 @@
+"""Signing keys in a token over PKCS#11 (署名装置, Ord §73, §74): the only module that speaks PKCS#11.
+
+The Ordinance wants the issuing keys on dedicated, access-controlled equipment
+(Ord §73(4), §74(3)); an HSM reached through PKCS#11 is that equipment. This
+module owns every PKCS#11 call of the project, through python-pkcs11:
+
+- `parse_key_uri`: an RFC 7512 PKCS#11 URI naming a key, e.g.
+  ``pkcs11:token=jpki-va;object=ocsp-sign-g1;type=private?pin-source=file:/etc/jpki-va/pin``.
+  Path attributes: ``token`` (token label, required), ``object`` (key label,
+  required), ``type`` (``private`` if given). Query attributes: ``pin-source``
+  only, ``file:/absolute/path`` (a file of mode 0600 holding the user PIN) or
+  ``env:NAME`` (our extension: the PIN in an environment variable). Anything
+  else is refused, a ``pin-value`` first of all: a PIN never sits in
+  configuration, on a command line or in a log.
+- `Pkcs11Signer`: a `crlbuilder.keys.signer.Signer` whose RSA key stays in the
+  token; signatures are CKM_SHA256_RSA_PKCS (sha256WithRSAEncryption).
+- `generate_rsa_key` and `destroy_key`: the key-ceremony primitives (a key pair
+  made inside the token, private half sensitive and never extractable; a key
+  destroyed in the token).
+
+Sessions: a PKCS#11 library's state does not survive ``fork()`` (PKCS#11 v2.40
+§6.7.7: a child must call C_Initialize itself). Each process therefore opens
+the module and logs in on its own, lazily, the first time it signs: the state is
+kept per process id, so the builder's forked signing workers and the
+responder's forked workers each get their own. Login happens once per process
+and token (the login state is shared by all sessions of an application); each
+signing thread then uses a session of its own, kept open (no per-signature
+login or open).
+
+Errors (`SignerError`) name the key by its reference with any PIN-bearing
+attribute removed (`redact`), and never contain the PIN. A token that fails at
+run time (removed, closed sessions) makes `sign` raise `TokenUnavailable`, and
+the next signature tries the token afresh, so a returning token is used again
+without a restart.
+
+The module path comes from ``JPKIVA_PKCS11_MODULE``, by default SoftHSM2's
+``/usr/lib/softhsm/libsofthsm2.so`` when it exists.
+
+python-pkcs11's types are loose (attribute values are ``Any``): that stays in
+this module; what it exports is typed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import unquote
+
+import pkcs11
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11e
+
+from crlbuilder.auditlog import ChainError
+from crlbuilder.keys import oplog
+from crlbuilder.keys.signer import (
+    MIN_RSA_BITS,
+    SHA256_WITH_RSA_DER,
+    SignerError,
+    load_certificate,
+    read_private_file,
+    spki_der,
+)
+
+__all__ = [
+    "DEFAULT_MODULE",
+    "MODULE_ENV",
+    "URI_SCHEME",
+    "KeyUri",
+    "Pkcs11Signer",
+    "TokenUnavailable",
+    "close_all",
+    "destroy_key",
+    "generate_rsa_key",
+    "is_pkcs11_uri",
+    "module_path",
+    "parse_key_uri",
+    "redact",
+]
+
+log = logging.getLogger(__name__)
+
+URI_SCHEME: Final = "pkcs11:"
+MODULE_ENV: Final = "JPKIVA_PKCS11_MODULE"
+"""Environment variable naming the PKCS#11 module (shared library) to load."""
+DEFAULT_MODULE: Final = "/usr/lib/softhsm/libsofthsm2.so"
+
+_PATH_ATTRS: Final = frozenset({"token", "object", "type"})
+_QUERY_ATTRS: Final = frozenset({"pin-source"})
+_SECRET_ATTRS: Final = ("pin-value",)
+_MAX_PIN: Final = 256
+
+
+class TokenUnavailable(SignerError):
+    """The token failed at run time (removed, not present, sessions gone): retry later."""
+
+
+def is_pkcs11_uri(key_ref: str) -> bool:
+    """Whether a key reference is a PKCS#11 URI (rather than a PEM file path)."""
+    return key_ref[: len(URI_SCHEME)].lower() == URI_SCHEME
+
+
+def redact(key_ref: str) -> str:
+    """``key_ref`` with any PIN-bearing attribute's value removed, fit for a message or a log."""
+    if not is_pkcs11_uri(key_ref):
+        return key_ref
+    out = []
+    for part in _split_any(key_ref):
+        name = part[0].split("=", 1)[0].strip().lower()
+        out.append(f"{name}=<redacted>{part[1]}" if name in _SECRET_ATTRS else "".join(part))
+    return "".join(out)
+
+
+def _split_any(text: str) -> list[tuple[str, str]]:
+    """Split on ; ? & keeping each separator after its piece (for `redact`)."""
+    pieces: list[tuple[str, str]] = []
+    start = 0
+    for i, ch in enumerate(text):
+        if ch in ";?&":
+            pieces.append((text[start:i], ch))
+            start = i + 1
+    pieces.append((text[start:], ""))
+    return pieces
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUri:
+    """A parsed PKCS#11 key reference: where the key is and where its PIN comes from."""
+
+    token: str
+    """CKA_LABEL of the token (``token=``)."""
+    label: str
+    """CKA_LABEL of the private key (``object=``)."""
+    pin_source: str
+    """``file:/path`` or ``env:NAME``."""
+    ref: str
+    """The reference as written (it holds no PIN: a ``pin-value`` is refused)."""
+
+    def read_pin(self) -> str:
+        """The user PIN, from its file (mode 0600 or stricter) or environment variable."""
+        kind, _, where = self.pin_source.partition(":")
+        if kind == "env":
+            value = os.environ.get(where)
+            if value is None:
+                raise SignerError(f"{self.ref}: the PIN's environment variable {where} is not set")
+        else:
+            try:
+                raw = read_private_file(Path(where))
+            except SignerError as exc:
+                raise SignerError(f"{self.ref}: PIN file: {exc}") from None
+            try:
+                value = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise SignerError(f"{self.ref}: the PIN file is not UTF-8 text") from None
+        pin = value.strip("\r\n")
+        if not pin or len(pin) > _MAX_PIN:
+            raise SignerError(f"{self.ref}: the PIN from {kind}:{where} is empty or too long")
+        return pin
+
+
+def parse_key_uri(key_ref: str) -> KeyUri:
+    """Parse an RFC 7512 PKCS#11 URI naming a private key and its PIN source.
+
+    Refuses, with a message naming the reference (PIN-bearing values removed):
+    another scheme, an unknown or repeated attribute, a ``pin-value``, a missing
+    ``token`` or ``object``, a ``type`` other than ``private``, and a
+    ``pin-source`` that is neither ``file:/absolute/path`` nor ``env:NAME``.
+    """
+    shown = redact(key_ref)
+    if not is_pkcs11_uri(key_ref):
+        raise SignerError(f"{shown}: not a PKCS#11 URI (expected pkcs11:token=...;object=...)")
+    body = key_ref[len(URI_SCHEME) :]
+    path, _, query = body.partition("?")
+    attrs: dict[str, str] = {}
+    for text, allowed, sep in ((path, _PATH_ATTRS, ";"), (query, _QUERY_ATTRS, "&")):
+        if not text:
+            continue
+        for item in text.split(sep):
+            name, eq, raw = item.partition("=")
+            name = name.strip().lower()
+            if name in _SECRET_ATTRS:
+                raise SignerError(
+                    f"{shown}: a PIN inside the key reference is refused; "
+                    "use pin-source=file:/path (mode 0600) or pin-source=env:NAME"
+                )
+            if not eq or name not in allowed:
+                raise SignerError(
+                    f"{shown}: attribute {name!r} is not accepted here "
+                    f"(path: token, object, type; query: pin-source)"
+                )
+            if name in attrs:
+                raise SignerError(f"{shown}: attribute {name!r} is given twice")
+            attrs[name] = unquote(raw, errors="strict")
+    for required in ("token", "object", "pin-source"):
+        if not attrs.get(required):
+            raise SignerError(f"{shown}: the {required!r} attribute is required")
+    if attrs.get("type", "private") != "private":
+        raise SignerError(f"{shown}: type={attrs['type']!r}; a signing key has type=private")
+    source = attrs["pin-source"]
+    kind, _, where = source.partition(":")
+    if kind == "file":
+        where = where.removeprefix("//")
+        if not where.startswith("/"):
+            raise SignerError(f"{shown}: pin-source file: needs an absolute path")
+    elif kind == "env":
+        if not where or not all(c.isalnum() or c == "_" for c in where):
+            raise SignerError(f"{shown}: pin-source env: needs a variable name")
+    else:
+        raise SignerError(f"{shown}: pin-source must be file:/absolute/path or env:NAME")
+    return KeyUri(attrs["token"], attrs["object"], f"{kind}:{where}", shown)
+
+
+def module_path() -> str:
+    """The PKCS#11 module to load: ``$JPKIVA_PKCS11_MODULE``, else SoftHSM2's when installed."""
+    configured = os.environ.get(MODULE_ENV, "")
+    if configured:
+        return configured
+    if Path(DEFAULT_MODULE).exists():
+        return DEFAULT_MODULE
+    raise SignerError(
+        f"no PKCS#11 module: set {MODULE_ENV} to the module's path (e.g. {DEFAULT_MODULE})"
+    )
+
+
+# --- per-process state: the module, one login per token, one session per thread ---------
+
+
+class _TokenState:
+    """One token as this process uses it: logged in once, a session per signing thread."""
+
+    def __init__(self, token: Any, login_session: Any, pin: str) -> None:
+        self.token = token
+        self.pin = pin
+        """The PIN it was logged in with: another key of the token must give the same."""
+        self.login_session = login_session
+        """Kept open: the login lasts as long as one session of the application is open."""
+        self.local = threading.local()
+
+
+class _Process:
+    """This process's PKCS#11 state; replaced when the process id changes (after fork)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.libs: dict[str, Any] = {}
+        self.tokens: dict[tuple[str, str], _TokenState] = {}
+
+
+_state = _Process()
+_state_lock = threading.Lock()
+
+
+def _process() -> _Process:
+    global _state
+    if _state.pid != os.getpid():
+        with _state_lock:
+            if _state.pid != os.getpid():
+                _state = _Process()
+    return _state
+
+
+def _lib(proc: _Process, so: str, uri: KeyUri) -> Any:
+    lib = proc.libs.get(so)
+    if lib is None:
+        try:
+            lib = pkcs11.lib(so)
+            # A library initialised before a fork (in the parent) is initialised again here:
+            # its sessions and login belong to the parent (PKCS#11 v2.40 §6.7.7).
+            lib.reinitialize()
+        except p11e.PKCS11Error as exc:
+            raise SignerError(
+                f"{uri.ref}: cannot load the PKCS#11 module {so}: {_why(exc)}"
+            ) from None
+        proc.libs[so] = lib
+    return lib
+
+
+def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
+    with proc.lock:
+        state = proc.tokens.get((so, uri.token))
+        if state is not None:
+            if not hmac.compare_digest(state.pin.encode(), pin.encode()):
+                # a token has one user PIN, and another key logged in with a different one
+                raise SignerError(
+                    f"{uri.ref}: wrong PIN (not the PIN token {uri.token!r} is logged in with)"
+                )
+            return state
+        lib = _lib(proc, so, uri)
+        try:
+            token = lib.get_token(token_label=uri.token)
+        except p11e.NoSuchToken:
+            raise SignerError(f"{uri.ref}: no token labelled {uri.token!r} in {so}") from None
+        except p11e.MultipleTokensReturned:
+            raise SignerError(f"{uri.ref}: several tokens are labelled {uri.token!r}") from None
+        except p11e.PKCS11Error as exc:
+            raise TokenUnavailable(f"{uri.ref}: token {uri.token!r}: {_why(exc)}") from None
+        try:
+            session = token.open(user_pin=pin)
+        except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange):
+            raise SignerError(f"{uri.ref}: the token refused the PIN (wrong PIN)") from None
+        except p11e.PinLocked:
+            raise SignerError(f"{uri.ref}: the token's user PIN is locked") from None
+        except p11e.UserAlreadyLoggedIn:  # another key of this token logged in already
+            session = token.open()
+        except p11e.PKCS11Error as exc:
+            raise TokenUnavailable(f"{uri.ref}: cannot log in: {_why(exc)}") from None
+        state = _TokenState(token, session, pin)
+        proc.tokens[(so, uri.token)] = state
+        log.info("pkcs11 session opened: token %s, process %d", uri.token, proc.pid)
+        return state
+
+
+def _forget(proc: _Process, so: str, uri: KeyUri) -> None:
+    """Drop a failed token's sessions so that the next signature opens it afresh."""
+    with proc.lock:
+        state = proc.tokens.pop((so, uri.token), None)
+        lib = proc.libs.pop(so, None) if not proc.tokens else None
+    if state is not None:
+        with contextlib.suppress(p11e.PKCS11Error):  # the token is gone: nothing to close
+            state.login_session.close()
+    if lib is not None:
+        with contextlib.suppress(p11e.PKCS11Error):
+            lib.finalize()
+
+
+def _why(exc: BaseException) -> str:
+    """A PKCS#11 error's name (CKR_*-like), never its arguments (they may echo input)."""
+    return type(exc).__name__
+
+
+def _find_key(session: Any, uri: KeyUri) -> Any:
+    try:
+        return session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=uri.label)
+    except p11e.NoSuchKey:
+        raise SignerError(
+            f"{uri.ref}: no private key labelled {uri.label!r} in token {uri.token!r}"
+        ) from None
+    except p11e.MultipleObjectsReturned:
+        raise SignerError(
+            f"{uri.ref}: several private keys are labelled {uri.label!r} in token {uri.token!r}"
+        ) from None
+
+
+def _public_key(key: Any, uri: KeyUri) -> rsa.RSAPublicKey:
+    if key.key_type != KeyType.RSA:
+        raise SignerError(f"{uri.ref}: not an RSA key")
+    modulus = int.from_bytes(bytes(key[Attribute.MODULUS]), "big")
+    exponent = int.from_bytes(bytes(key[Attribute.PUBLIC_EXPONENT]), "big")
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+class Pkcs11Signer:
+    """A `Signer` whose RSA key lives in a PKCS#11 token and never leaves it.
+
+    Build it with `Pkcs11Signer.open`, which logs in, finds the key, and checks
+    that it is RSA-2048 or more and matches the certificate, so that every
+    fault shows at start. `sign` uses this process's and thread's own session
+    (opened after fork, logged in once).
+    """
+
+    __slots__ = ("_certificate", "_pin", "_session_log", "_so", "_uri")
+
+    def __init__(self, uri: KeyUri, certificate: x509.Certificate, pin: str, so: str) -> None:
+        self._uri = uri
+        self._certificate = certificate
+        self._pin = pin
+        self._so = so
+        self._session_log: oplog.SigningSession | None = None
+
+    @classmethod
+    def open(
+        cls, key_ref: str, cert_path: str | os.PathLike[str], module: str | None = None
+    ) -> Pkcs11Signer:
+        """Open the key named by ``key_ref`` (a PKCS#11 URI) and check it against its certificate."""
+        uri = parse_key_uri(key_ref)
+        certificate = load_certificate(Path(cert_path))
+        so = module or module_path()
+        signer = cls(uri, certificate, uri.read_pin(), so)
+        key = signer._key()
+        public = _public_key(key, uri)
+        if public.key_size < MIN_RSA_BITS:
+            raise SignerError(
+                f"{uri.ref}: the key is RSA-{public.key_size}; "
+                f"at least RSA-{MIN_RSA_BITS} is required"
+            )
+        try:
+            matches = spki_der(public) == spki_der(certificate.public_key())
+        except SignerError as exc:
+            raise SignerError(f"{uri.ref} with {cert_path}: {exc}") from None
+        if not matches:
+            raise SignerError(
+                f"{uri.ref} with {cert_path}: the key in the token does not match "
+                "the certificate's public key"
+            )
+        log.info("loaded signing key %s for certificate %s", uri.ref, cert_path)
+        return signer
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self._certificate
+
+    @property
+    def signature_algorithm_der(self) -> bytes:
+        return SHA256_WITH_RSA_DER
+
+    @property
+    def key_ref(self) -> str:
+        """The key's reference (no PIN in it)."""
+        return self._uri.ref
+
+    def _key(self) -> Any:
+        """This thread's handle on the key, in its own session (opened on first use after fork)."""
+        state = _token(_process(), self._so, self._uri, self._pin)
+        local = state.local
+        if getattr(local, "session", None) is None:
+            local.session = state.token.open()  # logged in already, through the login session
+            local.keys = {}
+        key = local.keys.get(self._uri.label)
+        if key is None:
+            key = local.keys[self._uri.label] = _find_key(local.session, self._uri)
+        return key
+
+    def sign(self, data: bytes) -> bytes:
+        """RSASSA-PKCS1-v1_5 with SHA-256 of ``data``, computed in the token.
+
+        Raises `TokenUnavailable` when the token fails: the key opened at start is not
+        reachable now (token removed, module or sessions gone); the next call tries the
+        token afresh. Nothing is signed while the operation log cannot record the
+        signing session's start.
+        """
+        session = self._signing_session()
+        try:
+            key = self._key()
+            signature = bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
+        except TokenUnavailable:
+            raise
+        except SignerError as exc:  # it opened at start: at run time, that is an outage
+            raise TokenUnavailable(str(exc)) from None
+        except p11e.PKCS11Error as exc:
+            _forget(_process(), self._so, self._uri)
+            raise TokenUnavailable(f"{self._uri.ref}: signing failed: {_why(exc)}") from None
+        session.signed()
+        return signature
+
+    def _signing_session(self) -> oplog.SigningSession:
+        """This process's signing session on the key (its start and end go to the operation
+        log, Ord §73(3), with the count of signatures; not one line per signature). Nothing
+        is signed while the operation log cannot record the session's start."""
+        session = self._session_log
+        if session is None or not session.current():
+            try:
+                session = self._session_log = oplog.SigningSession(self._uri.ref)
+            except (ChainError, OSError) as exc:
+                raise TokenUnavailable(
+                    f"{self._uri.ref}: the operation log cannot record the signing session: {exc}"
+                ) from None
+        return session
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Signer({self._uri.ref}, certificate serial {self._certificate.serial_number:#x})"
+
+
+# --- key ceremony primitives ----------------------------------------------------------
+
+
+def generate_rsa_key(key_ref: str, bits: int = 2048, module: str | None = None) -> rsa.RSAPublicKey:
+    """Make an RSA key pair inside the token under the URI's ``object`` label; return its public key.
+
+    The private key is a token object, private, sensitive and never extractable
+    (Ord §74(3): the key does not leave the equipment); only the public key comes
+    out, for the certificate. Refuses a label already used by a private key.
+    """
+    if bits < MIN_RSA_BITS:
+        raise SignerError(f"RSA-{bits} refused; at least RSA-{MIN_RSA_BITS} is required")
+    uri = parse_key_uri(key_ref)
+    so = module or module_path()
+    state = _token(_process(), so, uri, uri.read_pin())
+    with state.token.open(rw=True) as session:
+        try:
+            session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=uri.label)
+        except p11e.NoSuchKey:
+            pass
+        else:
+            raise SignerError(f"{uri.ref}: token {uri.token!r} already has a key {uri.label!r}")
+        public, _private = session.generate_keypair(
+            KeyType.RSA,
+            bits,
+            label=uri.label,
+            store=True,
+            public_template={Attribute.VERIFY: True, Attribute.ENCRYPT: False},
+            private_template={
+                Attribute.SIGN: True,
+                Attribute.DECRYPT: False,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.PRIVATE: True,
+            },
+        )
+        modulus = int.from_bytes(bytes(public[Attribute.MODULUS]), "big")
+        exponent = int.from_bytes(bytes(public[Attribute.PUBLIC_EXPONENT]), "big")
+    log.info("generated RSA-%d key %s", bits, uri.ref)
+    return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+
+
+def destroy_key(key_ref: str, module: str | None = None) -> None:
+    """Destroy the key pair labelled by the URI's ``object`` in the token (retirement)."""
+    uri = parse_key_uri(key_ref)
+    so = module or module_path()
+    proc = _process()
+    state = _token(proc, so, uri, uri.read_pin())
+    with state.token.open(rw=True) as session:
+        private = _find_key(session, uri)
+        private.destroy()
+        for obj in session.get_objects(
+            {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: uri.label}
+        ):
+            obj.destroy()
+    # this process's cached handles on the key are stale now
+    state.local = threading.local()
+    log.info("destroyed key %s", uri.ref)
+
+
+def close_all() -> None:
+    """Close this process's sessions and finalise its modules (at exit, or between test tokens).
+
+    The next signature opens the module, logs in and opens its sessions again.
+    """
+    global _state
+    oplog.end_all()  # the sessions end: their counts go to the operation log
+    with _state_lock:
+        proc, _state = _state, _Process()
+    if proc.pid != os.getpid():
+        return  # a parent's state: not ours to close
+    for state in proc.tokens.values():
+        with contextlib.suppress(p11e.PKCS11Error):
+            state.login_session.close()
+    for lib in proc.libs.values():
+        with contextlib.suppress(p11e.PKCS11Error):
+            lib.finalize()

@@ -1,0 +1,400 @@
+"""Key ceremonies (Ord §74(3): 複数の者) and the operation log (Ord §73(3): 動作の記録).
+
+`crlbuilder keys ...` refuses a ceremony without two distinct operators' approvals, logs the
+refusal and does nothing; an approved one generates the key in the token, issues its
+certificate, and every operation lands in the hash-chained operation log, whose edits,
+deletions and reorderings `crlbuilder keys verify-log` detects.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from crlbuilder.cli import main
+from crlbuilder.crl.encode import encode_crl
+from crlbuilder.keys import oplog
+from crlbuilder.keys import pkcs11 as p11
+from crlbuilder.keys.approval import (
+    Approval,
+    ApprovalError,
+    check_approvals,
+    load_operators,
+)
+from crlbuilder.keys.signer import SignerError, load_signer
+from crlbuilder.manifest import load_manifest
+from tests.support.softhsm import SoftHsmToken, make_token
+
+ALICE = b"alice-secret-0001"
+BOB = b"bob-secret-000002"
+
+
+def secret_file(directory: Path, name: str, secret: bytes) -> Path:
+    path = directory / f"{name}.secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret + b"\n")
+    return path
+
+
+@pytest.fixture
+def operators(tmp_path: Path) -> Path:
+    path = tmp_path / "operators.toml"
+    for name, secret in (("alice", ALICE), ("bob", BOB)):
+        src = secret_file(tmp_path, name, secret)
+        assert main(["keys", "add-operator", "--operators", str(path), "--name", name,
+                     "--secret", f"file:{src}"]) == 0  # fmt: skip
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _sessions_unlogged() -> Iterator[None]:
+    yield
+    oplog.end_all()
+    oplog.configure(None)
+
+
+def records(log: Path) -> list[oplog.OpRecord]:
+    return [
+        msgspec.json.decode(line, type=oplog.OpRecord) for line in log.read_bytes().splitlines()
+    ]
+
+
+def approvals(tmp_path: Path, *names: str) -> list[str]:
+    out = []
+    for n in names:
+        out += ["--approval", f"{n}:file:{tmp_path / (n + '.secret')}"]
+    return out
+
+
+def test_operators_file_is_private_and_holds_no_secret(operators: Path) -> None:
+    assert stat.S_IMODE(operators.stat().st_mode) == 0o600
+    text = operators.read_bytes()
+    assert ALICE not in text and BOB not in text
+    assert sorted(load_operators(operators)) == ["alice", "bob"]
+
+
+@pytest.mark.parametrize(
+    ("given", "why"),
+    [
+        ([("alice", ALICE)], "1 approval"),
+        ([("alice", ALICE), ("alice", ALICE)], "alice approved twice"),
+        ([("alice", ALICE), ("carol", BOB)], "'carol' is not in the operators file"),
+        ([("alice", ALICE), ("bob", ALICE)], "'bob': the secret does not match"),
+    ],
+)
+def test_ord_74_3_two_distinct_operators_rule(
+    operators: Path, given: list[tuple[str, bytes]], why: str
+) -> None:
+    ops = load_operators(operators)
+    with pytest.raises(ApprovalError, match=why):
+        check_approvals(ops, [Approval(n, s) for n, s in given])
+    assert check_approvals(ops, [Approval("alice", ALICE), Approval("bob", BOB)]) == [
+        "alice",
+        "bob",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("names", "why"),
+    [
+        (("alice",), "1 approval"),
+        (("alice", "alice"), "approved twice"),
+        (("alice", "mallory"), "not in the operators file"),
+    ],
+)
+def test_ord_74_3_ceremony_without_two_operators_is_refused_logged_and_does_nothing(
+    tmp_path: Path,
+    operators: Path,
+    names: tuple[str, ...],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret_file(tmp_path, "mallory", b"mallory-secret-0003")
+    log = tmp_path / "ops.jsonl"
+    out = tmp_path / "ca.pem"
+    key = f"pkcs11:token=none;object=ca;type=private?pin-source=file:{tmp_path}/no.pin"
+    argv = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "3",
+            "--out", str(out), "--log", str(log), "--operators", str(operators)]  # fmt: skip
+    assert main(argv + approvals(tmp_path, *names)) == 2
+    assert "refused, nothing done" in capsys.readouterr().err
+    assert not out.exists()  # nothing done (the token was never opened: it does not exist)
+    [rec] = records(log)
+    assert rec.event == "ceremony-refused" and why in str(rec.detail["reason"])
+    assert rec.operators == list(names) and rec.key == key.split("?", maxsplit=1)[0]
+    assert "pin-source" not in log.read_text() and "secret" not in rec.detail["reason"]
+    assert oplog.verify_oplog(log).problems == []
+
+
+def test_a_bad_secret_is_refused_and_logged(tmp_path: Path, operators: Path) -> None:
+    (tmp_path / "bob.secret").unlink()
+    secret_file(tmp_path, "bob", b"not-bobs-secret-00")
+    log = tmp_path / "ops.jsonl"
+    out = tmp_path / "ocsp.pem"
+    argv = ["keys", "new-ocsp", "--key", "pkcs11:token=t;object=k;type=private?pin-source=env:P",
+            "--ca-key", str(tmp_path / "ca.key"), "--ca-cert", str(tmp_path / "ca.pem"),
+            "--out", str(out), "--log", str(log), "--operators", str(operators)]  # fmt: skip
+    assert main(argv + approvals(tmp_path, "alice", "bob")) == 2
+    [rec] = records(log)
+    assert rec.event == "ceremony-refused" and rec.operators == ["alice", "bob"]
+    assert "'bob': the secret does not match" in str(rec.detail["reason"])
+    assert b"not-bobs-secret" not in log.read_bytes() and not out.exists()
+
+
+def write_chain(log: Path) -> None:
+    for i in range(4):
+        oplog.record(log, "key-generated", key=f"pkcs11:token=t;object=k{i}", operators=["a", "b"])
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda ls: [ls[0], ls[1].replace(b"object=k1", b"object=kX"), ls[2], ls[3]],
+        lambda ls: [ls[0], ls[2], ls[3]],
+        lambda ls: [ls[0], ls[2], ls[1], ls[3]],
+    ],
+    ids=["edit", "delete", "reorder"],
+)
+def test_ord_73_3_verify_log_detects_tampering(
+    tmp_path: Path, tamper: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "ops.jsonl"
+    write_chain(log)
+    assert main(["keys", "verify-log", "--log", str(log)]) == 0
+    assert "4 records, chain intact" in capsys.readouterr().out
+    ls = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(tamper(ls)))  # type: ignore[operator]
+    assert main(["keys", "verify-log", "--log", str(log)]) == 1
+    assert "chain is broken" in capsys.readouterr().out
+
+
+def test_ord_73_3_verify_log_checks_the_tail_against_the_recorded_head(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "ops.jsonl"
+    write_chain(log)
+    anchor = str(oplog.verify_oplog(log).anchor)
+    log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:3]))
+    assert main(["keys", "verify-log", "--log", str(log)]) == 0  # the chain alone holds
+    assert main(["keys", "verify-log", "--log", str(log), "--anchor", anchor]) == 1
+    assert "cut off" in capsys.readouterr().out
+
+
+# --- on a SoftHSM2 token ---------------------------------------------------------------
+
+
+@pytest.fixture
+def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SoftHsmToken]:
+    t = make_token(tmp_path / "hsm", monkeypatch)
+    yield t
+    t.close()
+
+
+def crl_with(signer_key: str, cert: Path) -> bytes:
+    signer = load_signer(signer_key, cert)
+    now = datetime.now(UTC).replace(microsecond=0)
+    return encode_crl(
+        issuer=signer.certificate,
+        signer=signer,
+        number=1,
+        this_update=now,
+        next_update=now + timedelta(days=1),
+        entries=[(0x1234, int(now.timestamp()) - 60, 1)],
+    )
+
+
+@pytest.mark.integration
+def test_generate_issue_sign_a_crl_retire_on_softhsm(
+    tmp_path: Path, operators: Path, token: SoftHsmToken
+) -> None:
+    log = tmp_path / "ops.jsonl"
+    common = [
+        "--log",
+        str(log),
+        "--operators",
+        str(operators),
+        *approvals(tmp_path, "alice", "bob"),
+    ]
+    ca_key, ca_cert = token.uri("sign-card-g3"), tmp_path / "ca" / "sign-card-g3.pem"
+    assert main(["keys", "new-ca", "--key", ca_key, "--family", "sign-card",
+                 "--generation", "3", "--out", str(ca_cert), *common]) == 0  # fmt: skip
+    ocsp_key, ocsp_cert = token.uri("sign-card-g3-ocsp"), tmp_path / "ocsp" / "sign-card-g3.pem"
+    assert main(["keys", "new-ocsp", "--key", ocsp_key, "--ca-key", ca_key,
+                 "--ca-cert", str(ca_cert), "--out", str(ocsp_cert), *common]) == 0  # fmt: skip
+    ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    assert ca.subject.rfc4514_string() == "CN=JPKI sign-card CA G3,O=jpki-va demo,C=JP"
+    ocsp = x509.load_pem_x509_certificate(ocsp_cert.read_bytes())
+    ocsp.verify_directly_issued_by(ca)
+    assert x509.OCSPNoCheck() in [e.value for e in ocsp.extensions]
+
+    # use: a CRL signed in the token verifies with openssl
+    crl = tmp_path / "g3.crl"
+    crl.write_bytes(crl_with(ca_key, ca_cert))
+    p11.close_all()  # this process's signing session ends (its count goes to the log)
+    res = subprocess.run(
+        ["openssl", "crl", "-inform", "DER", "-in", str(crl), "-noout", "-CAfile", str(ca_cert)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0 and "verify OK" in res.stderr + res.stdout
+
+    # retire: the key is gone from the token, its certificate kept
+    assert main(["keys", "retire", "--key", ca_key, "--cert", str(ca_cert), *common]) == 0
+    assert ca_cert.exists()
+    with pytest.raises(SignerError):
+        load_signer(ca_key, ca_cert)
+
+    recs = records(log)
+    assert [r.event for r in recs] == [
+        "key-generated",
+        "signing-session-started",  # the new CA key signs its own certificate
+        "certificate-issued",
+        "signing-session-ended",
+        "key-generated",
+        "signing-session-started",  # the CA key signs the OCSP signer's certificate
+        "certificate-issued",
+        "signing-session-ended",
+        "signing-session-started",  # the CRL
+        "signing-session-ended",
+        "key-destroyed",
+    ]
+    ceremonies = [r for r in recs if not r.event.startswith("signing-session")]
+    assert all(r.operators == ["alice", "bob"] and len(r.ceremony) == 64 for r in ceremonies)
+    assert [r.detail["signatures"] for r in recs if r.event == "signing-session-ended"] == [1, 1, 1]
+    assert recs[-1].detail["cert_sha256"] and recs[-1].key == ca_key.split("?")[0]
+    assert "pin" not in log.read_text().replace("pkcs11:", "")
+    assert oplog.verify_oplog(log).problems == []
+
+
+@pytest.mark.integration
+def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
+    tmp_path: Path, operators: Path, token: SoftHsmToken
+) -> None:
+    from crlbuilder.demo.pki import init_pki
+
+    pki = init_pki(tmp_path / "pki")
+    log = tmp_path / "ops.jsonl"
+    ca_key, ocsp_key = token.uri("auth-card-g2"), token.uri("auth-card-g2-ocsp")
+    argv = ["keys", "rollover", "--pki", pki.directory, "--family", "auth-card",
+            "--ca-key", ca_key, "--ocsp-key", ocsp_key,
+            "--log", str(log), "--operators", str(operators)]  # fmt: skip
+    before = (Path(pki.directory) / "pki.json").read_bytes()
+    assert main([*argv, *approvals(tmp_path, "bob")]) == 2  # one approval: nothing changes
+    assert (Path(pki.directory) / "pki.json").read_bytes() == before
+    assert main([*argv, *approvals(tmp_path, "bob", "alice")]) == 0
+    m = load_manifest(pki.directory)
+    new = m.issuer("auth-card-g2")
+    assert (new.key, new.ocsp_key, new.generation, new.live) == (ca_key, ocsp_key, 2, True)
+    assert m.issuer("auth-card-g1").live
+    ca = load_signer(new.key, m.path(new.cert))
+    ocsp = load_signer(new.ocsp_key, m.path(new.ocsp_cert))
+    ocsp.certificate.verify_directly_issued_by(ca.certificate)
+    ev = [r.event for r in records(log) if not r.event.startswith("signing-session")]
+    assert ev == ["ceremony-refused", "key-generated", "certificate-issued", "key-generated",
+                  "certificate-issued", "rollover"]  # fmt: skip
+    rollover = [r for r in records(log) if r.event == "rollover"]
+    assert (
+        rollover[0].operators == ["bob", "alice"] and rollover[0].detail["issuer"] == "auth-card-g2"
+    )
+    # the manifest still signs with the new key: retiring it is refused, the key stays
+    retire = ["keys", "retire", "--key", ca_key, "--cert", str(m.path(new.cert)),
+              "--pki", pki.directory, "--log", str(log), "--operators", str(operators)]  # fmt: skip
+    assert main([*retire, *approvals(tmp_path, "alice", "bob")]) == 2
+    assert load_signer(ca_key, m.path(new.cert)).certificate == ca.certificate
+    pub = ca.certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert pub not in log.read_bytes()
+
+
+@pytest.mark.integration
+def test_ord_73_3_a_signing_session_is_two_lines_with_its_count_not_one_per_signature(
+    tmp_path: Path, token: SoftHsmToken
+) -> None:
+    ref, cert = token.add_key("sign-card-g1-ocsp")
+    log = tmp_path / "ops.jsonl"
+    oplog.configure(log)
+    signer = load_signer(ref, cert)
+    for n in range(5):
+        signer.sign(b"answer %d" % n)
+    p11.close_all()
+    recs = records(log)
+    assert [r.event for r in recs] == ["signing-session-started", "signing-session-ended"]
+    assert recs[1].detail == {"signatures": 5} and recs[0].pid == recs[1].pid == os.getpid()
+    # a log that cannot be written: nothing is signed (tryLater for the responder)
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    oplog.configure(blocked)
+    with pytest.raises(p11.TokenUnavailable, match="operation log"):
+        load_signer(ref, cert).sign(b"answer")
+
+
+@pytest.mark.integration
+def test_an_approved_ceremony_that_fails_is_logged_as_failed(
+    tmp_path: Path, operators: Path, token: SoftHsmToken
+) -> None:
+    log = tmp_path / "ops.jsonl"
+    out = tmp_path / "ca.pem"
+    key = token.uri("sign-card-g3", token="no-such-token")
+    argv = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "3",
+            "--out", str(out), "--log", str(log), "--operators", str(operators)]  # fmt: skip
+    assert main([*argv, *approvals(tmp_path, "alice", "bob")]) == 2
+    [rec] = records(log)
+    assert rec.event == "ceremony-failed" and rec.operators == ["alice", "bob"]
+    assert "no-such-token" in str(rec.detail["reason"]) and not out.exists()
+
+
+def test_the_log_names_a_key_without_its_pin_source_or_a_pin_value() -> None:
+    assert (
+        oplog.key_name("pkcs11:token=t;object=k;pin-value=1234;type=private?pin-source=env:P")
+        == "pkcs11:token=t;object=k;type=private"
+    )
+    assert oplog.key_name("/etc/jpki-va/ca-keys/g1.key") == "/etc/jpki-va/ca-keys/g1.key"
+
+
+_pool_signer: list[object] = []
+
+
+def _pool_init(ref: str, cert: str) -> None:
+    _pool_signer.append(load_signer(ref, cert))
+
+
+def _pool_sign(n: int) -> int:
+    signer = _pool_signer[0]
+    assert isinstance(signer, p11.Pkcs11Signer)
+    for i in range(n):
+        signer.sign(b"presign %d" % i)
+    return os.getpid()
+
+
+@pytest.mark.integration
+def test_ord_73_3_a_signing_process_ends_its_session_with_its_count_as_it_exits(
+    tmp_path: Path, token: SoftHsmToken
+) -> None:
+    """The builder's signing pool: each worker's session is logged by the worker itself."""
+    import multiprocessing
+
+    ref, cert = token.add_key("presign")
+    log = tmp_path / "ops.jsonl"
+    oplog.configure(log)
+    p11.close_all()  # the child opens its own session after fork
+    with multiprocessing.get_context("fork").Pool(1, _pool_init, (ref, str(cert))) as pool:
+        pid = pool.apply(_pool_sign, (3,))
+        pool.close()
+        pool.join()
+    recs = records(log)
+    assert [(r.event, r.pid) for r in recs] == [
+        ("signing-session-started", pid),
+        ("signing-session-ended", pid),
+    ]
+    assert recs[1].detail == {"signatures": 3}

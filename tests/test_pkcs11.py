@@ -1,0 +1,355 @@
+"""The PKCS#11 signer back end (署名装置 in an HSM, Ord §73, §74) on a SoftHSM2 token of the test's own.
+
+Unit tests: the RFC 7512 key reference and its refusals, the PIN sources, the choice of
+back end. Integration tests (a token made with softhsm2-util): signatures that verify
+against the certificate, every start-up fault with its message (never the PIN), a signer
+used after fork, a token that disappears at run time and comes back, and the builder and
+the responder refusing to start on a bad key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from crlbuilder.keys import pkcs11 as p11
+from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, SignerError, load_signer
+from tests.support.pki import make_ca, rsa_key
+from tests.support.softhsm import SoftHsmToken, issue, keys_into_token, make_token
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "s3cret-PIN-9931"
+"""A PIN that must never show in a message or a log."""
+
+
+def _verify(signer: Signer, data: bytes, signature: bytes) -> None:
+    public = signer.certificate.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+
+
+# --- the key reference (unit) ------------------------------------------------------------
+
+
+def test_rfc7512_uri_names_token_key_and_pin_source() -> None:
+    uri = p11.parse_key_uri(
+        "pkcs11:token=jpki%20va;object=ocsp-sign-g1;type=private?pin-source=file:/etc/jpki-va/pin"
+    )
+    assert (uri.token, uri.label, uri.pin_source) == (
+        "jpki va",
+        "ocsp-sign-g1",
+        "file:/etc/jpki-va/pin",
+    )
+    env = p11.parse_key_uri("pkcs11:object=k;token=t?pin-source=env:JPKIVA_PIN")
+    assert (env.token, env.label, env.pin_source) == ("t", "k", "env:JPKIVA_PIN")
+
+
+@pytest.mark.parametrize(
+    ("ref", "why"),
+    [
+        (f"pkcs11:token=t;object=k?pin-value={SECRET}", "PIN inside the key reference"),
+        (f"pkcs11:token=t;object=k;pin-value={SECRET}?pin-source=env:P", "PIN inside"),
+        ("pkcs11:token=t;object=k;id=%01?pin-source=env:P", "'id' is not accepted"),
+        (
+            "pkcs11:token=t;object=k?pin-source=env:P&module-path=/x.so",
+            "'module-path' is not accepted",
+        ),
+        ("pkcs11:object=k?pin-source=env:P", "'token' attribute is required"),
+        ("pkcs11:token=t?pin-source=env:P", "'object' attribute is required"),
+        ("pkcs11:token=t;object=k", "'pin-source' attribute is required"),
+        ("pkcs11:token=t;object=k;type=public?pin-source=env:P", "type=private"),
+        ("pkcs11:token=t;object=k;token=u?pin-source=env:P", "given twice"),
+        ("pkcs11:token=t;object=k?pin-source=file:pin.txt", "absolute path"),
+        ("pkcs11:token=t;object=k?pin-source=https://x/pin", "file:/absolute/path or env:NAME"),
+        ("pkcs11:token=t;object=k?pin-source=env:A-B", "variable name"),
+        ("/etc/jpki-va/ocsp.key", "not a PKCS#11 URI"),
+    ],
+)
+def test_key_reference_refused_with_a_clear_message_never_the_pin(ref: str, why: str) -> None:
+    with pytest.raises(SignerError) as e:
+        p11.parse_key_uri(ref)
+    message = str(e.value)
+    assert why in message
+    assert SECRET not in message
+    assert message.startswith(p11.redact(ref))
+
+
+def test_redact_removes_pin_values_only() -> None:
+    ref = f"pkcs11:token=t;object=k?pin-value={SECRET}&pin-source=env:P"
+    assert p11.redact(ref) == "pkcs11:token=t;object=k?pin-value=<redacted>&pin-source=env:P"
+    assert p11.redact("/a/b.key") == "/a/b.key"
+
+
+def test_pin_file_readable_by_others_refused(tmp_path: Path) -> None:
+    pin = tmp_path / "pin"
+    pin.write_text(SECRET + "\n")
+    pin.chmod(0o644)
+    uri = p11.parse_key_uri(f"pkcs11:token=t;object=k?pin-source=file:{pin}")
+    with pytest.raises(SignerError, match="0644") as e:
+        uri.read_pin()
+    assert SECRET not in str(e.value)
+    pin.chmod(0o600)
+    assert uri.read_pin() == SECRET
+
+
+def test_pin_from_unset_environment_variable_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JPKIVA_TEST_PIN", raising=False)
+    uri = p11.parse_key_uri("pkcs11:token=t;object=k?pin-source=env:JPKIVA_TEST_PIN")
+    with pytest.raises(SignerError, match="JPKIVA_TEST_PIN is not set"):
+        uri.read_pin()
+    monkeypatch.setenv("JPKIVA_TEST_PIN", SECRET)
+    assert uri.read_pin() == SECRET
+
+
+def test_module_path_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(p11.MODULE_ENV, "/opt/hsm/lib.so")
+    assert p11.module_path() == "/opt/hsm/lib.so"
+
+
+def test_load_signer_picks_the_back_end_by_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = rsa_key()
+    ca = make_ca("pem signer", key)
+    key_file = tmp_path / "k.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_file.chmod(0o600)
+    cert_file = tmp_path / "c.pem"
+    cert_file.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    signer = load_signer(key_file, cert_file)
+    assert isinstance(signer, PemSigner)
+    # a pkcs11: reference goes to the PKCS#11 back end (here: a module that is not there)
+    pin = tmp_path / "pin"
+    pin.write_text(SECRET)
+    pin.chmod(0o600)
+    monkeypatch.setenv(p11.MODULE_ENV, str(tmp_path / "no-such-module.so"))
+    ref = f"pkcs11:token=t;object=k?pin-source=file:{pin}"
+    with pytest.raises(SignerError, match="cannot load the PKCS#11 module") as e:
+        load_signer(ref, cert_file)
+    assert str(e.value).startswith(ref) and SECRET not in str(e.value)
+
+
+# --- on a SoftHSM2 token (integration) ----------------------------------------------------
+
+
+@pytest.fixture
+def token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SoftHsmToken:
+    t = make_token(tmp_path, monkeypatch, pin=SECRET)
+    yield t  # type: ignore[misc]
+    t.close()
+
+
+@pytest.mark.integration
+def test_pkcs11_signature_verifies_against_the_certificate(token: SoftHsmToken) -> None:
+    ref, cert = token.add_key("ocsp-signer")
+    signer = load_signer(ref, cert)
+    assert isinstance(signer, p11.Pkcs11Signer)
+    assert isinstance(signer, Signer)
+    assert signer.signature_algorithm_der == SHA256_WITH_RSA_DER
+    data = b"tbsResponseData" * 100
+    _verify(signer, data, signer.sign(data))
+    assert SECRET not in repr(signer)
+
+
+@pytest.mark.integration
+def test_pin_from_environment_variable(
+    token: SoftHsmToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, cert = token.add_key("k")
+    monkeypatch.setenv("JPKIVA_TEST_PIN", SECRET)
+    signer = load_signer(token.uri("k", pin_env="JPKIVA_TEST_PIN"), cert)
+    _verify(signer, b"x", signer.sign(b"x"))
+
+
+@pytest.mark.integration
+def test_key_generated_in_token_is_sensitive_and_never_extractable(token: SoftHsmToken) -> None:
+    import pkcs11
+
+    token.add_key("ca-g1")
+    with pkcs11.lib(token.module).get_token(token_label=token.label).open() as session:
+        key = session.get_key(object_class=pkcs11.ObjectClass.PRIVATE_KEY, label="ca-g1")
+        assert key[pkcs11.Attribute.SENSITIVE] is True
+        assert key[pkcs11.Attribute.EXTRACTABLE] is False
+        assert key[pkcs11.Attribute.NEVER_EXTRACTABLE] is True
+    with pytest.raises(SignerError, match="already has a key 'ca-g1'"):
+        token.add_key("ca-g1")
+
+
+@pytest.mark.integration
+def test_destroyed_key_is_gone_from_the_token(token: SoftHsmToken) -> None:
+    ref, cert = token.add_key("retired")
+    p11.destroy_key(ref, module=token.module)
+    p11.close_all()
+    with pytest.raises(SignerError, match="no private key labelled 'retired'"):
+        load_signer(ref, cert)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "fault",
+    ["wrong_pin", "wrong_pin_of_a_second_key", "missing_token", "missing_key", "other_cert"],
+)
+def test_fault_at_start_names_the_key_and_what_is_wrong(
+    token: SoftHsmToken, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    ref, cert = token.add_key("ocsp-signer")
+    p11.close_all()  # a fresh process: nothing logged in yet
+    if fault.startswith("wrong_pin"):
+        wrong = token.directory / "wrong.pin"
+        wrong.write_text("not-" + SECRET)
+        wrong.chmod(0o600)
+        expected = "the token refused the PIN (wrong PIN)"
+        if fault == "wrong_pin_of_a_second_key":  # the token is logged in by a first key
+            first, first_cert = token.add_key("first")
+            load_signer(first, first_cert)
+            expected = "wrong PIN (not the PIN token 'jpki-va-test' is logged in with)"
+        ref = ref.replace(str(token.pin_file), str(wrong))
+    elif fault == "missing_token":
+        ref = token.uri("ocsp-signer", token="no-such-token")
+        expected = "no token labelled 'no-such-token'"
+    elif fault == "missing_key":
+        ref = token.uri("no-such-key")
+        expected = "no private key labelled 'no-such-key' in token 'jpki-va-test'"
+    else:
+        cert = token.directory / "other.pem"
+        other = issue(token.ca, "other", rsa_key().public_key())
+        cert.write_bytes(other.public_bytes(serialization.Encoding.PEM))
+        expected = "does not match the certificate's public key"
+    with pytest.raises(SignerError) as e:
+        load_signer(ref, cert)
+    message = str(e.value)
+    assert message.startswith(ref), message  # which key: its reference (a PIN source, no PIN)
+    assert expected in message
+    assert SECRET not in message and SECRET not in caplog.text
+
+
+@pytest.mark.integration
+def test_signer_used_after_fork_opens_its_own_session(token: SoftHsmToken) -> None:
+    ref, cert = token.add_key("presign")
+    signer = load_signer(ref, cert)
+    _verify(signer, b"parent", signer.sign(b"parent"))  # the parent is logged in
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's session is not its own
+        os.close(read)
+        code = 0
+        try:
+            os.write(write, signer.sign(b"child"))
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    signature = b""
+    while chunk := os.read(read, 4096):
+        signature += chunk
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    _verify(signer, b"child", signature)
+    _verify(signer, b"parent again", signer.sign(b"parent again"))
+
+
+@pytest.mark.integration
+def test_token_gone_at_run_time_is_unavailable_then_used_again(token: SoftHsmToken) -> None:
+    ref, cert = token.add_key("ocsp")
+    signer = load_signer(ref, cert)
+    signer.sign(b"before")
+    tokens = token.directory / "tokens"
+    away = token.directory / "tokens-away"
+    tokens.rename(away)  # the token disappears under a running signer
+    try:
+        for _ in range(3):  # every attempt fails cleanly, none crashes
+            with pytest.raises(p11.TokenUnavailable) as e:
+                signer.sign(b"during")
+            assert str(e.value).startswith(ref) and SECRET not in str(e.value)
+    finally:
+        away.rename(tokens)
+    _verify(signer, b"after", signer.sign(b"after"))  # back: no restart needed
+
+
+# --- the builder and the responder with keys in the token (integration) -------------------
+
+
+@pytest.fixture
+def pki_in_token(
+    demo_pki: tuple[Path, object], token: SoftHsmToken, tmp_path: Path
+) -> tuple[Path, SoftHsmToken]:
+    pki = tmp_path / "pki"
+    shutil.copytree(demo_pki[0], pki)
+    keys_into_token(pki, token)
+    p11.close_all()
+    return pki, token
+
+
+def _break(pki: Path, token: SoftHsmToken, fault: str) -> str:
+    """Make one key reference of ``pki`` faulty; the reference as the error must name it."""
+    manifest = pki / "pki.json"
+    text = manifest.read_text()
+    ref = token.uri("sign-card-g1-ocsp_key")
+    assert ref in text
+    if fault == "wrong_pin":
+        wrong = token.directory / "wrong.pin"
+        wrong.write_text("not-" + SECRET)
+        wrong.chmod(0o600)
+        bad = ref.replace(str(token.pin_file), str(wrong))
+    else:
+        bad = token.uri("no-such-key")
+    manifest.write_text(text.replace(ref, bad))
+    return bad
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("fault", ["wrong_pin", "missing_key"])
+def test_responder_refuses_to_start_on_a_bad_key(
+    pki_in_token: tuple[Path, SoftHsmToken], tmp_path: Path, fault: str
+) -> None:
+    pki, token = pki_in_token
+    bad = _break(pki, token, fault)
+    out = subprocess.run(
+        [str(BIN / "responder"), "serve", "--pki", str(pki), "--store", str(tmp_path / "none"),
+         "--registry", str(tmp_path / "none.toml"), "--port", "0", "--no-metrics"],
+        check=False, capture_output=True, text=True, timeout=60, env=os.environ.copy(),
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert bad in out.stderr
+    assert SECRET not in out.stderr + out.stdout
+
+
+@pytest.mark.integration
+def test_builder_exits_2_on_a_bad_key(
+    pki_in_token: tuple[Path, SoftHsmToken], tmp_path: Path
+) -> None:
+    pki, token = pki_in_token
+    bad = _break(pki, token, "wrong_pin")
+    key = tmp_path / "facts.key"
+    subprocess.run([str(BIN / "crlbuilder"), "facts-key", "--out", str(key)], check=True)
+    (tmp_path / "records").mkdir()
+    out = subprocess.run(
+        [str(BIN / "crlbuilder"), "build", "--config", str(ROOT / "config" / "builder.toml"),
+         "--store", str(tmp_path / "store"), "--pki", str(pki),
+         "--input", str(tmp_path / "records"), "--facts-key-file", str(key),
+         "--quarantine", str(tmp_path / "q.jsonl"), "--notices", str(tmp_path / "n.jsonl"),
+         "--crl-dir", str(tmp_path / "crl"), "--spool", str(tmp_path / "spool"), "--no-progress"],
+        check=False, capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert bad in out.stderr and "wrong PIN" in out.stderr
+    assert SECRET not in out.stderr + out.stdout
+    assert not (tmp_path / "crl").exists() or not any((tmp_path / "crl").iterdir())
