@@ -287,18 +287,24 @@ def cmd_new_ocsp(args: argparse.Namespace) -> int:
 
 def cmd_rollover(args: argparse.Namespace) -> int:
     desc, sha = _describe(args, ("pki", "family", "ca_key", "ocsp_key"))
-    manifest = load_manifest(args.pki)  # before approvals: a bad --pki is a usage error
+    # what the ceremony will add is settled before the approvals: a bad --pki, or a family
+    # out of generation numbers, is a usage error (nothing to approve)
+    manifest = load_manifest(args.pki)
     family = Family(args.family)
-    ops = _approved(args, sha, args.ca_key)
     generation = max((i.generation for i in manifest.issuers_of(family)), default=0) + 1
     iid = issuer_id(family, generation)
-    if any(i.id == iid for i in manifest.issuers):
-        raise CeremonyError(f"{iid} is already in the manifest")
+    try:
+        index = issuer_index(family, generation)
+    except ValueError as e:
+        raise CeremonyError(f"{iid}: {e}") from None
+    if any(i.id == iid or i.index == index for i in manifest.issuers):
+        raise CeremonyError(f"{iid} (index {index}) is already in the manifest")
+    ops = _approved(args, sha, args.ca_key)
     files = IssuerFiles(
         id=iid,
         family=family,
         generation=generation,
-        index=issuer_index(family, generation),
+        index=index,
         cert=f"ca/{iid}.pem",
         key=args.ca_key,
         ocsp_cert=f"ocsp/{iid}.pem",

@@ -20,6 +20,7 @@ from crlbuilder.auditlog import (
     line_hash,
     verify_chain,
 )
+from responder.cli import main as responder_main
 from responder.registry.audit import verify_audit
 
 
@@ -128,7 +129,9 @@ def test_a_registry_audit_log_written_before_the_move_still_verifies(tmp_path: P
     report = verify_audit(log)
     assert report.problems == [] and report.records == 3
     assert report.head == line_hash(OLD_REGISTRY_AUDIT.splitlines()[-1])
+    assert responder_main(["registry", "verify-audit", "--audit", str(log)]) == 0
     log.write_bytes(
         OLD_REGISTRY_AUDIT.replace(b'"x":2', b'"x":3', 1).replace(b'"x":1}', b'"x":0}', 1)
     )
     assert verify_audit(log).problems
+    assert responder_main(["registry", "verify-audit", "--audit", str(log)]) == 1
