@@ -47,6 +47,7 @@ import hmac
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -94,6 +95,8 @@ _PATH_ATTRS: Final = frozenset({"token", "object", "type"})
 _QUERY_ATTRS: Final = frozenset({"pin-source"})
 _SECRET_ATTRS: Final = ("pin-value",)
 _MAX_PIN: Final = 256
+_TOKEN_TRIES: Final = 5
+_TOKEN_RETRY_SECONDS: Final = 0.05
 
 
 class TokenUnavailable(SignerError):
@@ -293,7 +296,7 @@ def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
             return state
         lib = _lib(proc, so, uri)
         try:
-            token = lib.get_token(token_label=uri.token)
+            token = _get_token(lib, uri.token)
         except p11e.NoSuchToken:
             raise SignerError(f"{uri.ref}: no token labelled {uri.token!r} in {so}") from None
         except p11e.MultipleTokensReturned:
@@ -314,6 +317,24 @@ def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
         proc.tokens[(so, uri.token)] = state
         log.info("pkcs11 session opened: token %s, process %d", uri.token, proc.pid)
         return state
+
+
+def _get_token(lib: Any, label: str) -> Any:
+    """The token labelled ``label``, asked again a few times (a quarter of a second in all,
+    the module initialised afresh each time): a file-backed module (SoftHSM2) reading its
+    tokens while another process (a sibling worker) logs in can miss the token, or answer
+    CKR_GENERAL_ERROR, for a moment."""
+    for attempt in range(_TOKEN_TRIES):
+        try:
+            return lib.get_token(token_label=label)
+        except p11e.MultipleTokensReturned:
+            raise
+        except p11e.PKCS11Error:
+            if attempt == _TOKEN_TRIES - 1:
+                raise
+            time.sleep(_TOKEN_RETRY_SECONDS)
+            lib.reinitialize()  # the module reads its tokens when initialised
+    raise AssertionError("unreachable")
 
 
 def _forget(proc: _Process, so: str, uri: KeyUri) -> None:
