@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
@@ -414,3 +416,41 @@ def test_responder_with_ocsp_keys_in_token_answers_try_later_while_the_token_is_
         )
         events = s.events("signer_unavailable")
         assert events and all(token.pin not in str(e) for e in events)
+
+
+@pytest.mark.integration
+def test_builder_signs_crls_and_presigned_answers_with_every_key_in_the_token(
+    built: Built, token: SoftHsmToken, tmp_path: Path
+) -> None:
+    """`crlbuilder build` with the CA and OCSP keys in the token and two forked signing
+    workers (each opens its own session): the CRLs verify under their CA certificate, and a
+    pre-signed answer served by the responder verifies under its delegated signer's."""
+    pki = tmp_path / "pki"
+    shutil.copytree(built.pki, pki)
+    keys_into_token(pki, token)
+    p11.close_all()
+    in_token = dataclasses.replace(built, pki=pki)
+    store, crl_dir = tmp_path / "store", tmp_path / "crl"
+    out = subprocess.run(
+        [str(BIN / "crlbuilder"), "build", *in_token.builder_args(store, crl_dir), "--sign-workers", "2"],
+        check=False, capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert token.pin not in out.stderr + out.stdout
+    summary = json.loads(out.stderr.strip().splitlines()[-1])
+    assert summary["ocsp_presigned"] > 0
+    for issuer in built.manifest.issuers:
+        crl = x509.load_der_x509_crl((crl_dir / f"{issuer.id}.crl").read_bytes())
+        names = [issuer.cert] + ([issuer.successor_cert] if issuer.successor_cert else [])
+        keys = [x509.load_pem_x509_certificate((pki / n).read_bytes()).public_key() for n in names]
+        assert any(crl.is_signature_valid(k) for k in keys), issuer.id
+    revoked = next(a for a in built.answers if a.status is CertStatus.REVOKED)
+    with start_server(in_token, tmp_path / "server", store=store) as s:
+        answer = ocsp.load_der_ocsp_response(
+            s.post(request_for(s, revoked), token=s.token("both-verifier"))
+        )
+        assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert total(s.scrape(), "jpkiva_ocsp_answers_total", source="presigned") == 1
+    public = answer.certificates[0].public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(answer.signature, answer.tbs_response_bytes, padding.PKCS1v15(), hashes.SHA256())

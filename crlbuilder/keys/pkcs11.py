@@ -1,7 +1,9 @@
 """Signing keys in a token over PKCS#11 (署名装置, Ord §73, §74): the only module that speaks PKCS#11.
 
-The Ordinance wants the issuing keys on dedicated, access-controlled equipment
-(Ord §73(4), §74(3)); an HSM reached through PKCS#11 is that equipment. This
+The Ordinance wants the issuing keys (発行者署名符号) on dedicated equipment that
+prevents their leakage and is operated only by those authorised (認証業務実施設備,
+Ord §73(3), §73(4), §74(3)); an HSM reached through PKCS#11, its user PIN
+required, is that equipment. This
 module owns every PKCS#11 call of the project, through python-pkcs11:
 
 - `parse_key_uri`: an RFC 7512 PKCS#11 URI naming a key, e.g.
@@ -475,8 +477,9 @@ def generate_rsa_key(key_ref: str, bits: int = 2048, module: str | None = None) 
     """Make an RSA key pair inside the token under the URI's ``object`` label; return its public key.
 
     The private key is a token object, private, sensitive and never extractable
-    (Ord §74(3): the key does not leave the equipment); only the public key comes
-    out, for the certificate. Refuses a label already used by a private key.
+    (Ord §73(4): the equipment that makes and keeps the issuer's signing key,
+    発行者署名符号, prevents its leakage); only the public key comes out, for the
+    certificate. Refuses a label already used by a private key.
     """
     if bits < MIN_RSA_BITS:
         raise SignerError(f"RSA-{bits} refused; at least RSA-{MIN_RSA_BITS} is required")
