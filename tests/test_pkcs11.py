@@ -9,6 +9,9 @@ the responder refusing to start on a bad key.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import json
 import logging
 import os
 import shutil
@@ -17,13 +20,19 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509 import ocsp
 
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, SignerError, load_signer
+from crlbuilder.model import CertStatus
+from tests.conftest import Built
+from tests.support.harness import request_for, start_server, total
 from tests.support.pki import make_ca, rsa_key
 from tests.support.softhsm import SoftHsmToken, issue, keys_into_token, make_token
+from tests.support.wait import until
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,3 +362,95 @@ def test_builder_exits_2_on_a_bad_key(
     assert bad in out.stderr and "wrong PIN" in out.stderr
     assert SECRET not in out.stderr + out.stdout
     assert not (tmp_path / "crl").exists() or not any((tmp_path / "crl").iterdir())
+
+
+@pytest.mark.integration
+def test_responder_with_ocsp_keys_in_token_answers_try_later_while_the_token_is_gone(
+    built: Built, token: SoftHsmToken, tmp_path: Path
+) -> None:
+    """Fresh answers are signed in the token by each worker's own session; a token that
+    disappears gives tryLater and counts jpkiva_signer_errors_total, the workers stay up,
+    and the token is used again once back."""
+    pki = tmp_path / "pki"
+    shutil.copytree(built.pki, pki)
+    keys_into_token(pki, token, fields=("ocsp_key",))
+    p11.close_all()
+    in_token = dataclasses.replace(built, pki=pki)
+    good = [a for a in built.answers if a.status is CertStatus.GOOD]
+    goods = [a for a in good if a.issuer == good[0].issuer]  # one signer for all of them
+    with start_server(in_token, tmp_path / "server") as s:
+        party = s.token("sig-verifier")
+
+        def fresh(i: int) -> ocsp.OCSPResponse:  # SHA-256 CertIDs: never pre-signed
+            return ocsp.load_der_ocsp_response(
+                s.post(request_for(s, goods[i], hashes.SHA256()), token=party)
+            )
+
+        answer = fresh(0)
+        assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        signer = answer.certificates[0]  # the delegated signer whose key is in the token
+        ocsp_certs = {(pki / i.ocsp_cert).read_bytes(): i.id for i in built.manifest.issuers}
+        signer_id = ocsp_certs[signer.public_bytes(serialization.Encoding.PEM)]
+        public = signer.public_key()
+        assert isinstance(public, rsa.RSAPublicKey)
+        public.verify(
+            answer.signature, answer.tbs_response_bytes, padding.PKCS1v15(), hashes.SHA256()
+        )
+        tokens, away = token.directory / "tokens", token.directory / "tokens-away"
+        tokens.rename(away)
+        try:
+            for i in range(1, 5):
+                assert fresh(i).response_status is ocsp.OCSPResponseStatus.TRY_LATER
+            errors = s.scrape()
+            assert total(errors, "jpkiva_signer_errors_total") == 4
+            assert total(errors, "jpkiva_signer_errors_total", signer=signer_id) == 4
+            assert os.waitpid(s.pid, os.WNOHANG) == (0, 0)  # the responder still runs
+            assert s.events("worker_exit") == []
+        finally:
+            away.rename(tokens)
+        later = itertools.count(5)
+        until(
+            lambda: fresh(next(later)).response_status is ocsp.OCSPResponseStatus.SUCCESSFUL,
+            timeout=10,
+            what="a fresh answer signed in the token once it is back",
+        )
+        events = s.events("signer_unavailable")
+        assert events and all(token.pin not in str(e) for e in events)
+
+
+@pytest.mark.integration
+def test_builder_signs_crls_and_presigned_answers_with_every_key_in_the_token(
+    built: Built, token: SoftHsmToken, tmp_path: Path
+) -> None:
+    """`crlbuilder build` with the CA and OCSP keys in the token and two forked signing
+    workers (each opens its own session): the CRLs verify under their CA certificate, and a
+    pre-signed answer served by the responder verifies under its delegated signer's."""
+    pki = tmp_path / "pki"
+    shutil.copytree(built.pki, pki)
+    keys_into_token(pki, token)
+    p11.close_all()
+    in_token = dataclasses.replace(built, pki=pki)
+    store, crl_dir = tmp_path / "store", tmp_path / "crl"
+    out = subprocess.run(
+        [str(BIN / "crlbuilder"), "build", *in_token.builder_args(store, crl_dir), "--sign-workers", "2"],
+        check=False, capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert token.pin not in out.stderr + out.stdout
+    summary = json.loads(out.stderr.strip().splitlines()[-1])
+    assert summary["ocsp_presigned"] > 0
+    for issuer in built.manifest.issuers:
+        crl = x509.load_der_x509_crl((crl_dir / f"{issuer.id}.crl").read_bytes())
+        names = [issuer.cert] + ([issuer.successor_cert] if issuer.successor_cert else [])
+        keys = [x509.load_pem_x509_certificate((pki / n).read_bytes()).public_key() for n in names]
+        assert any(crl.is_signature_valid(k) for k in keys), issuer.id
+    revoked = next(a for a in built.answers if a.status is CertStatus.REVOKED)
+    with start_server(in_token, tmp_path / "server", store=store) as s:
+        answer = ocsp.load_der_ocsp_response(
+            s.post(request_for(s, revoked), token=s.token("both-verifier"))
+        )
+        assert answer.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert total(s.scrape(), "jpkiva_ocsp_answers_total", source="presigned") == 1
+    public = answer.certificates[0].public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    public.verify(answer.signature, answer.tbs_response_bytes, padding.PKCS1v15(), hashes.SHA256())

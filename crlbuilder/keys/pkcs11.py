@@ -1,7 +1,9 @@
 """Signing keys in a token over PKCS#11 (署名装置, Ord §73, §74): the only module that speaks PKCS#11.
 
-The Ordinance wants the issuing keys on dedicated, access-controlled equipment
-(Ord §73(4), §74(3)); an HSM reached through PKCS#11 is that equipment. This
+The Ordinance wants the issuing keys (発行者署名符号) on dedicated equipment that
+prevents their leakage and is operated only by those authorised (認証業務実施設備,
+Ord §73(3), §73(4), §74(3)); an HSM reached through PKCS#11, its user PIN
+required, is that equipment. This
 module owns every PKCS#11 call of the project, through python-pkcs11:
 
 - `parse_key_uri`: an RFC 7512 PKCS#11 URI naming a key, e.g.
@@ -47,6 +49,7 @@ import hmac
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -96,6 +99,8 @@ _PATH_ATTRS: Final = frozenset({"token", "object", "type"})
 _QUERY_ATTRS: Final = frozenset({"pin-source"})
 _SECRET_ATTRS: Final = ("pin-value",)
 _MAX_PIN: Final = 256
+_TOKEN_TRIES: Final = 5
+_TOKEN_RETRY_SECONDS: Final = 0.05
 
 
 class TokenUnavailable(SignerError):
@@ -295,7 +300,7 @@ def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
             return state
         lib = _lib(proc, so, uri)
         try:
-            token = lib.get_token(token_label=uri.token)
+            token = _get_token(lib, uri.token)
         except p11e.NoSuchToken:
             raise SignerError(f"{uri.ref}: no token labelled {uri.token!r} in {so}") from None
         except p11e.MultipleTokensReturned:
@@ -316,6 +321,24 @@ def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
         proc.tokens[(so, uri.token)] = state
         log.info("pkcs11 session opened: token %s, process %d", uri.token, proc.pid)
         return state
+
+
+def _get_token(lib: Any, label: str) -> Any:
+    """The token labelled ``label``, asked again a few times (a quarter of a second in all,
+    the module initialised afresh each time): a file-backed module (SoftHSM2) reading its
+    tokens while another process (a sibling worker) logs in can miss the token, or answer
+    CKR_GENERAL_ERROR, for a moment."""
+    for attempt in range(_TOKEN_TRIES):
+        try:
+            return lib.get_token(token_label=label)
+        except p11e.MultipleTokensReturned:
+            raise
+        except p11e.PKCS11Error:
+            if attempt == _TOKEN_TRIES - 1:
+                raise
+            time.sleep(_TOKEN_RETRY_SECONDS)
+            lib.reinitialize()  # the module reads its tokens when initialised
+    raise AssertionError("unreachable")
 
 
 def _forget(proc: _Process, so: str, uri: KeyUri) -> None:
@@ -475,8 +498,9 @@ def generate_rsa_key(key_ref: str, bits: int = 2048, module: str | None = None) 
     """Make an RSA key pair inside the token under the URI's ``object`` label; return its public key.
 
     The private key is a token object, private, sensitive and never extractable
-    (Ord §74(3): the key does not leave the equipment); only the public key comes
-    out, for the certificate. Refuses a label already used by a private key.
+    (Ord §73(4): the equipment that makes and keeps the issuer's signing key,
+    発行者署名符号, prevents its leakage); only the public key comes out, for the
+    certificate. Refuses a label already used by a private key.
     """
     if bits < MIN_RSA_BITS:
         raise SignerError(f"RSA-{bits} refused; at least RSA-{MIN_RSA_BITS} is required")
