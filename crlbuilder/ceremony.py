@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import hashlib
 import sys
 from collections.abc import Callable
@@ -43,10 +42,9 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-from asn1crypto import x509 as asn1x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from crlbuilder.auditlog import Anchor, ChainError
@@ -58,7 +56,7 @@ from crlbuilder.demo.pki import (
     issuer_index,
     ocsp_signer_builder,
 )
-from crlbuilder.keys import oplog
+from crlbuilder.keys import certsign, oplog
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.approval import (
     Approval,
@@ -90,22 +88,12 @@ class CeremonyError(Exception):
 # --- certificates signed in the token ---------------------------------------------------
 
 
-@functools.cache
-def _scratch_key() -> rsa.RSAPrivateKey:
-    """A throw-away key: cryptography builds a certificate's TBS only while signing it."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
 def sign_certificate(
     builder: x509.CertificateBuilder, signer: Signer, issuer: x509.Certificate | None = None
 ) -> x509.Certificate:
-    """Sign ``builder``'s certificate with ``signer`` (sha256WithRSAEncryption, as every JPKI
-    signature): the TBS bytes are the same whichever RSA key signs, so the draft's signature
-    is replaced by the signer's. Checked against ``issuer`` (itself when None: self-signed)."""
-    draft = builder.sign(_scratch_key(), hashes.SHA256())
-    cert = asn1x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
-    cert["signature_value"] = signer.sign(draft.tbs_certificate_bytes)
-    signed = x509.load_der_x509_certificate(cert.dump(force=True))
+    """Sign ``builder``'s certificate with ``signer`` (`keys.certsign`) and check it against
+    ``issuer`` (itself when None: self-signed)."""
+    signed = certsign.sign_certificate(builder, signer.sign)
     try:
         signed.verify_directly_issued_by(issuer or signed)
     except (ValueError, TypeError, InvalidSignature) as e:
@@ -115,8 +103,8 @@ def sign_certificate(
 
 def _self_signed(key_ref: str, builder: x509.CertificateBuilder) -> x509.Certificate:
     """A self-signed certificate of a key in the token (the builder carries its public key)."""
-    draft = builder.sign(_scratch_key(), hashes.SHA256())
     uri = p11.parse_key_uri(key_ref)
+    draft = certsign.draft_certificate(builder)
     return sign_certificate(
         builder, p11.Pkcs11Signer(uri, draft, uri.read_pin(), p11.module_path())
     )
