@@ -10,11 +10,11 @@ the responder refusing to start on a bad key.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -369,8 +369,8 @@ def test_responder_with_ocsp_keys_in_token_answers_try_later_while_the_token_is_
     built: Built, token: SoftHsmToken, tmp_path: Path
 ) -> None:
     """Fresh answers are signed in the token by each worker's own session; a token that
-    disappears gives tryLater and counts jpkiva_signer_errors_total, the workers stay up,
-    and the token is used again once back."""
+    disappears gives tryLater and counts jpkiva_signer_errors_total, the workers stay up
+    (one restarted meanwhile comes up too), and the token is used again once back."""
     pki = tmp_path / "pki"
     shutil.copytree(built.pki, pki)
     keys_into_token(pki, token, fields=("ocsp_key",))
@@ -406,11 +406,20 @@ def test_responder_with_ocsp_keys_in_token_answers_try_later_while_the_token_is_
             assert total(errors, "jpkiva_signer_errors_total", signer=signer_id) == 4
             assert os.waitpid(s.pid, os.WNOHANG) == (0, 0)  # the responder still runs
             assert s.events("worker_exit") == []
+            # a worker restarted while the token is gone comes up and serves (no restart loop)
+            victim = int(str(s.events("worker_start")[0]["worker_pid"]))
+            os.kill(victim, signal.SIGKILL)
+            until(lambda: len(s.events("worker_start")) == 3, what="the worker restarted")
+            until(
+                lambda: total(s.scrape(), "jpkiva_workers_up") == 2,
+                what="the restarted worker serving",
+            )
+            assert fresh(5).response_status is ocsp.OCSPResponseStatus.TRY_LATER
+            assert s.events("worker_start_failed") == []
         finally:
             away.rename(tokens)
-        later = itertools.count(5)
-        until(
-            lambda: fresh(next(later)).response_status is ocsp.OCSPResponseStatus.SUCCESSFUL,
+        until(  # a refused answer is not cached: the same request until it is signed
+            lambda: fresh(6).response_status is ocsp.OCSPResponseStatus.SUCCESSFUL,
             timeout=10,
             what="a fresh answer signed in the token once it is back",
         )
