@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,6 +28,7 @@ from cryptography.x509 import ocsp
 
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, SignerError, load_signer
+from crlbuilder.manifest import Manifest
 from crlbuilder.model import CertStatus
 from tests.conftest import Built
 from tests.support.harness import request_for, start_server, total
@@ -151,6 +153,19 @@ def test_load_signer_picks_the_back_end_by_reference(
     with pytest.raises(SignerError, match="cannot load the PKCS#11 module") as e:
         load_signer(ref, cert_file)
     assert str(e.value).startswith(ref) and SECRET not in str(e.value)
+
+
+def test_manifest_key_field_holds_a_path_or_a_pkcs11_uri(tmp_path: Path) -> None:
+    manifest = msgspec.convert(
+        {"key_size": 2048, "base_url": "http://127.0.0.1", "issuers": [], "client_ca": "c",
+         "client_ca_key": "k", "server_cert": "c", "server_key": "k",
+         "group_responder_cert": "c", "group_responder_key": "k", "directory": str(tmp_path)},
+        Manifest,
+    )  # fmt: skip
+    uri = "pkcs11:token=t;object=ocsp;type=private?pin-source=env:PIN"
+    assert manifest.key_ref(uri) == uri
+    assert manifest.key_ref("PKCS11:token=t;object=k?pin-source=env:P").startswith("PKCS11:")
+    assert manifest.key_ref("ocsp/sign-card-g1.key") == str(tmp_path / "ocsp/sign-card-g1.key")
 
 
 # --- on a SoftHSM2 token (integration) ----------------------------------------------------
