@@ -328,7 +328,7 @@ def _token_locked(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState
     except p11e.PKCS11Error as exc:
         raise TokenUnavailable(f"{uri.ref}: token {uri.token!r}: {_why(exc)}") from None
     try:
-        session = token.open(user_pin=pin)
+        session = _log_in(token, pin)
     except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange):
         raise SignerError(f"{uri.ref}: the token refused the PIN (wrong PIN)") from None
     except p11e.PinLocked:
@@ -341,6 +341,20 @@ def _token_locked(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState
     proc.tokens[(so, uri.token)] = state
     log.info("pkcs11 session opened: token %s, process %d", uri.token, proc.pid)
     return state
+
+
+def _log_in(token: Any, pin: str) -> Any:
+    """A session logged in as the user, tried again a few times on CKR_GENERAL_ERROR: a
+    file-backed module (SoftHSM2) writes the token's file at login, and a sibling process
+    logging in at the same moment (the builder's forked signing workers) can fail so."""
+    for attempt in range(_TOKEN_TRIES):
+        try:
+            return token.open(user_pin=pin)
+        except p11e.GeneralError:
+            if attempt == _TOKEN_TRIES - 1:
+                raise
+            time.sleep(_TOKEN_RETRY_SECONDS * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _get_token(lib: Any, label: str, *, reinit: bool) -> Any:
