@@ -266,6 +266,17 @@ _state = _Process()
 _state_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child starts with no PKCS#11 state and fresh locks (a parent's thread may
+    have held one at the fork)."""
+    global _state, _state_lock
+    _state_lock = threading.Lock()
+    _state = _Process()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _process() -> _Process:
     global _state
     if _state.pid != os.getpid():
