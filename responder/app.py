@@ -179,7 +179,10 @@ class JpkiApp:
             ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
         )
         self.crl_files = CrlFiles(Path(config.store.crl_dir)) if config.store.crl_dir else None
-        views = load_issuers(self.manifest)  # this worker's own PKCS#11 sessions (after fork)
+        # this worker's own PKCS#11 sessions (after fork); `responder serve` checked every key
+        # before forking, so a worker (re)started while a token is gone serves (tryLater for
+        # fresh signatures, jpkiva_signer_errors_total) rather than failing in a restart loop
+        views = load_issuers(self.manifest, outage_ok=True)
         self.ocsp = OcspFlow(views, self.limits, config.ocsp)
         self._signer_names = {v.signer.signer_id: v.id for v in views}
         """Issuer id of each delegated OCSP signer, for `jpkiva_signer_errors_total`."""

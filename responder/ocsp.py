@@ -123,24 +123,30 @@ def good_next_update(next_update: int, now: int, not_after: int, lapse: int) -> 
     return next_update
 
 
-def load_issuers(manifest: Manifest) -> list[IssuerView]:
+def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerView]:
     """Every issuer generation of the PKI manifest with its signers.
 
     A key field may be a PEM file or a PKCS#11 URI (`crlbuilder.keys.signer.load_signer`);
     called in each worker after the fork, so each opens its own PKCS#11 session. Raises
-    `crlbuilder.keys.signer.SignerError` naming the key when one cannot be used.
+    `crlbuilder.keys.signer.SignerError` naming the key when one cannot be used;
+    ``outage_ok`` (a worker: the master checked every key before forking) accepts a
+    token that cannot be reached now, whose signatures then fail until it is back.
     """
     views = []
     for i in manifest.issuers:
         cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
-        signer = load_signer(manifest.key_ref(i.ocsp_key), manifest.path(i.ocsp_cert))
+        signer = load_signer(
+            manifest.key_ref(i.ocsp_key), manifest.path(i.ocsp_cert), outage_ok=outage_ok
+        )
         rs = ResponseSigner(signer)
         successor = None
         files = ocsp_signer_files(manifest, i, compromised=True)
         if files is not None:
             key, successor_cert = files
             successor = ResponseSigner(
-                load_signer(manifest.key_ref(key), manifest.path(successor_cert))
+                load_signer(
+                    manifest.key_ref(key), manifest.path(successor_cert), outage_ok=outage_ok
+                )
             )
         views.append(IssuerView(i.index, i.id, i.family, rs, cert, rs.certs_suffix, successor))
     return views

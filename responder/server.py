@@ -133,15 +133,17 @@ class JsonLineFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, stream: TextIO | None = None) -> None:
-    """Send the ``responder`` loggers to ``stream`` (stderr) as JSON lines, once."""
-    logger = logging.getLogger("responder")
-    logger.setLevel(level.upper())
-    if not any(getattr(h, "_jpki_va", False) for h in logger.handlers):
-        handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(JsonLineFormatter())
-        handler._jpki_va = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-        logger.propagate = False
+    """Send the ``responder`` loggers, and ``crlbuilder.keys`` (signing keys: PKCS#11 sessions
+    opened, a token not reachable), to ``stream`` (stderr) as JSON lines, once."""
+    for name in ("responder", "crlbuilder.keys"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level.upper())
+        if not any(getattr(h, "_jpki_va", False) for h in logger.handlers):
+            handler = logging.StreamHandler(stream or sys.stderr)
+            handler.setFormatter(JsonLineFormatter())
+            handler._jpki_va = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+            logger.propagate = False
 
 
 def _event(event: str, level: int = logging.INFO, **fields: object) -> None:

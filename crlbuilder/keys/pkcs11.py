@@ -101,6 +101,7 @@ _SECRET_ATTRS: Final = ("pin-value",)
 _MAX_PIN: Final = 256
 _TOKEN_TRIES: Final = 5
 _TOKEN_RETRY_SECONDS: Final = 0.05
+_IDLE_WAIT_SECONDS: Final = 5.0
 
 
 class TokenUnavailable(SignerError):
@@ -255,12 +256,27 @@ class _Process:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        """Notified when a signature ends: `_forget` finalises a module only once none runs."""
+        self.signing = 0
+        """Signatures under way in this process's threads (counted under ``lock``)."""
         self.libs: dict[str, Any] = {}
         self.tokens: dict[tuple[str, str], _TokenState] = {}
 
 
 _state = _Process()
 _state_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no PKCS#11 state and fresh locks (a parent's thread may
+    have held one at the fork)."""
+    global _state, _state_lock
+    _state_lock = threading.Lock()
+    _state = _Process()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _process() -> _Process:
@@ -288,44 +304,75 @@ def _lib(proc: _Process, so: str, uri: KeyUri) -> Any:
     return lib
 
 
-def _token(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
+def _token(proc: _Process, so: str, uri: KeyUri, pin: str, *, hold: bool = False) -> _TokenState:
+    """This process's logged-in state of the URI's token; ``hold`` counts a signature under
+    way (end it with `_release`) so that no other thread finalises the module meanwhile."""
     with proc.lock:
-        state = proc.tokens.get((so, uri.token))
-        if state is not None:
-            if not hmac.compare_digest(state.pin.encode(), pin.encode()):
-                # a token has one user PIN, and another key logged in with a different one
-                raise SignerError(
-                    f"{uri.ref}: wrong PIN (not the PIN token {uri.token!r} is logged in with)"
-                )
-            return state
-        lib = _lib(proc, so, uri)
-        try:
-            token = _get_token(lib, uri.token)
-        except p11e.NoSuchToken:
-            raise SignerError(f"{uri.ref}: no token labelled {uri.token!r} in {so}") from None
-        except p11e.MultipleTokensReturned:
-            raise SignerError(f"{uri.ref}: several tokens are labelled {uri.token!r}") from None
-        except p11e.PKCS11Error as exc:
-            raise TokenUnavailable(f"{uri.ref}: token {uri.token!r}: {_why(exc)}") from None
-        try:
-            session = token.open(user_pin=pin)
-        except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange):
-            raise SignerError(f"{uri.ref}: the token refused the PIN (wrong PIN)") from None
-        except p11e.PinLocked:
-            raise SignerError(f"{uri.ref}: the token's user PIN is locked") from None
-        except p11e.UserAlreadyLoggedIn:  # another key of this token logged in already
-            session = token.open()
-        except p11e.PKCS11Error as exc:
-            raise TokenUnavailable(f"{uri.ref}: cannot log in: {_why(exc)}") from None
-        state = _TokenState(token, session, pin)
-        proc.tokens[(so, uri.token)] = state
-        log.info("pkcs11 session opened: token %s, process %d", uri.token, proc.pid)
+        state = _token_locked(proc, so, uri, pin)
+        if hold:
+            proc.signing += 1
         return state
 
 
-def _get_token(lib: Any, label: str) -> Any:
+def _release(proc: _Process) -> None:
+    with proc.lock:
+        proc.signing -= 1
+        proc.idle.notify_all()
+
+
+def _token_locked(proc: _Process, so: str, uri: KeyUri, pin: str) -> _TokenState:
+    state = proc.tokens.get((so, uri.token))
+    if state is not None:
+        if not hmac.compare_digest(state.pin.encode(), pin.encode()):
+            # a token has one user PIN, and another key logged in with a different one
+            raise SignerError(
+                f"{uri.ref}: wrong PIN (not the PIN token {uri.token!r} is logged in with)"
+            )
+        return state
+    lib = _lib(proc, so, uri)
+    try:
+        # initialise the module afresh between tries only when nothing else of this
+        # process uses it (another token's sessions, a signature under way)
+        token = _get_token(lib, uri.token, reinit=not proc.tokens and proc.signing == 0)
+    except p11e.NoSuchToken:
+        raise SignerError(f"{uri.ref}: no token labelled {uri.token!r} in {so}") from None
+    except p11e.MultipleTokensReturned:
+        raise SignerError(f"{uri.ref}: several tokens are labelled {uri.token!r}") from None
+    except p11e.PKCS11Error as exc:
+        raise TokenUnavailable(f"{uri.ref}: token {uri.token!r}: {_why(exc)}") from None
+    try:
+        session = _log_in(token, pin)
+    except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange):
+        raise SignerError(f"{uri.ref}: the token refused the PIN (wrong PIN)") from None
+    except p11e.PinLocked:
+        raise SignerError(f"{uri.ref}: the token's user PIN is locked") from None
+    except p11e.UserAlreadyLoggedIn:  # another key of this token logged in already
+        session = token.open()
+    except p11e.PKCS11Error as exc:
+        raise TokenUnavailable(f"{uri.ref}: cannot log in: {_why(exc)}") from None
+    state = _TokenState(token, session, pin)
+    proc.tokens[(so, uri.token)] = state
+    log.info("pkcs11 session opened: token %s, process %d", uri.token, proc.pid)
+    return state
+
+
+def _log_in(token: Any, pin: str) -> Any:
+    """A session logged in as the user, tried again a few times on CKR_GENERAL_ERROR: a
+    file-backed module (SoftHSM2) writes the token's file at login, and a sibling process
+    logging in at the same moment (the builder's forked signing workers) can fail so."""
+    for attempt in range(_TOKEN_TRIES):
+        try:
+            return token.open(user_pin=pin)
+        except p11e.GeneralError:
+            if attempt == _TOKEN_TRIES - 1:
+                raise
+            time.sleep(_TOKEN_RETRY_SECONDS * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _get_token(lib: Any, label: str, *, reinit: bool) -> Any:
     """The token labelled ``label``, asked again a few times (a quarter of a second in all,
-    the module initialised afresh each time): a file-backed module (SoftHSM2) reading its
+    the module initialised afresh each time when ``reinit``): a file-backed module (SoftHSM2) reading its
     tokens while another process (a sibling worker) logs in can miss the token, or answer
     CKR_GENERAL_ERROR, for a moment."""
     for attempt in range(_TOKEN_TRIES):
@@ -337,19 +384,25 @@ def _get_token(lib: Any, label: str) -> Any:
             if attempt == _TOKEN_TRIES - 1:
                 raise
             time.sleep(_TOKEN_RETRY_SECONDS)
-            lib.reinitialize()  # the module reads its tokens when initialised
+            if reinit:
+                lib.reinitialize()  # the module reads its tokens when initialised
     raise AssertionError("unreachable")
 
 
 def _forget(proc: _Process, so: str, uri: KeyUri) -> None:
-    """Drop a failed token's sessions so that the next signature opens it afresh."""
+    """Drop a failed token's sessions so that the next signature opens it afresh, and, once
+    no token of this process is left and no other thread is signing, finalise the module
+    (a file-backed module such as SoftHSM2 reads its tokens when initialised)."""
     with proc.lock:
         state = proc.tokens.pop((so, uri.token), None)
-        lib = proc.libs.pop(so, None) if not proc.tokens else None
-    if state is not None:
-        with contextlib.suppress(p11e.PKCS11Error):  # the token is gone: nothing to close
-            state.login_session.close()
-    if lib is not None:
+        if state is not None:
+            with contextlib.suppress(p11e.PKCS11Error):  # the token is gone: nothing to close
+                state.login_session.close()
+        if proc.tokens or so not in proc.libs:
+            return
+        if not proc.idle.wait_for(lambda: proc.signing == 0, timeout=_IDLE_WAIT_SECONDS):
+            return  # a signature hangs in the module: leave it initialised
+        lib = proc.libs.pop(so)
         with contextlib.suppress(p11e.PKCS11Error):
             lib.finalize()
 
@@ -400,14 +453,31 @@ class Pkcs11Signer:
 
     @classmethod
     def open(
-        cls, key_ref: str, cert_path: str | os.PathLike[str], module: str | None = None
+        cls,
+        key_ref: str,
+        cert_path: str | os.PathLike[str],
+        module: str | None = None,
+        *,
+        outage_ok: bool = False,
     ) -> Pkcs11Signer:
-        """Open the key named by ``key_ref`` (a PKCS#11 URI) and check it against its certificate."""
+        """Open the key named by ``key_ref`` (a PKCS#11 URI) and check it against its certificate.
+
+        ``outage_ok``: when the token cannot be reached now, return the signer unchecked
+        (its `sign` raises `TokenUnavailable` until the token is back) instead of raising;
+        for a process whose keys were checked already, before it was forked. A faulty
+        reference, PIN source or certificate is refused all the same.
+        """
         uri = parse_key_uri(key_ref)
         certificate = load_certificate(Path(cert_path))
         so = module or module_path()
         signer = cls(uri, certificate, uri.read_pin(), so)
-        key = signer._key()
+        try:
+            key = signer._key()
+        except SignerError as exc:
+            if not outage_ok:
+                raise
+            log.warning("signing key not reachable now, signing will be retried: %s", exc)
+            return signer
         public = _public_key(key, uri)
         if public.key_size < MIN_RSA_BITS:
             raise SignerError(
@@ -439,16 +509,23 @@ class Pkcs11Signer:
         """The key's reference (no PIN in it)."""
         return self._uri.ref
 
-    def _key(self) -> Any:
-        """This thread's handle on the key, in its own session (opened on first use after fork)."""
-        state = _token(_process(), self._so, self._uri, self._pin)
-        local = state.local
-        if getattr(local, "session", None) is None:
-            local.session = state.token.open()  # logged in already, through the login session
-            local.keys = {}
-        key = local.keys.get(self._uri.label)
-        if key is None:
-            key = local.keys[self._uri.label] = _find_key(local.session, self._uri)
+    def _key(self, proc: _Process | None = None, *, hold: bool = False) -> Any:
+        """This thread's handle on the key, in its own session (opened on first use after
+        fork); ``hold``: a signature under way, ended by `_release` (released here on error)."""
+        proc = proc or _process()
+        state = _token(proc, self._so, self._uri, self._pin, hold=hold)
+        try:
+            local = state.local
+            if getattr(local, "session", None) is None:
+                local.session = state.token.open()  # logged in already, by the login session
+                local.keys = {}
+            key = local.keys.get(self._uri.label)
+            if key is None:
+                key = local.keys[self._uri.label] = _find_key(local.session, self._uri)
+        except BaseException:
+            if hold:
+                _release(proc)
+            raise
         return key
 
     def sign(self, data: bytes) -> bytes:
@@ -460,15 +537,20 @@ class Pkcs11Signer:
         signing session's start.
         """
         session = self._signing_session()
+        proc = _process()
         try:
-            key = self._key()
-            signature = bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
-        except TokenUnavailable:
-            raise
+            key = self._key(proc, hold=True)
+            try:
+                signature = bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
+            finally:
+                _release(proc)
         except SignerError as exc:  # it opened at start: at run time, that is an outage
+            _forget(proc, self._so, self._uri)
+            if isinstance(exc, TokenUnavailable):
+                raise
             raise TokenUnavailable(str(exc)) from None
         except p11e.PKCS11Error as exc:
-            _forget(_process(), self._so, self._uri)
+            _forget(proc, self._so, self._uri)
             raise TokenUnavailable(f"{self._uri.ref}: signing failed: {_why(exc)}") from None
         session.signed()
         return signature

@@ -144,18 +144,25 @@ class PemSigner:
         return f"PemSigner(certificate serial {self._certificate.serial_number:#x})"
 
 
-def load_signer(key_ref: str | os.PathLike[str], cert_path: str | os.PathLike[str]) -> Signer:
+def load_signer(
+    key_ref: str | os.PathLike[str],
+    cert_path: str | os.PathLike[str],
+    *,
+    outage_ok: bool = False,
+) -> Signer:
     """The signer for a key reference: a ``pkcs11:`` URI opens the key in its token
     (`crlbuilder.keys.pkcs11.Pkcs11Signer`), anything else is a PEM file (`PemSigner`).
 
     Either way the key is checked against the certificate now, so a wrong PIN, a
-    missing token or key, or a key that does not match shows at start.
+    missing token or key, or a key that does not match shows at start. ``outage_ok``
+    (for a process forked after that check) accepts a token that cannot be reached
+    now: its signatures fail, and are retried, until it is back.
     """
     ref = os.fspath(key_ref)
     if ref[:7].lower() == "pkcs11:":
         from crlbuilder.keys.pkcs11 import Pkcs11Signer
 
-        return Pkcs11Signer.open(ref, cert_path)
+        return Pkcs11Signer.open(ref, cert_path, outage_ok=outage_ok)
     return PemSigner.from_files(ref, cert_path)
 
 
