@@ -48,9 +48,12 @@ def _req(rid: int = 1, note: Outcome | None = NOTE) -> Request:
 def lines() -> Iterator[io.StringIO]:
     """The JSON lines the ``responder`` loggers write (as `responder serve` sets them up)."""
     out = io.StringIO()
-    logger = logging.getLogger("responder")
-    saved = (logger.level, logger.propagate, list(logger.handlers))
+    # every logger `configure_logging` sets up, restored afterwards so that later tests
+    # (caplog on crlbuilder.keys, for one) see their records again
+    loggers = [logging.getLogger(n) for n in ("responder", "crlbuilder.keys")]
+    saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
     configure_logging("warning", out)  # the access log is written whatever the level says
+    logger = loggers[0]
     ours = next(h for h in logger.handlers if getattr(h, "_jpki_va", False))
     assert isinstance(ours, logging.StreamHandler)
     previous = ours.setStream(out)
@@ -58,8 +61,9 @@ def lines() -> Iterator[io.StringIO]:
         yield out
     finally:
         ours.setStream(previous)
-        logger.setLevel(saved[0])
-        logger.propagate, logger.handlers = saved[1], saved[2]
+        for lg, (level, propagate, handlers) in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+            lg.propagate, lg.handlers = propagate, handlers
 
 
 def test_a_line_is_one_json_object_without_request_data(lines: io.StringIO) -> None:
