@@ -69,6 +69,7 @@ def test_matrix_of_titles_families_and_methods(built: Built, tmp_path: Path) -> 
                 assert code == (200 if allowed else 403), (party, fam, "crl-file")
 
 
+@pytest.mark.real_clock  # registry changes reach workers by their timed watch
 def test_suspension_and_resumption_within_a_second(built: Built, tmp_path: Path) -> None:
     with start_server(built, tmp_path) as s:
         a = next(x for x in built.answers if x.family is Family.SIGN_CARD)
@@ -101,6 +102,7 @@ def test_suspension_and_resumption_within_a_second(built: Built, tmp_path: Path)
         ) and '"action":"resume"' in audit.replace(" ", "")
 
 
+@pytest.mark.real_clock  # registry changes reach workers by their timed watch
 def test_quota_and_cycle_across_workers(built: Built, tmp_path: Path) -> None:
     with start_server(built, tmp_path) as s:
         registry_cmd(

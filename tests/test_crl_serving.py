@@ -23,6 +23,8 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Built, run_tool
 from tests.support.harness import Server, start_server
 from tests.test_http_hardening import _counted, _request
@@ -39,6 +41,7 @@ def _crl_dir(built: Built, d: Path) -> Path:
     return crl
 
 
+@pytest.mark.real_clock  # the cycle change reaches workers by their timed registry watch
 def test_head_on_a_crl_neither_counts_nor_uses_the_cycle(built: Built, tmp_path: Path) -> None:
     with start_server(built, tmp_path) as s:
         run_tool(
