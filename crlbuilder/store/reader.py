@@ -19,6 +19,7 @@ due, the nextUpdate promised), so the two cannot drift. Writing is
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
@@ -206,23 +207,24 @@ class ReadSource(Protocol):
     def read(self) -> AbstractContextManager[StoreReader]: ...
 
 
-class ReaderRules:
-    """What is derived from stored facts, the same over every `StoreReader`."""
+class ReaderRules(ABC):
+    """What is derived from stored facts, the same over every `StoreReader`: each
+    implementation gives the five primitives, the rules are written once here."""
 
-    def crl_state(self, issuer_index: int) -> sf.CrlState:
-        raise NotImplementedError
+    @abstractmethod
+    def crl_state(self, issuer_index: int) -> sf.CrlState: ...
 
-    def ocsp_state(self, issuer_index: int) -> sf.OcspState:
-        raise NotImplementedError
+    @abstractmethod
+    def ocsp_state(self, issuer_index: int) -> sf.OcspState: ...
 
-    def pending(self, holder: bytes) -> sf.PendingMoveOut | None:
-        raise NotImplementedError
+    @abstractmethod
+    def pending(self, holder: bytes) -> sf.PendingMoveOut | None: ...
 
-    def holder_certs(self, holder: bytes, family: Family) -> list[bytes]:
-        raise NotImplementedError
+    @abstractmethod
+    def holder_certs(self, holder: bytes, family: Family) -> list[bytes]: ...
 
-    def status(self, key: bytes) -> sf.StatusRecord | None:
-        raise NotImplementedError
+    @abstractmethod
+    def status(self, key: bytes) -> sf.StatusRecord | None: ...
 
     def promised_next_update(self, issuer_index: int) -> int:
         """Its last CRL's nextUpdate, else the earliest nextUpdate of its pre-signed answers.

@@ -144,6 +144,8 @@ def make_token(
 ) -> SoftHsmToken:
     """Initialise a token in ``directory/tokens`` and point SOFTHSM2_CONF (and the module) at it."""
     if shutil.which("softhsm2-util") is None or not Path(MODULE).exists():
+        if os.environ.get("CI") == "true":  # .ci/run installs it: a skip would hide that
+            pytest.fail("SoftHSM2 is not installed (Debian package softhsm2)")
         pytest.skip("SoftHSM2 is not installed (Debian package softhsm2)")
     tokens = directory / "tokens"
     tokens.mkdir(mode=0o700, parents=True)
