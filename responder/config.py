@@ -187,6 +187,10 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Directory holding the PKI manifest ``pki.json`` (env JPKI_VA_PKI)."""
     crl_dir: Path | None = None
     """Directory of the CRL files crlbuilder produces, served at /crl/ (none: /crl/ is 404)."""
+    facts_key_file: Path | None = None
+    """File of the AES-256 key (64 hex digits, mode 0600) that opens the four facts sealed in
+    the store, for 特定署名用電子証明書記録情報 (Act §18(3), /v1/record-info); env
+    JPKI_VA_FACTS_KEY holds the key itself and wins. Neither: /v1/record-info answers 503."""
 
 
 class RegistryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -388,6 +392,7 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--store", "store.path", "LMDB status store directory"),
     _Flag("--pki", "store.pki", "directory of the PKI manifest pki.json"),
     _Flag("--crl-dir", "store.crl_dir", "directory of CRL files served at /crl/"),
+    _Flag("--facts-key-file", "store.facts_key_file", "key opening the sealed four facts"),
     _Flag("--registry", "registry.path", "TOML file of registered parties"),
     _Flag("--ledger-dir", "ledger.dir", "ledger (帳簿) and quota table directory"),
     _Flag("--ledger-collect-interval", "ledger.collect_interval", "seconds between ledger merges"),
