@@ -159,6 +159,7 @@ class Api:
 
     def __init__(self, reader: MemoryReader, facts_key: Path | None) -> None:
         self.ledger = Ledger()
+        self.reader = reader
         config = ResponderConfig(store=StoreConfig(facts_key_file=facts_key))
         self.api = V1Api(
             (recordinfo.ROUTE, corresponding.ROUTE), config, store=reader, quota=Quotas(),
