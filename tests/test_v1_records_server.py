@@ -10,6 +10,8 @@ notAfter passing mid-test cannot make the answer differ from the expectation.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 import pytest
+from cryptography import x509
 
 from crlbuilder.model import (
     Category,
@@ -31,9 +34,10 @@ from crlbuilder.model import (
 )
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from responder.v1 import jws
 from tests.conftest import Built
 from tests.support.harness import Server, start_server
-from tests.test_v1_server import v1
+from tests.test_v1_server import v1, v1_raw
 
 SIGNERS = ("sig-verifier", "both-verifier", "group-verifier")
 """The demo parties a consent may name (署名検証者等, Act §18(3))."""
@@ -166,8 +170,13 @@ def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 def check(s: Server, case: Case) -> None:
     party = sorted(case.holder.consents)[0]
-    code, _, got = v1(s, "/v1/record-info", ref(case.asked), party)
-    assert code == 200, got
+    code, headers, raw = v1_raw(s, "/v1/record-info", ref(case.asked), party)
+    assert code == 200, raw
+    # signed (issue 12 item 7): the party can keep the answer as evidence of what it was told
+    _, _, jwks = v1(s, "/v1/keys")
+    cert = x509.load_der_x509_certificate(base64.b64decode(jwks["keys"][0]["x5c"][0]))
+    jws.verify(headers["jws-signature"], raw, cert)
+    got = json.loads(raw)
     if case.expected is None:
         assert got["result"] == "none-exists" and got.get("record") is None, got
         return
@@ -315,7 +324,7 @@ def test_bad_input_per_route(server: Server) -> None:
             assert code == status, (path, sent, got)
             assert (
                 got["field"].startswith(field_)
-                and headers["Content-Type"] == "application/problem+json"
+                and headers["content-type"] == "application/problem+json"
             )
         code, _, got = v1(server, path, {"certificate": {"issuer": "sign-card-g1", "serial": "1"}})
         assert code == 401
