@@ -9,18 +9,20 @@ same kind** as the one asked about (a lost card certificate gives card informati
 lost mobile certificate mobile information: the parentheses of §19(5), §21(4)). The
 機構 provides it only when it exists and the holder consented to its provision (§18(3)).
 
-What the request must satisfy (decided here, each with its article):
+What the request must satisfy (decided here, each with its article), in this order:
 
-1. it names one certificate the 機構 issued (issuer + serial, or the certificate);
-   else 404 ``unknown_certificate``: there is no holder to speak of;
-2. of a sign family (§18(3) provides sign records only): the agreement must name
+1. it names one certificate (issuer + serial, or the certificate; 400 naming the field)
+   of a sign family (§18(3) provides sign records only): the agreement must name
    ``sign-record-info``, this family and the ``json`` method (`responder.policy`, 403);
-3. that certificate has lost effect now, by a record (revoked, §15(1)(1)-(4),
+2. the store holds issuance records (not a group appliance's CRL import: 503);
+3. the 機構 issued that certificate: else 404 ``unknown_certificate``, no holder to
+   speak of;
+4. that certificate has lost effect now, by a record (revoked, §15(1)(1)-(4),
    §16-14(1)(1)-(4)) or by the end of its validity (§15(1)(5), §16-14(1)(5)): §19(5)
    and §21(4) let the party ask only "after it confirmed that the certificate lost
    effect". A certificate still in effect is refused, 409 ``in_effect``, and nothing
-   about its holder is looked at;
-4. the store must hold issuance records (not a group appliance's CRL import, 503).
+   about its holder is looked at. None of these says more about the holder than the
+   status of the certificate asked about (§18(1)).
 
 Then, in this order, so that a party without consent learns nothing:
 
@@ -28,7 +30,8 @@ Then, in this order, so that a party without consent learns nothing:
   naming registered 署名検証者等 only): ``not-provided``, whether or not a current
   certificate exists;
 - no certificate of the same family in effect now: ``none-exists``;
-- else ``provided``, with its issuer, serial, validity and the four facts.
+- else ``provided``, with its issuer, serial, validity and the four facts (503 when
+  this responder holds no facts key, ``store.facts_key_file``: only a record needs it).
 
 The facts are opened (AES-GCM, `crlbuilder.seal.FactsCipher`) only here, only for
 this answer; they are never logged, never cached, never part of a problem. One
@@ -278,8 +281,6 @@ def handle(request: RecordInfoRequest, ctx: Context) -> Reply[RecordInfoResponse
         return problem.refused(refusal)
     if reader.crl_import():
         return NO_ISSUANCE_RECORDS
-    if env.cipher is None:
-        return NO_FACTS_KEY
     st = reader.status(asked.key)
     if st is None:
         return UNKNOWN_CERTIFICATE
@@ -289,6 +290,8 @@ def handle(request: RecordInfoRequest, ctx: Context) -> Reply[RecordInfoResponse
     if isinstance(verdict, Result):
         body = RecordInfoResponse(result=verdict, article=ARTICLE, store=store_ref(reader))
         return Reply(body, family=family.value)
+    if env.cipher is None:  # only a record to give needs the key
+        return NO_FACTS_KEY
     facts = open_facts(env.cipher, reader, verdict.key)
     issuer_id = issuer_ids(reader).get(sf.split_status_key(verdict.key)[0])
     if facts is None or issuer_id is None:
