@@ -50,7 +50,9 @@ from responder.registry.vocabulary import Service
 from responder.v1 import problem
 from responder.v1.certref import (
     NO_ISSUANCE_RECORDS,
+    NO_ISSUANCE_RECORDS_DOC,
     UNKNOWN_CERTIFICATE,
+    UNKNOWN_CERTIFICATE_DOC,
     issuer_ids,
     resolve,
     store_ref,
@@ -205,4 +207,5 @@ ROUTE: Final = Route(
     services=SERVICES,
     handler=handle,
     setup=setup,
+    problems=(UNKNOWN_CERTIFICATE_DOC, NO_ISSUANCE_RECORDS_DOC),
 )

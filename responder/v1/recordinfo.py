@@ -64,7 +64,9 @@ from responder.registry.vocabulary import Service
 from responder.v1 import problem
 from responder.v1.certref import (
     NO_ISSUANCE_RECORDS,
+    NO_ISSUANCE_RECORDS_DOC,
     UNKNOWN_CERTIFICATE,
+    UNKNOWN_CERTIFICATE_DOC,
     issuer_ids,
     resolve,
     store_ref,
@@ -314,4 +316,10 @@ ROUTE: Final = Route(
     services=(Service.SIGN_RECORD_INFO,),
     handler=handle,
     setup=setup,
+    problems=(
+        UNKNOWN_CERTIFICATE_DOC,
+        (409, "`in_effect`: the certificate has not lost effect (Act §19(5), §21(4))."),
+        NO_ISSUANCE_RECORDS_DOC,
+        (503, "Or no facts key to open the record (`store.facts_key_file`)."),
+    ),
 )
