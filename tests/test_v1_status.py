@@ -252,6 +252,14 @@ def _too_many() -> dict[str, object]:
             "$.entries[1].serial",
         ),
         (entries({"issuer": "sign-card-g9", "serial": "01"}), "$.entries[0].issuer"),
+        # int(x, 16) would take these; the schema's pattern does not
+        (
+            entries(ref(SC, GOOD), {"issuer": "sign-card-g1", "serial": "0x1f"}),
+            "$.entries[1].serial",
+        ),
+        (entries({"issuer": "sign-card-g1", "serial": "1_0"}), "$.entries[0].serial"),
+        (entries({"issuer": "sign-card-g1", "serial": " 10"}), "$.entries[0].serial"),
+        (entries({"issuer": "sign-card-g1", "serial": ""}), "$.entries[0].serial"),
         (entries({"issuer": "sign-card-g1"}), "$.entries[0]"),
         (
             entries({"issuer": "sign-card-g1", "serial": "01", "certificate": "AAAA"}),
