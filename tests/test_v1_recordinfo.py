@@ -320,6 +320,13 @@ def test_a_certificate_given_itself_is_found_by_its_issuer(api: Api, cas: dict[i
             "$.certificate.serial",
         ),
         ({"certificate": {"issuer": "sign-card-g1", "serial": "0"}}, 400, "$.certificate.issuer"),
+        ({"certificate": {"issuer": "sign-card-g1", "serial": "zz"}}, 400, "$.certificate.serial"),
+        (
+            {"certificate": {"issuer": "sign-card-g1", "serial": "0xa1"}},
+            400,
+            "$.certificate.serial",
+        ),
+        ({"certificate": {"issuer": "sign-card-g1", "serial": " a1"}}, 400, "$.certificate.serial"),
         ({"certificate": {"issuer": "sign-card-g9", "serial": "a1"}}, 400, "$.certificate.issuer"),
         ({"certificate": {"certificate": "not base64!"}}, 400, "$.certificate.certificate"),
         ({"certificate": {"issuer": "sign-card-g1", "serial": "a9"}}, 404, "$.certificate"),

@@ -53,12 +53,12 @@ from responder.v1.certref import (
     NO_ISSUANCE_RECORDS_DOC,
     UNKNOWN_CERTIFICATE,
     UNKNOWN_CERTIFICATE_DOC,
+    IssuerIndex,
     issuer_ids,
     resolve,
     store_ref,
 )
 from responder.v1.route import Context, Reply, Route
-from responder.v1.status import IssuerIndex
 from responder.v1.wire import CertRef, Problem, SerialHex, StoreRef
 
 

@@ -41,14 +41,11 @@ shared instances.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
 import msgspec
-from cryptography import x509
 
 from crlbuilder.model import Category, Family, Reason
 from crlbuilder.store import format as sf
@@ -57,6 +54,7 @@ from responder import policy
 from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
+from responder.v1.certref import IssuerIndex, from_certificate
 from responder.v1.route import Context, Reply, Route
 from responder.v1.wire import CertRef, Problem, StoreRef, first_bad_serial
 
@@ -171,39 +169,6 @@ class _Issuer:
         return got
 
 
-@dataclass(frozen=True, slots=True)
-class _CertIssuer:
-    """An issuer's subject name DER and key identifier, to find a certificate's issuer."""
-
-    name: bytes
-    key_id: bytes
-    id: str
-
-
-class IssuerIndex:
-    """Per worker: the store's issuer table, parsed once per change (names, key ids)."""
-
-    def __init__(self) -> None:
-        self._raw: list[sf.IssuerMeta] | None = None
-        self._by_name: dict[bytes, list[_CertIssuer]] = {}
-
-    def by_name(self, reader: StoreReader) -> dict[bytes, list[_CertIssuer]]:
-        issuers = reader.issuers()
-        if issuers != self._raw:
-            by_name: dict[bytes, list[_CertIssuer]] = {}
-            for meta in issuers:
-                cert = x509.load_der_x509_certificate(meta.cert_der)
-                try:
-                    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-                    key_id = ski.value.digest
-                except x509.ExtensionNotFound:
-                    key_id = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
-                name = cert.subject.public_bytes()
-                by_name.setdefault(name, []).append(_CertIssuer(name, key_id, meta.id))
-            self._by_name, self._raw = by_name, issuers
-        return self._by_name
-
-
 def setup(config: ResponderConfig) -> IssuerIndex:
     return IssuerIndex()
 
@@ -245,33 +210,6 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
             revoked={},
         )
     return out
-
-
-def from_certificate(
-    ref: CertRef, at: str, index: IssuerIndex, reader: StoreReader
-) -> tuple[str, int] | Problem:
-    """(issuer id, serial) of a certificate given as base64 DER."""
-    assert ref.certificate is not None
-    try:
-        der = base64.b64decode(ref.certificate, validate=True)
-        cert = x509.load_der_x509_certificate(der)
-        serial = cert.serial_number
-        name = cert.issuer.public_bytes()
-    except (binascii.Error, ValueError):
-        return problem.bad_input(f"{at}.certificate", "not a DER certificate in base64")
-    candidates = index.by_name(reader).get(name, [])
-    if len(candidates) > 1:
-        try:
-            aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
-            key_id = aki.value.key_identifier
-        except (x509.ExtensionNotFound, ValueError):
-            key_id = None
-        candidates = [c for c in candidates if c.key_id == key_id]
-    if len(candidates) != 1:
-        return problem.bad_input(
-            f"{at}.certificate", "the certificate's issuer is not one served here"
-        )
-    return candidates[0].id, serial
 
 
 def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Problem:
