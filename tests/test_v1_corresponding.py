@@ -138,6 +138,7 @@ def test_a_pair_no_article_provides_is_bad_input(
         ({"certificate": {"issuer": "sign-card-g1", "serial": "a2"}, "counterpart": "x"}, 400, "$.counterpart"),
         ({"certificate": {"issuer": "nope-g1", "serial": "a2"}, "counterpart": "sign-mobile"}, 400, "$.certificate.issuer"),
         ({"certificate": {"issuer": "sign-card-g1", "serial": "a9"}, "counterpart": "sign-mobile"}, 404, "$.certificate"),
+        ({"certificate": {"issuer": "sign-card-g1", "serial": "-a2"}, "counterpart": "sign-mobile"}, 400, "$.certificate.serial"),
     ],
 )  # fmt: skip
 def test_bad_input_names_the_field(api: Api, body: object, status: int, field: str) -> None:
