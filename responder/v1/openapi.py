@@ -61,11 +61,14 @@ _PROBLEMS: Final = {
 }
 
 
-def _problem_responses(codes: Sequence[int]) -> dict[str, Any]:
+def _problem_responses(
+    codes: Sequence[int], extra: Sequence[tuple[int, str]] = ()
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for code in codes:
+    described = {**_PROBLEMS, **dict(extra)}
+    for code in (*codes, *(c for c, _ in extra)):
         entry: dict[str, Any] = {
-            "description": _PROBLEMS[code],
+            "description": described[code],
             "content": {
                 "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
             },
@@ -112,7 +115,7 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
             "security": security,
             "responses": {
                 "200": ok,
-                **_problem_responses((400, 401, 403, 405, 429, 503)),
+                **_problem_responses((400, 401, 403, 405, 429, 503), r.problems),
             },
         }
         if r.method == "POST":
