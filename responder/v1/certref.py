@@ -48,7 +48,8 @@ UNKNOWN_CERTIFICATE_DOC: Final = (
 )
 NO_ISSUANCE_RECORDS_DOC: Final = (
     503,
-    "Or this store was built from CRLs (a group appliance): it holds no issuance records.",
+    "The answer could not be completed; retry. Or this store was built from CRLs (a group "
+    "appliance): it holds no issuance records.",
 )
 """(status, meaning) of the two for the OpenAPI document (`responder.v1.route.Route.problems`)."""
 

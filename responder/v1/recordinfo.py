@@ -319,7 +319,10 @@ ROUTE: Final = Route(
     problems=(
         UNKNOWN_CERTIFICATE_DOC,
         (409, "`in_effect`: the certificate has not lost effect (Act §19(5), §21(4))."),
-        NO_ISSUANCE_RECORDS_DOC,
-        (503, "Or no facts key to open the record (`store.facts_key_file`)."),
+        (
+            503,
+            f"{NO_ISSUANCE_RECORDS_DOC[1]} Or no facts key to open the record to give "
+            "(`store.facts_key_file`).",
+        ),
     ),
 )
