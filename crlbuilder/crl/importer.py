@@ -69,6 +69,7 @@ __all__ = [
     "CLOCK_SKEW",
     "MAX_CRL_BYTES",
     "REMOVE_FROM_CRL",
+    "BaseAhead",
     "CrlImporter",
     "ImportRefused",
     "ImportResult",
@@ -102,6 +103,10 @@ class ImportRefused(Exception):
     """A CRL (or a store) that cannot be imported; the store is left unchanged."""
 
 
+class BaseAhead(ImportRefused):
+    """A delta CRL based on a full CRL newer than the one imported: fetch the full CRL first."""
+
+
 class _Unsorted(Exception):
     """The CRL's entries are not in ascending serial order: sort them and start again."""
 
@@ -129,7 +134,7 @@ def known_issuers(manifest: Manifest) -> list[KnownIssuer]:
     A generation with a successor certificate (its name, the successor's key: who signs
     its CRLs after a compromise of its key, `crlbuilder.crl.publish`) is known by both.
     """
-    out = []
+    out: list[KnownIssuer] = []
     successors = {i.id: i.successor_cert for i in manifest.issuers if i.successor_cert}
     for meta in issuer_table(manifest):
         ders = [meta.cert_der]
@@ -545,7 +550,7 @@ class CrlImporter:
                     "imported yet (import a full CRL first)"
                 )
             if state.base_number < parsed.delta_base:
-                raise ImportRefused(
+                raise BaseAhead(
                     f"delta CRL {number} of {result.issuer} applies to full CRL "
                     f"{parsed.delta_base} or later (RFC 5280 §5.2.4), but the last full CRL "
                     f"imported is {state.base_number}"
