@@ -585,7 +585,7 @@ def ca_routes(manifest: Manifest) -> dict[bytes, Response]:
     appliance): what a group appliance is set up from (``crlbuilder group init``)."""
     headers = ((b"cache-control", b"public, max-age=3600"),)
     out: dict[bytes, Response] = {}
-    index = []
+    index: list[dict[str, object]] = []
     for i in sorted(manifest.issuers, key=lambda i: i.index):
         cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
         der = cert.public_bytes(Encoding.DER)
@@ -603,6 +603,15 @@ def ca_routes(manifest: Manifest) -> dict[bytes, Response]:
                 "delta_crl": f"/crl/{i.id}-delta.crl",
             }
         )
+        if i.successor_cert:  # who signs its CRLs since its key was compromised (Act §14)
+            succ = x509.load_pem_x509_certificate(manifest.path(i.successor_cert).read_bytes())
+            out[f"/ca/{i.id}-successor.pem".encode()] = Response(
+                200, succ.public_bytes(Encoding.PEM), PEM, headers
+            )
+            index[-1]["successor_cert"] = f"/ca/{i.id}-successor.pem"
+            index[-1]["successor_sha256"] = hashlib.sha256(
+                succ.public_bytes(Encoding.DER)
+            ).hexdigest()
     body = msgspec.json.format(msgspec.json.encode({"issuers": index}), indent=2) + b"\n"
     out[b"/ca/index.json"] = Response(200, body, b"application/json", headers)
     return out

@@ -78,6 +78,9 @@ class CaEntry(msgspec.Struct, frozen=True, kw_only=True):
     crl: str
     """Path of its full CRL (``/crl/<id>.crl``)."""
     delta_crl: str
+    successor_cert: str = ""
+    """After a compromise of its key (Act §14): the successor certificate its CRLs verify with."""
+    successor_sha256: str = ""
 
 
 class CaIndex(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,8 +102,12 @@ def _get(url: str, limit: int = MAX_INDEX_BYTES) -> bytes:
     return body
 
 
-def fetch_ca_index(authority: str) -> list[tuple[CaEntry, x509.Certificate]]:
-    """The 機構's issuers and their CA certificates, each checked against its listed SHA-256."""
+def fetch_ca_index(
+    authority: str, successors: dict[str, x509.Certificate] | None = None
+) -> list[tuple[CaEntry, x509.Certificate]]:
+    """The 機構's issuers and their CA certificates, each checked against its listed SHA-256
+    (successor certificates, when listed, go into ``successors`` by issuer id)."""
+    successors = {} if successors is None else successors
     base = authority.rstrip("/")
     try:
         index = msgspec.json.decode(_get(base + CA_INDEX), type=CaIndex)
@@ -121,6 +128,19 @@ def fetch_ca_index(authority: str) -> list[tuple[CaEntry, x509.Certificate]]:
             ca = False
         if not ca:
             raise InitError(f"{base}{entry.cert}: not a CA certificate (basicConstraints)")
+        if entry.successor_cert:
+            try:
+                succ = x509.load_pem_x509_certificate(_get(base + entry.successor_cert))
+            except ValueError as e:
+                raise InitError(
+                    f"{base}{entry.successor_cert}: not a PEM certificate: {e}"
+                ) from None
+            if (
+                hashlib.sha256(succ.public_bytes(Encoding.DER)).hexdigest()
+                != entry.successor_sha256
+            ):
+                raise InitError(f"{base}{entry.successor_cert}: its SHA-256 is not the index's")
+            successors[entry.id] = succ
         out.append((entry, cert))
     if not out:
         raise InitError(f"{base}{CA_INDEX}: lists no issuer")
@@ -236,7 +256,8 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
         raise InitError(f"{args.token_file}: cannot read the token file: {e}") from None
     if not token:
         raise InitError(f"{args.token_file}: the token file is empty")
-    cas = fetch_ca_index(args.authority)
+    successors: dict[str, x509.Certificate] = {}
+    cas = fetch_ca_index(args.authority, successors)
     pins = {p.lower() for p in args.ca_sha256 or []}
     if pins:
         got = {entry.sha256 for entry, _ in cas}
@@ -255,6 +276,8 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
             sha256=entry.sha256,
             crl_url=base + entry.crl,
             delta_crl_url=base + entry.delta_crl,
+            successor_cert=f"ca/{entry.id}-successor.pem" if entry.id in successors else "",
+            successor_sha256=entry.successor_sha256 if entry.id in successors else "",
         )
         for n, (entry, _) in enumerate(cas, start=1)
     ]
@@ -273,6 +296,10 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
         os.chmod(out, 0o700)
         for entry, cert in cas:
             (out / "ca" / f"{entry.id}.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+            if entry.id in successors:
+                (out / "ca" / f"{entry.id}-successor.pem").write_bytes(
+                    successors[entry.id].public_bytes(Encoding.PEM)
+                )
         shutil.copyfile(cert_path, out / "group.pem")
         fd = os.open(out / "authority.token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:

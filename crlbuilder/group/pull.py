@@ -158,6 +158,9 @@ def group_issuers(setup: GroupSetup) -> list[KnownIssuer]:
             index=i.index, id=i.id, family=i.family, generation=i.generation, cert_der=der
         )
         out.append(known_issuer(meta, der))
+        if i.successor_cert:  # its CRLs since a compromise of its key (Act §14)
+            succ = x509.load_pem_x509_certificate(setup.path(i.successor_cert).read_bytes())
+            out.append(known_issuer(meta, succ.public_bytes(Encoding.DER)))
     return out
 
 
@@ -223,11 +226,17 @@ class GroupFeed:
             raise GroupSetupError(f"{path}: the token file is empty")
         return token
 
+    def fed(self) -> list[GroupIssuer]:
+        """The issuers whose CRL files the group receives: the signature families only (Act
+        §18(2), §20(1)); the others' CA certificates only let members' requests about them be
+        recognised, and refused."""
+        return [i for i in self.setup.issuers if i.family.is_sign]
+
     def pass_once(self) -> list[Outcome]:
         """Every issuer's full then delta CRL (module docstring); one log line per file."""
         token = self.token()
         out: list[Outcome] = []
-        for issuer in self.setup.issuers:
+        for issuer in self.fed():
             full = self._file(issuer, "full", token)
             delta = self._file(issuer, "delta", token)
             if delta.status == "refused" and delta.detail.startswith(_BASE_AHEAD):
@@ -289,7 +298,7 @@ class GroupFeed:
         fresh again): the responder answers tryLater for it meanwhile."""
         now = int(self.clock().timestamp())
         with self.store.read() as r:
-            for issuer in self.setup.issuers:
+            for issuer in self.fed():
                 until = r.promised_next_update(issuer.index)
                 stale = until == 0 or until <= now
                 if stale and issuer.id not in self._stale:

@@ -22,11 +22,14 @@ the key may be an RFC 7512 PKCS#11 URI (`GroupSetup.key_ref`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Annotated, Final
 
 import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from crlbuilder.model import Family
 
@@ -53,6 +56,11 @@ class GroupIssuer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """SHA-256 of the certificate's DER, as received: checked on every load."""
     crl_url: Url
     delta_crl_url: Url
+    successor_cert: str = ""
+    """After a compromise of this generation's CA key (Act §14) its CRLs carry its name
+    but are signed by the successor generation's key: the successor certificate the 機構
+    published for it (PEM, relative to the file); empty if none."""
+    successor_sha256: Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?$")] = ""
 
 
 class GroupSetup(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -93,11 +101,6 @@ class GroupSetupError(Exception):
 
 def load_group_setup(file_or_dir: str | Path) -> GroupSetup:
     """Read ``group.json`` (or the one in a directory) and check it, certificates included."""
-    import hashlib
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     p = Path(file_or_dir)
     if p.is_dir():
         p = p / SETUP_NAME
@@ -119,17 +122,21 @@ def load_group_setup(file_or_dir: str | Path) -> GroupSetup:
             raise GroupSetupError(f"{p}: issuers: an issuer {what} is listed twice")
     setup.directory = str(p.parent.resolve())
     for i in setup.issuers:
-        try:
-            der = x509.load_pem_x509_certificate(setup.path(i.cert).read_bytes()).public_bytes(
-                Encoding.DER
-            )
-        except (OSError, ValueError) as e:
-            raise GroupSetupError(f"{p}: issuer {i.id}: cert {i.cert}: {e}") from None
-        if hashlib.sha256(der).hexdigest() != i.sha256:
-            raise GroupSetupError(
-                f"{p}: issuer {i.id}: cert {i.cert} is not the certificate received "
-                "(its SHA-256 differs from the one recorded)"
-            )
+        if bool(i.successor_cert) != bool(i.successor_sha256):
+            raise GroupSetupError(f"{p}: issuer {i.id}: successor_cert and its sha256 go together")
+        for rel, want in ((i.cert, i.sha256), (i.successor_cert, i.successor_sha256)):
+            if not rel:
+                continue
+            try:
+                pem = setup.path(rel).read_bytes()
+                der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+            except (OSError, ValueError) as e:
+                raise GroupSetupError(f"{p}: issuer {i.id}: {rel}: {e}") from None
+            if hashlib.sha256(der).hexdigest() != want:
+                raise GroupSetupError(
+                    f"{p}: issuer {i.id}: {rel} is not the certificate received "
+                    "(its SHA-256 differs from the one recorded)"
+                )
     return setup
 
 
