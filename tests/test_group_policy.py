@@ -46,7 +46,9 @@ REGISTRY = build(
     member("m-1"),
     member("m-2", suspension=[suspension("Act §20(2)(1)")]),
     member("m-3", suspension=[suspension("Act §20(6)(2)")]),
-    group_table("h", title=[{"kind": "group-signature-verifier", "group_kind": 2, "members": ["x-1"]}]),
+    group_table(
+        "h", title=[{"kind": "group-signature-verifier", "group_kind": 2, "members": ["x-1"]}]
+    ),
     member("x-1", group="h"),
     party_table("s", {SIG}),
 )
@@ -114,7 +116,9 @@ def test_group_missing_or_without_the_service() -> None:
     narrow = build(group_table(services=["sign-crl-file"]), member("m-1"))
     args: dict[str, Any] = {"family": Family.SIGN_CARD, "now": NOW}
     g, m = narrow.parties[GROUP], narrow.parties["m-1"]
-    ok = decide_member(m, GROUP, g, service=Service.SIGN_REVOCATION_INFO, method=Method.OCSP, **args)
+    ok = decide_member(
+        m, GROUP, g, service=Service.SIGN_REVOCATION_INFO, method=Method.OCSP, **args
+    )
     assert ok is ALLOWED  # the answer rests on the CRL files (Act §20(1))
     got = decide_member(m, GROUP, g, service=Service.SIGN_RECORD_INFO, method=Method.JSON, **args)
     assert isinstance(got, Refused) and got.article == "Act §17(6)"
