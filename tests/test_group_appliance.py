@@ -20,6 +20,8 @@ import hashlib
 import http.server
 import io
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import threading
@@ -35,6 +37,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from crlbuilder.demo.pki import write_private
 from crlbuilder.group.pull import GroupFeed
 from crlbuilder.group.setup import load_group_setup
 from crlbuilder.model import Answer, CertStatus
@@ -46,6 +49,7 @@ from tests.support.harness import Server, start_server
 from tests.support.procs import started, wait_line
 from tests.support.store import dump_store
 from tests.support.wait import until
+from tests.test_java_interop import JVM_FLAGS, Jdk, jdk  # noqa: F401 (the module's JDK fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop, pytest.mark.real_clock]
 
@@ -421,3 +425,53 @@ def test_zz_kikou_stopped_during_the_pull(apps: Appliances) -> None:
     passes = [e for e in _events(apps.pull_log) if e.get("event") == "group-pass"]
     assert passes[-1]["status"] == "failed" and passes[-1]["next_in"] >= 1
     assert apps.pull.poll() is None  # still following
+
+
+def test_jdk_member_trusts_the_group_responder(
+    apps: Appliances,
+    jdk: Jdk,  # noqa: F811 (tests.test_java_interop's fixture)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A member's Java client (PKIXRevocationChecker, OCSP only) over mutual TLS to the group,
+    the group's responder certificate set as the trusted responder (setOcspResponderCert,
+    RFC 6960 §4.2.2.2): good and revoked as the 機構's CRLs say."""
+    d = tmp_path_factory.mktemp("group-jdk")
+    m = apps.built.manifest
+    password = secrets.token_urlsafe(16)
+    env = {**os.environ, "STORE_PASS": password}
+    p12 = subprocess.run(
+        ["openssl", "pkcs12", "-export", "-in", str(m.path("parties/member-1.pem")),
+         "-inkey", str(m.path("parties/member-1.key")), "-name", "member-1",
+         "-passout", "env:STORE_PASS"],
+        check=True, capture_output=True, env=env, timeout=30,
+    )  # fmt: skip
+    write_private(d / "member-1.p12", p12.stdout)
+    subprocess.run(
+        [str(jdk.bin / "keytool"), "-importcert", "-noprompt", "-alias", "client-ca",
+         "-file", str(m.path(m.client_ca)), "-keystore", str(d / "trust.p12"),
+         "-storetype", "PKCS12", "-storepass:env", "STORE_PASS"],
+        check=True, capture_output=True, env=env, timeout=60,
+    )  # fmt: skip
+    checks = [(a, want) for a, want in samples(apps) if want in ("good", "revoked")]
+    pop = apps.built.population
+    responder = apps.group_dir / "group.pem"
+    (d / "list.txt").write_text(
+        "".join(f"{pop / a.cert} {pop / a.issuer_cert} responder={responder}\n" for a, _ in checks)
+    )
+    tls = ("--tls-cert", str(m.path(m.server_cert)), "--tls-key", str(m.path(m.server_key)),
+           "--tls-client-ca", str(m.path(m.client_ca)), "--tls-client-cert", "optional",
+           "--ledger-dir", str(d / "ledger"))  # fmt: skip
+    with group_responder(apps.group_dir, d / "group-tls.log", *tls) as url:
+        assert url.startswith("https://")
+        out = subprocess.run(
+            [str(jdk.bin / "java"), *JVM_FLAGS,
+             f"-Djavax.net.ssl.trustStore={d / 'trust.p12'}", "-Djavax.net.ssl.trustStoreType=PKCS12",
+             f"-Djavax.net.ssl.trustStorePassword={password}",
+             f"-Djavax.net.ssl.keyStore={d / 'member-1.p12'}", "-Djavax.net.ssl.keyStoreType=PKCS12",
+             f"-Djavax.net.ssl.keyStorePassword={password}",
+             "-cp", str(jdk.classes), "OcspCheck", f"{url}/ocsp", str(d / "list.txt")],
+            capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = out.stdout.splitlines()
+    assert [g.split()[0] for g in got] == [want for _, want in checks], got
