@@ -19,6 +19,9 @@
     GET  /reports/YYYY[.csv|.json]  the yearly report (報告書, Act §41), public; rendered at
                             most once per ``[ledger] collect_interval`` per year and format
     GET  /announcements[.json|.atom]  CA compromise announcements (`responder.announce`), public
+    *    /v1/...            the JSON API (`responder.v1`: batch status and the other
+                            provisions of Act §18, §37, §38-3, each behind the same
+                            authentication, policy, quotas and ledger as OCSP)
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
 
@@ -91,10 +94,14 @@ from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import LastGoodRegistry, Registry
 from responder.registry.schema import RegistryError
 from responder.registry.vocabulary import Method
+from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
+from responder.v1.jws import load_answer_signer
+from responder.v1.routes import V1Api, public_documents
+from responder.v1.table import ROUTES as V1_ROUTES
 
 _log: Final = logging.getLogger("responder.app")
 
@@ -232,6 +239,27 @@ class JpkiApp:
         # in jpkiva_registry_file_bad) within a second, with or without traffic, off the
         # request path
         threading.Thread(target=self._registry_loop, name="registry-watch", daemon=True).start()
+        self.v1: V1Api | None = None
+        self.relay: RecordInfoRelay | None = None
+        """On a group appliance the only /v1 route: 特定署名用電子証明書記録情報 relayed for a
+        member (Act §20(4),(5)), the 機構's signed answer passed on unchanged."""
+        if self.group is not None:
+            self.relay = RecordInfoRelay(
+                self.group, self.store, self.ledger,
+                ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay"),
+            )  # fmt: skip
+        else:
+            assert self.manifest is not None
+            answer_signer = load_answer_signer(config, self.manifest, outage_ok=True)
+            self.v1 = V1Api(
+                V1_ROUTES,
+                config,
+                store=self.store,
+                quota=self.limits,
+                ledger=self.ledger,
+                signer=answer_signer,
+                public=public_documents(V1_ROUTES, answer_signer),
+            )
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
         self.entries: EntryCounts | None = None
@@ -318,6 +346,8 @@ class JpkiApp:
                 req.note = _NOTE_MALFORMED
                 return _OCSP_ERRORS[ResponseStatus.MALFORMED_REQUEST]
             return self._ocsp(req, der, get=True)
+        if path.startswith(b"/v1/"):
+            return self._v1(req)
         get = req.method in (b"GET", b"HEAD")
         if path == b"/healthz":
             req.note = _NOTE_HEALTHZ
@@ -355,15 +385,28 @@ class JpkiApp:
         """
         path = req.target.split(b"?", 1)[0]
         ocsp = path in (b"/ocsp", b"/") or path.startswith(b"/ocsp/")
-        if not ocsp and not path.startswith(b"/crl/"):
+        v1 = path.startswith(b"/v1/")
+        if not ocsp and not v1 and not path.startswith(b"/crl/"):
             return None
         if access.bearer_token(req) is None or access.by_transport(self.registry, req):
             return None
         if ocsp:
             req.note = _NOTE_UNAUTHENTICATED
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
+        if v1:
+            got = self._v1(req)  # 401, or 404 for no route: nothing is asked of anyone
+            assert isinstance(got, Response)
+            return got
         req.note = _NOTE_CRL_UNAUTHENTICATED
         return _UNAUTHORIZED_HTTP
+
+    def _v1(self, req: Request) -> Response | asyncio.Future[Response]:
+        """/v1/...: the JSON API (`responder.v1`); on a group appliance the relay of
+        特定署名用電子証明書記録情報 for its members (`responder.relay`)."""
+        if self.relay is not None:
+            return self.relay.handle(req, self.registry, time.time())
+        assert self.v1 is not None
+        return self.v1.handle(req, self.registry, time.time())
 
     # --- OCSP ----------------------------------------------------------------------
 

@@ -5,13 +5,16 @@ Steps, each skipped when its output is already there: a demo PKI
 synth`), a build (`crlbuilder build`), a registry of the demo parties; then
 `crlbuilder build --follow` keeps the store and CRLs fresh (and applies any
 file dropped into the spool directory) while `responder serve` answers on
-127.0.0.1:8080. Beside it a group's appliance (団体署名検証者 ``group-verifier``, Act
+127.0.0.1:8080 (with the facts key, so that /v1/record-info can open the four
+facts). Beside it a group's appliance (団体署名検証者 ``group-verifier``, Act
 §17(5)) is set up from what the group received (`crlbuilder group init`: the 機構's
 /ca/, its token, its own relay responder key), fed over HTTP by `crlbuilder group pull
 --follow`, and answers its two members on 127.0.0.1:8081 (``--no-group``: none). It
 prints ready-to-paste `openssl ocsp` commands for a good, a revoked and an unknown
-certificate, and a member's command to its group (``-VAfile group.pem``), and runs
-until Ctrl-C, which stops every child cleanly. ``--no-serve`` stops after the build and says what it made.
+certificate, `curl` commands for 特定署名用電子証明書記録情報 (Act §18(3)) and the
+corresponding serials (Act §18(4), §18(5)) of holders of the population, and a member's
+command to its group (``-VAfile group.pem``), and runs until Ctrl-C, which stops every
+child cleanly. ``--no-serve`` stops after the build and says what it made.
 
 ``--keys softhsm`` (``make demo KEYS=softhsm``) keeps every signing key in a SoftHSM2
 token instead of PEM files (Ord §73(4), §74(3): keys on dedicated equipment): ``pki init
@@ -32,14 +35,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
 from crlbuilder.demo.softhsm import OPLOG_NAME
 from crlbuilder.keys.oplog import OPLOG_ENV
 from crlbuilder.manifest import load_manifest
-from crlbuilder.model import Answer, CertStatus
+from crlbuilder.model import Answer, Category, CertStatus, Family
+from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import StoreReader
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,6 +159,80 @@ def commands(d: Path, url: str) -> list[tuple[str, str]]:
     return out
 
 
+CONSENTING: Final = ("sig-verifier", "both-verifier", "group-verifier")
+"""The demo parties a consent may name (署名検証者等, Act §18(3)), as `crlbuilder.demo.synth` writes."""
+
+
+def _curl(d: Path, url: str, path: str, party: str, body: dict[str, object]) -> str:
+    token = (d / "pki" / "parties" / f"{party}.token").read_text().strip()
+    return (
+        f"curl -s {url}{path} -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(msgspec.json.encode(body).decode())}"
+    )
+
+
+def _in_effect(r: StoreReader, holder: bytes, family: Family, now: float) -> bool:
+    return any(
+        st is not None and not st.revoked and st.not_after > now
+        for st in map(r.status, r.holder_certs(holder, family))
+    )
+
+
+def v1_commands(d: Path, url: str) -> list[tuple[str, str]]:
+    """`curl` commands for /v1/record-info (a card certificate revoked by a resident change,
+    異動, whose holder consented and holds a new one) and /v1/corresponding (that new card
+    certificate's mobile and auth counterparts), found in the demo store."""
+    now = time.time()
+    store = Store.open(d / "store", readonly=True)
+    found: tuple[str, str | None, str, int] | None = None
+    current: tuple[str, int] | None = None
+    try:
+        with store.read() as r:
+            for meta in (m for m in r.issuers() if m.family is Family.SIGN_CARD):
+                for key, st in r.statuses(meta.index):
+                    if st.state != sf.STATE_REVOKED or st.category != Category.RESIDENT_CHANGE.code:
+                        continue
+                    party = next((p for p in CONSENTING if r.consent(st.holder, p)), None)
+                    if party is None or not _in_effect(r, st.holder, Family.SIGN_CARD, now):
+                        continue
+                    if not _in_effect(r, st.holder, Family.SIGN_MOBILE, now):
+                        continue
+                    other = next((p for p in CONSENTING if not r.consent(st.holder, p)), None)
+                    found = (party, other, meta.id, sf.split_status_key(key)[1])
+                    ids = {m.index: m.id for m in r.issuers()}
+                    for k in r.holder_certs(st.holder, Family.SIGN_CARD):
+                        cur = r.status(k)
+                        if cur is not None and not cur.revoked and cur.not_after > now:
+                            index, serial = sf.split_status_key(k)
+                            current = (ids[index], serial)
+                    break
+                if found:
+                    break
+    finally:
+        store.close()
+    if found is None or current is None:
+        return []
+    party, other, issuer, serial = found
+    asked = {"issuer": issuer, "serial": f"{serial:X}"}
+    now_card = {"issuer": current[0], "serial": f"{current[1]:X}"}
+    out = [
+        (f"record info (Act §18(3)) after a resident change, as {party} (the holder consented)",
+         _curl(d, url, "/v1/record-info", party, {"certificate": asked})),
+    ]  # fmt: skip
+    if other is not None:
+        out.append((f"the same as {other}, to which the holder did not consent: not-provided",
+                    _curl(d, url, "/v1/record-info", other, {"certificate": asked})))  # fmt: skip
+    return [
+        *out,
+        ("the mobile sign serial of that holder's card certificate (Act §18(4)(1))",
+         _curl(d, url, "/v1/corresponding", "sig-verifier",
+               {"certificate": now_card, "counterpart": "sign-mobile"})),
+        ("its card auth serial (Act §18(5)(2): a party holding both titles only)",
+         _curl(d, url, "/v1/corresponding", "both-verifier",
+               {"certificate": now_card, "counterpart": "auth-card"})),
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m crlbuilder.demo", description=__doc__)
     p.add_argument("--dir", type=Path, default=Path("var/demo"))
@@ -262,6 +342,7 @@ def serve(d: Path, port: int, group_port: int = 0) -> int:
             _tool("responder"), "serve", "--config", str(ROOT / "config" / "responder.toml"),
             "--store", str(d / "store"), "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"),
             "--crl-dir", str(d / "crl"), "--port", str(port),
+            "--facts-key-file", str(d / "facts.key"),
         ],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -283,7 +364,7 @@ def serve(d: Path, port: int, group_port: int = 0) -> int:
         url = line.split()[-1]
         print(f"\nresponder {line.strip()}  (crlbuilder --follow keeps it fresh; drop record files"
               f" into {d / 'spool'})\n")  # fmt: skip
-        for what, cmd in commands(d, url):
+        for what, cmd in commands(d, url) + v1_commands(d, url):
             print(f"# {what}\n{cmd}\n")
         if group_port:
             group_url = start_group(d, url, group_port, children)
