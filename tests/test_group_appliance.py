@@ -15,6 +15,7 @@ old data kept; the 機構 stopped during the pull (the group keeps answering).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import http.server
@@ -26,6 +27,8 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,16 +43,18 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from crlbuilder.demo.pki import write_private
 from crlbuilder.group.pull import GroupFeed
 from crlbuilder.group.setup import load_group_setup
-from crlbuilder.model import Answer, CertStatus
+from crlbuilder.model import Answer, CertStatus, Family
 from crlbuilder.rules import JST
 from crlbuilder.store.lmdbstore import Store
 from responder.ledger import Ledger
+from responder.v1 import jws
 from tests.conftest import BIN, Built, run_tool
 from tests.support.harness import Server, start_server
 from tests.support.procs import started, wait_line
 from tests.support.store import dump_store
 from tests.support.wait import until
 from tests.test_java_interop import JVM_FLAGS, Jdk, jdk  # noqa: F401 (the module's JDK fixture)
+from tests.test_v1_records_server import cases, population, ref
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop, pytest.mark.real_clock]
 
@@ -145,7 +150,12 @@ def apps(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App
             )
         )
         kikou = kikou_stack.enter_context(
-            start_server(built, d / "kikou", store=store, extra=("--crl-dir", str(crl)))
+            start_server(
+                built,
+                d / "kikou",
+                store=store,
+                extra=("--crl-dir", str(crl), "--facts-key-file", str(built.facts_key)),
+            )
         )
         group_dir = d / "g"
         _group_init(built, kikou, group_dir)
@@ -274,8 +284,6 @@ def test_refusals(apps: Appliances) -> None:
     good = next(a for a in apps.built.answers if a.family.value == "sign-card" and a.case == "good")
     for party in ("sig-verifier", "both-verifier", None):  # outsider-1's token, a 機構 party, none
         assert refused(ocsp(apps, good, party)), party
-    import urllib.request
-
     req = urllib.request.Request(
         f"{apps.group_url}/ocsp", data=b"\x30\x03\x02\x01\x00", method="POST",
         headers={"Content-Type": "application/ocsp-request",
@@ -283,6 +291,90 @@ def test_refusals(apps: Appliances) -> None:
     )  # fmt: skip
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.read() == bytes.fromhex("30030a0101")  # malformedRequest
+
+
+def relay(
+    apps: Appliances, body: object, party: str | None, ctype: str = "application/json"
+) -> tuple[int, dict[str, str], bytes]:
+    """POST /v1/record-info to the group's appliance as ``party``."""
+    headers = {"Content-Type": ctype}
+    if party is not None:
+        headers["Authorization"] = f"Bearer {apps.token(party)}"
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"{apps.group_url}/v1/record-info", data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(r.status), {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def test_record_info_relay_act_20_4_5(apps: Appliances) -> None:
+    """A member asks its group; the group asks the 機構 with its own credential and passes the
+    signed answer on unchanged (the JWS verifies with the 機構's /v1/keys): provided with the
+    holder's consent to the group, not-provided without; counted for the member in the
+    group's ledger and for the group in the 機構's; §20(6), outsiders, bad input refused."""
+    now = time.time()
+    holders = population(apps.built)
+    found = cases(holders, Family.SIGN_CARD, now) + cases(holders, Family.SIGN_MOBILE, now)
+    consented = next(c for c in found if GROUP in c.holder.consents and c.expected is not None)
+    not_consented = next(
+        c for c in found if GROUP not in c.holder.consents and c.expected is not None
+    )
+    status, jwks = apps.kikou.get("/v1/keys")
+    assert status == 200
+    cert = x509.load_der_x509_certificate(base64.b64decode(json.loads(jwks)["keys"][0]["x5c"][0]))
+    for case, want in ((consented, "provided"), (not_consented, "not-provided")):
+        code, headers, raw = relay(apps, ref(case.asked), "member-1")
+        assert code == 200, raw
+        assert headers["cache-control"] == "no-store"
+        jws.verify(headers["jws-signature"], raw, cert)  # the 機構's signature, unchanged
+        got = json.loads(raw)
+        assert got["result"] == want, got
+        if want == "provided":
+            assert case.expected is not None
+            assert int(got["record"]["serial"], 16) == case.expected.serial
+    # §20(6): the group refuses member-2 the record information, not its OCSP answers
+    _registry(
+        apps.group_dir, "suspend", "--id", "member-2", "--article", "Act §20(6)(2)",
+        "--reason", "demo: record information used for another purpose",
+    )  # fmt: skip
+    try:
+        passed_on = 0  # before the change reaches the workers (within a second)
+        deadline = time.monotonic() + 3
+        while (got := relay(apps, ref(consented.asked), "member-2"))[0] == 200:
+            passed_on += 1
+            assert time.monotonic() < deadline, "the refusal did not take effect"
+            time.sleep(0.1)
+        assert got[0] == 403 and json.loads(got[2])["article"] == "Act §20(6)(2)", got
+    finally:
+        _registry(apps.group_dir, "resume", "--id", "member-2")
+    code, _, raw = relay(apps, ref(consented.asked), "sig-verifier")  # outsider-1: another group
+    assert code == 403 and json.loads(raw)["article"] == "Act §20(1)", raw
+    assert relay(apps, ref(consented.asked), None)[0] == 401
+    code, _, raw = relay(apps, {"certificate": {"issuer": "sign-card-g1"}}, "member-1")
+    assert code == 400 and json.loads(raw)["field"].startswith("$.certificate"), raw
+    assert relay(apps, b"{not json", "member-1")[0] == 400
+    assert relay(apps, ref(consented.asked), "member-1", "text/plain")[0] == 415
+    auth = next(a for a in apps.built.answers if a.family.value == "auth-card")
+    code, _, raw = relay(
+        apps, {"certificate": {"issuer": auth.issuer, "serial": f"{auth.serial:x}"}}, "member-1"
+    )
+    assert code == 403 and json.loads(raw)["rule"] == "unauthorized_family", raw
+    today = datetime.now(JST).date()
+    days = (today - timedelta(days=1), today + timedelta(days=1))
+
+    def counted(d: Path, who: str) -> int:
+        with Ledger.open(d) as ledger:
+            ledger.collect()
+            return ledger.totals(*days, by=("party", "service", "method")).get(
+                (who, "sign-record-info", "json"), 0
+            )
+
+    until(lambda: counted(apps.group_dir / "ledger", "member-1") == 1, timeout=5, interval=0.5)
+    # the answers passed on before the refusal took effect, not the refused ones
+    until(lambda: counted(apps.group_dir / "ledger", "member-2") == passed_on, timeout=5)
+    until(lambda: counted(apps.kikou.d / "ledger", GROUP) >= 1, timeout=15, interval=0.5)
 
 
 def test_refusing_a_member_act_20_2_within_a_second(apps: Appliances) -> None:
