@@ -89,10 +89,10 @@ def _registry(group_dir: Path, *args: str) -> None:
     run_tool("responder", "registry", *args, "--registry", str(group_dir / "registry.toml"))
 
 
-def _group_init(built: Built, kikou: Server, out: Path, cycle: int = 1) -> None:
+def init_args(built: Built, url: str, out: Path, *extra: str, cycle: int = 1) -> list[str]:
     pki = built.pki
-    run_tool(
-        "crlbuilder", "group", "init", "--out", str(out), "--authority", kikou.url,
+    return [
+        "group", "init", "--out", str(out), "--authority", url,
         "--group-id", GROUP, "--token-file", str(pki / "parties" / f"{GROUP}.token"),
         "--cycle", str(cycle), "--responder-cert", str(pki / "tls" / "group-responder.pem"),
         "--responder-key", str(pki / "tls" / "group-responder.key"), "--port", "0",
@@ -100,7 +100,13 @@ def _group_init(built: Built, kikou: Server, out: Path, cycle: int = 1) -> None:
         "--representative", "demo representative", "--office", "demo office",
         "--start", "2016-01-01", "--group-kind", "1", "--member-prefix", "member-",
         "--liability", "demo", "--member-answer", "OCSP signed by the group's responder key",
-    )  # fmt: skip
+        *extra,
+    ]  # fmt: skip
+
+
+def _group_init(built: Built, kikou: Server, out: Path, cycle: int = 1) -> None:
+    pki = built.pki
+    run_tool("crlbuilder", *init_args(built, kikou.url, out, cycle=cycle))
     for m in MEMBERS:
         _registry(
             out, "add", "--id", m, "--name", f"demo {m}", "--title", "signature-confirmer",
@@ -263,6 +269,36 @@ def test_group_init_writes_no_ca_or_kikou_key(apps: Appliances) -> None:
         "responder", "registry", "check", "--registry", str(apps.group_dir / "registry.toml")
     )
     assert check.returncode == 0
+
+
+def test_group_init_refuses_bad_input_and_writes_nothing(apps: Appliances, tmp_path: Path) -> None:
+    """An existing directory, a certificate not pinned, a pin not served, a responder
+    certificate without the OCSP-signing purpose or a key not its certificate's, a 機構 that
+    does not answer: refused (exit 1), nothing left behind."""
+    pki = apps.built.pki
+    url = apps.kikou.url
+    pinned = load_group_setup(apps.group_dir).issuers[0].sha256
+    cases = [
+        (apps.group_dir, url, (), "not empty"),
+        (tmp_path / "a", url, ("--ca-sha256", "0" * 64), "not one of --ca-sha256"),
+        (tmp_path / "b", url, ("--ca-sha256", pinned), "not one of --ca-sha256"),
+        (tmp_path / "c", "http://127.0.0.1:9", (), "cannot fetch"),
+    ]
+    for out, authority, extra, why in cases:
+        r = run_tool("crlbuilder", *init_args(apps.built, authority, out, *extra), check=False)
+        assert r.returncode == 1 and why in r.stderr, (why, r.stderr)
+        assert out == apps.group_dir or not out.exists()
+    args = init_args(apps.built, url, tmp_path / "d")
+    for cert, key, why in (
+        (pki / "parties" / "member-1.pem", pki / "parties" / "member-1.key", "OCSP-signing"),
+        (pki / "tls" / "group-responder.pem", pki / "parties" / "member-1.key", "responder key"),
+    ):
+        bad = list(args)
+        bad[bad.index("--responder-cert") + 1] = str(cert)
+        bad[bad.index("--responder-key") + 1] = str(key)
+        r = run_tool("crlbuilder", *bad, check=False)
+        assert r.returncode == 1 and why in r.stderr, (why, r.stderr)
+        assert not (tmp_path / "d").exists()
 
 
 def test_member_answers_verify_with_the_group_key(apps: Appliances) -> None:
@@ -491,6 +527,16 @@ def test_tampered_crl_refused_old_data_kept(apps: Appliances, tmp_path: Path) ->
             assert "signature" in got[0].detail and "CRL" in got[1].detail
             assert dump_store(store) == before
             assert '"status": "refused"' in log.getvalue()
+            # two days on, the 機構's CRLs are past their nextUpdate: refused as expired, and
+            # the issuer's data is stale (the responder says tryLater for it)
+            files["/full.crl"] = genuine
+            later = GroupFeed(
+                local, store, log=log, clock=lambda: datetime.now(UTC) + timedelta(days=2)
+            )
+            got = later.pass_once()
+            assert got[0].status == "refused" and "expired" in got[0].detail, got
+            assert '"event": "group-stale"' in log.getvalue()
+            assert dump_store(store) == before
         finally:
             store.close()
     finally:
@@ -517,6 +563,10 @@ def test_zz_kikou_stopped_during_the_pull(apps: Appliances) -> None:
     passes = [e for e in _events(apps.pull_log) if e.get("event") == "group-pass"]
     assert passes[-1]["status"] == "failed" and passes[-1]["next_in"] >= 1
     assert apps.pull.poll() is None  # still following
+    # while the 機構 was up, unchanged files were skipped (HEAD, same ETag), nothing refused
+    pulls = [e for e in _events(apps.pull_log) if e.get("event") == "group-pull"]
+    assert any(e["status"] == "unchanged" and e["kind"] == "full" for e in pulls)
+    assert not [e for e in pulls if e["status"] == "refused"], pulls
 
 
 def test_jdk_member_trusts_the_group_responder(

@@ -16,8 +16,9 @@ from cryptography.x509 import ocsp
 
 from crlbuilder.model import Family
 from crlbuilder.ocsp.response import CertStatus, ResponseStatus
+from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
-from responder.flow import OcspFlow, Refusal, Signing
+from responder.flow import STALE, OcspFlow, Refusal, Signing
 from responder.ocsp import IssuerView
 from responder.registry.lookup import Registry
 from responder.registry.party import CredentialInfo, Grant, Party
@@ -131,3 +132,15 @@ def test_the_kikou_mode_is_unchanged(views: dict[int, IssuerView]) -> None:  # n
         fl.decide(request(views[SIGN], NEVER_LISTED), Creds("verifier"), NOW, s, REGISTRY), fl
     )
     assert cert_status(ready) is ocsp.OCSPCertStatus.UNKNOWN
+
+
+def test_past_the_crls_next_update_members_get_try_later(
+    views: dict[int, IssuerView],  # noqa: F811
+) -> None:
+    """The 機構 unreachable or its CRLs refused: once the last CRL's nextUpdate passes the
+    group answers tryLater (rule stale), never an answer from expired data."""
+    fl, s = group_flow(views), crl_store(views)
+    s.crl_states = {i: sf.CrlState(next_update=NOW - 1) for i in views}
+    got = fl.decide(request(views[SIGN], REVOKED), Creds("m-1"), NOW, s, REGISTRY)
+    assert isinstance(got, Refusal)
+    assert (got.status, got.rule) == (ResponseStatus.TRY_LATER, STALE)
