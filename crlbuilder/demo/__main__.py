@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import os
 import shlex
 import signal
@@ -328,6 +329,17 @@ def member_commands(d: Path, group_url: str) -> list[tuple[str, str]]:
             f"-VAfile {(d / 'group' / 'group.pem').resolve()} -resp_text -no_nonce"
         )
         out.append((f"member-1 asks its group: {status} ({a.family.value}, {a.case})", cmd))
+    revoked = picked.get(CertStatus.REVOKED)
+    if revoked is not None:  # the relay of 特定署名用電子証明書記録情報 (Act §20(4),(5))
+        body = json.dumps(
+            {"certificate": {"issuer": revoked.issuer, "serial": f"{revoked.serial:X}"}}
+        )
+        out.append((
+            "member-1 asks its group for 特定署名用電子証明書記録情報 (Act §21(4)) of that revoked"
+            " certificate: the 機構's signed answer, passed on unchanged",
+            f"curl -s {group_url}/v1/record-info -H 'Authorization: Bearer {token}' "
+            f"-H 'Content-Type: application/json' -d '{body}'",
+        ))  # fmt: skip
     return out
 
 
