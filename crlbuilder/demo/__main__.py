@@ -269,12 +269,13 @@ def start_group(d: Path, kikou_url: str, port: int, children: list[subprocess.Po
     group received: the 機構's /ca/, its token, the relay responder key), its two members
     registered, one pull, then ``group pull --follow`` and ``responder serve`` in group mode."""
     g, pki = d / "group", d / "pki"
+    m = load_manifest(pki)  # the relay responder's key: a PEM file, or in the token (softhsm)
     if not (g / "group.json").exists():
         _run(
             _tool("crlbuilder"), "group", "init", "--out", str(g), "--authority", kikou_url,
             "--group-id", GROUP, "--token-file", str(pki / "parties" / f"{GROUP}.token"),
-            "--cycle", "10", "--responder-cert", str(pki / "tls" / "group-responder.pem"),
-            "--responder-key", load_manifest(pki).key_ref("tls/group-responder.key"),
+            "--cycle", "10", "--responder-cert", str(m.path(m.group_responder_cert)),
+            "--responder-key", m.key_ref(m.group_responder_key),
             "--port", str(port), "--metrics-port", str(port + 1400),
             "--name", "デモ団体署名検証者 (demo group signature verifier)",
             "--address", "demo address (架空の住所)", "--representative", "demo representative",
