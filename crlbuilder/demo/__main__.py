@@ -283,13 +283,14 @@ def start_group(d: Path, kikou_url: str, port: int, children: list[subprocess.Po
             "--member-prefix", "member-", "--liability", "demo: no liability",
             "--member-answer", "OCSP answers signed by the group's own responder key",
         )  # fmt: skip
-        for m in MEMBERS:
-            token = (pki / "parties" / f"{m}.token").read_text().strip()
+        for member in MEMBERS:
+            token = (pki / "parties" / f"{member}.token").read_text().strip()
             _run(
                 _tool("responder"), "registry", "add", "--registry", str(g / "registry.toml"),
-                "--id", m, "--name", f"デモ署名確認者 ({m})", "--title", "signature-confirmer",
-                "--group", GROUP, "--token-sha256", hashlib.sha256(token.encode()).hexdigest(),
-                "--mtls-cert", str(pki / "parties" / f"{m}.pem"),
+                "--id", member, "--name", f"デモ署名確認者 ({member})",
+                "--title", "signature-confirmer", "--group", GROUP,
+                "--token-sha256", hashlib.sha256(token.encode()).hexdigest(),
+                "--mtls-cert", str(pki / "parties" / f"{member}.pem"),
             )  # fmt: skip
     _run(_tool("crlbuilder"), "group", "pull", "--group", str(g))
     children.append(
