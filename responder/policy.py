@@ -23,6 +23,12 @@ Order of the checks, first failure wins:
 8. ``unauthorized_method``: the method cannot carry the service, or is not the agreed
    one (提供の具体的な方法, Ord §31(1), §33(1), §62(1)).
 
+On a group appliance (団体署名検証者, Act §17(5), §20) `decide_member` takes the place
+of `decide`: only the group's own members (署名確認者) are answered, about signature
+certificates, for what the group gives its members (Act §20(1), §20(4),(5)) and rests
+on the group's agreement; a member refused under Act §20(2) or §20(6) (a suspension
+of the group's registry) is ``suspended`` with that article.
+
 ``quota`` and ``cycle`` are counted by the caller (`responder.limits`: requests
 per second and per day; at most one download of each CRL file, that is per
 issuer generation and per full or delta CRL, per agreed period, 周期, Ord
