@@ -108,6 +108,9 @@ class Route(Generic[Req, Resp]):
     """Run once per worker; its result is `Context.env`."""
     signed: bool = True
     """The answer carries a JWS of the responder's answer-signing key (`responder.v1.jws`)."""
+    problems: tuple[tuple[int, str], ...] = ()
+    """Further problem answers the handler gives (status, what it means), beyond the
+    dispatcher's (400, 401, 403, 405, 415, 429, 503): documented in the OpenAPI document."""
 
     @property
     def endpoint(self) -> str:
