@@ -110,7 +110,7 @@ def _group_init(built: Built, kikou: Server, out: Path, cycle: int = 1) -> None:
     for m in MEMBERS:
         _registry(
             out, "add", "--id", m, "--name", f"demo {m}", "--title", "signature-confirmer",
-            "--group", GROUP, "--token-sha256", _sha256(pki / "parties" / f"{m}.token"),
+            "--group", GROUP, "--group-kind", "1", "--token-sha256", _sha256(pki / "parties" / f"{m}.token"),
             "--mtls-cert", str(pki / "parties" / f"{m}.pem"),
         )  # fmt: skip
     # another group and its member: registered here, answered by nobody here (Act §20(1))
