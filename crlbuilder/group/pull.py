@@ -74,7 +74,7 @@ __all__ = [
     "run_pull",
 ]
 
-MAX_BACKOFF_START: Final = 1.0
+BACKOFF_START: Final = 1.0
 """The first retry after a failed pass, in seconds; it doubles up to the cycle."""
 
 Kind = Literal["full", "delta"]
@@ -327,7 +327,7 @@ class GroupFeed:
             passes += 1
             failed = [o for o in outcomes if o.failed]
             if failed:
-                backoff = min(cycle, backoff * 2 if backoff else MAX_BACKOFF_START)
+                backoff = min(cycle, backoff * 2 if backoff else BACKOFF_START)
                 wait = max(backoff, *(o.retry_after for o in failed))
             else:
                 backoff = 0.0
