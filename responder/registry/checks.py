@@ -361,7 +361,8 @@ class _Checker:
                 self.err(
                     e.id,
                     f"{fld}.article",
-                    "expected 'Act §18(6)(1..6)', 'Act §18(7)(1..5)' or 'Act §37(4)(1..6)'",
+                    "expected 'Act §18(6)(1..6)', 'Act §18(7)(1..5)', 'Act §37(4)(1..6)', "
+                    "or for a member 'Act §20(2)(1..5)', 'Act §20(6)(1..5)'",
                 )
                 continue
             if not meaning.needs & kinds:
@@ -413,6 +414,13 @@ class _Checker:
                     e.id,
                     f"title[{i}].group",
                     f"outside the member range (署名確認者の範囲) {t.group!r} notified (Act §17(5), Ord §32(4))",
+                )
+            elif t.item is not None and t.item != gtitle.group_kind:
+                self.err(
+                    e.id,
+                    f"title[{i}].item",
+                    f"{t.group!r} is a group of Act §17(5) item {gtitle.group_kind}: its members "
+                    "fall under the same item (Act §21(1))",
                 )
 
 
