@@ -32,6 +32,9 @@ class StoreSection(_Section):
     """The LMDB environment directory (created on first build)."""
     map_size_gib: Positive = 64
     """Address space reserved for the store; a sparse file, only what is written costs."""
+    changes_keep_days: Positive = 31
+    """How long the changes feed (``GET /v1/changes``) keeps each loss of effect: a party
+    whose cursor is older re-reads the status of its whole watch list (docs/store.md)."""
 
 
 class PkiSection(_Section):
@@ -131,6 +134,7 @@ class BuilderConfig(_Section):
 FLAGS: Final[dict[str, tuple[str, str]]] = {
     "store": ("store", "path"),
     "map-size-gib": ("store", "map_size_gib"),
+    "changes-keep-days": ("store", "changes_keep_days"),
     "pki": ("pki", "manifest"),
     "input": ("input", "paths"),
     "spool": ("input", "spool"),
