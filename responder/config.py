@@ -43,6 +43,7 @@ __all__ = [  # ConfigError is crlbuilder.options' (one for both binaries), named
     "ServerConfig",
     "StoreConfig",
     "TlsConfig",
+    "WatchConfig",
     "add_arguments",
     "flag_fields",
     "load_config",
@@ -276,6 +277,32 @@ class LedgerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Seconds between merges of the workers' files into the ledger (also on /reports)."""
 
 
+class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The changes feed's watch lists ([watch]): ``POST /v1/watch``, ``GET /v1/changes``
+    (`responder.v1.changes`, stored by `responder.v1.watchdb`)."""
+
+    dir: Path | None = None
+    """LMDB directory of the watch lists (mode 0700), written by every worker; unset:
+    ``<ledger.dir>/watch``. Opened on the first /v1/watch or /v1/changes request."""
+    secret_file: Path | None = None
+    """File holding the 32-byte key (64 hex digits, mode 0600) the lists are hashed with
+    (no serial or party in clear at rest); drawn when absent. Unset:
+    ``<ledger.dir>/watch.secret``. Keep it apart from the lists' backups."""
+    max_per_party: PositiveInt = 10_000_000
+    """Certificates one party may watch."""
+    map_size_gib: PositiveInt = 16
+    """Address space reserved for the lists (sparse; ~40 bytes per watched certificate)."""
+    scan_limit: PositiveInt = 200_000
+    """Changes one read of the feed examines at most (the cursor then says where to go on):
+    bounds a call's time after a mass revocation (an issuing-key compromise)."""
+
+    def lists_dir(self, ledger: LedgerConfig) -> Path:
+        return self.dir if self.dir is not None else ledger.dir / "watch"
+
+    def secret_path(self, ledger: LedgerConfig) -> Path:
+        return self.secret_file if self.secret_file is not None else ledger.dir / "watch.secret"
+
+
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration of one responder process tree."""
 
@@ -286,6 +313,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -386,6 +414,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--registry", "registry.path", "TOML file of registered parties"),
     _Flag("--ledger-dir", "ledger.dir", "ledger (帳簿) and quota table directory"),
     _Flag("--ledger-collect-interval", "ledger.collect_interval", "seconds between ledger merges"),
+    _Flag("--watch-dir", "watch.dir", "watch lists of the changes feed (LMDB directory)"),
+    _Flag("--watch-secret-file", "watch.secret_file", "key file hashing the watch lists"),
+    _Flag("--watch-max-per-party", "watch.max_per_party", "certificates one party may watch"),
+    _Flag("--watch-map-size-gib", "watch.map_size_gib", "address space of the watch lists"),
+    _Flag("--watch-scan-limit", "watch.scan_limit", "changes one feed read examines"),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),
