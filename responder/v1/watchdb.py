@@ -54,7 +54,8 @@ class LmdbWatchSet:
                 self._meta = self._env.open_db(_DB_META, txn=txn)
                 check = keys.check()
                 txn.put(_META_CHECK, check, db=self._meta, overwrite=False)
-                stored = bytes(txn.get(_META_CHECK, db=self._meta))
+                raw = txn.get(_META_CHECK, db=self._meta)
+                stored = bytes(raw) if raw is not None else b""
         except lmdb.Error as e:
             raise WatchDbError(f"{path}: cannot open the watch lists: {e}") from None
         if stored != check:

@@ -166,7 +166,9 @@ def load_secret(path: Path, *, create: bool) -> bytes:
     except OSError as e:
         raise SecretError(f"{path}: cannot read the watch secret: {e.strerror}") from None
     except UnicodeDecodeError:
-        raise SecretError(f"{path}: the watch secret must be {2 * SECRET_BYTES} hex digits") from None
+        raise SecretError(
+            f"{path}: the watch secret must be {2 * SECRET_BYTES} hex digits"
+        ) from None
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise SecretError(f"{path}: the watch secret must be readable by its owner only (0600)")
     try:
