@@ -223,7 +223,7 @@ def test_scan_limit_bounds_a_read_after_a_mass_revocation(
 ) -> None:
     api = Api(store(cas), tmp_path, scan_limit=2)
     api.watch(add=[ref(SC, C)])
-    resp, got = api.changes(f"cursor={at(2)}")
+    _, got = api.changes(f"cursor={at(2)}")
     assert got["changes"] == [] and got["more"] is True  # A and B examined, neither watched
     _, got = api.changes(f"cursor={got['cursor']}")
     assert [c["serial"] for c in got["changes"]] == [f"{C:X}"] and got["more"] is True
