@@ -7,7 +7,7 @@ the write transactions of all processes with its own lock, and readers never wai
 batch (`update`) is one write transaction: all of it or none, across a kill.
 
 Databases: ``watch`` holds one empty value per watched certificate, under its keyed
-hash (`WatchKeys.entry`: party tag ‖ digest, 24 bytes: no serial, no party id in
+hash (`WatchKeys.entries`: party tag ‖ digest, 24 bytes: no serial, no party id in
 clear); ``meta`` holds ``check`` (`WatchKeys.check`: the secret the lists were
 written with; another secret is refused at open, not silently read as empty lists)
 and ``count`` ‖ party tag → u64, the size of each list (its bound, 10,000,000 by
@@ -79,12 +79,11 @@ class LmdbWatchSet:
         return tag
 
     def watched(self, party: str, keys: Sequence[bytes]) -> list[bool]:
-        tag = self._tag(party)
-        entry, db = self._keys.entry, self._watch
+        entries = self._keys.entries(self._tag(party), keys)
         try:
-            with self._env.begin(db=db) as txn:
+            with self._env.begin(db=self._watch) as txn:
                 get = txn.get
-                return [get(entry(tag, k)) is not None for k in keys]
+                return [get(e) is not None for e in entries]
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
 
@@ -98,16 +97,17 @@ class LmdbWatchSet:
         self, party: str, add: Sequence[bytes], remove: Sequence[bytes], *, limit: int
     ) -> WatchUpdate:
         tag = self._tag(party)
-        entry = self._keys.entry
+        gone, new = self._keys.entries(tag, remove), self._keys.entries(tag, add)
+        new.sort()  # in key order: neighbouring pages, fewer page splits
         count_key = _META_COUNT + tag
         try:
             with self._env.begin(write=True) as txn:
                 raw = txn.get(count_key, db=self._meta)
                 before = int.from_bytes(raw, "big") if raw is not None else 0
                 cur = txn.cursor(db=self._watch)
-                removed = sum(1 for k in remove if cur.set_key(entry(tag, k)) and cur.delete())
+                removed = sum(1 for e in gone if cur.set_key(e) and cur.delete())
                 put = cur.put
-                added = sum(1 for k in add if put(entry(tag, k), b"", overwrite=False))
+                added = sum(1 for e in new if put(e, b"", overwrite=False))
                 total = before - removed + added
                 if total > limit:  # raising aborts the transaction: nothing changed
                     raise WatchFull(before, limit)

@@ -7,10 +7,12 @@ the handlers are tested with `MemoryWatchSet`), the keyed hashing every durable
 implementation applies (`WatchKeys`) and the secret behind it (`load_secret`).
 
 A watch list is, for a bank, the list of its customers' certificates: it is not kept
-in clear. Each entry is stored as ``party tag 8 B ‖ HMAC-SHA256(secret, party tag ‖
-status key)[:16]``, where the party tag is ``HMAC-SHA256(secret, "party" ‖ party
-id)[:8]``: nothing at rest names a serial or the party, and a probe ("is this status
-key on this party's list?") is one keyed hash and one lookup. The secret (32 random
+in clear. Each entry is stored as ``party tag 8 B ‖ MAC(secret, party tag ‖ status
+key) 16 B``, where the party tag is ``MAC(secret, party id) 8 B``: nothing at rest names
+a serial or the party, and a probe ("is this status key on this party's list?") is one
+keyed hash and one lookup. The MAC is BLAKE2b in its keyed mode (RFC 7693 §2.5, stdlib
+`hashlib`), personalised per use: a MAC and PRF like HMAC-SHA256, three times cheaper
+per entry here (0.6 against 2.5 µs: registering 10,000 certificates is 10,000 of them). The secret (32 random
 bytes, hex, in a file of mode 0600) is drawn once and never logged; without it the
 lists cannot be read, so it is backed up with the lists (`responder.v1.watchdb`
 checks that the secret it is given is the one the lists were written with).
@@ -22,7 +24,6 @@ a change delivered is (`responder.v1.changes`).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import secrets
 import stat
@@ -126,15 +127,26 @@ class WatchKeys:
 
     def tag(self, party: str) -> bytes:
         """The party's 8-byte tag: every entry of its list starts with it."""
-        return hmac.digest(self._secret, b"party\x00" + party.encode(), hashlib.sha256)[:TAG_BYTES]
+        mac = hashlib.blake2b(
+            party.encode(), key=self._secret, digest_size=TAG_BYTES, person=b"jpkiva-w-party"
+        )
+        return mac.digest()
 
-    def entry(self, tag: bytes, key: bytes) -> bytes:
-        """The stored entry of one status key on the list of the party tagged ``tag``."""
-        return tag + hmac.digest(self._secret, tag + key, hashlib.sha256)[:DIGEST_BYTES]
+    def entries(self, tag: bytes, keys: Sequence[bytes]) -> list[bytes]:
+        """The stored entries of ``keys`` (status keys) on the list of the party tagged ``tag``."""
+        base = hashlib.blake2b(tag, key=self._secret, digest_size=DIGEST_BYTES,
+                               person=b"jpkiva-w-entry")  # fmt: skip
+        out: list[bytes] = []
+        append, copy = out.append, base.copy
+        for k in keys:
+            mac = copy()
+            mac.update(k)
+            append(tag + mac.digest())
+        return out
 
     def check(self) -> bytes:
         """A value that names the secret without revealing it (stored with the lists)."""
-        return hmac.digest(self._secret, b"watch-secret-check", hashlib.sha256)
+        return hashlib.blake2b(b"", key=self._secret, person=b"jpkiva-w-check").digest()
 
 
 class SecretError(Exception):
