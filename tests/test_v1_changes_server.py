@@ -4,7 +4,8 @@ refused, the watch list kept); the retention horizon (410, and the way back).
 
 One small store of its own (four certificates), built by ``crlbuilder build`` from record
 files dated days in the past, so that a later build can prune the feed's older commits
-(``--changes-keep-days``); the demo PKI and registry of the session's `built` fixture.
+(``--changes-keep-days``), without pre-signing or CRLs (the feed needs neither); the demo
+PKI and registry of the session's `built` fixture.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def _build(built: Built, store: Path, inputs: list[Path], as_of: float, *extra: 
         "--pki", str(built.pki), "--facts-key-file", str(built.facts_key),
         "--quarantine", str(store.parent / "q.jsonl"), "--notices", str(store.parent / "n.jsonl"),
         "--crl-dir", str(store.parent / "crl"), "--spool", str(store.parent / "spool"),
-        "--sign-workers", "1", "--as-of", _at(as_of), "--no-progress",
+        "--no-presign", "--no-crl", "--as-of", _at(as_of), "--no-progress",
     ]  # fmt: skip
     for p in inputs:
         args += ["--input", str(p)]
