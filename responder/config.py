@@ -307,6 +307,16 @@ class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         return self.secret_file if self.secret_file is not None else ledger.dir / "watch.secret"
 
 
+class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The JSON API under /v1 ([v1]); see `responder.v1`."""
+
+    answer_key: str = ""
+    """The answer-signing key (JWS of every /v1 answer, `responder.v1.jws`): a PEM file
+    (mode 0600) or a ``pkcs11:`` URI; "" for the PKI manifest's ``answer_key``."""
+    answer_cert: Path | None = None
+    """Its certificate (PEM); unset for the PKI manifest's ``answer_cert``."""
+
+
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration of one responder process tree."""
 
@@ -318,6 +328,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
+    v1: V1Config = msgspec.field(default_factory=V1Config)
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -424,6 +435,8 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--watch-max-per-party", "watch.max_per_party", "certificates one party may watch"),
     _Flag("--watch-map-size-gib", "watch.map_size_gib", "address space of the watch lists"),
     _Flag("--watch-scan-limit", "watch.scan_limit", "changes one feed read examines"),
+    _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
+    _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),

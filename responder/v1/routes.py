@@ -44,7 +44,7 @@ from responder.outcome import Outcome
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
 from responder.registry.vocabulary import SERVICE_FAMILIES, Method, Service
-from responder.v1 import problem
+from responder.v1 import openapi, problem
 from responder.v1.route import AnyRoute, Context, Reply
 from responder.v1.wire import Problem
 
@@ -237,3 +237,22 @@ class V1Api:
         except msgspec.ValidationError as e:
             return problem.from_decode_error(e)
         return query_struct
+
+
+JWK_SET: Final = b"application/jwk-set+json"
+_PUBLIC_CACHE: Final = ((b"cache-control", b"public, max-age=300"),)
+
+
+def public_documents(
+    routes: Sequence[AnyRoute], signer: AnswerSigner | None
+) -> dict[bytes, Callable[[], Response]]:
+    """The public GET documents, built once per worker; nothing counted, no party needed:
+    ``/v1/openapi.json`` (`responder.v1.openapi`) and ``/v1/keys`` (the answer-signing key
+    as a JWKS with its certificate, RFC 7517 §5)."""
+    spec = Response(200, openapi.document_bytes(routes), JSON, _PUBLIC_CACHE)
+    out: dict[bytes, Callable[[], Response]] = {b"/v1/openapi.json": lambda: spec}
+    jwks = getattr(signer, "jwks", None)
+    if isinstance(jwks, bytes):
+        keys = Response(200, jwks, JWK_SET, _PUBLIC_CACHE)
+        out[b"/v1/keys"] = lambda: keys
+    return out

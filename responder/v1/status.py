@@ -85,7 +85,19 @@ _STALE: Final = "stale"
 class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The certificates to check, in the order the answer follows."""
 
-    entries: Annotated[list[CertRef], msgspec.Meta(min_length=1, max_length=MAX_ENTRIES)]
+    entries: Annotated[
+        list[CertRef],
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_ENTRIES,
+            examples=[
+                [
+                    {"issuer": "sign-card-g2", "serial": "1a2b3c"},
+                    {"issuer": "auth-card-g1", "serial": "10"},
+                ]
+            ],
+        ),
+    ]
 
 
 class EntryRefusal(msgspec.Struct, frozen=True, gc=False):

@@ -32,12 +32,20 @@ SERIAL_HEX: Final = r"^[0-9A-Fa-f]{1,40}$"
 CERT_B64_MAX: Final = 16384
 """The longest base64 certificate accepted (12 KiB of DER: JPKI certificates are ~1.5 KiB)."""
 
-IssuerId = Annotated[str, msgspec.Meta(pattern=ISSUER_ID, description="issuer generation id")]
+IssuerId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=ISSUER_ID,
+        description="issuer generation id, as the PKI manifest names it",
+        examples=["sign-card-g2", "auth-card-g1"],
+    ),
+]
 SerialHex = Annotated[
     str,
     msgspec.Meta(
         pattern=SERIAL_HEX,
         description="serial number, hexadecimal, at most 20 octets (RFC 5280 §4.1.2.2)",
+        examples=["1a2b3c"],
     ),
 ]
 CertificateB64 = Annotated[
