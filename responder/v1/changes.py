@@ -465,6 +465,7 @@ WATCH_ROUTE: Final = Route(
     handler=handle_watch,
     setup=setup,
     signed=False,
+    problems=(409,),
 )
 CHANGES_ROUTE: Final = Route(
     method="GET",
@@ -477,4 +478,5 @@ CHANGES_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_changes,
     setup=setup,
+    problems=(409, 410),
 )

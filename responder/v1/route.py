@@ -108,6 +108,9 @@ class Route(Generic[Req, Resp]):
     """Run once per worker; its result is `Context.env`."""
     signed: bool = True
     """The answer carries a JWS of the responder's answer-signing key (`responder.v1.jws`)."""
+    problems: tuple[int, ...] = ()
+    """Problem statuses the handler itself may answer beyond the dispatcher's (409, 410...),
+    listed in the OpenAPI document."""
 
     @property
     def endpoint(self) -> str:
