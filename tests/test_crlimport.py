@@ -692,3 +692,27 @@ def test_import_commit_is_dated_by_the_import_clock_not_the_wall_clock(
             assert r.committed_at() == int(NOW.timestamp())
     finally:
         s.close()
+
+
+def test_imported_losses_of_effect_feed_the_changes_and_are_pruned_past_retention(
+    tmp_path: Path, pki: Manifest
+) -> None:
+    """A group appliance's changes feed (GET /v1/changes): each import's new or changed
+    entries, in its own commit; an import prunes the commits older than the retention."""
+    s = Store.open(tmp_path / "store", readonly=False)
+    try:
+        imp = crlimport.CrlImporter(s, pki, changes_keep_days=1)
+        first = imp.import_der(make_crl(pki, G1, 10, BASE), as_of=NOW)
+        later = T + timedelta(days=3)
+        more = [*BASE, (9000, at(1), 1)]
+        second = imp.import_der(
+            make_crl(pki, G1, 11, more, this_update=later), as_of=later + timedelta(hours=1)
+        )
+        with s.read() as r:
+            feed = [(e.commit, sf.split_status_key(e.key)[1]) for e in r.changes(b"")]
+            horizon = r.changes_from()
+    finally:
+        s.close()
+    assert first.added == 4 and second.added == 1
+    assert feed == [(second.commit, 9000)]  # the first import's four: older than a day
+    assert horizon == first.commit
