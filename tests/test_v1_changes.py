@@ -341,3 +341,22 @@ def test_unauthenticated_and_parties_without_the_services_are_refused_before_any
     resp, got = api.changes(f"cursor={at(2)}", party="m-1")  # a 署名確認者: its group answers
     assert resp.status == 403 and got["article"] == "Act §20(1)"
     assert api.watchset.lists == {} and api.ledger.counted == []
+
+
+def test_a_cursor_has_one_spelling_and_names_its_store_and_position() -> None:
+    inside = sf.change_key(5, sf.status_key(SC, B)) + b"\x00"
+    for start in (changes_start(7), inside):
+        text = cursor.encode(STORE_ID, start)
+        assert len(text) <= cursor.MAX_CURSOR_CHARS and "=" not in text
+        assert cursor.decode(text) == cursor.Position(STORE_ID, start)
+    text = cursor.encode(STORE_ID, changes_start(7))
+    assert cursor.decode(text + "=") is None  # padded: not ours
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    long = cursor.encode(STORE_ID, inside)  # 44 bytes: the last character has 2 spare bits
+    stray = long[:-1] + alphabet[alphabet.index(long[-1]) | 1]
+    assert stray != long and cursor.decode(stray) is None  # the same bytes, another spelling
+    assert cursor.decode(text[:-2]) is None  # cut short
+    assert (
+        cursor.decode(cursor.encode(STORE_ID, changes_start(7) + b"\x00")) is None
+    )  # no such length
+    assert cursor.encode(b"", changes_start(7)) == cursor.encode(bytes(16), changes_start(7))
