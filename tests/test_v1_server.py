@@ -7,6 +7,7 @@ import base64
 import json
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.model import Answer, CertStatus, Family
+from crlbuilder.rules import JST
+from responder.ledger import Ledger
 from responder.v1 import jws
 from tests.conftest import Built
 from tests.support.harness import Server, start_server, total
@@ -48,6 +51,20 @@ def v1(
     """`v1_raw` with the body decoded from JSON."""
     code, headers, raw = v1_raw(s, path, body, party)
     return code, headers, json.loads(raw)
+
+
+def ledger_totals(directory: Path) -> dict[tuple[str, ...], int]:
+    """The ledger in ``directory`` after merging the workers' files: (party, service, method)."""
+    until(lambda: list(directory.glob("*.ledger")), what=f"worker files in {directory}")
+    ledger = Ledger.open(directory)
+    try:
+        ledger.collect()
+        today = datetime.now(JST).date()
+        return ledger.totals(
+            today - timedelta(days=1), today + timedelta(days=1), by=("party", "service", "method")
+        )
+    finally:
+        ledger.close()
 
 
 def by_serial(a: Answer) -> dict[str, str]:
