@@ -74,7 +74,7 @@ from responder.v1.watchset import (
     WatchUnavailable,
     load_secret,
 )
-from responder.v1.wire import CertRef, Problem, StoreRef
+from responder.v1.wire import CertRef, Problem, StoreRef, first_bad_serial
 
 MAX_BATCH: Final = 10_000
 """Additions plus removals per ``POST /v1/watch``."""
@@ -259,6 +259,9 @@ def _resolve(
     refs: list[CertRef], where: str, by_id: dict[str, int], env: WatchEnv, reader: StoreReader
 ) -> list[bytes] | Problem:
     """The status key of each reference, or the 400 naming the first bad one."""
+    bad = first_bad_serial(refs)
+    if bad is not None:
+        return problem.bad_input(f"$.{where}[{bad}].serial", "a serial is 1 to 40 hex digits")
     keys: list[bytes] = []
     for i, ref in enumerate(refs):
         at = f"$.{where}[{i}]"
@@ -268,7 +271,7 @@ def _resolve(
             )
         if ref.certificate is None:
             assert ref.issuer is not None and ref.serial is not None
-            issuer_id, serial = ref.issuer, int(ref.serial, 16)
+            issuer_id, serial = ref.issuer, int(ref.serial, 16)  # hex digits only (above)
             field_name = "issuer"
         else:
             got = _from_certificate(ref, at, env.index, reader)
