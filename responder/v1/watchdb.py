@@ -66,6 +66,7 @@ class LmdbWatchSet:
             )
         for name in ("data.mdb", "lock.mdb"):
             os.chmod(path / name, 0o600)
+        self._env.reader_check()  # free the reader slots of workers that died (SIGKILL)
         self._keys = keys
         self._tags: dict[str, bytes] = {}
 
