@@ -9,6 +9,12 @@ to ``[watch] max_per_party``, 10,000,000 by default), in batches of at most
 (失効事由) and the article defining it for the certificate's family, as the batch
 status answers them (`responder.v1.status`), and the next cursor.
 
+Every loss of effect by a record is a change: a revocation request or report, a resident
+record change (including the 30-day lapse, Act §31(2)), a recording error, an issuing-key
+compromise and the cascade to mobile certificates (Act §16-13, §35-13), or a listing on
+the 機構's CRL for a group appliance. Expiry (有効期間の満了, Act §15(1)(5) ...) writes no
+record and is no change: the certificate's notAfter says it.
+
 How it works: crlbuilder appends every loss of effect to the store's changes feed in
 the revoking transaction (`crlbuilder.store.format.DB_CHANGES`: commit ‖ status key);
 a read walks the feed from the cursor (`responder.v1.cursor`), keeps the entries of
