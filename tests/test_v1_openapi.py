@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ def test_the_document_is_generated_from_the_route_table() -> None:
         assert doc["components"]["schemas"][r.request.__name__] == components[r.request.__name__]
         assert set(op["responses"]) >= {"200", "400", "401", "403", "429"}
     assert doc["paths"]["/v1/keys"]["get"]["security"] == []
+    # a route's own problem statuses are listed too (a changes feed's 410, say)
+    gone = dataclasses.replace(ROUTES[0], path="/v1/x", name="x", problems=((410, "gone"),))
+    assert document([gone])["paths"]["/v1/x"]["post"]["responses"]["410"]["description"] == "gone"
     schemathesis.openapi.from_dict(doc)  # a document schemathesis accepts
 
 

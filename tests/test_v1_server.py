@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
@@ -116,16 +117,17 @@ def test_batch_status_answers_every_sample_as_ocsp_would(built: Built, tmp_path:
         assert "jws-signature" not in headers  # a refusal provides nothing
         code, _, got = v1(s, "/v1/status", {"entries": refs[:1], "x": 1}, "both-verifier")
         assert (code, got["rule"], got["field"]) == (400, "bad_input", "$")
-        until(
-            lambda: (
-                total(s.scrape(), "jpkiva_requests_total", endpoint="v1-status", http_status="200")
+
+        def counted() -> bool:  # each worker flushes its counts on its own timer
+            samples = s.scrape()
+            return (
+                total(samples, "jpkiva_requests_total", endpoint="v1-status", http_status="200")
                 == 2
-            ),
-            what="two answered calls in jpkiva_requests_total",
-        )
-        samples = s.scrape()
-        assert total(samples, "jpkiva_refusals_total", rule="unauthenticated") == 1
-        assert total(samples, "jpkiva_refusals_total", rule="malformed") == 1
+                and total(samples, "jpkiva_refusals_total", rule="unauthenticated") == 1
+                and total(samples, "jpkiva_refusals_total", rule="malformed") == 1
+            )
+
+        until(counted, what="two answered calls, one unauthenticated, one malformed in /metrics")
 
 
 def test_a_batch_of_10000_needs_a_credential_for_its_size(built: Built, tmp_path: Path) -> None:
@@ -149,3 +151,18 @@ def test_a_batch_of_10000_needs_a_credential_for_its_size(built: Built, tmp_path
             assert e.code == 413
         except (ConnectionError, urllib.error.URLError):
             pass  # the server may close before the client finished sending
+
+
+def test_an_unknown_bearer_is_refused_before_the_body_is_read(built: Built, tmp_path: Path) -> None:
+    """Authentication comes before anything of the body (brief: before decoding it): a
+    token matching no party gets 401 from the headers alone, the body never sent."""
+    with start_server(built, tmp_path) as s:
+        host, port = s.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/status HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer not-a-party\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            head = sock.recv(65536).decode("latin-1")
+        assert head.startswith("HTTP/1.1 401 "), head
+        assert "application/problem+json" in head and "unauthenticated" in head

@@ -474,7 +474,7 @@ WATCH_ROUTE: Final = Route(
     handler=handle_watch,
     setup=setup,
     signed=False,
-    problems=(409,),
+    problems=((409, "the batch would take the watch list past its bound; nothing changed"),),
 )
 CHANGES_ROUTE: Final = Route(
     method="GET",
@@ -487,5 +487,12 @@ CHANGES_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_changes,
     setup=setup,
-    problems=(409, 410),
+    problems=(
+        (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
+        (
+            410,
+            "the cursor is past the feed's retention, or of a store rebuilt since: "
+            "resynchronise (see the detail)",
+        ),
+    ),
 )

@@ -6,8 +6,7 @@ response Structs, services) and asks msgspec for the JSON Schemas of every Struc
 around the routes, so the contract cannot drift from what the dispatcher decodes and
 encodes. Every operation lists its success answer (with the ``JWS-Signature`` header of
 `responder.v1.jws` when signed) and the problem answers the dispatcher can give
-(`responder.v1.problem`: 400, 401, 403, 405, 415, 429, 503) and those the route's handler
-may give besides (`Route.problems`: 409, 410), all with the `Problem`
+(`responder.v1.problem`: 400, 401, 403, 405, 415, 429, 503), all with the `Problem`
 schema and ``application/problem+json``. A POST takes its Struct as the JSON body, a
 GET its Struct's fields as query parameters. Security: a bearer token or a TLS client
 certificate (``mutualTLS``), as the registry grants. The public documents
@@ -56,19 +55,20 @@ _PROBLEMS: Final = {
     401: "No registered party proved itself (Act §17(1), §36(1)); nothing was looked up.",
     403: "The agreement (取決め) or the law refuses this party this service now (the rule and article are named). Not counted in the ledger.",
     405: "The route does not take this method.",
-    409: "The request conflicts with the state kept (the rule names which: a watch list at its bound, a cursor ahead of the store). Nothing changed, nothing counted.",
-    410: "What the request refers to is no longer kept (a changes cursor past the feed's retention, or of a rebuilt store); the detail says how to resynchronise.",
     415: "The body is not application/json.",
     429: "The agreed quota is used up; see Retry-After.",
     503: "The answer could not be completed; retry.",
 }
 
 
-def _problem_responses(codes: Sequence[int]) -> dict[str, Any]:
+def _problem_responses(
+    codes: Sequence[int], extra: Sequence[tuple[int, str]] = ()
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for code in codes:
+    described = {**_PROBLEMS, **dict(extra)}
+    for code in (*codes, *(c for c, _ in extra)):
         entry: dict[str, Any] = {
-            "description": _PROBLEMS[code],
+            "description": described[code],
             "content": {
                 "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
             },
@@ -115,7 +115,7 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
             "security": security,
             "responses": {
                 "200": ok,
-                **_problem_responses(sorted({400, 401, 403, 405, 429, 503, *r.problems})),
+                **_problem_responses((400, 401, 403, 405, 429, 503), r.problems),
             },
         }
         if r.method == "POST":

@@ -153,9 +153,10 @@ class V1Api:
         route = self.routes.get(path)
         if route is None:
             doc = self.public.get(path)
-            req.note = _NOTE_NOT_FOUND
             if doc is None:
+                req.note = _NOTE_NOT_FOUND
                 return problem.response(problem.NO_ROUTE)
+            req.note = Outcome("v1-" + path[4:].split(b".", 1)[0].decode("ascii"))
             if req.method not in (b"GET", b"HEAD"):
                 return problem.method_not_allowed(b"GET, HEAD")
             page = doc()
