@@ -63,6 +63,14 @@ BENCHES: dict[str, list[str]] = {
     ],
     "pkcs11": ["-m", "bench.bench_pkcs11", "--out", str(RESULTS / "pkcs11.json")],
     "v1_status": ["-m", "bench.bench_v1_status", "--out", str(RESULTS / "v1_status.json")],
+    "v1_changes": [
+        "-m",
+        "bench.bench_v1_changes",
+        "--watched",
+        "1000000",
+        "--out",
+        str(RESULTS / "v1_changes.json"),
+    ],
 }
 
 
@@ -188,6 +196,19 @@ def render() -> str:
         add("metrics on the hot path", _fmt(_get(met, "summary", "added_us_per_request"), " µs/request"),
             f"load-test cost {_fmt(_get(met, 'summary', 'load_cost_percent'))}% (goal < 5%)",
             "`python -m bench.bench_metrics`")  # fmt: skip
+    feed = _load("v1_changes")
+    if feed:
+        add(f"changes feed: register {_fmt(feed.get('watched'))} watched certificates",
+            _fmt(_get(feed, "register", "seconds"), " s"),
+            f"POST /v1/watch, {_fmt(_get(feed, 'register', 'calls'))} calls of 10,000: median"
+            f" {_fmt(_get(feed, 'register', 'per_call_ms_median'), ' ms')} per call; lists"
+            f" {_fmt((feed.get('watch_lists_bytes') or 0) // (1 << 20), ' MiB')} on disk",
+            "`python -m bench.bench_v1_changes`")  # fmt: skip
+        add(f"changes feed: read a day's changes ({_fmt(feed.get('day_changes'))} in the feed)",
+            _fmt(_get(feed, "read", "seconds"), " s"),
+            f"GET /v1/changes, {_fmt(_get(feed, 'read', 'calls'))} call(s), "
+            f"{_fmt(_get(feed, 'read', 'delivered'))} watched changes delivered,"
+            f" {_fmt(_get(feed, 'read', 'feed_entries_per_s'))} feed entries/s", "same")  # fmt: skip
     lines = ["| what | result | detail | rerun |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)

@@ -297,6 +297,7 @@ class Builder:
             report.crls_withheld = pub.withheld
             report.seconds["crl"] = time.monotonic() - t
         with Commit(self.store) as c:
+            c.prune_changes(now - self.cfg.store.changes_keep_days * 86_400)
             report.build = c.bump_build()
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:

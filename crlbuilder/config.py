@@ -24,6 +24,10 @@ Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
+DEFAULT_CHANGES_KEEP_DAYS: Final = 31
+"""Days the changes feed keeps a loss of effect (`Commit.prune_changes`), unless configured."""
+
+
 class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
@@ -33,6 +37,9 @@ class StoreSection(_Section):
     """The LMDB environment directory (created on first build)."""
     map_size_gib: Positive = 64
     """Address space reserved for the store; a sparse file, only what is written costs."""
+    changes_keep_days: Positive = DEFAULT_CHANGES_KEEP_DAYS
+    """How long the changes feed (``GET /v1/changes``) keeps each loss of effect: a party
+    whose cursor is older re-reads the status of its whole watch list (docs/store.md)."""
 
 
 class PkiSection(_Section):
@@ -132,6 +139,7 @@ class BuilderConfig(_Section):
 FLAGS: Final[dict[str, tuple[str, str]]] = {
     "store": ("store", "path"),
     "map-size-gib": ("store", "map_size_gib"),
+    "changes-keep-days": ("store", "changes_keep_days"),
     "pki": ("pki", "manifest"),
     "input": ("input", "paths"),
     "spool": ("input", "spool"),

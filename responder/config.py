@@ -44,6 +44,7 @@ __all__ = [  # ConfigError is crlbuilder.options' (one for both binaries), named
     "ServerConfig",
     "StoreConfig",
     "TlsConfig",
+    "WatchConfig",
     "add_arguments",
     "flag_fields",
     "load_config",
@@ -302,6 +303,33 @@ class GroupConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     (docs/operations.md)."""
 
 
+class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The changes feed's watch lists ([watch]): ``POST /v1/watch``, ``GET /v1/changes``
+    (`responder.v1.changes`, stored by `responder.v1.watchdb`)."""
+
+    dir: Path | None = None
+    """LMDB directory of the watch lists (mode 0700), written by every worker; unset:
+    ``<ledger.dir>/watch``. Opened on the first /v1/watch or /v1/changes request."""
+    secret_file: Path | None = None
+    """File holding the 32-byte key (64 hex digits, mode 0600) the lists are hashed with
+    (no serial or party in clear at rest); drawn when absent. Unset:
+    ``<ledger.dir>/watch.secret``. Keep it apart from the lists' backups."""
+    max_per_party: PositiveInt = 10_000_000
+    """Certificates one party may watch."""
+    map_size_gib: PositiveInt = 16
+    """Address space reserved for the lists (sparse; ~40 bytes per watched certificate)."""
+    scan_limit: PositiveInt = 50_000
+    """Changes one read of the feed examines at most (the cursor then says where to go on):
+    bounds a call's time after a mass revocation (an issuing-key compromise); about 0.2 s
+    of one worker at the default (bench/README.md: ~260,000 entries/s)."""
+
+    def lists_dir(self, ledger: LedgerConfig) -> Path:
+        return self.dir if self.dir is not None else ledger.dir / "watch"
+
+    def secret_path(self, ledger: LedgerConfig) -> Path:
+        return self.secret_file if self.secret_file is not None else ledger.dir / "watch.secret"
+
+
 class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The JSON API under /v1 ([v1]); see `responder.v1`."""
 
@@ -323,6 +351,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
     group: GroupConfig = msgspec.field(default_factory=GroupConfig)
+    watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
     v1: V1Config = msgspec.field(default_factory=V1Config)
 
 
@@ -426,6 +455,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--registry", "registry.path", "TOML file of registered parties"),
     _Flag("--ledger-dir", "ledger.dir", "ledger (帳簿) and quota table directory"),
     _Flag("--ledger-collect-interval", "ledger.collect_interval", "seconds between ledger merges"),
+    _Flag("--watch-dir", "watch.dir", "watch lists of the changes feed (LMDB directory)"),
+    _Flag("--watch-secret-file", "watch.secret_file", "key file hashing the watch lists"),
+    _Flag("--watch-max-per-party", "watch.max_per_party", "certificates one party may watch"),
+    _Flag("--watch-map-size-gib", "watch.map_size_gib", "address space of the watch lists"),
+    _Flag("--watch-scan-limit", "watch.scan_limit", "changes one feed read examines"),
     _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
     _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),

@@ -62,6 +62,20 @@ def v1_status(s: Server, a: Answer, party: str) -> tuple[int, dict[str, object]]
         return int(e.code), json.loads(e.read())
 
 
+def v1_watch(s: Server, a: Answer, party: str) -> tuple[int, dict[str, object]]:
+    """POST /v1/watch adding ``a``: the HTTP status and the answer (or problem)."""
+    body = json.dumps({"add": [{"issuer": a.issuer, "serial": f"{a.serial:x}"}]}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {s.token(party)}"}
+    req = urllib.request.Request(f"{s.url}/v1/watch", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer: dict[str, object] = json.loads(r.read())
+            return int(r.status), answer
+    except urllib.error.HTTPError as e:
+        assert e.headers["Content-Type"] == "application/problem+json"
+        return int(e.code), json.loads(e.read())
+
+
 def registry_cmd(s: Server, *args: str) -> None:
     run_tool("responder", "registry", *args, "--registry", str(s.registry), "--actor", "test")
 
@@ -90,6 +104,13 @@ def test_matrix_of_titles_families_and_methods(built: Built, tmp_path: Path) -> 
                 else:
                     assert code == 200, (party, fam, "json")
                     assert (entry["status"] != "refused") is allowed, (party, fam, "json")
+                # the changes feed's watch list: the same families, refused per entry
+                code, watched = v1_watch(s, a, party)
+                if not ALLOWED[party]:
+                    assert code == 403, (party, fam, "watch")
+                else:
+                    assert code == 200, (party, fam, "watch")
+                    assert (watched["refused"] == []) is allowed, (party, fam, "watch")
 
 
 RECORD_INFO: dict[str, set[Family]] = {

@@ -712,3 +712,27 @@ def test_the_same_full_crl_after_its_delta_is_nothing_to_do(
     refused(
         run(imported, pki, write(tmp_path, "f9.crl", make_crl(pki, G1, 9, BASE))), "going backwards"
     )
+
+
+def test_imported_losses_of_effect_feed_the_changes_and_are_pruned_past_retention(
+    tmp_path: Path, pki: Manifest
+) -> None:
+    """A group appliance's changes feed (GET /v1/changes): each import's new or changed
+    entries, in its own commit; an import prunes the commits older than the retention."""
+    s = Store.open(tmp_path / "store", readonly=False)
+    try:
+        imp = crlimport.CrlImporter(s, pki, changes_keep_days=1)
+        first = imp.import_der(make_crl(pki, G1, 10, BASE), as_of=NOW)
+        later = T + timedelta(days=3)
+        more = [*BASE, (9000, at(1), 1)]
+        second = imp.import_der(
+            make_crl(pki, G1, 11, more, this_update=later), as_of=later + timedelta(hours=1)
+        )
+        with s.read() as r:
+            feed = [(e.commit, sf.split_status_key(e.key)[1]) for e in r.changes(b"")]
+            horizon = r.changes_from()
+    finally:
+        s.close()
+    assert first.added == 4 and second.added == 1
+    assert feed == [(second.commit, 9000)]  # the first import's four: older than a day
+    assert horizon == first.commit

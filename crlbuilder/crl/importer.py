@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from crlbuilder.apply import register_issuers
 from crlbuilder.build import issuer_table
+from crlbuilder.config import DEFAULT_CHANGES_KEEP_DAYS
 from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
 from crlbuilder.options import instant
@@ -414,6 +415,7 @@ class CrlImporter:
         *,
         force: bool = False,
         clock_skew: int = CLOCK_SKEW,
+        changes_keep_days: int = DEFAULT_CHANGES_KEEP_DAYS,
     ) -> None:
         """Check that ``store`` may take CRLs, then record the issuer table in it.
 
@@ -427,6 +429,8 @@ class CrlImporter:
         self.store = store
         self.force = force
         self.clock_skew = clock_skew
+        self.changes_keep = changes_keep_days * 86_400
+        """Seconds the changes feed keeps a loss of effect (pruned by each import's commit)."""
         self.issuers = known_issuers(manifest) if isinstance(manifest, Manifest) else list(manifest)
         with store.read() as r:
             check_store_mode(store.path, r)
@@ -534,6 +538,7 @@ class CrlImporter:
                 )  # fmt: skip
             c.put_crl_state(index, state)
             c.mark_crl_import()
+            c.prune_changes(_epoch(as_of) - self.changes_keep)
             result.commit = c.seq
 
     @staticmethod
@@ -760,6 +765,10 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="import a CRL whose nextUpdate has passed")
     p.add_argument("--as-of", type=instant, help="the current time (default now), for tests")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP fetch")
+    p.add_argument(
+        "--changes-keep-days", type=int, default=DEFAULT_CHANGES_KEEP_DAYS,
+        help="days the changes feed (GET /v1/changes) keeps each loss of effect",
+    )  # fmt: skip
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="CRL file (DER) or http(s) URL")
     p.set_defaults(func=run_import)
 
@@ -786,7 +795,12 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
         return 2
     try:
         try:
-            importer = CrlImporter(store, manifest, force=args.force)
+            if args.changes_keep_days < 1:
+                print(f"{prog}: error: --changes-keep-days must be at least 1", file=out)
+                return 2
+            importer = CrlImporter(
+                store, manifest, force=args.force, changes_keep_days=args.changes_keep_days
+            )
         except ImportRefused as e:
             print(f"{prog}: error: {e}", file=out)
             return 1

@@ -21,6 +21,8 @@ crls          issuer u16 | number u64 | kind  `CrlFileEntry` JSON
 announcements issuer u16                     `Announcement` JSON: a published CA compromise
 outbox        target 1 B | staging no. u64   one JSON line owed to a file (`outbox`)
 quarantine    `quarantine_key` of a refusal  commit sequence when first quarantined
+changes       commit u32 [| issuer u16 |     commit marker (4 B key): committed_at i64;
+              serial 20 B]                   entry (26 B key): one loss of effect, 1 B
 ============= ============================== =========================================
 
 ``outbox`` and ``quarantine`` are the builder's own (added without a format
@@ -62,6 +64,10 @@ DB_OUTBOX: Final = b"outbox"
 """Notices and quarantine lines staged in the transaction that causes them (`crlbuilder.outbox`)."""
 DB_QUARANTINE: Final = b"quarantine"
 """The refusals already quarantined: a replayed input quarantines nothing twice."""
+DB_CHANGES: Final = b"changes"
+"""The changes feed (現況確認 at scale, Act §18(1), §37(1)): every loss of effect (失効) keyed by
+the commit that wrote it, written in that commit's transaction, pruned past a horizon
+(`META_CHANGES_FROM`). See `change_key` and `commit_marker_key`."""
 
 ALL_DBS: Final = (
     DB_STATUS,
@@ -77,13 +83,15 @@ ALL_DBS: Final = (
     DB_ANNOUNCEMENTS,
     DB_OUTBOX,
     DB_QUARANTINE,
+    DB_CHANGES,
 )
 BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE})
 """Databases only crlbuilder reads: a read-only open of a store without them still works."""
-OPTIONAL_DBS: Final = frozenset({DB_ANNOUNCEMENTS})
+OPTIONAL_DBS: Final = frozenset({DB_ANNOUNCEMENTS, DB_CHANGES})
 """Databases added after format 1 that the responder reads: a store a builder of an earlier
-version wrote has none, and reads as if they were empty (no announcement published) until
-the next builder run creates them; the format version stays 1."""
+version wrote has none, and reads as if they were empty (no announcement published, no
+change known: the changes horizon is the current commit) until the next builder run
+creates them; the format version stays 1."""
 DUPSORT_DBS: Final = frozenset({DB_LINKS})
 MAX_DBS: Final = 16
 
@@ -106,6 +114,16 @@ META_OUTBOX_SEQ: Final = b"outbox-seq"
 """u64: the number of the last line staged in the outbox."""
 META_OUTBOX_FILE_PREFIX: Final = b"outbox-file:"
 """+ target byte: JSON (path, size) of that target's file after its last completed delivery."""
+META_STORE_ID: Final = b"store-id"
+"""16 random bytes drawn when the store was created (or first opened by a builder that knows
+them): names this store, so that a changes cursor of another store, or of a store rebuilt
+from the records, is recognised. `copy_store` keeps it (the copy holds the same commits)."""
+META_CHANGES_FROM: Final = b"changes-from"
+"""u32: the changes feed (`DB_CHANGES`) holds every loss of effect of the commits after this
+one. 0 for a store created with it; the commit at the time for an older store that gained
+it; moved forward by `crlbuilder.store.writer.Commit.prune_changes` (the retention horizon).
+A cursor before it cannot be served: the party resynchronises."""
+STORE_ID_BYTES: Final = 16
 
 SERIAL_BYTES: Final = 20
 KEY_BYTES: Final = 2 + SERIAL_BYTES
@@ -149,6 +167,24 @@ def consent_key(holder: bytes, verifier: str) -> bytes:
 
 def crl_key(issuer_index: int, number: int, delta: bool) -> bytes:
     return issuer_index.to_bytes(2, "big") + number.to_bytes(8, "big") + (b"d" if delta else b"f")
+
+
+def commit_marker_key(commit: int) -> bytes:
+    """The changes feed's marker of one commit (4 bytes: sorts before the commit's entries);
+    its value is the commit's time (i64)."""
+    return commit.to_bytes(4, "big")
+
+
+def change_key(commit: int, key: bytes) -> bytes:
+    """One loss of effect in the changes feed: the commit that wrote it, then the status key."""
+    return commit.to_bytes(4, "big") + key
+
+
+CHANGE_KEY_BYTES: Final = 4 + KEY_BYTES
+CHANGE_LOST: Final = b"\x01"
+"""The value of a changes entry: the certificate lost effect (revoked, or listed on an
+imported CRL, or its listing changed). What it lost effect by is read from its status record
+when the change is delivered, so an erasure past retention (Ord §70(1)(iii)) is respected."""
 
 
 # --- values -----------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -95,6 +96,12 @@ class Store:
                 meta = dbs[sf.DB_META]
                 if txn.get(sf.META_FORMAT, db=meta) is None:
                     txn.put(sf.META_FORMAT, sf.pack_u32(sf.FORMAT_VERSION), db=meta)
+                if txn.get(sf.META_STORE_ID, db=meta) is None:
+                    txn.put(sf.META_STORE_ID, secrets.token_bytes(sf.STORE_ID_BYTES), db=meta)
+                if txn.get(sf.META_CHANGES_FROM, db=meta) is None:
+                    # the feed starts now: the losses of effect of earlier commits are not in it
+                    commit = txn.get(sf.META_COMMIT, db=meta)
+                    txn.put(sf.META_CHANGES_FROM, bytes(commit or sf.pack_u32(0)), db=meta)
         store = cls(env=env, dbs=dbs, path=p, readonly=readonly)
         store.check_format()
         return store
@@ -154,8 +161,19 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
                     with dst.env.begin(write=True) as wtxn:
                         wtxn.cursor(db=dst.dbs[name]).putmulti(chunk, dupdata=True)
                     copied += len(chunk)
+        with src.env.begin() as rtxn, dst.env.begin(write=True) as wtxn:
+            # a source written before the changes feed: the copy's feed starts at its commit
+            # too, and the copy is named by the id it drew (the source had none to keep)
+            meta_src, meta_dst = src.dbs[sf.DB_META], dst.dbs[sf.DB_META]
+            gained = 0
+            if rtxn.get(sf.META_CHANGES_FROM, db=meta_src) is None:
+                commit = rtxn.get(sf.META_COMMIT, db=meta_src)
+                wtxn.put(sf.META_CHANGES_FROM, bytes(commit or sf.pack_u32(0)), db=meta_dst)
+                gained += 1
+            gained += rtxn.get(sf.META_STORE_ID, db=meta_src) is None
         with src.read() as r:
             src_counts = r.counts()
+            src_counts[sf.DB_META.decode()] += gained
         with dst.read() as w:
             dst_counts = {n: c for n, c in w.counts().items() if n in src_counts}
         if src_counts != dst_counts:

@@ -21,6 +21,7 @@ from crlbuilder.model import Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import (
     CHECKPOINT_EVERY,
+    ChangeEntry,
     Generation,
     ReaderRules,
     StoredAnswer,
@@ -56,6 +57,14 @@ class MemoryReader(ReaderRules):
     last_committed_at: int = 0
     imported: bool = False
     """A group appliance's store (`StoreReader.crl_import`)."""
+    ident: bytes = b""
+    """`StoreReader.store_id`."""
+    lost: list[tuple[int, bytes]] = field(default_factory=list)
+    """The changes feed: (commit, status key) of every loss of effect kept."""
+    commit_times: dict[int, int] = field(default_factory=dict)
+    """commit → when it was written (the feed's commit markers)."""
+    horizon: int = 0
+    """`StoreReader.changes_from`."""
     revision: int = 0
 
     def changed(self) -> None:
@@ -135,6 +144,7 @@ class MemoryReader(ReaderRules):
             sf.DB_CRLS: len(self.crl_index),
             sf.DB_ANNOUNCEMENTS: len(self.announced),
             sf.DB_QUARANTINE: len(self.quarantine),
+            sf.DB_CHANGES: len(self.lost) + len({c for c, _ in self.lost}),
         }
         return sizes.get(db, 0)
 
@@ -174,6 +184,19 @@ class MemoryReader(ReaderRules):
 
     def announcements(self) -> list[sf.Announcement]:
         return sorted(self.announced.values(), key=lambda a: (a.at, a.issuer))
+
+    # --- the changes feed -------------------------------------------------------------
+
+    def store_id(self) -> bytes:
+        return self.ident
+
+    def changes_from(self) -> int:
+        return self.horizon
+
+    def changes(self, start: bytes) -> Iterator[ChangeEntry]:
+        for commit, key in sorted(self.lost):
+            if sf.change_key(commit, key) >= start:
+                yield ChangeEntry(commit, key, self.commit_times.get(commit, 0))
 
 
 def _range(records: Mapping[bytes, _V], issuer_index: int | None) -> Iterator[tuple[bytes, _V]]:

@@ -6,7 +6,8 @@ status records (`StatusRecord`), pre-signed answers (`StoredAnswer`), the
 store generation (commit sequence and build number), entry counts, CRL entries,
 the CRL index, holder links, consents, sealed facts, pending move-out notices and
 the 30-day lapse they bring (Act §31(2)), announcements (公表), the issuer table,
-and per-issuer CRL and OCSP state. Nothing outside `crlbuilder.store` decodes the
+per-issuer CRL and OCSP state, and the changes feed (every loss of effect by commit,
+with the store's identity and the feed's horizon). Nothing outside `crlbuilder.store` decodes the
 stored bytes: every value comes back as a `crlbuilder.store.format` record.
 
 Two implementations: `LmdbReader` (this module; `Store.read` in
@@ -72,6 +73,27 @@ def decode_answer(value: bytes) -> StoredAnswer:
     return StoredAnswer(
         version, this_update, next_update, signer_id, bytes(value[sf.RESPONSE_HEAD_BYTES :])
     )
+
+
+class ChangeEntry(NamedTuple):
+    """One loss of effect in the changes feed (`store.format.DB_CHANGES`)."""
+
+    commit: int
+    """The commit that wrote it."""
+    key: bytes
+    """The status key of the certificate (read its `StatusRecord` for what it lost effect by)."""
+    committed_at: int
+    """When that commit was written (epoch seconds)."""
+
+    @property
+    def after(self) -> bytes:
+        """The feed position just after this entry (`StoreReader.changes`'s ``start``)."""
+        return sf.change_key(self.commit, self.key) + b"\x00"
+
+
+def changes_start(commit: int) -> bytes:
+    """The feed position just after every change of ``commit`` and before those of the next."""
+    return sf.commit_marker_key(commit + 1)
 
 
 class StoreReader(Protocol):
@@ -183,6 +205,20 @@ class StoreReader(Protocol):
 
     def announcements(self) -> list[sf.Announcement]:
         """Every published issuing-key compromise (公表, Act §15(3) ...), oldest first."""
+        ...
+
+    def store_id(self) -> bytes:
+        """The store's identity (`META_STORE_ID`; empty for a store no builder gave one)."""
+        ...
+
+    def changes_from(self) -> int:
+        """The changes feed holds every loss of effect of the commits after this one
+        (`META_CHANGES_FROM`); the current commit for a store without the feed."""
+        ...
+
+    def changes(self, start: bytes) -> Iterator[ChangeEntry]:
+        """The losses of effect at feed position ``start`` and after, in commit then key
+        order (``start``: `changes_start` or `ChangeEntry.after`)."""
         ...
 
 
@@ -471,6 +507,35 @@ class LmdbReader(ReaderRules):
             return []
         out = [sf.announcement_decoder.decode(v) for _, v in self._txn.cursor(db=db)]
         return sorted(out, key=lambda a: (a.at, a.issuer))
+
+    # --- the changes feed -------------------------------------------------------------
+
+    def store_id(self) -> bytes:
+        return self._meta(sf.META_STORE_ID) or b""
+
+    def changes_from(self) -> int:
+        if self._dbs.get(sf.DB_CHANGES) is None:
+            return self.generation().commit
+        return self.meta_u32(sf.META_CHANGES_FROM)
+
+    def changes(self, start: bytes) -> Iterator[ChangeEntry]:
+        db = self._dbs.get(sf.DB_CHANGES)
+        if db is None:
+            return
+        cur = self._txn.cursor(db=db)
+        prefix, commit, at = b"", 0, 0
+        if len(start) > 4:  # inside a commit: its marker comes before ``start``
+            raw = self._txn.get(start[:4], db=db)
+            prefix, commit, at = start[:4], sf.unpack_u32(start[:4]), sf.unpack_i64(raw or bytes(8))
+        if not cur.set_range(start):
+            return
+        for k, v in cur.iternext():
+            if len(k) == 4:
+                prefix, commit, at = k, sf.unpack_u32(k), sf.unpack_i64(v)
+                continue
+            if k[:4] != prefix:  # an entry whose marker is gone: its time is unknown
+                prefix, commit, at = k[:4], sf.unpack_u32(k[:4]), 0
+            yield ChangeEntry(commit, k[4:], at)
 
     # --- the builder's own ----------------------------------------------------------
 

@@ -17,6 +17,12 @@ readers right live here, once:
   commit) and deletes the stored pre-signed answer, together; an erasure past
   retention (Ord §70(1)(iii), `Commit.erase`) and a removal from an imported CRL
   (`Commit.unlist`) delete the entry and the answer with it;
+- every loss of effect (`Commit.revoke`, `Commit.list_revoked`,
+  `Commit.list_revoked_sorted`) is appended to the changes feed (`DB_CHANGES`: commit ‖
+  status key) in the same transaction, and the commit's marker (its time) with it, so a
+  party reading "changes since cursor" sees a revocation exactly when a status answer
+  does; `Commit.prune_changes` drops whole commits past the feed's retention and moves
+  its horizon (`META_CHANGES_FROM`);
 - the builder's own state (pre-signed answers, CRL and OCSP state, the CRL index,
   the build number, quarantine keys, the outbox) is written without moving the
   commit sequence: it changes no status.
@@ -52,7 +58,7 @@ class Commit(LmdbReader):
     change then raises (a change must be dated).
     """
 
-    __slots__ = ("_answers_in", "_clock", "_env", "changed", "seq", "wrote")
+    __slots__ = ("_answers_in", "_changes_db", "_clock", "_env", "changed", "lost", "seq", "wrote")
 
     def __init__(self, store: Store, clock: Clock | None = None) -> None:
         if store.readonly:
@@ -66,6 +72,9 @@ class Commit(LmdbReader):
         self.changed = False
         self.wrote = False
         self._answers_in: dict[bytes, bool] = {}
+        self._changes_db = store.dbs[sf.DB_CHANGES]
+        self.lost = 0
+        """Losses of effect this commit appended to the changes feed."""
 
     def _end(self, *, failed: bool) -> None:
         """Commit with the bookkeeping, or abort a failed or empty transaction."""
@@ -79,6 +88,9 @@ class Commit(LmdbReader):
             self._txn.put(sf.META_COMMIT, sf.pack_u32(self.seq), db=self._meta_db)
             at = int(self._clock().timestamp())
             self._txn.put(sf.META_COMMITTED_AT, sf.pack_i64(at), db=self._meta_db)
+            if self.lost:
+                marker = sf.commit_marker_key(self.seq)
+                self._txn.put(marker, sf.pack_i64(at), db=self._changes_db)
         self._txn.commit()
 
     # --- plumbing -------------------------------------------------------------------
@@ -136,7 +148,13 @@ class Commit(LmdbReader):
         )  # fmt: skip
         self._put(sf.DB_REVOKED, key, entry.pack())
         self._drop_answer(key)
+        self._lost(key)
         return new
+
+    def _lost(self, key: bytes) -> None:
+        """``key`` lost effect in this commit: one entry of the changes feed."""
+        self._txn.put(sf.change_key(self.seq, key), sf.CHANGE_LOST, db=self._changes_db)
+        self.lost += 1
 
     def erase(self, key: bytes, st: sf.StatusRecord, *, keep_time: bool) -> None:
         """A revocation record past its retention (Ord §70(1)(iii)): the status keeps only
@@ -156,6 +174,7 @@ class Commit(LmdbReader):
         self._put(sf.DB_STATUS, key, sf.pack_listed_status(self.seq, reason, family, at))
         self._put(sf.DB_REVOKED, key, sf.pack_listed_entry(self.seq, reason, at))
         self._drop_answer(key)
+        self._lost(key)
 
     def list_revoked_sorted(
         self, issuer_index: int, family: int, entries: list[tuple[bytes, int, int]]
@@ -168,6 +187,9 @@ class Commit(LmdbReader):
         status, entry = sf.pack_listed_status, sf.pack_listed_entry
         self._append(sf.DB_STATUS, [(k, status(seq, r, family, at)) for k, at, r in entries])
         self._append(sf.DB_REVOKED, [(k, entry(seq, r, at)) for k, at, r in entries])
+        lost, head = sf.CHANGE_LOST, sf.pack_u32(seq)
+        self._append(sf.DB_CHANGES, [(head + k, lost) for k, _, _ in entries])
+        self.lost += len(entries)
         self.wrote = self.changed = True
         if self._has_answers(prefix):
             for key, _, _ in entries:
@@ -186,6 +208,30 @@ class Commit(LmdbReader):
         self._delete(sf.DB_STATUS, key)
         self._delete(sf.DB_REVOKED, key)
         self._drop_answer(key)
+
+    def prune_changes(self, before: int) -> int:
+        """Drop from the changes feed every commit written before ``before`` (epoch seconds):
+        the feed's retention. Moves its horizon (`META_CHANGES_FROM`) to the last commit
+        dropped, so a cursor at or before it is refused and the party resynchronises. Whole
+        commits only: a cursor is never left inside a commit whose rest is gone. Changes no
+        status (no new commit); returns the entries dropped."""
+        cur = self._txn.cursor(db=self._changes_db)
+        dropped, last = 0, 0
+        found = cur.first()
+        while found:
+            k = bytes(cur.key())
+            if len(k) == 4:
+                if sf.unpack_i64(bytes(cur.value())) >= before:
+                    break
+                last = sf.unpack_u32(k)
+            elif sf.unpack_u32(k[:4]) > last:  # an entry of a commit not (yet) judged old
+                break
+            found = cur.delete()
+            dropped += 1
+        if last > self.meta_u32(sf.META_CHANGES_FROM):
+            self._put(sf.DB_META, sf.META_CHANGES_FROM, sf.pack_u32(last), change=False)
+        self.wrote |= dropped > 0
+        return dropped
 
     def mark_crl_import(self) -> None:
         """This store is a group appliance's, built from the 機構's CRLs (`META_MODE`)."""

@@ -8,7 +8,10 @@ Layout (one module per idea):
 - `table`    the route table, ``ROUTES``: one entry per route;
 - `routes`   the dispatcher (`V1Api`): authenticate, policy, quota, decode, handler,
              ledger, metrics note; `responder.app` sends every ``/v1/`` path here;
-- `status`   POST /v1/status, batch 現況確認 (Act §18(1), §37(1)).
+- `status`   POST /v1/status, batch 現況確認 (Act §18(1), §37(1));
+- `changes`  POST /v1/watch and GET /v1/changes, the changes feed (現況確認 at scale), over
+             `cursor` (the feed's opaque cursor), `watchset` (the watch lists' port and
+             keyed hashing) and `watchdb` (the watch lists in LMDB).
 
 Adding a route (R, W, T, V)
 ---------------------------

@@ -1,9 +1,9 @@
 """POST /v1/status: batch 現況確認, revocation information on request for many certificates at once.
 
 保存期間に係る署名用電子証明書失効情報 (Act §18(1)) and 利用者証明用電子証明書失効情報
-(Act §37(1)) on request, as a JSON batch: a verifier re-checks up to `MAX_ENTRIES`
-certificates in one call (a 署名検証者 on its own behalf; a group for its members, Act
-§20(1); a member asking again later, §21(3), goes through its group). Each entry names a
+(Act §37(1)) on request, as a JSON batch: up to `MAX_ENTRIES` certificates in one call,
+the re-check after the first confirmation that Act §19(4) asks of a 署名検証者 (a group
+answers its members' re-checks, §20(1), §21(3), from what it receives). Each entry names a
 certificate by issuer id + serial (hexadecimal) or by the certificate itself (DER,
 base64; its issuer is found by name and authority key identifier); the answer lists,
 in the request's order, per entry:
@@ -63,7 +63,7 @@ MAX_ENTRIES: Final = 10_000
 
 StatusName = Literal["good", "revoked", "unknown", "refused", "unavailable"]
 
-_REASON_NAMES: Final = {
+REASON_NAMES: Final = {
     Reason.UNSPECIFIED: "unspecified",
     Reason.KEY_COMPROMISE: "keyCompromise",
     Reason.CA_COMPROMISE: "cACompromise",
@@ -161,7 +161,7 @@ class _Issuer:
         if got is None:
             cat = Category.from_code(category) if category else None
             name = (
-                _REASON_NAMES.get(Reason(reason), "unspecified")
+                REASON_NAMES.get(Reason(reason), "unspecified")
                 if reason in _REASONS
                 else "unspecified"
             )

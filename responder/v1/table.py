@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from responder.v1 import corresponding, recordinfo, status
+from responder.v1 import changes, corresponding, recordinfo, status
 from responder.v1.route import AnyRoute
 
-ROUTES: Final[tuple[AnyRoute, ...]] = (status.ROUTE, recordinfo.ROUTE, corresponding.ROUTE)
+ROUTES: Final[tuple[AnyRoute, ...]] = (
+    status.ROUTE,
+    recordinfo.ROUTE,
+    corresponding.ROUTE,
+    changes.WATCH_ROUTE,
+    changes.CHANGES_ROUTE,
+)

@@ -1,0 +1,499 @@
+"""POST /v1/watch and GET /v1/changes: the changes feed, 現況確認 at scale (Act §18(1), §37(1)).
+
+A bank that re-checks its whole customer base each morning should read only what
+changed. The party registers the certificates it has verified (its watch list, up
+to ``[watch] max_per_party``, 10,000,000 by default), in batches of at most
+`MAX_BATCH` additions and removals (``POST /v1/watch``), then reads ``GET
+/v1/changes?cursor=…&limit=…``: exactly the watched certificates that lost effect
+(失効) after the cursor, each with its revocation time, RFC 5280 reason, legal category
+(失効事由) and the article defining it for the certificate's family, as the batch
+status answers them (`responder.v1.status`), and the next cursor.
+
+Every loss of effect by a record is a change: a revocation request or report, a resident
+record change (including the 30-day lapse, Act §31(2)), a recording error, an issuing-key
+compromise and the cascade to mobile certificates (Act §16-13, §35-13), or a listing on
+the 機構's CRL for a group appliance. Expiry (有効期間の満了, Act §15(1)(5) ...) writes no
+record and is no change: the certificate's notAfter says it.
+
+How it works: crlbuilder appends every loss of effect to the store's changes feed in
+the revoking transaction (`crlbuilder.store.format.DB_CHANGES`: commit ‖ status key);
+a read walks the feed from the cursor (`responder.v1.cursor`), keeps the entries of
+the families the party may receive, asks the party's watch list which of them it
+watches (`responder.v1.watchset.WatchSet`, one probe per entry, in chunks) and reads
+the status record of each hit. The watch list is the responder's own state
+(`responder.v1.watchdb`), keyed hashes only, kept across restarts and store rebuilds.
+
+- Services: ``sign-revocation-info`` (sign families, Act §18(1)) and
+  ``auth-revocation-info`` (auth families, Act §37(1)), method ``json``. A certificate
+  of a family the party may not receive is refused per entry at registration (rule and
+  article, nothing added); a change of such a family (the agreement changed since) is
+  not delivered.
+- Ledger (帳簿, Act §40): one provision per change delivered, counted under its
+  family's service, method ``json`` (the unit a fee per provision would use, Act
+  §67). Registering says nothing about any status and is not a provision; a read that
+  delivers nothing provides nothing. Both count against the agreed quotas.
+- Cursor: opaque; ``GET /v1/changes`` without one answers no change and the cursor of
+  the store's current commit. A cursor of another store or of a store rebuilt from the
+  records, or older than the feed's retention (crlbuilder's ``store.changes_keep_days``),
+  is refused 410 (``cursor_expired``); one ahead of the store (restored from an older
+  copy) 409 (``cursor_ahead``). The way back is the same: take a fresh cursor (no
+  cursor), re-read the status of the whole list with ``POST /v1/status``, then read the
+  changes from that cursor (changes between the two are delivered again, not lost).
+- A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
+  (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
+  says where to go on.
+
+Bad input (400, nothing counted, the watch list unchanged): malformed JSON, unknown
+fields, no entry or more than `MAX_BATCH` in one call, an entry with both or neither
+form, a serial over 20 octets, an issuer we do not serve, a certificate that does not
+parse; a cursor that is not one of ours. A batch that would take the list past its
+bound: 409 ``watch_full``, nothing changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from crlbuilder.model import Category, Family, Reason
+from crlbuilder.store import format as sf
+from crlbuilder.store.reader import ChangeEntry, StoreReader
+from responder import policy
+from responder.config import ResponderConfig, WatchConfig
+from responder.registry.vocabulary import Service
+from responder.v1 import cursor as cursors
+from responder.v1 import problem
+from responder.v1.certref import IssuerIndex, from_certificate
+from responder.v1.route import Context, Reply, Route
+from responder.v1.status import REASON_NAMES
+from responder.v1.watchdb import LmdbWatchSet, WatchDbError
+from responder.v1.watchset import (
+    SecretError,
+    WatchFull,
+    WatchKeys,
+    WatchSet,
+    WatchUnavailable,
+    load_secret,
+)
+from responder.v1.wire import CertRef, Problem, StoreRef, first_bad_serial
+
+MAX_BATCH: Final = 10_000
+"""Additions plus removals per ``POST /v1/watch``."""
+MAX_LIMIT: Final = 10_000
+"""Most changes one ``GET /v1/changes`` delivers."""
+DEFAULT_LIMIT: Final = 1_000
+PROBE_CHUNK: Final = 1_024
+"""Feed entries asked about in one `WatchSet.watched` call."""
+
+_SERIAL_END: Final = 1 << (8 * sf.SERIAL_BYTES)
+_log: Final = logging.getLogger("responder.v1.changes")
+
+RULE_WATCH_FULL: Final = "watch_full"
+RULE_CURSOR_EXPIRED: Final = "cursor_expired"
+RULE_CURSOR_AHEAD: Final = "cursor_ahead"
+_RESYNC: Final = (
+    "take a fresh cursor (GET /v1/changes without one), re-read the status of every "
+    "watched certificate with POST /v1/status, then read the changes from that cursor"
+)
+_CURSOR_PROBLEMS: Final = {
+    cursors.Verdict.MALFORMED: problem.bad_input("$.cursor", "not a cursor of this API"),
+    cursors.Verdict.OTHER_STORE: problem.make(
+        410, RULE_CURSOR_EXPIRED,
+        f"the cursor is of another store, or of this one before it was rebuilt: {_RESYNC}",
+        field="$.cursor",
+    ),
+    cursors.Verdict.EXPIRED: problem.make(
+        410, RULE_CURSOR_EXPIRED,
+        f"the cursor is older than the changes kept (the feed's retention): {_RESYNC}",
+        field="$.cursor",
+    ),
+    cursors.Verdict.AHEAD: problem.make(
+        409, RULE_CURSOR_AHEAD,
+        f"the cursor is ahead of this store (restored from an older copy?): {_RESYNC}",
+        field="$.cursor",
+    ),
+}  # fmt: skip
+_UNAVAILABLE: Final = problem.make(
+    503, problem.UNAVAILABLE, "the watch lists cannot be read or written now; retry"
+)
+
+
+# --- wire -----------------------------------------------------------------------------
+
+
+class WatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Certificates to start and stop watching: removals are applied first, all or nothing."""
+
+    add: Annotated[list[CertRef], msgspec.Meta(max_length=MAX_BATCH)] = []
+    remove: Annotated[list[CertRef], msgspec.Meta(max_length=MAX_BATCH)] = []
+
+
+class WatchRefusal(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``add`` entry not added: the party may not receive its family (per entry)."""
+
+    index: int
+    """Its position in ``add``."""
+    rule: str
+    article: str
+
+
+class WatchResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What the batch did to the party's list; nothing about any certificate's status."""
+
+    added: int
+    already: int
+    """Asked to add, already watched."""
+    removed: int
+    absent: int
+    """Asked to remove, not watched."""
+    watching: int
+    """Certificates on the party's list now."""
+    refused: list[WatchRefusal]
+
+
+class ChangesQuery(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where to read from and how much."""
+
+    cursor: Annotated[str, msgspec.Meta(max_length=cursors.MAX_CURSOR_CHARS)] = ""
+    """The cursor of the last answer; empty: the current position, no change."""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """One watched certificate that lost effect after the cursor, and its status now."""
+
+    issuer: str
+    serial: str
+    """Hexadecimal, as the request named it (`responder.v1.wire.CertRef`)."""
+    commit: int
+    """The store commit that recorded the loss of effect."""
+    committed_at: datetime | None
+    status: Literal["revoked", "unknown", "good"]
+    """``revoked``; ``unknown`` once the record passed its retention and was erased
+    without its time (Ord §70(1)(iii)); ``good`` on a group appliance whose newer CRL no
+    longer lists it."""
+    family: Family
+    revoked_at: datetime | None = None
+    reason: str | None = None
+    category: Category | None = None
+    article: str | None = None
+
+
+class ChangesResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The changes after the cursor, in the order they were recorded, and the next cursor."""
+
+    store: StoreRef
+    produced_at: datetime
+    changes: list[Change]
+    cursor: str
+    """Read from here next time."""
+    more: bool
+    """True when the read stopped at ``limit`` or at the scan bound: read again now."""
+
+
+# --- per worker -----------------------------------------------------------------------
+
+
+@dataclass
+class WatchEnv:
+    """What the two routes share in a worker: the watch lists (opened on first use) and the
+    issuer names for certificates given whole."""
+
+    config: WatchConfig
+    lists_dir: Path
+    secret_path: Path
+    index: IssuerIndex = field(default_factory=IssuerIndex)
+    watchset: WatchSet | None = None
+
+    def lists(self) -> WatchSet | None:
+        """The watch lists, opened on first use; None (logged, no secret) when they cannot."""
+        if self.watchset is None:
+            try:
+                keys = WatchKeys(load_secret(self.secret_path, create=True))
+                self.watchset = LmdbWatchSet(
+                    self.lists_dir, keys, map_size=self.config.map_size_gib << 30
+                )
+            except (SecretError, WatchDbError, OSError) as e:
+                _log.error("watch lists unavailable: %s", e)
+                return None
+        return self.watchset
+
+
+_ENVS: Final[dict[Path, WatchEnv]] = {}
+"""One `WatchEnv` per watch directory in a process: both routes share it (LMDB allows one
+open of an environment per process)."""
+
+
+def setup(config: ResponderConfig) -> WatchEnv:
+    w = config.watch
+    where = w.lists_dir(config.ledger).absolute()
+    env = _ENVS.get(where)
+    if env is None or env.config != w:
+        env = _ENVS[where] = WatchEnv(w, where, w.secret_path(config.ledger))
+    return env
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Issuer:
+    id: str
+    family: Family
+    service: Service
+    refusal: policy.Refused | None
+
+
+def _issuers(reader: StoreReader, ctx: Context) -> dict[int, _Issuer]:
+    out: dict[int, _Issuer] = {}
+    for meta in reader.issuers():
+        service = policy.service_for_ocsp(meta.family)
+        out[meta.index] = _Issuer(meta.id, meta.family, service, ctx.permit(service, meta.family))
+    return out
+
+
+def _at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _resolve(
+    refs: list[CertRef], where: str, by_id: dict[str, int], env: WatchEnv, reader: StoreReader
+) -> list[bytes] | Problem:
+    """The status key of each reference, or the 400 naming the first bad one."""
+    bad = first_bad_serial(refs)
+    if bad is not None:
+        return problem.bad_input(f"$.{where}[{bad}].serial", "a serial is 1 to 40 hex digits")
+    keys: list[bytes] = []
+    for i, ref in enumerate(refs):
+        at = f"$.{where}[{i}]"
+        if ref.form() is None:
+            return problem.bad_input(
+                at, "name a certificate by issuer and serial, or by certificate"
+            )
+        if ref.certificate is None:
+            assert ref.issuer is not None and ref.serial is not None
+            issuer_id, serial = ref.issuer, int(ref.serial, 16)  # hex digits only (above)
+            field_name = "issuer"
+        else:
+            got = from_certificate(ref, at, env.index, reader)
+            if isinstance(got, Problem):
+                return got
+            issuer_id, serial = got
+            field_name = "certificate"
+        index = by_id.get(issuer_id)
+        if index is None:
+            return problem.bad_input(f"{at}.{field_name}", "not an issuer served here")
+        if not 0 <= serial < _SERIAL_END:
+            return problem.bad_input(f"{at}.{field_name}", "a serial of at most 20 octets")
+        keys.append(sf.status_key(index, serial))
+    return keys
+
+
+# --- POST /v1/watch ---------------------------------------------------------------------
+
+
+def handle_watch(request: WatchRequest, ctx: Context) -> Reply[WatchResponse] | Problem:
+    """Apply one batch to the party's watch list (module docstring). Counts nothing."""
+    n = len(request.add) + len(request.remove)
+    if n == 0 or n > MAX_BATCH:
+        return problem.bad_input("$", f"give 1 to {MAX_BATCH} entries in add and remove together")
+    env = ctx.env
+    assert isinstance(env, WatchEnv)
+    reader = ctx.reader
+    issuers = _issuers(reader, ctx)
+    by_id = {i.id: index for index, i in issuers.items()}
+    add = _resolve(request.add, "add", by_id, env, reader)
+    if isinstance(add, Problem):
+        return add
+    remove = _resolve(request.remove, "remove", by_id, env, reader)
+    if isinstance(remove, Problem):
+        return remove
+    refused: list[WatchRefusal] = []
+    allowed: list[bytes] = []
+    for i, key in enumerate(add):
+        refusal = issuers[sf.split_status_key(key)[0]].refusal
+        if refusal is not None:
+            refused.append(WatchRefusal(index=i, rule=refusal.rule.value, article=refusal.article))
+        else:
+            allowed.append(key)
+    lists = env.lists()
+    if lists is None:
+        return _UNAVAILABLE
+    try:
+        done = lists.update(
+            ctx.party.id,
+            list(dict.fromkeys(allowed)),
+            list(dict.fromkeys(remove)),
+            limit=env.config.max_per_party,
+        )
+    except WatchFull as e:
+        return problem.make(
+            409, RULE_WATCH_FULL,
+            f"the watch list would exceed {e.limit} certificates; nothing was changed",
+            field="$.add",
+        )  # fmt: skip
+    except WatchUnavailable:
+        return _UNAVAILABLE
+    body = WatchResponse(
+        added=done.added,
+        already=len(allowed) - done.added,
+        removed=done.removed,
+        absent=len(remove) - done.removed,
+        watching=done.total,
+        refused=refused,
+    )
+    return Reply(body)
+
+
+# --- GET /v1/changes --------------------------------------------------------------------
+
+
+def _chunks(entries: Iterator[ChangeEntry], size: int) -> Iterator[list[ChangeEntry]]:
+    chunk: list[ChangeEntry] = []
+    for e in entries:
+        chunk.append(e)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _change(e: ChangeEntry, issuer: _Issuer, reader: StoreReader, crl_import: bool) -> Change:
+    """The change as delivered: the certificate's status now (as POST /v1/status says it)."""
+    st = reader.status(e.key)
+    serial = f"{sf.split_status_key(e.key)[1]:X}"
+    at = _at(e.committed_at) if e.committed_at else None
+    family = issuer.family
+    if st is not None and st.state == sf.STATE_REVOKED:
+        category = Category.from_code(st.category) if st.category else None
+        return Change(
+            issuer=issuer.id, serial=serial, commit=e.commit, committed_at=at, status="revoked",
+            family=family, revoked_at=_at(st.revoked_at),
+            reason=REASON_NAMES.get(Reason(st.reason), "unspecified"), category=category,
+            article=category.articles.get(family) if category is not None else None,
+        )  # fmt: skip
+    if st is not None and st.state == sf.STATE_ERASED and st.revoked_at:
+        return Change(
+            issuer=issuer.id, serial=serial, commit=e.commit, committed_at=at, status="revoked",
+            family=family, revoked_at=_at(st.revoked_at),
+        )  # fmt: skip
+    # erased without its time (Ord §70(1)(iii)): unknown; on a group appliance, a serial its
+    # newer CRL no longer lists is good (CRL-import mode)
+    status: Literal["good", "unknown"] = "good" if st is None and crl_import else "unknown"
+    return Change(
+        issuer=issuer.id, serial=serial, commit=e.commit, committed_at=at, status=status,
+        family=family,
+    )  # fmt: skip
+
+
+def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse] | Problem:
+    """The watched changes after the cursor (module docstring)."""
+    env = ctx.env
+    assert isinstance(env, WatchEnv)
+    reader = ctx.reader
+    committed = reader.committed_at()
+    store = StoreRef(
+        commit=reader.generation().commit, committed_at=_at(committed) if committed else None
+    )
+    now = _at(int(ctx.now))
+    if not request.cursor:
+        return Reply(ChangesResponse(
+            store=store, produced_at=now, changes=[], cursor=cursors.at_commit(reader), more=False,
+        ))  # fmt: skip
+    position = cursors.decode(request.cursor)
+    verdict = cursors.judge(position, reader)
+    if verdict is not cursors.Verdict.OK:
+        return _CURSOR_PROBLEMS[verdict]
+    assert position is not None
+    lists = env.lists()
+    if lists is None:
+        return _UNAVAILABLE
+    issuers = _issuers(reader, ctx)
+    crl_import = reader.crl_import()
+    party = ctx.party.id
+    limit, budget = request.limit, env.config.scan_limit
+    store_id = reader.store_id()
+    changes: list[Change] = []
+    counts: dict[Service, int] = {}
+    families: set[Family] = set()
+    last: ChangeEntry | None = None
+    scanned = 0
+    full = False
+    try:
+        for read in _chunks(reader.changes(position.start), PROBE_CHUNK):
+            chunk = read[: budget - scanned]
+            receivable = [
+                e for e in chunk
+                if (i := issuers.get(sf.split_status_key(e.key)[0])) is not None
+                and i.refusal is None
+            ]  # fmt: skip
+            hits = lists.watched(party, [e.key for e in receivable])
+            watched = {e.key for e, hit in zip(receivable, hits, strict=True) if hit}
+            for e in chunk:
+                last = e
+                scanned += 1
+                if e.key in watched:
+                    issuer = issuers[sf.split_status_key(e.key)[0]]
+                    changes.append(_change(e, issuer, reader, crl_import))
+                    counts[issuer.service] = counts.get(issuer.service, 0) + 1
+                    families.add(issuer.family)
+                    if len(changes) == limit:
+                        full = True
+                        break
+            if full or scanned >= budget:
+                full = True
+                break
+    except WatchUnavailable:
+        return _UNAVAILABLE
+    if full and last is not None:
+        cursor = cursors.encode(store_id, last.after)
+    else:  # read to the end: the next read starts after the view's commit
+        cursor = cursors.at_commit(reader)
+    body = ChangesResponse(store=store, produced_at=now, changes=changes, cursor=cursor, more=full)
+    family = next(iter(families)).value if len(families) == 1 else ""
+    return Reply(body, tuple(counts.items()), family)
+
+
+_SERVICES: Final = (Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO)
+
+WATCH_ROUTE: Final = Route(
+    method="POST",
+    path="/v1/watch",
+    name="watch",
+    summary="Watch list of the changes feed: add and remove certificates (not a provision)",
+    description=__doc__ or "",
+    request=WatchRequest,
+    response=WatchResponse,
+    services=_SERVICES,
+    handler=handle_watch,
+    setup=setup,
+    signed=False,
+    problems=((409, "the batch would take the watch list past its bound; nothing changed"),),
+)
+CHANGES_ROUTE: Final = Route(
+    method="GET",
+    path="/v1/changes",
+    name="changes",
+    summary="Changes feed: the watched certificates that lost effect after a cursor, Act §18(1), §37(1)",
+    description=__doc__ or "",
+    request=ChangesQuery,
+    response=ChangesResponse,
+    services=_SERVICES,
+    handler=handle_changes,
+    setup=setup,
+    problems=(
+        (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
+        (
+            410,
+            "the cursor is past the feed's retention, or of a store rebuilt since: "
+            "resynchronise (see the detail)",
+        ),
+    ),
+)

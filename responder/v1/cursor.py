@@ -1,0 +1,106 @@
+"""The changes feed's cursor: an opaque string naming a position in one store's feed.
+
+A cursor says "every loss of effect (失効) up to here has been read" in the store's
+changes feed (`crlbuilder.store.format.DB_CHANGES`, read with
+`crlbuilder.store.reader.StoreReader.changes`). It is URL-safe base64 (no padding) of::
+
+    version 1 B (= 1) ‖ store id 16 B ‖ feed position (4 B: after a whole commit;
+                                                       27 B: inside a commit)
+
+The store id (`StoreReader.store_id`) ties it to one store: a cursor of another store,
+or of a store rebuilt from the records (a new id, other commit numbers), is recognised
+and refused instead of silently skipping or repeating changes. `judge` says whether a
+cursor can be served by a view of the store: malformed (400), of another store or
+older than the feed's horizon (`StoreReader.changes_from`, the retention: 410), or
+ahead of the store (a store restored from an older copy: 409). Each refusal tells the
+party how to resynchronise. Pure: no I/O, no clock.
+
+The cursor is not secret and carries no personal data: a commit number and a position
+that names a status key (issuer index and serial) only when the read stopped inside a
+commit, which the party was just told about. It is not authenticated: a forged cursor
+can only make a party read its own watched changes from another point.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from typing import Final, NamedTuple
+
+from crlbuilder.store import format as sf
+from crlbuilder.store.reader import StoreReader, changes_start
+
+VERSION: Final = 1
+_BOUNDARY_BYTES: Final = 1 + sf.STORE_ID_BYTES + 4
+_INSIDE_BYTES: Final = 1 + sf.STORE_ID_BYTES + sf.CHANGE_KEY_BYTES + 1
+MAX_CURSOR_CHARS: Final = 64
+"""The longest cursor string (a 45-byte cursor is 60 base64 characters)."""
+
+
+class Verdict(enum.Enum):
+    """Why a cursor cannot be served, or that it can."""
+
+    OK = "ok"
+    MALFORMED = "malformed"
+    OTHER_STORE = "other_store"
+    """Minted by another store (or one rebuilt from the records since)."""
+    EXPIRED = "expired"
+    """Older than the feed's horizon: some changes after it were pruned."""
+    AHEAD = "ahead"
+    """After the store's last commit: the store went back (restored from a copy)."""
+
+
+class Position(NamedTuple):
+    store_id: bytes
+    start: bytes
+    """The feed position to read from (`StoreReader.changes`'s ``start``)."""
+
+    @property
+    def commit(self) -> int:
+        """The commit the position is in (or the first one not read yet, after a boundary)."""
+        return sf.unpack_u32(self.start[:4])
+
+
+def _id(reader_id: bytes) -> bytes:
+    """The 16-byte id a cursor carries (zeros for a store that has none yet)."""
+    return reader_id if len(reader_id) == sf.STORE_ID_BYTES else bytes(sf.STORE_ID_BYTES)
+
+
+def encode(store_id: bytes, start: bytes) -> str:
+    raw = bytes((VERSION,)) + _id(store_id) + start
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def at_commit(reader: StoreReader) -> str:
+    """The cursor after every change of the view's commit: where a party that has just read
+    the status of its whole list (POST /v1/status, the same commit) starts."""
+    return encode(reader.store_id(), changes_start(reader.generation().commit))
+
+
+def decode(cursor: str) -> Position | None:
+    """The position a cursor names, or None when it is not one of ours."""
+    if not cursor or len(cursor) > MAX_CURSOR_CHARS:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) not in (_BOUNDARY_BYTES, _INSIDE_BYTES) or raw[0] != VERSION:
+        return None
+    if encode(raw[1 : 1 + sf.STORE_ID_BYTES], raw[1 + sf.STORE_ID_BYTES :]) != cursor:
+        return None  # one cursor, one spelling (no padding, no stray bits)
+    return Position(raw[1 : 1 + sf.STORE_ID_BYTES], raw[1 + sf.STORE_ID_BYTES :])
+
+
+def judge(position: Position | None, reader: StoreReader) -> Verdict:
+    """Can ``reader`` serve the changes after ``position`` exactly (module docstring)?"""
+    if position is None:
+        return Verdict.MALFORMED
+    if position.store_id != _id(reader.store_id()):
+        return Verdict.OTHER_STORE
+    if position.start < changes_start(reader.changes_from()):
+        return Verdict.EXPIRED
+    if position.start > changes_start(reader.generation().commit):
+        return Verdict.AHEAD
+    return Verdict.OK

@@ -1,0 +1,157 @@
+"""The store's changes feed: every loss of effect (失効) by commit, in the revoking transaction.
+
+`Commit.revoke` (and an imported CRL's listing) appends ``commit ‖ status key`` to
+`DB_CHANGES` in the same write transaction as the status change, with the commit's
+marker (its time); `Commit.prune_changes` drops whole commits past the retention and
+moves the horizon (`META_CHANGES_FROM`); every store has an identity (`META_STORE_ID`)
+so a cursor of another store, or of one rebuilt from the records, is recognised. The
+LMDB reader and `MemoryReader` read the feed alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.model import Category, Family, Reason
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store, copy_store
+from crlbuilder.store.memory import MemoryReader
+from crlbuilder.store.reader import ChangeEntry, StoreReader, changes_start
+from crlbuilder.store.writer import Commit
+
+T1 = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
+T2 = datetime(2031, 2, 4, 4, 5, 6, tzinfo=UTC)
+ISSUER = 1
+KEYS = [sf.status_key(ISSUER, n) for n in (40, 41, 42, 43)]
+HOLDER = bytes(range(32))
+
+
+def _good() -> sf.StatusRecord:
+    return sf.StatusRecord(
+        version=0, state=sf.STATE_GOOD, category=0, reason=0, family=Family.SIGN_CARD.code,
+        not_before=1_900_000_000, not_after=2_100_000_000, revoked_at=0, holder=HOLDER,
+    )  # fmt: skip
+
+
+def _revoke(store: Store, keys: list[bytes], when: datetime) -> int:
+    with Commit(store, lambda: when) as c:
+        for k in keys:
+            st = c.status(k)
+            assert st is not None
+            c.revoke(
+                k, st, category=Category.REQUEST.code, reason=int(Reason.KEY_COMPROMISE),
+                at=int(when.timestamp()), recorded_at=int(when.timestamp()),
+            )  # fmt: skip
+        return c.seq
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """Four good certificates (commit 1)."""
+    s = Store.open(tmp_path / "store", readonly=False, map_size=1 << 24)
+    with Commit(s, lambda: T1) as c:
+        for k in KEYS:
+            c.add_certificate(k, _good(), Family.SIGN_CARD, None)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _all(r: StoreReader) -> list[ChangeEntry]:
+    return list(r.changes(changes_start(0)))
+
+
+def test_revocation_is_in_the_feed_in_its_own_transaction(store: Store) -> None:
+    with store.read() as before:
+        seq = _revoke(store, KEYS[2:0:-1], T2)
+        assert _all(before) == []  # a view opened before the commit sees none of it
+    at = int(T2.timestamp())
+    with store.read() as r:
+        assert _all(r) == [ChangeEntry(seq, KEYS[1], at), ChangeEntry(seq, KEYS[2], at)]
+        assert r.status(KEYS[1]) is not None and r.status(KEYS[1]).revoked  # type: ignore[union-attr]
+        first = next(r.changes(changes_start(0)))
+        assert list(r.changes(first.after)) == [ChangeEntry(seq, KEYS[2], at)]  # mid-commit
+        assert list(r.changes(changes_start(seq))) == []
+
+
+def test_issuance_and_a_commit_that_revokes_nothing_write_no_change(store: Store) -> None:
+    with store.read() as r:
+        assert _all(r) == [] and r.count(sf.DB_CHANGES) == 0
+        assert r.changes_from() == 0  # a store created with the feed holds it from commit 0
+
+
+def test_imported_crl_listing_is_a_change(store: Store) -> None:
+    with Commit(store, lambda: T2) as c:
+        c.list_revoked(KEYS[0], Family.SIGN_CARD.code, 1_950_000_000, int(Reason.SUPERSEDED))
+        c.list_revoked_sorted(
+            2, Family.AUTH_CARD.code,
+            [(sf.status_key(2, 5), 1_950_000_000, 1), (sf.status_key(2, 6), 1_950_000_000, 1)],
+        )  # fmt: skip
+        seq = c.seq
+    with store.read() as r:
+        got = [(e.commit, e.key) for e in _all(r)]
+    assert got == [(seq, KEYS[0]), (seq, sf.status_key(2, 5)), (seq, sf.status_key(2, 6))]
+
+
+def test_prune_drops_whole_commits_past_retention_and_moves_the_horizon(store: Store) -> None:
+    old = _revoke(store, [KEYS[0], KEYS[1]], T1)
+    new = _revoke(store, [KEYS[2]], T2)
+    with Commit(store) as c:  # the builder's own write: no clock, no new commit
+        assert c.prune_changes(int(T2.timestamp())) == 3  # marker + two entries of ``old``
+    with store.read() as r:
+        assert [(e.commit, e.key) for e in _all(r)] == [(new, KEYS[2])]
+        assert r.changes_from() == old
+        assert r.generation().commit == new
+
+
+def test_every_store_has_its_own_identity_and_a_copy_keeps_it(store: Store, tmp_path: Path) -> None:
+    _revoke(store, [KEYS[0]], T1)
+    with store.read() as r:
+        ident = r.store_id()
+    assert len(ident) == sf.STORE_ID_BYTES
+    other = Store.open(tmp_path / "other", readonly=False, map_size=1 << 24)
+    with other.read() as r:
+        assert r.store_id() != ident
+    other.close()
+    store.close()
+    copy_store(tmp_path / "store", tmp_path / "copy", map_size=1 << 24)
+    copy = Store.open(tmp_path / "copy", readonly=True, map_size=1 << 24)
+    with copy.read() as r:
+        assert r.store_id() == ident and len(_all(r)) == 1
+    copy.close()
+
+
+def test_store_from_before_the_feed_starts_it_at_its_commit(store: Store, tmp_path: Path) -> None:
+    """A store an older builder wrote has no feed: its horizon is its commit, read-only or once
+    a builder opened it (the losses of effect before are not in the feed)."""
+    seq = _revoke(store, [KEYS[0]], T1)
+    with store.env.begin(write=True) as txn:
+        txn.drop(store.dbs[sf.DB_CHANGES], delete=True)
+        txn.delete(sf.META_CHANGES_FROM, db=store.dbs[sf.DB_META])
+    store.close()
+    path = tmp_path / "store"
+    ro = Store.open(path, readonly=True, map_size=1 << 24)
+    with ro.read() as r:
+        assert r.changes_from() == seq and _all(r) == []
+    ro.close()
+    rw = Store.open(path, readonly=False, map_size=1 << 24)
+    with rw.read() as r:
+        assert r.changes_from() == seq and _all(r) == []
+    rw.close()
+
+
+def test_memory_reader_reads_the_feed_like_lmdb(store: Store) -> None:
+    seq = _revoke(store, [KEYS[3], KEYS[1]], T2)
+    at = int(T2.timestamp())
+    mem = MemoryReader(
+        lost=[(seq, KEYS[3]), (seq, KEYS[1])], commit_times={seq: at}, horizon=0, ident=b"x" * 16
+    )
+    with store.read() as r:
+        for start in (changes_start(0), _all(r)[0].after, changes_start(seq)):
+            assert list(mem.changes(start)) == list(r.changes(start))
+        assert mem.count(sf.DB_CHANGES) == r.count(sf.DB_CHANGES)

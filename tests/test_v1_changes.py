@@ -1,0 +1,366 @@
+"""POST /v1/watch and GET /v1/changes in process: the changes feed (現況確認 at scale, Act
+§18(1), §37(1)) through the /v1 dispatcher, over a `MemoryReader` and a `MemoryWatchSet`;
+nothing here starts a process."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from crlbuilder.model import Category, Family, Reason
+from crlbuilder.store import format as sf
+from crlbuilder.store.memory import MemoryReader
+from crlbuilder.store.reader import changes_start
+from responder.config import LedgerConfig, ResponderConfig, WatchConfig
+from responder.http import Request, Response
+from responder.registry.vocabulary import Method, Service
+from responder.v1 import changes, cursor
+from responder.v1.routes import V1Api
+from responder.v1.watchset import MemoryWatchSet
+from tests.support.pki import Ca, make_ca, rsa_key
+from tests.test_policy import NOW
+from tests.test_v1_status import AC, SC, Ledger, Quotas, record, registry
+
+STORE_ID = b"S" * 16
+HOLDER = b"h" * 32
+REVOKED_AT = int(NOW) - 7200
+COMMITTED = {3: int(NOW) - 9000, 5: int(NOW) - 3600, 6: int(NOW) - 600}
+A, B, C, D, QUIET = 0x21, 0x22, 0x23, 0x24, 0x25
+"""Serials: A, B, C lose effect (sign-card), D an auth-card one; QUIET stays good."""
+
+
+@pytest.fixture(scope="module")
+def cas() -> dict[int, Ca]:
+    key = rsa_key()
+    return {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
+
+
+def _revoked(family: Family, category: Category = Category.REQUEST) -> sf.StatusRecord:
+    return record(
+        sf.STATE_REVOKED, family, revoked_at=REVOKED_AT, reason=Reason.KEY_COMPROMISE,
+        category=category.code,
+    )  # fmt: skip
+
+
+def store(cas: dict[int, Ca], **kw: Any) -> MemoryReader:
+    """Commit 3 revoked A; commit 5 revoked B and C; commit 6 revoked auth-card D."""
+    fams = {SC: Family.SIGN_CARD, AC: Family.AUTH_CARD}
+    fields: dict[str, Any] = {
+        "issuer_table": [
+            sf.IssuerMeta(
+                index=i,
+                id=f"{fams[i].value}-g1",
+                family=fams[i],
+                generation=1,
+                cert_der=ca.cert.public_bytes(serialization.Encoding.DER),
+            )
+            for i, ca in cas.items()
+        ],
+        "status_records": {
+            sf.status_key(SC, A): _revoked(Family.SIGN_CARD),
+            sf.status_key(SC, B): _revoked(Family.SIGN_CARD, Category.RESIDENT_CHANGE),
+            sf.status_key(SC, C): _revoked(Family.SIGN_CARD),
+            sf.status_key(AC, D): _revoked(Family.AUTH_CARD),
+            sf.status_key(SC, QUIET): record(sf.STATE_GOOD, Family.SIGN_CARD),
+        },
+        "lost": [
+            (3, sf.status_key(SC, A)),
+            (5, sf.status_key(SC, B)),
+            (5, sf.status_key(SC, C)),
+            (6, sf.status_key(AC, D)),
+        ],
+        "commit_times": dict(COMMITTED),
+        "commit": 7,
+        "last_committed_at": int(NOW) - 60,
+        "ident": STORE_ID,
+        "horizon": 2,
+    }
+    fields.update(kw)
+    return MemoryReader(**fields)
+
+
+def ref(index: int, serial: int) -> dict[str, str]:
+    return {"issuer": {SC: "sign-card-g1", AC: "auth-card-g1"}[index], "serial": f"{serial:x}"}
+
+
+def at(commit: int) -> str:
+    """The cursor after every change of ``commit`` in the test store."""
+    return cursor.encode(STORE_ID, changes_start(commit))
+
+
+class Api:
+    def __init__(self, reader: MemoryReader, tmp: Path, **watch: int) -> None:
+        self.ledger = Ledger()
+        self.reader = reader
+        self.registry = registry()
+        config = ResponderConfig(
+            ledger=LedgerConfig(dir=tmp / "ledger"), watch=WatchConfig(**watch)
+        )
+        self.watchset = MemoryWatchSet()
+        changes.setup(config).watchset = self.watchset  # the env both routes share
+        self.api = V1Api(
+            (changes.WATCH_ROUTE, changes.CHANGES_ROUTE), config, store=reader, quota=Quotas(),
+            ledger=self.ledger, signer=None,
+        )  # fmt: skip
+
+    def _send(self, req: Request) -> tuple[Response, Any]:
+        resp = self.api.handle(req, self.registry, NOW)
+        return resp, msgspec.json.decode(bytes(resp.body))
+
+    def watch(self, party: str = "sig", **body: object) -> tuple[Response, Any]:
+        headers = {
+            b"content-type": b"application/json",
+            b"authorization": f"Bearer {party}".encode(),
+        }
+        req = Request(
+            b"POST", b"/v1/watch", headers, msgspec.json.encode(body), ("127.0.0.1", 1), None,
+            b"1.1", True, 1,
+        )  # fmt: skip
+        return self._send(req)
+
+    def changes(self, query: str, party: str = "sig") -> tuple[Response, Any]:
+        headers = {b"authorization": f"Bearer {party}".encode()}
+        target = b"/v1/changes" + (b"?" + query.encode() if query else b"")
+        req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+        return self._send(req)
+
+
+def test_watched_losses_after_the_cursor_with_category_and_article(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path)
+    resp, got = api.watch(add=[ref(SC, A), ref(SC, B), ref(SC, QUIET)])
+    assert resp.status == 200, got
+    assert got == {
+        "added": 3,
+        "already": 0,
+        "removed": 0,
+        "absent": 0,
+        "watching": 3,
+        "refused": [],
+    }
+    assert api.ledger.counted == []  # registering says nothing of a status: not a provision
+    resp, got = api.changes(f"cursor={at(3)}")
+    assert resp.status == 200, got
+    (change,) = got["changes"]  # A was before the cursor, C is not watched, QUIET never lost
+    assert change == {
+        "issuer": "sign-card-g1", "serial": f"{B:X}", "commit": 5,
+        "committedAt": msgspec.json.decode(msgspec.json.encode(changes._at(COMMITTED[5]))),
+        "status": "revoked", "family": "sign-card",
+        "revokedAt": msgspec.json.decode(msgspec.json.encode(changes._at(REVOKED_AT))),
+        "reason": "keyCompromise", "category": "resident-change",
+        "article": Category.RESIDENT_CHANGE.articles[Family.SIGN_CARD],
+    }  # fmt: skip
+    assert got["cursor"] == at(7) and got["more"] is False
+    assert got["store"]["commit"] == 7
+    # 帳簿 (Act §40): one provision per change delivered, under its family's service
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]
+    resp, got = api.changes(f"cursor={got['cursor']}")
+    assert got["changes"] == [] and got["cursor"] == at(7)
+    assert len(api.ledger.counted) == 1  # a read that delivers nothing provides nothing
+
+
+def test_a_party_without_a_cursor_gets_the_current_one_and_no_change(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, A)])
+    resp, got = api.changes("")
+    assert resp.status == 200 and got["changes"] == [] and got["cursor"] == at(7)
+    assert api.ledger.counted == []
+
+
+def test_families_the_party_may_not_receive_are_refused_per_entry_act_37_1(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path)
+    resp, got = api.watch(add=[ref(SC, A), ref(AC, D)])
+    assert resp.status == 200
+    assert got["added"] == 1 and got["watching"] == 1
+    assert got["refused"] == [{"index": 1, "rule": "unauthorized_service", "article": "Act §37(1)"}]
+    assert api.watchset.lists == {"sig": {sf.status_key(SC, A)}}
+    # a change of a family the agreement no longer covers is not delivered either
+    api.watchset.lists["sig"].add(sf.status_key(AC, D))
+    resp, got = api.changes(f"cursor={at(2)}")
+    assert [c["serial"] for c in got["changes"]] == [f"{A:X}"]
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]
+    # a party holding both titles gets both, each counted under its own service
+    resp, got = api.watch("both", add=[ref(SC, C), ref(AC, D)])
+    assert got["added"] == 2 and got["refused"] == []
+    resp, got = api.changes(f"cursor={at(2)}", party="both")
+    assert [(c["family"], c["article"]) for c in got["changes"]] == [
+        ("sign-card", "Act §11"), ("auth-card", "Act §30"),
+    ]  # fmt: skip
+    assert set(api.ledger.counted[1:]) == {
+        ("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1),
+        ("both", Service.AUTH_REVOCATION_INFO, Method.JSON, 1),
+    }
+
+
+def test_limit_stops_inside_a_commit_and_the_next_read_goes_on_without_loss_or_repeat(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, A), ref(SC, B), ref(SC, C)])
+    seen: list[str] = []
+    query = f"cursor={at(2)}&limit=2"
+    _, got = api.changes(query)
+    seen += [c["serial"] for c in got["changes"]]
+    assert got["more"] is True and len(seen) == 2  # A (commit 3) and B (commit 5)
+    _, got = api.changes(f"cursor={got['cursor']}&limit=2")
+    seen += [c["serial"] for c in got["changes"]]
+    assert got["more"] is False and got["cursor"] == at(7)
+    assert seen == [f"{A:X}", f"{B:X}", f"{C:X}"]
+
+
+def test_scan_limit_bounds_a_read_after_a_mass_revocation(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path, scan_limit=2)
+    api.watch(add=[ref(SC, C)])
+    _, got = api.changes(f"cursor={at(2)}")
+    assert got["changes"] == [] and got["more"] is True  # A and B examined, neither watched
+    _, got = api.changes(f"cursor={got['cursor']}")
+    assert [c["serial"] for c in got["changes"]] == [f"{C:X}"] and got["more"] is True
+    _, got = api.changes(f"cursor={got['cursor']}")
+    assert got["changes"] == [] and got["more"] is False and got["cursor"] == at(7)
+
+
+def test_removed_certificates_are_no_longer_delivered(cas: dict[int, Ca], tmp_path: Path) -> None:
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, B), ref(SC, C)])
+    _, got = api.watch(remove=[ref(SC, B), ref(SC, QUIET)])
+    assert (got["removed"], got["absent"], got["watching"]) == (1, 1, 1)
+    _, got = api.changes(f"cursor={at(2)}")
+    assert [c["serial"] for c in got["changes"]] == [f"{C:X}"]
+
+
+@pytest.mark.parametrize(
+    ("reader", "status", "rule"),
+    [
+        ({"ident": b"T" * 16}, 410, "cursor_expired"),  # another store, or one rebuilt
+        ({"horizon": 4}, 410, "cursor_expired"),  # older than the feed's retention
+        ({"commit": 2}, 409, "cursor_ahead"),  # a store restored from an older copy
+    ],
+)
+def test_a_cursor_that_cannot_be_served_says_how_to_resynchronise(
+    cas: dict[int, Ca], tmp_path: Path, reader: dict[str, Any], status: int, rule: str
+) -> None:
+    api = Api(store(cas, **reader), tmp_path)
+    api.watch(add=[ref(SC, A), ref(SC, B)])
+    resp, got = api.changes(f"cursor={at(3)}")
+    assert resp.status == status and got["rule"] == rule and got["field"] == "$.cursor"
+    assert "POST /v1/status" in got["detail"] and "GET /v1/changes" in got["detail"]
+    assert api.ledger.counted == []
+
+
+def test_a_cursor_at_the_horizon_is_still_served(cas: dict[int, Ca], tmp_path: Path) -> None:
+    api = Api(store(cas, horizon=3), tmp_path)
+    api.watch(add=[ref(SC, A), ref(SC, B)])
+    resp, got = api.changes(f"cursor={at(3)}")
+    assert resp.status == 200 and [c["serial"] for c in got["changes"]] == [f"{B:X}"]
+    inside = cursor.encode(STORE_ID, sf.change_key(3, sf.status_key(SC, A)) + b"\x00")
+    resp, got = api.changes(f"cursor={inside}")  # inside commit 3, now pruned: refused
+    assert resp.status == 410
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=not-a-cursor",
+        "cursor=" + base64.urlsafe_b64encode(b"\x02" + b"S" * 20).decode().rstrip("="),
+        "limit=0",
+        "limit=10001",
+        "since=1",
+    ],
+)
+def test_bad_queries_are_400_naming_the_field(
+    cas: dict[int, Ca], tmp_path: Path, query: str
+) -> None:
+    api = Api(store(cas), tmp_path)
+    resp, got = api.changes(query)
+    assert resp.status == 400 and got["rule"] == "bad_input" and got["field"].startswith("$")
+    assert api.ledger.counted == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "$"),
+        ({"add": [ref(SC, A)] * 5000, "remove": [ref(SC, B)] * 5001}, "$"),
+        ({"add": [ref(SC, A)] * 10_001}, "$.add"),
+        ({"add": [ref(SC, A), {"issuer": "sign-card-g9", "serial": "01"}]}, "$.add[1].issuer"),
+        ({"add": [{"issuer": "sign-card-g1"}]}, "$.add[0]"),
+        ({"add": [{"issuer": "sign-card-g1", "serial": "1" * 41}]}, "$.add[0].serial"),
+        ({"add": [ref(SC, A), {"issuer": "sign-card-g1", "serial": "0x1f"}]}, "$.add[1].serial"),
+        ({"remove": [{"issuer": "sign-card-g1", "serial": " 1f"}]}, "$.remove[0].serial"),
+        ({"add": [{"issuer": "sign-card-g1", "serial": "zz"}]}, "$.add[0].serial"),
+        ({"add": [{"issuer": "sign-card-g1", "serial": ""}]}, "$.add[0].serial"),
+        ({"remove": [{"certificate": "not base64!"}]}, "$.remove[0].certificate"),
+        ({"add": [ref(SC, A)], "clear": True}, "$"),
+    ],
+)
+def test_bad_batches_are_400_and_change_nothing(
+    cas: dict[int, Ca], tmp_path: Path, body: dict[str, Any], field: str
+) -> None:
+    api = Api(store(cas), tmp_path)
+    resp, got = api.watch(**body)
+    assert resp.status == 400 and got["rule"] == "bad_input" and got["field"] == field, got
+    assert api.watchset.lists == {} and api.ledger.counted == []
+
+
+def test_a_batch_past_the_bound_is_409_and_changes_nothing(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path, max_per_party=2)
+    api.watch(add=[ref(SC, A)])
+    resp, got = api.watch(add=[ref(SC, B), ref(SC, C)])
+    assert resp.status == 409 and got["rule"] == "watch_full" and got["field"] == "$.add"
+    assert api.watchset.lists == {"sig": {sf.status_key(SC, A)}}
+    resp, got = api.watch(add=[ref(SC, B), ref(SC, A)])  # one new, one already: fits
+    assert (resp.status, got["added"], got["already"], got["watching"]) == (200, 1, 1, 2)
+
+
+def test_a_certificate_given_whole_is_watched_by_its_issuer_and_serial(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path)
+    der = cas[SC].issue("holder", rsa_key(), serial=B).public_bytes(serialization.Encoding.DER)
+    resp, got = api.watch(add=[{"certificate": base64.b64encode(der).decode()}])
+    assert resp.status == 200 and got["added"] == 1
+    assert api.watchset.lists == {"sig": {sf.status_key(SC, B)}}
+
+
+def test_unauthenticated_and_parties_without_the_services_are_refused_before_anything(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path)
+    resp, got = api.watch("nobody", add=[ref(SC, A)])
+    assert resp.status == 401
+    resp, got = api.changes(f"cursor={at(2)}", party="m-1")  # a 署名確認者: its group answers
+    assert resp.status == 403 and got["article"] == "Act §20(1)"
+    assert api.watchset.lists == {} and api.ledger.counted == []
+
+
+def test_a_cursor_has_one_spelling_and_names_its_store_and_position() -> None:
+    inside = sf.change_key(5, sf.status_key(SC, B)) + b"\x00"
+    for start in (changes_start(7), inside):
+        text = cursor.encode(STORE_ID, start)
+        assert len(text) <= cursor.MAX_CURSOR_CHARS and "=" not in text
+        assert cursor.decode(text) == cursor.Position(STORE_ID, start)
+    text = cursor.encode(STORE_ID, changes_start(7))
+    assert cursor.decode(text + "=") is None  # padded: not ours
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    long = cursor.encode(STORE_ID, inside)  # 44 bytes: the last character has 2 spare bits
+    stray = long[:-1] + alphabet[alphabet.index(long[-1]) | 1]
+    assert stray != long and cursor.decode(stray) is None  # the same bytes, another spelling
+    assert cursor.decode(text[:-2]) is None  # cut short
+    assert (
+        cursor.decode(cursor.encode(STORE_ID, changes_start(7) + b"\x00")) is None
+    )  # no such length
+    assert cursor.encode(b"", changes_start(7)) == cursor.encode(bytes(16), changes_start(7))
