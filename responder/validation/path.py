@@ -89,10 +89,8 @@ def _aki(cert: x509.Certificate) -> bytes | None:
 def check_path(cert: x509.Certificate, known: Sequence[Anchor], at: datetime) -> PathCheck:
     """Which configured issuer generation issued ``cert``, and is its CA valid ``at``?"""
     aki = _aki(cert)
-    candidates = [
-        a for a in known
-        if a.cert.subject == cert.issuer and (aki is None or a.ski is None or a.ski == aki)
-    ]  # fmt: skip
+    named = [a for a in known if a.cert.subject == cert.issuer]
+    candidates = [a for a in named if aki is None or a.ski is None or a.ski == aki]
     for a in candidates:
         try:
             cert.verify_directly_issued_by(a.cert)
@@ -111,7 +109,7 @@ def check_path(cert: x509.Certificate, known: Sequence[Anchor], at: datetime) ->
                 a,
             )
         return PathCheck(PathOutcome.OK, f"issued by the JPKI issuer generation {a.meta.id}", a)
-    if candidates:
+    if named:
         return PathCheck(
             PathOutcome.UNKNOWN_ISSUER,
             "the certificate names a JPKI issuer, but that issuer's key did not sign it",

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -101,14 +101,28 @@ def hash_named(name: str) -> hashes.HashAlgorithm:
 
 
 def load_certificate(der: bytes, field: str) -> x509.Certificate:
-    """A DER certificate; raises MALFORMED naming ``field`` when it does not parse."""
+    """A DER certificate; raises MALFORMED naming ``field`` when it does not parse.
+
+    cryptography parses a certificate's parts lazily: every part the checks read is read
+    here once, so that a bad one is this item's ``malformed`` and not an exception later.
+    """
     try:
         cert = x509.load_der_x509_certificate(der)
-        cert.public_key()  # an unparsable key counts as a malformed certificate
-    except ValueError:
+        _ = (cert.issuer, cert.subject, cert.extensions, cert.serial_number)
+        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_hash_algorithm)
+        cert.issuer.rfc4514_string()
+    except (ValueError, TypeError):
         raise malformed(f"{field} is not a DER X.509 certificate") from None
-    except Exception:  # cryptography raises UnsupportedAlgorithm for exotic keys
+    except UnsupportedAlgorithm:
+        raise unsupported(f"{field} uses an algorithm this appliance does not verify") from None
+    try:
+        cert.public_key()
+    except (ValueError, TypeError):
+        raise malformed(f"{field} has a public key that does not parse") from None
+    except UnsupportedAlgorithm:
         raise unsupported(f"{field} has a public key of an unsupported algorithm") from None
+    if cert.serial_number <= 0:
+        raise malformed(f"{field} has a serial number that is not positive (RFC 5280 §4.1.2.2)")
     return cert
 
 
