@@ -99,6 +99,10 @@ class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     max_body_bytes: PositiveInt = 65536
     """Largest request body; larger (by Content-Length or as it arrives) gets 413 and a close."""
+    max_json_body_bytes: PositiveInt = 24 << 20
+    """Largest body of a /v1 JSON request that carries a credential (bearer token or client
+    certificate): a batch of 10,000 certificates given as base64 DER is about 20 MB, by
+    issuer and serial about 600 KB. Requests without a credential keep ``max_body_bytes``."""
     max_header_bytes: PositiveInt = 8192
     """Largest request line plus header fields; larger gets 431 and a close."""
     header_timeout: PositiveSeconds = 5.0
@@ -276,6 +280,16 @@ class LedgerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Seconds between merges of the workers' files into the ledger (also on /reports)."""
 
 
+class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The JSON API under /v1 ([v1]); see `responder.v1`."""
+
+    answer_key: str = ""
+    """The answer-signing key (JWS of every /v1 answer, `responder.v1.jws`): a PEM file
+    (mode 0600) or a ``pkcs11:`` URI; "" for the PKI manifest's ``answer_key``."""
+    answer_cert: Path | None = None
+    """Its certificate (PEM); unset for the PKI manifest's ``answer_cert``."""
+
+
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration of one responder process tree."""
 
@@ -286,6 +300,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    v1: V1Config = msgspec.field(default_factory=V1Config)
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -373,6 +388,7 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--tls-client-ca", "server.tls.client_ca", "PEM CAs of client certificates"),
     _Flag("--tls-client-cert", "server.tls.client_cert", "ask for client certificates"),
     _Flag("--max-body-bytes", "server.limits.max_body_bytes", "largest request body"),
+    _Flag("--max-json-body-bytes", "server.limits.max_json_body_bytes", "largest /v1 body"),
     _Flag("--max-header-bytes", "server.limits.max_header_bytes", "largest header"),
     _Flag("--header-timeout", "server.limits.header_timeout", "seconds to send headers"),
     _Flag("--body-timeout", "server.limits.body_timeout", "seconds to send a body"),
@@ -386,6 +402,8 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--registry", "registry.path", "TOML file of registered parties"),
     _Flag("--ledger-dir", "ledger.dir", "ledger (帳簿) and quota table directory"),
     _Flag("--ledger-collect-interval", "ledger.collect_interval", "seconds between ledger merges"),
+    _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
+    _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),
