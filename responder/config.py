@@ -288,6 +288,10 @@ class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     (mode 0600) or a ``pkcs11:`` URI; "" for the PKI manifest's ``answer_key``."""
     answer_cert: Path | None = None
     """Its certificate (PEM); unset for the PKI manifest's ``answer_cert``."""
+    verify_max_document_bytes: PositiveInt = 8 << 20
+    """POST /v1/verify: the largest signed document, CMS or XML of one item (decoded
+    octets); larger is 413 ``too_large`` naming the item (`responder.v1.verify`). The body
+    as a whole is bounded by ``server.limits.max_json_body_bytes``."""
 
 
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -12,6 +12,9 @@ in this order (the first that applies wins):
 ``unknown-issuer``       not issued by a configured JPKI issuer generation
 ``not-a-sign-certificate`` an auth certificate (it proves a login, Act §2(2), (5)), or a
                          sign-family certificate without the sign profile's key usage
+``refused``              the party may not receive this family's information (its
+                         agreement, 取決め; ``refusal`` names the rule and article): no
+                         status was looked up
 ``signature-mismatch``   the signature does not verify (document changed, other key)
 ``not-yet-valid``        the certificate (or its CA) was not yet valid at the signing instant
 ``expired``              the certificate (or its CA) had expired at the signing instant
@@ -60,6 +63,7 @@ class ResultCode(enum.StrEnum):
     STATUS_UNAVAILABLE = "status-unavailable"
     MALFORMED = "malformed"
     UNSUPPORTED = "unsupported"
+    REFUSED = "refused"
 
 
 class Outcome(enum.StrEnum):
@@ -123,6 +127,13 @@ class FactsCheck(_Wire, frozen=True):
     facts: FourFacts | None = None
 
 
+class Refusal(_Wire, frozen=True):
+    """Why the status of this item's certificate was not given: the policy rule, its article."""
+
+    rule: str
+    article: str
+
+
 class ItemResult(_Wire, frozen=True):
     """The answer for one item of the batch."""
 
@@ -139,3 +150,4 @@ class ItemResult(_Wire, frozen=True):
     status_now: StatusInfo | None = None
     facts: FactsCheck | None = None
     certificate: CertificateInfo | None = None
+    refusal: Refusal | None = None

@@ -14,12 +14,14 @@ collision-prone hash does not bind a document). Details never quote input bytes.
 from __future__ import annotations
 
 import enum
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
@@ -107,21 +109,20 @@ def load_certificate(der: bytes, field: str) -> x509.Certificate:
     here once, so that a bad one is this item's ``malformed`` and not an exception later.
     """
     try:
-        cert = x509.load_der_x509_certificate(der)
-        _ = (cert.issuer, cert.subject, cert.extensions, cert.serial_number)
-        _ = (cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_hash_algorithm)
-        cert.issuer.rfc4514_string()
-    except (ValueError, TypeError):
-        raise malformed(f"{field} is not a DER X.509 certificate") from None
+        with warnings.catch_warnings():
+            # a serial that is not positive warns, then is refused below
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            cert = x509.load_der_x509_certificate(der)
+            _ = (cert.issuer, cert.subject, cert.extensions, cert.serial_number)
+            _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+            _ = (cert.signature_hash_algorithm, cert.issuer.rfc4514_string())
+            serial = cert.serial_number
+            cert.public_key()
     except UnsupportedAlgorithm:
         raise unsupported(f"{field} uses an algorithm this appliance does not verify") from None
-    try:
-        cert.public_key()
-    except (ValueError, TypeError):
-        raise malformed(f"{field} has a public key that does not parse") from None
-    except UnsupportedAlgorithm:
-        raise unsupported(f"{field} has a public key of an unsupported algorithm") from None
-    if cert.serial_number <= 0:
+    except Exception:  # ValueError, TypeError, InvalidVersion, DuplicateExtension...: bad input
+        raise malformed(f"{field} is not a DER X.509 certificate") from None
+    if serial <= 0:
         raise malformed(f"{field} has a serial number that is not positive (RFC 5280 §4.1.2.2)")
     return cert
 

@@ -15,12 +15,13 @@ never looked up: a 署名検証者 receives sign revocation information only (Ac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
 from cryptography import x509
 
+from crlbuilder.model import Family
 from crlbuilder.store.reader import StoreReader
 from responder.validation.cms import check_cms
 from responder.validation.facts import FactsError, decode_facts
@@ -40,6 +41,7 @@ from responder.validation.result import (
     FactsCheck,
     ItemResult,
     Outcome,
+    Refusal,
     ResultCode,
     SignatureCheck,
     ValidityCheck,
@@ -83,10 +85,23 @@ def _certificate_info(cert: x509.Certificate, anchor: Anchor | None) -> Certific
     )  # fmt: skip
 
 
+Permit = Callable[[Family], Refusal | None]
+"""May the party receive information about a certificate of this family (its agreement)?"""
+
+
+def _anyone(family: Family) -> Refusal | None:
+    return None
+
+
 def verify_item(
-    index: int, item: Item, known: Sequence[Anchor], reader: StoreReader, now: datetime
-) -> ItemResult:
-    """Every check of one item against the store view ``reader`` at the call's ``now``."""
+    index: int, item: Item, known: Sequence[Anchor], reader: StoreReader, now: datetime,
+    permit: Permit = _anyone,
+) -> ItemResult:  # fmt: skip
+    """Every check of one item against the store view ``reader`` at the call's ``now``.
+
+    ``permit`` is asked before the status of a sign certificate is read: a family the
+    party may not receive is ``refused`` for this item (the batch goes on).
+    """
     signed = check_signature(item)
     sig = _signature_check(signed)
     fmt = item.__struct_config__.tag
@@ -154,7 +169,10 @@ def verify_item(
     then: StatusInfo | None = None
     current: StatusInfo | None = None
     facts: FactsCheck | None = None
-    if profile.outcome is not ProfileOutcome.AUTH:
+    refusal = permit(anchor.meta.family) if profile.outcome is not ProfileOutcome.AUTH else None
+    if refusal is not None:
+        fail(ResultCode.REFUSED, "the agreement (取決め) does not cover this certificate's family")
+    elif profile.outcome is not ProfileOutcome.AUTH:
         then, current = status_at(
             reader, anchor.meta, cert.serial_number,
             signed_at=int(instant.timestamp()), now=int(now.timestamp()),
@@ -167,7 +185,7 @@ def verify_item(
     return ItemResult(
         index=index, format=fmt, result=code, detail=detail, signature=sig, path=path_check,
         profile=profile_check, validity=validity, status_at_signing=then, status_now=current,
-        facts=facts, certificate=info,
+        facts=facts, certificate=info, refusal=refusal,
     )  # fmt: skip
 
 
@@ -179,6 +197,7 @@ _ORDER: Final = {
             ResultCode.UNSUPPORTED,
             ResultCode.UNKNOWN_ISSUER,
             ResultCode.NOT_A_SIGN_CERTIFICATE,
+            ResultCode.REFUSED,
             ResultCode.SIGNATURE_MISMATCH,
             ResultCode.NOT_YET_VALID,
             ResultCode.EXPIRED,
