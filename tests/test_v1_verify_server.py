@@ -24,8 +24,8 @@ from responder.v1 import jws
 from responder.validation.facts import decode_facts
 from tests.conftest import Built
 from tests.support.harness import start_server, total
-from tests.support.wait import until
 from tests.support.signing import cms_signed, pkcs1, xml_signed
+from tests.support.wait import until
 from tests.test_v1_server import v1, v1_raw
 
 pytestmark = pytest.mark.integration
