@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from crlbuilder.model import Answer, CertStatus, Family
 from responder.v1 import jws
 from responder.validation.facts import decode_facts
-from tests.conftest import Built
+from tests.conftest import ROOT, Built
 from tests.support.harness import start_server, total
 from tests.support.signing import cms_signed, pkcs1, xml_signed
 from tests.support.wait import until
@@ -116,3 +116,35 @@ def test_verify_through_the_real_server(built: Built, tmp_path: Path) -> None:
         log = s.log.read_text()
         assert expected.name not in log and expected.address not in log
         assert b64(DOC) not in log
+
+
+def readme_block() -> str:
+    """The shell block of the README's 'Signature validation' section."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Signature validation") :]
+    start = section.index("```sh\n") + len("```sh\n")
+    return section[start : section.index("```", start)]
+
+
+def test_readme_curl_commands_verify_each_format(built: Built, tmp_path: Path) -> None:
+    """The README's commands, run as written against the real server (D and URL set to it)."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "pki").symlink_to(built.pki)
+    (demo / "population").symlink_to(built.population)
+    work = tmp_path / "work"  # the commands write doc.txt ... in the current directory
+    work.mkdir()
+    (work / "docs").symlink_to(ROOT / "docs")
+    with start_server(built, tmp_path / "srv") as s:
+        script = readme_block().replace(
+            "D=var/demo URL=http://127.0.0.1:8080", f"D={demo} URL={s.url}"
+        )
+        assert f"URL={s.url}" in script
+        out = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script], cwd=work, capture_output=True,
+            text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    answers = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert [a["results"][0]["format"] for a in answers] == ["pkcs1", "cms", "xmldsig"]
+    assert [a["results"][0]["result"] for a in answers] == ["ok", "ok", "ok"], answers
