@@ -43,11 +43,24 @@ from responder.validation.signature import (
 
 _PARSE_ERRORS: Final = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
 """What asn1crypto raises on bad input, lazily, as fields are read."""
+def _oid(dotted: str) -> bytes:
+    return bytes(core.ObjectIdentifier(dotted).dump())
+
+
+# algorithms by their OID's DER: asn1crypto's OID-to-name mapping is slow on the hot path
+_DIGESTS: Final = {
+    _oid("2.16.840.1.101.3.4.2.1"): "sha256",
+    _oid("2.16.840.1.101.3.4.2.2"): "sha384",
+    _oid("2.16.840.1.101.3.4.2.3"): "sha512",
+    _oid("1.3.14.3.2.26"): "sha1",
+    _oid("2.16.840.1.101.3.4.2.4"): "sha224",
+    _oid("1.2.840.113549.2.5"): "md5",
+}
 _PKCS1_SIGNATURES: Final = {
-    "rsassa_pkcs1v15": None,  # rsaEncryption: the digest algorithm decides
-    "sha256_rsa": "sha256",
-    "sha384_rsa": "sha384",
-    "sha512_rsa": "sha512",
+    _oid("1.2.840.113549.1.1.1"): None,  # rsaEncryption: the digest algorithm decides
+    _oid("1.2.840.113549.1.1.11"): "sha256",
+    _oid("1.2.840.113549.1.1.12"): "sha384",
+    _oid("1.2.840.113549.1.1.13"): "sha512",
 }
 
 
@@ -82,18 +95,29 @@ def _one_signer(der: bytes) -> tuple[Any, Any]:
 
 
 def _signer_certificate(signed_data: Any, signer_info: Any) -> x509.Certificate:
+    """The certificate ``sid`` names, among those inside (compared with cryptography's parse:
+    asn1crypto's name comparison prepares every string and is slow)."""
     sid = signer_info["sid"]
-    certs = [c.chosen for c in signed_data["certificates"] if c.name == "certificate"]
-    for c in certs:
-        if sid.name == "issuer_and_serial_number":
-            match = (
-                c.issuer == sid.chosen["issuer"]
-                and c.serial_number == sid.chosen["serial_number"].native
-            )
+    if sid.name == "issuer_and_serial_number":
+        serial = sid.chosen["serial_number"].native
+        issuer = sid.chosen["issuer"].dump()
+        key_id = None
+    else:
+        key_id = sid.chosen.native
+    for c in signed_data["certificates"]:
+        if c.name != "certificate":
+            continue
+        cert = load_certificate(c.chosen.dump(), "a certificate inside the SignedData")
+        if key_id is None:
+            if cert.serial_number == serial and cert.issuer.public_bytes() == issuer:
+                return cert
         else:
-            match = c.key_identifier is not None and c.key_identifier == sid.chosen.native
-        if match:
-            return load_certificate(c.dump(), "the signer certificate inside the SignedData")
+            try:
+                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+            except x509.ExtensionNotFound:
+                continue
+            if ski.value.digest == key_id:
+                return cert
     raise malformed("the signer certificate is not inside the SignedData (certificates)")
 
 
@@ -111,24 +135,38 @@ def _content(signed_data: Any, detached: bytes | None) -> tuple[bytes, bool]:
     return bytes(value.native), True
 
 
-def _only(attrs: Any, name: str) -> Any | None:
-    """The single value of the signed attribute ``name``, None when absent."""
-    found = [a for a in attrs if a["type"].native == name]
-    if not found:
-        return None
-    values = found[0]["values"]
-    if len(found) > 1 or len(values) != 1:
-        raise malformed(f"the signed attribute {name} must occur once with one value")
-    return values[0]
+_ATTRIBUTE_OIDS: Final = {
+    core.ObjectIdentifier(dotted).dump(): name
+    for dotted, name in (
+        ("1.2.840.113549.1.9.3", "content_type"),
+        ("1.2.840.113549.1.9.4", "message_digest"),
+        ("1.2.840.113549.1.9.5", "signing_time"),
+    )
+}
+"""The signed attributes read here, by their OID's DER (asn1crypto's OID names are slow)."""
+
+
+def _attributes(attrs: Any) -> dict[str, Any]:
+    """contentType, messageDigest and signingTime by name: each at most once, one value."""
+    out: dict[str, Any] = {}
+    for a in attrs:
+        name = _ATTRIBUTE_OIDS.get(a["type"].dump())
+        if name is None:
+            continue
+        values = a["values"]
+        if name in out or len(values) != 1:
+            raise malformed(f"the signed attribute {name} must occur once with one value")
+        out[name] = values[0]
+    return out
 
 
 def _verify(
     signer_info: Any, signed_data: Any, cert: x509.Certificate, detached: bytes | None
 ) -> Signed:
     content, attached = _content(signed_data, detached)
-    name = signer_info["digest_algorithm"]["algorithm"].native
-    algorithm = hash_named(str(name))
-    sig_alg = signer_info["signature_algorithm"]["algorithm"].native
+    name = _DIGESTS.get(signer_info["digest_algorithm"]["algorithm"].dump(), "an unknown hash")
+    algorithm = hash_named(name)
+    sig_alg = signer_info["signature_algorithm"]["algorithm"].dump()
     if sig_alg not in _PKCS1_SIGNATURES:
         raise unsupported("the signature algorithm is not RSASSA-PKCS1-v1_5")
     if _PKCS1_SIGNATURES[sig_alg] not in (None, name):
@@ -141,13 +179,14 @@ def _verify(
         ok = verify_pkcs1(key, signature, algorithm, data=content)
         signed_attributes = False
     else:
-        content_type = _only(attrs, "content_type")
-        digest = _only(attrs, "message_digest")
+        found = _attributes(attrs)
+        content_type = found.get("content_type")
+        digest = found.get("message_digest")
         if content_type is None or digest is None:
             raise malformed("the signed attributes lack contentType or messageDigest")
-        if content_type.native != signed_data["encap_content_info"]["content_type"].native:
+        if content_type.dump() != signed_data["encap_content_info"]["content_type"].dump():
             raise malformed("the contentType attribute differs from the eContentType")
-        at = _only(attrs, "signing_time")
+        at = found.get("signing_time")
         signing_time = at.native if at is not None else None
         if signing_time is not None and signing_time.tzinfo is None:
             raise malformed("signingTime has no time zone")

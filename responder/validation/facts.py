@@ -4,7 +4,7 @@ A sign certificate (署名用電子証明書) carries the holder's name, sex, bi
 address as subjectAltName otherName values under the arc 1.2.392.200149.8.5.5
 (`crlbuilder.facts`: .1 name, .2 name in substitute characters, .3 sex, .4 birth date
 as era digit + YYYYMMDD, .5 address, .6 address in substitute characters), each value
-a DER UTF8String. A verifier matches them to its customer (Act §19(1)); this module
+a DER UTF8String (read with `crlbuilder.der.der_header`, strict DER). A verifier matches them to its customer (Act §19(1)); this module
 turns them into named fields, the birth date also as a Gregorian date and its era's name.
 
 Errors never quote the values: they name the field only.
@@ -16,9 +16,9 @@ from datetime import date
 from typing import Final
 
 import msgspec
-from asn1crypto import core
 from cryptography import x509
 
+from crlbuilder.der import DerError, der_header
 from crlbuilder.facts import (
     ERA_NAMES,
     OID_ADDRESS,
@@ -76,6 +76,20 @@ _SEX: Final = {Sex.MALE.value: "male", Sex.FEMALE.value: "female", Sex.UNKNOWN.v
 _REQUIRED: Final = ("name", "sex", "birth_date", "address")
 
 
+_UTF8STRING: Final = 0x0C
+
+
+def _utf8(der: bytes, field: str) -> str:
+    """The text of one otherName value, a DER UTF8String (the project's strict TLV reader)."""
+    try:
+        tag, start, end = der_header(der, 0, len(der))
+        if tag != _UTF8STRING or end != len(der):
+            raise FactsError(f"{field} is not a DER UTF8String")
+        return der[start:end].decode("utf-8")
+    except (DerError, UnicodeDecodeError):
+        raise FactsError(f"{field} is not a DER UTF8String") from None
+
+
 def decode_facts(cert: x509.Certificate) -> FourFacts | None:
     """The four facts of ``cert``, or None when it carries none (an auth certificate).
 
@@ -96,10 +110,7 @@ def decode_facts(cert: x509.Certificate) -> FourFacts | None:
             continue
         if field in values:
             raise FactsError(f"{field} appears twice")
-        try:
-            values[field] = str(core.UTF8String.load(other.value, strict=True).native)
-        except (ValueError, TypeError):
-            raise FactsError(f"{field} is not a DER UTF8String") from None
+        values[field] = _utf8(other.value, field)
     if not values:
         return None
     missing = [f for f in _REQUIRED if f not in values]

@@ -48,6 +48,8 @@ class Anchor:
     meta: IssuerMeta
     cert: x509.Certificate
     ski: bytes | None
+    subject: bytes
+    """The CA's subject name, DER: what an issued certificate's issuer field copies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ def _anchor(meta: IssuerMeta) -> Anchor | None:
         ).value.digest
     except x509.ExtensionNotFound:
         ski = None
-    return Anchor(meta, cert, ski)
+    return Anchor(meta, cert, ski, cert.subject.public_bytes())
 
 
 def anchors(issuers: Sequence[IssuerMeta]) -> list[Anchor]:
@@ -89,7 +91,10 @@ def _aki(cert: x509.Certificate) -> bytes | None:
 def check_path(cert: x509.Certificate, known: Sequence[Anchor], at: datetime) -> PathCheck:
     """Which configured issuer generation issued ``cert``, and is its CA valid ``at``?"""
     aki = _aki(cert)
-    named = [a for a in known if a.cert.subject == cert.issuer]
+    issuer = cert.issuer
+    raw = issuer.public_bytes()
+    # the octets first; RFC 5280's name comparison (cryptography's Name equality) otherwise
+    named = [a for a in known if a.subject == raw] or [a for a in known if a.cert.subject == issuer]
     candidates = [a for a in named if aki is None or a.ski is None or a.ski == aki]
     for a in candidates:
         try:

@@ -115,7 +115,7 @@ def load_certificate(der: bytes, field: str) -> x509.Certificate:
             cert = x509.load_der_x509_certificate(der)
             _ = (cert.issuer, cert.subject, cert.extensions, cert.serial_number)
             _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
-            _ = (cert.signature_hash_algorithm, cert.issuer.rfc4514_string())
+            _ = cert.signature_hash_algorithm
             serial = cert.serial_number
             cert.public_key()
     except UnsupportedAlgorithm:

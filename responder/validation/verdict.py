@@ -77,8 +77,12 @@ def _signature_check(s: Signed) -> SignatureCheck:
 
 
 def _certificate_info(cert: x509.Certificate, anchor: Anchor | None) -> CertificateInfo:
+    try:
+        issuer_name = cert.issuer.rfc4514_string()
+    except ValueError:  # an attribute value cryptography cannot render
+        issuer_name = ""
     return CertificateInfo(
-        serial=f"{cert.serial_number:x}", issuer_name=cert.issuer.rfc4514_string(),
+        serial=f"{cert.serial_number:x}", issuer_name=issuer_name,
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
         issuer=anchor.meta.id if anchor else None,
         family=anchor.meta.family.value if anchor else None,
