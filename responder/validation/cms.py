@@ -43,6 +43,8 @@ from responder.validation.signature import (
 
 _PARSE_ERRORS: Final = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
 """What asn1crypto raises on bad input, lazily, as fields are read."""
+
+
 def _oid(dotted: str) -> bytes:
     return bytes(core.ObjectIdentifier(dotted).dump())
 
