@@ -1,5 +1,6 @@
 # jpki-va: the two commands of the README's Quick start, and the rest.
-#   make demo   build the demo PKI and population under var/demo and run the main job
+#   make demo   build the demo PKI and population under var/demo and run the main job,
+#               with a group appliance (団体署名検証者) fed from it on 127.0.0.1:8081
 #               (make demo KEYS=softhsm: every signing key in a SoftHSM2 token, under var/demo-softhsm)
 #   make test   lint (ruff, import-linter), type check (mypy) and the whole pytest suite
 #   make bench  rerun every benchmark and update the table in bench/README.md

@@ -55,6 +55,12 @@ BENCHES: dict[str, list[str]] = {
         str(RESULTS / "responder.json"),
     ],
     "freshness": ["-m", "bench.bench_freshness", "--out", str(RESULTS / "freshness.json")],
+    "group_freshness": [
+        "-m",
+        "bench.bench_group_freshness",
+        "--out",
+        str(RESULTS / "group_freshness.json"),
+    ],
     "pkcs11": ["-m", "bench.bench_pkcs11", "--out", str(RESULTS / "pkcs11.json")],
     "v1_verify": ["-m", "bench.bench_v1_verify", "--out", str(RESULTS / "v1_verify.json")],
 }
@@ -141,6 +147,13 @@ def render() -> str:
             f"median {_fmt(ms.get('median'), ' ms')}",
             f"max {_fmt(ms.get('max'), ' ms')}; good answers after the first revoked one:"
             f" {_fmt(fresh.get('good_after_first_revoked'))} (must be 0)", "`python -m bench.bench_freshness`")  # fmt: skip
+    gfresh = _load("group_freshness")
+    if gfresh:
+        ms = gfresh.get("record_to_member_ms", {})
+        add(f"record at the 機構 to a member's revoked answer from its group ({_fmt(gfresh.get('revocations'))} revocations,"
+            f" cycle {_fmt(gfresh.get('cycle_seconds'))} s)", f"median {_fmt(ms.get('median'), ' ms')}",
+            f"max {_fmt(ms.get('max'), ' ms')} (goal cycle + 1 s = {_fmt(gfresh.get('goal_ms'), ' ms')})",
+            "`python -m bench.bench_group_freshness`")  # fmt: skip
     agr = _load("agreements")
     if agr:
         add("agreements + ledger on the hot path", _fmt(agr.get("added_us"), " µs/request"),

@@ -61,8 +61,6 @@ input quarantines nothing twice.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -72,7 +70,6 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder import outbox, rules
 from crlbuilder.facts import decode_birth_date
@@ -91,7 +88,6 @@ from crlbuilder.model import (
     Consent,
     Duty,
     Family,
-    FourFacts,
     Issuance,
     Reason,
     Record,
@@ -99,13 +95,11 @@ from crlbuilder.model import (
     ResidentChange,
     RevocationRequest,
 )
+from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
 from crlbuilder.verifiers import Verifiers
-
-_facts_encoder: Final = msgspec.msgpack.Encoder()
-_facts_decoder: Final = msgspec.msgpack.Decoder(FourFacts)
 
 
 class Refused(Exception):
@@ -135,28 +129,6 @@ def next_lapse(store: Store) -> datetime | None:
             if earliest is None or at < earliest:
                 earliest = at
     return earliest
-
-
-class FactsCipher:
-    """AES-GCM sealing of the four facts (基本4情報) kept for 特定署名用電子証明書記録情報 (Act §18(3)).
-
-    The nonce is derived from the certificate's key with a separate HMAC key:
-    a certificate's facts never change, so each (key, nonce) pair seals one
-    plaintext only, and rebuilding the store gives identical bytes.
-    """
-
-    def __init__(self, key: bytes) -> None:
-        if len(key) != 32:
-            raise ValueError("the facts key must be 32 bytes (AES-256)")
-        self._aead = AESGCM(hmac.new(key, b"jpki-va facts aead", hashlib.sha256).digest())
-        self._nonce_key = hmac.new(key, b"jpki-va facts nonce", hashlib.sha256).digest()
-
-    def seal(self, status_key: bytes, facts: FourFacts) -> bytes:
-        nonce = hmac.new(self._nonce_key, status_key, hashlib.sha256).digest()[:12]
-        return nonce + self._aead.encrypt(nonce, _facts_encoder.encode(facts), status_key)
-
-    def open(self, status_key: bytes, sealed: bytes) -> FourFacts:
-        return _facts_decoder.decode(self._aead.decrypt(sealed[:12], sealed[12:], status_key))
 
 
 @dataclass

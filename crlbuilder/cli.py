@@ -5,6 +5,7 @@
     crlbuilder facts-key --out FILE        a new key sealing the four facts
     crlbuilder build --config FILE [...]   records -> store, OCSP answers, CRLs
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
+    crlbuilder group init|pull ...         a group appliance (団体署名検証者): set up, CRL feed
     crlbuilder status --store DIR ...      what the store says of one serial
     crlbuilder store copy SOURCE TARGET    rewrite a store with live data only
     crlbuilder keys ...                    key ceremonies (two operators) and the operation log
@@ -24,6 +25,8 @@ import msgspec
 
 from crlbuilder.config import add_arguments, load_config, write_facts_key
 from crlbuilder.crl import importer as crlimport
+from crlbuilder.group import init as group_init
+from crlbuilder.group import pull as group_pull
 from crlbuilder.manifest import ManifestError
 from crlbuilder.options import ConfigError, instant, run_command
 
@@ -157,6 +160,12 @@ def parser() -> argparse.ArgumentParser:
     synth.add_cli(sub)
     crlimport.add_cli(sub)
     ceremony.add_cli(sub)
+    gp = sub.add_parser(
+        "group", help="a group appliance (団体署名検証者, Act §17(5)): set-up and CRL feed"
+    )
+    gps = gp.add_subparsers(dest="group_command", required=True, metavar="ACTION")
+    group_init.add_cli(gps)
+    group_pull.add_cli(gps)
 
     fk = sub.add_parser(
         "facts-key", help="create a new AES-256 key that seals the four facts (mode 0600)"

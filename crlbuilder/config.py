@@ -18,6 +18,7 @@ import msgspec
 
 from crlbuilder.model import Category, Family
 from crlbuilder.options import ConfigError, convert, read_toml
+from crlbuilder.seal import read_facts_key
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
@@ -242,34 +243,10 @@ def load_config(path: Path | None, args: argparse.Namespace | None = None) -> Bu
 
 
 def facts_key(cfg: BuilderConfig) -> bytes:
-    """The AES-256 key sealing the four facts: JPKI_VA_FACTS_KEY, else keys.facts_key_file."""
-    raw = os.environ.get("JPKI_VA_FACTS_KEY", "")
-    origin = "JPKI_VA_FACTS_KEY"
-    if not raw:
-        if not cfg.keys.facts_key_file:
-            raise ConfigError(
-                "<configuration>",
-                "keys.facts_key_file",
-                "no facts key: set it (a file of 64 hex digits, mode 0600) or JPKI_VA_FACTS_KEY",
-            )
-        p = Path(cfg.keys.facts_key_file)
-        origin = str(p)
-        try:
-            st = p.stat()
-            raw = p.read_text(encoding="ascii").strip()
-        except OSError as e:
-            raise ConfigError(origin, "", f"cannot read the facts key ({e.strerror})") from None
-        if st.st_mode & 0o077:
-            raise ConfigError(
-                origin, "", "the facts key file must not be readable by group or others (chmod 600)"
-            )
-    try:
-        key = bytes.fromhex(raw)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(origin, "", "the facts key must be 64 hex digits (32 bytes)")
-    return key
+    """The AES-256 key sealing the four facts: JPKI_VA_FACTS_KEY, else keys.facts_key_file
+    (`crlbuilder.seal.read_facts_key`, which the responder reads it with too)."""
+    path = Path(cfg.keys.facts_key_file) if cfg.keys.facts_key_file else None
+    return read_facts_key(path, field="keys.facts_key_file")
 
 
 def write_facts_key(path: Path) -> None:

@@ -12,6 +12,10 @@
                             provides nothing: no ledger count (帳簿, Act §40), and
                             neither the quota nor the party's CRL cycle (周期, Ord
                             §31(2)) is used
+    GET  /ca/index.json, /ca/{issuer}.pem  the issuers' CA certificates (the 機構 publishes
+                            them, Ord §74(1)) and where their CRL files are: public, what a
+                            group appliance is set up from (`crlbuilder group init`); not on
+                            a group's appliance, which passes on no CRL file either (Act §52(4))
     GET  /reports/YYYY[.csv|.json]  the yearly report (報告書, Act §41), public; rendered at
                             most once per ``[ledger] collect_interval`` per year and format
     GET  /announcements[.json|.atom]  CA compromise announcements (`responder.announce`), public
@@ -62,11 +66,14 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from crlbuilder.group.setup import GroupSetup, load_group_setup
 from crlbuilder.keys.pkcs11 import TokenUnavailable
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.request import RequestError, decode_get_path
-from crlbuilder.ocsp.response import ResponseStatus
+from crlbuilder.ocsp.response import CertStatus, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, policy
 from responder.config import ResponderConfig
@@ -82,11 +89,12 @@ from responder.metrics import (
     MetricsApp,
     WorkerMetrics,
 )
-from responder.ocsp import ERRORS, Ready, load_issuers
+from responder.ocsp import ERRORS, Ready, load_group_issuers, load_issuers
 from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import LastGoodRegistry, Registry
 from responder.registry.schema import RegistryError
 from responder.registry.vocabulary import Method
+from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
 from responder.signing import SigningPool
@@ -101,6 +109,7 @@ OCSP_REQUEST: Final = b"application/ocsp-request"
 OCSP_RESPONSE: Final = b"application/ocsp-response"
 TEXT: Final = b"text/plain; charset=utf-8"
 CRL: Final = b"application/pkix-crl"
+PEM: Final = b"application/x-pem-file"
 
 _NOT_FOUND: Final = Response(404, b"not found\n", TEXT)
 _OK: Final = Response(200, b"ok\n", TEXT)
@@ -167,7 +176,13 @@ class JpkiApp:
         last_good: LastGoodRegistry | None = None,
     ) -> None:
         self.config = config
-        self.manifest: Manifest = load_manifest(config.store.pki)
+        self.group: GroupSetup | None = None
+        """A group appliance's ``group.json`` (団体署名検証者, Act §20; ``[group] file``)."""
+        self.manifest: Manifest | None = None
+        if config.group.file is not None:
+            self.group = load_group_setup(config.group.file)
+        else:
+            self.manifest = load_manifest(config.store.pki)
         self.store = Store.open(config.store.path, readonly=True)
         registry_error: str | None = None
         if last_good is None:
@@ -184,12 +199,27 @@ class JpkiApp:
         self.limits = LimitsTable(
             ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
         )
-        self.crl_files = CrlFiles(Path(config.store.crl_dir)) if config.store.crl_dir else None
+        # a group passes on no CRL file (Act §52(4): it uses them to answer its members)
+        self.crl_files = (
+            CrlFiles(Path(config.store.crl_dir))
+            if config.store.crl_dir and self.group is None
+            else None
+        )
         # this worker's own PKCS#11 sessions (after fork); `responder serve` checked every key
         # before forking, so a worker (re)started while a token is gone serves (tryLater for
         # fresh signatures, jpkiva_signer_errors_total) rather than failing in a restart loop
-        views = load_issuers(self.manifest, outage_ok=True)
-        self.ocsp = OcspFlow(views, self.limits, config.ocsp)
+        if self.group is not None:
+            views = load_group_issuers(self.group, outage_ok=True)
+        else:
+            assert self.manifest is not None
+            views = load_issuers(self.manifest, outage_ok=True)
+        self.ocsp = OcspFlow(
+            views, self.limits, config.ocsp,
+            group_id=self.group.group_id if self.group is not None else None,
+            unlisted=CertStatus.GOOD if config.group.unlisted == "good" else CertStatus.UNKNOWN,
+        )  # fmt: skip
+        self._ca = ca_routes(self.manifest) if self.manifest is not None else {}
+        """GET /ca/ (the 機構's appliance only): its issuers' CA certificates, public (Ord §74(1))."""
         self._signer_names = {v.signer.signer_id: v.id for v in views}
         """Issuer id of each delegated OCSP signer, for `jpkiva_signer_errors_total`."""
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="report")
@@ -209,16 +239,27 @@ class JpkiApp:
         # in jpkiva_registry_file_bad) within a second, with or without traffic, off the
         # request path
         threading.Thread(target=self._registry_loop, name="registry-watch", daemon=True).start()
-        answer_signer = load_answer_signer(config, self.manifest, outage_ok=True)
-        self.v1 = V1Api(
-            V1_ROUTES,
-            config,
-            store=self.store,
-            quota=self.limits,
-            ledger=self.ledger,
-            signer=answer_signer,
-            public=public_documents(V1_ROUTES, answer_signer),
-        )
+        self.v1: V1Api | None = None
+        self.relay: RecordInfoRelay | None = None
+        """On a group appliance the only /v1 route: 特定署名用電子証明書記録情報 relayed for a
+        member (Act §20(4),(5)), the 機構's signed answer passed on unchanged."""
+        if self.group is not None:
+            self.relay = RecordInfoRelay(
+                self.group, self.store, self.ledger,
+                ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay"),
+            )  # fmt: skip
+        else:
+            assert self.manifest is not None
+            answer_signer = load_answer_signer(config, self.manifest, outage_ok=True)
+            self.v1 = V1Api(
+                V1_ROUTES,
+                config,
+                store=self.store,
+                quota=self.limits,
+                ledger=self.ledger,
+                signer=answer_signer,
+                public=public_documents(V1_ROUTES, answer_signer),
+            )
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
         self.entries: EntryCounts | None = None
@@ -306,7 +347,7 @@ class JpkiApp:
                 return _OCSP_ERRORS[ResponseStatus.MALFORMED_REQUEST]
             return self._ocsp(req, der, get=True)
         if path.startswith(b"/v1/"):
-            return self.v1.handle(req, self.registry, time.time())
+            return self._v1(req)
         get = req.method in (b"GET", b"HEAD")
         if path == b"/healthz":
             req.note = _NOTE_HEALTHZ
@@ -320,6 +361,9 @@ class JpkiApp:
         if path.startswith(b"/announcements"):  # 公表 (Act §15(3) ...), public
             req.note = _NOTE_OTHER
             return announce.serve(self.store, path) if get else _GET_ONLY
+        if path.startswith(b"/ca/"):  # the issuers' CA certificates, public (Ord §74(1))
+            req.note = _NOTE_OTHER
+            return self._ca.get(path, _NOT_FOUND) if get else _GET_ONLY
         if path.startswith(b"/reports/"):
             req.note = _NOTE_OTHER
             return self._report(path) if get else _GET_ONLY
@@ -350,9 +394,19 @@ class JpkiApp:
             req.note = _NOTE_UNAUTHENTICATED
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
         if v1:
-            return self.v1.handle(req, self.registry, time.time())  # 401, or 404 for no route
+            got = self._v1(req)  # 401, or 404 for no route: nothing is asked of anyone
+            assert isinstance(got, Response)
+            return got
         req.note = _NOTE_CRL_UNAUTHENTICATED
         return _UNAUTHORIZED_HTTP
+
+    def _v1(self, req: Request) -> Response | asyncio.Future[Response]:
+        """/v1/...: the JSON API (`responder.v1`); on a group appliance the relay of
+        特定署名用電子証明書記録情報 for its members (`responder.relay`)."""
+        if self.relay is not None:
+            return self.relay.handle(req, self.registry, time.time())
+        assert self.v1 is not None
+        return self.v1.handle(req, self.registry, time.time())
 
     # --- OCSP ----------------------------------------------------------------------
 
@@ -566,6 +620,44 @@ class JpkiApp:
         if fresh is not None:
             self.registry = fresh
             self._registry_file(bad=False)
+
+
+def ca_routes(manifest: Manifest) -> dict[bytes, Response]:
+    """GET /ca/index.json and /ca/<issuer>.pem: the issuing CA certificates the 機構
+    publishes (Ord §74(1)), with where each issuer's CRL files are (paths on this
+    appliance): what a group appliance is set up from (``crlbuilder group init``)."""
+    headers = ((b"cache-control", b"public, max-age=3600"),)
+    out: dict[bytes, Response] = {}
+    index: list[dict[str, object]] = []
+    for i in sorted(manifest.issuers, key=lambda i: i.index):
+        cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
+        der = cert.public_bytes(Encoding.DER)
+        out[f"/ca/{i.id}.pem".encode()] = Response(
+            200, cert.public_bytes(Encoding.PEM), PEM, headers
+        )
+        index.append(
+            {
+                "id": i.id,
+                "family": i.family.value,
+                "generation": i.generation,
+                "cert": f"/ca/{i.id}.pem",
+                "sha256": hashlib.sha256(der).hexdigest(),
+                "crl": f"/crl/{i.id}.crl",
+                "delta_crl": f"/crl/{i.id}-delta.crl",
+            }
+        )
+        if i.successor_cert:  # who signs its CRLs since its key was compromised (Act §14)
+            succ = x509.load_pem_x509_certificate(manifest.path(i.successor_cert).read_bytes())
+            out[f"/ca/{i.id}-successor.pem".encode()] = Response(
+                200, succ.public_bytes(Encoding.PEM), PEM, headers
+            )
+            index[-1]["successor_cert"] = f"/ca/{i.id}-successor.pem"
+            index[-1]["successor_sha256"] = hashlib.sha256(
+                succ.public_bytes(Encoding.DER)
+            ).hexdigest()
+    body = msgspec.json.format(msgspec.json.encode({"issuers": index}), indent=2) + b"\n"
+    out[b"/ca/index.json"] = Response(200, body, b"application/json", headers)
+    return out
 
 
 def problem(status: int, refusal: policy.Refused, *, retry_after: int | None = None) -> Response:

@@ -29,12 +29,13 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, overrides)
         # fail early, in the master, on what every worker would fail on
+        from crlbuilder.group.setup import GroupSetupError, load_group_setup
         from crlbuilder.keys.pkcs11 import close_all
         from crlbuilder.keys.signer import SignerError
         from crlbuilder.manifest import ManifestError, load_manifest
         from crlbuilder.store.format import StoreFormatError
         from crlbuilder.store.lmdbstore import Store
-        from responder.ocsp import load_issuers
+        from responder.ocsp import load_group_issuers, load_issuers
         from responder.registry.lookup import LastGoodRegistry, Registry
         from responder.registry.schema import RegistryError
         from responder.v1.jws import load_answer_signer
@@ -42,15 +43,21 @@ def _serve(args: argparse.Namespace) -> int:
         # every signing key opens and matches its certificate (a wrong PIN, a missing token
         # or key label, a key that is not the certificate's) before any answer is served;
         # the master then lets go of its PKCS#11 sessions: each worker opens its own
-        manifest = load_manifest(config.store.pki)
-        load_issuers(manifest)
-        load_answer_signer(config, manifest)  # the JWS of /v1 answers (responder.v1.jws)
+        if config.group.file is not None:  # a group appliance: its own responder key only
+            # (the /v1 answers it relays are the 機構's, signed by the 機構: responder.relay)
+            load_group_issuers(load_group_setup(config.group.file))
+        else:
+            manifest = load_manifest(config.store.pki)
+            load_issuers(manifest)
+            load_answer_signer(config, manifest)  # the JWS of /v1 answers (responder.v1.jws)
         close_all()
         # the master keeps the last good registry; a worker (re)started while the file is
         # broken serves it (responder.registry.LastGoodRegistry)
         last_good = LastGoodRegistry(config.registry.path, Registry.load(config.registry.path))
         Store.open(config.store.path, readonly=True).close()
-    except (ConfigError, ManifestError, RegistryError, StoreFormatError, SignerError) as e:
+    except (
+        ConfigError, ManifestError, GroupSetupError, RegistryError, StoreFormatError, SignerError,
+    ) as e:  # fmt: skip
         print(f"responder serve: error: {e}", file=sys.stderr)
         return 2
     return serve(

@@ -33,6 +33,7 @@ __all__ = [  # ConfigError is crlbuilder.options' (one for both binaries), named
     "FIELD_PATHS",
     "FIELD_TYPES",
     "ConfigError",
+    "GroupConfig",
     "LedgerConfig",
     "LimitsConfig",
     "LogConfig",
@@ -187,6 +188,10 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Directory holding the PKI manifest ``pki.json`` (env JPKI_VA_PKI)."""
     crl_dir: Path | None = None
     """Directory of the CRL files crlbuilder produces, served at /crl/ (none: /crl/ is 404)."""
+    facts_key_file: Path | None = None
+    """File of the AES-256 key (64 hex digits, mode 0600) that opens the four facts sealed in
+    the store, for 特定署名用電子証明書記録情報 (Act §18(3), /v1/record-info); env
+    JPKI_VA_FACTS_KEY holds the key itself and wins. Neither: /v1/record-info answers 503."""
 
 
 class RegistryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -280,6 +285,23 @@ class LedgerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Seconds between merges of the workers' files into the ledger (also on /reports)."""
 
 
+class GroupConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Group mode ([group]): this appliance is a group's (団体署名検証者, Act §17(5), §20).
+
+    Set by ``crlbuilder group init``. The issuers and the signing key come from the
+    group's ``group.json`` (`crlbuilder.group.setup`) instead of the 機構's PKI manifest
+    (``store.pki`` is not read); every answer is signed with the group's own responder
+    key (RFC 6960 §4.2.2.2), and only the group's members (署名確認者, Act §20(1)) in its
+    registry are answered. Needs a restart."""
+
+    file: Path | None = None
+    """The group's ``group.json``; unset: the 機構's appliance."""
+    unlisted: Literal["good", "unknown"] = "good"
+    """The status of a serial that is on no CRL (a CRL cannot tell a never-issued serial
+    from a valid one): ``good`` (RFC 6960 §2.2: not revoked) or ``unknown``
+    (docs/operations.md)."""
+
+
 class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The JSON API under /v1 ([v1]); see `responder.v1`."""
 
@@ -304,6 +326,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    group: GroupConfig = msgspec.field(default_factory=GroupConfig)
     v1: V1Config = msgspec.field(default_factory=V1Config)
 
 
@@ -403,6 +426,7 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--store", "store.path", "LMDB status store directory"),
     _Flag("--pki", "store.pki", "directory of the PKI manifest pki.json"),
     _Flag("--crl-dir", "store.crl_dir", "directory of CRL files served at /crl/"),
+    _Flag("--facts-key-file", "store.facts_key_file", "key opening the sealed four facts"),
     _Flag("--registry", "registry.path", "TOML file of registered parties"),
     _Flag("--ledger-dir", "ledger.dir", "ledger (帳簿) and quota table directory"),
     _Flag("--ledger-collect-interval", "ledger.collect_interval", "seconds between ledger merges"),
@@ -414,6 +438,8 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--good-validity-seconds", "ocsp.good_validity_seconds", "nextUpdate offset"),
     _Flag("--sign-threads", "ocsp.sign_threads", "fresh-signing threads per worker"),
     _Flag("--sign-queue-per-party", "ocsp.sign_queue_per_party", "a party's waiting sign jobs"),
+    _Flag("--group", "group.file", "group mode: the group's group.json"),
+    _Flag("--unlisted", "group.unlisted", "group mode: status of a serial on no CRL"),
     _Flag("--log-level", "log.level", "log level"),
     _Flag("--access-log", "log.access_log", "access log"),
     _Flag("--sample-rate", "log.sample_rate", "sampled access log rate (0..1)"),

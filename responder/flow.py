@@ -18,7 +18,8 @@ Order, the first refusal wins; nothing is read from the store before a party is 
    6960 §2.3: the request must be signed);
 3. the issuer: every CertID names one issuer generation we serve (one delegated
    signer covers one issuer), else ``unauthorized`` (``unknown_issuer``);
-4. policy (`responder.policy.decide`): may this party receive this family's
+4. policy (`responder.policy.decide`; on a group appliance `responder.policy.decide_member`:
+   only the group's own members, 署名確認者 Act §20(1), sign families only): may this party receive this family's
    revocation information by OCSP now (started, not ended, not suspended, 提供の停止
    Act §18(6), §37(4); family and method in its agreement, 取決め Act §17(4), §36(2)),
    else ``unauthorized`` with the policy's rule;
@@ -43,7 +44,9 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
   record passed its retention and was erased (Ord §70(1)(iii); the certificate had
   expired too) is never ``good``: ``unknown``, or ``revoked`` at the kept time with
   no reason when crlbuilder kept it (``crl.erased_answer``). CRL-import mode (a
-  group appliance): a serial absent from the 機構's CRL is good;
+  group appliance): a serial absent from the 機構's CRL is ``good`` (RFC 6960 §2.2:
+  not revoked; a CRL cannot tell a never-issued serial, docs/operations.md), or
+  ``unknown`` when the group configured so (``[group] unlisted``);
 - a good answer's nextUpdate (and so the HTTP max-age and Expires, RFC 5019 §6.2)
   never passes the instant the certificate is due to lose effect: its notAfter or
   its holder's pending 30-day lapse (Act §31(2), `StoreReader.lapse_due`;
@@ -154,9 +157,23 @@ class OcspFlow:
     """One worker's OCSP decision and what it keeps between requests: the issuer table,
     each issuer's promised nextUpdate, and the good-answer cache."""
 
-    def __init__(self, issuers: Iterable[IssuerView], quota: Quota, config: OcspConfig) -> None:
+    def __init__(
+        self,
+        issuers: Iterable[IssuerView],
+        quota: Quota,
+        config: OcspConfig,
+        *,
+        group_id: str | None = None,
+        unlisted: CertStatus = CertStatus.GOOD,
+    ) -> None:
         self.quota = quota
         self.config = config
+        self.group_id = group_id
+        """On a group appliance (団体署名検証者, Act §20(1)): the group's party id; its
+        members are answered (`responder.policy.decide_member`), nobody else. None: the
+        機構's appliance (`responder.policy.decide`)."""
+        self.unlisted = unlisted
+        """CRL-import mode: the status of a serial on no CRL (docs/operations.md)."""
         """The bounds of a request and the freshness policy ([ocsp]); replaced on SIGHUP."""
         self.by_index: dict[int, IssuerView] = {}
         self.issuers: dict[tuple[str, bytes, bytes], IssuerView] = {}
@@ -204,7 +221,15 @@ class OcspFlow:
             return Refusal(ResponseStatus.UNAUTHORIZED, UNKNOWN_ISSUER, party)
         family = view.family
         service = policy.service_for_ocsp(family)
-        verdict = policy.decide(party, service=service, family=family, method=Method.OCSP, now=now)
+        if self.group_id is None:
+            verdict = policy.decide(
+                party, service=service, family=family, method=Method.OCSP, now=now
+            )
+        else:
+            verdict = policy.decide_member(
+                party, self.group_id, registry.parties.get(self.group_id),
+                service=service, family=family, method=Method.OCSP, now=now,
+            )  # fmt: skip
         if verdict is not policy.ALLOWED:
             assert isinstance(verdict, policy.Refused)
             return Refusal(ResponseStatus.UNAUTHORIZED, verdict.rule.value, party, family)
@@ -265,7 +290,7 @@ class OcspFlow:
                 cache_key = (key, cid.hash_alg, version)
             if st is None:
                 status = (
-                    CertStatus.GOOD if self.crl_import and key is not None else CertStatus.UNKNOWN
+                    self.unlisted if self.crl_import and key is not None else CertStatus.UNKNOWN
                 )
                 answers.append(SingleAnswer(cid.der, status))
             elif st.state == sf.STATE_REVOKED:

@@ -15,7 +15,8 @@ What a worker answers with, and nothing about when: the decision itself is
   effect (its notAfter, Act §15(1)(5), §16-14(1)(5), §34(1)(5), §35-14(1)(5); a pending
   30-day lapse, Act §31(2)).
 
-Who signs: each issuer generation's delegated OCSP signer, certified by that
+Who signs, on a group appliance (団体署名検証者, Act §20(1)): the group's own responder key
+for every issuer (`load_group_issuers`). On the 機構's: each issuer generation's delegated OCSP signer, certified by that
 generation's CA key. Once the store records a compromise of that key
 (発行者署名符号の漏えい等, Act §14, §16-12, §33, §35-12) its delegate is no longer
 believable (whoever holds the key can certify another) and signs nothing: the
@@ -34,6 +35,7 @@ from typing import Final
 
 from cryptography import x509
 
+from crlbuilder.group.setup import GroupSetup
 from crlbuilder.keys.signer import load_signer
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Family
@@ -121,6 +123,24 @@ def good_next_update(next_update: int, now: int, not_after: int, lapse: int) -> 
         if now < bound < next_update:
             next_update = bound
     return next_update
+
+
+def load_group_issuers(setup: GroupSetup, *, outage_ok: bool = False) -> list[IssuerView]:
+    """A group appliance's issuers (団体署名検証者, Act §20(1)), every one answered by the
+    group's own responder key and certificate (``group.json``, `crlbuilder.group.setup`).
+
+    The group holds no delegate of the 機構's CAs: its answers come from a responder its
+    members trust by configuration (RFC 6960 §4.2.2.2, ``openssl ocsp -VAfile``), so the
+    same signer stands for every issuer, before and after a compromise of a CA key.
+    """
+    signer = ResponseSigner(
+        load_signer(setup.key_ref(), setup.path(setup.responder_cert), outage_ok=outage_ok)
+    )
+    views = []
+    for i in setup.issuers:
+        cert = x509.load_pem_x509_certificate(setup.path(i.cert).read_bytes())
+        views.append(IssuerView(i.index, i.id, i.family, signer, cert, signer.certs_suffix, signer))
+    return views
 
 
 def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerView]:

@@ -23,6 +23,12 @@ Order of the checks, first failure wins:
 8. ``unauthorized_method``: the method cannot carry the service, or is not the agreed
    one (提供の具体的な方法, Ord §31(1), §33(1), §62(1)).
 
+On a group appliance (団体署名検証者, Act §17(5), §20) `decide_member` takes the place
+of `decide`: only the group's own members (署名確認者) are answered, about signature
+certificates, for what the group gives its members (Act §20(1), §20(4),(5)) and rests
+on the group's agreement; a member refused under Act §20(2) or §20(6) (a suspension
+of the group's registry) is ``suspended`` with that article.
+
 ``quota`` and ``cycle`` are counted by the caller (`responder.limits`: requests
 per second and per day; at most one download of each CRL file, that is per
 issuer generation and per full or delta CRL, per agreed period, 周期, Ord
@@ -177,6 +183,108 @@ def decide(
             _ord_article(party, service, item=1),
             "the agreement (取決め) does not include this method (提供の具体的な方法)",
         )
+    return ALLOWED
+
+
+MEMBER_SERVICES: Final[dict[Service, str]] = {
+    Service.SIGN_REVOCATION_INFO: "Act §20(1)",
+    Service.SIGN_RECORD_INFO: "Act §20(4),(5)",
+}
+"""What a group answers its members (署名確認者): the result of its check of a signature
+certificate (Act §20(1), asked again later too, §21(3)), and 特定署名用電子証明書記録情報
+asked of the 機構 on a member's behalf (Act §20(4),(5), §21(4))."""
+
+_GROUP_SOURCES: Final[dict[Service, tuple[Service, ...]]] = {
+    # §20(1): the answer rests on the revocation information or CRL files of §18(1),(2)
+    Service.SIGN_REVOCATION_INFO: (Service.SIGN_CRL_FILE, Service.SIGN_REVOCATION_INFO),
+    Service.SIGN_RECORD_INFO: (Service.SIGN_RECORD_INFO,),
+}
+"""The group's own agreed services (with the 機構) each member service rests on."""
+
+
+def decide_member(
+    party: Party | None,
+    group_id: str,
+    group: Party | None,
+    *,
+    service: Service,
+    family: Family | None,
+    method: Method,
+    now: float,
+) -> Allowed | Refused:
+    """On a group appliance: may this member (署名確認者) receive ``service`` from its group?
+
+    ``group_id`` is the appliance's group (団体署名検証者, Act §17(5)) and ``group`` its
+    entry in the group's own registry (None: not registered there). Only the group's own
+    members are answered (Act §20(1)); a member's entry falls within the notified range
+    (checked when the registry loads, Ord §32(4)). Order, first failure wins: the party is
+    a member of this group; the member's and the group's provision have started and not
+    ended; the service is one a group gives its members and rests on a service of the
+    group's agreement (Act §17(6)); the member is not refused (Act §20(2),(6): `responder
+    registry suspend`) nor the group suspended; signature certificates only, of a family
+    the group's agreement includes; a method that carries the service.
+    """
+    if party is None:
+        return _UNAUTHENTICATED
+    if Title.SIGNATURE_CONFIRMER not in party.titles or party.group != group_id:
+        return Refused(
+            Rule.UNAUTHORIZED_SERVICE,
+            "Act §20(1)",
+            "a group answers its own members (署名確認者) only",
+        )
+    if group is None or Title.GROUP_SIGNATURE_VERIFIER not in group.titles:
+        return Refused(
+            Rule.UNAUTHORIZED_SERVICE,
+            "Act §17(5)",
+            "the group is not in its own registry as a 団体署名検証者",
+        )
+    for who in (party, group):
+        if now >= who.end:
+            return Refused(
+                Rule.ENDED, who.end_article or "Act §17(5)", "provision to this party has ended"
+            )
+        if now < who.start:
+            return Refused(
+                Rule.NOT_STARTED,
+                "Ord §32(3)",
+                "the notified provision start date (提供を開始する日) has not come",
+            )
+    article = MEMBER_SERVICES.get(service)
+    if article is None:
+        return Refused(
+            Rule.UNAUTHORIZED_SERVICE,
+            "Act §20(1)",
+            "a group gives its members no such service",
+        )
+    grants = [g for s in _GROUP_SOURCES[service] if (g := group.grants.get(s)) is not None]
+    if not grants:
+        return Refused(
+            Rule.UNAUTHORIZED_SERVICE,
+            "Act §17(6)",
+            "the group's agreement (取決め) does not include what this service rests on",
+        )
+    for who in (party, group):
+        window = who.suspended(service, now)
+        if window is None and who is group:
+            window = next(
+                (w for s in _GROUP_SOURCES[service] if (w := group.suspended(s, now))), None
+            )
+        if window is not None:
+            return Refused(Rule.SUSPENDED, window.article, "provision is suspended (提供の停止)")
+    if family is None or family not in SERVICE_FAMILIES[service]:
+        return Refused(
+            Rule.UNAUTHORIZED_FAMILY,
+            article,
+            "a group answers about signature certificates (署名用電子証明書) only",
+        )
+    if not any(family in g.families for g in grants):
+        return Refused(
+            Rule.UNAUTHORIZED_FAMILY,
+            "Act §17(6)",
+            "the group's agreement (取決め) does not include this family",
+        )
+    if method not in SERVICE_METHODS[service]:
+        return Refused(Rule.UNAUTHORIZED_METHOD, article, "this method does not carry this service")
     return ALLOWED
 
 

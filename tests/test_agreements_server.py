@@ -22,6 +22,7 @@ from responder.ledger import Ledger
 from tests.conftest import Built, run_tool
 from tests.support.harness import Server, request_for, start_server, status_of
 from tests.support.wait import until
+from tests.test_v1_server import by_serial, v1
 
 PARTIES = ("sig-verifier", "auth-verifier", "both-verifier", "group-verifier", "member-1")
 ALLOWED: dict[str, set[Family]] = {
@@ -67,6 +68,46 @@ def test_matrix_of_titles_families_and_methods(built: Built, tmp_path: Path) -> 
                 assert got is want, (party, fam, "ocsp")
                 code = crl_get(s, f"{a.issuer}.crl", party)
                 assert code == (200 if allowed else 403), (party, fam, "crl-file")
+
+
+RECORD_INFO: dict[str, set[Family]] = {
+    "sig-verifier": {Family.SIGN_CARD, Family.SIGN_MOBILE},
+    "auth-verifier": set(),  # never sign information by that title
+    "both-verifier": {Family.SIGN_CARD, Family.SIGN_MOBILE},
+    "group-verifier": {Family.SIGN_CARD, Family.SIGN_MOBILE},  # for its members (§20(4))
+    "member-1": set(),  # asks through its group (§21(4))
+}
+"""Who may receive 特定署名用電子証明書記録情報, about which family (Act §18(3): 署名検証者等, sign only)."""
+_SIGN_PAIR = {"sig-verifier", "both-verifier"}  # §18(4): a 署名検証者, not a group
+_CARD_PAIR = {"both-verifier"}  # §18(5): a 署名検証者 that is also a 利用者証明検証者
+_AUTH_PAIR = {"auth-verifier", "both-verifier"}  # §37(3): a 利用者証明検証者
+CORRESPONDING: dict[tuple[Family, Family], set[str]] = {
+    (Family.SIGN_CARD, Family.SIGN_MOBILE): _SIGN_PAIR,
+    (Family.SIGN_MOBILE, Family.SIGN_CARD): _SIGN_PAIR,
+    (Family.AUTH_CARD, Family.SIGN_CARD): _CARD_PAIR,
+    (Family.SIGN_CARD, Family.AUTH_CARD): _CARD_PAIR,
+    (Family.AUTH_CARD, Family.AUTH_MOBILE): _AUTH_PAIR,
+    (Family.AUTH_MOBILE, Family.AUTH_CARD): _AUTH_PAIR,
+}
+"""Who may receive each corresponding serial (Act §18(4), §18(5), §37(3))."""
+
+
+def test_matrix_of_titles_for_record_info_and_corresponding_serials(
+    built: Built, tmp_path: Path
+) -> None:
+    extra = ("--facts-key-file", str(built.facts_key))
+    with start_server(built, tmp_path, extra=extra) as s:
+        for fam in Family:  # a certificate that lost effect, as Act §19(5) asks
+            a = next(x for x in built.answers if x.family is fam and x.status is CertStatus.REVOKED)
+            for party in PARTIES:
+                code, _, got = v1(s, "/v1/record-info", {"certificate": by_serial(a)}, party)
+                assert code == (200 if fam in RECORD_INFO[party] else 403), (party, fam, got)
+        for (asked, want), who in CORRESPONDING.items():
+            a = next(x for x in built.answers if x.family is asked and x.status is CertStatus.GOOD)
+            body = {"certificate": by_serial(a), "counterpart": want.value}
+            for party in PARTIES:
+                code, _, got = v1(s, "/v1/corresponding", body, party)
+                assert code == (200 if party in who else 403), (party, asked, want, got)
 
 
 @pytest.mark.real_clock  # registry changes reach workers by their timed watch

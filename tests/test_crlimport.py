@@ -692,3 +692,23 @@ def test_import_commit_is_dated_by_the_import_clock_not_the_wall_clock(
             assert r.committed_at() == int(NOW.timestamp())
     finally:
         s.close()
+
+
+def test_the_same_full_crl_after_its_delta_is_nothing_to_do(
+    imported: Path, tmp_path: Path, pki: Manifest
+) -> None:
+    """A job fetching the full and the delta CRL every cycle: after delta 11 (base 10), full CRL
+    10 again is already imported, not "going backwards" (issue 13); so is delta 11 again."""
+    delta = make_crl(pki, G1, 11, [(205, at(20), 0)], delta_base=10)
+    r = run(imported, pki, write(tmp_path, "d11.crl", delta))
+    assert r.rc == 0, r.err
+    before = dump_store(imported)
+    for name, der in (("f10.crl", make_crl(pki, G1, 10, BASE)), ("d11-again.crl", delta)):
+        r = run(imported, pki, write(tmp_path, name, der))
+        assert r.rc == 0, r.err
+        assert r.lines[-1]["status"] == "already-imported" and r.lines[-1]["commit"] == 0
+    assert dump_store(imported) == before
+    # older than the base stays a refusal
+    refused(
+        run(imported, pki, write(tmp_path, "f9.crl", make_crl(pki, G1, 9, BASE))), "going backwards"
+    )

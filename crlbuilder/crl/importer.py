@@ -13,7 +13,9 @@ with an optional bearer token) is
   certificate is then the one that matches, `known_issuers`);
 - checked for freshness and order: thisUpdate not in the future (beyond
   `CLOCK_SKEW`), nextUpdate not passed (unless forced), a CRL number above the
-  last one imported for the issuer (equal: already imported, nothing to do); a
+  last one imported for the issuer (equal: already imported, nothing to do; a
+  full CRL numbered like the base of the deltas imported since is the same full
+  CRL fetched again: nothing to do either, whatever deltas followed it); a
   delta CRL (RFC 5280 §5.2.4) only on top of a full CRL numbered at least its
   BaseCRLNumber;
 - applied in ONE write transaction: a full CRL makes the issuer's revoked set
@@ -42,7 +44,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +69,7 @@ __all__ = [
     "CLOCK_SKEW",
     "MAX_CRL_BYTES",
     "REMOVE_FROM_CRL",
+    "BaseAhead",
     "CrlImporter",
     "ImportRefused",
     "ImportResult",
@@ -74,6 +77,7 @@ __all__ = [
     "add_cli",
     "check_store_mode",
     "identify_issuer",
+    "known_issuer",
     "known_issuers",
     "read_source",
     "run_import",
@@ -97,6 +101,10 @@ _ZERO_SERIAL: Final = bytes(sf.SERIAL_BYTES)
 
 class ImportRefused(Exception):
     """A CRL (or a store) that cannot be imported; the store is left unchanged."""
+
+
+class BaseAhead(ImportRefused):
+    """A delta CRL based on a full CRL newer than the one imported: fetch the full CRL first."""
 
 
 class _Unsorted(Exception):
@@ -126,26 +134,29 @@ def known_issuers(manifest: Manifest) -> list[KnownIssuer]:
     A generation with a successor certificate (its name, the successor's key: who signs
     its CRLs after a compromise of its key, `crlbuilder.crl.publish`) is known by both.
     """
-    out = []
+    out: list[KnownIssuer] = []
     successors = {i.id: i.successor_cert for i in manifest.issuers if i.successor_cert}
     for meta in issuer_table(manifest):
         ders = [meta.cert_der]
         if meta.id in successors:
             pem = manifest.path(successors[meta.id]).read_bytes()
             ders.append(x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER))
-        for der in ders:
-            cert = x509.load_der_x509_certificate(der)
-            subject_der: bytes = asn1_x509.Certificate.load(der)["tbs_certificate"][
-                "subject"
-            ].dump()
-            try:
-                key_id: bytes | None = cert.extensions.get_extension_for_class(
-                    x509.SubjectKeyIdentifier
-                ).value.digest
-            except x509.ExtensionNotFound:
-                key_id = None
-            out.append(KnownIssuer(meta=meta, cert=cert, subject_der=subject_der, key_id=key_id))
+        out.extend(known_issuer(meta, der) for der in ders)
     return out
+
+
+def known_issuer(meta: sf.IssuerMeta, der: bytes) -> KnownIssuer:
+    """``meta``'s generation recognised by the certificate ``der`` (its own CA certificate,
+    or a successor certificate bearing its name)."""
+    cert = x509.load_der_x509_certificate(der)
+    subject_der: bytes = asn1_x509.Certificate.load(der)["tbs_certificate"]["subject"].dump()
+    try:
+        key_id: bytes | None = cert.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        ).value.digest
+    except x509.ExtensionNotFound:
+        key_id = None
+    return KnownIssuer(meta=meta, cert=cert, subject_der=subject_der, key_id=key_id)
 
 
 def identify_issuer(parsed: ParsedCrl, issuers: Iterable[KnownIssuer]) -> KnownIssuer:
@@ -399,12 +410,15 @@ class CrlImporter:
     def __init__(
         self,
         store: Store,
-        manifest: Manifest,
+        manifest: Manifest | Sequence[KnownIssuer],
         *,
         force: bool = False,
         clock_skew: int = CLOCK_SKEW,
     ) -> None:
-        """Check that ``store`` may take CRLs, then record the manifest's issuer table in it.
+        """Check that ``store`` may take CRLs, then record the issuer table in it.
+
+        ``manifest`` is the 機構's PKI manifest (`known_issuers`), or the issuers a group
+        appliance knows from the CA certificates the 機構 published (`crlbuilder.group.setup`).
 
         The issuer table is configuration, recorded on open as `crlbuilder build`
         does (`apply.register_issuers`, a no-op when already recorded); a
@@ -413,7 +427,7 @@ class CrlImporter:
         self.store = store
         self.force = force
         self.clock_skew = clock_skew
-        self.issuers = known_issuers(manifest)
+        self.issuers = known_issuers(manifest) if isinstance(manifest, Manifest) else list(manifest)
         with store.read() as r:
             check_store_mode(store.path, r)
         try:
@@ -536,7 +550,7 @@ class CrlImporter:
                     "imported yet (import a full CRL first)"
                 )
             if state.base_number < parsed.delta_base:
-                raise ImportRefused(
+                raise BaseAhead(
                     f"delta CRL {number} of {result.issuer} applies to full CRL "
                     f"{parsed.delta_base} or later (RFC 5280 §5.2.4), but the last full CRL "
                     f"imported is {state.base_number}"
@@ -549,7 +563,10 @@ class CrlImporter:
             return True
         if not imported_before:
             return True
-        if number == state.number and state.base_number == number:
+        if number == state.base_number:
+            # The full CRL the issuer's state rests on, fetched again (a job that fetches the
+            # full and the delta CRL every cycle): the deltas imported since (state.number
+            # past it) already carry everything it says. Nothing to do, not "backwards".
             result.already_imported = True
             return False
         # A full CRL numbered like the last delta imported carries the same information

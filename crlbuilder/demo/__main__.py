@@ -5,9 +5,16 @@ Steps, each skipped when its output is already there: a demo PKI
 synth`), a build (`crlbuilder build`), a registry of the demo parties; then
 `crlbuilder build --follow` keeps the store and CRLs fresh (and applies any
 file dropped into the spool directory) while `responder serve` answers on
-127.0.0.1:8080. It prints ready-to-paste `openssl ocsp` commands for a good, a
-revoked and an unknown certificate, and runs until Ctrl-C, which stops both
-children cleanly. ``--no-serve`` stops after the build and says what it made.
+127.0.0.1:8080 (with the facts key, so that /v1/record-info can open the four
+facts). Beside it a group's appliance (団体署名検証者 ``group-verifier``, Act
+§17(5)) is set up from what the group received (`crlbuilder group init`: the 機構's
+/ca/, its token, its own relay responder key), fed over HTTP by `crlbuilder group pull
+--follow`, and answers its two members on 127.0.0.1:8081 (``--no-group``: none). It
+prints ready-to-paste `openssl ocsp` commands for a good, a revoked and an unknown
+certificate, `curl` commands for 特定署名用電子証明書記録情報 (Act §18(3)) and the
+corresponding serials (Act §18(4), §18(5)) of holders of the population, and a member's
+command to its group (``-VAfile group.pem``), and runs until Ctrl-C, which stops every
+child cleanly. ``--no-serve`` stops after the build and says what it made.
 
 ``--keys softhsm`` (``make demo KEYS=softhsm``) keeps every signing key in a SoftHSM2
 token instead of PEM files (Ord §73(4), §74(3): keys on dedicated equipment): ``pki init
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import os
 import shlex
 import signal
@@ -27,14 +36,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
 from crlbuilder.demo.softhsm import OPLOG_NAME
 from crlbuilder.keys.oplog import OPLOG_ENV
 from crlbuilder.manifest import load_manifest
-from crlbuilder.model import Answer, CertStatus
+from crlbuilder.model import Answer, Category, CertStatus, Family
+from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import StoreReader
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -148,6 +160,80 @@ def commands(d: Path, url: str) -> list[tuple[str, str]]:
     return out
 
 
+CONSENTING: Final = ("sig-verifier", "both-verifier", "group-verifier")
+"""The demo parties a consent may name (署名検証者等, Act §18(3)), as `crlbuilder.demo.synth` writes."""
+
+
+def _curl(d: Path, url: str, path: str, party: str, body: dict[str, object]) -> str:
+    token = (d / "pki" / "parties" / f"{party}.token").read_text().strip()
+    return (
+        f"curl -s {url}{path} -H 'Authorization: Bearer {token}' "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(msgspec.json.encode(body).decode())}"
+    )
+
+
+def _in_effect(r: StoreReader, holder: bytes, family: Family, now: float) -> bool:
+    return any(
+        st is not None and not st.revoked and st.not_after > now
+        for st in map(r.status, r.holder_certs(holder, family))
+    )
+
+
+def v1_commands(d: Path, url: str) -> list[tuple[str, str]]:
+    """`curl` commands for /v1/record-info (a card certificate revoked by a resident change,
+    異動, whose holder consented and holds a new one) and /v1/corresponding (that new card
+    certificate's mobile and auth counterparts), found in the demo store."""
+    now = time.time()
+    store = Store.open(d / "store", readonly=True)
+    found: tuple[str, str | None, str, int] | None = None
+    current: tuple[str, int] | None = None
+    try:
+        with store.read() as r:
+            for meta in (m for m in r.issuers() if m.family is Family.SIGN_CARD):
+                for key, st in r.statuses(meta.index):
+                    if st.state != sf.STATE_REVOKED or st.category != Category.RESIDENT_CHANGE.code:
+                        continue
+                    party = next((p for p in CONSENTING if r.consent(st.holder, p)), None)
+                    if party is None or not _in_effect(r, st.holder, Family.SIGN_CARD, now):
+                        continue
+                    if not _in_effect(r, st.holder, Family.SIGN_MOBILE, now):
+                        continue
+                    other = next((p for p in CONSENTING if not r.consent(st.holder, p)), None)
+                    found = (party, other, meta.id, sf.split_status_key(key)[1])
+                    ids = {m.index: m.id for m in r.issuers()}
+                    for k in r.holder_certs(st.holder, Family.SIGN_CARD):
+                        cur = r.status(k)
+                        if cur is not None and not cur.revoked and cur.not_after > now:
+                            index, serial = sf.split_status_key(k)
+                            current = (ids[index], serial)
+                    break
+                if found:
+                    break
+    finally:
+        store.close()
+    if found is None or current is None:
+        return []
+    party, other, issuer, serial = found
+    asked = {"issuer": issuer, "serial": f"{serial:X}"}
+    now_card = {"issuer": current[0], "serial": f"{current[1]:X}"}
+    out = [
+        (f"record info (Act §18(3)) after a resident change, as {party} (the holder consented)",
+         _curl(d, url, "/v1/record-info", party, {"certificate": asked})),
+    ]  # fmt: skip
+    if other is not None:
+        out.append((f"the same as {other}, to which the holder did not consent: not-provided",
+                    _curl(d, url, "/v1/record-info", other, {"certificate": asked})))  # fmt: skip
+    return [
+        *out,
+        ("the mobile sign serial of that holder's card certificate (Act §18(4)(1))",
+         _curl(d, url, "/v1/corresponding", "sig-verifier",
+               {"certificate": now_card, "counterpart": "sign-mobile"})),
+        ("its card auth serial (Act §18(5)(2): a party holding both titles only)",
+         _curl(d, url, "/v1/corresponding", "both-verifier",
+               {"certificate": now_card, "counterpart": "auth-card"})),
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m crlbuilder.demo", description=__doc__)
     p.add_argument("--dir", type=Path, default=Path("var/demo"))
@@ -155,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--no-serve", action="store_true", help="stop after the build")
+    p.add_argument("--group-port", type=int, default=8081, help="the group appliance's port")
+    p.add_argument("--no-group", action="store_true", help="no group appliance beside it")
     p.add_argument(
         "--keys", choices=("pem", "softhsm"), default="pem",
         help="signing keys in PEM files (default) or in a SoftHSM2 token under DIR/pki/softhsm",
@@ -168,10 +256,96 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmade under {d}: pki/ (CAs, OCSP signers, parties), population/ (records, samples,"
               " answers.jsonl), store/ (LMDB), crl/ (CRL files), registry.toml")  # fmt: skip
         return 0
-    return serve(d, args.port)
+    return serve(d, args.port, 0 if args.no_group else args.group_port)
 
 
-def serve(d: Path, port: int) -> int:
+GROUP = "group-verifier"
+"""The demo PKI's 団体署名検証者 and its members (`crlbuilder.demo.pki.DEMO_PARTIES`)."""
+MEMBERS = ("member-1", "member-2")
+
+
+def start_group(d: Path, kikou_url: str, port: int, children: list[subprocess.Popen[str]]) -> str:
+    """The group's appliance beside the 機構's: ``crlbuilder group init`` (once, from what the
+    group received: the 機構's /ca/, its token, the relay responder key), its two members
+    registered, one pull, then ``group pull --follow`` and ``responder serve`` in group mode."""
+    g, pki = d / "group", d / "pki"
+    m = load_manifest(pki)  # the relay responder's key: a PEM file, or in the token (softhsm)
+    if not (g / "group.json").exists():
+        _run(
+            _tool("crlbuilder"), "group", "init", "--out", str(g), "--authority", kikou_url,
+            "--group-id", GROUP, "--token-file", str(pki / "parties" / f"{GROUP}.token"),
+            "--cycle", "10", "--responder-cert", str(m.path(m.group_responder_cert)),
+            "--responder-key", m.key_ref(m.group_responder_key),
+            "--port", str(port), "--metrics-port", str(port + 1400),
+            "--name", "デモ団体署名検証者 (demo group signature verifier)",
+            "--address", "demo address (架空の住所)", "--representative", "demo representative",
+            "--office", "demo office (架空の事務所)", "--start", "2016-01-01", "--group-kind", "1",
+            "--member-prefix", "member-", "--liability", "demo: no liability",
+            "--member-answer", "OCSP answers signed by the group's own responder key",
+        )  # fmt: skip
+        for member in MEMBERS:
+            token = (pki / "parties" / f"{member}.token").read_text().strip()
+            _run(
+                _tool("responder"), "registry", "add", "--registry", str(g / "registry.toml"),
+                "--id", member, "--name", f"デモ署名確認者 ({member})",
+                "--title", "signature-confirmer", "--group", GROUP,
+                "--token-sha256", hashlib.sha256(token.encode()).hexdigest(),
+                "--mtls-cert", str(pki / "parties" / f"{member}.pem"),
+            )  # fmt: skip
+    _run(_tool("crlbuilder"), "group", "pull", "--group", str(g))
+    children.append(
+        subprocess.Popen(
+            [_tool("crlbuilder"), "group", "pull", "--group", str(g), "--follow"],
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+    )
+    server = subprocess.Popen(
+        [_tool("responder"), "serve", "--config", str(g / "responder.toml")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    children.append(server)
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    if not line.startswith("listening on"):
+        raise SystemExit("demo: the group's responder did not start")
+    return line.split()[-1]
+
+
+def member_commands(d: Path, group_url: str) -> list[tuple[str, str]]:
+    """A member's `openssl ocsp` to its group, trusting the group's responder (-VAfile)."""
+    token = (d / "pki" / "parties" / "member-1.token").read_text().strip()
+    pop = (d / "population").resolve()
+    out = []
+    picked: dict[CertStatus, Answer] = {}
+    for line in (d / "population" / "answers.jsonl").read_bytes().splitlines():
+        a = msgspec.json.decode(line, type=Answer)
+        wanted = a.status is CertStatus.REVOKED or a.case == "good"
+        if a.family.value == "sign-card" and wanted and a.status not in picked:
+            picked[a.status] = a
+    for a in [picked[s] for s in (CertStatus.GOOD, CertStatus.REVOKED) if s in picked]:
+        status = a.status.value
+        cmd = (
+            f"openssl ocsp -url {group_url}/ocsp -header Authorization='Bearer {token}' "
+            f"-issuer {pop / a.issuer_cert} -cert {pop / a.cert} "
+            f"-VAfile {(d / 'group' / 'group.pem').resolve()} -resp_text -no_nonce"
+        )
+        out.append((f"member-1 asks its group: {status} ({a.family.value}, {a.case})", cmd))
+    revoked = picked.get(CertStatus.REVOKED)
+    if revoked is not None:  # the relay of 特定署名用電子証明書記録情報 (Act §20(4),(5))
+        body = json.dumps(
+            {"certificate": {"issuer": revoked.issuer, "serial": f"{revoked.serial:X}"}}
+        )
+        out.append((
+            "member-1 asks its group for 特定署名用電子証明書記録情報 (Act §21(4)) of that revoked"
+            " certificate: the 機構's signed answer, passed on unchanged",
+            f"curl -s {group_url}/v1/record-info -H 'Authorization: Bearer {token}' "
+            f"-H 'Content-Type: application/json' -d '{body}'",
+        ))  # fmt: skip
+    return out
+
+
+def serve(d: Path, port: int, group_port: int = 0) -> int:
     (d / "spool").mkdir(exist_ok=True)
     follow = subprocess.Popen(
         [_tool("crlbuilder"), "build", *_builder_flags(d), "--input", str(d / "spool"), "--follow", "--no-progress"],
@@ -182,6 +356,7 @@ def serve(d: Path, port: int) -> int:
             _tool("responder"), "serve", "--config", str(ROOT / "config" / "responder.toml"),
             "--store", str(d / "store"), "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"),
             "--crl-dir", str(d / "crl"), "--port", str(port),
+            "--facts-key-file", str(d / "facts.key"),
         ],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -203,8 +378,14 @@ def serve(d: Path, port: int) -> int:
         url = line.split()[-1]
         print(f"\nresponder {line.strip()}  (crlbuilder --follow keeps it fresh; drop record files"
               f" into {d / 'spool'})\n")  # fmt: skip
-        for what, cmd in commands(d, url):
+        for what, cmd in commands(d, url) + v1_commands(d, url):
             print(f"# {what}\n{cmd}\n")
+        if group_port:
+            group_url = start_group(d, url, group_port, children)
+            print(f"group appliance (団体署名検証者 group-verifier, fed from {url} by "
+                  f"`crlbuilder group pull --follow`) listening on {group_url}\n")  # fmt: skip
+            for what, cmd in member_commands(d, group_url):
+                print(f"# {what}\n{cmd}\n")
         print("Ctrl-C stops everything.", flush=True)
         while not stop and all(c.poll() is None for c in children):
             time.sleep(0.2)

@@ -361,7 +361,8 @@ class _Checker:
                 self.err(
                     e.id,
                     f"{fld}.article",
-                    "expected 'Act §18(6)(1..6)', 'Act §18(7)(1..5)' or 'Act §37(4)(1..6)'",
+                    "expected 'Act §18(6)(1..6)', 'Act §18(7)(1..5)', 'Act §37(4)(1..6)', "
+                    "or for a member 'Act §20(2)(1..5)', 'Act §20(6)(1..5)'",
                 )
                 continue
             if not meaning.needs & kinds:

@@ -275,6 +275,29 @@ _SUSPENSION_ARTICLES: Final[dict[str, tuple[range, SuspensionArticle]]] = {
             GROUP_SIDE, frozenset({Title.GROUP_SIGNATURE_VERIFIER}), frozenset(), frozenset(), ""
         ),
     ),
+    # A group may refuse its members in the cases of Act §18(7)'s items (Act §20(2): the
+    # answer of §20(1); §20(6): the 特定署名用電子証明書記録情報 of §20(5)). Written
+    # "Act §20(2)(N)" / "Act §20(6)(N)", N the §18(7) item the member falls under.
+    "Act §20(2)": (
+        range(1, 6),
+        SuspensionArticle(
+            frozenset({Service.SIGN_REVOCATION_INFO}),
+            frozenset({Title.SIGNATURE_CONFIRMER}),
+            frozenset(),
+            frozenset(),
+            "",
+        ),
+    ),
+    "Act §20(6)": (
+        range(1, 6),
+        SuspensionArticle(
+            frozenset({Service.SIGN_RECORD_INFO}),
+            frozenset({Title.SIGNATURE_CONFIRMER}),
+            frozenset(),
+            frozenset(),
+            "",
+        ),
+    ),
     "Act §37(4)": (
         range(1, 7),
         SuspensionArticle(
@@ -285,7 +308,8 @@ _SUSPENSION_ARTICLES: Final[dict[str, tuple[range, SuspensionArticle]]] = {
 
 
 def suspension_article(article: str) -> SuspensionArticle | None:
-    """The meaning of ``"Act §18(6)(3)"``, ``"Act §18(7)(1)"`` or ``"Act §37(4)(6)"``."""
+    """The meaning of ``"Act §18(6)(3)"``, ``"Act §18(7)(1)"``, ``"Act §37(4)(6)"``, or on a
+    group appliance ``"Act §20(2)(1)"`` / ``"Act §20(6)(1)"`` (a member refused, §18(7) item 1)."""
     head, sep, rest = article.partition(")(")
     if not sep or not rest.endswith(")") or not rest[:-1].isdigit():
         return None

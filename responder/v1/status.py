@@ -212,7 +212,7 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
     return out
 
 
-def _from_certificate(
+def from_certificate(
     ref: CertRef, at: str, index: IssuerIndex, reader: StoreReader
 ) -> tuple[str, int] | Problem:
     """(issuer id, serial) of a certificate given as base64 DER."""
@@ -265,7 +265,7 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
                 return problem.bad_input(
                     f"$.entries[{i}]", "name a certificate by issuer and serial, or by certificate"
                 )
-            got = _from_certificate(ref, f"$.entries[{i}]", env, reader)
+            got = from_certificate(ref, f"$.entries[{i}]", env, reader)
             if isinstance(got, Problem):
                 return got
             issuer_id, serial = got

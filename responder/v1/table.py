@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from responder.v1 import status, verify
+from responder.v1 import corresponding, recordinfo, status, verify
 from responder.v1.route import AnyRoute
 
-ROUTES: Final[tuple[AnyRoute, ...]] = (status.ROUTE, verify.ROUTE)
+ROUTES: Final[tuple[AnyRoute, ...]] = (
+    status.ROUTE,
+    recordinfo.ROUTE,
+    corresponding.ROUTE,
+    verify.ROUTE,
+)

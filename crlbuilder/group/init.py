@@ -1,0 +1,399 @@
+"""`crlbuilder group init`: a group appliance's directory from what the group received, nothing more.
+
+A 団体署名検証者 (Act §17(5)) receives from the 機構 the issuers' CA certificates (the
+機構 publishes them, Ord §74(1); its appliance serves them at ``GET /ca/index.json`` and
+``GET /ca/<issuer>.pem``), the URLs of the CRL files (Act §18(2)) and its own
+credential (a bearer token), and holds its own OCSP responder key and certificate. From
+those alone this command writes, into ``--out``:
+
+- ``group.json`` (`crlbuilder.group.setup`): issuers with each certificate's SHA-256 as
+  received, CRL URLs, the 機構's URL, the agreed cycle (Ord §33(2)), the token file,
+  the responder key reference, the store; read by ``crlbuilder group pull`` and by
+  ``responder serve`` (``[group] file``);
+- ``ca/<issuer>.pem`` (the CA certificates), ``group.pem`` (the group's responder
+  certificate: what a member configures as trusted, ``openssl ocsp -VAfile group.pem``,
+  RFC 6960 §4.2.2.2), ``authority.token`` (0600, the credential for the 機構);
+- ``registry.toml``: the group's own registry, holding the group itself (its
+  notification with the range of its members, 署名確認者の範囲, Ord §32(4), and its
+  agreement, Ord §33); members are added with ``responder registry add --title
+  signature-confirmer --group <group id>``;
+- ``responder.toml``: the group's responder (group mode, its store, registry, ledger).
+
+No CA key and no 機構 signer key is asked for or written. The CA certificates are
+fetched over the 機構's public route: ``--ca-sha256`` pins the fingerprints the group
+received out of band (every certificate fetched must be one of them, and every pin
+found), and the command prints each fingerprint for the operator to compare.
+Refused input (an existing directory, an unreachable 機構, a certificate that is no CA
+or does not match its pin, a responder key that does not match its certificate or a
+certificate without the OCSP-signing purpose) writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from crlbuilder.group.setup import SETUP_NAME, GroupIssuer, GroupSetup, dump_group_setup
+from crlbuilder.keys.signer import SignerError, load_signer
+from crlbuilder.model import Family
+from crlbuilder.rules import JST
+
+__all__ = ["CaEntry", "InitError", "add_cli", "fetch_ca_index", "init_group", "run_init"]
+
+CA_INDEX: Final = "/ca/index.json"
+"""The 機構 appliance's public list of its issuers' CA certificates (`responder.app`)."""
+MAX_INDEX_BYTES: Final = 1 << 20
+GROUP_SERVICES: Final = ("sign-revocation-info", "sign-crl-file", "sign-record-info")
+"""What a group receives (Act §18(1)-(3), §20)."""
+
+
+class InitError(Exception):
+    """The group directory cannot be made; nothing was written."""
+
+
+class CaEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One issuer of the 機構's ``/ca/index.json``."""
+
+    id: str
+    family: Family
+    generation: int
+    cert: str
+    """Path of its PEM certificate on the 機構's appliance (``/ca/<id>.pem``)."""
+    sha256: str
+    crl: str
+    """Path of its full CRL (``/crl/<id>.crl``)."""
+    delta_crl: str
+    successor_cert: str = ""
+    """After a compromise of its key (Act §14): the successor certificate its CRLs verify with."""
+    successor_sha256: str = ""
+
+
+class CaIndex(msgspec.Struct, frozen=True, kw_only=True):
+    issuers: list[CaEntry]
+
+
+def _get(url: str, limit: int = MAX_INDEX_BYTES) -> bytes:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise InitError(f"{url}: not an http(s) URL")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 (scheme checked)
+            body: bytes = r.read(limit + 1)
+    except urllib.error.HTTPError as e:
+        raise InitError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise InitError(f"{url}: cannot fetch: {getattr(e, 'reason', e)}") from None
+    if len(body) > limit:
+        raise InitError(f"{url}: more than {limit} bytes")
+    return body
+
+
+def fetch_ca_index(
+    authority: str, successors: dict[str, x509.Certificate] | None = None
+) -> list[tuple[CaEntry, x509.Certificate]]:
+    """The 機構's issuers and their CA certificates, each checked against its listed SHA-256
+    (successor certificates, when listed, go into ``successors`` by issuer id)."""
+    successors = {} if successors is None else successors
+    base = authority.rstrip("/")
+    try:
+        index = msgspec.json.decode(_get(base + CA_INDEX), type=CaIndex)
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise InitError(f"{base}{CA_INDEX}: not a CA index: {e}") from None
+    out = []
+    for entry in index.issuers:
+        try:
+            cert = x509.load_pem_x509_certificate(_get(base + entry.cert))
+        except ValueError as e:
+            raise InitError(f"{base}{entry.cert}: not a PEM certificate: {e}") from None
+        der = cert.public_bytes(Encoding.DER)
+        if hashlib.sha256(der).hexdigest() != entry.sha256:
+            raise InitError(f"{base}{entry.cert}: its SHA-256 is not the index's")
+        try:
+            ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            ca = False
+        if not ca:
+            raise InitError(f"{base}{entry.cert}: not a CA certificate (basicConstraints)")
+        if entry.successor_cert:
+            try:
+                succ = x509.load_pem_x509_certificate(_get(base + entry.successor_cert))
+            except ValueError as e:
+                raise InitError(
+                    f"{base}{entry.successor_cert}: not a PEM certificate: {e}"
+                ) from None
+            if (
+                hashlib.sha256(succ.public_bytes(Encoding.DER)).hexdigest()
+                != entry.successor_sha256
+            ):
+                raise InitError(f"{base}{entry.successor_cert}: its SHA-256 is not the index's")
+            successors[entry.id] = succ
+        out.append((entry, cert))
+    if not out:
+        raise InitError(f"{base}{CA_INDEX}: lists no issuer")
+    return out
+
+
+def _check_responder(cert_path: Path, key_ref: str) -> None:
+    try:
+        signer = load_signer(key_ref, cert_path)
+    except (SignerError, OSError, ValueError) as e:
+        raise InitError(f"responder key and certificate: {e}") from None
+    try:
+        eku = signer.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = None
+    if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+        raise InitError(f"{cert_path}: the responder certificate lacks the OCSP-signing purpose")
+
+
+def _toml(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    raise TypeError(type(v).__name__)
+
+
+def _tables(
+    tables: list[tuple[str, dict[str, object]]], header: str, top: dict[str, object] | None = None
+) -> str:
+    lines = [f"# {h}" for h in header.splitlines()]
+    lines += [f"{k} = {_toml(v)}" for k, v in (top or {}).items()]
+    for name, fields in tables:
+        lines += ["", name]
+        lines += [f"{k} = {_toml(v)}" for k, v in fields.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def registry_skeleton(args: argparse.Namespace) -> str:
+    """The group's own registry: the group itself, with its member range and agreement."""
+    title: dict[str, object] = {"kind": "group-signature-verifier", "group_kind": args.group_kind}
+    if args.member:
+        title["members"] = sorted(set(args.member))
+    if args.member_prefix:
+        title["member_prefix"] = args.member_prefix
+    return _tables(
+        [
+            ("[[party]]", {"id": args.group_id, "name": args.name}),
+            (
+                "[party.notification]",
+                {
+                    "address": args.address,
+                    "representative": args.representative,
+                    "office": args.office,
+                    "start": args.start,
+                },
+            ),
+            ("[[party.title]]", title),
+            (
+                "[party.agreement]",
+                {
+                    "services": list(GROUP_SERVICES),
+                    "families": ["sign-card", "sign-mobile"],
+                    "methods": ["ocsp", "crl-file", "json"],
+                    "crl_cycle_seconds": args.cycle,
+                    "liability": args.liability,
+                    "member_answer": args.member_answer,
+                },
+            ),
+        ],
+        "The group appliance's registry (団体署名検証者, Act §17(5)): written by "
+        "`crlbuilder group init`.\nAdd members (署名確認者) within the range with `responder "
+        "registry add --title signature-confirmer\n--group <group id> ...`; refuse one "
+        "(Act §20(2)) with `responder registry suspend --article 'Act §20(2)(N)'`.",
+        top={"version": 2},
+    )
+
+
+def responder_toml(out: Path, port: int, metrics_port: int, unlisted: str) -> str:
+    return _tables(
+        [
+            ("[server]", {"hosts": ["127.0.0.1"], "port": port}),
+            ("[store]", {"path": str(out / "store")}),
+            ("[registry]", {"path": str(out / "registry.toml")}),
+            ("[ledger]", {"dir": str(out / "ledger")}),
+            ("[metrics]", {"port": metrics_port}),
+            ("[group]", {"file": str(out / SETUP_NAME), "unlisted": unlisted}),
+        ],
+        "The group appliance's responder (group mode): written by `crlbuilder group init`.\n"
+        "responder serve --config THIS_FILE",
+    )
+
+
+def init_group(args: argparse.Namespace) -> GroupSetup:
+    """Make ``args.out`` (module docstring); InitError leaves nothing behind."""
+    out: Path = args.out.resolve()
+    if out.exists() and any(out.iterdir()):
+        raise InitError(f"{out}: exists and is not empty (a group directory is made once)")
+    cert_path: Path = args.responder_cert.resolve()
+    key_ref = str(args.responder_key)
+    if not key_ref.lower().startswith("pkcs11:"):
+        key_ref = str(Path(key_ref).resolve())
+    _check_responder(cert_path, key_ref)
+    try:
+        token = args.token_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InitError(f"{args.token_file}: cannot read the token file: {e}") from None
+    if not token:
+        raise InitError(f"{args.token_file}: the token file is empty")
+    successors: dict[str, x509.Certificate] = {}
+    cas = fetch_ca_index(args.authority, successors)
+    pins = {p.lower() for p in args.ca_sha256 or []}
+    if pins:
+        got = {entry.sha256 for entry, _ in cas}
+        if got - pins:
+            raise InitError("a CA certificate fetched is not one of --ca-sha256: refused")
+        if pins - got:
+            raise InitError("a --ca-sha256 certificate is not served by the 機構: refused")
+    base = args.authority.rstrip("/")
+    issuers = [
+        GroupIssuer(
+            id=entry.id,
+            family=entry.family,
+            generation=entry.generation,
+            index=n,
+            cert=f"ca/{entry.id}.pem",
+            sha256=entry.sha256,
+            crl_url=base + entry.crl,
+            delta_crl_url=base + entry.delta_crl,
+            successor_cert=f"ca/{entry.id}-successor.pem" if entry.id in successors else "",
+            successor_sha256=entry.successor_sha256 if entry.id in successors else "",
+        )
+        for n, (entry, _) in enumerate(cas, start=1)
+    ]
+    setup = GroupSetup(
+        group_id=args.group_id,
+        authority=base,
+        token_file="authority.token",
+        cycle_seconds=args.cycle,
+        responder_cert="group.pem",
+        responder_key=key_ref,
+        issuers=issuers,
+    )
+    created = not out.exists()
+    try:
+        (out / "ca").mkdir(parents=True, exist_ok=True)
+        os.chmod(out, 0o700)
+        for entry, cert in cas:
+            (out / "ca" / f"{entry.id}.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+            if entry.id in successors:
+                (out / "ca" / f"{entry.id}-successor.pem").write_bytes(
+                    successors[entry.id].public_bytes(Encoding.PEM)
+                )
+        shutil.copyfile(cert_path, out / "group.pem")
+        fd = os.open(out / "authority.token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+        (out / "registry.toml").write_text(registry_skeleton(args), encoding="utf-8")
+        (out / "responder.toml").write_text(
+            responder_toml(out, args.port, args.metrics_port, args.unlisted), encoding="utf-8"
+        )
+        dump_group_setup(setup, out)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
+    return setup
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register ``init`` on ``crlbuilder group``'s subparsers."""
+    p = subparsers.add_parser(
+        "init",
+        help="a group appliance's directory from what the group received from the 機構",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, required=True, help="the group directory to make")
+    g = p.add_argument_group("what the group received from the 機構")
+    g.add_argument(
+        "--authority", required=True, help="the 機構's appliance, e.g. https://va.example"
+    )
+    g.add_argument("--group-id", required=True, help="the group's party id at the 機構")
+    g.add_argument("--token-file", type=Path, required=True, help="the group's bearer token")
+    g.add_argument("--cycle", type=int, default=60, help="agreed cycle in seconds (Ord §33(2))")
+    g.add_argument(
+        "--ca-sha256",
+        action="append",
+        metavar="HEX",
+        help="SHA-256 of a CA certificate as received out of band (repeat; pins the fetch)",
+    )
+    g = p.add_argument_group("the group's own responder")
+    g.add_argument("--responder-cert", type=Path, required=True, help="its certificate (PEM)")
+    g.add_argument("--responder-key", required=True, help="its key: PEM file or pkcs11: URI")
+    g.add_argument("--port", type=int, default=8081, help="the group responder's port")
+    g.add_argument("--metrics-port", type=int, default=9483, help="its admin listener's port")
+    g.add_argument(
+        "--unlisted",
+        choices=("good", "unknown"),
+        default="good",
+        help="the answer for a serial on no CRL (docs/operations.md)",
+    )
+    g = p.add_argument_group("the group's notification (Ord §32) and agreement (Ord §33)")
+    g.add_argument("--name", required=True, help="氏名又は名称")
+    g.add_argument("--address", required=True, help="住所")
+    g.add_argument("--representative", required=True, help="代表者の氏名")
+    g.add_argument("--office", required=True, help="提供を受ける事務所の所在地")
+    g.add_argument(
+        "--start",
+        type=date.fromisoformat,
+        default=datetime.now(JST).date(),
+        help="提供を開始する日 (YYYY-MM-DD, default today in Japan)",
+    )
+    g.add_argument("--group-kind", type=int, choices=(1, 2), required=True, help="Act §17(5) item")
+    g.add_argument("--member", action="append", help="a member party id (署名確認者の範囲)")
+    g.add_argument("--member-prefix", help="or: every party id with this prefix is a member")
+    g.add_argument("--liability", required=True, help="損害賠償に関する事項 (Ord §33(3))")
+    g.add_argument("--member-answer", required=True, help="how it answers members (Ord §33(4))")
+    p.set_defaults(func=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """0 made, 1 refused (nothing written), 2 bad usage."""
+    if not args.member and not args.member_prefix:
+        print(
+            "crlbuilder group init: error: the member range (署名確認者の範囲, Ord §32(4)): "
+            "give --member or --member-prefix",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        setup = init_group(args)
+    except InitError as e:
+        print(f"crlbuilder group init: error: {e}", file=sys.stderr)
+        return 1
+    out = args.out.resolve()
+    print(f"made {out}:", file=sys.stderr)
+    for i in setup.issuers:
+        print(f"  {i.id}: CA certificate SHA-256 {i.sha256}", file=sys.stderr)
+    print(
+        f"compare the fingerprints with the ones the 機構 published, then:\n"
+        f"  crlbuilder group pull --group {out} --follow\n"
+        f"  responder serve --config {out / 'responder.toml'}\n"
+        f"members trust {out / 'group.pem'} (openssl ocsp -VAfile)",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,98 @@
+"""The four facts at rest: AES-GCM sealing (封印) and the key that seals them, for both binaries.
+
+The store keeps each sign certificate's four facts (基本4情報, Act §7(1)(3)) sealed, so
+that nothing personal lies in it in clear (Act §44, §45). crlbuilder seals them when it
+applies an issuance record (`crlbuilder.apply`); the responder opens them only to
+answer a request for 特定署名用電子証明書記録情報 (Act §18(3), `responder.v1.recordinfo`).
+This module owns the cipher (`FactsCipher`) and the reading of its key
+(`read_facts_key`: ``JPKI_VA_FACTS_KEY``, else a file of 64 hex digits, mode 0600), so
+the two binaries cannot drift apart. The key and the facts are never logged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+import msgspec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from crlbuilder.model import FourFacts
+from crlbuilder.options import ConfigError
+
+FACTS_KEY_ENV: Final = "JPKI_VA_FACTS_KEY"
+"""The environment variable holding the key itself (64 hex digits): it wins over a file."""
+
+_facts_encoder: Final = msgspec.msgpack.Encoder()
+_facts_decoder: Final = msgspec.msgpack.Decoder(FourFacts)
+
+
+class FactsCipher:
+    """AES-GCM sealing of the four facts (基本4情報) kept for 特定署名用電子証明書記録情報 (Act §18(3)).
+
+    The nonce is derived from the certificate's key with a separate HMAC key:
+    a certificate's facts never change, so each (key, nonce) pair seals one
+    plaintext only, and rebuilding the store gives identical bytes. The status key
+    is the associated data: sealed facts moved under another certificate do not open.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise ValueError("the facts key must be 32 bytes (AES-256)")
+        self._aead = AESGCM(hmac.new(key, b"jpki-va facts aead", hashlib.sha256).digest())
+        self._nonce_key = hmac.new(key, b"jpki-va facts nonce", hashlib.sha256).digest()
+
+    def __repr__(self) -> str:
+        return "FactsCipher(<key not shown>)"
+
+    def seal(self, status_key: bytes, facts: FourFacts) -> bytes:
+        nonce = hmac.new(self._nonce_key, status_key, hashlib.sha256).digest()[:12]
+        return nonce + self._aead.encrypt(nonce, _facts_encoder.encode(facts), status_key)
+
+    def open(self, status_key: bytes, sealed: bytes) -> FourFacts:
+        """The facts sealed under ``status_key``; `cryptography.exceptions.InvalidTag` when
+        the key, the status key or the bytes do not match."""
+        return _facts_decoder.decode(self._aead.decrypt(sealed[:12], sealed[12:], status_key))
+
+
+def read_facts_key(
+    path: Path | None, *, field: str, environ: Mapping[str, str] | None = None
+) -> bytes:
+    """The AES-256 key sealing the four facts: ``JPKI_VA_FACTS_KEY``, else the file ``path``
+    (the configuration field ``field`` names it).
+
+    Raises `ConfigError` naming where it looked (never the key): no key, an unreadable
+    file, a file readable by group or others, or not 64 hex digits.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(FACTS_KEY_ENV, "")
+    origin = FACTS_KEY_ENV
+    if not raw:
+        if path is None:
+            raise ConfigError(
+                "<configuration>",
+                field,
+                f"no facts key: set it (a file of 64 hex digits, mode 0600) or {FACTS_KEY_ENV}",
+            )
+        origin = str(path)
+        try:
+            st = path.stat()
+            raw = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not ASCII"
+            raise ConfigError(origin, "", f"cannot read the facts key ({why})") from None
+        if st.st_mode & 0o077:
+            raise ConfigError(
+                origin, "", "the facts key file must not be readable by group or others (chmod 600)"
+            )
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(origin, "", "the facts key must be 64 hex digits (32 bytes)")
+    return key

@@ -1,0 +1,619 @@
+"""Two appliances on loopback: the 機構's (built from records) and a group's (fed by HTTP from it).
+
+The group (団体署名検証者 ``group-verifier``, Act §17(5)) is set up by ``crlbuilder group
+init`` from what it received alone (the CA certificates at the 機構's ``/ca/``, the CRL
+URLs, its token, its own responder key), fed by ``crlbuilder group pull --follow`` at a
+one-second cycle, and answers its members (署名確認者 ``member-1``, ``member-2``, Act
+§20(1)) signed with its own key: ``openssl ocsp -VAfile group.pem`` verifies the answers.
+Covered: the 機構's public /ca/; what init writes (no CA or 機構 signer key); the member
+× family answers against the 機構's CRL files; auth certificates, a member of another
+group, a 機構 party and a malformed request refused; a refusal under Act §20(2) within a
+second; a revocation recorded at the 機構 reaching a member; per-member counts in the
+group's ledger and the group's downloads in the 機構's; a tampered CRL refused with the
+old data kept; the 機構 stopped during the pull (the group keeps answering).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.server
+import io
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from crlbuilder.demo.pki import write_private
+from crlbuilder.group.pull import GroupFeed
+from crlbuilder.group.setup import load_group_setup
+from crlbuilder.model import Answer, CertStatus, Family
+from crlbuilder.rules import JST
+from crlbuilder.store.lmdbstore import Store
+from responder.ledger import Ledger
+from responder.v1 import jws
+from tests.conftest import BIN, Built, run_tool
+from tests.support.harness import Server, start_server
+from tests.support.procs import started, wait_line
+from tests.support.store import dump_store
+from tests.support.wait import until
+from tests.test_java_interop import JVM_FLAGS, Jdk, jdk  # noqa: F401 (the module's JDK fixture)
+from tests.test_v1_records_server import cases, population, ref
+
+pytestmark = [pytest.mark.integration, pytest.mark.interop, pytest.mark.real_clock]
+
+GROUP: Final = "group-verifier"
+MEMBERS: Final = ("member-1", "member-2")
+SIGN: Final = ("sign-card", "sign-mobile")
+
+
+@dataclass
+class Appliances:
+    built: Built
+    kikou: Server
+    kikou_store: Path
+    kikou_spool: Path
+    kikou_crl: Path
+    group_dir: Path
+    group_url: str
+    group_log: Path
+    pull_log: Path
+    pull: subprocess.Popen[bytes]
+    kikou_stop: contextlib.ExitStack
+
+    def token(self, party: str) -> str:
+        return (self.built.pki / "parties" / f"{party}.token").read_text().strip()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_text().strip().encode()).hexdigest()
+
+
+def _registry(group_dir: Path, *args: str) -> None:
+    run_tool("responder", "registry", *args, "--registry", str(group_dir / "registry.toml"))
+
+
+def init_args(built: Built, url: str, out: Path, *extra: str, cycle: int = 1) -> list[str]:
+    pki = built.pki
+    return [
+        "group", "init", "--out", str(out), "--authority", url,
+        "--group-id", GROUP, "--token-file", str(pki / "parties" / f"{GROUP}.token"),
+        "--cycle", str(cycle), "--responder-cert", str(pki / "tls" / "group-responder.pem"),
+        "--responder-key", str(pki / "tls" / "group-responder.key"), "--port", "0",
+        "--metrics-port", "0", "--name", "デモ団体 (demo group)", "--address", "demo address",
+        "--representative", "demo representative", "--office", "demo office",
+        "--start", "2016-01-01", "--group-kind", "1", "--member-prefix", "member-",
+        "--liability", "demo", "--member-answer", "OCSP signed by the group's responder key",
+        *extra,
+    ]  # fmt: skip
+
+
+def _group_init(built: Built, kikou: Server, out: Path, cycle: int = 1) -> None:
+    pki = built.pki
+    run_tool("crlbuilder", *init_args(built, kikou.url, out, cycle=cycle))
+    for m in MEMBERS:
+        _registry(
+            out, "add", "--id", m, "--name", f"demo {m}", "--title", "signature-confirmer",
+            "--group", GROUP, "--token-sha256", _sha256(pki / "parties" / f"{m}.token"),
+            "--mtls-cert", str(pki / "parties" / f"{m}.pem"),
+        )  # fmt: skip
+    # another group and its member: registered here, answered by nobody here (Act §20(1))
+    _registry(
+        out, "add", "--id", "other-group", "--name", "another group",
+        "--title", "group-signature-verifier", "--group-kind", "2", "--members", "outsider-1",
+        "--address", "a", "--representative", "r", "--office", "o", "--start", "2016-01-01",
+        "--liability", "l", "--member-answer", "m",
+    )  # fmt: skip
+    _registry(
+        out, "add", "--id", "outsider-1", "--name", "a member of another group",
+        "--title", "signature-confirmer", "--group", "other-group",
+        "--token-sha256", _sha256(pki / "parties" / "sig-verifier.token"),
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def group_responder(group_dir: Path, log: Path, *extra: str) -> Iterator[str]:
+    args = [str(BIN / "responder"), "serve", "--config", str(group_dir / "responder.toml"),
+            "--workers", "2", *extra]  # fmt: skip
+    with started(args, log=log, grace=20) as p:
+        try:
+            yield wait_line(p, r"(listening on \S+)", 30).split()[-1]
+        except Exception as e:
+            raise AssertionError(f"{e}\n{log.read_text()}") from None
+
+
+@pytest.fixture(scope="module")
+def apps(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliances]:
+    d = tmp_path_factory.mktemp("group")
+    store, crl, spool = d / "kikou" / "store", d / "kikou" / "crl", d / "kikou" / "store-spool"
+    shutil.copytree(built.store, store)
+    shutil.copytree(built.crl_dir, crl)
+    spool.mkdir()
+    args = built.builder_args(store, crl)
+    del args[args.index("--as-of") : args.index("--as-of") + 2]  # follow runs on the clock
+    with contextlib.ExitStack() as stack:
+        kikou_stack = stack.enter_context(contextlib.ExitStack())
+        kikou_stack.enter_context(
+            started(
+                [str(BIN / "crlbuilder"), "build", *args, "--follow", "--follow-interval", "0.1"],
+                log=d / "kikou-build.log",
+            )
+        )
+        kikou = kikou_stack.enter_context(
+            start_server(
+                built,
+                d / "kikou",
+                store=store,
+                extra=("--crl-dir", str(crl), "--facts-key-file", str(built.facts_key)),
+            )
+        )
+        group_dir = d / "g"
+        _group_init(built, kikou, group_dir)
+        run_tool("crlbuilder", "group", "pull", "--group", str(group_dir))  # the first, in full
+        pull_log = d / "pull.log"
+        pull = stack.enter_context(
+            started(
+                [str(BIN / "crlbuilder"), "group", "pull", "--group", str(group_dir), "--follow"],
+                log=pull_log,
+            )
+        )
+        group_log = d / "group.log"
+        url = stack.enter_context(group_responder(group_dir, group_log))
+        yield Appliances(
+            built, kikou, store, spool, crl, group_dir, url, group_log, pull_log, pull, kikou_stack
+        )
+
+
+def ocsp(
+    apps: Appliances, a: Answer, party: str | None, *extra: str, url: str | None = None
+) -> tuple[str, str]:
+    pop = apps.built.population
+    args = ["openssl", "ocsp", "-url", f"{url or apps.group_url}/ocsp",
+            "-issuer", str(pop / a.issuer_cert), "-cert", str(pop / a.cert),
+            "-VAfile", str(apps.group_dir / "group.pem"), "-no_nonce", *extra]  # fmt: skip
+    if party is not None:
+        args += ["-header", f"Authorization=Bearer {apps.token(party)}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    return out.stdout, out.stderr
+
+
+def refused(got: tuple[str, str]) -> bool:
+    """openssl says the responder answered ``unauthorized`` (RFC 6960 §2.3)."""
+    return "unauthorized" in got[0] + got[1]
+
+
+def crl_serials(crl_dir: Path, issuer: str) -> set[int]:
+    """The serials the 機構's current full and delta CRL list (what the group may know)."""
+    out: set[int] = set()
+    for name in (f"{issuer}.crl", f"{issuer}-delta.crl"):
+        path = crl_dir / name
+        if path.exists():
+            out |= {r.serial_number for r in x509.load_der_x509_crl(path.read_bytes())}
+    return out
+
+
+def samples(apps: Appliances) -> list[tuple[Answer, str]]:
+    """Per sign family: a valid certificate never revoked, one revoked and listed, one whose
+    serial the 機構 never issued; with what the group must say (from the 機構's CRLs)."""
+    out = []
+    now = datetime.now(UTC)
+    for fam in SIGN:
+        picked: dict[str, Answer] = {}
+        for a in apps.built.answers:
+            if a.family.value != fam:
+                continue
+            cert = x509.load_pem_x509_certificate((apps.built.population / a.cert).read_bytes())
+            if cert.not_valid_after_utc < now + timedelta(hours=1):
+                continue
+            listed = a.serial in crl_serials(apps.kikou_crl, a.issuer)
+            kind = "revoked" if listed else a.status.value if a.case != "good" else "good"
+            if kind in ("good", "revoked", "unknown") and kind not in picked:
+                if kind == "good" and a.status is not CertStatus.GOOD:
+                    continue
+                picked[kind] = a
+        assert set(picked) == {"good", "revoked", "unknown"}, (fam, sorted(picked))
+        # a serial the 機構 never issued is on no CRL: the group answers good (docs/operations.md)
+        out += [
+            (picked["good"], "good"),
+            (picked["revoked"], "revoked"),
+            (picked["unknown"], "good"),
+        ]
+    return out
+
+
+def test_kikou_publishes_ca_certificates(apps: Appliances) -> None:
+    """GET /ca/index.json and /ca/<id>.pem: public (no credential), the manifest's certificates."""
+    status, body = apps.kikou.get("/ca/index.json")
+    assert status == 200
+    index = json.loads(body)["issuers"]
+    m = apps.built.manifest
+    assert {e["id"] for e in index} == {i.id for i in m.issuers}
+    for e in index:
+        status, pem = apps.kikou.get(e["cert"])
+        want = x509.load_pem_x509_certificate(m.path(m.issuer(e["id"]).cert).read_bytes())
+        assert status == 200 and x509.load_pem_x509_certificate(pem) == want
+        assert e["sha256"] == hashlib.sha256(want.public_bytes(Encoding.DER)).hexdigest()
+    assert apps.kikou.get("/ca/nothing.pem")[0] == 404
+
+
+def test_group_init_writes_no_ca_or_kikou_key(apps: Appliances) -> None:
+    """The group's directory holds certificates, its token (0600), config and registry; no key
+    of the 機構 (the group's own key is referenced where it lives)."""
+    files = {
+        p.relative_to(apps.group_dir).as_posix() for p in apps.group_dir.rglob("*") if p.is_file()
+    }
+    assert not [f for f in files if f.endswith(".key")], files
+    assert (apps.group_dir / "authority.token").stat().st_mode & 0o077 == 0
+    setup = load_group_setup(apps.group_dir)
+    assert setup.group_id == GROUP and setup.authority == apps.kikou.url
+    pem = (apps.group_dir / "group.pem").read_bytes()
+    for i in apps.built.manifest.issuers:  # no delegate of the 機構's CAs is anywhere
+        assert apps.built.manifest.path(i.ocsp_cert).read_bytes() != pem
+    check = run_tool(
+        "responder", "registry", "check", "--registry", str(apps.group_dir / "registry.toml")
+    )
+    assert check.returncode == 0
+
+
+def test_group_init_refuses_bad_input_and_writes_nothing(apps: Appliances, tmp_path: Path) -> None:
+    """An existing directory, a certificate not pinned, a pin not served, a responder
+    certificate without the OCSP-signing purpose or a key not its certificate's, a 機構 that
+    does not answer: refused (exit 1), nothing left behind."""
+    pki = apps.built.pki
+    url = apps.kikou.url
+    pinned = load_group_setup(apps.group_dir).issuers[0].sha256
+    cases = [
+        (apps.group_dir, url, (), "not empty"),
+        (tmp_path / "a", url, ("--ca-sha256", "0" * 64), "not one of --ca-sha256"),
+        (tmp_path / "b", url, ("--ca-sha256", pinned), "not one of --ca-sha256"),
+        (tmp_path / "c", "http://127.0.0.1:9", (), "cannot fetch"),
+    ]
+    for out, authority, extra, why in cases:
+        r = run_tool("crlbuilder", *init_args(apps.built, authority, out, *extra), check=False)
+        assert r.returncode == 1 and why in r.stderr, (why, r.stderr)
+        assert out == apps.group_dir or not out.exists()
+    args = init_args(apps.built, url, tmp_path / "d")
+    for cert, key, why in (
+        (pki / "parties" / "member-1.pem", pki / "parties" / "member-1.key", "OCSP-signing"),
+        (pki / "tls" / "group-responder.pem", pki / "parties" / "member-1.key", "responder key"),
+    ):
+        bad = list(args)
+        bad[bad.index("--responder-cert") + 1] = str(cert)
+        bad[bad.index("--responder-key") + 1] = str(key)
+        r = run_tool("crlbuilder", *bad, check=False)
+        assert r.returncode == 1 and why in r.stderr, (why, r.stderr)
+        assert not (tmp_path / "d").exists()
+
+
+def test_member_answers_verify_with_the_group_key(apps: Appliances) -> None:
+    """Each member, each sign family: good / revoked as the 機構's CRLs say, signed by the group
+    key (openssl -VAfile group.pem: Response verify OK); never-issued serials are good."""
+    for member in MEMBERS:
+        for a, want in samples(apps):
+            out, err = ocsp(apps, a, member, "-resp_text")
+            assert "Response verify OK" in err, (member, a.case, out, err)
+            assert f": {want}" in out.splitlines()[-1] or f": {want}\n" in out, (a.case, out)
+            assert "jpki-va demo group relay responder" in out  # the responder id
+
+
+def test_refusals(apps: Appliances) -> None:
+    """Auth certificates, a member of another group, a 機構 party, no credential: unauthorized;
+    a malformed request: malformedRequest (RFC 6960 §2.3)."""
+    auth = next(a for a in apps.built.answers if a.family.value == "auth-card")
+    assert refused(ocsp(apps, auth, "member-1"))
+    good = next(a for a in apps.built.answers if a.family.value == "sign-card" and a.case == "good")
+    for party in ("sig-verifier", "both-verifier", None):  # outsider-1's token, a 機構 party, none
+        assert refused(ocsp(apps, good, party)), party
+    req = urllib.request.Request(
+        f"{apps.group_url}/ocsp", data=b"\x30\x03\x02\x01\x00", method="POST",
+        headers={"Content-Type": "application/ocsp-request",
+                 "Authorization": f"Bearer {apps.token('member-1')}"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.read() == bytes.fromhex("30030a0101")  # malformedRequest
+
+
+def relay(
+    apps: Appliances, body: object, party: str | None, ctype: str = "application/json"
+) -> tuple[int, dict[str, str], bytes]:
+    """POST /v1/record-info to the group's appliance as ``party``."""
+    headers = {"Content-Type": ctype}
+    if party is not None:
+        headers["Authorization"] = f"Bearer {apps.token(party)}"
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(f"{apps.group_url}/v1/record-info", data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(r.status), {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def test_record_info_relay_act_20_4_5(apps: Appliances) -> None:
+    """A member asks its group; the group asks the 機構 with its own credential and passes the
+    signed answer on unchanged (the JWS verifies with the 機構's /v1/keys): provided with the
+    holder's consent to the group, not-provided without; counted for the member in the
+    group's ledger and for the group in the 機構's; §20(6), outsiders, bad input refused."""
+    now = time.time()
+    holders = population(apps.built)
+    found = cases(holders, Family.SIGN_CARD, now) + cases(holders, Family.SIGN_MOBILE, now)
+    consented = next(c for c in found if GROUP in c.holder.consents and c.expected is not None)
+    not_consented = next(
+        c for c in found if GROUP not in c.holder.consents and c.expected is not None
+    )
+    status, jwks = apps.kikou.get("/v1/keys")
+    assert status == 200
+    cert = x509.load_der_x509_certificate(base64.b64decode(json.loads(jwks)["keys"][0]["x5c"][0]))
+    for case, want in ((consented, "provided"), (not_consented, "not-provided")):
+        code, headers, raw = relay(apps, ref(case.asked), "member-1")
+        assert code == 200, raw
+        assert headers["cache-control"] == "no-store"
+        jws.verify(headers["jws-signature"], raw, cert)  # the 機構's signature, unchanged
+        got = json.loads(raw)
+        assert got["result"] == want, got
+        if want == "provided":
+            assert case.expected is not None
+            assert int(got["record"]["serial"], 16) == case.expected.serial
+    # §20(6): the group refuses member-2 the record information, not its OCSP answers
+    _registry(
+        apps.group_dir, "suspend", "--id", "member-2", "--article", "Act §20(6)(2)",
+        "--reason", "demo: record information used for another purpose",
+    )  # fmt: skip
+    try:
+        passed_on = 0  # before the change reaches the workers (within a second)
+        deadline = time.monotonic() + 3
+        while (got := relay(apps, ref(consented.asked), "member-2"))[0] == 200:
+            passed_on += 1
+            assert time.monotonic() < deadline, "the refusal did not take effect"
+            time.sleep(0.1)
+        assert got[0] == 403 and json.loads(got[2])["article"] == "Act §20(6)(2)", got
+    finally:
+        _registry(apps.group_dir, "resume", "--id", "member-2")
+    code, _, raw = relay(apps, ref(consented.asked), "sig-verifier")  # outsider-1: another group
+    assert code == 403 and json.loads(raw)["article"] == "Act §20(1)", raw
+    assert relay(apps, ref(consented.asked), None)[0] == 401
+    code, _, raw = relay(apps, {"certificate": {"issuer": "sign-card-g1"}}, "member-1")
+    assert code == 400 and json.loads(raw)["field"].startswith("$.certificate"), raw
+    assert relay(apps, b"{not json", "member-1")[0] == 400
+    assert relay(apps, ref(consented.asked), "member-1", "text/plain")[0] == 415
+    auth = next(a for a in apps.built.answers if a.family.value == "auth-card")
+    code, _, raw = relay(
+        apps, {"certificate": {"issuer": auth.issuer, "serial": f"{auth.serial:x}"}}, "member-1"
+    )
+    assert code == 403 and json.loads(raw)["rule"] == "unauthorized_family", raw
+    today = datetime.now(JST).date()
+    days = (today - timedelta(days=1), today + timedelta(days=1))
+
+    def counted(d: Path, who: str) -> int:
+        with Ledger.open(d) as ledger:
+            ledger.collect()
+            return ledger.totals(*days, by=("party", "service", "method")).get(
+                (who, "sign-record-info", "json"), 0
+            )
+
+    until(lambda: counted(apps.group_dir / "ledger", "member-1") == 1, timeout=5, interval=0.5)
+    # the answers passed on before the refusal took effect, not the refused ones
+    until(lambda: counted(apps.group_dir / "ledger", "member-2") == passed_on, timeout=5)
+    until(lambda: counted(apps.kikou.d / "ledger", GROUP) >= 1, timeout=15, interval=0.5)
+
+
+def test_refusing_a_member_act_20_2_within_a_second(apps: Appliances) -> None:
+    good = next(
+        a for a in apps.built.answers if a.family.value == "sign-mobile" and a.case == "good"
+    )
+    _registry(
+        apps.group_dir, "suspend", "--id", "member-2", "--article", "Act §20(2)(1)",
+        "--reason", "demo: a breach of the purpose rule is likely",
+    )  # fmt: skip
+    try:
+        until(lambda: refused(ocsp(apps, good, "member-2")), timeout=3)
+        assert "Response verify OK" in ocsp(apps, good, "member-1")[1]
+    finally:
+        _registry(apps.group_dir, "resume", "--id", "member-2")
+    until(lambda: "Response verify OK" in ocsp(apps, good, "member-2")[1], timeout=3)
+
+
+def _events(log: Path) -> list[dict[str, object]]:
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            obj = json.loads(line)
+            if isinstance(obj, dict):
+                out.append(obj)
+    return out
+
+
+def test_revocation_at_the_kikou_reaches_a_member(apps: Appliances) -> None:
+    """A revocation recorded at the 機構 (a spool file for its build --follow) is answered
+    revoked to a member after the 機構's delta CRL and one pull cycle."""
+    good = [
+        a for a in apps.built.answers
+        if a.family.value == "sign-card" and a.case == "good" and a.status is CertStatus.GOOD
+    ]  # fmt: skip
+    a = good[-1]
+    rec = {"type": "revocation-request", "id": "group-test-1",
+           "recorded_at": datetime.now(UTC).isoformat(), "serial": a.serial,
+           "issuer": a.issuer, "reason": "application"}  # fmt: skip
+    t0 = time.monotonic()
+    tmp = apps.kikou_spool / "in.tmp"
+    tmp.write_bytes(msgspec.json.encode(rec) + b"\n")
+    tmp.rename(apps.kikou_spool / "group-1.jsonl")
+    until(lambda: ": revoked" in ocsp(apps, a, "member-1")[0], timeout=30, interval=0.2)
+    assert time.monotonic() - t0 < 30
+
+
+def test_ledgers_count_per_member_and_the_groups_downloads(apps: Appliances) -> None:
+    """The group's ledger counts its answers per member (帳簿, Act §40); the 機構's counts the
+    CRL files downloaded by the group."""
+    good = next(a for a in apps.built.answers if a.family.value == "sign-card" and a.case == "good")
+    assert "Response verify OK" in ocsp(apps, good, "member-1")[1]
+    today = datetime.now(JST).date()
+    days = (today - timedelta(days=1), today + timedelta(days=1))
+
+    def totals(d: Path) -> dict[tuple[str, ...], int]:
+        with Ledger.open(d) as ledger:
+            ledger.collect()
+            return ledger.totals(*days, by=("party", "service", "method"))
+
+    def counted() -> bool:
+        group = totals(apps.group_dir / "ledger")
+        return group.get(("member-1", "sign-revocation-info", "ocsp"), 0) > 0
+
+    until(counted, timeout=5, interval=0.5)
+    group = totals(apps.group_dir / "ledger")
+    assert {k[0] for k in group} <= {"member-1", "member-2"}, group
+    kikou = totals(apps.kikou.d / "ledger")
+    assert kikou.get((GROUP, "sign-crl-file", "crl-file"), 0) >= 2, kikou
+
+
+def test_tampered_crl_refused_old_data_kept(apps: Appliances, tmp_path: Path) -> None:
+    """A CRL whose signature does not verify is refused, logged why, and the store keeps the
+    last good data; the 機構's genuine files then import."""
+    crl = apps.kikou_crl
+    setup = load_group_setup(apps.group_dir)
+    issuer = next(i for i in setup.issuers if i.family.value == "sign-mobile")
+    genuine = (crl / f"{issuer.id}.crl").read_bytes()
+    tampered = bytearray(genuine)
+    tampered[-5] ^= 0x01  # in the signature
+    files = {"/full.crl": genuine, "/delta.crl": (crl / f"{issuer.id}-delta.crl").read_bytes()}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = files.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        one = msgspec.structs.replace(
+            issuer, crl_url=base + "/full.crl", delta_crl_url=base + "/delta.crl"
+        )
+        local = msgspec.structs.replace(setup, issuers=[one], store=str(tmp_path / "store"))
+        local.directory = setup.directory
+        (tmp_path / "store").mkdir()
+        store = Store.open(tmp_path / "store", readonly=False)
+        try:
+            log = io.StringIO()
+            feed = GroupFeed(local, store, log=log)
+            assert [o.status for o in feed.pass_once()] == ["imported", "imported"]
+            before = dump_store(store)
+            files["/full.crl"] = bytes(tampered)
+            files["/delta.crl"] = b"not a CRL"
+            got = feed.pass_once()
+            assert [o.status for o in got] == ["refused", "refused"], got
+            assert "signature" in got[0].detail and "CRL" in got[1].detail
+            assert dump_store(store) == before
+            assert '"status": "refused"' in log.getvalue()
+            # two days on, the 機構's CRLs are past their nextUpdate: refused as expired, and
+            # the issuer's data is stale (the responder says tryLater for it)
+            files["/full.crl"] = genuine
+            later = GroupFeed(
+                local, store, log=log, clock=lambda: datetime.now(UTC) + timedelta(days=2)
+            )
+            got = later.pass_once()
+            assert got[0].status == "refused" and "expired" in got[0].detail, got
+            assert '"event": "group-stale"' in log.getvalue()
+            assert dump_store(store) == before
+        finally:
+            store.close()
+    finally:
+        srv.shutdown()
+
+
+def test_zz_kikou_stopped_during_the_pull(apps: Appliances) -> None:
+    """The 機構 stops: the pull logs the failure and backs off; the group goes on answering
+    from the last good data (fresh until the CRLs' nextUpdate)."""
+    apps.kikou_stop.close()  # the 機構's responder and builder, by PID
+    good = next(a for a in apps.built.answers if a.family.value == "sign-card" and a.case == "good")
+
+    def failed() -> bool:
+        return any(
+            e.get("event") == "group-pull" and e.get("status") == "unreachable"
+            for e in _events(apps.pull_log)
+        )
+
+    until(failed, timeout=10, interval=0.2)
+    t0 = time.monotonic()
+    out, err = ocsp(apps, good, "member-1")
+    assert "Response verify OK" in err and ": good" in out, (out, err)
+    assert time.monotonic() - t0 < 5
+    passes = [e for e in _events(apps.pull_log) if e.get("event") == "group-pass"]
+    assert passes[-1]["status"] == "failed" and passes[-1]["next_in"] >= 1
+    assert apps.pull.poll() is None  # still following
+    # while the 機構 was up, unchanged files were skipped (HEAD, same ETag), nothing refused
+    pulls = [e for e in _events(apps.pull_log) if e.get("event") == "group-pull"]
+    assert any(e["status"] == "unchanged" and e["kind"] == "full" for e in pulls)
+    assert not [e for e in pulls if e["status"] == "refused"], pulls
+
+
+def test_jdk_member_trusts_the_group_responder(
+    apps: Appliances,
+    jdk: Jdk,  # noqa: F811 (tests.test_java_interop's fixture)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A member's Java client (PKIXRevocationChecker, OCSP only) over mutual TLS to the group,
+    the group's responder certificate set as the trusted responder (setOcspResponderCert,
+    RFC 6960 §4.2.2.2): good and revoked as the 機構's CRLs say."""
+    d = tmp_path_factory.mktemp("group-jdk")
+    m = apps.built.manifest
+    password = secrets.token_urlsafe(16)
+    env = {**os.environ, "STORE_PASS": password}
+    p12 = subprocess.run(
+        ["openssl", "pkcs12", "-export", "-in", str(m.path("parties/member-1.pem")),
+         "-inkey", str(m.path("parties/member-1.key")), "-name", "member-1",
+         "-passout", "env:STORE_PASS"],
+        check=True, capture_output=True, env=env, timeout=30,
+    )  # fmt: skip
+    write_private(d / "member-1.p12", p12.stdout)
+    subprocess.run(
+        [str(jdk.bin / "keytool"), "-importcert", "-noprompt", "-alias", "client-ca",
+         "-file", str(m.path(m.client_ca)), "-keystore", str(d / "trust.p12"),
+         "-storetype", "PKCS12", "-storepass:env", "STORE_PASS"],
+        check=True, capture_output=True, env=env, timeout=60,
+    )  # fmt: skip
+    checks = [(a, want) for a, want in samples(apps) if want in ("good", "revoked")]
+    pop = apps.built.population
+    responder = apps.group_dir / "group.pem"
+    (d / "list.txt").write_text(
+        "".join(f"{pop / a.cert} {pop / a.issuer_cert} responder={responder}\n" for a, _ in checks)
+    )
+    tls = ("--tls-cert", str(m.path(m.server_cert)), "--tls-key", str(m.path(m.server_key)),
+           "--tls-client-ca", str(m.path(m.client_ca)), "--tls-client-cert", "optional",
+           "--ledger-dir", str(d / "ledger"))  # fmt: skip
+    with group_responder(apps.group_dir, d / "group-tls.log", *tls) as url:
+        assert url.startswith("https://")
+        out = subprocess.run(
+            [str(jdk.bin / "java"), *JVM_FLAGS,
+             f"-Djavax.net.ssl.trustStore={d / 'trust.p12'}", "-Djavax.net.ssl.trustStoreType=PKCS12",
+             f"-Djavax.net.ssl.trustStorePassword={password}",
+             f"-Djavax.net.ssl.keyStore={d / 'member-1.p12'}", "-Djavax.net.ssl.keyStoreType=PKCS12",
+             f"-Djavax.net.ssl.keyStorePassword={password}",
+             "-cp", str(jdk.classes), "OcspCheck", f"{url}/ocsp", str(d / "list.txt")],
+            capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = out.stdout.splitlines()
+    assert [g.split()[0] for g in got] == [want for _, want in checks], got
