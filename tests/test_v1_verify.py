@@ -235,3 +235,20 @@ def test_bad_requests_are_400_naming_the_field(pki: Jpki, body: object) -> None:
     resp, got = api.call(body)
     assert resp.status == 400 and got["rule"] == "bad_input", got
     assert api.ledger.counted == []
+
+
+def test_on_a_group_appliance_its_members_verify_act_20_1_21_1(pki: Jpki) -> None:
+    """A group appliance (V1Api with ``group_id``) decides by `policy.decide_member`: its own
+    member is answered (Act §20(1), §21(1)); a 署名検証者 of the 機構 is not (only members)."""
+    ledger = Ledger()
+    api = Api(pki)
+    api.api = V1Api(
+        (v1verify.ROUTE,), ResponderConfig(), store=pki.reader, quota=Quotas(), ledger=ledger,
+        signer=None, group_id="g",
+    )  # fmt: skip
+    resp, got = api.call({"items": three(pki)}, party="m-1")
+    assert resp.status == 200 and {r["result"] for r in got["results"]} == {"ok"}, got
+    assert ledger.counted == [("m-1", Service.VALIDATION, Method.JSON, 3)]
+    resp, got = api.call({"items": three(pki)}, party="sig")
+    assert resp.status == 403 and got["article"] == "Act §20(1)"
+    assert ledger.counted == [("m-1", Service.VALIDATION, Method.JSON, 3)]

@@ -281,7 +281,8 @@ _SUSPENSION_ARTICLES: Final[dict[str, tuple[range, SuspensionArticle]]] = {
     "Act §20(2)": (
         range(1, 6),
         SuspensionArticle(
-            frozenset({Service.SIGN_REVOCATION_INFO}),
+            # the answer of §20(1), and the validation built on it (POST /v1/verify)
+            frozenset({Service.SIGN_REVOCATION_INFO, Service.VALIDATION}),
             frozenset({Title.SIGNATURE_CONFIRMER}),
             frozenset(),
             frozenset(),

@@ -18,3 +18,8 @@ ROUTES: Final[tuple[AnyRoute, ...]] = (
     corresponding.ROUTE,
     verify.ROUTE,
 )
+
+MEMBER_ROUTES: Final[tuple[AnyRoute, ...]] = (verify.ROUTE,)
+"""The routes a group appliance (団体署名検証者) serves its own members (署名確認者) itself,
+from its own store (Act §20(1), §21(1)): the validation of a signature. The record-info
+relay (`responder.relay`) is the other /v1 route there."""
