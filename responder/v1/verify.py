@@ -133,4 +133,5 @@ ROUTE: Final = Route(
     services=(Service.VALIDATION,),
     handler=handle,
     setup=setup,
+    problems=((413, "a document over [v1] verify_max_document_bytes (too_large)"),),
 )
