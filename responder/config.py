@@ -432,6 +432,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--ledger-collect-interval", "ledger.collect_interval", "seconds between ledger merges"),
     _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
     _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
+    _Flag(
+        "--verify-max-document-bytes",
+        "v1.verify_max_document_bytes",
+        "/v1/verify: largest document of one item (413 above)",
+    ),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),
