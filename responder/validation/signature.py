@@ -80,8 +80,9 @@ class Signed:
     hash: str | None = None
     signing_time: datetime | None = None
     """The signing instant the signature claims (CMS signingTime, a signed attribute)."""
-    signed_attributes: bool = False
-    """CMS: the signature covers signed attributes (messageDigest checked) rather than the content."""
+    signed_attributes: bool | None = None
+    """CMS: the signature covers signed attributes (messageDigest checked) rather than the
+    content (None for the other formats)."""
     attached: bool | None = None
     """CMS and XML: the signed content travels inside the signature (None for raw PKCS#1)."""
     references: tuple[str, ...] = ()

@@ -71,7 +71,7 @@ def check_signature(item: Item) -> Signed:
 def _signature_check(s: Signed) -> SignatureCheck:
     return SignatureCheck(
         outcome=s.outcome.value, detail=s.detail, hash=s.hash,
-        signed_attributes=s.signed_attributes if s.certificate is not None and s.hash else None,
+        signed_attributes=s.signed_attributes,
         attached=s.attached, references=list(s.references) if s.references else None,
     )  # fmt: skip
 
