@@ -1,6 +1,8 @@
 """The responder's routes: what each path does, with whom, and in which order.
 
-    POST /ocsp, POST /      OCSP (application/ocsp-request), RFC 6960 appendix A.1
+    POST /ocsp, POST /      OCSP (application/ocsp-request), RFC 6960 appendix A.1; on a
+                            group's appliance (``[group] file``) for its members only,
+                            signed with the group's key (`responder.policy.decide_member`)
     GET  /ocsp/{base64}     OCSP by GET, with RFC 5019 caching headers; HEAD is refused
                             (405, Allow: GET): an answer's length is known only once it is
                             signed, and a HEAD provides nothing, so it must neither sign
@@ -21,7 +23,9 @@
     GET  /announcements[.json|.atom]  CA compromise announcements (`responder.announce`), public
     *    /v1/...            the JSON API (`responder.v1`: batch status and the other
                             provisions of Act §18, §37, §38-3, each behind the same
-                            authentication, policy, quotas and ledger as OCSP)
+                            authentication, policy, quotas and ledger as OCSP); on a
+                            group's appliance only POST /v1/record-info, relayed to the
+                            機構 for a member (`responder.relay`, Act §20(4),(5))
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
 

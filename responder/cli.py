@@ -39,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
         from responder.registry.lookup import LastGoodRegistry, Registry
         from responder.registry.schema import RegistryError
         from responder.v1.jws import load_answer_signer
+        from responder.v1.recordinfo import setup as record_info_setup
 
         # every signing key opens and matches its certificate (a wrong PIN, a missing token
         # or key label, a key that is not the certificate's) before any answer is served;
@@ -50,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
             manifest = load_manifest(config.store.pki)
             load_issuers(manifest)
             load_answer_signer(config, manifest)  # the JWS of /v1 answers (responder.v1.jws)
+            record_info_setup(config)  # the facts key of /v1/record-info, if configured
         close_all()
         # the master keeps the last good registry; a worker (re)started while the file is
         # broken serves it (responder.registry.LastGoodRegistry)

@@ -110,7 +110,7 @@ def _group_init(built: Built, kikou: Server, out: Path, cycle: int = 1) -> None:
     for m in MEMBERS:
         _registry(
             out, "add", "--id", m, "--name", f"demo {m}", "--title", "signature-confirmer",
-            "--group", GROUP, "--token-sha256", _sha256(pki / "parties" / f"{m}.token"),
+            "--group", GROUP, "--group-kind", "1", "--token-sha256", _sha256(pki / "parties" / f"{m}.token"),
             "--mtls-cert", str(pki / "parties" / f"{m}.pem"),
         )  # fmt: skip
     # another group and its member: registered here, answered by nobody here (Act §20(1))
@@ -608,6 +608,52 @@ def test_tampered_crl_refused_old_data_kept(apps: Appliances, tmp_path: Path) ->
             assert got[0].status == "refused" and "expired" in got[0].detail, got
             assert '"event": "group-stale"' in log.getvalue()
             assert dump_store(store) == before
+        finally:
+            store.close()
+    finally:
+        srv.shutdown()
+
+
+def test_pull_backs_off_and_honours_retry_after(apps: Appliances, tmp_path: Path) -> None:
+    """A 機構 answering 503: the passes retry after 1, 2, 4 s (doubling, at most the cycle);
+    a 429 with Retry-After: at least that; nothing imported meanwhile."""
+    answer = {"status": 503, "retry": ""}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(answer["status"])
+            if answer["retry"]:
+                self.send_header("Retry-After", answer["retry"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    setup = load_group_setup(apps.group_dir)
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        one = msgspec.structs.replace(
+            setup.issuers[0], crl_url=base + "/f.crl", delta_crl_url=base + "/d.crl"
+        )
+        local = msgspec.structs.replace(
+            setup, issuers=[one], store=str(tmp_path / "store"), cycle_seconds=4
+        )
+        local.directory = setup.directory
+        store = Store.open(tmp_path / "store", readonly=False)
+        try:
+            log = io.StringIO()
+            feed = GroupFeed(local, store, log=log)
+            assert feed.follow(threading.Event(), max_passes=3) == 3
+            answer.update(status=429, retry="3")
+            feed.follow(threading.Event(), max_passes=1)
+            passes = [json.loads(x) for x in log.getvalue().splitlines() if '"group-pass"' in x]
+            # 503: 1, 2, 4 (the cycle); 429 Retry-After: 3 over a first backoff of 1
+            assert [p["next_in"] for p in passes] == [1, 2, 4, 3], passes
+            assert {p["status"] for p in passes} == {"failed"}
+            assert '"imported"' not in log.getvalue()
         finally:
             store.close()
     finally:

@@ -29,8 +29,11 @@ def group_table(
     return party_table(pid, {GRP}, services=services, **extra)
 
 
-def member(pid: str, group: str = GROUP, **extra: Any) -> dict[str, Any]:
-    return party_table(pid, {MEM}, title=[{"kind": "signature-confirmer", "group": group}], **extra)
+def member(pid: str, group: str = GROUP, item: int | None = None, **extra: Any) -> dict[str, Any]:
+    title: dict[str, Any] = {"kind": "signature-confirmer", "group": group}
+    if item is not None:
+        title["item"] = item
+    return party_table(pid, {MEM}, title=[title], **extra)
 
 
 def suspension(article: str) -> dict[str, Any]:
@@ -147,3 +150,13 @@ def test_suspension_article_for_a_member_needs_a_member() -> None:
         build(group_table(), party_table("s", {SIG}, suspension=[suspension("Act §20(2)(1)")]))
     with pytest.raises(RegistryError, match="Act §20"):
         build(group_table(), member("m-1", suspension=[suspension("Act §20(2)(9)")]))
+
+
+def test_a_member_has_its_groups_item_act_17_5() -> None:
+    """A member registered with an item (Act §17(5), §21(1)) has its group's."""
+    from responder.registry.schema import RegistryError
+
+    ok = build(group_table(), member("m-1", item=1))
+    assert ok.parties["m-1"].group == GROUP
+    with pytest.raises(RegistryError, match=r"item"):
+        build(group_table(), member("m-1", item=2))

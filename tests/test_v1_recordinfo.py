@@ -16,7 +16,7 @@ from crlbuilder.model import Category, Family, FourFacts, Reason, Sex
 from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
-from responder.config import ResponderConfig, StoreConfig
+from responder.config import ConfigError, ResponderConfig, StoreConfig
 from responder.http import Request, Response
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
@@ -369,3 +369,27 @@ def test_the_facts_are_sealed_in_the_store_and_open_only_under_their_own_key(
     assert recordinfo.open_facts(FactsCipher(KEY), reader, a2) == NEW_FACTS
     reader.facts[a2] = reader.facts[b2]  # sealed facts moved under another certificate
     assert recordinfo.open_facts(FactsCipher(KEY), reader, a2) is None
+
+
+def test_the_facts_key_is_read_once_per_worker_and_a_bad_one_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`responder serve` runs this setup in the master before forking: a key file others can
+    read, or not 64 hex digits, stops the start naming the file, never showing the key."""
+    monkeypatch.delenv("JPKI_VA_FACTS_KEY", raising=False)
+    assert recordinfo.setup(ResponderConfig()).cipher is None
+    path = key_file(tmp_path)
+    path.chmod(0o644)
+    config = ResponderConfig(store=StoreConfig(facts_key_file=path))
+    with pytest.raises(ConfigError, match="chmod 600") as e:
+        recordinfo.setup(config)
+    assert KEY.hex() not in str(e.value)
+    path.chmod(0o600)
+    path.write_text("not hex\n")
+    with pytest.raises(ConfigError, match="64 hex digits"):
+        recordinfo.setup(config)
+    monkeypatch.setenv("JPKI_VA_FACTS_KEY", KEY.hex())  # the environment wins over the file
+    env = recordinfo.setup(config)
+    assert (
+        env.cipher is not None and "key" in repr(env.cipher) and KEY.hex() not in repr(env.cipher)
+    )

@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import msgspec
 import pytest
@@ -32,8 +33,11 @@ from crlbuilder.model import (
     Record,
     ResidentChange,
 )
+from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from responder.ledger import Ledger
+from responder.registry.vocabulary import Method
 from responder.v1 import jws
 from tests.conftest import Built
 from tests.support.harness import Server, start_server
@@ -230,7 +234,12 @@ def test_act_19_5_a_mobile_certificate_gives_mobile_information_only(
     holders = population(built)
     mobile = cases(holders, Family.SIGN_MOBILE, now)
     assert any(c.expected for c in mobile), "a consented holder replaced a mobile certificate"
-    for case in mobile[:8]:
+    # a holder whose card certificate is in effect but who holds no mobile one now is told
+    # "none-exists" for a lost mobile certificate, never given the card's record
+    card_only = [
+        c for c in mobile if c.expected is None and current(c.holder, Family.SIGN_CARD, now)
+    ]
+    for case in mobile[:8] + card_only:
         check(server, case)  # the mobile's successor, or none: never the card certificate
 
 
@@ -328,3 +337,44 @@ def test_bad_input_per_route(server: Server) -> None:
             )
         code, _, got = v1(server, path, {"certificate": {"issuer": "sign-card-g1", "serial": "1"}})
         assert code == 401
+
+
+def ledger_counts(s: Server) -> dict[tuple[str, str], int]:
+    """(party, service) -> provisions by the json method the ledger holds (帳簿, Act §40)."""
+    ledger = Ledger.open(s.d / "ledger")
+    try:
+        ledger.collect()
+        today = datetime.now(JST).date()  # the ledger's days are JST days
+        out: dict[tuple[str, str], int] = defaultdict(int)
+        for r in ledger.rows(today - timedelta(days=1), today):
+            if r.method is Method.JSON:
+                out[(r.party, r.service.value)] += r.count
+        return out
+    finally:
+        ledger.close()
+
+
+def test_act_40_the_ledger_counts_what_was_provided(built: Built, server: Server) -> None:
+    """A record given counts one 特定署名用電子証明書記録情報; not-provided, none-exists and a
+    refusal count nothing; a correspondence counts one when it names a serial."""
+    now = time.time()
+    holders = population(built)
+    given = next(c for c in cases(holders, Family.SIGN_CARD, now) if c.expected)
+    party = sorted(given.holder.consents)[0]
+    others = [p for p in SIGNERS if p not in given.holder.consents]
+    card = given.expected
+    assert card is not None
+    before = ledger_counts(server)
+    assert v1(server, "/v1/record-info", ref(given.asked), party)[2]["result"] == "provided"
+    for other in others:
+        assert v1(server, "/v1/record-info", ref(given.asked), other)[2]["result"] == "not-provided"
+    assert v1(server, "/v1/record-info", ref(card), party)[0] == 409
+    code, _, got = v1(server, "/v1/corresponding", {**ref(card), "counterpart": "auth-card"},
+                      "both-verifier")  # fmt: skip
+    assert code == 200
+    after = ledger_counts(server)
+    diff = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    expected = {(party, "sign-record-info"): 1}
+    if got["serials"]:
+        expected[("both-verifier", "corresponding-serial")] = 1
+    assert diff == expected

@@ -288,7 +288,7 @@ def start_group(d: Path, kikou_url: str, port: int, children: list[subprocess.Po
             _run(
                 _tool("responder"), "registry", "add", "--registry", str(g / "registry.toml"),
                 "--id", member, "--name", f"デモ署名確認者 ({member})",
-                "--title", "signature-confirmer", "--group", GROUP,
+                "--title", "signature-confirmer", "--group", GROUP, "--group-kind", "1",
                 "--token-sha256", hashlib.sha256(token.encode()).hexdigest(),
                 "--mtls-cert", str(pki / "parties" / f"{member}.pem"),
             )  # fmt: skip

@@ -74,7 +74,7 @@ __all__ = [
     "run_pull",
 ]
 
-MAX_BACKOFF_START: Final = 1.0
+BACKOFF_START: Final = 1.0
 """The first retry after a failed pass, in seconds; it doubles up to the cycle."""
 
 Kind = Literal["full", "delta"]
@@ -179,6 +179,8 @@ class Outcome:
     detail: str = ""
     retry_after: float = 0.0
     seconds: float = 0.0
+    base_ahead: bool = False
+    """A delta CRL based on a newer full CRL than the one imported (`BaseAhead`)."""
 
     @property
     def failed(self) -> bool:
@@ -239,7 +241,7 @@ class GroupFeed:
         for issuer in self.fed():
             full = self._file(issuer, "full", token)
             delta = self._file(issuer, "delta", token)
-            if delta.status == "refused" and delta.detail.startswith(_BASE_AHEAD):
+            if delta.base_ahead:  # a new full CRL was published between the two fetches
                 self._etags.pop(issuer.crl_url, None)
                 full = self._file(issuer, "full", token)
                 delta = self._file(issuer, "delta", token)
@@ -269,7 +271,7 @@ class GroupFeed:
                 o.detail, o.retry_after = str(e), e.retry_after
             return o
         except BaseAhead as e:
-            o.status, o.detail = "refused", f"{_BASE_AHEAD}: {e}"
+            o.status, o.detail, o.base_ahead = "refused", str(e), True
             return o
         except ImportRefused as e:
             o.status, o.detail = "refused", str(e)
@@ -327,7 +329,7 @@ class GroupFeed:
             passes += 1
             failed = [o for o in outcomes if o.failed]
             if failed:
-                backoff = min(cycle, backoff * 2 if backoff else MAX_BACKOFF_START)
+                backoff = min(cycle, backoff * 2 if backoff else BACKOFF_START)
                 wait = max(backoff, *(o.retry_after for o in failed))
             else:
                 backoff = 0.0
@@ -344,9 +346,6 @@ class GroupFeed:
 
     def _emit(self, line: dict[str, object]) -> None:
         print(json.dumps(line, ensure_ascii=False), file=self.log, flush=True)
-
-
-_BASE_AHEAD: Final = "base ahead"
 
 
 # ---------------------------------------------------------------------------

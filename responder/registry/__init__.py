@@ -75,7 +75,12 @@ Decisions recorded here (the tests hold them):
 - A group's member range (署名確認者の範囲, Ord §32(4)) is a list of party ids
   (``members``), an id prefix (``member_prefix``), or both; a member's entry
   must fall inside it. Member entries carry no notification and no agreement
-  (the group notifies their range; their agreement is with the group).
+  (the group notifies their range; their agreement is with the group); a
+  member's ``item``, when given, is its group's ``group_kind`` (Act §17(5)).
+  Only a group's own appliance answers members (``[group] file``,
+  `responder.policy.decide_member`); it refuses one with a suspension under
+  ``"Act §20(2)(N)"`` (the answers) or ``"Act §20(6)(N)"`` (record information),
+  N the §18(7) item the member's conduct falls under.
 - Certificate credentials are valid inside both their own window and the
   certificate's validity. Credentials that expired while the file sat still
   are ignored with a warning when loading (workers never refuse a whole

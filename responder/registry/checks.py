@@ -415,6 +415,13 @@ class _Checker:
                     f"title[{i}].group",
                     f"outside the member range (署名確認者の範囲) {t.group!r} notified (Act §17(5), Ord §32(4))",
                 )
+            elif t.item is not None and t.item != gtitle.group_kind:
+                self.err(
+                    e.id,
+                    f"title[{i}].item",
+                    f"{t.group!r} is a group of Act §17(5) item {gtitle.group_kind}: its members "
+                    "fall under the same item (Act §21(1))",
+                )
 
 
 def _revocation_families(grants: Mapping[Service, Grant]) -> frozenset[Family]:

@@ -325,6 +325,8 @@ def _title_fields(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     elif kind == Title.SIGNATURE_CONFIRMER.value:
         if args.group is not None:
             out["group"] = args.group
+        if args.group_kind is not None:  # the member's item: its group's (Act §17(5), §21(1))
+            out["item"] = args.group_kind
     elif kind == Title.SPECIFIED_USER_VERIFIER.value:
         if args.approved is not None:
             out["approved"] = args.approved
@@ -984,7 +986,9 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         help="categories 5, 6: last day of the certification (Act §17(2))",
     )
     g.add_argument(
-        "--group-kind", type=int, help="group-signature-verifier: Act §17(5) item 1 or 2"
+        "--group-kind",
+        type=int,
+        help="group-signature-verifier: Act §17(5) item 1 or 2; signature-confirmer: its group's item",
     )
     g.add_argument(
         "--members",

@@ -94,6 +94,9 @@ class SignatureConfirmerTitle(
 
     TITLE: ClassVar[Title] = Title.SIGNATURE_CONFIRMER
     group: PartyId
+    item: Literal[1, 2] | None = None
+    """The Act §17(5) item the member falls under, its group's: 1 (procedures before
+    government bodies and courts on others' behalf), 2 (records needed for them); §21(1)."""
 
 
 class UserVerifierTitle(_Table, frozen=True, kw_only=True, tag_field="kind", tag="user-verifier"):

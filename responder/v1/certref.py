@@ -35,6 +35,15 @@ NO_ISSUANCE_RECORDS: Final = problem.make(
     problem.UNAVAILABLE,
     "this store was built from CRLs (a group appliance): it holds no issuance records",
 )
+UNKNOWN_CERTIFICATE_DOC: Final = (
+    404,
+    "`unknown_certificate`: the 機構 issued no such certificate.",
+)
+NO_ISSUANCE_RECORDS_DOC: Final = (
+    503,
+    "Or this store was built from CRLs (a group appliance): it holds no issuance records.",
+)
+"""(status, meaning) of the two for the OpenAPI document (`responder.v1.route.Route.problems`)."""
 
 
 class Resolved(NamedTuple):

@@ -29,9 +29,9 @@ of a holder "who was issued" it, §18(4)(1) ...). The store must hold issuance
 records (not a group appliance's CRL import, 503).
 
 The answer lists every such certificate of the holder, newest first (there is
-normally one: 二重発行の禁止, Act §6, §16-5, §25, §35-5; a certificate revoked for a new
-one issued the same day is a second one whose validity has not elapsed); an empty list
-when there is none. One provision is counted in the ledger (帳簿, Act §40) per answer
+normally one valid certificate per family, 二重発行の禁止, Act §6, §16-5, §25, §35-5, but
+one revoked and replaced before the end of its validity is still one whose validity has
+not elapsed); an empty list when there is none. One provision is counted in the ledger (帳簿, Act §40) per answer
 that names at least one serial.
 """
 
@@ -50,7 +50,9 @@ from responder.registry.vocabulary import Service
 from responder.v1 import problem
 from responder.v1.certref import (
     NO_ISSUANCE_RECORDS,
+    NO_ISSUANCE_RECORDS_DOC,
     UNKNOWN_CERTIFICATE,
+    UNKNOWN_CERTIFICATE_DOC,
     issuer_ids,
     resolve,
     store_ref,
@@ -61,39 +63,28 @@ from responder.v1.wire import CertRef, Problem, SerialHex, StoreRef
 
 
 class Pair(NamedTuple):
-    """One correspondence the Act provides: which service, which item, whose validity."""
+    """One correspondence the Act provides: which service, by which item."""
 
     service: Service
     item: str
-    """The item of the Act that provides it (``Act §18(4)(1)``)."""
-    validity: str
-    """The article setting the counterpart's validity period (``Act §16-4``)."""
-    name: str
-    """The provision's Japanese name."""
+    """The item of the Act that provides it (``Act §18(4)(1)``); the provision's name is the
+    service's (`Service.ja`)."""
 
-
-_SIGN_NAME: Final = "対応署名用電子証明書の発行の番号"
-_CARD_NAME: Final = "対応証明書の発行の番号"
-_AUTH_NAME: Final = "対応利用者証明用電子証明書の発行の番号"
 
 PAIRS: Final[dict[tuple[Family, Family], Pair]] = {
     (Family.SIGN_CARD, Family.SIGN_MOBILE): Pair(
-        Service.CORRESPONDING_SIGN_SERIAL, "Act §18(4)(1)", "Act §16-4", _SIGN_NAME
+        Service.CORRESPONDING_SIGN_SERIAL, "Act §18(4)(1)"
     ),
     (Family.SIGN_MOBILE, Family.SIGN_CARD): Pair(
-        Service.CORRESPONDING_SIGN_SERIAL, "Act §18(4)(2)", "Act §5", _SIGN_NAME
+        Service.CORRESPONDING_SIGN_SERIAL, "Act §18(4)(2)"
     ),
-    (Family.AUTH_CARD, Family.SIGN_CARD): Pair(
-        Service.CORRESPONDING_SERIAL, "Act §18(5)(1)", "Act §5", _CARD_NAME
-    ),
-    (Family.SIGN_CARD, Family.AUTH_CARD): Pair(
-        Service.CORRESPONDING_SERIAL, "Act §18(5)(2)", "Act §24", _CARD_NAME
-    ),
+    (Family.AUTH_CARD, Family.SIGN_CARD): Pair(Service.CORRESPONDING_SERIAL, "Act §18(5)(1)"),
+    (Family.SIGN_CARD, Family.AUTH_CARD): Pair(Service.CORRESPONDING_SERIAL, "Act §18(5)(2)"),
     (Family.AUTH_CARD, Family.AUTH_MOBILE): Pair(
-        Service.CORRESPONDING_AUTH_SERIAL, "Act §37(3)(1)", "Act §35-4", _AUTH_NAME
+        Service.CORRESPONDING_AUTH_SERIAL, "Act §37(3)(1)"
     ),
     (Family.AUTH_MOBILE, Family.AUTH_CARD): Pair(
-        Service.CORRESPONDING_AUTH_SERIAL, "Act §37(3)(2)", "Act §24", _AUTH_NAME
+        Service.CORRESPONDING_AUTH_SERIAL, "Act §37(3)(2)"
     ),
 }
 """(asked family, counterpart family) -> the provision (module docstring's table)."""
@@ -216,4 +207,5 @@ ROUTE: Final = Route(
     services=SERVICES,
     handler=handle,
     setup=setup,
+    problems=(UNKNOWN_CERTIFICATE_DOC, NO_ISSUANCE_RECORDS_DOC),
 )

@@ -6,8 +6,9 @@ response Structs, services) and asks msgspec for the JSON Schemas of every Struc
 around the routes, so the contract cannot drift from what the dispatcher decodes and
 encodes. Every operation lists its success answer (with the ``JWS-Signature`` header of
 `responder.v1.jws` when signed) and the problem answers the dispatcher can give
-(`responder.v1.problem`: 400, 401, 403, 405, 415, 429, 503), all with the `Problem`
-schema and ``application/problem+json``. A POST takes its Struct as the JSON body, a
+(`responder.v1.problem`: 400, 401, 403, 405, 415, 429, 503) and those its handler
+gives (`Route.problems`: 404, 409 ...), all with the `Problem` schema and
+``application/problem+json``. A POST takes its Struct as the JSON body, a
 GET its Struct's fields as query parameters. Security: a bearer token or a TLS client
 certificate (``mutualTLS``), as the registry grants. The public documents
 (``/v1/openapi.json``, ``/v1/keys``) are listed without security.
@@ -62,13 +63,15 @@ _PROBLEMS: Final = {
 
 
 def _problem_responses(
-    codes: Sequence[int], extra: Sequence[tuple[int, str]] = ()
+    codes: Sequence[int], described: Sequence[tuple[int, str]] = ()
 ) -> dict[str, Any]:
+    words = dict(_PROBLEMS)
+    for code, what in described:  # a route's own (`Route.problems`)
+        words[code] = f"{words[code]} {what}" if code in words else what
     out: dict[str, Any] = {}
-    described = {**_PROBLEMS, **dict(extra)}
-    for code in (*codes, *(c for c, _ in extra)):
+    for code in sorted({*codes, *(c for c, _ in described)}):
         entry: dict[str, Any] = {
-            "description": described[code],
+            "description": words[code],
             "content": {
                 "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
             },

@@ -64,8 +64,9 @@ from responder.registry.vocabulary import Service
 from responder.v1 import problem
 from responder.v1.certref import (
     NO_ISSUANCE_RECORDS,
+    NO_ISSUANCE_RECORDS_DOC,
     UNKNOWN_CERTIFICATE,
-    Resolved,
+    UNKNOWN_CERTIFICATE_DOC,
     issuer_ids,
     resolve,
     store_ref,
@@ -232,7 +233,7 @@ class Env:
 
     issuers: IssuerIndex
     cipher: FactsCipher | None
-    """None when no facts key is configured: the route answers 503."""
+    """None when no facts key is configured: the route answers 503 when it has a record to give."""
 
 
 def setup(config: ResponderConfig) -> Env:
@@ -274,14 +275,13 @@ def handle(request: RecordInfoRequest, ctx: Context) -> Reply[RecordInfoResponse
     got = resolve(request.certificate, "$.certificate", env.issuers, reader)
     if isinstance(got, Problem):
         return got
-    asked: Resolved = got
-    family = asked.issuer.family
+    family = got.issuer.family
     refusal = ctx.permit(Service.SIGN_RECORD_INFO, family)
     if refusal is not None:
         return problem.refused(refusal)
     if reader.crl_import():
         return NO_ISSUANCE_RECORDS
-    st = reader.status(asked.key)
+    st = reader.status(got.key)
     if st is None:
         return UNKNOWN_CERTIFICATE
     if not lost_effect(st, now):
@@ -316,4 +316,10 @@ ROUTE: Final = Route(
     services=(Service.SIGN_RECORD_INFO,),
     handler=handle,
     setup=setup,
+    problems=(
+        UNKNOWN_CERTIFICATE_DOC,
+        (409, "`in_effect`: the certificate has not lost effect (Act §19(5), §21(4))."),
+        NO_ISSUANCE_RECORDS_DOC,
+        (503, "Or no facts key to open the record (`store.facts_key_file`)."),
+    ),
 )

@@ -1,0 +1,146 @@
+"""The group's CRL feed (`crlbuilder.group.pull.GroupFeed`) against a 機構 played by a local HTTP server.
+
+In process (the server is a thread on 127.0.0.1; the CRLs are signed with the test PKI's
+CA keys, dated by the test's own clock): a first pass imports the full and the delta
+CRL; an unchanged file is only asked with HEAD (its ETag), never downloaded again; the
+full CRL fetched again after its deltas is nothing to do (the "going backwards" exit of
+issue 13); a delta based on a full CRL published between the two fetches makes the pass
+fetch the full CRL again; the bearer token goes to every request and never over plain
+http to another host.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.group.pull import FetchFailed, GroupFeed, fetch
+from crlbuilder.group.setup import GroupIssuer, GroupSetup
+from crlbuilder.manifest import Manifest
+from crlbuilder.store.lmdbstore import Store
+from tests.test_crlimport import G1, NOW, make_crl, pki  # noqa: F401 (its PKI fixture)
+
+TOKEN = "group-token-for-tests"
+
+
+class Kikou:
+    """Files by path: (ETag, body); every request recorded as (method, path, Authorization)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[str, bytes]] = {}
+        self.requests: list[tuple[str, str, str]] = []
+        kikou = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, body: bool) -> None:
+                kikou.requests.append(
+                    (self.command, self.path, self.headers.get("Authorization", ""))
+                )
+                got = kikou.files.get(self.path)
+                self.send_response(200 if got else 404)
+                if got:
+                    self.send_header("ETag", got[0])
+                self.send_header("Content-Length", str(len(got[1]) if got else 0))
+                self.end_headers()
+                if body and got:
+                    self.wfile.write(got[1])
+
+            def do_GET(self) -> None:
+                self._answer(True)
+
+            def do_HEAD(self) -> None:
+                self._answer(False)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def gets(self) -> list[str]:
+        return [p for m, p, _ in self.requests if m == "GET"]
+
+
+@pytest.fixture
+def kikou() -> Iterator[Kikou]:
+    k = Kikou()
+    t = threading.Thread(target=k.server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield k
+    finally:
+        k.server.shutdown()
+
+
+@pytest.fixture
+def feed(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Iterator[GroupFeed]:  # noqa: F811
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    i = pki.issuer(G1)
+    setup = GroupSetup(
+        group_id="g", authority=kikou.url, token_file="token", cycle_seconds=1,
+        responder_cert="unused.pem", responder_key="unused.key", store="store",
+        issuers=[GroupIssuer(
+            id=G1, family=i.family, generation=i.generation, index=1,
+            cert=str(pki.path(i.cert)), sha256="0" * 64,
+            crl_url=kikou.url + "/f.crl", delta_crl_url=kikou.url + "/d.crl",
+        )],
+    )  # fmt: skip
+    setup.directory = str(tmp_path)
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        yield GroupFeed(setup, store, clock=lambda: NOW, log=io.StringIO())
+    finally:
+        store.close()
+
+
+def statuses(feed: GroupFeed) -> list[str]:
+    return [o.status for o in feed.pass_once()]
+
+
+def test_unchanged_files_are_not_downloaded_and_the_same_full_crl_is_nothing_to_do(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+) -> None:
+    full10 = make_crl(pki, G1, 10, [(5, 1, 1)])
+    kikou.files = {
+        "/f.crl": ('"f10"', full10),
+        "/d.crl": ('"d11"', make_crl(pki, G1, 11, [(6, 1, 1)], delta_base=10)),
+    }
+    assert statuses(feed) == ["imported", "imported"]
+    assert statuses(feed) == ["unchanged", "unchanged"]  # HEAD only
+    assert kikou.gets() == ["/f.crl", "/d.crl"]
+    kikou.files["/d.crl"] = ('"d12"', make_crl(pki, G1, 12, [(6, 1, 1), (7, 1, 1)], delta_base=10))
+    assert statuses(feed) == ["unchanged", "imported"]
+    kikou.files["/f.crl"] = ('"f10-again"', full10)  # the same full CRL, served anew
+    assert statuses(feed) == ["already-imported", "unchanged"]
+    assert all(auth == f"Bearer {TOKEN}" for _, _, auth in kikou.requests)
+
+
+def test_a_delta_ahead_of_the_full_crl_fetches_the_full_crl_again(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+) -> None:
+    """The 機構 published full 12 and delta 13 while the pull read the unchanged full 10."""
+    kikou.files = {"/f.crl": ('"f"', make_crl(pki, G1, 10, [(5, 1, 1)]))}
+    assert statuses(feed) == ["imported", "absent"]  # no delta published: not a failure
+    kikou.files = {
+        "/f.crl": ('"f"', make_crl(pki, G1, 12, [(5, 1, 1), (8, 1, 1)])),  # same ETag: skipped
+        "/d.crl": ('"d13"', make_crl(pki, G1, 13, [(9, 1, 1)], delta_base=12)),
+    }
+    got = feed.pass_once()
+    assert [o.status for o in got] == ["imported", "imported"], got
+    assert [o.number for o in got] == [12, 13]
+
+
+def test_the_token_never_goes_over_plain_http_to_another_host() -> None:
+    with pytest.raises(FetchFailed, match="plain http"):
+        fetch("http://va.example/crl/x.crl", TOKEN)
+    with pytest.raises(FetchFailed, match="http"):
+        fetch("file:///etc/passwd", TOKEN)
