@@ -62,6 +62,7 @@ BENCHES: dict[str, list[str]] = {
         str(RESULTS / "group_freshness.json"),
     ],
     "pkcs11": ["-m", "bench.bench_pkcs11", "--out", str(RESULTS / "pkcs11.json")],
+    "v1_verify": ["-m", "bench.bench_v1_verify", "--out", str(RESULTS / "v1_verify.json")],
     "v1_status": ["-m", "bench.bench_v1_status", "--out", str(RESULTS / "v1_status.json")],
     "v1_changes": [
         "-m",
@@ -182,6 +183,25 @@ def render() -> str:
                 f"pkcs11 {_fmt(ps.get('pkcs11'))}/s, PEM {_fmt(ps.get('pem'))}/s, raw cryptography"
                 f" {_fmt(ps.get('raw'))}/s per CPU second, one thread (goal ≥ 0.8×:"
                 f" {'met' if r.get('goal_met') else 'not met'})", "`python -m bench.bench_pkcs11`")  # fmt: skip
+    ver = _load("v1_verify")
+    if ver:
+        for fmt, what in (
+            ("cms-detached", "CMS detached"),
+            ("pkcs1", "raw PKCS#1"),
+            ("xmldsig", "XMLDSig"),
+        ):
+            r = _get(ver, "formats", fmt) or {}
+            goal = (
+                " (goal ≥ 0.5×: " + ("met" if _get(ver, "goal", "met") else "not met") + ")"
+                if fmt == "cms-detached"
+                else ""
+            )
+            add(f"POST /v1/verify, {what}, batches of {_fmt(ver.get('batch'))}",
+                f"{_fmt(r.get('ratio_server_to_bare_cpu'))}× bare calls per CPU second{goal}",
+                f"server {_fmt(r.get('server_per_cpu_s'))}/CPU-s ({_fmt(r.get('server_per_s'))}/s on 2 workers),"
+                f" bare parse + RSA verify {_fmt(r.get('bare_per_cpu_s'))}/CPU-s ({_fmt(r.get('bare_per_s'))}/s in 2 processes);"
+                f" raw RSA-2048 verify {_fmt(ver.get('raw_rsa_verify_per_cpu_s'))}/CPU-s",
+                "`python -m bench.bench_v1_verify`")  # fmt: skip
     v1s = _load("v1_status")
     if v1s:
         cpu = _get(v1s, "batch_server_cpu_ms", "handle", "median")

@@ -75,6 +75,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from crlbuilder.group.setup import GroupSetup, load_group_setup
 from crlbuilder.keys.pkcs11 import TokenUnavailable
+from crlbuilder.keys.signer import load_signer
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.request import RequestError, decode_get_path
 from crlbuilder.ocsp.response import CertStatus, ResponseStatus
@@ -103,8 +104,9 @@ from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
-from responder.v1.jws import load_answer_signer
+from responder.v1.jws import AnswerSigner, load_answer_signer
 from responder.v1.routes import CALLS_DIR, V1Api, public_documents
+from responder.v1.table import MEMBER_ROUTES as V1_MEMBER_ROUTES
 from responder.v1.table import ROUTES as V1_ROUTES
 
 _log: Final = logging.getLogger("responder.app")
@@ -255,6 +257,21 @@ class JpkiApp:
             self.relay = RecordInfoRelay(
                 self.group, self.store, self.ledger,
                 ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay"),
+            )  # fmt: skip
+            # the validation a group gives its members from its own store (Act §20(1),
+            # §21(1)), its answers signed by the group's responder key, which the members
+            # already trust for the group's OCSP answers
+            group_signer = AnswerSigner(
+                load_signer(
+                    self.group.key_ref(), self.group.path(self.group.responder_cert),
+                    outage_ok=True,
+                )
+            )  # fmt: skip
+            self.v1 = V1Api(
+                V1_MEMBER_ROUTES, config, store=self.store, quota=self.limits,
+                ledger=self.ledger, calls=self.calls, signer=group_signer,
+                public=public_documents(V1_MEMBER_ROUTES, group_signer),
+                group_id=self.group.group_id,
             )  # fmt: skip
         else:
             assert self.manifest is not None
@@ -413,10 +430,15 @@ class JpkiApp:
     def _v1(self, req: Request) -> Response | asyncio.Future[Response]:
         """/v1/...: the JSON API (`responder.v1`); on a group appliance the relay of
         特定署名用電子証明書記録情報 for its members (`responder.relay`)."""
-        if self.relay is not None:
+        if self.relay is not None and not self._member_route(req):
             return self.relay.handle(req, self.registry, time.time())
         assert self.v1 is not None
         return self.v1.handle(req, self.registry, time.time())
+
+    def _member_route(self, req: Request) -> bool:
+        """A /v1 route the group appliance serves its members itself (POST /v1/verify)."""
+        path = req.target.split(b"?", 1)[0]
+        return self.v1 is not None and (path in self.v1.routes or path in self.v1.public)
 
     # --- OCSP ----------------------------------------------------------------------
 

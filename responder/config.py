@@ -338,6 +338,10 @@ class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     (mode 0600) or a ``pkcs11:`` URI; "" for the PKI manifest's ``answer_key``."""
     answer_cert: Path | None = None
     """Its certificate (PEM); unset for the PKI manifest's ``answer_cert``."""
+    verify_max_document_bytes: PositiveInt = 8 << 20
+    """POST /v1/verify: the largest signed document, CMS or XML of one item (decoded
+    octets); larger is 413 ``too_large`` naming the item (`responder.v1.verify`). The body
+    as a whole is bounded by ``server.limits.max_json_body_bytes``."""
 
 
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -462,6 +466,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--watch-scan-limit", "watch.scan_limit", "changes one feed read examines"),
     _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
     _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
+    _Flag(
+        "--verify-max-document-bytes",
+        "v1.verify_max_document_bytes",
+        "/v1/verify: largest document of one item (413 above)",
+    ),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),

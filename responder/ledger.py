@@ -107,6 +107,7 @@ _SERVICE_CODES: Final[dict[Service, int]] = {
     Service.AUTH_CRL_FILE: 7,
     Service.CORRESPONDING_AUTH_SERIAL: 8,
     Service.SPECIFIED_VERIFIER_TOKEN: 9,
+    Service.VALIDATION: 10,
 }
 _SERVICE_BY_CODE: Final = {c: s for s, c in _SERVICE_CODES.items()}
 _METHOD_CODES: Final[dict[Method, int]] = {Method.OCSP: 1, Method.CRL_FILE: 2, Method.JSON: 3}

@@ -189,15 +189,21 @@ def decide(
 MEMBER_SERVICES: Final[dict[Service, str]] = {
     Service.SIGN_REVOCATION_INFO: "Act §20(1)",
     Service.SIGN_RECORD_INFO: "Act §20(4),(5)",
+    Service.VALIDATION: "Act §20(1), §21(1)",
 }
 """What a group answers its members (署名確認者): the result of its check of a signature
-certificate (Act §20(1), asked again later too, §21(3)), and 特定署名用電子証明書記録情報
-asked of the 機構 on a member's behalf (Act §20(4),(5), §21(4))."""
+certificate (Act §20(1), asked again later too, §21(3)), the validation of a signature
+with it (POST /v1/verify on the group's appliance: the confirmation the member owes, Act
+§21(1)), and 特定署名用電子証明書記録情報 asked of the 機構 on a member's behalf (Act
+§20(4),(5), §21(4))."""
 
 _GROUP_SOURCES: Final[dict[Service, tuple[Service, ...]]] = {
     # §20(1): the answer rests on the revocation information or CRL files of §18(1),(2)
     Service.SIGN_REVOCATION_INFO: (Service.SIGN_CRL_FILE, Service.SIGN_REVOCATION_INFO),
     Service.SIGN_RECORD_INFO: (Service.SIGN_RECORD_INFO,),
+    # the validation a group gives its members (POST /v1/verify on its appliance): the
+    # §20(1) confirmation with the signature checked too, from the same information
+    Service.VALIDATION: (Service.SIGN_CRL_FILE, Service.SIGN_REVOCATION_INFO),
 }
 """The group's own agreed services (with the 機構) each member service rests on."""
 

@@ -95,6 +95,7 @@ _COLOURS: Final[dict[Service, str]] = dict(
             "#F0E442",
             "#000000",
             "#999999",
+            "#882255",  # Tol's wine, beyond Okabe-Ito's eight
         ),
         strict=True,
     )

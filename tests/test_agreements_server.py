@@ -302,3 +302,47 @@ def test_ledger_merged_periodically(built: Built, tmp_path: Path) -> None:
 
         until(lambda: merged() >= 10, what="10 requests merged into the ledger", interval=0.5)
         assert merged() == 10
+
+
+VALIDATION: dict[str, str] = {
+    "sig-verifier": "answered",  # Act §19(1)
+    "auth-verifier": "refused",  # never sign information by that title
+    "both-verifier": "answered",
+    "group-verifier": "answered",  # for its members (§20(1), §21(1))
+    "member-1": "refused",  # answered by its group, not by the 機構 (§20(1))
+}
+"""Who may use POST /v1/verify (the validation service) at the 機構's appliance."""
+
+
+def test_matrix_of_titles_for_signature_validation(built: Built, tmp_path: Path) -> None:
+    """Per title and family: the call is refused (403) or each item answered; a sign
+    certificate's signature is ``ok``, an auth certificate's ``not-a-sign-certificate``."""
+    import base64
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.support.signing import pkcs1
+
+    key = serialization.load_pem_private_key(
+        (built.population / "samples" / "subject-key.pem").read_bytes(), None
+    )
+    assert isinstance(key, rsa.RSAPrivateKey)
+    items = []
+    for fam in Family:
+        a = next(x for x in built.answers if x.family is fam and x.case == "good")
+        cert = x509.load_pem_x509_certificate((built.population / a.cert).read_bytes())
+        items.append({
+            "format": "pkcs1", "signature": base64.b64encode(pkcs1(b"doc", key)).decode(),
+            "certificate": base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode(),
+            "data": base64.b64encode(b"doc").decode(),
+        })  # fmt: skip
+    want = ["ok" if f.is_sign else "not-a-sign-certificate" for f in Family]
+    with start_server(built, tmp_path) as s:
+        for party, expect in VALIDATION.items():
+            code, _, got = v1(s, "/v1/verify", {"items": items}, party)
+            if expect == "refused":
+                assert code == 403, (party, got)
+            else:
+                assert code == 200 and [r["result"] for r in got["results"]] == want, (party, got)

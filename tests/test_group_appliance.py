@@ -413,6 +413,77 @@ def test_record_info_relay_act_20_4_5(apps: Appliances) -> None:
     until(lambda: counted(apps.kikou.d / "ledger", GROUP) >= 1, timeout=15, interval=0.5)
 
 
+def verify_on_group(
+    apps: Appliances, body: object, party: str | None
+) -> tuple[int, dict[str, str], bytes]:
+    """POST /v1/verify to the group's appliance as ``party``."""
+    headers = {"Content-Type": "application/json"}
+    if party is not None:
+        headers["Authorization"] = f"Bearer {apps.token(party)}"
+    req = urllib.request.Request(
+        f"{apps.group_url}/v1/verify", data=json.dumps(body).encode(), headers=headers
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(r.status), {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def test_member_validates_a_signature_through_its_group_act_20_1_21_1(apps: Appliances) -> None:
+    """POST /v1/verify on the group's appliance (issue 14 item 5): a member's signatures are
+    validated from the group's own store (the 機構's CRLs), the answer signed by the group's
+    responder key; outsiders and a member refused under Act §20(2) are refused."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.support.signing import pkcs1
+
+    pop = apps.built.population
+    key = serialization.load_pem_private_key(
+        (pop / "samples" / "subject-key.pem").read_bytes(), None
+    )
+    assert isinstance(key, rsa.RSAPrivateKey)
+    doc = "委任状".encode()
+
+    def item(a: Answer) -> dict[str, str]:
+        cert = x509.load_pem_x509_certificate((pop / a.cert).read_bytes())
+        return {
+            "format": "pkcs1",
+            "certificate": base64.b64encode(cert.public_bytes(Encoding.DER)).decode(),
+            "signature": base64.b64encode(pkcs1(doc, key)).decode(),
+            "data": base64.b64encode(doc).decode(),
+        }
+
+    picked = samples(apps)
+    good = next(a for a, want in picked if want == "good" and a.case == "good")
+    revoked = next(a for a, want in picked if want == "revoked")
+    auth = next(a for a in apps.built.answers if a.family is Family.AUTH_CARD and a.case == "good")
+    body = {"items": [item(good), item(revoked), item(auth)]}
+    code, headers, raw = verify_on_group(apps, body, "member-1")
+    assert code == 200, raw
+    got = json.loads(raw)
+    assert [r["result"] for r in got["results"]] == ["ok", "revoked", "not-a-sign-certificate"]
+    assert got["results"][1]["statusNow"]["status"] == "revoked"
+    # the receipt: signed by the group's responder key, which the members trust (-VAfile)
+    group_cert = x509.load_pem_x509_certificate((apps.group_dir / "group.pem").read_bytes())
+    assert jws.verify(headers["jws-signature"], raw, group_cert)["alg"] == "RS256"
+    # outsider-1 (a member of another group), a 機構 party, no credential
+    assert verify_on_group(apps, body, "sig-verifier")[0] == 403
+    assert verify_on_group(apps, body, "both-verifier")[0] == 401
+    assert verify_on_group(apps, body, None)[0] == 401
+    _registry(
+        apps.group_dir, "suspend", "--id", "member-2", "--article", "Act §20(2)(1)",
+        "--reason", "demo: a breach of the purpose rule is likely",
+    )  # fmt: skip
+    try:
+        until(lambda: verify_on_group(apps, body, "member-2")[0] == 403, timeout=3)
+        assert verify_on_group(apps, body, "member-1")[0] == 200
+    finally:
+        _registry(apps.group_dir, "resume", "--id", "member-2")
+    until(lambda: verify_on_group(apps, body, "member-2")[0] == 200, timeout=3)
+
+
 def test_refusing_a_member_act_20_2_within_a_second(apps: Appliances) -> None:
     good = next(
         a for a in apps.built.answers if a.family.value == "sign-mobile" and a.case == "good"

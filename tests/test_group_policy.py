@@ -69,10 +69,12 @@ def verdict(party: str, service: Service, family: Family | None, method: Method)
 @pytest.mark.parametrize("method", list(Method), ids=lambda m: m.value)
 def test_member_matrix_act_20(service: Service, family: Family | None, method: Method) -> None:
     """A member in good standing gets exactly: sign revocation info by OCSP or JSON (§20(1)),
-    sign record info by JSON (§20(4),(5)), about a signature certificate."""
+    sign record info by JSON (§20(4),(5)), the validation of a signature by JSON (§20(1),
+    §21(1): POST /v1/verify on the group's appliance), about a signature certificate."""
     want = (
         (service is Service.SIGN_REVOCATION_INFO and method in (Method.OCSP, Method.JSON))
         or (service is Service.SIGN_RECORD_INFO and method is Method.JSON)
+        or (service is Service.VALIDATION and method is Method.JSON)
     ) and family in (Family.SIGN_CARD, Family.SIGN_MOBILE)
     got = verdict("m-1", service, family, method)
     assert (got is ALLOWED) == want, got
@@ -102,6 +104,10 @@ def test_refused_member_act_20_2_and_20_6() -> None:
         "Act §20(2)(1)",
     )
     assert verdict("m-2", Service.SIGN_RECORD_INFO, Family.SIGN_CARD, Method.JSON) is ALLOWED
+    # the validation of a signature is the §20(1) answer with the signature checked too
+    got = verdict("m-2", Service.VALIDATION, Family.SIGN_CARD, Method.JSON)
+    assert isinstance(got, Refused) and got.article == "Act §20(2)(1)"
+    assert verdict("m-3", Service.VALIDATION, Family.SIGN_CARD, Method.JSON) is ALLOWED
     got = verdict("m-3", Service.SIGN_RECORD_INFO, Family.SIGN_MOBILE, Method.JSON)
     assert isinstance(got, Refused) and got.article == "Act §20(6)(2)"
     assert verdict("m-3", Service.SIGN_REVOCATION_INFO, Family.SIGN_CARD, Method.OCSP) is ALLOWED

@@ -454,3 +454,12 @@ def test_issuance_counts_per_family_and_month() -> None:
     store.imported = True  # a group appliance's store: the 機構's CRLs, revoked only
     with pytest.raises(LedgerError, match="only revoked certificates"):
         issuance_counts(store, date(2025, 1, 1), date(2025, 12, 31))
+
+
+def test_every_service_has_a_stable_ledger_code() -> None:
+    """A service added to the vocabulary (validation, Act §19(1)) must be countable: the worker
+    files store a one-byte code per service, and a missing one failed the first count."""
+    from responder.ledger import _SERVICE_CODES
+
+    assert set(_SERVICE_CODES) == set(Service)
+    assert len(set(_SERVICE_CODES.values())) == len(Service)

@@ -48,6 +48,9 @@ WHO: dict[str, list[set[Title]]] = {
     "auth-crl-file": [{USR}],  # §37(2)
     "corresponding-auth-serial": [{USR}],  # §37(3)
     "specified-verifier-token": [{SPC}],  # §38-3(2)
+    # §19(1): the 署名検証者's confirmation; a group's for its members (§20(1), §21(1)):
+    # the member itself only through its group
+    "validation": [{SIG}, {GRP}],
 }
 # What certificates each service is about.
 SIGN = {"sign-card", "sign-mobile"}
@@ -62,6 +65,7 @@ ABOUT: dict[str, set[str | None]] = {
     "auth-crl-file": {*AUTH},
     "corresponding-auth-serial": {*AUTH},
     "specified-verifier-token": {None},
+    "validation": {*SIGN},
 }
 # How each service is carried.
 BY: dict[str, set[str]] = {
@@ -74,6 +78,7 @@ BY: dict[str, set[str]] = {
     "auth-crl-file": {"crl-file"},
     "corresponding-auth-serial": {"json"},
     "specified-verifier-token": {"json"},
+    "validation": {"json"},
 }
 ARTICLE = {
     "sign-revocation-info": "Act §18(1)",
@@ -85,6 +90,7 @@ ARTICLE = {
     "auth-crl-file": "Act §37(2)",
     "corresponding-auth-serial": "Act §37(3)",
     "specified-verifier-token": "Act §38-3(2)",
+    "validation": "Act §19(1), §21(1)",
 }
 FAMILIES: list[str | None] = [f.value for f in Family] + [None]
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC).timestamp()

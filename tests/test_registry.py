@@ -140,7 +140,10 @@ def test_demo_registry_grants_what_the_titles_allow(
         Service.SIGN_REVOCATION_INFO,
         Service.SIGN_CRL_FILE,
         Service.SIGN_RECORD_INFO,
+        Service.VALIDATION,  # for its members' confirmations (Act §20(1), §21(1))
     }
+    assert Service.VALIDATION in p["sig-verifier"].grants  # Act §19(1)
+    assert Service.VALIDATION not in p["auth-verifier"].grants
     for m in ("member-1", "member-2"):
         assert (
             p[m].grants == {}

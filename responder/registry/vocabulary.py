@@ -57,6 +57,11 @@ class Service(enum.StrEnum):
     """対応利用者証明用電子証明書の発行の番号 (Act §37(3)): card <-> mobile auth serial."""
     SPECIFIED_VERIFIER_TOKEN = "specified-verifier-token"
     """特定利用者証明検証者証明符号 (Act §38-3(2))."""
+    VALIDATION = "validation"
+    """署名検証 (電子署名の検証): a signature, its sign certificate's path and its status at the
+    signing instant and now, checked in one call, for the confirmation a 署名検証者 owes
+    (Act §19(1)) and a group's 署名確認者 owe through it (Act §20(1), §21(1)). Built on the
+    sign revocation information of Act §18(1), so it stops with it (§18(6), (7))."""
 
     @property
     def ja(self) -> str:
@@ -99,6 +104,7 @@ SERVICE_JA: Final[dict[Service, str]] = {
     Service.AUTH_CRL_FILE: "利用者証明用電子証明書失効情報ファイル",
     Service.CORRESPONDING_AUTH_SERIAL: "対応利用者証明用電子証明書の発行の番号",
     Service.SPECIFIED_VERIFIER_TOKEN: "特定利用者証明検証者証明符号",
+    Service.VALIDATION: "署名検証(電子署名の検証)",
 }
 
 
@@ -133,6 +139,7 @@ SERVICE_FAMILIES: Final[dict[Service, frozenset[Family]]] = {
     Service.AUTH_CRL_FILE: _AUTH,
     Service.CORRESPONDING_AUTH_SERIAL: _AUTH,
     Service.SPECIFIED_VERIFIER_TOKEN: frozenset(),
+    Service.VALIDATION: _SIGN,  # an auth certificate is refused per item, not per call
 }
 """The families a request for each service may be about (the certificate asked about)."""
 
@@ -146,6 +153,7 @@ SERVICE_METHODS: Final[dict[Service, frozenset[Method]]] = {
     Service.AUTH_CRL_FILE: frozenset({Method.CRL_FILE}),
     Service.CORRESPONDING_AUTH_SERIAL: frozenset({Method.JSON}),
     Service.SPECIFIED_VERIFIER_TOKEN: frozenset({Method.JSON}),
+    Service.VALIDATION: frozenset({Method.JSON}),
 }
 """The methods that can carry each service."""
 
@@ -159,6 +167,7 @@ SERVICE_ARTICLES: Final[dict[Service, str]] = {
     Service.AUTH_CRL_FILE: "Act §37(2)",
     Service.CORRESPONDING_AUTH_SERIAL: "Act §37(3)",
     Service.SPECIFIED_VERIFIER_TOKEN: "Act §38-3(2)",
+    Service.VALIDATION: "Act §19(1), §21(1)",
 }
 
 TITLE_SERVICES: Final[dict[Title, frozenset[Service]]] = {
@@ -169,11 +178,18 @@ TITLE_SERVICES: Final[dict[Title, frozenset[Service]]] = {
             Service.SIGN_RECORD_INFO,
             Service.CORRESPONDING_SIGN_SERIAL,  # 署名検証者 only, not a group (Act §18(4))
             Service.CORRESPONDING_SERIAL,  # and only if also a 利用者証明検証者 (Act §18(5))
+            Service.VALIDATION,  # the confirmation of Act §19(1)
         }
     ),
-    # a group receives §18(1)-(3) (Act §18(7) names exactly these for groups)
+    # a group receives §18(1)-(3) (Act §18(7) names exactly these for groups), and the
+    # validation its members' confirmations need (Act §20(1), §21(1))
     Title.GROUP_SIGNATURE_VERIFIER: frozenset(
-        {Service.SIGN_REVOCATION_INFO, Service.SIGN_CRL_FILE, Service.SIGN_RECORD_INFO}
+        {
+            Service.SIGN_REVOCATION_INFO,
+            Service.SIGN_CRL_FILE,
+            Service.SIGN_RECORD_INFO,
+            Service.VALIDATION,
+        }
     ),
     Title.SIGNATURE_CONFIRMER: frozenset(),
     Title.USER_VERIFIER: frozenset(
@@ -200,11 +216,17 @@ SIGN_SIDE: Final = frozenset(
         Service.SIGN_RECORD_INFO,
         Service.CORRESPONDING_SIGN_SERIAL,
         Service.CORRESPONDING_SERIAL,
+        Service.VALIDATION,  # it hands out §18(1) information: it stops with it
     }
 )
 """What Act §18(6) lets the 機構 stop for a 署名検証者等."""
 GROUP_SIDE: Final = frozenset(
-    {Service.SIGN_REVOCATION_INFO, Service.SIGN_CRL_FILE, Service.SIGN_RECORD_INFO}
+    {
+        Service.SIGN_REVOCATION_INFO,
+        Service.SIGN_CRL_FILE,
+        Service.SIGN_RECORD_INFO,
+        Service.VALIDATION,  # it hands out §18(1) information: it stops with it
+    }
 )
 """What Act §18(7) lets the 機構 stop for a 団体署名検証者 (its members broke the rules)."""
 AUTH_SIDE: Final = frozenset(
@@ -259,7 +281,8 @@ _SUSPENSION_ARTICLES: Final[dict[str, tuple[range, SuspensionArticle]]] = {
     "Act §20(2)": (
         range(1, 6),
         SuspensionArticle(
-            frozenset({Service.SIGN_REVOCATION_INFO}),
+            # the answer of §20(1), and the validation built on it (POST /v1/verify)
+            frozenset({Service.SIGN_REVOCATION_INFO, Service.VALIDATION}),
             frozenset({Title.SIGNATURE_CONFIRMER}),
             frozenset(),
             frozenset(),

@@ -62,13 +62,15 @@ _PROBLEMS: Final = {
 
 
 def _problem_responses(
-    codes: Sequence[int], extra: Sequence[tuple[int, str]] = ()
+    codes: Sequence[int], described: Sequence[tuple[int, str]] = ()
 ) -> dict[str, Any]:
+    words = dict(_PROBLEMS)
+    for code, what in described:  # a route's own (`Route.problems`)
+        words[code] = f"{words[code]} {what}" if code in words else what
     out: dict[str, Any] = {}
-    described = {**_PROBLEMS, **dict(extra)}
-    for code in (*codes, *(c for c, _ in extra)):
+    for code in sorted({*codes, *(c for c, _ in described)}):
         entry: dict[str, Any] = {
-            "description": described[code],
+            "description": words[code],
             "content": {
                 "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
             },

@@ -31,6 +31,8 @@ from responder.registry.party import Party
 from responder.registry.vocabulary import Method, Service
 from responder.v1.wire import Problem
 
+Decide: TypeAlias = Callable[..., policy.Allowed | policy.Refused]
+"""``(party, *, service, family, method, now)``: `responder.policy.decide`'s shape."""
 Req = TypeVar("Req", bound=msgspec.Struct)
 Resp = TypeVar("Resp", bound=msgspec.Struct)
 
@@ -45,6 +47,9 @@ class Context:
     """Epoch seconds of the request."""
     env: object = None
     """The result of the route's ``setup`` (None without one)."""
+    decide: Decide = policy.decide
+    """The access decision: `responder.policy.decide`, or on a group appliance
+    `responder.policy.decide_member` for the group's own members (Act §20(1))."""
     _permits: dict[tuple[Service, Family | None], policy.Refused | None] = field(
         default_factory=dict
     )
@@ -58,7 +63,7 @@ class Context:
             return self._permits[key]
         except KeyError:
             pass
-        verdict = policy.decide(
+        verdict = self.decide(
             self.party, service=service, family=family, method=Method.JSON, now=self.now
         )
         got = verdict if isinstance(verdict, policy.Refused) else None

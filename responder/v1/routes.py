@@ -39,6 +39,7 @@ is counted in the ledger for a refusal or bad input.
 
 from __future__ import annotations
 
+import functools
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Protocol
@@ -56,7 +57,7 @@ from responder.registry.lookup import Registry
 from responder.registry.party import Party
 from responder.registry.vocabulary import SERVICE_FAMILIES, Method, Service
 from responder.v1 import openapi, problem
-from responder.v1.route import AnyRoute, Context, Reply
+from responder.v1.route import AnyRoute, Context, Decide, Reply
 from responder.v1.wire import Problem
 
 JSON: Final = b"application/json"
@@ -99,16 +100,16 @@ class AnswerSigner(Protocol):
     def sign(self, body: bytes) -> bytes: ...
 
 
-def gate(party: Party, services: Iterable[Service], now: float) -> policy.Refused | None:
+def gate(
+    party: Party, services: Iterable[Service], now: float, decide: Decide = policy.decide
+) -> policy.Refused | None:
     """None when ``party`` may receive one of ``services`` by ``json`` for some family now;
     else the most telling refusal (see ``_RANK``)."""
     best: policy.Refused | None = None
     for service in services:
         families: tuple[Family | None, ...] = tuple(SERVICE_FAMILIES[service]) or (None,)
         for family in families:
-            verdict = policy.decide(
-                party, service=service, family=family, method=Method.JSON, now=now
-            )
+            verdict = decide(party, service=service, family=family, method=Method.JSON, now=now)
             if not isinstance(verdict, policy.Refused):
                 return None
             if best is None or _RANK.get(verdict.rule, 9) > _RANK.get(best.rule, 9):
@@ -130,6 +131,7 @@ class V1Api:
         calls: Counter | None = None,
         signer: AnswerSigner | None,
         public: dict[bytes, Callable[[], Response]] | None = None,
+        group_id: str | None = None,
     ) -> None:
         self.routes = {r.path.encode(): r for r in routes}
         self.store = store
@@ -145,6 +147,18 @@ class V1Api:
             r.path: msgspec.json.Decoder(r.request) for r in routes if r.method == "POST"
         }
         self._encoder = msgspec.json.Encoder()
+        self.group_id = group_id
+        """On a group appliance (団体署名検証者): the group whose own members (署名確認者) the
+        routes answer, decided by `responder.policy.decide_member` (Act §20(1))."""
+
+    def decider(self, registry: Registry) -> Decide:
+        """The access decision for this appliance's parties (see ``group_id``)."""
+        if self.group_id is None:
+            return policy.decide
+        return functools.partial(
+            policy.decide_member, group_id=self.group_id,
+            group=registry.parties.get(self.group_id),
+        )  # fmt: skip
 
     def handle(self, req: Request, registry: Registry, now: float) -> Response:
         """Answer one request under /v1 (the order is the module docstring's)."""
@@ -168,14 +182,15 @@ class V1Api:
             req.note = Outcome(endpoint)
             return problem.method_not_allowed(route.method.encode())
         party = access.by_transport(registry, req, now)
+        decide = self.decider(registry)
         if party is None:
             req.note = Outcome(endpoint, rule=policy.Rule.UNAUTHENTICATED.value)
-            unauthenticated = policy.decide(
+            unauthenticated = decide(
                 None, service=route.services[0], family=None, method=Method.JSON, now=now
             )
             assert isinstance(unauthenticated, policy.Refused)
             return problem.response(problem.refused(unauthenticated))
-        refusal = gate(party, route.services, now)
+        refusal = gate(party, route.services, now, decide)
         if refusal is not None:
             req.note = Outcome(endpoint, party=party.id, rule=refusal.rule.value)
             return problem.response(problem.refused(refusal))
@@ -189,7 +204,7 @@ class V1Api:
             req.note = Outcome(endpoint, party=party.id, rule=MALFORMED)
             return problem.response(decoded)
         with self.store.read() as reader:
-            ctx = Context(party, reader, now, self._envs[route.path])
+            ctx = Context(party, reader, now, self._envs[route.path], decide)
             got = route.handler(decoded, ctx)
             if isinstance(got, Problem):
                 rule = MALFORMED if got.status == 400 else got.rule

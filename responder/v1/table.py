@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from responder.v1 import changes, corresponding, recordinfo, status
+from responder.v1 import changes, corresponding, recordinfo, status, verify
 from responder.v1.route import AnyRoute
 
 ROUTES: Final[tuple[AnyRoute, ...]] = (
@@ -18,4 +18,10 @@ ROUTES: Final[tuple[AnyRoute, ...]] = (
     corresponding.ROUTE,
     changes.WATCH_ROUTE,
     changes.CHANGES_ROUTE,
+    verify.ROUTE,
 )
+
+MEMBER_ROUTES: Final[tuple[AnyRoute, ...]] = (verify.ROUTE,)
+"""The routes a group appliance (団体署名検証者) serves its own members (署名確認者) itself,
+from its own store (Act §20(1), §21(1)): the validation of a signature. The record-info
+relay (`responder.relay`) is the other /v1 route there."""

@@ -1,0 +1,176 @@
+"""The certificate path and profile: a JPKI issuer generation, its family, the key usage.
+
+The configured JPKI issuer generations (発行者署名符号の世代) are the store's issuer
+table (`StoreReader.issuers`: each generation's id, family, store index and CA
+certificate, written by the builder from the PKI manifest); a certificate is the 機構's
+when it names one of them as issuer (name, and authorityKeyIdentifier when both carry
+key identifiers) and that CA's key verifies the signature on it. The CA certificate must
+be valid at the signing instant. Anything else is ``unknown-issuer``.
+
+The family comes from the issuer generation: each generation issues one family. A sign
+certificate (署名用電子証明書) is for electronic signatures (電子署名, Act §2(1), (4)); an
+auth certificate (利用者証明用電子証明書) proves a login (電子利用者証明, Act §2(2), (5)) and
+is refused as ``not-a-sign-certificate``, as is a sign-family certificate without the
+profile's keyUsage digitalSignature + nonRepudiation (`crlbuilder.demo.certprofile`), or
+one that is a CA.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from crlbuilder.model import Family
+from crlbuilder.store.format import IssuerMeta
+
+NOT_A_SIGNATURE_ARTICLE: Final = "Act §2(1), (2), (4), (5)"
+"""電子署名 vs 電子利用者証明, 署名認証業務 vs 利用者証明認証業務."""
+
+
+class PathOutcome(enum.Enum):
+    OK = "ok"
+    UNKNOWN_ISSUER = "unknown-issuer"
+    CA_NOT_YET_VALID = "ca-not-yet-valid"
+    CA_EXPIRED = "ca-expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """One configured issuer generation and its parsed CA certificate."""
+
+    meta: IssuerMeta
+    cert: x509.Certificate
+    ski: bytes | None
+    subject: bytes
+    """The CA's subject name, DER: what an issued certificate's issuer field copies."""
+
+
+@dataclass(frozen=True, slots=True)
+class PathCheck:
+    outcome: PathOutcome
+    detail: str
+    anchor: Anchor | None
+
+
+@functools.lru_cache(maxsize=128)
+def _anchor(meta: IssuerMeta) -> Anchor | None:
+    try:
+        cert = x509.load_der_x509_certificate(meta.cert_der)
+    except ValueError:
+        return None
+    try:
+        ski: bytes | None = cert.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        ).value.digest
+    except x509.ExtensionNotFound:
+        ski = None
+    return Anchor(meta, cert, ski, cert.subject.public_bytes())
+
+
+def anchors(issuers: Sequence[IssuerMeta]) -> list[Anchor]:
+    """The issuer generations of the store, parsed (cached per issuer record)."""
+    return [a for meta in issuers if (a := _anchor(meta)) is not None]
+
+
+def _aki(cert: x509.Certificate) -> bytes | None:
+    try:
+        return cert.extensions.get_extension_for_class(
+            x509.AuthorityKeyIdentifier
+        ).value.key_identifier
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def check_path(cert: x509.Certificate, known: Sequence[Anchor], at: datetime) -> PathCheck:
+    """Which configured issuer generation issued ``cert``, and is its CA valid ``at``?"""
+    aki = _aki(cert)
+    issuer = cert.issuer
+    raw = issuer.public_bytes()
+    # the octets first; RFC 5280's name comparison (cryptography's Name equality) otherwise
+    named = [a for a in known if a.subject == raw] or [a for a in known if a.cert.subject == issuer]
+    candidates = [a for a in named if aki is None or a.ski is None or a.ski == aki]
+    for a in candidates:
+        try:
+            cert.verify_directly_issued_by(a.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        if at < a.cert.not_valid_before_utc:
+            return PathCheck(
+                PathOutcome.CA_NOT_YET_VALID,
+                f"the issuing CA certificate ({a.meta.id}) is not yet valid at the signing instant",
+                a,
+            )
+        if at > a.cert.not_valid_after_utc:
+            return PathCheck(
+                PathOutcome.CA_EXPIRED,
+                f"the issuing CA certificate ({a.meta.id}) had expired at the signing instant",
+                a,
+            )
+        return PathCheck(PathOutcome.OK, f"issued by the JPKI issuer generation {a.meta.id}", a)
+    if named:
+        return PathCheck(
+            PathOutcome.UNKNOWN_ISSUER,
+            "the certificate names a JPKI issuer, but that issuer's key did not sign it",
+            None,
+        )
+    return PathCheck(
+        PathOutcome.UNKNOWN_ISSUER,
+        "the certificate was not issued by a configured JPKI issuer generation",
+        None,
+    )
+
+
+class ProfileOutcome(enum.Enum):
+    SIGN = "sign"
+    AUTH = "auth"
+    """An auth certificate: proves a login, not a signature."""
+    OFF_PROFILE = "off-profile"
+    """A sign-family certificate without the sign profile's key usage, or a CA."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileCheck:
+    outcome: ProfileOutcome
+    detail: str
+
+
+def check_profile(cert: x509.Certificate, family: Family) -> ProfileCheck:
+    """Is ``cert`` (of ``family``, by its issuer) a sign certificate usable for signatures?"""
+    if not family.is_sign:
+        return ProfileCheck(
+            ProfileOutcome.AUTH,
+            f"a {family.japanese} proves a login (電子利用者証明), not a signature (電子署名)",
+        )
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            return ProfileCheck(ProfileOutcome.OFF_PROFILE, "the certificate is a CA certificate")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return ProfileCheck(ProfileOutcome.OFF_PROFILE, "the certificate has no keyUsage")
+    missing = [
+        name
+        for name, bit in (
+            ("digitalSignature", usage.digital_signature),
+            ("nonRepudiation", usage.content_commitment),
+        )
+        if not bit
+    ]
+    if missing:
+        return ProfileCheck(
+            ProfileOutcome.OFF_PROFILE, f"the certificate's keyUsage lacks {' and '.join(missing)}"
+        )
+    return ProfileCheck(
+        ProfileOutcome.SIGN,
+        f"a {family.japanese}: keyUsage digitalSignature and nonRepudiation",
+    )

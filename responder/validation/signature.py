@@ -1,0 +1,154 @@
+"""What every signature format yields, and the raw PKCS#1 v1.5 check (RFC 8017 §8.2).
+
+Each format module (`raw`, `cms`, `xmldsig`) turns its input into a `Signed`: the signer
+certificate it names, whether the signature verifies with that certificate's key
+(`SignatureOutcome`), the signing instant the signature claims (CMS signingTime), the
+hash algorithm, and what was signed (XML references). The certificate path, the
+status and the verdict are format-independent (`path`, `status`, `verdict`).
+
+JPKI keys are RSA and the card computes PKCS#1 v1.5 signatures (RSASSA-PKCS1-v1_5);
+only SHA-256, SHA-384 and SHA-512 are accepted (SHA-1 is refused as ``unsupported``: a
+collision-prone hash does not bind a document). Details never quote input bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.utils import CryptographyDeprecationWarning
+
+
+class SignatureOutcome(enum.Enum):
+    """The signature check's own outcome."""
+
+    VALID = "valid"
+    """Made with the certificate's key over exactly the data (Act §19(1): 署名利用者符号を用いて)."""
+    MISMATCH = "mismatch"
+    """Does not verify: the data was changed, or another key signed it."""
+    MALFORMED = "malformed"
+    """The input does not parse, or is inconsistent (a digest of the wrong length...)."""
+    UNSUPPORTED = "unsupported"
+    """Well-formed, but not something this appliance verifies (an algorithm, several signers)."""
+
+
+HASHES: Final[dict[str, hashes.HashAlgorithm]] = {
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+}
+"""The hash algorithms accepted, by their name (asn1crypto's and the request's)."""
+REFUSED_HASHES: Final = frozenset({"md5", "sha1", "sha224"})
+
+
+class FormatError(Exception):
+    """The input cannot be checked: ``outcome`` is MALFORMED or UNSUPPORTED, ``detail`` says why.
+
+    The detail is a fixed phrase that may name a field or an algorithm, never a value.
+    """
+
+    def __init__(self, outcome: SignatureOutcome, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+
+
+def malformed(detail: str) -> FormatError:
+    return FormatError(SignatureOutcome.MALFORMED, detail)
+
+
+def unsupported(detail: str) -> FormatError:
+    return FormatError(SignatureOutcome.UNSUPPORTED, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """One format's result: the signature check and what the signature says about itself."""
+
+    outcome: SignatureOutcome
+    detail: str
+    certificate: x509.Certificate | None
+    """The signer certificate (None when the input did not get that far)."""
+    hash: str | None = None
+    signing_time: datetime | None = None
+    """The signing instant the signature claims (CMS signingTime, a signed attribute)."""
+    signed_attributes: bool | None = None
+    """CMS: the signature covers signed attributes (messageDigest checked) rather than the
+    content (None for the other formats)."""
+    attached: bool | None = None
+    """CMS and XML: the signed content travels inside the signature (None for raw PKCS#1)."""
+    references: tuple[str, ...] = ()
+    """XML: the URIs of the references the signature covers (``""`` the whole document)."""
+
+
+def failed(error: FormatError, certificate: x509.Certificate | None = None) -> Signed:
+    return Signed(error.outcome, error.detail, certificate)
+
+
+def hash_named(name: str) -> hashes.HashAlgorithm:
+    """The accepted hash algorithm of that name; raises `FormatError` otherwise."""
+    algorithm = HASHES.get(name)
+    if algorithm is not None:
+        return algorithm
+    if name in REFUSED_HASHES:
+        raise unsupported(f"hash algorithm {name} is not accepted (SHA-256, SHA-384, SHA-512 are)")
+    raise unsupported("unknown hash algorithm")
+
+
+def load_certificate(der: bytes, field: str) -> x509.Certificate:
+    """A DER certificate; raises MALFORMED naming ``field`` when it does not parse.
+
+    cryptography parses a certificate's parts lazily: every part the checks read is read
+    here once, so that a bad one is this item's ``malformed`` and not an exception later.
+    """
+    try:
+        with warnings.catch_warnings():
+            # a serial that is not positive warns, then is refused below
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            cert = x509.load_der_x509_certificate(der)
+            _ = (cert.issuer, cert.subject, cert.extensions, cert.serial_number)
+            _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+            _ = cert.signature_hash_algorithm
+            serial = cert.serial_number
+            cert.public_key()
+    except UnsupportedAlgorithm:
+        raise unsupported(f"{field} uses an algorithm this appliance does not verify") from None
+    except Exception:  # ValueError, TypeError, InvalidVersion, DuplicateExtension...: bad input
+        raise malformed(f"{field} is not a DER X.509 certificate") from None
+    if serial <= 0:
+        raise malformed(f"{field} has a serial number that is not positive (RFC 5280 §4.1.2.2)")
+    return cert
+
+
+def rsa_key(cert: x509.Certificate) -> rsa.RSAPublicKey:
+    """The certificate's RSA public key; JPKI keys are RSA, anything else is unsupported."""
+    key = cert.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise unsupported("the signer certificate's key is not RSA (JPKI keys are)")
+    return key
+
+
+def verify_pkcs1(
+    key: rsa.RSAPublicKey, signature: bytes, algorithm: hashes.HashAlgorithm, *,
+    data: bytes | None = None, digest: bytes | None = None,
+) -> bool:  # fmt: skip
+    """RSASSA-PKCS1-v1_5 over ``data``, or over its precomputed ``digest`` (exactly one)."""
+    if (data is None) == (digest is None):
+        raise ValueError("exactly one of data and digest")
+    try:
+        if digest is not None:
+            key.verify(signature, digest, padding.PKCS1v15(), Prehashed(algorithm))
+        else:
+            assert data is not None
+            key.verify(signature, data, padding.PKCS1v15(), algorithm)
+    except InvalidSignature:
+        return False
+    return True

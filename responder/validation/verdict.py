@@ -1,0 +1,279 @@
+"""One signature through every check, and the overall result code (Act §19(1), §21(1)).
+
+`verify_item` runs the format's signature check (`raw`, `cms`, `xmldsig`), then on the
+signer certificate: the path to a configured issuer generation (`path`), the sign
+profile and key usage, the validity period at the signing instant, the status at the
+signing instant and now (`status`), the four facts (`facts`); and picks the overall
+`ResultCode` in the documented order (`result`). Pure: the store view and the call's
+instant come in, a `ItemResult` goes out; nothing is kept.
+
+The signing instant is the CMS signingTime when the signature has one (a claim of the
+signer: ``instantSource`` says so), else the instant of the call. A signingTime later
+than the call (beyond `CLOCK_SKEW`) is ``malformed``. The status of an auth certificate is
+never looked up: a 署名検証者 receives sign revocation information only (Act §18(1)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+from cryptography import x509
+
+from crlbuilder.model import Family
+from crlbuilder.store.reader import StoreReader
+from responder.validation.cms import check_cms
+from responder.validation.facts import FactsError, decode_facts
+from responder.validation.path import (
+    NOT_A_SIGNATURE_ARTICLE,
+    Anchor,
+    PathOutcome,
+    ProfileOutcome,
+    check_path,
+    check_profile,
+)
+from responder.validation.raw import check_pkcs1
+from responder.validation.request import CmsItem, Item, Pkcs1Item, XmlItem
+from responder.validation.result import (
+    CertificateInfo,
+    Check,
+    FactsCheck,
+    ItemResult,
+    Outcome,
+    Refusal,
+    ResultCode,
+    SignatureCheck,
+    ValidityCheck,
+)
+from responder.validation.signature import SignatureOutcome, Signed
+from responder.validation.status import Status, StatusInfo, compromise, status_at
+from responder.validation.xmldsig import check_xmldsig
+
+CLOCK_SKEW: Final = timedelta(minutes=5)
+"""How far a claimed signingTime may be ahead of the call."""
+SIGNATURE_ARTICLE: Final = "Act §19(1), §21(1)"
+
+_SKIPPED_PATH: Final = Check(outcome=Outcome.SKIPPED, detail="no signer certificate to check")
+
+
+def check_signature(item: Item) -> Signed:
+    """The format's own check."""
+    if isinstance(item, Pkcs1Item):
+        return check_pkcs1(item)
+    if isinstance(item, CmsItem):
+        return check_cms(item)
+    if isinstance(item, XmlItem):
+        return check_xmldsig(item)
+    raise TypeError(type(item).__name__)
+
+
+def _signature_check(s: Signed) -> SignatureCheck:
+    return SignatureCheck(
+        outcome=s.outcome.value, detail=s.detail, hash=s.hash,
+        signed_attributes=s.signed_attributes,
+        attached=s.attached, references=list(s.references) if s.references else None,
+    )  # fmt: skip
+
+
+def _certificate_info(cert: x509.Certificate, anchor: Anchor | None) -> CertificateInfo:
+    try:
+        issuer_name = cert.issuer.rfc4514_string()
+    except ValueError:  # an attribute value cryptography cannot render
+        issuer_name = ""
+    return CertificateInfo(
+        serial=f"{cert.serial_number:x}", issuer_name=issuer_name,
+        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+        issuer=anchor.meta.id if anchor else None,
+        family=anchor.meta.family.value if anchor else None,
+    )  # fmt: skip
+
+
+Permit = Callable[[Family], Refusal | None]
+"""May the party receive information about a certificate of this family (its agreement)?"""
+
+
+def _anyone(family: Family) -> Refusal | None:
+    return None
+
+
+def verify_item(
+    index: int, item: Item, known: Sequence[Anchor], reader: StoreReader, now: datetime,
+    permit: Permit = _anyone,
+) -> ItemResult:  # fmt: skip
+    """Every check of one item against the store view ``reader`` at the call's ``now``.
+
+    ``permit`` is asked before the status of a sign certificate is read: a family the
+    party may not receive is ``refused`` for this item (the batch goes on).
+    """
+    signed = check_signature(item)
+    sig = _signature_check(signed)
+    fmt = item.__struct_config__.tag
+    assert isinstance(fmt, str)
+    cert = signed.certificate
+    if cert is None:
+        code = (
+            ResultCode.UNSUPPORTED
+            if signed.outcome is SignatureOutcome.UNSUPPORTED
+            else ResultCode.MALFORMED
+        )
+        return ItemResult(
+            index=index, format=fmt, result=code, detail=signed.detail, signature=sig,
+            path=_SKIPPED_PATH, profile=_SKIPPED_PATH,
+        )  # fmt: skip
+    if signed.signing_time is not None:
+        instant, source = signed.signing_time, "signing-time"
+    else:
+        instant, source = now, "call"
+    path = check_path(cert, known, instant)
+    anchor = path.anchor
+    path_check = Check(
+        outcome=Outcome.PASS if path.outcome is PathOutcome.OK else Outcome.FAIL,
+        detail=path.detail,
+    )
+    info = _certificate_info(cert, anchor)
+    codes: list[tuple[ResultCode, str]] = []
+
+    def fail(code: ResultCode, detail: str) -> None:
+        codes.append((code, detail))
+
+    if signed.outcome is SignatureOutcome.MALFORMED:
+        fail(ResultCode.MALFORMED, signed.detail)
+    elif signed.outcome is SignatureOutcome.UNSUPPORTED:
+        fail(ResultCode.UNSUPPORTED, signed.detail)
+    if instant > now + CLOCK_SKEW:
+        fail(ResultCode.MALFORMED, "the signingTime is later than the time of the call")
+    if anchor is None:
+        fail(ResultCode.UNKNOWN_ISSUER, path.detail)
+        return ItemResult(
+            index=index, format=fmt, result=codes[0][0], detail=codes[0][1], signature=sig,
+            path=path_check, profile=Check(outcome=Outcome.SKIPPED, detail="no JPKI issuer"),
+            certificate=info,
+        )  # fmt: skip
+    profile = check_profile(cert, anchor.meta.family)
+    profile_check = Check(
+        outcome=Outcome.PASS if profile.outcome is ProfileOutcome.SIGN else Outcome.FAIL,
+        detail=profile.detail,
+        article=NOT_A_SIGNATURE_ARTICLE if profile.outcome is ProfileOutcome.AUTH else None,
+    )
+    if profile.outcome is not ProfileOutcome.SIGN:
+        fail(ResultCode.NOT_A_SIGN_CERTIFICATE, profile.detail)
+    if signed.outcome is SignatureOutcome.MISMATCH:
+        fail(ResultCode.SIGNATURE_MISMATCH, signed.detail)
+    if path.outcome is PathOutcome.CA_NOT_YET_VALID:
+        fail(ResultCode.NOT_YET_VALID, path.detail)
+    elif path.outcome is PathOutcome.CA_EXPIRED:
+        fail(ResultCode.EXPIRED, path.detail)
+    validity = _validity(cert, instant, source, now)
+    if validity.outcome is Outcome.FAIL:
+        fail(
+            ResultCode.NOT_YET_VALID if instant < cert.not_valid_before_utc else ResultCode.EXPIRED,
+            validity.detail,
+        )
+    then: StatusInfo | None = None
+    current: StatusInfo | None = None
+    facts: FactsCheck | None = None
+    refusal = permit(anchor.meta.family) if profile.outcome is not ProfileOutcome.AUTH else None
+    if refusal is not None:
+        fail(ResultCode.REFUSED, "the agreement (取決め) does not cover this certificate's family")
+    elif profile.outcome is not ProfileOutcome.AUTH:
+        then, current = status_at(
+            reader, anchor.meta, cert.serial_number,
+            signed_at=int(instant.timestamp()), now=int(now.timestamp()),
+        )  # fmt: skip
+        codes.extend(_status_codes(then, current))
+        facts = _facts(cert)
+    code, detail = min(codes, key=lambda c: _ORDER[c[0]]) if codes else (
+        ResultCode.OK, "the signature verifies and the certificate had and has not lost effect"
+    )  # fmt: skip
+    return ItemResult(
+        index=index, format=fmt, result=code, detail=detail, signature=sig, path=path_check,
+        profile=profile_check, validity=validity, status_at_signing=then, status_now=current,
+        facts=facts, certificate=info, refusal=refusal,
+    )  # fmt: skip
+
+
+_ORDER: Final = {
+    c: n
+    for n, c in enumerate(
+        (
+            ResultCode.MALFORMED,
+            ResultCode.UNSUPPORTED,
+            ResultCode.UNKNOWN_ISSUER,
+            ResultCode.NOT_A_SIGN_CERTIFICATE,
+            ResultCode.REFUSED,
+            ResultCode.SIGNATURE_MISMATCH,
+            ResultCode.NOT_YET_VALID,
+            ResultCode.EXPIRED,
+            ResultCode.REVOKED,
+            ResultCode.UNKNOWN_CERTIFICATE,
+            ResultCode.STATUS_UNAVAILABLE,
+            ResultCode.REVOKED_AFTER_SIGNING,
+            ResultCode.OK,
+        )
+    )
+}
+"""The documented order (`responder.validation.result`): the first failing code wins."""
+
+
+def _validity(
+    cert: x509.Certificate, instant: datetime, source: str, now: datetime
+) -> ValidityCheck:
+    if instant < cert.not_valid_before_utc:
+        outcome, detail = Outcome.FAIL, "the certificate was not yet valid at the signing instant"
+    elif instant > cert.not_valid_after_utc:
+        outcome, detail = Outcome.FAIL, "the certificate had expired at the signing instant"
+    elif now > cert.not_valid_after_utc:
+        outcome, detail = Outcome.PASS, "valid at the signing instant (it has expired since)"
+    else:
+        outcome, detail = Outcome.PASS, "valid at the signing instant"
+    return ValidityCheck(
+        outcome=outcome, detail=detail, signing_instant=instant, instant_source=source
+    )
+
+
+def _status_codes(then: StatusInfo, current: StatusInfo) -> list[tuple[ResultCode, str]]:
+    """What the two statuses say against the signature."""
+    out: list[tuple[ResultCode, str]] = []
+
+    def fail(code: ResultCode, detail: str) -> None:
+        out.append((code, detail))
+
+    if then.status is Status.REVOKED:
+        fail(ResultCode.REVOKED, "the certificate had lost effect at the signing instant")
+    elif current.status is Status.REVOKED:
+        if compromise(current):
+            fail(
+                ResultCode.REVOKED,
+                "the certificate has lost effect for a compromise: a claimed signing time cannot place the signature before it",
+            )
+        elif then.status is Status.GOOD:
+            fail(
+                ResultCode.REVOKED_AFTER_SIGNING,
+                "signed, by the signingTime claimed, before the certificate lost effect",
+            )
+        else:
+            fail(ResultCode.REVOKED, current.detail)
+    if Status.UNKNOWN in (then.status, current.status) and current.status is not Status.REVOKED:
+        fail(
+            ResultCode.UNKNOWN_CERTIFICATE,
+            current.detail if current.status is Status.UNKNOWN else then.detail,
+        )
+    if Status.UNAVAILABLE in (then.status, current.status):
+        fail(
+            ResultCode.STATUS_UNAVAILABLE,
+            current.detail if current.status is Status.UNAVAILABLE else then.detail,
+        )
+    return out
+
+
+def _facts(cert: x509.Certificate) -> FactsCheck:
+    try:
+        facts = decode_facts(cert)
+    except FactsError as e:
+        return FactsCheck(outcome=Outcome.FAIL, detail=str(e))
+    if facts is None:
+        return FactsCheck(outcome=Outcome.FAIL, detail="the sign certificate carries no four facts")
+    return FactsCheck(
+        outcome=Outcome.PASS, detail="the four facts (基本4情報, Act §7(1)(3))", facts=facts
+    )

@@ -1,0 +1,254 @@
+"""POST /v1/verify in process: the dispatcher's gate for the validation service and the batch
+(Act §19(1), §21(1)), over a `MemoryReader`; nothing here starts a process.
+
+Who may ask (the agreement's ``validation`` service, sign families, method json), what is
+counted in the ledger (帳簿, Act §40: one per item whose status was read), the receipt (a
+detached JWS over the exact body, with the store commit inside), 413 for a document over
+the configured limit, 400 for bad JSON, and a per-item result for anything that decodes.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import pytest
+
+from crlbuilder.keys.signer import PemSigner
+from crlbuilder.model import Category, Family, Reason
+from responder.config import ResponderConfig, V1Config
+from responder.http import Request, Response
+from responder.registry.lookup import Registry
+from responder.registry.vocabulary import Method, Service
+from responder.v1 import verify as v1verify
+from responder.v1.jws import AnswerSigner
+from responder.v1.jws import verify as verify_jws
+from responder.v1.routes import SIGNATURE_HEADER, V1Api
+from tests.support.pki import make_ca
+from tests.support.signing import Jpki, cms_signed, der, pkcs1, xml_signed
+from tests.test_policy import GRP, MEM, NOW, SIG, USR, build, party_table
+from tests.test_v1_status import Ledger, Quotas
+
+DOC = "申請書".encode()
+SERIAL = 0x77
+
+
+def b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+@pytest.fixture(scope="module")
+def answer_signer() -> AnswerSigner:
+    ca = make_ca("answer signer")
+    assert not isinstance(ca.key, type(None))
+    return AnswerSigner(PemSigner(ca.key, ca.cert))  # type: ignore[arg-type]
+
+
+def registry() -> Registry:
+    card_only = party_table("card-only", {SIG}, services=["validation"])
+    card_only["agreement"]["families"] = ["sign-card"]
+    return build(
+        party_table("sig", {SIG}),
+        party_table("usr", {USR}),
+        party_table("g", {GRP}),
+        party_table("m-1", {MEM}),
+        party_table("status-only", {SIG}, services=["sign-revocation-info"]),
+        card_only,
+    )
+
+
+class Api:
+    def __init__(
+        self, j: Jpki, signer: AnswerSigner | None = None, config: ResponderConfig | None = None
+    ) -> None:
+        self.ledger = Ledger()
+        self.api = V1Api(
+            (v1verify.ROUTE,), config or ResponderConfig(), store=j.reader, quota=Quotas(),
+            ledger=self.ledger, signer=signer,
+        )  # fmt: skip
+        self.registry = registry()
+        self.last: Request | None = None
+
+    def call(self, body: bytes | object, party: str = "sig") -> tuple[Response, Any]:
+        raw = body if isinstance(body, bytes) else msgspec.json.encode(body)
+        headers = {
+            b"content-type": b"application/json",
+            b"authorization": b"Bearer " + party.encode(),
+        }
+        req = Request(b"POST", b"/v1/verify", headers, raw, ("127.0.0.1", 1), None, b"1.1", True, 1)
+        self.last = req
+        resp = self.api.handle(req, self.registry, NOW)
+        return resp, msgspec.json.decode(bytes(resp.body))
+
+
+@pytest.fixture
+def pki() -> Jpki:
+    return Jpki.make()
+
+
+def three(j: Jpki, family: Family = Family.SIGN_CARD, serial: int = SERIAL) -> list[dict[str, Any]]:
+    """One good signature per format over DOC."""
+    from datetime import UTC, datetime
+
+    start = datetime.fromtimestamp(NOW, UTC) - timedelta(days=30)
+    cert = j.issue(family, serial, not_before=start)
+    return [
+        {
+            "format": "pkcs1",
+            "certificate": b64(der(cert)),
+            "signature": b64(pkcs1(DOC)),
+            "data": b64(DOC),
+        },
+        {"format": "cms", "cms": b64(cms_signed(DOC, cert, detached=True)), "content": b64(DOC)},
+        {"format": "xmldsig", "xml": b64(xml_signed(cert))},
+    ]
+
+
+def test_a_signature_verifier_verifies_three_formats_act_19_1(
+    pki: Jpki, answer_signer: AnswerSigner
+) -> None:
+    api = Api(pki, answer_signer)
+    resp, got = api.call({"items": three(pki)})
+    assert resp.status == 200, got
+    assert [r["result"] for r in got["results"]] == ["ok", "ok", "ok"]
+    assert [r["format"] for r in got["results"]] == ["pkcs1", "cms", "xmldsig"]
+    assert got["store"]["commit"] == 7 and got["checkedAt"]
+    # 帳簿 (Act §40): one provision per item whose status was read
+    assert api.ledger.counted == [("sig", Service.VALIDATION, Method.JSON, 3)]
+    assert api.last is not None and api.last.note is not None
+    assert api.last.note.endpoint == "v1-verify" and api.last.note.family == "sign-card"
+    # the receipt: a detached JWS over the exact body, carrying the store commit
+    signature = dict(resp.extra_headers)[SIGNATURE_HEADER]
+    header = verify_jws(signature, bytes(resp.body), answer_signer_cert(answer_signer))
+    assert header["alg"] == "RS256"
+
+
+def answer_signer_cert(signer: AnswerSigner) -> Any:
+    from cryptography import x509
+
+    return x509.load_der_x509_certificate(base64.b64decode(signer.header["x5c"][0]))
+
+
+def test_a_group_verifies_for_its_members_act_20_1(pki: Jpki) -> None:
+    api = Api(pki)
+    resp, got = api.call({"items": three(pki)}, party="g")
+    assert resp.status == 200 and {r["result"] for r in got["results"]} == {"ok"}
+    assert api.ledger.counted == [("g", Service.VALIDATION, Method.JSON, 3)]
+
+
+@pytest.mark.parametrize(
+    ("party", "article"),
+    [
+        ("usr", "Act §19(1), §21(1)"),  # a 利用者証明検証者 receives no sign information
+        ("m-1", "Act §20(1)"),  # a 署名確認者 is answered by its group, not by the 機構
+        ("status-only", "Act §17(4)"),  # the agreement (取決め) does not name validation
+    ],
+)
+def test_parties_without_the_service_are_refused_403(pki: Jpki, party: str, article: str) -> None:
+    api = Api(pki)
+    resp, got = api.call({"items": three(pki)}, party=party)
+    assert resp.status == 403, got
+    assert got["article"] == article and got["rule"] == "unauthorized_service"
+    assert api.ledger.counted == []
+
+
+def test_a_family_outside_the_agreement_is_refused_per_item(pki: Jpki) -> None:
+    api = Api(pki)
+    items = three(pki)[:1] + three(pki, Family.SIGN_MOBILE, SERIAL + 1)[:1]
+    resp, got = api.call({"items": items}, party="card-only")
+    assert resp.status == 200
+    ok, refused = got["results"]
+    assert ok["result"] == "ok"
+    assert refused["result"] == "refused" and refused["refusal"]["rule"] == "unauthorized_family"
+    assert "statusNow" not in refused and "facts" not in refused
+    assert api.ledger.counted == [("card-only", Service.VALIDATION, Method.JSON, 1)]
+
+
+def test_auth_certificates_and_bad_items_are_per_item_and_not_counted(pki: Jpki) -> None:
+    api = Api(pki)
+    items = [
+        *three(pki, Family.AUTH_CARD)[:1],
+        {"format": "cms", "cms": b64(b"0\x80garbage")},
+        {
+            "format": "pkcs1",
+            "certificate": b64(b"\x01"),
+            "signature": b64(b"\x02"),
+            "data": b64(DOC),
+        },
+        {"format": "xmldsig", "xml": b64(b"<not-xml")},
+    ]
+    resp, got = api.call({"items": items})
+    assert resp.status == 200
+    assert [r["result"] for r in got["results"]] == [
+        "not-a-sign-certificate",
+        "malformed",
+        "malformed",
+        "malformed",
+    ]
+    assert all("Traceback" not in r["detail"] for r in got["results"])
+    assert api.ledger.counted == []
+
+
+def test_revocation_detail_in_the_answer(pki: Jpki) -> None:
+    from datetime import UTC, datetime
+
+    items = three(pki)[:1]
+    cert = pki.issue(
+        Family.SIGN_CARD, SERIAL, not_before=datetime.fromtimestamp(NOW, UTC) - timedelta(days=30)
+    )
+    pki.put_status(cert, Family.SIGN_CARD, revoked_at=datetime.fromtimestamp(NOW, UTC) - timedelta(days=1),
+                   category=Category.RESIDENT_CHANGE, reason=Reason.AFFILIATION_CHANGED)  # fmt: skip
+    _, got = Api(pki).call({"items": items})
+    r = got["results"][0]
+    assert r["result"] == "revoked"
+    assert (
+        r["statusNow"]["category"] == "resident-change" and r["statusNow"]["article"] == "Act §12"
+    )
+    assert r["statusAtSigning"]["status"] == "revoked"
+
+
+def test_a_document_over_the_configured_limit_is_413(pki: Jpki) -> None:
+    config = ResponderConfig(v1=V1Config(verify_max_document_bytes=8192))
+    api = Api(pki, config=config)
+    items = three(pki)
+    items[1]["content"] = b64(b"x" * 8193)
+    resp, got = api.call({"items": items})
+    assert resp.status == 413 and got["rule"] == "too_large"
+    assert got["field"] == "$.items[1].content"
+    assert api.ledger.counted == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        {"items": []},
+        {"items": [{"format": "pkcs1"}]},
+        {"items": [{"format": "cms", "cms": "AA==", "extra": 1}]},
+        {"items": [{"format": "cms", "cms": "AA=="}] * 1001},
+    ],
+)
+def test_bad_requests_are_400_naming_the_field(pki: Jpki, body: object) -> None:
+    api = Api(pki)
+    resp, got = api.call(body)
+    assert resp.status == 400 and got["rule"] == "bad_input", got
+    assert api.ledger.counted == []
+
+
+def test_on_a_group_appliance_its_members_verify_act_20_1_21_1(pki: Jpki) -> None:
+    """A group appliance (V1Api with ``group_id``) decides by `policy.decide_member`: its own
+    member is answered (Act §20(1), §21(1)); a 署名検証者 of the 機構 is not (only members)."""
+    ledger = Ledger()
+    api = Api(pki)
+    api.api = V1Api(
+        (v1verify.ROUTE,), ResponderConfig(), store=pki.reader, quota=Quotas(), ledger=ledger,
+        signer=None, group_id="g",
+    )  # fmt: skip
+    resp, got = api.call({"items": three(pki)}, party="m-1")
+    assert resp.status == 200 and {r["result"] for r in got["results"]} == {"ok"}, got
+    assert ledger.counted == [("m-1", Service.VALIDATION, Method.JSON, 3)]
+    resp, got = api.call({"items": three(pki)}, party="sig")
+    assert resp.status == 403 and got["article"] == "Act §20(1)"
+    assert ledger.counted == [("m-1", Service.VALIDATION, Method.JSON, 3)]

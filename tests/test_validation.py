@@ -1,0 +1,604 @@
+"""Signature validation (電子署名の検証, Act §19(1), §21(1)): each format, each check, each verdict.
+
+In process, against `MemoryReader`: signatures made by kept libraries (cryptography for
+raw PKCS#1, asn1crypto-assembled CMS, xmlsec1 through python-xmlsec for XMLDSig) with
+certificates of the product's own JPKI profile (`tests.support.signing`). For each
+format: a good signature, a tampered document, a wrong key, an auth certificate, an
+expired one, a foreign CA, revoked before and after signing. The real tools (openssl,
+xmlsec1) make the same cases in tests/test_validation_interop.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crlbuilder.model import Category, Family, Reason
+from crlbuilder.store import format as sf
+from responder.validation.cms import check_cms
+from responder.validation.facts import FactsError, decode_facts
+from responder.validation.path import anchors
+from responder.validation.request import (
+    MAX_ITEMS,
+    CmsItem,
+    Item,
+    Pkcs1Item,
+    VerifyRequest,
+    XmlItem,
+)
+from responder.validation.result import ItemResult, Outcome, ResultCode
+from responder.validation.signature import SignatureOutcome
+from responder.validation.verdict import verify_item
+from responder.validation.xmldsig import check_xmldsig
+from tests.support.pki import certificate, make_ca
+from tests.support.signing import (
+    FACTS,
+    OTHER_KEY,
+    SUBJECT_KEY,
+    Jpki,
+    cms_signed,
+    der,
+    pkcs1,
+    xml_signed,
+    xml_template,
+)
+
+DOC = "申請書の本文: 転居届".encode()
+NOW = datetime.now(UTC).replace(microsecond=0)
+SERIAL = 0x5A17
+
+
+@pytest.fixture(scope="module")
+def jpki() -> Jpki:
+    return Jpki.make()
+
+
+@pytest.fixture
+def pki() -> Jpki:
+    """A fresh store view per test (status records differ), the module's CAs."""
+    return Jpki.make()
+
+
+def run(j: Jpki, item: Item, now: datetime = NOW) -> ItemResult:
+    return verify_item(0, item, anchors(j.reader.issuers()), j.reader, now)
+
+
+# --- one item per format ------------------------------------------------------------
+
+
+def raw_item(cert: x509.Certificate, data: bytes = DOC, signed: bytes = DOC) -> Pkcs1Item:
+    return Pkcs1Item(certificate=der(cert), signature=pkcs1(signed), data=data)
+
+
+FORMATS = ("pkcs1", "cms", "cms-detached", "xmldsig", "xmldsig-detached")
+
+
+def item_of(
+    fmt: str, cert: x509.Certificate, *, tamper: bool = False, key: object = SUBJECT_KEY,
+    signing_time: datetime | None = None,
+) -> Item:  # fmt: skip
+    """A good signature of ``fmt`` by ``key`` (a changed document when ``tamper``)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    assert isinstance(key, rsa.RSAPrivateKey)
+    doc = DOC + b"!" if tamper else DOC
+    if fmt == "pkcs1":
+        return Pkcs1Item(certificate=der(cert), signature=pkcs1(DOC, key), data=doc)
+    if fmt == "cms":
+        signed = cms_signed(DOC, cert, key, signing_time=signing_time)
+        if tamper:  # one octet of the encapsulated content
+            signed = signed.replace(DOC, DOC[:-1] + b"?")
+        return CmsItem(cms=signed)
+    if fmt == "cms-detached":
+        return CmsItem(
+            cms=cms_signed(DOC, cert, key, signing_time=signing_time, detached=True), content=doc
+        )
+    if fmt == "xmldsig":
+        xml = xml_signed(cert, key)
+        return XmlItem(xml=xml.replace("内容".encode(), "改竄".encode()) if tamper else xml)
+    assert fmt == "xmldsig-detached"
+    return XmlItem(
+        xml=xml_signed(cert, key, detached=("honbun.txt", DOC)), documents={"honbun.txt": doc}
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_good_signature_of_a_sign_certificate_is_ok_act_19_1(jpki: Jpki, fmt: str) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    r = run(jpki, item_of(fmt, cert))
+    assert r.result is ResultCode.OK, r
+    assert r.signature.outcome == "valid"
+    assert r.path.outcome is Outcome.PASS and r.profile.outcome is Outcome.PASS
+    assert r.status_now is not None and r.status_now.status == "good"
+    assert r.certificate is not None and r.certificate.issuer == "sign-card-g1"
+    assert r.certificate.serial == f"{SERIAL:x}"
+    assert r.facts is not None and r.facts.facts is not None
+    assert r.facts.facts.name == FACTS.name
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tampered_document_is_signature_mismatch(jpki: Jpki, fmt: str) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    r = run(jpki, item_of(fmt, cert, tamper=True))
+    assert r.result is ResultCode.SIGNATURE_MISMATCH, r
+    assert r.signature.outcome == "mismatch"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_signature_by_another_key_is_signature_mismatch(jpki: Jpki, fmt: str) -> None:
+    cert = jpki.issue(Family.SIGN_MOBILE, SERIAL)
+    r = run(jpki, item_of(fmt, cert, key=OTHER_KEY))
+    assert r.result is ResultCode.SIGNATURE_MISMATCH, r
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("family", [Family.AUTH_CARD, Family.AUTH_MOBILE])
+def test_auth_certificate_is_not_a_sign_certificate_act_2(
+    jpki: Jpki, fmt: str, family: Family
+) -> None:
+    """An auth certificate proves a login (電子利用者証明, Act §2(2)), not a signature; its
+    status is never looked up (a 署名検証者 receives sign information only, Act §18(1))."""
+    cert = jpki.issue(family, SERIAL)
+    r = run(jpki, item_of(fmt, cert))
+    assert r.result is ResultCode.NOT_A_SIGN_CERTIFICATE, r
+    assert r.profile.outcome is Outcome.FAIL and r.profile.article and "§2" in r.profile.article
+    assert r.status_now is None and r.status_at_signing is None and r.facts is None
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_expired_certificate_is_expired(jpki: Jpki, fmt: str) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL, not_before=NOW - timedelta(days=400), days=30)
+    r = run(jpki, item_of(fmt, cert))
+    assert r.result is ResultCode.EXPIRED, r
+    assert r.validity is not None and r.validity.instant_source == "call"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_certificate_of_a_foreign_ca_is_unknown_issuer(jpki: Jpki, fmt: str) -> None:
+    foreign = Jpki.make()  # same names, other keys: not the configured generation
+    cert = foreign.issue(Family.SIGN_CARD, SERIAL)
+    r = run(jpki, item_of(fmt, cert))
+    assert r.result is ResultCode.UNKNOWN_ISSUER, r
+    assert "did not sign" in r.path.detail
+    assert r.status_now is None
+
+
+def test_certificate_naming_no_jpki_issuer_is_unknown_issuer(jpki: Jpki) -> None:
+    ca = make_ca("Some Other CA")
+    cert = ca.issue("someone", SUBJECT_KEY)
+    r = run(jpki, raw_item(cert))
+    assert r.result is ResultCode.UNKNOWN_ISSUER and "not issued by" in r.path.detail
+
+
+# --- status at the signing instant and now --------------------------------------------
+
+SIGNED_FORMATS = ("cms", "cms-detached")  # the formats that carry a signingTime
+
+
+@pytest.mark.parametrize("fmt", SIGNED_FORMATS)
+def test_signed_before_a_revocation_stays_attributable(pki: Jpki, fmt: str) -> None:
+    """A move (異動, Act §12) revoked the certificate after the signature: both statuses are
+    reported, the signature stays attributable (revoked-after-signing)."""
+    cert = pki.issue(Family.SIGN_CARD, SERIAL)
+    revoked_at = NOW - timedelta(days=2)
+    pki.put_status(cert, Family.SIGN_CARD, revoked_at=revoked_at,
+                   category=Category.RESIDENT_CHANGE, reason=Reason.AFFILIATION_CHANGED)  # fmt: skip
+    r = run(pki, item_of(fmt, cert, signing_time=revoked_at - timedelta(days=1)))
+    assert r.result is ResultCode.REVOKED_AFTER_SIGNING, r
+    assert r.validity is not None and r.validity.instant_source == "signing-time"
+    assert r.status_at_signing is not None and r.status_at_signing.status == "good"
+    now = r.status_now
+    assert now is not None and now.status == "revoked"
+    assert now.revoked_at == revoked_at
+    assert (now.category, now.reason, now.article) == (
+        "resident-change",
+        "affiliationChanged",
+        "Act §12",
+    )
+
+
+@pytest.mark.parametrize("fmt", SIGNED_FORMATS)
+def test_signed_after_the_revocation_is_revoked(pki: Jpki, fmt: str) -> None:
+    cert = pki.issue(Family.SIGN_MOBILE, SERIAL)
+    revoked_at = NOW - timedelta(days=2)
+    pki.put_status(cert, Family.SIGN_MOBILE, revoked_at=revoked_at,
+                   category=Category.CARD_CASCADE, reason=Reason.CESSATION_OF_OPERATION)  # fmt: skip
+    r = run(pki, item_of(fmt, cert, signing_time=revoked_at + timedelta(hours=1)))
+    assert r.result is ResultCode.REVOKED, r
+    then = r.status_at_signing
+    assert then is not None and then.status == "revoked" and then.article == "Act §16-13"
+
+
+@pytest.mark.parametrize("reason", [Reason.KEY_COMPROMISE, Reason.CA_COMPROMISE])
+def test_a_compromise_after_the_claimed_signing_time_is_still_revoked(
+    pki: Jpki, reason: Reason
+) -> None:
+    """A leaked key may have signed before the leak was reported: a signingTime the signer
+    claims cannot place the signature before the revocation."""
+    cert = pki.issue(Family.SIGN_CARD, SERIAL)
+    revoked_at = NOW - timedelta(days=2)
+    category = Category.CA_COMPROMISE if reason is Reason.CA_COMPROMISE else Category.REQUEST
+    pki.put_status(cert, Family.SIGN_CARD, revoked_at=revoked_at, category=category, reason=reason)
+    r = run(pki, item_of("cms", cert, signing_time=revoked_at - timedelta(days=1)))
+    assert r.result is ResultCode.REVOKED, r
+    assert r.status_at_signing is not None and r.status_at_signing.status == "good"
+
+
+@pytest.mark.parametrize("fmt", ["pkcs1", "xmldsig"])
+def test_without_a_signing_time_the_call_is_the_instant_and_a_revocation_counts(
+    pki: Jpki, fmt: str
+) -> None:
+    cert = pki.issue(Family.SIGN_CARD, SERIAL)
+    pki.put_status(cert, Family.SIGN_CARD, revoked_at=NOW - timedelta(days=1),
+                   category=Category.REQUEST, reason=Reason.CESSATION_OF_OPERATION)  # fmt: skip
+    r = run(pki, item_of(fmt, cert))
+    assert r.result is ResultCode.REVOKED, r
+    assert r.validity is not None and r.validity.instant_source == "call"
+    assert r.status_at_signing is not None and r.status_at_signing.article == "Act §11"
+
+
+def test_erased_revocation_without_a_time_is_revoked(pki: Jpki) -> None:
+    cert = pki.issue(Family.SIGN_CARD, SERIAL)
+    pki.put_status(cert, Family.SIGN_CARD, erased=True)
+    r = run(pki, item_of("cms", cert, signing_time=NOW - timedelta(days=3)))
+    assert r.result is ResultCode.REVOKED, r
+    assert r.status_now is not None and "Ord §70(1)(iii)" in r.status_now.detail
+
+
+def test_serial_the_store_never_issued_is_unknown_certificate(pki: Jpki) -> None:
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, record=False)
+    r = run(pki, raw_item(cert))
+    assert r.result is ResultCode.UNKNOWN_CERTIFICATE, r
+
+
+def test_group_appliance_store_absent_serial_is_good(pki: Jpki) -> None:
+    """A group appliance's store is the 機構's CRLs: a serial not on them has not lost effect."""
+    pki.reader.imported = True
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, record=False)
+    assert run(pki, raw_item(cert)).result is ResultCode.OK
+
+
+def test_stale_issuer_data_is_status_unavailable(pki: Jpki) -> None:
+    cert = pki.issue(Family.SIGN_CARD, SERIAL)
+    index = pki.metas[Family.SIGN_CARD].index
+    pki.reader.crl_states[index] = sf.CrlState(
+        next_update=int((NOW - timedelta(minutes=1)).timestamp())
+    )
+    r = run(pki, raw_item(cert))
+    assert r.result is ResultCode.STATUS_UNAVAILABLE, r
+
+
+# --- validity at the signing instant -----------------------------------------------
+
+
+def test_signing_time_in_the_future_is_malformed(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    r = run(jpki, item_of("cms", cert, signing_time=NOW + timedelta(hours=1)))
+    assert r.result is ResultCode.MALFORMED and "later than" in r.detail
+
+
+def test_signed_before_the_certificate_was_valid_is_not_yet_valid(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL, not_before=NOW - timedelta(days=1))
+    r = run(jpki, item_of("cms", cert, signing_time=NOW - timedelta(days=3)))
+    assert r.result is ResultCode.NOT_YET_VALID, r
+
+
+def test_signed_while_valid_then_expired_is_ok_and_says_so(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL, not_before=NOW - timedelta(days=60), days=30)
+    r = run(jpki, item_of("cms", cert, signing_time=NOW - timedelta(days=45)))
+    assert r.result is ResultCode.OK, r
+    assert r.validity is not None and "expired since" in r.validity.detail
+
+
+def test_ca_not_valid_at_the_signing_instant(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    ca_start = jpki.cas[Family.SIGN_CARD].cert.not_valid_before_utc
+    later = ca_start.replace(year=ca_start.year + 11)  # make_ca: 3650 days
+    r = run(jpki, raw_item(cert), now=later)
+    assert r.result is ResultCode.EXPIRED and "CA" in r.detail
+
+
+# --- the four facts -----------------------------------------------------------------
+
+
+def test_four_facts_are_decoded_with_the_era(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    facts = decode_facts(cert)
+    assert facts is not None
+    assert (facts.name, facts.sex, facts.address) == (FACTS.name, "male", FACTS.address)
+    assert facts.name_substitute == FACTS.name_alt and facts.address_substitute is None
+    assert facts.birth_date.date == date(1980, 1, 2) and facts.birth_date.era == "昭和"
+    assert facts.birth_date.encoded == "319800102"
+    wire = msgspec.json.decode(msgspec.json.encode(facts))
+    assert wire["birthDate"]["era"] == "昭和" and wire["nameSubstitute"] == FACTS.name_alt
+
+
+def test_auth_certificate_has_no_facts(jpki: Jpki) -> None:
+    assert decode_facts(jpki.issue(Family.AUTH_CARD, SERIAL)) is None
+
+
+def _san_cert(*values: tuple[str, bytes]) -> x509.Certificate:
+    names = [x509.OtherName(x509.ObjectIdentifier(oid), v) for oid, v in values]
+    return certificate("x", SUBJECT_KEY, extensions=[(x509.SubjectAlternativeName(names), False)])
+
+
+def _utf8(s: str) -> bytes:
+    raw = s.encode()
+    return b"\x0c" + bytes((len(raw),)) + raw
+
+
+ARC = "1.2.392.200149.8.5.5."
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([(ARC + "1", _utf8("名前"))], "lacks sex, birth_date, address"),
+        ([(ARC + "1", b"\x04\x01x"), (ARC + "3", _utf8("1"))], "name is not a DER UTF8String"),
+        (
+            [
+                (ARC + "1", _utf8("a")),
+                (ARC + "3", _utf8("9")),
+                (ARC + "4", _utf8("319800102")),
+                (ARC + "5", _utf8("b")),
+            ],
+            "sex is not",
+        ),
+        (
+            [
+                (ARC + "1", _utf8("a")),
+                (ARC + "3", _utf8("1")),
+                (ARC + "4", _utf8("419800102")),
+                (ARC + "5", _utf8("b")),
+            ],
+            "era digit",
+        ),
+        ([(ARC + "1", _utf8("a")), (ARC + "1", _utf8("b"))], "appears twice"),
+    ],
+)
+def test_facts_off_profile_are_refused_naming_the_field(
+    values: list[tuple[str, bytes]], message: str
+) -> None:
+    with pytest.raises(FactsError, match=message) as e:
+        decode_facts(_san_cert(*values))
+    assert "名前" not in str(e.value)
+
+
+# --- bad input: per item, never an exception ------------------------------------------
+
+
+def test_pkcs1_with_a_digest_and_its_hash(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    digest = hashlib.sha384(DOC).digest()
+    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+    sig = SUBJECT_KEY.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA384()))
+    item = Pkcs1Item(certificate=der(cert), signature=sig, digest=digest, hash="sha384")
+    assert run(jpki, item).result is ResultCode.OK
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "phrase"),
+    [
+        (
+            {"digest": hashlib.sha256(DOC).digest()[:20], "hash": "sha256", "data": None},
+            ResultCode.MALFORMED,
+            "not 32 octets",
+        ),
+        (
+            {"digest": hashlib.sha1(DOC).digest(), "hash": "sha1", "data": None},
+            ResultCode.UNSUPPORTED,
+            "sha1",
+        ),
+        ({"digest": hashlib.sha256(DOC).digest()}, ResultCode.MALFORMED, "exactly one"),
+        (
+            {"digest": hashlib.sha256(DOC).digest(), "data": None},
+            ResultCode.MALFORMED,
+            "hash algorithm",
+        ),
+        ({"hash": "md4"}, ResultCode.UNSUPPORTED, "unknown hash"),
+        ({"signature": b"\x01" * 10}, ResultCode.MALFORMED, "modulus"),
+        ({"certificate": b"\x30\x03\x02\x01\x01"}, ResultCode.MALFORMED, "not a DER X.509"),
+    ],
+)
+def test_pkcs1_bad_input_is_a_per_item_result(
+    jpki: Jpki, change: dict[str, object], code: ResultCode, phrase: str
+) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    item = msgspec.structs.replace(raw_item(cert), **change)
+    r = run(jpki, item)
+    assert r.result is code and phrase in r.detail, r
+
+
+def test_cms_bad_input_is_a_per_item_result(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    good = cms_signed(DOC, cert)
+    cases = {
+        "garbage": (CmsItem(cms=b"\x30\x80garbage"), SignatureOutcome.MALFORMED),
+        "truncated": (CmsItem(cms=good[: len(good) // 2]), SignatureOutcome.MALFORMED),
+        "two signers": (
+            CmsItem(cms=cms_signed(DOC, cert, signers=2)),
+            SignatureOutcome.UNSUPPORTED,
+        ),
+        "no signer": (CmsItem(cms=cms_signed(DOC, cert, signers=0)), SignatureOutcome.MALFORMED),
+        "content twice": (CmsItem(cms=good, content=DOC), SignatureOutcome.MALFORMED),
+        "detached without content": (
+            CmsItem(cms=cms_signed(DOC, cert, detached=True)),
+            SignatureOutcome.MALFORMED,
+        ),
+    }
+    for name, (item, outcome) in cases.items():
+        assert check_cms(item).outcome is outcome, name
+        assert run(jpki, item).result.value == outcome.value, name
+
+
+def test_cms_without_signed_attributes_signs_the_content(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    s = check_cms(CmsItem(cms=cms_signed(DOC, cert, attributes=False)))
+    assert s.outcome is SignatureOutcome.VALID and not s.signed_attributes
+    bad = check_cms(
+        CmsItem(cms=cms_signed(DOC, cert, attributes=False, detached=True), content=DOC + b"x")
+    )
+    assert bad.outcome is SignatureOutcome.MISMATCH
+
+
+def test_xml_reference_to_an_unsupplied_uri_is_never_fetched(
+    jpki: Jpki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The document exists beside the process (xmlsec1 would read it by default): it is not
+    read; only what the request supplies is."""
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    xml = xml_signed(cert, detached=("honbun.txt", DOC))
+    (tmp_path / "honbun.txt").write_bytes(DOC)
+    monkeypatch.chdir(tmp_path)
+    r = run(jpki, XmlItem(xml=xml))
+    assert r.result is ResultCode.UNSUPPORTED and "never fetched" in r.detail
+    # a supplied document under another name does not open the file either
+    r = run(jpki, XmlItem(xml=xml, documents={"other.txt": DOC}))
+    assert r.result is ResultCode.UNSUPPORTED
+
+
+def test_xml_reference_to_http_is_refused(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    xml = xml_signed(cert, detached=("http://127.0.0.1:9/doc", DOC))
+    assert run(jpki, XmlItem(xml=xml)).result is ResultCode.UNSUPPORTED
+
+
+def test_xml_bad_input_is_a_per_item_result(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    good = xml_signed(cert)
+    sig_start = good.index(b"<Signature")
+    sig_end = good.index(b"</Signature>") + len(b"</Signature>")
+    two = good[:sig_end] + good[sig_start:sig_end] + good[sig_end:]
+    cases = {
+        "not xml": (b"<a", ResultCode.MALFORMED),
+        "no signature": (b"<a/>", ResultCode.MALFORMED),
+        "doctype": (
+            b'<!DOCTYPE a [<!ENTITY e "x">]>' + good[good.index(b"<Application") :],
+            ResultCode.MALFORMED,
+        ),
+        "two signatures": (two, ResultCode.UNSUPPORTED),
+        "duplicate id": (good.replace(b"<Name>", b'<Name Id="body">'), ResultCode.MALFORMED),
+        "sha1": (
+            good.replace(b"xmldsig-more#rsa-sha256", b"xmldsig#rsa-sha1"),
+            ResultCode.UNSUPPORTED,
+        ),
+        "no certificate": (
+            good.replace(b"<X509Certificate>", b"<X509CRL>").replace(
+                b"</X509Certificate>", b"</X509CRL>"
+            ),
+            ResultCode.MALFORMED,
+        ),
+        "template": (xml_template(), ResultCode.MALFORMED),
+    }
+    for name, (xml, code) in cases.items():
+        assert run(jpki, XmlItem(xml=xml)).result is code, name
+
+
+def test_xml_with_a_legit_empty_default_namespace_verifies(jpki: Jpki) -> None:
+    """The template holds ``<Plain xmlns="">`` and uses the default ds namespace: the
+    canonicalisation must be exact (lxml's sub-tree c14n is not; xmlsec1's is)."""
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    xml = xml_signed(cert)
+    assert b'xmlns=""' in xml
+    assert check_xmldsig(XmlItem(xml=xml)).outcome is SignatureOutcome.VALID
+
+
+# --- the request --------------------------------------------------------------------
+
+
+def test_request_decoding_is_strict_and_bounded(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    one = {"format": "pkcs1", "certificate": base64.b64encode(der(cert)).decode(),
+           "signature": base64.b64encode(pkcs1(DOC)).decode(), "data": base64.b64encode(DOC).decode()}  # fmt: skip
+    req = msgspec.json.decode(msgspec.json.encode({"items": [one]}), type=VerifyRequest)
+    assert isinstance(req.items[0], Pkcs1Item)
+    for bad in (
+        {"items": [one | {"extra": 1}]},
+        {"items": [one | {"format": "pgp"}]},
+        {"items": [one] * (MAX_ITEMS + 1)},
+        {"items": []},
+        {"items": [one | {"signature": "not base64!"}]},
+    ):
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.json.decode(msgspec.json.encode(bad), type=VerifyRequest)
+
+
+def test_result_wire_names_every_check(jpki: Jpki) -> None:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    wire = msgspec.json.decode(
+        msgspec.json.encode(run(jpki, item_of("cms", cert, signing_time=NOW)))
+    )
+    assert {"signature", "path", "profile", "validity", "statusAtSigning", "statusNow", "facts",
+            "certificate", "result", "detail", "index", "format"} <= set(wire)  # fmt: skip
+    assert wire["validity"]["instantSource"] == "signing-time"
+
+
+# --- fuzz: the parsers never raise --------------------------------------------------
+
+
+class Samples(dict[str, bytes]):
+    def __repr__(self) -> str:  # hypothesis prints the fixtures of a failing example
+        return "Samples(cms, xml, cert)"
+
+
+@pytest.fixture(scope="module")
+def samples(jpki: Jpki) -> Samples:
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    return Samples(
+        cms=cms_signed(DOC, cert, signing_time=NOW), xml=xml_signed(cert), cert=der(cert)
+    )
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_fuzz_cms_mutations_never_raise(samples: Samples, data: st.DataObject) -> None:
+    good = samples["cms"]
+    at = data.draw(st.integers(0, len(good) - 1))
+    blob = data.draw(st.one_of(
+        st.binary(max_size=400),
+        st.just(good[:at]),
+        st.builds(lambda b: good[:at] + bytes([b]) + good[at + 1:], st.integers(0, 255)),
+    ))  # fmt: skip
+    s = check_cms(CmsItem(cms=blob or b"\x00"))
+    assert s.outcome in SignatureOutcome
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_fuzz_xml_mutations_never_raise(samples: Samples, data: st.DataObject) -> None:
+    good = samples["xml"]
+    at = data.draw(st.integers(0, len(good) - 1))
+    blob = data.draw(st.one_of(
+        st.binary(max_size=400),
+        st.just(good[:at]),
+        st.builds(lambda b: good[:at] + bytes([b]) + good[at + 1:], st.integers(0, 255)),
+    ))  # fmt: skip
+    s = check_xmldsig(XmlItem(xml=blob or b"\x00"))
+    assert s.outcome in SignatureOutcome
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_fuzz_certificates_never_raise(jpki: Jpki, samples: Samples, data: st.DataObject) -> None:
+    good = samples["cert"]
+    at = data.draw(st.integers(0, len(good) - 1))
+    blob = good[:at] + bytes([data.draw(st.integers(0, 255))]) + good[at + 1 :]
+    r = run(jpki, Pkcs1Item(certificate=blob, signature=pkcs1(DOC), data=DOC))
+    assert r.result in ResultCode
