@@ -106,6 +106,7 @@ from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 from responder.v1.jws import AnswerSigner, load_answer_signer
 from responder.v1.routes import CALLS_DIR, V1Api, public_documents
+from responder.v1.routes import Done as V1Done
 from responder.v1.table import MEMBER_ROUTES as V1_MEMBER_ROUTES
 from responder.v1.table import ROUTES as V1_ROUTES
 
@@ -164,6 +165,8 @@ _SUCCESSFUL: Final = OCSP_STATUS[ResponseStatus.SUCCESSFUL]
 _TRY_LATER: Final = OCSP_STATUS[ResponseStatus.TRY_LATER]
 _INTERNAL_ERROR: Final = OCSP_STATUS[ResponseStatus.INTERNAL_ERROR]
 _FAIR_SHARE: Final = "fair_share"
+V1_QUEUE_PER_PARTY: Final = 2
+"""A party's /v1 batches waiting for the batch thread; more are refused 429 ``fair_share``."""
 _SOURCE: Final = {True: "presigned", False: "cached"}
 """An `Answer`'s source: the builder's pre-signed answer, or one signed here and cached."""
 
@@ -249,6 +252,9 @@ class JpkiApp:
         # in jpkiva_registry_file_bad) within a second, with or without traffic, off the
         # request path
         threading.Thread(target=self._registry_loop, name="registry-watch", daemon=True).start()
+        self.v1_pool: SigningPool[V1Done] = SigningPool(1, V1_QUEUE_PER_PARTY)
+        """The batch thread of /v1 (`responder.v1.routes.THREAD_BYTES`): one thread, since the
+        work holds the GIL; it keeps a batch of 10,000 off the event loop."""
         self.v1: V1Api | None = None
         self.relay: RecordInfoRelay | None = None
         """On a group appliance the only /v1 route: 特定署名用電子証明書記録情報 relayed for a
@@ -269,7 +275,7 @@ class JpkiApp:
             )  # fmt: skip
             self.v1 = V1Api(
                 V1_MEMBER_ROUTES, config, store=self.store, quota=self.limits,
-                ledger=self.ledger, calls=self.calls, signer=group_signer,
+                ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
                 public=public_documents(V1_MEMBER_ROUTES, group_signer),
                 group_id=self.group.group_id,
             )  # fmt: skip
@@ -283,6 +289,7 @@ class JpkiApp:
                 quota=self.limits,
                 ledger=self.ledger,
                 calls=self.calls,
+                pool=self.v1_pool,
                 signer=answer_signer,
                 public=public_documents(V1_ROUTES, answer_signer),
             )
@@ -339,6 +346,7 @@ class JpkiApp:
     def close(self) -> None:
         self._stop.set()
         self.signing.close()
+        self.v1_pool.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.calls.close()
@@ -420,8 +428,8 @@ class JpkiApp:
         if ocsp:
             req.note = _NOTE_UNAUTHENTICATED
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
-        if v1:
-            got = self._v1(req)  # 401, or 404 for no route: nothing is asked of anyone
+        if v1:  # 401 (or 404, 405): no party, so nothing reaches the batch thread
+            got = self._v1(req)
             assert isinstance(got, Response)
             return got
         req.note = _NOTE_CRL_UNAUTHENTICATED

@@ -56,7 +56,7 @@ _PROBLEMS: Final = {
     403: "The agreement (取決め) or the law refuses this party this service now (the rule and article are named). Not counted in the ledger.",
     405: "The route does not take this method.",
     415: "The body is not application/json.",
-    429: "The agreed quota is used up; see Retry-After.",
+    429: "The agreed quota is used up (`quota`), or the party's earlier large calls still hold its share of the worker's batch thread (`fair_share`); see Retry-After.",
     503: "The answer could not be completed; retry.",
 }
 
@@ -117,6 +117,7 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
             "security": security,
             "responses": {
                 "200": ok,
+                **{str(code): ok | {"description": what} for code, what in r.accepted},
                 **_problem_responses((400, 401, 403, 405, 429, 503), r.problems),
             },
         }

@@ -313,4 +313,5 @@ ROUTE: Final = Route(
     services=(Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO),
     handler=handle,
     setup=setup,
+    threaded=True,  # the env (IssuerIndex) only swaps whole tables; the rest is per call
 )
