@@ -21,7 +21,9 @@ Order, the first refusal wins; nothing is read from the store before a party is 
 4. policy (`responder.policy.decide`): may this party receive this family's
    revocation information by OCSP now (started, not ended, not suspended, 提供の停止
    Act §18(6), §37(4); family and method in its agreement, 取決め Act §17(4), §36(2)),
-   else ``unauthorized`` with the policy's rule;
+   else ``unauthorized`` with the policy's rule. The status of a 特定利用者証明検証者証明符号
+   (Act §38-3, the token issuer's certificates) is given to every registered party whose
+   provision runs (`responder.policy.decide_token_status`) and not counted in the ledger;
 5. quota (the agreed requests per second and per day, Ord §31, §33, §62), through the
    `Quota` port (the shell's shared table, `responder.limits.LimitsTable`): used up is
    ``tryLater`` (``quota``);
@@ -108,7 +110,9 @@ class Answer(msgspec.Struct, frozen=True, gc=False):
 
     ready: Ready
     party: Party
-    service: Service
+    service: Service | None
+    """None for the status of a 特定利用者証明検証者証明符号 (`policy.decide_token_status`):
+    not counted in the ledger."""
 
 
 class Signing(msgspec.Struct, frozen=True, gc=False):
@@ -116,7 +120,8 @@ class Signing(msgspec.Struct, frozen=True, gc=False):
 
     job: SignJob
     party: Party
-    service: Service
+    service: Service | None
+    """As `Answer.service`."""
 
 
 class Refusal(msgspec.Struct, frozen=True, gc=False):
@@ -203,8 +208,14 @@ class OcspFlow:
         if view is None:
             return Refusal(ResponseStatus.UNAUTHORIZED, UNKNOWN_ISSUER, party)
         family = view.family
-        service = policy.service_for_ocsp(family)
-        verdict = policy.decide(party, service=service, family=family, method=Method.OCSP, now=now)
+        service: Service | None = None
+        if family.is_jpki:
+            service = policy.service_for_ocsp(family)
+            verdict = policy.decide(
+                party, service=service, family=family, method=Method.OCSP, now=now
+            )
+        else:  # a 特定利用者証明検証者証明符号 (Act §38-3): no provision the ledger counts
+            verdict = policy.decide_token_status(party, now=now)
         if verdict is not policy.ALLOWED:
             assert isinstance(verdict, policy.Refused)
             return Refusal(ResponseStatus.UNAUTHORIZED, verdict.rule.value, party, family)
