@@ -15,6 +15,9 @@
     GET  /reports/YYYY[.csv|.json]  the yearly report (報告書, Act §41), public; rendered at
                             most once per ``[ledger] collect_interval`` per year and format
     GET  /announcements[.json|.atom]  CA compromise announcements (`responder.announce`), public
+    *    /v1/...            the JSON API (`responder.v1`: batch status and the other
+                            provisions of Act §18, §37, §38-3, each behind the same
+                            authentication, policy, quotas and ledger as OCSP)
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
 
@@ -88,6 +91,8 @@ from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
+from responder.v1.routes import V1Api
+from responder.v1.table import ROUTES as V1_ROUTES
 
 _log: Final = logging.getLogger("responder.app")
 
@@ -203,6 +208,9 @@ class JpkiApp:
         # in jpkiva_registry_file_bad) within a second, with or without traffic, off the
         # request path
         threading.Thread(target=self._registry_loop, name="registry-watch", daemon=True).start()
+        self.v1 = V1Api(
+            V1_ROUTES, config, store=self.store, quota=self.limits, ledger=self.ledger, signer=None
+        )
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
         self.entries: EntryCounts | None = None
@@ -289,6 +297,8 @@ class JpkiApp:
                 req.note = _NOTE_MALFORMED
                 return _OCSP_ERRORS[ResponseStatus.MALFORMED_REQUEST]
             return self._ocsp(req, der, get=True)
+        if path.startswith(b"/v1/"):
+            return self.v1.handle(req, self.registry, time.time())
         get = req.method in (b"GET", b"HEAD")
         if path == b"/healthz":
             req.note = _NOTE_HEALTHZ
@@ -323,13 +333,16 @@ class JpkiApp:
         """
         path = req.target.split(b"?", 1)[0]
         ocsp = path in (b"/ocsp", b"/") or path.startswith(b"/ocsp/")
-        if not ocsp and not path.startswith(b"/crl/"):
+        v1 = path.startswith(b"/v1/")
+        if not ocsp and not v1 and not path.startswith(b"/crl/"):
             return None
         if access.bearer_token(req) is None or access.by_transport(self.registry, req):
             return None
         if ocsp:
             req.note = _NOTE_UNAUTHENTICATED
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
+        if v1:
+            return self.v1.handle(req, self.registry, time.time())  # 401, or 404 for no route
         req.note = _NOTE_CRL_UNAUTHENTICATED
         return _UNAUTHORIZED_HTTP
 

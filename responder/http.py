@@ -47,6 +47,10 @@ also offer ``early(req) -> Response | None``: called after the headers of a
 request that has a body and an ``Authorization`` field, with the body still
 unread; a Response is sent at once and the connection closed without reading the
 body (a credential that matches no party, refused before it can hold a slot).
+A request to the JSON API (a target under `JSON_PREFIX`) that carries a credential
+(an ``Authorization`` field or a client certificate) may have a body of up to
+``max_json_body_bytes`` (a batch of 10,000 certificates); every other body is bounded by
+``max_body_bytes``.
 
 The periodic ``HttpServer.tick`` refreshes the coarse clock that stamps deadlines
 and the cached ``Date`` header.
@@ -107,6 +111,8 @@ TICK_SECONDS: Final = 0.1
 Deadlines are stamped from the coarse clock plus one tick (reading the loop's clock costs
 more than the rest of a deadline's bookkeeping), so they fire never early and at most one
 tick late."""
+JSON_PREFIX: Final = b"/v1/"
+"""Targets of the JSON API (`responder.v1`), whose credentialed bodies may be larger."""
 SHED_STATUS: Final = 503
 """The layer's load-shedding answer, and the only 503 it makes: a connection refused at
 ``max_connections`` (or while draining), or an unattributed one displaced by a newer one.
@@ -511,6 +517,7 @@ class HttpProtocol(asyncio.Protocol):
         "_loop",
         "_max_body",
         "_max_header",
+        "_max_json_body",
         "_out",
         "_out_close",
         "_parser",
@@ -519,6 +526,7 @@ class HttpProtocol(asyncio.Protocol):
         "_phase",
         "_queue",
         "_req_cert",
+        "_req_max_body",
         "_seq",
         "_served",
         "_srv",
@@ -572,6 +580,9 @@ class HttpProtocol(asyncio.Protocol):
         self._t0 = 0.0
         self._max_header = server.limits.max_header_bytes
         self._max_body = server.limits.max_body_bytes
+        self._max_json_body = server.limits.max_json_body_bytes
+        self._req_max_body = self._max_body
+        """The body limit of the request being read (`on_headers_complete` chooses it)."""
         self.attributed = False
         """A request on this connection was attributed to a registered party."""
         self.counted = False
@@ -760,13 +771,17 @@ class HttpProtocol(asyncio.Protocol):
                 except ValueError:
                     self._reject(400)
         self._req_cert = cert
+        limit = self._max_body
+        if self._url.startswith(JSON_PREFIX) and (cert is not None or b"authorization" in headers):
+            limit = self._max_json_body
+        self._req_max_body = limit
         length = headers.get(b"content-length")
         has_body = False
         if length is not None:
             if not length.isdigit():
                 self._reject(400)
             size = int(length)
-            if size > self._max_body:
+            if size > limit:
                 self._reject(413)
             has_body = size > 0
         elif b"transfer-encoding" in headers:
@@ -819,7 +834,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         size = self._body_len + len(body)
-        if size > self._max_body:
+        if size > self._req_max_body:
             self._reject(413)
         self._body_len = size
         if self._body_parts is not None:
@@ -1184,6 +1199,7 @@ class HttpProtocol(asyncio.Protocol):
     def set_limits(self, limits: LimitsConfig) -> None:
         self._max_header = limits.max_header_bytes
         self._max_body = limits.max_body_bytes
+        self._max_json_body = limits.max_json_body_bytes
 
     def begin_drain(self) -> None:
         """Close now if idle; otherwise close after the answers in flight."""

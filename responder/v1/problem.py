@@ -1,0 +1,109 @@
+"""Refusals of the /v1 routes as RFC 9457 problem details (``application/problem+json``).
+
+Every refusal names its rule (``type`` ``urn:jpki-va:problem:<rule>``), the article a
+legal refusal rests on and, for bad input, the offending field as a path into the
+request (``$.entries[3].serial``, msgspec's notation); never the data asked about (no
+serial, no certificate, no holder), so a problem can be logged and shown as it is.
+
+- 400 ``bad_input``: malformed JSON, an unknown field, a value outside its bounds
+  (more than 10,000 entries, a serial over 20 octets), an issuer we do not serve, a
+  certificate that does not parse. Nothing is counted in the ledger (帳簿, Act §40).
+- 401 ``unauthenticated``: no registered party proved itself (Act §17(1), §36(1));
+  no lookup happened.
+- 403 the `responder.policy` rules (``unauthorized_service``, ``suspended`` ...): the
+  article of the agreement (取決め) or of the law; counted as refused in the metrics.
+- 429 ``quota`` with ``Retry-After``.
+- 404, 405, 415: the HTTP rules (no such route, method, media type).
+- 503 ``unavailable``: a follow-up the answer needs could not be carried out.
+
+Sans-I/O: functions from a refusal to a `Problem` and to its `responder.http.Response`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+import msgspec
+
+from responder import policy
+from responder.http import Response
+from responder.v1.wire import Problem
+
+PROBLEM_JSON: Final = b"application/problem+json"
+_NO_STORE: Final = ((b"cache-control", b"no-store"),)
+
+BAD_INPUT: Final = "bad_input"
+NOT_FOUND: Final = "not_found"
+METHOD_NOT_ALLOWED: Final = "method_not_allowed"
+UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
+UNAVAILABLE: Final = "unavailable"
+
+_encoder: Final = msgspec.json.Encoder()
+_AT: Final = re.compile(r" - at `(\$[^`]*)`$")
+
+
+def make(status: int, rule: str, detail: str, *, article: str = "", field: str = "") -> Problem:
+    return Problem(
+        type=f"urn:jpki-va:problem:{rule}",
+        title=rule,
+        status=status,
+        detail=detail,
+        rule=rule,
+        article=article,
+        field=field,
+    )
+
+
+def bad_input(field: str, detail: str) -> Problem:
+    """400: the request is not one this route accepts; ``field`` says where (``$`` the body)."""
+    return make(400, BAD_INPUT, detail, field=field)
+
+
+def from_decode_error(exc: msgspec.DecodeError) -> Problem:
+    """400 from msgspec's message: its text says what is wrong and where, never the value.
+
+    msgspec words a validation error as ``Expected `int`, got `str` - at `$.a[0]```:
+    the path becomes ``field``, the rest ``detail``. A syntax error names a byte offset.
+    """
+    text = str(exc)
+    m = _AT.search(text)
+    if m is None:
+        return bad_input("$", text)
+    return bad_input(m.group(1), text[: m.start()])
+
+
+def refused(refusal: policy.Refused) -> Problem:
+    """401 for ``unauthenticated``, 403 for any other rule of `responder.policy`."""
+    status = 401 if refusal.rule is policy.Rule.UNAUTHENTICATED else 403
+    return make(status, refusal.rule.value, refusal.detail, article=refusal.article)
+
+
+def quota(refusal: policy.Refused) -> Problem:
+    """429: the agreed quota (取決め) is used up."""
+    return make(429, refusal.rule.value, refusal.detail, article=refusal.article)
+
+
+NO_ROUTE: Final = make(404, NOT_FOUND, "no such route under /v1 (see /v1/openapi.json)")
+UNSUPPORTED: Final = make(
+    415, UNSUPPORTED_MEDIA_TYPE, "the request body must be application/json", field="$"
+)
+
+
+def method_not_allowed(allow: bytes) -> Response:
+    return response(
+        make(405, METHOD_NOT_ALLOWED, "this route does not take this method"),
+        ((b"allow", allow),),
+    )
+
+
+def response(
+    problem: Problem, extra: tuple[tuple[bytes, bytes], ...] = (), *, retry_after: int | None = None
+) -> Response:
+    """The HTTP answer carrying ``problem`` (never cached; ``Retry-After`` for a 429)."""
+    headers = _NO_STORE + extra
+    if retry_after is not None:
+        headers = (*headers, (b"retry-after", str(max(1, retry_after)).encode()))
+    if problem.status == 401:
+        headers = (*headers, (b"www-authenticate", b"Bearer"))
+    return Response(problem.status, _encoder.encode(problem), PROBLEM_JSON, headers)

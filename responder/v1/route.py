@@ -1,0 +1,118 @@
+"""What a /v1 route is made of: `Route` (one table entry), `Context` (what a handler is given)
+and `Reply` (what a handler answers). The API of every service module; the dispatcher is
+`responder.v1.routes`, the table `responder.v1.table`.
+
+A handler is sans-I/O: ``handler(request, ctx) -> Reply | Problem``. ``request`` is the
+route's request Struct, already decoded and validated (the JSON body of a POST, the
+query parameters of a GET); ``ctx`` gives the authenticated `Party`, one consistent view
+of the store (`StoreReader`), ``now`` and the per-entry policy (`Context.permit`). It
+returns the response Struct in a `Reply` saying how many provisions of which service to
+count in the ledger (帳簿, Act §40), or a `responder.v1.wire.Problem` (400 naming the
+field for bad input: then nothing is counted). A handler that needs an I/O side effect
+(a record written to the builder's spool) returns it as `Reply.effect`, a callable the
+shell runs before the answer is sent; a route that needs something prepared once per
+worker (a spool directory, a signing key) names a ``setup`` function whose result the
+handler finds in `Context.env`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+import msgspec
+
+from crlbuilder.model import Family
+from crlbuilder.store.reader import StoreReader
+from responder import policy
+from responder.config import ResponderConfig
+from responder.registry.party import Party
+from responder.registry.vocabulary import Method, Service
+from responder.v1.wire import Problem
+
+Req = TypeVar("Req", bound=msgspec.Struct)
+Resp = TypeVar("Resp", bound=msgspec.Struct)
+
+
+@dataclass(slots=True)
+class Context:
+    """What a handler may use: who asks, the store as of one instant, the time, its setup."""
+
+    party: Party
+    reader: StoreReader
+    now: float
+    """Epoch seconds of the request."""
+    env: object = None
+    """The result of the route's ``setup`` (None without one)."""
+    _permits: dict[tuple[Service, Family | None], policy.Refused | None] = field(
+        default_factory=dict
+    )
+
+    def permit(self, service: Service, family: Family | None) -> policy.Refused | None:
+        """None when the party may receive ``service`` about a ``family`` certificate by the
+        ``json`` method now (`responder.policy.decide`), else the refusal: for refusing one
+        entry of a batch (families a party may not receive are refused per entry)."""
+        key = (service, family)
+        try:
+            return self._permits[key]
+        except KeyError:
+            pass
+        verdict = policy.decide(
+            self.party, service=service, family=family, method=Method.JSON, now=self.now
+        )
+        got = verdict if isinstance(verdict, policy.Refused) else None
+        self._permits[key] = got
+        return got
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[Resp]):
+    """A handler's answer: the body and what to count."""
+
+    body: Resp
+    counts: tuple[tuple[Service, int], ...] = ()
+    """Provisions to count in the ledger (帳簿, Act §40), per service, method ``json``;
+    the entries of a batch each count one (件数, the unit of a fee per provision, Act §67)."""
+    family: str = ""
+    """The certificate family the answer was about, for the metrics and the access log
+    (`responder.outcome.Outcome.family`); "" for none or several."""
+    effect: Callable[[], None] | None = None
+    """An I/O side effect the shell runs before the answer is sent (and before anything is
+    counted); if it raises, the party gets 503 ``unavailable`` and nothing is counted."""
+    status: int = 200
+
+
+Handler = Callable[[Req, Context], Reply[Resp] | Problem]
+
+
+@dataclass(frozen=True, slots=True)
+class Route(Generic[Req, Resp]):
+    """One entry of the route table: read by the dispatcher and the OpenAPI generator."""
+
+    method: Literal["GET", "POST"]
+    path: str
+    """``/v1/<name>``; exact match, no path parameters (a GET takes query parameters)."""
+    name: str
+    """Short name: the metrics' and access log's endpoint is ``v1-<name>``."""
+    summary: str
+    request: type[Req]
+    """The body Struct of a POST; the query parameters Struct of a GET (flat fields)."""
+    response: type[Resp]
+    services: tuple[Service, ...]
+    """The services the route may provide: a party whose agreement names none of them by the
+    ``json`` method (for any family) is refused 403 before the body is decoded."""
+    handler: Handler[Req, Resp]
+    description: str = ""
+    setup: Callable[[ResponderConfig], object] | None = None
+    """Run once per worker; its result is `Context.env`."""
+    signed: bool = True
+    """The answer carries a JWS of the responder's answer-signing key (`responder.v1.jws`)."""
+
+    @property
+    def endpoint(self) -> str:
+        return f"v1-{self.name}"
+
+
+AnyRoute: TypeAlias = Route[Any, Any]
+"""A table entry whatever its Structs: the table holds routes of different types."""

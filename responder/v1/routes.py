@@ -1,0 +1,239 @@
+"""The /v1 dispatcher: every JSON route behind the same gate as OCSP, in one order.
+
+`V1Api.handle` takes one `responder.http.Request` whose path starts with ``/v1/`` and:
+
+1. finds the route (`responder.v1.table.ROUTES`; 404 problem) and checks the method
+   (405) — or serves a public document (``/v1/openapi.json``, ``/v1/keys``);
+2. authenticates (`responder.access.by_transport`: client certificate, forwarded
+   client certificate, bearer token), before anything of the body is read: none is
+   401 ``unauthenticated`` (Act §17(1), §36(1)), no lookup happened;
+3. asks the policy (`responder.policy.decide`, method ``json``) whether the party may
+   receive one of the route's services for at least one family: ended, not started,
+   not in the agreement (取決め), suspended (提供の停止, Act §18(6),(7), §37(4)) is 403
+   citing the article; the families it may not receive are then refused per entry by
+   the handler (`responder.v1.route.Context.permit`);
+4. counts the request against the agreed quotas (`responder.limits`): 429 with
+   Retry-After;
+5. checks the media type (415) and decodes the body (POST) or the query (GET) into the
+   route's request Struct with msgspec, strictly: 400 ``bad_input`` naming the field;
+6. runs the handler in one read view of the store (sans-I/O), then its follow-up
+   effect if any (503 if that fails), then counts the ledger (帳簿, Act §40:
+   `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
+   sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
+
+Every path leaves a `responder.outcome.Outcome` in ``Request.note`` (endpoint
+``v1-<name>``, family, party, refusal rule) for the metrics and the access log. Nothing
+is counted in the ledger for a refusal or bad input.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, Protocol
+
+import msgspec
+
+from crlbuilder.model import Family
+from crlbuilder.store.reader import ReadSource
+from responder import access, policy
+from responder.config import ResponderConfig
+from responder.http import Request, Response
+from responder.limits import Wait
+from responder.outcome import Outcome
+from responder.registry.lookup import Registry
+from responder.registry.party import Party
+from responder.registry.vocabulary import SERVICE_FAMILIES, Method, Service
+from responder.v1 import problem
+from responder.v1.route import AnyRoute, Context, Reply
+from responder.v1.wire import Problem
+
+JSON: Final = b"application/json"
+SIGNATURE_HEADER: Final = b"jws-signature"
+"""The response header carrying the answer's detached JWS (`responder.v1.jws`)."""
+MALFORMED: Final = "malformed"
+"""The metrics' rule for bad input (the vocabulary OCSP's malformed requests use)."""
+UNAVAILABLE_RULE: Final = "unavailable"
+_MAX_QUERY_FIELDS: Final = 32
+_NO_STORE: Final = ((b"cache-control", b"no-store"),)
+_NOTE_NOT_FOUND: Final = Outcome("v1")
+
+# a refusal of a route's service that a party's titles grant says more than the
+# refusal of a service they do not (a suspended 署名検証者 asking for a batch that may
+# hold auth certificates is told of the suspension, not of its missing title)
+_RANK: Final = {
+    policy.Rule.UNAUTHORIZED_SERVICE: 0,
+    policy.Rule.UNAUTHORIZED_FAMILY: 1,
+    policy.Rule.UNAUTHORIZED_METHOD: 2,
+}
+
+
+class Quota(Protocol):
+    """The agreed quotas (`responder.limits.LimitsTable`)."""
+
+    def admit(self, party: Party, now: float) -> Wait | None: ...
+
+
+class Counter(Protocol):
+    """The ledger's hot path (`responder.ledger.LedgerWriter`)."""
+
+    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None: ...
+
+
+class AnswerSigner(Protocol):
+    """Signs an answer's exact body bytes (`responder.v1.jws.AnswerSigner`)."""
+
+    def sign(self, body: bytes) -> bytes: ...
+
+
+def gate(party: Party, services: Iterable[Service], now: float) -> policy.Refused | None:
+    """None when ``party`` may receive one of ``services`` by ``json`` for some family now;
+    else the most telling refusal (see ``_RANK``)."""
+    best: policy.Refused | None = None
+    for service in services:
+        families: tuple[Family | None, ...] = tuple(SERVICE_FAMILIES[service]) or (None,)
+        for family in families:
+            verdict = policy.decide(
+                party, service=service, family=family, method=Method.JSON, now=now
+            )
+            if not isinstance(verdict, policy.Refused):
+                return None
+            if best is None or _RANK.get(verdict.rule, 9) > _RANK.get(best.rule, 9):
+                best = verdict
+    return best
+
+
+class V1Api:
+    """One worker's /v1 routes and the collaborators they share with OCSP."""
+
+    def __init__(
+        self,
+        routes: Sequence[AnyRoute],
+        config: ResponderConfig,
+        *,
+        store: ReadSource,
+        quota: Quota,
+        ledger: Counter,
+        signer: AnswerSigner | None,
+        public: dict[bytes, Callable[[], Response]] | None = None,
+    ) -> None:
+        self.routes = {r.path.encode(): r for r in routes}
+        self.store = store
+        self.quota = quota
+        self.ledger = ledger
+        self.signer = signer
+        self.public = public or {}
+        """Public GET documents (``/v1/openapi.json``, ``/v1/keys``): no party, nothing counted."""
+        self._envs = {r.path: r.setup(config) if r.setup is not None else None for r in routes}
+        self._decoders = {
+            r.path: msgspec.json.Decoder(r.request) for r in routes if r.method == "POST"
+        }
+        self._encoder = msgspec.json.Encoder()
+
+    def handle(self, req: Request, registry: Registry, now: float) -> Response:
+        """Answer one request under /v1 (the order is the module docstring's)."""
+        target = req.target
+        path, _, query = target.partition(b"?")
+        route = self.routes.get(path)
+        if route is None:
+            doc = self.public.get(path)
+            req.note = _NOTE_NOT_FOUND
+            if doc is None:
+                return problem.response(problem.NO_ROUTE)
+            if req.method not in (b"GET", b"HEAD"):
+                return problem.method_not_allowed(b"GET, HEAD")
+            page = doc()
+            if req.method == b"HEAD":
+                return Response(page.status, b"", page.content_type, page.extra_headers)
+            return page
+        endpoint = route.endpoint
+        if req.method != route.method.encode():
+            req.note = Outcome(endpoint)
+            return problem.method_not_allowed(route.method.encode())
+        party = access.by_transport(registry, req, now)
+        if party is None:
+            req.note = Outcome(endpoint, rule=policy.Rule.UNAUTHENTICATED.value)
+            unauthenticated = policy.decide(
+                None, service=route.services[0], family=None, method=Method.JSON, now=now
+            )
+            assert isinstance(unauthenticated, policy.Refused)
+            return problem.response(problem.refused(unauthenticated))
+        refusal = gate(party, route.services, now)
+        if refusal is not None:
+            req.note = Outcome(endpoint, party=party.id, rule=refusal.rule.value)
+            return problem.response(problem.refused(refusal))
+        wait = self.quota.admit(party, now)
+        if wait is not None:
+            req.note = Outcome(endpoint, party=party.id, rule=policy.Rule.QUOTA.value)
+            limited = policy.limit_refusal(party, route.services[0], wait.limit)
+            return problem.response(problem.quota(limited), retry_after=wait.retry_after)
+        decoded = self._decode(route, req, query)
+        if isinstance(decoded, Problem):
+            req.note = Outcome(endpoint, party=party.id, rule=MALFORMED)
+            return problem.response(decoded)
+        with self.store.read() as reader:
+            ctx = Context(party, reader, now, self._envs[route.path])
+            got = route.handler(decoded, ctx)
+            if isinstance(got, Problem):
+                rule = MALFORMED if got.status == 400 else got.rule
+                req.note = Outcome(endpoint, party=party.id, rule=rule)
+                return problem.response(got)
+            body = self._encoder.encode(got.body)
+        return self._send(req, route, party, got, body)
+
+    def _send(
+        self, req: Request, route: AnyRoute, party: Party,
+        reply: Reply[Any], body: bytes,
+    ) -> Response:  # fmt: skip
+        endpoint = route.endpoint
+        if reply.effect is not None:
+            try:
+                reply.effect()
+            except Exception:  # the shell's I/O failed: nothing provided, nothing counted
+                req.note = Outcome(endpoint, family=reply.family, party=party.id,
+                                   rule=UNAVAILABLE_RULE)  # fmt: skip
+                return problem.response(
+                    problem.make(
+                        503, problem.UNAVAILABLE, "the answer could not be completed; retry"
+                    ),
+                    retry_after=1,
+                )
+        headers: tuple[tuple[bytes, bytes], ...] = _NO_STORE
+        if route.signed and self.signer is not None:
+            headers = (*headers, (SIGNATURE_HEADER, self.signer.sign(body)))
+        # 帳簿 (Act §40): counted before the answer is written
+        for service, n in reply.counts:
+            if n > 0:
+                self.ledger.count(party.id, service, Method.JSON, n)
+        req.note = Outcome(endpoint, family=reply.family, party=party.id)
+        return Response(reply.status, body, JSON, headers)
+
+    def _decode(self, route: AnyRoute, req: Request, query: bytes) -> msgspec.Struct | Problem:
+        if route.method == "POST":
+            ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+            if ctype != JSON:
+                return problem.UNSUPPORTED
+            try:
+                decoded: msgspec.Struct = self._decoders[route.path].decode(req.body)
+            except msgspec.DecodeError as e:  # ValidationError is a DecodeError
+                return problem.from_decode_error(e)
+            return decoded
+        try:
+            pairs = urllib.parse.parse_qsl(
+                query.decode("ascii"),
+                keep_blank_values=True,
+                strict_parsing=bool(query),
+                max_num_fields=_MAX_QUERY_FIELDS,
+            )
+        except (UnicodeDecodeError, ValueError):
+            return problem.bad_input("$", "the query string is not well formed")
+        fields: dict[str, str] = {}
+        for k, v in pairs:
+            if k in fields:
+                return problem.bad_input(f"$.{k}", "a query parameter is repeated")
+            fields[k] = v
+        try:
+            query_struct: msgspec.Struct = msgspec.convert(fields, route.request, strict=False)
+        except msgspec.ValidationError as e:
+            return problem.from_decode_error(e)
+        return query_struct

@@ -1,0 +1,338 @@
+"""POST /v1/status: batch 現況確認, revocation information on request for many certificates at once.
+
+保存期間に係る署名用電子証明書失効情報 (Act §18(1)) and 利用者証明用電子証明書失効情報
+(Act §37(1)) on request, as a JSON batch: a verifier re-checks up to `MAX_ENTRIES`
+certificates in one call (a 署名検証者 on its own behalf; a group for its members, Act
+§20(1); a member asking again later, §21(3), goes through its group). Each entry names a
+certificate by issuer id + serial (hexadecimal) or by the certificate itself (DER,
+base64; its issuer is found by name and authority key identifier); the answer lists,
+in the request's order, per entry:
+
+- ``good``, ``revoked`` (with the revocation time, the RFC 5280 reason, the legal
+  category (失効事由) and its article for the certificate's family) or ``unknown``, as
+  OCSP would answer (`responder.flow`): an expired, never revoked certificate is
+  ``good``; a record erased after its retention (Ord §70(1)(iii)) is ``revoked`` with
+  no reason when the time was kept, else ``unknown``; a group appliance's store
+  (CRL-import mode) answers ``good`` for a serial its CRLs do not list;
+- ``refused`` with the rule and article when the party may not receive that family
+  (per entry, not per call: Act §18(1), §37(1), the agreement 取決め);
+- ``unavailable`` (rule ``stale``) when the answer could be wrong: the issuer's data is
+  past the nextUpdate the builder promised, or a 30-day lapse (Act §31(2)) is due and not
+  yet written. OCSP answers tryLater in both cases; a batch never answers ``good`` there.
+
+and, for the whole answer, the store's commit sequence and commit time it reflects.
+
+Counted in the ledger (帳簿, Act §40) one provision per answered entry (good, revoked or
+unknown), per service (sign or auth), the unit a fee per provision would use (Act §67);
+refused and unavailable entries are not provisions. The call itself is one request in the
+quotas and in ``jpkiva_requests_total{endpoint="v1-status"}``.
+
+Bad input (400, nothing counted): malformed JSON, an unknown field, no entries or more than
+`MAX_ENTRIES`, an entry with both or neither form, a serial over 20 octets, an issuer id we
+do not serve, a certificate that does not parse or whose issuer we do not serve; the
+problem names the field (``$.entries[7].issuer``), never its value.
+
+The lookup is built for 10,000 entries in a few tens of milliseconds: msgspec decodes the
+request into frozen Structs, per-issuer facts (key prefix, family, service, the party's
+permit) are resolved once per call, each entry costs one `StoreReader.status` read, and
+the answers that carry no per-certificate data (good, unknown, refused per family) are
+shared instances.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Final, Literal
+
+import msgspec
+from cryptography import x509
+
+from crlbuilder.model import Category, Family, Reason
+from crlbuilder.store import format as sf
+from crlbuilder.store.reader import StoreReader
+from responder import policy
+from responder.config import ResponderConfig
+from responder.registry.vocabulary import Service
+from responder.v1 import problem
+from responder.v1.route import Context, Reply, Route
+from responder.v1.wire import CertRef, Problem, StoreRef
+
+MAX_ENTRIES: Final = 10_000
+"""Entries per call (issue 12: a bank re-checks thousands of customers at once)."""
+
+StatusName = Literal["good", "revoked", "unknown", "refused", "unavailable"]
+
+_REASON_NAMES: Final = {
+    Reason.UNSPECIFIED: "unspecified",
+    Reason.KEY_COMPROMISE: "keyCompromise",
+    Reason.CA_COMPROMISE: "cACompromise",
+    Reason.AFFILIATION_CHANGED: "affiliationChanged",
+    Reason.SUPERSEDED: "superseded",
+    Reason.CESSATION_OF_OPERATION: "cessationOfOperation",
+    Reason.CERTIFICATE_HOLD: "certificateHold",
+    Reason.REMOVE_FROM_CRL: "removeFromCRL",
+    Reason.PRIVILEGE_WITHDRAWN: "privilegeWithdrawn",
+    Reason.AA_COMPROMISE: "aACompromise",
+}
+"""RFC 5280 §5.3.1 CRLReason names."""
+_SERIAL_END: Final = 1 << (8 * sf.SERIAL_BYTES)
+_STALE: Final = "stale"
+
+
+class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The certificates to check, in the order the answer follows."""
+
+    entries: Annotated[list[CertRef], msgspec.Meta(min_length=1, max_length=MAX_ENTRIES)]
+
+
+class EntryRefusal(msgspec.Struct, frozen=True, gc=False):
+    """Why one entry was not answered: the policy rule and its article."""
+
+    rule: str
+    article: str
+
+
+class EntryStatus(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False, rename="camel"
+):
+    """One certificate's status (the fields after ``status`` only when they apply)."""
+
+    status: StatusName
+    family: Family | None = None
+    """The certificate's family, once its issuer is known."""
+    revoked_at: datetime | None = None
+    """When it lost effect (revoked, or revoked and erased with the time kept)."""
+    reason: str | None = None
+    """RFC 5280 §5.3.1 CRLReason name (``keyCompromise`` ...)."""
+    category: Category | None = None
+    """The legal category of the revocation (失効事由)."""
+    article: str | None = None
+    """The article of the Act defining that category for this family (``Act §11``)."""
+    refusal: EntryRefusal | None = None
+    """For ``refused`` and ``unavailable``: the rule and its article."""
+
+
+class StatusResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """The entries' statuses in the request's order, and the store state they reflect."""
+
+    store: StoreRef
+    produced_at: datetime
+    entries: list[EntryStatus]
+
+
+@dataclass(frozen=True, slots=True)
+class _Issuer:
+    """What one call needs of an issuer generation, resolved once."""
+
+    index: int
+    prefix: bytes
+    family: Family
+    service: Service
+    fresh_until: int
+    refused: EntryStatus | None
+    good: EntryStatus
+    unknown: EntryStatus
+    unavailable: EntryStatus
+
+
+@dataclass(frozen=True, slots=True)
+class _CertIssuer:
+    """An issuer's subject name DER and key identifier, to find a certificate's issuer."""
+
+    name: bytes
+    key_id: bytes
+    id: str
+
+
+class IssuerIndex:
+    """Per worker: the store's issuer table, parsed once per change (names, key ids)."""
+
+    def __init__(self) -> None:
+        self._raw: list[sf.IssuerMeta] | None = None
+        self._by_name: dict[bytes, list[_CertIssuer]] = {}
+
+    def by_name(self, reader: StoreReader) -> dict[bytes, list[_CertIssuer]]:
+        issuers = reader.issuers()
+        if issuers != self._raw:
+            by_name: dict[bytes, list[_CertIssuer]] = {}
+            for meta in issuers:
+                cert = x509.load_der_x509_certificate(meta.cert_der)
+                try:
+                    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+                    key_id = ski.value.digest
+                except x509.ExtensionNotFound:
+                    key_id = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+                name = cert.subject.public_bytes()
+                by_name.setdefault(name, []).append(_CertIssuer(name, key_id, meta.id))
+            self._by_name, self._raw = by_name, issuers
+        return self._by_name
+
+
+def setup(config: ResponderConfig) -> IssuerIndex:
+    return IssuerIndex()
+
+
+def _at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
+    out: dict[str, _Issuer] = {}
+    for meta in reader.issuers():
+        family = meta.family
+        service = policy.service_for_ocsp(family)
+        refusal = ctx.permit(service, family)
+        fresh = reader.promised_next_update(meta.index)
+        out[meta.id] = _Issuer(
+            index=meta.index,
+            prefix=sf.issuer_prefix(meta.index),
+            family=family,
+            service=service,
+            fresh_until=fresh,
+            refused=(
+                EntryStatus(
+                    status="refused",
+                    family=family,
+                    refusal=EntryRefusal(refusal.rule.value, refusal.article),
+                )
+                if refusal is not None
+                else None
+            ),
+            good=EntryStatus(status="good", family=family),
+            unknown=EntryStatus(status="unknown", family=family),
+            unavailable=EntryStatus(
+                status="unavailable",
+                family=family,
+                refusal=EntryRefusal(_STALE, service.article),
+            ),
+        )
+    return out
+
+
+def _from_certificate(
+    ref: CertRef, at: str, index: IssuerIndex, reader: StoreReader
+) -> tuple[str, int] | Problem:
+    """(issuer id, serial) of a certificate given as base64 DER."""
+    assert ref.certificate is not None
+    try:
+        der = base64.b64decode(ref.certificate, validate=True)
+        cert = x509.load_der_x509_certificate(der)
+        serial = cert.serial_number
+        name = cert.issuer.public_bytes()
+    except (binascii.Error, ValueError):
+        return problem.bad_input(f"{at}.certificate", "not a DER certificate in base64")
+    candidates = index.by_name(reader).get(name, [])
+    if len(candidates) > 1:
+        try:
+            aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+            key_id = aki.value.key_identifier
+        except (x509.ExtensionNotFound, ValueError):
+            key_id = None
+        candidates = [c for c in candidates if c.key_id == key_id]
+    if len(candidates) != 1:
+        return problem.bad_input(
+            f"{at}.certificate", "the certificate's issuer is not one served here"
+        )
+    return candidates[0].id, serial
+
+
+def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Problem:
+    """The batch's answer (see the module docstring)."""
+    reader = ctx.reader
+    now = int(ctx.now)
+    issuers = _issuers(reader, ctx)
+    crl_import = reader.crl_import()
+    status = reader.status
+    lapse_due = reader.lapse_due
+    entries: list[EntryStatus] = []
+    append = entries.append
+    counts: dict[Service, int] = {}
+    families: set[Family] = set()
+    env = ctx.env
+    assert isinstance(env, IssuerIndex)
+    for i, ref in enumerate(request.entries):
+        if ref.certificate is None:
+            if ref.issuer is None or ref.serial is None:
+                return problem.bad_input(
+                    f"$.entries[{i}]", "name a certificate by issuer and serial, or by certificate"
+                )
+            issuer_id, serial = ref.issuer, int(ref.serial, 16)
+        else:
+            if ref.issuer is not None or ref.serial is not None:
+                return problem.bad_input(
+                    f"$.entries[{i}]", "name a certificate by issuer and serial, or by certificate"
+                )
+            got = _from_certificate(ref, f"$.entries[{i}]", env, reader)
+            if isinstance(got, Problem):
+                return got
+            issuer_id, serial = got
+        issuer = issuers.get(issuer_id)
+        if issuer is None:
+            field = "certificate" if ref.certificate is not None else "issuer"
+            return problem.bad_input(f"$.entries[{i}].{field}", "not an issuer served here")
+        if issuer.refused is not None:
+            append(issuer.refused)
+            continue
+        if 0 < issuer.fresh_until <= now:
+            append(issuer.unavailable)
+            continue
+        st = (
+            status(issuer.prefix + serial.to_bytes(sf.SERIAL_BYTES))
+            if 0 < serial < _SERIAL_END
+            else None
+        )
+        if st is None:
+            entry = issuer.good if crl_import and 0 < serial < _SERIAL_END else issuer.unknown
+        elif st.state == sf.STATE_GOOD:
+            due = lapse_due(st)
+            if due and due <= now:  # due, not yet written by the builder (Act §31(2), §34(1)(2))
+                append(issuer.unavailable)
+                continue
+            entry = issuer.good
+        elif st.state == sf.STATE_REVOKED:
+            category = Category.from_code(st.category) if st.category else None
+            entry = EntryStatus(
+                status="revoked",
+                family=issuer.family,
+                revoked_at=_at(st.revoked_at),
+                reason=_REASON_NAMES.get(Reason(st.reason), "unspecified"),
+                category=category,
+                article=category.articles.get(issuer.family) if category is not None else None,
+            )
+        elif st.revoked_at:  # erased after retention, the time kept (Ord §70(1)(iii))
+            entry = EntryStatus(
+                status="revoked", family=issuer.family, revoked_at=_at(st.revoked_at)
+            )
+        else:
+            entry = issuer.unknown
+        append(entry)
+        counts[issuer.service] = counts.get(issuer.service, 0) + 1
+        families.add(issuer.family)
+    committed = reader.committed_at()
+    body = StatusResponse(
+        store=StoreRef(
+            commit=reader.generation().commit,
+            committed_at=_at(committed) if committed else None,
+        ),
+        produced_at=_at(now),
+        entries=entries,
+    )
+    family = next(iter(families)).value if len(families) == 1 else ""
+    return Reply(body, tuple(counts.items()), family)
+
+
+ROUTE: Final = Route(
+    method="POST",
+    path="/v1/status",
+    name="status",
+    summary="Batch status (現況確認): revocation information on request, Act §18(1), §37(1)",
+    description=__doc__ or "",
+    request=StatusRequest,
+    response=StatusResponse,
+    services=(Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO),
+    handler=handle,
+    setup=setup,
+)

@@ -1,0 +1,113 @@
+"""The /v1 JSON API against the real server on the demo population (`built`): batch 現況確認
+(Act §18(1), §37(1)) answers what OCSP answers, entry by entry."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from crlbuilder.model import Answer, CertStatus, Family
+from tests.conftest import Built
+from tests.support.harness import Server, start_server, total
+from tests.support.wait import until
+
+STATUS_NAME = {
+    CertStatus.GOOD: "good",
+    CertStatus.REVOKED: "revoked",
+    CertStatus.UNKNOWN: "unknown",
+}
+
+
+def v1(
+    s: Server, path: str, body: object | None = None, party: str | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """POST (a body given) or GET ``path``; (status, headers, decoded JSON)."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if party is not None:
+        headers["Authorization"] = f"Bearer {s.token(party)}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{s.url}{path}", data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(r.status), dict(r.headers), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), dict(e.headers), json.loads(e.read())
+
+
+def by_serial(a: Answer) -> dict[str, str]:
+    return {"issuer": a.issuer, "serial": f"{a.serial:x}"}
+
+
+def by_certificate(built: Built, a: Answer) -> dict[str, str]:
+    cert = x509.load_pem_x509_certificate((built.population / a.cert).read_bytes())
+    return {"certificate": base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()}
+
+
+def test_batch_status_answers_every_sample_as_ocsp_would(built: Built, tmp_path: Path) -> None:
+    answers = built.answers
+    with start_server(built, tmp_path) as s:
+        refs = [by_serial(a) for a in answers] + [by_certificate(built, a) for a in answers[:20]]
+        code, headers, got = v1(s, "/v1/status", {"entries": refs}, "both-verifier")
+        assert code == 200, got
+        assert headers["Content-Type"] == "application/json"
+        assert got["store"]["commit"] > 0
+        for a, e in zip([*answers, *answers[:20]], got["entries"], strict=True):
+            assert e["status"] == STATUS_NAME[a.status], (a, e)
+            assert e["family"] == a.family.value
+            if a.status is CertStatus.REVOKED:
+                assert a.revoked_at is not None and a.category is not None
+                assert e["revokedAt"] == a.revoked_at.isoformat().replace("+00:00", "Z")
+                assert e["category"] == a.category.value
+                assert e["article"] == a.category.articles[a.family]
+        # a 署名検証者 gets the auth entries refused, one by one, and the sign ones answered
+        code, _, got = v1(s, "/v1/status", {"entries": refs}, "sig-verifier")
+        assert code == 200
+        for a, e in zip([*answers, *answers[:20]], got["entries"], strict=True):
+            if a.family in (Family.AUTH_CARD, Family.AUTH_MOBILE):
+                assert e["status"] == "refused" and e["refusal"]["article"] == "Act §37(1)"
+            else:
+                assert e["status"] == STATUS_NAME[a.status]
+        code, _, got = v1(s, "/v1/status", {"entries": refs}, None)
+        assert (code, got["rule"]) == (401, "unauthenticated")
+        code, _, got = v1(s, "/v1/status", {"entries": refs[:1], "x": 1}, "both-verifier")
+        assert (code, got["rule"], got["field"]) == (400, "bad_input", "$")
+        until(
+            lambda: (
+                total(s.scrape(), "jpkiva_requests_total", endpoint="v1-status", http_status="200")
+                == 2
+            ),
+            what="two answered calls in jpkiva_requests_total",
+        )
+        samples = s.scrape()
+        assert total(samples, "jpkiva_refusals_total", rule="unauthenticated") == 1
+        assert total(samples, "jpkiva_refusals_total", rule="malformed") == 1
+
+
+def test_a_batch_of_10000_needs_a_credential_for_its_size(built: Built, tmp_path: Path) -> None:
+    """10,000 entries (about 600 KB) pass the JSON body limit with a credential; without one
+    the ordinary body limit (64 KiB) answers 413 before the body is read."""
+    refs = [by_serial(a) for a in built.answers]
+    refs = (refs * (10_000 // len(refs) + 1))[:10_000]
+    with start_server(built, tmp_path) as s:
+        code, _, got = v1(s, "/v1/status", {"entries": refs}, "both-verifier")
+        assert code == 200 and len(got["entries"]) == 10_000
+        code, _, got = v1(s, "/v1/status", {"entries": [*refs, refs[0]]}, "both-verifier")
+        assert (code, got["field"]) == (400, "$.entries")
+        data = json.dumps({"entries": refs}).encode()
+        req = urllib.request.Request(
+            f"{s.url}/v1/status", data=data, headers={"Content-Type": "application/json"}
+        )
+        try:
+            urllib.request.urlopen(req, timeout=30)
+            raise AssertionError("a 600 KB body without a credential was read")
+        except urllib.error.HTTPError as e:
+            assert e.code == 413
+        except (ConnectionError, urllib.error.URLError):
+            pass  # the server may close before the client finished sending

@@ -1,0 +1,310 @@
+"""POST /v1/status in process: the dispatcher's order (authentication before the body, the
+policy per call, quota, strict decoding) and batch 現況確認 per entry (Act §18(1), §37(1)),
+over a `MemoryReader`; nothing here starts a process."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from crlbuilder.model import Category, Family, Reason
+from crlbuilder.store import format as sf
+from crlbuilder.store.memory import MemoryReader
+from responder.config import ResponderConfig
+from responder.http import Request, Response
+from responder.limits import Limit, Wait
+from responder.registry.lookup import Registry
+from responder.registry.party import Party
+from responder.registry.vocabulary import Method, Service
+from responder.v1 import status as v1status
+from responder.v1.routes import V1Api
+from tests.support.pki import Ca, make_ca, rsa_key
+from tests.test_policy import GRP, MEM, NOW, SIG, USR, build, party_table
+
+SC, AC = 11, 31  # issuer indexes: sign-card-g1, auth-card-g1
+GOOD, REVOKED, ERASED, ERASED_NO_TIME, ABSENT = 0x10, 0x11, 0x12, 0x13, 0x14
+HOLDER = b"h" * 32
+REVOKED_AT = int(NOW) - 7200
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.counted: list[tuple[str, Service, Method, int]] = []
+
+    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None:
+        self.counted.append((party, service, method, n))
+
+
+class Quotas:
+    def __init__(self, used_up: frozenset[str] = frozenset()) -> None:
+        self.used_up = used_up
+
+    def admit(self, party: Party, now: float) -> Wait | None:
+        return Wait(Limit.DAY, 3600) if party.id in self.used_up else None
+
+
+def record(state: int, family: Family, **kw: int) -> sf.StatusRecord:
+    fields: dict[str, int] = {"category": 0, "reason": 0, "revoked_at": 0}
+    fields.update(kw)
+    return sf.StatusRecord(
+        version=1, state=state, family=family.code, not_before=int(NOW) - 86400 * 300,
+        not_after=int(NOW) + 86400 * 700, holder=HOLDER, **fields,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cas() -> dict[int, Ca]:
+    key = rsa_key()
+    return {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
+
+
+def store(cas: dict[int, Ca], *, promised: int = int(NOW) + 86400) -> MemoryReader:
+    fams = {SC: Family.SIGN_CARD, AC: Family.AUTH_CARD}
+    return MemoryReader(
+        issuer_table=[
+            sf.IssuerMeta(
+                index=i,
+                id=f"{fams[i].value}-g1",
+                family=fams[i],
+                generation=1,
+                cert_der=ca.cert.public_bytes(serialization.Encoding.DER),
+            )
+            for i, ca in cas.items()
+        ],
+        crl_states={i: sf.CrlState(next_update=promised) for i in cas},
+        status_records={
+            sf.status_key(SC, GOOD): record(sf.STATE_GOOD, Family.SIGN_CARD),
+            sf.status_key(SC, REVOKED): record(
+                sf.STATE_REVOKED,
+                Family.SIGN_CARD,
+                revoked_at=REVOKED_AT,
+                reason=Reason.KEY_COMPROMISE,
+                category=Category.REQUEST.code,
+            ),
+            sf.status_key(SC, ERASED): record(
+                sf.STATE_ERASED, Family.SIGN_CARD, revoked_at=REVOKED_AT
+            ),
+            sf.status_key(SC, ERASED_NO_TIME): record(sf.STATE_ERASED, Family.SIGN_CARD),
+            sf.status_key(AC, GOOD): record(sf.STATE_GOOD, Family.AUTH_CARD),
+        },
+        commit=7,
+        last_committed_at=int(NOW) - 60,
+    )
+
+
+def registry(**extra: dict[str, Any]) -> Registry:
+    ocsp_only = party_table("ocsp-only", {SIG}, services=["sign-revocation-info"])
+    ocsp_only["agreement"]["methods"] = ["ocsp"]  # 提供の具体的な方法: OCSP only
+    return build(
+        party_table("sig", {SIG}, **extra.get("sig", {})),
+        party_table("usr", {USR}),
+        party_table("both", {SIG, USR}),
+        party_table("g", {GRP}),
+        party_table("m-1", {MEM}),
+        ocsp_only,
+    )
+
+
+class Api:
+    def __init__(self, reader: MemoryReader, reg: Registry, quotas: Quotas | None = None) -> None:
+        self.ledger = Ledger()
+        self.reader = reader
+        self.registry = reg
+        self.api = V1Api(
+            (v1status.ROUTE,), ResponderConfig(), store=reader, quota=quotas or Quotas(),
+            ledger=self.ledger, signer=None,
+        )  # fmt: skip
+        self.last: Request | None = None
+
+    def call(
+        self, body: bytes | object, party: str | None = "sig", *, method: bytes = b"POST",
+        ctype: bytes = b"application/json", path: bytes = b"/v1/status",
+    ) -> tuple[Response, Any]:  # fmt: skip
+        raw = body if isinstance(body, bytes) else msgspec.json.encode(body)
+        headers = {b"content-type": ctype}
+        if party is not None:
+            headers[b"authorization"] = b"Bearer " + party.encode()
+        req = Request(method, path, headers, raw, ("127.0.0.1", 1), None, b"1.1", True, 1)
+        self.last = req
+        resp = self.api.handle(req, self.registry, NOW)
+        return resp, msgspec.json.decode(bytes(resp.body))
+
+
+def entries(*refs: dict[str, str]) -> dict[str, object]:
+    return {"entries": list(refs)}
+
+
+def ref(index: int, serial: int) -> dict[str, str]:
+    return {"issuer": {SC: "sign-card-g1", AC: "auth-card-g1"}[index], "serial": f"{serial:x}"}
+
+
+def test_each_entry_gets_its_status_category_and_article(cas: dict[int, Ca]) -> None:
+    api = Api(store(cas), registry())
+    resp, got = api.call(
+        entries(
+            ref(SC, GOOD),
+            ref(SC, REVOKED),
+            ref(SC, ERASED),
+            ref(SC, ERASED_NO_TIME),
+            ref(SC, ABSENT),
+        )
+    )
+    assert resp.status == 200, got
+    assert resp.content_type == b"application/json"
+    assert got["store"] == {"commit": 7, "committedAt": "2025-06-01T11:59:00Z"}
+    good, revoked, erased, erased_no_time, absent = got["entries"]
+    assert good == {"status": "good", "family": "sign-card"}
+    assert revoked == {
+        "status": "revoked", "family": "sign-card",
+        "revokedAt": datetime.fromtimestamp(REVOKED_AT, UTC).isoformat().replace("+00:00", "Z"),
+        "reason": "keyCompromise", "category": "request",
+        "article": Category.REQUEST.articles[Family.SIGN_CARD],
+    }  # fmt: skip
+    # erased after its retention (Ord §70(1)(iii)): never good; no reason nor category left
+    assert erased["status"] == "revoked" and "reason" not in erased and "category" not in erased
+    assert erased_no_time == {"status": "unknown", "family": "sign-card"}
+    assert absent == {"status": "unknown", "family": "sign-card"}
+    # 帳簿 (Act §40): one provision per answered entry, method json
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 5)]
+    assert api.last is not None and api.last.note is not None
+    assert api.last.note.endpoint == "v1-status" and api.last.note.family == "sign-card"
+
+
+def test_families_the_party_may_not_receive_are_refused_per_entry_act_18_1_37_1(
+    cas: dict[int, Ca],
+) -> None:
+    api = Api(store(cas), registry())
+    resp, got = api.call(entries(ref(SC, GOOD), ref(AC, GOOD)))
+    assert resp.status == 200
+    assert got["entries"][1] == {
+        "status": "refused", "family": "auth-card",
+        "refusal": {"rule": "unauthorized_service", "article": "Act §37(1)"},
+    }  # fmt: skip
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]
+    api = Api(store(cas), registry())
+    resp, got = api.call(entries(ref(SC, GOOD), ref(AC, GOOD)), party="both")
+    assert [e["status"] for e in got["entries"]] == ["good", "good"]
+    assert set(api.ledger.counted) == {
+        ("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1),
+        ("both", Service.AUTH_REVOCATION_INFO, Method.JSON, 1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("party", "status", "rule", "article"),
+    [
+        (None, 401, "unauthenticated", "Act §17(1), §36(1)"),
+        ("stranger", 401, "unauthenticated", "Act §17(1), §36(1)"),
+        ("m-1", 403, "unauthorized_service", "Act §20(1)"),  # answered by its group only
+        ("ocsp-only", 403, "unauthorized_method", "Ord §31(1)"),  # agreement: OCSP only
+    ],
+)
+def test_refused_per_call_before_the_body_is_decoded_and_nothing_counted(
+    cas: dict[int, Ca], party: str | None, status: int, rule: str, article: str
+) -> None:
+    api = Api(store(cas), registry())
+    resp, got = api.call(b"{not json", party=party)  # the body is never looked at
+    assert (resp.status, got["rule"], got["article"]) == (status, rule, article)
+    assert resp.content_type == b"application/problem+json"
+    assert api.ledger.counted == []
+    assert api.last is not None and api.last.note is not None and api.last.note.rule == rule
+
+
+def test_suspended_party_is_refused_citing_the_article(cas: dict[int, Ca]) -> None:
+    suspension = {
+        "suspension": [
+            {"article": "Act §18(6)(1)", "since": datetime(2025, 1, 1, tzinfo=UTC),
+             "reason": "test"}
+        ]
+    }  # fmt: skip
+    api = Api(store(cas), registry(sig=suspension))
+    resp, got = api.call(entries(ref(SC, GOOD)))
+    assert (resp.status, got["rule"], got["article"]) == (403, "suspended", "Act §18(6)(1)")
+    assert api.ledger.counted == []
+
+
+def test_quota_is_429_with_retry_after(cas: dict[int, Ca]) -> None:
+    api = Api(store(cas), registry(), Quotas(frozenset({"sig"})))
+    resp, got = api.call(entries(ref(SC, GOOD)))
+    assert resp.status == 429 and got["rule"] == "quota"
+    assert dict(resp.extra_headers)[b"retry-after"] == b"3600"
+    assert api.ledger.counted == []
+
+
+def _too_many() -> dict[str, object]:
+    return entries(*[ref(SC, GOOD)] * (v1status.MAX_ENTRIES + 1))
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"{not json", "$"),
+        (entries(ref(SC, GOOD)) | {"extra": 1}, "$"),  # unknown field
+        ({"entries": []}, "$.entries"),
+        (_too_many(), "$.entries"),
+        (
+            entries(ref(SC, GOOD), {"issuer": "sign-card-g1", "serial": "1" * 41}),
+            "$.entries[1].serial",
+        ),
+        (entries({"issuer": "sign-card-g9", "serial": "01"}), "$.entries[0].issuer"),
+        (entries({"issuer": "sign-card-g1"}), "$.entries[0]"),
+        (
+            entries({"issuer": "sign-card-g1", "serial": "01", "certificate": "AAAA"}),
+            "$.entries[0]",
+        ),
+        (entries({"certificate": "not base64!"}), "$.entries[0].certificate"),
+        (
+            entries({"certificate": base64.b64encode(b"\x30\x03\x02\x01\x01").decode()}),
+            "$.entries[0].certificate",
+        ),
+        (entries({"serial": "01", "issuer": "x", "colour": "red"}), "$.entries[0]"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field_nothing_counted(
+    cas: dict[int, Ca], body: bytes | dict[str, object], field: str
+) -> None:
+    api = Api(store(cas), registry())
+    resp, got = api.call(body)
+    assert resp.status == 400, got
+    assert got["rule"] == "bad_input" and got["field"] == field, got
+    assert api.ledger.counted == []
+    assert "0x" not in got["detail"] and "sign-card-g9" not in got["detail"]
+
+
+def test_a_certificate_given_itself_is_found_by_its_issuer(cas: dict[int, Ca]) -> None:
+    leaf = cas[SC].issue("holder", rsa_key(), serial=REVOKED)
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    api = Api(store(cas), registry())
+    resp, got = api.call(entries({"certificate": base64.b64encode(der).decode()}))
+    assert resp.status == 200, got
+    assert got["entries"][0]["status"] == "revoked"
+    stranger = make_ca("not ours").issue("holder", rsa_key(), serial=REVOKED)
+    b64 = base64.b64encode(stranger.public_bytes(serialization.Encoding.DER)).decode()
+    resp, got = api.call(entries({"certificate": b64}))
+    assert resp.status == 400 and got["field"] == "$.entries[0].certificate"
+
+
+def test_stale_issuer_is_unavailable_never_good(cas: dict[int, Ca]) -> None:
+    api = Api(store(cas, promised=int(NOW) - 1), registry())
+    _resp, got = api.call(entries(ref(SC, GOOD)))
+    assert got["entries"] == [
+        {"status": "unavailable", "family": "sign-card",
+         "refusal": {"rule": "stale", "article": "Act §18(1)"}}
+    ]  # fmt: skip
+    assert api.ledger.counted == []
+
+
+def test_media_type_and_method(cas: dict[int, Ca]) -> None:
+    api = Api(store(cas), registry())
+    resp, got = api.call(entries(ref(SC, GOOD)), ctype=b"text/plain")
+    assert resp.status == 415 and got["field"] == "$"
+    resp, got = api.call(b"", method=b"GET")
+    assert resp.status == 405 and dict(resp.extra_headers)[b"allow"] == b"POST"
+    resp, got = api.call(b"", path=b"/v1/nothing")
+    assert resp.status == 404
+    assert api.ledger.counted == []
