@@ -280,6 +280,18 @@ class LedgerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Seconds between merges of the workers' files into the ledger (also on /reports)."""
 
 
+class TokenConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """特定利用者証明検証者証明符号 (Act §38-3) ([token]): where POST /v1/token queues requests
+    for crlbuilder and reads the tokens it issued (`responder.v1.token`); the same
+    directories as crlbuilder's ``tokens.requests`` and ``tokens.issued``."""
+
+    request_dir: Path | None = None
+    """Directory the requests are queued in (``<id>.json``, mode 0600); unset: POST /v1/token
+    answers 503 (no token can be issued)."""
+    issued_dir: Path | None = None
+    """Directory crlbuilder writes the issued tokens to (``<id>.pem``)."""
+
+
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration of one responder process tree."""
 
@@ -290,6 +302,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    token: TokenConfig = msgspec.field(default_factory=TokenConfig)
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -408,6 +421,8 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--metrics-max-connections", "metrics.max_connections", "admin connections per worker"),
     _Flag("--metrics-flush-interval", "metrics.flush_interval", "seconds between flushes"),
     _Flag("--entries-interval", "metrics.entries_interval", "seconds between recounts"),
+    _Flag("--token-requests", "token.request_dir", "directory token requests are queued in"),
+    _Flag("--token-issued", "token.issued_dir", "directory of the tokens crlbuilder issued"),
 )
 
 

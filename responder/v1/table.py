@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from responder.v1 import status
+from responder.v1 import status, token
 from responder.v1.route import AnyRoute
 
-ROUTES: Final[tuple[AnyRoute, ...]] = (status.ROUTE,)
+ROUTES: Final[tuple[AnyRoute, ...]] = (status.ROUTE, token.ROUTE)
