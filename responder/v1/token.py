@@ -146,6 +146,7 @@ class FileDesk:
 
     def queue(self, req: TokenRequest) -> None:
         if not request_path(self.request_dir, req.id).exists():
+            self.request_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_request(self.request_dir, req)
 
 
