@@ -16,6 +16,10 @@ delegated signer its OCSP answers; `crlbuilder.tokens`) whose family is
 `Family.SPECIFIED_VERIFIER_TOKEN`. It is kept out of ``issuers`` (the Act's four families,
 which the demo population, key ceremonies and CRL import walk); the builder and the
 responder walk `Manifest.all_issuers`.
+
+``answer_cert`` and ``answer_key`` are the responder's answer-signing key (応答署名用の鍵):
+it signs the JWS of every /v1 JSON answer (`responder.v1.jws`); its certificate carries
+the extended key usage `ANSWER_SIGNING_EKU`. The key may be a PKCS#11 URI too.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from crlbuilder.model import Family
 
 MANIFEST_VERSION: Final = 1
 MANIFEST_NAME: Final = "pki.json"
+ANSWER_SIGNING_EKU: Final = "2.25.23992150756379134278736048147909983724.2.1"
+"""The extended key usage of the responder's answer-signing certificate (JWS over /v1
+answers), under the project's arc (the UUID arc 2.25.23992150756379134278736048147909983724)."""
 PKCS11_SCHEME: Final = "pkcs11:"
 """A key field starting so is a PKCS#11 URI, not a path (`crlbuilder.keys.pkcs11`)."""
 
@@ -93,6 +100,10 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
     group_responder_cert: str
     """Responder certificate of the 団体署名検証者 relay."""
     group_responder_key: str
+    answer_cert: str = ""
+    """The responder's answer-signing certificate (JWS of /v1 answers); "" in a PKI made
+    before it existed (the responder then refuses to start until one is configured)."""
+    answer_key: str = ""
     parties: list[PartyFiles] = []
     token_issuer: IssuerFiles | None = None
     """The issuer of 特定利用者証明検証者証明符号 (Act §38-3), family ``verifier-token``."""

@@ -91,7 +91,8 @@ from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
-from responder.v1.routes import V1Api
+from responder.v1.jws import load_answer_signer
+from responder.v1.routes import V1Api, public_documents
 from responder.v1.table import ROUTES as V1_ROUTES
 
 _log: Final = logging.getLogger("responder.app")
@@ -208,8 +209,15 @@ class JpkiApp:
         # in jpkiva_registry_file_bad) within a second, with or without traffic, off the
         # request path
         threading.Thread(target=self._registry_loop, name="registry-watch", daemon=True).start()
+        answer_signer = load_answer_signer(config, self.manifest, outage_ok=True)
         self.v1 = V1Api(
-            V1_ROUTES, config, store=self.store, quota=self.limits, ledger=self.ledger, signer=None
+            V1_ROUTES,
+            config,
+            store=self.store,
+            quota=self.limits,
+            ledger=self.ledger,
+            signer=answer_signer,
+            public=public_documents(V1_ROUTES, answer_signer),
         )
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None

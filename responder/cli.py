@@ -37,11 +37,14 @@ def _serve(args: argparse.Namespace) -> int:
         from responder.ocsp import load_issuers
         from responder.registry.lookup import LastGoodRegistry, Registry
         from responder.registry.schema import RegistryError
+        from responder.v1.jws import load_answer_signer
 
         # every signing key opens and matches its certificate (a wrong PIN, a missing token
         # or key label, a key that is not the certificate's) before any answer is served;
         # the master then lets go of its PKCS#11 sessions: each worker opens its own
-        load_issuers(load_manifest(config.store.pki))
+        manifest = load_manifest(config.store.pki)
+        load_issuers(manifest)
+        load_answer_signer(config, manifest)  # the JWS of /v1 answers (responder.v1.jws)
         close_all()
         # the master keeps the last good registry; a worker (re)started while the file is
         # broken serves it (responder.registry.LastGoodRegistry)

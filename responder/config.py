@@ -292,6 +292,16 @@ class TokenConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Directory crlbuilder writes the issued tokens to (``<id>.pem``)."""
 
 
+class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The JSON API under /v1 ([v1]); see `responder.v1`."""
+
+    answer_key: str = ""
+    """The answer-signing key (JWS of every /v1 answer, `responder.v1.jws`): a PEM file
+    (mode 0600) or a ``pkcs11:`` URI; "" for the PKI manifest's ``answer_key``."""
+    answer_cert: Path | None = None
+    """Its certificate (PEM); unset for the PKI manifest's ``answer_cert``."""
+
+
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration of one responder process tree."""
 
@@ -302,6 +312,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    v1: V1Config = msgspec.field(default_factory=V1Config)
     token: TokenConfig = msgspec.field(default_factory=TokenConfig)
 
 
@@ -404,6 +415,8 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--registry", "registry.path", "TOML file of registered parties"),
     _Flag("--ledger-dir", "ledger.dir", "ledger (帳簿) and quota table directory"),
     _Flag("--ledger-collect-interval", "ledger.collect_interval", "seconds between ledger merges"),
+    _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
+    _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.model import Answer, CertStatus, Family
+from responder.v1 import jws
 from tests.conftest import Built
 from tests.support.harness import Server, start_server, total
 from tests.support.wait import until
@@ -25,10 +26,10 @@ STATUS_NAME = {
 }
 
 
-def v1(
+def v1_raw(
     s: Server, path: str, body: object | None = None, party: str | None = None
-) -> tuple[int, dict[str, str], Any]:
-    """POST (a body given) or GET ``path``; (status, headers, decoded JSON)."""
+) -> tuple[int, dict[str, str], bytes]:
+    """POST (a body given) or GET ``path``; (status, headers with lower-case names, body bytes)."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if party is not None:
         headers["Authorization"] = f"Bearer {s.token(party)}"
@@ -36,9 +37,17 @@ def v1(
     req = urllib.request.Request(f"{s.url}{path}", data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            return int(r.status), dict(r.headers), json.loads(r.read())
+            return int(r.status), {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
-        return int(e.code), dict(e.headers), json.loads(e.read())
+        return int(e.code), {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def v1(
+    s: Server, path: str, body: object | None = None, party: str | None = None
+) -> tuple[int, dict[str, str], Any]:
+    """`v1_raw` with the body decoded from JSON."""
+    code, headers, raw = v1_raw(s, path, body, party)
+    return code, headers, json.loads(raw)
 
 
 def by_serial(a: Answer) -> dict[str, str]:
@@ -54,9 +63,20 @@ def test_batch_status_answers_every_sample_as_ocsp_would(built: Built, tmp_path:
     answers = built.answers
     with start_server(built, tmp_path) as s:
         refs = [by_serial(a) for a in answers] + [by_certificate(built, a) for a in answers[:20]]
-        code, headers, got = v1(s, "/v1/status", {"entries": refs}, "both-verifier")
-        assert code == 200, got
-        assert headers["Content-Type"] == "application/json"
+        code, headers, raw = v1_raw(s, "/v1/status", {"entries": refs}, "both-verifier")
+        assert code == 200, raw
+        assert headers["content-type"] == "application/json"
+        # signed (item 7): the detached JWS verifies over the exact bytes received, with the
+        # certificate of GET /v1/keys (public), which is the manifest's answer-signing one
+        code, _, jwks = v1(s, "/v1/keys")
+        assert code == 200
+        cert = x509.load_der_x509_certificate(base64.b64decode(jwks["keys"][0]["x5c"][0]))
+        manifest_cert = x509.load_pem_x509_certificate(
+            built.manifest.path(built.manifest.answer_cert).read_bytes()
+        )
+        assert cert == manifest_cert
+        assert jws.verify(headers["jws-signature"], raw, cert)["kid"] == jwks["keys"][0]["kid"]
+        got = json.loads(raw)
         assert got["store"]["commit"] > 0
         for a, e in zip([*answers, *answers[:20]], got["entries"], strict=True):
             assert e["status"] == STATUS_NAME[a.status], (a, e)
@@ -74,8 +94,9 @@ def test_batch_status_answers_every_sample_as_ocsp_would(built: Built, tmp_path:
                 assert e["status"] == "refused" and e["refusal"]["article"] == "Act §37(1)"
             else:
                 assert e["status"] == STATUS_NAME[a.status]
-        code, _, got = v1(s, "/v1/status", {"entries": refs}, None)
+        code, headers, got = v1(s, "/v1/status", {"entries": refs}, None)
         assert (code, got["rule"]) == (401, "unauthenticated")
+        assert "jws-signature" not in headers  # a refusal provides nothing
         code, _, got = v1(s, "/v1/status", {"entries": refs[:1], "x": 1}, "both-verifier")
         assert (code, got["rule"], got["field"]) == (400, "bad_input", "$")
         until(

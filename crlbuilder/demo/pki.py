@@ -17,6 +17,10 @@ demo or a test needs and describes it in ``pki.json`` (`crlbuilder.manifest`):
 - a demo TLS/client CA (``client_ca``) that issues the responder's TLS server
   certificate (127.0.0.1, ::1, localhost), the parties' client certificates
   (mutual TLS) and the 団体署名検証者 relay's responder certificate;
+- the responder's answer-signing key and certificate (``answer_key``, ``answer_cert``),
+  issued by the demo root with the extended key usage
+  `crlbuilder.manifest.ANSWER_SIGNING_EKU`: it signs the JWS of every /v1 JSON answer
+  (`responder.v1.jws`);
 - the demo parties: a 署名検証者 (Act §17(1)), a 利用者証明検証者 (Act §36), a party
   holding both titles, a 団体署名検証者 (Act §17(5)) and two of its 署名確認者
   members, each with a client certificate, its key and a random bearer token.
@@ -47,6 +51,7 @@ from crlbuilder.demo.certprofile import key_usage
 from crlbuilder.keys import oplog
 from crlbuilder.keys.certsign import draft_certificate, with_signature
 from crlbuilder.manifest import (
+    ANSWER_SIGNING_EKU,
     MANIFEST_NAME,
     IssuerFiles,
     Manifest,
@@ -617,6 +622,19 @@ def init_pki(
     )
     write_cert("tls/group-responder.pem", relay, relay_key_ref)
 
+    answer_key, answer_key_ref = signing_key("answer-signer", "v1/answer-signer.key")
+    answer = _issued(
+        ca_cert=client_ca,
+        ca_key=client_ca_key,
+        key=answer_key,
+        subject=_name("jpki-va demo answer signer"),
+        not_before=short_start,
+        not_after=now + TLS_LIFETIME,
+        usage=key_usage("digital_signature"),
+        eku=[x509.ObjectIdentifier(ANSWER_SIGNING_EKU)],
+    )
+    write_cert("v1/answer-signer.pem", answer, answer_key_ref)
+
     parties: list[PartyFiles] = []
     for party in DEMO_PARTIES:
         key = new_key()
@@ -659,6 +677,8 @@ def init_pki(
         server_key="tls/server.key",
         group_responder_cert="tls/group-responder.pem",
         group_responder_key=relay_key_ref,
+        answer_cert="v1/answer-signer.pem",
+        answer_key=answer_key_ref,
         parties=parties,
         token_issuer=token_issuer,
     )

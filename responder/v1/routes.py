@@ -237,3 +237,20 @@ class V1Api:
         except msgspec.ValidationError as e:
             return problem.from_decode_error(e)
         return query_struct
+
+
+JWK_SET: Final = b"application/jwk-set+json"
+_PUBLIC_CACHE: Final = ((b"cache-control", b"public, max-age=300"),)
+
+
+def public_documents(
+    routes: Sequence[AnyRoute], signer: AnswerSigner | None
+) -> dict[bytes, Callable[[], Response]]:
+    """The public GET documents: ``/v1/keys`` (the answer-signing key as a JWKS with its
+    certificate, RFC 7517 §5), built once per worker; nothing counted, no party needed."""
+    out: dict[bytes, Callable[[], Response]] = {}
+    jwks = getattr(signer, "jwks", None)
+    if isinstance(jwks, bytes):
+        keys = Response(200, jwks, JWK_SET, _PUBLIC_CACHE)
+        out[b"/v1/keys"] = lambda: keys
+    return out

@@ -1,0 +1,156 @@
+"""Signed answers: a detached-payload JWS over each /v1 answer's exact body bytes (issue 12 item 7).
+
+Every answer of a /v1 route that provides information (`responder.v1.route.Route.signed`)
+carries, in the response header ``JWS-Signature``, a JWS Compact Serialization (RFC 7515
+§7.1) with a detached payload (RFC 7515 appendix F): ``BASE64URL(header) + ".." +
+BASE64URL(signature)``, where the signing input is the header segment, ".", and the
+BASE64URL of the response body exactly as sent (``b64`` stays true: no RFC 7797). A party
+that keeps the body and the header keeps evidence of what it was told and when (the
+body's ``producedAt``) by whom, and a group (団体署名検証者) can relay both unchanged to
+its members (Act §20(1)), who check them against the same certificate.
+
+The protected header: ``alg`` ``RS256`` (RSASSA-PKCS1-v1_5 with SHA-256, the signature of
+every key of the service, Ord §2, §38), ``kid`` (the RFC 7638 thumbprint of the public
+key), ``x5c`` (the answer-signing certificate, DER base64: RFC 7515 §4.1.6) and ``typ``
+``jpki-va-answer+jws``. The key is the responder's dedicated answer-signing key (応答署名
+用の鍵), not an OCSP signer: its certificate, issued by the demo root with the extended key
+usage `crlbuilder.manifest.ANSWER_SIGNING_EKU`, is published at ``GET /v1/keys`` (a JWKS
+with ``x5c``). It is a PEM file or a ``pkcs11:`` URI (`crlbuilder.keys.signer.load_signer`).
+
+JOSE is joserfc's (serialization, header checks, JWK thumbprint, verification); the one
+thing added is an ``RS256`` algorithm whose signature comes from a
+`crlbuilder.keys.signer.Signer`, so a key in an HSM signs as well as a PEM key (the
+signature bytes are the same RSASSA-PKCS1-v1_5 SHA-256).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Final
+
+import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwa import JWSAlgModel
+from joserfc.jwk import RSAKey
+from joserfc.jws import JWSRegistry
+
+from crlbuilder.keys.signer import Signer, SignerError, load_signer
+from crlbuilder.manifest import ANSWER_SIGNING_EKU, Manifest
+from responder.config import ResponderConfig
+
+ALG: Final = "RS256"
+TYP: Final = "jpki-va-answer+jws"
+_MAX_BODY: Final = 64 << 20
+"""The largest body verified here (the 10,000-entry answers are about 1 MB)."""
+
+
+class _SignerRS256(JWSAlgModel):
+    """``RS256`` by a `Signer` (a PEM key or a key in a token): the key argument is unused."""
+
+    name = ALG
+    description = "RSASSA-PKCS1-v1_5 using SHA-256, by the answer-signing Signer"
+    key_type = "RSA"
+    recommended = True
+
+    def __init__(self, signer: Signer) -> None:
+        self._signer = signer
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        return self._signer.sign(msg)
+
+    def verify(self, msg: bytes, sig: bytes, key: Any) -> bool:
+        return False  # never used to verify: `verify` below uses joserfc's own RS256
+
+
+def _registry(algorithms: dict[str, JWSAlgModel] | None = None) -> JWSRegistry:
+    reg = JWSRegistry(algorithms=[ALG])
+    if algorithms is not None:
+        reg.algorithms = algorithms
+    reg.max_header_length = 8192  # the header carries the certificate (x5c)
+    reg.max_payload_length = _MAX_BODY
+    return reg
+
+
+class AnswerSigner:
+    """Signs answers with one key; its JWKS for ``GET /v1/keys``."""
+
+    def __init__(self, signer: Signer) -> None:
+        cert = signer.certificate
+        public = cert.public_key()
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise ValueError("the answer-signing certificate's key is not RSA")
+        self._key = RSAKey.import_key(public)
+        self.kid: str = self._key.thumbprint()
+        x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+        self.header: dict[str, Any] = {"alg": ALG, "kid": self.kid, "typ": TYP, "x5c": [x5c]}
+        self._registry = _registry({ALG: _SignerRS256(signer)})
+        jwk = dict(self._key.as_dict(private=False))
+        jwk.update({"use": "sig", "alg": ALG, "kid": self.kid, "x5c": [x5c]})
+        self.jwks: bytes = msgspec.json.encode({"keys": [jwk]})
+        """The JSON Web Key Set (RFC 7517 §5) of ``GET /v1/keys``."""
+
+    def sign(self, body: bytes) -> bytes:
+        """The detached compact JWS (``header..signature``) over ``body`` exactly."""
+        compact = jws.serialize_compact(self.header, body, self._key, registry=self._registry)
+        head, _, rest = compact.partition(".")
+        return f"{head}..{rest.rpartition('.')[2]}".encode("ascii")
+
+
+def load_answer_signer(
+    config: ResponderConfig, manifest: Manifest, *, outage_ok: bool = False
+) -> AnswerSigner:
+    """The configured answer-signing key (``[v1] answer_key``/``answer_cert``, else the PKI
+    manifest's), opened and checked against its certificate now.
+
+    Raises `SignerError` when none is configured, the key does not open or match, or the
+    certificate lacks the extended key usage `ANSWER_SIGNING_EKU` (``responder serve``
+    refuses to start: answers must not go out unsigned). ``outage_ok`` as for
+    `load_signer` (a worker, after the master checked).
+    """
+    key = config.v1.answer_key or (
+        manifest.key_ref(manifest.answer_key) if manifest.answer_key else ""
+    )
+    cert = config.v1.answer_cert or (
+        manifest.path(manifest.answer_cert) if manifest.answer_cert else None
+    )
+    if not key or cert is None:
+        raise SignerError(
+            "no answer-signing key: set [v1] answer_key and answer_cert, or use a PKI whose "
+            "manifest has them (crlbuilder pki init)"
+        )
+    signer = load_signer(key, cert, outage_ok=outage_ok)
+    try:
+        eku = signer.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = x509.ExtendedKeyUsage([])
+    if x509.ObjectIdentifier(ANSWER_SIGNING_EKU) not in eku:
+        raise SignerError(f"{cert}: not an answer-signing certificate (EKU {ANSWER_SIGNING_EKU})")
+    return AnswerSigner(signer)
+
+
+def verify(signature: bytes | str, body: bytes, certificate: x509.Certificate) -> dict[str, Any]:
+    """Check a detached JWS over ``body`` with ``certificate``'s key; its protected header.
+
+    Raises ValueError when the signature does not verify, the algorithm is not ``RS256``,
+    or the header's ``x5c`` does not name ``certificate`` (what a party that kept an answer
+    runs; the tests too).
+    """
+    value = signature.decode("ascii") if isinstance(signature, bytes) else signature
+    public = certificate.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise ValueError("not an RSA certificate")
+    try:
+        got = jws.deserialize_compact(
+            value, RSAKey.import_key(public), payload=body, registry=_registry()
+        )
+    except JoseError as e:
+        raise ValueError(f"the JWS does not verify: {e.error}") from None
+    header: dict[str, Any] = dict(got.protected)
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    if header.get("alg") != ALG or header.get("x5c", [None])[0] != base64.b64encode(der).decode():
+        raise ValueError("the JWS header does not name this certificate")
+    return header

@@ -1,0 +1,101 @@
+"""Signed answers (issue 12 item 7): a detached JWS (RFC 7515 appendix F) over a /v1 answer's
+exact bytes, by the answer-signing key whose certificate the party can fetch."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from joserfc import jws as jose
+
+from crlbuilder.keys.signer import PemSigner, SignerError
+from crlbuilder.manifest import ANSWER_SIGNING_EKU, Manifest
+from responder.config import ResponderConfig, V1Config
+from responder.v1.jws import AnswerSigner, load_answer_signer, verify
+from tests.support.pki import Ca, make_ca, rsa_key
+
+EKU = x509.ExtendedKeyUsage([x509.ObjectIdentifier(ANSWER_SIGNING_EKU)])
+
+
+@pytest.fixture(scope="module")
+def root() -> Ca:
+    return make_ca("demo root")
+
+
+def signer_files(root: Ca, d: Path, *, eku: bool = True) -> tuple[Path, Path, x509.Certificate]:
+    key = rsa_key()
+    cert = root.issue("answer signer", key, extensions=[(EKU, False)] if eku else [])
+    key_path, cert_path = d / "answer.key", d / "answer.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path, cert
+
+
+def test_detached_jws_verifies_over_the_exact_body_and_nothing_else(root: Ca) -> None:
+    key = rsa_key()
+    cert = root.issue("answer signer", key, extensions=[(EKU, False)])
+    signer = AnswerSigner(PemSigner(key, cert))
+    body = b'{"entries":[{"status":"good"}]}'
+    sig = signer.sign(body)
+    head, payload, signature = sig.decode().split(".")
+    assert payload == "" and head and signature  # RFC 7515 appendix F: detached
+    header = verify(sig, body, cert)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert header["alg"] == "RS256" and header["x5c"] == [base64.b64encode(der).decode()]
+    assert header["kid"] == signer.kid
+    assert "b64" not in header  # b64 stays true (no RFC 7797)
+    with pytest.raises(ValueError, match="does not verify"):
+        verify(sig, body + b" ", cert)  # one byte more: not what was signed
+    other = root.issue("someone else", rsa_key())
+    with pytest.raises(ValueError):
+        verify(sig, body, other)
+    # an independent check with joserfc's own RS256 and the JWKS a party fetches
+    keys = json.loads(signer.jwks)["keys"]
+    assert keys[0]["kid"] == signer.kid and keys[0]["x5c"] == header["x5c"]
+    from joserfc.jwk import RSAKey
+
+    jwk = RSAKey.import_key(keys[0])
+    registry = jose.JWSRegistry(algorithms=["RS256"])
+    registry.max_header_length = 4096  # joserfc's default 512 is less than a header with x5c
+    got = jose.deserialize_compact(sig.decode(), jwk, payload=body, registry=registry)
+    assert got.payload == body
+
+
+def test_the_answer_key_is_required_and_must_be_an_answer_signing_certificate(
+    root: Ca, tmp_path: Path
+) -> None:
+    manifest = Manifest(
+        key_size=2048, base_url="http://x", issuers=[], client_ca="", client_ca_key="",
+        server_cert="", server_key="", group_responder_cert="", group_responder_key="",
+        directory=str(tmp_path),
+    )  # fmt: skip
+    with pytest.raises(SignerError, match="no answer-signing key"):
+        load_answer_signer(ResponderConfig(), manifest)
+    key_path, cert_path, _ = signer_files(root, tmp_path)
+    config = ResponderConfig(v1=V1Config(answer_key=str(key_path), answer_cert=cert_path))
+    assert load_answer_signer(config, manifest).kid
+    in_manifest = msgspec.structs.replace(
+        manifest, answer_key="answer.key", answer_cert="answer.pem"
+    )
+    assert load_answer_signer(ResponderConfig(), in_manifest).kid
+    d = tmp_path / "no-eku"
+    d.mkdir()
+    key_path, cert_path, _ = signer_files(root, d, eku=False)
+    config = ResponderConfig(v1=V1Config(answer_key=str(key_path), answer_cert=cert_path))
+    with pytest.raises(SignerError, match="not an answer-signing certificate"):
+        load_answer_signer(config, manifest)
+    key_path.chmod(0o644)  # a key others may read is refused (keys 0600)
+    with pytest.raises(SignerError):
+        load_answer_signer(config, manifest)
