@@ -10,8 +10,9 @@ pre-signs the OCSP answers of revoked serials (`presign`) and produces the CRL f
 appears (written elsewhere and renamed in, so it is complete) is applied,
 then removed (its records hold the four facts in clear; with
 ``input.spool_keep_seconds`` it is kept that long in ``done/``, mode 0700),
-and followed by the same lapse, token, pre-sign and CRL steps; a token request queued
-while it is idle runs those steps at its next scan.
+and followed by the same lapse, token, pre-sign and CRL steps; a token request queued,
+or a change of the registry (a token's approval may have ended), while it is idle runs
+those steps at its next scan.
 
 Time: the builder reads one clock (`Builder.clock`, the system clock unless a
 test injects another). A build ``as_of`` an instant runs as if the clock read
@@ -27,6 +28,7 @@ and the answer "revoked" is the loop's wake-up, not a refresh cycle.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -163,6 +165,7 @@ class Builder:
         self.quarantine = Quarantine(Path(cfg.input.quarantine))
         Path(cfg.input.notices).parent.mkdir(parents=True, exist_ok=True)
         self.registry: ConsentVerifiers | None = None
+        self._registry_stamp: tuple[int, int] | None = None
         if cfg.input.registry:
             try:
                 self.registry = ConsentVerifiers(Path(cfg.input.registry))
@@ -331,6 +334,20 @@ class Builder:
             return TokenReport()
         return self.token_issuer(verifiers, lambda: as_of).run(epoch(as_of))
 
+    def registry_moved(self) -> bool:
+        """The registry file changed since the last look (a token's approval may have ended:
+        the follow loop then runs the post-commit steps, revoking it at once)."""
+        if self.registry is None or self.manifest.token_issuer is None:
+            return False
+        try:
+            st = os.stat(self.registry.path)
+        except OSError:
+            return False
+        stamp = (st.st_size, st.st_mtime_ns)
+        moved = self._registry_stamp is not None and stamp != self._registry_stamp
+        self._registry_stamp = stamp
+        return moved
+
     def tokens_pending(self) -> bool:
         """A token request is queued (the follow loop then runs the post-commit steps)."""
         t = self.cfg.tokens
@@ -376,8 +393,10 @@ class Builder:
                         continue
                     if max_idle is not None and time.monotonic() - idle_since > max_idle:
                         return
-                    if self.tokens_pending() or (
-                        time.monotonic() - last_refresh > self.refresh_every()
+                    if (
+                        self.tokens_pending()
+                        or self.registry_moved()
+                        or (time.monotonic() - last_refresh > self.refresh_every())
                     ):
                         report = BuildReport(summary=Summary())
                         self.after_commit(self._applier(None), report, now)
