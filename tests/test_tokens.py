@@ -249,6 +249,24 @@ def test_request_refused_when_the_approval_changed_since(world: World) -> None:
     assert world.status(rid) is None
 
 
+def test_records_cannot_revoke_a_token(world: World) -> None:
+    """A record names the Act's certificates: one naming the token issuer is quarantined
+    (a token is revoked from the registry only, Act §38-2(6))."""
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))
+    records = world.tmp / "r.jsonl"
+    line = {
+        "type": "revocation-request", "id": "r-token", "recorded_at": T0 + timedelta(minutes=2),
+        "serial": token_serial(rid), "issuer": "verifier-token-g1", "reason": "application",
+    }  # fmt: skip
+    records.write_bytes(msgspec.json.encode(line) + b"\n")
+    world.builder.build([records], as_of=T0 + timedelta(minutes=3))
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+    quarantined = (world.tmp / "quarantine.jsonl").read_text()
+    assert "r-token" in quarantined and "Act §38-3" in quarantined
+
+
 def test_no_issuance_record_names_the_token_family() -> None:
     rec = Issuance(
         id="i-1",

@@ -250,3 +250,21 @@ def test_approval_ending_later_is_a_new_request(ca: Ca) -> None:
 def test_not_configured_is_503(ca: Ca) -> None:
     resp, body = Api(spec_table(), desk=None).post({"csr": "x"})
     assert resp.status == 503 and body["rule"] == "unavailable"
+
+
+def test_tokens_are_not_counted_as_issued_certificates_ord_71() -> None:
+    """発行件数 (Ord §71(1)) counts the Act's certificates; a token issued in the store does not
+    appear there (nor break the yearly report), its provisions are in the ledger instead."""
+    from responder.ledger import issuance_counts
+
+    reader = MemoryReader(
+        status_records={
+            sf.status_key(INDEX, 7): sf.StatusRecord(
+                version=1, state=sf.STATE_GOOD, category=0, reason=0,
+                family=Family.SPECIFIED_VERIFIER_TOKEN.code, not_before=int(NOW),
+                not_after=int(NOW) + 86400, revoked_at=0, holder=b"\0" * 32,
+            )
+        }
+    )  # fmt: skip
+    counts = issuance_counts(reader, date(2025, 1, 1), date(2025, 12, 31))
+    assert counts == {f: {} for f in ("sign-card", "sign-mobile", "auth-card", "auth-mobile")}
