@@ -268,3 +268,63 @@ def test_tokens_are_not_counted_as_issued_certificates_ord_71() -> None:
     )  # fmt: skip
     counts = issuance_counts(reader, date(2025, 1, 1), date(2025, 12, 31))
     assert counts == {f: {} for f in ("sign-card", "sign-mobile", "auth-card", "auth-mobile")}
+
+
+def test_token_status_by_ocsp_to_any_running_party_not_counted() -> None:
+    """A token's status is answered by OCSP like any certificate's, signed by its issuer's
+    delegate, to every registered party whose provision runs (no agreement names it), and
+    is no §18(1)/§37(1) provision: the flow names no service, so the ledger counts none."""
+    from crlbuilder.keys.signer import PemSigner
+    from crlbuilder.ocsp.response import ResponseSigner
+    from responder.flow import Answer, OcspFlow, Refusal, Signing
+    from responder.ocsp import IssuerView
+    from tests.test_ocsp_flow import (
+        CONFIG,
+        REGISTRY,
+        Creds,
+        cert_status,
+        party,
+        request,
+        self_signed,
+        signed,
+        status,
+    )  # fmt: skip
+    from tests.test_ocsp_flow import (
+        NOW as FLOW_NOW,
+    )
+    from tests.test_ocsp_flow import (
+        Quotas as FlowQuotas,
+    )
+
+    k = rsa_key()
+    cert = self_signed(k, "verifier-token-g1 CA")
+    rs = ResponseSigner(PemSigner(k, cert))
+    view = IssuerView(INDEX, ISSUER.id, Family.SPECIFIED_VERIFIER_TOKEN, rs, cert, rs.certs_suffix)
+    reader = MemoryReader(
+        issuer_table=[
+            sf.IssuerMeta(
+                index=INDEX, id=ISSUER.id, family=Family.SPECIFIED_VERIFIER_TOKEN, generation=1,
+                cert_der=cert.public_bytes(serialization.Encoding.DER),
+            )
+        ],
+        crl_states={INDEX: sf.CrlState(next_update=FLOW_NOW + 86400)},
+        status_records={
+            sf.status_key(INDEX, 7): status(1, sf.STATE_GOOD, Family.SPECIFIED_VERIFIER_TOKEN),
+            sf.status_key(INDEX, 8): status(
+                2, sf.STATE_REVOKED, Family.SPECIFIED_VERIFIER_TOKEN, revoked_at=FLOW_NOW - 60,
+                reason=Reason.PRIVILEGE_WITHDRAWN, category=Category.APPROVAL_WITHDRAWN.code,
+            ),
+        },
+    )  # fmt: skip
+    fl = OcspFlow([view], FlowQuotas(frozenset()), CONFIG)
+    for who in ("sign-only", "auth-mobile-only"):  # agreements about other families
+        got = fl.decide(request(view, 7), Creds(who), FLOW_NOW, reader, REGISTRY)
+        assert isinstance(got, Signing | Answer) and got.service is None, got  # cached: Answer
+        assert cert_status(signed(got, fl)) is x509.ocsp.OCSPCertStatus.GOOD
+    got = fl.decide(request(view, 8), Creds("sign-only"), FLOW_NOW, reader, REGISTRY)
+    assert isinstance(got, Signing)
+    answer = x509.ocsp.load_der_ocsp_response(signed(got, fl).der)
+    assert answer.revocation_reason is x509.ReasonFlags.privilege_withdrawn
+    ended = Registry([party("gone", end=FLOW_NOW - 1, end_article="Act §36(1)")])
+    got = fl.decide(request(view, 7), Creds("gone"), FLOW_NOW, reader, ended)
+    assert isinstance(got, Refusal) and got.rule == "ended"
