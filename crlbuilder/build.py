@@ -172,6 +172,7 @@ class Builder:
             except RegistryReadError as e:
                 self.store.close()
                 raise ConfigError("<configuration>", "input.registry", str(e)) from None
+            self.registry_moved()  # the file as read now: a later change is a move
         else:
             self.emit({"event": "warning", "message": "no input.registry: consent grants "
                        "are quarantined, not stored (Act §18(3))"})  # fmt: skip

@@ -275,9 +275,10 @@ class OcspFlow:
                     return cached[1]
                 cache_key = (key, cid.hash_alg, version)
             if st is None:
-                status = (
-                    CertStatus.GOOD if self.crl_import and key is not None else CertStatus.UNKNOWN
-                )
+                # a group appliance imported the CRLs of the Act's families only: a token
+                # (Act §38-3) absent from its store is unknown there, never good
+                imported = self.crl_import and view.family.is_jpki
+                status = CertStatus.GOOD if imported and key is not None else CertStatus.UNKNOWN
                 answers.append(SingleAnswer(cid.der, status))
             elif st.state == sf.STATE_REVOKED:
                 if single and cid.hash_alg == "sha1" and key is not None:

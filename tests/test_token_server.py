@@ -23,10 +23,24 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
-from tests.conftest import Built, run_tool
+from crlbuilder.model import Category
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.tokenrequest import (
+    TokenRequest,
+    approval_window,
+    request_id,
+    token_serial,
+    write_request,
+)
+from responder.registry.demo import DEMO_START
+from tests.conftest import BIN, Built, run_tool
 from tests.support.harness import Server, start_server
+from tests.support.procs import started
+from tests.support.wait import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
@@ -131,3 +145,60 @@ def test_act_38_3_token_issued_verified_and_revoked_with_the_approval(
         )
         assert answer.certificate_status is ocsp.OCSPCertStatus.REVOKED
         assert answer.revocation_reason is x509.ReasonFlags.privilege_withdrawn
+
+
+@pytest.mark.real_clock  # the follow loop's scans are timed waits
+def test_follow_issues_a_queued_token_and_revokes_it_when_the_registry_changes(
+    built: Built, tmp_path: Path
+) -> None:
+    """`build --follow` takes a queued request at its next scan, not at its next refresh, and
+    revokes the token as soon as the registry says the approval was revoked (Act §38-2(6))."""
+    store, crl, registry = tmp_path / "store", tmp_path / "crl", tmp_path / "registry.toml"
+    shutil.copytree(built.store, store)
+    shutil.copy(built.registry, registry)
+    requests, issued = tmp_path / "token-requests", tmp_path / "token-issued"
+    requests.mkdir()
+    args = built.builder_args(store, crl)
+    del args[args.index("--as-of") : args.index("--as-of") + 2]  # follow runs on the clock
+    args += [
+        "--registry", str(registry), "--token-requests", str(requests),
+        "--token-issued", str(issued), "--follow", "--follow-interval", "0.1", "--max-idle", "60",
+    ]  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, hashes.SHA256())
+    )
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    rid = request_id(PARTY, spki, approval_window(DEMO_START, None))
+    tok = built.manifest.token_issuer
+    assert tok is not None
+    skey = sf.status_key(tok.index, token_serial(rid))
+
+    def status() -> sf.StatusRecord | None:
+        s = Store.open(store, readonly=True)
+        try:
+            with s.read() as r:
+                return r.status(skey)
+        finally:
+            s.close()
+
+    with started([str(BIN / "crlbuilder"), "build", *args], log=tmp_path / "follow.log"):
+        until((crl / f"{tok.id}.crl").exists, 60, "the first build")
+        write_request(
+            requests,
+            TokenRequest(
+                id=rid, party=PARTY, csr=csr.public_bytes(serialization.Encoding.DER),
+                requested_at=datetime.now(UTC).replace(microsecond=0),
+            ),
+        )  # fmt: skip
+        until(lambda: (issued / f"{rid}.pem").exists() and status(), 20, "the token")
+        run_tool(
+            "responder", "registry", "update", "--registry", str(registry), "--actor", "test",
+            "--id", PARTY, "--approval-revoked", datetime.now(UTC).isoformat(),
+        )  # fmt: skip
+        st = until(lambda: (x := status()) is not None and x.revoked and x, 20, "the revocation")
+        assert st.category == Category.APPROVAL_WITHDRAWN.code

@@ -325,6 +325,13 @@ def test_token_status_by_ocsp_to_any_running_party_not_counted() -> None:
     assert isinstance(got, Signing)
     answer = x509.ocsp.load_der_ocsp_response(signed(got, fl).der)
     assert answer.revocation_reason is x509.ReasonFlags.privilege_withdrawn
+    # a group appliance (CRL import: absent from the 機構's CRLs is good) imports no token
+    # CRL: a token it does not know is unknown there, never good
+    reader.imported = True
+    reader.changed()
+    fresh = OcspFlow([view], FlowQuotas(frozenset()), CONFIG)
+    got = fresh.decide(request(view, 9), Creds("sign-only"), FLOW_NOW, reader, REGISTRY)
+    assert cert_status(signed(got, fresh)) is x509.ocsp.OCSPCertStatus.UNKNOWN
     ended = Registry([party("gone", end=FLOW_NOW - 1, end_article="Act §36(1)")])
     got = fl.decide(request(view, 7), Creds("gone"), FLOW_NOW, reader, ended)
     assert isinstance(got, Refusal) and got.rule == "ended"
