@@ -158,6 +158,7 @@ def test_follow_issues_a_queued_token_and_revokes_it_when_the_registry_changes(
     shutil.copy(built.registry, registry)
     requests, issued = tmp_path / "token-requests", tmp_path / "token-issued"
     requests.mkdir()
+    (tmp_path / "store-spool").mkdir()  # builder_args' spool: the loop watches it
     args = built.builder_args(store, crl)
     del args[args.index("--as-of") : args.index("--as-of") + 2]  # follow runs on the clock
     args += [
@@ -187,7 +188,8 @@ def test_follow_issues_a_queued_token_and_revokes_it_when_the_registry_changes(
             s.close()
 
     with started([str(BIN / "crlbuilder"), "build", *args], log=tmp_path / "follow.log"):
-        until((crl / f"{tok.id}.crl").exists, 60, "the first build")
+        log = tmp_path / "follow.log"
+        until(lambda: '"event":"build"' in log.read_text(), 60, "the first build")
         write_request(
             requests,
             TokenRequest(
