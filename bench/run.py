@@ -56,6 +56,7 @@ BENCHES: dict[str, list[str]] = {
     ],
     "freshness": ["-m", "bench.bench_freshness", "--out", str(RESULTS / "freshness.json")],
     "pkcs11": ["-m", "bench.bench_pkcs11", "--out", str(RESULTS / "pkcs11.json")],
+    "v1_status": ["-m", "bench.bench_v1_status", "--out", str(RESULTS / "v1_status.json")],
 }
 
 
@@ -160,6 +161,15 @@ def render() -> str:
                 f"pkcs11 {_fmt(ps.get('pkcs11'))}/s, PEM {_fmt(ps.get('pem'))}/s, raw cryptography"
                 f" {_fmt(ps.get('raw'))}/s per CPU second, one thread (goal ≥ 0.8×:"
                 f" {'met' if r.get('goal_met') else 'not met'})", "`python -m bench.bench_pkcs11`")  # fmt: skip
+    v1s = _load("v1_status")
+    if v1s:
+        cpu = _get(v1s, "batch_server_cpu_ms", "handle", "median")
+        add(f"POST /v1/status, {_fmt(v1s.get('entries'))} entries per call",
+            f"{_fmt(cpu, ' ms')} server CPU per call",
+            f"goal < 50 ms ({'met' if v1s.get('goal_met_cpu') else 'not met'} in CPU time; wall time"
+            f" {_fmt(_get(v1s, 'batch_server_ms', 'median'), ' ms')} at load {_fmt((v1s.get('load_average') or [None])[0])});"
+            f" {_fmt(v1s.get('batch_entries_per_s'))} entries/s against {_fmt(v1s.get('ocsp_answers_per_s'))}"
+            " single OCSP answers/s in the same run", "`python -m bench.bench_v1_status`")  # fmt: skip
     met = _load("metrics")
     if met:
         add("metrics on the hot path", _fmt(_get(met, "summary", "added_us_per_request"), " µs/request"),

@@ -92,7 +92,7 @@ from responder.report import ReportCache, parse_report_path, render_year
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 from responder.v1.jws import load_answer_signer
-from responder.v1.routes import V1Api, public_documents
+from responder.v1.routes import CALLS_DIR, V1Api, public_documents
 from responder.v1.table import ROUTES as V1_ROUTES
 
 _log: Final = logging.getLogger("responder.app")
@@ -202,6 +202,10 @@ class JpkiApp:
         self.worker_index = worker_index
         self.ledger = LedgerWriter.open(ledger_dir, worker_index)
         self.ledger.start_flusher()
+        self.calls = LedgerWriter.open(ledger_dir / CALLS_DIR, worker_index)
+        """The /v1 calls per party, day and service (`responder.v1.routes`, CALLS_DIR): a
+        ledger of its own, so the 帳簿 and the 報告書 count provisions only."""
+        self.calls.start_flusher()
         self._stop = threading.Event()
         if worker_index == 0:  # one merger is enough; the SQLite ledger serializes the rest
             threading.Thread(target=self._merge_loop, name="ledger-merge", daemon=True).start()
@@ -216,6 +220,7 @@ class JpkiApp:
             store=self.store,
             quota=self.limits,
             ledger=self.ledger,
+            calls=self.calls,
             signer=answer_signer,
             public=public_documents(V1_ROUTES, answer_signer),
         )
@@ -274,6 +279,7 @@ class JpkiApp:
         self.signing.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
+        self.calls.close()
         self.limits.close()
         if self.entries is not None and not self.entries.close():
             return  # a count still reads the store: leave it open, the process is exiting
@@ -541,21 +547,23 @@ class JpkiApp:
             self._collect_ledger()
 
     def _collect_ledger(self) -> None:
-        """Merge every worker's counter file into the SQLite ledger (worker 0, its own thread)."""
-        try:
-            ledger = Ledger.open(self.config.ledger.dir)
+        """Merge every worker's counter files into the SQLite ledgers (worker 0, its own
+        thread): the 帳簿's provisions, then the /v1 calls (`CALLS_DIR`)."""
+        for directory in (self.config.ledger.dir, self.config.ledger.dir / CALLS_DIR):
             try:
-                result = ledger.collect()
-            finally:
-                ledger.close()
-        except Exception as e:  # the counts stay in the worker files; the next merge retries
-            _log.warning("ledger_collect_failed", extra={"fields": {"error": type(e).__name__}})
-            return
-        for refused in result.refused:
-            _log.warning(
-                "ledger_file_refused",
-                extra={"fields": {"file": refused.path, "reason": refused.reason}},
-            )
+                ledger = Ledger.open(directory)
+                try:
+                    result = ledger.collect()
+                finally:
+                    ledger.close()
+            except Exception as e:  # the counts stay in the worker files; the next merge retries
+                _log.warning("ledger_collect_failed", extra={"fields": {"error": type(e).__name__}})
+                continue
+            for refused in result.refused:
+                _log.warning(
+                    "ledger_file_refused",
+                    extra={"fields": {"file": refused.path, "reason": refused.reason}},
+                )
 
     def _reload_registry_if_changed(self) -> None:
         """Registry changes reach every worker within a second, without SIGHUP (Act §18(6) suspensions)."""

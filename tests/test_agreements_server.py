@@ -3,6 +3,7 @@ the CRL cycle, the ledger under SIGKILL, and the published report."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -16,7 +17,7 @@ import msgspec
 import pytest
 from cryptography.x509 import ocsp
 
-from crlbuilder.model import JPKI_FAMILIES, CertStatus, Family
+from crlbuilder.model import JPKI_FAMILIES, Answer, CertStatus, Family
 from crlbuilder.rules import JST
 from responder.ledger import Ledger
 from tests.conftest import Built, run_tool
@@ -47,6 +48,19 @@ def crl_get(s: Server, name: str, party: str) -> int:
         return int(e.code)
 
 
+def v1_status(s: Server, a: Answer, party: str) -> tuple[int, dict[str, object]]:
+    """POST /v1/status with ``a`` as the one entry: the HTTP status and that entry's answer."""
+    body = json.dumps({"entries": [{"issuer": a.issuer, "serial": f"{a.serial:x}"}]}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {s.token(party)}"}
+    req = urllib.request.Request(f"{s.url}/v1/status", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status), json.loads(r.read())["entries"][0]
+    except urllib.error.HTTPError as e:
+        assert e.headers["Content-Type"] == "application/problem+json"
+        return int(e.code), json.loads(e.read())
+
+
 def registry_cmd(s: Server, *args: str) -> None:
     run_tool("responder", "registry", *args, "--registry", str(s.registry), "--actor", "test")
 
@@ -67,6 +81,14 @@ def test_matrix_of_titles_families_and_methods(built: Built, tmp_path: Path) -> 
                 assert got is want, (party, fam, "ocsp")
                 code = crl_get(s, f"{a.issuer}.crl", party)
                 assert code == (200 if allowed else 403), (party, fam, "crl-file")
+                # the JSON batch status (method json): a family the party may not receive
+                # is refused per entry; a party receiving neither revocation service, per call
+                code, entry = v1_status(s, a, party)
+                if not ALLOWED[party]:
+                    assert code == 403, (party, fam, "json")
+                else:
+                    assert code == 200, (party, fam, "json")
+                    assert (entry["status"] != "refused") is allowed, (party, fam, "json")
 
 
 @pytest.mark.real_clock  # registry changes reach workers by their timed watch

@@ -13,6 +13,7 @@ keys (tests/test_responder_interop.py).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -23,10 +24,12 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from cryptography import x509
 
 from crlbuilder.demo.__main__ import commands
 from crlbuilder.keys.oplog import OPLOG_ENV, OpRecord, verify_oplog
 from crlbuilder.manifest import load_manifest
+from responder.v1 import jws
 from tests.conftest import Built, make_built, run_tool
 from tests.support.harness import Server, start_server
 from tests.test_responder_interop import check_openssl_text, compromised_issuers, openssl_ocsp
@@ -75,8 +78,9 @@ def test_ord_74_every_signing_key_is_generated_in_the_token(hsm_built: Built) ->
     """The manifest names each signing key by a pkcs11: URI; the token holds it sensitive and
     non-extractable (Ord §74(3)); no PEM file of a signing key exists; the PIN file is 0600."""
     m = hsm_built.manifest
+    # all_issuers: with the token issuer's (Act §38-3)
     refs = [i.key for i in m.all_issuers()] + [i.ocsp_key for i in m.all_issuers()]
-    refs.append(m.group_responder_key)  # all_issuers: with the token issuer's (Act §38-3)
+    refs += [m.group_responder_key, m.answer_key]  # the /v1 answer-signing key too
     assert all(r.startswith("pkcs11:token=jpki-va-demo;object=") for r in refs), refs
     pem_keys = {p.relative_to(hsm_built.pki) for p in hsm_built.pki.rglob("*.key")}
     assert pem_keys == {Path("tls/client-ca.key"), Path("tls/server.key")} | {
@@ -108,7 +112,7 @@ def test_ord_73_3_the_tokens_operations_are_in_its_chained_log(hsm_server: Serve
         return {r.key.split("object=")[1].split(";")[0] for r in rs if r.event == event}
 
     labels = {f"{k}-{i.id}" for i in built.manifest.all_issuers() for k in ("ca", "ocsp")}
-    labels.add("group-responder")
+    labels |= {"group-responder", "answer-signer"}  # the relay's key, the /v1 answer key
     assert labels_of("key-generated", records) == labels
     assert labels_of("certificate-issued", records) == labels
     # after the set-up: the build's sessions, CA keys for CRLs and delegates for answers
@@ -200,3 +204,18 @@ def test_act_38_3_token_signed_with_the_token_issuers_key_in_the_token(
         assert cert.public_key().public_numbers() == key.public_key().public_numbers()
     finally:
         w.builder.close()
+
+
+def test_v1_answers_are_signed_by_the_answer_key_in_the_token(hsm_server: Server) -> None:
+    """The JWS of a /v1 answer (issue 12 item 7) comes from the answer-signing key in the
+    token (a pkcs11: URI): it verifies with the certificate of GET /v1/keys."""
+    from tests.test_v1_server import by_serial, v1, v1_raw
+
+    a = hsm_server.built.answers[0]
+    code, headers, raw = v1_raw(
+        hsm_server, "/v1/status", {"entries": [by_serial(a)]}, "both-verifier"
+    )
+    assert code == 200, raw
+    _, _, jwks = v1(hsm_server, "/v1/keys")
+    cert = x509.load_der_x509_certificate(base64.b64decode(jwks["keys"][0]["x5c"][0]))
+    assert jws.verify(headers["jws-signature"], raw, cert)["kid"] == jwks["keys"][0]["kid"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.model import Answer, CertStatus, Family
+from crlbuilder.rules import JST
+from responder.ledger import Ledger
 from responder.v1 import jws
 from tests.conftest import Built
 from tests.support.harness import Server, start_server, total
@@ -48,6 +52,20 @@ def v1(
     """`v1_raw` with the body decoded from JSON."""
     code, headers, raw = v1_raw(s, path, body, party)
     return code, headers, json.loads(raw)
+
+
+def ledger_totals(directory: Path) -> dict[tuple[str, ...], int]:
+    """The ledger in ``directory`` after merging the workers' files: (party, service, method)."""
+    until(lambda: list(directory.glob("*.ledger")), what=f"worker files in {directory}")
+    ledger = Ledger.open(directory)
+    try:
+        ledger.collect()
+        today = datetime.now(JST).date()
+        return ledger.totals(
+            today - timedelta(days=1), today + timedelta(days=1), by=("party", "service", "method")
+        )
+    finally:
+        ledger.close()
 
 
 def by_serial(a: Answer) -> dict[str, str]:
@@ -132,3 +150,18 @@ def test_a_batch_of_10000_needs_a_credential_for_its_size(built: Built, tmp_path
             assert e.code == 413
         except (ConnectionError, urllib.error.URLError):
             pass  # the server may close before the client finished sending
+
+
+def test_an_unknown_bearer_is_refused_before_the_body_is_read(built: Built, tmp_path: Path) -> None:
+    """Authentication comes before anything of the body (brief: before decoding it): a
+    token matching no party gets 401 from the headers alone, the body never sent."""
+    with start_server(built, tmp_path) as s:
+        host, port = s.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/status HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer not-a-party\r\nContent-Length: 1000000\r\n\r\n"
+            )
+            head = sock.recv(65536).decode("latin-1")
+        assert head.startswith("HTTP/1.1 401 "), head
+        assert "application/problem+json" in head and "unauthenticated" in head

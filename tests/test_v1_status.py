@@ -113,11 +113,12 @@ def registry(**extra: dict[str, Any]) -> Registry:
 class Api:
     def __init__(self, reader: MemoryReader, reg: Registry, quotas: Quotas | None = None) -> None:
         self.ledger = Ledger()
+        self.calls = Ledger()
         self.reader = reader
         self.registry = reg
         self.api = V1Api(
             (v1status.ROUTE,), ResponderConfig(), store=reader, quota=quotas or Quotas(),
-            ledger=self.ledger, signer=None,
+            ledger=self.ledger, calls=self.calls, signer=None,
         )  # fmt: skip
         self.last: Request | None = None
 
@@ -193,6 +194,20 @@ def test_families_the_party_may_not_receive_are_refused_per_entry_act_18_1_37_1(
         ("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1),
         ("both", Service.AUTH_REVOCATION_INFO, Method.JSON, 1),
     }
+    # per call: one call of each service it provided, in the calls' own ledger
+    api.call(entries(ref(SC, GOOD), ref(SC, REVOKED), ref(AC, GOOD)), party="both")
+    assert (
+        api.calls.counted
+        == [
+            ("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1),
+            ("both", Service.AUTH_REVOCATION_INFO, Method.JSON, 1),
+        ]
+        * 2
+    )
+    assert api.ledger.counted[-2:] == [
+        ("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 2),
+        ("both", Service.AUTH_REVOCATION_INFO, Method.JSON, 1),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -252,6 +267,14 @@ def _too_many() -> dict[str, object]:
             "$.entries[1].serial",
         ),
         (entries({"issuer": "sign-card-g9", "serial": "01"}), "$.entries[0].issuer"),
+        # int(x, 16) would take these; the schema's pattern does not
+        (
+            entries(ref(SC, GOOD), {"issuer": "sign-card-g1", "serial": "0x1f"}),
+            "$.entries[1].serial",
+        ),
+        (entries({"issuer": "sign-card-g1", "serial": "1_0"}), "$.entries[0].serial"),
+        (entries({"issuer": "sign-card-g1", "serial": " 10"}), "$.entries[0].serial"),
+        (entries({"issuer": "sign-card-g1", "serial": ""}), "$.entries[0].serial"),
         (entries({"issuer": "sign-card-g1"}), "$.entries[0]"),
         (
             entries({"issuer": "sign-card-g1", "serial": "01", "certificate": "AAAA"}),

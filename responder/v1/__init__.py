@@ -42,6 +42,7 @@ Adding a route (R, W, T, V)
            services=(Service.X,),    # the dispatcher refuses 403 unless the agreement
            handler=handle,           # names one of them with the json method
            setup=None,               # or a function(ResponderConfig) -> env
+           problems=(),              # further problem statuses it answers: ((410, "why"),)
        )
 
    and add ``<name>.ROUTE`` to ``responder.v1.table.ROUTES``. The dispatcher does the

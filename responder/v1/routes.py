@@ -19,7 +19,18 @@
 6. runs the handler in one read view of the store (sans-I/O), then its follow-up
    effect if any (503 if that fails), then counts the ledger (帳簿, Act §40:
    `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
-   sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
+   the call, and sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
+
+Per entry and per call. The 帳簿 (Ord §71) counts provisions (件数): a batch of 10,000
+answered entries is 10,000 provisions of its service, the unit a fee per provision would
+use (Act §67); its layout, the report (報告書, Act §41, Ord §72) and its formats are
+unchanged. The calls are counted in a second ledger of the same kind (the same worker
+files and SQLite merge, `responder.ledger`) in the subdirectory `CALLS_DIR` of the ledger
+directory: one per answered call and service it provided (a batch holding sign and auth
+certificates counts one call of each), keyed by day, party, service and method ``json``.
+Summing the provisions over the calls gives the entries per call; the report never reads
+the calls, so its totals stay provisions. Read them with ``Ledger.open(dir / "calls")``
+(`Ledger.rows`, `Ledger.totals`) or the sqlite3 shell on ``calls/ledger.sqlite3``.
 
 Every path leaves a `responder.outcome.Outcome` in ``Request.note`` (endpoint
 ``v1-<name>``, family, party, refusal rule) for the metrics and the access log. Nothing
@@ -44,7 +55,7 @@ from responder.outcome import Outcome
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
 from responder.registry.vocabulary import SERVICE_FAMILIES, Method, Service
-from responder.v1 import problem
+from responder.v1 import openapi, problem
 from responder.v1.route import AnyRoute, Context, Reply
 from responder.v1.wire import Problem
 
@@ -54,6 +65,8 @@ SIGNATURE_HEADER: Final = b"jws-signature"
 MALFORMED: Final = "malformed"
 """The metrics' rule for bad input (the vocabulary OCSP's malformed requests use)."""
 UNAVAILABLE_RULE: Final = "unavailable"
+CALLS_DIR: Final = "calls"
+"""The subdirectory of the ledger directory counting /v1 calls (see the module docstring)."""
 _MAX_QUERY_FIELDS: Final = 32
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
 _NOTE_NOT_FOUND: Final = Outcome("v1")
@@ -114,6 +127,7 @@ class V1Api:
         store: ReadSource,
         quota: Quota,
         ledger: Counter,
+        calls: Counter | None = None,
         signer: AnswerSigner | None,
         public: dict[bytes, Callable[[], Response]] | None = None,
     ) -> None:
@@ -121,6 +135,8 @@ class V1Api:
         self.store = store
         self.quota = quota
         self.ledger = ledger
+        self.calls = calls
+        """The calls' ledger (`CALLS_DIR`); None: calls are not counted (tests)."""
         self.signer = signer
         self.public = public or {}
         """Public GET documents (``/v1/openapi.json``, ``/v1/keys``): no party, nothing counted."""
@@ -137,9 +153,10 @@ class V1Api:
         route = self.routes.get(path)
         if route is None:
             doc = self.public.get(path)
-            req.note = _NOTE_NOT_FOUND
             if doc is None:
+                req.note = _NOTE_NOT_FOUND
                 return problem.response(problem.NO_ROUTE)
+            req.note = Outcome("v1-" + path[4:].split(b".", 1)[0].decode("ascii"))
             if req.method not in (b"GET", b"HEAD"):
                 return problem.method_not_allowed(b"GET, HEAD")
             page = doc()
@@ -205,6 +222,8 @@ class V1Api:
         for service, n in reply.counts:
             if n > 0:
                 self.ledger.count(party.id, service, Method.JSON, n)
+                if self.calls is not None:
+                    self.calls.count(party.id, service, Method.JSON, 1)
         req.note = Outcome(endpoint, family=reply.family, party=party.id)
         return Response(reply.status, body, JSON, headers)
 
@@ -246,9 +265,11 @@ _PUBLIC_CACHE: Final = ((b"cache-control", b"public, max-age=300"),)
 def public_documents(
     routes: Sequence[AnyRoute], signer: AnswerSigner | None
 ) -> dict[bytes, Callable[[], Response]]:
-    """The public GET documents: ``/v1/keys`` (the answer-signing key as a JWKS with its
-    certificate, RFC 7517 §5), built once per worker; nothing counted, no party needed."""
-    out: dict[bytes, Callable[[], Response]] = {}
+    """The public GET documents, built once per worker; nothing counted, no party needed:
+    ``/v1/openapi.json`` (`responder.v1.openapi`) and ``/v1/keys`` (the answer-signing key
+    as a JWKS with its certificate, RFC 7517 §5)."""
+    spec = Response(200, openapi.document_bytes(routes), JSON, _PUBLIC_CACHE)
+    out: dict[bytes, Callable[[], Response]] = {b"/v1/openapi.json": lambda: spec}
     jwks = getattr(signer, "jwks", None)
     if isinstance(jwks, bytes):
         keys = Response(200, jwks, JWK_SET, _PUBLIC_CACHE)

@@ -1,9 +1,9 @@
 """POST /v1/status: batch 現況確認, revocation information on request for many certificates at once.
 
 保存期間に係る署名用電子証明書失効情報 (Act §18(1)) and 利用者証明用電子証明書失効情報
-(Act §37(1)) on request, as a JSON batch: a verifier re-checks up to `MAX_ENTRIES`
-certificates in one call (a 署名検証者 on its own behalf; a group for its members, Act
-§20(1); a member asking again later, §21(3), goes through its group). Each entry names a
+(Act §37(1)) on request, as a JSON batch: up to `MAX_ENTRIES` certificates in one call,
+the re-check after the first confirmation that Act §19(4) asks of a 署名検証者 (a group
+answers its members' re-checks, §20(1), §21(3), from what it receives). Each entry names a
 certificate by issuer id + serial (hexadecimal) or by the certificate itself (DER,
 base64; its issuer is found by name and authority key identifier); the answer lists,
 in the request's order, per entry:
@@ -58,7 +58,7 @@ from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
 from responder.v1.route import Context, Reply, Route
-from responder.v1.wire import CertRef, Problem, StoreRef
+from responder.v1.wire import CertRef, Problem, StoreRef, first_bad_serial
 
 MAX_ENTRIES: Final = 10_000
 """Entries per call (issue 12: a bank re-checks thousands of customers at once)."""
@@ -78,14 +78,29 @@ _REASON_NAMES: Final = {
     Reason.AA_COMPROMISE: "aACompromise",
 }
 """RFC 5280 §5.3.1 CRLReason names."""
+_REASONS: Final = frozenset(int(r) for r in Reason)
 _SERIAL_END: Final = 1 << (8 * sf.SERIAL_BYTES)
+_LAPSE_FAMILIES: Final = frozenset({Family.AUTH_CARD, Family.AUTH_MOBILE})
 _STALE: Final = "stale"
+_ONE_FORM: Final = "name a certificate by issuer and serial, or by certificate"
 
 
 class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The certificates to check, in the order the answer follows."""
 
-    entries: Annotated[list[CertRef], msgspec.Meta(min_length=1, max_length=MAX_ENTRIES)]
+    entries: Annotated[
+        list[CertRef],
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_ENTRIES,
+            examples=[
+                [
+                    {"issuer": "sign-card-g2", "serial": "1a2b3c"},
+                    {"issuer": "auth-card-g1", "serial": "10"},
+                ]
+            ],
+        ),
+    ]
 
 
 class EntryRefusal(msgspec.Struct, frozen=True, gc=False):
@@ -127,15 +142,33 @@ class StatusResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 class _Issuer:
     """What one call needs of an issuer generation, resolved once."""
 
-    index: int
+    slot: int
+    """Its position in the call's tally of answered entries."""
     prefix: bytes
     family: Family
     service: Service
     fresh_until: int
+    lapses: bool
+    """A family a 30-day lapse revokes (auth), whose good answers need `lapse_due`."""
     refused: EntryStatus | None
     good: EntryStatus
     unknown: EntryStatus
     unavailable: EntryStatus
+    revoked: dict[tuple[int, int], tuple[str, Category | None, str | None]]
+    """(reason, category code) -> (reason name, category, article): decoded once per call."""
+
+    def revocation(self, reason: int, category: int) -> tuple[str, Category | None, str | None]:
+        key = (reason, category)
+        got = self.revoked.get(key)
+        if got is None:
+            cat = Category.from_code(category) if category else None
+            name = (
+                _REASON_NAMES.get(Reason(reason), "unspecified")
+                if reason in _REASONS
+                else "unspecified"
+            )
+            got = self.revoked[key] = (name, cat, cat.articles.get(self.family) if cat else None)
+        return got
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +214,7 @@ def _at(seconds: int) -> datetime:
 
 def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
     out: dict[str, _Issuer] = {}
-    for meta in reader.issuers():
+    for slot, meta in enumerate(reader.issuers()):
         family = meta.family
         if not family.is_jpki:  # the token issuer (Act §38-3): no 失効情報 of §18(1), §37(1)
             continue
@@ -189,11 +222,12 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
         refusal = ctx.permit(service, family)
         fresh = reader.promised_next_update(meta.index)
         out[meta.id] = _Issuer(
-            index=meta.index,
+            slot=slot,
             prefix=sf.issuer_prefix(meta.index),
             family=family,
             service=service,
             fresh_until=fresh,
+            lapses=family in _LAPSE_FAMILIES,
             refused=(
                 EntryStatus(
                     status="refused",
@@ -210,6 +244,7 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
                 family=family,
                 refusal=EntryRefusal(_STALE, service.article),
             ),
+            revoked={},
         )
     return out
 
@@ -243,6 +278,10 @@ def _from_certificate(
 
 def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Problem:
     """The batch's answer (see the module docstring)."""
+    refs = request.entries
+    bad = first_bad_serial(refs)
+    if bad is not None:
+        return problem.bad_input(f"$.entries[{bad}].serial", "not a hexadecimal serial number")
     reader = ctx.reader
     now = int(ctx.now)
     issuers = _issuers(reader, ctx)
@@ -251,22 +290,17 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
     lapse_due = reader.lapse_due
     entries: list[EntryStatus] = []
     append = entries.append
-    counts: dict[Service, int] = {}
-    families: set[Family] = set()
+    tally = [0] * len(issuers)
     env = ctx.env
     assert isinstance(env, IssuerIndex)
-    for i, ref in enumerate(request.entries):
+    for i, ref in enumerate(refs):
         if ref.certificate is None:
             if ref.issuer is None or ref.serial is None:
-                return problem.bad_input(
-                    f"$.entries[{i}]", "name a certificate by issuer and serial, or by certificate"
-                )
+                return problem.bad_input(f"$.entries[{i}]", _ONE_FORM)
             issuer_id, serial = ref.issuer, int(ref.serial, 16)
         else:
             if ref.issuer is not None or ref.serial is not None:
-                return problem.bad_input(
-                    f"$.entries[{i}]", "name a certificate by issuer and serial, or by certificate"
-                )
+                return problem.bad_input(f"$.entries[{i}]", _ONE_FORM)
             got = _from_certificate(ref, f"$.entries[{i}]", env, reader)
             if isinstance(got, Problem):
                 return got
@@ -281,28 +315,28 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
         if 0 < issuer.fresh_until <= now:
             append(issuer.unavailable)
             continue
-        st = (
-            status(issuer.prefix + serial.to_bytes(sf.SERIAL_BYTES))
-            if 0 < serial < _SERIAL_END
-            else None
-        )
+        if 0 < serial < _SERIAL_END:
+            st = status(issuer.prefix + serial.to_bytes(sf.SERIAL_BYTES))
+        else:
+            st = None
         if st is None:
             entry = issuer.good if crl_import and 0 < serial < _SERIAL_END else issuer.unknown
         elif st.state == sf.STATE_GOOD:
-            due = lapse_due(st)
-            if due and due <= now:  # due, not yet written by the builder (Act §31(2), §34(1)(2))
-                append(issuer.unavailable)
-                continue
+            if issuer.lapses:
+                due = lapse_due(st)
+                if due and due <= now:  # due, not yet written (Act §31(2), §34(1)(2))
+                    append(issuer.unavailable)
+                    continue
             entry = issuer.good
         elif st.state == sf.STATE_REVOKED:
-            category = Category.from_code(st.category) if st.category else None
+            reason, category, article = issuer.revocation(st.reason, st.category)
             entry = EntryStatus(
                 status="revoked",
                 family=issuer.family,
                 revoked_at=_at(st.revoked_at),
-                reason=_REASON_NAMES.get(Reason(st.reason), "unspecified"),
+                reason=reason,
                 category=category,
-                article=category.articles.get(issuer.family) if category is not None else None,
+                article=article,
             )
         elif st.revoked_at:  # erased after retention, the time kept (Ord §70(1)(iii))
             entry = EntryStatus(
@@ -311,8 +345,14 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
         else:
             entry = issuer.unknown
         append(entry)
-        counts[issuer.service] = counts.get(issuer.service, 0) + 1
-        families.add(issuer.family)
+        tally[issuer.slot] += 1
+    counts: dict[Service, int] = {}
+    families: set[Family] = set()
+    for issuer in issuers.values():
+        n = tally[issuer.slot]
+        if n:
+            counts[issuer.service] = counts.get(issuer.service, 0) + n
+            families.add(issuer.family)
     committed = reader.committed_at()
     body = StatusResponse(
         store=StoreRef(

@@ -20,6 +20,8 @@ snake_case in Python).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Final
 
@@ -32,14 +34,31 @@ SERIAL_HEX: Final = r"^[0-9A-Fa-f]{1,40}$"
 CERT_B64_MAX: Final = 16384
 """The longest base64 certificate accepted (12 KiB of DER: JPKI certificates are ~1.5 KiB)."""
 
-IssuerId = Annotated[str, msgspec.Meta(pattern=ISSUER_ID, description="issuer generation id")]
+IssuerId = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        extra_json_schema={"pattern": ISSUER_ID},
+        description="issuer generation id, as the PKI manifest names it",
+        examples=["sign-card-g2", "auth-card-g1"],
+    ),
+]
+"""Decoding checks the length; the pattern is the issuer table's business (an id it does not
+hold is bad input, `responder.v1.problem.bad_input`)."""
 SerialHex = Annotated[
     str,
     msgspec.Meta(
-        pattern=SERIAL_HEX,
+        min_length=1,
+        max_length=40,
+        extra_json_schema={"pattern": SERIAL_HEX},
         description="serial number, hexadecimal, at most 20 octets (RFC 5280 §4.1.2.2)",
+        examples=["1a2b3c"],
     ),
 ]
+"""Decoding checks the length (at most 40 digits: a serial over 20 octets is refused there);
+the digits are checked by `serial_int` or, for a batch, `first_bad_serial` (one regular
+expression pass over all of them: msgspec's per-value pattern costs 10,000 regex calls)."""
 CertificateB64 = Annotated[
     str,
     msgspec.Meta(
@@ -86,6 +105,29 @@ class CertRef(
         if self.issuer is None and self.serial is None:
             return "certificate"
         return None
+
+
+_SERIAL: Final = re.compile(SERIAL_HEX)
+_HEX_ONLY: Final = re.compile(r"[0-9A-Fa-f]*")
+
+
+def serial_int(text: str) -> int | None:
+    """The serial number a `SerialHex` names, or None when it is not 1 to 40 hex digits
+    (``int(text, 16)`` alone would take ``0x``, ``_``, signs and spaces)."""
+    return int(text, 16) if _SERIAL.match(text) else None
+
+
+def first_bad_serial(refs: Sequence[CertRef]) -> int | None:
+    """The index of the first reference whose serial is not hexadecimal, None when all are.
+
+    Lengths (1 to 40) were checked by decoding, so one pass over the serials joined says
+    whether every digit is hexadecimal; only then are they looked at one by one."""
+    serials = [r.serial for r in refs if r.serial is not None]
+    if _HEX_ONLY.fullmatch("".join(serials)):
+        return None
+    return next(
+        i for i, r in enumerate(refs) if r.serial is not None and not _SERIAL.match(r.serial)
+    )
 
 
 class StoreRef(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
