@@ -48,8 +48,10 @@ TOKEN_POLICY_OID: Final = x509.ObjectIdentifier(PROJECT_ARC + ".1.1")
 
 MIN_RSA_BITS: Final = 2048
 """The smallest RSA modulus accepted in a CSR (as for every key of the service, Ord §2, §38)."""
-MAX_CSR_CHARS: Final = 16_384
-"""A CSR's text in a request, PEM or base64 (an RSA-4096 CSR is ~2 KB)."""
+MAX_CSR_CHARS: Final = 4096
+"""A CSR's text in a request, PEM or base64: an RSA-4096 CSR's PEM is ~1.7 KB, an RSA-8192
+one's ~3.1 KB. Tight, so that a request over it (even in JSON escapes) is refused by the
+route (400 naming ``$.csr``), not by the server's body limit."""
 
 RequestId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
 

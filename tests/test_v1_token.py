@@ -335,3 +335,13 @@ def test_token_status_by_ocsp_to_any_running_party_not_counted() -> None:
     ended = Registry([party("gone", end=FLOW_NOW - 1, end_article="Act §36(1)")])
     got = fl.decide(request(view, 7), Creds("gone"), FLOW_NOW, reader, ended)
     assert isinstance(got, Refusal) and got.rule == "ended"
+
+
+def test_openapi_documents_the_pending_answer_and_the_revoked_token() -> None:
+    """The contract lists 202 (pending, the same answer Struct) and 409 for POST /v1/token."""
+    from responder.v1.openapi import document
+    from responder.v1.table import ROUTES
+
+    responses = document(ROUTES)["paths"]["/v1/token"]["post"]["responses"]
+    assert responses["202"]["content"] == responses["200"]["content"]
+    assert "409" in responses and "400" in responses and "403" in responses

@@ -115,6 +115,7 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
             "security": security,
             "responses": {
                 "200": ok,
+                **{str(code): ok | {"description": what} for code, what in r.accepted},
                 **_problem_responses((400, 401, 403, 405, 429, 503), r.problems),
             },
         }

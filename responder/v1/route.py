@@ -112,6 +112,9 @@ class Route(Generic[Req, Resp]):
     """Problem statuses the handler may answer beyond the dispatcher's (400, 401, 403, 405,
     415, 429, 503), each with its meaning, e.g. ``((410, "the cursor is past the retention
     horizon: resynchronise"),)``: the OpenAPI document lists them."""
+    accepted: tuple[tuple[int, str], ...] = ()
+    """Success statuses besides 200 the handler may answer (`Reply.status`) with the same
+    response Struct, each with its meaning, e.g. ``((202, "queued: ask again"),)``."""
 
     @property
     def endpoint(self) -> str:

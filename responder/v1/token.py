@@ -264,4 +264,8 @@ ROUTE: Final = Route(
     services=(Service.SPECIFIED_VERIFIER_TOKEN,),
     handler=handle,
     setup=setup,
+    accepted=((202, "Pending: the request is queued for the builder; ask again (the same POST)."),),
+    problems=(
+        (409, "The token issued for this key under this approval was revoked: use a new key."),
+    ),
 )
