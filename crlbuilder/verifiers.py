@@ -37,6 +37,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Final
 
+from crlbuilder.rules import JST
 from crlbuilder.tokenrequest import approval_window
 
 SPECIFIED_TITLE: Final = "specified-user-verifier"
@@ -134,6 +135,8 @@ def _approval(party: dict[str, object]) -> TokenApproval | None:
         approved, until, revoked = t.get("approved"), t.get("approved_until"), t.get("revoked")
         if type(approved) is not date or (until is not None and type(until) is not date):
             return None  # the responder's checks refuse such a file; no token rests on it
+        if isinstance(revoked, datetime) and revoked.tzinfo is None:
+            revoked = revoked.replace(tzinfo=JST)  # refused by the responder; read as Japan time
         return TokenApproval(
             window=approval_window(approved, until),
             revoked=revoked.timestamp() if isinstance(revoked, datetime) else None,
