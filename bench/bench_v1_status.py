@@ -14,7 +14,9 @@ with one worker and the access log on, and, over one keep-alive connection each:
 - ``--ocsp`` single OCSP requests (one CertID, SHA-1, no nonce) for the first of the same
   certificates, after a warm-up pass that fills the good-answer cache (the steady state
   of a responder): answers/s = requests / the client's wall time, and the access log's
-  server time per request.
+  server time per request; then the same single requests again while another connection
+  sends batches without pause: their client latency alone and during the batches (p50,
+  p99), what the batch thread is for.
 
 Then, in process (no socket, no client on the same cores), the CPU time of one worker's
 ``JpkiApp.handle`` for the same batch (best and median of ``--calls``): what a call costs
@@ -35,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -142,6 +145,7 @@ def in_process(work: Path, body: bytes, token: str, n: int) -> dict[str, dict[st
                              "ledger.dir": str(work / "ledger-in-process"), "server.workers": 1,
                              "metrics.enabled": False})  # fmt: skip
     app = JpkiApp(cfg, 0)
+    app.v1.pool = None  # no event loop here: the same work, on this thread
     try:
         headers = {
             b"content-type": b"application/json",
@@ -175,6 +179,15 @@ def in_process(work: Path, body: bytes, token: str, n: int) -> dict[str, dict[st
         }
     finally:
         app.close()
+
+
+def latency(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50": round(ordered[len(ordered) // 2], 3),
+        "p99": round(ordered[int(0.99 * (len(ordered) - 1))], 3),
+        "max": round(ordered[-1], 3),
+    }
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -236,13 +249,39 @@ def main() -> int:
         for der in ocsp_bodies:  # warm-up: sign and cache the good answers
             conn.request("POST", "/ocsp", der, ocsp_headers)
             conn.getresponse().read()
+        alone: list[float] = []
         t0 = time.perf_counter()
         for der in ocsp_bodies:
+            t1 = time.perf_counter()
             conn.request("POST", "/ocsp", der, ocsp_headers)
             r = conn.getresponse()
             r.read()
+            alone.append((time.perf_counter() - t1) * 1000)
             assert r.status == 200
         ocsp_wall = time.perf_counter() - t0
+        # mixed: batches on a second connection while single OCSP answers are timed here
+        stop_batches = threading.Event()
+        batches_done = [0]
+
+        def batches() -> None:
+            other = http.client.HTTPConnection(host, int(port), timeout=60)
+            while not stop_batches.is_set():
+                other.request("POST", "/v1/status", body, batch_headers)
+                other.getresponse().read()
+                batches_done[0] += 1
+            other.close()
+
+        feeder = threading.Thread(target=batches, daemon=True)
+        feeder.start()
+        time.sleep(0.2)
+        mixed: list[float] = []
+        for der in ocsp_bodies:
+            t1 = time.perf_counter()
+            conn.request("POST", "/ocsp", der, ocsp_headers)
+            conn.getresponse().read()
+            mixed.append((time.perf_counter() - t1) * 1000)
+        stop_batches.set()
+        feeder.join(60)
         conn.close()
         time.sleep(0.5)  # the last access log lines reach the file
     finally:
@@ -263,6 +302,9 @@ def main() -> int:
         "ocsp_requests": len(ocsp_bodies),
         "ocsp_server_ms": summary(ocsp_server),
         "ocsp_answers_per_s": round(len(ocsp_bodies) / ocsp_wall),
+        "ocsp_client_ms_alone": latency(alone),
+        "ocsp_client_ms_during_batches": latency(mixed),
+        "batches_during_mixed": batches_done[0],
         "batch_server_cpu_ms": cpu,
         "load_average": list(os.getloadavg()),
         "goal_server_ms": 50,

@@ -170,6 +170,14 @@ def render() -> str:
             f" {_fmt(_get(v1s, 'batch_server_ms', 'median'), ' ms')} at load {_fmt((v1s.get('load_average') or [None])[0])});"
             f" {_fmt(v1s.get('batch_entries_per_s'))} entries/s against {_fmt(v1s.get('ocsp_answers_per_s'))}"
             " single OCSP answers/s in the same run", "`python -m bench.bench_v1_status`")  # fmt: skip
+        alone, mixed = (
+            v1s.get("ocsp_client_ms_alone") or {},
+            v1s.get("ocsp_client_ms_during_batches") or {},
+        )
+        add("single OCSP answers while batches of 10,000 run (one worker)",
+            f"p99 {_fmt(mixed.get('p99'), ' ms')}",
+            f"p50 {_fmt(mixed.get('p50'), ' ms')}; alone p50 {_fmt(alone.get('p50'), ' ms')}, p99"
+            f" {_fmt(alone.get('p99'), ' ms')} (the batches run in the worker's batch thread)", "same")  # fmt: skip
     met = _load("metrics")
     if met:
         add("metrics on the hot path", _fmt(_get(met, "summary", "added_us_per_request"), " µs/request"),

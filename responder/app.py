@@ -93,6 +93,7 @@ from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 from responder.v1.jws import load_answer_signer
 from responder.v1.routes import CALLS_DIR, V1Api, public_documents
+from responder.v1.routes import Done as V1Done
 from responder.v1.table import ROUTES as V1_ROUTES
 
 _log: Final = logging.getLogger("responder.app")
@@ -149,6 +150,8 @@ _SUCCESSFUL: Final = OCSP_STATUS[ResponseStatus.SUCCESSFUL]
 _TRY_LATER: Final = OCSP_STATUS[ResponseStatus.TRY_LATER]
 _INTERNAL_ERROR: Final = OCSP_STATUS[ResponseStatus.INTERNAL_ERROR]
 _FAIR_SHARE: Final = "fair_share"
+V1_QUEUE_PER_PARTY: Final = 2
+"""A party's /v1 batches waiting for the batch thread; more are refused 429 ``fair_share``."""
 _SOURCE: Final = {True: "presigned", False: "cached"}
 """An `Answer`'s source: the builder's pre-signed answer, or one signed here and cached."""
 
@@ -214,6 +217,9 @@ class JpkiApp:
         # request path
         threading.Thread(target=self._registry_loop, name="registry-watch", daemon=True).start()
         answer_signer = load_answer_signer(config, self.manifest, outage_ok=True)
+        self.v1_pool: SigningPool[V1Done] = SigningPool(1, V1_QUEUE_PER_PARTY)
+        """The batch thread of /v1 (`responder.v1.routes.THREAD_BYTES`): one thread, since the
+        work holds the GIL; it keeps a batch of 10,000 off the event loop."""
         self.v1 = V1Api(
             V1_ROUTES,
             config,
@@ -221,6 +227,7 @@ class JpkiApp:
             quota=self.limits,
             ledger=self.ledger,
             calls=self.calls,
+            pool=self.v1_pool,
             signer=answer_signer,
             public=public_documents(V1_ROUTES, answer_signer),
         )
@@ -277,6 +284,7 @@ class JpkiApp:
     def close(self) -> None:
         self._stop.set()
         self.signing.close()
+        self.v1_pool.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.calls.close()
@@ -355,8 +363,10 @@ class JpkiApp:
         if ocsp:
             req.note = _NOTE_UNAUTHENTICATED
             return _OCSP_ERRORS[ResponseStatus.UNAUTHORIZED]
-        if v1:
-            return self.v1.handle(req, self.registry, time.time())  # 401, or 404 for no route
+        if v1:  # 401 (or 404, 405): no party, so nothing reaches the batch thread
+            got = self.v1.handle(req, self.registry, time.time())
+            assert isinstance(got, Response)
+            return got
         req.note = _NOTE_CRL_UNAUTHENTICATED
         return _UNAUTHORIZED_HTTP
 

@@ -4,6 +4,7 @@ over a `MemoryReader`; nothing here starts a process."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +22,9 @@ from responder.limits import Limit, Wait
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
 from responder.registry.vocabulary import Method, Service
+from responder.signing import SigningPool
 from responder.v1 import status as v1status
-from responder.v1.routes import V1Api
+from responder.v1.routes import THREAD_BYTES, Done, V1Api
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_policy import GRP, MEM, NOW, SIG, USR, build, party_table
 
@@ -331,3 +333,39 @@ def test_media_type_and_method(cas: dict[int, Ca]) -> None:
     resp, got = api.call(b"", path=b"/v1/nothing")
     assert resp.status == 404
     assert api.ledger.counted == []
+
+
+def test_a_large_batch_is_answered_off_the_event_loop_and_fairly(cas: dict[int, Ca]) -> None:
+    """A body past THREAD_BYTES goes to the batch thread (the loop serves others meanwhile);
+    the ledger is counted on the loop when it is done; a party whose share of the thread
+    is taken gets 429 fair_share, nothing counted."""
+    big = msgspec.json.encode(entries(*[ref(SC, REVOKED)] * 2000))
+    assert len(big) >= THREAD_BYTES
+    api = Api(store(cas), registry())
+    pool: SigningPool[Done] = SigningPool(1, 1)
+    api.api.pool = pool
+    headers = {b"content-type": b"application/json", b"authorization": b"Bearer sig"}
+
+    def request() -> Request:
+        return Request(
+            b"POST", b"/v1/status", headers, big, ("127.0.0.1", 1), None, b"1.1", True, 1
+        )
+
+    async def run() -> list[Response]:
+        got = [api.api.handle(request(), api.registry, NOW) for _ in range(3)]
+        # one running, one waiting (the party's share), the third refused at once
+        assert isinstance(got[2], Response) and got[2].status == 429
+        assert not isinstance(got[0], Response) and not isinstance(got[1], Response)
+        assert api.ledger.counted == []  # nothing counted before the work is done
+        return [await got[0], await got[1], got[2]]
+
+    try:
+        first, second, refused = asyncio.run(run())
+    finally:
+        pool.close()
+    assert msgspec.json.decode(bytes(refused.body))["rule"] == "fair_share"
+    assert dict(refused.extra_headers)[b"retry-after"] == b"1"
+    for resp in (first, second):
+        assert resp.status == 200
+        assert len(msgspec.json.decode(bytes(resp.body))["entries"]) == 2000
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2000)] * 2

@@ -43,6 +43,8 @@ Adding a route (R, W, T, V)
            handler=handle,           # names one of them with the json method
            setup=None,               # or a function(ResponderConfig) -> env
            problems=(),              # further problem statuses it answers: ((410, "why"),)
+           threaded=False,           # True: a large body is answered in the batch thread
+                                     # (the handler, env and effect must be thread-safe)
        )
 
    and add ``<name>.ROUTE`` to ``responder.v1.table.ROUTES``. The dispatcher does the

@@ -56,7 +56,7 @@ _PROBLEMS: Final = {
     403: "The agreement (取決め) or the law refuses this party this service now (the rule and article are named). Not counted in the ledger.",
     405: "The route does not take this method.",
     415: "The body is not application/json.",
-    429: "The agreed quota is used up; see Retry-After.",
+    429: "The agreed quota is used up (`quota`), or the party's earlier large calls still hold its share of the worker's batch thread (`fair_share`); see Retry-After.",
     503: "The answer could not be completed; retry.",
 }
 

@@ -108,6 +108,10 @@ class Route(Generic[Req, Resp]):
     """Run once per worker; its result is `Context.env`."""
     signed: bool = True
     """The answer carries a JWS of the responder's answer-signing key (`responder.v1.jws`)."""
+    threaded: bool = False
+    """A large body (`responder.v1.routes.THREAD_BYTES`) is answered in the worker's batch
+    thread, off the event loop: only for a handler (and ``setup``'s env, and the effect)
+    safe to run in another thread while the loop runs the route's small calls."""
     problems: tuple[tuple[int, str], ...] = ()
     """Problem statuses the handler may answer beyond the dispatcher's (400, 401, 403, 405,
     415, 429, 503), each with its meaning, e.g. ``((410, "the cursor is past the retention

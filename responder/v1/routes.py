@@ -17,7 +17,11 @@
 5. checks the media type (415) and decodes the body (POST) or the query (GET) into the
    route's request Struct with msgspec, strictly: 400 ``bad_input`` naming the field;
 6. runs the handler in one read view of the store (sans-I/O), then its follow-up
-   effect if any (503 if that fails), then counts the ledger (帳簿, Act §40:
+   effect if any (503 if that fails) — for a large body (`THREAD_BYTES`) of a route that
+   allows it (`Route.threaded`), in the worker's batch thread, fed per party in a fair
+   queue (`responder.signing.SigningPool`; a party with calls already waiting gets 429
+   ``fair_share``), so a batch of 10,000 does not stop the event loop's other
+   connections for its ~35 ms — then, on the event loop, counts the ledger (帳簿, Act §40:
    `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
    the call, and sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
 
@@ -39,9 +43,11 @@ is counted in the ledger for a refusal or bad input.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 
@@ -55,6 +61,7 @@ from responder.outcome import Outcome
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
 from responder.registry.vocabulary import SERVICE_FAMILIES, Method, Service
+from responder.signing import SigningPool
 from responder.v1 import openapi, problem
 from responder.v1.route import AnyRoute, Context, Reply
 from responder.v1.wire import Problem
@@ -65,6 +72,11 @@ SIGNATURE_HEADER: Final = b"jws-signature"
 MALFORMED: Final = "malformed"
 """The metrics' rule for bad input (the vocabulary OCSP's malformed requests use)."""
 UNAVAILABLE_RULE: Final = "unavailable"
+FAIR_SHARE: Final = "fair_share"
+"""The rule of a call refused because its party's share of the batch thread is taken."""
+THREAD_BYTES: Final = 32 << 10
+"""Bodies this large (about 500 entries of a batch) are answered in the worker's batch
+thread (`V1Api.pool`), so the event loop goes on serving the other connections meanwhile."""
 CALLS_DIR: Final = "calls"
 """The subdirectory of the ledger directory counting /v1 calls (see the module docstring)."""
 _MAX_QUERY_FIELDS: Final = 32
@@ -79,6 +91,24 @@ _RANK: Final = {
     policy.Rule.UNAUTHORIZED_FAMILY: 1,
     policy.Rule.UNAUTHORIZED_METHOD: 2,
 }
+
+
+class Done(NamedTuple):
+    """What `V1Api._work` made of a decoded request: a problem, or the reply, its body and
+    the body's JWS."""
+
+    problem: Problem | None
+    reply: Reply[Any] | None = None
+    body: bytes = b""
+    signature: bytes | None = None
+
+
+_EFFECT_FAILED: Final = problem.make(
+    503, problem.UNAVAILABLE, "the answer could not be completed; retry"
+)
+_FAIR_SHARE_DETAIL: Final = (
+    "this party's share of the worker's batch thread is taken by its earlier calls; retry"
+)
 
 
 class Quota(Protocol):
@@ -128,6 +158,7 @@ class V1Api:
         quota: Quota,
         ledger: Counter,
         calls: Counter | None = None,
+        pool: SigningPool[Done] | None = None,
         signer: AnswerSigner | None,
         public: dict[bytes, Callable[[], Response]] | None = None,
     ) -> None:
@@ -137,6 +168,9 @@ class V1Api:
         self.ledger = ledger
         self.calls = calls
         """The calls' ledger (`CALLS_DIR`); None: calls are not counted (tests)."""
+        self.pool = pool
+        """The batch thread: large requests are answered there, per party in a fair queue
+        (`responder.signing.SigningPool`); None: everything on the event loop."""
         self.signer = signer
         self.public = public or {}
         """Public GET documents (``/v1/openapi.json``, ``/v1/keys``): no party, nothing counted."""
@@ -144,9 +178,10 @@ class V1Api:
         self._decoders = {
             r.path: msgspec.json.Decoder(r.request) for r in routes if r.method == "POST"
         }
-        self._encoder = msgspec.json.Encoder()
 
-    def handle(self, req: Request, registry: Registry, now: float) -> Response:
+    def handle(
+        self, req: Request, registry: Registry, now: float
+    ) -> Response | asyncio.Future[Response]:
         """Answer one request under /v1 (the order is the module docstring's)."""
         target = req.target
         path, _, query = target.partition(b"?")
@@ -188,44 +223,60 @@ class V1Api:
         if isinstance(decoded, Problem):
             req.note = Outcome(endpoint, party=party.id, rule=MALFORMED)
             return problem.response(decoded)
-        with self.store.read() as reader:
-            ctx = Context(party, reader, now, self._envs[route.path])
-            got = route.handler(decoded, ctx)
-            if isinstance(got, Problem):
-                rule = MALFORMED if got.status == 400 else got.rule
-                req.note = Outcome(endpoint, party=party.id, rule=rule)
-                return problem.response(got)
-            body = self._encoder.encode(got.body)
-        return self._send(req, route, party, got, body)
+        work = functools.partial(self._work, route, party, decoded, now)
+        if not route.threaded or self.pool is None or len(req.body) < THREAD_BYTES:
+            return self._finish(req, route, party, work())
+        done = self.pool.submit(party.id, work)
+        if done is None:  # the party's share of the batch thread is taken
+            req.note = Outcome(endpoint, party=party.id, rule=FAIR_SHARE)
+            return problem.response(
+                problem.make(429, FAIR_SHARE, _FAIR_SHARE_DETAIL), retry_after=1
+            )
+        req.note = Outcome(endpoint, party=party.id)  # until the work is done
+        return asyncio.ensure_future(self._after(req, route, party, done))
 
-    def _send(
-        self, req: Request, route: AnyRoute, party: Party,
-        reply: Reply[Any], body: bytes,
-    ) -> Response:  # fmt: skip
-        endpoint = route.endpoint
-        if reply.effect is not None:
+    async def _after(
+        self, req: Request, route: AnyRoute, party: Party, done: asyncio.Future[Done]
+    ) -> Response:
+        return self._finish(req, route, party, await done)
+
+    def _work(self, route: AnyRoute, party: Party, decoded: msgspec.Struct, now: float) -> Done:
+        """The handler in one read view of the store, the body encoded and signed, the
+        effect run: everything but the counting, so it may run in the batch thread."""
+        with self.store.read() as reader:
+            got = route.handler(decoded, Context(party, reader, now, self._envs[route.path]))
+            if isinstance(got, Problem):
+                return Done(got)
+            body = msgspec.json.encode(got.body)
+        if got.effect is not None:
             try:
-                reply.effect()
+                got.effect()
             except Exception:  # the shell's I/O failed: nothing provided, nothing counted
-                req.note = Outcome(endpoint, family=reply.family, party=party.id,
-                                   rule=UNAVAILABLE_RULE)  # fmt: skip
-                return problem.response(
-                    problem.make(
-                        503, problem.UNAVAILABLE, "the answer could not be completed; retry"
-                    ),
-                    retry_after=1,
-                )
+                return Done(_EFFECT_FAILED, got)
+        signature = self.signer.sign(body) if route.signed and self.signer is not None else None
+        return Done(None, got, body, signature)
+
+    def _finish(self, req: Request, route: AnyRoute, party: Party, done: Done) -> Response:
+        """On the event loop: the ledger counts (before the answer is written), the note."""
+        endpoint = route.endpoint
+        reply = done.reply
+        family = reply.family if reply is not None else ""
+        if done.problem is not None or reply is None:
+            refusal = done.problem or _EFFECT_FAILED
+            rule = MALFORMED if refusal.status == 400 else refusal.rule
+            req.note = Outcome(endpoint, family=family, party=party.id, rule=rule)
+            return problem.response(refusal, retry_after=1 if refusal is _EFFECT_FAILED else None)
         headers: tuple[tuple[bytes, bytes], ...] = _NO_STORE
-        if route.signed and self.signer is not None:
-            headers = (*headers, (SIGNATURE_HEADER, self.signer.sign(body)))
+        if done.signature is not None:
+            headers = (*headers, (SIGNATURE_HEADER, done.signature))
         # 帳簿 (Act §40): counted before the answer is written
         for service, n in reply.counts:
             if n > 0:
                 self.ledger.count(party.id, service, Method.JSON, n)
                 if self.calls is not None:
                     self.calls.count(party.id, service, Method.JSON, 1)
-        req.note = Outcome(endpoint, family=reply.family, party=party.id)
-        return Response(reply.status, body, JSON, headers)
+        req.note = Outcome(endpoint, family=family, party=party.id)
+        return Response(reply.status, done.body, JSON, headers)
 
     def _decode(self, route: AnyRoute, req: Request, query: bytes) -> msgspec.Struct | Problem:
         if route.method == "POST":

@@ -181,7 +181,10 @@ class _CertIssuer:
 
 
 class IssuerIndex:
-    """Per worker: the store's issuer table, parsed once per change (names, key ids)."""
+    """Per worker: the store's issuer table, parsed once per change (names, key ids).
+
+    Used from the event loop and the batch thread alike: a change replaces the table whole
+    (a reader sees the old one or the new one; at worst both threads parse it once)."""
 
     def __init__(self) -> None:
         self._raw: list[sf.IssuerMeta] | None = None
@@ -377,4 +380,5 @@ ROUTE: Final = Route(
     services=(Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO),
     handler=handle,
     setup=setup,
+    threaded=True,  # the env (IssuerIndex) only swaps whole tables; the rest is per call
 )
