@@ -392,6 +392,12 @@ class Applier:
         meta = self._issuers.get(issuer_id)
         if meta is None:
             raise Refused(f"unknown issuer {issuer_id!r} (not in the store's issuer table)")
+        if not meta.family.is_jpki:
+            raise Refused(
+                f"issuer {issuer_id!r} issues 特定利用者証明検証者証明符号 (Act §38-3): records name "
+                "the Act's certificates; a token is issued and revoked by the builder from the "
+                "registry (Act §38-2(6))"
+            )
         return meta
 
     def _cert(

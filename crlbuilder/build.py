@@ -2,13 +2,17 @@
 
 A build reads the configured record sources, applies them to the store
 (`apply.Applier`), writes the 30-day move-out lapses due by the build instant
-(Act §31(2)), pre-signs the OCSP answers of revoked serials (`presign`) and
-produces the CRL files (`crl.publish`), then prints a closing summary. With
+(Act §31(2)), issues the queued 特定利用者証明検証者証明符号 and revokes those whose
+party's approval no longer holds (Act §38-3, §38-2(6); `tokens`, from the registry),
+pre-signs the OCSP answers of revoked serials (`presign`) and produces the CRL files
+(`crl.publish`), then prints a closing summary. With
 ``--follow`` it then watches a spool directory: each ``*.jsonl`` file that
 appears (written elsewhere and renamed in, so it is complete) is applied,
 then removed (its records hold the four facts in clear; with
 ``input.spool_keep_seconds`` it is kept that long in ``done/``, mode 0700),
-and followed by the same lapse, pre-sign and CRL steps.
+and followed by the same lapse, token, pre-sign and CRL steps; a token request queued,
+or a change of the registry (a token's approval may have ended), while it is idle runs
+those steps at its next scan.
 
 Time: the builder reads one clock (`Builder.clock`, the system clock unless a
 test injects another). A build ``as_of`` an instant runs as if the clock read
@@ -24,6 +28,7 @@ and the answer "revoked" is the loop's wake-up, not a refresh cycle.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -47,6 +52,7 @@ from crlbuilder.presign import Presigner
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
+from crlbuilder.tokens import TokenIssuer, TokenReport
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
 
 Clock = Callable[[], datetime]
@@ -67,7 +73,7 @@ def issuer_table(manifest: Manifest) -> list[sf.IssuerMeta]:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     out = []
-    for i in manifest.issuers:
+    for i in manifest.all_issuers():
         cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
         out.append(
             sf.IssuerMeta(
@@ -99,6 +105,8 @@ class BuildReport:
     crls_pruned: int = 0
     crls_withheld: list[str] = field(default_factory=list)
     """Compromised issuers without a successor: nothing was signed for them."""
+    tokens: TokenReport = field(default_factory=TokenReport)
+    """特定利用者証明検証者証明符号 issued and revoked, requests dropped (Act §38-3)."""
     seconds: dict[str, float] = field(default_factory=dict)
     build: int = 0
 
@@ -112,6 +120,9 @@ class BuildReport:
             crls=self.crls,
             crls_pruned=self.crls_pruned,
             crls_withheld=self.crls_withheld,
+            tokens_issued=self.tokens.issued,
+            tokens_revoked=self.tokens.revoked,
+            tokens_dropped=self.tokens.dropped,
             seconds={k: round(v, 3) for k, v in self.seconds.items()},
         )
         return d
@@ -154,12 +165,14 @@ class Builder:
         self.quarantine = Quarantine(Path(cfg.input.quarantine))
         Path(cfg.input.notices).parent.mkdir(parents=True, exist_ok=True)
         self.registry: ConsentVerifiers | None = None
+        self._registry_stamp: tuple[int, int] | None = None
         if cfg.input.registry:
             try:
                 self.registry = ConsentVerifiers(Path(cfg.input.registry))
             except RegistryReadError as e:
                 self.store.close()
                 raise ConfigError("<configuration>", "input.registry", str(e)) from None
+            self.registry_moved()  # the file as read now: a later change is a move
         else:
             self.emit({"event": "warning", "message": "no input.registry: consent grants "
                        "are quarantined, not stored (Act §18(3))"})  # fmt: skip
@@ -203,7 +216,7 @@ class Builder:
         with self.store.read() as r:
             compromised = {i.id for i in r.issuers() if i.compromised_at}
         m = self.manifest
-        for issuer in m.issuers:
+        for issuer in m.all_issuers():
             hit = issuer.id in compromised
             if self.cfg.crl.enabled:
                 crl_signing(m, issuer, hit)
@@ -270,6 +283,9 @@ class Builder:
             now, self.cfg.crl.retention_seconds, keep_time=self.cfg.crl.erased_answer == "revoked"
         )
         report.seconds["erase"] = time.monotonic() - t
+        t = time.monotonic()  # before pre-signing and CRLs: a revoked token is in both
+        report.tokens = self.run_tokens(as_of)
+        report.seconds["tokens"] = time.monotonic() - t
         if self.cfg.ocsp.presign:
             t = time.monotonic()
             ps = Presigner(
@@ -299,6 +315,49 @@ class Builder:
         with Commit(self.store) as c:
             c.prune_changes(now - self.cfg.store.changes_keep_days * 86_400)
             report.build = c.bump_build()
+
+    def token_issuer(self, verifiers: Verifiers, clock: Clock) -> TokenIssuer:
+        t = self.cfg.tokens
+        return TokenIssuer(
+            self.store,
+            self.manifest,
+            requests=Path(t.requests) if t.requests else None,
+            issued=Path(t.issued) if t.issued else None,
+            validity_days=t.validity_days,
+            verifiers=verifiers,
+            clock=clock,
+        )
+
+    def run_tokens(self, as_of: datetime) -> TokenReport:
+        """Issue the queued tokens and revoke the withdrawn ones (`crlbuilder.tokens`), as of
+        ``as_of``; nothing without a registry (it says who is approved)."""
+        verifiers = self._verifiers()
+        if verifiers is None or self.manifest.token_issuer is None:
+            return TokenReport()
+        return self.token_issuer(verifiers, lambda: as_of).run(epoch(as_of))
+
+    def registry_moved(self) -> bool:
+        """The registry file changed since the last look (a token's approval may have ended:
+        the follow loop then runs the post-commit steps, revoking it at once)."""
+        if self.registry is None or self.manifest.token_issuer is None:
+            return False
+        try:
+            st = os.stat(self.registry.path)
+        except OSError:
+            return False
+        stamp = (st.st_size, st.st_mtime_ns)
+        moved = self._registry_stamp is not None and stamp != self._registry_stamp
+        self._registry_stamp = stamp
+        return moved
+
+    def tokens_pending(self) -> bool:
+        """A token request is queued (the follow loop then runs the post-commit steps)."""
+        t = self.cfg.tokens
+        if not (t.requests and t.issued) or self.registry is None:
+            return False
+        if self.manifest.token_issuer is None:
+            return False
+        return any(Path(self.cfg.tokens.requests).glob("*.json"))
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:
         """Apply each file that appears in ``spool`` until SIGTERM/SIGINT (or ``max_idle`` s of nothing).
@@ -336,7 +395,11 @@ class Builder:
                         continue
                     if max_idle is not None and time.monotonic() - idle_since > max_idle:
                         return
-                    if time.monotonic() - last_refresh > self.refresh_every():
+                    if (
+                        self.tokens_pending()
+                        or self.registry_moved()
+                        or (time.monotonic() - last_refresh > self.refresh_every())
+                    ):
                         report = BuildReport(summary=Summary())
                         self.after_commit(self._applier(None), report, now)
                         self.emit({"event": "refresh", **report.as_dict()})

@@ -84,6 +84,19 @@ class OcspSection(_Section):
     """Processes that sign in parallel (0: one per core)."""
 
 
+class TokensSection(_Section):
+    """特定利用者証明検証者証明符号 (Act §38-3): the requests the responder queues, the tokens
+    the builder issues (`crlbuilder.tokens`)."""
+
+    requests: str = ""
+    """The directory where the responder queues token requests (``<id>.json``); empty: no
+    token is issued (revocations on the registry's approvals still run)."""
+    issued: str = ""
+    """The directory where issued tokens are written (``<id>.pem``) for the responder."""
+    validity_days: Positive = 365
+    """A token's longest validity; it never outlasts its party's approval period."""
+
+
 DEFAULT_RETENTION_DAYS: Final = 3650
 
 
@@ -133,6 +146,7 @@ class BuilderConfig(_Section):
     keys: KeysSection = msgspec.field(default_factory=KeysSection)
     ocsp: OcspSection = msgspec.field(default_factory=OcspSection)
     crl: CrlSection = msgspec.field(default_factory=CrlSection)
+    tokens: TokensSection = msgspec.field(default_factory=TokensSection)
 
 
 # flag name -> (section, field); every option is also a flag
@@ -162,6 +176,9 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
     "full-every-seconds": ("crl", "full_every_seconds"),
     "crl-keep-days": ("crl", "keep_days"),
     "erased-answer": ("crl", "erased_answer"),
+    "token-requests": ("tokens", "requests"),
+    "token-issued": ("tokens", "issued"),
+    "token-validity-days": ("tokens", "validity_days"),
 }
 
 

@@ -96,6 +96,12 @@ def check_record(rec: Record) -> None:
             _serial("$.card_serial", rec.card_serial)
             if rec.not_after <= rec.not_before:
                 raise RecordError("$.not_after", "not_after must be later than not_before")
+            if not rec.family.is_jpki:
+                raise RecordError(
+                    "$.family",
+                    f"{rec.family.value} certificates (Act §38-3) are issued by the builder from "
+                    "a token request (crlbuilder.tokens), never by an issuance record",
+                )
             if rec.family.is_sign and rec.facts is None:
                 raise RecordError(
                     "$.facts", f"a {rec.family.value} certificate carries the four facts"

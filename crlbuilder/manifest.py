@@ -10,6 +10,13 @@ directory; `Manifest.path()` resolves them. A signing key field (``key``,
 in an HSM (Ord §73, §74); `Manifest.key_ref()` resolves either form for
 `crlbuilder.keys.signer.load_signer`. Certificates are always files.
 
+``token_issuer`` (optional) is the issuer of the 特定利用者証明検証者証明符号 (Act §38-3):
+an issuer generation like the others (its CA key signs the tokens and its CRLs, a
+delegated signer its OCSP answers; `crlbuilder.tokens`) whose family is
+`Family.SPECIFIED_VERIFIER_TOKEN`. It is kept out of ``issuers`` (the Act's four families,
+which the demo population, key ceremonies and CRL import walk); the builder and the
+responder walk `Manifest.all_issuers`.
+
 ``answer_cert`` and ``answer_key`` are the responder's answer-signing key (応答署名用の鍵):
 it signs the JWS of every /v1 JSON answer (`responder.v1.jws`); its certificate carries
 the extended key usage `ANSWER_SIGNING_EKU`. The key may be a PKCS#11 URI too.
@@ -98,6 +105,8 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
     before it existed (the responder then refuses to start until one is configured)."""
     answer_key: str = ""
     parties: list[PartyFiles] = []
+    token_issuer: IssuerFiles | None = None
+    """The issuer of 特定利用者証明検証者証明符号 (Act §38-3), family ``verifier-token``."""
     directory: str = ""
     """Set on load: the absolute directory the manifest was read from (never written)."""
 
@@ -111,14 +120,18 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
             return ref
         return str(self.path(ref))
 
+    def all_issuers(self) -> list[IssuerFiles]:
+        """Every issuer generation the store answers for: ``issuers`` and the token issuer."""
+        return [*self.issuers, *([self.token_issuer] if self.token_issuer else [])]
+
     def issuer(self, issuer_id: str) -> IssuerFiles:
-        for issuer in self.issuers:
+        for issuer in self.all_issuers():
             if issuer.id == issuer_id:
                 return issuer
         raise KeyError(issuer_id)
 
     def issuers_of(self, family: Family) -> list[IssuerFiles]:
-        return [i for i in self.issuers if i.family is family]
+        return [i for i in self.all_issuers() if i.family is family]
 
 
 def ocsp_signer_files(
@@ -160,6 +173,11 @@ def load_manifest(directory_or_file: str | Path) -> Manifest:
         raise ManifestError(f"{p}: not JSON: {e}") from None
     if m.version != MANIFEST_VERSION:
         raise ManifestError(f"{p}: manifest version {m.version}, expected {MANIFEST_VERSION}")
+    tok = m.token_issuer
+    if tok is not None and (tok.family is not Family.SPECIFIED_VERIFIER_TOKEN or tok.successor):
+        raise ManifestError(f"{p}: token_issuer: family verifier-token, no successor")
+    if any(not i.family.is_jpki for i in m.issuers):
+        raise ManifestError(f"{p}: issuers: verifier-token is the token_issuer's family only")
     by_id = {i.id: i for i in m.issuers}
     for i in m.issuers:
         if bool(i.successor) != bool(i.successor_cert):
@@ -169,8 +187,8 @@ def load_manifest(directory_or_file: str | Path) -> Manifest:
             raise ManifestError(
                 f"{p}: {i.id}: successor {i.successor!r} is not another issuer of its family"
             )
-    ids = [i.id for i in m.issuers]
-    indexes = [i.index for i in m.issuers]
+    ids = [i.id for i in m.all_issuers()]
+    indexes = [i.index for i in m.all_issuers()]
     if len(set(ids)) != len(ids) or len(set(indexes)) != len(indexes):
         raise ManifestError(f"{p}: issuer ids and indexes must be unique")
     if any(not 1 <= i <= 0xFFFF for i in indexes):

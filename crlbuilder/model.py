@@ -33,7 +33,16 @@ import msgspec
 
 
 class Family(enum.Enum):
-    """The four certificate families of the Act."""
+    """The kinds of certificate the 機構 issues and answers for: the four families of the Act
+    (`JPKI_FAMILIES`, a resident's certificates) and the 特定利用者証明検証者証明符号 (Act §38-3),
+    a certificate the 機構 issues to a registered verifier, not to a resident.
+
+    The token is a family of its own so that its issuer is one more issuer generation of the
+    store (its status records, CRLs and delegated OCSP signer are those of any issuer); it
+    carries no personal data, has no counterpart and no card/mobile pair, and none of the
+    Act's revocation categories but its own (`Category.APPROVAL_WITHDRAWN`). Code that means
+    "the Act's four families" iterates `JPKI_FAMILIES`, not `Family`.
+    """
 
     SIGN_CARD = "sign-card"
     """個人番号カード用署名用電子証明書 (Act §3-§16)."""
@@ -43,11 +52,18 @@ class Family(enum.Enum):
     """個人番号カード用利用者証明用電子証明書 (Act §22-§35)."""
     AUTH_MOBILE = "auth-mobile"
     """移動端末設備用利用者証明用電子証明書 (Act §35-2-§35-15)."""
+    SPECIFIED_VERIFIER_TOKEN = "verifier-token"
+    """特定利用者証明検証者証明符号 (Act §38-3): issued to a 特定利用者証明検証者 (`crlbuilder.tokens`)."""
 
     @property
     def code(self) -> int:
-        """A stable one-byte code for binary encodings (1..4)."""
+        """A stable one-byte code for binary encodings (1..5)."""
         return _FAMILY_CODES[self]
+
+    @property
+    def is_jpki(self) -> bool:
+        """True for the Act's four families of a resident's certificates (`JPKI_FAMILIES`)."""
+        return self is not Family.SPECIFIED_VERIFIER_TOKEN
 
     @classmethod
     def from_code(cls, code: int) -> Family:
@@ -99,13 +115,17 @@ _FAMILY_CODES: Final = {
     Family.SIGN_MOBILE: 2,
     Family.AUTH_CARD: 3,
     Family.AUTH_MOBILE: 4,
+    Family.SPECIFIED_VERIFIER_TOKEN: 5,
 }
+JPKI_FAMILIES: Final = (Family.SIGN_CARD, Family.SIGN_MOBILE, Family.AUTH_CARD, Family.AUTH_MOBILE)
+"""The four certificate families of the Act (a resident's certificates), in `Family` order."""
 _FAMILY_BY_CODE: Final = {v: k for k, v in _FAMILY_CODES.items()}
 _FAMILY_JA: Final = {
     Family.SIGN_CARD: "個人番号カード用署名用電子証明書",
     Family.SIGN_MOBILE: "移動端末設備用署名用電子証明書",
     Family.AUTH_CARD: "個人番号カード用利用者証明用電子証明書",
     Family.AUTH_MOBILE: "移動端末設備用利用者証明用電子証明書",
+    Family.SPECIFIED_VERIFIER_TOKEN: "特定利用者証明検証者証明符号",
 }
 
 
@@ -163,10 +183,15 @@ class Category(enum.Enum):
     """発行者署名符号の漏えい等に係る情報: the issuing key leaked, was lost or damaged."""
     CARD_CASCADE = "card-cascade"
     """個人番号カード用…電子証明書の失効に係る情報: the holder's card cert lost effect (mobile)."""
+    APPROVAL_WITHDRAWN = "approval-withdrawn"
+    """特定利用者証明検証者証明符号 only: the 特定利用者証明検証者's approval (認可, Act §38-2(1))
+    was revoked (取消し, Act §38-2(6)), its approval period ended, or its registration
+    ended; the token no longer shows that status (Act §38-3(1)). Written by the builder
+    from the registry (`crlbuilder.tokens`), reason privilegeWithdrawn."""
 
     @property
     def code(self) -> int:
-        """A stable one-byte code for binary encodings (1..5; 0 means none)."""
+        """A stable one-byte code for binary encodings (1..6; 0 means none)."""
         return _CATEGORY_CODES[self]
 
     @classmethod
@@ -196,6 +221,7 @@ _CATEGORY_CODES: Final = {
     Category.RECORDING_ERROR: 3,
     Category.CA_COMPROMISE: 4,
     Category.CARD_CASCADE: 5,
+    Category.APPROVAL_WITHDRAWN: 6,
 }
 _CATEGORY_BY_CODE: Final = {v: k for k, v in _CATEGORY_CODES.items()}
 
@@ -225,6 +251,9 @@ CATEGORY_ARTICLES: Final[dict[Category, dict[Family, str]]] = {
     Category.CARD_CASCADE: {
         Family.SIGN_MOBILE: "Act §16-13",
         Family.AUTH_MOBILE: "Act §35-13",
+    },
+    Category.APPROVAL_WITHDRAWN: {
+        Family.SPECIFIED_VERIFIER_TOKEN: "Act §38-2(6)",
     },
 }
 
@@ -291,6 +320,7 @@ _CATEGORY_REASON: Final = {
     Category.RECORDING_ERROR: Reason.AFFILIATION_CHANGED,
     Category.CA_COMPROMISE: Reason.CA_COMPROMISE,
     Category.CARD_CASCADE: Reason.CESSATION_OF_OPERATION,
+    Category.APPROVAL_WITHDRAWN: Reason.PRIVILEGE_WITHDRAWN,
 }
 
 _CATEGORY_JA: Final = {
@@ -299,6 +329,7 @@ _CATEGORY_JA: Final = {
     Category.RECORDING_ERROR: "記録誤り等に係る情報",
     Category.CA_COMPROMISE: "発行者署名符号の漏えい等に係る情報",
     Category.CARD_CASCADE: "個人番号カード用電子証明書の失効に係る情報",
+    Category.APPROVAL_WITHDRAWN: "特定利用者証明検証者の認可の取消し等",
 }
 
 

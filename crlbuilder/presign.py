@@ -106,7 +106,7 @@ class Presigner:
         with store.read() as r:
             compromised = {i.id for i in r.issuers() if i.compromised_at}
         self._files: dict[str, tuple[str, str]] = {}
-        for i in manifest.issuers:
+        for i in manifest.all_issuers():
             files = ocsp_signer_files(manifest, i, i.id in compromised)
             if files is not None:
                 key, cert = files
@@ -117,7 +117,7 @@ class Presigner:
             i.id: issuer_hashes(
                 x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes()), "sha1"
             )
-            for i in manifest.issuers
+            for i in manifest.all_issuers()
         }
         self._inflight: list[
             tuple[
@@ -140,7 +140,7 @@ class Presigner:
         keys = self._files
         pool: ProcessPoolExecutor | None = None
         try:
-            for issuer in self.manifest.issuers:
+            for issuer in self.manifest.all_issuers():
                 if issuer.id not in self._signers:
                     continue  # compromised, no successor: nothing may sign its answers
                 for chunk in _chunks(self._due(issuer, now, result), CHUNK):
@@ -246,7 +246,7 @@ class Presigner:
     def _record_state(self, now: int) -> None:
         """Per issuer: when answers were last signed and the earliest stored nextUpdate."""
         with Commit(self.store) as c:
-            for issuer in self.manifest.issuers:
+            for issuer in self.manifest.all_issuers():
                 if issuer.id not in self._signers:
                     continue
                 earliest = min(

@@ -15,6 +15,13 @@ leaves every other check of the file to `responder.registry`. Both registry
 formats name titles: ``[[party.title]] kind = ...`` and the flat
 ``titles = [...]``.
 
+The same reading gives the builder the 特定利用者証明検証者 (Act §38-2(4)) and their
+approvals (認可: ``approved``, ``approved_until``, ``revoked`` of a
+``specified-user-verifier`` title), for `crlbuilder.tokens`: a token is issued only while
+its party's approval is in force, and revoked at the build after it stops (the approval
+period ended, the approval was revoked, Act §38-2(6), or the party's provision ended or
+it left the registry).
+
 `ConsentVerifiers.current` re-reads the file when it changed (its size and
 mtime), so a party registered while ``build --follow`` runs is known to the
 next spool file.
@@ -22,12 +29,19 @@ next spool file.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Final
 
+from crlbuilder.rules import JST
+from crlbuilder.tokenrequest import approval_window
+
+SPECIFIED_TITLE: Final = "specified-user-verifier"
+"""特定利用者証明検証者 (Act §38-2(4)): receives 特定利用者証明検証者証明符号 (Act §38-3)."""
 RECORD_INFO_TITLES: Final = frozenset({"signature-verifier", "group-signature-verifier"})
 """Titles that receive 特定署名用電子証明書記録情報: 署名検証者等 (Act §18(1), (3))."""
 
@@ -37,13 +51,33 @@ class RegistryReadError(Exception):
 
 
 @dataclass(frozen=True)
+class TokenApproval:
+    """A 特定利用者証明検証者's approval (認可, Act §38-2(1)) as the builder reads it."""
+
+    window: tuple[int, int | None]
+    """`crlbuilder.tokenrequest.approval_window`: start, end (None: no end set)."""
+    revoked: float | None = None
+    """When the approval was revoked (取消し, Act §38-2(6)), epoch seconds."""
+
+    def end(self) -> float:
+        """When the approval stops being in force (inf: not foreseen)."""
+        ends = [e for e in (self.window[1], self.revoked) if e is not None]
+        return min(ends) if ends else math.inf
+
+    def in_force(self, now: float) -> bool:
+        return self.window[0] <= now < self.end()
+
+
+@dataclass(frozen=True)
 class Verifiers:
-    """The parties of one registry file, as consents see them."""
+    """The parties of one registry file, as consents and tokens see them."""
 
     eligible: frozenset[str]
     """Parties that may receive 特定署名用電子証明書記録情報 now."""
     other: dict[str, str] = field(default_factory=dict)
     """Registered parties that may not, and why."""
+    approvals: dict[str, TokenApproval] = field(default_factory=dict)
+    """The 特定利用者証明検証者 whose provision has not ended, by party id."""
 
     def refusal(self, verifier: str) -> str | None:
         """Why a consent naming ``verifier`` cannot be accepted (None: it can)."""
@@ -69,11 +103,15 @@ def parse_verifiers(text: str, *, source: str) -> Verifiers:
         raise RegistryReadError(f"{source}: party: expected [[party]] tables")
     eligible: set[str] = set()
     other: dict[str, str] = {}
+    approvals: dict[str, TokenApproval] = {}
     for i, p in enumerate(parties):
         pid = p.get("id") if isinstance(p, dict) else None
         if not isinstance(p, dict) or not isinstance(pid, str) or not pid:
             raise RegistryReadError(f"{source}: party #{i + 1}: no id")
         kinds = _title_kinds(p)
+        approval = _approval(p)
+        if approval is not None and p.get("ended") is None:
+            approvals[pid] = approval
         if p.get("ended") is not None:
             other[pid] = "whose provision has ended"
         elif kinds & RECORD_INFO_TITLES:
@@ -83,7 +121,27 @@ def parse_verifiers(text: str, *, source: str) -> Verifiers:
                 "which is not a 署名検証者 or 団体署名検証者 "
                 f"(titles: {', '.join(sorted(kinds)) or 'none'})"
             )
-    return Verifiers(eligible=frozenset(eligible), other=other)
+    return Verifiers(eligible=frozenset(eligible), other=other, approvals=approvals)
+
+
+def _approval(party: dict[str, object]) -> TokenApproval | None:
+    """The ``specified-user-verifier`` title's approval, if the party holds one that reads."""
+    titles = party.get("title", [])
+    if not isinstance(titles, list):
+        return None
+    for t in titles:
+        if not isinstance(t, dict) or t.get("kind") != SPECIFIED_TITLE:
+            continue
+        approved, until, revoked = t.get("approved"), t.get("approved_until"), t.get("revoked")
+        if type(approved) is not date or (until is not None and type(until) is not date):
+            return None  # the responder's checks refuse such a file; no token rests on it
+        if isinstance(revoked, datetime) and revoked.tzinfo is None:
+            revoked = revoked.replace(tzinfo=JST)  # refused by the responder; read as Japan time
+        return TokenApproval(
+            window=approval_window(approved, until),
+            revoked=revoked.timestamp() if isinstance(revoked, datetime) else None,
+        )
+    return None
 
 
 def _title_kinds(party: dict[str, object]) -> set[str]:

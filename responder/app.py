@@ -461,7 +461,8 @@ class JpkiApp:
                 _SOURCE[ready.presigned],
             )  # fmt: skip
             # 帳簿 (Act §40): counted before the answer is sent; 件数 = statuses provided
-            self.ledger.count(party, got.service, Method.OCSP, len(ready.statuses))
+            if got.service is not None:  # None: a token's status (Act §38-3), not counted
+                self.ledger.count(party, got.service, Method.OCSP, len(ready.statuses))
             return self._ocsp_response(ready, get)
         if isinstance(got, Refusal):
             req.note = Outcome(
@@ -504,7 +505,8 @@ class JpkiApp:
             req.note = Outcome("ocsp", _INTERNAL_ERROR, party=party)  # RFC 6960 internalError
             return _OCSP_ERRORS[ResponseStatus.INTERNAL_ERROR]
         self.ocsp.remember(got.job, ready)
-        self.ledger.count(party, got.service, Method.OCSP, len(got.job.answers))
+        if got.service is not None:
+            self.ledger.count(party, got.service, Method.OCSP, len(got.job.answers))
         if self.metrics is not None:
             self.metrics.observe_signing(ready.signing_seconds, party)
         req.note = Outcome(

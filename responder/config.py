@@ -330,6 +330,18 @@ class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         return self.secret_file if self.secret_file is not None else ledger.dir / "watch.secret"
 
 
+class TokenConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """特定利用者証明検証者証明符号 (Act §38-3) ([token]): where POST /v1/token queues requests
+    for crlbuilder and reads the tokens it issued (`responder.v1.token`); the same
+    directories as crlbuilder's ``tokens.requests`` and ``tokens.issued``."""
+
+    request_dir: Path | None = None
+    """Directory the requests are queued in (``<id>.json``, mode 0600); unset: POST /v1/token
+    answers 503 (no token can be issued)."""
+    issued_dir: Path | None = None
+    """Directory crlbuilder writes the issued tokens to (``<id>.pem``)."""
+
+
 class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The JSON API under /v1 ([v1]); see `responder.v1`."""
 
@@ -357,6 +369,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     group: GroupConfig = msgspec.field(default_factory=GroupConfig)
     watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
     v1: V1Config = msgspec.field(default_factory=V1Config)
+    token: TokenConfig = msgspec.field(default_factory=TokenConfig)
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -490,6 +503,8 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--metrics-max-connections", "metrics.max_connections", "admin connections per worker"),
     _Flag("--metrics-flush-interval", "metrics.flush_interval", "seconds between flushes"),
     _Flag("--entries-interval", "metrics.entries_interval", "seconds between recounts"),
+    _Flag("--token-requests", "token.request_dir", "directory token requests are queued in"),
+    _Flag("--token-issued", "token.issued_dir", "directory of the tokens crlbuilder issued"),
 )
 
 

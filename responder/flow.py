@@ -22,7 +22,9 @@ Order, the first refusal wins; nothing is read from the store before a party is 
    only the group's own members, 署名確認者 Act §20(1), sign families only): may this party receive this family's
    revocation information by OCSP now (started, not ended, not suspended, 提供の停止
    Act §18(6), §37(4); family and method in its agreement, 取決め Act §17(4), §36(2)),
-   else ``unauthorized`` with the policy's rule;
+   else ``unauthorized`` with the policy's rule. The status of a 特定利用者証明検証者証明符号
+   (Act §38-3, the token issuer's certificates) is given to every registered party whose
+   provision runs (`responder.policy.decide_token_status`) and not counted in the ledger;
 5. quota (the agreed requests per second and per day, Ord §31, §33, §62), through the
    `Quota` port (the shell's shared table, `responder.limits.LimitsTable`): used up is
    ``tryLater`` (``quota``);
@@ -111,7 +113,9 @@ class Answer(msgspec.Struct, frozen=True, gc=False):
 
     ready: Ready
     party: Party
-    service: Service
+    service: Service | None
+    """None for the status of a 特定利用者証明検証者証明符号 (`policy.decide_token_status`):
+    not counted in the ledger."""
 
 
 class Signing(msgspec.Struct, frozen=True, gc=False):
@@ -119,7 +123,8 @@ class Signing(msgspec.Struct, frozen=True, gc=False):
 
     job: SignJob
     party: Party
-    service: Service
+    service: Service | None
+    """As `Answer.service`."""
 
 
 class Refusal(msgspec.Struct, frozen=True, gc=False):
@@ -220,16 +225,20 @@ class OcspFlow:
         if view is None:
             return Refusal(ResponseStatus.UNAUTHORIZED, UNKNOWN_ISSUER, party)
         family = view.family
-        service = policy.service_for_ocsp(family)
-        if self.group_id is None:
-            verdict = policy.decide(
-                party, service=service, family=family, method=Method.OCSP, now=now
-            )
-        else:
-            verdict = policy.decide_member(
-                party, self.group_id, registry.parties.get(self.group_id),
-                service=service, family=family, method=Method.OCSP, now=now,
-            )  # fmt: skip
+        service: Service | None = None
+        if family.is_jpki:
+            service = policy.service_for_ocsp(family)
+            if self.group_id is None:
+                verdict = policy.decide(
+                    party, service=service, family=family, method=Method.OCSP, now=now
+                )
+            else:
+                verdict = policy.decide_member(
+                    party, self.group_id, registry.parties.get(self.group_id),
+                    service=service, family=family, method=Method.OCSP, now=now,
+                )  # fmt: skip
+        else:  # a 特定利用者証明検証者証明符号 (Act §38-3): no provision the ledger counts
+            verdict = policy.decide_token_status(party, now=now)
         if verdict is not policy.ALLOWED:
             assert isinstance(verdict, policy.Refused)
             return Refusal(ResponseStatus.UNAUTHORIZED, verdict.rule.value, party, family)
@@ -289,9 +298,10 @@ class OcspFlow:
                     return cached[1]
                 cache_key = (key, cid.hash_alg, version)
             if st is None:
-                status = (
-                    self.unlisted if self.crl_import and key is not None else CertStatus.UNKNOWN
-                )
+                # a group appliance imported the CRLs of the Act's families only: a token
+                # (Act §38-3) absent from its store is unknown there, never good
+                imported = self.crl_import and view.family.is_jpki
+                status = self.unlisted if imported and key is not None else CertStatus.UNKNOWN
                 answers.append(SingleAnswer(cid.der, status))
             elif st.state == sf.STATE_REVOKED:
                 if single and cid.hash_alg == "sha1" and key is not None:

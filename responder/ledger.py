@@ -71,7 +71,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from crlbuilder.model import Family
+from crlbuilder.model import JPKI_FAMILIES, Family
 from crlbuilder.rules import JST_OFFSET
 from crlbuilder.store.reader import ReadSource
 from responder.registry.vocabulary import Method, Service
@@ -1002,7 +1002,9 @@ def issuance_counts(
 
     ``{"sign-card": {"2025-04": 1234, ...}, ...}`` counting each status record whose
     ``not_before`` (taken as the issuance time) falls on a local day from ``first`` to
-    ``last`` inclusive; every family appears, months without issuance do not. This is
+    ``last`` inclusive; every family of the Act appears, months without issuance do not
+    (tokens of 特定利用者証明検証者, Act §38-3, are not counted here: the ledger counts each
+    provision of one). This is
     a full scan of the status database, about two seconds per million certificates:
     fine for a yearly report, not for a request path. A group appliance's store
     (built from CRLs) holds only revoked certificates, so it is refused.
@@ -1021,9 +1023,13 @@ def issuance_counts(
             if lo <= nb < hi:
                 k = (rec.family, _day_of(nb, utc_offset))
                 by_code[k] = by_code.get(k, 0) + 1
-    out: dict[str, dict[str, int]] = {f.value: {} for f in Family}
+    out: dict[str, dict[str, int]] = {f.value: {} for f in JPKI_FAMILIES}
     for (code, day), n in sorted(by_code.items()):
         fam = Family.from_code(code).value
+        if (
+            fam not in out
+        ):  # a 特定利用者証明検証者証明符号 (Act §38-3) is no 電子証明書 of Ord §71(1)
+            continue
         m = _day_date(day).isoformat()[:7]
         out[fam][m] = out[fam].get(m, 0) + n
     return out

@@ -153,7 +153,7 @@ def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerV
     token that cannot be reached now, whose signatures then fail until it is back.
     """
     views = []
-    for i in manifest.issuers:
+    for i in manifest.all_issuers():
         cert = x509.load_pem_x509_certificate(manifest.path(i.cert).read_bytes())
         signer = load_signer(
             manifest.key_ref(i.ocsp_key), manifest.path(i.ocsp_cert), outage_ok=outage_ok

@@ -294,6 +294,31 @@ def decide_member(
     return ALLOWED
 
 
+def decide_token_status(party: Party | None, *, now: float) -> Allowed | Refused:
+    """May ``party`` learn the status of a 特定利用者証明検証者証明符号 (Act §38-3) by OCSP now?
+
+    Any registered party whose provision has started and not ended: a token exists to be
+    shown to others as proof of its holder's status (Act §38-3(1)), it carries nothing
+    personal, and its status is no 失効情報 of Act §18(1) or §37(1), so no agreement names
+    it and the ledger (帳簿, Act §40) does not count it as such a provision.
+    """
+    if party is None:
+        return _UNAUTHENTICATED
+    if now >= party.end:
+        return Refused(
+            Rule.ENDED,
+            party.end_article or "Act §17(1), §36(1)",
+            "provision to this party has ended",
+        )
+    if now < party.start:
+        return Refused(
+            Rule.NOT_STARTED,
+            "Ord §30(3), §32(3), §61(3)",
+            "the notified provision start date (提供を開始する日) has not come",
+        )
+    return ALLOWED
+
+
 def quota_refusal(party: Party, service: Service, *, per: Literal["second", "day"]) -> Refused:
     """The refusal when the party's agreed requests per second or per day are used up."""
     return Refused(

@@ -505,7 +505,12 @@ def test_units_run_real_commands_as_the_service_account() -> None:
     env = dict(e.split("=", 1) for e in resp["Environment"])
     # the lock file of the store the responder reads stays writable (see below)
     # and the ledger (帳簿) with the quota table is the responder's own state
-    assert resp["ReadWritePaths"] == [env["JPKI_VA_STORE"] + "/lock.mdb", "/var/lib/jpki-va/ledger"]
+    # and the queue of token requests for crlbuilder (Act §38-3), optional
+    assert resp["ReadWritePaths"] == [
+        env["JPKI_VA_STORE"] + "/lock.mdb",
+        "/var/lib/jpki-va/ledger",
+        "-/var/lib/jpki-va/tokens/requests",
+    ]
     asserted = unit_settings(RESPONDER_UNIT, "Unit")["AssertPathExists"]
     assert env["JPKI_VA_STORE"] + "/lock.mdb" in asserted
     assert str(args.config) in asserted

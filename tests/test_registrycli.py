@@ -104,6 +104,7 @@ def test_init_writes_a_private_valid_registry_and_audits_it(reg: Path) -> None:
         "auth-verifier",
         "both-verifier",
         "group-verifier",
+        "specified-verifier",  # 特定利用者証明検証者 (Act §38-2): asks for its token (§38-3)
         "member-1",
         "member-2",
     }
@@ -111,11 +112,11 @@ def test_init_writes_a_private_valid_registry_and_audits_it(reg: Path) -> None:
     assert [x["party"] for x in lines] == list(r.parties)
     assert {x["action"] for x in lines} == {"init"} and {x["actor"] for x in lines} == {"tester"}
     report = verify_audit(audit_path_for(reg), reg)
-    assert report.problems == [] and report.records == 6
+    assert report.problems == [] and report.records == 7
     # init refuses to overwrite without --force; --force is audited as a change (or no change)
     assert run("init", "--pki", str(reg.parent / "pki"), "--out", str(reg)) == 2
     assert run("init", "--pki", str(reg.parent / "pki"), "--out", str(reg), "--force") == 0
-    assert len(audit_lines(reg)) == 6  # identical content: nothing to record
+    assert len(audit_lines(reg)) == 7  # identical content: nothing to record
 
 
 def test_add_with_a_new_token(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -78,7 +78,8 @@ def test_ord_74_every_signing_key_is_generated_in_the_token(hsm_built: Built) ->
     """The manifest names each signing key by a pkcs11: URI; the token holds it sensitive and
     non-extractable (Ord §74(3)); no PEM file of a signing key exists; the PIN file is 0600."""
     m = hsm_built.manifest
-    refs = [i.key for i in m.issuers] + [i.ocsp_key for i in m.issuers]
+    # all_issuers: with the token issuer's (Act §38-3)
+    refs = [i.key for i in m.all_issuers()] + [i.ocsp_key for i in m.all_issuers()]
     refs += [m.group_responder_key, m.answer_key]  # the /v1 answer-signing key too
     assert all(r.startswith("pkcs11:token=jpki-va-demo;object=") for r in refs), refs
     pem_keys = {p.relative_to(hsm_built.pki) for p in hsm_built.pki.rglob("*.key")}
@@ -110,7 +111,7 @@ def test_ord_73_3_the_tokens_operations_are_in_its_chained_log(hsm_server: Serve
     def labels_of(event: str, rs: list[OpRecord]) -> set[str]:
         return {r.key.split("object=")[1].split(";")[0] for r in rs if r.event == event}
 
-    labels = {f"{k}-{i.id}" for i in built.manifest.issuers for k in ("ca", "ocsp")}
+    labels = {f"{k}-{i.id}" for i in built.manifest.all_issuers() for k in ("ca", "ocsp")}
     labels |= {"group-responder", "answer-signer"}  # the relay's key, the /v1 answer key
     assert labels_of("key-generated", records) == labels
     assert labels_of("certificate-issued", records) == labels
@@ -177,6 +178,32 @@ def test_demo_commands_verify_with_keys_in_softhsm(hsm_server: Server) -> None:
         )
         assert "Response verify OK" in out.stderr, (what, cmd, out.stderr)
         assert f": {what.split()[0]}" in out.stdout, (what, out.stdout)
+
+
+def test_act_38_3_token_signed_with_the_token_issuers_key_in_the_token(
+    hsm_built: Built, tmp_path: Path
+) -> None:
+    """The token issuer's CA key is a pkcs11: URI like the others; the builder signs a
+    特定利用者証明検証者証明符号 with it (`crlbuilder.tokens`, through `load_signer`)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+
+    from tests.test_tokens import World
+
+    tok = hsm_built.manifest.token_issuer
+    assert tok is not None and tok.key.startswith("pkcs11:token=jpki-va-demo;object=")
+    w = World(tmp_path, (hsm_built.pki, hsm_built.manifest))
+    try:
+        at = datetime.now(UTC).replace(microsecond=0)
+        rid, key = w.queue(at=at)
+        assert w.build(at + timedelta(seconds=1))["tokens_issued"] == 1
+        cert = w.token(rid)
+        cert.verify_directly_issued_by(w.ca())
+        assert isinstance(cert, x509.Certificate)
+        assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    finally:
+        w.builder.close()
 
 
 def test_v1_answers_are_signed_by_the_answer_key_in_the_token(hsm_server: Server) -> None:

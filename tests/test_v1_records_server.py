@@ -23,6 +23,7 @@ import pytest
 from cryptography import x509
 
 from crlbuilder.model import (
+    JPKI_FAMILIES,
     Category,
     ChangeKind,
     Consent,
@@ -277,10 +278,12 @@ def test_correspondences_with_one_title_and_with_both(built: Built, server: Serv
     holders = population(built)
 
     def full(h: Holder) -> bool:
-        return all(current(h, f, now) and not any(near(c, now) for c in h.certs[f]) for f in Family)
+        return all(
+            current(h, f, now) and not any(near(c, now) for c in h.certs[f]) for f in JPKI_FAMILIES
+        )
 
     h = next(h for h in holders.values() if full(h))
-    cur = {f: current(h, f, now) for f in Family}
+    cur = {f: current(h, f, now) for f in JPKI_FAMILIES}
     pairs = [
         (Family.SIGN_CARD, Family.SIGN_MOBILE, {"sig-verifier", "both-verifier"}, "Act §18(4)(1)"),
         (Family.SIGN_MOBILE, Family.SIGN_CARD, {"sig-verifier", "both-verifier"}, "Act §18(4)(2)"),

@@ -138,6 +138,8 @@ def known_issuers(manifest: Manifest) -> list[KnownIssuer]:
     out: list[KnownIssuer] = []
     successors = {i.id: i.successor_cert for i in manifest.issuers if i.successor_cert}
     for meta in issuer_table(manifest):
+        if not meta.family.is_jpki:  # the token issuer (Act §38-3): the 機構's own, not imported
+            continue
         ders = [meta.cert_der]
         if meta.id in successors:
             pem = manifest.path(successors[meta.id]).read_bytes()

@@ -119,7 +119,7 @@ class CrlPublisher:
         self.dir.mkdir(parents=True, exist_ok=True)
         with self.store.read() as r:
             compromised = {i.id for i in r.issuers() if i.compromised_at}
-        for issuer in self.manifest.issuers:
+        for issuer in self.manifest.all_issuers():
             signing = crl_signing(self.manifest, issuer, issuer.id in compromised)
             if signing is None:
                 result.withheld.append(issuer.id)

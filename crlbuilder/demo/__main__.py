@@ -16,6 +16,10 @@ corresponding serials (Act §18(4), §18(5)) of holders of the population, and a
 command to its group (``-VAfile group.pem``), and runs until Ctrl-C, which stops every
 child cleanly. ``--no-serve`` stops after the build and says what it made.
 
+The demo's ``specified-verifier`` party may ask for its 特定利用者証明検証者証明符号 (Act
+§38-3): POST /v1/token queues the request under ``tokens/requests``, the follow loop
+issues it into ``tokens/issued`` (the README shows the ``openssl req`` and ``curl`` lines).
+
 ``--keys softhsm`` (``make demo KEYS=softhsm``) keeps every signing key in a SoftHSM2
 token instead of PEM files (Ord §73(4), §74(3): keys on dedicated equipment): ``pki init
 --keys softhsm`` makes the token under ``pki/softhsm`` and generates the CA, OCSP signer
@@ -111,6 +115,8 @@ def _builder_flags(d: Path) -> list[str]:
         "--quarantine", str(d / "build" / "quarantine.jsonl"),
         "--notices", str(d / "build" / "notices.jsonl"), "--crl-dir", str(d / "crl"),
         "--registry", str(d / "registry.toml"),
+        "--token-requests", str(d / "tokens" / "requests"),
+        "--token-issued", str(d / "tokens" / "issued"),
     ]  # fmt: skip
 
 
@@ -347,6 +353,7 @@ def member_commands(d: Path, group_url: str) -> list[tuple[str, str]]:
 
 def serve(d: Path, port: int, group_port: int = 0) -> int:
     (d / "spool").mkdir(exist_ok=True)
+    (d / "tokens" / "requests").mkdir(parents=True, exist_ok=True, mode=0o700)
     follow = subprocess.Popen(
         [_tool("crlbuilder"), "build", *_builder_flags(d), "--input", str(d / "spool"), "--follow", "--no-progress"],
         stderr=subprocess.DEVNULL, text=True,
@@ -357,6 +364,8 @@ def serve(d: Path, port: int, group_port: int = 0) -> int:
             "--store", str(d / "store"), "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"),
             "--crl-dir", str(d / "crl"), "--port", str(port),
             "--facts-key-file", str(d / "facts.key"),
+            "--token-requests", str(d / "tokens" / "requests"),
+            "--token-issued", str(d / "tokens" / "issued"),
         ],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

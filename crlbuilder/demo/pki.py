@@ -120,6 +120,9 @@ GENERATIONS: Final[tuple[tuple[Family, int, datetime], ...]] = (
 A generation issues from its CA's notBefore until the next generation's
 (`crlbuilder.demo.synth` reads the notBefore back from the certificates).
 """
+TOKEN_GENERATION: Final = (Family.SPECIFIED_VERIFIER_TOKEN, 1, FIRST_GENERATION_START)
+"""The issuer of 特定利用者証明検証者証明符号 (Act §38-3), the manifest's ``token_issuer``: a
+CA of its own (its key signs the tokens and its CRLs) with a delegated OCSP signer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,11 @@ DEMO_PARTIES: Final = (
         "group-verifier",
         "デモ団体署名検証者 (demo group signature verifier)",
         ("group-signature-verifier",),
+    ),
+    DemoParty(
+        "specified-verifier",
+        "デモ特定利用者証明検証者 (demo specified user verifier)",
+        ("user-verifier", "specified-user-verifier"),
     ),
     DemoParty(
         "member-1",
@@ -469,7 +477,9 @@ def init_pki(
     of the service is generated inside it (non-extractable, sensitive: Ord
     §73(4), §74(3)) and the manifest names it by its ``pkcs11:`` URI instead of a PEM
     file: the CAs' keys (CRL signing, 発行者署名符号), the delegated OCSP signers and the
-    group relay's responder key. Only certificates are written. The demo TLS/client CA,
+    group relay's responder key. The token-issuing CA (``token_issuer``, the issuer of
+    特定利用者証明検証者証明符号, Act §38-3) is made like a family's CA: its key, its
+    certificate, its delegated OCSP signer. Only certificates are written. The demo TLS/client CA,
     the TLS server key (Python's ssl reads a file) and the parties' own keys stay PEM.
     """
     if key_size < MIN_KEY_SIZE:
@@ -525,7 +535,7 @@ def init_pki(
 
     issuers: list[IssuerFiles] = []
     cas: dict[str, tuple[x509.Certificate, rsa.RSAPrivateKey | TokenKey]] = {}
-    for family, generation, start in GENERATIONS:
+    for family, generation, start in (*GENERATIONS, TOKEN_GENERATION):
         iid = issuer_id(family, generation)
         ca_key, ca_key_ref = signing_key(f"ca-{iid}", f"ca/{iid}.key")
         ca_cert = _self_signed_ca(
@@ -553,6 +563,7 @@ def init_pki(
         write_cert(files.ocsp_cert, signer, signer_key_ref)
         issuers.append(files)
         cas[iid] = (ca_cert, ca_key)
+    token_issuer = issuers.pop()  # TOKEN_GENERATION: kept apart from the Act's four families
     # each generation but a family's last has its successor named, with the successor
     # certificate a compromise needs (in production the CA operator issues it then)
     for n, files in enumerate(issuers):
@@ -669,6 +680,7 @@ def init_pki(
         answer_cert="v1/answer-signer.pem",
         answer_key=answer_key_ref,
         parties=parties,
+        token_issuer=token_issuer,
     )
     dump_manifest(manifest, out)
     return load_manifest(out / MANIFEST_NAME)

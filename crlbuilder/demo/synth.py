@@ -92,6 +92,7 @@ from crlbuilder.facts import encode_birth_date
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest, ManifestError, load_manifest
 from crlbuilder.model import (
+    JPKI_FAMILIES,
     Answer,
     CaCompromise,
     Category,
@@ -166,8 +167,9 @@ def _cases(family: Family) -> tuple[str, ...]:
     return ("good", "expired", *revoked, "never-issued")
 
 
-CASES: Final[dict[Family, tuple[str, ...]]] = {f: _cases(f) for f in Family}
-"""Every sample case per family (ca-compromise occurs only for the compromised generation)."""
+CASES: Final[dict[Family, tuple[str, ...]]] = {f: _cases(f) for f in JPKI_FAMILIES}
+"""Every sample case per family of the Act (ca-compromise occurs only for the compromised
+generation); the population has no 特定利用者証明検証者証明符号 (those come from token requests)."""
 
 
 class SynthError(Exception):

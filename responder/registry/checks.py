@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from crlbuilder.model import Family
+from crlbuilder.tokenrequest import approval_window
 from responder.registry.party import (
+    Approval,
     CredentialInfo,
     Grant,
     Party,
@@ -39,6 +41,7 @@ from responder.registry.schema import (
     RegistryFile,
     SignatureConfirmerTitle,
     SignatureVerifierTitle,
+    SpecifiedUserVerifierTitle,
     TitleEntry,
     TokenCredential,
     UserVerifierTitle,
@@ -152,6 +155,7 @@ class _Checker:
             requests_per_second=e.agreement.requests_per_second if e.agreement else None,
             requests_per_day=e.agreement.requests_per_day if e.agreement else None,
             crl_cycle_seconds=e.agreement.crl_cycle_seconds if e.agreement else 0,
+            approval=_approval(titles.get(Title.SPECIFIED_USER_VERIFIER)),
         )
 
     def titles(self, e: PartyEntry, titles: Mapping[Title, TitleEntry]) -> None:
@@ -194,6 +198,14 @@ class _Checker:
                     self.err(e.id, f"{fld}.members", "a member is listed twice")
                 if e.id in t.members or (t.member_prefix and e.id.startswith(t.member_prefix)):
                     self.err(e.id, fld, "a group is not its own member")
+            elif isinstance(t, SpecifiedUserVerifierTitle) and (
+                t.approved_until is not None and t.approved_until < t.approved
+            ):
+                self.err(
+                    e.id,
+                    f"{fld}.approved_until",
+                    "the approval period (Act §38-2(1)) ends before the day of the approval",
+                )
             elif isinstance(t, SignatureConfirmerTitle) and t.group == e.id:
                 self.err(e.id, f"{fld}.group", "a member cannot be its own group")
 
@@ -475,3 +487,16 @@ def _not_allowed(s: Service, kinds: frozenset[Title]) -> str:
     if s is Service.SPECIFIED_VERIFIER_TOKEN:
         return f"{s.value} is provided to a 特定利用者証明検証者 (specified-user-verifier) only (Act §38-3)"
     return f"{s.value} is provided to a 署名検証者等 (signature-verifier or group) only ({SERVICE_ARTICLES[s]}); a 利用者証明検証者 never receives sign information by that title"
+
+
+def _approval(t: TitleEntry | None) -> Approval | None:
+    """The approval (認可, Act §38-2(1)) of a 特定利用者証明検証者 title, as instants."""
+    if not isinstance(t, SpecifiedUserVerifierTitle):
+        return None
+    start, until = approval_window(t.approved, t.approved_until)
+    return Approval(
+        start=start,
+        until=math.inf if until is None else until,
+        revoked=t.revoked.timestamp() if t.revoked else math.inf,
+        window=(start, until),
+    )

@@ -332,6 +332,10 @@ def _title_fields(args: argparse.Namespace, kind: str) -> dict[str, Any]:
             out["approved"] = args.approved
         if args.approval is not None:
             out["approval"] = args.approval
+        if args.approved_until is not None:
+            out["approved_until"] = args.approved_until
+        if args.approval_revoked is not None:
+            out["revoked"] = args.approval_revoked
     return out
 
 
@@ -1001,6 +1005,16 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         "--approved", type=_date, help="specified-user-verifier: day of the approval (Act §38-2)"
     )
     g.add_argument("--approval", help="specified-user-verifier: reference of the approval")
+    g.add_argument(
+        "--approved-until",
+        type=_date,
+        help="specified-user-verifier: last day of the approval period (its tokens end then)",
+    )
+    g.add_argument(
+        "--approval-revoked",
+        type=_instant,
+        help="specified-user-verifier: when the approval was revoked (Act §38-2(6))",
+    )
     g = p.add_argument_group(
         "agreement (取決め, Ord §31, §33, §62); defaults: all the titles allow"
     )

@@ -77,6 +77,31 @@ class SuspensionWindow(msgspec.Struct, frozen=True):
     article: str
 
 
+class Approval(msgspec.Struct, frozen=True):
+    """A 特定利用者証明検証者's approval (認可, Act §38-2(1)), as epoch seconds.
+
+    In force while ``start <= now < min(until, revoked)``: from the approval day's first
+    second (JST) to the end of its period's last day (``approved_until``), unless the
+    ministers revoked it (取消し, Act §38-2(6)) earlier."""
+
+    start: float
+    until: float = math.inf
+    """The end of the approval period (the first second after its last Japan day)."""
+    revoked: float = math.inf
+    """When the approval was revoked (Act §38-2(6))."""
+    window: tuple[int, int | None] = (0, None)
+    """The approval period as `crlbuilder.tokenrequest.approval_window` gives it (a token
+    request's id rests on it)."""
+
+    @property
+    def end(self) -> float:
+        """When the approval stops being in force, for whichever reason."""
+        return min(self.until, self.revoked)
+
+    def in_force(self, now: float) -> bool:
+        return self.start <= now < self.end
+
+
 class PartyState(enum.Enum):
     ACTIVE = "active"
     NOT_STARTED = "not-started"
@@ -109,6 +134,8 @@ class Party(msgspec.Struct, frozen=True, kw_only=True):
     requests_per_second: int | None = None
     """Agreed quota (取決め), across all workers; None: no limit."""
     requests_per_day: int | None = None
+    approval: Approval | None = None
+    """A 特定利用者証明検証者's approval (Act §38-2(1)); None for every other party."""
     crl_cycle_seconds: int = 0
     """At most one download of each CRL file (issuer generation, full or delta) per this many
     seconds (周期, Ord §31(2)); 0: no limit."""

@@ -114,9 +114,17 @@ class SpecifiedUserVerifierTitle(
 
     TITLE: ClassVar[Title] = Title.SPECIFIED_USER_VERIFIER
     approved: date
-    """The day of the approval (認可)."""
+    """The day of the approval (認可): its 特定利用者証明検証者証明符号 (Act §38-3) is valid
+    from this Japan day on."""
     approval: Text | None = None
     """Reference of the approval."""
+    approved_until: date | None = None
+    """The last Japan day of the approval period, when one was set; absent (the default of
+    files written before it): no end but a revocation. A token is valid until this day's end
+    at the latest, and is revoked by the builder once it has passed (`crlbuilder.tokens`)."""
+    revoked: Aware | None = None
+    """When the ministers revoked the approval (認可の取消し, Act §38-2(6)): the party is no
+    longer a 特定利用者証明検証者; its tokens are revoked at the next build."""
 
 
 TitleEntry = (

@@ -181,6 +181,8 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
     out: dict[str, _Issuer] = {}
     for slot, meta in enumerate(reader.issuers()):
         family = meta.family
+        if not family.is_jpki:  # the token issuer (Act §38-3): no 失効情報 of §18(1), §37(1)
+            continue
         service = policy.service_for_ocsp(family)
         refusal = ctx.permit(service, family)
         fresh = reader.promised_next_update(meta.index)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from responder.v1 import changes, corresponding, recordinfo, status, verify
+from responder.v1 import changes, corresponding, recordinfo, status, token, verify
 from responder.v1.route import AnyRoute
 
 ROUTES: Final[tuple[AnyRoute, ...]] = (
@@ -19,6 +19,7 @@ ROUTES: Final[tuple[AnyRoute, ...]] = (
     changes.WATCH_ROUTE,
     changes.CHANGES_ROUTE,
     verify.ROUTE,
+    token.ROUTE,
 )
 
 MEMBER_ROUTES: Final[tuple[AnyRoute, ...]] = (verify.ROUTE,)

@@ -1,0 +1,189 @@
+"""A request for a 特定利用者証明検証者証明符号 (Act §38-3(1)): the CSR's checks, the request file, its id.
+
+The responder takes a 特定利用者証明検証者's request (`responder.v1.token`, POST /v1/token),
+the builder issues the token (`crlbuilder.tokens`): workers never hold a CA key, and the
+responder never writes the builder's store. What passes between them is one small file
+per request in a directory both are configured with (``tokens.requests`` of the builder,
+``[token] requests`` of the responder): a `TokenRequest` as JSON, named ``<id>.json``,
+written whole (a temporary file renamed in). The issued certificate comes back as
+``<id>.pem`` in the issued directory (``tokens.issued``), which the responder reads.
+
+This module is what both sides share, pure apart from the two file helpers:
+
+- `check_csr`: the party's PKCS#10 request (PEM, or base64 DER), its self-signature
+  verified (proof of possession, RFC 2986 §3) and its key RSA of 2048 bits or more or
+  EC P-256; a refusal names the field (`CsrError`), never the content;
+- `request_id`: the request's id, a digest of the party, the CSR's public key and the
+  approval (認可, Act §38-2(1)) it rests on: asking again for the same key under the same
+  approval is the same request (idempotent), a renewed or changed approval a new one;
+- `token_serial`: the token's serial, derived from the id (a replay or a rebuild issues
+  the same certificate: RSASSA-PKCS1-v1_5 signatures are deterministic);
+- `TOKEN_POLICY_OID`: the certificate policy naming the title (特定利用者証明検証者), under
+  the project's arc `PROJECT_ARC`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Final
+
+import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from crlbuilder.rules import JST
+
+PROJECT_ARC: Final = "2.25.23992150756379134278736048147909983724"
+"""The project's OID arc: a UUID OID (ITU-T X.667, arc 2.25; no registration needed),
+UUID 120cb85c-38d6-474e-b441-e4aa531a3dec. Sub-arcs: ``.1`` certificate policies."""
+TOKEN_POLICY_OID: Final = x509.ObjectIdentifier(PROJECT_ARC + ".1.1")
+"""Certificate policy of a 特定利用者証明検証者証明符号: the subject is a 特定利用者証明検証者
+(Act §38-2(4)) approved when the token was issued (Act §38-3(1))."""
+
+MIN_RSA_BITS: Final = 2048
+"""The smallest RSA modulus accepted in a CSR (as for every key of the service, Ord §2, §38)."""
+MAX_CSR_CHARS: Final = 4096
+"""A CSR's text in a request, PEM or base64: an RSA-4096 CSR's PEM is ~1.7 KB, an RSA-8192
+one's ~3.1 KB. Tight, so that a request over it (even in JSON escapes) is refused by the
+route (400 naming ``$.csr``), not by the server's body limit."""
+
+RequestId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+
+_PEM_BEGIN: Final = "-----BEGIN CERTIFICATE REQUEST-----"
+
+
+class CsrError(ValueError):
+    """A CSR that is refused: ``field`` names where (the request's ``$.csr``), the message why."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class CheckedCsr(msgspec.Struct, frozen=True):
+    """A CSR that passed `check_csr`: its DER and its SubjectPublicKeyInfo DER."""
+
+    der: bytes
+    spki: bytes
+
+
+def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
+    """The party's CSR, checked: PEM or base64 DER, self-signature valid, key strong enough."""
+    text = text.strip()
+    if len(text) > MAX_CSR_CHARS:
+        raise CsrError(field, f"longer than {MAX_CSR_CHARS} characters")
+    try:
+        if text.startswith(_PEM_BEGIN):
+            csr = x509.load_pem_x509_csr(text.encode("ascii"))
+        else:
+            csr = x509.load_der_x509_csr(base64.b64decode(text, validate=True))
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        raise CsrError(field, "not a PKCS#10 certificate request (PEM, or DER in base64)") from None
+    try:
+        key = csr.public_key()
+    except (ValueError, TypeError):
+        raise CsrError(field, "the request's public key cannot be read") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise CsrError(field, f"an RSA key of {MIN_RSA_BITS} bits or more is required")
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise CsrError(field, "an EC key must be on P-256 (secp256r1)")
+    else:
+        raise CsrError(field, "the key must be RSA (2048 bits or more) or EC P-256")
+    try:
+        valid = csr.is_signature_valid
+    except (ValueError, TypeError):  # an algorithm cryptography cannot verify
+        valid = False
+    if not valid:
+        raise CsrError(
+            field, "the request's signature does not verify with its own key (RFC 2986 §3)"
+        )
+    return CheckedCsr(
+        der=csr.public_bytes(Encoding.DER),
+        spki=key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+    )
+
+
+def approval_window(approved: date, approved_until: date | None) -> tuple[int, int | None]:
+    """An approval period (認可, Act §38-2(1)) as epoch seconds: from the first second of its
+    day (Japan time) to the first second after its last day (None: no end was set)."""
+    start = int(datetime.combine(approved, time(0), tzinfo=JST).timestamp())
+    if approved_until is None:
+        return start, None
+    end = datetime.combine(approved_until + timedelta(days=1), time(0), tzinfo=JST)
+    return start, int(end.timestamp())
+
+
+def request_id(party: str, spki: bytes, window: tuple[int, int | None]) -> str:
+    """The id of a request: the party, the public key and the approval window
+    (`approval_window`) it rests on. 32 hex digits."""
+    h = hashlib.sha256(b"jpki-va token request\x00")
+    h.update(party.encode() + b"\x00" + spki + b"\x00")
+    h.update(f"{window[0]}\x00{window[1]}".encode())
+    return h.hexdigest()[:32]
+
+
+def token_serial(rid: str) -> int:
+    """The token's serial: 127 bits from the request id, never 0 (RFC 5280 §4.1.2.2)."""
+    n = int.from_bytes(hashlib.sha256(b"jpki-va token serial\x00" + rid.encode()).digest()[:16])
+    return (n >> 1) or 1
+
+
+def token_holder(party: str) -> bytes:
+    """The store's holder key of a party's tokens (its links, `crlbuilder.store`): a digest of
+    the party id. A verifier is no resident: nothing personal is hashed here."""
+    return hashlib.sha256(b"jpki-va verifier-token holder\x00" + party.encode()).digest()
+
+
+class TokenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One request file (``<id>.json``): who asked, for which key, when (求め, Act §38-3(1))."""
+
+    id: RequestId
+    party: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+    csr: bytes
+    """The CSR's DER (base64 in the JSON)."""
+    requested_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    """When the responder accepted the request: the token's notBefore at the earliest."""
+
+
+def request_path(directory: Path, rid: str) -> Path:
+    return directory / f"{rid}.json"
+
+
+def issued_path(directory: Path, rid: str) -> Path:
+    return directory / f"{rid}.pem"
+
+
+def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``path`` whole: a temporary file in the same directory, fsync, rename over it
+    (a reader sees the old file, or none, or the new one, never a part)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_request(directory: Path, req: TokenRequest) -> Path:
+    """Queue ``req`` for the builder (``<id>.json``, written whole, mode 0600)."""
+    path = request_path(directory, req.id)
+    write_whole(path, msgspec.json.encode(req), mode=0o600)
+    return path
+
+
+def read_request(path: Path) -> TokenRequest:
+    """A request file; raises `msgspec.DecodeError`/`ValidationError` or `OSError`."""
+    return msgspec.json.decode(path.read_bytes(), type=TokenRequest)

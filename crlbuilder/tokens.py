@@ -1,0 +1,313 @@
+"""特定利用者証明検証者証明符号 (Act §38-3): the builder issues the tokens and revokes them.
+
+A 特定利用者証明検証者 (a 利用者証明検証者 approved by the ministers, 認可, Act §38-2(1),(4))
+may ask the 機構 for a code showing that status (Act §38-3(1)); the 機構 provides it (§38-3(2))
+under an agreement (取決め, §38-3(3)). jpki-va's token is an X.509 certificate of the
+party's key (from its CSR), issued by a dedicated issuer generation of its own (the
+manifest's ``token_issuer``, family ``verifier-token``) with the certificate policy
+`crlbuilder.tokenrequest.TOKEN_POLICY_OID`, valid within the approval period.
+
+Who does what (workers never hold a CA key; the responder never writes the store):
+
+- the responder checks the request (authentication, agreement, title, approval in force,
+  the CSR) and queues it as a file (`crlbuilder.tokenrequest`);
+- the builder, which holds the token issuer's CA key like every CA key (a PEM file or a
+  ``pkcs11:`` URI, `crlbuilder.keys.signer.load_signer`; Ord §73, §74), runs `TokenIssuer`
+  at every build and every follow-loop turn that finds a request: `TokenIssuer.issue`
+  checks each request again against the registry as it is now (`crlbuilder.verifiers`),
+  signs the certificate, writes it whole to the issued directory (``<id>.pem``, which the
+  responder reads) and then commits its status record (good; holder: a digest of the
+  party id, `crlbuilder.tokenrequest.token_holder`) in the store. The file is written
+  before the commit: a builder killed between the two finds the request still queued and
+  signs the same certificate again (same serial, same times: RSASSA-PKCS1-v1_5 is
+  deterministic), so nothing answers "unknown" for a token a party holds for longer than
+  that. A request the registry no longer supports is dropped and reported; the party's
+  next request is refused by the responder with the reason;
+- `TokenIssuer.revoke_withdrawn`, at every build, revokes each good, unexpired token whose
+  party is no longer an approved 特定利用者証明検証者 by the registry: the approval was
+  revoked (取消し, Act §38-2(6)), its period ended (``approved_until``), the party's
+  provision ended or it left the registry. Category `Category.APPROVAL_WITHDRAWN`, reason
+  privilegeWithdrawn, dated when the build writes it (never earlier: the token loses its
+  meaning then, and an OCSP answer given before said "good" rightly). The token's
+  revocation then reaches its CRLs and OCSP answers like any other (its own delegated OCSP
+  signer signs them).
+
+The token's profile: subject ``CN=<party id>, O=jpki-va 特定利用者証明検証者, C=JP`` and a
+subjectAltName URI ``urn:jpki-va:party:<id>``; the CSR's public key (its subject is not
+copied: the 機構 says who the party is, from its registry); keyUsage digitalSignature;
+certificatePolicies the token policy; CRL distribution point and AIA OCSP of its issuer;
+notBefore the request's time (not before the approval's first day), notAfter the earliest
+of the approval period's end, ``tokens.validity_days`` later, and the issuer's own
+notAfter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final
+
+import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+
+from crlbuilder.keys.certsign import sign_certificate
+from crlbuilder.keys.signer import Signer, load_signer
+from crlbuilder.manifest import IssuerFiles, Manifest
+from crlbuilder.model import Category, Family
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
+from crlbuilder.tokenrequest import (
+    TOKEN_POLICY_OID,
+    TokenRequest,
+    issued_path,
+    read_request,
+    request_id,
+    token_holder,
+    token_serial,
+    write_whole,
+)
+from crlbuilder.verifiers import Verifiers
+
+TOKEN_ORGANIZATION: Final = "jpki-va 特定利用者証明検証者"
+
+
+@dataclass
+class TokenReport:
+    """What one run did: tokens issued and revoked, requests dropped (with why)."""
+
+    issued: int = 0
+    revoked: int = 0
+    dropped: list[dict[str, str]] = field(default_factory=list)
+
+
+def token_certificate(
+    req: TokenRequest,
+    *,
+    issuer: IssuerFiles,
+    issuer_cert: x509.Certificate,
+    approval_window: tuple[int, int | None],
+    validity: timedelta,
+    signer: Signer,
+) -> x509.Certificate:
+    """The token certificate of ``req`` (the module docstring's profile), signed by ``signer``."""
+    csr = x509.load_der_x509_csr(req.csr)
+    start, end = approval_window
+    not_before = max(req.requested_at.astimezone(UTC), datetime.fromtimestamp(start, UTC))
+    not_after = min(not_before + validity, issuer_cert.not_valid_after_utc)
+    if end is not None:
+        not_after = min(not_after, datetime.fromtimestamp(end, UTC) - timedelta(seconds=1))
+    public_key = csr.public_key()
+    ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COUNTRY_NAME, "JP"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, TOKEN_ORGANIZATION),
+                    x509.NameAttribute(NameOID.COMMON_NAME, req.party),
+                ]
+            )
+        )
+        .issuer_name(issuer_cert.subject)
+        .public_key(public_key)
+        .serial_number(token_serial(req.id))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.CertificatePolicies([x509.PolicyInformation(TOKEN_POLICY_OID, None)]),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"urn:jpki-va:party:{req.party}")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        [x509.UniformResourceIdentifier(issuer.crl_url)], None, None, None
+                    )
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.OCSP,
+                        x509.UniformResourceIdentifier(issuer.ocsp_url),
+                    )
+                ]
+            ),
+            critical=False,
+        )
+    )
+    return sign_certificate(builder, signer.sign)
+
+
+class TokenIssuer:
+    """One build's work on tokens: issue the queued requests, revoke the withdrawn."""
+
+    def __init__(
+        self,
+        store: Store,
+        manifest: Manifest,
+        *,
+        requests: Path | None,
+        issued: Path | None,
+        validity_days: int,
+        verifiers: Verifiers,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.manifest = manifest
+        self.issuer = manifest.token_issuer
+        self.requests = requests
+        self.issued = issued
+        self.validity = timedelta(days=validity_days)
+        self.verifiers = verifiers
+        self.clock = clock
+        self._signer: Signer | None = None
+
+    def run(self, now: int) -> TokenReport:
+        """Issue what is queued, then revoke what the registry no longer supports."""
+        report = TokenReport()
+        if self.issuer is None:
+            return report
+        self.issue(now, report)
+        self.revoke_withdrawn(now, report)
+        return report
+
+    def signer(self) -> Signer:
+        """The token issuer's CA key (PEM file or ``pkcs11:`` URI), opened once."""
+        if self._signer is None:
+            assert self.issuer is not None
+            m = self.manifest
+            self._signer = load_signer(m.key_ref(self.issuer.key), m.path(self.issuer.cert))
+        return self._signer
+
+    def pending(self) -> list[Path]:
+        """The queued request files, oldest name first."""
+        if self.requests is None or self.issuer is None or not self.requests.is_dir():
+            return []
+        return sorted(self.requests.glob("*.json"))
+
+    def issue(self, now: int, report: TokenReport) -> None:
+        """Sign and record each queued request the registry still supports (the docstring)."""
+        assert self.issuer is not None
+        if self.issued is None:
+            return
+        for path in self.pending():
+            why = self._issue_one(path, now)
+            if why is None:
+                report.issued += 1
+            elif why:
+                report.dropped.append({"request": path.stem, "reason": why})
+            path.unlink(missing_ok=True)
+
+    def _issue_one(self, path: Path, now: int) -> str | None:
+        """None: issued; "": already issued (a replay); else why the request was dropped."""
+        assert self.issuer is not None and self.issued is not None
+        try:
+            req = read_request(path)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return "the request file cannot be read as a token request"
+        if req.id != path.stem:
+            return "the request file's name is not its id"
+        approval = self.verifiers.approvals.get(req.party)
+        if approval is None:
+            return "the party is not a registered 特定利用者証明検証者 (Act §38-2(4), §38-3(1))"
+        if not approval.in_force(now):
+            return "the party's approval (認可) is not in force (Act §38-2(1),(6))"
+        try:
+            csr = x509.load_der_x509_csr(req.csr)
+            spki = csr.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        except ValueError:
+            return "the request's CSR does not parse"
+        if request_id(req.party, spki, approval.window) != req.id:
+            return "the party's approval changed since the request: it must ask again"
+        key = sf.status_key(self.issuer.index, token_serial(req.id))
+        out = issued_path(self.issued, req.id)
+        with self.store.read() as r:
+            known = r.status(key) is not None
+        if known and out.exists():
+            return ""
+        issuer_cert = self.signer().certificate
+        cert = token_certificate(
+            req,
+            issuer=self.issuer,
+            issuer_cert=issuer_cert,
+            approval_window=approval.window,
+            validity=self.validity,
+            signer=self.signer(),
+        )
+        self.issued.mkdir(parents=True, exist_ok=True)
+        write_whole(out, cert.public_bytes(serialization.Encoding.PEM))
+        if known:
+            return ""
+        st = sf.StatusRecord(
+            version=0, state=sf.STATE_GOOD, category=0, reason=0,
+            family=Family.SPECIFIED_VERIFIER_TOKEN.code,
+            not_before=int(cert.not_valid_before_utc.timestamp()),
+            not_after=int(cert.not_valid_after_utc.timestamp()),
+            revoked_at=0, holder=token_holder(req.party),
+        )  # fmt: skip
+        with Commit(self.store, self.clock) as c:
+            c.add_certificate(key, st, Family.SPECIFIED_VERIFIER_TOKEN, None)
+        return None
+
+    def revoke_withdrawn(self, now: int, report: TokenReport) -> None:
+        """Revoke the good, unexpired tokens of parties no longer approved (the docstring)."""
+        assert self.issuer is not None
+        in_force = {
+            token_holder(pid)
+            for pid, approval in self.verifiers.approvals.items()
+            if approval.in_force(now)
+        }
+        due: list[bytes] = []
+        with self.store.read() as r:
+            for key, st in r.statuses(self.issuer.index):
+                if not st.revoked and st.not_after > now and st.holder not in in_force:
+                    due.append(key)
+        if not due:
+            return
+        category = Category.APPROVAL_WITHDRAWN
+        with Commit(self.store, self.clock) as c:
+            for key in due:
+                cur = c.status(key)
+                assert cur is not None
+                c.revoke(
+                    key, cur, category=category.code, reason=int(category.default_reason),
+                    at=now, recorded_at=now,
+                )  # fmt: skip
+        report.revoked += len(due)

@@ -1,0 +1,271 @@
+"""POST /v1/token: 特定利用者証明検証者証明符号, the code showing a party is a 特定利用者証明検証者 (Act §38-3).
+
+A 特定利用者証明検証者 (a 利用者証明検証者 approved by the ministers to confirm a holder by
+the photo on the card, 認可, Act §38-2(1),(4)) may ask the 機構 for this code (§38-3(1)); the
+機構 provides it (§38-3(2)) under an agreement naming the service ``specified-verifier-token``
+and the ``json`` method (取決め, §38-3(3)). The code is an X.509 certificate of the party's key,
+issued from its PKCS#10 request by the token issuer (`crlbuilder.tokens`): certificate policy
+`crlbuilder.tokenrequest.TOKEN_POLICY_OID`, valid within the approval period, revoked by the
+builder when the approval is revoked (Act §38-2(6)) or its period ends, its status answered by
+OCSP like any certificate's.
+
+The exchange, asynchronous because workers hold no CA key (the builder signs):
+
+1. the party POSTs ``{"csr": ...}`` (PEM, or DER in base64);
+2. the dispatcher (`responder.v1.routes`) authenticates it and checks the agreement (no title
+   or no agreement: 403 citing Act §38-3(2) or §38-3(3));
+3. `handle` checks the approval is in force now (403 citing Act §38-2(1) or, revoked, §38-2(6)),
+   then the CSR (400 naming ``$.csr``: not a CSR, a signature that does not verify, a key
+   weaker than RSA-2048 or other than EC P-256);
+4. the request's id (`crlbuilder.tokenrequest.request_id`: party, public key, approval) names
+   it: when the builder has issued it (``<id>.pem`` in ``[token] issued_dir`` and its status
+   in the store), 200 with the certificate and its issuer's, counted once in the ledger
+   (帳簿, Act §40: ``specified-verifier-token``, ``json``; each delivery is a provision);
+   else 202 ``pending`` with ``retryAfterSeconds``, the request queued for the builder
+   (``<id>.json`` in ``[token] request_dir``, the `Reply.effect`; nothing counted). The party
+   repeats the same POST until it gets the token: asking again for the same key under the
+   same approval is the same request.
+
+Nothing personal is involved (a verifier's key and registry id); the CSR's subject is not
+copied (the token names the party as the registry knows it).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Final, Literal, Protocol, runtime_checkable
+
+import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from crlbuilder.manifest import ManifestError, load_manifest
+from crlbuilder.model import Family
+from crlbuilder.store import format as sf
+from crlbuilder.tokenrequest import (
+    MAX_CSR_CHARS,
+    TOKEN_POLICY_OID,
+    CsrError,
+    TokenRequest,
+    check_csr,
+    issued_path,
+    request_id,
+    request_path,
+    token_serial,
+    write_request,
+)
+from responder import policy
+from responder.config import ResponderConfig
+from responder.registry.vocabulary import Service
+from responder.v1 import problem
+from responder.v1.route import Context, Reply, Route
+from responder.v1.wire import Problem
+
+RETRY_AFTER_SECONDS: Final = 2
+"""What a pending answer suggests: the builder's follow loop takes a queued request at its
+next scan (``input.follow_interval``)."""
+
+
+class TokenBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The party's certificate request."""
+
+    csr: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_CSR_CHARS,
+            description="PKCS#10 certificate request (RFC 2986): PEM, or DER in base64; "
+            "key RSA 2048 bits or more, or EC P-256",
+        ),
+    ]
+
+
+class TokenAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+    """The token, or that it is being issued."""
+
+    request: str
+    """The request's id: the same for the same party, key and approval."""
+    status: Literal["pending", "issued"]
+    retry_after_seconds: int | None = None
+    """``pending``: ask again (the same POST) after this many seconds."""
+    certificate: str | None = None
+    """``issued``: the token, PEM."""
+    issuer_certificate: str | None = None
+    """``issued``: the token issuer's CA certificate, PEM (the chain to verify it with)."""
+    serial: str | None = None
+    """``issued``: the token's serial number, hexadecimal."""
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    policy: str | None = None
+    """``issued``: the certificate policy naming the title (特定利用者証明検証者)."""
+
+
+@runtime_checkable
+class TokenDesk(Protocol):
+    """Where requests are queued and issued tokens found (the handler's I/O port)."""
+
+    def issuer_pem(self) -> str | None:
+        """The token issuer's certificate (PEM); None when this PKI has no token issuer."""
+        ...
+
+    def issuer_index(self) -> int:
+        """The token issuer's index in the store."""
+        ...
+
+    def issued(self, rid: str) -> bytes | None:
+        """The issued token ``<id>.pem``, or None."""
+        ...
+
+    def queue(self, req: TokenRequest) -> None:
+        """Queue a request for the builder (once: a request already queued is kept)."""
+        ...
+
+
+class FileDesk:
+    """The `TokenDesk` of a worker: ``[token]`` directories and the PKI's token issuer."""
+
+    def __init__(self, request_dir: Path, issued_dir: Path, issuer_cert: str, index: int) -> None:
+        self.request_dir = request_dir
+        self.issued_dir = issued_dir
+        self._issuer_pem = issuer_cert
+        self._index = index
+
+    def issuer_pem(self) -> str | None:
+        return self._issuer_pem
+
+    def issuer_index(self) -> int:
+        return self._index
+
+    def issued(self, rid: str) -> bytes | None:
+        try:
+            return issued_path(self.issued_dir, rid).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def queue(self, req: TokenRequest) -> None:
+        if not request_path(self.request_dir, req.id).exists():
+            self.request_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_request(self.request_dir, req)
+
+
+def setup(config: ResponderConfig) -> TokenDesk | None:
+    """Once per worker: the desk, or None when no token can be issued (503)."""
+    t = config.token
+    if t.request_dir is None or t.issued_dir is None:
+        return None
+    try:
+        manifest = load_manifest(config.store.pki)
+    except ManifestError:
+        return None
+    tok = manifest.token_issuer
+    if tok is None:
+        return None
+    pem = manifest.path(tok.cert).read_text(encoding="ascii")
+    return FileDesk(t.request_dir, t.issued_dir, pem, tok.index)
+
+
+_UNAVAILABLE: Final = problem.make(
+    503,
+    problem.UNAVAILABLE,
+    "this responder issues no 特定利用者証明検証者証明符号 (not configured)",
+)
+
+
+def approval_refusal(ctx: Context) -> Problem | None:
+    """403 when the party's approval (認可) is not in force now, citing why."""
+    approval = ctx.party.approval
+    if approval is None:
+        return problem.make(
+            403, policy.Rule.UNAUTHORIZED_SERVICE.value,
+            "only a 特定利用者証明検証者 (approved under Act §38-2(1)) receives this code",
+            article="Act §38-3(1)",
+        )  # fmt: skip
+    now = ctx.now
+    if now < approval.start:
+        return problem.make(
+            403, policy.Rule.NOT_STARTED.value, "the approval (認可) is not in force yet",
+            article="Act §38-2(1)",
+        )  # fmt: skip
+    if now >= approval.revoked:
+        return problem.make(
+            403, policy.Rule.ENDED.value, "the approval (認可) was revoked (取消し)",
+            article="Act §38-2(6)",
+        )  # fmt: skip
+    if now >= approval.until:
+        return problem.make(
+            403, policy.Rule.ENDED.value, "the approval period (認可) has ended",
+            article="Act §38-2(1)",
+        )  # fmt: skip
+    return None
+
+
+def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
+    """The token, or a pending answer queuing the request (the module docstring)."""
+    desk = ctx.env
+    if desk is None:
+        return _UNAVAILABLE
+    assert isinstance(desk, TokenDesk)  # the route's setup
+    issuer_pem = desk.issuer_pem()
+    if issuer_pem is None:
+        return _UNAVAILABLE
+    refused = approval_refusal(ctx)
+    if refused is not None:
+        return refused
+    try:
+        csr = check_csr(body.csr, field="$.csr")
+    except CsrError as e:
+        return problem.bad_input(e.field, str(e))
+    approval = ctx.party.approval
+    assert approval is not None
+    rid = request_id(ctx.party.id, csr.spki, approval.window)
+    family = Family.SPECIFIED_VERIFIER_TOKEN.value
+    pem = desk.issued(rid)
+    if pem is not None:
+        cert = x509.load_pem_x509_certificate(pem)
+        st = ctx.reader.status(sf.status_key(desk.issuer_index(), token_serial(rid)))
+        if st is not None and st.revoked:
+            return problem.make(
+                409, "token_revoked",
+                "the token issued for this key under this approval was revoked; ask with a new key",
+                article="Act §38-2(6)", field="$.csr",
+            )  # fmt: skip
+        if st is not None:
+            answer = TokenAnswer(
+                request=rid,
+                status="issued",
+                certificate=cert.public_bytes(Encoding.PEM).decode("ascii"),
+                issuer_certificate=issuer_pem,
+                serial=f"{cert.serial_number:x}",
+                not_before=cert.not_valid_before_utc,
+                not_after=cert.not_valid_after_utc,
+                policy=TOKEN_POLICY_OID.dotted_string,
+            )
+            return Reply(answer, ((Service.SPECIFIED_VERIFIER_TOKEN, 1),), family)
+    req = TokenRequest(
+        id=rid,
+        party=ctx.party.id,
+        csr=csr.der,
+        requested_at=datetime.fromtimestamp(math.floor(ctx.now), UTC),
+    )
+    pending = TokenAnswer(request=rid, status="pending", retry_after_seconds=RETRY_AFTER_SECONDS)
+    return Reply(pending, (), family, effect=lambda: desk.queue(req), status=202)
+
+
+ROUTE: Final = Route(
+    method="POST",
+    path="/v1/token",
+    name="token",
+    summary="特定利用者証明検証者証明符号 (Act §38-3): a token certificate from the party's CSR",
+    description=__doc__ or "",
+    request=TokenBody,
+    response=TokenAnswer,
+    services=(Service.SPECIFIED_VERIFIER_TOKEN,),
+    handler=handle,
+    setup=setup,
+    accepted=((202, "Pending: the request is queued for the builder; ask again (the same POST)."),),
+    problems=(
+        (409, "The token issued for this key under this approval was revoked: use a new key."),
+    ),
+)

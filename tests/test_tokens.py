@@ -1,0 +1,283 @@
+"""特定利用者証明検証者証明符号 (Act §38-3), the builder's side: issued from a queued request, revoked
+when the approval (認可, Act §38-2(1)) is revoked (Act §38-2(6)) or its period ends.
+
+In process: a demo PKI made here, a `crlbuilder.build.Builder` with a registry and the
+token directories, requests queued as the responder queues them (`crlbuilder.tokenrequest`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from crlbuilder.build import Builder
+from crlbuilder.config import TokensSection
+from crlbuilder.demo.pki import init_pki
+from crlbuilder.ingest import RecordError, check_record
+from crlbuilder.manifest import Manifest
+from crlbuilder.model import Category, Family, Issuance, Reason
+from crlbuilder.rules import JST
+from crlbuilder.store import format as sf
+from crlbuilder.tokenrequest import (
+    TOKEN_POLICY_OID,
+    TokenRequest,
+    approval_window,
+    issued_path,
+    request_id,
+    request_path,
+    token_serial,
+    write_request,
+)
+from responder.registry.schema import toml_dumps
+from tests.support.builder import builder_config
+
+APPROVED = date(2024, 4, 1)
+T0 = datetime(2025, 6, 2, 10, tzinfo=JST).astimezone(UTC)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
+    d = tmp_path_factory.mktemp("tokens") / "pki"
+    return d, init_pki(d, now=T0)
+
+
+def party(pid: str = "spec", **title: Any) -> dict[str, Any]:
+    return {
+        "id": pid,
+        "name": f"party {pid}",
+        "notification": {"address": "a", "office": "o", "start": date(2024, 1, 1)},
+        "title": [
+            {"kind": "user-verifier", "category": 4},
+            {"kind": "specified-user-verifier", "approved": APPROVED, **title},
+        ],
+        "agreement": {
+            "services": ["auth-revocation-info", "specified-verifier-token"],
+            "families": ["auth-card"],
+            "methods": ["json", "ocsp"],
+            "liability": "as agreed",
+        },
+        "credential": [{"kind": "token", "token_sha256": "0" * 64}],
+    }
+
+
+class World:
+    def __init__(self, tmp: Path, pki: tuple[Path, Manifest]) -> None:
+        self.tmp = tmp
+        self.manifest = pki[1]
+        self.registry = tmp / "registry.toml"
+        self.write_registry(party())
+        cfg = builder_config(tmp, pki[0])
+        self.requests, self.issued = tmp / "requests", tmp / "issued"
+        self.requests.mkdir()
+        cfg = msgspec.structs.replace(
+            cfg,
+            input=msgspec.structs.replace(cfg.input, registry=str(self.registry)),
+            tokens=TokensSection(requests=str(self.requests), issued=str(self.issued)),
+        )
+        self.log = io.StringIO()
+        self.builder = Builder(cfg, progress=False, log=self.log)
+
+    def write_registry(self, *parties: dict[str, Any]) -> None:
+        self.registry.write_text(toml_dumps({"version": 2, "party": list(parties)}))
+
+    def queue(
+        self, pid: str = "spec", until: date | None = None, at: datetime = T0
+    ) -> tuple[str, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ignored")]))
+            .sign(key, hashes.SHA256())
+        )
+        spki = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        rid = request_id(pid, spki, approval_window(APPROVED, until))
+        req = TokenRequest(
+            id=rid,
+            party=pid,
+            csr=csr.public_bytes(serialization.Encoding.DER),
+            requested_at=at,
+        )
+        write_request(self.requests, req)
+        return rid, key
+
+    def build(self, at: datetime) -> dict[str, Any]:
+        report = self.builder.build([], as_of=at)
+        out: dict[str, Any] = report.as_dict()
+        return out
+
+    def status(self, rid: str) -> sf.StatusRecord | None:
+        tok = self.manifest.token_issuer
+        assert tok is not None
+        with self.builder.store.read() as r:
+            return r.status(sf.status_key(tok.index, token_serial(rid)))
+
+    def token(self, rid: str) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(issued_path(self.issued, rid).read_bytes())
+
+    def ca(self) -> x509.Certificate:
+        tok = self.manifest.token_issuer
+        assert tok is not None
+        return x509.load_pem_x509_certificate(self.manifest.path(tok.cert).read_bytes())
+
+
+@pytest.fixture
+def world(tmp_path: Path, pki: tuple[Path, Manifest]) -> Iterator[World]:
+    w = World(tmp_path, pki)
+    yield w
+    w.builder.close()
+
+
+def test_act_38_3_token_issued_from_a_queued_request(world: World) -> None:
+    rid, key = world.queue()
+    report = world.build(T0 + timedelta(minutes=1))
+    assert report["tokens_issued"] == 1 and report["tokens_dropped"] == []
+    assert not request_path(world.requests, rid).exists()
+    cert = world.token(rid)
+    cert.verify_directly_issued_by(world.ca())
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    assert cert.serial_number == token_serial(rid)
+    policies = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    assert [p.policy_identifier for p in policies] == [TOKEN_POLICY_OID]
+    cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    assert cn == "spec"  # the registry's party, not the CSR's subject
+    assert cert.not_valid_before_utc == T0
+    assert cert.not_valid_after_utc == T0 + timedelta(days=365)
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+    assert st.family == Family.SPECIFIED_VERIFIER_TOKEN.code
+    # a replay of the same request changes nothing: same certificate, no second issuance
+    before = issued_path(world.issued, rid).read_bytes()
+    world.queue()  # another key: another request, another token
+    assert world.build(T0 + timedelta(minutes=2))["tokens_issued"] == 1
+    assert issued_path(world.issued, rid).read_bytes() == before
+
+
+def test_validity_within_the_approval_period(world: World) -> None:
+    until = date(2025, 9, 30)
+    world.write_registry(party(approved_until=until))
+    rid, _ = world.queue(until=until)
+    world.build(T0 + timedelta(minutes=1))
+    end = datetime(2025, 10, 1, tzinfo=JST).astimezone(UTC)
+    assert world.token(rid).not_valid_after_utc == end - timedelta(seconds=1)
+
+
+def test_act_38_2_6_revoked_approval_revokes_the_token_at_the_next_build(world: World) -> None:
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))
+    revoked_at = T0 + timedelta(hours=1)
+    world.write_registry(party(revoked=revoked_at))
+    at = T0 + timedelta(hours=2)
+    assert world.build(at)["tokens_revoked"] == 1
+    st = world.status(rid)
+    assert st is not None and st.revoked
+    assert st.category == Category.APPROVAL_WITHDRAWN.code
+    assert st.reason == Reason.PRIVILEGE_WITHDRAWN
+    assert st.revoked_at == int(at.timestamp())  # when written, never earlier
+    # and its issuer's CRL lists it, signed by the token CA
+    tok = world.manifest.token_issuer
+    assert tok is not None
+    crl = x509.load_der_x509_crl((world.tmp / "crl" / f"{tok.id}-delta.crl").read_bytes())
+    assert crl.is_signature_valid(world.ca().public_key())  # type: ignore[arg-type]
+    entry = crl.get_revoked_certificate_by_serial_number(token_serial(rid))
+    assert entry is not None  # the delta CRL since the full one of the first build
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    assert reason is x509.ReasonFlags.privilege_withdrawn
+    assert world.build(at + timedelta(minutes=1))["tokens_revoked"] == 0  # once
+
+
+def test_approval_period_end_revokes_the_token(world: World) -> None:
+    until = date(2025, 6, 30)
+    world.write_registry(party(approved_until=until))
+    rid, _ = world.queue(until=until)
+    world.build(T0 + timedelta(minutes=1))
+    assert world.build(datetime(2025, 6, 30, 23, tzinfo=JST))["tokens_revoked"] == 0
+    # the token itself ends with the period: it is expired, not revoked
+    assert world.build(datetime(2025, 7, 1, 1, tzinfo=JST))["tokens_revoked"] == 0
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+
+
+def test_approval_period_shortened_revokes_the_token_once_it_ends(world: World) -> None:
+    rid, _ = world.queue()  # issued under an approval with no end: valid 365 days
+    world.build(T0 + timedelta(minutes=1))
+    world.write_registry(party(approved_until=date(2025, 6, 30)))
+    assert world.build(datetime(2025, 6, 30, 23, tzinfo=JST))["tokens_revoked"] == 0
+    assert world.build(datetime(2025, 7, 1, 0, 0, 1, tzinfo=JST))["tokens_revoked"] == 1
+    st = world.status(rid)
+    assert st is not None and st.category == Category.APPROVAL_WITHDRAWN.code
+
+
+def test_ended_party_and_party_gone_from_registry_lose_their_tokens(world: World) -> None:
+    rid, _ = world.queue()
+    other, _ = world.queue("other")
+    world.write_registry(party(), party("other"))
+    world.build(T0 + timedelta(minutes=1))
+    assert world.status(rid) is not None and world.status(other) is not None
+    ended = party() | {"ended": {"at": T0 + timedelta(hours=1), "reason": "届出の廃止"}}
+    world.write_registry(ended)  # "other" left the registry
+    assert world.build(T0 + timedelta(hours=2))["tokens_revoked"] == 2
+
+
+def test_request_refused_when_the_approval_is_not_in_force(world: World) -> None:
+    world.write_registry(party(revoked=T0 - timedelta(days=1)))
+    rid, _ = world.queue()
+    report = world.build(T0 + timedelta(minutes=1))
+    assert report["tokens_issued"] == 0
+    [dropped] = report["tokens_dropped"]
+    assert dropped["request"] == rid and "Act §38-2" in dropped["reason"]
+    assert not issued_path(world.issued, rid).exists()
+    assert not request_path(world.requests, rid).exists()
+    assert world.status(rid) is None
+
+
+def test_request_refused_when_the_approval_changed_since(world: World) -> None:
+    rid, _ = world.queue()  # under an approval with no end
+    world.write_registry(party(approved_until=date(2026, 3, 31)))
+    [dropped] = world.build(T0 + timedelta(minutes=1))["tokens_dropped"]
+    assert "ask again" in dropped["reason"]
+    assert world.status(rid) is None
+
+
+def test_records_cannot_revoke_a_token(world: World) -> None:
+    """A record names the Act's certificates: one naming the token issuer is quarantined
+    (a token is revoked from the registry only, Act §38-2(6))."""
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))
+    records = world.tmp / "r.jsonl"
+    line = {
+        "type": "revocation-request", "id": "r-token", "recorded_at": T0 + timedelta(minutes=2),
+        "serial": token_serial(rid), "issuer": "verifier-token-g1", "reason": "application",
+    }  # fmt: skip
+    records.write_bytes(msgspec.json.encode(line) + b"\n")
+    world.builder.build([records], as_of=T0 + timedelta(minutes=3))
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+    quarantined = (world.tmp / "quarantine.jsonl").read_text()
+    assert "r-token" in quarantined and "Act §38-3" in quarantined
+
+
+def test_no_issuance_record_names_the_token_family() -> None:
+    rec = Issuance(
+        id="i-1",
+        recorded_at=T0,
+        serial=5,
+        family=Family.SPECIFIED_VERIFIER_TOKEN,
+        issuer="verifier-token-g1",
+        not_before=T0,
+        not_after=T0 + timedelta(days=1),
+        holder="0" * 64,
+    )
+    with pytest.raises(RecordError) as e:
+        check_record(rec)
+    assert e.value.field == "$.family"

@@ -1,0 +1,347 @@
+"""POST /v1/token in process: 特定利用者証明検証者証明符号 (Act §38-3) through the /v1 dispatcher.
+
+The party, the agreement, the approval (認可, Act §38-2) and the CSR are checked before a
+request is queued; the token is handed out once the builder issued it (here: a
+`MemoryDesk` and a `MemoryReader` stand for the directories and the store). Nothing here
+starts a process.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from crlbuilder.manifest import IssuerFiles
+from crlbuilder.model import Category, Family, Reason
+from crlbuilder.store import format as sf
+from crlbuilder.store.memory import MemoryReader
+from crlbuilder.tokenrequest import TOKEN_POLICY_OID, TokenRequest, token_serial
+from crlbuilder.tokens import token_certificate
+from responder.config import ResponderConfig
+from responder.http import Request, Response
+from responder.registry.lookup import Registry
+from responder.registry.vocabulary import Method, Service
+from responder.v1 import token as v1token
+from responder.v1.routes import V1Api
+from tests.support.pki import Ca, make_ca, rsa_key
+from tests.test_policy import NOW, SPC, USR, build, party_table
+from tests.test_v1_status import Ledger, Quotas
+
+INDEX = 51  # verifier-token-g1
+ISSUER = IssuerFiles(
+    id="verifier-token-g1", family=Family.SPECIFIED_VERIFIER_TOKEN, generation=1, index=INDEX,
+    cert="ca.pem", key="ca.key", ocsp_cert="o.pem", ocsp_key="o.key",
+    crl_url="http://127.0.0.1/crl/verifier-token-g1.crl",
+    delta_crl_url="http://127.0.0.1/crl/verifier-token-g1-delta.crl",
+    ocsp_url="http://127.0.0.1/ocsp",
+)  # fmt: skip
+
+
+class MemoryDesk:
+    """The `responder.v1.token.TokenDesk` of a test: dicts for the two directories."""
+
+    def __init__(self, ca: Ca) -> None:
+        self.ca = ca
+        self.queued: dict[str, TokenRequest] = {}
+        self.files: dict[str, bytes] = {}
+
+    def issuer_pem(self) -> str | None:
+        return self.ca.cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def issuer_index(self) -> int:
+        return INDEX
+
+    def issued(self, rid: str) -> bytes | None:
+        return self.files.get(rid)
+
+    def queue(self, req: TokenRequest) -> None:
+        self.queued.setdefault(req.id, req)
+
+
+class CaSigner:
+    """Just enough of `crlbuilder.keys.signer.Signer` for `token_certificate`."""
+
+    def __init__(self, ca: Ca) -> None:
+        self.ca = ca
+        self.certificate = ca.cert
+
+    def sign(self, data: bytes) -> bytes:
+        key = self.ca.key
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def spec_table(pid: str = "spec", **approval: Any) -> dict[str, Any]:
+    table = party_table(pid, {USR, SPC})
+    for t in table["title"]:
+        if t["kind"] == SPC.value:
+            t.update(approval)
+    return table
+
+
+class Api:
+    def __init__(self, *tables: dict[str, Any], desk: MemoryDesk | None) -> None:
+        self.ledger = Ledger()
+        self.reader = MemoryReader()
+        self.registry: Registry = build(*tables, party_table("usr", {USR}))
+        route = dataclasses.replace(v1token.ROUTE, setup=lambda cfg: desk)
+        self.api = V1Api(
+            (route,), ResponderConfig(), store=self.reader, quota=Quotas(), ledger=self.ledger,
+            signer=None,
+        )  # fmt: skip
+
+    def post(self, body: object, party: str = "spec") -> tuple[Response, dict[str, Any]]:
+        headers = {
+            b"content-type": b"application/json",
+            b"authorization": b"Bearer " + party.encode(),
+        }
+        raw = msgspec.json.encode(body)
+        req = Request(b"POST", b"/v1/token", headers, raw, ("127.0.0.1", 1), None, b"1.1", True, 1)
+        resp = self.api.handle(req, self.registry, NOW)
+        out: dict[str, Any] = msgspec.json.decode(bytes(resp.body))
+        return resp, out
+
+
+@pytest.fixture(scope="module")
+def ca() -> Ca:
+    return make_ca("verifier-token-g1 CA", rsa_key(), not_before=datetime(2020, 1, 1, tzinfo=UTC))
+
+
+def csr_of(key: Any) -> x509.CertificateSigningRequest:
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "spec")]))
+        .sign(key, hashes.SHA256())
+    )
+
+
+def pem(csr: x509.CertificateSigningRequest) -> str:
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_act_38_3_request_queued_then_token_handed_out_and_counted(ca: Ca) -> None:
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    key = ec.generate_private_key(ec.SECP256R1())
+    resp, body = api.post({"csr": pem(csr_of(key))})
+    assert resp.status == 202 and body["status"] == "pending" and body["retryAfterSeconds"] > 0
+    rid = body["request"]
+    [req] = desk.queued.values()
+    assert req.id == rid and req.party == "spec"
+    assert api.ledger.counted == []  # nothing provided yet
+    # the same request again: the same id, queued once
+    assert api.post({"csr": pem(csr_of(key))})[1]["request"] == rid and len(desk.queued) == 1
+    # the builder issues it (crlbuilder.tokens): the file, then its status in the store
+    cert = token_certificate(
+        req, issuer=ISSUER, issuer_cert=ca.cert, approval_window=(0, None),
+        validity=timedelta(days=365), signer=CaSigner(ca),  # type: ignore[arg-type]
+    )  # fmt: skip
+    desk.files[rid] = cert.public_bytes(serialization.Encoding.PEM)
+    assert api.post({"csr": pem(csr_of(key))})[0].status == 202  # not committed yet
+    skey = sf.status_key(INDEX, token_serial(rid))
+    api.reader.status_records[skey] = sf.StatusRecord(
+        version=1, state=sf.STATE_GOOD, category=0, reason=0,
+        family=Family.SPECIFIED_VERIFIER_TOKEN.code, not_before=0, not_after=2**40,
+        revoked_at=0, holder=b"\0" * 32,
+    )  # fmt: skip
+    api.reader.changed()
+    # base64 DER is accepted as well as PEM
+    der = base64.b64encode(csr_of(key).public_bytes(serialization.Encoding.DER)).decode()
+    resp, body = api.post({"csr": der})
+    assert resp.status == 200 and body["status"] == "issued" and body["request"] == rid
+    got = x509.load_pem_x509_certificate(body["certificate"].encode())
+    got.verify_directly_issued_by(
+        x509.load_pem_x509_certificate(body["issuerCertificate"].encode())
+    )
+    assert got.public_key().public_numbers() == key.public_key().public_numbers()
+    assert body["policy"] == TOKEN_POLICY_OID.dotted_string
+    assert api.ledger.counted == [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
+    # revoked since (its approval was revoked, then restored): refused, not handed out
+    api.reader.status_records[skey] = api.reader.status_records[skey]._replace(
+        state=sf.STATE_REVOKED, category=Category.APPROVAL_WITHDRAWN.code,
+        reason=Reason.PRIVILEGE_WITHDRAWN, revoked_at=1,
+    )  # fmt: skip
+    api.reader.changed()
+    resp, body = api.post({"csr": der})
+    assert resp.status == 409 and body["article"] == "Act §38-2(6)"
+    assert len(api.ledger.counted) == 1
+
+
+def _bad_signature() -> str:
+    der = bytearray(csr_of(rsa_key()).public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0x01  # inside the signature value
+    return base64.b64encode(bytes(der)).decode()
+
+
+@pytest.mark.parametrize(
+    ("csr", "says"),
+    [
+        pytest.param(lambda: "hello", "not a PKCS#10", id="not-a-csr"),
+        pytest.param(
+            lambda: base64.b64encode(b"\x30\x03\x02\x01\x01").decode(), "not a PKCS#10",
+            id="der-not-a-csr",
+        ),
+        pytest.param(_bad_signature, "signature", id="bad-signature"),
+        pytest.param(lambda: pem(csr_of(rsa_key(1024))), "2048", id="rsa-1024"),
+        pytest.param(lambda: pem(csr_of(ec.generate_private_key(ec.SECP384R1()))), "P-256",
+                     id="ec-p384"),
+    ],
+)  # fmt: skip
+def test_bad_csr_is_400_naming_the_field_nothing_queued_nothing_counted(
+    ca: Ca, csr: Any, says: str
+) -> None:
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    resp, body = api.post({"csr": csr()})
+    assert resp.status == 400 and body["field"] == "$.csr" and says in body["detail"]
+    assert desk.queued == {} and api.ledger.counted == []
+
+
+def test_unknown_field_is_400(ca: Ca) -> None:
+    resp, body = Api(spec_table(), desk=MemoryDesk(ca)).post({"csr": "x", "subject": "CN=me"})
+    assert resp.status == 400 and "subject" in body["detail"]  # msgspec names the object "$"
+
+
+def test_party_without_the_title_is_403_citing_act_38_3(ca: Ca) -> None:
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))}, "usr")
+    assert resp.status == 403 and body["rule"] == "unauthorized_service"
+    assert body["article"].startswith("Act §38-3")
+    assert desk.queued == {} and api.ledger.counted == []
+
+
+@pytest.mark.parametrize(
+    ("approval", "article"),
+    [
+        ({"revoked": datetime.fromtimestamp(NOW - 60, UTC)}, "Act §38-2(6)"),
+        ({"approved_until": date(2025, 5, 31)}, "Act §38-2(1)"),  # NOW is 2025-06-01
+    ],
+    ids=["approval-revoked", "approval-period-ended"],
+)
+def test_approval_not_in_force_is_refused_act_38_2(
+    ca: Ca, approval: dict[str, Any], article: str
+) -> None:
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(**approval), desk=desk)
+    resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))})
+    assert resp.status == 403 and body["rule"] == "ended" and body["article"] == article
+    assert desk.queued == {} and api.ledger.counted == []
+
+
+def test_approval_ending_later_is_a_new_request(ca: Ca) -> None:
+    """The id rests on the approval: renewed or changed, the party asks anew."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    a = Api(spec_table(), desk=MemoryDesk(ca)).post({"csr": pem(csr_of(key))})[1]["request"]
+    b = Api(spec_table(approved_until=date(2026, 3, 31)), desk=MemoryDesk(ca)).post(
+        {"csr": pem(csr_of(key))}
+    )[1]["request"]
+    assert a != b
+
+
+def test_not_configured_is_503(ca: Ca) -> None:
+    resp, body = Api(spec_table(), desk=None).post({"csr": "x"})
+    assert resp.status == 503 and body["rule"] == "unavailable"
+
+
+def test_tokens_are_not_counted_as_issued_certificates_ord_71() -> None:
+    """発行件数 (Ord §71(1)) counts the Act's certificates; a token issued in the store does not
+    appear there (nor break the yearly report), its provisions are in the ledger instead."""
+    from responder.ledger import issuance_counts
+
+    reader = MemoryReader(
+        status_records={
+            sf.status_key(INDEX, 7): sf.StatusRecord(
+                version=1, state=sf.STATE_GOOD, category=0, reason=0,
+                family=Family.SPECIFIED_VERIFIER_TOKEN.code, not_before=int(NOW),
+                not_after=int(NOW) + 86400, revoked_at=0, holder=b"\0" * 32,
+            )
+        }
+    )  # fmt: skip
+    counts = issuance_counts(reader, date(2025, 1, 1), date(2025, 12, 31))
+    assert counts == {f: {} for f in ("sign-card", "sign-mobile", "auth-card", "auth-mobile")}
+
+
+def test_token_status_by_ocsp_to_any_running_party_not_counted() -> None:
+    """A token's status is answered by OCSP like any certificate's, signed by its issuer's
+    delegate, to every registered party whose provision runs (no agreement names it), and
+    is no §18(1)/§37(1) provision: the flow names no service, so the ledger counts none."""
+    from crlbuilder.keys.signer import PemSigner
+    from crlbuilder.ocsp.response import ResponseSigner
+    from responder.flow import Answer, OcspFlow, Refusal, Signing
+    from responder.ocsp import IssuerView
+    from tests.test_ocsp_flow import (
+        CONFIG,
+        REGISTRY,
+        Creds,
+        cert_status,
+        party,
+        request,
+        self_signed,
+        signed,
+        status,
+    )  # fmt: skip
+    from tests.test_ocsp_flow import (
+        NOW as FLOW_NOW,
+    )
+    from tests.test_ocsp_flow import (
+        Quotas as FlowQuotas,
+    )
+
+    k = rsa_key()
+    cert = self_signed(k, "verifier-token-g1 CA")
+    rs = ResponseSigner(PemSigner(k, cert))
+    view = IssuerView(INDEX, ISSUER.id, Family.SPECIFIED_VERIFIER_TOKEN, rs, cert, rs.certs_suffix)
+    reader = MemoryReader(
+        issuer_table=[
+            sf.IssuerMeta(
+                index=INDEX, id=ISSUER.id, family=Family.SPECIFIED_VERIFIER_TOKEN, generation=1,
+                cert_der=cert.public_bytes(serialization.Encoding.DER),
+            )
+        ],
+        crl_states={INDEX: sf.CrlState(next_update=FLOW_NOW + 86400)},
+        status_records={
+            sf.status_key(INDEX, 7): status(1, sf.STATE_GOOD, Family.SPECIFIED_VERIFIER_TOKEN),
+            sf.status_key(INDEX, 8): status(
+                2, sf.STATE_REVOKED, Family.SPECIFIED_VERIFIER_TOKEN, revoked_at=FLOW_NOW - 60,
+                reason=Reason.PRIVILEGE_WITHDRAWN, category=Category.APPROVAL_WITHDRAWN.code,
+            ),
+        },
+    )  # fmt: skip
+    fl = OcspFlow([view], FlowQuotas(frozenset()), CONFIG)
+    for who in ("sign-only", "auth-mobile-only"):  # agreements about other families
+        got = fl.decide(request(view, 7), Creds(who), FLOW_NOW, reader, REGISTRY)
+        assert isinstance(got, Signing | Answer) and got.service is None, got  # cached: Answer
+        assert cert_status(signed(got, fl)) is x509.ocsp.OCSPCertStatus.GOOD
+    got = fl.decide(request(view, 8), Creds("sign-only"), FLOW_NOW, reader, REGISTRY)
+    assert isinstance(got, Signing)
+    answer = x509.ocsp.load_der_ocsp_response(signed(got, fl).der)
+    assert answer.revocation_reason is x509.ReasonFlags.privilege_withdrawn
+    # a group appliance (CRL import: absent from the 機構's CRLs is good) imports no token
+    # CRL: a token it does not know is unknown there, never good
+    reader.imported = True
+    reader.changed()
+    fresh = OcspFlow([view], FlowQuotas(frozenset()), CONFIG)
+    got = fresh.decide(request(view, 9), Creds("sign-only"), FLOW_NOW, reader, REGISTRY)
+    assert cert_status(signed(got, fresh)) is x509.ocsp.OCSPCertStatus.UNKNOWN
+    ended = Registry([party("gone", end=FLOW_NOW - 1, end_article="Act §36(1)")])
+    got = fl.decide(request(view, 7), Creds("gone"), FLOW_NOW, reader, ended)
+    assert isinstance(got, Refusal) and got.rule == "ended"
+
+
+def test_openapi_documents_the_pending_answer_and_the_revoked_token() -> None:
+    """The contract lists 202 (pending, the same answer Struct) and 409 for POST /v1/token."""
+    from responder.v1.openapi import document
+    from responder.v1.table import ROUTES
+
+    responses = document(ROUTES)["paths"]["/v1/token"]["post"]["responses"]
+    assert responses["202"]["content"] == responses["200"]["content"]
+    assert "409" in responses and "400" in responses and "403" in responses
