@@ -4,6 +4,7 @@
     crlbuilder synth --pki DIR --holders N --out DIR
     crlbuilder facts-key --out FILE        a new key sealing the four facts
     crlbuilder build --config FILE [...]   records -> store, OCSP answers, CRLs
+    crlbuilder publish --source nats://... FILE...  record files -> the record stream
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
     crlbuilder status --store DIR ...      what the store says of one serial
     crlbuilder store copy SOURCE TARGET    rewrite a store with live data only
@@ -19,13 +20,19 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from crlbuilder.config import add_arguments, load_config, write_facts_key
+from crlbuilder.config import BuilderConfig, add_arguments, load_config, write_facts_key
 from crlbuilder.crl import importer as crlimport
 from crlbuilder.manifest import ManifestError
 from crlbuilder.options import ConfigError, instant, run_command
+
+if TYPE_CHECKING:
+    from crlbuilder.build import Builder
+    from crlbuilder.jetstream import Cluster
+    from crlbuilder.stream import StreamCipher, StreamNames
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -41,6 +48,11 @@ def _build(args: argparse.Namespace) -> int:
     except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
+    if cfg.input.source:
+        try:
+            return _build_from_stream(args, cfg, builder)
+        finally:
+            builder.close()
     try:
         try:
             paths = sources(cfg)
@@ -59,6 +71,88 @@ def _build(args: argparse.Namespace) -> int:
             builder.follow(Path(cfg.input.spool), cfg.input.follow_interval, max_idle=args.max_idle)
     finally:
         builder.close()
+    return 0
+
+
+def _stream(cfg: BuilderConfig) -> tuple[Cluster, StreamNames, StreamCipher]:
+    """The cluster named by ``input.source``, the stream's names, the cipher of its payloads."""
+    from crlbuilder.config import facts_key
+    from crlbuilder.jetstream import Cluster, parse_servers
+    from crlbuilder.stream import StreamCipher, StreamNames
+
+    try:
+        servers = parse_servers(cfg.input.source)
+    except ValueError as e:
+        raise ConfigError("<configuration>", "input.source", str(e)) from None
+    cipher = StreamCipher(facts_key(cfg))
+    names = StreamNames(
+        name=cfg.stream.name,
+        subject=cfg.stream.subject,
+        replicas=cfg.stream.replicas,
+        duplicate_window_seconds=cfg.stream.duplicate_window_seconds,
+    )
+    return Cluster(servers), names, cipher
+
+
+def _build_from_stream(args: argparse.Namespace, cfg: BuilderConfig, builder: Builder) -> int:
+    from crlbuilder.jetstream import ClusterError
+    from crlbuilder.stream import Consumer, default_durable
+
+    if args.as_of is not None:
+        print("crlbuilder build: error: --as-of applies to record files, not to --source "
+              "(a stream is applied as of the clock)", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        cluster, names, cipher = _stream(cfg)
+    except (ConfigError, ClusterError) as e:
+        print(f"crlbuilder build: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        consumer = Consumer(
+            cluster, names, cfg.stream.durable or default_durable(), cipher,
+            ack_wait_seconds=cfg.stream.ack_wait_seconds,
+        )  # fmt: skip
+        builder.consume(
+            consumer, follow=args.follow, max_idle=args.max_idle,
+            tail_wait=cfg.stream.tail_wait_seconds, interval=cfg.input.follow_interval,
+            tick_every=cfg.stream.tick_seconds,
+        )  # fmt: skip
+    except ClusterError as e:
+        print(f"crlbuilder build: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.close()
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from crlbuilder.ingest import list_sources
+    from crlbuilder.jetstream import ClusterError
+    from crlbuilder.stream import publish
+
+    try:
+        cfg = load_config(args.config, args)
+        if not cfg.input.source:
+            raise ConfigError(
+                "<configuration>", "input.source", "publish needs --source nats://..."
+            )
+        paths = list_sources(args.files)
+        cluster, names, cipher = _stream(cfg)
+    except (ConfigError, ClusterError, FileNotFoundError) as e:
+        print(f"crlbuilder publish: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        report = publish(cluster, names, paths, cipher, batch_size=cfg.input.batch_size)
+    except ClusterError as e:
+        print(f"crlbuilder publish: error: {e}; publishing the same files again is safe "
+              "(records are deduplicated by id)", file=sys.stderr)  # fmt: skip
+        return 1
+    finally:
+        cluster.close()
+    out = {"event": "publish", "stream": names.name, "files": len(paths),
+           "published": report.published, "duplicates": report.duplicates,
+           "last_seq": report.last_seq}  # fmt: skip
+    print(msgspec.json.encode(out).decode())
     return 0
 
 
@@ -194,6 +288,18 @@ def parser() -> argparse.ArgumentParser:
         "--progress", action="store_true", help="a progress bar even when stderr is no terminal"
     )
     b.set_defaults(func=_build)
+
+    pb = sub.add_parser(
+        "publish",
+        help="put record files onto the record stream (NATS JetStream)",
+        description="Publish every line of the record files, in order, to the record stream "
+        "(input.source, [stream]); each record once (JetStream drops a record id published "
+        "again within its duplicate window, and every node applies a record id once). Lines are "
+        "sealed with a key derived from the facts key. Prints one JSON summary line.",
+    )
+    add_arguments(pb)
+    pb.add_argument("files", nargs="+", type=Path, help="record files or directories (*.jsonl)")
+    pb.set_defaults(func=_publish)
 
     st = sub.add_parser(
         "status", help="print what the store says of one certificate (no personal data)"

@@ -106,6 +106,9 @@ META_OUTBOX_SEQ: Final = b"outbox-seq"
 """u64: the number of the last line staged in the outbox."""
 META_OUTBOX_FILE_PREFIX: Final = b"outbox-file:"
 """+ target byte: JSON (path, size) of that target's file after its last completed delivery."""
+META_STREAM_SEQ: Final = b"stream-seq"
+"""u64: the last record stream sequence (`crlbuilder.stream`) whose batch is committed;
+written in that batch's own transaction, so the store, not the consumer, says where to resume."""
 
 SERIAL_BYTES: Final = 20
 KEY_BYTES: Final = 2 + SERIAL_BYTES

@@ -337,6 +337,11 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_COMMITTED_AT)
         return sf.unpack_i64(raw) if raw else 0
 
+    def stream_seq(self) -> int:
+        """The last record stream sequence committed (`META_STREAM_SEQ`; 0 before any)."""
+        raw = self._meta(sf.META_STREAM_SEQ)
+        return sf.unpack_u64(raw) if raw else 0
+
     def crl_import(self) -> bool:
         return self._meta(sf.META_MODE) == sf.MODE_CRL_IMPORT
 
