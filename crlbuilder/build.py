@@ -102,6 +102,8 @@ class BuildReport:
     """Compromised issuers without a successor: nothing was signed for them."""
     seconds: dict[str, float] = field(default_factory=dict)
     build: int = 0
+    crl_files: list[sf.CrlFileEntry] = field(default_factory=list)
+    """The CRL files produced (what a signer of several nodes ships, `crl.shipping`)."""
 
     def as_dict(self) -> dict[str, object]:
         d = self.summary.as_dict()
@@ -300,6 +302,7 @@ class Builder:
                 }
                 for e in pub.produced
             ]
+            report.crl_files = pub.produced
             report.crls_pruned = pub.pruned
             report.crls_withheld = pub.withheld
             report.seconds["crl"] = time.monotonic() - t
@@ -397,6 +400,8 @@ class Builder:
         tail_wait: float = 5.0,
         interval: float = 1.0,
         tick_every: float = 0.0,
+        ship: Callable[[BuildReport], object] | None = None,
+        fetch_crls: Callable[[], object] | None = None,
     ) -> int:
         """Apply the record stream (`crlbuilder.stream`) from where the store stands; returns
         the last stream sequence committed.
@@ -408,7 +413,9 @@ class Builder:
         Without ``follow`` it returns once caught up; with it, it goes on until SIGTERM/SIGINT
         (or ``max_idle`` seconds with nothing to read), refreshing answers and CRLs like the
         spool loop, and, with ``tick_every``, publishing ticks that often and when a lapse
-        falls due.
+        falls due. CRLs between nodes (`crl.shipping`): the signer's ``ship`` gets each
+        refresh's report (the CRLs it produced); a node without CA keys calls ``fetch_crls``
+        at every turn of the loop.
         """
         with self.store.read() as r:
             after = r.stream_seq()
@@ -440,6 +447,8 @@ class Builder:
             refreshes += 1
             report.seconds["apply"] = time.monotonic() - t0
             self.after_commit(applier, report, self.clock(), time_writes=False)
+            if ship is not None:
+                ship(report)
             with self.store.read() as r:
                 seq = r.stream_seq()
             self.emit({"event": event, "stream_seq": seq, **report.as_dict()})
@@ -457,6 +466,8 @@ class Builder:
                     if since >= tick_every or lapse_due:
                         consumer.tick(self.clock())
                         last_tick = time.monotonic()
+                if fetch_crls is not None:
+                    fetch_crls()
                 got = consumer.fetch(fetch_n, interval if follow else min(interval, 0.5))
                 now = time.monotonic()
                 for d in got:

@@ -30,7 +30,9 @@ from crlbuilder.manifest import ManifestError
 from crlbuilder.options import ConfigError, instant, run_command
 
 if TYPE_CHECKING:
-    from crlbuilder.build import Builder
+    from collections.abc import Callable
+
+    from crlbuilder.build import Builder, BuildReport
     from crlbuilder.jetstream import Cluster
     from crlbuilder.stream import StreamCipher, StreamNames
 
@@ -112,17 +114,59 @@ def _build_from_stream(args: argparse.Namespace, cfg: BuilderConfig, builder: Bu
             cluster, names, cfg.stream.durable or default_durable(), cipher,
             ack_wait_seconds=cfg.stream.ack_wait_seconds,
         )  # fmt: skip
+        ship, fetch = _crl_exchange(cfg, builder, cluster)
         builder.consume(
             consumer, follow=args.follow, max_idle=args.max_idle,
             tail_wait=cfg.stream.tail_wait_seconds, interval=cfg.input.follow_interval,
-            tick_every=cfg.stream.tick_seconds,
+            tick_every=cfg.stream.tick_seconds, ship=ship, fetch_crls=fetch,
         )  # fmt: skip
+        if fetch is not None:
+            fetch()
     except ClusterError as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 1
     finally:
         cluster.close()
     return 0
+
+
+def _crl_exchange(
+    cfg: BuilderConfig, builder: Builder, cluster: Cluster
+) -> tuple[Callable[[BuildReport], object] | None, Callable[[], object] | None]:
+    """The CRL signer ships what it produces; a node without CA keys fetches it
+    (`crlbuilder.crl.shipping`). Empty ``stream.crl_bucket``: neither."""
+    import time
+
+    from crlbuilder.crl.shipping import Fetcher, ShippingError, ship
+
+    bucket = cfg.stream.crl_bucket
+    if not bucket:
+        return None, None
+    directory = Path(cfg.crl.directory)
+    if cfg.crl.enabled:
+
+        def _ship(report: BuildReport) -> object:
+            n = ship(cluster, bucket, builder.store, directory, report.crl_files,
+                     replicas=cfg.stream.replicas)  # fmt: skip
+            if n:
+                builder.emit({"event": "crl-shipped", "files": n, "bucket": bucket})
+            return n
+
+        return _ship, None
+    fetcher = Fetcher(cluster, bucket, builder.store, builder.manifest, directory,
+                      cfg.stream.replicas)  # fmt: skip
+
+    def _fetch() -> object:
+        try:
+            placed = fetcher.fetch(int(time.time()))
+        except ShippingError as e:
+            builder.emit({"event": "crl-refused", "message": str(e)})
+            return 0
+        if placed:
+            builder.emit({"event": "crl-fetched", "files": len(placed), "bucket": bucket})
+        return len(placed)
+
+    return None, _fetch
 
 
 def _publish(args: argparse.Namespace) -> int:

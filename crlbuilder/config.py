@@ -86,6 +86,10 @@ class StreamSection(_Section):
     """Publish a tick (the stream's time, which dates lapses and erasures on every node) this
     often, and when a 30-day lapse falls due; 0: this node publishes none. Set it on one node,
     the CRL signer."""
+    crl_bucket: str = "JPKI_CRLS"
+    """The object store bucket of CRL files: the node with ``crl.enabled`` (the one holding
+    the CA keys) ships each CRL it signs there; a node with ``crl.enabled = false`` fetches
+    them into its CRL directory and store (`crlbuilder.crl.shipping`). Empty: neither."""
     tail_wait_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     """A batch whose publisher stopped before marking its end is committed after this many
     seconds with nothing more to read."""
@@ -172,6 +176,7 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
     "durable": ("stream", "durable"),
     "stream-replicas": ("stream", "replicas"),
     "tick-seconds": ("stream", "tick_seconds"),
+    "crl-bucket": ("stream", "crl_bucket"),
     "follow-interval": ("input", "follow_interval"),
     "spool-keep-seconds": ("input", "spool_keep_seconds"),
     "quarantine": ("input", "quarantine"),

@@ -12,10 +12,13 @@ store's sequence and ends with the same bytes as a node never interrupted.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +28,12 @@ import pytest
 
 from crlbuilder.build import Builder
 from crlbuilder.config import BuilderConfig
+from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
 from crlbuilder.jetstream import Cluster, parse_servers, replicas_for
+from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest
+from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.stream import (
     H_END,
@@ -206,8 +212,6 @@ def publish_files(cfg: BuilderConfig, cluster: NatsCluster, paths: list[Path]) -
 
 
 def dump(cfg: BuilderConfig) -> dict[str, list[tuple[bytes, bytes]]]:
-    from crlbuilder.store import format as sf
-
     skip = [n for n in sf.ALL_DBS if n not in COMPARED]
     return dump_store(Path(cfg.store.path), skip=skip)
 
@@ -290,3 +294,131 @@ def flags(cfg: BuilderConfig) -> list[str]:
         "--notices", cfg.input.notices, "--crl-dir", cfg.crl.directory,
         "--batch-size", str(cfg.input.batch_size), "--no-crl", "--no-presign",
     ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# One signer of CRLs: shipped through the object store, fetched by keyless nodes
+# ---------------------------------------------------------------------------
+
+
+def keyless_pki(pki: Path, to: Path) -> Path:
+    """A copy of the PKI without any CA key: what a node that does not sign CRLs holds."""
+    shutil.copytree(pki, to)
+    gone = list((to / "ca").glob("*.key"))
+    assert gone
+    for k in gone:
+        k.unlink()
+    return to
+
+
+def run_node(
+    cfg: BuilderConfig, cluster: NatsCluster, bucket: str
+) -> tuple[int, list[sf.CrlFileEntry]]:
+    """One catch-up of a node: the signer ships what it signs, a keyless node fetches it."""
+    b = Builder(cfg, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    directory = Path(cfg.crl.directory)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        consumer = Consumer(c, names(cfg), cfg.stream.durable, cipher)
+        if cfg.crl.enabled:
+            seq = b.consume(
+                consumer, ship=lambda r: ship(c, bucket, b.store, directory, r.crl_files)
+            )
+            return seq, []
+        seq = b.consume(consumer)
+        return seq, Fetcher(c, bucket, b.store, b.manifest, directory).fetch(int(time.time()))
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+
+
+def crl_index(cfg: BuilderConfig) -> tuple[list[sf.CrlFileEntry], list[sf.CrlState]]:
+    s = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            issuers = r.issuers()
+            return (
+                [e for i in issuers for e in r.latest_crls(i.index)],
+                [r.crl_state(i.index) for i in issuers],
+            )
+    finally:
+        s.close()
+
+
+def test_only_the_key_holder_signs_crls_and_keyless_nodes_serve_the_same_files(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster, "crls")
+    signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
+    node = node_config(
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster, "crls"
+    )
+    same_key(Path(signer.keys.facts_key_file), Path(node.keys.facts_key_file))
+    with pytest.raises(SignerError):  # the keyless node cannot sign CRLs: it must not try
+        Builder(msgspec.structs.replace(node, crl=signer.crl), progress=False).close()
+    publish_files(signer, cluster, sorted(population.glob("*.jsonl")))
+    seq, _ = run_node(signer, cluster, "CRLS_T")
+    assert seq > 0
+    seq_node, placed = run_node(node, cluster, "CRLS_T")
+    assert seq_node == seq and placed
+    assert crl_index(node) == crl_index(signer)
+    for e in placed:  # the archive and the current file, the same bytes as the signer's
+        for rel in (e.path, f"{e.issuer}{'-delta' if e.delta else ''}.crl"):
+            got = (Path(node.crl.directory) / rel).read_bytes()
+            assert got == (Path(signer.crl.directory) / rel).read_bytes()
+    assert dump(node) == dump(signer)
+
+
+def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A shipped CRL whose signature does not verify with the issuer's CA certificate (its
+    signature altered, its digest in the pointer made to match) is refused; the node keeps
+    what it had."""
+    import asyncio
+
+    import nats
+
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster, "bad")
+    signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
+    node = node_config(
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster, "bad"
+    )
+    run_node(signer, cluster, "CRLS_BAD")
+    entries, _ = crl_index(signer)
+    a = next(e for e in entries if not e.delta)
+    der = bytearray((Path(signer.crl.directory) / a.path).read_bytes())
+    der[-1] ^= 1  # the last octet of the signature
+    forged = Shipment(
+        issuer=a.issuer,
+        state=sf.CrlState(number=99, this_update=a.this_update, next_update=a.next_update),
+        files=[msgspec.structs.replace(a, size=len(der), sha256=hashlib.sha256(der).hexdigest())],
+    )
+
+    async def put() -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        obs = await nc.jetstream().object_store("CRLS_BAD")
+        await obs.put(a.path, bytes(der))
+        await obs.put(f"latest/{a.issuer}", msgspec.json.encode(forged))
+        await nc.close()
+
+    asyncio.run(put())
+    b_ = Builder(node, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        # the other issuers' CRLs are fetched; this one is refused
+        with pytest.raises(ShippingError, match=rf"{a.issuer} CRL {a.number}: .*signature"):
+            Fetcher(c, "CRLS_BAD", b_.store, b_.manifest, Path(node.crl.directory)).fetch(
+                int(time.time())
+            )
+        assert not (Path(node.crl.directory) / f"{a.issuer}.crl").exists()
+        with b_.store.read() as r:
+            idx = next(i.index for i in r.issuers() if i.id == a.issuer)
+            assert r.crl_state(idx).number != 99
+        assert not (Path(node.crl.directory) / a.path).exists()
+    finally:
+        c.close()
+        b_.close()
+        b_.log.close()
