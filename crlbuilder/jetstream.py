@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import nats
+import nats.js.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 
 T = TypeVar("T")
 
@@ -107,3 +108,37 @@ class Cluster:
             pass
         finally:
             self.loop.close()
+
+
+def ensure_stream(
+    cluster: Cluster,
+    name: str,
+    subjects: list[str],
+    *,
+    replicas: int = 0,
+    duplicate_window_seconds: float = 86_400,
+) -> None:
+    """Create the stream when it does not exist (an existing one is left as it is): file
+    storage, limits retention, replicated (`replicas_for`), deduplicated by message id."""
+
+    async def go() -> None:
+        try:
+            await cluster.js.stream_info(name)
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        cfg = api.StreamConfig(
+            name=name,
+            subjects=subjects,
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            num_replicas=replicas_for(cluster.cluster_size(), replicas),
+            duplicate_window=float(duplicate_window_seconds),
+            discard=api.DiscardPolicy.OLD,
+        )
+        await cluster.js.add_stream(cfg)
+
+    try:
+        cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"stream {name}: {e}") from None

@@ -70,8 +70,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.aio.msg import Msg
 from nats.js import api
 
+from crlbuilder import jetstream
 from crlbuilder.ingest import MAX_LINE, Located, Rejected, decode_item, record_id
-from crlbuilder.jetstream import Cluster, ClusterError, replicas_for
+from crlbuilder.jetstream import Cluster, ClusterError
 
 H_ID: Final = "Nats-Msg-Id"
 H_FILE: Final = "Jpki-File"
@@ -242,29 +243,11 @@ class PublishReport:
 
 
 def ensure_stream(cluster: Cluster, names: StreamNames) -> None:
-    """Create the stream when it does not exist (an existing one is left as it is)."""
-
-    async def go() -> None:
-        try:
-            await cluster.js.stream_info(names.name)
-            return
-        except nats.js.errors.NotFoundError:
-            pass
-        cfg = api.StreamConfig(
-            name=names.name,
-            subjects=[names.subject],
-            retention=api.RetentionPolicy.LIMITS,
-            storage=api.StorageType.FILE,
-            num_replicas=replicas_for(cluster.cluster_size(), names.replicas),
-            duplicate_window=float(names.duplicate_window_seconds),
-            discard=api.DiscardPolicy.OLD,
-        )
-        await cluster.js.add_stream(cfg)
-
-    try:
-        cluster.run(go())
-    except nats.errors.Error as e:
-        raise ClusterError(f"stream {names.name}: {e}") from None
+    """Create the record stream when it does not exist (an existing one is left as it is)."""
+    jetstream.ensure_stream(
+        cluster, names.name, [names.subject], replicas=names.replicas,
+        duplicate_window_seconds=names.duplicate_window_seconds,
+    )  # fmt: skip
 
 
 def publish(

@@ -65,7 +65,7 @@ from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.request import RequestError, decode_get_path
 from crlbuilder.ocsp.response import ResponseStatus
 from crlbuilder.store.lmdbstore import Store
-from responder import access, announce, policy
+from responder import access, announce, ledgerstream, policy
 from responder.config import ResponderConfig
 from responder.crlfiles import CrlFiles
 from responder.flow import Answer, OcspFlow, Refusal, Signing
@@ -176,8 +176,9 @@ class JpkiApp:
         ledger_dir = config.ledger.dir
         ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.limits = LimitsTable(
-            ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
-        )
+            ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index,
+            nodes=config.cluster.nodes,
+        )  # fmt: skip
         self.crl_files = CrlFiles(Path(config.store.crl_dir)) if config.store.crl_dir else None
         # this worker's own PKCS#11 sessions (after fork); `responder serve` checked every key
         # before forking, so a worker (re)started while a token is gone serves (tryLater for
@@ -500,10 +501,14 @@ class JpkiApp:
         ledger = Ledger.open(self.config.ledger.dir)
         try:
             ledger.collect()
+            if self.config.cluster.nats:  # several nodes: the whole service's report
+                ledgerstream.exchange(ledger, self.config.cluster)
         finally:
             ledger.close()
         names = {p.id: p.name for p in self.registry.parties.values()}
         ledger = Ledger.open(self.config.ledger.dir, readonly=True)
+        if self.config.cluster.nats:
+            ledger.view = "service_ledger"
         try:
             return render_year(ledger, year, fmt, registry_names=names)
         finally:
@@ -523,6 +528,8 @@ class JpkiApp:
             ledger = Ledger.open(self.config.ledger.dir)
             try:
                 result = ledger.collect()
+                if self.config.cluster.nats:  # several nodes: ship to the ledger stream
+                    ledgerstream.exchange(ledger, self.config.cluster, merge=False)
             finally:
                 ledger.close()
         except Exception as e:  # the counts stay in the worker files; the next merge retries

@@ -276,6 +276,27 @@ class LedgerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Seconds between merges of the workers' files into the ledger (also on /reports)."""
 
 
+class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Several nodes behind a load balancer ([cluster]); a single node leaves it as it is."""
+
+    nats: str = ""
+    """The NATS JetStream servers, ``nats://HOST:PORT[,nats://HOST:PORT...]``: the ledger is
+    shipped to the service's ledger stream and /reports/ report the whole service
+    (`responder.ledgerstream`); /readyz follows the record stream's lag. Empty: one node."""
+    node: str = ""
+    """This node's name on the ledger stream; empty: the host name."""
+    nodes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    """Nodes that share each agreement's quotas: each node admits ceil(quota / nodes) per
+    window (`responder.limits`), so the service admits at most quota + nodes - 1."""
+    ledger_stream: str = "JPKI_LEDGER"
+    """The JetStream stream of every node's ledger counts."""
+    record_stream: str = "JPKI_RECORDS"
+    """The record stream this node's builder applies (crlbuilder's ``stream.name``)."""
+    max_lag: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    """/readyz says not ready while the store is more than this many records behind the
+    record stream (and once more when it falls that far behind)."""
+
+
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration of one responder process tree."""
 
@@ -286,6 +307,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     ledger: LedgerConfig = msgspec.field(default_factory=LedgerConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -386,6 +408,12 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--registry", "registry.path", "TOML file of registered parties"),
     _Flag("--ledger-dir", "ledger.dir", "ledger (帳簿) and quota table directory"),
     _Flag("--ledger-collect-interval", "ledger.collect_interval", "seconds between ledger merges"),
+    _Flag("--nats", "cluster.nats", "NATS servers of several nodes (nats://HOST:PORT,...)"),
+    _Flag("--node", "cluster.node", "this node's name on the ledger stream"),
+    _Flag("--nodes", "cluster.nodes", "nodes sharing each agreement's quotas"),
+    _Flag("--ledger-stream", "cluster.ledger_stream", "JetStream stream of ledger counts"),
+    _Flag("--record-stream", "cluster.record_stream", "the record stream the builder applies"),
+    _Flag("--max-lag", "cluster.max_lag", "records behind the stream before not ready"),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),
