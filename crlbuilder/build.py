@@ -435,6 +435,7 @@ class Builder:
         dirty = False
         refreshes = 0
         t0 = last_read = idle_since = last_refresh = last_tick = time.monotonic()
+        last_head = 0.0
 
         def commit(batch: list[Delivered]) -> None:
             nonlocal dirty
@@ -473,6 +474,11 @@ class Builder:
                 for d in got:
                     if (batch := batcher.add(d)) is not None:
                         commit(batch)
+                if now - last_head >= 1.0:
+                    head = got[-1].seq + got[-1].pending if got else consumer.last_seq()
+                    with Commit(self.store) as c:
+                        c.put_stream_head(head, int(time.time()))
+                    last_head = now
                 if got:
                     last_read = idle_since = now
                 elif batcher.items and now - last_read >= tail_wait:

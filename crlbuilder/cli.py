@@ -5,6 +5,7 @@
     crlbuilder facts-key --out FILE        a new key sealing the four facts
     crlbuilder build --config FILE [...]   records -> store, OCSP answers, CRLs
     crlbuilder publish --source nats://... FILE...  record files -> the record stream
+    crlbuilder snapshot put|get --source nats://... --store DIR   store snapshots
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
     crlbuilder status --store DIR ...      what the store says of one serial
     crlbuilder store copy SOURCE TARGET    rewrite a store with live data only
@@ -200,6 +201,48 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from crlbuilder import snapshot
+    from crlbuilder.jetstream import Cluster, ClusterError, parse_servers
+    from crlbuilder.store.format import StoreFormatError
+    from crlbuilder.store.lmdbstore import Store
+
+    what = f"crlbuilder snapshot {args.snapshot_command}"
+    try:
+        cfg = load_config(args.config, args)
+        servers = parse_servers(cfg.input.source)
+    except (ConfigError, ValueError) as e:
+        print(f"{what}: error: {e} (--source nats://HOST:PORT,...)", file=sys.stderr)
+        return 2
+    bucket = snapshot.Bucket(cfg.stream.snapshot_bucket, cfg.stream.replicas)
+    try:
+        cluster = Cluster(servers)
+    except ClusterError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return 1
+    try:
+        if args.snapshot_command == "put":
+            store = Store.open(cfg.store.path, readonly=True)
+            try:
+                info = snapshot.put(cluster, bucket, store)
+            finally:
+                store.close()
+        else:
+            info = snapshot.get(cluster, bucket, Path(cfg.store.path))
+    except StoreFormatError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return 2
+    except ClusterError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.close()
+    out = {"event": f"snapshot-{args.snapshot_command}", "bucket": bucket.name,
+           "store": cfg.store.path, **msgspec.structs.asdict(info)}  # fmt: skip
+    print(msgspec.json.encode(out).decode())
+    return 0
+
+
 def _facts_key(args: argparse.Namespace) -> int:
     try:
         write_facts_key(args.out)
@@ -344,6 +387,20 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(pb)
     pb.add_argument("files", nargs="+", type=Path, help="record files or directories (*.jsonl)")
     pb.set_defaults(func=_publish)
+
+    sn = sub.add_parser(
+        "snapshot",
+        help="store snapshots in the object store: a new node starts from the latest",
+        description="put: a consistent copy of this node's store (its builder may run) into "
+        "the snapshot bucket; get: the latest snapshot as the store (a new directory), after "
+        "which `build --source ... --follow` applies the record stream from the snapshot's "
+        "sequence on. Prints one JSON line.",
+    )
+    sns = sn.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
+    for action in ("put", "get"):
+        a = sns.add_parser(action, help="put this store" if action == "put" else "get the latest")
+        add_arguments(a)
+        a.set_defaults(func=_snapshot)
 
     st = sub.add_parser(
         "status", help="print what the store says of one certificate (no personal data)"

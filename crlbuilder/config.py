@@ -90,6 +90,9 @@ class StreamSection(_Section):
     """The object store bucket of CRL files: the node with ``crl.enabled`` (the one holding
     the CA keys) ships each CRL it signs there; a node with ``crl.enabled = false`` fetches
     them into its CRL directory and store (`crlbuilder.crl.shipping`). Empty: neither."""
+    snapshot_bucket: str = "JPKI_SNAPSHOTS"
+    """The object store bucket of store snapshots (`crlbuilder snapshot put|get`): a new
+    node starts from the latest and applies the stream after it."""
     tail_wait_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     """A batch whose publisher stopped before marking its end is committed after this many
     seconds with nothing more to read."""
@@ -177,6 +180,7 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
     "stream-replicas": ("stream", "replicas"),
     "tick-seconds": ("stream", "tick_seconds"),
     "crl-bucket": ("stream", "crl_bucket"),
+    "snapshot-bucket": ("stream", "snapshot_bucket"),
     "follow-interval": ("input", "follow_interval"),
     "spool-keep-seconds": ("input", "spool_keep_seconds"),
     "quarantine": ("input", "quarantine"),

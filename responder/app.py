@@ -65,7 +65,7 @@ from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.request import RequestError, decode_get_path
 from crlbuilder.ocsp.response import ResponseStatus
 from crlbuilder.store.lmdbstore import Store
-from responder import access, announce, ledgerstream, policy
+from responder import access, announce, ledgerstream, policy, streamlag
 from responder.config import ResponderConfig
 from responder.crlfiles import CrlFiles
 from responder.flow import Answer, OcspFlow, Refusal, Signing
@@ -413,6 +413,13 @@ class JpkiApp:
             return Response(503, b"store not readable\n", TEXT)
         with self.store.read() as reader:
             self.ocsp.refresh(reader)
+            if self.config.cluster.nats:  # several nodes: caught up with the record stream?
+                head, seen_at = reader.stream_head()
+                behind = streamlag.verdict(
+                    reader.stream_seq(), head, seen_at, now, max_lag=self.config.cluster.max_lag
+                )
+                if behind is not None:
+                    return Response(503, f"not caught up: {behind}\n".encode(), TEXT)
         stale = [
             v.id for v in self.ocsp.by_index.values() if 0 < self.ocsp.fresh_until(v.index) <= now
         ]

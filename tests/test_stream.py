@@ -26,6 +26,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from crlbuilder import snapshot
 from crlbuilder.build import Builder
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
@@ -48,6 +49,7 @@ from crlbuilder.stream import (
     messages,
     publish,
 )
+from responder.streamlag import STALE_AFTER, verdict
 from tests.support import procs
 from tests.support.builder import builder_config
 from tests.support.nats import NatsCluster, nats_cluster
@@ -216,9 +218,7 @@ def dump(cfg: BuilderConfig) -> dict[str, list[tuple[bytes, bytes]]]:
     return dump_store(Path(cfg.store.path), skip=skip)
 
 
-pytestmark = pytest.mark.integration
-
-
+@pytest.mark.integration
 def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
@@ -240,6 +240,7 @@ def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
     assert dump(a) == dump(b)
 
 
+@pytest.mark.integration
 def test_node_killed_while_consuming_resumes_without_loss_or_double_application(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
@@ -347,6 +348,7 @@ def crl_index(cfg: BuilderConfig) -> tuple[list[sf.CrlFileEntry], list[sf.CrlSta
         s.close()
 
 
+@pytest.mark.integration
 def test_only_the_key_holder_signs_crls_and_keyless_nodes_serve_the_same_files(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
@@ -371,6 +373,7 @@ def test_only_the_key_holder_signs_crls_and_keyless_nodes_serve_the_same_files(
     assert dump(node) == dump(signer)
 
 
+@pytest.mark.integration
 def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written(
     tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
 ) -> None:
@@ -422,3 +425,67 @@ def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written
         c.close()
         b_.close()
         b_.log.close()
+
+
+# ---------------------------------------------------------------------------
+# A new node: a snapshot of a store, then the stream after it; /readyz's lag rule
+# ---------------------------------------------------------------------------
+
+
+def test_readyz_not_ready_until_within_the_lag_and_again_when_behind() -> None:
+    now = 1_800_000_000
+    assert verdict(0, 0, 0, now, max_lag=10) is not None  # never saw the stream
+    assert (
+        verdict(100, 500, now, now, max_lag=10)
+        == "400 records behind the record stream (at most 10)"
+    )
+    assert verdict(495, 500, now, now, max_lag=10) is None  # caught up within the lag
+    assert verdict(495, 520, now, now, max_lag=10) is not None  # fell behind again
+    stale = verdict(500, 500, now - STALE_AFTER - 1, now, max_lag=10)
+    assert stale is not None and "not seen" in stale  # the builder stopped seeing the stream
+
+
+@pytest.mark.integration
+def test_new_node_starts_from_a_snapshot_and_the_stream_after_it(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    a = node_config(tmp_path / "a", demo_pki[0], cluster, "snap")
+    files = sorted(population.glob("*.jsonl"))
+    half = len(files) // 2
+    n1 = publish_files(a, cluster, files[:half])
+    consume(a, cluster)
+    c = Cluster(cluster.urls)
+    store = Store.open(Path(a.store.path), readonly=True)
+    try:
+        info = snapshot.put(c, snapshot.Bucket("SNAP_T"), store)
+    finally:
+        store.close()
+        c.close()
+    assert info.stream_seq == n1
+    n2 = publish_files(a, cluster, files[half:])
+    consume(a, cluster)
+    new = node_config(tmp_path / "new", demo_pki[0], cluster, "snap")
+    same_key(Path(a.keys.facts_key_file), Path(new.keys.facts_key_file))
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", cluster.source,
+         "--store", new.store.path, "--snapshot-bucket", "SNAP_T"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert msgspec.json.decode(out.stdout)["stream_seq"] == n1
+    assert stream_seq(new) == n1  # the snapshot's own sequence: the builder resumes after it
+    assert oct(Path(new.store.path, "data.mdb").stat().st_mode & 0o777) == "0o600"
+    assert consume(new, cluster) == n1 + n2
+    assert dump(new) == dump(a)
+    s = Store.open(Path(new.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            head, seen_at = r.stream_head()
+    finally:
+        s.close()
+    assert head == n1 + n2 and abs(seen_at - time.time()) < 60
+    again = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", cluster.source,
+         "--store", new.store.path, "--snapshot-bucket", "SNAP_T"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert again.returncode == 2 and "already there" in again.stderr
