@@ -40,6 +40,7 @@ from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, re
 from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
+from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
@@ -439,9 +440,10 @@ class Builder:
 
         def commit(batch: list[Delivered]) -> None:
             nonlocal dirty
+            before = applier.summary.commits
             self._stream_batch(applier, batch)
             consumer.ack(batch[-1])
-            dirty = True
+            dirty |= applier.summary.commits != before  # a tick that changed nothing: no refresh
 
         def refresh(event: str) -> None:
             nonlocal applier, report, dirty, last_refresh, refreshes
@@ -458,42 +460,58 @@ class Builder:
             dirty = False
             last_refresh = time.monotonic()
 
+        last_fetch_crls = 0.0
+
+        def turn() -> bool:
+            """One turn of the loop; True when the loop is done."""
+            nonlocal last_tick, last_head, last_read, idle_since, last_fetch_crls
+            if tick_every and follow:
+                due = next_lapse(self.store)
+                since = time.monotonic() - last_tick
+                lapse_due = due is not None and due <= self.clock() and since >= 1.0
+                if since >= tick_every or lapse_due:
+                    consumer.tick(self.clock())
+                    last_tick = time.monotonic()
+            if fetch_crls is not None and time.monotonic() - last_fetch_crls >= 1.0:
+                fetch_crls()
+                last_fetch_crls = time.monotonic()
+            got = consumer.fetch(fetch_n, interval if follow else min(interval, 0.5))
+            now = time.monotonic()
+            for d in got:
+                if (batch := batcher.add(d)) is not None:
+                    commit(batch)
+            if now - last_head >= 1.0:
+                head = got[-1].seq + got[-1].pending if got else consumer.last_seq()
+                with Commit(self.store) as c:
+                    c.put_stream_head(head, int(time.time()))
+                last_head = now
+            if got:
+                last_read = idle_since = now
+            elif batcher.items and now - last_read >= tail_wait:
+                commit(batcher.cut())  # a publisher stopped before marking its end
+            caught_up = not batcher.items and (not got or got[-1].pending == 0)
+            if dirty and (caught_up or now - last_refresh > self.refresh_every()):
+                refresh("stream")
+            if not caught_up:
+                return False
+            if not follow:
+                return True
+            if time.monotonic() - last_refresh > self.refresh_every():
+                refresh("refresh")
+                return False
+            return max_idle is not None and time.monotonic() - idle_since > max_idle
+
         try:
             while not stop:
-                if tick_every and follow:
-                    due = next_lapse(self.store)
-                    since = time.monotonic() - last_tick
-                    lapse_due = due is not None and due <= self.clock() and since >= 1.0
-                    if since >= tick_every or lapse_due:
-                        consumer.tick(self.clock())
-                        last_tick = time.monotonic()
-                if fetch_crls is not None:
-                    fetch_crls()
-                got = consumer.fetch(fetch_n, interval if follow else min(interval, 0.5))
-                now = time.monotonic()
-                for d in got:
-                    if (batch := batcher.add(d)) is not None:
-                        commit(batch)
-                if now - last_head >= 1.0:
-                    head = got[-1].seq + got[-1].pending if got else consumer.last_seq()
-                    with Commit(self.store) as c:
-                        c.put_stream_head(head, int(time.time()))
-                    last_head = now
-                if got:
-                    last_read = idle_since = now
-                elif batcher.items and now - last_read >= tail_wait:
-                    commit(batcher.cut())  # a publisher stopped before marking its end
-                caught_up = not batcher.items and (not got or got[-1].pending == 0)
-                if dirty and (caught_up or now - last_refresh > self.refresh_every()):
-                    refresh("stream")
-                if not caught_up:
-                    continue
-                if not follow:
-                    break
-                if time.monotonic() - last_refresh > self.refresh_every():
-                    refresh("refresh")
-                elif max_idle is not None and time.monotonic() - idle_since > max_idle:
-                    break
+                try:
+                    if turn():
+                        break
+                except ClusterError as e:
+                    if not follow:
+                        raise
+                    # the client reconnects to another server; the store says where to resume
+                    self.emit({"event": "warning", "message": str(e)})
+                    time.sleep(interval)
         finally:
             for s, h in old.items():
                 signal.signal(s, h)

@@ -139,6 +139,7 @@ def _crl_exchange(
     import time
 
     from crlbuilder.crl.shipping import Fetcher, ShippingError, ship
+    from crlbuilder.jetstream import ClusterError
 
     bucket = cfg.stream.crl_bucket
     if not bucket:
@@ -162,6 +163,9 @@ def _crl_exchange(
             placed = fetcher.fetch(int(time.time()))
         except ShippingError as e:
             builder.emit({"event": "crl-refused", "message": str(e)})
+            return 0
+        except ClusterError as e:  # the cluster is unreachable for now: the next turn retries
+            builder.emit({"event": "warning", "message": str(e)})
             return 0
         if placed:
             builder.emit({"event": "crl-fetched", "files": len(placed), "bucket": bucket})

@@ -107,6 +107,11 @@ class Cluster:
         except (nats.errors.Error, OSError, TimeoutError):
             pass
         finally:
+            pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+            for t in pending:  # the client's watchers and timers: ended, not left dangling
+                t.cancel()
+            if pending:
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self.loop.close()
 
 

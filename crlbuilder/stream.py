@@ -367,7 +367,11 @@ class Consumer:
                 return []
 
         out = []
-        for m in self.cluster.run(go()):
+        try:
+            msgs = self.cluster.run(go())
+        except nats.errors.Error as e:
+            raise ClusterError(f"consumer {self.durable} on {self.names.name}: {e}") from None
+        for m in msgs:
             md = m.metadata
             headers = dict(m.headers or {})
             out.append(
@@ -415,5 +419,5 @@ class Consumer:
 
         try:
             return self.cluster.run(go())
-        except nats.errors.Error as e:
+        except (nats.errors.Error, TimeoutError) as e:
             raise ClusterError(f"stream {self.names.name}: {e}") from None

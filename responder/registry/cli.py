@@ -1026,7 +1026,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not stop:
-            got = _shared_call(lambda: shared.next(0.5 if args.follow else 2.0))
+            try:
+                got = _shared_call(lambda: shared.next(0.5 if args.follow else 2.0))
+            except CommandError as e:
+                if not args.follow:
+                    raise
+                # a server of the cluster gone: the client reconnects to another
+                print(f"responder registry sync: {e}", file=sys.stderr, flush=True)
+                time.sleep(1.0)
+                continue
             if got is not None:
                 with _locked(path):
                     try:
