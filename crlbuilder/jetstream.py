@@ -127,11 +127,17 @@ def ensure_stream(
     storage, limits retention, replicated (`replicas_for`), deduplicated by message id."""
 
     async def go() -> None:
-        try:
-            await cluster.js.stream_info(name)
-            return
-        except nats.js.errors.NotFoundError:
-            pass
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # a cluster that lost a server elects the stream's leader again
+            try:
+                await cluster.js.stream_info(name)
+                return
+            except nats.js.errors.NotFoundError:
+                break
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
         cfg = api.StreamConfig(
             name=name,
             subjects=subjects,

@@ -52,11 +52,13 @@ the message id as associated data, so neither the servers' files nor the wire ho
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
 import re
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -258,37 +260,71 @@ def publish(
     *,
     batch_size: int,
     window: int = 256,
+    retry_seconds: float = 30.0,
 ) -> PublishReport:
     """Publish every line of ``paths`` in order; returns once JetStream has stored them all.
 
-    Up to ``window`` messages wait for their acknowledgement at once; order is kept (one
-    connection, published in order). A failure raises `ClusterError`: publishing the same
-    files again is safe (duplicates are dropped by record id).
+    Up to ``window`` messages wait for their acknowledgement at once (one connection,
+    published in order). When an acknowledgement does not come (a server of the cluster
+    lost, the stream electing a new leader), the rest of the window is published again one
+    by one, retried for up to ``retry_seconds``: what JetStream had stored is dropped as a
+    duplicate by its id, so nothing is stored twice; but a line lost in that instant lands
+    after the lines of its window that were stored (every node applies that same order; a
+    record applied before what it needs is quarantined, as from a file in that order).
+    Failing past it raises `ClusterError`: publishing the same files again is safe.
     """
     ensure_stream(cluster, names)
     report = PublishReport()
 
+    def count(ack: api.PubAck) -> None:
+        if ack.duplicate:
+            report.duplicates += 1
+        else:
+            report.published += 1
+        report.last_seq = max(report.last_seq, ack.seq)
+
+    async def one_by_one(m: Outgoing) -> api.PubAck:
+        """Publish ``m`` alone, retried while the stream elects a new leader (a server
+        lost); a repeat of a message JetStream stored is dropped by its id."""
+        deadline = time.monotonic() + retry_seconds
+        while True:
+            try:
+                return await cluster.js.publish(
+                    names.subject, m.payload, timeout=2, stream=names.name, headers=dict(m.headers)
+                )
+            except (nats.errors.Error, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
     async def go() -> None:
-        pending: list[object] = []
+        window_msgs: list[tuple[Outgoing, asyncio.Future[api.PubAck]]] = []
 
         async def settle() -> None:
-            for fut in pending:
-                ack: api.PubAck = await fut  # type: ignore[misc]
-                if ack.duplicate:
-                    report.duplicates += 1
-                else:
-                    report.published += 1
-                report.last_seq = max(report.last_seq, ack.seq)
-            pending.clear()
+            for i, (_, fut) in enumerate(window_msgs):
+                try:
+                    ack = await asyncio.wait_for(fut, 5)
+                except (nats.errors.Error, TimeoutError):
+                    for _, f in window_msgs[i:]:
+                        f.cancel()
+                    for m2, _ in window_msgs[i:]:
+                        count(await one_by_one(m2))
+                    break
+                count(ack)
+            window_msgs.clear()
 
         for p in paths:
             for m in messages(p, cipher, batch_size):
-                pending.append(
-                    await cluster.js.publish_async(
-                        names.subject, m.payload, headers=m.headers, stream=names.name
+                try:
+                    fut = await cluster.js.publish_async(
+                        names.subject, m.payload, headers=dict(m.headers), stream=names.name
                     )
-                )
-                if len(pending) >= window:
+                except (nats.errors.Error, TimeoutError):
+                    await settle()
+                    count(await one_by_one(m))
+                    continue
+                window_msgs.append((m, fut))
+                if len(window_msgs) >= window:
                     await settle()
         await settle()
 

@@ -93,7 +93,10 @@ def publish_revocation(cluster_source: str, built: Built, a: Answer, d: Path) ->
 def stream_seq(store: Path) -> int:
     if not (store / "data.mdb").exists():
         return 0
-    s = Store.open(store, readonly=True)
+    try:
+        s = Store.open(store, readonly=True)
+    except sf.StoreFormatError:  # its builder is creating it
+        return 0
     try:
         with s.read() as r:
             return r.stream_seq()

@@ -268,7 +268,10 @@ def stream_seq(cfg: BuilderConfig) -> int:
     p = Path(cfg.store.path)
     if not (p / "data.mdb").exists():
         return 0
-    s = Store.open(p, readonly=True)
+    try:
+        s = Store.open(p, readonly=True)
+    except sf.StoreFormatError:  # its builder is creating it
+        return 0
     try:
         with s.read() as r:
             return r.stream_seq()
