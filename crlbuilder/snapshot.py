@@ -33,6 +33,7 @@ from nats.js.object_store import ObjectStore
 from crlbuilder.jetstream import Cluster, ClusterError, replicas_for
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store, snapshot_store
+from crlbuilder.store.writer import Commit
 
 OBJECT: Final = "store/data.mdb"
 
@@ -128,11 +129,13 @@ def get(cluster: Cluster, bucket: Bucket, target: Path) -> SnapshotInfo:
             info = msgspec.json.decode(description or "", type=SnapshotInfo)
         except msgspec.DecodeError:
             raise ClusterError(f"{bucket.name}/{OBJECT}: no snapshot description") from None
-        snap = Store.open(tmp, readonly=True)  # raises StoreFormatError for another format
+        snap = Store.open(tmp, readonly=False)  # raises StoreFormatError for another format
         try:
             with snap.read() as r:
                 if r.stream_seq() != info.stream_seq:
                     raise sf.StoreFormatError(f"{bucket.name}/{OBJECT}: not the snapshot described")
+            with Commit(snap) as c:  # what the snapshot's node saw of the stream is not ours:
+                c.put_stream_head(0, 0)  # not ready until this node's builder has seen it
         finally:
             snap.close()
         (tmp / "lock.mdb").unlink(missing_ok=True)

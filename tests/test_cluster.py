@@ -11,7 +11,9 @@ front, all stopped by PID (`tests.support.nats`). With parties asking through ha
 - a NATS server SIGKILLed: the stream goes on (a second revocation reaches every node);
 - the whole service's report (報告書, Act §41, from every node's ledger on the ledger stream)
   equals the answers the parties received;
-- a suspension (提供の停止, Act §18(6)) made on one node refuses the party on every node.
+- a suspension (提供の停止, Act §18(6)) made on one node refuses the party on every node;
+- a node started empty takes the latest store snapshot, says not ready until its builder
+  has caught up with the stream after it, then answers what the others answer.
 """
 
 from __future__ import annotations
@@ -115,12 +117,18 @@ def valid(built: Built, a: Answer) -> bool:
     return cert.not_valid_before_utc < now < cert.not_valid_after_utc - timedelta(days=1)
 
 
-def ready(url: str) -> bool:
+def readyz(url: str) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(f"{url}/readyz", timeout=2) as r:
-            return r.status == 200
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
     except (urllib.error.URLError, OSError):
-        return False
+        return 0, b""
+
+
+def ready(url: str) -> bool:
+    return readyz(url)[0] == 200
 
 
 @pytest.fixture
@@ -243,4 +251,26 @@ def test_three_nodes_behind_haproxy_lose_nothing(
         until(lambda: all(client.ask(n.url, goods[2]) == "refused" for n in nodes.nodes), 20,
               "the suspension holds on every node", interval=0.05)  # fmt: skip
         print(f"suspension -> every node refuses: {time.monotonic() - t1:.3f} s")
+
+    # --- a node started empty: the latest snapshot, then the stream after it
+    run_tool("crlbuilder", "snapshot", "put", "--source", source,
+             "--store", str(nodes.nodes[0].store))  # fmt: skip
+    new = Node("node3", tmp_path / "node3", nodes.nodes[1].pki, False, built.facts_key,
+               built.registry)  # fmt: skip
+    new.d.mkdir()
+    nodes.nodes.append(new)
+    b2 = goods[31]
+    publish_revocation(source, built, b2, tmp_path)  # after the snapshot: only the stream has it
+    run_tool("crlbuilder", "snapshot", "get", "--source", source, "--store", str(new.store))
+    nodes.start_sync(new)
+    until(new.registry.exists, 20, "the new node's registry")
+    nodes.start_responder(new)
+    status, body = readyz(new.url)  # its builder has not seen the stream yet: not ready
+    assert status == 503 and b"not caught up" in body, body
+    assert client.ask(new.url, b2) == "good"  # what the snapshot says, until it catches up
+    nodes.start_builder(new)
+    until(lambda: ready(new.url), 60, "the new node caught up")
+    assert client.ask(new.url, b2) == "revoked"
+    until(lambda: stream_seq(new.store) == stream_seq(nodes.nodes[0].store), 30, "same sequence")
+    assert dump(new.store) == dump(nodes.nodes[0].store)
     assert os.path.exists(nodes.nodes[0].d / "crl")
