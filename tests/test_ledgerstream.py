@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from crlbuilder.jetstream import Cluster
 from responder.ledger import Ledger, LedgerWriter, Method, Service
 from responder.ledgerstream import gather, ship
 from responder.limits import Limit, LimitsTable, node_share
-from tests.support.nats import NatsCluster, nats_cluster
+from tests.support.nats import NatsCluster
 from tests.test_limits import NOW, party
 
 # ---------------------------------------------------------------------------
@@ -60,10 +59,10 @@ def test_one_node_admits_its_share_of_the_per_second_quota(tmp_path: Path) -> No
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    with nats_cluster(tmp_path_factory.mktemp("nats")) as c:
-        yield c
+@pytest.fixture
+def cluster(nats: NatsCluster) -> NatsCluster:
+    """The session's NATS cluster (tests/conftest.py)."""
+    return nats
 
 
 def count(d: Path, party_id: str, n: int, worker: int = 0) -> None:

@@ -9,20 +9,22 @@ nothing anywhere.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from crlbuilder.manifest import Manifest
+from responder.cli import main as responder_main
 from responder.registry.lookup import Registry
 from responder.registry.shared import Conflict, SharedRegistry
 from tests.support import procs
-from tests.support.nats import NatsCluster, nats_cluster
+from tests.support.nats import NatsCluster
 from tests.support.wait import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_clock]
@@ -30,17 +32,28 @@ pytestmark = [pytest.mark.integration, pytest.mark.real_clock]
 PARTY = "sig-verifier"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    with nats_cluster(tmp_path_factory.mktemp("nats")) as c:
-        yield c
+@pytest.fixture
+def cluster(nats: NatsCluster) -> NatsCluster:
+    """The session's NATS cluster (tests/conftest.py)."""
+    return nats
 
 
-def registry(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "responder.cli", "registry", *args],
-        capture_output=True, text=True, check=check, timeout=60,
-    )  # fmt: skip
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def registry(*args: str, check: bool = True) -> Ran:
+    """``responder registry ARGS`` in this process (the command's own code, without the cost of
+    starting Python again); its exit code and what it printed."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = responder_main(["registry", *args])
+    ran = Ran(rc, out.getvalue(), err.getvalue())
+    assert rc == 0 or not check, ran
+    return ran
 
 
 def state(path: Path, party: str) -> str:

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from crlbuilder.stream import (
 from responder.streamlag import STALE_AFTER, verdict
 from tests.support import procs
 from tests.support.builder import builder_config
-from tests.support.nats import NatsCluster, nats_cluster
+from tests.support.nats import NatsCluster
 from tests.support.store import dump_store
 from tests.support.wait import until
 
@@ -148,10 +147,10 @@ def test_servers_parse_and_refuse_what_is_no_nats_server() -> None:
 COMPARED = (b"status", b"revoked", b"links", b"holders", b"consents", b"pending", b"applied")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    with nats_cluster(tmp_path_factory.mktemp("nats")) as c:
-        yield c
+@pytest.fixture
+def cluster(nats: NatsCluster) -> NatsCluster:
+    """The session's NATS cluster (tests/conftest.py)."""
+    return nats
 
 
 @pytest.fixture(scope="module")
