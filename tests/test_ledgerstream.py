@@ -101,6 +101,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 @pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_act_41_report_of_the_whole_service_exact_after_a_node_crash(
     tmp_path: Path, cluster: NatsCluster
 ) -> None:
@@ -131,6 +132,7 @@ def test_act_41_report_of_the_whole_service_exact_after_a_node_crash(
 
 
 @pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_a_shipping_node_folds_a_file_only_once_it_is_shipped_whole(
     tmp_path: Path, cluster: NatsCluster
 ) -> None:

@@ -218,6 +218,7 @@ def dump(cfg: BuilderConfig) -> dict[str, list[tuple[bytes, bytes]]]:
 
 
 @pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
@@ -240,6 +241,7 @@ def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
 
 
 @pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_node_killed_while_consuming_resumes_without_loss_or_double_application(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
@@ -351,6 +353,7 @@ def crl_index(cfg: BuilderConfig) -> tuple[list[sf.CrlFileEntry], list[sf.CrlSta
 
 
 @pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_only_the_key_holder_signs_crls_and_keyless_nodes_serve_the_same_files(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
@@ -376,6 +379,7 @@ def test_only_the_key_holder_signs_crls_and_keyless_nodes_serve_the_same_files(
 
 
 @pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written(
     tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
 ) -> None:
@@ -448,6 +452,7 @@ def test_readyz_not_ready_until_within_the_lag_and_again_when_behind() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_new_node_starts_from_a_snapshot_and_the_stream_after_it(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
