@@ -290,11 +290,10 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     window (`responder.limits`), so the service admits at most quota + nodes - 1."""
     ledger_stream: str = "JPKI_LEDGER"
     """The JetStream stream of every node's ledger counts."""
-    record_stream: str = "JPKI_RECORDS"
-    """The record stream this node's builder applies (crlbuilder's ``stream.name``)."""
     max_lag: Annotated[int, msgspec.Meta(ge=0)] = 1000
     """/readyz says not ready while the store is more than this many records behind the
-    record stream (and once more when it falls that far behind)."""
+    record stream (and once more when it falls that far behind), as this node's builder
+    saw the stream (`responder.streamlag`)."""
 
 
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -412,7 +411,6 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--node", "cluster.node", "this node's name on the ledger stream"),
     _Flag("--nodes", "cluster.nodes", "nodes sharing each agreement's quotas"),
     _Flag("--ledger-stream", "cluster.ledger_stream", "JetStream stream of ledger counts"),
-    _Flag("--record-stream", "cluster.record_stream", "the record stream the builder applies"),
     _Flag("--max-lag", "cluster.max_lag", "records behind the stream before not ready"),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
