@@ -224,12 +224,15 @@ class Applier:
         on_progress: Callable[[int], object] | None = None,
         clock: Callable[[], datetime] = _system_clock,
         verifiers: Verifiers | None = None,
+        published: bool | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         with store.read() as r:
-            self._published = r.generation().build > 0
-            """A build completed on this store, so answers and CRLs may have been published."""
+            self._published = r.generation().build > 0 if published is None else published
+            """A build completed on this store, so answers and CRLs may have been published
+            (``published``: the caller knows; a node of the record stream dates every lapse
+            by the stream's time, as every other node does)."""
             issuers = r.issuers()
         self.cipher = FactsCipher(facts_key)
         self.quarantine = quarantine
@@ -259,10 +262,16 @@ class Applier:
             self.commit(batch)
         return self.summary
 
-    def commit(self, items: list[Located | Rejected]) -> None:
-        """Apply one batch in one write transaction (aborted if it changes nothing)."""
+    def commit(self, items: list[Located | Rejected], *, stream_seq: int | None = None) -> None:
+        """Apply one batch in one write transaction (aborted if it changes nothing).
+
+        ``stream_seq``: the batch is the record stream up to that sequence (`crlbuilder.stream`),
+        recorded in the same transaction, so a consumer killed after it resumes past it.
+        """
         rejected: list[tuple[Located | Rejected, str]] = []
         with Commit(self.store, self.clock) as c:
+            if stream_seq is not None:
+                c.put_stream_seq(stream_seq)
             b = _Batch(c)
             for item in items:
                 self.summary.read += 1

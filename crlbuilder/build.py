@@ -45,6 +45,7 @@ from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, re
 from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
+from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
@@ -52,6 +53,7 @@ from crlbuilder.presign import Presigner
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
+from crlbuilder.stream import MAX_BATCH, Batcher, Consumer, Delivered
 from crlbuilder.tokens import TokenIssuer, TokenReport
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
 
@@ -109,6 +111,8 @@ class BuildReport:
     """特定利用者証明検証者証明符号 issued and revoked, requests dropped (Act §38-3)."""
     seconds: dict[str, float] = field(default_factory=dict)
     build: int = 0
+    crl_files: list[sf.CrlFileEntry] = field(default_factory=list)
+    """The CRL files produced (what a signer of several nodes ships, `crl.shipping`)."""
 
     def as_dict(self) -> dict[str, object]:
         d = self.summary.as_dict()
@@ -191,9 +195,12 @@ class Builder:
                        "registry as last read"})  # fmt: skip
             return self.registry.last_good
 
-    def _applier(self, bar: tqdm[Any] | None, clock: Clock | None = None) -> Applier:
+    def _applier(
+        self, bar: tqdm[Any] | None, clock: Clock | None = None, *, published: bool | None = None
+    ) -> Applier:
         return Applier(
             self.store,
+            published=published,
             verifiers=self._verifiers(),
             facts_key=self.key,
             quarantine=self.quarantine,
@@ -272,17 +279,20 @@ class Builder:
         self.after_commit(applier, report, clock())
         return report
 
-    def after_commit(self, applier: Applier, report: BuildReport, as_of: datetime) -> None:
-        """Lapses due by ``as_of``, pre-signed answers, CRLs, and the build number."""
-        t = time.monotonic()
-        report.lapses = applier.sweep_lapses(as_of)
-        report.seconds["lapses"] = time.monotonic() - t
+    def after_commit(
+        self, applier: Applier, report: BuildReport, as_of: datetime, *, time_writes: bool = True
+    ) -> None:
+        """Lapses due by ``as_of`` and erasures (unless ``time_writes`` is False: a node of the
+        record stream writes them by the stream's time), pre-signed answers, CRLs, and the
+        build number."""
         now = epoch(as_of)
-        t = time.monotonic()  # Ord §70(1)(iii): erase what passed its retention, before the CRLs
-        applier.erase_past_retention(
-            now, self.cfg.crl.retention_seconds, keep_time=self.cfg.crl.erased_answer == "revoked"
-        )
-        report.seconds["erase"] = time.monotonic() - t
+        if time_writes:
+            t = time.monotonic()
+            report.lapses = applier.sweep_lapses(as_of)
+            report.seconds["lapses"] = time.monotonic() - t
+            t = time.monotonic()  # Ord §70(1)(iii): erase what passed its retention, before CRLs
+            self._erase(applier, as_of)
+            report.seconds["erase"] = time.monotonic() - t
         t = time.monotonic()  # before pre-signing and CRLs: a revoked token is in both
         report.tokens = self.run_tokens(as_of)
         report.seconds["tokens"] = time.monotonic() - t
@@ -309,6 +319,7 @@ class Builder:
                 }
                 for e in pub.produced
             ]
+            report.crl_files = pub.produced
             report.crls_pruned = pub.pruned
             report.crls_withheld = pub.withheld
             report.seconds["crl"] = time.monotonic() - t
@@ -358,6 +369,14 @@ class Builder:
         if self.manifest.token_issuer is None:
             return False
         return any(Path(self.cfg.tokens.requests).glob("*.json"))
+
+    def _erase(self, applier: Applier, as_of: datetime) -> int:
+        """Erase what passed its retention by ``as_of`` (Ord §70(1)(iii))."""
+        return applier.erase_past_retention(
+            epoch(as_of),
+            self.cfg.crl.retention_seconds,
+            keep_time=self.cfg.crl.erased_answer == "revoked",
+        )
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:
         """Apply each file that appears in ``spool`` until SIGTERM/SIGINT (or ``max_idle`` s of nothing).
@@ -436,6 +455,153 @@ class Builder:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+
+    def consume(
+        self,
+        consumer: Consumer,
+        *,
+        follow: bool = False,
+        max_idle: float | None = None,
+        tail_wait: float = 5.0,
+        interval: float = 1.0,
+        tick_every: float = 0.0,
+        ship: Callable[[BuildReport], object] | None = None,
+        fetch_crls: Callable[[], object] | None = None,
+    ) -> int:
+        """Apply the record stream (`crlbuilder.stream`) from where the store stands; returns
+        the last stream sequence committed.
+
+        One write transaction per batch as the stream cuts it (`Batcher`), acknowledged only
+        once committed, preceded by the lapses and erasures the stream's time makes due
+        (`_stream_batch`). Pre-signing and CRLs (which move no commit) run when the node has
+        caught up with the stream, and at least every ``refresh_every`` while it has not.
+        Without ``follow`` it returns once caught up; with it, it goes on until SIGTERM/SIGINT
+        (or ``max_idle`` seconds with nothing to read), refreshing answers and CRLs like the
+        spool loop, and, with ``tick_every``, publishing ticks that often and when a lapse
+        falls due. CRLs between nodes (`crl.shipping`): the signer's ``ship`` gets each
+        refresh's report (the CRLs it produced); a node without CA keys calls ``fetch_crls``
+        at every turn of the loop.
+        """
+        with self.store.read() as r:
+            after = r.stream_seq()
+        consumer.open(after)
+        batcher = Batcher(after, MAX_BATCH)
+        fetch_n = min(self.cfg.input.batch_size, 1000)
+        stop = False
+
+        def _stop(signum: int, frame: object) -> None:
+            nonlocal stop
+            stop = True
+
+        old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        applier = self._applier(None, published=True)
+        applier.deliver()  # what a killed builder staged and did not deliver
+        report = BuildReport(summary=applier.summary)
+        dirty = False
+        refreshes = 0
+        t0 = last_read = idle_since = last_refresh = last_tick = time.monotonic()
+        last_head = 0.0
+
+        def commit(batch: list[Delivered]) -> None:
+            nonlocal dirty
+            before = applier.summary.commits
+            self._stream_batch(applier, batch)
+            consumer.ack(batch[-1])
+            dirty |= applier.summary.commits != before  # a tick that changed nothing: no refresh
+
+        def refresh(event: str) -> None:
+            nonlocal applier, report, dirty, last_refresh, refreshes
+            refreshes += 1
+            report.seconds["apply"] = time.monotonic() - t0
+            self.after_commit(applier, report, self.clock(), time_writes=False)
+            if ship is not None:
+                ship(report)
+            with self.store.read() as r:
+                seq = r.stream_seq()
+            self.emit({"event": event, "stream_seq": seq, **report.as_dict()})
+            applier = self._applier(None, published=True)
+            report = BuildReport(summary=applier.summary)
+            dirty = False
+            last_refresh = time.monotonic()
+
+        last_fetch_crls = 0.0
+
+        def turn() -> bool:
+            """One turn of the loop; True when the loop is done."""
+            nonlocal last_tick, last_head, last_read, idle_since, last_fetch_crls
+            if tick_every and follow:
+                due = next_lapse(self.store)
+                since = time.monotonic() - last_tick
+                lapse_due = due is not None and due <= self.clock() and since >= 1.0
+                if since >= tick_every or lapse_due:
+                    consumer.tick(self.clock())
+                    last_tick = time.monotonic()
+            if fetch_crls is not None and time.monotonic() - last_fetch_crls >= 1.0:
+                fetch_crls()
+                last_fetch_crls = time.monotonic()
+            got = consumer.fetch(fetch_n, interval if follow else min(interval, 0.5))
+            now = time.monotonic()
+            for d in got:
+                if (batch := batcher.add(d)) is not None:
+                    commit(batch)
+            if now - last_head >= 1.0:
+                head = got[-1].seq + got[-1].pending if got else consumer.last_seq()
+                with Commit(self.store) as c:
+                    c.put_stream_head(head, int(time.time()))
+                last_head = now
+            if got:
+                last_read = idle_since = now
+            elif batcher.items and now - last_read >= tail_wait:
+                commit(batcher.cut())  # a publisher stopped before marking its end
+            caught_up = not batcher.items and (not got or got[-1].pending == 0)
+            if dirty and (caught_up or now - last_refresh > self.refresh_every()):
+                refresh("stream")
+            if not caught_up:
+                return False
+            if not follow:
+                return True
+            if time.monotonic() - last_refresh > self.refresh_every():
+                refresh("refresh")
+                return False
+            return max_idle is not None and time.monotonic() - idle_since > max_idle
+
+        try:
+            while not stop:
+                try:
+                    if turn():
+                        break
+                except ClusterError as e:
+                    if not follow:
+                        raise
+                    # the client reconnects to another server; the store says where to resume
+                    self.emit({"event": "warning", "message": str(e)})
+                    time.sleep(interval)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        if dirty or refreshes == 0:
+            refresh("stream")
+        with self.store.read() as r:
+            return r.stream_seq()
+
+    def _stream_batch(self, applier: Applier, batch: list[Delivered]) -> None:
+        """One batch of the stream, dated by the stream (see `crlbuilder.stream`).
+
+        As of the time JetStream stored its last message: the lapses due by then, at a tick
+        the erasures past retention, then the batch's records with its last sequence, in
+        its own transaction. The first two are idempotent as of that instant, so a kill
+        before the batch's commit repeats them as no-ops and every node writes the same
+        commits at the same positions.
+        """
+        at = batch[-1].at
+        applier.clock = lambda: at
+        due = next_lapse(self.store)
+        if due is not None and due <= at:
+            applier.sweep_lapses(at)
+        if any(d.item is None for d in batch):
+            self._erase(applier, at)
+        items = [d.item for d in batch if d.item is not None]
+        applier.commit(items, stream_seq=batch[-1].seq)
 
     def _consumed(self, p: Path, done: Path) -> None:
         """An applied spool file, its records committed: removed, or kept in ``done/`` (0700)."""

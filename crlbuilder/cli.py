@@ -4,6 +4,8 @@
     crlbuilder synth --pki DIR --holders N --out DIR
     crlbuilder facts-key --out FILE        a new key sealing the four facts
     crlbuilder build --config FILE [...]   records -> store, OCSP answers, CRLs
+    crlbuilder publish --source nats://... FILE...  record files -> the record stream
+    crlbuilder snapshot put|get --source nats://... --store DIR   store snapshots
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
     crlbuilder group init|pull ...         a group appliance (団体署名検証者): set up, CRL feed
     crlbuilder status --store DIR ...      what the store says of one serial
@@ -20,15 +22,23 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from crlbuilder.config import add_arguments, load_config, write_facts_key
+from crlbuilder.config import BuilderConfig, add_arguments, load_config, write_facts_key
 from crlbuilder.crl import importer as crlimport
 from crlbuilder.group import init as group_init
 from crlbuilder.group import pull as group_pull
 from crlbuilder.manifest import ManifestError
 from crlbuilder.options import ConfigError, instant, run_command
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from crlbuilder.build import Builder, BuildReport
+    from crlbuilder.jetstream import Cluster
+    from crlbuilder.stream import StreamCipher, StreamNames
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -44,6 +54,11 @@ def _build(args: argparse.Namespace) -> int:
     except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
+    if cfg.input.source:
+        try:
+            return _build_from_stream(args, cfg, builder)
+        finally:
+            builder.close()
     try:
         try:
             paths = sources(cfg)
@@ -62,6 +77,176 @@ def _build(args: argparse.Namespace) -> int:
             builder.follow(Path(cfg.input.spool), cfg.input.follow_interval, max_idle=args.max_idle)
     finally:
         builder.close()
+    return 0
+
+
+def _stream(cfg: BuilderConfig) -> tuple[Cluster, StreamNames, StreamCipher]:
+    """The cluster named by ``input.source``, the stream's names, the cipher of its payloads."""
+    from crlbuilder.config import facts_key
+    from crlbuilder.jetstream import Cluster, parse_servers
+    from crlbuilder.stream import StreamCipher, StreamNames
+
+    try:
+        servers = parse_servers(cfg.input.source)
+    except ValueError as e:
+        raise ConfigError("<configuration>", "input.source", str(e)) from None
+    cipher = StreamCipher(facts_key(cfg))
+    names = StreamNames(
+        name=cfg.stream.name,
+        subject=cfg.stream.subject,
+        replicas=cfg.stream.replicas,
+        duplicate_window_seconds=cfg.stream.duplicate_window_seconds,
+    )
+    return Cluster(servers), names, cipher
+
+
+def _build_from_stream(args: argparse.Namespace, cfg: BuilderConfig, builder: Builder) -> int:
+    from crlbuilder.jetstream import ClusterError
+    from crlbuilder.stream import Consumer, default_durable
+
+    if args.as_of is not None:
+        print("crlbuilder build: error: --as-of applies to record files, not to --source "
+              "(a stream is applied as of the clock)", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        cluster, names, cipher = _stream(cfg)
+    except (ConfigError, ClusterError) as e:
+        print(f"crlbuilder build: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        consumer = Consumer(
+            cluster, names, cfg.stream.durable or default_durable(), cipher,
+            ack_wait_seconds=cfg.stream.ack_wait_seconds,
+        )  # fmt: skip
+        ship, fetch = _crl_exchange(cfg, builder, cluster)
+        builder.consume(
+            consumer, follow=args.follow, max_idle=args.max_idle,
+            tail_wait=cfg.stream.tail_wait_seconds, interval=cfg.input.follow_interval,
+            tick_every=cfg.stream.tick_seconds, ship=ship, fetch_crls=fetch,
+        )  # fmt: skip
+        if fetch is not None:
+            fetch()
+    except ClusterError as e:
+        print(f"crlbuilder build: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.close()
+    return 0
+
+
+def _crl_exchange(
+    cfg: BuilderConfig, builder: Builder, cluster: Cluster
+) -> tuple[Callable[[BuildReport], object] | None, Callable[[], object] | None]:
+    """The CRL signer ships what it produces; a node without CA keys fetches it
+    (`crlbuilder.crl.shipping`). Empty ``stream.crl_bucket``: neither."""
+    import time
+
+    from crlbuilder.crl.shipping import Fetcher, ShippingError, ship
+    from crlbuilder.jetstream import ClusterError
+
+    bucket = cfg.stream.crl_bucket
+    if not bucket:
+        return None, None
+    directory = Path(cfg.crl.directory)
+    if cfg.crl.enabled:
+
+        def _ship(report: BuildReport) -> object:
+            n = ship(cluster, bucket, builder.store, directory, report.crl_files,
+                     replicas=cfg.stream.replicas)  # fmt: skip
+            if n:
+                builder.emit({"event": "crl-shipped", "files": n, "bucket": bucket})
+            return n
+
+        return _ship, None
+    fetcher = Fetcher(cluster, bucket, builder.store, builder.manifest, directory,
+                      cfg.stream.replicas)  # fmt: skip
+
+    def _fetch() -> object:
+        try:
+            placed = fetcher.fetch(int(time.time()))
+        except ShippingError as e:
+            builder.emit({"event": "crl-refused", "message": str(e)})
+            return 0
+        except ClusterError as e:  # the cluster is unreachable for now: the next turn retries
+            builder.emit({"event": "warning", "message": str(e)})
+            return 0
+        if placed:
+            builder.emit({"event": "crl-fetched", "files": len(placed), "bucket": bucket})
+        return len(placed)
+
+    return None, _fetch
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from crlbuilder.ingest import list_sources
+    from crlbuilder.jetstream import ClusterError
+    from crlbuilder.stream import publish
+
+    try:
+        cfg = load_config(args.config, args)
+        if not cfg.input.source:
+            raise ConfigError(
+                "<configuration>", "input.source", "publish needs --source nats://..."
+            )
+        paths = list_sources(args.files)
+        cluster, names, cipher = _stream(cfg)
+    except (ConfigError, ClusterError, FileNotFoundError) as e:
+        print(f"crlbuilder publish: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        report = publish(cluster, names, paths, cipher, batch_size=cfg.input.batch_size)
+    except ClusterError as e:
+        print(f"crlbuilder publish: error: {e}; publishing the same files again is safe "
+              "(records are deduplicated by id)", file=sys.stderr)  # fmt: skip
+        return 1
+    finally:
+        cluster.close()
+    out = {"event": "publish", "stream": names.name, "files": len(paths),
+           "published": report.published, "duplicates": report.duplicates,
+           "last_seq": report.last_seq}  # fmt: skip
+    print(msgspec.json.encode(out).decode())
+    return 0
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from crlbuilder import snapshot
+    from crlbuilder.jetstream import Cluster, ClusterError, parse_servers
+    from crlbuilder.store.format import StoreFormatError
+    from crlbuilder.store.lmdbstore import Store
+
+    what = f"crlbuilder snapshot {args.snapshot_command}"
+    try:
+        cfg = load_config(args.config, args)
+        servers = parse_servers(cfg.input.source)
+    except (ConfigError, ValueError) as e:
+        print(f"{what}: error: {e} (--source nats://HOST:PORT,...)", file=sys.stderr)
+        return 2
+    bucket = snapshot.Bucket(cfg.stream.snapshot_bucket, cfg.stream.replicas)
+    try:
+        cluster = Cluster(servers)
+    except ClusterError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return 1
+    try:
+        if args.snapshot_command == "put":
+            store = Store.open(cfg.store.path, readonly=True)
+            try:
+                info = snapshot.put(cluster, bucket, store)
+            finally:
+                store.close()
+        else:
+            info = snapshot.get(cluster, bucket, Path(cfg.store.path))
+    except StoreFormatError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return 2
+    except ClusterError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.close()
+    out = {"event": f"snapshot-{args.snapshot_command}", "bucket": bucket.name,
+           "store": cfg.store.path, **msgspec.structs.asdict(info)}  # fmt: skip
+    print(msgspec.json.encode(out).decode())
     return 0
 
 
@@ -203,6 +388,32 @@ def parser() -> argparse.ArgumentParser:
         "--progress", action="store_true", help="a progress bar even when stderr is no terminal"
     )
     b.set_defaults(func=_build)
+
+    pb = sub.add_parser(
+        "publish",
+        help="put record files onto the record stream (NATS JetStream)",
+        description="Publish every line of the record files, in order, to the record stream "
+        "(input.source, [stream]); each record once (JetStream drops a record id published "
+        "again within its duplicate window, and every node applies a record id once). Lines are "
+        "sealed with a key derived from the facts key. Prints one JSON summary line.",
+    )
+    add_arguments(pb)
+    pb.add_argument("files", nargs="+", type=Path, help="record files or directories (*.jsonl)")
+    pb.set_defaults(func=_publish)
+
+    sn = sub.add_parser(
+        "snapshot",
+        help="store snapshots in the object store: a new node starts from the latest",
+        description="put: a consistent copy of this node's store (its builder may run) into "
+        "the snapshot bucket; get: the latest snapshot as the store (a new directory), after "
+        "which `build --source ... --follow` applies the record stream from the snapshot's "
+        "sequence on. Prints one JSON line.",
+    )
+    sns = sn.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
+    for action in ("put", "get"):
+        a = sns.add_parser(action, help="put this store" if action == "put" else "get the latest")
+        add_arguments(a)
+        a.set_defaults(func=_snapshot)
 
     st = sub.add_parser(
         "status", help="print what the store says of one certificate (no personal data)"

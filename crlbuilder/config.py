@@ -55,6 +55,9 @@ class InputSection(_Section):
     spool_keep_seconds: NonNegative = 0
     """How long an applied spool file (four facts in clear) is kept in the spool's done/
     (mode 0700): 0 removes it once its records are committed; N keeps it N seconds."""
+    source: str = ""
+    """The record stream instead of files: ``nats://HOST:PORT[,nats://HOST:PORT...]``, the
+    NATS JetStream servers carrying it (`crlbuilder.stream`; names in ``[stream]``)."""
     follow_interval: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     """Seconds between spool scans under --follow."""
     quarantine: str = "var/build/quarantine.jsonl"
@@ -66,6 +69,41 @@ class InputSection(_Section):
     registry: str = ""
     """The responder's registry of parties (TOML): a consent (Act §18(3)) must name one of its
     署名検証者等. Empty: every consent grant is quarantined (withdrawals still apply)."""
+
+
+class StreamSection(_Section):
+    """The record stream on NATS JetStream (`crlbuilder.stream`), used when ``input.source``
+    names its servers."""
+
+    name: str = "JPKI_RECORDS"
+    """The JetStream stream."""
+    subject: str = "jpki.records"
+    """The subject its records are published on."""
+    durable: str = ""
+    """This node's durable consumer (one per node: each node applies the whole stream).
+    Empty: ``node-`` and the host name (stable in a StatefulSet: ``jpki-va-0``...)."""
+    replicas: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
+    """Copies of the stream kept by the cluster; 0: three when the cluster has three servers or
+    more, else one."""
+    duplicate_window_seconds: Positive = 86_400
+    """How long JetStream remembers a record id (``Nats-Msg-Id``) to drop a republished record;
+    past it a record published again is still applied once (the store's ``applied``)."""
+    ack_wait_seconds: Positive = 300
+    """How long the server waits for this node's acknowledgement before delivering again."""
+    tick_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """Publish a tick (the stream's time, which dates lapses and erasures on every node) this
+    often, and when a 30-day lapse falls due; 0: this node publishes none. Set it on one node,
+    the CRL signer."""
+    crl_bucket: str = "JPKI_CRLS"
+    """The object store bucket of CRL files: the node with ``crl.enabled`` (the one holding
+    the CA keys) ships each CRL it signs there; a node with ``crl.enabled = false`` fetches
+    them into its CRL directory and store (`crlbuilder.crl.shipping`). Empty: neither."""
+    snapshot_bucket: str = "JPKI_SNAPSHOTS"
+    """The object store bucket of store snapshots (`crlbuilder snapshot put|get`): a new
+    node starts from the latest and applies the stream after it."""
+    tail_wait_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """A batch whose publisher stopped before marking its end is committed after this many
+    seconds with nothing more to read."""
 
 
 class KeysSection(_Section):
@@ -144,6 +182,7 @@ class BuilderConfig(_Section):
     pki: PkiSection = msgspec.field(default_factory=PkiSection)
     input: InputSection = msgspec.field(default_factory=InputSection)
     keys: KeysSection = msgspec.field(default_factory=KeysSection)
+    stream: StreamSection = msgspec.field(default_factory=StreamSection)
     ocsp: OcspSection = msgspec.field(default_factory=OcspSection)
     crl: CrlSection = msgspec.field(default_factory=CrlSection)
     tokens: TokensSection = msgspec.field(default_factory=TokensSection)
@@ -157,6 +196,14 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
     "pki": ("pki", "manifest"),
     "input": ("input", "paths"),
     "spool": ("input", "spool"),
+    "source": ("input", "source"),
+    "stream": ("stream", "name"),
+    "stream-subject": ("stream", "subject"),
+    "durable": ("stream", "durable"),
+    "stream-replicas": ("stream", "replicas"),
+    "tick-seconds": ("stream", "tick_seconds"),
+    "crl-bucket": ("stream", "crl_bucket"),
+    "snapshot-bucket": ("stream", "snapshot_bucket"),
     "follow-interval": ("input", "follow_interval"),
     "spool-keep-seconds": ("input", "spool_keep_seconds"),
     "quarantine": ("input", "quarantine"),
@@ -185,6 +232,8 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
 HELP: Final[dict[str, str]] = {
     "spool-keep-seconds": "seconds an applied spool file is kept in spool/done/ (mode 0700); "
     "default 0: removed as soon as its records are committed",
+    "source": "the record stream: nats://HOST:PORT[,nats://HOST:PORT...] (NATS JetStream); "
+    "records come from it instead of input.paths",
     "registry": "the responder's registry of parties (TOML); a consent record (Act §18(3)) is "
     "accepted only if it names a 署名検証者 or 団体署名検証者 registered there; "
     "without a registry every consent grant is quarantined (withdrawals still apply)",

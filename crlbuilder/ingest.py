@@ -197,13 +197,22 @@ def read_file(path: Path, *, start_line: int = 0) -> Iterator[Located | Rejected
             line = raw.rstrip(b"\r\n")
             if not line.strip():
                 continue
-            if len(line) > MAX_LINE:
-                yield Rejected(source, n, f"line longer than {MAX_LINE} bytes")
-                continue
-            try:
-                yield Located(source, n, decode_line(line))
-            except ValueError as e:
-                yield Rejected(source, n, str(e), _record_id(line))
+            yield decode_item(source, n, line)
+
+
+def decode_item(source: str, n: int, line: bytes) -> Located | Rejected:
+    """Line ``n`` of ``source`` (without its line end) as a record, or its rejection."""
+    if len(line) > MAX_LINE:
+        return Rejected(source, n, f"line longer than {MAX_LINE} bytes")
+    try:
+        return Located(source, n, decode_line(line))
+    except ValueError as e:
+        return Rejected(source, n, str(e), _record_id(line))
+
+
+def record_id(line: bytes) -> str | None:
+    """The well-formed ``id`` of a line, if it has one, without decoding the rest."""
+    return _record_id(line)
 
 
 _FIELD: Final = re.compile(r"at `(\$[^`]*)`")

@@ -80,7 +80,7 @@ from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.request import RequestError, decode_get_path
 from crlbuilder.ocsp.response import CertStatus, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
-from responder import access, announce, policy
+from responder import access, announce, ledgerstream, policy, streamlag
 from responder.config import ResponderConfig
 from responder.crlfiles import CrlFiles
 from responder.flow import Answer, OcspFlow, Refusal, Signing
@@ -206,8 +206,9 @@ class JpkiApp:
         ledger_dir = config.ledger.dir
         ledger_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.limits = LimitsTable(
-            ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index
-        )
+            ledger_dir / LIMITS_FILE, config.server.worker_count, worker_index,
+            nodes=config.cluster.nodes,
+        )  # fmt: skip
         # a group passes on no CRL file (Act §52(4): it uses them to answer its members)
         self.crl_files = (
             CrlFiles(Path(config.store.crl_dir))
@@ -529,6 +530,13 @@ class JpkiApp:
             return Response(503, b"store not readable\n", TEXT)
         with self.store.read() as reader:
             self.ocsp.refresh(reader)
+            if self.config.cluster.nats:  # several nodes: caught up with the record stream?
+                head, seen_at = reader.stream_head()
+                behind = streamlag.verdict(
+                    reader.stream_seq(), head, seen_at, now, max_lag=self.config.cluster.max_lag
+                )
+                if behind is not None:
+                    return Response(503, f"not caught up: {behind}\n".encode(), TEXT)
         stale = [
             v.id for v in self.ocsp.by_index.values() if 0 < self.ocsp.fresh_until(v.index) <= now
         ]
@@ -617,10 +625,14 @@ class JpkiApp:
         ledger = Ledger.open(self.config.ledger.dir)
         try:
             ledger.collect()
+            if self.config.cluster.nats:  # several nodes: the whole service's report
+                ledgerstream.exchange(ledger, self.config.cluster)
         finally:
             ledger.close()
         names = {p.id: p.name for p in self.registry.parties.values()}
         ledger = Ledger.open(self.config.ledger.dir, readonly=True)
+        if self.config.cluster.nats:
+            ledger.view = "service_ledger"
         try:
             return render_year(ledger, year, fmt, registry_names=names)
         finally:
@@ -642,6 +654,10 @@ class JpkiApp:
                 ledger = Ledger.open(directory)
                 try:
                     result = ledger.collect()
+                    if self.config.cluster.nats and directory == self.config.ledger.dir:
+                        # several nodes: ship the 帳簿's counts to the ledger stream (the
+                        # calls' ledger stays per node)
+                        ledgerstream.exchange(ledger, self.config.cluster, merge=False)
                 finally:
                     ledger.close()
             except Exception as e:  # the counts stay in the worker files; the next merge retries

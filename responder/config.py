@@ -356,6 +356,26 @@ class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     as a whole is bounded by ``server.limits.max_json_body_bytes``."""
 
 
+class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Several nodes behind a load balancer ([cluster]); a single node leaves it as it is."""
+
+    nats: str = ""
+    """The NATS JetStream servers, ``nats://HOST:PORT[,nats://HOST:PORT...]``: the ledger is
+    shipped to the service's ledger stream and /reports/ report the whole service
+    (`responder.ledgerstream`); /readyz follows the record stream's lag. Empty: one node."""
+    node: str = ""
+    """This node's name on the ledger stream; empty: the host name."""
+    nodes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    """Nodes that share each agreement's quotas: each node admits ceil(quota / nodes) per
+    window (`responder.limits`), so the service admits at most quota + nodes - 1."""
+    ledger_stream: str = "JPKI_LEDGER"
+    """The JetStream stream of every node's ledger counts."""
+    max_lag: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    """/readyz says not ready while the store is more than this many records behind the
+    record stream (and once more when it falls that far behind), as this node's builder
+    saw the stream (`responder.streamlag`)."""
+
+
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration of one responder process tree."""
 
@@ -370,6 +390,7 @@ class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
     v1: V1Config = msgspec.field(default_factory=V1Config)
     token: TokenConfig = msgspec.field(default_factory=TokenConfig)
+    cluster: ClusterConfig = msgspec.field(default_factory=ClusterConfig)
 
 
 def _dec_hook(type_: type, obj: object) -> object:
@@ -484,6 +505,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
         "v1.verify_max_document_bytes",
         "/v1/verify: largest document of one item (413 above)",
     ),
+    _Flag("--nats", "cluster.nats", "NATS servers of several nodes (nats://HOST:PORT,...)"),
+    _Flag("--node", "cluster.node", "this node's name on the ledger stream"),
+    _Flag("--nodes", "cluster.nodes", "nodes sharing each agreement's quotas"),
+    _Flag("--ledger-stream", "cluster.ledger_stream", "JetStream stream of ledger counts"),
+    _Flag("--max-lag", "cluster.max_lag", "records behind the stream before not ready"),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
     _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),

@@ -89,6 +89,7 @@ __all__ = [
     "Method",
     "RefusedFile",
     "Service",
+    "SlotCount",
     "SlotValue",
     "WorkerFile",
     "issuance_counts",
@@ -686,8 +687,44 @@ CREATE TABLE IF NOT EXISTS counts (
 CREATE VIEW IF NOT EXISTS ledger AS
     SELECT day, party, service, method, count FROM counts
     UNION ALL SELECT day, party, service, method, count FROM live;
+CREATE TABLE IF NOT EXISTS shipped (
+    file_id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (file_id, slot)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS service_live (
+    node TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    day TEXT NOT NULL,
+    party TEXT NOT NULL,
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (node, file_id, slot)
+) WITHOUT ROWID;
+CREATE VIEW IF NOT EXISTS service_ledger AS
+    SELECT day, party, service, method, count FROM service_live;
 """
+# `shipped` and `service_live` (several nodes, `responder.ledgerstream`) came after schema 1
+# without changing it: CREATE ... IF NOT EXISTS adds them to an older ledger when it is next
+# opened for writing; a single node never fills them.
 _SCHEMA_VERSION: Final = "1"
+
+
+class SlotCount(msgspec.Struct, frozen=True, kw_only=True):
+    """One counter of one worker file of one node, absolute (counters only grow): what a node
+    ships to the service's ledger stream and what the service ledger merges with ``max``."""
+
+    node: str
+    file_id: str
+    slot: int
+    day: str
+    party: str
+    service: str
+    method: str
+    count: int
 
 
 class CountRow(msgspec.Struct, frozen=True):
@@ -742,6 +779,9 @@ class Ledger:
         self.readonly = readonly
         self._db = conn
         self._seen: dict[str, dict[int, _Seen]] = {}
+        self.view = "ledger"
+        """What `rows` and `totals` read: ``ledger`` (this node's counts) or ``service_ledger``
+        (every node's, gathered from the ledger stream: `responder.ledgerstream`)."""
 
     @classmethod
     def open(cls, directory: str | Path, *, readonly: bool = False) -> Ledger:
@@ -885,7 +925,12 @@ class Ledger:
         return len(updates)
 
     def _retire(self, path: Path, t: float) -> bool:
-        """Seal, merge the final values, fold and delete one file, all under its flock."""
+        """Seal, merge the final values, fold and delete one file, all under its flock.
+
+        A node that ships its counts (`ship_pending`) keeps a file until every final
+        counter of it was shipped: folding would lose which file and slot a count was."""
+        if self._shipping() and self._unshipped_file(path):
+            return False
         try:
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -931,12 +976,84 @@ class Ledger:
         finally:
             os.close(fd)
 
+    # --- several nodes: shipping and the service ledger --------------------------------
+
+    def _shipping(self) -> bool:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'shipping'").fetchone()
+        return row is not None and row[0] == "1"
+
+    def _unshipped_file(self, path: Path) -> bool:
+        """The file's counters as last merged are not all shipped (or it was never merged)."""
+        m = _FILE_RE.fullmatch(path.name)
+        if m is None:
+            return True
+        row = self._db.execute(
+            "SELECT count(*) FROM live LEFT JOIN shipped USING (file_id, slot) "
+            "WHERE live.file_id = ? AND live.count > coalesce(shipped.count, -1)",
+            (m.group(2),),
+        ).fetchone()
+        try:
+            final = read_worker_file(path)
+        except LedgerFileError:
+            return True
+        merged = {
+            int(slot): int(count)
+            for slot, count in self._db.execute(
+                "SELECT slot, count FROM shipped WHERE file_id = ?", (final.file_id,)
+            )
+        }
+        return bool(row[0]) or any(merged.get(s.slot, -1) < s.count for s in final.slots)
+
+    def ship_pending(self, node: str) -> list[SlotCount]:
+        """This node's merged counters not yet shipped at their present value (marks the
+        ledger as shipping: from now on a file is retired only once shipped whole)."""
+        if self.readonly:
+            raise LedgerError("this ledger was opened read-only: it cannot ship")
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shipping', '1')")
+        return [
+            SlotCount(node=node, file_id=f, slot=int(sl), day=d, party=p, service=sv, method=m,
+                      count=int(c))
+            for f, sl, d, p, sv, m, c in self._db.execute(
+                "SELECT live.file_id, live.slot, day, party, service, method, live.count "
+                "FROM live LEFT JOIN shipped USING (file_id, slot) "
+                "WHERE live.count > coalesce(shipped.count, -1) ORDER BY live.file_id, live.slot"
+            )
+        ]  # fmt: skip
+
+    def mark_shipped(self, counts: Sequence[SlotCount]) -> None:
+        """``counts`` are on the ledger stream (acknowledged by JetStream)."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO shipped VALUES (?, ?, ?) ON CONFLICT (file_id, slot) "
+                "DO UPDATE SET count = max(count, excluded.count)",
+                [(c.file_id, c.slot, c.count) for c in counts],
+            )
+
+    def service_seq(self) -> int:
+        """The last ledger stream sequence merged into the service ledger (0: none)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'service_seq'").fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def merge_service(self, counts: Sequence[SlotCount], seq: int) -> None:
+        """Merge counters of any node into the service ledger, ``max`` per (node, file, slot):
+        a counter received twice, or an older value after a newer one, changes nothing."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO service_live VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (node, file_id, slot) DO UPDATE SET count = max(count, excluded.count)",
+                [(c.node, c.file_id, c.slot, c.day, c.party, c.service, c.method, c.count)
+                 for c in counts],
+            )  # fmt: skip
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('service_seq', ?)", (str(int(seq)),)
+            )
+
     # --- queries --------------------------------------------------------------------
 
     def rows(self, first: date, last: date, *, party: str | None = None) -> list[CountRow]:
         """Counts per day × party × service × method, ``first`` to ``last`` inclusive."""
         sql = (
-            "SELECT day, party, service, method, sum(count) FROM ledger "
+            f"SELECT day, party, service, method, sum(count) FROM {self._view()} "  # noqa: S608
             "WHERE day BETWEEN ? AND ? AND (? IS NULL OR party = ?) "
             "GROUP BY day, party, service, method ORDER BY day, party, service, method"
         )
@@ -960,7 +1077,7 @@ class Ledger:
                 raise ValueError(f"unknown dimension {dim!r}")
             cols.append(_DIMENSION_SQL[dim])
         select = ", ".join([*cols, "sum(count)"])
-        sql = f"SELECT {select} FROM ledger WHERE day BETWEEN ? AND ?"  # noqa: S608 (whitelisted)
+        sql = f"SELECT {select} FROM {self._view()} WHERE day BETWEEN ? AND ?"  # noqa: S608 (whitelisted)
         if cols:
             sql += " GROUP BY " + ", ".join(cols) + " ORDER BY " + ", ".join(cols)
         out: dict[tuple[str, ...], int] = {}
@@ -968,6 +1085,11 @@ class Ledger:
             if row[-1] is not None:
                 out[tuple(str(v) for v in row[:-1])] = int(row[-1])
         return out
+
+    def _view(self) -> str:
+        if self.view not in ("ledger", "service_ledger"):
+            raise ValueError(f"unknown ledger view {self.view!r}")
+        return self.view
 
     def export_json(self, first: date, last: date) -> bytes:
         """The ledger lines from ``first`` to ``last`` as one JSON document."""

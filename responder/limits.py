@@ -27,7 +27,14 @@ and two workers can admit a CRL download within one cycle at most once each
 (``workers`` downloads per cycle at worst). A row that has no free slot left
 for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
 never on over-serving; with `SLOTS` keys per row that needs thousands of
-parties). The table file is named after its layout (`FILE_NAME`); the counts
+parties).
+
+Several nodes (``[cluster] nodes``): the table is each node's own, and each node admits
+its share of every quota, ceil(quota / nodes) (`node_share`), so the service admits at
+most quota + nodes - 1 per window (plus the per-node bound above on each node). The
+bound is for a load balancer that spreads a party's requests over the nodes: a party
+whose requests all reach one node is refused past that node's share. A CRL cycle is kept
+per node: at most one download of a file per node per cycle. The table file is named after its layout (`FILE_NAME`); the counts
 in it outlive a restart of the responder, which the ledger, not this module,
 is for.
 """
@@ -88,12 +95,24 @@ def _ceil(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
+def node_share(quota: int | None, nodes: int) -> int | None:
+    """One node's share of an agreed quota among ``nodes``: ceil(quota / nodes), so that the
+    nodes together admit at least the quota and at most quota + nodes - 1."""
+    if quota is None:
+        return None
+    return -(-quota // nodes)
+
+
 class LimitsTable:
     """The shared table: ``workers`` rows of `SLOTS` slots, one file in the run directory."""
 
-    def __init__(self, path: Path, workers: int, worker_index: int) -> None:
+    def __init__(self, path: Path, workers: int, worker_index: int, *, nodes: int = 1) -> None:
         if not 0 <= worker_index < workers:
             raise ValueError("worker index out of range")
+        if nodes < 1:
+            raise ValueError("nodes must be at least 1")
+        self.nodes = nodes
+        """Nodes sharing each quota: this node admits `node_share` of it."""
         size = workers * _ROW_BYTES
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -170,9 +189,11 @@ class LimitsTable:
                 in_sec += c
             if d == day:
                 in_day += cd
-        if party.requests_per_second is not None and in_sec >= party.requests_per_second:
+        per_sec = node_share(party.requests_per_second, self.nodes)
+        per_day = node_share(party.requests_per_day, self.nodes)
+        if per_sec is not None and in_sec >= per_sec:
             return Wait(Limit.SECOND, _ceil(sec + 1 - now))
-        if party.requests_per_day is not None and in_day >= party.requests_per_day:
+        if per_day is not None and in_day >= per_day:
             return Wait(Limit.DAY, _ceil((day + 1) * _DAY - JST_OFFSET - now))
         if not record:
             return None

@@ -658,6 +658,14 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument("--no-collect", action="store_true", help="report what is collected, read-only")
     p.add_argument(
+        "--nats",
+        metavar="nats://HOST:PORT[,...]",
+        help="several nodes: ship this node's counts to the ledger stream and report the whole "
+        "service's (every node's counts gathered from the stream)",
+    )
+    p.add_argument("--node", help="this node's name on the ledger stream (default: host name)")
+    p.add_argument("--ledger-stream", default="JPKI_LEDGER", help="the ledger stream")
+    p.add_argument(
         "--allow-refused",
         action="store_true",
         help="write the report even when some worker files were refused",
@@ -685,6 +693,21 @@ def _report_command(args: argparse.Namespace) -> int:
             if result.refused and not args.allow_refused:
                 err("error: the report would miss the refused files' counts (see --allow-refused)")
                 return 1
+        if args.nats:
+            if args.no_collect:
+                err("error: --nats ships and gathers counts; it cannot be --no-collect")
+                return 2
+            from crlbuilder.jetstream import ClusterError
+            from responder.config import ClusterConfig
+            from responder.ledgerstream import exchange
+
+            try:
+                exchange(ledger, ClusterConfig(nats=args.nats, node=args.node or "",
+                                               ledger_stream=args.ledger_stream))  # fmt: skip
+            except (ClusterError, ValueError) as e:
+                err(f"error: the service's ledger: {e}")
+                return 1
+            ledger.view = "service_ledger"
         issued = None
         if args.store is not None:
             from crlbuilder.store.format import StoreFormatError

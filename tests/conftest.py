@@ -35,6 +35,7 @@ from crlbuilder.demo.pki import init_pki
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Answer
 from tests.expected import as_served
+from tests.support.nats import NatsCluster, nats_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -76,7 +77,7 @@ class Built:
         ]  # fmt: skip
 
 
-INTEGRATION_FIXTURES = frozenset({"built", "demo_pki"})
+INTEGRATION_FIXTURES = frozenset({"built", "demo_pki", "nats"})
 
 
 def is_unit(item: pytest.Item) -> bool:
@@ -139,6 +140,14 @@ def run_tool(name: str, *args: str, check: bool = True) -> subprocess.CompletedP
 def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     d = tmp_path_factory.mktemp("pki") / "pki"
     return d, init_pki(d)
+
+
+@pytest.fixture(scope="session")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """Three clustered JetStream servers on loopback, shared by the several-node tests (each
+    names its own streams and buckets); stopped by PID at the end (`tests.support.nats`)."""
+    with nats_cluster(tmp_path_factory.mktemp("nats")) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -218,15 +218,7 @@ class CrlPublisher:
             delta_base=delta_base,
             freshest_crl_url=None if delta else (issuer.delta_crl_url if self.cfg.delta else None),
         )
-        kind = "delta" if delta else "full"
-        rel = Path("archive") / issuer.id / f"{number:08d}-{kind}.crl"
-        (self.dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        write_crl_file(self.dir / rel, der)
-        current = self.dir / (f"{issuer.id}-delta.crl" if delta else f"{issuer.id}.crl")
-        tmp = current.with_suffix(".crl.tmp")
-        tmp.unlink(missing_ok=True)
-        os.link(self.dir / rel, tmp)
-        os.replace(tmp, current)
+        rel = place_crl(self.dir, issuer.id, number, delta, der)
         return sf.CrlFileEntry(
             issuer=issuer.id, number=number, delta=delta, base_number=delta_base or 0,
             path=str(rel), this_update=now, next_update=now + cycle, entries=counted.n,
@@ -235,16 +227,36 @@ class CrlPublisher:
         )  # fmt: skip
 
     def _prune(self, now: int) -> int:
-        """Delete archived CRLs past their own retention, and their index entries."""
-        with self.store.read() as r:
-            gone = [(key, e) for key, e in r.crl_files() if e.keep_until <= now]
-        if not gone:
-            return 0
-        with Commit(self.store) as c:
-            for key, e in gone:
-                (self.dir / e.path).unlink(missing_ok=True)
-                c.delete_crl_file(key)
-        return len(gone)
+        return prune_crls(self.store, self.dir, now)
+
+
+def place_crl(directory: Path, issuer_id: str, number: int, delta: bool, der: bytes) -> Path:
+    """Write one CRL as ``archive/<issuer>/<number>-{full,delta}.crl`` and make it the current
+    ``<issuer>[-delta].crl`` by a rename (never rewritten in place: `responder.crlfiles`);
+    returns its path relative to ``directory``."""
+    kind = "delta" if delta else "full"
+    rel = Path("archive") / issuer_id / f"{number:08d}-{kind}.crl"
+    (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+    write_crl_file(directory / rel, der)
+    current = directory / (f"{issuer_id}-delta.crl" if delta else f"{issuer_id}.crl")
+    tmp = current.with_suffix(".crl.tmp")
+    tmp.unlink(missing_ok=True)
+    os.link(directory / rel, tmp)
+    os.replace(tmp, current)
+    return rel
+
+
+def prune_crls(store: Store, directory: Path, now: int) -> int:
+    """Delete archived CRLs past their own retention, and their index entries."""
+    with store.read() as r:
+        gone = [(key, e) for key, e in r.crl_files() if e.keep_until <= now]
+    if not gone:
+        return 0
+    with Commit(store) as c:
+        for key, e in gone:
+            (directory / e.path).unlink(missing_ok=True)
+            c.delete_crl_file(key)
+    return len(gone)
 
 
 class _Counted:

@@ -124,6 +124,13 @@ one. 0 for a store created with it; the commit at the time for an older store th
 it; moved forward by `crlbuilder.store.writer.Commit.prune_changes` (the retention horizon).
 A cursor before it cannot be served: the party resynchronises."""
 STORE_ID_BYTES: Final = 16
+META_STREAM_SEQ: Final = b"stream-seq"
+"""u64: the last record stream sequence (`crlbuilder.stream`) whose batch is committed;
+written in that batch's own transaction, so the store, not the consumer, says where to resume."""
+META_STREAM_HEAD: Final = b"stream-head"
+"""u64 ‖ i64: the record stream's last sequence as the builder last saw it, and when (epoch
+seconds): the responder's /readyz compares it with `META_STREAM_SEQ` (the lag) and says not
+ready when the builder stopped seeing the stream."""
 
 SERIAL_BYTES: Final = 20
 KEY_BYTES: Final = 2 + SERIAL_BYTES

@@ -126,6 +126,16 @@ class Store:
         return LmdbReader(self.env.begin(), self.dbs)
 
 
+def snapshot_store(store: Store, target: str | Path) -> None:
+    """One consistent copy of ``store`` (it may be written meanwhile) as ``target/data.mdb``:
+    LMDB's compacting copy under one read transaction. ``target`` must be a new, empty
+    directory. The bytes are the store's live pages (zeroed when written: ``meminit``)."""
+    t = Path(target)
+    t.mkdir(mode=0o700, parents=True, exist_ok=False)
+    store.env.copy(str(t), compact=True)
+    (t / "data.mdb").chmod(0o600)
+
+
 COPY_BATCH: Final = 50_000
 """Entries per write transaction of `copy_store`."""
 

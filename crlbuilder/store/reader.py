@@ -373,6 +373,19 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_COMMITTED_AT)
         return sf.unpack_i64(raw) if raw else 0
 
+    def stream_seq(self) -> int:
+        """The last record stream sequence committed (`META_STREAM_SEQ`; 0 before any)."""
+        raw = self._meta(sf.META_STREAM_SEQ)
+        return sf.unpack_u64(raw) if raw else 0
+
+    def stream_head(self) -> tuple[int, int]:
+        """The record stream's last sequence as the builder last saw it, and when (epoch
+        seconds); (0, 0) when no builder of the stream wrote it (`META_STREAM_HEAD`)."""
+        raw = self._meta(sf.META_STREAM_HEAD)
+        if not raw or len(raw) != 16:
+            return (0, 0)
+        return sf.unpack_u64(raw[:8]), sf.unpack_i64(raw[8:])
+
     def crl_import(self) -> bool:
         return self._meta(sf.META_MODE) == sf.MODE_CRL_IMPORT
 

@@ -327,6 +327,16 @@ class Commit(LmdbReader):
         self._put(sf.DB_META, sf.META_BUILD, sf.pack_u32(build), change=False)
         return build
 
+    def put_stream_seq(self, seq: int) -> None:
+        """The record stream is applied up to ``seq`` (`META_STREAM_SEQ`): builder's state,
+        written in the batch's transaction whether or not the batch changed anything."""
+        self._put(sf.DB_META, sf.META_STREAM_SEQ, sf.pack_u64(seq), change=False)
+
+    def put_stream_head(self, last_seq: int, seen_at: int) -> None:
+        """The record stream's last sequence seen at ``seen_at`` (`META_STREAM_HEAD`)."""
+        raw = sf.pack_u64(last_seq) + sf.pack_i64(seen_at)
+        self._put(sf.DB_META, sf.META_STREAM_HEAD, raw, change=False)
+
     def quarantine(self, key: bytes) -> None:
         """A refusal quarantined by this commit (it is not quarantined twice)."""
         self._put(sf.DB_QUARANTINE, key, sf.pack_u32(self.seq), change=False)

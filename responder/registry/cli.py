@@ -56,6 +56,7 @@ import getpass
 import hashlib
 import os
 import secrets
+import signal
 import sys
 import time
 import tomllib
@@ -63,11 +64,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
 from crlbuilder.auditlog import write_synced
+from crlbuilder.jetstream import ClusterError
 from crlbuilder.model import Family
 from crlbuilder.options import instant, run_command
 from crlbuilder.rules import JST
@@ -100,6 +102,7 @@ from responder.registry.schema import (
     entry_to_builtins,
     parse_registry,
 )
+from responder.registry.shared import DEFAULT_BUCKET, Conflict, SharedRegistry
 from responder.registry.vocabulary import (
     SERVICE_FAMILIES,
     SERVICE_METHODS,
@@ -109,6 +112,8 @@ from responder.registry.vocabulary import (
     Title,
     title_services,
 )
+
+_T = TypeVar("_T")
 
 HEADER: Final = (
     "Registry of parties (jpki-va). Change it with `responder registry ...`:\n"
@@ -171,12 +176,44 @@ def change(
     now: float | None = None,
     must_exist: bool = True,
     check_current: bool = True,
+    shared: SharedRegistry | None = None,
 ) -> Outcome:
     """Apply ``mutate`` to the registry at ``path``: check, audit, write. Raises CommandError
-    (nothing written) when the current file or the result does not pass `Registry.build`."""
+    (nothing written) when the current file or the result does not pass `Registry.build`.
+
+    With ``shared`` (several nodes, `responder.registry.shared`): the bucket's newest registry
+    is first taken into ``path`` (audited as ``replicate``), and the result goes to the bucket,
+    compare-and-set on that revision, before it is audited and written here; a bucket that
+    moved meanwhile refuses the change, nothing written anywhere."""
+    try:
+        return _change(path, mutate, action=action, actor=actor, audit=audit, now=now,
+                       must_exist=must_exist, check_current=check_current, shared=shared)  # fmt: skip
+    finally:
+        if shared is not None:
+            shared.close()
+
+
+def _change(
+    path: Path,
+    mutate: Callable[[RegistryFile], RegistryFile],
+    *,
+    action: str,
+    actor: str,
+    audit: Path | None,
+    now: float | None,
+    must_exist: bool,
+    check_current: bool,
+    shared: SharedRegistry | None,
+) -> Outcome:
     t = time.time() if now is None else now
     audit = audit or audit_path_for(path)
     with _locked(path):
+        revision = 0
+        if shared is not None:
+            newest = _shared_call(shared.get)
+            if newest is not None:
+                revision = newest.revision
+                replicate(path, newest.data, audit=audit, origin=f"{shared.bucket}#{revision}")
         current, before_reg = _read(path, t, must_exist=must_exist, check=check_current)
         after = mutate(_copy(current))
         text = dump_registry(after, header=HEADER)
@@ -192,6 +229,8 @@ def change(
         checked_at = time.time() if now is None else now  # after mutate's "now"
         _check_credentials(before_reg, after_reg, [r["party"] for r in records], checked_at)
         data = text.encode()
+        if shared is not None:
+            _shared_call(lambda: shared.put(data, revision))
         try:
             append_audit(
                 audit,
@@ -204,6 +243,43 @@ def change(
             raise CommandError(f"refused, {path} unchanged: audit log: {e}") from None
         write_atomic(path, data)
         return Outcome(after_reg, [r["party"] for r in records])
+
+
+def _shared_call(fn: Callable[[], _T]) -> _T:
+    try:
+        return fn()
+    except Conflict as e:
+        raise CommandError(f"refused: {e}") from None
+    except ClusterError as e:
+        raise CommandError(f"refused, nothing written: {e}") from None
+
+
+def replicate(path: Path, data: bytes, *, audit: Path, origin: str) -> list[str]:
+    """Make ``path`` the registry ``data`` another node wrote (the caller holds the lock):
+    checked in full, audited here as ``replicate`` (actor: ``origin``), written atomically.
+    Returns the parties that changed ([] when ``path`` already holds it). A registry that does
+    not pass `Registry.build` here raises CommandError and ``path`` keeps what it had."""
+    try:
+        if path.read_bytes() == data:
+            return []
+    except FileNotFoundError:
+        pass
+    current, _ = _read(path, time.time(), must_exist=False, check=False)
+    try:
+        incoming = parse_registry(data.decode("utf-8"), source=origin)
+        Registry.build(incoming, base=path.parent, source=origin, now=time.time())
+    except (RegistryError, UnicodeDecodeError) as e:
+        raise CommandError(
+            f"the shared registry ({origin}) does not load here; {path} kept:\n{e}"
+        ) from None
+    records = _diff(current, incoming)
+    if records:
+        append_audit(
+            audit, records, registry_sha256=hashlib.sha256(data).hexdigest(), actor=origin,
+            action="replicate",
+        )  # fmt: skip
+    write_atomic(path, data)
+    return [r["party"] for r in records]
 
 
 def _read(
@@ -544,8 +620,9 @@ def cmd_add(args: argparse.Namespace) -> int:
         return data
 
     outcome = change(
-        path, mutate, action="add", actor=args.actor, audit=args.audit, must_exist=False
-    )
+        path, mutate, action="add", actor=args.actor, audit=args.audit, must_exist=False,
+        shared=_shared(args),
+    )  # fmt: skip
     _report(outcome, path, "added")
     _print_tokens(args.id, tokens)
     return 0
@@ -567,7 +644,9 @@ def cmd_update(args: argparse.Namespace) -> int:
         data.parties[data.parties.index(existing)] = _to_entry(d, str(path))
         return data
 
-    outcome = change(path, mutate, action="update", actor=args.actor, audit=args.audit)
+    outcome = change(
+        path, mutate, action="update", actor=args.actor, audit=args.audit, shared=_shared(args)
+    )
     _report(outcome, path, "updated")
     _print_tokens(args.id, tokens)
     return 0
@@ -607,7 +686,10 @@ def _edit_party(
         data.parties[data.parties.index(e)] = _to_entry(d, str(path))
         return data
 
-    _report(change(path, mutate, action=action, actor=args.actor, audit=args.audit), path, done)
+    outcome = change(
+        path, mutate, action=action, actor=args.actor, audit=args.audit, shared=_shared(args)
+    )
+    _report(outcome, path, done)
     return 0
 
 
@@ -683,7 +765,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         return data
 
     _report(
-        change(path, mutate, action="import", actor=args.actor, audit=args.audit, must_exist=False),
+        change(
+            path,
+            mutate,
+            action="import",
+            actor=args.actor,
+            audit=args.audit,
+            must_exist=False,
+            shared=_shared(args),
+        ),
         path,
         "imported",
     )
@@ -721,8 +811,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return data
 
     outcome = change(
-        path, mutate, action="migrate", actor=args.actor, audit=args.audit, check_current=False
-    )
+        path, mutate, action="migrate", actor=args.actor, audit=args.audit, check_current=False,
+        shared=_shared(args),
+    )  # fmt: skip
     _report(outcome, path, "migrated")
     return 0
 
@@ -925,6 +1016,53 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Take the shared registry into this node's file; with ``--follow``, every change of it."""
+    path = _registry_path(args)
+    audit = args.audit or audit_path_for(path)
+    if not args.nats:
+        raise CommandError("--nats is required (or set JPKI_VA_NATS)")
+    shared = _shared_call(lambda: SharedRegistry(args.nats, args.bucket))
+    stop = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop:
+            try:
+                got = _shared_call(lambda: shared.next(0.5 if args.follow else 2.0))
+            except CommandError as e:
+                if not args.follow:
+                    raise
+                # a server of the cluster gone: the client reconnects to another
+                print(f"responder registry sync: {e}", file=sys.stderr, flush=True)
+                time.sleep(1.0)
+                continue
+            if got is not None:
+                with _locked(path):
+                    try:
+                        changed = replicate(path, got.data, audit=audit,
+                                            origin=f"{shared.bucket}#{got.revision}")  # fmt: skip
+                    except CommandError as e:
+                        if not args.follow:
+                            raise
+                        print(f"responder registry sync: {e}", file=sys.stderr, flush=True)
+                        continue
+                if changed:
+                    print(f"{path}: replicated revision {got.revision}: {', '.join(changed)}",
+                          flush=True)  # fmt: skip
+            elif not args.follow:
+                break
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        shared.close()
+    return 0
+
+
 def cmd_verify_audit(args: argparse.Namespace) -> int:
     registry: Path | None = args.registry
     audit: Path | None = args.audit or (audit_path_for(registry) if registry else None)
@@ -950,6 +1088,28 @@ def _common(p: argparse.ArgumentParser, *, writes: bool) -> None:
         p.add_argument(
             "--actor", default=_os_user(), help="who makes the change (default: the OS user)"
         )
+        _nats_flags(p)
+
+
+def _nats_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nats",
+        metavar="nats://HOST:PORT[,...]",
+        default=os.environ.get("JPKI_VA_NATS") or None,
+        help="several nodes: the registry is shared in a JetStream key-value bucket "
+        "(env JPKI_VA_NATS); a change goes there first, compare-and-set",
+    )
+    p.add_argument(
+        "--bucket", default=DEFAULT_BUCKET, help=f"the key-value bucket (default {DEFAULT_BUCKET})"
+    )
+
+
+def _shared(args: argparse.Namespace) -> SharedRegistry | None:
+    """The shared registry named by ``--nats``, or None (a single node)."""
+    source = getattr(args, "nats", None)
+    if not source:
+        return None
+    return _shared_call(lambda: SharedRegistry(source, args.bucket))
 
 
 def _os_user() -> str:
@@ -1180,6 +1340,17 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate the registry, print warnings")
     _common(p, writes=False)
     p.set_defaults(func=_guarded(cmd_check))
+
+    p = sub.add_parser(
+        "sync",
+        help="several nodes: take the shared registry (--nats) into this node's file",
+        description="Write the registry held in the JetStream key-value bucket to this node's "
+        "file, checked and audited here (action replicate); with --follow, every change as it "
+        "is made on any node (workers pick the file up within a second).",
+    )
+    _common(p, writes=True)
+    p.add_argument("--follow", action="store_true", help="keep watching until SIGTERM")
+    p.set_defaults(func=_guarded(cmd_sync))
 
     p = sub.add_parser("verify-audit", help="check the audit log's hash chain and the registry")
     p.add_argument("--registry", type=Path, help="also check this registry is the last audited")

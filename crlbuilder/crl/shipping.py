@@ -1,0 +1,218 @@
+"""CRL files (失効情報ファイル) signed once and shipped to every node through a JetStream object store.
+
+Several nodes serve the same CRLs, and only one holds the CA keys (or the HSM): the
+signer (``crl.enabled``, its keys in its manifest) produces each CRL as a single node
+does (`crlbuilder.crl.publish`) and then ships it (`ship`): every file produced goes
+into the object store bucket under its archive path, then one small object per issuer,
+``latest/<issuer id>``, names the issuer's CRL state and the files of its last run
+(`Shipment`). Files first, pointer last: a node never reads a pointer to a file that is
+not there yet.
+
+The other nodes (``crl.enabled = false``: no CA key, their builder only applies
+records and pre-signs OCSP answers, which every node still signs with its delegated
+OCSP signer) fetch (`Fetcher.fetch`): for each issuer whose pointer changed and names a
+CRL number above the one in their store, each file is read, checked (its SHA-256 and
+size as shipped, its CRL number, and its signature: issued by the issuer's CA
+certificate, or by the successor certificate after a compromise, from the node's own
+manifest; a file that fails is refused whole and nothing is written), placed in the CRL
+directory exactly as the signer placed it (archive file, current file replaced by a
+rename), and indexed in the store with the issuer's CRL state in one transaction that
+moves no commit. So `/crl/...`, the store gauges and the freshness the responder
+promises (`StoreReader.promised_next_update`) are the same on every node, and a node
+never needs a CA key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from cryptography import x509
+from nats.js.api import ObjectStoreConfig
+from nats.js.object_store import ObjectStore
+
+from crlbuilder.crl.parse import CrlError, parse_crl, verify_crl_signature
+from crlbuilder.crl.publish import place_crl, prune_crls
+from crlbuilder.jetstream import Cluster, ClusterError, replicas_for
+from crlbuilder.manifest import Manifest
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
+
+LATEST: Final = "latest/"
+
+
+class Shipment(msgspec.Struct, frozen=True, kw_only=True):
+    """``latest/<issuer>``: the issuer's CRL state and the files of its signer's last run."""
+
+    issuer: str
+    state: sf.CrlState
+    files: list[sf.CrlFileEntry]
+
+
+class ShippingError(Exception):
+    """A shipped CRL that does not check out; nothing of it was written."""
+
+
+def _bucket(cluster: Cluster, bucket: str, replicas: int) -> ObjectStore:
+    async def go() -> ObjectStore:
+        try:
+            return await cluster.js.object_store(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            cfg = ObjectStoreConfig(
+                bucket=bucket, replicas=replicas_for(cluster.cluster_size(), replicas)
+            )
+            return await cluster.js.create_object_store(bucket, config=cfg)
+
+    try:
+        return cluster.run(go())
+    except nats.errors.Error as e:
+        raise ClusterError(f"object store {bucket}: {e}") from None
+
+
+def ship(
+    cluster: Cluster,
+    bucket: str,
+    store: Store,
+    directory: Path,
+    produced: list[sf.CrlFileEntry],
+    *,
+    replicas: int = 0,
+) -> int:
+    """Put the CRL files just produced, then each issuer's pointer; returns files shipped."""
+    if not produced:
+        return 0
+    obs = _bucket(cluster, bucket, replicas)
+    by_issuer: dict[str, list[sf.CrlFileEntry]] = defaultdict(list)
+    for e in produced:
+        by_issuer[e.issuer].append(e)
+    with store.read() as r:
+        index = {i.id: i.index for i in r.issuers()}
+        states = {iid: r.crl_state(index[iid]) for iid in by_issuer}
+
+    async def go() -> None:
+        for iid, files in by_issuer.items():
+            for e in files:
+                await obs.put(e.path, (directory / e.path).read_bytes())
+            pointer = Shipment(issuer=iid, state=states[iid], files=files)
+            await obs.put(LATEST + iid, msgspec.json.encode(pointer))
+
+    try:
+        cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"shipping CRLs to {bucket}: {e}") from None
+    return len(produced)
+
+
+@dataclass
+class Fetcher:
+    """A node without CA keys: fetches the signer's latest CRLs into its directory and store."""
+
+    cluster: Cluster
+    bucket: str
+    store: Store
+    manifest: Manifest
+    directory: Path
+    replicas: int = 0
+    seen: dict[str, str] = field(default_factory=dict)
+    """Per issuer: the digest of the pointer last handled (unchanged pointers are not read)."""
+
+    def fetch(self, now: int) -> list[sf.CrlFileEntry]:
+        """Fetch every issuer's newer CRLs; returns the files placed. A shipment that does not
+        check out raises `ShippingError` after the others were handled."""
+        obs = _bucket(self.cluster, self.bucket, self.replicas)
+        with self.store.read() as r:
+            issuers = {i.id: i for i in r.issuers()}
+            local = {i.id: r.crl_state(i.index).number for i in issuers.values()}
+        placed: list[sf.CrlFileEntry] = []
+        errors: list[str] = []
+        for iid, meta in issuers.items():
+            shipment = self._pointer(obs, iid)
+            if shipment is None or shipment.state.number <= local[iid]:
+                continue
+            try:
+                ders = [self._file(obs, f, meta) for f in shipment.files]
+            except ShippingError as err:
+                errors.append(str(err))
+                continue
+            for f, der in zip(shipment.files, ders, strict=True):
+                place_crl(self.directory, iid, f.number, f.delta, der)
+            with Commit(self.store) as c:
+                for f in shipment.files:
+                    c.put_crl_file(meta.index, f)
+                c.put_crl_state(meta.index, shipment.state)
+            placed.extend(shipment.files)
+        prune_crls(self.store, self.directory, now)
+        if errors:
+            raise ShippingError("; ".join(errors))
+        return placed
+
+    def _pointer(self, obs: ObjectStore, iid: str) -> Shipment | None:
+        async def info() -> str | None:
+            try:
+                i = await obs.get_info(LATEST + iid)
+            except nats.js.errors.ObjectNotFoundError:
+                return None
+            return str(i.digest)
+
+        async def get() -> bytes:
+            res = await obs.get(LATEST + iid)
+            return bytes(res.data or b"")
+
+        try:
+            digest = self.cluster.run(info())
+            if digest is None or self.seen.get(iid) == digest:
+                return None
+            raw = self.cluster.run(get())
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ClusterError(f"object store {self.bucket}: {e}") from None
+        self.seen[iid] = digest
+        try:
+            shipment = msgspec.json.decode(raw, type=Shipment)
+        except msgspec.DecodeError as e:
+            raise ShippingError(f"{LATEST}{iid}: not a shipment ({e})") from None
+        if shipment.issuer != iid or any(f.issuer != iid for f in shipment.files):
+            raise ShippingError(f"{LATEST}{iid}: names another issuer")
+        return shipment
+
+    def _file(self, obs: ObjectStore, e: sf.CrlFileEntry, meta: sf.IssuerMeta) -> bytes:
+        """One shipped file, checked against its entry and its issuer's certificate."""
+        expected = (
+            Path("archive") / e.issuer / f"{e.number:08d}-{'delta' if e.delta else 'full'}.crl"
+        )
+        if Path(e.path) != expected:
+            raise ShippingError(f"{e.issuer} CRL {e.number}: unexpected path {e.path!r}")
+
+        async def get() -> bytes:
+            res = await obs.get(e.path)
+            return bytes(res.data or b"")
+
+        try:
+            der = self.cluster.run(get())
+        except nats.js.errors.ObjectNotFoundError:
+            raise ShippingError(f"{e.issuer} CRL {e.number}: file not in the bucket") from None
+        except (nats.errors.Error, TimeoutError) as err:
+            raise ClusterError(f"object store {self.bucket}: {err}") from None
+        if len(der) != e.size or hashlib.sha256(der).hexdigest() != e.sha256:
+            raise ShippingError(f"{e.issuer} CRL {e.number}: bytes differ from the shipment")
+        try:
+            parsed = parse_crl(der)
+            if parsed.number != e.number or (parsed.delta_base is not None) != e.delta:
+                raise CrlError("its number or kind is not the shipment's")
+            verify_crl_signature(parsed, self._signer_cert(meta))
+        except CrlError as err:
+            raise ShippingError(f"{e.issuer} CRL {e.number}: {err}") from None
+        return der
+
+    def _signer_cert(self, meta: sf.IssuerMeta) -> x509.Certificate:
+        """The certificate a CRL of ``meta`` verifies with: its own CA certificate, or after a
+        compromise the successor certificate (this generation's name, the successor's key)."""
+        files = self.manifest.issuer(meta.id)
+        rel = files.successor_cert if meta.compromised_at and files.successor_cert else files.cert
+        return x509.load_pem_x509_certificate(self.manifest.path(rel).read_bytes())

@@ -1,0 +1,155 @@
+"""A blocking connection to the NATS JetStream cluster that carries several nodes' shared state.
+
+Both binaries are synchronous (the builder's LMDB commits, the responder's master), and
+nats-py is asyncio: `Cluster` owns one private event loop and runs each operation to
+completion on it (`Cluster.run`), so callers stay synchronous and the client's own tasks
+(pings, reconnection to another server of the cluster) run while an operation waits.
+
+It owns what every use of the cluster shares and nothing of any one use: parsing the
+server list (``nats://HOST:PORT[,nats://HOST:PORT...]``), connecting with reconnection
+to the other servers when one dies, and the replication factor of what is created
+(three copies when the cluster has three servers or more, one otherwise). The record
+stream is `crlbuilder.stream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import nats
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+
+T = TypeVar("T")
+
+
+class ClusterError(Exception):
+    """The cluster cannot be reached or refused an operation; the message says which."""
+
+
+def parse_servers(source: str) -> list[str]:
+    """``nats://h:p[,nats://h:p...]`` (or ``nats://h:p,h:p``) to a list of server URLs.
+
+    Raises `ValueError` naming what is wrong: another scheme, a missing host or port.
+    """
+    out: list[str] = []
+    for raw in source.split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        url = part if "://" in part else f"nats://{part}"
+        u = urlsplit(url)
+        if u.scheme not in ("nats", "tls"):
+            raise ValueError(f"{part!r}: a record source is nats://HOST:PORT")
+        try:
+            port = u.port
+        except ValueError:
+            port = None
+        if not u.hostname or port is None:
+            raise ValueError(f"{part!r}: a NATS server is nats://HOST:PORT")
+        if u.path not in ("", "/") or u.query:
+            raise ValueError(f"{part!r}: a NATS server URL has no path or query")
+        out.append(f"{u.scheme}://{u.hostname}:{port}")
+    if not out:
+        raise ValueError("no NATS server named (nats://HOST:PORT[,nats://HOST:PORT...])")
+    return out
+
+
+def replicas_for(cluster_size: int, configured: int) -> int:
+    """Copies of a stream: ``configured`` when set, else three on a cluster of three or more."""
+    if configured:
+        return configured
+    return 3 if cluster_size >= 3 else 1
+
+
+class Cluster:
+    """One connection to the cluster, used synchronously (see the module docstring)."""
+
+    def __init__(self, servers: list[str], *, connect_timeout: float = 5.0) -> None:
+        self.servers = servers
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.nc: Client = self.run(
+                nats.connect(
+                    servers=servers,
+                    connect_timeout=connect_timeout,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.2,
+                    allow_reconnect=True,
+                    name="jpki-va",
+                )
+            )
+        except (OSError, nats.errors.Error, TimeoutError) as e:
+            self.loop.close()
+            raise ClusterError(f"cannot connect to NATS at {','.join(servers)}: {e}") from None
+        self.js: JetStreamContext = self.nc.jetstream()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one operation on the connection's loop to its end."""
+        return self.loop.run_until_complete(coro)
+
+    def cluster_size(self) -> int:
+        """Servers of the cluster as this connection knows them (configured and announced)."""
+        info: dict[str, Any] = getattr(self.nc, "_server_info", {}) or {}
+        urls = {str(u) for u in info.get("connect_urls", []) or []}
+        return max(len(urls), len(self.servers), 1)
+
+    def close(self) -> None:
+        """Close at once: every publish and acknowledgement was awaited already (a drain
+        would wait for a pull request's expiry)."""
+        try:
+            if not self.nc.is_closed:
+                self.run(self.nc.close())
+        except (nats.errors.Error, OSError, TimeoutError):
+            pass
+        finally:
+            pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+            for t in pending:  # the client's watchers and timers: ended, not left dangling
+                t.cancel()
+            if pending:
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.close()
+
+
+def ensure_stream(
+    cluster: Cluster,
+    name: str,
+    subjects: list[str],
+    *,
+    replicas: int = 0,
+    duplicate_window_seconds: float = 86_400,
+) -> None:
+    """Create the stream when it does not exist (an existing one is left as it is): file
+    storage, limits retention, replicated (`replicas_for`), deduplicated by message id."""
+
+    async def go() -> None:
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # a cluster that lost a server elects the stream's leader again
+            try:
+                await cluster.js.stream_info(name)
+                return
+            except nats.js.errors.NotFoundError:
+                break
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+        cfg = api.StreamConfig(
+            name=name,
+            subjects=subjects,
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            num_replicas=replicas_for(cluster.cluster_size(), replicas),
+            duplicate_window=float(duplicate_window_seconds),
+            discard=api.DiscardPolicy.OLD,
+        )
+        await cluster.js.add_stream(cfg)
+
+    try:
+        cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"stream {name}: {e}") from None

@@ -1,0 +1,148 @@
+"""Store snapshots in a JetStream object store: how a new node joins without replaying everything.
+
+A node that joins several others (or replaces a lost one) needs the store they hold.
+Replaying the record stream from its first record gives it (builds are deterministic), but
+takes as long as the stream is long; so a caught-up node puts a snapshot of its store into
+the object store bucket (``JPKI_SNAPSHOTS``, `put`: LMDB's consistent copy under one read
+transaction, taken while its builder runs), and the new node takes the latest (`get`), then
+runs its builder on the stream, which resumes after the snapshot's own stream sequence
+(`META_STREAM_SEQ`, in the snapshot: the store says where to resume). Its responder says
+not ready (`responder.streamlag`) until it is within the configured lag of the stream.
+
+The snapshot holds what the store holds: statuses, sealed four facts (AES-256-GCM under
+the facts key, which every node has), keyed hashes of holders; never a facts key or a
+signing key. The stream must keep its records for longer than the time between two
+snapshots (JetStream's limits retention, no max age, by default keeps them all).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js.api import ObjectMeta, ObjectStoreConfig
+from nats.js.object_store import ObjectStore
+
+from crlbuilder.jetstream import Cluster, ClusterError, replicas_for
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store, snapshot_store
+from crlbuilder.store.writer import Commit
+
+OBJECT: Final = "store/data.mdb"
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a snapshot is of (its object's description)."""
+
+    stream_seq: int
+    """The last record stream sequence applied in it: the builder resumes after it."""
+    commit: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str = "JPKI_SNAPSHOTS"
+    replicas: int = 0
+
+
+def _bucket(cluster: Cluster, bucket: Bucket) -> ObjectStore:
+    async def go() -> ObjectStore:
+        try:
+            return await cluster.js.object_store(bucket.name)
+        except nats.js.errors.BucketNotFoundError:
+            cfg = ObjectStoreConfig(
+                bucket=bucket.name,
+                replicas=replicas_for(cluster.cluster_size(), bucket.replicas),
+            )
+            return await cluster.js.create_object_store(bucket.name, config=cfg)
+
+    try:
+        return cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"object store {bucket.name}: {e}") from None
+
+
+def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
+    """Copy ``store`` (consistently, while it may be written) and put it in the bucket."""
+    obs = _bucket(cluster, bucket)
+    with tempfile.TemporaryDirectory(prefix="jpki-va-snapshot-") as tmp:
+        copy = Path(tmp) / "store"
+        snapshot_store(store, copy)
+        snap = Store.open(copy, readonly=True)
+        try:
+            with snap.read() as r:
+                seq, commit = r.stream_seq(), r.generation().commit
+        finally:
+            snap.close()
+        data = copy / "data.mdb"
+        info = SnapshotInfo(stream_seq=seq, commit=commit, size=data.stat().st_size)
+        meta = ObjectMeta(name=OBJECT, description=msgspec.json.encode(info).decode())
+
+        async def go() -> None:
+            with data.open("rb") as f:
+                await obs.put(OBJECT, f, meta=meta)
+
+        try:
+            cluster.run(go())
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ClusterError(f"putting the snapshot into {bucket.name}: {e}") from None
+    return info
+
+
+def get(cluster: Cluster, bucket: Bucket, target: Path) -> SnapshotInfo:
+    """Take the latest snapshot as the store at ``target`` (a new directory; refused when a
+    store is there). The object store checks the bytes against their SHA-256 digest; the
+    store's format is checked before it is moved into place."""
+    if (target / "data.mdb").exists():
+        raise sf.StoreFormatError(f"{target}: a store is already there; give a new directory")
+    obs = _bucket(cluster, bucket)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        os.chmod(tmp, 0o700)
+        fd = os.open(tmp / "data.mdb", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+        async def go() -> str | None:
+            with os.fdopen(fd, "wb") as f:
+                res = await obs.get(OBJECT, writeinto=f)
+                f.flush()
+                os.fsync(f.fileno())
+            return res.info.description
+
+        try:
+            description = cluster.run(go())
+        except nats.js.errors.ObjectNotFoundError:
+            raise ClusterError(
+                f"no snapshot in {bucket.name} (put one from a caught-up node)"
+            ) from None
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ClusterError(f"getting the snapshot from {bucket.name}: {e}") from None
+        try:
+            info = msgspec.json.decode(description or "", type=SnapshotInfo)
+        except msgspec.DecodeError:
+            raise ClusterError(f"{bucket.name}/{OBJECT}: no snapshot description") from None
+        snap = Store.open(tmp, readonly=False)  # raises StoreFormatError for another format
+        try:
+            with snap.read() as r:
+                if r.stream_seq() != info.stream_seq:
+                    raise sf.StoreFormatError(f"{bucket.name}/{OBJECT}: not the snapshot described")
+            with Commit(snap) as c:  # what the snapshot's node saw of the stream is not ours:
+                c.put_stream_head(0, 0)  # not ready until this node's builder has seen it
+        finally:
+            snap.close()
+        (tmp / "lock.mdb").unlink(missing_ok=True)
+        if target.exists():
+            target.rmdir()  # an empty directory only; a non-empty one raises
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info

@@ -1,0 +1,459 @@
+"""The record stream: record files (失効情報, 発行記録...) on one NATS JetStream stream, in order.
+
+A source of records beside the files and the spool directory (`crlbuilder.ingest`,
+`crlbuilder.build`): `crlbuilder publish` puts each line of a record file on the stream,
+and every node's `crlbuilder build --source nats://...` applies the stream in order to its
+own store. One stream, replicated by the cluster (three copies on three servers), so every
+node sees the same records in the same order and a node may die and resume.
+
+What a message is (`message`): one line of a record file, sealed (below), with headers
+
+- ``Nats-Msg-Id``: the record id, so that JetStream drops a record published twice within its
+  duplicate window (a publisher that retries, or two that publish the same file); a line with
+  no readable id is named by a digest of its file, line number and bytes;
+- ``Jpki-File``, ``Jpki-Line``: where the line was (the file's name, not its path), so a refusal
+  is quarantined on every node as it would be from the file;
+- ``Jpki-End``: the last line of a batch: every ``batch_size`` lines of a file (the publisher's
+  ``input.batch_size``, at most `MAX_BATCH`) and its last line.
+
+Batches follow the stream, not the timing (`Batcher`): a node commits one LMDB transaction
+per batch, cut where the publisher marked an end (or after ``batch_size`` unmarked lines),
+whatever each node's own configuration says,
+so two nodes that applied the same prefix of the stream made the same commits and their
+status records carry the same versions: their stores hold the same bytes. Only a batch
+whose publisher died before marking its end is cut by time (``tail_wait``), which is the
+one case where two nodes may cut it differently (a rerun of the publisher marks it).
+
+The stream is the nodes' clock too. Writes that time alone makes due are dated by the
+stream, not by each node's clock, or two nodes would write them at different positions:
+before applying a batch, a node writes the 30-day move-out lapses (異動等失効情報, Act
+§31(2)) due by the time JetStream stored the batch's last message (`Delivered.at`, the
+stream leader's clock, replicated with the message), and at a tick (a message with no
+record) it also erases what passed its retention (Ord §70(1)(iii)). One node (the CRL
+signer, ``stream.tick_seconds``) publishes ticks periodically and when a lapse falls due,
+so lapses are written on every node at the same stream position within a tick of their
+due instant. Both steps are idempotent as of an instant, so a node killed between them and
+the batch's commit repeats them as no-ops.
+
+At least once, applied once: a node acknowledges a batch (AckAll on its last message) only
+after its LMDB commit, which also records the batch's last stream sequence
+(`Commit.put_stream_seq`). The store, not the consumer, says where to resume: on start the
+node's durable consumer is recreated to deliver from the store's sequence + 1 unless it
+already stands there, and anything delivered again is skipped by sequence; a record seen
+twice (republished past the duplicate window) is skipped by the store's ``applied`` record
+ids. A node killed at any point therefore resumes without loss and without applying a
+record twice.
+
+The four facts (基本4情報) travel on issuance records and must not rest in clear (Act §44,
+§45): each payload is sealed with AES-256-GCM under a key derived from the facts key
+(`StreamCipher`; every node holds that key already, to seal the facts in its store), with
+the message id as associated data, so neither the servers' files nor the wire hold them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import nats.errors
+import nats.js.errors
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nats.aio.msg import Msg
+from nats.js import api
+
+from crlbuilder import jetstream
+from crlbuilder.ingest import MAX_LINE, Located, Rejected, decode_item, record_id
+from crlbuilder.jetstream import Cluster, ClusterError
+
+H_ID: Final = "Nats-Msg-Id"
+H_FILE: Final = "Jpki-File"
+H_LINE: Final = "Jpki-Line"
+H_END: Final = "Jpki-End"
+H_TOO_LONG: Final = "Jpki-Too-Long"
+H_TICK: Final = "Jpki-Tick"
+
+_NONCE: Final = 12
+
+MAX_BATCH: Final = 100_000
+"""The most lines one consumer batch holds when no end mark comes: a constant of the stream,
+not of a node's configuration, so every node cuts the same batches."""
+
+
+class StreamCipher:
+    """Seals record lines on the stream (AES-256-GCM, key derived from the facts key).
+
+    The nonce is derived from the message id and the line (HMAC), so a republished record is
+    the same bytes and no (key, nonce) pair seals two different lines.
+    """
+
+    def __init__(self, facts_key: bytes) -> None:
+        self._key = hmac.new(facts_key, b"jpki-va record stream v1", hashlib.sha256).digest()
+        self._aead = AESGCM(self._key)
+
+    def seal(self, msg_id: str, line: bytes) -> bytes:
+        nonce = hmac.new(self._key, msg_id.encode() + b"\0" + line, hashlib.sha256).digest()
+        nonce = nonce[:_NONCE]
+        return nonce + self._aead.encrypt(nonce, line, msg_id.encode())
+
+    def open(self, msg_id: str, sealed: bytes) -> bytes:
+        """The line; raises `ValueError` when the payload was not sealed under this key."""
+        try:
+            return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], msg_id.encode())
+        except (InvalidTag, ValueError):
+            raise ValueError(
+                "a stream message that does not open with this node's facts key "
+                "(another key, or altered)"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to publish: its headers and sealed payload."""
+
+    msg_id: str
+    headers: dict[str, str]
+    payload: bytes
+
+
+def messages(path: Path, cipher: StreamCipher, batch_size: int) -> Iterator[Outgoing]:
+    """The messages of one record file, in line order (blank lines are skipped)."""
+    batch_size = min(batch_size, MAX_BATCH)
+    name = path.name
+    with path.open("rb") as f:
+        lines = ((n, raw.rstrip(b"\r\n")) for n, raw in enumerate(f, start=1))
+        todo = [(n, line) for n, line in lines if line.strip()]
+    for i, (n, line) in enumerate(todo, start=1):
+        too_long = len(line) > MAX_LINE
+        rid = None if too_long else record_id(line)
+        if rid is None:
+            digest = hashlib.sha256(f"{name}\0{n}\0".encode() + line).hexdigest()[:32]
+            rid = f"line:{digest}"
+        headers = {H_ID: rid, H_FILE: name, H_LINE: str(n)}
+        if i % batch_size == 0 or i == len(todo):
+            headers[H_END] = "1"
+        if too_long:
+            headers[H_TOO_LONG] = "1"
+        yield Outgoing(rid, headers, cipher.seal(rid, b"" if too_long else line))
+
+
+def tick_message(at: datetime) -> Outgoing:
+    """A tick: no record, the stream's time moving on (see the module docstring)."""
+    msg_id = f"tick:{int(at.timestamp())}"
+    return Outgoing(msg_id, {H_ID: msg_id, H_TICK: "1", H_END: "1"}, b"")
+
+
+def decode(
+    headers: dict[str, str], payload: bytes, cipher: StreamCipher
+) -> Located | Rejected | None:
+    """One message back to what the file would have given (a record or a refusal); None for
+    a tick."""
+    if headers.get(H_TICK):
+        return None
+    source = headers.get(H_FILE, "stream")
+    try:
+        n = int(headers.get(H_LINE, "0"))
+    except ValueError:
+        n = 0
+    if headers.get(H_TOO_LONG):
+        return Rejected(source, n, f"line longer than {MAX_LINE} bytes")
+    msg_id = headers.get(H_ID, "")
+    try:
+        line = cipher.open(msg_id, payload)
+    except ValueError as e:
+        return Rejected(source, n, str(e))
+    return decode_item(source, n, line)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A message as a consumer received it."""
+
+    seq: int
+    """Its stream sequence."""
+    item: Located | Rejected | None
+    """The record or refusal; None for a tick."""
+    at: datetime
+    """When the stream stored it (the stream leader's clock, the same on every node)."""
+    end: bool
+    """The publisher marked it the last of a batch."""
+    pending: int
+    """Messages of the stream after it, not yet delivered to this consumer."""
+    msg: Msg | None = None
+
+
+@dataclass
+class Batcher:
+    """Cuts the delivered messages into batches by the stream alone (sans-I/O).
+
+    ``after`` is the last sequence already committed: what is delivered at or before it
+    (delivered again) is skipped. A batch ends at a message marked ``end`` or when it holds
+    ``batch_size`` messages.
+    """
+
+    after: int
+    batch_size: int
+    items: list[Delivered] = field(default_factory=list)
+
+    def add(self, d: Delivered) -> list[Delivered] | None:
+        """Take one delivered message; the batch it completes, if any."""
+        last = self.items[-1].seq if self.items else self.after
+        if d.seq <= last:
+            return None
+        self.items.append(d)
+        if d.end or len(self.items) >= self.batch_size:
+            return self.cut()
+        return None
+
+    def cut(self) -> list[Delivered]:
+        """The batch so far (the tail of a publisher that stopped before its end)."""
+        out, self.items = self.items, []
+        if out:
+            self.after = out[-1].seq
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class StreamNames:
+    name: str
+    subject: str
+    replicas: int = 0
+    duplicate_window_seconds: int = 86_400
+
+
+def default_durable() -> str:
+    """``node-`` and the host name, in the characters a consumer name may hold."""
+    return "node-" + re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64]
+
+
+@dataclass
+class PublishReport:
+    published: int = 0
+    duplicates: int = 0
+    """Messages JetStream dropped as already on the stream (same record id)."""
+    last_seq: int = 0
+
+
+def ensure_stream(cluster: Cluster, names: StreamNames) -> None:
+    """Create the record stream when it does not exist (an existing one is left as it is)."""
+    jetstream.ensure_stream(
+        cluster, names.name, [names.subject], replicas=names.replicas,
+        duplicate_window_seconds=names.duplicate_window_seconds,
+    )  # fmt: skip
+
+
+def publish(
+    cluster: Cluster,
+    names: StreamNames,
+    paths: list[Path],
+    cipher: StreamCipher,
+    *,
+    batch_size: int,
+    window: int = 256,
+    retry_seconds: float = 30.0,
+) -> PublishReport:
+    """Publish every line of ``paths`` in order; returns once JetStream has stored them all.
+
+    Up to ``window`` messages wait for their acknowledgement at once (one connection,
+    published in order). When an acknowledgement does not come (a server of the cluster
+    lost, the stream electing a new leader), the rest of the window is published again one
+    by one, retried for up to ``retry_seconds``: what JetStream had stored is dropped as a
+    duplicate by its id, so nothing is stored twice; but a line lost in that instant lands
+    after the lines of its window that were stored (every node applies that same order; a
+    record applied before what it needs is quarantined, as from a file in that order).
+    Failing past it raises `ClusterError`: publishing the same files again is safe.
+    """
+    ensure_stream(cluster, names)
+    report = PublishReport()
+
+    def count(ack: api.PubAck) -> None:
+        if ack.duplicate:
+            report.duplicates += 1
+        else:
+            report.published += 1
+        report.last_seq = max(report.last_seq, ack.seq)
+
+    async def one_by_one(m: Outgoing) -> api.PubAck:
+        """Publish ``m`` alone, retried while the stream elects a new leader (a server
+        lost); a repeat of a message JetStream stored is dropped by its id."""
+        deadline = time.monotonic() + retry_seconds
+        while True:
+            try:
+                return await cluster.js.publish(
+                    names.subject, m.payload, timeout=2, stream=names.name, headers=dict(m.headers)
+                )
+            except (nats.errors.Error, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
+
+    async def go() -> None:
+        window_msgs: list[tuple[Outgoing, asyncio.Future[api.PubAck]]] = []
+
+        async def settle() -> None:
+            for i, (_, fut) in enumerate(window_msgs):
+                try:
+                    ack = await asyncio.wait_for(fut, 5)
+                except (nats.errors.Error, TimeoutError):
+                    for _, f in window_msgs[i:]:
+                        f.cancel()
+                    for m2, _ in window_msgs[i:]:
+                        count(await one_by_one(m2))
+                    break
+                count(ack)
+            window_msgs.clear()
+
+        for p in paths:
+            for m in messages(p, cipher, batch_size):
+                try:
+                    fut = await cluster.js.publish_async(
+                        names.subject, m.payload, headers=dict(m.headers), stream=names.name
+                    )
+                except (nats.errors.Error, TimeoutError):
+                    await settle()
+                    count(await one_by_one(m))
+                    continue
+                window_msgs.append((m, fut))
+                if len(window_msgs) >= window:
+                    await settle()
+        await settle()
+
+    try:
+        cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"publishing to {names.name}: {e}") from None
+    return report
+
+
+class Consumer:
+    """This node's durable pull consumer on the stream (see the module docstring)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        names: StreamNames,
+        durable: str,
+        cipher: StreamCipher,
+        *,
+        ack_wait_seconds: float = 300,
+    ) -> None:
+        self.cluster = cluster
+        self.names = names
+        self.durable = durable
+        self.cipher = cipher
+        self.ack_wait = ack_wait_seconds
+        self._sub: nats.js.JetStreamContext.PullSubscription | None = None
+
+    def open(self, after: int) -> None:
+        """Deliver from ``after`` + 1: reuse the consumer when it stands there, else recreate it."""
+        ensure_stream(self.cluster, self.names)
+        js, stream, durable = self.cluster.js, self.names.name, self.durable
+
+        async def go() -> nats.js.JetStreamContext.PullSubscription:
+            try:
+                info = await js.consumer_info(stream, durable)
+                floor = info.ack_floor.stream_seq if info.ack_floor else 0
+                delivered = info.delivered.stream_seq if info.delivered else 0
+                if (
+                    floor != after
+                    or delivered != after
+                    or info.config.ack_policy != api.AckPolicy.ALL
+                ):
+                    await js.delete_consumer(stream, durable)
+                    raise nats.js.errors.NotFoundError
+            except nats.js.errors.NotFoundError:
+                cfg = api.ConsumerConfig(
+                    durable_name=durable,
+                    deliver_policy=(
+                        api.DeliverPolicy.BY_START_SEQUENCE if after else api.DeliverPolicy.ALL
+                    ),
+                    opt_start_seq=after + 1 if after else None,
+                    ack_policy=api.AckPolicy.ALL,
+                    ack_wait=self.ack_wait,
+                    max_ack_pending=-1,
+                    filter_subject=self.names.subject,
+                )
+                await js.add_consumer(stream, cfg)
+            return await js.pull_subscribe_bind(durable=durable, stream=stream)
+
+        try:
+            self._sub = self.cluster.run(go())
+        except nats.errors.Error as e:
+            raise ClusterError(f"consumer {durable} on {stream}: {e}") from None
+
+    def fetch(self, n: int, timeout: float) -> list[Delivered]:
+        """Up to ``n`` messages, waiting at most ``timeout`` seconds; [] when none came."""
+        assert self._sub is not None, "open() first"
+        sub = self._sub
+
+        async def go() -> list[Msg]:
+            try:
+                return await sub.fetch(batch=n, timeout=timeout)
+            except (nats.errors.TimeoutError, TimeoutError):
+                return []
+
+        out = []
+        try:
+            msgs = self.cluster.run(go())
+        except nats.errors.Error as e:
+            raise ClusterError(f"consumer {self.durable} on {self.names.name}: {e}") from None
+        for m in msgs:
+            md = m.metadata
+            headers = dict(m.headers or {})
+            out.append(
+                Delivered(
+                    seq=md.sequence.stream,
+                    item=decode(headers, m.data, self.cipher),
+                    at=md.timestamp.astimezone(UTC),
+                    end=bool(headers.get(H_END)),
+                    pending=md.num_pending,
+                    msg=m,
+                )
+            )
+        return out
+
+    def ack(self, last: Delivered) -> None:
+        """Everything up to ``last`` is committed (AckAll)."""
+        if last.msg is None:
+            return
+        msg = last.msg
+        # A lost acknowledgement costs nothing: the commit holds, and the next start resumes
+        # from the store's sequence, skipping what is delivered again.
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            self.cluster.run(msg.ack_sync(timeout=5))
+
+    def tick(self, at: datetime) -> None:
+        """Publish a tick as of ``at`` (one per second at most: a tick's id is its second)."""
+        m = tick_message(at)
+
+        async def go() -> None:
+            await self.cluster.js.publish(
+                self.names.subject, m.payload, headers=m.headers, stream=self.names.name
+            )
+
+        try:
+            self.cluster.run(go())
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ClusterError(f"tick on {self.names.name}: {e}") from None
+
+    def last_seq(self) -> int:
+        """The stream's last sequence (what a caught-up node has applied)."""
+
+        async def go() -> int:
+            info = await self.cluster.js.stream_info(self.names.name)
+            return int(info.state.last_seq)
+
+        try:
+            return self.cluster.run(go())
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ClusterError(f"stream {self.names.name}: {e}") from None

@@ -1,0 +1,157 @@
+"""The service's ledger across nodes (帳簿, Act §40; 報告書, Act §41): every node's counts on one stream.
+
+Each node counts what it provides in its own ledger (`responder.ledger`): per worker
+file (a random file id) and slot, an absolute counter that only grows. Several nodes
+make one service, and its 帳簿 and 報告書 are the service's: so each node ships its
+counters to one JetStream stream (``JPKI_LEDGER``, subject ``jpki.ledger.JPKI_LEDGER.<node>``),
+and any node gathers the stream into its ledger's service table, from which
+``responder report --nats ...`` (and ``/reports/`` on a node of a cluster) reports.
+
+Exact, by construction rather than by care:
+
+- a message is one counter's absolute value, keyed by (node, worker file, slot); the
+  service table keeps the ``max`` per key (`Ledger.merge_service`), so a message received
+  twice, replayed, or overtaken by a newer value counts once (and JetStream drops a
+  repeat of the same value by its message id, ``<node>/<file>/<slot>/<count>``);
+- a node marks a counter shipped only once JetStream acknowledged it, and a ledger that
+  ships keeps each worker file (does not fold it into per-day totals) until its final
+  counters are shipped (`Ledger._retire`): a node that crashes loses nothing that its
+  worker files hold (every count is in them before its answer is sent, `LedgerWriter`),
+  and ships it when it runs again (`ship`: after a restart the master's collection, or
+  ``responder report`` on that node's ledger directory);
+- nothing is subtracted or re-derived: the service's count is the sum of every node's
+  counters at their latest shipped value.
+
+So after a node crash and its restart the service report equals what the parties received,
+none lost, none doubled. While a node is down, its counts since its last shipment (at most
+one collection interval) are missing from the other nodes' reports until it ships them.
+No personal data: party ids, services, methods, days and counts only.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Sequence
+from typing import Final
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream
+from responder.config import ClusterConfig
+from responder.ledger import Ledger, SlotCount
+
+DEFAULT_STREAM: Final = "JPKI_LEDGER"
+SUBJECT_PREFIX: Final = "jpki.ledger."
+_NODE_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def default_node() -> str:
+    """This node's name on the ledger stream: the host name, in subject-safe characters."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "node"
+
+
+def _subjects(stream: str) -> str:
+    return f"{SUBJECT_PREFIX}{stream}.>"
+
+
+def check_node(node: str) -> str:
+    if not _NODE_RE.fullmatch(node):
+        raise ValueError(f"node name {node!r}: 1 to 64 of A-Z a-z 0-9 _ -")
+    return node
+
+
+def ship(cluster: Cluster, ledger: Ledger, node: str, stream: str = DEFAULT_STREAM) -> int:
+    """Publish this node's counters that grew since they were last shipped; returns how many.
+
+    Marked shipped only once every publish was acknowledged: a failure raises
+    `ClusterError` and the next call ships them again (a repeat changes nothing).
+    """
+    check_node(node)
+    ensure_stream(cluster, stream, [_subjects(stream)])
+    pending = ledger.ship_pending(node)
+    if not pending:
+        return 0
+    subject = f"{SUBJECT_PREFIX}{stream}.{node}"
+
+    async def go() -> None:
+        futures = []
+        for c in pending:
+            msg_id = f"{c.node}/{c.file_id}/{c.slot}/{c.count}"
+            futures.append(
+                await cluster.js.publish_async(
+                    subject, msgspec.json.encode(c), headers={"Nats-Msg-Id": msg_id}, stream=stream
+                )
+            )
+        for f in futures:
+            await f
+
+    try:
+        cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"shipping the ledger to {stream}: {e}") from None
+    ledger.mark_shipped(pending)
+    return len(pending)
+
+
+def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> int:
+    """Merge every node's counters from the stream into ``ledger``'s service table, from where
+    it stopped last; returns the messages read. Afterwards ``ledger.view = "service_ledger"``
+    reports the whole service."""
+    ensure_stream(cluster, stream, [_subjects(stream)])
+    after = ledger.service_seq()
+
+    async def go() -> list[tuple[int, bytes]]:
+        info = await cluster.js.stream_info(stream)
+        last = int(info.state.last_seq)
+        if last <= after:
+            return []
+        cfg = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after + 1,
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=30.0,
+        )
+        sub = await cluster.js.pull_subscribe(_subjects(stream), stream=stream, config=cfg)
+        out: list[tuple[int, bytes]] = []
+        try:
+            while not out or out[-1][0] < last:
+                try:
+                    msgs = await sub.fetch(batch=1000, timeout=5)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    break
+                out.extend((m.metadata.sequence.stream, m.data) for m in msgs)
+        finally:
+            await sub.unsubscribe()
+        return out
+
+    try:
+        got = cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"gathering the ledger from {stream}: {e}") from None
+    if not got:
+        return 0
+    counts: Sequence[SlotCount] = [msgspec.json.decode(data, type=SlotCount) for _, data in got]
+    ledger.merge_service(counts, max(seq for seq, _ in got))
+    return len(got)
+
+
+def exchange(ledger: Ledger, cluster_config: ClusterConfig, *, merge: bool = True) -> None:
+    """Ship this node's counters and (with ``merge``) gather every node's, as ``[cluster]``
+    configures; one connection for both."""
+    from crlbuilder.jetstream import parse_servers
+
+    try:
+        servers = parse_servers(cluster_config.nats)
+    except ValueError as e:
+        raise ClusterError(str(e)) from None
+    cluster = Cluster(servers)
+    try:
+        ship(cluster, ledger, cluster_config.node or default_node(), cluster_config.ledger_stream)
+        if merge:
+            gather(cluster, ledger, cluster_config.ledger_stream)
+    finally:
+        cluster.close()

@@ -1,0 +1,355 @@
+"""`nats_cluster`: three nats-server processes with JetStream, clustered on loopback, for tests;
+`Nodes`: jpki-va nodes on it (builder, registry sync, responder each); `haproxy` in front.
+
+Each server listens on 127.0.0.1 on free ports (client and cluster route), keeps its
+JetStream files in its own directory under the test's tmp, and is stopped by its PID
+(`procs.stop`) on the way out. `NatsCluster.kill` SIGKILLs one server and `restart`
+starts it again on the same ports and directory. Ready means: every server answers on its
+client port and the cluster's JetStream has a meta leader (a stream can be created).
+The binary is /usr/sbin/nats-server (Debian package nats-server); it is missing, the
+fixture skips, except under CI (``CI`` set), where it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.support import procs
+
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (bound, read, closed together)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            return s.recv(4).startswith(b"INFO")
+    except OSError:
+        return False
+
+
+@dataclass
+class NatsServer:
+    name: str
+    port: int
+    route_port: int
+    dir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+
+@dataclass
+class NatsCluster:
+    servers: list[NatsServer]
+    logs: Path
+    _log_files: list[object] = field(default_factory=list)
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    @property
+    def source(self) -> str:
+        """The ``--source`` of the record stream: every server."""
+        return ",".join(self.urls)
+
+    def _config(self, s: NatsServer) -> Path:
+        routes = ", ".join(
+            f'"nats-route://127.0.0.1:{o.route_port}"' for o in self.servers if o is not s
+        )
+        conf = s.dir / "nats.conf"
+        conf.write_text(
+            f'server_name: "{s.name}"\n'
+            f'listen: "127.0.0.1:{s.port}"\n'
+            "max_payload: 2MB\n"
+            f'jetstream {{ store_dir: "{s.dir / "js"}", max_memory_store: 64MB, '
+            "max_file_store: 1GB }\n"
+            f'cluster {{ name: "jpki", listen: "127.0.0.1:{s.route_port}", routes: [{routes}] }}\n'
+        )
+        return conf
+
+    def start(self, s: NatsServer) -> None:
+        log = (self.logs / f"{s.name}.log").open("ab")
+        self._log_files.append(log)
+        s.proc = subprocess.Popen(
+            [NATS_SERVER, "-c", str(self._config(s))],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def wait_client(self, s: NatsServer, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while not _answers(s.port):
+            assert s.proc is not None
+            if s.proc.poll() is not None:
+                raise procs.ProcessError(f"nats-server {s.name} exited ({s.proc.returncode})")
+            if time.monotonic() > deadline:
+                raise procs.ProcessError(f"nats-server {s.name} not answering in {timeout} s")
+            time.sleep(0.05)
+
+    def kill(self, i: int) -> None:
+        """SIGKILL server ``i`` (by its PID)."""
+        s = self.servers[i]
+        assert s.proc is not None
+        procs.stop(s.proc, signal.SIGKILL)
+
+    def restart(self, i: int) -> None:
+        s = self.servers[i]
+        self.start(s)
+        self.wait_client(s)
+
+    def stop_all(self) -> None:
+        for s in self.servers:
+            if s.proc is not None:
+                procs.stop(s.proc, signal.SIGTERM, 10)
+        for f in self._log_files:
+            with contextlib.suppress(OSError):
+                f.close()  # type: ignore[attr-defined]
+
+
+def wait_jetstream(urls: list[str], timeout: float = 30) -> None:
+    """Until the cluster's JetStream has a meta leader: an account info request succeeds."""
+    import asyncio
+
+    import nats
+
+    async def probe() -> bool:
+        try:
+            nc = await nats.connect(servers=urls, connect_timeout=1, max_reconnect_attempts=0)
+        except Exception:
+            return False
+        try:
+            await nc.jetstream().account_info()
+            return True
+        except Exception:
+            return False
+        finally:
+            await nc.close()
+
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(probe()):
+        if time.monotonic() > deadline:
+            raise procs.ProcessError(f"JetStream not ready within {timeout} s")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def nats_cluster(base: Path, n: int = 3) -> Iterator[NatsCluster]:
+    """``n`` clustered JetStream servers on loopback under ``base``; stopped on the way out."""
+    if not os.access(NATS_SERVER, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail(f"{NATS_SERVER} missing (Debian package nats-server)")
+        pytest.skip(f"{NATS_SERVER} missing (Debian package nats-server)")
+    ports = free_ports(2 * n)
+    servers = []
+    for i in range(n):
+        d = base / f"nats{i}"
+        d.mkdir(parents=True)
+        servers.append(NatsServer(f"n{i}", ports[2 * i], ports[2 * i + 1], d))
+    cluster = NatsCluster(servers, base)
+    try:
+        for s in servers:
+            cluster.start(s)
+        for s in servers:
+            cluster.wait_client(s)
+        wait_jetstream(cluster.urls)
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
+# ---------------------------------------------------------------------------
+# jpki-va nodes on the cluster, and haproxy in front
+# ---------------------------------------------------------------------------
+
+BIN = Path(sys.executable).parent
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+@dataclass
+class Node:
+    """One jpki-va node: its own store, CRL directory, registry, ledger; its builder on the
+    record stream, its registry sync and its responder (each a process stopped by PID)."""
+
+    name: str
+    d: Path
+    pki: Path
+    signer: bool
+    facts_key: Path
+    consents: Path
+    """The registry the builder checks consents against (the same file on every node)."""
+    builder: subprocess.Popen[bytes] | None = None
+    responder: subprocess.Popen[bytes] | None = None
+    sync: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    @property
+    def store(self) -> Path:
+        return self.d / "store"
+
+    @property
+    def registry(self) -> Path:
+        return self.d / "registry.toml"
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        """SIGKILL its builder and responder (by PID; the responder's workers too)."""
+        for p in (self.responder, self.builder):
+            if p is not None:
+                procs.stop(p, signal.SIGKILL)
+        self.responder = self.builder = None
+
+
+@dataclass
+class Nodes:
+    """Three (or more) nodes on one NATS cluster; `start`, `kill`, `stop_all`."""
+
+    cluster: NatsCluster
+    nodes: list[Node]
+    _logs: list[object] = field(default_factory=list)
+
+    def _log(self, node: Node, what: str) -> object:
+        f = (node.d / f"{what}.log").open("ab")
+        self._logs.append(f)
+        return f
+
+    def start_builder(self, n: Node) -> None:
+        crl = ["--crl", "--tick-seconds", "2"] if n.signer else ["--no-crl"]
+        args = [
+            str(BIN / "crlbuilder"), "build", "--source", self.cluster.source,
+            "--durable", n.name, "--store", str(n.store), "--map-size-gib", "1",
+            "--pki", str(n.pki), "--facts-key-file", str(n.facts_key),
+            "--crl-dir", str(n.d / "crl"), "--quarantine", str(n.d / "quarantine.jsonl"),
+            "--notices", str(n.d / "notices.jsonl"), "--registry", str(n.consents),
+            "--sign-workers", "1", "--follow-interval", "0.2", "--no-progress", "--follow", *crl,
+        ]  # fmt: skip
+        log = self._log(n, "builder")
+        n.builder = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)  # type: ignore[arg-type]
+
+    def start_sync(self, n: Node) -> None:
+        args = [str(BIN / "responder"), "registry", "sync", "--registry", str(n.registry),
+                "--nats", self.cluster.source, "--follow"]  # fmt: skip
+        log = self._log(n, "sync")
+        n.sync = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)  # type: ignore[arg-type]
+
+    def start_responder(self, n: Node, *, port: int = 0) -> None:
+        args = [
+            str(BIN / "responder"), "serve", "--store", str(n.store), "--pki", str(n.pki),
+            "--registry", str(n.registry), "--crl-dir", str(n.d / "crl"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(n.d / "ledger"),
+            "--ledger-collect-interval", "1", "--no-metrics", "--nats", self.cluster.source,
+            "--node", n.name, "--nodes", str(len(self.nodes)), "--max-lag", "0",
+        ]  # fmt: skip
+        err = self._log(n, "responder")
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)  # type: ignore[arg-type]
+        n.responder = p
+        n.url = procs.wait_line(p, r"listening on (\S+)", 60)
+
+    def stop_all(self) -> None:
+        for n in self.nodes:
+            for p in (n.responder, n.sync, n.builder):
+                if p is not None:
+                    procs.stop(p, signal.SIGTERM, 15)
+                    if p.stdout is not None:
+                        p.stdout.close()
+        for f in self._logs:
+            with contextlib.suppress(OSError):
+                f.close()  # type: ignore[attr-defined]
+
+
+def haproxy_config(port: int, nodes: list[Node]) -> str:
+    """The loopback form of deploy/haproxy/haproxy.cfg: plain HTTP in front (the tests'
+    parties use bearer tokens), the same health check on /readyz, checked every 200 ms."""
+    servers = "\n".join(
+        f"    server {n.name} 127.0.0.1:{n.port} check inter 200ms fall 1 rise 2" for n in nodes
+    )
+    return f"""global
+    maxconn 2000
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse safe
+    timeout connect 1s
+    timeout client 10s
+    timeout server 10s
+    retries 2
+    option redispatch 1
+    retry-on conn-failure empty-response response-timeout
+frontend jpki_va
+    bind 127.0.0.1:{port}
+    http-request del-header client-cert
+    default_backend nodes
+backend nodes
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri /readyz ver HTTP/1.1 hdr host jpki-va
+    http-check expect status 200
+{servers}
+"""
+
+
+@contextlib.contextmanager
+def haproxy(d: Path, nodes: list[Node]) -> Iterator[str]:
+    """haproxy in front of ``nodes`` on a free loopback port; its URL. Stopped by PID."""
+    if not os.access(HAPROXY, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail(f"{HAPROXY} missing (Debian package haproxy)")
+        pytest.skip(f"{HAPROXY} missing (Debian package haproxy)")
+    (port,) = free_ports(1)
+    cfg = d / "haproxy.cfg"
+    cfg.write_text(haproxy_config(port, nodes))
+    with (d / "haproxy.log").open("ab") as log:
+        p = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)], stdout=log, stderr=log,
+                             stdin=subprocess.DEVNULL)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while not _listening(port):
+                if p.poll() is not None or time.monotonic() > deadline:
+                    raise procs.ProcessError(
+                        f"haproxy did not start: {(d / 'haproxy.log').read_text()}"
+                    )
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            procs.stop(p, signal.SIGTERM, 10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False

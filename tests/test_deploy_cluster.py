@@ -1,0 +1,165 @@
+"""The several-node deployment files (deploy/kubernetes, deploy/haproxy), checked offline.
+
+- Kubernetes (deploy/kubernetes/*.yaml): every document validates, strictly (no unknown
+  field), against the Kubernetes 1.30 OpenAPI schema with kubernetes-validate (PyPI), offline;
+  a StatefulSet with a volume per node, the NATS cluster of three with a volume each, the
+  Services; every container command of ours parses with the real CLI (``crlbuilder``,
+  ``responder``), and the responder's readiness probe is ``/readyz``.
+- HAProxy (deploy/haproxy/haproxy.cfg): ``haproxy -c`` accepts it (with the environment it
+  names pointed at real files), its health check is ``GET /readyz``, it keeps connections
+  alive, and it passes the client certificate in the header the responder reads from a
+  trusted proxy (after removing any the client sent). haproxy missing: skipped, except under
+  CI, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+
+from crlbuilder.cli import parser as crlbuilder_parser
+from responder.cli import parser as responder_parser
+from responder.config import ServerConfig
+from tests.support.pki import make_ca
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "kubernetes"
+HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+K8S_VERSION = "1.30.0"
+
+
+def documents() -> Iterator[tuple[str, dict[str, Any]]]:
+    for f in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(f.read_text()):
+            if doc:
+                yield f.name, doc
+
+
+def test_kubernetes_manifests_validate_offline_against_the_schema() -> None:
+    kinds = []
+    for name, doc in documents():
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        kinds.append((name, doc["kind"], doc["metadata"]["name"]))
+    assert ("jpki-va.yaml", "StatefulSet", "jpki-va") in kinds
+    assert ("jpki-va.yaml", "Service", "jpki-va") in kinds
+    assert ("nats.yaml", "StatefulSet", "nats") in kinds
+
+
+def test_kubernetes_validation_would_catch_a_wrong_field() -> None:
+    """The check above can fail: a misspelt field is refused in strict mode."""
+    _, doc = next((n, d) for n, d in documents() if d["kind"] == "StatefulSet")
+    broken = yaml.safe_load(yaml.safe_dump(doc))
+    broken["spec"]["replica"] = broken["spec"].pop("replicas")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def _sets() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for _, d in documents() if d["kind"] == "StatefulSet"}
+
+
+def test_every_node_and_every_nats_server_has_its_own_volume() -> None:
+    sets = _sets()
+    for name, replicas in (("jpki-va", 3), ("nats", 3), ("jpki-va-signer", 1)):
+        spec = sets[name]["spec"]
+        assert spec["replicas"] == replicas
+        assert [t["metadata"]["name"] for t in spec["volumeClaimTemplates"]] == ["data"]
+        assert spec["volumeClaimTemplates"][0]["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def _commands() -> Iterator[tuple[str, str, list[str]]]:
+    for set_name, doc in _sets().items():
+        pod = doc["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            if c.get("command", [""])[0] in ("crlbuilder", "responder"):
+                yield set_name, c["name"], c["command"]
+
+
+def test_container_commands_parse_with_the_real_clis() -> None:
+    seen = set()
+    for set_name, name, command in _commands():
+        argv = [re.sub(r"\$\((\w+)\)", lambda m: {"NATS": "nats://n:4222"}.get(m[1], "x"), a)
+                for a in command[1:]]  # fmt: skip
+        p = crlbuilder_parser() if command[0] == "crlbuilder" else responder_parser()
+        args = p.parse_args(argv)
+        seen.add((set_name, name))
+        if command[0] == "crlbuilder":
+            assert args.source == "nats://n:4222" and args.follow
+            # only the signer signs CRLs: the nodes hold no CA key
+            assert args.crl is (set_name == "jpki-va-signer"), (set_name, args.crl)
+    assert {("jpki-va", "builder"), ("jpki-va", "responder"), ("jpki-va", "registry-sync"),
+            ("jpki-va-signer", "builder")} <= seen  # fmt: skip
+
+
+def test_the_nodes_are_ready_on_readyz_and_only_the_signer_mounts_ca_keys() -> None:
+    sets = _sets()
+    pod = sets["jpki-va"]["spec"]["template"]["spec"]
+    responder = next(c for c in pod["containers"] if c["name"] == "responder")
+    assert responder["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert "jpki-va-ca-keys" not in secrets
+    signer = sets["jpki-va-signer"]["spec"]["template"]["spec"]
+    assert "jpki-va-ca-keys" in {
+        v["secret"]["secretName"] for v in signer["volumes"] if "secret" in v
+    }
+
+
+# ---------------------------------------------------------------------------
+# HAProxy
+# ---------------------------------------------------------------------------
+
+
+def _haproxy() -> str:
+    exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not os.access(exe, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail("haproxy missing (Debian package haproxy)")
+        pytest.skip("haproxy missing (Debian package haproxy)")
+    return exe
+
+
+@pytest.mark.integration
+def test_haproxy_config_is_accepted_by_haproxy(tmp_path: Path) -> None:
+    ca = make_ca("jpki-va test TLS", not_before=datetime.now(UTC) - timedelta(days=1))
+    cert = ca.cert.public_bytes(serialization.Encoding.PEM)
+    key = ca.key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    pem = tmp_path / "tls.pem"
+    pem.write_bytes(cert + key)
+    pem.chmod(0o600)
+    (tmp_path / "ca.pem").write_bytes(cert)
+    env = {**os.environ, "JPKI_VA_TLS_PEM": str(pem), "JPKI_VA_CLIENT_CA": str(tmp_path / "ca.pem"),
+           "JPKI_VA_NODE1": "127.0.0.1:18081", "JPKI_VA_NODE2": "127.0.0.1:18082",
+           "JPKI_VA_NODE3": "127.0.0.1:18083"}  # fmt: skip
+    out = subprocess.run([_haproxy(), "-c", "-f", str(HAPROXY_CFG)], env=env,
+                         capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_haproxy_routes_on_readyz_keeps_alive_and_passes_the_client_cert() -> None:
+    text = HAPROXY_CFG.read_text()
+    lines = [
+        ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")
+    ]
+    assert "http-check send meth GET uri /readyz ver HTTP/1.1 hdr host jpki-va" in lines
+    assert "http-check expect status 200" in lines
+    assert "option http-keep-alive" in lines
+    header = ServerConfig().client_cert_header  # what the responder reads from a trusted proxy
+    delete = lines.index(f"http-request del-header {header}")
+    sets = [i for i, ln in enumerate(lines) if ln.startswith(f"http-request set-header {header} ")]
+    assert sets and delete < sets[0]  # a client's own header never reaches a node
+    assert ":%[ssl_c_der,base64]:" in lines[sets[0]]  # RFC 9440 :base64-DER:

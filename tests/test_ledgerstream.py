@@ -1,0 +1,158 @@
+"""Quotas and the ledger across nodes (取決め; 帳簿, Act §40; 報告書, Act §41).
+
+Unit: each node admits its share of an agreed quota, ceil(quota / nodes), so the nodes
+together admit at most quota + nodes - 1 (the documented bound, `responder.limits`).
+
+Integration, on a real three-server JetStream cluster on loopback: two nodes ship their
+ledger counts to the ledger stream and either node's service ledger holds the sum; a node
+SIGKILLed while counting loses nothing once it ships again, and shipping or gathering twice
+counts nothing twice (`responder.ledgerstream`); a file is folded into per-day totals only
+once shipped whole.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.jetstream import Cluster
+from responder.ledger import Ledger, LedgerWriter, Method, Service
+from responder.ledgerstream import gather, ship
+from responder.limits import Limit, LimitsTable, node_share
+from tests.support.nats import NatsCluster
+from tests.test_limits import NOW, party
+
+# ---------------------------------------------------------------------------
+# Unit: per-node shares of a quota
+# ---------------------------------------------------------------------------
+
+
+def test_agreement_quota_split_in_node_shares_within_the_bound() -> None:
+    assert node_share(None, 3) is None
+    assert node_share(10, 1) == 10
+    assert node_share(10, 3) == 4  # three nodes admit 12 at most: quota + nodes - 1 = 12
+    assert node_share(1, 3) == 1  # never zero: a quota of 1 is not refused outright
+    for q in range(1, 50):
+        for n in range(1, 8):
+            share = node_share(q, n)
+            assert share is not None and q <= n * share <= q + n - 1
+
+
+def test_one_node_admits_its_share_of_the_per_second_quota(tmp_path: Path) -> None:
+    LimitsTable.create(tmp_path / "t", 1)
+    t = LimitsTable(tmp_path / "t", 1, 0, nodes=3)
+    p = party(requests_per_second=10)
+    got = [t.admit(p, NOW) for _ in range(6)]
+    assert got[:4] == [None] * 4
+    assert all(w is not None and w.limit is Limit.SECOND for w in got[4:])
+    t.close()
+
+
+# ---------------------------------------------------------------------------
+# Integration: the service's ledger on the stream
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(nats: NatsCluster) -> NatsCluster:
+    """The session's NATS cluster (tests/conftest.py)."""
+    return nats
+
+
+def count(d: Path, party_id: str, n: int, worker: int = 0) -> None:
+    with LedgerWriter.open(d, worker) as w:
+        for _ in range(n):
+            w.count(party_id, Service.SIGN_REVOCATION_INFO, Method.OCSP)
+
+
+def service_total(d: Path) -> int:
+    with Ledger.open(d) as ledger:
+        ledger.view = "service_ledger"
+        today = date.today()
+        return sum(ledger.totals(today - timedelta(days=2), today + timedelta(days=2)).values())
+
+
+def collect_and_ship(c: Cluster, d: Path, node: str, stream: str, **kw: float) -> int:
+    with Ledger.open(d) as ledger:
+        ledger.collect(**kw)
+        return ship(c, ledger, node, stream)
+
+
+def gather_into(c: Cluster, d: Path, stream: str) -> int:
+    with Ledger.open(d) as ledger:
+        return gather(c, ledger, stream)
+
+
+_CRASH = """
+import os, signal, sys
+from pathlib import Path
+from responder.ledger import LedgerWriter, Method, Service
+w = LedgerWriter.open(Path(sys.argv[1]), 1)
+for _ in range(int(sys.argv[2])):
+    w.count("bank-b", Service.AUTH_REVOCATION_INFO, Method.OCSP)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_act_41_report_of_the_whole_service_exact_after_a_node_crash(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    stream = "LEDGER_T1"
+    count(a, "bank-a", 7)
+    count(b, "bank-b", 5)
+    c = Cluster(cluster.urls)
+    try:
+        assert collect_and_ship(c, a, "node-a", stream) > 0
+        assert collect_and_ship(c, b, "node-b", stream) > 0
+        gather_into(c, a, stream)
+        assert service_total(a) == 12
+        # node b is killed while counting: what its worker file holds is shipped on restart
+        p = subprocess.run([sys.executable, "-c", _CRASH, str(b), "9"], check=False, timeout=60)
+        assert p.returncode == -signal.SIGKILL
+        assert collect_and_ship(c, b, "node-b", stream) > 0
+        gather_into(c, a, stream)
+        assert service_total(a) == 21  # 7 + 5 + 9: none lost
+        # shipping and gathering again, and a second gatherer: none doubled
+        assert collect_and_ship(c, a, "node-a", stream) == 0
+        assert collect_and_ship(c, b, "node-b", stream) == 0
+        assert gather_into(c, a, stream) == 0
+        gather_into(c, b, stream)
+        assert service_total(b) == 21
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_shipping_node_folds_a_file_only_once_it_is_shipped_whole(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    d = tmp_path / "n"
+    stream = "LEDGER_T2"
+    count(d, "bank-a", 3)
+    c = Cluster(cluster.urls)
+    try:
+        collect_and_ship(c, d, "node-n", stream)
+        count(d, "bank-a", 4)  # counted after the shipment, then the writer stops
+        with Ledger.open(d) as ledger:
+            result = ledger.collect(retire_idle_after=0)
+            assert result.retired == []  # its last 4 are not shipped: kept, not folded
+        assert collect_and_ship(c, d, "node-n", stream, retire_idle_after=0) == 1
+        with Ledger.open(d) as ledger:
+            assert ledger.collect(retire_idle_after=0).retired  # shipped whole: folded now
+        assert not list(d.glob("*.ledger"))
+        gather_into(c, d, stream)
+        assert service_total(d) == 7
+        assert collect_and_ship(c, d, "node-n", stream) == 0
+    finally:
+        c.close()
+    assert os.path.exists(d / "ledger.sqlite3")

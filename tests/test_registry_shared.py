@@ -1,0 +1,129 @@
+"""The registry shared by several nodes in a JetStream key-value bucket (`responder.registry.shared`).
+
+On a real three-server cluster on loopback: a change made on one node (with ``--nats``) reaches
+another node's file through `responder registry sync --follow`, audited there (its hash chain
+and the file agree: `verify-audit` holds on both nodes); a suspension made on one node is the
+state of the party on the other; a change made from a stale revision is refused and writes
+nothing anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.manifest import Manifest
+from responder.cli import main as responder_main
+from responder.registry.lookup import Registry
+from responder.registry.shared import Conflict, SharedRegistry
+from tests.support import procs
+from tests.support.nats import NatsCluster
+from tests.support.wait import until
+
+pytestmark = [pytest.mark.integration, pytest.mark.real_clock]
+
+PARTY = "sig-verifier"
+
+
+@pytest.fixture
+def cluster(nats: NatsCluster) -> NatsCluster:
+    """The session's NATS cluster (tests/conftest.py)."""
+    return nats
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def registry(*args: str, check: bool = True) -> Ran:
+    """``responder registry ARGS`` in this process (the command's own code, without the cost of
+    starting Python again); its exit code and what it printed."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = responder_main(["registry", *args])
+    ran = Ran(rc, out.getvalue(), err.getvalue())
+    assert rc == 0 or not check, ran
+    return ran
+
+
+def state(path: Path, party: str) -> str:
+    return Registry.load(path).parties[party].state(time.time()).value
+
+
+def test_suspension_on_one_node_holds_on_the_other_audited_on_both(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    a, b = tmp_path / "a" / "registry.toml", tmp_path / "b" / "registry.toml"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    registry("init", "--pki", str(demo_pki[0]), "--out", str(a))
+    nats = ["--nats", cluster.source, "--bucket", "REG_T1"]
+    # the first shared change: node a's registry goes to the bucket (compare-and-set on none)
+    registry("update", "--registry", str(a), "--id", PARTY, "--office", "Tokyo 2", *nats)
+    with procs.started(
+        [sys.executable, "-m", "responder.cli", "registry", "sync", "--registry", str(b),
+         "--follow", *nats],
+        log=tmp_path / "sync.log", sig=signal.SIGTERM,
+    ):  # fmt: skip
+        until(lambda: b.exists() and b.read_bytes() == a.read_bytes(), 20, "b replicated a")
+        assert state(b, PARTY) != "suspended"
+        registry("suspend", "--registry", str(a), "--id", PARTY, "--article", "Act §18(6)(1)",
+                 "--reason", "test", *nats)  # fmt: skip
+        assert state(a, PARTY) == "suspended"
+        until(lambda: state(b, PARTY) == "suspended", 20, "the suspension on node b")
+    for node in (a, b):  # each node's audit accounts for its file
+        out = registry("verify-audit", "--registry", str(node))
+        assert "intact" in out.stdout
+    assert "replicate" in (b.with_name("registry.audit.jsonl")).read_text()
+
+
+def test_a_change_from_a_stale_revision_is_refused_and_writes_nothing(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    a = tmp_path / "registry.toml"
+    registry("init", "--pki", str(demo_pki[0]), "--out", str(a))
+    nats = ["--nats", cluster.source, "--bucket", "REG_T2"]
+    registry("update", "--registry", str(a), "--id", PARTY, "--office", "Osaka", *nats)
+    shared = SharedRegistry(cluster.source, "REG_T2")
+    try:
+        first = shared.get()
+        assert first is not None and first.data == a.read_bytes()
+        shared.put(first.data.replace(b"Osaka", b"Kobe"), first.revision)  # another node
+        with pytest.raises(Conflict):  # a third node that read the first revision
+            shared.put(first.data.replace(b"Osaka", b"Nara"), first.revision)
+        now = shared.get()
+        assert now is not None and b"Kobe" in now.data and b"Nara" not in now.data
+    finally:
+        shared.close()
+    # node a's next change starts from the bucket's newest registry, not its own file
+    registry("update", "--registry", str(a), "--id", "auth-verifier", "--office", "Sendai", *nats)
+    text = a.read_text()
+    assert "Kobe" in text and "Sendai" in text
+    assert "intact" in registry("verify-audit", "--registry", str(a)).stdout
+
+
+def test_a_shared_registry_that_does_not_load_is_not_taken(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    a = tmp_path / "registry.toml"
+    registry("init", "--pki", str(demo_pki[0]), "--out", str(a))
+    before = a.read_bytes()
+    shared = SharedRegistry(cluster.source, "REG_T3")
+    try:
+        shared.put(b"[[party]]\nid = 'broken'\n", 0)
+    finally:
+        shared.close()
+    out = registry("sync", "--registry", str(a), "--nats", cluster.source, "--bucket", "REG_T3",
+                   check=False)  # fmt: skip
+    assert out.returncode == 2 and "does not load here" in out.stderr
+    assert a.read_bytes() == before

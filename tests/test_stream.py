@@ -1,0 +1,498 @@
+"""The record stream on NATS JetStream (`crlbuilder.stream`): every node converges, a kill loses nothing.
+
+Unit: the batches are cut by the stream alone (`Batcher`), the messages of a file carry
+their record ids and batch ends (`messages`), payloads are sealed (no four facts on the
+stream in clear), the server list parses.
+
+Integration, on a real three-server JetStream cluster on loopback (`tests.support.nats`):
+two nodes that consumed the same stream prefix hold byte-identical stores; records
+published twice are applied once; a builder SIGKILLed while it consumes resumes from its
+store's sequence and ends with the same bytes as a node never interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from crlbuilder import snapshot
+from crlbuilder.build import Builder
+from crlbuilder.config import BuilderConfig
+from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
+from crlbuilder.ingest import MAX_LINE, Rejected
+from crlbuilder.jetstream import Cluster, parse_servers, replicas_for
+from crlbuilder.keys.signer import SignerError
+from crlbuilder.manifest import Manifest
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.stream import (
+    H_END,
+    H_ID,
+    MAX_BATCH,
+    Batcher,
+    Consumer,
+    Delivered,
+    StreamCipher,
+    StreamNames,
+    decode,
+    messages,
+    publish,
+)
+from responder.streamlag import STALE_AFTER, verdict
+from tests.support import procs
+from tests.support.builder import builder_config
+from tests.support.nats import NatsCluster
+from tests.support.store import dump_store
+from tests.support.wait import until
+
+KEY = bytes(range(32))
+AT = datetime(2026, 4, 1, tzinfo=UTC)
+
+# ---------------------------------------------------------------------------
+# Unit: batches, messages, sealing
+# ---------------------------------------------------------------------------
+
+
+def _d(seq: int, end: bool = False) -> Delivered:
+    return Delivered(seq=seq, item=Rejected("f", seq, "x"), at=AT, end=end, pending=0)
+
+
+def test_batches_cut_at_the_publishers_end_marks_not_by_timing() -> None:
+    b = Batcher(after=0, batch_size=MAX_BATCH)
+    assert b.add(_d(1)) is None and b.add(_d(2)) is None
+    batch = b.add(_d(3, end=True))
+    assert batch is not None and [d.seq for d in batch] == [1, 2, 3]
+    # however the deliveries were split, the same positions make the same batches
+    b2 = Batcher(after=0, batch_size=MAX_BATCH)
+    got = [b2.add(d) for d in (_d(1), _d(2), _d(3, end=True))]
+    assert [[d.seq for d in x] for x in got if x] == [[1, 2, 3]]
+
+
+def test_batches_skip_what_is_delivered_again_at_or_before_the_committed_sequence() -> None:
+    b = Batcher(after=5, batch_size=MAX_BATCH)
+    assert b.add(_d(4, end=True)) is None and b.add(_d(5, end=True)) is None
+    assert [d.seq for d in b.add(_d(6, end=True)) or []] == [6]
+    assert b.add(_d(6, end=True)) is None  # redelivered after its commit
+    assert b.after == 6
+
+
+def test_batches_cap_at_a_constant_of_the_stream() -> None:
+    b = Batcher(after=0, batch_size=3)
+    assert b.add(_d(1)) is None and b.add(_d(2)) is None
+    assert [d.seq for d in b.add(_d(3)) or []] == [1, 2, 3]
+    assert b.add(_d(4)) is None
+    assert [d.seq for d in b.cut()] == [4]  # a publisher's tail, cut by time
+
+
+def _records(tmp: Path, lines: list[bytes]) -> Path:
+    p = tmp / "in.jsonl"
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    return p
+
+
+def test_messages_carry_record_ids_and_batch_ends(tmp_path: Path) -> None:
+    lines = [b'{"id": "r%d", "type": "nonsense"}' % i for i in range(5)]
+    lines.insert(2, b"")  # blank lines are skipped
+    lines.append(b"not json, no id")
+    out = list(messages(_records(tmp_path, lines), StreamCipher(KEY), batch_size=2))
+    ids = [m.msg_id for m in out]
+    assert ids[:5] == ["r0", "r1", "r2", "r3", "r4"]
+    assert ids[5].startswith("line:")
+    assert [bool(m.headers.get(H_END)) for m in out] == [False, True, False, True, False, True]
+    assert out[3].headers["Jpki-Line"] == "5"  # the line number in the file, blank counted
+
+
+def test_act_44_no_four_facts_on_the_stream_in_clear(tmp_path: Path) -> None:
+    """A record's line (an issuance carries the four facts) is sealed; it opens with the key."""
+    line = b'{"id": "r1", "type": "issuance", "facts": {"name": "\xe5\xb1\xb1\xe7\x94\xb0"}}'
+    (m,) = messages(_records(tmp_path, [line]), StreamCipher(KEY), batch_size=10)
+    assert b"issuance" not in m.payload and "山田".encode() not in m.payload
+    back = decode(m.headers, m.payload, StreamCipher(KEY))
+    assert isinstance(back, Rejected) and back.record_id == "r1"  # opened, then refused
+    other = decode(m.headers, m.payload, StreamCipher(bytes(32)))
+    assert isinstance(other, Rejected) and "facts key" in other.reason
+    tampered = decode({**m.headers, H_ID: "r2"}, m.payload, StreamCipher(KEY))
+    assert isinstance(tampered, Rejected) and "facts key" in tampered.reason
+
+
+def test_too_long_line_is_refused_on_every_node_not_published(tmp_path: Path) -> None:
+    (m,) = messages(_records(tmp_path, [b"x" * (MAX_LINE + 1)]), StreamCipher(KEY), 10)
+    assert len(m.payload) < 64
+    back = decode(m.headers, m.payload, StreamCipher(KEY))
+    assert isinstance(back, Rejected) and "longer than" in back.reason
+
+
+def test_servers_parse_and_refuse_what_is_no_nats_server() -> None:
+    assert parse_servers("nats://a:4222,b:4223") == ["nats://a:4222", "nats://b:4223"]
+    for bad in ("", "http://a:1", "nats://a", "nats://a:1/x"):
+        with pytest.raises(ValueError):
+            parse_servers(bad)
+    assert replicas_for(3, 0) == 3 and replicas_for(1, 0) == 1 and replicas_for(3, 1) == 1
+
+
+# ---------------------------------------------------------------------------
+# Integration: a real cluster
+# ---------------------------------------------------------------------------
+
+COMPARED = (b"status", b"revoked", b"links", b"holders", b"consents", b"pending", b"applied")
+
+
+@pytest.fixture
+def cluster(nats: NatsCluster) -> NatsCluster:
+    """The session's NATS cluster (tests/conftest.py)."""
+    return nats
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, Manifest]) -> Path:
+    out = tmp_path_factory.mktemp("pop") / "pop"
+    subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "synth", "--pki", str(demo_pki[0]),
+         "--holders", "200", "--out", str(out), "--seed", "3", "--no-progress"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out / "records"
+
+
+def node_config(
+    tmp: Path, pki: Path, cluster: NatsCluster, stream: str, batch_size: int = 40
+) -> BuilderConfig:
+    tmp.mkdir()
+    cfg = builder_config(tmp, pki)
+    # no CRLs, no pre-signing: they move no commit, and what is compared is the records' effect
+    return msgspec.structs.replace(
+        cfg,
+        crl=msgspec.structs.replace(cfg.crl, enabled=False),
+        ocsp=msgspec.structs.replace(cfg.ocsp, presign=False),
+        input=msgspec.structs.replace(cfg.input, source=cluster.source, batch_size=batch_size),
+        stream=msgspec.structs.replace(
+            cfg.stream, name=stream, subject=f"jpki.{stream}", durable=tmp.name
+        ),
+    )
+
+
+def names(cfg: BuilderConfig) -> StreamNames:
+    return StreamNames(cfg.stream.name, cfg.stream.subject)
+
+
+def same_key(a: Path, b: Path) -> None:
+    b.write_bytes(a.read_bytes())
+    b.chmod(0o600)
+
+
+def consume(cfg: BuilderConfig, cluster: NatsCluster) -> int:
+    b = Builder(cfg, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        return b.consume(Consumer(c, names(cfg), cfg.stream.durable, cipher), tail_wait=0.5)
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+
+
+def publish_files(cfg: BuilderConfig, cluster: NatsCluster, paths: list[Path]) -> int:
+    c = Cluster(cluster.urls)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        r = publish(c, names(cfg), paths, cipher, batch_size=cfg.input.batch_size)
+        return r.published
+    finally:
+        c.close()
+
+
+def dump(cfg: BuilderConfig) -> dict[str, list[tuple[bytes, bytes]]]:
+    skip = [n for n in sf.ALL_DBS if n not in COMPARED]
+    return dump_store(Path(cfg.store.path), skip=skip)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    a = node_config(tmp_path / "a", demo_pki[0], cluster, "same")
+    b = node_config(tmp_path / "b", demo_pki[0], cluster, "same")
+    same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
+    files = sorted(population.glob("*.jsonl"))
+    half = len(files) // 2
+    n1 = publish_files(a, cluster, files[:half])
+    assert consume(a, cluster) == n1  # a applies the first half
+    n2 = publish_files(a, cluster, files[half:])
+    assert consume(a, cluster) == n1 + n2
+    assert consume(b, cluster) == n1 + n2  # b applies it all at once, later
+    assert dump(a) == dump(b)
+    assert generation(a) > 2  # one commit per marked batch, not one in all
+    # published again: JetStream drops every record id it already holds
+    assert publish_files(a, cluster, files) == 0
+    assert consume(b, cluster) == n1 + n2
+    assert dump(a) == dump(b)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_node_killed_while_consuming_resumes_without_loss_or_double_application(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    ref = node_config(tmp_path / "ref", demo_pki[0], cluster, "kill", batch_size=4)
+    victim = node_config(tmp_path / "victim", demo_pki[0], cluster, "kill", batch_size=4)
+    same_key(Path(ref.keys.facts_key_file), Path(victim.keys.facts_key_file))
+    total = publish_files(ref, cluster, sorted(population.glob("*.jsonl")))
+    consume(ref, cluster)
+    args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(victim), "--no-progress"]
+    log = tmp_path / "victim.log"
+    with procs.started([*args, "--follow"], log=log, sig=signal.SIGKILL) as p:
+        until(lambda: 0 < stream_seq(victim) < total or p.poll() is not None, 30, "a commit")
+        os.kill(p.pid, signal.SIGKILL)  # mid-consume: some batches committed, not all
+        p.wait(10)
+    killed_at = stream_seq(victim)
+    assert 0 < killed_at < total, (
+        f"killed at {killed_at} of {total}: not mid-consume; log: {log.read_text()[-2000:]}"
+    )
+    subprocess.run(args, check=True, capture_output=True, timeout=60)
+    assert stream_seq(victim) == total
+    assert dump(victim) == dump(ref)
+
+
+def stream_seq(cfg: BuilderConfig) -> int:
+    p = Path(cfg.store.path)
+    if not (p / "data.mdb").exists():
+        return 0
+    try:
+        s = Store.open(p, readonly=True)
+    except sf.StoreFormatError:  # its builder is creating it
+        return 0
+    try:
+        with s.read() as r:
+            return r.stream_seq()
+    finally:
+        s.close()
+
+
+def generation(cfg: BuilderConfig) -> int:
+    s = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            return r.generation().commit
+    finally:
+        s.close()
+
+
+def flags(cfg: BuilderConfig) -> list[str]:
+    """The command line of a node's builder with ``cfg``."""
+    return [
+        "--store", cfg.store.path, "--map-size-gib", "1", "--pki", cfg.pki.manifest,
+        "--source", cfg.input.source, "--stream", cfg.stream.name,
+        "--stream-subject", cfg.stream.subject, "--durable", cfg.stream.durable,
+        "--facts-key-file", cfg.keys.facts_key_file, "--quarantine", cfg.input.quarantine,
+        "--notices", cfg.input.notices, "--crl-dir", cfg.crl.directory,
+        "--batch-size", str(cfg.input.batch_size), "--no-crl", "--no-presign",
+    ]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# One signer of CRLs: shipped through the object store, fetched by keyless nodes
+# ---------------------------------------------------------------------------
+
+
+def keyless_pki(pki: Path, to: Path) -> Path:
+    """A copy of the PKI without any CA key: what a node that does not sign CRLs holds."""
+    shutil.copytree(pki, to)
+    gone = list((to / "ca").glob("*.key"))
+    assert gone
+    for k in gone:
+        k.unlink()
+    return to
+
+
+def run_node(
+    cfg: BuilderConfig, cluster: NatsCluster, bucket: str
+) -> tuple[int, list[sf.CrlFileEntry]]:
+    """One catch-up of a node: the signer ships what it signs, a keyless node fetches it."""
+    b = Builder(cfg, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    directory = Path(cfg.crl.directory)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        consumer = Consumer(c, names(cfg), cfg.stream.durable, cipher)
+        if cfg.crl.enabled:
+            seq = b.consume(
+                consumer, ship=lambda r: ship(c, bucket, b.store, directory, r.crl_files)
+            )
+            return seq, []
+        seq = b.consume(consumer)
+        return seq, Fetcher(c, bucket, b.store, b.manifest, directory).fetch(int(time.time()))
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+
+
+def crl_index(cfg: BuilderConfig) -> tuple[list[sf.CrlFileEntry], list[sf.CrlState]]:
+    s = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            issuers = r.issuers()
+            return (
+                [e for i in issuers for e in r.latest_crls(i.index)],
+                [r.crl_state(i.index) for i in issuers],
+            )
+    finally:
+        s.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_only_the_key_holder_signs_crls_and_keyless_nodes_serve_the_same_files(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster, "crls")
+    signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
+    node = node_config(
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster, "crls"
+    )
+    same_key(Path(signer.keys.facts_key_file), Path(node.keys.facts_key_file))
+    with pytest.raises(SignerError):  # the keyless node cannot sign CRLs: it must not try
+        Builder(msgspec.structs.replace(node, crl=signer.crl), progress=False).close()
+    publish_files(signer, cluster, sorted(population.glob("*.jsonl")))
+    seq, _ = run_node(signer, cluster, "CRLS_T")
+    assert seq > 0
+    seq_node, placed = run_node(node, cluster, "CRLS_T")
+    assert seq_node == seq and placed
+    assert crl_index(node) == crl_index(signer)
+    for e in placed:  # the archive and the current file, the same bytes as the signer's
+        for rel in (e.path, f"{e.issuer}{'-delta' if e.delta else ''}.crl"):
+            got = (Path(node.crl.directory) / rel).read_bytes()
+            assert got == (Path(signer.crl.directory) / rel).read_bytes()
+    assert dump(node) == dump(signer)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A shipped CRL whose signature does not verify with the issuer's CA certificate (its
+    signature altered, its digest in the pointer made to match) is refused; the node keeps
+    what it had."""
+    import asyncio
+
+    import nats
+
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster, "bad")
+    signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
+    node = node_config(
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster, "bad"
+    )
+    run_node(signer, cluster, "CRLS_BAD")
+    entries, _ = crl_index(signer)
+    a = next(e for e in entries if not e.delta)
+    der = bytearray((Path(signer.crl.directory) / a.path).read_bytes())
+    der[-1] ^= 1  # the last octet of the signature
+    forged = Shipment(
+        issuer=a.issuer,
+        state=sf.CrlState(number=99, this_update=a.this_update, next_update=a.next_update),
+        files=[msgspec.structs.replace(a, size=len(der), sha256=hashlib.sha256(der).hexdigest())],
+    )
+
+    async def put() -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        obs = await nc.jetstream().object_store("CRLS_BAD")
+        await obs.put(a.path, bytes(der))
+        await obs.put(f"latest/{a.issuer}", msgspec.json.encode(forged))
+        await nc.close()
+
+    asyncio.run(put())
+    b_ = Builder(node, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        # the other issuers' CRLs are fetched; this one is refused
+        with pytest.raises(ShippingError, match=rf"{a.issuer} CRL {a.number}: .*signature"):
+            Fetcher(c, "CRLS_BAD", b_.store, b_.manifest, Path(node.crl.directory)).fetch(
+                int(time.time())
+            )
+        assert not (Path(node.crl.directory) / f"{a.issuer}.crl").exists()
+        with b_.store.read() as r:
+            idx = next(i.index for i in r.issuers() if i.id == a.issuer)
+            assert r.crl_state(idx).number != 99
+        assert not (Path(node.crl.directory) / a.path).exists()
+    finally:
+        c.close()
+        b_.close()
+        b_.log.close()
+
+
+# ---------------------------------------------------------------------------
+# A new node: a snapshot of a store, then the stream after it; /readyz's lag rule
+# ---------------------------------------------------------------------------
+
+
+def test_readyz_not_ready_until_within_the_lag_and_again_when_behind() -> None:
+    now = 1_800_000_000
+    assert verdict(0, 0, 0, now, max_lag=10) is not None  # never saw the stream
+    assert (
+        verdict(100, 500, now, now, max_lag=10)
+        == "400 records behind the record stream (at most 10)"
+    )
+    assert verdict(495, 500, now, now, max_lag=10) is None  # caught up within the lag
+    assert verdict(495, 520, now, now, max_lag=10) is not None  # fell behind again
+    stale = verdict(500, 500, now - STALE_AFTER - 1, now, max_lag=10)
+    assert stale is not None and "not seen" in stale  # the builder stopped seeing the stream
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_new_node_starts_from_a_snapshot_and_the_stream_after_it(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    a = node_config(tmp_path / "a", demo_pki[0], cluster, "snap")
+    files = sorted(population.glob("*.jsonl"))
+    half = len(files) // 2
+    n1 = publish_files(a, cluster, files[:half])
+    consume(a, cluster)
+    c = Cluster(cluster.urls)
+    store = Store.open(Path(a.store.path), readonly=True)
+    try:
+        info = snapshot.put(c, snapshot.Bucket("SNAP_T"), store)
+    finally:
+        store.close()
+        c.close()
+    assert info.stream_seq == n1
+    n2 = publish_files(a, cluster, files[half:])
+    consume(a, cluster)
+    new = node_config(tmp_path / "new", demo_pki[0], cluster, "snap")
+    same_key(Path(a.keys.facts_key_file), Path(new.keys.facts_key_file))
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", cluster.source,
+         "--store", new.store.path, "--snapshot-bucket", "SNAP_T"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert msgspec.json.decode(out.stdout)["stream_seq"] == n1
+    assert stream_seq(new) == n1  # the snapshot's own sequence: the builder resumes after it
+    assert oct(Path(new.store.path, "data.mdb").stat().st_mode & 0o777) == "0o600"
+    assert consume(new, cluster) == n1 + n2
+    assert dump(new) == dump(a)
+    s = Store.open(Path(new.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            head, seen_at = r.stream_head()
+    finally:
+        s.close()
+    assert head == n1 + n2 and abs(seen_at - time.time()) < 60
+    again = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", cluster.source,
+         "--store", new.store.path, "--snapshot-bucket", "SNAP_T"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert again.returncode == 2 and "already there" in again.stderr
