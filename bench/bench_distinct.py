@@ -53,6 +53,7 @@ import json
 import os
 import random
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -467,6 +468,7 @@ NGINX_CONF: Final = """\
 daemon off;
 master_process on;
 worker_processes 1;
+worker_rlimit_nofile {nofile};
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 1024; }}
@@ -474,7 +476,7 @@ http {{
     access_log off;
     sendfile off;
     tcp_nopush off;
-    open_file_cache max=200000 inactive=600s;
+    open_file_cache max={cache} inactive=600s;
     open_file_cache_valid 600s;
     open_file_cache_errors on;
     client_body_temp_path {tmp}/body;
@@ -509,9 +511,12 @@ def nginx(
     for p in (tmp, tmp / "www", www):
         p.chmod(0o755)
     port = free_port()
+    # each cached file holds a descriptor: the cache is bounded by this process's limit
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     conf = tmp / "nginx.conf"
     conf.write_text(
-        ("user root;\n" if os.geteuid() == 0 else "") + NGINX_CONF.format(tmp=tmp, port=port)
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + NGINX_CONF.format(tmp=tmp, port=port, nofile=nofile, cache=nofile // 2)
     )
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
     with started(
@@ -641,9 +646,49 @@ def bench_signing(ctx: Ctx, reqs: list[Req], key_path: Path) -> dict[str, Any]:
     }
 
 
+def prepare_store(d: Path, holders: int) -> dict[str, Any]:
+    """Make ``d`` a store of ``holders`` holders (synth + build, as `bench.bench_build` does)
+    unless it holds one already; then a refresh build (no records) so its CRLs and stored
+    answers are current. Returns what was done, with seconds."""
+    from bench.bench_build import _flags
+    from bench.bench_build import run as run_cmd
+
+    cb = str(BIN / "crlbuilder")
+    done: dict[str, Any] = {}
+    d.mkdir(parents=True, exist_ok=True)
+    if not (d / "store" / "data.mdb").exists():
+        as_of = datetime.now(UTC).replace(microsecond=0).isoformat()
+        if not (d / "pki" / "pki.json").exists():
+            run_cmd(cb, "pki", "init", "--out", str(d / "pki"))
+        if not (d / "facts.key").exists():
+            run_cmd(cb, "facts-key", "--out", str(d / "facts.key"))
+        if not (d / "registry.toml").exists():
+            run_cmd(str(BIN / "responder"), "registry", "init", "--pki", str(d / "pki"),
+                    "--out", str(d / "registry.toml"))  # fmt: skip
+        secs, _, _ = run_cmd(cb, "synth", "--pki", str(d / "pki"), "--holders", str(holders),
+                             "--out", str(d / "pop"), "--seed", "1", "--as-of", as_of, "--force")  # fmt: skip
+        done["synth_seconds"] = round(secs, 1)
+        secs, _, _ = run_cmd(
+            cb, "build", *_flags(d), "--input", str(d / "pop" / "records"), "--as-of", as_of
+        )
+        done["build_seconds"] = round(secs, 1)
+    (d / "empty").mkdir(exist_ok=True)
+    secs, _, _ = run_cmd(cb, "build", *_flags(d), "--input", str(d / "empty"),
+                         "--delta-cycle-seconds", "43200")  # fmt: skip
+    done["refresh_seconds"] = round(secs, 1)
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--store-dir", type=Path, required=True, help="pki/, store/, crl/ (bench_build)")
+    p.add_argument(
+        "--holders",
+        type=int,
+        default=0,
+        help="make the store first when --store-dir has none (synth + build of this many "
+        "holders, then a refresh build each run); 0: use the store as it is",
+    )
     p.add_argument("--requests", type=int, default=100_000, help="distinct requests in the set")
     p.add_argument("--revoked-share", type=float, default=0.20)
     p.add_argument("--unknown-share", type=float, default=0.05)
@@ -662,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"bench_distinct: {tool} is not installed")
     d: Path = args.store_dir.resolve()
+    prepared = prepare_store(d, args.holders) if args.holders else {}
     manifest = load_manifest(d / "pki")
     store = Store.open(d / "store", readonly=True)
     try:
@@ -743,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     report = summarize(results, info, args, started_at, load0)
+    report["store_prepared"] = prepared
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
