@@ -284,8 +284,8 @@ class JpkiApp:
                 req.note = _NOTE_OCSP_HTTP
                 return _OCSP_GET_ONLY
             try:
-                der = decode_get_path(path[6:].decode("ascii"))
-            except (RequestError, UnicodeDecodeError):
+                der = decode_get_path(path[6:])
+            except RequestError:
                 req.note = _NOTE_MALFORMED
                 return _OCSP_ERRORS[ResponseStatus.MALFORMED_REQUEST]
             return self._ocsp(req, der, get=True)
@@ -576,14 +576,23 @@ def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:
     (nextUpdate minus now, never negative).
     """
     max_age = max(0, ready.next_update - now)
+    memo = ready.http_fields
+    if not memo:  # the first GET of this answer: the fields that never change for it
+        memo.append(
+            (
+                (b"last-modified", formatdate(ready.this_update, usegmt=True).encode()),
+                (b"expires", formatdate(ready.next_update, usegmt=True).encode()),
+                (
+                    b"etag",
+                    b'"'
+                    + hashlib.sha1(ready.der, usedforsecurity=False).hexdigest().encode()
+                    + b'"',
+                ),
+            )
+        )
     return (
         (b"cache-control", b"max-age=%d, private, no-transform, must-revalidate" % max_age),
-        (b"last-modified", formatdate(ready.this_update, usegmt=True).encode()),
-        (b"expires", formatdate(ready.next_update, usegmt=True).encode()),
-        (
-            b"etag",
-            b'"' + hashlib.sha1(ready.der, usedforsecurity=False).hexdigest().encode() + b'"',
-        ),
+        *memo[0],
     )
 
 

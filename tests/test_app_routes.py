@@ -135,6 +135,25 @@ def test_ocsp_get_answers_are_private_with_rfc5019_max_age() -> None:
     assert past.startswith(b"max-age=0,")
 
 
+def test_ocsp_get_fields_kept_per_answer_only_the_max_age_moves() -> None:
+    """Issue 17 (hot path): the time-independent RFC 5019 fields are made once per answer and
+    kept with it; max-age still follows the clock, and another answer gets its own fields."""
+    ready = Ready(b"der-1", this_update=1_000_000, next_update=1_003_600)
+    first = dict(caching_headers(ready, 1_000_600))
+    later = dict(caching_headers(ready, 1_001_600))
+    assert later[b"cache-control"].startswith(b"max-age=2000,")
+    assert {k: v for k, v in later.items() if k != b"cache-control"} == {
+        k: v for k, v in first.items() if k != b"cache-control"
+    }
+    other = dict(
+        caching_headers(Ready(b"der-2", this_update=2_000_000, next_update=2_000_600), 2_000_000)
+    )
+    assert other[b"etag"] != first[b"etag"]
+    assert other[b"last-modified"] == b"Sat, 24 Jan 1970 03:33:20 GMT"
+    assert other[b"cache-control"].startswith(b"max-age=600,")
+    assert Ready(b"der-1", 1_000_000, 1_003_600) == ready  # the kept fields are no part of it
+
+
 def test_crl_refusals_name_the_limit_and_the_real_wait(app: JpkiApp) -> None:
     """Issue 9.10: the cycle (周期, Ord §31(2), §62(2)) counts per CRL file (issuer generation,
     full or delta), and a party whose daily quota ran out is told "per day" with a
