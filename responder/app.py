@@ -53,6 +53,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
@@ -82,6 +83,7 @@ from responder.metrics import (
 from responder.ocsp import ERRORS, Ready, load_issuers
 from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import LastGoodRegistry, Registry
+from responder.registry.party import Party
 from responder.registry.schema import RegistryError
 from responder.registry.vocabulary import Method
 from responder.report import Format as ReportFormat
@@ -194,6 +196,9 @@ class JpkiApp:
             config.ocsp.sign_threads, config.ocsp.sign_queue_per_party
         )
         self.worker_index = worker_index
+        self._proven: tuple[Mapping[bytes, bytes], Registry, Party] | None = None
+        """The party `early` proved from a request's header fields (with the registry it
+        used), for that request's `_ocsp`; matched by the identity of the header dict."""
         self.ledger = LedgerWriter.open(ledger_dir, worker_index)
         self.ledger.start_flusher()
         self._stop = threading.Event()
@@ -325,7 +330,14 @@ class JpkiApp:
         ocsp = path in (b"/ocsp", b"/") or path.startswith(b"/ocsp/")
         if not ocsp and not path.startswith(b"/crl/"):
             return None
-        if access.bearer_token(req) is None or access.by_transport(self.registry, req):
+        if access.bearer_token(req) is None:
+            return None
+        registry = self.registry
+        party = access.by_transport(registry, req)
+        if party is not None:
+            # the same request's body comes next: `_ocsp` takes this proof instead of
+            # authenticating twice (the same header fields, the same registry)
+            self._proven = (req.headers, registry, party)
             return None
         if ocsp:
             req.note = _NOTE_UNAUTHENTICATED
@@ -337,7 +349,14 @@ class JpkiApp:
 
     def _ocsp(self, req: Request, der: bytes, *, get: bool) -> Response | asyncio.Future[Response]:
         """Carry out `responder.flow`'s decision on one OCSP request."""
-        got = self.ocsp.decide(der, req, time.time(), self.store, self.registry)
+        registry = self.registry
+        proven = self._proven
+        party_proven = None
+        if proven is not None:
+            self._proven = None
+            if proven[0] is req.headers and proven[1] is registry:
+                party_proven = proven[2]  # by `early`, from these header fields
+        got = self.ocsp.decide(der, req, time.time(), self.store, registry, proven=party_proven)
         if isinstance(got, Answer):
             ready = got.ready
             party = got.party.id
