@@ -311,6 +311,7 @@ class Ctx:
     connections: int
     responder: list[str]
     cache_entries: int
+    sign_threads: int = 0
 
 
 @contextmanager
@@ -325,6 +326,8 @@ def responder(ctx: Ctx, workers: int) -> Iterator[tuple[str, str, subprocess.Pop
         "--ledger-dir", str(run / "ledger"), "--metrics-dir", str(run / "metrics"),
         "--metrics-port", "0", "--good-cache-entries", str(ctx.cache_entries),
     ]  # fmt: skip
+    if ctx.sign_threads:
+        args += ["--sign-threads", str(ctx.sign_threads)]
     with started(args, log=run / "stderr.log") as proc:
         text = _wait_text(proc, r"listening on (\S+)\s+metrics on (\S+)", 60)
         m = re.search(r"listening on (\S+)\s+metrics on (\S+)", text)
@@ -698,6 +701,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", default="1,2", help="responder worker counts to run")
     p.add_argument("--warm-passes", type=int, default=8, help="at most, with 2 workers")
     p.add_argument("--sign-load", action="store_true", help="also the all-nonce load vs raw RSA")
+    p.add_argument(
+        "--only-sign-load", action="store_true", help="only the all-nonce load (no cache needed)"
+    )
+    p.add_argument("--sign-threads", type=int, default=0, help="responder's [ocsp] sign_threads")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "distinct.json")
     p.add_argument("--responder", default=str(BIN / "responder"))
@@ -756,27 +763,27 @@ def main(argv: list[str] | None = None) -> int:
             connections=args.connections,
             responder=shlex.split(args.responder),
             cache_entries=args.requests + 1000,
+            sign_threads=args.sign_threads,
         )
         answers: list[bytes] = [b""] * len(reqs)
         results: dict[str, Any] = {}
         workers = [int(w) for w in args.workers.split(",")]
         if 1 not in workers:
             workers.insert(0, 1)  # the answers nginx serves are fetched from one worker
-        for w in workers:
+        for w in [] if args.only_sign_load else workers:
             print(f"responder, {w} worker(s):", flush=True)
             results[f"responder_w{w}"] = bench_workers(
                 ctx, w, reqs, answers, args.nonce_share, args.warm_passes
             )
-        print(
-            "nginx, 1 worker, the same answers as static files at the same GET paths:", flush=True
-        )
-        with nginx(ctx, reqs, answers) as (base, proc):
-            lua = lua_distinct(work / "nginx.lua", reqs, "GET", ctx.token, nonces=False)
-            results["nginx"] = {
-                "get_distinct": measure("nginx get_distinct", base, lua, ctx, proc.pid)
-            }
-            spot_check(base, reqs, answers, ctx.token, post=False, exact="good revoked unknown")
-        if args.sign_load:
+        if not args.only_sign_load:
+            print("nginx, 1 worker, the same answers as static files at the same GET paths:")
+            with nginx(ctx, reqs, answers) as (base, proc):
+                lua = lua_distinct(work / "nginx.lua", reqs, "GET", ctx.token, nonces=False)
+                results["nginx"] = {
+                    "get_distinct": measure("nginx get_distinct", base, lua, ctx, proc.pid)
+                }
+                spot_check(base, reqs, answers, ctx.token, post=False, exact="good revoked unknown")
+        if args.sign_load or args.only_sign_load:
             print("fresh signing (every request with a nonce):", flush=True)
             issuer = next(i for i in manifest.issuers if i.index == reqs[0].pick.issuer_index)
             all_nonce = build_requests(
@@ -803,11 +810,11 @@ def summarize(
     started_at: datetime,
     load0: float,
 ) -> dict[str, Any]:
-    ng = results["nginx"]["get_distinct"]
     ratios: dict[str, Any] = {}
     for key, res in results.items():
         if not key.startswith("responder_w"):
             continue
+        ng = results["nginx"]["get_distinct"]
         ratios[key] = {
             "get_distinct_over_nginx": round(res["get_distinct"]["rps"] / ng["rps"], 3),
             "post_distinct_over_post_single": round(

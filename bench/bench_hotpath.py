@@ -26,9 +26,11 @@ Two measures, because the machine is shared and noisy:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,7 +40,7 @@ from typing import Any, Final
 
 from cryptography import x509
 
-from bench.bench_distinct import build_requests, pick_set
+from bench.bench_distinct import NONCE_MARK, Pick, build_requests, pick_set
 from bench.bench_responder import PARTY
 from crlbuilder.store.lmdbstore import Store
 from responder.app import JpkiApp
@@ -48,6 +50,10 @@ from responder.http import HttpServer, Request
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 LOADS: Final = ("post_single", "get_single", "post_distinct", "get_distinct")
+NONCE_LOAD: Final = "post_nonce"
+"""Every request with a new nonce: one fresh signature each, on a running loop (the signing
+threads need one), ``NONCE_CONNECTIONS`` connections at once; not in the default set."""
+NONCE_CONNECTIONS: Final = 4
 
 
 class FakeTransport:
@@ -140,8 +146,12 @@ def http_requests(store_dir: Path, distinct: int, token: str) -> dict[str, list[
     def get(path: str) -> bytes:
         return b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth + b"\r\n"
 
+    nonce_reqs = build_requests(
+        [Pick(p.issuer_index, p.serial, p.expect, True) for p in picks[:200]], certs
+    )
     return {
         "ders": [r.der for r in reqs],
+        NONCE_LOAD: [post(r.head + NONCE_MARK + r.tail) for r in nonce_reqs],
         "post_single": [post(single.der)],
         "get_single": [get(single.path)],
         "post_distinct": [post(r.der) for r in reqs],
@@ -196,6 +206,43 @@ def drive(srv: HttpServer, requests: list[bytes], n: int) -> FakeTransport:
     return transport
 
 
+class _Waiter(FakeTransport):
+    """A transport whose writes wake the coroutine driving its connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.event.set()
+
+
+def drive_nonce(srv: HttpServer, requests: list[bytes], n: int) -> None:
+    """``n`` requests with fresh random nonces over `NONCE_CONNECTIONS` connections, each
+    waiting for its answer before the next: on a real loop, with the signing threads."""
+
+    async def connection(count: int) -> None:
+        t = _Waiter()
+        proto = srv()
+        proto.connection_made(t)  # type: ignore[arg-type]
+        for i in range(count):
+            raw = requests[i % len(requests)]
+            t.event.clear()
+            proto.data_received(raw.replace(NONCE_MARK, os.urandom(len(NONCE_MARK))))
+            await t.event.wait()
+            if not t.last.startswith(b"HTTP/1.1 200 "):
+                raise SystemExit(f"nonce load: {t.last[:60]!r}")
+
+    async def main() -> None:
+        srv.loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(connection(n // NONCE_CONNECTIONS) for _ in range(NONCE_CONNECTIONS))
+        )
+
+    asyncio.run(main())
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     d: Path = args.store_dir.resolve()
     work = Path(tempfile.mkdtemp(prefix="bench-hotpath-"))
@@ -205,7 +252,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     token = (d / "pki" / "parties" / f"{PARTY}.token").read_text().strip()
-    loads = http_requests(d, args.distinct, token)
+    saved = d / f"hotpath-requests-{args.distinct}.json"  # the callgrind runs reuse the set
+    loads = {}
+    if saved.exists():
+        loads = {k: [bytes.fromhex(x) for x in v] for k, v in json.loads(saved.read_text()).items()}
+    if set(loads) != {"ders", NONCE_LOAD, *LOADS}:
+        loads = http_requests(d, args.distinct, token)
+        saved.write_text(json.dumps({k: [x.hex() for x in v] for k, v in loads.items()}))
     app, srv = make_worker(d, work, args.distinct + 1000)
     out: dict[str, Any] = {}
     try:
@@ -213,6 +266,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # every answer once first: good answers signed and cached, everything checked
         for name in args.only or LOADS:
             reqs = loads[name]
+            if name == NONCE_LOAD:
+                drive_nonce(srv, reqs, NONCE_CONNECTIONS * 4)
+                if args.count is not None:
+                    drive_nonce(srv, reqs, args.count)
+                    continue
+                n = max(NONCE_CONNECTIONS, args.n // 20)
+                r0 = resource.getrusage(resource.RUSAGE_SELF)
+                drive_nonce(srv, reqs, n)
+                r1 = resource.getrusage(resource.RUSAGE_SELF)
+                cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+                out[name] = round(cpu / n * 1e6, 2)
+                print(f"  {name:<14} {out[name]:>7.2f} µs CPU per answer (all threads)", flush=True)
+                continue
             t = drive(srv, reqs, len(reqs))
             if not t.last.startswith(b"HTTP/1.1 200 "):
                 raise SystemExit(f"{name}: {t.last[:80]!r}")
@@ -261,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store-dir", type=Path, required=True)
     p.add_argument("-n", type=int, default=20_000, help="requests per round (callgrind: base)")
     p.add_argument("--distinct", type=int, default=2000)
-    p.add_argument("--only", action="append", choices=LOADS)
+    p.add_argument("--only", action="append", choices=(*LOADS, NONCE_LOAD))
     p.add_argument("--callgrind", action="store_true", help="instructions per answer")
     p.add_argument("--count", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None)
