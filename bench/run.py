@@ -164,7 +164,7 @@ def render() -> str:
                 f" (CPU ratio {_fmt(r.get('cpu_nginx_over_get_distinct'))}); distinct POST / single POST"
                 f" {_fmt(r.get('post_distinct_over_post_single'))}; p99 {_fmt((get.get('latency_us') or {}).get('99'))} µs",
                 "`python -m bench.bench_distinct`")  # fmt: skip
-        sig = dist.get("signing")
+        sig = _get(dist, "results", "signing")
         if sig:
             cpu = _get(sig, "responder", "cpu_us_per_answer")
             raw = sig.get("raw_cpu_us_per_signature")
