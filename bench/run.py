@@ -54,6 +54,21 @@ BENCHES: dict[str, list[str]] = {
         "--out",
         str(RESULTS / "responder.json"),
     ],
+    "distinct": [
+        "-m",
+        "bench.bench_distinct",
+        "--store-dir",
+        str(HERE.parent / "var" / "bench-distinct"),
+        "--holders",
+        "1000000",
+        "--requests",
+        "100000",
+        "--nonce-share",
+        "0.1",
+        "--sign-load",
+        "--out",
+        str(RESULTS / "distinct.json"),
+    ],
     "freshness": ["-m", "bench.bench_freshness", "--out", str(RESULTS / "freshness.json")],
     "group_freshness": [
         "-m",
@@ -149,6 +164,29 @@ def render() -> str:
                 value = g.get("value_ms", g.get("value"))
                 add(name, _fmt(value, " ms" if "value_ms" in g else "×"), "met" if g.get("met") else "not met",
                     "same")  # fmt: skip
+    dist = _load("distinct")
+    if dist:
+        st = dist.get("set", {})
+        what = (f"{_fmt(st.get('requests'))} distinct requests over a store of"
+                f" {_fmt(st.get('store_certificates'))} certificates")  # fmt: skip
+        ng = _get(dist, "results", "nginx", "get_distinct") or {}
+        for w in ("responder_w1", "responder_w2"):
+            r = _get(dist, "ratios", w) or {}
+            res = _get(dist, "results", w) or {}
+            get = res.get("get_distinct", {})
+            add(f"{what}, GET, {w[-2:]} vs nginx 1 worker (wrk -c32 keep-alive)",
+                f"{_fmt(r.get('get_distinct_over_nginx'))}× nginx",
+                f"CPU per answer {_fmt(get.get('cpu_us_per_answer'))} µs vs nginx {_fmt(ng.get('cpu_us_per_answer'))} µs"
+                f" (CPU ratio {_fmt(r.get('cpu_nginx_over_get_distinct'))}); distinct POST / single POST"
+                f" {_fmt(r.get('post_distinct_over_post_single'))}; p99 {_fmt((get.get('latency_us') or {}).get('99'))} µs",
+                "`python -m bench.bench_distinct`")  # fmt: skip
+        sig = _get(dist, "results", "signing")
+        if sig:
+            cpu = _get(sig, "responder", "cpu_us_per_answer")
+            raw = sig.get("raw_cpu_us_per_signature")
+            add("fresh signing, every request with a nonce, 2 workers", f"{_fmt(sig.get('ratio'))}× raw RSA",
+                f"by CPU: {_fmt(cpu)} µs per answer vs {_fmt(raw)} µs per raw signature"
+                f" ({_fmt(raw / cpu if cpu and raw else None)}×; goal ≥ 0.9×)", "same")  # fmt: skip
     fresh = _load("freshness")
     if fresh:
         ms = fresh.get("spool_to_revoked_ms", {})

@@ -64,6 +64,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from email.utils import formatdate
 from pathlib import Path
@@ -97,6 +98,7 @@ from responder.metrics import (
 from responder.ocsp import ERRORS, Ready, load_group_issuers, load_issuers
 from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import LastGoodRegistry, Registry
+from responder.registry.party import Party
 from responder.registry.schema import RegistryError
 from responder.registry.vocabulary import Method
 from responder.relay import RecordInfoRelay
@@ -240,6 +242,9 @@ class JpkiApp:
             config.ocsp.sign_threads, config.ocsp.sign_queue_per_party
         )
         self.worker_index = worker_index
+        self._proven: tuple[Mapping[bytes, bytes], Registry, Party] | None = None
+        """The party `early` proved from a request's header fields (with the registry it
+        used), for that request's `_ocsp`; matched by the identity of the header dict."""
         self.ledger = LedgerWriter.open(ledger_dir, worker_index)
         self.ledger.start_flusher()
         self.calls = LedgerWriter.open(ledger_dir / CALLS_DIR, worker_index)
@@ -377,8 +382,8 @@ class JpkiApp:
                 req.note = _NOTE_OCSP_HTTP
                 return _OCSP_GET_ONLY
             try:
-                der = decode_get_path(path[6:].decode("ascii"))
-            except (RequestError, UnicodeDecodeError):
+                der = decode_get_path(path[6:])
+            except RequestError:
                 req.note = _NOTE_MALFORMED
                 return _OCSP_ERRORS[ResponseStatus.MALFORMED_REQUEST]
             return self._ocsp(req, der, get=True)
@@ -424,7 +429,14 @@ class JpkiApp:
         v1 = path.startswith(b"/v1/")
         if not ocsp and not v1 and not path.startswith(b"/crl/"):
             return None
-        if access.bearer_token(req) is None or access.by_transport(self.registry, req):
+        if access.bearer_token(req) is None:
+            return None
+        registry = self.registry
+        party = access.by_transport(registry, req)
+        if party is not None:
+            # the same request's body comes next: `_ocsp` takes this proof instead of
+            # authenticating twice (the same header fields, the same registry)
+            self._proven = (req.headers, registry, party)
             return None
         if ocsp:
             req.note = _NOTE_UNAUTHENTICATED
@@ -453,7 +465,14 @@ class JpkiApp:
 
     def _ocsp(self, req: Request, der: bytes, *, get: bool) -> Response | asyncio.Future[Response]:
         """Carry out `responder.flow`'s decision on one OCSP request."""
-        got = self.ocsp.decide(der, req, time.time(), self.store, self.registry)
+        registry = self.registry
+        proven = self._proven
+        party_proven = None
+        if proven is not None:
+            self._proven = None
+            if proven[0] is req.headers and proven[1] is registry:
+                party_proven = proven[2]  # by `early`, from these header fields
+        got = self.ocsp.decide(der, req, time.time(), self.store, registry, proven=party_proven)
         if isinstance(got, Answer):
             ready = got.ready
             party = got.party.id
@@ -749,14 +768,23 @@ def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:
     (nextUpdate minus now, never negative).
     """
     max_age = max(0, ready.next_update - now)
+    memo = ready.http_fields
+    if not memo:  # the first GET of this answer: the fields that never change for it
+        memo.append(
+            (
+                (b"last-modified", formatdate(ready.this_update, usegmt=True).encode()),
+                (b"expires", formatdate(ready.next_update, usegmt=True).encode()),
+                (
+                    b"etag",
+                    b'"'
+                    + hashlib.sha1(ready.der, usedforsecurity=False).hexdigest().encode()
+                    + b'"',
+                ),
+            )
+        )
     return (
         (b"cache-control", b"max-age=%d, private, no-transform, must-revalidate" % max_age),
-        (b"last-modified", formatdate(ready.this_update, usegmt=True).encode()),
-        (b"expires", formatdate(ready.next_update, usegmt=True).encode()),
-        (
-            b"etag",
-            b'"' + hashlib.sha1(ready.der, usedforsecurity=False).hexdigest().encode() + b'"',
-        ),
+        *memo[0],
     )
 
 

@@ -207,14 +207,21 @@ class OcspFlow:
         now: float,
         store: ReadSource,
         registry: Registry,
+        *,
+        proven: Party | None = None,
     ) -> Answer | Refusal | Signing:
-        """What to do with one OCSP request (the order is the module docstring's)."""
+        """What to do with one OCSP request (the order is the module docstring's).
+
+        ``proven``: the party the shell already proved from these same credentials against
+        this same ``registry`` (`responder.app.JpkiApp.early`, before the body was read);
+        step 2 then takes it instead of checking the credentials again.
+        """
         try:
             cfg = self.config
             req = parse_request(request, max_certids=cfg.max_certids, max_nonce=cfg.max_nonce)
         except RequestError as e:
             return _PARSE_REFUSALS[e.status]
-        party = access.by_transport(registry, credentials, now)
+        party = proven if proven is not None else access.by_transport(registry, credentials, now)
         if party is None and req.signature is not None:
             party = access.by_signature(registry, req, now)
         if party is None:

@@ -30,7 +30,7 @@ e.g. ``openssl ocsp -VAfile``); with no successor in the manifest the answer is
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography import x509
@@ -76,6 +76,13 @@ class Ready:
     presigned: bool = False
     signing_seconds: float = 0.0
     """Time spent on the RSA signature of a freshly signed answer (metrics); 0 otherwise."""
+    http_fields: list[tuple[tuple[bytes, bytes], ...]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+    """The answer's RFC 5019 §6.2 header fields that do not depend on the time (Last-Modified,
+    Expires, ETag), made by `responder.app.caching_headers` on the first GET of this answer
+    and kept here (empty until then): a cached answer is sent many times, and they cost more
+    than the rest of the answer's work. Not part of the answer's identity."""
 
 
 @dataclass(slots=True)

@@ -20,7 +20,7 @@ from cryptography import x509
 
 from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.rules import JST
-from responder import report
+from responder import access, report
 from responder.app import JpkiApp, caching_headers
 from responder.config import load_config
 from responder.http import Request, Response
@@ -135,6 +135,25 @@ def test_ocsp_get_answers_are_private_with_rfc5019_max_age() -> None:
     assert past.startswith(b"max-age=0,")
 
 
+def test_ocsp_get_fields_kept_per_answer_only_the_max_age_moves() -> None:
+    """Issue 17 (hot path): the time-independent RFC 5019 fields are made once per answer and
+    kept with it; max-age still follows the clock, and another answer gets its own fields."""
+    ready = Ready(b"der-1", this_update=1_000_000, next_update=1_003_600)
+    first = dict(caching_headers(ready, 1_000_600))
+    later = dict(caching_headers(ready, 1_001_600))
+    assert later[b"cache-control"].startswith(b"max-age=2000,")
+    assert {k: v for k, v in later.items() if k != b"cache-control"} == {
+        k: v for k, v in first.items() if k != b"cache-control"
+    }
+    other = dict(
+        caching_headers(Ready(b"der-2", this_update=2_000_000, next_update=2_000_600), 2_000_000)
+    )
+    assert other[b"etag"] != first[b"etag"]
+    assert other[b"last-modified"] == b"Sat, 24 Jan 1970 03:33:20 GMT"
+    assert other[b"cache-control"].startswith(b"max-age=600,")
+    assert Ready(b"der-1", 1_000_000, 1_003_600) == ready  # the kept fields are no part of it
+
+
 def test_crl_refusals_name_the_limit_and_the_real_wait(app: JpkiApp) -> None:
     """Issue 9.10: the cycle (周期, Ord §31(2), §62(2)) counts per CRL file (issuer generation,
     full or delta), and a party whose daily quota ran out is told "per day" with a
@@ -237,3 +256,58 @@ def test_only_a_proven_party_attributes_the_connection(app: JpkiApp) -> None:
     assert malformed.note is not None and not malformed.note.attributed
     proven = note(request(b"POST", b"/ocsp", {**ocsp_type, **bearer}))
     assert proven.attributed and proven.party == "both-verifier"
+
+
+def test_early_proof_serves_its_own_request_once_not_across_a_registry_change(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 (hot path): a bearer token that `early` proved from a request's header
+    fields (registered parties only, Act §17(1), §36(1)) is not checked again when the
+    body arrives: one check per request, not two. When the registry was replaced in
+    between (a suspension, Act §18(6); a removed token), the new one decides."""
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    der = a_request(
+        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+          "issuer_key_hash": key_hash, "serial_number": 5}]
+    )  # fmt: skip
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    headers = {
+        b"content-type": b"application/ocsp-request",
+        b"authorization": b"Bearer " + token.encode(),
+    }
+    calls: list[Registry] = []
+    real = access.by_transport
+
+    def counting(registry: Registry, req: Any, now: float | None = None) -> Any:
+        calls.append(registry)
+        return real(registry, req, now)
+
+    monkeypatch.setattr(access, "by_transport", counting)
+    req = request(b"POST", b"/ocsp", dict(headers))
+    assert app.early(req) is None  # proven: read the body
+    req.body = der
+    assert answer(app, req).status == 200
+    assert req.note is not None and req.note.party == "both-verifier"
+    assert len(calls) == 1
+
+    calls.clear()
+    req = request(b"POST", b"/ocsp", dict(headers))
+    assert app.early(req) is None
+    old = app.registry
+    try:
+        app.registry = Registry.load(app.config.registry.path)  # the watch thread's swap
+
+        def token_gone(registry: Registry, req: Any, now: float | None = None) -> None:
+            calls.append(registry)
+
+        monkeypatch.setattr(access, "by_transport", token_gone)
+        req.body = der
+        answer(app, req)
+        assert calls[-1] is app.registry
+        assert req.note is not None and req.note.party == NO_PARTY
+        assert req.note.rule == "unauthenticated"
+    finally:
+        app.registry = old

@@ -712,8 +712,33 @@ def test_get_path_malformed(path: str) -> None:
     assert err.value.status == ResponseStatus.MALFORMED_REQUEST
 
 
+def test_get_path_from_the_request_line_bytes() -> None:
+    """The app passes the request target's raw bytes (no text decoding): the same DER as
+    the text form, for every encoding clients send."""
+    for der in (CANONICAL, CANONICAL + b"\xfb\xff", CANONICAL + b"\xfe"):
+        std = base64.b64encode(der).decode()
+        url = base64.urlsafe_b64encode(der).decode().rstrip("=")
+        for text in (std, quote(std, safe=""), url, quote(std, safe="/")):
+            assert decode_get_path(text.encode()) == der == decode_get_path(text)
+
+
+@pytest.mark.parametrize(
+    "path", [b"\xff\xfe\xfd\xfc", b"%FF%FE%FD%FC", b"QUJD\xc3\xa9", b"QUJD%00"]
+)
+def test_get_path_bytes_outside_base64_refused(path: bytes) -> None:
+    with pytest.raises(RequestError) as err:
+        decode_get_path(path)
+    assert err.value.status == ResponseStatus.MALFORMED_REQUEST
+
+
 @given(st.text(max_size=200))
 def test_get_path_only_request_errors(path: str) -> None:
+    with contextlib.suppress(RequestError):
+        decode_get_path(path)
+
+
+@given(st.binary(max_size=200))
+def test_get_path_bytes_only_request_errors(path: bytes) -> None:
     with contextlib.suppress(RequestError):
         decode_get_path(path)
 

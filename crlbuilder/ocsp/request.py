@@ -52,10 +52,9 @@ Decisions:
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import Final, NamedTuple
-from urllib.parse import unquote
+from urllib.parse import unquote_to_bytes
 
 from crlbuilder.der import DerError, der_header
 from crlbuilder.ocsp.response import ResponseStatus
@@ -419,24 +418,36 @@ def parse_request(der: bytes, *, max_certids: int, max_nonce: int = 128) -> Ocsp
         raise RequestError("undecodable") from exc
 
 
-def decode_get_path(path_component: str, *, max_length: int = 4096) -> bytes:
+_URLSAFE_TO_STANDARD: Final = bytes.maketrans(b"-_", b"+/")
+
+
+def decode_get_path(path_component: str | bytes, *, max_length: int = 4096) -> bytes:
     """The request DER of an RFC 6960 appendix A.1 GET: the path after the responder's base URL.
 
     The component is URL-decoded, then base64-decoded. Standard base64 is the
     rule; base64url (``-``/``_``) and missing ``=`` padding are tolerated,
     as clients send both. Pass everything after the base path, ``/``
-    included: unescaped base64 contains ``/``. Raises `RequestError`
+    included: unescaped base64 contains ``/``. Raw bytes from the request
+    line are taken as they are (no text decoding first); anything outside
+    base64's alphabet after URL-decoding is refused. Raises `RequestError`
     (malformedRequest) for anything that does not decode or is longer than
     ``max_length`` characters.
     """
     if not path_component or len(path_component) > max_length:
         raise RequestError("bad GET path")
-    text = unquote(path_component) if "%" in path_component else path_component
-    text = text.replace("-", "+").replace("_", "/")
-    text = text.rstrip("=")
-    text += "=" * (-len(text) % 4)
+    if isinstance(path_component, str):
+        try:
+            raw = path_component.encode("ascii")
+        except UnicodeEncodeError:
+            raise RequestError("bad GET path") from None
+    else:
+        raw = path_component
+    if b"%" in raw:
+        raw = unquote_to_bytes(raw)
+    raw = raw.translate(_URLSAFE_TO_STANDARD).rstrip(b"=")
+    raw += b"=" * (-len(raw) % 4)
     try:
-        der = base64.b64decode(text, validate=True)
+        der = binascii.a2b_base64(raw, strict_mode=True)
     except (binascii.Error, ValueError):
         raise RequestError("bad GET path") from None
     if not der:
