@@ -28,6 +28,7 @@ and the answer "revoked" is the loop's wake-up, not a refresh cycle.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -361,6 +362,20 @@ class Builder:
         self._registry_stamp = stamp
         return moved
 
+    def next_approval_end(self, after: datetime) -> datetime | None:
+        """The earliest instant after ``after`` at which a 特定利用者証明検証者's approval stops
+        being in force (its revocation's instant, Act §38-2(6), or the end of its period), to
+        the next whole second (builds are dated in whole seconds): the follow loop revokes
+        the party's tokens then, not only when the registry file next changes."""
+        if self.manifest.token_issuer is None:
+            return None
+        verifiers = self._verifiers()
+        if verifiers is None:
+            return None
+        start = math.floor(after.timestamp())  # the last build was dated in whole seconds
+        ends = [e for a in verifiers.approvals.values() if start < (e := a.end()) < math.inf]
+        return from_epoch(math.ceil(min(ends))) if ends else None
+
     def tokens_pending(self) -> bool:
         """A token request is queued (the follow loop then runs the post-commit steps)."""
         t = self.cfg.tokens
@@ -398,6 +413,7 @@ class Builder:
         old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
         idle_since = last_refresh = time.monotonic()
         due = next_lapse(self.store)
+        approval_end = self.next_approval_end(self.clock())
         try:
             while not stop:
                 if done.is_dir():
@@ -417,6 +433,7 @@ class Builder:
                     if (
                         self.tokens_pending()
                         or self.registry_moved()
+                        or (approval_end is not None and approval_end <= now)
                         or (time.monotonic() - last_refresh > self.refresh_every())
                     ):
                         report = BuildReport(summary=Summary())
@@ -424,9 +441,11 @@ class Builder:
                         self.emit({"event": "refresh", **report.as_dict()})
                         last_refresh = time.monotonic()
                         due = next_lapse(self.store)
+                        approval_end = self.next_approval_end(now)
                     wait = interval
-                    if due is not None:
-                        wait = min(wait, max(0.0, (due - self.clock()).total_seconds()))
+                    for at in (due, approval_end):
+                        if at is not None:
+                            wait = min(wait, max(0.0, (at - self.clock()).total_seconds()))
                     time.sleep(wait)
                     continue
                 for p in files:

@@ -100,7 +100,7 @@ from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import LastGoodRegistry, Registry
 from responder.registry.party import Party
 from responder.registry.schema import RegistryError
-from responder.registry.vocabulary import Method
+from responder.registry.vocabulary import Method, Service
 from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
@@ -589,10 +589,15 @@ class JpkiApp:
             return _NOT_FOUND
         family = view.family.value
         now = time.time()
-        service = policy.service_for_crl(view.family)
-        verdict = policy.decide(
-            party, service=service, family=view.family, method=Method.CRL_FILE, now=now
-        )
+        if view.family.is_jpki:
+            service = policy.service_for_crl(view.family)
+            verdict = policy.decide(
+                party, service=service, family=view.family, method=Method.CRL_FILE, now=now
+            )
+        else:  # the token issuer's CRL (Act §38-3): any registered party, no 失効情報ファイル
+            service = Service.SPECIFIED_VERIFIER_TOKEN  # names the quota refusal's agreement
+            verdict = policy.decide_token_status(party, now=now)
+            provide = False
         if verdict is not policy.ALLOWED:
             assert isinstance(verdict, policy.Refused)
             req.note = Outcome("crl", family=family, party=party.id, rule=verdict.rule.value)

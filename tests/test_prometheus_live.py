@@ -219,7 +219,7 @@ def test_prometheus_scrapes_the_responder_and_loads_the_alerts(
     answers = mix(built, 7)
     unauthenticated = 4
     total = len(answers) + unauthenticated
-    issuers = {i.id for i in built.manifest.issuers}
+    issuers = {i.id for i in built.manifest.all_issuers()}  # the token issuer too
     (tmp_path / "responder").mkdir()
     (tmp_path / "prometheus").mkdir()
     up = f'up{{job="{JOB}"}}'

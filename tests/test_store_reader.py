@@ -12,6 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import NamedTuple
 
+import lmdb
 import msgspec
 import pytest
 
@@ -289,3 +290,13 @@ def test_snapshot_names_the_committed_state(tmp_path: Path) -> None:
     before = memory.snapshot()
     memory.changed()
     assert memory.snapshot() != before
+
+
+def test_a_store_created_but_never_committed_reads_as_no_store(tmp_path: Path) -> None:
+    """A builder killed between creating the environment and its first commit leaves a
+    data.mdb with no named database: a reader says there is no store yet, as for no file,
+    rather than "not a jpki-va store"."""
+    lmdb.open(str(tmp_path), max_dbs=sf.MAX_DBS).close()
+    assert (tmp_path / "data.mdb").exists()
+    with pytest.raises(sf.StoreFormatError, match="no status store here"):
+        Store.open(tmp_path, readonly=True)

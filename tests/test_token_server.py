@@ -88,7 +88,14 @@ def test_act_38_3_token_issued_verified_and_revoked_with_the_approval(
     requests, issued = tmp_path / "token-requests", tmp_path / "token-issued"
     requests.mkdir()
     d = tmp_path / "server"
-    extra = ("--token-requests", str(requests), "--token-issued", str(issued))
+    extra = (
+        "--token-requests",
+        str(requests),
+        "--token-issued",
+        str(issued),
+        "--crl-dir",
+        str(crl),
+    )
     with start_server(built, d, store=store, extra=extra) as s:
 
         def build(at: datetime) -> dict[str, Any]:
@@ -145,14 +152,29 @@ def test_act_38_3_token_issued_verified_and_revoked_with_the_approval(
         )
         assert answer.certificate_status is ocsp.OCSPCertStatus.REVOKED
         assert answer.revocation_reason is x509.ReasonFlags.privilege_withdrawn
+        # and on the token issuer's delta CRL (the full one follows at its cycle), which any
+        # registered party may fetch (no 失効情報ファイル of Act §18(2), §37(2): nothing counted)
+        for party in (PARTY, "auth-verifier"):
+            req_crl = urllib.request.Request(
+                f"{s.url}/crl/verifier-token-g1-delta.crl",
+                headers={"Authorization": f"Bearer {s.token(party)}"},
+            )
+            with urllib.request.urlopen(req_crl, timeout=10) as r:
+                listed = x509.load_der_x509_crl(r.read())
+            entry = listed.get_revoked_certificate_by_serial_number(token.serial_number)
+            assert entry is not None and listed.is_signature_valid(issuer.public_key())
 
 
 @pytest.mark.real_clock  # the follow loop's scans are timed waits
+@pytest.mark.parametrize("ahead", [0.0, 2.5])
 def test_follow_issues_a_queued_token_and_revokes_it_when_the_registry_changes(
-    built: Built, tmp_path: Path
+    built: Built, tmp_path: Path, ahead: float
 ) -> None:
     """`build --follow` takes a queued request at its next scan, not at its next refresh, and
-    revokes the token as soon as the registry says the approval was revoked (Act §38-2(6))."""
+    revokes the token as soon as the registry says the approval was revoked (Act §38-2(6)):
+    at once for a revocation dated now (even one written within the second of a refresh,
+    builds being dated in whole seconds), at its instant for one dated ``ahead`` seconds
+    later, with no further change of the registry file."""
     store, crl, registry = tmp_path / "store", tmp_path / "crl", tmp_path / "registry.toml"
     shutil.copytree(built.store, store)
     shutil.copy(built.registry, registry)
@@ -200,7 +222,8 @@ def test_follow_issues_a_queued_token_and_revokes_it_when_the_registry_changes(
         until(lambda: (issued / f"{rid}.pem").exists() and status(), 20, "the token")
         run_tool(
             "responder", "registry", "update", "--registry", str(registry), "--actor", "test",
-            "--id", PARTY, "--approval-revoked", datetime.now(UTC).isoformat(),
+            "--id", PARTY, "--approval-revoked",
+            (datetime.now(UTC) + timedelta(seconds=ahead)).isoformat(),
         )  # fmt: skip
         st = until(lambda: (x := status()) is not None and x.revoked and x, 20, "the revocation")
         assert st.category == Category.APPROVAL_WITHDRAWN.code

@@ -75,6 +75,11 @@ class Store:
         except lmdb.Error as e:
             raise sf.StoreFormatError(f"{p}: cannot open the store: {e}") from None
         dbs: dict[bytes, Db] = {}
+        if readonly and env.stat()["entries"] == 0:
+            # created but nothing committed yet (a builder killed before its first commit):
+            # no named database at all, the same as no store
+            env.close()
+            raise sf.StoreFormatError(f"{p}: no status store here (run `crlbuilder build` first)")
         if readonly:
             for name in sf.ALL_DBS:
                 try:

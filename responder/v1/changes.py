@@ -253,6 +253,8 @@ class _Issuer:
 def _issuers(reader: StoreReader, ctx: Context) -> dict[int, _Issuer]:
     out: dict[int, _Issuer] = {}
     for meta in reader.issuers():
+        if not meta.family.is_jpki:  # the token issuer (Act §38-3): no 失効情報 to watch
+            continue
         service = policy.service_for_ocsp(meta.family)
         out[meta.index] = _Issuer(meta.id, meta.family, service, ctx.permit(service, meta.family))
     return out
