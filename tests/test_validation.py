@@ -442,6 +442,21 @@ def test_cms_bad_input_is_a_per_item_result(jpki: Jpki) -> None:
         assert run(jpki, item).result.value == outcome.value, name
 
 
+def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
+    """RFC 5652 allows BER outside the signed attributes: the DER walk hands such input to
+    asn1crypto to re-encode, and the signature still verifies (a change still does not)."""
+    from crlbuilder.der import der_header
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    good = cms_signed(DOC, cert)
+    _, start, end = der_header(good, 0, len(good))
+    ber = b"\x30\x80" + good[start:end] + b"\x00\x00"  # the ContentInfo, indefinite length
+    s = check_cms(CmsItem(cms=ber))
+    assert s.outcome is SignatureOutcome.VALID and s.attached, s
+    changed = ber.replace(DOC, DOC[:-1] + b"?")
+    assert check_cms(CmsItem(cms=changed)).outcome is SignatureOutcome.MISMATCH
+
+
 def test_cms_without_signed_attributes_signs_the_content(jpki: Jpki) -> None:
     cert = jpki.issue(Family.SIGN_CARD, SERIAL)
     s = check_cms(CmsItem(cms=cms_signed(DOC, cert, attributes=False)))
