@@ -457,6 +457,24 @@ def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
     assert check_cms(CmsItem(cms=changed)).outcome is SignatureOutcome.MISMATCH
 
 
+def test_issuer_octets_are_the_certificates_own_issuer_name(jpki: Jpki) -> None:
+    """The path is found by the issuer Name's octets read from the certificate (not by
+    re-encoding cryptography's parsed Name): they are the same octets, and a foreign
+    certificate's issuer still names no JPKI issuer generation."""
+    from responder.validation.path import check_path
+    from responder.validation.signature import issuer_octets
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    foreign = make_ca("Foreign CA", organization="elsewhere").cert
+    for c in (cert, foreign):
+        assert issuer_octets(der(c)) == c.issuer.public_bytes()
+    assert issuer_octets(b"\x30\x80\x00\x00") is None  # not strict DER: the caller encodes
+    known = anchors(jpki.reader.issuers())
+    got = check_path(cert, known, NOW, issuer_octets(der(cert)))
+    assert got.anchor is not None and got.issuer_name == cert.issuer.rfc4514_string()
+    assert check_path(foreign, known, NOW, issuer_octets(der(foreign))).anchor is None
+
+
 def test_cms_without_signed_attributes_signs_the_content(jpki: Jpki) -> None:
     cert = jpki.issue(Family.SIGN_CARD, SERIAL)
     s = check_cms(CmsItem(cms=cms_signed(DOC, cert, attributes=False)))

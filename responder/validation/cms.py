@@ -42,6 +42,7 @@ from responder.validation.signature import (
     Signed,
     failed,
     hash_named,
+    issuer_octets,
     load_certificate,
     malformed,
     rsa_key,
@@ -152,8 +153,8 @@ def check_cms(item: CmsItem) -> Signed:
     cert: x509.Certificate | None = None
     try:
         parsed = _parse(item.cms)
-        cert = _signer_certificate(parsed)
-        return _verify(parsed, cert, item.content)
+        cert, issuer = _signer_certificate(parsed)
+        return _verify(parsed, cert, issuer, item.content)
     except FormatError as e:
         return failed(e, cert)
     except _PARSE_ERRORS:
@@ -270,23 +271,24 @@ def _signer(
     )  # fmt: skip
 
 
-def _signer_certificate(parsed: _Parsed) -> x509.Certificate:
-    """The certificate ``sid`` names, among those inside."""
+def _signer_certificate(parsed: _Parsed) -> tuple[x509.Certificate, bytes | None]:
+    """The certificate ``sid`` names, among those inside, and its issuer Name's octets."""
     for der in parsed.certificates:
         cert = load_certificate(der, "a certificate inside the SignedData")
+        issuer = issuer_octets(der)
         if parsed.sid_key_id is None:
             if (
                 cert.serial_number == parsed.sid_serial
-                and cert.issuer.public_bytes() == parsed.sid_issuer
+                and (issuer or cert.issuer.public_bytes()) == parsed.sid_issuer
             ):
-                return cert
+                return cert, issuer
         else:
             try:
                 ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
             except x509.ExtensionNotFound:
                 continue
             if ski.value.digest == parsed.sid_key_id:
-                return cert
+                return cert, issuer
     raise malformed("the signer certificate is not inside the SignedData (certificates)")
 
 
@@ -333,7 +335,9 @@ def _signing_time(d: bytes, tlv: _Tlv) -> datetime:
     return at
 
 
-def _verify(parsed: _Parsed, cert: x509.Certificate, detached: bytes | None) -> Signed:
+def _verify(
+    parsed: _Parsed, cert: x509.Certificate, issuer: bytes | None, detached: bytes | None
+) -> Signed:
     content, attached = _content(parsed, detached)
     name = _DIGESTS.get(parsed.digest_algorithm, "an unknown hash")
     algorithm = hash_named(name)
@@ -368,6 +372,7 @@ def _verify(parsed: _Parsed, cert: x509.Certificate, detached: bytes | None) -> 
                 SignatureOutcome.MISMATCH,
                 "the content's digest differs from the messageDigest attribute (the content was changed)",
                 cert, hash=name, signing_time=signing_time, signed_attributes=True, attached=attached,
+                issuer=issuer,
             )  # fmt: skip
         # RFC 5652 §5.4: the signature covers the attributes' DER as an explicit SET OF
         ok = verify_pkcs1(key, signature, algorithm, data=b"\x31" + der_length(len(raw)) + raw)
@@ -378,5 +383,5 @@ def _verify(parsed: _Parsed, cert: x509.Certificate, detached: bytes | None) -> 
         if ok
         else "the signature does not verify with the signer certificate's key",
         cert, hash=name, signing_time=signing_time, signed_attributes=signed_attributes,
-        attached=attached,
+        attached=attached, issuer=issuer,
     )  # fmt: skip

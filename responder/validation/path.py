@@ -50,6 +50,9 @@ class Anchor:
     ski: bytes | None
     subject: bytes
     """The CA's subject name, DER: what an issued certificate's issuer field copies."""
+    subject_text: str
+    """The CA's subject name, RFC 4514: an issued certificate's issuer name when it copies
+    ``subject``'s octets."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class PathCheck:
     outcome: PathOutcome
     detail: str
     anchor: Anchor | None
+    issuer_name: str
+    """The certificate's issuer name, RFC 4514 (``""`` when cryptography cannot render it)."""
 
 
 @functools.lru_cache(maxsize=128)
@@ -71,7 +76,11 @@ def _anchor(meta: IssuerMeta) -> Anchor | None:
         ).value.digest
     except x509.ExtensionNotFound:
         ski = None
-    return Anchor(meta, cert, ski, cert.subject.public_bytes())
+    try:
+        text = cert.subject.rfc4514_string()
+    except ValueError:  # an attribute value cryptography cannot render
+        text = ""
+    return Anchor(meta, cert, ski, cert.subject.public_bytes(), text)
 
 
 def anchors(issuers: Sequence[IssuerMeta]) -> list[Anchor]:
@@ -88,13 +97,31 @@ def _aki(cert: x509.Certificate) -> bytes | None:
         return None
 
 
-def check_path(cert: x509.Certificate, known: Sequence[Anchor], at: datetime) -> PathCheck:
-    """Which configured issuer generation issued ``cert``, and is its CA valid ``at``?"""
+def _rfc4514(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:  # an attribute value cryptography cannot render
+        return ""
+
+
+def check_path(
+    cert: x509.Certificate, known: Sequence[Anchor], at: datetime, issuer_der: bytes | None = None
+) -> PathCheck:
+    """Which configured issuer generation issued ``cert``, and is its CA valid ``at``?
+
+    ``issuer_der``: the certificate's issuer Name as it carries it
+    (`responder.validation.signature.issuer_octets`); None encodes the parsed Name.
+    """
     aki = _aki(cert)
-    issuer = cert.issuer
-    raw = issuer.public_bytes()
+    raw = issuer_der if issuer_der is not None else cert.issuer.public_bytes()
     # the octets first; RFC 5280's name comparison (cryptography's Name equality) otherwise
-    named = [a for a in known if a.subject == raw] or [a for a in known if a.cert.subject == issuer]
+    named = [a for a in known if a.subject == raw]
+    if named:
+        issuer_name = named[0].subject_text
+    else:
+        issuer = cert.issuer
+        named = [a for a in known if a.cert.subject == issuer]
+        issuer_name = _rfc4514(issuer)
     candidates = [a for a in named if aki is None or a.ski is None or a.ski == aki]
     for a in candidates:
         try:
@@ -106,24 +133,30 @@ def check_path(cert: x509.Certificate, known: Sequence[Anchor], at: datetime) ->
                 PathOutcome.CA_NOT_YET_VALID,
                 f"the issuing CA certificate ({a.meta.id}) is not yet valid at the signing instant",
                 a,
+                issuer_name,
             )
         if at > a.cert.not_valid_after_utc:
             return PathCheck(
                 PathOutcome.CA_EXPIRED,
                 f"the issuing CA certificate ({a.meta.id}) had expired at the signing instant",
                 a,
+                issuer_name,
             )
-        return PathCheck(PathOutcome.OK, f"issued by the JPKI issuer generation {a.meta.id}", a)
+        return PathCheck(
+            PathOutcome.OK, f"issued by the JPKI issuer generation {a.meta.id}", a, issuer_name
+        )
     if named:
         return PathCheck(
             PathOutcome.UNKNOWN_ISSUER,
             "the certificate names a JPKI issuer, but that issuer's key did not sign it",
             None,
+            issuer_name,
         )
     return PathCheck(
         PathOutcome.UNKNOWN_ISSUER,
         "the certificate was not issued by a configured JPKI issuer generation",
         None,
+        issuer_name,
     )
 
 

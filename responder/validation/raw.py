@@ -14,6 +14,7 @@ from responder.validation.signature import (
     Signed,
     failed,
     hash_named,
+    issuer_octets,
     load_certificate,
     malformed,
     rsa_key,
@@ -49,4 +50,5 @@ def check_pkcs1(item: Pkcs1Item) -> Signed:
         else "the signature does not verify with the certificate's key over this data",
         cert,
         hash=name,
+        issuer=issuer_octets(item.certificate),
     )

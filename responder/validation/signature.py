@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.utils import CryptographyDeprecationWarning
 
+from crlbuilder.der import DerError, der_header
+
 
 class SignatureOutcome(enum.Enum):
     """The signature check's own outcome."""
@@ -87,6 +89,9 @@ class Signed:
     """CMS and XML: the signed content travels inside the signature (None for raw PKCS#1)."""
     references: tuple[str, ...] = ()
     """XML: the URIs of the references the signature covers (``""`` the whole document)."""
+    issuer: bytes | None = None
+    """The signer certificate's issuer Name, its DER octets as received (`issuer_octets`);
+    None: not read, `responder.validation.path.check_path` encodes the parsed Name."""
 
 
 def failed(error: FormatError, certificate: x509.Certificate | None = None) -> Signed:
@@ -114,7 +119,7 @@ def load_certificate(der: bytes, field: str) -> x509.Certificate:
             # a serial that is not positive warns, then is refused below
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             cert = x509.load_der_x509_certificate(der)
-            _ = (cert.issuer, cert.subject, cert.extensions, cert.serial_number)
+            _ = (cert.issuer, cert.extensions, cert.serial_number)
             _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
             _ = cert.signature_hash_algorithm
             serial = cert.serial_number
@@ -126,6 +131,29 @@ def load_certificate(der: bytes, field: str) -> x509.Certificate:
     if serial <= 0:
         raise malformed(f"{field} has a serial number that is not positive (RFC 5280 §4.1.2.2)")
     return cert
+
+
+_CONTEXT_0: Final = 0xA0
+_SEQUENCE: Final = 0x30
+
+
+def issuer_octets(der: bytes) -> bytes | None:
+    """The issuer Name of the certificate ``der`` as it carries it (RFC 5280 §4.1: the
+    tbsCertificate's field after [0] version, serialNumber and signature), without
+    building the Name: cryptography builds a Python object per attribute and re-encodes
+    it. None when the octets are not strict DER (the caller encodes the parsed Name)."""
+    try:
+        _, s, end = der_header(der, 0, len(der))
+        _, p, end = der_header(der, s, end)  # tbsCertificate
+        tag, _, q = der_header(der, p, end)
+        if tag == _CONTEXT_0:  # version
+            p = q
+        for _ in range(2):  # serialNumber, signature
+            _, _, p = der_header(der, p, end)
+        tag, _, q = der_header(der, p, end)
+    except DerError:
+        return None
+    return der[p:q] if tag == _SEQUENCE else None
 
 
 def rsa_key(cert: x509.Certificate) -> rsa.RSAPublicKey:
