@@ -457,22 +457,30 @@ def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
     assert check_cms(CmsItem(cms=changed)).outcome is SignatureOutcome.MISMATCH
 
 
-def test_issuer_octets_are_the_certificates_own_issuer_name(jpki: Jpki) -> None:
-    """The path is found by the issuer Name's octets read from the certificate (not by
-    re-encoding cryptography's parsed Name): they are the same octets, and a foreign
-    certificate's issuer still names no JPKI issuer generation."""
-    from responder.validation.path import check_path
-    from responder.validation.signature import issuer_octets
+def test_certificate_octets_are_the_certificates_own_tbs_and_issuer(jpki: Jpki) -> None:
+    """The path matches the issuer Name's octets read from the certificate and verifies the
+    CA's signature over its tbsCertificate as received (with the generation's key loaded
+    once), not cryptography's re-encodings: the same octets; a foreign certificate names
+    no generation; a certificate naming a generation that did not sign it is refused."""
+    from responder.validation.path import PathOutcome, check_path
+    from responder.validation.signature import certificate_octets
 
     cert = jpki.issue(Family.SIGN_CARD, SERIAL)
     foreign = make_ca("Foreign CA", organization="elsewhere").cert
     for c in (cert, foreign):
-        assert issuer_octets(der(c)) == c.issuer.public_bytes()
-    assert issuer_octets(b"\x30\x80\x00\x00") is None  # not strict DER: the caller encodes
+        got = certificate_octets(der(c))
+        assert got is not None
+        assert got.issuer == c.issuer.public_bytes() and got.tbs == c.tbs_certificate_bytes
+    assert certificate_octets(b"\x30\x80\x00\x00") is None  # not strict DER: cryptography's
     known = anchors(jpki.reader.issuers())
-    got = check_path(cert, known, NOW, issuer_octets(der(cert)))
-    assert got.anchor is not None and got.issuer_name == cert.issuer.rfc4514_string()
-    assert check_path(foreign, known, NOW, issuer_octets(der(foreign))).anchor is None
+    for octets in (certificate_octets(der(cert)), None):
+        path = check_path(cert, known, NOW, octets)
+        assert path.outcome is PathOutcome.OK and path.issuer_name == cert.issuer.rfc4514_string()
+    assert check_path(foreign, known, NOW, certificate_octets(der(foreign))).anchor is None
+    other = Jpki.make().issue(Family.SIGN_CARD, SERIAL)  # same names, another CA key
+    assert check_path(other, known, NOW, certificate_octets(der(other))).outcome is (
+        PathOutcome.UNKNOWN_ISSUER
+    )
 
 
 def test_cms_without_signed_attributes_signs_the_content(jpki: Jpki) -> None:

@@ -37,12 +37,13 @@ from cryptography.hazmat.primitives import hashes
 from crlbuilder.der import DerError, der_header, der_length
 from responder.validation.request import CmsItem
 from responder.validation.signature import (
+    CertificateOctets,
     FormatError,
     SignatureOutcome,
     Signed,
+    certificate_octets,
     failed,
     hash_named,
-    issuer_octets,
     load_certificate,
     malformed,
     rsa_key,
@@ -153,8 +154,8 @@ def check_cms(item: CmsItem) -> Signed:
     cert: x509.Certificate | None = None
     try:
         parsed = _parse(item.cms)
-        cert, issuer = _signer_certificate(parsed)
-        return _verify(parsed, cert, issuer, item.content)
+        cert, octets = _signer_certificate(parsed)
+        return _verify(parsed, cert, octets, item.content)
     except FormatError as e:
         return failed(e, cert)
     except _PARSE_ERRORS:
@@ -271,24 +272,24 @@ def _signer(
     )  # fmt: skip
 
 
-def _signer_certificate(parsed: _Parsed) -> tuple[x509.Certificate, bytes | None]:
-    """The certificate ``sid`` names, among those inside, and its issuer Name's octets."""
+def _signer_certificate(
+    parsed: _Parsed,
+) -> tuple[x509.Certificate, CertificateOctets | None]:
+    """The certificate ``sid`` names, among those inside, and its octets."""
     for der in parsed.certificates:
         cert = load_certificate(der, "a certificate inside the SignedData")
-        issuer = issuer_octets(der)
+        octets = certificate_octets(der)
         if parsed.sid_key_id is None:
-            if (
-                cert.serial_number == parsed.sid_serial
-                and (issuer or cert.issuer.public_bytes()) == parsed.sid_issuer
-            ):
-                return cert, issuer
+            issuer = octets.issuer if octets is not None else cert.issuer.public_bytes()
+            if cert.serial_number == parsed.sid_serial and issuer == parsed.sid_issuer:
+                return cert, octets
         else:
             try:
                 ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
             except x509.ExtensionNotFound:
                 continue
             if ski.value.digest == parsed.sid_key_id:
-                return cert, issuer
+                return cert, octets
     raise malformed("the signer certificate is not inside the SignedData (certificates)")
 
 
@@ -336,8 +337,9 @@ def _signing_time(d: bytes, tlv: _Tlv) -> datetime:
 
 
 def _verify(
-    parsed: _Parsed, cert: x509.Certificate, issuer: bytes | None, detached: bytes | None
-) -> Signed:
+    parsed: _Parsed, cert: x509.Certificate, octets: CertificateOctets | None,
+    detached: bytes | None,
+) -> Signed:  # fmt: skip
     content, attached = _content(parsed, detached)
     name = _DIGESTS.get(parsed.digest_algorithm, "an unknown hash")
     algorithm = hash_named(name)
@@ -372,7 +374,7 @@ def _verify(
                 SignatureOutcome.MISMATCH,
                 "the content's digest differs from the messageDigest attribute (the content was changed)",
                 cert, hash=name, signing_time=signing_time, signed_attributes=True, attached=attached,
-                issuer=issuer,
+                octets=octets,
             )  # fmt: skip
         # RFC 5652 §5.4: the signature covers the attributes' DER as an explicit SET OF
         ok = verify_pkcs1(key, signature, algorithm, data=b"\x31" + der_length(len(raw)) + raw)
@@ -383,5 +385,5 @@ def _verify(
         if ok
         else "the signature does not verify with the signer certificate's key",
         cert, hash=name, signing_time=signing_time, signed_attributes=signed_attributes,
-        attached=attached, issuer=issuer,
+        attached=attached, octets=octets,
     )  # fmt: skip

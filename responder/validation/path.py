@@ -25,10 +25,12 @@ from datetime import datetime
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from crlbuilder.model import Family
 from crlbuilder.store.format import IssuerMeta
+from responder.validation.signature import CertificateOctets
 
 NOT_A_SIGNATURE_ARTICLE: Final = "Act §2(1), (2), (4), (5)"
 """電子署名 vs 電子利用者証明, 署名認証業務 vs 利用者証明認証業務."""
@@ -53,6 +55,9 @@ class Anchor:
     subject_text: str
     """The CA's subject name, RFC 4514: an issued certificate's issuer name when it copies
     ``subject``'s octets."""
+    key: rsa.RSAPublicKey | None
+    """The CA's RSA key, loaded once per issuer record: cryptography's
+    ``verify_directly_issued_by`` loads the issuer's key again on every call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,12 @@ def _anchor(meta: IssuerMeta) -> Anchor | None:
         text = cert.subject.rfc4514_string()
     except ValueError:  # an attribute value cryptography cannot render
         text = ""
-    return Anchor(meta, cert, ski, cert.subject.public_bytes(), text)
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    rsa_key = key if isinstance(key, rsa.RSAPublicKey) else None
+    return Anchor(meta, cert, ski, cert.subject.public_bytes(), text, rsa_key)
 
 
 def anchors(issuers: Sequence[IssuerMeta]) -> list[Anchor]:
@@ -104,16 +114,49 @@ def _rfc4514(name: x509.Name) -> str:
         return ""
 
 
+_PKCS1_SHA2: Final = frozenset(
+    {
+        x509.SignatureAlgorithmOID.RSA_WITH_SHA256,
+        x509.SignatureAlgorithmOID.RSA_WITH_SHA384,
+        x509.SignatureAlgorithmOID.RSA_WITH_SHA512,
+    }
+)
+
+
+def _issued_by(cert: x509.Certificate, a: Anchor, octets: CertificateOctets | None) -> bool:
+    """Did ``a``'s key sign ``cert`` (its name already matched)? RSASSA-PKCS1-v1_5 over the
+    tbsCertificate as received, with the key loaded once per issuer record; any other
+    algorithm, or without the octets, cryptography's ``verify_directly_issued_by``."""
+    hash_algorithm = cert.signature_hash_algorithm
+    if (
+        octets is None
+        or a.key is None
+        or hash_algorithm is None
+        or cert.signature_algorithm_oid not in _PKCS1_SHA2
+    ):
+        try:
+            cert.verify_directly_issued_by(a.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+    try:
+        a.key.verify(cert.signature, octets.tbs, padding.PKCS1v15(), hash_algorithm)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def check_path(
-    cert: x509.Certificate, known: Sequence[Anchor], at: datetime, issuer_der: bytes | None = None
-) -> PathCheck:
+    cert: x509.Certificate, known: Sequence[Anchor], at: datetime,
+    octets: CertificateOctets | None = None,
+) -> PathCheck:  # fmt: skip
     """Which configured issuer generation issued ``cert``, and is its CA valid ``at``?
 
-    ``issuer_der``: the certificate's issuer Name as it carries it
-    (`responder.validation.signature.issuer_octets`); None encodes the parsed Name.
+    ``octets``: the certificate's tbsCertificate and issuer Name as it carries them
+    (`responder.validation.signature.certificate_octets`); None: cryptography's.
     """
     aki = _aki(cert)
-    raw = issuer_der if issuer_der is not None else cert.issuer.public_bytes()
+    raw = octets.issuer if octets is not None else cert.issuer.public_bytes()
     # the octets first; RFC 5280's name comparison (cryptography's Name equality) otherwise
     named = [a for a in known if a.subject == raw]
     if named:
@@ -124,9 +167,7 @@ def check_path(
         issuer_name = _rfc4514(issuer)
     candidates = [a for a in named if aki is None or a.ski is None or a.ski == aki]
     for a in candidates:
-        try:
-            cert.verify_directly_issued_by(a.cert)
-        except (ValueError, TypeError, InvalidSignature):
+        if not _issued_by(cert, a, octets):
             continue
         if at < a.cert.not_valid_before_utc:
             return PathCheck(

@@ -12,9 +12,9 @@ from responder.validation.signature import (
     FormatError,
     SignatureOutcome,
     Signed,
+    certificate_octets,
     failed,
     hash_named,
-    issuer_octets,
     load_certificate,
     malformed,
     rsa_key,
@@ -50,5 +50,5 @@ def check_pkcs1(item: Pkcs1Item) -> Signed:
         else "the signature does not verify with the certificate's key over this data",
         cert,
         hash=name,
-        issuer=issuer_octets(item.certificate),
+        octets=certificate_octets(item.certificate),
     )

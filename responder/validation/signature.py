@@ -17,7 +17,7 @@ import enum
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -71,6 +71,15 @@ def unsupported(detail: str) -> FormatError:
     return FormatError(SignatureOutcome.UNSUPPORTED, detail)
 
 
+class CertificateOctets(NamedTuple):
+    """Two parts of a certificate as it carries them (RFC 5280 §4.1)."""
+
+    tbs: bytes
+    """The tbsCertificate, the octets the issuer signed."""
+    issuer: bytes
+    """The issuer Name."""
+
+
 @dataclass(frozen=True, slots=True)
 class Signed:
     """One format's result: the signature check and what the signature says about itself."""
@@ -89,9 +98,10 @@ class Signed:
     """CMS and XML: the signed content travels inside the signature (None for raw PKCS#1)."""
     references: tuple[str, ...] = ()
     """XML: the URIs of the references the signature covers (``""`` the whole document)."""
-    issuer: bytes | None = None
-    """The signer certificate's issuer Name, its DER octets as received (`issuer_octets`);
-    None: not read, `responder.validation.path.check_path` encodes the parsed Name."""
+    octets: CertificateOctets | None = None
+    """The signer certificate's tbsCertificate and issuer Name as received
+    (`certificate_octets`); None: not read, `responder.validation.path.check_path` asks
+    cryptography (which re-encodes them)."""
 
 
 def failed(error: FormatError, certificate: x509.Certificate | None = None) -> Signed:
@@ -137,14 +147,16 @@ _CONTEXT_0: Final = 0xA0
 _SEQUENCE: Final = 0x30
 
 
-def issuer_octets(der: bytes) -> bytes | None:
-    """The issuer Name of the certificate ``der`` as it carries it (RFC 5280 §4.1: the
-    tbsCertificate's field after [0] version, serialNumber and signature), without
-    building the Name: cryptography builds a Python object per attribute and re-encodes
-    it. None when the octets are not strict DER (the caller encodes the parsed Name)."""
+def certificate_octets(der: bytes) -> CertificateOctets | None:
+    """The tbsCertificate and the issuer Name (its field after [0] version, serialNumber
+    and signature) of the certificate ``der`` (parsed by cryptography already), as it
+    carries them: cryptography re-encodes both on each call and builds a Python object
+    per name attribute. None when the octets are not strict DER (the caller then asks
+    cryptography)."""
     try:
         _, s, end = der_header(der, 0, len(der))
         _, p, end = der_header(der, s, end)  # tbsCertificate
+        tbs = der[s:end]
         tag, _, q = der_header(der, p, end)
         if tag == _CONTEXT_0:  # version
             p = q
@@ -153,7 +165,7 @@ def issuer_octets(der: bytes) -> bytes | None:
         tag, _, q = der_header(der, p, end)
     except DerError:
         return None
-    return der[p:q] if tag == _SEQUENCE else None
+    return CertificateOctets(tbs, der[p:q]) if tag == _SEQUENCE else None
 
 
 def rsa_key(cert: x509.Certificate) -> rsa.RSAPublicKey:

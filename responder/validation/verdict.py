@@ -123,7 +123,7 @@ def verify_item(
         instant, source = signed.signing_time, "signing-time"
     else:
         instant, source = now, "call"
-    path = check_path(cert, known, instant, signed.issuer)
+    path = check_path(cert, known, instant, signed.octets)
     anchor = path.anchor
     path_check = Check(
         outcome=Outcome.PASS if path.outcome is PathOutcome.OK else Outcome.FAIL,
