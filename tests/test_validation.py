@@ -442,6 +442,47 @@ def test_cms_bad_input_is_a_per_item_result(jpki: Jpki) -> None:
         assert run(jpki, item).result.value == outcome.value, name
 
 
+def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
+    """RFC 5652 allows BER outside the signed attributes: the DER walk hands such input to
+    asn1crypto to re-encode, and the signature still verifies (a change still does not)."""
+    from crlbuilder.der import der_header
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    good = cms_signed(DOC, cert)
+    _, start, end = der_header(good, 0, len(good))
+    ber = b"\x30\x80" + good[start:end] + b"\x00\x00"  # the ContentInfo, indefinite length
+    s = check_cms(CmsItem(cms=ber))
+    assert s.outcome is SignatureOutcome.VALID and s.attached, s
+    changed = ber.replace(DOC, DOC[:-1] + b"?")
+    assert check_cms(CmsItem(cms=changed)).outcome is SignatureOutcome.MISMATCH
+
+
+def test_certificate_octets_are_the_certificates_own_tbs_and_issuer(jpki: Jpki) -> None:
+    """The path matches the issuer Name's octets read from the certificate and verifies the
+    CA's signature over its tbsCertificate as received (with the generation's key loaded
+    once), not cryptography's re-encodings: the same octets; a foreign certificate names
+    no generation; a certificate naming a generation that did not sign it is refused."""
+    from responder.validation.path import PathOutcome, check_path
+    from responder.validation.signature import certificate_octets
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    foreign = make_ca("Foreign CA", organization="elsewhere").cert
+    for c in (cert, foreign):
+        got = certificate_octets(der(c))
+        assert got is not None
+        assert got.issuer == c.issuer.public_bytes() and got.tbs == c.tbs_certificate_bytes
+    assert certificate_octets(b"\x30\x80\x00\x00") is None  # not strict DER: cryptography's
+    known = anchors(jpki.reader.issuers())
+    for octets in (certificate_octets(der(cert)), None):
+        path = check_path(cert, known, NOW, octets)
+        assert path.outcome is PathOutcome.OK and path.issuer_name == cert.issuer.rfc4514_string()
+    assert check_path(foreign, known, NOW, certificate_octets(der(foreign))).anchor is None
+    other = Jpki.make().issue(Family.SIGN_CARD, SERIAL)  # same names, another CA key
+    assert check_path(other, known, NOW, certificate_octets(der(other))).outcome is (
+        PathOutcome.UNKNOWN_ISSUER
+    )
+
+
 def test_cms_without_signed_attributes_signs_the_content(jpki: Jpki) -> None:
     cert = jpki.issue(Family.SIGN_CARD, SERIAL)
     s = check_cms(CmsItem(cms=cms_signed(DOC, cert, attributes=False)))

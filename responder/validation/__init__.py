@@ -10,7 +10,8 @@ view and the instant), and returns a result with one field per check:
   SignedData, XMLDSig);
 - `signature`: what every format's check yields (`Signed`), the hash algorithms and the
   raw PKCS#1 v1.5 check;
-- `cms`: CMS / PKCS#7 SignedData, attached or detached (asn1crypto), signed attributes;
+- `cms`: CMS / PKCS#7 SignedData, attached or detached (a DER walk of the fields read;
+  BER re-encoded by asn1crypto first), signed attributes;
 - `xmldsig`: XML signatures, enveloped or detached (signxml; no external URI is ever
   fetched);
 - `path`: the certificate chains to an issuer generation of the store's issuer table;

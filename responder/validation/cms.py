@@ -1,10 +1,17 @@
-"""CMS / PKCS#7 SignedData (RFC 5652 §5), attached or detached, checked with asn1crypto.
+"""CMS / PKCS#7 SignedData (RFC 5652 §5), attached or detached: the fields the check reads.
 
-cryptography's pkcs7 module signs but does not verify, so the structure is read with
-asn1crypto and the RSA check is cryptography's. One SignedData with exactly one
-SignerInfo (no SignerInfo is ``malformed``; several are ``unsupported``: which of them
-would the verdict be about?), its signer certificate inside ``certificates`` (found by
-issuerAndSerialNumber or subjectKeyIdentifier), RSASSA-PKCS1-v1_5 with SHA-256/384/512.
+cryptography's pkcs7 module signs but does not verify, so the structure is walked here
+and the RSA check is cryptography's. The walk reads only the fields the check uses, each
+TLV header with the project's strict DER reader (`crlbuilder.der.der_header`, as the OCSP
+and CRL hot paths do): asn1crypto's typed classes built one Python object per field read
+and cost more than the two RSA verifications together. Input that is BER but not DER
+(indefinite lengths, constructed strings) is first re-encoded as DER by asn1crypto
+(``dump(force=True)``), then walked the same way.
+
+One SignedData with exactly one SignerInfo (no SignerInfo is ``malformed``; several are
+``unsupported``: which of them would the verdict be about?), its signer certificate
+inside ``certificates`` (found by issuerAndSerialNumber or subjectKeyIdentifier),
+RSASSA-PKCS1-v1_5 with SHA-256/384/512.
 
 With signed attributes (RFC 5652 §5.4, §11): exactly one contentType equal to the
 eContentType, exactly one messageDigest equal to the hash of the content, and the
@@ -19,19 +26,22 @@ too is ``malformed`` (which one was meant?).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from asn1crypto import cms, core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from crlbuilder.der import der_length
+from crlbuilder.der import DerError, der_header, der_length
 from responder.validation.request import CmsItem
 from responder.validation.signature import (
+    CertificateOctets,
     FormatError,
     SignatureOutcome,
     Signed,
+    certificate_octets,
     failed,
     hash_named,
     load_certificate,
@@ -42,14 +52,30 @@ from responder.validation.signature import (
 )
 
 _PARSE_ERRORS: Final = (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError)
-"""What asn1crypto raises on bad input, lazily, as fields are read."""
+"""What a bad input raises in the walk (`DerError` is a ValueError) or in asn1crypto."""
+
+_INTEGER: Final = 0x02
+_OCTETS: Final = 0x04
+_OCTETS_CONSTRUCTED: Final = 0x24
+_OID: Final = 0x06
+_UTC_TIME: Final = 0x17
+_GENERALIZED_TIME: Final = 0x18
+_SEQUENCE: Final = 0x30
+_SET: Final = 0x31
+_IMPLICIT_0: Final = 0x80
+"""SignerIdentifier subjectKeyIdentifier [0] IMPLICIT OCTET STRING."""
+_CONTEXT_0: Final = 0xA0
+"""eContent [0] EXPLICIT, certificates and signedAttrs [0] IMPLICIT."""
+_CONTEXT_1: Final = 0xA1
+"""crls and unsignedAttrs [1] IMPLICIT."""
 
 
 def _oid(dotted: str) -> bytes:
+    """The OID's DER TLV: the walk compares algorithm and attribute types as octets."""
     return bytes(core.ObjectIdentifier(dotted).dump())
 
 
-# algorithms by their OID's DER: asn1crypto's OID-to-name mapping is slow on the hot path
+_SIGNED_DATA: Final = _oid("1.2.840.113549.1.7.2")
 _DIGESTS: Final = {
     _oid("2.16.840.1.101.3.4.2.1"): "sha256",
     _oid("2.16.840.1.101.3.4.2.2"): "sha384",
@@ -64,144 +90,293 @@ _PKCS1_SIGNATURES: Final = {
     _oid("1.2.840.113549.1.1.12"): "sha384",
     _oid("1.2.840.113549.1.1.13"): "sha512",
 }
+_ATTRIBUTE_OIDS: Final = {
+    _oid("1.2.840.113549.1.9.3"): "content_type",
+    _oid("1.2.840.113549.1.9.4"): "message_digest",
+    _oid("1.2.840.113549.1.9.5"): "signing_time",
+}
+"""The signed attributes read here, by their OID's DER."""
+
+_Tlv = tuple[int, int, int, int]
+"""(tag, start of the header, start of the content, end)."""
+
+
+def _children(d: bytes, start: int, end: int) -> list[_Tlv]:
+    """The TLVs that fill ``d[start:end]`` exactly."""
+    out: list[_Tlv] = []
+    p = start
+    while p < end:
+        tag, s, e = der_header(d, p, end)
+        out.append((tag, p, s, e))
+        p = e
+    return out
+
+
+def _one(d: bytes, start: int, end: int, tag: int, what: str) -> _Tlv:
+    """The single TLV that fills ``d[start:end]``, of ``tag``."""
+    kids = _children(d, start, end)
+    if len(kids) != 1 or kids[0][0] != tag:
+        raise malformed(f"the SignedData's {what} does not parse")
+    return kids[0]
+
+
+def _algorithm(d: bytes, tlv: _Tlv, what: str) -> bytes:
+    """An AlgorithmIdentifier's OID (its DER TLV)."""
+    tag, _, s, e = tlv
+    kids = _children(d, s, e) if tag == _SEQUENCE else []
+    if not kids or len(kids) > 2 or kids[0][0] != _OID:
+        raise malformed(f"the SignedData's {what} does not parse")
+    return d[kids[0][1] : kids[0][3]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """The fields of a SignedData and of its one SignerInfo that the check reads."""
+
+    content_type: bytes
+    """The eContentType's DER TLV."""
+    content: bytes | None
+    """The eContent, None when detached."""
+    certificates: list[bytes]
+    """The DER of each Certificate in ``certificates`` (other choices left out)."""
+    sid_issuer: bytes | None
+    sid_serial: int | None
+    sid_key_id: bytes | None
+    digest_algorithm: bytes
+    signature_algorithm: bytes
+    signature: bytes
+    signed_attrs: bytes | None
+    """The content octets of signedAttrs (the SET OF's elements, as received)."""
 
 
 def check_cms(item: CmsItem) -> Signed:
     """The signature check of one ``cms`` item."""
     cert: x509.Certificate | None = None
     try:
-        signer_info, signed_data = _one_signer(item.cms)
-        cert = _signer_certificate(signed_data, signer_info)
-        return _verify(signer_info, signed_data, cert, item.content)
+        parsed = _parse(item.cms)
+        cert, octets = _signer_certificate(parsed)
+        return _verify(parsed, cert, octets, item.content)
     except FormatError as e:
         return failed(e, cert)
     except _PARSE_ERRORS:
         return failed(malformed("the SignedData does not parse"), cert)
 
 
-def _one_signer(der: bytes) -> tuple[Any, Any]:
+def _parse(blob: bytes) -> _Parsed:
+    """The walk; BER that is not DER is re-encoded as DER by asn1crypto first."""
     try:
-        info = cms.ContentInfo.load(der, strict=True)
-        kind = info["content_type"].native
+        return _walk(blob)
+    except DerError:
+        pass
+    try:
+        der = bytes(cms.ContentInfo.load(blob, strict=True).dump(force=True))
     except _PARSE_ERRORS:
         raise malformed("cms is not a DER/BER ContentInfo") from None
-    if kind != "signed_data":
+    try:
+        return _walk(der)
+    except DerError:
+        raise malformed("cms is not a DER/BER ContentInfo") from None
+
+
+def _walk(d: bytes) -> _Parsed:
+    tag, s, e = der_header(d, 0, len(d))
+    if tag != _SEQUENCE or e != len(d):
+        raise malformed("cms is not a DER/BER ContentInfo")
+    info = _children(d, s, e)
+    if not 1 <= len(info) <= 2 or info[0][0] != _OID:
+        raise malformed("cms is not a DER/BER ContentInfo")
+    if d[info[0][1] : info[0][3]] != _SIGNED_DATA:
         raise unsupported("the ContentInfo is not SignedData")
-    signed_data = info["content"]
-    signers = signed_data["signer_infos"]
+    if len(info) != 2 or info[1][0] != _CONTEXT_0:
+        raise malformed("the SignedData does not parse")
+    _, _, s, e = _one(d, info[1][2], info[1][3], _SEQUENCE, "content")
+    fields = _children(d, s, e)
+    if len(fields) < 4 or fields[0][0] != _INTEGER or fields[1][0] != _SET:
+        raise malformed("the SignedData does not parse")
+    encap, signer_infos, middle = fields[2], fields[-1], fields[3:-1]
+    if encap[0] != _SEQUENCE or signer_infos[0] != _SET:
+        raise malformed("the SignedData does not parse")
+    if [t for t, *_ in middle] not in ([], [_CONTEXT_0], [_CONTEXT_1], [_CONTEXT_0, _CONTEXT_1]):
+        raise malformed("the SignedData does not parse")
+    content_type, content = _encapsulated(d, encap)
+    certificates = [
+        d[p:end]
+        for t, _, _, _ in middle
+        if t == _CONTEXT_0
+        for tag, p, _, end in _children(d, middle[0][2], middle[0][3])
+        if tag == _SEQUENCE  # a Certificate; the other CertificateChoices are not read
+    ]
+    signers = _children(d, signer_infos[2], signer_infos[3])
     if len(signers) == 0:
         raise malformed("the SignedData has no SignerInfo")
     if len(signers) > 1:
         raise unsupported("the SignedData has several SignerInfos: send one signature per item")
-    return signers[0], signed_data
+    return _signer(d, signers[0], content_type, content, certificates)
 
 
-def _signer_certificate(signed_data: Any, signer_info: Any) -> x509.Certificate:
-    """The certificate ``sid`` names, among those inside (compared with cryptography's parse:
-    asn1crypto's name comparison prepares every string and is slow)."""
-    sid = signer_info["sid"]
-    if sid.name == "issuer_and_serial_number":
-        serial = sid.chosen["serial_number"].native
-        issuer = sid.chosen["issuer"].dump()
-        key_id = None
+def _encapsulated(d: bytes, encap: _Tlv) -> tuple[bytes, bytes | None]:
+    """(eContentType's DER TLV, eContent or None)."""
+    kids = _children(d, encap[2], encap[3])
+    if not 1 <= len(kids) <= 2 or kids[0][0] != _OID:
+        raise malformed("the SignedData's encapContentInfo does not parse")
+    content_type = d[kids[0][1] : kids[0][3]]
+    if len(kids) == 1:
+        return content_type, None
+    if kids[1][0] != _CONTEXT_0:
+        raise malformed("the SignedData's encapContentInfo does not parse")
+    tag, p, s, e = _one(d, kids[1][2], kids[1][3], d[kids[1][2]], "eContent")
+    if tag == _OCTETS:
+        return content_type, d[s:e]
+    if tag == _OCTETS_CONSTRUCTED:  # BER, kept as re-encoded: asn1crypto joins the chunks
+        return content_type, bytes(core.OctetString.load(d[p:e]).native)
+    raise malformed("the SignedData's eContent is not an OCTET STRING")
+
+
+def _signer(
+    d: bytes, tlv: _Tlv, content_type: bytes, content: bytes | None, certificates: list[bytes]
+) -> _Parsed:
+    if tlv[0] != _SEQUENCE:
+        raise malformed("the SignerInfo does not parse")
+    kids = _children(d, tlv[2], tlv[3])
+    if len(kids) < 5 or kids[0][0] != _INTEGER:
+        raise malformed("the SignerInfo does not parse")
+    sid = kids[1]
+    issuer: bytes | None = None
+    serial: int | None = None
+    key_id: bytes | None = None
+    if sid[0] == _SEQUENCE:  # issuerAndSerialNumber
+        parts = _children(d, sid[2], sid[3])
+        if len(parts) != 2 or parts[0][0] != _SEQUENCE or parts[1][0] != _INTEGER:
+            raise malformed("the SignerInfo's sid does not parse")
+        issuer = d[parts[0][1] : parts[0][3]]
+        serial = int.from_bytes(d[parts[1][2] : parts[1][3]], "big", signed=True)
+    elif sid[0] == _IMPLICIT_0:  # subjectKeyIdentifier
+        key_id = d[sid[2] : sid[3]]
     else:
-        key_id = sid.chosen.native
-    for c in signed_data["certificates"]:
-        if c.name != "certificate":
-            continue
-        cert = load_certificate(c.chosen.dump(), "a certificate inside the SignedData")
-        if key_id is None:
-            if cert.serial_number == serial and cert.issuer.public_bytes() == issuer:
-                return cert
+        raise malformed("the SignerInfo's sid does not parse")
+    rest = kids[3:]
+    attrs: bytes | None = None
+    if rest[0][0] == _CONTEXT_0:
+        attrs = d[rest[0][2] : rest[0][3]]
+        rest = rest[1:]
+    if len(rest) not in (2, 3) or rest[1][0] != _OCTETS:
+        raise malformed("the SignerInfo does not parse")
+    if len(rest) == 3 and rest[2][0] != _CONTEXT_1:
+        raise malformed("the SignerInfo does not parse")
+    return _Parsed(
+        content_type=content_type, content=content, certificates=certificates,
+        sid_issuer=issuer, sid_serial=serial, sid_key_id=key_id,
+        digest_algorithm=_algorithm(d, kids[2], "digestAlgorithm"),
+        signature_algorithm=_algorithm(d, rest[0], "signatureAlgorithm"),
+        signature=d[rest[1][2] : rest[1][3]], signed_attrs=attrs,
+    )  # fmt: skip
+
+
+def _signer_certificate(
+    parsed: _Parsed,
+) -> tuple[x509.Certificate, CertificateOctets | None]:
+    """The certificate ``sid`` names, among those inside, and its octets."""
+    for der in parsed.certificates:
+        cert = load_certificate(der, "a certificate inside the SignedData")
+        octets = certificate_octets(der)
+        if parsed.sid_key_id is None:
+            issuer = octets.issuer if octets is not None else cert.issuer.public_bytes()
+            if cert.serial_number == parsed.sid_serial and issuer == parsed.sid_issuer:
+                return cert, octets
         else:
             try:
                 ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
             except x509.ExtensionNotFound:
                 continue
-            if ski.value.digest == key_id:
-                return cert
+            if ski.value.digest == parsed.sid_key_id:
+                return cert, octets
     raise malformed("the signer certificate is not inside the SignedData (certificates)")
 
 
-def _content(signed_data: Any, detached: bytes | None) -> tuple[bytes, bool]:
+def _content(parsed: _Parsed, detached: bytes | None) -> tuple[bytes, bool]:
     """(the signed content, attached)."""
-    value = signed_data["encap_content_info"]["content"]
-    if isinstance(value, core.Void) or value.native is None:
+    if parsed.content is None:
         if detached is None:
             raise malformed("a detached SignedData needs its content (content)")
         return detached, False
     if detached is not None:
         raise malformed("content given for a SignedData that carries its own")
-    if isinstance(value, core.ParsableOctetString):
-        return bytes(value.__bytes__()), True
-    return bytes(value.native), True
+    return parsed.content, True
 
 
-_ATTRIBUTE_OIDS: Final = {
-    core.ObjectIdentifier(dotted).dump(): name
-    for dotted, name in (
-        ("1.2.840.113549.1.9.3", "content_type"),
-        ("1.2.840.113549.1.9.4", "message_digest"),
-        ("1.2.840.113549.1.9.5", "signing_time"),
-    )
-}
-"""The signed attributes read here, by their OID's DER (asn1crypto's OID names are slow)."""
-
-
-def _attributes(attrs: Any) -> dict[str, Any]:
-    """contentType, messageDigest and signingTime by name: each at most once, one value."""
-    out: dict[str, Any] = {}
-    for a in attrs:
-        name = _ATTRIBUTE_OIDS.get(a["type"].dump())
+def _attributes(d: bytes) -> dict[str, tuple[int, int, int, int]]:
+    """contentType, messageDigest and signingTime by name (their one value's TLV in ``d``):
+    each at most once, one value."""
+    out: dict[str, _Tlv] = {}
+    for tag, _, s, e in _children(d, 0, len(d)):
+        kids = _children(d, s, e) if tag == _SEQUENCE else []
+        if len(kids) != 2 or kids[0][0] != _OID or kids[1][0] != _SET:
+            raise malformed("the signed attributes do not parse")
+        name = _ATTRIBUTE_OIDS.get(d[kids[0][1] : kids[0][3]])
         if name is None:
             continue
-        values = a["values"]
+        values = _children(d, kids[1][2], kids[1][3])
         if name in out or len(values) != 1:
             raise malformed(f"the signed attribute {name} must occur once with one value")
         out[name] = values[0]
     return out
 
 
+def _signing_time(d: bytes, tlv: _Tlv) -> datetime:
+    """signingTime's Time (RFC 5652 §11.3: UTCTime or GeneralizedTime), by asn1crypto."""
+    tag, p, _, e = tlv
+    kind = {_UTC_TIME: core.UTCTime, _GENERALIZED_TIME: core.GeneralizedTime}.get(tag)
+    if kind is None:
+        raise malformed("signingTime is not a UTCTime or GeneralizedTime")
+    at = kind.load(d[p:e], strict=True).native
+    if not isinstance(at, datetime):
+        raise malformed("signingTime does not parse")
+    if at.tzinfo is None:
+        raise malformed("signingTime has no time zone")
+    return at
+
+
 def _verify(
-    signer_info: Any, signed_data: Any, cert: x509.Certificate, detached: bytes | None
-) -> Signed:
-    content, attached = _content(signed_data, detached)
-    name = _DIGESTS.get(signer_info["digest_algorithm"]["algorithm"].dump(), "an unknown hash")
+    parsed: _Parsed, cert: x509.Certificate, octets: CertificateOctets | None,
+    detached: bytes | None,
+) -> Signed:  # fmt: skip
+    content, attached = _content(parsed, detached)
+    name = _DIGESTS.get(parsed.digest_algorithm, "an unknown hash")
     algorithm = hash_named(name)
-    sig_alg = signer_info["signature_algorithm"]["algorithm"].dump()
+    sig_alg = parsed.signature_algorithm
     if sig_alg not in _PKCS1_SIGNATURES:
         raise unsupported("the signature algorithm is not RSASSA-PKCS1-v1_5")
     if _PKCS1_SIGNATURES[sig_alg] not in (None, name):
         raise malformed("the signature algorithm's hash differs from the digest algorithm")
     key = rsa_key(cert)
-    signature = bytes(signer_info["signature"].native)
-    attrs = signer_info["signed_attrs"]
+    signature = parsed.signature
+    raw = parsed.signed_attrs
     signing_time: datetime | None = None
-    if isinstance(attrs, core.Void) or len(attrs) == 0:
+    if not raw:
         ok = verify_pkcs1(key, signature, algorithm, data=content)
         signed_attributes = False
     else:
-        found = _attributes(attrs)
+        found = _attributes(raw)
         content_type = found.get("content_type")
         digest = found.get("message_digest")
         if content_type is None or digest is None:
             raise malformed("the signed attributes lack contentType or messageDigest")
-        if content_type.dump() != signed_data["encap_content_info"]["content_type"].dump():
+        if raw[content_type[1] : content_type[3]] != parsed.content_type:
             raise malformed("the contentType attribute differs from the eContentType")
         at = found.get("signing_time")
-        signing_time = at.native if at is not None else None
-        if signing_time is not None and signing_time.tzinfo is None:
-            raise malformed("signingTime has no time zone")
+        signing_time = _signing_time(raw, at) if at is not None else None
+        if digest[0] != _OCTETS:
+            raise malformed("the messageDigest attribute is not an OCTET STRING")
         h = hashes.Hash(algorithm)
         h.update(content)
-        if bytes(digest.native) != h.finalize():
+        if raw[digest[2] : digest[3]] != h.finalize():
             return Signed(
                 SignatureOutcome.MISMATCH,
                 "the content's digest differs from the messageDigest attribute (the content was changed)",
                 cert, hash=name, signing_time=signing_time, signed_attributes=True, attached=attached,
+                octets=octets,
             )  # fmt: skip
         # RFC 5652 §5.4: the signature covers the attributes' DER as an explicit SET OF
-        raw = bytes(attrs.contents)
         ok = verify_pkcs1(key, signature, algorithm, data=b"\x31" + der_length(len(raw)) + raw)
         signed_attributes = True
     return Signed(
@@ -210,5 +385,5 @@ def _verify(
         if ok
         else "the signature does not verify with the signer certificate's key",
         cert, hash=name, signing_time=signing_time, signed_attributes=signed_attributes,
-        attached=attached,
+        attached=attached, octets=octets,
     )  # fmt: skip

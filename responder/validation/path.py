@@ -25,10 +25,12 @@ from datetime import datetime
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from crlbuilder.model import Family
 from crlbuilder.store.format import IssuerMeta
+from responder.validation.signature import CertificateOctets
 
 NOT_A_SIGNATURE_ARTICLE: Final = "Act §2(1), (2), (4), (5)"
 """電子署名 vs 電子利用者証明, 署名認証業務 vs 利用者証明認証業務."""
@@ -50,6 +52,12 @@ class Anchor:
     ski: bytes | None
     subject: bytes
     """The CA's subject name, DER: what an issued certificate's issuer field copies."""
+    subject_text: str
+    """The CA's subject name, RFC 4514: an issued certificate's issuer name when it copies
+    ``subject``'s octets."""
+    key: rsa.RSAPublicKey | None
+    """The CA's RSA key, loaded once per issuer record: cryptography's
+    ``verify_directly_issued_by`` loads the issuer's key again on every call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,8 @@ class PathCheck:
     outcome: PathOutcome
     detail: str
     anchor: Anchor | None
+    issuer_name: str
+    """The certificate's issuer name, RFC 4514 (``""`` when cryptography cannot render it)."""
 
 
 @functools.lru_cache(maxsize=128)
@@ -71,7 +81,16 @@ def _anchor(meta: IssuerMeta) -> Anchor | None:
         ).value.digest
     except x509.ExtensionNotFound:
         ski = None
-    return Anchor(meta, cert, ski, cert.subject.public_bytes())
+    try:
+        text = cert.subject.rfc4514_string()
+    except ValueError:  # an attribute value cryptography cannot render
+        text = ""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    rsa_key = key if isinstance(key, rsa.RSAPublicKey) else None
+    return Anchor(meta, cert, ski, cert.subject.public_bytes(), text, rsa_key)
 
 
 def anchors(issuers: Sequence[IssuerMeta]) -> list[Anchor]:
@@ -88,42 +107,97 @@ def _aki(cert: x509.Certificate) -> bytes | None:
         return None
 
 
-def check_path(cert: x509.Certificate, known: Sequence[Anchor], at: datetime) -> PathCheck:
-    """Which configured issuer generation issued ``cert``, and is its CA valid ``at``?"""
-    aki = _aki(cert)
-    issuer = cert.issuer
-    raw = issuer.public_bytes()
-    # the octets first; RFC 5280's name comparison (cryptography's Name equality) otherwise
-    named = [a for a in known if a.subject == raw] or [a for a in known if a.cert.subject == issuer]
-    candidates = [a for a in named if aki is None or a.ski is None or a.ski == aki]
-    for a in candidates:
+def _rfc4514(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:  # an attribute value cryptography cannot render
+        return ""
+
+
+_PKCS1_SHA2: Final = frozenset(
+    {
+        x509.SignatureAlgorithmOID.RSA_WITH_SHA256,
+        x509.SignatureAlgorithmOID.RSA_WITH_SHA384,
+        x509.SignatureAlgorithmOID.RSA_WITH_SHA512,
+    }
+)
+
+
+def _issued_by(cert: x509.Certificate, a: Anchor, octets: CertificateOctets | None) -> bool:
+    """Did ``a``'s key sign ``cert`` (its name already matched)? RSASSA-PKCS1-v1_5 over the
+    tbsCertificate as received, with the key loaded once per issuer record; any other
+    algorithm, or without the octets, cryptography's ``verify_directly_issued_by``."""
+    hash_algorithm = cert.signature_hash_algorithm
+    if (
+        octets is None
+        or a.key is None
+        or hash_algorithm is None
+        or cert.signature_algorithm_oid not in _PKCS1_SHA2
+    ):
         try:
             cert.verify_directly_issued_by(a.cert)
         except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+    try:
+        a.key.verify(cert.signature, octets.tbs, padding.PKCS1v15(), hash_algorithm)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def check_path(
+    cert: x509.Certificate, known: Sequence[Anchor], at: datetime,
+    octets: CertificateOctets | None = None,
+) -> PathCheck:  # fmt: skip
+    """Which configured issuer generation issued ``cert``, and is its CA valid ``at``?
+
+    ``octets``: the certificate's tbsCertificate and issuer Name as it carries them
+    (`responder.validation.signature.certificate_octets`); None: cryptography's.
+    """
+    aki = _aki(cert)
+    raw = octets.issuer if octets is not None else cert.issuer.public_bytes()
+    # the octets first; RFC 5280's name comparison (cryptography's Name equality) otherwise
+    named = [a for a in known if a.subject == raw]
+    if named:
+        issuer_name = named[0].subject_text
+    else:
+        issuer = cert.issuer
+        named = [a for a in known if a.cert.subject == issuer]
+        issuer_name = _rfc4514(issuer)
+    candidates = [a for a in named if aki is None or a.ski is None or a.ski == aki]
+    for a in candidates:
+        if not _issued_by(cert, a, octets):
             continue
         if at < a.cert.not_valid_before_utc:
             return PathCheck(
                 PathOutcome.CA_NOT_YET_VALID,
                 f"the issuing CA certificate ({a.meta.id}) is not yet valid at the signing instant",
                 a,
+                issuer_name,
             )
         if at > a.cert.not_valid_after_utc:
             return PathCheck(
                 PathOutcome.CA_EXPIRED,
                 f"the issuing CA certificate ({a.meta.id}) had expired at the signing instant",
                 a,
+                issuer_name,
             )
-        return PathCheck(PathOutcome.OK, f"issued by the JPKI issuer generation {a.meta.id}", a)
+        return PathCheck(
+            PathOutcome.OK, f"issued by the JPKI issuer generation {a.meta.id}", a, issuer_name
+        )
     if named:
         return PathCheck(
             PathOutcome.UNKNOWN_ISSUER,
             "the certificate names a JPKI issuer, but that issuer's key did not sign it",
             None,
+            issuer_name,
         )
     return PathCheck(
         PathOutcome.UNKNOWN_ISSUER,
         "the certificate was not issued by a configured JPKI issuer generation",
         None,
+        issuer_name,
     )
 
 

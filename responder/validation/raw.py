@@ -12,6 +12,7 @@ from responder.validation.signature import (
     FormatError,
     SignatureOutcome,
     Signed,
+    certificate_octets,
     failed,
     hash_named,
     load_certificate,
@@ -49,4 +50,5 @@ def check_pkcs1(item: Pkcs1Item) -> Signed:
         else "the signature does not verify with the certificate's key over this data",
         cert,
         hash=name,
+        octets=certificate_octets(item.certificate),
     )

@@ -17,7 +17,7 @@ import enum
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.utils import CryptographyDeprecationWarning
+
+from crlbuilder.der import DerError, der_header
 
 
 class SignatureOutcome(enum.Enum):
@@ -69,6 +71,15 @@ def unsupported(detail: str) -> FormatError:
     return FormatError(SignatureOutcome.UNSUPPORTED, detail)
 
 
+class CertificateOctets(NamedTuple):
+    """Two parts of a certificate as it carries them (RFC 5280 §4.1)."""
+
+    tbs: bytes
+    """The tbsCertificate, the octets the issuer signed."""
+    issuer: bytes
+    """The issuer Name."""
+
+
 @dataclass(frozen=True, slots=True)
 class Signed:
     """One format's result: the signature check and what the signature says about itself."""
@@ -87,6 +98,10 @@ class Signed:
     """CMS and XML: the signed content travels inside the signature (None for raw PKCS#1)."""
     references: tuple[str, ...] = ()
     """XML: the URIs of the references the signature covers (``""`` the whole document)."""
+    octets: CertificateOctets | None = None
+    """The signer certificate's tbsCertificate and issuer Name as received
+    (`certificate_octets`); None: not read, `responder.validation.path.check_path` asks
+    cryptography (which re-encodes them)."""
 
 
 def failed(error: FormatError, certificate: x509.Certificate | None = None) -> Signed:
@@ -114,7 +129,7 @@ def load_certificate(der: bytes, field: str) -> x509.Certificate:
             # a serial that is not positive warns, then is refused below
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             cert = x509.load_der_x509_certificate(der)
-            _ = (cert.issuer, cert.subject, cert.extensions, cert.serial_number)
+            _ = (cert.issuer, cert.extensions, cert.serial_number)
             _ = (cert.not_valid_before_utc, cert.not_valid_after_utc)
             _ = cert.signature_hash_algorithm
             serial = cert.serial_number
@@ -126,6 +141,31 @@ def load_certificate(der: bytes, field: str) -> x509.Certificate:
     if serial <= 0:
         raise malformed(f"{field} has a serial number that is not positive (RFC 5280 §4.1.2.2)")
     return cert
+
+
+_CONTEXT_0: Final = 0xA0
+_SEQUENCE: Final = 0x30
+
+
+def certificate_octets(der: bytes) -> CertificateOctets | None:
+    """The tbsCertificate and the issuer Name (its field after [0] version, serialNumber
+    and signature) of the certificate ``der`` (parsed by cryptography already), as it
+    carries them: cryptography re-encodes both on each call and builds a Python object
+    per name attribute. None when the octets are not strict DER (the caller then asks
+    cryptography)."""
+    try:
+        _, s, end = der_header(der, 0, len(der))
+        _, p, end = der_header(der, s, end)  # tbsCertificate
+        tbs = der[s:end]
+        tag, _, q = der_header(der, p, end)
+        if tag == _CONTEXT_0:  # version
+            p = q
+        for _ in range(2):  # serialNumber, signature
+            _, _, p = der_header(der, p, end)
+        tag, _, q = der_header(der, p, end)
+    except DerError:
+        return None
+    return CertificateOctets(tbs, der[p:q]) if tag == _SEQUENCE else None
 
 
 def rsa_key(cert: x509.Certificate) -> rsa.RSAPublicKey:

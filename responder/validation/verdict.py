@@ -28,6 +28,7 @@ from responder.validation.facts import FactsError, decode_facts
 from responder.validation.path import (
     NOT_A_SIGNATURE_ARTICLE,
     Anchor,
+    PathCheck,
     PathOutcome,
     ProfileOutcome,
     check_path,
@@ -76,13 +77,10 @@ def _signature_check(s: Signed) -> SignatureCheck:
     )  # fmt: skip
 
 
-def _certificate_info(cert: x509.Certificate, anchor: Anchor | None) -> CertificateInfo:
-    try:
-        issuer_name = cert.issuer.rfc4514_string()
-    except ValueError:  # an attribute value cryptography cannot render
-        issuer_name = ""
+def _certificate_info(cert: x509.Certificate, path: PathCheck) -> CertificateInfo:
+    anchor = path.anchor
     return CertificateInfo(
-        serial=f"{cert.serial_number:x}", issuer_name=issuer_name,
+        serial=f"{cert.serial_number:x}", issuer_name=path.issuer_name,
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
         issuer=anchor.meta.id if anchor else None,
         family=anchor.meta.family.value if anchor else None,
@@ -125,13 +123,13 @@ def verify_item(
         instant, source = signed.signing_time, "signing-time"
     else:
         instant, source = now, "call"
-    path = check_path(cert, known, instant)
+    path = check_path(cert, known, instant, signed.octets)
     anchor = path.anchor
     path_check = Check(
         outcome=Outcome.PASS if path.outcome is PathOutcome.OK else Outcome.FAIL,
         detail=path.detail,
     )
-    info = _certificate_info(cert, anchor)
+    info = _certificate_info(cert, path)
     codes: list[tuple[ResultCode, str]] = []
 
     def fail(code: ResultCode, detail: str) -> None:
