@@ -30,6 +30,7 @@ from typing import Final
 
 import msgspec
 
+from crlbuilder.keyref import resolve_key_ref
 from crlbuilder.model import Family
 
 MANIFEST_VERSION: Final = 1
@@ -37,7 +38,6 @@ MANIFEST_NAME: Final = "pki.json"
 ANSWER_SIGNING_EKU: Final = "2.25.23992150756379134278736048147909983724.2.1"
 """The extended key usage of the responder's answer-signing certificate (JWS over /v1
 answers), under the project's arc (the UUID arc 2.25.23992150756379134278736048147909983724)."""
-PKCS11_SCHEME: Final = "pkcs11:"
 """A key field starting so is a PKCS#11 URI, not a path (`crlbuilder.keys.pkcs11`)."""
 
 
@@ -116,9 +116,7 @@ class Manifest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_de
     def key_ref(self, ref: str) -> str:
         """A signing key field as `crlbuilder.keys.signer.load_signer` takes it: a PKCS#11 URI
         unchanged, a file path resolved against the manifest's directory."""
-        if ref[: len(PKCS11_SCHEME)].lower() == PKCS11_SCHEME:
-            return ref
-        return str(self.path(ref))
+        return resolve_key_ref(ref, self.directory)
 
     def all_issuers(self) -> list[IssuerFiles]:
         """Every issuer generation the store answers for: ``issuers`` and the token issuer."""

@@ -16,12 +16,13 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from crlbuilder.jetstream import Cluster
+from crlbuilder.rules import JST
 from responder.ledger import Ledger, LedgerWriter, Method, Service
 from responder.ledgerstream import gather, ship
 from responder.limits import Limit, LimitsTable, node_share
@@ -74,7 +75,7 @@ def count(d: Path, party_id: str, n: int, worker: int = 0) -> None:
 def service_total(d: Path) -> int:
     with Ledger.open(d) as ledger:
         ledger.view = "service_ledger"
-        today = date.today()
+        today = datetime.now(JST).date()  # the ledger counts JST days
         return sum(ledger.totals(today - timedelta(days=2), today + timedelta(days=2)).values())
 
 

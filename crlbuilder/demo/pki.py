@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from crlbuilder.demo.certprofile import key_usage
+from crlbuilder.keyref import is_pkcs11_uri
 from crlbuilder.keys import oplog
 from crlbuilder.keys.certsign import draft_certificate, with_signature
 from crlbuilder.manifest import (
@@ -527,7 +528,7 @@ def init_pki(
     def write_cert(rel: str, cert: x509.Certificate, key_ref: str) -> None:
         """Write a certificate; one of a token key is recorded in the operation log."""
         _write_cert(out / rel, cert)
-        if token is not None and key_ref.startswith("pkcs11:"):
+        if token is not None and is_pkcs11_uri(key_ref):
             oplog.record(
                 token.oplog, "certificate-issued", key=key_ref,
                 detail={"certificate": rel, "serial": f"{cert.serial_number:x}", **_SETUP},

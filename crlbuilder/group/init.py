@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from crlbuilder.group.setup import SETUP_NAME, GroupIssuer, GroupSetup, dump_group_setup
+from crlbuilder.keyref import is_pkcs11_uri
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.model import Family
 from crlbuilder.rules import JST
@@ -247,7 +248,7 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
         raise InitError(f"{out}: exists and is not empty (a group directory is made once)")
     cert_path: Path = args.responder_cert.resolve()
     key_ref = str(args.responder_key)
-    if not key_ref.lower().startswith("pkcs11:"):
+    if not is_pkcs11_uri(key_ref):
         key_ref = str(Path(key_ref).resolve())
     _check_responder(cert_path, key_ref)
     try:

@@ -31,11 +31,11 @@ import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from crlbuilder.keyref import resolve_key_ref
 from crlbuilder.model import Family
 
 SETUP_VERSION: Final = 1
 SETUP_NAME: Final = "group.json"
-_PKCS11: Final = "pkcs11:"
 
 PartyId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 IssuerId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
@@ -90,9 +90,7 @@ class GroupSetup(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_
 
     def key_ref(self) -> str:
         """The responder key as `crlbuilder.keys.signer.load_signer` takes it."""
-        if self.responder_key[: len(_PKCS11)].lower() == _PKCS11:
-            return self.responder_key
-        return str(self.path(self.responder_key))
+        return resolve_key_ref(self.responder_key, self.directory)
 
 
 class GroupSetupError(Exception):

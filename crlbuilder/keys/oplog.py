@@ -25,6 +25,7 @@ from typing import Final
 import msgspec
 
 from crlbuilder.auditlog import ZERO_HASH, Anchor, ChainReport, append_chained, verify_chain
+from crlbuilder.keyref import is_pkcs11_uri
 
 __all__ = [
     "EVENTS",
@@ -79,7 +80,7 @@ class OpRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 def key_name(key_ref: str) -> str:
     """A key reference fit for the log: a ``pkcs11:`` URI without its query (pin-source) and
     without any ``pin-value`` attribute (refused as a key reference, but never logged)."""
-    if key_ref[:7].lower() != "pkcs11:":
+    if not is_pkcs11_uri(key_ref):
         return key_ref
     path = key_ref.split("?", 1)[0]
     return ";".join(a for a in path.split(";") if not a.strip().lower().startswith("pin-value"))

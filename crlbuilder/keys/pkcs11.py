@@ -62,6 +62,7 @@ from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
 from crlbuilder.auditlog import ChainError
+from crlbuilder.keyref import PKCS11_SCHEME, is_pkcs11_uri
 from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import (
     MIN_RSA_BITS,
@@ -90,7 +91,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-URI_SCHEME: Final = "pkcs11:"
+URI_SCHEME: Final = PKCS11_SCHEME
 MODULE_ENV: Final = "JPKIVA_PKCS11_MODULE"
 """Environment variable naming the PKCS#11 module (shared library) to load."""
 DEFAULT_MODULE: Final = "/usr/lib/softhsm/libsofthsm2.so"
@@ -106,11 +107,6 @@ _IDLE_WAIT_SECONDS: Final = 5.0
 
 class TokenUnavailable(SignerError):
     """The token failed at run time (removed, not present, sessions gone): retry later."""
-
-
-def is_pkcs11_uri(key_ref: str) -> bool:
-    """Whether a key reference is a PKCS#11 URI (rather than a PEM file path)."""
-    return key_ref[: len(URI_SCHEME)].lower() == URI_SCHEME
 
 
 def redact(key_ref: str) -> str:

@@ -27,6 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from crlbuilder.keyref import is_pkcs11_uri
+
 __all__ = [
     "MIN_RSA_BITS",
     "SHA256_WITH_RSA_DER",
@@ -159,7 +161,7 @@ def load_signer(
     now: its signatures fail, and are retried, until it is back.
     """
     ref = os.fspath(key_ref)
-    if ref[:7].lower() == "pkcs11:":
+    if is_pkcs11_uri(ref):
         from crlbuilder.keys.pkcs11 import Pkcs11Signer
 
         return Pkcs11Signer.open(ref, cert_path, outage_ok=outage_ok)
