@@ -28,6 +28,7 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.reader import StoreReader
 from responder.v1 import problem
 from responder.v1.wire import CertRef, Problem, StoreRef, serial_int
+from responder.validation.path import anchors
 
 _SERIAL_END: Final = 1 << (8 * sf.SERIAL_BYTES)
 
@@ -74,15 +75,11 @@ class IssuerIndex:
         issuers = reader.issuers()
         if issuers != self._raw:
             by_name: dict[bytes, list[_CertIssuer]] = {}
-            for meta in issuers:
-                cert = x509.load_der_x509_certificate(meta.cert_der)
-                try:
-                    ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-                    key_id = ski.value.digest
-                except x509.ExtensionNotFound:
-                    key_id = x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
-                name = cert.subject.public_bytes()
-                by_name.setdefault(name, []).append(_CertIssuer(name, key_id, meta.id))
+            for a in anchors(issuers):  # parsed once per issuer record, shared with /v1/verify
+                key_id = a.ski
+                if key_id is None:
+                    key_id = x509.SubjectKeyIdentifier.from_public_key(a.cert.public_key()).digest
+                by_name.setdefault(a.subject, []).append(_CertIssuer(a.subject, key_id, a.meta.id))
             self._by_name, self._raw = by_name, issuers
         return self._by_name
 
