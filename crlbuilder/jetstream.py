@@ -15,7 +15,7 @@ stream is `crlbuilder.stream`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -115,6 +115,20 @@ class Cluster:
             self.loop.close()
 
 
+async def through_election(request: Callable[[], Awaitable[T]], seconds: float = 30) -> T:
+    """One JetStream API request, made again while it times out or the service is unavailable
+    (a cluster that lost or regained a server elects a stream's leader again meanwhile), for
+    at most ``seconds``; then the last error."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await request()
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.25)
+
+
 def ensure_stream(
     cluster: Cluster,
     name: str,
@@ -127,17 +141,11 @@ def ensure_stream(
     storage, limits retention, replicated (`replicas_for`), deduplicated by message id."""
 
     async def go() -> None:
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:  # a cluster that lost a server elects the stream's leader again
-            try:
-                await cluster.js.stream_info(name)
-                return
-            except nats.js.errors.NotFoundError:
-                break
-            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.25)
+        try:
+            await through_election(lambda: cluster.js.stream_info(name))
+            return
+        except nats.js.errors.NotFoundError:
+            pass
         cfg = api.StreamConfig(
             name=name,
             subjects=subjects,

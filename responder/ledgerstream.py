@@ -40,7 +40,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream
+from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream, through_election
 from responder.config import ClusterConfig
 from responder.ledger import Ledger, SlotCount
 
@@ -105,7 +105,7 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
     after = ledger.service_seq()
 
     async def go() -> list[tuple[int, bytes]]:
-        info = await cluster.js.stream_info(stream)
+        info = await through_election(lambda: cluster.js.stream_info(stream))
         last = int(info.state.last_seq)
         if last <= after:
             return []
@@ -115,7 +115,9 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
             ack_policy=api.AckPolicy.NONE,
             inactive_threshold=30.0,
         )
-        sub = await cluster.js.pull_subscribe(_subjects(stream), stream=stream, config=cfg)
+        sub = await through_election(
+            lambda: cluster.js.pull_subscribe(_subjects(stream), stream=stream, config=cfg)
+        )
         out: list[tuple[int, bytes]] = []
         try:
             while not out or out[-1][0] < last:
