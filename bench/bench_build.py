@@ -78,6 +78,28 @@ def du(path: Path) -> int:
     return sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
 
 
+def db_bytes(store: Path, certificates: int) -> dict[str, float]:
+    """Bytes of pages (branch, leaf, overflow) each named database holds, per certificate."""
+    import lmdb
+
+    from crlbuilder.store import format as sf
+
+    env = lmdb.open(str(store), readonly=True, lock=False, max_dbs=sf.MAX_DBS)
+    out: dict[str, float] = {}
+    try:
+        psize = env.stat()["psize"]
+        with env.begin() as txn:
+            names = [bytes(k) for k, _ in txn.cursor()]
+            for name in names:
+                st = txn.stat(env.open_db(name, txn=txn, create=False))
+                pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+                out[name.decode()] = round(pages * psize / max(1, certificates), 1)
+    finally:
+        env.close()
+    out["total"] = round(sum(out.values()), 1)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--holders", type=int, default=1_000_000)
@@ -159,7 +181,21 @@ def main() -> int:
         "bytes": size,
         "mib_per_million_certificates": round(size / 2**20 / (certs / 1e6), 1) if certs else None,
         "entries": counts,
+        "bytes_per_certificate_by_db": db_bytes(work / "store", certs),
     }
+    # the same store rewritten in key order (`crlbuilder store copy`: every database appended,
+    # full pages), against the build's pages filled by inserts in record order
+    shutil.rmtree(work / "store.copy", ignore_errors=True)
+    secs, rss, _ = run(cb, "store", "copy", str(work / "store"), str(work / "store.copy"))
+    copied = du(work / "store.copy")
+    results["store_copy"] = {
+        "seconds": round(secs, 1),
+        "peak_anon_mib": rss,
+        "bytes": copied,
+        "mib_per_million_certificates": round(copied / 2**20 / (certs / 1e6), 1) if certs else None,
+        "bytes_per_certificate_by_db": db_bytes(work / "store.copy", certs),
+    }
+    shutil.rmtree(work / "store.copy", ignore_errors=True)
 
     # incremental: N revocation requests dropped into the spool, arrival to committed
     results["incremental"] = incremental(cb, flags, work, args.incremental)

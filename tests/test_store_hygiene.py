@@ -21,6 +21,7 @@ from crlbuilder.cli import main
 from crlbuilder.demo import synth
 from crlbuilder.ingest import Quarantine, read_file
 from crlbuilder.manifest import Manifest
+from crlbuilder.model import Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store, copy_store
 
@@ -106,3 +107,39 @@ def test_store_copy_keeps_live_data_only(tmp_path: Path) -> None:
         b.close()
     with pytest.raises(sf.StoreFormatError, match="already there"):
         copy_store(old, tmp_path / "new")
+
+
+def test_store_copy_writes_full_pages(tmp_path: Path) -> None:
+    """The copy appends each database in key order: status records inserted in random serial
+    order (as a build meets them) fill pages about two thirds; the copy's pages are full, and a
+    holder with several certificates (``links``, dupsort) keeps every one."""
+    import random
+
+    old = tmp_path / "old"
+    store = Store.open(old, readonly=False, map_size=1 << 27)
+    rng = random.Random(5)
+    holder = bytes(32)
+    status, links = store.dbs[sf.DB_STATUS], store.dbs[sf.DB_LINKS]
+    with store.env.begin(write=True) as txn:
+        for _ in range(20_000):
+            key = sf.status_key(1, rng.getrandbits(64))
+            txn.put(key, bytes(sf.STATUS_RECORD_BYTES), db=status)
+            txn.put(sf.link_key(holder, Family.SIGN_CARD), key, db=links)
+    store.close()
+    copy_store(old, tmp_path / "new", map_size=1 << 27)
+
+    def leaves(path: Path) -> tuple[int, int, int]:
+        s = Store.open(path, readonly=True, map_size=1 << 27)
+        try:
+            with s.env.begin() as txn:
+                st = txn.stat(s.dbs[sf.DB_STATUS])
+                return st["leaf_pages"], st["entries"], txn.stat(s.dbs[sf.DB_LINKS])["entries"]
+        finally:
+            s.close()
+
+    before, entries, linked = leaves(old)
+    after, copied, copied_links = leaves(tmp_path / "new")
+    assert (copied, copied_links) == (entries, linked) == (20_000, 20_000)
+    node = 8 + sf.KEY_BYTES + sf.STATUS_RECORD_BYTES + 2  # header, key, value, slot
+    full = -(-entries // ((4096 - 16) // node))
+    assert after <= full + 1 < before

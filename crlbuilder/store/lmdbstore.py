@@ -8,8 +8,9 @@ transaction at a time, LMDB guarantees readers never see half of one); responder
 workers open the store read-only after forking. The byte layout itself lives in
 `store.format`.
 
-`copy_store` rewrites a store record by record into a new environment: the way
-to clean a store written before LMDB zeroed its pages (docs/operations.md).
+`copy_store` rewrites a store record by record into a new environment, in key order
+with full pages: the way to clean a store written before LMDB zeroed its pages, and
+to compact one (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -152,7 +153,10 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
     zeroes), so nothing but live data reaches the new ``data.mdb``: neither the
     free pages nor the unused bytes of live pages, which a byte copy, even
     LMDB's compacting copy (``mdb_env_copy2`` with ``MDB_CP_COMPACT``), keeps
-    as they are. ``target`` must not hold a store. Returns the entries copied.
+    as they are. Each database is appended in key order (``MDB_APPEND``), so its pages
+    are full: about a quarter smaller than a store built from the records, whose pages
+    split as random serials arrive. ``target`` must not hold a store. Returns the entries
+    copied.
     Run it with the builder stopped (it reads one snapshot of ``source``).
     """
     t = Path(target)
@@ -174,7 +178,15 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
                     if not chunk:
                         break
                     with dst.env.begin(write=True) as wtxn:
-                        wtxn.cursor(db=dst.dbs[name]).putmulti(chunk, dupdata=True)
+                        cur = wtxn.cursor(db=dst.dbs[name])
+                        # appended (MDB_APPEND) wherever the target holds only smaller keys
+                        # (every database but meta, which the open seeded): full pages
+                        append = not cur.last() or bytes(cur.key()) < chunk[0][0]
+                        consumed, written = cur.putmulti(chunk, dupdata=True, append=append)
+                        if written != len(chunk):
+                            raise sf.StoreFormatError(
+                                f"{t}: LMDB wrote {written} of {consumed} entries of {name!r}"
+                            )
                     copied += len(chunk)
         with src.env.begin() as rtxn, dst.env.begin(write=True) as wtxn:
             # a source written before the changes feed: the copy's feed starts at its commit
