@@ -168,6 +168,20 @@ def main() -> int:
         "revocations": report["revocations_by_category"],
         "quarantined": report["quarantined"],
     }
+    # presigning against what the same cores sign raw (cryptography, RSA PKCS#1 v1.5, one
+    # process per core, the first issuer's delegate key), measured right after the build
+    from bench.bench_responder import raw_sign_rate
+    from crlbuilder.manifest import load_manifest
+
+    pki = load_manifest(work / "pki")
+    raw, _ = raw_sign_rate(work / "pki" / pki.issuers[0].ocsp_key, 5.0, procs=os.cpu_count() or 1)
+    presign_s = report["seconds"].get("presign", 0)
+    if presign_s and report["ocsp_presigned"]:
+        rate = report["ocsp_presigned"] / presign_s
+        results["build"]["presign_per_s"] = round(rate)  # type: ignore[index]
+        results["build"]["raw_signs_per_s"] = round(raw)  # type: ignore[index]
+        results["build"]["presign_vs_raw"] = round(rate / raw, 3)  # type: ignore[index]
+
     from crlbuilder.store.lmdbstore import Store
 
     s = Store.open(work / "store", readonly=True)
