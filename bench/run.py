@@ -93,6 +93,34 @@ BENCHES: dict[str, list[str]] = {
     ],
 }
 
+NATIONAL_DIR = HERE.parent / "var" / "bench-national"
+OPTIONAL: dict[str, list[list[str]]] = {
+    # hours on 2 cores (synth, build and copy of 10,000,000 holders, then 1,000,000 distinct
+    # serials served): run by name only, `python -m bench.run --only national` (make
+    # bench-national); its results stay in the table until the next such run
+    "national": [
+        [
+            "-m",
+            "bench.bench_build",
+            "--holders",
+            "10000000",
+            "--dir",
+            str(NATIONAL_DIR),
+            "--reuse",
+            "--out",
+            str(RESULTS / "build_10m.json"),
+        ],
+        [
+            "-m",
+            "bench.bench_national",
+            "--store-dir",
+            str(NATIONAL_DIR),
+            "--out",
+            str(RESULTS / "national.json"),
+        ],
+    ],
+}
+
 
 def _load(name: str) -> dict[str, Any] | None:
     p = RESULTS / f"{name}.json"
@@ -123,8 +151,9 @@ def _fmt(v: Any, unit: str = "") -> str:
 def render() -> str:
     rows: list[tuple[str, str, str, str]] = []
     add: Callable[[str, str, str, str], None] = lambda *r: rows.append(r)  # noqa: E731
-    build = _load("build")
-    if build:
+    for build in (_load("build"), _load("build_10m")):
+        if not build:
+            continue
         n = _fmt(build.get("holders"))
         add(f"synth --holders {n}", _fmt(_get(build, "synth", "seconds"), " s"),
             f"peak anonymous memory {_fmt(_get(build, 'synth', 'peak_anon_mib'), ' MiB')}, {_fmt(_get(build, 'synth', 'records'))} records",
@@ -132,9 +161,20 @@ def render() -> str:
         add(f"full build, {n} holders", _fmt(_get(build, "build", "seconds"), " s"),
             f"apply {_fmt(_get(build, 'build', 'records_per_s_apply'))} records/s; phases {_get(build, 'build', 'phases')};"
             f" peak anonymous memory {_fmt(_get(build, 'build', 'peak_anon_mib'), ' MiB')}", "same")  # fmt: skip
-        add("store size", _fmt(_get(build, "store", "mib_per_million_certificates"), " MiB per million certificates"),
-            f"{_fmt(_get(build, 'store', 'certificates'))} certificates, {_fmt(_get(build, 'store', 'bytes'))} bytes",
+        if _get(build, "build", "presign_vs_raw") is not None:
+            add(f"presign, {n} holders", f"{_fmt(_get(build, 'build', 'presign_vs_raw'))}× raw RSA",
+                f"{_fmt(_get(build, 'build', 'presign_per_s'))} answers/s against raw cryptography signing"
+                f" {_fmt(_get(build, 'build', 'raw_signs_per_s'))}/s, one process per core, right after"
+                " (goal ≥ 0.9×)", "same")  # fmt: skip
+        add(f"store size, {n} holders", _fmt(_get(build, "store", "mib_per_million_certificates"), " MiB per million certificates"),
+            f"{_fmt(_get(build, 'store', 'certificates'))} certificates, {_fmt(_get(build, 'store', 'bytes'))} bytes;"
+            f" bytes per certificate by database {_get(build, 'store', 'bytes_per_certificate_by_db')}",
             "same")  # fmt: skip
+        if _get(build, "store_copy"):
+            add(f"store compacted (`crlbuilder store copy`), {n} holders",
+                _fmt(_get(build, "store_copy", "mib_per_million_certificates"), " MiB per million certificates"),
+                f"copy {_fmt(_get(build, 'store_copy', 'seconds'), ' s')}; by database"
+                f" {_get(build, 'store_copy', 'bytes_per_certificate_by_db')} (goal ≤ 400 MiB)", "same")  # fmt: skip
         add(f"incremental, {_fmt(_get(build, 'incremental', 'records'))} records",
             _fmt(_get(build, "incremental", "arrival_to_committed_seconds"), " s"),
             "spool file arrival to committed (goal < 1 s)", "same")  # fmt: skip
@@ -279,6 +319,33 @@ def render() -> str:
             f"GET /v1/changes, {_fmt(_get(feed, 'read', 'calls'))} call(s), "
             f"{_fmt(_get(feed, 'read', 'delivered'))} watched changes delivered,"
             f" {_fmt(_get(feed, 'read', 'feed_entries_per_s'))} feed entries/s", "same")  # fmt: skip
+    nat = _load("national")
+    if nat:
+        mem = _get(nat, "memory", "stages") or []
+        if mem:
+            last = mem[-1]
+            add(f"worker private memory after touching {_fmt(last.get('touched'))} distinct serials"
+                f" ({_fmt(nat.get('store_certificates'))} certificates)",
+                _fmt(round(last["private_kib"] / 1024, 1), " MiB"),
+                "by round: " + ", ".join(_fmt(round(m["private_kib"] / 1024, 1)) for m in mem)
+                + " MiB (goal < 100 MB, flat); store pages mapped"
+                f" {_fmt(round(last['store_mapped_rss_kib'] / 1024))} MiB (page cache, shared)",
+                "`python -m bench.bench_national`")  # fmt: skip
+        for label in ("cold", "warm"):
+            c = _get(nat, "cold", label) or {}
+            if c:
+                add(f"one at a time, {label} page cache ({_fmt(_get(nat, 'cold', 'requests'))} distinct serials)",
+                    f"p50 {_fmt(_get(c, 'all', 'p50_ms'), ' ms')}, p99 {_fmt(_get(c, 'all', 'p99_ms'), ' ms')}",
+                    f"revoked (stored) p50/p99 {_fmt(_get(c, 'revoked', 'p50_ms'))}/{_fmt(_get(c, 'revoked', 'p99_ms'))} ms;"
+                    f" good p50/p99 {_fmt(_get(c, 'good', 'p50_ms'))}/{_fmt(_get(c, 'good', 'p99_ms'))} ms", "same")  # fmt: skip
+        ex = nat.get("extrapolation") or {}
+        if ex:
+            add(f"extrapolated to {_fmt(ex.get('population_holders'))} holders",
+                f"rebuild {_fmt(_get(ex, 'rebuild_hours', 'total'))} h",
+                f"{_fmt(ex.get('certificates'))} certificates, {_fmt(ex.get('records'))} records; apply"
+                f" {_fmt(_get(ex, 'rebuild_hours', 'apply'))} h, presign {_fmt(_get(ex, 'rebuild_hours', 'presign'))} h;"
+                f" store {_fmt(_get(ex, 'store_gib', 'built'))} GiB built, {_fmt(_get(ex, 'store_gib', 'compacted'))} GiB"
+                " compacted (details in the section below)", "`python -m bench.bench_national --only extrapolate`")  # fmt: skip
     lines = ["| what | result | detail | rerun |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)
@@ -295,16 +362,18 @@ def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--only", choices=sorted(BENCHES), action="append")
+    p.add_argument("--only", choices=sorted([*BENCHES, *OPTIONAL]), action="append")
     p.add_argument("--render", action="store_true", help="only rewrite the README table")
     args = p.parse_args()
     RESULTS.mkdir(exist_ok=True)
     if not args.render:
         for name in args.only or BENCHES:
             print(f"== {name}", flush=True)
-            rc = subprocess.run([sys.executable, *BENCHES[name]], check=False).returncode
-            if rc != 0:
-                print(f"bench {name} failed (exit {rc})", file=sys.stderr)
+            for step in OPTIONAL.get(name) or [BENCHES[name]]:
+                rc = subprocess.run([sys.executable, *step], check=False).returncode
+                if rc != 0:
+                    print(f"bench {name} failed (exit {rc})", file=sys.stderr)
+                    break
     write_readme()
     print(README.read_text())
     return 0
