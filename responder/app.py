@@ -90,6 +90,7 @@ from responder.ledger import Ledger, LedgerWriter
 from responder.limits import FILE_NAME as LIMITS_FILE
 from responder.limits import CrlKind, LimitsTable
 from responder.logs import AccessLog
+from responder.loopsigning import FreshSigning, fresh_signing
 from responder.metrics import (
     OCSP_STATUS,
     MetricsApp,
@@ -97,7 +98,6 @@ from responder.metrics import (
 )
 from responder.ocsp import ERRORS, Ready, load_group_issuers, load_issuers
 from responder.outcome import NO_PARTY, Outcome
-from responder.procsigning import ProcessSigningPool
 from responder.registry.lookup import LastGoodRegistry, Registry
 from responder.registry.party import Party
 from responder.registry.schema import RegistryError
@@ -105,7 +105,6 @@ from responder.registry.vocabulary import Method, Service
 from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
-from responder.signchild import child_command
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 from responder.v1.jws import AnswerSigner, load_answer_signer
@@ -240,14 +239,9 @@ class JpkiApp:
         self.reports = ReportCache(
             self._render_report, self.pool, max_age=config.ledger.collect_interval
         )
-        self.signing: SigningPool[Ready] | ProcessSigningPool = (
-            ProcessSigningPool(
-                config.ocsp.sign_processes, config.ocsp.sign_queue_per_party,
-                child_command(pki=config.store.pki if self.group is None else None,
-                              group=config.group.file),
-            )
-            if config.ocsp.sign_processes
-            else SigningPool(config.ocsp.sign_threads, config.ocsp.sign_queue_per_party)
+        self.signing: FreshSigning = fresh_signing(
+            config.ocsp.signing, config.ocsp.sign_threads, config.ocsp.sign_queue_per_party,
+            [rs.signer for v in views for rs in (v.signer, v.successor) if rs is not None],
         )  # fmt: skip
         self.worker_index = worker_index
         self._proven: tuple[Mapping[bytes, bytes], Registry, Party] | None = None
@@ -504,11 +498,7 @@ class JpkiApp:
         job = got.job
         family = job.families[0].value
         party = got.party.id
-        signed = (
-            self.signing.submit(party, job)
-            if isinstance(self.signing, ProcessSigningPool)
-            else self.signing.submit(party, job.run)
-        )
+        signed = self.signing.sign(party, job)
         if signed is None:  # the party's share of the signing threads is taken: RFC 6960 tryLater
             req.note = Outcome("ocsp", _TRY_LATER, family=family, party=party, rule=_FAIR_SHARE)
             return _OCSP_ERRORS[ResponseStatus.TRY_LATER]

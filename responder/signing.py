@@ -22,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Generic, TypeVar
 
+from responder.ocsp import Ready, SignJob
 from responder.signqueue import FairQueue
 
-__all__ = ["SigningPool"]
+__all__ = ["SignJobThreads", "SigningPool"]
 
 R = TypeVar("R")
 
@@ -99,3 +100,15 @@ class SigningPool(Generic[R]):
         while (nxt := self.queue.pop()) is not None:
             nxt[1][1].cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class SignJobThreads(SigningPool[Ready]):
+    """The signing threads of fresh OCSP answers (``[ocsp] signing = "threads"``)."""
+
+    @property
+    def mode(self) -> str:
+        return "threads"
+
+    def sign(self, party: str, job: SignJob) -> asyncio.Future[Ready] | None:
+        """The future answer of ``job`` for ``party``; None when its share is full."""
+        return self.submit(party, job.run)

@@ -1,0 +1,135 @@
+"""Where a worker makes its fresh OCSP signatures (``[ocsp] signing``): on its event loop, or on threads.
+
+Owns `LoopSigning` (fresh signatures made by the worker's event loop itself, one per
+loop iteration, taken from the per-party `responder.signqueue.FairQueue`) and
+`fresh_signing`, the choice between it and the signing threads of `responder.signing`.
+
+Why on the loop: a worker is already a process sized to a core (``[server] workers``,
+one per CPU by default), so signing there uses every core without a hand-off. Handing a
+job to a thread and back cost about 45 µs of CPU per fresh answer beyond the signature
+on a 2-core machine (``python -m bench.bench_distinct --only-sign-load``: 430 µs per
+answer against 387 µs signed on the loop, raw RSA-2048 252 µs): the worker's threads
+went to sleep and were woken 2.8 times per answer (the loop waiting for signatures, the
+threads for jobs and for the GIL), each wake-up a scheduler round trip and cold caches.
+A loop that signs never waits while there is work. Signing processes fed over pipes
+(tried) cost as much as threads: the loop still slept between every two signatures.
+
+The price: while it signs (a few hundred microseconds for RSA-2048) the worker answers
+nothing else, so at most one signature is made per loop iteration and every ready
+connection is served between two of them. A key in a token (PKCS#11, Ord §73, §74) may
+block for as long as the token takes (or retry while it is out of reach), so ``auto``
+keeps such keys on the signing threads. Fairness is the same queue either way: the
+parties' jobs in turn, a party's share (``sign_queue_per_party``) refused at once
+(`sign` returns None: OCSP ``tryLater``, RFC 6960 §2.3, rule ``fair_share``), a job
+whose connection went away (its future cancelled) never signed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, Final, Protocol
+
+from crlbuilder.keys.signer import PemSigner, Signer
+from responder.config import SigningMode
+from responder.ocsp import Ready, SignJob
+from responder.signing import SignJobThreads
+from responder.signqueue import FairQueue
+
+__all__ = ["FreshSigning", "LoopSigning", "SigningMode", "fresh_signing"]
+
+LOOP: Final = "loop"
+THREADS: Final = "threads"
+
+
+class FreshSigning(Protocol):
+    """What the app asks of whoever makes its fresh OCSP signatures."""
+
+    @property
+    def mode(self) -> str:
+        """``loop`` or ``threads``."""
+        ...
+
+    @property
+    def queue(self) -> FairQueue[Any]:
+        """The parties' waiting jobs (its ``per_party`` is re-read on SIGHUP)."""
+        ...
+
+    def sign(self, party: str, job: SignJob) -> asyncio.Future[Ready] | None:
+        """The future answer of ``job`` for ``party``; None when its share is full."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LoopSigning:
+    """Fresh signatures made on the running event loop, one per iteration, parties in turn."""
+
+    def __init__(self, per_party: int) -> None:
+        self._queue: FairQueue[tuple[SignJob, asyncio.Future[Ready]]] = FairQueue(per_party)
+        self._scheduled: asyncio.AbstractEventLoop | None = None
+        """The loop on which `_sign_one` is due (None: not scheduled)."""
+        self._closed = False
+
+    @property
+    def mode(self) -> str:
+        return LOOP
+
+    @property
+    def queue(self) -> FairQueue[tuple[SignJob, asyncio.Future[Ready]]]:
+        return self._queue
+
+    def sign(self, party: str, job: SignJob) -> asyncio.Future[Ready] | None:
+        """The future answer of ``job`` for ``party``; None when its share is full.
+
+        Call from the running event loop: the signature is made in one of its next
+        iterations, after the connections that are ready then.
+        """
+        if self._closed:
+            return None
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[Ready] = loop.create_future()
+        if not self._queue.push(party, (job, result)):
+            return None
+        if self._scheduled is not loop:
+            self._scheduled = loop
+            loop.call_soon(self._sign_one, loop)
+        return result
+
+    def _sign_one(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Sign the next waiting job in the fair queue's order; come back next iteration
+        if more wait (I/O callbacks run in between)."""
+        self._scheduled = None
+        while (nxt := self._queue.pop()) is not None:
+            job, result = nxt[1]
+            if result.cancelled():  # its connection went away: sign nothing for nobody
+                continue
+            try:
+                ready = job.run()
+            except Exception as exc:  # the app answers internalError, or tryLater for a token
+                result.set_exception(exc)
+            else:
+                result.set_result(ready)
+            break
+        if len(self._queue) and not self._closed:
+            self._scheduled = loop
+            loop.call_soon(self._sign_one, loop)
+
+    def close(self) -> None:
+        """Stop: waiting jobs are cancelled; later ones are refused."""
+        self._closed = True
+        while (nxt := self._queue.pop()) is not None:
+            nxt[1][1].cancel()
+
+
+def fresh_signing(
+    mode: SigningMode, threads: int, per_party: int, signers: Iterable[Signer]
+) -> FreshSigning:
+    """The worker's fresh signing for ``[ocsp] signing``: ``loop``, ``threads`` (``threads``
+    of them), or ``auto``: on the loop when every key of ``signers`` is in memory (PEM),
+    on the threads when one is in a token (its calls may block)."""
+    if mode == "auto":
+        mode = LOOP if all(isinstance(s, PemSigner) for s in signers) else THREADS
+    if mode == LOOP:
+        return LoopSigning(per_party)
+    return SignJobThreads(threads, per_party)
