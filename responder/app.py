@@ -39,13 +39,14 @@ Every OCSP request is decided by `responder.flow` (sans-I/O: parse, attribute it
 registered party, check the issuer, the policy and the quota, and only then look
 anything up); this module is its shell: it passes the request's bytes, the
 transport's credentials, the time, the store and the registry in, and carries the
-decision out (the response, the ledger count, the note). Fresh signatures run in a
-thread (cryptography releases the GIL while signing) so the worker's other
-connections go on; the jobs wait for a thread in a per-party fair queue
-(`responder.signing`, `responder.signqueue`), so one party's flood of nonce requests
-cannot delay the others', and a party past its share gets tryLater (rule
-``fair_share``). Reports (`/reports/`) render on threads of their own (``report``),
-never on the signing threads.
+decision out (the response, the ledger count, the note). Fresh signatures are made on
+the worker's event loop, one per loop iteration so that its other connections go on in
+between (or on signing threads for a key in a token: ``[ocsp] signing``,
+`responder.loopsigning`); the jobs wait in a per-party fair queue
+(`responder.signqueue`), so one party's flood of nonce requests cannot delay the
+others', and a party past its share gets tryLater (rule ``fair_share``). Reports
+(`/reports/`) render on threads of their own (``report``), never where signatures are
+made.
 
 A request with a body and an ``Authorization`` field that matches no party's
 credential is refused from its headers (`JpkiApp.early`), before its body is
@@ -499,7 +500,7 @@ class JpkiApp:
         family = job.families[0].value
         party = got.party.id
         signed = self.signing.sign(party, job)
-        if signed is None:  # the party's share of the signing threads is taken: RFC 6960 tryLater
+        if signed is None:  # the party's share of the signer is taken: RFC 6960 tryLater
             req.note = Outcome("ocsp", _TRY_LATER, family=family, party=party, rule=_FAIR_SHARE)
             return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
         req.note = Outcome("ocsp", family=family, party=party)  # until the signature is made

@@ -229,8 +229,8 @@ class OcspConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Threads per worker making fresh signatures when ``signing`` is ``threads`` (needs a
     restart)."""
     sign_queue_per_party: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
-    """Fresh sign jobs one party may have waiting per worker; the signing threads take the
-    waiting jobs of the parties in turn (round-robin), and a job beyond this is answered
+    """Fresh sign jobs one party may have waiting per worker; the signer (``signing``) takes
+    the waiting jobs of the parties in turn (round-robin), and a job beyond this is answered
     OCSP tryLater (rule fair_share): the fair share of signing that every registered party
     gets, with or without a quota in its agreement (see `responder.signqueue`). Generous
     on purpose: a waiting request holds back its connection's next one, a refused one

@@ -102,7 +102,7 @@ class LoopSigning:
         self._scheduled = None
         while (nxt := self._queue.pop()) is not None:
             job, result = nxt[1]
-            if result.cancelled():  # its connection went away: sign nothing for nobody
+            if result.cancelled() or result.get_loop().is_closed():  # nobody waits for it
                 continue
             try:
                 ready = job.run()

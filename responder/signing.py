@@ -1,7 +1,9 @@
 """The signing threads of a worker, fed fairly: the I/O shell around `responder.signqueue`.
 
-Owns the worker's signing threads (``[ocsp] sign_threads``) and the hand-off of fresh
-sign jobs from the event loop to them. Jobs wait in a `responder.signqueue.FairQueue`
+Owns the worker's signing threads (``[ocsp] sign_threads``, used when ``[ocsp] signing``
+is ``threads``, or ``auto`` with a key in a token: `responder.loopsigning` chooses) and
+the hand-off of fresh sign jobs from the event loop to them; `SigningPool` also runs the
+/v1 batch thread. Jobs wait in a `responder.signqueue.FairQueue`
 (per party, bounded by ``[ocsp] sign_queue_per_party``, served round-robin) instead of
 the executor's own FIFO queue, and go to a thread only when one is free, so that one
 party's flood of nonce requests cannot make another party's fresh answer wait behind it
