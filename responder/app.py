@@ -40,9 +40,9 @@ registered party, check the issuer, the policy and the quota, and only then look
 anything up); this module is its shell: it passes the request's bytes, the
 transport's credentials, the time, the store and the registry in, and carries the
 decision out (the response, the ledger count, the note). Fresh signatures are made on
-the worker's event loop, one per loop iteration so that its other connections go on in
-between (or on signing threads for a key in a token: ``[ocsp] signing``,
-`responder.loopsigning`); the jobs wait in a per-party fair queue
+signing threads (cryptography releases the GIL while signing), so the worker's other
+connections go on, or on request on the event loop itself, one per loop iteration
+(``[ocsp] signing``, `responder.loopsigning`); the jobs wait in a per-party fair queue
 (`responder.signqueue`), so one party's flood of nonce requests cannot delay the
 others', and a party past its share gets tryLater (rule ``fair_share``). Reports
 (`/reports/`) render on threads of their own (``report``), never where signatures are

@@ -1,27 +1,32 @@
-"""Where a worker makes its fresh OCSP signatures (``[ocsp] signing``): on its event loop, or on threads.
+"""Where a worker makes its fresh OCSP signatures (``[ocsp] signing``): on its signing threads, or on its event loop.
 
 Owns `LoopSigning` (fresh signatures made by the worker's event loop itself, one per
 loop iteration, taken from the per-party `responder.signqueue.FairQueue`) and
-`fresh_signing`, the choice between it and the signing threads of `responder.signing`.
+`fresh_signing`, the choice between it and the signing threads of `responder.signing`
+(the default).
 
-Why on the loop: a worker is already a process sized to a core (``[server] workers``,
-one per CPU by default), so signing there uses every core without a hand-off. Handing a
-job to a thread and back cost about 45 µs of CPU per fresh answer beyond the signature
-on a 2-core machine (``python -m bench.bench_distinct --only-sign-load``: 430 µs per
-answer against 387 µs signed on the loop, raw RSA-2048 252 µs): the worker's threads
-went to sleep and were woken 2.8 times per answer (the loop waiting for signatures, the
-threads for jobs and for the GIL), each wake-up a scheduler round trip and cold caches.
-A loop that signs never waits while there is work. Signing processes fed over pipes
-(tried) cost as much as threads: the loop still slept between every two signatures.
+What the hand-off to a thread costs (issue 17, item 3): a fresh answer took about 430
+µs of the server's CPU against 252 µs for the bare RSA-2048 signature. About 50 µs of
+it is the request's own work on the loop (HTTP, the party, the OCSP request, the
+lookup, the answer's bytes); most of the rest comes from the worker's threads
+sleeping and waking, 2.8 times per answer (the loop waiting for signatures, the
+threads for jobs and for the GIL): each wake-up is a scheduler round trip and cold
+caches, and the loop of a worker waiting on signatures costs ~130 µs per answer
+instead of ~50. Signing processes fed over pipes (tried) cost as much as threads: the
+loop still slept and woke between signatures. A loop that signs never waits while
+there is work: about 387 µs per fresh answer (ten per cent less CPU).
 
-The price: while it signs (a few hundred microseconds for RSA-2048) the worker answers
-nothing else, so at most one signature is made per loop iteration and every ready
-connection is served between two of them. A key in a token (PKCS#11, Ord §73, §74) may
-block for as long as the token takes (or retry while it is out of reach), so ``auto``
-keeps such keys on the signing threads. Fairness is the same queue either way: the
-parties' jobs in turn, a party's share (``sign_queue_per_party``) refused at once
-(`sign` returns None: OCSP ``tryLater``, RFC 6960 §2.3, rule ``fair_share``), a job
-whose connection went away (its future cancelled) never signed.
+The price, and why it is not the default: while it signs (a quarter of a millisecond
+for RSA-2048) the worker answers nothing else, and a worker busy signing is one the
+kernel no longer wakes first. One signature is made per loop iteration, every ready
+connection served in between, yet under a nonce flood on a shared 2-core machine the
+p99 of another party's cached answers went from 3 ms (threads) to 16-26 ms. It suits
+a node whose cores serve mostly fresh answers. A key in a token (PKCS#11, Ord §73,
+§74) may block for as long as the token takes, or retry while it is out of reach: it
+stays on the threads. Fairness is the same queue either way: the parties' jobs in
+turn, a party's share (``sign_queue_per_party``) refused at once (`sign` returns
+None: OCSP ``tryLater``, RFC 6960 §2.3, rule ``fair_share``), a job whose connection
+went away (its future cancelled) never signed.
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from responder.signqueue import FairQueue
 __all__ = ["FreshSigning", "LoopSigning", "SigningMode", "fresh_signing"]
 
 LOOP: Final = "loop"
-THREADS: Final = "threads"
 
 
 class FreshSigning(Protocol):
@@ -125,11 +129,9 @@ class LoopSigning:
 def fresh_signing(
     mode: SigningMode, threads: int, per_party: int, signers: Iterable[Signer]
 ) -> FreshSigning:
-    """The worker's fresh signing for ``[ocsp] signing``: ``loop``, ``threads`` (``threads``
-    of them), or ``auto``: on the loop when every key of ``signers`` is in memory (PEM),
-    on the threads when one is in a token (its calls may block)."""
-    if mode == "auto":
-        mode = LOOP if all(isinstance(s, PemSigner) for s in signers) else THREADS
-    if mode == LOOP:
+    """The worker's fresh signing for ``[ocsp] signing``: ``threads`` (``threads`` of them),
+    or ``loop`` when every key of ``signers`` is in memory (PEM; a token's calls may block,
+    so a key in a token keeps the threads)."""
+    if mode == LOOP and all(isinstance(s, PemSigner) for s in signers):
         return LoopSigning(per_party)
     return SignJobThreads(threads, per_party)

@@ -9,7 +9,7 @@ What a worker answers with, and nothing about when: the decision itself is
 - `Ready`: response bytes to send now, with the times the HTTP layer's caching headers
   need (RFC 5019 §6.2);
 - `SignJob`: a fresh response to sign (``run()`` spends one RSA signature, with the GIL
-  released), on the worker's event loop (`responder.loopsigning`) or its signing threads;
+  released), on the worker's signing threads or its event loop (`responder.loopsigning`);
 - `ERRORS`: the constant bytes of every error responseStatus;
 - `good_next_update`: a good answer's nextUpdate bounded by when the certificate loses
   effect (its notAfter, Act §15(1)(5), §16-14(1)(5), §34(1)(5), §35-14(1)(5); a pending

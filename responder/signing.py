@@ -1,7 +1,7 @@
 """The signing threads of a worker, fed fairly: the I/O shell around `responder.signqueue`.
 
-Owns the worker's signing threads (``[ocsp] sign_threads``, used when ``[ocsp] signing``
-is ``threads``, or ``auto`` with a key in a token: `responder.loopsigning` chooses) and
+Owns the worker's signing threads (``[ocsp] sign_threads``; ``[ocsp] signing = "loop"``
+signs on the event loop instead, `responder.loopsigning` chooses) and
 the hand-off of fresh sign jobs from the event loop to them; `SigningPool` also runs the
 /v1 batch thread. Jobs wait in a `responder.signqueue.FairQueue`
 (per party, bounded by ``[ocsp] sign_queue_per_party``, served round-robin) instead of

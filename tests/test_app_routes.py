@@ -28,7 +28,6 @@ from responder.ocsp import Ready
 from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import Registry
 from responder.report import YEARS
-from responder.signing import SigningPool
 from tests.conftest import Built, run_tool
 from tests.test_ocspreq import a_request
 
@@ -119,8 +118,7 @@ def test_reports_render_on_their_own_threads_not_the_signing_ones(
     monkeypatch.setattr("responder.app.render_year", recording)
     assert answer(app, request(b"GET", b"/reports/%d.csv" % YEARS[1])).status == 200
     assert threads and all(t.startswith("report") for t in threads), threads
-    # signing on the loop (the default with PEM keys) has no threads; signing threads are not these
-    assert not isinstance(app.signing, SigningPool) or app.pool is not app.signing.executor
+    assert app.pool is not app.signing.executor
 
 
 def test_ocsp_get_answers_are_private_with_rfc5019_max_age() -> None:

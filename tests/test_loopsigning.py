@@ -1,13 +1,13 @@
 """Fresh signatures on the worker's event loop (responder/loopsigning.py), issue 17 item 3.
 
-Handing each fresh signature to a thread and back cost about as much CPU again as a
-sixth of the signature (the worker's threads slept and woke several times per answer);
-the worker now signs on its loop, one signature per loop iteration. In process, on a
+Handing each fresh signature to a thread and back costs the worker's threads several
+sleeps and wake-ups per answer; ``[ocsp] signing = "loop"`` signs on the event loop
+instead, one signature per loop iteration. In process, on a
 real loop: the answers are the same bytes the job makes itself and verify; the other
 callbacks of the loop (its connections) run between two signatures; the fair queue's
 order and share hold (parties in turn, tryLater beyond the share); a job whose
 connection went away is never signed; a failing signer fails its own job only; closing
-cancels what waits; ``auto`` keeps a key in a token on the threads.
+cancels what waits; a key in a token stays on the threads.
 """
 
 from __future__ import annotations
@@ -245,19 +245,17 @@ class TokenKey:
         return self.inner.sign(data)
 
 
-def test_auto_signs_pem_keys_on_the_loop_and_keeps_a_token_on_the_threads(keys: Keys) -> None:
-    pem = fresh_signing("auto", 2, 8, [keys.signer])
-    token = fresh_signing("auto", 2, 8, [keys.signer, TokenKey(keys.signer)])
-    forced = fresh_signing("threads", 3, 8, [keys.signer])
-    loop_anyway = fresh_signing("loop", 2, 8, [TokenKey(keys.signer)])
+def test_loop_signing_takes_pem_keys_and_leaves_a_token_on_the_threads(keys: Keys) -> None:
+    loop = fresh_signing("loop", 2, 8, [keys.signer])
+    token = fresh_signing("loop", 2, 8, [keys.signer, TokenKey(keys.signer)])
+    threads = fresh_signing("threads", 3, 8, [keys.signer])
     try:
-        assert isinstance(pem, LoopSigning) and pem.mode == "loop"
+        assert isinstance(loop, LoopSigning) and loop.mode == "loop"
         assert isinstance(token, SignJobThreads) and token.mode == "threads"
-        assert isinstance(forced, SignJobThreads) and forced.threads == 3
-        assert isinstance(loop_anyway, LoopSigning)
-        assert pem.queue.per_party == token.queue.per_party == 8
+        assert isinstance(threads, SignJobThreads) and threads.threads == 3
+        assert loop.queue.per_party == token.queue.per_party == 8
     finally:
-        for s in (pem, token, forced, loop_anyway):
+        for s in (loop, token, threads):
             s.close()
 
 
