@@ -5,8 +5,8 @@ loop iteration, taken from the per-party `responder.signqueue.FairQueue`) and
 `fresh_signing`, the choice between it and the signing threads of `responder.signing`
 (the default).
 
-What the hand-off to a thread costs (issue 17, item 3): a fresh answer took about 430
-µs of the server's CPU against 252 µs for the bare RSA-2048 signature. About 50 µs of
+What the hand-off to a thread costs (issue 17, item 3): a fresh answer took 414-447 µs
+of the server's CPU against 249-256 µs for the bare RSA-2048 signature. About 50 µs of
 it is the request's own work on the loop (HTTP, the party, the OCSP request, the
 lookup, the answer's bytes); most of the rest comes from the worker's threads
 sleeping and waking, 2.8 times per answer (the loop waiting for signatures, the
@@ -14,13 +14,13 @@ threads for jobs and for the GIL): each wake-up is a scheduler round trip and co
 caches, and the loop of a worker waiting on signatures costs ~130 µs per answer
 instead of ~50. Signing processes fed over pipes (tried) cost as much as threads: the
 loop still slept and woke between signatures. A loop that signs never waits while
-there is work: about 387 µs per fresh answer (ten per cent less CPU).
+there is work: 389-395 µs per fresh answer (6 to 13 per cent less CPU; docs/operations.md).
 
 The price, and why it is not the default: while it signs (a quarter of a millisecond
 for RSA-2048) the worker answers nothing else, and a worker busy signing is one the
 kernel no longer wakes first. One signature is made per loop iteration, every ready
 connection served in between, yet under a nonce flood on a shared 2-core machine the
-p99 of another party's cached answers went from 3 ms (threads) to 16-26 ms. It suits
+p99 of another party's cached answers went from 3-7 ms (threads) to 16-26 ms. It suits
 a node whose cores serve mostly fresh answers. A key in a token (PKCS#11, Ord §73,
 §74) may block for as long as the token takes, or retry while it is out of reach: it
 stays on the threads. Fairness is the same queue either way: the parties' jobs in
