@@ -1,11 +1,11 @@
 """The signing threads of a worker, fed fairly: the I/O shell around `responder.signqueue`.
 
-Owns the worker's signing threads (``[ocsp] sign_threads``; ``[ocsp] signing = "loop"``
-signs on the event loop instead, `responder.loopsigning` chooses) and
-the hand-off of fresh sign jobs from the event loop to them; `SigningPool` also runs the
-/v1 batch thread. Jobs wait in a `responder.signqueue.FairQueue`
-(per party, bounded by ``[ocsp] sign_queue_per_party``, served round-robin) instead of
-the executor's own FIFO queue, and go to a thread only when one is free, so that one
+Owns the worker's signing threads (``[ocsp] sign_threads``; with ``[ocsp] signing =
+"loop"`` the event loop signs instead, `responder.loopsigning` chooses) and the hand-off
+of fresh sign jobs from the event loop to them (`SignJobThreads`; `SigningPool` also runs
+the /v1 batch thread). Jobs wait in a `responder.signqueue.FairQueue` (per party,
+bounded by ``[ocsp] sign_queue_per_party``, served round-robin) instead of the
+executor's own FIFO queue, and go to a thread only when one is free, so that one
 party's flood of nonce requests cannot make another party's fresh answer wait behind it
 (issue 10, item 6). A job beyond its party's share is refused at once: `submit`
 returns None and the app answers OCSP ``tryLater`` (RFC 6960 §2.3).
