@@ -39,13 +39,14 @@ Every OCSP request is decided by `responder.flow` (sans-I/O: parse, attribute it
 registered party, check the issuer, the policy and the quota, and only then look
 anything up); this module is its shell: it passes the request's bytes, the
 transport's credentials, the time, the store and the registry in, and carries the
-decision out (the response, the ledger count, the note). Fresh signatures run in a
-thread (cryptography releases the GIL while signing) so the worker's other
-connections go on; the jobs wait for a thread in a per-party fair queue
-(`responder.signing`, `responder.signqueue`), so one party's flood of nonce requests
-cannot delay the others', and a party past its share gets tryLater (rule
-``fair_share``). Reports (`/reports/`) render on threads of their own (``report``),
-never on the signing threads.
+decision out (the response, the ledger count, the note). Fresh signatures are made on
+signing threads (cryptography releases the GIL while signing), so the worker's other
+connections go on, or on request on the event loop itself, one per loop iteration
+(``[ocsp] signing``, `responder.loopsigning`); the jobs wait in a per-party fair queue
+(`responder.signqueue`), so one party's flood of nonce requests cannot delay the
+others', and a party past its share gets tryLater (rule ``fair_share``). Reports
+(`/reports/`) render on threads of their own (``report``), never where signatures are
+made.
 
 A request with a body and an ``Authorization`` field that matches no party's
 credential is refused from its headers (`JpkiApp.early`), before its body is
@@ -90,6 +91,7 @@ from responder.ledger import Ledger, LedgerWriter
 from responder.limits import FILE_NAME as LIMITS_FILE
 from responder.limits import CrlKind, LimitsTable
 from responder.logs import AccessLog
+from responder.loopsigning import FreshSigning, fresh_signing
 from responder.metrics import (
     OCSP_STATUS,
     MetricsApp,
@@ -238,9 +240,10 @@ class JpkiApp:
         self.reports = ReportCache(
             self._render_report, self.pool, max_age=config.ledger.collect_interval
         )
-        self.signing: SigningPool[Ready] = SigningPool(
-            config.ocsp.sign_threads, config.ocsp.sign_queue_per_party
-        )
+        self.signing: FreshSigning = fresh_signing(
+            config.ocsp.signing, config.ocsp.sign_threads, config.ocsp.sign_queue_per_party,
+            [rs.signer for v in views for rs in (v.signer, v.successor) if rs is not None],
+        )  # fmt: skip
         self.worker_index = worker_index
         self._proven: tuple[Mapping[bytes, bytes], Registry, Party] | None = None
         """The party `early` proved from a request's header fields (with the registry it
@@ -496,8 +499,8 @@ class JpkiApp:
         job = got.job
         family = job.families[0].value
         party = got.party.id
-        signed = self.signing.submit(party, job.run)
-        if signed is None:  # the party's share of the signing threads is taken: RFC 6960 tryLater
+        signed = self.signing.sign(party, job)
+        if signed is None:  # the party's share of the signer is taken: RFC 6960 tryLater
             req.note = Outcome("ocsp", _TRY_LATER, family=family, party=party, rule=_FAIR_SHARE)
             return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
         req.note = Outcome("ocsp", family=family, party=party)  # until the signature is made

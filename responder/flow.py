@@ -59,7 +59,7 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
 - a CA key compromised with no successor signer: ``tryLater`` (``stale``).
 
 What stays in the shell (`responder.app`): the HTTP routes and the GET form, the
-signing threads and their per-party fair queue (`responder.signing`: a party past
+fresh signatures and their per-party fair queue (`responder.loopsigning`: a party past
 its share gets ``tryLater``, rule ``fair_share``), the ledger (帳簿, Act §40), the
 metrics and access log, the registry file, the quota table's shared memory.
 """
@@ -119,7 +119,7 @@ class Answer(msgspec.Struct, frozen=True, gc=False):
 
 
 class Signing(msgspec.Struct, frozen=True, gc=False):
-    """A fresh response to sign for a proven party (in the shell's signing threads)."""
+    """A fresh response to sign for a proven party (by the shell's signer)."""
 
     job: SignJob
     party: Party

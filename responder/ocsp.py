@@ -8,8 +8,8 @@ What a worker answers with, and nothing about when: the decision itself is
   them from the PKI manifest once, when the worker starts);
 - `Ready`: response bytes to send now, with the times the HTTP layer's caching headers
   need (RFC 5019 §6.2);
-- `SignJob`: a fresh response to sign off the event loop (``run()`` spends one RSA
-  signature, with the GIL released), in the signing threads of `responder.signing`;
+- `SignJob`: a fresh response to sign (``run()`` spends one RSA signature, with the GIL
+  released), on the worker's signing threads or its event loop (`responder.loopsigning`);
 - `ERRORS`: the constant bytes of every error responseStatus;
 - `good_next_update`: a good answer's nextUpdate bounded by when the certificate loses
   effect (its notAfter, Act §15(1)(5), §16-14(1)(5), §34(1)(5), §35-14(1)(5); a pending

@@ -1,9 +1,11 @@
 """The signing threads of a worker, fed fairly: the I/O shell around `responder.signqueue`.
 
-Owns the worker's signing threads (``[ocsp] sign_threads``) and the hand-off of fresh
-sign jobs from the event loop to them. Jobs wait in a `responder.signqueue.FairQueue`
-(per party, bounded by ``[ocsp] sign_queue_per_party``, served round-robin) instead of
-the executor's own FIFO queue, and go to a thread only when one is free, so that one
+Owns the worker's signing threads (``[ocsp] sign_threads``; with ``[ocsp] signing =
+"loop"`` the event loop signs instead, `responder.loopsigning` chooses) and the hand-off
+of fresh sign jobs from the event loop to them (`SignJobThreads`; `SigningPool` also runs
+the /v1 batch thread). Jobs wait in a `responder.signqueue.FairQueue` (per party,
+bounded by ``[ocsp] sign_queue_per_party``, served round-robin) instead of the
+executor's own FIFO queue, and go to a thread only when one is free, so that one
 party's flood of nonce requests cannot make another party's fresh answer wait behind it
 (issue 10, item 6). A job beyond its party's share is refused at once: `submit`
 returns None and the app answers OCSP ``tryLater`` (RFC 6960 §2.3).
@@ -22,9 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Generic, TypeVar
 
+from responder.ocsp import Ready, SignJob
 from responder.signqueue import FairQueue
 
-__all__ = ["SigningPool"]
+__all__ = ["SignJobThreads", "SigningPool"]
 
 R = TypeVar("R")
 
@@ -99,3 +102,15 @@ class SigningPool(Generic[R]):
         while (nxt := self.queue.pop()) is not None:
             nxt[1][1].cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class SignJobThreads(SigningPool[Ready]):
+    """The signing threads of fresh OCSP answers (``[ocsp] signing = "threads"``)."""
+
+    @property
+    def mode(self) -> str:
+        return "threads"
+
+    def sign(self, party: str, job: SignJob) -> asyncio.Future[Ready] | None:
+        """The future answer of ``job`` for ``party``; None when its share is full."""
+        return self.submit(party, job.run)

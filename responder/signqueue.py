@@ -1,8 +1,8 @@
 """The fair share of fresh OCSP signing between registered parties: a per-party round-robin queue.
 
 Owns the decision of which party's sign job runs next and when a party's job is refused
-(sans-I/O: no threads, no clock, no event loop; `responder.signing` is the I/O shell that
-feeds the signing threads from it).
+(sans-I/O: no threads, no clock, no event loop; `responder.loopsigning`, signing on the
+worker's event loop, and `responder.signing`, the signing threads, take jobs from it).
 
 Why: a fresh signature (an answer with the requester's nonce, RFC 9654, or a good answer
 not yet cached) costs an RSA private-key operation, the dearest thing a worker does. A

@@ -155,14 +155,15 @@ def _nonce_template(built: Built) -> bytes:
     return b.build().public_bytes(serialization.Encoding.DER)
 
 
+@pytest.mark.parametrize("signing", ["loop", "threads"])
 def test_a_flooding_party_gets_try_later_and_another_party_is_still_answered(
-    built: Built, tmp_path: Path
+    built: Built, tmp_path: Path, signing: str
 ) -> None:
-    """sig-verifier (no quota) floods nonce requests; both-verifier is answered every time."""
+    """sig-verifier (no quota) floods nonce requests; both-verifier is answered every time,
+    whether the workers sign on their event loop or on a signing thread."""
     template = _nonce_template(built)
-    with start_server(
-        built, tmp_path / "srv", extra=("--sign-threads", "1", "--sign-queue-per-party", "2")
-    ) as srv:
+    flags = ("--signing", signing, "--sign-threads", "1", "--sign-queue-per-party", "2")
+    with start_server(built, tmp_path / "srv", extra=flags) as srv:
         port = srv.port
         flooder_token, victim_token = srv.token("sig-verifier"), srv.token("both-verifier")
         stop = threading.Event()
