@@ -97,8 +97,7 @@ __all__ = [
 
 ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST.encode("ascii")
-# the type given: compiled by mypyc (`make compiled`), an inferred Final tuple of floats is left unset
-BUCKETS: Final[tuple[float, ...]] = (
+BUCKETS: Final = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 )  # fmt: skip
 """Upper bounds (seconds) of both duration histograms; +Inf is added."""
