@@ -11,7 +11,10 @@ pyproject.toml's ``[tool.jpki-va.mypyc.steps]``), check that the compiled module
 ones imported, and run `bench.bench_hotpath` from the copy (instructions per answer with
 ``--callgrind``, else CPU µs per answer). The working tree is never compiled. The store
 directory is only read (bench_hotpath keeps its request set next to it: give a directory
-of your own, symlinks to a built store's parts are enough).
+of your own, symlinks to a built store's parts are enough), and must stay fresh for the
+whole run (bench_hotpath's warm-up is refused ``stale`` past the issuers' promised
+nextUpdate: with config/builder.toml an hour after the last build, so refresh a copy with
+``crlbuilder build`` first).
 """
 
 from __future__ import annotations
