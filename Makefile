@@ -5,6 +5,8 @@
 #   make test   lint (ruff, import-linter), type check (mypy) and the whole pytest suite
 #   make bench  rerun every benchmark and update the table in bench/README.md
 #               (make bench-national: the 10,000,000-holder store, hours; not in make bench)
+#   make compiled  the OCSP hot path compiled with mypyc, in place (or make venv MYPYC=1);
+#               needs a C compiler and Python's headers; make clean goes back to pure Python
 
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -14,9 +16,27 @@ KEYS   ?= pem
 DEMO   ?= var/demo$(if $(filter softhsm,$(KEYS)),-softhsm)
 HOLDERS ?= 100000
 
-.PHONY: demo test test-shifted lint typecheck pytest bench bench-national clean distclean venv
+.PHONY: demo test test-shifted lint typecheck pytest bench bench-national clean distclean venv compiled
 
-venv: $(STAMP)
+# The native build (docs/operations.md, setup.py): the modules of pyproject.toml's
+# [tool.jpki-va.mypyc] compiled next to their sources, which Python then imports instead.
+# Rebuilt when any source changes; once built, demo, pytest and bench keep it up to date.
+MYPYC  ?=
+NATIVE := $(VENV)/.compiled
+SOURCES := $(shell find crlbuilder responder -name '*.py' 2>/dev/null)
+
+venv: $(STAMP) $(if $(MYPYC),$(NATIVE))
+
+compiled: $(NATIVE)
+
+$(NATIVE): $(STAMP) setup.py pyproject.toml $(SOURCES)
+	@command -v cc >/dev/null 2>&1 || { echo "make: no C compiler (Debian: apt-get install gcc python3-dev)"; exit 1; }
+	@$(PY) -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+		|| { echo "make: Python.h not found (Debian: apt-get install python3-dev)"; exit 1; }
+	JPKI_VA_MYPYC=1 $(PY) setup.py --quiet build_ext --inplace
+	@touch $@
+
+demo pytest bench: $(if $(wildcard $(NATIVE)),$(NATIVE))
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (Python 3.11+ is required)"; exit 1; }
@@ -61,7 +81,8 @@ bench-national: $(STAMP)
 	$(PY) -m bench.run --only national
 
 clean:
-	rm -rf var/test .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var/test .pytest_cache .mypy_cache .ruff_cache build $(NATIVE)
+	find crlbuilder responder -name '*.so' -delete
 
 distclean: clean
 	rm -rf $(VENV) var

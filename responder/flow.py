@@ -70,8 +70,6 @@ import enum
 from collections.abc import Iterable
 from typing import Final, Protocol
 
-import msgspec
-
 from crlbuilder.model import Family
 from crlbuilder.ocsp.request import OcspRequest, RequestError, parse_request
 from crlbuilder.ocsp.response import (
@@ -90,6 +88,7 @@ from responder.ocsp import IssuerView, Ready, SignJob, good_next_update
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
 from responder.registry.vocabulary import Method, Service
+from responder.structs import FrozenNoGc
 
 MALFORMED: Final = "malformed"
 UNAUTHENTICATED: Final = policy.Rule.UNAUTHENTICATED.value
@@ -108,7 +107,7 @@ class Quota(Protocol):
         ...
 
 
-class Answer(msgspec.Struct, frozen=True, gc=False):
+class Answer(FrozenNoGc, frozen=True):
     """Response bytes to send now, to a proven party (the ledger counts one per CertID)."""
 
     ready: Ready
@@ -118,7 +117,7 @@ class Answer(msgspec.Struct, frozen=True, gc=False):
     not counted in the ledger."""
 
 
-class Signing(msgspec.Struct, frozen=True, gc=False):
+class Signing(FrozenNoGc, frozen=True):
     """A fresh response to sign for a proven party (by the shell's signer)."""
 
     job: SignJob
@@ -127,7 +126,7 @@ class Signing(msgspec.Struct, frozen=True, gc=False):
     """As `Answer.service`."""
 
 
-class Refusal(msgspec.Struct, frozen=True, gc=False):
+class Refusal(FrozenNoGc, frozen=True):
     """An error responseStatus instead of data, and the rule that chose it."""
 
     status: ResponseStatus

@@ -75,10 +75,10 @@ from http import HTTPStatus
 from typing import Final, Protocol, cast
 
 import httptools
-import msgspec
 
 from responder.config import LimitsConfig, ServerConfig
 from responder.outcome import Outcome
+from responder.structs import FrozenNoGc, NoGc
 
 __all__ = [
     "SHED_STATUS",
@@ -123,7 +123,7 @@ FEED_SLICE: Final = 8192
 so one read of pipelined requests cannot queue an unbounded amount of answers."""
 
 
-class Request(msgspec.Struct, gc=False):
+class Request(NoGc):
     """One complete HTTP request, as the app sees it.
 
     Not tracked by the cyclic garbage collector (``gc=False``, cheaper to create): do not
@@ -152,7 +152,7 @@ class Request(msgspec.Struct, gc=False):
     connection (it leaves the unattributed budget)."""
 
 
-class Response(msgspec.Struct, frozen=True, gc=False):
+class Response(FrozenNoGc, frozen=True):
     """The app's answer; frozen so one instance can be cached and sent many times."""
 
     status: int

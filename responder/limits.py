@@ -50,10 +50,9 @@ import struct
 from pathlib import Path
 from typing import Final, Literal
 
-import msgspec
-
 from crlbuilder.rules import JST_OFFSET
 from responder.registry.party import Party
+from responder.structs import Frozen
 
 FILE_NAME: Final = "limits-v2.tbl"
 """The table's file in the run (ledger) directory; the name changes with the layout."""
@@ -84,7 +83,7 @@ class Limit(enum.Enum):
     """No slot left in this worker's row for a new key (see the module docstring)."""
 
 
-class Wait(msgspec.Struct, frozen=True):
+class Wait(Frozen, frozen=True):
     """A refusal: the limit that refused and the seconds until it lets the party through."""
 
     limit: Limit

@@ -41,8 +41,6 @@ from __future__ import annotations
 import enum
 from typing import Final, Literal
 
-import msgspec
-
 from crlbuilder.model import Family
 from responder.limits import Limit
 from responder.registry.party import Party
@@ -57,6 +55,7 @@ from responder.registry.vocabulary import (
     Title,
     title_services,
 )
+from responder.structs import Frozen
 
 
 class Rule(enum.Enum):
@@ -73,14 +72,14 @@ class Rule(enum.Enum):
     CYCLE = "cycle"
 
 
-class Allowed(msgspec.Struct, frozen=True):
+class Allowed(Frozen, frozen=True):
     """The request may be answered."""
 
 
 ALLOWED: Final = Allowed()
 
 
-class Refused(msgspec.Struct, frozen=True):
+class Refused(Frozen, frozen=True):
     """The request is refused: which rule, under which article, and a fixed explanation."""
 
     rule: Rule
