@@ -16,7 +16,7 @@ KEYS   ?= pem
 DEMO   ?= var/demo$(if $(filter softhsm,$(KEYS)),-softhsm)
 HOLDERS ?= 100000
 
-.PHONY: demo test test-shifted lint typecheck pytest bench bench-national clean distclean venv compiled
+.PHONY: demo test test-shifted lint typecheck pytest bench bench-tools bench-national clean distclean venv compiled
 
 # The native build (docs/operations.md, setup.py): the modules of pyproject.toml's
 # [tool.jpki-va.mypyc] compiled next to their sources, which Python then imports instead.
@@ -73,11 +73,15 @@ test-shifted: $(STAMP)
 	FAKETIME="$$($(PY) -c 'import datetime as d; n = d.datetime.now(d.UTC); print(f"{round(((n.replace(hour=14, minute=58, second=0) - n).total_seconds()) / 60):+d}m")')" \
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+# the peers and probes the benchmarks run (wrk, nginx, cfssl ...), installed when missing
+bench-tools:
+	bash bench/tools
+
+bench: $(STAMP) bench-tools
 	$(PY) -m bench.run
 
 # hours on 2 cores: a 10,000,000-holder store built and served (bench/README.md, national scale)
-bench-national: $(STAMP)
+bench-national: $(STAMP) bench-tools
 	$(PY) -m bench.run --only national
 
 clean:
