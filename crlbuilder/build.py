@@ -629,7 +629,10 @@ class Builder:
             return
         with contextlib.suppress(PermissionError):  # a feeder's file: done/ (0700) keeps others out
             p.chmod(0o600)
-        p.rename(done / p.name)
+        kept = done / p.name
+        p.rename(kept)
+        moved_in = time.time()  # the clock prune_done reads, not the file system's stamp
+        os.utime(kept, (moved_in, moved_in))
 
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,
@@ -658,13 +661,14 @@ def _private_dir(path: Path) -> None:
 
 def prune_done(done: Path, keep_seconds: int, now: float) -> int:
     """Remove the applied spool files kept longer than ``keep_seconds`` (by the time they were
-    moved in: the rename sets their ctime); returns how many."""
+    moved in, which `Builder._consumed` stamps as their mtime from the builder's clock, the
+    one ``now`` comes from); returns how many."""
     removed = 0
     for f in done.iterdir():
         try:
             # keep_seconds 0 (the default) keeps nothing, whatever the clocks say: a file
-            # whose ctime is ahead of ``now`` (the clock stepped back) is removed too
-            if f.is_file() and (keep_seconds <= 0 or now - f.stat().st_ctime >= keep_seconds):
+            # stamped ahead of ``now`` (the clock stepped back) is removed too
+            if f.is_file() and (keep_seconds <= 0 or now - f.stat().st_mtime >= keep_seconds):
                 f.unlink()
                 removed += 1
         except FileNotFoundError:

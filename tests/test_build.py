@@ -292,11 +292,11 @@ def test_follow_applies_spool_files_and_keeps_none_by_default(built: Built, tmp_
     assert (spool / "done" / "0002.jsonl").exists()
     assert stat.S_IMODE((spool / "done" / "0002.jsonl").stat().st_mode) == 0o600
     assert stat.S_IMODE((spool / "done").stat().st_mode) == 0o700
-    moved_in = (spool / "done" / "0002.jsonl").stat().st_ctime  # the kernel's clock, not ours
+    moved_in = (spool / "done" / "0002.jsonl").stat().st_mtime  # stamped from the builder's clock
     assert prune_done(spool / "done", 3600, moved_in) == 0
     assert prune_done(spool / "done", 3600, moved_in + 3600) == 1
     (spool / "done" / "0003.jsonl").write_bytes(b"{}\n")
-    # nothing kept by default, even when the clock reads earlier than the file's ctime
+    # nothing kept by default, even when the clock reads earlier than the file's stamp
     assert prune_done(spool / "done", 0, time.time() - 86400) == 1
     for a in good:
         out = run_tool(

@@ -206,8 +206,10 @@ def test_directories_of_killed_masters_are_swept(
         (d / "counter_1.db").write_bytes(b"x")
         if pid is not None:
             (d / "master.pid").write_text(str(pid))
-        if name != "young":
-            os.utime(d, (old, old))
+        # stamped from this process's clock, the one the sweep reads (under libfaketime the
+        # kernel's own stamp is the real time, hours away from a shifted clock)
+        stamp = time.time() if name == "young" else old
+        os.utime(d, (stamp, stamp))
         dirs[name] = d
     fresh, owned = m.prepare_dir(None)
     assert owned and fresh.parent == tmp_path
