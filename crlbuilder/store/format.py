@@ -290,6 +290,14 @@ def pack_listed_status(version: int, reason: int, family: int, revoked_at: int) 
     )
 
 
+def pack_revoked_entry(
+    revoked_at: int, reason: int, category: int, commit: int, recorded_at: int
+) -> bytes:
+    """``RevokedEntry(revoked_at, reason, category, commit, recorded_at).pack()``, the same
+    bytes without the NamedTuple: a build writes one per revocation."""
+    return _pack_revoked_fields(revoked_at, reason, category, commit, recorded_at, 0)
+
+
 def pack_listed_entry(commit: int, reason: int, revoked_at: int) -> bytes:
     """The `RevokedEntry` of a serial listed on an imported CRL: no category, recorded when revoked."""
     return _pack_revoked_fields(revoked_at, reason, 0, commit, revoked_at, 0)
