@@ -248,8 +248,12 @@ class StatusRecord(NamedTuple):
 STATUS_RECORD_BYTES: Final = _STATUS.size
 
 
+_new_tuple: Final = tuple.__new__
+
+
 def unpack_status(value: bytes) -> StatusRecord:
-    return StatusRecord._make(_STATUS.unpack(value))
+    # StatusRecord._make without its length check: the struct gives exactly its nine fields
+    return _new_tuple(StatusRecord, _STATUS.unpack(value))
 
 
 _REVOKED = struct.Struct(">qBBIqI")

@@ -173,10 +173,17 @@ class Commit(LmdbReader):
         recorded_at: int,
     ) -> sf.StatusRecord:
         """Revoke one certificate: new status version, the CRL entry, the stored answer gone."""
-        new = st._replace(
-            version=self.seq, state=sf.STATE_REVOKED, category=category, reason=reason,
-            revoked_at=at,
-        )  # fmt: skip
+        new = sf.StatusRecord(
+            self.seq,
+            sf.STATE_REVOKED,
+            category,
+            reason,
+            st.family,
+            st.not_before,
+            st.not_after,
+            at,
+            st.holder,
+        )  # fmt: skip  (st._replace(version=, state=, category=, reason=, revoked_at=), direct)
         put = self._txn.put
         put(key, new.pack(), db=self._status_db)
         entry = sf.pack_revoked_entry(at, reason, category, self.seq, recorded_at)
