@@ -55,6 +55,11 @@ class Family(enum.Enum):
     SPECIFIED_VERIFIER_TOKEN = "verifier-token"
     """特定利用者証明検証者証明符号 (Act §38-3): issued to a 特定利用者証明検証者 (`crlbuilder.tokens`)."""
 
+    __hash__ = object.__hash__
+    """Members hash by identity, in C: Enum's own ``hash(self._name_)`` is a Python call on
+    every lookup of a table keyed by family (the applier does several per record). Equality was
+    identity already, so every lookup finds what it found."""
+
     @property
     def code(self) -> int:
         """A stable one-byte code for binary encodings (1..5)."""
@@ -188,6 +193,9 @@ class Category(enum.Enum):
     was revoked (取消し, Act §38-2(6)), its approval period ended, or its registration
     ended; the token no longer shows that status (Act §38-3(1)). Written by the builder
     from the registry (`crlbuilder.tokens`), reason privilegeWithdrawn."""
+
+    __hash__ = object.__hash__
+    """By identity, in C, as `Family.__hash__` (the tables keyed by category)."""
 
     @property
     def code(self) -> int:
