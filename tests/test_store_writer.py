@@ -227,3 +227,11 @@ def test_holder_certs_on_the_commits_cursor_sees_its_own_links(store: Store) -> 
         assert c.holder_certs(holder, Family.SIGN_CARD) == [new, other]
     with store.read() as r:
         assert r.holder_certs(holder, Family.SIGN_CARD) == [new, other]
+
+
+def test_link_key_and_unpack_status_keep_their_bytes() -> None:
+    for family in Family:
+        assert sf.link_key(HOLDER, family) == HOLDER + bytes((family.code,))
+    st = _good(version=7)._replace(state=sf.STATE_REVOKED, category=1, reason=1, revoked_at=5)
+    back = sf.unpack_status(st.pack())
+    assert back == st and type(back) is sf.StatusRecord and back.revoked

@@ -164,8 +164,12 @@ def issuer_prefix(issuer_index: int) -> bytes:
     return issuer_index.to_bytes(2, "big")
 
 
+_FAMILY_BYTE: Final = {f: bytes((f.code,)) for f in Family}
+"""The family's code as the one byte that ends a link key (made once, not per key)."""
+
+
 def link_key(holder: bytes, family: Family) -> bytes:
-    return holder + bytes((family.code,))
+    return holder + _FAMILY_BYTE[family]
 
 
 def consent_key(holder: bytes, verifier: str) -> bytes:

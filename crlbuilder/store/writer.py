@@ -125,7 +125,7 @@ class Commit(LmdbReader):
         cur = self._links_cur
         if not cur.set_key(sf.link_key(holder, family)):
             return []
-        return [bytes(v) for v in cur.iternext_dup()]
+        return list(cur.iternext_dup())  # bytes already: this transaction has no buffers
 
     # --- plumbing -------------------------------------------------------------------
 
