@@ -280,22 +280,30 @@ class Applier:
             if stream_seq is not None:
                 c.put_stream_seq(stream_seq)
             b = _Batch(c)
-            applied, mark_applied, apply = c.applied, c.mark_applied, self._apply
+            claim, keep, release, apply = (
+                c.claim_applied,
+                c.keep_applied,
+                c.release_applied,
+                self._apply,
+            )
             for item in items:
                 summary.read += 1
                 if isinstance(item, Rejected):
                     rejected.append((item, item.reason))
                     continue
                 record = item.record
-                if applied(record.id) is not None:
+                # the idempotence check and the mark in one lookup: marked now, released if refused
+                claimed = claim(record.id)
+                if claimed is None:
                     summary.duplicates += 1
                     continue
                 try:
                     effect = apply(b, record)
                 except Refused as e:
+                    release(claimed)
                     rejected.append((item, str(e)))
                     continue
-                mark_applied(record.id)
+                keep()
                 summary.applied += 1
                 if not effect:
                     summary.no_effect += 1

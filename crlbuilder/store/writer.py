@@ -285,6 +285,25 @@ class Commit(LmdbReader):
         self._txn.put(record_id.encode(), self._seq_u32, db=self._applied_db)
         self.wrote = self.changed = True
 
+    def claim_applied(self, record_id: str) -> bytes | None:
+        """`applied` and `mark_applied` in one lookup: marks the record applied by this commit
+        and returns its key, or None when it was applied before (by an earlier commit or this
+        one: nothing written). A claimed record is then either applied (`keep_applied`: the
+        mark is this commit's change) or refused (`release_applied`: the mark goes, in the
+        same transaction, so a refused record is not taken for applied)."""
+        key = record_id.encode()
+        return (
+            key if self._txn.put(key, self._seq_u32, db=self._applied_db, overwrite=False) else None
+        )
+
+    def keep_applied(self) -> None:
+        """The claimed record applied: its mark is a change, as `mark_applied`'s."""
+        self.wrote = self.changed = True
+
+    def release_applied(self, key: bytes) -> None:
+        """The claimed record refused: its mark deleted (the state before `claim_applied`)."""
+        self._txn.delete(key, db=self._applied_db)
+
     # --- stored answers ---------------------------------------------------------------
 
     def _has_answers(self, prefix: bytes) -> bool:
