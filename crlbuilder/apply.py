@@ -252,6 +252,9 @@ class Applier:
         """`facts.decode_birth_date` of the era birth dates decoded so far (valid ones only)."""
         self._day_ends: dict[date, datetime] = {}
         """`rules.end_of_day_utc` of the last days of validity met so far."""
+        self._plain_ends: dict[tuple[Family, date, bool], date] = {}
+        """`rules.latest_validity_end` without a birth date or an auth-card end (an auth
+        certificate's), per family, day of issuance and renewal."""
 
     # --- driving ------------------------------------------------------------
 
@@ -527,10 +530,19 @@ class Applier:
                 valid = not (st.revoked and st.revoked_at <= not_before)
                 if valid and st.not_after >= not_before:
                     auth_end = rules.jst_date(from_epoch(st.not_after))
-        last = rules.latest_validity_end(
-            family=rec.family, issued=issued, renewal=rec.renewal, birth_date=birth,
-            auth_cert_end=auth_end,
-        )  # fmt: skip
+        if birth is None and auth_end is None:
+            # an auth certificate's (no facts): a function of its family, day and renewal alone
+            plain = (rec.family, issued, rec.renewal)
+            last = self._plain_ends.get(plain)
+            if last is None:
+                last = self._plain_ends[plain] = rules.latest_validity_end(
+                    family=rec.family, issued=issued, renewal=rec.renewal, birth_date=None
+                )
+        else:
+            last = rules.latest_validity_end(
+                family=rec.family, issued=issued, renewal=rec.renewal, birth_date=birth,
+                auth_cert_end=auth_end,
+            )  # fmt: skip
         day_end = self._day_ends.get(last)
         if day_end is None:
             day_end = self._day_ends[last] = rules.end_of_day_utc(last)
