@@ -246,6 +246,15 @@ class Applier:
         """Test hooks called where a kill matters (see `outbox.deliver`)."""
         self._issuers: dict[str, sf.IssuerMeta] = {i.id: i for i in issuers}
         self._by_index: dict[int, sf.IssuerMeta] = {i.index: i for i in self._issuers.values()}
+        # pure functions of values that recur from record to record, computed once each
+        # (bounded by the calendar: one entry per valid birth date, per last day of validity)
+        self._births: dict[str, date] = {}
+        """`facts.decode_birth_date` of the era birth dates decoded so far (valid ones only)."""
+        self._day_ends: dict[date, datetime] = {}
+        """`rules.end_of_day_utc` of the last days of validity met so far."""
+        self._plain_ends: dict[tuple[Family, date, bool], date] = {}
+        """`rules.latest_validity_end` without a birth date or an auth-card end (an auth
+        certificate's), per family, day of issuance and renewal."""
 
     # --- driving ------------------------------------------------------------
 
@@ -269,27 +278,38 @@ class Applier:
         recorded in the same transaction, so a consumer killed after it resumes past it.
         """
         rejected: list[tuple[Located | Rejected, str]] = []
+        summary = self.summary
         with Commit(self.store, self.clock) as c:
             if stream_seq is not None:
                 c.put_stream_seq(stream_seq)
             b = _Batch(c)
+            claim, keep, release, apply = (
+                c.claim_applied,
+                c.keep_applied,
+                c.release_applied,
+                self._apply,
+            )
             for item in items:
-                self.summary.read += 1
+                summary.read += 1
                 if isinstance(item, Rejected):
                     rejected.append((item, item.reason))
                     continue
-                if c.applied(item.record.id) is not None:
-                    self.summary.duplicates += 1
+                record = item.record
+                # the idempotence check and the mark in one lookup: marked now, released if refused
+                claimed = claim(record.id)
+                if claimed is None:
+                    summary.duplicates += 1
                     continue
                 try:
-                    effect = self._apply(b, item.record)
+                    effect = apply(b, record)
                 except Refused as e:
+                    release(claimed)
                     rejected.append((item, str(e)))
                     continue
-                c.mark_applied(item.record.id)
-                self.summary.applied += 1
+                keep()
+                summary.applied += 1
                 if not effect:
-                    self.summary.no_effect += 1
+                    summary.no_effect += 1
             if c.changed:
                 self._stage_notices(b)
                 self.summary.commits += 1
@@ -373,15 +393,16 @@ class Applier:
                 return self._issuance(b, rec)
             case RevocationRequest():
                 key, st = self._cert(b, rec.issuer, rec.serial, rec.recorded_at)
-                self._lapse_if_due(b, st.holder, rec.recorded_at)
+                # the status just read, unless a lapse written now may have changed it
+                now = None if self._lapse_if_due(b, st.holder, rec.recorded_at) else st
                 category, reason = rules.request_revocation(rec.reason)
-                return self._revoke(b, key, category, reason, rec.recorded_at, rec.recorded_at)
+                return self._revoke(b, key, category, reason, rec.recorded_at, rec.recorded_at, now)
             case RecordingError():
                 key, st = self._cert(b, rec.issuer, rec.serial, rec.recorded_at)
-                self._lapse_if_due(b, st.holder, rec.recorded_at)
+                now = None if self._lapse_if_due(b, st.holder, rec.recorded_at) else st
                 done = self._revoke(
                     b, key, Category.RECORDING_ERROR, Category.RECORDING_ERROR.default_reason,
-                    rec.recorded_at, rec.recorded_at,
+                    rec.recorded_at, rec.recorded_at, now,
                 )  # fmt: skip
                 if done:
                     article = Duty.HOLDER_NOTIFICATION.article(st.family_enum)
@@ -443,7 +464,7 @@ class Applier:
         if rec.family.is_mobile:
             self._check_card(b, holder, rec)
         held = []
-        for k in self._holder_certs(b, holder, rec.family):
+        for k in b.c.holder_certs(holder, rec.family):
             st = self._status(b, k)
             held.append(
                 rules.HeldCert(
@@ -483,10 +504,10 @@ class Applier:
         the day of issuance.
         """
         issued = rules.jst_date(rec.not_before)
-        article = Duty.VALIDITY.article(rec.family)
         if rec.renewal and not any(
             rules.is_renewal(rules.jst_date(h.not_after), issued) for h in held
         ):
+            article = Duty.VALIDITY.article(rec.family)
             cite = article if rec.family.is_mobile else f"{article}(1)"
             raise Refused(
                 "renewal claimed, but no previous certificate of the holder of this family had "
@@ -494,22 +515,39 @@ class Applier:
             )
         birth = None
         if rec.facts is not None:
-            try:
-                birth = decode_birth_date(rec.facts.birth_date)
-            except ValueError:
-                raise Refused("facts.birth_date is no valid date") from None
+            birth = self._births.get(rec.facts.birth_date)
+            if birth is None:
+                try:
+                    birth = decode_birth_date(rec.facts.birth_date)
+                except ValueError:
+                    raise Refused("facts.birth_date is no valid date") from None
+                self._births[rec.facts.birth_date] = birth
         auth_end = None
         if rec.family is Family.SIGN_CARD:
-            for k in self._holder_certs(b, holder, Family.AUTH_CARD):
+            not_before = epoch(rec.not_before)
+            for k in b.c.holder_certs(holder, Family.AUTH_CARD):
                 st = self._status(b, k)
-                valid = not (st.revoked and st.revoked_at <= epoch(rec.not_before))
-                if valid and st.not_after >= epoch(rec.not_before):
+                valid = not (st.revoked and st.revoked_at <= not_before)
+                if valid and st.not_after >= not_before:
                     auth_end = rules.jst_date(from_epoch(st.not_after))
-        last = rules.latest_validity_end(
-            family=rec.family, issued=issued, renewal=rec.renewal, birth_date=birth,
-            auth_cert_end=auth_end,
-        )  # fmt: skip
-        if rec.not_after > rules.end_of_day_utc(last):
+        if birth is None and auth_end is None:
+            # an auth certificate's (no facts): a function of its family, day and renewal alone
+            plain = (rec.family, issued, rec.renewal)
+            last = self._plain_ends.get(plain)
+            if last is None:
+                last = self._plain_ends[plain] = rules.latest_validity_end(
+                    family=rec.family, issued=issued, renewal=rec.renewal, birth_date=None
+                )
+        else:
+            last = rules.latest_validity_end(
+                family=rec.family, issued=issued, renewal=rec.renewal, birth_date=birth,
+                auth_cert_end=auth_end,
+            )  # fmt: skip
+        day_end = self._day_ends.get(last)
+        if day_end is None:
+            day_end = self._day_ends[last] = rules.end_of_day_utc(last)
+        if rec.not_after > day_end:
+            article = Duty.VALIDITY.article(rec.family)
             if rec.family.is_mobile:
                 cite = article
             elif auth_end is not None and last == auth_end:
@@ -522,7 +560,7 @@ class Applier:
 
     def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> None:
         """A mobile certificate's card certificate must be the holder's, of the same kind (Act §16-2)."""
-        for k in self._holder_certs(b, holder, rec.family.card_family):
+        for k in b.c.holder_certs(holder, rec.family.card_family):
             if int.from_bytes(k[2:], "big") == rec.card_serial:
                 card = self._status(b, k)
                 if card.revoked and card.revoked_at <= epoch(rec.not_before):
@@ -570,7 +608,7 @@ class Applier:
         follow = rules.cascade(family, category)
         if follow is not None:
             mobile_family, cat, rsn = follow
-            for k in self._holder_certs(b, st.holder, mobile_family):
+            for k in b.c.holder_certs(st.holder, mobile_family):
                 self._revoke(b, k, cat, rsn, at, recorded_at)
         return True
 
@@ -657,20 +695,21 @@ class Applier:
     def _pending(self, b: _Batch, holder: bytes) -> sf.PendingMoveOut | None:
         return b.c.pending(holder)
 
-    def _lapse_if_due(self, b: _Batch, holder: bytes, by: datetime) -> None:
+    def _lapse_if_due(self, b: _Batch, holder: bytes, by: datetime) -> bool:
         """Act §31(2): 30 days after the planned move-out with no move-in, auth-card certs lose effect.
 
         Written when the lapse is due both by ``by`` (a build instant, or the date of
         the holder's next record) and by the clock, dated when written (`_lapse_written_at`).
+        True when it wrote the lapse (a status of the holder's may have changed).
         """
-        pending = self._pending(b, holder)
+        pending = b.c.pending(holder)
         if pending is None or pending.lapsed_at:
-            return
+            return False
         notice = _notice(pending)
         assert notice is not None
         due = rules.move_out_lapse(notice.planned_date)
         if due > by or due > self.clock():
-            return
+            return False
         at = self._lapse_written_at(due)
         lapsed = msgspec.structs.replace(pending, lapsed_at=epoch(at))
         b.c.put_pending(holder, lapsed)
@@ -681,6 +720,7 @@ class Applier:
                     b, key, Category.RESIDENT_CHANGE, Category.RESIDENT_CHANGE.default_reason,
                     at, at, st,
                 )  # fmt: skip
+        return True
 
     def _lapse_written_at(self, due: datetime) -> datetime:
         """The instant a lapse record written now carries (Act §31(2), §34(1)(2)).

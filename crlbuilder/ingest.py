@@ -53,9 +53,11 @@ class RecordError(ValueError):
         self.field = field
 
 
-@dataclass(frozen=True, slots=True)
-class Located:
-    """A decoded record and where it came from."""
+class Located(msgspec.Struct, frozen=True):
+    """A decoded record and where it came from.
+
+    A frozen Struct, not a frozen dataclass: one is made per input line, and a frozen
+    dataclass sets each field through object.__setattr__ (0.84 against 0.11 us, timeit)."""
 
     source: str
     line: int
@@ -102,19 +104,20 @@ def check_record(rec: Record) -> None:
                     f"{rec.family.value} certificates (Act §38-3) are issued by the builder from "
                     "a token request (crlbuilder.tokens), never by an issuance record",
                 )
-            if rec.family.is_sign and rec.facts is None:
+            sign, mobile = rec.family.is_sign, rec.family.is_mobile  # once, for two checks each
+            if sign and rec.facts is None:
                 raise RecordError(
                     "$.facts", f"a {rec.family.value} certificate carries the four facts"
                 )
-            if not rec.family.is_sign and rec.facts is not None:
+            if not sign and rec.facts is not None:
                 raise RecordError(
                     "$.facts", f"a {rec.family.value} certificate carries no personal data"
                 )
-            if rec.family.is_mobile and rec.card_serial is None:
+            if mobile and rec.card_serial is None:
                 raise RecordError(
                     "$.card_serial", "a mobile certificate names its card certificate"
                 )
-            if not rec.family.is_mobile and rec.card_serial is not None:
+            if not mobile and rec.card_serial is not None:
                 raise RecordError(
                     "$.card_serial", "only mobile certificates name a card certificate"
                 )
@@ -195,7 +198,7 @@ def read_file(path: Path, *, start_line: int = 0) -> Iterator[Located | Rejected
             if n <= start_line:
                 continue
             line = raw.rstrip(b"\r\n")
-            if not line.strip():
+            if not line or line.isspace():  # blank: what `not line.strip()` says, without a copy
                 continue
             yield decode_item(source, n, line)
 

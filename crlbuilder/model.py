@@ -55,6 +55,11 @@ class Family(enum.Enum):
     SPECIFIED_VERIFIER_TOKEN = "verifier-token"
     """特定利用者証明検証者証明符号 (Act §38-3): issued to a 特定利用者証明検証者 (`crlbuilder.tokens`)."""
 
+    __hash__ = object.__hash__
+    """Members hash by identity, in C: Enum's own ``hash(self._name_)`` is a Python call on
+    every lookup of a table keyed by family (the applier does several per record). Equality was
+    identity already, so every lookup finds what it found."""
+
     @property
     def code(self) -> int:
         """A stable one-byte code for binary encodings (1..5)."""
@@ -72,12 +77,12 @@ class Family(enum.Enum):
     @property
     def is_sign(self) -> bool:
         """True for signature certificates (署名用電子証明書), which carry the four facts."""
-        return self in (Family.SIGN_CARD, Family.SIGN_MOBILE)
+        return self in _SIGN_FAMILIES
 
     @property
     def is_mobile(self) -> bool:
         """True for smartphone certificates (移動端末設備用)."""
-        return self in (Family.SIGN_MOBILE, Family.AUTH_MOBILE)
+        return self in _MOBILE_FAMILIES
 
     @property
     def card_family(self) -> Family:
@@ -109,6 +114,11 @@ class Family(enum.Enum):
     def japanese(self) -> str:
         return _FAMILY_JA[self]
 
+
+_SIGN_FAMILIES: Final = frozenset({Family.SIGN_CARD, Family.SIGN_MOBILE})
+_MOBILE_FAMILIES: Final = frozenset({Family.SIGN_MOBILE, Family.AUTH_MOBILE})
+"""`Family.is_sign`, `Family.is_mobile`: one set lookup (by identity hash), not a tuple of two
+members each looked up on the class and compared (0.21 us a call, several per record)."""
 
 _FAMILY_CODES: Final = {
     Family.SIGN_CARD: 1,
@@ -188,6 +198,9 @@ class Category(enum.Enum):
     was revoked (取消し, Act §38-2(6)), its approval period ended, or its registration
     ended; the token no longer shows that status (Act §38-3(1)). Written by the builder
     from the registry (`crlbuilder.tokens`), reason privilegeWithdrawn."""
+
+    __hash__ = object.__hash__
+    """By identity, in C, as `Family.__hash__` (the tables keyed by category)."""
 
     @property
     def code(self) -> int:

@@ -320,6 +320,29 @@ def test_bad_records_quarantined_with_file_line_field(world: World) -> None:
         assert r.status(sf.status_key(4, 500)) is None
 
 
+def test_a_refused_record_is_not_taken_for_applied(world: World) -> None:
+    """The idempotence mark is taken before a record is applied and given back when it is
+    refused: a batch of refusals only moves no commit, and the same id, once valid, applies."""
+    world.apply(holder_set(H1))
+    with world.store.read() as r:
+        commit = r.generation().commit
+    refused = issuance(150, "sign-card-g2", H1, day=5)  # 二重発行: H1 holds a valid sign-card
+    ap = world.apply([refused, refused])
+    assert ap.summary.quarantined == 1 and ap.summary.duplicates == 1  # quarantined once
+    assert ap.summary.applied == 0 and ap.summary.commits == 0
+    with world.store.read() as r:
+        assert r.applied(str(refused["id"])) is None
+        assert r.generation().commit == commit
+    world.apply([
+        {"type": "revocation-request", "id": rid(), "recorded_at": ts(6), "serial": 101,
+         "issuer": "sign-card-g1", "reason": "renewal"},
+        {**refused, "recorded_at": ts(6), "not_before": ts(6), "not_after": ts(1500)},
+    ])  # fmt: skip
+    with world.store.read() as r:
+        assert r.applied(str(refused["id"])) == commit + 1
+    assert world.status("sign-card-g2", 150).state == sf.STATE_GOOD
+
+
 def test_replay_changes_nothing(world: World) -> None:
     records = [*holder_set(H1), {"type": "revocation-request", "id": "rq", "recorded_at": ts(10),
                                  "serial": 102, "issuer": "auth-card-g1", "reason": "application"}]  # fmt: skip

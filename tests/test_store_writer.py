@@ -32,10 +32,10 @@ def _clock() -> datetime:
     return BUILD_CLOCK
 
 
-def _good(version: int = 0) -> sf.StatusRecord:
+def _good(version: int = 0, holder: bytes = HOLDER) -> sf.StatusRecord:
     return sf.StatusRecord(
         version=version, state=sf.STATE_GOOD, category=0, reason=0, family=Family.SIGN_CARD.code,
-        not_before=1_900_000_000, not_after=2_100_000_000, revoked_at=0, holder=HOLDER,
+        not_before=1_900_000_000, not_after=2_100_000_000, revoked_at=0, holder=holder,
     )  # fmt: skip
 
 
@@ -200,3 +200,38 @@ def test_a_read_only_store_refuses_a_commit(store: Store) -> None:
             Commit(ro, _clock)
     finally:
         ro.close()
+
+
+def test_pack_revoked_entry_is_the_named_tuples_bytes() -> None:
+    for at, reason, category, commit, recorded in [
+        (1_900_000_000, 1, 1, 7, 1_900_000_000),
+        (-1, 0, 0, 0, 0),
+        (2**62, 10, 6, 2**32 - 1, 2**62 - 5),
+    ]:
+        want = sf.RevokedEntry(
+            revoked_at=at, reason=reason, category=category, commit=commit, recorded_at=recorded
+        ).pack()
+        assert sf.pack_revoked_entry(at, reason, category, commit, recorded) == want
+
+
+def test_holder_certs_on_the_commits_cursor_sees_its_own_links(store: Store) -> None:
+    """A commit keeps one links cursor: every call sees the links written before it."""
+    holder = bytes(range(1, 33))
+    new, other = sf.status_key(ISSUER, 1042), sf.status_key(ISSUER, 1043)
+    with Commit(store, _clock) as c:
+        assert c.holder_certs(holder, Family.SIGN_CARD) == []
+        c.add_certificate(new, _good(holder=holder), Family.SIGN_CARD, None)
+        assert c.holder_certs(holder, Family.SIGN_CARD) == [new]
+        assert c.holder_certs(holder, Family.AUTH_CARD) == []
+        c.add_certificate(other, _good(holder=holder), Family.SIGN_CARD, None)
+        assert c.holder_certs(holder, Family.SIGN_CARD) == [new, other]
+    with store.read() as r:
+        assert r.holder_certs(holder, Family.SIGN_CARD) == [new, other]
+
+
+def test_link_key_and_unpack_status_keep_their_bytes() -> None:
+    for family in Family:
+        assert sf.link_key(HOLDER, family) == HOLDER + bytes((family.code,))
+    st = _good(version=7)._replace(state=sf.STATE_REVOKED, category=1, reason=1, revoked_at=5)
+    back = sf.unpack_status(st.pack())
+    assert back == st and type(back) is sf.StatusRecord and back.revoked

@@ -164,8 +164,12 @@ def issuer_prefix(issuer_index: int) -> bytes:
     return issuer_index.to_bytes(2, "big")
 
 
+_FAMILY_BYTE: Final = {f: bytes((f.code,)) for f in Family}
+"""The family's code as the one byte that ends a link key (made once, not per key)."""
+
+
 def link_key(holder: bytes, family: Family) -> bytes:
-    return holder + bytes((family.code,))
+    return holder + _FAMILY_BYTE[family]
 
 
 def consent_key(holder: bytes, verifier: str) -> bytes:
@@ -248,8 +252,12 @@ class StatusRecord(NamedTuple):
 STATUS_RECORD_BYTES: Final = _STATUS.size
 
 
+_new_tuple: Final = tuple.__new__
+
+
 def unpack_status(value: bytes) -> StatusRecord:
-    return StatusRecord._make(_STATUS.unpack(value))
+    # StatusRecord._make without its length check: the struct gives exactly its nine fields
+    return _new_tuple(StatusRecord, _STATUS.unpack(value))
 
 
 _REVOKED = struct.Struct(">qBBIqI")
@@ -288,6 +296,14 @@ def pack_listed_status(version: int, reason: int, family: int, revoked_at: int) 
     return _pack_status_fields(
         version, STATE_REVOKED, 0, reason, family, 0, 0, revoked_at, _NO_HOLDER
     )
+
+
+def pack_revoked_entry(
+    revoked_at: int, reason: int, category: int, commit: int, recorded_at: int
+) -> bytes:
+    """``RevokedEntry(revoked_at, reason, category, commit, recorded_at).pack()``, the same
+    bytes without the NamedTuple: a build writes one per revocation."""
+    return _pack_revoked_fields(revoked_at, reason, category, commit, recorded_at, 0)
 
 
 def pack_listed_entry(commit: int, reason: int, revoked_at: int) -> bytes:

@@ -58,7 +58,22 @@ class Commit(LmdbReader):
     change then raises (a change must be dated).
     """
 
-    __slots__ = ("_answers_in", "_changes_db", "_clock", "_env", "changed", "lost", "seq", "wrote")
+    __slots__ = (
+        "_answers_in",
+        "_applied_db",
+        "_changes_db",
+        "_clock",
+        "_env",
+        "_holders_db",
+        "_links_cur",
+        "_links_db",
+        "_revoked_db",
+        "_seq_u32",
+        "changed",
+        "lost",
+        "seq",
+        "wrote",
+    )
 
     def __init__(self, store: Store, clock: Clock | None = None) -> None:
         if store.readonly:
@@ -73,6 +88,16 @@ class Commit(LmdbReader):
         self.wrote = False
         self._answers_in: dict[bytes, bool] = {}
         self._changes_db = store.dbs[sf.DB_CHANGES]
+        # the handles and the packed sequence the per-record writes use, looked up once
+        self._links_db = store.dbs[sf.DB_LINKS]
+        self._holders_db = store.dbs[sf.DB_HOLDERS]
+        self._revoked_db = store.dbs[sf.DB_REVOKED]
+        self._applied_db = store.dbs[sf.DB_APPLIED]
+        self._links_cur = self._txn.cursor(db=self._links_db)
+        """The links cursor `holder_certs` repositions on every call (a read view opens one
+        per call; a commit, used by the builder's one thread, keeps one)."""
+        self._seq_u32 = sf.pack_u32(self.seq)
+        """``seq`` as stored (u32): an applied record's value, a changes entry's prefix."""
         self.lost = 0
         """Losses of effect this commit appended to the changes feed."""
 
@@ -92,6 +117,15 @@ class Commit(LmdbReader):
                 marker = sf.commit_marker_key(self.seq)
                 self._txn.put(marker, sf.pack_i64(at), db=self._changes_db)
         self._txn.commit()
+
+    def holder_certs(self, holder: bytes, family: Family) -> list[bytes]:
+        # `LmdbReader.holder_certs` on this commit's cursor: set_key positions it afresh each
+        # time (LMDB keeps a write transaction's cursors right across its writes), and the
+        # list is complete before it returns, so no caller iterates while another call moves it
+        cur = self._links_cur
+        if not cur.set_key(sf.link_key(holder, family)):
+            return []
+        return list(cur.iternext_dup())  # bytes already: this transaction has no buffers
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -113,11 +147,13 @@ class Commit(LmdbReader):
     ) -> sf.StatusRecord:
         """An issued certificate: its status record (this commit's version), its link under
         its holder and family, and the sealed four facts of a sign certificate."""
-        new = st._replace(version=self.seq)
-        self._put(sf.DB_STATUS, key, new.pack())
-        self._put(sf.DB_LINKS, sf.link_key(st.holder, family), key)
+        new = st if st.version == self.seq else st._replace(version=self.seq)
+        put = self._txn.put
+        put(key, new.pack(), db=self._status_db)
+        put(sf.link_key(st.holder, family), key, db=self._links_db)
         if sealed_facts is not None:
-            self._put(sf.DB_HOLDERS, key, sealed_facts)
+            put(key, sealed_facts, db=self._holders_db)
+        self.wrote = self.changed = True
         return new
 
     def new_version(self, key: bytes, st: sf.StatusRecord) -> None:
@@ -137,23 +173,30 @@ class Commit(LmdbReader):
         recorded_at: int,
     ) -> sf.StatusRecord:
         """Revoke one certificate: new status version, the CRL entry, the stored answer gone."""
-        new = st._replace(
-            version=self.seq, state=sf.STATE_REVOKED, category=category, reason=reason,
-            revoked_at=at,
-        )  # fmt: skip
-        self._put(sf.DB_STATUS, key, new.pack())
-        entry = sf.RevokedEntry(
-            revoked_at=at, reason=reason, category=category, commit=self.seq,
-            recorded_at=recorded_at,
-        )  # fmt: skip
-        self._put(sf.DB_REVOKED, key, entry.pack())
+        new = sf.StatusRecord(
+            self.seq,
+            sf.STATE_REVOKED,
+            category,
+            reason,
+            st.family,
+            st.not_before,
+            st.not_after,
+            at,
+            st.holder,
+        )  # fmt: skip  (st._replace(version=, state=, category=, reason=, revoked_at=), direct)
+        put = self._txn.put
+        put(key, new.pack(), db=self._status_db)
+        entry = sf.pack_revoked_entry(at, reason, category, self.seq, recorded_at)
+        put(key, entry, db=self._revoked_db)
+        self.wrote = self.changed = True
         self._drop_answer(key)
         self._lost(key)
         return new
 
     def _lost(self, key: bytes) -> None:
         """``key`` lost effect in this commit: one entry of the changes feed."""
-        self._txn.put(sf.change_key(self.seq, key), sf.CHANGE_LOST, db=self._changes_db)
+        # sf.change_key(self.seq, key), its prefix packed once per commit
+        self._txn.put(self._seq_u32 + key, sf.CHANGE_LOST, db=self._changes_db)
         self.lost += 1
 
     def erase(self, key: bytes, st: sf.StatusRecord, *, keep_time: bool) -> None:
@@ -239,7 +282,27 @@ class Commit(LmdbReader):
 
     def mark_applied(self, record_id: str) -> None:
         """A record applied by this commit (its id is not applied twice)."""
-        self._put(sf.DB_APPLIED, record_id.encode(), sf.pack_u32(self.seq))
+        self._txn.put(record_id.encode(), self._seq_u32, db=self._applied_db)
+        self.wrote = self.changed = True
+
+    def claim_applied(self, record_id: str) -> bytes | None:
+        """`applied` and `mark_applied` in one lookup: marks the record applied by this commit
+        and returns its key, or None when it was applied before (by an earlier commit or this
+        one: nothing written). A claimed record is then either applied (`keep_applied`: the
+        mark is this commit's change) or refused (`release_applied`: the mark goes, in the
+        same transaction, so a refused record is not taken for applied)."""
+        key = record_id.encode()
+        return (
+            key if self._txn.put(key, self._seq_u32, db=self._applied_db, overwrite=False) else None
+        )
+
+    def keep_applied(self) -> None:
+        """The claimed record applied: its mark is a change, as `mark_applied`'s."""
+        self.wrote = self.changed = True
+
+    def release_applied(self, key: bytes) -> None:
+        """The claimed record refused: its mark deleted (the state before `claim_applied`)."""
+        self._txn.delete(key, db=self._applied_db)
 
     # --- stored answers ---------------------------------------------------------------
 
