@@ -442,9 +442,6 @@ class Applier:
             raise Refused("revocation recorded before the certificate's issuance")
         return key, st
 
-    def _holder_certs(self, b: _Batch, holder: bytes, family: Family) -> list[bytes]:
-        return b.c.holder_certs(holder, family)
-
     def _status(self, b: _Batch, key: bytes) -> sf.StatusRecord:
         st = b.c.status(key)
         assert st is not None, "a linked certificate has a status record"
@@ -627,7 +624,7 @@ class Applier:
             assert rec.holder is not None
             holder = bytes.fromhex(rec.holder)
             targets = [
-                (f, self._holder_certs(b, holder, f)) for f in (Family.SIGN_CARD, Family.AUTH_CARD)
+                (f, b.c.holder_certs(holder, f)) for f in (Family.SIGN_CARD, Family.AUTH_CARD)
             ]
             # no card certificate (yet, or any more) is no error: the change revokes
             # nothing, and a move-out notice still starts its clock
@@ -642,7 +639,7 @@ class Applier:
         elif rec.notified_at is not None:
             raise Refused("notified_at belongs to move-out and move-in notices only")
         self._lapse_if_due(b, holder, made)
-        pending = self._pending(b, holder)
+        pending = b.c.pending(holder)
         if rec.change is ChangeKind.MOVE_OUT_NOTICE:
             assert rec.planned_date is not None
             p = sf.PendingMoveOut(
@@ -684,16 +681,13 @@ class Applier:
         responder worker from serving an answer it cached before the notice.
         """
         for family in families:
-            for key in self._holder_certs(b, holder, family):
+            for key in b.c.holder_certs(holder, family):
                 st = self._status(b, key)
                 if not st.revoked:
                     b.c.new_version(key, st)
 
     def _holder_known(self, b: _Batch, holder: bytes) -> bool:
-        return any(self._holder_certs(b, holder, f) for f in Family)
-
-    def _pending(self, b: _Batch, holder: bytes) -> sf.PendingMoveOut | None:
-        return b.c.pending(holder)
+        return any(b.c.holder_certs(holder, f) for f in Family)
 
     def _lapse_if_due(self, b: _Batch, holder: bytes, by: datetime) -> bool:
         """Act §31(2): 30 days after the planned move-out with no move-in, auth-card certs lose effect.
@@ -713,7 +707,7 @@ class Applier:
         at = self._lapse_written_at(due)
         lapsed = msgspec.structs.replace(pending, lapsed_at=epoch(at))
         b.c.put_pending(holder, lapsed)
-        for key in self._holder_certs(b, holder, Family.AUTH_CARD):
+        for key in b.c.holder_certs(holder, Family.AUTH_CARD):
             st = self._status(b, key)
             if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=at):
                 self._revoke(
