@@ -22,7 +22,7 @@ import pytest
 from crlbuilder.manifest import Manifest
 from responder.cli import main as responder_main
 from responder.registry.lookup import Registry
-from responder.registry.shared import Conflict, SharedRegistry
+from responder.registry.shared import CHECK_EVERY, Conflict, Shared, SharedRegistry
 from tests.support import procs
 from tests.support.nats import NatsCluster
 from tests.support.wait import until
@@ -127,3 +127,34 @@ def test_a_shared_registry_that_does_not_load_is_not_taken(
                    check=False)  # fmt: skip
     assert out.returncode == 2 and "does not load here" in out.stderr
     assert a.read_bytes() == before
+
+
+def test_a_watch_that_died_does_not_stop_replication(cluster: NatsCluster) -> None:
+    """nats-py recreates the watch's consumer when a server goes, and when that fails (the
+    cluster electing a leader) it only reports it: the watch then delivers nothing, ever.
+    `next` reads the key itself every few seconds, so the follower still gets the change,
+    once."""
+    follower = SharedRegistry(cluster.source, "REG_T4")
+    writer = SharedRegistry(cluster.source, "REG_T4")
+
+    def following(seconds: float) -> list[Shared]:
+        got, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if (s := follower.next(0.2)) is not None:
+                got.append(s)
+        return got
+
+    try:
+        first = writer.put(b"one", 0)
+        assert following(1.0) == [Shared(first, b"one")]
+        watch = follower._watcher
+        assert watch is not None
+        # the state nats-py leaves it in: its subscription delivers nothing, nothing says so
+        follower.cluster.run(watch._sub.unsubscribe())  # type: ignore[attr-defined]
+        second = writer.put(b"two", first)
+        assert following(CHECK_EVERY + 2.0) == [Shared(second, b"two")]
+        third = writer.put(b"three", second)  # and the watch started again carries on
+        assert following(1.0) == [Shared(third, b"three")]
+    finally:
+        follower.close()
+        writer.close()

@@ -21,6 +21,8 @@ writes is `responder.registry.cli`'s.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,6 +35,8 @@ from crlbuilder.jetstream import Cluster, ClusterError, parse_servers, replicas_
 
 DEFAULT_BUCKET: Final = "JPKI_REGISTRY"
 KEY: Final = "registry"
+CHECK_EVERY: Final = 2.0
+"""Seconds between `SharedRegistry.next`'s direct reads of the key (beside its watch)."""
 
 
 class Conflict(Exception):
@@ -75,6 +79,10 @@ class SharedRegistry:
             self.cluster.close()
             raise ClusterError(f"registry bucket {bucket}: {e}") from None
         self._watcher: KeyValue.KeyWatcher | None = None
+        self._seen = 0
+        """The newest revision `next` returned."""
+        self._checked = 0.0
+        """When `next` last read the key directly (monotonic seconds)."""
 
     def get(self) -> Shared | None:
         """The newest registry in the bucket; None when none was ever written."""
@@ -112,7 +120,15 @@ class SharedRegistry:
 
     def next(self, timeout: float) -> Shared | None:
         """The next value written to the key (the current one first), waiting at most
-        ``timeout`` seconds; None when nothing came."""
+        ``timeout`` seconds; None when nothing came.
+
+        The watch is an ordered consumer, which nats-py recreates when a server of the
+        cluster goes; when recreating it fails (the cluster electing a leader meanwhile)
+        the client only reports the error, and the watch delivers nothing ever after. So
+        every `CHECK_EVERY` seconds the key is also read directly: a revision newer than
+        any delivered is returned from that read, and the watch started again. A value is
+        returned once, in revision order, whichever of the two saw it first.
+        """
 
         async def go() -> Shared | None:
             if self._watcher is None:
@@ -120,15 +136,35 @@ class SharedRegistry:
             try:
                 e = await self._watcher.updates(timeout=timeout)  # type: ignore[no-untyped-call]
             except (nats.errors.TimeoutError, TimeoutError):
+                e = None
+            if isinstance(e, KeyValue.Entry) and e.value is not None and e.operation is None:
+                # not a delete/purge marker, the end of the initial values (None) or a stop
+                return self._newer(int(e.revision or 0), bytes(e.value))
+            if time.monotonic() - self._checked < CHECK_EVERY:
                 return None
-            if e is None or e.value is None or e.operation is not None:
-                return None  # the end of the initial values, or a delete/purge marker
-            return Shared(int(e.revision or 0), bytes(e.value))
+            self._checked = time.monotonic()
+            try:
+                cur = await self.kv.get(KEY)
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            got = self._newer(int(cur.revision or 0), bytes(cur.value or b""))
+            if got is not None:  # the watch missed it: it is dead, start another
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await self._watcher.stop()  # type: ignore[no-untyped-call]
+                self._watcher = None
+            return got
 
         try:
             return self.cluster.run(go())
         except (nats.errors.Error, TimeoutError) as e:
             raise ClusterError(f"registry bucket {self.bucket}: {e}") from None
+
+    def _newer(self, revision: int, data: bytes) -> Shared | None:
+        """The value when its revision is newer than every one `next` returned, else None."""
+        if revision <= self._seen:
+            return None
+        self._seen = revision
+        return Shared(revision, data)
 
     def close(self) -> None:
         self.cluster.close()

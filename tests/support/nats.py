@@ -288,6 +288,16 @@ class Nodes:
         for f in self._logs:
             with contextlib.suppress(OSError):
                 f.close()  # type: ignore[attr-defined]
+        self.print_logs()
+
+    def print_logs(self, lines: int = 15) -> None:
+        """The last lines of every node's logs, printed: pytest shows them when a test fails."""
+        for n in self.nodes:
+            for log in sorted(n.d.glob("*.log")):
+                tail = log.read_bytes().splitlines()[-lines:]
+                print(f"--- {n.name}/{log.name} (last {len(tail)} lines)")
+                for line in tail:
+                    print(line.decode("utf-8", "replace")[:400])
 
 
 def haproxy_config(port: int, nodes: list[Node]) -> str:
