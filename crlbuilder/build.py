@@ -503,9 +503,6 @@ class Builder:
         """
         with self.store.read() as r:
             after = r.stream_seq()
-        consumer.open(after)
-        batcher = Batcher(after, MAX_BATCH)
-        fetch_n = min(self.cfg.input.batch_size, 1000)
         stop = False
 
         def _stop(signum: int, frame: object) -> None:
@@ -513,6 +510,23 @@ class Builder:
             stop = True
 
         old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        while True:
+            try:
+                consumer.open(after)
+                break
+            except ClusterError as e:
+                # a follower started while the cluster elects, or with a server down: it
+                # waits for the cluster rather than leave its node behind for good
+                if not follow or stop:
+                    for s, h in old.items():
+                        signal.signal(s, h)
+                    if not follow:
+                        raise
+                    return after  # stopped while waiting: nothing was read
+                self.emit({"event": "warning", "message": str(e)})
+                time.sleep(interval)
+        batcher = Batcher(after, MAX_BATCH)
+        fetch_n = min(self.cfg.input.batch_size, 1000)
         applier = self._applier(None, published=True)
         applier.deliver()  # what a killed builder staged and did not deliver
         report = BuildReport(summary=applier.summary)

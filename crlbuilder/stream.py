@@ -388,7 +388,7 @@ class Consumer:
 
         try:
             self._sub = self.cluster.run(go())
-        except nats.errors.Error as e:
+        except (nats.errors.Error, TimeoutError) as e:
             raise ClusterError(f"consumer {durable} on {stream}: {e}") from None
 
     def fetch(self, n: int, timeout: float) -> list[Delivered]:

@@ -30,7 +30,7 @@ from crlbuilder.build import Builder
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
-from crlbuilder.jetstream import Cluster, parse_servers, replicas_for
+from crlbuilder.jetstream import Cluster, ClusterError, parse_servers, replicas_for
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest
 from crlbuilder.store import format as sf
@@ -238,6 +238,45 @@ def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
     assert publish_files(a, cluster, files) == 0
     assert consume(b, cluster) == n1 + n2
     assert dump(a) == dump(b)
+
+
+class RefusedAtFirst(Consumer):
+    """The stream's consumer as a node sees it while the cluster elects a leader: opening it
+    fails ``failures`` times, then works."""
+
+    failures = 2
+
+    def open(self, after: int) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ClusterError("consumer: nats: timeout")
+        super().open(after)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_follower_that_cannot_open_its_consumer_waits_for_the_cluster(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    cfg = node_config(tmp_path / "late", demo_pki[0], cluster, "late")
+    total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
+    events = tmp_path / "events.jsonl"
+    b = Builder(cfg, progress=False, log=events.open("w"))
+    c = Cluster(cluster.urls)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        consumer = RefusedAtFirst(c, names(cfg), cfg.stream.durable, cipher)
+        with pytest.raises(ClusterError):  # without --follow: the error, at once
+            b.consume(consumer, tail_wait=0.5)
+        consumer.failures = 2
+        seq = b.consume(consumer, follow=True, max_idle=1.0, tail_wait=0.5, interval=0.1)
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+    assert seq == total and consumer.failures == 0
+    waited = [line for line in events.read_text().splitlines() if "consumer: nats" in line]
+    assert len(waited) == 2 and all('"warning"' in line for line in waited)
 
 
 @pytest.mark.integration
