@@ -280,24 +280,19 @@ class Commit(LmdbReader):
         """This store is a group appliance's, built from the 機構's CRLs (`META_MODE`)."""
         self._put(sf.DB_META, sf.META_MODE, sf.MODE_CRL_IMPORT)
 
-    def mark_applied(self, record_id: str) -> None:
-        """A record applied by this commit (its id is not applied twice)."""
-        self._txn.put(record_id.encode(), self._seq_u32, db=self._applied_db)
-        self.wrote = self.changed = True
-
     def claim_applied(self, record_id: str) -> bytes | None:
-        """`applied` and `mark_applied` in one lookup: marks the record applied by this commit
-        and returns its key, or None when it was applied before (by an earlier commit or this
-        one: nothing written). A claimed record is then either applied (`keep_applied`: the
-        mark is this commit's change) or refused (`release_applied`: the mark goes, in the
-        same transaction, so a refused record is not taken for applied)."""
+        """A record marked applied by this commit (its id is not applied twice), in one
+        lookup: returns its key, or None when it was applied before (by an earlier commit or
+        this one: nothing written). A claimed record is then either applied (`keep_applied`:
+        the mark is this commit's change) or refused (`release_applied`: the mark goes, in
+        the same transaction, so a refused record is not taken for applied)."""
         key = record_id.encode()
         return (
             key if self._txn.put(key, self._seq_u32, db=self._applied_db, overwrite=False) else None
         )
 
     def keep_applied(self) -> None:
-        """The claimed record applied: its mark is a change, as `mark_applied`'s."""
+        """The claimed record applied: its mark is this commit's change."""
         self.wrote = self.changed = True
 
     def release_applied(self, key: bytes) -> None:
