@@ -8,6 +8,8 @@ record lines (the four facts in clear) and the key files it read.
 from __future__ import annotations
 
 import gc
+import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -143,3 +145,21 @@ def test_store_copy_writes_full_pages(tmp_path: Path) -> None:
     node = 8 + sf.KEY_BYTES + sf.STATUS_RECORD_BYTES + 2  # header, key, value, slot
     full = -(-entries // ((4096 - 16) // node))
     assert after <= full + 1 < before
+
+
+def test_store_files_are_the_owners_only(tmp_path: Path) -> None:
+    """data.mdb and lock.mdb are created 0600 (and their directory 0700), whatever the umask:
+    the store holds who holds which certificate."""
+    old = os.umask(0o022)
+    try:
+        Store.open(tmp_path / "store", readonly=False, map_size=1 << 20).close()
+        copy_store(tmp_path / "store", tmp_path / "copy")
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "store", tmp_path / "copy"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+        for f in ("data.mdb", "lock.mdb"):
+            assert stat.S_IMODE((d / f).stat().st_mode) == 0o600, (
+                d / f,
+                oct((d / f).stat().st_mode),
+            )

@@ -72,6 +72,7 @@ class Store:
                 # (raw record lines with the four facts, key files), in data.mdb
                 meminit=True,
                 max_readers=max_readers,
+                mode=0o600,  # data.mdb and lock.mdb: the builder's and responder's user only
             )
         except lmdb.Error as e:
             raise sf.StoreFormatError(f"{p}: cannot open the store: {e}") from None
