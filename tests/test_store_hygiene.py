@@ -156,6 +156,8 @@ def test_store_files_are_the_owners_only(tmp_path: Path) -> None:
         copy_store(tmp_path / "store", tmp_path / "copy")
     finally:
         os.umask(old)
+    (tmp_path / "store" / "data.mdb").chmod(0o644)  # a store made before: opened for writing
+    Store.open(tmp_path / "store", readonly=False, map_size=1 << 20).close()
     for d in (tmp_path / "store", tmp_path / "copy"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
         for f in ("data.mdb", "lock.mdb"):

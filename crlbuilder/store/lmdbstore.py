@@ -76,6 +76,9 @@ class Store:
             )
         except lmdb.Error as e:
             raise sf.StoreFormatError(f"{p}: cannot open the store: {e}") from None
+        if not readonly:  # a store created before the files were made 0600 becomes so too
+            for name in ("data.mdb", "lock.mdb"):
+                os.chmod(p / name, 0o600)
         dbs: dict[bytes, Db] = {}
         if readonly and env.stat()["entries"] == 0:
             # created but nothing committed yet (a builder killed before its first commit):
