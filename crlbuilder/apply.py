@@ -95,6 +95,7 @@ from crlbuilder.model import (
     ResidentChange,
     RevocationRequest,
 )
+from crlbuilder.retention import RetentionAgenda
 from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -342,7 +343,12 @@ class Applier:
         return sum(self.summary.revocations.values()) - before
 
     def erase_past_retention(
-        self, now: int, retention: Callable[[Family, Category], int], *, keep_time: bool
+        self,
+        now: int,
+        retention: Callable[[Family, Category], int],
+        *,
+        keep_time: bool,
+        agenda: RetentionAgenda | None = None,
     ) -> int:
         """Erase the revocation records whose retention has passed (Ord §70(1)(iii)); returns how many.
 
@@ -354,25 +360,45 @@ class Applier:
         lost effect (`store.format.STATE_ERASED`): no category, no reason, and the time only
         when ``keep_time`` (``crl.erased_answer = "revoked"``). The issuance side (links,
         sealed facts) is not revocation information and is left to its own retention.
+
+        Which records are due is read from every CRL entry, or, with the builder's
+        ``agenda`` (`crlbuilder.retention`) and while it is not stale, from the agenda
+        alone: the same records either way.
         """
-        due: list[bytes] = []
         shortest = min(retention(f, c) for f in Family for c in Category if c.applies_to(f))
+        if agenda is None:  # every entry read; the watermark is left to the builder's agenda
+            agenda, written = RetentionAgenda(), None
+        else:
+            written = self.store.revoked_written.take()
+        due: list[bytes] = []
         with self.store.read() as r:
-            for key, recorded_at in r.revoked_recorded():
-                if recorded_at + shortest > now:
-                    continue  # within every period: most records, decided by one field
+
+            def due_at(key: bytes) -> int | None:
+                """When the entry at ``key`` falls due; None when it never does (or is gone)."""
                 entry = r.revoked_entry(key)
-                assert entry is not None
                 meta = self._by_index.get(int.from_bytes(key[:2], "big"))
-                category = Category.from_code(entry.category) if entry.category else None
-                if meta is None or category is None:
-                    continue
-                keep = retention(meta.family, category)
-                if entry.recorded_at + keep > now:
-                    continue  # the cheap test first: most records are within retention
+                if entry is None or meta is None or not entry.category:
+                    return None  # a listed entry of a group appliance: no legal category
+                keep = retention(meta.family, Category.from_code(entry.category))
                 st = r.status(key)
-                if st is not None and past_retention(entry.recorded_at, st.not_after, now, keep):
-                    due.append(key)
+                return None if st is None else max(entry.recorded_at + keep, st.not_after)
+
+            if agenda.stale(now, written, shortest):
+                horizon = now + agenda.lookahead
+                later: list[tuple[int, bytes]] = []
+                for key, recorded_at in r.revoked_recorded():
+                    if recorded_at + shortest >= horizon:
+                        continue  # past the horizon under every period: most records
+                    at = due_at(key)
+                    if at is None or at >= horizon:
+                        continue
+                    if at <= now:
+                        due.append(key)
+                    else:
+                        later.append((at, key))
+                agenda.rebuild(now, later)
+            else:
+                due = [k for k in agenda.take(now) if (at := due_at(k)) is not None and at <= now]
         if not due:
             return 0
         with Commit(self.store, lambda: from_epoch(now)) as c:

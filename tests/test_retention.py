@@ -28,6 +28,7 @@ from crlbuilder.config import ConfigError, add_arguments, load_config
 from crlbuilder.model import Category, Family
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import issuer_hashes
+from crlbuilder.retention import RetentionAgenda
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from responder.config import OcspConfig
@@ -152,6 +153,83 @@ def test_ord_70_erasure_in_the_store(tmp_path: Path) -> None:
     w.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(410), "issuer": ISSUER,
               "serial": 10, "reason": "loss"}])  # fmt: skip
     assert w.status(ISSUER, 10).erased
+
+
+def test_agenda_answers_until_its_horizon_or_an_entry_that_may_fall_due_before_it() -> None:
+    a = RetentionAgenda(lookahead=100)
+    assert a.stale(0, None, 10)  # never scanned
+    a.rebuild(50, [(120, b"b"), (60, b"a"), (120, b"a2")])
+    assert a.horizon == 150 and len(a) == 3
+    assert not a.stale(149, None, 10) and a.stale(150, None, 10)
+    assert not a.stale(60, 140, 10)  # written at 140: due at 150 at the earliest, the horizon
+    assert a.stale(60, 139, 10)
+    assert a.take(59) == [] and a.take(60) == [b"a"] and a.take(60) == []
+    assert a.take(1000) == [b"a2", b"b"] and len(a) == 0
+    with pytest.raises(ValueError, match="positive"):
+        RetentionAgenda(lookahead=0)
+
+
+def test_erasure_by_the_agenda_is_what_reading_every_entry_erases(tmp_path: Path) -> None:
+    """Two stores given the same records, erased at the same instants: one reads every CRL
+    entry each time, the other keeps an agenda. The same records go at the same instants,
+    including one recorded long ago but written after the agenda was made (its due instant
+    falls before the horizon: the store's watermark makes the agenda stale)."""
+    holders = [f"{i:02x}" * 32 for i in range(0x30, 0x36)]
+    base = [
+        issuance(10, ISSUER, holders[0], 0, not_after=ts(300)),  # due at day 300 (notAfter)
+        issuance(11, ISSUER, holders[1], 0, not_after=ts(120)),  # recording error: 3650 days
+        issuance(12, ISSUER, holders[2], 0, not_after=ts(130)),  # due at day 130
+        issuance(13, ISSUER, holders[3], 0, not_after=ts(200)),  # due at day 200
+        issuance(14, ISSUER, holders[4], 0, not_after=ts(60)),
+        issuance(15, ISSUER, holders[5], 0, not_after=ts(1400)),
+        {"type": "revocation-request", "id": rid(), "recorded_at": ts(10), "issuer": ISSUER,
+         "serial": 10, "reason": "loss"},
+        {"type": "recording-error", "id": rid(), "recorded_at": ts(10), "issuer": ISSUER,
+         "serial": 11},
+        {"type": "revocation-request", "id": rid(), "recorded_at": ts(20), "issuer": ISSUER,
+         "serial": 12, "reason": "loss"},
+        {"type": "revocation-request", "id": rid(), "recorded_at": ts(30), "issuer": ISSUER,
+         "serial": 13, "reason": "loss"},
+    ]  # fmt: skip
+    # written after the first erasure: recorded at day 1 (due at day 101), and at day 135
+    late = [{"type": "revocation-request", "id": rid(), "recorded_at": ts(1), "issuer": ISSUER,
+             "serial": 14, "reason": "loss"}]  # fmt: skip
+    later = [{"type": "revocation-request", "id": rid(), "recorded_at": ts(135),
+              "issuer": ISSUER, "serial": 15, "reason": "loss"}]  # fmt: skip
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    kept, scanned = World(tmp_path / "a"), World(tmp_path / "b")
+    agenda = RetentionAgenda(lookahead=100 * DAY)
+    t0 = int(datetime.fromisoformat(ts(0)).timestamp())
+
+    def retention(family: Family, category: Category) -> int:
+        return 100 * DAY if category is Category.REQUEST else 3650 * DAY
+
+    def erase(day: int) -> tuple[int, int]:
+        now = t0 + day * DAY
+        a = kept.apply([]).erase_past_retention(now, retention, keep_time=False, agenda=agenda)
+        b = scanned.apply([]).erase_past_retention(now, retention, keep_time=False)
+        return a, b
+
+    for w in (kept, scanned):
+        w.apply(base)
+    assert erase(50) == (0, 0) and agenda.horizon == t0 + 150 * DAY and len(agenda) == 1
+    for w in (kept, scanned):
+        w.apply(late)
+    assert erase(105) == (1, 1)  # serial 14: the watermark made the agenda stale, read again
+    assert agenda.horizon == t0 + 205 * DAY
+    for w in (kept, scanned):
+        w.apply(later)  # due in 100 days at the earliest: past the horizon, nothing read
+    assert erase(131) == (1, 1) and erase(201) == (1, 1)  # serials 12 and 13, from the agenda
+    assert agenda.horizon == t0 + 205 * DAY and len(agenda) == 0
+    assert erase(301) == (1, 1)  # serial 10, past the horizon: read again
+    assert erase(2000) == (1, 1)  # serial 15
+    for serial in range(10, 16):
+        assert kept.status(ISSUER, serial) == scanned.status(ISSUER, serial)
+    erased = [s for s in range(10, 16) if kept.status(ISSUER, s).erased]
+    assert erased == [10, 12, 13, 14, 15]  # 11: a recording error, kept 3650 days
+    kept.store.close()
+    scanned.store.close()
 
 
 def test_erasure_keeps_the_time_when_configured(tmp_path: Path) -> None:

@@ -68,7 +68,9 @@ class Commit(LmdbReader):
         "_links_cur",
         "_links_db",
         "_revoked_db",
+        "_revoked_from",
         "_seq_u32",
+        "_watermark",
         "changed",
         "lost",
         "seq",
@@ -100,6 +102,10 @@ class Commit(LmdbReader):
         """``seq`` as stored (u32): an applied record's value, a changes entry's prefix."""
         self.lost = 0
         """Losses of effect this commit appended to the changes feed."""
+        self._watermark = store.revoked_written
+        self._revoked_from: int | None = None
+        """The earliest recordedAt of the CRL entries this commit writes (the watermark's
+        once committed)."""
 
     def _end(self, *, failed: bool) -> None:
         """Commit with the bookkeeping, or abort a failed or empty transaction."""
@@ -117,6 +123,12 @@ class Commit(LmdbReader):
                 marker = sf.commit_marker_key(self.seq)
                 self._txn.put(marker, sf.pack_i64(at), db=self._changes_db)
         self._txn.commit()
+        if self._revoked_from is not None:
+            self._watermark.lower(self._revoked_from)
+
+    def _wrote_revoked(self, recorded_at: int) -> None:
+        if self._revoked_from is None or recorded_at < self._revoked_from:
+            self._revoked_from = recorded_at
 
     def holder_certs(self, holder: bytes, family: Family) -> list[bytes]:
         # `LmdbReader.holder_certs` on this commit's cursor: set_key positions it afresh each
@@ -188,6 +200,7 @@ class Commit(LmdbReader):
         put(key, new.pack(), db=self._status_db)
         entry = sf.pack_revoked_entry(at, reason, category, self.seq, recorded_at)
         put(key, entry, db=self._revoked_db)
+        self._wrote_revoked(recorded_at)
         self.wrote = self.changed = True
         self._drop_answer(key)
         self._lost(key)
@@ -216,6 +229,7 @@ class Commit(LmdbReader):
         ``reason``, no legal category, no holder, recorded when revoked."""
         self._put(sf.DB_STATUS, key, sf.pack_listed_status(self.seq, reason, family, at))
         self._put(sf.DB_REVOKED, key, sf.pack_listed_entry(self.seq, reason, at))
+        self._wrote_revoked(at)  # a listed entry is recorded when revoked
         self._drop_answer(key)
         self._lost(key)
 
@@ -230,6 +244,7 @@ class Commit(LmdbReader):
         status, entry = sf.pack_listed_status, sf.pack_listed_entry
         self._append(sf.DB_STATUS, [(k, status(seq, r, family, at)) for k, at, r in entries])
         self._append(sf.DB_REVOKED, [(k, entry(seq, r, at)) for k, at, r in entries])
+        self._wrote_revoked(min(at for _, at, _ in entries))
         lost, head = sf.CHANGE_LOST, sf.pack_u32(seq)
         self._append(sf.DB_CHANGES, [(head + k, lost) for k, _, _ in entries])
         self.lost += len(entries)
