@@ -229,6 +229,12 @@ def _flags(work: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a live process (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, object]:
     from crlbuilder.store.lmdbstore import Store
 
@@ -268,6 +274,7 @@ def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, obje
         for line in p.stderr:  # the follow loop starts after the initial (empty) build
             if '"event":"build"' in line:
                 break
+        cpu_before = _cpu_seconds(p.pid)
         tmp = spool / "incoming.tmp"
         tmp.write_bytes(b"\n".join(lines) + b"\n")
         arrived = time.time()
@@ -277,6 +284,7 @@ def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, obje
             if '"spool-file"' in line:
                 event = json.loads(line)
                 break
+        cpu = _cpu_seconds(p.pid) - cpu_before
     finally:
         p.terminate()
         p.wait(timeout=60)
@@ -286,6 +294,9 @@ def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, obje
         "records": len(lines),
         "arrival_to_committed_seconds": round(event["committed_at_unix"] - arrived, 3),
         "apply_seconds": event["seconds"]["apply"],
+        # the builder's CPU from the end of its first build to the file's event: the file's
+        # apply and what follows its commit (erasures, lapses), and the idle loop's turns
+        "builder_cpu_seconds": round(cpu, 2),
         "revocations": event["revocations_by_category"],
     }
 
