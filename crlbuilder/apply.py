@@ -381,7 +381,7 @@ class Applier:
                     return None  # a listed entry of a group appliance: no legal category
                 keep = retention(meta.family, Category.from_code(entry.category))
                 st = r.status(key)
-                return None if st is None else max(entry.recorded_at + keep, st.not_after)
+                return None if st is None else due_instant(entry.recorded_at, st.not_after, keep)
 
             if agenda.stale(now, written, shortest):
                 horizon = now + agenda.lookahead
@@ -401,6 +401,7 @@ class Applier:
                 due = [k for k in agenda.take(now) if (at := due_at(k)) is not None and at <= now]
         if not due:
             return 0
+        due.sort()  # key order, from the agenda as from the scan
         with Commit(self.store, lambda: from_epoch(now)) as c:
             for key in due:
                 st = c.status(key)
@@ -868,7 +869,13 @@ def past_retention(recorded_at: int, not_after: int, now: int, retention: int) -
     the configured period says (erasing it then would make it look valid), so a period
     shorter than the validity keeps the record until the certificate's notAfter.
     """
-    return recorded_at + retention <= now and not_after <= now
+    return due_instant(recorded_at, not_after, retention) <= now
+
+
+def due_instant(recorded_at: int, not_after: int, retention: int) -> int:
+    """When a revocation record passes its retention (`past_retention`): its period from
+    when it was recorded, and never before the certificate's notAfter."""
+    return max(recorded_at + retention, not_after)
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

@@ -3,7 +3,7 @@
 A revocation record (失効情報の記録) is kept for the period Cabinet order sets, counted
 from when it was recorded, and never erased while its certificate is still valid
 (Ord §70(1)(iii), `crlbuilder.apply.past_retention`): an entry falls due at
-``max(recorded_at + period, not_after)``. Finding which are due by reading every CRL entry
+``max(recorded_at + period, not_after)`` (`crlbuilder.apply.due_instant`). Finding which are due by reading every CRL entry
 costs seconds at national scale (about 4 s of CPU at 10,000,000 holders), and the builder
 asks at every build, every stream tick and every commit of the follow loop, when nearly
 always none is due.
