@@ -490,6 +490,7 @@ class Builder:
         tick_every: float = 0.0,
         ship: Callable[[BuildReport], object] | None = None,
         fetch_crls: Callable[[], object] | None = None,
+        stall_after: float = 10.0,
     ) -> int:
         """Apply the record stream (`crlbuilder.stream`) from where the store stands; returns
         the last stream sequence committed.
@@ -503,7 +504,8 @@ class Builder:
         spool loop, and, with ``tick_every``, publishing ticks that often and when a lapse
         falls due. CRLs between nodes (`crl.shipping`): the signer's ``ship`` gets each
         refresh's report (the CRLs it produced); a node without CA keys calls ``fetch_crls``
-        at every turn of the loop.
+        at every turn of the loop. A consumer that delivers nothing for ``stall_after``
+        seconds while the stream holds more is opened again from the last commit.
         """
         with self.store.read() as r:
             after = r.stream_seq()
@@ -586,6 +588,16 @@ class Builder:
                 with Commit(self.store) as c:
                     c.put_stream_head(head, int(time.time()))
                 last_head = now
+                if not got and head > batcher.after and now - last_read >= stall_after:
+                    # the stream holds records past the last commit and the consumer has
+                    # delivered none for a while: after a server of the cluster came back,
+                    # a pull consumer can stay silent; open it again where the store stands
+                    self.emit({"event": "warning", "message": (
+                        f"consumer delivered nothing for {now - last_read:.0f} s with the "
+                        f"stream at {head}, the store at {batcher.after}: opened again")})  # fmt: skip
+                    batcher.items.clear()
+                    consumer.open(batcher.after)
+                    last_read = now
             if got:
                 last_read = idle_since = now
             elif batcher.items and now - last_read >= tail_wait:

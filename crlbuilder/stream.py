@@ -386,6 +386,10 @@ class Consumer:
                 await js.add_consumer(stream, cfg)
             return await js.pull_subscribe_bind(durable=durable, stream=stream)
 
+        old, self._sub = self._sub, None
+        if old is not None:  # opened again: the previous subscription goes
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                self.cluster.run(old.unsubscribe())
         try:
             self._sub = self.cluster.run(go())
         except (nats.errors.Error, TimeoutError) as e:

@@ -279,6 +279,46 @@ def test_a_follower_that_cannot_open_its_consumer_waits_for_the_cluster(
     assert len(waited) == 2 and all('"warning"' in line for line in waited)
 
 
+class SilentUntilOpenedAgain(Consumer):
+    """A pull consumer as a node saw it after a NATS server came back: opened, it delivers
+    nothing though the stream holds records, until it is opened again."""
+
+    opened = 0
+
+    def open(self, after: int) -> None:
+        self.opened += 1
+        super().open(after)
+
+    def fetch(self, n: int, timeout: float) -> list[Delivered]:
+        if self.opened < 2:
+            time.sleep(min(timeout, 0.1))
+            return []
+        return super().fetch(n, timeout)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_consumer_that_stays_silent_is_opened_again(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    cfg = node_config(tmp_path / "silent", demo_pki[0], cluster, "silent")
+    total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
+    events = tmp_path / "events.jsonl"
+    b = Builder(cfg, progress=False, log=events.open("w"))
+    c = Cluster(cluster.urls)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        consumer = SilentUntilOpenedAgain(c, names(cfg), cfg.stream.durable, cipher)
+        seq = b.consume(consumer, follow=True, max_idle=3.0, tail_wait=0.5, interval=0.1,
+                        stall_after=1.0)  # fmt: skip
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+    assert seq == total and consumer.opened == 2
+    assert "delivered nothing" in events.read_text()
+
+
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_node_killed_while_consuming_resumes_without_loss_or_double_application(
