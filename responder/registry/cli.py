@@ -1033,12 +1033,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     try:
         while not stop:
             try:
-                got = _shared_call(lambda: shared.next(0.5 if args.follow else 2.0))
-            except CommandError as e:
+                got = shared.next(0.5 if args.follow else 2.0)
+            except ClusterError as e:
                 if not args.follow:
-                    raise
+                    raise CommandError(f"cannot read the shared registry: {e}") from None
                 # a server of the cluster gone: the client reconnects to another
-                print(f"responder registry sync: {e}", file=sys.stderr, flush=True)
+                print(f"responder registry sync: cannot read the shared registry now, "
+                      f"trying again in 1 s: {e}", file=sys.stderr, flush=True)  # fmt: skip
                 time.sleep(1.0)
                 continue
             if got is not None:
