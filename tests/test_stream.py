@@ -12,6 +12,7 @@ store's sequence and ends with the same bytes as a node never interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -19,8 +20,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import pytest
@@ -240,6 +243,26 @@ def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
     assert dump(a) == dump(b)
 
 
+C = TypeVar("C", bound=Consumer)
+
+
+@contextlib.contextmanager
+def follower(
+    cfg: BuilderConfig, cluster: NatsCluster, kind: type[C]
+) -> Iterator[tuple[Builder, C]]:
+    """A builder of ``cfg`` and a ``kind`` consumer of its stream; the builder's events go to
+    events.jsonl beside its store."""
+    b = Builder(cfg, progress=False, log=(Path(cfg.store.path).parent / "events.jsonl").open("w"))
+    c = Cluster(cluster.urls)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        yield b, kind(c, names(cfg), cfg.stream.durable, cipher)
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+
+
 class RefusedAtFirst(Consumer):
     """The stream's consumer as a node sees it while the cluster elects a leader: opening it
     fails ``failures`` times, then works."""
@@ -260,21 +283,13 @@ def test_a_follower_that_cannot_open_its_consumer_waits_for_the_cluster(
 ) -> None:
     cfg = node_config(tmp_path / "late", demo_pki[0], cluster, "late")
     total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
-    events = tmp_path / "events.jsonl"
-    b = Builder(cfg, progress=False, log=events.open("w"))
-    c = Cluster(cluster.urls)
-    try:
-        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
-        consumer = RefusedAtFirst(c, names(cfg), cfg.stream.durable, cipher)
+    with follower(cfg, cluster, RefusedAtFirst) as (b, consumer):
         with pytest.raises(ClusterError):  # without --follow: the error, at once
             b.consume(consumer, tail_wait=0.5)
         consumer.failures = 2
         seq = b.consume(consumer, follow=True, max_idle=1.0, tail_wait=0.5, interval=0.1)
-    finally:
-        c.close()
-        b.close()
-        b.log.close()
     assert seq == total and consumer.failures == 0
+    events = tmp_path / "late" / "events.jsonl"
     waited = [line for line in events.read_text().splitlines() if "consumer: nats" in line]
     assert len(waited) == 2 and all('"warning"' in line for line in waited)
 
@@ -303,20 +318,11 @@ def test_a_consumer_that_stays_silent_is_opened_again(
 ) -> None:
     cfg = node_config(tmp_path / "silent", demo_pki[0], cluster, "silent")
     total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
-    events = tmp_path / "events.jsonl"
-    b = Builder(cfg, progress=False, log=events.open("w"))
-    c = Cluster(cluster.urls)
-    try:
-        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
-        consumer = SilentUntilOpenedAgain(c, names(cfg), cfg.stream.durable, cipher)
+    with follower(cfg, cluster, SilentUntilOpenedAgain) as (b, consumer):
         seq = b.consume(consumer, follow=True, max_idle=3.0, tail_wait=0.5, interval=0.1,
                         stall_after=1.0)  # fmt: skip
-    finally:
-        c.close()
-        b.close()
-        b.log.close()
     assert seq == total and consumer.opened == 2
-    assert "delivered nothing" in events.read_text()
+    assert "delivered nothing" in (tmp_path / "silent" / "events.jsonl").read_text()
 
 
 @pytest.mark.integration
