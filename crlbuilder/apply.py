@@ -72,6 +72,7 @@ from typing import Final
 import msgspec
 
 from crlbuilder import outbox, rules
+from crlbuilder import retention as retention_agenda
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
     Located,
@@ -95,7 +96,7 @@ from crlbuilder.model import (
     ResidentChange,
     RevocationRequest,
 )
-from crlbuilder.retention import RetentionAgenda
+from crlbuilder.retention import LOOKAHEAD
 from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -348,7 +349,8 @@ class Applier:
         retention: Callable[[Family, Category], int],
         *,
         keep_time: bool,
-        agenda: RetentionAgenda | None = None,
+        agenda: bool = False,
+        lookahead: int = LOOKAHEAD,
     ) -> int:
         """Erase the revocation records whose retention has passed (Ord §70(1)(iii)); returns how many.
 
@@ -361,54 +363,57 @@ class Applier:
         when ``keep_time`` (``crl.erased_answer = "revoked"``). The issuance side (links,
         sealed facts) is not revocation information and is left to its own retention.
 
-        Which records are due is read from every CRL entry, or, with the builder's
-        ``agenda`` (`crlbuilder.retention`) and while it is not stale, from the agenda
-        alone: the same records either way.
+        Which records are due is read from every CRL entry, or, with ``agenda`` (the
+        builder's, kept in the store: `crlbuilder.retention`, ``lookahead`` seconds ahead)
+        and while it is not stale, from the agenda alone: the same records either way. The
+        scan runs in the erasure's write transaction, so that no entry is committed between
+        the scan and its agenda.
         """
-        shortest = min(retention(f, c) for f in Family for c in Category if c.applies_to(f))
-        if agenda is None:  # every entry read; the watermark is left to the builder's agenda
-            agenda, written = RetentionAgenda(), None
-        else:
-            written = self.store.revoked_written.take()
-        due: list[bytes] = []
-        with self.store.read() as r:
+        shortest = retention_agenda.shortest_period(retention)
+        periods = retention_agenda.periods_digest(retention)
+        with Commit(self.store, lambda: from_epoch(now)) as c:
 
             def due_at(key: bytes) -> int | None:
                 """When the entry at ``key`` falls due; None when it never does (or is gone)."""
-                entry = r.revoked_entry(key)
+                entry = c.revoked_entry(key)
                 meta = self._by_index.get(int.from_bytes(key[:2], "big"))
                 if entry is None or meta is None or not entry.category:
                     return None  # a listed entry of a group appliance: no legal category
                 keep = retention(meta.family, Category.from_code(entry.category))
-                st = r.status(key)
+                st = c.status(key)
                 return None if st is None else due_instant(entry.recorded_at, st.not_after, keep)
 
-            if agenda.stale(now, written, shortest):
-                horizon = now + agenda.lookahead
+            state = c.retention_state() if agenda else None
+            if not agenda or retention_agenda.stale(
+                state, now, c.revoked_written_from(), shortest, periods
+            ):
+                made = retention_agenda.scanned(now, periods, lookahead)
+                due: list[bytes] = []
                 later: list[tuple[int, bytes]] = []
-                for key, recorded_at in r.revoked_recorded():
-                    if recorded_at + shortest >= horizon:
+                for key, recorded_at in c.revoked_recorded():
+                    if recorded_at + shortest >= made.horizon:
                         continue  # past the horizon under every period: most records
                     at = due_at(key)
-                    if at is None or at >= horizon:
+                    if at is None or at >= made.horizon:
                         continue
                     if at <= now:
                         due.append(key)
                     else:
                         later.append((at, key))
-                agenda.rebuild(now, later)
+                if agenda:
+                    c.rebuild_retention(made, later)
             else:
-                due = [k for k in agenda.take(now) if (at := due_at(k)) is not None and at <= now]
-        if not due:
-            return 0
-        due.sort()  # key order, from the agenda as from the scan
-        with Commit(self.store, lambda: from_epoch(now)) as c:
+                due = [
+                    k for k in c.take_retention(now) if (at := due_at(k)) is not None and at <= now
+                ]
+            due.sort()  # key order, from the agenda as from the scan
             for key in due:
                 st = c.status(key)
                 assert st is not None
                 c.erase(key, st, keep_time=keep_time)
+        if due:
             self.summary.commits += 1
-        self.summary.erased += len(due)
+            self.summary.erased += len(due)
         return len(due)
 
     # --- per record ---------------------------------------------------------

@@ -51,7 +51,6 @@ from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import Presigner
-from crlbuilder.retention import RetentionAgenda
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
@@ -148,8 +147,6 @@ class Builder:
         self.cfg = cfg
         self.clock = clock
         self.progress = progress
-        self.retention = RetentionAgenda()
-        """What falls due for erasure soon (`crlbuilder.retention`): kept across commits."""
         self.log = log
         self.manifest = load_manifest(cfg.pki.manifest)
         self.key = facts_key(cfg)
@@ -394,7 +391,7 @@ class Builder:
             epoch(as_of),
             self.cfg.crl.retention_seconds,
             keep_time=self.cfg.crl.erased_answer == "revoked",
-            agenda=self.retention,
+            agenda=True,
         )
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:

@@ -28,9 +28,10 @@ from crlbuilder.config import ConfigError, add_arguments, load_config
 from crlbuilder.model import Category, Family
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import issuer_hashes
-from crlbuilder.retention import RetentionAgenda
+from crlbuilder.retention import periods_digest, scanned, stale
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import LmdbReader
 from responder.config import OcspConfig
 from responder.flow import OcspFlow, Unavailable
 from responder.ocsp import Ready, load_issuers
@@ -155,25 +156,42 @@ def test_ord_70_erasure_in_the_store(tmp_path: Path) -> None:
     assert w.status(ISSUER, 10).erased
 
 
-def test_agenda_answers_until_its_horizon_or_an_entry_that_may_fall_due_before_it() -> None:
-    a = RetentionAgenda(lookahead=100)
-    assert a.stale(0, None, 10)  # never scanned
-    a.rebuild(50, [(120, b"b"), (60, b"a"), (120, b"a2")])
-    assert a.horizon == 150 and len(a) == 3
-    assert not a.stale(149, None, 10) and a.stale(150, None, 10)
-    assert not a.stale(60, 140, 10)  # written at 140: due at 150 at the earliest, the horizon
-    assert a.stale(60, 139, 10)
-    assert a.take(59) == [] and a.take(60) == [b"a"] and a.take(60) == []
-    assert a.take(1000) == [b"a2", b"b"] and len(a) == 0
+def test_agenda_is_stale_without_a_scan_outside_its_span_after_an_early_entry_or_periods() -> None:
+    periods = periods_digest(lambda f, c: 100)
+    assert periods == periods_digest(lambda f, c: 100) != periods_digest(lambda f, c: 101)
+    s = scanned(50, periods, lookahead=100)
+    assert (s.scanned_at, s.horizon, s.periods) == (50, 150, periods)
+    assert stale(None, 60, None, 10, periods)  # never scanned
+    assert not stale(s, 50, None, 10, periods) and not stale(s, 149, None, 10, periods)
+    assert stale(s, 150, None, 10, periods) and stale(s, 49, None, 10, periods)
+    assert not stale(s, 60, 140, 10, periods)  # written at 140: due at 150 at the earliest
+    assert stale(s, 60, 139, 10, periods)
+    assert stale(s, 60, None, 10, periods_digest(lambda f, c: 101))  # other periods
     with pytest.raises(ValueError, match="positive"):
-        RetentionAgenda(lookahead=0)
+        scanned(0, periods, lookahead=0)
 
 
-def test_erasure_by_the_agenda_is_what_reading_every_entry_erases(tmp_path: Path) -> None:
+def test_agenda_keys_sort_by_due_instant_before_and_after_1970() -> None:
+    dues = [-(2**40), -1, 0, 1, 1_700_000_000, 2**62]
+    keys = [sf.retention_key(d, sf.status_key(2, 7)) for d in dues]
+    assert sorted(keys) == keys
+    assert [sf.split_retention_key(k) for k in keys] == [(d, sf.status_key(2, 7)) for d in dues]
+
+
+def _no_scan(self: LmdbReader) -> Iterator[tuple[bytes, int]]:
+    raise AssertionError("the agenda was not used: every CRL entry was read")
+
+
+def test_erasure_by_the_agenda_is_what_reading_every_entry_erases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two stores given the same records, erased at the same instants: one reads every CRL
-    entry each time, the other keeps an agenda. The same records go at the same instants,
-    including one recorded long ago but written after the agenda was made (its due instant
-    falls before the horizon: the store's watermark makes the agenda stale)."""
+    entry each time, the other keeps the agenda in the store, and is closed and opened again
+    between steps (a builder started again: only the store carries the agenda and the
+    watermark over). The same records go at the same instants, including one recorded long
+    ago but written after the agenda was made (its due instant falls before the horizon:
+    the watermark it wrote in the store makes the agenda stale); while the agenda is not
+    stale no CRL entry is read."""
     holders = [f"{i:02x}" * 32 for i in range(0x30, 0x36)]
     base = [
         issuance(10, ISSUER, holders[0], 0, not_after=ts(300)),  # due at day 300 (notAfter)
@@ -198,38 +216,65 @@ def test_erasure_by_the_agenda_is_what_reading_every_entry_erases(tmp_path: Path
               "issuer": ISSUER, "serial": 15, "reason": "loss"}]  # fmt: skip
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    kept, scanned = World(tmp_path / "a"), World(tmp_path / "b")
-    agenda = RetentionAgenda(lookahead=100 * DAY)
+    kept, scanned_every_time = World(tmp_path / "a"), World(tmp_path / "b")
     t0 = int(datetime.fromisoformat(ts(0)).timestamp())
 
     def retention(family: Family, category: Category) -> int:
         return 100 * DAY if category is Category.REQUEST else 3650 * DAY
 
-    def erase(day: int) -> tuple[int, int]:
+    def reopen() -> None:
+        kept.store.close()
+        kept.store = Store.open(kept.tmp / "store", readonly=False, map_size=1 << 26)
+
+    def agenda() -> tuple[int, int]:
+        """The agenda's horizon (days) and entries, as the store holds them."""
+        with kept.store.read() as r:
+            state = r.retention_state()
+            assert state is not None
+            return (state.horizon - t0) // DAY, r.count(sf.DB_RETENTION)
+
+    def erase(day: int, *, scan: bool) -> tuple[int, int]:
         now = t0 + day * DAY
-        a = kept.apply([]).erase_past_retention(now, retention, keep_time=False, agenda=agenda)
-        b = scanned.apply([]).erase_past_retention(now, retention, keep_time=False)
+        with monkeypatch.context() as m:
+            if not scan:
+                m.setattr(LmdbReader, "revoked_recorded", _no_scan)
+            a = kept.apply([]).erase_past_retention(
+                now, retention, keep_time=False, agenda=True, lookahead=100 * DAY
+            )
+        b = scanned_every_time.apply([]).erase_past_retention(now, retention, keep_time=False)
         return a, b
 
-    for w in (kept, scanned):
+    for w in (kept, scanned_every_time):
         w.apply(base)
-    assert erase(50) == (0, 0) and agenda.horizon == t0 + 150 * DAY and len(agenda) == 1
-    for w in (kept, scanned):
+    assert erase(50, scan=True) == (0, 0) and agenda() == (150, 1)  # serial 12, due at 130
+    reopen()
+    assert erase(60, scan=False) == (0, 0)
+    for w in (kept, scanned_every_time):
         w.apply(late)
-    assert erase(105) == (1, 1)  # serial 14: the watermark made the agenda stale, read again
-    assert agenda.horizon == t0 + 205 * DAY
-    for w in (kept, scanned):
+    reopen()
+    assert erase(105, scan=True) == (1, 1)  # serial 14: the watermark made the agenda stale
+    assert agenda() == (205, 2)
+    for w in (kept, scanned_every_time):
         w.apply(later)  # due in 100 days at the earliest: past the horizon, nothing read
-    assert erase(131) == (1, 1) and erase(201) == (1, 1)  # serials 12 and 13, from the agenda
-    assert agenda.horizon == t0 + 205 * DAY and len(agenda) == 0
-    assert erase(301) == (1, 1)  # serial 10, past the horizon: read again
-    assert erase(2000) == (1, 1)  # serial 15
+    reopen()
+    assert erase(131, scan=False) == (1, 1)  # serial 12, from the agenda
+    reopen()
+    assert erase(201, scan=False) == (1, 1) and agenda() == (205, 0)  # serial 13
+    assert erase(301, scan=True) == (1, 1)  # serial 10, past the horizon: read again
+    assert erase(2000, scan=True) == (1, 1)  # serial 15
     for serial in range(10, 16):
-        assert kept.status(ISSUER, serial) == scanned.status(ISSUER, serial)
+        assert kept.status(ISSUER, serial) == scanned_every_time.status(ISSUER, serial)
     erased = [s for s in range(10, 16) if kept.status(ISSUER, s).erased]
     assert erased == [10, 12, 13, 14, 15]  # 11: a recording error, kept 3650 days
+    # other periods than the agenda's: read again, whatever the horizon
+    with monkeypatch.context() as m:
+        m.setattr(LmdbReader, "revoked_recorded", _no_scan)
+        with pytest.raises(AssertionError, match="every CRL entry"):
+            kept.apply([]).erase_past_retention(
+                t0 + 2001 * DAY, lambda f, c: 99 * DAY, keep_time=False, agenda=True
+            )
     kept.store.close()
-    scanned.store.close()
+    scanned_every_time.store.close()
 
 
 def test_erasure_keeps_the_time_when_configured(tmp_path: Path) -> None:

@@ -68,6 +68,10 @@ DB_CHANGES: Final = b"changes"
 """The changes feed (現況確認 at scale, Act §18(1), §37(1)): every loss of effect (失効) keyed by
 the commit that wrote it, written in that commit's transaction, pruned past a horizon
 (`META_CHANGES_FROM`). See `change_key` and `commit_marker_key`."""
+DB_RETENTION: Final = b"retention"
+"""The builder's retention agenda (`crlbuilder.retention`): the CRL entries that fall due for
+erasure (Ord §70(1)(iii)) before `META_RETENTION`'s horizon, keyed `retention_key`, empty
+values. Rewritten by the scan that makes it, taken from as entries fall due."""
 
 ALL_DBS: Final = (
     DB_STATUS,
@@ -84,8 +88,9 @@ ALL_DBS: Final = (
     DB_OUTBOX,
     DB_QUARANTINE,
     DB_CHANGES,
+    DB_RETENTION,
 )
-BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE})
+BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE, DB_RETENTION})
 """Databases only crlbuilder reads: a read-only open of a store without them still works."""
 OPTIONAL_DBS: Final = frozenset({DB_ANNOUNCEMENTS, DB_CHANGES})
 """Databases added after format 1 that the responder reads: a store a builder of an earlier
@@ -131,6 +136,12 @@ META_STREAM_HEAD: Final = b"stream-head"
 """u64 ‖ i64: the record stream's last sequence as the builder last saw it, and when (epoch
 seconds): the responder's /readyz compares it with `META_STREAM_SEQ` (the lag) and says not
 ready when the builder stopped seeing the stream."""
+META_RETENTION: Final = b"retention"
+"""`RetentionState`: the retention agenda's scan (`DB_RETENTION`); absent before the first."""
+META_REVOKED_FROM: Final = b"revoked-from"
+"""i64: the earliest recordedAt of the CRL entries committed since the retention agenda's
+scan (every `crlbuilder.store.writer.Commit` that writes one lowers it; the scan deletes it);
+absent when none was."""
 
 SERIAL_BYTES: Final = 20
 KEY_BYTES: Final = 2 + SERIAL_BYTES
@@ -370,6 +381,33 @@ def unpack_i64(b: bytes) -> int:
     return int.from_bytes(b, "big", signed=True)
 
 
+_RETENTION_KEY: Final = struct.Struct(">Q")
+_RETENTION_BIAS: Final = 1 << 63
+
+
+def retention_key(due: int, key: bytes) -> bytes:
+    """An entry of the retention agenda: its due instant (epoch seconds, biased to sort
+    unsigned), then its status key: the agenda in due order."""
+    return _RETENTION_KEY.pack(due + _RETENTION_BIAS) + key
+
+
+def split_retention_key(k: bytes | memoryview) -> tuple[int, bytes]:
+    """(due instant, status key) of a `retention_key`."""
+    (biased,) = _RETENTION_KEY.unpack_from(k)
+    return int(biased) - _RETENTION_BIAS, bytes(k[_RETENTION_KEY.size :])
+
+
+class RetentionState(msgspec.Struct, frozen=True, kw_only=True):
+    """The retention agenda's scan (`META_RETENTION`, `crlbuilder.retention`)."""
+
+    scanned_at: int
+    """The instant (epoch seconds) the scan erased what was due by."""
+    horizon: int
+    """The agenda lists every entry that falls due before it."""
+    periods: str
+    """The retention periods the scan applied (`crlbuilder.retention.periods_digest`)."""
+
+
 class IssuerMeta(msgspec.Struct, frozen=True, kw_only=True):
     """One issuer generation as the store knows it (META_ISSUERS)."""
 
@@ -492,6 +530,7 @@ pending_decoder: Final = msgspec.json.Decoder(PendingMoveOut)
 crl_file_decoder: Final = msgspec.json.Decoder(CrlFileEntry)
 announcement_decoder: Final = msgspec.json.Decoder(Announcement)
 outbox_file_decoder: Final = msgspec.json.Decoder(OutboxFile)
+retention_state_decoder: Final = msgspec.json.Decoder(RetentionState)
 
 
 _REVOKED_CATEGORY_OFFSET: Final = 9

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -29,24 +29,6 @@ from crlbuilder.store.reader import Db, LmdbReader
 
 DEFAULT_MAP_SIZE: Final = 64 << 30
 """64 GiB of address space: a sparse file, it costs only what is written."""
-
-
-@dataclass(slots=True)
-class RevokedWatermark:
-    """The earliest recordedAt (epoch seconds) of the CRL entries committed through one
-    store handle since the last `take`: what the builder's retention agenda
-    (`crlbuilder.retention`) has not seen yet. `Commit` lowers it when it commits."""
-
-    earliest: int | None = None
-
-    def lower(self, recorded_at: int) -> None:
-        if self.earliest is None or recorded_at < self.earliest:
-            self.earliest = recorded_at
-
-    def take(self) -> int | None:
-        """The watermark, and none from now on."""
-        out, self.earliest = self.earliest, None
-        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +42,6 @@ class Store:
     dbs: dict[bytes, Db]
     path: Path
     readonly: bool
-    revoked_written: RevokedWatermark = field(default_factory=RevokedWatermark)
-    """The CRL entries written through this handle that the retention agenda has not seen."""
 
     @classmethod
     def open(

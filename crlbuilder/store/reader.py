@@ -434,6 +434,19 @@ class LmdbReader(ReaderRules):
         for key, value in self._range(sf.DB_REVOKED, None):
             yield key, sf.revoked_recorded_at(value)
 
+    # --- the builder's retention agenda (`crlbuilder.retention`) ---------------------
+
+    def retention_state(self) -> sf.RetentionState | None:
+        """The retention agenda's last scan (`META_RETENTION`), None before the first."""
+        raw = self._meta(sf.META_RETENTION)
+        return sf.retention_state_decoder.decode(raw) if raw else None
+
+    def revoked_written_from(self) -> int | None:
+        """The earliest recordedAt of the CRL entries committed since the agenda's scan
+        (`META_REVOKED_FROM`), None when none was."""
+        raw = self._meta(sf.META_REVOKED_FROM)
+        return sf.unpack_i64(raw) if raw else None
+
     def revoked_counts(
         self, checkpoint: Callable[[], object] | None = None
     ) -> dict[tuple[int, int], int]:

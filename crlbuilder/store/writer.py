@@ -70,7 +70,6 @@ class Commit(LmdbReader):
         "_revoked_db",
         "_revoked_from",
         "_seq_u32",
-        "_watermark",
         "changed",
         "lost",
         "seq",
@@ -102,10 +101,9 @@ class Commit(LmdbReader):
         """``seq`` as stored (u32): an applied record's value, a changes entry's prefix."""
         self.lost = 0
         """Losses of effect this commit appended to the changes feed."""
-        self._watermark = store.revoked_written
         self._revoked_from: int | None = None
-        """The earliest recordedAt of the CRL entries this commit writes (the watermark's
-        once committed)."""
+        """The earliest recordedAt of the CRL entries this commit writes: lowers
+        `META_REVOKED_FROM` when it commits."""
 
     def _end(self, *, failed: bool) -> None:
         """Commit with the bookkeeping, or abort a failed or empty transaction."""
@@ -122,9 +120,14 @@ class Commit(LmdbReader):
             if self.lost:
                 marker = sf.commit_marker_key(self.seq)
                 self._txn.put(marker, sf.pack_i64(at), db=self._changes_db)
-        self._txn.commit()
         if self._revoked_from is not None:
-            self._watermark.lower(self._revoked_from)
+            # what the retention agenda has not seen (`crlbuilder.retention`), in the same
+            # transaction as the entries: whichever process wrote them
+            seen = self.revoked_written_from()
+            if seen is None or self._revoked_from < seen:
+                self._txn.put(sf.META_REVOKED_FROM, sf.pack_i64(self._revoked_from),
+                              db=self._meta_db)  # fmt: skip
+        self._txn.commit()
 
     def _wrote_revoked(self, recorded_at: int) -> None:
         if self._revoked_from is None or recorded_at < self._revoked_from:
@@ -290,6 +293,34 @@ class Commit(LmdbReader):
             self._put(sf.DB_META, sf.META_CHANGES_FROM, sf.pack_u32(last), change=False)
         self.wrote |= dropped > 0
         return dropped
+
+    # --- the builder's retention agenda (`crlbuilder.retention`) ---------------------
+
+    def rebuild_retention(self, state: sf.RetentionState, later: list[tuple[int, bytes]]) -> None:
+        """The agenda a scan of every CRL entry in this transaction made: ``later`` holds every
+        (due instant, status key) that falls due before ``state.horizon``, in any order. The
+        entries written before it are all seen: `META_REVOKED_FROM` goes."""
+        db = self._dbs[sf.DB_RETENTION]
+        self._txn.drop(db, delete=False)
+        if later:
+            items = sorted((sf.retention_key(due, key), b"") for due, key in later)
+            self._txn.cursor(db=db).putmulti(items, append=True)
+        self._put(sf.DB_META, sf.META_RETENTION, msgspec.json.encode(state), change=False)
+        self._txn.delete(sf.META_REVOKED_FROM, db=self._meta_db)
+
+    def take_retention(self, now: int) -> list[bytes]:
+        """The status keys the agenda names as due by ``now``, taken off it (check each)."""
+        cur = self._txn.cursor(db=self._dbs[sf.DB_RETENTION])
+        out: list[bytes] = []
+        cur.first()
+        while k := cur.key():  # empty once past the last entry
+            due, key = sf.split_retention_key(k)
+            if due > now:
+                break
+            out.append(key)
+            cur.delete()  # and on to the next
+        self.wrote |= bool(out)
+        return out
 
     def mark_crl_import(self) -> None:
         """This store is a group appliance's, built from the 機構's CRLs (`META_MODE`)."""
