@@ -10,11 +10,15 @@ server list (``nats://HOST:PORT[,nats://HOST:PORT...]``), connecting with reconn
 to the other servers when one dies, and the replication factor of what is created
 (three copies when the cluster has three servers or more, one otherwise). The record
 stream is `crlbuilder.stream`.
+
+Connecting fails once every server named failed once (`ClusterError`): a one-shot command
+(``publish``, ``snapshot``, a registry change) says so and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -25,6 +29,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 T = TypeVar("T")
+
+_nats_log = logging.getLogger("nats.aio.client")
 
 
 class ClusterError(Exception):
@@ -73,18 +79,9 @@ class Cluster:
         self.servers = servers
         self.loop = asyncio.new_event_loop()
         try:
-            self.nc: Client = self.run(
-                nats.connect(
-                    servers=servers,
-                    connect_timeout=connect_timeout,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.2,
-                    allow_reconnect=True,
-                    name="jpki-va",
-                )
-            )
-        except (OSError, nats.errors.Error, TimeoutError) as e:
-            self.loop.close()
+            self.nc: Client = self.run(_connect(servers, connect_timeout))
+        except (ClusterError, OSError, nats.errors.Error, TimeoutError) as e:
+            self._close_loop()
             raise ClusterError(f"cannot connect to NATS at {','.join(servers)}: {e}") from None
         self.js: JetStreamContext = self.nc.jetstream()
 
@@ -107,12 +104,65 @@ class Cluster:
         except (nats.errors.Error, OSError, TimeoutError):
             pass
         finally:
-            pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-            for t in pending:  # the client's watchers and timers: ended, not left dangling
-                t.cancel()
-            if pending:
-                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self.loop.close()
+            self._close_loop()
+
+    def _close_loop(self) -> None:
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in pending:  # the client's watchers and timers: ended, not left dangling
+            t.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
+
+
+async def _connect(servers: list[str], connect_timeout: float) -> Client:
+    """A client connected to one of ``servers``, reconnecting to any of them for ever after;
+    `ClusterError` once every server failed once (refused, timed out, not NATS).
+
+    nats-py retries its first connection for ever when reconnection is unlimited (and logs a
+    traceback at each attempt): a command would then hang, silent but for the tracebacks,
+    while no server answers. So its errors are counted until it is connected, and the attempt
+    is given up when there are as many as servers. After that, errors go to nats-py's own
+    logger, as its default callback does.
+    """
+    nc = Client()
+    failures: list[Exception] = []
+    every_one_failed = asyncio.Event()
+    connected = False
+
+    async def on_error(e: Exception) -> None:
+        if connected:
+            _nats_log.error("nats: encountered error", exc_info=e)
+            return
+        failures.append(e)
+        if len(failures) >= len(servers):
+            every_one_failed.set()
+
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            servers=servers,
+            error_cb=on_error,
+            connect_timeout=connect_timeout,  # type: ignore[arg-type]  # typed int, used as float
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,  # type: ignore[arg-type]
+            allow_reconnect=True,
+            name="jpki-va",
+        )
+    )
+    gave_up = asyncio.ensure_future(every_one_failed.wait())
+    try:
+        await asyncio.wait({connecting, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gave_up.cancel()
+        if not connecting.done():
+            connecting.cancel()
+        await asyncio.gather(connecting, gave_up, return_exceptions=True)
+    if connecting.cancelled():
+        await nc.close()
+        raise ClusterError(str(failures[-1]) or type(failures[-1]).__name__)
+    connecting.result()  # what nats-py raised, if it did
+    connected = True
+    return nc
 
 
 async def through_election(request: Callable[[], Awaitable[T]], seconds: float = 30) -> T:
