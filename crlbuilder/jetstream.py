@@ -12,15 +12,20 @@ to the other servers when one dies, and the replication factor of what is create
 stream is `crlbuilder.stream`.
 
 Connecting fails once every server named failed once (`ClusterError`): a one-shot command
-(``publish``, ``snapshot``, a registry change) says so and exits.
+(``publish``, ``snapshot``, a registry change) says so and exits. A command that runs until
+stopped (``build --source ... --follow``, ``responder registry sync --follow``) connects
+through `wait_for_cluster` instead, which tries again until the cluster answers: a node
+whose NATS server starts after it, or restarts meanwhile, is not left down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import nats
@@ -163,6 +168,58 @@ async def _connect(servers: list[str], connect_timeout: float) -> Client:
     connecting.result()  # what nats-py raised, if it did
     connected = True
     return nc
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+def wait_for_cluster(
+    connect: Callable[[], C], *, interval: float, warn: Callable[[str], None]
+) -> C | None:
+    """``connect()`` (a `Cluster`, or what opens one), made again every ``interval`` seconds
+    while it raises `ClusterError`, each failure passed to ``warn``; None when SIGTERM or
+    SIGINT arrives first (then nothing stays connected). For the commands that run until
+    stopped, at their start; its own handlers of the two signals hold while it waits, the
+    caller's are back when it returns. Anything else ``connect`` raises (a bad address is
+    refused before connecting) goes through at once.
+
+    The wait is the caller's own loop interval (the builder's ``input.follow_interval``),
+    not a backoff: the servers it waits for are a boot or a restart away, and a node should
+    follow them within that interval; a warning per attempt says what it waits for. A stop
+    is seen within 0.1 s while it sleeps, and after the connection attempt under way (at
+    most the connection timeout per server: a refused connection fails at once).
+    """
+    stop = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop:
+            try:
+                got = connect()
+            except ClusterError as e:
+                if stop:
+                    break
+                warn(f"{e}; trying again in {interval:g} s")
+                deadline = time.monotonic() + interval
+                while not stop and (left := deadline - time.monotonic()) > 0:
+                    time.sleep(min(left, 0.1))
+                continue
+            if stop:  # connected, but asked to stop meanwhile
+                got.close()
+                break
+            return got
+        return None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 async def through_election(request: Callable[[], Awaitable[T]], seconds: float = 30) -> T:

@@ -54,7 +54,7 @@ from crlbuilder.stream import (
 from responder.streamlag import STALE_AFTER, verdict
 from tests.support import procs
 from tests.support.builder import builder_config
-from tests.support.nats import NatsCluster, free_ports
+from tests.support.nats import NatsCluster, free_ports, nats_server
 from tests.support.store import dump_store
 from tests.support.wait import until
 
@@ -616,3 +616,57 @@ def test_a_one_shot_command_fails_at_once_when_no_nats_server_answers(
     assert out.returncode == code, out.stderr[-2000:]
     assert f"cannot connect to NATS at nats://127.0.0.1:{port}" in out.stderr
     assert "Traceback" not in out.stderr and time.monotonic() - t0 < 20
+
+
+def warnings_in(log: Path) -> list[str]:
+    """The messages of the builder's warning events in ``log`` (its stderr)."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            event = msgspec.json.decode(line)
+            if event.get("event") == "warning":
+                out.append(str(event["message"]))
+    return out
+
+
+def waiting(log: Path, port: int) -> bool:
+    return any(f"cannot connect to NATS at nats://127.0.0.1:{port}" in m for m in warnings_in(log))
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, timed waits
+def test_a_follower_started_before_its_nats_server_waits_for_it(
+    tmp_path: Path, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    cfg, port = unreachable(tmp_path / "early", demo_pki[0])
+    args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(cfg), "--no-progress",
+            "--follow", "--follow-interval", "0.2"]  # fmt: skip
+    log = tmp_path / "early.log"
+    with procs.started(args, log=log) as p:
+        until(lambda: waiting(log, port) or p.poll() is not None, 30, "the builder's warning")
+        assert p.poll() is None, log.read_text()[-2000:]
+        assert "Traceback" not in log.read_text()
+        with nats_server(tmp_path / "late-server", port) as server:
+            n = publish_files(cfg, server, sorted(population.glob("*.jsonl"))[:1])
+            assert n > 0
+            until(lambda: stream_seq(cfg) == n, 30, "the records applied")
+            assert procs.stop(p, signal.SIGTERM, 15) == 0, log.read_text()[-2000:]
+    assert len(warnings_in(log)) >= 1
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # timed waits
+def test_a_follower_stopped_while_waiting_for_its_nats_server_exits_0_promptly(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    cfg, port = unreachable(tmp_path / "early", demo_pki[0])
+    args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(cfg), "--no-progress",
+            "--follow"]  # fmt: skip
+    log = tmp_path / "early.log"
+    with procs.started(args, log=log) as p:
+        until(lambda: waiting(log, port) or p.poll() is not None, 30, "the builder's warning")
+        assert p.poll() is None, log.read_text()[-2000:]
+        t0 = time.monotonic()
+        assert procs.stop(p, signal.SIGTERM, 5) == 0, log.read_text()[-2000:]
+        assert time.monotonic() - t0 < 2
+    assert stream_seq(cfg) == 0  # nothing read
