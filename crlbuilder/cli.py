@@ -80,10 +80,10 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stream(cfg: BuilderConfig) -> tuple[Cluster, StreamNames, StreamCipher]:
-    """The cluster named by ``input.source``, the stream's names, the cipher of its payloads."""
+def _stream(cfg: BuilderConfig) -> tuple[list[str], StreamNames, StreamCipher]:
+    """The servers named by ``input.source``, the stream's names, the cipher of its payloads."""
     from crlbuilder.config import facts_key
-    from crlbuilder.jetstream import Cluster, parse_servers
+    from crlbuilder.jetstream import parse_servers
     from crlbuilder.stream import StreamCipher, StreamNames
 
     try:
@@ -97,11 +97,11 @@ def _stream(cfg: BuilderConfig) -> tuple[Cluster, StreamNames, StreamCipher]:
         replicas=cfg.stream.replicas,
         duplicate_window_seconds=cfg.stream.duplicate_window_seconds,
     )
-    return Cluster(servers), names, cipher
+    return servers, names, cipher
 
 
 def _build_from_stream(args: argparse.Namespace, cfg: BuilderConfig, builder: Builder) -> int:
-    from crlbuilder.jetstream import ClusterError
+    from crlbuilder.jetstream import Cluster, ClusterError, wait_for_cluster
     from crlbuilder.stream import Consumer, default_durable
 
     if args.as_of is not None:
@@ -109,7 +109,18 @@ def _build_from_stream(args: argparse.Namespace, cfg: BuilderConfig, builder: Bu
               "(a stream is applied as of the clock)", file=sys.stderr)  # fmt: skip
         return 2
     try:
-        cluster, names, cipher = _stream(cfg)
+        servers, names, cipher = _stream(cfg)
+        if args.follow:  # it runs until stopped: a cluster not up yet is waited for
+            waited = wait_for_cluster(
+                lambda: Cluster(servers),
+                interval=cfg.input.follow_interval,
+                warn=lambda message: builder.emit({"event": "warning", "message": message}),
+            )
+            if waited is None:
+                return 0  # stopped while waiting: nothing read
+            cluster = waited
+        else:
+            cluster = Cluster(servers)
     except (ConfigError, ClusterError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
@@ -179,7 +190,7 @@ def _crl_exchange(
 
 def _publish(args: argparse.Namespace) -> int:
     from crlbuilder.ingest import list_sources
-    from crlbuilder.jetstream import ClusterError
+    from crlbuilder.jetstream import Cluster, ClusterError
     from crlbuilder.stream import publish
 
     try:
@@ -189,7 +200,8 @@ def _publish(args: argparse.Namespace) -> int:
                 "<configuration>", "input.source", "publish needs --source nats://..."
             )
         paths = list_sources(args.files)
-        cluster, names, cipher = _stream(cfg)
+        servers, names, cipher = _stream(cfg)
+        cluster = Cluster(servers)
     except (ConfigError, ClusterError, FileNotFoundError) as e:
         print(f"crlbuilder publish: error: {e}", file=sys.stderr)
         return 2
@@ -378,7 +390,11 @@ def parser() -> argparse.ArgumentParser:
         "goes back in time. A following --follow loop runs on the real clock.",
     )
     b.add_argument(
-        "--follow", action="store_true", help="then watch the spool directory (input.spool)"
+        "--follow",
+        action="store_true",
+        help="then go on until SIGTERM: watch the spool directory (input.spool), or follow the "
+        "record stream (--source; NATS servers that do not answer yet are waited for, a warning "
+        "every --follow-interval)",
     )
     b.add_argument(
         "--max-idle", type=float, default=None, help="with --follow: stop after N idle seconds"

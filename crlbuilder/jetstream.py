@@ -10,13 +10,22 @@ server list (``nats://HOST:PORT[,nats://HOST:PORT...]``), connecting with reconn
 to the other servers when one dies, and the replication factor of what is created
 (three copies when the cluster has three servers or more, one otherwise). The record
 stream is `crlbuilder.stream`.
+
+Connecting fails once every server named failed once (`ClusterError`): a one-shot command
+(``publish``, ``snapshot``, a registry change) says so and exits. A command that runs until
+stopped (``build --source ... --follow``, ``responder registry sync --follow``) connects
+through `wait_for_cluster` instead, which tries again until the cluster answers: a node
+whose NATS server starts after it, or restarts meanwhile, is not left down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import nats
@@ -25,6 +34,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 T = TypeVar("T")
+
+_nats_log = logging.getLogger("nats.aio.client")
 
 
 class ClusterError(Exception):
@@ -73,18 +84,9 @@ class Cluster:
         self.servers = servers
         self.loop = asyncio.new_event_loop()
         try:
-            self.nc: Client = self.run(
-                nats.connect(
-                    servers=servers,
-                    connect_timeout=connect_timeout,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.2,
-                    allow_reconnect=True,
-                    name="jpki-va",
-                )
-            )
-        except (OSError, nats.errors.Error, TimeoutError) as e:
-            self.loop.close()
+            self.nc: Client = self.run(_connect(servers, connect_timeout))
+        except (ClusterError, OSError, nats.errors.Error, TimeoutError) as e:
+            self._close_loop()
             raise ClusterError(f"cannot connect to NATS at {','.join(servers)}: {e}") from None
         self.js: JetStreamContext = self.nc.jetstream()
 
@@ -107,12 +109,117 @@ class Cluster:
         except (nats.errors.Error, OSError, TimeoutError):
             pass
         finally:
-            pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-            for t in pending:  # the client's watchers and timers: ended, not left dangling
-                t.cancel()
-            if pending:
-                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            self.loop.close()
+            self._close_loop()
+
+    def _close_loop(self) -> None:
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for t in pending:  # the client's watchers and timers: ended, not left dangling
+            t.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
+
+
+async def _connect(servers: list[str], connect_timeout: float) -> Client:
+    """A client connected to one of ``servers``, reconnecting to any of them for ever after;
+    `ClusterError` once every server failed once (refused, timed out, not NATS).
+
+    nats-py retries its first connection for ever when reconnection is unlimited (and logs a
+    traceback at each attempt): a command would then hang, silent but for the tracebacks,
+    while no server answers. So its errors are counted until it is connected, and the attempt
+    is given up when there are as many as servers. After that, errors go to nats-py's own
+    logger, as its default callback does.
+    """
+    nc = Client()
+    failures: list[Exception] = []
+    every_one_failed = asyncio.Event()
+    connected = False
+
+    async def on_error(e: Exception) -> None:
+        if connected:
+            _nats_log.error("nats: encountered error", exc_info=e)
+            return
+        failures.append(e)
+        if len(failures) >= len(servers):
+            every_one_failed.set()
+
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            servers=servers,
+            error_cb=on_error,
+            connect_timeout=connect_timeout,  # type: ignore[arg-type]  # typed int, used as float
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,  # type: ignore[arg-type]
+            allow_reconnect=True,
+            name="jpki-va",
+        )
+    )
+    gave_up = asyncio.ensure_future(every_one_failed.wait())
+    try:
+        await asyncio.wait({connecting, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gave_up.cancel()
+        if not connecting.done():
+            connecting.cancel()
+        await asyncio.gather(connecting, gave_up, return_exceptions=True)
+    if connecting.cancelled():
+        await nc.close()
+        raise ClusterError(str(failures[-1]) or type(failures[-1]).__name__)
+    connecting.result()  # what nats-py raised, if it did
+    connected = True
+    return nc
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+def wait_for_cluster(
+    connect: Callable[[], C], *, interval: float, warn: Callable[[str], None]
+) -> C | None:
+    """``connect()`` (a `Cluster`, or what opens one), made again every ``interval`` seconds
+    while it raises `ClusterError`, each failure passed to ``warn``; None when SIGTERM or
+    SIGINT arrives first (then nothing stays connected). For the commands that run until
+    stopped, at their start; its own handlers of the two signals hold while it waits, the
+    caller's are back when it returns. Anything else ``connect`` raises (a bad address is
+    refused before connecting) goes through at once.
+
+    The wait is the caller's own loop interval (the builder's ``input.follow_interval``),
+    not a backoff: the servers it waits for are a boot or a restart away, and a node should
+    follow them within that interval; a warning per attempt says what it waits for. A stop
+    is seen within 0.1 s while it sleeps, and after the connection attempt under way (at
+    most the connection timeout per server: a refused connection fails at once).
+    """
+    stop = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop:
+            try:
+                got = connect()
+            except ClusterError as e:
+                if stop:
+                    break
+                warn(f"{e}; trying again in {interval:g} s")
+                deadline = time.monotonic() + interval
+                while not stop and (left := deadline - time.monotonic()) > 0:
+                    time.sleep(min(left, 0.1))
+                continue
+            if stop:  # connected, but asked to stop meanwhile
+                got.close()
+                break
+            return got
+        return None
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 async def through_election(request: Callable[[], Awaitable[T]], seconds: float = 30) -> T:

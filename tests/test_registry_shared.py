@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from responder.cli import main as responder_main
 from responder.registry.lookup import Registry
 from responder.registry.shared import CHECK_EVERY, Conflict, Shared, SharedRegistry
 from tests.support import procs
-from tests.support.nats import NatsCluster
+from tests.support.nats import NatsCluster, free_ports, nats_server
 from tests.support.wait import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_clock]
@@ -158,3 +159,81 @@ def test_a_watch_that_died_does_not_stop_replication(cluster: NatsCluster) -> No
     finally:
         follower.close()
         writer.close()
+
+
+# ---------------------------------------------------------------------------
+# No NATS server answers at the start
+# ---------------------------------------------------------------------------
+
+
+def sync_args(registry_file: Path, source: str, *more: str) -> list[str]:
+    return [sys.executable, "-m", "responder.cli", "registry", "sync", "--registry",
+            str(registry_file), "--nats", source, "--bucket", "REG_EARLY", *more]  # fmt: skip
+
+
+def waiting(log: Path, port: int) -> bool:
+    return any(
+        line.startswith("responder registry sync: cannot connect to NATS at "
+                        f"nats://127.0.0.1:{port}") and "trying again in 1 s" in line
+        for line in log.read_text(errors="replace").splitlines()
+    )  # fmt: skip
+
+
+def test_sync_follow_started_before_its_nats_server_waits_for_it(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    a, b = tmp_path / "a" / "registry.toml", tmp_path / "b" / "registry.toml"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    registry("init", "--pki", str(demo_pki[0]), "--out", str(a))
+    (port,) = free_ports(1)
+    source = f"nats://127.0.0.1:{port}"
+    log = tmp_path / "sync.log"
+    with procs.started(sync_args(b, source, "--follow"), log=log) as p:
+        until(lambda: waiting(log, port) or p.poll() is not None, 30, "the sync's warning")
+        assert p.poll() is None, log.read_text()[-2000:]
+        assert "Traceback" not in log.read_text()
+        with nats_server(tmp_path / "late-server", port):
+            registry("update", "--registry", str(a), "--id", PARTY, "--office", "Kyoto",
+                     "--nats", source, "--bucket", "REG_EARLY")  # fmt: skip
+            until(lambda: b.exists() and b.read_bytes() == a.read_bytes(), 20, "b replicated a")
+            assert procs.stop(p, signal.SIGTERM, 15) == 0, log.read_text()[-2000:]
+    assert "intact" in registry("verify-audit", "--registry", str(b)).stdout
+
+
+def test_sync_follow_stopped_while_waiting_for_its_nats_server_exits_0_promptly(
+    tmp_path: Path,
+) -> None:
+    b = tmp_path / "registry.toml"
+    (port,) = free_ports(1)
+    log = tmp_path / "sync.log"
+    with procs.started(sync_args(b, f"nats://127.0.0.1:{port}", "--follow"), log=log) as p:
+        until(lambda: waiting(log, port) or p.poll() is not None, 30, "the sync's warning")
+        assert p.poll() is None, log.read_text()[-2000:]
+        t0 = time.monotonic()
+        assert procs.stop(p, signal.SIGTERM, 5) == 0, log.read_text()[-2000:]
+        assert time.monotonic() - t0 < 2
+    assert not b.exists()  # nothing read, nothing written
+
+
+@pytest.mark.parametrize(
+    ("source", "follow", "says"),
+    [
+        ("unreachable", False, "cannot reach the shared registry: cannot connect to NATS at"),
+        ("http://127.0.0.1:1", True, "a record source is nats://HOST:PORT"),  # no waiting
+        ("nats://127.0.0.1", True, "a NATS server is nats://HOST:PORT"),
+    ],
+)
+def test_sync_fails_at_once_without_follow_or_with_an_address_that_is_none(
+    tmp_path: Path, source: str, follow: bool, says: str
+) -> None:
+    if source == "unreachable":
+        source = f"nats://127.0.0.1:{free_ports(1)[0]}"
+    b = tmp_path / "registry.toml"
+    t0 = time.monotonic()
+    out = subprocess.run(sync_args(b, source, *(["--follow"] if follow else [])),
+                         check=False, capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.startswith("responder registry sync: error: ") and says in out.stderr
+    assert "Traceback" not in out.stderr and time.monotonic() - t0 < 20
+    assert not b.exists()

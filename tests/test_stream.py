@@ -54,7 +54,7 @@ from crlbuilder.stream import (
 from responder.streamlag import STALE_AFTER, verdict
 from tests.support import procs
 from tests.support.builder import builder_config
-from tests.support.nats import NatsCluster
+from tests.support.nats import NatsCluster, free_ports, nats_server
 from tests.support.store import dump_store
 from tests.support.wait import until
 
@@ -168,7 +168,7 @@ def population(tmp_path_factory: pytest.TempPathFactory, demo_pki: tuple[Path, M
 
 
 def node_config(
-    tmp: Path, pki: Path, cluster: NatsCluster, stream: str, batch_size: int = 40
+    tmp: Path, pki: Path, source: str, stream: str, batch_size: int = 40
 ) -> BuilderConfig:
     tmp.mkdir()
     cfg = builder_config(tmp, pki)
@@ -177,7 +177,7 @@ def node_config(
         cfg,
         crl=msgspec.structs.replace(cfg.crl, enabled=False),
         ocsp=msgspec.structs.replace(cfg.ocsp, presign=False),
-        input=msgspec.structs.replace(cfg.input, source=cluster.source, batch_size=batch_size),
+        input=msgspec.structs.replace(cfg.input, source=source, batch_size=batch_size),
         stream=msgspec.structs.replace(
             cfg.stream, name=stream, subject=f"jpki.{stream}", durable=tmp.name
         ),
@@ -225,8 +225,8 @@ def dump(cfg: BuilderConfig) -> dict[str, list[tuple[bytes, bytes]]]:
 def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
-    a = node_config(tmp_path / "a", demo_pki[0], cluster, "same")
-    b = node_config(tmp_path / "b", demo_pki[0], cluster, "same")
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "same")
+    b = node_config(tmp_path / "b", demo_pki[0], cluster.source, "same")
     same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
     files = sorted(population.glob("*.jsonl"))
     half = len(files) // 2
@@ -281,7 +281,7 @@ class RefusedAtFirst(Consumer):
 def test_a_follower_that_cannot_open_its_consumer_waits_for_the_cluster(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
-    cfg = node_config(tmp_path / "late", demo_pki[0], cluster, "late")
+    cfg = node_config(tmp_path / "late", demo_pki[0], cluster.source, "late")
     total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
     with follower(cfg, cluster, RefusedAtFirst) as (b, consumer):
         with pytest.raises(ClusterError):  # without --follow: the error, at once
@@ -316,7 +316,7 @@ class SilentUntilOpenedAgain(Consumer):
 def test_a_consumer_that_stays_silent_is_opened_again(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
-    cfg = node_config(tmp_path / "silent", demo_pki[0], cluster, "silent")
+    cfg = node_config(tmp_path / "silent", demo_pki[0], cluster.source, "silent")
     total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
     with follower(cfg, cluster, SilentUntilOpenedAgain) as (b, consumer):
         seq = b.consume(consumer, follow=True, max_idle=3.0, tail_wait=0.5, interval=0.1,
@@ -330,8 +330,8 @@ def test_a_consumer_that_stays_silent_is_opened_again(
 def test_node_killed_while_consuming_resumes_without_loss_or_double_application(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
-    ref = node_config(tmp_path / "ref", demo_pki[0], cluster, "kill", batch_size=4)
-    victim = node_config(tmp_path / "victim", demo_pki[0], cluster, "kill", batch_size=4)
+    ref = node_config(tmp_path / "ref", demo_pki[0], cluster.source, "kill", batch_size=4)
+    victim = node_config(tmp_path / "victim", demo_pki[0], cluster.source, "kill", batch_size=4)
     same_key(Path(ref.keys.facts_key_file), Path(victim.keys.facts_key_file))
     total = publish_files(ref, cluster, sorted(population.glob("*.jsonl")))
     consume(ref, cluster)
@@ -442,10 +442,10 @@ def crl_index(cfg: BuilderConfig) -> tuple[list[sf.CrlFileEntry], list[sf.CrlSta
 def test_only_the_key_holder_signs_crls_and_keyless_nodes_serve_the_same_files(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
-    signer = node_config(tmp_path / "signer", demo_pki[0], cluster, "crls")
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "crls")
     signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
     node = node_config(
-        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster, "crls"
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster.source, "crls"
     )
     same_key(Path(signer.keys.facts_key_file), Path(node.keys.facts_key_file))
     with pytest.raises(SignerError):  # the keyless node cannot sign CRLs: it must not try
@@ -475,10 +475,10 @@ def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written
 
     import nats
 
-    signer = node_config(tmp_path / "signer", demo_pki[0], cluster, "bad")
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "bad")
     signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
     node = node_config(
-        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster, "bad"
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster.source, "bad"
     )
     run_node(signer, cluster, "CRLS_BAD")
     entries, _ = crl_index(signer)
@@ -541,7 +541,7 @@ def test_readyz_not_ready_until_within_the_lag_and_again_when_behind() -> None:
 def test_new_node_starts_from_a_snapshot_and_the_stream_after_it(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
-    a = node_config(tmp_path / "a", demo_pki[0], cluster, "snap")
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "snap")
     files = sorted(population.glob("*.jsonl"))
     half = len(files) // 2
     n1 = publish_files(a, cluster, files[:half])
@@ -556,7 +556,7 @@ def test_new_node_starts_from_a_snapshot_and_the_stream_after_it(
     assert info.stream_seq == n1
     n2 = publish_files(a, cluster, files[half:])
     consume(a, cluster)
-    new = node_config(tmp_path / "new", demo_pki[0], cluster, "snap")
+    new = node_config(tmp_path / "new", demo_pki[0], cluster.source, "snap")
     same_key(Path(a.keys.facts_key_file), Path(new.keys.facts_key_file))
     out = subprocess.run(
         [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", cluster.source,
@@ -581,3 +581,92 @@ def test_new_node_starts_from_a_snapshot_and_the_stream_after_it(
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert again.returncode == 2 and "already there" in again.stderr
+
+
+# ---------------------------------------------------------------------------
+# No NATS server answers at the start
+# ---------------------------------------------------------------------------
+
+
+def unreachable(tmp: Path, pki: Path) -> tuple[BuilderConfig, int]:
+    """A node's configuration naming a NATS server on a free port, where none answers (yet)."""
+    (port,) = free_ports(1)
+    return node_config(tmp, pki, f"nats://127.0.0.1:{port}", "early"), port
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a timed subprocess
+@pytest.mark.parametrize(("command", "code"), [("build", 2), ("publish", 2), ("snapshot", 1)])
+def test_a_one_shot_command_fails_at_once_when_no_nats_server_answers(
+    command: str, code: int, tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """Each server named is tried once, then the error and the exit code. (nats-py alone
+    retries a first connection for ever when reconnection is unlimited: these hung, printing
+    a traceback every 0.2 s.)"""
+    cfg, port = unreachable(tmp_path / "n", demo_pki[0])
+    records = tmp_path / "r.jsonl"
+    records.write_text('{"id": "r1", "type": "nonsense"}\n')
+    argv = {"build": ["build", "--no-progress"], "publish": ["publish", str(records)],
+            "snapshot": ["snapshot", "get"]}[command]  # fmt: skip
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", *argv, *flags(cfg)],
+        check=False, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == code, out.stderr[-2000:]
+    assert f"cannot connect to NATS at nats://127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr and time.monotonic() - t0 < 20
+
+
+def warnings_in(log: Path) -> list[str]:
+    """The messages of the builder's warning events in ``log`` (its stderr)."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            event = msgspec.json.decode(line)
+            if event.get("event") == "warning":
+                out.append(str(event["message"]))
+    return out
+
+
+def waiting(log: Path, port: int) -> bool:
+    return any(f"cannot connect to NATS at nats://127.0.0.1:{port}" in m for m in warnings_in(log))
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, timed waits
+def test_a_follower_started_before_its_nats_server_waits_for_it(
+    tmp_path: Path, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    cfg, port = unreachable(tmp_path / "early", demo_pki[0])
+    args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(cfg), "--no-progress",
+            "--follow", "--follow-interval", "0.2"]  # fmt: skip
+    log = tmp_path / "early.log"
+    with procs.started(args, log=log) as p:
+        until(lambda: waiting(log, port) or p.poll() is not None, 30, "the builder's warning")
+        assert p.poll() is None, log.read_text()[-2000:]
+        assert "Traceback" not in log.read_text()
+        with nats_server(tmp_path / "late-server", port) as server:
+            n = publish_files(cfg, server, sorted(population.glob("*.jsonl"))[:1])
+            assert n > 0
+            until(lambda: stream_seq(cfg) == n, 30, "the records applied")
+            assert procs.stop(p, signal.SIGTERM, 15) == 0, log.read_text()[-2000:]
+    assert len(warnings_in(log)) >= 1
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # timed waits
+def test_a_follower_stopped_while_waiting_for_its_nats_server_exits_0_promptly(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    cfg, port = unreachable(tmp_path / "early", demo_pki[0])
+    args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(cfg), "--no-progress",
+            "--follow"]  # fmt: skip
+    log = tmp_path / "early.log"
+    with procs.started(args, log=log) as p:
+        until(lambda: waiting(log, port) or p.poll() is not None, 30, "the builder's warning")
+        assert p.poll() is None, log.read_text()[-2000:]
+        t0 = time.monotonic()
+        assert procs.stop(p, signal.SIGTERM, 5) == 0, log.read_text()[-2000:]
+        assert time.monotonic() - t0 < 2
+    assert stream_seq(cfg) == 0  # nothing read

@@ -69,7 +69,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from crlbuilder.auditlog import write_synced
-from crlbuilder.jetstream import ClusterError
+from crlbuilder.jetstream import ClusterError, wait_for_cluster
 from crlbuilder.model import Family
 from crlbuilder.options import instant, run_command
 from crlbuilder.rules import JST
@@ -252,6 +252,15 @@ def _shared_call(fn: Callable[[], _T]) -> _T:
         raise CommandError(f"refused: {e}") from None
     except ClusterError as e:
         raise CommandError(f"refused, nothing written: {e}") from None
+
+
+def _open_shared(source: str, bucket: str) -> SharedRegistry:
+    """The shared registry at ``source``; CommandError when ``source`` or ``bucket`` cannot be
+    one (`ClusterError` when it cannot be reached now: the caller's to judge)."""
+    try:
+        return SharedRegistry(source, bucket)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
 
 
 def replicate(path: Path, data: bytes, *, audit: Path, origin: str) -> list[str]:
@@ -1016,13 +1025,32 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+_SYNC_RETRY: Final = 1.0
+"""Seconds between `cmd_sync`'s attempts while the cluster cannot be reached or read."""
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
-    """Take the shared registry into this node's file; with ``--follow``, every change of it."""
+    """Take the shared registry into this node's file; with ``--follow``, every change of it,
+    until SIGTERM/SIGINT, waiting for a cluster that cannot be reached at its start or later."""
     path = _registry_path(args)
     audit = args.audit or audit_path_for(path)
     if not args.nats:
         raise CommandError("--nats is required (or set JPKI_VA_NATS)")
-    shared = _shared_call(lambda: SharedRegistry(args.nats, args.bucket))
+    if args.follow:  # it runs until stopped: a cluster not up yet is waited for
+        waited = wait_for_cluster(
+            lambda: _open_shared(args.nats, args.bucket),
+            interval=_SYNC_RETRY,
+            warn=lambda message: print(f"responder registry sync: {message}",
+                                       file=sys.stderr, flush=True),
+        )  # fmt: skip
+        if waited is None:
+            return 0  # stopped while waiting: nothing read
+        shared = waited
+    else:
+        try:
+            shared = _open_shared(args.nats, args.bucket)
+        except ClusterError as e:
+            raise CommandError(f"cannot reach the shared registry: {e}") from None
     stop = False
 
     def _stop(signum: int, frame: object) -> None:
@@ -1039,8 +1067,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     raise CommandError(f"cannot read the shared registry: {e}") from None
                 # a server of the cluster gone: the client reconnects to another
                 print(f"responder registry sync: cannot read the shared registry now, "
-                      f"trying again in 1 s: {e}", file=sys.stderr, flush=True)  # fmt: skip
-                time.sleep(1.0)
+                      f"trying again in {_SYNC_RETRY:g} s: {e}", file=sys.stderr, flush=True)  # fmt: skip
+                time.sleep(_SYNC_RETRY)
                 continue
             if got is not None:
                 with _locked(path):
@@ -1110,7 +1138,7 @@ def _shared(args: argparse.Namespace) -> SharedRegistry | None:
     source = getattr(args, "nats", None)
     if not source:
         return None
-    return _shared_call(lambda: SharedRegistry(source, args.bucket))
+    return _shared_call(lambda: _open_shared(source, args.bucket))
 
 
 def _os_user() -> str:
@@ -1350,7 +1378,12 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         "is made on any node (workers pick the file up within a second).",
     )
     _common(p, writes=True)
-    p.add_argument("--follow", action="store_true", help="keep watching until SIGTERM")
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep watching until SIGTERM; NATS servers that do not answer yet (at the start "
+        "too) are waited for, a warning every second",
+    )
     p.set_defaults(func=_guarded(cmd_sync))
 
     p = sub.add_parser("verify-audit", help="check the audit log's hash chain and the registry")

@@ -55,10 +55,13 @@ class SharedRegistry:
     """One connection to the registry bucket (blocking, `crlbuilder.jetstream.Cluster`)."""
 
     def __init__(self, source: str, bucket: str = DEFAULT_BUCKET, *, replicas: int = 0) -> None:
-        try:
-            servers = parse_servers(source)
-        except ValueError as e:
-            raise ClusterError(str(e)) from None
+        """Connect to the servers of ``source`` and open ``bucket`` (created when missing).
+
+        `ClusterError` when no server answers or the bucket cannot be opened now (the cluster
+        electing: a command that runs until stopped tries again); `ValueError` when ``source``
+        names no NATS server or ``bucket`` is no bucket name (trying again changes nothing).
+        """
+        servers = parse_servers(source)
         self.cluster = Cluster(servers)
         self.bucket = bucket
 
@@ -75,6 +78,9 @@ class SharedRegistry:
 
         try:
             self.kv = self.cluster.run(open_kv())
+        except nats.js.errors.InvalidBucketNameError:
+            self.cluster.close()
+            raise ValueError(f"bucket {bucket!r}: not a valid name") from None
         except (nats.errors.Error, TimeoutError) as e:
             self.cluster.close()
             raise ClusterError(f"registry bucket {bucket}: {e}") from None

@@ -1,4 +1,5 @@
 """`nats_cluster`: three nats-server processes with JetStream, clustered on loopback, for tests;
+`nats_server`: one, standalone, on a given port (started after what waits for it);
 `Nodes`: jpki-va nodes on it (builder, registry sync, responder each); `haproxy` in front.
 
 Each server listens on 127.0.0.1 on free ports (client and cluster route), keeps its
@@ -85,14 +86,18 @@ class NatsCluster:
         routes = ", ".join(
             f'"nats-route://127.0.0.1:{o.route_port}"' for o in self.servers if o is not s
         )
+        cluster = (
+            f'cluster {{ name: "jpki", listen: "127.0.0.1:{s.route_port}", routes: [{routes}] }}\n'
+            if len(self.servers) > 1
+            else ""  # one server: standalone JetStream
+        )
         conf = s.dir / "nats.conf"
         conf.write_text(
             f'server_name: "{s.name}"\n'
             f'listen: "127.0.0.1:{s.port}"\n'
             "max_payload: 2MB\n"
             f'jetstream {{ store_dir: "{s.dir / "js"}", max_memory_store: 64MB, '
-            "max_file_store: 1GB }\n"
-            f'cluster {{ name: "jpki", listen: "127.0.0.1:{s.route_port}", routes: [{routes}] }}\n'
+            "max_file_store: 1GB }\n" + cluster
         )
         return conf
 
@@ -162,20 +167,42 @@ def wait_jetstream(urls: list[str], timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
-@contextlib.contextmanager
-def nats_cluster(base: Path, n: int = 3) -> Iterator[NatsCluster]:
-    """``n`` clustered JetStream servers on loopback under ``base``; stopped on the way out."""
+def _need_nats_server() -> None:
     if not os.access(NATS_SERVER, os.X_OK):
         if os.environ.get("CI"):
             pytest.fail(f"{NATS_SERVER} missing (Debian package nats-server)")
         pytest.skip(f"{NATS_SERVER} missing (Debian package nats-server)")
+
+
+@contextlib.contextmanager
+def nats_cluster(base: Path, n: int = 3) -> Iterator[NatsCluster]:
+    """``n`` clustered JetStream servers on loopback under ``base``; stopped on the way out."""
+    _need_nats_server()
     ports = free_ports(2 * n)
     servers = []
     for i in range(n):
         d = base / f"nats{i}"
         d.mkdir(parents=True)
         servers.append(NatsServer(f"n{i}", ports[2 * i], ports[2 * i + 1], d))
-    cluster = NatsCluster(servers, base)
+    with _running(NatsCluster(servers, base)) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def nats_server(base: Path, port: int) -> Iterator[NatsCluster]:
+    """One standalone JetStream server on 127.0.0.1:``port`` under ``base`` (a server that
+    starts after the command waiting for it); stopped on the way out."""
+    _need_nats_server()
+    d = base / "nats"
+    d.mkdir(parents=True)
+    with _running(NatsCluster([NatsServer("n0", port, 0, d)], base)) as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def _running(cluster: NatsCluster) -> Iterator[NatsCluster]:
+    """Start every server, until each answers and JetStream is ready; stopped by PID after."""
+    servers = cluster.servers
     try:
         for s in servers:
             cluster.start(s)
