@@ -19,10 +19,12 @@ configuration.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
@@ -39,6 +41,21 @@ if TYPE_CHECKING:
     from crlbuilder.build import Builder, BuildReport
     from crlbuilder.jetstream import Cluster
     from crlbuilder.stream import StreamCipher, StreamNames
+
+
+SNAPSHOT_RETRY_SECONDS: Final = 2.0
+"""Between two connection attempts of ``snapshot --wait``."""
+
+
+def _seconds(text: str) -> float:
+    """A non-negative, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds are a finite number >= 0")
+    return value
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -234,11 +251,20 @@ def _snapshot(args: argparse.Namespace) -> int:
         print(f"{what}: error: {e} (--source nats://HOST:PORT,...)", file=sys.stderr)
         return 2
     bucket = snapshot.Bucket(cfg.stream.snapshot_bucket, cfg.stream.replicas)
-    try:
-        cluster = Cluster(servers)
-    except ClusterError as e:
-        print(f"{what}: error: {e}", file=sys.stderr)
-        return 1
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            cluster = Cluster(servers)
+            break
+        except ClusterError as e:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                print(f"{what}: error: {e}", file=sys.stderr)
+                return 1
+            # a node's bootstrap may run before its NATS server answers (--wait)
+            pause = min(SNAPSHOT_RETRY_SECONDS, left)
+            print(f"{what}: {e}; trying again in {pause:.0f} s", file=sys.stderr, flush=True)
+            time.sleep(pause)
     try:
         if args.snapshot_command == "put":
             store = Store.open(cfg.store.path, readonly=True)
@@ -429,6 +455,15 @@ def parser() -> argparse.ArgumentParser:
     for action in ("put", "get"):
         a = sns.add_parser(action, help="put this store" if action == "put" else "get the latest")
         add_arguments(a)
+        a.add_argument(
+            "--wait",
+            type=_seconds,
+            default=0.0,
+            metavar="SECONDS",
+            help="while no NATS server answers, try again every "
+            f"{SNAPSHOT_RETRY_SECONDS:.0f} s for up to this long (a node's bootstrap started "
+            "before its server); default 0: fail at once",
+        )
         a.set_defaults(func=_snapshot)
 
     st = sub.add_parser(

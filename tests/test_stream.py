@@ -618,6 +618,48 @@ def test_a_one_shot_command_fails_at_once_when_no_nats_server_answers(
     assert "Traceback" not in out.stderr and time.monotonic() - t0 < 20
 
 
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, timed waits
+def test_snapshot_get_with_wait_reaches_a_server_that_starts_meanwhile(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A node's bootstrap (deploy/kubernetes: ``snapshot get --wait``) started before its NATS
+    server tries again until the server answers, then says what the cluster says (here: no
+    snapshot yet), rather than give up at once and leave the node to replay the whole stream."""
+    cfg, port = unreachable(tmp_path / "n", demo_pki[0])
+    log = tmp_path / "get.log"
+    args = [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", *flags(cfg),
+            "--wait", "60"]  # fmt: skip
+    with procs.started(args, log=log) as p:
+        until(lambda: "trying again" in log.read_text() or p.poll() is not None, 30, "a retry")
+        assert p.poll() is None, log.read_text()[-2000:]
+        with nats_server(tmp_path / "late-server", port):
+            until(lambda: p.poll() is not None, 30, "the command's end")
+    text = log.read_text()
+    assert p.returncode == 1 and "no snapshot in" in text, text[-2000:]
+    assert "Traceback" not in text
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a timed subprocess
+def test_snapshot_get_waits_no_longer_than_asked(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    cfg, port = unreachable(tmp_path / "n", demo_pki[0])
+    base = [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", *flags(cfg)]
+    t0 = time.monotonic()
+    out = subprocess.run([*base, "--wait", "3"], check=False, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    took = time.monotonic() - t0
+    assert out.returncode == 1 and 3 <= took < 30, (took, out.stderr[-2000:])
+    assert "trying again in 2 s" in out.stderr
+    last = out.stderr.rstrip().splitlines()[-1]
+    assert f"error: cannot connect to NATS at nats://127.0.0.1:{port}" in last
+    bad = subprocess.run([*base, "--wait", "-1"], check=False, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "seconds are a finite number >= 0" in bad.stderr
+
+
 def warnings_in(log: Path) -> list[str]:
     """The messages of the builder's warning events in ``log`` (its stderr)."""
     out = []
