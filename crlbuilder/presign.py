@@ -149,7 +149,9 @@ class Presigner:
                             self.workers, initializer=_init_worker, initargs=(os.getpid(), keys)
                         )
                     self._sign_chunk(issuer, chunk, now, pool, result)
-                self._drain()
+                # no drain here: the next issuer's chunks join those in flight, so that no
+                # signing process idles while the last chunk of an issuer is signed
+            self._drain()
             self._record_state(now)
         finally:
             self._drain()
