@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +47,7 @@ from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.signer import SignerError, load_signer
+from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import Presigner
@@ -405,18 +405,12 @@ class Builder:
         keep = self.cfg.input.spool_keep_seconds
         if keep or done.exists():
             _private_dir(done)
-        stop = False
-
-        def _stop(signum: int, frame: object) -> None:
-            nonlocal stop
-            stop = True
-
-        old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        stop = StopRequest.install()
         idle_since = last_refresh = time.monotonic()
         due = next_lapse(self.store)
         approval_end = self.next_approval_end(self.clock())
         try:
-            while not stop:
+            while not stop.requested:
                 if done.is_dir():
                     prune_done(done, keep, time.time())
                 files = sorted(p for p in spool.iterdir() if p.suffix == ".jsonl" and p.is_file())
@@ -468,13 +462,12 @@ class Builder:
                         }
                     )
                     last_refresh = time.monotonic()
-                    if stop:
+                    if stop.requested:
                         break
                 due = next_lapse(self.store)
                 idle_since = time.monotonic()
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            stop.restore()
 
     def consume(
         self,
@@ -506,13 +499,7 @@ class Builder:
         """
         with self.store.read() as r:
             after = r.stream_seq()
-        stop = False
-
-        def _stop(signum: int, frame: object) -> None:
-            nonlocal stop
-            stop = True
-
-        old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        stop = StopRequest.install()
         while True:
             try:
                 consumer.open(after)
@@ -520,9 +507,8 @@ class Builder:
             except ClusterError as e:
                 # a follower started while the cluster elects, or with a server down: it
                 # waits for the cluster rather than leave its node behind for good
-                if not follow or stop:
-                    for s, h in old.items():
-                        signal.signal(s, h)
+                if not follow or stop.requested:
+                    stop.restore()
                     if not follow:
                         raise
                     return after  # stopped while waiting: nothing was read
@@ -612,7 +598,7 @@ class Builder:
             return max_idle is not None and time.monotonic() - idle_since > max_idle
 
         try:
-            while not stop:
+            while not stop.requested:
                 try:
                     if turn():
                         break
@@ -623,8 +609,7 @@ class Builder:
                     self.emit({"event": "warning", "message": str(e)})
                     time.sleep(interval)
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            stop.restore()
         if dirty or refreshes == 0:
             refresh("stream")
         with self.store.read() as r:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
@@ -32,6 +31,8 @@ import nats
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
+
+from crlbuilder.lifecycle import StopRequest
 
 T = TypeVar("T")
 
@@ -193,33 +194,23 @@ def wait_for_cluster(
     is seen within 0.1 s while it sleeps, and after the connection attempt under way (at
     most the connection timeout per server: a refused connection fails at once).
     """
-    stop = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not stop:
+    with StopRequest() as stop:
+        while not stop.requested:
             try:
                 got = connect()
             except ClusterError as e:
-                if stop:
+                if stop.requested:
                     break
                 warn(f"{e}; trying again in {interval:g} s")
                 deadline = time.monotonic() + interval
-                while not stop and (left := deadline - time.monotonic()) > 0:
+                while not stop.requested and (left := deadline - time.monotonic()) > 0:
                     time.sleep(min(left, 0.1))
                 continue
-            if stop:  # connected, but asked to stop meanwhile
+            if stop.requested:  # connected, but asked to stop meanwhile
                 got.close()
                 break
             return got
         return None
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 async def through_election(request: Callable[[], Awaitable[T]], seconds: float = 30) -> T:

@@ -56,7 +56,6 @@ import getpass
 import hashlib
 import os
 import secrets
-import signal
 import sys
 import time
 import tomllib
@@ -70,6 +69,7 @@ import msgspec
 
 from crlbuilder.auditlog import write_synced
 from crlbuilder.jetstream import ClusterError, wait_for_cluster
+from crlbuilder.lifecycle import StopRequest
 from crlbuilder.model import Family
 from crlbuilder.options import instant, run_command
 from crlbuilder.rules import JST
@@ -1051,15 +1051,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
             shared = _open_shared(args.nats, args.bucket)
         except ClusterError as e:
             raise CommandError(f"cannot reach the shared registry: {e}") from None
-    stop = False
-
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop = StopRequest.install()
     try:
-        while not stop:
+        while not stop.requested:
             try:
                 got = shared.next(0.5 if args.follow else 2.0)
             except ClusterError as e:
@@ -1086,8 +1080,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             elif not args.follow:
                 break
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        stop.restore()
         shared.close()
     return 0
 
