@@ -598,6 +598,10 @@ def bench_workers(
             for i, (a, b) in enumerate(zip(answers, fetched, strict=True)):
                 if not a:
                     answers[i] = b
+            # one untimed pass of the set by wrk, as the 2-worker case warms up: the first
+            # load right after a store was built measured 69 µs of CPU per answer where the
+            # same load a minute later took 45-48 (2026-12-05)
+            out["warm_fresh_signatures"] = warm(ctx, base, reqs, metrics_url, 1)
         else:
             out["warm_fresh_signatures"] = warm(ctx, base, reqs, metrics_url, warm_passes)
         w = f"responder w={workers}"
@@ -715,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"bench_distinct: {tool} is not installed")
     d: Path = args.store_dir.resolve()
     prepared = prepare_store(d, args.holders) if args.holders else {}
+    os.sync()  # what the build just wrote goes to disk before anything is measured
     manifest = load_manifest(d / "pki")
     store = Store.open(d / "store", readonly=True)
     try:
