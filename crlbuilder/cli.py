@@ -127,17 +127,19 @@ def _build_from_stream(args: argparse.Namespace, cfg: BuilderConfig, builder: Bu
         return 2
     try:
         servers, names, cipher = _stream(cfg)
+
+        def warn(message: str) -> None:
+            builder.emit({"event": "warning", "message": message})
+
         if args.follow:  # it runs until stopped: a cluster not up yet is waited for
             waited = wait_for_cluster(
-                lambda: Cluster(servers),
-                interval=cfg.input.follow_interval,
-                warn=lambda message: builder.emit({"event": "warning", "message": message}),
+                lambda: Cluster(servers, warn=warn), interval=cfg.input.follow_interval, warn=warn
             )
             if waited is None:
                 return 0  # stopped while waiting: nothing read
             cluster = waited
         else:
-            cluster = Cluster(servers)
+            cluster = Cluster(servers, warn=warn)
     except (ConfigError, ClusterError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import nats
@@ -81,11 +81,21 @@ def replicas_for(cluster_size: int, configured: int) -> int:
 class Cluster:
     """One connection to the cluster, used synchronously (see the module docstring)."""
 
-    def __init__(self, servers: list[str], *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        servers: list[str],
+        *,
+        connect_timeout: float = 5.0,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        """Connect (`ClusterError` when no server answers). ``warn`` gets a line for each
+        error of the connection once made (a server gone, a reconnection refused), the same
+        line at most every `WARN_EVERY` seconds; by default nats-py's logger does, without
+        its traceback."""
         self.servers = servers
         self.loop = asyncio.new_event_loop()
         try:
-            self.nc: Client = self.run(_connect(servers, connect_timeout))
+            self.nc: Client = self.run(_connect(servers, connect_timeout, _Throttled(warn)))
         except (ClusterError, OSError, nats.errors.Error, TimeoutError) as e:
             self._close_loop()
             raise ClusterError(f"cannot connect to NATS at {','.join(servers)}: {e}") from None
@@ -121,15 +131,42 @@ class Cluster:
         self.loop.close()
 
 
-async def _connect(servers: list[str], connect_timeout: float) -> Client:
+WARN_EVERY: Final = 10.0
+"""Seconds between two identical warnings of one connection (a reconnection loop retries
+five times a second)."""
+
+
+class _Throttled:
+    """The connection's errors as one line each, an identical one at most every `WARN_EVERY` s."""
+
+    __slots__ = ("_last", "_warn")
+
+    def __init__(self, warn: Callable[[str], None] | None) -> None:
+        self._warn = warn
+        self._last: tuple[str, float] = ("", 0.0)
+
+    def __call__(self, e: Exception) -> None:
+        line = f"NATS: {str(e) or type(e).__name__}"
+        now = time.monotonic()
+        if line == self._last[0] and now - self._last[1] < WARN_EVERY:
+            return
+        self._last = (line, now)
+        if self._warn is not None:
+            self._warn(line)
+        else:
+            _nats_log.warning("%s", line)
+
+
+async def _connect(
+    servers: list[str], connect_timeout: float, warn: Callable[[Exception], None]
+) -> Client:
     """A client connected to one of ``servers``, reconnecting to any of them for ever after;
     `ClusterError` once every server failed once (refused, timed out, not NATS).
 
     nats-py retries its first connection for ever when reconnection is unlimited (and logs a
     traceback at each attempt): a command would then hang, silent but for the tracebacks,
     while no server answers. So its errors are counted until it is connected, and the attempt
-    is given up when there are as many as servers. After that, errors go to nats-py's own
-    logger, as its default callback does.
+    is given up when there are as many as servers. After that, each error goes to ``warn``.
     """
     nc = Client()
     failures: list[Exception] = []
@@ -138,7 +175,7 @@ async def _connect(servers: list[str], connect_timeout: float) -> Client:
 
     async def on_error(e: Exception) -> None:
         if connected:
-            _nats_log.error("nats: encountered error", exc_info=e)
+            warn(e)
             return
         failures.append(e)
         if len(failures) >= len(servers):

@@ -28,7 +28,7 @@ from typing import TypeVar
 import msgspec
 import pytest
 
-from crlbuilder import snapshot
+from crlbuilder import jetstream, snapshot
 from crlbuilder.build import Builder
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
@@ -101,6 +101,25 @@ def _records(tmp: Path, lines: list[bytes]) -> Path:
     p = tmp / "in.jsonl"
     p.write_bytes(b"\n".join(lines) + b"\n")
     return p
+
+
+def test_a_connections_warnings_are_one_line_each_an_identical_one_every_10_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(jetstream.time, "monotonic", lambda: clock[0])
+    lines: list[str] = []
+    warn = jetstream._Throttled(lines.append)
+    refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 4222)")
+    for _ in range(5):
+        warn(refused)
+    clock[0] += jetstream.WARN_EVERY - 0.5
+    warn(refused)
+    assert lines == [f"NATS: {refused}"]
+    clock[0] += 0.5
+    warn(refused)  # 10 s since it was said
+    warn(TimeoutError())  # another line: said at once, by its type when it has no text
+    assert lines == [f"NATS: {refused}"] * 2 + ["NATS: TimeoutError"]
 
 
 def test_messages_carry_record_ids_and_batch_ends(tmp_path: Path) -> None:
@@ -694,6 +713,34 @@ def test_a_follower_started_before_its_nats_server_waits_for_it(
             until(lambda: stream_seq(cfg) == n, 30, "the records applied")
             assert procs.stop(p, signal.SIGTERM, 15) == 0, log.read_text()[-2000:]
     assert len(warnings_in(log)) >= 1
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, timed waits
+def test_a_follower_whose_nats_server_goes_says_so_in_its_events_without_tracebacks(
+    tmp_path: Path, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """Once connected, the connection's errors (its server gone, each reconnection refused,
+    five times a second) are the builder's warning events, an identical one at most every
+    10 s (`jetstream.WARN_EVERY`), not a nats-py traceback each in its JSON-lines stderr."""
+    cfg, port = unreachable(tmp_path / "n", demo_pki[0])
+    args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(cfg), "--no-progress",
+            "--follow", "--follow-interval", "0.2"]  # fmt: skip
+    log = tmp_path / "b.log"
+    with nats_server(tmp_path / "server", port) as server:
+        n = publish_files(cfg, server, sorted(population.glob("*.jsonl"))[:1])
+        with procs.started(args, log=log) as p:
+            until(lambda: stream_seq(cfg) == n or p.poll() is not None, 60, "the records applied")
+            assert p.poll() is None, log.read_text()[-2000:]
+            server.stop_all()
+            until(lambda: any(m.startswith("NATS: ") for m in warnings_in(log)), 30, "a warning")
+            time.sleep(3)  # some 15 reconnections refused meanwhile
+            assert p.poll() is None, log.read_text()[-2000:]
+            assert procs.stop(p, signal.SIGTERM, 15) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "Traceback" not in text, text[-2000:]
+    nats = [m for m in warnings_in(log) if m.startswith("NATS: ")]
+    assert 1 <= len(nats) <= 6, nats
 
 
 @pytest.mark.integration
