@@ -169,8 +169,6 @@ def _crl_exchange(
 ) -> tuple[Callable[[BuildReport], object] | None, Callable[[], object] | None]:
     """The CRL signer ships what it produces; a node without CA keys fetches it
     (`crlbuilder.crl.shipping`). Empty ``stream.crl_bucket``: neither."""
-    import time
-
     from crlbuilder.crl.shipping import Fetcher, ShippingError, ship
     from crlbuilder.jetstream import ClusterError
 
