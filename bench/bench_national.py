@@ -31,6 +31,11 @@ Then three parts, each bounded in time:
    per entry, bytes per certificate built and compacted) and the serving rates of
    ``--distinct`` (bench_distinct JSON): rebuild time, store size, memory, what one node and
    N nodes serve. Every projected figure names the measured one it scales.
+4. **The next 30-day lapse.** What the builder asks after every spool file, refresh and turn
+   of the record stream (Act §31(2)): the earliest lapse of the move-out notices not lapsed,
+   found by reading every notice kept (as before the lapse index) and from the index
+   (`store.format.DB_LAPSES`, which the refresh build makes when the store has none), five
+   times each, median wall seconds.
 """
 
 from __future__ import annotations
@@ -374,6 +379,50 @@ def refresh(store_dir: Path) -> float:
         return time.monotonic() - t0
 
 
+def bench_lapses(store_dir: Path, reps: int = 5) -> dict[str, Any]:
+    """The earliest pending lapse by reading every notice, then from the lapse index."""
+    from datetime import date
+
+    from crlbuilder import rules
+
+    def walk() -> object:
+        with store.read() as r:
+            due = [
+                rules.move_out_lapse(date.fromisoformat(p.planned_date))
+                for _, p in r.pending_notices()
+                if not p.lapsed_at
+            ]
+        return min(due, default=None)
+
+    def index() -> object:
+        with store.read() as r:
+            for planned, _ in r.pending_lapses():
+                return rules.move_out_lapse(planned)
+        return None
+
+    store = Store.open(store_dir / "store", readonly=True)
+    try:
+        with store.read() as r:
+            out: dict[str, Any] = {
+                "notices_kept": r.count(sf.DB_PENDING),
+                "notices_not_lapsed": r.count(sf.DB_LAPSES),
+                "index_current": r.lapse_index_current(),
+            }
+        if not out["index_current"]:
+            return out | {"error": "the store has no current lapse index (run a build first)"}
+        for name, f in (("walk", walk), ("index", index)):
+            times, found = [], None
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                found = f()
+                times.append(time.perf_counter() - t0)
+            out[f"{name}_seconds_median"] = sorted(times)[len(times) // 2]
+            out[f"{name}_found"] = str(found)
+        return out
+    finally:
+        store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -386,14 +435,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--builds", type=Path, nargs="+",
                    default=[RESULTS / "build.json", RESULTS / "build_10m.json"])  # fmt: skip
     p.add_argument("--distinct", type=Path, default=RESULTS / "distinct.json")
-    p.add_argument("--only", choices=("memory", "cold", "extrapolate"), action="append")
+    p.add_argument("--only", choices=("memory", "cold", "extrapolate", "lapses"), action="append")
     p.add_argument("--out", type=Path, default=RESULTS / "national.json")
     p.add_argument("--no-refresh", action="store_true",
                    help="serve the store as it is (default: a build with no new records first)")  # fmt: skip
     args = p.parse_args(argv)
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     result: dict[str, Any] = dict(previous)
-    only = set(args.only or ("memory", "cold", "extrapolate"))
+    only = set(args.only or ("memory", "cold", "extrapolate", "lapses"))
     work = Path(tempfile.mkdtemp(prefix="bench-national-"))
     try:
         if only & {"memory", "cold"}:
@@ -409,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
             result["memory"] = bench_memory(args.store_dir, work, args.touch, args.rounds)
         if "cold" in only:
             result["cold"] = bench_cold(args.store_dir, work, args.cold, skip=set())
+        if "lapses" in only:
+            result["lapses"] = bench_lapses(args.store_dir)
+            print(json.dumps(result["lapses"], indent=2), flush=True)
         if "extrapolate" in only:
             builds = [json.loads(b.read_text()) for b in args.builds if b.exists()]
             if not builds:

@@ -120,17 +120,24 @@ def _system_clock() -> datetime:
     return datetime.now(UTC)
 
 
+def lapse_index(store: Store) -> None:
+    """Make the store's lapse index (`store.format.DB_LAPSES`) whole again if a commit did
+    not keep it: a store written before it, or by a builder of an earlier version. One read
+    of every move-out notice kept, then none until that happens again."""
+    with store.read() as r:
+        if r.lapse_index_current():
+            return
+    with Commit(store) as c:  # the builder's own state: moves no commit
+        c.index_lapses()
+
+
 def next_lapse(store: Store) -> datetime | None:
     """The earliest instant a pending move-out notice lapses (Act §31(2)), if any."""
-    earliest: datetime | None = None
+    lapse_index(store)
     with store.read() as r:
-        for _, p in r.pending_notices():
-            if p.lapsed_at:
-                continue
-            at = rules.move_out_lapse(date.fromisoformat(p.planned_date))
-            if earliest is None or at < earliest:
-                earliest = at
-    return earliest
+        for planned, _holder in r.pending_lapses():
+            return rules.move_out_lapse(planned)  # the lapse moves with the planned date
+    return None
 
 
 @dataclass
@@ -323,15 +330,16 @@ class Applier:
 
     def sweep_lapses(self, as_of: datetime) -> int:
         """Write every 30-day move-out lapse (Act §31(2)) due by ``as_of``; returns revocations."""
+        lapse_index(self.store)
+        due: list[bytes] = []
         with self.store.read() as r:
-            due = [
-                holder
-                for holder, p in r.pending_notices()
-                if not p.lapsed_at
-                and rules.move_out_lapse(date.fromisoformat(p.planned_date)) <= as_of
-            ]
+            for planned, holder in r.pending_lapses():
+                if rules.move_out_lapse(planned) > as_of:
+                    break  # the index is in planned-date order: none later is due
+                due.append(holder)
         if not due:
             return 0
+        due.sort()  # in holder order, as the notices kept are: the same commit either way
         before = sum(self.summary.revocations.values())
         with Commit(self.store, self.clock) as c:
             b = _Batch(c)

@@ -23,9 +23,12 @@ outbox        target 1 B | staging no. u64   one JSON line owed to a file (`outb
 quarantine    `quarantine_key` of a refusal  commit sequence when first quarantined
 changes       commit u32 [| issuer u16 |     commit marker (4 B key): committed_at i64;
               serial 20 B]                   entry (26 B key): one loss of effect, 1 B
+retention     due u64 | issuer u16 |         empty: the retention agenda (`crlbuilder.retention`)
+              serial 20 B
+lapses        planned date u32 | holder 32 B empty: the move-out notices not lapsed yet
 ============= ============================== =========================================
 
-``outbox`` and ``quarantine`` are the builder's own (added without a format
+``outbox``, ``quarantine``, ``retention`` and ``lapses`` are the builder's own (added without a format
 version change: an older store gains them at the builder's next start, and a
 read-only open does without them).
 
@@ -38,6 +41,7 @@ seconds since the Unix epoch (UTC). The resident record code never appears:
 from __future__ import annotations
 
 import struct
+from datetime import date
 from typing import Final, NamedTuple
 
 import msgspec
@@ -72,6 +76,11 @@ DB_RETENTION: Final = b"retention"
 """The builder's retention agenda (`crlbuilder.retention`): the CRL entries that fall due for
 erasure (Ord §70(1)(iii)) before `META_RETENTION`'s horizon, keyed `retention_key`, empty
 values. Rewritten by the scan that makes it, taken from as entries fall due."""
+DB_LAPSES: Final = b"lapses"
+"""The move-out notices (転出届) whose 30-day lapse (Act §31(2)) is not written yet, in order of
+their planned date: `lapse_key`, empty values. `crlbuilder.store.writer.Commit` keeps it with
+``pending`` in the same transaction; complete through the commit `META_LAPSES` names, so the
+builder finds the next lapse without reading every notice kept."""
 
 ALL_DBS: Final = (
     DB_STATUS,
@@ -89,8 +98,9 @@ ALL_DBS: Final = (
     DB_QUARANTINE,
     DB_CHANGES,
     DB_RETENTION,
+    DB_LAPSES,
 )
-BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE, DB_RETENTION})
+BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE, DB_RETENTION, DB_LAPSES})
 """Databases only crlbuilder reads: a read-only open of a store without them still works."""
 OPTIONAL_DBS: Final = frozenset({DB_ANNOUNCEMENTS, DB_CHANGES})
 """Databases added after format 1 that the responder reads: a store a builder of an earlier
@@ -142,6 +152,11 @@ META_REVOKED_FROM: Final = b"revoked-from"
 """i64: the earliest recordedAt of the CRL entries committed since the retention agenda's
 scan (every `crlbuilder.store.writer.Commit` that writes one lowers it; the scan deletes it);
 absent when none was."""
+META_LAPSES: Final = b"lapses"
+"""u32: the commit through which `DB_LAPSES` lists every move-out notice not lapsed. Every
+commit that changes the store moves it along when it was current; a commit of a builder of
+an earlier version, which keeps no index, leaves it behind, and the index is made again from
+``pending`` (`crlbuilder.apply.lapse_index`). Absent before the first index."""
 
 SERIAL_BYTES: Final = 20
 KEY_BYTES: Final = 2 + SERIAL_BYTES
@@ -395,6 +410,21 @@ def split_retention_key(k: bytes | memoryview) -> tuple[int, bytes]:
     """(due instant, status key) of a `retention_key`."""
     (biased,) = _RETENTION_KEY.unpack_from(k)
     return int(biased) - _RETENTION_BIAS, bytes(k[_RETENTION_KEY.size :])
+
+
+_LAPSE_DAY: Final = struct.Struct(">I")
+
+
+def lapse_key(planned_date: str, holder: bytes) -> bytes:
+    """An entry of the lapse index: the notice's planned date (ISO ``YYYY-MM-DD``) as its
+    proleptic Gregorian day number, then the holder: the index in planned-date order."""
+    return _LAPSE_DAY.pack(date.fromisoformat(planned_date).toordinal()) + holder
+
+
+def split_lapse_key(k: bytes | memoryview) -> tuple[date, bytes]:
+    """(planned date, holder) of a `lapse_key`."""
+    (day,) = _LAPSE_DAY.unpack_from(k)
+    return date.fromordinal(day), bytes(k[_LAPSE_DAY.size :])
 
 
 class RetentionState(msgspec.Struct, frozen=True, kw_only=True):

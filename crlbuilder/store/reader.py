@@ -447,6 +447,23 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_REVOKED_FROM)
         return sf.unpack_i64(raw) if raw else None
 
+    # --- the builder's lapse index (`DB_LAPSES`) ------------------------------------
+
+    def lapse_index_current(self) -> bool:
+        """Whether the lapse index lists every move-out notice not lapsed (`META_LAPSES`
+        names the last commit)."""
+        raw = self._meta(sf.META_LAPSES)
+        return raw is not None and sf.unpack_u32(raw) == self.generation().commit
+
+    def pending_lapses(self) -> Iterator[tuple[date, bytes]]:
+        """(planned date, holder) of the move-out notices not lapsed, earliest planned date
+        first, from the lapse index: all of them only while `lapse_index_current`."""
+        db = self._dbs.get(sf.DB_LAPSES)
+        if db is None:  # a read-only open of a store made before the index
+            return
+        for k in self._txn.cursor(db=db).iternext(values=False):
+            yield sf.split_lapse_key(k)
+
     def revoked_counts(
         self, checkpoint: Callable[[], object] | None = None
     ) -> dict[tuple[int, int], int]:

@@ -104,6 +104,9 @@ class Commit(LmdbReader):
         self._revoked_from: int | None = None
         """The earliest recordedAt of the CRL entries this commit writes: lowers
         `META_REVOKED_FROM` when it commits."""
+        self._lapses_db = store.dbs[sf.DB_LAPSES]
+        self._lapses_whole = False
+        """`index_lapses` made the lapse index again in this transaction."""
 
     def _end(self, *, failed: bool) -> None:
         """Commit with the bookkeeping, or abort a failed or empty transaction."""
@@ -120,6 +123,11 @@ class Commit(LmdbReader):
             if self.lost:
                 marker = sf.commit_marker_key(self.seq)
                 self._txn.put(marker, sf.pack_i64(at), db=self._changes_db)
+            if self._lapses_whole or self._meta(sf.META_LAPSES) == sf.pack_u32(self.seq - 1):
+                # the index was complete before this commit, which kept it: still complete
+                self._txn.put(sf.META_LAPSES, self._seq_u32, db=self._meta_db)
+        elif self._lapses_whole:
+            self._txn.put(sf.META_LAPSES, sf.pack_u32(self.seq - 1), db=self._meta_db)
         if self._revoked_from is not None:
             # what the retention agenda has not seen (`crlbuilder.retention`), in the same
             # transaction as the entries: whichever process wrote them
@@ -383,10 +391,34 @@ class Commit(LmdbReader):
     # --- holders ------------------------------------------------------------------------
 
     def put_pending(self, holder: bytes, pending: sf.PendingMoveOut) -> None:
+        """The holder's move-out notice, and its place in the lapse index while not lapsed."""
+        self._unindex_pending(holder)
         self._put(sf.DB_PENDING, holder, msgspec.json.encode(pending))
+        if not pending.lapsed_at:
+            self._txn.put(sf.lapse_key(pending.planned_date, holder), b"", db=self._lapses_db)
 
     def delete_pending(self, holder: bytes) -> None:
+        self._unindex_pending(holder)
         self._delete(sf.DB_PENDING, holder)
+
+    def _unindex_pending(self, holder: bytes) -> None:
+        old = self.pending(holder)
+        if old is not None and not old.lapsed_at:
+            self._txn.delete(sf.lapse_key(old.planned_date, holder), db=self._lapses_db)
+
+    def index_lapses(self) -> int:
+        """Make the lapse index (`DB_LAPSES`) again from every notice kept, in this
+        transaction; it is then complete through this commit. Returns the notices listed."""
+        self._txn.drop(self._lapses_db, delete=False)
+        items = sorted(
+            (sf.lapse_key(p.planned_date, holder), b"")
+            for holder, p in self.pending_notices()
+            if not p.lapsed_at
+        )
+        if items:
+            self._txn.cursor(db=self._lapses_db).putmulti(items, append=True)
+        self._lapses_whole = self.wrote = True
+        return len(items)
 
     def put_consent(self, holder: bytes, verifier: str, recorded_at: int) -> None:
         self._put(sf.DB_CONSENTS, sf.consent_key(holder, verifier), sf.pack_i64(recorded_at))
