@@ -21,6 +21,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -114,6 +115,11 @@ def main() -> int:
     p.add_argument(
         "--incremental-only", action="store_true", help="only rerun the incremental step"
     )
+    p.add_argument(
+        "--post-commit", action="store_true",
+        help="with --incremental-only: the builder pre-signs and publishes CRLs too (the follow "
+        "loop as deployed); reports each step's seconds, for its start and for the file",
+    )  # fmt: skip
     args = p.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="jpki-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -130,9 +136,12 @@ def main() -> int:
             "--out", str(work / "registry.toml"))  # fmt: skip
     if args.incremental_only:
         previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-        previous["incremental"] = incremental(cb, _flags(work), work, args.incremental)
+        name = "incremental_post_commit" if args.post_commit else "incremental"
+        previous[name] = incremental(
+            cb, _flags(work), work, args.incremental, post_commit=args.post_commit
+        )
         args.out.write_text(json.dumps(previous, indent=2) + "\n")
-        print(json.dumps(previous["incremental"], indent=2))
+        print(json.dumps(previous[name], indent=2))
         return 0
     summary_file = work / "pop" / "summary.json"
     if (
@@ -235,7 +244,13 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, object]:
+def incremental(
+    cb: str, flags: list[str], work: Path, n: int, *, post_commit: bool = False
+) -> dict[str, object]:
+    """``n`` revocation records dropped into the spool of `build --follow`: arrival to commit,
+    the apply's seconds and the builder's CPU; with ``post_commit`` the builder pre-signs and
+    publishes CRLs as deployed, and the seconds of each step after the commit are reported,
+    for the build at its start and for the file."""
     from crlbuilder.store.lmdbstore import Store
 
     s = Store.open(work / "store", readonly=True)
@@ -266,13 +281,16 @@ def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, obje
         )
         for i, (issuer, serial) in enumerate(picks)
     ]
+    steps = [] if post_commit else ["--no-presign", "--no-crl"]
     p = subprocess.Popen([cb, "build", *flags, "--input", str(spool), "--follow", "--max-idle", "60",
-                          "--follow-interval", "0.05", "--no-presign", "--no-crl"],
+                          "--follow-interval", "0.05", *steps],
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert p.stderr is not None
+    start: dict[str, Any] | None = None
     try:
         for line in p.stderr:  # the follow loop starts after the initial (empty) build
             if '"event":"build"' in line:
+                start = json.loads(line)
                 break
         cpu_before = _cpu_seconds(p.pid)
         tmp = spool / "incoming.tmp"
@@ -298,7 +316,17 @@ def incremental(cb: str, flags: list[str], work: Path, n: int) -> dict[str, obje
         # apply and what follows its commit (erasures, lapses), and the idle loop's turns
         "builder_cpu_seconds": round(cpu, 2),
         "revocations": event["revocations_by_category"],
-    }
+    } | (
+        {
+            "start_seconds": start["seconds"] if start else None,
+            "start_ocsp_walked": start.get("ocsp_walked") if start else None,
+            "file_seconds": event["seconds"],
+            "file_ocsp_walked": event.get("ocsp_walked"),
+            "file_ocsp_presigned": event.get("ocsp_presigned"),
+        }
+        if post_commit
+        else {}
+    )
 
 
 if __name__ == "__main__":

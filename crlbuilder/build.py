@@ -104,6 +104,8 @@ class BuildReport:
     lapses: int = 0
     presigned: int = 0
     presign_kept: int = 0
+    presign_walked: int = 0
+    """Issuers whose pre-signing read every CRL entry (`crlbuilder.presign`: a full run)."""
     crls: list[dict[str, object]] = field(default_factory=list)
     crls_pruned: int = 0
     crls_withheld: list[str] = field(default_factory=list)
@@ -122,6 +124,7 @@ class BuildReport:
             lapses_applied=self.lapses,
             ocsp_presigned=self.presigned,
             ocsp_kept=self.presign_kept,
+            ocsp_walked=self.presign_walked,
             crls=self.crls,
             crls_pruned=self.crls_pruned,
             crls_withheld=self.crls_withheld,
@@ -146,6 +149,9 @@ class Builder:
     ) -> None:
         self.cfg = cfg
         self.clock = clock
+        self._presigned = False
+        """A full pre-signing run completed since the last build (later ones may be
+        incremental)."""
         self.progress = progress
         self.log = log
         self.manifest = load_manifest(cfg.pki.manifest)
@@ -277,6 +283,7 @@ class Builder:
                 bar.close()
         report = BuildReport(summary=applier.summary)
         report.seconds["apply"] = time.monotonic() - t0
+        self._presigned = False  # a build reads every CRL entry to pre-sign (a full run)
         self.after_commit(applier, report, clock())
         return report
 
@@ -304,8 +311,12 @@ class Builder:
                 validity_seconds=self.cfg.ocsp.validity_seconds,
                 refresh_before_seconds=self.cfg.ocsp.refresh_before_seconds,
                 workers=self.cfg.ocsp.sign_workers,
-            ).run(now)  # fmt: skip
+            ).run(now, full=not self._presigned)  # fmt: skip
+            # a build's run reads every CRL entry; the follow loop's later ones the revocations
+            # since, unless an issuer's answers fall due (`crlbuilder.presign`)
+            self._presigned = True
             report.presigned, report.presign_kept = ps.signed, ps.kept
+            report.presign_walked = ps.walked
             report.seconds["presign"] = time.monotonic() - t
         if self.cfg.crl.enabled:
             t = time.monotonic()

@@ -9,9 +9,13 @@ answer must still be its own serial's, signed by its own issuer's delegate.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -19,8 +23,12 @@ from cryptography.x509 import ocsp
 
 from crlbuilder import presign
 from crlbuilder.manifest import ocsp_signer_files
+from crlbuilder.model import Category, Reason
+from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
-from tests.conftest import Built
+from crlbuilder.store.reader import LmdbReader, StoredAnswer
+from crlbuilder.store.writer import Commit
+from tests.conftest import BIN, Built
 
 
 def test_every_answer_is_signed_again_by_its_own_issuers_delegate_across_chunks(
@@ -71,5 +79,226 @@ def test_every_answer_is_signed_again_by_its_own_issuers_delegate_across_chunks(
                                   resp.signature_hash_algorithm)  # fmt: skip
                     signed += 1
         assert signed == result.signed and result.kept == 0
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------
+# Incremental runs: the revocations since the last run, without reading every CRL entry
+# ---------------------------------------------------------------------------
+
+VALIDITY = 86_400
+REFRESH = 3_600
+
+
+def _presigner(store: Store, built: Built) -> presign.Presigner:
+    return presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
+                             refresh_before_seconds=REFRESH, workers=1)  # fmt: skip
+
+
+def _no_walk(self: LmdbReader, issuer_index: int | None = None) -> Iterator[object]:
+    raise AssertionError("every CRL entry read: not an incremental run")
+
+
+def _revoke_good(store: Store, index: int, n: int, at: int) -> list[bytes]:
+    """Revoke ``n`` good certificates of one issuer in one commit (as records would)."""
+    with Commit(store, lambda: datetime.fromtimestamp(at, UTC)) as c:
+        keys = [k for k, st in c.statuses(index) if st.state == sf.STATE_GOOD][:n]
+        for key in keys:
+            st = c.status(key)
+            assert st is not None
+            c.revoke(key, st, category=Category.REQUEST.code, reason=int(Reason.UNSPECIFIED),
+                     at=at, recorded_at=at)  # fmt: skip
+    assert len(keys) == n
+    return keys
+
+
+def _signing_issuers(store: Store, p: presign.Presigner) -> list[sf.IssuerMeta]:
+    """The issuers whose answers this pre-signer signs and which have good certificates left."""
+    with store.read() as r:
+        return [
+            i for i in r.issuers()
+            if i.id in p._response_signers and i.family.is_jpki and not i.compromised_at
+        ]  # fmt: skip
+
+
+def _verify(store: Store, p: presign.Presigner, issuer: sf.IssuerMeta, key: bytes) -> StoredAnswer:
+    rs = p._response_signers[issuer.id]
+    with store.read() as r:
+        a = r.stored_answer(key)
+        st = r.status(key)
+    assert a is not None and st is not None and a.version == st.version
+    resp = ocsp.load_der_ocsp_response(a.stem + rs.certs_suffix)
+    assert resp.serial_number == int.from_bytes(key[2:], "big")
+    assert resp.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    assert resp.next_update_utc is not None
+    assert int(resp.next_update_utc.timestamp()) == a.next_update
+    return a
+
+
+def test_an_incremental_run_signs_the_revocations_since_without_a_walk(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        now = int(time.time())
+        p = _presigner(store, built)
+        first = p.run(now)  # full: every issuer read, its commit and delegate recorded
+        issuers = _signing_issuers(store, p)
+        with store.read() as r:
+            states = {i.index: r.ocsp_state(i.index) for i in issuers}
+            commit = r.generation().commit
+        assert first.walked >= len(issuers)
+        for i in issuers:
+            assert states[i.index].commit == commit
+            assert states[i.index].signer == p._response_signers[i.id].signer_id.hex()
+        a, b = issuers[0], issuers[1]
+        new = {a.index: _revoke_good(store, a.index, 3, now + 10),
+               b.index: _revoke_good(store, b.index, 2, now + 20)}  # fmt: skip
+
+        monkeypatch.setattr(LmdbReader, "revocations", _no_walk)
+        result = _presigner(store, built).run(now + 60, full=False)
+        assert (result.signed, result.walked) == (5, 0)
+        for i in (a, b):
+            for key in new[i.index]:
+                answer = _verify(store, p, i, key)
+                assert answer.this_update == now + 60
+                # the issuer's answers fall due together: the earliest nextUpdate it had
+                assert answer.next_update == states[i.index].next_update
+        with store.read() as r:
+            for i in issuers:
+                state = r.ocsp_state(i.index)
+                assert state.commit == r.generation().commit > commit
+                assert state.next_update == states[i.index].next_update
+                assert state.produced_at == now + 60
+        # nothing new: nothing signed, nothing read
+        again = _presigner(store, built).run(now + 120, full=False)
+        assert (again.signed, again.walked) == (0, 0)
+    finally:
+        store.close()
+
+
+def test_an_issuer_is_read_whole_when_its_answers_fall_due_its_delegate_changed_or_the_feed_is_pruned(
+    built: Built, tmp_path: Path
+) -> None:
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        now = int(time.time())
+        p = _presigner(store, built)
+        p.run(now)
+        issuers = _signing_issuers(store, p)
+        a = issuers[0]
+        with store.read() as r:
+            cohort = r.ocsp_state(a.index).next_update
+        assert cohort - now > REFRESH
+
+        # the answers fall due: every one re-signed, with a nextUpdate a validity away
+        later = cohort - REFRESH
+        due = _presigner(store, built).run(later, full=False)
+        with store.read() as r:  # those with answers, all signed in the first run: all due
+            stored = [i for i in r.issuers() if r.ocsp_state(i.index).next_update]
+        assert due.walked == len(stored) >= len(issuers) and due.signed > 0
+        with store.read() as r:
+            keys = [k for k, _ in r.revocations(a.index)]
+            assert r.ocsp_state(a.index).next_update == later + VALIDITY
+        assert all(_verify(store, p, a, k).next_update == later + VALIDITY for k in keys)
+
+        # another delegate recorded (a key changed): that issuer alone is read whole
+        with Commit(store) as c:
+            state = c.ocsp_state(a.index)
+            c.put_ocsp_state(a.index, msgspec.structs.replace(state, signer="00" * 8))
+        assert _presigner(store, built).run(later + 60, full=False).walked == 1
+
+        # the changes feed no longer reaches the covered commit: read whole
+        _revoke_good(store, a.index, 1, later + 100)
+        with Commit(store) as c:
+            c.prune_changes(later + 10**6)
+        with store.read() as r:
+            assert r.changes_from() > r.ocsp_state(a.index).commit
+        pruned = _presigner(store, built).run(later + 120, full=False)
+        assert pruned.walked == len(p._response_signers) and pruned.signed == 1
+    finally:
+        store.close()
+
+
+def test_a_store_presigned_by_an_earlier_version_is_read_whole(
+    built: Built, tmp_path: Path
+) -> None:
+    """Its states name no commit (0): an incremental run would not know where to start."""
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        p = _presigner(store, built)
+        with Commit(store) as c:
+            for i in c.issuers():
+                state = c.ocsp_state(i.index)
+                c.put_ocsp_state(i.index, sf.OcspState(produced_at=state.produced_at,
+                                                       next_update=state.next_update))  # fmt: skip
+        assert p.run(int(time.time()), full=False).walked == len(p._response_signers)
+    finally:
+        store.close()
+
+
+def test_the_follow_loop_presigns_a_new_file_incrementally(built: Built, tmp_path: Path) -> None:
+    """`build --follow`: the start's build reads every CRL entry; a spool file after it, only
+    the revocations it brought, each answer stored and its own."""
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=True)
+    with store.read() as r:
+        issuer = next(i for i in r.issuers() if i.id.startswith("auth-card"))
+        now = time.time()
+        keys = [k for k, st in r.statuses(issuer.index)
+                if st.state == sf.STATE_GOOD and st.not_after > now][:4]  # fmt: skip
+    store.close()
+    assert len(keys) == 4
+    args = built.builder_args(store=tmp_path / "store")
+    at = args.index("--as-of")
+    del args[at : at + 2]
+    spool = tmp_path / "store-spool"  # builder_args's --spool
+    spool.mkdir()
+    p = subprocess.Popen(
+        [str(BIN / "crlbuilder"), "build", *args, "--follow",
+         "--follow-interval", "0.05", "--max-idle", "30"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert p.stderr is not None
+    events: list[dict[str, object]] = []
+    try:
+        for line in p.stderr:
+            if line.startswith("{"):
+                events.append(msgspec.json.decode(line))
+            if events and events[-1].get("event") == "build":
+                break
+        recorded = datetime.now(UTC).isoformat()
+        records = [
+            msgspec.json.encode({"type": "revocation-request", "id": f"incremental-{n}",
+                                 "recorded_at": recorded, "issuer": issuer.id,
+                                 "serial": int.from_bytes(k[2:], "big"), "reason": "application"})
+            for n, k in enumerate(keys)
+        ]  # fmt: skip
+        (spool / "new.tmp").write_bytes(b"\n".join(records) + b"\n")
+        (spool / "new.tmp").rename(spool / "new.jsonl")
+        for line in p.stderr:
+            if line.startswith("{"):
+                events.append(msgspec.json.decode(line))
+            if events[-1].get("event") == "spool-file":
+                break
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+    assert len(events) >= 2, p.stderr.read() if p.stderr else ""
+    start, file = events[-2], events[-1]
+    assert start["event"] == "build" and file["event"] == "spool-file"
+    assert start["ocsp_walked"] == len(built.manifest.all_issuers())
+    assert file["ocsp_walked"] == 0 and file["ocsp_presigned"] == 4
+    store = Store.open(tmp_path / "store", readonly=True)
+    try:
+        with store.read() as r:
+            for key in keys:
+                st, answer = r.status(key), r.stored_answer(key)
+                assert st is not None and st.state == sf.STATE_REVOKED
+                assert answer is not None and answer.version == st.version
     finally:
         store.close()

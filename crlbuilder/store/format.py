@@ -478,6 +478,12 @@ class OcspState(msgspec.Struct, kw_only=True):
     """When the pre-signed answers were last (re)signed."""
     next_update: int = 0
     """The earliest nextUpdate of any stored answer of this issuer."""
+    commit: int = 0
+    """The commit through which every revoked serial was seen by the pre-signer: a later
+    run signs the revocations of the changes feed after it (`crlbuilder.presign`). 0 before
+    the first full run of a pre-signer that keeps it."""
+    signer: str = ""
+    """The delegate (signer id, hex) that signed this issuer's answers in that run."""
 
 
 class PendingMoveOut(msgspec.Struct, frozen=True, kw_only=True):
