@@ -54,7 +54,7 @@ from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Category
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
-from crlbuilder.store.reader import StoreReader
+from crlbuilder.store.reader import StoreReader, changes_start
 from crlbuilder.store.writer import Commit
 
 DAY = 86_400
@@ -183,7 +183,9 @@ class CrlPublisher:
         retention: dict[int, int],
         since_commit: int | None,
     ) -> Iterator[tuple[int, int, int]]:
-        for key, e in r.revocations(issuer.index):
+        """(serial, revokedAt, reason) of the CRL's entries: every CRL entry of the issuer
+        within retention, or for a delta those written after ``since_commit``."""
+        for key, e in crl_candidates(r, issuer.index, since_commit):
             keep = retention.get(e.category, DEFAULT_RETENTION_DAYS * DAY)
             if e.recorded_at + keep <= now:  # rare: look up the certificate's expiry
                 st = r.status(key)
@@ -228,6 +230,25 @@ class CrlPublisher:
 
     def _prune(self, now: int) -> int:
         return prune_crls(self.store, self.dir, now)
+
+
+def crl_candidates(
+    r: StoreReader, issuer_index: int, since_commit: int | None
+) -> Iterator[tuple[bytes, sf.RevokedEntry]]:
+    """The CRL entries a CRL of one issuer may list, in key order (retention is the caller's):
+    for a delta whose base commit the changes feed still reaches, those of the serials the
+    feed names after it (every CRL entry is written with a loss of effect, in the same
+    commit: `crlbuilder.store.writer`); else every one of the issuer (at 10,000,000 holders,
+    16.4 million entries read for a delta of a few thousand)."""
+    if since_commit is None or since_commit < r.changes_from():
+        yield from r.revocations(issuer_index)
+        return
+    prefix = sf.issuer_prefix(issuer_index)
+    keys = sorted({c.key for c in r.changes(changes_start(since_commit)) if c.key[:2] == prefix})
+    for key in keys:
+        e = r.revoked_entry(key)
+        if e is not None:  # unlisted or erased since: on no CRL
+            yield key, e
 
 
 def place_crl(directory: Path, issuer_id: str, number: int, delta: bool, der: bytes) -> Path:
