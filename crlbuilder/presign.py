@@ -22,8 +22,8 @@ RSA signing is the whole cost (~0.3 ms a signature), so the signatures are
 spread over worker processes; the DER around them is built in this process.
 
 A run is *full* or *incremental*. A full run reads every CRL entry, with its status
-record and stored answer (at 10,000,000 holders: 16.4 million entries and about 7
-minutes, mostly page faults), signs what is missing or due, and records per issuer the
+record and stored answer (at 10,000,000 holders: 16.4 million entries, 2 to 14 minutes,
+mostly the store's pages read from disk), signs what is missing or due, and records per issuer the
 commit it covered, the delegate that signed and the earliest nextUpdate stored
 (`store.format.OcspState`). An incremental run reads only the changes feed after that
 commit (every loss of effect, `store.format.DB_CHANGES`) and signs the revoked serials
