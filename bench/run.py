@@ -110,6 +110,18 @@ OPTIONAL: dict[str, list[list[str]]] = {
             "--out",
             str(RESULTS / "build_10m.json"),
         ],
+        [  # the follow loop as deployed: pre-signing and CRLs after one file
+            "-m",
+            "bench.bench_build",
+            "--holders",
+            "10000000",
+            "--dir",
+            str(NATIONAL_DIR),
+            "--incremental-only",
+            "--post-commit",
+            "--out",
+            str(RESULTS / "build_10m.json"),
+        ],
         [
             "-m",
             "bench.bench_national",
@@ -187,6 +199,15 @@ def render() -> str:
         add(f"incremental, {_fmt(_get(build, 'incremental', 'records'))} records",
             _fmt(_get(build, "incremental", "arrival_to_committed_seconds"), " s"),
             "spool file arrival to committed (goal < 0.5 s)", "same")  # fmt: skip
+        post = _get(build, "incremental_post_commit")
+        if post:
+            secs = post.get("file_seconds") or {}
+            add(f"the follow loop after {_fmt(post.get('records'))} records, {n} holders",
+                _fmt(round(sum(v for k, v in secs.items() if k != "apply"), 2), " s"),
+                f"after the commit: presign {_fmt(secs.get('presign'), ' s')} ({_fmt(post.get('file_ocsp_presigned'))}"
+                f" answers, {_fmt(post.get('file_ocsp_walked'))} issuers read whole), CRLs {_fmt(secs.get('crl'), ' s')};"
+                f" the start-up build's presign {_fmt(_get(post, 'start_seconds', 'presign'), ' s')}"
+                f" (every CRL entry read)", "`python -m bench.bench_build --incremental-only --post-commit`")  # fmt: skip
     crl = _load("crl")
     if crl:
         add(f"CRL of {_fmt(crl.get('entries'))} entries: encode + sign",
@@ -347,6 +368,12 @@ def render() -> str:
                     f"p50 {_fmt(_get(c, 'all', 'p50_ms'), ' ms')}, p99 {_fmt(_get(c, 'all', 'p99_ms'), ' ms')}",
                     f"revoked (stored) p50/p99 {_fmt(_get(c, 'revoked', 'p50_ms'))}/{_fmt(_get(c, 'revoked', 'p99_ms'))} ms;"
                     f" good p50/p99 {_fmt(_get(c, 'good', 'p50_ms'))}/{_fmt(_get(c, 'good', 'p99_ms'))} ms", "same")  # fmt: skip
+        lapses = nat.get("lapses") or {}
+        if lapses.get("index_current"):
+            add(f"the next 30-day lapse ({_fmt(lapses.get('notices_kept'))} move-out notices kept)",
+                _fmt(round(lapses["index_seconds_median"] * 1e6, 1), " µs"),
+                f"from the lapse index; reading every notice {_fmt(round(lapses['walk_seconds_median'], 3), ' s')}",
+                "`python -m bench.bench_national --only lapses`")  # fmt: skip
         ex = nat.get("extrapolation") or {}
         if ex:
             add(f"extrapolated to {_fmt(ex.get('population_holders'))} holders",
