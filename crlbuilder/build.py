@@ -149,9 +149,9 @@ class Builder:
     ) -> None:
         self.cfg = cfg
         self.clock = clock
-        self._presigned = False
-        """A full pre-signing run completed since the last build (later ones may be
-        incremental)."""
+        self.presign_full = False
+        """The next pre-signing run reads every CRL entry (`crlbuilder.presign`), then this
+        goes back to False (``crlbuilder build --presign-full``)."""
         self.progress = progress
         self.log = log
         self.manifest = load_manifest(cfg.pki.manifest)
@@ -283,7 +283,6 @@ class Builder:
                 bar.close()
         report = BuildReport(summary=applier.summary)
         report.seconds["apply"] = time.monotonic() - t0
-        self._presigned = False  # a build reads every CRL entry to pre-sign (a full run)
         self.after_commit(applier, report, clock())
         return report
 
@@ -311,10 +310,8 @@ class Builder:
                 validity_seconds=self.cfg.ocsp.validity_seconds,
                 refresh_before_seconds=self.cfg.ocsp.refresh_before_seconds,
                 workers=self.cfg.ocsp.sign_workers,
-            ).run(now, full=not self._presigned)  # fmt: skip
-            # a build's run reads every CRL entry; the follow loop's later ones the revocations
-            # since, unless an issuer's answers fall due (`crlbuilder.presign`)
-            self._presigned = True
+            ).run(now, full=self.presign_full)  # fmt: skip
+            self.presign_full = False  # asked once: the follow loop's runs go on from the feed
             report.presigned, report.presign_kept = ps.signed, ps.kept
             report.presign_walked = ps.walked
             report.seconds["presign"] = time.monotonic() - t

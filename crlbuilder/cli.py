@@ -68,6 +68,7 @@ def _build(args: argparse.Namespace) -> int:
         builder = Builder(
             cfg, progress=(not args.no_progress and sys.stderr.isatty()) or args.progress
         )
+        builder.presign_full = args.presign_full
     except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
@@ -424,6 +425,15 @@ def parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--max-idle", type=float, default=None, help="with --follow: stop after N idle seconds"
+    )
+    b.add_argument(
+        "--presign-full",
+        action="store_true",
+        help="pre-sign by reading every CRL entry with its status and stored answer (at "
+        "10,000,000 holders, minutes). By default a build signs the revocations of the changes "
+        "feed since its last pre-signing, and reads an issuer's every entry only when its stored "
+        "answers fall due, its OCSP delegate changed, the feed no longer reaches that run, or "
+        "the store was pre-signed by an earlier version",
     )
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument(

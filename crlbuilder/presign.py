@@ -29,10 +29,10 @@ commit it covered, the delegate that signed and the earliest nextUpdate stored
 commit (every loss of effect, `store.format.DB_CHANGES`) and signs the revoked serials
 there whose answer is missing, giving each the issuer's earliest nextUpdate: the answers
 of an issuer then fall due together and one full run re-signs them all. A run is full when
-asked (`run(full=True)`: every build, and the first run of a builder process), and for an
-issuer whose earliest nextUpdate is within ``refresh_before``, whose delegate changed, whose
-covered commit the feed no longer reaches (pruned), or that has no stored answer yet; else
-incremental (the follow loop after each file, each refresh).
+asked (`run(full=True)`, ``crlbuilder build --presign-full``), and for an issuer whose
+earliest nextUpdate is within ``refresh_before``, whose delegate changed, whose covered
+commit the feed no longer reaches (pruned), or whose state an earlier version wrote (no
+commit); else incremental (a build, the follow loop after each file, each refresh).
 """
 
 from __future__ import annotations

@@ -241,9 +241,12 @@ def test_a_store_presigned_by_an_earlier_version_is_read_whole(
         store.close()
 
 
-def test_the_follow_loop_presigns_a_new_file_incrementally(built: Built, tmp_path: Path) -> None:
-    """`build --follow`: the start's build reads every CRL entry; a spool file after it, only
-    the revocations it brought, each answer stored and its own."""
+def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
+    built: Built, tmp_path: Path
+) -> None:
+    """`build` goes on from the last run's commit; `build --presign-full --follow` reads every
+    CRL entry at its start, then for a spool file only the revocations it brought, each
+    answer stored and its own."""
     shutil.copytree(built.store, tmp_path / "store")
     store = Store.open(tmp_path / "store", readonly=True)
     with store.read() as r:
@@ -256,10 +259,13 @@ def test_the_follow_loop_presigns_a_new_file_incrementally(built: Built, tmp_pat
     args = built.builder_args(store=tmp_path / "store")
     at = args.index("--as-of")
     del args[at : at + 2]
+    again = subprocess.run([str(BIN / "crlbuilder"), "build", *args], capture_output=True,
+                           text=True, timeout=300, check=True)  # fmt: skip
+    assert msgspec.json.decode(again.stderr.strip().splitlines()[-1])["ocsp_walked"] == 0
     spool = tmp_path / "store-spool"  # builder_args's --spool
     spool.mkdir()
     p = subprocess.Popen(
-        [str(BIN / "crlbuilder"), "build", *args, "--follow",
+        [str(BIN / "crlbuilder"), "build", *args, "--presign-full", "--follow",
          "--follow-interval", "0.05", "--max-idle", "30"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
