@@ -23,6 +23,10 @@ readers right live here, once:
   party reading "changes since cursor" sees a revocation exactly when a status answer
   does; `Commit.prune_changes` drops whole commits past the feed's retention and moves
   its horizon (`META_CHANGES_FROM`);
+- a move-out notice written or deleted (`Commit.put_pending`, `delete_pending`) keeps the
+  builder's lapse index (`DB_LAPSES`) in the same transaction, and a commit that changes the
+  store moves the index's stamp (`META_LAPSES`) to its own number when the index was
+  current, so a commit of a builder that keeps no index leaves it behind;
 - the builder's own state (pre-signed answers, CRL and OCSP state, the CRL index,
   the build number, quarantine keys, the outbox) is written without moving the
   commit sequence: it changes no status.
