@@ -58,7 +58,7 @@ from crlbuilder.ocsp.response import (
 )
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
-from crlbuilder.store.reader import StoredAnswer, changes_start
+from crlbuilder.store.reader import StoredAnswer, lost_since
 from crlbuilder.store.writer import Commit
 
 CHUNK: Final = 2_000
@@ -219,15 +219,9 @@ class Presigner:
     ) -> Iterator[tuple[bytes, sf.StatusRecord]]:
         """The serials of one issuer that lost effect after ``commit`` (the changes feed) and
         are revoked now, whose stored answer is missing or not theirs."""
-        prefix = sf.issuer_prefix(issuer.index)
         signer_id = self._response_signers[issuer.id].signer_id
         with self.store.read() as r:
-            seen: set[bytes] = set()
-            for change in r.changes(changes_start(commit)):
-                key = change.key
-                if key[:2] != prefix or key in seen:
-                    continue
-                seen.add(key)
+            for key in lost_since(r, issuer.index, commit):
                 st = r.status(key)
                 if st is None or st.state != sf.STATE_REVOKED:
                     continue  # unlisted or erased since: no answer to store

@@ -54,7 +54,7 @@ from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Category
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
-from crlbuilder.store.reader import StoreReader, changes_start
+from crlbuilder.store.reader import StoreReader, lost_since
 from crlbuilder.store.writer import Commit
 
 DAY = 86_400
@@ -243,9 +243,7 @@ def crl_candidates(
     if since_commit is None or since_commit < r.changes_from():
         yield from r.revocations(issuer_index)
         return
-    prefix = sf.issuer_prefix(issuer_index)
-    keys = sorted({c.key for c in r.changes(changes_start(since_commit)) if c.key[:2] == prefix})
-    for key in keys:
+    for key in lost_since(r, issuer_index, since_commit):
         e = r.revoked_entry(key)
         if e is not None:  # unlisted or erased since: on no CRL
             yield key, e

@@ -28,9 +28,9 @@ retention     due u64 | issuer u16 |         empty: the retention agenda (`crlbu
 lapses        planned date u32 | holder 32 B empty: the move-out notices not lapsed yet
 ============= ============================== =========================================
 
-``outbox``, ``quarantine``, ``retention`` and ``lapses`` are the builder's own (added without a format
-version change: an older store gains them at the builder's next start, and a
-read-only open does without them).
+``outbox``, ``quarantine``, ``retention`` and ``lapses`` are the builder's own (added
+without a format version change: an older store gains them at the builder's next start,
+and a read-only open does without them).
 
 Serials are fixed-width (20 octets, the RFC 5280 maximum) so that keys sort by
 issuer then serial and one issuer's records form one contiguous range. Times are

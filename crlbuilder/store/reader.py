@@ -96,6 +96,14 @@ def changes_start(commit: int) -> bytes:
     return sf.commit_marker_key(commit + 1)
 
 
+def lost_since(r: StoreReader, issuer_index: int, commit: int) -> list[bytes]:
+    """The status keys of one issuer that lost effect in the commits after ``commit``, each
+    once, in key order: from the changes feed, which must still reach ``commit``
+    (``commit >= r.changes_from()``)."""
+    prefix = sf.issuer_prefix(issuer_index)
+    return sorted({c.key for c in r.changes(changes_start(commit)) if c.key[:2] == prefix})
+
+
 class StoreReader(Protocol):
     """One consistent view of the store (see the module docstring)."""
 
