@@ -256,7 +256,7 @@ def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
                 if st.state == sf.STATE_GOOD and st.not_after > now][:4]  # fmt: skip
     store.close()
     assert len(keys) == 4
-    args = built.builder_args(store=tmp_path / "store")
+    args = built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl")
     at = args.index("--as-of")
     del args[at : at + 2]
     again = subprocess.run([str(BIN / "crlbuilder"), "build", *args], capture_output=True,
