@@ -105,7 +105,10 @@ class BuildReport:
     presigned: int = 0
     presign_kept: int = 0
     presign_walked: int = 0
-    """Issuers whose pre-signing read every CRL entry (`crlbuilder.presign`: a full run)."""
+    """Issuers whose pre-signing read CRL entries (`crlbuilder.presign`: a full run, begun,
+    gone on with or ended)."""
+    presign_walking: int = 0
+    """Issuers whose full pre-signing run was cut by ``presign_seconds``: it goes on."""
     crls: list[dict[str, object]] = field(default_factory=list)
     crls_pruned: int = 0
     crls_withheld: list[str] = field(default_factory=list)
@@ -125,6 +128,7 @@ class BuildReport:
             ocsp_presigned=self.presigned,
             ocsp_kept=self.presign_kept,
             ocsp_walked=self.presign_walked,
+            ocsp_walking=self.presign_walking,
             crls=self.crls,
             crls_pruned=self.crls_pruned,
             crls_withheld=self.crls_withheld,
@@ -152,6 +156,9 @@ class Builder:
         self.presign_full = False
         """The next pre-signing run reads every CRL entry (`crlbuilder.presign`), then this
         goes back to False (``crlbuilder build --presign-full``)."""
+        self.presign_seconds: float | None = None
+        """A bound on each pre-signing run's reading of every CRL entry (the follow loops set
+        it from ``ocsp.presign_slice_seconds``): a walk cut goes on at the next run."""
         self.progress = progress
         self.log = log
         self.manifest = load_manifest(cfg.pki.manifest)
@@ -303,18 +310,7 @@ class Builder:
         t = time.monotonic()  # before pre-signing and CRLs: a revoked token is in both
         report.tokens = self.run_tokens(as_of)
         report.seconds["tokens"] = time.monotonic() - t
-        if self.cfg.ocsp.presign:
-            t = time.monotonic()
-            ps = Presigner(
-                self.store, self.manifest,
-                validity_seconds=self.cfg.ocsp.validity_seconds,
-                refresh_before_seconds=self.cfg.ocsp.refresh_before_seconds,
-                workers=self.cfg.ocsp.sign_workers,
-            ).run(now, full=self.presign_full)  # fmt: skip
-            self.presign_full = False  # asked once: the follow loop's runs go on from the feed
-            report.presigned, report.presign_kept = ps.signed, ps.kept
-            report.presign_walked = ps.walked
-            report.seconds["presign"] = time.monotonic() - t
+        self.presign(report, now)
         if self.cfg.crl.enabled:
             t = time.monotonic()
             pub = CrlPublisher(self.store, self.manifest, self.cfg.crl).run(now)
@@ -335,6 +331,37 @@ class Builder:
         with Commit(self.store) as c:
             c.prune_changes(now - self.cfg.store.changes_keep_days * 86_400)
             report.build = c.bump_build()
+
+    def presign(self, report: BuildReport, now: int) -> None:
+        """Pre-signs the answers of revoked serials (`crlbuilder.presign`), bounded by
+        ``presign_seconds``; the counts and seconds go to ``report``."""
+        if not self.cfg.ocsp.presign:
+            return
+        t = time.monotonic()
+        ps = Presigner(
+            self.store, self.manifest,
+            validity_seconds=self.cfg.ocsp.validity_seconds,
+            refresh_before_seconds=self.cfg.ocsp.refresh_before_seconds,
+            workers=self.cfg.ocsp.sign_workers,
+        ).run(now, full=self.presign_full, seconds=self.presign_seconds)  # fmt: skip
+        self.presign_full = False  # asked once: the follow loop's runs go on from the feed
+        report.presigned, report.presign_kept = ps.signed, ps.kept
+        report.presign_walked, report.presign_walking = ps.walked, ps.walking
+        report.seconds["presign"] = time.monotonic() - t
+
+    def presign_step(self) -> BuildReport:
+        """A follow loop's turn with nothing else to do while a walk goes on: pre-signing alone
+        (no lapse, CRL or build number: none of them waits on it)."""
+        report = BuildReport(summary=Summary())
+        self.presign(report, epoch(self.clock()))
+        return report
+
+    def walks_in_progress(self) -> bool:
+        """Whether a full pre-signing run was cut and goes on (`sf.OcspState.walk`)."""
+        if not self.cfg.ocsp.presign:
+            return False
+        with self.store.read() as r:
+            return any(r.ocsp_state(i.index).walk is not None for i in r.issuers())
 
     def token_issuer(self, verifiers: Verifiers, clock: Clock) -> TokenIssuer:
         t = self.cfg.tokens
@@ -407,13 +434,17 @@ class Builder:
 
         Between files the loop sleeps ``interval`` seconds, or less when the earliest
         pending 30-day lapse (Act §31(2)) falls due sooner: it then writes that lapse
-        at once (`after_commit`), dated when written (Act §34(1)(2)).
+        at once (`after_commit`), dated when written (Act §34(1)(2)). Pre-signing that reads
+        every CRL entry is cut into runs of ``ocsp.presign_slice_seconds``, the next file
+        applied between two of them; with no file waiting they follow one another.
         """
         done = spool / "done"
         keep = self.cfg.input.spool_keep_seconds
         if keep or done.exists():
             _private_dir(done)
         stop = StopRequest.install()
+        self.presign_seconds = self.cfg.ocsp.presign_slice_seconds or None
+        walking = self.walks_in_progress()
         idle_since = last_refresh = time.monotonic()
         due = next_lapse(self.store)
         approval_end = self.next_approval_end(self.clock())
@@ -428,8 +459,13 @@ class Builder:
                         report = BuildReport(summary=Summary())
                         self.after_commit(self._applier(None), report, now)
                         self.emit({"event": "lapse", "due": due, **report.as_dict()})
-                        last_refresh = time.monotonic()
+                        last_refresh, walking = time.monotonic(), report.presign_walking > 0
                         due = next_lapse(self.store)
+                        continue
+                    if walking:  # nothing waits: the cut pre-signing goes on
+                        report = self.presign_step()
+                        self.emit({"event": "presign", **report.as_dict()})
+                        walking = report.presign_walking > 0
                         continue
                     if max_idle is not None and time.monotonic() - idle_since > max_idle:
                         return
@@ -442,7 +478,7 @@ class Builder:
                         report = BuildReport(summary=Summary())
                         self.after_commit(self._applier(None), report, now)
                         self.emit({"event": "refresh", **report.as_dict()})
-                        last_refresh = time.monotonic()
+                        last_refresh, walking = time.monotonic(), report.presign_walking > 0
                         due = next_lapse(self.store)
                         approval_end = self.next_approval_end(now)
                     wait = interval
@@ -469,12 +505,13 @@ class Builder:
                             **report.as_dict(),
                         }
                     )
-                    last_refresh = time.monotonic()
+                    last_refresh, walking = time.monotonic(), report.presign_walking > 0
                     if stop.requested:
                         break
                 due = next_lapse(self.store)
                 idle_since = time.monotonic()
         finally:
+            self.presign_seconds = None
             stop.restore()
 
     def consume(
@@ -508,6 +545,8 @@ class Builder:
         with self.store.read() as r:
             after = r.stream_seq()
         stop = StopRequest.install()
+        if follow:  # cut pre-signing that reads every CRL entry into runs, as the spool loop
+            self.presign_seconds = self.cfg.ocsp.presign_slice_seconds or None
         while True:
             try:
                 consumer.open(after)
@@ -517,6 +556,7 @@ class Builder:
                 # waits for the cluster rather than leave its node behind for good
                 if not follow or stop.requested:
                     stop.restore()
+                    self.presign_seconds = None
                     if not follow:
                         raise
                     return after  # stopped while waiting: nothing was read
@@ -528,6 +568,7 @@ class Builder:
         applier.deliver()  # what a killed builder staged and did not deliver
         report = BuildReport(summary=applier.summary)
         dirty = False
+        walking = self.walks_in_progress()
         refreshes = 0
         t0 = last_read = idle_since = last_refresh = last_tick = time.monotonic()
         last_head = 0.0
@@ -540,10 +581,11 @@ class Builder:
             dirty |= applier.summary.commits != before  # a tick that changed nothing: no refresh
 
         def refresh(event: str) -> None:
-            nonlocal applier, report, dirty, last_refresh, refreshes
+            nonlocal applier, report, dirty, last_refresh, refreshes, walking
             refreshes += 1
             report.seconds["apply"] = time.monotonic() - t0
             self.after_commit(applier, report, self.clock(), time_writes=False)
+            walking = report.presign_walking > 0
             if ship is not None:
                 ship(report)
             with self.store.read() as r:
@@ -558,7 +600,7 @@ class Builder:
 
         def turn() -> bool:
             """One turn of the loop; True when the loop is done."""
-            nonlocal last_tick, last_head, last_read, idle_since, last_fetch_crls
+            nonlocal last_tick, last_head, last_read, idle_since, last_fetch_crls, walking
             if tick_every and follow:
                 due = next_lapse(self.store)
                 since = time.monotonic() - last_tick
@@ -603,6 +645,11 @@ class Builder:
             if time.monotonic() - last_refresh > self.refresh_every():
                 refresh("refresh")
                 return False
+            if walking:  # caught up: the cut pre-signing goes on
+                step = self.presign_step()
+                self.emit({"event": "presign", **step.as_dict()})
+                walking = step.presign_walking > 0
+                return False
             return max_idle is not None and time.monotonic() - idle_since > max_idle
 
         try:
@@ -618,6 +665,7 @@ class Builder:
                     time.sleep(interval)
         finally:
             stop.restore()
+            self.presign_seconds = None  # the last refresh below finishes what is cut
         if dirty or refreshes == 0:
             refresh("stream")
         with self.store.read() as r:

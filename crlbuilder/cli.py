@@ -69,6 +69,8 @@ def _build(args: argparse.Namespace) -> int:
             cfg, progress=(not args.no_progress and sys.stderr.isatty()) or args.progress
         )
         builder.presign_full = args.presign_full
+        if args.follow:  # the start-up build's pre-signing is cut into runs like the loop's
+            builder.presign_seconds = cfg.ocsp.presign_slice_seconds or None
     except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2

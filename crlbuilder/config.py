@@ -120,6 +120,11 @@ class OcspSection(_Section):
     """Re-sign a stored answer when less than this remains before its nextUpdate."""
     sign_workers: NonNegative = 0
     """Processes that sign in parallel (0: one per core)."""
+    presign_slice_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    """In a follow loop, pre-signing that reads every CRL entry of an issuer (its answers
+    falling due, a new delegate) stops after about this many seconds and goes on at the loop's
+    next turn, so that records go on being applied meanwhile; 0: no bound. A build without
+    ``--follow`` always finishes it."""
 
 
 class TokensSection(_Section):
@@ -215,6 +220,7 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
     "ocsp-validity-seconds": ("ocsp", "validity_seconds"),
     "ocsp-refresh-before-seconds": ("ocsp", "refresh_before_seconds"),
     "sign-workers": ("ocsp", "sign_workers"),
+    "presign-slice-seconds": ("ocsp", "presign_slice_seconds"),
     "crl": ("crl", "enabled"),
     "crl-dir": ("crl", "directory"),
     "crl-cycle-seconds": ("crl", "cycle_seconds"),

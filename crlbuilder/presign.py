@@ -33,17 +33,29 @@ asked (`run(full=True)`, ``crlbuilder build --presign-full``), and for an issuer
 earliest nextUpdate is within ``refresh_before``, whose delegate changed, whose covered
 commit the feed no longer reaches (pruned), or whose state an earlier version wrote (no
 commit); else incremental (a build, the follow loop after each file, each refresh).
+
+A follow loop bounds each run in time (``run(seconds=...)``, ``ocsp.presign_slice_seconds``):
+a full run of an issuer (a *walk*) then stops where the bound finds it, after at least
+`CHECK_EVERY` entries, and records the last key read (`sf.OcspState.walk`); the next run
+reads the changes feed since (what the walk passed) and goes on after that key, so that the
+loop applies the records that came meanwhile. At 10,000,000 holders a walk that re-signs
+every answer takes about 40 minutes; unbounded, no record was applied during it. The answers
+a walk signs, and those the feed brings while it goes on, take the nextUpdate fixed when it
+began (`walk_next_update`); when it ends, the earliest nextUpdate of what it kept or stored
+becomes the issuer's (no second reading of every stored answer).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
+import msgspec
 from cryptography import x509
 
 from crlbuilder.keys.signer import Signer, load_signer
@@ -63,6 +75,8 @@ from crlbuilder.store.writer import Commit
 
 CHUNK: Final = 2_000
 """Answers per write transaction and per job sent to a signing process."""
+CHECK_EVERY = 64
+"""CRL entries a walk reads between two looks at its time bound (and at least, per run)."""
 
 _worker_signers: dict[str, Signer] = {}
 
@@ -98,7 +112,10 @@ class PresignResult:
     signed: int = 0
     kept: int = 0
     walked: int = 0
-    """Issuers whose every CRL entry was read (a full run of theirs)."""
+    """Issuers whose CRL entries were read in this run (a full run of theirs, begun, gone on
+    with or ended)."""
+    walking: int = 0
+    """Issuers whose full run was cut by the time bound: it goes on at the next run."""
 
 
 class Presigner:
@@ -112,8 +129,11 @@ class Presigner:
         validity_seconds: int,
         refresh_before_seconds: int,
         workers: int = 0,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self.timer = timer
+        """The clock of ``run``'s time bound."""
         self.manifest = manifest
         self.validity = validity_seconds
         self.refresh_before = refresh_before_seconds
@@ -134,6 +154,7 @@ class Presigner:
             )
             for i in manifest.all_issuers()
         }
+        self._pool: ProcessPoolExecutor | None = None
         self._inflight: list[
             tuple[
                 ResponseSigner,
@@ -145,74 +166,123 @@ class Presigner:
             ]
         ] = []
 
-    def run(self, now: int, *, full: bool = True) -> PresignResult:
+    def run(self, now: int, *, full: bool = True, seconds: float | None = None) -> PresignResult:
         """Sign every missing or nearly stale answer, as of ``now`` (epoch seconds): reading
         every CRL entry, or with ``full=False`` only the revocations since the last run of
         each issuer that allows it (module docstring).
 
+        With ``seconds``, the reading of every CRL entry stops after about that long and goes
+        on at the next run (`sf.OcspState.walk`); the changes feed is read whole every run.
+
         Streams: at most ``2 × workers`` chunks of `CHUNK` answers are in flight,
         so memory does not grow with the number of revoked serials.
         """
+        deadline = None if seconds is None else self.timer() + seconds
         result = PresignResult()
-        keys = self._files
-        pool: ProcessPoolExecutor | None = None
         with self.store.read() as r:
             commit, reach = r.generation().commit, r.changes_from()
             states = {i.index: r.ocsp_state(i.index) for i in self.manifest.all_issuers()}
-        walked: set[int] = set()
+        walks: list[_Walk] = []
+        self._pool = None
         try:
             for issuer in self.manifest.all_issuers():
                 if issuer.id not in self._signers:
                     continue  # compromised, no successor: nothing may sign its answers
                 state = states[issuer.index]
-                rs = self._response_signers[issuer.id]
-                if full or not self._incremental(state, rs.signer_id, reach, now):
-                    walked.add(issuer.index)
-                    due = self._due(issuer, now, result)
-                    next_update = now + self.validity
+                signer = self._response_signers[issuer.id].signer_id.hex()
+                if not full and state.walk is not None and self._walk_goes_on(state, signer, reach):
+                    # the feed brings what the walk passed; what it has not read, it will
+                    walk = _Walk(issuer, state, bytes.fromhex(state.walk), state.walk_earliest)
+                    walks.append(walk)
+                    feed = self._revoked_since(issuer, state.commit, now, result)
+                    self._sign_all(issuer, feed, now, state.walk_next_update, result, walk)
+                elif full or not self._incremental(state, signer, reach, now):
+                    # a walk starts: it reads every entry of this commit or later, so no feed
+                    started = msgspec.structs.replace(
+                        state, walk="", walk_next_update=now + self.validity, walk_earliest=0
+                    )
+                    walks.append(_Walk(issuer, started, b"", 0))
                 else:
-                    due = self._revoked_since(issuer, state.commit, now, result)
+                    feed = self._revoked_since(issuer, state.commit, now, result)
                     # the issuer's answers fall due together (a first answer starts the date)
-                    next_update = state.next_update or now + self.validity
-                for chunk in _chunks(due, CHUNK):
-                    if pool is None and self.workers > 1:
-                        pool = ProcessPoolExecutor(
-                            self.workers, initializer=_init_worker, initargs=(os.getpid(), keys)
-                        )
-                    self._sign_chunk(issuer, chunk, now, next_update, pool, result)
+                    self._sign_all(
+                        issuer, feed, now, state.next_update or now + self.validity, result
+                    )
+            for walk in walks:
+                if deadline is not None and result.walked and self.timer() >= deadline:
+                    break  # the rest goes on at the next run (each run moves one walk on)
+                result.walked += 1
+                due = self._walk_due(walk, now, deadline, result)
+                self._sign_all(walk.issuer, due, now, walk.state.walk_next_update, result, walk)
                 # no drain here: the next issuer's chunks join those in flight, so that no
                 # signing process idles while the last chunk of an issuer is signed
             self._drain()
-            self._record_state(now, commit, states, walked)
+            result.walking = self._record_state(now, commit, states, walks)
         finally:
             self._drain()
-            if pool is not None:
-                pool.shutdown()
-        result.walked = len(walked)
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
         return result
 
-    def _incremental(self, state: sf.OcspState, signer_id: bytes, reach: int, now: int) -> bool:
+    def _incremental(self, state: sf.OcspState, signer: str, reach: int, now: int) -> bool:
         """Whether the changes feed since the last run says all that is to sign for an issuer."""
         return (
             state.commit > 0  # a run that covered every revoked serial, and said up to which commit
             and state.commit >= reach  # the feed still holds every loss of effect after it
-            and state.signer == signer_id.hex()  # the same delegate signs
+            and state.signer == signer  # the same delegate signs
             and (not state.next_update or state.next_update - now > self.refresh_before)
         )  # and no stored answer is due (none stored: none due)
 
-    def _due(
-        self, issuer: IssuerFiles, now: int, result: PresignResult
+    @staticmethod
+    def _walk_goes_on(state: sf.OcspState, signer: str, reach: int) -> bool:
+        """Whether an issuer's walk in progress can go on where it stopped: the same delegate
+        signs, and the feed still holds every loss of effect since its last run."""
+        return state.commit > 0 and state.commit >= reach and state.signer == signer
+
+    def _sign_all(
+        self,
+        issuer: IssuerFiles,
+        due: Iterator[tuple[bytes, sf.StatusRecord]],
+        now: int,
+        next_update: int,
+        result: PresignResult,
+        walk: _Walk | None = None,
+    ) -> None:
+        """Sign ``due`` in chunks; with ``walk``, note each key (the walk skips it if it reads
+        it before its answer is stored) and the answers' nextUpdate among the walk's earliest."""
+        for chunk in _chunks(due, CHUNK):
+            if walk is not None:
+                walk.signed.update(k for k, _ in chunk)
+                walk.keep(next_update)
+            if self._pool is None and self.workers > 1:
+                self._pool = ProcessPoolExecutor(
+                    self.workers, initializer=_init_worker, initargs=(os.getpid(), self._files)
+                )
+            self._sign_chunk(issuer, chunk, now, next_update, self._pool, result)
+
+    def _walk_due(
+        self, walk: _Walk, now: int, deadline: float | None, result: PresignResult
     ) -> Iterator[tuple[bytes, sf.StatusRecord]]:
-        """Revoked serials of one issuer whose stored answer is missing, stale or nearly so."""
-        signer_id = self._response_signers[issuer.id].signer_id
+        """Revoked serials of one issuer whose stored answer is missing, stale or nearly so,
+        read from where its walk stopped until the end (then ``walk.done``) or ``deadline``."""
+        signer_id = self._response_signers[walk.issuer.id].signer_id
         with self.store.read() as r:
-            for key, _entry in r.revocations(issuer.index):
+            for n, (key, _entry) in enumerate(r.revocations(walk.issuer.index, after=walk.last)):
+                if deadline is not None and n and not n % CHECK_EVERY and self.timer() >= deadline:
+                    return  # walk.last is the last key read: the next run starts after it
+                walk.last = key
+                if key in walk.signed:
+                    continue  # the feed brought it in this run: its answer is on its way
                 st = r.status(key)
                 assert st is not None, "a CRL entry has a status record"
-                if self._keep(r.stored_answer(key), st, signer_id, now):
+                stored = r.stored_answer(key)
+                if stored is not None and self._keep(stored, st, signer_id, now):
                     result.kept += 1
+                    walk.keep(stored.next_update)
                     continue
                 yield key, st
+        walk.done = True
 
     def _revoked_since(
         self, issuer: IssuerFiles, commit: int, now: int, result: PresignResult
@@ -308,27 +378,61 @@ class Presigner:
                 c.put_answer(key, StoredAnswer(st.version, now, next_update, rs.signer_id, stem))
 
     def _record_state(
-        self, now: int, commit: int, states: dict[int, sf.OcspState], walked: set[int]
-    ) -> None:
-        """Per issuer: when answers were last signed, the earliest stored nextUpdate (read
-        from every stored answer after a full run; unchanged by an incremental one, whose
-        answers took it), the commit covered and the delegate."""
+        self, now: int, commit: int, states: dict[int, sf.OcspState], walks: list[_Walk]
+    ) -> int:
+        """Per issuer: when answers were last signed, the earliest stored nextUpdate, the commit
+        covered and the delegate, and where a walk in progress stands; returns how many walks
+        go on at the next run.
+
+        The earliest nextUpdate is unchanged by an incremental run (its answers took it) and
+        by a walk in progress; a walk that ended gives the earliest of the answers it kept or
+        stored. Read from every stored answer only after an incremental run of an issuer that
+        had none (only this run's)."""
+        walking = 0
+        by_index = {w.issuer.index: w for w in walks}
         with Commit(self.store) as c:
             for issuer in self.manifest.all_issuers():
                 if issuer.id not in self._signers:
                     continue
-                if issuer.index in walked or not states[issuer.index].next_update:
-                    # read from every stored answer (after an incremental run, the issuer had
-                    # none: only this run's)
-                    earliest = min(
-                        (a.next_update for _, a in c.stored_answers(issuer.index)), default=0
-                    )
-                else:
-                    earliest = states[issuer.index].next_update
-                signer = self._response_signers[issuer.id].signer_id.hex()
-                c.put_ocsp_state(
-                    issuer.index,
-                    sf.OcspState(
-                        produced_at=now, next_update=earliest, commit=commit, signer=signer
-                    ),
+                old = states[issuer.index]
+                new = msgspec.structs.replace(
+                    old,
+                    produced_at=now,
+                    commit=commit,
+                    signer=self._response_signers[issuer.id].signer_id.hex(),
                 )
+                if (w := by_index.get(issuer.index)) is None:
+                    if not old.next_update:
+                        new.next_update = min(
+                            (a.next_update for _, a in c.stored_answers(issuer.index)), default=0
+                        )
+                elif w.done:
+                    new.next_update = w.earliest
+                    new.walk, new.walk_next_update, new.walk_earliest = None, 0, 0
+                else:
+                    walking += 1
+                    new.walk = w.last.hex()
+                    new.walk_next_update = w.state.walk_next_update
+                    new.walk_earliest = w.earliest
+                c.put_ocsp_state(issuer.index, new)
+        return walking
+
+
+@dataclass
+class _Walk:
+    """One issuer's reading of every CRL entry, from where it stopped (`sf.OcspState.walk`)."""
+
+    issuer: IssuerFiles
+    state: sf.OcspState
+    """The issuer's state as the walk goes on with it (its nextUpdate to sign with)."""
+    last: bytes
+    """The last key read (b"": none yet)."""
+    earliest: int
+    """The earliest nextUpdate of the answers kept or signed so far (0: none)."""
+    done: bool = False
+    """Every entry after the walk's start was read."""
+    signed: set[bytes] = field(default_factory=set)
+    """Keys the changes feed brought in this run: the walk skips them."""
+
+    def keep(self, next_update: int) -> None:
+        self.earliest = min(self.earliest, next_update) if self.earliest else next_update

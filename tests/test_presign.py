@@ -96,7 +96,7 @@ def _presigner(store: Store, built: Built) -> presign.Presigner:
                              refresh_before_seconds=REFRESH, workers=1)  # fmt: skip
 
 
-def _no_walk(self: LmdbReader, issuer_index: int | None = None) -> Iterator[object]:
+def _no_walk(self: LmdbReader, issuer_index: int | None = None, **_: object) -> Iterator[object]:
     raise AssertionError("every CRL entry read: not an incremental run")
 
 
@@ -110,6 +110,28 @@ def _revoke_good(store: Store, index: int, n: int, at: int) -> list[bytes]:
             c.revoke(key, st, category=Category.REQUEST.code, reason=int(Reason.UNSPECIFIED),
                      at=at, recorded_at=at)  # fmt: skip
     assert len(keys) == n
+    return keys
+
+
+def _revoke_behind_a_walk(store: Store, issuers: list[sf.IssuerMeta], at: int) -> list[bytes]:
+    """Revoke two good certificates whose keys a walk in progress has passed (only the
+    changes feed can bring them to the pre-signer); none when no walk has passed two."""
+    with store.read() as r:
+        for i in issuers:
+            cursor = r.ocsp_state(i.index).walk
+            if cursor:
+                keys = [k for k, st in r.statuses(i.index)
+                        if st.state == sf.STATE_GOOD and k < bytes.fromhex(cursor)][:2]  # fmt: skip
+                if len(keys) == 2:
+                    break
+        else:
+            return []
+    with Commit(store, lambda: datetime.fromtimestamp(at, UTC)) as c:
+        for key in keys:
+            st = c.status(key)
+            assert st is not None
+            c.revoke(key, st, category=Category.REQUEST.code, reason=int(Reason.UNSPECIFIED),
+                     at=at, recorded_at=at)  # fmt: skip
     return keys
 
 
@@ -306,5 +328,162 @@ def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
                 st, answer = r.status(key), r.stored_answer(key)
                 assert st is not None and st.state == sf.STATE_REVOKED
                 assert answer is not None and answer.version == st.version
+    finally:
+        store.close()
+
+
+class _Ticks:
+    """A clock that moves one second each time it is read: a run's time bound then cuts a
+    walk after a number of looks, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+def test_a_walk_cut_by_its_time_bound_goes_on_where_it_stopped_and_ends_as_a_whole_run(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every answer falls due; bounded runs re-sign them a few entries at a time while
+    revocations are committed between runs. In the end every CRL entry has its own answer,
+    all with the nextUpdate fixed when the walks began, and the state says so."""
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=False)
+    monkeypatch.setattr(presign, "CHECK_EVERY", 4)
+    try:
+        now = int(time.time())
+        p = _presigner(store, built)
+        p.run(now)
+        issuers = _signing_issuers(store, p)
+        with store.read() as r:
+            cohort = min(r.ocsp_state(i.index).next_update for i in issuers)
+        later = cohort - REFRESH  # every stored answer is due
+        runs: list[presign.PresignResult] = []
+        revoked: list[bytes] = []
+        cursors: list[dict[int, str | None]] = []
+        while not runs or runs[-1].walking:
+            at = later + 60 * len(runs)
+            if runs and len(revoked) < 4 and len(runs) % 2:  # while the walks go on
+                revoked += _revoke_behind_a_walk(store, issuers, at)
+            q = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
+                                  refresh_before_seconds=REFRESH, workers=1, timer=_Ticks())  # fmt: skip
+            runs.append(q.run(at, full=False, seconds=12))
+            with store.read() as r:
+                cursors.append({i.index: r.ocsp_state(i.index).walk for i in r.issuers()})
+            assert len(cursors) < 2 or cursors[-1] != cursors[-2], "a run moved no walk on"
+            if runs[-1].walking:
+                with store.read() as r:  # a cut walk keeps the issuer's promise as it was
+                    assert any(r.ocsp_state(i.index).walk is not None for i in issuers)
+                    assert min(r.ocsp_state(i.index).next_update for i in issuers) == cohort
+        assert len(runs) > 3 and runs[0].walking > 0 and runs[0].walked >= 1
+        assert sum(run.walked for run in runs) > len(issuers)  # walks went on across runs
+        with store.read() as r:
+            commit = r.generation().commit
+            keys = {i.index: [k for k, _ in r.revocations(i.index)] for i in issuers}
+            states = {i.index: r.ocsp_state(i.index) for i in issuers}
+        assert len(revoked) == 4 and set(revoked) <= {k for ks in keys.values() for k in ks}
+        for i in issuers:
+            for key in keys[i.index]:
+                # signed by the walk or brought by the feed: the nextUpdate the walk began with
+                assert _verify(store, p, i, key).next_update == later + VALIDITY
+            state = states[i.index]
+            assert state.walk is None and (state.walk_next_update, state.walk_earliest) == (0, 0)
+            assert state.commit == commit
+            assert state.next_update == (later + VALIDITY if keys[i.index] else 0)
+        # nothing is due now: an unbounded incremental run reads nothing whole
+        assert _presigner(store, built).run(later + 3_600, full=False).walked == 0
+    finally:
+        store.close()
+
+
+def test_a_cut_walk_starts_again_when_its_delegate_changes(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=False)
+    monkeypatch.setattr(presign, "CHECK_EVERY", 1)
+    try:
+        now = int(time.time())
+        p = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
+                              refresh_before_seconds=REFRESH, workers=1, timer=_Ticks())  # fmt: skip
+        first = p.run(now, full=True, seconds=3)
+        assert first.walking == len(p._response_signers)  # one walk read a few entries, cut
+        with store.read() as r:
+            cut = [i for i in r.issuers() if r.ocsp_state(i.index).walk]
+            assert len(cut) == 1
+            a = cut[0]
+            assert r.ocsp_state(a.index).walk_next_update == now + VALIDITY
+        with Commit(store) as c:
+            c.put_ocsp_state(
+                a.index, msgspec.structs.replace(c.ocsp_state(a.index), signer="00" * 8)
+            )
+        p.run(now + 60, full=False, seconds=0)
+        with store.read() as r:
+            state = r.ocsp_state(a.index)
+        assert state.walk_next_update == now + 60 + VALIDITY  # begun again, not gone on
+        assert state.signer == p._response_signers[a.id].signer_id.hex()
+    finally:
+        store.close()
+
+
+def test_the_follow_loop_applies_a_file_between_two_runs_of_a_walk(
+    built: Built, tmp_path: Path
+) -> None:
+    """`build --presign-full --follow` with a bound too short for any walk: each run moves one
+    walk on; the spool file waiting is applied after the start-up build's run, its
+    revocations signed from the feed, and the walks end in the runs that follow."""
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=True)
+    with store.read() as r:
+        issuer = next(i for i in r.issuers() if i.id.startswith("auth-card"))
+        now = time.time()
+        keys = [k for k, st in r.statuses(issuer.index)
+                if st.state == sf.STATE_GOOD and st.not_after > now][:4]  # fmt: skip
+    store.close()
+    assert len(keys) == 4
+    spool = tmp_path / "store-spool"  # builder_args's --spool
+    spool.mkdir()
+    recorded = datetime.now(UTC).isoformat()
+    records = [
+        msgspec.json.encode({"type": "revocation-request", "id": f"walking-{n}",
+                             "recorded_at": recorded, "issuer": issuer.id,
+                             "serial": int.from_bytes(k[2:], "big"), "reason": "application"})
+        for n, k in enumerate(keys)
+    ]  # fmt: skip
+    (spool / "new.jsonl").write_bytes(b"\n".join(records) + b"\n")
+    args = built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl")
+    at = args.index("--as-of")
+    del args[at : at + 2]
+    done = subprocess.run(
+        [str(BIN / "crlbuilder"), "build", *args, "--presign-full", "--follow",
+         "--presign-slice-seconds", "0.000001", "--follow-interval", "0.05", "--max-idle", "2"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    events = [msgspec.json.decode(x) for x in done.stderr.splitlines() if x.startswith("{")]
+    kinds = [e["event"] for e in events if e["event"] != "warning"]
+    assert kinds[:2] == ["build", "spool-file"], kinds
+    start, file, *steps = (e for e in events if e["event"] != "warning")
+    # the start-up build moved one walk on and left the others (every issuer's) for later
+    assert start["ocsp_walked"] == 1 and start["ocsp_walking"] >= len(built.manifest.issuers)
+    # the file came next, the walks still going on; its revocations signed from the feed
+    assert file["ocsp_walked"] == 1 and 1 <= file["ocsp_walking"] <= start["ocsp_walking"]
+    assert file["ocsp_presigned"] >= 4
+    # then runs of pre-signing alone, one walk moved on each, until none is left
+    assert steps and {e["event"] for e in steps} == {"presign"}
+    walking = [file["ocsp_walking"]] + [e["ocsp_walking"] for e in steps]
+    assert walking == sorted(walking, reverse=True) and walking[-1] == 0
+    assert all(e["ocsp_walked"] == 1 for e in steps)
+    store = Store.open(tmp_path / "store", readonly=True)
+    try:
+        with store.read() as r:
+            for key in keys:
+                st, answer = r.status(key), r.stored_answer(key)
+                assert st is not None and st.state == sf.STATE_REVOKED
+                assert answer is not None and answer.version == st.version
+            for i in r.issuers():
+                assert r.ocsp_state(i.index).walk is None
     finally:
         store.close()

@@ -484,6 +484,16 @@ class OcspState(msgspec.Struct, kw_only=True):
     the first full run of a pre-signer that keeps it."""
     signer: str = ""
     """The delegate (signer id, hex) that signed this issuer's answers in that run."""
+    walk: str | None = None
+    """A full run still in progress (a follow loop's runs are bounded in time and go on at its
+    next turn): the status key, hex, of the last CRL entry it read ("" before the first);
+    None when none is in progress. Every key after it is still to be read."""
+    walk_next_update: int = 0
+    """The nextUpdate that run gives the answers it signs, and those the changes feed brings
+    meanwhile."""
+    walk_earliest: int = 0
+    """The earliest nextUpdate of the answers that run kept or stored so far (0: none): the
+    issuer's `next_update` once it ends."""
 
 
 class PendingMoveOut(msgspec.Struct, frozen=True, kw_only=True):

@@ -116,9 +116,9 @@ class MemoryReader(ReaderRules):
         return self.revoked.get(key)
 
     def revocations(
-        self, issuer_index: int | None = None
+        self, issuer_index: int | None = None, *, after: bytes = b""
     ) -> Iterator[tuple[bytes, sf.RevokedEntry]]:
-        return _range(self.revoked, issuer_index)
+        return ((k, v) for k, v in _range(self.revoked, issuer_index) if k > after)
 
     def revoked_counts(
         self, checkpoint: Callable[[], object] | None = None

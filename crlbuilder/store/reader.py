@@ -148,9 +148,10 @@ class StoreReader(Protocol):
     def revoked_entry(self, key: bytes) -> sf.RevokedEntry | None: ...
 
     def revocations(
-        self, issuer_index: int | None = None
+        self, issuer_index: int | None = None, *, after: bytes = b""
     ) -> Iterator[tuple[bytes, sf.RevokedEntry]]:
-        """(status key, CRL entry) of one issuer's revoked certificates, or of all, in key order."""
+        """(status key, CRL entry) of one issuer's revoked certificates, or of all, in key order;
+        with ``after``, only the keys that sort after it (a walk resumed where it stopped)."""
         ...
 
     def revoked_counts(
@@ -432,9 +433,9 @@ class LmdbReader(ReaderRules):
         return sf.unpack_revoked(raw) if raw is not None else None
 
     def revocations(
-        self, issuer_index: int | None = None
+        self, issuer_index: int | None = None, *, after: bytes = b""
     ) -> Iterator[tuple[bytes, sf.RevokedEntry]]:
-        for key, value in self._range(sf.DB_REVOKED, issuer_index):
+        for key, value in self._range(sf.DB_REVOKED, issuer_index, after):
             yield key, sf.unpack_revoked(value)
 
     def revoked_recorded(self) -> Iterator[tuple[bytes, int]]:
@@ -610,16 +611,18 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_OUTBOX_FILE_PREFIX + target)
         return sf.outbox_file_decoder.decode(raw) if raw else None
 
-    def _range(self, db: bytes, issuer_index: int | None) -> Iterator[tuple[bytes, bytes]]:
+    def _range(
+        self, db: bytes, issuer_index: int | None, after: bytes = b""
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) in key order, of one issuer (its key prefix) or of all; only the keys
+        after ``after`` when given."""
         cur = self._txn.cursor(db=self._dbs[db])
-        if issuer_index is None:
-            for key, value in cur:
-                yield bytes(key), value
-            return
-        prefix = sf.issuer_prefix(issuer_index)
-        if not cur.set_range(prefix):
+        prefix = sf.issuer_prefix(issuer_index) if issuer_index is not None else b""
+        if not cur.set_range(max(prefix, after)):
             return
         for key, value in cur:
-            if key[:2] != prefix:
+            if key[: len(prefix)] != prefix:
                 break
+            if key == after:
+                continue
             yield bytes(key), value
