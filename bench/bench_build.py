@@ -120,11 +120,23 @@ def main() -> int:
         help="with --incremental-only: the builder pre-signs and publishes CRLs too (the follow "
         "loop as deployed); reports each step's seconds, for its start and for the file",
     )  # fmt: skip
+    p.add_argument(
+        "--during-walk", type=float, default=None, metavar="SECONDS",
+        help="with --incremental-only: start the follow loop with every stored answer due (a "
+        "refresh margin past the latest stored nextUpdate: every answer re-signed, as when an "
+        "issuer's answers fall due) and drop the file SECONDS after it starts; reports the "
+        "file's arrival to commit while that pre-signing goes on",
+    )  # fmt: skip
+    p.add_argument(
+        "--crlbuilder",
+        default=str(BIN / "crlbuilder"),
+        help="the crlbuilder command to run (another checkout's, for a before/after)",
+    )
     args = p.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="jpki-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     as_of = datetime.now(UTC).replace(microsecond=0).isoformat()
-    cb = str(BIN / "crlbuilder")
+    cb = args.crlbuilder
     results: dict[str, object] = {"holders": args.holders, "cores": os.cpu_count()}
 
     if not (work / "pki" / "pki.json").exists():
@@ -136,10 +148,14 @@ def main() -> int:
             "--out", str(work / "registry.toml"))  # fmt: skip
     if args.incremental_only:
         previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-        name = "incremental_post_commit" if args.post_commit else "incremental"
-        previous[name] = incremental(
-            cb, _flags(work), work, args.incremental, post_commit=args.post_commit
-        )
+        if args.during_walk is not None:
+            name = "incremental_during_walk"
+            previous[name] = during_walk(cb, _flags(work), work, args.incremental, args.during_walk)
+        else:
+            name = "incremental_post_commit" if args.post_commit else "incremental"
+            previous[name] = incremental(
+                cb, _flags(work), work, args.incremental, post_commit=args.post_commit
+            )
         args.out.write_text(json.dumps(previous, indent=2) + "\n")
         print(json.dumps(previous[name], indent=2))
         return 0
@@ -251,36 +267,9 @@ def incremental(
     the apply's seconds and the builder's CPU; with ``post_commit`` the builder pre-signs and
     publishes CRLs as deployed, and the seconds of each step after the commit are reported,
     for the build at its start and for the file."""
-    from crlbuilder.store.lmdbstore import Store
-
-    s = Store.open(work / "store", readonly=True)
-    picks: list[tuple[str, int]] = []
-    with s.read() as r:
-        issuers = {i.index: i.id for i in r.issuers()}
-        for key, st in r.statuses():
-            if not st.revoked and st.not_after > time.time():
-                picks.append(
-                    (issuers[int.from_bytes(key[:2], "big")], int.from_bytes(key[2:], "big"))
-                )
-                if len(picks) >= n:
-                    break
-    s.close()
     spool = work / "spool"
     spool.mkdir(exist_ok=True)
-    now = datetime.now(UTC).isoformat()
-    lines = [
-        msgspec.json.encode(
-            {
-                "type": "revocation-request",
-                "id": f"bench-{time.time_ns()}-{i}",
-                "recorded_at": now,
-                "serial": serial,
-                "issuer": issuer,
-                "reason": "application",
-            }
-        )
-        for i, (issuer, serial) in enumerate(picks)
-    ]
+    lines = _revocations(work, n)
     steps = [] if post_commit else ["--no-presign", "--no-crl"]
     p = subprocess.Popen([cb, "build", *flags, "--input", str(spool), "--follow", "--max-idle", "60",
                           "--follow-interval", "0.05", *steps],
@@ -327,6 +316,112 @@ def incremental(
         if post_commit
         else {}
     )
+
+
+def _revocations(work: Path, n: int) -> list[bytes]:
+    """Revocation requests (JSON lines) of ``n`` certificates of the store in effect now."""
+    from crlbuilder.store.lmdbstore import Store
+
+    s = Store.open(work / "store", readonly=True)
+    picks: list[tuple[str, int]] = []
+    with s.read() as r:
+        issuers = {i.index: i.id for i in r.issuers()}
+        for key, st in r.statuses():
+            if not st.revoked and st.not_after > time.time():
+                picks.append(
+                    (issuers[int.from_bytes(key[:2], "big")], int.from_bytes(key[2:], "big"))
+                )
+                if len(picks) >= n:
+                    break
+    s.close()
+    now = datetime.now(UTC).isoformat()
+    return [
+        msgspec.json.encode(
+            {
+                "type": "revocation-request",
+                "id": f"bench-{time.time_ns()}-{i}",
+                "recorded_at": now,
+                "serial": serial,
+                "issuer": issuer,
+                "reason": "application",
+            }
+        )
+        for i, (issuer, serial) in enumerate(picks)
+    ]
+
+
+def during_walk(cb: str, flags: list[str], work: Path, n: int, delay: float) -> dict[str, object]:
+    """``n`` revocation records dropped into the spool ``delay`` seconds after `build --follow`
+    starts re-signing every stored answer: arrival to commit, and what the builder reported
+    until then. The builder is stopped once the file is committed; a cut walk goes on at its
+    next start.
+
+    Every stored answer is made due as when an issuer's answers fall due: the refresh margin
+    is set past the latest stored nextUpdate and the validity to twice it, so that the
+    answers signed anew are not due (the walk ends; the loop's refresh cycle, validity less
+    margin, stays long)."""
+    from crlbuilder.store.lmdbstore import Store
+
+    spool = work / "spool"
+    spool.mkdir(exist_ok=True)
+    lines = _revocations(work, n)
+    s = Store.open(work / "store", readonly=True)
+    with s.read() as r:
+        latest = max(
+            (a.next_update for i in r.issuers() for _, a in r.stored_answers(i.index)), default=0
+        )
+    s.close()
+    margin = max(0, latest - int(time.time())) + 3_600
+    p = subprocess.Popen([cb, "build", *flags, "--input", str(spool), "--follow", "--max-idle", "60",
+                          "--follow-interval", "0.05",
+                          "--ocsp-refresh-before-seconds", str(margin),
+                          "--ocsp-validity-seconds", str(2 * margin)],
+                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert p.stderr is not None
+    stderr = p.stderr
+    events: list[tuple[float, dict[str, Any]]] = []
+    filed = threading.Event()
+
+    def read() -> None:
+        for line in stderr:
+            if line.startswith("{"):
+                events.append((time.time(), json.loads(line)))
+                if events[-1][1].get("event") == "spool-file":
+                    filed.set()
+        filed.set()  # the builder ended
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    started = time.time()
+    try:
+        time.sleep(delay)
+        tmp = spool / "incoming.tmp"
+        tmp.write_bytes(b"\n".join(lines) + b"\n")
+        arrived = time.time()
+        tmp.rename(spool / "bench-during-walk.jsonl")
+        filed.wait(timeout=7_200)
+    finally:
+        p.terminate()
+        p.wait(timeout=600)
+        reader.join(timeout=60)
+    file = next((e for _, e in events if e.get("event") == "spool-file"), None)
+    if file is None:
+        return {"records": len(lines), "error": "no spool-file event"}
+    before = [e for t, e in events if t <= file["committed_at_unix"] and e is not file]
+    return {
+        "records": len(lines),
+        "refresh_margin_seconds": margin,
+        "dropped_after_start_seconds": round(arrived - started, 1),
+        "arrival_to_committed_seconds": round(file["committed_at_unix"] - arrived, 3),
+        "apply_seconds": file["seconds"]["apply"],
+        "file_seconds": file["seconds"],
+        "file_ocsp_presigned": file.get("ocsp_presigned"),
+        "file_ocsp_walking": file.get("ocsp_walking"),
+        # pre-signing runs reported before the file's commit (the start-up build's and, when
+        # they are cut, the runs that went on with it), answers signed in them
+        "events_before": [e.get("event") for e in before],
+        "presigned_before": sum(int(e.get("ocsp_presigned", 0)) for e in before),
+    }
 
 
 if __name__ == "__main__":

@@ -462,12 +462,11 @@ class Builder:
                         last_refresh, walking = time.monotonic(), report.presign_walking > 0
                         due = next_lapse(self.store)
                         continue
-                    if walking:  # nothing waits: the cut pre-signing goes on
-                        report = self.presign_step()
-                        self.emit({"event": "presign", **report.as_dict()})
-                        walking = report.presign_walking > 0
-                        continue
-                    if max_idle is not None and time.monotonic() - idle_since > max_idle:
+                    if (
+                        max_idle is not None
+                        and not walking  # pre-signing going on is not idle
+                        and time.monotonic() - idle_since > max_idle
+                    ):
                         return
                     if (
                         self.tokens_pending()
@@ -481,6 +480,11 @@ class Builder:
                         last_refresh, walking = time.monotonic(), report.presign_walking > 0
                         due = next_lapse(self.store)
                         approval_end = self.next_approval_end(now)
+                    if walking:  # nothing waits (refreshes first: CRLs must not go stale)
+                        report = self.presign_step()
+                        self.emit({"event": "presign", **report.as_dict()})
+                        walking = report.presign_walking > 0
+                        continue
                     wait = interval
                     for at in (due, approval_end):
                         if at is not None:

@@ -236,6 +236,9 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
 
 
 HELP: Final[dict[str, str]] = {
+    "presign-slice-seconds": "in a follow loop (and its start-up build), pre-signing that "
+    "reads every CRL entry stops after about this many seconds and goes on at the next turn, "
+    "so that records keep being applied; 0: no bound (default 5)",
     "spool-keep-seconds": "seconds an applied spool file is kept in spool/done/ (mode 0700); "
     "default 0: removed as soon as its records are committed",
     "source": "the record stream: nats://HOST:PORT[,nats://HOST:PORT...] (NATS JetStream); "

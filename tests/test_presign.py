@@ -22,13 +22,15 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
 from crlbuilder import presign
-from crlbuilder.manifest import ocsp_signer_files
+from crlbuilder.build import Builder, BuildReport
+from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Category, Reason
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader, StoredAnswer
 from crlbuilder.store.writer import Commit
 from tests.conftest import BIN, Built
+from tests.support.builder import builder_config
 
 
 def test_every_answer_is_signed_again_by_its_own_issuers_delegate_across_chunks(
@@ -487,3 +489,39 @@ def test_the_follow_loop_applies_a_file_between_two_runs_of_a_walk(
                 assert r.ocsp_state(i.index).walk is None
     finally:
         store.close()
+
+
+def test_the_follow_loop_refreshes_crls_while_a_walk_goes_on(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk can go on for most of an hour at national scale: the loop's refreshes (CRLs
+    before their nextUpdate) still come at their cycle between its runs, and the loop does
+    not count the runs as idle time."""
+    pki, _ = demo_pki
+    cfg = builder_config(tmp_path, pki, cycle_seconds=2, delta_cycle_seconds=2)
+    (tmp_path / "spool").mkdir()
+    left = [12]  # runs until the walk ends
+
+    def presign(self: Builder, report: BuildReport, now: int) -> None:
+        time.sleep(0.25)  # a run's time bound
+        left[0] = max(0, left[0] - 1)
+        report.presign_walked, report.presign_walking = 1, int(left[0] > 0)
+
+    monkeypatch.setattr(Builder, "presign", presign)
+    monkeypatch.setattr(Builder, "walks_in_progress", lambda self: True)
+    log = (tmp_path / "log.jsonl").open("w")
+    b = Builder(cfg, progress=False, log=log)
+    try:
+        assert b.refresh_every() == 1.0
+        b.follow(tmp_path / "spool", 0.05, max_idle=0.1)
+    finally:
+        b.close()
+        log.close()
+    kinds = [
+        e["event"]
+        for line in (tmp_path / "log.jsonl").read_bytes().splitlines()
+        if (e := msgspec.json.decode(line))["event"] != "warning"
+    ]
+    assert left[0] == 0, kinds  # max_idle did not end the loop while the walk went on
+    last_run = max(i for i, k in enumerate(kinds) if k == "presign")
+    assert "refresh" in kinds[:last_run], kinds  # refreshed while walking

@@ -29,7 +29,7 @@ import msgspec
 import pytest
 
 from crlbuilder import jetstream, snapshot
-from crlbuilder.build import Builder
+from crlbuilder.build import Builder, BuildReport
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
@@ -311,6 +311,35 @@ def test_a_follower_that_cannot_open_its_consumer_waits_for_the_cluster(
     events = tmp_path / "late" / "events.jsonl"
     waited = [line for line in events.read_text().splitlines() if "consumer: nats" in line]
     assert len(waited) == 2 and all('"warning"' in line for line in waited)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_follower_caught_up_goes_on_with_a_cut_walk_before_it_idles(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pre-signing cut by its time bound (`crlbuilder.presign`) goes on at the loop's turns
+    once the node has caught up; the runs are not idle time."""
+    cfg = node_config(tmp_path / "walk", demo_pki[0], cluster.source, "walk")
+    total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
+    left = [8]  # runs until the walk ends
+
+    def presign(self: Builder, report: BuildReport, now: int) -> None:
+        time.sleep(0.1)
+        left[0] = max(0, left[0] - 1)
+        report.presign_walked, report.presign_walking = 1, int(left[0] > 0)
+
+    monkeypatch.setattr(Builder, "presign", presign)
+    monkeypatch.setattr(Builder, "walks_in_progress", lambda self: True)
+    with follower(cfg, cluster, Consumer) as (b, consumer):
+        seq = b.consume(consumer, follow=True, max_idle=0.2, tail_wait=0.5, interval=0.1)
+    assert seq == total and left[0] == 0
+    events = (tmp_path / "walk" / "events.jsonl").read_text().splitlines()
+    assert any('"event":"presign"' in line for line in events)
 
 
 class SilentUntilOpenedAgain(Consumer):
