@@ -73,6 +73,21 @@ BENCHES: dict[str, list[str]] = {
         "--out",
         str(RESULTS / "responder.json"),
     ],
+    # a spool file dropped while every stored answer of the store "distinct" is re-signed (as
+    # when an issuer's answers fall due): arrival to commit, the follow loop's runs bounded
+    "walk": [
+        "-m",
+        "bench.bench_build",
+        "--holders",
+        "1000000",
+        "--dir",
+        str(HERE.parent / "var" / "bench-distinct"),
+        "--incremental-only",
+        "--during-walk",
+        "20",
+        "--out",
+        str(RESULTS / "build.json"),
+    ],
     "freshness": ["-m", "bench.bench_freshness", "--out", str(RESULTS / "freshness.json")],
     "group_freshness": [
         "-m",
@@ -209,6 +224,14 @@ def render() -> str:
                 f" the start-up build's presign {_fmt(_get(post, 'start_seconds', 'presign'), ' s')}"
                 f" ({_fmt(post.get('start_ocsp_walked'))} issuers read whole)",
                 "`python -m bench.bench_build --incremental-only --post-commit`")  # fmt: skip
+        walk = _get(build, "incremental_during_walk")
+        if walk:
+            add(f"{_fmt(walk.get('records'))} records while every stored answer is re-signed, {n} holders",
+                _fmt(walk.get("arrival_to_committed_seconds"), " s"),
+                f"spool file arrival to committed, dropped {_fmt(walk.get('dropped_after_start_seconds'), ' s')}"
+                f" into the re-signing ({_fmt(walk.get('presigned_before'))} answers signed by then); the"
+                f" file's run left {_fmt(walk.get('file_ocsp_walking'))} issuers' walks going on",
+                "`python -m bench.bench_build --incremental-only --during-walk 20`")  # fmt: skip
     crl = _load("crl")
     if crl:
         add(f"CRL of {_fmt(crl.get('entries'))} entries: encode + sign",
