@@ -137,6 +137,33 @@ def _revoke_behind_a_walk(store: Store, issuers: list[sf.IssuerMeta], at: int) -
     return keys
 
 
+def _copy_with_four_in_effect(built: Built, path: Path) -> tuple[sf.IssuerMeta, list[bytes]]:
+    """The built store copied to ``path``; an auth-card issuer and four of its certificates
+    in effect."""
+    shutil.copytree(built.store, path)
+    store = Store.open(path, readonly=True)
+    with store.read() as r:
+        issuer = next(i for i in r.issuers() if i.id.startswith("auth-card"))
+        now = time.time()
+        keys = [k for k, st in r.statuses(issuer.index)
+                if st.state == sf.STATE_GOOD and st.not_after > now][:4]  # fmt: skip
+    store.close()
+    assert len(keys) == 4
+    return issuer, keys
+
+
+def _revocation_requests(issuer: sf.IssuerMeta, keys: list[bytes], prefix: str) -> bytes:
+    """A spool file's lines: a revocation request for each key (ids ``prefix-N``)."""
+    recorded = datetime.now(UTC).isoformat()
+    return b"".join(
+        msgspec.json.encode({"type": "revocation-request", "id": f"{prefix}-{n}",
+                             "recorded_at": recorded, "issuer": issuer.id,
+                             "serial": int.from_bytes(k[2:], "big"), "reason": "application"})
+        + b"\n"
+        for n, k in enumerate(keys)
+    )  # fmt: skip
+
+
 def _signing_issuers(store: Store, p: presign.Presigner) -> list[sf.IssuerMeta]:
     """The issuers whose answers this pre-signer signs and which have good certificates left."""
     with store.read() as r:
@@ -271,15 +298,7 @@ def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
     """`build` goes on from the last run's commit; `build --presign-full --follow` reads every
     CRL entry at its start, then for a spool file only the revocations it brought, each
     answer stored and its own."""
-    shutil.copytree(built.store, tmp_path / "store")
-    store = Store.open(tmp_path / "store", readonly=True)
-    with store.read() as r:
-        issuer = next(i for i in r.issuers() if i.id.startswith("auth-card"))
-        now = time.time()
-        keys = [k for k, st in r.statuses(issuer.index)
-                if st.state == sf.STATE_GOOD and st.not_after > now][:4]  # fmt: skip
-    store.close()
-    assert len(keys) == 4
+    issuer, keys = _copy_with_four_in_effect(built, tmp_path / "store")
     args = built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl")
     at = args.index("--as-of")
     del args[at : at + 2]
@@ -301,14 +320,7 @@ def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
                 events.append(msgspec.json.decode(line))
             if events and events[-1].get("event") == "build":
                 break
-        recorded = datetime.now(UTC).isoformat()
-        records = [
-            msgspec.json.encode({"type": "revocation-request", "id": f"incremental-{n}",
-                                 "recorded_at": recorded, "issuer": issuer.id,
-                                 "serial": int.from_bytes(k[2:], "big"), "reason": "application"})
-            for n, k in enumerate(keys)
-        ]  # fmt: skip
-        (spool / "new.tmp").write_bytes(b"\n".join(records) + b"\n")
+        (spool / "new.tmp").write_bytes(_revocation_requests(issuer, keys, "incremental"))
         (spool / "new.tmp").rename(spool / "new.jsonl")
         for line in p.stderr:
             if line.startswith("{"):
@@ -437,25 +449,10 @@ def test_the_follow_loop_applies_a_file_between_two_runs_of_a_walk(
     """`build --presign-full --follow` with a bound too short for any walk: each run moves one
     walk on; the spool file waiting is applied after the start-up build's run, its
     revocations signed from the feed, and the walks end in the runs that follow."""
-    shutil.copytree(built.store, tmp_path / "store")
-    store = Store.open(tmp_path / "store", readonly=True)
-    with store.read() as r:
-        issuer = next(i for i in r.issuers() if i.id.startswith("auth-card"))
-        now = time.time()
-        keys = [k for k, st in r.statuses(issuer.index)
-                if st.state == sf.STATE_GOOD and st.not_after > now][:4]  # fmt: skip
-    store.close()
-    assert len(keys) == 4
+    issuer, keys = _copy_with_four_in_effect(built, tmp_path / "store")
     spool = tmp_path / "store-spool"  # builder_args's --spool
     spool.mkdir()
-    recorded = datetime.now(UTC).isoformat()
-    records = [
-        msgspec.json.encode({"type": "revocation-request", "id": f"walking-{n}",
-                             "recorded_at": recorded, "issuer": issuer.id,
-                             "serial": int.from_bytes(k[2:], "big"), "reason": "application"})
-        for n, k in enumerate(keys)
-    ]  # fmt: skip
-    (spool / "new.jsonl").write_bytes(b"\n".join(records) + b"\n")
+    (spool / "new.jsonl").write_bytes(_revocation_requests(issuer, keys, "walking"))
     args = built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl")
     at = args.index("--as-of")
     del args[at : at + 2]
