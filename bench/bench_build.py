@@ -420,6 +420,9 @@ def during_walk(cb: str, flags: list[str], work: Path, n: int, delay: float) -> 
         # pre-signing runs reported before the file's commit (the start-up build's and, when
         # they are cut, the runs that went on with it), answers signed in them
         "events_before": [e.get("event") for e in before],
+        # when each was reported (seconds after the builder started) and its steps' seconds
+        "events_before_at": [round(t - started, 1) for t, e in events if e in before],
+        "events_before_seconds": [e.get("seconds") for e in before],
         "presigned_before": sum(int(e.get("ocsp_presigned", 0)) for e in before),
     }
 
