@@ -192,16 +192,18 @@ class Presigner:
                 signer = self._response_signers[issuer.id].signer_id.hex()
                 if not full and state.walk is not None and self._walk_goes_on(state, signer, reach):
                     # the feed brings what the walk passed; what it has not read, it will
-                    walk = _Walk(issuer, state, bytes.fromhex(state.walk), state.walk_earliest)
+                    walk = _Walk(
+                        issuer,
+                        state.walk_next_update,
+                        bytes.fromhex(state.walk),
+                        state.walk_earliest,
+                    )
                     walks.append(walk)
                     feed = self._revoked_since(issuer, state.commit, now, result)
-                    self._sign_all(issuer, feed, now, state.walk_next_update, result, walk)
+                    self._sign_all(issuer, feed, now, walk.next_update, result, walk)
                 elif full or not self._incremental(state, signer, reach, now):
                     # a walk starts: it reads every entry of this commit or later, so no feed
-                    started = msgspec.structs.replace(
-                        state, walk="", walk_next_update=now + self.validity, walk_earliest=0
-                    )
-                    walks.append(_Walk(issuer, started, b"", 0))
+                    walks.append(_Walk(issuer, now + self.validity, b"", 0))
                 else:
                     feed = self._revoked_since(issuer, state.commit, now, result)
                     # the issuer's answers fall due together (a first answer starts the date)
@@ -213,7 +215,7 @@ class Presigner:
                     break  # the rest goes on at the next run (each run moves one walk on)
                 result.walked += 1
                 due = self._walk_due(walk, now, deadline, result)
-                self._sign_all(walk.issuer, due, now, walk.state.walk_next_update, result, walk)
+                self._sign_all(walk.issuer, due, now, walk.next_update, result, walk)
                 # no drain here: the next issuer's chunks join those in flight, so that no
                 # signing process idles while the last chunk of an issuer is signed
             self._drain()
@@ -412,7 +414,7 @@ class Presigner:
                 else:
                     walking += 1
                     new.walk = w.last.hex()
-                    new.walk_next_update = w.state.walk_next_update
+                    new.walk_next_update = w.next_update
                     new.walk_earliest = w.earliest
                 c.put_ocsp_state(issuer.index, new)
         return walking
@@ -423,8 +425,8 @@ class _Walk:
     """One issuer's reading of every CRL entry, from where it stopped (`sf.OcspState.walk`)."""
 
     issuer: IssuerFiles
-    state: sf.OcspState
-    """The issuer's state as the walk goes on with it (its nextUpdate to sign with)."""
+    next_update: int
+    """The nextUpdate its answers take, fixed when it began (`sf.OcspState.walk_next_update`)."""
     last: bytes
     """The last key read (b"": none yet)."""
     earliest: int

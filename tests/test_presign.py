@@ -93,6 +93,15 @@ VALIDITY = 86_400
 REFRESH = 3_600
 
 
+@pytest.fixture
+def store(built: Built, tmp_path: Path) -> Iterator[Store]:
+    """A writable copy of the built store, closed after the test."""
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=False)
+    yield store
+    store.close()
+
+
 def _presigner(store: Store, built: Built) -> presign.Presigner:
     return presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
                              refresh_before_seconds=REFRESH, workers=1)  # fmt: skip
@@ -188,108 +197,91 @@ def _verify(store: Store, p: presign.Presigner, issuer: sf.IssuerMeta, key: byte
 
 
 def test_an_incremental_run_signs_the_revocations_since_without_a_walk(
-    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    built: Built, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copytree(built.store, tmp_path / "store")
-    store = Store.open(tmp_path / "store", readonly=False)
-    try:
-        now = int(time.time())
-        p = _presigner(store, built)
-        first = p.run(now)  # full: every issuer read, its commit and delegate recorded
-        issuers = _signing_issuers(store, p)
-        with store.read() as r:
-            states = {i.index: r.ocsp_state(i.index) for i in issuers}
-            commit = r.generation().commit
-        assert first.walked >= len(issuers)
-        for i in issuers:
-            assert states[i.index].commit == commit
-            assert states[i.index].signer == p._response_signers[i.id].signer_id.hex()
-        a, b = issuers[0], issuers[1]
-        new = {a.index: _revoke_good(store, a.index, 3, now + 10),
-               b.index: _revoke_good(store, b.index, 2, now + 20)}  # fmt: skip
+    now = int(time.time())
+    p = _presigner(store, built)
+    first = p.run(now)  # full: every issuer read, its commit and delegate recorded
+    issuers = _signing_issuers(store, p)
+    with store.read() as r:
+        states = {i.index: r.ocsp_state(i.index) for i in issuers}
+        commit = r.generation().commit
+    assert first.walked >= len(issuers)
+    for i in issuers:
+        assert states[i.index].commit == commit
+        assert states[i.index].signer == p._response_signers[i.id].signer_id.hex()
+    a, b = issuers[0], issuers[1]
+    new = {a.index: _revoke_good(store, a.index, 3, now + 10),
+           b.index: _revoke_good(store, b.index, 2, now + 20)}  # fmt: skip
 
-        monkeypatch.setattr(LmdbReader, "revocations", _no_walk)
-        result = _presigner(store, built).run(now + 60, full=False)
-        assert (result.signed, result.walked) == (5, 0)
-        for i in (a, b):
-            for key in new[i.index]:
-                answer = _verify(store, p, i, key)
-                assert answer.this_update == now + 60
-                # the issuer's answers fall due together: the earliest nextUpdate it had
-                assert answer.next_update == states[i.index].next_update
-        with store.read() as r:
-            for i in issuers:
-                state = r.ocsp_state(i.index)
-                assert state.commit == r.generation().commit > commit
-                assert state.next_update == states[i.index].next_update
-                assert state.produced_at == now + 60
-        # nothing new: nothing signed, nothing read
-        again = _presigner(store, built).run(now + 120, full=False)
-        assert (again.signed, again.walked) == (0, 0)
-    finally:
-        store.close()
+    monkeypatch.setattr(LmdbReader, "revocations", _no_walk)
+    result = _presigner(store, built).run(now + 60, full=False)
+    assert (result.signed, result.walked) == (5, 0)
+    for i in (a, b):
+        for key in new[i.index]:
+            answer = _verify(store, p, i, key)
+            assert answer.this_update == now + 60
+            # the issuer's answers fall due together: the earliest nextUpdate it had
+            assert answer.next_update == states[i.index].next_update
+    with store.read() as r:
+        for i in issuers:
+            state = r.ocsp_state(i.index)
+            assert state.commit == r.generation().commit > commit
+            assert state.next_update == states[i.index].next_update
+            assert state.produced_at == now + 60
+    # nothing new: nothing signed, nothing read
+    again = _presigner(store, built).run(now + 120, full=False)
+    assert (again.signed, again.walked) == (0, 0)
 
 
 def test_an_issuer_is_read_whole_when_its_answers_fall_due_its_delegate_changed_or_the_feed_is_pruned(
-    built: Built, tmp_path: Path
+    built: Built, store: Store
 ) -> None:
-    shutil.copytree(built.store, tmp_path / "store")
-    store = Store.open(tmp_path / "store", readonly=False)
-    try:
-        now = int(time.time())
-        p = _presigner(store, built)
-        p.run(now)
-        issuers = _signing_issuers(store, p)
-        a = issuers[0]
-        with store.read() as r:
-            cohort = r.ocsp_state(a.index).next_update
-        assert cohort - now > REFRESH
+    now = int(time.time())
+    p = _presigner(store, built)
+    p.run(now)
+    issuers = _signing_issuers(store, p)
+    a = issuers[0]
+    with store.read() as r:
+        cohort = r.ocsp_state(a.index).next_update
+    assert cohort - now > REFRESH
 
-        # the answers fall due: every one re-signed, with a nextUpdate a validity away
-        later = cohort - REFRESH
-        due = _presigner(store, built).run(later, full=False)
-        with store.read() as r:  # those with answers, all signed in the first run: all due
-            stored = [i for i in r.issuers() if r.ocsp_state(i.index).next_update]
-        assert due.walked == len(stored) >= len(issuers) and due.signed > 0
-        with store.read() as r:
-            keys = [k for k, _ in r.revocations(a.index)]
-            assert r.ocsp_state(a.index).next_update == later + VALIDITY
-        assert all(_verify(store, p, a, k).next_update == later + VALIDITY for k in keys)
+    # the answers fall due: every one re-signed, with a nextUpdate a validity away
+    later = cohort - REFRESH
+    due = _presigner(store, built).run(later, full=False)
+    with store.read() as r:  # those with answers, all signed in the first run: all due
+        stored = [i for i in r.issuers() if r.ocsp_state(i.index).next_update]
+    assert due.walked == len(stored) >= len(issuers) and due.signed > 0
+    with store.read() as r:
+        keys = [k for k, _ in r.revocations(a.index)]
+        assert r.ocsp_state(a.index).next_update == later + VALIDITY
+    assert all(_verify(store, p, a, k).next_update == later + VALIDITY for k in keys)
 
-        # another delegate recorded (a key changed): that issuer alone is read whole
-        with Commit(store) as c:
-            state = c.ocsp_state(a.index)
-            c.put_ocsp_state(a.index, msgspec.structs.replace(state, signer="00" * 8))
-        assert _presigner(store, built).run(later + 60, full=False).walked == 1
+    # another delegate recorded (a key changed): that issuer alone is read whole
+    with Commit(store) as c:
+        state = c.ocsp_state(a.index)
+        c.put_ocsp_state(a.index, msgspec.structs.replace(state, signer="00" * 8))
+    assert _presigner(store, built).run(later + 60, full=False).walked == 1
 
-        # the changes feed no longer reaches the covered commit: read whole
-        _revoke_good(store, a.index, 1, later + 100)
-        with Commit(store) as c:
-            c.prune_changes(later + 10**6)
-        with store.read() as r:
-            assert r.changes_from() > r.ocsp_state(a.index).commit
-        pruned = _presigner(store, built).run(later + 120, full=False)
-        assert pruned.walked == len(p._response_signers) and pruned.signed == 1
-    finally:
-        store.close()
+    # the changes feed no longer reaches the covered commit: read whole
+    _revoke_good(store, a.index, 1, later + 100)
+    with Commit(store) as c:
+        c.prune_changes(later + 10**6)
+    with store.read() as r:
+        assert r.changes_from() > r.ocsp_state(a.index).commit
+    pruned = _presigner(store, built).run(later + 120, full=False)
+    assert pruned.walked == len(p._response_signers) and pruned.signed == 1
 
 
-def test_a_store_presigned_by_an_earlier_version_is_read_whole(
-    built: Built, tmp_path: Path
-) -> None:
+def test_a_store_presigned_by_an_earlier_version_is_read_whole(built: Built, store: Store) -> None:
     """Its states name no commit (0): an incremental run would not know where to start."""
-    shutil.copytree(built.store, tmp_path / "store")
-    store = Store.open(tmp_path / "store", readonly=False)
-    try:
-        p = _presigner(store, built)
-        with Commit(store) as c:
-            for i in c.issuers():
-                state = c.ocsp_state(i.index)
-                c.put_ocsp_state(i.index, sf.OcspState(produced_at=state.produced_at,
-                                                       next_update=state.next_update))  # fmt: skip
-        assert p.run(int(time.time()), full=False).walked == len(p._response_signers)
-    finally:
-        store.close()
+    p = _presigner(store, built)
+    with Commit(store) as c:
+        for i in c.issuers():
+            state = c.ocsp_state(i.index)
+            c.put_ocsp_state(i.index, sf.OcspState(produced_at=state.produced_at,
+                                                   next_update=state.next_update))  # fmt: skip
+    assert p.run(int(time.time()), full=False).walked == len(p._response_signers)
 
 
 def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
@@ -359,88 +351,76 @@ class _Ticks:
 
 
 def test_a_walk_cut_by_its_time_bound_goes_on_where_it_stopped_and_ends_as_a_whole_run(
-    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    built: Built, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every answer falls due; bounded runs re-sign them a few entries at a time while
     revocations are committed between runs. In the end every CRL entry has its own answer,
     all with the nextUpdate fixed when the walks began, and the state says so."""
-    shutil.copytree(built.store, tmp_path / "store")
-    store = Store.open(tmp_path / "store", readonly=False)
     monkeypatch.setattr(presign, "CHECK_EVERY", 4)
-    try:
-        now = int(time.time())
-        p = _presigner(store, built)
-        p.run(now)
-        issuers = _signing_issuers(store, p)
+    now = int(time.time())
+    p = _presigner(store, built)
+    p.run(now)
+    issuers = _signing_issuers(store, p)
+    with store.read() as r:
+        cohort = min(r.ocsp_state(i.index).next_update for i in issuers)
+    later = cohort - REFRESH  # every stored answer is due
+    runs: list[presign.PresignResult] = []
+    revoked: list[bytes] = []
+    cursors: list[dict[int, str | None]] = []
+    while not runs or runs[-1].walking:
+        at = later + 60 * len(runs)
+        if runs and len(revoked) < 4 and len(runs) % 2:  # while the walks go on
+            revoked += _revoke_behind_a_walk(store, issuers, at)
+        q = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
+                              refresh_before_seconds=REFRESH, workers=1, timer=_Ticks())  # fmt: skip
+        runs.append(q.run(at, full=False, seconds=12))
         with store.read() as r:
-            cohort = min(r.ocsp_state(i.index).next_update for i in issuers)
-        later = cohort - REFRESH  # every stored answer is due
-        runs: list[presign.PresignResult] = []
-        revoked: list[bytes] = []
-        cursors: list[dict[int, str | None]] = []
-        while not runs or runs[-1].walking:
-            at = later + 60 * len(runs)
-            if runs and len(revoked) < 4 and len(runs) % 2:  # while the walks go on
-                revoked += _revoke_behind_a_walk(store, issuers, at)
-            q = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
-                                  refresh_before_seconds=REFRESH, workers=1, timer=_Ticks())  # fmt: skip
-            runs.append(q.run(at, full=False, seconds=12))
-            with store.read() as r:
-                cursors.append({i.index: r.ocsp_state(i.index).walk for i in r.issuers()})
-            assert len(cursors) < 2 or cursors[-1] != cursors[-2], "a run moved no walk on"
-            if runs[-1].walking:
-                with store.read() as r:  # a cut walk keeps the issuer's promise as it was
-                    assert any(r.ocsp_state(i.index).walk is not None for i in issuers)
-                    assert min(r.ocsp_state(i.index).next_update for i in issuers) == cohort
-        assert len(runs) > 3 and runs[0].walking > 0 and runs[0].walked >= 1
-        assert sum(run.walked for run in runs) > len(issuers)  # walks went on across runs
-        with store.read() as r:
-            commit = r.generation().commit
-            keys = {i.index: [k for k, _ in r.revocations(i.index)] for i in issuers}
-            states = {i.index: r.ocsp_state(i.index) for i in issuers}
-        assert len(revoked) == 4 and set(revoked) <= {k for ks in keys.values() for k in ks}
-        for i in issuers:
-            for key in keys[i.index]:
-                # signed by the walk or brought by the feed: the nextUpdate the walk began with
-                assert _verify(store, p, i, key).next_update == later + VALIDITY
-            state = states[i.index]
-            assert state.walk is None and (state.walk_next_update, state.walk_earliest) == (0, 0)
-            assert state.commit == commit
-            assert state.next_update == (later + VALIDITY if keys[i.index] else 0)
-        # nothing is due now: an unbounded incremental run reads nothing whole
-        assert _presigner(store, built).run(later + 3_600, full=False).walked == 0
-    finally:
-        store.close()
+            cursors.append({i.index: r.ocsp_state(i.index).walk for i in r.issuers()})
+        assert len(cursors) < 2 or cursors[-1] != cursors[-2], "a run moved no walk on"
+        if runs[-1].walking:
+            with store.read() as r:  # a cut walk keeps the issuer's promise as it was
+                assert any(r.ocsp_state(i.index).walk is not None for i in issuers)
+                assert min(r.ocsp_state(i.index).next_update for i in issuers) == cohort
+    assert len(runs) > 3 and runs[0].walking > 0 and runs[0].walked >= 1
+    assert sum(run.walked for run in runs) > len(issuers)  # walks went on across runs
+    with store.read() as r:
+        commit = r.generation().commit
+        keys = {i.index: [k for k, _ in r.revocations(i.index)] for i in issuers}
+        states = {i.index: r.ocsp_state(i.index) for i in issuers}
+    assert len(revoked) == 4 and set(revoked) <= {k for ks in keys.values() for k in ks}
+    for i in issuers:
+        for key in keys[i.index]:
+            # signed by the walk or brought by the feed: the nextUpdate the walk began with
+            assert _verify(store, p, i, key).next_update == later + VALIDITY
+        state = states[i.index]
+        assert state.walk is None and (state.walk_next_update, state.walk_earliest) == (0, 0)
+        assert state.commit == commit
+        assert state.next_update == (later + VALIDITY if keys[i.index] else 0)
+    # nothing is due now: an unbounded incremental run reads nothing whole
+    assert _presigner(store, built).run(later + 3_600, full=False).walked == 0
 
 
 def test_a_cut_walk_starts_again_when_its_delegate_changes(
-    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    built: Built, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    shutil.copytree(built.store, tmp_path / "store")
-    store = Store.open(tmp_path / "store", readonly=False)
     monkeypatch.setattr(presign, "CHECK_EVERY", 1)
-    try:
-        now = int(time.time())
-        p = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
-                              refresh_before_seconds=REFRESH, workers=1, timer=_Ticks())  # fmt: skip
-        first = p.run(now, full=True, seconds=3)
-        assert first.walking == len(p._response_signers)  # one walk read a few entries, cut
-        with store.read() as r:
-            cut = [i for i in r.issuers() if r.ocsp_state(i.index).walk]
-            assert len(cut) == 1
-            a = cut[0]
-            assert r.ocsp_state(a.index).walk_next_update == now + VALIDITY
-        with Commit(store) as c:
-            c.put_ocsp_state(
-                a.index, msgspec.structs.replace(c.ocsp_state(a.index), signer="00" * 8)
-            )
-        p.run(now + 60, full=False, seconds=0)
-        with store.read() as r:
-            state = r.ocsp_state(a.index)
-        assert state.walk_next_update == now + 60 + VALIDITY  # begun again, not gone on
-        assert state.signer == p._response_signers[a.id].signer_id.hex()
-    finally:
-        store.close()
+    now = int(time.time())
+    p = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
+                          refresh_before_seconds=REFRESH, workers=1, timer=_Ticks())  # fmt: skip
+    first = p.run(now, full=True, seconds=3)
+    assert first.walking == len(p._response_signers)  # one walk read a few entries, cut
+    with store.read() as r:
+        cut = [i for i in r.issuers() if r.ocsp_state(i.index).walk]
+        assert len(cut) == 1
+        a = cut[0]
+        assert r.ocsp_state(a.index).walk_next_update == now + VALIDITY
+    with Commit(store) as c:
+        c.put_ocsp_state(a.index, msgspec.structs.replace(c.ocsp_state(a.index), signer="00" * 8))
+    p.run(now + 60, full=False, seconds=0)
+    with store.read() as r:
+        state = r.ocsp_state(a.index)
+    assert state.walk_next_update == now + 60 + VALIDITY  # begun again, not gone on
+    assert state.signer == p._response_signers[a.id].signer_id.hex()
 
 
 def test_the_follow_loop_applies_a_file_between_two_runs_of_a_walk(
