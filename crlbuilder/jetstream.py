@@ -101,9 +101,14 @@ class Cluster:
             raise ClusterError(f"cannot connect to NATS at {','.join(servers)}: {e}") from None
         self.js: JetStreamContext = self.nc.jetstream()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one operation on the connection's loop to its end."""
-        return self.loop.run_until_complete(coro)
+    def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+        """Run one operation on the connection's loop to its end, or for at most ``timeout``
+        seconds (then `TimeoutError`, the operation cancelled): for an operation that nothing
+        else bounds, such as reading an object (nats-py waits for its chunks for ever, and they
+        never come when the object was replaced between its description and its chunks)."""
+        if timeout is None:
+            return self.loop.run_until_complete(coro)
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
     def cluster_size(self) -> int:
         """Servers of the cluster as this connection knows them (configured and announced)."""

@@ -130,6 +130,49 @@ def test_a_shared_registry_that_does_not_load_is_not_taken(
     assert a.read_bytes() == before
 
 
+def test_a_write_whose_acknowledgement_was_lost_is_not_taken_for_a_conflict(
+    cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load (a cluster test's full-suite run) a bucket's answer can come after nats-py's
+    5 s: a read is made again, and a write is made again unless the first landed, which the
+    retry recognises (the bucket moved on to this very registry) instead of refusing it as
+    another node's change. A write that truly lost to another node is still a `Conflict`."""
+    import nats.errors
+
+    shared = SharedRegistry(cluster.source, "REG_T5")
+    kv = shared.kv
+    real_get, real_update = kv.get, kv.update
+    lost: list[str] = []
+
+    async def get(key: str, *a: object, **k: object) -> object:
+        if not lost:  # the first read times out once
+            lost.append("get")
+            raise nats.errors.TimeoutError
+        return await real_get(key)
+
+    async def update(key: str, value: bytes, last: int | None = None) -> int:
+        revision = await real_update(key, value, last=last)
+        if lost == ["get"]:  # the write lands, its acknowledgement does not come back
+            lost.append("update")
+            raise nats.errors.TimeoutError
+        return revision
+
+    try:
+        first = shared.put(b"one", 0)
+        monkeypatch.setattr(kv, "get", get)
+        monkeypatch.setattr(kv, "update", update)
+        got = shared.get()
+        assert got == Shared(first, b"one") and lost == ["get"]
+        second = shared.put(b"two", first)
+        assert lost == ["get", "update"] and second > first
+        assert shared.get() == Shared(second, b"two")
+        with pytest.raises(Conflict):  # from a revision the bucket has left: refused
+            shared.put(b"three", first)
+        assert shared.get() == Shared(second, b"two")
+    finally:
+        shared.close()
+
+
 def test_a_watch_that_died_does_not_stop_replication(cluster: NatsCluster) -> None:
     """nats-py recreates the watch's consumer when a server goes, and when that fails (the
     cluster electing a leader) it only reports it: the watch then delivers nothing, ever.

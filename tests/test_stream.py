@@ -19,11 +19,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -564,6 +565,82 @@ def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written
         c.close()
         b_.close()
         b_.log.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_pointer_replaced_while_a_keyless_node_reads_it_is_read_again_not_waited_for(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The signer replaces ``latest/<issuer>`` at each run and the object store purges the old
+    chunks: a fetcher that took the pointer's description just before waits for chunks that
+    never come. Reproduced on a real server (the pointer replaced between the description and
+    the chunks): the fetch gives up within its bound with a `ClusterError` (a warning of the
+    loop), and the next fetch places the CRLs. Before the bound, the keyless node's builder
+    hung there for good (a cluster test's node that stopped applying the stream)."""
+    from nats.js.object_store import ObjectStore
+
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "race")
+    signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
+    node = node_config(
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster.source, "race"
+    )
+    same_key(Path(signer.keys.facts_key_file), Path(node.keys.facts_key_file))
+    run_node(signer, cluster, "CRLS_RACE")
+    real_get, real_info = ObjectStore.get, ObjectStore.get_info
+    reading: list[str] = []
+    replaced: list[str] = []
+
+    async def get(self: ObjectStore, name: str, *a: Any, **k: Any) -> Any:
+        reading.append(name)
+        try:
+            return await real_get(self, name, *a, **k)
+        finally:
+            reading.pop()
+
+    async def get_info(self: ObjectStore, name: str, *a: Any, **k: Any) -> Any:
+        info = await real_info(self, name, *a, **k)
+        if reading and name.startswith("latest/") and not replaced:
+            # the signer's next run replaces the pointer (the same shipment, a byte more)
+            replaced.append(name)
+            old = await real_get(self, name)
+            await self.put(name, old.data + b"\n")
+        return info  # the description of the pointer as it was: its chunks are gone
+
+    monkeypatch.setattr(ObjectStore, "get", get)
+    monkeypatch.setattr(ObjectStore, "get_info", get_info)
+    b = Builder(node, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    directory = Path(node.crl.directory)
+    outcome: list[object] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(Fetcher(c, "CRLS_RACE", b.store, b.manifest, directory, timeout=1.0)
+                           .fetch(int(time.time())))  # fmt: skip
+        except ClusterError as e:
+            outcome.append(e)
+
+    try:
+        t = threading.Thread(target=fetch, daemon=True)
+        started = time.monotonic()
+        t.start()
+        t.join(20)
+        assert not t.is_alive(), "the fetch waited for the replaced pointer's chunks"
+        assert replaced and time.monotonic() - started < 10
+        assert isinstance(outcome[0], ClusterError), outcome
+        assert "not read within 1 s" in str(outcome[0])
+        monkeypatch.undo()
+        placed = Fetcher(c, "CRLS_RACE", b.store, b.manifest, directory).fetch(int(time.time()))
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+    assert placed
+    assert crl_index(node) == crl_index(signer)
 
 
 # ---------------------------------------------------------------------------

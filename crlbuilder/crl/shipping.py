@@ -47,6 +47,14 @@ from crlbuilder.store.writer import Commit
 
 LATEST: Final = "latest/"
 
+READ_TIMEOUT: Final = 10.0
+"""Seconds a fetcher waits for one object. The signer replaces ``latest/<issuer>`` at each
+run, and an object store purges an object's chunks when it is replaced: a read that took its
+description just before then waits for chunks that never come (nats-py has no bound of its
+own). Past this the fetch raises `ClusterError` and the loop's next turn reads the new
+pointer. The abandoned read's subscription is not unsubscribed (nats-py gives no handle on it);
+one lingers per such race, which needs a replacement within the read's few milliseconds."""
+
 
 class Shipment(msgspec.Struct, frozen=True, kw_only=True):
     """``latest/<issuer>``: the issuer's CRL state and the files of its signer's last run."""
@@ -72,7 +80,7 @@ def _bucket(cluster: Cluster, bucket: str, replicas: int) -> ObjectStore:
 
     try:
         return cluster.run(go())
-    except nats.errors.Error as e:
+    except (nats.errors.Error, TimeoutError) as e:
         raise ClusterError(f"object store {bucket}: {e}") from None
 
 
@@ -120,6 +128,8 @@ class Fetcher:
     manifest: Manifest
     directory: Path
     replicas: int = 0
+    timeout: float = READ_TIMEOUT
+    """Seconds one read of the bucket may take (`READ_TIMEOUT`)."""
     seen: dict[str, str] = field(default_factory=dict)
     """Per issuer: the digest of the pointer last handled (unchanged pointers are not read)."""
 
@@ -166,12 +176,14 @@ class Fetcher:
             return bytes(res.data or b"")
 
         try:
-            digest = self.cluster.run(info())
+            digest = self.cluster.run(info(), timeout=self.timeout)
             if digest is None or self.seen.get(iid) == digest:
                 return None
-            raw = self.cluster.run(get())
+            raw = self.cluster.run(get(), timeout=self.timeout)
         except (nats.errors.Error, TimeoutError) as e:
-            raise ClusterError(f"object store {self.bucket}: {e}") from None
+            raise ClusterError(
+                f"object store {self.bucket}: {self._why(e, LATEST + iid)}"
+            ) from None
         self.seen[iid] = digest
         try:
             shipment = msgspec.json.decode(raw, type=Shipment)
@@ -194,11 +206,11 @@ class Fetcher:
             return bytes(res.data or b"")
 
         try:
-            der = self.cluster.run(get())
+            der = self.cluster.run(get(), timeout=self.timeout)
         except nats.js.errors.ObjectNotFoundError:
             raise ShippingError(f"{e.issuer} CRL {e.number}: file not in the bucket") from None
         except (nats.errors.Error, TimeoutError) as err:
-            raise ClusterError(f"object store {self.bucket}: {err}") from None
+            raise ClusterError(f"object store {self.bucket}: {self._why(err, e.path)}") from None
         if len(der) != e.size or hashlib.sha256(der).hexdigest() != e.sha256:
             raise ShippingError(f"{e.issuer} CRL {e.number}: bytes differ from the shipment")
         try:
@@ -209,6 +221,10 @@ class Fetcher:
         except CrlError as err:
             raise ShippingError(f"{e.issuer} CRL {e.number}: {err}") from None
         return der
+
+    def _why(self, e: Exception, name: str) -> str:
+        """nats-py's message, or for the bound of `Cluster.run` (which has none) what it was."""
+        return str(e) or f"{name}: not read within {self.timeout:g} s (replaced meanwhile?)"
 
     def _signer_cert(self, meta: sf.IssuerMeta) -> x509.Certificate:
         """The certificate a CRL of ``meta`` verifies with: its own CA certificate, or after a

@@ -31,7 +31,13 @@ import nats.js.errors
 from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
-from crlbuilder.jetstream import Cluster, ClusterError, parse_servers, replicas_for
+from crlbuilder.jetstream import (
+    Cluster,
+    ClusterError,
+    parse_servers,
+    replicas_for,
+    through_election,
+)
 
 DEFAULT_BUCKET: Final = "JPKI_REGISTRY"
 KEY: Final = "registry"
@@ -67,7 +73,7 @@ class SharedRegistry:
 
         async def open_kv() -> KeyValue:
             try:
-                return await self.cluster.js.key_value(bucket)
+                return await through_election(lambda: self.cluster.js.key_value(bucket))
             except nats.js.errors.BucketNotFoundError:
                 cfg = KeyValueConfig(
                     bucket=bucket,
@@ -95,7 +101,7 @@ class SharedRegistry:
 
         async def go() -> Shared | None:
             try:
-                e = await self.kv.get(KEY)
+                e = await through_election(lambda: self.kv.get(KEY))
             except nats.js.errors.KeyNotFoundError:
                 return None
             return Shared(int(e.revision or 0), bytes(e.value or b""))
@@ -107,12 +113,30 @@ class SharedRegistry:
 
     def put(self, data: bytes, expected: int) -> int:
         """Write ``data`` if the bucket is still at revision ``expected`` (0: holds none);
-        raises `Conflict` otherwise. Returns the new revision."""
+        raises `Conflict` otherwise. Returns the new revision.
 
-        async def go() -> int:
+        A write whose acknowledgement does not come (a server lost, the bucket's stream
+        electing its leader, a loaded cluster) is made again for a while (`through_election`);
+        when the first one had landed, the retry finds the bucket moved on: if what it holds
+        is ``data``, that is this write's revision, not a conflict."""
+        tried = False
+
+        async def once() -> int:
+            nonlocal tried
+            if tried:
+                try:
+                    e = await self.kv.get(KEY)
+                except nats.js.errors.KeyNotFoundError:
+                    e = None
+                if e is not None and int(e.revision or 0) > expected and e.value == data:
+                    return int(e.revision or 0)
+            tried = True
             if expected == 0:
                 return int(await self.kv.create(KEY, data))
             return int(await self.kv.update(KEY, data, last=expected))
+
+        async def go() -> int:
+            return await through_election(once)
 
         try:
             return self.cluster.run(go())
