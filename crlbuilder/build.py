@@ -161,6 +161,7 @@ class Builder:
         it from ``ocsp.presign_slice_seconds``): a walk cut goes on at the next run."""
         self.progress = progress
         self.log = log
+        self._presigner: Presigner | None = None
         self.manifest = load_manifest(cfg.pki.manifest)
         self.key = facts_key(cfg)
         self.store = Store.open(
@@ -196,6 +197,9 @@ class Builder:
                        "are quarantined, not stored (Act §18(3))"})  # fmt: skip
 
     def close(self) -> None:
+        if self._presigner is not None:
+            self._presigner.close()
+            self._presigner = None
         self.store.close()
 
     def _verifiers(self) -> Verifiers | None:
@@ -334,16 +338,23 @@ class Builder:
 
     def presign(self, report: BuildReport, now: int) -> None:
         """Pre-signs the answers of revoked serials (`crlbuilder.presign`), bounded by
-        ``presign_seconds``; the counts and seconds go to ``report``."""
+        ``presign_seconds``; the counts and seconds go to ``report``. The pre-signer (the
+        delegates' keys, its signing processes) is kept for the next run, made again when a
+        compromise changed who signs."""
         if not self.cfg.ocsp.presign:
             return
         t = time.monotonic()
-        ps = Presigner(
-            self.store, self.manifest,
-            validity_seconds=self.cfg.ocsp.validity_seconds,
-            refresh_before_seconds=self.cfg.ocsp.refresh_before_seconds,
-            workers=self.cfg.ocsp.sign_workers,
-        ).run(now, full=self.presign_full, seconds=self.presign_seconds)  # fmt: skip
+        if self._presigner is not None and self._presigner.stale():
+            self._presigner.close()
+            self._presigner = None
+        if self._presigner is None:
+            self._presigner = Presigner(
+                self.store, self.manifest,
+                validity_seconds=self.cfg.ocsp.validity_seconds,
+                refresh_before_seconds=self.cfg.ocsp.refresh_before_seconds,
+                workers=self.cfg.ocsp.sign_workers,
+            )  # fmt: skip
+        ps = self._presigner.run(now, full=self.presign_full, seconds=self.presign_seconds)
         self.presign_full = False  # asked once: the follow loop's runs go on from the feed
         report.presigned, report.presign_kept = ps.signed, ps.kept
         report.presign_walked, report.presign_walking = ps.walked, ps.walking

@@ -138,11 +138,11 @@ class Presigner:
         self.validity = validity_seconds
         self.refresh_before = refresh_before_seconds
         self.workers = workers or os.cpu_count() or 1
-        with store.read() as r:
-            compromised = {i.id for i in r.issuers() if i.compromised_at}
+        self.compromised = self._compromised()
+        """The generations compromised when it was made: who signs for whom (`stale`)."""
         self._files: dict[str, tuple[str, str]] = {}
         for i in manifest.all_issuers():
-            files = ocsp_signer_files(manifest, i, i.id in compromised)
+            files = ocsp_signer_files(manifest, i, i.id in self.compromised)
             if files is not None:
                 key, cert = files
                 self._files[i.id] = (manifest.key_ref(key), str(manifest.path(cert)))
@@ -166,6 +166,29 @@ class Presigner:
             ]
         ] = []
 
+    def _compromised(self) -> frozenset[str]:
+        with self.store.read() as r:
+            return frozenset(i.id for i in r.issuers() if i.compromised_at)
+
+    def stale(self) -> bool:
+        """Whether a compromise recorded since it was made changed which delegate signs for a
+        generation (its successor's, or none): then it must be made again."""
+        return self._compromised() != self.compromised
+
+    def close(self) -> None:
+        """Stop the signing processes (what is in flight is dropped: a run that ended has
+        none). A run after this starts them again."""
+        self._inflight.clear()
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Presigner:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def run(self, now: int, *, full: bool = True, seconds: float | None = None) -> PresignResult:
         """Sign every missing or nearly stale answer, as of ``now`` (epoch seconds): reading
         every CRL entry, or with ``full=False`` only the revocations since the last run of
@@ -175,7 +198,9 @@ class Presigner:
         on at the next run (`sf.OcspState.walk`); the changes feed is read whole every run.
 
         Streams: at most ``2 × workers`` chunks of `CHUNK` answers are in flight,
-        so memory does not grow with the number of revoked serials.
+        so memory does not grow with the number of revoked serials. The signing processes,
+        started by the first run that signs, stay for the next runs (a follow loop's bounded
+        runs follow one another every few seconds) until `close`; a run that raises stops them.
         """
         deadline = None if seconds is None else self.timer() + seconds
         result = PresignResult()
@@ -183,7 +208,6 @@ class Presigner:
             commit, reach = r.generation().commit, r.changes_from()
             states = {i.index: r.ocsp_state(i.index) for i in self.manifest.all_issuers()}
         walks: list[_Walk] = []
-        self._pool = None
         try:
             for issuer in self.manifest.all_issuers():
                 if issuer.id not in self._signers:
@@ -220,11 +244,9 @@ class Presigner:
                 # signing process idles while the last chunk of an issuer is signed
             self._drain()
             result.walking = self._record_state(now, commit, states, walks)
-        finally:
-            self._drain()
-            if self._pool is not None:
-                self._pool.shutdown()
-                self._pool = None
+        except BaseException:
+            self.close()  # a broken pool, a store error: the next run starts afresh
+            raise
         return result
 
     def _incremental(self, state: sf.OcspState, signer: str, reach: int, now: int) -> bool:

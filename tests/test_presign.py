@@ -8,12 +8,14 @@ answer must still be its own serial's, signed by its own issuer's delegate.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -46,10 +48,10 @@ def test_every_answer_is_signed_again_by_its_own_issuers_delegate_across_chunks(
             by_index = {i.index: i for i in r.issuers()}
         assert sum(1 for keys in revoked.values() if len(keys) > 7) >= 2  # several issuers
         now = int(time.time())
-        p = presign.Presigner(
+        with presign.Presigner(
             store, built.manifest, validity_seconds=3600, refresh_before_seconds=10**9, workers=2
-        )
-        result = p.run(now)
+        ) as p:
+            result = p.run(now)
         delegates: dict[str, x509.Certificate] = {}  # a compromised issuer's: its successor's
         for issuer in built.manifest.all_issuers():
             files = ocsp_signer_files(
@@ -421,6 +423,63 @@ def test_a_cut_walk_starts_again_when_its_delegate_changes(
         state = r.ocsp_state(a.index)
     assert state.walk_next_update == now + 60 + VALIDITY  # begun again, not gone on
     assert state.signer == p._response_signers[a.id].signer_id.hex()
+
+
+def test_the_signing_processes_stay_across_a_walks_runs_and_a_compromise_remakes_them(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follow loop's bounded runs follow one another every few seconds: the builder keeps
+    its pre-signer (the delegates' keys) and its signing processes from one run to the next,
+    rather than start them again each time (0.45 s of every 5 s run at 1,000,000 holders).
+    A compromise recorded since changes who signs for the generation: the pre-signer is made
+    again. Closing the builder stops the processes."""
+    monkeypatch.setattr(presign, "CHECK_EVERY", 1)
+    shutil.copytree(built.store, tmp_path / "store")
+    cfg = builder_config(tmp_path, built.pki)
+    cfg = msgspec.structs.replace(
+        cfg,
+        store=msgspec.structs.replace(cfg.store, path=str(tmp_path / "store")),
+        keys=msgspec.structs.replace(cfg.keys, facts_key_file=str(built.facts_key)),
+        ocsp=msgspec.structs.replace(cfg.ocsp, sign_workers=2, refresh_before_seconds=10**9),
+    )
+    made: list[presign.Presigner] = []
+    init = presign.Presigner.__init__
+
+    def counted(self: presign.Presigner, *a: Any, **k: Any) -> None:
+        made.append(self)
+        init(self, *a, **k)
+
+    monkeypatch.setattr(presign.Presigner, "__init__", counted)
+    b = Builder(cfg, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    try:
+        b.presign_full, b.presign_seconds = True, 0.0  # every run: one walk, a few entries
+        runs = [b.presign_step() for _ in range(3)]
+        assert all(r.presigned and r.presign_walking for r in runs), runs
+        p = b._presigner
+        assert p is not None and p._pool is not None
+        processes = dict(p._pool._processes)  # type: ignore[attr-defined]
+        assert len(processes) == 2 and made == [p]  # made once, its pool started once
+        b.presign_step()
+        assert b._presigner is p and dict(p._pool._processes) == processes  # type: ignore[attr-defined]
+        with b.store.read() as r:
+            victim = next(i for i in r.issuers() if i.id in p._files and not i.compromised_at)
+            issuers = r.issuers()
+        with Commit(b.store) as c:  # what a compromise record writes (crlbuilder.apply)
+            c.put_issuers([msgspec.structs.replace(i, compromised_at=int(time.time()))
+                           if i.id == victim.id else i for i in issuers])  # fmt: skip
+        assert p.stale()
+        b.presign_step()
+        q = b._presigner
+        assert q is not None and made == [p, q] and p._pool is None
+        # its successor's delegate signs for it now, or nobody when the manifest names none
+        assert victim.id in q.compromised and q._files.get(victim.id) != p._files[victim.id]
+    finally:
+        b.close()
+        b.log.close()
+    assert b._presigner is None
+    for pid in processes:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 def test_the_follow_loop_applies_a_file_between_two_runs_of_a_walk(
