@@ -357,9 +357,14 @@ def during_walk(cb: str, flags: list[str], work: Path, n: int, delay: float) -> 
     next start.
 
     Every stored answer is made due as when an issuer's answers fall due: the refresh margin
-    is set past the latest stored nextUpdate and the validity to twice it, so that the
-    answers signed anew are not due (the walk ends; the loop's refresh cycle, validity less
-    margin, stays long)."""
+    is set past the latest stored nextUpdate and the validity two hours past the margin, so
+    that the answers signed anew are not due for two hours (the walk ends; the loop's refresh
+    cycle, validity less margin, is those two hours). Each run moves the latest nextUpdate
+    on by about that much (the validity was twice the margin until 2026-12-05, which doubled
+    it at every run).
+
+    The peer, measured right after on the same cores: raw signatures with a delegate's key
+    (`raw_sign_rate`), against the answers per second of the pre-signing runs alone."""
     from crlbuilder.store.lmdbstore import Store
 
     spool = work / "spool"
@@ -375,7 +380,7 @@ def during_walk(cb: str, flags: list[str], work: Path, n: int, delay: float) -> 
     p = subprocess.Popen([cb, "build", *flags, "--input", str(spool), "--follow", "--max-idle", "60",
                           "--follow-interval", "0.05",
                           "--ocsp-refresh-before-seconds", str(margin),
-                          "--ocsp-validity-seconds", str(2 * margin)],
+                          "--ocsp-validity-seconds", str(margin + 7_200)],
                          stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert p.stderr is not None
     stderr = p.stderr
@@ -408,6 +413,11 @@ def during_walk(cb: str, flags: list[str], work: Path, n: int, delay: float) -> 
     if file is None:
         return {"records": len(lines), "error": "no spool-file event"}
     before = [e for t, e in events if t <= file["committed_at_unix"] and e is not file]
+    from bench.bench_responder import raw_sign_rate
+
+    key = min((work / "pki" / "ocsp").glob("*.key"))
+    raw = raw_sign_rate(key, 5.0, procs=os.cpu_count() or 1)[0]
+    walk = _walk_rate(before)
     return {
         "records": len(lines),
         "refresh_margin_seconds": margin,
@@ -423,8 +433,21 @@ def during_walk(cb: str, flags: list[str], work: Path, n: int, delay: float) -> 
         # when each was reported (seconds after the builder started) and its steps' seconds
         "events_before_at": [round(t - started, 1) for t, e in events if e in before],
         "events_before_seconds": [e.get("seconds") for e in before],
+        "events_before_presigned": [e.get("ocsp_presigned") for e in before],
         "presigned_before": sum(int(e.get("ocsp_presigned", 0)) for e in before),
+        # the pre-signing runs alone (after the start-up build's): answers per second of
+        # their pre-signing, what a walk goes at in the follow loop
+        "walk_answers_per_second": walk,
+        "raw_signatures_per_second": round(raw, 1),
+        "walk_over_raw": round(walk / raw, 3) if walk else None,
     }
+
+
+def _walk_rate(events: list[dict[str, Any]]) -> float | None:
+    runs = [e for e in events if e.get("event") == "presign"]
+    seconds = sum(float(e["seconds"].get("presign", 0.0)) for e in runs)
+    signed = sum(int(e.get("ocsp_presigned", 0)) for e in runs)
+    return round(signed / seconds, 1) if seconds else None
 
 
 if __name__ == "__main__":
