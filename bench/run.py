@@ -243,8 +243,13 @@ def render() -> str:
                 _fmt(walk.get("arrival_to_committed_seconds"), " s"),
                 f"spool file arrival to committed, dropped {_fmt(walk.get('dropped_after_start_seconds'), ' s')}"
                 f" into the re-signing ({_fmt(walk.get('presigned_before'))} answers signed by then); the"
-                f" file's run left {_fmt(walk.get('file_ocsp_walking'))} issuers' walks going on",
-                "`python -m bench.bench_build --incremental-only --during-walk 20`")  # fmt: skip
+                f" file's run left {_fmt(walk.get('file_ocsp_walking'))} issuers' walks going on"
+                + (f"; the walk's runs alone {_fmt(walk.get('walk_answers_per_second'))} answers/s,"
+                   f" {_fmt(walk.get('walk_over_raw'), '×')} raw signing"
+                   f" ({_fmt(walk.get('raw_signatures_per_second'))}/s right after)"
+                   if walk.get("walk_over_raw") else ""),
+                f"`python -m bench.bench_build --incremental-only --during-walk"
+                f" {round(walk.get('dropped_after_start_seconds') or 20)}`")  # fmt: skip
     crl = _load("crl")
     if crl:
         add(f"CRL of {_fmt(crl.get('entries'))} entries: encode + sign",
