@@ -51,6 +51,7 @@ from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import Presigner
+from crlbuilder.spoolwatch import SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
@@ -443,7 +444,8 @@ class Builder:
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:
         """Apply each file that appears in ``spool`` until SIGTERM/SIGINT (or ``max_idle`` s of nothing).
 
-        Between files the loop sleeps ``interval`` seconds, or less when the earliest
+        Between files the loop waits ``interval`` seconds (a file renamed into ``spool``
+        ends the wait at once: `crlbuilder.spoolwatch`), or less when the earliest
         pending 30-day lapse (Act §31(2)) falls due sooner: it then writes that lapse
         at once (`after_commit`), dated when written (Act §34(1)(2)). Pre-signing that reads
         every CRL entry is cut into runs of ``ocsp.presign_slice_seconds``, the next file
@@ -454,6 +456,7 @@ class Builder:
         if keep or done.exists():
             _private_dir(done)
         stop = StopRequest.install()
+        watch = SpoolWatch(spool, lambda m: self.emit({"event": "warning", "message": m}))
         self.presign_seconds = self.cfg.ocsp.presign_slice_seconds or None
         walking = self.walks_in_progress()
         idle_since = last_refresh = time.monotonic()
@@ -500,7 +503,7 @@ class Builder:
                     for at in (due, approval_end):
                         if at is not None:
                             wait = min(wait, max(0.0, (at - self.clock()).total_seconds()))
-                    time.sleep(wait)
+                    watch.wait(wait)  # a file renamed into the spool ends it at once
                     continue
                 for p in files:
                     t0 = time.monotonic()
@@ -526,6 +529,7 @@ class Builder:
                 due = next_lapse(self.store)
                 idle_since = time.monotonic()
         finally:
+            watch.close()
             self.presign_seconds = None
             stop.restore()
 
