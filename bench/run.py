@@ -226,7 +226,10 @@ def render() -> str:
                 f" {_by_key(_get(build, 'store_copy', 'bytes_per_certificate_by_db'))} (goal ≤ 400 MiB)", "same")  # fmt: skip
         add(f"incremental, {_fmt(_get(build, 'incremental', 'records'))} records",
             _fmt(_get(build, "incremental", "arrival_to_committed_seconds"), " s"),
-            "spool file arrival to committed (goal < 0.5 s)", "same")  # fmt: skip
+            "spool file arrival to committed (goal < 0.5 s)"
+            + (f"; the loop's interval {_fmt(iv, ' s')} (a file renamed in wakes it)"
+               if (iv := _get(build, "incremental", "follow_interval_seconds")) else ""),
+            "same")  # fmt: skip
         post = _get(build, "incremental_post_commit")
         if post:
             secs = post.get("file_seconds") or {}
