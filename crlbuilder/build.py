@@ -51,7 +51,7 @@ from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import Presigner
-from crlbuilder.spoolwatch import SpoolWatch
+from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
@@ -466,7 +466,7 @@ class Builder:
             while not stop.requested:
                 if done.is_dir():
                     prune_done(done, keep, time.time())
-                files = sorted(p for p in spool.iterdir() if p.suffix == ".jsonl" and p.is_file())
+                files = sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file())
                 if not files:
                     now = self.clock()
                     if due is not None and due <= now:

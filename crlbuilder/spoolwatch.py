@@ -31,7 +31,7 @@ class SpoolWatch:
 
     def __init__(self, spool: Path, warn: Callable[[str], None] | None = None) -> None:
         self._inotify: Any = None
-        self._wake_mask = 0
+        self._overflow = 0
         try:
             from inotify_simple import INotify, flags
 
