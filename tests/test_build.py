@@ -25,6 +25,7 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from tests.conftest import BIN, Built, run_tool
 from tests.expected import erased as is_erased
+from tests.support.builder import as_of_the_clock
 from tests.support.store import Dump, dump_store
 from tests.support.wait import until
 
@@ -272,8 +273,7 @@ def test_follow_applies_spool_files_and_keeps_none_by_default(built: Built, tmp_
          "serial": a.serial, "issuer": a.issuer, "reason": "application"}
         for i, a in enumerate(good)
     ]  # fmt: skip
-    args = built.builder_args(store, tmp_path / "crl")
-    del args[args.index("--as-of") : args.index("--as-of") + 2]  # follow runs on the clock
+    args = as_of_the_clock(built.builder_args(store, tmp_path / "crl"))
     args = [
         *args,
         "--follow",

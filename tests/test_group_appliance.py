@@ -49,6 +49,7 @@ from crlbuilder.store.lmdbstore import Store
 from responder.ledger import Ledger
 from responder.v1 import jws
 from tests.conftest import BIN, Built, run_tool
+from tests.support.builder import as_of_the_clock
 from tests.support.harness import Server, start_server
 from tests.support.procs import started, wait_line
 from tests.support.store import dump_store
@@ -145,8 +146,7 @@ def apps(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App
     shutil.copytree(built.store, store)
     shutil.copytree(built.crl_dir, crl)
     spool.mkdir()
-    args = built.builder_args(store, crl)
-    del args[args.index("--as-of") : args.index("--as-of") + 2]  # follow runs on the clock
+    args = as_of_the_clock(built.builder_args(store, crl))
     with contextlib.ExitStack() as stack:
         kikou_stack = stack.enter_context(contextlib.ExitStack())
         kikou_stack.enter_context(

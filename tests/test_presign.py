@@ -32,7 +32,7 @@ from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader, StoredAnswer
 from crlbuilder.store.writer import Commit
 from tests.conftest import BIN, Built
-from tests.support.builder import builder_config
+from tests.support.builder import as_of_the_clock, builder_config, events_until
 
 
 def test_every_answer_is_signed_again_by_its_own_issuers_delegate_across_chunks(
@@ -293,9 +293,7 @@ def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
     CRL entry at its start, then for a spool file only the revocations it brought, each
     answer stored and its own."""
     issuer, keys = _copy_with_four_in_effect(built, tmp_path / "store")
-    args = built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl")
-    at = args.index("--as-of")
-    del args[at : at + 2]
+    args = as_of_the_clock(built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl"))
     again = subprocess.run([str(BIN / "crlbuilder"), "build", *args], capture_output=True,
                            text=True, timeout=300, check=True)  # fmt: skip
     assert msgspec.json.decode(again.stderr.strip().splitlines()[-1])["ocsp_walked"] == 0
@@ -309,18 +307,10 @@ def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
     assert p.stderr is not None
     events: list[dict[str, object]] = []
     try:
-        for line in p.stderr:
-            if line.startswith("{"):
-                events.append(msgspec.json.decode(line))
-            if events and events[-1].get("event") == "build":
-                break
+        events_until(p.stderr, "build", events)
         (spool / "new.tmp").write_bytes(_revocation_requests(issuer, keys, "incremental"))
         (spool / "new.tmp").rename(spool / "new.jsonl")
-        for line in p.stderr:
-            if line.startswith("{"):
-                events.append(msgspec.json.decode(line))
-            if events[-1].get("event") == "spool-file":
-                break
+        events_until(p.stderr, "spool-file", events)
     finally:
         p.terminate()
         p.wait(timeout=60)
@@ -492,9 +482,7 @@ def test_the_follow_loop_applies_a_file_between_two_runs_of_a_walk(
     spool = tmp_path / "store-spool"  # builder_args's --spool
     spool.mkdir()
     (spool / "new.jsonl").write_bytes(_revocation_requests(issuer, keys, "walking"))
-    args = built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl")
-    at = args.index("--as-of")
-    del args[at : at + 2]
+    args = as_of_the_clock(built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl"))
     done = subprocess.run(
         [str(BIN / "crlbuilder"), "build", *args, "--presign-full", "--follow",
          "--presign-slice-seconds", "0.000001", "--follow-interval", "0.05", "--max-idle", "2"],

@@ -15,11 +15,11 @@ import threading
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from crlbuilder.spoolwatch import SpoolWatch
 from tests.conftest import BIN, Built
+from tests.support.builder import as_of_the_clock, events_until
 
 
 def _drop_later(d: Path, name: str, after: float) -> threading.Thread:
@@ -87,9 +87,7 @@ def test_the_follow_loop_applies_a_file_dropped_while_it_waits_without_waiting_i
     built: Built, tmp_path: Path
 ) -> None:
     shutil.copytree(built.store, tmp_path / "store")
-    args = built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl")
-    at = args.index("--as-of")
-    del args[at : at + 2]
+    args = as_of_the_clock(built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl"))
     spool = tmp_path / "store-spool"  # builder_args's --spool
     spool.mkdir()
     p = subprocess.Popen(
@@ -99,20 +97,12 @@ def test_the_follow_loop_applies_a_file_dropped_while_it_waits_without_waiting_i
     assert p.stderr is not None
     events: list[dict[str, object]] = []
     try:
-        for line in p.stderr:
-            if line.startswith("{"):
-                events.append(msgspec.json.decode(line))
-            if events and events[-1].get("event") == "build":
-                break
+        events_until(p.stderr, "build", events)
         time.sleep(1.0)  # the loop has looked at the empty spool and waits
         (spool / ".drop.part").write_bytes(b"\n")
         (spool / ".drop.part").rename(spool / "drop.jsonl")
         dropped = time.monotonic()
-        for line in p.stderr:
-            if line.startswith("{"):
-                events.append(msgspec.json.decode(line))
-            if events and events[-1].get("event") == "spool-file":
-                break
+        events_until(p.stderr, "spool-file", events)
         seen = time.monotonic() - dropped
     finally:
         p.kill()  # its wait (30 s) would hold a SIGTERM that long

@@ -1,7 +1,9 @@
-"""`builder_config`: the configuration of an in-process `crlbuilder.build.Builder` on a folder."""
+"""`builder_config`: the configuration of an in-process `crlbuilder.build.Builder` on a folder;
+`as_of_the_clock` and `events_until` for a `crlbuilder build --follow` run as a process."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -25,3 +27,20 @@ def builder_config(tmp: Path, pki: Path, **crl: object) -> BuilderConfig:
         "crl": {"directory": str(tmp / "crl"), **crl},
     }  # fmt: skip
     return msgspec.convert(data, BuilderConfig)
+
+
+def as_of_the_clock(args: list[str]) -> list[str]:
+    """``crlbuilder build`` arguments (`tests.conftest.Built.builder_args`) without ``--as-of``:
+    a follow loop runs as of the clock."""
+    at = args.index("--as-of")
+    return args[:at] + args[at + 2 :]
+
+
+def events_until(lines: Iterable[str], kind: str, events: list[dict[str, object]]) -> None:
+    """Read a builder's stderr ``lines`` into ``events`` (its JSON events, in order) until an
+    event of ``kind`` (the last one then), or the end of the lines."""
+    for line in lines:
+        if line.startswith("{"):
+            events.append(msgspec.json.decode(line))
+            if events[-1].get("event") == kind:
+                return
