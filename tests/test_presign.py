@@ -175,6 +175,26 @@ def _revocation_requests(issuer: sf.IssuerMeta, keys: list[bytes], prefix: str) 
     )  # fmt: skip
 
 
+def _assert_revoked_with_their_answers(
+    path: Path, keys: list[bytes], *, no_walk: bool = False
+) -> None:
+    """Each of ``keys`` is revoked in the store at ``path`` (a builder process wrote it: it is
+    opened here, read-only) and has its stored answer, of its status version; with
+    ``no_walk``, no issuer has a walk going on."""
+    store = Store.open(path, readonly=True)
+    try:
+        with store.read() as r:
+            for key in keys:
+                st, answer = r.status(key), r.stored_answer(key)
+                assert st is not None and st.state == sf.STATE_REVOKED
+                assert answer is not None and answer.version == st.version
+            if no_walk:
+                for i in r.issuers():
+                    assert r.ocsp_state(i.index).walk is None
+    finally:
+        store.close()
+
+
 def _signing_issuers(store: Store, p: presign.Presigner) -> list[sf.IssuerMeta]:
     """The issuers whose answers this pre-signer signs and which have good certificates left."""
     with store.read() as r:
@@ -319,15 +339,7 @@ def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
     assert start["event"] == "build" and file["event"] == "spool-file"
     assert start["ocsp_walked"] == len(built.manifest.all_issuers())
     assert file["ocsp_walked"] == 0 and file["ocsp_presigned"] == 4
-    store = Store.open(tmp_path / "store", readonly=True)
-    try:
-        with store.read() as r:
-            for key in keys:
-                st, answer = r.status(key), r.stored_answer(key)
-                assert st is not None and st.state == sf.STATE_REVOKED
-                assert answer is not None and answer.version == st.version
-    finally:
-        store.close()
+    _assert_revoked_with_their_answers(tmp_path / "store", keys)
 
 
 class _Ticks:
@@ -502,17 +514,7 @@ def test_the_follow_loop_applies_a_file_between_two_runs_of_a_walk(
     walking = [file["ocsp_walking"]] + [e["ocsp_walking"] for e in steps]
     assert walking == sorted(walking, reverse=True) and walking[-1] == 0
     assert all(e["ocsp_walked"] == 1 for e in steps)
-    store = Store.open(tmp_path / "store", readonly=True)
-    try:
-        with store.read() as r:
-            for key in keys:
-                st, answer = r.status(key), r.stored_answer(key)
-                assert st is not None and st.state == sf.STATE_REVOKED
-                assert answer is not None and answer.version == st.version
-            for i in r.issuers():
-                assert r.ocsp_state(i.index).walk is None
-    finally:
-        store.close()
+    _assert_revoked_with_their_answers(tmp_path / "store", keys, no_walk=True)
 
 
 def test_the_follow_loop_refreshes_crls_while_a_walk_goes_on(
