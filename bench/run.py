@@ -109,47 +109,24 @@ BENCHES: dict[str, list[str]] = {
 }
 
 NATIONAL_DIR = HERE.parent / "var" / "bench-national"
+
+
+def _national_build(*steps: str) -> list[str]:
+    """``bench_build`` on the 10,000,000-holder store, with ``steps``, into build_10m.json."""
+    return ["-m", "bench.bench_build", "--holders", "10000000", "--dir", str(NATIONAL_DIR),
+            *steps, "--out", str(RESULTS / "build_10m.json")]  # fmt: skip
+
+
 OPTIONAL: dict[str, list[list[str]]] = {
     # hours on 2 cores (synth, build and copy of 10,000,000 holders, then 1,000,000 distinct
     # serials served): run by name only, `python -m bench.run --only national` (make
     # bench-national); its results stay in the table until the next such run
     "national": [
-        [
-            "-m",
-            "bench.bench_build",
-            "--holders",
-            "10000000",
-            "--dir",
-            str(NATIONAL_DIR),
-            "--reuse",
-            "--out",
-            str(RESULTS / "build_10m.json"),
-        ],
-        [  # the follow loop as deployed: pre-signing and CRLs after one file
-            "-m",
-            "bench.bench_build",
-            "--holders",
-            "10000000",
-            "--dir",
-            str(NATIONAL_DIR),
-            "--incremental-only",
-            "--post-commit",
-            "--out",
-            str(RESULTS / "build_10m.json"),
-        ],
-        [  # a file dropped while every stored answer is re-signed
-            "-m",
-            "bench.bench_build",
-            "--holders",
-            "10000000",
-            "--dir",
-            str(NATIONAL_DIR),
-            "--incremental-only",
-            "--during-walk",
-            "20",
-            "--out",
-            str(RESULTS / "build_10m.json"),
-        ],
+        _national_build("--reuse"),
+        # the follow loop as deployed: pre-signing and CRLs after one file
+        _national_build("--incremental-only", "--post-commit"),
+        # a file dropped while every stored answer is re-signed
+        _national_build("--incremental-only", "--during-walk", "20"),
         [
             "-m",
             "bench.bench_national",
