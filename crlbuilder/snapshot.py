@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import msgspec
 import nats.errors
@@ -31,11 +31,17 @@ from nats.js.api import ObjectMeta, ObjectStoreConfig
 from nats.js.object_store import ObjectStore
 
 from crlbuilder.jetstream import Cluster, ClusterError, replicas_for
+from crlbuilder.objectread import ObjectGone, ObjectReadError, read_object
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store, snapshot_store
 from crlbuilder.store.writer import Commit
 
 OBJECT: Final = "store/data.mdb"
+READ_IDLE: Final = 30.0
+"""Seconds `get` waits for the snapshot's next chunk (`crlbuilder.objectread`): past it the
+snapshot was replaced (a node put a newer one, and the old chunks were purged) or deleted."""
+READ_ATTEMPTS: Final = 3
+"""Reads of a snapshot replaced while read, the newer one each time, before `get` gives up."""
 
 
 class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +103,29 @@ def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
     return info
 
 
+def _read(cluster: Cluster, obs: ObjectStore, bucket: Bucket, f: BinaryIO) -> str | None:
+    """The latest snapshot's bytes into ``f`` (from its start); returns its description. A
+    snapshot replaced while read (a node put a newer one) is read again, the newer one."""
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        f.seek(0)
+        f.truncate()
+        try:
+            info, _ = cluster.run(
+                read_object(cluster.js, obs, bucket.name, OBJECT, idle=READ_IDLE, sink=f.write)
+            )
+            return info.description
+        except ObjectGone as e:
+            if attempt == READ_ATTEMPTS:
+                raise ClusterError(f"getting the snapshot: {e}; {attempt} reads in a row") from None
+        except nats.js.errors.ObjectNotFoundError:
+            raise ClusterError(
+                f"no snapshot in {bucket.name} (put one from a caught-up node)"
+            ) from None
+        except (nats.errors.Error, TimeoutError, ObjectReadError) as e:
+            raise ClusterError(f"getting the snapshot from {bucket.name}: {e}") from None
+    raise AssertionError("unreachable")
+
+
 def get(cluster: Cluster, bucket: Bucket, target: Path) -> SnapshotInfo:
     """Take the latest snapshot as the store at ``target`` (a new directory; refused when a
     store is there). The object store checks the bytes against their SHA-256 digest; the
@@ -109,22 +138,10 @@ def get(cluster: Cluster, bucket: Bucket, target: Path) -> SnapshotInfo:
     try:
         os.chmod(tmp, 0o700)
         fd = os.open(tmp / "data.mdb", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-
-        async def go() -> str | None:
-            with os.fdopen(fd, "wb") as f:
-                res = await obs.get(OBJECT, writeinto=f)
-                f.flush()
-                os.fsync(f.fileno())
-            return res.info.description
-
-        try:
-            description = cluster.run(go())
-        except nats.js.errors.ObjectNotFoundError:
-            raise ClusterError(
-                f"no snapshot in {bucket.name} (put one from a caught-up node)"
-            ) from None
-        except (nats.errors.Error, TimeoutError) as e:
-            raise ClusterError(f"getting the snapshot from {bucket.name}: {e}") from None
+        with os.fdopen(fd, "wb") as f:
+            description = _read(cluster, obs, bucket, f)
+            f.flush()
+            os.fsync(f.fileno())
         try:
             info = msgspec.json.decode(description or "", type=SnapshotInfo)
         except msgspec.DecodeError:

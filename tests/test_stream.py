@@ -579,8 +579,10 @@ def test_a_pointer_replaced_while_a_keyless_node_reads_it_is_read_again_not_wait
     chunks: a fetcher that took the pointer's description just before waits for chunks that
     never come. Reproduced on a real server (the pointer replaced between the description and
     the chunks): the fetch gives up within its bound with a `ClusterError` (a warning of the
-    loop), and the next fetch places the CRLs. Before the bound, the keyless node's builder
-    hung there for good (a cluster test's node that stopped applying the stream)."""
+    loop), its subscription ended (the server drops the consumer), and the next fetch places
+    the CRLs. Before the bound, the keyless node's builder hung there for good (a cluster
+    test's node that stopped applying the stream); with a bound around nats-py's own read, a
+    consumer was left behind at each such race."""
     from nats.js.object_store import ObjectStore
 
     signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "race")
@@ -590,27 +592,21 @@ def test_a_pointer_replaced_while_a_keyless_node_reads_it_is_read_again_not_wait
     )
     same_key(Path(signer.keys.facts_key_file), Path(node.keys.facts_key_file))
     run_node(signer, cluster, "CRLS_RACE")
-    real_get, real_info = ObjectStore.get, ObjectStore.get_info
-    reading: list[str] = []
+    real_info = ObjectStore.get_info
+    described: list[str] = []
     replaced: list[str] = []
-
-    async def get(self: ObjectStore, name: str, *a: Any, **k: Any) -> Any:
-        reading.append(name)
-        try:
-            return await real_get(self, name, *a, **k)
-        finally:
-            reading.pop()
 
     async def get_info(self: ObjectStore, name: str, *a: Any, **k: Any) -> Any:
         info = await real_info(self, name, *a, **k)
-        if reading and name.startswith("latest/") and not replaced:
-            # the signer's next run replaces the pointer (the same shipment, a byte more)
+        described.append(name)
+        if described.count(name) == 2 and name.startswith("latest/") and not replaced:
+            # the fetcher compared the digest, now it reads the object: the signer's next run
+            # replaces the pointer meanwhile (the same shipment, a byte more)
             replaced.append(name)
-            old = await real_get(self, name)
-            await self.put(name, old.data + b"\n")
+            old = await self.get(name)
+            await self.put(name, (old.data or b"") + b"\n")
         return info  # the description of the pointer as it was: its chunks are gone
 
-    monkeypatch.setattr(ObjectStore, "get", get)
     monkeypatch.setattr(ObjectStore, "get_info", get_info)
     b = Builder(node, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
     c = Cluster(cluster.urls)
@@ -624,6 +620,9 @@ def test_a_pointer_replaced_while_a_keyless_node_reads_it_is_read_again_not_wait
         except ClusterError as e:
             outcome.append(e)
 
+    def consumers() -> int:
+        return c.run(c.js.stream_info("OBJ_CRLS_RACE")).state.consumer_count
+
     try:
         t = threading.Thread(target=fetch, daemon=True)
         started = time.monotonic()
@@ -632,7 +631,8 @@ def test_a_pointer_replaced_while_a_keyless_node_reads_it_is_read_again_not_wait
         assert not t.is_alive(), "the fetch waited for the replaced pointer's chunks"
         assert replaced and time.monotonic() - started < 10
         assert isinstance(outcome[0], ClusterError), outcome
-        assert "not read within 1 s" in str(outcome[0])
+        assert "no chunk within 1 s (replaced or deleted while read)" in str(outcome[0])
+        until(lambda: consumers() == 0, 30, "the abandoned read's consumer to go")
         monkeypatch.undo()
         placed = Fetcher(c, "CRLS_RACE", b.store, b.manifest, directory).fetch(int(time.time()))
     finally:
@@ -706,6 +706,70 @@ def test_new_node_starts_from_a_snapshot_and_the_stream_after_it(
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert again.returncode == 2 and "already there" in again.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_snapshot_replaced_while_a_new_node_reads_it_is_read_again(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node puts a newer snapshot while a new node reads the latest: the old chunks are
+    purged, so the read gets no chunk within `snapshot.READ_IDLE` and reads the newer one
+    (before, it waited for ever); the abandoned read leaves no consumer on the server."""
+    from nats.js.object_store import ObjectStore
+
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "resnap")
+    publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:2])
+    consume(a, cluster)
+    c = Cluster(cluster.urls)
+    bucket = snapshot.Bucket("SNAP_RACE")
+    store = Store.open(Path(a.store.path), readonly=True)
+    try:
+        put = snapshot.put(c, bucket, store)
+    finally:
+        store.close()
+    real_info = ObjectStore.get_info
+    replaced: list[str] = []
+
+    async def get_info(self: ObjectStore, name: str, *args: Any, **kw: Any) -> Any:
+        info = await real_info(self, name, *args, **kw)
+        if name == snapshot.OBJECT and not replaced:
+            replaced.append(info.nuid)
+            newer = await self.get(name)  # the same bytes put again: a new object, the old purged
+            await self.put(name, newer.data or b"", meta=info.meta)
+        return info
+
+    monkeypatch.setattr(snapshot, "READ_IDLE", 1.0)
+    monkeypatch.setattr(ObjectStore, "get_info", get_info)
+    target = tmp_path / "new" / "store"
+    try:
+        t0 = time.monotonic()
+        got: list[snapshot.SnapshotInfo] = []
+        t = threading.Thread(target=lambda: got.append(snapshot.get(c, bucket, target)))
+        t.daemon = True
+        t.start()
+        t.join(30)
+        took = time.monotonic() - t0
+        assert not t.is_alive(), "the read waited for the replaced snapshot's chunks"
+        monkeypatch.undo()
+        latest = c.run(c.js.object_store("SNAP_RACE"))
+        now = c.run(latest.get_info(snapshot.OBJECT))
+        assert replaced and replaced[0] != now.nuid  # the first read's object was replaced
+        assert got == [put] and 1.0 <= took < 20
+        assert dump_store(target, skip=[sf.DB_META]) == dump_store(
+            Path(a.store.path), skip=[sf.DB_META]
+        )
+        until(
+            lambda: c.run(c.js.stream_info("OBJ_SNAP_RACE")).state.consumer_count == 0,
+            30,
+            "the abandoned read's consumer to go",
+        )
+    finally:
+        c.close()
 
 
 # ---------------------------------------------------------------------------

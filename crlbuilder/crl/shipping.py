@@ -26,21 +26,23 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from cryptography import x509
-from nats.js.api import ObjectStoreConfig
+from nats.js.api import ObjectInfo, ObjectStoreConfig
 from nats.js.object_store import ObjectStore
 
 from crlbuilder.crl.parse import CrlError, parse_crl, verify_crl_signature
 from crlbuilder.crl.publish import place_crl, prune_crls
 from crlbuilder.jetstream import Cluster, ClusterError, replicas_for
 from crlbuilder.manifest import Manifest
+from crlbuilder.objectread import ObjectReadError, read_object
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
@@ -48,12 +50,11 @@ from crlbuilder.store.writer import Commit
 LATEST: Final = "latest/"
 
 READ_TIMEOUT: Final = 10.0
-"""Seconds a fetcher waits for one object. The signer replaces ``latest/<issuer>`` at each
-run, and an object store purges an object's chunks when it is replaced: a read that took its
-description just before then waits for chunks that never come (nats-py has no bound of its
-own). Past this the fetch raises `ClusterError` and the loop's next turn reads the new
-pointer. The abandoned read's subscription is not unsubscribed (nats-py gives no handle on it);
-one lingers per such race, which needs a replacement within the read's few milliseconds."""
+"""Seconds a fetcher waits for an answer of the bucket: an object's description, or the next
+chunk of an object (`crlbuilder.objectread`). The signer replaces ``latest/<issuer>`` at each
+run, and the object store purges the old chunks: a read that took the description just before
+gets none. Past this the fetch raises `ClusterError` (its subscription ended) and the loop's
+next turn reads the new pointer."""
 
 
 class Shipment(msgspec.Struct, frozen=True, kw_only=True):
@@ -171,20 +172,16 @@ class Fetcher:
                 return None
             return str(i.digest)
 
-        async def get() -> bytes:
-            res = await obs.get(LATEST + iid)
-            return bytes(res.data or b"")
-
         try:
             digest = self.cluster.run(info(), timeout=self.timeout)
             if digest is None or self.seen.get(iid) == digest:
                 return None
-            raw = self.cluster.run(get(), timeout=self.timeout)
-        except (nats.errors.Error, TimeoutError) as e:
+            read, raw = self.cluster.run(self._read(obs, LATEST + iid))
+        except (nats.errors.Error, TimeoutError, ObjectReadError) as e:
             raise ClusterError(
                 f"object store {self.bucket}: {self._why(e, LATEST + iid)}"
             ) from None
-        self.seen[iid] = digest
+        self.seen[iid] = str(read.digest)  # a pointer replaced since `info` is the one read
         try:
             shipment = msgspec.json.decode(raw, type=Shipment)
         except msgspec.DecodeError as e:
@@ -201,15 +198,11 @@ class Fetcher:
         if Path(e.path) != expected:
             raise ShippingError(f"{e.issuer} CRL {e.number}: unexpected path {e.path!r}")
 
-        async def get() -> bytes:
-            res = await obs.get(e.path)
-            return bytes(res.data or b"")
-
         try:
-            der = self.cluster.run(get(), timeout=self.timeout)
+            _, der = self.cluster.run(self._read(obs, e.path))
         except nats.js.errors.ObjectNotFoundError:
             raise ShippingError(f"{e.issuer} CRL {e.number}: file not in the bucket") from None
-        except (nats.errors.Error, TimeoutError) as err:
+        except (nats.errors.Error, TimeoutError, ObjectReadError) as err:
             raise ClusterError(f"object store {self.bucket}: {self._why(err, e.path)}") from None
         if len(der) != e.size or hashlib.sha256(der).hexdigest() != e.sha256:
             raise ShippingError(f"{e.issuer} CRL {e.number}: bytes differ from the shipment")
@@ -222,9 +215,12 @@ class Fetcher:
             raise ShippingError(f"{e.issuer} CRL {e.number}: {err}") from None
         return der
 
+    def _read(self, obs: ObjectStore, name: str) -> Coroutine[Any, Any, tuple[ObjectInfo, bytes]]:
+        return read_object(self.cluster.js, obs, self.bucket, name, idle=self.timeout)
+
     def _why(self, e: Exception, name: str) -> str:
-        """nats-py's message, or for the bound of `Cluster.run` (which has none) what it was."""
-        return str(e) or f"{name}: not read within {self.timeout:g} s (replaced meanwhile?)"
+        """The error's message, or for the bound of `Cluster.run` (which has none) what it was."""
+        return str(e) or f"{name}: no answer within {self.timeout:g} s"
 
     def _signer_cert(self, meta: sf.IssuerMeta) -> x509.Certificate:
         """The certificate a CRL of ``meta`` verifies with: its own CA certificate, or after a
