@@ -50,7 +50,7 @@ from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
-from crlbuilder.presign import Presigner
+from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult
 from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -163,6 +163,8 @@ class Builder:
         self.progress = progress
         self.log = log
         self._presigner: Presigner | None = None
+        self._overdue: set[str] = set()
+        """Issuers whose walk in progress was said to leave answers past their nextUpdate."""
         self.manifest = load_manifest(cfg.pki.manifest)
         self.key = facts_key(cfg)
         self.store = Store.open(
@@ -360,6 +362,29 @@ class Builder:
         report.presigned, report.presign_kept = ps.signed, ps.kept
         report.presign_walked, report.presign_walking = ps.walked, ps.walking
         report.seconds["presign"] = time.monotonic() - t
+        self._walk_warnings(ps)
+
+    def _walk_warnings(self, ps: PresignResult) -> None:
+        """A ``warning`` event when a walk leaves answers past their nextUpdate (once per walk),
+        and when a walk took so long that the next one starts as soon as it ended."""
+        for iid, since in ps.overdue.items():
+            if iid not in self._overdue:
+                self._overdue.add(iid)
+                self.emit({"event": "warning", "message": (
+                    f"issuer {iid}: stored OCSP answers reached their nextUpdate before the "
+                    f"re-signing walk begun {since} s ago read them; the responder signs them "
+                    f"on demand until it does. The next walk starts {LEAD_FACTOR:g} times this "
+                    "one's duration before the answers fall due")})  # fmt: skip
+        validity = self.cfg.ocsp.validity_seconds
+        for iid, took in ps.ended.items():
+            self._overdue.discard(iid)
+            if took * (1 + LEAD_FACTOR) >= validity:
+                self.emit({"event": "warning", "message": (
+                    f"issuer {iid}: re-signing its stored OCSP answers took {took} s; with "
+                    f"ocsp.validity_seconds = {validity} the next walk starts as soon as this "
+                    f"one ended (each starts {LEAD_FACTOR:g} times the last one's duration "
+                    "before the answers fall due): raise ocsp.validity_seconds or give the "
+                    "signing more cores (ocsp.sign_workers)")})  # fmt: skip
 
     def presign_step(self) -> BuildReport:
         """A follow loop's turn with nothing else to do while a walk goes on: pre-signing alone

@@ -117,7 +117,8 @@ class OcspSection(_Section):
     validity_seconds: Positive = 86_400
     """nextUpdate - thisUpdate of pre-signed answers."""
     refresh_before_seconds: NonNegative = 21_600
-    """Re-sign a stored answer when less than this remains before its nextUpdate."""
+    """Re-sign a stored answer when less than this remains before its nextUpdate (or
+    `crlbuilder.presign.LEAD_FACTOR` times its issuer's last walk, when longer)."""
     sign_workers: NonNegative = 0
     """Processes that sign in parallel (0: one per core)."""
     presign_slice_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0

@@ -43,10 +43,19 @@ every answer takes about 40 minutes; unbounded, no record was applied during it.
 a walk signs, and those the feed brings while it goes on, take the nextUpdate fixed when it
 began (`walk_next_update`); when it ends, the earliest nextUpdate of what it kept or stored
 becomes the issuer's (no second reading of every stored answer).
+
+A walk of answers falling due must end before their nextUpdate, or the answers it has not
+reached yet are past it and the responder signs each on demand until it does. Each walk
+records how long it took (`sf.OcspState.walk_seconds`, its runs and the follow loop's work
+between them), and the next one starts `LEAD_FACTOR` times that before the answers fall due
+when that is earlier than ``refresh_before`` (`Presigner.lead`). A run reports the walks
+that go on while answers are past due (`PresignResult.overdue`) and how long those that
+ended took (`PresignResult.ended`); the builder turns both into warnings.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -77,6 +86,12 @@ CHUNK: Final = 2_000
 """Answers per write transaction and per job sent to a signing process."""
 CHECK_EVERY = 64
 """CRL entries a walk reads between two looks at its time bound (and at least, per run)."""
+LEAD_FACTOR: Final = 1.5
+"""A walk re-signing an issuer's answers that fall due starts this many times the issuer's
+last walk's duration before they do, when that is earlier than ``refresh_before``
+(`Presigner.lead`). A walk longer than ``refresh_before`` (many revoked serials, few signing
+cores, a busy follow loop) would otherwise leave the answers it has not reached past their
+nextUpdate, and the responder would sign each of them on demand until it reached them."""
 
 _worker_signers: dict[str, Signer] = {}
 
@@ -116,6 +131,11 @@ class PresignResult:
     with or ended)."""
     walking: int = 0
     """Issuers whose full run was cut by the time bound: it goes on at the next run."""
+    overdue: dict[str, int] = field(default_factory=dict)
+    """Issuer id -> seconds its walk has gone on, for walks that go on while stored answers
+    they have not reached are past their nextUpdate (the walk takes longer than its lead)."""
+    ended: dict[str, int] = field(default_factory=dict)
+    """Issuer id -> seconds its walk took, for walks that ended in this run (0: not known)."""
 
 
 class Presigner:
@@ -175,6 +195,11 @@ class Presigner:
         generation (its successor's, or none): then it must be made again."""
         return self._compromised() != self.compromised
 
+    def lead(self, state: sf.OcspState) -> int:
+        """How long before its stored answers' nextUpdate an issuer's walk re-signs them:
+        ``refresh_before``, or `LEAD_FACTOR` times its last walk's duration when longer."""
+        return max(self.refresh_before, math.ceil(LEAD_FACTOR * state.walk_seconds))
+
     def close(self) -> None:
         """Stop the signing processes (what is in flight is dropped: a run that ended has
         none). A run after this starts them again."""
@@ -202,7 +227,8 @@ class Presigner:
         started by the first run that signs, stay for the next runs (a follow loop's bounded
         runs follow one another every few seconds) until `close`; a run that raises stops them.
         """
-        deadline = None if seconds is None else self.timer() + seconds
+        began = self.timer()
+        deadline = None if seconds is None else began + seconds
         result = PresignResult()
         with self.store.read() as r:
             commit, reach = r.generation().commit, r.changes_from()
@@ -221,15 +247,17 @@ class Presigner:
                         state.walk_next_update,
                         bytes.fromhex(state.walk),
                         state.walk_earliest,
+                        self.lead(state),
+                        state.walk_started,
                     )
                     walks.append(walk)
-                    feed = self._revoked_since(issuer, state.commit, now, result)
+                    feed = self._revoked_since(issuer, state.commit, now, walk.lead, result)
                     self._sign_all(issuer, feed, now, walk.next_update, result, walk)
                 elif full or not self._incremental(state, signer, reach, now):
                     # a walk starts: it reads every entry of this commit or later, so no feed
-                    walks.append(_Walk(issuer, now + self.validity, b"", 0))
+                    walks.append(_Walk(issuer, now + self.validity, b"", 0, self.lead(state), now))
                 else:
-                    feed = self._revoked_since(issuer, state.commit, now, result)
+                    feed = self._revoked_since(issuer, state.commit, now, self.lead(state), result)
                     # the issuer's answers fall due together (a first answer starts the date)
                     self._sign_all(
                         issuer, feed, now, state.next_update or now + self.validity, result
@@ -243,7 +271,14 @@ class Presigner:
                 # no drain here: the next issuer's chunks join those in flight, so that no
                 # signing process idles while the last chunk of an issuer is signed
             self._drain()
-            result.walking = self._record_state(now, commit, states, walks)
+            ran = math.ceil(self.timer() - began)
+            result.walking = self._record_state(now, ran, commit, states, walks)
+            for w in walks:
+                since = now + ran - w.started if w.started else 0
+                if w.done:
+                    result.ended[w.issuer.id] = since
+                elif 0 < states[w.issuer.index].next_update <= now:
+                    result.overdue[w.issuer.id] = since
         except BaseException:
             self.close()  # a broken pool, a store error: the next run starts afresh
             raise
@@ -255,7 +290,7 @@ class Presigner:
             state.commit > 0  # a run that covered every revoked serial, and said up to which commit
             and state.commit >= reach  # the feed still holds every loss of effect after it
             and state.signer == signer  # the same delegate signs
-            and (not state.next_update or state.next_update - now > self.refresh_before)
+            and (not state.next_update or state.next_update - now > self.lead(state))
         )  # and no stored answer is due (none stored: none due)
 
     @staticmethod
@@ -301,7 +336,7 @@ class Presigner:
                 st = r.status(key)
                 assert st is not None, "a CRL entry has a status record"
                 stored = r.stored_answer(key)
-                if stored is not None and self._keep(stored, st, signer_id, now):
+                if stored is not None and self._keep(stored, st, signer_id, now, walk.lead):
                     result.kept += 1
                     walk.keep(stored.next_update)
                     continue
@@ -309,7 +344,7 @@ class Presigner:
         walk.done = True
 
     def _revoked_since(
-        self, issuer: IssuerFiles, commit: int, now: int, result: PresignResult
+        self, issuer: IssuerFiles, commit: int, now: int, lead: int, result: PresignResult
     ) -> Iterator[tuple[bytes, sf.StatusRecord]]:
         """The serials of one issuer that lost effect after ``commit`` (the changes feed) and
         are revoked now, whose stored answer is missing or not theirs."""
@@ -319,20 +354,22 @@ class Presigner:
                 st = r.status(key)
                 if st is None or st.state != sf.STATE_REVOKED:
                     continue  # unlisted or erased since: no answer to store
-                if self._keep(r.stored_answer(key), st, signer_id, now):
+                if self._keep(r.stored_answer(key), st, signer_id, now, lead):
                     result.kept += 1
                     continue
                 yield key, st
 
+    @staticmethod
     def _keep(
-        self, stored: StoredAnswer | None, st: sf.StatusRecord, signer_id: bytes, now: int
+        stored: StoredAnswer | None, st: sf.StatusRecord, signer_id: bytes, now: int, lead: int
     ) -> bool:
-        """Whether a stored answer stands: this status version's, this delegate's, not due."""
+        """Whether a stored answer stands: this status version's, this delegate's, not due
+        (more than ``lead`` before its nextUpdate, `Presigner.lead`)."""
         return (
             stored is not None
             and stored.version == st.version
             and stored.signer_id == signer_id
-            and stored.next_update - now > self.refresh_before
+            and stored.next_update - now > lead
         )
 
     def _sign_chunk(
@@ -402,11 +439,17 @@ class Presigner:
                 c.put_answer(key, StoredAnswer(st.version, now, next_update, rs.signer_id, stem))
 
     def _record_state(
-        self, now: int, commit: int, states: dict[int, sf.OcspState], walks: list[_Walk]
+        self,
+        now: int,
+        ran: int,
+        commit: int,
+        states: dict[int, sf.OcspState],
+        walks: list[_Walk],
     ) -> int:
         """Per issuer: when answers were last signed, the earliest stored nextUpdate, the commit
-        covered and the delegate, and where a walk in progress stands; returns how many walks
-        go on at the next run.
+        covered and the delegate, and where a walk in progress stands (when it began; a walk
+        that ended, how long it took: from its first run's ``now`` to this run's, plus the
+        ``ran`` seconds of this run); returns how many walks go on at the next run.
 
         The earliest nextUpdate is unchanged by an incremental run (its answers took it) and
         by a walk in progress; a walk that ended gives the earliest of the answers it kept or
@@ -433,11 +476,14 @@ class Presigner:
                 elif w.done:
                     new.next_update = w.earliest
                     new.walk, new.walk_next_update, new.walk_earliest = None, 0, 0
+                    new.walk_seconds = now + ran - w.started if w.started else 0
+                    new.walk_started = 0
                 else:
                     walking += 1
                     new.walk = w.last.hex()
                     new.walk_next_update = w.next_update
                     new.walk_earliest = w.earliest
+                    new.walk_started = w.started
                 c.put_ocsp_state(issuer.index, new)
         return walking
 
@@ -453,6 +499,10 @@ class _Walk:
     """The last key read (b"": none yet)."""
     earliest: int
     """The earliest nextUpdate of the answers kept or signed so far (0: none)."""
+    lead: int
+    """A stored answer closer than this to its nextUpdate is signed again (`Presigner.lead`)."""
+    started: int
+    """When it began (`sf.OcspState.walk_started`; 0: not known)."""
     done: bool = False
     """Every entry after the walk's start was read."""
     signed: set[bytes] = field(default_factory=set)

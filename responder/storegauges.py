@@ -3,8 +3,9 @@
 Read through the store's reader (`crlbuilder.store.reader.StoreReader`), in the
 worker that answers the scrape, at most once a second: build, commit, last commit
 time, each issuer's promised nextUpdate and stale alarm (the ``tryLater`` case of
-`responder.ocsp`), and the latest full and delta CRL of each issuer from the
-store's CRL index. Revoked entries per family and legal category (`EntryCounts`)
+`responder.ocsp`), the latest full and delta CRL of each issuer from the
+store's CRL index, and each issuer's pre-signed answers (their earliest nextUpdate, the
+duration of crlbuilder's last re-signing walk: `crlbuilder.presign`). Revoked entries per family and legal category (`EntryCounts`)
 would cost a walk of the whole revoked database (about 0.5 s per million entries),
 so they are counted at most once per commit and at most once per ``[metrics]
 entries_interval`` for all workers together: in a background thread of the worker
@@ -128,6 +129,17 @@ class StoreCollector(Collector):
             "Entries of the issuer's latest CRL of this kind.",
             labels=("issuer", "kind"),
         )
+        presigned = GaugeMetricFamily(
+            "jpkiva_presigned_next_update_timestamp_seconds",
+            "The earliest nextUpdate of the issuer's pre-signed OCSP answers (crlbuilder "
+            "re-signs them before it).",
+            labels=("issuer",),
+        )
+        walk = GaugeMetricFamily(
+            "jpkiva_presign_walk_seconds",
+            "How long crlbuilder's last re-signing of the issuer's stored OCSP answers took.",
+            labels=("issuer",),
+        )
         with self.store.read() as r:
             seq, number = r.generation()
             build.add_metric((), number)
@@ -138,6 +150,11 @@ class StoreCollector(Collector):
                 stale.add_metric((issuer.id,), 1 if 0 < promised <= now else 0)
                 if promised:
                     next_update.add_metric((issuer.id,), promised)
+                ocsp = r.ocsp_state(issuer.index)
+                if ocsp.next_update:
+                    presigned.add_metric((issuer.id,), ocsp.next_update)
+                if ocsp.walk_seconds:
+                    walk.add_metric((issuer.id,), ocsp.walk_seconds)
                 for e in r.latest_crls(issuer.index):
                     kind = ("delta" if e.delta else "full",)
                     crl_time.add_metric((issuer.id, *kind), e.this_update)
@@ -145,6 +162,7 @@ class StoreCollector(Collector):
                     crl_entries.add_metric((issuer.id, *kind), e.entries)
         out: list[Metric] = [
             build, commit, committed, stale, next_update, crl_time, crl_bytes, crl_entries,
+            presigned, walk,
         ]  # fmt: skip
         if self.entries is not None:
             counts = self.entries.get(seq)

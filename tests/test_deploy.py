@@ -82,6 +82,8 @@ METRICS = frozenset(
         "jpkiva_metrics_renders_total",
         "jpkiva_ocsp_answers_total",
         "jpkiva_open_connections",
+        "jpkiva_presign_walk_seconds",
+        "jpkiva_presigned_next_update_timestamp_seconds",
         "jpkiva_quota_remaining",
         "jpkiva_refusals_total",
         "jpkiva_registry_file_bad",

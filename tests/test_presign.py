@@ -8,6 +8,8 @@ answer must still be its own serial's, signed by its own issuer's delegate.
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import shutil
 import subprocess
@@ -402,6 +404,104 @@ def test_a_walk_cut_by_its_time_bound_goes_on_where_it_stopped_and_ends_as_a_who
         assert state.next_update == (later + VALIDITY if keys[i.index] else 0)
     # nothing is due now: an unbounded incremental run reads nothing whole
     assert _presigner(store, built).run(later + 3_600, full=False).walked == 0
+
+
+def test_a_walk_that_took_long_starts_earlier_the_next_time(built: Built, store: Store) -> None:
+    """An issuer whose last walk took two hours walks again 1.5 × two hours before its
+    answers fall due, though ``refresh_before`` (one hour) is not reached: every answer of it
+    re-signed then, the other issuers' answers kept."""
+    now = int(time.time())
+    p = _presigner(store, built)
+    p.run(now)
+    with store.read() as r:
+        states = {i.index: r.ocsp_state(i.index) for i in _signing_issuers(store, p)}
+    a = next(i for i in _signing_issuers(store, p) if states[i.index].next_update)
+    cohort = states[a.index].next_update
+    assert cohort - now > REFRESH
+    took_long = msgspec.structs.replace(states[a.index], walk_seconds=7_200)
+    with Commit(store) as c:
+        c.put_ocsp_state(a.index, took_long)
+    early = cohort - 3 * 3_600 + 60  # within 1.5 × 2 h of the nextUpdate, not within 1 h
+    q = _presigner(store, built)
+    assert q.lead(states[a.index]) == REFRESH and q.lead(took_long) == 10_800
+    run = q.run(early, full=False)
+    with store.read() as r:
+        keys = [k for k, _ in r.revocations(a.index)]
+        state = r.ocsp_state(a.index)
+    assert run.walked == 1 and run.signed == len(keys) > 0 and set(run.ended) == {a.id}
+    assert state.next_update == early + VALIDITY and state.walk is None
+    assert all(_verify(store, p, a, k).next_update == early + VALIDITY for k in keys)
+    assert 0 < state.walk_seconds < 60 and state.walk_started == 0  # this one took a moment
+    # refresh_before alone would have kept them all
+    assert _presigner(store, built).run(early + 60, full=False).walked == 0
+
+
+def test_a_walk_past_its_answers_nextupdate_is_reported_and_its_duration_kept(
+    built: Built, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of a cut walk that go on after the answers it has not reached passed their
+    nextUpdate report it (`PresignResult.overdue`, with the seconds since the walk began);
+    the run where it ends gives its duration, which the state keeps for the next walk."""
+    monkeypatch.setattr(presign, "CHECK_EVERY", 32)
+    now = int(time.time())
+    _presigner(store, built).run(now)
+    with store.read() as r:
+        cohort = min(s.next_update for i in r.issuers() if (s := r.ocsp_state(i.index)).next_update)
+    start = cohort - REFRESH
+    ats: list[int] = []
+    runs: list[presign.PresignResult] = []
+    ticks = _Ticks()
+    while not runs or runs[-1].walking:
+        # the first run begins the walks; later ones come a minute apart after the cohort
+        ats.append(start if not runs else cohort + 60 * len(runs))
+        q = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
+                              refresh_before_seconds=REFRESH, workers=1, timer=ticks)  # fmt: skip
+        before = ticks.t
+        runs.append(q.run(ats[-1], full=False, seconds=6))
+        ran = math.ceil(ticks.t - before - 1)  # the run reads the clock once before it began
+        assert len(runs) < 100, "the walks never ended"
+        for iid, since in runs[-1].overdue.items():
+            assert len(runs) > 1 and since == ats[-1] + ran - start, (iid, since)
+    assert runs[0].walking and not runs[0].overdue  # not past due when it began
+    overdue = {iid for run in runs for iid in run.overdue}
+    ended = {iid: took for run in runs for iid, took in run.ended.items()}
+    assert overdue and overdue <= set(ended)
+    with store.read() as r:
+        states = {i.id: r.ocsp_state(i.index) for i in r.issuers()}
+    for iid, took in ended.items():
+        assert states[iid].walk_seconds == took
+        assert took > REFRESH if iid in overdue else took > 0
+        assert states[iid].walk_started == 0 and states[iid].walk is None
+
+
+def test_the_builder_warns_once_per_walk_past_due_and_of_walks_that_follow_one_another(
+    built: Built, tmp_path: Path
+) -> None:
+    shutil.copytree(built.store, tmp_path / "store")
+    cfg = builder_config(tmp_path, built.pki)
+    cfg = msgspec.structs.replace(
+        cfg,
+        store=msgspec.structs.replace(cfg.store, path=str(tmp_path / "store")),
+        keys=msgspec.structs.replace(cfg.keys, facts_key_file=str(built.facts_key)),
+        ocsp=msgspec.structs.replace(cfg.ocsp, validity_seconds=10_000),
+    )
+    log = io.StringIO()
+    b = Builder(cfg, progress=False, log=log)
+    try:
+        b._walk_warnings(presign.PresignResult(overdue={"sign-card-g1": 700}))
+        b._walk_warnings(presign.PresignResult(overdue={"sign-card-g1": 760}))  # the same walk
+        b._walk_warnings(presign.PresignResult(ended={"sign-card-g1": 3_999}))  # 2.5 × < 10,000
+        b._walk_warnings(presign.PresignResult(overdue={"sign-card-g1": 30}))  # another walk
+        b._walk_warnings(presign.PresignResult(ended={"sign-card-g1": 4_000}))
+    finally:
+        b.close()
+    said = [msgspec.json.decode(line) for line in log.getvalue().splitlines()]
+    said = [e for e in said if "sign-card-g1" in str(e.get("message"))]
+    assert [e["event"] for e in said] == ["warning"] * 3
+    first, again, slow = (str(e["message"]) for e in said)
+    assert first.startswith("issuer sign-card-g1: stored OCSP answers reached their nextUpdate")
+    assert "begun 700 s ago" in first and "begun 30 s ago" in again
+    assert "took 4000 s" in slow and "ocsp.validity_seconds = 10000" in slow
 
 
 def test_a_cut_walk_starts_again_when_its_delegate_changes(

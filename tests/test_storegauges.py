@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from crlbuilder.model import JPKI_FAMILIES, Category
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
 from responder import storegauges as g
 from tests.conftest import Built
 
@@ -81,3 +84,37 @@ def test_entry_counts_are_shared_between_workers(
         assert oct(stat.S_IMODE((tmp_path / "store-entries.json").stat().st_mode)) == "0o600"
     finally:
         store.close()
+
+
+def test_pre_signed_answers_earliest_next_update_and_last_walk_per_issuer(
+    built: Built, tmp_path: Path
+) -> None:
+    """Each issuer with stored answers shows their earliest nextUpdate (crlbuilder re-signs
+    them before it); one whose last walk was measured shows how long it took."""
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        with store.read() as r:
+            issuers = r.issuers()
+            states = {i.index: r.ocsp_state(i.index) for i in issuers}
+        walked = next(i for i in issuers if states[i.index].next_update)
+        with Commit(store) as c:
+            c.put_ocsp_state(
+                walked.index, msgspec.structs.replace(states[walked.index], walk_seconds=5_400)
+            )
+        refs = [g.IssuerRef(i.index, i.id, i.family) for i in issuers]
+        got = {m.name: m for m in g.StoreCollector(store, refs).collect()}
+    finally:
+        store.close()
+    presigned = {
+        s.labels["issuer"]: s.value
+        for s in got["jpkiva_presigned_next_update_timestamp_seconds"].samples
+    }
+    assert presigned == {i.id: states[i.index].next_update for i in issuers
+                         if states[i.index].next_update}  # fmt: skip
+    assert len(presigned) >= 2
+    walks = {s.labels["issuer"]: s.value for s in got["jpkiva_presign_walk_seconds"].samples}
+    # the build's own walks took a moment each (rounded up to a second)
+    measured = {i.id: w for i in issuers if (w := states[i.index].walk_seconds)}
+    assert walks == measured | {walked.id: 5_400}
+    assert all(0 < states[i.index].walk_seconds < 60 for i in issuers if i.id in presigned)

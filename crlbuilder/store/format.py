@@ -494,6 +494,13 @@ class OcspState(msgspec.Struct, kw_only=True):
     walk_earliest: int = 0
     """The earliest nextUpdate of the answers that run kept or stored so far (0: none): the
     issuer's `next_update` once it ends."""
+    walk_started: int = 0
+    """When the walk in progress began (epoch seconds; 0: none, or begun by a version that did
+    not say)."""
+    walk_seconds: int = 0
+    """How long the issuer's last walk took, from its first run to its last, the follow loop's
+    other work between its runs included (0: not measured): the next walk of answers falling
+    due starts at least `crlbuilder.presign.LEAD_FACTOR` times this before they do."""
 
 
 class PendingMoveOut(msgspec.Struct, frozen=True, kw_only=True):
