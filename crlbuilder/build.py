@@ -50,7 +50,7 @@ from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
-from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult
+from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult, walk_lead
 from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -748,8 +748,14 @@ class Builder:
 
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,
-        so the responder never reaches a nextUpdate while the builder runs."""
-        cycles = [self.cfg.ocsp.validity_seconds - self.cfg.ocsp.refresh_before_seconds]
+        so the responder never reaches a nextUpdate while the builder runs. The answers'
+        cycle ends at the longest lead of a walk (`crlbuilder.presign.walk_lead`): a walk
+        that begins earlier than ``refresh_before`` must not wait for a later turn."""
+        lead = self.cfg.ocsp.refresh_before_seconds
+        if self.cfg.ocsp.presign:
+            with self.store.read() as r:
+                lead = max([walk_lead(r.ocsp_state(i.index), lead) for i in r.issuers()] or [lead])
+        cycles = [self.cfg.ocsp.validity_seconds - lead]
         if self.cfg.crl.enabled:
             cycles.append(
                 self.cfg.crl.delta_cycle_seconds

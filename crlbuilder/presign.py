@@ -93,6 +93,13 @@ last walk's duration before they do, when that is earlier than ``refresh_before`
 cores, a busy follow loop) would otherwise leave the answers it has not reached past their
 nextUpdate, and the responder would sign each of them on demand until it reached them."""
 
+
+def walk_lead(state: sf.OcspState, refresh_before: int) -> int:
+    """How long before its stored answers' nextUpdate an issuer's walk re-signs them:
+    ``refresh_before``, or `LEAD_FACTOR` times its last walk's duration when longer."""
+    return max(refresh_before, math.ceil(LEAD_FACTOR * state.walk_seconds))
+
+
 _worker_signers: dict[str, Signer] = {}
 
 
@@ -196,9 +203,9 @@ class Presigner:
         return self._compromised() != self.compromised
 
     def lead(self, state: sf.OcspState) -> int:
-        """How long before its stored answers' nextUpdate an issuer's walk re-signs them:
-        ``refresh_before``, or `LEAD_FACTOR` times its last walk's duration when longer."""
-        return max(self.refresh_before, math.ceil(LEAD_FACTOR * state.walk_seconds))
+        """How long before its stored answers' nextUpdate an issuer's walk re-signs them
+        (`walk_lead`)."""
+        return walk_lead(state, self.refresh_before)
 
     def close(self) -> None:
         """Stop the signing processes (what is in flight is dropped: a run that ended has

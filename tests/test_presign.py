@@ -474,7 +474,7 @@ def test_a_walk_past_its_answers_nextupdate_is_reported_and_its_duration_kept(
         assert states[iid].walk_started == 0 and states[iid].walk is None
 
 
-def test_the_builder_warns_once_per_walk_past_due_and_of_walks_that_follow_one_another(
+def test_the_builder_looks_by_the_longest_lead_and_warns_of_walks_past_due_or_back_to_back(
     built: Built, tmp_path: Path
 ) -> None:
     shutil.copytree(built.store, tmp_path / "store")
@@ -483,11 +483,22 @@ def test_the_builder_warns_once_per_walk_past_due_and_of_walks_that_follow_one_a
         cfg,
         store=msgspec.structs.replace(cfg.store, path=str(tmp_path / "store")),
         keys=msgspec.structs.replace(cfg.keys, facts_key_file=str(built.facts_key)),
-        ocsp=msgspec.structs.replace(cfg.ocsp, validity_seconds=10_000),
+        ocsp=msgspec.structs.replace(
+            cfg.ocsp, validity_seconds=10_000, refresh_before_seconds=1_000
+        ),
+        crl=msgspec.structs.replace(cfg.crl, enabled=False),
     )
     log = io.StringIO()
     b = Builder(cfg, progress=False, log=log)
     try:
+        # an idle loop looks at the answers at half their cycle, which ends at the longest lead
+        assert b.refresh_every() == (10_000 - 1_000) / 2
+        with b.store.read() as r:
+            issuer = r.issuers()[0]
+            state = r.ocsp_state(issuer.index)
+        with Commit(b.store) as c:
+            c.put_ocsp_state(issuer.index, msgspec.structs.replace(state, walk_seconds=4_000))
+        assert b.refresh_every() == (10_000 - 6_000) / 2
         b._walk_warnings(presign.PresignResult(overdue={"sign-card-g1": 700}))
         b._walk_warnings(presign.PresignResult(overdue={"sign-card-g1": 760}))  # the same walk
         b._walk_warnings(presign.PresignResult(ended={"sign-card-g1": 3_999}))  # 2.5 × < 10,000
