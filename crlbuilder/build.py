@@ -748,14 +748,18 @@ class Builder:
 
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,
-        so the responder never reaches a nextUpdate while the builder runs. The answers'
-        cycle ends at the longest lead of a walk (`crlbuilder.presign.walk_lead`): a walk
-        that begins earlier than ``refresh_before`` must not wait for a later turn."""
+        so the responder never reaches a nextUpdate while the builder runs. For the stored
+        answers that is the shorter of their validity less the longest lead of a walk
+        (`crlbuilder.presign.walk_lead`) and that lead: the answers fall due at an instant
+        set by the walk that signed them (perhaps another process's), and a look every half
+        lead lands in the first half of the lead before it, whatever the phase."""
         lead = self.cfg.ocsp.refresh_before_seconds
         if self.cfg.ocsp.presign:
             with self.store.read() as r:
                 lead = max([walk_lead(r.ocsp_state(i.index), lead) for i in r.issuers()] or [lead])
         cycles = [self.cfg.ocsp.validity_seconds - lead]
+        if lead > 0:  # 0: re-signed when they expire (the configuration's choice)
+            cycles.append(lead)
         if self.cfg.crl.enabled:
             cycles.append(
                 self.cfg.crl.delta_cycle_seconds
