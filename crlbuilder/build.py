@@ -487,11 +487,20 @@ class Builder:
         idle_since = last_refresh = time.monotonic()
         due = next_lapse(self.store)
         approval_end = self.next_approval_end(self.clock())
+        gone = False
         try:
             while not stop.requested:
                 if done.is_dir():
                     prune_done(done, keep, time.time())
-                files = sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file())
+                try:
+                    files = sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file())
+                    gone = False
+                except FileNotFoundError:  # removed while the loop runs: said once, waited for
+                    if not gone:
+                        self.emit({"event": "warning", "message": (
+                            f"{spool}: the spool directory is gone; nothing is applied until "
+                            "it is there again")})  # fmt: skip
+                    files, gone = [], True
                 if not files:
                     now = self.clock()
                     if due is not None and due <= now:

@@ -80,6 +80,9 @@ def _build(args: argparse.Namespace) -> int:
         finally:
             builder.close()
     try:
+        if args.follow and (why := _no_spool(cfg.input.spool)):
+            print(f"crlbuilder build: error: --follow {why}", file=sys.stderr)
+            return 2
         try:
             paths = sources(cfg)
             report = builder.build(paths, args.as_of)
@@ -88,16 +91,23 @@ def _build(args: argparse.Namespace) -> int:
             return 2
         builder.emit({"event": "build", **report.as_dict()})
         if args.follow:
-            if not cfg.input.spool:
-                print(
-                    "crlbuilder build: error: --follow needs input.spool (--spool DIR)",
-                    file=sys.stderr,
-                )
-                return 2
             builder.follow(Path(cfg.input.spool), cfg.input.follow_interval, max_idle=args.max_idle)
     finally:
         builder.close()
     return 0
+
+
+def _no_spool(spool: str) -> str:
+    """Why ``build --follow`` cannot watch ``spool`` ("" when it can): checked before the
+    start-up build, not after it."""
+    if not spool:
+        return "needs input.spool (--spool DIR)"
+    if not Path(spool).is_dir():
+        return (
+            f"needs the spool directory {spool}, which is not a directory here (create it, "
+            "writable by whoever drops record files)"
+        )
+    return ""
 
 
 def _stream(cfg: BuilderConfig) -> tuple[list[str], StreamNames, StreamCipher]:

@@ -110,3 +110,44 @@ def test_the_follow_loop_applies_a_file_dropped_while_it_waits_without_waiting_i
     assert events and events[-1].get("event") == "spool-file", events
     assert events[-1]["file"] == "drop.jsonl"
     assert seen < 10.0, f"applied {seen:.1f} s after the drop: at the next look, not woken"
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+def test_follow_refuses_a_missing_spool_at_once_and_waits_for_one_removed_meanwhile(
+    built: Built, tmp_path: Path
+) -> None:
+    """No spool directory: `build --follow` says so and exits 2 before its start-up build
+    (it used to build, then die with a traceback in its loop). A spool removed while the loop
+    runs is said once and waited for; a file dropped once it is back is applied."""
+    shutil.copytree(built.store, tmp_path / "store")
+    args = as_of_the_clock(built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl"))
+    spool = tmp_path / "store-spool"  # builder_args's --spool
+    cmd = [str(BIN / "crlbuilder"), "build", *args, "--follow", "--follow-interval", "0.2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"--follow needs the spool directory {spool}" in out.stderr
+    assert '"event":"build"' not in out.stderr and "Traceback" not in out.stderr
+    spool.mkdir()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    events: list[dict[str, object]] = []
+    try:
+        events_until(p.stderr, "build", events)
+        spool.rmdir()
+        while not any("the spool directory is gone" in str(e.get("message")) for e in events):
+            n = len(events)
+            events_until(p.stderr, "warning", events)
+            assert len(events) > n, "the builder ended"
+        time.sleep(1.0)  # a few more looks at the missing directory
+        spool.mkdir()
+        (spool / ".back.part").write_bytes(b"\n")
+        (spool / ".back.part").rename(spool / "back.jsonl")
+        events_until(p.stderr, "spool-file", events)
+        alive = p.poll() is None
+    finally:
+        p.kill()
+        p.wait(timeout=60)
+    gone = [e for e in events if "the spool directory is gone" in str(e.get("message"))]
+    assert len(gone) == 1 and alive, events
+    assert events[-1].get("event") == "spool-file" and events[-1]["file"] == "back.jsonl"
