@@ -284,7 +284,7 @@ class Presigner:
                 since = now + ran - w.started if w.started else 0
                 if w.done:
                     result.ended[w.issuer.id] = since
-                elif 0 < states[w.issuer.index].next_update <= now:
+                elif 0 < states[w.issuer.index].next_update <= now + ran:  # past due by now
                     result.overdue[w.issuer.id] = since
         except BaseException:
             self.close()  # a broken pool, a store error: the next run starts afresh
