@@ -373,8 +373,9 @@ class Builder:
                 self.emit({"event": "warning", "message": (
                     f"issuer {iid}: stored OCSP answers reached their nextUpdate before the "
                     f"re-signing walk begun {since} s ago read them; the responder signs them "
-                    f"on demand until it does. The next walk starts {LEAD_FACTOR:g} times this "
-                    "one's duration before the answers fall due")})  # fmt: skip
+                    "on demand until it does (a walk longer than its lead, or a builder that "
+                    f"was stopped: the next walk starts {LEAD_FACTOR:g} times this one's "
+                    "duration before the answers fall due)")})  # fmt: skip
         validity = self.cfg.ocsp.validity_seconds
         for iid, took in ps.ended.items():
             self._overdue.discard(iid)

@@ -139,8 +139,9 @@ class PresignResult:
     walking: int = 0
     """Issuers whose full run was cut by the time bound: it goes on at the next run."""
     overdue: dict[str, int] = field(default_factory=dict)
-    """Issuer id -> seconds its walk has gone on, for walks that go on while stored answers
-    they have not reached are past their nextUpdate (the walk takes longer than its lead)."""
+    """Issuer id -> seconds its walk has gone on, for walks that read entries while stored
+    answers they had not reached were past their nextUpdate (a walk longer than its lead, one
+    begun late, or a builder that was stopped); it may have ended in the same run."""
     ended: dict[str, int] = field(default_factory=dict)
     """Issuer id -> seconds its walk took, for walks that ended in this run (0: not known)."""
 
@@ -282,10 +283,10 @@ class Presigner:
             result.walking = self._record_state(now, ran, commit, states, walks)
             for w in walks:
                 since = now + ran - w.started if w.started else 0
+                if 0 < states[w.issuer.index].next_update <= now + ran:  # past due by now
+                    result.overdue[w.issuer.id] = since
                 if w.done:
                     result.ended[w.issuer.id] = since
-                elif 0 < states[w.issuer.index].next_update <= now + ran:  # past due by now
-                    result.overdue[w.issuer.id] = since
         except BaseException:
             self.close()  # a broken pool, a store error: the next run starts afresh
             raise

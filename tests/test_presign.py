@@ -472,6 +472,12 @@ def test_a_walk_past_its_answers_nextupdate_is_reported_and_its_duration_kept(
         assert states[iid].walk_seconds == took
         assert took > REFRESH if iid in overdue else took > 0
         assert states[iid].walk_started == 0 and states[iid].walk is None
+    # a walk begun after its answers expired (a builder stopped meanwhile) that ends in the
+    # run it began is past due too
+    cohort = min(s.next_update for s in states.values() if s.next_update)
+    late = _presigner(store, built).run(cohort + 60, full=False)
+    assert late.overdue and set(late.overdue) <= set(late.ended)
+    assert all(since == late.ended[iid] for iid, since in late.overdue.items())
 
 
 def test_the_builder_looks_by_the_longest_lead_and_warns_of_walks_past_due_or_back_to_back(
