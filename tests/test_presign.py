@@ -27,6 +27,7 @@ from cryptography.x509 import ocsp
 
 from crlbuilder import presign
 from crlbuilder.build import Builder, BuildReport
+from crlbuilder.config import BuilderConfig
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Category, Reason
 from crlbuilder.store import format as sf
@@ -109,6 +110,19 @@ def store(built: Built, tmp_path: Path) -> Iterator[Store]:
 def _presigner(store: Store, built: Built) -> presign.Presigner:
     return presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
                              refresh_before_seconds=REFRESH, workers=1)  # fmt: skip
+
+
+def _on_a_copy(built: Built, tmp_path: Path, **ocsp: Any) -> BuilderConfig:
+    """A builder's configuration on a copy of the built store (``tmp_path/store``), with
+    ``ocsp`` settings."""
+    shutil.copytree(built.store, tmp_path / "store")
+    cfg = builder_config(tmp_path, built.pki)
+    return msgspec.structs.replace(
+        cfg,
+        store=msgspec.structs.replace(cfg.store, path=str(tmp_path / "store")),
+        keys=msgspec.structs.replace(cfg.keys, facts_key_file=str(built.facts_key)),
+        ocsp=msgspec.structs.replace(cfg.ocsp, **ocsp),
+    )
 
 
 def _no_walk(self: LmdbReader, issuer_index: int | None = None, **_: object) -> Iterator[object]:
@@ -483,17 +497,8 @@ def test_a_walk_past_its_answers_nextupdate_is_reported_and_its_duration_kept(
 def test_the_builder_looks_by_the_longest_lead_and_warns_of_walks_past_due_or_back_to_back(
     built: Built, tmp_path: Path
 ) -> None:
-    shutil.copytree(built.store, tmp_path / "store")
-    cfg = builder_config(tmp_path, built.pki)
-    cfg = msgspec.structs.replace(
-        cfg,
-        store=msgspec.structs.replace(cfg.store, path=str(tmp_path / "store")),
-        keys=msgspec.structs.replace(cfg.keys, facts_key_file=str(built.facts_key)),
-        ocsp=msgspec.structs.replace(
-            cfg.ocsp, validity_seconds=10_000, refresh_before_seconds=1_000
-        ),
-        crl=msgspec.structs.replace(cfg.crl, enabled=False),
-    )
+    cfg = _on_a_copy(built, tmp_path, validity_seconds=10_000, refresh_before_seconds=1_000)
+    cfg = msgspec.structs.replace(cfg, crl=msgspec.structs.replace(cfg.crl, enabled=False))
     log = io.StringIO()
     b = Builder(cfg, progress=False, log=log)
     try:
@@ -554,14 +559,7 @@ def test_the_signing_processes_stay_across_a_walks_runs_and_a_compromise_remakes
     A compromise recorded since changes who signs for the generation: the pre-signer is made
     again. Closing the builder stops the processes."""
     monkeypatch.setattr(presign, "CHECK_EVERY", 1)
-    shutil.copytree(built.store, tmp_path / "store")
-    cfg = builder_config(tmp_path, built.pki)
-    cfg = msgspec.structs.replace(
-        cfg,
-        store=msgspec.structs.replace(cfg.store, path=str(tmp_path / "store")),
-        keys=msgspec.structs.replace(cfg.keys, facts_key_file=str(built.facts_key)),
-        ocsp=msgspec.structs.replace(cfg.ocsp, sign_workers=2, refresh_before_seconds=10**9),
-    )
+    cfg = _on_a_copy(built, tmp_path, sign_workers=2, refresh_before_seconds=10**9)
     made: list[presign.Presigner] = []
     init = presign.Presigner.__init__
 
