@@ -124,10 +124,11 @@ def load_answer_signer(
         )
     signer = load_signer(key, cert, outage_ok=outage_ok)
     try:
-        eku = signer.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        eku = x509.ExtendedKeyUsage([])
-    if x509.ObjectIdentifier(ANSWER_SIGNING_EKU) not in eku:
+        ext = signer.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+        usages = frozenset(ext.value)
+    except x509.ExtensionNotFound:  # (cryptography 51 refuses an empty ExtendedKeyUsage)
+        usages = frozenset()
+    if x509.ObjectIdentifier(ANSWER_SIGNING_EKU) not in usages:
         raise SignerError(f"{cert}: not an answer-signing certificate (EKU {ANSWER_SIGNING_EKU})")
     return AnswerSigner(signer)
 
