@@ -35,7 +35,7 @@ from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader, StoredAnswer
 from crlbuilder.store.writer import Commit
 from tests.conftest import BIN, Built
-from tests.support.builder import as_of_the_clock, builder_config, events_until
+from tests.support.builder import as_of_the_clock, builder_config, events_until, follow_process
 
 
 def test_every_answer_is_signed_again_by_its_own_issuers_delegate_across_chunks(
@@ -335,11 +335,7 @@ def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
     assert msgspec.json.decode(again.stderr.strip().splitlines()[-1])["ocsp_walked"] == 0
     spool = tmp_path / "store-spool"  # builder_args's --spool
     spool.mkdir()
-    p = subprocess.Popen(
-        [str(BIN / "crlbuilder"), "build", *args, "--presign-full", "--follow",
-         "--follow-interval", "0.05", "--max-idle", "30"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    p = follow_process([*args, "--presign-full"], "--follow-interval", "0.05", "--max-idle", "30")
     assert p.stderr is not None
     events: list[dict[str, object]] = []
     try:

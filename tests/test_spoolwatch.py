@@ -19,7 +19,7 @@ import pytest
 
 from crlbuilder.spoolwatch import SpoolWatch
 from tests.conftest import BIN, Built
-from tests.support.builder import as_of_the_clock, events_until
+from tests.support.builder import as_of_the_clock, events_until, follow_process
 
 
 def _drop_later(d: Path, name: str, after: float) -> threading.Thread:
@@ -90,10 +90,7 @@ def test_the_follow_loop_applies_a_file_dropped_while_it_waits_without_waiting_i
     args = as_of_the_clock(built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl"))
     spool = tmp_path / "store-spool"  # builder_args's --spool
     spool.mkdir()
-    p = subprocess.Popen(
-        [str(BIN / "crlbuilder"), "build", *args, "--follow", "--follow-interval", "30"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    p = follow_process(args, "--follow-interval", "30")
     assert p.stderr is not None
     events: list[dict[str, object]] = []
     try:
@@ -112,8 +109,7 @@ def test_the_follow_loop_applies_a_file_dropped_while_it_waits_without_waiting_i
     assert seen < 10.0, f"applied {seen:.1f} s after the drop: at the next look, not woken"
 
 
-@pytest.mark.integration
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+@pytest.mark.integration  # runs the command (where inotify is not, the loop polls: the same)
 def test_follow_refuses_a_missing_spool_at_once_and_waits_for_one_removed_meanwhile(
     built: Built, tmp_path: Path
 ) -> None:
@@ -123,13 +119,14 @@ def test_follow_refuses_a_missing_spool_at_once_and_waits_for_one_removed_meanwh
     shutil.copytree(built.store, tmp_path / "store")
     args = as_of_the_clock(built.builder_args(store=tmp_path / "store", crl_dir=tmp_path / "crl"))
     spool = tmp_path / "store-spool"  # builder_args's --spool
-    cmd = [str(BIN / "crlbuilder"), "build", *args, "--follow", "--follow-interval", "0.2"]
+    flags = ["--follow-interval", "0.2"]
+    cmd = [str(BIN / "crlbuilder"), "build", *args, "--follow", *flags]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"--follow needs the spool directory {spool}" in out.stderr
     assert '"event":"build"' not in out.stderr and "Traceback" not in out.stderr
     spool.mkdir()
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = follow_process(args, *flags)
     assert p.stderr is not None
     events: list[dict[str, object]] = []
     try:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,3 +46,14 @@ def events_until(lines: Iterable[str], kind: str, events: list[dict[str, object]
             events.append(msgspec.json.decode(line))
             if events[-1].get("event") == kind:
                 return
+
+
+def follow_process(args: list[str], *flags: str) -> subprocess.Popen[str]:
+    """``crlbuilder build ARGS --follow FLAGS`` started, its events on a pipe of its stderr
+    (read them with `events_until`; the caller stops it)."""
+    p = subprocess.Popen(
+        [str(Path(sys.executable).parent / "crlbuilder"), "build", *args, "--follow", *flags],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert p.stderr is not None
+    return p
