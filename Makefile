@@ -7,6 +7,7 @@
 #               (make bench-national: the 10,000,000-holder store, hours; not in make bench)
 #   make compiled  the OCSP hot path compiled with mypyc, in place (or make venv MYPYC=1);
 #               needs a C compiler and Python's headers; make clean goes back to pure Python
+#   make lock   deploy/constraints.txt (the releases make venv installs) from PyPI's newest
 
 PYTHON ?= python3.11
 VENV   ?= .venv
@@ -15,8 +16,10 @@ STAMP  := $(VENV)/.installed
 KEYS   ?= pem
 DEMO   ?= var/demo$(if $(filter softhsm,$(KEYS)),-softhsm)
 HOLDERS ?= 100000
+CONSTRAINTS := deploy/constraints.txt
+LOCKVENV := $(VENV)-lock
 
-.PHONY: demo test test-shifted lint typecheck pytest bench bench-tools bench-national clean distclean venv compiled
+.PHONY: demo test test-shifted lint typecheck pytest bench bench-tools bench-national clean distclean venv compiled lock
 
 # The native build (docs/operations.md, setup.py): the modules of pyproject.toml's
 # [tool.jpki-va.mypyc] compiled next to their sources, which Python then imports instead.
@@ -38,12 +41,25 @@ $(NATIVE): $(STAMP) setup.py pyproject.toml $(SOURCES)
 
 demo pytest bench: $(if $(wildcard $(NATIVE)),$(NATIVE))
 
-$(STAMP): pyproject.toml
+# The releases installed are deploy/constraints.txt's, the ones the suite passed with.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (Python 3.11+ is required)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $@
+
+# deploy/constraints.txt again from the newest releases pyproject.toml allows, resolved in a
+# venv of its own (then `make test` before committing it).
+lock:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found (Python 3.11+ is required)"; exit 1; }
+	rm -rf $(LOCKVENV)
+	$(PYTHON) -m venv $(LOCKVENV)
+	$(LOCKVENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCKVENV)/bin/python -m pip install --quiet '.[dev]'
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(LOCKVENV)/bin/python -m pip freeze --exclude jpki-va; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	rm -rf $(LOCKVENV)
 
 demo: $(STAMP)
 	$(PY) -m crlbuilder.demo --dir $(DEMO) --holders $(HOLDERS) --keys $(KEYS)
