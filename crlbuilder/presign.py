@@ -48,7 +48,10 @@ A walk of answers falling due must end before their nextUpdate, or the answers i
 reached yet are past it and the responder signs each on demand until it does. Each walk
 records how long it took (`sf.OcspState.walk_seconds`, its runs and the follow loop's work
 between them), and the next one starts `LEAD_FACTOR` times that before the answers fall due
-when that is earlier than ``refresh_before`` (`Presigner.lead`). A run reports the walks
+when that is earlier than ``refresh_before`` (`Presigner.lead`). Only a walk that re-signed
+at least as many answers as it kept measures that: one that mostly kept them (asked for
+before they were due) read the entries without signing them, and its shorter time would
+start the next re-signing too late; it replaces a longer duration kept only by a longer one. A run reports the walks
 that go on while answers are past due (`PresignResult.overdue`) and how long those that
 ended took (`PresignResult.ended`); the builder turns both into warnings.
 """
@@ -257,6 +260,8 @@ class Presigner:
                         state.walk_earliest,
                         self.lead(state),
                         state.walk_started,
+                        n_signed=state.walk_signed,
+                        n_kept=state.walk_kept,
                     )
                     walks.append(walk)
                     feed = self._revoked_since(issuer, state.commit, now, walk.lead, result)
@@ -321,6 +326,7 @@ class Presigner:
         for chunk in _chunks(due, CHUNK):
             if walk is not None:
                 walk.signed.update(k for k, _ in chunk)
+                walk.n_signed += len(chunk)
                 walk.keep(next_update)
             if self._pool is None and self.workers > 1:
                 self._pool = ProcessPoolExecutor(
@@ -346,6 +352,7 @@ class Presigner:
                 stored = r.stored_answer(key)
                 if stored is not None and self._keep(stored, st, signer_id, now, walk.lead):
                     result.kept += 1
+                    walk.n_kept += 1
                     walk.keep(stored.next_update)
                     continue
                 yield key, st
@@ -455,9 +462,10 @@ class Presigner:
         walks: list[_Walk],
     ) -> int:
         """Per issuer: when answers were last signed, the earliest stored nextUpdate, the commit
-        covered and the delegate, and where a walk in progress stands (when it began; a walk
-        that ended, how long it took: from its first run's ``now`` to this run's, plus the
-        ``ran`` seconds of this run); returns how many walks go on at the next run.
+        covered and the delegate, and where a walk in progress stands (when it began, what it
+        signed and kept so far; a walk that ended, how long it took: from its first run's
+        ``now`` to this run's, plus the ``ran`` seconds of this run, `_walk_seconds`); returns
+        how many walks go on at the next run.
 
         The earliest nextUpdate is unchanged by an incremental run (its answers took it) and
         by a walk in progress; a walk that ended gives the earliest of the answers it kept or
@@ -484,16 +492,28 @@ class Presigner:
                 elif w.done:
                     new.next_update = w.earliest
                     new.walk, new.walk_next_update, new.walk_earliest = None, 0, 0
-                    new.walk_seconds = now + ran - w.started if w.started else 0
-                    new.walk_started = 0
+                    new.walk_seconds = _walk_seconds(old, w, now + ran - w.started)
+                    new.walk_started = new.walk_signed = new.walk_kept = 0
                 else:
                     walking += 1
                     new.walk = w.last.hex()
                     new.walk_next_update = w.next_update
                     new.walk_earliest = w.earliest
                     new.walk_started = w.started
+                    new.walk_signed, new.walk_kept = w.n_signed, w.n_kept
                 c.put_ocsp_state(issuer.index, new)
         return walking
+
+
+def _walk_seconds(old: sf.OcspState, walk: _Walk, took: int) -> int:
+    """The duration an issuer keeps after ``walk`` ended in ``took`` seconds (0: its start not
+    known): a walk that re-signed at least as many answers as it kept measured re-signing and
+    replaces the duration kept; one that mostly kept them, only a shorter duration."""
+    if not walk.started:
+        return old.walk_seconds if walk.n_signed < walk.n_kept else 0
+    if walk.n_signed >= walk.n_kept:
+        return took
+    return max(old.walk_seconds, took)
 
 
 @dataclass
@@ -515,6 +535,10 @@ class _Walk:
     """Every entry after the walk's start was read."""
     signed: set[bytes] = field(default_factory=set)
     """Keys the changes feed brought in this run: the walk skips them."""
+    n_signed: int = 0
+    """Answers signed since it began (`sf.OcspState.walk_signed`)."""
+    n_kept: int = 0
+    """Stored answers kept since it began (`sf.OcspState.walk_kept`)."""
 
     def keep(self, next_update: int) -> None:
         self.earliest = min(self.earliest, next_update) if self.earliest else next_update

@@ -446,6 +446,67 @@ def test_a_walk_that_took_long_starts_earlier_the_next_time(built: Built, store:
     assert _presigner(store, built).run(early + 60, full=False).walked == 0
 
 
+def test_a_walk_that_mostly_kept_its_answers_does_not_shorten_the_lead(
+    built: Built, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk asked for before the answers fall due (``--presign-full``) reads every entry
+    and keeps every answer: its time measured reading, not re-signing, so the duration a
+    re-signing walk left stands (a longer one replaces it); the next re-signing walk measures
+    again. A cut walk counts what it signed and kept across its runs."""
+    monkeypatch.setattr(presign, "CHECK_EVERY", 32)
+    now = int(time.time()) + VALIDITY  # every answer the fixture stored is past due
+    first = _presigner(store, built).run(now)
+    assert first.signed > 0 and first.kept == 0
+    with store.read() as r:
+        issuers = [i for i in r.issuers() if r.ocsp_state(i.index).next_update]
+        a = max(issuers, key=lambda i: sum(1 for _ in r.revocations(i.index)))
+        resigned = {i.index: r.ocsp_state(i.index).walk_seconds for i in issuers}
+    assert all(took > 0 for took in resigned.values())  # the first walk signed every answer
+    with Commit(store) as c:
+        c.put_ocsp_state(a.index, msgspec.structs.replace(_state(store, a), walk_seconds=7_200))
+
+    def check_walk(start: int) -> list[presign.PresignResult]:
+        """Every entry read, nothing due: bounded runs a minute apart from ``start``."""
+        runs: list[presign.PresignResult] = []
+        ticks = _Ticks()
+        kept_meanwhile: list[int] = []
+        while not runs or runs[-1].walking:
+            q = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
+                                  refresh_before_seconds=REFRESH, workers=1, timer=ticks)  # fmt: skip
+            runs.append(q.run(start + 60 * len(runs), full=not runs, seconds=6))
+            assert len(runs) < 100, "the walk never ended"
+            if (mid := _state(store, a)).walk:  # begun, not ended
+                assert mid.walk_signed == 0
+                kept_meanwhile.append(mid.walk_kept)
+        assert kept_meanwhile and kept_meanwhile[0] > 0 and kept_meanwhile == sorted(kept_meanwhile)
+        assert all(run.signed == 0 for run in runs) and sum(run.kept for run in runs) > 0
+        return runs
+
+    runs = check_walk(now + 60)
+    assert len(runs) > 2 and a.id in {iid for run in runs for iid in run.ended}
+    state = _state(store, a)
+    assert state.walk_seconds == 7_200  # the re-signing walk's, not the reading's
+    assert (state.walk_signed, state.walk_kept, state.walk) == (0, 0, None)
+    # a reading that took longer than the duration kept replaces it
+    with Commit(store) as c:
+        c.put_ocsp_state(a.index, msgspec.structs.replace(state, walk_seconds=1))
+    runs = check_walk(now + 7_200)
+    took = next(run.ended[a.id] for run in runs if a.id in run.ended)
+    assert took >= 120 and _state(store, a).walk_seconds == took
+    # a walk that re-signs them measures again, whatever it took
+    with Commit(store) as c:
+        c.put_ocsp_state(a.index, msgspec.structs.replace(_state(store, a), walk_seconds=7_200))
+    due = _state(store, a).next_update - REFRESH + 60
+    run = _presigner(store, built).run(due, full=False)
+    assert a.id in run.ended and run.signed > 0
+    assert _state(store, a).walk_seconds == run.ended[a.id] < 60
+
+
+def _state(store: Store, issuer: Any) -> sf.OcspState:
+    with store.read() as r:
+        return r.ocsp_state(issuer.index)
+
+
 def test_a_walk_past_its_answers_nextupdate_is_reported_and_its_duration_kept(
     built: Built, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

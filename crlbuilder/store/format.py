@@ -498,9 +498,16 @@ class OcspState(msgspec.Struct, kw_only=True):
     """When the walk in progress began (epoch seconds; 0: none, or begun by a version that did
     not say)."""
     walk_seconds: int = 0
-    """How long the issuer's last walk took, from its first run to its last, the follow loop's
-    other work between its runs included (0: not measured): the next walk of answers falling
-    due starts at least `crlbuilder.presign.LEAD_FACTOR` times this before they do."""
+    """How long the issuer's last walk that re-signed at least as many answers as it kept
+    took, from its first run to its last, the follow loop's other work between its runs
+    included (0: not measured): the next walk of answers falling due starts at least
+    `crlbuilder.presign.LEAD_FACTOR` times this before they do. A walk that mostly kept
+    answers (``--presign-full`` before they were due) measured reading, not re-signing: it
+    replaces this only when longer."""
+    walk_signed: int = 0
+    """How many answers the walk in progress signed so far (the changes feed's among them)."""
+    walk_kept: int = 0
+    """How many stored answers the walk in progress kept so far."""
 
 
 class PendingMoveOut(msgspec.Struct, frozen=True, kw_only=True):
