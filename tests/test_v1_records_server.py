@@ -221,6 +221,8 @@ def test_act_18_3_record_after_an_address_change_with_and_without_consent(
     with_new = next(c for h, c in no_consent if current(h, Family.SIGN_CARD, now))
     without = next(c for h, c in no_consent if current(h, Family.SIGN_CARD, now) is None)
     answers = [v1(server, "/v1/record-info", ref(c), "sig-verifier") for c in (with_new, without)]
+    for _, headers, _ in answers:
+        headers.pop("date")  # the second may be the next second's
     assert answers[0] == answers[1] and answers[0][2]["result"] == "not-provided"
     text = server.log.read_text()
     for case in moved[:5]:
