@@ -258,7 +258,19 @@ def render() -> str:
         for name, g in goals.items():
             if "p99" in name or "fresh" in name:
                 value = g.get("value_ms", g.get("value"))
-                add(name, _fmt(value, " ms" if "value_ms" in g else "×"), "met" if g.get("met") else "not met",
+                said = "met" if g.get("met") else "not met"
+                if "nginx_ms" in g:
+                    said += f"; nginx under the same load at the same rate p99 {_fmt(g['nginx_ms'], ' ms')}"
+                add(name, _fmt(value, " ms" if "value_ms" in g else "×"), said, "same")  # fmt: skip
+        for lat in resp.get("latency_half_max", []):
+            sweep = lat.get("open_loop_by_fraction") or {}
+            if sweep:
+                under = [f for f, o in sweep.items() if o.get("p99_us", 1e9) < 1000]
+                add(f"open loop (Poisson arrivals), workers={lat.get('workers')}: p99 by share of the max rate",
+                    f"< 1 ms up to {float(max(under, key=float)):.1%} of it" if under else "≥ 1 ms at every share",
+                    "; ".join(f"{float(f):.0%} ({_fmt(o.get('achieved_rps'))}/s): p50 {_fmt(o.get('p50_us'))},"
+                              f" p99 {_fmt(o.get('p99_us'))}, p99.9 {_fmt(o.get('p999_us'))} µs"
+                              for f, o in sweep.items()),
                     "same")  # fmt: skip
     dist = _load("distinct")
     if dist:
