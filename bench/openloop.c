@@ -251,6 +251,7 @@ int main(int argc, char **argv) {
                 }
                 continue;
             }
+            if (!c->busy) continue; /* unasked bytes on an idle connection (a 408 before a close) */
             c->got += (size_t)r;
             int status = 0;
             long need = response_length(c->buf, c->got, &status);
