@@ -159,8 +159,8 @@ int main(int argc, char **argv) {
         return 1;
     }
 
-    /* OPENLOOP_TRACE=FILE: each measured request's scheduled time (s from the start) and
-     * latency (us), one per line, in the order they completed */
+    /* OPENLOOP_TRACE=FILE: each measured request's scheduled time (s from the start), its
+     * latency from then and from its write (us), one a line, in the order they completed */
     FILE *trace = getenv("OPENLOOP_TRACE") ? fopen(getenv("OPENLOOP_TRACE"), "w") : NULL;
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* timers fire when asked, not 50 us later */
     int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -198,7 +198,10 @@ int main(int argc, char **argv) {
     for (;;) {
         double now = now_s();
         while (next <= now && next < end) { /* arrivals due: queue them */
-            if (qtail == cap) break;
+            if (qtail == cap) { /* far behind the schedule: no more arrivals */
+                next = end;
+                break;
+            }
             queue[qtail++] = next;
             next -= log(uniform01()) / rate;
         }
@@ -208,9 +211,12 @@ int main(int argc, char **argv) {
             c->sched = queue[qhead++];
             c->got = 0;
             c->sent = now_s();
-            if (write(c->fd, req, reqlen) != (ssize_t)reqlen) {
+            if (write(c->fd, req, reqlen) != (ssize_t)reqlen) { /* lost: a fresh connection */
+                fprintf(stderr, "openloop: a request could not be written whole\n");
                 broken++;
+                redial(ep, c, (uint32_t)(c - conns), host, port);
                 c->busy = 0;
+                idle[nidle++] = (int)(c - conns);
                 continue;
             }
             sent++;

@@ -51,9 +51,9 @@ between them), and the next one starts `LEAD_FACTOR` times that before the answe
 when that is earlier than ``refresh_before`` (`Presigner.lead`). Only a walk that re-signed
 at least as many answers as it kept measures that: one that mostly kept them (asked for
 before they were due) read the entries without signing them, and its shorter time would
-start the next re-signing too late; it replaces a longer duration kept only by a longer one. A run reports the walks
-that go on while answers are past due (`PresignResult.overdue`) and how long those that
-ended took (`PresignResult.ended`); the builder turns both into warnings.
+start the next re-signing too late, so its duration replaces the one kept only when longer.
+A run reports the walks that go on while answers are past due (`PresignResult.overdue`) and
+how long those that ended took (`PresignResult.ended`); the builder turns both into warnings.
 """
 
 from __future__ import annotations
@@ -508,7 +508,8 @@ class Presigner:
 def _walk_seconds(old: sf.OcspState, walk: _Walk, took: int) -> int:
     """The duration an issuer keeps after ``walk`` ended in ``took`` seconds (0: its start not
     known): a walk that re-signed at least as many answers as it kept measured re-signing and
-    replaces the duration kept; one that mostly kept them, only a shorter duration."""
+    replaces the duration kept; one that mostly kept them replaces it only when it took
+    longer (its start not known: the duration kept stands)."""
     if not walk.started:
         return old.walk_seconds if walk.n_signed < walk.n_kept else 0
     if walk.n_signed >= walk.n_kept:
