@@ -502,7 +502,7 @@ def test_a_walk_that_mostly_kept_its_answers_does_not_shorten_the_lead(
     assert _state(store, a).walk_seconds == run.ended[a.id] < 60
 
 
-def _state(store: Store, issuer: Any) -> sf.OcspState:
+def _state(store: Store, issuer: sf.IssuerMeta) -> sf.OcspState:
     with store.read() as r:
         return r.ocsp_state(issuer.index)
 
