@@ -532,6 +532,65 @@ class Ctx:
         return self.revoked.stored_der if kind == "revoked" else self.good_der
 
 
+def make_ctx(
+    store_dir: Path,
+    work: Path,
+    *,
+    seconds: float,
+    connections: int,
+    responder: str,
+    budget: int,
+    tool: str,
+) -> Ctx:
+    """The context of a run on the store in ``store_dir`` (pki/, store/, crl/ [pop/]): its
+    revoked and good samples, a registry written into ``work`` and the test party's token.
+
+    Refuses (SystemExit, naming ``tool``) a store whose data is fresh for less than
+    ``budget`` seconds: past its CRLs' nextUpdate the responder rightly answers tryLater.
+    """
+    d = store_dir.resolve()
+    manifest = load_manifest(d / "pki")
+    store = Store.open(d / "store", readonly=True)
+    try:
+        until = fresh_until(store)
+        if until and until < time.time() + budget:
+            raise SystemExit(
+                f"{tool}: the store's data is fresh only until "
+                f"{datetime.fromtimestamp(until, UTC)} (its CRLs' nextUpdate), less than the "
+                f"~{budget} s this run takes; after it the responder "
+                "rightly answers tryLater. Run `crlbuilder build` on the store first."
+            )
+        revoked, good = pick_samples(store, manifest, d / "pop")
+    finally:
+        store.close()
+    issuer_cert = x509.load_pem_x509_certificate(
+        manifest.path(manifest.issuer(revoked.issuer).cert).read_bytes()
+    )
+    registry = work / "registry.toml"
+    subprocess.run(
+        [*shlex.split(responder), "registry", "init", "--pki", str(d / "pki"),
+         "--out", str(registry)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return Ctx(
+        work=work,
+        store_dir=d,
+        manifest=manifest,
+        registry=registry,
+        token=(d / "pki" / "parties" / f"{PARTY}.token").read_text().strip(),
+        seconds=seconds,
+        connections=connections,
+        revoked=revoked,
+        good=good,
+        issuer_cert=issuer_cert,
+        responder=shlex.split(responder),
+        requests={
+            "revoked": ocsp_request(issuer_cert, revoked.serial),
+            "good": ocsp_request(issuer_cert, good.serial),
+        },
+    )
+
+
 @contextmanager
 def responder(ctx: Ctx, workers: int) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`responder serve` on 127.0.0.1 with ``workers``; yields its /ocsp URL and its process.
@@ -1225,61 +1284,19 @@ def main(argv: list[str] | None = None) -> int:
             tool == "nginx" and Path("/usr/sbin/nginx").exists()
         ):
             raise SystemExit(f"bench_responder: {tool} is not installed")
-    d: Path = args.store_dir.resolve()
-    manifest = load_manifest(d / "pki")
-    store = Store.open(d / "store", readonly=True)
-    try:
-        until = fresh_until(store)
-        budget = int(args.seconds * 20 + 300)
-        if until and until < time.time() + budget:
-            raise SystemExit(
-                "bench_responder: the store's data is fresh only until "
-                f"{datetime.fromtimestamp(until, UTC)} (its CRLs' nextUpdate), less than the "
-                f"~{budget} s this run takes; after it the responder "
-                "rightly answers tryLater. Run `crlbuilder build` on the store first."
-            )
-        revoked, good = pick_samples(store, manifest, d / "pop")
-    finally:
-        store.close()
-    issuer_cert = x509.load_pem_x509_certificate(
-        manifest.path(manifest.issuer(revoked.issuer).cert).read_bytes()
-    )
     work = Path(tempfile.mkdtemp(prefix="bench-responder-"))
     started_at = datetime.now(UTC).replace(microsecond=0)
     try:
-        registry = work / "registry.toml"
-        subprocess.run(
-            [
-                *shlex.split(args.responder),
-                "registry",
-                "init",
-                "--pki",
-                str(d / "pki"),
-                "--out",
-                str(registry),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        token = (d / "pki" / "parties" / f"{PARTY}.token").read_text().strip()
-        ctx = Ctx(
-            work=work,
-            store_dir=d,
-            manifest=manifest,
-            registry=registry,
-            token=token,
+        ctx = make_ctx(
+            args.store_dir,
+            work,
             seconds=args.seconds,
             connections=args.connections,
-            revoked=revoked,
-            good=good,
-            issuer_cert=issuer_cert,
-            responder=shlex.split(args.responder),
-            requests={
-                "revoked": ocsp_request(issuer_cert, revoked.serial),
-                "good": ocsp_request(issuer_cert, good.serial),
-            },
+            responder=args.responder,
+            budget=int(args.seconds * 20 + 300),
+            tool="bench_responder",
         )
+        revoked, good = ctx.revoked, ctx.good
         print(
             f"samples: issuer {revoked.issuer}, revoked serial {revoked.serial:#x} "
             f"(stored answer {len(revoked.stored_der)} B), good serial {good.serial:#x}; "

@@ -10,6 +10,7 @@ a free connection included). The benchmarks report both.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -67,10 +68,13 @@ def run(
     connections: int = CONNECTIONS,
     warmup: float = 1.0,
     seed: int = 1,
+    trace: Path | None = None,
 ) -> dict[str, Any]:
     """POST ``body`` to ``url`` at ``rate`` per second (Poisson arrivals) for ``seconds`` after
     ``warmup``; the generator's JSON (latency percentiles in µs of the measured requests).
-    Every answer must be a 200 and no connection may break, or `BenchError`."""
+    Every answer must be a 200 and no connection may break, or `BenchError`. With ``trace``,
+    that file gets each measured request's scheduled instant (s after the start line's
+    CLOCK_MONOTONIC instant) and its latency from then and from its write (µs)."""
     u = urlsplit(url)
     if u.hostname is None or u.port is None:
         raise BenchError(f"openloop: {url} names no host and port")
@@ -78,8 +82,9 @@ def run(
     req.write_bytes(request_bytes(url, body, headers))
     cmd = [str(binary()), u.hostname, str(u.port), str(req), f"{rate:.1f}", f"{seconds:g}"]
     cmd += [str(connections), f"{warmup:g}", str(seed)]
+    env = None if trace is None else {**os.environ, "OPENLOOP_TRACE": str(trace)}
     done = subprocess.run(
-        cmd, check=False, capture_output=True, text=True, timeout=seconds + warmup + 30
+        cmd, check=False, capture_output=True, text=True, timeout=seconds + warmup + 30, env=env
     )
     if done.returncode != 0:
         raise BenchError(f"openloop: exit {done.returncode}: {done.stderr.strip()} {done.stdout}")

@@ -73,6 +73,16 @@ BENCHES: dict[str, list[str]] = {
         "--out",
         str(RESULTS / "responder.json"),
     ],
+    # the open loop's slow answers at half the maximum rate, by what the cores ran meanwhile
+    # (a perf sched_switch trace), the responder's and nginx's, on the store "distinct"
+    "tail": [
+        "-m",
+        "bench.bench_tail",
+        "--store-dir",
+        str(HERE.parent / "var" / "bench-distinct"),
+        "--out",
+        str(RESULTS / "tail.json"),
+    ],
     # a spool file dropped while every stored answer of the store "distinct" is re-signed (as
     # when an issuer's answers fall due): arrival to commit, the follow loop's runs bounded
     "walk": [
@@ -272,6 +282,19 @@ def render() -> str:
                               f" p99 {_fmt(o.get('p99_us'))}, p99.9 {_fmt(o.get('p999_us'))} µs"
                               for f, o in sweep.items()),
                     "same")  # fmt: skip
+    tail = _load("tail")
+    if tail:
+        for who in ("responder", "nginx"):
+            s = _get(tail, who, "slow_answers") or {}
+            c = s.get("classes") or {}
+            add(f"open loop at {_fmt(tail.get('rate'))}/s ({round(100 * (tail.get('fraction') or 0))}% of the responder's max),"
+                f" {who} 1 worker: answers over {_fmt(s.get('threshold_ms'), ' ms')}",
+                _fmt(round(100 * (s.get("slow_share") or 0.0), 2), "%"),
+                f"p50 {_fmt(_get(tail, who, 'p50_us'))}, p99 {_fmt(_get(tail, who, 'p99_us'))} µs; the slow ones"
+                f" waited behind a task of the machine's on a core {_fmt(c.get('foreign'))}, behind the"
+                f" server itself {_fmt(c.get('server_busy'))}, other {_fmt(c.get('other'))}; on the cores"
+                f" {_fmt(_get(tail, who, 'server_on_cpu', 'cpu_us_per_answer'))} µs per answer;"
+                f" halt-polling {_fmt(tail.get('halt_poll_ns'), ' ns')}", "`python -m bench.bench_tail`")  # fmt: skip
     dist = _load("distinct")
     if dist:
         st = dist.get("set", {})
