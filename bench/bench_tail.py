@@ -6,9 +6,11 @@
 `bench.bench_responder`'s latency step reports one worker's p99 at half its maximum rate under
 Poisson arrivals (`bench.openloop`); this explains it. The responder (one worker) serves the
 open loop at ``--fraction`` of the rate wrk measures first (one revoked POST, its pre-signed
-answer), then nginx serves the same answer at the same rate (its own maximum measured too), each while `perf record -a -e
-sched:sched_switch` (clock CLOCK_MONOTONIC, written to tmpfs so that its own writes wake no
-disk writeback) records what every core ran. The generator's trace gives each request's
+answer), then nginx serves the same answer at the same rate (its own maximum measured too;
+each maximum with the server's CPU per answer and the inter-processor interrupts per answer
+on each core, from /proc/interrupts), each while `perf record -a -e sched:sched_switch`
+(clock CLOCK_MONOTONIC, written to tmpfs so that its own writes wake no disk writeback)
+records what every core ran. The generator's trace gives each request's
 scheduled instant and latency on the same clock. Every answer slower than ``--threshold-ms``
 is put in one class by what the cores ran during its wait:
 
@@ -53,6 +55,7 @@ from bench import openloop
 from bench.bench_responder import (
     ROOT,
     Ctx,
+    cpu_seconds,
     lua_fixed,
     make_ctx,
     responder,
@@ -329,6 +332,43 @@ def pinned(cpus: set[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
+def interrupts() -> dict[str, list[int]]:
+    """The inter-processor interrupts taken so far, per CPU, from /proc/interrupts: ``CAL``
+    (function calls: how this kernel wakes a task on a halted core) and ``RES``
+    (rescheduling)."""
+    out: dict[str, list[int]] = {}
+    ncpu = os.cpu_count() or 1
+    for line in Path("/proc/interrupts").read_text().splitlines():
+        f = line.split()
+        if f and f[0] in ("CAL:", "RES:"):
+            out[f[0][:-1]] = [int(x) for x in f[1 : 1 + ncpu]]
+    return out
+
+
+def max_rate(url: str, lua: Path, server_pid: int, pin: bool) -> dict[str, Any]:
+    """wrk (32 keep-alive connections, 5 s) against ``url``: the rate, the server's CPU per
+    answer and the inter-processor interrupts per answer on each core (with ``pin``, the
+    generator's core first, the server's last)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin:
+        for tid in _tids(_tree(server_pid)):
+            os.sched_setaffinity(tid, {cpus[-1]})
+    with pinned({cpus[0]} if pin else None):
+        irq0, cpu0 = interrupts(), cpu_seconds(server_pid)
+        r = run_wrk(url, lua, 5, 32)
+        irq1, cpu1 = interrupts(), cpu_seconds(server_pid)
+    n = max(r.requests, 1)
+    return {
+        "rps": round(r.rps),
+        "server_cpu_us_per_answer": round(1e6 * (cpu1 - cpu0) / n, 1),
+        "ipis_per_answer_by_cpu": {
+            k: [round((b - a) / n, 3) for a, b in zip(irq0[k], irq1[k], strict=True)]
+            for k in irq1
+            if k in irq0
+        },
+    }
+
+
 def traced_load(
     ctx: Ctx, url: str, server_pid: int, rate: float, args: argparse.Namespace, scratch: Path
 ) -> dict[str, Any]:
@@ -395,6 +435,14 @@ def _scratch(work: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix="bench-tail-", dir=base))
 
 
+def _max_line(m: dict[str, Any]) -> str:
+    ipis = ", ".join(f"{k} {v}" for k, v in m["ipis_per_answer_by_cpu"].items())
+    return (
+        f"{m['rps']} req/s, server CPU {m['server_cpu_us_per_answer']} us per answer, "
+        f"interrupts per answer by core: {ipis}"
+    )
+
+
 def _print(name: str, r: dict[str, Any]) -> None:
     s, c = r["slow_answers"], r["server_on_cpu"]
     cls = ", ".join(f"{k} {v}" for k, v in s["classes"].items())
@@ -459,15 +507,16 @@ def main(argv: list[str] | None = None) -> int:
             with responder(ctx, 1) as (url, proc):
                 verify_responder(ctx, url)
                 lua = lua_fixed(ctx.work / "max.lua", ctx.requests["revoked"], ctx.headers)
-                max_rps = run_wrk(url, lua, 5, 32).rps
+                resp_max = max_rate(url, lua, proc.pid, args.pin)
+                max_rps = resp_max["rps"]
                 rate = args.fraction * max_rps
-                print(f"  responder, 1 worker: max {max_rps:.0f} req/s; open loop at "
+                print(f"  responder, 1 worker: max {_max_line(resp_max)}; open loop at "
                       f"{rate:.0f} req/s", flush=True)  # fmt: skip
                 resp = traced_load(ctx, url, proc.pid, rate, args, scratch)
             _print("responder", resp)
             with static_nginx(ctx) as (base, proc):
-                nginx_max = run_wrk(base + "revoked", lua, 5, 32).rps
-                print(f"  nginx, 1 worker: max {nginx_max:.0f} req/s", flush=True)
+                nginx_max = max_rate(base + "revoked", lua, proc.pid, args.pin)
+                print(f"  nginx, 1 worker: max {_max_line(nginx_max)}", flush=True)
                 ngx = traced_load(ctx, base + "revoked", proc.pid, rate, args, scratch)
             _print("nginx", ngx)
     finally:
@@ -480,8 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "pinned": args.pin,
         "halt_poll_ns": poll_ns,
-        "max_rps": round(max_rps),
-        "nginx_max_rps": round(nginx_max),
+        "max_rps": max_rps,
+        "nginx_max_rps": nginx_max["rps"],
+        "max_rate": {"responder": resp_max, "nginx": nginx_max},
         "rate": round(rate),
         "responder": resp,
         "nginx": ngx,

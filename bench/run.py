@@ -294,7 +294,11 @@ def render() -> str:
                 f" waited behind a task of the machine's on a core {_fmt(c.get('foreign'))}, behind the"
                 f" server itself {_fmt(c.get('server_busy'))}, other {_fmt(c.get('other'))}; on the cores"
                 f" {_fmt(_get(tail, who, 'server_on_cpu', 'cpu_us_per_answer'))} µs per answer;"
-                f" halt-polling {_fmt(tail.get('halt_poll_ns'), ' ns')}", "`python -m bench.bench_tail`")  # fmt: skip
+                f" its maximum {_fmt(_get(tail, 'max_rate', who, 'rps'))}/s at"
+                f" {_fmt(_get(tail, 'max_rate', who, 'server_cpu_us_per_answer'))} µs per answer, waking"
+                f" halted cores {_fmt(sum(_get(tail, 'max_rate', who, 'ipis_per_answer_by_cpu', 'CAL') or [0]))}"
+                f" times per answer; halt-polling {_fmt(tail.get('halt_poll_ns'), ' ns')}",
+                "`python -m bench.bench_tail`")  # fmt: skip
     dist = _load("distinct")
     if dist:
         st = dist.get("set", {})
