@@ -80,6 +80,7 @@ from bench.bench_responder import (
     cpu_by_process,
     free_port,
     fresh_until,
+    halt_poll_ns,
     ocsp_request,
     raw_sign_rate,
     run_wrk,
@@ -839,6 +840,7 @@ def summarize(
         "command": "python -m bench.bench_distinct " + " ".join(sys.argv[1:]),
         "started_at": started_at.isoformat(),
         "cores": os.cpu_count(),
+        "halt_poll_ns": halt_poll_ns(),
         "load_average_at_start_and_end": [load0, round(os.getloadavg()[0], 2)],
         "set": info,
         "load": f"wrk -t1 -c{args.connections} -d{args.seconds}s keep-alive, each request of the "

@@ -99,6 +99,19 @@ PARTY: Final = "both-verifier"
 OCSP_REQUEST: Final = "application/ocsp-request"
 NONCE_BYTES: Final = 16
 OPEN_LOOP_FRACTIONS: Final = (0.25, 0.375, 0.5)
+HALT_POLL: Final = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+"""A KVM guest's halt-polling in ns; 0 halts an idle virtual core at once, and waking it then
+costs the waker an interrupt through the host (bench/README.md, "eighth pass")."""
+
+
+def halt_poll_ns() -> int | None:
+    """The guest's halt-polling now (recorded with each run's results); None without haltpoll."""
+    try:
+        return int(HALT_POLL.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 """Rates of the open-loop loads, as fractions of the maximum (half last: the goal's)."""
 OPENSSL_PORT: Final = 8080
 """openssl ocsp's port inside its own network namespace (nothing else listens there)."""
@@ -1426,6 +1439,7 @@ def summarize(
         "command": "python -m bench.bench_responder " + " ".join(sys.argv[1:]),
         "started_at": started_at.isoformat(),
         "cores": os.cpu_count(),
+        "halt_poll_ns": halt_poll_ns(),
         "load_average_at_start_and_end": [ctx.loadavg_start, round(os.getloadavg()[0], 2)],
         "load": f"wrk -t1 -c{args.connections} -d{args.seconds:g}s keep-alive POST, "
         "application/ocsp-request, "

@@ -53,6 +53,7 @@ from typing import Any, Final
 
 from bench import openloop
 from bench.bench_responder import (
+    HALT_POLL,
     ROOT,
     Ctx,
     cpu_seconds,
@@ -65,7 +66,6 @@ from bench.bench_responder import (
 )
 from bench.procs import BenchError, children
 
-HALT_POLL: Final = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
 FOREIGN_SHARE: Final = 0.3
 """A foreign task holding one core this share of a slow answer's wait classes it ``foreign``."""
 BUSY_SHARE: Final = 0.8
@@ -476,7 +476,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="set the KVM guest's halt-polling for the run, restored after (root)",
     )
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "tail.json")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "tail.json",
+        help="the JSON report (default bench/results/tail.json)",
+    )
     p.add_argument(
         "--responder",
         default=str(Path(sys.executable).parent / "responder"),
@@ -487,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--fraction must be between 0 and 1")
     if args.seconds <= 0 or args.threshold_ms <= 0:
         p.error("--seconds and --threshold-ms must be positive")
+    if args.halt_poll_ns is not None and args.halt_poll_ns < 0:
+        p.error("--halt-poll-ns must be 0 or more")
     for tool in ("perf", "wrk"):
         if shutil.which(tool) is None:
             raise SystemExit(f"bench_tail: {tool} is not installed (make bench-tools)")
