@@ -562,6 +562,11 @@ def make_ctx(
     ``budget`` seconds: past its CRLs' nextUpdate the responder rightly answers tryLater.
     """
     d = store_dir.resolve()
+    if not (d / "pki").is_dir() or not (d / "store").is_dir():
+        raise SystemExit(
+            f"{tool}: {d} has no pki/ and store/; make them with `python -m "
+            f"bench.bench_distinct --store-dir {d} --holders 1000000` (make bench does)"
+        )
     manifest = load_manifest(d / "pki")
     store = Store.open(d / "store", readonly=True)
     try:
