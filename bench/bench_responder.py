@@ -99,22 +99,12 @@ PARTY: Final = "both-verifier"
 OCSP_REQUEST: Final = "application/ocsp-request"
 NONCE_BYTES: Final = 16
 OPEN_LOOP_FRACTIONS: Final = (0.25, 0.375, 0.5)
-HALT_POLL: Final = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
-"""A KVM guest's halt-polling in ns; 0 halts an idle virtual core at once, and waking it then
-costs the waker an interrupt through the host (bench/README.md, "eighth pass")."""
-
-
-def halt_poll_ns() -> int | None:
-    """The guest's halt-polling now (recorded with each run's results); None without haltpoll."""
-    try:
-        return int(HALT_POLL.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 """Rates of the open-loop loads, as fractions of the maximum (half last: the goal's)."""
 OPENSSL_PORT: Final = 8080
 """openssl ocsp's port inside its own network namespace (nothing else listens there)."""
+HALT_POLL: Final = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+"""A KVM guest's halt-polling in ns; 0 halts an idle virtual core at once, and waking it then
+costs the waker an interrupt through the host (bench/README.md, "eighth pass")."""
 NO_PROBE: Final = "function wrk.resolve(host, service) wrk.addrs = wrk.lookup(host, service) end"
 """wrk first connects to the server and closes without sending a byte (a probe); `openssl
 ocsp` then spins at 100% CPU on that connection forever, so every script skips the probe."""
@@ -149,6 +139,14 @@ class Sample:
     reason: int = 0
     stored_der: bytes = b""
     """The answer the responder sends from the store for a revoked sample (empty for a good one)."""
+
+
+def halt_poll_ns() -> int | None:
+    """The guest's halt-polling now (recorded with each run's results); None without haltpoll."""
+    try:
+        return int(HALT_POLL.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def fresh_until(store: Store) -> int:
