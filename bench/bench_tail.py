@@ -57,6 +57,7 @@ from bench.bench_responder import (
     ROOT,
     Ctx,
     cpu_seconds,
+    halt_poll_ns,
     lua_fixed,
     make_ctx,
     responder,
@@ -299,13 +300,10 @@ def _tree(pid: int) -> list[int]:
 def halt_poll(ns: int | None) -> Iterator[int | None]:
     """The guest's halt-polling set to ``ns`` for the block and put back after; yields the
     value in force (None where the guest has no haltpoll driver)."""
-    if not HALT_POLL.exists():
+    before = halt_poll_ns()
+    if ns is None or before is None:
         if ns is not None:
             raise SystemExit(f"bench_tail: no {HALT_POLL} (not a KVM guest with haltpoll)")
-        yield None
-        return
-    before = int(HALT_POLL.read_text())
-    if ns is None:
         yield before
         return
     try:
