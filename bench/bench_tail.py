@@ -46,7 +46,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -93,11 +93,10 @@ class Segment:
 @dataclass(frozen=True)
 class Request:
     """One measured request of the open loop: scheduled at ``at``, answered ``latency`` s
-    later, ``from_write`` s after its bytes were written."""
+    later."""
 
     at: float
     latency: float
-    from_write: float
 
 
 # --- the analysis (pure: perf's and the generator's text in, figures out) -----------------
@@ -130,8 +129,8 @@ def parse_trace(text: str) -> list[Request]:
     t0 = float(head[1])
     out = []
     for line in lines[1:]:
-        at, lat, written = line.split()[:3]
-        out.append(Request(t0 + float(at), float(lat) / 1e6, float(written) / 1e6))
+        at, lat = line.split()[:2]
+        out.append(Request(t0 + float(at), float(lat) / 1e6))
     return out
 
 
@@ -142,17 +141,17 @@ class Timeline:
         self.cores = {c: sorted(s, key=lambda x: x.start) for c, s in cores.items()}
         self._starts = {c: [s.start for s in segs] for c, segs in self.cores.items()}
 
-    def occupancy(self, a: float, b: float) -> dict[int, dict[str, float]]:
-        """Per core, the seconds of [a, b] each thread held it, keyed ``"comm\\0tid"``."""
-        out: dict[int, dict[str, float]] = {}
+    def occupancy(self, a: float, b: float) -> dict[int, dict[tuple[str, int], float]]:
+        """Per core, the seconds of [a, b] each thread (command name, tid) held it."""
+        out: dict[int, dict[tuple[str, int], float]] = {}
         for c, segs in self.cores.items():
-            held: defaultdict[str, float] = defaultdict(float)
+            held: defaultdict[tuple[str, int], float] = defaultdict(float)
             i = max(0, bisect.bisect_right(self._starts[c], a) - 1)
             while i < len(segs) and segs[i].start < b:
                 s = segs[i]
                 overlap = min(s.end, b) - max(s.start, a)
                 if overlap > 0:
-                    held[f"{s.comm}\0{s.tid}"] += overlap
+                    held[s.comm, s.tid] += overlap
                 i += 1
             out[c] = held
         return out
@@ -167,9 +166,7 @@ class Roles:
     harness: frozenset[int]
     generator_comm: str = "openloop"
 
-    def of(self, key: str) -> str:
-        comm, tid_s = key.split("\0")
-        tid = int(tid_s)
+    def of(self, comm: str, tid: int) -> str:
         if tid == 0:
             return "idle"
         if tid in self.server:
@@ -195,13 +192,13 @@ def classify(
         foreign_max = 0.0
         for held in occ.values():
             foreign_here = 0.0
-            for key, secs in held.items():
-                role = roles.of(key)
+            for (comm, tid), secs in held.items():
+                role = roles.of(comm, tid)
                 if role == "server":
                     server += secs
                 elif role == "foreign":
                     foreign_here += secs
-                    foreign_by_comm[_task_name(key)] += secs
+                    foreign_by_comm[_task_name(comm)] += secs
             foreign_max = max(foreign_max, foreign_here)
         if foreign_max >= FOREIGN_SHARE * r.latency:
             classes["foreign"] += 1
@@ -223,9 +220,8 @@ def classify(
     }
 
 
-def _task_name(key: str) -> str:
+def _task_name(comm: str) -> str:
     """A thread's command name without the per-instance suffix of kernel workers."""
-    comm = key.split("\0", maxsplit=1)[0]
     return re.sub(r"[:/]\d.*$", "", comm) if comm.startswith("kworker") else comm
 
 
@@ -241,7 +237,7 @@ def stretches(
     runs: list[list[float]] = []
     total = 0.0
     for segs in tl.cores.values():
-        mine = [s for s in segs if roles.of(f"{s.comm}\0{s.tid}") == "server"]
+        mine = [s for s in segs if roles.of(s.comm, s.tid) == "server"]
         total += sum(max(0.0, min(s.end, t1) - max(s.start, t0)) for s in mine)
         merged: list[list[float]] = []
         for s in mine:
@@ -540,21 +536,16 @@ def main(argv: list[str] | None = None) -> int:
         "rate": round(rate),
         "responder": resp,
         "nginx": ngx,
-        "rules": asdict(_Rules()),
+        "rules": {  # the classification's thresholds
+            "foreign_share": FOREIGN_SHARE,
+            "busy_share": BUSY_SHARE,
+            "stretch_gap_us": STRETCH_GAP * 1e6,
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
-
-
-@dataclass(frozen=True)
-class _Rules:
-    """The classification's thresholds, recorded with the results."""
-
-    foreign_share: float = FOREIGN_SHARE
-    busy_share: float = BUSY_SHARE
-    stretch_gap_us: float = STRETCH_GAP * 1e6
 
 
 if __name__ == "__main__":
