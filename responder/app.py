@@ -99,6 +99,7 @@ from responder.metrics import (
 )
 from responder.ocsp import ERRORS, Ready, load_group_issuers, load_issuers
 from responder.outcome import NO_PARTY, Outcome
+from responder.quotagauges import QuotaCollector
 from responder.registry.lookup import LastGoodRegistry, Registry
 from responder.registry.party import Party
 from responder.registry.schema import RegistryError
@@ -317,7 +318,8 @@ class JpkiApp:
         cfg = self.config.metrics
         views = list(self.ocsp.by_index.values())
         collector = StoreCollector(self.store, [IssuerRef(v.index, v.id, v.family) for v in views])
-        metrics = WorkerMetrics(cfg, collectors=[collector], access=self.access_log)
+        quotas = QuotaCollector(lambda: self.registry, self.limits)
+        metrics = WorkerMetrics(cfg, collectors=[collector, quotas], access=self.access_log)
         collector.entries = self.entries = EntryCounts(
             self.store,
             {v.index: v.family for v in views},

@@ -210,6 +210,12 @@ class LimitsTable:
         )
         return None
 
+    def admitted_today(self, party_id: str, now: float) -> int:
+        """Requests of ``party_id`` every worker of this node admitted on the Japan calendar
+        day of ``now`` (what its ``requests_per_day`` share is counted against)."""
+        day = (int(now) + JST_OFFSET) // _DAY
+        return sum(cd for _s, _c, d, cd in self._values(b"q/" + party_id.encode()) if d == day)
+
     def admit_crl(
         self, party: Party, issuer_index: int, kind: CrlKind, now: float, *, record: bool = True
     ) -> Wait | None:

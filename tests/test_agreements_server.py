@@ -186,6 +186,15 @@ def test_suspension_and_resumption_within_a_second(built: Built, tmp_path: Path)
         ) and '"action":"resume"' in audit.replace(" ", "")
 
 
+def _quota_remaining(s: Server) -> dict[str, float]:
+    """``jpkiva_quota_remaining`` by party, from the admin listener."""
+    return {
+        dict(labels)["party"]: value
+        for (name, labels), value in s.scrape().items()
+        if name == "jpkiva_quota_remaining"
+    }
+
+
 @pytest.mark.real_clock  # registry changes reach workers by their timed watch
 def test_quota_and_cycle_across_workers(built: Built, tmp_path: Path) -> None:
     with start_server(built, tmp_path) as s:
@@ -196,10 +205,15 @@ def test_quota_and_cycle_across_workers(built: Built, tmp_path: Path) -> None:
         a = next(x for x in built.answers if x.family is Family.AUTH_CARD)
         body = request_for(s, a)
         token = s.token("auth-verifier")
-        results = [status_of(s.post(body, token=token)) for _ in range(40)]
+        results = [status_of(s.post(body, token=token)) for _ in range(10)]
+        # what the party has left today over both workers (the dashboard's gauge); parties
+        # without a daily quota have no series
+        assert _quota_remaining(s) == {"auth-verifier": 20.0}
+        results += [status_of(s.post(body, token=token)) for _ in range(30)]
         ok = results.count(ocsp.OCSPResponseStatus.SUCCESSFUL)
         assert 30 <= ok <= 30 + 1  # documented bound: workers - 1 over the quota
         assert results.count(ocsp.OCSPResponseStatus.TRY_LATER) == 40 - ok
+        assert _quota_remaining(s) == {"auth-verifier": 0.0}
         # the CRL cycle (周期): one download per hour, whichever worker answers
         registry_cmd(s, "update", "--id", "auth-verifier", "--quota-per-day", "100000")
         time.sleep(1.2)

@@ -128,3 +128,17 @@ def test_parties_in_the_same_hash_slot_keep_their_own_budgets(tmp_path: Path) ->
         assert a.admit_crl(p, 0, "full", NOW) is None
         assert b.admit_crl(q, 0, "full", NOW + 1) is None
         assert a.admit_crl(q, 0, "full", NOW + 2) is not None
+
+
+def test_admitted_today_sums_every_workers_row_for_the_japan_day(tmp_path: Path) -> None:
+    """What `jpkiva_quota_remaining` subtracts (responder.quotagauges)."""
+    LimitsTable.create(tmp_path / "t", 2)
+    rows = [LimitsTable(tmp_path / "t", 2, i) for i in range(2)]
+    p = party(requests_per_day=100)
+    midnight_jst = (int(NOW) + JST_OFFSET) // 86400 * 86400 - JST_OFFSET
+    for i in range(5):
+        assert rows[i % 2].admit(p, midnight_jst - 5 + i) is None  # 5 before midnight
+    assert rows[0].admitted_today("bank", midnight_jst - 1) == 5
+    assert rows[1].admit(p, midnight_jst + 1) is None
+    assert [t.admitted_today("bank", midnight_jst + 2) for t in rows] == [1, 1]
+    assert rows[0].admitted_today("other", midnight_jst + 2) == 0

@@ -120,6 +120,21 @@ def _builder_flags(d: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def responder_flags(d: Path, port: int) -> list[str]:
+    """`responder serve`'s flags for the demo under ``d``: every file it reads or writes
+    (store, PKI, registry, CRLs, facts key, ledger and watch lists, token queues) under ``d``,
+    whatever directory the demo runs in, so that two demo directories share nothing."""
+    return [
+        "--config", str(ROOT / "config" / "responder.toml"),
+        "--store", str(d / "store"), "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"),
+        "--crl-dir", str(d / "crl"), "--port", str(port),
+        "--facts-key-file", str(d / "facts.key"),
+        "--ledger-dir", str(d / "ledger"),
+        "--token-requests", str(d / "tokens" / "requests"),
+        "--token-issued", str(d / "tokens" / "issued"),
+    ]  # fmt: skip
+
+
 def samples(d: Path) -> dict[str, Answer]:
     """One good, one revoked and one unknown sample certificate of the population."""
     out: dict[str, Answer] = {}
@@ -359,16 +374,8 @@ def serve(d: Path, port: int, group_port: int = 0) -> int:
         stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     server = subprocess.Popen(
-        [
-            _tool("responder"), "serve", "--config", str(ROOT / "config" / "responder.toml"),
-            "--store", str(d / "store"), "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"),
-            "--crl-dir", str(d / "crl"), "--port", str(port),
-            "--facts-key-file", str(d / "facts.key"),
-            "--token-requests", str(d / "tokens" / "requests"),
-            "--token-issued", str(d / "tokens" / "issued"),
-        ],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [_tool("responder"), "serve", *responder_flags(d, port)], stdout=subprocess.PIPE, text=True
+    )
     children: list[subprocess.Popen[str]] = [server, follow]
     stop = False
 
