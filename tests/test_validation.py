@@ -49,6 +49,7 @@ from tests.support.signing import (
     cms_signed,
     der,
     pkcs1,
+    xml_reference,
     xml_signed,
     xml_template,
 )
@@ -493,6 +494,20 @@ def test_cms_without_signed_attributes_signs_the_content(jpki: Jpki) -> None:
     assert bad.outcome is SignatureOutcome.MISMATCH
 
 
+def test_cms_with_empty_signed_attributes_is_malformed(jpki: Jpki) -> None:
+    """SignedAttributes ::= SET SIZE (1..MAX) (RFC 5652 §5.3): present and empty is not a
+    SignedData; it was read as "no signed attributes" and verified over the content."""
+    from asn1crypto import cms
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    info = cms.ContentInfo.load(cms_signed(DOC, cert, attributes=False))
+    info["content"]["signer_infos"][0]["signed_attrs"] = cms.CMSAttributes([])
+    blob = bytes(info.dump(force=True))
+    assert b"\xa0\x00" in blob
+    s = check_cms(CmsItem(cms=blob))
+    assert s.outcome is SignatureOutcome.MALFORMED and "signedAttrs" in s.detail, s
+
+
 def test_xml_reference_to_an_unsupplied_uri_is_never_fetched(
     jpki: Jpki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -544,6 +559,106 @@ def test_xml_bad_input_is_a_per_item_result(jpki: Jpki) -> None:
     }
     for name, (xml, code) in cases.items():
         assert run(jpki, XmlItem(xml=xml)).result is code, name
+
+
+def test_xml_signing_part_of_the_document_says_so(jpki: Jpki) -> None:
+    """A signature whose references name one element signs that element, wherever it is
+    moved: content beside it is not signed (signature wrapping). The answer says so, and
+    ``references`` names what to read; each Id occurs once (a duplicate is malformed)."""
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    whole = run(jpki, XmlItem(xml=xml_signed(cert)))
+    assert whole.result is ResultCode.OK and "not the whole document" not in whole.detail
+    part = xml_signed(cert, references=xml_reference("#body"))
+    body = '<Body Id="body">内容</Body>'.encode()
+    moved = part.replace(body, "<Body>改竄</Body>".encode() + b"<Old>" + body + b"</Old>")
+    assert moved != part
+    for xml in (part, moved):
+        r = run(jpki, XmlItem(xml=xml))
+        assert r.result is ResultCode.OK and r.signature.references == ["#body"], r
+        assert "not the whole document" in r.signature.detail, r
+
+
+ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
+XPATH = "http://www.w3.org/TR/1999/REC-xpath-19991116"
+
+
+def test_xml_id_that_repeats_an_id_attribute_is_malformed(jpki: Jpki) -> None:
+    """libxml2 makes xml:id an ID while parsing: a second element of the same value under
+    Id is a duplicate Id like any other (it raised xmlsec's "duplicated id." out of the
+    check, failing the whole batch), whichever of the two comes first."""
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    good = xml_signed(cert, references=xml_reference("#body"))
+    assert run(jpki, XmlItem(xml=good)).result is ResultCode.OK
+    before = good.replace(b"<Name>", b'<Name xml:id="body">')
+    body = '<Body Id="body">内容</Body>'.encode()
+    after = good.replace(body, body + b'<Extra xml:id="body">x</Extra>')
+    for xml in (before, after):
+        r = run(jpki, XmlItem(xml=xml))
+        assert r.result is ResultCode.MALFORMED and "twice" in r.detail, r
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "#xpointer(//*[@Id='body'])",  # any XPath: its cost grows as a power of the size
+        "#body')|id('body",  # xmlsec1 wraps a bare name in xpointer(id('...'))
+    ],
+)
+def test_xml_reference_xpointer_other_than_root_or_id_is_unsupported(jpki: Jpki, uri: str) -> None:
+    """Only the same-document references of XMLDSig §4.3.3.3 are followed: a bare name,
+    xpointer(/) and xpointer(id('...')); any other XPointer is XPath, refused as the XPath
+    transform is (these verified as ``ok`` before)."""
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    xml = xml_signed(cert, references=xml_reference(uri.replace("'", "&apos;")))
+    r = run(jpki, XmlItem(xml=xml))
+    assert r.result is ResultCode.UNSUPPORTED and "XPointer" in r.detail, r
+    for allowed in ("#xpointer(id('body'))", "#body"):
+        ok = xml_signed(cert, references=xml_reference(allowed.replace("'", "&apos;")))
+        assert run(jpki, XmlItem(xml=ok)).result is ResultCode.OK, allowed
+
+
+def test_xml_reference_to_a_part_of_a_supplied_document_is_unsupported(jpki: Jpki) -> None:
+    """A fragment of an external document makes xmlsec1 parse it as XML and evaluate an
+    XPointer in it: the supplied documents are digested as octets, whole."""
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    part = b"<r><s>x</s></r>"
+    uri = "part.xml#xpointer(/)"
+    xml = xml_signed(cert, references=xml_reference(uri), documents={"part.xml": part})
+    r = run(jpki, XmlItem(xml=xml, documents={uri: part, "part.xml": part}))
+    assert r.result is ResultCode.UNSUPPORTED and "fragment" in r.detail, r
+
+
+def test_xml_reference_transform_other_than_enveloped_or_c14n_is_unsupported(
+    jpki: Jpki,
+) -> None:
+    """Well-formed but not verified here (the documented ``unsupported``), named as such;
+    it was ``malformed``, "cannot be processed", from xmlsec1's refusal."""
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    xml = xml_signed(cert, references=xml_reference("", ENVELOPED))
+    xpath = xml.replace(
+        f'<Transform Algorithm="{ENVELOPED}"/>'.encode(),
+        f'<Transform Algorithm="{ENVELOPED}"/><Transform Algorithm="{XPATH}"><XPath>1</XPath></Transform>'.encode(),
+    )
+    assert xpath != xml
+    r = run(jpki, XmlItem(xml=xpath))
+    assert r.result is ResultCode.UNSUPPORTED and "Transform" in r.detail, r
+
+
+def test_xml_references_and_transforms_are_bounded(jpki: Jpki) -> None:
+    """Each Reference digests, and may canonicalise, a whole document: a signature of
+    thousands of References over one large document held a worker for minutes."""
+    from responder.validation.xmldsig import MAX_REFERENCES, MAX_TRANSFORMS
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    c14n = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
+    at_most = xml_signed(cert, references=xml_reference("", ENVELOPED) * MAX_REFERENCES)
+    assert run(jpki, XmlItem(xml=at_most)).result is ResultCode.OK
+    many = xml_signed(cert, references=xml_reference("", ENVELOPED) * (MAX_REFERENCES + 1))
+    r = run(jpki, XmlItem(xml=many))
+    assert r.result is ResultCode.UNSUPPORTED and "References" in r.detail, r
+    chain = xml_signed(cert, references=xml_reference("", ENVELOPED, *[c14n] * MAX_TRANSFORMS))
+    r = run(jpki, XmlItem(xml=chain))
+    assert r.result is ResultCode.UNSUPPORTED and "Transforms" in r.detail, r
 
 
 def test_xml_with_a_legit_empty_default_namespace_verifies(jpki: Jpki) -> None:

@@ -258,6 +258,8 @@ def _signer(
     attrs: bytes | None = None
     if rest[0][0] == _CONTEXT_0:
         attrs = d[rest[0][2] : rest[0][3]]
+        if not attrs:  # SignedAttributes ::= SET SIZE (1..MAX) OF Attribute
+            raise malformed("the SignerInfo's signedAttrs is empty")
         rest = rest[1:]
     if len(rest) not in (2, 3) or rest[1][0] != _OCTETS:
         raise malformed("the SignerInfo does not parse")
@@ -352,7 +354,7 @@ def _verify(
     signature = parsed.signature
     raw = parsed.signed_attrs
     signing_time: datetime | None = None
-    if not raw:
+    if raw is None:
         ok = verify_pkcs1(key, signature, algorithm, data=content)
         signed_attributes = False
     else:

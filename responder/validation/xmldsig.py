@@ -15,16 +15,20 @@ This module owns what the library leaves to its caller:
 - the signer certificate: the certificate of KeyInfo/X509Data (when it holds a chain, the
   one that is no CA); its path is `path`'s business, so xmlsec is given that certificate's
   key and nothing else (no KeyInfo resolution, no trust store);
-- references: ``""`` (the whole document, enveloped) and ``#id`` resolve inside the
-  document (Id, ID and id attributes are registered as IDs; an id that occurs twice is
-  ``malformed``: it invites signature wrapping); any other URI only from the documents
-  the request supplied (a detached signature over a file of an application package). The
-  library's own I/O callbacks (files, HTTP) are removed once per process and replaced by
-  one that reads only the current item's supplied documents: a URI not supplied is
-  ``unsupported`` and never fetched, and the appliance makes no network access, ever;
+- references: ``""`` and ``#xpointer(/)`` (the whole document, enveloped), ``#id`` and
+  ``#xpointer(id('id'))`` resolve inside the document (Id, ID and id attributes are
+  registered as IDs, xml:id is one already; an id that occurs twice is ``malformed``: it
+  invites signature wrapping); no other XPointer (XPath by another name); any other URI,
+  without a fragment, only from the documents the request supplied (a detached
+  signature over a file of an application package). The library's own I/O callbacks
+  (files, HTTP) are removed once per process and replaced by one that reads only the
+  current item's supplied documents: a URI not supplied is ``unsupported`` and never
+  fetched, and the appliance makes no network access, ever;
 - algorithms: RSA with SHA-256/384/512, digests SHA-256/384/512, and as reference
   transforms only the enveloped-signature transform and the canonicalisations (no XSLT,
-  no XPath, no SHA-1).
+  no XPath, no SHA-1);
+- bounds: at most `MAX_REFERENCES` References and `MAX_TRANSFORMS` Transforms per
+  Reference (each Reference digests, and may canonicalise, a whole document).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import io
+import re
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -90,6 +95,23 @@ _SIGNATURE_TRANSFORMS: Final = (
     xmlsec.constants.TransformRsaSha512,
 )
 _ID_ATTRIBUTES: Final = ("Id", "ID", "id")
+_XML_ID: Final = "{http://www.w3.org/XML/1998/namespace}id"
+"""xml:id: libxml2 makes it an ID while parsing, so a ``#`` reference resolves it too."""
+MAX_REFERENCES: Final = 64
+"""References per SignedInfo: each one digests (and may canonicalise) a whole document."""
+MAX_TRANSFORMS: Final = 4
+"""Transforms per Reference (enveloped-signature and one canonicalisation are two)."""
+_TRANSFORM_URIS: Final = frozenset(t.href for t in (*_C14N, xmlsec.constants.TransformEnveloped))
+_ID: Final = r"[^'\"^()\s]+"
+"""An Id in a reference: no quote (xmlsec1 wraps a bare name in ``xpointer(id('...'))``, so
+a quote would end the literal and add XPath), no XPointer escape or parenthesis."""
+_SAME_DOCUMENT: Final = re.compile(rf"#{_ID}|#xpointer\(/\)|#xpointer\(id\('{_ID}'\)\)")
+"""The same-document references of XMLDSig §4.3.3.3: a bare name, ``xpointer(/)`` and
+``xpointer(id('...'))``; any other XPointer is an XPath expression libxml2 would evaluate
+(its cost grows as a power of the document's size): refused, as XPath transforms are."""
+
+_WHOLE_DOCUMENT: Final = frozenset({"", "#xpointer(/)"})
+"""The references that sign the document the signature is in, as a whole."""
 
 _NONE: Final[Mapping[str, bytes]] = MappingProxyType({})
 _documents: contextvars.ContextVar[Mapping[str, bytes]] = contextvars.ContextVar(
@@ -153,6 +175,11 @@ def check_xmldsig(item: XmlItem) -> Signed:
     try:
         ctx.verify(signature)
         outcome, detail = SignatureOutcome.VALID, "the signature and every reference verify"
+        if not any(r in _WHOLE_DOCUMENT for r in references):
+            detail += (
+                "; it signs only what the references name, not the whole document: read the "
+                "signed content by those references"
+            )
     except xmlsec.VerificationError:
         outcome = SignatureOutcome.MISMATCH
         detail = "the signature or a reference's digest does not verify (the signed data was changed, or another key signed it)"
@@ -220,11 +247,26 @@ def _algorithms(signature: etree._Element) -> tuple[str, list[str]]:
     refs = signature.findall("ds:SignedInfo/ds:Reference", _NS)
     if not refs:
         raise malformed("the SignedInfo has no Reference")
+    if len(refs) > MAX_REFERENCES:
+        raise unsupported(f"the SignedInfo has more than {MAX_REFERENCES} References")
     uris = []
     for r in refs:
         uri = r.get("URI")
         if uri is None:
             raise unsupported("a Reference without URI")
+        if uri.startswith("#") and not _SAME_DOCUMENT.fullmatch(uri):
+            raise unsupported(
+                "a Reference URI is an XPointer other than xpointer(/) or xpointer(id(...))"
+            )
+        if _external(uri) and "#" in uri:
+            raise unsupported("a Reference URI to another document has a fragment")
+        transforms = r.findall("ds:Transforms/ds:Transform", _NS)
+        if len(transforms) > MAX_TRANSFORMS:
+            raise unsupported(f"a Reference has more than {MAX_TRANSFORMS} Transforms")
+        if any(t.get("Algorithm") not in _TRANSFORM_URIS for t in transforms):
+            raise unsupported(
+                "a Reference's Transform is not enveloped-signature or a canonicalisation"
+            )
         digest = r.find("ds:DigestMethod", _NS)
         if digest is None or digest.get("Algorithm") not in _DIGEST_METHODS:
             raise unsupported("a Reference's DigestMethod is not SHA-256, SHA-384 or SHA-512")
@@ -248,15 +290,20 @@ def _resolvable(references: list[str], documents: Mapping[str, bytes]) -> None:
 def _context(root: etree._Element, cert: x509.Certificate) -> xmlsec.SignatureContext:
     ctx = xmlsec.SignatureContext()
     seen: set[str] = set()
-    for attr in _ID_ATTRIBUTES:
-        for node in root.iter():
-            value = node.get(attr) if isinstance(node.tag, str) else None
+    elements = [node for node in root.iter() if isinstance(node.tag, str)]
+    for attr in (_XML_ID, *_ID_ATTRIBUTES):
+        for node in elements:
+            value = node.get(attr)
             if value is None:
                 continue
             if value in seen:
                 raise malformed("an Id value occurs twice in the document")
             seen.add(value)
-            ctx.register_id(node, attr)
+            if attr != _XML_ID:  # libxml2 registered xml:id while parsing
+                try:
+                    ctx.register_id(node, attr)
+                except xmlsec.Error:
+                    raise malformed("an Id attribute cannot be registered as an ID") from None
     for t in _REFERENCE_TRANSFORMS:
         ctx.enable_reference_transform(t)
     for t in _SIGNATURE_TRANSFORMS:

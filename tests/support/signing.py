@@ -196,19 +196,36 @@ _DETACHED = """<Reference URI="{uri}">
       </Reference>"""
 
 
-def xml_template(*, detached_uri: str | None = None) -> bytes:
+def xml_template(*, detached_uri: str | None = None, references: str | None = None) -> bytes:
     """An application document with a signature template (the default ds namespace, as
-    xmlsec1 and .NET write it), enveloped or over a detached document."""
-    refs = _DETACHED.format(uri=detached_uri) if detached_uri else _ENVELOPED
+    xmlsec1 and .NET write it), enveloped or over a detached document; ``references``:
+    the SignedInfo's Reference elements as given."""
+    refs = references or (_DETACHED.format(uri=detached_uri) if detached_uri else _ENVELOPED)
     return _TEMPLATE.format(references=refs).encode()
+
+
+def xml_reference(uri: str, *transforms: str) -> str:
+    """One Reference element of a template: ``uri``, the transforms' Algorithm URIs, SHA-256."""
+    steps = "".join(f'<Transform Algorithm="{t}"/>' for t in transforms)
+    return (
+        f'<Reference URI="{uri}">'
+        + (f"<Transforms>{steps}</Transforms>" if steps else "")
+        + '<DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><DigestValue/>'
+        + "</Reference>"
+    )
 
 
 def xml_signed(
     cert: x509.Certificate, key: rsa.RSAPrivateKey = SUBJECT_KEY, *,
-    detached: tuple[str, bytes] | None = None,
+    detached: tuple[str, bytes] | None = None, references: str | None = None,
+    documents: dict[str, bytes] | None = None,
 ) -> bytes:  # fmt: skip
-    """The template signed by xmlsec1 (python-xmlsec), the certificate in KeyInfo."""
-    root = etree.fromstring(xml_template(detached_uri=detached[0] if detached else None))
+    """The template signed by xmlsec1 (python-xmlsec), the certificate in KeyInfo.
+
+    ``references`` replaces the template's Reference elements; ``documents`` are what
+    xmlsec may read for an external reference (``detached`` is one such document)."""
+    template = xml_template(detached_uri=detached[0] if detached else None, references=references)
+    root = etree.fromstring(template)
     node = xmlsec.tree.find_node(root, xmlsec.constants.NodeSignature)
     ctx = xmlsec.SignatureContext()
     pem = key.private_bytes(
@@ -220,18 +237,20 @@ def xml_signed(
         cert.public_bytes(serialization.Encoding.PEM), xmlsec.constants.KeyDataFormatCertPem
     )
     ctx.key = k
+    for element in root.iter():
+        if isinstance(element.tag, str) and element.get("Id") is not None:
+            ctx.register_id(element, "Id")
+    supplied = dict(documents or {})
     if detached:
-        uri, data = detached
-        # xmlsec reads the detached document through its I/O callbacks: the validation
-        # module installs its own (the supplied documents) process-wide, so use them
-        from responder.validation import xmldsig
+        supplied[detached[0]] = detached[1]
+    # xmlsec reads a detached document through its I/O callbacks: the validation module
+    # installs its own (the supplied documents) process-wide, so use them
+    from responder.validation import xmldsig
 
-        xmldsig._install_io()
-        token = xmldsig._documents.set({uri: data})
-        try:
-            ctx.sign(node)
-        finally:
-            xmldsig._documents.reset(token)
-    else:
+    xmldsig._install_io()
+    token = xmldsig._documents.set(supplied)
+    try:
         ctx.sign(node)
+    finally:
+        xmldsig._documents.reset(token)
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
