@@ -188,6 +188,8 @@ def change(
     try:
         return _change(path, mutate, action=action, actor=actor, audit=audit, now=now,
                        must_exist=must_exist, check_current=check_current, shared=shared)  # fmt: skip
+    except OSError as e:  # the lock file or the directory cannot be made: nothing written
+        raise CommandError(f"refused, {path} unchanged: {_os_error(e)}") from None
     finally:
         if shared is not None:
             shared.close()
@@ -241,8 +243,21 @@ def _change(
             )
         except (AuditError, OSError) as e:
             raise CommandError(f"refused, {path} unchanged: audit log: {e}") from None
-        write_atomic(path, data)
+        try:
+            write_atomic(path, data)
+        except OSError as e:
+            raise CommandError(
+                f"{path} unchanged: {_os_error(e)}; the audit log {audit} already records the "
+                f"change (`responder registry verify-audit --registry {path}` shows it); "
+                "run the command again once the file can be written"
+            ) from None
         return Outcome(after_reg, [r["party"] for r in records])
+
+
+def _os_error(e: OSError) -> str:
+    """An OSError as one line naming its file (no traceback, no errno number)."""
+    what = e.strerror or type(e).__name__
+    return f"{e.filename}: {what}" if e.filename else what
 
 
 def _shared_call(fn: Callable[[], _T]) -> _T:
@@ -992,7 +1007,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(data.decode())
     else:
-        write_atomic(args.out, data)
+        try:
+            write_atomic(args.out, data)
+        except OSError as e:
+            raise CommandError(f"{args.out}: cannot write the export ({e.strerror})") from None
         print(f"{args.out}: {len(reg.parties)} parties", file=sys.stderr)
     return 0
 
