@@ -84,7 +84,10 @@ def parser() -> argparse.ArgumentParser:
         description="Prints 'listening on URL' once every worker serves. SIGTERM drains and "
         "stops, SIGHUP reloads the configuration and the registry.",
     )
-    s.add_argument("--config", type=Path, help="TOML configuration (see config/responder.toml)")
+    s.add_argument(
+        "--config", type=Path,
+        help="TOML configuration (see config/responder.toml; default: none, the built-in defaults)",
+    )  # fmt: skip
     add_arguments(s)
     s.set_defaults(func=_serve)
 
