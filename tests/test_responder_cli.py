@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from responder.cli import main
+from responder.cli import main, parser
 
 
 @pytest.mark.parametrize(
@@ -37,3 +39,21 @@ def test_a_bad_flag_value_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
     assert "server.port: Expected `int` <= 65535" in err
+
+
+def _options(p: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.Action]]:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, sp in action.choices.items():
+                yield from _options(sp, f"{name} {sub}")
+        elif action.option_strings:
+            yield name, action
+
+
+def test_every_option_of_every_subcommand_is_explained() -> None:
+    unexplained = [
+        f"{name} {action.option_strings[0]}"
+        for name, action in _options(parser(), "responder")
+        if not action.help
+    ]
+    assert unexplained == []
