@@ -22,25 +22,26 @@ from responder.registry import cli as registrycli
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # imported here, not for `registry` and `report`; and before the try below, whose
+    # except clause names these errors (a bad configuration fails before any of them)
+    from crlbuilder.group.setup import GroupSetupError, load_group_setup
+    from crlbuilder.keys.pkcs11 import close_all
+    from crlbuilder.keys.signer import SignerError
+    from crlbuilder.manifest import ManifestError, load_manifest
+    from crlbuilder.store.format import StoreFormatError
+    from crlbuilder.store.lmdbstore import Store
     from responder.app import create_app
+    from responder.ocsp import load_group_issuers, load_issuers
+    from responder.registry.lookup import LastGoodRegistry, Registry
+    from responder.registry.schema import RegistryError
     from responder.server import serve
+    from responder.v1.jws import load_answer_signer
+    from responder.v1.recordinfo import setup as record_info_setup
 
     overrides = overrides_from_args(args)
     try:
         config = load_config(args.config, overrides)
-        # fail early, in the master, on what every worker would fail on
-        from crlbuilder.group.setup import GroupSetupError, load_group_setup
-        from crlbuilder.keys.pkcs11 import close_all
-        from crlbuilder.keys.signer import SignerError
-        from crlbuilder.manifest import ManifestError, load_manifest
-        from crlbuilder.store.format import StoreFormatError
-        from crlbuilder.store.lmdbstore import Store
-        from responder.ocsp import load_group_issuers, load_issuers
-        from responder.registry.lookup import LastGoodRegistry, Registry
-        from responder.registry.schema import RegistryError
-        from responder.v1.jws import load_answer_signer
-        from responder.v1.recordinfo import setup as record_info_setup
-
+        # fail early, in the master, on what every worker would fail on:
         # every signing key opens and matches its certificate (a wrong PIN, a missing token
         # or key label, a key that is not the certificate's) before any answer is served;
         # the master then lets go of its PKCS#11 sessions: each worker opens its own
@@ -83,7 +84,10 @@ def parser() -> argparse.ArgumentParser:
         description="Prints 'listening on URL' once every worker serves. SIGTERM drains and "
         "stops, SIGHUP reloads the configuration and the registry.",
     )
-    s.add_argument("--config", type=Path, help="TOML configuration (see config/responder.toml)")
+    s.add_argument(
+        "--config", type=Path,
+        help="TOML configuration (see config/responder.toml; default: none, the built-in defaults)",
+    )  # fmt: skip
     add_arguments(s)
     s.set_defaults(func=_serve)
 

@@ -492,7 +492,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--body-timeout", "server.limits.body_timeout", "seconds to send a body"),
     _Flag("--idle-timeout", "server.limits.idle_timeout", "keep-alive idle seconds"),
     _Flag("--max-connections", "server.limits.max_connections", "connections per worker"),
-    _Flag("--max-unattributed", "server.limits.max_unattributed", "unattributed connections"),
+    _Flag(
+        "--max-unattributed",
+        "server.limits.max_unattributed",
+        "unattributed connections (unset: a quarter of --max-connections)",
+    ),
     _Flag("--drain-timeout", "server.limits.drain_timeout", "seconds to drain on stop"),
     _Flag("--store", "store.path", "LMDB status store directory"),
     _Flag("--pki", "store.pki", "directory of the PKI manifest pki.json"),
@@ -563,14 +567,31 @@ def _dest(flag: _Flag) -> str:
     return "cfg_" + flag.flag.removeprefix("--").replace("-", "_")
 
 
+def _built_in(dotted: str) -> str:
+    """The built-in default of the field ``dotted`` as ``--help`` shows it."""
+    value: object = ResponderConfig()
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        value = ", ".join(map(str, value))
+    return str(value).replace("%", "%%") if value not in (None, "") else "unset"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per configuration field (all default to "not given")."""
-    group = parser.add_argument_group("configuration (overrides the file and environment)")
+    """Add one flag per configuration field (all default to "not given"); each help names
+    the field and its built-in default (what applies when neither the file nor the
+    environment sets it)."""
+    group = parser.add_argument_group(
+        "configuration (overrides the file and environment; the default shown is the built-in"
+        " one, which a --config file may change)"
+    )
     for flag in _FLAGS:
         group.add_argument(
             flag.flag,
             dest=_dest(flag),
-            help=f"{flag.help} [{flag.field}]",
+            help=f"{flag.help} [{flag.field}; default: {_built_in(flag.field)}]",
             **_argument(FIELD_TYPES[flag.field]),
         )
 

@@ -649,8 +649,13 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "written unless --allow-refused), 2 bad usage, ledger or registry.",
     )
     p.add_argument("--year", type=int, required=True, help="calendar year (JST months)")
-    p.add_argument("--format", choices=("html", "csv", "json"), default="html")
-    p.add_argument("--ledger", type=Path, required=True, help="the ledger directory")
+    p.add_argument(
+        "--format", choices=("html", "csv", "json"), default="html", help="default: html"
+    )
+    p.add_argument(
+        "--ledger", type=Path, required=True,
+        help="the ledger directory (the responder's [ledger] dir; it must exist)",
+    )  # fmt: skip
     p.add_argument("--registry", type=Path, help="registry TOML: recipients' names")
     p.add_argument("--out", type=Path, help="file to write (default: standard output)")
     p.add_argument(
@@ -678,6 +683,9 @@ def _report_command(args: argparse.Namespace) -> int:
     year: int = args.year
     if year not in YEARS:
         err(f"error: --year {year} is not a plausible year")
+        return 2
+    if not args.ledger.is_dir():  # a mistyped path: no empty ledger made, no report of zeros
+        err(f"error: {args.ledger}: no ledger directory here (the responder's [ledger] dir)")
         return 2
     try:
         names = load_registry_names(args.registry) if args.registry else {}
@@ -732,13 +740,21 @@ def _report_command(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         return 0
     out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)  # a public document
-    with os.fdopen(fd, "wb") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # a public document
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        err(f"error: {out}: cannot write the report ({e.strerror})")
+        return 2
     err(f"{out}: {len(report.recipients)} recipients, {report.total} provisions in {year}")
     return 0

@@ -47,6 +47,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Final, Protocol, TextIO
 
@@ -54,7 +55,7 @@ import msgspec
 import uvloop
 
 from crlbuilder.keys import oplog
-from crlbuilder.keys.signer import SignerError
+from crlbuilder.keys.signer import SignerError, read_private_file
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.options import ConfigError
 from responder.config import MetricsConfig, ResponderConfig, ServerConfig, TlsConfig
@@ -69,6 +70,7 @@ __all__ = [
     "bind_admin",
     "bind_sockets",
     "configure_logging",
+    "load_chain",
     "make_ssl_context",
     "sd_notify",
     "serve",
@@ -154,15 +156,27 @@ def _event(event: str, level: int = logging.INFO, **fields: object) -> None:
 
 
 def bind_sockets(server: ServerConfig) -> list[socket.socket]:
-    """Bind and listen on every ``server.hosts`` address; port 0 picks one port for all."""
+    """Bind and listen on every ``server.hosts`` address; port 0 picks one port for all.
+
+    An address another process listens on is refused (OSError ``EADDRINUSE`` naming it),
+    also with ``server.reuseport``: SO_REUSEPORT would let this instance join another's
+    socket group (another responder's, whatever its data), and the kernel would share the
+    connections between the two. An OSError's ``filename`` is the address it is about.
+    """
     port = server.port
     sockets: list[socket.socket] = []
     try:
         for host in server.hosts:
             name = host.strip("[]")
-            family, kind, proto, _, addr = socket.getaddrinfo(
-                name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0]
+            try:
+                family, kind, proto, _, addr = socket.getaddrinfo(
+                    name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                )[0]
+            except socket.gaierror as exc:
+                raise OSError(exc.errno, exc.strerror, host) from None
+            where = f"{host}:{port}"
+            if server.reuseport and port != 0:
+                _refuse_taken(family, kind, proto, addr, where)
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -170,7 +184,10 @@ def bind_sockets(server: ServerConfig) -> list[socket.socket]:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, where) from None
             sock.listen(BACKLOG)
             sock.setblocking(False)
             if port == 0:
@@ -180,6 +197,26 @@ def bind_sockets(server: ServerConfig) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+_SockAddr = tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
+"""An address as `socket.getaddrinfo` gives it."""
+
+
+def _refuse_taken(
+    family: socket.AddressFamily, kind: socket.SocketKind, proto: int, addr: _SockAddr, where: str
+) -> None:
+    """OSError ``EADDRINUSE`` when a socket listens on ``addr`` already: a probe bound
+    without SO_REUSEPORT (SO_REUSEADDR only, as a listener's leftover TIME_WAIT
+    connections do not count) fails on any listener, whatever its options."""
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            probe.bind(addr)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, where) from None
 
 
 def bind_admin(metrics: MetricsConfig) -> socket.socket:
@@ -230,12 +267,33 @@ def make_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
         raise ValueError("TLS is not configured")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(tls.cert, tls.key)
+    load_chain(ctx, tls.cert, tls.key)
     ctx.set_alpn_protocols(["http/1.1"])
     if tls.client_cert != "none":
-        ctx.load_verify_locations(cafile=tls.client_ca)
+        try:
+            ctx.load_verify_locations(cafile=tls.client_ca)
+        except ssl.SSLError as exc:
+            why = f" ({exc.reason})" if exc.reason else ""
+            problem = f"not a PEM bundle of CA certificates{why}"
+            raise ConfigError(str(tls.client_ca), "", problem) from None
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(tls.client_ca)) from None
         ctx.verify_mode = ssl.CERT_REQUIRED if tls.client_cert == "required" else ssl.CERT_OPTIONAL
     return ctx
+
+
+def load_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """``[server.tls]`` cert and key into ``ctx``; every error names the file. The key file
+    must be its owner's only (mode 0600), as every other key file (`SignerError`)."""
+    read_private_file(key)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        why = f" ({exc.reason})" if exc.reason else ""
+        problem = f"not a PEM certificate chain and its private key{why}"
+        raise ConfigError(f"{cert}, {key}", "", problem) from None
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(cert)) from None
 
 
 def sd_notify(state: str) -> bool:
@@ -378,8 +436,8 @@ class _Worker:
         tls = config.server.tls
         if self.ssl_context is not None and tls.cert is not None and tls.key is not None:
             try:
-                self.ssl_context.load_cert_chain(tls.cert, tls.key)
-            except (OSError, ssl.SSLError) as exc:
+                load_chain(self.ssl_context, tls.cert, tls.key)
+            except (OSError, ConfigError, SignerError) as exc:
                 _event("tls_reload_failed", logging.ERROR, error=_safe_error(exc))
         reload = getattr(self.app, "reload", None)
         if callable(reload):
@@ -480,7 +538,7 @@ class _Master:
             self.sockets = bind_sockets(self.config.server)
             if self.config.metrics.enabled:
                 self.admin_socket = bind_admin(self.config.metrics)
-        except (OSError, ssl.SSLError, ValueError, ConfigError) as exc:
+        except (OSError, ValueError, ConfigError, SignerError) as exc:  # ssl.SSLError is an OSError
             _event("master_start_failed", logging.ERROR, error=_safe_error(exc))
             self._report("close")
             for sock in self.sockets:

@@ -233,6 +233,45 @@ def test_refused_changes_leave_everything_unchanged(
     assert not list(reg.parent.glob(".registry.toml.*.tmp"))
 
 
+def test_files_that_cannot_be_written_are_one_line(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export to a directory or a missing one, a registry whose directory cannot be made:
+    one error line naming the file, exit 2, nothing written."""
+    capsys.readouterr()
+    missing = tmp_path / "missing" / "out.toml"
+    for out, said in ((tmp_path, "Is a directory"), (missing, "No such file or directory")):
+        assert run("export", "--registry", str(reg), "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        assert err == f"responder registry export: error: {out}: cannot write the export ({said})\n"
+    assert not missing.parent.exists()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert suspend(blocked / "registry.toml", "sig-verifier", "Act §18(6)(1)") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("responder registry suspend: error: refused, ") and "Traceback" not in err
+    assert err.count("\n") == 1 and f"{blocked}: File exists" in err, err
+
+
+def test_a_registry_that_cannot_be_replaced_says_the_audit_has_the_change(
+    reg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit record is written first; a registry file that then cannot be replaced
+    (a full disk) is said so, in one line, and the file keeps what it had."""
+    from responder.registry import cli
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device", str(path))
+
+    before = reg.read_bytes()
+    monkeypatch.setattr(cli, "write_atomic", full)
+    capsys.readouterr()
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No space left on device" in err, err
+    assert "already records the change" in err and reg.read_bytes() == before
+
+
 def test_unknown_field_in_a_party_file_is_refused(
     reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

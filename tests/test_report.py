@@ -344,6 +344,33 @@ def test_cli_writes_the_report(ledger_dir: Path, tmp_path: Path) -> None:
     assert _cli("--year", "2025", "--ledger", str(tmp_path / "none"), "--no-collect") == 2
 
 
+def test_cli_refuses_a_missing_ledger_and_an_unwritable_out(
+    ledger_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --ledger is refused (no empty ledger made there, no report of zeros); an
+    existing empty ledger directory reports nothing counted; --out that cannot be written is
+    one error line, exit 2, no temporary file left."""
+    missing = tmp_path / "mistyped"
+    assert _cli("--year", "2025", "--format", "json", "--ledger", str(missing)) == 2
+    assert not missing.exists()
+    assert capsys.readouterr().err == (
+        f"responder report: error: {missing}: no ledger directory here "
+        "(the responder's [ledger] dir)\n"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _cli("--year", "2025", "--format", "json", "--ledger", str(empty)) == 0
+    assert msgspec.json.decode(capsys.readouterr().out)["total"] == 0
+    d = tmp_path / "ledger"
+    shutil.copytree(ledger_dir, d)
+    for out, said in ((tmp_path, "Is a directory"), (tmp_path / "file" / "x.csv", "File exists")):
+        (tmp_path / "file").touch()
+        assert _cli("--year", "2025", "--ledger", str(d), "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        assert err == f"responder report: error: {out}: cannot write the report ({said})\n", err
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 # --- a real browser ------------------------------------------------------------------
 
 

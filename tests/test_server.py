@@ -24,7 +24,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from responder.server import JsonLineFormatter, sd_notify
+from crlbuilder.keys.signer import SignerError
+from crlbuilder.options import ConfigError
+from responder.config import TlsConfig
+from responder.server import JsonLineFormatter, _safe_error, make_ssl_context, sd_notify
 from tests.support.echo_app import (
     ReplyReader,
     ServerProcess,
@@ -226,6 +229,45 @@ def test_bind_failure_exits_1(tmp_path: Path) -> None:
             server.stop()
 
 
+@pytest.mark.parametrize("reuseport", [True, False])
+def test_a_port_another_responder_listens_on_is_refused(tmp_path: Path, reuseport: bool) -> None:
+    """Another instance's sockets carry SO_REUSEPORT: with ``reuseport`` this one must not
+    join their group (the kernel would share the connections between the two)."""
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path / "r.toml", {"port": port, "workers": 1, "reuseport": reuseport}, LIMITS
+        )
+        server = ServerProcess(tmp_path, config)
+        try:
+            with pytest.raises(RuntimeError):
+                server.start()
+            assert server.wait(10) == 1
+            failed = [e for e in server.events() if e.get("event") == "master_start_failed"]
+            assert failed, server.stderr()
+            assert failed[0]["error"] == f"Address already in use: 127.0.0.1:{port}", failed
+            assert _listening_sockets(port) == 1
+        finally:
+            server.stop()
+
+
+def test_an_unknown_host_is_named(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"hosts": ["no-such-host.invalid"]}, LIMITS)
+    server = ServerProcess(tmp_path, config)
+    try:
+        with pytest.raises(RuntimeError):
+            server.start()
+        assert server.wait(10) == 1
+        failed = [e for e in server.events() if e.get("event") == "master_start_failed"]
+        assert failed and str(failed[0]["error"]).endswith(": no-such-host.invalid"), failed
+    finally:
+        server.stop()
+
+
 def test_admin_listener_bind_failure_exits_1(tmp_path: Path) -> None:
     """[metrics] port taken: the master refuses to start rather than serve without metrics."""
     with socket.socket() as taken:
@@ -417,3 +459,32 @@ def test_json_line_formatter_keeps_exception_messages_out() -> None:
     data = json.loads(line)
     assert data["event"] == "evt" and data["worker"] == 3 and data["exc_type"] == "ValueError"
     assert "private detail" not in line and "\n" not in line
+
+
+def _tls(files: dict[str, Path], **changed: Path) -> TlsConfig:
+    paths = {"cert": files["server"], "key": files["server_key"], "client_ca": files["ca"]}
+    return TlsConfig(**(paths | changed), client_cert="optional")
+
+
+def test_tls_files_are_named_when_they_cannot_be_used(tmp_path: Path) -> None:
+    """A missing, unreadable or wrong [server.tls] file is named, as the master logs it."""
+    files = _pki(tmp_path)
+    missing = tmp_path / "missing.pem"
+    assert make_ssl_context(_tls(files))
+    for changed, said in (
+        ({"cert": missing}, f"No such file or directory: {missing}"),
+        ({"key": missing}, f"{missing}: cannot open the key file (No such file or directory)"),
+        ({"cert": files["ca_key"]}, f"{files['ca_key']}, {files['server_key']}: not a PEM"),
+        ({"client_ca": files["server_key"]}, f"{files['server_key']}: not a PEM bundle"),
+        ({"client_ca": missing}, f"No such file or directory: {missing}"),
+    ):
+        with pytest.raises((OSError, ConfigError, SignerError)) as err:
+            make_ssl_context(_tls(files, **changed))
+        assert _safe_error(err.value).startswith(said), (changed, _safe_error(err.value))
+
+
+def test_a_tls_key_others_may_read_is_refused(tmp_path: Path) -> None:
+    files = _pki(tmp_path)
+    files["server_key"].chmod(0o640)
+    with pytest.raises(SignerError, match=r"server\.key: the key file's mode 0640"):
+        make_ssl_context(_tls(files))

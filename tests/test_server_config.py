@@ -167,3 +167,18 @@ def test_every_field_has_a_flag_and_flags_round_trip() -> None:
     assert config.log.access_log == "all"
     with pytest.raises(SystemExit):
         parser.parse_args(["--access-log", "sometimes"])
+
+
+def test_every_flag_says_its_built_in_default() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    defaults = ResponderConfig()
+    for flag, field in flag_fields().items():
+        at = text.index(f"[{field}; default: ")
+        assert flag in text[:at], flag
+    assert "[server.port; default: 8080]" in text
+    assert "[server.hosts; default: 127.0.0.1]" in text
+    assert "[server.reuseport; default: on]" in text
+    assert "[store.crl_dir; default: unset]" in text
+    assert f"[ocsp.max_certids; default: {defaults.ocsp.max_certids}]" in text

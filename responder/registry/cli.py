@@ -188,6 +188,8 @@ def change(
     try:
         return _change(path, mutate, action=action, actor=actor, audit=audit, now=now,
                        must_exist=must_exist, check_current=check_current, shared=shared)  # fmt: skip
+    except OSError as e:  # the lock file or the directory cannot be made: nothing written
+        raise CommandError(f"refused, {path} unchanged: {_os_error(e)}") from None
     finally:
         if shared is not None:
             shared.close()
@@ -241,8 +243,21 @@ def _change(
             )
         except (AuditError, OSError) as e:
             raise CommandError(f"refused, {path} unchanged: audit log: {e}") from None
-        write_atomic(path, data)
+        try:
+            write_atomic(path, data)
+        except OSError as e:
+            raise CommandError(
+                f"{path} unchanged: {_os_error(e)}; the audit log {audit} already records the "
+                f"change (`responder registry verify-audit --registry {path}` shows it); "
+                "run the command again once the file can be written"
+            ) from None
         return Outcome(after_reg, [r["party"] for r in records])
+
+
+def _os_error(e: OSError) -> str:
+    """An OSError as one line naming its file (no traceback, no errno number)."""
+    what = e.strerror or type(e).__name__
+    return f"{e.filename}: {what}" if e.filename else what
 
 
 def _shared_call(fn: Callable[[], _T]) -> _T:
@@ -992,7 +1007,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(data.decode())
     else:
-        write_atomic(args.out, data)
+        try:
+            write_atomic(args.out, data)
+        except OSError as e:
+            raise CommandError(f"{args.out}: cannot write the export ({e.strerror})") from None
         print(f"{args.out}: {len(reg.parties)} parties", file=sys.stderr)
     return 0
 
@@ -1200,9 +1218,18 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     g = p.add_argument_group(
         "agreement (取決め, Ord §31, §33, §62); defaults: all the titles allow"
     )
-    g.add_argument("--service", action="append", choices=[s.value for s in Service])
-    g.add_argument("--family", action="append", choices=[f.value for f in Family])
-    g.add_argument("--method", action="append", choices=[m.value for m in Method])
+    g.add_argument(
+        "--service", action="append", choices=[s.value for s in Service],
+        help="a service agreed (repeat; replaces the list; a new party: every service its titles allow)",
+    )  # fmt: skip
+    g.add_argument(
+        "--family", action="append", choices=[f.value for f in Family],
+        help="a certificate family agreed (repeat; replaces the list; unset, with --service or for a new party: every family the services cover)",
+    )  # fmt: skip
+    g.add_argument(
+        "--method", action="append", choices=[m.value for m in Method],
+        help="a method of provision agreed (repeat; replaces the list; unset, with --service or for a new party: every method the services use)",
+    )  # fmt: skip
     g.add_argument(
         "--crl-cycle",
         type=int,
@@ -1234,7 +1261,10 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     g.add_argument("--not-before", type=_instant, help="start of the added credentials' window")
     g.add_argument("--not-after", type=_instant, help="end of the added credentials' window")
     if update:
-        g.add_argument("--remove-credential", action="append", metavar="LABEL")
+        g.add_argument(
+            "--remove-credential", action="append", metavar="LABEL",
+            help="remove the credential with this label (repeatable)",
+        )  # fmt: skip
         g.add_argument(
             "--expire-credential",
             action="append",
@@ -1289,9 +1319,9 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser("suspend", help="stop provision (提供の停止, Act §18(6),(7), §37(4))")
     _common(p, writes=True)
-    p.add_argument("--id", required=True)
+    p.add_argument("--id", required=True, help="the party to suspend")
     p.add_argument("--article", required=True, help="e.g. 'Act §18(6)(1)', 'Act §37(4)(3)'")
-    p.add_argument("--reason", required=True)
+    p.add_argument("--reason", required=True, help="why, in words (kept in the registry)")
     p.add_argument("--since", type=_instant, help="default: now")
     p.add_argument(
         "--carry-over",
@@ -1302,22 +1332,27 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="end the suspensions in force")
     _common(p, writes=True)
-    p.add_argument("--id", required=True)
-    p.add_argument("--article", help="only the suspension under this article")
+    p.add_argument("--id", required=True, help="the suspended party")
+    p.add_argument(
+        "--article", help="only the suspension under this article (default: every one in force)"
+    )
     p.add_argument("--at", type=_instant, help="default: now")
     p.set_defaults(func=_guarded(cmd_resume))
 
     p = sub.add_parser("end", help="end provision to a party (final)")
     _common(p, writes=True)
-    p.add_argument("--id", required=True)
-    p.add_argument("--reason", required=True)
+    p.add_argument("--id", required=True, help="the party whose provision ends")
+    p.add_argument("--reason", required=True, help="why, in words (kept in the registry)")
     p.add_argument("--article", help="e.g. 'Act §17(3)' (certification revoked)")
     p.add_argument("--at", type=_instant, help="default: now")
     p.set_defaults(func=_guarded(cmd_end))
 
     p = sub.add_parser("import", help="add the parties of another registry file")
     _common(p, writes=True)
-    p.add_argument("--from", dest="from_file", type=Path, required=True)
+    p.add_argument(
+        "--from", dest="from_file", type=Path, required=True,
+        help="registry TOML file whose parties are added (certificate paths rebased)",
+    )  # fmt: skip
     p.add_argument("--replace", action="store_true", help="replace parties with the same id")
     p.set_defaults(func=_guarded(cmd_import))
 
@@ -1345,18 +1380,18 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="the registry in normalized form")
     _common(p, writes=False)
     p.add_argument("--out", type=Path, help="file to write (mode 0600; default stdout)")
-    p.add_argument("--format", choices=("toml", "json"), default="toml")
+    p.add_argument("--format", choices=("toml", "json"), default="toml", help="default: toml")
     p.set_defaults(func=_guarded(cmd_export))
 
     p = sub.add_parser("show", help="one party and its state now")
     _common(p, writes=False)
-    p.add_argument("--id", required=True)
-    p.add_argument("--format", choices=("toml", "json"), default="toml")
+    p.add_argument("--id", required=True, help="the party")
+    p.add_argument("--format", choices=("toml", "json"), default="toml", help="default: toml")
     p.set_defaults(func=_guarded(cmd_show))
 
     p = sub.add_parser("list", help="every party, its state and credentials")
     _common(p, writes=False)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
     p.set_defaults(func=_guarded(cmd_list))
 
     p = sub.add_parser("check", help="validate the registry, print warnings")
