@@ -614,3 +614,17 @@ def test_concurrent_changes_are_serialised(reg: Path) -> None:
         == "suspended"
     )
     assert verify_audit(audit_path_for(reg), reg).problems == []
+
+
+@pytest.mark.parametrize("flag", ["--quota-per-second", "--quota-per-day", "--crl-cycle"])
+def test_a_negative_quota_or_cycle_is_refused_as_negative(
+    reg: Path, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 0 means "none" for each of them, so the message must not say "at least 1"
+    before = reg.read_bytes()
+    with pytest.raises(SystemExit) as exit_:
+        act(reg, "update", "sig-verifier", flag, "-5")
+    assert exit_.value.code == 2
+    assert "-5 is negative (0 means none)" in capsys.readouterr().err
+    assert reg.read_bytes() == before
+    assert act(reg, "update", "sig-verifier", flag, "0") == 0

@@ -385,6 +385,17 @@ def _date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def _count(value: str) -> int:
+    """A whole number of 0 or more (0 where the option says it means "none")."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n} is negative (0 means none)")
+    return n
+
+
 def _instant(value: str) -> datetime:
     """A date (its 00:00 Japan time: the registry's days are Japan days), or a time with an
     offset as every command-line time (`crlbuilder.options.instant`, which words the refusal)."""
@@ -1232,11 +1243,11 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     )  # fmt: skip
     g.add_argument(
         "--crl-cycle",
-        type=int,
+        type=_count,
         help="seconds: at most one download of each CRL file (generation, full or delta) per period (0: none)",
     )
-    g.add_argument("--quota-per-second", type=int, help="requests per second (0: no quota)")
-    g.add_argument("--quota-per-day", type=int, help="requests per day (0: no quota)")
+    g.add_argument("--quota-per-second", type=_count, help="requests per second (0: no quota)")
+    g.add_argument("--quota-per-day", type=_count, help="requests per day (0: no quota)")
     g.add_argument("--liability", help="損害賠償に関する事項 (Ord §31(3))")
     g.add_argument("--member-answer", help="group: how it answers its members (Ord §33(4))")
     g.add_argument("--concluded", type=_date, help="day the agreement was concluded")
