@@ -403,7 +403,8 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     return run
 
 
-def _approval_args(p: argparse.ArgumentParser) -> None:
+def _approval_args(p: argparse.ArgumentParser, *, generates: bool = True) -> None:
+    """The flags of every approved ceremony; ``--bits`` only where a key is generated."""
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
     p.add_argument("--operators", type=Path, required=True, help="operators file (0600)")
     p.add_argument(
@@ -412,7 +413,10 @@ def _approval_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME:SOURCE",
         help="an operator's approval: NAME:file:/path (0600) or NAME:env:VAR; give two",
     )
-    p.add_argument("--bits", type=int, default=2048, help="RSA modulus size (2048 or more)")
+    if generates:
+        p.add_argument(
+            "--bits", type=int, default=2048, help="RSA modulus size (2048 or more; default 2048)"
+        )
 
 
 def add_cli(subparsers: Any) -> None:
@@ -428,15 +432,26 @@ def add_cli(subparsers: Any) -> None:
     families = [f.value for f in JPKI_FAMILIES]
 
     p = ks.add_parser("add-operator", help="enrol an operator (salted hash of the secret)")
-    p.add_argument("--operators", type=Path, required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--secret", required=True, metavar="file:/path|env:VAR")
+    p.add_argument(
+        "--operators",
+        type=Path,
+        required=True,
+        help="the operators file (created 0600 if absent; holds salted hashes, no secret)",
+    )
+    p.add_argument("--name", required=True, help="the operator's name, as given in --approval")
+    p.add_argument(
+        "--secret",
+        required=True,
+        metavar="file:/path|env:VAR",
+        help="where the operator's secret is read: a file (0600) or an environment variable; "
+        "enrolling a name again replaces its secret",
+    )
     p.set_defaults(func=_guarded(cmd_add_operator))
 
     p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
     p.add_argument("--family", required=True, choices=families)
-    p.add_argument("--generation", type=int, required=True)
+    p.add_argument("--generation", type=int, required=True, help="the generation number")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
     _approval_args(p)
     p.set_defaults(func=_guarded(cmd_new_ca))
@@ -444,7 +459,7 @@ def add_cli(subparsers: Any) -> None:
     p = ks.add_parser("new-ocsp", help="an OCSP signer's key in the token, issued by its CA")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
     p.add_argument("--ca-key", required=True, help="the CA key: PKCS#11 URI or PEM file")
-    p.add_argument("--ca-cert", type=Path, required=True)
+    p.add_argument("--ca-cert", type=Path, required=True, help="the CA certificate (PEM)")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
     _approval_args(p)
     p.set_defaults(func=_guarded(cmd_new_ocsp))
@@ -461,10 +476,10 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--key", required=True, help="PKCS#11 URI of the key")
     p.add_argument("--cert", type=Path, required=True, help="its certificate (kept)")
     p.add_argument("--pki", type=Path, help="refuse if this PKI's manifest still names the key")
-    _approval_args(p)
+    _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_retire))
 
     p = ks.add_parser("verify-log", help="check the operation log's hash chain")
-    p.add_argument("--log", type=Path, required=True)
+    p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
     p.add_argument("--anchor", type=_anchor, help="SEQ:SHA256 recorded at a ceremony")
     p.set_defaults(func=_guarded(cmd_verify_log))
