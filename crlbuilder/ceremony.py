@@ -142,7 +142,8 @@ def _describe(args: argparse.Namespace, fields: tuple[str, ...]) -> tuple[dict[s
 
 def _approved(args: argparse.Namespace, desc_sha: str, key: str) -> list[str]:
     """The approving operators, or CeremonyError after logging the refusal."""
-    names = [a.partition(":")[0] for a in args.approval or []]
+    # an approval without NAME: may be a secret typed alone: it names no one in the log
+    names = [a.partition(":")[0] for a in args.approval or [] if ":" in a]
     try:
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
         args.approved_by = check_approvals(load_operators(args.operators), approvals)
