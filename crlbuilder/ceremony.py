@@ -142,7 +142,8 @@ def _describe(args: argparse.Namespace, fields: tuple[str, ...]) -> tuple[dict[s
 
 def _approved(args: argparse.Namespace, desc_sha: str, key: str) -> list[str]:
     """The approving operators, or CeremonyError after logging the refusal."""
-    names = [a.partition(":")[0] for a in args.approval or []]
+    # an approval without NAME: may be a secret typed alone: it names no one in the log
+    names = [a.partition(":")[0] for a in args.approval or [] if ":" in a]
     try:
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
         args.approved_by = check_approvals(load_operators(args.operators), approvals)
@@ -403,7 +404,8 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     return run
 
 
-def _approval_args(p: argparse.ArgumentParser) -> None:
+def _approval_args(p: argparse.ArgumentParser, *, generates: bool = True) -> None:
+    """The flags of every approved ceremony; ``--bits`` only where a key is generated."""
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
     p.add_argument("--operators", type=Path, required=True, help="operators file (0600)")
     p.add_argument(
@@ -412,7 +414,10 @@ def _approval_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME:SOURCE",
         help="an operator's approval: NAME:file:/path (0600) or NAME:env:VAR; give two",
     )
-    p.add_argument("--bits", type=int, default=2048, help="RSA modulus size (2048 or more)")
+    if generates:
+        p.add_argument(
+            "--bits", type=int, default=2048, help="RSA modulus size (2048 or more; default 2048)"
+        )
 
 
 def add_cli(subparsers: Any) -> None:
@@ -428,15 +433,26 @@ def add_cli(subparsers: Any) -> None:
     families = [f.value for f in JPKI_FAMILIES]
 
     p = ks.add_parser("add-operator", help="enrol an operator (salted hash of the secret)")
-    p.add_argument("--operators", type=Path, required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--secret", required=True, metavar="file:/path|env:VAR")
+    p.add_argument(
+        "--operators",
+        type=Path,
+        required=True,
+        help="the operators file (created 0600 if absent; holds salted hashes, no secret)",
+    )
+    p.add_argument("--name", required=True, help="the operator's name, as given in --approval")
+    p.add_argument(
+        "--secret",
+        required=True,
+        metavar="file:/path|env:VAR",
+        help="where the operator's secret is read: a file (0600) or an environment variable; "
+        "enrolling a name again replaces its secret",
+    )
     p.set_defaults(func=_guarded(cmd_add_operator))
 
     p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
     p.add_argument("--family", required=True, choices=families)
-    p.add_argument("--generation", type=int, required=True)
+    p.add_argument("--generation", type=int, required=True, help="the generation number")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
     _approval_args(p)
     p.set_defaults(func=_guarded(cmd_new_ca))
@@ -444,7 +460,7 @@ def add_cli(subparsers: Any) -> None:
     p = ks.add_parser("new-ocsp", help="an OCSP signer's key in the token, issued by its CA")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
     p.add_argument("--ca-key", required=True, help="the CA key: PKCS#11 URI or PEM file")
-    p.add_argument("--ca-cert", type=Path, required=True)
+    p.add_argument("--ca-cert", type=Path, required=True, help="the CA certificate (PEM)")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
     _approval_args(p)
     p.set_defaults(func=_guarded(cmd_new_ocsp))
@@ -461,10 +477,10 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--key", required=True, help="PKCS#11 URI of the key")
     p.add_argument("--cert", type=Path, required=True, help="its certificate (kept)")
     p.add_argument("--pki", type=Path, help="refuse if this PKI's manifest still names the key")
-    _approval_args(p)
+    _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_retire))
 
     p = ks.add_parser("verify-log", help="check the operation log's hash chain")
-    p.add_argument("--log", type=Path, required=True)
+    p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
     p.add_argument("--anchor", type=_anchor, help="SEQ:SHA256 recorded at a ceremony")
     p.set_defaults(func=_guarded(cmd_verify_log))

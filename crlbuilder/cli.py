@@ -58,13 +58,38 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _serial(text: str) -> int:
+    """A certificate serial number (argparse type): decimal or 0x-hex, positive, at most
+    20 octets (RFC 5280 §4.1.2.2), as the store keys it."""
+    from crlbuilder.store.format import SERIAL_BYTES
+
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (decimal or 0x-hex)") from None
+    if value <= 0 or value.bit_length() > 8 * SERIAL_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a serial number is positive and at most {SERIAL_BYTES} octets"
+        )
+    return value
+
+
 def _build(args: argparse.Namespace) -> int:
     from crlbuilder.build import AsOfError, Builder, sources
     from crlbuilder.keys.signer import SignerError
     from crlbuilder.store.format import StoreFormatError
 
+    if args.max_idle is not None and not args.follow:
+        print("crlbuilder build: error: --max-idle applies to --follow only", file=sys.stderr)
+        return 2
+    paths: list[Path] = []
     try:
         cfg = load_config(args.config, args)
+        if not cfg.input.source:  # checked before the store is opened (or created)
+            paths = sources(cfg)
+            if args.follow and (why := _no_spool(cfg.input.spool)):
+                print(f"crlbuilder build: error: --follow {why}", file=sys.stderr)
+                return 2
         builder = Builder(
             cfg, progress=(not args.no_progress and sys.stderr.isatty()) or args.progress
         )
@@ -80,11 +105,7 @@ def _build(args: argparse.Namespace) -> int:
         finally:
             builder.close()
     try:
-        if args.follow and (why := _no_spool(cfg.input.spool)):
-            print(f"crlbuilder build: error: --follow {why}", file=sys.stderr)
-            return 2
         try:
-            paths = sources(cfg)
             report = builder.build(paths, args.as_of)
         except (FileNotFoundError, AsOfError, SignerError) as e:
             print(f"crlbuilder build: error: {e}", file=sys.stderr)
@@ -304,11 +325,13 @@ def _snapshot(args: argparse.Namespace) -> int:
 def _facts_key(args: argparse.Namespace) -> int:
     try:
         write_facts_key(args.out)
-    except FileExistsError:
-        print(
-            f"crlbuilder facts-key: error: {args.out} exists; refusing to replace a key",
-            file=sys.stderr,
+    except FileExistsError as e:
+        why = (
+            f"{args.out} exists; refusing to replace a key"
+            if e.filename is None or Path(e.filename) == args.out
+            else f"{e.filename} is not a directory"  # a file where a parent directory goes
         )
+        print(f"crlbuilder facts-key: error: {why}", file=sys.stderr)
         return 2
     print(f"{args.out}: new facts key (mode 0600)")
     return 0
@@ -436,7 +459,12 @@ def parser() -> argparse.ArgumentParser:
         "every --follow-interval)",
     )
     b.add_argument(
-        "--max-idle", type=float, default=None, help="with --follow: stop after N idle seconds"
+        "--max-idle",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="with --follow: stop after this many seconds with nothing to do (default: run "
+        "until SIGTERM)",
     )
     b.add_argument(
         "--presign-full",
@@ -491,9 +519,14 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser(
         "status", help="print what the store says of one certificate (no personal data)"
     )
-    st.add_argument("--store", type=Path, required=True)
+    st.add_argument("--store", type=Path, required=True, help="the status store directory")
     st.add_argument("--issuer", required=True, help="issuer generation id, e.g. sign-card-g2")
-    st.add_argument("--serial", type=lambda s: int(s, 0), required=True, help="decimal or 0x-hex")
+    st.add_argument(
+        "--serial",
+        type=_serial,
+        required=True,
+        help="the certificate's serial number: decimal or 0x-hex, positive, at most 20 octets",
+    )
     st.set_defaults(func=_status)
 
     sc = sub.add_parser("store", help="store maintenance")

@@ -237,18 +237,61 @@ FLAGS: Final[dict[str, tuple[str, str]]] = {
 
 
 HELP: Final[dict[str, str]] = {
-    "presign-slice-seconds": "in a follow loop (and its start-up build), pre-signing that "
-    "reads every CRL entry stops after about this many seconds and goes on at the next turn, "
-    "so that records keep being applied; 0: no bound (default 5)",
-    "spool-keep-seconds": "seconds an applied spool file is kept in spool/done/ (mode 0700); "
-    "default 0: removed as soon as its records are committed",
+    "store": "the status store directory (LMDB; created by the first build, mode 0700)",
+    "map-size-gib": "address space reserved for the store, GiB (a sparse file: only what is "
+    "written uses disk)",
+    "changes-keep-days": "days the changes feed (GET /v1/changes) keeps each loss of effect",
+    "pki": "the PKI directory holding pki.json (CA certificates and keys, OCSP signers)",
+    "input": "a record file, or a directory whose *.jsonl files are read in name order",
+    "spool": "the spool directory `--follow` watches for record files",
     "source": "the record stream: nats://HOST:PORT[,nats://HOST:PORT...] (NATS JetStream); "
     "records come from it instead of input.paths",
+    "stream": "the JetStream stream carrying the records",
+    "stream-subject": "the subject the records are published on",
+    "durable": "this node's durable consumer of the stream (empty: node- and the host name)",
+    "stream-replicas": "copies of the stream the cluster keeps, 0 to 5 (0: three on a "
+    "cluster of three servers or more, else one)",
+    "tick-seconds": "publish the stream's time this often (set it on the CRL signer only); "
+    "0: publish none",
+    "crl-bucket": "the object store bucket through which CRL files go from the signer to the "
+    "other nodes (empty: none)",
+    "snapshot-bucket": "the object store bucket of store snapshots (`crlbuilder snapshot`)",
+    "follow-interval": "seconds between spool scans under --follow (> 0)",
+    "spool-keep-seconds": "seconds an applied spool file is kept in spool/done/ (mode 0700); "
+    "0: removed as soon as its records are committed",
+    "quarantine": "the file of refused lines (record id, file, line, field, reason; never the "
+    "line's content; mode 0600)",
+    "notices": "the file of holder notifications (Act §15(2)) and public announcements "
+    "(Act §15(3)) due (mode 0600)",
+    "batch-size": "records per write transaction (>= 1)",
     "registry": "the responder's registry of parties (TOML); a consent record (Act §18(3)) is "
     "accepted only if it names a 署名検証者 or 団体署名検証者 registered there; "
     "without a registry every consent grant is quarantined (withdrawals still apply)",
+    "facts-key-file": "file of the AES-256 key sealing the four facts: 64 hex digits, mode "
+    "0600 (`crlbuilder facts-key` makes one; JPKI_VA_FACTS_KEY wins over it)",
+    "presign": "pre-sign the OCSP answers of revoked serials",
+    "ocsp-validity-seconds": "nextUpdate - thisUpdate of pre-signed OCSP answers, seconds",
+    "ocsp-refresh-before-seconds": "re-sign a stored answer when less than this many seconds "
+    "remain before its nextUpdate",
+    "sign-workers": "processes that sign in parallel (0: one per core)",
+    "presign-slice-seconds": "in a follow loop (and its start-up build), pre-signing that "
+    "reads every CRL entry stops after about this many seconds and goes on at the next turn, "
+    "so that records keep being applied; 0: no bound",
+    "crl": "produce CRLs (失効情報ファイル) after each build",
+    "crl-dir": "where CRL files are written (and archived under archive/)",
+    "crl-cycle-seconds": "nextUpdate - thisUpdate of full CRLs (the cycle, 周期), seconds",
+    "delta-crl": "produce delta CRLs between full ones",
+    "delta-cycle-seconds": "nextUpdate - thisUpdate of delta CRLs, seconds",
+    "full-every-seconds": "a new full CRL when the last one is older than this, seconds",
+    "crl-keep-days": "days each produced CRL file is kept",
+    "erased-answer": "what OCSP answers for a serial whose revocation record passed its "
+    "retention and was erased: unknown or revoked",
+    "token-requests": "the directory where the responder queues token requests (empty: no "
+    "token is issued)",
+    "token-issued": "the directory where issued tokens are written (<id>.pem)",
+    "token-validity-days": "a token's longest validity, days",
 }
-"""What a flag's help says beyond its section.field name, where that name is not enough."""
+"""What each flag's help says after its section.field name; `add_arguments` adds the default."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -258,7 +301,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, (section, name) in FLAGS.items():
         field_type = _field_type(section, name)
         dest = flag.replace("-", "_")
-        help_text = f"{section}.{name}" + (f": {HELP[flag]}" if flag in HELP else "")
+        help_text = f"{section}.{name}: {HELP[flag]} (default: {_shown_default(section, name)})"
         if field_type is bool:
             g.add_argument(
                 f"--{flag}",
@@ -274,10 +317,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 action="append",
                 default=None,
                 metavar="PATH",
-                help=help_text + " (repeatable)",
+                help=help_text + "; repeatable",
             )
         else:
             g.add_argument(f"--{flag}", dest=dest, type=field_type, default=None, help=help_text)
+
+
+def _shown_default(section: str, name: str) -> str:
+    """A field's default as ``--help`` says it."""
+    default = getattr(getattr(BuilderConfig(), section), name)
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if default in ("", []):
+        return "none"
+    return str(default)
 
 
 def _field_type(section: str, name: str) -> type:
@@ -288,11 +341,14 @@ def _field_type(section: str, name: str) -> type:
 def load_config(path: Path | None, args: argparse.Namespace | None = None) -> BuilderConfig:
     """Read ``path`` (optional), apply flags from ``args``, then environment overrides."""
     data: dict[str, Any] = read_toml(path) if path is not None else {}
+    given: dict[str, str] = {}
+    """Dotted field -> the flag or variable that set it: an error names where the value is."""
     if args is not None:
         for flag, (section, name) in FLAGS.items():
             value = getattr(args, flag.replace("-", "_"), None)
             if value is not None:
                 data.setdefault(section, {})[name] = value
+                given[f"{section}.{name}"] = f"--{flag}"
     env = {
         "JPKI_VA_STORE": ("store", "path"),
         "JPKI_VA_PKI": ("pki", "manifest"),
@@ -300,8 +356,17 @@ def load_config(path: Path | None, args: argparse.Namespace | None = None) -> Bu
     for var, (section, name) in env.items():
         if os.environ.get(var):
             data.setdefault(section, {})[name] = os.environ[var]
+            given[f"{section}.{name}"] = var
     source = str(path) if path is not None else "<configuration>"
-    cfg = convert(data, BuilderConfig, source)
+    try:
+        cfg = convert(data, BuilderConfig, source)
+    except ConfigError as e:
+        origin = next(
+            (o for f, o in given.items() if e.field == f or e.field.startswith(f + ".")), None
+        )
+        if origin is None:
+            raise
+        raise ConfigError(origin, e.field, e.problem) from None
     unknown = set(cfg.crl.retention_days) - {f.value for f in Family}
     if unknown:
         raise ConfigError(source, "crl.retention_days", f"names unknown families {sorted(unknown)}")

@@ -21,6 +21,7 @@ This module imports nothing else of the project: both `crlbuilder` and
 from __future__ import annotations
 
 import argparse
+import sys
 import tomllib
 from collections.abc import Callable
 from datetime import datetime
@@ -79,9 +80,21 @@ def convert(
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the subcommand it names (its ``func``): the exit code."""
+    """Parse ``argv`` and run the subcommand it names (its ``func``): the exit code.
+
+    A file or directory the subcommand could not use and did not report itself (an output
+    directory that cannot be created, a disk that fills) ends it with one line naming the
+    path and the system's reason, exit 1, never a traceback.
+    """
     args = parser.parse_args(argv)
-    rc: int = args.func(args)
+    try:
+        rc: int = args.func(args)
+    except OSError as exc:
+        command = getattr(args, "command", None)
+        prog = f"{parser.prog} {command}" if command else parser.prog
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"{prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     return rc
 
 

@@ -57,7 +57,8 @@ def deliver(
     before_write: Callable[[], object] | None = None,
     before_delete: Callable[[], object] | None = None,
 ) -> int:
-    """Append ``target``'s staged lines to ``path`` (mode 0600) once each; returns lines written.
+    """Append ``target``'s staged lines to ``path`` (mode 0600, a wider one narrowed) once each;
+    returns lines written.
 
     ``before_write`` and ``before_delete`` are called at the two moments a crash
     matters (the tests kill the process there).
@@ -70,6 +71,8 @@ def deliver(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
+        if os.fstat(fd).st_mode & 0o077:  # made before, or by hand: narrowed like the store
+            os.fchmod(fd, 0o600)
         size = os.fstat(fd).st_size
         if last is None or last.path != str(path):
             # a file this store never wrote: nothing of ours in it yet; remember where ours

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -454,6 +455,25 @@ def test_notice_cut_by_a_kill_is_written_again_whole(world: World) -> None:
     lines = notices.read_bytes().splitlines()
     assert lines[0].endswith(b'"art') and len(lines) == 2
     assert msgspec.json.decode(lines[1])["record_id"] == "err-2"
+
+
+def test_quarantine_and_notices_made_readable_by_others_are_narrowed_to_0600(
+    world: World,
+) -> None:
+    """Files made before (by an older builder, by hand, under a wide umask) keep no wider
+    mode than the ones the builder creates: 0600, like the store's."""
+    quarantine, notices = world.tmp / "quarantine.jsonl", world.tmp / "notices.jsonl"
+    for f in (quarantine, notices):
+        f.touch()
+        f.chmod(0o644)
+    world.apply(holder_set(H1))
+    world.apply([{"type": "recording-error", "id": "err-3", "recorded_at": ts(9),
+                  "serial": 101, "issuer": "sign-card-g1"},
+                 {"type": "revocation-request", "id": "q-x", "recorded_at": ts(9),
+                  "serial": 9999, "issuer": "auth-card-g1", "reason": "loss"}])  # fmt: skip
+    assert world.quarantined() and notices.read_bytes()
+    for f in (quarantine, notices):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
 
 
 def _bad_lines(n: int) -> list[bytes]:

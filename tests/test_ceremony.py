@@ -150,6 +150,28 @@ def test_a_bad_secret_is_refused_and_logged(tmp_path: Path, operators: Path) -> 
     assert b"not-bobs-secret" not in log.read_bytes() and not out.exists()
 
 
+@pytest.mark.parametrize(
+    "approval", ["bob:typed-secret-0004", "typed-secret-0004"], ids=["as-source", "alone"]
+)
+def test_a_secret_typed_in_place_of_its_source_is_neither_shown_nor_logged(
+    tmp_path: Path, operators: Path, approval: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal quoted the text it could not parse: a secret given on the command line went
+    to stderr and into the hash-chained operation log, where it cannot be removed."""
+    log = tmp_path / "ops.jsonl"
+    argv = ["keys", "new-ca", "--key", "pkcs11:token=t;object=k", "--family", "sign-card",
+            "--generation", "3", "--out", str(tmp_path / "ca.pem"), "--log", str(log),
+            "--operators", str(operators), *approvals(tmp_path, "alice"),
+            "--approval", approval]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "refused, nothing done" in err and "typed-secret" not in err
+    assert log.exists() and b"typed-secret" not in log.read_bytes()
+    assert main(["keys", "add-operator", "--operators", str(operators), "--name", "carol",
+                 "--secret", "typed-secret-0004"]) == 2  # fmt: skip
+    assert "typed-secret" not in capsys.readouterr().err
+
+
 def write_chain(log: Path) -> None:
     for i in range(4):
         oplog.record(log, "key-generated", key=f"pkcs11:token=t;object=k{i}", operators=["a", "b"])

@@ -39,6 +39,7 @@ import argparse
 import ipaddress
 import itertools
 import json
+import math
 import sys
 import time
 import urllib.error
@@ -766,10 +767,13 @@ def add_cli(subparsers: Any) -> None:
     )
     p.add_argument("--force", action="store_true", help="import a CRL whose nextUpdate has passed")
     p.add_argument("--as-of", type=instant, help="the current time (default now), for tests")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP fetch")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per HTTP fetch (default 60)"
+    )
     p.add_argument(
         "--changes-keep-days", type=int, default=DEFAULT_CHANGES_KEEP_DAYS,
-        help="days the changes feed (GET /v1/changes) keeps each loss of effect",
+        help="days the changes feed (GET /v1/changes) keeps each loss of effect "
+        f"(default {DEFAULT_CHANGES_KEEP_DAYS})",
     )  # fmt: skip
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="CRL file (DER) or http(s) URL")
     p.set_defaults(func=run_import)
@@ -789,6 +793,12 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
         if not token:
             print(f"{prog}: error: {args.token_file}: the token file is empty", file=out)
             return 2
+    if args.changes_keep_days < 1:  # before the store is opened (or created)
+        print(f"{prog}: error: --changes-keep-days must be at least 1", file=out)
+        return 2
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        print(f"{prog}: error: --timeout must be a number of seconds > 0", file=out)
+        return 2
     try:
         manifest = load_manifest(args.pki)
         store = Store.open(args.store, readonly=False)
@@ -797,9 +807,6 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
         return 2
     try:
         try:
-            if args.changes_keep_days < 1:
-                print(f"{prog}: error: --changes-keep-days must be at least 1", file=out)
-                return 2
             importer = CrlImporter(
                 store, manifest, force=args.force, changes_keep_days=args.changes_keep_days
             )

@@ -703,8 +703,14 @@ def add_cli(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     init.add_argument("--out", required=True, type=Path, help="directory to create")
-    init.add_argument("--key-size", type=int, default=2048, help="RSA modulus bits (>= 2048)")
-    init.add_argument("--base-url", default=DEFAULT_BASE_URL, help="the responder's base URL")
+    init.add_argument(
+        "--key-size", type=int, default=2048, help="RSA modulus bits (>= 2048; default %(default)s)"
+    )
+    init.add_argument(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        help="the responder's base URL (default %(default)s)",
+    )
     init.add_argument("--force", action="store_true", help="write into a non-empty directory")
     init.add_argument(
         "--keys",

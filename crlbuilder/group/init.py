@@ -335,7 +335,10 @@ def add_cli(subparsers: Any) -> None:
     )
     g.add_argument("--group-id", required=True, help="the group's party id at the 機構")
     g.add_argument("--token-file", type=Path, required=True, help="the group's bearer token")
-    g.add_argument("--cycle", type=int, default=60, help="agreed cycle in seconds (Ord §33(2))")
+    g.add_argument(
+        "--cycle", type=int, default=60,
+        help="agreed cycle in seconds (Ord §33(2); default %(default)s)",
+    )  # fmt: skip
     g.add_argument(
         "--ca-sha256",
         action="append",
@@ -345,13 +348,20 @@ def add_cli(subparsers: Any) -> None:
     g = p.add_argument_group("the group's own responder")
     g.add_argument("--responder-cert", type=Path, required=True, help="its certificate (PEM)")
     g.add_argument("--responder-key", required=True, help="its key: PEM file or pkcs11: URI")
-    g.add_argument("--port", type=int, default=8081, help="the group responder's port")
-    g.add_argument("--metrics-port", type=int, default=9483, help="its admin listener's port")
+    g.add_argument(
+        "--port", type=int, default=8081, help="the group responder's port (default %(default)s)"
+    )
+    g.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9483,
+        help="its admin listener's port (default %(default)s)",
+    )
     g.add_argument(
         "--unlisted",
         choices=("good", "unknown"),
         default="good",
-        help="the answer for a serial on no CRL (docs/operations.md)",
+        help="the answer for a serial on no CRL (docs/operations.md; default %(default)s)",
     )
     g = p.add_argument_group("the group's notification (Ord §32) and agreement (Ord §33)")
     g.add_argument("--name", required=True, help="氏名又は名称")

@@ -363,7 +363,9 @@ def add_cli(subparsers: Any) -> None:
     )
     p.add_argument("--group", type=Path, required=True, help="the group directory (group.json)")
     p.add_argument("--follow", action="store_true", help="repeat at the agreed cycle")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP request")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per HTTP request (default %(default)s)"
+    )
     p.set_defaults(func=run_pull)
 
 

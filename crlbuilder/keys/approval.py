@@ -114,8 +114,11 @@ def read_secret(source: str) -> bytes:
         if value is None:
             raise ApprovalError(f"environment variable {where} is not set")
         secret = value.strip().encode()
-    else:
-        raise ApprovalError(f"secret source must be file:/path or env:VAR, not {kind!r}")
+    else:  # the text may be the secret itself, typed in its source's place: never shown
+        raise ApprovalError(
+            "a secret source is file:/path or env:VAR (the secret itself is never given on "
+            "the command line)"
+        )
     if len(secret) < _MIN_SECRET:
         raise ApprovalError(f"the secret from {kind}:{where} is shorter than {_MIN_SECRET} bytes")
     return secret
@@ -124,8 +127,8 @@ def read_secret(source: str) -> bytes:
 def parse_approval(text: str) -> Approval:
     """``NAME:file:/path`` or ``NAME:env:VAR`` to an `Approval` (the secret read now)."""
     name, sep, source = text.partition(":")
-    if not sep or not name:
-        raise ApprovalError(f"approval {name or text!r}: expected NAME:file:/path or NAME:env:VAR")
+    if not sep or not name:  # no name: the text may be a secret, and is not shown
+        raise ApprovalError("an approval is NAME:file:/path or NAME:env:VAR")
     return Approval(name, read_secret(source))
 
 

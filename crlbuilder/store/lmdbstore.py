@@ -15,10 +15,11 @@ to compact one (docs/operations.md).
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -42,6 +43,9 @@ class Store:
     dbs: dict[bytes, Db]
     path: Path
     readonly: bool
+    writer_lock: list[int] = field(default_factory=list)
+    """A writer's descriptor of the store directory, holding its exclusive ``flock``
+    (`_lock_writer`) until `close`: one writer at a time. Empty when read-only."""
 
     @classmethod
     def open(
@@ -52,13 +56,45 @@ class Store:
         map_size: int = DEFAULT_MAP_SIZE,
         max_readers: int = 1024,
     ) -> Store:
-        """Open (or, for writing, create) the store at ``path`` and check its format version."""
+        """Open (or, for writing, create) the store at ``path`` and check its format version.
+
+        A writer holds the store alone (`_lock_writer`): a second one is refused, not
+        interleaved. A new store is made only in a new or empty directory, never among
+        other files. Raises `StoreFormatError` with the reason.
+        """
         p = Path(path)
-        if readonly and not (p / "data.mdb").exists():
-            raise sf.StoreFormatError(f"{p}: no status store here (run `crlbuilder build` first)")
-        if not readonly:
+        if readonly:
+            data = p / "data.mdb"
+            if not data.is_file() or data.stat().st_size == 0:
+                raise sf.StoreFormatError(
+                    f"{p}: no status store here (run `crlbuilder build` first)"
+                )
+            return cls._open(p, readonly=True, map_size=map_size, max_readers=max_readers)
+        _check_new_place(p)
+        try:
             p.mkdir(parents=True, exist_ok=True)
             os.chmod(p, 0o700)
+        except OSError as e:
+            raise sf.StoreFormatError(f"{p}: cannot create the store: {e.strerror}") from None
+        lock = _lock_writer(p)
+        try:
+            return cls._open(
+                p, readonly=False, map_size=map_size, max_readers=max_readers, writer_lock=[lock]
+            )
+        except BaseException:
+            os.close(lock)
+            raise
+
+    @classmethod
+    def _open(
+        cls,
+        p: Path,
+        *,
+        readonly: bool,
+        map_size: int,
+        max_readers: int,
+        writer_lock: list[int] | None = None,
+    ) -> Store:
         try:
             env = lmdb.open(
                 str(p),
@@ -76,6 +112,11 @@ class Store:
             )
         except lmdb.Error as e:
             raise sf.StoreFormatError(f"{p}: cannot open the store: {e}") from None
+        try:
+            _check_whole(env, p)
+        except BaseException:
+            env.close()
+            raise
         if not readonly:  # a store created before the files were made 0600 becomes so too
             for file in ("data.mdb", "lock.mdb"):
                 os.chmod(p / file, 0o600)
@@ -112,7 +153,7 @@ class Store:
                     # the feed starts now: the losses of effect of earlier commits are not in it
                     commit = txn.get(sf.META_COMMIT, db=meta)
                     txn.put(sf.META_CHANGES_FROM, bytes(commit or sf.pack_u32(0)), db=meta)
-        store = cls(env=env, dbs=dbs, path=p, readonly=readonly)
+        store = cls(env=env, dbs=dbs, path=p, readonly=readonly, writer_lock=writer_lock or [])
         store.check_format()
         return store
 
@@ -129,11 +170,62 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
+        while self.writer_lock:  # a second close() finds it empty
+            os.close(self.writer_lock.pop())
 
     def read(self) -> LmdbReader:
         """One consistent read-only view: ``with store.read() as reader:`` (its transaction
         ends on leaving the ``with``)."""
         return LmdbReader(self.env.begin(), self.dbs)
+
+
+def _check_new_place(p: Path) -> None:
+    """Refuse to write a store where something else is: a file, or a directory holding
+    files but no store (a mistyped ``--store`` would otherwise get its mode narrowed to
+    0700 and a store added among its files)."""
+    if p.exists() and not p.is_dir():
+        raise sf.StoreFormatError(f"{p}: not a directory; a store is a directory of its own")
+    if p.is_dir() and not (p / "data.mdb").exists():
+        try:
+            others = sorted(e.name for e in p.iterdir() if e.name != "lock.mdb")
+        except OSError as e:
+            raise sf.StoreFormatError(f"{p}: cannot read the directory: {e.strerror}") from None
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise sf.StoreFormatError(
+                f"{p}: holds other files ({shown}) but no store: give a new or empty "
+                "directory for a new store"
+            )
+
+
+def _lock_writer(p: Path) -> int:
+    """An exclusive ``flock`` on the store directory, held until `Store.close` (or the
+    process ends): LMDB serialises write transactions, not writers, and a second builder
+    on the same store would pre-sign, publish CRLs and write the quarantine and notices
+    alongside the first. Returns the descriptor holding the lock."""
+    fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise sf.StoreFormatError(
+            f"{p}: another process is writing this store (crlbuilder build, import-crl, "
+            "group pull or store copy): one writer at a time; stop it first"
+        ) from None
+    return fd
+
+
+def _check_whole(env: lmdb.Environment, p: Path) -> None:
+    """Refuse a data.mdb shorter than its last committed page (cut short by a copy, a full
+    disk, a truncation): LMDB maps the file, and reading a page past its end kills the
+    process with SIGBUS, no message. Only the meta pages are read here."""
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = (p / "data.mdb").stat().st_size
+    if size < needed:
+        raise sf.StoreFormatError(
+            f"{p}: the store is truncated: data.mdb has {size} bytes, its last commit "
+            f"needs {needed}; restore it from a copy or rebuild it"
+        )
 
 
 def snapshot_store(store: Store, target: str | Path) -> None:
