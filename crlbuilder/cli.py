@@ -66,7 +66,12 @@ def _serial(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (decimal or 0x-hex)") from None
+        hint = ""
+        if all(c in "0123456789abcdefABCDEF" for c in text):  # as /v1 and the demo write it
+            hint = f": for hex, as the /v1 services write serials, give 0x{text}"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number (decimal or 0x-hex){hint}"
+        ) from None
     if value <= 0 or value.bit_length() > 8 * SERIAL_BYTES:
         raise argparse.ArgumentTypeError(
             f"{text!r}: a serial number is positive and at most {SERIAL_BYTES} octets"

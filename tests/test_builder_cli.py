@@ -39,6 +39,17 @@ def test_status_refuses_a_serial_no_certificate_can_have(
     assert rc == 2 and "argument --serial" in err and repr(serial) in err
 
 
+def test_status_names_the_0x_a_hex_serial_needs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The /v1 services and the demo write serials in hex without 0x; status reads 0x-hex."""
+    rc, err = _refused(
+        ["status", "--store", str(tmp_path), "--issuer", "sign-card-g1", "--serial", "5010E6F4"],
+        capsys,
+    )
+    assert rc == 2 and "give 0x5010E6F4" in err
+
+
 def test_max_idle_must_be_seconds_and_only_with_follow(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
