@@ -5,7 +5,7 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
 (Ord §74(3): 複数の者による作成及び管理), every operation recorded (Ord §73(3): 動作を記録する
 機能) in the hash-chained operation log (`crlbuilder.keys.oplog`)::
 
-    crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR
+    crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR [--replace]
     crlbuilder keys new-ca    --key URI --family F --generation N --out CERT     [approvals]
     crlbuilder keys new-ocsp  --key URI --ca-key REF --ca-cert CERT --out CERT  [approvals]
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
@@ -357,8 +357,9 @@ def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
 
 
 def cmd_add_operator(args: argparse.Namespace) -> int:
-    add_operator(args.operators, args.name, read_secret(args.secret))
-    print(f"{args.operators}: operator {args.name} enrolled (salted scrypt hash only)")
+    add_operator(args.operators, args.name, read_secret(args.secret), replace=args.replace)
+    done = "secret replaced" if args.replace else "enrolled"
+    print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
     return 0
 
 
@@ -444,8 +445,13 @@ def add_cli(subparsers: Any) -> None:
         "--secret",
         required=True,
         metavar="file:/path|env:VAR",
-        help="where the operator's secret is read: a file (0600) or an environment variable; "
-        "enrolling a name again replaces its secret",
+        help="where the operator's secret is read: a file (0600) or an environment variable",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="set a new secret for an operator enrolled already (without it, a name "
+        "enrolled already is refused)",
     )
     p.set_defaults(func=_guarded(cmd_add_operator))
 

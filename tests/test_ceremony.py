@@ -172,6 +172,26 @@ def test_a_secret_typed_in_place_of_its_source_is_neither_shown_nor_logged(
     assert "typed-secret" not in capsys.readouterr().err
 
 
+def test_an_enrolled_operator_is_replaced_only_when_asked(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Enrolling a name again replaced its secret silently: a mistyped name took over a
+    colleague's approvals (and with them the two-person rule)."""
+    before = operators.read_bytes()
+    src = secret_file(tmp_path, "mallory", b"mallory-secret-0005")
+    add = ["keys", "add-operator", "--operators", str(operators), "--name", "bob",
+           "--secret", f"file:{src}"]  # fmt: skip
+    assert main(add) == 2
+    assert "operator bob is enrolled already: give --replace" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+    both = [Approval("alice", ALICE), Approval("bob", BOB)]
+    assert check_approvals(load_operators(operators), both) == ["alice", "bob"]
+    assert main([*add, "--replace"]) == 0
+    assert "operator bob secret replaced" in capsys.readouterr().out
+    with pytest.raises(ApprovalError):
+        check_approvals(load_operators(operators), both)
+
+
 def write_chain(log: Path) -> None:
     for i in range(4):
         oplog.record(log, "key-generated", key=f"pkcs11:token=t;object=k{i}", operators=["a", "b"])

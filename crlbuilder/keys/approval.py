@@ -152,11 +152,18 @@ def check_approvals(operators: Operators, approvals: list[Approval]) -> list[str
     return names
 
 
-def add_operator(path: Path, name: str, secret: bytes) -> None:
-    """Add (or replace) an operator in the operators file, created mode 0600."""
+def add_operator(path: Path, name: str, secret: bytes, *, replace: bool = False) -> None:
+    """Add an operator to the operators file, created mode 0600; replace one enrolled
+    already only when ``replace`` (a name typed by mistake would otherwise take over a
+    colleague's approvals, and the two-person rule with them)."""
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ApprovalError(f"operator name {name!r}: letters, digits, - and _ only")
     current = load_operators(path) if path.exists() else {}
+    if name in current and not replace:
+        raise ApprovalError(
+            f"operator {name} is enrolled already: give --replace to set a new secret for "
+            f"{name} (only {name} should)"
+        )
     current[name] = hash_secret(secret)
     lines = [
         "# jpki-va key ceremony operators (Ord §74(2)(3)): name -> scrypt salt$hash; no secrets"
