@@ -38,6 +38,7 @@ import msgspec
 __all__ = ["CrlFile", "CrlFiles"]
 
 _EMPTY: Final = memoryview(b"")
+_PRIVATE: Final = (b"cache-control", b"private, no-transform")
 
 
 class CrlFile(msgspec.Struct, frozen=True):
@@ -50,7 +51,10 @@ class CrlFile(msgspec.Struct, frozen=True):
     headers: tuple[tuple[bytes, bytes], ...]
     """``Last-Modified`` (the file's mtime) and ``ETag`` (mtime in nanoseconds and size, in
     hex: nginx's form with nginx's whole seconds refined, so two CRLs of the same size
-    published within one second differ; the same on every host that keeps the mtime)."""
+    published within one second differ; the same on every host that keeps the mtime), and
+    ``Cache-Control: private``: a file goes to a registered party only (Act §18(2), §37(2))
+    and each download is counted (帳簿, Act §40), so no shared cache may keep it and hand it
+    to others (as `responder.app.caching_headers` says for OCSP answers)."""
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -103,4 +107,5 @@ def _map(path: str) -> CrlFile:
         os.close(fd)  # the map holds the file
     etag = b'"%x-%x"' % (st.st_mtime_ns, st.st_size)
     last_modified = formatdate(st.st_mtime, usegmt=True).encode("ascii")
-    return CrlFile(body, _identity(st), ((b"last-modified", last_modified), (b"etag", etag)))
+    headers = ((b"last-modified", last_modified), (b"etag", etag), _PRIVATE)
+    return CrlFile(body, _identity(st), headers)

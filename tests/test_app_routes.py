@@ -154,6 +154,23 @@ def test_ocsp_get_fields_kept_per_answer_only_the_max_age_moves() -> None:
     assert Ready(b"der-1", 1_000_000, 1_003_600) == ready  # the kept fields are no part of it
 
 
+def test_crl_files_are_private_to_the_party_that_downloads_them(app: JpkiApp) -> None:
+    """A CRL file (失効情報ファイル) goes to a registered party only (Act §18(2), §37(2)) and
+    each download is counted (帳簿, Act §40): like an OCSP answer, it must not be kept by a
+    shared cache (a TLS-terminating proxy passing the client certificate on), which would
+    hand it to anyone and uncounted. It carried Last-Modified and no Cache-Control, which
+    lets a shared cache keep it by heuristic freshness (RFC 9111 §4.2.2)."""
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    auth = {b"authorization": b"Bearer " + token.encode()}
+    for method in (b"GET", b"HEAD"):
+        got = answer(app, request(method, b"/crl/sign-card-g1.crl", auth))
+        assert got.status == 200
+        fields = dict(got.extra_headers)
+        directives = [d.strip() for d in fields[b"cache-control"].split(b",")]
+        assert b"private" in directives and b"public" not in directives
+        assert fields[b"last-modified"] and fields[b"etag"]
+
+
 def test_crl_refusals_name_the_limit_and_the_real_wait(app: JpkiApp) -> None:
     """Issue 9.10: the cycle (周期, Ord §31(2), §62(2)) counts per CRL file (issuer generation,
     full or delta), and a party whose daily quota ran out is told "per day" with a

@@ -417,6 +417,22 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["party 'grp'", "suspension[0].carry_over"],
     ),
     (
+        # item 6's ground is the other title's suspension: a party without it has none
+        "§18(6)(6) without the user-verifier title",
+        text(
+            group(
+                suspension=[
+                    {
+                        "article": "Act §18(6)(6)",
+                        "since": datetime(2025, 1, 1, tzinfo=JST),
+                        "reason": "r",
+                    }
+                ],
+            )
+        ),
+        ["party 'grp'", "suspension[0].article", "Act §18(6)(6)", "user-verifier"],
+    ),
+    (
         "naive datetime",
         text(
             verifier(

@@ -58,6 +58,7 @@ from responder.registry.vocabulary import (
     Service,
     Title,
     suspension_article,
+    suspension_item,
     title_services,
 )
 
@@ -382,6 +383,16 @@ class _Checker:
                     e.id,
                     f"{fld}.article",
                     f"{s.article} stops what a {_names(meaning.needs)} receives; this party holds none of those titles",
+                )
+                continue
+            if suspension_item(s.article) == meaning.carried_item and not (
+                meaning.carry_needs & kinds
+            ):
+                self.err(
+                    e.id,
+                    f"{fld}.article",
+                    f"{s.article} applies only to a party that is also a {_names(meaning.carry_needs)} "
+                    "and was suspended under that title; this party holds no such title",
                 )
                 continue
             since = s.since.timestamp()

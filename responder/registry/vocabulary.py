@@ -260,13 +260,21 @@ class SuspensionArticle:
     carry_services: frozenset[Service]
     carry_needs: frozenset[Title]
     carry_article: str
+    carried_item: int = 0
+    """The item whose ground is the other title's suspension (Act §18(6)(6), §37(4)(6)): it
+    applies only to a party holding one of ``carry_needs`` too; 0: no such item."""
 
 
 _SUSPENSION_ARTICLES: Final[dict[str, tuple[range, SuspensionArticle]]] = {
     "Act §18(6)": (
         range(1, 7),
         SuspensionArticle(
-            SIGN_SIDE, _SIGN_TITLES, AUTH_SIDE, frozenset({Title.USER_VERIFIER}), "Act §37(4)(6)"
+            SIGN_SIDE,
+            _SIGN_TITLES,
+            AUTH_SIDE,
+            frozenset({Title.USER_VERIFIER}),
+            "Act §37(4)(6)",
+            carried_item=6,
         ),
     ),
     "Act §18(7)": (
@@ -302,10 +310,21 @@ _SUSPENSION_ARTICLES: Final[dict[str, tuple[range, SuspensionArticle]]] = {
     "Act §37(4)": (
         range(1, 7),
         SuspensionArticle(
-            AUTH_SIDE, frozenset({Title.USER_VERIFIER}), SIGN_SIDE, _SIGN_TITLES, "Act §18(6)(6)"
+            AUTH_SIDE,
+            frozenset({Title.USER_VERIFIER}),
+            SIGN_SIDE,
+            _SIGN_TITLES,
+            "Act §18(6)(6)",
+            carried_item=6,
         ),
     ),
 }
+
+
+def suspension_item(article: str) -> int:
+    """The item number of a suspension article (``"Act §18(6)(3)"``: 3), 0 when none."""
+    _, sep, rest = article.partition(")(")
+    return int(rest[:-1]) if sep and rest.endswith(")") and rest[:-1].isdigit() else 0
 
 
 def suspension_article(article: str) -> SuspensionArticle | None:
