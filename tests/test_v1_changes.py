@@ -5,6 +5,7 @@ nothing here starts a process."""
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from responder.v1 import changes, cursor
 from responder.v1.routes import V1Api
 from responder.v1.watchset import MemoryWatchSet
 from tests.support.pki import Ca, make_ca, rsa_key
-from tests.test_policy import NOW
+from tests.test_policy import NOW, SIG, USR, build, party_table
 from tests.test_v1_status import AC, SC, Ledger, Quotas, record, registry
 
 STORE_ID = b"S" * 16
@@ -200,6 +201,33 @@ def test_families_the_party_may_not_receive_are_refused_per_entry_act_37_1(
         ("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1),
         ("both", Service.AUTH_REVOCATION_INFO, Method.JSON, 1),
     }
+
+
+def test_a_family_suspended_is_passed_over_and_every_answer_says_so(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """During an auth-only suspension (Act §37(4)) the cursor moves past the auth changes:
+    they are never delivered after the party is resumed, so the answer must say which
+    families it passed over, or the party goes on believing a revoked certificate good."""
+    api = Api(store(cas), tmp_path)
+    api.watch("both", add=[ref(SC, C), ref(AC, D)])
+    since = datetime(2025, 1, 1, tzinfo=UTC)
+    suspended = {"article": "Act §37(4)(1)", "since": since, "reason": "test"}
+    api.registry = build(party_table("both", {SIG, USR}, suspension=[suspended]))
+    resp, got = api.changes(f"cursor={at(2)}", party="both")
+    assert resp.status == 200, got
+    assert [c["family"] for c in got["changes"]] == ["sign-card"]  # D (auth-card) withheld
+    assert got["passedOver"] == [
+        {"family": "auth-card", "rule": "suspended", "article": "Act §37(4)(1)"}
+    ]
+    assert api.ledger.counted == [("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]
+    # resumed: nothing passed over; D is not delivered again (the cursor is past it)
+    api.registry = registry()
+    resp, got = api.changes(f"cursor={got['cursor']}", party="both")
+    assert got["changes"] == [] and got["passedOver"] == []
+    # a family the agreement never covered is not passed over: it is not the party's
+    resp, got = api.changes(f"cursor={at(2)}")
+    assert got["passedOver"] == []
 
 
 def test_limit_stops_inside_a_commit_and_the_next_read_goes_on_without_loss_or_repeat(

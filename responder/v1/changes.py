@@ -27,7 +27,12 @@ the status record of each hit. The watch list is the responder's own state
   ``auth-revocation-info`` (auth families, Act §37(1)), method ``json``. A certificate
   of a family the party may not receive is refused per entry at registration (rule and
   article, nothing added); a change of such a family (the agreement changed since) is
-  not delivered.
+  not delivered. While the party may not receive a family its agreement covers (a
+  suspension, 提供の停止, Act §18(6), §37(4); a title not in force), the changes of that
+  family are passed over, and every answer says so (``passedOver``: family, rule,
+  article): they are not delivered later, so once the family may be received again the
+  party re-reads the status of its watched certificates of that family (``POST
+  /v1/status``) and goes on with the cursor.
 - Ledger (帳簿, Act §40): one provision per change delivered, counted under its
   family's service, method ``json`` (the unit a fee per provision would use, Act
   §67). Registering says nothing about any status and is not a provision; a read that
@@ -185,6 +190,18 @@ class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rena
     article: str | None = None
 
 
+class PassedOver(msgspec.Struct, frozen=True, kw_only=True):
+    """A family the agreement covers whose changes this read passed over without delivering
+    them: the party may not receive it now (a suspension, 提供の停止, or a title not in
+    force). A change passed over is not delivered later: once the party may receive the
+    family again, it re-reads the status of its watched certificates of that family
+    (``POST /v1/status``)."""
+
+    family: str
+    rule: str
+    article: str
+
+
 class ChangesResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """The changes after the cursor, in the order they were recorded, and the next cursor."""
 
@@ -195,6 +212,10 @@ class ChangesResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel")
     """Read from here next time."""
     more: bool
     """True when the read stopped at ``limit`` or at the scan bound: read again now."""
+    passed_over: list[PassedOver]
+    """The families the party may not receive now, whose changes in this read's range (if
+    any) were passed over (`PassedOver`); empty when it may receive every family of its
+    agreement."""
 
 
 # --- per worker -----------------------------------------------------------------------
@@ -258,6 +279,27 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[int, _Issuer]:
         service = policy.service_for_ocsp(meta.family)
         out[meta.index] = _Issuer(meta.id, meta.family, service, ctx.permit(service, meta.family))
     return out
+
+
+_AGREEMENT_RULES: Final = frozenset(
+    {
+        policy.Rule.UNAUTHORIZED_SERVICE,
+        policy.Rule.UNAUTHORIZED_FAMILY,
+        policy.Rule.UNAUTHORIZED_METHOD,
+    }
+)
+"""Refusals by what the agreement covers: a family the party never receives is not passed
+over, it is not the party's."""
+
+
+def _passed_over(issuers: dict[int, _Issuer]) -> list[PassedOver]:
+    """The families the party's agreement covers and it may not receive now, one each."""
+    out: dict[Family, PassedOver] = {}
+    for i in issuers.values():
+        r = i.refusal
+        if r is not None and r.rule not in _AGREEMENT_RULES and i.family not in out:
+            out[i.family] = PassedOver(family=i.family.value, rule=r.rule.value, article=r.article)
+    return [out[f] for f in sorted(out, key=list(Family).index)]
 
 
 def _at(seconds: int) -> datetime:
@@ -408,6 +450,7 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     if not request.cursor:
         return Reply(ChangesResponse(
             store=store, produced_at=now, changes=[], cursor=cursors.at_commit(reader), more=False,
+            passed_over=[],
         ))  # fmt: skip
     position = cursors.decode(request.cursor)
     verdict = cursors.judge(position, reader)
@@ -458,7 +501,10 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
         cursor = cursors.encode(store_id, last.after)
     else:  # read to the end: the next read starts after the view's commit
         cursor = cursors.at_commit(reader)
-    body = ChangesResponse(store=store, produced_at=now, changes=changes, cursor=cursor, more=full)
+    body = ChangesResponse(
+        store=store, produced_at=now, changes=changes, cursor=cursor, more=full,
+        passed_over=_passed_over(issuers),
+    )  # fmt: skip
     family = next(iter(families)).value if len(families) == 1 else ""
     return Reply(body, tuple(counts.items()), family)
 
