@@ -20,13 +20,16 @@
                             group appliance is set up from (`crlbuilder group init`); not on
                             a group's appliance, which passes on no CRL file either (Act §52(4))
     GET  /reports/YYYY[.csv|.json]  the yearly report (報告書, Act §41), public; rendered at
-                            most once per ``[ledger] collect_interval`` per year and format
+                            most once per ``[ledger] collect_interval`` per year and format;
+                            not on a group's appliance (the report is the 機構's; a group's
+                            members' names are not published)
     GET  /announcements[.json|.atom]  CA compromise announcements (`responder.announce`), public
     *    /v1/...            the JSON API (`responder.v1`: batch status and the other
                             provisions of Act §18, §37, §38-3, each behind the same
                             authentication, policy, quotas and ledger as OCSP); on a
                             group's appliance only POST /v1/record-info, relayed to the
-                            機構 for a member (`responder.relay`, Act §20(4),(5))
+                            機構 for a member (`responder.relay`, Act §20(4),(5)), and POST
+                            /v1/verify, answered from the group's own store (Act §20(1))
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
 
@@ -636,7 +639,11 @@ class JpkiApp:
         from the last rendering, and at most a few renders wait at once (then 429).
         """
         parsed = parse_report_path(path)
-        if parsed is None:
+        if parsed is None or self.group is not None:
+            # a group's appliance publishes no report: the report of Act §41 is the 機構's,
+            # and a group's recipients are its members, natural persons among them
+            # (行政書士 ...), whose names it has no ground to publish; its ledger stays its
+            # own (`responder report` renders it for the group)
             return _NOT_FOUND
         year, fmt = parsed
         hit = self.reports.fresh(year, fmt)

@@ -551,6 +551,12 @@ def test_ledgers_count_per_member_and_the_groups_downloads(apps: Appliances) -> 
     assert {k[0] for k in group} <= {"member-1", "member-2"}, group
     kikou = totals(apps.kikou.d / "ledger")
     assert kikou.get((GROUP, "sign-crl-file", "crl-file"), 0) >= 2, kikou
+    # the report of Act §41 is the 機構's: the group's appliance publishes none (its
+    # recipients are its members, natural persons among them)
+    for year in (today.year, today.year - 1):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{apps.group_url}/reports/{year}.json", timeout=10)
+        assert e.value.code == 404
 
 
 def test_tampered_crl_refused_old_data_kept(apps: Appliances, tmp_path: Path) -> None:
