@@ -730,7 +730,9 @@ class Applier:
             self._new_version(b, holder, (Family.AUTH_CARD, Family.AUTH_MOBILE))
             return True
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
-            if pending is None:
+            if pending is None or epoch(made) < pending.notified_at:
+                # none pending, or made before the pending move-out notice: a move-in notice
+                # stops only the move-out notice it follows (Act §31(2)), by when each was made
                 return False
             if pending.lapsed_at and made < rules.move_out_lapse(
                 date.fromisoformat(pending.planned_date)
