@@ -18,7 +18,8 @@ What each record does (the rules themselves are in `rules`):
   serial; refused for an unknown serial or a record earlier than issuance;
 - resident change (異動): revoke the holder's card certificates as Act §12 and
   §31 say, keep move-out notices for the 30-day rule (Act §31(2));
-- CA key compromise: revoke every valid certificate of the generation, and record
+- CA key compromise: revoke every valid certificate of the generation (an issuance read
+  later, of a certificate it signed before, is revoked at the compromise's instant), and record
   its public announcement (公表, Act §15(3), §16-14(3), §34(3), §35-14(3); Ord §23,
   §58) in the ``announcements`` database in the same transaction, for the
   responder to publish;
@@ -26,7 +27,8 @@ What each record does (the rules themselves are in `rules`):
   registered 署名検証者等 (`verifiers`), or made with no registry configured,
   is refused; a withdrawal always applies;
 - every revocation of a card certificate cascades to the holder's mobile
-  certificate of the same kind (Act §16-13, §35-13).
+  certificate of the same kind (Act §16-13, §35-13), a mobile certificate whose issuance
+  is read after its card certificate lost effect too.
 
 A revocation bumps the status record's version and deletes any stored answer
 for that serial in the same transaction, so no worker can serve a stale one:
@@ -498,8 +500,7 @@ class Applier:
             raise Refused(f"serial already issued by {rec.issuer} under another record id")
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
-        if rec.family.is_mobile:
-            self._check_card(b, holder, rec)
+        card = self._check_card(b, holder, rec) if rec.family.is_mobile else None
         held = []
         for k in b.c.holder_certs(holder, rec.family):
             st = self._status(b, k)
@@ -529,7 +530,45 @@ class Applier:
         )
         sealed = self.cipher.seal(key, rec.facts) if rec.facts is not None else None
         b.c.add_certificate(key, st, rec.family, sealed)
+        self._lost_before_its_record(b, key, st, meta, card)
         return True
+
+    def _lost_before_its_record(
+        self,
+        b: _Batch,
+        key: bytes,
+        st: sf.StatusRecord,
+        meta: sf.IssuerMeta,
+        card: tuple[bytes, sf.StatusRecord] | None,
+    ) -> None:
+        """Revoke a certificate whose issuance record is read after a record that already took
+        its effect: it is never good, whatever order the records arrive in.
+
+        - its issuer's key compromise (Act §14, §16-12, §33, §35-12) was recorded after
+          ``not_before`` (a later issuance is refused): that record covers every certificate
+          the key signed, this one too, so it lost effect then;
+        - for a mobile certificate, its card certificate lost effect after ``not_before`` by
+          one of the four recorded categories (earlier is refused, `_check_card`): the cascade
+          record (Act §16-13, §35-13) covers it, at the card's instant.
+        The earlier of the two is written (the later finds it revoked).
+        """
+        lost: list[tuple[int, Category, Reason, int]] = []
+        if meta.compromised_at:
+            cat = Category.CA_COMPROMISE
+            lost.append((meta.compromised_at, cat, cat.default_reason, meta.compromised_at))
+        if card is not None:
+            card_key, card_st = card
+            entry = b.c.revoked_entry(card_key) if card_st.revoked else None
+            follow = (
+                rules.cascade(card_st.family_enum, Category.from_code(entry.category))
+                if entry is not None and entry.category
+                else None
+            )
+            if entry is not None and follow is not None:
+                _, cat, reason = follow
+                lost.append((entry.revoked_at, cat, reason, entry.recorded_at))
+        for at, cat, reason, recorded in sorted(lost, key=lambda x: x[0])[:1]:
+            self._revoke(b, key, cat, reason, from_epoch(at), from_epoch(recorded), st)
 
     def _check_validity(
         self, b: _Batch, holder: bytes, rec: Issuance, held: list[rules.HeldCert]
@@ -595,8 +634,9 @@ class Applier:
                 f"not_after is later than the validity the rules allow ({last.isoformat()}, {cite})"
             )
 
-    def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> None:
-        """A mobile certificate's card certificate must be the holder's, of the same kind (Act §16-2)."""
+    def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> tuple[bytes, sf.StatusRecord]:
+        """A mobile certificate's card certificate must be the holder's, of the same kind (Act §16-2);
+        returns its key and status."""
         for k in b.c.holder_certs(holder, rec.family.card_family):
             if int.from_bytes(k[2:], "big") == rec.card_serial:
                 card = self._status(b, k)
@@ -610,7 +650,7 @@ class Applier:
                         "a mobile certificate cannot outlive its card certificate "
                         f"({Duty.VALIDITY.article(rec.family)})"
                     )
-                return
+                return k, card
         raise Refused(
             f"card_serial names no {rec.family.card_family.value} certificate of this holder"
         )
@@ -690,7 +730,9 @@ class Applier:
             self._new_version(b, holder, (Family.AUTH_CARD, Family.AUTH_MOBILE))
             return True
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
-            if pending is None:
+            if pending is None or epoch(made) < pending.notified_at:
+                # none pending, or made before the pending move-out notice: a move-in notice
+                # stops only the move-out notice it follows (Act §31(2)), by when each was made
                 return False
             if pending.lapsed_at and made < rules.move_out_lapse(
                 date.fromisoformat(pending.planned_date)
@@ -779,7 +821,9 @@ class Applier:
             if rules.compromise_revokes(
                 cert_issuer=rec.issuer, compromised_issuer=meta.id,
                 not_after=from_epoch(st.not_after), at=rec.recorded_at,
-            ) and not st.revoked and st.not_before <= t:  # fmt: skip
+            ) and not st.revoked:  # fmt: skip
+                # a certificate dated to begin after the compromise was signed by that key
+                # all the same (its issuance record came first): it is never good either
                 keys.append(key)
         cascaded_before = self.summary.revocations[Category.CARD_CASCADE.value]
         for key in keys:

@@ -4,7 +4,7 @@ Everything that crosses a module or process boundary in jpki-va is one of these
 msgspec Structs: the four certificate families (証明書の種類), issuer key
 generations, the revocation categories of the Act (失効事由) with their article
 references and RFC 5280 reason codes, and the records the 機構 writes:
-issuance records (発行記録, Act §7, §26), revocation requests and reports
+issuance records (発行記録, Act §8, §16-7, §27, §35-7), revocation requests and reports
 (失効申請等情報, §11, §16-10, §30, §35-10), resident record changes (異動等,
 §12, §31), recording errors (記録誤り等, §13, §16-11, §32, §35-11), issuing-key
 compromise (発行者署名符号の漏えい等, §14, §16-12, §33, §35-12) and consents for
@@ -347,7 +347,8 @@ _CATEGORY_JA: Final = {
 
 
 class RequestReason(enum.Enum):
-    """What the holder asked for or reported (申請 / 届出, Act §9, §10, §28, §29)."""
+    """What the holder asked for or reported (申請 / 届出, Act §9, §10, §16-8, §16-9, §28, §29, §35-8,
+    §35-9)."""
 
     APPLICATION = "application"
     """失効の申請: the holder asked for revocation, no longer using it."""
@@ -412,7 +413,7 @@ class Sex(enum.Enum):
 class FourFacts(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
-    """基本4情報: name, sex, birth date and address (Act §7, Ord §14), as in a sign certificate.
+    """基本4情報: name, sex, birth date and address (Act §7(1)(3), §16-6(1)(3)), as in a sign certificate.
 
     ``name_alt`` and ``address_alt`` are the substitute-character forms (代替文字)
     of OID arcs .2 and .6 under 1.2.392.200149.8.5.5.
@@ -508,7 +509,8 @@ class _Base(
 
 
 class Issuance(_Base, frozen=True, kw_only=True, tag="issuance"):
-    """発行記録: one certificate was issued (Act §7, §16-6, §26, §35-6)."""
+    """発行記録: one certificate was issued (Act §8, §16-7, §27, §35-7; what the certificate records:
+    §7, §16-6, §26, §35-6)."""
 
     serial: Serial
     family: Family

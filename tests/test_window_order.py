@@ -101,6 +101,19 @@ def test_act_31_2_move_in_made_in_time_counts_though_recorded_after_the_due_inst
     assert not world.status("auth-card-g1", 102).revoked
 
 
+def test_act_31_2_move_in_made_before_the_move_out_notice_does_not_stop_it(world: World) -> None:
+    """A move-in notice made on day 10 whose record arrives after a move-out notice made on day
+    30: it is no 転入届 following that 転出届, and the lapse still falls due."""
+    world.apply([issuance(102, "auth-card-g1", H1)])
+    published(world)
+    world.apply([change(35, "move-out-notice", planned_date=PLANNED.isoformat(), notified_at=ts(30)),
+                 change(36, "move-in-notice", notified_at=ts(10))])  # fmt: skip
+    ap = world.apply([])
+    ap.clock = FakeClock(DUE + timedelta(days=1))
+    assert ap.sweep_lapses(DUE + timedelta(days=1)) == 1
+    assert world.status("auth-card-g1", 102).revoked
+
+
 def test_act_34_1_2_lapse_written_before_a_late_move_in_stands(world: World) -> None:
     """Written, the lapse has taken effect (Act §34(1)(2)); the late notice is counted, not undone."""
     world.apply([issuance(102, "auth-card-g1", H1)])

@@ -4,7 +4,7 @@
 writes what the 機構 would have recorded about them, as JSON Lines of
 `crlbuilder.model.Record`:
 
-- issuance records (発行記録, Act §7, §16-6, §26, §35-6) of card certificates of
+- issuance records (発行記録, Act §8, §16-7, §27, §35-7) of card certificates of
   both kinds and, for about 30% of holders from 2023-05-11, mobile certificates
   (移動端末設備用, Act §16-2, §35-2) naming the card certificate they were issued
   against; validity per Ord §13, §49 via `crlbuilder.rules.validity_end`;

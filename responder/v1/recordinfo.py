@@ -100,7 +100,7 @@ class RecordInfoRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 
 
 class Facts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
-    """The §7(1)(3) items (基本4情報) as the certificate records them (Ord §14)."""
+    """The Act §7(1)(3) items (基本4情報) as the certificate records them."""
 
     name: Annotated[str, msgspec.Meta(description="氏名")]
     name_alt: Annotated[

@@ -1,4 +1,4 @@
-"""The four facts (基本4情報) of a JPKI sign certificate, decoded for the verifier (Act §7, Ord §14).
+"""The four facts (基本4情報) of a JPKI sign certificate, decoded for the verifier (Act §7(1)(3)).
 
 A sign certificate (署名用電子証明書) carries the holder's name, sex, birth date and
 address as subjectAltName otherName values under the arc 1.2.392.200149.8.5.5

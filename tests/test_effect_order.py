@@ -1,0 +1,83 @@
+"""A record that made certificates lose effect covers them whatever order the records arrive in:
+an issuance record read after it is never good (Act §14, §16-12, §33, §35-12 cover every
+certificate the compromised key signed; Act §16-13, §35-13 every mobile certificate of a holder
+whose card certificate lost effect)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.model import Category, Reason
+from crlbuilder.store import format as sf
+from tests.test_apply import H1, World, issuance, rid, ts
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.store.close()
+
+
+def compromise(day: float, issuer: str = "sign-card-g1") -> dict[str, object]:
+    return {"type": "ca-compromise", "id": rid(), "recorded_at": ts(day), "issuer": issuer}
+
+
+def revoked_as(st: sf.StatusRecord, category: Category, reason: Reason, day: float) -> None:
+    assert st.revoked
+    assert (Category.from_code(st.category), st.reason) == (category, reason)
+    assert st.revoked_at == int(datetime.fromisoformat(ts(day)).timestamp())
+
+
+def test_act_14_issuance_recorded_before_the_compromise_but_read_after_it_is_revoked(
+    world: World,
+) -> None:
+    world.apply([compromise(10)])
+    world.apply([issuance(101, "sign-card-g1", H1, day=5)])  # signed on day 5, its record late
+    assert world.quarantined() == []
+    revoked_as(world.status("sign-card-g1", 101), Category.CA_COMPROMISE, Reason.CA_COMPROMISE, 10)
+
+
+def test_act_14_issuance_not_before_the_compromise_is_still_refused(world: World) -> None:
+    world.apply([compromise(10)])
+    world.apply([issuance(101, "sign-card-g1", H1, day=12)])
+    [q] = world.quarantined()
+    assert "compromised before this issuance" in str(q["reason"])
+
+
+def test_act_14_certificate_dated_to_begin_after_the_compromise_is_revoked(world: World) -> None:
+    """Signed (recorded) on day 5 to begin on day 15: the key compromised on day 10 signed it."""
+    world.apply([issuance(101, "sign-card-g1", H1, day=15, recorded_at=ts(5))])
+    world.apply([compromise(10)])
+    revoked_as(world.status("sign-card-g1", 101), Category.CA_COMPROMISE, Reason.CA_COMPROMISE, 10)
+
+
+@pytest.mark.parametrize(
+    ("card", "mobile"), [("sign-card-g1", "sign-mobile-g1"), ("auth-card-g1", "auth-mobile-g1")]
+)
+def test_act_16_13_35_13_mobile_read_after_its_card_lost_effect_is_revoked(
+    world: World, card: str, mobile: str
+) -> None:
+    world.apply([issuance(101, card, H1)])
+    world.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(10),
+                  "serial": 101, "issuer": card, "reason": "loss"}])  # fmt: skip
+    # issued on day 5 against the card certificate, its record read after the card's loss
+    world.apply([issuance(103, mobile, H1, day=5, card_serial=101, not_after=ts(1400),
+                          recorded_at=ts(11))])  # fmt: skip
+    assert world.quarantined() == []
+    revoked_as(world.status(mobile, 103), Category.CARD_CASCADE, Reason.CESSATION_OF_OPERATION, 10)
+
+
+def test_act_16_2_3_mobile_issued_after_its_card_lost_effect_is_still_refused(
+    world: World,
+) -> None:
+    world.apply([issuance(101, "sign-card-g1", H1)])
+    world.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(10),
+                  "serial": 101, "issuer": "sign-card-g1", "reason": "application"}])  # fmt: skip
+    world.apply([issuance(103, "sign-mobile-g1", H1, day=12, card_serial=101, not_after=ts(1400))])
+    [q] = world.quarantined()
+    assert "Act §16-2(3)" in str(q["reason"])
