@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-import lmdb
 import msgspec
 import nats.errors
 import nats.js.errors
@@ -92,7 +91,7 @@ def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
         copy = Path(tmp) / "store"
         try:
             snapshot_store(store, copy)
-        except (lmdb.Error, OSError) as e:
+        except OSError as e:
             raise SnapshotCopyError(
                 f"cannot copy the store into {tmp} for the snapshot: {e} (the copy needs as "
                 "much free room there as the store's live data; TMPDIR names another place)"
