@@ -316,7 +316,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     except StoreFormatError as e:
         print(f"{what}: error: {e}", file=sys.stderr)
         return 2
-    except ClusterError as e:
+    except (ClusterError, snapshot.SnapshotCopyError) as e:
         print(f"{what}: error: {e}", file=sys.stderr)
         return 1
     finally:

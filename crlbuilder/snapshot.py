@@ -44,6 +44,11 @@ READ_ATTEMPTS: Final = 3
 """Reads of a snapshot replaced while read, the newer one each time, before `get` gives up."""
 
 
+class SnapshotCopyError(Exception):
+    """The store could not be copied for a snapshot (no room, a write refused); the message
+    says where the copy was made."""
+
+
 class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
     """What a snapshot is of (its object's description)."""
 
@@ -77,11 +82,20 @@ def _bucket(cluster: Cluster, bucket: Bucket) -> ObjectStore:
 
 
 def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
-    """Copy ``store`` (consistently, while it may be written) and put it in the bucket."""
+    """Copy ``store`` (consistently, while it may be written) and put it in the bucket.
+
+    The copy is made in the temporary directory (``TMPDIR``) and removed afterwards; it needs
+    as much room as the store's live pages. `SnapshotCopyError` when it cannot be made."""
     obs = _bucket(cluster, bucket)
     with tempfile.TemporaryDirectory(prefix="jpki-va-snapshot-") as tmp:
         copy = Path(tmp) / "store"
-        snapshot_store(store, copy)
+        try:
+            snapshot_store(store, copy)
+        except OSError as e:
+            raise SnapshotCopyError(
+                f"cannot copy the store into {tmp} for the snapshot: {e} (the copy needs as "
+                "much free room there as the store's live data; TMPDIR names another place)"
+            ) from None
         snap = Store.open(copy, readonly=True)
         try:
             with snap.read() as r:

@@ -23,7 +23,8 @@ from crlbuilder.group.pull import FetchFailed, GroupFeed, fetch
 from crlbuilder.group.setup import GroupIssuer, GroupSetup
 from crlbuilder.manifest import Manifest
 from crlbuilder.store.lmdbstore import Store
-from tests.test_crlimport import G1, NOW, make_crl, pki  # noqa: F401 (its PKI fixture)
+from tests.support.store import dump_store
+from tests.test_crlimport import G1, G2, NOW, make_crl, pki  # noqa: F401 (its PKI fixture)
 
 TOKEN = "group-token-for-tests"
 
@@ -62,8 +63,9 @@ class Kikou:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def gets(self) -> list[str]:
-        return [p for m, p, _ in self.requests if m == "GET"]
+    def gets(self, *paths: str) -> list[str]:
+        """The paths downloaded, in order (only ``paths``, when given)."""
+        return [p for m, p, _ in self.requests if m == "GET" and (not paths or p in paths)]
 
 
 @pytest.fixture
@@ -77,18 +79,23 @@ def kikou() -> Iterator[Kikou]:
         k.server.shutdown()
 
 
+def group_issuer(pki: Manifest, issuer: str, index: int, url: str, suffix: str) -> GroupIssuer:  # noqa: F811
+    i = pki.issuer(issuer)
+    return GroupIssuer(
+        id=issuer, family=i.family, generation=i.generation, index=index,
+        cert=str(pki.path(i.cert)), sha256="0" * 64,
+        crl_url=f"{url}/f{suffix}.crl", delta_crl_url=f"{url}/d{suffix}.crl",
+    )  # fmt: skip
+
+
 @pytest.fixture
 def feed(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Iterator[GroupFeed]:  # noqa: F811
+    """The group's feed of two issuers: G1 at /f.crl and /d.crl, G2 at /f2.crl and /d2.crl."""
     (tmp_path / "token").write_text(TOKEN + "\n")
-    i = pki.issuer(G1)
     setup = GroupSetup(
         group_id="g", authority=kikou.url, token_file="token", cycle_seconds=1,
         responder_cert="unused.pem", responder_key="unused.key", store="store",
-        issuers=[GroupIssuer(
-            id=G1, family=i.family, generation=i.generation, index=1,
-            cert=str(pki.path(i.cert)), sha256="0" * 64,
-            crl_url=kikou.url + "/f.crl", delta_crl_url=kikou.url + "/d.crl",
-        )],
+        issuers=[group_issuer(pki, G1, 1, kikou.url, ""), group_issuer(pki, G2, 2, kikou.url, "2")],
     )  # fmt: skip
     setup.directory = str(tmp_path)
     store = Store.open(tmp_path / "store", readonly=False)
@@ -99,7 +106,9 @@ def feed(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Iterator[GroupFeed]:  #
 
 
 def statuses(feed: GroupFeed) -> list[str]:
-    return [o.status for o in feed.pass_once()]
+    """G1's full and delta outcomes of one pass (G2's files are served by the tests that
+    need them; absent, they are refused as unreachable)."""
+    return [o.status for o in feed.pass_once() if o.issuer == G1]
 
 
 def test_unchanged_files_are_not_downloaded_and_the_same_full_crl_is_nothing_to_do(
@@ -114,7 +123,7 @@ def test_unchanged_files_are_not_downloaded_and_the_same_full_crl_is_nothing_to_
     }
     assert statuses(feed) == ["imported", "imported"]
     assert statuses(feed) == ["unchanged", "unchanged"]  # HEAD only
-    assert kikou.gets() == ["/f.crl", "/d.crl"]
+    assert kikou.gets("/f.crl", "/d.crl") == ["/f.crl", "/d.crl"]
     kikou.files["/d.crl"] = ('"d12"', make_crl(pki, G1, 12, [(6, 1, 1), (7, 1, 1)], delta_base=10))
     assert statuses(feed) == ["unchanged", "imported"]
     kikou.files["/f.crl"] = ('"f10-again"', full10)  # the same full CRL, served anew
@@ -134,9 +143,29 @@ def test_a_delta_ahead_of_the_full_crl_fetches_the_full_crl_again(
         "/f.crl": ('"f"', make_crl(pki, G1, 12, [(5, 1, 1), (8, 1, 1)])),  # same ETag: skipped
         "/d.crl": ('"d13"', make_crl(pki, G1, 13, [(9, 1, 1)], delta_base=12)),
     }
-    got = feed.pass_once()
+    got = [o for o in feed.pass_once() if o.issuer == G1]
     assert [o.status for o in got] == ["imported", "imported"], got
     assert [o.number for o in got] == [12, 13]
+
+
+def test_another_issuers_crl_at_an_issuers_url_is_refused_and_nothing_is_written(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+) -> None:
+    """The 機構 serves G2's genuine CRL at G1's URL (a mix-up on its side): refused for G1, and
+    the store unchanged: G2's data is G2's own file's to change, at its own URL."""
+    kikou.files = {
+        "/f.crl": ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)])),
+        "/f2.crl": ('"g20"', make_crl(pki, G2, 20, [(6, 1, 1)])),
+    }
+    assert [o.status for o in feed.pass_once()] == ["imported", "absent"] * 2
+    before = dump_store(feed.store)
+    kikou.files["/f.crl"] = ('"mixed"', make_crl(pki, G2, 21, [(6, 1, 1), (7, 1, 1)]))
+    got = feed.pass_once()
+    assert [o.status for o in got] == ["refused", "absent", "unchanged", "absent"], got
+    assert f"{G2}'s, not {G1}'s" in got[0].detail
+    assert dump_store(feed.store) == before
 
 
 def test_the_token_never_goes_over_plain_http_to_another_host() -> None:

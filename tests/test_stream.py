@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -775,6 +776,46 @@ def test_a_snapshot_replaced_while_a_new_node_reads_it_is_read_again(
 # ---------------------------------------------------------------------------
 # No NATS server answers at the start
 # ---------------------------------------------------------------------------
+
+
+def _no_file_over_64_kib() -> None:
+    """In the child: a write past 64 KiB fails with EFBIG, as on a full disk (SIGXFSZ
+    ignored, so the write returns the error rather than kill the process)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_snapshot_put_without_room_for_its_copy_says_so_without_a_traceback(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The copy of the store is made in TMPDIR first: no room there is one line naming the
+    place and what it needs, exit 1, nothing put, nothing left behind (it was lmdb's
+    traceback)."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "nocopy")
+    publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:3])
+    consume(a, cluster)
+    assert Path(a.store.path, "data.mdb").stat().st_size > 64 * 1024
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "put", *flags(a),
+         "--snapshot-bucket", "NOCOPY_T"],
+        check=False, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp)}, preexec_fn=_no_file_over_64_kib,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert f"cannot copy the store into {tmp}/jpki-va-snapshot-" in line and "room" in line
+    assert list(tmp.iterdir()) == []
+    c = Cluster(cluster.urls)
+    try:
+        with pytest.raises(ClusterError, match="no snapshot in NOCOPY_T"):
+            snapshot.get(c, snapshot.Bucket("NOCOPY_T"), tmp_path / "got")
+    finally:
+        c.close()
 
 
 def unreachable(tmp: Path, pki: Path) -> tuple[BuilderConfig, int]:

@@ -459,11 +459,15 @@ class CrlImporter:
         result.seconds = time.monotonic() - t0
         return result
 
-    def import_der(self, der: bytes, *, as_of: datetime, source: str = "-") -> ImportResult:
+    def import_der(
+        self, der: bytes, *, as_of: datetime, source: str = "-", expect: str | None = None
+    ) -> ImportResult:
         """Import one DER CRL in one write transaction; ImportRefused leaves the store unchanged.
 
         ``as_of`` (timezone-aware) is the current time for the thisUpdate and
-        nextUpdate checks; ``source`` names the CRL in the result.
+        nextUpdate checks; ``source`` names the CRL in the result. ``expect``, an issuer
+        id: a CRL of any other known issuer is refused before anything is written (a file
+        fetched from that issuer's URL).
         """
         if as_of.tzinfo is None:
             raise ValueError("as_of must be a timezone-aware datetime")
@@ -473,6 +477,8 @@ class CrlImporter:
         except CrlError as e:
             raise ImportRefused(f"not a usable CRL: {e}") from None
         issuer = identify_issuer(parsed, self.issuers)
+        if expect is not None and issuer.meta.id != expect:
+            raise ImportRefused(f"the CRL at this URL is {issuer.meta.id}'s, not {expect}'s")
         _check_crl(parsed, as_of=as_of, force=self.force, clock_skew=self.clock_skew)
         number = parsed.number
         assert number is not None

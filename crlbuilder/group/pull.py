@@ -263,7 +263,9 @@ class GroupFeed:
                     o.status = "unchanged"
                     return o
             got = fetch(url, token, timeout=self.timeout)
-            result = self.importer.import_der(got.body, as_of=self.clock(), source=issuer.id)
+            result = self.importer.import_der(
+                got.body, as_of=self.clock(), source=issuer.id, expect=issuer.id
+            )
         except FetchFailed as e:
             if kind == "delta" and e.status == 404:
                 o.status, o.detail = "absent", "no delta CRL published"
@@ -278,11 +280,6 @@ class GroupFeed:
             return o
         finally:
             o.seconds = time.monotonic() - t0
-        if result.issuer != issuer.id:
-            # signed by another issuer the group knows: refuse to mix their data
-            o.status = "refused"
-            o.detail = f"the CRL at this URL is {result.issuer}'s, not {issuer.id}'s"
-            return o
         if got.etag is not None:
             self._etags[url] = got.etag
         o.number = result.number

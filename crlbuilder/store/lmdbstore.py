@@ -231,10 +231,14 @@ def _check_whole(env: lmdb.Environment, p: Path) -> None:
 def snapshot_store(store: Store, target: str | Path) -> None:
     """One consistent copy of ``store`` (it may be written meanwhile) as ``target/data.mdb``:
     LMDB's compacting copy under one read transaction. ``target`` must be a new, empty
-    directory. The bytes are the store's live pages (zeroed when written: ``meminit``)."""
+    directory. The bytes are the store's live pages (zeroed when written: ``meminit``).
+    A copy that cannot be written (no room) raises `OSError`."""
     t = Path(target)
     t.mkdir(mode=0o700, parents=True, exist_ok=False)
-    store.env.copy(str(t), compact=True)
+    try:
+        store.env.copy(str(t), compact=True)
+    except lmdb.Error as e:  # mdb_env_copy3's errno, as lmdb reports it
+        raise OSError(str(e)) from None
     (t / "data.mdb").chmod(0o600)
 
 
