@@ -433,6 +433,27 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["party 'grp'", "suspension[0].article", "Act §18(6)(6)", "user-verifier"],
     ),
     (
+        # §18(7) suspends the group's provision only; services are not kept per title, so on
+        # a party that is a 署名検証者 too it would stop that provision as well
+        "§18(7) on a party that is a signature verifier too",
+        text(
+            group(
+                title=[
+                    *group()["title"],
+                    {"kind": "signature-verifier", "category": 4},
+                ],
+                suspension=[
+                    {
+                        "article": "Act §18(7)(1)",
+                        "since": datetime(2025, 1, 1, tzinfo=JST),
+                        "reason": "r",
+                    }
+                ],
+            )
+        ),
+        ["party 'grp'", "suspension[0].article", "Act §18(7)(1)", "a party of its own"],
+    ),
+    (
         "naive datetime",
         text(
             verifier(

@@ -395,6 +395,19 @@ class _Checker:
                     "and was suspended under that title; this party holds no such title",
                 )
                 continue
+            if meaning.needs == {Title.GROUP_SIGNATURE_VERIFIER} and (
+                Title.SIGNATURE_VERIFIER in kinds
+            ):
+                # §18(7) stops what the 機構 provides to the group; this party's services are
+                # not kept per title, so it would stop its provision as a 署名検証者 too
+                self.err(
+                    e.id,
+                    f"{fld}.article",
+                    f"{s.article} stops what the party receives as a group only, and this party "
+                    "is a signature-verifier too: register the group title as a party of its own "
+                    "(its own credentials) and suspend that one",
+                )
+                continue
             since = s.since.timestamp()
             until = s.until.timestamp() if s.until else math.inf
             if until <= since:

@@ -193,7 +193,9 @@ class Suspension(_Table, frozen=True, kw_only=True):
 
     article: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
     """``"Act §18(6)(N)"`` (sign services), ``"Act §18(7)(N)"`` (a group's, because of its
-    members), ``"Act §37(4)(N)"`` (auth services)."""
+    members; refused on a party that is a 署名検証者 too, whose provision as such it would
+    stop as well: the group title is registered as a party of its own), ``"Act §37(4)(N)"``
+    (auth services)."""
     since: Aware
     reason: Text
     until: Aware | None = None
