@@ -177,17 +177,9 @@ def bind_sockets(server: ServerConfig) -> list[socket.socket]:
             where = f"{host}:{port}"
             if server.reuseport and port != 0:
                 _refuse_taken(family, kind, proto, addr, where)
-            sock = socket.socket(family, kind, proto)
+            sock = _new_socket(family, kind, proto, reuseport=server.reuseport)
             sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if server.reuseport:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(addr)
-            except OSError as exc:
-                raise OSError(exc.errno, exc.strerror, where) from None
+            _bind(sock, addr, where)
             sock.listen(BACKLOG)
             sock.setblocking(False)
             if port == 0:
@@ -209,14 +201,33 @@ def _refuse_taken(
     """OSError ``EADDRINUSE`` when a socket listens on ``addr`` already: a probe bound
     without SO_REUSEPORT (SO_REUSEADDR only, as a listener's leftover TIME_WAIT
     connections do not count) fails on any listener, whatever its options."""
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with _new_socket(family, kind, proto, reuseport=False) as probe:
+        _bind(probe, addr, where)
+
+
+def _new_socket(
+    family: socket.AddressFamily, kind: socket.SocketKind, proto: int, *, reuseport: bool
+) -> socket.socket:
+    """A listening socket's options set: SO_REUSEADDR, SO_REUSEPORT when asked, IPv6 only."""
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
-            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            probe.bind(addr)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, where) from None
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _bind(sock: socket.socket, addr: _SockAddr, where: str) -> None:
+    """``sock.bind(addr)``; an OSError names ``where`` (host:port) as its filename."""
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, where) from None
 
 
 def bind_admin(metrics: MetricsConfig) -> socket.socket:
