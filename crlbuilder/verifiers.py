@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Final
@@ -58,10 +58,12 @@ class TokenApproval:
     """`crlbuilder.tokenrequest.approval_window`: start, end (None: no end set)."""
     revoked: float | None = None
     """When the approval was revoked (取消し, Act §38-2(6)), epoch seconds."""
+    ended: float | None = None
+    """When the party's provision ends (its ``ended.at``, which may lie ahead), epoch seconds."""
 
     def end(self) -> float:
         """When the approval stops being in force (inf: not foreseen)."""
-        ends = [e for e in (self.window[1], self.revoked) if e is not None]
+        ends = [e for e in (self.window[1], self.revoked, self.ended) if e is not None]
         return min(ends) if ends else math.inf
 
     def in_force(self, now: float) -> bool:
@@ -77,7 +79,7 @@ class Verifiers:
     other: dict[str, str] = field(default_factory=dict)
     """Registered parties that may not, and why."""
     approvals: dict[str, TokenApproval] = field(default_factory=dict)
-    """The 特定利用者証明検証者 whose provision has not ended, by party id."""
+    """The 特定利用者証明検証者, by party id (an ended provision ends the approval: `TokenApproval.ended`)."""
 
     def refusal(self, verifier: str) -> str | None:
         """Why a consent naming ``verifier`` cannot be accepted (None: it can)."""
@@ -110,8 +112,10 @@ def parse_verifiers(text: str, *, source: str) -> Verifiers:
             raise RegistryReadError(f"{source}: party #{i + 1}: no id")
         kinds = _title_kinds(p)
         approval = _approval(p)
-        if approval is not None and p.get("ended") is None:
-            approvals[pid] = approval
+        if approval is not None:
+            # a provision end set ahead (``registry end --at``) stops the approval at its
+            # instant, as the responder's `Party.end` stops serving the party then
+            approvals[pid] = replace(approval, ended=_ended_at(p))
         if p.get("ended") is not None:
             other[pid] = "whose provision has ended"
         elif kinds & RECORD_INFO_TITLES:
@@ -142,6 +146,20 @@ def _approval(party: dict[str, object]) -> TokenApproval | None:
             revoked=revoked.timestamp() if isinstance(revoked, datetime) else None,
         )
     return None
+
+
+def _ended_at(party: dict[str, object]) -> float | None:
+    """When the party's provision ends (``ended.at``), None when it has no ``ended``; an
+    ``ended`` without a readable instant (refused by the responder) counts as ended long ago."""
+    ended = party.get("ended")
+    if ended is None:
+        return None
+    at = ended.get("at") if isinstance(ended, dict) else None
+    if not isinstance(at, datetime):
+        return -math.inf
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=JST)  # refused by the responder; read as Japan time
+    return at.timestamp()
 
 
 def _title_kinds(party: dict[str, object]) -> set[str]:

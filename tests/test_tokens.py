@@ -281,3 +281,20 @@ def test_no_issuance_record_names_the_token_family() -> None:
     with pytest.raises(RecordError) as e:
         check_record(rec)
     assert e.value.field == "$.family"
+
+
+def test_a_provision_end_set_ahead_takes_effect_at_its_instant(world: World) -> None:
+    """``responder registry end --at`` may name a later instant: the party is served until
+    then (the responder's `Party.end`), so its token is issued and stays good until then,
+    and is revoked at the first build after it, never before."""
+    ends = T0 + timedelta(days=10)
+    world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
+    rid, _ = world.queue()
+    report = world.build(T0 + timedelta(minutes=1))
+    assert report["tokens_issued"] == 1 and report["tokens_revoked"] == 0
+    assert world.build(ends - timedelta(minutes=1))["tokens_revoked"] == 0
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+    assert world.build(ends + timedelta(minutes=1))["tokens_revoked"] == 1
+    st = world.status(rid)
+    assert st is not None and st.category == Category.APPROVAL_WITHDRAWN.code
