@@ -239,6 +239,20 @@ def test_bad_csr_is_400_naming_the_field_nothing_queued_nothing_counted(
     assert desk.queued == {} and api.ledger.counted == []
 
 
+def test_base64_der_wrapped_in_lines_is_accepted(ca: Ca) -> None:
+    """``openssl req -outform DER | base64`` wraps its output at 76 columns (``openssl base64``
+    at 64): the line breaks are no part of the encoding, and the same request is queued."""
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    csr = csr_of(rsa_key())
+    flat = base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode()
+    wrapped = "\r\n".join(flat[i : i + 76] for i in range(0, len(flat), 76)) + "\n"
+    resp, body = api.post({"csr": wrapped})
+    assert resp.status == 202, body
+    assert api.post({"csr": pem(csr)})[1]["request"] == body["request"]
+    assert len(desk.queued) == 1
+
+
 def test_unknown_field_is_400(ca: Ca) -> None:
     resp, body = Api(spec_table(), desk=MemoryDesk(ca)).post({"csr": "x", "subject": "CN=me"})
     assert resp.status == 400 and "subject" in body["detail"]  # msgspec names the object "$"
