@@ -292,6 +292,8 @@ def test_a_provision_end_set_ahead_takes_effect_at_its_instant(world: World) -> 
     rid, _ = world.queue()
     report = world.build(T0 + timedelta(minutes=1))
     assert report["tokens_issued"] == 1 and report["tokens_revoked"] == 0
+    # the follow loop wakes at that instant (as at an approval's end), not at the next change
+    assert world.builder.next_approval_end(T0 + timedelta(minutes=1)) == ends
     assert world.build(ends - timedelta(minutes=1))["tokens_revoked"] == 0
     st = world.status(rid)
     assert st is not None and not st.revoked
