@@ -300,3 +300,20 @@ def test_a_provision_end_set_ahead_takes_effect_at_its_instant(world: World) -> 
     assert world.build(ends + timedelta(minutes=1))["tokens_revoked"] == 1
     st = world.status(rid)
     assert st is not None and st.category == Category.APPROVAL_WITHDRAWN.code
+
+
+def test_request_after_the_token_issuer_expired_is_dropped_and_the_build_goes_on(
+    world: World,
+) -> None:
+    """Past the token issuer's own notAfter no token can be signed (its notAfter would come
+    before its notBefore): the request is dropped with the reason, and the build (CRLs,
+    pre-signed answers) is not stopped by it, at this build or the next."""
+    expired = world.ca().not_valid_after_utc
+    rid, _ = world.queue(at=expired - timedelta(minutes=1))
+    report = world.build(expired + timedelta(days=1))
+    assert report["tokens_issued"] == 0
+    [dropped] = report["tokens_dropped"]
+    assert dropped["request"] == rid and "expired" in dropped["reason"]
+    assert "verifier-token-g1" in dropped["reason"]
+    assert not issued_path(world.issued, rid).exists() and world.status(rid) is None
+    assert not request_path(world.requests, rid).exists()
