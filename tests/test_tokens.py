@@ -317,3 +317,29 @@ def test_request_after_the_token_issuer_expired_is_dropped_and_the_build_goes_on
     assert "verifier-token-g1" in dropped["reason"]
     assert not issued_path(world.issued, rid).exists() and world.status(rid) is None
     assert not request_path(world.requests, rid).exists()
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        pytest.param({"approved": "2024-04-01"}, "approved", id="approved-quoted"),
+        pytest.param({"approved_until": "2026-03-31"}, "approved_until", id="until-quoted"),
+        pytest.param({"revoked": date(2025, 6, 3)}, "revoked", id="revoked-a-day-not-a-time"),
+        pytest.param({"revoked": datetime(2025, 6, 3, 9)}, "revoked", id="revoked-no-offset"),
+    ],
+)  # fmt: skip
+def test_a_registry_the_responder_refuses_revokes_nothing(
+    world: World, fault: dict[str, Any], says: str
+) -> None:
+    """An approval the responder's checks refuse (a quoted date, a revocation without its
+    time or offset) is not read as "no approval" (revoking the party's tokens for good) nor
+    as "not revoked": the file is refused, the build warns and keeps the last good reading."""
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))
+    world.write_registry(party(**fault))
+    report = world.build(T0 + timedelta(days=2))
+    assert report["tokens_revoked"] == 0
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+    warning = world.log.getvalue()
+    assert "registry as last read" in warning and says in warning and "spec" in warning
