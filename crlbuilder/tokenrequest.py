@@ -10,8 +10,8 @@ written whole (a temporary file renamed in). The issued certificate comes back a
 
 This module is what both sides share, pure apart from the two file helpers:
 
-- `check_csr`: the party's PKCS#10 request (PEM, or base64 DER), its self-signature
-  verified (proof of possession, RFC 2986 §3) and its key RSA of 2048 bits or more or
+- `check_csr`: the party's PKCS#10 request (PEM, or base64 DER, in lines or not), its
+  self-signature verified (proof of possession, RFC 2986 §3) and its key RSA of 2048 bits or more or
   EC P-256; a refusal names the field (`CsrError`), never the content;
 - `request_id`: the request's id, a digest of the party, the CSR's public key and the
   approval (認可, Act §38-2(1)) it rests on: asking again for the same key under the same
@@ -82,7 +82,9 @@ def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
         if text.startswith(_PEM_BEGIN):
             csr = x509.load_pem_x509_csr(text.encode("ascii"))
         else:
-            csr = x509.load_der_x509_csr(base64.b64decode(text, validate=True))
+            # base64 as tools write it: wrapped in lines (base64, openssl base64)
+            flat = "".join(text.split())
+            csr = x509.load_der_x509_csr(base64.b64decode(flat, validate=True))
     except (ValueError, binascii.Error, UnicodeEncodeError):
         raise CsrError(field, "not a PKCS#10 certificate request (PEM, or DER in base64)") from None
     try:

@@ -85,6 +85,23 @@ class TokenReport:
     dropped: list[dict[str, str]] = field(default_factory=list)
 
 
+def token_validity(
+    req: TokenRequest,
+    *,
+    issuer_cert: x509.Certificate,
+    approval_window: tuple[int, int | None],
+    validity: timedelta,
+) -> tuple[datetime, datetime]:
+    """The token's notBefore and notAfter (the module docstring); notAfter may come before
+    notBefore when the issuer's certificate has expired (`TokenIssuer` refuses that)."""
+    start, end = approval_window
+    not_before = max(req.requested_at.astimezone(UTC), datetime.fromtimestamp(start, UTC))
+    not_after = min(not_before + validity, issuer_cert.not_valid_after_utc)
+    if end is not None:
+        not_after = min(not_after, datetime.fromtimestamp(end, UTC) - timedelta(seconds=1))
+    return not_before, not_after
+
+
 def token_certificate(
     req: TokenRequest,
     *,
@@ -96,11 +113,9 @@ def token_certificate(
 ) -> x509.Certificate:
     """The token certificate of ``req`` (the module docstring's profile), signed by ``signer``."""
     csr = x509.load_der_x509_csr(req.csr)
-    start, end = approval_window
-    not_before = max(req.requested_at.astimezone(UTC), datetime.fromtimestamp(start, UTC))
-    not_after = min(not_before + validity, issuer_cert.not_valid_after_utc)
-    if end is not None:
-        not_after = min(not_after, datetime.fromtimestamp(end, UTC) - timedelta(seconds=1))
+    not_before, not_after = token_validity(
+        req, issuer_cert=issuer_cert, approval_window=approval_window, validity=validity
+    )
     public_key = csr.public_key()
     ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
@@ -263,6 +278,16 @@ class TokenIssuer:
         if known and out.exists():
             return ""
         issuer_cert = self.signer().certificate
+        not_before, not_after = token_validity(
+            req, issuer_cert=issuer_cert, approval_window=approval.window, validity=self.validity
+        )
+        if not_after <= not_before or issuer_cert.not_valid_after_utc.timestamp() <= now:
+            # signing would fail (and fail every build after it): the request is dropped
+            return (
+                f"the token issuer {self.issuer.id}'s certificate has expired "
+                f"({issuer_cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}): no token can be issued "
+                "under it until the token issuer is rolled over"
+            )
         cert = token_certificate(
             req,
             issuer=self.issuer,

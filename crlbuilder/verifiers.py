@@ -11,7 +11,9 @@ nobody can use (a misspelt id, a 利用者証明検証者 who may never receive 
 crlbuilder does not import responder (the builder must run without it): this
 module reads only what it needs of the registry file (each ``[[party]]``'s
 ``id``, its titles' ``kind`` and whether it has ``ended``) with `tomllib`, and
-leaves every other check of the file to `responder.registry`. Both registry
+leaves every other check of the file to `responder.registry`, except for what a token's
+fate rests on (the approval's dates, ``ended.at``): a value there that the responder
+refuses refuses the file here too, and the last good reading is kept. Both registry
 formats name titles: ``[[party.title]] kind = ...`` and the flat
 ``titles = [...]``.
 
@@ -32,12 +34,11 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Final
 
-from crlbuilder.rules import JST
 from crlbuilder.tokenrequest import approval_window
 
 SPECIFIED_TITLE: Final = "specified-user-verifier"
@@ -58,10 +59,12 @@ class TokenApproval:
     """`crlbuilder.tokenrequest.approval_window`: start, end (None: no end set)."""
     revoked: float | None = None
     """When the approval was revoked (取消し, Act §38-2(6)), epoch seconds."""
+    ended: float | None = None
+    """When the party's provision ends (its ``ended.at``, which may lie ahead), epoch seconds."""
 
     def end(self) -> float:
         """When the approval stops being in force (inf: not foreseen)."""
-        ends = [e for e in (self.window[1], self.revoked) if e is not None]
+        ends = [e for e in (self.window[1], self.revoked, self.ended) if e is not None]
         return min(ends) if ends else math.inf
 
     def in_force(self, now: float) -> bool:
@@ -77,7 +80,7 @@ class Verifiers:
     other: dict[str, str] = field(default_factory=dict)
     """Registered parties that may not, and why."""
     approvals: dict[str, TokenApproval] = field(default_factory=dict)
-    """The 特定利用者証明検証者 whose provision has not ended, by party id."""
+    """The 特定利用者証明検証者, by party id (an ended provision ends the approval: `TokenApproval.ended`)."""
 
     def refusal(self, verifier: str) -> str | None:
         """Why a consent naming ``verifier`` cannot be accepted (None: it can)."""
@@ -109,9 +112,12 @@ def parse_verifiers(text: str, *, source: str) -> Verifiers:
         if not isinstance(p, dict) or not isinstance(pid, str) or not pid:
             raise RegistryReadError(f"{source}: party #{i + 1}: no id")
         kinds = _title_kinds(p)
-        approval = _approval(p)
-        if approval is not None and p.get("ended") is None:
-            approvals[pid] = approval
+        where = f"{source}: party {pid!r}"
+        approval = _approval(p, where)
+        if approval is not None:
+            # a provision end set ahead (``registry end --at``) stops the approval at its
+            # instant, as the responder's `Party.end` stops serving the party then
+            approvals[pid] = replace(approval, ended=_ended_at(p, where))
         if p.get("ended") is not None:
             other[pid] = "whose provision has ended"
         elif kinds & RECORD_INFO_TITLES:
@@ -124,8 +130,14 @@ def parse_verifiers(text: str, *, source: str) -> Verifiers:
     return Verifiers(eligible=frozenset(eligible), other=other, approvals=approvals)
 
 
-def _approval(party: dict[str, object]) -> TokenApproval | None:
-    """The ``specified-user-verifier`` title's approval, if the party holds one that reads."""
+def _approval(party: dict[str, object], where: str) -> TokenApproval | None:
+    """The ``specified-user-verifier`` title's approval, if the party holds one.
+
+    A value the responder's checks refuse (`responder.registry.schema`: ``approved`` and
+    ``approved_until`` dates, ``revoked`` a time with its offset) refuses the whole file
+    (`RegistryReadError`: the last good reading is kept, as the responder keeps its own):
+    read as "no approval" it would revoke the party's tokens for good, read as "not revoked"
+    it would keep issuing them."""
     titles = party.get("title", [])
     if not isinstance(titles, list):
         return None
@@ -133,15 +145,35 @@ def _approval(party: dict[str, object]) -> TokenApproval | None:
         if not isinstance(t, dict) or t.get("kind") != SPECIFIED_TITLE:
             continue
         approved, until, revoked = t.get("approved"), t.get("approved_until"), t.get("revoked")
-        if type(approved) is not date or (until is not None and type(until) is not date):
-            return None  # the responder's checks refuse such a file; no token rests on it
-        if isinstance(revoked, datetime) and revoked.tzinfo is None:
-            revoked = revoked.replace(tzinfo=JST)  # refused by the responder; read as Japan time
+        if type(approved) is not date:
+            raise RegistryReadError(f"{where}: approved: expected a date (YYYY-MM-DD)")
+        if until is not None and type(until) is not date:
+            raise RegistryReadError(f"{where}: approved_until: expected a date (YYYY-MM-DD)")
+        if revoked is not None and not (
+            isinstance(revoked, datetime) and revoked.tzinfo is not None
+        ):
+            raise RegistryReadError(
+                f"{where}: revoked: expected a time with its offset (2026-12-04T15:00:00+09:00)"
+            )
         return TokenApproval(
             window=approval_window(approved, until),
-            revoked=revoked.timestamp() if isinstance(revoked, datetime) else None,
+            revoked=revoked.timestamp() if revoked is not None else None,
         )
     return None
+
+
+def _ended_at(party: dict[str, object], where: str) -> float | None:
+    """When the party's provision ends (``ended.at``, a time with its offset), None when it
+    has no ``ended``; anything else refuses the file, as in `_approval`."""
+    ended = party.get("ended")
+    if ended is None:
+        return None
+    at = ended.get("at") if isinstance(ended, dict) else None
+    if not isinstance(at, datetime) or at.tzinfo is None:
+        raise RegistryReadError(
+            f"{where}: ended.at: expected a time with its offset (2026-12-04T15:00:00+09:00)"
+        )
+    return at.timestamp()
 
 
 def _title_kinds(party: dict[str, object]) -> set[str]:

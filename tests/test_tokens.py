@@ -281,3 +281,65 @@ def test_no_issuance_record_names_the_token_family() -> None:
     with pytest.raises(RecordError) as e:
         check_record(rec)
     assert e.value.field == "$.family"
+
+
+def test_a_provision_end_set_ahead_takes_effect_at_its_instant(world: World) -> None:
+    """``responder registry end --at`` may name a later instant: the party is served until
+    then (the responder's `Party.end`), so its token is issued and stays good until then,
+    and is revoked at the first build after it, never before."""
+    ends = T0 + timedelta(days=10)
+    world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
+    rid, _ = world.queue()
+    report = world.build(T0 + timedelta(minutes=1))
+    assert report["tokens_issued"] == 1 and report["tokens_revoked"] == 0
+    # the follow loop wakes at that instant (as at an approval's end), not at the next change
+    assert world.builder.next_approval_end(T0 + timedelta(minutes=1)) == ends
+    assert world.build(ends - timedelta(minutes=1))["tokens_revoked"] == 0
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+    assert world.build(ends + timedelta(minutes=1))["tokens_revoked"] == 1
+    st = world.status(rid)
+    assert st is not None and st.category == Category.APPROVAL_WITHDRAWN.code
+
+
+def test_request_after_the_token_issuer_expired_is_dropped_and_the_build_goes_on(
+    world: World,
+) -> None:
+    """Past the token issuer's own notAfter no token can be signed (its notAfter would come
+    before its notBefore): the request is dropped with the reason, and the build (CRLs,
+    pre-signed answers) is not stopped by it, at this build or the next."""
+    expired = world.ca().not_valid_after_utc
+    rid, _ = world.queue(at=expired - timedelta(minutes=1))
+    report = world.build(expired + timedelta(days=1))
+    assert report["tokens_issued"] == 0
+    [dropped] = report["tokens_dropped"]
+    assert dropped["request"] == rid and "expired" in dropped["reason"]
+    assert "verifier-token-g1" in dropped["reason"]
+    assert not issued_path(world.issued, rid).exists() and world.status(rid) is None
+    assert not request_path(world.requests, rid).exists()
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        pytest.param({"approved": "2024-04-01"}, "approved", id="approved-quoted"),
+        pytest.param({"approved_until": "2026-03-31"}, "approved_until", id="until-quoted"),
+        pytest.param({"revoked": date(2025, 6, 3)}, "revoked", id="revoked-a-day-not-a-time"),
+        pytest.param({"revoked": datetime(2025, 6, 3, 9)}, "revoked", id="revoked-no-offset"),
+    ],
+)  # fmt: skip
+def test_a_registry_the_responder_refuses_revokes_nothing(
+    world: World, fault: dict[str, Any], says: str
+) -> None:
+    """An approval the responder's checks refuse (a quoted date, a revocation without its
+    time or offset) is not read as "no approval" (revoking the party's tokens for good) nor
+    as "not revoked": the file is refused, the build warns and keeps the last good reading."""
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))
+    world.write_registry(party(**fault))
+    report = world.build(T0 + timedelta(days=2))
+    assert report["tokens_revoked"] == 0
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+    warning = world.log.getvalue()
+    assert "registry as last read" in warning and says in warning and "spec" in warning

@@ -175,6 +175,40 @@ def test_act_38_3_request_queued_then_token_handed_out_and_counted(ca: Ca) -> No
     assert len(api.ledger.counted) == 1
 
 
+def test_expired_token_is_409_not_handed_out_nor_counted(ca: Ca) -> None:
+    """A token lives ``tokens.validity_days`` (365) within an approval that may run longer
+    (or has no end): once it expired, the same key under the same approval is the same
+    request, so the party is told to ask with a new key; the expired certificate is never
+    handed out as a provision (帳簿, Act §40)."""
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    key = ec.generate_private_key(ec.SECP256R1())
+    rid = api.post({"csr": pem(csr_of(key))})[1]["request"]
+    req = desk.queued[rid]
+    issued_at = datetime.fromtimestamp(NOW, UTC) - timedelta(days=366)
+    req = msgspec.structs.replace(req, requested_at=issued_at)
+    cert = token_certificate(
+        req, issuer=ISSUER, issuer_cert=ca.cert, approval_window=(0, None),
+        validity=timedelta(days=365), signer=CaSigner(ca),  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert cert.not_valid_after_utc.timestamp() < NOW
+    desk.files[rid] = cert.public_bytes(serialization.Encoding.PEM)
+    api.reader.status_records[sf.status_key(INDEX, token_serial(rid))] = sf.StatusRecord(
+        version=1, state=sf.STATE_GOOD, category=0, reason=0,
+        family=Family.SPECIFIED_VERIFIER_TOKEN.code,
+        not_before=int(cert.not_valid_before_utc.timestamp()),
+        not_after=int(cert.not_valid_after_utc.timestamp()), revoked_at=0, holder=b"\0" * 32,
+    )  # fmt: skip
+    api.reader.changed()
+    resp, body = api.post({"csr": pem(csr_of(key))})
+    assert resp.status == 409 and body["rule"] == "token_expired" and body["field"] == "$.csr"
+    assert "new key" in body["detail"]
+    assert api.ledger.counted == []
+    # a new key is a new request, queued for the builder
+    resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))})
+    assert resp.status == 202 and body["request"] != rid
+
+
 def _bad_signature() -> str:
     der = bytearray(csr_of(rsa_key()).public_bytes(serialization.Encoding.DER))
     der[-5] ^= 0x01  # inside the signature value
@@ -203,6 +237,20 @@ def test_bad_csr_is_400_naming_the_field_nothing_queued_nothing_counted(
     resp, body = api.post({"csr": csr()})
     assert resp.status == 400 and body["field"] == "$.csr" and says in body["detail"]
     assert desk.queued == {} and api.ledger.counted == []
+
+
+def test_base64_der_wrapped_in_lines_is_accepted(ca: Ca) -> None:
+    """``openssl req -outform DER | base64`` wraps its output at 76 columns (``openssl base64``
+    at 64): the line breaks are no part of the encoding, and the same request is queued."""
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    csr = csr_of(rsa_key())
+    flat = base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode()
+    wrapped = "\r\n".join(flat[i : i + 76] for i in range(0, len(flat), 76)) + "\n"
+    resp, body = api.post({"csr": wrapped})
+    assert resp.status == 202, body
+    assert api.post({"csr": pem(csr)})[1]["request"] == body["request"]
+    assert len(desk.queued) == 1
 
 
 def test_unknown_field_is_400(ca: Ca) -> None:

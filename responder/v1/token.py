@@ -21,7 +21,9 @@ The exchange, asynchronous because workers hold no CA key (the builder signs):
    it: when the builder has issued it (``<id>.pem`` in ``[token] issued_dir`` and its status
    in the store), 200 with the certificate and its issuer's, counted once in the ledger
    (帳簿, Act §40: ``specified-verifier-token``, ``json``; each delivery is a provision);
-   else 202 ``pending`` with ``retryAfterSeconds``, the request queued for the builder
+   409 when that token was revoked or has expired (a token lives ``tokens.validity_days``
+   within the approval: the party renews it with a new key); else 202 ``pending`` with
+   ``retryAfterSeconds``, the request queued for the builder
    (``<id>.json`` in ``[token] request_dir``, the `Reply.effect`; nothing counted). The party
    repeats the same POST until it gets the token: asking again for the same key under the
    same approval is the same request.
@@ -231,6 +233,12 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
                 "the token issued for this key under this approval was revoked; ask with a new key",
                 article="Act §38-2(6)", field="$.csr",
             )  # fmt: skip
+        if st is not None and ctx.now > st.not_after:
+            return problem.make(
+                409, "token_expired",
+                "the token issued for this key under this approval has expired; ask with a new key",
+                field="$.csr",
+            )  # fmt: skip
         if st is not None:
             answer = TokenAnswer(
                 request=rid,
@@ -266,6 +274,10 @@ ROUTE: Final = Route(
     setup=setup,
     accepted=((202, "Pending: the request is queued for the builder; ask again (the same POST)."),),
     problems=(
-        (409, "The token issued for this key under this approval was revoked: use a new key."),
+        (
+            409,
+            "The token issued for this key under this approval was revoked "
+            "(``token_revoked``) or has expired (``token_expired``): use a new key.",
+        ),
     ),
 )
