@@ -154,7 +154,6 @@ def _method_not_allowed(allow: bytes) -> Response:
 
 _POST_ONLY: Final = _method_not_allowed(b"POST")
 _GET_ONLY: Final = _method_not_allowed(b"GET, HEAD")
-_OCSP_METHODS: Final = _method_not_allowed(b"GET, POST")
 _OCSP_GET_ONLY: Final = _method_not_allowed(b"GET")
 
 # Notes (responder.outcome.Outcome) of the answers that do not depend on the request.
@@ -378,7 +377,7 @@ class JpkiApp:
             if req.method != b"POST":
                 if path == b"/ocsp":
                     req.note = _NOTE_OCSP_HTTP
-                    return _OCSP_METHODS
+                    return _POST_ONLY  # a GET's request is in the path: /ocsp/{base64}
                 req.note = _NOTE_OTHER
                 return _NOT_FOUND
             ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()

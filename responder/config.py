@@ -211,8 +211,10 @@ class OcspConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     max_certids: PositiveInt = 16
     """Most CertIDs accepted in one OCSP request."""
-    max_nonce: Annotated[int, msgspec.Meta(ge=1, le=128)] = 128
-    """Longest nonce accepted, in bytes (RFC 9654: 1..128)."""
+    max_nonce: Annotated[int, msgspec.Meta(ge=32, le=128)] = 128
+    """Longest nonce accepted, in bytes: 32 to 128. A nonce is 1 to 128 bytes (RFC 9654 §2.1);
+    conforming clients send 32, which a responder must accept, so no lower bound is allowed
+    (a shorter one refused every such client's nonce request with malformedRequest)."""
     good_cache_entries: Annotated[int, msgspec.Meta(ge=0)] = 20000
     """Signed "good" answers kept per worker (0 disables the cache). Each holds ~1.7 KB, so
     the default bounds a worker's cache at ~34 MB: the one part of a worker's memory that grows
@@ -523,7 +525,7 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--ledger-stream", "cluster.ledger_stream", "JetStream stream of ledger counts"),
     _Flag("--max-lag", "cluster.max_lag", "records behind the stream before not ready"),
     _Flag("--max-certids", "ocsp.max_certids", "CertIDs per OCSP request"),
-    _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes)"),
+    _Flag("--max-nonce", "ocsp.max_nonce", "longest OCSP nonce (bytes, 32 to 128)"),
     _Flag("--good-cache-entries", "ocsp.good_cache_entries", "cached good answers"),
     _Flag("--good-validity-seconds", "ocsp.good_validity_seconds", "nextUpdate offset"),
     _Flag("--sign-threads", "ocsp.sign_threads", "fresh-signing threads per worker"),

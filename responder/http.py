@@ -89,6 +89,7 @@ __all__ = [
     "Request",
     "Response",
     "decode_forwarded_cert",
+    "origin_form",
 ]
 
 _log = logging.getLogger(__name__)
@@ -132,7 +133,8 @@ class Request(NoGc):
 
     method: bytes
     target: bytes
-    """Raw request target: path and query, undecoded."""
+    """Raw request target: path and query, undecoded (an absolute-form target is given in
+    its origin-form, `origin_form`)."""
     headers: dict[bytes, bytes]
     """Lower-cased names; repeated fields joined with ``b", "``."""
     body: bytes
@@ -256,6 +258,23 @@ def decode_forwarded_cert(value: bytes) -> bytes | None:
     if len(der) < 2 or der[0] != 0x30:
         raise ValueError("not a DER certificate")
     return der
+
+
+def origin_form(target: bytes) -> bytes:
+    """The origin-form (path and query) of an absolute-form request target, which a server
+    must accept (RFC 9112 §3.2.2: ``GET http://host/ocsp/... HTTP/1.1``, as a client sends
+    it to a proxy); any other target (``*``, an authority) unchanged. The app routes on
+    the path."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return target
+    end = len(rest)
+    for delimiter in (b"/", b"?"):
+        at = rest.find(delimiter)
+        if 0 <= at < end:
+            end = at
+    path = rest[end:]
+    return path if path[:1] == b"/" else b"/" + path
 
 
 class _Slot:
@@ -760,6 +779,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
+        if self._url[:1] != b"/":
+            self._url = origin_form(self._url)
         srv = self._srv
         headers = self._headers
         cert = self._cert

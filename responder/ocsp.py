@@ -34,9 +34,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from crlbuilder.group.setup import GroupSetup
-from crlbuilder.keys.signer import load_signer
+from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Family
 from crlbuilder.ocsp.response import ResponseSigner, ResponseStatus, SingleAnswer, error_response
@@ -150,12 +152,38 @@ def load_group_issuers(setup: GroupSetup, *, outage_ok: bool = False) -> list[Is
     return views
 
 
+def delegate_problem(ca: x509.Certificate, signer: x509.Certificate) -> str | None:
+    """Why ``signer`` cannot sign OCSP answers about ``ca``'s certificates, or None.
+
+    RFC 6960 §4.2.2.2: the CA itself, or a delegate its key issued directly, with
+    id-kp-OCSPSigning in its extended key usage; a client verifies every answer against
+    that, so a delegate that is not one (another generation's, a certificate without the
+    purpose) makes every answer of the issuer fail, whatever its status says.
+    """
+    if signer == ca:
+        return None
+    if signer.issuer != ca.subject:
+        return f"not issued by the CA {ca.subject.rfc4514_string()}"
+    try:
+        signer.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return f"its signature does not verify with the key of the CA {ca.subject.rfc4514_string()}"
+    try:
+        eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = None
+    if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+        return "lacks the OCSP-signing purpose (extended key usage id-kp-OCSPSigning)"
+    return None
+
+
 def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerView]:
     """Every issuer generation of the PKI manifest with its signers.
 
     A key field may be a PEM file or a PKCS#11 URI (`crlbuilder.keys.signer.load_signer`);
     called in each worker after the fork, so each opens its own PKCS#11 session. Raises
-    `crlbuilder.keys.signer.SignerError` naming the key when one cannot be used;
+    `crlbuilder.keys.signer.SignerError` naming the key when one cannot be used, or the
+    certificate when it is no delegated OCSP signer of its issuer (`delegate_problem`);
     ``outage_ok`` (a worker: the master checked every key before forking) accepts a
     token that cannot be reached now, whose signatures then fail until it is back.
     """
@@ -165,6 +193,9 @@ def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerV
         signer = load_signer(
             manifest.key_ref(i.ocsp_key), manifest.path(i.ocsp_cert), outage_ok=outage_ok
         )
+        problem = delegate_problem(cert, signer.certificate)
+        if problem is not None:
+            raise SignerError(f"{manifest.path(i.ocsp_cert)}: {i.id}'s OCSP signer: {problem}")
         rs = ResponseSigner(signer)
         successor = None
         files = ocsp_signer_files(manifest, i, compromised=True)

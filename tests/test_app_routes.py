@@ -154,6 +154,25 @@ def test_ocsp_get_fields_kept_per_answer_only_the_max_age_moves() -> None:
     assert Ready(b"der-1", 1_000_000, 1_003_600) == ready  # the kept fields are no part of it
 
 
+def test_ocsp_405_allows_only_the_methods_the_path_serves(app: JpkiApp) -> None:
+    """RFC 9110 §15.5.6: a 405's Allow lists the methods the target supports. GET /ocsp
+    answered 405 with ``Allow: GET, POST``, naming the very method it refused: a GET's
+    request goes in the path below it (/ocsp/{base64}, RFC 6960 appendix A.1.1), so /ocsp
+    itself takes POST only, and /ocsp/{base64} GET only (HEAD would sign for nothing)."""
+    for method, target, allow in (
+        (b"GET", b"/ocsp", b"POST"),
+        (b"HEAD", b"/ocsp", b"POST"),
+        (b"PUT", b"/ocsp", b"POST"),
+        (b"HEAD", b"/ocsp/MAA=", b"GET"),
+        (b"POST", b"/ocsp/MAA=", b"GET"),
+    ):
+        resp = answer(app, request(method, target))
+        assert resp.status == 405, (method, target)
+        allowed = dict(resp.extra_headers)[b"allow"]
+        assert allowed == allow, (method, target, allowed)
+        assert method not in allowed.split(b", ")
+
+
 def test_crl_files_are_private_to_the_party_that_downloads_them(app: JpkiApp) -> None:
     """A CRL file (失効情報ファイル) goes to a registered party only (Act §18(2), §37(2)) and
     each download is counted (帳簿, Act §40): like an OCSP answer, it must not be kept by a

@@ -38,6 +38,7 @@ from responder.http import (
     Request,
     Response,
     decode_forwarded_cert,
+    origin_form,
 )
 from tests.support.pki import certificate
 
@@ -245,6 +246,24 @@ def test_a_request_split_over_reads_is_one_request() -> None:
     for i in range(len(raw)):
         c.send(raw[i : i + 1])
     assert [a.body for a in c.answers()] == [b"/p:hello", b"/q:"]
+
+
+def test_an_absolute_form_target_reaches_the_app_as_its_path() -> None:
+    """RFC 9112 §3.2.2: a server must accept the absolute-form (``GET http://host/ocsp/...``,
+    what a client sends through a proxy). The app saw ``http://host/...`` and answered 404
+    to an OCSP GET that names the responder's own URL; it gets the path and query now."""
+    c = connect()
+    c.send(
+        get("http://va.example:8080/ocsp/MEow%2BA=?x=1")
+        + get("HTTPS://va.example/v1/status")
+        + get("http://va.example")
+        + get("http://va.example?q")
+        + get("/plain")
+    )
+    assert [r.target for r in c.app.seen] == [
+        b"/ocsp/MEow%2BA=?x=1", b"/v1/status", b"/", b"/?q", b"/plain"
+    ]  # fmt: skip
+    assert origin_form(b"*") == b"*" and origin_form(b"va.example:443") == b"va.example:443"
 
 
 def test_pipelined_requests_wait_unhandled_while_the_client_does_not_read() -> None:

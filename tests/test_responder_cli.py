@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from crlbuilder.manifest import Manifest, load_manifest
 from responder.cli import main, parser
+from responder.ocsp import load_issuers
+from tests.support.pki import certificate
 
 
 @pytest.mark.parametrize(
@@ -57,3 +65,52 @@ def test_every_option_of_every_subcommand_is_explained() -> None:
         if not action.help
     ]
     assert unexplained == []
+
+
+def _signer_swapped(pki: Path, tmp: Path, issuer: str, cert: Path, key: Path) -> Path:
+    """A copy of ``pki`` whose ``issuer`` answers with the OCSP signer ``cert`` and ``key``."""
+    copy = tmp / "pki"
+    shutil.copytree(pki, copy)
+    manifest = json.loads((copy / "pki.json").read_text())
+    (entry,) = [i for i in manifest["issuers"] if i["id"] == issuer]
+    entry["ocsp_cert"], entry["ocsp_key"] = str(cert), str(key)
+    (copy / "pki.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_certificate_that_is_no_delegated_ocsp_signer_of_its_issuer_is_refused(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 6960 §4.2.2.2: a client accepts an answer signed by the CA or by a delegate the
+    CA's key issued, with id-kp-OCSPSigning. pki.json naming another generation's signer,
+    or a certificate without that purpose (both got from the CA operator, docs/operations.md
+    "OCSP signer renewal"), started a responder whose every answer for the issuer failed
+    verification at the client; it now refuses to start, naming the file and the reason."""
+    pki, manifest = demo_pki
+    g2 = manifest.issuer("sign-card-g2")
+    other = manifest.issuer("auth-card-g1")  # another CA's delegate: key and certificate match
+    ca_key = serialization.load_pem_private_key((pki / g2.key).read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((pki / g2.cert).read_bytes())
+    signer_key = serialization.load_pem_private_key((pki / g2.ocsp_key).read_bytes(), None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey) and isinstance(signer_key, rsa.RSAPrivateKey)
+    no_purpose = tmp_path / "no-purpose.pem"  # issued by the right CA, no id-kp-OCSPSigning
+    no_purpose.write_bytes(
+        certificate(
+            "no purpose",
+            signer_key,
+            ca_key,
+            issuer=ca_cert.subject,
+        ).public_bytes(serialization.Encoding.PEM)
+    )
+    cases = [
+        (pki / other.ocsp_cert, pki / other.ocsp_key, "not issued by the CA"),
+        (no_purpose, pki / g2.ocsp_key, "lacks the OCSP-signing purpose"),
+    ]
+    for n, (cert, key, said) in enumerate(cases):
+        copy = _signer_swapped(pki, tmp_path / str(n), "sign-card-g2", cert, key)
+        rc = main(["serve", "--pki", str(copy), "--no-metrics"])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith(f"responder serve: error: {cert}: sign-card-g2's OCSP signer: ")
+        assert said in err, err
+    assert len(load_issuers(load_manifest(pki))) == len(manifest.all_issuers())  # the demo's

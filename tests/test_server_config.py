@@ -95,6 +95,8 @@ def test_file_environment_and_flags_in_order(tmp_path: Path) -> None:
         ("[log]\naccess_log = 'some'\n", "log.access_log", "Invalid enum"),
         ("[log]\nsample_rate = 2.0\n", "log.sample_rate", "<= 1.0"),
         ("[ocsp]\nmax_nonce = 129\n", "ocsp.max_nonce", "<= 128"),
+        # RFC 9654 §2.1: clients send 32-byte nonces, which a responder must accept
+        ("[ocsp]\nmax_nonce = 16\n", "ocsp.max_nonce", ">= 32"),
         ("[store]\npath = ''\n", "store.path", "empty path"),
         ("store = 3\n", "store", "Expected `object`"),
         ("[server\n", "", "invalid TOML"),
