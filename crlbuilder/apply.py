@@ -859,7 +859,7 @@ class Applier:
                     "no registry of parties configured (input.registry, --registry): "
                     "a consent cannot be checked against the registered verifiers (Act §18(3))"
                 )
-            why = self.verifiers.refusal(rec.verifier)
+            why = self.verifiers.refusal(rec.verifier, epoch(self.clock()))
             if why is not None:
                 raise Refused(why)
         holder = bytes.fromhex(rec.holder)

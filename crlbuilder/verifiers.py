@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 import tomllib
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -76,14 +77,20 @@ class Verifiers:
     """The parties of one registry file, as consents and tokens see them."""
 
     eligible: frozenset[str]
-    """Parties that may receive 特定署名用電子証明書記録情報 now."""
+    """Parties that may receive 特定署名用電子証明書記録情報 (as of the reading; one whose
+    provision ends later, until then: `ended`)."""
     other: dict[str, str] = field(default_factory=dict)
     """Registered parties that may not, and why."""
     approvals: dict[str, TokenApproval] = field(default_factory=dict)
     """The 特定利用者証明検証者, by party id (an ended provision ends the approval: `TokenApproval.ended`)."""
+    ended: dict[str, float] = field(default_factory=dict)
+    """When each party with an ``ended`` stops being provided (epoch seconds; it may lie ahead:
+    ``registry end --at``)."""
 
-    def refusal(self, verifier: str) -> str | None:
-        """Why a consent naming ``verifier`` cannot be accepted (None: it can)."""
+    def refusal(self, verifier: str, now: float) -> str | None:
+        """Why a consent naming ``verifier`` cannot be accepted at ``now`` (None: it can)."""
+        if verifier in self.ended and now >= self.ended[verifier]:
+            return f"consent names {verifier!r}, whose provision has ended (Act §18(3))"
         if verifier in self.eligible:
             return None
         why = self.other.get(verifier)
@@ -95,8 +102,11 @@ class Verifiers:
         )
 
 
-def parse_verifiers(text: str, *, source: str) -> Verifiers:
-    """The parties of a registry file's text (the minimal reading described above)."""
+def parse_verifiers(text: str, *, source: str, now: float | None = None) -> Verifiers:
+    """The parties of a registry file's text (the minimal reading described above), as of
+    ``now`` (default: the clock): a party whose provision ends later is eligible until then."""
+    if now is None:
+        now = time.time()
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -107,6 +117,7 @@ def parse_verifiers(text: str, *, source: str) -> Verifiers:
     eligible: set[str] = set()
     other: dict[str, str] = {}
     approvals: dict[str, TokenApproval] = {}
+    ended: dict[str, float] = {}
     for i, p in enumerate(parties):
         pid = p.get("id") if isinstance(p, dict) else None
         if not isinstance(p, dict) or not isinstance(pid, str) or not pid:
@@ -114,20 +125,23 @@ def parse_verifiers(text: str, *, source: str) -> Verifiers:
         kinds = _title_kinds(p)
         where = f"{source}: party {pid!r}"
         approval = _approval(p, where)
+        end = _ended_at(p, where)
+        if end is not None:
+            ended[pid] = end
         if approval is not None:
             # a provision end set ahead (``registry end --at``) stops the approval at its
             # instant, as the responder's `Party.end` stops serving the party then
-            approvals[pid] = replace(approval, ended=_ended_at(p, where))
-        if p.get("ended") is not None:
+            approvals[pid] = replace(approval, ended=end)
+        if end is not None and end <= now:
             other[pid] = "whose provision has ended"
         elif kinds & RECORD_INFO_TITLES:
-            eligible.add(pid)
+            eligible.add(pid)  # until its end, when one is set ahead (`Verifiers.refusal`)
         else:
             other[pid] = (
                 "which is not a 署名検証者 or 団体署名検証者 "
                 f"(titles: {', '.join(sorted(kinds)) or 'none'})"
             )
-    return Verifiers(eligible=frozenset(eligible), other=other, approvals=approvals)
+    return Verifiers(eligible=frozenset(eligible), other=other, approvals=approvals, ended=ended)
 
 
 def _approval(party: dict[str, object], where: str) -> TokenApproval | None:

@@ -111,6 +111,7 @@ from responder.registry.vocabulary import Method, Service
 from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
+from responder.signergauges import SignerCollector
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 from responder.v1.jws import AnswerSigner, load_answer_signer
@@ -322,7 +323,10 @@ class JpkiApp:
         views = list(self.ocsp.by_index.values())
         collector = StoreCollector(self.store, [IssuerRef(v.index, v.id, v.family) for v in views])
         quotas = QuotaCollector(lambda: self.registry, self.limits)
-        metrics = WorkerMetrics(cfg, collectors=[collector, quotas], access=self.access_log)
+        signers = SignerCollector(views)
+        metrics = WorkerMetrics(
+            cfg, collectors=[collector, quotas, signers], access=self.access_log
+        )
         collector.entries = self.entries = EntryCounts(
             self.store,
             {v.index: v.family for v in views},

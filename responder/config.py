@@ -456,15 +456,23 @@ def load_config(
     source = str(path) if path is not None else "<defaults>"
     tree: dict[str, Any] = read_toml(path) if path is not None else {}
     env = os.environ if environ is None else environ
+    given: dict[str, str] = {}  # a field set by the environment or a flag: a bad value names it
     for var, dotted in ENV_OVERRIDES.items():
         from_env = env.get(var)
         if from_env:
             _set_dotted(tree, dotted, from_env, source)
+            given[dotted] = var
     for dotted, value in (overrides or {}).items():
         if dotted not in FIELD_PATHS:
             raise ConfigError("<command line>", dotted, "no such field")
         _set_dotted(tree, dotted, value, source)
-    return convert(tree, ResponderConfig, source, dec_hook=_dec_hook)
+        given[dotted] = "<command line>"
+    try:
+        return convert(tree, ResponderConfig, source, dec_hook=_dec_hook)
+    except ConfigError as e:
+        if e.field not in given:
+            raise
+        raise ConfigError(given[e.field], e.field, e.problem) from None
 
 
 class _Flag(msgspec.Struct, frozen=True):

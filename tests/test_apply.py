@@ -602,6 +602,21 @@ def test_act_18_3_consent_must_name_a_registered_signature_verifier(world: World
     assert ap.summary.applied == 1 and consents(world.store) == ["group"]
 
 
+def test_act_18_3_a_verifier_whose_end_is_set_ahead_still_takes_consents(world: World) -> None:
+    """`registry end --at` a later time: the responder serves the party until then, so a
+    consent naming it was refused as if its provision had ended already."""
+    ahead = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    world.verifiers = parse_verifiers(
+        REGISTRY.replace('id = "gone"', 'id = "ending"').replace(
+            "at = 2025-01-01T00:00:00+09:00", f"at = {ahead}"
+        ),
+        source="registry.toml",
+    )
+    world.apply(holder_set(H1))
+    ap = world.apply([consent("ending")])
+    assert ap.summary.applied == 1 and consents(world.store) == ["ending"]
+
+
 def test_act_18_3_no_registry_no_consent(world: World) -> None:
     """Without a registry the builder cannot check a consent: it refuses every grant (safe)."""
     world.verifiers = None

@@ -81,6 +81,7 @@ METRICS = frozenset(
         "jpkiva_issuer_next_update_timestamp_seconds",
         "jpkiva_metrics_renders_total",
         "jpkiva_ocsp_answers_total",
+        "jpkiva_ocsp_signer_not_after_timestamp_seconds",
         "jpkiva_open_connections",
         "jpkiva_presign_walk_seconds",
         "jpkiva_presigned_next_update_timestamp_seconds",

@@ -496,6 +496,16 @@ def test_stale_issuer_alarm_and_recovery(built: Built, tmp_path: Path) -> None:
         s = srv.scrape()
         ids = [i.id for i in built.manifest.issuers]
         assert {i: total(s, "jpkiva_stale_issuer", issuer=i) for i in ids} == dict.fromkeys(ids, 1)
+        # each issuer's delegated OCSP signer: when its certificate expires (JpkiVaOcspSignerExpiring)
+        assert {
+            i.id: total(s, "jpkiva_ocsp_signer_not_after_timestamp_seconds", issuer=i.id)
+            for i in built.manifest.issuers
+        } == {
+            i.id: x509.load_pem_x509_certificate(
+                (built.pki / i.ocsp_cert).read_bytes()
+            ).not_valid_after_utc.timestamp()
+            for i in built.manifest.issuers
+        }
         now = time.time()
         for i in ids:
             assert total(s, "jpkiva_issuer_next_update_timestamp_seconds", issuer=i) < now
