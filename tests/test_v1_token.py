@@ -209,6 +209,22 @@ def test_expired_token_is_409_not_handed_out_nor_counted(ca: Ca) -> None:
     assert resp.status == 202 and body["request"] != rid
 
 
+def test_token_issuer_expired_is_503_nothing_queued_nor_counted() -> None:
+    """Past the token issuer's own notAfter the builder can sign no token (it drops the
+    request, `crlbuilder.tokens`): a request queued then would be answered ``pending`` for
+    ever, so it is refused at once, saying why."""
+    expired = make_ca(
+        "verifier-token-g1 CA", rsa_key(), not_before=datetime(2020, 1, 1, tzinfo=UTC), days=365
+    )
+    assert expired.cert.not_valid_after_utc.timestamp() < NOW
+    desk = MemoryDesk(expired)
+    api = Api(spec_table(), desk=desk)
+    resp, body = api.post({"csr": pem(csr_of(rsa_key()))})
+    assert resp.status == 503 and body["rule"] == "unavailable", body
+    assert "token issuer's certificate expired at 2020-12-31" in body["detail"]
+    assert desk.queued == {} and api.ledger.counted == []
+
+
 def _bad_signature() -> str:
     der = bytearray(csr_of(rsa_key()).public_bytes(serialization.Encoding.DER))
     der[-5] ^= 0x01  # inside the signature value

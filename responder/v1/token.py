@@ -175,6 +175,20 @@ _UNAVAILABLE: Final = problem.make(
 )
 
 
+def _issuer_expired(issuer_pem: str, now: float) -> Problem | None:
+    """503 when the token issuer's own certificate has expired: the builder can sign no token
+    under it (it drops such a request with the reason, `crlbuilder.tokens`), so a request
+    queued now would be answered ``pending`` for ever. Nothing is queued or counted."""
+    not_after = x509.load_pem_x509_certificate(issuer_pem.encode("ascii")).not_valid_after_utc
+    if now < not_after.timestamp():
+        return None
+    return problem.make(
+        503, problem.UNAVAILABLE,
+        f"the token issuer's certificate expired at {not_after:%Y-%m-%dT%H:%M:%SZ}: no "
+        "特定利用者証明検証者証明符号 can be issued until the 機構 rolls the token issuer over",
+    )  # fmt: skip
+
+
 def approval_refusal(ctx: Context) -> Problem | None:
     """403 when the party's approval (認可) is not in force now, citing why."""
     approval = ctx.party.approval
@@ -251,6 +265,9 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
                 policy=TOKEN_POLICY_OID.dotted_string,
             )
             return Reply(answer, ((Service.SPECIFIED_VERIFIER_TOKEN, 1),), family)
+    expired = _issuer_expired(issuer_pem, ctx.now)
+    if expired is not None:
+        return expired
     req = TokenRequest(
         id=rid,
         party=ctx.party.id,
