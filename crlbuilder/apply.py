@@ -567,7 +567,8 @@ class Applier:
             if entry is not None and follow is not None:
                 _, cat, reason = follow
                 lost.append((entry.revoked_at, cat, reason, entry.recorded_at))
-        for at, cat, reason, recorded in sorted(lost, key=lambda x: x[0])[:1]:
+        if lost:
+            at, cat, reason, recorded = min(lost, key=lambda x: x[0])
             self._revoke(b, key, cat, reason, from_epoch(at), from_epoch(recorded), st)
 
     def _check_validity(

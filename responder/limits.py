@@ -94,6 +94,16 @@ def _ceil(seconds: float) -> int:
     return max(1, math.ceil(seconds))
 
 
+def _jst_day(now: float) -> int:
+    """The Japan calendar day of ``now``, as days since the epoch: the daily quota's window."""
+    return (int(now) + JST_OFFSET) // _DAY
+
+
+def _quota_key(party_id: str) -> bytes:
+    """The table key of a party's quota counters."""
+    return b"q/" + party_id.encode()
+
+
 def node_share(quota: int | None, nodes: int) -> int | None:
     """One node's share of an agreed quota among ``nodes``: ceil(quota / nodes), so that the
     nodes together admit at least the quota and at most quota + nodes - 1."""
@@ -180,8 +190,8 @@ class LimitsTable:
         """
         if party.requests_per_second is None and party.requests_per_day is None:
             return None
-        key = b"q/" + party.id.encode()
-        sec, day = int(now), (int(now) + JST_OFFSET) // _DAY
+        key = _quota_key(party.id)
+        sec, day = int(now), _jst_day(now)
         in_sec = in_day = 0
         for s, c, d, cd in self._values(key):
             if s == sec:
@@ -213,8 +223,8 @@ class LimitsTable:
     def admitted_today(self, party_id: str, now: float) -> int:
         """Requests of ``party_id`` every worker of this node admitted on the Japan calendar
         day of ``now`` (what its ``requests_per_day`` share is counted against)."""
-        day = (int(now) + JST_OFFSET) // _DAY
-        return sum(cd for _s, _c, d, cd in self._values(b"q/" + party_id.encode()) if d == day)
+        day = _jst_day(now)
+        return sum(cd for _s, _c, d, cd in self._values(_quota_key(party_id)) if d == day)
 
     def admit_crl(
         self, party: Party, issuer_index: int, kind: CrlKind, now: float, *, record: bool = True
