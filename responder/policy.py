@@ -279,9 +279,7 @@ def decide_member(
         )
     window = party.suspended(service, now)
     if window is None and service in _ASKED_OF_THE_KIKOU:
-        window = next(
-            (w for s in _GROUP_SOURCES[service] if (w := group.suspended(s, now))), None
-        )
+        window = next((w for s in _GROUP_SOURCES[service] if (w := group.suspended(s, now))), None)
     if window is not None:
         return Refused(Rule.SUSPENDED, window.article, "provision is suspended (提供の停止)")
     if family is None or family not in SERVICE_FAMILIES[service]:
