@@ -206,6 +206,13 @@ _GROUP_SOURCES: Final[dict[Service, tuple[Service, ...]]] = {
 }
 """The group's own agreed services (with the 機構) each member service rests on."""
 
+_ASKED_OF_THE_KIKOU: Final = frozenset({Service.SIGN_RECORD_INFO})
+"""The member services the group asks of the 機構 at the member's request (Act §20(4)): a
+stop of the 機構's provision to the group (提供の停止, Act §18(6),(7)) refuses them. The others
+the group answers from the CRL files it already received (Act §20(1): 提供を受けた...を基に),
+whatever the 機構 provides from then on, until their nextUpdate passes (tryLater); only
+Act §20(2) lets the group refuse, a member at a time."""
+
 
 def decide_member(
     party: Party | None,
@@ -226,8 +233,10 @@ def decide_member(
     a member of this group; the member's and the group's provision have started and not
     ended; the service is one a group gives its members and rests on a service of the
     group's agreement (Act §17(6)); the member is not refused (Act §20(2),(6): `responder
-    registry suspend`) nor the group suspended; signature certificates only, of a family
-    the group's agreement includes; a method that carries the service.
+    registry suspend`) nor, for what the group asks of the 機構 on the member's behalf
+    (record information, Act §20(4)), the group suspended (`_ASKED_OF_THE_KIKOU`); signature
+    certificates only, of a family the group's agreement includes; a method that carries
+    the service.
     """
     if party is None:
         return _UNAUTHENTICATED
@@ -268,14 +277,11 @@ def decide_member(
             "Act §17(6)",
             "the group's agreement (取決め) does not include what this service rests on",
         )
-    for who in (party, group):
-        window = who.suspended(service, now)
-        if window is None and who is group:
-            window = next(
-                (w for s in _GROUP_SOURCES[service] if (w := group.suspended(s, now))), None
-            )
-        if window is not None:
-            return Refused(Rule.SUSPENDED, window.article, "provision is suspended (提供の停止)")
+    window = party.suspended(service, now)
+    if window is None and service in _ASKED_OF_THE_KIKOU:
+        window = next((w for s in _GROUP_SOURCES[service] if (w := group.suspended(s, now))), None)
+    if window is not None:
+        return Refused(Rule.SUSPENDED, window.article, "provision is suspended (提供の停止)")
     if family is None or family not in SERVICE_FAMILIES[service]:
         return Refused(
             Rule.UNAUTHORIZED_FAMILY,

@@ -160,3 +160,20 @@ def test_a_member_has_its_groups_item_act_17_5() -> None:
     assert ok.parties["m-1"].group == GROUP
     with pytest.raises(RegistryError, match=r"item"):
         build(group_table(), member("m-1", item=2))
+
+
+@pytest.mark.parametrize("article", ["Act §18(7)(1)", "Act §18(6)(1)"])
+def test_the_groups_own_suspension_leaves_the_answers_act_20_1(article: str) -> None:
+    """The 機構's stop of its provision to the group (Act §18(6),(7)) stops what the 機構
+    provides from then on; the group still answers its members from the CRL files it already
+    received (Act §20(1): 提供を受けた...を基に), until their nextUpdate passes (tryLater, the
+    store's freshness). Only §20(2) lets it refuse, a member at a time. 特定署名用電子証明書記録情報
+    is asked of the 機構 at the member's request (§20(4)), which provides it no more: refused."""
+    stopped = build(group_table(suspension=[suspension(article)]), member("m-1"))
+    g, m = stopped.parties[GROUP], stopped.parties["m-1"]
+    args: dict[str, Any] = {"family": Family.SIGN_CARD, "now": NOW}
+    for service in (Service.SIGN_REVOCATION_INFO, Service.VALIDATION):
+        method = Method.OCSP if service is Service.SIGN_REVOCATION_INFO else Method.JSON
+        assert decide_member(m, GROUP, g, service=service, method=method, **args) is ALLOWED
+    got = decide_member(m, GROUP, g, service=Service.SIGN_RECORD_INFO, method=Method.JSON, **args)
+    assert isinstance(got, Refused) and (got.rule, got.article) == (Rule.SUSPENDED, article)

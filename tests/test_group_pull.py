@@ -11,16 +11,22 @@ http to another host.
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import http.server
 import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from crlbuilder.crl import importer as crlimport
 from crlbuilder.group.pull import FetchFailed, GroupFeed, fetch
-from crlbuilder.group.setup import GroupIssuer, GroupSetup
+from crlbuilder.group.setup import GroupIssuer, GroupSetup, dump_group_setup
 from crlbuilder.manifest import Manifest
 from crlbuilder.store.lmdbstore import Store
 from tests.support.store import dump_store
@@ -173,3 +179,60 @@ def test_the_token_never_goes_over_plain_http_to_another_host() -> None:
         fetch("http://va.example/crl/x.crl", TOKEN)
     with pytest.raises(FetchFailed, match="http"):
         fetch("file:///etc/passwd", TOKEN)
+
+
+def test_import_crl_by_hand_on_a_group_appliance(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """docs/operations.md: `crlbuilder import-crl --group DIR SOURCE` imports a file by hand into
+    a group appliance's store, with the issuers (and indexes) of its group.json, its store and
+    its token: a group has no pki.json, and the 機構's would number the issuers otherwise."""
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    setup = GroupSetup(
+        group_id="g", authority=kikou.url, token_file="token", cycle_seconds=1,
+        responder_cert="unused.pem", responder_key="unused.key", store="store",
+        issuers=[
+            msgspec.structs.replace(i, sha256=cert_sha256(Path(i.cert)))
+            for i in (group_issuer(pki, G1, 1, kikou.url, ""), group_issuer(pki, G2, 2, kikou.url, "2"))
+        ],
+    )  # fmt: skip
+    dump_group_setup(setup, tmp_path)
+    kikou.files = {"/f2.crl": ('"g20"', make_crl(pki, G2, 20, [(6, 1, 1)]))}
+    crl = tmp_path / "g1.crl"
+    crl.write_bytes(make_crl(pki, G1, 10, [(5, 1, 1)]))
+    p = argparse.ArgumentParser()
+    crlimport.add_cli(p.add_subparsers())
+    log = io.StringIO()
+    args = p.parse_args(
+        ["import-crl", "--group", str(tmp_path), "--as-of", NOW.isoformat(), str(crl),
+         f"{kikou.url}/f2.crl"]
+    )  # fmt: skip
+    assert args.func(args, log=log) == 0, log.getvalue()
+    assert kikou.requests == [("GET", "/f2.crl", f"Bearer {TOKEN}")]
+    # a group receives the signature CRL files only (Act §18(2)), by hand as by the pull
+    auth = next(i for i in pki.issuers if not i.family.is_sign)
+    setup.issuers.append(
+        msgspec.structs.replace(
+            group_issuer(pki, auth.id, 3, kikou.url, "3"), sha256=cert_sha256(pki.path(auth.cert))
+        )
+    )
+    dump_group_setup(setup, tmp_path)
+    crl.write_bytes(make_crl(pki, auth.id, 1, [(5, 1, 1)]))
+    args = p.parse_args(
+        ["import-crl", "--group", str(tmp_path), "--as-of", NOW.isoformat(), str(crl)]
+    )
+    assert args.func(args, log=log) == 1 and "unknown issuer" in log.getvalue()
+    store = Store.open(tmp_path / "store", readonly=True)
+    try:
+        with store.read() as r:
+            assert {m.id: m.index for m in r.issuers()} == {G1: 1, G2: 2}
+            assert (r.crl_state(1).number, r.crl_state(2).number) == (10, 20)
+    finally:
+        store.close()
+
+
+def cert_sha256(path: Path) -> str:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()

@@ -7,7 +7,8 @@ this module owns that import. Each CRL (a file path or an http(s) URL, fetched
 with an optional bearer token) is
 
 - parsed (`crl.parse`, strict DER) and matched to one issuer certificate of the
-  PKI manifest by issuer name (and authorityKeyIdentifier when present), and its
+  PKI manifest (``--pki``), or of a group appliance's ``group.json`` (``--group``: the CA
+  certificates the group received, with its store and token), by issuer name (and authorityKeyIdentifier when present), and its
   signature verified with that certificate (after a compromise of a generation's
   key its CRLs carry its name but the successor's key: the manifest's successor
   certificate is then the one that matches, `known_issuers`);
@@ -60,6 +61,7 @@ from crlbuilder.apply import register_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.config import DEFAULT_CHANGES_KEEP_DAYS
 from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
+from crlbuilder.group.setup import GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
 from crlbuilder.options import instant
 from crlbuilder.store import format as sf
@@ -78,6 +80,7 @@ __all__ = [
     "KnownIssuer",
     "add_cli",
     "check_store_mode",
+    "group_issuers",
     "identify_issuer",
     "known_issuer",
     "known_issuers",
@@ -146,6 +149,23 @@ def known_issuers(manifest: Manifest) -> list[KnownIssuer]:
             pem = manifest.path(successors[meta.id]).read_bytes()
             ders.append(x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER))
         out.extend(known_issuer(meta, der) for der in ders)
+    return out
+
+
+def group_issuers(setup: GroupSetup) -> list[KnownIssuer]:
+    """The issuers of a group appliance's ``group.json`` (`crlbuilder.group.setup`: the CA
+    certificates the group received, and a successor certificate after a compromise)."""
+    out = []
+    for i in setup.issuers:
+        cert = x509.load_pem_x509_certificate(setup.path(i.cert).read_bytes())
+        der = cert.public_bytes(Encoding.DER)
+        meta = sf.IssuerMeta(
+            index=i.index, id=i.id, family=i.family, generation=i.generation, cert_der=der
+        )
+        out.append(known_issuer(meta, der))
+        if i.successor_cert:  # its CRLs since a compromise of its key (Act §14)
+            succ = x509.load_pem_x509_certificate(setup.path(i.successor_cert).read_bytes())
+            out.append(known_issuer(meta, succ.public_bytes(Encoding.DER)))
     return out
 
 
@@ -761,16 +781,27 @@ def add_cli(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--store", type=Path, required=True, help="the status store directory")
     p.add_argument(
+        "--store", type=Path,
+        help="the status store directory (with --group: default the group's store)",
+    )  # fmt: skip
+    issuers = p.add_mutually_exclusive_group(required=True)
+    issuers.add_argument(
         "--pki",
         type=Path,
-        required=True,
         help="PKI directory (pki.json) with the issuer certificates",
     )
-    p.add_argument(
-        "--token-file", type=Path, help="file holding a bearer token sent to http(s) sources"
+    issuers.add_argument(
+        "--group",
+        type=Path,
+        help="a group appliance's directory (group.json, `crlbuilder group init`): its "
+        "issuers, its store and its token",
     )
+    p.add_argument(
+        "--token-file", type=Path,
+        help="file holding a bearer token sent to http(s) sources (with --group: default the "
+        "group's token)",
+    )  # fmt: skip
     p.add_argument("--force", action="store_true", help="import a CRL whose nextUpdate has passed")
     p.add_argument("--as-of", type=instant, help="the current time (default now), for tests")
     p.add_argument(
@@ -789,6 +820,25 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
     """``crlbuilder import-crl``: 0 every source imported (or already), 1 one refused, 2 bad usage."""
     out = log if log is not None else sys.stderr
     prog = "crlbuilder import-crl"
+    issuers: Manifest | list[KnownIssuer]
+    try:  # the issuers, and the store: the 機構's PKI manifest, or a group's group.json
+        if args.group is not None:
+            setup = load_group_setup(args.group)
+            # the signature CRL files only, as the pull (Act §18(2), §20(1)): a group
+            # receives no auth CRL file (Act §37(2) is a 利用者証明検証者's)
+            issuers = [i for i in group_issuers(setup) if i.meta.family.is_sign]
+            if args.store is None:
+                args.store = setup.path(setup.store)
+            if args.token_file is None:
+                args.token_file = setup.path(setup.token_file)
+        else:
+            issuers = load_manifest(args.pki)
+    except (GroupSetupError, ManifestError) as e:
+        print(f"{prog}: error: {e}", file=out)
+        return 2
+    if args.store is None:
+        print(f"{prog}: error: --store is required with --pki", file=out)
+        return 2
     token: str | None = None
     if args.token_file is not None:
         try:
@@ -806,15 +856,14 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
         print(f"{prog}: error: --timeout must be a number of seconds > 0", file=out)
         return 2
     try:
-        manifest = load_manifest(args.pki)
         store = Store.open(args.store, readonly=False)
-    except (ManifestError, sf.StoreFormatError) as e:
+    except sf.StoreFormatError as e:
         print(f"{prog}: error: {e}", file=out)
         return 2
     try:
         try:
             importer = CrlImporter(
-                store, manifest, force=args.force, changes_keep_days=args.changes_keep_days
+                store, issuers, force=args.force, changes_keep_days=args.changes_keep_days
             )
         except ImportRefused as e:
             print(f"{prog}: error: {e}", file=out)

@@ -21,8 +21,9 @@ those alone this command writes, into ``--out``:
 
 No CA key and no 機構 signer key is asked for or written. The CA certificates are
 fetched over the 機構's public route: ``--ca-sha256`` pins the fingerprints the group
-received out of band (every certificate fetched must be one of them, and every pin
-found), and the command prints each fingerprint for the operator to compare.
+received out of band (every certificate fetched, a successor certificate too, must be one
+of them, and every pin found), and the command prints each fingerprint for the operator to
+compare.
 Refused input (an existing directory, an unreachable 機構, a certificate that is no CA
 or does not match its pin, a responder key that does not match its certificate or a
 certificate without the OCSP-signing purpose) writes nothing.
@@ -261,11 +262,21 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
     cas = fetch_ca_index(args.authority, successors)
     pins = {p.lower() for p in args.ca_sha256 or []}
     if pins:
-        got = {entry.sha256 for entry, _ in cas}
-        if got - pins:
-            raise InitError("a CA certificate fetched is not one of --ca-sha256: refused")
-        if pins - got:
-            raise InitError("a --ca-sha256 certificate is not served by the 機構: refused")
+        # every certificate CRLs will be verified with: a successor's key signs its
+        # generation's CRLs after a compromise (Act §14), so it is pinned as well
+        got = {entry.id: entry.sha256 for entry, _ in cas}
+        got |= {f"{e.id}'s successor": e.successor_sha256 for e, _ in cas if e.id in successors}
+        unpinned = [who for who, sha in got.items() if sha not in pins]
+        if unpinned:
+            raise InitError(
+                f"not one of --ca-sha256: the certificate of {', '.join(unpinned)} as served "
+                f"({', '.join(got[w] for w in unpinned)}): refused"
+            )
+        if unserved := sorted(pins - set(got.values())):
+            raise InitError(
+                f"--ca-sha256 {', '.join(unserved)}: no such certificate served by the 機構: "
+                "refused"
+            )
     base = args.authority.rstrip("/")
     issuers = [
         GroupIssuer(
@@ -400,6 +411,8 @@ def run_init(args: argparse.Namespace) -> int:
     print(f"made {out}:", file=sys.stderr)
     for i in setup.issuers:
         print(f"  {i.id}: CA certificate SHA-256 {i.sha256}", file=sys.stderr)
+        if i.successor_cert:
+            print(f"  {i.id}: successor certificate SHA-256 {i.successor_sha256}", file=sys.stderr)
     print(
         f"compare the fingerprints with the ones the 機構 published, then:\n"
         f"  crlbuilder group pull --group {out} --follow\n"

@@ -48,16 +48,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final, Literal
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from crlbuilder.crl.importer import (
     MAX_CRL_BYTES,
     BaseAhead,
     CrlImporter,
     ImportRefused,
-    KnownIssuer,
-    known_issuer,
+    group_issuers,
     source_label,
 )
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, GroupSetupError, load_group_setup
@@ -146,22 +142,6 @@ def fetch(
     if len(body) > MAX_CRL_BYTES:
         raise FetchFailed(f"more than the {MAX_CRL_BYTES} bytes accepted")
     return Fetched(body, etag)
-
-
-def group_issuers(setup: GroupSetup) -> list[KnownIssuer]:
-    """The issuers of ``group.json`` as the importer matches CRLs to them."""
-    out = []
-    for i in setup.issuers:
-        cert = x509.load_pem_x509_certificate(setup.path(i.cert).read_bytes())
-        der = cert.public_bytes(Encoding.DER)
-        meta = sf.IssuerMeta(
-            index=i.index, id=i.id, family=i.family, generation=i.generation, cert_der=der
-        )
-        out.append(known_issuer(meta, der))
-        if i.successor_cert:  # its CRLs since a compromise of its key (Act §14)
-            succ = x509.load_pem_x509_certificate(setup.path(i.successor_cert).read_bytes())
-            out.append(known_issuer(meta, succ.public_bytes(Encoding.DER)))
-    return out
 
 
 @dataclass(slots=True)

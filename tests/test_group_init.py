@@ -1,0 +1,107 @@
+"""`crlbuilder group init` against a 機構 serving its `/ca/` routes (`responder.app.ca_routes`), in process.
+
+The pins (``--ca-sha256``) cover every certificate the group will verify CRLs with: the CA
+certificates and, after a compromise of an issuing key, the successor certificate whose key
+signs that generation's CRLs from then on (Act §14); a refusal names the certificate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.server
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from crlbuilder.group import init as group_init
+from crlbuilder.manifest import Manifest
+from responder.app import ca_routes
+
+
+@contextlib.contextmanager
+def kikou(manifest: Manifest) -> Iterator[str]:
+    """The 機構's public /ca/ routes on loopback."""
+    routes = {k.decode(): bytes(v.body) for k, v in ca_routes(manifest).items()}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = routes.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def index(url: str) -> list[dict[str, str]]:
+    with urllib.request.urlopen(url + "/ca/index.json") as r:
+        issuers: list[dict[str, str]] = msgspec.json.decode(r.read())["issuers"]
+    return issuers
+
+
+def init(pki: Path, url: str, out: Path, pins: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    group_init.add_cli(p.add_subparsers())
+    args = p.parse_args([
+        "init", "--out", str(out), "--authority", url, "--group-id", "g",
+        "--token-file", str(pki / "parties" / "group-verifier.token"),
+        "--responder-cert", str(pki / "tls" / "group-responder.pem"),
+        "--responder-key", str(pki / "tls" / "group-responder.key"),
+        "--name", "n", "--address", "a", "--representative", "r", "--office", "o",
+        "--group-kind", "1", "--member-prefix", "m-", "--liability", "l", "--member-answer", "x",
+        *(a for h in pins for a in ("--ca-sha256", h)),
+    ])  # fmt: skip
+    rc: int = args.func(args)
+    return rc
+
+
+def test_the_successor_certificate_is_pinned_too(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its key signs a compromised generation's CRLs: unpinned, whoever served the index could
+    make the group accept CRLs of their own for that generation."""
+    pki, manifest = demo_pki
+    with kikou(manifest) as url:
+        issuers = index(url)
+        succ = [i for i in issuers if i.get("successor_sha256")]
+        assert succ, "the demo PKI has a compromised generation with a successor"
+        cas = [i["sha256"] for i in issuers]
+        assert init(pki, url, tmp_path / "a", cas) == 1
+        err = capsys.readouterr().err
+        assert "not one of --ca-sha256" in err and f"{succ[0]['id']}'s successor" in err, err
+        assert not (tmp_path / "a").exists()
+        assert init(pki, url, tmp_path / "b", [*cas, *(i["successor_sha256"] for i in succ)]) == 0
+        assert succ[0]["successor_sha256"] in capsys.readouterr().err  # printed to compare
+
+
+def test_an_unpinned_certificate_is_named(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki, manifest = demo_pki
+    with kikou(manifest) as url:
+        issuers = index(url)
+        pins = [i["sha256"] for i in issuers if i["id"] != "auth-card-g1"]
+        pins += [i["successor_sha256"] for i in issuers if i.get("successor_sha256")]
+        assert init(pki, url, tmp_path / "a", pins) == 1
+        err = capsys.readouterr().err
+        assert "auth-card-g1" in err and "not one of --ca-sha256" in err, err
+        every = [*pins, *(i["sha256"] for i in issuers if i["id"] == "auth-card-g1")]
+        assert init(pki, url, tmp_path / "b", [*every, "ab" * 32]) == 1
+        err = capsys.readouterr().err
+        assert "ab" * 32 in err and "no such certificate served" in err, err
