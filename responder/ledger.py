@@ -157,6 +157,11 @@ class LedgerError(Exception):
     """The ledger cannot be used as asked; the message says why (never with personal data)."""
 
 
+class LedgerCreating(LedgerError):
+    """A ledger whose creation is under way: its tables are there, its schema row not yet
+    (a reader that opens it between the two, as a scrape of /metrics may)."""
+
+
 class LedgerFileError(LedgerError):
     """A worker file that is not a valid ledger file (bad magic, truncated, corrupt slot...)."""
 
@@ -818,6 +823,9 @@ class Ledger:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except (OSError, sqlite3.Error) as e:
             raise LedgerError(f"{path}: cannot open the ledger: {e}") from None
+        if row is None and readonly:
+            conn.close()
+            raise LedgerCreating(f"{path}: the ledger is being created")
         if row is None or row[0] != _SCHEMA_VERSION:
             conn.close()
             raise LedgerError(

@@ -33,7 +33,7 @@ from pathlib import Path
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from responder.ledger import DB_NAME, Ledger, LedgerError, ShippingState
+from responder.ledger import DB_NAME, Ledger, LedgerCreating, LedgerError, ShippingState
 
 __all__ = ["ShippingCollector"]
 
@@ -77,7 +77,10 @@ class ShippingCollector(Collector):
     def _read(self) -> ShippingState:
         if not (self.ledger_dir / DB_NAME).exists():
             return _NONE_YET  # no collection yet
-        ledger = Ledger.open(self.ledger_dir, readonly=True)
+        try:
+            ledger = Ledger.open(self.ledger_dir, readonly=True)
+        except LedgerCreating:
+            return _NONE_YET  # the first collection is creating it
         try:
             return ledger.shipping_state() or _NONE_YET
         finally:

@@ -5,6 +5,7 @@ The shipments themselves, to a real JetStream, are tests/test_opsignals_live.py'
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,20 @@ NONE_YET = {
 
 def test_a_node_that_has_not_collected_yet_shows_nothing_shipped(tmp_path: Path) -> None:
     assert scrape(tmp_path / "ledger") == NONE_YET
+
+
+def test_a_ledger_being_created_shows_nothing_shipped_yet(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first collection creates the ledger's tables, then writes its schema row: a scrape
+    in between (seen at a node's start) is not an unreadable ledger."""
+    db = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.commit()
+    assert scrape(tmp_path) == NONE_YET
+    assert "ledger_shipping_unreadable" not in caplog.text
+    db.close()
 
 
 def test_a_ledger_that_never_shipped_has_no_shipping_state(tmp_path: Path) -> None:
