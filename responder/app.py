@@ -81,6 +81,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client.registry import Collector
 
 from crlbuilder.group.setup import GroupSetup, load_group_setup
+from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.pkcs11 import TokenUnavailable
 from crlbuilder.keys.signer import load_signer
 from crlbuilder.manifest import Manifest, load_manifest
@@ -704,6 +705,11 @@ class JpkiApp:
                         ledgerstream.exchange(ledger, self.config.cluster, merge=False)
                 finally:
                     ledger.close()
+            except ClusterError as e:  # several nodes: the shipment failed (counted in the ledger,
+                # jpkiva_ledger_ship_failures_total); the next collection ships it all again.
+                # The message names the servers or the stream and the reason: no personal data.
+                _log.warning("ledger_ship_failed", extra={"fields": {"error": str(e)}})
+                continue
             except Exception as e:  # the counts stay in the worker files; the next merge retries
                 _log.warning("ledger_collect_failed", extra={"fields": {"error": type(e).__name__}})
                 continue

@@ -100,6 +100,8 @@ def test_the_streams_lost_and_back_on_metrics(built: Built, tmp_path: Path) -> N
             assert m[SEEN] <= stopped + 1.5, m  # the builder saw it last before it stopped
             assert m[SHIPPED] <= stopped + 1.5, m  # nothing shipped since
             later = scrape(metrics)
+            log = (node.d / "responder.log").read_text()
+            assert '"event":"ledger_ship_failed"' in log and "cannot connect to NATS" in log
             assert later[SEEN] == m[SEEN] and later[FAILURES] >= m[FAILURES], (m, later)
 
             # back: the head is seen again and the waiting counter shipped
