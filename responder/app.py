@@ -78,8 +78,10 @@ from typing import Final
 import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from prometheus_client.registry import Collector
 
 from crlbuilder.group.setup import GroupSetup, load_group_setup
+from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.pkcs11 import TokenUnavailable
 from crlbuilder.keys.signer import load_signer
 from crlbuilder.manifest import Manifest, load_manifest
@@ -111,9 +113,11 @@ from responder.registry.vocabulary import Method, Service
 from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, parse_report_path, render_year
+from responder.shipgauges import ShippingCollector
 from responder.signergauges import SignerCollector
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
+from responder.streamgauges import StreamCollector
 from responder.v1.jws import AnswerSigner, load_answer_signer
 from responder.v1.routes import CALLS_DIR, V1Api, public_documents
 from responder.v1.routes import Done as V1Done
@@ -324,9 +328,10 @@ class JpkiApp:
         collector = StoreCollector(self.store, [IssuerRef(v.index, v.id, v.family) for v in views])
         quotas = QuotaCollector(lambda: self.registry, self.limits)
         signers = SignerCollector(views)
-        metrics = WorkerMetrics(
-            cfg, collectors=[collector, quotas, signers], access=self.access_log
-        )
+        collectors: list[Collector] = [collector, quotas, signers]
+        if self.config.cluster.nats:  # a node of several: the record stream and the ledger stream
+            collectors += [StreamCollector(self.store), ShippingCollector(self.config.ledger.dir)]
+        metrics = WorkerMetrics(cfg, collectors=collectors, access=self.access_log)
         collector.entries = self.entries = EntryCounts(
             self.store,
             {v.index: v.family for v in views},
@@ -700,6 +705,11 @@ class JpkiApp:
                         ledgerstream.exchange(ledger, self.config.cluster, merge=False)
                 finally:
                     ledger.close()
+            except ClusterError as e:  # several nodes: the shipment failed (counted in the ledger,
+                # jpkiva_ledger_ship_failures_total); the next collection ships it all again.
+                # The message names the servers or the stream and the reason: no personal data.
+                _log.warning("ledger_ship_failed", extra={"fields": {"error": str(e)}})
+                continue
             except Exception as e:  # the counts stay in the worker files; the next merge retries
                 _log.warning("ledger_collect_failed", extra={"fields": {"error": type(e).__name__}})
                 continue

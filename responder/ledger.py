@@ -157,6 +157,11 @@ class LedgerError(Exception):
     """The ledger cannot be used as asked; the message says why (never with personal data)."""
 
 
+class LedgerCreating(LedgerError):
+    """A ledger whose creation is under way: its tables are there, its schema row not yet
+    (a reader that opens it between the two, as a scrape of /metrics may)."""
+
+
 class LedgerFileError(LedgerError):
     """A worker file that is not a valid ledger file (bad magic, truncated, corrupt slot...)."""
 
@@ -756,6 +761,19 @@ class CollectResult(msgspec.Struct, kw_only=True):
     refused: list[RefusedFile] = msgspec.field(default_factory=list)
 
 
+class ShippingState(msgspec.Struct, frozen=True, kw_only=True):
+    """This node's shipping to the service's ledger stream (`responder.ledgerstream`), as the
+    ledger's meta table keeps it (so it survives restarts): `Ledger.shipping_state`."""
+
+    shipped_at: int
+    """When the last shipment succeeded (Unix seconds; 0: none yet): every counter merged by
+    then was on the stream."""
+    failures: int
+    """Shipments that failed since the ledger was created (only grows)."""
+    unshipped: int
+    """Merged counters whose present value is not on the stream yet."""
+
+
 _SlotKey = tuple[str, str, str, str]  # day, party, service, method
 
 
@@ -805,6 +823,9 @@ class Ledger:
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         except (OSError, sqlite3.Error) as e:
             raise LedgerError(f"{path}: cannot open the ledger: {e}") from None
+        if row is None and readonly:
+            conn.close()
+            raise LedgerCreating(f"{path}: the ledger is being created")
         if row is None or row[0] != _SCHEMA_VERSION:
             conn.close()
             raise LedgerError(
@@ -1020,14 +1041,50 @@ class Ledger:
             )
         ]  # fmt: skip
 
-    def mark_shipped(self, counts: Sequence[SlotCount]) -> None:
-        """``counts`` are on the ledger stream (acknowledged by JetStream)."""
+    def mark_shipped(self, counts: Sequence[SlotCount], at: int) -> None:
+        """``counts`` are on the ledger stream (acknowledged by JetStream), and with them every
+        counter merged by then: the shipment of ``at`` (Unix seconds) succeeded, ``counts``
+        empty when nothing had grown (`shipping_state`)."""
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO shipped VALUES (?, ?, ?) ON CONFLICT (file_id, slot) "
                 "DO UPDATE SET count = max(count, excluded.count)",
                 [(c.file_id, c.slot, c.count) for c in counts],
             )
+            self._db.execute(
+                "INSERT INTO meta VALUES ('shipped_at', ?) ON CONFLICT (key) "
+                "DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (str(int(at)),),
+            )
+
+    def ship_failed(self) -> None:
+        """A shipment to the ledger stream failed (`shipping_state`: ``failures`` grows by one)."""
+        if self.readonly:
+            raise LedgerError("this ledger was opened read-only: it cannot ship")
+        self._db.execute(
+            "INSERT INTO meta VALUES ('ship_failures', '1') ON CONFLICT (key) "
+            "DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
+    def shipping_state(self) -> ShippingState | None:
+        """How this node's shipping to the ledger stream stands; None when this ledger never
+        shipped nor tried to (a single node's)."""
+        meta = dict(
+            self._db.execute(
+                "SELECT key, value FROM meta WHERE key IN ('shipping', 'shipped_at', 'ship_failures')"
+            ).fetchall()
+        )
+        if not meta:
+            return None
+        (unshipped,) = self._db.execute(
+            "SELECT count(*) FROM live LEFT JOIN shipped USING (file_id, slot) "
+            "WHERE live.count > coalesce(shipped.count, -1)"
+        ).fetchone()
+        return ShippingState(
+            shipped_at=int(meta.get("shipped_at", 0)),
+            failures=int(meta.get("ship_failures", 0)),
+            unshipped=int(unshipped),
+        )
 
     def service_seq(self) -> int:
         """The last ledger stream sequence merged into the service ledger (0: none)."""

@@ -22,6 +22,10 @@ Exact, by construction rather than by care:
 - nothing is subtracted or re-derived: the service's count is the sum of every node's
   counters at their latest shipped value.
 
+Each shipment's outcome is kept in the ledger (`Ledger.mark_shipped` with its time, or
+`Ledger.ship_failed`, a connection that could not be made included), from where
+`responder.shipgauges` exports it on /metrics (JpkiVaLedgerShippingFailing).
+
 So after a node crash and its restart the service report equals what the parties received,
 none lost, none doubled. While a node is down, its counts since its last shipment (at most
 one collection interval) are missing from the other nodes' reports until it ships them.
@@ -32,7 +36,8 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
@@ -64,17 +69,38 @@ def check_node(node: str) -> str:
     return node
 
 
-def ship(cluster: Cluster, ledger: Ledger, node: str, stream: str = DEFAULT_STREAM) -> int:
+def ship(
+    cluster: Cluster,
+    ledger: Ledger,
+    node: str,
+    stream: str = DEFAULT_STREAM,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> int:
     """Publish this node's counters that grew since they were last shipped; returns how many.
 
-    Marked shipped only once every publish was acknowledged: a failure raises
-    `ClusterError` and the next call ships them again (a repeat changes nothing).
+    Marked shipped only once every publish was acknowledged, with the time the shipment
+    started (every counter merged by then is on the stream, even when none had grown): a
+    failure is counted in the ledger (`Ledger.ship_failed`) and raises `ClusterError`, and
+    the next call ships them again (a repeat changes nothing).
     """
     check_node(node)
+    started = int(clock())
+    try:
+        shipped = _ship(cluster, ledger, node, stream)
+    except ClusterError:
+        ledger.ship_failed()
+        raise
+    ledger.mark_shipped(shipped, started)
+    return len(shipped)
+
+
+def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[SlotCount]:
+    """The counters published and acknowledged (not yet marked shipped)."""
     ensure_stream(cluster, stream, [_subjects(stream)])
     pending = ledger.ship_pending(node)
     if not pending:
-        return 0
+        return []
     subject = f"{SUBJECT_PREFIX}{stream}.{node}"
 
     async def go() -> None:
@@ -93,8 +119,7 @@ def ship(cluster: Cluster, ledger: Ledger, node: str, stream: str = DEFAULT_STRE
         cluster.run(go())
     except (nats.errors.Error, TimeoutError) as e:
         raise ClusterError(f"shipping the ledger to {stream}: {e}") from None
-    ledger.mark_shipped(pending)
-    return len(pending)
+    return pending
 
 
 def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> int:
@@ -143,14 +168,18 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
 
 def exchange(ledger: Ledger, cluster_config: ClusterConfig, *, merge: bool = True) -> None:
     """Ship this node's counters and (with ``merge``) gather every node's, as ``[cluster]``
-    configures; one connection for both."""
+    configures; one connection for both. No connection is a failed shipment too."""
     from crlbuilder.jetstream import parse_servers
 
     try:
         servers = parse_servers(cluster_config.nats)
     except ValueError as e:
         raise ClusterError(str(e)) from None
-    cluster = Cluster(servers)
+    try:
+        cluster = Cluster(servers)
+    except ClusterError:
+        ledger.ship_failed()
+        raise
     try:
         ship(cluster, ledger, cluster_config.node or default_node(), cluster_config.ledger_stream)
         if merge:

@@ -12,6 +12,8 @@ The builder writes what it saw of the stream into the store (the stream's last s
 when it saw it, `META_STREAM_HEAD`) beside the last sequence it applied (`META_STREAM_SEQ`);
 `verdict` compares them (sans-I/O). A head older than ``stale_after`` seconds means the
 builder no longer sees the stream: the lag is then unknown, and the node says so.
+`lag` is the same difference for the gauges of `responder.streamgauges`, which leave the
+staleness to the alert rules (JpkiVaStreamLost).
 """
 
 from __future__ import annotations
@@ -30,7 +32,17 @@ def verdict(
         return "the builder has not seen the record stream yet"
     if now - seen_at > stale_after:
         return f"the builder has not seen the record stream for {now - seen_at} s"
-    lag = head - applied
-    if lag > max_lag:
-        return f"{lag} records behind the record stream (at most {max_lag})"
+    behind = head - applied
+    if behind > max_lag:
+        return f"{behind} records behind the record stream (at most {max_lag})"
     return None
+
+
+def lag(applied: int, head: int, seen_at: int) -> int | None:
+    """Records of the stream, as the builder last saw it, not yet applied to the store; None
+    when the builder never saw the stream (a new node, or one just bootstrapped from a
+    snapshot, whose head is reset: `crlbuilder.snapshot`). Never below 0 (a head seen before
+    the batch that passed it was committed)."""
+    if seen_at == 0:
+        return None
+    return max(0, head - applied)

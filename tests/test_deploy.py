@@ -79,6 +79,9 @@ METRICS = frozenset(
         "jpkiva_crl_last_produced_timestamp_seconds",
         "jpkiva_fresh_signatures_total",
         "jpkiva_issuer_next_update_timestamp_seconds",
+        "jpkiva_ledger_last_shipped_timestamp_seconds",
+        "jpkiva_ledger_ship_failures_total",
+        "jpkiva_ledger_unshipped_counters",
         "jpkiva_metrics_renders_total",
         "jpkiva_ocsp_answers_total",
         "jpkiva_ocsp_signer_not_after_timestamp_seconds",
@@ -97,6 +100,8 @@ METRICS = frozenset(
         "jpkiva_store_commit",
         "jpkiva_store_entries",
         "jpkiva_store_last_commit_timestamp_seconds",
+        "jpkiva_stream_head_seen_timestamp_seconds",
+        "jpkiva_stream_lag_records",
         "jpkiva_worker_restarts_total",
         "jpkiva_workers_up",
     }
@@ -331,6 +336,8 @@ def test_dashboard_has_the_operations_panels() -> None:
         "Workers up",
         "Worker restarts",
         "Open connections",
+        "Seconds since the record stream was last seen",
+        "Seconds since the last ledger shipment",
     ):
         assert title in titles, title
     for q in ("0.5", "0.9", "0.99"):
