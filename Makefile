@@ -1,7 +1,8 @@
 # jpki-va: the two commands of the README's Quick start, and the rest.
 #   make demo   build the demo PKI and population under var/demo and run the main job,
 #               with a group appliance (団体署名検証者) fed from it on 127.0.0.1:8081
-#               (make demo KEYS=softhsm: every signing key in a SoftHSM2 token, under var/demo-softhsm)
+#               (make demo KEYS=softhsm: every signing key in a SoftHSM2 token, under var/demo-softhsm;
+#               ports in use are replaced by free ones; DEMO_ARGS="--port N ..." chooses them)
 #   make test   lint (ruff, import-linter), type check (mypy) and the whole pytest suite
 #   make bench  rerun every benchmark and update the table in bench/README.md
 #               (make bench-national: the 10,000,000-holder store, hours; not in make bench)
@@ -16,6 +17,7 @@ STAMP  := $(VENV)/.installed
 KEYS   ?= pem
 DEMO   ?= var/demo$(if $(filter softhsm,$(KEYS)),-softhsm)
 HOLDERS ?= 100000
+DEMO_ARGS ?=
 CONSTRAINTS := deploy/constraints.txt
 LOCKVENV := $(VENV)-lock
 
@@ -62,7 +64,7 @@ lock:
 	rm -rf $(LOCKVENV)
 
 demo: $(STAMP)
-	$(PY) -m crlbuilder.demo --dir $(DEMO) --holders $(HOLDERS) --keys $(KEYS)
+	$(PY) -m crlbuilder.demo --dir $(DEMO) --holders $(HOLDERS) --keys $(KEYS) $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check crlbuilder responder tests bench

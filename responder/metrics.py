@@ -21,8 +21,12 @@ its values into its own files, named by its pid. The files of a dead worker stay
 so totals never go down, and its replacement (a new pid) counts in new files, so
 nothing is counted twice; the master calls ``mark_process_dead`` for the dead pid
 so that its open connections leave the gauge. Whichever worker answers /metrics
-merges every file (``MultiProcessCollector``). Each restart of a worker leaves one
-more set of files (a few KiB each) until the master exits.
+merges every file (`responder.metricfiles.WorkerFiles`: prometheus_client's merge, less
+the files a starting worker has created but not yet sized, on which the merge failed with
+a 500 right after a restart). Each restart of a worker leaves one more set of files (a
+few KiB each) until the master exits. A scrape that still fails (a corrupt file, a
+collector's error) is answered 500 and logged as ``metrics_render_failed`` with its
+reason (the file, named by a pid, or the code location; never request data).
 
 Hot path: per answered request `WorkerMetrics.on_request_done` does one dict
 lookup and two list increments in plain per-worker Python objects (each label
@@ -57,6 +61,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -71,13 +76,14 @@ from prometheus_client import (
     generate_latest,
     values,
 )
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.registry import Collector
 
 from crlbuilder.ocsp.response import ResponseStatus
 from responder.config import ConfigError, LogConfig, MetricsConfig
 from responder.http import Request, Response
 from responder.logs import AccessLog, layer_endpoint, method_label
+from responder.metricfiles import MetricsFileError, WorkerFiles
 from responder.outcome import Outcome
 from responder.storegauges import ENTRIES_FILES
 
@@ -379,7 +385,7 @@ class WorkerMetrics:
             self.duration.labels(endpoint)
         self.open_connections.set(0)
         self.registry = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(self.registry, path)  # type: ignore[no-untyped-call]
+        self.registry.register(WorkerFiles(self.dir))
         for collector in collectors:
             self.registry.register(collector)
         self.access = access if access is not None else AccessLog(LogConfig(access_log="off"), 0)
@@ -546,6 +552,7 @@ _TEXT: Final = b"text/plain; charset=utf-8"
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
 _ADMIN_NOT_FOUND: Final = Response(404, b"not found: the admin listener serves /metrics\n", _TEXT)
 _ADMIN_GET_ONLY: Final = Response(405, b"method not allowed\n", _TEXT, ((b"allow", b"GET, HEAD"),))
+_RENDER_FAILED: Final = Response(500, b"metrics render failed (logged)\n", _TEXT, _NO_STORE)
 
 
 class MetricsApp:
@@ -563,7 +570,27 @@ class MetricsApp:
             return _ADMIN_NOT_FOUND
         if req.method not in (b"GET", b"HEAD"):
             return _ADMIN_GET_ONLY
-        return Response(200, self.metrics.render(), CONTENT_TYPE, _NO_STORE)
+        try:
+            body = self.metrics.render()
+        except Exception as exc:
+            _log.error(
+                "metrics_render_failed",
+                extra={"fields": {"exc_type": type(exc).__name__, "reason": render_failure(exc)}},
+            )
+            return _RENDER_FAILED
+        return Response(200, body, CONTENT_TYPE, _NO_STORE)
+
+
+def render_failure(exc: BaseException) -> str:
+    """Why a render failed, for the log: the metric file and what failed in it, else the
+    error's type and where it was raised (never its message, which may carry data)."""
+    if isinstance(exc, MetricsFileError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    frames = traceback.extract_tb(exc.__traceback__)
+    at = f" at {frames[-1].filename}:{frames[-1].lineno}:{frames[-1].name}" if frames else ""
+    return f"{type(exc).__name__}{at}"
 
 
 def _new_hist() -> list[float]:

@@ -1,14 +1,25 @@
-"""`make demo` (`crlbuilder.demo`): what it runs is confined to its directory."""
+"""`make demo` (`crlbuilder.demo`): what it runs is confined to its directory, and it
+comes up whatever else listens on its usual ports."""
 
 from __future__ import annotations
 
+import contextlib
+import re
+import signal
+import socket
+import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from crlbuilder.demo.__main__ import responder_flags
+from crlbuilder.demo import ports
+from crlbuilder.demo.__main__ import main, responder_flags
 from responder.cli import parser
 from responder.config import FIELD_TYPES, load_config, overrides_from_args
+from tests.conftest import ROOT
+from tests.support.procs import started, wait_line
 
 
 def test_the_demo_responder_keeps_every_file_under_the_demo_directory(
@@ -19,7 +30,7 @@ def test_the_demo_responder_keeps_every_file_under_the_demo_directory(
     # (make demo KEYS=softhsm, under var/demo-softhsm, shared var/demo's ledger so)
     d = tmp_path / "demo-softhsm"
     monkeypatch.chdir(tmp_path)
-    args = parser().parse_args(["serve", *responder_flags(d, 8080)])
+    args = parser().parse_args(["serve", *responder_flags(d, 8080, 9482)])
     cfg = load_config(args.config, overrides_from_args(args), environ={})
     paths = {
         "store.path": cfg.store.path,
@@ -44,3 +55,89 @@ def test_the_demo_responder_keeps_every_file_under_the_demo_directory(
         if "Path" in str(kind) and not name.startswith(("server.tls.", "v1.", "group."))
     }
     assert path_fields <= set(paths) | {"watch.dir", "watch.secret_file", "metrics.dir"}
+
+
+@contextlib.contextmanager
+def occupied(*wanted: int) -> Iterator[list[socket.socket]]:
+    """Listen on each of ``wanted`` that is free (the others are in use already: as good)."""
+    socks = []
+    try:
+        for port in wanted:
+            s = socket.socket()
+            try:
+                s.bind((ports.HOST, port))
+            except OSError:
+                s.close()
+                continue
+            s.listen()
+            socks.append(s)
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_choose_takes_the_usual_port_when_free_else_any() -> None:
+    free: set[int] = set()
+
+    def taken(port: int) -> bool:
+        return port not in free
+
+    assert ports.choose("port", None, taken) == (
+        0,
+        "127.0.0.1:8080 is in use: a free port instead (--port to choose one)",
+    )
+    free.add(9482)
+    assert ports.choose("metrics_port", None, taken) == (9482, "")
+    assert ports.choose("group_port", 0, taken) == (0, "")  # any free: never probed
+    assert ports.choose("group_metrics_port", 9482, taken) == (9482, "")  # asked, free
+    with pytest.raises(ports.PortTaken, match=r"^demo: 127.0.0.1:8080 \(--port\) is in use;"):
+        ports.choose("port", 8080, taken)
+
+
+def test_in_use_sees_any_listener() -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # as a responder's workers
+        s.bind((ports.HOST, 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert ports.in_use(port)
+    assert not ports.in_use(port)
+
+
+def test_a_port_asked_for_and_taken_is_refused_before_anything_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with occupied(0) as (s,):
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit) as exc:
+            main(["--dir", str(tmp_path / "d"), "--group-metrics-port", str(port)])
+    assert str(exc.value) == (
+        f"demo: 127.0.0.1:{port} (--group-metrics-port) is in use; choose another, "
+        "or 0 for any free port"
+    )
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(SystemExit):
+        main(["--dir", str(tmp_path / "d"), "--port", "65536"])
+    assert "not a TCP port (0 to 65535): '65536'" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_the_demo_comes_up_with_its_usual_ports_taken(tmp_path: Path) -> None:
+    """Another demo or service on 8080, 9482, 8081 and 9481: the demo serves on free ports,
+    says so, and prints where each listener is; each answers there; Ctrl-C stops it."""
+    usual = set(ports.USUAL.values())
+    args = [sys.executable, "-m", "crlbuilder.demo", "--dir", str(tmp_path / "demo"),
+            "--holders", "300"]  # fmt: skip
+    with occupied(*usual), started(args, log=tmp_path / "demo.log", sig=signal.SIGINT,
+                                   grace=30, cwd=ROOT) as p:  # fmt: skip
+        text = wait_line(p, r"(the demo listens on:\n(?:.*\n)+?)Ctrl-C stops everything", 240)
+        listening = re.findall(r"http://127\.0\.0\.1:(\d+)(/metrics)?", text)
+        assert len(listening) == 4, text
+        for port, path in listening:
+            assert int(port) not in usual
+            health = path or "/healthz"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=10) as r:
+                assert r.status == 200
+        assert "responder (機構)" in text and "group appliance" in text
+    assert p.returncode == 0

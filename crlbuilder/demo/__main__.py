@@ -5,12 +5,15 @@ Steps, each skipped when its output is already there: a demo PKI
 synth`), a build (`crlbuilder build`), a registry of the demo parties; then
 `crlbuilder build --follow` keeps the store and CRLs fresh (and applies any
 file dropped into the spool directory) while `responder serve` answers on
-127.0.0.1:8080 (with the facts key, so that /v1/record-info can open the four
+127.0.0.1:8080, /metrics on 127.0.0.1:9482 (with the facts key, so that /v1/record-info can open the four
 facts). Beside it a group's appliance (団体署名検証者 ``group-verifier``, Act
 §17(5)) is set up from what the group received (`crlbuilder group init`: the 機構's
 /ca/, its token, its own relay responder key), fed over HTTP by `crlbuilder group pull
---follow`, and answers its two members on 127.0.0.1:8081 (``--no-group``: none). It
-prints ready-to-paste `openssl ocsp` commands for a good, a revoked and an unknown
+--follow`, and answers its two members on 127.0.0.1:8081, /metrics on 127.0.0.1:9481
+(``--no-group``: none). A usual port found in use (another demo, another service) gives
+way to a free one (`crlbuilder.demo.ports`; ``--port``, ``--metrics-port``, ``--group-port``,
+``--group-metrics-port`` choose, 0 for any free one); the demo prints where everything
+listens. It prints ready-to-paste `openssl ocsp` commands for a good, a revoked and an unknown
 certificate, `curl` commands for 特定署名用電子証明書記録情報 (Act §18(3)) and the
 corresponding serials (Act §18(4), §18(5)) of holders of the population, and a member's
 command to its group (``-VAfile group.pem``), and runs until Ctrl-C, which stops every
@@ -44,6 +47,7 @@ from typing import Final
 
 import msgspec
 
+from crlbuilder.demo.ports import USUAL, PortTaken, choose, in_use
 from crlbuilder.demo.softhsm import OPLOG_NAME
 from crlbuilder.keys.oplog import OPLOG_ENV
 from crlbuilder.manifest import load_manifest
@@ -120,14 +124,15 @@ def _builder_flags(d: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def responder_flags(d: Path, port: int) -> list[str]:
+def responder_flags(d: Path, port: int, metrics_port: int) -> list[str]:
     """`responder serve`'s flags for the demo under ``d``: every file it reads or writes
     (store, PKI, registry, CRLs, facts key, ledger and watch lists, token queues) under ``d``,
-    whatever directory the demo runs in, so that two demo directories share nothing."""
+    whatever directory the demo runs in, so that two demo directories share nothing; its
+    two ports (0: a free one)."""
     return [
         "--config", str(ROOT / "config" / "responder.toml"),
         "--store", str(d / "store"), "--pki", str(d / "pki"), "--registry", str(d / "registry.toml"),
-        "--crl-dir", str(d / "crl"), "--port", str(port),
+        "--crl-dir", str(d / "crl"), "--port", str(port), "--metrics-port", str(metrics_port),
         "--facts-key-file", str(d / "facts.key"),
         "--ledger-dir", str(d / "ledger"),
         "--token-requests", str(d / "tokens" / "requests"),
@@ -260,15 +265,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", type=Path, default=Path("var/demo"))
     p.add_argument("--holders", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--port", type=int, default=8080)
+    for name, what in (
+        ("port", "the responder's port"),
+        ("metrics_port", "its /metrics port"),
+        ("group_port", "the group appliance's port"),
+        ("group_metrics_port", "its /metrics port"),
+    ):
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=_port, default=None,
+            help=f"{what} (default: {USUAL[name]}, or a free one when it is in use; 0: a free one)",
+        )  # fmt: skip
     p.add_argument("--no-serve", action="store_true", help="stop after the build")
-    p.add_argument("--group-port", type=int, default=8081, help="the group appliance's port")
     p.add_argument("--no-group", action="store_true", help="no group appliance beside it")
     p.add_argument(
         "--keys", choices=("pem", "softhsm"), default="pem",
         help="signing keys in PEM files (default) or in a SoftHSM2 token under DIR/pki/softhsm",
     )  # fmt: skip
     args = p.parse_args(argv)
+    asked: dict[str, int | None] = {name: getattr(args, name) for name in USUAL}
+    if args.no_group:
+        asked = {k: v for k, v in asked.items() if not k.startswith("group_")}
+    if not args.no_serve:  # a port asked for and taken: refused before the long preparation
+        try:
+            for name, port in asked.items():
+                if port is not None:
+                    choose(name, port, in_use)
+        except PortTaken as exc:
+            raise SystemExit(str(exc)) from None
     d: Path = args.dir
     d.mkdir(parents=True, exist_ok=True)
     use_keys(d, args.keys)
@@ -277,7 +300,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmade under {d}: pki/ (CAs, OCSP signers, parties), population/ (records, samples,"
               " answers.jsonl), store/ (LMDB), crl/ (CRL files), registry.toml")  # fmt: skip
         return 0
-    return serve(d, args.port, 0 if args.no_group else args.group_port)
+    return serve(d, asked)
+
+
+def _port(text: str) -> int:
+    """A TCP port option's value: 0 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port (0 to 65535): {text!r}")
+    return port
+
+
+def _ports(names: tuple[str, str], asked: dict[str, int | None]) -> tuple[int, int]:
+    """The two ports of one responder (public, metrics), each noted when not the usual."""
+    out = []
+    for name in names:
+        try:
+            port, note = choose(name, asked.get(name), in_use)
+        except PortTaken as exc:
+            raise SystemExit(str(exc)) from None
+        if note:
+            print(f"demo: {note}", flush=True)
+        out.append(port)
+    return out[0], out[1]
+
+
+def _listening(server: subprocess.Popen[str]) -> tuple[str, str] | None:
+    """The URLs a starting `responder serve` prints on its stdout: (public, admin /metrics);
+    None when it stopped before (its reason is on stderr)."""
+    assert server.stdout is not None
+    public = ""
+    for line in server.stdout:
+        if line.startswith("listening on ") and not public:
+            public = line.split()[-1]
+        elif line.startswith("metrics on ") and public:
+            return public, line.split()[-1] + "/metrics"
+    return None
 
 
 GROUP = "group-verifier"
@@ -285,10 +346,14 @@ GROUP = "group-verifier"
 MEMBERS = ("member-1", "member-2")
 
 
-def start_group(d: Path, kikou_url: str, port: int, children: list[subprocess.Popen[str]]) -> str:
+def start_group(
+    d: Path, kikou_url: str, ports: tuple[int, int], children: list[subprocess.Popen[str]]
+) -> tuple[str, str]:
     """The group's appliance beside the 機構's: ``crlbuilder group init`` (once, from what the
     group received: the 機構's /ca/, its token, the relay responder key), its two members
-    registered, one pull, then ``group pull --follow`` and ``responder serve`` in group mode."""
+    registered, one pull, then ``group pull --follow`` and ``responder serve`` in group mode
+    on ``ports`` (public, metrics; 0: a free one, whatever its configuration says). Its
+    public and /metrics URLs."""
     g, pki = d / "group", d / "pki"
     m = load_manifest(pki)  # the relay responder's key: a PEM file, or in the token (softhsm)
     if not (g / "group.json").exists():
@@ -297,7 +362,7 @@ def start_group(d: Path, kikou_url: str, port: int, children: list[subprocess.Po
             "--group-id", GROUP, "--token-file", str(pki / "parties" / f"{GROUP}.token"),
             "--cycle", "10", "--responder-cert", str(m.path(m.group_responder_cert)),
             "--responder-key", m.key_ref(m.group_responder_key),
-            "--port", str(port), "--metrics-port", str(port + 1400),
+            "--port", str(USUAL["group_port"]), "--metrics-port", str(USUAL["group_metrics_port"]),
             "--name", "デモ団体署名検証者 (demo group signature verifier)",
             "--address", "demo address (架空の住所)", "--representative", "demo representative",
             "--office", "demo office (架空の事務所)", "--start", "2016-01-01", "--group-kind", "1",
@@ -322,15 +387,15 @@ def start_group(d: Path, kikou_url: str, port: int, children: list[subprocess.Po
         )
     )
     server = subprocess.Popen(
-        [_tool("responder"), "serve", "--config", str(g / "responder.toml")],
+        [_tool("responder"), "serve", "--config", str(g / "responder.toml"),
+         "--port", str(ports[0]), "--metrics-port", str(ports[1])],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     children.append(server)
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    if not line.startswith("listening on"):
-        raise SystemExit("demo: the group's responder did not start")
-    return line.split()[-1]
+    urls = _listening(server)
+    if urls is None:
+        raise SystemExit("demo: the group's responder did not start (its reason is above)")
+    return urls
 
 
 def member_commands(d: Path, group_url: str) -> list[tuple[str, str]]:
@@ -366,17 +431,17 @@ def member_commands(d: Path, group_url: str) -> list[tuple[str, str]]:
     return out
 
 
-def serve(d: Path, port: int, group_port: int = 0) -> int:
+def serve(d: Path, asked: dict[str, int | None]) -> int:
+    """Run the follow loop, the responder and (when ``asked`` has the group's ports, None
+    for the usual) the group appliance until Ctrl-C; print the commands and where each
+    listens."""
     (d / "spool").mkdir(exist_ok=True)
     (d / "tokens" / "requests").mkdir(parents=True, exist_ok=True, mode=0o700)
     follow = subprocess.Popen(
         [_tool("crlbuilder"), "build", *_builder_flags(d), "--input", str(d / "spool"), "--follow", "--no-progress"],
         stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
-    server = subprocess.Popen(
-        [_tool("responder"), "serve", *responder_flags(d, port)], stdout=subprocess.PIPE, text=True
-    )
-    children: list[subprocess.Popen[str]] = [server, follow]
+    children: list[subprocess.Popen[str]] = [follow]
     stop = False
 
     def _stop(signum: int, frame: object) -> None:
@@ -386,22 +451,34 @@ def serve(d: Path, port: int, group_port: int = 0) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        if not line.startswith("listening on"):
-            print("demo: the responder did not start", file=sys.stderr)
+        port, metrics_port = _ports(("port", "metrics_port"), asked)
+        server = subprocess.Popen(
+            [_tool("responder"), "serve", *responder_flags(d, port, metrics_port)],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        children.append(server)
+        urls = _listening(server)
+        if urls is None:
+            print("demo: the responder did not start (its reason is above)", file=sys.stderr)
             return 1
-        url = line.split()[-1]
-        print(f"\nresponder {line.strip()}  (crlbuilder --follow keeps it fresh; drop record files"
-              f" into {d / 'spool'})\n")  # fmt: skip
+        url = urls[0]
+        where = [("responder (機構)", *urls)]
+        print(f"\nresponder listening on {url}, /metrics on {urls[1]}  (crlbuilder --follow keeps"
+              f" it fresh; drop record files into {d / 'spool'})\n")  # fmt: skip
         for what, cmd in commands(d, url) + v1_commands(d, url):
             print(f"# {what}\n{cmd}\n")
-        if group_port:
-            group_url = start_group(d, url, group_port, children)
+        if "group_port" in asked:
+            group = start_group(
+                d, url, _ports(("group_port", "group_metrics_port"), asked), children
+            )
+            where.append(("group appliance (団体署名検証者 group-verifier)", *group))
             print(f"group appliance (団体署名検証者 group-verifier, fed from {url} by "
-                  f"`crlbuilder group pull --follow`) listening on {group_url}\n")  # fmt: skip
-            for what, cmd in member_commands(d, group_url):
+                  f"`crlbuilder group pull --follow`) listening on {group[0]}\n")  # fmt: skip
+            for what, cmd in member_commands(d, group[0]):
                 print(f"# {what}\n{cmd}\n")
+        print("the demo listens on:")
+        for what, public, metrics in where:
+            print(f"  {public:<24} {what}, its /metrics on {metrics}")
         print("Ctrl-C stops everything.", flush=True)
         while not stop and all(c.poll() is None for c in children):
             time.sleep(0.2)
