@@ -330,7 +330,10 @@ class JpkiApp:
         signers = SignerCollector(views)
         collectors: list[Collector] = [collector, quotas, signers]
         if self.config.cluster.nats:  # a node of several: the record stream and the ledger stream
-            collectors += [StreamCollector(self.store), ShippingCollector(self.config.ledger.dir)]
+            collectors += [
+                StreamCollector(self.store, self.config.cluster.max_lag),
+                ShippingCollector(self.config.ledger.dir),
+            ]
         metrics = WorkerMetrics(cfg, collectors=collectors, access=self.access_log)
         collector.entries = self.entries = EntryCounts(
             self.store,

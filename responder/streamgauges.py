@@ -12,6 +12,8 @@ deploy/prometheus/alerts.yml):
 - ``jpkiva_stream_lag_records``: records of the stream, as last seen, not yet applied to
   the store (`responder.streamlag.lag`); no series while the builder never saw the stream
   (the lag is unknown, not 0).
+- ``jpkiva_stream_max_lag_records``: this node's ``[cluster] max_lag``, the lag past which
+  ``/readyz`` answers 503: JpkiVaStreamLagging compares each node with its own setting.
 
 Registered only on a node of several: a single node has no record stream, and a
 timestamp of 0 there would read as a stream lost. Read from the store in the worker that
@@ -34,8 +36,9 @@ __all__ = ["StreamCollector"]
 class StreamCollector(Collector):
     """When the builder last saw the record stream, and how far the store is behind it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, max_lag: int) -> None:
         self.store = store
+        self.max_lag = max_lag
 
     def describe(self) -> Iterable[Metric]:
         return ()
@@ -50,6 +53,11 @@ class StreamCollector(Collector):
             "Records of the record stream, as the builder last saw it, not yet applied to "
             "this node's store.",
         )
+        limit = GaugeMetricFamily(
+            "jpkiva_stream_max_lag_records",
+            "This node's [cluster] max_lag: records behind the stream past which /readyz is 503.",
+        )
+        limit.add_metric((), self.max_lag)
         with self.store.read() as r:
             head, seen_at = r.stream_head()
             applied = r.stream_seq()
@@ -57,4 +65,4 @@ class StreamCollector(Collector):
         records = lag(applied, head, seen_at)
         if records is not None:
             behind.add_metric((), records)
-        return [seen, behind]
+        return [seen, behind, limit]

@@ -102,6 +102,7 @@ METRICS = frozenset(
         "jpkiva_store_last_commit_timestamp_seconds",
         "jpkiva_stream_head_seen_timestamp_seconds",
         "jpkiva_stream_lag_records",
+        "jpkiva_stream_max_lag_records",
         "jpkiva_worker_restarts_total",
         "jpkiva_workers_up",
     }

@@ -40,6 +40,7 @@ LAG = "jpkiva_stream_lag_records"
 SHIPPED = "jpkiva_ledger_last_shipped_timestamp_seconds"
 FAILURES = "jpkiva_ledger_ship_failures_total"
 UNSHIPPED = "jpkiva_ledger_unshipped_counters"
+MAX_LAG = "jpkiva_stream_max_lag_records"
 
 
 def scrape(url: str) -> dict[str, float]:
@@ -76,6 +77,7 @@ def test_the_streams_lost_and_back_on_metrics(built: Built, tmp_path: Path) -> N
                 "--workers", "1", "--ledger-dir", str(node.d / "ledger"),
                 "--ledger-collect-interval", "0.5", "--metrics-port", str(metrics_port),
                 "--metrics-render-interval", "0.1", "--nats", server.source, "--node", node.name,
+                "--max-lag", "750",
             ]  # fmt: skip
             with (node.d / "responder.log").open("ab") as err:
                 responder = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err,
@@ -89,7 +91,7 @@ def test_the_streams_lost_and_back_on_metrics(built: Built, tmp_path: Path) -> N
             assert client.ask(url, good) == "good"
             m = until(lambda: (s := scrape(metrics)).get(SHIPPED, 0) > 0 and s[UNSHIPPED] == 0
                       and time.time() - s[SEEN] < 3 and s, 20, "a shipment")  # fmt: skip
-            assert m[LAG] == 0 and m[FAILURES] == 0, m
+            assert m[LAG] == 0 and m[FAILURES] == 0 and m[MAX_LAG] == 750, m
 
             # the NATS server stops: neither stream answers
             server.stop_all()

@@ -38,7 +38,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def scrape(store: Store) -> dict[str, float]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StreamCollector(store))
+    registry.register(StreamCollector(store, max_lag=250))
     out = {}
     for line in generate_latest(registry).decode().splitlines():
         if line and not line.startswith("#"):
@@ -53,7 +53,10 @@ def test_a_store_whose_builder_never_saw_the_stream_has_a_zero_head_and_no_lag(
     with Commit(store) as c:
         c.put_stream_seq(500)  # as a snapshot leaves it: applied, the head reset to (0, 0)
         c.put_stream_head(0, 0)
-    assert scrape(store) == {"jpkiva_stream_head_seen_timestamp_seconds": 0.0}
+    assert scrape(store) == {
+        "jpkiva_stream_head_seen_timestamp_seconds": 0.0,
+        "jpkiva_stream_max_lag_records": 250.0,
+    }
 
 
 def test_the_gauges_follow_what_the_builder_wrote(store: Store) -> None:
@@ -63,6 +66,7 @@ def test_the_gauges_follow_what_the_builder_wrote(store: Store) -> None:
     assert scrape(store) == {
         "jpkiva_stream_head_seen_timestamp_seconds": 1_700_000_123.0,
         "jpkiva_stream_lag_records": 300.0,
+        "jpkiva_stream_max_lag_records": 250.0,
     }
     with Commit(store) as c:  # caught up, seen again later
         c.put_stream_seq(1500)
@@ -70,4 +74,5 @@ def test_the_gauges_follow_what_the_builder_wrote(store: Store) -> None:
     assert scrape(store) == {
         "jpkiva_stream_head_seen_timestamp_seconds": 1_700_000_130.0,
         "jpkiva_stream_lag_records": 0.0,
+        "jpkiva_stream_max_lag_records": 250.0,
     }
