@@ -29,6 +29,7 @@ from typing import Annotated, Final
 
 import msgspec
 
+from crlbuilder.decodeerror import redact
 from crlbuilder.model import (
     ChangeKind,
     Issuance,
@@ -155,7 +156,7 @@ def decode_line(raw: bytes) -> Record:
     try:
         rec: Record = _decoder.decode(raw)
     except msgspec.ValidationError as e:
-        raise ValueError(str(e)) from None
+        raise ValueError(redact(str(e))) from None
     except msgspec.DecodeError as e:
         raise ValueError(f"not JSON: {e}") from None
     check_record(rec)
@@ -219,7 +220,6 @@ def record_id(line: bytes) -> str | None:
 
 
 _FIELD: Final = re.compile(r"at `(\$[^`]*)`")
-_ENUM_VALUE: Final = re.compile(r"Invalid enum value .*? - at")
 
 
 class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -236,8 +236,8 @@ class QuarantineEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def quarantine_entry(source: str, line: int, reason: str, record_id: str | None) -> QuarantineEntry:
-    """The entry for one refusal; the reason loses any value an enum error would echo."""
-    reason = _ENUM_VALUE.sub("Invalid enum value - at", reason)
+    """The entry for one refusal; the reason loses any value of the line it would echo."""
+    reason = redact(reason)
     m = _FIELD.search(reason)
     return QuarantineEntry(
         id=record_id, file=Path(source).name, line=line, field=m.group(1) if m else None,

@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import mmap
 import os
 import re
@@ -151,6 +152,10 @@ _I64: Final = struct.Struct("<q")
 _SLOT_KEY: Final = struct.Struct("<IIBBBB64s")  # crc, day, service, method, party_len, 0, party
 _SLOT_TAIL: Final = bytes(_SLOT_SIZE - 8 - _SLOT_KEY.size)
 _FLAG_SEALED: Final = 1
+
+_log: Final = logging.getLogger("responder.ledger")
+"""The flusher's failures: counts not durable (a machine crash would lose them) until it
+recovers, said once when it starts failing and once when it recovers."""
 
 
 class LedgerError(Exception):
@@ -346,7 +351,8 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._rotate_due = False
         self.flush_error: str | None = None
-        """The last failed background flush (an OSError's text), None while flushes succeed."""
+        """The last failed background flush (an OSError's text), None while flushes succeed;
+        logged (``ledger_flush_failed``, then ``ledger_flush_recovered``)."""
         self._day = _day_of(clock(), utc_offset)
         self._day_end = (self._day + 1) * _DAY - utc_offset
         self._index: dict[tuple[int, str, Service, Method], int] = {}
@@ -529,9 +535,20 @@ class LedgerWriter:
             try:
                 self.tick()
                 self.flush()
-                self.flush_error = None
             except OSError as e:
-                self.flush_error = e.strerror or type(e).__name__
+                error = e.strerror or type(e).__name__
+                if self.flush_error is None:  # once per failure, not once a second
+                    _log.error(
+                        "ledger_flush_failed",
+                        extra={"fields": {"file": self._file.path.name, "error": error}},
+                    )
+                self.flush_error = error
+                continue
+            if self.flush_error is not None:
+                _log.info(
+                    "ledger_flush_recovered", extra={"fields": {"file": self._file.path.name}}
+                )
+                self.flush_error = None
 
     def close(self) -> None:
         """Stop the flusher, flush, unmap and unlock; the file stays for the collector."""

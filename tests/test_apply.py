@@ -307,7 +307,9 @@ def test_bad_records_quarantined_with_file_line_field(world: World) -> None:
     assert "unknown serial" in reasons[1]
     assert "before the certificate's issuance" in reasons[2]
     assert "unknown issuer" in reasons[3]
-    assert "bogus" in reasons[4]
+    # the key is part of the line: named by neither the reason nor the field (the operator
+    # finds it by file and line), as a key may carry the four facts (crlbuilder.decodeerror)
+    assert "unknown field" in reasons[4] and "bogus" not in reasons[4]
     assert "timezone" in reasons[5] and "recorded_at" in reasons[5]
     assert "does not apply to sign-mobile" in reasons[6]
     assert "$.fact" in reasons[7]

@@ -348,6 +348,34 @@ def test_flusher_thread_turns_the_day_and_flushes(tmp_path: Path) -> None:
         assert ledger.totals(*EVER, by=("month",)) == {("2025-03",): 1, ("2025-04",): 1}
 
 
+@pytest.mark.real_clock  # the flusher's timed wait hangs under libfaketime
+def test_a_failing_flush_is_logged_once_and_its_recovery_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Counts not durable (Act §40's 帳簿 would lose them in a crash) must not go unseen."""
+    real_fsync = os.fsync
+    failing = True
+    failed = 0
+
+    def fsync(fd: int) -> None:
+        nonlocal failed
+        if failing:
+            failed += 1
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    caplog.set_level("INFO", logger="responder.ledger")
+    with LedgerWriter.open(tmp_path, 0) as w:
+        monkeypatch.setattr(os, "fsync", fsync)
+        w.start_flusher(interval=0.01)
+        until(lambda: failed >= 3, 5, "several flushes failed", interval=0.01)
+        failing = False
+        until(lambda: w.flush_error is None, 5, "a flush succeeded", interval=0.01)
+    events = [r.getMessage() for r in caplog.records if r.name == "responder.ledger"]
+    assert events == ["ledger_flush_failed", "ledger_flush_recovered"], events
+    assert "No space left on device" in str(caplog.records[0].__dict__["fields"])
+
+
 def test_old_files_rotate_at_the_turn_of_the_day(tmp_path: Path) -> None:
     clock = Clock(jst(2025, 1, 1))
     with LedgerWriter.open(tmp_path, 0, clock=clock, max_file_days=2) as w:

@@ -26,6 +26,7 @@ from typing import Final
 
 import msgspec
 
+from crlbuilder.decodeerror import redact
 from responder import policy
 from responder.http import Response
 from responder.v1.wire import Problem
@@ -61,12 +62,12 @@ def bad_input(field: str, detail: str) -> Problem:
 
 
 def from_decode_error(exc: msgspec.DecodeError) -> Problem:
-    """400 from msgspec's message: its text says what is wrong and where, never the value.
+    """400 from msgspec's message: what is wrong and where, never the value (`redact`).
 
     msgspec words a validation error as ``Expected `int`, got `str` - at `$.a[0]```:
     the path becomes ``field``, the rest ``detail``. A syntax error names a byte offset.
     """
-    text = str(exc)
+    text = redact(str(exc))  # an unknown field's name, an enum value: the input, never echoed
     m = _AT.search(text)
     if m is None:
         return bad_input("$", text)
