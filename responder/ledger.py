@@ -40,9 +40,11 @@ This module owns the counting, in two halves:
   file is refused with a clear reason in `CollectResult.refused` and does not
   stop the others.
 
-Days are local days (JST, UTC+9, by default): the day turns when the flusher
-thread (or a `LedgerWriter.tick` call) notices local midnight, within a few
-milliseconds. Counters are native 64-bit integers: aligned 64-bit loads and
+Days are local days (JST, UTC+9, by default): each count reads the clock and
+turns the day itself at local midnight, so a provision is dated by the instant it is
+counted (提供を行った年月日, Ord §71(3)), even when the flusher thread, which turns
+the day too, is held up by a slow fsync or waits for the GIL: on 31 December a count
+a few milliseconds past midnight belongs to the next year's report. Counters are native 64-bit integers: aligned 64-bit loads and
 stores are single-copy atomic on x86-64 and AArch64, so a collector reading a
 file while its worker counts sees an old or a new value, never a torn one; the
 module refuses to run on a big-endian host. The ledger holds party ids and
@@ -414,13 +416,16 @@ class LedgerWriter:
     def count(self, party: str, service: Service, method: Method, n: int = 1) -> None:
         """Count ``n`` provisions of ``service`` by ``method`` to ``party`` today.
 
-        One dict lookup and one add into the shared mapping; the first time a
+        A clock read, one dict lookup and one add into the shared mapping; past local
+        midnight the day is turned first (`tick`); the first time a
         (party, service, method) is seen on a day it takes the slow path, which
         allocates a slot (and raises `ValueError` for a party id that is not a
         registry id). Call it before the answer is written to the transport.
         Pass `Service` and `Method` members (their string values work too, but
         compare slower); ``responder.registry``'s enums have the same values.
         """
+        if self._clock() >= self._day_end:
+            self.tick()
         i = self._today.get((party, service, method))
         if i is None:
             self._count_new(party, service, method, n)

@@ -331,6 +331,25 @@ def test_days_turn_at_local_midnight(tmp_path: Path) -> None:
         assert datetime.fromtimestamp(clock.t, UTC).hour == 15
 
 
+def test_a_count_past_midnight_is_dated_by_its_own_instant_without_the_flusher(
+    tmp_path: Path,
+) -> None:
+    # the flusher (which would turn the day) never runs here, as when a slow fsync holds
+    # it: the count itself reads the clock (Ord §71(3) 提供を行った年月日)
+    clock = Clock(jst(2025, 12, 31, 23, 59, 59))
+    with LedgerWriter.open(tmp_path, 0, clock=clock) as w, Ledger.open(tmp_path) as ledger:
+        w.count("bank-a", SRI, Method.OCSP, 2)
+        clock.t = jst(2026, 1, 1, 0, 0, 0)
+        w.count("bank-a", SRI, Method.OCSP, 3)  # the same slot's fast path, yesterday's
+        w.count("bank-b", SRI, Method.OCSP, 1)  # a new slot
+        ledger.collect()
+        assert ledger.totals(*EVER, by=("day", "party")) == {
+            ("2025-12-31", "bank-a"): 2,
+            ("2026-01-01", "bank-a"): 3,
+            ("2026-01-01", "bank-b"): 1,
+        }
+
+
 @pytest.mark.real_clock  # the flusher's timed wait hangs under libfaketime
 def test_flusher_thread_turns_the_day_and_flushes(tmp_path: Path) -> None:
     clock = Clock(jst(2025, 3, 31, 23, 59, 59))
