@@ -401,7 +401,7 @@ def _store_copy(args: argparse.Namespace) -> int:
 
     try:
         n = copy_store(args.source, args.target)
-    except StoreFormatError as e:
+    except (StoreFormatError, OSError) as e:
         print(f"crlbuilder store copy: error: {e}", file=sys.stderr)
         return 2
     print(f"{args.target}: {n} entries copied from {args.source}")

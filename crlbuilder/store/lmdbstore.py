@@ -288,7 +288,7 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
     as they are. Each database is appended in key order (``MDB_APPEND``), so its pages
     are full: about a quarter smaller than a store built from the records, whose pages
     split as random serials arrive. ``target`` must not hold a store. Returns the entries
-    copied.
+    copied. A copy that fails (`StoreFormatError`, or `OSError`) leaves no store at ``target``.
     Run it with the builder stopped (it reads one snapshot of ``source``).
     """
     t = Path(target)
@@ -301,6 +301,7 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
         src.close()
         raise
     copied = 0
+    done = False
     try:
         with src.env.begin(buffers=False) as rtxn:
             for name in src.dbs:
@@ -339,7 +340,12 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
             raise sf.StoreFormatError(
                 f"{t}: the copy differs from {source} ({dst_counts} against {src_counts})"
             )
+        done = True
+    except lmdb.Error as e:  # no room in the map or on the disk, mid-copy
+        raise sf.StoreFormatError(f"{t}: the copy failed: {e}") from None
     finally:
+        if not done:  # a part of a store would open as a store: nothing is left
+            dst.discard()
         dst.close()
         src.close()
     return copied
