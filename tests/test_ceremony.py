@@ -360,6 +360,32 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
 
 
 @pytest.mark.integration
+def test_a_rollover_refused_half_way_makes_no_key_and_no_certificate(
+    tmp_path: Path, operators: Path, token: SoftHsmToken
+) -> None:
+    """The OCSP key's label already used in the token: refused before the CA key is made (it
+    made the CA key and wrote its certificate, then refused, and every later attempt was
+    refused for that certificate); one key named twice is refused before the approvals."""
+    from crlbuilder.demo.pki import init_pki
+
+    pki = init_pki(tmp_path / "pki")
+    log = tmp_path / "ops.jsonl"
+    token.add_key("used-label")
+    ca_key = token.uri("auth-card-g2")
+    base = ["keys", "rollover", "--pki", pki.directory, "--family", "auth-card",
+            "--ca-key", ca_key, "--log", str(log), "--operators", str(operators),
+            *approvals(tmp_path, "bob", "alice")]  # fmt: skip
+    before = (Path(pki.directory) / "pki.json").read_bytes()
+    assert main([*base, "--ocsp-key", ca_key]) == 2
+    assert main([*base, "--ocsp-key", token.uri("used-label")]) == 2
+    assert (Path(pki.directory) / "pki.json").read_bytes() == before
+    assert not pki.path("ca/auth-card-g2.pem").exists()
+    p11.refuse_used_label(ca_key)  # no CA key was made
+    assert [r.event for r in records(log)] == ["ceremony-failed"]
+    assert main([*base, "--ocsp-key", token.uri("auth-card-g2-ocsp")]) == 0
+
+
+@pytest.mark.integration
 def test_ord_73_3_a_signing_session_is_two_lines_with_its_count_not_one_per_signature(
     tmp_path: Path, token: SoftHsmToken
 ) -> None:
