@@ -192,6 +192,31 @@ def test_an_enrolled_operator_is_replaced_only_when_asked(
         check_approvals(load_operators(operators), both)
 
 
+def test_an_operators_file_that_cannot_be_written_leaves_no_copy(
+    tmp_path: Path,
+    operators: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A write that fails (a full disk) refuses in one line, keeps the file as it was, and
+    leaves no temporary copy of the operators' hashes (nor one that refuses the next run)."""
+    before = operators.read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    src = secret_file(tmp_path, "carol", b"carol-secret-0006")
+    add = ["keys", "add-operator", "--operators", str(operators), "--name", "carol",
+           "--secret", f"file:{src}"]  # fmt: skip
+    assert main(add) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+    assert not [p.name for p in operators.parent.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert main(add) == 0
+
+
 def write_chain(log: Path) -> None:
     for i in range(4):
         oplog.record(log, "key-generated", key=f"pkcs11:token=t;object=k{i}", operators=["a", "b"])
