@@ -10,12 +10,14 @@ import pytest
 
 from crlbuilder.apply import register_issuers
 from crlbuilder.build import Builder, issuer_table
+from crlbuilder.cli import main as cli_main
 from crlbuilder.config import ConfigError
 from crlbuilder.demo.pki import init_pki
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.store.lmdbstore import Store
 from tests.support.builder import builder_config
+from tests.support.nats import free_ports
 from tests.support.store import dump_store
 
 
@@ -75,3 +77,32 @@ def test_a_build_refused_for_its_registry_leaves_the_store_as_it_was(
     with pytest.raises(ConfigError, match="registry"):
         Builder(cfg, progress=False)
     assert dump_store(Path(cfg.store.path)) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["--as-of", "2026-01-10T00:00:00+00:00"], "--as-of applies to record files"),
+        (["--source", "nats://"], "input.source"),
+        ([], "cannot connect to NATS"),
+    ],
+    ids=["as-of", "bad-source", "unreachable"],
+)
+def test_a_stream_build_refused_before_reading_leaves_no_new_store(
+    pki_dir: Path,
+    tmp_path: Path,
+    extra: list[str],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = builder_config(tmp_path, pki_dir)
+    (port,) = free_ports(1)  # nothing listens there
+    argv = [
+        "build", "--store", cfg.store.path, "--map-size-gib", "1", "--pki", str(pki_dir),
+        "--source", f"nats://127.0.0.1:{port}", "--facts-key-file", cfg.keys.facts_key_file,
+        "--quarantine", cfg.input.quarantine, "--notices", cfg.input.notices,
+        "--crl-dir", cfg.crl.directory, "--no-progress", *extra,
+    ]  # fmt: skip
+    assert cli_main(argv) == 2
+    assert why in capsys.readouterr().err
+    assert not Path(cfg.store.path).exists()
