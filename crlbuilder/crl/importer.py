@@ -833,6 +833,13 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
     one would be taken for a store by the next run and by the responder."""
     out = log if log is not None else sys.stderr
     prog = "crlbuilder import-crl"
+    # the flags first, then the issuers and the token: all before the store is opened (or created)
+    if args.changes_keep_days < 1:
+        print(f"{prog}: error: --changes-keep-days must be at least 1", file=out)
+        return 2
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        print(f"{prog}: error: --timeout must be a number of seconds > 0", file=out)
+        return 2
     issuers: Manifest | list[KnownIssuer]
     try:  # the issuers, and the store: the 機構's PKI manifest, or a group's group.json
         if args.group is not None:
@@ -862,12 +869,6 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
         if not token:
             print(f"{prog}: error: {args.token_file}: the token file is empty", file=out)
             return 2
-    if args.changes_keep_days < 1:  # before the store is opened (or created)
-        print(f"{prog}: error: --changes-keep-days must be at least 1", file=out)
-        return 2
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        print(f"{prog}: error: --timeout must be a number of seconds > 0", file=out)
-        return 2
     try:
         store = Store.open(args.store, readonly=False)
     except sf.StoreFormatError as e:
