@@ -946,13 +946,16 @@ def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:
     )
 
 
-def register_issuers(store: Store, issuers: list[sf.IssuerMeta]) -> None:
-    """Record the issuer table in the store; an index must keep naming the same issuer."""
-    with store.read() as r:
-        known = {i.index: i for i in r.issuers()}
-    merged = dict(known)
+def merged_issuers(
+    known: Iterable[sf.IssuerMeta], issuers: Iterable[sf.IssuerMeta]
+) -> list[sf.IssuerMeta] | None:
+    """The issuer table ``known`` (the store's) with ``issuers`` recorded in it, or None when
+    it already says all of them; an index must keep naming the same issuer (`StoreFormatError`).
+    Decides only: `register_issuers`, or the caller's own transaction, writes it."""
+    before = {i.index: i for i in known}
+    merged = dict(before)
     for new in issuers:
-        old = known.get(new.index)
+        old = before.get(new.index)
         if old is not None and old.id != new.id:
             raise sf.StoreFormatError(
                 f"issuer index {new.index} is {old.id} in the store but {new.id} in the PKI manifest"
@@ -963,7 +966,14 @@ def register_issuers(store: Store, issuers: list[sf.IssuerMeta]) -> None:
     ids = [i.id for i in merged.values()]
     if len(set(ids)) != len(ids):
         raise sf.StoreFormatError("one issuer id under two indexes")
-    if merged == known:
+    return None if merged == before else list(merged.values())
+
+
+def register_issuers(store: Store, issuers: list[sf.IssuerMeta]) -> None:
+    """Record the issuer table in the store (`merged_issuers`); nothing written when it is."""
+    with store.read() as r:
+        table = merged_issuers(r.issuers(), issuers)
+    if table is None:
         return
     with Commit(store) as c:
-        c.put_issuers(merged.values())
+        c.put_issuers(table)

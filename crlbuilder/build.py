@@ -46,7 +46,7 @@ from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.jetstream import ClusterError
-from crlbuilder.keys.signer import SignerError, load_signer
+from crlbuilder.keys.signer import load_signer
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
@@ -170,34 +170,43 @@ class Builder:
         self.store = Store.open(
             cfg.store.path, readonly=False, map_size=cfg.store.map_size_gib << 30
         )
-        with self.store.read() as r:
-            crl_import = r.crl_import()
-        if crl_import:
-            self.store.close()
-            raise sf.StoreFormatError(
-                f"{cfg.store.path}: this store was built by `crlbuilder import-crl` (a group appliance); "
-                "records cannot be applied to it"
-            )
-        register_issuers(self.store, issuer_table(self.manifest))
+        self.registry: ConsentVerifiers | None = None
+        self._registry_stamp: tuple[int, int] | None = None
         try:
-            self.check_signers()
-        except SignerError:
+            self._check_before_writing()
+            # every check passed: only now is anything written
+            register_issuers(self.store, issuer_table(self.manifest))
+        except BaseException:
+            if self.store.created:  # a store this refused run made: not left behind
+                self.store.discard()
             self.store.close()
             raise
         self.quarantine = Quarantine(Path(cfg.input.quarantine))
         Path(cfg.input.notices).parent.mkdir(parents=True, exist_ok=True)
-        self.registry: ConsentVerifiers | None = None
-        self._registry_stamp: tuple[int, int] | None = None
-        if cfg.input.registry:
-            try:
-                self.registry = ConsentVerifiers(Path(cfg.input.registry))
-            except RegistryReadError as e:
-                self.store.close()
-                raise ConfigError("<configuration>", "input.registry", str(e)) from None
+        if self.registry is not None:
             self.registry_moved()  # the file as read now: a later change is a move
         else:
             self.emit({"event": "warning", "message": "no input.registry: consent grants "
                        "are quarantined, not stored (Act §18(3))"})  # fmt: skip
+
+    def _check_before_writing(self) -> None:
+        """What refuses a build, all before it writes anything (the issuer table included):
+        a group appliance's store, a key that cannot sign (`check_signers`), an unreadable
+        registry. Raises; the store is then as it was."""
+        cfg = self.cfg
+        with self.store.read() as r:
+            crl_import = r.crl_import()
+        if crl_import:
+            raise sf.StoreFormatError(
+                f"{cfg.store.path}: this store was built by `crlbuilder import-crl` (a group appliance); "
+                "records cannot be applied to it"
+            )
+        self.check_signers()
+        if cfg.input.registry:
+            try:
+                self.registry = ConsentVerifiers(Path(cfg.input.registry))
+            except RegistryReadError as e:
+                raise ConfigError("<configuration>", "input.registry", str(e)) from None
 
     def close(self) -> None:
         if self._presigner is not None:

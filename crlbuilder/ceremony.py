@@ -288,7 +288,6 @@ def cmd_rollover(args: argparse.Namespace) -> int:
         raise CeremonyError(f"{iid}: {e}") from None
     if any(i.id == iid or i.index == index for i in manifest.issuers):
         raise CeremonyError(f"{iid} (index {index}) is already in the manifest")
-    ops = _approved(args, sha, args.ca_key)
     files = IssuerFiles(
         id=iid,
         family=family,
@@ -303,6 +302,16 @@ def cmd_rollover(args: argparse.Namespace) -> int:
         ocsp_url=f"{manifest.base_url}/ocsp",
         live=True,
     )
+    if oplog.key_name(args.ca_key) == oplog.key_name(args.ocsp_key):
+        raise CeremonyError("--ca-key and --ocsp-key name one key: a delegate has its own")
+    for cert_path in (manifest.path(files.cert), manifest.path(files.ocsp_cert)):
+        if cert_path.exists():
+            raise CeremonyError(f"{cert_path} exists; a ceremony never overwrites a certificate")
+    ops = _approved(args, sha, args.ca_key)
+    # both labels free before either key is made: a rollover refused half-way would leave a
+    # CA key and its certificate that no manifest names, and refuse the next attempt
+    for ref in (args.ca_key, args.ocsp_key):
+        p11.refuse_used_label(ref)
     now = datetime.now(UTC).replace(microsecond=0)
     ca_path, ocsp_path = manifest.path(files.cert), manifest.path(files.ocsp_cert)
     _new_ca(args, args.ca_key, family, generation, ca_path, ops, sha, now)

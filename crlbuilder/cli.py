@@ -88,13 +88,21 @@ def _build(args: argparse.Namespace) -> int:
         print("crlbuilder build: error: --max-idle applies to --follow only", file=sys.stderr)
         return 2
     paths: list[Path] = []
+    stream: tuple[list[str], StreamNames, StreamCipher] | None = None
     try:
         cfg = load_config(args.config, args)
-        if not cfg.input.source:  # checked before the store is opened (or created)
+        # what refuses the build is checked before the store is opened (or created)
+        if not cfg.input.source:
             paths = sources(cfg)
             if args.follow and (why := _no_spool(cfg.input.spool)):
                 print(f"crlbuilder build: error: --follow {why}", file=sys.stderr)
                 return 2
+        else:
+            if args.as_of is not None:
+                print("crlbuilder build: error: --as-of applies to record files, not to "
+                      "--source (a stream is applied as of the clock)", file=sys.stderr)  # fmt: skip
+                return 2
+            stream = _stream(cfg)
         builder = Builder(
             cfg, progress=(not args.no_progress and sys.stderr.isatty()) or args.progress
         )
@@ -104,9 +112,9 @@ def _build(args: argparse.Namespace) -> int:
     except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
-    if cfg.input.source:
+    if stream is not None:
         try:
-            return _build_from_stream(args, cfg, builder)
+            return _build_from_stream(args, cfg, builder, stream)
         finally:
             builder.close()
     try:
@@ -156,16 +164,17 @@ def _stream(cfg: BuilderConfig) -> tuple[list[str], StreamNames, StreamCipher]:
     return servers, names, cipher
 
 
-def _build_from_stream(args: argparse.Namespace, cfg: BuilderConfig, builder: Builder) -> int:
+def _build_from_stream(
+    args: argparse.Namespace,
+    cfg: BuilderConfig,
+    builder: Builder,
+    stream: tuple[list[str], StreamNames, StreamCipher],
+) -> int:
     from crlbuilder.jetstream import Cluster, ClusterError, wait_for_cluster
     from crlbuilder.stream import Consumer, default_durable
 
-    if args.as_of is not None:
-        print("crlbuilder build: error: --as-of applies to record files, not to --source "
-              "(a stream is applied as of the clock)", file=sys.stderr)  # fmt: skip
-        return 2
+    servers, names, cipher = stream
     try:
-        servers, names, cipher = _stream(cfg)
 
         def warn(message: str) -> None:
             builder.emit({"event": "warning", "message": message})
@@ -180,6 +189,8 @@ def _build_from_stream(args: argparse.Namespace, cfg: BuilderConfig, builder: Bu
         else:
             cluster = Cluster(servers, warn=warn)
     except (ConfigError, ClusterError) as e:
+        if builder.store.created:  # nothing read: a store this run made is not left behind
+            builder.store.discard()
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
     try:
@@ -401,7 +412,7 @@ def _store_copy(args: argparse.Namespace) -> int:
 
     try:
         n = copy_store(args.source, args.target)
-    except StoreFormatError as e:
+    except (StoreFormatError, OSError) as e:
         print(f"crlbuilder store copy: error: {e}", file=sys.stderr)
         return 2
     print(f"{args.target}: {n} entries copied from {args.source}")

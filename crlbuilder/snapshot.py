@@ -64,11 +64,18 @@ class Bucket:
     replicas: int = 0
 
 
-def _bucket(cluster: Cluster, bucket: Bucket) -> ObjectStore:
+def _bucket(cluster: Cluster, bucket: Bucket, *, create: bool) -> ObjectStore:
+    """The bucket; made when ``create`` (a put), else one that is not there has no snapshot
+    (a get leaves the cluster as it was)."""
+
     async def go() -> ObjectStore:
         try:
             return await cluster.js.object_store(bucket.name)
         except nats.js.errors.BucketNotFoundError:
+            if not create:
+                raise ClusterError(
+                    f"no snapshot in {bucket.name} (put one from a caught-up node)"
+                ) from None
             cfg = ObjectStoreConfig(
                 bucket=bucket.name,
                 replicas=replicas_for(cluster.cluster_size(), bucket.replicas),
@@ -85,8 +92,8 @@ def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
     """Copy ``store`` (consistently, while it may be written) and put it in the bucket.
 
     The copy is made in the temporary directory (``TMPDIR``) and removed afterwards; it needs
-    as much room as the store's live pages. `SnapshotCopyError` when it cannot be made."""
-    obs = _bucket(cluster, bucket)
+    as much room as the store's live pages. `SnapshotCopyError` when it cannot be made,
+    before anything is asked of the cluster (the bucket is made only for a copy to put)."""
     with tempfile.TemporaryDirectory(prefix="jpki-va-snapshot-") as tmp:
         copy = Path(tmp) / "store"
         try:
@@ -105,6 +112,7 @@ def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
         data = copy / "data.mdb"
         info = SnapshotInfo(stream_seq=seq, commit=commit, size=data.stat().st_size)
         meta = ObjectMeta(name=OBJECT, description=msgspec.json.encode(info).decode())
+        obs = _bucket(cluster, bucket, create=True)
 
         async def go() -> None:
             with data.open("rb") as f:
@@ -146,7 +154,7 @@ def get(cluster: Cluster, bucket: Bucket, target: Path) -> SnapshotInfo:
     store's format is checked before it is moved into place."""
     if (target / "data.mdb").exists():
         raise sf.StoreFormatError(f"{target}: a store is already there; give a new directory")
-    obs = _bucket(cluster, bucket)
+    obs = _bucket(cluster, bucket, create=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

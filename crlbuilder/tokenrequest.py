@@ -8,7 +8,10 @@ per request in a directory both are configured with (``tokens.requests`` of the 
 written whole (a temporary file renamed in). The issued certificate comes back as
 ``<id>.pem`` in the issued directory (``tokens.issued``), which the responder reads.
 
-This module is what both sides share, pure apart from the two file helpers:
+This module is what both sides share, pure apart from the file helpers (`write_whole`,
+`write_request`, `read_request`, and `sweep_tmp`, which removes the temporary files of
+writers that crashed: run by the builder at every token run and by each responder worker
+at start, so no copy of a request lingers):
 
 - `check_csr`: the party's PKCS#10 request (PEM, or base64 DER, in lines or not), its
   self-signature verified (proof of possession, RFC 2986 §3) and its key RSA of 2048 bits or more or
@@ -28,6 +31,9 @@ import base64
 import binascii
 import hashlib
 import os
+import re
+import secrets
+import stat
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Final
@@ -163,20 +169,56 @@ def issued_path(directory: Path, rid: str) -> Path:
     return directory / f"{rid}.pem"
 
 
+STALE_TMP_SECONDS: Final = 300
+"""A temporary file (`write_whole`) older than this is a crashed writer's: `sweep_tmp` removes
+it. A write takes milliseconds (a few KB, one fsync); minutes leave room for a slow disk."""
+
+_TMP_NAME: Final = re.compile(r"^\..+\.(json|pem)\.\d+(\.[0-9a-f]+)?\.tmp$")
+"""`write_whole`'s temporary names (and the older ones without the random part)."""
+
+
 def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``path`` whole: a temporary file in the same directory, fsync, rename over it
-    (a reader sees the old file, or none, or the new one, never a part)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    (a reader sees the old file, or none, or the new one, never a part).
+
+    The temporary file is new (never one left behind, whatever its mode), readable by the
+    owner only while it is written (a request holds the party's CSR), given ``mode`` once
+    whole, and removed on any failure; one a crash leaves behind is `sweep_tmp`'s."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def sweep_tmp(directory: Path, *, now: float, older_than: float = STALE_TMP_SECONDS) -> int:
+    """Remove the temporary files of `write_whole` in ``directory`` last written before
+    ``now - older_than`` (epoch seconds, the files' clock): writers that crashed between
+    the write and the rename. Returns how many; a missing directory has none."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    swept = 0
+    for e in entries:
+        if not _TMP_NAME.match(e.name):
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= now - older_than:
+                continue
+            os.unlink(e.path)
+        except OSError:  # renamed or swept by another process meanwhile, or not ours to remove
+            continue
+        swept += 1
+    return swept
 
 
 def write_request(directory: Path, req: TokenRequest) -> Path:

@@ -43,6 +43,7 @@ notAfter.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,7 @@ from crlbuilder.tokenrequest import (
     issued_path,
     read_request,
     request_id,
+    sweep_tmp,
     token_holder,
     token_serial,
     write_whole,
@@ -217,6 +219,9 @@ class TokenIssuer:
         report = TokenReport()
         if self.issuer is None:
             return report
+        for d in (self.requests, self.issued):
+            if d is not None:  # what a crashed writer left (the files' own clock)
+                sweep_tmp(d, now=time.time())
         self.issue(now, report)
         self.revoke_withdrawn(now, report)
         return report

@@ -192,6 +192,31 @@ def test_an_enrolled_operator_is_replaced_only_when_asked(
         check_approvals(load_operators(operators), both)
 
 
+def test_an_operators_file_that_cannot_be_written_leaves_no_copy(
+    tmp_path: Path,
+    operators: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A write that fails (a full disk) refuses in one line, keeps the file as it was, and
+    leaves no temporary copy of the operators' hashes (nor one that refuses the next run)."""
+    before = operators.read_bytes()
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    src = secret_file(tmp_path, "carol", b"carol-secret-0006")
+    add = ["keys", "add-operator", "--operators", str(operators), "--name", "carol",
+           "--secret", f"file:{src}"]  # fmt: skip
+    assert main(add) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+    assert not [p.name for p in operators.parent.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    assert main(add) == 0
+
+
 def write_chain(log: Path) -> None:
     for i in range(4):
         oplog.record(log, "key-generated", key=f"pkcs11:token=t;object=k{i}", operators=["a", "b"])
@@ -357,6 +382,32 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     assert pub not in log.read_bytes()
+
+
+@pytest.mark.integration
+def test_a_rollover_refused_half_way_makes_no_key_and_no_certificate(
+    tmp_path: Path, operators: Path, token: SoftHsmToken
+) -> None:
+    """The OCSP key's label already used in the token: refused before the CA key is made (it
+    made the CA key and wrote its certificate, then refused, and every later attempt was
+    refused for that certificate); one key named twice is refused before the approvals."""
+    from crlbuilder.demo.pki import init_pki
+
+    pki = init_pki(tmp_path / "pki")
+    log = tmp_path / "ops.jsonl"
+    token.add_key("used-label")
+    ca_key = token.uri("auth-card-g2")
+    base = ["keys", "rollover", "--pki", pki.directory, "--family", "auth-card",
+            "--ca-key", ca_key, "--log", str(log), "--operators", str(operators),
+            *approvals(tmp_path, "bob", "alice")]  # fmt: skip
+    before = (Path(pki.directory) / "pki.json").read_bytes()
+    assert main([*base, "--ocsp-key", ca_key]) == 2
+    assert main([*base, "--ocsp-key", token.uri("used-label")]) == 2
+    assert (Path(pki.directory) / "pki.json").read_bytes() == before
+    assert not pki.path("ca/auth-card-g2.pem").exists()
+    p11.refuse_used_label(ca_key)  # no CA key was made
+    assert [r.event for r in records(log)] == ["ceremony-failed"]
+    assert main([*base, "--ocsp-key", token.uri("auth-card-g2-ocsp")]) == 0
 
 
 @pytest.mark.integration

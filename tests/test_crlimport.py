@@ -550,6 +550,57 @@ def test_one_refused_source_does_not_stop_the_others(tmp_path: Path, pki: Manife
     assert revoked(store, index(pki, G2)) == {5: (at(1), 1)}
 
 
+def test_a_new_store_whose_every_crl_is_refused_is_not_left_behind(
+    tmp_path: Path, pki: Manifest
+) -> None:
+    """An empty store left behind would be taken for a store by the next run and the
+    responder; a directory given empty stays, empty."""
+    bad = write(tmp_path, "bad.crl", b"\x30\x03\x02\x01")
+    expired = write(
+        tmp_path, "old.crl",
+        make_crl(pki, G1, 10, BASE, this_update=NOW - timedelta(days=3),
+                 next_update=NOW - timedelta(days=1)),
+    )  # fmt: skip
+    store = tmp_path / "new" / "store"
+    r = run(store, pki, bad, expired)
+    assert r.rc == 1
+    assert [x["status"] for x in r.lines] == ["refused", "refused"]
+    assert f"no CRL imported: no store made at {store}" in r.err
+    assert not store.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(empty, pki, bad).rc == 1
+    assert list(empty.iterdir()) == []
+    with pytest.raises(sf.StoreFormatError, match="no status store here"):
+        Store.open(empty, readonly=True)
+
+
+def test_refused_crls_leave_the_issuer_table_as_it_was(
+    imported: Path, tmp_path: Path, pki: Manifest
+) -> None:
+    """A manifest naming an issuer the store does not list yet: the table is written by the
+    first CRL imported, not by a run whose every CRL is refused."""
+    s = Store.open(imported, readonly=False)
+    try:
+        with s.read() as rd:
+            kept = [i for i in rd.issuers() if i.id != G2]
+        with s.env.begin(write=True) as txn:
+            txn.put(sf.META_ISSUERS, msgspec.json.encode(kept), db=s.dbs[sf.DB_META])
+    finally:
+        s.close()
+    before = dump_store(imported)
+    refused(run(imported, pki, write(tmp_path, "bad.crl", b"\x30\x03\x02\x01")))
+    assert dump_store(imported) == before
+    r = run(imported, pki, write(tmp_path, "g2.crl", make_crl(pki, G2, 1, [(5, at(1), 1)])))
+    assert r.rc == 0, r.err
+    s = Store.open(imported, readonly=True)
+    try:
+        with s.read() as rd:
+            assert G2 in {i.id for i in rd.issuers()}
+    finally:
+        s.close()
+
+
 def test_records_built_store_is_refused(tmp_path: Path, pki: Manifest) -> None:
     store_dir = tmp_path / "built"
     s = Store.open(store_dir, readonly=False, map_size=1 << 26)

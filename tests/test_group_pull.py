@@ -17,6 +17,7 @@ import http.server
 import io
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -25,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from crlbuilder.crl import importer as crlimport
-from crlbuilder.group.pull import FetchFailed, GroupFeed, fetch
+from crlbuilder.group.pull import FetchFailed, GroupFeed, fetch, run_pull
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, dump_group_setup
 from crlbuilder.manifest import Manifest
 from crlbuilder.store.lmdbstore import Store
@@ -236,3 +237,48 @@ def test_import_crl_by_hand_on_a_group_appliance(
 def cert_sha256(path: Path) -> str:
     cert = x509.load_pem_x509_certificate(path.read_bytes())
     return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+def _group_dir(pki: Manifest, kikou: Kikou, tmp_path: Path) -> Path:  # noqa: F811
+    """A group directory (group.json) whose issuer G1 is fed from ``kikou``."""
+    g = tmp_path / "group"
+    g.mkdir()
+    (g / "token").write_text(TOKEN + "\n")
+    issuer = group_issuer(pki, G1, 1, kikou.url, "")
+    issuer = msgspec.structs.replace(issuer, sha256=cert_sha256(Path(issuer.cert)))
+    setup = GroupSetup(
+        group_id="g", authority=kikou.url, token_file="token", cycle_seconds=1,
+        responder_cert="unused.pem", responder_key="unused.key", store="store",
+        issuers=[issuer],
+    )  # fmt: skip
+    dump_group_setup(setup, g)
+    return g
+
+
+def test_a_pull_that_imports_nothing_leaves_no_new_store(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Nothing served (404), then a CRL refused, then no token: each run exits non-zero and
+    leaves no store (the responder would take an empty one for the group's); a CRL imported
+    keeps it."""
+    g = _group_dir(pki, kikou, tmp_path)
+    args = argparse.Namespace(group=g, follow=False, timeout=5.0)
+    assert run_pull(args) == 1
+    assert "no CRL imported: no store made" in capsys.readouterr().err
+    assert not (g / "store").exists()
+    now = datetime.now(UTC)
+    kikou.files["/f.crl"] = ('"x"', b"\x30\x03\x02\x01")
+    assert run_pull(args) == 1
+    assert not (g / "store").exists()
+    (g / "token").write_text("")
+    assert run_pull(args) == 2
+    assert "the token file is empty" in capsys.readouterr().err
+    assert not (g / "store").exists()
+    (g / "token").write_text(TOKEN)
+    good = make_crl(pki, G1, 10, [(5, 1, 1)], this_update=now - timedelta(minutes=1))
+    kikou.files["/f.crl"] = ('"f10"', good)
+    assert run_pull(args) == 0, capsys.readouterr().err
+    assert (g / "store" / "data.mdb").is_file()

@@ -147,6 +147,25 @@ def test_store_copy_writes_full_pages(tmp_path: Path) -> None:
     assert after <= full + 1 < before
 
 
+def test_store_copy_that_fails_leaves_no_store(tmp_path: Path) -> None:
+    """A copy cut short (here its map is full) left a part of a store at the target, which
+    opened as a store; now nothing is left, and the error says why."""
+    old = tmp_path / "old"
+    store = Store.open(old, readonly=False, map_size=1 << 26)
+    with store.env.begin(write=True) as txn:
+        for i in range(20_000):
+            txn.put(sf.status_key(1, i + 1), bytes(sf.STATUS_RECORD_BYTES),
+                    db=store.dbs[sf.DB_STATUS])  # fmt: skip
+    store.close()
+    with pytest.raises(sf.StoreFormatError, match="the copy failed"):
+        copy_store(old, tmp_path / "new", map_size=1 << 20)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "given").mkdir()
+    with pytest.raises(sf.StoreFormatError):
+        copy_store(old, tmp_path / "given", map_size=1 << 20)
+    assert list((tmp_path / "given").iterdir()) == []
+
+
 def test_store_files_are_the_owners_only(tmp_path: Path) -> None:
     """data.mdb and lock.mdb are created 0600 (and their directory 0700), whatever the umask:
     the store holds who holds which certificate."""

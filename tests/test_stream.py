@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import nats.js.errors
 import pytest
 
 from crlbuilder import jetstream, snapshot
@@ -811,9 +812,19 @@ def test_snapshot_put_without_room_for_its_copy_says_so_without_a_traceback(
     assert f"cannot copy the store into {tmp}/jpki-va-snapshot-" in line and "room" in line
     assert list(tmp.iterdir()) == []
     c = Cluster(cluster.urls)
+
+    async def bucket_made() -> bool:
+        try:
+            await c.js.object_store("NOCOPY_T")
+        except nats.js.errors.BucketNotFoundError:
+            return False
+        return True
+
     try:
+        assert not c.run(bucket_made())  # the refused put asked nothing of the cluster
         with pytest.raises(ClusterError, match="no snapshot in NOCOPY_T"):
             snapshot.get(c, snapshot.Bucket("NOCOPY_T"), tmp_path / "got")
+        assert not c.run(bucket_made())  # nor did the get that found none
     finally:
         c.close()
 

@@ -8,6 +8,9 @@ token directories, requests queued as the responder queues them (`crlbuilder.tok
 from __future__ import annotations
 
 import io
+import os
+import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,6 +31,7 @@ from crlbuilder.model import Category, Family, Issuance, Reason
 from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
 from crlbuilder.tokenrequest import (
+    STALE_TMP_SECONDS,
     TOKEN_POLICY_OID,
     TokenRequest,
     approval_window,
@@ -36,8 +40,11 @@ from crlbuilder.tokenrequest import (
     request_path,
     token_serial,
     write_request,
+    write_whole,
 )
+from responder.config import load_config
 from responder.registry.schema import toml_dumps
+from responder.v1 import token as v1token
 from tests.support.builder import builder_config
 
 APPROVED = date(2024, 4, 1)
@@ -343,3 +350,72 @@ def test_a_registry_the_responder_refuses_revokes_nothing(
     assert st is not None and not st.revoked
     warning = world.log.getvalue()
     assert "registry as last read" in warning and says in warning and "spec" in warning
+
+
+def _crashed_writer(directory: Path, name: str, age: float) -> Path:
+    """A temporary file as `write_whole` leaves it when its process dies before the rename."""
+    p = directory / f".{name}.{os.getpid() + 1}.tmp"
+    p.write_bytes(b"request material")
+    os.utime(p, (time.time() - age, time.time() - age))
+    return p
+
+
+def test_a_crashed_writers_temporary_files_do_not_linger(world: World) -> None:
+    """A request half written (the party's CSR) and a token half written: swept by the next
+    build once stale; a write in progress (a fresh one) is left to its writer."""
+    world.issued.mkdir()
+    stale = [
+        _crashed_writer(world.requests, "0" * 32 + ".json", STALE_TMP_SECONDS + 60),
+        _crashed_writer(world.issued, "1" * 32 + ".pem", STALE_TMP_SECONDS + 60),
+    ]
+    fresh = _crashed_writer(world.requests, "2" * 32 + ".json", 1)
+    other = world.requests / ".keep.tmp"  # not a name `write_whole` gives: not ours
+    other.write_bytes(b"")
+    os.utime(other, (0, 0))
+    world.queue()
+    assert world.build(T0 + timedelta(minutes=1))["tokens_issued"] == 1
+    assert [p.exists() for p in stale] == [False, False]
+    assert fresh.exists() and other.exists()
+
+
+def test_responder_worker_sweeps_stale_requests_at_start(
+    world: World, pki: tuple[Path, Manifest]
+) -> None:
+    stale = _crashed_writer(world.requests, "0" * 32 + ".json", STALE_TMP_SECONDS + 60)
+    cfg = load_config(
+        None,
+        {"store.pki": str(pki[0]), "token.request_dir": str(world.requests),
+         "token.issued_dir": str(world.issued)},
+    )  # fmt: skip
+    assert v1token.setup(cfg) is not None
+    assert not stale.exists()
+
+
+def test_write_whole_temporary_file_is_the_owners_only_until_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the umask and the final mode, the file being written is 0600; a failure
+    removes it."""
+    seen: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        seen.append(stat.S_IMODE(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    old = os.umask(0)
+    try:
+        write_whole(tmp_path / "a.pem", b"cert", mode=0o644)
+    finally:
+        os.umask(old)
+    assert seen == [0o600]
+    assert stat.S_IMODE((tmp_path / "a.pem").stat().st_mode) == 0o644
+
+    def failing(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError):
+        write_whole(tmp_path / "b.json", b"request", mode=0o600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pem"]

@@ -57,7 +57,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from crlbuilder.apply import register_issuers
+from crlbuilder.apply import merged_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.config import DEFAULT_CHANGES_KEEP_DAYS
 from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
@@ -440,14 +440,15 @@ class CrlImporter:
         clock_skew: int = CLOCK_SKEW,
         changes_keep_days: int = DEFAULT_CHANGES_KEEP_DAYS,
     ) -> None:
-        """Check that ``store`` may take CRLs, then record the issuer table in it.
+        """Check that ``store`` may take CRLs and the issuers; nothing is written here.
 
         ``manifest`` is the 機構's PKI manifest (`known_issuers`), or the issuers a group
         appliance knows from the CA certificates the 機構 published (`crlbuilder.group.setup`).
 
-        The issuer table is configuration, recorded on open as `crlbuilder build`
-        does (`apply.register_issuers`, a no-op when already recorded); a
-        records-built store is refused before anything is written.
+        The issuer table is configuration, checked here (`apply.merged_issuers`: an index
+        naming another issuer in the store is refused, as is a records-built store) and
+        recorded by the first import's own transaction: a run whose every CRL is refused
+        leaves the store as it was.
         """
         self.store = store
         self.force = force
@@ -455,10 +456,16 @@ class CrlImporter:
         self.changes_keep = changes_keep_days * 86_400
         """Seconds the changes feed keeps a loss of effect (pruned by each import's commit)."""
         self.issuers = known_issuers(manifest) if isinstance(manifest, Manifest) else list(manifest)
+        self._metas = list({i.meta.index: i.meta for i in self.issuers}.values())
+        """The issuer table this importer records (each generation once)."""
         with store.read() as r:
             check_store_mode(store.path, r)
+            self._issuer_table(r)
+
+    def _issuer_table(self, r: StoreReader) -> list[sf.IssuerMeta] | None:
+        """The issuer table to record beside what ``r`` holds, None when it holds it."""
         try:
-            register_issuers(store, [i.meta for i in self.issuers])
+            return merged_issuers(r.issuers(), self._metas)
         except sf.StoreFormatError as e:
             raise ImportRefused(str(e)) from None
 
@@ -544,6 +551,9 @@ class CrlImporter:
             imported_before = state != sf.CrlState()  # an imported CRL has a thisUpdate
             if not self._due(parsed, state, imported_before, result):
                 return
+            table = self._issuer_table(c)
+            if table is not None:
+                c.put_issuers(table)
             try:
                 if parsed.is_delta:
                     self._apply_delta(c, issuer, entries, result)
@@ -817,9 +827,19 @@ def add_cli(subparsers: Any) -> None:
 
 
 def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
-    """``crlbuilder import-crl``: 0 every source imported (or already), 1 one refused, 2 bad usage."""
+    """``crlbuilder import-crl``: 0 every source imported (or already), 1 one refused, 2 bad usage.
+
+    A new store whose every CRL is refused is not left behind (`Store.discard`): an empty
+    one would be taken for a store by the next run and by the responder."""
     out = log if log is not None else sys.stderr
     prog = "crlbuilder import-crl"
+    # the flags first, then the issuers and the token: all before the store is opened (or created)
+    if args.changes_keep_days < 1:
+        print(f"{prog}: error: --changes-keep-days must be at least 1", file=out)
+        return 2
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        print(f"{prog}: error: --timeout must be a number of seconds > 0", file=out)
+        return 2
     issuers: Manifest | list[KnownIssuer]
     try:  # the issuers, and the store: the 機構's PKI manifest, or a group's group.json
         if args.group is not None:
@@ -849,12 +869,6 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
         if not token:
             print(f"{prog}: error: {args.token_file}: the token file is empty", file=out)
             return 2
-    if args.changes_keep_days < 1:  # before the store is opened (or created)
-        print(f"{prog}: error: --changes-keep-days must be at least 1", file=out)
-        return 2
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        print(f"{prog}: error: --timeout must be a number of seconds > 0", file=out)
-        return 2
     try:
         store = Store.open(args.store, readonly=False)
     except sf.StoreFormatError as e:
@@ -866,10 +880,13 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
                 store, issuers, force=args.force, changes_keep_days=args.changes_keep_days
             )
         except ImportRefused as e:
+            if store.created:
+                store.discard()
             print(f"{prog}: error: {e}", file=out)
             return 1
         as_of = args.as_of or datetime.now(UTC)
         rc = 0
+        committed = False
         for source in args.sources:
             t0 = time.monotonic()
             try:
@@ -885,6 +902,7 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
                 }  # fmt: skip
             else:
                 line = result.as_dict()
+                committed |= result.commit > 0
                 if result.already_imported:
                     print(
                         f"{prog}: {result.source}: CRL {result.number} of {result.issuer} "
@@ -893,6 +911,10 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
                     )
             print(json.dumps(line, ensure_ascii=False), file=out)
             out.flush()
+        if store.created and not committed:
+            store.discard()
+            print(f"{prog}: error: no CRL imported: no store made at {args.store}", file=out)
+            return 1
         return rc
     finally:
         store.close()

@@ -67,6 +67,7 @@ __all__ = [
     "add_cli",
     "fetch",
     "group_issuers",
+    "read_token",
     "run_pull",
 ]
 
@@ -199,14 +200,7 @@ class GroupFeed:
 
     def token(self) -> str:
         """The group's bearer token, read at each pass (a rotated token is taken up)."""
-        path = self.setup.path(self.setup.token_file)
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise GroupSetupError(f"{path}: cannot read the token file: {e}") from None
-        if not token:
-            raise GroupSetupError(f"{path}: the token file is empty")
-        return token
+        return read_token(self.setup)
 
     def fed(self) -> list[GroupIssuer]:
         """The issuers whose CRL files the group receives: the signature families only (Act
@@ -325,6 +319,18 @@ class GroupFeed:
         print(json.dumps(line, ensure_ascii=False), file=self.log, flush=True)
 
 
+def read_token(setup: GroupSetup) -> str:
+    """The group's bearer token from its file, or GroupSetupError."""
+    path = setup.path(setup.token_file)
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GroupSetupError(f"{path}: cannot read the token file: {e}") from None
+    if not token:
+        raise GroupSetupError(f"{path}: the token file is empty")
+    return token
+
+
 # ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
@@ -347,13 +353,16 @@ def add_cli(subparsers: Any) -> None:
 
 
 def run_pull(args: argparse.Namespace) -> int:
-    """0: every file imported or unchanged; 1: one refused or unreachable; 2: bad setup."""
+    """0: every file imported or unchanged; 1: one refused or unreachable; 2: bad setup.
+
+    The setup and the token are checked before the store is opened; a store this run made
+    and imported nothing into is not left behind (`Store.discard`): the responder would
+    take an empty one for the group's store."""
     prog = "crlbuilder group pull"
     try:
         setup = load_group_setup(args.group)
-        store_path = setup.path(setup.store)
-        store_path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        store = Store.open(store_path, readonly=False)
+        read_token(setup)
+        store = Store.open(setup.path(setup.store), readonly=False)
     except (GroupSetupError, sf.StoreFormatError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -367,13 +376,24 @@ def run_pull(args: argparse.Namespace) -> int:
             stop = threading.Event()
             _stop_on_signals(stop)
             feed.follow(stop)
-            return 0
-        try:
-            outcomes = feed.pass_once()
-        except GroupSetupError as e:
-            print(f"{prog}: error: {e}", file=sys.stderr)
-            return 2
-        return 1 if any(o.failed for o in outcomes) else 0
+            rc = 0
+        else:
+            try:
+                outcomes = feed.pass_once()
+            except GroupSetupError as e:
+                print(f"{prog}: error: {e}", file=sys.stderr)
+                rc = 2
+            else:
+                rc = 1 if any(o.failed for o in outcomes) else 0
+        if store.created:
+            with store.read() as r:
+                imported = r.crl_import()  # marked by the first import's commit
+            if not imported:
+                store.discard()
+                print(f"{prog}: error: no CRL imported: no store made at {store.path}",
+                      file=sys.stderr)  # fmt: skip
+                return rc or 1
+        return rc
     finally:
         store.close()
 

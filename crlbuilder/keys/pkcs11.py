@@ -572,6 +572,22 @@ class Pkcs11Signer:
 # --- key ceremony primitives ----------------------------------------------------------
 
 
+def refuse_used_label(key_ref: str, module: str | None = None) -> None:
+    """SignerError when the token already has a private key under the URI's label: what
+    `generate_rsa_key` refuses, checked before a ceremony that makes several keys makes any."""
+    uri = parse_key_uri(key_ref)
+    so = module or module_path()
+    state = _token(_process(), so, uri, uri.read_pin())
+    with state.token.open() as session:
+        try:
+            session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=uri.label)
+        except p11e.NoSuchKey:
+            return
+        except p11e.MultipleObjectsReturned:
+            pass
+    raise SignerError(f"{uri.ref}: token {uri.token!r} already has a key {uri.label!r}")
+
+
 def generate_rsa_key(key_ref: str, bits: int = 2048, module: str | None = None) -> rsa.RSAPublicKey:
     """Make an RSA key pair inside the token under the URI's ``object`` label; return its public key.
 

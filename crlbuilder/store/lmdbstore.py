@@ -15,6 +15,8 @@ to compact one (docs/operations.md).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fcntl
 import itertools
 import os
@@ -46,6 +48,10 @@ class Store:
     writer_lock: list[int] = field(default_factory=list)
     """A writer's descriptor of the store directory, holding its exclusive ``flock``
     (`_lock_writer`) until `close`: one writer at a time. Empty when read-only."""
+    created: bool = False
+    """This open made the store (no data.mdb before): `discard` may take it back."""
+    made_dir: bool = False
+    """This open made the store's directory too."""
 
     @classmethod
     def open(
@@ -71,6 +77,8 @@ class Store:
                 )
             return cls._open(p, readonly=True, map_size=map_size, max_readers=max_readers)
         _check_new_place(p)
+        made_dir = not p.exists()
+        created = not (p / "data.mdb").exists()
         try:
             p.mkdir(parents=True, exist_ok=True)
             os.chmod(p, 0o700)
@@ -78,12 +86,15 @@ class Store:
             raise sf.StoreFormatError(f"{p}: cannot create the store: {e.strerror}") from None
         lock = _lock_writer(p)
         try:
-            return cls._open(
+            store = cls._open(
                 p, readonly=False, map_size=map_size, max_readers=max_readers, writer_lock=[lock]
             )
         except BaseException:
             os.close(lock)
+            if created:  # data.mdb and lock.mdb LMDB made before it refused: not a store
+                _remove_store_files(p, made_dir=made_dir)
             raise
+        return dataclasses.replace(store, created=created, made_dir=made_dir)
 
     @classmethod
     def _open(
@@ -173,6 +184,19 @@ class Store:
         while self.writer_lock:  # a second close() finds it empty
             os.close(self.writer_lock.pop())
 
+    def discard(self) -> None:
+        """Close a store this open made and delete it (data.mdb, lock.mdb, and its directory
+        when made too): a run refused before it wrote anything of its own leaves no store
+        behind, where a later run or the responder would take an empty one for a store.
+        The writer's lock is held until the files are gone. Refuses a store it did not make."""
+        if not self.created or self.readonly:
+            raise sf.StoreFormatError(f"{self.path}: not made by this run; not deleted")
+        self.env.close()
+        try:
+            _remove_store_files(self.path, made_dir=self.made_dir)
+        finally:
+            self.close()
+
     def read(self) -> LmdbReader:
         """One consistent read-only view: ``with store.read() as reader:`` (its transaction
         ends on leaving the ``with``)."""
@@ -196,6 +220,14 @@ def _check_new_place(p: Path) -> None:
                 f"{p}: holds other files ({shown}) but no store: give a new or empty "
                 "directory for a new store"
             )
+
+
+def _remove_store_files(p: Path, *, made_dir: bool) -> None:
+    for name in ("data.mdb", "lock.mdb"):
+        (p / name).unlink(missing_ok=True)
+    if made_dir:
+        with contextlib.suppress(OSError):  # something else was put there meanwhile: kept
+            p.rmdir()
 
 
 def _lock_writer(p: Path) -> int:
@@ -256,7 +288,7 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
     as they are. Each database is appended in key order (``MDB_APPEND``), so its pages
     are full: about a quarter smaller than a store built from the records, whose pages
     split as random serials arrive. ``target`` must not hold a store. Returns the entries
-    copied.
+    copied. A copy that fails (`StoreFormatError`, or `OSError`) leaves no store at ``target``.
     Run it with the builder stopped (it reads one snapshot of ``source``).
     """
     t = Path(target)
@@ -269,6 +301,7 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
         src.close()
         raise
     copied = 0
+    done = False
     try:
         with src.env.begin(buffers=False) as rtxn:
             for name in src.dbs:
@@ -307,7 +340,12 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
             raise sf.StoreFormatError(
                 f"{t}: the copy differs from {source} ({dst_counts} against {src_counts})"
             )
+        done = True
+    except lmdb.Error as e:  # no room in the map or on the disk, mid-copy
+        raise sf.StoreFormatError(f"{t}: the copy failed: {e}") from None
     finally:
+        if not done:  # a part of a store would open as a store: nothing is left
+            dst.discard()
         dst.close()
         src.close()
     return copied

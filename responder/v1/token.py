@@ -34,7 +34,9 @@ copied (the token names the party as the registry knows it).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final, Literal, Protocol, runtime_checkable
@@ -55,6 +57,7 @@ from crlbuilder.tokenrequest import (
     issued_path,
     request_id,
     request_path,
+    sweep_tmp,
     token_serial,
     write_request,
 )
@@ -165,6 +168,8 @@ def setup(config: ResponderConfig) -> TokenDesk | None:
     if tok is None:
         return None
     pem = manifest.path(tok.cert).read_text(encoding="ascii")
+    with contextlib.suppress(OSError):  # a directory not there yet or unreadable: queue says so
+        sweep_tmp(t.request_dir, now=time.time())  # a crashed worker's half-written requests
     return FileDesk(t.request_dir, t.issued_dir, pem, tok.index)
 
 
