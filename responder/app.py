@@ -88,7 +88,7 @@ from crlbuilder.ocsp.response import CertStatus, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, ledgerstream, policy, streamlag
 from responder.config import ResponderConfig
-from responder.crlfiles import CrlFiles
+from responder.crlfiles import CrlFiles, etag_matches
 from responder.flow import Answer, OcspFlow, Refusal, Signing
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
@@ -581,7 +581,11 @@ class JpkiApp:
         GET provides it: the quota and the party's cycle for that file (周期, Ord §31(2),
         §33(2), §62(2)) are used and the ledger counts one (帳簿, Act §40). HEAD goes
         through the same checks and gets the same answer without the body; it provides
-        nothing, so nothing is counted or used.
+        nothing, so nothing is counted or used. A GET or HEAD whose ``If-None-Match`` names
+        the file's current ETag (RFC 9110 §13.1.2) is 304 once the party may receive the
+        family: the party holds the file already, so nothing is provided, counted or used,
+        whatever its cycle and quota (a group's pull restarted within its cycle,
+        `crlbuilder.group.pull`). A file absent is 404 before the quota is used.
         """
         provide = req.method == b"GET"
         party = access.by_transport(self.registry, req)
@@ -614,15 +618,19 @@ class JpkiApp:
             assert isinstance(verdict, policy.Refused)
             req.note = Outcome("crl", family=family, party=party.id, rule=verdict.rule.value)
             return problem(403, verdict)
+        crl = self.crl_files.get(fname)
+        if crl is None:
+            req.note = Outcome("crl", family=family, party=party.id)
+            return _NOT_FOUND
+        if_none_match = req.headers.get(b"if-none-match")
+        if if_none_match is not None and etag_matches(if_none_match, crl.headers):
+            req.note = Outcome("crl", family=family, party=party.id)
+            return Response(304, crl.body, CRL, crl.headers)  # its length only: see http
         wait = self.limits.admit(party, now, record=provide)
         if wait is not None:
             req.note = Outcome("crl", family=family, party=party.id, rule=policy.Rule.QUOTA.value)
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
-        crl = self.crl_files.get(fname)
-        if crl is None:
-            req.note = Outcome("crl", family=family, party=party.id)
-            return _NOT_FOUND
         kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
         wait = self.limits.admit_crl(party, view.index, kind, now, record=provide)
         if wait is not None:
