@@ -29,7 +29,8 @@
                             authentication, policy, quotas and ledger as OCSP); on a
                             group's appliance only POST /v1/record-info, relayed to the
                             機構 for a member (`responder.relay`, Act §20(4),(5)), and POST
-                            /v1/verify, answered from the group's own store (Act §20(1))
+                            /v1/status and /v1/verify, answered from the group's own store
+                            (Act §20(1), §21(1),(3)); another /v1 path there is 404 naming them
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
 
@@ -271,16 +272,13 @@ class JpkiApp:
         work holds the GIL; it keeps a batch of 10,000 off the event loop."""
         self.v1: V1Api | None = None
         self.relay: RecordInfoRelay | None = None
-        """On a group appliance the only /v1 route: 特定署名用電子証明書記録情報 relayed for a
-        member (Act §20(4),(5)), the 機構's signed answer passed on unchanged."""
+        """On a group appliance the /v1 route not answered from its store: 特定署名用電子証明書
+        記録情報 relayed for a member (Act §20(4),(5)), the 機構's signed answer passed on
+        unchanged; and the 404 of a /v1 path the appliance does not serve."""
         if self.group is not None:
-            self.relay = RecordInfoRelay(
-                self.group, self.store, self.ledger,
-                ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay"),
-            )  # fmt: skip
-            # the validation a group gives its members from its own store (Act §20(1),
-            # §21(1)), its answers signed by the group's responder key, which the members
-            # already trust for the group's OCSP answers
+            # the status (Act §20(1), §21(3)) and validation (§21(1)) a group gives its members
+            # from its own store, its answers signed by the group's responder key, which the
+            # members already trust for the group's OCSP answers
             group_signer = AnswerSigner(
                 load_signer(
                     self.group.key_ref(), self.group.path(self.group.responder_cert),
@@ -292,6 +290,14 @@ class JpkiApp:
                 ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
                 public=public_documents(V1_MEMBER_ROUTES, group_signer),
                 group_id=self.group.group_id,
+            )  # fmt: skip
+            self.relay = RecordInfoRelay(
+                self.group, self.store, self.ledger,
+                ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay"),
+                served=[
+                    *(f"{r.method} {r.path}" for r in V1_MEMBER_ROUTES),
+                    *(f"GET {p.decode()}" for p in self.v1.public),
+                ],
             )  # fmt: skip
         else:
             assert self.manifest is not None
