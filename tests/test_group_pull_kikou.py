@@ -6,14 +6,18 @@ The 機構 (`responder serve` on the built store) serves its CRL files with the 
 within the hour: the pull asks with the ETags its store kept at the import (If-None-Match),
 the 機構 answers 304, nothing is downloaded or counted twice in its ledger (帳簿, Act §40),
 and no pass fails. A file the 機構 changes within the hour is refused 429: the pull logs the
-agreed cycle and the time of its next try, not an unreachable 機構.
+agreed cycle and the time of its next try, not an unreachable 機構. The second pull runs
+under the seccomp rules of deploy/systemd/jpki-va-group-pull.service (`tests.test_deploy`):
+the unit lets it reach the 機構.
 """
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import shutil
+import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +31,7 @@ from tests.conftest import BIN, Built, run_tool
 from tests.support.harness import start_server
 from tests.support.procs import started
 from tests.support.wait import until
+from tests.test_deploy import GROUP_PULL_UNIT, _sandboxed
 from tests.test_group_appliance import GROUP, init_args
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_clock]
@@ -44,9 +49,13 @@ def _lines(text: str, event: str) -> list[dict[str, object]]:
     return out
 
 
-def _pull(group: Path) -> list[dict[str, object]]:
-    """A one-off `crlbuilder group pull`: its exit code 0, its ``group-pull`` lines."""
-    done = run_tool("crlbuilder", "group", "pull", "--group", str(group), check=False)
+def _pull(group: Path, *, sandboxed: bool = False) -> list[dict[str, object]]:
+    """A one-off `crlbuilder group pull` (under the pull unit's seccomp rules when
+    ``sandboxed``, where libseccomp is): its exit code 0, its ``group-pull`` lines."""
+    argv = [str(BIN / "crlbuilder"), "group", "pull", "--group", str(group)]
+    if sandboxed and ctypes.util.find_library("seccomp") is not None:
+        argv = _sandboxed(GROUP_PULL_UNIT, *argv)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 0, done.stderr
     return _lines(done.stderr, "group-pull")
 
@@ -84,7 +93,7 @@ def test_restarts_within_the_cycle_get_304_and_a_429_is_the_cycle(
         until(lambda: _downloads(d / "ledger") == len(imported), timeout=10, interval=0.5)
 
         # README step 3's one-off pull done: a second one-off pull, then --follow
-        again = _pull(group)
+        again = _pull(group, sandboxed=True)
         assert [p["status"] for p in again] == [
             "unchanged" if p["status"] == "imported" else "absent" for p in first
         ], again
