@@ -29,7 +29,8 @@
                             authentication, policy, quotas and ledger as OCSP); on a
                             group's appliance only POST /v1/record-info, relayed to the
                             機構 for a member (`responder.relay`, Act §20(4),(5)), and POST
-                            /v1/verify, answered from the group's own store (Act §20(1))
+                            /v1/status and /v1/verify, answered from the group's own store
+                            (Act §20(1), §21(1),(3)); another /v1 path there is 404 naming them
     GET  /healthz           the process answers
     GET  /readyz            the store is open and fresh, the registry loaded
 
@@ -90,7 +91,7 @@ from crlbuilder.ocsp.response import CertStatus, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, ledgerstream, policy, streamlag
 from responder.config import ResponderConfig
-from responder.crlfiles import CrlFiles
+from responder.crlfiles import CrlFiles, etag_matches
 from responder.flow import Answer, OcspFlow, Refusal, Signing
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
@@ -275,16 +276,13 @@ class JpkiApp:
         work holds the GIL; it keeps a batch of 10,000 off the event loop."""
         self.v1: V1Api | None = None
         self.relay: RecordInfoRelay | None = None
-        """On a group appliance the only /v1 route: 特定署名用電子証明書記録情報 relayed for a
-        member (Act §20(4),(5)), the 機構's signed answer passed on unchanged."""
+        """On a group appliance the /v1 route not answered from its store: 特定署名用電子証明書
+        記録情報 relayed for a member (Act §20(4),(5)), the 機構's signed answer passed on
+        unchanged; and the 404 of a /v1 path the appliance does not serve."""
         if self.group is not None:
-            self.relay = RecordInfoRelay(
-                self.group, self.store, self.ledger,
-                ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay"),
-            )  # fmt: skip
-            # the validation a group gives its members from its own store (Act §20(1),
-            # §21(1)), its answers signed by the group's responder key, which the members
-            # already trust for the group's OCSP answers
+            # the status (Act §20(1), §21(3)) and validation (§21(1)) a group gives its members
+            # from its own store, its answers signed by the group's responder key, which the
+            # members already trust for the group's OCSP answers
             group_signer = AnswerSigner(
                 load_signer(
                     self.group.key_ref(), self.group.path(self.group.responder_cert),
@@ -296,6 +294,14 @@ class JpkiApp:
                 ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
                 public=public_documents(V1_MEMBER_ROUTES, group_signer),
                 group_id=self.group.group_id,
+            )  # fmt: skip
+            self.relay = RecordInfoRelay(
+                self.group, self.store, self.ledger,
+                ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay"),
+                served=[
+                    *(f"{r.method} {r.path}" for r in V1_MEMBER_ROUTES),
+                    *(f"GET {p.decode()}" for p in self.v1.public),
+                ],
             )  # fmt: skip
         else:
             assert self.manifest is not None
@@ -589,7 +595,11 @@ class JpkiApp:
         GET provides it: the quota and the party's cycle for that file (周期, Ord §31(2),
         §33(2), §62(2)) are used and the ledger counts one (帳簿, Act §40). HEAD goes
         through the same checks and gets the same answer without the body; it provides
-        nothing, so nothing is counted or used.
+        nothing, so nothing is counted or used. A GET or HEAD whose ``If-None-Match`` names
+        the file's current ETag (RFC 9110 §13.1.2) is 304 once the party may receive the
+        family: the party holds the file already, so nothing is provided, counted or used,
+        whatever its cycle and quota (a group's pull restarted within its cycle,
+        `crlbuilder.group.pull`). A file absent is 404 before the quota is used.
         """
         provide = req.method == b"GET"
         party = access.by_transport(self.registry, req)
@@ -622,15 +632,19 @@ class JpkiApp:
             assert isinstance(verdict, policy.Refused)
             req.note = Outcome("crl", family=family, party=party.id, rule=verdict.rule.value)
             return problem(403, verdict)
+        crl = self.crl_files.get(fname)
+        if crl is None:
+            req.note = Outcome("crl", family=family, party=party.id)
+            return _NOT_FOUND
+        if_none_match = req.headers.get(b"if-none-match")
+        if if_none_match is not None and etag_matches(if_none_match, crl.headers):
+            req.note = Outcome("crl", family=family, party=party.id)
+            return Response(304, crl.body, CRL, crl.headers)  # its length only: see http
         wait = self.limits.admit(party, now, record=provide)
         if wait is not None:
             req.note = Outcome("crl", family=family, party=party.id, rule=policy.Rule.QUOTA.value)
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
-        crl = self.crl_files.get(fname)
-        if crl is None:
-            req.note = Outcome("crl", family=family, party=party.id)
-            return _NOT_FOUND
         kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
         wait = self.limits.admit_crl(party, view.index, kind, now, record=provide)
         if wait is not None:

@@ -35,7 +35,7 @@ from typing import Final
 
 import msgspec
 
-__all__ = ["CrlFile", "CrlFiles"]
+__all__ = ["CrlFile", "CrlFiles", "etag_matches"]
 
 _EMPTY: Final = memoryview(b"")
 _PRIVATE: Final = (b"cache-control", b"private, no-transform")
@@ -55,6 +55,20 @@ class CrlFile(msgspec.Struct, frozen=True):
     ``Cache-Control: private``: a file goes to a registered party only (Act §18(2), §37(2))
     and each download is counted (帳簿, Act §40), so no shared cache may keep it and hand it
     to others (as `responder.app.caching_headers` says for OCSP answers)."""
+
+
+def etag_matches(if_none_match: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """Whether an ``If-None-Match`` field names the file of ``headers`` (`CrlFile.headers`):
+    ``*``, or one of its comma-separated entity tags equal to the file's ETag by the weak
+    comparison (RFC 9110 §13.1.2, §8.8.3.2: a ``W/`` prefix ignored)."""
+    etag = next((v for k, v in headers if k == b"etag"), None)
+    if etag is None:
+        return False
+    for raw in if_none_match.split(b","):
+        tag = raw.strip()
+        if tag == b"*" or tag.removeprefix(b"W/") == etag:
+            return True
+    return False
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:

@@ -4,7 +4,9 @@ A member (署名確認者) may ask its group for the 特定署名用電子証明
 signature certificate it saw lose effect (Act §21(4)); the group must ask the 機構 for
 it (§20(4)) and pass what the 機構 provides on to that member (§20(5)), using it for
 nothing else (§52(7)); it may refuse in the cases of §18(7)'s items (§20(6)). On a
-group appliance (``[group] file``) this is the only /v1 route, in this order:
+group appliance (``[group] file``) this is the one /v1 route not answered from the
+group's own store (those are `responder.v1.table.MEMBER_ROUTES`; any other /v1 path is
+404 naming the routes served), in this order:
 
 1. authenticate the member (`responder.access.by_transport`: bearer token, client
    certificate) before the body is read: none is 401 (Act §17(1));
@@ -38,6 +40,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Final, Protocol
 
@@ -66,11 +69,6 @@ _RELAYED_HEADERS: Final = ("jws-signature", "retry-after")
 _MAX_ANSWER: Final = 1 << 20
 _log: Final = logging.getLogger("responder.relay")
 
-_NOT_HERE: Final = problem.make(
-    404,
-    problem.NOT_FOUND,
-    "a group appliance answers its members by OCSP and relays /v1/record-info only (Act §20)",
-)
 _UPSTREAM: Final = problem.make(
     503,
     problem.UNAVAILABLE,
@@ -96,8 +94,11 @@ class RecordInfoRelay:
         ledger: Counter,
         pool: Executor,
         *,
+        served: Sequence[str] = (),
         timeout: float = 10.0,
     ) -> None:
+        """``served``: the other /v1 routes of the appliance (``POST /v1/verify`` ...), named
+        by the 404 for a path it does not serve."""
         self.setup = setup
         self.store = store
         self.ledger = ledger
@@ -105,6 +106,13 @@ class RecordInfoRelay:
         self.timeout = timeout
         self.index = IssuerIndex()
         self.url = setup.authority.rstrip("/") + PATH.decode()
+        routes = ", ".join([*served, f"POST {PATH.decode()} (relayed to the 機構)"])
+        self.not_here = problem.make(
+            404,
+            problem.NOT_FOUND,
+            f"a group appliance serves its members OCSP (POST /ocsp, GET /ocsp/{{base64}}) "
+            f"and {routes} only (Act §20)",
+        )
 
     def handle(
         self, req: Request, registry: Registry, now: float
@@ -112,7 +120,7 @@ class RecordInfoRelay:
         """The member's request, decided here; the 機構's answer, awaited in a pool thread."""
         if req.target.split(b"?", 1)[0] != PATH:
             req.note = Outcome("v1")
-            return problem.response(_NOT_HERE)
+            return problem.response(self.not_here)
         if req.method != b"POST":
             req.note = Outcome(_ENDPOINT)
             return problem.method_not_allowed(b"POST")

@@ -65,6 +65,27 @@ def test_head_on_a_crl_neither_counts_nor_uses_the_cycle(built: Built, tmp_path:
         refused = _request(s, "HEAD", f"/crl/{FILE}", token)
         assert refused.status == 429 and refused.getheader("Retry-After")
         assert _counted(tmp_path / "ledger", PARTY) == 1
+        # the file the party holds, named by If-None-Match: 304 within the cycle, nothing
+        # counted (a group's pull restarted, crlbuilder.group.pull); another ETag: 429
+        etag = str(get.getheader("ETag"))
+        host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        for method, tags in [("GET", etag), ("HEAD", etag), ("GET", f'"x", W/{etag}'),
+                             ("GET", "*"), ("GET", '"other"')]:  # fmt: skip
+            conn.request(
+                method, f"/crl/{FILE}",
+                headers={"Authorization": f"Bearer {token}", "If-None-Match": tags},
+            )  # fmt: skip
+            resp = conn.getresponse()
+            body = resp.read()
+            if tags == '"other"':
+                assert resp.status == 429, (method, tags)
+                continue
+            assert (resp.status, body, resp.getheader("ETag")) == (304, b"", etag), (method, tags)
+            # the length a 200 would carry, and no body on the connection (it is reused)
+            assert int(resp.getheader("Content-Length") or -1) == size
+        conn.close()
+        assert _counted(tmp_path / "ledger", PARTY) == 1
 
 
 def _workers(pid: int) -> list[int]:

@@ -9,11 +9,13 @@
   every PromQL expression parses (promtool, through a rule file made from
   them) and names only metrics of the contract.
 - systemd (deploy/systemd): `systemd-analyze verify` says nothing about
-  either unit, run with ``--root`` on a temporary root that holds the units,
+  any unit (the 機構's two, a group appliance's two: its pull with the network the
+  builder's unit has not, its responder on the group's directory), run with ``--root``
+  on a temporary root that holds the units,
   a copy of the host's own unit directory (sysinit.target and friends) and
   executable stubs at the ExecStart/ExecReload paths (/opt/jpki-va/venv/bin/*,
   /bin/kill), which this machine does not have; `systemd-analyze security
-  --offline` rates both below 2.0; `systemd-sysusers --root` creates the
+  --offline` rates each below 2.0; `systemd-sysusers --root` creates the
   account from jpki-va.conf; the ExecStart lines parse with the real CLIs.
 - The units' seccomp rules (SystemCallFilter=, MemoryDenyWriteExecute=,
   RestrictAddressFamilies=, RestrictNamespaces=, NoNewPrivileges=) are
@@ -63,6 +65,10 @@ DASHBOARD = DEPLOY / "grafana" / "jpki-va.json"
 UNITS = DEPLOY / "systemd"
 CRLBUILDER_UNIT = UNITS / "jpki-va-crlbuilder.service"
 RESPONDER_UNIT = UNITS / "jpki-va-responder.service"
+GROUP_PULL_UNIT = UNITS / "jpki-va-group-pull.service"
+GROUP_RESPONDER_UNIT = UNITS / "jpki-va-group-responder.service"
+ALL_UNITS = (CRLBUILDER_UNIT, RESPONDER_UNIT, GROUP_PULL_UNIT, GROUP_RESPONDER_UNIT)
+"""The 機構's two units, and a group appliance's two (団体署名検証者: its CRL feed, its responder)."""
 SYSUSERS = UNITS / "jpki-va.conf"
 OPERATIONS = ROOT / "docs" / "operations.md"
 BIN = Path(sys.executable).parent
@@ -406,7 +412,7 @@ def _verify_root(tmp_path: Path) -> Path:
     (for the targets they refer to) and executable stubs where their commands live."""
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
-    for unit in (CRLBUILDER_UNIT, RESPONDER_UNIT):
+    for unit in ALL_UNITS:
         shutil.copy(unit, root / "etc/systemd/system" / unit.name)
         for key in ("ExecStart", "ExecReload"):
             for line in unit_settings(unit).get(key, []):
@@ -422,7 +428,7 @@ def _verify_root(tmp_path: Path) -> Path:
 def test_systemd_analyze_verify_is_silent(tmp_path: Path) -> None:
     analyze = _tool("systemd-analyze", "systemd")
     root = _verify_root(tmp_path)
-    units = [str(root / "etc/systemd/system" / u.name) for u in (CRLBUILDER_UNIT, RESPONDER_UNIT)]
+    units = [str(root / "etc/systemd/system" / u.name) for u in ALL_UNITS]
     out = subprocess.run(
         [analyze, "verify", "--man=no", f"--root={root}", *units],
         check=False,
@@ -449,7 +455,7 @@ def test_systemd_analyze_verify_is_silent(tmp_path: Path) -> None:
 def test_systemd_security_exposure_is_low(tmp_path: Path) -> None:
     analyze = _tool("systemd-analyze", "systemd")
     root = _verify_root(tmp_path)
-    for unit in (CRLBUILDER_UNIT, RESPONDER_UNIT):
+    for unit in ALL_UNITS:
         out = subprocess.run(
             [analyze, "security", "--offline=yes", f"--root={root}", "--threshold=20", "--no-pager",
              str(root / "etc/systemd/system" / unit.name)],
@@ -527,7 +533,7 @@ def test_units_run_real_commands_as_the_service_account() -> None:
     assert str(args.config) in asserted
 
 
-@pytest.mark.parametrize("unit", [CRLBUILDER_UNIT, RESPONDER_UNIT], ids=lambda u: u.stem)
+@pytest.mark.parametrize("unit", ALL_UNITS, ids=lambda u: u.stem)
 def test_units_are_hardened(unit: Path) -> None:
     s = unit_settings(unit)
     one = {k: v[-1] for k, v in s.items()}
@@ -555,9 +561,62 @@ def test_units_are_hardened(unit: Path) -> None:
         assert one.get(key) == value, f"{unit.name}: {key}={one.get(key)!r}"
     assert s["SystemCallFilter"][0] == "@system-service"
     assert set(one["RestrictAddressFamilies"].split()) <= {"AF_UNIX", "AF_INET", "AF_INET6"}
-    assert (
-        "/var/lib/jpki-va" in one["ReadWritePaths" if unit == CRLBUILDER_UNIT else "ReadOnlyPaths"]
-    )
+    if unit == CRLBUILDER_UNIT:
+        assert "/var/lib/jpki-va" in one["ReadWritePaths"]
+    elif unit == RESPONDER_UNIT:
+        assert "/var/lib/jpki-va" in one["ReadOnlyPaths"]
+    else:  # a group's: its directory read, its store (pull) or ledger and lock (responder)
+        assert s["ReadOnlyPaths"] == ["/var/lib/jpki-va-group"]
+        assert all(p.startswith("/var/lib/jpki-va-group/") for p in s["ReadWritePaths"])
+        assert s["StateDirectory"][0].startswith("jpki-va-group/")
+        # the 機構's keys and state are not visible to a group's programs
+        hidden = one["InaccessiblePaths"].split()
+        assert {"-/etc/jpki-va/ca-keys", "-/var/lib/jpki-va"} <= set(hidden)
+
+
+def test_the_group_units_run_the_group_appliance() -> None:
+    """A group appliance's units (docs/operations.md, "Group appliance"): the pull of the
+    group's directory, following, the only one that writes its store; the responder on
+    the group's responder.toml, its environment naming the same store and registry; the
+    pull reaches the 機構 (outgoing only: no socket bound) where crlbuilder has no network."""
+    from crlbuilder import cli as crlbuilder_cli
+    from responder import cli as responder_cli
+    from responder.config import ENV_OVERRIDES
+
+    group = Path("/var/lib/jpki-va-group")
+    pull = unit_settings(GROUP_PULL_UNIT)
+    resp = unit_settings(GROUP_RESPONDER_UNIT)
+    for s in (pull, resp):
+        assert s["User"] == ["jpki-va"] and s["DynamicUser"] == ["no"]
+    assert pull["Type"] == ["simple"]
+    args = crlbuilder_cli.parser().parse_args(shlex.split(pull["ExecStart"][0])[1:])
+    assert (args.command, args.group, args.follow) == ("group", group, True)
+    assert pull["ReadWritePaths"] == [str(group / "store")]
+    assert pull["StateDirectory"] == ["jpki-va-group/store"]
+    assert pull["SocketBindDeny"] == ["any"]
+    assert "PrivateNetwork" not in pull and "PrivateNetwork" in unit_settings(CRLBUILDER_UNIT)
+    pull_unit = unit_settings(GROUP_PULL_UNIT, "Unit")
+    assert pull_unit["AssertPathExists"] == [str(group / "group.json")]
+    assert "network-online.target" in pull_unit["Wants"]
+    assert resp["Type"] == ["notify"] and resp["KillMode"] == ["mixed"]
+    argv = shlex.split(resp["ExecStart"][0])
+    args = responder_cli.parser().parse_args(argv[1:])
+    assert args.command == "serve" and args.config == group / "responder.toml"
+    env = dict(e.split("=", 1) for e in resp["Environment"])
+    assert {k: v for k, v in env.items() if k.startswith("JPKI_VA_")} == {
+        "JPKI_VA_STORE": str(group / "store"),
+        "JPKI_VA_REGISTRY": str(group / "registry.toml"),
+    }
+    assert set(env) - {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"} <= set(ENV_OVERRIDES)
+    assert resp["ReadWritePaths"] == [str(group / "store" / "lock.mdb"), str(group / "ledger")]
+    asserted = unit_settings(GROUP_RESPONDER_UNIT, "Unit")["AssertPathExists"]
+    assert asserted == [str(group / "responder.toml"), str(group / "store" / "lock.mdb")]
+    # what group init writes there is what the units name
+    from crlbuilder.group.init import responder_toml
+
+    written = responder_toml(group, 8081, 9481, "good")
+    for path in ("store", "registry.toml", "ledger", "group.json"):
+        assert f'"{group / path}"' in written, path
 
 
 # --- the units' seccomp rules, rebuilt with libseccomp ----------------------------

@@ -2,7 +2,9 @@
 
 In process (the server is a thread on 127.0.0.1; the CRLs are signed with the test PKI's
 CA keys, dated by the test's own clock): a first pass imports the full and the delta
-CRL; an unchanged file is only asked with HEAD (its ETag), never downloaded again; the
+CRL; an unchanged file is answered 304 to If-None-Match (its ETag, kept in the store: by
+another feed too, as after a restart), never downloaded again; a 429 is the agreement's
+limit, not an unreachable 機構; the
 full CRL fetched again after its deltas is nothing to do (the "going backwards" exit of
 issue 13); a delta based on a full CRL published between the two fetches makes the pass
 fetch the full CRL again; the bearer token goes to every request and never over plain
@@ -29,7 +31,9 @@ from crlbuilder.crl import importer as crlimport
 from crlbuilder.group.pull import FetchFailed, GroupFeed, fetch, run_pull
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, dump_group_setup
 from crlbuilder.manifest import Manifest
+from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
 from tests.support.store import dump_store
 from tests.test_crlimport import G1, G2, NOW, make_crl, pki  # noqa: F401 (its PKI fixture)
 
@@ -37,11 +41,14 @@ TOKEN = "group-token-for-tests"
 
 
 class Kikou:
-    """Files by path: (ETag, body); every request recorded as (method, path, Authorization)."""
+    """Files by path: (ETag, body); every request recorded as (method, path, Authorization);
+    304 to an If-None-Match naming the file's ETag; ``limited`` paths answer 429 as the
+    responder does when the agreed cycle refuses a download (Retry-After, problem rule)."""
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[str, bytes]] = {}
         self.requests: list[tuple[str, str, str]] = []
+        self.limited: dict[str, int] = {}
         kikou = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -50,6 +57,19 @@ class Kikou:
                     (self.command, self.path, self.headers.get("Authorization", ""))
                 )
                 got = kikou.files.get(self.path)
+                if got and self.headers.get("If-None-Match") == got[0]:
+                    self.send_response(304)
+                    self.send_header("ETag", got[0])
+                    self.end_headers()
+                    return
+                if got and self.path in kikou.limited:
+                    problem = b'{"title":"cycle","status":429}'
+                    self.send_response(429)
+                    self.send_header("Retry-After", str(kikou.limited[self.path]))
+                    self.send_header("Content-Length", str(len(problem)))
+                    self.end_headers()
+                    self.wfile.write(problem)
+                    return
                 self.send_response(200 if got else 404)
                 if got:
                     self.send_header("ETag", got[0])
@@ -71,7 +91,7 @@ class Kikou:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def gets(self, *paths: str) -> list[str]:
-        """The paths downloaded, in order (only ``paths``, when given)."""
+        """The paths asked, in order (only ``paths``, when given)."""
         return [p for m, p, _ in self.requests if m == "GET" and (not paths or p in paths)]
 
 
@@ -129,8 +149,7 @@ def test_unchanged_files_are_not_downloaded_and_the_same_full_crl_is_nothing_to_
         "/d.crl": ('"d11"', make_crl(pki, G1, 11, [(6, 1, 1)], delta_base=10)),
     }
     assert statuses(feed) == ["imported", "imported"]
-    assert statuses(feed) == ["unchanged", "unchanged"]  # HEAD only
-    assert kikou.gets("/f.crl", "/d.crl") == ["/f.crl", "/d.crl"]
+    assert statuses(feed) == ["unchanged", "unchanged"]  # 304 to If-None-Match
     kikou.files["/d.crl"] = ('"d12"', make_crl(pki, G1, 12, [(6, 1, 1), (7, 1, 1)], delta_base=10))
     assert statuses(feed) == ["unchanged", "imported"]
     kikou.files["/f.crl"] = ('"f10-again"', full10)  # the same full CRL, served anew
@@ -282,3 +301,88 @@ def test_a_pull_that_imports_nothing_leaves_no_new_store(
     kikou.files["/f.crl"] = ('"f10"', good)
     assert run_pull(args) == 0, capsys.readouterr().err
     assert (g / "store" / "data.mdb").is_file()
+
+
+def test_a_restarted_feed_asks_with_the_etag_the_store_keeps(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+) -> None:
+    """The ETags live in the issuer's CrlState, written with the import: a new feed on the same
+    store (a restart, or `--follow` after a one-off pull) gets 304s, downloads nothing again.
+    A store written before the field (its CrlState JSON without it) still opens: each file is
+    downloaded once more (already imported) and its ETag kept from then on."""
+    kikou.files = {
+        "/f.crl": ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)])),
+        "/d.crl": ('"d11"', make_crl(pki, G1, 11, [(6, 1, 1)], delta_base=10)),
+    }
+    assert statuses(feed) == ["imported", "imported"]
+    with feed.store.read() as r:
+        state = r.crl_state(1)
+    assert (state.pulled_full, state.pulled_delta) == (
+        sf.PulledFile(etag='"f10"', number=10),
+        sf.PulledFile(etag='"d11"', number=11),
+    )
+    restarted = GroupFeed(feed.setup, feed.store, clock=lambda: NOW, log=io.StringIO())
+    assert statuses(restarted) == ["unchanged", "unchanged"]
+    assert [o.number for o in restarted.pass_once() if o.issuer == G1] == [10, 11]
+
+    # the store of an earlier version: the same state, its JSON without the two fields
+    old = msgspec.json.decode(msgspec.json.encode(state))
+    assert old.pop("pulled_full") and old.pop("pulled_delta")
+    key = sf.META_CRL_STATE_PREFIX + sf.pack_u32(1)
+    with feed.store.env.begin(write=True) as t:
+        t.put(key, msgspec.json.encode(old), db=feed.store.dbs[sf.DB_META])
+    with feed.store.read() as r:
+        reread = r.crl_state(1)
+    assert reread.pulled_full is None and reread.number == 11 and reread.base_commit
+    assert statuses(restarted) == ["already-imported", "already-imported"]
+    again = GroupFeed(feed.setup, feed.store, clock=lambda: NOW, log=io.StringIO())
+    assert statuses(again) == ["unchanged", "unchanged"]
+
+
+def test_an_etag_is_trusted_only_while_the_store_holds_its_crl(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+) -> None:
+    """A kept ETag whose CRL number is above what the store holds (a state written over by
+    hand, an older store restored under it) is not sent: the file is downloaded again."""
+    kikou.files = {"/f.crl": ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)]))}
+    assert statuses(feed) == ["imported", "absent"]
+    with feed.store.read() as r:
+        state = r.crl_state(1)
+    ahead = msgspec.structs.replace(state, pulled_full=sf.PulledFile(etag='"f10"', number=11))
+    with Commit(feed.store) as c:
+        c.put_crl_state(1, ahead)
+    assert feed.pulled(feed.setup.issuers[0], "full") is None
+    assert statuses(feed) == ["already-imported", "absent"]
+    assert feed.pulled(feed.setup.issuers[0], "full") == sf.PulledFile(etag='"f10"', number=10)
+
+
+def test_a_429_is_the_agreed_cycle_not_an_unreachable_kikou(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+) -> None:
+    """A changed file the 機構 will not provide before the agreed cycle passes: ``limited``,
+    logged with the time of the next try (its Retry-After), the pass not failed, the next
+    pass at that time (at most a cycle)."""
+    kikou.files = {"/f.crl": ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)]))}
+    assert statuses(feed) == ["imported", "absent"]
+    kikou.files["/f.crl"] = ('"f12"', make_crl(pki, G1, 12, [(5, 1, 1), (7, 1, 1)]))
+    kikou.limited["/f.crl"] = 30
+    setup = msgspec.structs.replace(feed.setup, issuers=feed.setup.issuers[:1], cycle_seconds=60)
+    setup.directory = feed.setup.directory
+    log = io.StringIO()
+    following = GroupFeed(setup, feed.store, clock=lambda: NOW, log=log)
+    assert following.follow(threading.Event(), max_passes=1) == 1
+    lines = [msgspec.json.decode(x) for x in log.getvalue().splitlines()]
+    full = next(x for x in lines if x.get("kind") == "full" and x.get("issuer") == G1)
+    at = (NOW + timedelta(seconds=30)).isoformat(timespec="seconds")
+    assert full["status"] == "limited" and full["retry_after"] == 30, full
+    assert full["detail"].startswith("the agreed cycle (取決め"), full
+    assert full["detail"].endswith(f"; next try at {at}"), full
+    assert "unreachable" not in log.getvalue()
+    (pass_,) = [x for x in lines if x["event"] == "group-pass"]
+    assert (pass_["status"], pass_["next_in"]) == ("ok", 30), pass_

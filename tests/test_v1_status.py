@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import pytest
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from crlbuilder.model import Category, Family, Reason
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
-from responder.config import ResponderConfig
+from responder.config import GroupConfig, ResponderConfig
 from responder.http import Request, Response
 from responder.limits import Limit, Wait
 from responder.registry.lookup import Registry
@@ -25,6 +25,7 @@ from responder.registry.vocabulary import Method, Service
 from responder.signing import SigningPool
 from responder.v1 import status as v1status
 from responder.v1.routes import THREAD_BYTES, Done, V1Api
+from responder.v1.table import MEMBER_ROUTES
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_policy import GRP, MEM, NOW, SIG, USR, build, party_table
 
@@ -369,3 +370,31 @@ def test_a_large_batch_is_answered_off_the_event_loop_and_fairly(cas: dict[int, 
         assert resp.status == 200
         assert len(msgspec.json.decode(bytes(resp.body))["entries"]) == 2000
     assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2000)] * 2
+
+
+@pytest.mark.parametrize("unlisted", ["good", "unknown"])
+def test_a_group_appliance_answers_its_members_status_act_20_1_21_3(
+    cas: dict[int, Ca], unlisted: Literal["good", "unknown"]
+) -> None:
+    """POST /v1/status on a group appliance (its member routes, `policy.decide_member`): its
+    own member gets the status of signature certificates from the group's CRL-fed store, a
+    serial on no CRL as the group's OCSP answers it (``[group] unlisted``), counted in the
+    group's ledger per answered entry like its OCSP answers; an auth certificate is refused
+    per entry (a group answers about signature certificates only), anyone else per call."""
+    reader = store(cas)
+    reader.imported = True  # a group appliance's store, from the 機構's CRLs
+    api = Api(reader, registry())
+    api.api = V1Api(
+        MEMBER_ROUTES, ResponderConfig(group=GroupConfig(unlisted=unlisted)), store=reader,
+        quota=Quotas(), ledger=api.ledger, calls=api.calls, signer=None, group_id="g",
+    )  # fmt: skip
+    body = entries(ref(SC, GOOD), ref(SC, REVOKED), ref(SC, ABSENT), ref(AC, GOOD))
+    resp, got = api.call(body, party="m-1")
+    assert resp.status == 200, got
+    assert [e["status"] for e in got["entries"]] == ["good", "revoked", unlisted, "refused"]
+    assert got["entries"][3]["refusal"] == {"rule": "unauthorized_service", "article": "Act §20(1)"}
+    assert api.ledger.counted == [("m-1", Service.SIGN_REVOCATION_INFO, Method.JSON, 3)]
+    for outsider in ("sig", "g"):  # a 署名検証者 of the 機構; the group's own entry
+        resp, got = api.call(body, party=outsider)
+        assert (resp.status, got["article"]) == (403, "Act §20(1)"), got
+    assert api.ledger.counted == [("m-1", Service.SIGN_REVOCATION_INFO, Method.JSON, 3)]

@@ -52,6 +52,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, NoReturn
 
+import msgspec
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -487,14 +488,23 @@ class CrlImporter:
         return result
 
     def import_der(
-        self, der: bytes, *, as_of: datetime, source: str = "-", expect: str | None = None
+        self,
+        der: bytes,
+        *,
+        as_of: datetime,
+        source: str = "-",
+        expect: str | None = None,
+        etag: str | None = None,
     ) -> ImportResult:
         """Import one DER CRL in one write transaction; ImportRefused leaves the store unchanged.
 
         ``as_of`` (timezone-aware) is the current time for the thisUpdate and
         nextUpdate checks; ``source`` names the CRL in the result. ``expect``, an issuer
         id: a CRL of any other known issuer is refused before anything is written (a file
-        fetched from that issuer's URL).
+        fetched from that issuer's URL). ``etag``, the HTTP validator the file was served
+        with (`crlbuilder.group.pull`): kept with the CRL's number in the issuer's
+        `CrlState` (``pulled_full`` / ``pulled_delta``), in the import's own transaction, also
+        when the CRL was already imported (a transaction of that alone, no new commit).
         """
         if as_of.tzinfo is None:
             raise ValueError("as_of must be a timezone-aware datetime")
@@ -516,16 +526,17 @@ class CrlImporter:
                 delta=parsed.is_delta, base_number=parsed.delta_base,
             )  # fmt: skip
 
+        pulled = sf.PulledFile(etag=etag, number=number) if etag is not None else None
         result = fresh()
         try:
-            self._commit(parsed, issuer, result, parsed.entries(), as_of)
+            self._commit(parsed, issuer, result, parsed.entries(), as_of, pulled)
         except _Unsorted:
             result = fresh()
             try:
                 ordered = sorted(parsed.entries())
             except CrlError as e:
                 raise ImportRefused(f"bad CRL entry: {e}") from None
-            self._commit(parsed, issuer, result, iter(ordered), as_of)
+            self._commit(parsed, issuer, result, iter(ordered), as_of, pulled)
         result.seconds = time.monotonic() - t0
         return result
 
@@ -538,10 +549,12 @@ class CrlImporter:
         result: ImportResult,
         entries: Iterator[tuple[int, int, int]],
         as_of: datetime,
+        pulled: sf.PulledFile | None = None,
     ) -> None:
         """Check the CRL against the stored state and apply it; commit, or abort and raise.
 
-        The commit is dated ``as_of``, the import's own clock (`Commit`)."""
+        The commit is dated ``as_of``, the import's own clock (`Commit`). ``pulled``: the
+        file's validator, recorded in the issuer's state (`import_der`)."""
         store = self.store
         index = issuer.meta.index
         number = result.number
@@ -550,6 +563,8 @@ class CrlImporter:
             state = c.crl_state(index)
             imported_before = state != sf.CrlState()  # an imported CRL has a thisUpdate
             if not self._due(parsed, state, imported_before, result):
+                if pulled is not None:  # the file is one the store holds: keep its validator
+                    c.put_crl_state(index, _with_pulled(state, parsed.is_delta, pulled))
                 return
             table = self._issuer_table(c)
             if table is not None:
@@ -574,7 +589,10 @@ class CrlImporter:
                     number=number, base_number=number, base_commit=c.seq,
                     base_this_update=this_update, this_update=this_update,
                     next_update=next_update,
+                    pulled_delta=state.pulled_delta,  # a delta numbered below: still held
                 )  # fmt: skip
+            if pulled is not None:
+                state = _with_pulled(state, parsed.is_delta, pulled)
             c.put_crl_state(index, state)
             c.mark_crl_import()
             c.prune_changes(_epoch(as_of) - self.changes_keep)
@@ -717,6 +735,13 @@ class CrlImporter:
             else:
                 result.added += 1
             c.list_revoked(key, family, at, reason)
+
+
+def _with_pulled(state: sf.CrlState, delta: bool, pulled: sf.PulledFile) -> sf.CrlState:
+    """``state`` with the validator of the full or delta CRL file just imported."""
+    if delta:
+        return msgspec.structs.replace(state, pulled_delta=pulled)
+    return msgspec.structs.replace(state, pulled_full=pulled)
 
 
 def _backwards(result: ImportResult, state: sf.CrlState) -> ImportRefused:

@@ -5,12 +5,15 @@ signature CRL files the 機構 provides to it (Act §18(2), §20(1)), fetched wi
 group's own credential at the agreed cycle (提供の周期, Ord §33(2)). One pass, for
 every issuer of ``group.json`` (`crlbuilder.group.setup`):
 
-1. ``HEAD`` the full CRL's URL: an ETag equal to the last one imported means the file
-   has not changed, nothing to fetch (a HEAD provides nothing: the 機構 counts no
-   download and uses no cycle for it); else ``GET`` it with ``Authorization: Bearer``
-   (counted in the 機構's ledger against the group, 帳簿 Act §40) and import it
-   (`crlbuilder.crl.importer`: signature against the CA certificate the group received,
-   order, freshness; applied in one write transaction);
+1. ``GET`` the full CRL's URL with ``Authorization: Bearer`` and, when the store holds the
+   file last imported from it, ``If-None-Match`` with that file's ETag: a 304 means the
+   file has not changed, nothing to fetch (a 304 provides nothing: the 機構 counts no
+   download and uses no cycle for it); a 200 is a download (counted in the 機構's ledger
+   against the group, 帳簿 Act §40), imported (`crlbuilder.crl.importer`: signature
+   against the CA certificate the group received, order, freshness; applied in one write
+   transaction, which also keeps the file's ETag with its CRL number in the issuer's
+   `CrlState`, so a restarted pull, or a one-off ``group pull`` before ``--follow``, asks
+   with it too and is not counted again);
 2. the same for the delta CRL (a 404 there: the 機構 publishes no delta CRL). A delta
    based on a full CRL newer than the one imported (the 機構 published a new full CRL
    between the two fetches) makes the pass fetch the full CRL again, once.
@@ -20,13 +23,16 @@ do (``already-imported`` / ``unchanged``), never errors. A CRL that fails verifi
 goes backwards or is past its nextUpdate is refused and the store keeps the last good
 data, the log line saying why; the responder then answers from that data, and says
 ``tryLater`` (and raises ``jpkiva_stale_issuer``, alert JpkiVaIssuerStale) once its
-nextUpdate passes. A 機構 that cannot be reached (refused connection, timeout, 5xx,
-429) is retried with a doubling backoff (1 s up to the cycle; a Retry-After is
-honoured); the responder reads the store on its own and is never held by a pull (LMDB
-readers do not wait for the writer).
+nextUpdate passes. A 機構 that cannot be reached (refused connection, timeout, 5xx) is
+retried with a doubling backoff (1 s up to the cycle; a Retry-After is honoured). A 429 is
+not a failure: the agreement (取決め) limits the group's downloads (a file changed less than
+the agreed cycle after its last download, 提供の周期 Ord §33(2), or the day's quota), and the
+file is ``limited``, asked again at the 機構's Retry-After. The responder reads the store
+on its own and is never held by a pull (LMDB readers do not wait for the writer).
 
 ``--follow`` repeats the pass: a cycle after the end of a clean pass (so two downloads
-of one file are never less than a cycle apart), sooner after a failure (the backoff).
+of one file are never less than a cycle apart), sooner after a failure (the backoff) or
+when a limited file may be downloaded (its Retry-After, at most a cycle).
 Log lines are JSON on stderr: ``group-pull`` per file (issuer id, full or delta,
 status, CRL number, counts, why refused), ``group-pass`` per pass, ``group-stale``
 when an issuer's data passes its nextUpdate; never the token, never a serial.
@@ -44,9 +50,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final, Literal
+
+import msgspec
 
 from crlbuilder.crl.importer import (
     MAX_CRL_BYTES,
@@ -75,22 +83,47 @@ BACKOFF_START: Final = 1.0
 """The first retry after a failed pass, in seconds; it doubles up to the cycle."""
 
 Kind = Literal["full", "delta"]
-Status = Literal["imported", "already-imported", "unchanged", "absent", "refused", "unreachable"]
+Status = Literal[
+    "imported", "already-imported", "unchanged", "absent", "limited", "refused", "unreachable"
+]
+LIMITS: Final = {
+    "cycle": "the agreed cycle (取決め, 提供の周期 Ord §33(2)) limits downloads",
+    "quota": "the agreed quota (取決め) limits downloads",
+}
+"""What a 429's problem rule (`responder.policy.Rule`) says, for the log line."""
 
 
 class FetchFailed(Exception):
     """The 機構's appliance did not deliver (network, timeout, HTTP error): try again later."""
 
-    def __init__(self, reason: str, *, status: int = 0, retry_after: float = 0.0) -> None:
+    def __init__(
+        self, reason: str, *, status: int = 0, retry_after: float = 0.0, rule: str = ""
+    ) -> None:
         super().__init__(reason)
         self.status = status
         self.retry_after = retry_after
+        self.rule = rule
+        """The problem's rule of a refusal (``cycle``, ``quota`` ...), "" when none was said."""
 
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
     body: bytes
     etag: str | None
+    not_modified: bool = False
+    """A 304 to ``If-None-Match``: the file is the one asked about, no body."""
+
+
+class _Problem(msgspec.Struct):
+    title: str = ""
+
+
+def _rule(body: bytes) -> str:
+    """The rule an RFC 9457 problem names (``title``), "" when the body is none."""
+    try:
+        return msgspec.json.decode(body, type=_Problem).title
+    except msgspec.DecodeError:
+        return ""
 
 
 def _loopback(host: str | None) -> bool:
@@ -108,9 +141,15 @@ _OPENER: Final = urllib.request.build_opener(_NoRedirects)
 
 
 def fetch(
-    url: str, token: str, *, method: Literal["GET", "HEAD"] = "GET", timeout: float = 30.0
+    url: str,
+    token: str,
+    *,
+    method: Literal["GET", "HEAD"] = "GET",
+    timeout: float = 30.0,
+    if_none_match: str | None = None,
 ) -> Fetched:
-    """One request to the 機構's appliance with the group's bearer token; FetchFailed if not 200.
+    """One request to the 機構's appliance with the group's bearer token; FetchFailed if not
+    200 (or 304 to ``if_none_match``, an ETag: `Fetched.not_modified`).
 
     The token goes to http(s) URLs only, never over plain http to a host other than
     loopback, and is never logged."""
@@ -121,21 +160,24 @@ def fetch(
         raise FetchFailed(
             "refusing to send the bearer token over plain http to a non-loopback host"
         )
-    req = urllib.request.Request(  # noqa: S310 (http(s) checked above)
-        url,
-        method=method,
-        headers={"Accept": "application/pkix-crl", "Authorization": f"Bearer {token}"},
-    )
+    headers = {"Accept": "application/pkix-crl", "Authorization": f"Bearer {token}"}
+    if if_none_match is not None:
+        headers["If-None-Match"] = if_none_match
+    req = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 (checked)
     try:
         with _OPENER.open(req, timeout=timeout) as resp:
             body: bytes = resp.read(MAX_CRL_BYTES + 1) if method == "GET" else b""
             etag = resp.headers.get("ETag")
     except urllib.error.HTTPError as e:
+        if e.code == 304 and if_none_match is not None:
+            return Fetched(b"", e.headers.get("ETag") or if_none_match, not_modified=True)
         retry = e.headers.get("Retry-After") if e.headers is not None else None
+        problem = e.read(4096) if e.code == 429 else b""
         raise FetchFailed(
             f"HTTP {e.code} {e.reason}",
             status=e.code,
             retry_after=float(retry) if retry and retry.isdigit() else 0.0,
+            rule=_rule(problem),
         ) from None
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
@@ -162,6 +204,8 @@ class Outcome:
     seconds: float = 0.0
     base_ahead: bool = False
     """A delta CRL based on a newer full CRL than the one imported (`BaseAhead`)."""
+    got: Fetched | None = field(default=None, repr=False)
+    """That delta CRL's file, imported once the full CRL is (a download is not repeated)."""
 
     @property
     def failed(self) -> bool:
@@ -174,6 +218,8 @@ class Outcome:
         }  # fmt: skip
         if self.number:
             d["number"] = self.number
+        if self.status == "limited":
+            d["retry_after"] = self.retry_after
         if self.status == "imported":
             d.update(commit=self.commit, added=self.added, updated=self.updated)
             d["removed"] = self.removed
@@ -191,7 +237,6 @@ class GroupFeed:
     timeout: float = 30.0
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     log: IO[str] = field(default_factory=lambda: sys.stderr)
-    _etags: dict[str, str] = field(default_factory=dict)
     _stale: set[str] = field(default_factory=set)
     importer: CrlImporter = field(init=False)
 
@@ -216,46 +261,65 @@ class GroupFeed:
             full = self._file(issuer, "full", token)
             delta = self._file(issuer, "delta", token)
             if delta.base_ahead:  # a new full CRL was published between the two fetches
-                self._etags.pop(issuer.crl_url, None)
-                full = self._file(issuer, "full", token)
-                delta = self._file(issuer, "delta", token)
+                if full.status != "limited":  # asked without its ETag: the delta says it is new
+                    full = self._file(issuer, "full", token, validate=False)
+                if full.status == "limited":  # its base waits for the full CRL's cycle
+                    delta = Outcome(
+                        issuer.id, "delta", "limited", retry_after=full.retry_after,
+                        detail=f"based on a full CRL not downloaded yet: {full.detail}",
+                    )  # fmt: skip
+                else:  # the delta already downloaded, on its base now: not downloaded twice
+                    delta = self._file(issuer, "delta", token, got=delta.got)
             out += (full, delta)
             for o in (full, delta):
                 self._emit(o.as_dict())
         self._check_stale()
         return out
 
-    def _file(self, issuer: GroupIssuer, kind: Kind, token: str) -> Outcome:
+    def _file(
+        self,
+        issuer: GroupIssuer,
+        kind: Kind,
+        token: str,
+        got: Fetched | None = None,
+        *,
+        validate: bool = True,
+    ) -> Outcome:
+        """Fetch (unless ``got``, the file downloaded already; with the ETag the store keeps
+        for it when ``validate``) and import one file."""
         url = issuer.crl_url if kind == "full" else issuer.delta_crl_url
         t0 = time.monotonic()
         o = Outcome(issuer.id, kind, "unreachable")
         try:
-            last = self._etags.get(url)
-            if last is not None:
-                head = fetch(url, token, method="HEAD", timeout=self.timeout)
-                if head.etag == last:
-                    o.status = "unchanged"
+            if got is None:
+                last = self.pulled(issuer, kind) if validate else None
+                etag = last.etag if last is not None else None
+                got = fetch(url, token, timeout=self.timeout, if_none_match=etag)
+                if last is not None and (got.not_modified or got.etag == etag):
+                    o.status, o.number = "unchanged", last.number
                     return o
-            got = fetch(url, token, timeout=self.timeout)
             result = self.importer.import_der(
-                got.body, as_of=self.clock(), source=issuer.id, expect=issuer.id
+                got.body, as_of=self.clock(), source=issuer.id, expect=issuer.id, etag=got.etag
             )
         except FetchFailed as e:
             if kind == "delta" and e.status == 404:
                 o.status, o.detail = "absent", "no delta CRL published"
+            elif e.status == 429:
+                o.status, o.retry_after = "limited", e.retry_after
+                at = self.clock() + timedelta(seconds=e.retry_after)
+                limit = LIMITS.get(e.rule, "the agreement (取決め) limits downloads")
+                o.detail = f"{limit}; next try at {at.isoformat(timespec='seconds')}"
             else:
                 o.detail, o.retry_after = str(e), e.retry_after
             return o
         except BaseAhead as e:
-            o.status, o.detail, o.base_ahead = "refused", str(e), True
+            o.status, o.detail, o.base_ahead, o.got = "refused", str(e), True, got
             return o
         except ImportRefused as e:
             o.status, o.detail = "refused", str(e)
             return o
         finally:
             o.seconds = time.monotonic() - t0
-        if got.etag is not None:
-            self._etags[url] = got.etag
         o.number = result.number
         if result.already_imported:
             o.status = "already-imported"
@@ -265,6 +329,15 @@ class GroupFeed:
             result.commit, result.added, result.updated, result.removed,
         )  # fmt: skip
         return o
+
+    def pulled(self, issuer: GroupIssuer, kind: Kind) -> sf.PulledFile | None:
+        """The file last imported from ``issuer``'s ``kind`` URL, as the store keeps it
+        (`crlbuilder.store.format.CrlState`): None when the store does not hold its CRL
+        (its number above the issuer's), or holds none."""
+        with self.store.read() as r:
+            state = r.crl_state(issuer.index)
+        last = state.pulled_full if kind == "full" else state.pulled_delta
+        return last if last is not None and 0 < last.number <= state.number else None
 
     def _check_stale(self) -> None:
         """Say once when an issuer's data passes the nextUpdate it promised (and when it is
@@ -299,12 +372,14 @@ class GroupFeed:
                 outcomes = [Outcome("-", "full", "unreachable", detail=str(e))]
             passes += 1
             failed = [o for o in outcomes if o.failed]
+            limited = [o.retry_after for o in outcomes if o.status == "limited"]
             if failed:
                 backoff = min(cycle, backoff * 2 if backoff else BACKOFF_START)
-                wait = max(backoff, *(o.retry_after for o in failed))
+                wait = max(backoff, *(o.retry_after for o in failed), *limited)
             else:
                 backoff = 0.0
-                wait = cycle
+                # a limited file: when the 機構 said it may be downloaded (never before 1 s)
+                wait = min(cycle, max(BACKOFF_START, *limited)) if limited else cycle
             self._emit(
                 {"event": "group-pass", "status": "failed" if failed else "ok",
                  "failed": len(failed), "seconds": round(time.monotonic() - t0, 3),
@@ -353,7 +428,8 @@ def add_cli(subparsers: Any) -> None:
 
 
 def run_pull(args: argparse.Namespace) -> int:
-    """0: every file imported or unchanged; 1: one refused or unreachable; 2: bad setup.
+    """0: every file imported, unchanged or limited (by the agreement: asked again at the
+    next pass); 1: one refused or unreachable; 2: bad setup.
 
     The setup and the token are checked before the store is opened; a store this run made
     and imported nothing into is not left behind (`Store.discard`): the responder would

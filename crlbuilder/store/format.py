@@ -451,6 +451,18 @@ class IssuerMeta(msgspec.Struct, frozen=True, kw_only=True):
     """Epoch seconds of a recorded key compromise, 0 if none."""
 
 
+class PulledFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A CRL file a group appliance's pull imported (`crlbuilder.group.pull`): the HTTP
+    validator the 機構 served it with, and the number of the CRL it carried."""
+
+    etag: str
+    """The ``ETag`` of the 機構's answer, sent back as ``If-None-Match`` (a 304 then means the
+    file is still the one imported: nothing downloaded, nothing counted, no cycle used)."""
+    number: int
+    """The CRL's cRLNumber: the validator is trusted only while the store holds this CRL's
+    information (the issuer's `CrlState.number` at least this)."""
+
+
 class CrlState(msgspec.Struct, kw_only=True):
     """Per-issuer CRL numbering (META_CRL_STATE_PREFIX + issuer index)."""
 
@@ -469,6 +481,14 @@ class CrlState(msgspec.Struct, kw_only=True):
     """Hex SHA-256 of the key that signed the last full CRL: a delta CRL is only ever
     signed by the key of its base, so a new signing key (after a compromise) starts with
     a full CRL."""
+    pulled_full: PulledFile | None = None
+    """A group appliance's store (``mode = crl-import``): the full CRL file its pull last
+    imported, or found already imported, written in that import's own transaction; None in
+    the 機構's store, and in a store written before it existed (JSON ``null`` or absent: an
+    older reader ignores the field, an older store reads as None, so the next pull downloads
+    each file once)."""
+    pulled_delta: PulledFile | None = None
+    """The same for the delta CRL file."""
 
 
 class OcspState(msgspec.Struct, kw_only=True):

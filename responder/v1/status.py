@@ -13,7 +13,8 @@ in the request's order, per entry:
   OCSP would answer (`responder.flow`): an expired, never revoked certificate is
   ``good``; a record erased after its retention (Ord §70(1)(iii)) is ``revoked`` with
   no reason when the time was kept, else ``unknown``; a group appliance's store
-  (CRL-import mode) answers ``good`` for a serial its CRLs do not list;
+  (CRL-import mode) answers for a serial its CRLs do not list what its OCSP answers,
+  ``[group] unlisted`` (``good`` by default, docs/operations.md);
 - ``refused`` with the rule and article when the party may not receive that family
   (per entry, not per call: Act §18(1), §37(1), the agreement 取決め);
 - ``unavailable`` (rule ``stale``) when the answer could be wrong: the issuer's data is
@@ -169,8 +170,17 @@ class _Issuer:
         return got
 
 
-def setup(config: ResponderConfig) -> IssuerIndex:
-    return IssuerIndex()
+@dataclass(frozen=True, slots=True)
+class Env:
+    """What every call of one worker shares: the certificates' issuer index, and whether a
+    serial on no imported CRL is ``good`` (``[group] unlisted``)."""
+
+    index: IssuerIndex
+    unlisted_good: bool
+
+
+def setup(config: ResponderConfig) -> Env:
+    return Env(IssuerIndex(), config.group.unlisted == "good")
 
 
 def _at(seconds: int) -> datetime:
@@ -230,7 +240,8 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
     append = entries.append
     tally = [0] * len(issuers)
     env = ctx.env
-    assert isinstance(env, IssuerIndex)
+    assert isinstance(env, Env)
+    unlisted_good = crl_import and env.unlisted_good
     for i, ref in enumerate(refs):
         if ref.certificate is None:
             if ref.issuer is None or ref.serial is None:
@@ -239,7 +250,7 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
         else:
             if ref.issuer is not None or ref.serial is not None:
                 return problem.bad_input(f"$.entries[{i}]", _ONE_FORM)
-            got = from_certificate(ref, f"$.entries[{i}]", env, reader)
+            got = from_certificate(ref, f"$.entries[{i}]", env.index, reader)
             if isinstance(got, Problem):
                 return got
             issuer_id, serial = got
@@ -258,7 +269,7 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
         else:
             st = None
         if st is None:
-            entry = issuer.good if crl_import and 0 < serial < _SERIAL_END else issuer.unknown
+            entry = issuer.good if unlisted_good and 0 < serial < _SERIAL_END else issuer.unknown
         elif st.state == sf.STATE_GOOD:
             if issuer.lapses:
                 due = lapse_due(st)
@@ -315,5 +326,5 @@ ROUTE: Final = Route(
     services=(Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO),
     handler=handle,
     setup=setup,
-    threaded=True,  # the env (IssuerIndex) only swaps whole tables; the rest is per call
+    threaded=True,  # the env's IssuerIndex only swaps whole tables; the rest is per call
 )

@@ -22,7 +22,10 @@ ROUTES: Final[tuple[AnyRoute, ...]] = (
     token.ROUTE,
 )
 
-MEMBER_ROUTES: Final[tuple[AnyRoute, ...]] = (verify.ROUTE,)
+MEMBER_ROUTES: Final[tuple[AnyRoute, ...]] = (status.ROUTE, verify.ROUTE)
 """The routes a group appliance (団体署名検証者) serves its own members (署名確認者) itself,
-from its own store (Act §20(1), §21(1)): the validation of a signature. The record-info
-relay (`responder.relay`) is the other /v1 route there."""
+from its own store, decided by `responder.policy.decide_member`: the status of signature
+certificates (the group's answer of Act §20(1), asked again later too, §21(3); the JSON
+form of its OCSP answers, counted in its ledger as those are) and the validation of a
+signature (Act §20(1), §21(1)). The record-info relay (`responder.relay`) is the other /v1
+route there."""
