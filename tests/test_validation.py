@@ -758,3 +758,32 @@ def test_fuzz_certificates_never_raise(jpki: Jpki, samples: Samples, data: st.Da
     blob = good[:at] + bytes([data.draw(st.integers(0, 255))]) + good[at + 1 :]
     r = run(jpki, Pkcs1Item(certificate=blob, signature=pkcs1(DOC), data=DOC))
     assert r.result in ResultCode
+
+
+@pytest.mark.parametrize("unlisted_good", [True, False])
+def test_a_group_store_answers_a_serial_on_no_crl_as_the_group_set_it(
+    pki: Jpki, unlisted_good: bool
+) -> None:
+    """A group appliance's store, imported from the 機構's CRLs, has no issuance records: a
+    serial on no CRL is ``good`` by default, ``unknown`` where the group set ``[group]
+    unlisted = "unknown"``, as its OCSP and /v1/status answers say."""
+    pki.reader.imported = True
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, record=False)
+    r = verify_item(
+        0, item_of("pkcs1", cert), anchors(pki.reader.issuers()), pki.reader, NOW,
+        unlisted_good=unlisted_good,
+    )  # fmt: skip
+    assert r.status_now is not None and r.status_at_signing is not None
+    if unlisted_good:
+        assert (r.result, r.status_now.status) == (ResultCode.OK, "good"), r
+    else:
+        assert (r.result, r.status_now.status) == (ResultCode.UNKNOWN_CERTIFICATE, "unknown"), r
+        assert "this group answers unknown" in r.status_now.detail
+
+
+def test_the_verify_route_takes_the_groups_unlisted_setting() -> None:
+    from responder.config import GroupConfig, ResponderConfig
+    from responder.v1.verify import setup
+
+    assert setup(ResponderConfig()).unlisted_good
+    assert not setup(ResponderConfig(group=GroupConfig(unlisted="unknown"))).unlisted_good

@@ -62,10 +62,13 @@ class VerifyResponse(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 @dataclass(frozen=True, slots=True)
 class VerifyEnv:
     max_document_bytes: int
+    unlisted_good: bool = True
+    """On a group appliance, ``[group] unlisted``: a serial on no imported CRL is ``good``
+    (else ``unknown``), as the group's OCSP and status answers say."""
 
 
 def setup(config: ResponderConfig) -> VerifyEnv:
-    return VerifyEnv(config.v1.verify_max_document_bytes)
+    return VerifyEnv(config.v1.verify_max_document_bytes, config.group.unlisted == "good")
 
 
 def _documents(item: Item) -> list[tuple[str, bytes | None]]:
@@ -104,7 +107,8 @@ def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Prob
         return Refusal(rule=got.rule.value, article=got.article) if got is not None else None
 
     results = [
-        verify_item(i, item, known, reader, now, permit) for i, item in enumerate(request.items)
+        verify_item(i, item, known, reader, now, permit, unlisted_good=env.unlisted_good)
+        for i, item in enumerate(request.items)
     ]
     counted = sum(1 for r in results if r.status_now is not None)
     families = {r.certificate.family for r in results if r.certificate is not None}

@@ -13,8 +13,9 @@ What the store may say (the same rules as the OCSP lookup, `responder.flow`):
 - erased: the revocation record passed its retention (Ord §70(1)(iii)); lost effect,
   at the kept time if the builder kept one, else at a time no longer known;
 - no record: ``unknown`` in a store built from issuance records (the 機構 never issued
-  that serial), ``good`` in a group appliance's store imported from CRLs (a serial absent
-  from the 機構's CRL has not lost effect);
+  that serial); in a group appliance's store imported from CRLs, what the group set for a
+  serial on no CRL (``[group] unlisted``, as its OCSP and status answers): ``good`` by
+  default (a serial absent from the 機構's CRL has not lost effect), or ``unknown``;
 - ``unavailable`` when the issuer's data is past the nextUpdate the builder promised, or
   a 30-day lapse is due but not yet written: never a good the store cannot vouch for.
 """
@@ -104,9 +105,13 @@ def _revoked(st: sf.StatusRecord, family: Family, instant: int) -> StatusInfo:
 
 
 def status_at(
-    reader: StoreReader, issuer: sf.IssuerMeta, serial: int, *, signed_at: int, now: int
-) -> tuple[StatusInfo, StatusInfo]:
-    """(status at ``signed_at``, status at ``now``) of ``serial`` of ``issuer``, epoch seconds."""
+    reader: StoreReader, issuer: sf.IssuerMeta, serial: int, *, signed_at: int, now: int,
+    unlisted_good: bool = True,
+) -> tuple[StatusInfo, StatusInfo]:  # fmt: skip
+    """(status at ``signed_at``, status at ``now``) of ``serial`` of ``issuer``, epoch seconds.
+
+    ``unlisted_good``: in a store imported from CRLs, a serial on no CRL is ``good`` (else
+    ``unknown``: a group's ``[group] unlisted = "unknown"``)."""
     if not 0 < serial < _SERIAL_END:
         unknown = "the serial number is outside what JPKI issues (1 to 20 octets)"
         return (
@@ -122,6 +127,14 @@ def status_at(
         )
     st = reader.status(sf.status_key(issuer.index, serial))
     if st is None:
+        if reader.crl_import() and not unlisted_good:
+            unlisted = (
+                "not on the 機構's revocation list; this group answers unknown for such serials"
+            )
+            return (
+                StatusInfo(status=Status.UNKNOWN, at=_at(signed_at), detail=unlisted),
+                StatusInfo(status=Status.UNKNOWN, at=_at(now), detail=unlisted),
+            )
         if reader.crl_import():
             good = "not on the 機構's revocation list"
             return (

@@ -97,12 +97,13 @@ def _anyone(family: Family) -> Refusal | None:
 
 def verify_item(
     index: int, item: Item, known: Sequence[Anchor], reader: StoreReader, now: datetime,
-    permit: Permit = _anyone,
+    permit: Permit = _anyone, *, unlisted_good: bool = True,
 ) -> ItemResult:  # fmt: skip
     """Every check of one item against the store view ``reader`` at the call's ``now``.
 
     ``permit`` is asked before the status of a sign certificate is read: a family the
     party may not receive is ``refused`` for this item (the batch goes on).
+    ``unlisted_good``: a group appliance's ``[group] unlisted`` (`status_at`).
     """
     signed = check_signature(item)
     sig = _signature_check(signed)
@@ -178,6 +179,7 @@ def verify_item(
         then, current = status_at(
             reader, anchor.meta, cert.serial_number,
             signed_at=int(instant.timestamp()), now=int(now.timestamp()),
+            unlisted_good=unlisted_good,
         )  # fmt: skip
         codes.extend(_status_codes(then, current))
         facts = _facts(cert)
