@@ -265,6 +265,35 @@ def test_fault_at_start_names_the_key_and_what_is_wrong(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("attrs", "why"),
+    [
+        ({"extractable": True}, "CKA_EXTRACTABLE is true"),
+        ({"sensitive": False}, "CKA_SENSITIVE is false"),
+    ],
+)
+def test_ord_73_4_a_key_the_token_would_let_out_is_refused_at_start(
+    token: SoftHsmToken, attrs: dict[str, bool], why: str
+) -> None:
+    """A signing key imported extractable or not sensitive (its value can be wrapped out or
+    read) is refused at start, naming the key and why; one imported sensitive and not
+    extractable is used."""
+    key = rsa_key()
+    cert = token.directory / "imported.pem"
+    cert.write_bytes(
+        issue(token.ca, "imported", key.public_key()).public_bytes(serialization.Encoding.PEM)
+    )
+    ref = token.import_key("imported-leaky", key, **attrs)
+    p11.close_all()
+    with pytest.raises(SignerError) as e:
+        load_signer(ref, cert)
+    assert str(e.value).startswith(ref) and why in str(e.value)
+    assert token.pin not in str(e.value)
+    kept = token.import_key("imported-kept", key)
+    _verify(load_signer(kept, cert), b"data", load_signer(kept, cert).sign(b"data"))
+
+
+@pytest.mark.integration
 def test_signer_used_after_fork_opens_its_own_session(token: SoftHsmToken) -> None:
     ref, cert = token.add_key("presign")
     signer = load_signer(ref, cert)
