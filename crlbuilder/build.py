@@ -35,8 +35,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import msgspec
 from tqdm import tqdm
@@ -46,7 +47,7 @@ from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.jetstream import ClusterError
-from crlbuilder.keys.signer import load_signer
+from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
@@ -58,6 +59,10 @@ from crlbuilder.store.writer import Commit
 from crlbuilder.stream import MAX_BATCH, Batcher, Consumer, Delivered
 from crlbuilder.tokens import TokenIssuer, TokenReport
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
+
+SIGNING_RETRY_SECONDS: Final = 10.0
+"""A follow loop whose signing failed (a key in a token that is gone: `Builder.signing`)
+tries again this long after, applying the record files that arrive meanwhile."""
 
 Clock = Callable[[], datetime]
 """Where the builder reads the time: an aware UTC instant."""
@@ -348,6 +353,21 @@ class Builder:
             c.prune_changes(now - self.cfg.store.changes_keep_days * 86_400)
             report.build = c.bump_build()
 
+    def signing(self, what: str, step: Callable[[], object]) -> bool:
+        """Run a follow loop's ``step`` that signs (pre-signing, CRLs, tokens). A signing key
+        checked at start that cannot be used now (a token removed or failing, its module or
+        sessions gone: `SignerError`) is an outage, not a fault: a ``warning`` event naming
+        the key (never its PIN), and False; the caller goes on applying records (already
+        committed) and tries the signing again after `SIGNING_RETRY_SECONDS`."""
+        try:
+            step()
+        except SignerError as e:
+            self.emit({"event": "warning", "message": (
+                f"{what}: signing failed ({e}); records are still applied, and signing is "
+                f"tried again in {SIGNING_RETRY_SECONDS:g} s")})  # fmt: skip
+            return False
+        return True
+
     def presign(self, report: BuildReport, now: int) -> None:
         """Pre-signs the answers of revoked serials (`crlbuilder.presign`), bounded by
         ``presign_seconds``; the counts and seconds go to ``report``. The pre-signer (the
@@ -498,6 +518,14 @@ class Builder:
         due = next_lapse(self.store)
         approval_end = self.next_approval_end(self.clock())
         gone = False
+        retry_at: float | None = None  # signing failed: tried again then (`signing`)
+
+        def signed(what: str, step: Callable[[], object]) -> bool:
+            nonlocal retry_at
+            ok = self.signing(what, step)
+            retry_at = None if ok else time.monotonic() + SIGNING_RETRY_SECONDS
+            return ok
+
         try:
             while not stop.requested:
                 if done.is_dir():
@@ -515,7 +543,9 @@ class Builder:
                     now = self.clock()
                     if due is not None and due <= now:
                         report = BuildReport(summary=Summary())
-                        self.after_commit(self._applier(None), report, now)
+                        signed(
+                            "lapse", partial(self.after_commit, self._applier(None), report, now)
+                        )
                         self.emit({"event": "lapse", "due": due, **report.as_dict()})
                         last_refresh, walking = time.monotonic(), report.presign_walking > 0
                         due = next_lapse(self.store)
@@ -531,22 +561,30 @@ class Builder:
                         or self.registry_moved()
                         or (approval_end is not None and approval_end <= now)
                         or (time.monotonic() - last_refresh > self.refresh_every())
+                        or (retry_at is not None and time.monotonic() >= retry_at)
                     ):
                         report = BuildReport(summary=Summary())
-                        self.after_commit(self._applier(None), report, now)
+                        signed(
+                            "refresh", partial(self.after_commit, self._applier(None), report, now)
+                        )
                         self.emit({"event": "refresh", **report.as_dict()})
                         last_refresh, walking = time.monotonic(), report.presign_walking > 0
                         due = next_lapse(self.store)
                         approval_end = self.next_approval_end(now)
                     if walking:  # nothing waits (refreshes first: CRLs must not go stale)
-                        report = self.presign_step()
-                        self.emit({"event": "presign", **report.as_dict()})
-                        walking = report.presign_walking > 0
+                        report = BuildReport(summary=Summary())
+                        if signed(
+                            "pre-signing", partial(self.presign, report, epoch(self.clock()))
+                        ):
+                            self.emit({"event": "presign", **report.as_dict()})
+                        walking = report.presign_walking > 0  # failed: none until the retry
                         continue
                     wait = interval
                     for at in (due, approval_end):
                         if at is not None:
                             wait = min(wait, max(0.0, (at - self.clock()).total_seconds()))
+                    if retry_at is not None:
+                        wait = min(wait, max(0.0, retry_at - time.monotonic()))
                     watch.wait(wait)  # a file renamed into the spool ends it at once
                     continue
                 for p in files:
@@ -558,7 +596,8 @@ class Builder:
                     self._consumed(p, done)
                     report = BuildReport(summary=applier.summary)
                     report.seconds["apply"] = committed
-                    self.after_commit(applier, report, self.clock())
+                    # committed: a signing outage leaves the CRLs and answers to the retry
+                    signed(p.name, partial(self.after_commit, applier, report, self.clock()))
                     self.emit(
                         {
                             "event": "spool-file",

@@ -5,7 +5,7 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
 (Ord §74(3): 複数の者による作成及び管理), every operation recorded (Ord §73(3): 動作を記録する
 機能) in the hash-chained operation log (`crlbuilder.keys.oplog`)::
 
-    crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR [--replace]
+    crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR [--replace] --log FILE
     crlbuilder keys new-ca    --key URI --family F --generation N --out CERT     [approvals]
     crlbuilder keys new-ocsp  --key URI --ca-key REF --ca-cert CERT --out CERT  [approvals]
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
@@ -366,9 +366,26 @@ def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
 
 
 def cmd_add_operator(args: argparse.Namespace) -> int:
-    add_operator(args.operators, args.name, read_secret(args.secret), replace=args.replace)
-    done = "secret replaced" if args.replace else "enrolled"
+    """Enrol an operator or replace their secret, and record it in the operation log: a
+    credential (識別符号, Ord §74(2)) that changes without a line there is one changed by
+    hand. The line names the operator and the SHA-256 of the stored salted hash (to compare
+    with the operators file at a review), never the secret."""
+    known = args.operators.exists() and args.name in load_operators(args.operators)
+    stored = add_operator(args.operators, args.name, read_secret(args.secret), replace=args.replace)
+    event = "operator-secret-replaced" if known else "operator-enrolled"
+    head = _record(
+        args.log,
+        event,
+        key=str(args.operators),
+        operators=[args.name],
+        detail={
+            "operator": args.name,
+            "credential_sha256": hashlib.sha256(stored.encode()).hexdigest(),
+        },
+    )
+    done = "secret replaced" if known else "enrolled"
     print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
+    print(f"operation log {args.log} head {head}")
     return 0
 
 
@@ -461,6 +478,9 @@ def add_cli(subparsers: Any) -> None:
         action="store_true",
         help="set a new secret for an operator enrolled already (without it, a name "
         "enrolled already is refused)",
+    )
+    p.add_argument(
+        "--log", type=Path, required=True, help="the operation log: the enrolment is recorded"
     )
     p.set_defaults(func=_guarded(cmd_add_operator))
 

@@ -111,7 +111,10 @@ def _init_worker(parent: int, keys: dict[str, tuple[str, str]]) -> None:
     if os.getppid() != parent:  # it died before the line above took effect
         os._exit(1)
     for issuer_id, (key, cert) in keys.items():
-        _worker_signers[issuer_id] = load_signer(key, cert)  # own PKCS#11 session: after fork
+        # own PKCS#11 session, after fork; the parent checked every key when it was made, so a
+        # token gone now is an outage that the signatures report (a failing initializer would
+        # break the pool instead, and every later run with it)
+        _worker_signers[issuer_id] = load_signer(key, cert, outage_ok=True)
 
 
 def _sign_many(issuer_id: str, blobs: list[bytes]) -> list[bytes]:

@@ -8,6 +8,7 @@ deletions and reorderings `crlbuilder keys verify-log` detects.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -52,7 +53,7 @@ def operators(tmp_path: Path) -> Path:
     for name, secret in (("alice", ALICE), ("bob", BOB)):
         src = secret_file(tmp_path, name, secret)
         assert main(["keys", "add-operator", "--operators", str(path), "--name", name,
-                     "--secret", f"file:{src}"]) == 0  # fmt: skip
+                     "--secret", f"file:{src}", "--log", str(tmp_path / "oplog.jsonl")]) == 0  # fmt: skip
     return path
 
 
@@ -168,7 +169,7 @@ def test_a_secret_typed_in_place_of_its_source_is_neither_shown_nor_logged(
     assert "refused, nothing done" in err and "typed-secret" not in err
     assert log.exists() and b"typed-secret" not in log.read_bytes()
     assert main(["keys", "add-operator", "--operators", str(operators), "--name", "carol",
-                 "--secret", "typed-secret-0004"]) == 2  # fmt: skip
+                 "--secret", "typed-secret-0004", "--log", str(log)]) == 2  # fmt: skip
     assert "typed-secret" not in capsys.readouterr().err
 
 
@@ -180,7 +181,7 @@ def test_an_enrolled_operator_is_replaced_only_when_asked(
     before = operators.read_bytes()
     src = secret_file(tmp_path, "mallory", b"mallory-secret-0005")
     add = ["keys", "add-operator", "--operators", str(operators), "--name", "bob",
-           "--secret", f"file:{src}"]  # fmt: skip
+           "--secret", f"file:{src}", "--log", str(tmp_path / "oplog.jsonl")]  # fmt: skip
     assert main(add) == 2
     assert "operator bob is enrolled already: give --replace" in capsys.readouterr().err
     assert operators.read_bytes() == before
@@ -190,6 +191,40 @@ def test_an_enrolled_operator_is_replaced_only_when_asked(
     assert "operator bob secret replaced" in capsys.readouterr().out
     with pytest.raises(ApprovalError):
         check_approvals(load_operators(operators), both)
+
+
+def test_ord_74_2_every_enrolment_and_secret_change_is_in_the_operation_log(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator enrolled, or their secret replaced, left no trace in the operation log:
+    one operator could replace a colleague's secret (--replace) or enrol a second name of
+    their own and then approve a two-person ceremony alone, and nothing recorded it. Now each
+    is a chained line naming the operator and the SHA-256 of the stored salted hash (never
+    the secret), which a review compares with the operators file."""
+    log = tmp_path / "oplog.jsonl"
+    src = secret_file(tmp_path, "carol", b"carol-secret-0007")
+    add = ["keys", "add-operator", "--operators", str(operators), "--name", "bob",
+           "--secret", f"file:{src}", "--log", str(log)]  # fmt: skip
+    assert main([*add, "--replace"]) == 0
+    assert "operator bob secret replaced" in capsys.readouterr().out
+    assert main([*add[:5], "carol", *add[6:]]) == 0
+    recs = records(log)
+    assert [(r.event, r.operators) for r in recs] == [
+        ("operator-enrolled", ["alice"]),
+        ("operator-enrolled", ["bob"]),
+        ("operator-secret-replaced", ["bob"]),
+        ("operator-enrolled", ["carol"]),
+    ]
+    stored = load_operators(operators)
+    for r in recs[2:]:
+        name = r.operators[0]
+        assert r.detail["credential_sha256"] == hashlib.sha256(stored[name].encode()).hexdigest()
+    assert b"carol-secret" not in log.read_bytes() and b"bob-secret" not in log.read_bytes()
+    assert main(["keys", "verify-log", "--log", str(log)]) == 0
+    with pytest.raises(SystemExit) as e:  # no log named: refused, nothing enrolled
+        main([*add[:5], "dave", *add[6:-2]])
+    assert e.value.code == 2
+    assert load_operators(operators) == stored
 
 
 def test_an_operators_file_that_cannot_be_written_leaves_no_copy(
@@ -208,7 +243,7 @@ def test_an_operators_file_that_cannot_be_written_leaves_no_copy(
     monkeypatch.setattr(os, "fsync", full)
     src = secret_file(tmp_path, "carol", b"carol-secret-0006")
     add = ["keys", "add-operator", "--operators", str(operators), "--name", "carol",
-           "--secret", f"file:{src}"]  # fmt: skip
+           "--secret", f"file:{src}", "--log", str(tmp_path / "oplog.jsonl")]  # fmt: skip
     assert main(add) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert operators.read_bytes() == before

@@ -31,6 +31,7 @@ from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, Signe
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import CertStatus
 from tests.conftest import Built
+from tests.support.builder import as_of_the_clock, events_until, follow_process
 from tests.support.harness import request_for, start_server, total
 from tests.support.pki import make_ca, rsa_key
 from tests.support.softhsm import SoftHsmToken, issue, keys_into_token, make_token
@@ -264,6 +265,35 @@ def test_fault_at_start_names_the_key_and_what_is_wrong(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("attrs", "why"),
+    [
+        ({"extractable": True}, "CKA_EXTRACTABLE is true"),
+        ({"sensitive": False}, "CKA_SENSITIVE is false"),
+    ],
+)
+def test_ord_73_4_a_key_the_token_would_let_out_is_refused_at_start(
+    token: SoftHsmToken, attrs: dict[str, bool], why: str
+) -> None:
+    """A signing key imported extractable or not sensitive (its value can be wrapped out or
+    read) is refused at start, naming the key and why; one imported sensitive and not
+    extractable is used."""
+    key = rsa_key()
+    cert = token.directory / "imported.pem"
+    cert.write_bytes(
+        issue(token.ca, "imported", key.public_key()).public_bytes(serialization.Encoding.PEM)
+    )
+    ref = token.import_key("imported-leaky", key, **attrs)
+    p11.close_all()
+    with pytest.raises(SignerError) as e:
+        load_signer(ref, cert)
+    assert str(e.value).startswith(ref) and why in str(e.value)
+    assert token.pin not in str(e.value)
+    kept = token.import_key("imported-kept", key)
+    _verify(load_signer(kept, cert), b"data", load_signer(kept, cert).sign(b"data"))
+
+
+@pytest.mark.integration
 def test_signer_used_after_fork_opens_its_own_session(token: SoftHsmToken) -> None:
     ref, cert = token.add_key("presign")
     signer = load_signer(ref, cert)
@@ -483,3 +513,66 @@ def test_builder_signs_crls_and_presigned_answers_with_every_key_in_the_token(
     public = answer.certificates[0].public_key()
     assert isinstance(public, rsa.RSAPublicKey)
     public.verify(answer.signature, answer.tbs_response_bytes, padding.PKCS1v15(), hashes.SHA256())
+
+
+@pytest.mark.integration
+def test_builder_follow_loop_outlives_a_token_gone_while_it_signs(
+    built: Built, token: SoftHsmToken, tmp_path: Path
+) -> None:
+    """A token removed while `build --follow` runs: the record file that arrives is committed,
+    its pre-signing and CRLs fail with a warning naming the key (never the PIN), the loop goes
+    on (it used to die with a traceback, leaving the CRLs behind until a restart with the token
+    back), and signs them by itself once the token is back: the new revocation is in the CRL."""
+    pki = tmp_path / "pki"
+    shutil.copytree(built.pki, pki)
+    keys_into_token(pki, token)
+    p11.close_all()
+    in_token = dataclasses.replace(built, pki=pki)
+    store = tmp_path / "store"
+    shutil.copytree(built.store, store)
+    spool, crl_dir = tmp_path / "store-spool", tmp_path / "crl"
+    spool.mkdir()
+    shutil.copytree(built.crl_dir, crl_dir)
+    good = next(
+        a for a in built.answers if a.status is CertStatus.GOOD and a.family.value == "auth-card"
+    )
+    rec = {"type": "revocation-request", "id": "token-gone-1", "issuer": good.issuer,
+           "recorded_at": built.as_of.isoformat(), "serial": good.serial, "reason": "loss"}  # fmt: skip
+    args = as_of_the_clock(in_token.builder_args(store, crl_dir))
+    p = follow_process(args, "--follow-interval", "0.1", "--max-idle", "120", "--sign-workers", "1")
+    assert p.stderr is not None
+    tokens, away = token.directory / "tokens", token.directory / "tokens-away"
+    events: list[dict[str, object]] = []
+    try:
+        events_until(p.stderr, "build", events)  # the start-up build, with the token
+        assert events[-1]["event"] == "build", events
+        tokens.rename(away)  # the token disappears under the running loop
+        tmp = spool / "in.tmp"
+        tmp.write_bytes(msgspec.json.encode(rec) + b"\n")
+        tmp.rename(spool / "0001.jsonl")
+        events_until(p.stderr, "spool-file", events)
+        assert events[-1]["event"] == "spool-file", events
+        warned = [e for e in events if e["event"] == "warning" and "signing failed" in str(e)]
+        assert warned, events
+        assert token.pin not in str(warned)
+        assert p.poll() is None  # alive, not crashed
+        away.rename(tokens)  # back: the loop signs again without a restart
+        while True:
+            events_until(p.stderr, "refresh", events)
+            assert events[-1]["event"] == "refresh", events
+            if events[-1]["crls"]:
+                break
+        crl = x509.load_der_x509_crl((crl_dir / f"{good.issuer}.crl").read_bytes())
+        delta = x509.load_der_x509_crl((crl_dir / f"{good.issuer}-delta.crl").read_bytes())
+        assert any(
+            c.get_revoked_certificate_by_serial_number(good.serial) is not None
+            for c in (crl, delta)
+        )
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) == 0
+    finally:
+        if away.exists():
+            away.rename(tokens)
+        if p.poll() is None:
+            p.kill()
+            p.wait()

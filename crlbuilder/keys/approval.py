@@ -152,10 +152,11 @@ def check_approvals(operators: Operators, approvals: list[Approval]) -> list[str
     return names
 
 
-def add_operator(path: Path, name: str, secret: bytes, *, replace: bool = False) -> None:
+def add_operator(path: Path, name: str, secret: bytes, *, replace: bool = False) -> str:
     """Add an operator to the operators file, created mode 0600; replace one enrolled
     already only when ``replace`` (a name typed by mistake would otherwise take over a
-    colleague's approvals, and the two-person rule with them)."""
+    colleague's approvals, and the two-person rule with them). Returns the stored
+    ``salt$hash``."""
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ApprovalError(f"operator name {name!r}: letters, digits, - and _ only")
     current = load_operators(path) if path.exists() else {}
@@ -185,3 +186,4 @@ def add_operator(path: Path, name: str, secret: bytes, *, replace: bool = False)
     except BaseException:  # no half-written copy of the operators' hashes left behind
         tmp.unlink(missing_ok=True)
         raise
+    return current[name]

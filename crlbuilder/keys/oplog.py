@@ -3,8 +3,9 @@
 One hash-chained JSON line (`crlbuilder.auditlog`) per key operation: a key generated in
 the token, a certificate issued, a generation rolled over, a key destroyed, a ceremony
 refused (each with the operators who approved it, Ord §74(3): 複数の者による発行者署名符号の
-作成及び管理), and each signing session's start and end with its count of signatures (one
-line per session, never one per OCSP answer or CRL). A line names keys by reference without
+作成及び管理), an operator enrolled or their secret replaced (識別符号, Ord §74(2)), and
+each signing session's start and end with its count of signatures (one line per session,
+never one per OCSP answer or CRL). A line names keys by reference without
 its PIN source and never holds a PIN, a secret or a key.
 
 Signing sessions are logged when the process knows its log: `configure(path)`, or the
@@ -50,6 +51,8 @@ EVENTS: Final = frozenset(
         "key-destroyed",
         "ceremony-refused",
         "ceremony-failed",
+        "operator-enrolled",
+        "operator-secret-replaced",
         "signing-session-started",
         "signing-session-ended",
     }

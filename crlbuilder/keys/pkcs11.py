@@ -421,6 +421,27 @@ def _find_key(session: Any, uri: KeyUri) -> Any:
         ) from None
 
 
+def _refuse_leakable(key: Any, uri: KeyUri) -> None:
+    """SignerError for a private key the token would let out: CKA_EXTRACTABLE true (it can be
+    wrapped out) or CKA_SENSITIVE false (its value can be read). The issuing keys
+    (発行者署名符号) are kept on equipment that prevents their leakage (Ord §73(4)); a key
+    imported or generated without these attributes is refused at start, not used."""
+    try:
+        extractable = bool(key[Attribute.EXTRACTABLE])
+        sensitive = bool(key[Attribute.SENSITIVE])
+    except p11e.PKCS11Error as exc:
+        raise SignerError(
+            f"{uri.ref}: cannot read the key's CKA_EXTRACTABLE/CKA_SENSITIVE: {_why(exc)}"
+        ) from None
+    if extractable or not sensitive:
+        why = "CKA_EXTRACTABLE is true" if extractable else "CKA_SENSITIVE is false"
+        raise SignerError(
+            f"{uri.ref}: the key can leave the token ({why}); a signing key must be sensitive "
+            "and not extractable (Ord §73(4)): generate it in the token "
+            "(crlbuilder keys new-ca / new-ocsp)"
+        )
+
+
 def _public_key(key: Any, uri: KeyUri) -> rsa.RSAPublicKey:
     if key.key_type != KeyType.RSA:
         raise SignerError(f"{uri.ref}: not an RSA key")
@@ -474,6 +495,7 @@ class Pkcs11Signer:
                 raise
             log.warning("signing key not reachable now, signing will be retried: %s", exc)
             return signer
+        _refuse_leakable(key, uri)
         public = _public_key(key, uri)
         if public.key_size < MIN_RSA_BITS:
             raise SignerError(

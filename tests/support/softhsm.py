@@ -76,8 +76,12 @@ class SoftHsmToken:
         )
         return ref, cert_path
 
-    def import_key(self, key_label: str, key: rsa.RSAPrivateKey) -> str:
-        """Put a software RSA key into the token (sensitive, not extractable); its URI."""
+    def import_key(
+        self, key_label: str, key: rsa.RSAPrivateKey, *, sensitive: bool = True,
+        extractable: bool = False,
+    ) -> str:  # fmt: skip
+        """Put a software RSA key into the token (sensitive, not extractable unless told); its
+        URI."""
         from pkcs11.util.rsa import decode_rsa_private_key
 
         der = key.private_bytes(
@@ -92,8 +96,8 @@ class SoftHsmToken:
                 pkcs11.Attribute.LABEL: key_label,
                 pkcs11.Attribute.SIGN: True,
                 pkcs11.Attribute.PRIVATE: True,
-                pkcs11.Attribute.SENSITIVE: True,
-                pkcs11.Attribute.EXTRACTABLE: False,
+                pkcs11.Attribute.SENSITIVE: sensitive,
+                pkcs11.Attribute.EXTRACTABLE: extractable,
             }
         )
         token = pkcs11.lib(self.module).get_token(token_label=self.label)
