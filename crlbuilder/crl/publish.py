@@ -1,8 +1,9 @@
 """Producing the CRL files (失効情報ファイル, Act §16, §16-15, §35, §35-15) from the store, and keeping them.
 
 For each issuer generation, each run produces either a full CRL (when none
-exists yet or the last full one is older than ``full_every_seconds``) or a
-delta CRL listing what was revoked since the last full one (RFC 5280 §5.2.4,
+exists yet, the last full one is older than ``full_every_seconds`` or would pass its
+nextUpdate before the next run, `full_lapsing`) and a delta CRL listing what was
+revoked since the last full one (RFC 5280 §5.2.4,
 deltaCRLIndicator; full CRLs point at the delta with freshestCRL). Full and
 delta CRLs share one CRL number sequence per issuer. A full CRL lists every
 revocation whose record is still within its retention period (政令で定める期間,
@@ -137,6 +138,7 @@ class CrlPublisher:
         full_due = (
             not state.base_number
             or now - state.base_this_update >= self.cfg.full_every_seconds
+            or full_lapsing(state.base_this_update, now, self.cfg)
             or state.base_signer != signer_key
         )
         out: list[sf.CrlFileEntry] = []
@@ -167,6 +169,8 @@ class CrlPublisher:
                         since_commit=state.base_commit,
                     )
                 )  # fmt: skip
+        if not out:  # no deltas, and the full CRL is neither due nor lapsing: nothing new
+            return out
         state.this_update = now
         state.next_update = min(e.next_update for e in out)
         with Commit(self.store) as c:
@@ -230,6 +234,21 @@ class CrlPublisher:
 
     def _prune(self, now: int) -> int:
         return prune_crls(self.store, self.dir, now)
+
+
+def refresh_lead(cfg: CrlSection) -> int:
+    """Seconds within which the follow loop runs the publisher again: half the shortest CRL
+    cycle it publishes (`crlbuilder.build.Builder.refresh_every` runs at most this far apart)."""
+    return (cfg.delta_cycle_seconds if cfg.delta else cfg.cycle_seconds) // 2
+
+
+def full_lapsing(base_this_update: int, now: int, cfg: CrlSection) -> bool:
+    """Whether the current full CRL (thisUpdate ``base_this_update``) would pass its nextUpdate
+    before the next run: a relying party refuses an expired CRL (RFC 5280 §6.3.3 (a)(2);
+    ``openssl verify -crl_check``: "CRL has expired"), and a delta does not make up for an
+    expired base. With ``full_every_seconds`` equal to the cycle (the default) the full CRL
+    was otherwise re-signed only after it had expired."""
+    return base_this_update + cfg.cycle_seconds - now <= refresh_lead(cfg)
 
 
 def crl_candidates(
