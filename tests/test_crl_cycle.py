@@ -90,3 +90,33 @@ def test_a_run_with_nothing_due_publishes_nothing(
     with store.read() as r:
         assert r.crl_state(index) == before
     assert number(current(tmp_path)) == before.number
+
+
+def test_a_rebuilt_store_goes_on_after_the_published_numbers(
+    store: Store, demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """A store built again from the records (a new node, a lost store) into the CRL
+    directory the parties fetch from: its first CRLs follow the ones already published (they
+    restarted at 1, and a party that had number 4 got 1 again), and the archived CRLs, kept for
+    their own retention (Act §16), are not overwritten."""
+    cfg = section(tmp_path)
+    publisher = CrlPublisher(store, demo_pki[1], cfg)
+    for now in (T0, T0 + cfg.delta_cycle_seconds):
+        publisher.run(now)
+    published = number(current(tmp_path, f"{ISSUER}-delta"))
+    archive = tmp_path / "crl" / "archive" / ISSUER
+    kept = {p.name: p.read_bytes() for p in archive.iterdir()}
+    assert published == 3 and len(kept) == 3  # full 1, delta 2, delta 3
+
+    fresh = Store.open(tmp_path / "store-again", readonly=False, map_size=1 << 26)
+    try:
+        register_issuers(fresh, issuer_table(demo_pki[1]))
+        CrlPublisher(fresh, demo_pki[1], cfg).run(T0 + 2 * cfg.delta_cycle_seconds)
+    finally:
+        fresh.close()
+    assert number(current(tmp_path)) == published + 1
+    delta = current(tmp_path, f"{ISSUER}-delta")
+    assert number(delta) == published + 2
+    indicator = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value
+    assert indicator.crl_number == published + 1
+    assert {p.name: p.read_bytes() for p in archive.iterdir() if p.name in kept} == kept

@@ -1,9 +1,9 @@
 """Producing the CRL files (失効情報ファイル, Act §16, §16-15, §35, §35-15) from the store, and keeping them.
 
-For each issuer generation, each run produces either a full CRL (when none
-exists yet, the last full one is older than ``full_every_seconds`` or would pass its
-nextUpdate before the next run, `full_lapsing`) and a delta CRL listing what was
-revoked since the last full one (RFC 5280 §5.2.4,
+For each issuer generation, each run produces a full CRL when none exists yet, the
+last full one is older than ``full_every_seconds`` or would pass its nextUpdate before
+the next run (`full_lapsing`), and a delta CRL listing what was revoked since the
+last full one (RFC 5280 §5.2.4,
 deltaCRLIndicator; full CRLs point at the delta with freshestCRL). Full and
 delta CRLs share one CRL number sequence per issuer. A full CRL lists every
 revocation whose record is still within its retention period (政令で定める期間,
@@ -134,6 +134,9 @@ class CrlPublisher:
     ) -> list[sf.CrlFileEntry]:
         with self.store.read() as r:
             state = r.crl_state(issuer.index)
+        # a store rebuilt (or restored) behind what this directory already published goes on
+        # after it: CRL numbers only grow (RFC 5280 §5.2.3), and no archived CRL is overwritten
+        state.number = max(state.number, published_number(self.dir, issuer.id))
         signer_key = key_id(signer)
         full_due = (
             not state.base_number
@@ -266,6 +269,22 @@ def crl_candidates(
         e = r.revoked_entry(key)
         if e is not None:  # unlisted or erased since: on no CRL
             yield key, e
+
+
+def published_number(directory: Path, issuer_id: str) -> int:
+    """The highest CRL number kept in ``directory`` for ``issuer_id`` (its archive's
+    ``<number>-{full,delta}.crl`` names, `place_crl`), 0 when none."""
+    try:
+        names = os.listdir(directory / "archive" / issuer_id)
+    except FileNotFoundError:
+        return 0
+    numbers = [
+        int(stem)
+        for name in names
+        for stem, _, kind in [name.partition("-")]
+        if stem.isdigit() and kind in ("full.crl", "delta.crl")
+    ]
+    return max(numbers, default=0)
 
 
 def place_crl(directory: Path, issuer_id: str, number: int, delta: bool, der: bytes) -> Path:
