@@ -14,7 +14,9 @@
                             same status and header fields, the body left out) and
                             provides nothing: no ledger count (帳簿, Act §40), and
                             neither the quota nor the party's CRL cycle (周期, Ord
-                            §31(2)) is used
+                            §31(2)) is used. A GET whose If-None-Match (or
+                            If-Modified-Since) names the current file gets 304 and,
+                            provided nothing, is treated as a HEAD
     GET  /ca/index.json, /ca/{issuer}.pem  the issuers' CA certificates (the 機構 publishes
                             them, Ord §74(1)) and where their CRL files are: public, what a
                             group appliance is set up from (`crlbuilder group init`); not on
@@ -90,7 +92,7 @@ from crlbuilder.ocsp.response import CertStatus, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, ledgerstream, policy, streamlag
 from responder.config import ResponderConfig
-from responder.crlfiles import CrlFiles
+from responder.crlfiles import CrlFiles, not_modified
 from responder.flow import Answer, OcspFlow, Refusal, Signing
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
@@ -622,15 +624,18 @@ class JpkiApp:
             assert isinstance(verdict, policy.Refused)
             req.note = Outcome("crl", family=family, party=party.id, rule=verdict.rule.value)
             return problem(403, verdict)
+        crl = self.crl_files.get(fname)
+        if crl is None:
+            req.note = Outcome("crl", family=family, party=party.id)
+            return _NOT_FOUND
+        # the party holds this very file already (304): nothing is provided, as for HEAD
+        unchanged = provide and not_modified(req.headers, crl)
+        provide = provide and not unchanged
         wait = self.limits.admit(party, now, record=provide)
         if wait is not None:
             req.note = Outcome("crl", family=family, party=party.id, rule=policy.Rule.QUOTA.value)
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
-        crl = self.crl_files.get(fname)
-        if crl is None:
-            req.note = Outcome("crl", family=family, party=party.id)
-            return _NOT_FOUND
         kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
         wait = self.limits.admit_crl(party, view.index, kind, now, record=provide)
         if wait is not None:
@@ -640,7 +645,8 @@ class JpkiApp:
         req.note = Outcome("crl", family=family, party=party.id)
         if provide:
             self.ledger.count(party.id, service, Method.CRL_FILE, 1)
-        return Response(200, crl.body, CRL, crl.headers)
+        # a 304 carries the 200's Content-Length and no body (`responder.http`)
+        return Response(304 if unchanged else 200, crl.body, CRL, crl.headers)
 
     def _report(self, path: bytes) -> Response | asyncio.Future[Response]:
         """/reports/YYYY[.csv|.json]: the yearly report (報告書, Act §41), open to anyone (Ord §72(2)).

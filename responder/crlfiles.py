@@ -29,13 +29,13 @@ from __future__ import annotations
 import mmap
 import os
 import stat
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Final
 
 import msgspec
 
-__all__ = ["CrlFile", "CrlFiles"]
+__all__ = ["CrlFile", "CrlFiles", "not_modified"]
 
 _EMPTY: Final = memoryview(b"")
 _PRIVATE: Final = (b"cache-control", b"private, no-transform")
@@ -46,6 +46,10 @@ class CrlFile(msgspec.Struct, frozen=True):
 
     body: memoryview
     """A read-only view of the file's map (empty for an empty file, which cannot be mapped)."""
+    etag: bytes
+    """The ``ETag`` value (quoted), also in ``headers``."""
+    mtime: int
+    """The file's mtime in whole seconds: its ``Last-Modified``."""
     identity: tuple[int, int, int, int]
     """(st_dev, st_ino, st_mtime_ns, st_size) of the file mapped."""
     headers: tuple[tuple[bytes, bytes], ...]
@@ -55,6 +59,31 @@ class CrlFile(msgspec.Struct, frozen=True):
     ``Cache-Control: private``: a file goes to a registered party only (Act §18(2), §37(2))
     and each download is counted (帳簿, Act §40), so no shared cache may keep it and hand it
     to others (as `responder.app.caching_headers` says for OCSP answers)."""
+
+
+def not_modified(headers: dict[bytes, bytes], crl: CrlFile) -> bool:
+    """Whether a GET's validators say the party already holds ``crl`` (304, RFC 9110 §13.1).
+
+    ``If-None-Match`` (weak comparison, a list or ``*``) decides when present; otherwise
+    ``If-Modified-Since`` against the file's ``Last-Modified`` (whole seconds; an unparsable
+    date is ignored, §13.1.3). A party polling its CRL files at its cycle then gets the
+    same file once, not again at every poll (millions of entries, tens of MB each).
+    """
+    etag = crl.etag
+    inm = headers.get(b"if-none-match")
+    if inm is not None:
+        tags = [tag.strip() for tag in inm.split(b",")]
+        return any(tag == b"*" or tag.removeprefix(b"W/") == etag for tag in tags)
+    ims = headers.get(b"if-modified-since")
+    if ims is None:
+        return False
+    try:
+        since = parsedate_to_datetime(ims.decode("latin-1"))
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return int(since.timestamp()) >= crl.mtime
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -108,4 +137,4 @@ def _map(path: str) -> CrlFile:
     etag = b'"%x-%x"' % (st.st_mtime_ns, st.st_size)
     last_modified = formatdate(st.st_mtime, usegmt=True).encode("ascii")
     headers = ((b"last-modified", last_modified), (b"etag", etag), _PRIVATE)
-    return CrlFile(body, _identity(st), headers)
+    return CrlFile(body, etag, int(st.st_mtime), _identity(st), headers)

@@ -1011,9 +1011,11 @@ class HttpProtocol(asyncio.Protocol):
         ):
             keep = False
         body = resp.body
-        stream = len(body) > STREAM_ABOVE and not (req is not None and req.method == b"HEAD")
+        # HEAD and 304 (RFC 9110 §9.3.2, §15.4.5): the 200's Content-Length, no content
+        bodiless = resp.status == 304 or (req is not None and req.method == b"HEAD")
+        stream = len(body) > STREAM_ABOVE and not bodiless
         # bytes(body): the same object for bytes; a small memoryview's bytes (the join copies anyway)
-        payload = b"" if stream or (req is not None and req.method == b"HEAD") else bytes(body)
+        payload = b"" if stream or bodiless else bytes(body)
         if keep:
             conn = (
                 b"" if req is None or req.http_version != b"1.0" else b"Connection: keep-alive\r\n"
