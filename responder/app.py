@@ -14,7 +14,10 @@
                             same status and header fields, the body left out) and
                             provides nothing: no ledger count (帳簿, Act §40), and
                             neither the quota nor the party's CRL cycle (周期, Ord
-                            §31(2)) is used
+                            §31(2)) is used. A GET or HEAD whose If-None-Match (or,
+                            without it, If-Modified-Since) names the current file gets
+                            304 once the party may receive the family, before its
+                            quota and cycle: nothing provided, counted or used
     GET  /ca/index.json, /ca/{issuer}.pem  the issuers' CA certificates (the 機構 publishes
                             them, Ord §74(1)) and where their CRL files are: public, what a
                             group appliance is set up from (`crlbuilder group init`); not on
@@ -91,7 +94,7 @@ from crlbuilder.ocsp.response import CertStatus, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, ledgerstream, policy, streamlag
 from responder.config import ResponderConfig
-from responder.crlfiles import CrlFiles, etag_matches
+from responder.crlfiles import CrlFiles, not_modified
 from responder.flow import Answer, OcspFlow, Refusal, Signing
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
@@ -596,7 +599,9 @@ class JpkiApp:
         §33(2), §62(2)) are used and the ledger counts one (帳簿, Act §40). HEAD goes
         through the same checks and gets the same answer without the body; it provides
         nothing, so nothing is counted or used. A GET or HEAD whose ``If-None-Match`` names
-        the file's current ETag (RFC 9110 §13.1.2) is 304 once the party may receive the
+        the file's current ETag (RFC 9110 §13.1.2), or without it whose
+        ``If-Modified-Since`` is not before its Last-Modified (`responder.crlfiles.
+        not_modified`), is 304 once the party may receive the
         family: the party holds the file already, so nothing is provided, counted or used,
         whatever its cycle and quota (a group's pull restarted within its cycle,
         `crlbuilder.group.pull`). A file absent is 404 before the quota is used.
@@ -636,8 +641,7 @@ class JpkiApp:
         if crl is None:
             req.note = Outcome("crl", family=family, party=party.id)
             return _NOT_FOUND
-        if_none_match = req.headers.get(b"if-none-match")
-        if if_none_match is not None and etag_matches(if_none_match, crl.headers):
+        if not_modified(req.headers, crl):  # the party holds this very file already
             req.note = Outcome("crl", family=family, party=party.id)
             return Response(304, crl.body, CRL, crl.headers)  # its length only: see http
         wait = self.limits.admit(party, now, record=provide)

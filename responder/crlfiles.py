@@ -29,13 +29,13 @@ from __future__ import annotations
 import mmap
 import os
 import stat
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Final
 
 import msgspec
 
-__all__ = ["CrlFile", "CrlFiles", "etag_matches"]
+__all__ = ["CrlFile", "CrlFiles", "not_modified"]
 
 _EMPTY: Final = memoryview(b"")
 _PRIVATE: Final = (b"cache-control", b"private, no-transform")
@@ -46,6 +46,10 @@ class CrlFile(msgspec.Struct, frozen=True):
 
     body: memoryview
     """A read-only view of the file's map (empty for an empty file, which cannot be mapped)."""
+    etag: bytes
+    """The ``ETag`` value (quoted), also in ``headers``."""
+    mtime: int
+    """The file's mtime in whole seconds: its ``Last-Modified``."""
     identity: tuple[int, int, int, int]
     """(st_dev, st_ino, st_mtime_ns, st_size) of the file mapped."""
     headers: tuple[tuple[bytes, bytes], ...]
@@ -57,18 +61,29 @@ class CrlFile(msgspec.Struct, frozen=True):
     to others (as `responder.app.caching_headers` says for OCSP answers)."""
 
 
-def etag_matches(if_none_match: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> bool:
-    """Whether an ``If-None-Match`` field names the file of ``headers`` (`CrlFile.headers`):
-    ``*``, or one of its comma-separated entity tags equal to the file's ETag by the weak
-    comparison (RFC 9110 §13.1.2, §8.8.3.2: a ``W/`` prefix ignored)."""
-    etag = next((v for k, v in headers if k == b"etag"), None)
-    if etag is None:
+def not_modified(headers: dict[bytes, bytes], crl: CrlFile) -> bool:
+    """Whether a GET's validators say the party already holds ``crl`` (304, RFC 9110 §13.1).
+
+    ``If-None-Match`` (weak comparison, a list or ``*``) decides when present; otherwise
+    ``If-Modified-Since`` against the file's ``Last-Modified`` (whole seconds; an unparsable
+    date is ignored, §13.1.3). A party polling its CRL files at its cycle then gets the
+    same file once, not again at every poll (millions of entries, tens of MB each).
+    """
+    etag = crl.etag
+    inm = headers.get(b"if-none-match")
+    if inm is not None:
+        tags = [tag.strip() for tag in inm.split(b",")]
+        return any(tag == b"*" or tag.removeprefix(b"W/") == etag for tag in tags)
+    ims = headers.get(b"if-modified-since")
+    if ims is None:
         return False
-    for raw in if_none_match.split(b","):
-        tag = raw.strip()
-        if tag == b"*" or tag.removeprefix(b"W/") == etag:
-            return True
-    return False
+    try:
+        since = parsedate_to_datetime(ims.decode("latin-1"))
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since.tzinfo is None:
+        return False
+    return int(since.timestamp()) >= crl.mtime
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -122,4 +137,4 @@ def _map(path: str) -> CrlFile:
     etag = b'"%x-%x"' % (st.st_mtime_ns, st.st_size)
     last_modified = formatdate(st.st_mtime, usegmt=True).encode("ascii")
     headers = ((b"last-modified", last_modified), (b"etag", etag), _PRIVATE)
-    return CrlFile(body, _identity(st), headers)
+    return CrlFile(body, etag, int(st.st_mtime), _identity(st), headers)

@@ -1011,7 +1011,7 @@ class HttpProtocol(asyncio.Protocol):
         ):
             keep = False
         body = resp.body
-        # HEAD and 304 (RFC 9110 §9.3.2, §15.4.5): the body's length, not the body
+        # HEAD and 304 (RFC 9110 §9.3.2, §15.4.5): the 200's Content-Length, no content
         bodiless = resp.status == 304 or (req is not None and req.method == b"HEAD")
         stream = len(body) > STREAM_ABOVE and not bodiless
         # bytes(body): the same object for bytes; a small memoryview's bytes (the join copies anyway)

@@ -176,3 +176,41 @@ def test_slow_downloads_share_one_map_and_a_replaced_file_is_served_new(
             assert all(_body(sock, data) == old for sock, data in zip(socks, begun, strict=True))
     # a copy per download would be count × size (128 MiB); views of one map cost none
     assert grown < 2 * size, f"workers grew by {grown >> 20} MiB for {count} downloads"
+
+
+def test_a_party_holding_the_current_file_gets_304_and_no_count(
+    built: Built, tmp_path: Path
+) -> None:
+    """A party (or a group's ``crlbuilder group pull``) polling its CRL files sends the ETag
+    it has: the server answered 200 with the whole file every time and counted each in the
+    ledger (帳簿, Act §40). Now If-None-Match (or If-Modified-Since) naming the current file
+    gets 304, the 200's Content-Length and no body, and nothing is counted or used."""
+    with start_server(built, tmp_path) as s:
+        token = s.token(PARTY)
+        size = (built.crl_dir / FILE).stat().st_size
+        host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        auth = {"Authorization": f"Bearer {token}"}
+        conn.request("GET", f"/crl/{FILE}", headers=auth)
+        first = conn.getresponse()
+        assert first.status == 200 and len(first.read()) == size
+        etag, modified = first.getheader("ETag"), first.getheader("Last-Modified")
+        assert etag and modified
+        for validators in (
+            {"If-None-Match": etag},
+            {"If-None-Match": f'"other", W/{etag}'},
+            {"If-Modified-Since": modified},
+        ):
+            conn.request("GET", f"/crl/{FILE}", headers=auth | validators)
+            again = conn.getresponse()
+            assert again.status == 304, validators
+            assert again.read() == b""
+            assert int(again.getheader("Content-Length") or -1) == size
+            assert again.getheader("ETag") == etag
+        # a validator of another file: the whole file, on the same connection (so the 304s
+        # sent no body that this answer would be read from)
+        conn.request("GET", f"/crl/{FILE}", headers=auth | {"If-None-Match": '"old"'})
+        changed = conn.getresponse()
+        assert changed.status == 200 and len(changed.read()) == size
+        conn.close()
+        assert _counted(tmp_path / "ledger", PARTY) == 2

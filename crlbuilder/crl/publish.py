@@ -1,8 +1,9 @@
 """Producing the CRL files (失効情報ファイル, Act §16, §16-15, §35, §35-15) from the store, and keeping them.
 
-For each issuer generation, each run produces either a full CRL (when none
-exists yet or the last full one is older than ``full_every_seconds``) or a
-delta CRL listing what was revoked since the last full one (RFC 5280 §5.2.4,
+For each issuer generation, each run produces a full CRL when none exists yet, the
+last full one is older than ``full_every_seconds`` or would pass its nextUpdate before
+the next run (`full_lapsing`), and a delta CRL listing what was revoked since the
+last full one (RFC 5280 §5.2.4,
 deltaCRLIndicator; full CRLs point at the delta with freshestCRL). Full and
 delta CRLs share one CRL number sequence per issuer. A full CRL lists every
 revocation whose record is still within its retention period (政令で定める期間,
@@ -133,10 +134,14 @@ class CrlPublisher:
     ) -> list[sf.CrlFileEntry]:
         with self.store.read() as r:
             state = r.crl_state(issuer.index)
+        # a store rebuilt (or restored) behind what this directory already published goes on
+        # after it: CRL numbers only grow (RFC 5280 §5.2.3), and no archived CRL is overwritten
+        state.number = max(state.number, published_number(self.dir, issuer.id))
         signer_key = key_id(signer)
         full_due = (
             not state.base_number
             or now - state.base_this_update >= self.cfg.full_every_seconds
+            or full_lapsing(state.base_this_update, now, self.cfg)
             or state.base_signer != signer_key
         )
         out: list[sf.CrlFileEntry] = []
@@ -167,6 +172,8 @@ class CrlPublisher:
                         since_commit=state.base_commit,
                     )
                 )  # fmt: skip
+        if not out:  # no deltas, and the full CRL is neither due nor lapsing: nothing new
+            return out
         state.this_update = now
         state.next_update = min(e.next_update for e in out)
         with Commit(self.store) as c:
@@ -232,6 +239,21 @@ class CrlPublisher:
         return prune_crls(self.store, self.dir, now)
 
 
+def refresh_lead(cfg: CrlSection) -> int:
+    """Seconds within which the follow loop runs the publisher again: half the shortest CRL
+    cycle it publishes (`crlbuilder.build.Builder.refresh_every` runs at most this far apart)."""
+    return (cfg.delta_cycle_seconds if cfg.delta else cfg.cycle_seconds) // 2
+
+
+def full_lapsing(base_this_update: int, now: int, cfg: CrlSection) -> bool:
+    """Whether the current full CRL (thisUpdate ``base_this_update``) would pass its nextUpdate
+    before the next run: a relying party refuses an expired CRL (RFC 5280 §6.3.3 (a)(2);
+    ``openssl verify -crl_check``: "CRL has expired"), and a delta does not make up for an
+    expired base. With ``full_every_seconds`` equal to the cycle (the default) the full CRL
+    was otherwise re-signed only after it had expired."""
+    return base_this_update + cfg.cycle_seconds - now <= refresh_lead(cfg)
+
+
 def crl_candidates(
     r: StoreReader, issuer_index: int, since_commit: int | None
 ) -> Iterator[tuple[bytes, sf.RevokedEntry]]:
@@ -247,6 +269,22 @@ def crl_candidates(
         e = r.revoked_entry(key)
         if e is not None:  # unlisted or erased since: on no CRL
             yield key, e
+
+
+def published_number(directory: Path, issuer_id: str) -> int:
+    """The highest CRL number kept in ``directory`` for ``issuer_id`` (its archive's
+    ``<number>-{full,delta}.crl`` names, `place_crl`), 0 when none."""
+    try:
+        names = os.listdir(directory / "archive" / issuer_id)
+    except FileNotFoundError:
+        return 0
+    numbers = [
+        int(stem)
+        for name in names
+        for stem, _, kind in [name.partition("-")]
+        if stem.isdigit() and kind in ("full.crl", "delta.crl")
+    ]
+    return max(numbers, default=0)
 
 
 def place_crl(directory: Path, issuer_id: str, number: int, delta: bool, der: bytes) -> Path:

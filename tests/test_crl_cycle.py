@@ -1,0 +1,122 @@
+"""The CRL files' publication cycle (`crlbuilder.crl.publish.CrlPublisher`), run after run.
+
+A relying party refuses a CRL past its nextUpdate (RFC 5280 §6.3.3 (a)(2); ``openssl verify
+-crl_check``: "CRL has expired"), and a delta CRL does not make up for an expired base: the
+current full CRL (失効情報ファイル, Act §16, §16-15, §35, §35-15) must be replaced before its
+nextUpdate by a run of the follow loop, which runs at least every half of the shortest CRL
+cycle (`crlbuilder.build.Builder.refresh_every`). A run with nothing due publishes nothing
+and keeps the store's CRL state as it was. CRL numbers only grow (RFC 5280 §5.2.3), across
+restarts of the builder and a rebuild of the store into the same CRL directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography import x509
+
+from crlbuilder.apply import register_issuers
+from crlbuilder.build import issuer_table
+from crlbuilder.config import CrlSection
+from crlbuilder.crl.publish import CrlPublisher
+from crlbuilder.manifest import Manifest
+from crlbuilder.store.lmdbstore import Store
+
+T0 = 1_900_000_000
+"""An instant of 2030, away from any edge; the publisher is given its clock."""
+ISSUER = "sign-card-g2"
+
+
+@pytest.fixture
+def store(tmp_path: Path, demo_pki: tuple[Path, Manifest]) -> Iterator[Store]:
+    s = Store.open(tmp_path / "store", readonly=False, map_size=1 << 26)
+    register_issuers(s, issuer_table(demo_pki[1]))
+    yield s
+    s.close()
+
+
+def section(tmp: Path, **kw: object) -> CrlSection:
+    return msgspec.convert({"directory": str(tmp / "crl"), **kw}, CrlSection)
+
+
+def current(tmp: Path, name: str = ISSUER) -> x509.CertificateRevocationList:
+    return x509.load_der_x509_crl((tmp / "crl" / f"{name}.crl").read_bytes())
+
+
+def number(crl: x509.CertificateRevocationList) -> int:
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+@pytest.mark.parametrize("delta", [True, False])
+def test_the_full_crl_is_replaced_before_its_next_update(
+    store: Store, demo_pki: tuple[Path, Manifest], tmp_path: Path, delta: bool
+) -> None:
+    """As the defaults (full_every_seconds = cycle_seconds), shorter, with runs as often as
+    the follow loop makes them: at every run the current full CRL is still in force."""
+    cfg = section(
+        tmp_path, delta=delta, cycle_seconds=8000, full_every_seconds=8000, delta_cycle_seconds=1000
+    )
+    step = (cfg.delta_cycle_seconds if delta else cfg.cycle_seconds) // 2
+    publisher = CrlPublisher(store, demo_pki[1], cfg)
+    numbers = []
+    for now in range(T0, T0 + 3 * cfg.cycle_seconds, step):
+        publisher.run(now)
+        crl = current(tmp_path)
+        assert crl.next_update_utc is not None
+        # the next run, at now + step, still finds it in force
+        assert crl.next_update_utc.timestamp() > now + step, (now - T0, number(crl))
+        numbers.append(number(crl))
+    assert numbers == sorted(numbers)
+    assert len(set(numbers)) >= 3  # a full CRL each cycle at least, not one each run only
+
+
+def test_a_run_with_nothing_due_publishes_nothing(
+    store: Store, demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """Without delta CRLs, a run soon after a full CRL has nothing to publish: it returns
+    without error and leaves the files and the store's CRL state alone (the builder raised
+    ``min() arg is an empty sequence``, at every such run of ``crlbuilder build``)."""
+    publisher = CrlPublisher(store, demo_pki[1], section(tmp_path, delta=False))
+    first = publisher.run(T0)
+    assert {e.issuer for e in first.produced} >= {ISSUER}
+    with store.read() as r:
+        index = demo_pki[1].issuer(ISSUER).index
+        before = r.crl_state(index)
+    again = publisher.run(T0 + 60)
+    assert again.produced == []
+    with store.read() as r:
+        assert r.crl_state(index) == before
+    assert number(current(tmp_path)) == before.number
+
+
+def test_a_rebuilt_store_goes_on_after_the_published_numbers(
+    store: Store, demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """A store built again from the records (a new node, a lost store) into the CRL
+    directory the parties fetch from: its first CRLs follow the ones already published (they
+    restarted at 1, and a party that had number 4 got 1 again), and the archived CRLs, kept for
+    their own retention (Act §16), are not overwritten."""
+    cfg = section(tmp_path)
+    publisher = CrlPublisher(store, demo_pki[1], cfg)
+    for now in (T0, T0 + cfg.delta_cycle_seconds):
+        publisher.run(now)
+    published = number(current(tmp_path, f"{ISSUER}-delta"))
+    archive = tmp_path / "crl" / "archive" / ISSUER
+    kept = {p.name: p.read_bytes() for p in archive.iterdir()}
+    assert published == 3 and len(kept) == 3  # full 1, delta 2, delta 3
+
+    fresh = Store.open(tmp_path / "store-again", readonly=False, map_size=1 << 26)
+    try:
+        register_issuers(fresh, issuer_table(demo_pki[1]))
+        CrlPublisher(fresh, demo_pki[1], cfg).run(T0 + 2 * cfg.delta_cycle_seconds)
+    finally:
+        fresh.close()
+    assert number(current(tmp_path)) == published + 1
+    delta = current(tmp_path, f"{ISSUER}-delta")
+    assert number(delta) == published + 2
+    indicator = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value
+    assert indicator.crl_number == published + 1
+    assert {p.name: p.read_bytes() for p in archive.iterdir() if p.name in kept} == kept
