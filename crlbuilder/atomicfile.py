@@ -27,6 +27,7 @@ __all__ = [
     "STALE_TMP_SECONDS",
     "TMP_NAME",
     "fsync_dir",
+    "sweep_own",
     "sweep_tmp",
     "tmp_path",
     "write_new",
@@ -124,3 +125,15 @@ def sweep_tmp(
             continue
         swept += 1
     return swept
+
+
+def tmp_names_of(path: Path) -> re.Pattern[str]:
+    """The temporary names `tmp_path` gives ``path`` (and the older ones without the random
+    part): one writer's own, in a directory that others write too."""
+    return re.compile(rf"^\.{re.escape(path.name)}\.\d+(\.[0-9a-f]+)?\.tmp$")
+
+
+def sweep_own(path: Path, *, now: float, older_than: float = STALE_TMP_SECONDS) -> int:
+    """`sweep_tmp` of ``path``'s own stale temporaries only (`tmp_names_of`), in its directory:
+    what its writer runs before it writes."""
+    return sweep_tmp(path.parent, now=now, older_than=older_than, name=tmp_names_of(path))

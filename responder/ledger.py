@@ -74,6 +74,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from crlbuilder import atomicfile
 from crlbuilder.model import JPKI_FAMILIES, Family
 from crlbuilder.rules import JST_OFFSET
 from crlbuilder.store.reader import ReadSource
@@ -359,6 +360,9 @@ class LedgerWriter:
         self._day_end = (self._day + 1) * _DAY - utc_offset
         self._index: dict[tuple[int, str, Service, Method], int] = {}
         self._today: dict[tuple[str, Service, Method], int] = {}
+        # a file of this index that a crash left before its rename (by the files' clock)
+        own = re.compile(rf"^\.w{worker_index:04d}-[0-9a-f]{{32}}\.ledger\.tmp$")
+        atomicfile.sweep_tmp(directory, now=time.time(), name=own)
         self._file = self._open_or_create()
         self._q = self._file.q
 
