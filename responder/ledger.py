@@ -656,21 +656,13 @@ class LedgerWriter:
             _I64.pack_into(mm, _UPDATED_AT, now)
             os.fsync(fd)
             os.rename(tmp, final)  # the flock follows the inode
-            _fsync_dir(self.directory)
+            atomicfile.fsync_dir(self.directory)
         except OSError as e:
             os.close(fd)
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise LedgerError(f"{final}: cannot create a ledger file: {e.strerror}") from None
         return _OpenFile(final, fd, mm, self.capacity, file_id)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the durable ledger ----------------------------------------------------------------
@@ -1016,7 +1008,7 @@ class Ledger:
                     )
             self._seen.pop(wf.file_id, None)
             path.unlink()
-            _fsync_dir(path.parent)
+            atomicfile.fsync_dir(path.parent)
             return True
         except OSError as e:
             raise LedgerFileError(f"{path}: cannot retire: {e.strerror}") from None
