@@ -356,6 +356,9 @@ class LedgerWriter:
         self.flush_error: str | None = None
         """The last failed background flush (an OSError's text), None while flushes succeed;
         logged (``ledger_flush_failed``, then ``ledger_flush_recovered``)."""
+        self.on_flush_state: Callable[[bool], None] | None = None
+        """Told True when background flushes start failing and False when one succeeds again
+        (from the flusher's thread): the worker's ``jpkiva_ledger_flush_failing``."""
         self._day = _day_of(clock(), utc_offset)
         self._day_end = (self._day + 1) * _DAY - utc_offset
         self._index: dict[tuple[int, str, Service, Method], int] = {}
@@ -551,13 +554,26 @@ class LedgerWriter:
                         "ledger_flush_failed",
                         extra={"fields": {"file": self._file.path.name, "error": error}},
                     )
+                    self._tell(failing=True)
                 self.flush_error = error
                 continue
             if self.flush_error is not None:
                 _log.info(
                     "ledger_flush_recovered", extra={"fields": {"file": self._file.path.name}}
                 )
+                self._tell(failing=False)  # before flush_error says so: one order to watch
                 self.flush_error = None
+
+    def _tell(self, *, failing: bool) -> None:
+        hook = self.on_flush_state
+        if hook is None:
+            return
+        try:
+            hook(failing)
+        except Exception as exc:  # a metric that cannot be set never stops the flushes
+            _log.error(
+                "ledger_flush_state_unset", extra={"fields": {"exc_type": type(exc).__name__}}
+            )
 
     def close(self) -> None:
         """Stop the flusher, flush, unmap and unlock; the file stays for the collector."""
