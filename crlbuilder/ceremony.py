@@ -27,6 +27,12 @@ certificates follow the PKI's own profiles (`crlbuilder.demo.pki`: the self-sign
 CA, the delegated OCSP signer) and are signed by the key in the token (or a CA key in a PEM
 file, through `load_signer`). The manifest (``pki.json``) is replaced atomically.
 
+Every certificate a ceremony will write is checked first (free, and its directory writable)
+before any key is made. A ceremony that fails after that takes back what it made, last first:
+its certificates and the directories made for them are removed, and its keys destroyed in the
+token (each logged ``key-destroyed``, reason ``undone: ...``); a rollover's keys are the
+cluster's once the manifest names them.
+
 Exit codes: 0 done, 1 verify-log found the log broken, 2 refused or bad usage.
 """
 
