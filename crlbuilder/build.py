@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -510,6 +511,9 @@ class Builder:
         keep = self.cfg.input.spool_keep_seconds
         if keep or done.exists():
             _private_dir(done)
+        closed = _close_to_others(spool)
+        if closed:
+            self.emit({"event": "warning", "message": closed})
         stop = StopRequest.install()
         watch = SpoolWatch(spool, lambda m: self.emit({"event": "warning", "message": m}))
         self.presign_seconds = self.cfg.ocsp.presign_slice_seconds or None
@@ -837,6 +841,30 @@ def _private_dir(path: Path) -> None:
         path.mkdir(mode=0o700)
     except FileExistsError:
         path.chmod(0o700)
+
+
+def _close_to_others(spool: Path) -> str | None:
+    """Take away other users' access to the spool, as the store's directory is narrowed to
+    0700: a record file dropped there holds personal data (the four facts) until applied.
+    The owner's and the group's bits are kept (installed 2770: the feeders' group drops the
+    files). Returns a warning to emit, or None when it was closed already."""
+    try:
+        mode = stat.S_IMODE(spool.stat().st_mode)
+    except OSError:
+        return None  # no spool: SpoolWatch and the loop say so
+    if not mode & 0o007:
+        return None
+    try:
+        spool.chmod(mode & ~0o007)
+    except OSError as e:
+        return (
+            f"spool {spool} is open to other users (mode {mode:04o}) and could not be "
+            f"narrowed ({e.strerror}): record files hold personal data; make it 2770 or 0700"
+        )
+    return (
+        f"spool {spool} was open to other users (mode {mode:04o}): narrowed to "
+        f"{mode & ~0o007:04o} (record files hold personal data until applied)"
+    )
 
 
 def prune_done(done: Path, keep_seconds: int, now: float) -> int:

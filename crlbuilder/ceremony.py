@@ -27,6 +27,12 @@ certificates follow the PKI's own profiles (`crlbuilder.demo.pki`: the self-sign
 CA, the delegated OCSP signer) and are signed by the key in the token (or a CA key in a PEM
 file, through `load_signer`). The manifest (``pki.json``) is replaced atomically.
 
+Every certificate a ceremony will write is checked first (free, and its directory writable)
+before any key is made. A ceremony that fails after that takes back what it made, last first:
+its certificates and the directories made for them are removed, and its keys destroyed in the
+token (each logged ``key-destroyed``, reason ``undone: ...``); a rollover's keys are the
+cluster's once the manifest names them.
+
 Exit codes: 0 done, 1 verify-log found the log broken, 2 refused or bad usage.
 """
 
@@ -35,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -47,6 +54,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from crlbuilder import atomicfile
 from crlbuilder.auditlog import Anchor, ChainError
 from crlbuilder.demo.pki import (
     CA_LIFETIME,
@@ -110,13 +118,71 @@ def _self_signed(key_ref: str, builder: x509.CertificateBuilder) -> x509.Certifi
     )
 
 
-def _write_cert(path: Path, cert: x509.Certificate) -> dict[str, str | int]:
-    if path.exists():
+def _check_out(path: Path) -> None:
+    """Refuse an output certificate that exists or cannot be written, before any key is made:
+    a key whose certificate cannot be written would stay in the token, named by nothing.
+
+    Its nearest existing ancestor must be a directory where this process can create a file
+    (probed with a temporary file, removed at once: permissions, read-only mounts)."""
+    if path.exists() or path.is_symlink():
         raise CeremonyError(f"{path} exists; a ceremony never overwrites a certificate")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = cert.public_bytes(serialization.Encoding.PEM)
-    path.write_bytes(data)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CeremonyError(f"{path}: {parent} is not a directory")
+    probe = atomicfile.tmp_path(parent / path.name)
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except OSError as e:
+        raise CeremonyError(f"{path}: cannot write in {parent} ({e.strerror})") from None
+    probe.unlink()
+
+
+def _write_cert(
+    args: argparse.Namespace, path: Path, cert: x509.Certificate
+) -> dict[str, str | int]:
+    """Write the certificate whole (never over one), noting what it made for `_undo`."""
+    missing = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    for d in reversed(missing):
+        d.mkdir()
+        _made(args).append(("dir", str(d)))
+    try:
+        atomicfile.write_new(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    except FileExistsError:
+        raise CeremonyError(f"{path} exists; a ceremony never overwrites a certificate") from None
+    _made(args).append(("file", str(path)))
     return _cert_detail(path, cert)
+
+
+def _made(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """What this ceremony made so far (keys, files, directories), for `_undo` on a failure."""
+    made: list[tuple[str, str]] | None = getattr(args, "made", None)
+    if made is None:
+        made = args.made = []
+    return made
+
+
+def _undo(args: argparse.Namespace, reason: str) -> None:
+    """Remove what a ceremony that failed part-way made, last first: its certificates and
+    directories, and its keys from the token (each destruction in the operation log)."""
+    made = _made(args)
+    while made:
+        kind, what = made.pop()
+        try:
+            if kind == "key":
+                p11.close_all()  # its signers' cached handles go with it
+                p11.destroy_key(what)
+                _record(args.log, "key-destroyed", key=what, operators=args.approved_by,
+                        ceremony=args.approved_ceremony,
+                        detail={"ceremony": args.ceremony, "reason": f"undone: {reason}"})  # fmt: skip
+            elif kind == "file":
+                Path(what).unlink(missing_ok=True)
+            else:
+                Path(what).rmdir()
+        except (CeremonyError, SignerError, OSError) as e:
+            print(f"{PROG} {args.ceremony}: could not undo {kind} {oplog.key_name(what)}: {e}",
+                  file=sys.stderr)  # fmt: skip
 
 
 def _cert_detail(path: Path, cert: x509.Certificate) -> dict[str, str | int]:
@@ -176,6 +242,7 @@ def _generate(
     args: argparse.Namespace, key: str, ops: list[str], desc_sha: str
 ) -> rsa.RSAPublicKey:
     public = p11.generate_rsa_key(key, args.bits)
+    _made(args).append(("key", key))
     spki = public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -200,8 +267,7 @@ def _new_ca(
     desc_sha: str,
     now: datetime,
 ) -> x509.Certificate:
-    if out.exists():
-        raise CeremonyError(f"{out} exists; a ceremony never overwrites a certificate")
+    _check_out(out)
     public = _generate(args, key, ops, desc_sha)
     builder = ca_builder(public, ca_subject(family, generation), now, now + CA_LIFETIME)
     cert = _self_signed(key, builder)
@@ -211,7 +277,7 @@ def _new_ca(
         key=key,
         operators=ops,
         ceremony=desc_sha,
-        detail=_write_cert(out, cert) | {"issuer": "self"},
+        detail=_write_cert(args, out, cert) | {"issuer": "self"},
     )
     return cert
 
@@ -228,8 +294,7 @@ def _new_ocsp(
     desc_sha: str,
     now: datetime,
 ) -> x509.Certificate:
-    if out.exists():
-        raise CeremonyError(f"{out} exists; a ceremony never overwrites a certificate")
+    _check_out(out)
     public = _generate(args, key, ops, desc_sha)
     builder = ocsp_signer_builder(ca.certificate, public, family, generation, now)
     cert = sign_certificate(builder, ca, ca.certificate)
@@ -239,7 +304,7 @@ def _new_ocsp(
         key=key,
         operators=ops,
         ceremony=desc_sha,
-        detail=_write_cert(out, cert) | {"issuer_key": oplog.key_name(ca_key)},
+        detail=_write_cert(args, out, cert) | {"issuer_key": oplog.key_name(ca_key)},
     )
     return cert
 
@@ -258,6 +323,7 @@ def _family_generation(cert: x509.Certificate) -> tuple[Family, int]:
 
 def cmd_new_ca(args: argparse.Namespace) -> int:
     desc, sha = _describe(args, ("key", "family", "generation", "out"))
+    _check_out(args.out)
     ops = _approved(args, sha, args.key)
     now = datetime.now(UTC).replace(microsecond=0)
     _new_ca(args, args.key, Family(args.family), args.generation, args.out, ops, sha, now)
@@ -266,6 +332,7 @@ def cmd_new_ca(args: argparse.Namespace) -> int:
 
 def cmd_new_ocsp(args: argparse.Namespace) -> int:
     desc, sha = _describe(args, ("key", "ca_key", "ca_cert", "out"))
+    _check_out(args.out)
     ops = _approved(args, sha, args.key)
     ca = load_signer(args.ca_key, args.ca_cert)
     family, generation = _family_generation(ca.certificate)
@@ -305,8 +372,7 @@ def cmd_rollover(args: argparse.Namespace) -> int:
     if oplog.key_name(args.ca_key) == oplog.key_name(args.ocsp_key):
         raise CeremonyError("--ca-key and --ocsp-key name one key: a delegate has its own")
     for cert_path in (manifest.path(files.cert), manifest.path(files.ocsp_cert)):
-        if cert_path.exists():
-            raise CeremonyError(f"{cert_path} exists; a ceremony never overwrites a certificate")
+        _check_out(cert_path)
     ops = _approved(args, sha, args.ca_key)
     # both labels free before either key is made: a rollover refused half-way would leave a
     # CA key and its certificate that no manifest names, and refuse the next attempt
@@ -319,6 +385,7 @@ def cmd_rollover(args: argparse.Namespace) -> int:
     _new_ocsp(args, args.ocsp_key, ca, args.ca_key, family, generation, ocsp_path, ops, sha, now)
     manifest.issuers.append(files)
     dump_manifest(manifest, manifest.directory)
+    _made(args).clear()  # the manifest names them now: they are the cluster's, not undone
     load_manifest(manifest.directory)  # what the builder and the responder will read
     _record(
         args.log,
@@ -419,6 +486,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except (CeremonyError, ApprovalError, SignerError, ManifestError, OSError) as e:
             print(f"{PROG} {args.ceremony}: {e}", file=sys.stderr)
             if getattr(args, "approved_by", None):  # approved, then failed part-way
+                _undo(args, str(e))
                 with contextlib.suppress(CeremonyError):
                     key = getattr(args, "key", None) or getattr(args, "ca_key", "")
                     _record(args.log, "ceremony-failed", key=key,

@@ -24,12 +24,13 @@ the extended key usage `ANSWER_SIGNING_EKU`. The key may be a PKCS#11 URI too.
 
 from __future__ import annotations
 
-import os
+import time
 from pathlib import Path
 from typing import Final
 
 import msgspec
 
+from crlbuilder import atomicfile
 from crlbuilder.keyref import resolve_key_ref
 from crlbuilder.model import Family
 
@@ -202,14 +203,6 @@ def dump_manifest(manifest: Manifest, directory: str | Path) -> Path:
     out = Path(directory) / MANIFEST_NAME
     data = msgspec.structs.replace(manifest, directory="")
     raw = msgspec.json.format(msgspec.json.encode(data), indent=2)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(raw + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomicfile.sweep_own(out, now=time.time())  # a crashed rollover's temporary
+    atomicfile.write_whole(out, raw + b"\n", 0o644, sync_dir=True)  # public: names, URLs
     return out

@@ -17,6 +17,7 @@ snapshots (JetStream's limits retention, no max age, by default keeps them all).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -155,8 +156,14 @@ def get(cluster: Cluster, bucket: Bucket, target: Path) -> SnapshotInfo:
     if (target / "data.mdb").exists():
         raise sf.StoreFormatError(f"{target}: a store is already there; give a new directory")
     obs = _bucket(cluster, bucket, create=False)
+    _check_there(cluster, obs, bucket)  # before anything is made on this node
+    made = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except BaseException:
+        _remove_dirs(made)
+        raise
     try:
         os.chmod(tmp, 0o700)
         fd = os.open(tmp / "data.mdb", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -183,5 +190,29 @@ def get(cluster: Cluster, bucket: Bucket, target: Path) -> SnapshotInfo:
         tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_dirs(made)
         raise
     return info
+
+
+def _check_there(cluster: Cluster, obs: ObjectStore, bucket: Bucket) -> None:
+    """ClusterError when the bucket holds no snapshot (a bucket whose put failed, or emptied)."""
+
+    async def go() -> None:
+        await obs.get_info(OBJECT)
+
+    try:
+        cluster.run(go())
+    except nats.js.errors.ObjectNotFoundError:
+        raise ClusterError(
+            f"no snapshot in {bucket.name} (put one from a caught-up node)"
+        ) from None
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"getting the snapshot from {bucket.name}: {e}") from None
+
+
+def _remove_dirs(made: list[Path]) -> None:
+    """Remove the directories a failed get made for its target (deepest first, empty only)."""
+    for d in made:
+        with contextlib.suppress(OSError):
+            d.rmdir()

@@ -30,10 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import re
-import secrets
-import stat
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Final
@@ -43,6 +40,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from crlbuilder import atomicfile
+from crlbuilder.atomicfile import STALE_TMP_SECONDS, write_whole
 from crlbuilder.rules import JST
 
 PROJECT_ARC: Final = "2.25.23992150756379134278736048147909983724"
@@ -169,56 +168,15 @@ def issued_path(directory: Path, rid: str) -> Path:
     return directory / f"{rid}.pem"
 
 
-STALE_TMP_SECONDS: Final = 300
-"""A temporary file (`write_whole`) older than this is a crashed writer's: `sweep_tmp` removes
-it. A write takes milliseconds (a few KB, one fsync); minutes leave room for a slow disk."""
-
-_TMP_NAME: Final = re.compile(r"^\..+\.(json|pem)\.\d+(\.[0-9a-f]+)?\.tmp$")
-"""`write_whole`'s temporary names (and the older ones without the random part)."""
-
-
-def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``path`` whole: a temporary file in the same directory, fsync, rename over it
-    (a reader sees the old file, or none, or the new one, never a part).
-
-    The temporary file is new (never one left behind, whatever its mode), readable by the
-    owner only while it is written (a request holds the party's CSR), given ``mode`` once
-    whole, and removed on any failure; one a crash leaves behind is `sweep_tmp`'s."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+TMP_NAME: Final = re.compile(r"^\..+\.(json|pem)\.\d+(\.[0-9a-f]+)?\.tmp$")
+"""The temporary names `write_whole` gives requests and tokens (and the older ones without the
+random part): the token directories' own, all that `sweep_tmp` removes there."""
 
 
 def sweep_tmp(directory: Path, *, now: float, older_than: float = STALE_TMP_SECONDS) -> int:
-    """Remove the temporary files of `write_whole` in ``directory`` last written before
-    ``now - older_than`` (epoch seconds, the files' clock): writers that crashed between
-    the write and the rename. Returns how many; a missing directory has none."""
-    try:
-        entries = list(os.scandir(directory))
-    except FileNotFoundError:
-        return 0
-    swept = 0
-    for e in entries:
-        if not _TMP_NAME.match(e.name):
-            continue
-        try:
-            st = e.stat(follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= now - older_than:
-                continue
-            os.unlink(e.path)
-        except OSError:  # renamed or swept by another process meanwhile, or not ours to remove
-            continue
-        swept += 1
-    return swept
+    """Remove the stale temporaries of requests and tokens in ``directory``
+    (`atomicfile.sweep_tmp`, `TMP_NAME` only); returns how many."""
+    return atomicfile.sweep_tmp(directory, now=now, older_than=older_than, name=TMP_NAME)
 
 
 def write_request(directory: Path, req: TokenRequest) -> Path:

@@ -55,6 +55,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
+from crlbuilder.atomicfile import write_whole
 from crlbuilder.keys.certsign import sign_certificate
 from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest
@@ -71,7 +72,6 @@ from crlbuilder.tokenrequest import (
     sweep_tmp,
     token_holder,
     token_serial,
-    write_whole,
 )
 from crlbuilder.verifiers import Verifiers
 
@@ -302,7 +302,7 @@ class TokenIssuer:
             signer=self.signer(),
         )
         self.issued.mkdir(parents=True, exist_ok=True)
-        write_whole(out, cert.public_bytes(serialization.Encoding.PEM))
+        write_whole(out, cert.public_bytes(serialization.Encoding.PEM), 0o644)  # a certificate
         if known:
             return ""
         st = sf.StatusRecord(

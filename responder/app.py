@@ -69,6 +69,7 @@ request's content themselves.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import threading
@@ -329,6 +330,10 @@ class JpkiApp:
         if config.metrics.enabled:
             self.metrics = self.hooks = self._make_metrics()
             self.metrics.registry_file(bad=registry_error is not None)
+            for name, writer in (("provisions", self.ledger), ("calls", self.calls)):
+                writer.on_flush_state = functools.partial(self.metrics.ledger_flush, name)
+                if writer.flush_error is not None:  # failing before the metrics were made
+                    self.metrics.ledger_flush(name, True)
             self.admin = MetricsApp(self.metrics)
 
     def _make_metrics(self) -> WorkerMetrics:

@@ -74,6 +74,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from crlbuilder import atomicfile
 from crlbuilder.model import JPKI_FAMILIES, Family
 from crlbuilder.rules import JST_OFFSET
 from crlbuilder.store.reader import ReadSource
@@ -355,10 +356,16 @@ class LedgerWriter:
         self.flush_error: str | None = None
         """The last failed background flush (an OSError's text), None while flushes succeed;
         logged (``ledger_flush_failed``, then ``ledger_flush_recovered``)."""
+        self.on_flush_state: Callable[[bool], None] | None = None
+        """Told True when background flushes start failing and False when one succeeds again
+        (from the flusher's thread): the worker's ``jpkiva_ledger_flush_failing``."""
         self._day = _day_of(clock(), utc_offset)
         self._day_end = (self._day + 1) * _DAY - utc_offset
         self._index: dict[tuple[int, str, Service, Method], int] = {}
         self._today: dict[tuple[str, Service, Method], int] = {}
+        # a file of this index that a crash left before its rename (by the files' clock)
+        own = re.compile(rf"^\.w{worker_index:04d}-[0-9a-f]{{32}}\.ledger\.tmp$")
+        atomicfile.sweep_tmp(directory, now=time.time(), name=own)
         self._file = self._open_or_create()
         self._q = self._file.q
 
@@ -547,13 +554,26 @@ class LedgerWriter:
                         "ledger_flush_failed",
                         extra={"fields": {"file": self._file.path.name, "error": error}},
                     )
+                    self._tell(failing=True)
                 self.flush_error = error
                 continue
             if self.flush_error is not None:
                 _log.info(
                     "ledger_flush_recovered", extra={"fields": {"file": self._file.path.name}}
                 )
+                self._tell(failing=False)  # before flush_error says so: one order to watch
                 self.flush_error = None
+
+    def _tell(self, *, failing: bool) -> None:
+        hook = self.on_flush_state
+        if hook is None:
+            return
+        try:
+            hook(failing)
+        except Exception as exc:  # a metric that cannot be set never stops the flushes
+            _log.error(
+                "ledger_flush_state_unset", extra={"fields": {"exc_type": type(exc).__name__}}
+            )
 
     def close(self) -> None:
         """Stop the flusher, flush, unmap and unlock; the file stays for the collector."""
@@ -652,21 +672,13 @@ class LedgerWriter:
             _I64.pack_into(mm, _UPDATED_AT, now)
             os.fsync(fd)
             os.rename(tmp, final)  # the flock follows the inode
-            _fsync_dir(self.directory)
+            atomicfile.fsync_dir(self.directory)
         except OSError as e:
             os.close(fd)
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise LedgerError(f"{final}: cannot create a ledger file: {e.strerror}") from None
         return _OpenFile(final, fd, mm, self.capacity, file_id)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the durable ledger ----------------------------------------------------------------
@@ -1012,7 +1024,7 @@ class Ledger:
                     )
             self._seen.pop(wf.file_id, None)
             path.unlink()
-            _fsync_dir(path.parent)
+            atomicfile.fsync_dir(path.parent)
             return True
         except OSError as e:
             raise LedgerFileError(f"{path}: cannot retire: {e.strerror}") from None

@@ -115,6 +115,9 @@ ENDPOINTS: Final = ("ocsp", "crl", "healthz", "readyz", "metrics", "other")
 has one more, ``shed``: the HTTP layer's load shedding (`responder.logs.layer_endpoint`),
 answered before any request reaches the app, so it has no duration."""
 SOURCES: Final = ("presigned", "cached", "signed")
+LEDGERS: Final = ("provisions", "calls")
+"""The ledger files of a worker (``jpkiva_ledger_flush_failing``'s ``ledger``): the 帳簿's
+provisions, and the /v1 calls (`responder.app`)."""
 RULES: Final = (
     "unauthenticated",
     "unauthorized_family",
@@ -357,6 +360,15 @@ class WorkerMetrics:
             multiprocess_mode="livemax",
             registry=None,
         )
+        self.ledger_flush_failing = Gauge(
+            "jpkiva_ledger_flush_failing",
+            "1 while a live worker cannot flush a ledger file to disk (ledger: provisions, the "
+            "帳簿 of Act §40; or calls, the /v1 calls): what it counts since would be lost in "
+            "a crash.",
+            ("ledger",),
+            multiprocess_mode="livemax",
+            registry=None,
+        )
         self.renders = Counter(
             "jpkiva_metrics_renders",
             "Times a worker merged every worker's files to answer /metrics (at most one per "
@@ -384,6 +396,8 @@ class WorkerMetrics:
         for endpoint in ENDPOINTS:
             self.duration.labels(endpoint)
         self.open_connections.set(0)
+        for ledger in LEDGERS:
+            self.ledger_flush_failing.labels(ledger).set(0)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(WorkerFiles(self.dir))
         for collector in collectors:
@@ -411,6 +425,11 @@ class WorkerMetrics:
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
             self._timer = self._loop.call_later(self.interval, self._tick)
+
+    def ledger_flush(self, ledger: str, failing: bool) -> None:
+        """Whether ``ledger`` (`LEDGERS`) fails to flush; from its flusher's thread (a gauge's
+        set takes the value's lock)."""
+        self.ledger_flush_failing.labels(ledger).set(1 if failing else 0)
 
     def registry_file(self, *, bad: bool) -> None:
         """Whether the registry file on disk failed to load (the worker keeps its last good)."""

@@ -30,7 +30,6 @@ import functools
 import html
 import io
 import math
-import os
 import re
 import sys
 import time
@@ -44,6 +43,7 @@ from typing import Final, Literal
 
 import msgspec
 
+from crlbuilder import atomicfile
 from crlbuilder.model import Family
 from responder.ledger import Ledger, LedgerError, Method, Service, issuance_counts
 from responder.registry.schema import RegistryError, parse_registry
@@ -740,19 +740,10 @@ def _report_command(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         return 0
     out: Path = args.out
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # a public document
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            tmp.replace(out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomicfile.sweep_own(out, now=time.time())  # an earlier run's, crashed
+        atomicfile.write_whole(out, body, 0o644)  # a public document (0600 until whole)
     except OSError as e:
         err(f"error: {out}: cannot write the report ({e.strerror})")
         return 2

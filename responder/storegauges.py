@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +37,7 @@ import msgspec
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from crlbuilder import atomicfile
 from crlbuilder.model import Category, Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import ReadSource, StoreReader
@@ -220,6 +222,10 @@ class _Counted(msgspec.Struct):
 _counted_decoder: Final = msgspec.json.Decoder(_Counted)
 
 
+_OLD_TMP_NAMES: Final = re.compile(rf"^{re.escape(_ENTRIES_FILE)}\.\d+\.tmp$")
+"""The temporary names of this file's writer before `atomicfile` (``<name>.<pid>.tmp``)."""
+
+
 class EntryCounts:
     """``jpkiva_store_entries``: counted at most once per commit for all workers together.
 
@@ -249,6 +255,9 @@ class EntryCounts:
         self._known: _Counted | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # what a worker killed while it wrote the counts left (and the older names)
+        atomicfile.sweep_own(self.file, now=time.time())
+        atomicfile.sweep_tmp(shared_dir, now=time.time(), name=_OLD_TMP_NAMES)
 
     def get(self, commit: int) -> dict[tuple[str, str], int] | None:
         known = self._known
@@ -315,12 +324,8 @@ class EntryCounts:
     def _record(self, commit: int, counts: dict[tuple[str, str], int]) -> _Counted:
         known = _Counted(commit, self.clock(), [(f, c, n) for (f, c), n in sorted(counts.items())])
         self._known = known
-        tmp = self.file.with_name(f"{self.file.name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(msgspec.json.encode(known))
-            os.replace(tmp, self.file)
+            atomicfile.write_whole(self.file, msgspec.json.encode(known), 0o600)
         except OSError as exc:
             _log.warning("entries_share_failed", extra={"fields": {"error": exc.strerror}})
         return known

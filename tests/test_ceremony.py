@@ -526,3 +526,74 @@ def test_ord_73_3_a_signing_process_ends_its_session_with_its_count_as_it_exits(
         ("signing-session-ended", pid),
     ]
     assert recs[1].detail == {"signatures": 3}
+
+
+@pytest.mark.integration
+def test_new_ca_into_an_unwritable_place_makes_no_key(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The key was generated (and logged) before the certificate was written: an --out that
+    cannot be written left a key in the token that no certificate names."""
+    log = tmp_path / "ops.jsonl"
+    (tmp_path / "ca").write_text("a file, not a directory\n")
+    ca_key = token.uri("sign-card-g3")
+    argv = ["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation", "3",
+            "--out", str(tmp_path / "ca" / "g3" / "ca.pem"), "--log", str(log),
+            "--operators", str(operators), *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    assert main(argv) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    p11.refuse_used_label(ca_key)  # no key was made
+    assert not log.exists() or "key-generated" not in log.read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("ceremony", ["new-ca", "rollover"])
+def test_a_certificate_write_that_fails_takes_back_the_keys_and_files_it_made(
+    tmp_path: Path,
+    operators: Path,
+    token: SoftHsmToken,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ceremony: str,
+) -> None:
+    """A certificate write refused after the key was made (a full disk) left the key in the
+    token, and (rollover) the CA's key and certificate: every retry was then refused."""
+    from crlbuilder.demo.pki import init_pki
+
+    log = tmp_path / "ops.jsonl"
+    common = ["--log", str(log), "--operators", str(operators),
+              *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    ca_key, ocsp_key = token.uri("auth-card-g2"), token.uri("auth-card-g2-ocsp")
+    if ceremony == "new-ca":
+        out = tmp_path / "new" / "ca.pem"
+        argv = ["keys", "new-ca", "--key", ca_key, "--family", "auth-card", "--generation",
+                "2", "--out", str(out), *common]  # fmt: skip
+        fail_at, keys = 1, [ca_key]
+    else:
+        pki = init_pki(tmp_path / "pki")
+        out = pki.path("ca/auth-card-g2.pem")
+        argv = ["keys", "rollover", "--pki", pki.directory, "--family", "auth-card",
+                "--ca-key", ca_key, "--ocsp-key", ocsp_key, *common]  # fmt: skip
+        fail_at, keys = 2, [ca_key, ocsp_key]  # the OCSP signer's certificate
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p != log)
+    real_link, calls = os.link, []
+
+    def link(src: str | Path, dst: str | Path, **kw: object) -> None:
+        calls.append(dst)
+        if len(calls) == fail_at:
+            raise OSError(28, "No space left on device")
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    assert main(argv) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p != log)
+    assert after == before  # no certificate, directory or temporary file left
+    for key in keys:
+        p11.refuse_used_label(key)  # taken out of the token
+    events = [r.event for r in records(log) if not r.event.startswith("signing-session")]
+    assert events[-1] == "ceremony-failed" and events.count("key-destroyed") == len(keys)
+    assert events.count("key-generated") == len(keys)
+    assert oplog.verify_oplog(log).problems == []
+    monkeypatch.undo()
+    assert main(argv) == 0 and out.exists()

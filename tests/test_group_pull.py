@@ -17,7 +17,9 @@ import argparse
 import hashlib
 import http.server
 import io
+import os
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -386,3 +388,71 @@ def test_a_429_is_the_agreed_cycle_not_an_unreachable_kikou(
     assert "unreachable" not in log.getvalue()
     (pass_,) = [x for x in lines if x["event"] == "group-pass"]
     assert (pass_["status"], pass_["next_in"]) == ("ok", 30), pass_
+
+
+def kikou_gets(kikou: Kikou) -> int:
+    return sum(1 for m, path, _ in kikou.requests if m == "GET" and path == "/f.crl")
+
+
+def test_a_follow_whose_passes_fail_shows_no_store_until_its_first_import(
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`group pull --follow` made the store at its first pass and deleted it only when the
+    loop ended: while its passes failed, the responder beside it (and an operator) found an
+    empty store. Now the place stays empty until a CRL is imported, then holds that data."""
+    import crlbuilder.group.pull as pull
+
+    g = _group_dir(pki, kikou, tmp_path)
+    stops: list[threading.Event] = []
+    monkeypatch.setattr(pull, "_stop_on_signals", stops.append)
+    monkeypatch.setattr(pull, "BACKOFF_START", 0.05)
+    rcs: list[int] = []
+    t = threading.Thread(
+        target=lambda: rcs.append(run_pull(argparse.Namespace(group=g, follow=True, timeout=5.0)))
+    )
+    t.start()
+    try:
+        deadline = time.monotonic() + 20
+        while kikou_gets(kikou) < 3 and time.monotonic() < deadline:  # three failed passes
+            time.sleep(0.02)
+        assert kikou_gets(kikou) >= 3
+        assert not (g / "store").exists()
+        good = make_crl(
+            pki, G1, 10, [(5, 1, 1)], this_update=datetime.now(UTC) - timedelta(minutes=1)
+        )
+        kikou.files["/f.crl"] = ('"f10"', good)
+        while not (g / "store").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert (g / "store" / "data.mdb").is_file()
+    finally:
+        while not stops:
+            time.sleep(0.01)
+        stops[0].set()
+        t.join(10)
+    assert rcs == [0]
+    assert sorted(p.name for p in g.iterdir()) == ["group.json", "store", "token"]
+    store = Store.open(g / "store", readonly=True)  # what the responder reads: the CRL's data
+    try:
+        with store.read() as r:
+            assert r.crl_state(1).number == 10
+    finally:
+        store.close()
+
+
+def test_a_staged_store_left_by_a_crash_is_swept_and_a_live_one_kept(tmp_path: Path) -> None:
+    place = tmp_path / "store"
+    live = Store.open_staged(place)
+    crashed = Store.open_staged(place)
+    crashed_path = crashed.path
+    os.close(crashed.writer_lock.pop())  # its writer gone: its lock is free
+    crashed.env.close()
+    again = Store.open_staged(place)
+    try:
+        assert not crashed_path.exists() and live.path.exists() and not place.exists()
+    finally:
+        live.discard()
+        again.discard()
+    assert list(tmp_path.iterdir()) == []

@@ -68,6 +68,39 @@ def _req(target: bytes, note: Outcome | None, method: bytes = b"POST", rid: int 
     return Request(method, target, {}, b"", ("127.0.0.1", 1), None, b"1.1", True, rid, note)
 
 
+def test_a_ledger_whose_flushes_fail_raises_its_gauge_until_one_succeeds(
+    mp_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing ledger flush (the 帳簿 of Act §40 no longer durable) was only a log line:
+    nothing to alert on (JpkiVaLedgerFlushFailing)."""
+    from responder.ledger import LedgerWriter
+
+    wm = m.WorkerMetrics(MetricsConfig(render_interval=0))
+
+    def failing(ledger: str) -> float:
+        return parse_metrics(wm.render().decode())[
+            ("jpkiva_ledger_flush_failing", frozenset({("ledger", ledger)}))
+        ]
+
+    assert (failing("provisions"), failing("calls")) == (0, 0)
+    real_fsync, broken = os.fsync, [True]
+
+    def fsync(fd: int) -> None:
+        if broken[0]:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    with LedgerWriter.open(tmp_path / "ledger", 0) as w:
+        w.on_flush_state = functools.partial(wm.ledger_flush, "provisions")
+        monkeypatch.setattr(os, "fsync", fsync)
+        w.start_flusher(interval=0.01)
+        until(lambda: w.flush_error is not None, 5, "a flush failed", interval=0.01)
+        assert (failing("provisions"), failing("calls")) == (1, 0)
+        broken[0] = False
+        until(lambda: w.flush_error is None, 5, "a flush succeeded", interval=0.01)
+        assert failing("provisions") == 0
+
+
 def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:
     wm = m.WorkerMetrics(MetricsConfig(render_interval=0))
     ok = Response(200, b"x", b"application/ocsp-response")

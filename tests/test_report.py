@@ -36,6 +36,7 @@ from responder.report import (
     to_html,
     to_json,
 )
+from tests.test_atomicfile import crashed
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 EVIL = "<script>alert(\"x\")</script> & 'co'"
@@ -331,7 +332,9 @@ def test_cli_writes_the_report(ledger_dir: Path, tmp_path: Path) -> None:
     assert doc["total"] == 267
     assert {r["party"]: r["name"] for r in doc["recipients"]}["bank-a"] == "Demo Bank"
     html_out = tmp_path / "2025.html"
+    stale = crashed(html_out)  # an earlier run's temporary, killed before its rename
     assert _cli(*args, "--out", str(html_out)) == 0
+    assert not stale.exists()
     ET.fromstring(html_out.read_text(encoding="utf-8"))
     # a worker file the collector refuses: no report unless asked for
     (d / "w0009-00000000000000000000000000000000.ledger").write_bytes(b"\0" * 10)

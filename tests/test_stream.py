@@ -981,3 +981,20 @@ def test_a_follower_stopped_while_waiting_for_its_nats_server_exits_0_promptly(
         assert procs.stop(p, signal.SIGTERM, 5) == 0, log.read_text()[-2000:]
         assert time.monotonic() - t0 < 2
     assert stream_seq(cfg) == 0  # nothing read
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_snapshot_get_from_a_bucket_without_a_snapshot_makes_no_directory(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """A bucket with no snapshot in it (a put that failed after making it): `get` made the
+    target's parent directories, then said there was no snapshot."""
+    c = Cluster(cluster.urls)
+    try:
+        c.run(c.js.create_object_store("EMPTY_T"))
+        with pytest.raises(ClusterError, match="no snapshot in EMPTY_T"):
+            snapshot.get(c, snapshot.Bucket("EMPTY_T"), tmp_path / "new" / "node" / "store")
+        assert not (tmp_path / "new").exists()
+    finally:
+        c.close()

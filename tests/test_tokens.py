@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from crlbuilder.atomicfile import STALE_TMP_SECONDS, write_whole
 from crlbuilder.build import Builder
 from crlbuilder.config import TokensSection
 from crlbuilder.demo.pki import init_pki
@@ -31,7 +32,6 @@ from crlbuilder.model import Category, Family, Issuance, Reason
 from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
 from crlbuilder.tokenrequest import (
-    STALE_TMP_SECONDS,
     TOKEN_POLICY_OID,
     TokenRequest,
     approval_window,
@@ -40,7 +40,6 @@ from crlbuilder.tokenrequest import (
     request_path,
     token_serial,
     write_request,
-    write_whole,
 )
 from responder.config import load_config
 from responder.registry.schema import toml_dumps

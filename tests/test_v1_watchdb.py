@@ -83,6 +83,24 @@ def test_lists_survive_a_reopen_and_refuse_another_secret(tmp_path: Path) -> Non
         LmdbWatchSet(where, WatchKeys(bytes(32)), map_size=1 << 24)
 
 
+def test_the_lists_files_are_0600_from_creation_and_when_refused(tmp_path: Path) -> None:
+    """The files were made with the umask's mode (0644) and narrowed only after the secret
+    check: refused, they stayed as they were."""
+    where = tmp_path / "watch"
+    old = os.umask(0)
+    try:
+        LmdbWatchSet(where, WatchKeys(SECRET), map_size=1 << 24).close()
+        modes = {n: stat.S_IMODE((where / n).stat().st_mode) for n in ("data.mdb", "lock.mdb")}
+        assert modes == {"data.mdb": 0o600, "lock.mdb": 0o600}
+        for n in modes:
+            os.chmod(where / n, 0o644)  # as an older version left them
+        with pytest.raises(WatchDbError, match="another secret"):
+            LmdbWatchSet(where, WatchKeys(bytes(32)), map_size=1 << 24)
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE((where / n).stat().st_mode) for n in modes} == {0o600}
+
+
 def test_the_secret_is_drawn_once_0600_and_never_shown(tmp_path: Path) -> None:
     path = tmp_path / "state" / "watch.secret"
     first = load_secret(path, create=True)

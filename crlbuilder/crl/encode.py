@@ -19,10 +19,8 @@ asn1crypto), so that CRL and certificate chain by bytes as well as by rules.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import tempfile
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,6 +30,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from crlbuilder import atomicfile
 from crlbuilder.der import der_length
 from crlbuilder.keys.signer import Signer
 
@@ -388,22 +387,4 @@ def write_crl_file(path: str | os.PathLike[str], der: bytes, *, mode: int = 0o64
     Readers see either the old file or the complete new one, never a partial
     one; the directory is fsynced so the rename survives a crash.
     """
-    target = Path(path)
-    directory = target.parent
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(der)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomicfile.write_whole(Path(path), der, mode, sync_dir=True)

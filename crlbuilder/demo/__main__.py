@@ -431,11 +431,20 @@ def member_commands(d: Path, group_url: str) -> list[tuple[str, str]]:
     return out
 
 
+def make_spool(d: Path) -> Path:
+    """The demo's spool, its owner's only (0700; one an older demo made 0755 is narrowed):
+    a record file dropped there holds personal data until the follow loop applies it."""
+    spool = d / "spool"
+    spool.mkdir(mode=0o700, exist_ok=True)
+    spool.chmod(0o700)
+    return spool
+
+
 def serve(d: Path, asked: dict[str, int | None]) -> int:
     """Run the follow loop, the responder and (when ``asked`` has the group's ports, None
     for the usual) the group appliance until Ctrl-C; print the commands and where each
     listens."""
-    (d / "spool").mkdir(exist_ok=True)
+    make_spool(d)
     (d / "tokens" / "requests").mkdir(parents=True, exist_ok=True, mode=0o700)
     follow = subprocess.Popen(
         [_tool("crlbuilder"), "build", *_builder_flags(d), "--input", str(d / "spool"), "--follow", "--no-progress"],

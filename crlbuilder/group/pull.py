@@ -273,8 +273,20 @@ class GroupFeed:
             out += (full, delta)
             for o in (full, delta):
                 self._emit(o.as_dict())
+        self._publish()
         self._check_stale()
         return out
+
+    def _publish(self) -> None:
+        """A new store is staged until its first CRL is imported, then put in its place
+        (`Store.open_staged`): never an empty one in the meantime."""
+        if self.store.staged_for is None:
+            return
+        with self.store.read() as r:
+            if not r.crl_import():  # marked by the first import's commit
+                return
+        self.store = self.store.publish()
+        self.importer = CrlImporter(self.store, group_issuers(self.setup))
 
     def _file(
         self,
@@ -431,23 +443,29 @@ def run_pull(args: argparse.Namespace) -> int:
     """0: every file imported, unchanged or limited (by the agreement: asked again at the
     next pass); 1: one refused or unreachable; 2: bad setup.
 
-    The setup and the token are checked before the store is opened; a store this run made
-    and imported nothing into is not left behind (`Store.discard`): the responder would
-    take an empty one for the group's store."""
+    The setup and the token are checked before the store is opened. A new store is staged
+    beside its place and put there at the first CRL imported (`GroupFeed._publish`), so
+    neither the responder nor an operator ever finds an empty one, however long the passes
+    of ``--follow`` fail; a staged store that imported nothing is deleted at the end."""
     prog = "crlbuilder group pull"
     try:
         setup = load_group_setup(args.group)
         read_token(setup)
-        store = Store.open(setup.path(setup.store), readonly=False)
+        place = setup.path(setup.store)
+        if (place / "data.mdb").exists():
+            store = Store.open(place, readonly=False)
+        else:
+            store = Store.open_staged(place)
     except (GroupSetupError, sf.StoreFormatError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     try:
-        try:
-            feed = GroupFeed(setup, store, timeout=args.timeout)
-        except ImportRefused as e:
-            print(f"{prog}: error: {e}", file=sys.stderr)
-            return 2
+        feed = GroupFeed(setup, store, timeout=args.timeout)
+    except ImportRefused as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        _close(store)
+        return 2
+    try:
         if args.follow:
             stop = threading.Event()
             _stop_on_signals(stop)
@@ -461,16 +479,22 @@ def run_pull(args: argparse.Namespace) -> int:
                 rc = 2
             else:
                 rc = 1 if any(o.failed for o in outcomes) else 0
-        if store.created:
-            with store.read() as r:
-                imported = r.crl_import()  # marked by the first import's commit
-            if not imported:
-                store.discard()
-                print(f"{prog}: error: no CRL imported: no store made at {store.path}",
-                      file=sys.stderr)  # fmt: skip
-                return rc or 1
+        if feed.store.staged_for is not None:  # nothing imported: never put in place
+            print(f"{prog}: error: no CRL imported: no store made at {place}", file=sys.stderr)
+            return rc or 1
         return rc
+    except sf.StoreFormatError as e:  # the new store could not be put in its place
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     finally:
+        _close(feed.store)
+
+
+def _close(store: Store) -> None:
+    """Close the store; a staged one (nothing imported) is deleted."""
+    if store.staged_for is not None:
+        store.discard()
+    else:
         store.close()
 
 

@@ -23,7 +23,7 @@ the key may be an RFC 7512 PKCS#11 URI (`GroupSetup.key_ref`).
 from __future__ import annotations
 
 import hashlib
-import os
+import time
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -31,6 +31,7 @@ import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from crlbuilder import atomicfile
 from crlbuilder.keyref import resolve_key_ref
 from crlbuilder.model import Family
 
@@ -143,14 +144,6 @@ def dump_group_setup(setup: GroupSetup, directory: str | Path) -> Path:
     out = Path(directory) / SETUP_NAME
     data = msgspec.structs.replace(setup, directory="")
     raw = msgspec.json.format(msgspec.json.encode(data), indent=2)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(raw + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomicfile.sweep_own(out, now=time.time())  # a crashed writer's temporary
+    atomicfile.write_whole(out, raw + b"\n", 0o644, sync_dir=True)  # no secret: paths, URLs
     return out

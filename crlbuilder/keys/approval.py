@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Final
 
 import msgspec
 
+from crlbuilder import atomicfile
 from crlbuilder.keys.signer import SignerError, read_private_file
 
 __all__ = [
@@ -172,18 +174,7 @@ def add_operator(path: Path, name: str, secret: bytes, *, replace: bool = False)
     for n in sorted(current):
         lines += ["", f"[operators.{n}]", f'scrypt = "{current[n]}"']
     data = ("\n".join(lines) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:  # no half-written copy of the operators' hashes left behind
-        tmp.unlink(missing_ok=True)
-        raise
+    # no half-written copy of the operators' hashes left behind, nor one a crash left
+    atomicfile.sweep_own(path, now=time.time())
+    atomicfile.write_whole(path, data, 0o600, sync_dir=True)
     return current[name]

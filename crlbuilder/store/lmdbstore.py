@@ -20,6 +20,7 @@ import dataclasses
 import fcntl
 import itertools
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Final
 
 import lmdb
 
+from crlbuilder import atomicfile
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import Db, LmdbReader
 
@@ -52,6 +54,8 @@ class Store:
     """This open made the store (no data.mdb before): `discard` may take it back."""
     made_dir: bool = False
     """This open made the store's directory too."""
+    staged_for: Path | None = None
+    """Where this new store goes at `publish` (`open_staged`); None: it is in its place."""
 
     @classmethod
     def open(
@@ -95,6 +99,39 @@ class Store:
                 _remove_store_files(p, made_dir=made_dir)
             raise
         return dataclasses.replace(store, created=created, made_dir=made_dir)
+
+    @classmethod
+    def open_staged(cls, path: str | Path, *, map_size: int = DEFAULT_MAP_SIZE) -> Store:
+        """A new store for ``path``, made beside it under a hidden name (`STAGED_NAME`) and
+        moved into place by `publish`: a writer that may import nothing for a while (a
+        ``group pull --follow`` whose passes fail) never shows an empty store to a responder
+        or an operator. Staged stores that a crashed writer left (their lock free) are
+        removed first. Refuses a place that holds a store or other files."""
+        p = Path(path)
+        _check_new_place(p)
+        if (p / "data.mdb").exists():
+            raise sf.StoreFormatError(f"{p}: a store is here already; not a new one")
+        _sweep_staged(p)
+        staged = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+        store = cls.open(staged, readonly=False, map_size=map_size)
+        return dataclasses.replace(store, staged_for=p)
+
+    def publish(self) -> Store:
+        """Move a staged store into its place (the directory is renamed: the environment and
+        the writer's lock stay open) and return it there; it is no longer this run's to
+        `discard`. A store in its place is returned as it is."""
+        if self.staged_for is None:
+            return self
+        try:
+            os.rename(self.path, self.staged_for)  # onto nothing, or an empty directory
+            atomicfile.fsync_dir(self.staged_for.parent)
+        except OSError as e:
+            raise sf.StoreFormatError(
+                f"{self.staged_for}: cannot put the new store in place: {e.strerror}"
+            ) from None
+        return dataclasses.replace(
+            self, path=self.staged_for, staged_for=None, created=False, made_dir=False
+        )
 
     @classmethod
     def _open(
@@ -220,6 +257,33 @@ def _check_new_place(p: Path) -> None:
                 f"{p}: holds other files ({shown}) but no store: give a new or empty "
                 "directory for a new store"
             )
+
+
+def _staged_name(p: Path) -> re.Pattern[str]:
+    """`Store.open_staged`'s hidden names for a store at ``p``."""
+    return re.compile(rf"^\.{re.escape(p.name)}\.\d+\.[0-9a-f]+\.new$")
+
+
+def _sweep_staged(p: Path) -> None:
+    """Remove the staged stores for ``p`` whose writer is gone (their directory's lock can be
+    taken): a crash before `Store.publish`. A live writer's is left alone."""
+    pattern = _staged_name(p)
+    try:
+        entries = [e for e in os.scandir(p.parent) if pattern.match(e.name)]
+    except FileNotFoundError:
+        return
+    for e in entries:
+        try:
+            fd = os.open(e.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _remove_store_files(Path(e.path), made_dir=True)
+        except OSError:  # its writer is alive (or it is not ours to remove)
+            continue
+        finally:
+            os.close(fd)
 
 
 def _remove_store_files(p: Path, *, made_dir: bool) -> None:

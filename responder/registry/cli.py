@@ -67,7 +67,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from crlbuilder.auditlog import write_synced
+from crlbuilder import atomicfile
 from crlbuilder.jetstream import ClusterError, wait_for_cluster
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.model import Family
@@ -141,21 +141,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` (mode 0600): temporary file, fsync, rename, fsync dir."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        write_synced(fd, data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Replace ``path`` with ``data`` (mode 0600), durably (`atomicfile.write_whole`); the
+    temporary of an earlier write that crashed is swept first."""
+    atomicfile.sweep_own(path, now=time.time())
+    atomicfile.write_whole(path, data, 0o600, sync_dir=True)
 
 
 @dataclass

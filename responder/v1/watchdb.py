@@ -44,28 +44,32 @@ class LmdbWatchSet:
     def __init__(self, path: Path, keys: WatchKeys, *, map_size: int) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
+        env: lmdb.Environment | None = None
         try:
-            self._env = lmdb.open(
+            env = lmdb.open(
                 str(path), map_size=map_size, max_dbs=2, readahead=False, meminit=True,
-                max_readers=1024,
+                max_readers=1024, mode=0o600,  # data.mdb, lock.mdb: 0600 from creation
             )  # fmt: skip
-            with self._env.begin(write=True) as txn:
-                self._watch = self._env.open_db(_DB_WATCH, txn=txn)
-                self._meta = self._env.open_db(_DB_META, txn=txn)
+            for name in ("data.mdb", "lock.mdb"):  # made wider by an older version
+                os.chmod(path / name, 0o600)
+            with env.begin(write=True) as txn:
+                self._watch = env.open_db(_DB_WATCH, txn=txn)
+                self._meta = env.open_db(_DB_META, txn=txn)
                 check = keys.check()
                 txn.put(_META_CHECK, check, db=self._meta, overwrite=False)
                 raw = txn.get(_META_CHECK, db=self._meta)
                 stored = bytes(raw) if raw is not None else b""
-        except lmdb.Error as e:
+        except (lmdb.Error, OSError) as e:
+            if env is not None:
+                env.close()
             raise WatchDbError(f"{path}: cannot open the watch lists: {e}") from None
+        self._env = env
         if stored != check:
             self._env.close()
             raise WatchDbError(
                 f"{path}: the watch lists were written with another secret "
                 "([watch] secret_file): restore that secret, or move the lists away"
             )
-        for name in ("data.mdb", "lock.mdb"):
-            os.chmod(path / name, 0o600)
         self._env.reader_check()  # free the reader slots of workers that died (SIGKILL)
         self._keys = keys
         self._tags: dict[str, bytes] = {}
