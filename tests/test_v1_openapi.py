@@ -46,6 +46,9 @@ def test_the_document_is_generated_from_the_route_table() -> None:
         )
         assert doc["components"]["schemas"][r.request.__name__] == components[r.request.__name__]
         assert set(op["responses"]) >= {"200", "400", "401", "403", "429"}
+        if r.method == "POST":  # a body over the limit: the problem the server answers
+            too_large = op["responses"]["413"]
+            assert "application/problem+json" in too_large["content"]
     assert doc["paths"]["/v1/keys"]["get"]["security"] == []
     # a route's own problem statuses are listed too (a changes feed's 410, say)
     gone = dataclasses.replace(ROUTES[0], path="/v1/x", name="x", problems=((410, "gone"),))
