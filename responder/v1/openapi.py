@@ -6,7 +6,7 @@ response Structs, services) and asks msgspec for the JSON Schemas of every Struc
 around the routes, so the contract cannot drift from what the dispatcher decodes and
 encodes. Every operation lists its success answer (with the ``JWS-Signature`` header of
 `responder.v1.jws` when signed) and the problem answers the dispatcher can give
-(`responder.v1.problem`: 400, 401, 403, 405, 415, 429, 503), all with the `Problem`
+(`responder.v1.problem`: 400, 401, 403, 405, 429, 503; and 413, 415 for a body), all with the `Problem`
 schema and ``application/problem+json``. A POST takes its Struct as the JSON body, a
 GET its Struct's fields as query parameters. Security: a bearer token or a TLS client
 certificate (``mutualTLS``), as the registry grants. The public documents
@@ -55,6 +55,7 @@ _PROBLEMS: Final = {
     401: "No registered party proved itself (Act §17(1), §36(1)); nothing was looked up.",
     403: "The agreement (取決め) or the law refuses this party this service now (the rule and article are named). Not counted in the ledger.",
     405: "The route does not take this method.",
+    413: "The body is over the server's size limit (`too_large`; far less without a credential), refused before it is read: send fewer entries per call.",
     415: "The body is not application/json.",
     429: "The agreed quota is used up (`quota`), or the party's earlier large calls still hold its share of the worker's batch thread (`fair_share`); see Retry-After.",
     503: "The answer could not be completed; retry.",
@@ -118,7 +119,10 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
             "responses": {
                 "200": ok,
                 **{str(code): ok | {"description": what} for code, what in r.accepted},
-                **_problem_responses((400, 401, 403, 405, 429, 503), r.problems),
+                **_problem_responses(
+                    (400, 401, 403, 405, 429, 503, *((413, 415) if r.method == "POST" else ())),
+                    r.problems,
+                ),
             },
         }
         if r.method == "POST":
@@ -128,7 +132,6 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
                     "application/json": {"schema": {"$ref": _REF.format(name=r.request.__name__)}}
                 },
             }
-            op["responses"].update(_problem_responses((415,)))
         else:
             schema = components[r.request.__name__]
             required = set(schema.get("required", ()))
