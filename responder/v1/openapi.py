@@ -50,6 +50,11 @@ class Jwks(msgspec.Struct, frozen=True):
     keys: list[JwkEntry]
 
 
+_RETRY_AFTER: Final = {
+    "description": "Seconds to wait before asking again (RFC 9110 §10.2.3)",
+    "schema": {"type": "integer", "minimum": 1},
+    "required": True,
+}
 _PROBLEMS: Final = {
     400: "Bad input: malformed JSON, an unknown field, a value out of bounds; `field` names it. Nothing is counted.",
     401: "No registered party proved itself (Act §17(1), §36(1)); nothing was looked up.",
@@ -77,13 +82,20 @@ def _problem_responses(
             },
         }
         if code == 429:
-            entry["headers"] = {
-                "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}
-            }
+            entry["headers"] = {"Retry-After": _RETRY_AFTER}
         if code == 405:
             entry["headers"] = {"Allow": {"schema": {"type": "string"}, "required": True}}
         out[str(code)] = entry
     return out
+
+
+def _accepted(ok: dict[str, Any], code: int, what: str) -> dict[str, Any]:
+    """A success status besides 200 (`Route.accepted`): the answer's schema and headers; a 202
+    with ``Retry-After`` (`responder.v1.route.Reply.retry_after`)."""
+    entry = ok | {"description": what}
+    if code == 202:
+        entry["headers"] = {**ok.get("headers", {}), "Retry-After": _RETRY_AFTER}
+    return entry
 
 
 def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
@@ -118,7 +130,7 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
             "security": security,
             "responses": {
                 "200": ok,
-                **{str(code): ok | {"description": what} for code, what in r.accepted},
+                **{str(code): _accepted(ok, code, what) for code, what in r.accepted},
                 **_problem_responses(
                     (400, 401, 403, 405, 429, 503, *((413, 415) if r.method == "POST" else ())),
                     r.problems,

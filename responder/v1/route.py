@@ -86,6 +86,9 @@ class Reply(Generic[Resp]):
     """An I/O side effect the shell runs before the answer is sent (and before anything is
     counted); if it raises, the party gets 503 ``unavailable`` and nothing is counted."""
     status: int = 200
+    retry_after: int | None = None
+    """Seconds for the answer's ``Retry-After`` header (RFC 9110 §10.2.3): a 202 that asks
+    the party to come back, so that an HTTP client's own retry logic reads it too."""
 
 
 Handler = Callable[[Req, Context], Reply[Resp] | Problem]
@@ -123,7 +126,8 @@ class Route(Generic[Req, Resp]):
     horizon: resynchronise"),)``: the OpenAPI document lists them."""
     accepted: tuple[tuple[int, str], ...] = ()
     """Success statuses besides 200 the handler may answer (`Reply.status`) with the same
-    response Struct, each with its meaning, e.g. ``((202, "queued: ask again"),)``."""
+    response Struct, each with its meaning, e.g. ``((202, "queued: ask again"),)``; a 202
+    carries ``Retry-After`` (`Reply.retry_after`), and the OpenAPI document says so."""
 
     @property
     def endpoint(self) -> str:
