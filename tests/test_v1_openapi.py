@@ -50,6 +50,10 @@ def test_the_document_is_generated_from_the_route_table() -> None:
             too_large = op["responses"]["413"]
             assert "application/problem+json" in too_large["content"]
     assert doc["paths"]["/v1/keys"]["get"]["security"] == []
+    # the changes feed's answer names the next page's cursor (an OpenAPI link)
+    link = doc["paths"]["/v1/changes"]["get"]["responses"]["200"]["links"]["next"]
+    assert link["operationId"] == "changes"
+    assert link["parameters"] == {"cursor": "$response.body#/cursor"}
     # a route's own problem statuses are listed too (a changes feed's 410, say)
     gone = dataclasses.replace(ROUTES[0], path="/v1/x", name="x", problems=((410, "gone"),))
     assert document([gone])["paths"]["/v1/x"]["post"]["responses"]["410"]["description"] == "gone"

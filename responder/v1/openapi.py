@@ -122,6 +122,14 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.\.[A-Za-z0-9_-]+$"},
                 }
             }
+        if r.follow:
+            ok["links"] = {
+                "next": {
+                    "operationId": r.name,
+                    "description": "The next call reads on from where this answer stopped.",
+                    "parameters": {name: f"$response.body#{at}" for name, at in r.follow},
+                }
+            }
         articles = ", ".join(f"{s.value} ({SERVICE_ARTICLES[s]})" for s in r.services)
         op: dict[str, Any] = {
             "operationId": r.name,

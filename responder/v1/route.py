@@ -124,6 +124,11 @@ class Route(Generic[Req, Resp]):
     """Problem statuses the handler may answer beyond the dispatcher's (400, 401, 403, 405,
     415, 429, 503), each with its meaning, e.g. ``((410, "the cursor is past the retention
     horizon: resynchronise"),)``: the OpenAPI document lists them."""
+    follow: tuple[tuple[str, str], ...] = ()
+    """Parameters of this same operation that its answer gives for the next call, as
+    (parameter, JSON pointer into the answer), e.g. ``(("cursor", "/cursor"),)``: the
+    OpenAPI document links the answer to the next call (``links.next``), so a client
+    generator or a stateful test knows where the next page starts."""
     accepted: tuple[tuple[int, str], ...] = ()
     """Success statuses besides 200 the handler may answer (`Reply.status`) with the same
     response Struct, each with its meaning, e.g. ``((202, "queued: ask again"),)``; a 202
