@@ -106,3 +106,33 @@ def check(operation: Any, url: str, headers: dict[str, str], examples: int) -> N
         case.validate_response(response, checks=CHECKS)
 
     conforms()
+
+
+def test_the_changes_feed_links_hold_on_the_real_server(built: Built, tmp_path: Path) -> None:
+    """Schemathesis' stateful phase follows the document's links (the answer's cursor into
+    the next GET /v1/changes): every answer along the way conforms, as in the test above."""
+    with start_server(built, tmp_path) as s:
+        schema = schemathesis.openapi.from_url(f"{s.url}/v1/openapi.json")
+        headers = {"Authorization": f"Bearer {s.token('both-verifier')}"}
+        machine = schema.as_state_machine()
+        followed: list[str] = []
+        answered: set[str] = set()
+
+        class Walk(machine):  # type: ignore[misc, valid-type]
+            def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+                if case.path == "/v1/changes" and case.query and case.query.get("cursor"):
+                    followed.append(str(case.query["cursor"]))
+                return {"base_url": s.url, "headers": headers, "timeout": 10}
+
+            def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+                case.validate_response(response, checks=CHECKS)
+                if case.path == "/v1/changes" and response.status_code == 200:
+                    answered.add(response.json()["cursor"])
+
+        Walk.run(
+            settings=settings(
+                max_examples=15, stateful_step_count=4, deadline=None, database=None,
+                derandomize=True, suppress_health_check=list(HealthCheck),
+            )
+        )  # fmt: skip
+        assert answered.intersection(followed), "no call read on from an answer's cursor"
