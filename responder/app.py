@@ -123,6 +123,7 @@ from responder.signergauges import SignerCollector
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 from responder.streamgauges import StreamCollector
+from responder.v1 import problem as v1problem
 from responder.v1.jws import AnswerSigner, load_answer_signer
 from responder.v1.routes import CALLS_DIR, V1Api, public_documents
 from responder.v1.routes import Done as V1Done
@@ -449,6 +450,14 @@ class JpkiApp:
             return self._crl(req, path[5:])
         req.note = _NOTE_OTHER
         return _NOT_FOUND
+
+    def too_large(self, target: bytes) -> Response | None:
+        """`responder.http`'s 413 for a body over its limit: under /v1, the API's problem
+        (``application/problem+json``, rule ``too_large``, as its OpenAPI document says);
+        elsewhere None (the layer's plain answer)."""
+        if self.v1 is None or not target.startswith(b"/v1/"):
+            return None
+        return v1problem.response(v1problem.BODY_TOO_LARGE)
 
     def early(self, req: Request) -> Response | None:
         """`responder.http`'s hook after the headers of a request with a body and an

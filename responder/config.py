@@ -360,6 +360,11 @@ class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     (mode 0600) or a ``pkcs11:`` URI; "" for the PKI manifest's ``answer_key``."""
     answer_cert: Path | None = None
     """Its certificate (PEM); unset for the PKI manifest's ``answer_cert``."""
+    published_certs: list[Path] = []
+    """Further answer-signing certificates (PEM, public: no key) listed in ``GET /v1/keys``
+    beside the current one, for a rollover: the next key's before it signs (parties fetch
+    it ahead), the previous key's after (the answers it signed still verify by ``kid``).
+    Each must carry the answer-signing extended key usage, like ``answer_cert``."""
     verify_max_document_bytes: PositiveInt = 8 << 20
     """POST /v1/verify: the largest signed document, CMS or XML of one item (decoded
     octets); larger is 413 ``too_large`` naming the item (`responder.v1.verify`). The body

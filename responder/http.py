@@ -176,7 +176,9 @@ class App(Protocol):
     None`` on SIGHUP, ``close() -> None`` when the worker exits, ``early(req) ->
     Response | None`` after the headers of a request with a body and an
     ``Authorization`` field (``req.body`` empty; a Response is sent at once and the
-    connection closed without reading the body); and an optional
+    connection closed without reading the body); ``too_large(target) -> Response |
+    None``, the 413 for a body over its limit, in the app's own format (the JSON API's
+    problem), None for the layer's plain one; and an optional
     ``hooks`` attribute (`HttpHooks` or None), used when ``responder.server.serve`` was
     given no ``hooks_factory``.
     """
@@ -331,6 +333,11 @@ class HttpServer:
         """Unattributed connections displaced by newer ones (since start)."""
         early = getattr(app, "early", None)
         self.early: Callable[[Request], Response | None] | None = early if callable(early) else None
+        too_large = getattr(app, "too_large", None)
+        self.too_large: Callable[[bytes], Response | None] | None = (
+            too_large if callable(too_large) else None
+        )
+        """The app's 413 for a request target (see `App`), or None."""
         self.requests = 0
         self.draining = False
         self.now = 0.0
@@ -1082,7 +1089,10 @@ class HttpProtocol(asyncio.Protocol):
         hooks = self._srv.hooks
         if hooks is not None:
             hooks.on_http_error(status, self._peer[0])
-        resp = _ERRORS.get(status) or _error_response(status)
+        resp = None
+        if status == 413 and self._srv.too_large is not None:
+            resp = self._srv.too_large(self._url)  # the target of the body refused
+        resp = resp or _ERRORS.get(status) or _error_response(status)
         if self._queue or self._out is not None:
             self._enqueue(_Slot(None, resp, 0.0, True))
         else:

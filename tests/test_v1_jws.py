@@ -99,3 +99,61 @@ def test_the_answer_key_is_required_and_must_be_an_answer_signing_certificate(
     key_path.chmod(0o644)  # a key others may read is refused (keys 0600)
     with pytest.raises(SignerError):
         load_answer_signer(config, manifest)
+
+
+def test_a_rollover_publishes_the_previous_key_so_kept_answers_still_verify_by_kid(
+    root: Ca, tmp_path: Path
+) -> None:
+    """A party keeps an answer and its JWS as evidence, and checks it later against GET
+    /v1/keys by ``kid``. After the answer key is rolled over, the JWKS lists the previous
+    key too ([v1] published_certs): the old answer still finds its key; the new key signs."""
+    from joserfc.jwk import RSAKey
+
+    manifest = Manifest(
+        key_size=2048, base_url="http://x", issuers=[], client_ca="", client_ca_key="",
+        server_cert="", server_key="", group_responder_cert="", group_responder_key="",
+        directory=str(tmp_path),
+    )  # fmt: skip
+    (old_dir := tmp_path / "old").mkdir()
+    (new_dir := tmp_path / "new").mkdir()
+    old_key, old_cert_path, _ = signer_files(root, old_dir)
+    new_key, new_cert_path, _ = signer_files(root, new_dir)
+    before = load_answer_signer(
+        ResponderConfig(v1=V1Config(answer_key=str(old_key), answer_cert=old_cert_path)), manifest
+    )
+    body = b'{"entries":[{"status":"revoked"}]}'
+    kept = before.sign(body).decode()  # what the party keeps
+    after = load_answer_signer(
+        ResponderConfig(
+            v1=V1Config(
+                answer_key=str(new_key), answer_cert=new_cert_path,
+                published_certs=[old_cert_path, new_cert_path],  # a duplicate is listed once
+            )
+        ),
+        manifest,
+    )  # fmt: skip
+    keys = json.loads(after.jwks)["keys"]
+    assert [k["kid"] for k in keys] == [after.kid, before.kid]  # the signing key first
+    header = json.loads(base64.urlsafe_b64decode(kept.split(".")[0] + "=="))
+    [jwk] = [k for k in keys if k["kid"] == header["kid"]]
+    registry = jose.JWSRegistry(algorithms=["RS256"])
+    registry.max_header_length = 4096
+    got = jose.deserialize_compact(kept, RSAKey.import_key(jwk), payload=body, registry=registry)
+    assert got.payload == body
+    assert (
+        json.loads(base64.urlsafe_b64decode(after.sign(body).split(b".")[0] + b"=="))["kid"]
+        == after.kid
+    )
+    # a published certificate must be an answer-signing one, like answer_cert
+    (plain := tmp_path / "plain").mkdir()
+    _, plain_cert, _ = signer_files(root, plain, eku=False)
+    with pytest.raises(SignerError, match="not an answer-signing certificate"):
+        load_answer_signer(
+            ResponderConfig(
+                v1=V1Config(
+                    answer_key=str(new_key), answer_cert=new_cert_path,
+                    published_certs=[plain_cert],
+                )
+            ),
+            manifest,
+        )  # fmt: skip

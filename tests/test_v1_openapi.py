@@ -46,7 +46,14 @@ def test_the_document_is_generated_from_the_route_table() -> None:
         )
         assert doc["components"]["schemas"][r.request.__name__] == components[r.request.__name__]
         assert set(op["responses"]) >= {"200", "400", "401", "403", "429"}
+        if r.method == "POST":  # a body over the limit: the problem the server answers
+            too_large = op["responses"]["413"]
+            assert "application/problem+json" in too_large["content"]
     assert doc["paths"]["/v1/keys"]["get"]["security"] == []
+    # the changes feed's answer names the next page's cursor (an OpenAPI link)
+    link = doc["paths"]["/v1/changes"]["get"]["responses"]["200"]["links"]["next"]
+    assert link["operationId"] == "changes"
+    assert link["parameters"] == {"cursor": "$response.body#/cursor"}
     # a route's own problem statuses are listed too (a changes feed's 410, say)
     gone = dataclasses.replace(ROUTES[0], path="/v1/x", name="x", problems=((410, "gone"),))
     assert document([gone])["paths"]["/v1/x"]["post"]["responses"]["410"]["description"] == "gone"
@@ -99,3 +106,33 @@ def check(operation: Any, url: str, headers: dict[str, str], examples: int) -> N
         case.validate_response(response, checks=CHECKS)
 
     conforms()
+
+
+def test_the_changes_feed_links_hold_on_the_real_server(built: Built, tmp_path: Path) -> None:
+    """Schemathesis' stateful phase follows the document's links (the answer's cursor into
+    the next GET /v1/changes): every answer along the way conforms, as in the test above."""
+    with start_server(built, tmp_path) as s:
+        schema = schemathesis.openapi.from_url(f"{s.url}/v1/openapi.json")
+        headers = {"Authorization": f"Bearer {s.token('both-verifier')}"}
+        machine = schema.as_state_machine()
+        followed: list[str] = []
+        answered: set[str] = set()
+
+        class Walk(machine):  # type: ignore[misc, valid-type]
+            def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+                if case.path == "/v1/changes" and case.query and case.query.get("cursor"):
+                    followed.append(str(case.query["cursor"]))
+                return {"base_url": s.url, "headers": headers, "timeout": 10}
+
+            def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+                case.validate_response(response, checks=CHECKS)
+                if case.path == "/v1/changes" and response.status_code == 200:
+                    answered.add(response.json()["cursor"])
+
+        Walk.run(
+            settings=settings(
+                max_examples=15, stateful_step_count=4, deadline=None, database=None,
+                derandomize=True, suppress_health_check=list(HealthCheck),
+            )
+        )  # fmt: skip
+        assert answered.intersection(followed), "no call read on from an answer's cursor"

@@ -166,3 +166,39 @@ def test_an_unknown_bearer_is_refused_before_the_body_is_read(built: Built, tmp_
             head = sock.recv(65536).decode("latin-1")
         assert head.startswith("HTTP/1.1 401 "), head
         assert "application/problem+json" in head and "unauthenticated" in head
+
+
+def _head_for_length(s: Server, target: str, length: int, token: str | None) -> tuple[str, bytes]:
+    """Send headers announcing a body of ``length`` octets (none sent): the answer's head and
+    body, as the server refuses the body from its Content-Length alone."""
+    host, port = s.url.removeprefix("http://").rsplit(":", 1)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"{auth}Content-Length: {length}\r\n\r\n".encode()
+        )
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    head, _, body = got.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), body
+
+
+def test_a_body_over_the_limit_is_a_413_problem_under_v1(built: Built, tmp_path: Path) -> None:
+    """A client of the JSON API parses every refusal as the RFC 9457 problem its OpenAPI
+    document promises: the 413 of a body over the limit too (with or without a credential),
+    not the HTTP layer's plain text. OCSP keeps the plain 413."""
+    with start_server(built, tmp_path) as s:
+        token = s.token("both-verifier")
+        for target, length, who in (
+            ("/v1/status", 1 << 20, None),  # over the 64 KiB of a request without credential
+            ("/v1/watch", (24 << 20) + 1, token),  # over max_json_body_bytes
+        ):
+            head, body = _head_for_length(s, target, length, who)
+            assert head.startswith("HTTP/1.1 413 "), head
+            assert "content-type: application/problem+json" in head.lower(), head
+            got = json.loads(body)
+            assert (got["status"], got["rule"], got["field"]) == (413, "too_large", "$")
+        head, body = _head_for_length(s, "/ocsp", 1 << 20, None)
+        assert head.startswith("HTTP/1.1 413 ") and "text/plain" in head, head

@@ -133,6 +133,8 @@ def test_act_38_3_request_queued_then_token_handed_out_and_counted(ca: Ca) -> No
     key = ec.generate_private_key(ec.SECP256R1())
     resp, body = api.post({"csr": pem(csr_of(key))})
     assert resp.status == 202 and body["status"] == "pending" and body["retryAfterSeconds"] > 0
+    # an HTTP client's retry logic reads the header (RFC 9110 §10.2.3), not the body
+    assert (b"retry-after", str(body["retryAfterSeconds"]).encode()) in resp.extra_headers
     rid = body["request"]
     [req] = desk.queued.values()
     assert req.id == rid and req.party == "spec"
@@ -410,4 +412,6 @@ def test_openapi_documents_the_pending_answer_and_the_revoked_token() -> None:
 
     responses = document(ROUTES)["paths"]["/v1/token"]["post"]["responses"]
     assert responses["202"]["content"] == responses["200"]["content"]
+    assert responses["202"]["headers"]["Retry-After"]["required"] is True
+    assert "JWS-Signature" in responses["202"]["headers"]  # signed like the 200
     assert "409" in responses and "400" in responses and "403" in responses

@@ -536,6 +536,7 @@ CHANGES_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_changes,
     setup=setup,
+    follow=(("cursor", "/cursor"),),
     problems=(
         (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
         (

@@ -26,6 +26,7 @@ signature bytes are the same RSASSA-PKCS1-v1_5 SHA-256).
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
@@ -75,22 +76,33 @@ def _registry(algorithms: dict[str, JWSAlgModel] | None = None) -> JWSRegistry:
     return reg
 
 
-class AnswerSigner:
-    """Signs answers with one key; its JWKS for ``GET /v1/keys``."""
+def _jwk(cert: x509.Certificate) -> tuple[RSAKey, dict[str, Any]]:
+    """The public JWK of an answer-signing certificate (``kid`` its RFC 7638 thumbprint,
+    ``x5c`` the certificate), as ``GET /v1/keys`` lists it."""
+    public = cert.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise ValueError("the answer-signing certificate's key is not RSA")
+    key = RSAKey.import_key(public)
+    x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    jwk = dict(key.as_dict(private=False))
+    jwk.update({"use": "sig", "alg": ALG, "kid": key.thumbprint(), "x5c": [x5c]})
+    return key, jwk
 
-    def __init__(self, signer: Signer) -> None:
-        cert = signer.certificate
-        public = cert.public_key()
-        if not isinstance(public, rsa.RSAPublicKey):
-            raise ValueError("the answer-signing certificate's key is not RSA")
-        self._key = RSAKey.import_key(public)
-        self.kid: str = self._key.thumbprint()
-        x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
-        self.header: dict[str, Any] = {"alg": ALG, "kid": self.kid, "typ": TYP, "x5c": [x5c]}
+
+class AnswerSigner:
+    """Signs answers with one key; the JWKS of ``GET /v1/keys``: that key, then the
+    ``published`` certificates' (a rollover's next or previous key, never used to sign)."""
+
+    def __init__(self, signer: Signer, published: Sequence[x509.Certificate] = ()) -> None:
+        self._key, jwk = _jwk(signer.certificate)
+        self.kid: str = jwk["kid"]
+        self.header: dict[str, Any] = {"alg": ALG, "kid": self.kid, "typ": TYP, "x5c": jwk["x5c"]}
         self._registry = _registry({ALG: _SignerRS256(signer)})
-        jwk = dict(self._key.as_dict(private=False))
-        jwk.update({"use": "sig", "alg": ALG, "kid": self.kid, "x5c": [x5c]})
-        self.jwks: bytes = msgspec.json.encode({"keys": [jwk]})
+        keys = {self.kid: jwk}
+        for cert in published:
+            other = _jwk(cert)[1]
+            keys.setdefault(other["kid"], other)
+        self.jwks: bytes = msgspec.json.encode({"keys": list(keys.values())})
         """The JSON Web Key Set (RFC 7517 §5) of ``GET /v1/keys``."""
 
     def sign(self, body: bytes) -> bytes:
@@ -123,14 +135,30 @@ def load_answer_signer(
             "manifest has them (crlbuilder pki init)"
         )
     signer = load_signer(key, cert, outage_ok=outage_ok)
+    _check_eku(signer.certificate, cert)
+    published: list[x509.Certificate] = []
+    for path in config.v1.published_certs:
+        try:
+            other = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError) as e:
+            raise SignerError(
+                f"{path}: [v1] published_certs: not a PEM certificate ({e})"
+            ) from None
+        _check_eku(other, path)
+        if not isinstance(other.public_key(), rsa.RSAPublicKey):
+            raise SignerError(f"{path}: [v1] published_certs: the key is not RSA")
+        published.append(other)
+    return AnswerSigner(signer, published)
+
+
+def _check_eku(certificate: x509.Certificate, where: object) -> None:
     try:
-        ext = signer.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+        ext = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
         usages = frozenset(ext.value)
     except x509.ExtensionNotFound:  # (cryptography 51 refuses an empty ExtendedKeyUsage)
         usages = frozenset()
     if x509.ObjectIdentifier(ANSWER_SIGNING_EKU) not in usages:
-        raise SignerError(f"{cert}: not an answer-signing certificate (EKU {ANSWER_SIGNING_EKU})")
-    return AnswerSigner(signer)
+        raise SignerError(f"{where}: not an answer-signing certificate (EKU {ANSWER_SIGNING_EKU})")
 
 
 def verify(signature: bytes | str, body: bytes, certificate: x509.Certificate) -> dict[str, Any]:

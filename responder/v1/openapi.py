@@ -6,7 +6,7 @@ response Structs, services) and asks msgspec for the JSON Schemas of every Struc
 around the routes, so the contract cannot drift from what the dispatcher decodes and
 encodes. Every operation lists its success answer (with the ``JWS-Signature`` header of
 `responder.v1.jws` when signed) and the problem answers the dispatcher can give
-(`responder.v1.problem`: 400, 401, 403, 405, 415, 429, 503), all with the `Problem`
+(`responder.v1.problem`: 400, 401, 403, 405, 429, 503; and 413, 415 for a body), all with the `Problem`
 schema and ``application/problem+json``. A POST takes its Struct as the JSON body, a
 GET its Struct's fields as query parameters. Security: a bearer token or a TLS client
 certificate (``mutualTLS``), as the registry grants. The public documents
@@ -50,11 +50,17 @@ class Jwks(msgspec.Struct, frozen=True):
     keys: list[JwkEntry]
 
 
+_RETRY_AFTER: Final = {
+    "description": "Seconds to wait before asking again (RFC 9110 §10.2.3)",
+    "schema": {"type": "integer", "minimum": 1},
+    "required": True,
+}
 _PROBLEMS: Final = {
     400: "Bad input: malformed JSON, an unknown field, a value out of bounds; `field` names it. Nothing is counted.",
     401: "No registered party proved itself (Act §17(1), §36(1)); nothing was looked up.",
     403: "The agreement (取決め) or the law refuses this party this service now (the rule and article are named). Not counted in the ledger.",
     405: "The route does not take this method.",
+    413: "The body is over the server's size limit (`too_large`; far less without a credential), refused before it is read: send fewer entries per call.",
     415: "The body is not application/json.",
     429: "The agreed quota is used up (`quota`), or the party's earlier large calls still hold its share of the worker's batch thread (`fair_share`); see Retry-After.",
     503: "The answer could not be completed; retry.",
@@ -76,13 +82,20 @@ def _problem_responses(
             },
         }
         if code == 429:
-            entry["headers"] = {
-                "Retry-After": {"schema": {"type": "integer", "minimum": 1}, "required": True}
-            }
+            entry["headers"] = {"Retry-After": _RETRY_AFTER}
         if code == 405:
             entry["headers"] = {"Allow": {"schema": {"type": "string"}, "required": True}}
         out[str(code)] = entry
     return out
+
+
+def _accepted(ok: dict[str, Any], code: int, what: str) -> dict[str, Any]:
+    """A success status besides 200 (`Route.accepted`): the answer's schema and headers; a 202
+    with ``Retry-After`` (`responder.v1.route.Reply.retry_after`)."""
+    entry = ok | {"description": what}
+    if code == 202:
+        entry["headers"] = {**ok.get("headers", {}), "Retry-After": _RETRY_AFTER}
+    return entry
 
 
 def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
@@ -109,6 +122,14 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.\.[A-Za-z0-9_-]+$"},
                 }
             }
+        if r.follow:
+            ok["links"] = {
+                "next": {
+                    "operationId": r.name,
+                    "description": "The next call reads on from where this answer stopped.",
+                    "parameters": {name: f"$response.body#{at}" for name, at in r.follow},
+                }
+            }
         articles = ", ".join(f"{s.value} ({SERVICE_ARTICLES[s]})" for s in r.services)
         op: dict[str, Any] = {
             "operationId": r.name,
@@ -117,8 +138,11 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
             "security": security,
             "responses": {
                 "200": ok,
-                **{str(code): ok | {"description": what} for code, what in r.accepted},
-                **_problem_responses((400, 401, 403, 405, 429, 503), r.problems),
+                **{str(code): _accepted(ok, code, what) for code, what in r.accepted},
+                **_problem_responses(
+                    (400, 401, 403, 405, 429, 503, *((413, 415) if r.method == "POST" else ())),
+                    r.problems,
+                ),
             },
         }
         if r.method == "POST":
@@ -128,7 +152,6 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
                     "application/json": {"schema": {"$ref": _REF.format(name=r.request.__name__)}}
                 },
             }
-            op["responses"].update(_problem_responses((415,)))
         else:
             schema = components[r.request.__name__]
             required = set(schema.get("required", ()))

@@ -14,6 +14,9 @@ serial, no certificate, no holder), so a problem can be logged and shown as it i
   article of the agreement (取決め) or of the law; counted as refused in the metrics.
 - 429 ``quota`` with ``Retry-After``.
 - 404, 405, 415: the HTTP rules (no such route, method, media type).
+- 413 ``too_large``: the body is over the server's limit (``[server.limits]
+  max_json_body_bytes``, less without a credential), refused by `responder.http` before it
+  is read (`BODY_TOO_LARGE`, through the app's ``too_large`` hook).
 - 503 ``unavailable``: a follow-up the answer needs could not be carried out.
 
 Sans-I/O: functions from a refusal to a `Problem` and to its `responder.http.Response`.
@@ -39,6 +42,7 @@ NOT_FOUND: Final = "not_found"
 METHOD_NOT_ALLOWED: Final = "method_not_allowed"
 UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
 UNAVAILABLE: Final = "unavailable"
+TOO_LARGE: Final = "too_large"
 
 _encoder: Final = msgspec.json.Encoder()
 _AT: Final = re.compile(r" - at `(\$[^`]*)`$")
@@ -89,6 +93,14 @@ NO_ROUTE: Final = make(404, NOT_FOUND, "no such route under /v1 (see /v1/openapi
 UNSUPPORTED: Final = make(
     415, UNSUPPORTED_MEDIA_TYPE, "the request body must be application/json", field="$"
 )
+
+
+BODY_TOO_LARGE: Final = make(
+    413, TOO_LARGE,
+    "the request body is over this server's size limit (far less without a credential): "
+    "send fewer entries per call",
+    field="$",
+)  # fmt: skip
 
 
 def method_not_allowed(allow: bytes) -> Response:

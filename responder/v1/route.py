@@ -86,6 +86,9 @@ class Reply(Generic[Resp]):
     """An I/O side effect the shell runs before the answer is sent (and before anything is
     counted); if it raises, the party gets 503 ``unavailable`` and nothing is counted."""
     status: int = 200
+    retry_after: int | None = None
+    """Seconds for the answer's ``Retry-After`` header (RFC 9110 §10.2.3): a 202 that asks
+    the party to come back, so that an HTTP client's own retry logic reads it too."""
 
 
 Handler = Callable[[Req, Context], Reply[Resp] | Problem]
@@ -121,9 +124,15 @@ class Route(Generic[Req, Resp]):
     """Problem statuses the handler may answer beyond the dispatcher's (400, 401, 403, 405,
     415, 429, 503), each with its meaning, e.g. ``((410, "the cursor is past the retention
     horizon: resynchronise"),)``: the OpenAPI document lists them."""
+    follow: tuple[tuple[str, str], ...] = ()
+    """Parameters of this same operation that its answer gives for the next call, as
+    (parameter, JSON pointer into the answer), e.g. ``(("cursor", "/cursor"),)``: the
+    OpenAPI document links the answer to the next call (``links.next``), so a client
+    generator or a stateful test knows where the next page starts."""
     accepted: tuple[tuple[int, str], ...] = ()
     """Success statuses besides 200 the handler may answer (`Reply.status`) with the same
-    response Struct, each with its meaning, e.g. ``((202, "queued: ask again"),)``."""
+    response Struct, each with its meaning, e.g. ``((202, "queued: ask again"),)``; a 202
+    carries ``Retry-After`` (`Reply.retry_after`), and the OpenAPI document says so."""
 
     @property
     def endpoint(self) -> str:

@@ -287,6 +287,8 @@ class V1Api:
         headers: tuple[tuple[bytes, bytes], ...] = _NO_STORE
         if done.signature is not None:
             headers = (*headers, (SIGNATURE_HEADER, done.signature))
+        if reply.retry_after is not None:
+            headers = (*headers, (b"retry-after", str(max(1, reply.retry_after)).encode()))
         # 帳簿 (Act §40): counted before the answer is written
         for service, n in reply.counts:
             if n > 0:

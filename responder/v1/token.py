@@ -280,7 +280,10 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
         requested_at=datetime.fromtimestamp(math.floor(ctx.now), UTC),
     )
     pending = TokenAnswer(request=rid, status="pending", retry_after_seconds=RETRY_AFTER_SECONDS)
-    return Reply(pending, (), family, effect=lambda: desk.queue(req), status=202)
+    return Reply(
+        pending, (), family, effect=lambda: desk.queue(req), status=202,
+        retry_after=RETRY_AFTER_SECONDS,
+    )  # fmt: skip
 
 
 ROUTE: Final = Route(
