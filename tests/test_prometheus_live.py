@@ -44,7 +44,7 @@ from tests.support.procs import stop
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 JOB = "jpki-va"
-GROUPS = frozenset({"jpki-va.freshness", "jpki-va.traffic", "jpki-va.processes"})
+GROUPS = frozenset({"jpki-va.freshness", "jpki-va.traffic", "jpki-va.processes", "jpki-va.cluster"})
 DEADLINE = 20.0
 """Seconds to wait for Prometheus to see a change: the responder flushes its
 workers' counts every second and Prometheus scrapes every second."""
