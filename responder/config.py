@@ -528,6 +528,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
     _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
     _Flag(
+        "--published-cert",
+        "v1.published_certs",
+        "another answer-signing certificate /v1/keys lists, a rollover's (repeat for several)",
+    ),
+    _Flag(
         "--verify-max-document-bytes",
         "v1.verify_max_document_bytes",
         "/v1/verify: largest document of one item (413 above)",

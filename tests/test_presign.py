@@ -334,7 +334,7 @@ def test_a_build_reads_every_entry_only_when_asked_and_the_follow_loop_never(
                            text=True, timeout=300, check=True)  # fmt: skip
     assert msgspec.json.decode(again.stderr.strip().splitlines()[-1])["ocsp_walked"] == 0
     spool = tmp_path / "store-spool"  # builder_args's --spool
-    spool.mkdir()
+    spool.mkdir(mode=0o700)  # closed to others, as the builder wants it (else it warns first)
     p = follow_process([*args, "--presign-full"], "--follow-interval", "0.05", "--max-idle", "30")
     assert p.stderr is not None
     events: list[dict[str, object]] = []
