@@ -438,7 +438,8 @@ def cmd_successor(args: argparse.Namespace) -> int:
         raise CeremonyError(str(e)) from None
     out = manifest.path(plan.cert)
     _check_out(out)
-    ops = _approved(args, sha, manifest.key_ref(plan.successor.key))
+    args.ca_key = manifest.key_ref(plan.successor.key)  # what a ceremony-failed line names
+    ops = _approved(args, sha, args.ca_key)
     try:
         cert = succ.issue(manifest, plan)
     except succ.SuccessorPlanError as e:

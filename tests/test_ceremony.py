@@ -830,6 +830,7 @@ def test_a_successor_ceremony_whose_manifest_cannot_be_written_takes_its_certifi
     assert (pki / "pki.json").read_bytes() == manifest_before
     events = [r.event for r in records(log)]
     assert events[-2:] == ["certificate-issued", "ceremony-failed"]
+    assert records(log)[-1].key == str(pki / "ca" / "sign-card-g2.key")
     monkeypatch.undo()
     assert main(argv) == 0
     check_successor_profile(load_manifest(pki), "sign-card-g1", "sign-card-g2")
