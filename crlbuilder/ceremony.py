@@ -10,6 +10,7 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys new-ocsp  --key URI --ca-key REF --ca-cert CERT --out CERT  [approvals]
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
     crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
+    crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
     crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256]
 
     approvals: --log FILE --operators FILE --approval NAME:file:/path --approval NAME:env:VAR
@@ -55,6 +56,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from crlbuilder import atomicfile
+from crlbuilder import successor as succ
 from crlbuilder.auditlog import Anchor, ChainError
 from crlbuilder.demo.pki import (
     CA_LIFETIME,
@@ -424,6 +426,52 @@ def cmd_retire(args: argparse.Namespace) -> int:
     return _done(args, desc)
 
 
+def cmd_successor(args: argparse.Namespace) -> int:
+    """The successor certificate of a generation (`crlbuilder.successor`): signed by
+    the successor generation's CA key, written beside the CA certificates, named in the
+    manifest. No key is made; the certificate is taken back if the manifest is not written."""
+    desc, sha = _describe(args, ("pki", "issuer", "successor"))
+    manifest = load_manifest(args.pki)
+    try:
+        plan = succ.plan(manifest, args.issuer, args.successor)
+    except succ.SuccessorPlanError as e:
+        raise CeremonyError(str(e)) from None
+    out = manifest.path(plan.cert)
+    _check_out(out)
+    args.ca_key = manifest.key_ref(plan.successor.key)  # what a ceremony-failed line names
+    ops = _approved(args, sha, args.ca_key)
+    try:
+        cert = succ.issue(manifest, plan)
+    except succ.SuccessorPlanError as e:
+        raise CeremonyError(str(e)) from None
+    _record(
+        args.log,
+        "certificate-issued",
+        key=manifest.key_ref(plan.successor.key),
+        operators=ops,
+        ceremony=sha,
+        detail=_write_cert(args, out, cert)
+        | {"issuer_key": oplog.key_name(manifest.key_ref(plan.successor.key))},
+    )
+    dump_manifest(succ.named(manifest, plan), manifest.directory)
+    _made(args).clear()  # the manifest names it now: relying parties are told to install it
+    load_manifest(manifest.directory)  # what the builder and the responder will read
+    _record(
+        args.log,
+        "successor-named",
+        key=manifest.key_ref(plan.successor.key),
+        operators=ops,
+        ceremony=sha,
+        detail={
+            "issuer": plan.issuer.id,
+            "successor": plan.successor.id,
+            "successor_cert": plan.cert,
+            "manifest": str(Path(manifest.directory) / "pki.json"),
+        },
+    )
+    return _done(args, desc)
+
+
 def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
     oplog.end_all()
     report = oplog.verify_oplog(args.log)
@@ -582,6 +630,20 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--pki", type=Path, help="refuse if this PKI's manifest still names the key")
     _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_retire))
+
+    p = ks.add_parser(
+        "successor",
+        help="a compromised generation's successor certificate, named in the manifest",
+    )
+    p.add_argument("--pki", type=Path, required=True, help="the PKI directory (pki.json)")
+    p.add_argument(
+        "--issuer", required=True, help="the generation (compromised), e.g. sign-card-g1"
+    )
+    p.add_argument(
+        "--successor", required=True, help="the later generation whose CA key signs its CRLs"
+    )
+    _approval_args(p, generates=False)
+    p.set_defaults(func=_guarded(cmd_successor))
 
     p = ks.add_parser("verify-log", help="check the operation log's hash chain")
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.cli import main
 from crlbuilder.crl.encode import encode_crl
+from crlbuilder.crl.publish import crl_signing
 from crlbuilder.keys import oplog
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.approval import (
@@ -32,7 +33,7 @@ from crlbuilder.keys.approval import (
     load_operators,
 )
 from crlbuilder.keys.signer import SignerError, load_signer
-from crlbuilder.manifest import load_manifest
+from crlbuilder.manifest import Manifest, dump_manifest, load_manifest
 from tests.support.softhsm import SoftHsmToken, make_token
 
 ALICE = b"alice-secret-0001"
@@ -597,3 +598,239 @@ def test_a_certificate_write_that_fails_takes_back_the_keys_and_files_it_made(
     assert oplog.verify_oplog(log).problems == []
     monkeypatch.undo()
     assert main(argv) == 0 and out.exists()
+
+
+# --- the successor certificate (Act §14, §16-12, §33, §35-12: 発行者署名符号の漏えい等) ------
+
+
+def without_successor(pki: Path, issuer_id: str) -> None:
+    """The demo PKI names a successor for every generation but a family's last: take it
+    back (manifest entry and file), as a PKI made before any compromise planning is."""
+    m = load_manifest(pki)
+    rel = m.issuer(issuer_id).successor_cert
+    issuers = [
+        msgspec.structs.replace(i, successor="", successor_cert="") if i.id == issuer_id else i
+        for i in m.issuers
+    ]
+    dump_manifest(msgspec.structs.replace(m, issuers=issuers), pki)
+    m.path(rel).unlink()
+
+
+def successor_argv(pki: Path, log: Path, operators: Path, issuer: str, succ: str) -> list[str]:
+    return ["keys", "successor", "--pki", str(pki), "--issuer", issuer, "--successor", succ,
+            "--log", str(log), "--operators", str(operators)]  # fmt: skip
+
+
+def openssl_crl_verifies(crl: Path, ca: Path) -> bool:
+    res = subprocess.run(
+        ["openssl", "crl", "-inform", "DER", "-in", str(crl), "-noout", "-CAfile", str(ca)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return res.returncode == 0 and "verify OK" in res.stderr + res.stdout
+
+
+def check_successor_profile(m: Manifest, issuer_id: str, successor_id: str) -> x509.Certificate:
+    """The certificate the manifest names: the generation's CA name, the successor's CA key,
+    issued and signed by the successor CA, cRLSign only."""
+    i, s = m.issuer(issuer_id), m.issuer(successor_id)
+    assert (i.successor, i.successor_cert) == (successor_id, f"ca/{issuer_id}-successor.pem")
+    cert = x509.load_pem_x509_certificate(m.path(i.successor_cert).read_bytes())
+    own = x509.load_pem_x509_certificate(m.path(i.cert).read_bytes())
+    succ_ca = x509.load_pem_x509_certificate(m.path(s.cert).read_bytes())
+    assert cert.subject.public_bytes() == own.subject.public_bytes()
+    assert cert.issuer == succ_ca.subject and cert.public_key() == succ_ca.public_key()
+    cert.verify_directly_issued_by(succ_ca)
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical and ku.value.crl_sign and not ku.value.key_cert_sign
+    assert not ku.value.digital_signature
+    return cert
+
+
+@pytest.mark.integration
+def test_act_14_successor_ceremony_on_softhsm_signs_the_generations_crls(
+    tmp_path: Path, operators: Path, token: SoftHsmToken
+) -> None:
+    """auth-card-g1 has no successor; a rollover makes auth-card-g2 in the token, then the
+    successor ceremony certifies auth-card-g2's token key under auth-card-g1's name, and a
+    CRL of auth-card-g1 signed as after its compromise verifies with that certificate."""
+    from crlbuilder.demo.pki import init_pki
+
+    pki = Path(init_pki(tmp_path / "pki").directory)
+    log = tmp_path / "ops.jsonl"
+    both = approvals(tmp_path, "alice", "bob")
+    ca_key, ocsp_key = token.uri("auth-card-g2"), token.uri("auth-card-g2-ocsp")
+    assert main(["keys", "rollover", "--pki", str(pki), "--family", "auth-card", "--ca-key",
+                 ca_key, "--ocsp-key", ocsp_key, "--log", str(log), "--operators",
+                 str(operators), *both]) == 0  # fmt: skip
+    n = len(records(log))
+    argv = successor_argv(pki, log, operators, "auth-card-g1", "auth-card-g2")
+    assert main([*argv, *both]) == 0
+    m = load_manifest(pki)
+    check_successor_profile(m, "auth-card-g1", "auth-card-g2")
+    new = records(log)[n:]
+    assert [r.event for r in new] == [
+        "signing-session-started",  # the successor's CA key, in the token, signs it
+        "certificate-issued",
+        "successor-named",
+        "signing-session-ended",  # with the ceremony (its count: one signature)
+    ]
+    assert new[-1].detail["signatures"] == 1
+    named = new[-2]
+    assert named.operators == ["alice", "bob"] and named.key == ca_key.split("?")[0]
+    assert named.detail["issuer"] == "auth-card-g1" and named.detail["successor"] == "auth-card-g2"
+    assert named.ceremony == new[1].ceremony and len(named.ceremony) == 64
+    assert oplog.verify_oplog(log).problems == []
+
+    # the publisher's signer for the compromised generation: the token key, that certificate
+    signing = crl_signing(m, m.issuer("auth-card-g1"), compromised=True)
+    assert signing is not None
+    cert, signer = signing
+    now = datetime.now(UTC).replace(microsecond=0)
+    crl = tmp_path / "auth-card-g1.crl"
+    crl.write_bytes(encode_crl(issuer=cert, signer=signer, number=7, this_update=now,
+                               next_update=now + timedelta(days=1),
+                               entries=[(0x2001, int(now.timestamp()) - 60, 2)]))  # fmt: skip
+    p11.close_all()
+    g1 = m.issuer("auth-card-g1")
+    assert openssl_crl_verifies(crl, m.path(g1.successor_cert))
+    assert not openssl_crl_verifies(crl, m.path(g1.cert))
+
+
+@pytest.mark.integration
+def test_act_14_successor_ceremony_with_pem_keys_then_a_build_after_the_compromise(
+    tmp_path: Path, operators: Path
+) -> None:
+    """PEM keys: the ceremony certifies sign-card-g2's key under sign-card-g1's name; a build
+    that reads a ca-compromise record for sign-card-g1 signs its CRLs with that key, and they
+    verify with the ceremony's certificate (openssl), not with the compromised CA's."""
+    from crlbuilder.demo.pki import init_pki
+    from tests.conftest import ROOT, run_tool
+
+    pki = Path(init_pki(tmp_path / "pki").directory)
+    without_successor(pki, "sign-card-g1")
+    log = tmp_path / "ops.jsonl"
+    argv = successor_argv(pki, log, operators, "sign-card-g1", "sign-card-g2")
+    assert main([*argv, *approvals(tmp_path, "alice", "bob")]) == 0
+    m = load_manifest(pki)
+    check_successor_profile(m, "sign-card-g1", "sign-card-g2")
+    assert [r.event for r in records(log)][-2:] == ["certificate-issued", "successor-named"]
+
+    issued = datetime(2025, 1, 6, tzinfo=UTC)
+    facts = {"name": "試験 花子", "sex": "2", "birth_date": "419900101", "address": "東京都港区1-1"}
+
+    def rec(kind: str, n: int, at: datetime, **kw: object) -> bytes:
+        return msgspec.json.encode(
+            {"type": kind, "id": f"kc-{n}", "recorded_at": at.isoformat(), **kw}
+        )
+
+    inputs = tmp_path / "records"
+    inputs.mkdir()
+    now = datetime.now(UTC).replace(microsecond=0)
+    (inputs / "a.jsonl").write_bytes(
+        rec("issuance", 1, issued, serial=0x1001, family="sign-card", issuer="sign-card-g1",
+            not_before=issued.isoformat(), not_after=(issued + timedelta(days=1500)).isoformat(),
+            holder="01" * 32, facts=facts)
+        + b"\n" + rec("ca-compromise", 2, now - timedelta(hours=1), issuer="sign-card-g1") + b"\n"
+    )  # fmt: skip
+    key = tmp_path / "facts.key"
+    run_tool("crlbuilder", "facts-key", "--out", str(key))
+    d = tmp_path / "b"
+    run_tool(
+        "crlbuilder", "build", "--config", str(ROOT / "config" / "builder.toml"),
+        "--store", str(d / "store"), "--pki", str(pki), "--input", str(inputs),
+        "--facts-key-file", str(key), "--quarantine", str(d / "quarantine.jsonl"),
+        "--notices", str(d / "notices.jsonl"), "--crl-dir", str(d / "crl"),
+        "--spool", str(d / "spool"), "--sign-workers", "1", "--as-of", now.isoformat(),
+        "--no-progress",
+    )  # fmt: skip
+    g1 = m.issuer("sign-card-g1")
+    crl = d / "crl" / "sign-card-g1.crl"
+    assert openssl_crl_verifies(crl, m.path(g1.successor_cert))
+    assert not openssl_crl_verifies(crl, m.path(g1.cert))
+    parsed = x509.load_der_x509_crl(crl.read_bytes())
+    [entry] = list(parsed)
+    assert entry.serial_number == 0x1001
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    assert reason == x509.ReasonFlags.ca_compromise
+
+
+def test_successor_ceremony_refusals_change_nothing(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One operator (refusal logged), an unknown generation, one of another family or an
+    earlier one, a generation that has a successor already, a certificate file in the way:
+    each refused with one line, exit 2, the manifest and the PKI's files as they were."""
+    from crlbuilder.demo.pki import init_pki
+
+    pki = Path(init_pki(tmp_path / "pki").directory)
+    without_successor(pki, "sign-card-g1")
+    log = tmp_path / "ops.jsonl"
+    both = approvals(tmp_path, "alice", "bob")
+
+    def files() -> dict[Path, bytes]:
+        return {p: p.read_bytes() for p in sorted(pki.rglob("*")) if p.is_file()}
+
+    cases = [
+        ("sign-card-g1", "sign-card-g2", approvals(tmp_path, "alice"), "2 distinct operators"),
+        ("sign-card-g1", "sign-card-g2", approvals(tmp_path, "alice", "alice"), "distinct"),
+        ("sign-card-g9", "sign-card-g2", both, "sign-card-g9: no such issuer generation"),
+        ("sign-card-g1", "auth-card-g9", both, "auth-card-g9: no such issuer generation"),
+        ("sign-card-g1", "sign-mobile-g1", both, "not a later generation"),
+        ("sign-card-g2", "sign-card-g1", both, "not a later generation"),
+        ("sign-card-g1", "sign-card-g1", both, "not a later generation"),
+        ("verifier-token-g1", "sign-card-g2", both, "no such issuer generation"),
+    ]
+    before = files()
+    for issuer, succ, given, why in cases:
+        assert main([*successor_argv(pki, log, operators, issuer, succ), *given]) == 2, issuer
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], err
+        assert files() == before
+    refused = [r for r in records(log) if r.event == "ceremony-refused"]
+    assert [r.operators for r in refused] == [["alice"], ["alice", "alice"]]
+
+    # the certificate's file exists (left by hand, or by an earlier attempt): refused before
+    # the approvals are even read, nothing written over it
+    (pki / "ca" / "sign-card-g1-successor.pem").write_bytes(b"not mine\n")
+    before = files()
+    assert main([*successor_argv(pki, log, operators, "sign-card-g1", "sign-card-g2"), *both]) == 2
+    assert "exists" in capsys.readouterr().err and files() == before
+    (pki / "ca" / "sign-card-g1-successor.pem").unlink()
+
+    # done once; a second time is refused: the successor named is never replaced
+    assert main([*successor_argv(pki, log, operators, "sign-card-g1", "sign-card-g2"), *both]) == 0
+    capsys.readouterr()
+    before = files()
+    assert main([*successor_argv(pki, log, operators, "sign-card-g1", "sign-card-g2"), *both]) == 2
+    assert "already has a successor" in capsys.readouterr().err and files() == before
+    assert oplog.verify_oplog(log).problems == []
+
+
+def test_a_successor_ceremony_whose_manifest_cannot_be_written_takes_its_certificate_back(
+    tmp_path: Path, operators: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The certificate written, then the manifest not (a full disk): the certificate is
+    removed, the failure logged, and the ceremony can be done again."""
+    from crlbuilder import ceremony
+    from crlbuilder.demo.pki import init_pki
+
+    pki = Path(init_pki(tmp_path / "pki").directory)
+    without_successor(pki, "sign-card-g1")
+    log = tmp_path / "ops.jsonl"
+    argv = [*successor_argv(pki, log, operators, "sign-card-g1", "sign-card-g2"),
+            *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    manifest_before = (pki / "pki.json").read_bytes()
+
+    def full(*_: object) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ceremony, "dump_manifest", full)
+    assert main(argv) == 2
+    assert not (pki / "ca" / "sign-card-g1-successor.pem").exists()
+    assert (pki / "pki.json").read_bytes() == manifest_before
+    events = [r.event for r in records(log)]
+    assert events[-2:] == ["certificate-issued", "ceremony-failed"]
+    assert records(log)[-1].key == str(pki / "ca" / "sign-card-g2.key")
+    monkeypatch.undo()
+    assert main(argv) == 0
+    check_successor_profile(load_manifest(pki), "sign-card-g1", "sign-card-g2")

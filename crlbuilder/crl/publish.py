@@ -23,7 +23,7 @@ After a compromise of a generation's key (発行者署名符号の漏えい等, 
 more. The generation's CRLs go on, under its own name and at its own
 distribution points (its records stay within their retention, Act §16), signed
 by the successor generation's CA key that the manifest names, certified for
-that name by the successor certificate (`crlbuilder.demo.pki.successor_certificate`);
+that name by the successor certificate (`crlbuilder.successor`, `keys successor`);
 the authorityKeyIdentifier is then the successor's, and the first CRL after the
 change of key is a full one (a delta is signed by the key of its base). With no
 successor in the manifest nothing is signed for the generation

@@ -12,7 +12,8 @@ demo or a test needs and describes it in ``pki.json`` (`crlbuilder.manifest`):
 - a delegated OCSP signer per generation, issued by that CA, with
   id-kp-OCSPSigning and id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2);
 - for every generation but a family's last, its successor (the next
-  generation) and a successor certificate (`successor_certificate`): what
+  generation) and a successor certificate (made by `crlbuilder.successor`,
+  as the `crlbuilder keys successor` ceremony makes it): what
   publishes the generation's revocation information if its key is compromised;
 - a demo TLS/client CA (``client_ca``) that issues the responder's TLS server
   certificate (127.0.0.1, ::1, localhost), the parties' client certificates
@@ -41,16 +42,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from crlbuilder import successor as succ
 from crlbuilder.demo.certprofile import key_usage
 from crlbuilder.keyref import is_pkcs11_uri
 from crlbuilder.keys import oplog
 from crlbuilder.keys.certsign import draft_certificate, with_signature
+from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import (
     ANSWER_SIGNING_EKU,
     MANIFEST_NAME,
@@ -86,7 +88,6 @@ __all__ = [
     "load_ca_certificate",
     "ocsp_signer_builder",
     "run_init",
-    "successor_certificate",
     "write_private",
 ]
 
@@ -297,7 +298,6 @@ def load_ca_certificate(manifest: Manifest, issuer: IssuerFiles) -> x509.Certifi
 # Certificates
 # ---------------------------------------------------------------------------
 
-_CRL_ONLY_USAGE: Final = key_usage("crl_sign")
 _CA_USAGE: Final = key_usage("digital_signature", "key_cert_sign", "crl_sign")
 
 
@@ -407,44 +407,6 @@ def ocsp_signer_builder(
         eku=[ExtendedKeyUsageOID.OCSP_SIGNING],
         extra=[x509.OCSPNoCheck()],
     )
-
-
-def successor_certificate(
-    compromised_ca: x509.Certificate,
-    successor_ca: x509.Certificate,
-    successor_key: rsa.RSAPrivateKey | TokenKey,
-) -> x509.Certificate:
-    """The certificate that lets a successor key publish a compromised generation's CRLs.
-
-    Subject: the compromised generation's CA name, byte for byte (the issuer name
-    its certificates and their CRL distribution points lead clients to expect);
-    public key: the successor CA's key (so SKI and the CRLs' authorityKeyIdentifier
-    are the successor's); issued and signed by the successor CA; keyUsage cRLSign
-    only, so it can sign CRLs under that name and certify nothing. A client that
-    has dropped the compromised CA as a trust anchor verifies the generation's
-    final CRLs with this certificate (docs/operations.md, "CA key compromise").
-    """
-    ski = successor_ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(compromised_ca.subject)
-        .issuer_name(successor_ca.subject)
-        .public_key(successor_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(
-            max(compromised_ca.not_valid_before_utc, successor_ca.not_valid_before_utc)
-        )
-        .not_valid_after(successor_ca.not_valid_after_utc)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_CRL_ONLY_USAGE, critical=True)
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(successor_key.public_key()), critical=False
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-    )
-    return _signed(builder, successor_key)
 
 
 # ---------------------------------------------------------------------------
@@ -565,17 +527,6 @@ def init_pki(
         issuers.append(files)
         cas[iid] = (ca_cert, ca_key)
     token_issuer = issuers.pop()  # TOKEN_GENERATION: kept apart from the Act's four families
-    # each generation but a family's last has its successor named, with the successor
-    # certificate a compromise needs (in production the CA operator issues it then)
-    for n, files in enumerate(issuers):
-        nxt = next((i for i in issuers[n + 1 :] if i.family is files.family), None)
-        if nxt is None:
-            continue
-        cert = successor_certificate(cas[files.id][0], *cas[nxt.id])
-        rel = f"ca/{files.id}-successor.pem"
-        _write_cert(out / rel, cert)
-        issuers[n] = msgspec.structs.replace(files, successor=nxt.id, successor_cert=rel)
-
     client_ca_key = new_key()
     client_ca = _self_signed_ca(
         client_ca_key,
@@ -682,7 +633,22 @@ def init_pki(
         answer_key=answer_key_ref,
         parties=parties,
         token_issuer=token_issuer,
+        directory=str(out.resolve()),
     )
+    # each generation but a family's last has its successor named, with the successor
+    # certificate a compromise needs, made as `crlbuilder.successor` makes it (in
+    # production at the ceremony that follows the compromise)
+    for n, files in enumerate(issuers):
+        nxt = next((i for i in issuers[n + 1 :] if i.family is files.family), None)
+        if nxt is None:
+            continue
+        try:
+            plan = succ.plan(manifest, files.id, nxt.id)
+            cert = succ.issue(manifest, plan)
+        except (succ.SuccessorPlanError, SignerError) as e:
+            raise PkiError(f"{files.id}: successor certificate: {e}") from None
+        write_cert(plan.cert, cert, nxt.key)
+        manifest = succ.named(manifest, plan)
     dump_manifest(manifest, out)
     return load_manifest(out / MANIFEST_NAME)
 

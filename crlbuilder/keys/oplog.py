@@ -48,6 +48,7 @@ EVENTS: Final = frozenset(
         "key-generated",
         "certificate-issued",
         "rollover",
+        "successor-named",
         "key-destroyed",
         "ceremony-refused",
         "ceremony-failed",
