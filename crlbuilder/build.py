@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any
 
 import msgspec
 from tqdm import tqdm
@@ -48,11 +48,12 @@ from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.jetstream import ClusterError
-from crlbuilder.keys.signer import SignerError, load_signer
+from crlbuilder.keys.signer import load_signer
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult, walk_lead
+from crlbuilder.signing_retry import SigningRetry
 from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -60,10 +61,6 @@ from crlbuilder.store.writer import Commit
 from crlbuilder.stream import MAX_BATCH, Batcher, Consumer, Delivered
 from crlbuilder.tokens import TokenIssuer, TokenReport
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
-
-SIGNING_RETRY_SECONDS: Final = 10.0
-"""A follow loop whose signing failed (a key in a token that is gone: `Builder.signing`)
-tries again this long after, applying the record files that arrive meanwhile."""
 
 Clock = Callable[[], datetime]
 """Where the builder reads the time: an aware UTC instant."""
@@ -354,21 +351,6 @@ class Builder:
             c.prune_changes(now - self.cfg.store.changes_keep_days * 86_400)
             report.build = c.bump_build()
 
-    def signing(self, what: str, step: Callable[[], object]) -> bool:
-        """Run a follow loop's ``step`` that signs (pre-signing, CRLs, tokens). A signing key
-        checked at start that cannot be used now (a token removed or failing, its module or
-        sessions gone: `SignerError`) is an outage, not a fault: a ``warning`` event naming
-        the key (never its PIN), and False; the caller goes on applying records (already
-        committed) and tries the signing again after `SIGNING_RETRY_SECONDS`."""
-        try:
-            step()
-        except SignerError as e:
-            self.emit({"event": "warning", "message": (
-                f"{what}: signing failed ({e}); records are still applied, and signing is "
-                f"tried again in {SIGNING_RETRY_SECONDS:g} s")})  # fmt: skip
-            return False
-        return True
-
     def presign(self, report: BuildReport, now: int) -> None:
         """Pre-signs the answers of revoked serials (`crlbuilder.presign`), bounded by
         ``presign_seconds``; the counts and seconds go to ``report``. The pre-signer (the
@@ -417,10 +399,11 @@ class Builder:
                     "before the answers fall due): raise ocsp.validity_seconds or give the "
                     "signing more cores (ocsp.sign_workers)")})  # fmt: skip
 
-    def presign_step(self) -> BuildReport:
+    def presign_step(self, report: BuildReport | None = None) -> BuildReport:
         """A follow loop's turn with nothing else to do while a walk goes on: pre-signing alone
-        (no lapse, CRL or build number: none of them waits on it)."""
-        report = BuildReport(summary=Summary())
+        (no lapse, CRL or build number: none of them waits on it), counted in ``report`` (a
+        new one by default: the caller's stays filled as far as it got when signing fails)."""
+        report = report or BuildReport(summary=Summary())
         self.presign(report, epoch(self.clock()))
         return report
 
@@ -522,13 +505,8 @@ class Builder:
         due = next_lapse(self.store)
         approval_end = self.next_approval_end(self.clock())
         gone = False
-        retry_at: float | None = None  # signing failed: tried again then (`signing`)
-
-        def signed(what: str, step: Callable[[], object]) -> bool:
-            nonlocal retry_at
-            ok = self.signing(what, step)
-            retry_at = None if ok else time.monotonic() + SIGNING_RETRY_SECONDS
-            return ok
+        retry = SigningRetry(self.emit)  # a token gone: records applied, signing retried
+        signed = retry.run
 
         try:
             while not stop.requested:
@@ -565,7 +543,7 @@ class Builder:
                         or self.registry_moved()
                         or (approval_end is not None and approval_end <= now)
                         or (time.monotonic() - last_refresh > self.refresh_every())
-                        or (retry_at is not None and time.monotonic() >= retry_at)
+                        or retry.due()
                     ):
                         report = BuildReport(summary=Summary())
                         signed(
@@ -577,9 +555,7 @@ class Builder:
                         approval_end = self.next_approval_end(now)
                     if walking:  # nothing waits (refreshes first: CRLs must not go stale)
                         report = BuildReport(summary=Summary())
-                        if signed(
-                            "pre-signing", partial(self.presign, report, epoch(self.clock()))
-                        ):
+                        if signed("pre-signing", partial(self.presign_step, report)):
                             self.emit({"event": "presign", **report.as_dict()})
                         walking = report.presign_walking > 0  # failed: none until the retry
                         continue
@@ -587,9 +563,7 @@ class Builder:
                     for at in (due, approval_end):
                         if at is not None:
                             wait = min(wait, max(0.0, (at - self.clock()).total_seconds()))
-                    if retry_at is not None:
-                        wait = min(wait, max(0.0, retry_at - time.monotonic()))
-                    watch.wait(wait)  # a file renamed into the spool ends it at once
+                    watch.wait(retry.wait(wait))  # a file renamed into the spool ends it at once
                     continue
                 for p in files:
                     t0 = time.monotonic()
@@ -686,12 +660,18 @@ class Builder:
             consumer.ack(batch[-1])
             dirty |= applier.summary.commits != before  # a tick that changed nothing: no refresh
 
+        retry = SigningRetry(self.emit)  # a token gone: records applied, signing retried
+
         def refresh(event: str) -> None:
             nonlocal applier, report, dirty, last_refresh, refreshes, walking
             refreshes += 1
             report.seconds["apply"] = time.monotonic() - t0
-            self.after_commit(applier, report, self.clock(), time_writes=False)
-            walking = report.presign_walking > 0
+            step = partial(self.after_commit, applier, report, self.clock(), time_writes=False)
+            if follow:  # committed and acknowledged: a signing outage leaves the CRLs and
+                retry.run(event, step)  # answers to the retry (ships what it made, if any)
+            else:  # a one-shot run that could not sign fails
+                step()
+            walking = report.presign_walking > 0  # failed: none until the retry
             if ship is not None:
                 ship(report)
             with self.store.read() as r:
@@ -748,13 +728,14 @@ class Builder:
                 return False
             if not follow:
                 return True
-            if time.monotonic() - last_refresh > self.refresh_every():
+            if time.monotonic() - last_refresh > self.refresh_every() or retry.due():
                 refresh("refresh")
                 return False
             if walking:  # caught up: the cut pre-signing goes on
-                step = self.presign_step()
-                self.emit({"event": "presign", **step.as_dict()})
-                walking = step.presign_walking > 0
+                step = BuildReport(summary=Summary())
+                if retry.run("pre-signing", partial(self.presign_step, step)):
+                    self.emit({"event": "presign", **step.as_dict()})
+                walking = step.presign_walking > 0  # failed: none until the retry
                 return False
             return max_idle is not None and time.monotonic() - idle_since > max_idle
 

@@ -4,10 +4,12 @@ comes up whatever else listens on its usual ports."""
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import signal
 import socket
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,8 @@ from crlbuilder.demo.__main__ import main, responder_flags
 from responder.cli import parser
 from responder.config import FIELD_TYPES, load_config, overrides_from_args
 from tests.conftest import ROOT
-from tests.support.procs import started, wait_line
+from tests.support.procs import alive, children, started, wait_line
+from tests.support.wait import until
 
 
 def test_the_demo_responder_keeps_every_file_under_the_demo_directory(
@@ -141,3 +144,38 @@ def test_the_demo_comes_up_with_its_usual_ports_taken(tmp_path: Path) -> None:
                 assert r.status == 200
         assert "responder (機構)" in text and "group appliance" in text
     assert p.returncode == 0
+
+
+@pytest.mark.integration
+def test_a_child_that_stops_on_its_own_is_named_with_its_status_and_last_lines(
+    tmp_path: Path,
+) -> None:
+    """The builder killed under the demo: the demo says which process stopped, how, and the
+    last lines of its error output (they went to /dev/null), stops the responder, and exits
+    non-zero (it used to end silently with 0)."""
+    args = [sys.executable, "-m", "crlbuilder.demo", "--dir", str(tmp_path / "demo"),
+            "--holders", "300", "--no-group", "--port", "0", "--metrics-port", "0"]  # fmt: skip
+    log = tmp_path / "demo.log"
+    with started(args, log=log, sig=signal.SIGINT, grace=30, cwd=ROOT) as p:
+        text = wait_line(p, r"(its processes:\n(?:.*\n)+?)Ctrl-C stops everything", 240)
+        pids = {
+            name: int(pid) for pid, name in re.findall(r"pid (\d+)\s+(.+)\n", text)
+        }  # fmt: skip
+        builder = pids["the builder (crlbuilder build --follow)"]
+        responder = pids["the responder (responder serve)"]
+        assert builder in children(p.pid) and responder in children(p.pid)
+        spool = tmp_path / "demo" / "spool"  # a record file (empty): a spool-file event
+        (spool / "in.tmp").write_bytes(b"")
+        (spool / "in.tmp").rename(spool / "0001.jsonl")
+        until(lambda: not (spool / "0001.jsonl").exists(), 60, "the spool file applied")
+        time.sleep(1)  # its event written
+        os.kill(builder, signal.SIGKILL)
+        assert p.wait(timeout=60) == 1
+        assert not alive(responder)  # the others stopped
+    err = log.read_text()
+    assert (
+        "demo: the builder (crlbuilder build --follow) stopped (killed by SIGKILL); "
+        "stopping the others. The last lines of its error output:\n" in err
+    ), err[-3000:]
+    shown = err.split("The last lines of its error output:\n", 1)[1].splitlines()
+    assert any(line.startswith('  | {"event":"spool-file"') for line in shown), err[-3000:]

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import msgspec
 import nats.js.errors
 import pytest
+from cryptography import x509
 
 from crlbuilder import jetstream, snapshot
 from crlbuilder.build import Builder, BuildReport
@@ -39,6 +40,7 @@ from crlbuilder.ingest import MAX_LINE, Rejected
 from crlbuilder.jetstream import Cluster, ClusterError, parse_servers, replicas_for
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest
+from crlbuilder.model import Answer, CertStatus, Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.stream import (
@@ -58,6 +60,7 @@ from responder.streamlag import STALE_AFTER, verdict
 from tests.support import procs
 from tests.support.builder import builder_config
 from tests.support.nats import NatsCluster, free_ports, nats_server
+from tests.support.softhsm import keys_into_token, make_token
 from tests.support.store import dump_store
 from tests.support.wait import until
 
@@ -1008,3 +1011,84 @@ def test_snapshot_get_from_a_bucket_without_a_snapshot_makes_no_directory(
         assert not (tmp_path / "new").exists()
     finally:
         c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server and SoftHSM2 token, timed waits
+def test_a_stream_follower_outlives_a_token_gone_while_it_signs(
+    tmp_path: Path, population: Path, demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`build --source nats://... --follow` with its keys in a token that disappears: the
+    records the stream brings meanwhile are committed and acknowledged, pre-signing and CRLs
+    warn (the key named, never the PIN) instead of killing the node (it died with a traceback),
+    and once the token is back the loop signs by itself: CRLs with the new revocation and its
+    pre-signed answer, the process alive throughout (`crlbuilder.signing_retry`)."""
+    token = make_token(tmp_path / "hsm", monkeypatch, pin="stream-token-pin-4821")
+    tokens, away = token.directory / "tokens", token.directory / "tokens-away"
+    try:
+        pki = tmp_path / "pki"
+        shutil.copytree(demo_pki[0], pki)
+        keys_into_token(pki, token)
+        (port,) = free_ports(1)
+        (tmp_path / "n").mkdir()
+        base = builder_config(tmp_path / "n", pki)
+        cfg = msgspec.structs.replace(
+            base,
+            input=msgspec.structs.replace(base.input, source=f"nats://127.0.0.1:{port}"),
+            stream=msgspec.structs.replace(base.stream, name="hsm", subject="jpki.hsm",
+                                           durable="hsm-node"),
+        )  # fmt: skip
+        args = [sys.executable, "-m", "crlbuilder.cli", "build", "--no-progress", "--follow",
+                "--follow-interval", "0.2", "--sign-workers", "1",
+                *(f for f in flags(cfg) if f not in ("--no-crl", "--no-presign"))]  # fmt: skip
+        good = next(
+            a
+            for line in (population.parent / "answers.jsonl").read_bytes().splitlines()
+            if (a := msgspec.json.decode(line, type=Answer)).status is CertStatus.GOOD
+            and a.family is Family.AUTH_CARD
+        )
+        rec = {"type": "revocation-request", "id": "stream-token-gone-1", "issuer": good.issuer,
+               "recorded_at": datetime.now(UTC).isoformat(), "serial": good.serial,
+               "reason": "loss"}  # fmt: skip
+        revocation = tmp_path / "revocation.jsonl"
+        revocation.write_bytes(msgspec.json.encode(rec) + b"\n")
+        log = tmp_path / "b.log"
+
+        def events() -> list[dict[str, Any]]:
+            lines = log.read_text(errors="replace").splitlines()
+            return [msgspec.json.decode(x) for x in lines if x.startswith("{")]
+
+        def signing_failed() -> list[str]:
+            return [m for m in warnings_in(log) if "signing failed" in m]
+
+        with nats_server(tmp_path / "server", port) as server, procs.started(args, log=log) as p:
+            n = publish_files(cfg, server, sorted(population.glob("*.jsonl")))
+            until(lambda: stream_seq(cfg) == n or p.poll() is not None, 120, "the records")
+            until(lambda: any(e.get("crls") for e in events()) or p.poll() is not None, 60,
+                  "the first CRLs, signed in the token")  # fmt: skip
+            assert p.poll() is None, log.read_text()[-2000:]
+            tokens.rename(away)  # the token disappears under the running node
+            assert publish_files(cfg, server, [revocation]) == 1
+            until(lambda: stream_seq(cfg) == n + 1 or p.poll() is not None, 60, "the revocation")
+            until(lambda: bool(signing_failed()) or p.poll() is not None, 60, "a warning")
+            assert p.poll() is None, log.read_text()[-2000:]  # alive, not crashed
+            assert token.pin not in log.read_text()
+            failed = len(events())
+            away.rename(tokens)  # back: the node signs again without a restart
+
+            def signed_again() -> bool:
+                return any(e.get("crls") and e.get("ocsp_presigned") for e in events()[failed:])
+
+            until(lambda: signed_again() or p.poll() is not None, 60, "CRLs signed again")
+            assert p.poll() is None, log.read_text()[-2000:]
+            crl_dir = Path(cfg.crl.directory)
+            crls = [x509.load_der_x509_crl(f.read_bytes())
+                    for f in crl_dir.glob(f"{good.issuer}*.crl")]  # fmt: skip
+            assert any(c.get_revoked_certificate_by_serial_number(good.serial) for c in crls)
+            assert procs.stop(p, signal.SIGTERM, 30) == 0, log.read_text()[-2000:]
+        assert "Traceback" not in log.read_text()
+    finally:
+        if away.exists():
+            away.rename(tokens)
+        token.close()

@@ -47,6 +47,7 @@ from typing import Final
 
 import msgspec
 
+from crlbuilder.demo.children import Child, start, stopped_message
 from crlbuilder.demo.ports import USUAL, PortTaken, choose, in_use
 from crlbuilder.demo.softhsm import OPLOG_NAME
 from crlbuilder.keys.oplog import OPLOG_ENV
@@ -347,7 +348,7 @@ MEMBERS = ("member-1", "member-2")
 
 
 def start_group(
-    d: Path, kikou_url: str, ports: tuple[int, int], children: list[subprocess.Popen[str]]
+    d: Path, kikou_url: str, ports: tuple[int, int], children: list[Child]
 ) -> tuple[str, str]:
     """The group's appliance beside the 機構's: ``crlbuilder group init`` (once, from what the
     group received: the 機構's /ca/, its token, the relay responder key), its two members
@@ -380,19 +381,20 @@ def start_group(
             )  # fmt: skip
     _run(_tool("crlbuilder"), "group", "pull", "--group", str(g))
     children.append(
-        subprocess.Popen(
+        start(
+            "the group's feed (crlbuilder group pull --follow)",
             [_tool("crlbuilder"), "group", "pull", "--group", str(g), "--follow"],
-            stderr=subprocess.DEVNULL,
-            text=True,
+            keep_stderr=True,
         )
     )
-    server = subprocess.Popen(
+    server = start(
+        "the group's responder (responder serve)",
         [_tool("responder"), "serve", "--config", str(g / "responder.toml"),
          "--port", str(ports[0]), "--metrics-port", str(ports[1])],
-        stdout=subprocess.PIPE, text=True,
+        keep_stderr=False, stdout=subprocess.PIPE,
     )  # fmt: skip
     children.append(server)
-    urls = _listening(server)
+    urls = _listening(server.proc)
     if urls is None:
         raise SystemExit("demo: the group's responder did not start (its reason is above)")
     return urls
@@ -446,12 +448,14 @@ def serve(d: Path, asked: dict[str, int | None]) -> int:
     listens."""
     make_spool(d)
     (d / "tokens" / "requests").mkdir(parents=True, exist_ok=True, mode=0o700)
-    follow = subprocess.Popen(
+    follow = start(
+        "the builder (crlbuilder build --follow)",
         [_tool("crlbuilder"), "build", *_builder_flags(d), "--input", str(d / "spool"), "--follow", "--no-progress"],
-        stderr=subprocess.DEVNULL, text=True,
+        keep_stderr=True,
     )  # fmt: skip
-    children: list[subprocess.Popen[str]] = [follow]
+    children: list[Child] = [follow]
     stop = False
+    stopped: Child | None = None  # a child that stopped on its own
 
     def _stop(signum: int, frame: object) -> None:
         nonlocal stop
@@ -461,12 +465,13 @@ def serve(d: Path, asked: dict[str, int | None]) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         port, metrics_port = _ports(("port", "metrics_port"), asked)
-        server = subprocess.Popen(
+        server = start(
+            "the responder (responder serve)",
             [_tool("responder"), "serve", *responder_flags(d, port, metrics_port)],
-            stdout=subprocess.PIPE, text=True,
+            keep_stderr=False, stdout=subprocess.PIPE,
         )  # fmt: skip
         children.append(server)
-        urls = _listening(server)
+        urls = _listening(server.proc)
         if urls is None:
             print("demo: the responder did not start (its reason is above)", file=sys.stderr)
             return 1
@@ -488,18 +493,28 @@ def serve(d: Path, asked: dict[str, int | None]) -> int:
         print("the demo listens on:")
         for what, public, metrics in where:
             print(f"  {public:<24} {what}, its /metrics on {metrics}")
+        print("its processes:")
+        for c in children:
+            print(f"  pid {c.proc.pid:<8} {c.name}")
         print("Ctrl-C stops everything.", flush=True)
-        while not stop and all(c.poll() is None for c in children):
+        while not stop and stopped is None:
             time.sleep(0.2)
+            stopped = next((c for c in children if c.proc.poll() is not None), None)
+        if stopped is not None and not stop:  # not Ctrl-C: one of them stopped on its own
+            code = stopped.proc.returncode
+            kept = stopped.proc.stderr is not None
+            print(stopped_message(stopped.name, code, stopped.last_lines(), kept=kept),
+                  file=sys.stderr, flush=True)  # fmt: skip
+            return 1
     finally:
         for c in children:
-            if c.poll() is None:
-                c.send_signal(signal.SIGTERM)
+            if c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGTERM)
         for c in children:
             with contextlib.suppress(subprocess.TimeoutExpired):
-                c.wait(timeout=15)
-            if c.poll() is None:
-                os.kill(c.pid, signal.SIGKILL)
+                c.proc.wait(timeout=15)
+            if c.proc.poll() is None:
+                os.kill(c.proc.pid, signal.SIGKILL)
     return 0
 
 
