@@ -17,7 +17,7 @@ from crlbuilder.model import Category, Family, Reason
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
 from crlbuilder.store.reader import changes_start
-from responder.config import LedgerConfig, ResponderConfig, WatchConfig
+from responder.config import ClusterConfig, LedgerConfig, ResponderConfig, WatchConfig
 from responder.http import Request, Response
 from responder.registry.vocabulary import Method, Service
 from responder.v1 import changes, cursor
@@ -95,13 +95,14 @@ def at(commit: int) -> str:
 
 
 class Api:
-    def __init__(self, reader: MemoryReader, tmp: Path, **watch: int) -> None:
+    def __init__(self, reader: MemoryReader, tmp: Path, *, nats: str = "", **watch: int) -> None:
         self.ledger = Ledger()
         self.reader = reader
         self.registry = registry()
         config = ResponderConfig(
-            ledger=LedgerConfig(dir=tmp / "ledger"), watch=WatchConfig(**watch)
-        )
+            ledger=LedgerConfig(dir=tmp / "ledger"), watch=WatchConfig(**watch),
+            cluster=ClusterConfig(nats=nats),
+        )  # fmt: skip
         self.watchset = MemoryWatchSet()
         changes.setup(config).watchset = self.watchset  # the env both routes share
         self.api = V1Api(
@@ -392,3 +393,20 @@ def test_a_cursor_has_one_spelling_and_names_its_store_and_position() -> None:
         cursor.decode(cursor.encode(STORE_ID, changes_start(7) + b"\x00")) is None
     )  # no such length
     assert cursor.encode(b"", changes_start(7)) == cursor.encode(bytes(16), changes_start(7))
+
+
+def test_a_node_of_several_refuses_the_feed_rather_than_miss_changes(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """Each node keeps its own watch lists and numbers its own commits: a list registered
+    through one node and read through another would miss changes without a word. On a node
+    of several both routes are 501, after authentication, nothing registered or counted."""
+    api = Api(store(cas), tmp_path, nats="nats://127.0.0.1:4222")
+    resp, got = api.watch(add=[ref(SC, A), ref(SC, B)])
+    assert (resp.status, got["rule"]) == (501, "not_on_several_nodes"), got
+    assert "POST /v1/status" in got["detail"]
+    resp, got = api.changes(f"cursor={at(3)}")
+    assert (resp.status, got["rule"]) == (501, "not_on_several_nodes"), got
+    assert api.watchset.lists == {} and api.ledger.counted == []
+    resp, got = api.changes("", party="nobody")  # authentication comes first
+    assert resp.status == 401, got

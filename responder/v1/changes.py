@@ -44,6 +44,11 @@ the status record of each hit. The watch list is the responder's own state
   copy) 409 (``cursor_ahead``). The way back is the same: take a fresh cursor (no
   cursor), re-read the status of the whole list with ``POST /v1/status``, then read the
   changes from that cursor (changes between the two are delivered again, not lost).
+- A service of several nodes (``[cluster] nats``) does not serve the feed: each node keeps
+  its own watch lists and numbers its own commits, so a list registered through one node
+  and read through another (a load balancer sends a party anywhere) would miss changes
+  without a word. Both routes answer 501 ``not_on_several_nodes`` there, after the party
+  is authenticated; ``POST /v1/status`` answers the same certificates on every node.
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
   says where to go on.
@@ -231,6 +236,10 @@ class WatchEnv:
     secret_path: Path
     index: IssuerIndex = field(default_factory=IssuerIndex)
     watchset: WatchSet | None = None
+    several_nodes: bool = False
+    """A node of several (``[cluster] nats``): the watch lists are this node's own, so both
+    routes are refused (`NOT_ON_SEVERAL_NODES`) rather than answer from a list another node
+    never saw."""
 
     def lists(self) -> WatchSet | None:
         """The watch lists, opened on first use; None (logged, no secret) when they cannot."""
@@ -254,10 +263,22 @@ open of an environment per process)."""
 def setup(config: ResponderConfig) -> WatchEnv:
     w = config.watch
     where = w.lists_dir(config.ledger).absolute()
+    several = bool(config.cluster.nats)
     env = _ENVS.get(where)
-    if env is None or env.config != w:
-        env = _ENVS[where] = WatchEnv(w, where, w.secret_path(config.ledger))
+    if env is None or env.config != w or env.several_nodes != several:
+        env = _ENVS[where] = WatchEnv(w, where, w.secret_path(config.ledger), several_nodes=several)
     return env
+
+
+NOT_ON_SEVERAL_NODES: Final = problem.make(
+    501,
+    "not_on_several_nodes",
+    "the changes feed is not served by a service of several nodes: each node keeps its own "
+    "watch lists and numbers its own commits, so a list registered through one node and read "
+    "through another would miss changes without a word; ask POST /v1/status for the "
+    "certificates instead",
+)
+"""501 for /v1/watch and /v1/changes on a node of several (docs/operations.md)."""
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -344,11 +365,13 @@ def _resolve(
 
 def handle_watch(request: WatchRequest, ctx: Context) -> Reply[WatchResponse] | Problem:
     """Apply one batch to the party's watch list (module docstring). Counts nothing."""
+    env = ctx.env
+    assert isinstance(env, WatchEnv)
+    if env.several_nodes:
+        return NOT_ON_SEVERAL_NODES
     n = len(request.add) + len(request.remove)
     if n == 0 or n > MAX_BATCH:
         return problem.bad_input("$", f"give 1 to {MAX_BATCH} entries in add and remove together")
-    env = ctx.env
-    assert isinstance(env, WatchEnv)
     reader = ctx.reader
     issuers = _issuers(reader, ctx)
     by_id = {i.id: index for index, i in issuers.items()}
@@ -441,6 +464,8 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     """The watched changes after the cursor (module docstring)."""
     env = ctx.env
     assert isinstance(env, WatchEnv)
+    if env.several_nodes:
+        return NOT_ON_SEVERAL_NODES
     reader = ctx.reader
     committed = reader.committed_at()
     store = StoreRef(
@@ -523,7 +548,10 @@ WATCH_ROUTE: Final = Route(
     handler=handle_watch,
     setup=setup,
     signed=False,
-    problems=((409, "the batch would take the watch list past its bound; nothing changed"),),
+    problems=(
+        (409, "the batch would take the watch list past its bound; nothing changed"),
+        (501, "a service of several nodes does not serve the changes feed: use POST /v1/status"),
+    ),
 )
 CHANGES_ROUTE: Final = Route(
     method="GET",
@@ -539,6 +567,7 @@ CHANGES_ROUTE: Final = Route(
     follow=(("cursor", "/cursor"),),
     problems=(
         (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
+        (501, "a service of several nodes does not serve the changes feed: use POST /v1/status"),
         (
             410,
             "the cursor is past the feed's retention, or of a store rebuilt since: "
