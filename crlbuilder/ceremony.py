@@ -5,7 +5,8 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
 (Ord §74(3): 複数の者による作成及び管理), every operation recorded (Ord §73(3): 動作を記録する
 機能) in the hash-chained operation log (`crlbuilder.keys.oplog`)::
 
-    crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR [--replace] --log FILE
+    crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR --log FILE
+                             [--approval ... x2 | --replace --current-secret file:/path|env:VAR]
     crlbuilder keys new-ca    --key URI --family F --generation N --out CERT     [approvals]
     crlbuilder keys new-ocsp  --key URI --ca-key REF --ca-cert CERT --out CERT  [approvals]
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
@@ -73,6 +74,8 @@ from crlbuilder.keys.approval import (
     ApprovalError,
     add_operator,
     check_approvals,
+    check_enrolment,
+    hash_secret,
     load_operators,
     parse_approval,
     read_secret,
@@ -208,13 +211,25 @@ def _describe(args: argparse.Namespace, fields: tuple[str, ...]) -> tuple[dict[s
     return desc, hashlib.sha256(msgspec.json.encode(desc, order="sorted")).hexdigest()
 
 
-def _approved(args: argparse.Namespace, desc_sha: str, key: str) -> list[str]:
-    """The approving operators, or CeremonyError after logging the refusal."""
+def _two_operators(args: argparse.Namespace, approvals: list[Approval]) -> list[str]:
+    """A ceremony's rule: two distinct enrolled operators (`check_approvals`)."""
+    return check_approvals(load_operators(args.operators), approvals)
+
+
+def _approved(
+    args: argparse.Namespace,
+    desc_sha: str,
+    key: str,
+    rule: Callable[[argparse.Namespace, list[Approval]], list[str]] = _two_operators,
+    subject: dict[str, str | int] | None = None,
+) -> list[str]:
+    """Who authorised the ceremony under ``rule`` (default: two operators' approvals), or
+    CeremonyError after logging the refusal (with ``subject``: what it was about)."""
     # an approval without NAME: may be a secret typed alone: it names no one in the log
     names = [a.partition(":")[0] for a in args.approval or [] if ":" in a]
     try:
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
-        args.approved_by = check_approvals(load_operators(args.operators), approvals)
+        args.approved_by = rule(args, approvals)
         args.approved_ceremony = desc_sha
         return list(args.approved_by)
     except ApprovalError as e:
@@ -225,7 +240,7 @@ def _approved(args: argparse.Namespace, desc_sha: str, key: str) -> list[str]:
         key=key,
         operators=names,
         ceremony=desc_sha,
-        detail={"ceremony": args.ceremony, "reason": reason},
+        detail={"ceremony": args.ceremony, "reason": reason} | (subject or {}),
     )
     raise CeremonyError(f"refused, nothing done: {reason}")
 
@@ -480,28 +495,45 @@ def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
     return 0
 
 
+def _enrolment(args: argparse.Namespace, approvals: list[Approval]) -> list[str]:
+    """add-operator's rule (`check_enrolment`): the current secret for --replace, two other
+    operators' approvals for a third operator and after, none for the first two."""
+    operators = load_operators(args.operators) if args.operators.exists() else {}
+    current = read_secret(args.current_secret) if args.current_secret is not None else None
+    return check_enrolment(
+        operators, args.name, approvals, replace=args.replace, current_secret=current
+    )
+
+
 def cmd_add_operator(args: argparse.Namespace) -> int:
-    """Enrol an operator or replace their secret, and record it in the operation log: a
-    credential (識別符号, Ord §74(2)) that changes without a line there is one changed by
-    hand. The line names the operator and the SHA-256 of the stored salted hash (to compare
-    with the operators file at a review), never the secret."""
-    known = args.operators.exists() and args.name in load_operators(args.operators)
-    stored = add_operator(args.operators, args.name, read_secret(args.secret), replace=args.replace)
-    event = "operator-secret-replaced" if known else "operator-enrolled"
-    head = _record(
+    """Enrol an operator or replace their secret (識別符号, Ord §74(2)), as `check_enrolment`
+    allows, and record it in the operation log *before* the operators file changes: an
+    operator is never in the file without their line (if the log cannot be written, nothing
+    changes; if the file then cannot be written, a ``ceremony-failed`` line follows). The
+    line names who authorised it and the SHA-256 of the stored salted hash (to compare with
+    the operators file at a review), never the secret; a refusal is ``ceremony-refused``."""
+    desc, sha = _describe(args, ("operators", "name", "replace"))
+    args.key = str(args.operators)  # what a ceremony-refused or -failed line names
+    secret = read_secret(args.secret)  # a bad source is a usage error: nothing to approve
+    ops = _approved(args, sha, args.key, _enrolment, {"operator": args.name})
+    stored = hash_secret(secret)
+    authority = "current-secret" if args.replace else "approvals" if ops else "bootstrap"
+    _record(
         args.log,
-        event,
-        key=str(args.operators),
-        operators=[args.name],
+        "operator-secret-replaced" if args.replace else "operator-enrolled",
+        key=args.key,
+        operators=ops,
+        ceremony=sha,
         detail={
             "operator": args.name,
+            "authorised_by": authority,
             "credential_sha256": hashlib.sha256(stored.encode()).hexdigest(),
         },
     )
-    done = "secret replaced" if known else "enrolled"
+    add_operator(args.operators, args.name, stored, replace=args.replace)
+    done = "secret replaced" if args.replace else f"enrolled ({authority})"
     print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
-    print(f"operation log {args.log} head {head}")
-    return 0
+    return _done(args, desc)
 
 
 def cmd_verify_log(args: argparse.Namespace) -> int:
@@ -533,7 +565,8 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
             return func(args)
         except (CeremonyError, ApprovalError, SignerError, ManifestError, OSError) as e:
             print(f"{PROG} {args.ceremony}: {e}", file=sys.stderr)
-            if getattr(args, "approved_by", None):  # approved, then failed part-way
+            # approved (a bootstrap enrolment by no one), then failed part-way
+            if getattr(args, "approved_ceremony", None) is not None:
                 _undo(args, str(e))
                 with contextlib.suppress(CeremonyError):
                     key = getattr(args, "key", None) or getattr(args, "ca_key", "")
@@ -592,11 +625,23 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "--replace",
         action="store_true",
-        help="set a new secret for an operator enrolled already (without it, a name "
-        "enrolled already is refused)",
+        help="set a new secret for an operator enrolled already, who gives the current one "
+        "(--current-secret); without it, a name enrolled already is refused",
+    )
+    p.add_argument(
+        "--current-secret",
+        metavar="file:/path|env:VAR",
+        help="with --replace: where the operator's current secret is read (as --secret)",
     )
     p.add_argument(
         "--log", type=Path, required=True, help="the operation log: the enrolment is recorded"
+    )
+    p.add_argument(
+        "--approval",
+        action="append",
+        metavar="NAME:SOURCE",
+        help="once two operators are enrolled, a new one needs two of them: NAME:file:/path "
+        "(0600) or NAME:env:VAR, as at every ceremony",
     )
     p.set_defaults(func=_guarded(cmd_add_operator))
 

@@ -15,7 +15,7 @@ import pytest
 
 from crlbuilder.atomicfile import STALE_TMP_SECONDS, write_new, write_whole
 from crlbuilder.group.setup import dump_group_setup, load_group_setup
-from crlbuilder.keys.approval import add_operator
+from crlbuilder.keys.approval import add_operator, hash_secret
 from crlbuilder.manifest import Manifest, dump_manifest
 from responder.ledger import LedgerWriter
 from responder.registry import cli as registry_cli
@@ -80,7 +80,7 @@ def _group(tmp_path: Path, pki: Manifest) -> Path:  # noqa: F811
 
 def _operators(tmp_path: Path, pki: Manifest) -> Path:  # noqa: F811
     path = tmp_path / "operators.toml"
-    add_operator(path, "carol", b"carol-secret-0001", replace=path.exists())
+    add_operator(path, "carol", hash_secret(b"carol-secret-0001"), replace=path.exists())
     return path
 
 

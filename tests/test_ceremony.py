@@ -188,10 +188,20 @@ def test_an_enrolled_operator_is_replaced_only_when_asked(
     assert operators.read_bytes() == before
     both = [Approval("alice", ALICE), Approval("bob", BOB)]
     assert check_approvals(load_operators(operators), both) == ["alice", "bob"]
-    assert main([*add, "--replace"]) == 0
+    current = ["--current-secret", f"file:{tmp_path / 'bob.secret'}"]
+    assert main([*add, "--replace", *current]) == 0
     assert "operator bob secret replaced" in capsys.readouterr().out
     with pytest.raises(ApprovalError):
         check_approvals(load_operators(operators), both)
+
+
+def enrol(tmp_path: Path, operators: Path, name: str, *extra: str) -> list[str]:
+    """add-operator's argv for ``name``, whose secret file is made (``NAME-secret-00000``)."""
+    src = tmp_path / f"{name}.secret"
+    if not src.exists():
+        secret_file(tmp_path, name, f"{name}-secret-00000".encode())
+    return ["keys", "add-operator", "--operators", str(operators), "--name", name,
+            "--secret", f"file:{src}", "--log", str(tmp_path / "oplog.jsonl"), *extra]  # fmt: skip
 
 
 def test_ord_74_2_every_enrolment_and_secret_change_is_in_the_operation_log(
@@ -200,32 +210,136 @@ def test_ord_74_2_every_enrolment_and_secret_change_is_in_the_operation_log(
     """An operator enrolled, or their secret replaced, left no trace in the operation log:
     one operator could replace a colleague's secret (--replace) or enrol a second name of
     their own and then approve a two-person ceremony alone, and nothing recorded it. Now each
-    is a chained line naming the operator and the SHA-256 of the stored salted hash (never
-    the secret), which a review compares with the operators file."""
+    is a chained line naming who authorised it (no one for the bootstrap, the operator for a
+    replaced secret, two approvers for a third operator) and the SHA-256 of the stored salted
+    hash (never the secret), which a review compares with the operators file."""
     log = tmp_path / "oplog.jsonl"
-    src = secret_file(tmp_path, "carol", b"carol-secret-0007")
-    add = ["keys", "add-operator", "--operators", str(operators), "--name", "bob",
-           "--secret", f"file:{src}", "--log", str(log)]  # fmt: skip
-    assert main([*add, "--replace"]) == 0
+    new_bob = secret_file(tmp_path, "bob2", b"bob-secret-000009")
+    replace = ["keys", "add-operator", "--operators", str(operators), "--name", "bob",
+               "--secret", f"file:{new_bob}", "--log", str(log), "--replace",
+               "--current-secret", f"file:{tmp_path / 'bob.secret'}"]  # fmt: skip
+    assert main(replace) == 0
     assert "operator bob secret replaced" in capsys.readouterr().out
-    assert main([*add[:5], "carol", *add[6:]]) == 0
+    carol = enrol(tmp_path, operators, "carol")
+    assert main([*carol, "--approval", "alice:file:" + str(tmp_path / "alice.secret"),
+                 "--approval", f"bob:file:{new_bob}"]) == 0  # fmt: skip
+    assert "operator carol enrolled (approvals)" in capsys.readouterr().out
     recs = records(log)
-    assert [(r.event, r.operators) for r in recs] == [
-        ("operator-enrolled", ["alice"]),
-        ("operator-enrolled", ["bob"]),
-        ("operator-secret-replaced", ["bob"]),
-        ("operator-enrolled", ["carol"]),
+    assert [(r.event, r.operators, r.detail["authorised_by"]) for r in recs] == [
+        ("operator-enrolled", [], "bootstrap"),
+        ("operator-enrolled", [], "bootstrap"),
+        ("operator-secret-replaced", ["bob"], "current-secret"),
+        ("operator-enrolled", ["alice", "bob"], "approvals"),
     ]
+    assert [r.detail["operator"] for r in recs] == ["alice", "bob", "bob", "carol"]
     stored = load_operators(operators)
     for r in recs[2:]:
-        name = r.operators[0]
+        name = str(r.detail["operator"])
         assert r.detail["credential_sha256"] == hashlib.sha256(stored[name].encode()).hexdigest()
     assert b"carol-secret" not in log.read_bytes() and b"bob-secret" not in log.read_bytes()
     assert main(["keys", "verify-log", "--log", str(log)]) == 0
     with pytest.raises(SystemExit) as e:  # no log named: refused, nothing enrolled
-        main([*add[:5], "dave", *add[6:-2]])
+        main(enrol(tmp_path, operators, "dave")[:-2])
     assert e.value.code == 2
     assert load_operators(operators) == stored
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "why"),
+    [
+        ("bob", ["--replace", "--current-secret", "file:{d}/alice.secret"],
+         "'bob': the current secret does not match"),
+        ("bob", ["--replace"], "--replace needs bob's current secret"),
+        ("bob", ["--replace", "--current-secret", "file:{d}/bob.secret",
+                 "--approval", "alice:file:{d}/alice.secret"], "not approvals"),
+        ("carol", [], "0 approval(s) given"),
+        ("carol", ["--approval", "alice:file:{d}/alice.secret"], "1 approval(s) given"),
+        ("carol", ["--approval", "alice:file:{d}/alice.secret",
+                   "--approval", "carol:file:{d}/carol.secret"],
+         "carol cannot approve their own enrolment"),
+        ("carol", ["--approval", "alice:file:{d}/alice.secret",
+                   "--approval", "mallory:file:{d}/carol.secret"],
+         "'mallory' is not in the operators file"),
+        ("carol", ["--approval", "alice:file:{d}/alice.secret",
+                   "--approval", "bob:file:{d}/alice.secret"], "'bob': the secret does not match"),
+    ],
+    ids=["wrong-current-secret", "no-current-secret", "replace-by-approvals", "no-approval",
+         "one-approval", "self-approval", "unknown-approver", "wrong-approver-secret"],
+)  # fmt: skip
+def test_ord_74_3_one_person_cannot_take_a_second_operator_and_nothing_changes(
+    tmp_path: Path,
+    operators: Path,
+    name: str,
+    extra: list[str],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With --replace and no old secret anyone could replace bob's secret and act as bob;
+    with two operators enrolled, anyone could enrol a second name and approve a two-person
+    ceremony alone. Each is refused (exit 2), the operators file unchanged, and the refusal
+    logged ``ceremony-refused`` with the reason (never a secret)."""
+    log = tmp_path / "oplog.jsonl"
+    before, lines = operators.read_bytes(), len(records(log))
+    argv = enrol(tmp_path, operators, name, *(x.format(d=tmp_path) for x in extra))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert why in err and "refused, nothing done" in err
+    assert operators.read_bytes() == before
+    recs = records(log)
+    assert len(recs) == lines + 1
+    assert recs[-1].event == "ceremony-refused" and why in str(recs[-1].detail["reason"])
+    assert recs[-1].key == str(operators) and recs[-1].detail["ceremony"] == "add-operator"
+    assert recs[-1].detail["operator"] == name
+    assert b"-secret-0" not in log.read_bytes()
+
+
+def test_bootstrap_enrols_the_first_two_without_approvals_then_asks_for_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first two operators have no one to approve them: they enrol alone, and the log
+    says it was the bootstrap; from the third on, two enrolled operators approve."""
+    operators = tmp_path / "operators.toml"
+    with_approval = ["--approval", f"x:file:{tmp_path / 'x.secret'}"]
+    secret_file(tmp_path, "x", b"x-secret-0000001")
+    assert main(enrol(tmp_path, operators, "alice", *with_approval)) == 2
+    assert "bootstrap" in capsys.readouterr().err and not operators.exists()
+    assert main(enrol(tmp_path, operators, "alice")) == 0
+    assert main(enrol(tmp_path, operators, "bob")) == 0
+    assert "operator bob enrolled (bootstrap)" in capsys.readouterr().out
+    assert main(enrol(tmp_path, operators, "carol")) == 2
+    assert sorted(load_operators(operators)) == ["alice", "bob"]
+    ok = approvals(tmp_path, "alice", "bob")
+    assert main(enrol(tmp_path, operators, "carol", *ok)) == 0
+    assert sorted(load_operators(operators)) == ["alice", "bob", "carol"]
+    recs = records(tmp_path / "oplog.jsonl")
+    assert [(r.event, r.detail.get("authorised_by")) for r in recs] == [
+        ("ceremony-refused", None),
+        ("operator-enrolled", "bootstrap"),
+        ("operator-enrolled", "bootstrap"),
+        ("ceremony-refused", None),
+        ("operator-enrolled", "approvals"),
+    ]
+
+
+def test_an_enrolment_never_exists_without_its_log_line(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operators file was written before the log line: a log that could not be written
+    left an operator enrolled with no record. Now the line comes first; without it, nothing
+    changes (bootstrap, approved enrolment, replaced secret)."""
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_bytes(b"")
+    bad_log = ["--log", str(blocked / "oplog.jsonl")]
+    fresh = tmp_path / "fresh.toml"
+    assert main([*enrol(tmp_path, fresh, "dave"), *bad_log]) == 2
+    assert "operation log" in capsys.readouterr().err and not fresh.exists()
+    before = operators.read_bytes()
+    ok = approvals(tmp_path, "alice", "bob")
+    assert main([*enrol(tmp_path, operators, "carol", *ok), *bad_log]) == 2
+    assert "operation log" in capsys.readouterr().err
+    current = ["--replace", "--current-secret", f"file:{tmp_path / 'bob.secret'}"]
+    assert main([*enrol(tmp_path, operators, "bob", *current), *bad_log]) == 2
+    assert operators.read_bytes() == before
 
 
 def test_an_operators_file_that_cannot_be_written_leaves_no_copy(
@@ -235,20 +349,25 @@ def test_an_operators_file_that_cannot_be_written_leaves_no_copy(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A write that fails (a full disk) refuses in one line, keeps the file as it was, and
-    leaves no temporary copy of the operators' hashes (nor one that refuses the next run)."""
+    leaves no temporary copy of the operators' hashes (nor one that refuses the next run).
+    The log line written first is followed by ``ceremony-failed``: it did not happen."""
     before = operators.read_bytes()
+    fsync = os.fsync
 
-    def full(fd: int) -> None:
-        raise OSError(28, "No space left on device")
+    def full(fd: int) -> None:  # the operators file's disk is full, not the log's
+        if "operators" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(28, "No space left on device")
+        fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full)
-    src = secret_file(tmp_path, "carol", b"carol-secret-0006")
-    add = ["keys", "add-operator", "--operators", str(operators), "--name", "carol",
-           "--secret", f"file:{src}", "--log", str(tmp_path / "oplog.jsonl")]  # fmt: skip
+    add = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))
     assert main(add) == 2
     assert "No space left on device" in capsys.readouterr().err
     assert operators.read_bytes() == before
     assert not [p.name for p in operators.parent.iterdir() if p.name.endswith(".tmp")]
+    recs = records(tmp_path / "oplog.jsonl")
+    assert [r.event for r in recs[-2:]] == ["operator-enrolled", "ceremony-failed"]
+    assert recs[-1].ceremony == recs[-2].ceremony
     monkeypatch.undo()
     assert main(add) == 0
 

@@ -11,6 +11,11 @@ variable (``NAME:file:/path`` or ``NAME:env:VAR`` at the command), never from th
 line itself. `check_approvals` is the rule: at least two approvals, by distinct operators,
 each known and with the right secret; anything else is refused with the reason, and the
 caller does nothing but log the refusal.
+
+`check_enrolment` is the rule for changing the file itself, so that one person cannot
+become two: a new operator needs two enrolled operators' approvals (not their own) once two
+are enrolled (the first two, the bootstrap, need none); a secret is replaced only with the
+operator's current one.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "Operators",
     "add_operator",
     "check_approvals",
+    "check_enrolment",
     "hash_secret",
     "load_operators",
     "parse_approval",
@@ -154,20 +160,74 @@ def check_approvals(operators: Operators, approvals: list[Approval]) -> list[str
     return names
 
 
-def add_operator(path: Path, name: str, secret: bytes, *, replace: bool = False) -> str:
-    """Add an operator to the operators file, created mode 0600; replace one enrolled
-    already only when ``replace`` (a name typed by mistake would otherwise take over a
-    colleague's approvals, and the two-person rule with them). Returns the stored
-    ``salt$hash``."""
+def check_enrolment(
+    operators: Operators,
+    name: str,
+    approvals: list[Approval],
+    *,
+    replace: bool,
+    current_secret: bytes | None,
+) -> list[str]:
+    """Who authorises enrolling ``name`` (or, with ``replace``, a new secret for ``name``), or
+    ApprovalError saying why not (識別符号の管理, Ord §74(2); 複数の者, §74(3)).
+
+    - replace: ``name`` is enrolled and ``current_secret`` is theirs: ``[name]``; no
+      approvals (a colleague's secret is not replaced by anyone else).
+    - a new name while fewer than `MIN_APPROVALS` operators are enrolled (the bootstrap):
+      ``[]``; no approvals (there is no one to give them).
+    - a new name otherwise: `check_approvals` of approvals by enrolled operators, none of them
+      ``name`` (one person approving their own second name would be two operators alone).
+    """
+    _check_name(name)
+    if replace:
+        if name not in operators:
+            raise ApprovalError(f"operator {name} is not enrolled: nothing to replace")
+        if approvals:
+            raise ApprovalError("--replace takes the operator's current secret, not approvals")
+        if current_secret is None:
+            raise ApprovalError(
+                f"--replace needs {name}'s current secret (--current-secret file:/path|env:VAR)"
+            )
+        if not _matches(current_secret, operators[name]):
+            raise ApprovalError(f"operator {name!r}: the current secret does not match")
+        return [name]
+    if current_secret is not None:
+        raise ApprovalError("--current-secret is for --replace only")
+    if name in operators:
+        raise ApprovalError(
+            f"operator {name} is enrolled already: give --replace (with {name}'s current "
+            f"secret) to set a new secret for {name}"
+        )
+    if len(operators) < MIN_APPROVALS:
+        if approvals:
+            raise ApprovalError(
+                f"{len(operators)} operator(s) enrolled: the first {MIN_APPROVALS} enrol "
+                "without approvals (bootstrap), none is taken"
+            )
+        return []
+    if any(a.operator == name for a in approvals):
+        raise ApprovalError(f"operator {name} cannot approve their own enrolment")
+    return check_approvals(operators, approvals)
+
+
+def _check_name(name: str) -> None:
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ApprovalError(f"operator name {name!r}: letters, digits, - and _ only")
+
+
+def add_operator(path: Path, name: str, stored: str, *, replace: bool = False) -> None:
+    """Write ``name``'s ``salt$hash`` (`hash_secret`) into the operators file, created mode
+    0600; replace one enrolled already only when ``replace`` (a name typed by mistake would
+    otherwise take over a colleague's approvals, and the two-person rule with them). Who may
+    do so is `check_enrolment`'s question, asked before."""
+    _check_name(name)
     current = load_operators(path) if path.exists() else {}
     if name in current and not replace:
         raise ApprovalError(
             f"operator {name} is enrolled already: give --replace to set a new secret for "
             f"{name} (only {name} should)"
         )
-    current[name] = hash_secret(secret)
+    current[name] = stored
     lines = [
         "# jpki-va key ceremony operators (Ord §74(2)(3)): name -> scrypt salt$hash; no secrets"
     ]
@@ -177,4 +237,3 @@ def add_operator(path: Path, name: str, secret: bytes, *, replace: bool = False)
     # no half-written copy of the operators' hashes left behind, nor one a crash left
     atomicfile.sweep_own(path, now=time.time())
     atomicfile.write_whole(path, data, 0o600, sync_dir=True)
-    return current[name]
