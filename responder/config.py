@@ -359,7 +359,14 @@ class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The answer-signing key (JWS of every /v1 answer, `responder.v1.jws`): a PEM file
     (mode 0600) or a ``pkcs11:`` URI; "" for the PKI manifest's ``answer_key``."""
     answer_cert: Path | None = None
-    """Its certificate (PEM); unset for the PKI manifest's ``answer_cert``."""
+    """Its certificate (PEM); unset for the PKI manifest's ``answer_cert``. The file may hold
+    a chain: the certificate, then its issuer's, each certifying the one before (RFC 7517
+    §4.7): ``GET /v1/keys`` publishes it in ``x5c``."""
+    answer_issuer: Path | None = None
+    """The answer-signing certificate's issuer (PEM; then the issuer's own issuers, in order),
+    when ``answer_cert``'s file holds the certificate alone: published after it in the JWK's
+    ``x5c`` so a party can check kept answers offline against its trust anchor. The chain is
+    checked at start (each certificate signed by the next)."""
     published_certs: list[Path] = []
     """Further answer-signing certificates (PEM, public: no key) listed in ``GET /v1/keys``
     beside the current one, for a rollover: the next key's before it signs (parties fetch
@@ -527,6 +534,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--watch-scan-limit", "watch.scan_limit", "changes one feed read examines"),
     _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
     _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
+    _Flag(
+        "--answer-issuer",
+        "v1.answer_issuer",
+        "answer-signing certificate's issuer (PEM, then its issuers): /v1/keys x5c chain",
+    ),
     _Flag(
         "--published-cert",
         "v1.published_certs",

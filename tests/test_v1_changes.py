@@ -299,6 +299,33 @@ def test_a_cursor_at_the_horizon_is_still_served(cas: dict[int, Ca], tmp_path: P
 
 
 @pytest.mark.parametrize(
+    ("start", "why"),
+    [
+        (bytes(4), "the boundary before commit 0"),
+        (sf.change_key(5, sf.status_key(SC, B)) + b"\x01", "inside, not ending in 0x00"),
+        (sf.change_key(5, sf.status_key(SC, A)) + b"\x00", "A lost effect at 3, not 5"),
+        (sf.change_key(5, sf.status_key(SC, QUIET)) + b"\x00", "QUIET never lost effect"),
+    ],
+)
+def test_a_cursor_this_service_cannot_have_issued_is_400_not_a_resync(
+    cas: dict[int, Ca], tmp_path: Path, start: bytes, why: str
+) -> None:
+    """An altered cursor of this very store is not told to re-read everything (410 says
+    "older than the changes kept"): it is bad input naming the query parameter."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, A), ref(SC, B), ref(SC, C)])
+    resp, got = api.changes(f"cursor={cursor.encode(STORE_ID, start)}")
+    assert resp.status == 400, why
+    assert got["rule"] == "bad_input" and got["field"] == "$.cursor"
+    assert "cursor was not issued by this service" in got["detail"]
+    assert "older than" not in got["detail"] and api.ledger.counted == []
+    # the genuine cursor inside commit 5 (after B) is served: C follows
+    genuine = cursor.encode(STORE_ID, sf.change_key(5, sf.status_key(SC, B)) + b"\x00")
+    resp, got = api.changes(f"cursor={genuine}")
+    assert resp.status == 200 and [c["serial"] for c in got["changes"]] == [f"{C:X}"]
+
+
+@pytest.mark.parametrize(
     "query",
     [
         "cursor=not-a-cursor",

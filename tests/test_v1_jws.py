@@ -157,3 +157,100 @@ def test_a_rollover_publishes_the_previous_key_so_kept_answers_still_verify_by_k
             ),
             manifest,
         )  # fmt: skip
+
+
+def _manifest(d: Path) -> Manifest:
+    return Manifest(
+        key_size=2048, base_url="http://x", issuers=[], client_ca="", client_ca_key="",
+        server_cert="", server_key="", group_responder_cert="", group_responder_key="",
+        directory=str(d),
+    )  # fmt: skip
+
+
+def _pem(*certs: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _x5c(value: str) -> x509.Certificate:
+    return x509.load_der_x509_certificate(base64.b64decode(value))
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """RFC 7517 §4.7's "each certifying the one before", checked here by hand."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    public = issuer.public_key()
+    assert isinstance(public, rsa.RSAPublicKey) and cert.signature_hash_algorithm is not None
+    try:
+        public.verify(
+            cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(),
+            cert.signature_hash_algorithm,
+        )  # fmt: skip
+    except InvalidSignature:
+        return False
+    return cert.issuer == issuer.subject
+
+
+@pytest.mark.parametrize("where", ["answer_issuer", "in the answer_cert file"])
+def test_keys_publish_the_chain_leaf_then_issuer_so_kept_answers_check_offline(
+    root: Ca, tmp_path: Path, where: str
+) -> None:
+    key_path, cert_path, leaf = signer_files(root, tmp_path)
+    issuer_path = tmp_path / "issuer.pem"
+    issuer_path.write_bytes(_pem(root.cert))
+    if where == "answer_issuer":
+        v1 = V1Config(answer_key=str(key_path), answer_cert=cert_path, answer_issuer=issuer_path)
+    else:
+        cert_path.write_bytes(_pem(leaf, root.cert))
+        v1 = V1Config(answer_key=str(key_path), answer_cert=cert_path)
+    # a rollover's previous key, by the same issuer, is published with the chain too;
+    # one of another issuer alone
+    (other := tmp_path / "other").mkdir()
+    _, same_issuer_path, same_issuer = signer_files(root, other)
+    (foreign_dir := tmp_path / "foreign").mkdir()
+    _, foreign_path, _ = signer_files(make_ca("another root"), foreign_dir)
+    v1 = msgspec.structs.replace(v1, published_certs=[same_issuer_path, foreign_path])
+    foreign = x509.load_pem_x509_certificate(foreign_path.read_bytes())
+    signer = load_answer_signer(ResponderConfig(v1=v1), _manifest(tmp_path))
+    keys = json.loads(signer.jwks)["keys"]
+    chain = [_x5c(v) for v in keys[0]["x5c"]]
+    assert chain == [leaf, root.cert]  # leaf first (RFC 7517 §4.7)
+    assert _signed_by(chain[0], chain[1]) and _signed_by(root.cert, root.cert)  # to the anchor
+    assert [_x5c(v) for v in keys[1]["x5c"]] == [same_issuer, root.cert]
+    assert [_x5c(v) for v in keys[2]["x5c"]] == [foreign]
+    # the answer's own header names the certificate alone; the answer verifies by it
+    body = b'{"entries":[]}'
+    assert verify(signer.sign(body), body, chain[0])["x5c"] == keys[0]["x5c"][:1]
+
+
+def test_a_chain_that_does_not_verify_refuses_to_start(root: Ca, tmp_path: Path) -> None:
+    """``responder serve`` prints a `SignerError` and exits 2 (responder.cli): a chain whose
+    issuer did not sign the certificate (another key under the same name), an unrelated CA,
+    an empty issuer file, or a chain given twice."""
+    key_path, cert_path, leaf = signer_files(root, tmp_path)
+    impostor = make_ca("demo root")  # the same name, another key
+    unrelated = make_ca("another root")
+    issuer_path = tmp_path / "issuer.pem"
+    manifest = _manifest(tmp_path)
+    for issuer, match in [
+        (impostor.cert, "does not verify: certificate 1 .*demo root"),
+        (unrelated.cert, "does not verify: certificate 1"),
+    ]:
+        issuer_path.write_bytes(_pem(issuer))
+        v1 = V1Config(answer_key=str(key_path), answer_cert=cert_path, answer_issuer=issuer_path)
+        with pytest.raises(SignerError, match=match):
+            load_answer_signer(ResponderConfig(v1=v1), manifest)
+        cert_path.write_bytes(_pem(leaf, issuer))  # the same chain in the certificate's file
+        v1 = V1Config(answer_key=str(key_path), answer_cert=cert_path)
+        with pytest.raises(SignerError, match=match):
+            load_answer_signer(ResponderConfig(v1=v1), manifest)
+        cert_path.write_bytes(_pem(leaf))
+    issuer_path.write_bytes(b"")
+    v1 = V1Config(answer_key=str(key_path), answer_cert=cert_path, answer_issuer=issuer_path)
+    with pytest.raises(SignerError, match="no PEM certificate"):
+        load_answer_signer(ResponderConfig(v1=v1), manifest)
+    issuer_path.write_bytes(_pem(root.cert))
+    cert_path.write_bytes(_pem(leaf, root.cert))
+    with pytest.raises(SignerError, match="give one"):
+        load_answer_signer(ResponderConfig(v1=v1), manifest)

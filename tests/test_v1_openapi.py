@@ -54,6 +54,12 @@ def test_the_document_is_generated_from_the_route_table() -> None:
     link = doc["paths"]["/v1/changes"]["get"]["responses"]["200"]["links"]["next"]
     assert link["operationId"] == "changes"
     assert link["parameters"] == {"cursor": "$response.body#/cursor"}
+    # its 400 says an altered cursor is bad input (not issued here), its 410 is retention's
+    feed = doc["paths"]["/v1/changes"]["get"]["responses"]
+    assert (
+        "did not issue" in feed["400"]["description"] and "`$.cursor`" in feed["400"]["description"]
+    )
+    assert "retention" in feed["410"]["description"]
     # a route's own problem statuses are listed too (a changes feed's 410, say)
     gone = dataclasses.replace(ROUTES[0], path="/v1/x", name="x", problems=((410, "gone"),))
     assert document([gone])["paths"]["/v1/x"]["post"]["responses"]["410"]["description"] == "gone"

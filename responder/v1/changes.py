@@ -56,7 +56,9 @@ the status record of each hit. The watch list is the responder's own state
 Bad input (400, nothing counted, the watch list unchanged): malformed JSON, unknown
 fields, no entry or more than `MAX_BATCH` in one call, an entry with both or neither
 form, a serial over 20 octets, an issuer we do not serve, a certificate that does not
-parse; a cursor that is not one of ours. A batch that would take the list past its
+parse; a cursor this service did not issue (malformed, or altered: a field no cursor of
+ours holds, or a change the kept feed never recorded), named ``$.cursor``: pass back an
+answer's cursor unchanged. A batch that would take the list past its
 bound: 409 ``watch_full``, nothing changed.
 """
 
@@ -111,8 +113,15 @@ _RESYNC: Final = (
     "take a fresh cursor (GET /v1/changes without one), re-read the status of every "
     "watched certificate with POST /v1/status, then read the changes from that cursor"
 )
+_NOT_ISSUED: Final = (
+    "the query parameter cursor was not issued by this service (malformed or altered): "
+    "pass back the cursor of an answer unchanged, or none for the current one"
+)
 _CURSOR_PROBLEMS: Final = {
-    cursors.Verdict.MALFORMED: problem.bad_input("$.cursor", "not a cursor of this API"),
+    cursors.Verdict.MALFORMED: problem.bad_input("$.cursor", _NOT_ISSUED),
+    cursors.Verdict.NEVER_RECORDED: problem.bad_input(
+        "$.cursor", f"{_NOT_ISSUED} (it names a change this store never recorded)"
+    ),
     cursors.Verdict.OTHER_STORE: problem.make(
         410, RULE_CURSOR_EXPIRED,
         f"the cursor is of another store, or of this one before it was rebuilt: {_RESYNC}",
@@ -566,6 +575,11 @@ CHANGES_ROUTE: Final = Route(
     setup=setup,
     follow=(("cursor", "/cursor"),),
     problems=(
+        (
+            400,
+            "A cursor this service did not issue (malformed, or altered: `field` is "
+            "`$.cursor`): pass back an answer's cursor unchanged.",
+        ),
         (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
         (501, "a service of several nodes does not serve the changes feed: use POST /v1/status"),
         (

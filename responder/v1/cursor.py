@@ -10,10 +10,13 @@ changes feed (`crlbuilder.store.format.DB_CHANGES`, read with
 The store id (`StoreReader.store_id`) ties it to one store: a cursor of another store,
 or of a store rebuilt from the records (a new id, other commit numbers), is recognised
 and refused instead of silently skipping or repeating changes. `judge` says whether a
-cursor can be served by a view of the store: malformed (400), of another store or
-older than the feed's horizon (`StoreReader.changes_from`, the retention: 410), or
-ahead of the store (a store restored from an older copy: 409). Each refusal tells the
-party how to resynchronise. Pure: no I/O, no clock.
+cursor can be served by a view of the store: not issued by this service (400: malformed,
+or a field no cursor of ours can hold: a boundary before commit 0, an inside position not
+followed by the 0x00 `ChangeEntry.after` appends, or one naming a change the kept feed never
+recorded), of another store or older than the feed's horizon (`StoreReader.changes_from`,
+the retention: 410), or ahead of the store (a store restored from an older copy, or a
+node bootstrapped from another's snapshot: 409). Each refusal tells the party how to
+resynchronise. Pure: no I/O but the view's, no clock.
 
 The cursor is not secret and carries no personal data: a commit number and a position
 that names a status key (issuer index and serial) only when the read stopped inside a
@@ -43,6 +46,9 @@ class Verdict(enum.Enum):
 
     OK = "ok"
     MALFORMED = "malformed"
+    """Not issued by this service: not a cursor, or a field none of ours can hold."""
+    NEVER_RECORDED = "never_recorded"
+    """Inside a commit the feed still keeps, at a change it never recorded: altered."""
     OTHER_STORE = "other_store"
     """Minted by another store (or one rebuilt from the records since)."""
     EXPIRED = "expired"
@@ -90,6 +96,11 @@ def decode(cursor: str) -> Position | None:
         return None
     if encode(raw[1 : 1 + sf.STORE_ID_BYTES], raw[1 + sf.STORE_ID_BYTES :]) != cursor:
         return None  # one cursor, one spelling (no padding, no stray bits)
+    start = raw[1 + sf.STORE_ID_BYTES :]
+    if len(start) == 4 and start == bytes(4):
+        return None  # the boundary before commit 0: `changes_start` is never below commit 1
+    if len(start) > 4 and start[-1] != 0:
+        return None  # `ChangeEntry.after` ends in 0x00
     return Position(raw[1 : 1 + sf.STORE_ID_BYTES], raw[1 + sf.STORE_ID_BYTES :])
 
 
@@ -103,4 +114,9 @@ def judge(position: Position | None, reader: StoreReader) -> Verdict:
         return Verdict.EXPIRED
     if position.start > changes_start(reader.generation().commit):
         return Verdict.AHEAD
+    if len(position.start) > 4:  # inside a kept commit: the change it follows is recorded
+        entry = position.start[:-1]
+        first = next(iter(reader.changes(entry)), None)
+        if first is None or sf.change_key(first.commit, first.key) != entry:
+            return Verdict.NEVER_RECORDED
     return Verdict.OK

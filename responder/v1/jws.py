@@ -15,7 +15,10 @@ key), ``x5c`` (the answer-signing certificate, DER base64: RFC 7515 §4.1.6) and
 ``jpki-va-answer+jws``. The key is the responder's dedicated answer-signing key (応答署名
 用の鍵), not an OCSP signer: its certificate, issued by the demo root with the extended key
 usage `crlbuilder.manifest.ANSWER_SIGNING_EKU`, is published at ``GET /v1/keys`` (a JWKS
-with ``x5c``). It is a PEM file or a ``pkcs11:`` URI (`crlbuilder.keys.signer.load_signer`).
+with ``x5c``: the certificate, then its issuer's when configured, each certifying the one
+before, RFC 7517 §4.7, checked at start; a party checks kept answers offline against its
+trust anchor). The JWS header's ``x5c`` carries the certificate alone (every answer
+carries it). It is a PEM file or a ``pkcs11:`` URI (`crlbuilder.keys.signer.load_signer`).
 
 JOSE is joserfc's (serialization, header checks, JWK thumbprint, verification); the one
 thing added is an ``RS256`` algorithm whose signature comes from a
@@ -26,11 +29,14 @@ signature bytes are the same RSASSA-PKCS1-v1_5 SHA-256).
 from __future__ import annotations
 
 import base64
+import itertools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws
@@ -76,31 +82,67 @@ def _registry(algorithms: dict[str, JWSAlgModel] | None = None) -> JWSRegistry:
     return reg
 
 
-def _jwk(cert: x509.Certificate) -> tuple[RSAKey, dict[str, Any]]:
+def _b64(cert: x509.Certificate) -> str:
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+def _jwk(
+    cert: x509.Certificate, issuers: Sequence[x509.Certificate] = ()
+) -> tuple[RSAKey, dict[str, Any]]:
     """The public JWK of an answer-signing certificate (``kid`` its RFC 7638 thumbprint,
-    ``x5c`` the certificate), as ``GET /v1/keys`` lists it."""
+    ``x5c`` the certificate then ``issuers``), as ``GET /v1/keys`` lists it."""
     public = cert.public_key()
     if not isinstance(public, rsa.RSAPublicKey):
         raise ValueError("the answer-signing certificate's key is not RSA")
     key = RSAKey.import_key(public)
-    x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
     jwk = dict(key.as_dict(private=False))
-    jwk.update({"use": "sig", "alg": ALG, "kid": key.thumbprint(), "x5c": [x5c]})
+    x5c = [_b64(c) for c in (cert, *issuers)]
+    jwk.update({"use": "sig", "alg": ALG, "kid": key.thumbprint(), "x5c": x5c})
     return key, jwk
+
+
+def chain_problem(chain: Sequence[x509.Certificate]) -> str | None:
+    """Why ``chain`` (leaf first) is not one RFC 7517 §4.7 allows in ``x5c`` (a certificate
+    not issued and signed by the next one), or None."""
+    for i, (cert, issuer) in enumerate(itertools.pairwise(chain)):
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature) as e:
+            why = str(e) or "the signature does not verify"
+            return (
+                f"certificate {i + 1} ({cert.subject.rfc4514_string()}) is not issued by "
+                f"the next, {issuer.subject.rfc4514_string()}: {why}"
+            )
+    return None
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    return chain_problem((cert, issuer)) is None
 
 
 class AnswerSigner:
     """Signs answers with one key; the JWKS of ``GET /v1/keys``: that key, then the
     ``published`` certificates' (a rollover's next or previous key, never used to sign)."""
 
-    def __init__(self, signer: Signer, published: Sequence[x509.Certificate] = ()) -> None:
-        self._key, jwk = _jwk(signer.certificate)
+    def __init__(
+        self,
+        signer: Signer,
+        published: Sequence[x509.Certificate] = (),
+        issuers: Sequence[x509.Certificate] = (),
+    ) -> None:
+        """``issuers``: the signing certificate's issuer, then its issuers (checked by the
+        caller, `chain_problem`), after it in its JWK's ``x5c``, and after each published
+        certificate the same issuer signed."""
+        self._key, jwk = _jwk(signer.certificate, issuers)
         self.kid: str = jwk["kid"]
-        self.header: dict[str, Any] = {"alg": ALG, "kid": self.kid, "typ": TYP, "x5c": jwk["x5c"]}
+        self.header: dict[str, Any] = {
+            "alg": ALG, "kid": self.kid, "typ": TYP, "x5c": [_b64(signer.certificate)]
+        }  # fmt: skip
         self._registry = _registry({ALG: _SignerRS256(signer)})
         keys = {self.kid: jwk}
         for cert in published:
-            other = _jwk(cert)[1]
+            same = bool(issuers) and _issued_by(cert, issuers[0])
+            other = _jwk(cert, issuers if same else ())[1]
             keys.setdefault(other["kid"], other)
         self.jwks: bytes = msgspec.json.encode({"keys": list(keys.values())})
         """The JSON Web Key Set (RFC 7517 §5) of ``GET /v1/keys``."""
@@ -136,6 +178,7 @@ def load_answer_signer(
         )
     signer = load_signer(key, cert, outage_ok=outage_ok)
     _check_eku(signer.certificate, cert)
+    issuers = _issuers(cert, signer.certificate, config.v1.answer_issuer)
     published: list[x509.Certificate] = []
     for path in config.v1.published_certs:
         try:
@@ -148,7 +191,42 @@ def load_answer_signer(
         if not isinstance(other.public_key(), rsa.RSAPublicKey):
             raise SignerError(f"{path}: [v1] published_certs: the key is not RSA")
         published.append(other)
-    return AnswerSigner(signer, published)
+    return AnswerSigner(signer, published, issuers)
+
+
+def _pem_certificates(path: Path, what: str) -> list[x509.Certificate]:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SignerError(f"{path}: {what}: cannot read it ({e.strerror})") from None
+    if not data.lstrip().startswith(b"-----BEGIN"):
+        return []  # DER: one certificate, no chain (`load_signer` read it)
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as e:
+        raise SignerError(f"{path}: {what}: not PEM certificates ({e})") from None
+
+
+def _issuers(
+    cert_path: Path, leaf: x509.Certificate, issuer_path: Path | None
+) -> list[x509.Certificate]:
+    """The answer certificate's issuers, from its own file after it or ``[v1]
+    answer_issuer``; refused (`SignerError`, the responder does not start) unless each
+    certificate of the chain is issued and signed by the next."""
+    in_file = _pem_certificates(cert_path, "the answer-signing certificate")[1:]
+    named = _pem_certificates(issuer_path, "[v1] answer_issuer") if issuer_path else []
+    if issuer_path is not None and not named:
+        raise SignerError(f"{issuer_path}: [v1] answer_issuer: no PEM certificate in it")
+    if in_file and named:
+        raise SignerError(
+            f"{cert_path} holds a chain and [v1] answer_issuer names one too: give one"
+        )
+    issuers = in_file or named
+    problem = chain_problem([leaf, *issuers])
+    if problem is not None:
+        where = issuer_path if named else cert_path
+        raise SignerError(f"{where}: the answer-signing chain (x5c) does not verify: {problem}")
+    return issuers
 
 
 def _check_eku(certificate: x509.Certificate, where: object) -> None:
