@@ -394,6 +394,7 @@ def kikou_gets(kikou: Kikou) -> int:
     return sum(1 for m, path, _ in kikou.requests if m == "GET" and path == "/f.crl")
 
 
+@pytest.mark.real_clock  # the follow loop's timed waits (its backoff) hang under libfaketime
 def test_a_follow_whose_passes_fail_shows_no_store_until_its_first_import(
     kikou: Kikou,
     pki: Manifest,  # noqa: F811

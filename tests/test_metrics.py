@@ -68,6 +68,7 @@ def _req(target: bytes, note: Outcome | None, method: bytes = b"POST", rid: int 
     return Request(method, target, {}, b"", ("127.0.0.1", 1), None, b"1.1", True, rid, note)
 
 
+@pytest.mark.real_clock  # the ledger flusher's timed wait hangs under libfaketime
 def test_a_ledger_whose_flushes_fail_raises_its_gauge_until_one_succeeds(
     mp_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
