@@ -136,6 +136,22 @@ def run_tool(name: str, *args: str, check: bool = True) -> subprocess.CompletedP
     )
 
 
+@pytest.fixture
+def mp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A prometheus_client multiprocess directory for this process (tests/test_metrics.py,
+    tests/test_metricfiles.py); its value class restored after."""
+    from prometheus_client import values
+
+    from responder.metrics import ENV
+
+    d = tmp_path / "mp"
+    d.mkdir(mode=0o700)
+    monkeypatch.setenv(ENV, str(d))
+    before = values.ValueClass
+    yield d
+    values.ValueClass = before
+
+
 @pytest.fixture(scope="session")
 def demo_pki(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     d = tmp_path_factory.mktemp("pki") / "pki"

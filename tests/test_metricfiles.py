@@ -35,19 +35,6 @@ _KEY = '["jpkiva_requests", "jpkiva_requests_total", {"endpoint": "healthz"}, "h
 
 
 @pytest.fixture
-def mp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A multiprocess directory for this process; prometheus_client's value class restored after."""
-    from prometheus_client import values
-
-    d = tmp_path / "mp"
-    d.mkdir(mode=0o700)
-    monkeypatch.setenv(m.ENV, str(d))
-    before = values.ValueClass
-    yield d
-    values.ValueClass = before
-
-
-@pytest.fixture
 def logged() -> Iterator[list[logging.LogRecord]]:
     """The records of the ``responder.metrics`` logger (caplog misses them once the server's
     logging set-up stopped their propagation in this process)."""

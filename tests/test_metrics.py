@@ -22,7 +22,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,19 +48,6 @@ from tests.support.harness import (
 from tests.support.wait import until
 
 # -- in process: local counting, flushing, exposition ----------------------------------------
-
-
-@pytest.fixture
-def mp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A multiprocess directory for this process; prometheus_client's value class restored after."""
-    from prometheus_client import values
-
-    d = tmp_path / "mp"
-    d.mkdir(mode=0o700)
-    monkeypatch.setenv(m.ENV, str(d))
-    before = values.ValueClass
-    yield d
-    values.ValueClass = before
 
 
 def _req(target: bytes, note: Outcome | None, method: bytes = b"POST", rid: int = 1) -> Request:
