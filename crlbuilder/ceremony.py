@@ -6,13 +6,14 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
 機能) in the hash-chained operation log (`crlbuilder.keys.oplog`)::
 
     crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR --log FILE
-                             [--approval ... x2 | --replace --current-secret file:/path|env:VAR]
+                             [--approval ... x2 | --replace --current-secret file:/path|env:VAR
+                              | --reset --approval ... x2]
     crlbuilder keys new-ca    --key URI --family F --generation N --out CERT     [approvals]
     crlbuilder keys new-ocsp  --key URI --ca-key REF --ca-cert CERT --out CERT  [approvals]
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
     crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
-    crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256]
+    crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE]
 
     approvals: --log FILE --operators FILE --approval NAME:file:/path --approval NAME:env:VAR
 
@@ -67,7 +68,7 @@ from crlbuilder.demo.pki import (
     issuer_index,
     ocsp_signer_builder,
 )
-from crlbuilder.keys import certsign, oplog
+from crlbuilder.keys import certsign, enrolments, oplog
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.approval import (
     Approval,
@@ -75,6 +76,8 @@ from crlbuilder.keys.approval import (
     add_operator,
     check_approvals,
     check_enrolment,
+    fingerprint,
+    fingerprints,
     hash_secret,
     load_operators,
     parse_approval,
@@ -178,8 +181,8 @@ def _undo(args: argparse.Namespace, reason: str) -> None:
             if kind == "key":
                 p11.close_all()  # its signers' cached handles go with it
                 p11.destroy_key(what)
-                _record(args.log, "key-destroyed", key=what, operators=args.approved_by,
-                        ceremony=args.approved_ceremony,
+                _record(args.log, "key-destroyed", key=what, operators=list(args.approved_by),
+                        credentials=args.approved_by, ceremony=args.approved_ceremony,
                         detail={"ceremony": args.ceremony, "reason": f"undone: {reason}"})  # fmt: skip
             elif kind == "file":
                 Path(what).unlink(missing_ok=True)
@@ -211,27 +214,34 @@ def _describe(args: argparse.Namespace, fields: tuple[str, ...]) -> tuple[dict[s
     return desc, hashlib.sha256(msgspec.json.encode(desc, order="sorted")).hexdigest()
 
 
-def _two_operators(args: argparse.Namespace, approvals: list[Approval]) -> list[str]:
+Approvers = dict[str, str]
+"""Who authorised a ceremony: each approver's name to their credential's `fingerprint`, as of
+the operators file read for the check (recorded in each of its lines: `OpRecord.credentials`)."""
+
+
+def _two_operators(args: argparse.Namespace, approvals: list[Approval]) -> Approvers:
     """A ceremony's rule: two distinct enrolled operators (`check_approvals`)."""
-    return check_approvals(load_operators(args.operators), approvals)
+    operators = load_operators(args.operators)
+    return fingerprints(operators, check_approvals(operators, approvals))
 
 
 def _approved(
     args: argparse.Namespace,
     desc_sha: str,
     key: str,
-    rule: Callable[[argparse.Namespace, list[Approval]], list[str]] = _two_operators,
+    rule: Callable[[argparse.Namespace, list[Approval]], Approvers] = _two_operators,
     subject: dict[str, str | int] | None = None,
-) -> list[str]:
+) -> Approvers:
     """Who authorised the ceremony under ``rule`` (default: two operators' approvals), or
-    CeremonyError after logging the refusal (with ``subject``: what it was about)."""
+    CeremonyError after logging the refusal (with ``subject``: what it was about); kept in
+    ``args.approved_by`` for the lines of a ceremony that fails part-way."""
     # an approval without NAME: may be a secret typed alone: it names no one in the log
     names = [a.partition(":")[0] for a in args.approval or [] if ":" in a]
     try:
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
         args.approved_by = rule(args, approvals)
         args.approved_ceremony = desc_sha
-        return list(args.approved_by)
+        return dict(args.approved_by)
     except ApprovalError as e:
         reason = str(e)
     _record(
@@ -256,7 +266,7 @@ def _record(log: Path, event: str, **kw: Any) -> Anchor:
 
 
 def _generate(
-    args: argparse.Namespace, key: str, ops: list[str], desc_sha: str
+    args: argparse.Namespace, key: str, ops: Approvers, desc_sha: str
 ) -> rsa.RSAPublicKey:
     public = p11.generate_rsa_key(key, args.bits)
     _made(args).append(("key", key))
@@ -267,7 +277,8 @@ def _generate(
         args.log,
         "key-generated",
         key=key,
-        operators=ops,
+        operators=list(ops),
+        credentials=ops,
         ceremony=desc_sha,
         detail={"bits": args.bits, "spki_sha256": hashlib.sha256(spki).hexdigest()},
     )
@@ -280,7 +291,7 @@ def _new_ca(
     family: Family,
     generation: int,
     out: Path,
-    ops: list[str],
+    ops: Approvers,
     desc_sha: str,
     now: datetime,
 ) -> x509.Certificate:
@@ -292,7 +303,8 @@ def _new_ca(
         args.log,
         "certificate-issued",
         key=key,
-        operators=ops,
+        operators=list(ops),
+        credentials=ops,
         ceremony=desc_sha,
         detail=_write_cert(args, out, cert) | {"issuer": "self"},
     )
@@ -307,7 +319,7 @@ def _new_ocsp(
     family: Family,
     generation: int,
     out: Path,
-    ops: list[str],
+    ops: Approvers,
     desc_sha: str,
     now: datetime,
 ) -> x509.Certificate:
@@ -319,7 +331,8 @@ def _new_ocsp(
         args.log,
         "certificate-issued",
         key=key,
-        operators=ops,
+        operators=list(ops),
+        credentials=ops,
         ceremony=desc_sha,
         detail=_write_cert(args, out, cert) | {"issuer_key": oplog.key_name(ca_key)},
     )
@@ -408,7 +421,8 @@ def cmd_rollover(args: argparse.Namespace) -> int:
         args.log,
         "rollover",
         key=args.ca_key,
-        operators=ops,
+        operators=list(ops),
+        credentials=ops,
         ceremony=sha,
         detail={"issuer": iid, "manifest": str(Path(manifest.directory) / "pki.json")},
     )
@@ -434,7 +448,8 @@ def cmd_retire(args: argparse.Namespace) -> int:
         args.log,
         "key-destroyed",
         key=args.key,
-        operators=ops,
+        operators=list(ops),
+        credentials=ops,
         ceremony=sha,
         detail=_cert_detail(args.cert, cert),
     )
@@ -463,7 +478,8 @@ def cmd_successor(args: argparse.Namespace) -> int:
         args.log,
         "certificate-issued",
         key=manifest.key_ref(plan.successor.key),
-        operators=ops,
+        operators=list(ops),
+        credentials=ops,
         ceremony=sha,
         detail=_write_cert(args, out, cert)
         | {"issuer_key": oplog.key_name(manifest.key_ref(plan.successor.key))},
@@ -475,7 +491,8 @@ def cmd_successor(args: argparse.Namespace) -> int:
         args.log,
         "successor-named",
         key=manifest.key_ref(plan.successor.key),
-        operators=ops,
+        operators=list(ops),
+        credentials=ops,
         ceremony=sha,
         detail={
             "issuer": plan.issuer.id,
@@ -495,54 +512,101 @@ def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
     return 0
 
 
-def _enrolment(args: argparse.Namespace, approvals: list[Approval]) -> list[str]:
+def _enrolment(args: argparse.Namespace, approvals: list[Approval]) -> Approvers:
     """add-operator's rule (`check_enrolment`): the current secret for --replace, two other
-    operators' approvals for a third operator and after, none for the first two."""
+    operators' approvals for --reset and for a third operator and after, none for the first
+    two, unless the operation log says operators were enrolled before
+    (`enrolments.bootstrap_refusal`: the file was emptied or edited)."""
     operators = load_operators(args.operators) if args.operators.exists() else {}
     current = read_secret(args.current_secret) if args.current_secret is not None else None
-    return check_enrolment(
-        operators, args.name, approvals, replace=args.replace, current_secret=current
+    names = check_enrolment(
+        operators,
+        args.name,
+        approvals,
+        replace=args.replace,
+        current_secret=current,
+        reset=args.reset,
     )
+    if not names:  # the bootstrap: the log is the memory the operators file lacks
+        try:
+            seen = enrolments.ledger(oplog.read_oplog(args.log))
+        except (ChainError, OSError) as e:
+            raise ApprovalError(f"no bootstrap: operation log {args.log}: {e}") from None
+        refusal = enrolments.bootstrap_refusal(seen, operators)
+        if refusal is not None:
+            raise ApprovalError(refusal)
+    return fingerprints(operators, names)
+
+
+_CHANGES: Final = {  # add-operator's flag -> its event, who authorised it, what it did
+    "replace": ("operator-secret-replaced", "current-secret", "secret replaced"),
+    "reset": ("operator-secret-reset", "approvals", "secret reset (forgotten)"),
+}
 
 
 def cmd_add_operator(args: argparse.Namespace) -> int:
-    """Enrol an operator or replace their secret (識別符号, Ord §74(2)), as `check_enrolment`
-    allows, and record it in the operation log *before* the operators file changes: an
-    operator is never in the file without their line (if the log cannot be written, nothing
-    changes; if the file then cannot be written, a ``ceremony-failed`` line follows). The
-    line names who authorised it and the SHA-256 of the stored salted hash (to compare with
-    the operators file at a review), never the secret; a refusal is ``ceremony-refused``."""
-    desc, sha = _describe(args, ("operators", "name", "replace"))
+    """Enrol an operator, or replace their secret (--replace, with the current one) or reset
+    it (--reset, forgotten: two other operators approve) (識別符号, Ord §74(2)), as
+    `check_enrolment` allows, and record it in the operation log *before* the operators file
+    changes: an operator is never in the file without their line (if the log cannot be
+    written, nothing changes; if the file then cannot be written, a ``ceremony-failed`` line
+    follows). The line names who authorised it, their credentials' fingerprints and the
+    SHA-256 of the stored salted hash (to compare with the operators file: verify-log
+    --operators), never the secret; a refusal is ``ceremony-refused``."""
+    desc, sha = _describe(args, ("operators", "name", "replace", "reset"))
     args.key = str(args.operators)  # what a ceremony-refused or -failed line names
     secret = read_secret(args.secret)  # a bad source is a usage error: nothing to approve
     ops = _approved(args, sha, args.key, _enrolment, {"operator": args.name})
     stored = hash_secret(secret)
-    authority = "current-secret" if args.replace else "approvals" if ops else "bootstrap"
+    change = "replace" if args.replace else "reset" if args.reset else None
+    if change is not None:
+        event, authority, done = _CHANGES[change]
+    else:
+        event, authority = "operator-enrolled", "approvals" if ops else "bootstrap"
+        done = f"enrolled ({authority})"
     _record(
         args.log,
-        "operator-secret-replaced" if args.replace else "operator-enrolled",
+        event,
         key=args.key,
-        operators=ops,
+        operators=list(ops),
+        credentials=ops,
         ceremony=sha,
         detail={
             "operator": args.name,
             "authorised_by": authority,
-            "credential_sha256": hashlib.sha256(stored.encode()).hexdigest(),
+            "credential_sha256": fingerprint(stored),
         },
     )
-    add_operator(args.operators, args.name, stored, replace=args.replace)
-    done = "secret replaced" if args.replace else f"enrolled ({authority})"
+    add_operator(args.operators, args.name, stored, replace=change is not None)
     print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
     return _done(args, desc)
 
 
 def cmd_verify_log(args: argparse.Namespace) -> int:
+    """The chain (and its head against --anchor); with --operators, the operators file
+    against the log (`enrolments.review`): exit 1 for a broken chain or any problem."""
     report = oplog.verify_oplog(args.log, args.anchor)
     state = "BROKEN" if report.problems else "intact"
     print(f"{args.log}: {report.records} records, chain {state}, head {report.anchor}")
     for p in report.problems:
         print(f"  {p}")
-    return 1 if report.problems else 0
+    if args.operators is None:
+        return 1 if report.problems else 0
+    if report.problems:
+        print(f"{args.operators}: not compared (the log's chain does not hold)")
+        return 1
+    exists = args.operators.exists()  # none at all: every operator the log enrols is missing
+    operators = load_operators(args.operators) if exists else {}
+    found = enrolments.review(enrolments.ledger(oplog.read_oplog(args.log)), operators)
+    if not exists:
+        print(f"{args.operators}: no such file (compared as an empty operators file)")
+    verdict = f"{len(found.problems)} problem(s)" if found.problems else "accounted for by the log"
+    print(f"{args.operators}: operators and approvals {verdict}")
+    for p in found.problems:
+        print(f"  PROBLEM {p}")
+    for n in found.notes:
+        print(f"  not checked: {n}")
+    return 1 if found.problems else 0
 
 
 # --- the command line -------------------------------------------------------------------
@@ -571,7 +635,8 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
                 with contextlib.suppress(CeremonyError):
                     key = getattr(args, "key", None) or getattr(args, "ca_key", "")
                     _record(args.log, "ceremony-failed", key=key,
-                            operators=args.approved_by, ceremony=args.approved_ceremony,
+                            operators=list(args.approved_by), credentials=args.approved_by,
+                            ceremony=args.approved_ceremony,
                             detail={"ceremony": args.ceremony, "reason": str(e)})  # fmt: skip
             return 2
         finally:
@@ -622,11 +687,18 @@ def add_cli(subparsers: Any) -> None:
         metavar="file:/path|env:VAR",
         help="where the operator's secret is read: a file (0600) or an environment variable",
     )
-    p.add_argument(
+    change = p.add_mutually_exclusive_group()
+    change.add_argument(
         "--replace",
         action="store_true",
         help="set a new secret for an operator enrolled already, who gives the current one "
         "(--current-secret); without it, a name enrolled already is refused",
+    )
+    change.add_argument(
+        "--reset",
+        action="store_true",
+        help="set a new secret for an operator who forgot theirs, approved by two other "
+        "enrolled operators (--approval x2)",
     )
     p.add_argument(
         "--current-secret",
@@ -640,8 +712,8 @@ def add_cli(subparsers: Any) -> None:
         "--approval",
         action="append",
         metavar="NAME:SOURCE",
-        help="once two operators are enrolled, a new one needs two of them: NAME:file:/path "
-        "(0600) or NAME:env:VAR, as at every ceremony",
+        help="once two operators are enrolled, a new one (or a --reset) needs two of them: "
+        "NAME:file:/path (0600) or NAME:env:VAR, as at every ceremony",
     )
     p.set_defaults(func=_guarded(cmd_add_operator))
 
@@ -693,4 +765,10 @@ def add_cli(subparsers: Any) -> None:
     p = ks.add_parser("verify-log", help="check the operation log's hash chain")
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
     p.add_argument("--anchor", type=_anchor, help="SEQ:SHA256 recorded at a ceremony")
+    p.add_argument(
+        "--operators",
+        type=Path,
+        help="also compare this operators file with the log: every credential enrolled by a "
+        "line, every approval by a credential enrolled before it",
+    )
     p.set_defaults(func=_guarded(cmd_verify_log))

@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from crlbuilder.auditlog import append_chained
 from crlbuilder.cli import main
 from crlbuilder.crl.encode import encode_crl
 from crlbuilder.crl.publish import crl_signing
@@ -30,6 +31,9 @@ from crlbuilder.keys.approval import (
     Approval,
     ApprovalError,
     check_approvals,
+    fingerprint,
+    fingerprints,
+    hash_secret,
     load_operators,
 )
 from crlbuilder.keys.signer import SignerError, load_signer
@@ -340,6 +344,13 @@ def test_an_enrolment_never_exists_without_its_log_line(
     current = ["--replace", "--current-secret", f"file:{tmp_path / 'bob.secret'}"]
     assert main([*enrol(tmp_path, operators, "bob", *current), *bad_log]) == 2
     assert operators.read_bytes() == before
+    assert main(enrol(tmp_path, operators, "carol", *ok)) == 0  # a reset needs two others
+    before = operators.read_bytes()
+    reset = ["--reset", *approvals(tmp_path, "bob", "carol")]
+    assert main([*enrol(tmp_path, operators, "alice", *reset), *bad_log]) == 2
+    assert operators.read_bytes() == before
+    # the file holds no credential the log does not account for
+    assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
 
 
 def test_an_operators_file_that_cannot_be_written_leaves_no_copy(
@@ -370,6 +381,265 @@ def test_an_operators_file_that_cannot_be_written_leaves_no_copy(
     assert recs[-1].ceremony == recs[-2].ceremony
     monkeypatch.undo()
     assert main(add) == 0
+    assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
+
+
+# --- the log's account of the operators file (Ord §74(2), §74(3)) --------------------------
+
+
+def verify_against(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """verify-log --operators on the test's log: its exit code and what it printed."""
+    capsys.readouterr()
+    rc = main(["keys", "verify-log", "--log", str(tmp_path / "oplog.jsonl"),
+               "--operators", str(operators)])  # fmt: skip
+    return rc, capsys.readouterr().out if rc else "accounted for by the log"
+
+
+def write_by_hand(path: Path, ops: dict[str, str]) -> None:
+    """The operators file as anyone who can write it may write it, without a command."""
+    text = "".join(f'[operators.{n}]\nscrypt = "{h}"\n' for n, h in ops.items())
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text or "[operators]\n")
+
+
+def _emptied(tmp_path: Path, operators: Path) -> None:
+    operators.unlink()
+
+
+def _bob_removed(tmp_path: Path, operators: Path) -> None:
+    write_by_hand(operators, {"alice": load_operators(operators)["alice"]})
+
+
+def _emptied_after_a_ceremony(tmp_path: Path, operators: Path) -> None:
+    assert main(enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))) == 0
+    write_by_hand(operators, {})
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (_emptied, "alice: enrolled at line 1, not in the operators file"),
+        (_bob_removed, "bob: enrolled at line 2, not in the operators file"),
+        (_emptied_after_a_ceremony, "1 approved ceremony line(s) from line 3; 3 more finding(s)"),
+    ],
+    ids=["emptied", "one-removed", "emptied-after-a-ceremony"],
+)
+def test_ord_74_3_an_emptied_operators_file_does_not_reopen_the_bootstrap(
+    tmp_path: Path,
+    operators: Path,
+    edit: Callable[[Path, Path], None],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Whoever could write the operators file could empty it (or take operators out) and
+    enrol two names of their own as a new bootstrap, then pass every two-person step alone.
+    The log remembers what the file lost: a bootstrap is refused once it records an
+    enrolment the file does not hold, or an approved ceremony; nothing changes."""
+    edit(tmp_path, operators)
+    capsys.readouterr()
+    before = operators.read_bytes() if operators.exists() else None
+    for name in ("mallory", "mallory2"):
+        assert main(enrol(tmp_path, operators, name)) == 2
+        err = capsys.readouterr().err
+        assert "no bootstrap" in err and why in err and "restore the operators file" in err
+        assert (operators.read_bytes() if operators.exists() else None) == before
+        last = records(tmp_path / "oplog.jsonl")[-1]
+        assert last.event == "ceremony-refused" and last.detail["operator"] == name
+
+
+def test_a_bootstrap_enrolment_whose_file_write_failed_can_be_done_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An enrolment line followed by ``ceremony-failed`` did not enrol anyone: it does not
+    close the bootstrap, and the operators it made are accounted for by the log."""
+    operators = tmp_path / "operators.toml"
+    fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if "operators" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(28, "No space left on device")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(enrol(tmp_path, operators, "alice")) == 2
+    monkeypatch.undo()
+    assert not operators.exists()
+    assert main(enrol(tmp_path, operators, "alice")) == 0
+    assert main(enrol(tmp_path, operators, "bob")) == 0
+    assert [r.event for r in records(tmp_path / "oplog.jsonl")] == [
+        "operator-enrolled", "ceremony-failed", "operator-enrolled", "operator-enrolled"
+    ]  # fmt: skip
+    assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
+
+
+def _hash_by_hand(tmp_path: Path, operators: Path) -> None:
+    ops = load_operators(operators) | {"bob": hash_secret(b"bob-by-hand-0001")}
+    write_by_hand(operators, ops)
+
+
+def _name_by_hand(tmp_path: Path, operators: Path) -> None:
+    write_by_hand(operators, load_operators(operators) | {"mallory": hash_secret(ALICE)})
+
+
+def _old_hash_put_back(tmp_path: Path, operators: Path) -> None:
+    old = load_operators(operators)
+    new = secret_file(tmp_path, "bob-new", b"bob-secret-new01")
+    replace = ["--replace", "--current-secret", f"file:{tmp_path / 'bob.secret'}"]
+    argv = enrol(tmp_path, operators, "bob", *replace)
+    argv[argv.index("--secret") + 1] = f"file:{new}"
+    assert main(argv) == 0
+    write_by_hand(operators, old)
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (_hash_by_hand, "bob: the operators file holds a credential no line of the log enrols"),
+        (_name_by_hand, "mallory: in the operators file, but no line of the log enrols them"),
+        (_bob_removed, "bob: enrolled at line 2, not in the operators file"),
+        (_emptied, "alice: enrolled at line 1, not in the operators file"),
+        (_old_hash_put_back,
+         "bob: the operators file holds the credential of line 2, replaced at line 3"),
+    ],
+    ids=["hash-by-hand", "name-by-hand", "removed-by-hand", "emptied", "old-hash-put-back"],
+)  # fmt: skip
+def test_ord_74_2_verify_log_flags_an_operators_file_changed_by_hand(
+    tmp_path: Path,
+    operators: Path,
+    edit: Callable[[Path, Path], None],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A hash edited into the operators file by hand was visible only to someone reading the
+    log's lines one by one. verify-log --operators compares the file with the log: each
+    operator's credential must be the one its last line enrolled (exit 1 otherwise)."""
+    assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
+    edit(tmp_path, operators)
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1 and f"PROBLEM {why}" in out, out
+    assert "chain intact" in out
+
+
+def test_ord_74_3_verify_log_flags_a_ceremony_approved_by_a_credential_never_enrolled(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a hash written in by hand, one person approves as two; the ceremony's lines did
+    not say which credential approved. Now each approved line carries its approvers'
+    fingerprints, and verify-log flags an approval by a credential the log never enrolled."""
+    _hash_by_hand(tmp_path, operators)
+    secret_file(tmp_path, "bobh", b"bob-by-hand-0001")
+    assert main(enrol(tmp_path, operators, "carol", "--approval",
+                      f"alice:file:{tmp_path / 'alice.secret'}",
+                      "--approval", f"bob:file:{tmp_path / 'bobh.secret'}")) == 0  # fmt: skip
+    line = records(tmp_path / "oplog.jsonl")[-1]
+    assert line.credentials == fingerprints(load_operators(operators), ["alice", "bob"])
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1
+    assert "PROBLEM line 3 (operator-enrolled): approved by bob with a credential no line " \
+        "before it enrols" in out  # fmt: skip
+    assert b"bob-by-hand" not in (tmp_path / "oplog.jsonl").read_bytes()
+
+
+class _LineBefore(msgspec.Struct, kw_only=True):
+    """An operation log line as written before approvers' fingerprints were recorded."""
+
+    seq: int
+    at: str
+    event: str
+    key: str = ""
+    operators: list[str] = []
+    ceremony: str = ""
+    detail: dict[str, str | int] = {}
+    pid: int = 0
+    prev: str
+
+
+def test_a_log_written_before_fingerprints_stays_valid_and_says_what_it_cannot_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lines without fingerprints (an enrolment before they were logged; a ceremony's
+    approvers) are valid and reported as not checked; what they do carry is still checked."""
+    log, operators = tmp_path / "oplog.jsonl", tmp_path / "operators.toml"
+    bob = hash_secret(BOB)
+    at = "2026-01-05T01:00:00.000000+00:00"
+    append_chained(log, [
+        _LineBefore(seq=0, prev="", at=at, event="operator-enrolled",
+                    detail={"operator": "alice"}),
+        _LineBefore(seq=0, prev="", at=at, event="operator-enrolled",
+                    detail={"operator": "bob", "authorised_by": "bootstrap",
+                            "credential_sha256": fingerprint(bob)}),
+        _LineBefore(seq=0, prev="", at=at, event="key-generated", key="pkcs11:object=k",
+                    operators=["alice", "bob"], ceremony="c" * 64, detail={"bits": 2048}),
+    ])  # fmt: skip
+    write_by_hand(operators, {"alice": hash_secret(ALICE), "bob": bob})
+    assert main(["keys", "verify-log", "--log", str(log)]) == 0
+    assert main(["keys", "verify-log", "--log", str(log), "--operators", str(operators)]) == 0
+    out = capsys.readouterr().out
+    assert "not checked: alice: enrolled at line 1 without a credential fingerprint" in out
+    assert "not checked: 1 approved line(s) (lines 3-3) carry no approvers' fingerprints" in out
+    write_by_hand(operators, {"alice": hash_secret(ALICE), "bob": hash_secret(BOB)})
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1 and "PROBLEM bob: the operators file holds a credential no line" in out
+
+
+def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A forgotten secret could only be reset by editing the operators file. Now two other
+    enrolled operators approve a new one (--reset), logged as such with their fingerprints;
+    the operator cannot approve their own reset, and nothing changes on a refusal."""
+    log = tmp_path / "oplog.jsonl"
+    new = secret_file(tmp_path, "alice-new", b"alice-secret-new1")
+    reset = enrol(tmp_path, operators, "alice", "--reset")
+    reset[reset.index("--secret") + 1] = f"file:{new}"
+    refusals = [
+        (approvals(tmp_path, "bob"), "needs 2 other enrolled operators; 1 enrolled"),
+    ]
+    for extra, why in refusals:
+        before = operators.read_bytes()
+        assert main([*reset, *extra]) == 2
+        assert why in capsys.readouterr().err and operators.read_bytes() == before
+    assert main(enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))) == 0
+    refusals = [
+        ([], "0 approval(s) given"),
+        (approvals(tmp_path, "bob"), "1 approval(s) given"),
+        (approvals(tmp_path, "alice", "bob"), "alice cannot approve the reset of their own"),
+        (["--current-secret", f"file:{tmp_path / 'alice.secret'}",
+          *approvals(tmp_path, "bob", "carol")], "--current-secret is for --replace only"),
+        ([*approvals(tmp_path, "bob"), "--approval", f"mallory:file:{tmp_path / 'carol.secret'}"],
+         "'mallory' is not in the operators file"),
+    ]  # fmt: skip
+    for extra, why in refusals:
+        before, lines = operators.read_bytes(), len(records(log))
+        assert main([*reset, *extra]) == 2
+        assert why in capsys.readouterr().err and operators.read_bytes() == before
+        assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"]
+    with pytest.raises(SystemExit) as e:
+        main([*reset, "--replace", *approvals(tmp_path, "bob", "carol")])
+    assert e.value.code == 2
+    before = load_operators(operators)
+    assert main([*reset, *approvals(tmp_path, "bob", "carol")]) == 0
+    assert "operator alice secret reset" in capsys.readouterr().out
+    rec = records(log)[-1]
+    assert (rec.event, rec.operators, rec.detail["authorised_by"], rec.detail["operator"]) == (
+        "operator-secret-reset", ["bob", "carol"], "approvals", "alice"
+    )  # fmt: skip
+    assert rec.credentials == fingerprints(before, ["bob", "carol"])
+    after = load_operators(operators)
+    assert rec.detail["credential_sha256"] == fingerprint(after["alice"])
+    assert {n: h for n, h in after.items() if n != "alice"} == {
+        n: h for n, h in before.items() if n != "alice"
+    }
+    bob = Approval("bob", BOB)
+    assert check_approvals(after, [Approval("alice", b"alice-secret-new1"), bob])
+    with pytest.raises(ApprovalError, match="'alice': the secret does not match"):
+        check_approvals(after, [Approval("alice", ALICE), bob])
+    assert b"alice-secret" not in log.read_bytes()
+    assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
 
 
 def write_chain(log: Path) -> None:
@@ -492,6 +762,9 @@ def test_generate_issue_sign_a_crl_retire_on_softhsm(
     ]
     ceremonies = [r for r in recs if not r.event.startswith("signing-session")]
     assert all(r.operators == ["alice", "bob"] and len(r.ceremony) == 64 for r in ceremonies)
+    # each line says which credentials approved it (Ord §74(2)), never a secret
+    approved_with = fingerprints(load_operators(operators), ["alice", "bob"])
+    assert all(r.credentials == approved_with for r in ceremonies)
     assert [r.detail["signatures"] for r in recs if r.event == "signing-session-ended"] == [1, 1, 1]
     assert recs[-1].detail["cert_sha256"] and recs[-1].key == ca_key.split("?")[0]
     assert "pin" not in log.read_text().replace("pkcs11:", "")
@@ -599,6 +872,7 @@ def test_an_approved_ceremony_that_fails_is_logged_as_failed(
     assert main([*argv, *approvals(tmp_path, "alice", "bob")]) == 2
     [rec] = records(log)
     assert rec.event == "ceremony-failed" and rec.operators == ["alice", "bob"]
+    assert rec.credentials == fingerprints(load_operators(operators), ["alice", "bob"])
     assert "no-such-token" in str(rec.detail["reason"]) and not out.exists()
 
 

@@ -15,7 +15,11 @@ caller does nothing but log the refusal.
 `check_enrolment` is the rule for changing the file itself, so that one person cannot
 become two: a new operator needs two enrolled operators' approvals (not their own) once two
 are enrolled (the first two, the bootstrap, need none); a secret is replaced only with the
-operator's current one.
+operator's current one, or reset (forgotten) with two *other* operators' approvals. Whether
+the operation log allows a bootstrap at all is `crlbuilder.keys.enrolments`' question.
+
+`fingerprint` is what the operation log records of a credential: the SHA-256 of the stored
+``salt$hash`` (never the secret), for the enrolled operator and for each approver.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ __all__ = [
     "add_operator",
     "check_approvals",
     "check_enrolment",
+    "fingerprint",
+    "fingerprints",
     "hash_secret",
     "load_operators",
     "parse_approval",
@@ -85,6 +91,18 @@ def hash_secret(secret: bytes, salt: bytes | None = None) -> str:
     salt = secrets.token_bytes(16) if salt is None else salt
     digest = hashlib.scrypt(secret, salt=salt, **_SCRYPT)
     return f"{salt.hex()}${digest.hex()}"
+
+
+def fingerprint(stored: str) -> str:
+    """SHA-256 (hex) of a stored ``salt$hash``: what the operation log records of a credential
+    (it shows which credential approved, never what the secret is)."""
+    return hashlib.sha256(stored.encode()).hexdigest()
+
+
+def fingerprints(operators: Operators, names: list[str]) -> dict[str, str]:
+    """Each of ``names`` (enrolled, as an approval rule returned them) to the `fingerprint` of
+    their stored hash, in the order given."""
+    return {n: fingerprint(operators[n]) for n in names}
 
 
 def _matches(secret: bytes, stored: str) -> bool:
@@ -167,23 +185,31 @@ def check_enrolment(
     *,
     replace: bool,
     current_secret: bytes | None,
+    reset: bool = False,
 ) -> list[str]:
-    """Who authorises enrolling ``name`` (or, with ``replace``, a new secret for ``name``), or
-    ApprovalError saying why not (識別符号の管理, Ord §74(2); 複数の者, §74(3)).
+    """Who authorises enrolling ``name`` (or, with ``replace`` / ``reset``, a new secret for
+    ``name``), or ApprovalError saying why not (識別符号の管理, Ord §74(2); 複数の者, §74(3)).
 
     - replace: ``name`` is enrolled and ``current_secret`` is theirs: ``[name]``; no
       approvals (a colleague's secret is not replaced by anyone else).
+    - reset (a forgotten secret): ``name`` is enrolled, and two *other* enrolled operators
+      approve (`check_approvals`); no current secret (the operator has none to give).
     - a new name while fewer than `MIN_APPROVALS` operators are enrolled (the bootstrap):
       ``[]``; no approvals (there is no one to give them).
     - a new name otherwise: `check_approvals` of approvals by enrolled operators, none of them
       ``name`` (one person approving their own second name would be two operators alone).
     """
     _check_name(name)
+    if replace and reset:
+        raise ApprovalError("--replace (with the current secret) or --reset (forgotten), not both")
     if replace:
         if name not in operators:
             raise ApprovalError(f"operator {name} is not enrolled: nothing to replace")
         if approvals:
-            raise ApprovalError("--replace takes the operator's current secret, not approvals")
+            raise ApprovalError(
+                "--replace takes the operator's current secret, not approvals (a forgotten "
+                "secret: --reset, approved by two other operators)"
+            )
         if current_secret is None:
             raise ApprovalError(
                 f"--replace needs {name}'s current secret (--current-secret file:/path|env:VAR)"
@@ -193,10 +219,22 @@ def check_enrolment(
         return [name]
     if current_secret is not None:
         raise ApprovalError("--current-secret is for --replace only")
+    if reset:
+        if name not in operators:
+            raise ApprovalError(f"operator {name} is not enrolled: nothing to reset")
+        if any(a.operator == name for a in approvals):
+            raise ApprovalError(f"operator {name} cannot approve the reset of their own secret")
+        others = len(operators) - 1
+        if others < MIN_APPROVALS:
+            raise ApprovalError(
+                f"a reset of {name}'s secret needs {MIN_APPROVALS} other enrolled operators; "
+                f"{others} enrolled (keep at least {MIN_APPROVALS + 1} operators enrolled)"
+            )
+        return check_approvals(operators, approvals)
     if name in operators:
         raise ApprovalError(
             f"operator {name} is enrolled already: give --replace (with {name}'s current "
-            f"secret) to set a new secret for {name}"
+            f"secret) to set a new secret for {name}, or --reset if it is forgotten"
         )
     if len(operators) < MIN_APPROVALS:
         if approvals:
@@ -217,7 +255,7 @@ def _check_name(name: str) -> None:
 
 def add_operator(path: Path, name: str, stored: str, *, replace: bool = False) -> None:
     """Write ``name``'s ``salt$hash`` (`hash_secret`) into the operators file, created mode
-    0600; replace one enrolled already only when ``replace`` (a name typed by mistake would
+    0600; replace one enrolled already only when ``replace`` (--replace or --reset; a name typed by mistake would
     otherwise take over a colleague's approvals, and the two-person rule with them). Who may
     do so is `check_enrolment`'s question, asked before."""
     _check_name(name)

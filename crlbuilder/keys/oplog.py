@@ -3,7 +3,8 @@
 One hash-chained JSON line (`crlbuilder.auditlog`) per key operation: a key generated in
 the token, a certificate issued, a generation rolled over, a key destroyed, a ceremony
 refused (each with the operators who approved it, Ord §74(3): 複数の者による発行者署名符号の
-作成及び管理), an operator enrolled or their secret replaced (識別符号, Ord §74(2)), and
+作成及び管理, and the fingerprints of the credentials they approved with), an operator
+enrolled or their secret replaced or reset (識別符号, Ord §74(2)), and
 each signing session's start and end with its count of signatures (one line per session,
 never one per OCSP answer or CRL). A line names keys by reference without
 its PIN source and never holds a PIN, a secret or a key.
@@ -20,12 +21,20 @@ import multiprocessing.util
 import os
 import threading
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Final
 
 import msgspec
 
-from crlbuilder.auditlog import ZERO_HASH, Anchor, ChainReport, append_chained, verify_chain
+from crlbuilder.auditlog import (
+    ZERO_HASH,
+    Anchor,
+    ChainError,
+    ChainReport,
+    append_chained,
+    verify_chain,
+)
 from crlbuilder.keyref import is_pkcs11_uri
 
 __all__ = [
@@ -36,6 +45,7 @@ __all__ = [
     "configure",
     "end_all",
     "key_name",
+    "read_oplog",
     "record",
     "verify_oplog",
 ]
@@ -54,6 +64,7 @@ EVENTS: Final = frozenset(
         "ceremony-failed",
         "operator-enrolled",
         "operator-secret-replaced",
+        "operator-secret-reset",
         "signing-session-started",
         "signing-session-ended",
     }
@@ -72,6 +83,10 @@ class OpRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The key's reference: a PKCS#11 URI without its query (no PIN source) or a file path."""
     operators: list[str] = []
     """The two (or more) operators who approved a ceremony, by name."""
+    credentials: dict[str, str] = {}
+    """Each approver's name to the SHA-256 of their stored hash when they approved
+    (`crlbuilder.keys.approval.fingerprint`), which `crlbuilder.keys.enrolments` checks
+    against the enrolments before; empty in lines written before it was recorded."""
     ceremony: str = ""
     """SHA-256 of the ceremony's canonical description (what the operators approved)."""
     detail: dict[str, str | int] = {}
@@ -96,6 +111,7 @@ def record(
     *,
     key: str = "",
     operators: list[str] | None = None,
+    credentials: dict[str, str] | None = None,
     ceremony: str = "",
     detail: dict[str, str | int] | None = None,
 ) -> Anchor:
@@ -108,6 +124,7 @@ def record(
         event=event,
         key=key_name(key),
         operators=list(operators or []),
+        credentials=dict(credentials or {}),
         ceremony=ceremony,
         detail=dict(detail or {}),
         pid=os.getpid(),
@@ -119,6 +136,18 @@ def record(
 def verify_oplog(log: Path, anchor: Anchor | None = None) -> ChainReport[OpRecord]:
     """Check the operation log's chain (and its head against ``anchor``)."""
     return verify_chain(log, OpRecord, anchor)
+
+
+def read_oplog(log: Path) -> list[OpRecord]:
+    """Every record of the operation log, in order (none if there is no log yet); ChainError
+    if its chain does not hold (what it says cannot be relied on)."""
+    if not log.exists():
+        return []
+    report = verify_oplog(log)
+    if report.problems:
+        raise ChainError(f"the operation log is broken ({report.problems[0]}): verify-log")
+    with log.open("rb") as f:  # the lines verified (one appended since is not read)
+        return [msgspec.json.decode(line, type=OpRecord) for line in islice(f, report.records)]
 
 
 # --- signing sessions -------------------------------------------------------------------
