@@ -561,29 +561,42 @@ class _LineBefore(msgspec.Struct, kw_only=True):
 def test_a_log_written_before_fingerprints_stays_valid_and_says_what_it_cannot_check(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Lines without fingerprints (an enrolment before they were logged; a ceremony's
-    approvers) are valid and reported as not checked; what they do carry is still checked."""
+    """Logs written by earlier versions stay valid: ceremonies approved before enrolments
+    were logged (no line enrols alice and bob), an enrolment line of the first version that
+    logged them (``operators``: the operator; no ``authorised_by``), ceremony lines without
+    ``credentials``: reported as not checked (exit 0); what they carry is still checked."""
     log, operators = tmp_path / "oplog.jsonl", tmp_path / "operators.toml"
-    bob = hash_secret(BOB)
+    carol = hash_secret(b"carol-secret-0003")
     at = "2026-01-05T01:00:00.000000+00:00"
     append_chained(log, [
-        _LineBefore(seq=0, prev="", at=at, event="operator-enrolled",
-                    detail={"operator": "alice"}),
-        _LineBefore(seq=0, prev="", at=at, event="operator-enrolled",
-                    detail={"operator": "bob", "authorised_by": "bootstrap",
-                            "credential_sha256": fingerprint(bob)}),
         _LineBefore(seq=0, prev="", at=at, event="key-generated", key="pkcs11:object=k",
                     operators=["alice", "bob"], ceremony="c" * 64, detail={"bits": 2048}),
+        _LineBefore(seq=0, prev="", at=at, event="operator-enrolled", key=str(operators),
+                    operators=["carol"], ceremony="d" * 64,
+                    detail={"operator": "carol", "credential_sha256": fingerprint(carol)}),
+        _LineBefore(seq=0, prev="", at=at, event="key-destroyed", key="pkcs11:object=k",
+                    operators=["alice", "carol"], ceremony="e" * 64, detail={}),
     ])  # fmt: skip
-    write_by_hand(operators, {"alice": hash_secret(ALICE), "bob": bob})
+    write_by_hand(operators, {"alice": hash_secret(ALICE), "bob": hash_secret(BOB), "carol": carol})
     assert main(["keys", "verify-log", "--log", str(log)]) == 0
+    capsys.readouterr()
     assert main(["keys", "verify-log", "--log", str(log), "--operators", str(operators)]) == 0
     out = capsys.readouterr().out
-    assert "not checked: alice: enrolled at line 1 without a credential fingerprint" in out
-    assert "not checked: 1 approved line(s) (lines 3-3) carry no approvers' fingerprints" in out
-    write_by_hand(operators, {"alice": hash_secret(ALICE), "bob": hash_secret(BOB)})
+    assert "accounted for by the log" in out
+    assert "not checked: alice, bob: approved ceremonies before any enrolment was logged" in out
+    assert "not checked: 2 approved line(s) (lines 1-3) carry no approvers' fingerprints" in out
+    # the hash a line did record is checked; a name no line knows is not excused
+    ops = load_operators(operators)
+    write_by_hand(operators, ops | {"carol": hash_secret(b"carol-secret-0003")})
     rc, out = verify_against(tmp_path, operators, capsys)
-    assert rc == 1 and "PROBLEM bob: the operators file holds a credential no line" in out
+    assert rc == 1 and "PROBLEM carol: the operators file holds a credential no line" in out
+    write_by_hand(operators, ops | {"mallory": hash_secret(b"mallory-secret-1")})
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1 and "PROBLEM mallory: in the operators file, but no line of the log" in out
+    # and a bootstrap is refused on it: ceremonies were approved under it
+    write_by_hand(operators, {})
+    assert main(enrol(tmp_path, operators, "mallory")) == 2
+    assert "no bootstrap" in capsys.readouterr().err
 
 
 def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(

@@ -66,6 +66,14 @@ class Ledger:
     """Approved lines without their approvers' fingerprints (written before they were)."""
     problems: list[str] = field(default_factory=list)
     """Approvals by a credential the log did not enrol at that point."""
+    first_logged: int | None = None
+    """The first enrolment line carrying a fingerprint (before it, a log begun by a version
+    that did not log enrolments has approved lines by operators no line enrols)."""
+    legacy: set[str] = field(default_factory=set)
+    """Operators named by approved lines before `first_logged`: enrolled before enrolments
+    were logged (not checked until a line records their credential)."""
+    unenrolled: list[int] = field(default_factory=list)
+    """Approved lines with fingerprints by `legacy` operators no line enrols (not checked)."""
 
 
 @dataclass
@@ -88,6 +96,9 @@ def _approver_problem(seen: Ledger, rec: OpRecord, name: str, sha: str) -> str |
     creds = seen.credentials.get(name, [])
     at = f"line {rec.seq} ({rec.event})"
     if not creds:
+        if name in seen.legacy:  # enrolled before enrolments were logged
+            seen.unenrolled.append(rec.seq)
+            return None
         return f"{at}: approved by {name}, whom no line before it enrols"
     may, _ = _may_hold(creds)
     if sha in may or None in may:
@@ -107,11 +118,17 @@ def ledger(records: Iterable[OpRecord]) -> Ledger:
     seen = Ledger()
     open_: dict[str, Credential] = {}  # the enrolment line of each ceremony, until it fails
     for rec in records:
+        # an enrolment line without authorised_by (the first version that logged them) names
+        # the operator enrolled, who approved nothing
         approved = bool(rec.operators) and rec.event != "ceremony-refused"
+        if rec.event in ENROLMENT_EVENTS and "authorised_by" not in rec.detail:
+            approved = False
         if approved:
             seen.ceremonies.append(rec.seq)
             if not rec.credentials:
                 seen.unfingerprinted.append(rec.seq)
+            if seen.first_logged is None:
+                seen.legacy.update(rec.operators)
         for name, sha in rec.credentials.items():
             problem = _approver_problem(seen, rec, name, sha)
             if problem is not None:
@@ -119,6 +136,8 @@ def ledger(records: Iterable[OpRecord]) -> Ledger:
         if rec.event in ENROLMENT_EVENTS:
             sha_ = rec.detail.get("credential_sha256")
             cred = Credential(rec.seq, sha_ if isinstance(sha_, str) else None)
+            if cred.sha256 is not None and seen.first_logged is None:
+                seen.first_logged = rec.seq
             seen.credentials.setdefault(str(rec.detail.get("operator", "")), []).append(cred)
             open_[rec.ceremony] = cred
         elif rec.event == "ceremony-failed" and rec.ceremony in open_:
@@ -134,7 +153,8 @@ def _file_problems(seen: Ledger, operators: Operators) -> list[str]:
         creds = seen.credentials.get(name)
         sha = fingerprint(operators[name])
         if not creds:
-            out.append(f"{name}: in the operators file, but no line of the log enrols them")
+            if name not in seen.legacy:  # else `review` notes it as not checked
+                out.append(f"{name}: in the operators file, but no line of the log enrols them")
             continue
         may, _ = _may_hold(creds)
         if sha in may or None in may:
@@ -189,6 +209,17 @@ def review(seen: Ledger, operators: Operators) -> Review:
         for name, creds in sorted(seen.credentials.items())
         if (c := _may_hold(creds)[1]) is not None and c.sha256 is None
     ]
+    if bare := sorted(seen.legacy & set(operators) - set(seen.credentials)):
+        notes.append(
+            f"{', '.join(bare)}: approved ceremonies before any enrolment was logged, and no "
+            "line enrols them: not checked (add-operator --replace records their credential)"
+        )
+    if seen.unenrolled:
+        notes.append(
+            f"{len(seen.unenrolled)} approved line(s) (lines {seen.unenrolled[0]}"
+            f"-{seen.unenrolled[-1]}) by operators enrolled before enrolments were logged: "
+            "their approvals are not checked"
+        )
     if seen.unfingerprinted:
         notes.append(
             f"{len(seen.unfingerprinted)} approved line(s) (lines {seen.unfingerprinted[0]}"
