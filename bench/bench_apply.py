@@ -97,6 +97,9 @@ def dump(store_path: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if args[:1] == ["cpu"]:
         return cpu(args[1:])
     if args[:1] == ["dump"] and len(args) == 2:

@@ -719,7 +719,7 @@ def add_cli(subparsers: Any) -> None:
 
     p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
-    p.add_argument("--family", required=True, choices=families)
+    p.add_argument("--family", required=True, choices=families, help="the CA's family")
     p.add_argument("--generation", type=int, required=True, help="the generation number")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
     _approval_args(p)
@@ -735,7 +735,12 @@ def add_cli(subparsers: Any) -> None:
 
     p = ks.add_parser("rollover", help="a family's next generation: CA, OCSP signer, manifest")
     p.add_argument("--pki", type=Path, required=True, help="the PKI directory (pki.json)")
-    p.add_argument("--family", required=True, choices=families)
+    p.add_argument(
+        "--family",
+        required=True,
+        choices=families,
+        help="the family whose next generation this is (the highest in pki.json, plus one)",
+    )
     p.add_argument("--ca-key", required=True, help="PKCS#11 URI of the new CA key")
     p.add_argument("--ocsp-key", required=True, help="PKCS#11 URI of the new OCSP signer key")
     _approval_args(p)

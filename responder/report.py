@@ -669,7 +669,11 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "service's (every node's counts gathered from the stream)",
     )
     p.add_argument("--node", help="this node's name on the ledger stream (default: host name)")
-    p.add_argument("--ledger-stream", default="JPKI_LEDGER", help="the ledger stream")
+    p.add_argument(
+        "--ledger-stream",
+        default="JPKI_LEDGER",
+        help="with --nats: the JetStream stream of the nodes' ledger counts (default: JPKI_LEDGER)",
+    )
     p.add_argument(
         "--allow-refused",
         action="store_true",

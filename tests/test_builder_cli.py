@@ -3,6 +3,8 @@ and every option's help says what it is and its default."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,21 @@ def test_run_command_keeps_an_os_error_to_one_line(capsys: pytest.CaptureFixture
     rc = run_command(parser, ["status", "--store", "s", "--issuer", "i", "--serial", "1"])
     assert rc == 1
     assert capsys.readouterr().err == "crlbuilder status: error: /srv/x: Permission denied\n"
+
+
+def _options(p: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.Action]]:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, sp in action.choices.items():
+                yield from _options(sp, f"{name} {sub}")
+        elif action.option_strings:
+            yield name, action
+
+
+def test_every_option_of_every_subcommand_is_explained() -> None:
+    unexplained = [
+        f"{name} {action.option_strings[0]}"
+        for name, action in _options(cli.parser(), "crlbuilder")
+        if not action.help
+    ]
+    assert unexplained == []

@@ -163,3 +163,13 @@ def test_haproxy_routes_on_readyz_keeps_alive_and_passes_the_client_cert() -> No
     sets = [i for i, ln in enumerate(lines) if ln.startswith(f"http-request set-header {header} ")]
     assert sets and delete < sets[0]  # a client's own header never reaches a node
     assert ":%[ssl_c_der,base64]:" in lines[sets[0]]  # RFC 9440 :base64-DER:
+
+
+def test_haproxy_has_the_admin_socket_the_operations_guide_uses() -> None:
+    """docs/operations.md, "Remove a node", takes a node out on haproxy's admin socket."""
+    lines = [ln.strip() for ln in HAPROXY_CFG.read_text().splitlines()]
+    admin = [ln for ln in lines if ln.startswith("stats socket ") and "level admin" in ln]
+    assert admin, "no admin socket"
+    socket_path = admin[0].split()[2]
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    assert f"echo 'disable server nodes/node3' | socat stdio {socket_path}" in guide

@@ -68,6 +68,19 @@ def test_every_option_of_every_subcommand_is_explained() -> None:
     assert unexplained == []
 
 
+def test_every_option_with_a_default_says_it() -> None:
+    """A flag whose value is a default (not a switch, a count or unset) names it in --help."""
+    silent = [
+        f"{name} {action.option_strings[0]}"
+        for name, action in _options(parser(), "responder")
+        if not isinstance(action, argparse._CountAction)
+        and action.default not in (None, [], argparse.SUPPRESS)
+        and not isinstance(action.default, bool)
+        and "default" not in (action.help or "")
+    ]
+    assert silent == []
+
+
 def _signer_swapped(pki: Path, tmp: Path, issuer: str, cert: Path, key: Path) -> Path:
     """A copy of ``pki`` whose ``issuer`` answers with the OCSP signer ``cert`` and ``key``."""
     copy = tmp / "pki"
