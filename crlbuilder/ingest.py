@@ -156,7 +156,7 @@ def decode_line(raw: bytes) -> Record:
     try:
         rec: Record = _decoder.decode(raw)
     except msgspec.ValidationError as e:
-        raise ValueError(redact(str(e))) from None
+        raise ValueError(redact(str(e), Record, raw)) from None
     except msgspec.DecodeError as e:
         raise ValueError(f"not JSON: {e}") from None
     check_record(rec)

@@ -136,7 +136,7 @@ class RecordInfoRelay:
             asked = msgspec.json.decode(req.body, type=RecordInfoRequest)
         except msgspec.DecodeError as e:
             req.note = Outcome(_ENDPOINT, party=party.id, rule="malformed")
-            return problem.response(problem.from_decode_error(e))
+            return problem.response(problem.from_decode_error(e, RecordInfoRequest, req.body))
         with self.store.read() as reader:
             found = resolve(asked.certificate, "$.certificate", self.index, reader)
         if isinstance(found, Problem):

@@ -8,8 +8,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from crlbuilder.decodeerror import redact
+from crlbuilder.decodeerror import fields_at, redact
 from crlbuilder.ingest import Rejected, decode_item, quarantine_entry
+from crlbuilder.model import Record
 from responder.v1 import problem
 from tests.support.pki import Ca
 from tests.test_v1_recordinfo import Api, cas, population  # noqa: F401  (the CA fixture)
@@ -29,7 +30,9 @@ _ISSUANCE = (
     ("line", "reason", "field"),
     [
         # a key of the line that is no field of a record (a fact put as a key)
-        (_ISSUANCE + ',"' + NAME + BIRTH + '":1}', "Object contains unknown field", None),
+        (_ISSUANCE + ',"' + NAME + BIRTH + '":1}', "Object contains unknown field (accepted "
+         "there: `type`, `id`, `recorded_at`, `serial`, `family`, `issuer`, `not_before`, "
+         "`not_after`, `holder`, `facts`, `card_serial`, `renewal`)", None),
         # an enum value: the sex
         (_ISSUANCE.replace('"sex":"2"', '"sex":"' + NAME + '"') + "}",
          "Invalid enum value - at `$.facts.sex`", "$.facts.sex"),
@@ -93,3 +96,78 @@ def test_from_decode_error_keeps_the_field() -> None:
     except msgspec.ValidationError as e:
         got = problem.from_decode_error(e)
     assert got.field == "$" and got.detail == "Object contains unknown field"
+
+
+class _Entry(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    issuer_id: str
+    serial: str = ""
+
+
+class _Tagged(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="t"):
+    x: int = 0
+
+
+class _Other(msgspec.Struct, forbid_unknown_fields=True, tag_field="kind", tag="o"):
+    y: int = 0
+
+
+class _Batch(msgspec.Struct, forbid_unknown_fields=True):
+    entries: list[_Entry]
+    one: _Entry | None = None
+    by_key: dict[str, _Entry] = {}
+    either: _Tagged | _Other | None = None
+
+
+def test_an_unknown_field_is_answered_with_the_fields_accepted_there_never_its_name() -> None:
+    """Where the field is and what would be accepted there (the schema's names, camelCase as
+    encoded), so its author can mend the request without the message quoting it."""
+    body = b'{"entries":[{"issuerId":"a"},{"issuerId":"b","' + NAME.encode() + b'":1}]}'
+    try:
+        msgspec.json.decode(body, type=_Batch)
+    except msgspec.ValidationError as e:
+        got = problem.from_decode_error(e, _Batch, body)
+    assert got.field == "$.entries[1]", got
+    assert got.detail == "Object contains unknown field (accepted there: `issuerId`, `serial`)"
+    assert NAME not in msgspec.json.encode(got).decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "fields"),
+    [
+        ("", b'{"entries":[]}', ("entries", "one", "by_key", "either")),
+        (".one", b'{"entries":[],"one":{}}', ("issuerId", "serial")),
+        (".either", b'{"entries":[],"either":{"kind":"o"}}', ("kind", "y")),
+        (".either", b'{"entries":[],"either":{"kind":"t"}}', ("kind", "x")),
+        (".entries[0]", b'{"entries":[{}]}', ("issuerId", "serial")),
+        # nowhere one object type: a dict's key (msgspec writes [...]), a position past the
+        # list, a union's member no tag names, a path the schema does not have
+        (".by_key[...]", b'{"entries":[],"by_key":{"k":{}}}', None),
+        (".entries[3]", b'{"entries":[{}]}', None),
+        (".either", b'{"entries":[],"either":{}}', None),
+        (".nowhere", b'{"entries":[]}', None),
+        (".entries[0]", b"not json", None),
+    ],
+)
+def test_fields_at_walks_the_schema_beside_the_document(
+    path: str, document: bytes, fields: tuple[str, ...] | None
+) -> None:
+    assert fields_at(_Batch, path, document) == fields
+
+
+def test_a_record_line_is_told_the_fields_of_its_own_type() -> None:
+    """A tagged union (a record's ``type``) lists its member's fields, tag first."""
+    doc = b'{"type":"consent","id":"c-1","' + NAME.encode() + b'":true}'
+    try:
+        msgspec.json.decode(doc, type=Record)
+    except msgspec.ValidationError as e:
+        text = redact(str(e), Record, doc)
+    assert text == (
+        "Object contains unknown field (accepted there: `type`, `id`, `recorded_at`, "
+        "`holder`, `verifier`, `granted`)"
+    )
+    assert redact(text) == text  # the quarantine redacts again: the list stays
+
+
+def test_a_key_that_imitates_the_list_does_not_pass_through() -> None:
+    forged = f"Object contains unknown field `) (accepted there: {NAME}` - at `$.a`"
+    assert redact(forged) == "Object contains unknown field - at `$.a`"

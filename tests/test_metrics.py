@@ -31,7 +31,8 @@ from cryptography.x509 import ocsp
 
 from crlbuilder.model import CertStatus, Family
 from responder import metrics as m
-from responder.config import MetricsConfig
+from responder.app import JpkiApp
+from responder.config import MetricsConfig, load_config
 from responder.http import Request, Response
 from responder.logs import method_label
 from responder.outcome import Outcome
@@ -86,6 +87,61 @@ def test_a_ledger_whose_flushes_fail_raises_its_gauge_until_one_succeeds(
         broken[0] = False
         until(lambda: w.flush_error is None, 5, "a flush succeeded", interval=0.01)
         assert failing("provisions") == 0
+
+
+@pytest.mark.real_clock  # the ledger flusher's timed wait hangs under libfaketime
+def test_the_app_raises_the_flush_gauge_of_the_ledger_that_fails(
+    built: Built, tmp_path: Path, mp_dir: Path
+) -> None:
+    """The app hooks each of its two ledgers (帳簿, Act §40: provisions; and calls) to
+    ``jpkiva_ledger_flush_failing`` under its own name: the calls ledger failing raises
+    ``calls`` alone, and its recovery lowers it (the gauge and the flusher are tested apart in
+    tests/test_metrics.py; this is the wiring between them)."""
+    registry = tmp_path / "registry.toml"
+    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
+    cfg = load_config(
+        None,
+        {
+            "store.path": str(built.store),
+            "store.pki": str(built.pki),
+            "store.crl_dir": str(built.crl_dir),
+            "registry.path": str(registry),
+            "ledger.dir": str(tmp_path / "ledger"),
+            "server.workers": 1,
+            "metrics.enabled": True,
+            "metrics.render_interval": 0,
+        },
+    )
+    a = JpkiApp(cfg, 0)
+    try:
+        assert a.metrics is not None
+        wm = a.metrics  # its render reads the multiprocess directory (mp_dir)
+
+        def failing() -> dict[str, float]:
+            got = parse_metrics(wm.render().decode())
+            return {
+                name: got[("jpkiva_ledger_flush_failing", frozenset({("ledger", name)}))]
+                for name in ("provisions", "calls")
+            }
+
+        assert failing() == {"provisions": 0, "calls": 0}
+        broken = [True]
+        real_flush = a.calls.flush
+
+        def flush() -> None:
+            if broken[0]:
+                raise OSError(28, "No space left on device")
+            real_flush()
+
+        a.calls.flush = flush  # type: ignore[method-assign]
+        a.calls.start_flusher(interval=0.01)
+        until(lambda: a.calls.flush_error is not None, 5, "the calls ledger failed", interval=0.01)
+        assert failing() == {"provisions": 0, "calls": 1}
+        broken[0] = False
+        until(lambda: a.calls.flush_error is None, 5, "the calls ledger recovered", interval=0.01)
+        assert failing() == {"provisions": 0, "calls": 0}
+    finally:
+        a.close()
 
 
 def test_local_counts_reach_the_files_only_when_flushed(mp_dir: Path) -> None:

@@ -65,13 +65,16 @@ def bad_input(field: str, detail: str) -> Problem:
     return make(400, BAD_INPUT, detail, field=field)
 
 
-def from_decode_error(exc: msgspec.DecodeError) -> Problem:
-    """400 from msgspec's message: what is wrong and where, never the value (`redact`).
+def from_decode_error(
+    exc: msgspec.DecodeError, schema: object = None, document: bytes | None = None
+) -> Problem:
+    """400 from msgspec's message: what is wrong and where, never the value (`redact`; an
+    unknown field's message lists the fields ``schema`` accepts there in ``document``).
 
     msgspec words a validation error as ``Expected `int`, got `str` - at `$.a[0]```:
     the path becomes ``field``, the rest ``detail``. A syntax error names a byte offset.
     """
-    text = redact(str(exc))  # an unknown field's name, an enum value: the input, never echoed
+    text = redact(str(exc), schema, document)  # the input's names and values: never echoed
     m = _AT.search(text)
     if m is None:
         return bad_input("$", text)

@@ -306,7 +306,7 @@ class V1Api:
             try:
                 decoded: msgspec.Struct = self._decoders[route.path].decode(req.body)
             except msgspec.DecodeError as e:  # ValidationError is a DecodeError
-                return problem.from_decode_error(e)
+                return problem.from_decode_error(e, route.request, req.body)
             return decoded
         try:
             pairs = urllib.parse.parse_qsl(
@@ -325,7 +325,7 @@ class V1Api:
         try:
             query_struct: msgspec.Struct = msgspec.convert(fields, route.request, strict=False)
         except msgspec.ValidationError as e:
-            return problem.from_decode_error(e)
+            return problem.from_decode_error(e, route.request, msgspec.json.encode(fields))
         return query_struct
 
 
