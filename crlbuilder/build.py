@@ -615,7 +615,8 @@ class Builder:
         (`_stream_batch`). Pre-signing and CRLs (which move no commit) run when the node has
         caught up with the stream, and at least every ``refresh_every`` while it has not.
         Without ``follow`` it returns once caught up; with it, it goes on until SIGTERM/SIGINT
-        (or ``max_idle`` seconds with nothing to read), refreshing answers and CRLs like the
+        (or ``max_idle`` seconds with no record to read: ticks that write nothing, the CRL
+        signer's own among them, are no work), refreshing answers and CRLs like the
         spool loop, and, with ``tick_every``, publishing ticks that often and when a lapse
         falls due. CRLs between nodes (`crl.shipping`): the signer's ``ship`` gets each
         refresh's report (the CRLs it produced); a node without CA keys calls ``fetch_crls``
@@ -699,9 +700,12 @@ class Builder:
                 last_fetch_crls = time.monotonic()
             got = consumer.fetch(fetch_n, interval if follow else min(interval, 0.5))
             now = time.monotonic()
+            commits = applier.summary.commits
             for d in got:
                 if (batch := batcher.add(d)) is not None:
                     commit(batch)
+            if any(d.item is not None for d in got) or applier.summary.commits != commits:
+                idle_since = now  # a record, or a tick that wrote (a lapse, an erasure): work
             if now - last_head >= 1.0:
                 head = got[-1].seq + got[-1].pending if got else consumer.last_seq()
                 with Commit(self.store) as c:
@@ -718,7 +722,7 @@ class Builder:
                     consumer.open(batcher.after)
                     last_read = now
             if got:
-                last_read = idle_since = now
+                last_read = now
             elif batcher.items and now - last_read >= tail_wait:
                 commit(batcher.cut())  # a publisher stopped before marking its end
             caught_up = not batcher.items and (not got or got[-1].pending == 0)

@@ -381,6 +381,32 @@ def test_a_consumer_that_stays_silent_is_opened_again(
 
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_max_idle_ends_the_ticking_signer_once_ticks_write_nothing(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The CRL signer publishes a tick every ``tick_seconds`` and reads it back: a tick that
+    writes nothing is no work, so ``--max-idle`` ends its loop as it ends any node's (it
+    never did: every tick read counted as activity). A SIGINT after 30 s ends a loop that
+    would not stop, so the test fails rather than hangs."""
+    cfg = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "ticker")
+    total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
+    watchdog = threading.Timer(30.0, os.kill, (os.getpid(), signal.SIGINT))
+    with follower(cfg, cluster, Consumer) as (b, consumer):
+        watchdog.start()
+        t0 = time.monotonic()
+        try:
+            seq = b.consume(consumer, follow=True, max_idle=1.5, tail_wait=0.5, interval=0.1,
+                            tick_every=0.2)  # fmt: skip
+        finally:
+            watchdog.cancel()
+        took = time.monotonic() - t0
+        ticks = consumer.last_seq() - total
+    assert seq >= total and took < 30.0, f"max_idle never ended the loop ({took:.1f} s)"
+    assert ticks >= 2, ticks  # it did tick meanwhile (a tick every 0.2 s once caught up)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_node_killed_while_consuming_resumes_without_loss_or_double_application(
     tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
 ) -> None:
