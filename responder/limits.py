@@ -123,6 +123,12 @@ def _provisions_key(party_id: str) -> bytes:
     return b"p/" + party_id.encode()
 
 
+def provisions_wait(now: float, remaining: int) -> Wait:
+    """The refusal of provisions past the agreed ``provisions_per_day``: until the Japan day
+    of ``now`` turns, ``remaining`` still left (fewer than asked)."""
+    return Wait(Limit.PROVISIONS, _ceil(day_ends(now) - now), remaining)
+
+
 def day_ends(now: float) -> int:
     """The epoch second the Japan calendar day of ``now`` ends (the next 00:00 JST): when a
     daily quota or the daily provisions bound turns."""
@@ -275,9 +281,7 @@ class LimitsTable:
             return None
         if not record:
             left = self.provisions_left(party, now)
-            if left is not None and left < n:
-                return Wait(Limit.PROVISIONS, _ceil(day_ends(now) - now), left)
-            return None
+            return provisions_wait(now, left) if left is not None and left < n else None
         key = _provisions_key(party.id)
         own = self._slot(self.index, key, allocate=True)
         if own < 0:
@@ -291,7 +295,7 @@ class LimitsTable:
         if taken <= share:
             return None
         _VALUES.pack_into(self._map, own + _VALUES_AT, day, mine, 0, 0)  # undo
-        return Wait(Limit.PROVISIONS, _ceil(day_ends(now) - now), max(0, share - (taken - n)))
+        return provisions_wait(now, max(0, share - (taken - n)))
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None:
         """Undo `take_provisions` of ``n`` that were not provided after all (the signature

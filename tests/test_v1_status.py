@@ -53,9 +53,7 @@ class Quotas:
     def provisions_left(self, party: Party, now: float) -> int | None:
         return None
 
-    def take_provisions(
-        self, party: Party, n: int, now: float, *, record: bool = True
-    ) -> Wait | None:
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None:
         return None
 
 

@@ -62,7 +62,7 @@ from crlbuilder.store.reader import ReadSource
 from responder import access, policy
 from responder.config import ResponderConfig
 from responder.http import Request, Response
-from responder.limits import Wait
+from responder.limits import Wait, provisions_wait
 from responder.outcome import Outcome
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
@@ -125,9 +125,7 @@ class Quota(Protocol):
 
     def provisions_left(self, party: Party, now: float) -> int | None: ...
 
-    def take_provisions(
-        self, party: Party, n: int, now: float, *, record: bool = True
-    ) -> Wait | None: ...
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None: ...
 
 
 class Counter(Protocol):
@@ -244,8 +242,9 @@ class V1Api:
         wait = self.quota.admit(party, now)
         left: int | None = None
         if wait is None and party.provisions_per_day is not None and route.provides:
-            wait = self.quota.take_provisions(party, 1, now, record=False)  # none left?
             left = self.quota.provisions_left(party, now)
+            if left is not None and left < 1:  # none left today
+                wait = provisions_wait(now, 0)
         if wait is not None:
             req.note = Outcome(endpoint, party=party.id, rule=policy.Rule.QUOTA.value)
             limited = policy.limit_refusal(party, route.services[0], wait.limit)
