@@ -9,7 +9,7 @@ import pytest
 
 from responder.registry.lookup import Registry
 from tests.test_registry import build, refused, text, verifier
-from tests.test_registrycli import act, reg  # noqa: F401  (the fixture)
+from tests.test_registrycli import ADD_BANK, act, reg, run  # noqa: F401  (reg: the fixture)
 
 
 def test_the_field_reaches_the_party() -> None:
@@ -48,3 +48,9 @@ def test_a_negative_bound_is_refused_and_nothing_changes(
     assert exit_.value.code == 2
     assert "-5 is negative (0 means none)" in capsys.readouterr().err
     assert reg.read_bytes() == before
+
+
+def test_registry_add_takes_the_bound(reg: Path) -> None:  # noqa: F811
+    argv = ("add", "--registry", str(reg), *ADD_BANK, "--provisions-per-day", "70000")
+    assert run(*argv, "--new-token", "--actor", "ops") == 0
+    assert Registry.load(reg).parties["bank-1"].provisions_per_day == 70000
