@@ -34,8 +34,12 @@ reserve then check (`LimitsTable.take_provisions`): a worker adds the call's pro
 to its own row first and only then reads every row, undoing its reservation if the sum
 passes the bound; so two workers taking at the same instant may both refuse (each sees
 the other's reservation) but do not both pass, and a batch is never let past the bound
-by a stale read. A row that has no free slot left
-for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
+by a stale read (no memory fence is needed: a store leaves a CPU's store buffer within
+nanoseconds, and a worker reads the rows microseconds of interpreter work after its own
+reservation). A provision taken and then not given (a signature not made, a CRL
+download the cycle refuses) is given back (`LimitsTable.give_back_provisions`); a
+worker killed in between keeps it taken, erring on refusing. A row that has no free
+slot left for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
 never on over-serving; with `SLOTS` keys per row that needs thousands of
 parties).
 
@@ -43,7 +47,8 @@ Several nodes (``[cluster] nodes``): the table is each node's own, and each node
 its share of every quota, ceil(quota / nodes) (`node_share`), so the service admits at
 most quota + nodes - 1 per window (plus the per-node bound above on each node). The
 bound is for a load balancer that spreads a party's requests over the nodes: a party
-whose requests all reach one node is refused past that node's share. A CRL cycle is kept
+whose requests all reach one node is refused past that node's share; the provisions per
+day are shared out the same way. A CRL cycle is kept
 per node: at most one download of a file per node per cycle. The table file is named after its layout (`FILE_NAME`); the counts
 in it outlive a restart of the responder, which the ledger, not this module,
 is for.
