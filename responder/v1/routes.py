@@ -79,8 +79,9 @@ MALFORMED: Final = "malformed"
 """The metrics' rule for bad input (the vocabulary OCSP's malformed requests use)."""
 UNAVAILABLE_RULE: Final = "unavailable"
 FAIR_SHARE: Final = "fair_share"
-QUOTA: Final = policy.Rule.QUOTA.value
 """The rule of a call refused because its party's share of the batch thread is taken."""
+QUOTA: Final = policy.Rule.QUOTA.value
+"""The rule of a call refused by an agreed quota or the provisions per day (取決め)."""
 THREAD_BYTES: Final = 32 << 10
 """Bodies this large (about 500 entries of a batch) are answered in the worker's batch
 thread (`V1Api.pool`), so the event loop goes on serving the other connections meanwhile."""
