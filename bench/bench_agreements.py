@@ -123,6 +123,13 @@ def main() -> int:
     limited = Party(id=party.id, name=party.name, titles=party.titles, families=party.families, auth=party.auth,
                     cert_public_keys=(), requests_per_second=10**9, requests_per_day=10**12)  # fmt: skip
     results["quota_admit_with_quota_us"] = per_call(lambda: app.limits.admit(limited, now), args.n)
+    # the agreed provisions per day (件数), taken per answer for a party whose agreement
+    # bounds them; a party without the field is the request_total_us above
+    bounded = Party(id=party.id, name=party.name, titles=party.titles, families=party.families, auth=party.auth,
+                    cert_public_keys=(), provisions_per_day=10**15)  # fmt: skip
+    results["provisions_take_with_bound_us"] = per_call(
+        lambda: app.limits.take_provisions(bounded, 1, now), args.n
+    )
     app.close()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

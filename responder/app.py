@@ -100,7 +100,7 @@ from responder.flow import Answer, OcspFlow, Refusal, Signing
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
 from responder.limits import FILE_NAME as LIMITS_FILE
-from responder.limits import CrlKind, LimitsTable
+from responder.limits import CrlKind, Limit, LimitsTable, Wait
 from responder.logs import AccessLog
 from responder.loopsigning import FreshSigning, fresh_signing
 from responder.metrics import (
@@ -541,6 +541,7 @@ class JpkiApp:
         party = got.party.id
         signed = self.signing.sign(party, job)
         if signed is None:  # the party's share of the signer is taken: RFC 6960 tryLater
+            self._give_back(got)
             req.note = Outcome("ocsp", _TRY_LATER, family=family, party=party, rule=_FAIR_SHARE)
             return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
         req.note = Outcome("ocsp", family=family, party=party)  # until the signature is made
@@ -553,6 +554,7 @@ class JpkiApp:
         try:
             ready = await signed
         except Exception as exc:  # a signer failure is the responder's fault, never a crash
+            self._give_back(got)
             signer = self._signer_names.get(got.job.signer.signer_id, "")
             if self.metrics is not None:
                 self.metrics.signer_error(signer)
@@ -576,6 +578,11 @@ class JpkiApp:
             "ocsp", _SUCCESSFUL, ready.statuses[0], ready.families[0].value, party, "signed"
         )
         return self._ocsp_response(ready, get)
+
+    def _give_back(self, got: Signing) -> None:
+        """The provisions `responder.flow` took for a signature that was not made."""
+        if got.service is not None:
+            self.limits.give_back_provisions(got.party, len(got.job.answers), time.time())
 
     def _ocsp_response(self, ready: Ready, get: bool) -> Response:
         if not get:
@@ -658,15 +665,25 @@ class JpkiApp:
         if not_modified(req.headers, crl):  # the party holds this very file already
             req.note = Outcome("crl", family=family, party=party.id)
             return Response(304, crl.body, CRL, crl.headers)  # its length only: see http
+        # a download of a 失効情報ファイル is one provision (件数), taken first (a HEAD, or the
+        # token issuer's CRL, takes none) and given back if a quota or the cycle refuses
+        took = provide and party.provisions_per_day is not None
+        if view.family.is_jpki and party.provisions_per_day is not None:
+            wait = self.limits.take_provisions(party, 1, now, record=provide)
+            if wait is not None:
+                rule = policy.Rule.QUOTA.value
+                req.note = Outcome("crl", family=family, party=party.id, rule=rule)
+                refusal = policy.limit_refusal(party, service, wait.limit)
+                return problem(429, refusal, retry_after=wait.retry_after, now=now, wait=wait)
         wait = self.limits.admit(party, now, record=provide)
+        if wait is None:
+            kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
+            wait = self.limits.admit_crl(party, view.index, kind, now, record=provide)
         if wait is not None:
-            req.note = Outcome("crl", family=family, party=party.id, rule=policy.Rule.QUOTA.value)
-            refusal = policy.limit_refusal(party, service, wait.limit)
-            return problem(429, refusal, retry_after=wait.retry_after)
-        kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
-        wait = self.limits.admit_crl(party, view.index, kind, now, record=provide)
-        if wait is not None:
-            req.note = Outcome("crl", family=family, party=party.id, rule=policy.Rule.CYCLE.value)
+            if took:
+                self.limits.give_back_provisions(party, 1, now)
+            why = policy.Rule.CYCLE if wait.limit is Limit.CYCLE else policy.Rule.QUOTA
+            req.note = Outcome("crl", family=family, party=party.id, rule=why.value)
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
         req.note = Outcome("crl", family=family, party=party.id)
@@ -805,17 +822,28 @@ def ca_routes(manifest: Manifest) -> dict[bytes, Response]:
     return out
 
 
-def problem(status: int, refusal: policy.Refused, *, retry_after: int | None = None) -> Response:
-    """An RFC 9457 problem details answer naming the rule and its article, never the data."""
-    body = msgspec.json.encode(
-        {
-            "type": f"urn:jpki-va:problem:{refusal.rule.value}",
-            "title": refusal.rule.value,
-            "status": status,
-            "detail": refusal.detail,
-            "article": refusal.article,
-        }
-    )
+def problem(
+    status: int,
+    refusal: policy.Refused,
+    *,
+    retry_after: int | None = None,
+    now: float = 0.0,
+    wait: Wait | None = None,
+) -> Response:
+    """An RFC 9457 problem details answer naming the rule and its article, never the data;
+    for the agreed provisions per day (``wait`` of `Limit.PROVISIONS`), what remains today
+    and when the Japan day turns, as the /v1 routes say it (`responder.v1.problem.quota`)."""
+    fields: dict[str, object] = {
+        "type": f"urn:jpki-va:problem:{refusal.rule.value}",
+        "title": refusal.rule.value,
+        "status": status,
+        "detail": refusal.detail,
+        "article": refusal.article,
+    }
+    if wait is not None and wait.limit is Limit.PROVISIONS:
+        given = v1problem.quota(refusal, wait, now)
+        fields.update(detail=given.detail, remaining=given.remaining, resetsAt=given.resets_at)
+    body = msgspec.json.encode(fields)
     headers: tuple[tuple[bytes, bytes], ...] = _NO_STORE
     if retry_after is not None:
         headers = (*headers, (b"retry-after", str(max(1, retry_after)).encode()))

@@ -28,7 +28,13 @@ Order, the first refusal wins; nothing is read from the store before a party is 
 5. quota (the agreed requests per second and per day, Ord §31, §33, §62), through the
    `Quota` port (the shell's shared table, `responder.limits.LimitsTable`): used up is
    ``tryLater`` (``quota``);
-6. the lookup (`OcspFlow.lookup`), in one consistent view of the store.
+6. the lookup (`OcspFlow.lookup`), in one consistent view of the store;
+7. for a party whose agreement bounds its provisions per day (``provisions_per_day``,
+   件数), an answer to give (`Answer`, `Signing`) takes one provision per CertID, what the
+   ledger will count (`Quota.take_provisions`), all or none: past the bound is
+   ``tryLater`` (``quota``), nothing taken. A token's status is no provision and takes
+   none. The shell gives a `Signing`'s provisions back when its signature is not made
+   (`Quota.give_back_provisions`). Without the field this step is one attribute test.
 
 What the lookup answers (RFC 6960, RFC 5019 profile):
 
@@ -104,6 +110,14 @@ class Quota(Protocol):
 
     def admit(self, party: Party, now: float) -> Wait | None:
         """Count one request of ``party`` if its quotas allow it; else which quota and the wait."""
+        ...
+
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None:
+        """Take ``n`` of the party's provisions of the day, all or none; else the wait."""
+        ...
+
+    def give_back_provisions(self, party: Party, n: int, now: float) -> None:
+        """Undo `take_provisions` for provisions that were not given after all."""
         ...
 
 
@@ -252,6 +266,13 @@ class OcspFlow:
             return Refusal(ResponseStatus.TRY_LATER, QUOTA, party, family)
         with store.read() as reader:
             found = self.lookup(req, view, int(now), reader)
+        if (
+            service is not None
+            and party.provisions_per_day is not None
+            and not isinstance(found, Unavailable)
+            and self.quota.take_provisions(party, len(req.cert_ids), now) is not None
+        ):
+            return Refusal(ResponseStatus.TRY_LATER, QUOTA, party, family)
         if isinstance(found, Ready):
             return Answer(found, party, service)
         if isinstance(found, SignJob):

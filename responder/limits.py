@@ -10,6 +10,11 @@ the table lives). Keys:
 - ``q/<party>``: the party's requests: the current second and the number of
   requests admitted in it, the current day (JST) and the requests admitted
   that day (the agreed quotas, 要求の数).
+- ``p/<party>``: the party's provisions (件数, what the ledger counts, 帳簿 Ord §71(4)):
+  the current day (JST) and the provisions taken that day, against the agreed
+  ``provisions_per_day`` (`LimitsTable.take_provisions`): one request may be many
+  provisions (a batch of 10,000 entries, a changes read, an OCSP request of several
+  CertIDs), so the requests a day do not bound them.
 - ``c/<party>/<issuer index>/<full|delta>``: when the party's last download of
   that CRL file was admitted. The cycle (提供の周期, Ord §31(2), §33(2), §62(2))
   counts per party, per issuer generation and per file kind: one download of
@@ -24,8 +29,17 @@ when several workers admit a party's requests in the same instant each may
 see the others' counts one request late. A party can therefore exceed its
 per-second or per-day quota by at most ``workers - 1`` requests per window,
 and two workers can admit a CRL download within one cycle at most once each
-(``workers`` downloads per cycle at worst). A row that has no free slot left
-for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
+(``workers`` downloads per cycle at worst). Provisions are taken the other way round,
+reserve then check (`LimitsTable.take_provisions`): a worker adds the call's provisions
+to its own row first and only then reads every row, undoing its reservation if the sum
+passes the bound; so two workers taking at the same instant may both refuse (each sees
+the other's reservation) but do not both pass, and a batch is never let past the bound
+by a stale read (no memory fence is needed: a store leaves a CPU's store buffer within
+nanoseconds, and a worker reads the rows microseconds of interpreter work after its own
+reservation). A provision taken and then not given (a signature not made, a CRL
+download the cycle refuses) is given back (`LimitsTable.give_back_provisions`); a
+worker killed in between keeps it taken, erring on refusing. A row that has no free
+slot left for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
 never on over-serving; with `SLOTS` keys per row that needs thousands of
 parties).
 
@@ -33,7 +47,8 @@ Several nodes (``[cluster] nodes``): the table is each node's own, and each node
 its share of every quota, ceil(quota / nodes) (`node_share`), so the service admits at
 most quota + nodes - 1 per window (plus the per-node bound above on each node). The
 bound is for a load balancer that spreads a party's requests over the nodes: a party
-whose requests all reach one node is refused past that node's share. A CRL cycle is kept
+whose requests all reach one node is refused past that node's share; the provisions per
+day are shared out the same way. A CRL cycle is kept
 per node: at most one download of a file per node per cycle. The table file is named after its layout (`FILE_NAME`); the counts
 in it outlive a restart of the responder, which the ledger, not this module,
 is for.
@@ -79,6 +94,8 @@ class Limit(enum.Enum):
     """The agreed requests per day (a Japan calendar day)."""
     CYCLE = "cycle"
     """The agreed provision cycle of a CRL file (提供の周期)."""
+    PROVISIONS = "provisions"
+    """The agreed provisions per day (件数, a Japan calendar day)."""
     TABLE_FULL = "table-full"
     """No slot left in this worker's row for a new key (see the module docstring)."""
 
@@ -88,6 +105,8 @@ class Wait(Frozen, frozen=True):
 
     limit: Limit
     retry_after: int
+    remaining: int = 0
+    """`Limit.PROVISIONS`: the provisions still left today on this node (fewer than asked)."""
 
 
 def _ceil(seconds: float) -> int:
@@ -102,6 +121,23 @@ def _jst_day(now: float) -> int:
 def _quota_key(party_id: str) -> bytes:
     """The table key of a party's quota counters."""
     return b"q/" + party_id.encode()
+
+
+def _provisions_key(party_id: str) -> bytes:
+    """The table key of a party's provisions counter."""
+    return b"p/" + party_id.encode()
+
+
+def provisions_wait(now: float, remaining: int) -> Wait:
+    """The refusal of provisions past the agreed ``provisions_per_day``: until the Japan day
+    of ``now`` turns, ``remaining`` still left (fewer than asked)."""
+    return Wait(Limit.PROVISIONS, _ceil(day_ends(now) - now), remaining)
+
+
+def day_ends(now: float) -> int:
+    """The epoch second the Japan calendar day of ``now`` ends (the next 00:00 JST): when a
+    daily quota or the daily provisions bound turns."""
+    return (_jst_day(now) + 1) * _DAY - JST_OFFSET
 
 
 def node_share(quota: int | None, nodes: int) -> int | None:
@@ -203,7 +239,7 @@ class LimitsTable:
         if per_sec is not None and in_sec >= per_sec:
             return Wait(Limit.SECOND, _ceil(sec + 1 - now))
         if per_day is not None and in_day >= per_day:
-            return Wait(Limit.DAY, _ceil((day + 1) * _DAY - JST_OFFSET - now))
+            return Wait(Limit.DAY, _ceil(day_ends(now) - now))
         if not record:
             return None
         own = self._slot(self.index, key, allocate=True)
@@ -225,6 +261,58 @@ class LimitsTable:
         day of ``now`` (what its ``requests_per_day`` share is counted against)."""
         day = _jst_day(now)
         return sum(cd for _s, _c, d, cd in self._values(_quota_key(party_id)) if d == day)
+
+    def provisions_left(self, party: Party, now: float) -> int | None:
+        """What ``party`` may still be provided today on this node under its agreed
+        ``provisions_per_day`` (its `node_share`, less what every worker took); None: no bound."""
+        share = node_share(party.provisions_per_day, self.nodes)
+        if share is None:
+            return None
+        day = _jst_day(now)
+        taken = sum(n for d, n, _a, _b in self._values(_provisions_key(party.id)) if d == day)
+        return max(0, share - taken)
+
+    def take_provisions(
+        self, party: Party, n: int, now: float, *, record: bool = True
+    ) -> Wait | None:
+        """Take ``n`` provisions of ``party`` for the Japan day of ``now``, all or none: a
+        `Wait` (`Limit.PROVISIONS`, until the day turns, with what remains) when they would
+        pass its agreed ``provisions_per_day`` share, and then nothing is taken. Reserve,
+        then check (the module docstring). No bound, or ``n`` of 0: None, nothing written.
+
+        ``record=False`` (a HEAD, which provides nothing): the same answer, nothing taken."""
+        share = node_share(party.provisions_per_day, self.nodes)
+        if share is None or n <= 0:
+            return None
+        if not record:
+            left = self.provisions_left(party, now)
+            return provisions_wait(now, left) if left is not None and left < n else None
+        key = _provisions_key(party.id)
+        own = self._slot(self.index, key, allocate=True)
+        if own < 0:
+            return Wait(Limit.TABLE_FULL, 60)
+        day = _jst_day(now)
+        d, mine, _a, _b = _VALUES.unpack_from(self._map, own + _VALUES_AT)
+        if d != day:
+            mine = 0
+        _VALUES.pack_into(self._map, own + _VALUES_AT, day, mine + n, 0, 0)  # reserve
+        taken = sum(c for d2, c, _a, _b in self._values(key) if d2 == day)
+        if taken <= share:
+            return None
+        _VALUES.pack_into(self._map, own + _VALUES_AT, day, mine, 0, 0)  # undo
+        return provisions_wait(now, max(0, share - (taken - n)))
+
+    def give_back_provisions(self, party: Party, n: int, now: float) -> None:
+        """Undo `take_provisions` of ``n`` that were not provided after all (the signature
+        failed, the fair share refused): only within the same Japan day, and never below 0."""
+        if party.provisions_per_day is None or n <= 0:
+            return
+        own = self._slot(self.index, _provisions_key(party.id), allocate=False)
+        if own < 0:
+            return
+        d, mine, _a, _b = _VALUES.unpack_from(self._map, own + _VALUES_AT)
+        if d == _jst_day(now):
+            _VALUES.pack_into(self._map, own + _VALUES_AT, d, max(0, mine - n), 0, 0)
 
     def admit_crl(
         self, party: Party, issuer_index: int, kind: CrlKind, now: float, *, record: bool = True

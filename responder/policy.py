@@ -344,6 +344,12 @@ def limit_refusal(party: Party, service: Service, limit: Limit) -> Refused:
         return cycle_refusal(party, service)
     if limit is Limit.TABLE_FULL:
         return Refused(Rule.QUOTA, agreement_article(party, service), _FULL_TABLE)
+    if limit is Limit.PROVISIONS:
+        return Refused(
+            Rule.QUOTA,
+            agreement_article(party, service),
+            "the agreed number of provisions per day (provisions_per_day, 件数) would be passed",
+        )
     return quota_refusal(party, service, per="second" if limit is Limit.SECOND else "day")
 
 

@@ -8,6 +8,12 @@ less the requests every worker admitted today, read from the shared quota table
 per-second quota has no series (what is left of one second says nothing a scrape could
 use; its refusals are ``jpkiva_refusals_total{rule="quota"}``).
 
+``jpkiva_provisions_remaining{party}``: for each party whose agreement sets
+``provisions_per_day`` (件数, what the ledger counts: one per OCSP CertID, batch entry,
+change delivered, CRL file downloaded), what is left of it today on this node, its share
+less what every worker took (`responder.limits.LimitsTable.provisions_left`). No series
+for a party without the bound.
+
 Labels: registry party ids only, bounded by the registry: no personal data.
 """
 
@@ -26,7 +32,8 @@ __all__ = ["QuotaCollector"]
 
 
 class QuotaCollector(Collector):
-    """What each party with a daily quota has left of it today on this node."""
+    """What each party with a daily quota, or a daily bound of provisions, has left of it
+    today on this node."""
 
     def __init__(
         self,
@@ -54,3 +61,14 @@ class QuotaCollector(Collector):
             left = share - self._limits.admitted_today(party.id, now)
             gauge.add_metric([party.id], max(0, left))
         yield gauge
+        provisions = GaugeMetricFamily(
+            "jpkiva_provisions_remaining",
+            "Provisions (entries, CertIDs, changes, CRL files) a party may still be given "
+            "today (JST) on this node under its agreed provisions_per_day.",
+            labels=["party"],
+        )
+        for party in self._registry().parties.values():
+            remains = self._limits.provisions_left(party, now)
+            if remains is not None:
+                provisions.add_metric([party.id], remains)
+        yield provisions

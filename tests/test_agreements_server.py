@@ -23,7 +23,7 @@ from responder.ledger import Ledger
 from tests.conftest import Built, run_tool
 from tests.support.harness import Server, request_for, start_server, status_of
 from tests.support.wait import until
-from tests.test_v1_server import by_serial, v1
+from tests.test_v1_server import by_serial, ledger_totals, v1
 
 PARTIES = ("sig-verifier", "auth-verifier", "both-verifier", "group-verifier", "member-1")
 ALLOWED: dict[str, set[Family]] = {
@@ -360,3 +360,42 @@ def test_matrix_of_titles_for_signature_validation(built: Built, tmp_path: Path)
                 assert code == 403, (party, got)
             else:
                 assert code == 200 and [r["result"] for r in got["results"]] == want, (party, got)
+
+
+def _v1_batch(s: Server, answers: list[Answer], party: str) -> tuple[int, dict[str, object]]:
+    """POST /v1/status with ``answers`` as entries: the HTTP status and the answer or problem."""
+    body = json.dumps({"entries": [by_serial(a) for a in answers]}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {s.token(party)}"}
+    req = urllib.request.Request(f"{s.url}/v1/status", data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        assert e.headers["Content-Type"] == "application/problem+json"
+        return int(e.code), json.loads(e.read())
+
+
+def test_provisions_per_day_shared_by_both_workers(built: Built, tmp_path: Path) -> None:
+    """件数 (provisions_per_day): every worker takes from one count; a batch that would pass
+    it is refused whole and counted nowhere; the gauge and the ledger agree."""
+    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out",
+             str(tmp_path / "registry.toml"))  # fmt: skip
+    run_tool("responder", "registry", "update", "--registry", str(tmp_path / "registry.toml"),
+             "--id", "auth-verifier", "--provisions-per-day", "25", "--actor", "test")  # fmt: skip
+    auth = [x for x in built.answers if x.family is Family.AUTH_CARD]
+    with start_server(built, tmp_path) as s:
+        # 20 calls of one entry each, new connections: spread over both workers
+        assert [_v1_batch(s, auth[:1], "auth-verifier")[0] for _ in range(20)] == [200] * 20
+        code, problem = _v1_batch(s, (auth * 10)[:10], "auth-verifier")
+        assert code == 429 and problem["rule"] == "quota" and problem["remaining"] == 5
+        code, got = _v1_batch(s, (auth * 5)[:5], "auth-verifier")
+        assert code == 200 and len(got["entries"]) == 5  # type: ignore[arg-type]
+        assert _v1_batch(s, auth[:1], "auth-verifier")[0] == 429
+        remaining = {
+            dict(labels)["party"]: value
+            for (name, labels), value in s.scrape().items()
+            if name == "jpkiva_provisions_remaining"
+        }
+        assert remaining == {"auth-verifier": 0.0}
+        totals = ledger_totals(s.d / "ledger")
+        assert totals[("auth-verifier", "auth-revocation-info", "json")] == 25

@@ -95,6 +95,7 @@ METRICS = frozenset(
         "jpkiva_open_connections",
         "jpkiva_presign_walk_seconds",
         "jpkiva_presigned_next_update_timestamp_seconds",
+        "jpkiva_provisions_remaining",
         "jpkiva_quota_remaining",
         "jpkiva_refusals_total",
         "jpkiva_registry_file_bad",

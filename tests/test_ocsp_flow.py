@@ -161,6 +161,12 @@ class Quotas:
         self.asked.append(party.id)
         return Wait(Limit.DAY, 3600) if party.id in self.used_up else None
 
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None:
+        return None
+
+    def give_back_provisions(self, party: Party, n: int, now: float) -> None:
+        pass
+
 
 def status(version: int, state: int, family: Family, **kw: int) -> sf.StatusRecord:
     fields: dict[str, int] = {"category": 0, "reason": 0, "revoked_at": 0}

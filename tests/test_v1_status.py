@@ -50,6 +50,12 @@ class Quotas:
     def admit(self, party: Party, now: float) -> Wait | None:
         return Wait(Limit.DAY, 3600) if party.id in self.used_up else None
 
+    def provisions_left(self, party: Party, now: float) -> int | None:
+        return None
+
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None:
+        return None
+
 
 def record(state: int, family: Family, **kw: int) -> sf.StatusRecord:
     fields: dict[str, int] = {"category": 0, "reason": 0, "revoked_at": 0}

@@ -53,6 +53,7 @@ law makes the 機構 know about a recipient:
     crl_cycle_seconds = 3600               # 周期 (Ord §31(2)): each CRL file at most once per period
     requests_per_second = 200              # quotas (absent: none)
     requests_per_day = 5000000
+    provisions_per_day = 20000000          # 件数 per Japan day (Ord §71(4)): entries, not calls
     liability = "..."                      # 損害賠償に関する事項 (Ord §31(3))
 
     [[party.credential]]

@@ -155,6 +155,7 @@ class _Checker:
             credentials=creds,
             requests_per_second=e.agreement.requests_per_second if e.agreement else None,
             requests_per_day=e.agreement.requests_per_day if e.agreement else None,
+            provisions_per_day=e.agreement.provisions_per_day if e.agreement else None,
             crl_cycle_seconds=e.agreement.crl_cycle_seconds if e.agreement else 0,
             approval=_approval(titles.get(Title.SPECIFIED_USER_VERIFIER)),
         )

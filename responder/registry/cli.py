@@ -491,6 +491,7 @@ def _apply_flags(
         or any(v is not None for v in agree_flags.values())
         or args.quota_per_second is not None
         or args.quota_per_day is not None
+        or args.provisions_per_day is not None
         or args.title
     ):
         agreement = dict(d.get("agreement") or {})
@@ -498,6 +499,7 @@ def _apply_flags(
         for key, value in (
             ("requests_per_second", args.quota_per_second),
             ("requests_per_day", args.quota_per_day),
+            ("provisions_per_day", args.provisions_per_day),
         ):
             if value == 0:
                 agreement.pop(key, None)
@@ -1237,6 +1239,11 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     )
     g.add_argument("--quota-per-second", type=_count, help="requests per second (0: no quota)")
     g.add_argument("--quota-per-day", type=_count, help="requests per day (0: no quota)")
+    g.add_argument(
+        "--provisions-per-day",
+        type=_count,
+        help="provisions (件数: OCSP CertIDs, batch entries, changes, CRL downloads) per Japan day (0: no bound)",
+    )
     g.add_argument("--liability", help="損害賠償に関する事項 (Ord §31(3))")
     g.add_argument("--member-answer", help="group: how it answers its members (Ord §33(4))")
     g.add_argument("--concluded", type=_date, help="day the agreement was concluded")

@@ -134,6 +134,9 @@ class Party(msgspec.Struct, frozen=True, kw_only=True):
     requests_per_second: int | None = None
     """Agreed quota (取決め), across all workers; None: no limit."""
     requests_per_day: int | None = None
+    provisions_per_day: int | None = None
+    """Agreed provisions (件数, Ord §71(4)) per Japan calendar day, across all workers; None:
+    no bound (`responder.limits.LimitsTable.take_provisions`)."""
     approval: Approval | None = None
     """A 特定利用者証明検証者's approval (Act §38-2(1)); None for every other party."""
     crl_cycle_seconds: int = 0

@@ -148,6 +148,10 @@ class Agreement(_Table, frozen=True, kw_only=True):
     """提供の周期 (Ord §31(2)): at most one download of a CRL file per period; 0: no limit."""
     requests_per_second: Annotated[int, msgspec.Meta(ge=1)] | None = None
     requests_per_day: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    provisions_per_day: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """At most this many provisions (件数, what the 帳簿 counts, Ord §71(4)) per Japan
+    calendar day, whatever the number of requests: one per OCSP CertID answered, per entry
+    of a batch answered, per change delivered, per CRL file downloaded. Absent: no bound."""
     liability: Text
     """損害賠償に関する事項 (Ord §31(3))."""
     member_answer: Text | None = None

@@ -51,7 +51,11 @@ the status record of each hit. The watch list is the responder's own state
   is authenticated; ``POST /v1/status`` answers the same certificates on every node.
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
-  says where to go on.
+  says where to go on. For a party whose agreement bounds its provisions per day
+  (``provisions_per_day``, 件数), a read also stops at what remains of them today
+  (`responder.v1.route.Context.provisions_left`), ``more`` true and the cursor after the
+  last change delivered; with none left the read is 429 (the dispatcher), and the party
+  goes on from its cursor once the Japan day turns.
 
 Bad input (400, nothing counted, the watch list unchanged): malformed JSON, unknown
 fields, no entry or more than `MAX_BATCH` in one call, an entry with both or neither
@@ -498,6 +502,8 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     crl_import = reader.crl_import()
     party = ctx.party.id
     limit, budget = request.limit, env.config.scan_limit
+    if ctx.provisions_left is not None:  # no more than the party's provisions left today
+        limit = min(limit, ctx.provisions_left)
     store_id = reader.store_id()
     changes: list[Change] = []
     counts: dict[Service, int] = {}
@@ -557,6 +563,7 @@ WATCH_ROUTE: Final = Route(
     handler=handle_watch,
     setup=setup,
     signed=False,
+    provides=False,  # registering provides nothing: served when the provisions are used up
     problems=(
         (409, "the batch would take the watch list past its bound; nothing changed"),
         (501, "a service of several nodes does not serve the changes feed: use POST /v1/status"),

@@ -12,7 +12,10 @@ serial, no certificate, no holder), so a problem can be logged and shown as it i
   no lookup happened.
 - 403 the `responder.policy` rules (``unauthorized_service``, ``suspended`` ...): the
   article of the agreement (取決め) or of the law; counted as refused in the metrics.
-- 429 ``quota`` with ``Retry-After``.
+- 429 ``quota`` with ``Retry-After``: the agreed requests per second or per day, or the
+  agreed provisions per day (``provisions_per_day``, 件数); for the provisions, the problem
+  also says how many remain today (``remaining``) and when the Japan day turns
+  (``resetsAt``, 00:00 JST), ``Retry-After`` the seconds until then.
 - 404, 405, 415: the HTTP rules (no such route, method, media type).
 - 413 ``too_large``: the body is over the server's limit (``[server.limits]
   max_json_body_bytes``, less without a credential), refused by `responder.http` before it
@@ -25,13 +28,16 @@ Sans-I/O: functions from a refusal to a `Problem` and to its `responder.http.Res
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 from typing import Final
 
 import msgspec
 
 from crlbuilder.decodeerror import redact
+from crlbuilder.rules import JST_OFFSET
 from responder import policy
 from responder.http import Response
+from responder.limits import Limit, Wait, day_ends
 from responder.v1.wire import Problem
 
 PROBLEM_JSON: Final = b"application/problem+json"
@@ -46,6 +52,7 @@ TOO_LARGE: Final = "too_large"
 
 _encoder: Final = msgspec.json.Encoder()
 _AT: Final = re.compile(r" - at `(\$[^`]*)`$")
+_JST: Final = timezone(timedelta(seconds=JST_OFFSET), "JST")
 
 
 def make(status: int, rule: str, detail: str, *, article: str = "", field: str = "") -> Problem:
@@ -87,9 +94,26 @@ def refused(refusal: policy.Refused) -> Problem:
     return make(status, refusal.rule.value, refusal.detail, article=refusal.article)
 
 
-def quota(refusal: policy.Refused) -> Problem:
-    """429: the agreed quota (取決め) is used up."""
-    return make(429, refusal.rule.value, refusal.detail, article=refusal.article)
+def quota(refusal: policy.Refused, wait: Wait | None = None, now: float = 0.0) -> Problem:
+    """429: the agreed quota (取決め) is used up; for the provisions per day (``wait`` of
+    `Limit.PROVISIONS`, at ``now``), with what remains and when the Japan day turns."""
+    if wait is None or wait.limit is not Limit.PROVISIONS:
+        return make(429, refusal.rule.value, refusal.detail, article=refusal.article)
+    turns = day_ends(now)
+    return msgspec.structs.replace(
+        make(
+            429,
+            refusal.rule.value,
+            f"{refusal.detail}: {wait.remaining} remain today (JST), until {_jst(turns)}",
+            article=refusal.article,
+        ),
+        remaining=wait.remaining,
+        resets_at=datetime.fromtimestamp(turns, _JST),
+    )
+
+
+def _jst(t: int) -> str:
+    return datetime.fromtimestamp(t, _JST).isoformat()
 
 
 NO_ROUTE: Final = make(404, NOT_FOUND, "no such route under /v1 (see /v1/openapi.json)")

@@ -50,6 +50,11 @@ class Context:
     decide: Decide = policy.decide
     """The access decision: `responder.policy.decide`, or on a group appliance
     `responder.policy.decide_member` for the group's own members (Act §20(1))."""
+    provisions_left: int | None = None
+    """The provisions (件数) the party may still be given today (JST) on this node under its
+    agreed ``provisions_per_day`` (at least 1: with none left the dispatcher refused the
+    call); None: no bound. A handler that can give less than asked (the changes feed) stops
+    there; any other's `Reply.counts` are taken whole or the call is refused 429."""
     _permits: dict[tuple[Service, Family | None], policy.Refused | None] = field(
         default_factory=dict
     )
@@ -84,7 +89,9 @@ class Reply(Generic[Resp]):
     (`responder.outcome.Outcome.family`); "" for none or several."""
     effect: Callable[[], None] | None = None
     """An I/O side effect the shell runs before the answer is sent (and before anything is
-    counted); if it raises, the party gets 503 ``unavailable`` and nothing is counted."""
+    counted); if it raises, the party gets 503 ``unavailable`` and nothing is counted. A
+    reply with an effect counts nothing (``counts`` empty): the effect runs before the
+    dispatcher takes the provisions of the day, which could still refuse the answer."""
     status: int = 200
     retry_after: int | None = None
     """Seconds for the answer's ``Retry-After`` header (RFC 9110 §10.2.3): a 202 that asks
@@ -129,6 +136,10 @@ class Route(Generic[Req, Resp]):
     (parameter, JSON pointer into the answer), e.g. ``(("cursor", "/cursor"),)``: the
     OpenAPI document links the answer to the next call (``links.next``), so a client
     generator or a stateful test knows where the next page starts."""
+    provides: bool = True
+    """Its answers may count provisions (件数, `Reply.counts`): a party whose agreed
+    ``provisions_per_day`` is used up today is refused 429 before the request is decoded.
+    False for a route that never provides (``POST /v1/watch``), which is then served."""
     accepted: tuple[tuple[int, str], ...] = ()
     """Success statuses besides 200 the handler may answer (`Reply.status`) with the same
     response Struct, each with its meaning, e.g. ``((202, "queued: ask again"),)``; a 202

@@ -13,7 +13,9 @@
    citing the article; the families it may not receive are then refused per entry by
    the handler (`responder.v1.route.Context.permit`);
 4. counts the request against the agreed quotas (`responder.limits`): 429 with
-   Retry-After;
+   Retry-After; for a party whose agreement bounds its provisions per day
+   (``provisions_per_day``, 件数) and a route that provides (`Route.provides`), none left
+   today is 429 too, saying when the Japan day turns;
 5. checks the media type (415) and decodes the body (POST) or the query (GET) into the
    route's request Struct with msgspec, strictly: 400 ``bad_input`` naming the field;
 6. runs the handler in one read view of the store (sans-I/O), then its follow-up
@@ -21,7 +23,11 @@
    allows it (`Route.threaded`), in the worker's batch thread, fed per party in a fair
    queue (`responder.signing.SigningPool`; a party with calls already waiting gets 429
    ``fair_share``), so a batch of 10,000 does not stop the event loop's other
-   connections for its ~35 ms — then, on the event loop, counts the ledger (帳簿, Act §40:
+   connections for its ~35 ms — then, on the event loop, takes the answer's provisions
+   from the party's provisions of the day, all or none (`Quota.take_provisions`: a batch
+   that would pass the bound is refused whole, 429 naming the rule, how many remain and
+   when the Japan day turns, nothing counted or answered; the changes feed was told what
+   remains, `Context.provisions_left`, and delivered no more), counts the ledger (帳簿, Act §40:
    `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
    the call, and sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
 
@@ -56,7 +62,7 @@ from crlbuilder.store.reader import ReadSource
 from responder import access, policy
 from responder.config import ResponderConfig
 from responder.http import Request, Response
-from responder.limits import Wait
+from responder.limits import Wait, provisions_wait
 from responder.outcome import Outcome
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
@@ -74,6 +80,8 @@ MALFORMED: Final = "malformed"
 UNAVAILABLE_RULE: Final = "unavailable"
 FAIR_SHARE: Final = "fair_share"
 """The rule of a call refused because its party's share of the batch thread is taken."""
+QUOTA: Final = policy.Rule.QUOTA.value
+"""The rule of a call refused by an agreed quota or the provisions per day (取決め)."""
 THREAD_BYTES: Final = 32 << 10
 """Bodies this large (about 500 entries of a batch) are answered in the worker's batch
 thread (`V1Api.pool`), so the event loop goes on serving the other connections meanwhile."""
@@ -115,6 +123,10 @@ class Quota(Protocol):
     """The agreed quotas (`responder.limits.LimitsTable`)."""
 
     def admit(self, party: Party, now: float) -> Wait | None: ...
+
+    def provisions_left(self, party: Party, now: float) -> int | None: ...
+
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None: ...
 
 
 class Counter(Protocol):
@@ -229,17 +241,22 @@ class V1Api:
             req.note = Outcome(endpoint, party=party.id, rule=refusal.rule.value)
             return problem.response(problem.refused(refusal))
         wait = self.quota.admit(party, now)
+        left: int | None = None
+        if wait is None and party.provisions_per_day is not None and route.provides:
+            left = self.quota.provisions_left(party, now)
+            if left is not None and left < 1:  # none left today
+                wait = provisions_wait(now, 0)
         if wait is not None:
             req.note = Outcome(endpoint, party=party.id, rule=policy.Rule.QUOTA.value)
             limited = policy.limit_refusal(party, route.services[0], wait.limit)
-            return problem.response(problem.quota(limited), retry_after=wait.retry_after)
+            return problem.response(problem.quota(limited, wait, now), retry_after=wait.retry_after)
         decoded = self._decode(route, req, query)
         if isinstance(decoded, Problem):
             req.note = Outcome(endpoint, party=party.id, rule=MALFORMED)
             return problem.response(decoded)
-        work = functools.partial(self._work, route, party, decoded, now, decide)
+        work = functools.partial(self._work, route, party, decoded, now, decide, left)
         if not route.threaded or self.pool is None or len(req.body) < THREAD_BYTES:
-            return self._finish(req, route, party, work())
+            return self._finish(req, route, party, now, work())
         done = self.pool.submit(party.id, work)
         if done is None:  # the party's share of the batch thread is taken
             req.note = Outcome(endpoint, party=party.id, rule=FAIR_SHARE)
@@ -247,22 +264,27 @@ class V1Api:
                 problem.make(429, FAIR_SHARE, _FAIR_SHARE_DETAIL), retry_after=1
             )
         req.note = Outcome(endpoint, party=party.id)  # until the work is done
-        return asyncio.ensure_future(self._after(req, route, party, done))
+        return asyncio.ensure_future(self._after(req, route, party, now, done))
 
     async def _after(
-        self, req: Request, route: AnyRoute, party: Party, done: asyncio.Future[Done]
+        self, req: Request, route: AnyRoute, party: Party, now: float, done: asyncio.Future[Done]
     ) -> Response:
-        return self._finish(req, route, party, await done)
+        return self._finish(req, route, party, now, await done)
 
     def _work(
-        self, route: AnyRoute, party: Party, decoded: msgspec.Struct, now: float, decide: Decide
+        self,
+        route: AnyRoute,
+        party: Party,
+        decoded: msgspec.Struct,
+        now: float,
+        decide: Decide,
+        left: int | None = None,
     ) -> Done:
         """The handler in one read view of the store, the body encoded and signed, the
         effect run: everything but the counting, so it may run in the batch thread."""
         with self.store.read() as reader:
-            got = route.handler(
-                decoded, Context(party, reader, now, self._envs[route.path], decide)
-            )
+            ctx = Context(party, reader, now, self._envs[route.path], decide, left)
+            got = route.handler(decoded, ctx)
             if isinstance(got, Problem):
                 return Done(got)
             body = msgspec.json.encode(got.body)
@@ -274,8 +296,11 @@ class V1Api:
         signature = self.signer.sign(body) if route.signed and self.signer is not None else None
         return Done(None, got, body, signature)
 
-    def _finish(self, req: Request, route: AnyRoute, party: Party, done: Done) -> Response:
-        """On the event loop: the ledger counts (before the answer is written), the note."""
+    def _finish(
+        self, req: Request, route: AnyRoute, party: Party, now: float, done: Done
+    ) -> Response:
+        """On the event loop: the provisions of the day taken, all or none; the ledger counts
+        (before the answer is written); the note."""
         endpoint = route.endpoint
         reply = done.reply
         family = reply.family if reply is not None else ""
@@ -284,6 +309,14 @@ class V1Api:
             rule = MALFORMED if refusal.status == 400 else refusal.rule
             req.note = Outcome(endpoint, family=family, party=party.id, rule=rule)
             return problem.response(refusal, retry_after=1 if refusal is _EFFECT_FAILED else None)
+        if party.provisions_per_day is not None:
+            wait = self.quota.take_provisions(party, sum(n for _s, n in reply.counts), now)
+            if wait is not None:  # the whole answer would pass the bound: none of it is given
+                req.note = Outcome(endpoint, family=family, party=party.id, rule=QUOTA)
+                limited = policy.limit_refusal(party, reply.counts[0][0], wait.limit)
+                return problem.response(
+                    problem.quota(limited, wait, now), retry_after=wait.retry_after
+                )
         headers: tuple[tuple[bytes, bytes], ...] = _NO_STORE
         if done.signature is not None:
             headers = (*headers, (SIGNATURE_HEADER, done.signature))

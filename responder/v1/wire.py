@@ -84,6 +84,12 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The article the refusal rests on (``Act §18(1)``), when a law decides it."""
     field: str = ""
     """The offending field of the request (``$.entries[12].serial``), for bad input."""
+    remaining: int | None = None
+    """A 429 of the agreed provisions per day (``provisions_per_day``, 件数): how many the
+    party may still be provided today (JST) on this node, fewer than the call would take."""
+    resets_at: datetime | None = msgspec.field(default=None, name="resetsAt")
+    """With ``remaining``: when the Japan calendar day turns (the next 00:00 JST) and the
+    count starts again."""
 
 
 class CertRef(

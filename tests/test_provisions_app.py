@@ -1,0 +1,163 @@
+"""The app's shell under an agreed ``provisions_per_day`` (件数): CRL file downloads (one
+provision each, as the ledger counts them), an OCSP signature not made gives its
+provisions back, the quota gauge, the OpenAPI 429; the app's clock pinned to one instant
+so that no step crosses a Japan midnight."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import types
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography import x509
+from cryptography.x509 import ocsp
+
+from crlbuilder.ocsp.response import issuer_hashes
+from crlbuilder.rules import JST
+from responder.app import JpkiApp
+from responder.config import load_config
+from responder.http import Request, Response
+from responder.limits import day_ends
+from responder.quotagauges import QuotaCollector
+from responder.registry.lookup import Registry
+from responder.v1.openapi import document
+from responder.v1.table import ROUTES
+from tests.conftest import Built, run_tool
+from tests.test_ocspreq import a_request
+
+PINNED = time.time()
+"""The app's clock in this module: an instant of the run, never a day asked for in UTC."""
+
+
+@pytest.fixture
+def app(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JpkiApp]:
+    registry = tmp_path / "registry.toml"
+    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
+    cfg = load_config(
+        None,
+        {
+            "store.path": str(built.store),
+            "store.pki": str(built.pki),
+            "store.crl_dir": str(built.crl_dir),
+            "registry.path": str(registry),
+            "ledger.dir": str(tmp_path / "ledger"),
+            "server.workers": 1,
+            "metrics.enabled": False,
+        },
+    )
+    clock = types.SimpleNamespace(
+        **{k: getattr(time, k) for k in dir(time) if not k.startswith("_")}
+    )
+    clock.time = lambda: PINNED
+    monkeypatch.setattr("responder.app.time", clock)
+    a = JpkiApp(cfg, 0)
+    yield a
+    a.close()
+
+
+def agree(app: JpkiApp, *flags: str) -> None:
+    run_tool("responder", "registry", "update", "--registry", str(app.config.registry.path),
+             "--id", "sig-verifier", *flags)  # fmt: skip
+    app.registry = Registry.load(app.config.registry.path)
+
+
+def answer(app: JpkiApp, req: Request) -> Response:
+    async def run() -> Response:
+        got = app.handle(req)
+        return got if isinstance(got, Response) else await got
+
+    return asyncio.run(run())
+
+
+def auth(app: JpkiApp) -> dict[bytes, bytes]:
+    token = (app.config.store.pki / "parties" / "sig-verifier.token").read_text().strip()
+    return {b"authorization": b"Bearer " + token.encode()}
+
+
+def crl(app: JpkiApp, name: str, method: bytes = b"GET") -> Response:
+    req = Request(method, f"/crl/{name}".encode(), auth(app), b"", ("127.0.0.1", 1), None,
+                  b"1.1", True, 1)  # fmt: skip
+    return answer(app, req)
+
+
+def left(app: JpkiApp) -> int | None:
+    return app.limits.provisions_left(app.registry.parties["sig-verifier"], PINNED)
+
+
+def test_crl_downloads_take_one_provision_each(app: JpkiApp) -> None:
+    agree(app, "--provisions-per-day", "2")
+    assert crl(app, "sign-card-g1.crl").status == 200
+    assert crl(app, "sign-card-g1.crl", b"HEAD").status == 200  # provides nothing
+    assert left(app) == 1
+    assert crl(app, "sign-card-g1-delta.crl").status == 200
+    assert left(app) == 0
+    for method in (b"GET", b"HEAD"):  # a HEAD answers what a GET would
+        got = crl(app, "sign-card-g2.crl", method)
+        assert got.status == 429
+        problem = msgspec.json.decode(got.body)
+        assert problem["title"] == "quota" and "provisions_per_day" in problem["detail"]
+        assert problem["remaining"] == 0
+        turns = day_ends(PINNED)
+        assert problem["resetsAt"] == datetime.fromtimestamp(turns, JST).isoformat()
+        assert int(dict(got.extra_headers)[b"retry-after"]) == max(1, math.ceil(turns - PINNED))
+
+
+def test_a_crl_download_the_cycle_refuses_gives_its_provision_back(app: JpkiApp) -> None:
+    agree(app, "--provisions-per-day", "5", "--crl-cycle", "3600")
+    assert crl(app, "sign-card-g1.crl").status == 200
+    cycle = crl(app, "sign-card-g1.crl")
+    assert cycle.status == 429 and msgspec.json.decode(cycle.body)["title"] == "cycle"
+    assert left(app) == 4
+
+
+def test_an_ocsp_signature_not_made_gives_its_provisions_back(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agree(app, "--provisions-per-day", "3")
+    der = one_certid_request(app)
+    headers = {b"content-type": b"application/ocsp-request", **auth(app)}
+    req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
+    monkeypatch.setattr(app.signing, "sign", lambda party, job: None)  # the fair share taken
+    resp = answer(app, req)
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "TRY_LATER"
+    assert left(app) == 3
+    monkeypatch.undo()
+    resp = answer(app, req)
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "SUCCESSFUL"
+    assert left(app) == 2
+
+
+def one_certid_request(app: JpkiApp) -> bytes:
+    """An OCSP request about one sign-card serial (signed on demand: no stored answer)."""
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    return a_request(
+        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+          "issuer_key_hash": key_hash, "serial_number": 5}]
+    )  # fmt: skip
+
+
+def test_the_gauge_shows_what_remains(app: JpkiApp) -> None:
+    agree(app, "--provisions-per-day", "7")
+    app.limits.take_provisions(app.registry.parties["sig-verifier"], 5, PINNED)
+    families = list(
+        QuotaCollector(lambda: app.registry, app.limits, clock=lambda: PINNED).collect()
+    )
+    (gauge,) = [f for f in families if f.name == "jpkiva_provisions_remaining"]
+    assert [(s.labels, s.value) for s in gauge.samples] == [({"party": "sig-verifier"}, 2)]
+
+
+def test_the_openapi_429_and_problem_say_it() -> None:
+    doc = document(ROUTES)
+    status = doc["paths"]["/v1/status"]["post"]["responses"]["429"]["description"]
+    assert "provisions_per_day" in status and "resetsAt" in status
+    problem = doc["components"]["schemas"]["Problem"]["properties"]
+    assert {"remaining", "resetsAt"} <= set(problem)

@@ -1,0 +1,211 @@
+"""The /v1 routes under an agreed ``provisions_per_day`` (件数 per Japan day), through the
+real dispatcher and a real quota table (`responder.limits.LimitsTable`) on a fixed clock:
+a batch that would pass the bound is refused whole (429 naming the rule, what remains and
+when the Japan day turns; nothing counted or answered), the changes feed delivers what
+remains and says where it stopped, the single answers take one each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from crlbuilder.rules import JST, JST_OFFSET
+from responder.http import Request, Response
+from responder.limits import LimitsTable
+from responder.registry.lookup import Registry
+from responder.registry.vocabulary import Method, Service
+from tests.support.pki import Ca, make_ca, rsa_key
+from tests.test_policy import NOW, SIG, USR, build, party_table
+from tests.test_v1_changes import A, B, C, at
+from tests.test_v1_changes import Api as ChangesApi
+from tests.test_v1_changes import ref as changes_ref
+from tests.test_v1_changes import store as changes_store
+from tests.test_v1_recordinfo import FAMILY_OF, key_file, population
+from tests.test_v1_recordinfo import SC as RI_SC
+from tests.test_v1_recordinfo import Api as RecordApi
+from tests.test_v1_recordinfo import ref as ri_ref
+from tests.test_v1_status import AC, GOOD, REVOKED, SC, Api, entries, ref, store
+from tests.test_v1_status import cas as cas  # noqa: PLC0414  (the module's CA fixture)
+
+MIDNIGHT_JST = (int(NOW) + JST_OFFSET) // 86400 * 86400 - JST_OFFSET + 86400
+"""The end of NOW's Japan day (00:00 JST the next day): a fixed clock, never "today"."""
+
+
+def bounded(n: int) -> Registry:
+    """``sig`` agreed ``provisions_per_day = n``; ``usr`` and ``both`` unbounded."""
+    sig = party_table("sig", {SIG})
+    sig["agreement"]["provisions_per_day"] = n
+    return build(sig, party_table("usr", {USR}), party_table("both", {SIG, USR}))
+
+
+def limits(tmp_path: Path, index: int = 0, workers: int = 1) -> LimitsTable:
+    path = tmp_path / "limits"
+    if not path.exists():
+        LimitsTable.create(path, workers)
+    return LimitsTable(path, workers, index)
+
+
+def status_api(cas: dict[int, Ca], tmp_path: Path, n: int) -> tuple[Api, LimitsTable]:
+    table = limits(tmp_path)
+    return Api(store(cas), bounded(n), table), table  # type: ignore[arg-type]
+
+
+def assert_provisions_429(resp: Response, got: Any, remaining: int) -> None:
+    assert resp.status == 429, got
+    assert resp.content_type == b"application/problem+json"
+    assert got["rule"] == "quota" and got["type"] == "urn:jpki-va:problem:quota"
+    assert "provisions_per_day" in got["detail"]
+    assert got["remaining"] == remaining
+    assert got["resetsAt"] == datetime.fromtimestamp(MIDNIGHT_JST, JST).isoformat()
+    assert got["article"] == "Act §17(4)"
+    retry = int(dict(resp.extra_headers)[b"retry-after"])
+    assert retry == MIDNIGHT_JST - int(NOW)
+
+
+def test_a_batch_at_the_bound_is_answered_and_one_past_it_refused_whole(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api, table = status_api(cas, tmp_path, 5)
+    resp, got = api.call(entries(ref(SC, GOOD), ref(SC, REVOKED), ref(SC, GOOD)))
+    assert resp.status == 200, got
+    # 3 taken, 2 remain: a batch of 3 would pass the bound
+    resp, got = api.call(entries(ref(SC, GOOD), ref(SC, REVOKED), ref(SC, GOOD)))
+    assert_provisions_429(resp, got, 2)
+    assert "entries" not in got
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 3)]
+    assert api.calls.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]
+    assert api.last is not None and api.last.note is not None
+    assert api.last.note.rule == "quota"
+    # exactly the 2 that remain
+    resp, got = api.call(entries(ref(SC, GOOD), ref(SC, REVOKED)))
+    assert resp.status == 200 and len(got["entries"]) == 2
+    assert table.provisions_left(api.registry.parties["sig"], NOW) == 0
+    # nothing remains: refused before the body is decoded (even a bad one)
+    resp, got = api.call(b"not json")
+    assert_provisions_429(resp, got, 0)
+    # another party's count is its own
+    resp, got = api.call(entries(ref(SC, GOOD)), party="both")
+    assert resp.status == 200
+
+
+def test_entries_refused_per_family_take_no_provision(cas: dict[int, Ca], tmp_path: Path) -> None:
+    """The bound counts what the ledger counts: an entry refused (a family not agreed) is no
+    provision, so a batch of 3 with one refused fits 2 remaining."""
+    api, table = status_api(cas, tmp_path, 2)
+    resp, got = api.call(entries(ref(SC, GOOD), ref(AC, GOOD), ref(SC, REVOKED)))
+    assert resp.status == 200, got
+    assert got["entries"][1]["status"] == "refused"
+    assert table.provisions_left(api.registry.parties["sig"], NOW) == 0
+
+
+def test_the_count_turns_at_jst_midnight(cas: dict[int, Ca], tmp_path: Path) -> None:
+    api, _ = status_api(cas, tmp_path, 1)
+    assert api.call(entries(ref(SC, GOOD)))[0].status == 200
+    assert api.call(entries(ref(SC, GOOD)))[0].status == 429
+
+    def at_instant(now: float) -> int:
+        body = msgspec.json.encode(entries(ref(SC, GOOD)))
+        headers = {b"content-type": b"application/json", b"authorization": b"Bearer sig"}
+        req = Request(
+            b"POST", b"/v1/status", headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1
+        )
+        return api.api.handle(req, api.registry, now).status  # type: ignore[union-attr]
+
+    assert at_instant(MIDNIGHT_JST - 1) == 429  # 23:59:59 JST: the same Japan day
+    assert at_instant(MIDNIGHT_JST) == 200  # 00:00:00 JST: a new day
+    assert at_instant(MIDNIGHT_JST + 1) == 429
+
+
+def test_two_workers_share_the_count(cas: dict[int, Ca], tmp_path: Path) -> None:
+    reg = bounded(4)
+    one = Api(store(cas), reg, limits(tmp_path, 0, 2))  # type: ignore[arg-type]
+    two = Api(store(cas), reg, limits(tmp_path, 1, 2))  # type: ignore[arg-type]
+    assert one.call(entries(ref(SC, GOOD), ref(SC, GOOD), ref(SC, GOOD)))[0].status == 200
+    resp, got = two.call(entries(ref(SC, GOOD), ref(SC, GOOD)))
+    assert_provisions_429(resp, got, 1)
+    assert two.call(entries(ref(SC, GOOD)))[0].status == 200
+    assert two.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]
+
+
+# --- the changes feed ---------------------------------------------------------------------
+
+
+def test_changes_deliver_what_remains_and_say_where_they_stopped(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = ChangesApi(changes_store(cas), tmp_path)
+    api.registry = bounded(2)
+    table = limits(tmp_path)
+    api.api.quota = table
+    assert (
+        api.watch(add=[changes_ref(SC, A), changes_ref(SC, B), changes_ref(SC, C)])[0].status == 200
+    )
+    resp, got = api.changes(f"cursor={at(2)}&limit=3")  # A, B, C: only 2 remain
+    assert resp.status == 200, got
+    assert [c["serial"] for c in got["changes"]] == [f"{A:X}", f"{B:X}"]
+    assert got["more"] is True and got["cursor"] != at(7)
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
+    # nothing remains: 429 (the watch list can still be changed: registering provides nothing)
+    resp, got = api.changes(f"cursor={got['cursor']}")
+    assert_provisions_429(resp, got, 0)
+    assert api.watch(remove=[changes_ref(SC, A)])[0].status == 200
+    # the next Japan day (00:00 JST): the read goes on
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={at(2)}".encode()
+    req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+    answer = api.api.handle(req, api.registry, MIDNIGHT_JST)
+    assert isinstance(answer, Response) and answer.status == 200
+
+
+def test_changes_cursor_resumes_after_the_last_change_delivered(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = ChangesApi(changes_store(cas), tmp_path)
+    api.registry = bounded(1)
+    api.api.quota = limits(tmp_path)
+    api.watch(add=[changes_ref(SC, A), changes_ref(SC, B)])
+    _, first = api.changes(f"cursor={at(2)}")
+    assert [c["serial"] for c in first["changes"]] == [f"{A:X}"] and first["more"] is True
+    api.registry = bounded(10)  # a new agreement: more remain
+    _, second = api.changes(f"cursor={first['cursor']}")
+    assert [c["serial"] for c in second["changes"]] == [f"{B:X}"]  # nothing lost, nothing twice
+
+
+# --- single answers: record information, corresponding serials -----------------------------
+
+
+@pytest.fixture(scope="module")
+def ri_cas() -> dict[int, Ca]:
+    key = rsa_key()
+    return {i: make_ca(f"{f.value}-g1 CA", key) for i, f in FAMILY_OF.items()}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (b"/v1/record-info", {"certificate": ri_ref(RI_SC, 0xA1)}),
+        (b"/v1/corresponding", {"certificate": ri_ref(RI_SC, 0xA2), "counterpart": "sign-mobile"}),
+    ],
+)
+def test_single_answers_take_one_each(
+    ri_cas: dict[int, Ca], tmp_path: Path, path: bytes, body: dict[str, Any]
+) -> None:
+    api = RecordApi(population(ri_cas), key_file(tmp_path))
+    api.registry = bounded(1)
+    api.api.quota = limits(tmp_path)
+    resp, got = api.call(path, body)
+    assert resp.status == 200, got
+    resp, got = api.call(path, body)
+    assert_provisions_429(resp, got, 0)
+    assert len(api.ledger.counted) == 1
+
+
+def test_the_unbounded_party_is_not_asked(cas: dict[int, Ca], tmp_path: Path) -> None:
+    api, table = status_api(cas, tmp_path, 1)
+    for _ in range(3):
+        assert api.call(entries(ref(SC, GOOD)), party="both")[0].status == 200
+    assert table.provisions_left(api.registry.parties["both"], NOW) is None
