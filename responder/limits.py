@@ -33,10 +33,10 @@ and two workers can admit a CRL download within one cycle at most once each
 reserve then check (`LimitsTable.take_provisions`): a worker adds the call's provisions
 to its own row first and only then reads every row, undoing its reservation if the sum
 passes the bound; so two workers taking at the same instant may both refuse (each sees
-the other's reservation) but do not both pass, and a batch is never let past the bound
-by a stale read (no memory fence is needed: a store leaves a CPU's store buffer within
-nanoseconds, and a worker reads the rows microseconds of interpreter work after its own
-reservation). A provision taken and then not given (a signature not made, a CRL
+the other's reservation). Without a memory fence, x86 may let a worker's read of the
+other rows pass its own reservation's store, so two workers could in theory both pass
+once, the bound exceeded by one call; in practice the reads come microseconds of
+interpreter work after the store, long after it left the CPU's store buffer. A provision taken and then not given (a signature not made, a CRL
 download the cycle refuses) is given back (`LimitsTable.give_back_provisions`); a
 worker killed in between keeps it taken, erring on refusing. A row that has no free
 slot left for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
