@@ -116,13 +116,15 @@ def test_act_31_2_follow_writes_the_lapse_when_it_falls_due(
 ) -> None:
     pki, manifest = demo_pki
     cfg = builder_config(tmp_path, pki)
-    # a clock two seconds before a lapse instant (00:00 JST of planned + 31)
+    # a clock a minute before a lapse instant (00:00 JST of planned + 31) for the build,
+    # then two seconds before it for the loop: however long the build takes on a loaded
+    # machine, the lapse falls due in the loop
     planned = (datetime.now(rules.JST) - timedelta(days=40)).date()
     due = rules.move_out_lapse(planned)
-    offset = due - timedelta(seconds=2) - datetime.now(UTC)
+    offset = [due - timedelta(seconds=60) - datetime.now(UTC)]
 
     def clock() -> datetime:
-        return datetime.now(UTC) + offset
+        return datetime.now(UTC) + offset[0]
 
     (tmp_path / "records").mkdir()
     (tmp_path / "records" / "a.jsonl").write_bytes(
@@ -138,6 +140,7 @@ def test_act_31_2_follow_writes_the_lapse_when_it_falls_due(
             index = next(i.index for i in r.issuers() if i.id.startswith("auth-card"))
             st = r.status(sf.status_key(index, 4242))
         assert st is not None and not st.revoked
+        offset[0] = due - timedelta(seconds=2) - datetime.now(UTC)
         before = clock()
         # the refresh cycle is half an hour and the spool is polled every 10 s: only the
         # lapse timer wakes the loop before max_idle ends it
