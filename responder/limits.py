@@ -78,7 +78,6 @@ _KEY_BYTES: Final = 96
 _SLOT = struct.Struct(f"<{_KEY_BYTES}sqqqq")  # key (NUL-padded), four counters
 _SLOT_BYTES: Final = _SLOT.size  # 128
 _VALUES_AT: Final = _KEY_BYTES
-_VALUES = struct.Struct("<qqqq")
 _ROW_BYTES: Final = SLOTS * _SLOT_BYTES
 _DAY: Final = 86400
 
@@ -166,6 +165,11 @@ class LimitsTable:
             self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
+        self._q = memoryview(self._map).cast("q")
+        """The table as native 8-byte integers: each counter is read and written with one
+        aligned 8-byte access (`_read`, `_write`), which another worker never sees half-done.
+        ``struct.pack_into`` zeroes its whole span before it writes the fields, so a worker
+        reading another's slot meanwhile saw its counters at 0 and admitted past the quota."""
         self.workers = workers
         self.index = worker_index
         self._found: dict[tuple[int, bytes], int] = {}
@@ -180,6 +184,23 @@ class LimitsTable:
             os.ftruncate(fd, workers * _ROW_BYTES)
         finally:
             os.close(fd)
+
+    # --- the counters: one 8-byte access each ---------------------------------------
+
+    def _read(self, off: int) -> tuple[int, int, int, int]:
+        """The four counters of the slot at ``off``."""
+        q, i = self._q, (off + _VALUES_AT) >> 3
+        return q[i], q[i + 1], q[i + 2], q[i + 3]
+
+    def _write(self, off: int, a: int, b: int, c: int, d: int) -> None:
+        """Set the four counters of the slot at ``off`` (own row only), in order, each in one
+        store: a reader between two stores sees a new period (second, day) with the old
+        count, which counts too much for an instant, never too little."""
+        q, i = self._q, (off + _VALUES_AT) >> 3
+        q[i] = a
+        q[i + 1] = b
+        q[i + 2] = c
+        q[i + 3] = d
 
     # --- the open-addressing rows ----------------------------------------------------
 
@@ -202,7 +223,7 @@ class LimitsTable:
                 if not allocate:
                     return -1
                 # own row only: counters first, then the key that publishes the slot
-                _VALUES.pack_into(mm, off + _VALUES_AT, 0, 0, 0, 0)
+                self._write(off, 0, 0, 0, 0)
                 mm[off : off + _KEY_BYTES] = padded
                 self._found[(row, key)] = off
                 return off
@@ -214,7 +235,7 @@ class LimitsTable:
         for row in range(self.workers):
             off = self._slot(row, key, allocate=False)
             if off >= 0:
-                out.append(_VALUES.unpack_from(self._map, off + _VALUES_AT))
+                out.append(self._read(off))
         return out
 
     # --- the decisions ---------------------------------------------------------------
@@ -245,10 +266,9 @@ class LimitsTable:
         own = self._slot(self.index, key, allocate=True)
         if own < 0:
             return Wait(Limit.TABLE_FULL, 60)
-        s, c, d, cd = _VALUES.unpack_from(self._map, own + _VALUES_AT)
-        _VALUES.pack_into(
-            self._map,
-            own + _VALUES_AT,
+        s, c, d, cd = self._read(own)
+        self._write(
+            own,
             sec,
             c + 1 if s == sec else 1,
             day,
@@ -292,14 +312,14 @@ class LimitsTable:
         if own < 0:
             return Wait(Limit.TABLE_FULL, 60)
         day = _jst_day(now)
-        d, mine, _a, _b = _VALUES.unpack_from(self._map, own + _VALUES_AT)
+        d, mine, _a, _b = self._read(own)
         if d != day:
             mine = 0
-        _VALUES.pack_into(self._map, own + _VALUES_AT, day, mine + n, 0, 0)  # reserve
+        self._write(own, day, mine + n, 0, 0)  # reserve
         taken = sum(c for d2, c, _a, _b in self._values(key) if d2 == day)
         if taken <= share:
             return None
-        _VALUES.pack_into(self._map, own + _VALUES_AT, day, mine, 0, 0)  # undo
+        self._write(own, day, mine, 0, 0)  # undo
         return provisions_wait(now, max(0, share - (taken - n)))
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None:
@@ -310,9 +330,9 @@ class LimitsTable:
         own = self._slot(self.index, _provisions_key(party.id), allocate=False)
         if own < 0:
             return
-        d, mine, _a, _b = _VALUES.unpack_from(self._map, own + _VALUES_AT)
+        d, mine, _a, _b = self._read(own)
         if d == _jst_day(now):
-            _VALUES.pack_into(self._map, own + _VALUES_AT, d, max(0, mine - n), 0, 0)
+            self._write(own, d, max(0, mine - n), 0, 0)
 
     def admit_crl(
         self, party: Party, issuer_index: int, kind: CrlKind, now: float, *, record: bool = True
@@ -332,8 +352,9 @@ class LimitsTable:
         own = self._slot(self.index, key, allocate=True)
         if own < 0:
             return Wait(Limit.TABLE_FULL, 60)
-        _VALUES.pack_into(self._map, own + _VALUES_AT, int(now), 0, 0, 0)
+        self._write(own, int(now), 0, 0, 0)
         return None
 
     def close(self) -> None:
+        self._q.release()
         self._map.close()

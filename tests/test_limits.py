@@ -66,6 +66,36 @@ def test_quota_holds_across_workers_within_the_bound(tmp_path: Path) -> None:
     assert 500 <= admitted <= 500 + 1  # documented: at most workers - 1 over the quota
 
 
+def _admitting(path: str, n: int) -> None:
+    t = LimitsTable(Path(path), 2, 0)
+    p = party(requests_per_day=10**9)
+    for _ in range(n):
+        t.admit(p, NOW)
+
+
+def test_another_workers_count_never_reads_lower_while_it_is_written(tmp_path: Path) -> None:
+    """A worker's count, read by another while the first admits, only grows: a read never
+    lands between the two halves of a write. ``struct.pack_into`` zeroed a slot's counters
+    before writing them, so a reader saw 0 for a moment, and let a party past its quota by
+    what the other worker had admitted (found by the provisions bound: 2-5% over)."""
+    path = tmp_path / "t"
+    LimitsTable.create(path, 2)
+    ctx = multiprocessing.get_context("fork")
+    writer = ctx.Process(target=_admitting, args=(str(path), 200_000))
+    reader = LimitsTable(path, 2, 1)
+    writer.start()
+    seen, lower = 0, 0
+    try:
+        while writer.is_alive() or seen == 0:
+            now = reader.admitted_today("bank", NOW)
+            lower += now < seen
+            seen = max(seen, now)
+    finally:
+        writer.join(timeout=60)
+        reader.close()
+    assert seen == 200_000 and lower == 0, f"{lower} reads lower than one before"
+
+
 def test_crl_cycle_per_file_across_workers(tmp_path: Path) -> None:
     """周期 (Ord §31(2), §62(2)) counts per CRL file: per issuer generation and per full or
     delta CRL (issue 9.10: one download per side used to cover every generation and the
