@@ -259,7 +259,8 @@ def _parse(mm: mmap.mmap, name: str, size: int) -> WorkerFile:
             f"{name}: truncated or padded: {size} bytes, expected {_file_size(capacity)} "
             f"for {capacity} slots"
         )
-    (used,) = _U32.unpack_from(mm, _USED_AT)
+    with memoryview(mm).cast("I") as words:  # one 4-byte load: never half of a publish
+        used = int(words[_USED_AT >> 2])
     if used > capacity:
         raise LedgerFileError(f"{name}: {used} slots in use, more than its {capacity}")
     (flags,) = _U32.unpack_from(mm, _FLAGS_AT)
@@ -307,13 +308,17 @@ def _read_slot(mm: mmap.mmap, counters: memoryview, i: int, name: str) -> SlotVa
 class _OpenFile:
     """The mapping of the writer's current file; the flock lives as long as ``fd``."""
 
-    __slots__ = ("capacity", "fd", "file_id", "first_day", "mm", "path", "q", "used")
+    __slots__ = ("capacity", "fd", "file_id", "first_day", "mm", "path", "q", "used", "words")
 
     def __init__(self, path: Path, fd: int, mm: mmap.mmap, capacity: int, file_id: bytes) -> None:
         self.path = path
         self.fd = fd
         self.mm = mm
         self.q = memoryview(mm).cast("Q")
+        self.words = memoryview(mm).cast("I")
+        """The header's u32 fields: ``used`` is published with one 4-byte store (a reader in
+        another process never sees it half written, as ``struct.pack_into``, which zeroes
+        its span first, would show it)."""
         self.capacity = capacity
         self.file_id = file_id
         self.used = 0
@@ -321,6 +326,7 @@ class _OpenFile:
 
     def close(self) -> None:
         self.q.release()
+        self.words.release()
         self.mm.close()
         os.close(self.fd)
 
@@ -477,7 +483,7 @@ class LedgerWriter:
         f.mm[off + 8 : off + _SLOT_SIZE] = _U32.pack(zlib.crc32(body)) + body
         f.q[off >> 3] = 0
         f.used = slot + 1
-        _U32.pack_into(f.mm, _USED_AT, f.used)  # publish: the key is complete before this
+        f.words[_USED_AT >> 2] = f.used  # publish: the key is complete before this
         if f.first_day < 0 or day < f.first_day:
             f.first_day = day
         self._index[(day, party, service, method)] = off >> 3
