@@ -65,7 +65,7 @@ bound: 409 ``watch_full``, nothing changed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +80,7 @@ from responder import policy
 from responder.config import ResponderConfig, WatchConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import cursor as cursors
-from responder.v1 import problem
+from responder.v1 import feedpos, problem
 from responder.v1.certref import IssuerIndex, from_certificate
 from responder.v1.route import Context, Reply, Route
 from responder.v1.status import REASON_NAMES
@@ -245,6 +245,9 @@ class WatchEnv:
     secret_path: Path
     index: IssuerIndex = field(default_factory=IssuerIndex)
     watchset: WatchSet | None = None
+    fresh_lag: int = 0
+    """Stream records a fresh cursor stands before this node's position (``[cluster]
+    max_lag``: `handle_changes` on a store fed by the record stream)."""
     several_nodes: bool = False
     """A node of several (``[cluster] nats``): the watch lists are this node's own, so both
     routes are refused (`NOT_ON_SEVERAL_NODES`) rather than answer from a list another node
@@ -273,9 +276,12 @@ def setup(config: ResponderConfig) -> WatchEnv:
     w = config.watch
     where = w.lists_dir(config.ledger).absolute()
     several = bool(config.cluster.nats)
+    lag = config.cluster.max_lag if several else 0
     env = _ENVS.get(where)
-    if env is None or env.config != w or env.several_nodes != several:
-        env = _ENVS[where] = WatchEnv(w, where, w.secret_path(config.ledger), several_nodes=several)
+    if env is None or env.config != w or env.several_nodes != several or env.fresh_lag != lag:
+        env = _ENVS[where] = WatchEnv(
+            w, where, w.secret_path(config.ledger), fresh_lag=lag, several_nodes=several
+        )
     return env
 
 
@@ -469,6 +475,70 @@ def _change(e: ChangeEntry, issuer: _Issuer, reader: StoreReader, crl_import: bo
     )  # fmt: skip
 
 
+@dataclass
+class _Read:
+    """What one read of the feed found: the watched changes, counted per service."""
+
+    changes: list[Change] = field(default_factory=list)
+    counts: dict[Service, int] = field(default_factory=dict)
+    families: set[Family] = field(default_factory=set)
+    full: bool = False
+    """It stopped at ``limit`` or at the scan bound (``more``)."""
+
+
+def _read(
+    entries: Iterator[ChangeEntry],
+    lists: WatchSet,
+    party: str,
+    issuers: dict[int, _Issuer],
+    reader: StoreReader,
+    *,
+    limit: int,
+    budget: int,
+    seen: Callable[[ChangeEntry], None],
+) -> _Read:
+    """The watched changes of ``entries`` up to ``limit`` changes or ``budget`` entries;
+    ``seen`` is told of every entry read, in order. Raises `WatchUnavailable`."""
+    out = _Read()
+    crl_import = reader.crl_import()
+    scanned = 0
+    for read in _chunks(entries, PROBE_CHUNK):
+        chunk = read[: budget - scanned]
+        receivable = [
+            e for e in chunk
+            if (i := issuers.get(sf.split_status_key(e.key)[0])) is not None
+            and i.refusal is None
+        ]  # fmt: skip
+        hits = lists.watched(party, [e.key for e in receivable])
+        watched = {e.key for e, hit in zip(receivable, hits, strict=True) if hit}
+        for e in chunk:
+            seen(e)
+            scanned += 1
+            if e.key in watched:
+                issuer = issuers[sf.split_status_key(e.key)[0]]
+                out.changes.append(_change(e, issuer, reader, crl_import))
+                out.counts[issuer.service] = out.counts.get(issuer.service, 0) + 1
+                out.families.add(issuer.family)
+                if len(out.changes) == limit:
+                    out.full = True
+                    break
+        if out.full or scanned >= budget:
+            out.full = True
+            break
+    return out
+
+
+def _reply(
+    store: StoreRef, now: datetime, got: _Read, cursor: str, issuers: dict[int, _Issuer]
+) -> Reply[ChangesResponse]:
+    body = ChangesResponse(
+        store=store, produced_at=now, changes=got.changes, cursor=cursor, more=got.full,
+        passed_over=_passed_over(issuers),
+    )  # fmt: skip
+    family = next(iter(got.families)).value if len(got.families) == 1 else ""
+    return Reply(body, tuple(got.counts.items()), family)
+
+
 def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse] | Problem:
     """The watched changes after the cursor (module docstring)."""
     env = ctx.env
@@ -481,6 +551,8 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
         commit=reader.generation().commit, committed_at=_at(committed) if committed else None
     )
     now = _at(int(ctx.now))
+    if reader.feed_id():
+        return _changes_of_stream(request, ctx, env, store, now)
     if not request.cursor:
         return Reply(ChangesResponse(
             store=store, produced_at=now, changes=[], cursor=cursors.at_commit(reader), more=False,
@@ -495,52 +567,74 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     if lists is None:
         return _UNAVAILABLE
     issuers = _issuers(reader, ctx)
-    crl_import = reader.crl_import()
-    party = ctx.party.id
-    limit, budget = request.limit, env.config.scan_limit
-    store_id = reader.store_id()
-    changes: list[Change] = []
-    counts: dict[Service, int] = {}
-    families: set[Family] = set()
     last: ChangeEntry | None = None
-    scanned = 0
-    full = False
+
+    def seen(e: ChangeEntry) -> None:
+        nonlocal last
+        last = e
+
     try:
-        for read in _chunks(reader.changes(position.start), PROBE_CHUNK):
-            chunk = read[: budget - scanned]
-            receivable = [
-                e for e in chunk
-                if (i := issuers.get(sf.split_status_key(e.key)[0])) is not None
-                and i.refusal is None
-            ]  # fmt: skip
-            hits = lists.watched(party, [e.key for e in receivable])
-            watched = {e.key for e, hit in zip(receivable, hits, strict=True) if hit}
-            for e in chunk:
-                last = e
-                scanned += 1
-                if e.key in watched:
-                    issuer = issuers[sf.split_status_key(e.key)[0]]
-                    changes.append(_change(e, issuer, reader, crl_import))
-                    counts[issuer.service] = counts.get(issuer.service, 0) + 1
-                    families.add(issuer.family)
-                    if len(changes) == limit:
-                        full = True
-                        break
-            if full or scanned >= budget:
-                full = True
-                break
+        got = _read(
+            reader.changes(position.start), lists, ctx.party.id, issuers, reader,
+            limit=request.limit, budget=env.config.scan_limit, seen=seen,
+        )  # fmt: skip
     except WatchUnavailable:
         return _UNAVAILABLE
-    if full and last is not None:
-        cursor = cursors.encode(store_id, last.after)
+    if got.full and last is not None:
+        cursor = cursors.encode(reader.store_id(), last.after)
     else:  # read to the end: the next read starts after the view's commit
         cursor = cursors.at_commit(reader)
-    body = ChangesResponse(
-        store=store, produced_at=now, changes=changes, cursor=cursor, more=full,
-        passed_over=_passed_over(issuers),
-    )  # fmt: skip
-    family = next(iter(families)).value if len(families) == 1 else ""
-    return Reply(body, tuple(counts.items()), family)
+    return _reply(store, now, got, cursor, issuers)
+
+
+def _changes_of_stream(
+    request: ChangesQuery, ctx: Context, env: WatchEnv, store: StoreRef, now: datetime
+) -> Reply[ChangesResponse] | Problem:
+    """The changes of a store filled from the record stream: positions of the stream, read on
+    any node of the service (`responder.v1.feedpos`)."""
+    reader = ctx.reader
+    feed = reader.feed_id()
+    if not request.cursor:
+        # a fresh cursor stands [cluster] max_lag records before this node's position: a
+        # POST /v1/status that follows it on another ready node (within max_lag of the
+        # stream) is then not older than it; the changes in between come again
+        base = max(reader.stream_seq() - env.fresh_lag, reader.changes_from_seq(), 0)
+        cursor = cursors.encode_stream(cursors.StreamPosition(feed, base))
+        return Reply(ChangesResponse(
+            store=store, produced_at=now, changes=[], cursor=cursor, more=False, passed_over=[],
+        ))  # fmt: skip
+    position = cursors.decode_any(request.cursor)
+    if not isinstance(position, cursors.StreamPosition):
+        if position is None:
+            return _CURSOR_PROBLEMS[cursors.Verdict.MALFORMED]
+        return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]  # a cursor of one node's store
+    where = feedpos.locate(position, reader)
+    if where is feedpos.Verdict.NOT_YET:  # this node is behind the cursor: nothing new here
+        return Reply(ChangesResponse(
+            store=store, produced_at=now, changes=[], cursor=request.cursor, more=False,
+            passed_over=[],
+        ))  # fmt: skip
+    if isinstance(where, feedpos.Verdict):
+        return _CURSOR_PROBLEMS[
+            cursors.Verdict.EXPIRED
+            if where is feedpos.Verdict.EXPIRED
+            else cursors.Verdict.OTHER_STORE
+        ]
+    lists = env.lists()
+    if lists is None:
+        return _UNAVAILABLE
+    issuers = _issuers(reader, ctx)
+    tracker = where.tracker
+    stream_made = (e for e in reader.changes(where.start) if e.group is not None)
+    try:
+        got = _read(
+            stream_made, lists, ctx.party.id, issuers, reader,
+            limit=request.limit, budget=env.config.scan_limit, seen=tracker.see,
+        )  # fmt: skip
+    except WatchUnavailable:
+        return _UNAVAILABLE
+    after = tracker.after_last() if got.full else tracker.at_end(reader.stream_seq())
+    return _reply(store, now, got, cursors.encode_stream(after), issuers)
 
 
 _SERVICES: Final = (Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO)
