@@ -65,6 +65,7 @@ bound: 409 ``watch_full``, nothing changed.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from crlbuilder.jetstream import parse_servers
 from crlbuilder.model import Category, Family, Reason
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import ChangeEntry, StoreReader
@@ -80,7 +82,7 @@ from responder import policy
 from responder.config import ResponderConfig, WatchConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import cursor as cursors
-from responder.v1 import feedpos, problem
+from responder.v1 import feedpos, problem, watchlog, watchstream
 from responder.v1.certref import IssuerIndex, from_certificate
 from responder.v1.route import Context, Reply, Route
 from responder.v1.status import REASON_NAMES
@@ -93,6 +95,7 @@ from responder.v1.watchset import (
     WatchUnavailable,
     load_secret,
 )
+from responder.v1.watchstream import StreamUnavailable, WatchStream
 from responder.v1.wire import CertRef, Problem, StoreRef, first_bad_serial
 
 MAX_BATCH: Final = 10_000
@@ -248,23 +251,30 @@ class WatchEnv:
     fresh_lag: int = 0
     """Stream records a fresh cursor stands before this node's position (``[cluster]
     max_lag``: `handle_changes` on a store fed by the record stream)."""
-    several_nodes: bool = False
-    """A node of several (``[cluster] nats``): the watch lists are this node's own, so both
-    routes are refused (`NOT_ON_SEVERAL_NODES`) rather than answer from a list another node
-    never saw."""
+    stream: WatchStream | None = None
+    """A node of several (``[cluster] nats``): the watch stream every node applies to its
+    lists (`responder.v1.watchlog`); None on one node, whose lists are written directly."""
+    keys: WatchKeys | None = None
+    _opening: threading.Lock = field(default_factory=threading.Lock)
 
     def lists(self) -> WatchSet | None:
         """The watch lists, opened on first use; None (logged, no secret) when they cannot."""
-        if self.watchset is None:
-            try:
-                keys = WatchKeys(load_secret(self.secret_path, create=True))
-                self.watchset = LmdbWatchSet(
-                    self.lists_dir, keys, map_size=self.config.map_size_gib << 30
-                )
-            except (SecretError, WatchDbError, OSError) as e:
-                _log.error("watch lists unavailable: %s", e)
-                return None
-        return self.watchset
+        with self._opening:  # the batch thread and a metrics scrape: one open per process
+            if self.watchset is None:
+                try:
+                    self.keys = WatchKeys(load_secret(self.secret_path, create=True))
+                    self.watchset = LmdbWatchSet(
+                        self.lists_dir, self.keys, map_size=self.config.map_size_gib << 30
+                    )
+                except (SecretError, WatchDbError, OSError) as e:
+                    _log.error("watch lists unavailable: %s", e)
+                    return None
+            return self.watchset
+
+
+def _waits(env: WatchEnv) -> bool:
+    """`Route.blocking`: on several nodes both routes wait on the watch stream."""
+    return env.stream is not None
 
 
 _ENVS: Final[dict[Path, WatchEnv]] = {}
@@ -275,25 +285,20 @@ open of an environment per process)."""
 def setup(config: ResponderConfig) -> WatchEnv:
     w = config.watch
     where = w.lists_dir(config.ledger).absolute()
-    several = bool(config.cluster.nats)
-    lag = config.cluster.max_lag if several else 0
+    nats = config.cluster.nats
+    lag = config.cluster.max_lag if nats else 0
     env = _ENVS.get(where)
-    if env is None or env.config != w or env.several_nodes != several or env.fresh_lag != lag:
+    if (
+        env is None
+        or env.config != w
+        or env.fresh_lag != lag
+        or (env.stream.servers if env.stream else []) != (parse_servers(nats) if nats else [])
+    ):
+        stream = WatchStream(nats, timeout=w.replication_wait_seconds) if nats else None
         env = _ENVS[where] = WatchEnv(
-            w, where, w.secret_path(config.ledger), fresh_lag=lag, several_nodes=several
+            w, where, w.secret_path(config.ledger), fresh_lag=lag, stream=stream
         )
     return env
-
-
-NOT_ON_SEVERAL_NODES: Final = problem.make(
-    501,
-    "not_on_several_nodes",
-    "the changes feed is not served by a service of several nodes: each node keeps its own "
-    "watch lists and numbers its own commits, so a list registered through one node and read "
-    "through another would miss changes without a word; ask POST /v1/status for the "
-    "certificates instead",
-)
-"""501 for /v1/watch and /v1/changes on a node of several (docs/operations.md)."""
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -382,8 +387,6 @@ def handle_watch(request: WatchRequest, ctx: Context) -> Reply[WatchResponse] | 
     """Apply one batch to the party's watch list (module docstring). Counts nothing."""
     env = ctx.env
     assert isinstance(env, WatchEnv)
-    if env.several_nodes:
-        return NOT_ON_SEVERAL_NODES
     n = len(request.add) + len(request.remove)
     if n == 0 or n > MAX_BATCH:
         return problem.bad_input("$", f"give 1 to {MAX_BATCH} entries in add and remove together")
@@ -407,19 +410,18 @@ def handle_watch(request: WatchRequest, ctx: Context) -> Reply[WatchResponse] | 
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
+    adding, removing = list(dict.fromkeys(allowed)), list(dict.fromkeys(remove))
+    if env.stream is not None:
+        return _watch_replicated(env, lists, ctx.party.id, adding, removing, refused)
     try:
         done = lists.update(
             ctx.party.id,
-            list(dict.fromkeys(allowed)),
-            list(dict.fromkeys(remove)),
+            adding,
+            removing,
             limit=env.config.max_per_party,
         )
     except WatchFull as e:
-        return problem.make(
-            409, RULE_WATCH_FULL,
-            f"the watch list would exceed {e.limit} certificates; nothing was changed",
-            field="$.add",
-        )  # fmt: skip
+        return _watch_full(e.limit)
     except WatchUnavailable:
         return _UNAVAILABLE
     body = WatchResponse(
@@ -431,6 +433,92 @@ def handle_watch(request: WatchRequest, ctx: Context) -> Reply[WatchResponse] | 
         refused=refused,
     )
     return Reply(body)
+
+
+def _watch_full(limit: int) -> Problem:
+    return problem.make(
+        409, RULE_WATCH_FULL,
+        f"the watch list would exceed {limit} certificates; nothing was changed",
+        field="$.add",
+    )  # fmt: skip
+
+
+def _watch_replicated(
+    env: WatchEnv,
+    lists: WatchSet,
+    party: str,
+    add: list[bytes],
+    remove: list[bytes],
+    refused: list[WatchRefusal],
+) -> Reply[WatchResponse] | Problem:
+    """A node of several: the batch as one operation of the watch stream, answered once this
+    node's lists applied it, with what it did there (the same on every node)."""
+    assert env.stream is not None and env.keys is not None
+    if not isinstance(lists, LmdbWatchSet):
+        return _UNAVAILABLE
+    keys = env.keys
+    tag = keys.tag(party)
+    op = watchlog.make_op(
+        keys.check(), env.config.max_per_party, keys.entries(tag, remove),
+        keys.entries(tag, add), tag,
+    )  # fmt: skip
+    try:
+        seq = env.stream.publish(watchlog.encode(op))
+    except StreamUnavailable as e:
+        _log.warning("watch batch not published: %s", e)
+        return _STREAM_UNAVAILABLE
+    refusal = _caught_up(env, lists, seq)
+    if refusal is not None:
+        return refusal
+    outcome = lists.outcome(seq)
+    if outcome is None:  # applied, and its outcome already dropped: a list that moved on
+        return _UNAVAILABLE
+    if outcome.full:
+        return _watch_full(outcome.limit)
+    body = WatchResponse(
+        added=outcome.added,
+        already=len(add) - outcome.added,
+        removed=outcome.removed,
+        absent=len(remove) - outcome.removed,
+        watching=outcome.total,
+        refused=refused,
+    )
+    return Reply(body)
+
+
+_NO_FEED: Final = problem.make(
+    503, problem.UNAVAILABLE,
+    "this node's store does not name the record stream it is filled from yet (its builder "
+    "names it when it starts): its cursors would not be read by the other nodes; retry",
+)  # fmt: skip
+_STREAM_UNAVAILABLE: Final = problem.make(
+    503, problem.UNAVAILABLE,
+    "the watch lists of the service's nodes cannot be reached now; retry (a batch sent again "
+    "is applied once: what is watched already counts as already)",
+)  # fmt: skip
+_BEHIND: Final = problem.make(
+    503, problem.UNAVAILABLE,
+    "this node is still applying the watch lists registered through the others; retry",
+)  # fmt: skip
+
+
+def _caught_up(env: WatchEnv, lists: LmdbWatchSet, target: int | None) -> Problem | None:
+    """Apply the watch stream's operations through ``target`` (None: its last one) within
+    ``[watch] replication_wait_seconds``; the 503 to answer when that could not be done."""
+    assert env.stream is not None
+    try:
+        watchstream.sync(lists, env.stream, target, env.config.replication_wait_seconds)
+    except StreamUnavailable as e:
+        _log.warning("watch lists not caught up: %s", e)
+        return _STREAM_UNAVAILABLE
+    except watchlog.Behind:
+        return _BEHIND
+    except (watchlog.Gone, watchlog.SecretMismatch) as e:
+        _log.error("watch lists not replicated: %s", e)
+        return _STREAM_UNAVAILABLE
+    except WatchUnavailable:
+        return _UNAVAILABLE
+    return None
 
 
 # --- GET /v1/changes --------------------------------------------------------------------
@@ -543,8 +631,6 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     """The watched changes after the cursor (module docstring)."""
     env = ctx.env
     assert isinstance(env, WatchEnv)
-    if env.several_nodes:
-        return NOT_ON_SEVERAL_NODES
     reader = ctx.reader
     committed = reader.committed_at()
     store = StoreRef(
@@ -553,6 +639,8 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     now = _at(int(ctx.now))
     if reader.feed_id():
         return _changes_of_stream(request, ctx, env, store, now)
+    if env.stream is not None:  # a node of several whose builder has not named its stream
+        return _NO_FEED
     if not request.cursor:
         return Reply(ChangesResponse(
             store=store, produced_at=now, changes=[], cursor=cursors.at_commit(reader), more=False,
@@ -623,6 +711,12 @@ def _changes_of_stream(
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
+    if env.stream is not None:  # several nodes: every list registered anywhere, first
+        if not isinstance(lists, LmdbWatchSet):
+            return _UNAVAILABLE
+        refusal = _caught_up(env, lists, None)
+        if refusal is not None:
+            return refusal
     issuers = _issuers(reader, ctx)
     tracker = where.tracker
     stream_made = (e for e in reader.changes(where.start) if e.group is not None)
@@ -650,11 +744,9 @@ WATCH_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_watch,
     setup=setup,
+    blocking=_waits,
     signed=False,
-    problems=(
-        (409, "the batch would take the watch list past its bound; nothing changed"),
-        (501, "a service of several nodes does not serve the changes feed: use POST /v1/status"),
-    ),
+    problems=((409, "the batch would take the watch list past its bound; nothing changed"),),
 )
 CHANGES_ROUTE: Final = Route(
     method="GET",
@@ -667,6 +759,7 @@ CHANGES_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_changes,
     setup=setup,
+    blocking=_waits,
     follow=(("cursor", "/cursor"),),
     problems=(
         (
@@ -675,7 +768,6 @@ CHANGES_ROUTE: Final = Route(
             "`$.cursor`): pass back an answer's cursor unchanged.",
         ),
         (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
-        (501, "a service of several nodes does not serve the changes feed: use POST /v1/status"),
         (
             410,
             "the cursor is past the feed's retention, or of a store rebuilt since: "

@@ -1,0 +1,163 @@
+"""POST /v1/watch and GET /v1/changes on several nodes, in process: each node's LMDB lists
+apply one log of operations (`responder.v1.watchlog`), here a list standing for the watch
+stream (the real stream: tests/test_cluster.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crlbuilder.store import format as sf
+from crlbuilder.store.memory import MemoryReader
+from responder.v1 import changes, watchlog
+from responder.v1.watchdb import LmdbWatchSet
+from responder.v1.watchset import WatchKeys
+from responder.v1.watchstream import StreamUnavailable
+from tests.support.pki import Ca, make_ca, rsa_key
+from tests.test_v1_changes import AC, SC, A, Api, B, C, ref
+from tests.test_v1_feedpos import node_a, node_b, pos, serials
+
+SECRET = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def cas() -> dict[int, Ca]:
+    key = rsa_key()
+    return {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
+
+
+class Log:
+    """The watch stream as `responder.v1.watchstream.WatchStream` is used: publish, last, get."""
+
+    def __init__(self) -> None:
+        self.ops: list[bytes] = []
+        self.down = False
+        self.delay = 0.0
+        self.servers = ["nats://127.0.0.1:1"]
+
+    def _up(self) -> None:
+        if self.down:
+            raise StreamUnavailable("watch stream JPKI_WATCH: no servers available")
+
+    def publish(self, op: bytes) -> int:
+        self._up()
+        self.ops.append(op)
+        return len(self.ops)
+
+    def last_seq(self) -> int:
+        self._up()
+        return len(self.ops)
+
+    def fetch(self, seq: int) -> bytes | None:
+        self._up()
+        time.sleep(self.delay)
+        return self.ops[seq - 1] if seq <= len(self.ops) else None
+
+
+def replicated(api: Api, log: Log, d: Path, secret: bytes = SECRET) -> LmdbWatchSet:
+    """Make ``api`` a node of several on ``log``, its lists in ``d``."""
+    env = next(e for e in changes._ENVS.values() if e.watchset is api.watchset)
+    env.keys = WatchKeys(secret)
+    lists = LmdbWatchSet(d, env.keys, map_size=1 << 24)
+    env.watchset = lists
+    env.stream = log  # type: ignore[assignment]
+    return lists
+
+
+@pytest.fixture
+def nodes(cas: dict[int, Ca], tmp_path: Path) -> Any:
+    log = Log()
+    a, b = Api(node_a(cas), tmp_path / "a", max_per_party=3), Api(node_b(cas), tmp_path / "b")
+    la, lb = replicated(a, log, tmp_path / "a-lists"), replicated(b, log, tmp_path / "b-lists")
+    yield log, a, b, la, lb
+    la.close()
+    lb.close()
+
+
+def test_registered_through_one_node_read_through_another(nodes: Any) -> None:
+    _log, a, b, la, lb = nodes
+    resp, got = a.watch(add=[ref(SC, A), ref(SC, C)])
+    assert resp.status == 200 and got["added"] == 2 and got["watching"] == 2, got
+    assert la.applied() == 1 and lb.applied() == 0  # a answered after its own copy applied it
+    assert a.ledger.counted == []  # registering is not a provision
+    resp, got = b.changes(f"cursor={pos(0)}")  # b catches up before it reads
+    assert resp.status == 200 and serials(got) == [A, C], got
+    assert lb.applied() == 1
+    assert b.ledger.counted and not a.ledger.counted  # counted on the node that delivered
+    resp, got = a.watch(add=[ref(SC, A)], remove=[ref(SC, C)])
+    assert (got["added"], got["already"], got["removed"]) == (0, 1, 1)
+    resp, got = b.changes(f"cursor={pos(0)}")
+    assert serials(got) == [A]
+
+
+def test_a_batch_past_the_bound_is_refused_on_every_node(cas: dict[int, Ca], nodes: Any) -> None:
+    """The bound travels with the operation (the taking node's ``max_per_party``): every node
+    decides 409 the same, and nothing of the batch is applied anywhere."""
+    _log, a, b, la, lb = nodes
+    assert a.watch(add=[ref(SC, A), ref(SC, B)])[0].status == 200
+    resp, got = a.watch(add=[ref(SC, C), ref(SC, 0x30)])
+    assert (resp.status, got["rule"]) == (409, "watch_full"), got
+    assert b.changes(f"cursor={pos(0)}")[0].status == 200  # b applies both operations
+    assert lb.outcome(2) == la.outcome(2) and la.outcome(2).full  # type: ignore[union-attr]
+    keys = [sf.status_key(SC, s) for s in (A, B, C, 0x30)]
+    assert la.watched("sig", keys) == lb.watched("sig", keys) == [True, True, False, False]
+
+
+def test_a_node_cut_off_answers_503_and_loses_nothing_when_back(nodes: Any) -> None:
+    log, a, b, _la, lb = nodes
+    a.watch(add=[ref(SC, A), ref(SC, B)])
+    log.down = True
+    resp, got = b.changes(f"cursor={pos(0)}")
+    assert resp.status == 503 and (b"retry-after", b"1") in resp.extra_headers, got
+    resp, got = a.watch(add=[ref(SC, C)])
+    assert resp.status == 503 and len(log.ops) == 1, got  # not published: nothing to apply
+    assert b.ledger.counted == [] and lb.applied() == 0
+    log.down = False
+    a.watch(add=[ref(SC, C)])
+    env = next(e for e in changes._ENVS.values() if e.watchset is lb)
+    log.delay = 0.05
+    env.config = env.config.__class__(replication_wait_seconds=0.01)
+    resp, got = b.changes(f"cursor={pos(0)}")  # behind past the wait: 503, what it applied stays
+    assert resp.status == 503 and "still applying" in got["detail"], got
+    assert lb.applied() == 1 and b.ledger.counted == []
+    log.delay = 0.0
+    resp, got = b.changes(f"cursor={pos(0)}")  # resumed where it stopped
+    assert serials(got) == [A, B, C] and lb.applied() == 2
+
+
+def test_a_node_with_another_secret_refuses_the_operations_rather_than_miss(
+    cas: dict[int, Ca], tmp_path: Path, nodes: Any
+) -> None:
+    log, a, _b, _la, _lb = nodes
+    a.watch(add=[ref(SC, A)])
+    c = Api(node_b(cas), tmp_path / "c")
+    lc = replicated(c, log, tmp_path / "c-lists", secret=bytes(32 * [5]))
+    resp, got = c.changes(f"cursor={pos(0)}")
+    assert resp.status == 503 and c.ledger.counted == [], got
+    assert "same [watch] secret_file" in lc.replication()[3] and lc.applied() == 0
+    lc.close()
+
+
+def test_an_operation_the_stream_lost_stops_replication(nodes: Any) -> None:
+    log, a, b, _la, lb = nodes
+    a.watch(add=[ref(SC, A)])
+    a.watch(add=[ref(SC, B)])
+    log.ops[0] = b"not an operation"
+    resp, _got = b.changes(f"cursor={pos(0)}")
+    assert resp.status == 503 and lb.applied() == 0
+    assert "not on the stream" in lb.replication()[3]
+    assert watchlog.decode(log.ops[1]) is not None
+
+
+def test_a_node_of_several_whose_store_names_no_stream_refuses_the_feed(
+    cas: dict[int, Ca], nodes: Any, tmp_path: Path
+) -> None:
+    """Its cursors would name its own commits, which the other nodes number otherwise."""
+    log, *_ = nodes
+    d = Api(MemoryReader(**{**node_a(cas).__dict__, "feed": b""}), tmp_path / "d")
+    replicated(d, log, tmp_path / "d-lists").close()
+    resp, got = d.changes("")
+    assert resp.status == 503 and "does not name the record stream" in got["detail"], got
