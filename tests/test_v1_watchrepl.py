@@ -12,8 +12,10 @@ import pytest
 
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
+from responder.config import ClusterConfig, LedgerConfig, ResponderConfig
 from responder.v1 import changes, watchlog
 from responder.v1.watchdb import LmdbWatchSet
+from responder.v1.watchgauges import WatchCollector
 from responder.v1.watchset import WatchKeys
 from responder.v1.watchstream import StreamUnavailable
 from tests.support.pki import Ca, make_ca, rsa_key
@@ -161,3 +163,40 @@ def test_a_node_of_several_whose_store_names_no_stream_refuses_the_feed(
     replicated(d, log, tmp_path / "d-lists").close()
     resp, got = d.changes("")
     assert resp.status == 503 and "does not name the record stream" in got["detail"], got
+
+
+def metrics(lists: LmdbWatchSet) -> dict[str, float]:
+    return {m.name: m.samples[0].value for m in WatchCollector(lambda: lists).collect()}
+
+
+def test_the_replication_is_on_metrics_and_a_stopped_one_says_so(
+    cas: dict[int, Ca], tmp_path: Path, nodes: Any
+) -> None:
+    log, a, b, _la, lb = nodes
+    a.watch(add=[ref(SC, A)])
+    a.watch(add=[ref(SC, B)])
+    b.changes(f"cursor={pos(0)}")
+    got = metrics(lb)
+    assert got["jpkiva_watch_applied_operations"] == 2
+    assert got["jpkiva_watch_stream_operations"] == 2
+    assert got["jpkiva_watch_stream_seen_timestamp_seconds"] > 0
+    assert got["jpkiva_watch_replication_broken"] == 0
+    c = Api(node_b(cas), tmp_path / "c")
+    lc = replicated(c, log, tmp_path / "c-lists", secret=bytes(32 * [5]))
+    c.changes(f"cursor={pos(0)}")
+    assert metrics(lc)["jpkiva_watch_replication_broken"] == 1
+    assert metrics(lc)["jpkiva_watch_applied_operations"] == 0
+    lc.close()
+    assert list(WatchCollector(lambda: None).collect()) == []  # not opened: no series
+
+
+def test_a_node_of_several_draws_no_secret_of_its_own(tmp_path: Path) -> None:
+    """Each node drawing its own would make digests no other node matches: it waits for the
+    service's secret (and says so) instead."""
+    config = ResponderConfig(
+        ledger=LedgerConfig(dir=tmp_path / "ledger"), cluster=ClusterConfig(nats="nats://127.0.0.1:1")
+    )  # fmt: skip
+    env = changes.setup(config)
+    assert env.lists() is None and not (tmp_path / "ledger" / "watch.secret").exists()
+    one = changes.setup(ResponderConfig(ledger=LedgerConfig(dir=tmp_path / "one")))
+    assert one.lists() is not None and (tmp_path / "one" / "watch.secret").exists()

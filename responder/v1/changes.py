@@ -44,11 +44,23 @@ the status record of each hit. The watch list is the responder's own state
   copy) 409 (``cursor_ahead``). The way back is the same: take a fresh cursor (no
   cursor), re-read the status of the whole list with ``POST /v1/status``, then read the
   changes from that cursor (changes between the two are delivered again, not lost).
-- A service of several nodes (``[cluster] nats``) does not serve the feed: each node keeps
-  its own watch lists and numbers its own commits, so a list registered through one node
-  and read through another (a load balancer sends a party anywhere) would miss changes
-  without a word. Both routes answer 501 ``not_on_several_nodes`` there, after the party
-  is authenticated; ``POST /v1/status`` answers the same certificates on every node.
+- A service of several nodes (``[cluster] nats``) serves the feed on every node: a party
+  registers through any node and reads through any other. The watch lists are one log of
+  operations on the ``JPKI_WATCH`` stream (`responder.v1.watchlog`: keyed digests only,
+  every node needs the same ``[watch] secret_file``), applied in stream order by every
+  node: ``POST /v1/watch`` answers once its own node applied the batch, with what it did
+  there (409 ``watch_full`` decided the same everywhere); ``GET /v1/changes`` first
+  applies every batch registered anywhere before it, for at most ``[watch]
+  replication_wait_seconds``, past which (or when the stream cannot be reached) it
+  answers 503 with Retry-After, nothing counted. A store filled from the record stream
+  issues cursors that name stream positions (`responder.v1.feedpos`), read alike on every
+  node although each numbers its commits alone (``commit`` in a change is the answering
+  node's); where two nodes cut a batch differently (one a builder cut by time, its
+  publisher gone) a read may deliver some changes again, never pass one. A node behind
+  the cursor answers no change and the same cursor; a fresh cursor stands ``[cluster]
+  max_lag`` records before the node's position, so that ``POST /v1/status`` read next on
+  any ready node is not older than it (the changes in between come again). Changes
+  delivered are counted on the node that delivers them (its ledger is shipped).
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
   says where to go on.
@@ -261,13 +273,20 @@ class WatchEnv:
         """The watch lists, opened on first use; None (logged, no secret) when they cannot."""
         with self._opening:  # the batch thread and a metrics scrape: one open per process
             if self.watchset is None:
+                # a node of several does not draw a secret of its own: every node needs the
+                # service's (its digests travel on the watch stream)
+                several = self.stream is not None
                 try:
-                    self.keys = WatchKeys(load_secret(self.secret_path, create=True))
+                    self.keys = WatchKeys(load_secret(self.secret_path, create=not several))
                     self.watchset = LmdbWatchSet(
                         self.lists_dir, self.keys, map_size=self.config.map_size_gib << 30
                     )
                 except (SecretError, WatchDbError, OSError) as e:
-                    _log.error("watch lists unavailable: %s", e)
+                    hint = (
+                        " (a node of several: install the service's [watch] secret_file, the "
+                        "same on every node)" if several else ""
+                    )  # fmt: skip
+                    _log.error("watch lists unavailable: %s%s", e, hint)
                     return None
             return self.watchset
 
