@@ -118,11 +118,12 @@ def test_batches_cut_otherwise_repeat_changes_never_skip_one(
     assert serials(got) == [B, C]
 
 
-def test_a_batch_whose_lapses_are_committed_and_records_not_yet_is_not_passed(
+def test_a_batch_whose_lapses_are_committed_and_records_not_yet_goes_on_after_them(
     cas: dict[int, Ca], tmp_path: Path
 ) -> None:
     """The lapses of a batch are committed before its records (crlbuilder `_stream_batch`): a
-    read between the two names the lapse it read, not the batch's end."""
+    read between the two names the lapse it read (not the batch's end, which would pass the
+    records; nor the stream position before it, which would deliver the lapse again)."""
     during = node(cas, [(3, G1, [A]), (4, G2, [B])], stream_seq=10)
     after = node(cas, [(3, G1, [A]), (4, G2, [B]), (5, G2, [C])], stream_seq=20)
     d, f = nodes(cas, tmp_path, during, after)

@@ -17,7 +17,8 @@ from responder.v1 import changes, watchlog
 from responder.v1.watchdb import LmdbWatchSet
 from responder.v1.watchgauges import WatchCollector
 from responder.v1.watchset import WatchKeys
-from responder.v1.watchstream import StreamUnavailable
+from responder.v1.watchstream import StreamUnavailable, WatchStream
+from tests.support.nats import free_ports, nats_server
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_v1_changes import AC, SC, A, Api, B, C, ref
 from tests.test_v1_feedpos import node_a, node_b, pos, serials
@@ -200,3 +201,32 @@ def test_a_node_of_several_draws_no_secret_of_its_own(tmp_path: Path) -> None:
     assert env.lists() is None and not (tmp_path / "ledger" / "watch.secret").exists()
     one = changes.setup(ResponderConfig(ledger=LedgerConfig(dir=tmp_path / "one")))
     assert one.lists() is not None and (tmp_path / "one" / "watch.secret").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_watch_stream_on_a_real_server_stores_once_and_outlives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Publish, read back by sequence, a repeat stored once (its message id); the server
+    restarted between two calls: the next call connects again instead of failing."""
+    (port,) = free_ports(1)
+    with nats_server(tmp_path, port) as server:
+        stream = WatchStream(server.source, timeout=2.0)
+        try:
+            raw = op_bytes()
+            assert stream.publish(raw) == 1 and stream.publish(raw) == 1
+            assert stream.last_seq() == 1 and stream.fetch(1) == raw and stream.fetch(2) is None
+            server.kill(0)
+            server.restart(0)
+            assert stream.last_seq() == 1  # a new connection, no 503 for the party
+            assert stream.publish(raw + b"") == 1 and stream.fetch(1) == raw
+        finally:
+            stream.close()
+
+
+def op_bytes() -> bytes:
+    keys = WatchKeys(SECRET)
+    tag = keys.tag("bank")
+    made = watchlog.make_op(keys.check(), 5, [], keys.entries(tag, [sf.status_key(SC, A)]), tag)
+    return watchlog.encode(made)

@@ -12,7 +12,8 @@ next one connects again. Every call is bounded (``timeout``).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -22,6 +23,8 @@ from responder.v1.watchlog import Gone, catch_up, op_id
 
 if TYPE_CHECKING:
     from responder.v1.watchdb import LmdbWatchSet
+
+T = TypeVar("T")
 
 STREAM: Final = "JPKI_WATCH"
 SUBJECT: Final = "jpki.watch"
@@ -61,37 +64,43 @@ class WatchStream:
             self._cluster = None
         return StreamUnavailable(f"watch stream {self.name}: {e or type(e).__name__}")
 
+    def _call(self, op: Callable[[Cluster], Coroutine[Any, Any, T]]) -> T:
+        """``op`` on the connection, once more on a new one when it fails (a connection
+        idle since the last call may have been dropped by the server meanwhile)."""
+        for attempt in (1, 2):
+            c = self._connected()
+            try:
+                return c.run(op(c), timeout=self.timeout * 2)
+            except nats.js.errors.NotFoundError:
+                raise
+            except (nats.errors.Error, TimeoutError, OSError) as e:
+                failed = self._failed(e)
+                if attempt == 2:
+                    raise failed from None
+        raise AssertionError("unreachable")
+
     def publish(self, op: bytes) -> int:
-        """Store one operation; its stream sequence (JetStream's acknowledgement)."""
-        c = self._connected()
-        try:
-            ack = c.run(
-                c.js.publish(self.subject, op, timeout=self.timeout, stream=self.name,
-                             headers={"Nats-Msg-Id": op_id(op)}),
-                timeout=self.timeout * 2,
-            )  # fmt: skip
-        except (nats.errors.Error, TimeoutError, OSError) as e:
-            raise self._failed(e) from None
+        """Store one operation; its stream sequence (JetStream's acknowledgement). Published
+        again after a failure, it is stored once (its message id)."""
+        headers = {"Nats-Msg-Id": op_id(op)}
+        ack = self._call(
+            lambda c: c.js.publish(
+                self.subject, op, timeout=self.timeout, stream=self.name, headers=headers
+            )
+        )
         return int(ack.seq)
 
     def last_seq(self) -> int:
         """The stream's last sequence (0 while it holds none)."""
-        c = self._connected()
-        try:
-            info = c.run(c.js.stream_info(self.name), timeout=self.timeout)
-        except (nats.errors.Error, TimeoutError, OSError) as e:
-            raise self._failed(e) from None
+        info = self._call(lambda c: c.js.stream_info(self.name))
         return int(info.state.last_seq)
 
     def fetch(self, seq: int) -> bytes | None:
         """Operation ``seq``'s bytes; None when the stream does not hold it (deleted)."""
-        c = self._connected()
         try:
-            msg = c.run(c.js.get_msg(self.name, seq=seq), timeout=self.timeout)
+            msg = self._call(lambda c: c.js.get_msg(self.name, seq=seq))
         except nats.js.errors.NotFoundError:
             return None
-        except (nats.errors.Error, TimeoutError, OSError) as e:
-            raise self._failed(e) from None
         return bytes(msg.data or b"")
 
     def close(self) -> None:
