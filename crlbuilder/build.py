@@ -760,10 +760,12 @@ class Builder:
             return r.stream_seq()
 
     def _mark_feed(self, feed: bytes) -> None:
-        """Name the record stream that fills the store (`META_FEED_ID`), so that a changes
-        cursor names this stream's positions (`responder.v1.feedpos`); another stream than the
-        one named (deleted and made again) is named instead, with a warning: the cursors of
-        the old one are then refused (410) and the parties resynchronise."""
+        """Name the record stream that fills the store (`META_FEED_ID`, `Commit.name_feed`), so
+        that a changes cursor names this stream's positions (`responder.v1.feedpos`); another
+        stream than the one named (deleted and made again) is named instead, with a warning:
+        the cursors of the old one are then refused (410) and the parties resynchronise. A
+        store named first after it applied part of the stream (a builder of an earlier
+        version) serves the cursors from there on only: its earlier commits name no batch."""
         with self.store.read() as r:
             was = r.feed_id()
         if was == feed:
@@ -773,7 +775,7 @@ class Builder:
                 "the record stream is not the one this store was filled from (made again?): "
                 "changes cursors of the old one are refused from now on")})  # fmt: skip
         with Commit(self.store) as c:
-            c.put_feed_id(feed)
+            c.name_feed(feed)
 
     def _stream_batch(self, applier: Applier, batch: list[Delivered]) -> None:
         """One batch of the stream, dated by the stream (see `crlbuilder.stream`).

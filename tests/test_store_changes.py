@@ -22,6 +22,8 @@ from crlbuilder.store.lmdbstore import Store, copy_store
 from crlbuilder.store.memory import MemoryReader
 from crlbuilder.store.reader import ChangeEntry, StoreReader, changes_start
 from crlbuilder.store.writer import Commit
+from responder.v1.cursor import StreamPosition
+from responder.v1.feedpos import Start, Verdict, locate
 
 T1 = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
 T2 = datetime(2031, 2, 4, 4, 5, 6, tzinfo=UTC)
@@ -193,3 +195,27 @@ def test_a_commit_of_the_record_stream_marks_its_batch_and_prune_moves_the_strea
         assert [e.group for e in _all(r)] == [g2]
     mem = MemoryReader(lost=[(first, KEYS[0])], groups={first: g1}, commit_times={first: t1})
     assert _all(mem) == [ChangeEntry(first, KEYS[0], t1, g1)]
+
+
+def test_a_store_named_after_part_of_the_stream_serves_stream_cursors_from_there_only(
+    store: Store,
+) -> None:
+    """A builder of an earlier version applied the stream through 40 without marking its
+    commits: the feed in stream positions starts at 40 (a cursor before it would pass those
+    commits' changes), `responder.v1.feedpos` refuses it (410) instead."""
+    _revoke(store, [KEYS[0]], T1)  # no group: an earlier builder's commit
+    with Commit(store) as c:
+        c.put_stream_seq(40)
+    with Commit(store) as c:
+        c.name_feed(b"F" * 16)
+    with store.read() as r:
+        assert r.feed_id() == b"F" * 16 and r.changes_from_seq() == 40
+        assert locate(StreamPosition(b"F" * 16, 30), r) is Verdict.EXPIRED
+        assert isinstance(locate(StreamPosition(b"F" * 16, 40), r), Start)
+    with Commit(store) as c:  # another stream (made again) named at 50: its feed starts there
+        c.put_stream_seq(50)
+    with Commit(store) as c:
+        c.name_feed(b"G" * 16)
+    with store.read() as r:
+        assert r.changes_from_seq() == 50
+        assert locate(StreamPosition(b"F" * 16, 50), r) is Verdict.OTHER_FEED

@@ -478,9 +478,16 @@ class Commit(LmdbReader):
         self._put(sf.DB_META, sf.META_BUILD, sf.pack_u32(build), change=False)
         return build
 
-    def put_feed_id(self, feed_id: bytes) -> None:
-        """The record stream that fills this store (`META_FEED_ID`): builder's state."""
+    def name_feed(self, feed_id: bytes) -> None:
+        """The record stream that fills this store from now on (`META_FEED_ID`): builder's
+        state. The feed in stream positions starts here: `META_CHANGES_FROM_SEQ` moves up to
+        the stream sequence applied so far, since the commits before carry no stream group (a
+        store filled before this version, or from another stream) and a cursor before it
+        cannot be served."""
         self._put(sf.DB_META, sf.META_FEED_ID, feed_id, change=False)
+        applied = sf.unpack_u64(self._meta(sf.META_STREAM_SEQ) or bytes(8))
+        if applied > sf.unpack_u64(self._meta(sf.META_CHANGES_FROM_SEQ) or bytes(8)):
+            self._put(sf.DB_META, sf.META_CHANGES_FROM_SEQ, sf.pack_u64(applied), change=False)
 
     def put_stream_seq(self, seq: int) -> None:
         """The record stream is applied up to ``seq`` (`META_STREAM_SEQ`): builder's state,
