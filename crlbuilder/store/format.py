@@ -146,9 +146,10 @@ name and creation instant), written by the builder that consumes it; absent for 
 fed by the stream. Every store fed by one stream carries the same: a changes cursor that names
 positions of the stream (`responder.v1.cursor`) is read on any node of the service."""
 META_CHANGES_FROM_SEQ: Final = b"changes-from-seq"
-"""u64: the last stream sequence (`StreamGroup.end`) of the commits `Commit.prune_changes`
-dropped from the changes feed: the feed's horizon in stream positions (absent: nothing of the
-stream dropped)."""
+"""u64: the feed's horizon in stream positions: the last stream sequence (`StreamGroup.end`) of
+the commits `Commit.prune_changes` dropped from the changes feed, or the stream sequence the
+store had applied when `Commit.name_feed` first named its stream, if later (its commits before
+name no batch); absent: 0."""
 META_STREAM_SEQ: Final = b"stream-seq"
 """u64: the last record stream sequence (`crlbuilder.stream`) whose batch is committed;
 written in that batch's own transaction, so the store, not the consumer, says where to resume."""
