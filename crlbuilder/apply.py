@@ -252,6 +252,9 @@ class Applier:
         self.on_progress = on_progress
         self.summary = Summary()
         self.verifiers = verifiers
+        self.group: sf.StreamGroup | None = None
+        """The record stream's batch being applied (`crlbuilder.stream`): every commit made
+        for it (its lapses, erasures and records) is marked with it (`Commit.group`)."""
         """The registered parties a consent may name (None: no registry, consents refused)."""
         self.crash_points: dict[str, Callable[[], object]] = {}
         """Test hooks called where a kill matters (see `outbox.deliver`)."""
@@ -291,6 +294,7 @@ class Applier:
         rejected: list[tuple[Located | Rejected, str]] = []
         summary = self.summary
         with Commit(self.store, self.clock) as c:
+            c.group = self.group
             if stream_seq is not None:
                 c.put_stream_seq(stream_seq)
             b = _Batch(c)
@@ -344,6 +348,7 @@ class Applier:
         due.sort()  # in holder order, as the notices kept are: the same commit either way
         before = sum(self.summary.revocations.values())
         with Commit(self.store, self.clock) as c:
+            c.group = self.group
             b = _Batch(c)
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
@@ -382,6 +387,7 @@ class Applier:
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
         with Commit(self.store, lambda: from_epoch(now)) as c:
+            c.group = self.group
 
             def due_at(key: bytes) -> int | None:
                 """When the entry at ``key`` falls due; None when it never does (or is gone)."""

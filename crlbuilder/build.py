@@ -631,6 +631,7 @@ class Builder:
         while True:
             try:
                 consumer.open(after)
+                self._mark_feed(consumer.feed_id())
                 break
             except ClusterError as e:
                 # a follower started while the cluster elects, or with a server down: it
@@ -762,6 +763,24 @@ class Builder:
         with self.store.read() as r:
             return r.stream_seq()
 
+    def _mark_feed(self, feed: bytes) -> None:
+        """Name the record stream that fills the store (`META_FEED_ID`, `Commit.name_feed`), so
+        that a changes cursor names this stream's positions (`responder.v1.feedpos`); another
+        stream than the one named (deleted and made again) is named instead, with a warning:
+        the cursors of the old one are then refused (410) and the parties resynchronise. A
+        store named first after it applied part of the stream (a builder of an earlier
+        version) serves the cursors from there on only: its earlier commits name no batch."""
+        with self.store.read() as r:
+            was = r.feed_id()
+        if was == feed:
+            return
+        if was:
+            self.emit({"event": "warning", "message": (
+                "the record stream is not the one this store was filled from (made again?): "
+                "changes cursors of the old one are refused from now on")})  # fmt: skip
+        with Commit(self.store) as c:
+            c.name_feed(feed)
+
     def _stream_batch(self, applier: Applier, batch: list[Delivered]) -> None:
         """One batch of the stream, dated by the stream (see `crlbuilder.stream`).
 
@@ -769,17 +788,25 @@ class Builder:
         the erasures past retention, then the batch's records with its last sequence, in
         its own transaction. The first two are idempotent as of that instant, so a kill
         before the batch's commit repeats them as no-ops and every node writes the same
-        commits at the same positions.
+        commits at the same positions. Each of these commits is marked with the batch
+        (`store.format.StreamGroup`: the stream sequence before it and its last), so the
+        changes feed is read by stream position on every node (`responder.v1.feedpos`).
         """
         at = batch[-1].at
         applier.clock = lambda: at
-        due = next_lapse(self.store)
-        if due is not None and due <= at:
-            applier.sweep_lapses(at)
-        if any(d.item is None for d in batch):
-            self._erase(applier, at)
-        items = [d.item for d in batch if d.item is not None]
-        applier.commit(items, stream_seq=batch[-1].seq)
+        with self.store.read() as r:
+            base = r.stream_seq()
+        applier.group = sf.StreamGroup(base, batch[-1].seq)  # every commit below is of it
+        try:
+            due = next_lapse(self.store)
+            if due is not None and due <= at:
+                applier.sweep_lapses(at)
+            if any(d.item is None for d in batch):
+                self._erase(applier, at)
+            items = [d.item for d in batch if d.item is not None]
+            applier.commit(items, stream_seq=batch[-1].seq)
+        finally:
+            applier.group = None
 
     def _consumed(self, p: Path, done: Path) -> None:
         """An applied spool file, its records committed: removed, or kept in ``done/`` (0700)."""

@@ -223,6 +223,14 @@ class Batcher:
         return out
 
 
+def feed_id(name: str, created: datetime) -> bytes:
+    """The 16 bytes naming one record stream (`store.format.META_FEED_ID`): its name and when
+    it was created, so a stream deleted and made again under the same name (its sequences
+    starting over) is another feed."""
+    text = f"{name}\0{created.astimezone(UTC).isoformat()}".encode()
+    return hashlib.blake2b(text, digest_size=16, person=b"jpkiva-feed-id").digest()
+
+
 @dataclass(frozen=True, slots=True)
 class StreamNames:
     name: str
@@ -449,6 +457,20 @@ class Consumer:
             self.cluster.run(go())
         except (nats.errors.Error, TimeoutError) as e:
             raise ClusterError(f"tick on {self.names.name}: {e}") from None
+
+    def feed_id(self) -> bytes:
+        """The stream's `feed_id` (from its name and creation instant, as JetStream keeps them)."""
+
+        async def go() -> bytes:
+            info = await self.cluster.js.stream_info(self.names.name)
+            if info.created is None:
+                raise ClusterError(f"stream {self.names.name}: JetStream gave no creation time")
+            return feed_id(self.names.name, info.created)
+
+        try:
+            return self.cluster.run(go())
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ClusterError(f"stream {self.names.name}: {e}") from None
 
     def last_seq(self) -> int:
         """The stream's last sequence (what a caught-up node has applied)."""

@@ -123,12 +123,14 @@ from responder.signergauges import SignerCollector
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 from responder.streamgauges import StreamCollector
+from responder.v1 import changes
 from responder.v1 import problem as v1problem
 from responder.v1.jws import AnswerSigner, load_answer_signer
 from responder.v1.routes import CALLS_DIR, V1Api, public_documents
 from responder.v1.routes import Done as V1Done
 from responder.v1.table import MEMBER_ROUTES as V1_MEMBER_ROUTES
 from responder.v1.table import ROUTES as V1_ROUTES
+from responder.v1.watchgauges import WatchCollector
 
 _log: Final = logging.getLogger("responder.app")
 
@@ -345,9 +347,11 @@ class JpkiApp:
         signers = SignerCollector(views)
         collectors: list[Collector] = [collector, quotas, signers]
         if self.config.cluster.nats:  # a node of several: the record stream and the ledger stream
+            watch = changes.setup(self.config)  # the env the feed's routes share
             collectors += [
                 StreamCollector(self.store, self.config.cluster.max_lag),
                 ShippingCollector(self.config.ledger.dir),
+                WatchCollector(lambda: watch.watchset),  # once a feed call opened them
             ]
         metrics = WorkerMetrics(cfg, collectors=collectors, access=self.access_log)
         collector.entries = self.entries = EntryCounts(

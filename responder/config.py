@@ -328,6 +328,11 @@ class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Certificates one party may watch."""
     map_size_gib: PositiveInt = 16
     """Address space reserved for the lists (sparse; ~40 bytes per watched certificate)."""
+    replication_wait_seconds: Annotated[float, msgspec.Meta(gt=0, le=30)] = 2.0
+    """On a node of several (``[cluster] nats``): how long a call waits for this node's lists
+    to apply the watch stream (``POST /v1/watch`` its own batch, ``GET /v1/changes`` every
+    batch registered anywhere before it) before answering 503 with Retry-After; also each
+    call to the stream's servers (`responder.v1.watchstream`)."""
     scan_limit: PositiveInt = 50_000
     """Changes one read of the feed examines at most (the cursor then says where to go on):
     bounds a call's time after a mass revocation (an issuing-key compromise); about 0.2 s

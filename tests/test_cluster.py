@@ -22,6 +22,7 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import threading
 import time
 import urllib.error
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -45,6 +47,7 @@ from crlbuilder.store.lmdbstore import Store
 from responder.cli import main as responder_main
 from responder.registry.shared import SharedRegistry
 from tests.conftest import Built
+from tests.support import procs
 from tests.support.harness import ocsp_request
 from tests.support.nats import Node, Nodes, haproxy, nats_cluster
 from tests.support.store import dump_store
@@ -157,6 +160,15 @@ def ready(url: str) -> bool:
 
 @pytest.fixture
 def nodes(built: Built, tmp_path: Path) -> Iterator[Nodes]:
+    with running_nodes(built, tmp_path, 3) as ns:
+        yield ns
+
+
+@contextlib.contextmanager
+def running_nodes(
+    built: Built, tmp_path: Path, n: int, responder_flags: tuple[str, ...] = ()
+) -> Iterator[Nodes]:
+    """``n`` nodes on a NATS cluster of three, every one caught up with the records and ready."""
     with nats_cluster(tmp_path / "nats") as cluster:
         keyless = tmp_path / "pki-keyless"
         shutil.copytree(built.pki, keyless)
@@ -165,8 +177,8 @@ def nodes(built: Built, tmp_path: Path) -> Iterator[Nodes]:
         ns = Nodes(cluster, [
             Node(f"node{i}", tmp_path / f"node{i}", built.pki if i == 0 else keyless, i == 0,
                  built.facts_key, built.registry)
-            for i in range(3)
-        ])  # fmt: skip
+            for i in range(n)
+        ], responder_flags=list(responder_flags))  # fmt: skip
         for n in ns.nodes:
             n.d.mkdir()
         try:
@@ -299,3 +311,68 @@ def test_three_nodes_behind_haproxy_lose_nothing(
     until(lambda: stream_seq(new.store) == stream_seq(nodes.nodes[0].store), 30, "same sequence")
     assert dump(new.store) == dump(nodes.nodes[0].store)
     assert os.path.exists(nodes.nodes[0].d / "crl")
+
+
+def test_the_changes_feed_on_several_nodes(built: Built, tmp_path: Path) -> None:
+    """Registered through node0, read through node1 with node0's cursor (the stores number
+    their commits alone: the cursor names stream positions); the per-party bound refused on
+    both; node1's responder stopped while a certificate is registered and two revoked, then
+    started again: its lists resume where they stood, and nothing is lost."""
+    secret = tmp_path / "watch.secret"
+    secret.write_text(os.urandom(32).hex() + "\n")
+    secret.chmod(0o600)
+    token = (built.pki / "parties" / f"{PARTY}.token").read_text().strip()
+
+    def v1(url: str, path: str, body: object | None = None) -> tuple[int, Any]:
+        data = msgspec.json.encode(body) if body is not None else None
+        req = urllib.request.Request(
+            f"{url}{path}", data=data, method="POST" if body is not None else "GET",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(r.status), msgspec.json.decode(r.read())
+        except urllib.error.HTTPError as e:
+            return int(e.code), msgspec.json.decode(e.read())
+
+    def ref(a: Answer) -> dict[str, str]:
+        return {"issuer": a.issuer, "serial": f"{a.serial:x}"}
+
+    goods = [a for a in built.answers if a.status is CertStatus.GOOD and valid(built, a)]
+    x, y, z, *more = goods[:6]
+    flags = ("--watch-secret-file", str(secret), "--watch-max-per-party", "3")
+    with running_nodes(built, tmp_path, 2, flags) as ns:
+        client = Client(built)
+        n0, n1 = ns.nodes
+        status, got = v1(n0.url, "/v1/watch", {"add": [ref(x)]})
+        assert (status, got["added"], got["watching"]) == (200, 1, 1), got
+        status, got = v1(n0.url, "/v1/changes")
+        assert status == 200, got
+        cursor = got["cursor"]
+        # the bound (3 here): node1 applies node0's batch first, and refuses the same way
+        status, got = v1(n1.url, "/v1/watch", {"add": [ref(a) for a in more]})
+        assert (status, got["rule"]) == (409, "watch_full"), got
+        status, got = v1(n0.url, "/v1/watch", {"add": [ref(a) for a in more]})
+        assert (status, got["rule"]) == (409, "watch_full"), got
+        status, got = v1(n1.url, "/v1/watch", {"add": [ref(y)]})
+        assert (status, got["added"], got["watching"]) == (200, 1, 2), got  # x, registered on n0
+        # node1's responder stopped: its lists are not fed meanwhile
+        port = n1.port
+        assert n1.responder is not None
+        procs.stop(n1.responder, signal.SIGTERM, 15)
+        n1.responder = None
+        status, got = v1(n0.url, "/v1/watch", {"add": [ref(z)]})
+        assert (status, got["watching"]) == (200, 3), got
+        for a in (x, z):
+            publish_revocation(ns.cluster.source, built, a, tmp_path)
+        ns.start_responder(n1, port=port)
+        until(lambda: all(client.ask(n1.url, a) == "revoked" for a in (x, z)), 30,
+              "node1's store applied both revocations", interval=0.05)  # fmt: skip
+        status, got = v1(n1.url, f"/v1/changes?cursor={cursor}")
+        assert status == 200, got
+        assert sorted(int(c["serial"], 16) for c in got["changes"]) == sorted([x.serial, z.serial])
+        assert got["more"] is False
+        # node1's cursor read on node0: nothing after it (both cut the same batches)
+        until(lambda: client.ask(n0.url, z) == "revoked", 30, "node0 applied them too")
+        status, again = v1(n0.url, f"/v1/changes?cursor={got['cursor']}")
+        assert (status, again["changes"]) == (200, []), again

@@ -111,6 +111,10 @@ METRICS = frozenset(
         "jpkiva_stream_head_seen_timestamp_seconds",
         "jpkiva_stream_lag_records",
         "jpkiva_stream_max_lag_records",
+        "jpkiva_watch_applied_operations",
+        "jpkiva_watch_replication_broken",
+        "jpkiva_watch_stream_operations",
+        "jpkiva_watch_stream_seen_timestamp_seconds",
         "jpkiva_worker_restarts_total",
         "jpkiva_workers_up",
     }

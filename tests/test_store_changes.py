@@ -22,6 +22,8 @@ from crlbuilder.store.lmdbstore import Store, copy_store
 from crlbuilder.store.memory import MemoryReader
 from crlbuilder.store.reader import ChangeEntry, StoreReader, changes_start
 from crlbuilder.store.writer import Commit
+from responder.v1.cursor import StreamPosition
+from responder.v1.feedpos import Start, Verdict, locate
 
 T1 = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
 T2 = datetime(2031, 2, 4, 4, 5, 6, tzinfo=UTC)
@@ -155,3 +157,65 @@ def test_memory_reader_reads_the_feed_like_lmdb(store: Store) -> None:
         for start in (changes_start(0), _all(r)[0].after, changes_start(seq)):
             assert list(mem.changes(start)) == list(r.changes(start))
         assert mem.count(sf.DB_CHANGES) == r.count(sf.DB_CHANGES)
+
+
+def test_a_commit_of_the_record_stream_marks_its_batch_and_prune_moves_the_stream_horizon(
+    store: Store,
+) -> None:
+    """The marker of a commit the record stream made names its batch (`StreamGroup`), read
+    back on every entry; pruning it moves `META_CHANGES_FROM_SEQ` to the batch's end, so a
+    stream cursor before it is refused. A commit of the node's own carries none."""
+    g1, g2 = sf.StreamGroup(0, 17), sf.StreamGroup(17, 30)
+    with Commit(store, lambda: T1) as c:
+        c.group = g1
+        st = c.status(KEYS[0])
+        assert st is not None
+        c.revoke(KEYS[0], st, category=Category.REQUEST.code, reason=1, at=0, recorded_at=0)
+        first = c.seq
+    own = _revoke(store, [KEYS[1]], T1)
+    with Commit(store, lambda: T2) as c:
+        c.group = g2
+        st = c.status(KEYS[2])
+        assert st is not None
+        c.revoke(KEYS[2], st, category=Category.REQUEST.code, reason=1, at=0, recorded_at=0)
+        last = c.seq
+    t1, t2 = int(T1.timestamp()), int(T2.timestamp())
+    with store.read() as r:
+        assert _all(r) == [
+            ChangeEntry(first, KEYS[0], t1, g1), ChangeEntry(own, KEYS[1], t1, None),
+            ChangeEntry(last, KEYS[2], t2, g2),
+        ]  # fmt: skip
+        assert r.changes_from_seq() == 0
+        assert list(r.changes(_all(r)[2].after)) == []
+        assert next(r.changes(sf.change_key(last, KEYS[2]))).group == g2  # read from inside
+    with Commit(store) as c:
+        c.prune_changes(t2)
+    with store.read() as r:
+        assert r.changes_from_seq() == 17 and r.changes_from() == own
+        assert [e.group for e in _all(r)] == [g2]
+    mem = MemoryReader(lost=[(first, KEYS[0])], groups={first: g1}, commit_times={first: t1})
+    assert _all(mem) == [ChangeEntry(first, KEYS[0], t1, g1)]
+
+
+def test_a_store_named_after_part_of_the_stream_serves_stream_cursors_from_there_only(
+    store: Store,
+) -> None:
+    """A builder of an earlier version applied the stream through 40 without marking its
+    commits: the feed in stream positions starts at 40 (a cursor before it would pass those
+    commits' changes), `responder.v1.feedpos` refuses it (410) instead."""
+    _revoke(store, [KEYS[0]], T1)  # no group: an earlier builder's commit
+    with Commit(store) as c:
+        c.put_stream_seq(40)
+    with Commit(store) as c:
+        c.name_feed(b"F" * 16)
+    with store.read() as r:
+        assert r.feed_id() == b"F" * 16 and r.changes_from_seq() == 40
+        assert locate(StreamPosition(b"F" * 16, 30), r) is Verdict.EXPIRED
+        assert isinstance(locate(StreamPosition(b"F" * 16, 40), r), Start)
+    with Commit(store) as c:  # another stream (made again) named at 50: its feed starts there
+        c.put_stream_seq(50)
+    with Commit(store) as c:
+        c.name_feed(b"G" * 16)
+    with store.read() as r:
+        assert r.changes_from_seq() == 50
+        assert locate(StreamPosition(b"F" * 16, 50), r) is Verdict.OTHER_FEED

@@ -43,6 +43,7 @@ from crlbuilder.manifest import Manifest
 from crlbuilder.model import Answer, CertStatus, Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import changes_start
 from crlbuilder.stream import (
     H_END,
     H_ID,
@@ -240,6 +241,16 @@ def publish_files(cfg: BuilderConfig, cluster: NatsCluster, paths: list[Path]) -
         c.close()
 
 
+def feed(cfg: BuilderConfig) -> tuple[bytes, list[tuple[sf.StreamGroup | None, bytes]]]:
+    """The store's feed id and its changes by stream batch (`store.format.StreamGroup`)."""
+    s = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            return r.feed_id(), [(e.group, e.key) for e in r.changes(changes_start(0))]
+    finally:
+        s.close()
+
+
 def dump(cfg: BuilderConfig) -> dict[str, list[tuple[bytes, bytes]]]:
     skip = [n for n in sf.ALL_DBS if n not in COMPARED]
     return dump_store(Path(cfg.store.path), skip=skip)
@@ -262,6 +273,9 @@ def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
     assert consume(b, cluster) == n1 + n2  # b applies it all at once, later
     assert dump(a) == dump(b)
     assert generation(a) > 2  # one commit per marked batch, not one in all
+    # the changes feed by stream position, the same on both (a changes cursor reads anywhere)
+    fed = feed(a)
+    assert fed == feed(b) and fed[0] and fed[1] and all(g is not None for g, _ in fed[1])
     # published again: JetStream drops every record id it already holds
     assert publish_files(a, cluster, files) == 0
     assert consume(b, cluster) == n1 + n2

@@ -21,8 +21,9 @@ crls          issuer u16 | number u64 | kind  `CrlFileEntry` JSON
 announcements issuer u16                     `Announcement` JSON: a published CA compromise
 outbox        target 1 B | staging no. u64   one JSON line owed to a file (`outbox`)
 quarantine    `quarantine_key` of a refusal  commit sequence when first quarantined
-changes       commit u32 [| issuer u16 |     commit marker (4 B key): committed_at i64;
-              serial 20 B]                   entry (26 B key): one loss of effect, 1 B
+changes       commit u32 [| issuer u16 |     commit marker (4 B key): committed_at i64
+              serial 20 B]                   [| stream group]; entry (26 B key): one loss
+                                             of effect, 1 B
 retention     due u64 | issuer u16 |         empty: the retention agenda (`crlbuilder.retention`)
               serial 20 B
 lapses        planned date u32 | holder 32 B empty: the move-out notices not lapsed yet
@@ -139,6 +140,16 @@ one. 0 for a store created with it; the commit at the time for an older store th
 it; moved forward by `crlbuilder.store.writer.Commit.prune_changes` (the retention horizon).
 A cursor before it cannot be served: the party resynchronises."""
 STORE_ID_BYTES: Final = 16
+META_FEED_ID: Final = b"feed-id"
+"""16 bytes naming the record stream that fills this store (`crlbuilder.stream.feed_id`: its
+name and creation instant), written by the builder that consumes it; absent for a store not
+fed by the stream. Every store fed by one stream carries the same: a changes cursor that names
+positions of the stream (`responder.v1.cursor`) is read on any node of the service."""
+META_CHANGES_FROM_SEQ: Final = b"changes-from-seq"
+"""u64: the feed's horizon in stream positions: the last stream sequence (`StreamGroup.end`) of
+the commits `Commit.prune_changes` dropped from the changes feed, or the stream sequence the
+store had applied when `Commit.name_feed` first named its stream, if later (its commits before
+name no batch); absent: 0."""
 META_STREAM_SEQ: Final = b"stream-seq"
 """u64: the last record stream sequence (`crlbuilder.stream`) whose batch is committed;
 written in that batch's own transaction, so the store, not the consumer, says where to resume."""
@@ -208,8 +219,36 @@ def crl_key(issuer_index: int, number: int, delta: bool) -> bytes:
 
 def commit_marker_key(commit: int) -> bytes:
     """The changes feed's marker of one commit (4 bytes: sorts before the commit's entries);
-    its value is the commit's time (i64)."""
+    its value is `commit_marker`."""
     return commit.to_bytes(4, "big")
+
+
+class StreamGroup(NamedTuple):
+    """The record stream's batch a commit belongs to (`crlbuilder.stream`): the batch's
+    stream sequences are ``base`` + 1 to ``end``. The lapses written before a batch, dated by
+    it, and its erasures belong to it too (the same group, earlier commits)."""
+
+    base: int
+    """The last stream sequence committed before the batch (`META_STREAM_SEQ` then)."""
+    end: int
+    """The batch's last stream sequence."""
+
+
+def commit_marker(committed_at: int, group: StreamGroup | None) -> bytes:
+    """A commit marker's value: the commit's time (i64), then, for a commit made applying the
+    record stream, its `StreamGroup` (base u64 ‖ end u64): 8 or 24 bytes."""
+    out = pack_i64(committed_at)
+    if group is not None:
+        out += pack_u64(group.base) + pack_u64(group.end)
+    return out
+
+
+def parse_commit_marker(raw: bytes) -> tuple[int, StreamGroup | None]:
+    """(time, stream group or None) of a commit marker's value (`commit_marker`)."""
+    at = unpack_i64(raw[:8])
+    if len(raw) >= 24:
+        return at, StreamGroup(unpack_u64(raw[8:16]), unpack_u64(raw[16:24]))
+    return at, None
 
 
 def change_key(commit: int, key: bytes) -> bytes:

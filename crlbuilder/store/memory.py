@@ -65,6 +65,14 @@ class MemoryReader(ReaderRules):
     """commit → when it was written (the feed's commit markers)."""
     horizon: int = 0
     """`StoreReader.changes_from`."""
+    groups: dict[int, sf.StreamGroup] = field(default_factory=dict)
+    """commit → the record stream's batch it belongs to (the markers of a stream-fed store)."""
+    feed: bytes = b""
+    """`StoreReader.feed_id`."""
+    stream_applied: int = 0
+    """`StoreReader.stream_seq`."""
+    horizon_seq: int = 0
+    """`StoreReader.changes_from_seq`."""
     revision: int = 0
 
     def changed(self) -> None:
@@ -193,10 +201,20 @@ class MemoryReader(ReaderRules):
     def changes_from(self) -> int:
         return self.horizon
 
+    def feed_id(self) -> bytes:
+        return self.feed
+
+    def stream_seq(self) -> int:
+        return self.stream_applied
+
+    def changes_from_seq(self) -> int:
+        return self.horizon_seq
+
     def changes(self, start: bytes) -> Iterator[ChangeEntry]:
         for commit, key in sorted(self.lost):
             if sf.change_key(commit, key) >= start:
-                yield ChangeEntry(commit, key, self.commit_times.get(commit, 0))
+                at = self.commit_times.get(commit, 0)
+                yield ChangeEntry(commit, key, at, self.groups.get(commit))
 
 
 def _range(records: Mapping[bytes, _V], issuer_index: int | None) -> Iterator[tuple[bytes, _V]]:

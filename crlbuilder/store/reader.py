@@ -84,6 +84,9 @@ class ChangeEntry(NamedTuple):
     """The status key of the certificate (read its `StatusRecord` for what it lost effect by)."""
     committed_at: int
     """When that commit was written (epoch seconds)."""
+    group: sf.StreamGroup | None = None
+    """The record stream's batch the commit belongs to (`store.format.StreamGroup`); None
+    for a commit the record stream did not make."""
 
     @property
     def after(self) -> bytes:
@@ -223,6 +226,19 @@ class StoreReader(Protocol):
     def changes_from(self) -> int:
         """The changes feed holds every loss of effect of the commits after this one
         (`META_CHANGES_FROM`); the current commit for a store without the feed."""
+        ...
+
+    def feed_id(self) -> bytes:
+        """The record stream that fills the store (`META_FEED_ID`); empty when none does."""
+        ...
+
+    def stream_seq(self) -> int:
+        """The last record stream sequence committed (`META_STREAM_SEQ`; 0 before any)."""
+        ...
+
+    def changes_from_seq(self) -> int:
+        """The changes feed holds every loss of effect of the record stream's batches that
+        end after this stream sequence (`META_CHANGES_FROM_SEQ`; 0: none dropped)."""
         ...
 
     def changes(self, start: bytes) -> Iterator[ChangeEntry]:
@@ -570,24 +586,34 @@ class LmdbReader(ReaderRules):
             return self.generation().commit
         return self.meta_u32(sf.META_CHANGES_FROM)
 
+    def feed_id(self) -> bytes:
+        return self._meta(sf.META_FEED_ID) or b""
+
+    def changes_from_seq(self) -> int:
+        raw = self._meta(sf.META_CHANGES_FROM_SEQ)
+        return sf.unpack_u64(raw) if raw else 0
+
     def changes(self, start: bytes) -> Iterator[ChangeEntry]:
         db = self._dbs.get(sf.DB_CHANGES)
         if db is None:
             return
         cur = self._txn.cursor(db=db)
         prefix, commit, at = b"", 0, 0
+        group: sf.StreamGroup | None = None
         if len(start) > 4:  # inside a commit: its marker comes before ``start``
             raw = self._txn.get(start[:4], db=db)
-            prefix, commit, at = start[:4], sf.unpack_u32(start[:4]), sf.unpack_i64(raw or bytes(8))
+            prefix, commit = start[:4], sf.unpack_u32(start[:4])
+            at, group = sf.parse_commit_marker(bytes(raw or bytes(8)))
         if not cur.set_range(start):
             return
         for k, v in cur.iternext():
             if len(k) == 4:
-                prefix, commit, at = k, sf.unpack_u32(k), sf.unpack_i64(v)
+                prefix, commit = k, sf.unpack_u32(k)
+                at, group = sf.parse_commit_marker(bytes(v))
                 continue
             if k[:4] != prefix:  # an entry whose marker is gone: its time is unknown
-                prefix, commit, at = k[:4], sf.unpack_u32(k[:4]), 0
-            yield ChangeEntry(commit, k[4:], at)
+                prefix, commit, at, group = k[:4], sf.unpack_u32(k[:4]), 0, None
+            yield ChangeEntry(commit, k[4:], at, group)
 
     # --- the builder's own ----------------------------------------------------------
 

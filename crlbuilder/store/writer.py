@@ -75,6 +75,7 @@ class Commit(LmdbReader):
         "_revoked_from",
         "_seq_u32",
         "changed",
+        "group",
         "lost",
         "seq",
         "wrote",
@@ -91,6 +92,10 @@ class Commit(LmdbReader):
         of every status record it writes."""
         self.changed = False
         self.wrote = False
+        self.group: sf.StreamGroup | None = None
+        """The record stream's batch this commit belongs to (`store.format.StreamGroup`), set
+        by the builder that applies the stream: written in the commit's marker, so a changes
+        cursor can name positions of the stream rather than this store's commit numbers."""
         self._answers_in: dict[bytes, bool] = {}
         self._changes_db = store.dbs[sf.DB_CHANGES]
         # the handles and the packed sequence the per-record writes use, looked up once
@@ -126,7 +131,7 @@ class Commit(LmdbReader):
             self._txn.put(sf.META_COMMITTED_AT, sf.pack_i64(at), db=self._meta_db)
             if self.lost:
                 marker = sf.commit_marker_key(self.seq)
-                self._txn.put(marker, sf.pack_i64(at), db=self._changes_db)
+                self._txn.put(marker, sf.commit_marker(at, self.group), db=self._changes_db)
             if self._lapses_whole or self._meta(sf.META_LAPSES) == sf.pack_u32(self.seq - 1):
                 # the index was complete before this commit, which kept it: still complete
                 self._txn.put(sf.META_LAPSES, self._seq_u32, db=self._meta_db)
@@ -285,24 +290,30 @@ class Commit(LmdbReader):
     def prune_changes(self, before: int) -> int:
         """Drop from the changes feed every commit written before ``before`` (epoch seconds):
         the feed's retention. Moves its horizon (`META_CHANGES_FROM`) to the last commit
-        dropped, so a cursor at or before it is refused and the party resynchronises. Whole
+        dropped (and `META_CHANGES_FROM_SEQ` to the last stream sequence of those the record
+        stream made), so a cursor at or before it is refused and the party resynchronises. Whole
         commits only: a cursor is never left inside a commit whose rest is gone. Changes no
         status (no new commit); returns the entries dropped."""
         cur = self._txn.cursor(db=self._changes_db)
-        dropped, last = 0, 0
+        dropped, last, last_seq = 0, 0, 0
         found = cur.first()
         while found:
             k = bytes(cur.key())
             if len(k) == 4:
-                if sf.unpack_i64(bytes(cur.value())) >= before:
+                at, group = sf.parse_commit_marker(bytes(cur.value()))
+                if at >= before:
                     break
                 last = sf.unpack_u32(k)
+                if group is not None:
+                    last_seq = max(last_seq, group.end)
             elif sf.unpack_u32(k[:4]) > last:  # an entry of a commit not (yet) judged old
                 break
             found = cur.delete()
             dropped += 1
         if last > self.meta_u32(sf.META_CHANGES_FROM):
             self._put(sf.DB_META, sf.META_CHANGES_FROM, sf.pack_u32(last), change=False)
+        if last_seq > sf.unpack_u64(self._meta(sf.META_CHANGES_FROM_SEQ) or bytes(8)):
+            self._put(sf.DB_META, sf.META_CHANGES_FROM_SEQ, sf.pack_u64(last_seq), change=False)
         self.wrote |= dropped > 0
         return dropped
 
@@ -466,6 +477,17 @@ class Commit(LmdbReader):
         build = self.generation().build + 1
         self._put(sf.DB_META, sf.META_BUILD, sf.pack_u32(build), change=False)
         return build
+
+    def name_feed(self, feed_id: bytes) -> None:
+        """The record stream that fills this store from now on (`META_FEED_ID`): builder's
+        state. The feed in stream positions starts here: `META_CHANGES_FROM_SEQ` moves up to
+        the stream sequence applied so far, since the commits before carry no stream group (a
+        store filled before this version, or from another stream) and a cursor before it
+        cannot be served."""
+        self._put(sf.DB_META, sf.META_FEED_ID, feed_id, change=False)
+        applied = sf.unpack_u64(self._meta(sf.META_STREAM_SEQ) or bytes(8))
+        if applied > sf.unpack_u64(self._meta(sf.META_CHANGES_FROM_SEQ) or bytes(8)):
+            self._put(sf.DB_META, sf.META_CHANGES_FROM_SEQ, sf.pack_u64(applied), change=False)
 
     def put_stream_seq(self, seq: int) -> None:
         """The record stream is applied up to ``seq`` (`META_STREAM_SEQ`): builder's state,

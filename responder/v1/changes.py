@@ -44,11 +44,23 @@ the status record of each hit. The watch list is the responder's own state
   copy) 409 (``cursor_ahead``). The way back is the same: take a fresh cursor (no
   cursor), re-read the status of the whole list with ``POST /v1/status``, then read the
   changes from that cursor (changes between the two are delivered again, not lost).
-- A service of several nodes (``[cluster] nats``) does not serve the feed: each node keeps
-  its own watch lists and numbers its own commits, so a list registered through one node
-  and read through another (a load balancer sends a party anywhere) would miss changes
-  without a word. Both routes answer 501 ``not_on_several_nodes`` there, after the party
-  is authenticated; ``POST /v1/status`` answers the same certificates on every node.
+- A service of several nodes (``[cluster] nats``) serves the feed on every node: a party
+  registers through any node and reads through any other. The watch lists are one log of
+  operations on the ``JPKI_WATCH`` stream (`responder.v1.watchlog`: keyed digests only,
+  every node needs the same ``[watch] secret_file``), applied in stream order by every
+  node: ``POST /v1/watch`` answers once its own node applied the batch, with what it did
+  there (409 ``watch_full`` decided the same everywhere); ``GET /v1/changes`` first
+  applies every batch registered anywhere before it, for at most ``[watch]
+  replication_wait_seconds``, past which (or when the stream cannot be reached) it
+  answers 503 with Retry-After, nothing counted. A store filled from the record stream
+  issues cursors that name stream positions (`responder.v1.feedpos`), read alike on every
+  node although each numbers its commits alone (``commit`` in a change is the answering
+  node's); where two nodes cut a batch differently (one a builder cut by time, its
+  publisher gone) a read may deliver some changes again, never pass one. A node behind
+  the cursor answers no change and the same cursor; a fresh cursor stands ``[cluster]
+  max_lag`` records before the node's position, so that ``POST /v1/status`` read next on
+  any ready node is not older than it (the changes in between come again). Changes
+  delivered are counted on the node that delivers them (its ledger is shipped).
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
   says where to go on. For a party whose agreement bounds its provisions per day
@@ -69,7 +81,8 @@ bound: 409 ``watch_full``, nothing changed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +90,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from crlbuilder.jetstream import parse_servers
 from crlbuilder.model import Category, Family, Reason
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import ChangeEntry, StoreReader
@@ -84,7 +98,7 @@ from responder import policy
 from responder.config import ResponderConfig, WatchConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import cursor as cursors
-from responder.v1 import problem
+from responder.v1 import feedpos, problem, watchlog, watchstream
 from responder.v1.certref import IssuerIndex, from_certificate
 from responder.v1.route import Context, Reply, Route
 from responder.v1.status import REASON_NAMES
@@ -97,6 +111,7 @@ from responder.v1.watchset import (
     WatchUnavailable,
     load_secret,
 )
+from responder.v1.watchstream import StreamUnavailable, WatchStream
 from responder.v1.wire import CertRef, Problem, StoreRef, first_bad_serial
 
 MAX_BATCH: Final = 10_000
@@ -249,23 +264,40 @@ class WatchEnv:
     secret_path: Path
     index: IssuerIndex = field(default_factory=IssuerIndex)
     watchset: WatchSet | None = None
-    several_nodes: bool = False
-    """A node of several (``[cluster] nats``): the watch lists are this node's own, so both
-    routes are refused (`NOT_ON_SEVERAL_NODES`) rather than answer from a list another node
-    never saw."""
+    fresh_lag: int = 0
+    """Stream records a fresh cursor stands before this node's position (``[cluster]
+    max_lag``: `handle_changes` on a store fed by the record stream)."""
+    stream: WatchStream | None = None
+    """A node of several (``[cluster] nats``): the watch stream every node applies to its
+    lists (`responder.v1.watchlog`); None on one node, whose lists are written directly."""
+    keys: WatchKeys | None = None
+    _opening: threading.Lock = field(default_factory=threading.Lock)
 
     def lists(self) -> WatchSet | None:
         """The watch lists, opened on first use; None (logged, no secret) when they cannot."""
-        if self.watchset is None:
-            try:
-                keys = WatchKeys(load_secret(self.secret_path, create=True))
-                self.watchset = LmdbWatchSet(
-                    self.lists_dir, keys, map_size=self.config.map_size_gib << 30
-                )
-            except (SecretError, WatchDbError, OSError) as e:
-                _log.error("watch lists unavailable: %s", e)
-                return None
-        return self.watchset
+        with self._opening:  # the batch thread and a metrics scrape: one open per process
+            if self.watchset is None:
+                # a node of several does not draw a secret of its own: every node needs the
+                # service's (its digests travel on the watch stream)
+                several = self.stream is not None
+                try:
+                    self.keys = WatchKeys(load_secret(self.secret_path, create=not several))
+                    self.watchset = LmdbWatchSet(
+                        self.lists_dir, self.keys, map_size=self.config.map_size_gib << 30
+                    )
+                except (SecretError, WatchDbError, OSError) as e:
+                    hint = (
+                        " (a node of several: install the service's [watch] secret_file, the "
+                        "same on every node)" if several else ""
+                    )  # fmt: skip
+                    _log.error("watch lists unavailable: %s%s", e, hint)
+                    return None
+            return self.watchset
+
+
+def _waits(env: WatchEnv) -> bool:
+    """`Route.blocking`: on several nodes both routes wait on the watch stream."""
+    return env.stream is not None
 
 
 _ENVS: Final[dict[Path, WatchEnv]] = {}
@@ -276,22 +308,20 @@ open of an environment per process)."""
 def setup(config: ResponderConfig) -> WatchEnv:
     w = config.watch
     where = w.lists_dir(config.ledger).absolute()
-    several = bool(config.cluster.nats)
+    nats = config.cluster.nats
+    lag = config.cluster.max_lag if nats else 0
     env = _ENVS.get(where)
-    if env is None or env.config != w or env.several_nodes != several:
-        env = _ENVS[where] = WatchEnv(w, where, w.secret_path(config.ledger), several_nodes=several)
+    if (
+        env is None
+        or env.config != w
+        or env.fresh_lag != lag
+        or (env.stream.servers if env.stream else []) != (parse_servers(nats) if nats else [])
+    ):
+        stream = WatchStream(nats, timeout=w.replication_wait_seconds) if nats else None
+        env = _ENVS[where] = WatchEnv(
+            w, where, w.secret_path(config.ledger), fresh_lag=lag, stream=stream
+        )
     return env
-
-
-NOT_ON_SEVERAL_NODES: Final = problem.make(
-    501,
-    "not_on_several_nodes",
-    "the changes feed is not served by a service of several nodes: each node keeps its own "
-    "watch lists and numbers its own commits, so a list registered through one node and read "
-    "through another would miss changes without a word; ask POST /v1/status for the "
-    "certificates instead",
-)
-"""501 for /v1/watch and /v1/changes on a node of several (docs/operations.md)."""
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -380,8 +410,6 @@ def handle_watch(request: WatchRequest, ctx: Context) -> Reply[WatchResponse] | 
     """Apply one batch to the party's watch list (module docstring). Counts nothing."""
     env = ctx.env
     assert isinstance(env, WatchEnv)
-    if env.several_nodes:
-        return NOT_ON_SEVERAL_NODES
     n = len(request.add) + len(request.remove)
     if n == 0 or n > MAX_BATCH:
         return problem.bad_input("$", f"give 1 to {MAX_BATCH} entries in add and remove together")
@@ -405,19 +433,18 @@ def handle_watch(request: WatchRequest, ctx: Context) -> Reply[WatchResponse] | 
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
+    adding, removing = list(dict.fromkeys(allowed)), list(dict.fromkeys(remove))
+    if env.stream is not None:
+        return _watch_replicated(env, lists, ctx.party.id, adding, removing, refused)
     try:
         done = lists.update(
             ctx.party.id,
-            list(dict.fromkeys(allowed)),
-            list(dict.fromkeys(remove)),
+            adding,
+            removing,
             limit=env.config.max_per_party,
         )
     except WatchFull as e:
-        return problem.make(
-            409, RULE_WATCH_FULL,
-            f"the watch list would exceed {e.limit} certificates; nothing was changed",
-            field="$.add",
-        )  # fmt: skip
+        return _watch_full(e.limit)
     except WatchUnavailable:
         return _UNAVAILABLE
     body = WatchResponse(
@@ -429,6 +456,92 @@ def handle_watch(request: WatchRequest, ctx: Context) -> Reply[WatchResponse] | 
         refused=refused,
     )
     return Reply(body)
+
+
+def _watch_full(limit: int) -> Problem:
+    return problem.make(
+        409, RULE_WATCH_FULL,
+        f"the watch list would exceed {limit} certificates; nothing was changed",
+        field="$.add",
+    )  # fmt: skip
+
+
+def _watch_replicated(
+    env: WatchEnv,
+    lists: WatchSet,
+    party: str,
+    add: list[bytes],
+    remove: list[bytes],
+    refused: list[WatchRefusal],
+) -> Reply[WatchResponse] | Problem:
+    """A node of several: the batch as one operation of the watch stream, answered once this
+    node's lists applied it, with what it did there (the same on every node)."""
+    assert env.stream is not None and env.keys is not None
+    if not isinstance(lists, LmdbWatchSet):
+        return _UNAVAILABLE
+    keys = env.keys
+    tag = keys.tag(party)
+    op = watchlog.make_op(
+        keys.check(), env.config.max_per_party, keys.entries(tag, remove),
+        keys.entries(tag, add), tag,
+    )  # fmt: skip
+    try:
+        seq = env.stream.publish(watchlog.encode(op))
+    except StreamUnavailable as e:
+        _log.warning("watch batch not published: %s", e)
+        return _STREAM_UNAVAILABLE
+    refusal = _caught_up(env, lists, seq)
+    if refusal is not None:
+        return refusal
+    outcome = lists.outcome(seq)
+    if outcome is None:  # applied, and its outcome already dropped: a list that moved on
+        return _UNAVAILABLE
+    if outcome.full:
+        return _watch_full(outcome.limit)
+    body = WatchResponse(
+        added=outcome.added,
+        already=len(add) - outcome.added,
+        removed=outcome.removed,
+        absent=len(remove) - outcome.removed,
+        watching=outcome.total,
+        refused=refused,
+    )
+    return Reply(body)
+
+
+_NO_FEED: Final = problem.make(
+    503, problem.UNAVAILABLE,
+    "this node's store does not name the record stream it is filled from yet (its builder "
+    "names it when it starts): its cursors would not be read by the other nodes; retry",
+)  # fmt: skip
+_STREAM_UNAVAILABLE: Final = problem.make(
+    503, problem.UNAVAILABLE,
+    "the watch lists of the service's nodes cannot be reached now; retry (a batch sent again "
+    "is applied once: what is watched already counts as already)",
+)  # fmt: skip
+_BEHIND: Final = problem.make(
+    503, problem.UNAVAILABLE,
+    "this node is still applying the watch lists registered through the others; retry",
+)  # fmt: skip
+
+
+def _caught_up(env: WatchEnv, lists: LmdbWatchSet, target: int | None) -> Problem | None:
+    """Apply the watch stream's operations through ``target`` (None: its last one) within
+    ``[watch] replication_wait_seconds``; the 503 to answer when that could not be done."""
+    assert env.stream is not None
+    try:
+        watchstream.sync(lists, env.stream, target, env.config.replication_wait_seconds)
+    except StreamUnavailable as e:
+        _log.warning("watch lists not caught up: %s", e)
+        return _STREAM_UNAVAILABLE
+    except watchlog.Behind:
+        return _BEHIND
+    except (watchlog.Gone, watchlog.SecretMismatch) as e:
+        _log.error("watch lists not replicated: %s", e)
+        return _STREAM_UNAVAILABLE
+    except WatchUnavailable:
+        return _UNAVAILABLE
+    return None
 
 
 # --- GET /v1/changes --------------------------------------------------------------------
@@ -473,18 +586,84 @@ def _change(e: ChangeEntry, issuer: _Issuer, reader: StoreReader, crl_import: bo
     )  # fmt: skip
 
 
+@dataclass
+class _Read:
+    """What one read of the feed found: the watched changes, counted per service."""
+
+    changes: list[Change] = field(default_factory=list)
+    counts: dict[Service, int] = field(default_factory=dict)
+    families: set[Family] = field(default_factory=set)
+    full: bool = False
+    """It stopped at ``limit`` or at the scan bound (``more``)."""
+
+
+def _read(
+    entries: Iterator[ChangeEntry],
+    lists: WatchSet,
+    party: str,
+    issuers: dict[int, _Issuer],
+    reader: StoreReader,
+    *,
+    limit: int,
+    budget: int,
+    seen: Callable[[ChangeEntry], None],
+) -> _Read:
+    """The watched changes of ``entries`` up to ``limit`` changes or ``budget`` entries;
+    ``seen`` is told of every entry read, in order. Raises `WatchUnavailable`."""
+    out = _Read()
+    crl_import = reader.crl_import()
+    scanned = 0
+    for read in _chunks(entries, PROBE_CHUNK):
+        chunk = read[: budget - scanned]
+        receivable = [
+            e for e in chunk
+            if (i := issuers.get(sf.split_status_key(e.key)[0])) is not None
+            and i.refusal is None
+        ]  # fmt: skip
+        hits = lists.watched(party, [e.key for e in receivable])
+        watched = {e.key for e, hit in zip(receivable, hits, strict=True) if hit}
+        for e in chunk:
+            seen(e)
+            scanned += 1
+            if e.key in watched:
+                issuer = issuers[sf.split_status_key(e.key)[0]]
+                out.changes.append(_change(e, issuer, reader, crl_import))
+                out.counts[issuer.service] = out.counts.get(issuer.service, 0) + 1
+                out.families.add(issuer.family)
+                if len(out.changes) == limit:
+                    out.full = True
+                    break
+        if out.full or scanned >= budget:
+            out.full = True
+            break
+    return out
+
+
+def _reply(
+    store: StoreRef, now: datetime, got: _Read, cursor: str, issuers: dict[int, _Issuer]
+) -> Reply[ChangesResponse]:
+    body = ChangesResponse(
+        store=store, produced_at=now, changes=got.changes, cursor=cursor, more=got.full,
+        passed_over=_passed_over(issuers),
+    )  # fmt: skip
+    family = next(iter(got.families)).value if len(got.families) == 1 else ""
+    return Reply(body, tuple(got.counts.items()), family)
+
+
 def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse] | Problem:
     """The watched changes after the cursor (module docstring)."""
     env = ctx.env
     assert isinstance(env, WatchEnv)
-    if env.several_nodes:
-        return NOT_ON_SEVERAL_NODES
     reader = ctx.reader
     committed = reader.committed_at()
     store = StoreRef(
         commit=reader.generation().commit, committed_at=_at(committed) if committed else None
     )
     now = _at(int(ctx.now))
+    if reader.feed_id():
+        return _changes_of_stream(request, ctx, env, store, now)
+    if env.stream is not None:  # a node of several whose builder has not named its stream
+        return _NO_FEED
     if not request.cursor:
         return Reply(ChangesResponse(
             store=store, produced_at=now, changes=[], cursor=cursors.at_commit(reader), more=False,
@@ -499,54 +678,88 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     if lists is None:
         return _UNAVAILABLE
     issuers = _issuers(reader, ctx)
-    crl_import = reader.crl_import()
-    party = ctx.party.id
-    limit, budget = request.limit, env.config.scan_limit
-    if ctx.provisions_left is not None:  # no more than the party's provisions left today
-        limit = min(limit, ctx.provisions_left)
-    store_id = reader.store_id()
-    changes: list[Change] = []
-    counts: dict[Service, int] = {}
-    families: set[Family] = set()
     last: ChangeEntry | None = None
-    scanned = 0
-    full = False
+
+    def seen(e: ChangeEntry) -> None:
+        nonlocal last
+        last = e
+
     try:
-        for read in _chunks(reader.changes(position.start), PROBE_CHUNK):
-            chunk = read[: budget - scanned]
-            receivable = [
-                e for e in chunk
-                if (i := issuers.get(sf.split_status_key(e.key)[0])) is not None
-                and i.refusal is None
-            ]  # fmt: skip
-            hits = lists.watched(party, [e.key for e in receivable])
-            watched = {e.key for e, hit in zip(receivable, hits, strict=True) if hit}
-            for e in chunk:
-                last = e
-                scanned += 1
-                if e.key in watched:
-                    issuer = issuers[sf.split_status_key(e.key)[0]]
-                    changes.append(_change(e, issuer, reader, crl_import))
-                    counts[issuer.service] = counts.get(issuer.service, 0) + 1
-                    families.add(issuer.family)
-                    if len(changes) == limit:
-                        full = True
-                        break
-            if full or scanned >= budget:
-                full = True
-                break
+        got = _read(
+            reader.changes(position.start), lists, ctx.party.id, issuers, reader,
+            limit=_limit(request, ctx), budget=env.config.scan_limit, seen=seen,
+        )  # fmt: skip
     except WatchUnavailable:
         return _UNAVAILABLE
-    if full and last is not None:
-        cursor = cursors.encode(store_id, last.after)
+    if got.full and last is not None:
+        cursor = cursors.encode(reader.store_id(), last.after)
     else:  # read to the end: the next read starts after the view's commit
         cursor = cursors.at_commit(reader)
-    body = ChangesResponse(
-        store=store, produced_at=now, changes=changes, cursor=cursor, more=full,
-        passed_over=_passed_over(issuers),
-    )  # fmt: skip
-    family = next(iter(families)).value if len(families) == 1 else ""
-    return Reply(body, tuple(counts.items()), family)
+    return _reply(store, now, got, cursor, issuers)
+
+
+def _limit(request: ChangesQuery, ctx: Context) -> int:
+    """The changes one read may deliver: the party's ``limit``, and no more than its
+    provisions left today (``provisions_per_day``, 件数) where its agreement bounds them."""
+    if ctx.provisions_left is None:
+        return request.limit
+    return min(request.limit, ctx.provisions_left)
+
+
+def _changes_of_stream(
+    request: ChangesQuery, ctx: Context, env: WatchEnv, store: StoreRef, now: datetime
+) -> Reply[ChangesResponse] | Problem:
+    """The changes of a store filled from the record stream: positions of the stream, read on
+    any node of the service (`responder.v1.feedpos`)."""
+    reader = ctx.reader
+    feed = reader.feed_id()
+    if not request.cursor:
+        # a fresh cursor stands [cluster] max_lag records before this node's position: a
+        # POST /v1/status that follows it on another ready node (within max_lag of the
+        # stream) is then not older than it; the changes in between come again
+        base = max(reader.stream_seq() - env.fresh_lag, reader.changes_from_seq(), 0)
+        cursor = cursors.encode_stream(cursors.StreamPosition(feed, base))
+        return Reply(ChangesResponse(
+            store=store, produced_at=now, changes=[], cursor=cursor, more=False, passed_over=[],
+        ))  # fmt: skip
+    position = cursors.decode_any(request.cursor)
+    if not isinstance(position, cursors.StreamPosition):
+        if position is None:
+            return _CURSOR_PROBLEMS[cursors.Verdict.MALFORMED]
+        return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]  # a cursor of one node's store
+    where = feedpos.locate(position, reader)
+    if where is feedpos.Verdict.NOT_YET:  # this node is behind the cursor: nothing new here
+        return Reply(ChangesResponse(
+            store=store, produced_at=now, changes=[], cursor=request.cursor, more=False,
+            passed_over=[],
+        ))  # fmt: skip
+    if isinstance(where, feedpos.Verdict):
+        return _CURSOR_PROBLEMS[
+            cursors.Verdict.EXPIRED
+            if where is feedpos.Verdict.EXPIRED
+            else cursors.Verdict.OTHER_STORE
+        ]
+    lists = env.lists()
+    if lists is None:
+        return _UNAVAILABLE
+    if env.stream is not None:  # several nodes: every list registered anywhere, first
+        if not isinstance(lists, LmdbWatchSet):
+            return _UNAVAILABLE
+        refusal = _caught_up(env, lists, None)
+        if refusal is not None:
+            return refusal
+    issuers = _issuers(reader, ctx)
+    tracker = where.tracker
+    stream_made = (e for e in reader.changes(where.start) if e.group is not None)
+    try:
+        got = _read(
+            stream_made, lists, ctx.party.id, issuers, reader,
+            limit=_limit(request, ctx), budget=env.config.scan_limit, seen=tracker.see,
+        )  # fmt: skip
+    except WatchUnavailable:
+        return _UNAVAILABLE
+    after = tracker.after_last() if got.full else tracker.at_end(reader.stream_seq())
+    return _reply(store, now, got, cursors.encode_stream(after), issuers)
 
 
 _SERVICES: Final = (Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO)
@@ -562,12 +775,10 @@ WATCH_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_watch,
     setup=setup,
+    blocking=_waits,
     signed=False,
     provides=False,  # registering provides nothing: served when the provisions are used up
-    problems=(
-        (409, "the batch would take the watch list past its bound; nothing changed"),
-        (501, "a service of several nodes does not serve the changes feed: use POST /v1/status"),
-    ),
+    problems=((409, "the batch would take the watch list past its bound; nothing changed"),),
 )
 CHANGES_ROUTE: Final = Route(
     method="GET",
@@ -580,6 +791,7 @@ CHANGES_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_changes,
     setup=setup,
+    blocking=_waits,
     follow=(("cursor", "/cursor"),),
     problems=(
         (
@@ -588,7 +800,6 @@ CHANGES_ROUTE: Final = Route(
             "`$.cursor`): pass back an answer's cursor unchanged.",
         ),
         (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
-        (501, "a service of several nodes does not serve the changes feed: use POST /v1/status"),
         (
             410,
             "the cursor is past the feed's retention, or of a store rebuilt since: "

@@ -1,4 +1,5 @@
-"""The changes feed's cursor: an opaque string naming a position in one store's feed.
+"""The changes feed's cursor: an opaque string naming a position in one store's feed, or in
+the record stream every node of a service applies.
 
 A cursor says "every loss of effect (失効) up to here has been read" in the store's
 changes feed (`crlbuilder.store.format.DB_CHANGES`, read with
@@ -18,6 +19,18 @@ the retention: 410), or ahead of the store (a store restored from an older copy,
 node bootstrapped from another's snapshot: 409). Each refusal tells the party how to
 resynchronise. Pure: no I/O but the view's, no clock.
 
+A store filled from the record stream (`crlbuilder.stream`; it names the stream,
+`StoreReader.feed_id`) issues version 2 instead, valid on every node fed by that stream
+(`StreamPosition`, read by `responder.v1.feedpos`)::
+
+    version 1 B (= 2) ‖ feed id 16 B ‖ base u64 [‖ end u64 ‖ ordinal u8 ‖ status key 22 B]
+
+"every change of the stream's batches ending at or before ``base`` is read" (8 bytes of
+position), and, inside the batch ``base`` + 1 .. ``end``, "and of its commits, the first
+``ordinal`` ones and, of the next, the changes up to this status key". Stream sequences are
+the same on every node; commit numbers are not (a node's own commits, such as the token
+issuer's, Act §38-3, are numbered among the stream's).
+
 The cursor is not secret and carries no personal data: a commit number and a position
 that names a status key (issuer index and serial) only when the read stopped inside a
 commit, which the party was just told about. It is not authenticated: a forged cursor
@@ -35,10 +48,13 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.reader import StoreReader, changes_start
 
 VERSION: Final = 1
+STREAM_VERSION: Final = 2
 _BOUNDARY_BYTES: Final = 1 + sf.STORE_ID_BYTES + 4
 _INSIDE_BYTES: Final = 1 + sf.STORE_ID_BYTES + sf.CHANGE_KEY_BYTES + 1
-MAX_CURSOR_CHARS: Final = 64
-"""The longest cursor string (a 45-byte cursor is 60 base64 characters)."""
+_STREAM_BOUNDARY_BYTES: Final = 1 + sf.STORE_ID_BYTES + 8
+_STREAM_INSIDE_BYTES: Final = _STREAM_BOUNDARY_BYTES + 8 + 1 + sf.KEY_BYTES
+MAX_CURSOR_CHARS: Final = 80
+"""The longest cursor string (a 56-byte stream cursor is 75 base64 characters)."""
 
 
 class Verdict(enum.Enum):
@@ -66,6 +82,68 @@ class Position(NamedTuple):
     def commit(self) -> int:
         """The commit the position is in (or the first one not read yet, after a boundary)."""
         return sf.unpack_u32(self.start[:4])
+
+
+class Inside(NamedTuple):
+    """Where a read stopped inside one batch of the record stream (`StreamPosition`)."""
+
+    end: int
+    """The batch's last stream sequence."""
+    ordinal: int
+    """Which of the batch's commits that hold changes (0: its first) the read stopped in."""
+    key: bytes
+    """The status key of the last change read in that commit."""
+
+
+class StreamPosition(NamedTuple):
+    """A position in the changes of the record stream (version 2; module docstring)."""
+
+    feed_id: bytes
+    base: int
+    """Every change of the stream's batches ending at or before it is read."""
+    inside: Inside | None = None
+    """And this much of the batch after ``base``."""
+
+
+def encode_stream(position: StreamPosition) -> str:
+    raw = bytes((STREAM_VERSION,)) + position.feed_id + sf.pack_u64(position.base)
+    if position.inside is not None:
+        i = position.inside
+        raw += sf.pack_u64(i.end) + bytes((i.ordinal,)) + i.key
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _raw(cursor: str) -> bytes | None:
+    """The bytes of a cursor in its one spelling (no padding, no stray bits), else None."""
+    if not cursor or len(cursor) > MAX_CURSOR_CHARS:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != cursor:
+        return None
+    return raw
+
+
+def decode_any(cursor: str) -> Position | StreamPosition | None:
+    """The position a cursor of either version names, or None when it is not one of ours."""
+    raw = _raw(cursor)
+    if raw is None or not raw:
+        return None
+    if raw[0] == VERSION:
+        return decode(cursor)
+    if raw[0] != STREAM_VERSION or len(raw) not in (_STREAM_BOUNDARY_BYTES, _STREAM_INSIDE_BYTES):
+        return None
+    feed = raw[1 : 1 + sf.STORE_ID_BYTES]
+    at = 1 + sf.STORE_ID_BYTES
+    base = sf.unpack_u64(raw[at : at + 8])
+    if len(raw) == _STREAM_BOUNDARY_BYTES:
+        return StreamPosition(feed, base)
+    end, ordinal, key = sf.unpack_u64(raw[at + 8 : at + 16]), raw[at + 16], raw[at + 17 :]
+    if end <= base:
+        return None  # a batch ends after the sequence before it
+    return StreamPosition(feed, base, Inside(end, ordinal, key))
 
 
 def _id(reader_id: bytes) -> bytes:

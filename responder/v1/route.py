@@ -127,6 +127,10 @@ class Route(Generic[Req, Resp]):
     """A large body (`responder.v1.routes.THREAD_BYTES`) is answered in the worker's batch
     thread, off the event loop: only for a handler (and ``setup``'s env, and the effect)
     safe to run in another thread while the loop runs the route's small calls."""
+    blocking: Callable[[Any], bool] | None = None
+    """Given the route's env (``setup``'s result): whether the handler waits on I/O beyond
+    the store (the watch stream of several nodes, `responder.v1.watchstream`), so that every
+    call, whatever its size, is answered in the batch thread, never on the event loop."""
     problems: tuple[tuple[int, str], ...] = ()
     """Problem statuses the handler may answer beyond the dispatcher's (400, 401, 403, 405,
     415, 429, 503), each with its meaning, e.g. ``((410, "the cursor is past the retention

@@ -255,7 +255,9 @@ class V1Api:
             req.note = Outcome(endpoint, party=party.id, rule=MALFORMED)
             return problem.response(decoded)
         work = functools.partial(self._work, route, party, decoded, now, decide, left)
-        if not route.threaded or self.pool is None or len(req.body) < THREAD_BYTES:
+        large = route.threaded and len(req.body) >= THREAD_BYTES
+        waits = route.blocking is not None and route.blocking(self._envs[route.path])
+        if not (large or waits) or self.pool is None:
             return self._finish(req, route, party, now, work())
         done = self.pool.submit(party.id, work)
         if done is None:  # the party's share of the batch thread is taken
@@ -308,7 +310,8 @@ class V1Api:
             refusal = done.problem or _EFFECT_FAILED
             rule = MALFORMED if refusal.status == 400 else refusal.rule
             req.note = Outcome(endpoint, family=family, party=party.id, rule=rule)
-            return problem.response(refusal, retry_after=1 if refusal is _EFFECT_FAILED else None)
+            again = refusal is _EFFECT_FAILED or refusal.status == 503
+            return problem.response(refusal, retry_after=1 if again else None)
         if party.provisions_per_day is not None:
             wait = self.quota.take_provisions(party, sum(n for _s, n in reply.counts), now)
             if wait is not None:  # the whole answer would pass the bound: none of it is given

@@ -15,23 +15,39 @@ default, is checked in the same transaction).
 
 The lists survive restarts of the responder and rebuilds of the status store: they
 name certificates, not store positions.
+
+On a node of several (`responder.v1.watchlog`) the lists are written only by applying the
+watch stream's operations (`apply`): ``meta`` then also holds ``applied`` (u64, the last
+operation applied, written in its transaction), ``outcome`` ‖ sequence (what each recent
+operation did: the node that took it answers with it), ``seen`` (u64 ‖ i64: the stream's
+last sequence as a worker last saw it, and when) and ``broken`` (why replication stopped:
+another secret, a gap), which the metrics read (`responder.v1.watchgauges`).
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 import lmdb
 
+from responder.v1.watchlog import Gone, Outcome, SecretMismatch, WatchOp, decide, secret_check
 from responder.v1.watchset import WatchFull, WatchKeys, WatchUnavailable, WatchUpdate
 
 _DB_WATCH: Final = b"watch"
 _DB_META: Final = b"meta"
 _META_CHECK: Final = b"check"
 _META_COUNT: Final = b"count"
+_META_APPLIED: Final = b"applied"
+_META_OUTCOME: Final = b"outcome"
+_META_SEEN: Final = b"seen"
+_META_BROKEN: Final = b"broken"
+OUTCOMES_KEPT: Final = 65_536
+"""Operations whose outcome is kept: the node that took one reads it right after applying."""
+_OUTCOME: Final = struct.Struct(">BIIQQ")
 
 
 class WatchDbError(Exception):
@@ -126,3 +142,93 @@ class LmdbWatchSet:
             absent=len(remove) - removed,
             total=total,
         )
+
+    # --- replicated: the watch stream's operations (`responder.v1.watchlog`) -------------
+
+    def applied(self) -> int:
+        with self._env.begin() as txn:
+            raw = txn.get(_META_APPLIED, db=self._meta)
+        return int.from_bytes(raw, "big") if raw is not None else 0
+
+    def apply(self, seq: int, op: WatchOp) -> None:
+        if op.check != secret_check(self._keys.check()):
+            self._note_broken("an operation of the watch stream was made with another watch "
+                              "secret: every node needs the same [watch] secret_file")  # fmt: skip
+            raise SecretMismatch(f"watch operation {seq}: made with another watch secret")
+        count_key = _META_COUNT + op.tag
+        try:
+            with self._env.begin(write=True) as txn:
+                raw = txn.get(_META_APPLIED, db=self._meta)
+                applied = int.from_bytes(raw, "big") if raw is not None else 0
+                if seq <= applied:
+                    return  # another worker applied it first
+                if seq != applied + 1:
+                    raise Gone(f"watch operation {seq} after {applied}: a gap")
+                raw = txn.get(count_key, db=self._meta)
+                before = int.from_bytes(raw, "big") if raw is not None else 0
+                tag = op.tag
+
+                def present(digest: bytes) -> bool:
+                    return txn.get(tag + digest, db=self._watch) is not None
+
+                got, gone, new = decide(before, present, op)
+                for d in gone:
+                    txn.delete(tag + d, db=self._watch)
+                for d in sorted(new):
+                    txn.put(tag + d, b"", db=self._watch)
+                if not got.full:
+                    txn.put(count_key, got.total.to_bytes(8, "big"), db=self._meta)
+                packed = _OUTCOME.pack(got.full, got.added, got.removed, got.total, got.limit)
+                txn.put(_META_OUTCOME + seq.to_bytes(8, "big"), packed, db=self._meta)
+                if seq > OUTCOMES_KEPT:
+                    txn.delete(
+                        _META_OUTCOME + (seq - OUTCOMES_KEPT).to_bytes(8, "big"), db=self._meta
+                    )
+                txn.put(_META_APPLIED, seq.to_bytes(8, "big"), db=self._meta)
+                txn.delete(_META_BROKEN, db=self._meta)
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+
+    def outcome(self, seq: int) -> Outcome | None:
+        with self._env.begin() as txn:
+            raw = txn.get(_META_OUTCOME + seq.to_bytes(8, "big"), db=self._meta)
+        if raw is None:
+            return None
+        full, added, removed, total, limit = _OUTCOME.unpack(bytes(raw))
+        return Outcome(bool(full), added, removed, total, limit)
+
+    def note_seen(self, last_seq: int, at: int) -> None:
+        """The watch stream's last sequence as seen at ``at`` (epoch seconds)."""
+        try:
+            with self._env.begin(write=True) as txn:
+                txn.put(_META_SEEN, last_seq.to_bytes(8, "big") + at.to_bytes(8, "big", signed=True),
+                        db=self._meta)  # fmt: skip
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+
+    def _note_broken(self, why: str) -> None:
+        try:
+            with self._env.begin(write=True) as txn:
+                txn.put(_META_BROKEN, why.encode(), db=self._meta)
+        except lmdb.Error:
+            pass  # the refusal itself is raised; the note is for the metrics
+
+    def note_gap(self, why: str) -> None:
+        """The replication stopped at a gap (`watchlog.Gone`): said on /metrics."""
+        self._note_broken(why)
+
+    def replication(self) -> tuple[int, int, int, str]:
+        """(applied, stream's last sequence seen, when seen, why broken or "")."""
+        with self._env.begin() as txn:
+            applied = txn.get(_META_APPLIED, db=self._meta)
+            seen = txn.get(_META_SEEN, db=self._meta)
+            broken = txn.get(_META_BROKEN, db=self._meta)
+        last, at = (
+            (int.from_bytes(seen[:8], "big"), int.from_bytes(seen[8:16], "big", signed=True))
+            if seen is not None and len(seen) == 16
+            else (0, 0)
+        )
+        return (
+            int.from_bytes(applied, "big") if applied is not None else 0, last, at,
+            bytes(broken).decode() if broken is not None else "",
+        )  # fmt: skip

@@ -266,6 +266,9 @@ class Nodes:
     cluster: NatsCluster
     nodes: list[Node]
     _logs: list[object] = field(default_factory=list)
+    responder_flags: list[str] = field(default_factory=list)
+    """Further flags of every responder (``--watch-secret-file ...``: the secret every node
+    of a service shares)."""
 
     def _log(self, node: Node, what: str) -> object:
         f = (node.d / f"{what}.log").open("ab")
@@ -299,6 +302,7 @@ class Nodes:
             "--trusted-proxy", "127.0.0.1", "--ledger-dir", str(n.d / "ledger"),
             "--ledger-collect-interval", "1", "--no-metrics", "--nats", self.cluster.source,
             "--node", n.name, "--nodes", str(len(self.nodes)), "--max-lag", "0",
+            *self.responder_flags,
         ]  # fmt: skip
         err = self._log(n, "responder")
         p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)  # type: ignore[arg-type]

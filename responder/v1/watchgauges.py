@@ -1,0 +1,65 @@
+"""The watch lists' replication on a node of several, as gauges (`WatchCollector`).
+
+On a node of several (``[cluster] nats``) the watch lists are applied from the watch stream
+(`responder.v1.watchlog`) by the calls that need them: ``POST /v1/watch`` through its own
+batch, ``GET /v1/changes`` through the stream's last operation. These gauges, read from the
+lists in the worker that answers the scrape (`responder.v1.watchdb.LmdbWatchSet.replication`),
+let Prometheus page on a replication that stopped (JpkiVaWatchReplicationBroken,
+deploy/prometheus/alerts.yml):
+
+- ``jpkiva_watch_applied_operations``: the last operation of the watch stream this node's
+  lists applied;
+- ``jpkiva_watch_stream_operations``: the stream's last operation as a call last saw it, and
+  ``jpkiva_watch_stream_seen_timestamp_seconds`` when (0: never); the difference with the
+  applied one is what a read here would apply first;
+- ``jpkiva_watch_replication_broken``: 1 when applying stopped for good (an operation made
+  with another watch secret, or one the stream no longer holds): the feed answers 503 on
+  this node until an operator acts (docs/operations.md), 0 otherwise.
+
+Registered only on a node of several. No labels: no personal data (the lists hold keyed
+hashes; these are counts of operations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from responder.v1.watchdb import LmdbWatchSet
+from responder.v1.watchset import WatchSet
+
+__all__ = ["WatchCollector"]
+
+
+class WatchCollector(Collector):
+    """How far this node's watch lists applied the watch stream, and whether they stopped."""
+
+    def __init__(self, lists: Callable[[], WatchSet | None]) -> None:
+        self.lists = lists
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterable[Metric]:
+        lists = self.lists()
+        if not isinstance(lists, LmdbWatchSet):  # cannot be opened: logged by the opener
+            return []
+        applied, last, seen_at, broken = lists.replication()
+        out = []
+        for name, doc, value in (
+            ("jpkiva_watch_applied_operations",
+             "The last operation of the watch stream this node's watch lists applied.", applied),
+            ("jpkiva_watch_stream_operations",
+             "The watch stream's last operation as this node last saw it.", last),
+            ("jpkiva_watch_stream_seen_timestamp_seconds",
+             "When this node last saw the watch stream's last operation (0: never).", seen_at),
+            ("jpkiva_watch_replication_broken",
+             "1 when this node's watch lists stopped applying the watch stream (another "
+             "watch secret, or an operation the stream lost).", int(bool(broken))),
+        ):  # fmt: skip
+            g = GaugeMetricFamily(name, doc)
+            g.add_metric((), value)
+            out.append(g)
+        return out

@@ -1,0 +1,225 @@
+"""The watch lists of a service of several nodes: one log of operations, applied in order.
+
+Behind a load balancer a party registers through any node and reads through any other, so
+the watch lists (`responder.v1.watchset`) must be the same on every node. Each ``POST
+/v1/watch`` becomes one operation (`WatchOp`) on a JetStream stream (``JPKI_WATCH``,
+`responder.v1.watchstream`), and every node applies the stream's operations in stream
+order to its own lists (`Replica.apply`, `catch_up`), so every node decides the same:
+
+- an operation holds only what the lists store: the party's tag and the keyed digests of
+  the certificates removed and added (`WatchKeys`: no serial, no party id in clear), the
+  bound the taking node applied (``[watch] max_per_party``) and a value naming the watch
+  secret the hashes were made with (`WatchKeys.check`); every node needs the same secret,
+  and a node whose secret differs refuses the operation (`SecretMismatch`) rather than
+  apply hashes it would never match (a list silently empty);
+- applying is deterministic: removals first, then additions; a batch that would take the
+  list past its bound changes nothing and its outcome says so (409 ``watch_full`` on every
+  node); the outcome is kept by sequence (`Outcome`), so the node that took the request
+  answers with what its own copy did (read-your-writes);
+- the lists record the last sequence applied in the same transaction (`Replica.applied`):
+  an operation is applied once, a node restarted resumes after it, a new node replays the
+  stream from its start; a gap (an operation the stream no longer holds) stops the
+  replication (`Gone`) instead of going on without it.
+
+Sans-I/O: the codec, the decision (`decide`), the catch-up loop (`catch_up`, its fetching
+and clock given) and `MemoryReplica`, the twin of `responder.v1.watchdb` for tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final, NamedTuple, Protocol
+
+from responder.v1.watchset import DIGEST_BYTES, TAG_BYTES
+
+VERSION: Final = 1
+CHECK_BYTES: Final = 16
+_HEAD: Final = 1 + CHECK_BYTES + 8 + TAG_BYTES + 4 + 4
+
+
+class WatchOp(NamedTuple):
+    """One ``POST /v1/watch`` batch as the lists store it (keyed digests only)."""
+
+    check: bytes
+    """`secret_check` of the secret the digests were made with."""
+    limit: int
+    """The bound of the party's list (``[watch] max_per_party`` of the node that took it)."""
+    tag: bytes
+    """The party's tag (`WatchKeys.tag`)."""
+    remove: tuple[bytes, ...]
+    """Digests (`WatchKeys.entries` less the tag), each once."""
+    add: tuple[bytes, ...]
+
+
+class Outcome(NamedTuple):
+    """What one operation did to the party's list, the same on every node."""
+
+    full: bool
+    """It would have taken the list past ``limit``: nothing changed."""
+    added: int
+    removed: int
+    total: int
+    """The list's size after it (before it, when ``full``)."""
+    limit: int
+
+
+def secret_check(check: bytes) -> bytes:
+    """The part of `WatchKeys.check` an operation carries."""
+    return check[:CHECK_BYTES]
+
+
+def encode(op: WatchOp) -> bytes:
+    head = (
+        bytes((VERSION,)) + op.check + op.limit.to_bytes(8, "big") + op.tag
+        + len(op.remove).to_bytes(4, "big") + len(op.add).to_bytes(4, "big")
+    )  # fmt: skip
+    return head + b"".join(op.remove) + b"".join(op.add)
+
+
+def decode(raw: bytes) -> WatchOp | None:
+    """The operation, or None when ``raw`` is not one (another version, cut, padded)."""
+    if len(raw) < _HEAD or raw[0] != VERSION:
+        return None
+    at = 1 + CHECK_BYTES
+    check, limit = raw[1:at], int.from_bytes(raw[at : at + 8], "big")
+    tag = raw[at + 8 : at + 8 + TAG_BYTES]
+    at += 8 + TAG_BYTES
+    n_remove, n_add = (
+        int.from_bytes(raw[at : at + 4], "big"),
+        int.from_bytes(raw[at + 4 : at + 8], "big"),
+    )
+    body = raw[_HEAD:]
+    if len(body) != (n_remove + n_add) * DIGEST_BYTES:
+        return None
+    digests = [body[i : i + DIGEST_BYTES] for i in range(0, len(body), DIGEST_BYTES)]
+    return WatchOp(check, limit, tag, tuple(digests[:n_remove]), tuple(digests[n_remove:]))
+
+
+def op_id(op: bytes) -> str:
+    """The operation's message id (JetStream drops a repeat within its duplicate window:
+    a publish retried after a lost acknowledgement is stored once)."""
+    return "watch:" + hashlib.blake2b(op, digest_size=16).hexdigest()
+
+
+def decide(
+    before: int, present: Callable[[bytes], bool], op: WatchOp
+) -> tuple[Outcome, list[bytes], list[bytes]]:
+    """What ``op`` does to a list of ``before`` entries, ``present`` saying which digests it
+    holds: (outcome, digests to delete, digests to put); nothing to change when full."""
+    gone = [d for d in dict.fromkeys(op.remove) if present(d)]
+    removed = set(gone)
+    new = [d for d in dict.fromkeys(op.add) if d in removed or not present(d)]
+    total = before - len(gone) + len(new)
+    if total > op.limit:
+        return Outcome(True, 0, 0, before, op.limit), [], []
+    return Outcome(False, len(new), len(gone), total, op.limit), gone, new
+
+
+class SecretMismatch(Exception):
+    """An operation made with another watch secret: every node needs the same one."""
+
+
+class Gone(Exception):
+    """An operation the stream no longer holds (or not an operation): the lists cannot be
+    made the same as the other nodes' by going on."""
+
+
+class Behind(Exception):
+    """The catch-up did not reach its target in the time given (applied so far: kept)."""
+
+    def __init__(self, applied: int, target: int) -> None:
+        super().__init__(f"watch lists at operation {applied} of {target}")
+        self.applied = applied
+        self.target = target
+
+
+class Replica(Protocol):
+    """A node's copy of the watch lists, written only by applying the log."""
+
+    def applied(self) -> int:
+        """The last sequence applied (0 before any)."""
+        ...
+
+    def apply(self, seq: int, op: WatchOp) -> None:
+        """Apply ``op`` as operation ``seq`` in one transaction with the sequence; a
+        sequence already applied (another worker was first) is passed over. Raises
+        `SecretMismatch` (nothing applied), `Gone` when ``seq`` is not the next one."""
+        ...
+
+    def outcome(self, seq: int) -> Outcome | None:
+        """What operation ``seq`` did (kept for the recent ones)."""
+        ...
+
+
+def catch_up(
+    replica: Replica,
+    fetch: Callable[[int], bytes | None],
+    target: int,
+    *,
+    deadline: float,
+    clock: Callable[[], float],
+) -> int:
+    """Apply the operations after ``replica.applied()`` through ``target`` in order;
+    ``fetch(seq)`` gives an operation's bytes (None: the stream no longer holds it).
+    Returns the sequence reached; `Behind` past ``deadline`` (what was applied stays; one
+    operation at least is applied by every call, so calls that each wait too little still
+    make their way)."""
+    seq = replica.applied()
+    while seq < target:
+        raw = fetch(seq + 1)
+        op = decode(raw) if raw is not None else None
+        if op is None:
+            raise Gone(f"watch operation {seq + 1} is not on the stream (or is not one)")
+        replica.apply(seq + 1, op)
+        seq = max(seq + 1, replica.applied())
+        if seq < target and clock() > deadline:
+            raise Behind(seq, target)
+    return seq
+
+
+@dataclass
+class MemoryReplica:
+    """A `Replica` in dicts (tests): the same decisions as `responder.v1.watchdb`."""
+
+    check: bytes
+    lists: dict[bytes, set[bytes]] = field(default_factory=dict)
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    seq: int = 0
+
+    def applied(self) -> int:
+        return self.seq
+
+    def apply(self, seq: int, op: WatchOp) -> None:
+        if seq <= self.seq:
+            return
+        if seq != self.seq + 1:
+            raise Gone(f"watch operation {seq} after {self.seq}: a gap")
+        if op.check != secret_check(self.check):
+            raise SecretMismatch("a watch operation made with another watch secret")
+        mine = self.lists.setdefault(op.tag, set())
+        got, gone, new = decide(len(mine), mine.__contains__, op)
+        mine.difference_update(gone)
+        mine.update(new)
+        self.outcomes[seq] = got
+        self.seq = seq
+
+    def outcome(self, seq: int) -> Outcome | None:
+        return self.outcomes.get(seq)
+
+
+def make_op(
+    check: bytes,
+    limit: int,
+    entries_remove: Sequence[bytes],
+    entries_add: Sequence[bytes],
+    tag: bytes,
+) -> WatchOp:
+    """An operation from the stored entries (`WatchKeys.entries`: tag ‖ digest) of a batch."""
+    cut = len(tag)
+    return WatchOp(
+        secret_check(check), limit, tag,
+        tuple(dict.fromkeys(e[cut:] for e in entries_remove)),
+        tuple(dict.fromkeys(e[cut:] for e in entries_add)),
+    )  # fmt: skip

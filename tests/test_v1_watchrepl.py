@@ -1,0 +1,232 @@
+"""POST /v1/watch and GET /v1/changes on several nodes, in process: each node's LMDB lists
+apply one log of operations (`responder.v1.watchlog`), here a list standing for the watch
+stream (the real stream: tests/test_cluster.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crlbuilder.store import format as sf
+from crlbuilder.store.memory import MemoryReader
+from responder.config import ClusterConfig, LedgerConfig, ResponderConfig
+from responder.v1 import changes, watchlog
+from responder.v1.watchdb import LmdbWatchSet
+from responder.v1.watchgauges import WatchCollector
+from responder.v1.watchset import WatchKeys
+from responder.v1.watchstream import StreamUnavailable, WatchStream
+from tests.support.nats import free_ports, nats_server
+from tests.support.pki import Ca, make_ca, rsa_key
+from tests.test_v1_changes import AC, SC, A, Api, B, C, ref
+from tests.test_v1_feedpos import node_a, node_b, pos, serials
+
+SECRET = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def cas() -> dict[int, Ca]:
+    key = rsa_key()
+    return {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
+
+
+class Log:
+    """The watch stream as `responder.v1.watchstream.WatchStream` is used: publish, last, get."""
+
+    def __init__(self) -> None:
+        self.ops: list[bytes] = []
+        self.down = False
+        self.delay = 0.0
+        self.servers = ["nats://127.0.0.1:1"]
+
+    def _up(self) -> None:
+        if self.down:
+            raise StreamUnavailable("watch stream JPKI_WATCH: no servers available")
+
+    def publish(self, op: bytes) -> int:
+        self._up()
+        self.ops.append(op)
+        return len(self.ops)
+
+    def last_seq(self) -> int:
+        self._up()
+        return len(self.ops)
+
+    def fetch(self, seq: int) -> bytes | None:
+        self._up()
+        time.sleep(self.delay)
+        return self.ops[seq - 1] if seq <= len(self.ops) else None
+
+
+def replicated(api: Api, log: Log, d: Path, secret: bytes = SECRET) -> LmdbWatchSet:
+    """Make ``api`` a node of several on ``log``, its lists in ``d``."""
+    env = next(e for e in changes._ENVS.values() if e.watchset is api.watchset)
+    env.keys = WatchKeys(secret)
+    lists = LmdbWatchSet(d, env.keys, map_size=1 << 24)
+    env.watchset = lists
+    env.stream = log  # type: ignore[assignment]
+    return lists
+
+
+@pytest.fixture
+def nodes(cas: dict[int, Ca], tmp_path: Path) -> Any:
+    log = Log()
+    a, b = Api(node_a(cas), tmp_path / "a", max_per_party=3), Api(node_b(cas), tmp_path / "b")
+    la, lb = replicated(a, log, tmp_path / "a-lists"), replicated(b, log, tmp_path / "b-lists")
+    yield log, a, b, la, lb
+    la.close()
+    lb.close()
+
+
+def test_registered_through_one_node_read_through_another(nodes: Any) -> None:
+    _log, a, b, la, lb = nodes
+    resp, got = a.watch(add=[ref(SC, A), ref(SC, C)])
+    assert resp.status == 200 and got["added"] == 2 and got["watching"] == 2, got
+    assert la.applied() == 1 and lb.applied() == 0  # a answered after its own copy applied it
+    assert a.ledger.counted == []  # registering is not a provision
+    resp, got = b.changes(f"cursor={pos(0)}")  # b catches up before it reads
+    assert resp.status == 200 and serials(got) == [A, C], got
+    assert lb.applied() == 1
+    assert b.ledger.counted and not a.ledger.counted  # counted on the node that delivered
+    resp, got = a.watch(add=[ref(SC, A)], remove=[ref(SC, C)])
+    assert (got["added"], got["already"], got["removed"]) == (0, 1, 1)
+    resp, got = b.changes(f"cursor={pos(0)}")
+    assert serials(got) == [A]
+
+
+def test_a_batch_past_the_bound_is_refused_on_every_node(cas: dict[int, Ca], nodes: Any) -> None:
+    """The bound travels with the operation (the taking node's ``max_per_party``): every node
+    decides 409 the same, and nothing of the batch is applied anywhere."""
+    _log, a, b, la, lb = nodes
+    assert a.watch(add=[ref(SC, A), ref(SC, B)])[0].status == 200
+    resp, got = a.watch(add=[ref(SC, C), ref(SC, 0x30)])
+    assert (resp.status, got["rule"]) == (409, "watch_full"), got
+    assert b.changes(f"cursor={pos(0)}")[0].status == 200  # b applies both operations
+    assert lb.outcome(2) == la.outcome(2) and la.outcome(2).full  # type: ignore[union-attr]
+    keys = [sf.status_key(SC, s) for s in (A, B, C, 0x30)]
+    assert la.watched("sig", keys) == lb.watched("sig", keys) == [True, True, False, False]
+
+
+def test_a_node_cut_off_answers_503_and_loses_nothing_when_back(nodes: Any) -> None:
+    log, a, b, _la, lb = nodes
+    a.watch(add=[ref(SC, A), ref(SC, B)])
+    log.down = True
+    resp, got = b.changes(f"cursor={pos(0)}")
+    assert resp.status == 503 and (b"retry-after", b"1") in resp.extra_headers, got
+    resp, got = a.watch(add=[ref(SC, C)])
+    assert resp.status == 503 and len(log.ops) == 1, got  # not published: nothing to apply
+    assert b.ledger.counted == [] and lb.applied() == 0
+    log.down = False
+    a.watch(add=[ref(SC, C)])
+    env = next(e for e in changes._ENVS.values() if e.watchset is lb)
+    log.delay = 0.05
+    env.config = env.config.__class__(replication_wait_seconds=0.01)
+    resp, got = b.changes(f"cursor={pos(0)}")  # behind past the wait: 503, what it applied stays
+    assert resp.status == 503 and "still applying" in got["detail"], got
+    assert lb.applied() == 1 and b.ledger.counted == []
+    log.delay = 0.0
+    resp, got = b.changes(f"cursor={pos(0)}")  # resumed where it stopped
+    assert serials(got) == [A, B, C] and lb.applied() == 2
+
+
+def test_a_node_with_another_secret_refuses_the_operations_rather_than_miss(
+    cas: dict[int, Ca], tmp_path: Path, nodes: Any
+) -> None:
+    log, a, _b, _la, _lb = nodes
+    a.watch(add=[ref(SC, A)])
+    c = Api(node_b(cas), tmp_path / "c")
+    lc = replicated(c, log, tmp_path / "c-lists", secret=bytes(32 * [5]))
+    resp, got = c.changes(f"cursor={pos(0)}")
+    assert resp.status == 503 and c.ledger.counted == [], got
+    assert "same [watch] secret_file" in lc.replication()[3] and lc.applied() == 0
+    lc.close()
+
+
+def test_an_operation_the_stream_lost_stops_replication(nodes: Any) -> None:
+    log, a, b, _la, lb = nodes
+    a.watch(add=[ref(SC, A)])
+    a.watch(add=[ref(SC, B)])
+    log.ops[0] = b"not an operation"
+    resp, _got = b.changes(f"cursor={pos(0)}")
+    assert resp.status == 503 and lb.applied() == 0
+    assert "not on the stream" in lb.replication()[3]
+    assert watchlog.decode(log.ops[1]) is not None
+
+
+def test_a_node_of_several_whose_store_names_no_stream_refuses_the_feed(
+    cas: dict[int, Ca], nodes: Any, tmp_path: Path
+) -> None:
+    """Its cursors would name its own commits, which the other nodes number otherwise."""
+    log, *_ = nodes
+    d = Api(MemoryReader(**{**node_a(cas).__dict__, "feed": b""}), tmp_path / "d")
+    replicated(d, log, tmp_path / "d-lists").close()
+    resp, got = d.changes("")
+    assert resp.status == 503 and "does not name the record stream" in got["detail"], got
+
+
+def metrics(lists: LmdbWatchSet) -> dict[str, float]:
+    return {m.name: m.samples[0].value for m in WatchCollector(lambda: lists).collect()}
+
+
+def test_the_replication_is_on_metrics_and_a_stopped_one_says_so(
+    cas: dict[int, Ca], tmp_path: Path, nodes: Any
+) -> None:
+    log, a, b, _la, lb = nodes
+    a.watch(add=[ref(SC, A)])
+    a.watch(add=[ref(SC, B)])
+    b.changes(f"cursor={pos(0)}")
+    got = metrics(lb)
+    assert got["jpkiva_watch_applied_operations"] == 2
+    assert got["jpkiva_watch_stream_operations"] == 2
+    assert got["jpkiva_watch_stream_seen_timestamp_seconds"] > 0
+    assert got["jpkiva_watch_replication_broken"] == 0
+    c = Api(node_b(cas), tmp_path / "c")
+    lc = replicated(c, log, tmp_path / "c-lists", secret=bytes(32 * [5]))
+    c.changes(f"cursor={pos(0)}")
+    assert metrics(lc)["jpkiva_watch_replication_broken"] == 1
+    assert metrics(lc)["jpkiva_watch_applied_operations"] == 0
+    lc.close()
+    assert list(WatchCollector(lambda: None).collect()) == []  # not opened: no series
+
+
+def test_a_node_of_several_draws_no_secret_of_its_own(tmp_path: Path) -> None:
+    """Each node drawing its own would make digests no other node matches: it waits for the
+    service's secret (and says so) instead."""
+    config = ResponderConfig(
+        ledger=LedgerConfig(dir=tmp_path / "ledger"), cluster=ClusterConfig(nats="nats://127.0.0.1:1")
+    )  # fmt: skip
+    env = changes.setup(config)
+    assert env.lists() is None and not (tmp_path / "ledger" / "watch.secret").exists()
+    one = changes.setup(ResponderConfig(ledger=LedgerConfig(dir=tmp_path / "one")))
+    assert one.lists() is not None and (tmp_path / "one" / "watch.secret").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_watch_stream_on_a_real_server_stores_once_and_outlives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Publish, read back by sequence, a repeat stored once (its message id); the server
+    restarted between two calls: the next call connects again instead of failing."""
+    (port,) = free_ports(1)
+    with nats_server(tmp_path, port) as server:
+        stream = WatchStream(server.source, timeout=2.0)
+        try:
+            raw = op_bytes()
+            assert stream.publish(raw) == 1 and stream.publish(raw) == 1
+            assert stream.last_seq() == 1 and stream.fetch(1) == raw and stream.fetch(2) is None
+            server.kill(0)
+            server.restart(0)
+            assert stream.last_seq() == 1  # a new connection, no 503 for the party
+            assert stream.publish(raw + b"") == 1 and stream.fetch(1) == raw
+        finally:
+            stream.close()
+
+
+def op_bytes() -> bytes:
+    keys = WatchKeys(SECRET)
+    tag = keys.tag("bank")
+    made = watchlog.make_op(keys.check(), 5, [], keys.entries(tag, [sf.status_key(SC, A)]), tag)
+    return watchlog.encode(made)

@@ -1,0 +1,135 @@
+"""The watch lists of several nodes: one log of operations applied in order (`watchlog`), by
+the in-memory twin and by the LMDB lists alike; nothing here starts a process."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.store import format as sf
+from responder.v1 import watchlog
+from responder.v1.watchdb import LmdbWatchSet
+from responder.v1.watchlog import Behind, Gone, MemoryReplica, Outcome, SecretMismatch, WatchOp
+from responder.v1.watchset import WatchKeys
+
+SECRET = bytes(range(32))
+KEYS = WatchKeys(SECRET)
+
+
+def op(party: str, add: list[int] = [], remove: list[int] = [], limit: int = 5) -> bytes:  # noqa: B006
+    tag = KEYS.tag(party)
+    entries = lambda serials: KEYS.entries(tag, [sf.status_key(1, s) for s in serials])  # noqa: E731
+    made = watchlog.make_op(KEYS.check(), limit, entries(remove), entries(add), tag)
+    return watchlog.encode(made)
+
+
+LOG = [
+    op("bank", add=[1, 2, 3]),
+    op("bank", add=[3, 4], remove=[1, 9]),  # 1 removed, 9 absent, 3 already, 4 added
+    op("bank", add=[5, 6, 7]),  # 3 + 3 > 5: nothing changed
+    op("other", add=[1]),  # another party's list is its own
+    op("bank", add=[1, 8], remove=[2, 3]),  # removals first: room for two
+]
+OUTCOMES = [
+    Outcome(False, 3, 0, 3, 5),
+    Outcome(False, 1, 1, 3, 5),
+    Outcome(True, 0, 0, 3, 5),
+    Outcome(False, 1, 0, 1, 5),
+    Outcome(False, 2, 2, 3, 5),
+]
+
+
+def test_operations_round_trip_and_hold_only_keyed_digests() -> None:
+    raw = op("bank", add=[1, 2], remove=[3])
+    got = watchlog.decode(raw)
+    assert got is not None and got.tag == KEYS.tag("bank") and len(got.add) == 2
+    assert watchlog.encode(got) == raw
+    assert b"bank" not in raw and sf.status_key(1, 1) not in raw  # no party, no serial
+    assert watchlog.decode(raw[:-1]) is None and watchlog.decode(raw + b"\0") is None
+    assert watchlog.decode(b"\x02" + raw[1:]) is None
+
+
+def test_applied_in_order_every_replica_decides_the_same() -> None:
+    """The per-party bound (409 watch_full) decided the same on every node: the decision
+    reads only the operation and the list before it."""
+    one, two = MemoryReplica(KEYS.check()), MemoryReplica(KEYS.check())
+    clock = lambda: 0.0  # noqa: E731
+    assert watchlog.catch_up(one, lambda s: LOG[s - 1], 5, deadline=1, clock=clock) == 5
+    watchlog.catch_up(two, lambda s: LOG[s - 1], 2, deadline=1, clock=clock)  # part now
+    watchlog.catch_up(two, lambda s: LOG[s - 1], 5, deadline=1, clock=clock)  # the rest later
+    assert [one.outcome(s) for s in range(1, 6)] == OUTCOMES
+    assert one.lists == two.lists and one.outcomes == two.outcomes
+    one.apply(3, watchlog.decode(LOG[2]))  # type: ignore[arg-type]  # applied already: passed over
+    assert one.outcomes == two.outcomes
+
+
+def test_a_gap_another_secret_or_the_time_up_stops_without_applying() -> None:
+    r = MemoryReplica(KEYS.check())
+    clock = lambda: 0.0  # noqa: E731
+    with pytest.raises(Gone):
+        watchlog.catch_up(r, lambda s: None, 2, deadline=1, clock=clock)
+    with pytest.raises(Gone):
+        r.apply(2, watchlog.decode(LOG[1]))  # type: ignore[arg-type]
+    other = MemoryReplica(WatchKeys(bytes(32 * [7])).check())
+    with pytest.raises(SecretMismatch):
+        watchlog.catch_up(other, lambda s: LOG[s - 1], 1, deadline=1, clock=clock)
+    assert other.applied() == 0 and other.lists == {}
+    ticks = iter([0.0, 0.5, 2.0])
+    with pytest.raises(Behind) as behind:
+        watchlog.catch_up(r, lambda s: LOG[s - 1], 5, deadline=1, clock=lambda: next(ticks))
+    assert behind.value.applied == 3 and r.applied() == 3  # what was applied stays
+
+
+def test_the_lmdb_lists_apply_the_log_as_the_twin_does(tmp_path: Path) -> None:
+    lists = LmdbWatchSet(tmp_path / "w", KEYS, map_size=1 << 24)
+    twin = MemoryReplica(KEYS.check())
+    rng = random.Random(5)
+    log = [op(rng.choice(["a", "b"]), add=rng.sample(range(12), rng.randint(0, 4)),
+              remove=rng.sample(range(12), rng.randint(0, 4)), limit=6) for _ in range(60)]  # fmt: skip
+    for seq, raw in enumerate(log, start=1):
+        o = watchlog.decode(raw)
+        assert o is not None
+        lists.apply(seq, o)
+        twin.apply(seq, o)
+        assert lists.outcome(seq) == twin.outcome(seq), seq
+    assert lists.applied() == 60
+    assert any(o.full for o in twin.outcomes.values())  # the bound was reached on the way
+    for party in ("a", "b"):
+        keys = [sf.status_key(1, s) for s in range(12)]
+        digests = {e[len(KEYS.tag(party)) :] for e in KEYS.entries(KEYS.tag(party), keys)}
+        mine = twin.lists.get(KEYS.tag(party), set())
+        watched = lists.watched(party, keys)
+        assert [d in mine for d in (e[8:] for e in KEYS.entries(KEYS.tag(party), keys))] == watched
+        assert mine <= digests and lists.count(party) == len(mine)
+    lists.apply(60, watchlog.decode(log[-1]))  # type: ignore[arg-type]  # another worker's turn: passed over
+    assert lists.applied() == 60
+    with pytest.raises(Gone):
+        lists.apply(62, watchlog.decode(log[0]))  # type: ignore[arg-type]
+    lists.close()
+    again = LmdbWatchSet(tmp_path / "w", KEYS, map_size=1 << 24)  # a restart resumes after it
+    assert again.applied() == 60 and again.outcome(60) == twin.outcome(60)
+    again.close()
+
+
+def test_the_lmdb_lists_refuse_an_operation_of_another_secret_and_say_so(tmp_path: Path) -> None:
+    lists = LmdbWatchSet(tmp_path / "w", WatchKeys(bytes(32 * [9])), map_size=1 << 24)
+    made = watchlog.decode(LOG[0])
+    assert made is not None
+    with pytest.raises(SecretMismatch):
+        lists.apply(1, made)
+    applied, _, _, broken = lists.replication()
+    assert applied == 0 and "same [watch] secret_file" in broken
+    lists.close()
+
+
+def test_a_full_operation_is_refused_whole(tmp_path: Path) -> None:
+    lists = LmdbWatchSet(tmp_path / "w", KEYS, map_size=1 << 24)
+    for seq, raw in enumerate(LOG[:3], start=1):
+        got = watchlog.decode(raw)
+        assert isinstance(got, WatchOp)
+        lists.apply(seq, got)
+    assert lists.outcome(3) == Outcome(True, 0, 0, 3, 5)
+    assert lists.watched("bank", [sf.status_key(1, s) for s in (5, 6, 7)]) == [False] * 3
+    lists.close()
