@@ -322,7 +322,8 @@ class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     ``<ledger.dir>/watch``. Opened on the first /v1/watch or /v1/changes request."""
     secret_file: Path | None = None
     """File holding the 32-byte key (64 hex digits, mode 0600) the lists are hashed with
-    (no serial or party in clear at rest); drawn when absent. Unset:
+    (no serial or party in clear at rest); drawn when absent, except on a node of several
+    (``[cluster] nats``), where it must be the one every node shares. Unset:
     ``<ledger.dir>/watch.secret``. Keep it apart from the lists' backups."""
     max_per_party: PositiveInt = 10_000_000
     """Certificates one party may watch."""
@@ -536,6 +537,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--watch-secret-file", "watch.secret_file", "key file hashing the watch lists"),
     _Flag("--watch-max-per-party", "watch.max_per_party", "certificates one party may watch"),
     _Flag("--watch-map-size-gib", "watch.map_size_gib", "address space of the watch lists"),
+    _Flag(
+        "--watch-replication-wait",
+        "watch.replication_wait_seconds",
+        "several nodes: seconds a watch call waits for this node's lists (then 503)",
+    ),
     _Flag("--watch-scan-limit", "watch.scan_limit", "changes one feed read examines"),
     _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
     _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
