@@ -74,6 +74,11 @@ class AsOfError(ValueError):
     """A build instant earlier than the store's last commit: refused, nothing written."""
 
 
+class StreamReplaced(Exception):
+    """The record stream is not the one the store was filled from (deleted and made again
+    under its name): its sequences are another stream's, so the store cannot resume in it."""
+
+
 def issuer_table(manifest: Manifest) -> list[sf.IssuerMeta]:
     """The manifest's issuer generations as the store records them."""
     from cryptography import x509
@@ -633,6 +638,10 @@ class Builder:
                 consumer.open(after)
                 self._mark_feed(consumer.feed_id())
                 break
+            except StreamReplaced:
+                stop.restore()
+                self.presign_seconds = None
+                raise
             except ClusterError as e:
                 # a follower started while the cluster elects, or with a server down: it
                 # waits for the cluster rather than leave its node behind for good
@@ -721,6 +730,7 @@ class Builder:
                         f"stream at {head}, the store at {batcher.after}: opened again")})  # fmt: skip
                     batcher.items.clear()
                     consumer.open(batcher.after)
+                    self._mark_feed(consumer.feed_id())  # the stream made again meanwhile?
                     last_read = now
             if got:
                 last_read = now
@@ -765,19 +775,26 @@ class Builder:
 
     def _mark_feed(self, feed: bytes) -> None:
         """Name the record stream that fills the store (`META_FEED_ID`, `Commit.name_feed`), so
-        that a changes cursor names this stream's positions (`responder.v1.feedpos`); another
-        stream than the one named (deleted and made again) is named instead, with a warning:
-        the cursors of the old one are then refused (410) and the parties resynchronise. A
-        store named first after it applied part of the stream (a builder of an earlier
-        version) serves the cursors from there on only: its earlier commits name no batch."""
+        that a changes cursor names this stream's positions (`responder.v1.feedpos`). A store
+        named first after it applied part of the stream (a builder of an earlier version)
+        serves the cursors from there on only: its earlier commits name no batch.
+
+        Another stream than the one named (deleted and made again under its name) is refused,
+        nothing written (`StreamReplaced`): it numbers from 1 again, so resuming at the store's
+        sequence + 1 would pass the new stream's records up to it, revocations never applied.
+        The node's store is made again from the new stream (docs/operations.md). A store named
+        that has applied nothing of its stream yet takes the new one."""
         with self.store.read() as r:
-            was = r.feed_id()
+            was, seq = r.feed_id(), r.stream_seq()
         if was == feed:
             return
-        if was:
-            self.emit({"event": "warning", "message": (
-                "the record stream is not the one this store was filled from (made again?): "
-                "changes cursors of the old one are refused from now on")})  # fmt: skip
+        if was and seq:
+            raise StreamReplaced(
+                f"the record stream {self.cfg.stream.name} is not the one this store was filled "
+                f"from (deleted and made again?): the store stands at sequence {seq} of the "
+                "old one; make this node's store again from the new stream (an empty store, "
+                "or crlbuilder snapshot get of a node that did)"
+            )
         with Commit(self.store) as c:
             c.name_feed(feed)
 

@@ -170,6 +170,7 @@ def _build_from_stream(
     builder: Builder,
     stream: tuple[list[str], StreamNames, StreamCipher],
 ) -> int:
+    from crlbuilder.build import StreamReplaced
     from crlbuilder.jetstream import Cluster, ClusterError, wait_for_cluster
     from crlbuilder.stream import Consumer, default_durable
 
@@ -209,6 +210,9 @@ def _build_from_stream(
     except ClusterError as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 1
+    except StreamReplaced as e:  # nothing written: the store stays as it was
+        print(f"crlbuilder build: error: {e}", file=sys.stderr)
+        return 2
     finally:
         cluster.close()
     return 0

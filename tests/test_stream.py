@@ -33,7 +33,7 @@ import pytest
 from cryptography import x509
 
 from crlbuilder import jetstream, snapshot
-from crlbuilder.build import Builder, BuildReport
+from crlbuilder.build import Builder, BuildReport, StreamReplaced
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
@@ -1132,3 +1132,37 @@ def test_a_stream_follower_outlives_a_token_gone_while_it_signs(
         if away.exists():
             away.rename(tokens)
         token.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_store_filled_from_a_stream_made_again_is_refused_not_resumed_past_its_records(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The record stream deleted and made again under its name numbers from 1 again: a store
+    that applied n1 records of the old one must not resume at n1 + 1 of the new one (that
+    would pass the new stream's first n1 records: revocations never applied, silently)."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "remade")
+    files = sorted(population.glob("*.jsonl"))
+    half = len(files) // 2
+    n1 = publish_files(a, cluster, files[:half])
+    assert consume(a, cluster) == n1
+    old_feed, before = feed(a)[0], dump(a)
+    c = Cluster(cluster.urls)
+    try:
+        c.run(c.js.delete_stream("remade"))
+    finally:
+        c.close()
+    n2 = publish_files(a, cluster, files[half:])  # the new stream: sequences 1 .. n2
+    assert n2 > n1  # its first n1 records are the ones a resume at n1 + 1 would pass
+    with pytest.raises(StreamReplaced, match="not the one this store was filled from"):
+        consume(a, cluster)
+    assert stream_seq(a) == n1 and feed(a)[0] == old_feed and dump(a) == before  # unchanged
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "build", *flags(a), "--no-progress"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("crlbuilder build: error:")]
+    assert len(errors) == 1 and "made again" in errors[0] and "Traceback" not in out.stderr
+    assert stream_seq(a) == n1 and dump(a) == before
