@@ -13,7 +13,7 @@ import pytest
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
 from responder.config import ClusterConfig, LedgerConfig, ResponderConfig
-from responder.v1 import changes, watchlog
+from responder.v1 import changes, watchlog, watchstream
 from responder.v1.watchdb import LmdbWatchSet
 from responder.v1.watchgauges import WatchCollector
 from responder.v1.watchset import WatchKeys
@@ -53,6 +53,9 @@ class Log:
     def last_seq(self) -> int:
         self._up()
         return len(self.ops)
+
+    def state(self) -> tuple[int, bytes]:
+        return self.last_seq(), b"the log stream16"
 
     def fetch(self, seq: int) -> bytes | None:
         self._up()
@@ -230,3 +233,44 @@ def op_bytes() -> bytes:
     tag = keys.tag("bank")
     made = watchlog.make_op(keys.check(), 5, [], keys.entries(tag, [sf.status_key(SC, A)]), tag)
     return watchlog.encode(made)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_watch_stream_made_again_stops_the_lists_that_applied_the_old_one(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """JPKI_WATCH deleted (lost, or removed by an operator who moved only some nodes' lists
+    away) is made again empty by the next call, numbering from 1: lists that applied the old
+    one must not pass the new one's operations as applied, nor answer an old outcome."""
+    (port,) = free_ports(1)
+    with nats_server(tmp_path, port) as server:
+        streams = [WatchStream(server.source, timeout=2.0) for _ in range(4)]
+        a, b = Api(node_a(cas), tmp_path / "a"), Api(node_b(cas), tmp_path / "b")
+        la = replicated(a, streams[0], tmp_path / "a-lists")  # type: ignore[arg-type]
+        lb = replicated(b, streams[1], tmp_path / "b-lists")  # type: ignore[arg-type]
+        try:
+            assert a.watch(add=[ref(SC, A)])[1]["watching"] == 1
+            assert a.watch(add=[ref(SC, B)])[1]["watching"] == 2
+            assert b.changes(f"cursor={pos(0)}")[0].status == 200 and lb.applied() == 2
+            c = streams[2]._connected()
+            c.run(c.js.delete_stream(watchstream.STREAM))
+            # b's lists moved away (the runbook), a's not: b started again is a new node
+            b2 = Api(node_b(cas), tmp_path / "b2")
+            lb2 = replicated(b2, streams[3], tmp_path / "b-lists-new")  # type: ignore[arg-type]
+            resp, got = b2.watch(add=[ref(SC, C)])  # the stream made again: operation 1
+            assert resp.status == 200 and got["watching"] == 1, got
+            resp, got = b2.changes(f"cursor={pos(0)}")
+            assert serials(got) == [C], got
+            resp, got = a.changes(f"cursor={pos(0)}")  # a would miss C: refused instead
+            assert resp.status == 503 and a.ledger.counted == [], got
+            assert "made again" in la.replication()[3]
+            resp, got = a.watch(add=[ref(SC, 0x30)])  # not old operation 2's outcome
+            assert resp.status == 503, got
+            assert lb2.applied() == 1 and streams[3].last_seq() == 2  # b goes on
+            assert b2.changes(f"cursor={pos(0)}")[0].status == 200 and lb2.applied() == 2
+        finally:
+            for s in streams:
+                s.close()
+            la.close()
+            lb.close()

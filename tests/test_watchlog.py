@@ -133,3 +133,29 @@ def test_a_full_operation_is_refused_whole(tmp_path: Path) -> None:
     assert lists.outcome(3) == Outcome(True, 0, 0, 3, 5)
     assert lists.watched("bank", [sf.status_key(1, s) for s in (5, 6, 7)]) == [False] * 3
     lists.close()
+
+
+def test_lists_bind_to_one_watch_stream_and_refuse_one_made_again(tmp_path: Path) -> None:
+    """Lists that applied operations of one stream refuse another (noted for the metrics);
+    lists that applied nothing, or of an earlier version that recorded no stream, take it."""
+    old, new = b"o" * 16, b"n" * 16
+    lists = LmdbWatchSet(tmp_path / "w", KEYS, map_size=1 << 24)
+    try:
+        lists.bind(old)
+        lists.bind(new)  # nothing applied yet: the new one is taken
+        decoded = watchlog.decode(op("bank", add=[1]))
+        assert decoded is not None
+        lists.apply(1, decoded)
+        lists.bind(new)
+        with pytest.raises(watchlog.OtherStream, match="made again"):
+            lists.bind(old)
+        assert "made again" in lists.replication()[3] and lists.applied() == 1
+    finally:
+        lists.close()
+    again = LmdbWatchSet(tmp_path / "w", KEYS, map_size=1 << 24)  # a restarted worker too
+    try:
+        with pytest.raises(watchlog.OtherStream):
+            again.bind(old)
+        again.bind(new)
+    finally:
+        again.close()

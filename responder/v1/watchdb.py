@@ -18,10 +18,12 @@ name certificates, not store positions.
 
 On a node of several (`responder.v1.watchlog`) the lists are written only by applying the
 watch stream's operations (`apply`): ``meta`` then also holds ``applied`` (u64, the last
-operation applied, written in its transaction), ``outcome`` ‖ sequence (what each recent
+operation applied, written in its transaction), ``stream`` (16 B: the watch stream these
+lists apply, `bind`: a stream made again under its name is another, refused), ``outcome``
+‖ sequence (what each recent
 operation did: the node that took it answers with it), ``seen`` (u64 ‖ i64: the stream's
 last sequence as a worker last saw it, and when) and ``broken`` (why replication stopped:
-another secret, a gap), which the metrics read (`responder.v1.watchgauges`).
+another secret, a gap, a stream made again), which the metrics read (`responder.v1.watchgauges`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,15 @@ from typing import Final
 
 import lmdb
 
-from responder.v1.watchlog import Gone, Outcome, SecretMismatch, WatchOp, decide, secret_check
+from responder.v1.watchlog import (
+    Gone,
+    OtherStream,
+    Outcome,
+    SecretMismatch,
+    WatchOp,
+    decide,
+    secret_check,
+)
 from responder.v1.watchset import WatchFull, WatchKeys, WatchUnavailable, WatchUpdate
 
 _DB_WATCH: Final = b"watch"
@@ -45,6 +55,7 @@ _META_APPLIED: Final = b"applied"
 _META_OUTCOME: Final = b"outcome"
 _META_SEEN: Final = b"seen"
 _META_BROKEN: Final = b"broken"
+_META_STREAM: Final = b"stream"
 OUTCOMES_KEPT: Final = 65_536
 """Operations whose outcome is kept: the node that took one reads it right after applying."""
 _OUTCOME: Final = struct.Struct(">BIIQQ")
@@ -89,6 +100,8 @@ class LmdbWatchSet:
         self._env.reader_check()  # free the reader slots of workers that died (SIGKILL)
         self._keys = keys
         self._tags: dict[str, bytes] = {}
+        self._stream = b""
+        """The watch stream `bind` last confirmed."""
 
     def close(self) -> None:
         self._env.close()
@@ -149,6 +162,34 @@ class LmdbWatchSet:
         with self._env.begin() as txn:
             raw = txn.get(_META_APPLIED, db=self._meta)
         return int.from_bytes(raw, "big") if raw is not None else 0
+
+    def bind(self, stream_id: bytes) -> None:
+        """The lists apply the watch stream named ``stream_id`` (`watchstream.WatchStream.state`).
+        The first one is recorded (lists of an earlier version, which recorded none, take the
+        one they meet); lists that applied operations of another one refuse it (`OtherStream`,
+        noted for the metrics): its sequences start over, and passing its first ones as
+        applied would lose them. Lists that applied nothing take the new one."""
+        if stream_id == self._stream:
+            return
+        try:
+            with self._env.begin(write=True) as txn:
+                raw = txn.get(_META_STREAM, db=self._meta)
+                applied = txn.get(_META_APPLIED, db=self._meta)
+                if raw is not None and bytes(raw) != stream_id and applied is not None:
+                    why = (
+                        "the watch stream is not the one these lists applied (deleted and made "
+                        "again?): move this node's [watch] dir away to replay the new one"
+                    )
+                    txn.put(_META_BROKEN, why.encode(), db=self._meta)
+                    broken = OtherStream(why)
+                else:
+                    txn.put(_META_STREAM, stream_id, db=self._meta)
+                    broken = None
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+        if broken is not None:
+            raise broken
+        self._stream = stream_id
 
     def apply(self, seq: int, op: WatchOp) -> None:
         if op.check != secret_check(self._keys.check()):

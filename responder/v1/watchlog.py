@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final, NamedTuple, Protocol
 
 from responder.v1.watchset import DIGEST_BYTES, TAG_BYTES
@@ -117,6 +118,13 @@ def decide(
     return Outcome(False, len(new), len(gone), total, op.limit), gone, new
 
 
+def stream_id(name: str, created: datetime) -> bytes:
+    """16 bytes naming one watch stream: its name and when JetStream created it, so that a
+    stream deleted and made again under its name (its sequences starting over) is another."""
+    text = f"{name}\0{created.astimezone(UTC).isoformat()}".encode()
+    return hashlib.blake2b(text, digest_size=16, person=b"jpkiva-watch-id").digest()
+
+
 class SecretMismatch(Exception):
     """An operation made with another watch secret: every node needs the same one."""
 
@@ -124,6 +132,11 @@ class SecretMismatch(Exception):
 class Gone(Exception):
     """An operation the stream no longer holds (or not an operation): the lists cannot be
     made the same as the other nodes' by going on."""
+
+
+class OtherStream(Gone):
+    """The watch stream is not the one these lists applied (deleted and made again under its
+    name, numbering from 1): its operations are not the ones the lists count as applied."""
 
 
 class Behind(Exception):

@@ -19,7 +19,7 @@ import nats.errors
 import nats.js.errors
 
 from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream, parse_servers
-from responder.v1.watchlog import Gone, catch_up, op_id
+from responder.v1.watchlog import Gone, catch_up, op_id, stream_id
 
 if TYPE_CHECKING:
     from responder.v1.watchdb import LmdbWatchSet
@@ -92,8 +92,16 @@ class WatchStream:
 
     def last_seq(self) -> int:
         """The stream's last sequence (0 while it holds none)."""
+        return self.state()[0]
+
+    def state(self) -> tuple[int, bytes]:
+        """The stream's last sequence and its identity (`watchlog.stream_id`: a stream deleted
+        and made again under its name is another)."""
         info = self._call(lambda c: c.js.stream_info(self.name))
-        return int(info.state.last_seq)
+        created = info.created
+        if created is None:
+            raise StreamUnavailable(f"watch stream {self.name}: JetStream gave no creation time")
+        return int(info.state.last_seq), stream_id(self.name, created)
 
     def fetch(self, seq: int) -> bytes | None:
         """Operation ``seq``'s bytes; None when the stream does not hold it (deleted)."""
@@ -118,10 +126,13 @@ def sync(lists: LmdbWatchSet, stream: WatchStream, target: int | None, wait: flo
     """Apply the stream's operations to ``lists`` through ``target`` (None: the stream's last)
     for at most ``wait`` seconds: `watchlog.catch_up` with this stream and the monotonic
     clock. Raises `StreamUnavailable`, `watchlog.Behind`, `watchlog.Gone` (noted in the
-    lists for the metrics), `watchlog.SecretMismatch`."""
+    lists for the metrics; `watchlog.OtherStream` when the stream was made again since the
+    lists applied it), `watchlog.SecretMismatch`."""
     deadline = time.monotonic() + wait
+    last, stream_id = stream.state()
+    lists.bind(stream_id)
     if target is None:
-        target = stream.last_seq()
+        target = last
     now = time.monotonic()
     if now - _noted.get(id(lists), 0.0) >= SEEN_EVERY:
         lists.note_seen(target, int(time.time()))
