@@ -188,6 +188,21 @@ def test_a_store_not_fed_by_the_stream_keeps_version_1_cursors(
     assert isinstance(cursor.decode_any(got["cursor"]), cursor.Position)
 
 
+def test_a_stream_cursor_on_a_store_not_fed_by_the_stream_is_410_not_400(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A cursor we issued on a stream-fed store (a service moved back to one node built from
+    the spool, or a party pointed at another deployment): resynchronise (410), as a version 1
+    cursor on a stream-fed store is, not "not issued by this service" (400)."""
+    api = Api(store(cas), tmp_path)
+    for p in (pos(10), pos(10, 20, 1, A)):
+        resp, got = api.changes(f"cursor={p}")
+        assert (resp.status, got["rule"]) == (410, "cursor_expired"), got
+    resp, got = api.changes(f"cursor={pos(10)[:-1]}")  # not one of ours: still 400
+    assert resp.status == 400 and got["field"] == "$.cursor", got
+    assert api.ledger.counted == []
+
+
 # --- the pure parts ---------------------------------------------------------------------
 
 

@@ -669,7 +669,9 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
             store=store, produced_at=now, changes=[], cursor=cursors.at_commit(reader), more=False,
             passed_over=[],
         ))  # fmt: skip
-    position = cursors.decode(request.cursor)
+    position = cursors.decode_any(request.cursor)
+    if isinstance(position, cursors.StreamPosition):  # ours, of a store fed by the stream
+        return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]
     verdict = cursors.judge(position, reader)
     if verdict is not cursors.Verdict.OK:
         return _CURSOR_PROBLEMS[verdict]
