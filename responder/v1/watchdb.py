@@ -20,10 +20,10 @@ On a node of several (`responder.v1.watchlog`) the lists are written only by app
 watch stream's operations (`apply`): ``meta`` then also holds ``applied`` (u64, the last
 operation applied, written in its transaction), ``stream`` (16 B: the watch stream these
 lists apply, `bind`: a stream made again under its name is another, refused), ``outcome``
-‖ sequence (what each recent
-operation did: the node that took it answers with it), ``seen`` (u64 ‖ i64: the stream's
-last sequence as a worker last saw it, and when) and ``broken`` (why replication stopped:
-another secret, a gap, a stream made again), which the metrics read (`responder.v1.watchgauges`).
+‖ sequence (what each recent operation did: the node that took it answers with it),
+``seen`` (u64 ‖ i64: the stream's last sequence as a worker last saw it, and when) and
+``broken`` (why replication stopped: another secret, a gap, a stream made again), which
+the metrics read (`responder.v1.watchgauges`).
 """
 
 from __future__ import annotations

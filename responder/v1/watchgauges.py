@@ -13,7 +13,8 @@ deploy/prometheus/alerts.yml):
   ``jpkiva_watch_stream_seen_timestamp_seconds`` when (0: never); the difference with the
   applied one is what a read here would apply first;
 - ``jpkiva_watch_replication_broken``: 1 when applying stopped for good (an operation made
-  with another watch secret, or one the stream no longer holds): the feed answers 503 on
+  with another watch secret, one the stream no longer holds, or the stream made again since
+  the lists applied it): the feed answers 503 on
   this node until an operator acts (docs/operations.md), 0 otherwise.
 
 Registered only on a node of several. No labels: no personal data (the lists hold keyed
@@ -57,7 +58,8 @@ class WatchCollector(Collector):
              "When this node last saw the watch stream's last operation (0: never).", seen_at),
             ("jpkiva_watch_replication_broken",
              "1 when this node's watch lists stopped applying the watch stream (another "
-             "watch secret, or an operation the stream lost).", int(bool(broken))),
+             "watch secret, an operation the stream lost, or the stream made again).",
+             int(bool(broken))),
         ):  # fmt: skip
             g = GaugeMetricFamily(name, doc)
             g.add_metric((), value)
