@@ -211,19 +211,22 @@ def test_a_node_of_several_draws_no_secret_of_its_own(tmp_path: Path) -> None:
 def test_the_watch_stream_on_a_real_server_stores_once_and_outlives_a_restart(
     tmp_path: Path,
 ) -> None:
-    """Publish, read back by sequence, a repeat stored once (its message id); the server
-    restarted between two calls: the next call connects again instead of failing."""
+    """Publish, read back by sequence, a repeat of one request stored once (its message id);
+    the same bytes sent by another request are another operation; the server restarted
+    between two calls: the next call connects again instead of failing."""
     (port,) = free_ports(1)
     with nats_server(tmp_path, port) as server:
         stream = WatchStream(server.source, timeout=2.0)
         try:
             raw = op_bytes()
-            assert stream.publish(raw) == 1 and stream.publish(raw) == 1
+            once = b"one request nonce"[:16]
+            assert stream.publish(raw, nonce=once) == 1 and stream.publish(raw, nonce=once) == 1
             assert stream.last_seq() == 1 and stream.fetch(1) == raw and stream.fetch(2) is None
             server.kill(0)
             server.restart(0)
             assert stream.last_seq() == 1  # a new connection, no 503 for the party
-            assert stream.publish(raw + b"") == 1 and stream.fetch(1) == raw
+            assert stream.publish(raw, nonce=once) == 1 and stream.fetch(1) == raw
+            assert stream.publish(raw) == 2 and stream.fetch(2) == raw  # another request
         finally:
             stream.close()
 
@@ -269,6 +272,37 @@ def test_a_watch_stream_made_again_stops_the_lists_that_applied_the_old_one(
             assert resp.status == 503, got
             assert lb2.applied() == 1 and streams[3].last_seq() == 2  # b goes on
             assert b2.changes(f"cursor={pos(0)}")[0].status == 200 and lb2.applied() == 2
+        finally:
+            for s in streams:
+                s.close()
+            la.close()
+            lb.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_batch_sent_again_after_another_is_applied_again_not_taken_for_a_repeat(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """Add X, remove X, add X within the stream's duplicate window (120 s): the third batch
+    has the bytes of the first, but is another request: it must be applied (X watched),
+    not dropped as a repeat of the first and answered with the first one's outcome."""
+    (port,) = free_ports(1)
+    with nats_server(tmp_path, port) as server:
+        streams = [WatchStream(server.source, timeout=2.0) for _ in range(2)]
+        a, b = Api(node_a(cas), tmp_path / "a"), Api(node_b(cas), tmp_path / "b")
+        la = replicated(a, streams[0], tmp_path / "a-lists")  # type: ignore[arg-type]
+        lb = replicated(b, streams[1], tmp_path / "b-lists")  # type: ignore[arg-type]
+        try:
+            assert a.watch(add=[ref(SC, A)])[1]["added"] == 1
+            assert a.watch(remove=[ref(SC, A)])[1]["removed"] == 1
+            resp, got = a.watch(add=[ref(SC, A)])
+            assert resp.status == 200 and (got["added"], got["watching"]) == (1, 1), got
+            resp, got = b.changes(f"cursor={pos(0)}")
+            assert serials(got) == [A], got  # watched on the other node too
+            keys = [sf.status_key(SC, A)]
+            assert la.watched("sig", keys) == lb.watched("sig", keys) == [True]
+            assert streams[0].last_seq() == 3
         finally:
             for s in streams:
                 s.close()

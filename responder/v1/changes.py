@@ -517,7 +517,7 @@ _NO_FEED: Final = problem.make(
 _STREAM_UNAVAILABLE: Final = problem.make(
     503, problem.UNAVAILABLE,
     "the watch lists of the service's nodes cannot be reached now; retry (a batch sent again "
-    "is applied once: what is watched already counts as already)",
+    "changes nothing more: what it added counts as already)",
 )  # fmt: skip
 _BEHIND: Final = problem.make(
     503, problem.UNAVAILABLE,

@@ -98,10 +98,12 @@ def decode(raw: bytes) -> WatchOp | None:
     return WatchOp(check, limit, tag, tuple(digests[:n_remove]), tuple(digests[n_remove:]))
 
 
-def op_id(op: bytes) -> str:
-    """The operation's message id (JetStream drops a repeat within its duplicate window:
-    a publish retried after a lost acknowledgement is stored once)."""
-    return "watch:" + hashlib.blake2b(op, digest_size=16).hexdigest()
+def op_id(op: bytes, nonce: bytes) -> str:
+    """The message id of one request's operation: JetStream drops a repeat within its
+    duplicate window, so a publish retried after a lost acknowledgement is stored once. The
+    ``nonce`` is drawn once per request: the same batch sent again by a party (add X, remove
+    X, add X) is another operation, applied, not dropped as a repeat of the first."""
+    return "watch:" + hashlib.blake2b(op, digest_size=16, salt=nonce).hexdigest()
 
 
 def decide(

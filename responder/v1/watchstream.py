@@ -11,6 +11,7 @@ next one connects again. Every call is bounded (``timeout``).
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -79,10 +80,11 @@ class WatchStream:
                     raise failed from None
         raise AssertionError("unreachable")
 
-    def publish(self, op: bytes) -> int:
+    def publish(self, op: bytes, *, nonce: bytes | None = None) -> int:
         """Store one operation; its stream sequence (JetStream's acknowledgement). Published
-        again after a failure, it is stored once (its message id)."""
-        headers = {"Nats-Msg-Id": op_id(op)}
+        again after a failure (here, on a new connection), it is stored once (its message id,
+        `watchlog.op_id`, with ``nonce``: drawn here unless given, once per request)."""
+        headers = {"Nats-Msg-Id": op_id(op, secrets.token_bytes(16) if nonce is None else nonce)}
         ack = self._call(
             lambda c: c.js.publish(
                 self.subject, op, timeout=self.timeout, stream=self.name, headers=headers
