@@ -738,6 +738,8 @@ def test_new_node_starts_from_a_snapshot_and_the_stream_after_it(
     assert oct(Path(new.store.path, "data.mdb").stat().st_mode & 0o777) == "0o600"
     assert consume(new, cluster) == n1 + n2
     assert dump(new) == dump(a)
+    fed = feed(new)  # a changes cursor of a reads on the new node alike (stream positions)
+    assert fed == feed(a) and fed[0] and all(g is not None for g, _ in fed[1])
     s = Store.open(Path(new.store.path), readonly=True)
     try:
         with s.read() as r:
