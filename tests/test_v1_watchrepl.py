@@ -147,6 +147,25 @@ def test_a_node_with_another_secret_refuses_the_operations_rather_than_miss(
     lc.close()
 
 
+def test_a_node_with_another_secret_publishes_nothing_the_others_would_stop_at(
+    cas: dict[int, Ca], tmp_path: Path, nodes: Any
+) -> None:
+    """A batch sent to the node with the wrong secret is refused before it reaches the stream:
+    published, it would stop the replication of every other node at it, for good (the stream
+    keeps it; moving their lists away replays it again)."""
+    log, a, b, _la, lb = nodes
+    a.watch(add=[ref(SC, A)])
+    c = Api(node_b(cas), tmp_path / "c")
+    lc = replicated(c, log, tmp_path / "c-lists", secret=bytes(32 * [5]))
+    resp, got = c.watch(add=[ref(SC, B)])
+    assert resp.status == 503 and len(log.ops) == 1, got  # not published
+    assert "same [watch] secret_file" in lc.replication()[3]
+    resp, got = b.changes(f"cursor={pos(0)}")  # the others go on
+    assert resp.status == 200 and serials(got) == [A] and lb.replication()[3] == "", got
+    assert a.watch(add=[ref(SC, C)])[0].status == 200
+    lc.close()
+
+
 def test_an_operation_the_stream_lost_stops_replication(nodes: Any) -> None:
     log, a, b, _la, lb = nodes
     a.watch(add=[ref(SC, A)])
@@ -270,8 +289,8 @@ def test_a_watch_stream_made_again_stops_the_lists_that_applied_the_old_one(
             assert "made again" in la.replication()[3]
             resp, got = a.watch(add=[ref(SC, 0x30)])  # not old operation 2's outcome
             assert resp.status == 503, got
-            assert lb2.applied() == 1 and streams[3].last_seq() == 2  # b goes on
-            assert b2.changes(f"cursor={pos(0)}")[0].status == 200 and lb2.applied() == 2
+            assert streams[3].last_seq() == 1  # a published nothing either
+            assert b2.changes(f"cursor={pos(0)}")[0].status == 200 and lb2.applied() == 1
         finally:
             for s in streams:
                 s.close()

@@ -475,10 +475,17 @@ def _watch_replicated(
     refused: list[WatchRefusal],
 ) -> Reply[WatchResponse] | Problem:
     """A node of several: the batch as one operation of the watch stream, answered once this
-    node's lists applied it, with what it did there (the same on every node)."""
+    node's lists applied it, with what it did there (the same on every node).
+
+    The lists first apply what the stream holds: a node whose secret is not the one of the
+    operations there (or whose replication stopped) publishes nothing, since every other
+    node would stop at an operation made with another secret, for good."""
     assert env.stream is not None and env.keys is not None
     if not isinstance(lists, LmdbWatchSet):
         return _UNAVAILABLE
+    refusal = _caught_up(env, lists, None)
+    if refusal is not None:
+        return refusal
     keys = env.keys
     tag = keys.tag(party)
     op = watchlog.make_op(
