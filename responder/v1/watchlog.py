@@ -19,7 +19,11 @@ order to its own lists (`Replica.apply`, `catch_up`), so every node decides the 
 - the lists record the last sequence applied in the same transaction (`Replica.applied`):
   an operation is applied once, a node restarted resumes after it, a new node replays the
   stream from its start; a gap (an operation the stream no longer holds) stops the
-  replication (`Gone`) instead of going on without it.
+  replication (`Gone`) instead of going on without it, and so does a stream deleted and
+  made again under its name (`OtherStream`, named by `stream_id`: its sequences start over);
+- one request is one operation: its message id (`op_id`) carries a nonce drawn per request,
+  so a publish retried on a new connection is stored once, and the same batch sent again
+  later (add X, remove X, add X) is another operation, not dropped as a repeat.
 
 Sans-I/O: the codec, the decision (`decide`), the catch-up loop (`catch_up`, its fetching
 and clock given) and `MemoryReplica`, the twin of `responder.v1.watchdb` for tests.
