@@ -718,6 +718,8 @@ class Builder:
                 idle_since = now  # a record, or a tick that wrote (a lapse, an erasure): work
             if now - last_head >= 1.0:
                 head = got[-1].seq + got[-1].pending if got else consumer.last_seq()
+                if head < batcher.after:  # a stream's sequences never go back: made again?
+                    self._mark_feed(consumer.feed_id())
                 with Commit(self.store) as c:
                     c.put_stream_head(head, int(time.time()))
                 last_head = now

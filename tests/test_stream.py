@@ -1168,3 +1168,38 @@ def test_a_store_filled_from_a_stream_made_again_is_refused_not_resumed_past_its
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("crlbuilder build: error:")]
     assert len(errors) == 1 and "made again" in errors[0] and "Traceback" not in out.stderr
     assert stream_seq(a) == n1 and dump(a) == before
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_follower_whose_record_stream_is_made_again_stops_rather_than_sit_still(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The stream deleted and made again under a running follower, with fewer records than
+    the store applied: the follower neither applies nothing while saying it sees the stream
+    (ready, and stale) nor, later, resumes past the new stream's records: it stops."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "remade2")
+    files = sorted(population.glob("*.jsonl"))
+    n1 = publish_files(a, cluster, files[:-1])
+    assert consume(a, cluster) == n1
+    published: list[int] = []
+
+    def make_again() -> None:
+        time.sleep(1.5)  # the follower caught up and waits
+        c = Cluster(cluster.urls)
+        try:
+            c.run(c.js.delete_stream("remade2"))
+        finally:
+            c.close()
+        published.append(publish_files(a, cluster, files[-1:]))
+
+    t = threading.Thread(target=make_again)
+    t.start()
+    started = time.monotonic()
+    try:
+        with follower(a, cluster, Consumer) as (b, consumer), pytest.raises(StreamReplaced):
+            b.consume(consumer, follow=True, max_idle=20, interval=0.2)
+    finally:
+        t.join(timeout=60)
+    assert time.monotonic() - started < 15
+    assert 0 < published[0] < n1 and stream_seq(a) == n1
