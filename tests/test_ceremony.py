@@ -529,19 +529,113 @@ def test_ord_74_3_verify_log_flags_a_ceremony_approved_by_a_credential_never_enr
 ) -> None:
     """With a hash written in by hand, one person approves as two; the ceremony's lines did
     not say which credential approved. Now each approved line carries its approvers'
-    fingerprints, and verify-log flags an approval by a credential the log never enrolled."""
+    fingerprints, and verify-log flags an approval by a credential the log never enrolled
+    (such a ceremony is refused now; a line written by a copy of the program without that
+    check, or by hand into a rewritten chain, is still named)."""
     _hash_by_hand(tmp_path, operators)
-    secret_file(tmp_path, "bobh", b"bob-by-hand-0001")
-    assert main(enrol(tmp_path, operators, "carol", "--approval",
-                      f"alice:file:{tmp_path / 'alice.secret'}",
-                      "--approval", f"bob:file:{tmp_path / 'bobh.secret'}")) == 0  # fmt: skip
-    line = records(tmp_path / "oplog.jsonl")[-1]
-    assert line.credentials == fingerprints(load_operators(operators), ["alice", "bob"])
+    by_hand = fingerprints(load_operators(operators), ["alice", "bob"])
+    oplog.record(tmp_path / "oplog.jsonl", "key-generated", key="pkcs11:token=t;object=k",
+                 operators=["alice", "bob"], credentials=by_hand, ceremony="c" * 64)  # fmt: skip
     rc, out = verify_against(tmp_path, operators, capsys)
     assert rc == 1
-    assert "PROBLEM line 3 (operator-enrolled): approved by bob with a credential no line " \
+    assert "PROBLEM line 3 (key-generated): approved by bob with a credential no line " \
         "before it enrols" in out  # fmt: skip
     assert b"bob-by-hand" not in (tmp_path / "oplog.jsonl").read_bytes()
+
+
+def _alice_as_bob(tmp_path: Path, operators: Path) -> list[str]:
+    ops = load_operators(operators)
+    write_by_hand(operators, ops | {"bob": ops["alice"]})
+    return ["--approval", f"alice:file:{tmp_path / 'alice.secret'}",
+            "--approval", f"bob:file:{tmp_path / 'alice.secret'}"]  # fmt: skip
+
+
+def _bob_by_hand(tmp_path: Path, operators: Path) -> list[str]:
+    _hash_by_hand(tmp_path, operators)
+    return ["--approval", f"alice:file:{tmp_path / 'alice.secret'}",
+            "--approval", f"bob:file:{secret_file(tmp_path, 'bobh', b'bob-by-hand-0001')}"]  # fmt: skip
+
+
+def _bob_old_secret(tmp_path: Path, operators: Path) -> list[str]:
+    _old_hash_put_back(tmp_path, operators)
+    return approvals(tmp_path, "alice", "bob")
+
+
+def _bootstrapped_under_another_log(tmp_path: Path, operators: Path) -> list[str]:
+    operators.unlink()
+    for name in ("mallory", "mallory2"):
+        argv = enrol(tmp_path, operators, name)
+        argv[argv.index("--log") + 1] = str(tmp_path / "other.jsonl")  # passes: a new log
+        assert main(argv) == 0
+    argv = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "mallory", "mallory2"))
+    argv[argv.index("--log") + 1] = str(tmp_path / "other.jsonl")
+    assert main(argv) == 0  # a third, so that carol's reset is asked of the real log
+    return approvals(tmp_path, "mallory", "mallory2")
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (_alice_as_bob, "approved by bob with a credential no line before it enrols"),
+        (_bob_by_hand, "approved by bob with a credential no line before it enrols"),
+        (_bob_old_secret, "approved by bob with the credential of line 2, replaced at line 4"),
+        (_bootstrapped_under_another_log, "approved by mallory, whom no line before it enrols"),
+    ],
+    ids=["alice-hash-as-bob", "hash-by-hand", "old-hash-put-back", "another-log"],
+)
+@pytest.mark.parametrize("ceremony", ["new-ca", "add-operator", "reset"])
+def test_ord_74_3_a_ceremony_approved_by_a_credential_the_log_did_not_enrol_is_refused(
+    tmp_path: Path,
+    operators: Path,
+    edit: Callable[[Path, Path], list[str]],
+    why: str,
+    ceremony: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One person who can write the operators file (a copy of their own hash in a
+    colleague's place, a hash of their making, an old one put back, or a new file
+    bootstrapped under another --log) approved a key ceremony as two operators: the key was
+    made, exit 0, and only the next verify-log --operators said so. The approvers'
+    credentials are now checked against the log first: refused, nothing done, one line."""
+    log = tmp_path / "oplog.jsonl"
+    assert main(enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))) == 0
+    given = edit(tmp_path, operators)
+    argv = {
+        "new-ca": ["keys", "new-ca", "--key", "pkcs11:token=t;object=g9;type=private",
+                   "--family", "sign-card", "--generation", "9", "--out",
+                   str(tmp_path / "g9.pem"), "--log", str(log), "--operators", str(operators)],
+        "add-operator": enrol(tmp_path, operators, "dave"),
+        "reset": enrol(tmp_path, operators, "carol", "--reset"),
+    }[ceremony]  # fmt: skip
+    before, lines = operators.read_bytes(), len(records(log))
+    capsys.readouterr()
+    assert main([*argv, *given]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "does not account for an approver's credential" in err and why in err, err
+    assert "secret-0" not in err and "by-hand" not in err
+    assert operators.read_bytes() == before and not (tmp_path / "g9.pem").exists()
+    assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"]
+
+
+def test_a_restored_operators_file_approves_again(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check refuses the credential, not the operator: the file restored from its
+    backup, the same two approve; so does an operator whose secret was replaced or reset."""
+    backup = operators.read_bytes()
+    alice_twice = _alice_as_bob(tmp_path, operators)
+    assert main(enrol(tmp_path, operators, "carol", *alice_twice)) == 2
+    operators.write_bytes(backup)
+    assert main(enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))) == 0
+    new = secret_file(tmp_path, "bob-new", b"bob-secret-new01")
+    replace = enrol(tmp_path, operators, "bob", "--replace", "--current-secret",
+                    f"file:{tmp_path / 'bob.secret'}")  # fmt: skip
+    replace[replace.index("--secret") + 1] = f"file:{new}"
+    assert main(replace) == 0
+    assert main(enrol(tmp_path, operators, "dave", "--approval",
+                      f"bob:file:{new}", *approvals(tmp_path, "carol"))) == 0  # fmt: skip
+    assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
 
 
 class _LineBefore(msgspec.Struct, kw_only=True):
@@ -597,6 +691,51 @@ def test_a_log_written_before_fingerprints_stays_valid_and_says_what_it_cannot_c
     write_by_hand(operators, {})
     assert main(enrol(tmp_path, operators, "mallory")) == 2
     assert "no bootstrap" in capsys.readouterr().err
+
+
+def test_the_upgrade_path_records_every_operator_until_the_first_ceremony(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a log begun before enrolments were logged, the docs have each operator run
+    --replace once. Carol, enrolled then but with no ceremony to her name, could do so only
+    before anyone else: after alice's, her line was a problem (verify-log exit 1 for good)
+    and her ceremonies refused. Now every operator no line enrols may record their
+    credential with their own --replace until the first ceremony after the upgrade; after
+    it, one written in by hand is refused."""
+    log, operators = tmp_path / "oplog.jsonl", tmp_path / "operators.toml"
+    at = "2026-01-05T01:00:00.000000+00:00"
+    append_chained(log, [
+        _LineBefore(seq=0, prev="", at=at, event="key-generated", key="pkcs11:object=k",
+                    operators=["alice", "bob"], ceremony="c" * 64, detail={"bits": 2048}),
+    ])  # fmt: skip
+    secrets = {n: f"{n}-secret-00000".encode() for n in ("alice", "bob", "carol", "mallory")}
+    write_by_hand(operators, {n: hash_secret(secrets[n]) for n in ("alice", "bob", "carol")})
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1 and "PROBLEM carol: in the operators file, but no line of the log enrols " \
+        "them (enrolled before enrolments were logged? add-operator --replace" in out  # fmt: skip
+
+    def replace(name: str) -> int:
+        current = secret_file(tmp_path, name, secrets[name])
+        argv = enrol(tmp_path, operators, name, "--replace", "--current-secret", f"file:{current}")
+        argv[argv.index("--secret") + 1] = f"file:{current}"  # the same secret typed again
+        return main(argv)
+
+    for name in ("alice", "carol", "bob"):
+        assert replace(name) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["keys", "verify-log", "--log", str(log), "--operators", str(operators)]) == 0
+    out = capsys.readouterr().out
+    assert "accounted for by the log" in out
+    assert "not checked: carol: no line enrols them before their own --replace at line 3" in out
+    # the first ceremony after the upgrade closes the path
+    assert main(enrol(tmp_path, operators, "dave", *approvals(tmp_path, "alice", "carol"))) == 0
+    write_by_hand(
+        operators, load_operators(operators) | {"mallory": hash_secret(secrets["mallory"])}
+    )
+    before = operators.read_bytes()
+    assert replace("mallory") == 2
+    assert "approved by mallory, whom no line before it enrols" in capsys.readouterr().err
+    assert operators.read_bytes() == before
 
 
 def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(
