@@ -75,6 +75,14 @@ def records(log: Path) -> list[oplog.OpRecord]:
     ]
 
 
+def after_enrolments(log: Path) -> list[oplog.OpRecord]:
+    """The log's lines after the `operators` fixture's two enrolments: the ceremonies' (a
+    ceremony is logged where its operators were enrolled, which accounts for them)."""
+    recs = records(log)
+    assert [r.event for r in recs[:2]] == ["operator-enrolled", "operator-enrolled"]
+    return recs[2:]
+
+
 def approvals(tmp_path: Path, *names: str) -> list[str]:
     out = []
     for n in names:
@@ -738,6 +746,39 @@ def test_the_upgrade_path_records_every_operator_until_the_first_ceremony(
     assert operators.read_bytes() == before
 
 
+def test_ord_74_3_names_no_line_enrols_do_not_approve_on_an_old_log_or_a_new_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a log begun before enrolments were logged, every approver of a line written
+    with fingerprints counted as "enrolled before enrolments were logged" until someone's
+    first --replace: two names written into the operators file by hand approved a
+    ceremony, exit 0, and verify-log listed them as not checked (exit 0); on a new,
+    empty --log anyone in the file approved. Only the approvers of lines an older version
+    wrote are excused now (and an operator's own --replace, the upgrade path)."""
+    log, operators = tmp_path / "oplog.jsonl", tmp_path / "operators.toml"
+    at = "2026-01-05T01:00:00.000000+00:00"
+    append_chained(log, [
+        _LineBefore(seq=0, prev="", at=at, event="key-generated", key="pkcs11:object=k",
+                    operators=["alice", "bob"], ceremony="c" * 64, detail={"bits": 2048}),
+    ])  # fmt: skip
+    names = ("alice", "bob", "m1", "m2")
+    for n in names:
+        secret_file(tmp_path, n, f"{n}-secret-00000".encode())
+    write_by_hand(operators, {n: hash_secret(f"{n}-secret-00000".encode()) for n in names})
+    before = operators.read_bytes()
+    assert main(enrol(tmp_path, operators, "dave", *approvals(tmp_path, "m1", "m2"))) == 2
+    assert "approved by m1, whom no line before it enrols" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1 and "PROBLEM m1: in the operators file, but no line of the log" in out
+    # the operators of the old lines still approve (not checked), on this log only
+    assert main(enrol(tmp_path, operators, "dave", *approvals(tmp_path, "alice", "bob"))) == 0
+    other = enrol(tmp_path, operators, "erin", *approvals(tmp_path, "alice", "bob"))
+    other[other.index("--log") + 1] = str(tmp_path / "new.jsonl")
+    assert main(other) == 2
+    assert "approved by alice, whom no line before it enrols" in capsys.readouterr().err
+
+
 def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(
     tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -860,7 +901,7 @@ def crl_with(signer_key: str, cert: Path) -> bytes:
 def test_generate_issue_sign_a_crl_retire_on_softhsm(
     tmp_path: Path, operators: Path, token: SoftHsmToken
 ) -> None:
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     common = [
         "--log",
         str(log),
@@ -898,7 +939,7 @@ def test_generate_issue_sign_a_crl_retire_on_softhsm(
     with pytest.raises(SignerError):
         load_signer(ca_key, ca_cert)
 
-    recs = records(log)
+    recs = after_enrolments(log)
     assert [r.event for r in recs] == [
         "key-generated",
         "signing-session-started",  # the new CA key signs its own certificate
@@ -930,7 +971,7 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
     from crlbuilder.demo.pki import init_pki
 
     pki = init_pki(tmp_path / "pki")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     ca_key, ocsp_key = token.uri("auth-card-g2"), token.uri("auth-card-g2-ocsp")
     argv = ["keys", "rollover", "--pki", pki.directory, "--family", "auth-card",
             "--ca-key", ca_key, "--ocsp-key", ocsp_key,
@@ -946,10 +987,10 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
     ca = load_signer(new.key, m.path(new.cert))
     ocsp = load_signer(new.ocsp_key, m.path(new.ocsp_cert))
     ocsp.certificate.verify_directly_issued_by(ca.certificate)
-    ev = [r.event for r in records(log) if not r.event.startswith("signing-session")]
+    ev = [r.event for r in after_enrolments(log) if not r.event.startswith("signing-session")]
     assert ev == ["ceremony-refused", "key-generated", "certificate-issued", "key-generated",
                   "certificate-issued", "rollover"]  # fmt: skip
-    rollover = [r for r in records(log) if r.event == "rollover"]
+    rollover = [r for r in after_enrolments(log) if r.event == "rollover"]
     assert (
         rollover[0].operators == ["bob", "alice"] and rollover[0].detail["issuer"] == "auth-card-g2"
     )
@@ -974,7 +1015,7 @@ def test_a_rollover_refused_half_way_makes_no_key_and_no_certificate(
     from crlbuilder.demo.pki import init_pki
 
     pki = init_pki(tmp_path / "pki")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     token.add_key("used-label")
     ca_key = token.uri("auth-card-g2")
     base = ["keys", "rollover", "--pki", pki.directory, "--family", "auth-card",
@@ -986,7 +1027,7 @@ def test_a_rollover_refused_half_way_makes_no_key_and_no_certificate(
     assert (Path(pki.directory) / "pki.json").read_bytes() == before
     assert not pki.path("ca/auth-card-g2.pem").exists()
     p11.refuse_used_label(ca_key)  # no CA key was made
-    assert [r.event for r in records(log)] == ["ceremony-failed"]
+    assert [r.event for r in after_enrolments(log)] == ["ceremony-failed"]
     assert main([*base, "--ocsp-key", token.uri("auth-card-g2-ocsp")]) == 0
 
 
@@ -1016,13 +1057,13 @@ def test_ord_73_3_a_signing_session_is_two_lines_with_its_count_not_one_per_sign
 def test_an_approved_ceremony_that_fails_is_logged_as_failed(
     tmp_path: Path, operators: Path, token: SoftHsmToken
 ) -> None:
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     out = tmp_path / "ca.pem"
     key = token.uri("sign-card-g3", token="no-such-token")
     argv = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "3",
             "--out", str(out), "--log", str(log), "--operators", str(operators)]  # fmt: skip
     assert main([*argv, *approvals(tmp_path, "alice", "bob")]) == 2
-    [rec] = records(log)
+    [rec] = after_enrolments(log)
     assert rec.event == "ceremony-failed" and rec.operators == ["alice", "bob"]
     assert rec.credentials == fingerprints(load_operators(operators), ["alice", "bob"])
     assert "no-such-token" in str(rec.detail["reason"]) and not out.exists()
@@ -1080,7 +1121,7 @@ def test_new_ca_into_an_unwritable_place_makes_no_key(
 ) -> None:
     """The key was generated (and logged) before the certificate was written: an --out that
     cannot be written left a key in the token that no certificate names."""
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     (tmp_path / "ca").write_text("a file, not a directory\n")
     ca_key = token.uri("sign-card-g3")
     argv = ["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation", "3",
@@ -1106,7 +1147,7 @@ def test_a_certificate_write_that_fails_takes_back_the_keys_and_files_it_made(
     token, and (rollover) the CA's key and certificate: every retry was then refused."""
     from crlbuilder.demo.pki import init_pki
 
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     common = ["--log", str(log), "--operators", str(operators),
               *approvals(tmp_path, "alice", "bob")]  # fmt: skip
     ca_key, ocsp_key = token.uri("auth-card-g2"), token.uri("auth-card-g2-ocsp")
@@ -1201,7 +1242,7 @@ def test_act_14_successor_ceremony_on_softhsm_signs_the_generations_crls(
     from crlbuilder.demo.pki import init_pki
 
     pki = Path(init_pki(tmp_path / "pki").directory)
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     both = approvals(tmp_path, "alice", "bob")
     ca_key, ocsp_key = token.uri("auth-card-g2"), token.uri("auth-card-g2-ocsp")
     assert main(["keys", "rollover", "--pki", str(pki), "--family", "auth-card", "--ca-key",
@@ -1253,7 +1294,7 @@ def test_act_14_successor_ceremony_with_pem_keys_then_a_build_after_the_compromi
 
     pki = Path(init_pki(tmp_path / "pki").directory)
     without_successor(pki, "sign-card-g1")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     argv = successor_argv(pki, log, operators, "sign-card-g1", "sign-card-g2")
     assert main([*argv, *approvals(tmp_path, "alice", "bob")]) == 0
     m = load_manifest(pki)
@@ -1309,7 +1350,7 @@ def test_successor_ceremony_refusals_change_nothing(
 
     pki = Path(init_pki(tmp_path / "pki").directory)
     without_successor(pki, "sign-card-g1")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     both = approvals(tmp_path, "alice", "bob")
 
     def files() -> dict[Path, bytes]:
@@ -1361,7 +1402,7 @@ def test_a_successor_ceremony_whose_manifest_cannot_be_written_takes_its_certifi
 
     pki = Path(init_pki(tmp_path / "pki").directory)
     without_successor(pki, "sign-card-g1")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     argv = [*successor_argv(pki, log, operators, "sign-card-g1", "sign-card-g2"),
             *approvals(tmp_path, "alice", "bob")]  # fmt: skip
     manifest_before = (pki / "pki.json").read_bytes()

@@ -73,8 +73,11 @@ class Ledger:
     """The first enrolment line carrying a fingerprint (before it, a log begun by a version
     that did not log enrolments has approved lines by operators no line enrols)."""
     legacy: set[str] = field(default_factory=set)
-    """Operators named by approved lines before `first_logged`: enrolled before enrolments
-    were logged (not checked until a line records their credential)."""
+    """Operators named by approved lines written by an older version (no `credentials`)
+    before `first_logged`, or recording their credential by their own ``--replace``
+    (`self_recorded`): enrolled before enrolments were logged (not checked until a line
+    records their credential). A name first seen in a line with fingerprints is not: this
+    version enrols through lines."""
     unenrolled: list[int] = field(default_factory=list)
     """Approved lines with fingerprints by `legacy` operators no line enrols (not checked)."""
     self_recorded: dict[str, int] = field(default_factory=dict)
@@ -155,7 +158,7 @@ def approval_refusal(
     file is checked against the log before anything is done, not only at the next review.
     Operators `review` does not check (lines written before enrolments were logged) pass,
     and so does ``replacing``, the operator of a ``--replace``, when `_self_recording`."""
-    legacy = seen.legacy | set(approvers) if seen.first_logged is None else seen.legacy
+    legacy = seen.legacy
     if replacing is not None and _self_recording(seen, replacing):
         legacy = legacy | {replacing}
     for name, sha in approvers.items():
@@ -190,7 +193,7 @@ def ledger(records: Iterable[OpRecord]) -> Ledger:
             seen.ceremonies.append(rec.seq)
             if not rec.credentials:
                 seen.unfingerprinted.append(rec.seq)
-            if seen.first_logged is None:
+            if seen.first_logged is None and not rec.credentials:  # written by an older version
                 seen.legacy.update(rec.operators)
         for name, sha in rec.credentials.items():
             problem = _approver_problem(seen, rec, name, sha)
