@@ -773,6 +773,13 @@ def test_ord_74_3_names_no_line_enrols_do_not_approve_on_an_old_log_or_a_new_one
     assert rc == 1 and "PROBLEM m1: in the operators file, but no line of the log" in out
     # the operators of the old lines still approve (not checked), on this log only
     assert main(enrol(tmp_path, operators, "dave", *approvals(tmp_path, "alice", "bob"))) == 0
+    full = operators.read_bytes()
+    write_by_hand(operators, {n: h for n, h in load_operators(operators).items() if n != "bob"})
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1 and "not checked: 1 approved line(s) (lines 3-3) by operators" in out, out
+    assert "PROBLEM bob: approved ceremonies before enrolments were logged, not in the " \
+        "operators file (removed by hand)" in out  # fmt: skip
+    operators.write_bytes(full)
     other = enrol(tmp_path, operators, "erin", *approvals(tmp_path, "alice", "bob"))
     other[other.index("--log") + 1] = str(tmp_path / "new.jsonl")
     assert main(other) == 2

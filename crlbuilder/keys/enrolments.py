@@ -135,8 +135,8 @@ def _credential_problem(seen: Ledger, name: str, sha: str) -> str | None:
 
 
 def _approver_problem(seen: Ledger, rec: OpRecord, name: str, sha: str) -> str | None:
-    if not seen.credentials.get(name) and name in seen.legacy:
-        seen.unenrolled.append(rec.seq)
+    if not seen.credentials.get(name) and name in seen.legacy and rec.seq not in seen.unenrolled:
+        seen.unenrolled.append(rec.seq)  # one line, however many of its approvers
     problem = _credential_problem(seen, name, sha)
     return None if problem is None else f"line {rec.seq} ({rec.event}): {problem}"
 
@@ -245,6 +245,11 @@ def _file_problems(seen: Ledger, operators: Operators) -> list[str]:
                 f"{name}: the operators file holds a credential no line of the log enrols "
                 f"({sha[:16]}...; written by hand)"
             )
+    for name in sorted(seen.legacy - set(operators) - set(seen.credentials)):
+        out.append(
+            f"{name}: approved ceremonies before enrolments were logged, not in the operators "
+            "file (removed by hand)"
+        )
     for name, creds in sorted(seen.credentials.items()):
         _, last = _may_hold(creds)
         if name not in operators and last is not None:
