@@ -797,7 +797,7 @@ def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(
     reset = enrol(tmp_path, operators, "alice", "--reset")
     reset[reset.index("--secret") + 1] = f"file:{new}"
     refusals = [
-        (approvals(tmp_path, "bob"), "needs 2 other enrolled operators; 1 enrolled"),
+        (approvals(tmp_path, "bob"), "needs 2 other enrolled operators; only 1 other is enrolled"),
     ]
     for extra, why in refusals:
         before = operators.read_bytes()
