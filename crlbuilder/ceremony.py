@@ -220,9 +220,33 @@ the operators file read for the check (recorded in each of its lines: `OpRecord.
 
 
 def _two_operators(args: argparse.Namespace, approvals: list[Approval]) -> Approvers:
-    """A ceremony's rule: two distinct enrolled operators (`check_approvals`)."""
+    """A ceremony's rule: two distinct enrolled operators (`check_approvals`), each with the
+    credential the operation log enrolled for them (`_accounted`)."""
     operators = load_operators(args.operators)
-    return fingerprints(operators, check_approvals(operators, approvals))
+    return _accounted(args, fingerprints(operators, check_approvals(operators, approvals)))
+
+
+def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
+    """The operation log's account of the operators (`enrolments.ledger`); ApprovalError if
+    the log cannot be read or its chain does not hold (what it says cannot be relied on)."""
+    try:
+        return enrolments.ledger(oplog.read_oplog(args.log))
+    except (ChainError, OSError) as e:
+        raise ApprovalError(f"operation log {args.log}: {e}") from None
+
+
+def _accounted(
+    args: argparse.Namespace, approvers: Approvers, replacing: str | None = None
+) -> Approvers:
+    """``approvers``, or ApprovalError when the operators file holds a credential for one of
+    them that the log did not enrol (`enrolments.approval_refusal`): a hash written in by
+    hand, copied from another operator or put back would otherwise let one person approve
+    as two, seen only at the next verify-log --operators, after the key was made."""
+    seen = _ledger(args)
+    refusal = enrolments.approval_refusal(seen, approvers, replacing) if approvers else None
+    if refusal is not None:
+        raise ApprovalError(refusal)
+    return approvers
 
 
 def _approved(
@@ -514,9 +538,10 @@ def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
 
 def _enrolment(args: argparse.Namespace, approvals: list[Approval]) -> Approvers:
     """add-operator's rule (`check_enrolment`): the current secret for --replace, two other
-    operators' approvals for --reset and for a third operator and after, none for the first
-    two, unless the operation log says operators were enrolled before
-    (`enrolments.bootstrap_refusal`: the file was emptied or edited)."""
+    operators' approvals for --reset and for a third operator and after (each credential the
+    one the log enrolled: `_accounted`), none for the first two, unless the operation log
+    says operators were enrolled before (`enrolments.bootstrap_refusal`: the file was
+    emptied or edited)."""
     operators = load_operators(args.operators) if args.operators.exists() else {}
     current = read_secret(args.current_secret) if args.current_secret is not None else None
     names = check_enrolment(
@@ -527,15 +552,18 @@ def _enrolment(args: argparse.Namespace, approvals: list[Approval]) -> Approvers
         current_secret=current,
         reset=args.reset,
     )
-    if not names:  # the bootstrap: the log is the memory the operators file lacks
-        try:
-            seen = enrolments.ledger(oplog.read_oplog(args.log))
-        except (ChainError, OSError) as e:
-            raise ApprovalError(f"no bootstrap: operation log {args.log}: {e}") from None
-        refusal = enrolments.bootstrap_refusal(seen, operators)
-        if refusal is not None:
-            raise ApprovalError(refusal)
-    return fingerprints(operators, names)
+    if names:  # approvals, or the current secret: the credentials the log enrolled
+        replacing = args.name if args.replace else None
+        return _accounted(args, fingerprints(operators, names), replacing)
+    # the bootstrap: the log is the memory the operators file lacks
+    try:
+        seen = _ledger(args)
+    except ApprovalError as e:
+        raise ApprovalError(f"no bootstrap: {e}") from None
+    refusal = enrolments.bootstrap_refusal(seen, operators)
+    if refusal is not None:
+        raise ApprovalError(refusal)
+    return {}
 
 
 _CHANGES: Final = {  # add-operator's flag -> its event, who authorised it, what it did

@@ -75,6 +75,14 @@ def records(log: Path) -> list[oplog.OpRecord]:
     ]
 
 
+def after_enrolments(log: Path) -> list[oplog.OpRecord]:
+    """The log's lines after the `operators` fixture's two enrolments: the ceremonies' (a
+    ceremony is logged where its operators were enrolled, which accounts for them)."""
+    recs = records(log)
+    assert [r.event for r in recs[:2]] == ["operator-enrolled", "operator-enrolled"]
+    return recs[2:]
+
+
 def approvals(tmp_path: Path, *names: str) -> list[str]:
     out = []
     for n in names:
@@ -529,19 +537,113 @@ def test_ord_74_3_verify_log_flags_a_ceremony_approved_by_a_credential_never_enr
 ) -> None:
     """With a hash written in by hand, one person approves as two; the ceremony's lines did
     not say which credential approved. Now each approved line carries its approvers'
-    fingerprints, and verify-log flags an approval by a credential the log never enrolled."""
+    fingerprints, and verify-log flags an approval by a credential the log never enrolled
+    (such a ceremony is refused now; a line written by a copy of the program without that
+    check, or by hand into a rewritten chain, is still named)."""
     _hash_by_hand(tmp_path, operators)
-    secret_file(tmp_path, "bobh", b"bob-by-hand-0001")
-    assert main(enrol(tmp_path, operators, "carol", "--approval",
-                      f"alice:file:{tmp_path / 'alice.secret'}",
-                      "--approval", f"bob:file:{tmp_path / 'bobh.secret'}")) == 0  # fmt: skip
-    line = records(tmp_path / "oplog.jsonl")[-1]
-    assert line.credentials == fingerprints(load_operators(operators), ["alice", "bob"])
+    by_hand = fingerprints(load_operators(operators), ["alice", "bob"])
+    oplog.record(tmp_path / "oplog.jsonl", "key-generated", key="pkcs11:token=t;object=k",
+                 operators=["alice", "bob"], credentials=by_hand, ceremony="c" * 64)  # fmt: skip
     rc, out = verify_against(tmp_path, operators, capsys)
     assert rc == 1
-    assert "PROBLEM line 3 (operator-enrolled): approved by bob with a credential no line " \
+    assert "PROBLEM line 3 (key-generated): approved by bob with a credential no line " \
         "before it enrols" in out  # fmt: skip
     assert b"bob-by-hand" not in (tmp_path / "oplog.jsonl").read_bytes()
+
+
+def _alice_as_bob(tmp_path: Path, operators: Path) -> list[str]:
+    ops = load_operators(operators)
+    write_by_hand(operators, ops | {"bob": ops["alice"]})
+    return ["--approval", f"alice:file:{tmp_path / 'alice.secret'}",
+            "--approval", f"bob:file:{tmp_path / 'alice.secret'}"]  # fmt: skip
+
+
+def _bob_by_hand(tmp_path: Path, operators: Path) -> list[str]:
+    _hash_by_hand(tmp_path, operators)
+    return ["--approval", f"alice:file:{tmp_path / 'alice.secret'}",
+            "--approval", f"bob:file:{secret_file(tmp_path, 'bobh', b'bob-by-hand-0001')}"]  # fmt: skip
+
+
+def _bob_old_secret(tmp_path: Path, operators: Path) -> list[str]:
+    _old_hash_put_back(tmp_path, operators)
+    return approvals(tmp_path, "alice", "bob")
+
+
+def _bootstrapped_under_another_log(tmp_path: Path, operators: Path) -> list[str]:
+    operators.unlink()
+    for name in ("mallory", "mallory2"):
+        argv = enrol(tmp_path, operators, name)
+        argv[argv.index("--log") + 1] = str(tmp_path / "other.jsonl")  # passes: a new log
+        assert main(argv) == 0
+    argv = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "mallory", "mallory2"))
+    argv[argv.index("--log") + 1] = str(tmp_path / "other.jsonl")
+    assert main(argv) == 0  # a third, so that carol's reset is asked of the real log
+    return approvals(tmp_path, "mallory", "mallory2")
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (_alice_as_bob, "approved by bob with a credential no line before it enrols"),
+        (_bob_by_hand, "approved by bob with a credential no line before it enrols"),
+        (_bob_old_secret, "approved by bob with the credential of line 2, replaced at line 4"),
+        (_bootstrapped_under_another_log, "approved by mallory, whom no line before it enrols"),
+    ],
+    ids=["alice-hash-as-bob", "hash-by-hand", "old-hash-put-back", "another-log"],
+)
+@pytest.mark.parametrize("ceremony", ["new-ca", "add-operator", "reset"])
+def test_ord_74_3_a_ceremony_approved_by_a_credential_the_log_did_not_enrol_is_refused(
+    tmp_path: Path,
+    operators: Path,
+    edit: Callable[[Path, Path], list[str]],
+    why: str,
+    ceremony: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One person who can write the operators file (a copy of their own hash in a
+    colleague's place, a hash of their making, an old one put back, or a new file
+    bootstrapped under another --log) approved a key ceremony as two operators: the key was
+    made, exit 0, and only the next verify-log --operators said so. The approvers'
+    credentials are now checked against the log first: refused, nothing done, one line."""
+    log = tmp_path / "oplog.jsonl"
+    assert main(enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))) == 0
+    given = edit(tmp_path, operators)
+    argv = {
+        "new-ca": ["keys", "new-ca", "--key", "pkcs11:token=t;object=g9;type=private",
+                   "--family", "sign-card", "--generation", "9", "--out",
+                   str(tmp_path / "g9.pem"), "--log", str(log), "--operators", str(operators)],
+        "add-operator": enrol(tmp_path, operators, "dave"),
+        "reset": enrol(tmp_path, operators, "carol", "--reset"),
+    }[ceremony]  # fmt: skip
+    before, lines = operators.read_bytes(), len(records(log))
+    capsys.readouterr()
+    assert main([*argv, *given]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "does not account for an approver's credential" in err and why in err, err
+    assert "secret-0" not in err and "by-hand" not in err
+    assert operators.read_bytes() == before and not (tmp_path / "g9.pem").exists()
+    assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"]
+
+
+def test_a_restored_operators_file_approves_again(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The check refuses the credential, not the operator: the file restored from its
+    backup, the same two approve; so does an operator whose secret was replaced or reset."""
+    backup = operators.read_bytes()
+    alice_twice = _alice_as_bob(tmp_path, operators)
+    assert main(enrol(tmp_path, operators, "carol", *alice_twice)) == 2
+    operators.write_bytes(backup)
+    assert main(enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))) == 0
+    new = secret_file(tmp_path, "bob-new", b"bob-secret-new01")
+    replace = enrol(tmp_path, operators, "bob", "--replace", "--current-secret",
+                    f"file:{tmp_path / 'bob.secret'}")  # fmt: skip
+    replace[replace.index("--secret") + 1] = f"file:{new}"
+    assert main(replace) == 0
+    assert main(enrol(tmp_path, operators, "dave", "--approval",
+                      f"bob:file:{new}", *approvals(tmp_path, "carol"))) == 0  # fmt: skip
+    assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
 
 
 class _LineBefore(msgspec.Struct, kw_only=True):
@@ -599,6 +701,91 @@ def test_a_log_written_before_fingerprints_stays_valid_and_says_what_it_cannot_c
     assert "no bootstrap" in capsys.readouterr().err
 
 
+def test_the_upgrade_path_records_every_operator_until_the_first_ceremony(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a log begun before enrolments were logged, the docs have each operator run
+    --replace once. Carol, enrolled then but with no ceremony to her name, could do so only
+    before anyone else: after alice's, her line was a problem (verify-log exit 1 for good)
+    and her ceremonies refused. Now every operator no line enrols may record their
+    credential with their own --replace until the first ceremony after the upgrade; after
+    it, one written in by hand is refused."""
+    log, operators = tmp_path / "oplog.jsonl", tmp_path / "operators.toml"
+    at = "2026-01-05T01:00:00.000000+00:00"
+    append_chained(log, [
+        _LineBefore(seq=0, prev="", at=at, event="key-generated", key="pkcs11:object=k",
+                    operators=["alice", "bob"], ceremony="c" * 64, detail={"bits": 2048}),
+    ])  # fmt: skip
+    secrets = {n: f"{n}-secret-00000".encode() for n in ("alice", "bob", "carol", "mallory")}
+    write_by_hand(operators, {n: hash_secret(secrets[n]) for n in ("alice", "bob", "carol")})
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1 and "PROBLEM carol: in the operators file, but no line of the log enrols " \
+        "them (enrolled before enrolments were logged? add-operator --replace" in out  # fmt: skip
+
+    def replace(name: str) -> int:
+        current = secret_file(tmp_path, name, secrets[name])
+        argv = enrol(tmp_path, operators, name, "--replace", "--current-secret", f"file:{current}")
+        argv[argv.index("--secret") + 1] = f"file:{current}"  # the same secret typed again
+        return main(argv)
+
+    for name in ("alice", "carol", "bob"):
+        assert replace(name) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["keys", "verify-log", "--log", str(log), "--operators", str(operators)]) == 0
+    out = capsys.readouterr().out
+    assert "accounted for by the log" in out
+    assert "not checked: carol: no line enrols them before their own --replace at line 3" in out
+    # the first ceremony after the upgrade closes the path
+    assert main(enrol(tmp_path, operators, "dave", *approvals(tmp_path, "alice", "carol"))) == 0
+    write_by_hand(
+        operators, load_operators(operators) | {"mallory": hash_secret(secrets["mallory"])}
+    )
+    before = operators.read_bytes()
+    assert replace("mallory") == 2
+    assert "approved by mallory, whom no line before it enrols" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+
+
+def test_ord_74_3_names_no_line_enrols_do_not_approve_on_an_old_log_or_a_new_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a log begun before enrolments were logged, every approver of a line written
+    with fingerprints counted as "enrolled before enrolments were logged" until someone's
+    first --replace: two names written into the operators file by hand approved a
+    ceremony, exit 0, and verify-log listed them as not checked (exit 0); on a new,
+    empty --log anyone in the file approved. Only the approvers of lines an older version
+    wrote are excused now (and an operator's own --replace, the upgrade path)."""
+    log, operators = tmp_path / "oplog.jsonl", tmp_path / "operators.toml"
+    at = "2026-01-05T01:00:00.000000+00:00"
+    append_chained(log, [
+        _LineBefore(seq=0, prev="", at=at, event="key-generated", key="pkcs11:object=k",
+                    operators=["alice", "bob"], ceremony="c" * 64, detail={"bits": 2048}),
+    ])  # fmt: skip
+    names = ("alice", "bob", "m1", "m2")
+    for n in names:
+        secret_file(tmp_path, n, f"{n}-secret-00000".encode())
+    write_by_hand(operators, {n: hash_secret(f"{n}-secret-00000".encode()) for n in names})
+    before = operators.read_bytes()
+    assert main(enrol(tmp_path, operators, "dave", *approvals(tmp_path, "m1", "m2"))) == 2
+    assert "approved by m1, whom no line before it enrols" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1 and "PROBLEM m1: in the operators file, but no line of the log" in out
+    # the operators of the old lines still approve (not checked), on this log only
+    assert main(enrol(tmp_path, operators, "dave", *approvals(tmp_path, "alice", "bob"))) == 0
+    full = operators.read_bytes()
+    write_by_hand(operators, {n: h for n, h in load_operators(operators).items() if n != "bob"})
+    rc, out = verify_against(tmp_path, operators, capsys)
+    assert rc == 1 and "not checked: 1 approved line(s) (lines 3-3) by operators" in out, out
+    assert "PROBLEM bob: approved ceremonies before enrolments were logged, not in the " \
+        "operators file (removed by hand)" in out  # fmt: skip
+    operators.write_bytes(full)
+    other = enrol(tmp_path, operators, "erin", *approvals(tmp_path, "alice", "bob"))
+    other[other.index("--log") + 1] = str(tmp_path / "new.jsonl")
+    assert main(other) == 2
+    assert "approved by alice, whom no line before it enrols" in capsys.readouterr().err
+
+
 def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(
     tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -610,7 +797,7 @@ def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(
     reset = enrol(tmp_path, operators, "alice", "--reset")
     reset[reset.index("--secret") + 1] = f"file:{new}"
     refusals = [
-        (approvals(tmp_path, "bob"), "needs 2 other enrolled operators; 1 enrolled"),
+        (approvals(tmp_path, "bob"), "needs 2 other enrolled operators; only 1 other is enrolled"),
     ]
     for extra, why in refusals:
         before = operators.read_bytes()
@@ -721,7 +908,7 @@ def crl_with(signer_key: str, cert: Path) -> bytes:
 def test_generate_issue_sign_a_crl_retire_on_softhsm(
     tmp_path: Path, operators: Path, token: SoftHsmToken
 ) -> None:
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     common = [
         "--log",
         str(log),
@@ -759,7 +946,7 @@ def test_generate_issue_sign_a_crl_retire_on_softhsm(
     with pytest.raises(SignerError):
         load_signer(ca_key, ca_cert)
 
-    recs = records(log)
+    recs = after_enrolments(log)
     assert [r.event for r in recs] == [
         "key-generated",
         "signing-session-started",  # the new CA key signs its own certificate
@@ -791,7 +978,7 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
     from crlbuilder.demo.pki import init_pki
 
     pki = init_pki(tmp_path / "pki")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     ca_key, ocsp_key = token.uri("auth-card-g2"), token.uri("auth-card-g2-ocsp")
     argv = ["keys", "rollover", "--pki", pki.directory, "--family", "auth-card",
             "--ca-key", ca_key, "--ocsp-key", ocsp_key,
@@ -807,10 +994,10 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
     ca = load_signer(new.key, m.path(new.cert))
     ocsp = load_signer(new.ocsp_key, m.path(new.ocsp_cert))
     ocsp.certificate.verify_directly_issued_by(ca.certificate)
-    ev = [r.event for r in records(log) if not r.event.startswith("signing-session")]
+    ev = [r.event for r in after_enrolments(log) if not r.event.startswith("signing-session")]
     assert ev == ["ceremony-refused", "key-generated", "certificate-issued", "key-generated",
                   "certificate-issued", "rollover"]  # fmt: skip
-    rollover = [r for r in records(log) if r.event == "rollover"]
+    rollover = [r for r in after_enrolments(log) if r.event == "rollover"]
     assert (
         rollover[0].operators == ["bob", "alice"] and rollover[0].detail["issuer"] == "auth-card-g2"
     )
@@ -835,7 +1022,7 @@ def test_a_rollover_refused_half_way_makes_no_key_and_no_certificate(
     from crlbuilder.demo.pki import init_pki
 
     pki = init_pki(tmp_path / "pki")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     token.add_key("used-label")
     ca_key = token.uri("auth-card-g2")
     base = ["keys", "rollover", "--pki", pki.directory, "--family", "auth-card",
@@ -847,7 +1034,7 @@ def test_a_rollover_refused_half_way_makes_no_key_and_no_certificate(
     assert (Path(pki.directory) / "pki.json").read_bytes() == before
     assert not pki.path("ca/auth-card-g2.pem").exists()
     p11.refuse_used_label(ca_key)  # no CA key was made
-    assert [r.event for r in records(log)] == ["ceremony-failed"]
+    assert [r.event for r in after_enrolments(log)] == ["ceremony-failed"]
     assert main([*base, "--ocsp-key", token.uri("auth-card-g2-ocsp")]) == 0
 
 
@@ -877,13 +1064,13 @@ def test_ord_73_3_a_signing_session_is_two_lines_with_its_count_not_one_per_sign
 def test_an_approved_ceremony_that_fails_is_logged_as_failed(
     tmp_path: Path, operators: Path, token: SoftHsmToken
 ) -> None:
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     out = tmp_path / "ca.pem"
     key = token.uri("sign-card-g3", token="no-such-token")
     argv = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "3",
             "--out", str(out), "--log", str(log), "--operators", str(operators)]  # fmt: skip
     assert main([*argv, *approvals(tmp_path, "alice", "bob")]) == 2
-    [rec] = records(log)
+    [rec] = after_enrolments(log)
     assert rec.event == "ceremony-failed" and rec.operators == ["alice", "bob"]
     assert rec.credentials == fingerprints(load_operators(operators), ["alice", "bob"])
     assert "no-such-token" in str(rec.detail["reason"]) and not out.exists()
@@ -941,7 +1128,7 @@ def test_new_ca_into_an_unwritable_place_makes_no_key(
 ) -> None:
     """The key was generated (and logged) before the certificate was written: an --out that
     cannot be written left a key in the token that no certificate names."""
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     (tmp_path / "ca").write_text("a file, not a directory\n")
     ca_key = token.uri("sign-card-g3")
     argv = ["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation", "3",
@@ -967,7 +1154,7 @@ def test_a_certificate_write_that_fails_takes_back_the_keys_and_files_it_made(
     token, and (rollover) the CA's key and certificate: every retry was then refused."""
     from crlbuilder.demo.pki import init_pki
 
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     common = ["--log", str(log), "--operators", str(operators),
               *approvals(tmp_path, "alice", "bob")]  # fmt: skip
     ca_key, ocsp_key = token.uri("auth-card-g2"), token.uri("auth-card-g2-ocsp")
@@ -1062,7 +1249,7 @@ def test_act_14_successor_ceremony_on_softhsm_signs_the_generations_crls(
     from crlbuilder.demo.pki import init_pki
 
     pki = Path(init_pki(tmp_path / "pki").directory)
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     both = approvals(tmp_path, "alice", "bob")
     ca_key, ocsp_key = token.uri("auth-card-g2"), token.uri("auth-card-g2-ocsp")
     assert main(["keys", "rollover", "--pki", str(pki), "--family", "auth-card", "--ca-key",
@@ -1114,7 +1301,7 @@ def test_act_14_successor_ceremony_with_pem_keys_then_a_build_after_the_compromi
 
     pki = Path(init_pki(tmp_path / "pki").directory)
     without_successor(pki, "sign-card-g1")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     argv = successor_argv(pki, log, operators, "sign-card-g1", "sign-card-g2")
     assert main([*argv, *approvals(tmp_path, "alice", "bob")]) == 0
     m = load_manifest(pki)
@@ -1170,7 +1357,7 @@ def test_successor_ceremony_refusals_change_nothing(
 
     pki = Path(init_pki(tmp_path / "pki").directory)
     without_successor(pki, "sign-card-g1")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     both = approvals(tmp_path, "alice", "bob")
 
     def files() -> dict[Path, bytes]:
@@ -1222,7 +1409,7 @@ def test_a_successor_ceremony_whose_manifest_cannot_be_written_takes_its_certifi
 
     pki = Path(init_pki(tmp_path / "pki").directory)
     without_successor(pki, "sign-card-g1")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     argv = [*successor_argv(pki, log, operators, "sign-card-g1", "sign-card-g2"),
             *approvals(tmp_path, "alice", "bob")]  # fmt: skip
     manifest_before = (pki / "pki.json").read_bytes()

@@ -228,7 +228,8 @@ def check_enrolment(
         if others < MIN_APPROVALS:
             raise ApprovalError(
                 f"a reset of {name}'s secret needs {MIN_APPROVALS} other enrolled operators; "
-                f"{others} enrolled (keep at least {MIN_APPROVALS + 1} operators enrolled)"
+                f"only {others} other is enrolled (keep at least {MIN_APPROVALS + 1} operators "
+                "enrolled)"
             )
         return check_approvals(operators, approvals)
     if name in operators:

@@ -9,6 +9,8 @@ approved line the fingerprints of its approvers' credentials (`OpRecord.credenti
 - `ledger` folds the log's lines into each operator's credentials, line by line, and checks
   each approved line against them: an approval by a credential no line before it enrolled (or
   one replaced since) is a problem;
+- `approval_refusal` says why a ceremony's approvers are refused before anything is done:
+  the operators file holds a credential for one of them that the log did not enrol;
 - `bootstrap_refusal` says why a bootstrap (the first two enrolments, approved by no one) is
   not one: the log records approved ceremonies, or enrolments the file no longer holds;
 - `review` compares an operators file with the log (`crlbuilder keys verify-log --operators`).
@@ -19,8 +21,8 @@ Sans-I/O: records and the operators file's contents in, findings out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from crlbuilder.keys.approval import Operators, fingerprint
@@ -31,6 +33,7 @@ __all__ = [
     "Credential",
     "Ledger",
     "Review",
+    "approval_refusal",
     "bootstrap_refusal",
     "ledger",
     "review",
@@ -70,10 +73,27 @@ class Ledger:
     """The first enrolment line carrying a fingerprint (before it, a log begun by a version
     that did not log enrolments has approved lines by operators no line enrols)."""
     legacy: set[str] = field(default_factory=set)
-    """Operators named by approved lines before `first_logged`: enrolled before enrolments
-    were logged (not checked until a line records their credential)."""
+    """Operators named by approved lines written by an older version (no `credentials`)
+    before `first_logged`, or recording their credential by their own ``--replace``
+    (`self_recorded`): enrolled before enrolments were logged (not checked until a line
+    records their credential). A name first seen in a line with fingerprints is not: this
+    version enrols through lines."""
     unenrolled: list[int] = field(default_factory=list)
     """Approved lines with fingerprints by `legacy` operators no line enrols (not checked)."""
+    self_recorded: dict[str, int] = field(default_factory=dict)
+    """Operators whose credential no line recorded until their own ``--replace`` (this line)
+    in a log begun before enrolments were logged: the upgrade path (added to `legacy`)."""
+    upgraded: int | None = None
+    """The first approved line with fingerprints other than such a ``--replace``: the first
+    ceremony after the upgrade, which closes the upgrade path."""
+
+    @property
+    def upgrading(self) -> bool:
+        """The log was begun before enrolments were logged (approved lines before any
+        enrolment with a fingerprint, or none yet: operators may be enrolled whom no line
+        enrols) and no ceremony has been approved with fingerprints since: an operator no
+        line enrols may still record their credential with their own ``--replace``."""
+        return (self.first_logged is None or bool(self.legacy)) and self.upgraded is None
 
 
 @dataclass
@@ -92,14 +112,15 @@ def _may_hold(creds: list[Credential]) -> tuple[set[str | None], Credential | No
     return {c.sha256 for c in after} | ({last.sha256} if last else set()), last
 
 
-def _approver_problem(seen: Ledger, rec: OpRecord, name: str, sha: str) -> str | None:
+def _credential_problem(seen: Ledger, name: str, sha: str) -> str | None:
+    """Why ``name`` approving with the credential ``sha`` (its `fingerprint`) is not accounted
+    for by the lines folded into ``seen`` so far (None: it is, or cannot be checked):
+    ``approved by {name}`` and what is wrong."""
     creds = seen.credentials.get(name, [])
-    at = f"line {rec.seq} ({rec.event})"
     if not creds:
         if name in seen.legacy:  # enrolled before enrolments were logged
-            seen.unenrolled.append(rec.seq)
             return None
-        return f"{at}: approved by {name}, whom no line before it enrols"
+        return f"approved by {name}, whom no line before it enrols"
     may, _ = _may_hold(creds)
     if sha in may or None in may:
         return None
@@ -107,10 +128,48 @@ def _approver_problem(seen: Ledger, rec: OpRecord, name: str, sha: str) -> str |
     if older:
         later = creds[creds.index(older[-1]) + 1]
         return (
-            f"{at}: approved by {name} with the credential of line {older[-1].line}, "
+            f"approved by {name} with the credential of line {older[-1].line}, "
             f"replaced at line {later.line}"
         )
-    return f"{at}: approved by {name} with a credential no line before it enrols ({sha[:16]}...)"
+    return f"approved by {name} with a credential no line before it enrols ({sha[:16]}...)"
+
+
+def _approver_problem(seen: Ledger, rec: OpRecord, name: str, sha: str) -> str | None:
+    if not seen.credentials.get(name) and name in seen.legacy and rec.seq not in seen.unenrolled:
+        seen.unenrolled.append(rec.seq)  # one line, however many of its approvers
+    problem = _credential_problem(seen, name, sha)
+    return None if problem is None else f"line {rec.seq} ({rec.event}): {problem}"
+
+
+def _self_recording(seen: Ledger, name: str) -> bool:
+    """``name`` replaces their own secret (`--replace`, with the current one) while no line
+    enrols them, in a log begun before enrolments were logged: the upgrade path, whose
+    line records their credential from then on (not a problem, noted by `review`)."""
+    return not seen.credentials.get(name) and seen.upgrading
+
+
+def approval_refusal(
+    seen: Ledger, approvers: Mapping[str, str], replacing: str | None = None
+) -> str | None:
+    """Why a ceremony approved by ``approvers`` (name -> `fingerprint` of the credential the
+    operators file holds for them) is refused, or None: its line would be a problem of
+    `review` (a credential the log did not enrol for that operator: written into the file by
+    hand, copied from another operator, an old one put back; a name no line enrols). The
+    file is checked against the log before anything is done, not only at the next review.
+    Operators `review` does not check (lines written before enrolments were logged) pass,
+    and so does ``replacing``, the operator of a ``--replace``, when `_self_recording`."""
+    legacy = seen.legacy
+    if replacing is not None and _self_recording(seen, replacing):
+        legacy = legacy | {replacing}
+    for name, sha in approvers.items():
+        problem = _credential_problem(replace(seen, legacy=legacy), name, sha)
+        if problem is not None:
+            return (
+                f"the operation log does not account for an approver's credential: {problem}; "
+                "restore the operators file from its backup and compare it with the log (keys "
+                "verify-log --operators)"
+            )
+    return None
 
 
 def ledger(records: Iterable[OpRecord]) -> Ledger:
@@ -123,11 +182,18 @@ def ledger(records: Iterable[OpRecord]) -> Ledger:
         approved = bool(rec.operators) and rec.event != "ceremony-refused"
         if rec.event in ENROLMENT_EVENTS and "authorised_by" not in rec.detail:
             approved = False
+        operator = str(rec.detail.get("operator", ""))
+        own = rec.event == "operator-secret-replaced" and rec.operators == [operator]
+        if own and _self_recording(seen, operator):
+            seen.legacy.add(operator)
+            seen.self_recorded[operator] = rec.seq
+        elif approved and rec.credentials and seen.upgraded is None:
+            seen.upgraded = rec.seq
         if approved:
             seen.ceremonies.append(rec.seq)
             if not rec.credentials:
                 seen.unfingerprinted.append(rec.seq)
-            if seen.first_logged is None:
+            if seen.first_logged is None and not rec.credentials:  # written by an older version
                 seen.legacy.update(rec.operators)
         for name, sha in rec.credentials.items():
             problem = _approver_problem(seen, rec, name, sha)
@@ -154,7 +220,15 @@ def _file_problems(seen: Ledger, operators: Operators) -> list[str]:
         sha = fingerprint(operators[name])
         if not creds:
             if name not in seen.legacy:  # else `review` notes it as not checked
-                out.append(f"{name}: in the operators file, but no line of the log enrols them")
+                hint = (
+                    " (enrolled before enrolments were logged? add-operator --replace records "
+                    "their credential)"
+                    if seen.upgrading
+                    else ""
+                )
+                out.append(
+                    f"{name}: in the operators file, but no line of the log enrols them{hint}"
+                )
             continue
         may, _ = _may_hold(creds)
         if sha in may or None in may:
@@ -171,6 +245,11 @@ def _file_problems(seen: Ledger, operators: Operators) -> list[str]:
                 f"{name}: the operators file holds a credential no line of the log enrols "
                 f"({sha[:16]}...; written by hand)"
             )
+    for name in sorted(seen.legacy - set(operators) - set(seen.credentials)):
+        out.append(
+            f"{name}: approved ceremonies before enrolments were logged, not in the operators "
+            "file (removed by hand)"
+        )
     for name, creds in sorted(seen.credentials.items()):
         _, last = _may_hold(creds)
         if name not in operators and last is not None:
@@ -214,6 +293,12 @@ def review(seen: Ledger, operators: Operators) -> Review:
             f"{', '.join(bare)}: approved ceremonies before any enrolment was logged, and no "
             "line enrols them: not checked (add-operator --replace records their credential)"
         )
+    notes += [
+        f"{name}: no line enrols them before their own --replace at line {line} (enrolled "
+        "before enrolments were logged, or written in by hand): their credential before "
+        "that line is not checked"
+        for name, line in sorted(seen.self_recorded.items())
+    ]
     if seen.unenrolled:
         notes.append(
             f"{len(seen.unenrolled)} approved line(s) (lines {seen.unenrolled[0]}"
