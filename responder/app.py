@@ -584,9 +584,10 @@ class JpkiApp:
         return self._ocsp_response(ready, get)
 
     def _give_back(self, got: Signing) -> None:
-        """The provisions `responder.flow` took for a signature that was not made."""
+        """The provisions `responder.flow` took for a signature that was not made, given back
+        to the Japan day they were taken in (``got.now``; nothing if that day has turned)."""
         if got.service is not None:
-            self.limits.give_back_provisions(got.party, len(got.job.answers), time.time())
+            self.limits.give_back_provisions(got.party, len(got.job.answers), got.now)
 
     def _ocsp_response(self, ready: Ready, get: bool) -> Response:
         if not get:

@@ -138,6 +138,10 @@ class Signing(FrozenNoGc, frozen=True):
     party: Party
     service: Service | None
     """As `Answer.service`."""
+    now: float
+    """The instant of the decision: its provisions were taken for the Japan day of ``now``,
+    and a give-back (`Quota.give_back_provisions`) must name that day, not the day the
+    signature failed in (past midnight, that would come off the new day's count)."""
 
 
 class Refusal(FrozenNoGc, frozen=True):
@@ -276,7 +280,7 @@ class OcspFlow:
         if isinstance(found, Ready):
             return Answer(found, party, service)
         if isinstance(found, SignJob):
-            return Signing(found, party, service)
+            return Signing(found, party, service, now)
         return Refusal(ResponseStatus.TRY_LATER, STALE, party, family)
 
     def issuer_of(self, req: OcspRequest) -> IssuerView | None:

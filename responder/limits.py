@@ -324,7 +324,9 @@ class LimitsTable:
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None:
         """Undo `take_provisions` of ``n`` that were not provided after all (the signature
-        failed, the fair share refused): only within the same Japan day, and never below 0."""
+        failed, the fair share refused), never below 0. ``now`` is the instant of the take,
+        not of the give-back: if this worker's count has moved on to a later Japan day since,
+        nothing is given back (the day taken from is over; the new day's count is not it)."""
         if party.provisions_per_day is None or n <= 0:
             return
         own = self._slot(self.index, _provisions_key(party.id), allocate=False)
