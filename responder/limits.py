@@ -51,7 +51,8 @@ whose requests all reach one node is refused past that node's share; the provisi
 day are shared out the same way. A CRL cycle is kept
 per node: at most one download of a file per node per cycle. The table file is named after its layout (`FILE_NAME`); the counts
 in it outlive a restart of the responder, which the ledger, not this module,
-is for.
+is for. A restart with fewer workers keeps the rows it no longer writes (the file is
+grown, never shrunk) and reads them with the others.
 """
 
 from __future__ import annotations
@@ -157,9 +158,14 @@ class LimitsTable:
             raise ValueError("nodes must be at least 1")
         self.nodes = nodes
         """Nodes sharing each quota: this node admits `node_share` of it."""
-        size = workers * _ROW_BYTES
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            # grown, never shrunk: after a restart with fewer workers, the rows no worker
+            # writes any more still hold what they admitted today (and their CRL cycles);
+            # cutting them off would let a party past its quotas by what they held
+            held = -(-os.fstat(fd).st_size // _ROW_BYTES)
+            rows = max(workers, held)
+            size = rows * _ROW_BYTES
             if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, size)
             self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -171,6 +177,9 @@ class LimitsTable:
         ``struct.pack_into`` zeroes its whole span before it writes the fields, so a worker
         reading another's slot meanwhile saw its counters at 0 and admitted past the quota."""
         self.workers = workers
+        self.rows = rows
+        """Rows read for a decision: ``workers``, or more when an earlier run had more
+        workers (their rows are read, never written)."""
         self.index = worker_index
         self._found: dict[tuple[int, bytes], int] = {}
         """(row, key) -> slot offset, for keys already seen: slots never move."""
@@ -232,7 +241,7 @@ class LimitsTable:
     def _values(self, key: bytes) -> list[tuple[int, int, int, int]]:
         """The key's counters in every row that has it."""
         out = []
-        for row in range(self.workers):
+        for row in range(self.rows):
             off = self._slot(row, key, allocate=False)
             if off >= 0:
                 out.append(self._read(off))

@@ -140,3 +140,29 @@ def test_two_worker_processes_never_pass_the_bound(tmp_path: Path) -> None:
     assert LimitsTable(path, 2, 0).provisions_left(party(provisions_per_day=5000), LATE) == (
         5000 - taken
     )
+
+
+def test_a_restart_with_fewer_workers_keeps_the_counts_of_the_rows_it_no_longer_writes(
+    tmp_path: Path,
+) -> None:
+    """Three workers, then a restart with two: what the third worker took today (its row)
+    still counts, for the provisions, the requests per day and the CRL cycle alike."""
+    path = tmp_path / "t"
+    LimitsTable.create(path, 3)
+    third = LimitsTable(path, 3, 2)
+    p = party(provisions_per_day=6, requests_per_day=2, crl_cycle_seconds=3600)
+    assert third.take_provisions(p, 5, LATE) is None
+    assert third.admit(p, LATE) is None and third.admit(p, LATE + 1) is None
+    assert third.admit_crl(p, 0, "full", LATE) is None
+    third.close()
+    again = LimitsTable(path, 2, 0)
+    assert again.provisions_left(p, LATE) == 1
+    wait = again.take_provisions(p, 2, LATE)
+    assert wait is not None and wait.limit is Limit.PROVISIONS and wait.remaining == 1
+    assert again.admitted_today(p.id, LATE + 2) == 2
+    refused = again.admit(p, LATE + 2)
+    assert refused is not None and refused.limit is Limit.DAY
+    cycle = again.admit_crl(p, 0, "full", LATE + 2)
+    assert cycle is not None and cycle.limit is Limit.CYCLE
+    again.close()
+    assert LimitsTable(path, 3, 2).provisions_left(p, LATE) == 1  # and back to three
