@@ -557,6 +557,9 @@ class JpkiApp:
         party = got.party.id
         try:
             ready = await signed
+        except asyncio.CancelledError:  # the connection went away (`responder.http`): the
+            self._give_back(got)  # answer is never sent nor counted, so nothing was provided
+            raise
         except Exception as exc:  # a signer failure is the responder's fault, never a crash
             self._give_back(got)
             signer = self._signer_names.get(got.job.signer.signer_id, "")

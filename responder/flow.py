@@ -34,7 +34,7 @@ Order, the first refusal wins; nothing is read from the store before a party is 
    ledger will count (`Quota.take_provisions`), all or none: past the bound is
    ``tryLater`` (``quota``), nothing taken. A token's status is no provision and takes
    none. The shell gives a `Signing`'s provisions back when its signature is not made
-   (`Quota.give_back_provisions`). Without the field this step is one attribute test.
+   or not sent (fair share, signer failure, connection gone: `Quota.give_back_provisions`). Without the field this step is one attribute test.
 
 What the lookup answers (RFC 6960, RFC 5019 profile):
 

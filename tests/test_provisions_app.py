@@ -194,3 +194,33 @@ def test_a_signature_failing_after_midnight_gives_back_to_the_day_it_was_taken_i
     assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "INTERNAL_ERROR"
     assert app.limits.provisions_left(party, turns + 1.0) == 1
     assert app.limits.provisions_left(party, turns - 1.0) == 3
+
+
+def test_an_ocsp_request_whose_connection_went_away_gives_its_provisions_back(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection closes while its signature is waited for: the http layer cancels the
+    app's awaitable (`responder.http`, ``connection_lost``), the signature is never sent or
+    counted, so its provisions come back; a later answer takes its own."""
+    agree(app, "--provisions-per-day", "3")
+    der = one_certid_request(app)
+    headers = {b"content-type": b"application/ocsp-request", **auth(app)}
+    req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+    async def run() -> None:
+        signed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        with monkeypatch.context() as m:
+            m.setattr(app.signing, "sign", lambda party, job: signed)
+            pending = app.handle(req)
+            assert isinstance(pending, asyncio.Future)
+            await asyncio.sleep(0)  # the answer waits for its signature
+            assert left(app) == 2
+            pending.cancel()  # connection_lost
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+
+    asyncio.run(run())
+    assert left(app) == 3
+    resp = answer(app, req)
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "SUCCESSFUL"
+    assert left(app) == 2
