@@ -309,7 +309,10 @@ class LimitsTable:
         pass its agreed ``provisions_per_day`` share, and then nothing is taken. Reserve,
         then check (the module docstring). No bound, or ``n`` of 0: None, nothing written.
 
-        ``record=False`` (a HEAD, which provides nothing): the same answer, nothing taken."""
+        ``record=False`` (a HEAD, which provides nothing): the same answer, nothing taken.
+
+        A ``now`` of a day before the one this worker's row is on (a threaded batch asked
+        before 00:00 JST and taken after it) takes from the row's later day."""
         share = node_share(party.provisions_per_day, self.nodes)
         if share is None or n <= 0:
             return None
@@ -322,14 +325,18 @@ class LimitsTable:
             return Wait(Limit.TABLE_FULL, 60)
         day = _jst_day(now)
         d, mine, _a, _b = self._read(own)
-        if d != day:
+        if d > day:  # a call of a day this row has left (a batch asked before 00:00 JST,
+            day = d  # taken after): it counts in the later day, as the ledger dates it;
+            # putting the row back a day would drop the later day's count
+        elif d != day:
             mine = 0
         self._write(own, day, mine + n, 0, 0)  # reserve
         taken = sum(c for d2, c, _a, _b in self._values(key) if d2 == day)
         if taken <= share:
             return None
         self._write(own, day, mine, 0, 0)  # undo
-        return provisions_wait(now, max(0, share - (taken - n)))
+        at = now if day == _jst_day(now) else day * _DAY - JST_OFFSET  # the day refused
+        return provisions_wait(at, max(0, share - (taken - n)))
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None:
         """Undo `take_provisions` of ``n`` that were not provided after all (the signature

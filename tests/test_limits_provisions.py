@@ -166,3 +166,22 @@ def test_a_restart_with_fewer_workers_keeps_the_counts_of_the_rows_it_no_longer_
     assert cycle is not None and cycle.limit is Limit.CYCLE
     again.close()
     assert LimitsTable(path, 3, 2).provisions_left(p, LATE) == 1  # and back to three
+
+
+def test_a_call_of_the_day_before_taken_after_midnight_loses_no_count(tmp_path: Path) -> None:
+    """A threaded /v1 batch asked at 23:59:59 JST is taken when its thread is done, at the
+    request's instant, after this worker took for the new day: it must not put the row back
+    on the day before, which dropped the new day's count (and the old day's) to that batch."""
+    path = tmp_path / "t"
+    LimitsTable.create(path, 2)
+    a, b = LimitsTable(path, 2, 0), LimitsTable(path, 2, 1)
+    p = party(provisions_per_day=10)
+    assert a.take_provisions(p, 6, MIDNIGHT_JST - 5) is None
+    assert b.take_provisions(p, 3, MIDNIGHT_JST - 2) is None
+    assert a.take_provisions(p, 7, MIDNIGHT_JST + 1) is None  # the new day: 7 of 10
+    assert a.take_provisions(p, 2, MIDNIGHT_JST - 1) is None  # the late batch: in the new day
+    assert a.provisions_left(p, MIDNIGHT_JST + 2) == 1
+    refused = b.take_provisions(p, 2, MIDNIGHT_JST + 2)
+    assert refused is not None and refused.remaining == 1
+    late = a.take_provisions(p, 2, MIDNIGHT_JST - 1)  # refused for the new day, until it ends
+    assert late is not None and late.retry_after == 86400
