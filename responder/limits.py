@@ -134,6 +134,13 @@ def provisions_wait(now: float, remaining: int) -> Wait:
     return Wait(Limit.PROVISIONS, _ceil(day_ends(now) - now), remaining)
 
 
+def provisions_reset(now: float, wait: Wait) -> int:
+    """When the day a `Limit.PROVISIONS` refusal at ``now`` was for ends (00:00 JST): the day
+    of ``now``, or the later day its worker's row is on (`LimitsTable.take_provisions`), which
+    ``wait.retry_after`` reaches into."""
+    return day_ends(now + wait.retry_after - 1)
+
+
 def day_ends(now: float) -> int:
     """The epoch second the Japan calendar day of ``now`` ends (the next 00:00 JST): when a
     daily quota or the daily provisions bound turns."""

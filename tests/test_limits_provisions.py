@@ -4,10 +4,14 @@ all or none, per Japan calendar day, across workers, nodes and restarts."""
 from __future__ import annotations
 
 import multiprocessing
+from datetime import datetime
 from pathlib import Path
 
-from crlbuilder.rules import JST_OFFSET
+from crlbuilder.rules import JST, JST_OFFSET
+from responder import policy
 from responder.limits import Limit, LimitsTable, Wait, day_ends
+from responder.registry.vocabulary import Service
+from responder.v1 import problem
 from tests.test_limits import NOW, party
 
 # 23:59:50 JST on a fixed Japan day: never "today" of the machine running the test
@@ -185,3 +189,6 @@ def test_a_call_of_the_day_before_taken_after_midnight_loses_no_count(tmp_path: 
     assert refused is not None and refused.remaining == 1
     late = a.take_provisions(p, 2, MIDNIGHT_JST - 1)  # refused for the new day, until it ends
     assert late is not None and late.retry_after == 86400
+    refusal = policy.limit_refusal(p, Service.SIGN_REVOCATION_INFO, Limit.PROVISIONS)
+    said = problem.quota(refusal, late, MIDNIGHT_JST - 1)  # what the 429 tells the party
+    assert said.resets_at == datetime.fromtimestamp(MIDNIGHT_JST + 86400, JST)
