@@ -557,6 +557,9 @@ class JpkiApp:
         party = got.party.id
         try:
             ready = await signed
+        except asyncio.CancelledError:  # the connection went away (`responder.http`): the
+            self._give_back(got)  # answer is never sent nor counted, so nothing was provided
+            raise
         except Exception as exc:  # a signer failure is the responder's fault, never a crash
             self._give_back(got)
             signer = self._signer_names.get(got.job.signer.signer_id, "")
@@ -584,9 +587,10 @@ class JpkiApp:
         return self._ocsp_response(ready, get)
 
     def _give_back(self, got: Signing) -> None:
-        """The provisions `responder.flow` took for a signature that was not made."""
+        """The provisions `responder.flow` took for a signature that was not made, given back
+        to the Japan day they were taken in (``got.now``; nothing if that day has turned)."""
         if got.service is not None:
-            self.limits.give_back_provisions(got.party, len(got.job.answers), time.time())
+            self.limits.give_back_provisions(got.party, len(got.job.answers), got.now)
 
     def _ocsp_response(self, ready: Ready, get: bool) -> Response:
         if not get:

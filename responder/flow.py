@@ -34,7 +34,7 @@ Order, the first refusal wins; nothing is read from the store before a party is 
    ledger will count (`Quota.take_provisions`), all or none: past the bound is
    ``tryLater`` (``quota``), nothing taken. A token's status is no provision and takes
    none. The shell gives a `Signing`'s provisions back when its signature is not made
-   (`Quota.give_back_provisions`). Without the field this step is one attribute test.
+   or not sent (fair share, signer failure, connection gone: `Quota.give_back_provisions`). Without the field this step is one attribute test.
 
 What the lookup answers (RFC 6960, RFC 5019 profile):
 
@@ -138,6 +138,10 @@ class Signing(FrozenNoGc, frozen=True):
     party: Party
     service: Service | None
     """As `Answer.service`."""
+    now: float
+    """The instant of the decision: its provisions were taken for the Japan day of ``now``,
+    and a give-back (`Quota.give_back_provisions`) must name that day, not the day the
+    signature failed in (past midnight, that would come off the new day's count)."""
 
 
 class Refusal(FrozenNoGc, frozen=True):
@@ -276,7 +280,7 @@ class OcspFlow:
         if isinstance(found, Ready):
             return Answer(found, party, service)
         if isinstance(found, SignJob):
-            return Signing(found, party, service)
+            return Signing(found, party, service, now)
         return Refusal(ResponseStatus.TRY_LATER, STALE, party, family)
 
     def issuer_of(self, req: OcspRequest) -> IssuerView | None:

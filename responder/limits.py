@@ -51,7 +51,8 @@ whose requests all reach one node is refused past that node's share; the provisi
 day are shared out the same way. A CRL cycle is kept
 per node: at most one download of a file per node per cycle. The table file is named after its layout (`FILE_NAME`); the counts
 in it outlive a restart of the responder, which the ledger, not this module,
-is for.
+is for. A restart with fewer workers keeps the rows it no longer writes (the file is
+grown, never shrunk) and reads them with the others.
 """
 
 from __future__ import annotations
@@ -133,6 +134,13 @@ def provisions_wait(now: float, remaining: int) -> Wait:
     return Wait(Limit.PROVISIONS, _ceil(day_ends(now) - now), remaining)
 
 
+def provisions_reset(now: float, wait: Wait) -> int:
+    """When the day a `Limit.PROVISIONS` refusal at ``now`` was for ends (00:00 JST): the day
+    of ``now``, or the later day its worker's row is on (`LimitsTable.take_provisions`), which
+    ``wait.retry_after`` reaches into."""
+    return day_ends(now + wait.retry_after - 1)
+
+
 def day_ends(now: float) -> int:
     """The epoch second the Japan calendar day of ``now`` ends (the next 00:00 JST): when a
     daily quota or the daily provisions bound turns."""
@@ -157,9 +165,14 @@ class LimitsTable:
             raise ValueError("nodes must be at least 1")
         self.nodes = nodes
         """Nodes sharing each quota: this node admits `node_share` of it."""
-        size = workers * _ROW_BYTES
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
+            # grown, never shrunk: after a restart with fewer workers, the rows no worker
+            # writes any more still hold what they admitted today (and their CRL cycles);
+            # cutting them off would let a party past its quotas by what they held
+            held = -(-os.fstat(fd).st_size // _ROW_BYTES)
+            rows = max(workers, held)
+            size = rows * _ROW_BYTES
             if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, size)
             self._map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -171,6 +184,9 @@ class LimitsTable:
         ``struct.pack_into`` zeroes its whole span before it writes the fields, so a worker
         reading another's slot meanwhile saw its counters at 0 and admitted past the quota."""
         self.workers = workers
+        self.rows = rows
+        """Rows read for a decision: ``workers``, or more when an earlier run had more
+        workers (their rows are read, never written)."""
         self.index = worker_index
         self._found: dict[tuple[int, bytes], int] = {}
         """(row, key) -> slot offset, for keys already seen: slots never move."""
@@ -232,7 +248,7 @@ class LimitsTable:
     def _values(self, key: bytes) -> list[tuple[int, int, int, int]]:
         """The key's counters in every row that has it."""
         out = []
-        for row in range(self.workers):
+        for row in range(self.rows):
             off = self._slot(row, key, allocate=False)
             if off >= 0:
                 out.append(self._read(off))
@@ -300,7 +316,10 @@ class LimitsTable:
         pass its agreed ``provisions_per_day`` share, and then nothing is taken. Reserve,
         then check (the module docstring). No bound, or ``n`` of 0: None, nothing written.
 
-        ``record=False`` (a HEAD, which provides nothing): the same answer, nothing taken."""
+        ``record=False`` (a HEAD, which provides nothing): the same answer, nothing taken.
+
+        A ``now`` of a day before the one this worker's row is on (a threaded batch asked
+        before 00:00 JST and taken after it) takes from the row's later day."""
         share = node_share(party.provisions_per_day, self.nodes)
         if share is None or n <= 0:
             return None
@@ -313,18 +332,24 @@ class LimitsTable:
             return Wait(Limit.TABLE_FULL, 60)
         day = _jst_day(now)
         d, mine, _a, _b = self._read(own)
-        if d != day:
+        if d > day:  # a call of a day this row has left (a batch asked before 00:00 JST,
+            day = d  # taken after): it counts in the later day, as the ledger dates it;
+            # putting the row back a day would drop the later day's count
+        elif d != day:
             mine = 0
         self._write(own, day, mine + n, 0, 0)  # reserve
         taken = sum(c for d2, c, _a, _b in self._values(key) if d2 == day)
         if taken <= share:
             return None
         self._write(own, day, mine, 0, 0)  # undo
-        return provisions_wait(now, max(0, share - (taken - n)))
+        at = now if day == _jst_day(now) else day * _DAY - JST_OFFSET  # the day refused
+        return provisions_wait(at, max(0, share - (taken - n)))
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None:
         """Undo `take_provisions` of ``n`` that were not provided after all (the signature
-        failed, the fair share refused): only within the same Japan day, and never below 0."""
+        failed, the fair share refused), never below 0. ``now`` is the instant of the take,
+        not of the give-back: if this worker's count has moved on to a later Japan day since,
+        nothing is given back (the day taken from is over; the new day's count is not it)."""
         if party.provisions_per_day is None or n <= 0:
             return
         own = self._slot(self.index, _provisions_key(party.id), allocate=False)

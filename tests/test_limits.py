@@ -86,10 +86,13 @@ def test_another_workers_count_never_reads_lower_while_it_is_written(tmp_path: P
     writer.start()
     seen, lower = 0, 0
     try:
-        while writer.is_alive() or seen == 0:
+        while True:  # the last read comes after the writer ended: it sees the last write
+            ended = not writer.is_alive()
             now = reader.admitted_today("bank", NOW)
             lower += now < seen
             seen = max(seen, now)
+            if ended and seen:
+                break
     finally:
         writer.join(timeout=60)
         reader.close()

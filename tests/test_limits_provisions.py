@@ -4,10 +4,14 @@ all or none, per Japan calendar day, across workers, nodes and restarts."""
 from __future__ import annotations
 
 import multiprocessing
+from datetime import datetime
 from pathlib import Path
 
-from crlbuilder.rules import JST_OFFSET
+from crlbuilder.rules import JST, JST_OFFSET
+from responder import policy
 from responder.limits import Limit, LimitsTable, Wait, day_ends
+from responder.registry.vocabulary import Service
+from responder.v1 import problem
 from tests.test_limits import NOW, party
 
 # 23:59:50 JST on a fixed Japan day: never "today" of the machine running the test
@@ -140,3 +144,51 @@ def test_two_worker_processes_never_pass_the_bound(tmp_path: Path) -> None:
     assert LimitsTable(path, 2, 0).provisions_left(party(provisions_per_day=5000), LATE) == (
         5000 - taken
     )
+
+
+def test_a_restart_with_fewer_workers_keeps_the_counts_of_the_rows_it_no_longer_writes(
+    tmp_path: Path,
+) -> None:
+    """Three workers, then a restart with two: what the third worker took today (its row)
+    still counts, for the provisions, the requests per day and the CRL cycle alike."""
+    path = tmp_path / "t"
+    LimitsTable.create(path, 3)
+    third = LimitsTable(path, 3, 2)
+    p = party(provisions_per_day=6, requests_per_day=2, crl_cycle_seconds=3600)
+    assert third.take_provisions(p, 5, LATE) is None
+    assert third.admit(p, LATE) is None and third.admit(p, LATE + 1) is None
+    assert third.admit_crl(p, 0, "full", LATE) is None
+    third.close()
+    again = LimitsTable(path, 2, 0)
+    assert again.provisions_left(p, LATE) == 1
+    wait = again.take_provisions(p, 2, LATE)
+    assert wait is not None and wait.limit is Limit.PROVISIONS and wait.remaining == 1
+    assert again.admitted_today(p.id, LATE + 2) == 2
+    refused = again.admit(p, LATE + 2)
+    assert refused is not None and refused.limit is Limit.DAY
+    cycle = again.admit_crl(p, 0, "full", LATE + 2)
+    assert cycle is not None and cycle.limit is Limit.CYCLE
+    again.close()
+    assert LimitsTable(path, 3, 2).provisions_left(p, LATE) == 1  # and back to three
+
+
+def test_a_call_of_the_day_before_taken_after_midnight_loses_no_count(tmp_path: Path) -> None:
+    """A threaded /v1 batch asked at 23:59:59 JST is taken when its thread is done, at the
+    request's instant, after this worker took for the new day: it must not put the row back
+    on the day before, which dropped the new day's count (and the old day's) to that batch."""
+    path = tmp_path / "t"
+    LimitsTable.create(path, 2)
+    a, b = LimitsTable(path, 2, 0), LimitsTable(path, 2, 1)
+    p = party(provisions_per_day=10)
+    assert a.take_provisions(p, 6, MIDNIGHT_JST - 5) is None
+    assert b.take_provisions(p, 3, MIDNIGHT_JST - 2) is None
+    assert a.take_provisions(p, 7, MIDNIGHT_JST + 1) is None  # the new day: 7 of 10
+    assert a.take_provisions(p, 2, MIDNIGHT_JST - 1) is None  # the late batch: in the new day
+    assert a.provisions_left(p, MIDNIGHT_JST + 2) == 1
+    refused = b.take_provisions(p, 2, MIDNIGHT_JST + 2)
+    assert refused is not None and refused.remaining == 1
+    late = a.take_provisions(p, 2, MIDNIGHT_JST - 1)  # refused for the new day, until it ends
+    assert late is not None and late.retry_after == 86400
+    refusal = policy.limit_refusal(p, Service.SIGN_REVOCATION_INFO, Limit.PROVISIONS)
+    said = problem.quota(refusal, late, MIDNIGHT_JST - 1)  # what the 429 tells the party
+    assert said.resets_at == datetime.fromtimestamp(MIDNIGHT_JST + 86400, JST)

@@ -161,3 +161,66 @@ def test_the_openapi_429_and_problem_say_it() -> None:
     assert "provisions_per_day" in status and "resetsAt" in status
     problem = doc["components"]["schemas"]["Problem"]["properties"]
     assert {"remaining", "resetsAt"} <= set(problem)
+
+
+def test_a_signature_failing_after_midnight_gives_back_to_the_day_it_was_taken_in(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken at 23:59:59 JST, the signer fails at 00:00:01 JST after this worker took 2 for
+    the new day: the give-back belongs to the day before, so today's 2 stay taken."""
+    import responder.app as app_module
+
+    agree(app, "--provisions-per-day", "3")
+    party = app.registry.parties["sig-verifier"]
+    turns = day_ends(PINNED) - 86400  # today's 00:00 JST: the data is fresh on both sides
+    clock = [turns - 1.0]
+    monkeypatch.setattr(app_module.time, "time", lambda: clock[0])
+    der = one_certid_request(app)
+    headers = {b"content-type": b"application/ocsp-request", **auth(app)}
+    req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+    async def run() -> Response:
+        signed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        monkeypatch.setattr(app.signing, "sign", lambda party, job: signed)
+        pending = app.handle(req)
+        assert not isinstance(pending, Response)
+        assert app.limits.provisions_left(party, turns - 1.0) == 2
+        clock[0] = turns + 1.0
+        assert app.limits.take_provisions(party, 2, turns + 1.0) is None
+        signed.set_exception(RuntimeError("the HSM went away"))
+        return await pending
+
+    resp = asyncio.run(run())
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "INTERNAL_ERROR"
+    assert app.limits.provisions_left(party, turns + 1.0) == 1
+    assert app.limits.provisions_left(party, turns - 1.0) == 3
+
+
+def test_an_ocsp_request_whose_connection_went_away_gives_its_provisions_back(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection closes while its signature is waited for: the http layer cancels the
+    app's awaitable (`responder.http`, ``connection_lost``), the signature is never sent or
+    counted, so its provisions come back; a later answer takes its own."""
+    agree(app, "--provisions-per-day", "3")
+    der = one_certid_request(app)
+    headers = {b"content-type": b"application/ocsp-request", **auth(app)}
+    req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+    async def run() -> None:
+        signed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        with monkeypatch.context() as m:
+            m.setattr(app.signing, "sign", lambda party, job: signed)
+            pending = app.handle(req)
+            assert isinstance(pending, asyncio.Future)
+            await asyncio.sleep(0)  # the answer waits for its signature
+            assert left(app) == 2
+            pending.cancel()  # connection_lost
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+
+    asyncio.run(run())
+    assert left(app) == 3
+    resp = answer(app, req)
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "SUCCESSFUL"
+    assert left(app) == 2

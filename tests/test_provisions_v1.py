@@ -6,7 +6,7 @@ remains and says where it stopped, the single answers take one each."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +209,50 @@ def test_the_unbounded_party_is_not_asked(cas: dict[int, Ca], tmp_path: Path) ->
     for _ in range(3):
         assert api.call(entries(ref(SC, GOOD)), party="both")[0].status == 200
     assert table.provisions_left(api.registry.parties["both"], NOW) is None
+
+
+# --- the token route (Act §38-3) ----------------------------------------------------------
+
+
+def test_a_token_takes_one_when_handed_out_and_its_queueing_none(tmp_path: Path) -> None:
+    """The documented behaviour: the queued request (202) provides nothing and takes nothing;
+    handing the token out (200) takes one; with none left even the queueing call is 429."""
+    from tests import test_v1_token as tok
+
+    ca = tok.make_ca(
+        "verifier-token-g1 CA", tok.rsa_key(), not_before=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    desk = tok.MemoryDesk(ca)
+    spec = tok.spec_table()
+    spec["agreement"]["provisions_per_day"] = 1
+    table = limits(tmp_path)
+    api = tok.Api(spec, desk=desk)
+    api.api.quota = table
+    party = api.registry.parties["spec"]
+    key = tok.ec.generate_private_key(tok.ec.SECP256R1())
+    csr = tok.pem(tok.csr_of(key))
+    resp, body = api.post({"csr": csr})
+    assert resp.status == 202 and table.provisions_left(party, NOW) == 1
+    [req] = desk.queued.values()
+    cert = tok.token_certificate(
+        req, issuer=tok.ISSUER, issuer_cert=ca.cert, approval_window=(0, None),
+        validity=tok.timedelta(days=365), signer=tok.CaSigner(ca),  # type: ignore[arg-type]
+    )  # fmt: skip
+    desk.files[req.id] = cert.public_bytes(tok.serialization.Encoding.PEM)
+    api.reader.status_records[tok.sf.status_key(tok.INDEX, tok.token_serial(req.id))] = (
+        tok.sf.StatusRecord(
+            version=1, state=tok.sf.STATE_GOOD, category=0, reason=0,
+            family=tok.Family.SPECIFIED_VERIFIER_TOKEN.code, not_before=0, not_after=2**40,
+            revoked_at=0, holder=b"\0" * 32,
+        )
+    )  # fmt: skip
+    api.reader.changed()
+    resp, body = api.post({"csr": csr})
+    assert resp.status == 200 and body["status"] == "issued"
+    assert table.provisions_left(party, NOW) == 0
+    assert api.ledger.counted == [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
+    other = tok.pem(tok.csr_of(tok.ec.generate_private_key(tok.ec.SECP256R1())))
+    resp, body = api.post({"csr": other})  # a new request to queue: refused, nothing queued
+    assert resp.status == 429 and body["rule"] == "quota" and body["remaining"] == 0
+    assert body["article"] == "Act §38-3(3)"  # the token's agreement (取決め)
+    assert len(desk.queued) == 1 and len(api.ledger.counted) == 1

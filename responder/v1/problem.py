@@ -37,7 +37,7 @@ from crlbuilder.decodeerror import redact
 from crlbuilder.rules import JST_OFFSET
 from responder import policy
 from responder.http import Response
-from responder.limits import Limit, Wait, day_ends
+from responder.limits import Limit, Wait, provisions_reset
 from responder.v1.wire import Problem
 
 PROBLEM_JSON: Final = b"application/problem+json"
@@ -99,7 +99,7 @@ def quota(refusal: policy.Refused, wait: Wait | None = None, now: float = 0.0) -
     `Limit.PROVISIONS`, at ``now``), with what remains and when the Japan day turns."""
     if wait is None or wait.limit is not Limit.PROVISIONS:
         return make(429, refusal.rule.value, refusal.detail, article=refusal.article)
-    turns = day_ends(now)
+    turns = provisions_reset(now, wait)
     return msgspec.structs.replace(
         make(
             429,
