@@ -34,6 +34,7 @@ import pytest
 from crlbuilder.demo.pki import init_pki
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Answer
+from responder.config import ResponderConfig
 from tests.expected import as_served
 from tests.support.nats import NatsCluster, nats_cluster
 
@@ -75,6 +76,28 @@ class Built:
             "--registry", str(self.registry),
             "--as-of", self.as_of.isoformat(), "--no-progress",
         ]  # fmt: skip
+
+    def app_config(self, directory: Path, **overrides: object) -> ResponderConfig:
+        """The configuration of one in-process app (`responder.app.JpkiApp`) serving this
+        store, with a fresh registry (`responder registry init`) and ledger under
+        ``directory``, one worker, metrics off; ``overrides`` by dotted name."""
+        from responder.config import load_config
+
+        registry = directory / "registry.toml"
+        run_tool("responder", "registry", "init", "--pki", str(self.pki), "--out", str(registry))
+        return load_config(
+            None,
+            {
+                "store.path": str(self.store),
+                "store.pki": str(self.pki),
+                "store.crl_dir": str(self.crl_dir),
+                "registry.path": str(registry),
+                "ledger.dir": str(directory / "ledger"),
+                "server.workers": 1,
+                "metrics.enabled": False,
+                **overrides,
+            },
+        )
 
 
 INTEGRATION_FIXTURES = frozenset({"built", "demo_pki", "nats"})

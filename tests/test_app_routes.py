@@ -22,7 +22,6 @@ from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.rules import JST
 from responder import access, report
 from responder.app import JpkiApp, caching_headers
-from responder.config import load_config
 from responder.http import Request, Response
 from responder.ocsp import Ready
 from responder.outcome import NO_PARTY, Outcome
@@ -35,20 +34,7 @@ from tests.test_ocspreq import a_request
 @pytest.fixture(scope="module")
 def app(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JpkiApp]:
     d = tmp_path_factory.mktemp("inproc")
-    registry = d / "registry.toml"
-    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
-    cfg = load_config(
-        None,
-        {
-            "store.path": str(built.store),
-            "store.pki": str(built.pki),
-            "store.crl_dir": str(built.crl_dir),
-            "registry.path": str(registry),
-            "ledger.dir": str(d / "ledger"),
-            "server.workers": 1,
-            "metrics.enabled": False,
-        },
-    )
+    cfg = built.app_config(d)
     a = JpkiApp(cfg, 0)
     yield a
     a.close()

@@ -32,7 +32,7 @@ from cryptography.x509 import ocsp
 from crlbuilder.model import CertStatus, Family
 from responder import metrics as m
 from responder.app import JpkiApp
-from responder.config import MetricsConfig, load_config
+from responder.config import MetricsConfig
 from responder.http import Request, Response
 from responder.logs import method_label
 from responder.outcome import Outcome
@@ -97,21 +97,7 @@ def test_the_app_raises_the_flush_gauge_of_the_ledger_that_fails(
     ``jpkiva_ledger_flush_failing`` under its own name: the calls ledger failing raises
     ``calls`` alone, and its recovery lowers it (the gauge and the flusher are tested apart in
     tests/test_metrics.py; this is the wiring between them)."""
-    registry = tmp_path / "registry.toml"
-    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
-    cfg = load_config(
-        None,
-        {
-            "store.path": str(built.store),
-            "store.pki": str(built.pki),
-            "store.crl_dir": str(built.crl_dir),
-            "registry.path": str(registry),
-            "ledger.dir": str(tmp_path / "ledger"),
-            "server.workers": 1,
-            "metrics.enabled": True,
-            "metrics.render_interval": 0,
-        },
-    )
+    cfg = built.app_config(tmp_path, **{"metrics.enabled": True, "metrics.render_interval": 0})
     a = JpkiApp(cfg, 0)
     try:
         assert a.metrics is not None

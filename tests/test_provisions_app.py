@@ -21,7 +21,6 @@ from cryptography.x509 import ocsp
 from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.rules import JST
 from responder.app import JpkiApp
-from responder.config import load_config
 from responder.http import Request, Response
 from responder.limits import day_ends
 from responder.quotagauges import QuotaCollector
@@ -37,20 +36,7 @@ PINNED = time.time()
 
 @pytest.fixture
 def app(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[JpkiApp]:
-    registry = tmp_path / "registry.toml"
-    run_tool("responder", "registry", "init", "--pki", str(built.pki), "--out", str(registry))
-    cfg = load_config(
-        None,
-        {
-            "store.path": str(built.store),
-            "store.pki": str(built.pki),
-            "store.crl_dir": str(built.crl_dir),
-            "registry.path": str(registry),
-            "ledger.dir": str(tmp_path / "ledger"),
-            "server.workers": 1,
-            "metrics.enabled": False,
-        },
-    )
+    cfg = built.app_config(tmp_path)
     clock = types.SimpleNamespace(
         **{k: getattr(time, k) for k in dir(time) if not k.startswith("_")}
     )

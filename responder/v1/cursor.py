@@ -164,16 +164,9 @@ def at_commit(reader: StoreReader) -> str:
 
 def decode(cursor: str) -> Position | None:
     """The position a cursor names, or None when it is not one of ours."""
-    if not cursor or len(cursor) > MAX_CURSOR_CHARS:
+    raw = _raw(cursor)  # one cursor, one spelling (no padding, no stray bits)
+    if raw is None or len(raw) not in (_BOUNDARY_BYTES, _INSIDE_BYTES) or raw[0] != VERSION:
         return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    if len(raw) not in (_BOUNDARY_BYTES, _INSIDE_BYTES) or raw[0] != VERSION:
-        return None
-    if encode(raw[1 : 1 + sf.STORE_ID_BYTES], raw[1 + sf.STORE_ID_BYTES :]) != cursor:
-        return None  # one cursor, one spelling (no padding, no stray bits)
     start = raw[1 + sf.STORE_ID_BYTES :]
     if len(start) == 4 and start == bytes(4):
         return None  # the boundary before commit 0: `changes_start` is never below commit 1
