@@ -3,8 +3,6 @@ and every option's help says what it is and its default."""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from crlbuilder import cli
 from crlbuilder.config import FLAGS
 from crlbuilder.options import run_command
 from tests.conftest import Built
+from tests.support.clihelp import options
 
 
 def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -146,19 +145,10 @@ def test_run_command_keeps_an_os_error_to_one_line(capsys: pytest.CaptureFixture
     assert capsys.readouterr().err == "crlbuilder status: error: /srv/x: Permission denied\n"
 
 
-def _options(p: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.Action]]:
-    for action in p._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub, sp in action.choices.items():
-                yield from _options(sp, f"{name} {sub}")
-        elif action.option_strings:
-            yield name, action
-
-
 def test_every_option_of_every_subcommand_is_explained() -> None:
     unexplained = [
         f"{name} {action.option_strings[0]}"
-        for name, action in _options(cli.parser(), "crlbuilder")
+        for name, action in options(cli.parser(), "crlbuilder")
         if not action.help
     ]
     assert unexplained == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from crlbuilder.manifest import Manifest, load_manifest
 from responder.cli import main, parser
 from responder.ocsp import load_issuers
+from tests.support.clihelp import options
 from tests.support.pki import certificate
 
 
@@ -50,19 +50,10 @@ def test_a_bad_flag_value_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "error: <command line>: server.port: Expected `int` <= 65535" in err
 
 
-def _options(p: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.Action]]:
-    for action in p._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub, sp in action.choices.items():
-                yield from _options(sp, f"{name} {sub}")
-        elif action.option_strings:
-            yield name, action
-
-
 def test_every_option_of_every_subcommand_is_explained() -> None:
     unexplained = [
         f"{name} {action.option_strings[0]}"
-        for name, action in _options(parser(), "responder")
+        for name, action in options(parser(), "responder")
         if not action.help
     ]
     assert unexplained == []
@@ -72,7 +63,7 @@ def test_every_option_with_a_default_says_it() -> None:
     """A flag whose value is a default (not a switch, a count or unset) names it in --help."""
     silent = [
         f"{name} {action.option_strings[0]}"
-        for name, action in _options(parser(), "responder")
+        for name, action in options(parser(), "responder")
         if not isinstance(action, argparse._CountAction)
         and action.default not in (None, [], argparse.SUPPRESS)
         and not isinstance(action.default, bool)
