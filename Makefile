@@ -76,10 +76,10 @@ typecheck: $(STAMP)
 
 # two processes (pytest-xdist), one test file each at a time: most tests wait on servers they
 # start, so two halve the wall time on two cores (module fixtures stay whole; each process
-# builds the session's demo store once). make test-shifted stays in one process: its
-# preloaded clock breaks the timed waits of xdist's own channels.
+# builds the session's demo store once). make test-shifted runs the same way.
+PYTEST_PROCS := -n 2 --dist loadfile
 pytest: $(STAMP)
-	$(VENV)/bin/pytest -q -n 2 --dist loadfile
+	$(VENV)/bin/pytest -q $(PYTEST_PROCS)
 
 test: lint typecheck pytest
 
@@ -93,7 +93,7 @@ test-shifted: $(STAMP)
 	@test -f $(FAKETIME_LIB) || { echo "make: $(FAKETIME_LIB) not found (apt-get install faketime)"; exit 1; }
 	LD_PRELOAD=$(FAKETIME_LIB) TZ=America/New_York \
 	FAKETIME="$$($(PY) -c 'import datetime as d; n = d.datetime.now(d.UTC); print(f"{round(((n.replace(hour=14, minute=58, second=0) - n).total_seconds()) / 60):+d}m")')" \
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_PROCS)
 
 # the peers and probes the benchmarks run (wrk, nginx, cfssl ...), installed when missing
 bench-tools:
