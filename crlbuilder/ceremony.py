@@ -181,8 +181,8 @@ def _undo(args: argparse.Namespace, reason: str) -> None:
             if kind == "key":
                 p11.close_all()  # its signers' cached handles go with it
                 p11.destroy_key(what)
-                _record(args.log, "key-destroyed", key=what, operators=list(args.approved_by),
-                        credentials=args.approved_by, ceremony=args.approved_ceremony,
+                _record(args.log, "key-destroyed", key=what, credentials=args.approved_by,
+                        ceremony=args.approved_ceremony,
                         detail={"ceremony": args.ceremony, "reason": f"undone: {reason}"})  # fmt: skip
             elif kind == "file":
                 Path(what).unlink(missing_ok=True)
@@ -280,6 +280,11 @@ def _approved(
 
 
 def _record(log: Path, event: str, **kw: Any) -> Anchor:
+    """One line of the operation log; an approved line's ``operators`` are its
+    ``credentials``' names (`Approvers`), unless given."""
+    credentials = kw.get("credentials")
+    if credentials is not None:
+        kw.setdefault("operators", list(credentials))
     try:
         return oplog.record(log, event, **kw)
     except (ChainError, OSError) as e:
@@ -301,7 +306,6 @@ def _generate(
         args.log,
         "key-generated",
         key=key,
-        operators=list(ops),
         credentials=ops,
         ceremony=desc_sha,
         detail={"bits": args.bits, "spki_sha256": hashlib.sha256(spki).hexdigest()},
@@ -327,7 +331,6 @@ def _new_ca(
         args.log,
         "certificate-issued",
         key=key,
-        operators=list(ops),
         credentials=ops,
         ceremony=desc_sha,
         detail=_write_cert(args, out, cert) | {"issuer": "self"},
@@ -355,7 +358,6 @@ def _new_ocsp(
         args.log,
         "certificate-issued",
         key=key,
-        operators=list(ops),
         credentials=ops,
         ceremony=desc_sha,
         detail=_write_cert(args, out, cert) | {"issuer_key": oplog.key_name(ca_key)},
@@ -445,7 +447,6 @@ def cmd_rollover(args: argparse.Namespace) -> int:
         args.log,
         "rollover",
         key=args.ca_key,
-        operators=list(ops),
         credentials=ops,
         ceremony=sha,
         detail={"issuer": iid, "manifest": str(Path(manifest.directory) / "pki.json")},
@@ -472,7 +473,6 @@ def cmd_retire(args: argparse.Namespace) -> int:
         args.log,
         "key-destroyed",
         key=args.key,
-        operators=list(ops),
         credentials=ops,
         ceremony=sha,
         detail=_cert_detail(args.cert, cert),
@@ -502,7 +502,6 @@ def cmd_successor(args: argparse.Namespace) -> int:
         args.log,
         "certificate-issued",
         key=manifest.key_ref(plan.successor.key),
-        operators=list(ops),
         credentials=ops,
         ceremony=sha,
         detail=_write_cert(args, out, cert)
@@ -515,7 +514,6 @@ def cmd_successor(args: argparse.Namespace) -> int:
         args.log,
         "successor-named",
         key=manifest.key_ref(plan.successor.key),
-        operators=list(ops),
         credentials=ops,
         ceremony=sha,
         detail={
@@ -596,7 +594,6 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
         args.log,
         event,
         key=args.key,
-        operators=list(ops),
         credentials=ops,
         ceremony=sha,
         detail={
@@ -663,7 +660,7 @@ def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
                 with contextlib.suppress(CeremonyError):
                     key = getattr(args, "key", None) or getattr(args, "ca_key", "")
                     _record(args.log, "ceremony-failed", key=key,
-                            operators=list(args.approved_by), credentials=args.approved_by,
+                            credentials=args.approved_by,
                             ceremony=args.approved_ceremony,
                             detail={"ceremony": args.ceremony, "reason": str(e)})  # fmt: skip
             return 2

@@ -447,15 +447,7 @@ def handle_watch(request: WatchRequest, ctx: Context) -> Reply[WatchResponse] | 
         return _watch_full(e.limit)
     except WatchUnavailable:
         return _UNAVAILABLE
-    body = WatchResponse(
-        added=done.added,
-        already=len(allowed) - done.added,
-        removed=done.removed,
-        absent=len(remove) - done.removed,
-        watching=done.total,
-        refused=refused,
-    )
-    return Reply(body)
+    return _watched(done.added, done.removed, done.total, len(allowed), len(remove), refused)
 
 
 def _watch_full(limit: int) -> Problem:
@@ -505,15 +497,7 @@ def _watch_replicated(
         return _UNAVAILABLE
     if outcome.full:
         return _watch_full(outcome.limit)
-    body = WatchResponse(
-        added=outcome.added,
-        already=len(add) - outcome.added,
-        removed=outcome.removed,
-        absent=len(remove) - outcome.removed,
-        watching=outcome.total,
-        refused=refused,
-    )
-    return Reply(body)
+    return _watched(outcome.added, outcome.removed, outcome.total, len(add), len(remove), refused)
 
 
 _NO_FEED: Final = problem.make(
@@ -769,6 +753,22 @@ def _changes_of_stream(
         return _UNAVAILABLE
     after = tracker.after_last() if got.full else tracker.at_end(reader.stream_seq())
     return _reply(store, now, got, cursors.encode_stream(after), issuers)
+
+
+def _watched(
+    added: int,
+    removed: int,
+    total: int,
+    asked_add: int,
+    asked_remove: int,
+    refused: list[WatchRefusal],
+) -> Reply[WatchResponse]:
+    """The answer to a batch the lists applied: of ``asked_add`` additions ``added`` were
+    new, of ``asked_remove`` removals ``removed`` were watched; ``total`` watched now."""
+    return Reply(WatchResponse(
+        added=added, already=asked_add - added, removed=removed,
+        absent=asked_remove - removed, watching=total, refused=refused,
+    ))  # fmt: skip
 
 
 _SERVICES: Final = (Service.SIGN_REVOCATION_INFO, Service.AUTH_REVOCATION_INFO)
