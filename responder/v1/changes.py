@@ -52,7 +52,8 @@ the status record of each hit. The watch list is the responder's own state
   there (409 ``watch_full`` decided the same everywhere); ``GET /v1/changes`` first
   applies every batch registered anywhere before it, for at most ``[watch]
   replication_wait_seconds``, past which (or when the stream cannot be reached) it
-  answers 503 with Retry-After, nothing counted. A store filled from the record stream
+  answers 503 with Retry-After, nothing counted; after a failed try the stream is held
+  down (`responder.v1.holddown`): the calls answer 503 at once, Retry-After the time left. A store filled from the record stream
   issues cursors that name stream positions (`responder.v1.feedpos`), read alike on every
   node although each numbers its commits alone (``commit`` in a change is the answering
   node's); where two nodes cut a batch differently (one a builder cut by time, its
@@ -300,6 +301,13 @@ def _waits(env: WatchEnv) -> bool:
     return env.stream is not None
 
 
+def _retry_after(env: WatchEnv) -> int | None:
+    """`Route.retry_after`: while the watch stream is held down after a failure, the seconds
+    until the next try (`responder.v1.holddown`), so that a party does not come back sooner
+    only to be refused again."""
+    return env.stream.retry_after() if env.stream is not None else None
+
+
 _ENVS: Final[dict[Path, WatchEnv]] = {}
 """One `WatchEnv` per watch directory in a process: both routes share it (LMDB allows one
 open of an environment per process)."""
@@ -487,7 +495,7 @@ def _watch_replicated(
     try:
         seq = env.stream.publish(watchlog.encode(op))
     except StreamUnavailable as e:
-        _log.warning("watch batch not published: %s", e)
+        _unreached("watch batch not published", e)
         return _STREAM_UNAVAILABLE
     refusal = _caught_up(env, lists, seq)
     if refusal is not None:
@@ -516,6 +524,11 @@ _BEHIND: Final = problem.make(
 )  # fmt: skip
 
 
+def _unreached(what: str, e: StreamUnavailable) -> None:
+    """Logged once per try of the stream: not for each call refused while it is held down."""
+    (_log.debug if e.held else _log.warning)("%s: %s", what, e)
+
+
 def _caught_up(env: WatchEnv, lists: LmdbWatchSet, target: int | None) -> Problem | None:
     """Apply the watch stream's operations through ``target`` (None: its last one) within
     ``[watch] replication_wait_seconds``; the 503 to answer when that could not be done."""
@@ -523,7 +536,7 @@ def _caught_up(env: WatchEnv, lists: LmdbWatchSet, target: int | None) -> Proble
     try:
         watchstream.sync(lists, env.stream, target, env.config.replication_wait_seconds)
     except StreamUnavailable as e:
-        _log.warning("watch lists not caught up: %s", e)
+        _unreached("watch lists not caught up", e)
         return _STREAM_UNAVAILABLE
     except watchlog.Behind:
         return _BEHIND
@@ -785,6 +798,7 @@ WATCH_ROUTE: Final = Route(
     handler=handle_watch,
     setup=setup,
     blocking=_waits,
+    retry_after=_retry_after,
     signed=False,
     provides=False,  # registering provides nothing: served when the provisions are used up
     problems=((409, "the batch would take the watch list past its bound; nothing changed"),),
@@ -801,6 +815,7 @@ CHANGES_ROUTE: Final = Route(
     handler=handle_changes,
     setup=setup,
     blocking=_waits,
+    retry_after=_retry_after,
     follow=(("cursor", "/cursor"),),
     problems=(
         (
