@@ -295,6 +295,19 @@ class WatchEnv:
                     return None
             return self.watchset
 
+    def not_replicating(self) -> str | None:
+        """Why this node's lists do not follow the watch stream, for good (``[watch]
+        ready_requires_replication``): they cannot be opened, or they stopped applying it
+        (`LmdbWatchSet.replication`'s note: another secret, a gap, the stream made again);
+        None when they follow it, however far behind."""
+        lists = self.lists()
+        if lists is None:
+            return "watch lists unavailable (the log says why)"
+        if not isinstance(lists, LmdbWatchSet):  # one node: no replication
+            return None
+        broken = lists.replication()[3]
+        return f"watch lists not replicated: {broken}" if broken else None
+
 
 def _waits(env: WatchEnv) -> bool:
     """`Route.blocking`: on several nodes both routes wait on the watch stream."""
