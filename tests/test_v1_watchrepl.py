@@ -20,7 +20,7 @@ from responder.config import ClusterConfig, LedgerConfig, ResponderConfig
 from responder.http import Request, Response
 from responder.registry.vocabulary import Method, Service
 from responder.signing import SigningPool
-from responder.v1 import changes, watchlog, watchstream
+from responder.v1 import changes, openapi, watchlog, watchstream
 from responder.v1 import status as v1status
 from responder.v1.holddown import HoldDown
 from responder.v1.routes import Done, V1Api
@@ -432,3 +432,45 @@ def test_a_stream_out_of_reach_is_held_down_so_feed_calls_do_not_hold_the_batch_
         assert stream.retry_after() is None
         stream.close()
         lists.close()
+
+
+def test_a_batch_retried_after_a_503_that_registered_it_ends_the_same(nodes: Any) -> None:
+    """The batch reached the stream, then the node lost it before it could apply it (503:
+    it cannot say whether the batch was registered; the other nodes apply it). The party
+    sends it again: answered 200, the list holds each certificate once, the bound counts
+    them once (a's bound is 3: counted twice, 4 would be refused 409), nothing is counted in
+    the ledger, and the changes are delivered once."""
+    log, a, b, la, lb = nodes
+    publish = log.publish
+
+    def lost_after(op: bytes) -> int:
+        seq = publish(op)
+        log.down = True  # stored; the node cannot read it back
+        return seq
+
+    log.publish = lost_after  # type: ignore[method-assign]
+    resp, got = a.watch(add=[ref(SC, A), ref(SC, B)])
+    assert resp.status == 503 and len(log.ops) == 1, got
+    assert "may have been registered" in got["detail"] and "again is safe" in got["detail"]
+    log.publish = publish  # type: ignore[method-assign]
+    log.down = False
+    assert b.changes(f"cursor={pos(0)}")[0].status == 200 and lb.applied() == 1  # registered
+    resp, got = a.watch(add=[ref(SC, A), ref(SC, B)])  # the party's retry
+    assert resp.status == 200, got
+    assert (got["added"], got["already"], got["watching"]) == (0, 2, 2), got
+    assert la.count("sig") == 2 and la.outcome(2) == lb.outcome(1)._replace(added=0)  # type: ignore[union-attr]
+    keys = [sf.status_key(SC, s) for s in (A, B)]
+    assert la.watched("sig", keys) == [True, True] and a.ledger.counted == []
+    resp, got = b.changes(f"cursor={pos(0)}")
+    assert serials(got) == [A, B] and lb.applied() == 2, got  # each once
+    assert [n for _p, _s, _m, n in b.ledger.counted] == [2, 2]  # two reads, two each
+
+
+def test_the_openapi_document_says_a_watch_503_may_have_registered_and_a_retry_is_safe() -> None:
+    doc = openapi.document((changes.WATCH_ROUTE, changes.CHANGES_ROUTE))
+    said = doc["paths"]["/v1/watch"]["post"]["responses"]["503"]["description"]
+    assert "may have been registered" in said and "again is safe" in said, said
+    read = doc["paths"]["/v1/changes"]["get"]["responses"]["503"]["description"]
+    assert "registered" not in read, read
+    for op in (doc["paths"]["/v1/watch"]["post"], doc["paths"]["/v1/changes"]["get"]):
+        assert op["responses"]["503"]["headers"]["Retry-After"]["required"] is True
