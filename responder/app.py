@@ -35,7 +35,9 @@
                             /v1/status and /v1/verify, answered from the group's own store
                             (Act §20(1), §21(1),(3)); another /v1 path there is 404 naming them
     GET  /healthz           the process answers
-    GET  /readyz            the store is open and fresh, the registry loaded
+    GET  /readyz            the store is open and fresh, the registry loaded (several
+                            nodes: caught up with the record stream; opt-in, the watch
+                            lists replicated, ``[watch] ready_requires_replication``)
 
 /metrics is not on this (public) port: it is served on the admin listener of
 ``[metrics] host`` and ``port`` (loopback by default) by `responder.metrics.MetricsApp`,
@@ -614,6 +616,13 @@ class JpkiApp:
                 )
                 if behind is not None:
                     return Response(503, f"not caught up: {behind}\n".encode(), TEXT)
+        if self.config.cluster.nats and self.config.watch.ready_requires_replication:
+            try:
+                broken = changes.setup(self.config).not_replicating()
+            except Exception:  # any failure means not ready
+                broken = "watch lists not readable"
+            if broken is not None:
+                return Response(503, f"{broken}\n".encode(), TEXT)
         stale = [
             v.id for v in self.ocsp.by_index.values() if 0 < self.ocsp.fresh_until(v.index) <= now
         ]

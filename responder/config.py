@@ -338,6 +338,13 @@ class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Changes one read of the feed examines at most (the cursor then says where to go on):
     bounds a call's time after a mass revocation (an issuing-key compromise); about 0.2 s
     of one worker at the default (bench/README.md: ~260,000 entries/s)."""
+    ready_requires_replication: bool = False
+    """On a node of several (``[cluster] nats``): ``/readyz`` says not ready while this node's
+    watch lists cannot be opened or stopped applying the watch stream for good (an operation
+    made with another watch secret, one the stream lost, the stream made again:
+    ``jpkiva_watch_replication_broken`` 1), not while they are merely behind. Off: /readyz
+    does not follow the feed, whose calls answer 503 on such a node (docs/operations.md
+    says when to turn it on: not ready takes the node's OCSP out of the balancer too)."""
 
     def lists_dir(self, ledger: LedgerConfig) -> Path:
         return self.dir if self.dir is not None else ledger.dir / "watch"
@@ -543,6 +550,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
         "several nodes: seconds a watch call waits for this node's lists (then 503)",
     ),
     _Flag("--watch-scan-limit", "watch.scan_limit", "changes one feed read examines"),
+    _Flag(
+        "--watch-ready-requires-replication",
+        "watch.ready_requires_replication",
+        "several nodes: /readyz not ready while the watch lists' replication is broken",
+    ),
     _Flag("--answer-key", "v1.answer_key", "answer-signing key (/v1 JWS): PEM or pkcs11: URI"),
     _Flag("--answer-cert", "v1.answer_cert", "answer-signing certificate (PEM)"),
     _Flag(

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,13 +21,15 @@ from cryptography import x509
 
 from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.rules import JST
-from responder import access, report
+from responder import access, report, streamlag
 from responder.app import JpkiApp, caching_headers
 from responder.http import Request, Response
 from responder.ocsp import Ready
 from responder.outcome import NO_PARTY, Outcome
 from responder.registry.lookup import Registry
 from responder.report import YEARS
+from responder.v1 import changes
+from responder.v1.watchdb import LmdbWatchSet
 from tests.conftest import Built, run_tool
 from tests.test_ocspreq import a_request
 
@@ -333,3 +336,36 @@ def test_early_proof_serves_its_own_request_once_not_across_a_registry_change(
         assert req.note.rule == "unauthenticated"
     finally:
         app.registry = old
+
+
+def test_readyz_follows_a_broken_watch_replication_only_when_asked(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node of several whose watch lists cannot be opened (no service secret) or stopped
+    applying the watch stream (here: an operation the stream lost) answers the feed 503; with
+    ``[watch] ready_requires_replication`` its /readyz says so too, and is ready again once
+    they follow the stream; without it (the default) the node stays ready."""
+    monkeypatch.setattr(streamlag, "verdict", lambda *a, **k: None)  # caught up with the records
+    cfg = built.app_config(
+        tmp_path,
+        **{"cluster.nats": "nats://127.0.0.1:1", "watch.ready_requires_replication": True},
+    )
+    app = JpkiApp(cfg, 0)
+    try:
+        resp = answer(app, request(b"GET", b"/readyz"))
+        assert resp.status == 503 and b"watch lists unavailable" in resp.body, resp.body
+        secret = cfg.watch.secret_path(cfg.ledger)
+        secret.write_text(bytes(range(32)).hex() + "\n")
+        secret.chmod(0o600)
+        assert answer(app, request(b"GET", b"/readyz")).status == 200  # applied none: follows
+        lists = changes.setup(cfg).lists()
+        assert isinstance(lists, LmdbWatchSet)
+        lists.note_gap("watch operation 1 is not on the stream (or is not one)")
+        resp = answer(app, request(b"GET", b"/readyz"))
+        assert resp.status == 503 and b"operation 1 is not on the stream" in resp.body, resp.body
+        app.config = msgspec.structs.replace(
+            cfg, watch=msgspec.structs.replace(cfg.watch, ready_requires_replication=False)
+        )
+        assert answer(app, request(b"GET", b"/readyz")).status == 200  # the default: ready
+    finally:
+        app.close()

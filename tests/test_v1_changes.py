@@ -103,6 +103,7 @@ class Api:
             ledger=LedgerConfig(dir=tmp / "ledger"), watch=WatchConfig(**watch),
             cluster=ClusterConfig(nats=nats),
         )  # fmt: skip
+        self.config = config
         self.watchset = MemoryWatchSet()
         changes.setup(config).watchset = self.watchset  # the env both routes share
         self.api = V1Api(

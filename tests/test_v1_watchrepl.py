@@ -4,24 +4,36 @@ stream (the real stream: tests/test_cluster.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
 from responder.config import ClusterConfig, LedgerConfig, ResponderConfig
-from responder.v1 import changes, watchlog, watchstream
+from responder.http import Request, Response
+from responder.registry.vocabulary import Method, Service
+from responder.signing import SigningPool
+from responder.v1 import changes, openapi, watchlog, watchstream
+from responder.v1 import status as v1status
+from responder.v1.holddown import HoldDown
+from responder.v1.routes import Done, V1Api
 from responder.v1.watchdb import LmdbWatchSet
 from responder.v1.watchgauges import WatchCollector
 from responder.v1.watchset import WatchKeys
 from responder.v1.watchstream import StreamUnavailable, WatchStream
 from tests.support.nats import free_ports, nats_server
 from tests.support.pki import Ca, make_ca, rsa_key
-from tests.test_v1_changes import AC, SC, A, Api, B, C, ref
+from tests.test_policy import NOW
+from tests.test_v1_changes import AC, SC, A, Api, B, C, D, ref
 from tests.test_v1_feedpos import node_a, node_b, pos, serials
+from tests.test_v1_status import Quotas
 
 SECRET = bytes(range(32))
 
@@ -61,6 +73,9 @@ class Log:
         self._up()
         time.sleep(self.delay)
         return self.ops[seq - 1] if seq <= len(self.ops) else None
+
+    def retry_after(self) -> int | None:
+        return None
 
 
 def replicated(api: Api, log: Log, d: Path, secret: bytes = SECRET) -> LmdbWatchSet:
@@ -327,3 +342,135 @@ def test_a_batch_sent_again_after_another_is_applied_again_not_taken_for_a_repea
                 s.close()
             la.close()
             lb.close()
+
+
+def test_a_hold_down_grows_while_the_stream_fails_and_ends_when_a_call_succeeds() -> None:
+    h = HoldDown(first=2.0, longest=16.0)
+    assert h.wait(100.0) == 0 and h.retry_after(100.0) is None  # never failed: try
+    assert [h.failed(t) for t in (100.0, 110.0, 120.0, 130.0, 140.0)] == [2, 4, 8, 16, 16]
+    assert h.wait(141.5) == 14.5 and h.retry_after(141.5) == 15  # whole seconds, rounded up
+    assert h.retry_after(155.9) == 1 and h.wait(156.0) == 0  # the next call tries
+    h.succeeded()
+    assert h.wait(141.5) == 0 and h.failed(200.0) == 2  # from the first interval again
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server stopped by its PID, asyncio timeouts
+def test_a_stream_out_of_reach_is_held_down_so_feed_calls_do_not_hold_the_batch_thread(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """NATS hung (its server stopped, SIGSTOP: connections accepted, nothing answered): the
+    first feed call spends its connection timeout and answers 503; the calls that follow
+    within the hold-down answer 503 at once with the hold-down's Retry-After, so a large
+    POST /v1/status queued behind several of them in the worker's one batch thread is not
+    held; once the server is back, the first call after the interval reads again."""
+    (port,) = free_ports(1)
+    with nats_server(tmp_path, port) as server:
+        a = Api(node_a(cas), tmp_path / "a", nats=server.source, replication_wait_seconds=1)
+        stream = WatchStream(server.source, timeout=1.0)
+        lists = replicated(a, stream, tmp_path / "a-lists")  # type: ignore[arg-type]
+        pool: SigningPool[Done] = SigningPool(1, 2)
+        a.api = V1Api(
+            (v1status.ROUTE, changes.WATCH_ROUTE, changes.CHANGES_ROUTE), a.config,
+            store=a.reader, quota=Quotas(), ledger=a.ledger, signer=None,
+        )  # fmt: skip
+        proc = server.servers[0].proc
+        assert proc is not None
+        try:
+            assert a.watch(add=[ref(SC, A)])[0].status == 200
+            stream.close()  # the next call connects: one connection timeout, not two calls'
+            os.kill(proc.pid, signal.SIGSTOP)
+            t = time.monotonic()
+            resp, got = a.changes(f"cursor={pos(0)}")
+            first = time.monotonic() - t
+            assert resp.status == 503 and first >= 1.0, (first, got)
+            assert dict(resp.extra_headers)[b"retry-after"] == b"2"  # the hold-down's first
+            t = time.monotonic()
+            resp, got = a.changes(f"cursor={pos(0)}")
+            held = time.monotonic() - t
+            assert resp.status == 503 and held < 0.2, (held, got)
+            assert dict(resp.extra_headers)[b"retry-after"] in (b"1", b"2"), resp.extra_headers
+            a.api.pool = pool
+            big = msgspec.json.encode({"entries": [ref(AC, D)] * 2000})
+
+            def call(method: bytes, target: bytes, party: str, body: bytes = b"") -> Request:
+                headers = {b"authorization": f"Bearer {party}".encode()}
+                if body:
+                    headers[b"content-type"] = b"application/json"
+                return Request(method, target, headers, body, ("127.0.0.1", 1), None, b"1.1",
+                               True, 1)  # fmt: skip
+
+            async def burst() -> tuple[list[Response], float]:
+                feed = f"/v1/changes?cursor={pos(0)}".encode()
+                queued = [
+                    a.api.handle(call(b"GET", feed, party), a.registry, NOW)
+                    for party in ("sig", "both", "sig", "both")
+                ]
+                t = time.monotonic()
+                status = a.api.handle(call(b"POST", b"/v1/status", "usr", big), a.registry, NOW)
+                assert not isinstance(status, Response)  # queued behind the feed calls
+                done = await status
+                waited = time.monotonic() - t
+                return [
+                    done,
+                    *[await q if not isinstance(q, Response) else q for q in queued],
+                ], waited
+
+            (status, *feed), waited = asyncio.run(burst())
+            assert status.status == 200 and waited < 0.5, waited
+            assert len(msgspec.json.decode(bytes(status.body))["entries"]) == 2000
+            assert [r.status for r in feed] == [503] * 4 and a.ledger.counted == [
+                ("usr", Service.AUTH_REVOCATION_INFO, Method.JSON, 2000)
+            ]
+            a.api.pool = None
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+            pool.close()
+        time.sleep(stream.holddown.wait(time.monotonic()))
+        resp, got = a.changes(f"cursor={pos(0)}")  # tried again: the server answers
+        assert resp.status == 200 and serials(got) == [A], got
+        assert stream.retry_after() is None
+        stream.close()
+        lists.close()
+
+
+def test_a_batch_retried_after_a_503_that_registered_it_ends_the_same(nodes: Any) -> None:
+    """The batch reached the stream, then the node lost it before it could apply it (503:
+    it cannot say whether the batch was registered; the other nodes apply it). The party
+    sends it again: answered 200, the list holds each certificate once, the bound counts
+    them once (a's bound is 3: counted twice, 4 would be refused 409), nothing is counted in
+    the ledger, and the changes are delivered once."""
+    log, a, b, la, lb = nodes
+    publish = log.publish
+
+    def lost_after(op: bytes) -> int:
+        seq = publish(op)
+        log.down = True  # stored; the node cannot read it back
+        return seq
+
+    log.publish = lost_after  # type: ignore[method-assign]
+    resp, got = a.watch(add=[ref(SC, A), ref(SC, B)])
+    assert resp.status == 503 and len(log.ops) == 1, got
+    assert "may have been registered" in got["detail"] and "again is safe" in got["detail"]
+    log.publish = publish  # type: ignore[method-assign]
+    log.down = False
+    assert b.changes(f"cursor={pos(0)}")[0].status == 200 and lb.applied() == 1  # registered
+    resp, got = a.watch(add=[ref(SC, A), ref(SC, B)])  # the party's retry
+    assert resp.status == 200, got
+    assert (got["added"], got["already"], got["watching"]) == (0, 2, 2), got
+    assert la.count("sig") == 2 and la.outcome(2) == lb.outcome(1)._replace(added=0)  # type: ignore[union-attr]
+    keys = [sf.status_key(SC, s) for s in (A, B)]
+    assert la.watched("sig", keys) == [True, True] and a.ledger.counted == []
+    resp, got = b.changes(f"cursor={pos(0)}")
+    assert serials(got) == [A, B] and lb.applied() == 2, got  # each once
+    assert [n for _p, _s, _m, n in b.ledger.counted] == [2, 2]  # two reads, two each
+
+
+def test_the_openapi_document_says_a_watch_503_may_have_registered_and_a_retry_is_safe() -> None:
+    doc = openapi.document((changes.WATCH_ROUTE, changes.CHANGES_ROUTE))
+    said = doc["paths"]["/v1/watch"]["post"]["responses"]["503"]["description"]
+    assert "may have been registered" in said and "again is safe" in said, said
+    read = doc["paths"]["/v1/changes"]["get"]["responses"]["503"]["description"]
+    assert "registered" not in read, read
+    for op in (doc["paths"]["/v1/watch"]["post"], doc["paths"]["/v1/changes"]["get"]):
+        assert op["responses"]["503"]["headers"]["Retry-After"]["required"] is True

@@ -49,10 +49,13 @@ the status record of each hit. The watch list is the responder's own state
   operations on the ``JPKI_WATCH`` stream (`responder.v1.watchlog`: keyed digests only,
   every node needs the same ``[watch] secret_file``), applied in stream order by every
   node: ``POST /v1/watch`` answers once its own node applied the batch, with what it did
-  there (409 ``watch_full`` decided the same everywhere); ``GET /v1/changes`` first
+  there (409 ``watch_full`` decided the same everywhere; a 503 once the batch was sent
+  does not say whether it was registered: sending it again is safe, the list ends the same
+  and what it added is answered as ``already``); ``GET /v1/changes`` first
   applies every batch registered anywhere before it, for at most ``[watch]
   replication_wait_seconds``, past which (or when the stream cannot be reached) it
-  answers 503 with Retry-After, nothing counted. A store filled from the record stream
+  answers 503 with Retry-After, nothing counted; after a failed try the stream is held
+  down (`responder.v1.holddown`): the calls answer 503 at once, Retry-After the time left. A store filled from the record stream
   issues cursors that name stream positions (`responder.v1.feedpos`), read alike on every
   node although each numbers its commits alone (``commit`` in a change is the answering
   node's); where two nodes cut a batch differently (one a builder cut by time, its
@@ -294,10 +297,30 @@ class WatchEnv:
                     return None
             return self.watchset
 
+    def not_replicating(self) -> str | None:
+        """Why this node's lists do not follow the watch stream, for good (``[watch]
+        ready_requires_replication``): they cannot be opened, or they stopped applying it
+        (`LmdbWatchSet.replication`'s note: another secret, a gap, the stream made again);
+        None when they follow it, however far behind."""
+        lists = self.lists()
+        if lists is None:
+            return "watch lists unavailable (the log says why)"
+        if not isinstance(lists, LmdbWatchSet):  # one node: no replication
+            return None
+        broken = lists.replication()[3]
+        return f"watch lists not replicated: {broken}" if broken else None
+
 
 def _waits(env: WatchEnv) -> bool:
     """`Route.blocking`: on several nodes both routes wait on the watch stream."""
     return env.stream is not None
+
+
+def _retry_after(env: WatchEnv) -> int | None:
+    """`Route.retry_after`: while the watch stream is held down after a failure, the seconds
+    until the next try (`responder.v1.holddown`), so that a party does not come back sooner
+    only to be refused again."""
+    return env.stream.retry_after() if env.stream is not None else None
 
 
 _ENVS: Final[dict[Path, WatchEnv]] = {}
@@ -484,17 +507,17 @@ def _watch_replicated(
         keys.check(), env.config.max_per_party, keys.entries(tag, remove),
         keys.entries(tag, add), tag,
     )  # fmt: skip
+    # from here a 503 cannot say whether the batch was registered (`_UNCONFIRMED`)
     try:
         seq = env.stream.publish(watchlog.encode(op))
-    except StreamUnavailable as e:
-        _log.warning("watch batch not published: %s", e)
-        return _STREAM_UNAVAILABLE
-    refusal = _caught_up(env, lists, seq)
-    if refusal is not None:
-        return refusal
+    except StreamUnavailable as e:  # perhaps stored, its acknowledgement lost
+        _unreached("watch batch not confirmed", e)
+        return _UNCONFIRMED
+    if _caught_up(env, lists, seq) is not None:  # on the stream: every node applies it
+        return _UNCONFIRMED
     outcome = lists.outcome(seq)
     if outcome is None:  # applied, and its outcome already dropped: a list that moved on
-        return _UNAVAILABLE
+        return _UNCONFIRMED
     if outcome.full:
         return _watch_full(outcome.limit)
     return _watched(outcome.added, outcome.removed, outcome.total, len(add), len(remove), refused)
@@ -510,10 +533,25 @@ _STREAM_UNAVAILABLE: Final = problem.make(
     "the watch lists of the service's nodes cannot be reached now; retry (a batch sent again "
     "changes nothing more: what it added counts as already)",
 )  # fmt: skip
+_UNCONFIRMED: Final = problem.make(
+    503, problem.UNAVAILABLE,
+    "this node could not confirm the batch: it may have been registered (then every node "
+    "applies it) or not; sending the same batch again is safe: the list ends the same, each "
+    "certificate counts once against the bound, and what the first one added is answered as "
+    "already; retry",
+)  # fmt: skip
+"""A 503 of ``POST /v1/watch`` after the batch was sent to the watch stream. A batch applied
+twice leaves the list as once (removals then additions of the same digests), so the party's
+retry is safe; registering counts nothing in the ledger, either time."""
 _BEHIND: Final = problem.make(
     503, problem.UNAVAILABLE,
     "this node is still applying the watch lists registered through the others; retry",
 )  # fmt: skip
+
+
+def _unreached(what: str, e: StreamUnavailable) -> None:
+    """Logged once per try of the stream: not for each call refused while it is held down."""
+    (_log.debug if e.held else _log.warning)("%s: %s", what, e)
 
 
 def _caught_up(env: WatchEnv, lists: LmdbWatchSet, target: int | None) -> Problem | None:
@@ -523,7 +561,7 @@ def _caught_up(env: WatchEnv, lists: LmdbWatchSet, target: int | None) -> Proble
     try:
         watchstream.sync(lists, env.stream, target, env.config.replication_wait_seconds)
     except StreamUnavailable as e:
-        _log.warning("watch lists not caught up: %s", e)
+        _unreached("watch lists not caught up", e)
         return _STREAM_UNAVAILABLE
     except watchlog.Behind:
         return _BEHIND
@@ -785,9 +823,20 @@ WATCH_ROUTE: Final = Route(
     handler=handle_watch,
     setup=setup,
     blocking=_waits,
+    retry_after=_retry_after,
     signed=False,
     provides=False,  # registering provides nothing: served when the provisions are used up
-    problems=((409, "the batch would take the watch list past its bound; nothing changed"),),
+    problems=(
+        (409, "the batch would take the watch list past its bound; nothing changed"),
+        (
+            503,
+            "The batch may have been registered nonetheless (on a service of several nodes, "
+            "once sent to the watch stream every node applies it): sending the same batch "
+            "again is safe, the list ends the same, each certificate counts once against the "
+            "bound, nothing is counted in the ledger, and what the first one added is "
+            "answered as `already`.",
+        ),
+    ),
 )
 CHANGES_ROUTE: Final = Route(
     method="GET",
@@ -801,6 +850,7 @@ CHANGES_ROUTE: Final = Route(
     handler=handle_changes,
     setup=setup,
     blocking=_waits,
+    retry_after=_retry_after,
     follow=(("cursor", "/cursor"),),
     problems=(
         (

@@ -63,7 +63,7 @@ _PROBLEMS: Final = {
     413: "The body is over the server's size limit (`too_large`; far less without a credential), refused before it is read: send fewer entries per call.",
     415: "The body is not application/json.",
     429: "The agreed quota is used up (`quota`): requests per second or per day, or provisions per day (`provisions_per_day`, 件数: one per entry answered, change delivered, record or serial list given), for which a call that would pass the bound is refused whole, nothing counted, and the problem says how many remain (`remaining`) and when the Japan day turns (`resetsAt`, 00:00 JST); or the party's earlier large calls still hold its share of the worker's batch thread (`fair_share`); see Retry-After.",
-    503: "The answer could not be completed; retry.",
+    503: "The answer could not be completed; retry, after Retry-After.",
 }
 
 
@@ -81,7 +81,7 @@ def _problem_responses(
                 "application/problem+json": {"schema": {"$ref": _REF.format(name="Problem")}}
             },
         }
-        if code == 429:
+        if code in (429, 503):  # a 503 says when to retry (`Route.retry_after`; else 1 s)
             entry["headers"] = {"Retry-After": _RETRY_AFTER}
         if code == 405:
             entry["headers"] = {"Allow": {"schema": {"type": "string"}, "required": True}}

@@ -131,6 +131,10 @@ class Route(Generic[Req, Resp]):
     """Given the route's env (``setup``'s result): whether the handler waits on I/O beyond
     the store (the watch stream of several nodes, `responder.v1.watchstream`), so that every
     call, whatever its size, is answered in the batch thread, never on the event loop."""
+    retry_after: Callable[[Any], int | None] | None = None
+    """Given the route's env, after its handler answered 503: the seconds for the answer's
+    ``Retry-After`` when the route knows when to come back (the watch stream held down after a
+    failure, `responder.v1.holddown`); None, or no function: 1."""
     problems: tuple[tuple[int, str], ...] = ()
     """Problem statuses the handler may answer beyond the dispatcher's (400, 401, 403, 405,
     415, 429, 503), each with its meaning, e.g. ``((410, "the cursor is past the retention

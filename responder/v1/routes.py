@@ -109,6 +109,8 @@ class Done(NamedTuple):
     reply: Reply[Any] | None = None
     body: bytes = b""
     signature: bytes | None = None
+    retry_after: int | None = None
+    """A 503's Retry-After when the route gave one (`Route.retry_after`); else 1."""
 
 
 _EFFECT_FAILED: Final = problem.make(
@@ -288,7 +290,9 @@ class V1Api:
             ctx = Context(party, reader, now, self._envs[route.path], decide, left)
             got = route.handler(decoded, ctx)
             if isinstance(got, Problem):
-                return Done(got)
+                later = route.retry_after
+                env = self._envs[route.path]
+                return Done(got, retry_after=later(env) if later and got.status == 503 else None)
             body = msgspec.json.encode(got.body)
         if got.effect is not None:
             try:
@@ -311,7 +315,7 @@ class V1Api:
             rule = MALFORMED if refusal.status == 400 else refusal.rule
             req.note = Outcome(endpoint, family=family, party=party.id, rule=rule)
             again = refusal is _EFFECT_FAILED or refusal.status == 503
-            return problem.response(refusal, retry_after=1 if again else None)
+            return problem.response(refusal, retry_after=(done.retry_after or 1) if again else None)
         if party.provisions_per_day is not None:
             wait = self.quota.take_provisions(party, sum(n for _s, n in reply.counts), now)
             if wait is not None:  # the whole answer would pass the bound: none of it is given

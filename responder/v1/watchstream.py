@@ -6,7 +6,9 @@ that joins replays it whole, and an operation the stream lost stops replication 
 than be passed over). Each worker process connects on first use, after the fork, and uses
 the connection from the /v1 batch thread only (the routes that wait on it are answered
 there: `responder.v1.route.Route.blocking`); a failed call drops the connection, and the
-next one connects again. Every call is bounded (``timeout``).
+next one connects again. Every call is bounded (``timeout``), and a failed one holds the
+stream down (`responder.v1.holddown`): the calls that follow within the interval fail at
+once, without trying, so that an outage does not hold the batch thread seconds per call.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import nats.errors
 import nats.js.errors
 
 from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream, parse_servers
+from responder.v1.holddown import HoldDown
 from responder.v1.watchlog import Gone, catch_up, op_id, stream_id
 
 if TYPE_CHECKING:
@@ -34,16 +37,35 @@ SUBJECT: Final = "jpki.watch"
 class StreamUnavailable(Exception):
     """The watch stream cannot be reached or refused a call now (the message says which)."""
 
+    def __init__(self, message: str, *, held: bool = False) -> None:
+        super().__init__(message)
+        self.held = held
+        """Not tried: the stream is held down after a failure (`WatchStream.retry_after`)."""
+
 
 class WatchStream:
     """One worker's connection to the watch stream (module docstring)."""
 
-    def __init__(self, source: str, *, timeout: float = 2.0, name: str = STREAM) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        timeout: float = 2.0,
+        name: str = STREAM,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.servers = parse_servers(source)
         self.timeout = timeout
         self.name = name
         self.subject = SUBJECT if name == STREAM else f"jpki.watch.{name}"
         self._cluster: Cluster | None = None
+        self.holddown = HoldDown()
+        self._clock = clock
+
+    def retry_after(self) -> int | None:
+        """Seconds until the next call tries the stream again, for a 503's Retry-After; None
+        when it is not held down."""
+        return self.holddown.retry_after(self._clock())
 
     def _connected(self) -> Cluster:
         if self._cluster is None:
@@ -67,7 +89,26 @@ class WatchStream:
 
     def _call(self, op: Callable[[Cluster], Coroutine[Any, Any, T]]) -> T:
         """``op`` on the connection, once more on a new one when it fails (a connection
-        idle since the last call may have been dropped by the server meanwhile)."""
+        idle since the last call may have been dropped by the server meanwhile); not tried
+        while the stream is held down, and held down when it fails (`HoldDown`)."""
+        left = self.holddown.wait(self._clock())
+        if left > 0:
+            raise StreamUnavailable(
+                f"watch stream {self.name}: not reached at the last try; next try in {left:.1f} s",
+                held=True,
+            )
+        try:
+            got = self._tried(op)
+        except nats.js.errors.NotFoundError:  # the stream answered
+            self.holddown.succeeded()
+            raise
+        except StreamUnavailable:
+            self.holddown.failed(self._clock())
+            raise
+        self.holddown.succeeded()
+        return got
+
+    def _tried(self, op: Callable[[Cluster], Coroutine[Any, Any, T]]) -> T:
         for attempt in (1, 2):
             c = self._connected()
             try:
