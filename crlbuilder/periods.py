@@ -17,9 +17,9 @@ begin a period at the day's start, and counting its day too would end the period
 early, which the law forbids; not counting it keeps the record at most one day longer.
 
 Periods are configured in whole days (``crl.retention_days``, ``crl.keep_days``). A period
-the order sets in years or months is counted by the calendar (Civil Code §143): configure
-the days it spans from the day after the act (e.g. 10 years: 3652 or 3653 days), never 365
-per year. The Civil Code itself is not among our seed texts: its articles are cited from
+the order sets in years or months is counted by the calendar (Civil Code §143) and spans a
+varying number of days: configure the longest (10 years: 3652 or 3653 days, so 3653), never
+365 per year. The Civil Code itself is not among our seed texts: its articles are cited from
 the code as in force (民法 第百三十八条-第百四十三条).
 """
 
