@@ -98,6 +98,7 @@ from crlbuilder.model import (
     ResidentChange,
     RevocationRequest,
 )
+from crlbuilder.periods import kept_until
 from crlbuilder.retention import LOOKAHEAD
 from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
@@ -370,8 +371,10 @@ class Applier:
         """Erase the revocation records whose retention has passed (Ord §70(1)(iii)); returns how many.
 
         A revocation record is kept for the period set by Cabinet order (政令で定める期間)
-        for its family and legal category, counted from when it was recorded (Act §11-§14,
-        §16-10-§16-13, §30-§33, §35-10-§35-13: 記録をした日から). Past it (`past_retention`),
+        for its family and legal category, ``retention(family, category)`` days counted
+        from the day it was recorded (Act §11-§14, §16-10-§16-13, §30-§33, §35-10-§35-13:
+        記録をした日から), its first day not counted (Civil Code §140,
+        `crlbuilder.periods.kept_until`). Past it (`past_retention`),
         in one write transaction: its CRL entry (``revoked``) and its stored answer
         (``responses``) are deleted, and the status record keeps only that the certificate
         lost effect (`store.format.STATE_ERASED`): no category, no reason, and the time only
@@ -395,19 +398,20 @@ class Applier:
                 meta = self._by_index.get(int.from_bytes(key[:2], "big"))
                 if entry is None or meta is None or not entry.category:
                     return None  # a listed entry of a group appliance: no legal category
-                keep = retention(meta.family, Category.from_code(entry.category))
+                days = retention(meta.family, Category.from_code(entry.category))
                 st = c.status(key)
-                return None if st is None else due_instant(entry.recorded_at, st.not_after, keep)
+                return None if st is None else due_instant(entry.recorded_at, st.not_after, days)
 
             state = c.retention_state() if agenda else None
             if not agenda or retention_agenda.stale(
                 state, now, c.revoked_written_from(), shortest, periods
             ):
                 made = retention_agenda.scanned(now, periods, lookahead)
+                unseen = retention_agenda.unseen_from(made.horizon, shortest)
                 due: list[bytes] = []
                 later: list[tuple[int, bytes]] = []
                 for key, recorded_at in c.revoked_recorded():
-                    if recorded_at + shortest >= made.horizon:
+                    if recorded_at >= unseen:
                         continue  # past the horizon under every period: most records
                     at = due_at(key)
                     if at is None or at >= made.horizon:
@@ -925,21 +929,24 @@ class Applier:
         )
 
 
-def past_retention(recorded_at: int, not_after: int, now: int, retention: int) -> bool:
+def past_retention(recorded_at: int, not_after: int, now: int, days: int) -> bool:
     """Whether a revocation record is erased (and left out of CRLs) at ``now``.
 
-    When its retention has passed (Ord §70(1)(iii)) and the certificate has expired: a
-    revoked certificate still within its validity must stay listed as revoked whatever
-    the configured period says (erasing it then would make it look valid), so a period
-    shorter than the validity keeps the record until the certificate's notAfter.
+    When its retention of ``days`` days has passed (Ord §70(1)(iii), `due_instant`) and the
+    certificate has expired: a revoked certificate still within its validity must stay
+    listed as revoked whatever the configured period says (erasing it then would make it
+    look valid), so a period shorter than the validity keeps the record until the
+    certificate's notAfter.
     """
-    return due_instant(recorded_at, not_after, retention) <= now
+    return due_instant(recorded_at, not_after, days) <= now
 
 
-def due_instant(recorded_at: int, not_after: int, retention: int) -> int:
-    """When a revocation record passes its retention (`past_retention`): its period from
-    when it was recorded, and never before the certificate's notAfter."""
-    return max(recorded_at + retention, not_after)
+def due_instant(recorded_at: int, not_after: int, days: int) -> int:
+    """When a revocation record recorded at ``recorded_at`` passes its retention of ``days``
+    days (`past_retention`): at 00:00 JST after the last day of the period counted from the
+    day after the day it was recorded (記録をした日から, 初日不算入: Civil Code §140-§141,
+    `crlbuilder.periods.kept_until`), and never before the certificate's notAfter."""
+    return max(kept_until(recorded_at, days), not_after)
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

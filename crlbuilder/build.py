@@ -480,7 +480,7 @@ class Builder:
         """Erase what passed its retention by ``as_of`` (Ord §70(1)(iii))."""
         return applier.erase_past_retention(
             epoch(as_of),
-            self.cfg.crl.retention_seconds,
+            self.cfg.crl.retention_period_days,
             keep_time=self.cfg.crl.erased_answer == "revoked",
             agenda=True,
         )

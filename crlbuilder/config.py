@@ -162,10 +162,14 @@ class CrlSection(_Section):
     full_every_seconds: Positive = 86_400
     """Produce a new full CRL when the last is older than this; deltas in between."""
     keep_days: Positive = 365
-    """How long each produced CRL file is kept (its own retention)."""
+    """How many days each produced CRL file (失効情報ファイル) is kept (its own retention,
+    Act §16: これを作成した日から), counted from the day after the day it was made
+    (初日不算入, Civil Code §140, `crlbuilder.periods`)."""
     retention_days: dict[str, Positive] = msgspec.field(default_factory=_default_retention)
-    """Per family: how long a revocation record is kept and listed (政令で定める期間; not in our
-    texts), counted from the day it was recorded; the default of every category of the family."""
+    """Per family: how many days a revocation record is kept and listed (政令で定める期間; not in
+    our texts), counted from the day after the day it was recorded (記録をした日から, 初日不算入:
+    Civil Code §140-§141, `crlbuilder.periods`); the default of every category of the family.
+    Whole days only: the law counts days, not seconds."""
     retention_days_by_category: dict[str, dict[str, Positive]] = {}
     """Per family and legal category (request, resident-change, recording-error, ca-compromise,
     card-cascade): overrides ``retention_days``. Each category has its own article and period
@@ -175,12 +179,13 @@ class CrlSection(_Section):
     (Ord §70(1)(iii)): ``unknown`` (nothing of the record is kept or provided) or ``revoked``
     (the revocation time is kept, without reason or category)."""
 
-    def retention_seconds(self, family: Family, category: Category) -> int:
-        """How long a revocation record of ``category`` for a ``family`` certificate is kept."""
+    def retention_period_days(self, family: Family, category: Category) -> int:
+        """How many days a revocation record of ``category`` for a ``family`` certificate is
+        kept, counted from the day after the day it was recorded (`crlbuilder.periods`)."""
         days = self.retention_days_by_category.get(family.value, {}).get(category.value)
         if days is None:
             days = self.retention_days.get(family.value, DEFAULT_RETENTION_DAYS)
-        return days * 86_400
+        return days
 
 
 class BuilderConfig(_Section):
@@ -358,6 +363,14 @@ def load_config(path: Path | None, args: argparse.Namespace | None = None) -> Bu
             data.setdefault(section, {})[name] = os.environ[var]
             given[f"{section}.{name}"] = var
     source = str(path) if path is not None else "<configuration>"
+    crl = data.get("crl")
+    if isinstance(crl, dict) and "retention_seconds" in crl:
+        raise ConfigError(
+            source,
+            "crl.retention_seconds",
+            "retention is whole days counted from the day after the record's (Civil Code "
+            "§140): set crl.retention_days (seconds / 86400, rounded up) instead",
+        )
     try:
         cfg = convert(data, BuilderConfig, source)
     except ConfigError as e:

@@ -1,9 +1,10 @@
 """When CRL entries pass their retention: the builder's agenda of erasures (sans-I/O).
 
 A revocation record (失効情報の記録) is kept for the period Cabinet order sets, counted
-from when it was recorded, and never erased while its certificate is still valid
-(Ord §70(1)(iii), `crlbuilder.apply.past_retention`): an entry falls due at
-``max(recorded_at + period, not_after)`` (`crlbuilder.apply.due_instant`). Finding which
+from the day after the day it was recorded (Civil Code §140-§141, `crlbuilder.periods`),
+and never erased while its certificate is still valid (Ord §70(1)(iii),
+`crlbuilder.apply.past_retention`): an entry falls due at
+``max(kept_until(recorded_at, days), not_after)`` (`crlbuilder.apply.due_instant`). Finding which
 are due by reading every CRL entry costs seconds at national scale (31 s on a store of
 10,000,000 holders read from disk), and the builder asks at every build, every stream tick
 and every commit of the follow loop, when nearly always none is due.
@@ -13,9 +14,12 @@ The agenda makes the question cheap without changing its answer. One scan of eve
 due before a horizon `LOOKAHEAD` later (``retention`` database, `store.format.RetentionState`);
 until the horizon, the agenda alone answers, across builder runs. An entry committed after
 the scan, by any process, lowers the store's watermark (`store.format.META_REVOKED_FROM`)
-in its own transaction; it cannot fall due before its recordedAt plus the shortest period:
-when that is before the horizon, the agenda is stale and the next question scans again, as
-it does when the retention periods are not those the scan applied. An entry the agenda names
+in its own transaction; it cannot fall due before the shortest period from its recordedAt
+ends: when that is before the horizon, the agenda is stale and the next question scans
+again, as it does when the retention periods, or the way they are counted
+(`crlbuilder.periods.RULE`), are not those the scan applied: an agenda of a store written
+by a builder that counted ``recorded_at + days * 86400`` (up to a day early) is never
+used, the scan that replaces it applies today's counting. An entry the agenda names
 is checked again against the store when its time comes (it may have been erased, unlisted or
 revoked again since), so the agenda only ever spares reads: what is erased at an instant is
 what a full scan would erase then, on every node of the record stream alike.
@@ -28,28 +32,31 @@ from collections.abc import Callable
 from typing import Final
 
 from crlbuilder.model import Category, Family
+from crlbuilder.periods import RULE, first_kept_at, kept_until
 from crlbuilder.store.format import RetentionState
 
 LOOKAHEAD: Final = 30 * 86_400
 """Seconds past a scan that its agenda covers."""
 
 Periods = Callable[[Family, Category], int]
-"""The retention period in seconds of a family's legal category (`config.CrlConfig.retention_seconds`)."""
+"""The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
 
 
 def shortest_period(retention: Periods) -> int:
-    """The shortest period of any (family, category) that applies."""
+    """The shortest period in days of any (family, category) that applies."""
     return min(retention(f, c) for f in Family for c in Category if c.applies_to(f))
 
 
 def periods_digest(retention: Periods) -> str:
-    """Names the periods a scan applied: another configuration makes its agenda stale."""
-    table = ",".join(
+    """Names the periods a scan applied and how they were counted (`crlbuilder.periods.RULE`):
+    another configuration or counting makes its agenda stale."""
+    periods = ",".join(
         f"{f.value}/{c.value}={retention(f, c)}"
         for f in Family
         for c in Category
         if c.applies_to(f)
     )
+    table = f"{RULE}:{periods}"
     return hashlib.sha256(table.encode()).hexdigest()[:32]
 
 
@@ -63,12 +70,18 @@ def stale(
     """Whether only a scan of every entry says what is due at ``now``: no scan yet, one
     with other ``periods``, ``now`` outside the scan's span, or an entry recorded at
     ``written_since`` (the earliest committed since the scan) may fall due before the
-    horizon."""
+    horizon (its ``shortest`` period, in days, ends before it)."""
     if state is None or state.periods != periods:
         return True
     if not state.scanned_at <= now < state.horizon:
         return True
-    return written_since is not None and written_since + shortest < state.horizon
+    return written_since is not None and kept_until(written_since, shortest) < state.horizon
+
+
+def unseen_from(horizon: int, shortest: int) -> int:
+    """The earliest recordedAt a scan can pass over: an entry recorded then or later falls
+    due at or after ``horizon`` whatever its period (``shortest`` days or more)."""
+    return first_kept_at(horizon, shortest)
 
 
 def scanned(now: int, periods: str, lookahead: int = LOOKAHEAD) -> RetentionState:

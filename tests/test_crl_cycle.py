@@ -12,6 +12,7 @@ restarts of the builder and a rebuild of the store into the same CRL directory.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import msgspec
@@ -23,7 +24,10 @@ from crlbuilder.build import issuer_table
 from crlbuilder.config import CrlSection
 from crlbuilder.crl.publish import CrlPublisher
 from crlbuilder.manifest import Manifest
+from crlbuilder.model import Category, Family
+from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
 
 T0 = 1_900_000_000
 """An instant of 2030, away from any edge; the publisher is given its clock."""
@@ -120,3 +124,48 @@ def test_a_rebuilt_store_goes_on_after_the_published_numbers(
     indicator = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value
     assert indicator.crl_number == published + 1
     assert {p.name: p.read_bytes() for p in archive.iterdir() if p.name in kept} == kept
+
+
+def test_a_record_and_a_crl_file_are_kept_through_the_last_day_of_their_periods(
+    store: Store, demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """A revocation record made at 00:00:30 JST on 1 March with a period of 30 days (記録を
+    した日から, 初日不算入: Civil Code §140-§141) is listed through 31 March and left out
+    from 00:00 JST on 1 April; a CRL file made then with ``keep_days = 30`` (これを作成した
+    日から) is kept until that instant. Counting ``+ 30 * 86400`` from the instant dropped
+    both at 00:00:30 on 31 March. Fixed JST instants: no test depends on today."""
+    day, jst = 86_400, timezone(timedelta(hours=9))
+
+    def at(d: int, hh: int = 0, mm: int = 0, ss: int = 0) -> int:
+        return int(datetime(2026, 3, 1, hh, mm, ss, tzinfo=jst).timestamp()) + (d - 1) * day
+
+    recorded, expired = at(1, 0, 0, 30), at(15, 23, 59, 59)
+    with store.read() as r:
+        index = next(i.index for i in r.issuers() if i.id == ISSUER)
+    key = sf.status_key(index, 77)
+    good = sf.StatusRecord(
+        0, sf.STATE_GOOD, 0, 0, Family.SIGN_CARD.code, recorded - 100 * day, expired, 0, b"\1" * 32
+    )
+    with Commit(store, lambda: datetime.fromtimestamp(recorded, UTC)) as c:
+        st = c.add_certificate(key, good, Family.SIGN_CARD, None)
+        c.revoke(key, st, category=Category.REQUEST.code, reason=1, at=recorded,
+                 recorded_at=recorded)  # fmt: skip
+    cfg = section(
+        tmp_path, delta=False, keep_days=30, cycle_seconds=7200, full_every_seconds=1,
+        retention_days_by_category={"sign-card": {"request": 30}},
+    )  # fmt: skip
+    publisher = CrlPublisher(store, demo_pki[1], cfg)
+
+    def listed(now: int) -> set[int]:
+        assert [e for e in publisher.run(now).produced if e.issuer == ISSUER]  # a new full CRL
+        return {c.serial_number for c in current(tmp_path)}
+
+    assert listed(at(1, 0, 0, 30)) == {77}
+    assert listed(at(31, 0, 0, 30)) == {77}
+    assert listed(at(31, 23, 59, 59)) == {77}
+    with store.read() as r:
+        first = [e for _, e in r.crl_files() if e.issuer == ISSUER and e.this_update == recorded]
+    assert len(first) == 1 and first[0].keep_until == at(32)  # 00:00 on 1 April
+    assert listed(at(32)) == set()
+    with store.read() as r:
+        assert not [e for _, e in r.crl_files() if e.this_update == recorded]  # pruned

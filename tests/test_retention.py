@@ -10,11 +10,12 @@ by default, or ``revoked`` with the time only.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import msgspec
@@ -25,13 +26,16 @@ from cryptography.x509 import ocsp
 
 from crlbuilder.apply import past_retention
 from crlbuilder.config import ConfigError, add_arguments, load_config
+from crlbuilder.crl.publish import prune_crls
 from crlbuilder.model import Category, Family
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import issuer_hashes
+from crlbuilder.periods import RULE, kept_until
 from crlbuilder.retention import periods_digest, scanned, stale
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader
+from crlbuilder.store.writer import Commit
 from responder.config import OcspConfig
 from responder.flow import OcspFlow, Unavailable
 from responder.ocsp import Ready, load_issuers
@@ -41,12 +45,18 @@ from tests.test_apply import H1, World, issuance, rid, ts
 from tests.test_ocsp_flow import Quotas
 
 DAY = 86_400
+JST = timezone(timedelta(hours=9))
 ISSUER = "sign-card-g2"
 ERASED, RECORDING_ERROR, VALID = 0x3001, 0x3002, 0x3003
 FACTS = {"name": "試験 次郎", "sex": "1", "birth_date": "319850505", "address": "大阪府大阪市1-1"}
 
 
 # --- configuration ------------------------------------------------------------
+
+
+def jst(y: int, m: int, d: int, hh: int = 0, mm: int = 0, ss: int = 0) -> int:
+    """Epoch seconds of a JST wall-clock time (fixed: no test asks for today)."""
+    return int(datetime(y, m, d, hh, mm, ss, tzinfo=JST).timestamp())
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -64,15 +74,15 @@ def test_retention_per_family_and_category_defaults_to_the_family(tmp_path: Path
         )
     )
     crl = cfg.crl
-    assert crl.retention_seconds(Family.SIGN_CARD, Category.REQUEST) == 30 * DAY
-    assert crl.retention_seconds(Family.SIGN_CARD, Category.RECORDING_ERROR) == 100 * DAY
-    assert crl.retention_seconds(Family.AUTH_CARD, Category.REQUEST) == 3650 * DAY
+    assert crl.retention_period_days(Family.SIGN_CARD, Category.REQUEST) == 30
+    assert crl.retention_period_days(Family.SIGN_CARD, Category.RECORDING_ERROR) == 100
+    assert crl.retention_period_days(Family.AUTH_CARD, Category.REQUEST) == 3650
     assert crl.erased_answer == "unknown"  # the documented default
     shipped = load_config(ROOT / "config" / "builder.toml").crl
     for f in Family:
         for c in Category:
             if c.applies_to(f):
-                assert shipped.retention_seconds(f, c) == 3650 * DAY  # today's per-family value
+                assert shipped.retention_period_days(f, c) == 3650  # today's per-family value
 
 
 @pytest.mark.parametrize(
@@ -99,9 +109,12 @@ def test_erased_answer_flag() -> None:
 
 
 def test_past_retention_waits_for_the_certificate_to_expire() -> None:
-    assert past_retention(recorded_at=0, not_after=50, now=100, retention=100)
-    assert not past_retention(recorded_at=0, not_after=50, now=99, retention=100)
-    assert not past_retention(recorded_at=0, not_after=101, now=100, retention=10)
+    recorded = jst(2026, 3, 1, 9)
+    end = jst(2026, 3, 12)  # 10 days: 2-11 March
+    assert past_retention(recorded_at=recorded, not_after=end - 50, now=end, days=10)
+    assert not past_retention(recorded_at=recorded, not_after=end - 50, now=end - 1, days=10)
+    assert not past_retention(recorded_at=recorded, not_after=end + 1, now=end, days=10)
+    assert past_retention(recorded_at=recorded, not_after=end + 1, now=end + 1, days=10)
 
 
 # --- the store, in process ------------------------------------------------------
@@ -128,7 +141,7 @@ def test_ord_70_erasure_in_the_store(tmp_path: Path) -> None:
     t0 = int(datetime.fromisoformat(ts(0)).timestamp())
 
     def retention(family: Family, category: Category) -> int:
-        return 100 * DAY if category is Category.REQUEST else 3650 * DAY
+        return 100 if category is Category.REQUEST else 3650
 
     ap = w.apply([])
     with w.store.read() as r:
@@ -159,14 +172,17 @@ def test_ord_70_erasure_in_the_store(tmp_path: Path) -> None:
 def test_agenda_is_stale_without_a_scan_outside_its_span_after_an_early_entry_or_periods() -> None:
     periods = periods_digest(lambda f, c: 100)
     assert periods == periods_digest(lambda f, c: 100) != periods_digest(lambda f, c: 101)
-    s = scanned(50, periods, lookahead=100)
-    assert (s.scanned_at, s.horizon, s.periods) == (50, 150, periods)
-    assert stale(None, 60, None, 10, periods)  # never scanned
-    assert not stale(s, 50, None, 10, periods) and not stale(s, 149, None, 10, periods)
-    assert stale(s, 150, None, 10, periods) and stale(s, 49, None, 10, periods)
-    assert not stale(s, 60, 140, 10, periods)  # written at 140: due at 150 at the earliest
-    assert stale(s, 60, 139, 10, periods)
-    assert stale(s, 60, None, 10, periods_digest(lambda f, c: 101))  # other periods
+    at = jst(2026, 1, 5, 7, 13, 20)
+    s = scanned(at, periods, lookahead=100 * DAY)  # horizon: 15 April 07:13:20 JST
+    assert (s.scanned_at, s.horizon, s.periods) == (at, at + 100 * DAY, periods)
+    assert stale(None, at, None, 10, periods)  # never scanned
+    assert not stale(s, at, None, 10, periods) and not stale(s, s.horizon - 1, None, 10, periods)
+    assert stale(s, s.horizon, None, 10, periods) and stale(s, at - 1, None, 10, periods)
+    # written on 5 April: 10 days are 6-15 April, due at 00:00 on the 16th, past the horizon;
+    # on 4 April: due at 00:00 on the 15th, before it
+    assert not stale(s, at, jst(2026, 4, 5), 10, periods)
+    assert stale(s, at, jst(2026, 4, 5) - 1, 10, periods)
+    assert stale(s, at, None, 10, periods_digest(lambda f, c: 101))  # other periods
     with pytest.raises(ValueError, match="positive"):
         scanned(0, periods, lookahead=0)
 
@@ -220,7 +236,7 @@ def test_erasure_by_the_agenda_is_what_reading_every_entry_erases(
     t0 = int(datetime.fromisoformat(ts(0)).timestamp())
 
     def retention(family: Family, category: Category) -> int:
-        return 100 * DAY if category is Category.REQUEST else 3650 * DAY
+        return 100 if category is Category.REQUEST else 3650
 
     def reopen() -> None:
         kept.store.close()
@@ -271,10 +287,137 @@ def test_erasure_by_the_agenda_is_what_reading_every_entry_erases(
         m.setattr(LmdbReader, "revoked_recorded", _no_scan)
         with pytest.raises(AssertionError, match="every CRL entry"):
             kept.apply([]).erase_past_retention(
-                t0 + 2001 * DAY, lambda f, c: 99 * DAY, keep_time=False, agenda=True
+                t0 + 2001 * DAY, lambda f, c: 99, keep_time=False, agenda=True
             )
     kept.store.close()
     scanned_every_time.store.close()
+
+
+def _on_one_jst_day(w: World) -> None:
+    """Serials 20-22 recorded on 1 March 2026 (JST) at 00:00:00, 00:00:30 and 23:59:30,
+    serial 23 at 00:00:00 on 2 March; every certificate expires on 15 March, before the
+    periods end."""
+
+    def at(day: int, hh: int, mm: int, ss: int) -> str:
+        return f"2026-03-{day:02d}T{hh:02d}:{mm:02d}:{ss:02d}+09:00"
+
+    records: list[dict[str, object]] = []
+    for n, (day, hh, mm, ss) in enumerate(
+        [(1, 0, 0, 0), (1, 0, 0, 30), (1, 23, 59, 30), (2, 0, 0, 0)]
+    ):
+        records.append(
+            issuance(20 + n, ISSUER, f"{0x60 + n:02x}" * 32, 0, not_after=at(15, 23, 59, 59))
+        )
+        records.append({"type": "revocation-request", "id": rid(), "recorded_at": at(day, hh, mm, ss),
+                        "issuer": ISSUER, "serial": 20 + n, "reason": "loss"})  # fmt: skip
+    w.apply(records)
+
+
+def _erased(w: World) -> list[int]:
+    return [s for s in range(20, 24) if w.status(ISSUER, s).erased]
+
+
+@pytest.mark.parametrize("agenda", [False, True])
+def test_a_record_is_kept_through_the_last_day_counted_from_the_day_after(
+    tmp_path: Path, agenda: bool
+) -> None:
+    """記録をした日から 30 days (初日不算入, Civil Code §140-§141): recorded on 1 March, at
+    any time of that JST day, a record is kept through 31 March and erased from 00:00 JST
+    on 1 April; one recorded on 2 March a day later. The rule it replaced,
+    ``recorded_at + 30 * 86400``, erased the record of 00:00:30 on 31 March at 00:00:30."""
+    w = World(tmp_path)
+    _on_one_jst_day(w)
+
+    def erase(now: int) -> int:
+        return w.apply([]).erase_past_retention(
+            now, lambda f, c: 30, keep_time=False, agenda=agenda, lookahead=40 * DAY
+        )
+
+    assert erase(jst(2026, 3, 2)) == 0  # the agenda, when kept, is made here
+    assert erase(jst(2026, 3, 31, 0, 0, 30)) == 0
+    assert erase(jst(2026, 3, 31, 23, 59, 59)) == 0 and _erased(w) == []
+    assert erase(jst(2026, 4, 1)) == 3 and _erased(w) == [20, 21, 22]
+    assert erase(jst(2026, 4, 1, 23, 59, 59)) == 0
+    assert erase(jst(2026, 4, 2)) == 1 and _erased(w) == [20, 21, 22, 23]
+
+
+def _digest_before_the_rule(table: str) -> str:
+    """`periods_digest` as a builder before `crlbuilder.periods` wrote it: no counting named."""
+    return hashlib.sha256(table.encode()).hexdigest()[:32]
+
+
+def _old_table(unit: int) -> str:
+    return ",".join(
+        f"{f.value}/{c.value}={30 * unit}" for f in Family for c in Category if c.applies_to(f)
+    )
+
+
+@pytest.mark.parametrize(
+    "old_periods",
+    [
+        _digest_before_the_rule(_old_table(DAY)),  # the periods in seconds, as they were
+        _digest_before_the_rule(_old_table(1)),  # in days, with no counting named
+    ],
+    ids=["seconds", "days-unnamed"],
+)
+def test_an_agenda_made_by_the_old_counting_erases_nothing_early(
+    tmp_path: Path, old_periods: str
+) -> None:
+    """A store whose agenda an earlier builder made: it listed each entry at
+    ``recorded_at + period`` (up to a day early). Its digest names no counting
+    (`crlbuilder.periods.RULE`), so the agenda is stale: the next question scans again and
+    erases each record when the law lets it, neither before (the old agenda's instant)
+    nor after (an entry taken off the old agenda and not erased then is not lost)."""
+    w = World(tmp_path)
+    _on_one_jst_day(w)
+    scan = jst(2026, 3, 5)
+    with w.store.read() as r:
+        index = next(i.index for i in r.issuers() if i.id == ISSUER)
+        olds = [(e.recorded_at + 30 * DAY, k) for k, e in r.revocations(index)]
+    with Commit(w.store) as c:
+        c.rebuild_retention(sf.RetentionState(scanned_at=scan, horizon=scan + 30 * DAY,
+                                              periods=old_periods), olds)  # fmt: skip
+    assert RULE not in old_periods
+
+    def erase(now: int) -> int:
+        return w.apply([]).erase_past_retention(now, lambda f, c: 30, keep_time=False, agenda=True)
+
+    assert erase(jst(2026, 3, 31, 0, 0, 30)) == 0  # the old agenda said three were due
+    assert erase(jst(2026, 3, 31, 23, 59, 59)) == 0 and _erased(w) == []
+    assert erase(jst(2026, 4, 1)) == 3 and _erased(w) == [20, 21, 22]
+    with w.store.read() as r:
+        state = r.retention_state()
+    assert state is not None and state.periods == periods_digest(lambda f, c: 30)
+
+
+def test_crl_files_are_kept_through_the_last_day_old_index_entries_too(tmp_path: Path) -> None:
+    """A CRL file is kept ``crl.keep_days`` from the day after the day it was made (Act §16:
+    これを作成した日から); an index entry an earlier builder wrote (``this_update +
+    keep_days * 86400``) is kept to the end of that day too."""
+    w = World(tmp_path)
+    made = jst(2026, 3, 1, 0, 0, 30)
+    (tmp_path / "crl").mkdir()
+    for number, keep_until in ((1, made + 30 * DAY), (2, kept_until(made, 30))):
+        (tmp_path / "crl" / f"{number}.crl").write_bytes(b"x")
+        entry = sf.CrlFileEntry(
+            issuer=ISSUER, number=number, delta=False, base_number=0, path=f"{number}.crl",
+            this_update=made, next_update=made + DAY, entries=0, size=1, sha256="00",
+            keep_until=keep_until,
+        )  # fmt: skip
+        with Commit(w.store) as c:
+            c.put_crl_file(2, entry)
+    assert kept_until(made, 30) == jst(2026, 4, 1)
+    for now in (jst(2026, 3, 31, 0, 0, 30), jst(2026, 3, 31, 23, 59, 59)):
+        assert prune_crls(w.store, tmp_path / "crl", now) == 0
+    assert prune_crls(w.store, tmp_path / "crl", jst(2026, 4, 1)) == 2
+    assert not list((tmp_path / "crl").iterdir())
+
+
+def test_a_retention_in_seconds_is_refused_for_days(tmp_path: Path) -> None:
+    """The periods are whole days (the law counts days): a key in seconds is refused, with
+    where the days go, not read as another number."""
+    with pytest.raises(ConfigError, match=r"retention_seconds.*retention_days"):
+        load_config(_config(tmp_path, "[crl]\nretention_seconds = 864000\n"))
 
 
 def test_erasure_keeps_the_time_when_configured(tmp_path: Path) -> None:
@@ -289,7 +432,7 @@ def test_erasure_keeps_the_time_when_configured(tmp_path: Path) -> None:
     revoked_at = w.status(ISSUER, 10).revoked_at
     t0 = int(datetime.fromisoformat(ts(0)).timestamp())
     ap = w.apply([])
-    assert ap.erase_past_retention(t0 + 400 * DAY, lambda f, c: 100 * DAY, keep_time=True) == 1
+    assert ap.erase_past_retention(t0 + 400 * DAY, lambda f, c: 100, keep_time=True) == 1
     st = w.status(ISSUER, 10)
     assert st.erased and st.revoked_at == revoked_at and (st.category, st.reason) == (0, 0)
 

@@ -16,7 +16,8 @@ Files: ``DIR/<issuer>.crl`` and ``DIR/<issuer>-delta.crl`` are the current
 ones (replaced atomically; the certificates' CRL distribution points name
 them); every produced CRL is also kept as ``DIR/archive/<issuer>/<number>-
 {full,delta}.crl`` with an index entry in the store, until its own retention
-(``keep_days``) passes.
+(``keep_days`` days from the day after the day it was made, これを作成した日から:
+`crlbuilder.periods.kept_until`) passes.
 
 After a compromise of a generation's key (発行者署名符号の漏えい等, Act §14,
 §16-12, §33, §35-12; the store's issuer table says so) that key signs nothing
@@ -53,12 +54,11 @@ from crlbuilder.crl.encode import encode_crl, write_crl_file
 from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Category
+from crlbuilder.periods import day_end, first_kept_at, kept_until
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import StoreReader, lost_since
 from crlbuilder.store.writer import Commit
-
-DAY = 86_400
 
 
 @dataclass
@@ -146,7 +146,7 @@ class CrlPublisher:
         )
         out: list[sf.CrlFileEntry] = []
         retention = {
-            c.code: self.cfg.retention_seconds(issuer.family, c)
+            c.code: self.cfg.retention_period_days(issuer.family, c)
             for c in Category
             if c.applies_to(issuer.family)
         }
@@ -191,12 +191,16 @@ class CrlPublisher:
         since_commit: int | None,
     ) -> Iterator[tuple[int, int, int]]:
         """(serial, revokedAt, reason) of the CRL's entries: every CRL entry of the issuer
-        within retention, or for a delta those written after ``since_commit``."""
+        within retention (``retention``: days per category code), or for a delta those
+        written after ``since_commit``."""
+        # recorded before its cutoff, an entry's period has ended by ``now`` (first_kept_at)
+        cutoff = {code: first_kept_at(now + 1, days) for code, days in retention.items()}
+        other = first_kept_at(now + 1, DEFAULT_RETENTION_DAYS)
         for key, e in crl_candidates(r, issuer.index, since_commit):
-            keep = retention.get(e.category, DEFAULT_RETENTION_DAYS * DAY)
-            if e.recorded_at + keep <= now:  # rare: look up the certificate's expiry
+            if e.recorded_at < cutoff.get(e.category, other):  # rare: look up the expiry
+                days = retention.get(e.category, DEFAULT_RETENTION_DAYS)
                 st = r.status(key)
-                if st is None or past_retention(e.recorded_at, st.not_after, now, keep):
+                if st is None or past_retention(e.recorded_at, st.not_after, now, days):
                     continue
             if since_commit is not None and e.commit <= since_commit:
                 continue
@@ -232,7 +236,7 @@ class CrlPublisher:
             issuer=issuer.id, number=number, delta=delta, base_number=delta_base or 0,
             path=str(rel), this_update=now, next_update=now + cycle, entries=counted.n,
             size=len(der), sha256=hashlib.sha256(der).hexdigest(),
-            keep_until=now + self.cfg.keep_days * DAY,
+            keep_until=kept_until(now, self.cfg.keep_days),
         )  # fmt: skip
 
     def _prune(self, now: int) -> int:
@@ -304,9 +308,13 @@ def place_crl(directory: Path, issuer_id: str, number: int, delta: bool, der: by
 
 
 def prune_crls(store: Store, directory: Path, now: int) -> int:
-    """Delete archived CRLs past their own retention, and their index entries."""
+    """Delete archived CRLs past their own retention, and their index entries.
+
+    A file is kept through the whole JST day of its ``keep_until`` (`periods.day_end`,
+    Civil Code §141): an entry made by a builder that stored ``this_update + keep_days *
+    86400`` is kept to the end of that day, as `periods.kept_until` would have said."""
     with store.read() as r:
-        gone = [(key, e) for key, e in r.crl_files() if e.keep_until <= now]
+        gone = [(key, e) for key, e in r.crl_files() if day_end(e.keep_until) <= now]
     if not gone:
         return 0
     with Commit(store) as c:

@@ -474,7 +474,8 @@ class RetentionState(msgspec.Struct, frozen=True, kw_only=True):
     horizon: int
     """The agenda lists every entry that falls due before it."""
     periods: str
-    """The retention periods the scan applied (`crlbuilder.retention.periods_digest`)."""
+    """The retention periods the scan applied and how it counted them
+    (`crlbuilder.retention.periods_digest`, `crlbuilder.periods.RULE`)."""
 
 
 class IssuerMeta(msgspec.Struct, frozen=True, kw_only=True):
@@ -597,6 +598,8 @@ class CrlFileEntry(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     sha256: str
     keep_until: int
+    """When its own retention ends (`crlbuilder.periods.kept_until`; pruned at the end of
+    its JST day, `crlbuilder.periods.day_end`)."""
 
 
 class Announcement(msgspec.Struct, frozen=True, kw_only=True):

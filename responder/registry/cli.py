@@ -91,6 +91,7 @@ from responder.registry.party import (
     Party,
 )
 from responder.registry.schema import (
+    COUNT_MAX,
     AnyEntry,
     LegacyPartyEntry,
     MtlsCredential,
@@ -375,13 +376,16 @@ def _date(value: str) -> date:
 
 
 def _count(value: str) -> int:
-    """A whole number of 0 or more (0 where the option says it means "none")."""
+    """A whole number of 0 or more (0 where the option says it means "none"), at most
+    `schema.COUNT_MAX` (what the file may hold: refused here, before anything is written)."""
     try:
         n = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if n < 0:
         raise argparse.ArgumentTypeError(f"{n} is negative (0 means none)")
+    if n > COUNT_MAX:
+        raise argparse.ArgumentTypeError(f"{n} is too large (at most {COUNT_MAX})")
     return n
 
 

@@ -34,6 +34,11 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Label = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 Aware = Annotated[datetime, msgspec.Meta(tz=True)]
+COUNT_MAX: Final = 2**63 - 1
+"""The largest number an agreement may hold (a quota, a cycle): what a signed 64-bit counter
+holds (`responder.limits` keeps them so, shared between workers); larger is refused."""
+Count = Annotated[int, msgspec.Meta(ge=1, le=COUNT_MAX)]
+"""A bound of an agreement: 1 or more (absent: no bound), at most `COUNT_MAX`."""
 VerifierItem = Annotated[int, msgspec.Meta(ge=1, le=6)]
 """The Act §17(1) item (第十七条第一項各号, 1 行政機関等 ... 6 主務大臣認定) a 署名検証者 or
 利用者証明検証者 falls under: the registry's ``category`` field. Not the revocation category
@@ -144,11 +149,11 @@ class Agreement(_Table, frozen=True, kw_only=True):
     families: list[Family] = []
     methods: Annotated[list[Method], msgspec.Meta(min_length=1)]
     """提供の具体的な方法 (Ord §31(1))."""
-    crl_cycle_seconds: Annotated[int, msgspec.Meta(ge=0)] = 0
+    crl_cycle_seconds: Annotated[int, msgspec.Meta(ge=0, le=COUNT_MAX)] = 0
     """提供の周期 (Ord §31(2)): at most one download of a CRL file per period; 0: no limit."""
-    requests_per_second: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    requests_per_day: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    provisions_per_day: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    requests_per_second: Count | None = None
+    requests_per_day: Count | None = None
+    provisions_per_day: Count | None = None
     """At most this many provisions (件数, what the 帳簿 counts, Ord §71(4)) per Japan
     calendar day, whatever the number of requests: one per OCSP CertID answered, per entry
     of a batch answered, per change delivered, per CRL file downloaded. Absent: no bound."""
