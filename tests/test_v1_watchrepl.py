@@ -354,6 +354,15 @@ def test_a_hold_down_grows_while_the_stream_fails_and_ends_when_a_call_succeeds(
     assert h.wait(141.5) == 0 and h.failed(200.0) == 2  # from the first interval again
 
 
+def test_a_hold_down_through_an_outage_of_days_stays_at_its_longest_interval() -> None:
+    """Failures in a row past a thousand (a day of outage at 16 s) do not overflow: the
+    interval was first * 2.0**failures, and 2.0**1024 raises OverflowError in the batch
+    thread of every feed call."""
+    h = HoldDown(first=2.0, longest=16.0)
+    intervals = [h.failed(16.0 * i) for i in range(6000)]
+    assert intervals[:5] == [2, 4, 8, 16, 16] and set(intervals[4:]) == {16.0}
+
+
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS server stopped by its PID, asyncio timeouts
 def test_a_stream_out_of_reach_is_held_down_so_feed_calls_do_not_hold_the_batch_thread(

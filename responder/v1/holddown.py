@@ -31,19 +31,25 @@ class HoldDown:
     first: float = FIRST
     longest: float = LONGEST
     failures: int = 0
+    interval: float = 0.0
+    """The last interval held down (0: none since the last success)."""
     until: float = 0.0
     """The clock's time the next try may be made at (0: not held down)."""
 
     def failed(self, now: float) -> float:
         """A call failed at ``now``: hold down for the next interval; its length."""
-        interval = min(self.first * 2.0**self.failures, self.longest)
+        # doubled from the last interval, not computed as first * 2**failures: an outage of
+        # hours counts over a thousand failures, and 2.0**1024 overflows a float
+        interval = self.first if self.failures == 0 else min(self.interval * 2.0, self.longest)
         self.failures += 1
+        self.interval = interval
         self.until = now + interval
         return interval
 
     def succeeded(self) -> None:
         """A call succeeded: no longer held down, the next failure starts at `first` again."""
         self.failures = 0
+        self.interval = 0.0
         self.until = 0.0
 
     def wait(self, now: float) -> float:
