@@ -8,6 +8,7 @@ signed-request index (issue 10.8) are checked here without a server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -339,7 +340,7 @@ def test_early_proof_serves_its_own_request_once_not_across_a_registry_change(
 
 
 def test_readyz_follows_a_broken_watch_replication_only_when_asked(
-    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A node of several whose watch lists cannot be opened (no service secret) or stopped
     applying the watch stream (here: an operation the stream lost) answers the feed 503; with
@@ -352,8 +353,12 @@ def test_readyz_follows_a_broken_watch_replication_only_when_asked(
     )
     app = JpkiApp(cfg, 0)
     try:
-        resp = answer(app, request(b"GET", b"/readyz"))
-        assert resp.status == 503 and b"watch lists unavailable" in resp.body, resp.body
+        with caplog.at_level(logging.ERROR, logger=changes.__name__):
+            for _ in range(3):  # a load balancer's probes, one a second
+                resp = answer(app, request(b"GET", b"/readyz"))
+                assert resp.status == 503 and b"watch lists unavailable" in resp.body, resp.body
+        logged = [r for r in caplog.records if "watch lists unavailable" in r.getMessage()]
+        assert len(logged) == 1, "the same cause is logged once, not at every probe"
         secret = cfg.watch.secret_path(cfg.ledger)
         secret.write_text(bytes(range(32)).hex() + "\n")
         secret.chmod(0o600)

@@ -275,6 +275,9 @@ class WatchEnv:
     lists (`responder.v1.watchlog`); None on one node, whose lists are written directly."""
     keys: WatchKeys | None = None
     _opening: threading.Lock = field(default_factory=threading.Lock)
+    _unavailable: str | None = None
+    """Why the lists could not be opened at the last try, as logged (None: opened, or not
+    tried): the same cause is logged once, not at each call and each /readyz probe."""
 
     def lists(self) -> WatchSet | None:
         """The watch lists, opened on first use; None (logged, no secret) when they cannot."""
@@ -293,8 +296,12 @@ class WatchEnv:
                         " (a node of several: install the service's [watch] secret_file, the "
                         "same on every node)" if several else ""
                     )  # fmt: skip
-                    _log.error("watch lists unavailable: %s%s", e, hint)
+                    why = f"{e}{hint}"
+                    if why != self._unavailable:  # once per cause: /readyz asks every second
+                        _log.error("watch lists unavailable: %s", why)
+                        self._unavailable = why
                     return None
+                self._unavailable = None
             return self.watchset
 
     def not_replicating(self) -> str | None:
