@@ -28,7 +28,8 @@ new head (``SEQ:SHA256``) for the operators to write into the ceremony record. T
 ceremony is given that head (``--anchor``) and refuses a log that does not extend it: a log
 whose tail was cut off, rewritten, or replaced by another (a new bootstrap in a new log) is
 not acted on. Only ``add-operator --new-log`` starts a log, where there is none; a refusal
-never creates one.
+never creates one. ``add-operator`` holds an exclusive lock on ``FILE.lock`` beside the
+operators file from its check to its last write, so two enrolments cannot both pass.
 
 Keys are generated in the token (non-extractable, sensitive; `crlbuilder.keys.pkcs11`);
 certificates follow the PKI's own profiles (`crlbuilder.demo.pki`: the self-signed issuing
@@ -85,6 +86,7 @@ from crlbuilder.keys.approval import (
     fingerprints,
     hash_secret,
     load_operators,
+    operators_locked,
     parse_approval,
     read_secret,
 )
@@ -671,18 +673,26 @@ def _anchor(text: str) -> Anchor:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run a ceremony: its log is where its signing sessions go; every refusal exits 2."""
+def _guarded(
+    func: Callable[[argparse.Namespace], int],
+    exclusive: Callable[[argparse.Namespace], Path] | None = None,
+) -> Callable[[argparse.Namespace], int]:
+    """Run a ceremony: its log is where its signing sessions go; every refusal exits 2. With
+    ``exclusive`` (add-operator: the operators file), the whole of it, checks, writes and a
+    failure's lines, under that file's lock (`operators_locked`)."""
 
     def run(args: argparse.Namespace) -> int:
         if getattr(args, "log", None) is not None:
             oplog.configure(args.log)
-        try:
-            return func(args)
-        except (CeremonyError, ApprovalError, SignerError, ManifestError, OSError) as e:
-            return _failed(args, e)
-        finally:
-            oplog.end_all()
+        with contextlib.ExitStack() as held:
+            try:
+                if exclusive is not None:
+                    held.enter_context(operators_locked(exclusive(args)))
+                return func(args)
+            except (CeremonyError, ApprovalError, SignerError, ManifestError, OSError) as e:
+                return _failed(args, e)
+            finally:
+                oplog.end_all()
 
     return run
 
@@ -795,7 +805,7 @@ def add_cli(subparsers: Any) -> None:
         help="once two operators are enrolled, a new one (or a --reset) needs two of them: "
         "NAME:file:/path (0600) or NAME:env:VAR, as at every ceremony",
     )
-    p.set_defaults(func=_guarded(cmd_add_operator))
+    p.set_defaults(func=_guarded(cmd_add_operator, lambda a: Path(a.operators)))
 
     p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")

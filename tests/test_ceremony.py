@@ -12,6 +12,8 @@ import hashlib
 import os
 import stat
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1012,6 +1014,43 @@ def test_a_broken_log_is_set_aside_and_the_operators_go_on_in_a_new_one(
         assert main([*enrol(tmp_path, operators, name, "--replace", *current), *held]) == 0
     assert main(enrol(tmp_path, operators, "dave", *ok, "--anchor", RECORD[log])) == 0
     assert verify_against(tmp_path, operators, capsys)[0] == 0
+
+
+def test_ord_74_3_two_enrolments_at_once_cannot_both_pass_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """add-operator's check and its writes were not under one lock: two bootstrap enrolments
+    started together both saw one operator enrolled, both passed as a bootstrap, and one
+    person had two operators no one approved (or one write lost the other). Now the second
+    waits for the first's lock (FILE.lock, 0600) and is then asked for two approvals."""
+    import multiprocessing
+
+    from crlbuilder import ceremony
+
+    operators, log = tmp_path / "operators.toml", tmp_path / "oplog.jsonl"
+    assert main(enrol(tmp_path, operators, "alice")) == 0
+    held = RECORD[log]
+    real = ceremony.add_operator
+
+    def slow(*a: object, **kw: object) -> None:  # the window between the check and the write
+        time.sleep(0.5)
+        real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ceremony, "add_operator", slow)
+    argvs = [enrol(tmp_path, operators, n, "--anchor", held) for n in ("bob", "mallory")]
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=lambda a=a: sys.exit(cli_main(a))) for a in argvs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sorted(p.exitcode for p in procs) == [0, 2]
+    enrolled = [r.detail["operator"] for r in records(log) if r.event == "operator-enrolled"]
+    assert len(enrolled) == 2 and sorted(load_operators(operators)) == sorted(enrolled)
+    assert records(log)[-1].event == "ceremony-refused"
+    assert "needs" in str(records(log)[-1].detail["reason"])
+    lock = tmp_path / "operators.toml.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
 
 
 def write_chain(log: Path) -> None:
