@@ -1016,6 +1016,33 @@ def test_a_broken_log_is_set_aside_and_the_operators_go_on_in_a_new_one(
     assert verify_against(tmp_path, operators, capsys)[0] == 0
 
 
+def test_ord_74_3_two_operators_one_forgot_bootstrap_anew_in_a_new_log(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With two operators there is no reset (one person would decide another's credential);
+    the documented way out, the old log and file set aside and a new bootstrap in a new log,
+    works, and the old log cannot be continued from the new one's heads."""
+    log = tmp_path / "oplog.jsonl"
+    new_bob = secret_file(tmp_path, "bob-new", b"bob-secret-000003")
+    reset = enrol(tmp_path, operators, "bob", "--reset", *approvals(tmp_path, "alice", "alice"))
+    reset[reset.index("--secret") + 1] = f"file:{new_bob}"
+    assert main(reset) == 2
+    assert "only 1 other is enrolled" in capsys.readouterr().err
+    old_head = RECORD.pop(log)
+    log.rename(tmp_path / "oplog-until.jsonl")
+    operators.rename(tmp_path / "operators-until.toml")
+    assert main(enrol(tmp_path, operators, "alice", "--new-log")) == 0
+    bob = enrol(tmp_path, operators, "bob")
+    bob[bob.index("--secret") + 1] = f"file:{new_bob}"
+    assert main(bob) == 0
+    assert [r.detail["authorised_by"] for r in records(log)] == ["bootstrap", "bootstrap"]
+    assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
+    ok = [*approvals(tmp_path, "alice"), "--approval", f"bob:file:{new_bob}"]
+    assert main(enrol(tmp_path, operators, "carol", "--anchor", old_head, *ok)) == 2
+    assert "not the log of the ceremony record" in capsys.readouterr().err
+    assert main(enrol(tmp_path, operators, "carol", *ok)) == 0  # the new log's record
+
+
 def test_ord_74_3_two_enrolments_at_once_cannot_both_pass_the_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
