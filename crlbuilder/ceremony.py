@@ -27,8 +27,8 @@ and the SHA-256 of its canonical description (what they approved), then prints t
 new head (``SEQ:SHA256``) for the operators to write into the ceremony record. The next
 ceremony is given that head (``--anchor``) and refuses a log that does not extend it: a log
 whose tail was cut off, rewritten, or replaced by another (a new bootstrap in a new log) is
-not acted on. Only ``add-operator --new-log`` starts a log, where there is none; a refusal
-never creates one. ``add-operator`` holds an exclusive lock on ``FILE.lock`` beside the
+not acted on. Only ``add-operator --new-log`` starts a log, where none is recorded yet (no
+log, or only signing sessions and refusals); a refusal never creates one. ``add-operator`` holds an exclusive lock on ``FILE.lock`` beside the
 operators file from its check to its last write, so two enrolments cannot both pass.
 
 Keys are generated in the token (non-extractable, sensitive; `crlbuilder.keys.pkcs11`);
@@ -243,20 +243,23 @@ def _two_operators(
 def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
     """The operation log's account of the operators (`enrolments.ledger`), if the log is the
     one the operators hold: it extends ``--anchor``, the head written into the last ceremony
-    record (not cut off, rewritten or replaced by another log), or, with ``--new-log``, there
-    is no log yet. ApprovalError otherwise, or if its chain does not hold (what it says
-    cannot be relied on)."""
-    if getattr(args, "new_log", False):
-        if args.log.exists() and args.log.stat().st_size > 0:
-            raise ApprovalError(
-                f"operation log {args.log} exists: --new-log starts a log only where there is "
-                "none; give --anchor SEQ:SHA256, the head in the last ceremony record"
-            )
-        return enrolments.ledger([])
+    record (not cut off, rewritten or replaced by another log), or, with ``--new-log``, it
+    records no ceremony yet (none, or only signing sessions and refusals:
+    `oplog.NO_CEREMONY_EVENTS`). ApprovalError otherwise, or if its chain does not hold
+    (what it says cannot be relied on)."""
+    new_log = getattr(args, "new_log", False)
     try:
-        return enrolments.ledger(oplog.read_oplog(args.log, args.anchor))
+        records = oplog.read_oplog(args.log, None if new_log else args.anchor)
     except (ChainError, OSError) as e:
         raise ApprovalError(f"operation log {args.log}: {e}") from None
+    done = [r for r in records if r.event not in oplog.NO_CEREMONY_EVENTS] if new_log else []
+    if done:
+        raise ApprovalError(
+            f"operation log {args.log} records ceremonies (line {done[0].seq}: "
+            f"{done[0].event}): --new-log starts a log only where none is recorded; give "
+            "--anchor SEQ:SHA256, the head in the last ceremony record"
+        )
+    return enrolments.ledger(records)
 
 
 def _accounted(
@@ -730,9 +733,10 @@ def _approval_args(p: argparse.ArgumentParser, *, generates: bool = True) -> Non
         )
 
 
-def _anchor_arg(p: argparse.ArgumentParser | Any, *, required: bool) -> None:
-    """``--anchor``: the head the last ceremony printed, as written into its record; the
-    ceremony refuses a log that does not extend it (`_ledger`)."""
+def _anchor_arg(p: Any, *, required: bool) -> None:
+    """``--anchor`` on ``p`` (a parser, or add-operator's group with ``--new-log``): the head
+    the last ceremony printed, as written into its record; the ceremony refuses a log that
+    does not extend it (`_ledger`)."""
     p.add_argument(
         "--anchor",
         type=_anchor,
@@ -795,8 +799,9 @@ def add_cli(subparsers: Any) -> None:
     held.add_argument(
         "--new-log",
         action="store_true",
-        help="start the operation log with this enrolment (the first bootstrap, or the first "
-        "line after a broken log was set aside); refused where a log exists",
+        help="start the operation log's ceremonies with this enrolment (the first bootstrap, or "
+        "the first --replace after a broken log was set aside); refused where the log "
+        "records a ceremony already (signing sessions and refusals do not count)",
     )
     p.add_argument(
         "--approval",
@@ -805,7 +810,7 @@ def add_cli(subparsers: Any) -> None:
         help="once two operators are enrolled, a new one (or a --reset) needs two of them: "
         "NAME:file:/path (0600) or NAME:env:VAR, as at every ceremony",
     )
-    p.set_defaults(func=_guarded(cmd_add_operator, lambda a: Path(a.operators)))
+    p.set_defaults(func=_guarded(cmd_add_operator, lambda a: a.operators))
 
     p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")

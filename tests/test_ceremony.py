@@ -974,7 +974,7 @@ def test_a_new_log_is_started_only_explicitly_and_only_where_there_is_none(
     before, lines = operators.read_bytes(), log.read_bytes()
     assert main(enrol(tmp_path, operators, "carol", "--new-log")) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--new-log starts a log only where there is none" in err
+    assert err.count("\n") == 1 and "--new-log starts a log only where none is recorded" in err
     assert operators.read_bytes() == before and log.read_bytes().startswith(lines)
     assert [r.event for r in records(log)[2:]] == ["ceremony-refused"]
     for extra in ([], ["--new-log", "--anchor", RECORD[log]]):  # one of the two, always
@@ -992,6 +992,16 @@ def test_a_new_log_is_started_only_explicitly_and_only_where_there_is_none(
     assert main(argv) == 2
     assert "no operation log here" in capsys.readouterr().err
     assert not fresh.exists() and not elsewhere.exists()
+    # a log where only signing sessions (a responder started first) and refusals were
+    # logged records no ceremony: it is begun with --new-log, as a missing one
+    elsewhere.mkdir()
+    oplog.record(elsewhere / "oplog.jsonl", "signing-session-started", key="pkcs11:token=t")
+    argv = enrol(tmp_path, fresh, "zoe", "--approval", "x:env:NONE")
+    argv[argv.index("--log") + 1] = str(elsewhere / "oplog.jsonl")
+    assert main([*argv, "--new-log"]) == 2  # refused (and logged): the first is approved by no one
+    assert records(elsewhere / "oplog.jsonl")[-1].event == "ceremony-refused"
+    assert main([*argv[:-2], "--new-log"]) == 0
+    assert records(elsewhere / "oplog.jsonl")[-1].event == "operator-enrolled"
 
 
 def test_a_broken_log_is_set_aside_and_the_operators_go_on_in_a_new_one(

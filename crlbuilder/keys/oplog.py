@@ -39,6 +39,7 @@ from crlbuilder.keyref import is_pkcs11_uri
 
 __all__ = [
     "EVENTS",
+    "NO_CEREMONY_EVENTS",
     "OPLOG_ENV",
     "OpRecord",
     "SigningSession",
@@ -69,6 +70,13 @@ EVENTS: Final = frozenset(
         "signing-session-ended",
     }
 )
+
+
+NO_CEREMONY_EVENTS: Final = frozenset(
+    {"signing-session-started", "signing-session-ended", "ceremony-refused"}
+)
+"""The lines that record no ceremony done: a log holding only these (signing processes
+started before the first enrolment, refusals) may still be begun with ``--new-log``."""
 
 
 class OpRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
