@@ -5,7 +5,8 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
 (Ord §74(3): 複数の者による作成及び管理), every operation recorded (Ord §73(3): 動作を記録する
 機能) in the hash-chained operation log (`crlbuilder.keys.oplog`)::
 
-    crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR --log FILE
+    crlbuilder keys add-operator --operators FILE --name NAME --secret file:/path|env:VAR
+                             --log FILE (--anchor SEQ:SHA256 | --new-log)
                              [--approval ... x2 | --replace --current-secret file:/path|env:VAR
                               | --reset --approval ... x2]
     crlbuilder keys new-ca    --key URI --family F --generation N --out CERT     [approvals]
@@ -15,15 +16,20 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
     crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE]
 
-    approvals: --log FILE --operators FILE --approval NAME:file:/path --approval NAME:env:VAR
+    approvals: --log FILE --anchor SEQ:SHA256 --operators FILE
+               --approval NAME:file:/path --approval NAME:env:VAR
 
 A ceremony is checked before anything is done: two approvals by distinct operators of the
 operators file, each with the right secret (`crlbuilder.keys.approval`); otherwise it is
 refused, nothing is done, and the refusal is logged (``ceremony-refused``, with the names
 given and the reason). An approved ceremony logs each operation with both operators' names
 and the SHA-256 of its canonical description (what they approved), then prints the log's
-new head (``SEQ:SHA256``) for the operators to write into the ceremony record: `verify-log
---anchor` checks the log against it later.
+new head (``SEQ:SHA256``) for the operators to write into the ceremony record. The next
+ceremony is given that head (``--anchor``) and refuses a log that does not extend it: a log
+whose tail was cut off, rewritten, or replaced by another (a new bootstrap in a new log) is
+not acted on. Only ``add-operator --new-log`` starts a log, where none is recorded yet (no
+log, or only signing sessions and refusals); a refusal never creates one. ``add-operator`` holds an exclusive lock on ``FILE.lock`` beside the
+operators file from its check to its last write, so two enrolments cannot both pass.
 
 Keys are generated in the token (non-extractable, sensitive; `crlbuilder.keys.pkcs11`);
 certificates follow the PKI's own profiles (`crlbuilder.demo.pki`: the self-signed issuing
@@ -80,6 +86,7 @@ from crlbuilder.keys.approval import (
     fingerprints,
     hash_secret,
     load_operators,
+    operators_locked,
     parse_approval,
     read_secret,
 )
@@ -219,30 +226,49 @@ Approvers = dict[str, str]
 the operators file read for the check (recorded in each of its lines: `OpRecord.credentials`)."""
 
 
-def _two_operators(args: argparse.Namespace, approvals: list[Approval]) -> Approvers:
+Rule = Callable[[argparse.Namespace, list[Approval], enrolments.Ledger], Approvers]
+"""Who may authorise a ceremony, given its approvals and the operation log's account of the
+operators (`_two_operators`, `_enrolment`)."""
+
+
+def _two_operators(
+    args: argparse.Namespace, approvals: list[Approval], seen: enrolments.Ledger
+) -> Approvers:
     """A ceremony's rule: two distinct enrolled operators (`check_approvals`), each with the
     credential the operation log enrolled for them (`_accounted`)."""
     operators = load_operators(args.operators)
-    return _accounted(args, fingerprints(operators, check_approvals(operators, approvals)))
+    return _accounted(seen, fingerprints(operators, check_approvals(operators, approvals)))
 
 
 def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
-    """The operation log's account of the operators (`enrolments.ledger`); ApprovalError if
-    the log cannot be read or its chain does not hold (what it says cannot be relied on)."""
+    """The operation log's account of the operators (`enrolments.ledger`), if the log is the
+    one the operators hold: it extends ``--anchor``, the head written into the last ceremony
+    record (not cut off, rewritten or replaced by another log), or, with ``--new-log``, it
+    records no ceremony yet (none, or only signing sessions and refusals:
+    `oplog.NO_CEREMONY_EVENTS`). ApprovalError otherwise, or if its chain does not hold
+    (what it says cannot be relied on)."""
+    new_log = getattr(args, "new_log", False)
     try:
-        return enrolments.ledger(oplog.read_oplog(args.log))
+        records = oplog.read_oplog(args.log, None if new_log else args.anchor)
     except (ChainError, OSError) as e:
         raise ApprovalError(f"operation log {args.log}: {e}") from None
+    done = [r for r in records if r.event not in oplog.NO_CEREMONY_EVENTS] if new_log else []
+    if done:
+        raise ApprovalError(
+            f"operation log {args.log} records ceremonies (line {done[0].seq}: "
+            f"{done[0].event}): --new-log starts a log only where none is recorded; give "
+            "--anchor SEQ:SHA256, the head in the last ceremony record"
+        )
+    return enrolments.ledger(records)
 
 
 def _accounted(
-    args: argparse.Namespace, approvers: Approvers, replacing: str | None = None
+    seen: enrolments.Ledger, approvers: Approvers, replacing: str | None = None
 ) -> Approvers:
     """``approvers``, or ApprovalError when the operators file holds a credential for one of
     them that the log did not enrol (`enrolments.approval_refusal`): a hash written in by
     hand, copied from another operator or put back would otherwise let one person approve
     as two, seen only at the next verify-log --operators, after the key was made."""
-    seen = _ledger(args)
     refusal = enrolments.approval_refusal(seen, approvers, replacing) if approvers else None
     if refusal is not None:
         raise ApprovalError(refusal)
@@ -253,21 +279,26 @@ def _approved(
     args: argparse.Namespace,
     desc_sha: str,
     key: str,
-    rule: Callable[[argparse.Namespace, list[Approval]], Approvers] = _two_operators,
+    rule: Rule = _two_operators,
     subject: dict[str, str | int] | None = None,
 ) -> Approvers:
-    """Who authorised the ceremony under ``rule`` (default: two operators' approvals), or
-    CeremonyError after logging the refusal (with ``subject``: what it was about); kept in
-    ``args.approved_by`` for the lines of a ceremony that fails part-way."""
+    """Who authorised the ceremony under ``rule`` (default: two operators' approvals), on the
+    operation log the operators hold (`_ledger`, read first), or CeremonyError after logging
+    the refusal (with ``subject``: what it was about) in the log, if there is one (a refusal
+    never creates the log: only ``--new-log`` does); kept in ``args.approved_by`` for the
+    lines of a ceremony that fails part-way."""
     # an approval without NAME: may be a secret typed alone: it names no one in the log
     names = [a.partition(":")[0] for a in args.approval or [] if ":" in a]
     try:
+        seen = _ledger(args)
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
-        args.approved_by = rule(args, approvals)
+        args.approved_by = rule(args, approvals, seen)
         args.approved_ceremony = desc_sha
         return dict(args.approved_by)
     except ApprovalError as e:
         reason = str(e)
+    if not args.log.exists():
+        raise CeremonyError(f"refused, nothing done (no operation log to record it): {reason}")
     _record(
         args.log,
         "ceremony-refused",
@@ -530,11 +561,16 @@ def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
     oplog.end_all()
     report = oplog.verify_oplog(args.log)
     print(f"{desc['ceremony']}: done; operation log {args.log} head {report.anchor}")
-    print("write the head above into the ceremony record (verify-log --anchor SEQ:SHA256)")
+    print(
+        "write the head above into the ceremony record: the next ceremony is given it "
+        "(--anchor SEQ:SHA256)"
+    )
     return 0
 
 
-def _enrolment(args: argparse.Namespace, approvals: list[Approval]) -> Approvers:
+def _enrolment(
+    args: argparse.Namespace, approvals: list[Approval], seen: enrolments.Ledger
+) -> Approvers:
     """add-operator's rule (`check_enrolment`): the current secret for --replace, two other
     operators' approvals for --reset and for a third operator and after (each credential the
     one the log enrolled: `_accounted`), none for the first two, unless the operation log
@@ -552,12 +588,8 @@ def _enrolment(args: argparse.Namespace, approvals: list[Approval]) -> Approvers
     )
     if names:  # approvals, or the current secret: the credentials the log enrolled
         replacing = args.name if args.replace else None
-        return _accounted(args, fingerprints(operators, names), replacing)
+        return _accounted(seen, fingerprints(operators, names), replacing)
     # the bootstrap: the log is the memory the operators file lacks
-    try:
-        seen = _ledger(args)
-    except ApprovalError as e:
-        raise ApprovalError(f"no bootstrap: {e}") from None
     refusal = enrolments.bootstrap_refusal(seen, operators)
     if refusal is not None:
         raise ApprovalError(refusal)
@@ -644,35 +676,50 @@ def _anchor(text: str) -> Anchor:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Run a ceremony: its log is where its signing sessions go; every refusal exits 2."""
+def _guarded(
+    func: Callable[[argparse.Namespace], int],
+    exclusive: Callable[[argparse.Namespace], Path] | None = None,
+) -> Callable[[argparse.Namespace], int]:
+    """Run a ceremony: its log is where its signing sessions go; every refusal exits 2. With
+    ``exclusive`` (add-operator: the operators file), the whole of it, checks, writes and a
+    failure's lines, under that file's lock (`operators_locked`)."""
 
     def run(args: argparse.Namespace) -> int:
         if getattr(args, "log", None) is not None:
             oplog.configure(args.log)
-        try:
-            return func(args)
-        except (CeremonyError, ApprovalError, SignerError, ManifestError, OSError) as e:
-            print(f"{PROG} {args.ceremony}: {e}", file=sys.stderr)
-            # approved (a bootstrap enrolment by no one), then failed part-way
-            if getattr(args, "approved_ceremony", None) is not None:
-                _undo(args, str(e))
-                with contextlib.suppress(CeremonyError):
-                    key = getattr(args, "key", None) or getattr(args, "ca_key", "")
-                    _record(args.log, "ceremony-failed", key=key,
-                            credentials=args.approved_by,
-                            ceremony=args.approved_ceremony,
-                            detail={"ceremony": args.ceremony, "reason": str(e)})  # fmt: skip
-            return 2
-        finally:
-            oplog.end_all()
+        with contextlib.ExitStack() as held:
+            try:
+                if exclusive is not None:
+                    held.enter_context(operators_locked(exclusive(args)))
+                return func(args)
+            except (CeremonyError, ApprovalError, SignerError, ManifestError, OSError) as e:
+                return _failed(args, e)
+            finally:
+                oplog.end_all()
 
     return run
+
+
+def _failed(args: argparse.Namespace, e: Exception) -> int:
+    """A refusal or a failure: one line on stderr; an approved ceremony that failed part-way
+    undoes what it made and logs ``ceremony-failed``; exit 2."""
+    print(f"{PROG} {args.ceremony}: {e}", file=sys.stderr)
+    # approved (a bootstrap enrolment by no one), then failed part-way
+    if getattr(args, "approved_ceremony", None) is not None:
+        _undo(args, str(e))
+        with contextlib.suppress(CeremonyError):
+            key = getattr(args, "key", None) or getattr(args, "ca_key", "")
+            _record(args.log, "ceremony-failed", key=key,
+                    credentials=args.approved_by,
+                    ceremony=args.approved_ceremony,
+                    detail={"ceremony": args.ceremony, "reason": str(e)})  # fmt: skip
+    return 2
 
 
 def _approval_args(p: argparse.ArgumentParser, *, generates: bool = True) -> None:
     """The flags of every approved ceremony; ``--bits`` only where a key is generated."""
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
+    _anchor_arg(p, required=True)
     p.add_argument("--operators", type=Path, required=True, help="operators file (0600)")
     p.add_argument(
         "--approval",
@@ -684,6 +731,20 @@ def _approval_args(p: argparse.ArgumentParser, *, generates: bool = True) -> Non
         p.add_argument(
             "--bits", type=int, default=2048, help="RSA modulus size (2048 or more; default 2048)"
         )
+
+
+def _anchor_arg(p: Any, *, required: bool) -> None:
+    """``--anchor`` on ``p`` (a parser, or add-operator's group with ``--new-log``): the head
+    the last ceremony printed, as written into its record; the ceremony refuses a log that
+    does not extend it (`_ledger`)."""
+    p.add_argument(
+        "--anchor",
+        type=_anchor,
+        required=required,
+        metavar="SEQ:SHA256",
+        help="the operation log's head written into the last ceremony record: the ceremony "
+        "refuses a log that does not hold it (cut off, rewritten, or another log)",
+    )
 
 
 def add_cli(subparsers: Any) -> None:
@@ -733,6 +794,15 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "--log", type=Path, required=True, help="the operation log: the enrolment is recorded"
     )
+    held = p.add_mutually_exclusive_group(required=True)
+    _anchor_arg(held, required=False)
+    held.add_argument(
+        "--new-log",
+        action="store_true",
+        help="start the operation log's ceremonies with this enrolment (the first bootstrap, or "
+        "the first --replace after a broken log was set aside); refused where the log "
+        "records a ceremony already (signing sessions and refusals do not count)",
+    )
     p.add_argument(
         "--approval",
         action="append",
@@ -740,7 +810,7 @@ def add_cli(subparsers: Any) -> None:
         help="once two operators are enrolled, a new one (or a --reset) needs two of them: "
         "NAME:file:/path (0600) or NAME:env:VAR, as at every ceremony",
     )
-    p.set_defaults(func=_guarded(cmd_add_operator))
+    p.set_defaults(func=_guarded(cmd_add_operator, lambda a: a.operators))
 
     p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")

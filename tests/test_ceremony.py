@@ -12,6 +12,8 @@ import hashlib
 import os
 import stat
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.auditlog import append_chained
-from crlbuilder.cli import main
+from crlbuilder.cli import main as cli_main
 from crlbuilder.crl.encode import encode_crl
 from crlbuilder.crl.publish import crl_signing
 from crlbuilder.keys import oplog
@@ -42,6 +44,39 @@ from tests.support.softhsm import SoftHsmToken, make_token
 
 ALICE = b"alice-secret-0001"
 BOB = b"bob-secret-000002"
+
+
+RECORD: dict[Path, str] = {}
+"""The ceremony record of each test's logs: the head its last successful command printed."""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_record() -> Iterator[None]:
+    RECORD.clear()
+    yield
+    RECORD.clear()
+
+
+def main(argv: list[str]) -> int:
+    """The CLI run as operators who keep the ceremony record (`RECORD`): a ceremony given
+    neither --anchor nor --new-log is given the head the last successful command on its log
+    printed; where the record has none, --new-log for an add-operator where there is no log,
+    or the head of a log written otherwise (an older log's first head noted in the record
+    after examining it). Each successful command's head goes into the record."""
+    argv = list(argv)
+    ceremony = argv[:1] == ["keys"] and argv[1:2] != ["verify-log"] and "--log" in argv
+    log = Path(argv[argv.index("--log") + 1]) if ceremony else None
+    if log is not None and not {"--anchor", "--new-log"} & set(argv):
+        if log in RECORD:
+            argv += ["--anchor", RECORD[log]]
+        elif log.exists() and log.stat().st_size > 0:
+            argv += ["--anchor", str(oplog.verify_oplog(log).anchor)]
+        elif argv[1] == "add-operator":
+            argv += ["--new-log"]
+    rc = cli_main(argv)
+    if rc == 0 and log is not None:
+        RECORD[log] = str(oplog.verify_oplog(log).anchor)
+    return rc
 
 
 def secret_file(directory: Path, name: str, secret: bytes) -> Path:
@@ -134,7 +169,7 @@ def test_ord_74_3_ceremony_without_two_operators_is_refused_logged_and_does_noth
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     secret_file(tmp_path, "mallory", b"mallory-secret-0003")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"
     out = tmp_path / "ca.pem"
     key = f"pkcs11:token=none;object=ca;type=private?pin-source=file:{tmp_path}/no.pin"
     argv = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "3",
@@ -142,7 +177,7 @@ def test_ord_74_3_ceremony_without_two_operators_is_refused_logged_and_does_noth
     assert main(argv + approvals(tmp_path, *names)) == 2
     assert "refused, nothing done" in capsys.readouterr().err
     assert not out.exists()  # nothing done (the token was never opened: it does not exist)
-    [rec] = records(log)
+    [rec] = after_enrolments(log)
     assert rec.event == "ceremony-refused" and why in str(rec.detail["reason"])
     assert rec.operators == list(names) and rec.key == key.split("?", maxsplit=1)[0]
     assert "pin-source" not in log.read_text() and "secret" not in rec.detail["reason"]
@@ -152,13 +187,13 @@ def test_ord_74_3_ceremony_without_two_operators_is_refused_logged_and_does_noth
 def test_a_bad_secret_is_refused_and_logged(tmp_path: Path, operators: Path) -> None:
     (tmp_path / "bob.secret").unlink()
     secret_file(tmp_path, "bob", b"not-bobs-secret-00")
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"
     out = tmp_path / "ocsp.pem"
     argv = ["keys", "new-ocsp", "--key", "pkcs11:token=t;object=k;type=private?pin-source=env:P",
             "--ca-key", str(tmp_path / "ca.key"), "--ca-cert", str(tmp_path / "ca.pem"),
             "--out", str(out), "--log", str(log), "--operators", str(operators)]  # fmt: skip
     assert main(argv + approvals(tmp_path, "alice", "bob")) == 2
-    [rec] = records(log)
+    [rec] = after_enrolments(log)
     assert rec.event == "ceremony-refused" and rec.operators == ["alice", "bob"]
     assert "'bob': the secret does not match" in str(rec.detail["reason"])
     assert b"not-bobs-secret" not in log.read_bytes() and not out.exists()
@@ -172,7 +207,7 @@ def test_a_secret_typed_in_place_of_its_source_is_neither_shown_nor_logged(
 ) -> None:
     """The refusal quoted the text it could not parse: a secret given on the command line went
     to stderr and into the hash-chained operation log, where it cannot be removed."""
-    log = tmp_path / "ops.jsonl"
+    log = tmp_path / "oplog.jsonl"
     argv = ["keys", "new-ca", "--key", "pkcs11:token=t;object=k", "--family", "sign-card",
             "--generation", "3", "--out", str(tmp_path / "ca.pem"), "--log", str(log),
             "--operators", str(operators), *approvals(tmp_path, "alice"),
@@ -315,6 +350,7 @@ def test_bootstrap_enrols_the_first_two_without_approvals_then_asks_for_two(
     secret_file(tmp_path, "x", b"x-secret-0000001")
     assert main(enrol(tmp_path, operators, "alice", *with_approval)) == 2
     assert "bootstrap" in capsys.readouterr().err and not operators.exists()
+    assert not (tmp_path / "oplog.jsonl").exists()  # a refusal never starts the log
     assert main(enrol(tmp_path, operators, "alice")) == 0
     assert main(enrol(tmp_path, operators, "bob")) == 0
     assert "operator bob enrolled (bootstrap)" in capsys.readouterr().out
@@ -325,7 +361,6 @@ def test_bootstrap_enrols_the_first_two_without_approvals_then_asks_for_two(
     assert sorted(load_operators(operators)) == ["alice", "bob", "carol"]
     recs = records(tmp_path / "oplog.jsonl")
     assert [(r.event, r.detail.get("authorised_by")) for r in recs] == [
-        ("ceremony-refused", None),
         ("operator-enrolled", "bootstrap"),
         ("operator-enrolled", "bootstrap"),
         ("ceremony-refused", None),
@@ -840,6 +875,219 @@ def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(
         check_approvals(after, [Approval("alice", ALICE), bob])
     assert b"alice-secret" not in log.read_bytes()
     assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
+
+
+def head_of_line(log: Path, seq: int) -> str:
+    """``SEQ:SHA256`` of line ``seq`` as the log holds it (what anyone who reads it can name)."""
+    line = log.read_bytes().splitlines()[seq - 1]
+    return f"{seq}:{hashlib.sha256(line).hexdigest()}"
+
+
+def _cut(tmp_path: Path, operators: Path) -> None:
+    """The tail cut off after alice's line, the file back to alice, mallory a "bootstrap"."""
+    log = tmp_path / "oplog.jsonl"
+    log.write_bytes(log.read_bytes().splitlines(keepends=True)[0])
+    write_by_hand(operators, {"alice": load_operators(operators)["alice"]})
+    assert main(enrol(tmp_path, operators, "mallory", "--anchor", head_of_line(log, 1))) == 0
+
+
+def _replaced(tmp_path: Path, operators: Path) -> None:
+    """A whole new log and file in their place: two bootstraps and an approved enrolment."""
+    log = tmp_path / "oplog.jsonl"
+    log.unlink()
+    operators.unlink()
+    assert main(enrol(tmp_path, operators, "mallory", "--new-log")) == 0
+    for n, name in enumerate(("mallory2", "mallory3"), 1):
+        extra = approvals(tmp_path, "mallory", "mallory2") if name == "mallory3" else []
+        assert main(enrol(tmp_path, operators, name, "--anchor", head_of_line(log, n), *extra)) == 0
+
+
+def _rewritten(tmp_path: Path, operators: Path) -> None:
+    """The last line rewritten (carol's approvers), the chain recomputed: it holds."""
+    log = tmp_path / "oplog.jsonl"
+    lines = log.read_bytes().splitlines()
+    log.write_bytes(b"\n".join(lines[:-1]) + b"\n")
+    rec = msgspec.json.decode(lines[-1], type=oplog.OpRecord)
+    append_chained(log, [msgspec.structs.replace(rec, detail={**rec.detail, "operator": "mal"})])
+
+
+def _removed(tmp_path: Path, operators: Path) -> None:
+    (tmp_path / "oplog.jsonl").unlink()
+
+
+@pytest.mark.parametrize(
+    ("attack", "why"),
+    [
+        (_cut, "the tail was cut off"),
+        (_replaced, "the log was rewritten"),
+        (_rewritten, "the log was rewritten"),
+        (_removed, "no operation log here, but the ceremony record's head names its line 3"),
+    ],
+    ids=["tail-cut", "new-log-in-its-place", "last-line-rewritten", "removed"],
+)
+def test_ord_73_3_a_ceremony_refuses_a_log_that_does_not_extend_the_recorded_head(
+    tmp_path: Path,
+    operators: Path,
+    attack: Callable[[Path, Path], None],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A log whose tail was cut off (and a new bootstrap after it), or a whole new log put in
+    its place, was consistent in itself: the ceremonies after it ran, and only verify-log
+    --anchor, if someone ran it, showed it. Now every ceremony is given the head written into
+    the last ceremony record (--anchor) and refuses, changing nothing, a log that does not
+    extend it."""
+    log = tmp_path / "oplog.jsonl"
+    assert main(enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))) == 0
+    held = RECORD[log]  # what the operators wrote into the ceremony record: line 3
+    attack(tmp_path, operators)
+    capsys.readouterr()
+    ok = approvals(tmp_path, "alice", "bob")
+    new_ca = ["keys", "new-ca", "--key", "pkcs11:token=t;object=g9", "--family", "sign-card",
+              "--generation", "9", "--out", str(tmp_path / "g9.pem"), "--log", str(log),
+              "--operators", str(operators), "--anchor", held, *ok]  # fmt: skip
+    # the first refusal's line may itself be line 3: then the second says "rewritten"
+    held_not = (why, "the log was rewritten")
+    for argv, whys in ((enrol(tmp_path, operators, "dave", "--anchor", held, *ok), (why,)),
+                       (new_ca, held_not)):  # fmt: skip
+        before = operators.read_bytes() if operators.exists() else None
+        lines = log.read_bytes().splitlines() if log.exists() else None
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "refused, nothing done" in err, err
+        assert any(w in err for w in whys), err
+        assert (operators.read_bytes() if operators.exists() else None) == before
+        assert not (tmp_path / "g9.pem").exists()
+        if lines is None:  # a refusal never starts a log
+            assert not log.exists() and "no operation log to record it" in err
+        else:  # the refusal is the one line added
+            assert log.read_bytes().splitlines()[:-1] == lines
+            assert records(log)[-1].event == "ceremony-refused"
+
+
+def test_a_new_log_is_started_only_explicitly_and_only_where_there_is_none(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log that is not there where one is expected is refused unless the first-log step
+    is taken (--new-log), and that step is refused where a log exists."""
+    log = tmp_path / "oplog.jsonl"
+    before, lines = operators.read_bytes(), log.read_bytes()
+    assert main(enrol(tmp_path, operators, "carol", "--new-log")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--new-log starts a log only where none is recorded" in err
+    assert operators.read_bytes() == before and log.read_bytes().startswith(lines)
+    assert [r.event for r in records(log)[2:]] == ["ceremony-refused"]
+    for extra in ([], ["--new-log", "--anchor", RECORD[log]]):  # one of the two, always
+        argv = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"), *extra)
+        with pytest.raises(SystemExit) as e:
+            cli_main(argv)
+        assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        cli_main(["keys", "retire", "--key", "pkcs11:token=t;object=k", "--cert", "c.pem",
+                  "--log", str(log), "--operators", str(operators), *approvals(tmp_path, "alice", "bob")])  # fmt: skip
+    # where the log is expected but missing, even a bootstrap needs --new-log
+    fresh, elsewhere = tmp_path / "fresh.toml", tmp_path / "elsewhere"
+    argv = enrol(tmp_path, fresh, "zoe", "--anchor", RECORD[log])
+    argv[argv.index("--log") + 1] = str(elsewhere / "oplog.jsonl")
+    assert main(argv) == 2
+    assert "no operation log here" in capsys.readouterr().err
+    assert not fresh.exists() and not elsewhere.exists()
+    # a log where only signing sessions (a responder started first) and refusals were
+    # logged records no ceremony: it is begun with --new-log, as a missing one
+    elsewhere.mkdir()
+    oplog.record(elsewhere / "oplog.jsonl", "signing-session-started", key="pkcs11:token=t")
+    argv = enrol(tmp_path, fresh, "zoe", "--approval", "x:env:NONE")
+    argv[argv.index("--log") + 1] = str(elsewhere / "oplog.jsonl")
+    assert main([*argv, "--new-log"]) == 2  # refused (and logged): the first is approved by no one
+    assert records(elsewhere / "oplog.jsonl")[-1].event == "ceremony-refused"
+    assert main([*argv[:-2], "--new-log"]) == 0
+    assert records(elsewhere / "oplog.jsonl")[-1].event == "operator-enrolled"
+
+
+def test_a_broken_log_is_set_aside_and_the_operators_go_on_in_a_new_one(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The documented way out of a broken log still works with the head required: the log is
+    kept as evidence under another name, the first --replace starts the new one (--new-log),
+    the others follow with the head each printed, and the next ceremony is approved."""
+    log = tmp_path / "oplog.jsonl"
+    assert main(enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))) == 0
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(lines[0] + lines[1].replace(b'"bob"', b'"eve"') + lines[2])
+    ok = approvals(tmp_path, "alice", "bob")
+    assert main(enrol(tmp_path, operators, "dave", *ok)) == 2
+    assert "the chain is broken" in capsys.readouterr().err
+    log.rename(tmp_path / "oplog-broken.jsonl")
+    for n, name in enumerate(("alice", "bob", "carol")):
+        current = ["--current-secret", f"file:{tmp_path / (name + '.secret')}"]
+        held = ["--new-log"] if n == 0 else ["--anchor", RECORD[log]]
+        assert main([*enrol(tmp_path, operators, name, "--replace", *current), *held]) == 0
+    assert main(enrol(tmp_path, operators, "dave", *ok, "--anchor", RECORD[log])) == 0
+    assert verify_against(tmp_path, operators, capsys)[0] == 0
+
+
+def test_ord_74_3_two_operators_one_forgot_bootstrap_anew_in_a_new_log(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With two operators there is no reset (one person would decide another's credential);
+    the documented way out, the old log and file set aside and a new bootstrap in a new log,
+    works, and the old log cannot be continued from the new one's heads."""
+    log = tmp_path / "oplog.jsonl"
+    new_bob = secret_file(tmp_path, "bob-new", b"bob-secret-000003")
+    reset = enrol(tmp_path, operators, "bob", "--reset", *approvals(tmp_path, "alice", "alice"))
+    reset[reset.index("--secret") + 1] = f"file:{new_bob}"
+    assert main(reset) == 2
+    assert "only 1 other is enrolled" in capsys.readouterr().err
+    old_head = RECORD.pop(log)
+    log.rename(tmp_path / "oplog-until.jsonl")
+    operators.rename(tmp_path / "operators-until.toml")
+    assert main(enrol(tmp_path, operators, "alice", "--new-log")) == 0
+    bob = enrol(tmp_path, operators, "bob")
+    bob[bob.index("--secret") + 1] = f"file:{new_bob}"
+    assert main(bob) == 0
+    assert [r.detail["authorised_by"] for r in records(log)] == ["bootstrap", "bootstrap"]
+    assert verify_against(tmp_path, operators, capsys) == (0, "accounted for by the log")
+    ok = [*approvals(tmp_path, "alice"), "--approval", f"bob:file:{new_bob}"]
+    assert main(enrol(tmp_path, operators, "carol", "--anchor", old_head, *ok)) == 2
+    assert "not the log of the ceremony record" in capsys.readouterr().err
+    assert main(enrol(tmp_path, operators, "carol", *ok)) == 0  # the new log's record
+
+
+def test_ord_74_3_two_enrolments_at_once_cannot_both_pass_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """add-operator's check and its writes were not under one lock: two bootstrap enrolments
+    started together both saw one operator enrolled, both passed as a bootstrap, and one
+    person had two operators no one approved (or one write lost the other). Now the second
+    waits for the first's lock (FILE.lock, 0600) and is then asked for two approvals."""
+    import multiprocessing
+
+    from crlbuilder import ceremony
+
+    operators, log = tmp_path / "operators.toml", tmp_path / "oplog.jsonl"
+    assert main(enrol(tmp_path, operators, "alice")) == 0
+    held = RECORD[log]
+    real = ceremony.add_operator
+
+    def slow(*a: object, **kw: object) -> None:  # the window between the check and the write
+        time.sleep(0.5)
+        real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ceremony, "add_operator", slow)
+    argvs = [enrol(tmp_path, operators, n, "--anchor", held) for n in ("bob", "mallory")]
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=lambda a=a: sys.exit(cli_main(a))) for a in argvs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sorted(p.exitcode for p in procs) == [0, 2]
+    enrolled = [r.detail["operator"] for r in records(log) if r.event == "operator-enrolled"]
+    assert len(enrolled) == 2 and sorted(load_operators(operators)) == sorted(enrolled)
+    assert records(log)[-1].event == "ceremony-refused"
+    assert "needs" in str(records(log)[-1].detail["reason"])
+    lock = tmp_path / "operators.toml.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
 
 
 def write_chain(log: Path) -> None:

@@ -24,12 +24,15 @@ the operation log allows a bootstrap at all is `crlbuilder.keys.enrolments`' que
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import os
 import secrets
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -51,6 +54,7 @@ __all__ = [
     "fingerprints",
     "hash_secret",
     "load_operators",
+    "operators_locked",
     "parse_approval",
     "read_secret",
 ]
@@ -252,6 +256,22 @@ def check_enrolment(
 def _check_name(name: str) -> None:
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ApprovalError(f"operator name {name!r}: letters, digits, - and _ only")
+
+
+@contextmanager
+def operators_locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``FILE.lock`` beside the operators file (created 0600,
+    kept: removing it would let a later process lock another file): what add-operator checks
+    and what it writes (its log lines, the file) are one step, and two enrolments at once
+    cannot both pass a check the other's write would have failed. OSError if it cannot be
+    created (the directory missing or not writable)."""
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def add_operator(path: Path, name: str, stored: str, *, replace: bool = False) -> None:

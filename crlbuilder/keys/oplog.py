@@ -39,6 +39,7 @@ from crlbuilder.keyref import is_pkcs11_uri
 
 __all__ = [
     "EVENTS",
+    "NO_CEREMONY_EVENTS",
     "OPLOG_ENV",
     "OpRecord",
     "SigningSession",
@@ -69,6 +70,13 @@ EVENTS: Final = frozenset(
         "signing-session-ended",
     }
 )
+
+
+NO_CEREMONY_EVENTS: Final = frozenset(
+    {"signing-session-started", "signing-session-ended", "ceremony-refused"}
+)
+"""The lines that record no ceremony done: a log holding only these (signing processes
+started before the first enrolment, refusals) may still be begun with ``--new-log``."""
 
 
 class OpRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -138,14 +146,22 @@ def verify_oplog(log: Path, anchor: Anchor | None = None) -> ChainReport[OpRecor
     return verify_chain(log, OpRecord, anchor)
 
 
-def read_oplog(log: Path) -> list[OpRecord]:
-    """Every record of the operation log, in order (none if there is no log yet); ChainError
-    if its chain does not hold (what it says cannot be relied on)."""
+def read_oplog(log: Path, anchor: Anchor | None = None) -> list[OpRecord]:
+    """Every record of the operation log, in order (none if there is no log yet, unless
+    ``anchor`` names a line of it); ChainError if its chain does not hold, or if it does not
+    extend ``anchor`` (the head in the last ceremony record: the tail cut off, the log
+    rewritten or replaced by another): what it says cannot be relied on."""
     if not log.exists():
-        return []
-    report = verify_oplog(log)
+        if anchor is None:
+            return []
+        raise ChainError(
+            f"no operation log here, but the ceremony record's head names its line "
+            f"{anchor.seq} (a new log is started only by add-operator --new-log)"
+        )
+    report = verify_oplog(log, anchor)
     if report.problems:
-        raise ChainError(f"the operation log is broken ({report.problems[0]}): verify-log")
+        what = "broken" if anchor is None else "broken, or not the log of the ceremony record"
+        raise ChainError(f"the operation log is {what} ({report.problems[0]}): verify-log")
     with log.open("rb") as f:  # the lines verified (one appended since is not read)
         return [msgspec.json.decode(line, type=OpRecord) for line in islice(f, report.records)]
 
