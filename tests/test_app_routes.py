@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -347,9 +348,15 @@ def test_readyz_follows_a_broken_watch_replication_only_when_asked(
     ``[watch] ready_requires_replication`` its /readyz says so too, and is ready again once
     they follow the stream; without it (the default) the node stays ready."""
     monkeypatch.setattr(streamlag, "verdict", lambda *a, **k: None)  # caught up with the records
+    store = tmp_path / "store"  # a copy: the module's app holds the built store open
+    shutil.copytree(built.store, store)
     cfg = built.app_config(
         tmp_path,
-        **{"cluster.nats": "nats://127.0.0.1:1", "watch.ready_requires_replication": True},
+        **{
+            "store.path": str(store),
+            "cluster.nats": "nats://127.0.0.1:1",
+            "watch.ready_requires_replication": True,
+        },
     )
     app = JpkiApp(cfg, 0)
     try:
