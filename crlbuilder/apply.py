@@ -17,7 +17,9 @@ What each record does (the rules themselves are in `rules`):
 - revocation request (失効申請等情報), recording error (記録誤り等): revoke one
   serial; refused for an unknown serial or a record earlier than issuance;
 - resident change (異動): revoke the holder's card certificates as Act §12 and
-  §31 say, keep move-out notices for the 30-day rule (Act §31(2));
+  §31 say, keep move-out notices for the 30-day rule (Act §31(2)), and the latest
+  move-in notice made, so that a move-out notice whose record arrives after the move-in
+  that followed it starts no lapse (`_followed`);
 - CA key compromise: revoke every valid certificate of the generation (an issuance read
   later, of a certificate it signed before, is revoked at the compromise's instant), and record
   its public announcement (公表, Act §15(3), §16-14(3), §34(3), §35-14(3); Ord §23,
@@ -729,6 +731,17 @@ class Applier:
         pending = b.c.pending(holder)
         if rec.change is ChangeKind.MOVE_OUT_NOTICE:
             assert rec.planned_date is not None
+            if pending is not None and pending.notified_at > epoch(made):
+                this = rules.MoveOutNotice(
+                    notified_at=made, planned_date=rec.planned_date, abroad=rec.abroad
+                )
+                if rules.ends_before_lapse(this, from_epoch(pending.notified_at)):
+                    # the pending notice, made later but before this one's lapse was due,
+                    # replaced it: this one lapses on its own no more (Act §31(2))
+                    return False
+            kept = b.c.move_in(holder)
+            if kept is not None and _followed(kept, made, rec.planned_date):
+                return self._followed_move_out(b, holder, pending, kept, made)
             p = sf.PendingMoveOut(
                 record_id=rec.id, notified_at=epoch(made),
                 planned_date=rec.planned_date.isoformat(), abroad=rec.abroad,
@@ -737,17 +750,7 @@ class Applier:
             self._new_version(b, holder, (Family.AUTH_CARD, Family.AUTH_MOBILE))
             return True
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
-            if pending is None or epoch(made) < pending.notified_at:
-                # none pending, or made before the pending move-out notice: a move-in notice
-                # stops only the move-out notice it follows (Act §31(2)), by when each was made
-                return False
-            if pending.lapsed_at and made < rules.move_out_lapse(
-                date.fromisoformat(pending.planned_date)
-            ):
-                # made in time, but the lapse was written first: it stands (Act §34(1)(2))
-                self.summary.move_in_after_lapse += 1
-            b.c.delete_pending(holder)
-            return not pending.lapsed_at
+            return self._move_in(b, holder, pending, made)
         notice = _notice(pending)
         changed = False
         for family, keys in targets:
@@ -761,6 +764,62 @@ class Applier:
                         rec.recorded_at, rec.recorded_at, st,
                     )  # fmt: skip
         return changed
+
+    def _move_in(
+        self, b: _Batch, holder: bytes, pending: sf.PendingMoveOut | None, made: datetime
+    ) -> bool:
+        """A move-in notice (転入届) made at ``made``: it ends the pending move-out notice (転出届)
+        it follows (Act §31(2)), and is kept (`store.format.MoveIn`, the latest one made) for
+        the move-out notices whose records arrive after it (`_followed_move_out`). True when it
+        stopped a lapse not yet written."""
+        kept = b.c.move_in(holder)
+        ended = kept.ended if kept is not None else 0
+        stopped = False
+        if pending is not None and epoch(made) >= pending.notified_at:
+            # a move-in notice made before the pending move-out notice is no 転入届 following
+            # it (Act §31(2)): by when each was made, not by when their records arrived
+            self._end_pending(b, holder, pending, made)
+            ended = max(ended, pending.notified_at)
+            stopped = not pending.lapsed_at
+        latest = max(epoch(made), kept.notified_at if kept is not None else 0)
+        now = sf.MoveIn(notified_at=latest, ended=ended)
+        if now != kept:
+            b.c.put_move_in(holder, now)
+        return stopped
+
+    def _followed_move_out(
+        self,
+        b: _Batch,
+        holder: bytes,
+        pending: sf.PendingMoveOut | None,
+        kept: sf.MoveIn,
+        made: datetime,
+    ) -> bool:
+        """A move-out notice (転出届) made at ``made`` that a move-in notice already applied
+        followed (`_followed`): its record came after the move-in's, and it starts no 30-day
+        lapse (Act §31(2)). Applied as the two would have been in the order they were made: it
+        replaces a pending notice made no later than itself, which the move-in then ends too.
+        True when that stopped a lapse not yet written."""
+        stopped = False
+        if pending is not None and pending.notified_at <= epoch(made):
+            self._end_pending(b, holder, pending, made)
+            stopped = not pending.lapsed_at
+        if kept.ended < epoch(made):
+            b.c.put_move_in(holder, msgspec.structs.replace(kept, ended=epoch(made)))
+        return stopped
+
+    def _end_pending(
+        self, b: _Batch, holder: bytes, pending: sf.PendingMoveOut, made: datetime
+    ) -> None:
+        """The pending move-out notice ended by a notice made at ``made`` (a move-in notice, or
+        a move-out notice a move-in followed): deleted. A lapse already written stands (Act
+        §34(1)(2)), counted when the ending notice was made before it was due."""
+        if pending.lapsed_at and made < rules.move_out_lapse(
+            date.fromisoformat(pending.planned_date)
+        ):
+            # made in time, but the lapse was written first: it stands (Act §34(1)(2))
+            self.summary.move_in_after_lapse += 1
+        b.c.delete_pending(holder)
 
     def _new_version(self, b: _Batch, holder: bytes, families: tuple[Family, ...]) -> None:
         """Give the holder's good certificates of ``families`` a new status version.
@@ -940,6 +999,20 @@ def due_instant(recorded_at: int, not_after: int, retention: int) -> int:
     """When a revocation record passes its retention (`past_retention`): its period from
     when it was recorded, and never before the certificate's notAfter."""
     return max(recorded_at + retention, not_after)
+
+
+def _followed(kept: sf.MoveIn, made: datetime, planned: date) -> bool:
+    """Whether the move-out notice made at ``made`` for ``planned`` was ended before its lapse
+    was due by a notice the holder made later (`rules.ends_before_lapse`), as far as ``kept``
+    tells: the latest move-in notice made, or the latest move-out notice a move-in ended (it
+    replaced this one). Only the latest of each is kept (`store.format.DB_MOVE_INS`): a move-out
+    record that arrives after a later move-out and move-in of the holder is judged by those."""
+    notice = rules.MoveOutNotice(notified_at=made, planned_date=planned, abroad=False)
+    return any(
+        rules.ends_before_lapse(notice, from_epoch(at))
+        for at in (kept.notified_at, kept.ended)
+        if at
+    )
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

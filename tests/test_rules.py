@@ -195,6 +195,19 @@ def test_act_31_2_thirty_days_after_planned_date() -> None:
     assert rules.lapse_revokes(notice, issued_at=issued, as_of=at)
 
 
+def test_act_31_2_a_notice_ends_the_clock_from_the_move_out_until_the_lapse_is_due() -> None:
+    """A 転入届 (or a later 転出届) made from the 転出届 itself up to the second before the due
+    instant ends its 30-day clock; one made earlier follows another move, one made at the due
+    instant comes too late."""
+    planned = date(2025, 5, 10)
+    notice = rules.MoveOutNotice(notified_at=T0, planned_date=planned, abroad=False)
+    due = rules.move_out_lapse(planned)
+    assert not rules.ends_before_lapse(notice, T0 - timedelta(seconds=1))
+    assert rules.ends_before_lapse(notice, T0)
+    assert rules.ends_before_lapse(notice, due - timedelta(seconds=1))
+    assert not rules.ends_before_lapse(notice, due)
+
+
 def test_act_31_2_abroad_notice_spares_certificate_issued_in_window() -> None:
     planned = date(2025, 5, 10)
     notice = rules.MoveOutNotice(notified_at=T0, planned_date=planned, abroad=True)
