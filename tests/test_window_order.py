@@ -305,3 +305,27 @@ def test_kept_move_in_is_one_per_holder_the_latest_made_two_instants_and_no_reco
     assert key == holder_key()
     at = int((T0 + timedelta(days=60)).timestamp())
     assert msgspec.json.decode(value) == {"notified_at": at, "ended": at - 25 * 86400}
+
+
+def test_act_31_2_older_move_out_recorded_after_a_later_one_lapsed_adds_no_lapse(
+    world: World,
+) -> None:
+    """Y, made on day 30, lapses on day 71; the holder's new auth-card certificate is issued on
+    day 120. Then the record of X, made on day 20 but replaced by Y before its own lapse was due
+    (day 56), arrives: by the order they were made X never lapsed, and the new certificate stays
+    good. (The lapsed notice is what says so: see report-movein.md on pruning it.)"""
+    world.apply([issuance(102, "auth-card-g1", H1)])
+    published(world)
+    notices = two_move_outs_one_move_in()
+    world.apply([{**notices["Y"], "recorded_at": ts(31)}])
+    ap = world.apply([])
+    ap.clock = FakeClock(DUE + timedelta(days=1))
+    assert ap.sweep_lapses(DUE + timedelta(days=1)) == 1
+    world.apply([issuance(302, "auth-card-g1", H1, day=120)])
+    world.apply([{**notices["X"], "recorded_at": ts(130)}])
+    assert world.quarantined() == []
+    assert sweep_long_after(world) == 0
+    assert not world.status("auth-card-g1", 302).revoked
+    st = world.status("auth-card-g1", 302)
+    with world.store.read() as r:
+        assert r.lapse_due(st) == 0
