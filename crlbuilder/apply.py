@@ -731,17 +731,25 @@ class Applier:
         pending = b.c.pending(holder)
         if rec.change is ChangeKind.MOVE_OUT_NOTICE:
             assert rec.planned_date is not None
-            if pending is not None and pending.notified_at > epoch(made):
-                this = rules.MoveOutNotice(
-                    notified_at=made, planned_date=rec.planned_date, abroad=rec.abroad
-                )
-                if rules.ends_before_lapse(this, from_epoch(pending.notified_at)):
-                    # the pending notice, made later but before this one's lapse was due,
-                    # replaced it: this one lapses on its own no more (Act §31(2))
-                    return False
+            this = rules.MoveOutNotice(
+                notified_at=made, planned_date=rec.planned_date, abroad=rec.abroad
+            )
+            later = (
+                pending.notified_at
+                if pending is not None and pending.notified_at > epoch(made)
+                else None
+            )
+            if later is not None and rules.ends_before_lapse(this, from_epoch(later)):
+                # the pending notice, made later but before this one's lapse was due,
+                # replaced it: this one lapses on its own no more (Act §31(2))
+                return False
             kept = b.c.move_in(holder)
             if kept is not None and _followed(kept, made, rec.planned_date):
                 return self._followed_move_out(b, holder, pending, kept, made)
+            if later is not None:
+                # made before the pending notice, whose making came after this one's lapse
+                # was due: it lapsed then, by itself, and the pending notice stays
+                return self._lapse_earlier(b, holder, this)
             p = sf.PendingMoveOut(
                 record_id=rec.id, notified_at=epoch(made),
                 planned_date=rec.planned_date.isoformat(), abroad=rec.abroad,
@@ -855,14 +863,45 @@ class Applier:
         at = self._lapse_written_at(due)
         lapsed = msgspec.structs.replace(pending, lapsed_at=epoch(at))
         b.c.put_pending(holder, lapsed)
+        self._revoke_by_lapse(b, holder, notice, at)
+        return True
+
+    def _lapse_earlier(self, b: _Batch, holder: bytes, notice: rules.MoveOutNotice) -> bool:
+        """A move-out notice whose record came after the pending one's, made before it, whose
+        30-day lapse was due before the pending one was made and that no move-in notice
+        followed (Act §31(2)): by the order they were made, it lapsed on its own. Its lapse is
+        written now, dated when written (Act §34(1)(2)), for the auth-card certificates issued
+        before it fell due (a later one was never under it); the pending notice stays as it is.
+        True when it revoked a certificate."""
+        due = rules.move_out_lapse(notice.planned_date)
+        if due > self.clock():
+            raise Refused(
+                "move-out notice made before the pending one and lapsed before it was made, "
+                "but its 30-day lapse is not due by the builder's clock yet"
+            )
+        return self._revoke_by_lapse(b, holder, notice, self._lapse_written_at(due), due)
+
+    def _revoke_by_lapse(
+        self,
+        b: _Batch,
+        holder: bytes,
+        notice: rules.MoveOutNotice,
+        at: datetime,
+        issued_before: datetime | None = None,
+    ) -> bool:
+        """Revoke at ``at`` the holder's auth-card certificates that ``notice``'s lapse takes
+        (`rules.lapse_revokes`), of those issued before ``issued_before`` when given."""
+        changed = False
         for key in b.c.holder_certs(holder, Family.AUTH_CARD):
             st = self._status(b, key)
+            if issued_before is not None and st.not_before >= epoch(issued_before):
+                continue
             if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=at):
-                self._revoke(
+                changed |= self._revoke(
                     b, key, Category.RESIDENT_CHANGE, Category.RESIDENT_CHANGE.default_reason,
                     at, at, st,
                 )  # fmt: skip
-        return True
+        return changed
 
     def _lapse_written_at(self, due: datetime) -> datetime:
         """The instant a lapse record written now carries (Act §31(2), §34(1)(2)).

@@ -11,10 +11,12 @@ import msgspec
 import pytest
 
 from crlbuilder import rules
-from crlbuilder.apply import next_lapse
+from crlbuilder.apply import Applier, next_lapse
+from crlbuilder.ingest import read_file
+from crlbuilder.model import Category
 from crlbuilder.store import format as sf
 from tests.support.store import dump_store
-from tests.test_apply import FACTS, H1, T0, World, issuance, rid, ts
+from tests.test_apply import FACTS, H1, KEY, T0, World, issuance, rid, ts
 from tests.test_lapse_time import FakeClock, published
 
 PLANNED = (T0 + timedelta(days=40)).date()
@@ -329,3 +331,76 @@ def test_act_31_2_older_move_out_recorded_after_a_later_one_lapsed_adds_no_lapse
     st = world.status("auth-card-g1", 302)
     with world.store.read() as r:
         assert r.lapse_due(st) == 0
+
+
+VERY_EARLY_PLANNED = (T0 + timedelta(days=5)).date()  # its lapse is due on day 36
+
+
+def early_move_out(recorded: float) -> dict[str, object]:
+    """A 転出届 made on day 5, whose lapse falls due (day 36) before the 転出届 `later_move_out`."""
+    return change(recorded, "move-out-notice", planned_date=VERY_EARLY_PLANNED.isoformat(),
+                  notified_at=ts(5))  # fmt: skip
+
+
+def later_move_out(recorded: float) -> dict[str, object]:
+    """A 転出届 made on day 40 for day 40: its lapse is due on day 71 (`DUE`)."""
+    return change(recorded, "move-out-notice", planned_date=PLANNED.isoformat(),
+                  notified_at=ts(40))  # fmt: skip
+
+
+def test_act_31_2_older_move_out_lapsed_before_the_pending_one_was_made_lapses_by_itself(
+    world: World,
+) -> None:
+    """Z (made day 5, due day 36, no move-in) arrives after Y (made day 40, due day 71): by the
+    order they were made Z lapsed on day 36, before Y was made. Its lapse is written when its
+    record comes, and Y stays pending with its own planned date (the older notice replaces
+    nothing)."""
+    world.apply([issuance(102, "auth-card-g1", H1)])
+    published(world)
+    world.apply([later_move_out(41)])
+    ap = world.apply([early_move_out(42)])
+    st = world.status("auth-card-g1", 102)
+    assert st.revoked and st.category_enum is Category.RESIDENT_CHANGE
+    assert ap.summary.revocations == {"resident-change": 1}
+    with world.store.read() as r:
+        p = r.pending(holder_key())
+    assert p is not None and p.planned_date == PLANNED.isoformat() and not p.lapsed_at
+
+
+def test_act_31_2_older_lapse_spares_a_certificate_issued_after_it_fell_due(world: World) -> None:
+    """The older notice's lapse (due day 36) takes the certificates the holder had then, not the
+    one issued on day 38, which stays under the pending notice's own lapse (day 71)."""
+    world.apply([issuance(102, "auth-card-g1", H1)])
+    published(world)
+    world.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(37),
+                  "serial": 102, "issuer": "auth-card-g1", "reason": "application"},
+                 issuance(302, "auth-card-g1", H1, day=38)])  # fmt: skip
+    world.apply([later_move_out(41), early_move_out(45)])
+    assert world.quarantined() == []
+    assert world.status("auth-card-g1", 102).category_enum is Category.REQUEST
+    assert lapse_state(world)[1]
+    st = world.status("auth-card-g1", 302)
+    assert not st.revoked
+    with world.store.read() as r:
+        assert r.lapse_due(st) == int(DUE.timestamp())
+    ap = world.apply([])
+    ap.clock = FakeClock(DUE + timedelta(days=1))
+    assert ap.sweep_lapses(DUE + timedelta(days=1)) == 1
+    assert world.status("auth-card-g1", 302).revoked
+
+
+def test_act_31_2_older_lapse_not_due_by_the_clock_is_refused_state_unchanged(world: World) -> None:
+    """A builder whose clock (day 30) is before the older notice's due instant (day 36) cannot
+    write its lapse, nor keep it pending in the later notice's place: the record is refused with
+    one line, nothing of it applied (its quarantine key aside)."""
+    world.apply([issuance(102, "auth-card-g1", H1), later_move_out(41)])
+    before = dump_store(world.store, meta=(), skip=[sf.DB_QUARANTINE])
+    path = world.tmp / "older.jsonl"
+    path.write_bytes(msgspec.json.encode(early_move_out(45)) + b"\n")
+    ap = Applier(world.store, facts_key=KEY, quarantine=world.quarantine,
+                 clock=FakeClock(T0 + timedelta(days=30)))  # fmt: skip
+    ap.run(read_file(path))
+    assert ap.summary.quarantined == 1 and ap.summary.applied == 0
+    [q] = world.quarantined()
+    assert "lapse is not due by the builder's clock" in str(q["reason"])
+    assert dump_store(world.store, meta=(), skip=[sf.DB_QUARANTINE]) == before
