@@ -734,29 +734,7 @@ class Applier:
             this = rules.MoveOutNotice(
                 notified_at=made, planned_date=rec.planned_date, abroad=rec.abroad
             )
-            later = (
-                pending.notified_at
-                if pending is not None and pending.notified_at > epoch(made)
-                else None
-            )
-            if later is not None and rules.ends_before_lapse(this, from_epoch(later)):
-                # the pending notice, made later but before this one's lapse was due,
-                # replaced it: this one lapses on its own no more (Act §31(2))
-                return False
-            kept = b.c.move_in(holder)
-            if kept is not None and _followed(kept, made, rec.planned_date):
-                return self._followed_move_out(b, holder, pending, kept, made)
-            if later is not None:
-                # made before the pending notice, whose making came after this one's lapse
-                # was due: it lapsed then, by itself, and the pending notice stays
-                return self._lapse_earlier(b, holder, this)
-            p = sf.PendingMoveOut(
-                record_id=rec.id, notified_at=epoch(made),
-                planned_date=rec.planned_date.isoformat(), abroad=rec.abroad,
-            )  # fmt: skip
-            b.c.put_pending(holder, p)
-            self._new_version(b, holder, (Family.AUTH_CARD, Family.AUTH_MOBILE))
-            return True
+            return self._move_out(b, holder, pending, this, rec.id)
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
             return self._move_in(b, holder, pending, made)
         notice = _notice(pending)
@@ -772,6 +750,43 @@ class Applier:
                         rec.recorded_at, rec.recorded_at, st,
                     )  # fmt: skip
         return changed
+
+    def _move_out(
+        self,
+        b: _Batch,
+        holder: bytes,
+        pending: sf.PendingMoveOut | None,
+        this: rules.MoveOutNotice,
+        record_id: str,
+    ) -> bool:
+        """A move-out notice (転出届), judged with the holder's notices made after it, in whatever
+        order their records came (Act §31(2)):
+
+        - a move-in notice, or a move-out notice a move-in ended, made from it until its lapse
+          was due (`_followed`): it starts nothing (`_followed_move_out`);
+        - the pending notice, made after it but before its lapse was due, replaced it: nothing;
+        - the pending notice was made after its lapse was due: it lapsed on its own before that
+          (`_lapse_earlier`), and the pending notice stays;
+        - else it is the holder's pending notice, its 30-day clock running (its lapse written
+          by `_lapse_if_due`, at once when due, which a later record of the holder made before
+          that still prevents), and the good answers of the holder's auth certificates are
+          bounded by its lapse (`_new_version`).
+        """
+        made = epoch(this.notified_at)
+        kept = b.c.move_in(holder)
+        if kept is not None and _followed(kept, this.notified_at, this.planned_date):
+            return self._followed_move_out(b, holder, pending, kept, this.notified_at)
+        if pending is not None and pending.notified_at > made:
+            if rules.ends_before_lapse(this, from_epoch(pending.notified_at)):
+                return False
+            return self._lapse_earlier(b, holder, this)
+        p = sf.PendingMoveOut(
+            record_id=record_id, notified_at=made,
+            planned_date=this.planned_date.isoformat(), abroad=this.abroad,
+        )  # fmt: skip
+        b.c.put_pending(holder, p)
+        self._new_version(b, holder, (Family.AUTH_CARD, Family.AUTH_MOBILE))
+        return True
 
     def _move_in(
         self, b: _Batch, holder: bytes, pending: sf.PendingMoveOut | None, made: datetime
@@ -870,32 +885,25 @@ class Applier:
         """A move-out notice whose record came after the pending one's, made before it, whose
         30-day lapse was due before the pending one was made and that no move-in notice
         followed (Act §31(2)): by the order they were made, it lapsed on its own. Its lapse is
-        written now, dated when written (Act §34(1)(2)), for the auth-card certificates issued
-        before it fell due (a later one was never under it); the pending notice stays as it is.
-        True when it revoked a certificate."""
+        written now, dated when written (Act §34(1)(2)), for the auth-card certificates it
+        takes (`rules.lapse_revokes`: issued before it fell due); the pending notice stays as
+        it is. True when it revoked a certificate."""
         due = rules.move_out_lapse(notice.planned_date)
         if due > self.clock():
             raise Refused(
                 "move-out notice made before the pending one and lapsed before it was made, "
                 "but its 30-day lapse is not due by the builder's clock yet"
             )
-        return self._revoke_by_lapse(b, holder, notice, self._lapse_written_at(due), due)
+        return self._revoke_by_lapse(b, holder, notice, self._lapse_written_at(due))
 
     def _revoke_by_lapse(
-        self,
-        b: _Batch,
-        holder: bytes,
-        notice: rules.MoveOutNotice,
-        at: datetime,
-        issued_before: datetime | None = None,
+        self, b: _Batch, holder: bytes, notice: rules.MoveOutNotice, at: datetime
     ) -> bool:
         """Revoke at ``at`` the holder's auth-card certificates that ``notice``'s lapse takes
-        (`rules.lapse_revokes`), of those issued before ``issued_before`` when given."""
+        (`rules.lapse_revokes`)."""
         changed = False
         for key in b.c.holder_certs(holder, Family.AUTH_CARD):
             st = self._status(b, key)
-            if issued_before is not None and st.not_before >= epoch(issued_before):
-                continue
             if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=at):
                 changed |= self._revoke(
                     b, key, Category.RESIDENT_CHANGE, Category.RESIDENT_CHANGE.default_reason,

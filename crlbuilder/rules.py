@@ -302,9 +302,13 @@ def lapse_revokes(notice: MoveOutNotice, *, issued_at: datetime, as_of: datetime
     """Whether, as of ``as_of``, a pending 転出届 with no 転入届 has revoked an auth-card cert (Act §31(2)).
 
     The caller keeps the notice pending only until a move-in notice arrives. A
-    certificate issued between a 国外転出届 and its planned date is exempt.
+    certificate issued between a 国外転出届 and its planned date is exempt, and so is one
+    issued once the lapse was due: the lapse took the certificates the holder had then
+    (its record may be written later, when the notice's record came late; a certificate
+    issued since was issued to a holder on a resident record again).
     """
-    if as_of < move_out_lapse(notice.planned_date):
+    due = move_out_lapse(notice.planned_date)
+    if as_of < due or issued_at >= due:
         return False
     return not issued_in_abroad_window(issued_at, notice)
 

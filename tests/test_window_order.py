@@ -404,3 +404,27 @@ def test_act_31_2_older_lapse_not_due_by_the_clock_is_refused_state_unchanged(wo
     [q] = world.quarantined()
     assert "lapse is not due by the builder's clock" in str(q["reason"])
     assert dump_store(world.store, meta=(), skip=[sf.DB_QUARANTINE]) == before
+
+
+def test_act_31_2_late_move_out_lapse_spares_a_certificate_issued_after_it_fell_due(
+    world: World,
+) -> None:
+    """The 転出届 made on day 35 (due day 71) is recorded on day 80, after the holder's old
+    certificate was given up (day 72), a new one issued (day 73) and a 転入届 made too late for it
+    (day 75). Its lapse is written, but takes only the certificates the holder had on day 71:
+    the new one is neither bounded nor revoked by it."""
+    world.apply([issuance(102, "auth-card-g1", H1)])
+    published(world)
+    world.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(72),
+                  "serial": 102, "issuer": "auth-card-g1", "reason": "application"},
+                 issuance(302, "auth-card-g1", H1, day=73),
+                 change(76, "move-in-notice", notified_at=ts(75)),
+                 change(80, "move-out-notice", planned_date=PLANNED.isoformat(),
+                        notified_at=ts(35))])  # fmt: skip
+    assert world.quarantined() == []
+    st = world.status("auth-card-g1", 302)
+    with world.store.read() as r:
+        assert r.lapse_due(st) == 0
+    assert sweep_long_after(world) == 0
+    assert not world.status("auth-card-g1", 302).revoked
+    assert world.status("auth-card-g1", 102).category_enum is Category.REQUEST
