@@ -768,13 +768,14 @@ class Applier:
         - the pending notice was made after its lapse was due: it lapsed on its own before that
           (`_lapse_earlier`), and the pending notice stays;
         - else it is the holder's pending notice, its 30-day clock running (its lapse written
-          by `_lapse_if_due`, at once when due, which a later record of the holder made before
-          that still prevents), and the good answers of the holder's auth certificates are
-          bounded by its lapse (`_new_version`).
+          by `_lapse_if_due` once due, at the holder's next record or the sweep: a notice of
+          the holder made before the due instant whose record comes first still prevents it),
+          and the good answers of the holder's auth certificates are bounded by its lapse
+          (`_new_version`).
         """
         made = epoch(this.notified_at)
         kept = b.c.move_in(holder)
-        if kept is not None and _followed(kept, this.notified_at, this.planned_date):
+        if kept is not None and _followed(kept, this):
             return self._followed_move_out(b, holder, pending, kept, this.notified_at)
         if pending is not None and pending.notified_at > made:
             if rules.ends_before_lapse(this, from_epoch(pending.notified_at)):
@@ -1048,13 +1049,12 @@ def due_instant(recorded_at: int, not_after: int, retention: int) -> int:
     return max(recorded_at + retention, not_after)
 
 
-def _followed(kept: sf.MoveIn, made: datetime, planned: date) -> bool:
-    """Whether the move-out notice made at ``made`` for ``planned`` was ended before its lapse
-    was due by a notice the holder made later (`rules.ends_before_lapse`), as far as ``kept``
-    tells: the latest move-in notice made, or the latest move-out notice a move-in ended (it
-    replaced this one). Only the latest of each is kept (`store.format.DB_MOVE_INS`): a move-out
-    record that arrives after a later move-out and move-in of the holder is judged by those."""
-    notice = rules.MoveOutNotice(notified_at=made, planned_date=planned, abroad=False)
+def _followed(kept: sf.MoveIn, notice: rules.MoveOutNotice) -> bool:
+    """Whether the move-out notice was ended before its lapse was due by a notice the holder
+    made later (`rules.ends_before_lapse`), as far as ``kept`` tells: the latest move-in notice
+    made, or the latest move-out notice a move-in ended (it replaced this one). Only the latest
+    of each is kept (`store.format.DB_MOVE_INS`): a move-out record that arrives after a later
+    move-out and move-in of the holder is judged by those."""
     return any(
         rules.ends_before_lapse(notice, from_epoch(at))
         for at in (kept.notified_at, kept.ended)
