@@ -557,13 +557,30 @@ class Applier:
           the key signed, this one too, so it lost effect then;
         - for a mobile certificate, its card certificate lost effect after ``not_before`` by
           one of the four recorded categories (earlier is refused, `_check_card`): the cascade
-          record (Act §16-13, §35-13) covers it, at the card's instant.
-        The earlier of the two is written (the later finds it revoked).
+          record (Act §16-13, §35-13) covers it, at the card's instant;
+        - for an auth-card certificate, the 30-day lapse (Act §31(2)) of the holder's move-out
+          notice was written and takes it (`rules.lapse_revokes`: issued before the lapse fell
+          due, outside a 国外転出届's window): the lapse record covers every certificate the
+          holder had then, this one too, at the lapse's instant.
+        The earliest is written (the later find it revoked).
         """
         lost: list[tuple[int, Category, Reason, int]] = []
         if meta.compromised_at:
             cat = Category.CA_COMPROMISE
             lost.append((meta.compromised_at, cat, cat.default_reason, meta.compromised_at))
+        if meta.family is Family.AUTH_CARD:
+            pending = b.c.pending(st.holder)
+            notice = _notice(pending)
+            if (
+                pending is not None
+                and notice is not None
+                and pending.lapsed_at
+                and rules.lapse_revokes(
+                    notice, issued_at=from_epoch(st.not_before), as_of=from_epoch(pending.lapsed_at)
+                )
+            ):
+                cat = Category.RESIDENT_CHANGE
+                lost.append((pending.lapsed_at, cat, cat.default_reason, pending.lapsed_at))
         if card is not None:
             card_key, card_st = card
             entry = b.c.revoked_entry(card_key) if card_st.revoked else None

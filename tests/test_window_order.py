@@ -428,3 +428,32 @@ def test_act_31_2_late_move_out_lapse_spares_a_certificate_issued_after_it_fell_
     assert sweep_long_after(world) == 0
     assert not world.status("auth-card-g1", 302).revoked
     assert world.status("auth-card-g1", 102).category_enum is Category.REQUEST
+
+
+def test_act_31_2_issuance_recorded_after_the_lapse_that_took_it_is_never_good(
+    world: World,
+) -> None:
+    """The holder's auth-card certificate issued on day 37, after a 転出届 (day 35, due day 71)
+    and before the lapse fell due; its issuance record arrives after the lapse was written. The
+    lapse took every certificate the holder had on day 71: this one is revoked by it, at its
+    instant, in the commit that adds it (a certificate issued after the due instant is not)."""
+    world.apply([issuance(102, "auth-card-g1", H1),
+                 {"type": "revocation-request", "id": rid(), "recorded_at": ts(30),
+                  "serial": 102, "issuer": "auth-card-g1", "reason": "application"},
+                 change(36, "move-out-notice", planned_date=PLANNED.isoformat(),
+                        notified_at=ts(35))])  # fmt: skip
+    published(world)
+    ap = world.apply([])
+    ap.clock = FakeClock(DUE + timedelta(days=1))
+    assert ap.sweep_lapses(DUE + timedelta(days=1)) == 0  # no good certificate to take yet
+    with world.store.read() as r:
+        lapsed = r.pending(holder_key())
+    assert lapsed is not None and lapsed.lapsed_at
+    ap = world.apply(
+        [issuance(302, "auth-card-g1", H1, day=37), issuance(303, "auth-card-g1", H1, day=75)]
+    )
+    assert world.quarantined() == []
+    st = world.status("auth-card-g1", 302)
+    assert st.revoked and st.category_enum is Category.RESIDENT_CHANGE
+    assert st.revoked_at == lapsed.lapsed_at and ap.summary.revocations == {"resident-change": 1}
+    assert not world.status("auth-card-g1", 303).revoked
