@@ -17,7 +17,9 @@ What each record does (the rules themselves are in `rules`):
 - revocation request (失効申請等情報), recording error (記録誤り等): revoke one
   serial; refused for an unknown serial or a record earlier than issuance;
 - resident change (異動): revoke the holder's card certificates as Act §12 and
-  §31 say, keep move-out notices for the 30-day rule (Act §31(2));
+  §31 say, keep move-out notices for the 30-day rule (Act §31(2)), and the latest
+  move-in notice made, so that a move-out notice whose record arrives after the move-in
+  that followed it starts no lapse (`_followed`);
 - CA key compromise: revoke every valid certificate of the generation (an issuance read
   later, of a certificate it signed before, is revoked at the compromise's instant), and record
   its public announcement (公表, Act §15(3), §16-14(3), §34(3), §35-14(3); Ord §23,
@@ -559,13 +561,30 @@ class Applier:
           the key signed, this one too, so it lost effect then;
         - for a mobile certificate, its card certificate lost effect after ``not_before`` by
           one of the four recorded categories (earlier is refused, `_check_card`): the cascade
-          record (Act §16-13, §35-13) covers it, at the card's instant.
-        The earlier of the two is written (the later finds it revoked).
+          record (Act §16-13, §35-13) covers it, at the card's instant;
+        - for an auth-card certificate, the 30-day lapse (Act §31(2)) of the holder's move-out
+          notice was written and takes it (`rules.lapse_revokes`: issued before the lapse fell
+          due, outside a 国外転出届's window): the lapse record covers every certificate the
+          holder had then, this one too, at the lapse's instant.
+        The earliest is written (the later find it revoked).
         """
         lost: list[tuple[int, Category, Reason, int]] = []
         if meta.compromised_at:
             cat = Category.CA_COMPROMISE
             lost.append((meta.compromised_at, cat, cat.default_reason, meta.compromised_at))
+        if meta.family is Family.AUTH_CARD:
+            pending = b.c.pending(st.holder)
+            notice = _notice(pending)
+            if (
+                pending is not None
+                and notice is not None
+                and pending.lapsed_at
+                and rules.lapse_revokes(
+                    notice, issued_at=from_epoch(st.not_before), as_of=from_epoch(pending.lapsed_at)
+                )
+            ):
+                cat = Category.RESIDENT_CHANGE
+                lost.append((pending.lapsed_at, cat, cat.default_reason, pending.lapsed_at))
         if card is not None:
             card_key, card_st = card
             entry = b.c.revoked_entry(card_key) if card_st.revoked else None
@@ -733,25 +752,12 @@ class Applier:
         pending = b.c.pending(holder)
         if rec.change is ChangeKind.MOVE_OUT_NOTICE:
             assert rec.planned_date is not None
-            p = sf.PendingMoveOut(
-                record_id=rec.id, notified_at=epoch(made),
-                planned_date=rec.planned_date.isoformat(), abroad=rec.abroad,
-            )  # fmt: skip
-            b.c.put_pending(holder, p)
-            self._new_version(b, holder, (Family.AUTH_CARD, Family.AUTH_MOBILE))
-            return True
+            this = rules.MoveOutNotice(
+                notified_at=made, planned_date=rec.planned_date, abroad=rec.abroad
+            )
+            return self._move_out(b, holder, pending, this, rec.id)
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
-            if pending is None or epoch(made) < pending.notified_at:
-                # none pending, or made before the pending move-out notice: a move-in notice
-                # stops only the move-out notice it follows (Act §31(2)), by when each was made
-                return False
-            if pending.lapsed_at and made < rules.move_out_lapse(
-                date.fromisoformat(pending.planned_date)
-            ):
-                # made in time, but the lapse was written first: it stands (Act §34(1)(2))
-                self.summary.move_in_after_lapse += 1
-            b.c.delete_pending(holder)
-            return not pending.lapsed_at
+            return self._move_in(b, holder, pending, made)
         notice = _notice(pending)
         changed = False
         for family, keys in targets:
@@ -765,6 +771,100 @@ class Applier:
                         rec.recorded_at, rec.recorded_at, st,
                     )  # fmt: skip
         return changed
+
+    def _move_out(
+        self,
+        b: _Batch,
+        holder: bytes,
+        pending: sf.PendingMoveOut | None,
+        this: rules.MoveOutNotice,
+        record_id: str,
+    ) -> bool:
+        """A move-out notice (転出届), judged with the holder's notices made after it, in whatever
+        order their records came (Act §31(2)):
+
+        - a move-in notice, or a move-out notice a move-in ended, made from it until its lapse
+          was due (`_followed`): it starts nothing (`_followed_move_out`);
+        - the pending notice, made after it but before its lapse was due, replaced it: nothing;
+        - the pending notice was made after its lapse was due: it lapsed on its own before that
+          (`_lapse_earlier`), and the pending notice stays;
+        - else it is the holder's pending notice, its 30-day clock running (its lapse written
+          by `_lapse_if_due` once due, at the holder's next record or the sweep: a notice of
+          the holder made before the due instant whose record comes first still prevents it),
+          and the good answers of the holder's auth certificates are bounded by its lapse
+          (`_new_version`).
+        """
+        made = epoch(this.notified_at)
+        kept = b.c.move_in(holder)
+        if kept is not None and _followed(kept, this):
+            return self._followed_move_out(b, holder, pending, kept, this.notified_at)
+        if pending is not None and pending.notified_at > made:
+            if rules.ends_before_lapse(this, from_epoch(pending.notified_at)):
+                return False
+            return self._lapse_earlier(b, holder, this)
+        p = sf.PendingMoveOut(
+            record_id=record_id, notified_at=made,
+            planned_date=this.planned_date.isoformat(), abroad=this.abroad,
+        )  # fmt: skip
+        b.c.put_pending(holder, p)
+        self._new_version(b, holder, (Family.AUTH_CARD, Family.AUTH_MOBILE))
+        return True
+
+    def _move_in(
+        self, b: _Batch, holder: bytes, pending: sf.PendingMoveOut | None, made: datetime
+    ) -> bool:
+        """A move-in notice (転入届) made at ``made``: it ends the pending move-out notice (転出届)
+        it follows (Act §31(2)), and is kept (`store.format.MoveIn`, the latest one made) for
+        the move-out notices whose records arrive after it (`_followed_move_out`). True when it
+        stopped a lapse not yet written."""
+        kept = b.c.move_in(holder)
+        ended = kept.ended if kept is not None else 0
+        stopped = False
+        if pending is not None and epoch(made) >= pending.notified_at:
+            # a move-in notice made before the pending move-out notice is no 転入届 following
+            # it (Act §31(2)): by when each was made, not by when their records arrived
+            self._end_pending(b, holder, pending, made)
+            ended = max(ended, pending.notified_at)
+            stopped = not pending.lapsed_at
+        latest = max(epoch(made), kept.notified_at if kept is not None else 0)
+        now = sf.MoveIn(notified_at=latest, ended=ended)
+        if now != kept:
+            b.c.put_move_in(holder, now)
+        return stopped
+
+    def _followed_move_out(
+        self,
+        b: _Batch,
+        holder: bytes,
+        pending: sf.PendingMoveOut | None,
+        kept: sf.MoveIn,
+        made: datetime,
+    ) -> bool:
+        """A move-out notice (転出届) made at ``made`` that a move-in notice already applied
+        followed (`_followed`): its record came after the move-in's, and it starts no 30-day
+        lapse (Act §31(2)). Applied as the two would have been in the order they were made: it
+        replaces a pending notice made no later than itself, which the move-in then ends too.
+        True when that stopped a lapse not yet written."""
+        stopped = False
+        if pending is not None and pending.notified_at <= epoch(made):
+            self._end_pending(b, holder, pending, made)
+            stopped = not pending.lapsed_at
+        if kept.ended < epoch(made):
+            b.c.put_move_in(holder, msgspec.structs.replace(kept, ended=epoch(made)))
+        return stopped
+
+    def _end_pending(
+        self, b: _Batch, holder: bytes, pending: sf.PendingMoveOut, made: datetime
+    ) -> None:
+        """The pending move-out notice ended by a notice made at ``made`` (a move-in notice, or
+        a move-out notice a move-in followed): deleted. A lapse already written stands (Act
+        §34(1)(2)), counted when the ending notice was made before it was due."""
+        if pending.lapsed_at and made < rules.move_out_lapse(
+            date.fromisoformat(pending.planned_date)
+        ):
+            # made in time, but the lapse was written first: it stands (Act §34(1)(2))
+            self.summary.move_in_after_lapse += 1
+        b.c.delete_pending(holder)
 
     def _new_version(self, b: _Batch, holder: bytes, families: tuple[Family, ...]) -> None:
         """Give the holder's good certificates of ``families`` a new status version.
@@ -800,14 +900,38 @@ class Applier:
         at = self._lapse_written_at(due)
         lapsed = msgspec.structs.replace(pending, lapsed_at=epoch(at))
         b.c.put_pending(holder, lapsed)
+        self._revoke_by_lapse(b, holder, notice, at)
+        return True
+
+    def _lapse_earlier(self, b: _Batch, holder: bytes, notice: rules.MoveOutNotice) -> bool:
+        """A move-out notice whose record came after the pending one's, made before it, whose
+        30-day lapse was due before the pending one was made and that no move-in notice
+        followed (Act §31(2)): by the order they were made, it lapsed on its own. Its lapse is
+        written now, dated when written (Act §34(1)(2)), for the auth-card certificates it
+        takes (`rules.lapse_revokes`: issued before it fell due); the pending notice stays as
+        it is. True when it revoked a certificate."""
+        due = rules.move_out_lapse(notice.planned_date)
+        if due > self.clock():
+            raise Refused(
+                "move-out notice made before the pending one and lapsed before it was made, "
+                "but its 30-day lapse is not due by the builder's clock yet"
+            )
+        return self._revoke_by_lapse(b, holder, notice, self._lapse_written_at(due))
+
+    def _revoke_by_lapse(
+        self, b: _Batch, holder: bytes, notice: rules.MoveOutNotice, at: datetime
+    ) -> bool:
+        """Revoke at ``at`` the holder's auth-card certificates that ``notice``'s lapse takes
+        (`rules.lapse_revokes`)."""
+        changed = False
         for key in b.c.holder_certs(holder, Family.AUTH_CARD):
             st = self._status(b, key)
             if rules.lapse_revokes(notice, issued_at=from_epoch(st.not_before), as_of=at):
-                self._revoke(
+                changed |= self._revoke(
                     b, key, Category.RESIDENT_CHANGE, Category.RESIDENT_CHANGE.default_reason,
                     at, at, st,
                 )  # fmt: skip
-        return True
+        return changed
 
     def _lapse_written_at(self, due: datetime) -> datetime:
         """The instant a lapse record written now carries (Act §31(2), §34(1)(2)).
@@ -947,6 +1071,19 @@ def due_instant(recorded_at: int, not_after: int, days: int) -> int:
     day after the day it was recorded (記録をした日から, 初日不算入: Civil Code §140-§141,
     `crlbuilder.periods.kept_until`), and never before the certificate's notAfter."""
     return max(kept_until(recorded_at, days), not_after)
+
+
+def _followed(kept: sf.MoveIn, notice: rules.MoveOutNotice) -> bool:
+    """Whether the move-out notice was ended before its lapse was due by a notice the holder
+    made later (`rules.ends_before_lapse`), as far as ``kept`` tells: the latest move-in notice
+    made, or the latest move-out notice a move-in ended (it replaced this one). Only the latest
+    of each is kept (`store.format.DB_MOVE_INS`): a move-out record that arrives after a later
+    move-out and move-in of the holder is judged by those."""
+    return any(
+        rules.ends_before_lapse(notice, from_epoch(at))
+        for at in (kept.notified_at, kept.ended)
+        if at
+    )
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

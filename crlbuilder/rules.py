@@ -285,13 +285,30 @@ def move_out_lapse(planned_date: date) -> datetime:
     return start_of_day_utc(planned_date + timedelta(days=MOVE_OUT_GRACE_DAYS + 1))
 
 
+def ends_before_lapse(notice: MoveOutNotice, made: datetime) -> bool:
+    """Whether a notice the holder made at ``made`` ends ``notice``'s 30-day clock (Act §31(2)).
+
+    A 転入届 (住民基本台帳法 §22(1)) made at or after the 転出届 and before its lapse is due
+    (`move_out_lapse`): "転入届を行うことなく...三十日を経過" is then never met. A move-in
+    notice made before the move-out notice follows an earlier move and ends nothing; one made
+    once the lapse is due comes too late (the lapse stands, Act §34(1)(2)). The same holds of
+    a later 転出届 made in that time: the notice in force is the latest one made, and the
+    earlier one's clock ends with it.
+    """
+    return notice.notified_at <= made < move_out_lapse(notice.planned_date)
+
+
 def lapse_revokes(notice: MoveOutNotice, *, issued_at: datetime, as_of: datetime) -> bool:
     """Whether, as of ``as_of``, a pending 転出届 with no 転入届 has revoked an auth-card cert (Act §31(2)).
 
     The caller keeps the notice pending only until a move-in notice arrives. A
-    certificate issued between a 国外転出届 and its planned date is exempt.
+    certificate issued between a 国外転出届 and its planned date is exempt, and so is one
+    issued once the lapse was due: the lapse took the certificates the holder had then
+    (its record may be written later, when the notice's record came late; a certificate
+    issued since was issued to a holder on a resident record again).
     """
-    if as_of < move_out_lapse(notice.planned_date):
+    due = move_out_lapse(notice.planned_date)
+    if as_of < due or issued_at >= due:
         return False
     return not issued_in_abroad_window(issued_at, notice)
 

@@ -195,6 +195,30 @@ def test_act_31_2_thirty_days_after_planned_date() -> None:
     assert rules.lapse_revokes(notice, issued_at=issued, as_of=at)
 
 
+def test_act_31_2_a_notice_ends_the_clock_from_the_move_out_until_the_lapse_is_due() -> None:
+    """A 転入届 (or a later 転出届) made from the 転出届 itself up to the second before the due
+    instant ends its 30-day clock; one made earlier follows another move, one made at the due
+    instant comes too late."""
+    planned = date(2025, 5, 10)
+    notice = rules.MoveOutNotice(notified_at=T0, planned_date=planned, abroad=False)
+    due = rules.move_out_lapse(planned)
+    assert not rules.ends_before_lapse(notice, T0 - timedelta(seconds=1))
+    assert rules.ends_before_lapse(notice, T0)
+    assert rules.ends_before_lapse(notice, due - timedelta(seconds=1))
+    assert not rules.ends_before_lapse(notice, due)
+
+
+def test_act_31_2_lapse_takes_the_certificates_issued_before_it_fell_due() -> None:
+    """Written late (the notice's record came late), the lapse still takes only what the holder
+    had when it fell due: a certificate issued at or after the due instant is not under it."""
+    planned = date(2025, 5, 10)
+    notice = rules.MoveOutNotice(notified_at=T0, planned_date=planned, abroad=False)
+    due = rules.move_out_lapse(planned)
+    late = due + timedelta(days=30)
+    assert rules.lapse_revokes(notice, issued_at=due - timedelta(seconds=1), as_of=late)
+    assert not rules.lapse_revokes(notice, issued_at=due, as_of=late)
+
+
 def test_act_31_2_abroad_notice_spares_certificate_issued_in_window() -> None:
     planned = date(2025, 5, 10)
     notice = rules.MoveOutNotice(notified_at=T0, planned_date=planned, abroad=True)

@@ -27,11 +27,12 @@ changes       commit u32 [| issuer u16 |     commit marker (4 B key): committed_
 retention     due u64 | issuer u16 |         empty: the retention agenda (`crlbuilder.retention`)
               serial 20 B
 lapses        planned date u32 | holder 32 B empty: the move-out notices not lapsed yet
+moveins       holder 32 B                    `MoveIn` JSON: the latest move-in notice made
 ============= ============================== =========================================
 
-``outbox``, ``quarantine``, ``retention`` and ``lapses`` are the builder's own (added
-without a format version change: an older store gains them at the builder's next start,
-and a read-only open does without them).
+``outbox``, ``quarantine``, ``retention``, ``lapses`` and ``moveins`` are the builder's own
+(added without a format version change: an older store gains them at the builder's next
+start, and a read-only open does without them).
 
 Serials are fixed-width (20 octets, the RFC 5280 maximum) so that keys sort by
 issuer then serial and one issuer's records form one contiguous range. Times are
@@ -82,6 +83,12 @@ DB_LAPSES: Final = b"lapses"
 their planned date: `lapse_key`, empty values. `crlbuilder.store.writer.Commit` keeps it with
 ``pending`` in the same transaction; complete through the commit `META_LAPSES` names, so the
 builder finds the next lapse without reading every notice kept."""
+DB_MOVE_INS: Final = b"moveins"
+"""The latest move-in notice (転入届) each holder made, `MoveIn` under the holder key: a move-out
+notice (転出届) whose record arrives after the move-in that followed it is judged by it and
+starts no 30-day lapse (Act §31(2)). One per holder at most (a later-made notice replaces an
+earlier one), never deleted: bounded by the holders, as ``links`` is. Absent from a store a
+builder of an earlier version wrote: its move-outs are judged without it."""
 
 ALL_DBS: Final = (
     DB_STATUS,
@@ -100,8 +107,9 @@ ALL_DBS: Final = (
     DB_CHANGES,
     DB_RETENTION,
     DB_LAPSES,
+    DB_MOVE_INS,
 )
-BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE, DB_RETENTION, DB_LAPSES})
+BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE, DB_RETENTION, DB_LAPSES, DB_MOVE_INS})
 """Databases only crlbuilder reads: a read-only open of a store without them still works."""
 OPTIONAL_DBS: Final = frozenset({DB_ANNOUNCEMENTS, DB_CHANGES})
 """Databases added after format 1 that the responder reads: a store a builder of an earlier
@@ -109,7 +117,9 @@ version wrote has none, and reads as if they were empty (no announcement publish
 change known: the changes horizon is the current commit) until the next builder run
 creates them; the format version stays 1."""
 DUPSORT_DBS: Final = frozenset({DB_LINKS})
-MAX_DBS: Final = 16
+MAX_DBS: Final = len(ALL_DBS)
+"""LMDB's named-database slots of an open (not stored in the file: an open of an earlier
+version, with fewer, opens the databases it knows)."""
 
 META_FORMAT: Final = b"format"
 META_BUILD: Final = b"build"
@@ -583,6 +593,20 @@ class PendingMoveOut(msgspec.Struct, frozen=True, kw_only=True):
     later (a deletion, a late move-in) is still judged by this notice's dates."""
 
 
+class MoveIn(msgspec.Struct, frozen=True, kw_only=True):
+    """What the builder keeps of a holder's move-in notices (転入届, 住民基本台帳法 §22(1)) for
+    the move-out notices (転出届) whose records arrive after them (Act §31(2)): two instants,
+    no record id, no place. Under the holder key (a keyed digest) in `DB_MOVE_INS`."""
+
+    notified_at: int
+    """When the holder made the latest move-in notice applied (epoch seconds)."""
+    ended: int = 0
+    """When the latest move-out notice that a move-in notice ended was made (0: none): a
+    move-out notice made before it and whose lapse was not due by then was replaced by it
+    before lapsing (the pending notice is the latest one made), so it starts no lapse of its
+    own when its record comes late."""
+
+
 class CrlFileEntry(msgspec.Struct, frozen=True, kw_only=True):
     """One produced CRL file (失効情報ファイル), kept until ``keep_until``."""
 
@@ -649,6 +673,7 @@ issuer_meta_list_decoder: Final = msgspec.json.Decoder(list[IssuerMeta])
 crl_state_decoder: Final = msgspec.json.Decoder(CrlState)
 ocsp_state_decoder: Final = msgspec.json.Decoder(OcspState)
 pending_decoder: Final = msgspec.json.Decoder(PendingMoveOut)
+move_in_decoder: Final = msgspec.json.Decoder(MoveIn)
 crl_file_decoder: Final = msgspec.json.Decoder(CrlFileEntry)
 announcement_decoder: Final = msgspec.json.Decoder(Announcement)
 outbox_file_decoder: Final = msgspec.json.Decoder(OutboxFile)

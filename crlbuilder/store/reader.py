@@ -472,7 +472,7 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_REVOKED_FROM)
         return sf.unpack_i64(raw) if raw else None
 
-    # --- the builder's lapse index (`DB_LAPSES`) ------------------------------------
+    # --- the builder's lapse index (`DB_LAPSES`) and kept move-ins (`DB_MOVE_INS`) -----
 
     def lapse_index_current(self) -> bool:
         """Whether the lapse index lists every move-out notice not lapsed (`META_LAPSES`
@@ -488,6 +488,13 @@ class LmdbReader(ReaderRules):
             return
         for k in self._txn.cursor(db=db).iternext(values=False):
             yield sf.split_lapse_key(k)
+
+    def move_in(self, holder: bytes) -> sf.MoveIn | None:
+        """What the builder keeps of the holder's move-in notices (`store.format.DB_MOVE_INS`),
+        or None (none applied, or a read-only open of a store made before it)."""
+        db = self._dbs.get(sf.DB_MOVE_INS)
+        raw = None if db is None else self._txn.get(holder, db=db)
+        return sf.move_in_decoder.decode(raw) if raw is not None else None
 
     def revoked_counts(
         self, checkpoint: Callable[[], object] | None = None

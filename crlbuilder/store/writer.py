@@ -28,7 +28,7 @@ readers right live here, once:
   store moves the index's stamp (`META_LAPSES`) to its own number when the index was
   current, so a commit of a builder that keeps no index leaves it behind;
 - the builder's own state (pre-signed answers, CRL and OCSP state, the CRL index,
-  the build number, quarantine keys, the outbox) is written without moving the
+  the build number, quarantine keys, the outbox, the kept move-in notices) is written without moving the
   commit sequence: it changes no status.
 
 A commit that wrote nothing is aborted. A `Commit` is also a `StoreReader`
@@ -434,6 +434,11 @@ class Commit(LmdbReader):
             self._txn.cursor(db=self._lapses_db).putmulti(items, append=True)
         self._lapses_whole = self.wrote = True
         return len(items)
+
+    def put_move_in(self, holder: bytes, move_in: sf.MoveIn) -> None:
+        """What the builder keeps of the holder's move-in notices (`store.format.MoveIn`): its
+        own state, read by no answer, so it moves no commit."""
+        self._put(sf.DB_MOVE_INS, holder, msgspec.json.encode(move_in), change=False)
 
     def put_consent(self, holder: bytes, verifier: str, recorded_at: int) -> None:
         self._put(sf.DB_CONSENTS, sf.consent_key(holder, verifier), sf.pack_i64(recorded_at))
