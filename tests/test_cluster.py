@@ -56,7 +56,16 @@ from tests.support.wait import until
 pytestmark = [pytest.mark.integration, pytest.mark.real_clock]
 
 PARTY = "both-verifier"
-COMPARED = (b"status", b"revoked", b"links", b"holders", b"consents", b"pending", b"applied")
+COMPARED = (
+    b"status",
+    b"revoked",
+    b"links",
+    b"holders",
+    b"consents",
+    b"pending",
+    b"moveins",
+    b"applied",
+)
 
 
 class Client:

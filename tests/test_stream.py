@@ -173,7 +173,16 @@ def test_servers_parse_and_refuse_what_is_no_nats_server() -> None:
 # Integration: a real cluster
 # ---------------------------------------------------------------------------
 
-COMPARED = (b"status", b"revoked", b"links", b"holders", b"consents", b"pending", b"applied")
+COMPARED = (
+    b"status",
+    b"revoked",
+    b"links",
+    b"holders",
+    b"consents",
+    b"pending",
+    b"moveins",
+    b"applied",
+)
 
 
 @pytest.fixture
