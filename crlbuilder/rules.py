@@ -323,8 +323,13 @@ def resident_change_revokes(
     """Whether ``change`` revokes a certificate of ``family`` at once (異動等失効情報).
 
     Only card families have the resident-change category (Act §12, §31); mobile
-    certificates follow their card certificate by the cascade instead.
+    certificates follow their card certificate by the cascade instead. A change takes the
+    certificates issued no later than it (``change.recorded_at``): one issued after it was
+    issued on the changed record, whatever order the two records arrive in, and a
+    revocation is never dated before the certificate's issuance.
     """
+    if issued_at > change.recorded_at:
+        return False
     if family is Family.SIGN_CARD:
         return sign_revoked_by(change, issued_at=issued_at, notice=notice)
     if family is Family.AUTH_CARD:

@@ -81,3 +81,36 @@ def test_act_16_2_3_mobile_issued_after_its_card_lost_effect_is_still_refused(
     world.apply([issuance(103, "sign-mobile-g1", H1, day=12, card_serial=101, not_after=ts(1400))])
     [q] = world.quarantined()
     assert "Act §16-2(3)" in str(q["reason"])
+
+
+def change(day: float, kind: str, **kw: object) -> dict[str, object]:
+    return {"type": "resident-change", "id": rid(), "recorded_at": ts(day), "holder": H1,
+            "change": kind, **kw}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("record", "issuer"),
+    [
+        (("fact-change", {"fact": "address"}), "sign-card-g1"),
+        (("record-deletion", {"cause": "move-out"}), "sign-card-g1"),
+        (("record-deletion", {"cause": "ex-officio"}), "auth-card-g1"),
+    ],
+)
+def test_act_12_31_change_read_after_a_later_issuance_leaves_it_good(
+    world: World, record: tuple[str, dict[str, object]], issuer: str
+) -> None:
+    """The resident record changed on day 20; the holder's card certificate was issued on day 25,
+    on the changed record, and its issuance record came first: the change takes the
+    certificates issued no later than it, not this one (it would be revoked before it began)."""
+    kind, kw = record
+    world.apply([issuance(101, issuer, H1, day=25)])
+    world.apply([change(20, kind, **kw)])
+    assert world.quarantined() == []
+    assert not world.status(issuer, 101).revoked
+
+
+def test_act_12_change_still_takes_a_certificate_issued_before_it(world: World) -> None:
+    world.apply([issuance(101, "sign-card-g1", H1, day=20)])
+    world.apply([change(20, "fact-change", fact="name")])
+    revoked_as(world.status("sign-card-g1", 101), Category.RESIDENT_CHANGE,
+               Reason.AFFILIATION_CHANGED, 20)  # fmt: skip

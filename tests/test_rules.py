@@ -326,3 +326,15 @@ def test_act_44_holder_key_is_keyed_hash_not_the_code() -> None:
     assert k != rules.holder_key(b"t" * 32, "12345678901")
     with pytest.raises(ValueError):
         rules.holder_key(b"s" * 32, "1234")
+
+
+def test_act_12_31_change_takes_no_certificate_issued_after_it() -> None:
+    """A change takes the card certificates issued no later than it (``recorded_at``), never one
+    issued on the changed record (whichever record the builder reads first)."""
+    for c in (
+        change(ChangeKind.FACT_CHANGE, fact=Fact.ADDRESS),
+        change(ChangeKind.RECORD_DELETION, cause=DeletionCause.DEATH),
+    ):
+        for fam in (Family.SIGN_CARD, Family.AUTH_CARD):
+            assert not rules.resident_change_revokes(fam, c, issued_at=T0 + timedelta(seconds=1))
+        assert rules.resident_change_revokes(Family.SIGN_CARD, c, issued_at=T0)
