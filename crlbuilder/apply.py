@@ -91,6 +91,7 @@ from crlbuilder.model import (
     Category,
     ChangeKind,
     Consent,
+    DeletionCause,
     Duty,
     Family,
     Issuance,
@@ -562,6 +563,9 @@ class Applier:
         - for a mobile certificate, its card certificate lost effect after ``not_before`` by
           one of the four recorded categories (earlier is refused, `_check_card`): the cascade
           record (Act §16-13, §35-13) covers it, at the card's instant;
+        - for a card certificate, a change of the holder's resident record recorded at or after
+          ``not_before`` that took the family's certificates at once (Act §12, §31(1)(3), kept in
+          `store.format.DB_TAKEN`, `_taken_at`): it took this one too, when it was recorded;
         - for an auth-card certificate, the 30-day lapse (Act §31(2)) of the holder's move-out
           notice was written and takes it (`rules.lapse_revokes`: issued before the lapse fell
           due, outside a 国外転出届's window): the lapse record covers every certificate the
@@ -585,6 +589,11 @@ class Applier:
             ):
                 cat = Category.RESIDENT_CHANGE
                 lost.append((pending.lapsed_at, cat, cat.default_reason, pending.lapsed_at))
+        if meta.family in (Family.SIGN_CARD, Family.AUTH_CARD):
+            at = _taken_at(b.c.taken(st.holder), meta.family, st.not_before)
+            if at is not None:
+                cat = Category.RESIDENT_CHANGE
+                lost.append((at, cat, cat.default_reason, at))
         if card is not None:
             card_key, card_st = card
             entry = b.c.revoked_entry(card_key) if card_st.revoked else None
@@ -759,6 +768,8 @@ class Applier:
         if rec.change is ChangeKind.MOVE_IN_NOTICE:
             return self._move_in(b, holder, pending, made)
         notice = _notice(pending)
+        if rec.holder is not None:
+            self._keep_taken(b, holder, rec, notice)
         changed = False
         for family, keys in targets:
             for key in keys:
@@ -771,6 +782,28 @@ class Applier:
                         rec.recorded_at, rec.recorded_at, st,
                     )  # fmt: skip
         return changed
+
+    def _keep_taken(
+        self, b: _Batch, holder: bytes, rec: ResidentChange, notice: rules.MoveOutNotice | None
+    ) -> None:
+        """Keep a change of the holder's resident record that takes card certificates at once
+        (`store.format.Taken`), for their issuance records that arrive after it
+        (`_lost_before_its_record`): the latest `store.format.MAX_TAKEN`, earliest first."""
+        sign = rules.sign_revoked_by(rec, issued_at=rec.recorded_at)
+        auth = rules.auth_revoked_by(rec)
+        if not (sign or auth):
+            return
+        spared = (0, 0)
+        if rec.cause is DeletionCause.ABROAD_MOVE_OUT and notice is not None and notice.abroad:
+            end = rules.end_of_day_utc(notice.planned_date)
+            spared = (epoch(notice.notified_at), epoch(end))  # Act §12(2)'s window
+        entry = sf.Taken(epoch(rec.recorded_at), sign, auth, *spared)
+        kept = b.c.taken(holder)
+        if entry in kept:
+            return
+        now = sorted([*kept, entry], key=lambda t: (t.at, t.sign, t.auth))[-sf.MAX_TAKEN :]
+        if now != kept:
+            b.c.put_taken(holder, now)
 
     def _move_out(
         self,
@@ -1084,6 +1117,22 @@ def _followed(kept: sf.MoveIn, notice: rules.MoveOutNotice) -> bool:
         for at in (kept.notified_at, kept.ended)
         if at
     )
+
+
+def _taken_at(taken: Iterable[sf.Taken], family: Family, not_before: int) -> int | None:
+    """When the earliest kept change (``taken``, earliest first) that takes a ``family`` card
+    certificate issued at ``not_before`` was recorded (`rules.resident_change_revokes`: issued
+    no later than the change; a sign-card certificate issued in a 国外転出届's window is spared,
+    Act §12(2)), or None."""
+    for t in taken:
+        if t.at < not_before:
+            continue
+        if family is Family.SIGN_CARD:
+            if t.sign and not (t.spared_to and t.spared_from <= not_before <= t.spared_to):
+                return t.at
+        elif t.auth:
+            return t.at
+    return None
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

@@ -64,6 +64,7 @@ COMPARED = (
     b"consents",
     b"pending",
     b"moveins",
+    b"taken",
     b"applied",
 )
 

@@ -1,7 +1,8 @@
 """A record that made certificates lose effect covers them whatever order the records arrive in:
 an issuance record read after it is never good (Act §14, §16-12, §33, §35-12 cover every
 certificate the compromised key signed; Act §16-13, §35-13 every mobile certificate of a holder
-whose card certificate lost effect)."""
+whose card certificate lost effect; Act §12, §31(1)(3) every card certificate issued no later than
+the resident change, and none issued after it)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from crlbuilder.model import Category, Reason
 from crlbuilder.store import format as sf
+from tests.support.store import dump_store
 from tests.test_apply import H1, World, issuance, rid, ts
 
 
@@ -114,3 +117,72 @@ def test_act_12_change_still_takes_a_certificate_issued_before_it(world: World) 
     world.apply([change(20, "fact-change", fact="name")])
     revoked_as(world.status("sign-card-g1", 101), Category.RESIDENT_CHANGE,
                Reason.AFFILIATION_CHANGED, 20)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("record", "issuer"),
+    [
+        (("fact-change", {"fact": "address"}), "sign-card-g1"),
+        (("record-deletion", {"cause": "death"}), "sign-card-g1"),
+        (("record-deletion", {"cause": "death"}), "auth-card-g1"),
+        (("record-deletion", {"cause": "ex-officio"}), "auth-card-g1"),
+        (("koseki-annex-deletion", {}), "auth-card-g1"),
+    ],
+)
+def test_act_12_31_issuance_recorded_after_the_change_that_took_it_is_never_good(
+    world: World, record: tuple[str, dict[str, object]], issuer: str
+) -> None:
+    """The certificate issued on day 10, the resident record changed on day 20, the change's
+    record read first (the holder had no certificate the builder knew of): the change took it,
+    at its instant, in the commit that adds it; one issued after the change stays good."""
+    kind, kw = record
+    world.apply([change(20, kind, **kw)])
+    world.apply([issuance(101, issuer, H1, day=10), issuance(201, "sign-card-g2", H1, day=25)])
+    assert world.quarantined() == []
+    revoked_as(world.status(issuer, 101), Category.RESIDENT_CHANGE,
+               Reason.AFFILIATION_CHANGED, 20)  # fmt: skip
+    assert not world.status("sign-card-g2", 201).revoked
+
+
+def test_act_31_1_issuance_recorded_after_a_move_out_deletion_keeps_the_auth_card(
+    world: World,
+) -> None:
+    """A deletion on a 転出届 takes no auth-card certificate (Act §31(1)): read later, neither."""
+    world.apply([change(20, "record-deletion", cause="move-out")])
+    world.apply([issuance(101, "auth-card-g1", H1, day=10)])
+    assert not world.status("auth-card-g1", 101).revoked
+
+
+@pytest.mark.parametrize(("day", "spared"), [(22, True), (15, False)])
+def test_act_12_2_issuance_recorded_after_the_abroad_deletion_is_judged_by_its_window(
+    world: World, day: float, spared: bool
+) -> None:
+    """A 国外転出届 made on day 20 for day 40, the record deleted on it on day 40: a sign-card
+    certificate issued on day 22 (in the window) whose record comes after the deletion's is
+    spared as it would have been in order; one issued on day 15 is taken."""
+    planned = datetime.fromisoformat(ts(40)).date().isoformat()
+    world.apply([change(20, "move-out-notice", planned_date=planned, abroad=True),
+                 change(40.5, "record-deletion", cause="abroad-move-out")])  # fmt: skip
+    world.apply([issuance(101, "sign-card-g1", H1, day=day)])
+    assert world.quarantined() == []
+    assert world.status("sign-card-g1", 101).revoked is not spared
+
+
+def test_act_12_kept_changes_are_bounded_per_holder_and_replay_changes_nothing(
+    world: World,
+) -> None:
+    """At most `MAX_TAKEN` changes kept per holder (the latest), instants and families only; the
+    same input again changes no byte of the store."""
+    changes = [change(10 + d, "fact-change", fact="address") for d in range(sf.MAX_TAKEN + 3)]
+    path = world.tmp / "changes.jsonl"
+    path.write_bytes(b"".join(msgspec.json.encode(c) + b"\n" for c in changes))
+    world.apply_file(path)
+    with world.store.read() as r:
+        kept = r.taken(bytes.fromhex(H1))
+    assert [t.at for t in kept] == [
+        int(datetime.fromisoformat(ts(10 + d)).timestamp()) for d in range(3, sf.MAX_TAKEN + 3)
+    ]
+    assert all(t.sign and not t.auth and not t.spared_to for t in kept)
+    before = dump_store(world.store)
+    ap = world.apply_file(path)
+    assert ap.summary.duplicates == len(changes) and dump_store(world.store) == before

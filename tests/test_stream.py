@@ -181,6 +181,7 @@ COMPARED = (
     b"consents",
     b"pending",
     b"moveins",
+    b"taken",
     b"applied",
 )
 

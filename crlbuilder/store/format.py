@@ -28,9 +28,11 @@ retention     due u64 | issuer u16 |         empty: the retention agenda (`crlbu
               serial 20 B
 lapses        planned date u32 | holder 32 B empty: the move-out notices not lapsed yet
 moveins       holder 32 B                    `MoveIn` JSON: the latest move-in notice made
+taken         holder 32 B                    `Taken` JSON list: resident changes that took
+                                             card certificates at once
 ============= ============================== =========================================
 
-``outbox``, ``quarantine``, ``retention``, ``lapses`` and ``moveins`` are the builder's own
+``outbox``, ``quarantine``, ``retention``, ``lapses``, ``moveins`` and ``taken`` are the builder's own
 (added without a format version change: an older store gains them at the builder's next
 start, and a read-only open does without them).
 
@@ -89,6 +91,16 @@ notice (転出届) whose record arrives after the move-in that followed it is ju
 starts no 30-day lapse (Act §31(2)). One per holder at most (a later-made notice replaces an
 earlier one), never deleted: bounded by the holders, as ``links`` is. Absent from a store a
 builder of an earlier version wrote: its move-outs are judged without it."""
+DB_TAKEN: Final = b"taken"
+"""The resident changes (異動) of each holder that took card certificates at once (Act §12,
+§31(1)(3)), a JSON list of `Taken` under the holder key, earliest first: an issuance record that
+arrives after the change that took its certificate is revoked by it (`crlbuilder.apply`). At
+most `MAX_TAKEN` per holder, the latest ones; never deleted: bounded by the holders, as
+``moveins`` is. Absent from a store a builder of an earlier version wrote: an issuance record
+read after a change it applied is judged without it (it stays good)."""
+MAX_TAKEN: Final = 8
+"""The changes kept per holder in `DB_TAKEN`: a certificate issued before an older one, whose
+record arrives after all of them, is revoked at the earliest change kept after its issuance."""
 
 ALL_DBS: Final = (
     DB_STATUS,
@@ -108,8 +120,11 @@ ALL_DBS: Final = (
     DB_RETENTION,
     DB_LAPSES,
     DB_MOVE_INS,
+    DB_TAKEN,
 )
-BUILDER_DBS: Final = frozenset({DB_OUTBOX, DB_QUARANTINE, DB_RETENTION, DB_LAPSES, DB_MOVE_INS})
+BUILDER_DBS: Final = frozenset(
+    {DB_OUTBOX, DB_QUARANTINE, DB_RETENTION, DB_LAPSES, DB_MOVE_INS, DB_TAKEN}
+)
 """Databases only crlbuilder reads: a read-only open of a store without them still works."""
 OPTIONAL_DBS: Final = frozenset({DB_ANNOUNCEMENTS, DB_CHANGES})
 """Databases added after format 1 that the responder reads: a store a builder of an earlier
@@ -607,6 +622,23 @@ class MoveIn(msgspec.Struct, frozen=True, kw_only=True):
     own when its record comes late."""
 
 
+class Taken(msgspec.Struct, frozen=True, array_like=True):
+    """A resident change (異動) that took the holder's card certificates at once (Act §12, §31(1)
+    and (3)), kept for their issuance records that arrive after it (`DB_TAKEN`): when it was
+    recorded and which families it took, no record id, no kind of change, no facts."""
+
+    at: int
+    """When the change was recorded (epoch seconds): it took the certificates issued no later."""
+    sign: bool
+    """It took sign-card certificates (Act §12)."""
+    auth: bool
+    """It took auth-card certificates (Act §31(1), (3))."""
+    spared_from: int = 0
+    spared_to: int = 0
+    """A deletion by a 国外転出届 (Act §12(2)): the sign-card certificates issued in the notice's
+    window (from when it was made to the end of its planned date) are not taken (0: none)."""
+
+
 class CrlFileEntry(msgspec.Struct, frozen=True, kw_only=True):
     """One produced CRL file (失効情報ファイル), kept until ``keep_until``."""
 
@@ -674,6 +706,7 @@ crl_state_decoder: Final = msgspec.json.Decoder(CrlState)
 ocsp_state_decoder: Final = msgspec.json.Decoder(OcspState)
 pending_decoder: Final = msgspec.json.Decoder(PendingMoveOut)
 move_in_decoder: Final = msgspec.json.Decoder(MoveIn)
+taken_decoder: Final = msgspec.json.Decoder(list[Taken])
 crl_file_decoder: Final = msgspec.json.Decoder(CrlFileEntry)
 announcement_decoder: Final = msgspec.json.Decoder(Announcement)
 outbox_file_decoder: Final = msgspec.json.Decoder(OutboxFile)

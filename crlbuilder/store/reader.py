@@ -496,6 +496,13 @@ class LmdbReader(ReaderRules):
         raw = None if db is None else self._txn.get(holder, db=db)
         return sf.move_in_decoder.decode(raw) if raw is not None else None
 
+    def taken(self, holder: bytes) -> list[sf.Taken]:
+        """The holder's resident changes that took card certificates (`store.format.DB_TAKEN`),
+        earliest first; empty when none (or a read-only open of a store made before it)."""
+        db = self._dbs.get(sf.DB_TAKEN)
+        raw = None if db is None else self._txn.get(holder, db=db)
+        return sf.taken_decoder.decode(raw) if raw is not None else []
+
     def revoked_counts(
         self, checkpoint: Callable[[], object] | None = None
     ) -> dict[tuple[int, int], int]:

@@ -440,6 +440,11 @@ class Commit(LmdbReader):
         own state, read by no answer, so it moves no commit."""
         self._put(sf.DB_MOVE_INS, holder, msgspec.json.encode(move_in), change=False)
 
+    def put_taken(self, holder: bytes, taken: list[sf.Taken]) -> None:
+        """The holder's resident changes that took card certificates (`store.format.DB_TAKEN`):
+        the builder's own state, read by no answer, so it moves no commit."""
+        self._put(sf.DB_TAKEN, holder, msgspec.json.encode(taken), change=False)
+
     def put_consent(self, holder: bytes, verifier: str, recorded_at: int) -> None:
         self._put(sf.DB_CONSENTS, sf.consent_key(holder, verifier), sf.pack_i64(recorded_at))
 
