@@ -228,9 +228,9 @@ class Run:
         prefix = self.holder(k)[:16] + "-"
         refused = tuple(
             sorted(
-                str(q["record_id"]).removeprefix(prefix)
+                str(q["id"]).removeprefix(prefix)
                 for q in quarantined
-                if str(q.get("record_id", "")).startswith(prefix)
+                if str(q.get("id", "")).startswith(prefix)
             )
         )
         return Outcome(certs, refused)
