@@ -45,6 +45,7 @@ __all__ = [
     "SigningSession",
     "configure",
     "end_all",
+    "first_ceremony",
     "key_name",
     "read_oplog",
     "record",
@@ -102,6 +103,15 @@ class OpRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     count of signatures."""
     pid: int = 0
     prev: str
+
+
+def first_ceremony(records: list[OpRecord], after: int = 0) -> OpRecord | None:
+    """The first line after line ``after`` that records a ceremony (an event outside
+    `NO_CEREMONY_EVENTS`: a key made or destroyed, a certificate, an enrolment, a ceremony
+    that failed part-way), or None. After the head in the last ceremony record, such a line
+    is a ceremony the record does not hold: done without being recorded, interrupted before
+    it printed its head, or written into the log by hand."""
+    return next((r for r in records[after:] if r.event not in NO_CEREMONY_EVENTS), None)
 
 
 def key_name(key_ref: str) -> str:
