@@ -55,6 +55,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -308,6 +309,7 @@ def _approved(
         seen = _ledger(args)
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
         args.approved_by = rule(args, approvals, seen)
+        _hold_interrupts()
         args.approved_ceremony = desc_sha
         return dict(args.approved_by)
     except ApprovalError as e:
@@ -323,6 +325,33 @@ def _approved(
         detail={"ceremony": args.ceremony, "reason": reason} | (subject or {}),
     )
     raise CeremonyError(f"refused, nothing done: {reason}")
+
+
+_INTERRUPTS: Final = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+def _hold_interrupts() -> None:
+    """From its approval to its end, a ceremony is not interrupted (Ctrl-C, SIGTERM, a closed
+    terminal): one stopped half-way left a key in the token with no line in the log, nothing
+    undone and no head printed. The signals wait (`_release_interrupts`); SIGKILL and a
+    power cut cannot, and the docs say what to do then."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+
+
+def _release_interrupts(args: argparse.Namespace) -> None:
+    """Take the interrupts held during the ceremony (one line saying so), and let them through
+    again."""
+    held = signal.sigpending() & _INTERRUPTS
+    for sig in held:
+        signal.sigtimedwait([sig], 0)
+    if held:
+        names = ", ".join(sorted(signal.Signals(s).name for s in held))
+        print(
+            f"{PROG} {args.ceremony}: {names} held until the ceremony ended (a ceremony is not "
+            "interrupted half-way)",
+            file=sys.stderr,
+        )
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
 
 
 def _record(log: Path, event: str, **kw: Any) -> Anchor:
@@ -719,6 +748,7 @@ def _guarded(
                 return _failed(args, e)
             finally:
                 oplog.end_all()
+                _release_interrupts(args)
 
     return run
 

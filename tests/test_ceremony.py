@@ -1216,6 +1216,47 @@ def test_two_ceremonies_at_once_on_one_log_the_second_waits_and_is_refused(
     assert "after the head given" in str(records(log)[-1].detail["reason"])
 
 
+_INTERRUPTED = """
+import os, signal, sys
+from crlbuilder.cli import main
+from crlbuilder.keys import pkcs11 as p11
+real = p11.generate_rsa_key
+def interrupted(*a, **kw):  # Ctrl-C while the token makes the key
+    public = real(*a, **kw)
+    os.kill(os.getpid(), signal.SIGINT)
+    return public
+p11.generate_rsa_key = interrupted
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.integration
+def test_ord_73_3_a_ceremony_is_not_interrupted_half_way(
+    tmp_path: Path, operators: Path, token: SoftHsmToken
+) -> None:
+    """Ctrl-C during new-ca's key generation raised KeyboardInterrupt as the token returned:
+    the key stayed in the token with no line in the log, nothing undone, no head printed, and
+    the retry given the recorded head passed. Now the interrupt waits for the ceremony's end."""
+    log, out = tmp_path / "oplog.jsonl", tmp_path / "ca.pem"
+    argv = ["keys", "new-ca", "--key", token.uri("sign-card-g4"), "--family", "sign-card",
+            "--generation", "4", "--out", str(out), "--log", str(log), "--anchor", RECORD[log],
+            "--operators", str(operators), *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED, *argv],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SIGINT held until the ceremony ended" in done.stderr
+    assert [r.event for r in after_enrolments(log) if "session" not in r.event] == [
+        "key-generated",
+        "certificate-issued",
+    ]
+    assert out.exists() and "done; operation log" in done.stdout
+
+
 def write_chain(log: Path) -> None:
     for i in range(4):
         oplog.record(log, "key-generated", key=f"pkcs11:token=t;object=k{i}", operators=["a", "b"])
