@@ -1257,6 +1257,25 @@ def test_ord_73_3_a_ceremony_is_not_interrupted_half_way(
     assert out.exists() and "done; operation log" in done.stdout
 
 
+def test_a_mistyped_head_is_refused_as_one_not_as_a_rewritten_log(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A head copied with one digit wrong was refused as "the operation log is broken ...: the
+    log was rewritten": a careless pair would set a sound log aside (the broken-log
+    procedure). The refusal now says to check the head against the record first."""
+    log = tmp_path / "oplog.jsonl"
+    seq, _, head = RECORD[log].partition(":")
+    typo = f"{seq}:{head[:-1]}{'0' if head[-1] != '0' else '1'}"
+    before = operators.read_bytes()
+    argv = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))
+    assert main([*argv, "--anchor", typo]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not hold the head given" in err
+    assert "a digit copied wrong?" in err and "is broken" not in err
+    assert operators.read_bytes() == before
+    assert main([*argv, "--anchor", RECORD[log]]) == 0
+
+
 def write_chain(log: Path) -> None:
     for i in range(4):
         oplog.record(log, "key-generated", key=f"pkcs11:token=t;object=k{i}", operators=["a", "b"])

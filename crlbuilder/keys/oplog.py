@@ -169,6 +169,12 @@ def read_oplog(log: Path, anchor: Anchor | None = None) -> list[OpRecord]:
             f"{anchor.seq} (a new log is started only by add-operator --new-log)"
         )
     report = verify_oplog(log, anchor)
+    if report.anchor_held is False:  # the chain holds; the head given is not in it
+        raise ChainError(
+            f"the operation log does not hold the head given ({report.problems[0]}): check it "
+            "against the ceremony record (a digit copied wrong?); if it is the record's, this "
+            "is not the log of the ceremony record (cut off, rewritten or replaced): verify-log"
+        )
     if report.problems:
         what = "broken" if anchor is None else "broken, or not the log of the ceremony record"
         raise ChainError(f"the operation log is {what} ({report.problems[0]}): verify-log")
