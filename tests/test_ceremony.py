@@ -831,6 +831,33 @@ def test_ord_74_3_names_no_line_enrols_do_not_approve_on_an_old_log_or_a_new_one
     assert "approved by alice, whom no line before it enrols" in capsys.readouterr().err
 
 
+def test_ord_74_3_a_signing_session_line_naming_an_operator_excuses_no_one_on_an_old_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a log begun before enrolments were logged, the names of an approved line without
+    fingerprints are excused ("enrolled before enrolments were logged"). A signing-session
+    line naming "mallory", appended by hand after the recorded head (signing sessions may
+    follow it), counted as such a line: mallory written into the file then approved with
+    alice, exit 0. Only ceremony lines name approvers."""
+    log, operators = tmp_path / "oplog.jsonl", tmp_path / "operators.toml"
+    append_chained(log, [
+        _LineBefore(seq=0, prev="", at="2026-01-05T01:00:00.000000+00:00",
+                    event="key-generated", key="pkcs11:object=k", operators=["alice", "bob"],
+                    ceremony="c" * 64, detail={"bits": 2048}),
+    ])  # fmt: skip
+    held = str(oplog.verify_oplog(log).anchor)
+    oplog.record(log, "signing-session-started", key="pkcs11:object=k", operators=["mallory"])
+    names = ("alice", "bob", "mallory")
+    for n in names:
+        secret_file(tmp_path, n, f"{n}-secret-00000".encode())
+    write_by_hand(operators, {n: hash_secret(f"{n}-secret-00000".encode()) for n in names})
+    before = operators.read_bytes()
+    argv = enrol(tmp_path, operators, "dave", *approvals(tmp_path, "alice", "mallory"))
+    assert main([*argv, "--anchor", held]) == 2
+    assert "approved by mallory, whom no line before it enrols" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+
+
 def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(
     tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
