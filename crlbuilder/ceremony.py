@@ -344,14 +344,15 @@ def _release_interrupts(args: argparse.Namespace) -> None:
     held = signal.sigpending() & _INTERRUPTS
     for sig in held:
         signal.sigtimedwait([sig], 0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     if held:
         names = ", ".join(sorted(signal.Signals(s).name for s in held))
-        print(
-            f"{PROG} {args.ceremony}: {names} held until the ceremony ended (a ceremony is not "
-            "interrupted half-way)",
-            file=sys.stderr,
-        )
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
+        with contextlib.suppress(OSError):  # a hangup: the terminal may be gone
+            print(
+                f"{PROG} {args.ceremony}: {names} held until the ceremony ended (a ceremony is "
+                "not interrupted half-way)",
+                file=sys.stderr,
+            )
 
 
 def _record(log: Path, event: str, **kw: Any) -> Anchor:
@@ -602,13 +603,19 @@ def cmd_successor(args: argparse.Namespace) -> int:
 
 
 def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
+    """The ceremony is done and logged: print the head. Output that cannot be written (the
+    terminal closed, a closed pipe) changes nothing: the ceremony is not undone nor logged as
+    failed, and `verify-log` shows the head."""
+    _made(args).clear()
     oplog.end_all()
     report = oplog.verify_oplog(args.log)
-    print(f"{desc['ceremony']}: done; operation log {args.log} head {report.anchor}")
-    print(
-        "write the head above into the ceremony record: the next ceremony is given it "
-        "(--anchor SEQ:SHA256)"
-    )
+    with contextlib.suppress(OSError):
+        print(f"{desc['ceremony']}: done; operation log {args.log} head {report.anchor}")
+        print(
+            "write the head above into the ceremony record: the next ceremony is given it "
+            "(--anchor SEQ:SHA256)",
+            flush=True,
+        )
     return 0
 
 
@@ -679,7 +686,8 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
         },
     )
     add_operator(args.operators, args.name, stored, replace=change is not None)
-    print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
+    with contextlib.suppress(OSError):  # written and logged: output lost changes nothing
+        print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
     return _done(args, desc)
 
 

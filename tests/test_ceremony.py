@@ -9,6 +9,7 @@ deletions and reorderings `crlbuilder keys verify-log` detects.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import subprocess
@@ -1301,6 +1302,25 @@ def test_a_mistyped_head_is_refused_as_one_not_as_a_rewritten_log(
     assert "a digit copied wrong?" in err and "is broken" not in err
     assert operators.read_bytes() == before
     assert main([*argv, "--anchor", RECORD[log]]) == 0
+
+
+def test_a_done_ceremony_whose_output_cannot_be_written_stays_done(
+    tmp_path: Path, operators: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terminal closed (a hangup is held until the ceremony ends) or stdout a closed pipe:
+    the final print's OSError went to the failure path, which logged ceremony-failed after
+    the enrolment was written (and would have undone a new-ca's key and certificate)."""
+
+    class Gone(io.StringIO):
+        def write(self, _s: str) -> int:
+            raise OSError(5, "Input/output error")
+
+    log = tmp_path / "oplog.jsonl"
+    monkeypatch.setattr(sys, "stdout", Gone())
+    argv = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))
+    assert cli_main([*argv, "--anchor", RECORD[log]]) == 0
+    assert "carol" in load_operators(operators)
+    assert records(log)[-1].event == "operator-enrolled"
 
 
 def write_chain(log: Path) -> None:
