@@ -90,6 +90,9 @@ class ChainReport(Generic[R]):
     head: str = ZERO_HASH
     last: R | None = None
     problems: list[str] = field(default_factory=list)
+    anchor_held: bool | None = None
+    """With an anchor and an intact chain: whether the log holds it (False: `problems` says
+    why); None otherwise."""
 
     @property
     def anchor(self) -> Anchor:
@@ -207,6 +210,7 @@ def verify_chain(path: Path, record_type: type[R], anchor: Anchor | None = None)
             if anchor is not None and n == anchor.seq:
                 anchored = report.head
     if anchor is not None and not report.problems:
+        report.anchor_held = anchored == anchor.head
         if anchored is None:
             report.problems.append(
                 f"{path}: has {report.records} lines, the anchor names line {anchor.seq}: the tail was cut off"

@@ -27,9 +27,13 @@ and the SHA-256 of its canonical description (what they approved), then prints t
 new head (``SEQ:SHA256``) for the operators to write into the ceremony record. The next
 ceremony is given that head (``--anchor``) and refuses a log that does not extend it: a log
 whose tail was cut off, rewritten, or replaced by another (a new bootstrap in a new log) is
-not acted on. Only ``add-operator --new-log`` starts a log, where none is recorded yet (no
-log, or only signing sessions and refusals); a refusal never creates one. ``add-operator`` holds an exclusive lock on ``FILE.lock`` beside the
-operators file from its check to its last write, so two enrolments cannot both pass.
+not acted on, nor one holding a ceremony line after that head (one the record does not hold:
+an older head given, a ceremony interrupted, or a line written in by hand). A ceremony that
+fails part-way prints its head too. Only ``add-operator --new-log`` starts a log, where none
+is recorded yet (no log, or only signing sessions and refusals); a refusal never creates
+one. Every ceremony holds an exclusive lock on ``FILE.lock`` beside the operators file from
+its check to its last write: two enrolments cannot both pass, and of two ceremonies started
+together with one head, the second waits and is refused.
 
 Keys are generated in the token (non-extractable, sensitive; `crlbuilder.keys.pkcs11`);
 certificates follow the PKI's own profiles (`crlbuilder.demo.pki`: the self-signed issuing
@@ -51,6 +55,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -243,7 +248,9 @@ def _two_operators(
 def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
     """The operation log's account of the operators (`enrolments.ledger`), if the log is the
     one the operators hold: it extends ``--anchor``, the head written into the last ceremony
-    record (not cut off, rewritten or replaced by another log), or, with ``--new-log``, it
+    record (not cut off, rewritten or replaced by another log), and records no ceremony after
+    that head (`oplog.first_ceremony`: one the record does not hold, such as an enrolment
+    written in by hand, would otherwise count), or, with ``--new-log``, it
     records no ceremony yet (none, or only signing sessions and refusals:
     `oplog.NO_CEREMONY_EVENTS`). ApprovalError otherwise, or if its chain does not hold
     (what it says cannot be relied on)."""
@@ -252,12 +259,21 @@ def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
         records = oplog.read_oplog(args.log, None if new_log else args.anchor)
     except (ChainError, OSError) as e:
         raise ApprovalError(f"operation log {args.log}: {e}") from None
-    done = [r for r in records if r.event not in oplog.NO_CEREMONY_EVENTS] if new_log else []
-    if done:
+    if new_log:
+        done = oplog.first_ceremony(records)
+        if done is not None:
+            raise ApprovalError(
+                f"operation log {args.log} records ceremonies (line {done.seq}: "
+                f"{done.event}): --new-log starts a log only where none is recorded; give "
+                "--anchor SEQ:SHA256, the head in the last ceremony record"
+            )
+    elif (later := oplog.first_ceremony(records, args.anchor.seq)) is not None:
         raise ApprovalError(
-            f"operation log {args.log} records ceremonies (line {done[0].seq}: "
-            f"{done[0].event}): --new-log starts a log only where none is recorded; give "
-            "--anchor SEQ:SHA256, the head in the last ceremony record"
+            f"operation log {args.log}: line {later.seq} ({later.event}) after the head given "
+            f"(--anchor {args.anchor.seq}:...) records a ceremony the ceremony record does not "
+            "hold (a later head, a ceremony interrupted, or a line written by hand): give the "
+            "head the last ceremony printed; if the record lacks it, examine the lines after "
+            "it (verify-log --operators) and write the head into the record first"
         )
     return enrolments.ledger(records)
 
@@ -293,6 +309,7 @@ def _approved(
         seen = _ledger(args)
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
         args.approved_by = rule(args, approvals, seen)
+        _hold_interrupts()
         args.approved_ceremony = desc_sha
         return dict(args.approved_by)
     except ApprovalError as e:
@@ -308,6 +325,34 @@ def _approved(
         detail={"ceremony": args.ceremony, "reason": reason} | (subject or {}),
     )
     raise CeremonyError(f"refused, nothing done: {reason}")
+
+
+_INTERRUPTS: Final = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+def _hold_interrupts() -> None:
+    """From its approval to its end, a ceremony is not interrupted (Ctrl-C, SIGTERM, a closed
+    terminal): one stopped half-way left a key in the token with no line in the log, nothing
+    undone and no head printed. The signals wait (`_release_interrupts`); SIGKILL and a
+    power cut cannot, and the docs say what to do then."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+
+
+def _release_interrupts(args: argparse.Namespace) -> None:
+    """Take the interrupts held during the ceremony (one line saying so), and let them through
+    again."""
+    held = signal.sigpending() & _INTERRUPTS
+    for sig in held:
+        signal.sigtimedwait([sig], 0)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
+    if held:
+        names = ", ".join(sorted(signal.Signals(s).name for s in held))
+        with contextlib.suppress(OSError):  # a hangup: the terminal may be gone
+            print(
+                f"{PROG} {args.ceremony}: {names} held until the ceremony ended (a ceremony is "
+                "not interrupted half-way)",
+                file=sys.stderr,
+            )
 
 
 def _record(log: Path, event: str, **kw: Any) -> Anchor:
@@ -558,13 +603,19 @@ def cmd_successor(args: argparse.Namespace) -> int:
 
 
 def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
+    """The ceremony is done and logged: print the head. Output that cannot be written (the
+    terminal closed, a closed pipe) changes nothing: the ceremony is not undone nor logged as
+    failed, and `verify-log` shows the head."""
+    _made(args).clear()
     oplog.end_all()
     report = oplog.verify_oplog(args.log)
-    print(f"{desc['ceremony']}: done; operation log {args.log} head {report.anchor}")
-    print(
-        "write the head above into the ceremony record: the next ceremony is given it "
-        "(--anchor SEQ:SHA256)"
-    )
+    with contextlib.suppress(OSError):
+        print(f"{desc['ceremony']}: done; operation log {args.log} head {report.anchor}")
+        print(
+            "write the head above into the ceremony record: the next ceremony is given it "
+            "(--anchor SEQ:SHA256)",
+            flush=True,
+        )
     return 0
 
 
@@ -635,7 +686,8 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
         },
     )
     add_operator(args.operators, args.name, stored, replace=change is not None)
-    print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
+    with contextlib.suppress(OSError):  # written and logged: output lost changes nothing
+        print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
     return _done(args, desc)
 
 
@@ -676,13 +728,21 @@ def _anchor(text: str) -> Anchor:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _operators_file(args: argparse.Namespace) -> Path:
+    """What every ceremony locks (`_guarded`): its operators file."""
+    path: Path = args.operators
+    return path
+
+
 def _guarded(
     func: Callable[[argparse.Namespace], int],
     exclusive: Callable[[argparse.Namespace], Path] | None = None,
 ) -> Callable[[argparse.Namespace], int]:
     """Run a ceremony: its log is where its signing sessions go; every refusal exits 2. With
-    ``exclusive`` (add-operator: the operators file), the whole of it, checks, writes and a
-    failure's lines, under that file's lock (`operators_locked`)."""
+    ``exclusive`` (every ceremony: its operators file), the whole of it, checks, writes and a
+    failure's lines, under that file's lock (`operators_locked`): two enrolments cannot both
+    pass a check the other's write would fail, and a second ceremony started meanwhile waits,
+    then finds the first one's lines after the head it was given (`_ledger`: refused)."""
 
     def run(args: argparse.Namespace) -> int:
         if getattr(args, "log", None) is not None:
@@ -696,6 +756,7 @@ def _guarded(
                 return _failed(args, e)
             finally:
                 oplog.end_all()
+                _release_interrupts(args)
 
     return run
 
@@ -713,6 +774,13 @@ def _failed(args: argparse.Namespace, e: Exception) -> int:
                     credentials=args.approved_by,
                     ceremony=args.approved_ceremony,
                     detail={"ceremony": args.ceremony, "reason": str(e)})  # fmt: skip
+            oplog.end_all()  # its signing sessions' lines before the head it prints
+            head = oplog.verify_oplog(args.log).anchor
+            print(
+                f"{PROG} {args.ceremony}: failed; operation log {args.log} head {head}: write it "
+                "into the ceremony record (the next ceremony is given it)",
+                file=sys.stderr,
+            )
     return 2
 
 
@@ -810,7 +878,7 @@ def add_cli(subparsers: Any) -> None:
         help="once two operators are enrolled, a new one (or a --reset) needs two of them: "
         "NAME:file:/path (0600) or NAME:env:VAR, as at every ceremony",
     )
-    p.set_defaults(func=_guarded(cmd_add_operator, lambda a: a.operators))
+    p.set_defaults(func=_guarded(cmd_add_operator, _operators_file))
 
     p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
@@ -818,7 +886,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--generation", type=int, required=True, help="the generation number")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
     _approval_args(p)
-    p.set_defaults(func=_guarded(cmd_new_ca))
+    p.set_defaults(func=_guarded(cmd_new_ca, _operators_file))
 
     p = ks.add_parser("new-ocsp", help="an OCSP signer's key in the token, issued by its CA")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
@@ -826,7 +894,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--ca-cert", type=Path, required=True, help="the CA certificate (PEM)")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
     _approval_args(p)
-    p.set_defaults(func=_guarded(cmd_new_ocsp))
+    p.set_defaults(func=_guarded(cmd_new_ocsp, _operators_file))
 
     p = ks.add_parser("rollover", help="a family's next generation: CA, OCSP signer, manifest")
     p.add_argument("--pki", type=Path, required=True, help="the PKI directory (pki.json)")
@@ -839,14 +907,14 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--ca-key", required=True, help="PKCS#11 URI of the new CA key")
     p.add_argument("--ocsp-key", required=True, help="PKCS#11 URI of the new OCSP signer key")
     _approval_args(p)
-    p.set_defaults(func=_guarded(cmd_rollover))
+    p.set_defaults(func=_guarded(cmd_rollover, _operators_file))
 
     p = ks.add_parser("retire", help="destroy a key in the token (its certificate is kept)")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the key")
     p.add_argument("--cert", type=Path, required=True, help="its certificate (kept)")
     p.add_argument("--pki", type=Path, help="refuse if this PKI's manifest still names the key")
     _approval_args(p, generates=False)
-    p.set_defaults(func=_guarded(cmd_retire))
+    p.set_defaults(func=_guarded(cmd_retire, _operators_file))
 
     p = ks.add_parser(
         "successor",
@@ -860,7 +928,7 @@ def add_cli(subparsers: Any) -> None:
         "--successor", required=True, help="the later generation whose CA key signs its CRLs"
     )
     _approval_args(p, generates=False)
-    p.set_defaults(func=_guarded(cmd_successor))
+    p.set_defaults(func=_guarded(cmd_successor, _operators_file))
 
     p = ks.add_parser("verify-log", help="check the operation log's hash chain")
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")

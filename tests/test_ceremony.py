@@ -9,6 +9,7 @@ deletions and reorderings `crlbuilder keys verify-log` detects.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import subprocess
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -32,6 +34,7 @@ from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.approval import (
     Approval,
     ApprovalError,
+    add_operator,
     check_approvals,
     fingerprint,
     fingerprints,
@@ -62,7 +65,8 @@ def main(argv: list[str]) -> int:
     neither --anchor nor --new-log is given the head the last successful command on its log
     printed; where the record has none, --new-log for an add-operator where there is no log,
     or the head of a log written otherwise (an older log's first head noted in the record
-    after examining it). Each successful command's head goes into the record."""
+    after examining it). Each successful or failed (ceremony-failed) command's head goes into
+    the record."""
     argv = list(argv)
     ceremony = argv[:1] == ["keys"] and argv[1:2] != ["verify-log"] and "--log" in argv
     log = Path(argv[argv.index("--log") + 1]) if ceremony else None
@@ -74,9 +78,16 @@ def main(argv: list[str]) -> int:
         elif argv[1] == "add-operator":
             argv += ["--new-log"]
     rc = cli_main(argv)
-    if rc == 0 and log is not None:
+    if log is not None and (rc == 0 or _printed_a_failure(log)):
         RECORD[log] = str(oplog.verify_oplog(log).anchor)
     return rc
+
+
+def _printed_a_failure(log: Path) -> bool:
+    """The command failed part-way and printed the head (its ``ceremony-failed`` line is after
+    the recorded head): the operators write that head into the record too."""
+    held = int(RECORD[log].partition(":")[0]) if log in RECORD else 0
+    return log.exists() and any(r.event == "ceremony-failed" for r in records(log)[held:])
 
 
 def secret_file(directory: Path, name: str, secret: bytes) -> Path:
@@ -821,6 +832,33 @@ def test_ord_74_3_names_no_line_enrols_do_not_approve_on_an_old_log_or_a_new_one
     assert "approved by alice, whom no line before it enrols" in capsys.readouterr().err
 
 
+def test_ord_74_3_a_signing_session_line_naming_an_operator_excuses_no_one_on_an_old_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """On a log begun before enrolments were logged, the names of an approved line without
+    fingerprints are excused ("enrolled before enrolments were logged"). A signing-session
+    line naming "mallory", appended by hand after the recorded head (signing sessions may
+    follow it), counted as such a line: mallory written into the file then approved with
+    alice, exit 0. Only ceremony lines name approvers."""
+    log, operators = tmp_path / "oplog.jsonl", tmp_path / "operators.toml"
+    append_chained(log, [
+        _LineBefore(seq=0, prev="", at="2026-01-05T01:00:00.000000+00:00",
+                    event="key-generated", key="pkcs11:object=k", operators=["alice", "bob"],
+                    ceremony="c" * 64, detail={"bits": 2048}),
+    ])  # fmt: skip
+    held = str(oplog.verify_oplog(log).anchor)
+    oplog.record(log, "signing-session-started", key="pkcs11:object=k", operators=["mallory"])
+    names = ("alice", "bob", "mallory")
+    for n in names:
+        secret_file(tmp_path, n, f"{n}-secret-00000".encode())
+    write_by_hand(operators, {n: hash_secret(f"{n}-secret-00000".encode()) for n in names})
+    before = operators.read_bytes()
+    argv = enrol(tmp_path, operators, "dave", *approvals(tmp_path, "alice", "mallory"))
+    assert main([*argv, "--anchor", held]) == 2
+    assert "approved by mallory, whom no line before it enrols" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+
+
 def test_ord_74_2_a_forgotten_secret_is_reset_by_two_other_operators(
     tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1059,7 +1097,8 @@ def test_ord_74_3_two_enrolments_at_once_cannot_both_pass_the_check(
     """add-operator's check and its writes were not under one lock: two bootstrap enrolments
     started together both saw one operator enrolled, both passed as a bootstrap, and one
     person had two operators no one approved (or one write lost the other). Now the second
-    waits for the first's lock (FILE.lock, 0600) and is then asked for two approvals."""
+    waits for the first's lock (FILE.lock, 0600), then finds the first one's line after the
+    head it was given, and is refused."""
     import multiprocessing
 
     from crlbuilder import ceremony
@@ -1085,9 +1124,203 @@ def test_ord_74_3_two_enrolments_at_once_cannot_both_pass_the_check(
     enrolled = [r.detail["operator"] for r in records(log) if r.event == "operator-enrolled"]
     assert len(enrolled) == 2 and sorted(load_operators(operators)) == sorted(enrolled)
     assert records(log)[-1].event == "ceremony-refused"
-    assert "needs" in str(records(log)[-1].detail["reason"])
+    # the second waited, then found the first one's line after the head it was given
+    assert "line 2 (operator-enrolled) after the head given" in str(
+        records(log)[-1].detail["reason"]
+    )
     lock = tmp_path / "operators.toml.lock"
     assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+def test_ord_74_3_an_enrolment_written_into_the_log_after_the_recorded_head_is_refused(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One operator (alice) with the account's files appended an enrolment of "mallory",
+    approved by alice and bob (their fingerprints are the SHA-256 of the readable operators
+    file's hashes), after the head in the record, and wrote mallory's hash into the file: the
+    log then accounted for mallory, and alice alone, as alice and mallory, passed every check,
+    given the last recorded head. A ceremony line after that head is one the record does not
+    hold: refused. Signing sessions and refusals after it are not ceremonies."""
+    log = tmp_path / "oplog.jsonl"
+    held = RECORD[log]  # the fixture's second bootstrap: line 2
+    oplog.record(log, "signing-session-started", key="pkcs11:token=t;object=k")
+    oplog.record(log, "ceremony-refused", detail={"ceremony": "new-ca", "reason": "x"})
+    stored = hash_secret(b"mallory-secret-0")
+    oplog.record(log, "operator-enrolled", key=str(operators), operators=["alice", "bob"],
+                 credentials=fingerprints(load_operators(operators), ["alice", "bob"]),
+                 ceremony="0" * 64,
+                 detail={"operator": "mallory", "authorised_by": "approvals",
+                         "credential_sha256": fingerprint(stored)})  # fmt: skip
+    add_operator(operators, "mallory", stored)
+    secret_file(tmp_path, "mallory", b"mallory-secret-0")
+    before, lines = operators.read_bytes(), len(records(log))
+    argv = enrol(tmp_path, operators, "dave", *approvals(tmp_path, "alice", "mallory"))
+    assert main([*argv, "--anchor", held]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 5 (operator-enrolled) after the head given" in err
+    assert operators.read_bytes() == before and len(records(log)) == lines + 1
+    assert records(log)[-1].event == "ceremony-refused"
+
+
+def test_a_stale_head_is_refused_the_last_one_passes(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An older head from the record still "extended" the log, so a tail cut after it (back to
+    it) went unseen: the head given must be the last ceremony's."""
+    log = tmp_path / "oplog.jsonl"
+    stale = RECORD[log]
+    assert main(enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))) == 0
+    ok = approvals(tmp_path, "alice", "bob")
+    assert main([*enrol(tmp_path, operators, "dave", *ok), "--anchor", stale]) == 2
+    assert "line 3 (operator-enrolled) after the head given (--anchor 2:" in capsys.readouterr().err
+    assert main([*enrol(tmp_path, operators, "dave", *ok), "--anchor", RECORD[log]]) == 0
+
+
+def test_a_ceremony_that_failed_part_way_prints_the_head_the_next_one_is_given(
+    tmp_path: Path,
+    operators: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A failed ceremony's lines (here an enrolment and its ceremony-failed) follow the head
+    in the record: it prints the head to record, and the retry given it passes."""
+    from crlbuilder import ceremony
+
+    log = tmp_path / "oplog.jsonl"
+    held = RECORD[log]
+
+    def full_disk(*a: object, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    ok = approvals(tmp_path, "alice", "bob")
+    with monkeypatch.context() as m:
+        m.setattr(ceremony, "add_operator", full_disk)
+        assert cli_main([*enrol(tmp_path, operators, "carol", *ok), "--anchor", held]) == 2
+    err = capsys.readouterr().err
+    printed = err.rsplit(" head ", 1)[1].split(":", 2)
+    assert records(log)[-1].event == "ceremony-failed"
+    assert ":".join(printed[:2]) == str(oplog.verify_oplog(log).anchor)
+    assert cli_main([*enrol(tmp_path, operators, "carol", *ok), "--anchor", held]) == 2
+    assert "after the head given" in capsys.readouterr().err
+    head = ":".join(printed[:2])
+    assert cli_main([*enrol(tmp_path, operators, "carol", *ok), "--anchor", head]) == 0
+
+
+@pytest.mark.integration
+def test_two_ceremonies_at_once_on_one_log_the_second_waits_and_is_refused(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two new-ca ceremonies started together with the same head both read the log before
+    either wrote, and both made a key. Now every ceremony holds the operators file's lock:
+    the second waits, then finds the first one's lines after the head it was given."""
+    import multiprocessing
+
+    from crlbuilder import ceremony
+
+    log = tmp_path / "oplog.jsonl"
+    held = RECORD[log]
+    real = ceremony._generate
+
+    def slow(*a: Any, **kw: Any) -> Any:  # the window between the check and the key
+        time.sleep(0.5)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ceremony, "_generate", slow)
+    argvs = [
+        ["keys", "new-ca", "--key", token.uri(f"sign-card-g{g}"), "--family", "sign-card",
+         "--generation", str(g), "--out", str(tmp_path / f"g{g}.pem"), "--log", str(log),
+         "--anchor", held, "--operators", str(operators), *approvals(tmp_path, "alice", "bob")]
+        for g in (5, 6)
+    ]  # fmt: skip
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=lambda a=a: sys.exit(cli_main(a))) for a in argvs]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert sorted(proc.exitcode for proc in procs) == [0, 2]
+    assert [r.event for r in after_enrolments(log)].count("key-generated") == 1
+    assert sum((tmp_path / f"g{g}.pem").exists() for g in (5, 6)) == 1
+    assert "after the head given" in str(records(log)[-1].detail["reason"])
+
+
+_INTERRUPTED = """
+import os, signal, sys
+from crlbuilder.cli import main
+from crlbuilder.keys import pkcs11 as p11
+real = p11.generate_rsa_key
+def interrupted(*a, **kw):  # Ctrl-C while the token makes the key
+    public = real(*a, **kw)
+    os.kill(os.getpid(), signal.SIGINT)
+    return public
+p11.generate_rsa_key = interrupted
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.integration
+def test_ord_73_3_a_ceremony_is_not_interrupted_half_way(
+    tmp_path: Path, operators: Path, token: SoftHsmToken
+) -> None:
+    """Ctrl-C during new-ca's key generation raised KeyboardInterrupt as the token returned:
+    the key stayed in the token with no line in the log, nothing undone, no head printed, and
+    the retry given the recorded head passed. Now the interrupt waits for the ceremony's end."""
+    log, out = tmp_path / "oplog.jsonl", tmp_path / "ca.pem"
+    argv = ["keys", "new-ca", "--key", token.uri("sign-card-g4"), "--family", "sign-card",
+            "--generation", "4", "--out", str(out), "--log", str(log), "--anchor", RECORD[log],
+            "--operators", str(operators), *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED, *argv],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "SIGINT held until the ceremony ended" in done.stderr
+    assert [r.event for r in after_enrolments(log) if "session" not in r.event] == [
+        "key-generated",
+        "certificate-issued",
+    ]
+    assert out.exists() and "done; operation log" in done.stdout
+
+
+def test_a_mistyped_head_is_refused_as_one_not_as_a_rewritten_log(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A head copied with one digit wrong was refused as "the operation log is broken ...: the
+    log was rewritten": a careless pair would set a sound log aside (the broken-log
+    procedure). The refusal now says to check the head against the record first."""
+    log = tmp_path / "oplog.jsonl"
+    seq, _, head = RECORD[log].partition(":")
+    typo = f"{seq}:{head[:-1]}{'0' if head[-1] != '0' else '1'}"
+    before = operators.read_bytes()
+    argv = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))
+    assert main([*argv, "--anchor", typo]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not hold the head given" in err
+    assert "a digit copied wrong?" in err and "is broken" not in err
+    assert operators.read_bytes() == before
+    assert main([*argv, "--anchor", RECORD[log]]) == 0
+
+
+def test_a_done_ceremony_whose_output_cannot_be_written_stays_done(
+    tmp_path: Path, operators: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The terminal closed (a hangup is held until the ceremony ends) or stdout a closed pipe:
+    the final print's OSError went to the failure path, which logged ceremony-failed after
+    the enrolment was written (and would have undone a new-ca's key and certificate)."""
+
+    class Gone(io.StringIO):
+        def write(self, _s: str) -> int:
+            raise OSError(5, "Input/output error")
+
+    log = tmp_path / "oplog.jsonl"
+    monkeypatch.setattr(sys, "stdout", Gone())
+    argv = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "alice", "bob"))
+    assert cli_main([*argv, "--anchor", RECORD[log]]) == 0
+    assert "carol" in load_operators(operators)
+    assert records(log)[-1].event == "operator-enrolled"
 
 
 def write_chain(log: Path) -> None:

@@ -261,9 +261,9 @@ def _check_name(name: str) -> None:
 @contextmanager
 def operators_locked(path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``FILE.lock`` beside the operators file (created 0600,
-    kept: removing it would let a later process lock another file): what add-operator checks
-    and what it writes (its log lines, the file) are one step, and two enrolments at once
-    cannot both pass a check the other's write would have failed. OSError if it cannot be
+    kept: removing it would let a later process lock another file): what a ceremony checks
+    and what it writes (its log lines, the file, keys) are one step, and two ceremonies at
+    once cannot both pass a check the other's lines would have failed. OSError if it cannot be
     created (the directory missing or not writable)."""
     lock = path.with_name(path.name + ".lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

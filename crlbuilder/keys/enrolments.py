@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from crlbuilder.keys.approval import Operators, fingerprint
-from crlbuilder.keys.oplog import OpRecord
+from crlbuilder.keys.oplog import NO_CEREMONY_EVENTS, OpRecord
 
 __all__ = [
     "ENROLMENT_EVENTS",
@@ -178,8 +178,10 @@ def ledger(records: Iterable[OpRecord]) -> Ledger:
     open_: dict[str, Credential] = {}  # the enrolment line of each ceremony, until it fails
     for rec in records:
         # an enrolment line without authorised_by (the first version that logged them) names
-        # the operator enrolled, who approved nothing
-        approved = bool(rec.operators) and rec.event != "ceremony-refused"
+        # the operator enrolled, who approved nothing; a refusal or a signing session is
+        # approved by no one, whatever names it carries (one written by hand after the
+        # recorded head, which a ceremony allows, would otherwise excuse a name on an old log)
+        approved = bool(rec.operators) and rec.event not in NO_CEREMONY_EVENTS
         if rec.event in ENROLMENT_EVENTS and "authorised_by" not in rec.detail:
             approved = False
         operator = str(rec.detail.get("operator", ""))

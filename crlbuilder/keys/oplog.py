@@ -45,6 +45,7 @@ __all__ = [
     "SigningSession",
     "configure",
     "end_all",
+    "first_ceremony",
     "key_name",
     "read_oplog",
     "record",
@@ -104,6 +105,15 @@ class OpRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prev: str
 
 
+def first_ceremony(records: list[OpRecord], after: int = 0) -> OpRecord | None:
+    """The first line after line ``after`` that records a ceremony (an event outside
+    `NO_CEREMONY_EVENTS`: a key made or destroyed, a certificate, an enrolment, a ceremony
+    that failed part-way), or None. After the head in the last ceremony record, such a line
+    is a ceremony the record does not hold: done without being recorded, interrupted before
+    it printed its head, or written into the log by hand."""
+    return next((r for r in records[after:] if r.event not in NO_CEREMONY_EVENTS), None)
+
+
 def key_name(key_ref: str) -> str:
     """A key reference fit for the log: a ``pkcs11:`` URI without its query (pin-source) and
     without any ``pin-value`` attribute (refused as a key reference, but never logged)."""
@@ -159,6 +169,12 @@ def read_oplog(log: Path, anchor: Anchor | None = None) -> list[OpRecord]:
             f"{anchor.seq} (a new log is started only by add-operator --new-log)"
         )
     report = verify_oplog(log, anchor)
+    if report.anchor_held is False:  # the chain holds; the head given is not in it
+        raise ChainError(
+            f"the operation log does not hold the head given ({report.problems[0]}): check it "
+            "against the ceremony record (a digit copied wrong?); if it is the record's, this "
+            "is not the log of the ceremony record (cut off, rewritten or replaced): verify-log"
+        )
     if report.problems:
         what = "broken" if anchor is None else "broken, or not the log of the ceremony record"
         raise ChainError(f"the operation log is {what} ({report.problems[0]}): verify-log")
