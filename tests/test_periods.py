@@ -102,6 +102,8 @@ def test_first_kept_at_and_kept_until_agree_at_every_second_of_three_days(days: 
         assert kept_until(start - 1, days) < s, s
     # the instants an entry is first past its period: at 00:00 JST, never a second before
     last = jst(2028, 2, 29, 23, 59, 59)
-    assert first_kept_at(kept_until(last, days), days) <= last < first_kept_at(
-        kept_until(last, days) + 1, days
+    assert (
+        first_kept_at(kept_until(last, days), days)
+        <= last
+        < first_kept_at(kept_until(last, days) + 1, days)
     )
