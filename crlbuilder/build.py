@@ -43,7 +43,15 @@ from typing import IO, Any
 import msgspec
 from tqdm import tqdm
 
-from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, register_issuers
+from crlbuilder.apply import (
+    Applier,
+    Summary,
+    epoch,
+    from_epoch,
+    next_erasure,
+    next_lapse,
+    register_issuers,
+)
 from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
@@ -508,6 +516,7 @@ class Builder:
         walking = self.walks_in_progress()
         idle_since = last_refresh = time.monotonic()
         due = next_lapse(self.store)
+        erasure = self.next_erasure()
         approval_end = self.next_approval_end(self.clock())
         gone = False
         retry = SigningRetry(self.emit)  # a token gone: records applied, signing retried
@@ -529,13 +538,23 @@ class Builder:
                 if not files:
                     now = self.clock()
                     if due is not None and due <= now:
-                        report = BuildReport(summary=Summary())
-                        signed(
-                            "lapse", partial(self.after_commit, self._applier(None), report, now)
-                        )
+                        applier = self._applier(None)  # its summary counts the erasures
+                        report = BuildReport(summary=applier.summary)
+                        signed("lapse", partial(self.after_commit, applier, report, now))
                         self.emit({"event": "lapse", "due": due, **report.as_dict()})
                         last_refresh, walking = time.monotonic(), report.presign_walking > 0
-                        due = next_lapse(self.store)
+                        due, erasure = next_lapse(self.store), self.next_erasure()
+                        continue
+                    if erasure is not None and erasure <= now:  # Ord §70(1)(iii), at 00:00 JST
+                        applier = self._applier(None)  # its summary counts the erasures
+                        report = BuildReport(summary=applier.summary)
+                        signed(
+                            "retention",
+                            partial(self.after_commit, applier, report, now),
+                        )
+                        self.emit({"event": "retention", "due": epoch(erasure), **report.as_dict()})
+                        last_refresh, walking = time.monotonic(), report.presign_walking > 0
+                        due, erasure = next_lapse(self.store), self.next_erasure()
                         continue
                     if (
                         max_idle is not None
@@ -550,13 +569,12 @@ class Builder:
                         or (time.monotonic() - last_refresh > self.refresh_every())
                         or retry.due()
                     ):
-                        report = BuildReport(summary=Summary())
-                        signed(
-                            "refresh", partial(self.after_commit, self._applier(None), report, now)
-                        )
+                        applier = self._applier(None)  # its summary counts the erasures
+                        report = BuildReport(summary=applier.summary)
+                        signed("refresh", partial(self.after_commit, applier, report, now))
                         self.emit({"event": "refresh", **report.as_dict()})
                         last_refresh, walking = time.monotonic(), report.presign_walking > 0
-                        due = next_lapse(self.store)
+                        due, erasure = next_lapse(self.store), self.next_erasure()
                         approval_end = self.next_approval_end(now)
                     if walking:  # nothing waits (refreshes first: CRLs must not go stale)
                         report = BuildReport(summary=Summary())
@@ -565,7 +583,7 @@ class Builder:
                         walking = report.presign_walking > 0  # failed: none until the retry
                         continue
                     wait = interval
-                    for at in (due, approval_end):
+                    for at in (due, erasure, approval_end):
                         if at is not None:
                             wait = min(wait, max(0.0, (at - self.clock()).total_seconds()))
                     watch.wait(retry.wait(wait))  # a file renamed into the spool ends it at once
@@ -592,7 +610,7 @@ class Builder:
                     last_refresh, walking = time.monotonic(), report.presign_walking > 0
                     if stop.requested:
                         break
-                due = next_lapse(self.store)
+                due, erasure = next_lapse(self.store), self.next_erasure()
                 idle_since = time.monotonic()
         finally:
             watch.close()
@@ -838,6 +856,11 @@ class Builder:
         p.rename(kept)
         moved_in = time.time()  # the clock prune_done reads, not the file system's stamp
         os.utime(kept, (moved_in, moved_in))
+
+    def next_erasure(self) -> datetime | None:
+        """When the next revocation record may pass its retention (`apply.next_erasure`): the
+        follow loop erases it then, not at its next file or refresh."""
+        return next_erasure(self.store, self.cfg.crl.retention_period_days)
 
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,
