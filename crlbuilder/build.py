@@ -22,7 +22,10 @@ before what it already published). The follow loop keeps a timer on the
 earliest pending 30-day lapse (異動等失効情報, Act §31(2)) and writes it when it
 falls due, not at the next periodic refresh: the certificate loses effect when
 that record is written (Act §34(1)(2)), so the delay between the due instant
-and the answer "revoked" is the loop's wake-up, not a refresh cycle.
+and the answer "revoked" is the loop's wake-up, not a refresh cycle. It keeps one on
+the retention agenda too (`apply.next_erasure`): a revocation record is erased at 00:00
+JST after its period's last day (Ord §70(1)(iii), `crlbuilder.periods`), not up to a
+refresh cycle later.
 """
 
 from __future__ import annotations
@@ -499,7 +502,9 @@ class Builder:
         Between files the loop waits ``interval`` seconds (a file renamed into ``spool``
         ends the wait at once: `crlbuilder.spoolwatch`), or less when the earliest
         pending 30-day lapse (Act §31(2)) falls due sooner: it then writes that lapse
-        at once (`after_commit`), dated when written (Act §34(1)(2)). Pre-signing that reads
+        at once (`after_commit`), dated when written (Act §34(1)(2)); or when a revocation
+        record's retention ends sooner (`next_erasure`): it then erases it (and whatever else
+        is due) at once, event ``retention``. Pre-signing that reads
         every CRL entry is cut into runs of ``ocsp.presign_slice_seconds``, the next file
         applied between two of them; with no file waiting they follow one another.
         """
