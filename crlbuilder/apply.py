@@ -146,6 +146,18 @@ def next_lapse(store: Store) -> datetime | None:
     return None
 
 
+def next_erasure(store: Store, retention: Callable[[Family, Category], int]) -> datetime | None:
+    """The earliest instant a revocation record may pass its ``retention`` (days, Ord
+    §70(1)(iii)), as the store's retention agenda says (`crlbuilder.retention.next_erasure`),
+    if it has one."""
+    shortest = retention_agenda.shortest_period(retention)
+    with store.read() as r:
+        at = retention_agenda.next_erasure(
+            r.retention_state(), r.first_retention_due(), r.revoked_written_from(), shortest
+        )
+    return None if at is None else from_epoch(at)
+
+
 @dataclass
 class Summary:
     """What a build did, for the closing summary and the tests."""

@@ -22,7 +22,10 @@ before what it already published). The follow loop keeps a timer on the
 earliest pending 30-day lapse (異動等失効情報, Act §31(2)) and writes it when it
 falls due, not at the next periodic refresh: the certificate loses effect when
 that record is written (Act §34(1)(2)), so the delay between the due instant
-and the answer "revoked" is the loop's wake-up, not a refresh cycle.
+and the answer "revoked" is the loop's wake-up, not a refresh cycle. It keeps one on
+the retention agenda too (`apply.next_erasure`): a revocation record is erased at 00:00
+JST after its period's last day (Ord §70(1)(iii), `crlbuilder.periods`), not up to a
+refresh cycle later.
 """
 
 from __future__ import annotations
@@ -43,7 +46,15 @@ from typing import IO, Any
 import msgspec
 from tqdm import tqdm
 
-from crlbuilder.apply import Applier, Summary, epoch, from_epoch, next_lapse, register_issuers
+from crlbuilder.apply import (
+    Applier,
+    Summary,
+    epoch,
+    from_epoch,
+    next_erasure,
+    next_lapse,
+    register_issuers,
+)
 from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
@@ -491,7 +502,9 @@ class Builder:
         Between files the loop waits ``interval`` seconds (a file renamed into ``spool``
         ends the wait at once: `crlbuilder.spoolwatch`), or less when the earliest
         pending 30-day lapse (Act §31(2)) falls due sooner: it then writes that lapse
-        at once (`after_commit`), dated when written (Act §34(1)(2)). Pre-signing that reads
+        at once (`after_commit`), dated when written (Act §34(1)(2)); or when a revocation
+        record's retention ends sooner (`next_erasure`): it then erases it (and whatever else
+        is due) at once, event ``retention``. Pre-signing that reads
         every CRL entry is cut into runs of ``ocsp.presign_slice_seconds``, the next file
         applied between two of them; with no file waiting they follow one another.
         """
@@ -508,6 +521,7 @@ class Builder:
         walking = self.walks_in_progress()
         idle_since = last_refresh = time.monotonic()
         due = next_lapse(self.store)
+        erasure = self.next_erasure()
         approval_end = self.next_approval_end(self.clock())
         gone = False
         retry = SigningRetry(self.emit)  # a token gone: records applied, signing retried
@@ -529,13 +543,23 @@ class Builder:
                 if not files:
                     now = self.clock()
                     if due is not None and due <= now:
-                        report = BuildReport(summary=Summary())
-                        signed(
-                            "lapse", partial(self.after_commit, self._applier(None), report, now)
-                        )
+                        applier = self._applier(None)  # its summary counts the erasures
+                        report = BuildReport(summary=applier.summary)
+                        signed("lapse", partial(self.after_commit, applier, report, now))
                         self.emit({"event": "lapse", "due": due, **report.as_dict()})
                         last_refresh, walking = time.monotonic(), report.presign_walking > 0
-                        due = next_lapse(self.store)
+                        due, erasure = next_lapse(self.store), self.next_erasure()
+                        continue
+                    if erasure is not None and erasure <= now:  # Ord §70(1)(iii), at 00:00 JST
+                        applier = self._applier(None)  # its summary counts the erasures
+                        report = BuildReport(summary=applier.summary)
+                        signed(
+                            "retention",
+                            partial(self.after_commit, applier, report, now),
+                        )
+                        self.emit({"event": "retention", "due": epoch(erasure), **report.as_dict()})
+                        last_refresh, walking = time.monotonic(), report.presign_walking > 0
+                        due, erasure = next_lapse(self.store), self.next_erasure()
                         continue
                     if (
                         max_idle is not None
@@ -550,13 +574,12 @@ class Builder:
                         or (time.monotonic() - last_refresh > self.refresh_every())
                         or retry.due()
                     ):
-                        report = BuildReport(summary=Summary())
-                        signed(
-                            "refresh", partial(self.after_commit, self._applier(None), report, now)
-                        )
+                        applier = self._applier(None)  # its summary counts the erasures
+                        report = BuildReport(summary=applier.summary)
+                        signed("refresh", partial(self.after_commit, applier, report, now))
                         self.emit({"event": "refresh", **report.as_dict()})
                         last_refresh, walking = time.monotonic(), report.presign_walking > 0
-                        due = next_lapse(self.store)
+                        due, erasure = next_lapse(self.store), self.next_erasure()
                         approval_end = self.next_approval_end(now)
                     if walking:  # nothing waits (refreshes first: CRLs must not go stale)
                         report = BuildReport(summary=Summary())
@@ -565,7 +588,7 @@ class Builder:
                         walking = report.presign_walking > 0  # failed: none until the retry
                         continue
                     wait = interval
-                    for at in (due, approval_end):
+                    for at in (due, erasure, approval_end):
                         if at is not None:
                             wait = min(wait, max(0.0, (at - self.clock()).total_seconds()))
                     watch.wait(retry.wait(wait))  # a file renamed into the spool ends it at once
@@ -592,7 +615,7 @@ class Builder:
                     last_refresh, walking = time.monotonic(), report.presign_walking > 0
                     if stop.requested:
                         break
-                due = next_lapse(self.store)
+                due, erasure = next_lapse(self.store), self.next_erasure()
                 idle_since = time.monotonic()
         finally:
             watch.close()
@@ -838,6 +861,11 @@ class Builder:
         p.rename(kept)
         moved_in = time.time()  # the clock prune_done reads, not the file system's stamp
         os.utime(kept, (moved_in, moved_in))
+
+    def next_erasure(self) -> datetime | None:
+        """When the next revocation record may pass its retention (`apply.next_erasure`): the
+        follow loop erases it then, not at its next file or refresh."""
+        return next_erasure(self.store, self.cfg.crl.retention_period_days)
 
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,

@@ -78,6 +78,20 @@ def stale(
     return written_since is not None and kept_until(written_since, shortest) < state.horizon
 
 
+def next_erasure(
+    state: RetentionState | None, first_due: int | None, written_since: int | None, shortest: int
+) -> int | None:
+    """The earliest instant at which an erasure may fall due: the agenda of ``state``'s
+    earliest entry (``first_due``), its horizon (past it, only a scan knows), or the end of
+    the ``shortest`` period (days) of an entry recorded at ``written_since``, committed since
+    the scan (`stale`), whichever is soonest. None before the first scan. A follow loop or a
+    tick publisher sleeps no longer than it (`crlbuilder.build`)."""
+    if state is None:
+        return None
+    at = state.horizon if first_due is None else min(first_due, state.horizon)
+    return at if written_since is None else min(at, kept_until(written_since, shortest))
+
+
 def unseen_from(horizon: int, shortest: int) -> int:
     """The earliest recordedAt a scan can pass over: an entry recorded then or later falls
     due at or after ``horizon`` whatever its period (``shortest`` days or more)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -69,3 +70,40 @@ def test_day_end_keeps_the_whole_day_of_an_end_within_it() -> None:
     for start in (jst(2026, 3, 1, 0, 0, 30), jst(2026, 3, 1, 17, 5, 0)):
         assert day_end(kept_until(start, 30)) == kept_until(start, 30)
         assert day_end(start + 30 * DAY) == kept_until(start, 30)  # a stored old-rule end
+
+
+def _oracle_kept_until(start: int, days: int) -> int:
+    """`kept_until` computed independently, from calendar dates in Japan's zone (zoneinfo)."""
+    tokyo = ZoneInfo("Asia/Tokyo")
+    first = datetime.fromtimestamp(start, tokyo).date() + timedelta(days=days + 1)
+    return int(datetime(first.year, first.month, first.day, tzinfo=tokyo).timestamp())
+
+
+@pytest.mark.parametrize("days", [1, 2, 30, 3653])
+def test_first_kept_at_and_kept_until_agree_at_every_second_of_three_days(days: int) -> None:
+    # every instant from 23:59:58 JST on 28 February 2028 (a leap year) through 00:00:02 JST
+    # on 2 March: kept_until(s) >= i exactly when s >= first_kept_at(i), checked as
+    # "first_kept_at(i) is kept to i, the second before it is not", with kept_until never
+    # decreasing and equal to a calendar computation at every second of the window
+    lo, hi = jst(2028, 2, 28, 23, 59, 58), jst(2028, 3, 2, 0, 0, 2)
+    previous = kept_until(lo - 1, days)
+    oracle_day = -1
+    expected = 0
+    for s in range(lo, hi + 1):
+        got = kept_until(s, days)
+        assert previous <= got, s
+        previous = got
+        if (s + 9 * 3600) // DAY != oracle_day:  # a new JST day: ask the calendar again
+            oracle_day = (s + 9 * 3600) // DAY
+            expected = _oracle_kept_until(s, days)
+        assert got == expected, s
+        start = first_kept_at(s, days)
+        assert kept_until(start, days) >= s, s
+        assert kept_until(start - 1, days) < s, s
+    # the instants an entry is first past its period: at 00:00 JST, never a second before
+    last = jst(2028, 2, 29, 23, 59, 59)
+    assert (
+        first_kept_at(kept_until(last, days), days)
+        <= last
+        < first_kept_at(kept_until(last, days) + 1, days)
+    )

@@ -25,13 +25,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from crlbuilder.apply import past_retention
+from crlbuilder.build import Builder
 from crlbuilder.config import ConfigError, add_arguments, load_config
 from crlbuilder.crl.publish import prune_crls
+from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category, Family
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.periods import RULE, kept_until
-from crlbuilder.retention import periods_digest, scanned, stale
+from crlbuilder.retention import next_erasure, periods_digest, scanned, stale
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import LmdbReader
@@ -40,6 +42,7 @@ from responder.config import OcspConfig
 from responder.flow import OcspFlow, Unavailable
 from responder.ocsp import Ready, load_issuers
 from tests.conftest import ROOT, Built, run_tool
+from tests.support.builder import builder_config
 from tests.support.harness import Server, start_server
 from tests.test_apply import H1, World, issuance, rid, ts
 from tests.test_ocsp_flow import Quotas
@@ -628,3 +631,86 @@ def test_status_command_says_erased(erased_unknown: Erased) -> None:
     )  # fmt: skip
     doc = msgspec.json.decode(out.stdout)
     assert doc["status"] == "erased" and "category" not in doc and "revoked_at" not in doc
+
+
+# ---------------------------------------------------------------------------
+# The follow loop: a timer on the agenda, not the periodic refresh
+# ---------------------------------------------------------------------------
+
+
+def test_an_idle_follow_loop_erases_at_00_00_jst_after_the_last_day(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A record whose period ends while `build --follow` is idle is erased at 00:00 JST after
+    its last day (Civil Code §141), by the loop's timer on the agenda, not at the next file or
+    refresh (half an hour here): until then the responder answers revoked and the next CRL
+    lists it. The clock is the real one shifted, before and after a JST midnight."""
+    pki, manifest = demo_pki
+    one_day = dict.fromkeys(("sign-card", "sign-mobile", "auth-card", "auth-mobile"), 1)
+    cfg = builder_config(tmp_path, pki, delta=False, cycle_seconds=3600, retention_days=one_day)
+    issuer = next(i for i in manifest.issuers if i.id.startswith("auth-card"))
+    # the end of the period: the second JST midnight after a day a few days back
+    midnight = datetime.now(JST).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = midnight - timedelta(days=3)
+    recorded = end - timedelta(days=2) + timedelta(hours=1)  # 01:00 JST: 1 day, first not counted
+    assert kept_until(int(recorded.timestamp()), 1) == int(end.timestamp())
+    issued = recorded - timedelta(days=10)
+    holder = hashlib.sha256(b"retention-follow").hexdigest()
+    recs = [
+        {"type": "issuance", "id": "i1", "recorded_at": issued.isoformat(), "serial": 4343,
+         "family": "auth-card", "issuer": issuer.id, "not_before": issued.isoformat(),
+         "not_after": (recorded + timedelta(minutes=30)).isoformat(), "holder": holder},
+        {"type": "revocation-request", "id": "r1", "recorded_at": recorded.isoformat(),
+         "serial": 4343, "issuer": issuer.id, "reason": "loss"},
+    ]  # fmt: skip
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "a.jsonl").write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
+    (tmp_path / "spool").mkdir()
+    offset = [end - timedelta(seconds=60) - datetime.now(UTC)]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset[0]
+
+    log = (tmp_path / "log.jsonl").open("w")
+    b = Builder(cfg, progress=False, log=log, clock=clock)
+    try:
+        report = b.build([tmp_path / "records" / "a.jsonl"])
+        assert report.summary.applied == 2 and report.summary.erased == 0
+        key = sf.status_key(issuer.index, 4343)
+        with b.store.read() as r:
+            assert (st := r.status(key)) is not None and st.revoked
+        offset[0] = end - timedelta(seconds=2) - datetime.now(UTC)
+        # the spool is polled every 10 s and refreshes come every half hour: only a timer on
+        # the agenda wakes the loop before max_idle ends it
+        b.follow(tmp_path / "spool", 10.0, max_idle=1.5)
+        after = clock()
+        with b.store.read() as r:
+            st = r.status(key)
+        assert st is not None and st.erased, "not erased when its period ended"
+        assert after >= end
+    finally:
+        b.close()
+        log.close()
+    events = [
+        e
+        for line in (tmp_path / "log.jsonl").read_bytes().splitlines()
+        if (e := msgspec.json.decode(line))["event"] not in ("warning", "build")
+    ]
+    assert [(e["event"], e["erased_past_retention"]) for e in events] == [("retention", 1)]
+    assert events[0]["due"] == int(end.timestamp())
+
+
+def test_the_next_erasure_is_the_agendas_first_entry_its_horizon_or_an_entry_written_since() -> (
+    None
+):
+    """What an idle loop may sleep to (`crlbuilder.retention.next_erasure`): an entry written
+    after the scan may fall due before the agenda's first entry, at the end of its shortest
+    period counted from the day after its day (00:00 JST), never later."""
+    state = scanned(jst(2026, 3, 1, 12), "p")  # horizon 31 March 12:00 JST
+    assert next_erasure(None, None, None, 30) is None  # no scan yet: the next build scans
+    assert next_erasure(state, None, None, 30) == state.horizon
+    assert next_erasure(state, jst(2026, 3, 5), None, 30) == jst(2026, 3, 5)
+    assert next_erasure(state, jst(2026, 4, 5), None, 30) == state.horizon
+    # written at 00:00:30 JST on 1 March: 2-30 March for 29 days, due 00:00 on 31 March
+    assert next_erasure(state, None, jst(2026, 3, 1, 0, 0, 30), 29) == jst(2026, 3, 31)
+    assert next_erasure(state, jst(2026, 3, 5), jst(2026, 3, 1, 0, 0, 30), 29) == jst(2026, 3, 5)

@@ -466,6 +466,15 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_RETENTION)
         return sf.retention_state_decoder.decode(raw) if raw else None
 
+    def first_retention_due(self) -> int | None:
+        """The earliest due instant the retention agenda lists (`DB_RETENTION`), None when it
+        lists none (or a read-only open of a store made before the agenda)."""
+        db = self._dbs.get(sf.DB_RETENTION)
+        if db is None:
+            return None
+        cur = self._txn.cursor(db=db)
+        return sf.split_retention_key(cur.key())[0] if cur.first() else None
+
     def revoked_written_from(self) -> int | None:
         """The earliest recordedAt of the CRL entries committed since the agenda's scan
         (`META_REVOKED_FROM`), None when none was."""
