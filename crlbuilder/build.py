@@ -646,7 +646,7 @@ class Builder:
         (or ``max_idle`` seconds with no record to read: ticks that write nothing, the CRL
         signer's own among them, are no work), refreshing answers and CRLs like the
         spool loop, and, with ``tick_every``, publishing ticks that often and when a lapse
-        falls due. CRLs between nodes (`crl.shipping`): the signer's ``ship`` gets each
+        or an erasure past retention falls due (`next_lapse`, `next_erasure`). CRLs between nodes (`crl.shipping`): the signer's ``ship`` gets each
         refresh's report (the CRLs it produced); a node without CA keys calls ``fetch_crls``
         at every turn of the loop. A consumer that delivers nothing for ``stall_after``
         seconds while the stream holds more is opened again from the last commit.
@@ -722,10 +722,13 @@ class Builder:
             """One turn of the loop; True when the loop is done."""
             nonlocal last_tick, last_head, last_read, idle_since, last_fetch_crls, walking
             if tick_every and follow:
-                due = next_lapse(self.store)
+                # a tick as soon as a lapse or an erasure falls due: every node writes it at
+                # that tick, not up to tick_every later (one a second at most: while the
+                # stream's clock is behind this node's, the tick writes nothing and is repeated)
+                dues = [t for t in (next_lapse(self.store), self.next_erasure()) if t is not None]
                 since = time.monotonic() - last_tick
-                lapse_due = due is not None and due <= self.clock() and since >= 1.0
-                if since >= tick_every or lapse_due:
+                time_due = bool(dues) and min(dues) <= self.clock() and since >= 1.0
+                if since >= tick_every or time_due:
                     consumer.tick(self.clock())
                     last_tick = time.monotonic()
             if fetch_crls is not None and time.monotonic() - last_fetch_crls >= 1.0:

@@ -92,7 +92,8 @@ class StreamSection(_Section):
     """How long the server waits for this node's acknowledgement before delivering again."""
     tick_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     """Publish a tick (the stream's time, which dates lapses and erasures on every node) this
-    often, and when a 30-day lapse falls due; 0: this node publishes none. Set it on one node,
+    often, and when a 30-day lapse or an erasure past retention falls due; 0: this node
+    publishes none. Set it on one node,
     the CRL signer."""
     crl_bucket: str = "JPKI_CRLS"
     """The object store bucket of CRL files: the node with ``crl.enabled`` (the one holding

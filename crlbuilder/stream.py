@@ -30,9 +30,9 @@ before applying a batch, a node writes the 30-day move-out lapses (異動等失�
 §31(2)) due by the time JetStream stored the batch's last message (`Delivered.at`, the
 stream leader's clock, replicated with the message), and at a tick (a message with no
 record) it also erases what passed its retention (Ord §70(1)(iii)). One node (the CRL
-signer, ``stream.tick_seconds``) publishes ticks periodically and when a lapse falls due,
-so lapses are written on every node at the same stream position within a tick of their
-due instant. Both steps are idempotent as of an instant, so a node killed between them and
+signer, ``stream.tick_seconds``) publishes ticks periodically and when a lapse or an
+erasure falls due (00:00 JST after a retention period's last day), so both are written on
+every node at the same stream position, at the tick of their due instant. Both steps are idempotent as of an instant, so a node killed between them and
 the batch's commit repeats them as no-ops.
 
 At least once, applied once: a node acknowledges a batch (AckAll on its last message) only

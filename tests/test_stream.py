@@ -13,6 +13,7 @@ store's sequence and ends with the same bytes as a node never interrupted.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import resource
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +42,7 @@ from crlbuilder.jetstream import Cluster, ClusterError, parse_servers, replicas_
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Answer, CertStatus, Family
+from crlbuilder.periods import kept_until
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import changes_start
@@ -427,6 +429,100 @@ def test_max_idle_ends_the_ticking_signer_once_ticks_write_nothing(
         ticks = consumer.last_seq() - total
     assert seq >= total and took < 30.0, f"max_idle never ended the loop ({took:.1f} s)"
     assert ticks >= 2, ticks  # it did tick meanwhile (a tick every 0.2 s once caught up)
+
+
+class Shifted(Consumer):
+    """The stream's consumer as of a clock shifted by ``shift``, the builder's with it: the
+    stream leader's clock (`Delivered.at`) read the same way, and the ticks published noted."""
+
+    shift = timedelta(0)
+    ticks: list[datetime]
+
+    def fetch(self, n: int, timeout: float) -> list[Delivered]:
+        return [dataclasses.replace(d, at=d.at + self.shift) for d in super().fetch(n, timeout)]
+
+    def tick(self, at: datetime) -> None:
+        super().tick(at)
+        self.ticks = [*getattr(self, "ticks", []), at]
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_the_signer_ticks_when_an_erasure_falls_due_so_every_node_erases_then(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A revocation record whose retention ends at 00:00 JST after its last day (Ord
+    §70(1)(iii)) while the stream is quiet is erased on every node at a tick the signer
+    publishes then, not at its next periodic tick (an hour here): the signer ticks when the
+    next erasure falls due, as when a lapse does. The clocks (the builder's and the stream
+    leader's as the nodes read it) are the real one shifted to just before a JST midnight."""
+    pki, manifest = demo_pki
+    jst = timezone(timedelta(hours=9))
+    one_day = dict.fromkeys(("sign-card", "sign-mobile", "auth-card", "auth-mobile"), 1)
+    cfgs = []
+    for name in ("signer", "other"):
+        c = node_config(tmp_path / name, pki, cluster.source, "erasetick")
+        cfgs.append(msgspec.structs.replace(
+            c, crl=msgspec.structs.replace(c.crl, retention_days=one_day)))  # fmt: skip
+    a, b = cfgs
+    same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
+    issuer = next(i for i in manifest.issuers if i.id.startswith("auth-card"))
+    end = datetime.now(jst).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    recorded = end - timedelta(days=2) + timedelta(hours=1)  # kept 1 day, the first not counted
+    assert kept_until(int(recorded.timestamp()), 1) == int(end.timestamp())
+    issued = recorded - timedelta(days=10)
+    recs = [
+        {"type": "issuance", "id": "i1", "recorded_at": issued.isoformat(), "serial": 4343,
+         "family": "auth-card", "issuer": issuer.id, "not_before": issued.isoformat(),
+         "not_after": (recorded + timedelta(minutes=30)).isoformat(),
+         "holder": hashlib.sha256(b"erase-tick").hexdigest()},
+        {"type": "revocation-request", "id": "r1", "recorded_at": recorded.isoformat(),
+         "serial": 4343, "issuer": issuer.id, "reason": "loss"},
+    ]  # fmt: skip
+    records = tmp_path / "erase.jsonl"
+    records.write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
+    offset = [end - timedelta(seconds=30) - datetime.now(UTC)]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset[0]
+
+    key = sf.status_key(issuer.index, 4343)
+
+    def status(node: Builder) -> sf.StatusRecord:
+        with node.store.read() as r:
+            st = r.status(key)
+        assert st is not None
+        return st
+
+    assert publish_files(a, cluster, [records]) == 2
+    watchdog = threading.Timer(40.0, os.kill, (os.getpid(), signal.SIGINT))
+    with follower(a, cluster, Shifted) as (builder, consumer):
+        builder.clock = clock
+        consumer.shift = offset[0]
+        consumer.tick(clock())  # a periodic tick 30 s before the end: the agenda is made
+        builder.consume(consumer, tail_wait=0.5)
+        assert status(builder).revoked and not status(builder).erased
+        # 3 s before the end, no periodic tick for an hour: only a tick when the erasure
+        # falls due erases it before max_idle ends the loop
+        offset[0] = end - timedelta(seconds=3) - datetime.now(UTC)
+        consumer.shift, consumer.ticks = offset[0], []
+        watchdog.start()
+        try:
+            builder.consume(consumer, follow=True, max_idle=6.0, tail_wait=0.5, interval=0.1,
+                            tick_every=3600.0)  # fmt: skip
+        finally:
+            watchdog.cancel()
+        ticks, erased = consumer.ticks, status(builder).erased
+    assert erased, "not erased at 00:00 JST: no tick when the erasure fell due"
+    assert len(ticks) == 1 and end <= ticks[0] < end + timedelta(seconds=2), ticks
+    # another node reads the same stream later: it erases at the same tick, the same bytes
+    with follower(b, cluster, Shifted) as (other, consumer):
+        other.clock = clock
+        consumer.shift = offset[0]
+        other.consume(consumer, tail_wait=0.5)
+        assert status(other).erased
+    assert feed(a) == feed(b)
+    assert dump(a) == dump(b)
 
 
 @pytest.mark.integration
