@@ -241,7 +241,7 @@ def _crl_exchange(
 
         return _ship, None
     fetcher = Fetcher(cluster, bucket, builder.store, builder.manifest, directory,
-                      cfg.stream.replicas)  # fmt: skip
+                      cfg.stream.replicas, keep_days=cfg.crl.keep_days)  # fmt: skip
 
     def _fetch() -> object:
         try:

@@ -411,9 +411,39 @@ def test_crl_files_are_kept_through_the_last_day_old_index_entries_too(tmp_path:
             c.put_crl_file(2, entry)
     assert kept_until(made, 30) == jst(2026, 4, 1)
     for now in (jst(2026, 3, 31, 0, 0, 30), jst(2026, 3, 31, 23, 59, 59)):
-        assert prune_crls(w.store, tmp_path / "crl", now) == 0
-    assert prune_crls(w.store, tmp_path / "crl", jst(2026, 4, 1)) == 2
+        assert prune_crls(w.store, tmp_path / "crl", now, 30) == 0
+    assert prune_crls(w.store, tmp_path / "crl", jst(2026, 4, 1), 30) == 2
     assert not list((tmp_path / "crl").iterdir())
+
+
+def test_an_old_index_entry_made_at_00_00_00_jst_is_kept_through_its_last_day(
+    tmp_path: Path,
+) -> None:
+    """An earlier builder stored ``this_update + keep_days * 86400``: for a file made at
+    exactly 00:00:00 JST that is itself a midnight, one day before the end counted from the
+    day after its day (初日不算入, `kept_until`). The file is kept to the later of the two;
+    an end stored later than the one ``crl.keep_days`` gives now (the days since lowered)
+    is kept too."""
+    w = World(tmp_path)
+    (tmp_path / "crl").mkdir()
+    made = jst(2026, 3, 1)  # 00:00:00 JST
+    for number, keep_until in ((1, made + 30 * DAY), (2, made + 40 * DAY)):
+        (tmp_path / "crl" / f"{number}.crl").write_bytes(b"x")
+        entry = sf.CrlFileEntry(
+            issuer=ISSUER, number=number, delta=False, base_number=0, path=f"{number}.crl",
+            this_update=made, next_update=made + DAY, entries=0, size=1, sha256="00",
+            keep_until=keep_until,
+        )  # fmt: skip
+        with Commit(w.store) as c:
+            c.put_crl_file(2, entry)
+    assert made + 30 * DAY == jst(2026, 3, 31) and kept_until(made, 30) == jst(2026, 4, 1)
+    for now in (jst(2026, 3, 31), jst(2026, 3, 31, 23, 59, 59)):
+        assert prune_crls(w.store, tmp_path / "crl", now, 30) == 0, "pruned a day early"
+    assert prune_crls(w.store, tmp_path / "crl", jst(2026, 4, 1), 30) == 1
+    assert [p.name for p in (tmp_path / "crl").iterdir()] == ["2.crl"]
+    assert made + 40 * DAY == jst(2026, 4, 10)
+    assert prune_crls(w.store, tmp_path / "crl", jst(2026, 4, 9, 23, 59, 59), 30) == 0
+    assert prune_crls(w.store, tmp_path / "crl", jst(2026, 4, 10), 30) == 1
 
 
 def test_a_retention_in_seconds_is_refused_for_days(tmp_path: Path) -> None:

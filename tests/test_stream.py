@@ -617,7 +617,9 @@ def run_node(
             )
             return seq, []
         seq = b.consume(consumer)
-        return seq, Fetcher(c, bucket, b.store, b.manifest, directory).fetch(int(time.time()))
+        return seq, Fetcher(
+            c, bucket, b.store, b.manifest, directory, keep_days=cfg.crl.keep_days
+        ).fetch(int(time.time()))
     finally:
         c.close()
         b.close()
@@ -704,9 +706,14 @@ def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written
     try:
         # the other issuers' CRLs are fetched; this one is refused
         with pytest.raises(ShippingError, match=rf"{a.issuer} CRL {a.number}: .*signature"):
-            Fetcher(c, "CRLS_BAD", b_.store, b_.manifest, Path(node.crl.directory)).fetch(
-                int(time.time())
-            )
+            Fetcher(
+                c,
+                "CRLS_BAD",
+                b_.store,
+                b_.manifest,
+                Path(node.crl.directory),
+                keep_days=node.crl.keep_days,
+            ).fetch(int(time.time()))
         assert not (Path(node.crl.directory) / f"{a.issuer}.crl").exists()
         with b_.store.read() as r:
             idx = next(i.index for i in r.issuers() if i.id == a.issuer)
@@ -766,7 +773,8 @@ def test_a_pointer_replaced_while_a_keyless_node_reads_it_is_read_again_not_wait
 
     def fetch() -> None:
         try:
-            outcome.append(Fetcher(c, "CRLS_RACE", b.store, b.manifest, directory, timeout=1.0)
+            outcome.append(Fetcher(c, "CRLS_RACE", b.store, b.manifest, directory, timeout=1.0,
+                                   keep_days=node.crl.keep_days)
                            .fetch(int(time.time())))  # fmt: skip
         except ClusterError as e:
             outcome.append(e)
@@ -785,7 +793,9 @@ def test_a_pointer_replaced_while_a_keyless_node_reads_it_is_read_again_not_wait
         assert "no chunk within 1 s (replaced or deleted while read)" in str(outcome[0])
         until(lambda: consumers() == 0, 30, "the abandoned read's consumer to go")
         monkeypatch.undo()
-        placed = Fetcher(c, "CRLS_RACE", b.store, b.manifest, directory).fetch(int(time.time()))
+        placed = Fetcher(
+            c, "CRLS_RACE", b.store, b.manifest, directory, keep_days=node.crl.keep_days
+        ).fetch(int(time.time()))
     finally:
         c.close()
         b.close()

@@ -240,7 +240,7 @@ class CrlPublisher:
         )  # fmt: skip
 
     def _prune(self, now: int) -> int:
-        return prune_crls(self.store, self.dir, now)
+        return prune_crls(self.store, self.dir, now, self.cfg.keep_days)
 
 
 def refresh_lead(cfg: CrlSection) -> int:
@@ -307,14 +307,17 @@ def place_crl(directory: Path, issuer_id: str, number: int, delta: bool, der: by
     return rel
 
 
-def prune_crls(store: Store, directory: Path, now: int) -> int:
+def prune_crls(store: Store, directory: Path, now: int, keep_days: int) -> int:
     """Delete archived CRLs past their own retention, and their index entries.
 
-    A file is kept through the whole JST day of its ``keep_until`` (`periods.day_end`,
-    Civil Code §141): an entry made by a builder that stored ``this_update + keep_days *
-    86400`` is kept to the end of that day, as `periods.kept_until` would have said."""
+    A file is kept until the later of its stored ``keep_until`` taken to the end of its JST
+    day (`periods.day_end`, Civil Code §141: an entry made by a builder that stored
+    ``this_update + keep_days * 86400``) and ``keep_days`` (``crl.keep_days``) counted
+    from the day after its ``this_update`` (`periods.kept_until`, 初日不算入): an entry
+    stored at exactly 00:00 JST by that builder is already a day's end, a day before the
+    end counted from its day. Never earlier than either."""
     with store.read() as r:
-        gone = [(key, e) for key, e in r.crl_files() if day_end(e.keep_until) <= now]
+        gone = [(key, e) for key, e in r.crl_files() if crl_kept_until(e, keep_days) <= now]
     if not gone:
         return 0
     with Commit(store) as c:
@@ -322,6 +325,11 @@ def prune_crls(store: Store, directory: Path, now: int) -> int:
             (directory / e.path).unlink(missing_ok=True)
             c.delete_crl_file(key)
     return len(gone)
+
+
+def crl_kept_until(e: sf.CrlFileEntry, keep_days: int) -> int:
+    """When a kept CRL file may be deleted (`prune_crls`)."""
+    return max(day_end(e.keep_until), kept_until(e.this_update, keep_days))
 
 
 class _Counted:

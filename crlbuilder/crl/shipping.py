@@ -133,6 +133,9 @@ class Fetcher:
     """Seconds one read of the bucket may take (`READ_TIMEOUT`)."""
     seen: dict[str, str] = field(default_factory=dict)
     """Per issuer: the digest of the pointer last handled (unchanged pointers are not read)."""
+    keep_days: int = field(kw_only=True)
+    """This node's ``crl.keep_days``: a fetched file is kept at least that long from the day
+    after it was made, as on the signer (`crlbuilder.crl.publish.prune_crls`)."""
 
     def fetch(self, now: int) -> list[sf.CrlFileEntry]:
         """Fetch every issuer's newer CRLs; returns the files placed. A shipment that does not
@@ -159,7 +162,7 @@ class Fetcher:
                     c.put_crl_file(meta.index, f)
                 c.put_crl_state(meta.index, shipment.state)
             placed.extend(shipment.files)
-        prune_crls(self.store, self.directory, now)
+        prune_crls(self.store, self.directory, now, self.keep_days)
         if errors:
             raise ShippingError("; ".join(errors))
         return placed
