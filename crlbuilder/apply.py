@@ -840,8 +840,8 @@ class Applier:
           (`_new_version`).
         """
         made = epoch(this.notified_at)
-        kept = b.c.move_in(holder)
-        if kept is not None and _followed(kept, this):
+        kept = b.c.move_ins(holder)
+        if _followed(kept, this):
             return self._followed_move_out(b, holder, pending, kept, this.notified_at)
         if pending is not None and pending.notified_at > made:
             if rules.ends_before_lapse(this, from_epoch(pending.notified_at)):
@@ -859,22 +859,18 @@ class Applier:
         self, b: _Batch, holder: bytes, pending: sf.PendingMoveOut | None, made: datetime
     ) -> bool:
         """A move-in notice (転入届) made at ``made``: it ends the pending move-out notice (転出届)
-        it follows (Act §31(2)), and is kept (`store.format.MoveIn`, the latest one made) for
-        the move-out notices whose records arrive after it (`_followed_move_out`). True when it
-        stopped a lapse not yet written."""
-        kept = b.c.move_in(holder)
-        ended = kept.ended if kept is not None else 0
+        it follows (Act §31(2)), and is kept (`store.format.MoveIn`, the latest
+        `store.format.MAX_MOVE_INS` made, earliest first) for the move-out notices whose records
+        arrive after it (`_followed_move_out`). True when it stopped a lapse not yet written."""
+        ended = 0
         stopped = False
         if pending is not None and epoch(made) >= pending.notified_at:
             # a move-in notice made before the pending move-out notice is no 転入届 following
             # it (Act §31(2)): by when each was made, not by when their records arrived
             self._end_pending(b, holder, pending, made)
-            ended = max(ended, pending.notified_at)
+            ended = pending.notified_at
             stopped = not pending.lapsed_at
-        latest = max(epoch(made), kept.notified_at if kept is not None else 0)
-        now = sf.MoveIn(notified_at=latest, ended=ended)
-        if now != kept:
-            b.c.put_move_in(holder, now)
+        _keep_move_ins(b, holder, b.c.move_ins(holder), epoch(made), ended)
         return stopped
 
     def _followed_move_out(
@@ -882,20 +878,21 @@ class Applier:
         b: _Batch,
         holder: bytes,
         pending: sf.PendingMoveOut | None,
-        kept: sf.MoveIn,
+        kept: list[sf.MoveIn],
         made: datetime,
     ) -> bool:
         """A move-out notice (転出届) made at ``made`` that a move-in notice already applied
         followed (`_followed`): its record came after the move-in's, and it starts no 30-day
         lapse (Act §31(2)). Applied as the two would have been in the order they were made: it
-        replaces a pending notice made no later than itself, which the move-in then ends too.
-        True when that stopped a lapse not yet written."""
+        replaces a pending notice made no later than itself, which the move-in then ends too;
+        it is kept as ended by the earliest kept move-in made after it. True when that stopped
+        a lapse not yet written."""
         stopped = False
         if pending is not None and pending.notified_at <= epoch(made):
             self._end_pending(b, holder, pending, made)
             stopped = not pending.lapsed_at
-        if kept.ended < epoch(made):
-            b.c.put_move_in(holder, msgspec.structs.replace(kept, ended=epoch(made)))
+        after = next(m for m in kept if m.notified_at >= epoch(made))
+        _keep_move_ins(b, holder, kept, after.notified_at, epoch(made))
         return stopped
 
     def _end_pending(
@@ -1118,17 +1115,29 @@ def due_instant(recorded_at: int, not_after: int, days: int) -> int:
     return max(kept_until(recorded_at, days), not_after)
 
 
-def _followed(kept: sf.MoveIn, notice: rules.MoveOutNotice) -> bool:
+def _followed(kept: list[sf.MoveIn], notice: rules.MoveOutNotice) -> bool:
     """Whether the move-out notice was ended before its lapse was due by a notice the holder
-    made later (`rules.ends_before_lapse`), as far as ``kept`` tells: the latest move-in notice
-    made, or the latest move-out notice a move-in ended (it replaced this one). Only the latest
-    of each is kept (`store.format.DB_MOVE_INS`): a move-out record that arrives after a later
-    move-out and move-in of the holder is judged by those."""
+    made later (`rules.ends_before_lapse`), as far as ``kept`` tells: a kept move-in notice, or
+    a move-out notice one of them ended (it replaced this one). Only the latest
+    `store.format.MAX_MOVE_INS` move-ins are kept (`store.format.DB_MOVE_INS`): a move-out
+    record that arrives after more later moves of the holder than that is judged by those."""
     return any(
         rules.ends_before_lapse(notice, from_epoch(at))
-        for at in (kept.notified_at, kept.ended)
+        for m in kept
+        for at in (m.notified_at, m.ended)
         if at
     )
+
+
+def _keep_move_ins(b: _Batch, holder: bytes, kept: list[sf.MoveIn], made: int, ended: int) -> None:
+    """Keep the move-in notice made at ``made`` (epoch seconds), which ended the move-out notice
+    made at ``ended`` (0: none), with the holder's ``kept`` ones (earliest first): one entry per
+    instant, the latest move-out it ended, the latest `store.format.MAX_MOVE_INS` made."""
+    by_made = {m.notified_at: m.ended for m in kept}
+    by_made[made] = max(by_made.get(made, 0), ended)
+    now = [sf.MoveIn(at, by_made[at]) for at in sorted(by_made)][-sf.MAX_MOVE_INS :]
+    if now != kept:
+        b.c.put_move_ins(holder, now)
 
 
 def _taken_at(taken: Iterable[sf.Taken], family: Family, not_before: int) -> int | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from crlbuilder.apply import epoch
+from crlbuilder.store import format as sf
 from tests.orderperm import (
     Outcome,
     Rec,
@@ -188,24 +189,38 @@ def test_limit_abroad_deletion_read_before_its_notice_takes_the_window(world: Wo
     assert set(seen) == {"exact", "abroad-deletion-read-without-its-notice"}
 
 
-def test_limit_only_the_latest_move_in_is_kept(world: World) -> None:
+def test_two_moves_differ_only_where_a_lapse_was_written_first(world: World) -> None:
     """Two moves: 転出届 X (day 10, due day 46) followed by 転入届 I (day 20), 転出届 Y (day 60, due
-    day 96) followed by 転入届 J (day 70). In the order made nothing lapses. The builder keeps
-    only the latest move-in made: X read after J is judged by J (too late for X) and lapses,
-    and so it does when Y, or a record dated after X's due instant, is read while X waits for
-    I (the lapse is then written first). Every order that differs revokes the certificate by
-    the lapse, and each is explained by one of these two limits."""
+    day 96) followed by 転入届 J (day 70). In the order made nothing lapses. X read after J is
+    judged by I, kept with J (was: only the latest move-in kept, 53 of 120 orders lapsed). What
+    differs is only where X's lapse was written before I was read: Y, or a record dated after
+    X's due instant, read while X waits for I (Act §34(1)(2))."""
     recs = [auth(0), move_out(10, 15), move_in(20), move_out(60, 65), move_in(70)]
     run = Run.of(world, "two-moves", recs, (LATE,))
     seen = check(run)
     diff = differing(run)
     assert {o.certs["A"][:2] for o in diff.values()} == {(True, "resident-change")}
-    assert len(diff) == 53
-    assert set(seen) == {
-        "exact",
-        "only-the-latest-move-in-kept",
-        "lapse-written-before-the-notice-that-ended-it",
-    }
+    assert len(diff) == 15
+    assert all(label.index("O@10>15") < label.index("I@20") for label in diff)  # X before I
+    assert set(seen) == {"exact", "lapse-written-before-the-notice-that-ended-it"}
+
+
+def test_limit_more_move_ins_than_kept(world: World) -> None:
+    """X (made day 10, due day 46) followed by I (day 20), then `MAX_MOVE_INS` more move-ins
+    (from day 50): the made order, and X's record read after I and after the later ones but the
+    last (I still kept: X starts nothing), or after them all (I dropped: X is judged by those
+    kept, too late for it, and lapses)."""
+    later = [move_in(50 + 5 * n) for n in range(sf.MAX_MOVE_INS)]
+    recs = [auth(0), move_out(10, 15), move_in(20), *later]
+    x, last = 1, len(recs) - 1
+    rest = [i for i in range(len(recs)) if i not in (x, last)]
+    orders = [(*rest, x, last), (*rest, last, x)]
+    run = Run.of(world, "more-move-ins", recs, (LATE,), orders=orders)
+    seen = check(run)
+    diff = differing(run)
+    assert list(diff) == [run.label(2)]
+    assert diff[run.label(2)].certs["A"][:2] == (True, "resident-change")
+    assert set(seen) == {"exact", "more-move-ins-than-kept"}
 
 
 # --- seeded random scenarios, every arrival order ---------------------------------------------

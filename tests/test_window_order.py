@@ -289,15 +289,21 @@ def test_act_31_2_a_late_move_out_replayed_changes_nothing(world: World) -> None
     assert ap.summary.duplicates == 3 and ap.summary.applied == 0
     assert dump_store(world.store) == before
     with world.store.read() as r:
-        kept = r.move_in(holder_key())
-    assert kept is not None and kept.notified_at == int((T0 + timedelta(days=60)).timestamp())
+        kept = r.move_ins(holder_key())
+    assert kept == [sf.MoveIn(epoch_day(60), ended=epoch_day(30))]  # M, which ended Y (and X)
 
 
-def test_kept_move_in_is_one_per_holder_the_latest_made_two_instants_and_no_record_id(
+def epoch_day(day: float) -> int:
+    return int((T0 + timedelta(days=day)).timestamp())
+
+
+def test_kept_move_ins_are_the_latest_made_per_holder_two_instants_each_and_no_record_id(
     world: World,
 ) -> None:
-    """Bounded: one entry per holder, the latest move-in made (an earlier one arriving later does
-    not replace it); it holds two instants under the holder key, nothing of the records."""
+    """Bounded: one entry per holder, a list of the latest `MAX_MOVE_INS` move-ins made, earliest
+    first (an earlier one arriving later takes its place by when it was made), each two
+    instants (when it was made, the move-out notice it ended) under the holder key, nothing
+    of the records."""
     world.apply([issuance(102, "auth-card-g1", H1)])
     world.apply([change(61, "move-in-notice", notified_at=ts(60)),
                  change(62, "move-in-notice", notified_at=ts(50)),
@@ -305,8 +311,61 @@ def test_kept_move_in_is_one_per_holder_the_latest_made_two_instants_and_no_reco
                         notified_at=ts(35))])  # fmt: skip
     [(key, value)] = dump_store(world.store)[sf.DB_MOVE_INS.decode()]
     assert key == holder_key()
-    at = int((T0 + timedelta(days=60)).timestamp())
-    assert msgspec.json.decode(value) == {"notified_at": at, "ended": at - 25 * 86400}
+    # the move-out made on day 35 is ended by the first move-in made after it, on day 50
+    assert msgspec.json.decode(value) == [[epoch_day(50), epoch_day(35)], [epoch_day(60), 0]]
+    later = [100 + 10 * n for n in range(sf.MAX_MOVE_INS - 1)]
+    world.apply([change(d + 1, "move-in-notice", notified_at=ts(d)) for d in later])
+    [(key, value)] = dump_store(world.store)[sf.DB_MOVE_INS.decode()]
+    assert msgspec.json.decode(value) == [[epoch_day(d), 0] for d in [60, *later]]
+
+
+def two_moves() -> dict[str, dict[str, object]]:
+    """Two moves: the 転出届 X made on day 10 (due day 46), the 転入届 I on day 20, the 転出届 Y on
+    day 60 (due day 96), the 転入届 J on day 70. Each record arrives on day 100."""
+    return {
+        "X": change(100, "move-out-notice", planned_date=(T0 + timedelta(days=15)).date()
+                    .isoformat(), notified_at=ts(10)),
+        "I": change(100, "move-in-notice", notified_at=ts(20)),
+        "Y": change(100, "move-out-notice", planned_date=(T0 + timedelta(days=65)).date()
+                    .isoformat(), notified_at=ts(60)),
+        "J": change(100, "move-in-notice", notified_at=ts(70)),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("order", ["IJXY", "JIXY", "IYJX", "YJIX", "JIYX"])
+def test_act_31_2_move_out_read_after_a_later_move_is_judged_by_the_move_in_that_followed_it(
+    world: World, order: str
+) -> None:
+    """X's record read after J's (a later move): X is judged by I, which followed it in time,
+    not by J, made too late for X; by the order they were made nothing lapses."""
+    world.apply([issuance(102, "auth-card-g1", H1)])
+    published(world)
+    notices = two_moves()
+    world.apply([notices[k] for k in order])
+    assert world.quarantined() == []
+    assert lapse_state(world) == (0, False)
+    assert sweep_long_after(world) == 0
+    assert not world.status("auth-card-g1", 102).revoked
+    with world.store.read() as r:
+        assert [m.notified_at for m in r.move_ins(holder_key())] == [epoch_day(20), epoch_day(70)]
+
+
+@pytest.mark.parametrize("later", [sf.MAX_MOVE_INS - 1, sf.MAX_MOVE_INS])
+def test_act_31_2_a_move_out_read_after_more_move_ins_than_kept_lapses(
+    world: World, later: int
+) -> None:
+    """The bound (docs/records.md): X (made day 10, due day 46) followed by I (day 20), then
+    ``later`` move-ins (from day 50), X's record last. While I is among the latest
+    `MAX_MOVE_INS` made X starts nothing; once ``MAX_MOVE_INS`` later ones pushed it out, X is
+    judged by those, too late for it, and lapses."""
+    world.apply([issuance(102, "auth-card-g1", H1)])
+    published(world)
+    notices = two_moves()
+    moves = [change(200, "move-in-notice", notified_at=ts(50 + 5 * n)) for n in range(later)]
+    world.apply([notices["I"], *moves, {**notices["X"], "recorded_at": ts(200)}])
+    assert world.quarantined() == []
+    sweep_long_after(world)
+    assert world.status("auth-card-g1", 102).revoked == (later >= sf.MAX_MOVE_INS)
 
 
 def test_act_31_2_older_move_out_recorded_after_a_later_one_lapsed_adds_no_lapse(

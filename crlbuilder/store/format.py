@@ -27,7 +27,8 @@ changes       commit u32 [| issuer u16 |     commit marker (4 B key): committed_
 retention     due u64 | issuer u16 |         empty: the retention agenda (`crlbuilder.retention`)
               serial 20 B
 lapses        planned date u32 | holder 32 B empty: the move-out notices not lapsed yet
-moveins       holder 32 B                    `MoveIn` JSON: the latest move-in notice made
+moveins       holder 32 B                    `MoveIn` JSON list: the latest move-in notices
+                                             made (at most 8)
 taken         holder 32 B                    `Taken` JSON list: resident changes that took
                                              card certificates at once
 ============= ============================== =========================================
@@ -86,11 +87,15 @@ their planned date: `lapse_key`, empty values. `crlbuilder.store.writer.Commit` 
 ``pending`` in the same transaction; complete through the commit `META_LAPSES` names, so the
 builder finds the next lapse without reading every notice kept."""
 DB_MOVE_INS: Final = b"moveins"
-"""The latest move-in notice (転入届) each holder made, `MoveIn` under the holder key: a move-out
-notice (転出届) whose record arrives after the move-in that followed it is judged by it and
-starts no 30-day lapse (Act §31(2)). One per holder at most (a later-made notice replaces an
-earlier one), never deleted: bounded by the holders, as ``links`` is. Absent from a store a
-builder of an earlier version wrote: its move-outs are judged without it."""
+"""The move-in notices (転入届) each holder made, a JSON list of `MoveIn` under the holder key,
+earliest first: a move-out notice (転出届) whose record arrives after the move-in that followed it
+is judged by it and starts no 30-day lapse (Act §31(2)), whatever later moves of the holder were
+read first. At most `MAX_MOVE_INS` per holder, the latest made; never deleted: bounded by the
+holders, as ``links`` is. Absent from a store a builder of an earlier version wrote: its
+move-outs are judged without it."""
+MAX_MOVE_INS: Final = 8
+"""The move-in notices kept per holder in `DB_MOVE_INS`: a move-out record read after more than
+this many later move-ins of the holder is judged by those kept (and lapses, `docs/records.md`)."""
 DB_TAKEN: Final = b"taken"
 """The resident changes (異動) of each holder that took card certificates at once (Act §12,
 §31(1)(3)), a JSON list of `Taken` under the holder key, earliest first: an issuance record that
@@ -608,18 +613,18 @@ class PendingMoveOut(msgspec.Struct, frozen=True, kw_only=True):
     later (a deletion, a late move-in) is still judged by this notice's dates."""
 
 
-class MoveIn(msgspec.Struct, frozen=True, kw_only=True):
-    """What the builder keeps of a holder's move-in notices (転入届, 住民基本台帳法 §22(1)) for
-    the move-out notices (転出届) whose records arrive after them (Act §31(2)): two instants,
-    no record id, no place. Under the holder key (a keyed digest) in `DB_MOVE_INS`."""
+class MoveIn(msgspec.Struct, frozen=True, array_like=True):
+    """A move-in notice (転入届, 住民基本台帳法 §22(1)) the holder made, kept for the move-out
+    notices (転出届) whose records arrive after it (Act §31(2), `DB_MOVE_INS`): two instants,
+    no record id, no place."""
 
     notified_at: int
-    """When the holder made the latest move-in notice applied (epoch seconds)."""
+    """When the holder made it (epoch seconds)."""
     ended: int = 0
-    """When the latest move-out notice that a move-in notice ended was made (0: none): a
-    move-out notice made before it and whose lapse was not due by then was replaced by it
-    before lapsing (the pending notice is the latest one made), so it starts no lapse of its
-    own when its record comes late."""
+    """When the latest move-out notice it ended was made (0: none known): a move-out notice
+    made before that one and whose lapse was not due by then was replaced by it before lapsing
+    (the pending notice is the latest one made), so it starts no lapse of its own when its
+    record comes late. Never after ``notified_at``."""
 
 
 class Taken(msgspec.Struct, frozen=True, array_like=True):
@@ -705,7 +710,7 @@ issuer_meta_list_decoder: Final = msgspec.json.Decoder(list[IssuerMeta])
 crl_state_decoder: Final = msgspec.json.Decoder(CrlState)
 ocsp_state_decoder: Final = msgspec.json.Decoder(OcspState)
 pending_decoder: Final = msgspec.json.Decoder(PendingMoveOut)
-move_in_decoder: Final = msgspec.json.Decoder(MoveIn)
+move_ins_decoder: Final = msgspec.json.Decoder(list[MoveIn])
 taken_decoder: Final = msgspec.json.Decoder(list[Taken])
 crl_file_decoder: Final = msgspec.json.Decoder(CrlFileEntry)
 announcement_decoder: Final = msgspec.json.Decoder(Announcement)

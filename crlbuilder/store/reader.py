@@ -498,12 +498,12 @@ class LmdbReader(ReaderRules):
         for k in self._txn.cursor(db=db).iternext(values=False):
             yield sf.split_lapse_key(k)
 
-    def move_in(self, holder: bytes) -> sf.MoveIn | None:
-        """What the builder keeps of the holder's move-in notices (`store.format.DB_MOVE_INS`),
-        or None (none applied, or a read-only open of a store made before it)."""
+    def move_ins(self, holder: bytes) -> list[sf.MoveIn]:
+        """The holder's move-in notices the builder keeps (`store.format.DB_MOVE_INS`), earliest
+        first; empty when none (or a read-only open of a store made before it)."""
         db = self._dbs.get(sf.DB_MOVE_INS)
         raw = None if db is None else self._txn.get(holder, db=db)
-        return sf.move_in_decoder.decode(raw) if raw is not None else None
+        return sf.move_ins_decoder.decode(raw) if raw is not None else []
 
     def taken(self, holder: bytes) -> list[sf.Taken]:
         """The holder's resident changes that took card certificates (`store.format.DB_TAKEN`),

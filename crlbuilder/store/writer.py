@@ -435,10 +435,10 @@ class Commit(LmdbReader):
         self._lapses_whole = self.wrote = True
         return len(items)
 
-    def put_move_in(self, holder: bytes, move_in: sf.MoveIn) -> None:
-        """What the builder keeps of the holder's move-in notices (`store.format.MoveIn`): its
-        own state, read by no answer, so it moves no commit."""
-        self._put(sf.DB_MOVE_INS, holder, msgspec.json.encode(move_in), change=False)
+    def put_move_ins(self, holder: bytes, move_ins: list[sf.MoveIn]) -> None:
+        """The holder's move-in notices the builder keeps (`store.format.DB_MOVE_INS`): its own
+        state, read by no answer, so it moves no commit."""
+        self._put(sf.DB_MOVE_INS, holder, msgspec.json.encode(move_ins), change=False)
 
     def put_taken(self, holder: bytes, taken: list[sf.Taken]) -> None:
         """The holder's resident changes that took card certificates (`store.format.DB_TAKEN`):
