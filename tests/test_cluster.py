@@ -50,23 +50,12 @@ from tests.conftest import Built
 from tests.support import procs
 from tests.support.harness import ocsp_request
 from tests.support.nats import Node, Nodes, haproxy, nats_cluster
-from tests.support.store import dump_store
+from tests.support.store import node_state
 from tests.support.wait import until
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_clock]
 
 PARTY = "both-verifier"
-COMPARED = (
-    b"status",
-    b"revoked",
-    b"links",
-    b"holders",
-    b"consents",
-    b"pending",
-    b"moveins",
-    b"taken",
-    b"applied",
-)
 
 
 class Client:
@@ -144,7 +133,7 @@ def stream_seq(store: Path) -> int:
 
 
 def dump(store: Path) -> object:
-    return dump_store(store, skip=[n for n in sf.ALL_DBS if n not in COMPARED])
+    return node_state(store)
 
 
 def valid(built: Built, a: Answer) -> bool:

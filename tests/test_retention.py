@@ -393,15 +393,11 @@ def test_an_agenda_made_by_the_old_counting_erases_nothing_early(
     assert state is not None and state.periods == periods_digest(lambda f, c: 30)
 
 
-def test_crl_files_are_kept_through_the_last_day_old_index_entries_too(tmp_path: Path) -> None:
-    """A CRL file is kept ``crl.keep_days`` from the day after the day it was made (Act §16:
-    これを作成した日から); an index entry an earlier builder wrote (``this_update +
-    keep_days * 86400``) is kept to the end of that day too."""
-    w = World(tmp_path)
-    made = jst(2026, 3, 1, 0, 0, 30)
-    (tmp_path / "crl").mkdir()
-    for number, keep_until in ((1, made + 30 * DAY), (2, kept_until(made, 30))):
-        (tmp_path / "crl" / f"{number}.crl").write_bytes(b"x")
+def _index_crl_files(w: World, directory: Path, made: int, ends: tuple[int, ...]) -> None:
+    """CRL files numbered from 1, made at ``made``, in ``directory`` and in the store's index
+    with the ``keep_until`` of ``ends`` (one file each), as a builder would have kept them."""
+    for number, keep_until in enumerate(ends, start=1):
+        (directory / f"{number}.crl").write_bytes(b"x")
         entry = sf.CrlFileEntry(
             issuer=ISSUER, number=number, delta=False, base_number=0, path=f"{number}.crl",
             this_update=made, next_update=made + DAY, entries=0, size=1, sha256="00",
@@ -409,6 +405,16 @@ def test_crl_files_are_kept_through_the_last_day_old_index_entries_too(tmp_path:
         )  # fmt: skip
         with Commit(w.store) as c:
             c.put_crl_file(2, entry)
+
+
+def test_crl_files_are_kept_through_the_last_day_old_index_entries_too(tmp_path: Path) -> None:
+    """A CRL file is kept ``crl.keep_days`` from the day after the day it was made (Act §16:
+    これを作成した日から); an index entry an earlier builder wrote (``this_update +
+    keep_days * 86400``) is kept to the end of that day too."""
+    w = World(tmp_path)
+    made = jst(2026, 3, 1, 0, 0, 30)
+    (tmp_path / "crl").mkdir()
+    _index_crl_files(w, tmp_path / "crl", made, (made + 30 * DAY, kept_until(made, 30)))
     assert kept_until(made, 30) == jst(2026, 4, 1)
     for now in (jst(2026, 3, 31, 0, 0, 30), jst(2026, 3, 31, 23, 59, 59)):
         assert prune_crls(w.store, tmp_path / "crl", now, 30) == 0
@@ -427,15 +433,7 @@ def test_an_old_index_entry_made_at_00_00_00_jst_is_kept_through_its_last_day(
     w = World(tmp_path)
     (tmp_path / "crl").mkdir()
     made = jst(2026, 3, 1)  # 00:00:00 JST
-    for number, keep_until in ((1, made + 30 * DAY), (2, made + 40 * DAY)):
-        (tmp_path / "crl" / f"{number}.crl").write_bytes(b"x")
-        entry = sf.CrlFileEntry(
-            issuer=ISSUER, number=number, delta=False, base_number=0, path=f"{number}.crl",
-            this_update=made, next_update=made + DAY, entries=0, size=1, sha256="00",
-            keep_until=keep_until,
-        )  # fmt: skip
-        with Commit(w.store) as c:
-            c.put_crl_file(2, entry)
+    _index_crl_files(w, tmp_path / "crl", made, (made + 30 * DAY, made + 40 * DAY))
     assert made + 30 * DAY == jst(2026, 3, 31) and kept_until(made, 30) == jst(2026, 4, 1)
     for now in (jst(2026, 3, 31), jst(2026, 3, 31, 23, 59, 59)):
         assert prune_crls(w.store, tmp_path / "crl", now, 30) == 0, "pruned a day early"

@@ -64,7 +64,7 @@ from tests.support import procs
 from tests.support.builder import builder_config
 from tests.support.nats import NatsCluster, free_ports, nats_server
 from tests.support.softhsm import keys_into_token, make_token
-from tests.support.store import dump_store
+from tests.support.store import dump_store, node_state
 from tests.support.wait import until
 
 KEY = bytes(range(32))
@@ -175,18 +175,6 @@ def test_servers_parse_and_refuse_what_is_no_nats_server() -> None:
 # Integration: a real cluster
 # ---------------------------------------------------------------------------
 
-COMPARED = (
-    b"status",
-    b"revoked",
-    b"links",
-    b"holders",
-    b"consents",
-    b"pending",
-    b"moveins",
-    b"taken",
-    b"applied",
-)
-
 
 @pytest.fixture
 def cluster(nats: NatsCluster) -> NatsCluster:
@@ -264,8 +252,7 @@ def feed(cfg: BuilderConfig) -> tuple[bytes, list[tuple[sf.StreamGroup | None, b
 
 
 def dump(cfg: BuilderConfig) -> dict[str, list[tuple[bytes, bytes]]]:
-    skip = [n for n in sf.ALL_DBS if n not in COMPARED]
-    return dump_store(Path(cfg.store.path), skip=skip)
+    return node_state(Path(cfg.store.path))
 
 
 @pytest.mark.integration
