@@ -527,6 +527,17 @@ class Builder:
         retry = SigningRetry(self.emit)  # a token gone: records applied, signing retried
         signed = retry.run
 
+        def idle_step(event: str, now: datetime, **fields: object) -> None:
+            """What follows a commit, run with no file read (a lapse due, an erasure due, a
+            refresh), reported as ``event``; its summary counts the erasures."""
+            nonlocal last_refresh, walking, due, erasure
+            applier = self._applier(None)
+            report = BuildReport(summary=applier.summary)
+            signed(event, partial(self.after_commit, applier, report, now))
+            self.emit({"event": event, **fields, **report.as_dict()})
+            last_refresh, walking = time.monotonic(), report.presign_walking > 0
+            due, erasure = next_lapse(self.store), self.next_erasure()
+
         try:
             while not stop.requested:
                 if done.is_dir():
@@ -543,23 +554,10 @@ class Builder:
                 if not files:
                     now = self.clock()
                     if due is not None and due <= now:
-                        applier = self._applier(None)  # its summary counts the erasures
-                        report = BuildReport(summary=applier.summary)
-                        signed("lapse", partial(self.after_commit, applier, report, now))
-                        self.emit({"event": "lapse", "due": due, **report.as_dict()})
-                        last_refresh, walking = time.monotonic(), report.presign_walking > 0
-                        due, erasure = next_lapse(self.store), self.next_erasure()
+                        idle_step("lapse", now, due=due)
                         continue
                     if erasure is not None and erasure <= now:  # Ord §70(1)(iii), at 00:00 JST
-                        applier = self._applier(None)  # its summary counts the erasures
-                        report = BuildReport(summary=applier.summary)
-                        signed(
-                            "retention",
-                            partial(self.after_commit, applier, report, now),
-                        )
-                        self.emit({"event": "retention", "due": epoch(erasure), **report.as_dict()})
-                        last_refresh, walking = time.monotonic(), report.presign_walking > 0
-                        due, erasure = next_lapse(self.store), self.next_erasure()
+                        idle_step("retention", now, due=epoch(erasure))
                         continue
                     if (
                         max_idle is not None
@@ -574,12 +572,7 @@ class Builder:
                         or (time.monotonic() - last_refresh > self.refresh_every())
                         or retry.due()
                     ):
-                        applier = self._applier(None)  # its summary counts the erasures
-                        report = BuildReport(summary=applier.summary)
-                        signed("refresh", partial(self.after_commit, applier, report, now))
-                        self.emit({"event": "refresh", **report.as_dict()})
-                        last_refresh, walking = time.monotonic(), report.presign_walking > 0
-                        due, erasure = next_lapse(self.store), self.next_erasure()
+                        idle_step("refresh", now)
                         approval_end = self.next_approval_end(now)
                     if walking:  # nothing waits (refreshes first: CRLs must not go stale)
                         report = BuildReport(summary=Summary())
