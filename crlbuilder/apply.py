@@ -382,6 +382,7 @@ class Applier:
         keep_time: bool,
         agenda: bool = False,
         lookahead: int = LOOKAHEAD,
+        crls: bool = False,
     ) -> int:
         """Erase the revocation records whose retention has passed (Ord §70(1)(iii)); returns how many.
 
@@ -401,6 +402,12 @@ class Applier:
         and while it is not stale, from the agenda alone: the same records either way. The
         scan runs in the erasure's write transaction, so that no entry is committed between
         the scan and its agenda.
+
+        With ``crls`` (a builder that publishes CRLs, ``crl.enabled``), each erased entry
+        that its issuer's last full CRL lists (written by the commit that CRL reflects, and
+        not yet past its retention when that CRL was made) is kept in ``erased``
+        (`store.format.DB_ERASED`) in the same transaction, so that the next CRL takes it
+        off at once (`crlbuilder.crl.publish`) rather than at the next full CRL's cycle.
         """
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
@@ -442,9 +449,16 @@ class Applier:
                     k for k in c.take_retention(now) if (at := due_at(k)) is not None and at <= now
                 ]
             due.sort()  # key order, from the agenda as from the scan
+            bases: dict[int, sf.CrlState] = {}
             for key in due:
                 st = c.status(key)
                 assert st is not None
+                if crls:
+                    index = int.from_bytes(key[:2], "big")
+                    if index not in bases:
+                        bases[index] = c.crl_state(index)
+                    if listed_by_base(c.revoked_entry(key), due_at(key), bases[index]):
+                        c.keep_erased(key, now)
                 c.erase(key, st, keep_time=keep_time)
         if due:
             self.summary.commits += 1
@@ -1105,6 +1119,15 @@ def past_retention(recorded_at: int, not_after: int, now: int, days: int) -> boo
     certificate's notAfter.
     """
     return due_instant(recorded_at, not_after, days) <= now
+
+
+def listed_by_base(entry: sf.RevokedEntry | None, due: int | None, state: sf.CrlState) -> bool:
+    """Whether the issuer's last full CRL (``state``: its number, the commit it reflects, its
+    thisUpdate) lists the CRL entry ``entry`` that falls due at ``due``: written by then, and
+    not past its retention at that CRL's thisUpdate (`crlbuilder.crl.publish`, `past_retention`)."""
+    if entry is None or due is None or not state.base_number:
+        return False
+    return entry.commit <= state.base_commit and due > state.base_this_update
 
 
 def due_instant(recorded_at: int, not_after: int, days: int) -> int:

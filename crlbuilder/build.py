@@ -494,6 +494,7 @@ class Builder:
             self.cfg.crl.retention_period_days,
             keep_time=self.cfg.crl.erased_answer == "revoked",
             agenda=True,
+            crls=self.cfg.crl.enabled,  # the next CRL takes off what the last full one lists
         )
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:

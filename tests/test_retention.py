@@ -672,7 +672,8 @@ def test_an_idle_follow_loop_erases_at_00_00_jst_after_the_last_day(
     """A record whose period ends while `build --follow` is idle is erased at 00:00 JST after
     its last day (Civil Code §141), by the loop's timer on the agenda, not at the next file or
     refresh (half an hour here): until then the responder answers revoked and the next CRL
-    lists it. The clock is the real one shifted, before and after a JST midnight."""
+    lists it; then the same turn issues a CRL without it. The clock is the real one shifted,
+    before and after a JST midnight."""
     pki, manifest = demo_pki
     one_day = dict.fromkeys(("sign-card", "sign-mobile", "auth-card", "auth-mobile"), 1)
     cfg = builder_config(tmp_path, pki, delta=False, cycle_seconds=3600, retention_days=one_day)
@@ -726,6 +727,11 @@ def test_an_idle_follow_loop_erases_at_00_00_jst_after_the_last_day(
     ]
     assert [(e["event"], e["erased_past_retention"]) for e in events] == [("retention", 1)]
     assert events[0]["due"] == int(end.timestamp())
+    # the same turn issues the next full CRL without it (no deltas here), a day before its cycle
+    made = [(c["number"], c["delta"]) for c in events[0]["crls"] if c["issuer"] == issuer.id]
+    assert made == [(2, False)], "the CRL being served still lists the erased record"
+    served = x509.load_der_x509_crl((tmp_path / "crl" / f"{issuer.id}.crl").read_bytes())
+    assert served.get_revoked_certificate_by_serial_number(4343) is None
 
 
 def test_the_next_erasure_is_the_agendas_first_entry_its_horizon_or_an_entry_written_since() -> (

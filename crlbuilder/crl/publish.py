@@ -12,6 +12,16 @@ our texts); a record past it is left out once its certificate has expired
 (`crlbuilder.apply.past_retention`, the rule by which the store erases it,
 Ord §70(1)(iii)).
 
+An erasure takes its entries off the CRL at once, not at the next full CRL's cycle: the
+erasure keeps, in the store, the entries the issuer's last full CRL lists
+(`store.format.DB_ERASED`), and the next run (the one that follows the erasure's commit:
+`build`, each turn of `build --follow`, the stream signer's refresh after the tick that
+erased) takes them off. With delta CRLs, the delta lists each one with reasonCode
+removeFromCRL (8), on the same base (RFC 5280 §5.2.4, §5.3.1: removeFromCRL only in a
+delta, for an entry its base lists), until the next full CRL, which lists none of them;
+without deltas, a new full CRL is issued at once (the next CRL number; thisUpdate now,
+and the full CRL cycle counted from it). A full CRL never carries removeFromCRL.
+
 Files: ``DIR/<issuer>.crl`` and ``DIR/<issuer>-delta.crl`` are the current
 ones (replaced atomically; the certificates' CRL distribution points name
 them); every produced CRL is also kept as ``DIR/archive/<issuer>/<number>-
@@ -39,8 +49,9 @@ issuingDistributionPoint, one distribution point per issuer generation.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +61,7 @@ from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.apply import past_retention
 from crlbuilder.config import DEFAULT_RETENTION_DAYS, CrlSection
-from crlbuilder.crl.encode import encode_crl, write_crl_file
+from crlbuilder.crl.encode import REMOVE_FROM_CRL, encode_crl, write_crl_file
 from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Category
@@ -134,6 +145,7 @@ class CrlPublisher:
     ) -> list[sf.CrlFileEntry]:
         with self.store.read() as r:
             state = r.crl_state(issuer.index)
+            erased = taken_off(r.erased_listed(issuer.index), state.base_commit)
         # a store rebuilt (or restored) behind what this directory already published goes on
         # after it: CRL numbers only grow (RFC 5280 §5.2.3), and no archived CRL is overwritten
         state.number = max(state.number, published_number(self.dir, issuer.id))
@@ -143,6 +155,9 @@ class CrlPublisher:
             or now - state.base_this_update >= self.cfg.full_every_seconds
             or full_lapsing(state.base_this_update, now, self.cfg)
             or state.base_signer != signer_key
+            # entries erased past their retention that it lists: without deltas to take them
+            # off, a full CRL without them now (Ord §70(1)(iii): no longer provided)
+            or bool(erased and not self.cfg.delta)
         )
         out: list[sf.CrlFileEntry] = []
         retention = {
@@ -157,6 +172,7 @@ class CrlPublisher:
                 entry = self._produce(
                     issuer, cert, signer, r, state.number, now, None, retention, since_commit=None
                 )
+                erased = []  # the new base lists none of them: its deltas take nothing off
                 out.append(entry)
                 state.base_number, state.base_commit, state.base_this_update = (
                     state.number,
@@ -169,7 +185,7 @@ class CrlPublisher:
                 out.append(
                     self._produce(
                         issuer, cert, signer, r, state.number, now, state.base_number, retention,
-                        since_commit=state.base_commit,
+                        since_commit=state.base_commit, removed=erased,
                     )
                 )  # fmt: skip
         if not out:  # no deltas, and the full CRL is neither due nor lapsing: nothing new
@@ -180,6 +196,8 @@ class CrlPublisher:
             for e in out:
                 c.put_crl_file(issuer.index, e)
             c.put_crl_state(issuer.index, state)
+            if full_due:  # erased by the commit the new full CRL reflects: not on it
+                c.drop_erased(issuer.index, state.base_commit)
         return out
 
     def _entries(
@@ -217,10 +235,12 @@ class CrlPublisher:
         delta_base: int | None,
         retention: dict[int, int],
         since_commit: int | None,
+        removed: Sequence[tuple[bytes, int]] = (),
     ) -> sf.CrlFileEntry:
         delta = delta_base is not None
         cycle = self.cfg.delta_cycle_seconds if delta else self.cfg.cycle_seconds
-        counted = _Counted(self._entries(r, issuer, now, retention, since_commit))
+        listed = self._entries(r, issuer, now, retention, since_commit)
+        counted = _Counted(with_removals(listed, removed, r) if delta else listed)
         der = encode_crl(
             issuer=cert,
             signer=signer,
@@ -241,6 +261,31 @@ class CrlPublisher:
 
     def _prune(self, now: int) -> int:
         return prune_crls(self.store, self.dir, now, self.cfg.keep_days)
+
+
+def taken_off(erased: list[tuple[bytes, int, int]], base_commit: int) -> list[tuple[bytes, int]]:
+    """(status key, erased at) of the entries erased past their retention since the last full
+    CRL (``base_commit``) that it lists (`store.format.DB_ERASED`, kept by the erasure only for
+    those: `crlbuilder.apply.listed_by_base`): what the next CRL must take off."""
+    return [(key, at) for key, commit, at in erased if commit > base_commit]
+
+
+def with_removals(
+    listed: Iterator[tuple[int, int, int]], removed: Sequence[tuple[bytes, int]], r: StoreReader
+) -> Iterator[tuple[int, int, int]]:
+    """A delta CRL's entries: ``listed`` (ascending serials) and, merged in serial order, one
+    removeFromCRL (8) entry per erased entry its base lists (RFC 5280 §5.2.4, §5.3.1: the
+    base and the delta then say together that the serial is no longer on the CRL). Its
+    revocationDate is the erasure's instant, not the revocation's: the erased record's time
+    is no longer provided (`crl.erased_answer`), and a delta's reader takes the entry off
+    whatever its date. A serial listed again since (not expected: an erased status is not
+    revoked anew) keeps its listing."""
+    off = [
+        (int.from_bytes(key[2:], "big"), at, REMOVE_FROM_CRL)
+        for key, at in removed
+        if r.revoked_entry(key) is None
+    ]
+    return heapq.merge(listed, off, key=lambda e: e[0])
 
 
 def refresh_lead(cfg: CrlSection) -> int:

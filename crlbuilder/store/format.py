@@ -106,6 +106,14 @@ read after a change it applied is judged without it (it stays good)."""
 MAX_TAKEN: Final = 8
 """The changes kept per holder in `DB_TAKEN`: a certificate issued before an older one, whose
 record arrives after all of them, is revoked at the earliest change kept after its issuance."""
+DB_ERASED: Final = b"erased"
+"""The CRL entries erased past their retention (Ord §70(1)(iii)) that the issuer's last full CRL
+lists: status key, `pack_erased` values (the erasing commit and its instant; nothing of the
+record). Written in the erasure's transaction by a builder that publishes CRLs; the next CRL
+of the issuer is issued at once, a delta listing them removeFromCRL (RFC 5280 §5.3.1) or a
+full CRL without them (`crlbuilder.crl.publish`), and a full CRL's commit deletes the
+issuer's entries. Absent from a store a builder of an earlier version wrote: nothing erased
+before is known, as before."""
 
 ALL_DBS: Final = (
     DB_STATUS,
@@ -126,9 +134,10 @@ ALL_DBS: Final = (
     DB_LAPSES,
     DB_MOVE_INS,
     DB_TAKEN,
+    DB_ERASED,
 )
 BUILDER_DBS: Final = frozenset(
-    {DB_OUTBOX, DB_QUARANTINE, DB_RETENTION, DB_LAPSES, DB_MOVE_INS, DB_TAKEN}
+    {DB_OUTBOX, DB_QUARANTINE, DB_RETENTION, DB_LAPSES, DB_MOVE_INS, DB_TAKEN, DB_ERASED}
 )
 """Databases only crlbuilder reads: a read-only open of a store without them still works."""
 OPTIONAL_DBS: Final = frozenset({DB_ANNOUNCEMENTS, DB_CHANGES})
@@ -479,6 +488,20 @@ def split_retention_key(k: bytes | memoryview) -> tuple[int, bytes]:
     """(due instant, status key) of a `retention_key`."""
     (biased,) = _RETENTION_KEY.unpack_from(k)
     return int(biased) - _RETENTION_BIAS, bytes(k[_RETENTION_KEY.size :])
+
+
+_ERASED: Final = struct.Struct(">Iq")
+
+
+def pack_erased(commit: int, erased_at: int) -> bytes:
+    """A `DB_ERASED` value: the commit that erased the entry and when (epoch seconds)."""
+    return _ERASED.pack(commit, erased_at)
+
+
+def unpack_erased(value: bytes | memoryview) -> tuple[int, int]:
+    """(commit, erased_at) of a `pack_erased` value."""
+    commit, at = _ERASED.unpack(value)
+    return int(commit), int(at)
 
 
 _LAPSE_DAY: Final = struct.Struct(">I")

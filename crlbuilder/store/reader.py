@@ -475,6 +475,17 @@ class LmdbReader(ReaderRules):
         cur = self._txn.cursor(db=db)
         return sf.split_retention_key(cur.key())[0] if cur.first() else None
 
+    def erased_listed(self, issuer_index: int) -> list[tuple[bytes, int, int]]:
+        """(status key, erasing commit, erased at) of the issuer's CRL entries erased past
+        their retention that its last full CRL lists (`DB_ERASED`), in key order; none in a
+        store made before it."""
+        if self._dbs.get(sf.DB_ERASED) is None:
+            return []
+        return [
+            (key, *sf.unpack_erased(value))
+            for key, value in self._range(sf.DB_ERASED, issuer_index)
+        ]
+
     def revoked_written_from(self) -> int | None:
         """The earliest recordedAt of the CRL entries committed since the agenda's scan
         (`META_REVOKED_FROM`), None when none was."""

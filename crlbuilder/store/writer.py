@@ -244,6 +244,19 @@ class Commit(LmdbReader):
         self._delete(sf.DB_REVOKED, key)
         self._drop_answer(key)
 
+    def keep_erased(self, key: bytes, at: int) -> None:
+        """``key``'s CRL entry, erased at ``at`` by this commit, is listed by its issuer's last
+        full CRL (`DB_ERASED`): the next CRL must take it off (`crlbuilder.crl.publish`)."""
+        self._put(sf.DB_ERASED, key, sf.pack_erased(self.seq, at), change=False)
+
+    def drop_erased(self, issuer_index: int, through: int) -> int:
+        """Forget the issuer's `DB_ERASED` entries erased by commit ``through`` or before: a full
+        CRL reflecting that commit lists none of them. Returns how many went."""
+        gone = [k for k, commit, _ in self.erased_listed(issuer_index) if commit <= through]
+        for key in gone:
+            self._delete(sf.DB_ERASED, key, change=False)
+        return len(gone)
+
     def list_revoked(self, key: bytes, family: int, at: int, reason: int) -> None:
         """A serial listed on an imported CRL (a group appliance): revoked at ``at`` with
         ``reason``, no legal category, no holder, recorded when revoked."""

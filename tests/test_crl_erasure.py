@@ -1,0 +1,233 @@
+"""Erased revocation records leave the CRL at once (Ord §70(1)(iii); RFC 5280 §5.2.4, §5.3.1).
+
+A revocation record past its retention (政令で定める期間, Act §11-§14, §30-§33) is erased from
+the store and no longer provided. The CRL its issuer serves must follow at the next run, not
+at the next full CRL's cycle (a day with the shipped settings): without delta CRLs a new full
+CRL is issued at once; with them the delta on the same base lists the entry with reasonCode
+removeFromCRL (8), so a group appliance importing deltas drops it too. The builds here are
+pinned to instants around a JST midnight (``--as-of``), so they pass at any hour, date or
+time zone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import msgspec
+import pytest
+from cryptography import x509
+
+from crlbuilder.apply import listed_by_base
+from crlbuilder.build import Builder, BuildReport
+from crlbuilder.crl.importer import CrlImporter
+from crlbuilder.manifest import IssuerFiles, Manifest
+from crlbuilder.periods import kept_until
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from tests.support.builder import builder_config
+
+JST = timezone(timedelta(hours=9))
+ONE_DAY = dict.fromkeys(("sign-card", "sign-mobile", "auth-card", "auth-mobile"), 1)
+ERASED, KEPT = 4343, 4345
+LOSS = x509.ReasonFlags.key_compromise
+"""A lost card (``reason = "loss"``) is listed keyCompromise."""
+
+
+def _end() -> datetime:
+    """A JST midnight a few days back: the end of a one-day period (a fixed instant per run)."""
+    midnight = datetime.now(JST).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight - timedelta(days=3)
+
+
+def _records(tmp: Path, issuer: IssuerFiles, end: datetime) -> Path:
+    """ERASED, revoked at 01:00 JST two days before ``end`` (kept one day, the first not
+    counted: erased at ``end``), and KEPT, revoked a day later (erased a day after ``end``);
+    both certificates expired before."""
+    recorded = {ERASED: end - timedelta(days=2, hours=-1), KEPT: end - timedelta(days=1, hours=-1)}
+    assert kept_until(int(recorded[ERASED].timestamp()), 1) == int(end.timestamp())
+    recs: list[dict[str, object]] = []
+    for serial, at in recorded.items():
+        issued = at - timedelta(days=10)
+        recs += [
+            {"type": "issuance", "id": f"i{serial}", "recorded_at": issued.isoformat(),
+             "serial": serial, "family": "auth-card", "issuer": issuer.id,
+             "not_before": issued.isoformat(), "not_after": (at + timedelta(minutes=30)).isoformat(),
+             "holder": hashlib.sha256(b"crl-erasure %d" % serial).hexdigest()},
+            {"type": "revocation-request", "id": f"r{serial}", "recorded_at": at.isoformat(),
+             "serial": serial, "issuer": issuer.id, "reason": "loss"},
+        ]  # fmt: skip
+    path = tmp / "records" / "a.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(b"\n".join(map(msgspec.json.encode, recs)) + b"\n")
+    return path
+
+
+def _entries(der: bytes) -> dict[int, x509.ReasonFlags | None]:
+    crl = x509.load_der_x509_crl(der)
+    out: dict[int, x509.ReasonFlags | None] = {}
+    for e in crl:
+        try:
+            out[e.serial_number] = e.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        except x509.ExtensionNotFound:
+            out[e.serial_number] = None
+    return out
+
+
+def _number(der: bytes) -> int:
+    crl = x509.load_der_x509_crl(der)
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+def _made(report: BuildReport, issuer: IssuerFiles) -> list[tuple[int, bool]]:
+    """(number, delta) of the CRLs ``report``'s run made for ``issuer``."""
+    return [(e.number, e.delta) for e in report.crl_files if e.issuer == issuer.id]
+
+
+def _auth_card(manifest: Manifest) -> IssuerFiles:
+    return next(i for i in manifest.issuers if i.id.startswith("auth-card"))
+
+
+def _openssl_text(der: bytes, ca: Path, tmp: Path) -> str:
+    (tmp / "x.crl").write_bytes(der)
+    out = subprocess.run(
+        ["openssl", "crl", "-inform", "DER", "-in", str(tmp / "x.crl"), "-CAfile", str(ca),
+         "-noout", "-text"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "verify OK" in out.stdout + out.stderr
+    return out.stdout
+
+
+def test_without_deltas_an_erasure_issues_a_full_crl_at_once(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The full CRL made a minute before the end lists both; the build after the erasure,
+    seconds past the end, issues the next full CRL without ERASED, though a full CRL is
+    otherwise due only a day later; the build after that issues none (nothing to take off)."""
+    pki, manifest = demo_pki
+    cfg = builder_config(tmp_path, pki, delta=False, cycle_seconds=86_400,
+                         full_every_seconds=86_400, retention_days=ONE_DAY)  # fmt: skip
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    current = tmp_path / "crl" / f"{issuer.id}.crl"
+    b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        first = b.build([records], as_of=end - timedelta(seconds=60))
+        assert first.summary.erased == 0 and _made(first, issuer) == [(1, False)]
+        assert _entries(current.read_bytes()) == {ERASED: LOSS, KEPT: LOSS}
+        erasing = b.build([], as_of=end + timedelta(seconds=5))
+        assert erasing.summary.erased == 1
+        assert _made(erasing, issuer) == [(2, False)], "the CRL still lists the erased entry"
+        der = current.read_bytes()
+        assert _number(der) == 2 and _entries(der) == {KEPT: LOSS}
+        crl = x509.load_der_x509_crl(der)
+        assert crl.last_update_utc == end + timedelta(seconds=5)
+        with b.store.read() as r:
+            assert r.erased_listed(issuer.index) == []
+        again = b.build([], as_of=end + timedelta(seconds=10))
+        assert again.summary.erased == 0 and _made(again, issuer) == []
+        ca = pki / issuer.cert
+        assert f"{ERASED:X}" not in _openssl_text(der, ca, tmp_path)
+    finally:
+        b.close()
+
+
+def test_with_deltas_the_delta_takes_the_erased_entry_off_and_a_group_follows(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """With delta CRLs the full CRL stays; the delta on its base lists ERASED with
+    removeFromCRL (8) dated at the erasure, and KEPT (on the base) not at all. A group
+    appliance importing the full CRL and then that delta no longer holds ERASED. The next
+    full CRL lists neither ERASED nor a removeFromCRL, and its delta has none either."""
+    pki, manifest = demo_pki
+    cfg = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400, delta_cycle_seconds=3600,
+                         full_every_seconds=7200, retention_days=ONE_DAY)  # fmt: skip
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    current = tmp_path / "crl" / f"{issuer.id}.crl"
+    delta = tmp_path / "crl" / f"{issuer.id}-delta.crl"
+    group = Store.open(tmp_path / "group", readonly=False)
+    b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        first = b.build([records], as_of=end - timedelta(seconds=60))
+        assert _made(first, issuer) == [(1, False), (2, True)]
+        full = current.read_bytes()
+        importer = CrlImporter(group, manifest)
+        importer.import_der(full, as_of=end - timedelta(seconds=50))
+        erasing = b.build([], as_of=end + timedelta(seconds=5))
+        assert erasing.summary.erased == 1 and _made(erasing, issuer) == [(3, True)]
+        assert current.read_bytes() == full  # the base stays; its delta takes the entry off
+        d = delta.read_bytes()
+        parsed = x509.load_der_x509_crl(d)
+        assert (
+            parsed.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value.crl_number == 1
+        )
+        assert _entries(d) == {ERASED: x509.ReasonFlags.remove_from_crl}
+        removal = parsed.get_revoked_certificate_by_serial_number(ERASED)
+        assert removal is not None and removal.revocation_date_utc == end + timedelta(seconds=5)
+        assert "Remove From CRL" in _openssl_text(d, pki / issuer.cert, tmp_path)
+        result = importer.import_der(d, as_of=end + timedelta(seconds=20))
+        assert (result.removed, result.added) == (1, 0)
+        with group.read() as r:
+            held = {int.from_bytes(k[2:], "big") for k, _ in r.revocations(issuer.index)}
+        assert held == {KEPT}
+        # each later delta on that base takes it off again (deltas are cumulative) ...
+        later = b.build([], as_of=end + timedelta(minutes=40))
+        assert _made(later, issuer) == [(4, True)]
+        assert _entries(delta.read_bytes()) == {ERASED: x509.ReasonFlags.remove_from_crl}
+        # ... until the next full CRL, which lists it nowhere
+        full_again = b.build([], as_of=end + timedelta(hours=2))
+        assert _made(full_again, issuer) == [(5, False), (6, True)]
+        assert _entries(current.read_bytes()) == {KEPT: LOSS}
+        assert _entries(delta.read_bytes()) == {}
+        with b.store.read() as r:
+            assert r.erased_listed(issuer.index) == []
+    finally:
+        b.close()
+        group.close()
+
+
+def test_an_entry_is_taken_off_only_when_the_base_lists_it() -> None:
+    """`listed_by_base`: written by the commit the last full CRL reflects and not past its
+    retention at that CRL's thisUpdate; no full CRL yet, or an entry gone: not listed."""
+    base = sf.CrlState(number=3, base_number=2, base_commit=10, base_this_update=1000)
+
+    def entry(commit: int) -> sf.RevokedEntry:
+        return sf.RevokedEntry(revoked_at=500, reason=1, category=1, commit=commit, recorded_at=400)
+
+    assert listed_by_base(entry(10), 1001, base)
+    assert not listed_by_base(entry(11), 1001, base)  # written after the base
+    assert not listed_by_base(entry(10), 1000, base)  # already past retention when it was made
+    assert not listed_by_base(entry(10), 1001, sf.CrlState())  # no full CRL yet
+    assert not listed_by_base(None, 1001, base)
+    assert not listed_by_base(entry(10), None, base)
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_an_entry_erased_before_any_crl_was_made_is_taken_off_nothing(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest], delta: bool
+) -> None:
+    """Records whose period ended before the first build: erased by it, never on a CRL, so
+    no removeFromCRL and no extra full CRL."""
+    pki, manifest = demo_pki
+    cfg = builder_config(tmp_path, pki, delta=delta, cycle_seconds=86_400,
+                         full_every_seconds=86_400, retention_days=ONE_DAY)  # fmt: skip
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        first = b.build([records], as_of=end + timedelta(seconds=5))
+        assert first.summary.erased == 1
+        assert _made(first, issuer) == ([(1, False), (2, True)] if delta else [(1, False)])
+        with b.store.read() as r:
+            assert r.erased_listed(issuer.index) == []
+        made = {p.name: p.read_bytes() for p in (tmp_path / "crl").glob(f"{issuer.id}*.crl")}
+        assert all(ERASED not in _entries(der) for der in made.values())
+        assert _made(b.build([], as_of=end + timedelta(seconds=10)), issuer) == (
+            [(3, True)] if delta else []
+        )
+    finally:
+        b.close()
