@@ -433,6 +433,15 @@ class Shifted(Consumer):
         self.ticks = [*getattr(self, "ticks", []), at]
 
 
+def _served(cfg: BuilderConfig, issuer_id: str) -> x509.CertificateRevocationList:
+    """The full CRL a node serves for ``issuer_id`` (its current ``<issuer>.crl``)."""
+    return x509.load_der_x509_crl((Path(cfg.crl.directory) / f"{issuer_id}.crl").read_bytes())
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 @pytest.mark.parametrize("lag", [0.0, 1.5])
@@ -456,6 +465,11 @@ def test_the_signer_ticks_when_an_erasure_falls_due_so_every_node_erases_then(
         cfgs.append(msgspec.structs.replace(
             c, crl=msgspec.structs.replace(c.crl, retention_days=one_day)))  # fmt: skip
     a, b = cfgs
+    # the signer makes CRLs (full ones only, hourly): the refresh after the erasing tick
+    # issues the next one without the entry (`crlbuilder.crl.publish`), not an hour later
+    a = msgspec.structs.replace(
+        a, crl=msgspec.structs.replace(a.crl, enabled=True, delta=False, cycle_seconds=3600)
+    )
     same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
     issuer = next(i for i in manifest.issuers if i.id.startswith("auth-card"))
     end = datetime.now(jst).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
@@ -493,6 +507,8 @@ def test_the_signer_ticks_when_an_erasure_falls_due_so_every_node_erases_then(
         consumer.tick(clock())  # a periodic tick 30 s before the end: the agenda is made
         builder.consume(consumer, tail_wait=0.5)
         assert status(builder).revoked and not status(builder).erased
+        before = _served(a, issuer.id)
+        assert _crl_number(before) == 1 and before.get_revoked_certificate_by_serial_number(4343)
         # 3 s before the end, no periodic tick for an hour: only a tick when the erasure
         # falls due erases it before max_idle ends the loop
         offset[0] = end - timedelta(seconds=3) - datetime.now(UTC)
@@ -505,6 +521,9 @@ def test_the_signer_ticks_when_an_erasure_falls_due_so_every_node_erases_then(
             watchdog.cancel()
         ticks, erased = consumer.ticks, status(builder).erased
     assert erased, "not erased at 00:00 JST: no tick when the erasure fell due"
+    served = _served(a, issuer.id)
+    assert _crl_number(served) == 2, "the CRL listing the erased entry is still the one served"
+    assert served.get_revoked_certificate_by_serial_number(4343) is None
     assert end <= ticks[0] < end + timedelta(seconds=2), ticks
     assert len(ticks) == 1 if not lag else len(ticks) >= 2, ticks
     assert ticks[-1] < end + behind + timedelta(seconds=2), ticks  # a second apart at most
