@@ -22,11 +22,13 @@ from cryptography import x509
 
 from crlbuilder.apply import listed_by_base
 from crlbuilder.build import Builder, BuildReport
+from crlbuilder.config import write_facts_key
 from crlbuilder.crl.importer import CrlImporter
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.periods import kept_until
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
+from tests.conftest import ROOT, run_tool
 from tests.support.builder import builder_config
 
 JST = timezone(timedelta(hours=9))
@@ -231,3 +233,64 @@ def test_an_entry_erased_before_any_crl_was_made_is_taken_off_nothing(
         )
     finally:
         b.close()
+
+
+def test_end_to_end_shipped_settings_build_then_a_group_imports_full_and_delta(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """`crlbuilder build` with the shipped configuration (hourly deltas, a full CRL a day) but
+    a one-day period: the build a minute before the end lists ERASED, the build seconds after
+    erases it and its delta takes it off (openssl reads removeFromCRL); `crlbuilder
+    import-crl` of the served full CRL and that delta leaves a group's store without it."""
+    pki, manifest = demo_pki
+    issuer, end = _auth_card(manifest), _end()
+    _records(tmp_path, issuer, end)
+    config = tmp_path / "builder.toml"
+    shipped = (ROOT / "config" / "builder.toml").read_text(encoding="utf-8")
+    section = "[crl.retention_days_by_category.auth-card]\nrequest = 3650"
+    assert section in shipped
+    config.write_text(shipped.replace(section, section[:-4] + "1"), encoding="utf-8")
+    write_facts_key(tmp_path / "facts.key")
+    crl = tmp_path / "crl"
+
+    def build(as_of: datetime) -> dict[str, object]:
+        out = run_tool(
+            "crlbuilder", "build", "--config", str(config), "--store", str(tmp_path / "store"),
+            "--pki", str(pki), "--input", str(tmp_path / "records"),
+            "--facts-key-file", str(tmp_path / "facts.key"),
+            "--quarantine", str(tmp_path / "q.jsonl"), "--notices", str(tmp_path / "n.jsonl"),
+            "--crl-dir", str(crl), "--spool", str(tmp_path / "spool"), "--sign-workers", "1",
+            "--as-of", as_of.isoformat(), "--no-progress",
+        )  # fmt: skip
+        summary: dict[str, object] = msgspec.json.decode(out.stderr.strip().splitlines()[-1])
+        return summary
+
+    def made(summary: dict[str, object]) -> list[tuple[object, object, object]]:
+        crls = summary["crls"]
+        assert isinstance(crls, list)
+        return [(c["number"], c["delta"], c["entries"]) for c in crls if c["issuer"] == issuer.id]
+
+    assert made(build(end - timedelta(seconds=60))) == [(1, False, 2), (2, True, 0)]
+    full = (crl / f"{issuer.id}.crl").read_bytes()
+    erasing = build(end + timedelta(seconds=5))
+    assert erasing["erased_past_retention"] == 1
+    assert made(erasing) == [(3, True, 1)]
+    assert (crl / f"{issuer.id}.crl").read_bytes() == full
+    delta = crl / f"{issuer.id}-delta.crl"
+    text = _openssl_text(delta.read_bytes(), pki / issuer.cert, tmp_path)
+    assert "Delta CRL Indicator" in text and "Remove From CRL" in text and f"{ERASED:X}" in text
+    group = tmp_path / "group"
+    out = run_tool(
+        "crlbuilder", "import-crl", "--store", str(group), "--pki", str(pki),
+        "--as-of", (end + timedelta(seconds=20)).isoformat(), str(crl / f"{issuer.id}.crl"),
+        str(delta),
+    )  # fmt: skip
+    lines = [msgspec.json.decode(x) for x in out.stderr.splitlines() if x.startswith("{")]
+    assert [(x["number"], x["removed"]) for x in lines] == [(1, 0), (3, 1)], out.stderr
+    store = Store.open(group, readonly=True)
+    try:
+        with store.read() as r:
+            held = {int.from_bytes(k[2:], "big") for k, _ in r.revocations(issuer.index)}
+    finally:
+        store.close()
+    assert held == {KEPT}
