@@ -3,7 +3,7 @@
 A revocation record is kept for the period set by Cabinet order (政令で定める期間) for its
 family and category, from the day it was recorded (Act §11-§14, §16-10-§16-13, §30-§33,
 §35-10-§35-13). Past it, and once the certificate has expired, it is erased from the store
-and left out of the next full CRL, and OCSP answers what the configuration says: ``unknown``
+and taken off the CRL by the next run (tests/test_crl_erasure.py), and OCSP answers what the configuration says: ``unknown``
 by default, or ``revoked`` with the time only.
 """
 

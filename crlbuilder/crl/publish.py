@@ -2,8 +2,8 @@
 
 For each issuer generation, each run produces a full CRL when none exists yet, the
 last full one is older than ``full_every_seconds`` or would pass its nextUpdate before
-the next run (`full_lapsing`), and a delta CRL listing what was revoked since the
-last full one (RFC 5280 §5.2.4,
+the next run (`full_lapsing`), or, without deltas, lists entries erased since (below),
+and a delta CRL listing what was revoked since the last full one (RFC 5280 §5.2.4,
 deltaCRLIndicator; full CRLs point at the delta with freshestCRL). Full and
 delta CRLs share one CRL number sequence per issuer. A full CRL lists every
 revocation whose record is still within its retention period (政令で定める期間,
@@ -18,7 +18,8 @@ erasure keeps, in the store, the entries the issuer's last full CRL lists
 `build`, each turn of `build --follow`, the stream signer's refresh after the tick that
 erased) takes them off. With delta CRLs, the delta lists each one with reasonCode
 removeFromCRL (8), on the same base (RFC 5280 §5.2.4, §5.3.1: removeFromCRL only in a
-delta, for an entry its base lists), until the next full CRL, which lists none of them;
+delta, for an entry its base lists; the certificate has expired by then, `due_instant`),
+until the next full CRL, which lists none of them;
 without deltas, a new full CRL is issued at once (the next CRL number; thisUpdate now,
 and the full CRL cycle counted from it). A full CRL never carries removeFromCRL.
 
