@@ -14,7 +14,7 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
     crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
-    crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE]
+    crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE] [--json]
 
     approvals: --log FILE --anchor SEQ:SHA256 --operators FILE
                --approval NAME:file:/path --approval NAME:env:VAR
@@ -79,7 +79,7 @@ from crlbuilder.demo.pki import (
     issuer_index,
     ocsp_signer_builder,
 )
-from crlbuilder.keys import certsign, enrolments, oplog
+from crlbuilder.keys import certsign, enrolments, oplog, since
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.approval import (
     Approval,
@@ -692,30 +692,60 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
 
 
 def cmd_verify_log(args: argparse.Namespace) -> int:
-    """The chain (and its head against --anchor); with --operators, the operators file
-    against the log (`enrolments.review`): exit 1 for a broken chain or any problem."""
+    """The chain (and its head against --anchor, then every line after it: `keys.since`, for
+    the review); with --operators, the operators file against the log (`enrolments.review`):
+    exit 1 for a broken chain or any problem. With --json, one JSON document on stdout."""
     report = oplog.verify_oplog(args.log, args.anchor)
-    state = "BROKEN" if report.problems else "intact"
-    print(f"{args.log}: {report.records} records, chain {state}, head {report.anchor}")
-    for p in report.problems:
-        print(f"  {p}")
-    if args.operators is None:
-        return 1 if report.problems else 0
-    if report.problems:
-        print(f"{args.operators}: not compared (the log's chain does not hold)")
-        return 1
+    out: dict[str, Any] = {
+        "log": str(args.log),
+        "records": report.records,
+        "head": str(report.anchor),
+        "intact": not report.problems,
+        "problems": list(report.problems),
+    }
+    text = [f"{args.log}: {report.records} records, chain "
+            f"{'BROKEN' if report.problems else 'intact'}, head {report.anchor}"]  # fmt: skip
+    text += [f"  {p}" for p in report.problems]
+    failed = bool(report.problems)
+    if args.anchor is not None and not report.problems:
+        found = since.since(oplog.read_oplog(args.log), args.anchor.seq)
+        out["anchor"] = str(args.anchor)
+        out["since"] = since.as_json(found)
+        text += since.as_text(found)
+    if args.operators is not None:
+        failed = _review_operators(args, report.problems, out, text) or failed
+    if args.json:
+        print(msgspec.json.encode(out).decode())
+    else:
+        print("\n".join(text))
+    return 1 if failed else 0
+
+
+def _review_operators(
+    args: argparse.Namespace, broken: list[str], out: dict[str, Any], text: list[str]
+) -> bool:
+    """verify-log --operators: the file against the log, into ``out`` and ``text``; True for a
+    problem (or a log whose chain does not hold: not compared)."""
+    if broken:
+        text.append(f"{args.operators}: not compared (the log's chain does not hold)")
+        out["operators"] = {"compared": False}
+        return True
     exists = args.operators.exists()  # none at all: every operator the log enrols is missing
     operators = load_operators(args.operators) if exists else {}
     found = enrolments.review(enrolments.ledger(oplog.read_oplog(args.log)), operators)
     if not exists:
-        print(f"{args.operators}: no such file (compared as an empty operators file)")
+        text.append(f"{args.operators}: no such file (compared as an empty operators file)")
     verdict = f"{len(found.problems)} problem(s)" if found.problems else "accounted for by the log"
-    print(f"{args.operators}: operators and approvals {verdict}")
-    for p in found.problems:
-        print(f"  PROBLEM {p}")
-    for n in found.notes:
-        print(f"  not checked: {n}")
-    return 1 if found.problems else 0
+    text.append(f"{args.operators}: operators and approvals {verdict}")
+    text += [f"  PROBLEM {p}" for p in found.problems]
+    text += [f"  not checked: {n}" for n in found.notes]
+    out["operators"] = {
+        "compared": True,
+        "file": str(args.operators),
+        "problems": list(found.problems),
+        "not_checked": list(found.notes),
+    }
+    return bool(found.problems)
 
 
 # --- the command line -------------------------------------------------------------------
@@ -932,11 +962,21 @@ def add_cli(subparsers: Any) -> None:
 
     p = ks.add_parser("verify-log", help="check the operation log's hash chain")
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
-    p.add_argument("--anchor", type=_anchor, help="SEQ:SHA256 recorded at a ceremony")
+    p.add_argument(
+        "--anchor",
+        type=_anchor,
+        help="SEQ:SHA256 recorded at a ceremony or the last review: the log must hold it; "
+        "every line after it is listed (what was done since)",
+    )
     p.add_argument(
         "--operators",
         type=Path,
         help="also compare this operators file with the log: every credential enrolled by a "
         "line, every approval by a credential enrolled before it",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (the chain, the lines after --anchor, the operators)",
     )
     p.set_defaults(func=_guarded(cmd_verify_log))

@@ -1908,3 +1908,55 @@ def test_a_successor_ceremony_whose_manifest_cannot_be_written_takes_its_certifi
     monkeypatch.undo()
     assert main(argv) == 0
     check_successor_profile(load_manifest(pki), "sign-card-g1", "sign-card-g2")
+
+
+# --- the review: what was done since the reviewed head ------------------------------------
+
+
+@pytest.mark.integration
+def test_ord_73_3_verify_log_lists_what_was_done_since_the_reviewed_head(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The monthly review starts at the last reviewed head and must see each line after it:
+    verify-log --anchor listed nothing, only checked that the head was there."""
+    log = tmp_path / "oplog.jsonl"
+    reviewed = RECORD[log]  # the head after the two enrolments
+    common = ["--log", str(log), "--operators", str(operators)]
+    ca_key, ca_cert = token.uri("sign-card-g3"), tmp_path / "ca" / "sign-card-g3.pem"
+    new_ca = ["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation", "3",
+              "--out", str(ca_cert), *common]  # fmt: skip
+    assert main([*new_ca, *approvals(tmp_path, "alice")]) == 2  # refused: one approval
+    assert main([*new_ca, *approvals(tmp_path, "alice", "bob")]) == 0
+    p11.close_all()
+    capsys.readouterr()
+    spki = next(r.detail["spki_sha256"] for r in records(log) if r.event == "key-generated")
+
+    assert main(["keys", "verify-log", "--log", str(log), "--anchor", reviewed]) == 0
+    out = capsys.readouterr().out
+    assert "since line 2 (the head given): " in out and "1 refusal(s)" in out
+    listed = [
+        ln.split()[2] for ln in out.splitlines() if ln.startswith("  ") and ln.split()[0].isdigit()
+    ]
+    assert listed[:3] == ["ceremony-refused", "key-generated", "certificate-issued"]
+    assert f"spki_sha256={spki}" in out and "by alice+bob key pkcs11:token=" in out
+    assert "pin-source" not in out and ALICE.decode() not in out and BOB.decode() not in out
+
+    assert main(["keys", "verify-log", "--log", str(log), "--anchor", reviewed, "--json",
+                 "--operators", str(operators)]) == 0  # fmt: skip
+    doc = msgspec.json.decode(capsys.readouterr().out)
+    assert doc["intact"] and doc["anchor"] == reviewed and doc["head"] == RECORD[log]
+    lines = doc["since"]["lines"]
+    assert [ln["seq"] for ln in lines] == sorted(ln["seq"] for ln in lines) and lines[0]["seq"] > 2
+    generated = next(ln for ln in lines if ln["event"] == "key-generated")
+    assert generated["operators"] == ["alice", "bob"]
+    assert generated["key"] == ca_key.split("?")[0] and generated["detail"]["spki_sha256"] == spki
+    assert doc["since"]["signing_sessions"][ca_key.split("?")[0]]["signatures"] == 1
+    assert doc["operators"]["problems"] == [] and doc["operators"]["compared"]
+
+    # the head the review ends on lists nothing more; a head the log lacks lists nothing
+    assert main(["keys", "verify-log", "--log", str(log), "--anchor", RECORD[log]]) == 0
+    assert "0 ceremony line(s), 0 refusal(s)" in capsys.readouterr().out
+    wrong = RECORD[log][:-1] + ("0" if RECORD[log][-1] != "0" else "1")
+    assert main(["keys", "verify-log", "--log", str(log), "--anchor", wrong, "--json"]) == 1
+    doc = msgspec.json.decode(capsys.readouterr().out)
+    assert not doc["intact"] and "since" not in doc and "rewritten" in doc["problems"][0]
