@@ -79,7 +79,7 @@ from crlbuilder.demo.pki import (
     issuer_index,
     ocsp_signer_builder,
 )
-from crlbuilder.keys import certsign, enrolments, oplog, since
+from crlbuilder.keys import certsign, enrolments, logname, oplog, since
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.approval import (
     Approval,
@@ -90,6 +90,7 @@ from crlbuilder.keys.approval import (
     fingerprint,
     fingerprints,
     hash_secret,
+    load_log_name,
     load_operators,
     operators_locked,
     parse_approval,
@@ -245,6 +246,16 @@ def _two_operators(
     return _accounted(seen, fingerprints(operators, check_approvals(operators, approvals)))
 
 
+class _NotItsLog(ApprovalError):
+    """The log given is not the operators file's (`keys.logname`): refused, and not written
+    to (a mistyped --log is not a log to record a refusal in, nor to start)."""
+
+
+def _log_path(args: argparse.Namespace) -> str:
+    """The operation log's absolute path, as an operators file names it."""
+    return str(args.log.resolve())
+
+
 def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
     """The operation log's account of the operators (`enrolments.ledger`), if the log is the
     one the operators hold: it extends ``--anchor``, the head written into the last ceremony
@@ -253,8 +264,14 @@ def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
     written in by hand, would otherwise count), or, with ``--new-log``, it
     records no ceremony yet (none, or only signing sessions and refusals:
     `oplog.NO_CEREMONY_EVENTS`). ApprovalError otherwise, or if its chain does not hold
-    (what it says cannot be relied on)."""
+    (what it says cannot be relied on), or `_NotItsLog` if the operators file names another
+    log (`keys.logname`: checked first)."""
     new_log = getattr(args, "new_log", False)
+    wrong = logname.refusal(
+        load_log_name(args.operators), _log_path(args), oplog.genesis(args.log), new_log=new_log
+    )
+    if wrong is not None:
+        raise _NotItsLog(wrong)
     try:
         records = oplog.read_oplog(args.log, None if new_log else args.anchor)
     except (ChainError, OSError) as e:
@@ -312,6 +329,8 @@ def _approved(
         _hold_interrupts()
         args.approved_ceremony = desc_sha
         return dict(args.approved_by)
+    except _NotItsLog as e:
+        raise CeremonyError(f"refused, nothing done (not recorded in {args.log}): {e}") from None
     except ApprovalError as e:
         reason = str(e)
     if not args.log.exists():
@@ -661,7 +680,8 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
     written, nothing changes; if the file then cannot be written, a ``ceremony-failed`` line
     follows). The line names who authorised it, their credentials' fingerprints and the
     SHA-256 of the stored salted hash (to compare with the operators file: verify-log
-    --operators), never the secret; a refusal is ``ceremony-refused``."""
+    --operators), never the secret; a refusal is ``ceremony-refused``. The file then names
+    the log (`keys.logname`): an older file is upgraded by its next add-operator."""
     desc, sha = _describe(args, ("operators", "name", "replace", "reset"))
     args.key = str(args.operators)  # what a ceremony-refused or -failed line names
     secret = read_secret(args.secret)  # a bad source is a usage error: nothing to approve
@@ -685,7 +705,9 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
             "credential_sha256": fingerprint(stored),
         },
     )
-    add_operator(args.operators, args.name, stored, replace=change is not None)
+    genesis = oplog.genesis(args.log)  # the line above is there: the log has a first line
+    named = None if genesis is None else logname.LogName(_log_path(args), genesis)
+    add_operator(args.operators, args.name, stored, replace=change is not None, log=named)
     with contextlib.suppress(OSError):  # written and logged: output lost changes nothing
         print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
     return _done(args, desc)
@@ -733,19 +755,29 @@ def _review_operators(
     exists = args.operators.exists()  # none at all: every operator the log enrols is missing
     operators = load_operators(args.operators) if exists else {}
     found = enrolments.review(enrolments.ledger(oplog.read_oplog(args.log)), operators)
+    problems, notes = list(found.problems), list(found.notes)
+    named = load_log_name(args.operators)
+    wrong = logname.refusal(named, _log_path(args), oplog.genesis(args.log), new_log=False)
+    if wrong is not None:
+        problems.insert(0, wrong)
+    elif named is None and exists:
+        notes.append(
+            "the operators file names no operation log (written by an earlier version): the "
+            "next add-operator names this one"
+        )
     if not exists:
         text.append(f"{args.operators}: no such file (compared as an empty operators file)")
-    verdict = f"{len(found.problems)} problem(s)" if found.problems else "accounted for by the log"
+    verdict = f"{len(problems)} problem(s)" if problems else "accounted for by the log"
     text.append(f"{args.operators}: operators and approvals {verdict}")
-    text += [f"  PROBLEM {p}" for p in found.problems]
-    text += [f"  not checked: {n}" for n in found.notes]
+    text += [f"  PROBLEM {p}" for p in problems]
+    text += [f"  not checked: {n}" for n in notes]
     out["operators"] = {
         "compared": True,
         "file": str(args.operators),
-        "problems": list(found.problems),
-        "not_checked": list(found.notes),
+        "problems": problems,
+        "not_checked": notes,
     }
-    return bool(found.problems)
+    return bool(problems)
 
 
 # --- the command line -------------------------------------------------------------------

@@ -624,6 +624,9 @@ def _bootstrapped_under_another_log(tmp_path: Path, operators: Path) -> list[str
     argv = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "mallory", "mallory2"))
     argv[argv.index("--log") + 1] = str(tmp_path / "other.jsonl")
     assert main(argv) == 0  # a third, so that carol's reset is asked of the real log
+    # as an older operators file, naming no log (one naming other.jsonl is refused before
+    # the approvals are read: test_an_operators_file_names_its_log_...)
+    write_by_hand(operators, load_operators(operators))
     return approvals(tmp_path, "mallory", "mallory2")
 
 
@@ -828,6 +831,9 @@ def test_ord_74_3_names_no_line_enrols_do_not_approve_on_an_old_log_or_a_new_one
     operators.write_bytes(full)
     other = enrol(tmp_path, operators, "erin", *approvals(tmp_path, "alice", "bob"))
     other[other.index("--log") + 1] = str(tmp_path / "new.jsonl")
+    assert main(other) == 2  # dave's enrolment named the log in the file: not this one
+    assert "--new-log starts a log only at" in capsys.readouterr().err
+    write_by_hand(operators, load_operators(operators))  # an older file, naming no log
     assert main(other) == 2
     assert "approved by alice, whom no line before it enrols" in capsys.readouterr().err
 
@@ -1960,3 +1966,90 @@ def test_ord_73_3_verify_log_lists_what_was_done_since_the_reviewed_head(
     assert main(["keys", "verify-log", "--log", str(log), "--anchor", wrong, "--json"]) == 1
     doc = msgspec.json.decode(capsys.readouterr().out)
     assert not doc["intact"] and "since" not in doc and "rewritten" in doc["problems"][0]
+
+
+# --- the operators file names its log -------------------------------------------------------
+
+
+def test_an_operators_file_names_its_log_and_a_stray_log_is_refused(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """add-operator --new-log with a mistyped --log started a stray log there and wrote into
+    the real operators file a credential the real log did not enrol (alice refused from then
+    on). The file now names its log (path, first line's SHA-256): a --new-log elsewhere, or a
+    ceremony given another log, is refused, neither file nor log written."""
+    log = tmp_path / "oplog.jsonl"
+    genesis = head_of_line(log, 1).partition(":")[2]
+    text = operators.read_text()
+    assert f'path = "{log.resolve()}"' in text and f'genesis = "{genesis}"' in text
+    before = operators.read_bytes()
+
+    stray = tmp_path / "oplog.jsnol"  # the typo
+    secret_file(tmp_path, "alicenew", b"alice-new-secret-01")
+    replace = ["keys", "add-operator", "--operators", str(operators), "--name", "alice",
+               "--secret", f"file:{tmp_path / 'alicenew.secret'}", "--replace",
+               "--current-secret", f"file:{tmp_path / 'alice.secret'}"]  # fmt: skip
+    capsys.readouterr()
+    assert main([*replace, "--log", str(stray), "--new-log"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--new-log starts a log only at {log.resolve()}" in err, err
+    assert "not recorded in" in err and "secret-0" not in err
+    assert operators.read_bytes() == before and not stray.exists()
+
+    # another pair's log, at its own head: a ceremony given it is refused, and not written to
+    other, other_ops = tmp_path / "other.jsonl", tmp_path / "other.toml"
+    for name in ("alice", "bob"):
+        argv = enrol(tmp_path, other_ops, name)
+        argv[argv.index("--log") + 1] = str(other)
+        assert main(argv) == 0
+    other_bytes = other.read_bytes()
+    new_ca = ["keys", "new-ca", "--key", f"pkcs11:token=t;object=g9;type=private?pin-source=file:{tmp_path}/no.pin",
+              "--family", "sign-card", "--generation", "9", "--out", str(tmp_path / "g9.pem"),
+              "--log", str(other), "--operators", str(operators), "--anchor", RECORD[other],
+              *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    for argv in (new_ca, [*replace, "--log", str(other), "--anchor", RECORD[other]]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"operation log {other} is not the operators file's log" in err, err
+        assert other.read_bytes() == other_bytes and operators.read_bytes() == before
+    assert not (tmp_path / "g9.pem").exists()
+    rc = main(["keys", "verify-log", "--log", str(other), "--operators", str(operators)])
+    assert rc == 1 and "PROBLEM operation log" in capsys.readouterr().out
+
+    # the real log passes; a log set aside and begun anew at its own path is the recovery
+    assert main([*replace, "--log", str(log)]) == 0
+    log.rename(tmp_path / "oplog-broken.jsonl")
+    again = [*replace, "--secret", f"file:{tmp_path / 'alice.secret'}",
+             "--current-secret", f"file:{tmp_path / 'alicenew.secret'}", "--log", str(log)]  # fmt: skip
+    assert main([*again, "--new-log"]) == 0
+    assert f'genesis = "{head_of_line(log, 1).partition(":")[2]}"' in operators.read_text()
+
+
+def test_an_older_operators_file_naming_no_log_works_and_add_operator_names_it(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The upgrade: a file written by an earlier version (no [log]) still approves; its next
+    add-operator (here an operator's own --replace) writes the log's name into it."""
+    log = tmp_path / "oplog.jsonl"
+    write_by_hand(operators, load_operators(operators))  # as an earlier version wrote it
+    assert "[log]" not in operators.read_text()
+    capsys.readouterr()
+    assert main(["keys", "verify-log", "--log", str(log), "--operators", str(operators)]) == 0
+    assert "not checked: the operators file names no operation log" in capsys.readouterr().out
+    secret_file(tmp_path, "bobnew", b"bob-new-secret-0002")
+    replace = enrol(tmp_path, operators, "bob", "--replace",
+                    "--current-secret", f"file:{tmp_path / 'bob.secret'}")  # fmt: skip
+    assert main([*replace, "--secret", f"file:{tmp_path / 'bobnew.secret'}"]) == 0
+    text = operators.read_text()
+    assert f'path = "{log.resolve()}"' in text
+    assert f'genesis = "{head_of_line(log, 1).partition(":")[2]}"' in text
+    assert sorted(load_operators(operators)) == ["alice", "bob"]
+    assert main(["keys", "verify-log", "--log", str(log), "--operators", str(operators)]) == 0
+    assert "names no operation log" not in capsys.readouterr().out
+    # from now on a stray --new-log is refused
+    stray = enrol(tmp_path, operators, "bob", "--new-log", "--replace",
+                  "--current-secret", f"file:{tmp_path / 'bobnew.secret'}")  # fmt: skip
+    stray[stray.index("--log") + 1] = str(tmp_path / "stray.jsonl")
+    text = operators.read_text()
+    assert main(stray) == 2 and not (tmp_path / "stray.jsonl").exists()
+    assert operators.read_text() == text

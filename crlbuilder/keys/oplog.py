@@ -33,6 +33,7 @@ from crlbuilder.auditlog import (
     ChainError,
     ChainReport,
     append_chained,
+    line_hash,
     verify_chain,
 )
 from crlbuilder.keyref import is_pkcs11_uri
@@ -46,6 +47,7 @@ __all__ = [
     "configure",
     "end_all",
     "first_ceremony",
+    "genesis",
     "key_name",
     "read_oplog",
     "record",
@@ -112,6 +114,17 @@ def first_ceremony(records: list[OpRecord], after: int = 0) -> OpRecord | None:
     is a ceremony the record does not hold: done without being recorded, interrupted before
     it printed its head, or written into the log by hand."""
     return next((r for r in records[after:] if r.event not in NO_CEREMONY_EVENTS), None)
+
+
+def genesis(log: Path) -> str | None:
+    """The SHA-256 of the log's first line (what names the log: `crlbuilder.keys.logname`),
+    or None where there is no log (or it cannot be read) or no whole first line."""
+    try:
+        with log.open("rb") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    return line_hash(first[:-1]) if first.endswith(b"\n") else None
 
 
 def key_name(key_ref: str) -> str:
