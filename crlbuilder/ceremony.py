@@ -14,7 +14,8 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
     crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
-    crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE] [--json]
+    crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE]
+                               [--token URI ...] [--json]
 
     approvals: --log FILE --anchor SEQ:SHA256 --operators FILE
                --approval NAME:file:/path --approval NAME:env:VAR
@@ -79,7 +80,7 @@ from crlbuilder.demo.pki import (
     issuer_index,
     ocsp_signer_builder,
 )
-from crlbuilder.keys import certsign, enrolments, logname, oplog, since
+from crlbuilder.keys import certsign, enrolments, inventory, logname, oplog, since
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.approval import (
     Approval,
@@ -276,6 +277,7 @@ def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
         records = oplog.read_oplog(args.log, None if new_log else args.anchor)
     except (ChainError, OSError) as e:
         raise ApprovalError(f"operation log {args.log}: {e}") from None
+    args.records = records  # what the token inventory is compared with (`_check_tokens`)
     if new_log:
         done = oplog.first_ceremony(records)
         if done is not None:
@@ -326,6 +328,7 @@ def _approved(
         seen = _ledger(args)
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
         args.approved_by = rule(args, approvals, seen)
+        args.tokens = _check_tokens(args)
         _hold_interrupts()
         args.approved_ceremony = desc_sha
         return dict(args.approved_by)
@@ -344,6 +347,90 @@ def _approved(
         detail={"ceremony": args.ceremony, "reason": reason} | (subject or {}),
     )
     raise CeremonyError(f"refused, nothing done: {reason}")
+
+
+def _token_refs(args: argparse.Namespace) -> dict[str, str]:
+    """The tokens a ceremony uses: each token's label to the first of its key references
+    (``--key``, ``--ca-key``, ``--ocsp-key``; a PEM key file is no token's)."""
+    tokens: dict[str, str] = {}
+    for field in ("key", "ca_key", "ocsp_key"):
+        ref = getattr(args, field, None)
+        if isinstance(ref, str) and p11.is_pkcs11_uri(ref):
+            try:
+                tokens.setdefault(p11.parse_key_uri(ref).token, ref)
+            except SignerError as e:
+                raise ApprovalError(str(e)) from None
+    return tokens
+
+
+def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
+    """Before anything is done: each token the ceremony uses holds the keys the operation log
+    says it holds (`keys.inventory`: its last inventory line, the keys made and destroyed
+    since), or ApprovalError naming the keys that differ (made or destroyed outside a
+    ceremony, say with the PIN alone). A token not inventoried yet in this log is noted in
+    ``args.baseline``: its first inventory is recorded at the end. The tokens, for `_done`."""
+    tokens = _token_refs(args)
+    args.baseline, args.accepted = set(), {}
+    for label, ref in tokens.items():
+        try:
+            _, keys = p11.token_keys(ref)
+        except SignerError as e:
+            raise ApprovalError(f"the keys of token {label!r} cannot be listed: {e}") from None
+        want = inventory.expected(args.records, label)
+        if want is None:
+            args.baseline.add(label)
+            continue
+        diff = inventory.compare(want, keys)
+        if diff and args.ceremony == "inventory":  # what two operators examine and accept
+            args.accepted[label] = diff
+        elif diff:
+            raise ApprovalError(
+                f"{diff.describe(label)}: made or destroyed outside a ceremony? nothing done; "
+                "examine the token and the log (verify-log --token) with the security officer"
+            )
+    return tokens
+
+
+def _record_inventories(args: argparse.Namespace) -> None:
+    """At the end of a ceremony: each token's keys, one ``token-inventory`` line each (the
+    next ceremony compares the token with it). The first in the log for a token also says,
+    on stderr, which of its keys no line of the log made (to examine and note in the
+    record). A token that cannot be listed now is said on stderr; the ceremony stays done
+    (the next one compares the token with the keys made and destroyed since the last line)."""
+    for label, ref in getattr(args, "tokens", {}).items():
+        try:
+            _, keys = p11.token_keys(ref)
+            first = label in args.baseline
+            _record(
+                args.log,
+                inventory.INVENTORY_EVENT,
+                key=f"pkcs11:token={label}",
+                credentials=args.approved_by,
+                ceremony=args.approved_ceremony,
+                detail=inventory.record_detail(
+                    label, keys, baseline=first, accepted=args.accepted.get(label)
+                ),
+            )
+        except (SignerError, CeremonyError) as e:
+            with contextlib.suppress(OSError):
+                print(f"{PROG} {args.ceremony}: token inventory not recorded: {e}",
+                      file=sys.stderr)  # fmt: skip
+            continue
+        if not first:
+            continue
+        found: list[tuple[str, str]] = []
+        with contextlib.suppress(ChainError, OSError):  # the note only; the line is written
+            made = inventory.made_by_the_log(oplog.read_oplog(args.log), label)
+            found = inventory.compare(made, keys).unexpected
+        if found:
+            with contextlib.suppress(OSError):
+                print(
+                    f"{PROG} {args.ceremony}: token {label!r}: first inventory in this log, "
+                    f"{len(keys)} private key(s), {len(found)} made by no line of it: "
+                    + ", ".join(repr(lb) for _, lb in found)
+                    + ": examine them and note them in the ceremony record",
+                    file=sys.stderr,
+                )
 
 
 _INTERRUPTS: Final = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
@@ -621,12 +708,26 @@ def cmd_successor(args: argparse.Namespace) -> int:
     return _done(args, desc)
 
 
+def cmd_inventory(args: argparse.Namespace) -> int:
+    """Record the token's keys as two operators found them (`keys.inventory`): the way on
+    after a ceremony was refused because the token holds a key no ceremony made, or lacks
+    one, once the security officer examined it (the differences go into the line), and an
+    explicit first inventory of a token. Nothing in the token changes."""
+    desc, sha = _describe(args, ("key",))
+    _approved(args, sha, args.key)
+    for label, diff in args.accepted.items():
+        with contextlib.suppress(OSError):
+            print(f"{diff.describe(label)}: accepted as examined, recorded in the log")
+    return _done(args, desc)
+
+
 def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
     """The ceremony is done and logged: print the head. Output that cannot be written (the
     terminal closed, a closed pipe) changes nothing: the ceremony is not undone nor logged as
     failed, and `verify-log` shows the head."""
     _made(args).clear()
     oplog.end_all()
+    _record_inventories(args)
     report = oplog.verify_oplog(args.log)
     with contextlib.suppress(OSError):
         print(f"{desc['ceremony']}: done; operation log {args.log} head {report.anchor}")
@@ -736,11 +837,63 @@ def cmd_verify_log(args: argparse.Namespace) -> int:
         text += since.as_text(found)
     if args.operators is not None:
         failed = _review_operators(args, report.problems, out, text) or failed
+    if args.token:
+        failed = _review_tokens(args, report.problems, out, text) or failed
     if args.json:
         print(msgspec.json.encode(out).decode())
     else:
         print("\n".join(text))
     return 1 if failed else 0
+
+
+def _review_tokens(
+    args: argparse.Namespace, broken: list[str], out: dict[str, Any], text: list[str]
+) -> bool:
+    """verify-log --token: each token's private keys against what the log says it holds
+    (`keys.inventory`), into ``out`` and ``text``; True for a difference, a token that
+    cannot be listed, or a log whose chain does not hold (not compared)."""
+    found: list[dict[str, Any]] = []
+    out["tokens"] = found
+    if broken:
+        text.append("tokens: not compared (the log's chain does not hold)")
+        return True
+    records = oplog.read_oplog(args.log)
+    failed = False
+    for ref in args.token:
+        try:
+            label, keys = p11.token_keys(ref)
+        except SignerError as e:
+            text.append(f"  PROBLEM token: cannot list its keys: {e}")
+            found.append({"ref": oplog.key_name(ref), "problem": str(e)})
+            failed = True
+            continue
+        want = inventory.expected(records, label)
+        entry: dict[str, Any] = {
+            "token": label,
+            "keys": [
+                {"label": k.label, "id": k.id_hex, "spki_sha256": k.fingerprint} for k in keys
+            ],
+        }
+        found.append(entry)
+        if want is None:
+            entry["compared"] = False
+            text.append(
+                f"token {label!r}: {len(keys)} private key(s); not checked: no line of the log "
+                "inventories it yet (its first ceremony records it)"
+            )
+            continue
+        diff = inventory.compare(want, keys)
+        entry |= {
+            "compared": True,
+            "unexpected": [{"spki_sha256": fp, "label": lb} for fp, lb in diff.unexpected],
+            "missing": [{"spki_sha256": fp, "label": lb} for fp, lb in diff.missing],
+        }
+        if diff:
+            text.append(f"  PROBLEM {diff.describe(label)}")
+            failed = True
+        else:
+            text.append(f"token {label!r}: {len(keys)} private key(s), as the log records")
+    return failed
 
 
 def _review_operators(
@@ -992,6 +1145,18 @@ def add_cli(subparsers: Any) -> None:
     _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_successor, _operators_file))
 
+    p = ks.add_parser(
+        "inventory",
+        help="record the token's keys as found, differences examined and accepted by two",
+    )
+    p.add_argument(
+        "--key",
+        required=True,
+        help="PKCS#11 URI naming the token (any key label) and its pin-source",
+    )
+    _approval_args(p, generates=False)
+    p.set_defaults(func=_guarded(cmd_inventory, _operators_file))
+
     p = ks.add_parser("verify-log", help="check the operation log's hash chain")
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
     p.add_argument(
@@ -1005,6 +1170,13 @@ def add_cli(subparsers: Any) -> None:
         type=Path,
         help="also compare this operators file with the log: every credential enrolled by a "
         "line, every approval by a credential enrolled before it",
+    )
+    p.add_argument(
+        "--token",
+        action="append",
+        metavar="URI",
+        help="also compare the private keys in this key's token with those the log says it "
+        "holds (a pkcs11: URI of any key of it, with its pin-source); may be repeated",
     )
     p.add_argument(
         "--json",

@@ -1,7 +1,8 @@
 """The key operation log (認証業務実施設備の動作の記録, Ord §73(3)): every key operation, chained.
 
 One hash-chained JSON line (`crlbuilder.auditlog`) per key operation: a key generated in
-the token, a certificate issued, a generation rolled over, a key destroyed, a ceremony
+the token, a certificate issued, a generation rolled over, a key destroyed, the keys a
+token holds at the end of a ceremony (`crlbuilder.keys.inventory`), a ceremony
 refused (each with the operators who approved it, Ord §74(3): 複数の者による発行者署名符号の
 作成及び管理, and the fingerprints of the credentials they approved with), an operator
 enrolled or their secret replaced or reset (識別符号, Ord §74(2)), and
@@ -64,6 +65,7 @@ EVENTS: Final = frozenset(
         "rollover",
         "successor-named",
         "key-destroyed",
+        "token-inventory",
         "ceremony-refused",
         "ceremony-failed",
         "operator-enrolled",
