@@ -15,6 +15,7 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
     crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE]
+                               [--token URI ...] [--json]
 
     approvals: --log FILE --anchor SEQ:SHA256 --operators FILE
                --approval NAME:file:/path --approval NAME:env:VAR
@@ -79,7 +80,7 @@ from crlbuilder.demo.pki import (
     issuer_index,
     ocsp_signer_builder,
 )
-from crlbuilder.keys import certsign, enrolments, oplog
+from crlbuilder.keys import certsign, enrolments, inventory, logname, oplog, since
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.approval import (
     Approval,
@@ -90,6 +91,7 @@ from crlbuilder.keys.approval import (
     fingerprint,
     fingerprints,
     hash_secret,
+    load_log_name,
     load_operators,
     operators_locked,
     parse_approval,
@@ -245,6 +247,16 @@ def _two_operators(
     return _accounted(seen, fingerprints(operators, check_approvals(operators, approvals)))
 
 
+class _NotItsLog(ApprovalError):
+    """The log given is not the operators file's (`keys.logname`): refused, and not written
+    to (a mistyped --log is not a log to record a refusal in, nor to start)."""
+
+
+def _log_path(args: argparse.Namespace) -> str:
+    """The operation log's absolute path, as an operators file names it."""
+    return str(args.log.resolve())
+
+
 def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
     """The operation log's account of the operators (`enrolments.ledger`), if the log is the
     one the operators hold: it extends ``--anchor``, the head written into the last ceremony
@@ -253,12 +265,19 @@ def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
     written in by hand, would otherwise count), or, with ``--new-log``, it
     records no ceremony yet (none, or only signing sessions and refusals:
     `oplog.NO_CEREMONY_EVENTS`). ApprovalError otherwise, or if its chain does not hold
-    (what it says cannot be relied on)."""
+    (what it says cannot be relied on), or `_NotItsLog` if the operators file names another
+    log (`keys.logname`: checked first)."""
     new_log = getattr(args, "new_log", False)
+    wrong = logname.refusal(
+        load_log_name(args.operators), _log_path(args), oplog.genesis(args.log), new_log=new_log
+    )
+    if wrong is not None:
+        raise _NotItsLog(wrong)
     try:
         records = oplog.read_oplog(args.log, None if new_log else args.anchor)
     except (ChainError, OSError) as e:
         raise ApprovalError(f"operation log {args.log}: {e}") from None
+    args.records = records  # what the token inventory is compared with (`_check_tokens`)
     if new_log:
         done = oplog.first_ceremony(records)
         if done is not None:
@@ -309,9 +328,12 @@ def _approved(
         seen = _ledger(args)
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
         args.approved_by = rule(args, approvals, seen)
+        args.tokens = _check_tokens(args)
         _hold_interrupts()
         args.approved_ceremony = desc_sha
         return dict(args.approved_by)
+    except _NotItsLog as e:
+        raise CeremonyError(f"refused, nothing done (not recorded in {args.log}): {e}") from None
     except ApprovalError as e:
         reason = str(e)
     if not args.log.exists():
@@ -325,6 +347,90 @@ def _approved(
         detail={"ceremony": args.ceremony, "reason": reason} | (subject or {}),
     )
     raise CeremonyError(f"refused, nothing done: {reason}")
+
+
+def _token_refs(args: argparse.Namespace) -> dict[str, str]:
+    """The tokens a ceremony uses: each token's label to the first of its key references
+    (``--key``, ``--ca-key``, ``--ocsp-key``; a PEM key file is no token's)."""
+    tokens: dict[str, str] = {}
+    for field in ("key", "ca_key", "ocsp_key"):
+        ref = getattr(args, field, None)
+        if isinstance(ref, str) and p11.is_pkcs11_uri(ref):
+            try:
+                tokens.setdefault(p11.parse_key_uri(ref).token, ref)
+            except SignerError as e:
+                raise ApprovalError(str(e)) from None
+    return tokens
+
+
+def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
+    """Before anything is done: each token the ceremony uses holds the keys the operation log
+    says it holds (`keys.inventory`: its last inventory line, the keys made and destroyed
+    since), or ApprovalError naming the keys that differ (made or destroyed outside a
+    ceremony, say with the PIN alone). A token not inventoried yet in this log is noted in
+    ``args.baseline``: its first inventory is recorded at the end. The tokens, for `_done`."""
+    tokens = _token_refs(args)
+    args.baseline, args.accepted = set(), {}
+    for label, ref in tokens.items():
+        try:
+            _, keys = p11.token_keys(ref)
+        except SignerError as e:
+            raise ApprovalError(f"the keys of token {label!r} cannot be listed: {e}") from None
+        want = inventory.expected(args.records, label)
+        if want is None:
+            args.baseline.add(label)
+            continue
+        diff = inventory.compare(want, keys)
+        if diff and args.ceremony == "inventory":  # what two operators examine and accept
+            args.accepted[label] = diff
+        elif diff:
+            raise ApprovalError(
+                f"{diff.describe(label)}: made or destroyed outside a ceremony? nothing done; "
+                "examine the token and the log (verify-log --token) with the security officer"
+            )
+    return tokens
+
+
+def _record_inventories(args: argparse.Namespace) -> None:
+    """At the end of a ceremony: each token's keys, one ``token-inventory`` line each (the
+    next ceremony compares the token with it). The first in the log for a token also says,
+    on stderr, which of its keys no line of the log made (to examine and note in the
+    record). A token that cannot be listed now is said on stderr; the ceremony stays done
+    (the next one compares the token with the keys made and destroyed since the last line)."""
+    for label, ref in getattr(args, "tokens", {}).items():
+        try:
+            _, keys = p11.token_keys(ref)
+            first = label in args.baseline
+            _record(
+                args.log,
+                inventory.INVENTORY_EVENT,
+                key=f"pkcs11:token={label}",
+                credentials=args.approved_by,
+                ceremony=args.approved_ceremony,
+                detail=inventory.record_detail(
+                    label, keys, baseline=first, accepted=args.accepted.get(label)
+                ),
+            )
+        except (SignerError, CeremonyError) as e:
+            with contextlib.suppress(OSError):
+                print(f"{PROG} {args.ceremony}: token inventory not recorded: {e}",
+                      file=sys.stderr)  # fmt: skip
+            continue
+        if not first:
+            continue
+        found: list[tuple[str, str]] = []
+        with contextlib.suppress(ChainError, OSError):  # the note only; the line is written
+            made = inventory.made_by_the_log(oplog.read_oplog(args.log), label)
+            found = inventory.compare(made, keys).unexpected
+        if found:
+            with contextlib.suppress(OSError):
+                print(
+                    f"{PROG} {args.ceremony}: token {label!r}: first inventory in this log, "
+                    f"{len(keys)} private key(s), {len(found)} made by no line of it: "
+                    + ", ".join(repr(lb) for _, lb in found)
+                    + ": examine them and note them in the ceremony record",
+                    file=sys.stderr,
+                )
 
 
 _INTERRUPTS: Final = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
@@ -602,12 +708,26 @@ def cmd_successor(args: argparse.Namespace) -> int:
     return _done(args, desc)
 
 
+def cmd_inventory(args: argparse.Namespace) -> int:
+    """Record the token's keys as two operators found them (`keys.inventory`): the way on
+    after a ceremony was refused because the token holds a key no ceremony made, or lacks
+    one, once the security officer examined it (the differences go into the line), and an
+    explicit first inventory of a token. Nothing in the token changes."""
+    desc, sha = _describe(args, ("key",))
+    _approved(args, sha, args.key)
+    for label, diff in args.accepted.items():
+        with contextlib.suppress(OSError):
+            print(f"{diff.describe(label)}: accepted as examined, recorded in the log")
+    return _done(args, desc)
+
+
 def _done(args: argparse.Namespace, desc: dict[str, str]) -> int:
     """The ceremony is done and logged: print the head. Output that cannot be written (the
     terminal closed, a closed pipe) changes nothing: the ceremony is not undone nor logged as
     failed, and `verify-log` shows the head."""
     _made(args).clear()
     oplog.end_all()
+    _record_inventories(args)
     report = oplog.verify_oplog(args.log)
     with contextlib.suppress(OSError):
         print(f"{desc['ceremony']}: done; operation log {args.log} head {report.anchor}")
@@ -661,7 +781,8 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
     written, nothing changes; if the file then cannot be written, a ``ceremony-failed`` line
     follows). The line names who authorised it, their credentials' fingerprints and the
     SHA-256 of the stored salted hash (to compare with the operators file: verify-log
-    --operators), never the secret; a refusal is ``ceremony-refused``."""
+    --operators), never the secret; a refusal is ``ceremony-refused``. The file then names
+    the log (`keys.logname`): an older file is upgraded by its next add-operator."""
     desc, sha = _describe(args, ("operators", "name", "replace", "reset"))
     args.key = str(args.operators)  # what a ceremony-refused or -failed line names
     secret = read_secret(args.secret)  # a bad source is a usage error: nothing to approve
@@ -685,37 +806,131 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
             "credential_sha256": fingerprint(stored),
         },
     )
-    add_operator(args.operators, args.name, stored, replace=change is not None)
+    genesis = oplog.genesis(args.log)  # the line above is there: the log has a first line
+    named = None if genesis is None else logname.LogName(_log_path(args), genesis)
+    add_operator(args.operators, args.name, stored, replace=change is not None, log=named)
     with contextlib.suppress(OSError):  # written and logged: output lost changes nothing
         print(f"{args.operators}: operator {args.name} {done} (salted scrypt hash only)")
     return _done(args, desc)
 
 
 def cmd_verify_log(args: argparse.Namespace) -> int:
-    """The chain (and its head against --anchor); with --operators, the operators file
-    against the log (`enrolments.review`): exit 1 for a broken chain or any problem."""
+    """The chain (and its head against --anchor, then every line after it: `keys.since`, for
+    the review); with --operators, the operators file against the log (`enrolments.review`):
+    exit 1 for a broken chain or any problem. With --json, one JSON document on stdout."""
     report = oplog.verify_oplog(args.log, args.anchor)
-    state = "BROKEN" if report.problems else "intact"
-    print(f"{args.log}: {report.records} records, chain {state}, head {report.anchor}")
-    for p in report.problems:
-        print(f"  {p}")
-    if args.operators is None:
-        return 1 if report.problems else 0
-    if report.problems:
-        print(f"{args.operators}: not compared (the log's chain does not hold)")
-        return 1
+    out: dict[str, Any] = {
+        "log": str(args.log),
+        "records": report.records,
+        "head": str(report.anchor),
+        "intact": not report.problems,
+        "problems": list(report.problems),
+    }
+    text = [f"{args.log}: {report.records} records, chain "
+            f"{'BROKEN' if report.problems else 'intact'}, head {report.anchor}"]  # fmt: skip
+    text += [f"  {p}" for p in report.problems]
+    failed = bool(report.problems)
+    if args.anchor is not None and not report.problems:
+        found = since.since(oplog.read_oplog(args.log), args.anchor.seq)
+        out["anchor"] = str(args.anchor)
+        out["since"] = since.as_json(found)
+        text += since.as_text(found)
+    if args.operators is not None:
+        failed = _review_operators(args, report.problems, out, text) or failed
+    if args.token:
+        failed = _review_tokens(args, report.problems, out, text) or failed
+    if args.json:
+        print(msgspec.json.encode(out).decode())
+    else:
+        print("\n".join(text))
+    return 1 if failed else 0
+
+
+def _review_tokens(
+    args: argparse.Namespace, broken: list[str], out: dict[str, Any], text: list[str]
+) -> bool:
+    """verify-log --token: each token's private keys against what the log says it holds
+    (`keys.inventory`), into ``out`` and ``text``; True for a difference, a token that
+    cannot be listed, or a log whose chain does not hold (not compared)."""
+    found: list[dict[str, Any]] = []
+    out["tokens"] = found
+    if broken:
+        text.append("tokens: not compared (the log's chain does not hold)")
+        return True
+    records = oplog.read_oplog(args.log)
+    failed = False
+    for ref in args.token:
+        try:
+            label, keys = p11.token_keys(ref)
+        except SignerError as e:
+            text.append(f"  PROBLEM token: cannot list its keys: {e}")
+            found.append({"ref": oplog.key_name(ref), "problem": str(e)})
+            failed = True
+            continue
+        want = inventory.expected(records, label)
+        entry: dict[str, Any] = {
+            "token": label,
+            "keys": [
+                {"label": k.label, "id": k.id_hex, "spki_sha256": k.fingerprint} for k in keys
+            ],
+        }
+        found.append(entry)
+        if want is None:
+            entry["compared"] = False
+            text.append(
+                f"token {label!r}: {len(keys)} private key(s); not checked: no line of the log "
+                "inventories it yet (its first ceremony records it)"
+            )
+            continue
+        diff = inventory.compare(want, keys)
+        entry |= {
+            "compared": True,
+            "unexpected": [{"spki_sha256": fp, "label": lb} for fp, lb in diff.unexpected],
+            "missing": [{"spki_sha256": fp, "label": lb} for fp, lb in diff.missing],
+        }
+        if diff:
+            text.append(f"  PROBLEM {diff.describe(label)}")
+            failed = True
+        else:
+            text.append(f"token {label!r}: {len(keys)} private key(s), as the log records")
+    return failed
+
+
+def _review_operators(
+    args: argparse.Namespace, broken: list[str], out: dict[str, Any], text: list[str]
+) -> bool:
+    """verify-log --operators: the file against the log, into ``out`` and ``text``; True for a
+    problem (or a log whose chain does not hold: not compared)."""
+    if broken:
+        text.append(f"{args.operators}: not compared (the log's chain does not hold)")
+        out["operators"] = {"compared": False}
+        return True
     exists = args.operators.exists()  # none at all: every operator the log enrols is missing
     operators = load_operators(args.operators) if exists else {}
     found = enrolments.review(enrolments.ledger(oplog.read_oplog(args.log)), operators)
+    problems, notes = list(found.problems), list(found.notes)
+    named = load_log_name(args.operators)
+    wrong = logname.refusal(named, _log_path(args), oplog.genesis(args.log), new_log=False)
+    if wrong is not None:
+        problems.insert(0, wrong)
+    elif named is None and exists:
+        notes.append(
+            "the operators file names no operation log (written by an earlier version): the "
+            "next add-operator names this one"
+        )
     if not exists:
-        print(f"{args.operators}: no such file (compared as an empty operators file)")
-    verdict = f"{len(found.problems)} problem(s)" if found.problems else "accounted for by the log"
-    print(f"{args.operators}: operators and approvals {verdict}")
-    for p in found.problems:
-        print(f"  PROBLEM {p}")
-    for n in found.notes:
-        print(f"  not checked: {n}")
-    return 1 if found.problems else 0
+        text.append(f"{args.operators}: no such file (compared as an empty operators file)")
+    verdict = f"{len(problems)} problem(s)" if problems else "accounted for by the log"
+    text.append(f"{args.operators}: operators and approvals {verdict}")
+    text += [f"  PROBLEM {p}" for p in problems]
+    text += [f"  not checked: {n}" for n in notes]
+    out["operators"] = {
+        "compared": True,
+        "file": str(args.operators),
+        "problems": problems,
+        "not_checked": notes,
+    }
+    return bool(problems)
 
 
 # --- the command line -------------------------------------------------------------------
@@ -930,13 +1145,42 @@ def add_cli(subparsers: Any) -> None:
     _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_successor, _operators_file))
 
+    p = ks.add_parser(
+        "inventory",
+        help="record the token's keys as found, differences examined and accepted by two",
+    )
+    p.add_argument(
+        "--key",
+        required=True,
+        help="PKCS#11 URI naming the token (any key label) and its pin-source",
+    )
+    _approval_args(p, generates=False)
+    p.set_defaults(func=_guarded(cmd_inventory, _operators_file))
+
     p = ks.add_parser("verify-log", help="check the operation log's hash chain")
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")
-    p.add_argument("--anchor", type=_anchor, help="SEQ:SHA256 recorded at a ceremony")
+    p.add_argument(
+        "--anchor",
+        type=_anchor,
+        help="SEQ:SHA256 recorded at a ceremony or the last review: the log must hold it; "
+        "every line after it is listed (what was done since)",
+    )
     p.add_argument(
         "--operators",
         type=Path,
         help="also compare this operators file with the log: every credential enrolled by a "
         "line, every approval by a credential enrolled before it",
+    )
+    p.add_argument(
+        "--token",
+        action="append",
+        metavar="URI",
+        help="also compare the private keys in this key's token with those the log says it "
+        "holds (a pkcs11: URI of any key of it, with its pin-source); may be repeated",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (the chain, the lines after --anchor, the operators)",
     )
     p.set_defaults(func=_guarded(cmd_verify_log))

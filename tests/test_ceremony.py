@@ -624,6 +624,9 @@ def _bootstrapped_under_another_log(tmp_path: Path, operators: Path) -> list[str
     argv = enrol(tmp_path, operators, "carol", *approvals(tmp_path, "mallory", "mallory2"))
     argv[argv.index("--log") + 1] = str(tmp_path / "other.jsonl")
     assert main(argv) == 0  # a third, so that carol's reset is asked of the real log
+    # as an older operators file, naming no log (one naming other.jsonl is refused before
+    # the approvals are read: test_an_operators_file_names_its_log_...)
+    write_by_hand(operators, load_operators(operators))
     return approvals(tmp_path, "mallory", "mallory2")
 
 
@@ -828,6 +831,9 @@ def test_ord_74_3_names_no_line_enrols_do_not_approve_on_an_old_log_or_a_new_one
     operators.write_bytes(full)
     other = enrol(tmp_path, operators, "erin", *approvals(tmp_path, "alice", "bob"))
     other[other.index("--log") + 1] = str(tmp_path / "new.jsonl")
+    assert main(other) == 2  # dave's enrolment named the log in the file: not this one
+    assert "--new-log starts a log only at" in capsys.readouterr().err
+    write_by_hand(operators, load_operators(operators))  # an older file, naming no log
     assert main(other) == 2
     assert "approved by alice, whom no line before it enrols" in capsys.readouterr().err
 
@@ -1281,6 +1287,7 @@ def test_ord_73_3_a_ceremony_is_not_interrupted_half_way(
     assert [r.event for r in after_enrolments(log) if "session" not in r.event] == [
         "key-generated",
         "certificate-issued",
+        "token-inventory",
     ]
     assert out.exists() and "done; operation log" in done.stdout
 
@@ -1433,13 +1440,16 @@ def test_generate_issue_sign_a_crl_retire_on_softhsm(
         "signing-session-started",  # the new CA key signs its own certificate
         "certificate-issued",
         "signing-session-ended",
+        "token-inventory",  # the token's keys at the ceremony's end
         "key-generated",
         "signing-session-started",  # the CA key signs the OCSP signer's certificate
         "certificate-issued",
         "signing-session-ended",
+        "token-inventory",
         "signing-session-started",  # the CRL
         "signing-session-ended",
         "key-destroyed",
+        "token-inventory",
     ]
     ceremonies = [r for r in recs if not r.event.startswith("signing-session")]
     assert all(r.operators == ["alice", "bob"] and len(r.ceremony) == 64 for r in ceremonies)
@@ -1447,7 +1457,7 @@ def test_generate_issue_sign_a_crl_retire_on_softhsm(
     approved_with = fingerprints(load_operators(operators), ["alice", "bob"])
     assert all(r.credentials == approved_with for r in ceremonies)
     assert [r.detail["signatures"] for r in recs if r.event == "signing-session-ended"] == [1, 1, 1]
-    assert recs[-1].detail["cert_sha256"] and recs[-1].key == ca_key.split("?")[0]
+    assert recs[-2].detail["cert_sha256"] and recs[-2].key == ca_key.split("?")[0]
     assert "pin" not in log.read_text().replace("pkcs11:", "")
     assert oplog.verify_oplog(log).problems == []
 
@@ -1477,7 +1487,7 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
     ocsp.certificate.verify_directly_issued_by(ca.certificate)
     ev = [r.event for r in after_enrolments(log) if not r.event.startswith("signing-session")]
     assert ev == ["ceremony-refused", "key-generated", "certificate-issued", "key-generated",
-                  "certificate-issued", "rollover"]  # fmt: skip
+                  "certificate-issued", "rollover", "token-inventory"]  # fmt: skip
     rollover = [r for r in after_enrolments(log) if r.event == "rollover"]
     assert (
         rollover[0].operators == ["bob", "alice"] and rollover[0].detail["issuer"] == "auth-card-g2"
@@ -1542,9 +1552,11 @@ def test_ord_73_3_a_signing_session_is_two_lines_with_its_count_not_one_per_sign
 
 
 @pytest.mark.integration
-def test_an_approved_ceremony_that_fails_is_logged_as_failed(
+def test_an_approved_ceremony_on_a_token_that_cannot_be_listed_is_refused(
     tmp_path: Path, operators: Path, token: SoftHsmToken
 ) -> None:
+    """A token the ceremony cannot reach failed after the approval (ceremony-failed); its keys
+    are now listed before anything is done (the inventory), so it is refused instead."""
     log = tmp_path / "oplog.jsonl"  # where the operators were enrolled
     out = tmp_path / "ca.pem"
     key = token.uri("sign-card-g3", token="no-such-token")
@@ -1552,9 +1564,9 @@ def test_an_approved_ceremony_that_fails_is_logged_as_failed(
             "--out", str(out), "--log", str(log), "--operators", str(operators)]  # fmt: skip
     assert main([*argv, *approvals(tmp_path, "alice", "bob")]) == 2
     [rec] = after_enrolments(log)
-    assert rec.event == "ceremony-failed" and rec.operators == ["alice", "bob"]
-    assert rec.credentials == fingerprints(load_operators(operators), ["alice", "bob"])
-    assert "no-such-token" in str(rec.detail["reason"]) and not out.exists()
+    assert rec.event == "ceremony-refused" and rec.operators == ["alice", "bob"]
+    assert "the keys of token 'no-such-token' cannot be listed" in str(rec.detail["reason"])
+    assert not out.exists()
 
 
 def test_the_log_names_a_key_without_its_pin_source_or_a_pin_value() -> None:
@@ -1747,9 +1759,10 @@ def test_act_14_successor_ceremony_on_softhsm_signs_the_generations_crls(
         "certificate-issued",
         "successor-named",
         "signing-session-ended",  # with the ceremony (its count: one signature)
+        "token-inventory",
     ]
-    assert new[-1].detail["signatures"] == 1
-    named = new[-2]
+    assert new[-2].detail["signatures"] == 1
+    named = new[-3]
     assert named.operators == ["alice", "bob"] and named.key == ca_key.split("?")[0]
     assert named.detail["issuer"] == "auth-card-g1" and named.detail["successor"] == "auth-card-g2"
     assert named.ceremony == new[1].ceremony and len(named.ceremony) == 64
@@ -1908,3 +1921,258 @@ def test_a_successor_ceremony_whose_manifest_cannot_be_written_takes_its_certifi
     monkeypatch.undo()
     assert main(argv) == 0
     check_successor_profile(load_manifest(pki), "sign-card-g1", "sign-card-g2")
+
+
+# --- the review: what was done since the reviewed head ------------------------------------
+
+
+@pytest.mark.integration
+def test_ord_73_3_verify_log_lists_what_was_done_since_the_reviewed_head(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The monthly review starts at the last reviewed head and must see each line after it:
+    verify-log --anchor listed nothing, only checked that the head was there."""
+    log = tmp_path / "oplog.jsonl"
+    reviewed = RECORD[log]  # the head after the two enrolments
+    common = ["--log", str(log), "--operators", str(operators)]
+    ca_key, ca_cert = token.uri("sign-card-g3"), tmp_path / "ca" / "sign-card-g3.pem"
+    new_ca = ["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation", "3",
+              "--out", str(ca_cert), *common]  # fmt: skip
+    assert main([*new_ca, *approvals(tmp_path, "alice")]) == 2  # refused: one approval
+    assert main([*new_ca, *approvals(tmp_path, "alice", "bob")]) == 0
+    p11.close_all()
+    capsys.readouterr()
+    spki = next(r.detail["spki_sha256"] for r in records(log) if r.event == "key-generated")
+
+    assert main(["keys", "verify-log", "--log", str(log), "--anchor", reviewed]) == 0
+    out = capsys.readouterr().out
+    assert "since line 2 (the head given): " in out and "1 refusal(s)" in out
+    listed = [
+        ln.split()[2] for ln in out.splitlines() if ln.startswith("  ") and ln.split()[0].isdigit()
+    ]
+    assert listed[:3] == ["ceremony-refused", "key-generated", "certificate-issued"]
+    assert f"spki_sha256={spki}" in out and "by alice+bob key pkcs11:token=" in out
+    assert "pin-source" not in out and ALICE.decode() not in out and BOB.decode() not in out
+
+    assert main(["keys", "verify-log", "--log", str(log), "--anchor", reviewed, "--json",
+                 "--operators", str(operators)]) == 0  # fmt: skip
+    doc = msgspec.json.decode(capsys.readouterr().out)
+    assert doc["intact"] and doc["anchor"] == reviewed and doc["head"] == RECORD[log]
+    lines = doc["since"]["lines"]
+    assert [ln["seq"] for ln in lines] == sorted(ln["seq"] for ln in lines) and lines[0]["seq"] > 2
+    generated = next(ln for ln in lines if ln["event"] == "key-generated")
+    assert generated["operators"] == ["alice", "bob"]
+    assert generated["key"] == ca_key.split("?")[0] and generated["detail"]["spki_sha256"] == spki
+    assert doc["since"]["signing_sessions"][ca_key.split("?")[0]]["signatures"] == 1
+    assert doc["operators"]["problems"] == [] and doc["operators"]["compared"]
+
+    # the head the review ends on lists nothing more; a head the log lacks lists nothing
+    assert main(["keys", "verify-log", "--log", str(log), "--anchor", RECORD[log]]) == 0
+    assert "0 ceremony line(s), 0 refusal(s)" in capsys.readouterr().out
+    wrong = RECORD[log][:-1] + ("0" if RECORD[log][-1] != "0" else "1")
+    assert main(["keys", "verify-log", "--log", str(log), "--anchor", wrong, "--json"]) == 1
+    doc = msgspec.json.decode(capsys.readouterr().out)
+    assert not doc["intact"] and "since" not in doc and "rewritten" in doc["problems"][0]
+
+
+# --- the operators file names its log -------------------------------------------------------
+
+
+def test_an_operators_file_names_its_log_and_a_stray_log_is_refused(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """add-operator --new-log with a mistyped --log started a stray log there and wrote into
+    the real operators file a credential the real log did not enrol (alice refused from then
+    on). The file now names its log (path, first line's SHA-256): a --new-log elsewhere, or a
+    ceremony given another log, is refused, neither file nor log written."""
+    log = tmp_path / "oplog.jsonl"
+    genesis = head_of_line(log, 1).partition(":")[2]
+    text = operators.read_text()
+    assert f'path = "{log.resolve()}"' in text and f'genesis = "{genesis}"' in text
+    before = operators.read_bytes()
+
+    stray = tmp_path / "oplog.jsnol"  # the typo
+    secret_file(tmp_path, "alicenew", b"alice-new-secret-01")
+    replace = ["keys", "add-operator", "--operators", str(operators), "--name", "alice",
+               "--secret", f"file:{tmp_path / 'alicenew.secret'}", "--replace",
+               "--current-secret", f"file:{tmp_path / 'alice.secret'}"]  # fmt: skip
+    capsys.readouterr()
+    assert main([*replace, "--log", str(stray), "--new-log"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--new-log starts a log only at {log.resolve()}" in err, err
+    assert "not recorded in" in err and "secret-0" not in err
+    assert operators.read_bytes() == before and not stray.exists()
+
+    # another pair's log, at its own head: a ceremony given it is refused, and not written to
+    other, other_ops = tmp_path / "other.jsonl", tmp_path / "other.toml"
+    for name in ("alice", "bob"):
+        argv = enrol(tmp_path, other_ops, name)
+        argv[argv.index("--log") + 1] = str(other)
+        assert main(argv) == 0
+    other_bytes = other.read_bytes()
+    new_ca = ["keys", "new-ca", "--key", f"pkcs11:token=t;object=g9;type=private?pin-source=file:{tmp_path}/no.pin",
+              "--family", "sign-card", "--generation", "9", "--out", str(tmp_path / "g9.pem"),
+              "--log", str(other), "--operators", str(operators), "--anchor", RECORD[other],
+              *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    for argv in (new_ca, [*replace, "--log", str(other), "--anchor", RECORD[other]]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"operation log {other} is not the operators file's log" in err, err
+        assert other.read_bytes() == other_bytes and operators.read_bytes() == before
+    assert not (tmp_path / "g9.pem").exists()
+    rc = main(["keys", "verify-log", "--log", str(other), "--operators", str(operators)])
+    assert rc == 1 and "PROBLEM operation log" in capsys.readouterr().out
+
+    # the real log passes; a log set aside and begun anew at its own path is the recovery
+    assert main([*replace, "--log", str(log)]) == 0
+    log.rename(tmp_path / "oplog-broken.jsonl")
+    again = [*replace, "--secret", f"file:{tmp_path / 'alice.secret'}",
+             "--current-secret", f"file:{tmp_path / 'alicenew.secret'}", "--log", str(log)]  # fmt: skip
+    assert main([*again, "--new-log"]) == 0
+    assert f'genesis = "{head_of_line(log, 1).partition(":")[2]}"' in operators.read_text()
+
+
+def test_an_older_operators_file_naming_no_log_works_and_add_operator_names_it(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The upgrade: a file written by an earlier version (no [log]) still approves; its next
+    add-operator (here an operator's own --replace) writes the log's name into it."""
+    log = tmp_path / "oplog.jsonl"
+    write_by_hand(operators, load_operators(operators))  # as an earlier version wrote it
+    assert "[log]" not in operators.read_text()
+    capsys.readouterr()
+    assert main(["keys", "verify-log", "--log", str(log), "--operators", str(operators)]) == 0
+    assert "not checked: the operators file names no operation log" in capsys.readouterr().out
+    secret_file(tmp_path, "bobnew", b"bob-new-secret-0002")
+    replace = enrol(tmp_path, operators, "bob", "--replace",
+                    "--current-secret", f"file:{tmp_path / 'bob.secret'}")  # fmt: skip
+    assert main([*replace, "--secret", f"file:{tmp_path / 'bobnew.secret'}"]) == 0
+    text = operators.read_text()
+    assert f'path = "{log.resolve()}"' in text
+    assert f'genesis = "{head_of_line(log, 1).partition(":")[2]}"' in text
+    assert sorted(load_operators(operators)) == ["alice", "bob"]
+    assert main(["keys", "verify-log", "--log", str(log), "--operators", str(operators)]) == 0
+    assert "names no operation log" not in capsys.readouterr().out
+    # from now on a stray --new-log is refused
+    stray = enrol(tmp_path, operators, "bob", "--new-log", "--replace",
+                  "--current-secret", f"file:{tmp_path / 'bobnew.secret'}")  # fmt: skip
+    stray[stray.index("--log") + 1] = str(tmp_path / "stray.jsonl")
+    text = operators.read_text()
+    assert main(stray) == 2 and not (tmp_path / "stray.jsonl").exists()
+    assert operators.read_text() == text
+
+
+# --- the token's key inventory at each ceremony --------------------------------------------
+
+
+def token_labels(token: SoftHsmToken) -> list[str]:
+    _, keys = p11.token_keys(token.uri("any"))
+    return sorted(k.label for k in keys)
+
+
+@pytest.mark.integration
+def test_ord_74_3_a_key_made_outside_a_ceremony_with_the_pin_is_found_by_the_next_one(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keyaudit's lone operator: with the PIN the services read, a key made in the token
+    without any ceremony left no trace the commands looked at; the next ceremony ran. Each
+    ceremony now records the token's keys and compares the token with the log first."""
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    ca_key, ca_cert = token.uri("sign-card-g3"), tmp_path / "ca" / "sign-card-g3.pem"
+    assert main(["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation",
+                 "3", "--out", str(ca_cert), *common, *both]) == 0  # fmt: skip
+    [inv] = [r for r in records(log) if r.event == "token-inventory"]
+    spki = next(r.detail["spki_sha256"] for r in records(log) if r.event == "key-generated")
+    assert inv.detail["token"] == token.label and inv.detail["private_keys"] == 1
+    assert inv.detail[f"key:{spki}"] == "sign-card-g3" and "baseline" in inv.detail
+    assert inv.operators == ["alice", "bob"] and inv.key == f"pkcs11:token={token.label}"
+    assert token.pin not in log.read_text()
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 0
+    assert "1 private key(s), as the log records" in capsys.readouterr().out
+
+    # alone, with the PIN: a key of her own, no ceremony, no line
+    p11.generate_rsa_key(token.uri("mallory-ca"), 2048)
+    p11.close_all()
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key, "--json"]) == 1
+    doc = msgspec.json.decode(capsys.readouterr().out)
+    [tok] = doc["tokens"]
+    assert [u["label"] for u in tok["unexpected"]] == ["mallory-ca"] and tok["missing"] == []
+
+    ocsp_key, ocsp_cert = token.uri("sign-card-g3-ocsp"), tmp_path / "ocsp" / "g3.pem"
+    new_ocsp = ["keys", "new-ocsp", "--key", ocsp_key, "--ca-key", ca_key, "--ca-cert",
+                str(ca_cert), "--out", str(ocsp_cert), *common, *both]  # fmt: skip
+    lines = len(records(log))
+    assert main(new_ocsp) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and "holds 1 key(s) no ceremony of the log made: 'mallory-ca'" in err
+    )
+    assert not ocsp_cert.exists() and token_labels(token) == ["mallory-ca", "sign-card-g3"]
+    assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"]
+
+    # a key destroyed outside a ceremony is found the same way
+    p11.destroy_key(token.uri("mallory-ca"))
+    p11.destroy_key(ca_key)
+    p11.close_all()
+    assert main(new_ocsp) == 2
+    assert "lacks 1 key(s) the log says it holds: 'sign-card-g3'" in capsys.readouterr().err
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 1
+    assert "PROBLEM token" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_the_token_inventory_follows_failed_ceremonies_and_is_accepted_only_by_two(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Keys made and taken back by a ceremony that failed part-way are followed line by line
+    (no false alarm at the next ceremony); a difference is settled only by two operators
+    recording the token as examined (keys inventory), which the review lists."""
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    ca_key, ca_cert = token.uri("sign-card-g3"), tmp_path / "ca" / "sign-card-g3.pem"
+    assert main(["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation",
+                 "3", "--out", str(ca_cert), *common, *both]) == 0  # fmt: skip
+    reviewed = RECORD[log]
+    # a rollover whose second certificate write fails (a full disk): its two keys are made,
+    # then destroyed (undone), line by line
+    from crlbuilder.demo.pki import init_pki
+
+    pki = init_pki(tmp_path / "pki")
+    real_link, calls = os.link, []
+
+    def link(src: str | Path, dst: str | Path, **kw: object) -> None:
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_link(src, dst)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "link", link)
+        assert main(["keys", "rollover", "--pki", pki.directory, "--family", "auth-card",
+                     "--ca-key", token.uri("auth-card-g2"), "--ocsp-key",
+                     token.uri("auth-card-g2-ocsp"), *common, *both]) == 2  # fmt: skip
+    events = [r.event for r in records(log)]
+    assert events.count("key-generated") == 3 and events.count("key-destroyed") == 2
+    capsys.readouterr()
+    assert token_labels(token) == ["sign-card-g3"]
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 0
+    capsys.readouterr()
+
+    p11.generate_rsa_key(token.uri("stray"), 2048)  # outside a ceremony
+    p11.close_all()
+    inv = ["keys", "inventory", "--key", ca_key, *common]
+    assert main([*inv, *approvals(tmp_path, "alice")]) == 2  # one operator cannot accept it
+    assert "1 approval(s) given" in capsys.readouterr().err
+    assert main([*inv, *both]) == 0
+    assert "holds 1 key(s) no ceremony of the log made: 'stray'" in capsys.readouterr().out
+    last = records(log)[-1]
+    assert last.event == "token-inventory" and last.operators == ["alice", "bob"]
+    assert "accepted" in last.detail and "stray" in last.detail.values()
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key,
+                 "--anchor", reviewed]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "2 private key(s), as the log records" in out
+    assert "token-inventory by alice+bob" in out and "accepted=" in out

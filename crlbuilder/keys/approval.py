@@ -3,8 +3,15 @@
 The operators file (TOML, mode 0600) names each operator and a salted scrypt hash of the
 operator's secret; it never holds a secret::
 
+    [log]
+    path = "/var/lib/jpki-va/oplog.jsonl"
+    genesis = "<SHA-256 hex of the log's first line>"
+
     [operators.alice]
     scrypt = "<salt hex>$<hash hex>"
+
+``[log]`` names the operation log the file belongs to (`crlbuilder.keys.logname`); files
+written by earlier versions lack it, and get it at their next ``add-operator``.
 
 An approval is an operator's name and the secret, read from a 0600 file or an environment
 variable (``NAME:file:/path`` or ``NAME:env:VAR`` at the command), never from the command
@@ -40,6 +47,7 @@ from typing import Final
 import msgspec
 
 from crlbuilder import atomicfile
+from crlbuilder.keys.logname import LogName
 from crlbuilder.keys.signer import SignerError, read_private_file
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "fingerprint",
     "fingerprints",
     "hash_secret",
+    "load_log_name",
     "load_operators",
     "operators_locked",
     "parse_approval",
@@ -74,7 +83,13 @@ class _Operator(msgspec.Struct, forbid_unknown_fields=True):
     scrypt: str
 
 
+class _Log(msgspec.Struct, forbid_unknown_fields=True):
+    path: str
+    genesis: str
+
+
 class _OperatorsFile(msgspec.Struct, forbid_unknown_fields=True):
+    log: _Log | None = None
     operators: dict[str, _Operator] = {}
 
 
@@ -118,17 +133,29 @@ def _matches(secret: bytes, stored: str) -> bool:
     return hmac.compare_digest(hash_secret(secret, salt), stored) and bool(digest_hex)
 
 
-def load_operators(path: Path) -> Operators:
-    """Read the operators file; refuse one others may read or write."""
+def _load(path: Path) -> _OperatorsFile:
     try:
         raw = read_private_file(path)
     except SignerError as e:
         raise ApprovalError(str(e)) from None
     try:
-        data = msgspec.convert(tomllib.loads(raw.decode()), type=_OperatorsFile)
+        return msgspec.convert(tomllib.loads(raw.decode()), type=_OperatorsFile)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, msgspec.ValidationError) as e:
         raise ApprovalError(f"{path}: not an operators file: {e}") from None
-    return {name: op.scrypt for name, op in data.operators.items()}
+
+
+def load_operators(path: Path) -> Operators:
+    """Read the operators file; refuse one others may read or write."""
+    return {name: op.scrypt for name, op in _load(path).operators.items()}
+
+
+def load_log_name(path: Path) -> LogName | None:
+    """The operation log the operators file names (`crlbuilder.keys.logname`), or None: no
+    file yet, or one written before files named their log."""
+    if not path.exists():
+        return None
+    log = _load(path).log
+    return None if log is None else LogName(log.path, log.genesis)
 
 
 def read_secret(source: str) -> bytes:
@@ -274,22 +301,36 @@ def operators_locked(path: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def add_operator(path: Path, name: str, stored: str, *, replace: bool = False) -> None:
+def add_operator(
+    path: Path, name: str, stored: str, *, replace: bool = False, log: LogName | None = None
+) -> None:
     """Write ``name``'s ``salt$hash`` (`hash_secret`) into the operators file, created mode
     0600; replace one enrolled already only when ``replace`` (--replace or --reset; a name typed by mistake would
     otherwise take over a colleague's approvals, and the two-person rule with them). Who may
-    do so is `check_enrolment`'s question, asked before."""
+    do so is `check_enrolment`'s question, asked before. With ``log``, the file names that
+    operation log from now on (`crlbuilder.keys.logname`); without, it keeps the one it
+    names."""
     _check_name(name)
-    current = load_operators(path) if path.exists() else {}
+    held = _load(path) if path.exists() else _OperatorsFile()
+    current = {n: op.scrypt for n, op in held.operators.items()}
     if name in current and not replace:
         raise ApprovalError(
             f"operator {name} is enrolled already: give --replace to set a new secret for "
             f"{name} (only {name} should)"
         )
     current[name] = stored
+    named = log or (None if held.log is None else LogName(held.log.path, held.log.genesis))
     lines = [
         "# jpki-va key ceremony operators (Ord §74(2)(3)): name -> scrypt salt$hash; no secrets"
     ]
+    if named is not None:  # a TOML basic string is a JSON string (escapes included)
+        lines += [
+            "",
+            "# the operation log this file belongs to: its path and its first line's SHA-256",
+            "[log]",
+            f"path = {msgspec.json.encode(named.path).decode()}",
+            f'genesis = "{named.genesis}"',
+        ]
     for n in sorted(current):
         lines += ["", f"[operators.{n}]", f'scrypt = "{current[n]}"']
     data = ("\n".join(lines) + "\n").encode()

@@ -1,7 +1,8 @@
 """The key operation log (認証業務実施設備の動作の記録, Ord §73(3)): every key operation, chained.
 
 One hash-chained JSON line (`crlbuilder.auditlog`) per key operation: a key generated in
-the token, a certificate issued, a generation rolled over, a key destroyed, a ceremony
+the token, a certificate issued, a generation rolled over, a key destroyed, the keys a
+token holds at the end of a ceremony (`crlbuilder.keys.inventory`), a ceremony
 refused (each with the operators who approved it, Ord §74(3): 複数の者による発行者署名符号の
 作成及び管理, and the fingerprints of the credentials they approved with), an operator
 enrolled or their secret replaced or reset (識別符号, Ord §74(2)), and
@@ -33,6 +34,7 @@ from crlbuilder.auditlog import (
     ChainError,
     ChainReport,
     append_chained,
+    line_hash,
     verify_chain,
 )
 from crlbuilder.keyref import is_pkcs11_uri
@@ -46,6 +48,7 @@ __all__ = [
     "configure",
     "end_all",
     "first_ceremony",
+    "genesis",
     "key_name",
     "read_oplog",
     "record",
@@ -62,6 +65,7 @@ EVENTS: Final = frozenset(
         "rollover",
         "successor-named",
         "key-destroyed",
+        "token-inventory",
         "ceremony-refused",
         "ceremony-failed",
         "operator-enrolled",
@@ -112,6 +116,17 @@ def first_ceremony(records: list[OpRecord], after: int = 0) -> OpRecord | None:
     is a ceremony the record does not hold: done without being recorded, interrupted before
     it printed its head, or written into the log by hand."""
     return next((r for r in records[after:] if r.event not in NO_CEREMONY_EVENTS), None)
+
+
+def genesis(log: Path) -> str | None:
+    """The SHA-256 of the log's first line (what names the log: `crlbuilder.keys.logname`),
+    or None where there is no log (or it cannot be read) or no whole first line."""
+    try:
+        with log.open("rb") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    return line_hash(first[:-1]) if first.endswith(b"\n") else None
 
 
 def key_name(key_ref: str) -> str:

@@ -45,6 +45,7 @@ this module; what it exports is typed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import logging
 import os
@@ -79,6 +80,7 @@ __all__ = [
     "URI_SCHEME",
     "KeyUri",
     "Pkcs11Signer",
+    "TokenKey",
     "TokenUnavailable",
     "close_all",
     "destroy_key",
@@ -87,6 +89,7 @@ __all__ = [
     "module_path",
     "parse_key_uri",
     "redact",
+    "token_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -666,6 +669,53 @@ def destroy_key(key_ref: str, module: str | None = None) -> None:
     # this process's cached handles on the key are stale now
     state.local = threading.local()
     log.info("destroyed key %s", uri.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenKey:
+    """A private key object in a token, as an inventory shows it (nothing secret)."""
+
+    fingerprint: str
+    """SHA-256 (hex) of the RSA public key's SubjectPublicKeyInfo DER (what ``key-generated``
+    lines record as ``spki_sha256``); for a key of another type, ``other-`` and the SHA-256
+    of its type, label and id (no ceremony makes one)."""
+    label: str
+    id_hex: str
+    """CKA_ID in hex ("" when none)."""
+
+
+def _inventoried(key: Any) -> TokenKey:
+    label = str(key.label or "")
+    try:
+        id_hex = bytes(key[Attribute.ID] or b"").hex()
+    except p11e.PKCS11Error:
+        id_hex = ""
+    if key.key_type == KeyType.RSA:
+        modulus = int.from_bytes(bytes(key[Attribute.MODULUS]), "big")
+        exponent = int.from_bytes(bytes(key[Attribute.PUBLIC_EXPONENT]), "big")
+        public = rsa.RSAPublicNumbers(exponent, modulus).public_key()
+        return TokenKey(hashlib.sha256(spki_der(public)).hexdigest(), label, id_hex)
+    other = f"{key.key_type!s}|{label}|{id_hex}".encode()
+    return TokenKey("other-" + hashlib.sha256(other).hexdigest(), label, id_hex)
+
+
+def token_keys(key_ref: str, module: str | None = None) -> tuple[str, list[TokenKey]]:
+    """The token's label and every private key object in it (logged in with the URI's PIN, so
+    private objects are seen): the key inventory a ceremony records and compares with the
+    operation log (`crlbuilder.keys.inventory`). Public keys, certificates and secret keys
+    are not listed. Sorted by fingerprint."""
+    uri = parse_key_uri(key_ref)
+    so = module or module_path()
+    state = _token(_process(), so, uri, uri.read_pin())
+    try:
+        with state.token.open() as session:
+            found = [
+                _inventoried(k)
+                for k in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+            ]
+    except p11e.PKCS11Error as exc:
+        raise SignerError(f"{uri.ref}: cannot list the token's keys: {_why(exc)}") from None
+    return uri.token, sorted(found, key=lambda k: (k.fingerprint, k.label, k.id_hex))
 
 
 def close_all() -> None:
