@@ -49,6 +49,12 @@ exception, the first build of a new store: no answer or CRL was ever published
 from it, so the lapses of the history it loads are dated at their due instants,
 as the follow loop would have written them then.
 
+Each lapse written is kept with the holder's changes (`store.format.Taken`, with its due
+instant), so that an issuance record read after it is judged by it even once its notice is
+gone: a certificate issued before it fell due is revoked by it, at its instant; a new auth-card
+certificate issued once it fell due is no double issuance (Act §25), however late the lapse was
+written (a builder catching up on a published store dates it at its clock, Act §34(1)(2)).
+
 Retention and its end (Ord §70(1)(iii)): `Applier.erase_past_retention` erases
 the revocation records whose period (per family and legal category,
 configuration) has passed, from the store; CRLs leave them out by the same rule
@@ -526,14 +532,19 @@ class Applier:
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
         card = self._check_card(b, holder, rec) if rec.family.is_mobile else None
+        taken = b.c.taken(holder) if rec.family in (Family.SIGN_CARD, Family.AUTH_CARD) else []
         held = []
         for k in b.c.holder_certs(holder, rec.family):
             st = self._status(b, k)
+            # lost effect (Act §25): when revoked, or when a kept lapse that took it fell due
+            # (written later by a builder catching up: dated then, Act §34(1)(2))
+            lost = [st.revoked_at] if st.revoked else []
+            lost += [at] if (at := _lost_effect_by(taken, rec.family, st.not_before)) else []
             held.append(
                 rules.HeldCert(
                     serial=int.from_bytes(k[2:], "big"),
                     not_after=from_epoch(st.not_after),
-                    revoked_at=from_epoch(st.revoked_at) if st.revoked else None,
+                    revoked_at=from_epoch(min(lost)) if lost else None,
                 )
             )
         if rules.double_issuance(held, rec.not_before) is not None:
@@ -577,11 +588,12 @@ class Applier:
           record (Act §16-13, §35-13) covers it, at the card's instant;
         - for a card certificate, a change of the holder's resident record recorded at or after
           ``not_before`` that took the family's certificates at once (Act §12, §31(1)(3), kept in
-          `store.format.DB_TAKEN`, `_taken_at`): it took this one too, when it was recorded;
-        - for an auth-card certificate, the 30-day lapse (Act §31(2)) of the holder's move-out
-          notice was written and takes it (`rules.lapse_revokes`: issued before the lapse fell
-          due, outside a 国外転出届's window): the lapse record covers every certificate the
-          holder had then, this one too, at the lapse's instant.
+          `store.format.DB_TAKEN`, `_taken_by`): it took this one too, when it was recorded;
+        - for an auth-card certificate, a 30-day lapse (Act §31(2)) of a move-out notice of the
+          holder's was written and takes it (`rules.lapse_revokes`: issued before the lapse fell
+          due, outside a 国外転出届's window; the pending notice, or kept in
+          `store.format.DB_TAKEN` once it is gone): the lapse record covers every certificate
+          the holder had then, this one too, at the lapse's instant.
         The earliest is written (the later find it revoked).
         """
         lost: list[tuple[int, Category, Reason, int]] = []
@@ -602,8 +614,9 @@ class Applier:
                 cat = Category.RESIDENT_CHANGE
                 lost.append((pending.lapsed_at, cat, cat.default_reason, pending.lapsed_at))
         if meta.family in (Family.SIGN_CARD, Family.AUTH_CARD):
-            at = _taken_at(b.c.taken(st.holder), meta.family, st.not_before)
-            if at is not None:
+            by = _taken_by(b.c.taken(st.holder), meta.family, st.not_before)
+            if by is not None:
+                at = by.at
                 cat = Category.RESIDENT_CHANGE
                 lost.append((at, cat, cat.default_reason, at))
         if card is not None:
@@ -809,13 +822,7 @@ class Applier:
         if rec.cause is DeletionCause.ABROAD_MOVE_OUT and notice is not None and notice.abroad:
             end = rules.end_of_day_utc(notice.planned_date)
             spared = (epoch(notice.notified_at), epoch(end))  # Act §12(2)'s window
-        entry = sf.Taken(epoch(rec.recorded_at), sign, auth, *spared)
-        kept = b.c.taken(holder)
-        if entry in kept:
-            return
-        now = sorted([*kept, entry], key=lambda t: (t.at, t.sign, t.auth))[-sf.MAX_TAKEN :]
-        if now != kept:
-            b.c.put_taken(holder, now)
+        _keep_taken_entry(b, holder, sf.Taken(epoch(rec.recorded_at), sign, auth, *spared))
 
     def _move_out(
         self,
@@ -964,7 +971,15 @@ class Applier:
         self, b: _Batch, holder: bytes, notice: rules.MoveOutNotice, at: datetime
     ) -> bool:
         """Revoke at ``at`` the holder's auth-card certificates that ``notice``'s lapse takes
-        (`rules.lapse_revokes`)."""
+        (`rules.lapse_revokes`), and keep the lapse (`store.format.Taken`, with its due instant)
+        for the issuance records that arrive after it: one of a certificate it took
+        (`_lost_before_its_record`), and a new one issued once it fell due (Act §25)."""
+        spared = (0, 0)
+        if notice.abroad:
+            end = rules.end_of_day_utc(notice.planned_date)
+            spared = (epoch(notice.notified_at), epoch(end))  # Act §31(2)'s window
+        due = rules.move_out_lapse(notice.planned_date)
+        _keep_taken_entry(b, holder, sf.Taken(epoch(at), False, True, *spared, epoch(due)))
         changed = False
         for key in b.c.holder_certs(holder, Family.AUTH_CARD):
             st = self._status(b, key)
@@ -1140,20 +1155,46 @@ def _keep_move_ins(b: _Batch, holder: bytes, kept: list[sf.MoveIn], made: int, e
         b.c.put_move_ins(holder, now)
 
 
-def _taken_at(taken: Iterable[sf.Taken], family: Family, not_before: int) -> int | None:
-    """When the earliest kept change (``taken``, earliest first) that takes a ``family`` card
-    certificate issued at ``not_before`` was recorded (`rules.resident_change_revokes`: issued
-    no later than the change; a sign-card certificate issued in a 国外転出届's window is spared,
-    Act §12(2)), or None."""
-    for t in taken:
-        if t.at < not_before:
-            continue
-        if family is Family.SIGN_CARD:
-            if t.sign and not (t.spared_to and t.spared_from <= not_before <= t.spared_to):
-                return t.at
-        elif t.auth:
-            return t.at
-    return None
+def _takes(t: sf.Taken, family: Family, not_before: int) -> bool:
+    """Whether the kept change or lapse ``t`` takes a ``family`` card certificate issued at
+    ``not_before``: a change, one issued no later than it was recorded
+    (`rules.resident_change_revokes`; a sign-card certificate issued in a 国外転出届's window is
+    spared, Act §12(2)); a lapse, an auth-card one issued before it fell due, but not in its
+    国外転出届's window (`rules.lapse_revokes`, Act §31(2))."""
+    spared = bool(t.spared_to) and t.spared_from <= not_before <= t.spared_to
+    if t.lapse_due:
+        return family is Family.AUTH_CARD and not_before < t.lapse_due and not spared
+    if t.at < not_before:
+        return False
+    if family is Family.SIGN_CARD:
+        return t.sign and not spared
+    return t.auth
+
+
+def _taken_by(taken: Iterable[sf.Taken], family: Family, not_before: int) -> sf.Taken | None:
+    """The earliest written (``taken``, earliest first) of the kept changes and lapses that
+    take a ``family`` card certificate issued at ``not_before`` (`_takes`), or None: its ``at``
+    is when the certificate lost effect."""
+    return next((t for t in taken if _takes(t, family, not_before)), None)
+
+
+def _lost_effect_by(taken: Iterable[sf.Taken], family: Family, not_before: int) -> int | None:
+    """When a ``family`` card certificate issued at ``not_before`` lost effect by the kept
+    changes and lapses that take it, as the double-issuance rule counts (二重発行の禁止, Act §6,
+    §25): a change when it was recorded, a lapse when it fell due (Act §31(2): 30 days passed
+    with no 転入届), however late the builder wrote it; or None."""
+    return min((t.lapse_due or t.at for t in taken if _takes(t, family, not_before)), default=None)
+
+
+def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken) -> None:
+    """Keep ``entry`` with the holder's kept changes and lapses (`store.format.DB_TAKEN`): the
+    latest `store.format.MAX_TAKEN` written, earliest first."""
+    kept = b.c.taken(holder)
+    if entry in kept:
+        return
+    now = sorted([*kept, entry], key=msgspec.structs.astuple)[-sf.MAX_TAKEN :]
+    if now != kept:
+        b.c.put_taken(holder, now)
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:
