@@ -13,7 +13,8 @@ What each record does (the rules themselves are in `rules`):
 - issuance (発行記録): a good status, the holder links, the encrypted four facts;
   refused when the serial exists, the issuer is unknown or of another family,
   the holder already holds a valid certificate of the family (Act §6, §16-5,
-  §25, §35-5), or a mobile certificate's card certificate is not the holder's;
+  §25, §35-5; an auth one a kept lapse took counts as lost when the lapse fell due,
+  below), or a mobile certificate's card certificate is not the holder's;
 - revocation request (失効申請等情報), recording error (記録誤り等): revoke one
   serial; refused for an unknown serial or a record earlier than issuance;
 - resident change (異動): revoke the holder's card certificates as Act §12 and
@@ -52,8 +53,9 @@ as the follow loop would have written them then.
 Each lapse written is kept with the holder's changes (`store.format.Taken`, with its due
 instant), so that an issuance record read after it is judged by it even once its notice is
 gone: a certificate issued before it fell due is revoked by it, at its instant; a new auth-card
-certificate issued once it fell due is no double issuance (Act §25), however late the lapse was
-written (a builder catching up on a published store dates it at its clock, Act §34(1)(2)).
+certificate issued once it fell due is no double issuance (Act §25), nor a new auth-mobile one
+(§35-5: the holder's earlier ones followed the card, §35-13), however late the lapse was written
+(a builder catching up on a published store dates it at its clock, Act §34(1)(2)).
 
 Retention and its end (Ord §70(1)(iii)): `Applier.erase_past_retention` erases
 the revocation records whose period (per family and legal category,
@@ -532,14 +534,20 @@ class Applier:
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
         card = self._check_card(b, holder, rec) if rec.family.is_mobile else None
-        taken = b.c.taken(holder) if rec.family in (Family.SIGN_CARD, Family.AUTH_CARD) else []
+        taken = b.c.taken(holder) if rec.family is not Family.SIGN_MOBILE else []
+        card_lapse = (
+            self._card_lapsed(b, holder, taken) if rec.family is Family.AUTH_MOBILE else None
+        )
         held = []
         for k in b.c.holder_certs(holder, rec.family):
             st = self._status(b, k)
-            # lost effect (Act §25): when revoked, or when a kept lapse that took it fell due
-            # (written later by a builder catching up: dated then, Act §34(1)(2))
+            # lost effect (Act §25, §35-5): when revoked, or when a kept lapse that took it (or,
+            # for a mobile one, the card it follows) fell due, however late it was written
             lost = [st.revoked_at] if st.revoked else []
-            lost += [at] if (at := _lost_effect_by(taken, rec.family, st.not_before)) else []
+            if rec.family.is_mobile:
+                lost += [card_lapse] if card_lapse and st.not_before < card_lapse else []
+            elif (at := _lost_effect_by(taken, rec.family, st.not_before)) is not None:
+                lost.append(at)
             held.append(
                 rules.HeldCert(
                     serial=int.from_bytes(k[2:], "big"),
@@ -568,6 +576,24 @@ class Applier:
         b.c.add_certificate(key, st, rec.family, sealed)
         self._lost_before_its_record(b, key, st, meta, card)
         return True
+
+    def _card_lapsed(self, b: _Batch, holder: bytes, taken: list[sf.Taken]) -> int | None:
+        """When the earliest kept lapse (Act §31(2)) that took an auth-card certificate of the
+        holder's still in effect as it fell due fell due, or None: every auth-mobile certificate
+        of the holder issued before then followed it (the cascade, Act §35-13, §35-14(1)(4)), so
+        for Act §35-5 it lost effect then, however late the lapse was written."""
+        dues: list[int] = []
+        for k in b.c.holder_certs(holder, Family.AUTH_CARD):
+            card = self._status(b, k)
+            dues += (
+                t.lapse_due
+                for t in taken
+                if t.lapse_due
+                and _takes(t, Family.AUTH_CARD, card.not_before)
+                and card.not_after > t.lapse_due
+                and not (card.revoked and card.revoked_at < t.lapse_due)
+            )
+        return min(dues, default=None)
 
     def _lost_before_its_record(
         self,
