@@ -13,7 +13,8 @@ What each record does (the rules themselves are in `rules`):
 - issuance (発行記録): a good status, the holder links, the encrypted four facts;
   refused when the serial exists, the issuer is unknown or of another family,
   the holder already holds a valid certificate of the family (Act §6, §16-5,
-  §25, §35-5), or a mobile certificate's card certificate is not the holder's;
+  §25, §35-5; an auth one a kept lapse took counts as lost when the lapse fell due,
+  below), or a mobile certificate's card certificate is not the holder's;
 - revocation request (失効申請等情報), recording error (記録誤り等): revoke one
   serial; refused for an unknown serial or a record earlier than issuance;
 - resident change (異動): revoke the holder's card certificates as Act §12 and
@@ -48,6 +49,13 @@ clock's instant, never earlier than the write nor than the due instant. One
 exception, the first build of a new store: no answer or CRL was ever published
 from it, so the lapses of the history it loads are dated at their due instants,
 as the follow loop would have written them then.
+
+Each lapse written is kept with the holder's changes (`store.format.Taken`, with its due
+instant), so that an issuance record read after it is judged by it even once its notice is
+gone: a certificate issued before it fell due is revoked by it, at its instant; a new auth-card
+certificate issued once it fell due is no double issuance (Act §25), nor a new auth-mobile one
+(§35-5: the holder's earlier ones followed the card, §35-13), however late the lapse was written
+(a builder catching up on a published store dates it at its clock, Act §34(1)(2)).
 
 Retention and its end (Ord §70(1)(iii)): `Applier.erase_past_retention` erases
 the revocation records whose period (per family and legal category,
@@ -540,14 +548,25 @@ class Applier:
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
         card = self._check_card(b, holder, rec) if rec.family.is_mobile else None
+        taken = b.c.taken(holder) if rec.family is not Family.SIGN_MOBILE else []
+        card_lapse = (
+            self._card_lapsed(b, holder, taken) if rec.family is Family.AUTH_MOBILE else None
+        )
         held = []
         for k in b.c.holder_certs(holder, rec.family):
             st = self._status(b, k)
+            # lost effect (Act §25, §35-5): when revoked, or when a kept lapse that took it (or,
+            # for a mobile one, the card it follows) fell due, however late it was written
+            lost = [st.revoked_at] if st.revoked else []
+            if rec.family.is_mobile:
+                lost += [card_lapse] if card_lapse and st.not_before < card_lapse else []
+            elif (at := _lost_effect_by(taken, rec.family, st.not_before)) is not None:
+                lost.append(at)
             held.append(
                 rules.HeldCert(
                     serial=int.from_bytes(k[2:], "big"),
                     not_after=from_epoch(st.not_after),
-                    revoked_at=from_epoch(st.revoked_at) if st.revoked else None,
+                    revoked_at=from_epoch(min(lost)) if lost else None,
                 )
             )
         if rules.double_issuance(held, rec.not_before) is not None:
@@ -572,6 +591,24 @@ class Applier:
         self._lost_before_its_record(b, key, st, meta, card)
         return True
 
+    def _card_lapsed(self, b: _Batch, holder: bytes, taken: list[sf.Taken]) -> int | None:
+        """When the earliest kept lapse (Act §31(2)) that took an auth-card certificate of the
+        holder's still in effect as it fell due fell due, or None: every auth-mobile certificate
+        of the holder issued before then followed it (the cascade, Act §35-13, §35-14(1)(4)), so
+        for Act §35-5 it lost effect then, however late the lapse was written."""
+        dues: list[int] = []
+        for k in b.c.holder_certs(holder, Family.AUTH_CARD):
+            card = self._status(b, k)
+            dues += (
+                t.lapse_due
+                for t in taken
+                if t.lapse_due
+                and _takes(t, Family.AUTH_CARD, card.not_before)
+                and card.not_after > t.lapse_due
+                and not (card.revoked and card.revoked_at < t.lapse_due)
+            )
+        return min(dues, default=None)
+
     def _lost_before_its_record(
         self,
         b: _Batch,
@@ -591,11 +628,12 @@ class Applier:
           record (Act §16-13, §35-13) covers it, at the card's instant;
         - for a card certificate, a change of the holder's resident record recorded at or after
           ``not_before`` that took the family's certificates at once (Act §12, §31(1)(3), kept in
-          `store.format.DB_TAKEN`, `_taken_at`): it took this one too, when it was recorded;
-        - for an auth-card certificate, the 30-day lapse (Act §31(2)) of the holder's move-out
-          notice was written and takes it (`rules.lapse_revokes`: issued before the lapse fell
-          due, outside a 国外転出届's window): the lapse record covers every certificate the
-          holder had then, this one too, at the lapse's instant.
+          `store.format.DB_TAKEN`, `_taken_by`): it took this one too, when it was recorded;
+        - for an auth-card certificate, a 30-day lapse (Act §31(2)) of a move-out notice of the
+          holder's was written and takes it (`rules.lapse_revokes`: issued before the lapse fell
+          due, outside a 国外転出届's window; the pending notice, or kept in
+          `store.format.DB_TAKEN` once it is gone): the lapse record covers every certificate
+          the holder had then, this one too, at the lapse's instant.
         The earliest is written (the later find it revoked).
         """
         lost: list[tuple[int, Category, Reason, int]] = []
@@ -616,8 +654,9 @@ class Applier:
                 cat = Category.RESIDENT_CHANGE
                 lost.append((pending.lapsed_at, cat, cat.default_reason, pending.lapsed_at))
         if meta.family in (Family.SIGN_CARD, Family.AUTH_CARD):
-            at = _taken_at(b.c.taken(st.holder), meta.family, st.not_before)
-            if at is not None:
+            by = _taken_by(b.c.taken(st.holder), meta.family, st.not_before)
+            if by is not None:
+                at = by.at
                 cat = Category.RESIDENT_CHANGE
                 lost.append((at, cat, cat.default_reason, at))
         if card is not None:
@@ -823,13 +862,7 @@ class Applier:
         if rec.cause is DeletionCause.ABROAD_MOVE_OUT and notice is not None and notice.abroad:
             end = rules.end_of_day_utc(notice.planned_date)
             spared = (epoch(notice.notified_at), epoch(end))  # Act §12(2)'s window
-        entry = sf.Taken(epoch(rec.recorded_at), sign, auth, *spared)
-        kept = b.c.taken(holder)
-        if entry in kept:
-            return
-        now = sorted([*kept, entry], key=lambda t: (t.at, t.sign, t.auth))[-sf.MAX_TAKEN :]
-        if now != kept:
-            b.c.put_taken(holder, now)
+        _keep_taken_entry(b, holder, sf.Taken(epoch(rec.recorded_at), sign, auth, *spared))
 
     def _move_out(
         self,
@@ -978,7 +1011,15 @@ class Applier:
         self, b: _Batch, holder: bytes, notice: rules.MoveOutNotice, at: datetime
     ) -> bool:
         """Revoke at ``at`` the holder's auth-card certificates that ``notice``'s lapse takes
-        (`rules.lapse_revokes`)."""
+        (`rules.lapse_revokes`), and keep the lapse (`store.format.Taken`, with its due instant)
+        for the issuance records that arrive after it: one of a certificate it took
+        (`_lost_before_its_record`), and a new one issued once it fell due (Act §25)."""
+        spared = (0, 0)
+        if notice.abroad:
+            end = rules.end_of_day_utc(notice.planned_date)
+            spared = (epoch(notice.notified_at), epoch(end))  # Act §31(2)'s window
+        due = rules.move_out_lapse(notice.planned_date)
+        _keep_taken_entry(b, holder, sf.Taken(epoch(at), False, True, *spared, epoch(due)))
         changed = False
         for key in b.c.holder_certs(holder, Family.AUTH_CARD):
             st = self._status(b, key)
@@ -1163,20 +1204,46 @@ def _keep_move_ins(b: _Batch, holder: bytes, kept: list[sf.MoveIn], made: int, e
         b.c.put_move_ins(holder, now)
 
 
-def _taken_at(taken: Iterable[sf.Taken], family: Family, not_before: int) -> int | None:
-    """When the earliest kept change (``taken``, earliest first) that takes a ``family`` card
-    certificate issued at ``not_before`` was recorded (`rules.resident_change_revokes`: issued
-    no later than the change; a sign-card certificate issued in a 国外転出届's window is spared,
-    Act §12(2)), or None."""
-    for t in taken:
-        if t.at < not_before:
-            continue
-        if family is Family.SIGN_CARD:
-            if t.sign and not (t.spared_to and t.spared_from <= not_before <= t.spared_to):
-                return t.at
-        elif t.auth:
-            return t.at
-    return None
+def _takes(t: sf.Taken, family: Family, not_before: int) -> bool:
+    """Whether the kept change or lapse ``t`` takes a ``family`` card certificate issued at
+    ``not_before``: a change, one issued no later than it was recorded
+    (`rules.resident_change_revokes`; a sign-card certificate issued in a 国外転出届's window is
+    spared, Act §12(2)); a lapse, an auth-card one issued before it fell due, but not in its
+    国外転出届's window (`rules.lapse_revokes`, Act §31(2))."""
+    spared = bool(t.spared_to) and t.spared_from <= not_before <= t.spared_to
+    if t.lapse_due:
+        return family is Family.AUTH_CARD and not_before < t.lapse_due and not spared
+    if t.at < not_before:
+        return False
+    if family is Family.SIGN_CARD:
+        return t.sign and not spared
+    return t.auth
+
+
+def _taken_by(taken: Iterable[sf.Taken], family: Family, not_before: int) -> sf.Taken | None:
+    """The earliest written (``taken``, earliest first) of the kept changes and lapses that
+    take a ``family`` card certificate issued at ``not_before`` (`_takes`), or None: its ``at``
+    is when the certificate lost effect."""
+    return next((t for t in taken if _takes(t, family, not_before)), None)
+
+
+def _lost_effect_by(taken: Iterable[sf.Taken], family: Family, not_before: int) -> int | None:
+    """When a ``family`` card certificate issued at ``not_before`` lost effect by the kept
+    changes and lapses that take it, as the double-issuance rule counts (二重発行の禁止, Act §6,
+    §25): a change when it was recorded, a lapse when it fell due (Act §31(2): 30 days passed
+    with no 転入届), however late the builder wrote it; or None."""
+    return min((t.lapse_due or t.at for t in taken if _takes(t, family, not_before)), default=None)
+
+
+def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken) -> None:
+    """Keep ``entry`` with the holder's kept changes and lapses (`store.format.DB_TAKEN`): the
+    latest `store.format.MAX_TAKEN` written, earliest first."""
+    kept = b.c.taken(holder)
+    if entry in kept:
+        return
+    now = sorted([*kept, entry], key=msgspec.structs.astuple)[-sf.MAX_TAKEN :]
+    if now != kept:
+        b.c.put_taken(holder, now)
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

@@ -46,6 +46,10 @@ TAKES: dict[str, frozenset[str]] = {
 }
 """The card families (``S`` sign, ``A`` auth) a change takes at once (Act §12(1)(2), §31(1))."""
 
+FAMILY: dict[str, str] = {"S": "S", "A": "A", "B": "A"}
+"""The card family of each issuance kind: ``B`` is a second auth-card certificate (its own
+serial), issued once the first lost effect (Act §25)."""
+
 
 def day(d: float) -> datetime:
     return T0 + timedelta(days=d)
@@ -57,7 +61,7 @@ class Rec:
     else its ``recorded_at``), the order the law judges by; ``recorded``: its ``recorded_at``."""
 
     kind: str
-    """``S``, ``A`` (issuances), ``O``, ``OA`` (move-out notices), ``I`` (move-in notice), ``F``
+    """``S``, ``A``, ``B`` (issuances; ``B`` a second auth-card one), ``O``, ``OA`` (move-out notices), ``I`` (move-in notice), ``F``
     (fact change), ``D:<cause>`` (record deletion)."""
     made: float
     recorded: float
@@ -71,7 +75,7 @@ class Rec:
 
     @property
     def issuance(self) -> bool:
-        return self.kind in ("S", "A")
+        return self.kind in FAMILY
 
     @property
     def notice(self) -> bool:
@@ -90,8 +94,9 @@ class Rec:
             return {"type": "issuance", **head, "serial": base + 1, "family": "sign-card",
                     "issuer": SIGN, "not_before": ts(self.made),
                     "not_after": ts(self.made + 900), "facts": FACTS}  # fmt: skip
-        if self.kind == "A":
-            return {"type": "issuance", **head, "serial": base + 2, "family": "auth-card",
+        if self.kind in ("A", "B"):
+            serial = base + (2 if self.kind == "A" else 3)
+            return {"type": "issuance", **head, "serial": serial, "family": "auth-card",
                     "issuer": AUTH, "not_before": ts(self.made),
                     "not_after": ts(self.made + 1400)}  # fmt: skip
         change: dict[str, object] = {"type": "resident-change", **head}
@@ -117,6 +122,11 @@ def auth(d: float) -> Rec:
     return Rec("A", d, d)
 
 
+def second_auth(d: float) -> Rec:
+    """A second auth-card issuance (``B``), made when the first (``A``) lost effect (Act §25)."""
+    return Rec("B", d, d)
+
+
 def move_out(made: float, planned: float, *, abroad: bool = False, lag: float = 0.5) -> Rec:
     return Rec("OA" if abroad else "O", made, made + lag, planned)
 
@@ -140,7 +150,7 @@ Cert = tuple[bool, str, int]
 @dataclass(frozen=True)
 class Outcome:
     certs: dict[str, Cert]
-    """By family tag (``S``, ``A``), each certificate the scenario issues and the store knows."""
+    """By issuance kind (``S``, ``A``, ``B``), each certificate the scenario issues and the store knows."""
     refused: tuple[str, ...]
 
 
@@ -185,7 +195,7 @@ class Run:
         return hashlib.sha256(f"{self.name}/{self.orders[k]}".encode()).hexdigest()
 
     def base(self, k: int) -> int:
-        """The order's serials (base + 1 sign, base + 2 auth): its own, as its holder is."""
+        """The order's serials (base + 1 sign, base + 2 and 3 auth): its own, as its holder is."""
         return int(self.holder(k)[:15], 16) * 10
 
     def stage_of(self, r: Rec) -> int:
@@ -223,7 +233,7 @@ class Run:
         base = self.base(k)
         certs: dict[str, Cert] = {}
         with self.world.store.read() as r:
-            for issuer, off, tag in ((SIGN, 1, "S"), (AUTH, 2, "A")):
+            for issuer, off, tag in ((SIGN, 1, "S"), (AUTH, 2, "A"), (AUTH, 3, "B")):
                 st = r.status(sf.status_key(INDEX[issuer], base + off))
                 if st is not None:
                     cat = Category.from_code(st.category).value if st.category else ""
@@ -282,7 +292,6 @@ class Run:
         recs = self.recs
         pos = {i: p for p, i in enumerate(order)}
         issued = next(i for i, r in enumerate(recs) if r.kind == tag)
-        good_or_later = ref[0] and (not got[0] or got[2] > ref[2])
         why: set[str] = set()
         for o, out in enumerate(recs):
             if out.due is None or not (t := self.triggers(order, o)):
@@ -292,7 +301,7 @@ class Run:
             # written before a notice that ended its clock in time arrived: it stands (Act
             # §34(1)(2)): the auth-card certificate is revoked by the lapse, when written
             if (
-                tag == "A"
+                FAMILY[tag] == "A"
                 and got[:2] == (True, Category.RESIDENT_CHANGE.value)
                 and got != ref
                 and any(
@@ -320,7 +329,7 @@ class Run:
             )
         ]
         if (
-            tag == "A"
+            FAMILY[tag] == "A"
             and got[:2] == (True, Category.RESIDENT_CHANGE.value)
             and got != ref
             and any(
@@ -333,19 +342,6 @@ class Run:
             )
         ):
             why.add("more-move-ins-than-kept")
-        for o, out in enumerate(recs):
-            if out.due is None or not (t := self.triggers(order, o)):
-                continue
-            first = min(t)
-            # an issuance read after the lapse that took it was written, its notice no longer
-            # the pending one: it stays good (or is revoked later by something else)
-            if (
-                tag == "A"
-                and good_or_later
-                and pos[issued] >= first
-                and day(recs[issued].made) < out.due
-            ):
-                why.add("late-issuance-under-a-lapse-whose-notice-was-removed")
         # a deletion on a 国外転出届 read when that notice was not the pending one (its record
         # not arrived, or another move-out's in its place): its window is unknown, and the
         # sign-card certificate issued in it is revoked (Act §12(2) would spare it)
@@ -370,9 +366,9 @@ class Run:
         # whose record comes later does not re-date it (in this order or in the made order,
         # where a lapse written late may come first)
         takers = sum(
-            1 for r in recs if tag in TAKES.get(r.kind, "") and recs[issued].made <= r.made
+            1 for r in recs if FAMILY[tag] in TAKES.get(r.kind, "") and recs[issued].made <= r.made
         )
-        if tag == "A":
+        if FAMILY[tag] == "A":
             takers += sum(1 for r in recs if r.due is not None and day(recs[issued].made) < r.due)
         if got[:2] == ref[:2] and got[0] and takers >= 2:
             why.add("revocation-not-redated")

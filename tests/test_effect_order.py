@@ -13,10 +13,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from crlbuilder.apply import Applier
+from crlbuilder.ingest import read_file
 from crlbuilder.model import Category, Reason
 from crlbuilder.store import format as sf
 from tests.support.store import dump_store
-from tests.test_apply import H1, World, issuance, rid, ts
+from tests.test_apply import H1, KEY, World, issuance, rid, ts
 
 
 @pytest.fixture
@@ -142,6 +144,26 @@ def test_act_12_31_issuance_recorded_after_the_change_that_took_it_is_never_good
     revoked_as(world.status(issuer, 101), Category.RESIDENT_CHANGE,
                Reason.AFFILIATION_CHANGED, 20)  # fmt: skip
     assert not world.status("sign-card-g2", 201).revoked
+
+
+def test_a_kept_change_older_than_the_longest_validity_still_decides_a_late_issuance(
+    world: World,
+) -> None:
+    """`taken` is never pruned (docs/store.md): a fact change on day 100 still takes the sign-card
+    certificate issued on day 0 whose record a builder reads seven years later (its clock past
+    the longest validity, the 6th birthday after issuance, Ord §13(1)). Dropped, the certificate
+    would be added good (expired, but answered good and left off the CRL instead of revoked and
+    listed for the retention period, 3650 days shipped)."""
+    world.apply([change(100, "fact-change", fact="address")])
+    late = datetime.fromisoformat(ts(100 + 7 * 366))
+    path = world.tmp / "late.jsonl"
+    path.write_bytes(msgspec.json.encode(issuance(101, "sign-card-g1", H1, day=0)) + b"\n")
+    ap = Applier(world.store, facts_key=KEY, quarantine=world.quarantine, clock=lambda: late)
+    ap.run(read_file(path))
+    ap.sweep_lapses(late)
+    assert world.quarantined() == []
+    revoked_as(world.status("sign-card-g1", 101), Category.RESIDENT_CHANGE,
+               Reason.AFFILIATION_CHANGED, 100)  # fmt: skip
 
 
 def test_act_31_1_issuance_recorded_after_a_move_out_deletion_keeps_the_auth_card(

@@ -17,13 +17,15 @@ import msgspec
 import pytest
 
 from crlbuilder import rules
+from crlbuilder.apply import Applier
 from crlbuilder.build import AsOfError, Builder
 from crlbuilder.cli import main as cli_main
+from crlbuilder.ingest import read_file
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category
 from crlbuilder.store import format as sf
 from tests.support.builder import builder_config
-from tests.test_apply import H1, World, holder_set, rid
+from tests.test_apply import H1, KEY, World, holder_set, issuance, rid, ts
 
 # ---------------------------------------------------------------------------
 # The applier: dated when written (Act §34(1)(2)), not at the due instant
@@ -70,6 +72,43 @@ def test_act_34_1_2_lapse_dated_when_written_not_at_the_due_instant(world: World
     assert st.revoked and st.category_enum is Category.RESIDENT_CHANGE
     assert st.revoked_at == int(written.timestamp())  # not DUE: never earlier than written
     assert world.status("auth-mobile-g1", 104).revoked_at == st.revoked_at
+
+
+def test_act_25_new_auth_card_issued_once_the_lapse_fell_due_is_no_double_issuance(
+    world: World,
+) -> None:
+    """A builder catching up on a published store, its clock far past the due instant, writes
+    the lapse dated at its clock (Act §34(1)(2)), at the record of a new auth-card certificate
+    issued since. For Act §25 the old certificate lost effect when the lapse fell due, not when
+    the builder wrote it: the new one issued at the due instant is no double issuance (was:
+    quarantined); one issued a second before it is (the old certificate was in effect then).
+    The same for the auth-mobile certificate that followed the old card (cascade, Act §35-13):
+    a new one on the new card is no double issuance either (Act §35-5)."""
+    world.apply([*holder_set(H1), move_out(H1)])
+    published(world)
+    late = DUE + timedelta(days=349, minutes=5)
+    early, at_due = (DUE - timedelta(seconds=1)).isoformat(), DUE.isoformat()
+    mobile_at = (DUE + timedelta(hours=1)).isoformat()
+    records = [
+        issuance(120, "auth-card-g1", H1, 60, not_before=early, recorded_at=early),
+        issuance(121, "auth-card-g1", H1, 60, not_before=at_due, recorded_at=at_due),
+        issuance(122, "auth-mobile-g1", H1, 60, card_serial=121, not_before=mobile_at,
+                 recorded_at=mobile_at, not_after=ts(1400)),
+    ]  # fmt: skip
+    path = world.tmp / "catch-up.jsonl"
+    path.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in records))
+    ap = Applier(world.store, facts_key=KEY, quarantine=world.quarantine, clock=FakeClock(late))
+    ap.run(read_file(path))
+    [refused] = world.quarantined()
+    assert refused["line"] == 1 and "二重発行の禁止: Act §25" in str(refused["reason"])
+    old = world.status("auth-card-g1", 102)
+    assert old.category_enum is Category.RESIDENT_CHANGE
+    assert old.revoked_at == int(late.timestamp())  # dated when written, not at DUE
+    assert world.status("auth-card-g1", 121).state == sf.STATE_GOOD
+    assert world.status("auth-mobile-g1", 104).revoked_at == int(late.timestamp())
+    assert world.status("auth-mobile-g1", 122).state == sf.STATE_GOOD
+    with world.store.read() as r:
+        assert r.status(sf.status_key(4, 120)) is None  # auth-card-g1: the refused one
 
 
 def test_act_31_2_lapse_not_written_before_the_clock_reaches_it(world: World) -> None:

@@ -30,7 +30,7 @@ lapses        planned date u32 | holder 32 B empty: the move-out notices not lap
 moveins       holder 32 B                    `MoveIn` JSON list: the latest move-in notices
                                              made (at most 8)
 taken         holder 32 B                    `Taken` JSON list: resident changes that took
-                                             card certificates at once
+                                             card certificates at once, and lapses written
 ============= ============================== =========================================
 
 ``outbox``, ``quarantine``, ``retention``, ``lapses``, ``moveins`` and ``taken`` are the builder's own
@@ -98,8 +98,10 @@ MAX_MOVE_INS: Final = 8
 this many later move-ins of the holder is judged by those kept (and lapses, `docs/records.md`)."""
 DB_TAKEN: Final = b"taken"
 """The resident changes (異動) of each holder that took card certificates at once (Act §12,
-§31(1)(3)), a JSON list of `Taken` under the holder key, earliest first: an issuance record that
-arrives after the change that took its certificate is revoked by it (`crlbuilder.apply`). At
+§31(1)(3)), and the 30-day lapses written (Act §31(2)), a JSON list of `Taken` under the holder
+key, earliest first: an issuance record that arrives after the change or lapse that took its
+certificate is revoked by it, and a new auth-card certificate issued once a lapse fell due is
+no double issuance (Act §25) however late the lapse was written (`crlbuilder.apply`). At
 most `MAX_TAKEN` per holder, the latest ones; never deleted: bounded by the holders, as
 ``moveins`` is. Absent from a store a builder of an earlier version wrote: an issuance record
 read after a change it applied is judged without it (it stays good)."""
@@ -664,7 +666,12 @@ class Taken(msgspec.Struct, frozen=True, array_like=True):
     spared_from: int = 0
     spared_to: int = 0
     """A deletion by a 国外転出届 (Act §12(2)): the sign-card certificates issued in the notice's
-    window (from when it was made to the end of its planned date) are not taken (0: none)."""
+    window (from when it was made to the end of its planned date) are not taken (0: none); for
+    a lapse, the auth-card certificates issued in its 国外転出届's window (Act §31(2))."""
+    lapse_due: int = 0
+    """A 30-day lapse (異動等失効情報, Act §31(2)) when not 0: it fell due then and took the
+    auth-card certificates issued before (``auth``; ``at`` is when it was written, its
+    revocation instant, Act §34(1)(2)). For Act §25 they lost effect at ``lapse_due``."""
 
 
 class CrlFileEntry(msgspec.Struct, frozen=True, kw_only=True):
