@@ -165,6 +165,30 @@ def test_lists_loading_a_snapshot_apply_no_operation_and_resume_after_a_restart(
     lists.close()
 
 
+def test_a_part_counts_each_party_of_its_entries() -> None:
+    listed = sorted(
+        entries("bank", [1, 2, 3]) + entries("broker", [4]) + entries("insurer", [5, 6])
+    )
+    naive: dict[bytes, int] = {}
+    for e in listed:
+        naive[e[:8]] = naive.get(e[:8], 0) + 1
+    assert watchsnap.counts(listed) == naive and len(naive) == 3
+    assert watchsnap.counts([]) == {}
+
+
+def test_a_part_out_of_key_order_is_refused(tmp_path: Path) -> None:
+    listed = sorted(entries("bank", [1, 2, 3]))
+    seal = Seal(SID, watchlog.secret_check(KEYS.check()), 7, 1, 3, 1)
+    lists = LmdbWatchSet(tmp_path / "l", KEYS, map_size=1 << 24)
+    lists.begin_load(Loading(watchsnap.encode_seal(MAC, seal), 0, 1, 0))
+    with pytest.raises(BadSnapshot):
+        lists.load_part(seal, Part(SID, 7, 0, (listed[1], listed[0], listed[2])), 1)
+    assert lists.applied() == 0 and lists.count("bank") == 0 and lists.loading() is not None
+    assert lists.load_part(seal, Part(SID, 7, 0, tuple(listed)), 1)
+    assert lists.count("bank") == 3
+    lists.close()
+
+
 def test_parts_that_do_not_add_up_to_their_seal_are_refused(tmp_path: Path) -> None:
     listed = sorted(entries("bank", [1, 2, 3]))
     seal = Seal(SID, watchlog.secret_check(KEYS.check()), 7, 1, 4, 1)  # says 4, holds 3
@@ -327,3 +351,42 @@ def test_nothing_purged_without_a_seal_and_a_lost_race_purges_nothing(
     with pytest.raises(CompactError):  # lists that refuse the operations compact nothing
         compact(c2[0], c2[1], keep=0, min_operations=1)
     assert a[1].state().first == 31
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_feed_of_a_node_joining_a_compacted_stream_answers_503_then_the_whole_list(
+    tmp_path: Path, server: Any
+) -> None:
+    """Through the routes: batches registered on node A (one removing what another added),
+    the stream compacted; node B, new, answers 503 "still applying" while it loads the
+    snapshot (a wait too short for it), then reads the changes of the whole list, the
+    removed certificate not among them."""
+    from tests.support.pki import make_ca, rsa_key
+    from tests.test_v1_changes import AC, SC, A, Api, B, C, ref
+    from tests.test_v1_feedpos import node_a, node_b, pos, serials
+    from tests.test_v1_watchrepl import replicated
+
+    key = rsa_key()
+    cas = {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
+    streams = [WatchStream(server.source, timeout=2.0) for _ in range(3)]
+    a = Api(node_a(cas), tmp_path / "a")
+    la = replicated(a, streams[0], tmp_path / "a-lists")  # type: ignore[arg-type]
+    try:
+        assert a.watch(add=[ref(SC, A), ref(SC, B)])[0].status == 200
+        assert a.watch(add=[ref(SC, C)], remove=[ref(SC, B)])[0].status == 200
+        done = compact(la, streams[1], keep=0, min_operations=1, part_entries=1)
+        assert (done.snapshot, done.purged, done.parts) == (2, 2, 2)
+        b = Api(node_b(cas), tmp_path / "b", replication_wait_seconds=0)
+        lb = replicated(b, streams[2], tmp_path / "b-lists")  # type: ignore[arg-type]
+        resp, got = b.changes(f"cursor={pos(0)}")  # one part loaded, its wait is over
+        assert resp.status == 503 and "still applying" in got["detail"], got
+        assert lb.loading() is not None and not b.ledger.counted
+        resp, got = b.changes(f"cursor={pos(0)}")
+        assert resp.status == 200 and serials(got) == [A, C], got
+        assert lb.applied() == 2 and b.ledger.counted
+        lb.close()
+    finally:
+        for s in streams:
+            s.close()
+        la.close()

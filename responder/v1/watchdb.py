@@ -31,6 +31,7 @@ loaded and another worker or a restart goes on where it stopped).
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -301,7 +302,9 @@ class LmdbWatchSet:
                 if part.number != st.next_index:
                     return False
                 cur = txn.cursor(db=self._watch)
-                cur.putmulti([(e, b"") for e in part.entries], append=True)
+                pairs = zip(part.entries, itertools.repeat(b""), strict=False)
+                if cur.putmulti(pairs, append=True)[1] != len(part.entries):
+                    raise BadSnapshot(f"watch snapshot {seal.seq}: a part out of key order")
                 for tag, n in counts(part.entries).items():
                     key = _META_COUNT + tag
                     old = txn.get(key, db=self._meta)

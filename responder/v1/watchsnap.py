@@ -36,8 +36,9 @@ Sans-I/O: the codec, the MAC, the parts of a list (`parts`), and the decisions (
 
 from __future__ import annotations
 
+import bisect
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, NamedTuple
 
 from responder.v1.watchlog import CHECK_BYTES
@@ -58,6 +59,8 @@ _PART: Final = struct.Struct(f">B{ID_BYTES}sQII")
 Mac = Callable[[bytes], bytes]
 """`WatchKeys.snapshot_mac`: keyed with the watch secret."""
 _LOADING_TAIL: Final = struct.Struct(">IQQ")
+_AFTER: Final = b"\xff" * (ENTRY_BYTES - TAG_BYTES)
+"""Past every digest of a tag: ``tag + _AFTER`` sorts after the tag's entries."""
 
 
 class Seal(NamedTuple):
@@ -137,12 +140,16 @@ def parts(
         yield Part(stream, seq, index, tuple(chunk))
 
 
-def counts(entries: Iterable[bytes]) -> dict[bytes, int]:
-    """Entries per party tag (what a part adds to each list's count)."""
+def counts(entries: Sequence[bytes]) -> dict[bytes, int]:
+    """Entries per party tag (what a part adds to each list's count), ``entries`` in key order
+    (a part's): one binary search per party, not a look at each entry."""
     out: dict[bytes, int] = {}
-    for e in entries:
-        tag = e[:TAG_BYTES]
-        out[tag] = out.get(tag, 0) + 1
+    at, n = 0, len(entries)
+    while at < n:
+        tag = entries[at][:TAG_BYTES]
+        end = bisect.bisect_right(entries, tag + _AFTER, at)
+        out[tag] = end - at
+        at = end
     return out
 
 
