@@ -390,3 +390,42 @@ def test_the_feed_of_a_node_joining_a_compacted_stream_answers_503_then_the_whol
         for s in streams:
             s.close()
         la.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_command_compacts_once_then_has_nothing_to_do(
+    tmp_path: Path, server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from responder import cli
+    from responder.v1 import changes
+
+    secret = tmp_path / "watch.secret"
+    secret.write_text(SECRET.hex() + "\n")
+    secret.chmod(0o600)
+    config = tmp_path / "responder.toml"
+    config.write_text(
+        f'[ledger]\ndir = "{tmp_path / "ledger"}"\n[watch]\nsecret_file = "{secret}"\n'
+        f'[cluster]\nnats = "{server.source}"\n'
+    )
+    writer = WatchStream(server.source, timeout=2.0)
+    try:
+        for raw in history(30, seed=2):
+            writer.publish(raw)
+        argv = ["watch-compact", "--config", str(config), "--keep", "5", "--min-operations", "20"]
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert "snapshot of operation 30" in out and "operations 1..25 purged" in out, out
+        assert writer.state().first == 26
+        changes._ENVS.clear()  # the command's process ends here: its lists are closed
+        assert cli.main(argv) == 0
+        assert "nothing to compact: the watch stream holds operations 26..30" in (
+            capsys.readouterr().out
+        )
+        config.write_text(config.read_text().replace(server.source, "nats://127.0.0.1:1"))
+        changes._ENVS.clear()
+        assert cli.main(argv) == 1  # the stream out of reach: said, nothing done
+        assert "error: cannot connect to NATS" in capsys.readouterr().err
+    finally:
+        writer.close()
+        changes._ENVS.clear()
