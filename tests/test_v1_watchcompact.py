@@ -429,3 +429,40 @@ def test_the_command_compacts_once_then_has_nothing_to_do(
     finally:
         writer.close()
         changes._ENVS.clear()
+
+
+def test_the_command_every_n_seconds_goes_on_after_a_failed_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--every``: a round that fails (NATS out of reach) is said, and the next one is
+    tried after the interval, instead of the sidecar exiting (and restarting in a loop)."""
+    from responder import cli
+    from responder.v1 import changes, watchcompact
+
+    secret = tmp_path / "watch.secret"
+    secret.write_text(SECRET.hex() + "\n")
+    secret.chmod(0o600)
+    slept: list[float] = []
+
+    class Stop(Exception):
+        pass
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 2:
+            raise Stop
+
+    monkeypatch.setattr(watchcompact.time, "sleep", sleep)
+    argv = [
+        "watch-compact", f"--ledger-dir={tmp_path / 'ledger'}", f"--watch-secret-file={secret}",
+        "--nats=nats://127.0.0.1:1", "--every=3600",
+    ]  # fmt: skip
+    try:
+        with pytest.raises(Stop):
+            cli.main(argv)
+    finally:
+        changes._ENVS.clear()
+    assert slept == [3600, 3600]
+    said = capsys.readouterr().err.splitlines()  # the second held down: the clock stood still
+    assert len(said) == 2 and all("watch-compact: error:" in line for line in said), said
+    assert cli.main([*argv[:-1], "--every=0"]) == 2

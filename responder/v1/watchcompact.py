@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from crlbuilder.options import ConfigError
-from responder.config import load_config
+from responder.config import add_arguments, load_config, overrides_from_args
 from responder.v1 import watchlog, watchsnap
 
 if TYPE_CHECKING:  # imported when run: `responder registry` and `report` start without them
@@ -121,9 +121,13 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="On a node of several ([cluster] nats): catch this node's watch lists up, "
         "write them to the snapshot stream (JPKI_WATCH_SNAP) and purge the watch stream's "
         "operations they hold, so that a new node loads the snapshot instead of replaying "
-        "everything. Exit 0 done or nothing to do, 1 failed, 2 bad usage or configuration.",
+        "everything. Takes the configuration flags of `responder serve`. Exit 0 done or "
+        "nothing to do, 1 failed, 2 bad usage or configuration.",
     )
-    p.add_argument("--config", type=Path, required=True, help="the responder's TOML configuration")
+    p.add_argument(
+        "--config", type=Path,
+        help="the responder's TOML configuration (default: none, the built-in defaults)",
+    )  # fmt: skip
     p.add_argument(
         "--keep", type=int, default=KEEP,
         help=f"operations left on the stream behind the snapshot (default: {KEEP})",
@@ -132,6 +136,12 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--min-operations", type=int, default=MIN_OPERATIONS,
         help=f"do nothing unless at least this many operations would go (default: {MIN_OPERATIONS})",
     )  # fmt: skip
+    p.add_argument(
+        "--every", type=float, metavar="SECONDS",
+        help="compact again every SECONDS, until stopped (a sidecar or a service; a failed "
+        "round is said and the next one tries again); default: once",
+    )  # fmt: skip
+    add_arguments(p)
     p.set_defaults(func=_command)
 
 
@@ -141,13 +151,13 @@ def _command(args: argparse.Namespace) -> int:
     from responder.v1.watchstream import StreamUnavailable
 
     def err(msg: str) -> None:
-        print(f"responder watch-compact: {msg}", file=sys.stderr)
+        print(f"responder watch-compact: {msg}", file=sys.stderr, flush=True)
 
-    if args.keep < 0 or args.min_operations < 1:
-        err("error: --keep must be >= 0 and --min-operations >= 1")
+    if args.keep < 0 or args.min_operations < 1 or (args.every is not None and args.every <= 0):
+        err("error: --keep must be >= 0, --min-operations >= 1 and --every > 0")
         return 2
     try:
-        config = load_config(args.config, {})
+        config = load_config(args.config, overrides_from_args(args))
     except ConfigError as e:
         err(f"error: {e}")
         return 2
@@ -160,20 +170,31 @@ def _command(args: argparse.Namespace) -> int:
         err("error: the watch lists cannot be opened (the message above says why)")
         return 2
     try:
-        done = compact(lists, env.stream, keep=args.keep, min_operations=args.min_operations)
-    except (CompactError, StreamUnavailable) as e:
-        err(f"error: {e}")
-        return 1
+        while True:
+            try:
+                done = compact(
+                    lists, env.stream, keep=args.keep, min_operations=args.min_operations
+                )
+            except (CompactError, StreamUnavailable) as e:
+                err(f"error: {e}")
+                if args.every is None:
+                    return 1
+            else:
+                print(_said(done), flush=True)
+            if args.every is None:
+                return 0
+            time.sleep(args.every)
     finally:
         env.stream.close()
         lists.close()
+
+
+def _said(done: Compacted) -> str:
     if not done.purged:
-        print(f"nothing to compact: the watch stream holds operations {done.first}..{done.last}")
-        return 0
+        return f"nothing to compact: the watch stream holds operations {done.first}..{done.last}"
     made = (
         f"snapshot of operation {done.snapshot} ({done.entries} entries, {done.parts} parts), "
         if done.snapshot
         else ""
     )
-    print(f"{made}operations {done.first}..{done.purged} purged (last {done.last})")
-    return 0
+    return f"{made}operations {done.first}..{done.purged} purged (last {done.last})"
