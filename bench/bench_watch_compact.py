@@ -11,11 +11,15 @@ One nats-server on 127.0.0.1 (a free port, JetStream in a temporary directory, i
 2. ``join_replay``: node A's empty lists catch up with the whole stream as feed calls do
    (`watchstream.sync`, ``[watch] replication_wait_seconds`` 2 s each; every call that
    ends behind would have answered 503): wall seconds and calls;
-3. ``compact``: ``responder watch-compact``'s work (`watchcompact.compact`) on A, keeping
-   no tail: seconds, parts, the streams' bytes before and after;
-4. ``join_snapshot``: node B's empty lists join the compacted stream (the snapshot's parts,
-   then the operations after it): wall seconds and calls; B's entries and count must equal
-   A's (checked, else exit 1).
+3. ``serving``: node A keeps serving while ``responder watch-compact --keep 0`` runs as its
+   own process on A's lists (as the Kubernetes sidecar does): a batch of 1,000 entries is
+   registered and A catches up with it (a feed call's work), over and over, first without
+   the compaction (``alone``), then while it runs (``during``): median and longest catch-up;
+   the command's wall seconds and what it printed, the streams' bytes before and after;
+4. ``join_snapshot``: node B's empty lists join the compacted stream: the snapshot's parts
+   (``snapshot``), then the operations registered after it, during the compaction
+   (``after``): wall seconds and calls of each; B's entries and count must equal A's
+   (checked, else exit 1).
 
 Prints the JSON result and writes it to ``--out``. Bounded: one pass of each.
 """
@@ -74,6 +78,15 @@ def _start(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"nats://127.0.0.1:{port}"
 
 
+def _spread(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    return {
+        "calls": len(ordered),
+        "median": round(ordered[len(ordered) // 2] * 1000, 1) if ordered else 0.0,
+        "max": round(ordered[-1] * 1000, 1) if ordered else 0.0,
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -85,8 +98,7 @@ def main() -> int:
         p.error(f"--entries must be at least {BATCH}")
 
     from crlbuilder.store import format as sf
-    from responder.v1 import watchlog
-    from responder.v1.watchcompact import compact
+    from responder.v1 import watchlog, watchsnap
     from responder.v1.watchdb import LmdbWatchSet
     from responder.v1.watchset import WatchKeys
     from responder.v1.watchstream import WatchStream, sync
@@ -106,13 +118,15 @@ def main() -> int:
             opened.extend(pair)
             return pair
 
-        def join(lists: LmdbWatchSet, stream: WatchStream) -> dict[str, Any]:
+        def join(
+            lists: LmdbWatchSet, stream: WatchStream, target: int | None = None
+        ) -> dict[str, Any]:
             calls = 0
             t = time.monotonic()
             while True:
                 calls += 1
                 try:
-                    sync(lists, stream, None, WAIT)
+                    sync(lists, stream, target, WAIT)
                     break
                 except watchlog.Behind:
                     continue
@@ -146,30 +160,68 @@ def main() -> int:
         published = time.monotonic() - t
         before = stream_bytes(writer, "JPKI_WATCH")
         replay = join(*a)
+        secret = work / "watch.secret"
+        secret.write_text(bytes(range(32)).hex() + "\n")
+        secret.chmod(0o600)
+        conf = work / "responder.toml"
+        conf.write_text(
+            f'[ledger]\ndir = "{work / "ledger"}"\n'
+            f'[watch]\ndir = "{work / "a"}"\nsecret_file = "{secret}"\nmap_size_gib = 4\n'
+            f'[cluster]\nnats = "{source}"\n'
+        )
+        serial = args.entries
+
+        def feed_call() -> float:
+            nonlocal serial
+            add = keys.entries(tag, [sf.status_key(1, s) for s in range(serial, serial + 1000)])
+            serial += 1000
+            writer.publish(watchlog.encode(watchlog.make_op(keys.check(), 10**9, [], add, tag)))
+            t = time.monotonic()
+            sync(a[0], a[1], None, WAIT)
+            return time.monotonic() - t
+
+        alone = [feed_call() for _ in range(30)]
         t = time.monotonic()
-        done = compact(a[0], a[1], keep=0, min_operations=1)
+        cmd = subprocess.Popen(
+            [str(Path(sys.executable).parent / "responder"), "watch-compact",
+             f"--config={conf}", "--keep=0", "--min-operations=1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        during = []
+        while cmd.poll() is None:
+            during.append(feed_call())
         compacted = time.monotonic() - t
+        said = (cmd.stdout.read() if cmd.stdout else b"").decode().strip()
+        if cmd.returncode != 0:
+            raise SystemExit(f"watch-compact failed: {said}")
         after = stream_bytes(writer, "JPKI_WATCH")
         snap = stream_bytes(writer, "JPKI_WATCH_SNAP")
+        sealed = writer.latest_seal()
+        assert sealed is not None
+        snapshot_of = watchsnap.decode_seal(keys.snapshot_mac, sealed[1]).seq
         b = node("b")
-        loaded = join(*b)
+        last = writer.last_seq()
+        loaded = {
+            "snapshot": join(*b, snapshot_of),
+            "after": {**join(*b), "operations": last - snapshot_of},
+        }
         same = digest(a[0]) == digest(b[0])
         result = {
             "host": platform.node(),
             "python": platform.python_version(),
             "entries_registered": args.entries,
             "entries_listed": digest(a[0])[2],
-            "operations": ops,
+            "operations_before": ops,
             "publish_seconds": round(published, 2),
             "join_replay": replay,
-            "compact": {
-                "seconds": round(compacted, 2),
-                "snapshot_of": done.snapshot,
-                "parts": done.parts,
-                "purged_through": done.purged,
+            "serving": {
+                "compact_seconds": round(compacted, 2),
+                "compact_said": said,
                 "watch_stream_bytes_before": before,
                 "watch_stream_bytes_after": after,
                 "snapshot_stream_bytes": snap,
+                "catch_up_ms_alone": _spread(alone),
+                "catch_up_ms_during": _spread(during),
             },
             "join_snapshot": loaded,
             "same_lists": same,
