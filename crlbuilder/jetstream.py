@@ -276,9 +276,12 @@ def ensure_stream(
     *,
     replicas: int = 0,
     duplicate_window_seconds: float = 86_400,
+    allow_direct: bool = False,
 ) -> None:
     """Create the stream when it does not exist (an existing one is left as it is): file
-    storage, limits retention, replicated (`replicas_for`), deduplicated by message id."""
+    storage, limits retention, replicated (`replicas_for`), deduplicated by message id;
+    ``allow_direct``: its messages may be read with JetStream's direct get (any replica
+    answers, raw bytes: no JSON, no base64)."""
 
     async def go() -> None:
         try:
@@ -294,6 +297,7 @@ def ensure_stream(
             num_replicas=replicas_for(cluster.cluster_size(), replicas),
             duplicate_window=float(duplicate_window_seconds),
             discard=api.DiscardPolicy.OLD,
+            allow_direct=allow_direct,
         )
         await cluster.js.add_stream(cfg)
 

@@ -4,6 +4,7 @@
     responder registry init|add|update|show|list|suspend|resume|end|import|export|check|verify-audit
                                                    the registry of parties (届出・取決め), audited
     responder report --year YYYY --format html|csv|json --ledger DIR   the yearly report (報告書)
+    responder watch-compact --config FILE          snapshot the watch lists, purge the watch stream
 
 Exit codes: 0 done, 1 the server failed to start, 2 bad usage or configuration.
 """
@@ -19,6 +20,7 @@ from crlbuilder.options import ConfigError, run_command
 from responder import report
 from responder.config import add_arguments, load_config, overrides_from_args
 from responder.registry import cli as registrycli
+from responder.v1 import watchcompact
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -93,6 +95,7 @@ def parser() -> argparse.ArgumentParser:
 
     registrycli.add_cli(sub)
     report.add_cli(sub)
+    watchcompact.add_cli(sub)
     return p
 
 

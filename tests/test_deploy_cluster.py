@@ -99,7 +99,7 @@ def test_container_commands_parse_with_the_real_clis() -> None:
             # only the signer signs CRLs: the nodes hold no CA key
             assert args.crl is (set_name == "jpki-va-signer"), (set_name, args.crl)
     assert {("jpki-va", "builder"), ("jpki-va", "responder"), ("jpki-va", "registry-sync"),
-            ("jpki-va-signer", "builder")} <= seen  # fmt: skip
+            ("jpki-va", "watch-compact"), ("jpki-va-signer", "builder")} <= seen  # fmt: skip
 
 
 def test_the_nodes_are_ready_on_readyz_and_only_the_signer_mounts_ca_keys() -> None:
@@ -173,3 +173,16 @@ def test_haproxy_has_the_admin_socket_the_operations_guide_uses() -> None:
     socket_path = admin[0].split()[2]
     guide = (ROOT / "docs" / "operations.md").read_text()
     assert f"echo 'disable server nodes/node3' | socat stdio {socket_path}" in guide
+
+
+def test_the_watch_compaction_sidecar_reads_the_responders_lists_with_its_secret() -> None:
+    """Another [watch] dir would snapshot empty lists; another secret, refused ones."""
+    pod = _sets()["jpki-va"]["spec"]["template"]["spec"]
+    by_name = {c["name"]: c for c in pod["containers"]}
+    shared = ("--ledger-dir=", "--watch-secret-file=", "--nats=", "--config=")
+
+    def flags(name: str) -> set[str]:
+        return {a for a in by_name[name]["command"] if a.startswith(shared)}
+
+    assert flags("watch-compact") == flags("responder") and len(flags("responder")) == 4
+    assert "--every=3600" in by_name["watch-compact"]["command"]

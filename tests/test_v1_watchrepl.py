@@ -66,8 +66,8 @@ class Log:
         self._up()
         return len(self.ops)
 
-    def state(self) -> tuple[int, bytes]:
-        return self.last_seq(), b"the log stream16"
+    def state(self) -> watchstream.StreamState:
+        return watchstream.StreamState(self.last_seq(), b"the log stream16", 1)
 
     def fetch(self, seq: int) -> bytes | None:
         self._up()

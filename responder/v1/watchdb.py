@@ -23,20 +23,26 @@ lists apply, `bind`: a stream made again under its name is another, refused), ``
 ‖ sequence (what each recent operation did: the node that took it answers with it),
 ``seen`` (u64 ‖ i64: the stream's last sequence as a worker last saw it, and when) and
 ``broken`` (why replication stopped: another secret, a gap, a stream made again), which
-the metrics read (`responder.v1.watchgauges`).
+the metrics read (`responder.v1.watchgauges`), and, while the lists are loaded from a
+snapshot of the watch stream (`responder.v1.watchsnap`), ``loading`` (its seal and how far:
+one part per transaction, no ``applied`` until the last part, so nothing reads them half
+loaded and another worker or a restart goes on where it stopped).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
 import lmdb
 
 from responder.v1.watchlog import (
+    Behind,
     Gone,
     OtherStream,
     Outcome,
@@ -46,6 +52,7 @@ from responder.v1.watchlog import (
     secret_check,
 )
 from responder.v1.watchset import WatchFull, WatchKeys, WatchUnavailable, WatchUpdate
+from responder.v1.watchsnap import BadSnapshot, Loading, Part, Seal, counts
 
 _DB_WATCH: Final = b"watch"
 _DB_META: Final = b"meta"
@@ -56,6 +63,7 @@ _META_OUTCOME: Final = b"outcome"
 _META_SEEN: Final = b"seen"
 _META_BROKEN: Final = b"broken"
 _META_STREAM: Final = b"stream"
+_META_LOADING: Final = b"loading"
 OUTCOMES_KEPT: Final = 65_536
 """Operations whose outcome is kept: the node that took one reads it right after applying."""
 _OUTCOME: Final = struct.Struct(">BIIQQ")
@@ -102,6 +110,10 @@ class LmdbWatchSet:
         self._tags: dict[str, bytes] = {}
         self._stream = b""
         """The watch stream `bind` last confirmed."""
+
+    @property
+    def keys(self) -> WatchKeys:
+        return self._keys
 
     def close(self) -> None:
         self._env.close()
@@ -175,6 +187,8 @@ class LmdbWatchSet:
             with self._env.begin(write=True) as txn:
                 raw = txn.get(_META_STREAM, db=self._meta)
                 applied = txn.get(_META_APPLIED, db=self._meta)
+                if applied is None:  # a snapshot being loaded is of the stream recorded
+                    applied = txn.get(_META_LOADING, db=self._meta)
                 if raw is not None and bytes(raw) != stream_id and applied is not None:
                     why = (
                         "the watch stream is not the one these lists applied (deleted and made "
@@ -201,6 +215,8 @@ class LmdbWatchSet:
             with self._env.begin(write=True) as txn:
                 raw = txn.get(_META_APPLIED, db=self._meta)
                 applied = int.from_bytes(raw, "big") if raw is not None else 0
+                if txn.get(_META_LOADING, db=self._meta) is not None:
+                    raise Behind(0, seq)  # another worker is loading a snapshot
                 if seq <= applied:
                     return  # another worker applied it first
                 if seq != applied + 1:
@@ -229,6 +245,102 @@ class LmdbWatchSet:
                 txn.delete(_META_BROKEN, db=self._meta)
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
+
+    # --- a snapshot of the watch stream (`responder.v1.watchsnap`) -----------------------
+
+    def loading(self) -> Loading | None:
+        """The snapshot being loaded, and how far (None: none)."""
+        with self._env.begin() as txn:
+            raw = txn.get(_META_LOADING, db=self._meta)
+        return Loading.decode(bytes(raw)) if raw is not None else None
+
+    def begin_load(self, loading: Loading) -> None:
+        """Empty the lists to load the snapshot ``loading`` names: they had applied less than
+        the watch stream still holds, and the snapshot is what applying all of it leaves."""
+        try:
+            with self._env.begin(write=True) as txn:
+                if txn.get(_META_LOADING, db=self._meta) is not None:
+                    return  # another worker began first
+                txn.drop(self._watch, delete=False)
+                cur = txn.cursor(db=self._meta)
+                if cur.set_range(_META_COUNT):
+                    while cur.key()[: len(_META_COUNT)] == _META_COUNT and cur.delete():
+                        pass
+                txn.delete(_META_APPLIED, db=self._meta)
+                txn.delete(_META_BROKEN, db=self._meta)
+                txn.put(_META_LOADING, loading.encode(), db=self._meta)
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+
+    def abandon_load(self) -> None:
+        """Give up the snapshot being loaded (purged, or refused): the lists stay empty with
+        nothing applied, so the next call loads the latest snapshot from its start."""
+        try:
+            with self._env.begin(write=True) as txn:
+                txn.drop(self._watch, delete=False)
+                cur = txn.cursor(db=self._meta)
+                if cur.set_range(_META_COUNT):
+                    while cur.key()[: len(_META_COUNT)] == _META_COUNT and cur.delete():
+                        pass
+                txn.delete(_META_LOADING, db=self._meta)
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+
+    def load_part(self, seal: Seal, part: Part, at: int) -> bool:
+        """Load ``part`` of the snapshot sealed by ``seal`` (found at ``at`` on the snapshot
+        stream) in one transaction; True when it was the last: the lists are then at the
+        seal's operation. A part another worker loaded first is passed over. Raises
+        `BadSnapshot` (nothing of this part loaded) when the parts do not add up to the seal."""
+        if part.seq != seal.seq or part.stream != seal.stream or part.number >= seal.parts:
+            raise BadSnapshot(f"watch snapshot {seal.seq}: a part of another snapshot")
+        try:
+            with self._env.begin(write=True) as txn:
+                raw = txn.get(_META_LOADING, db=self._meta)
+                if raw is None:
+                    return False
+                st = Loading.decode(bytes(raw))
+                if part.number != st.next_index:
+                    return False
+                cur = txn.cursor(db=self._watch)
+                pairs = zip(part.entries, itertools.repeat(b""), strict=False)
+                if cur.putmulti(pairs, append=True)[1] != len(part.entries):
+                    raise BadSnapshot(f"watch snapshot {seal.seq}: a part out of key order")
+                for tag, n in counts(part.entries).items():
+                    key = _META_COUNT + tag
+                    old = txn.get(key, db=self._meta)
+                    total = (int.from_bytes(old, "big") if old is not None else 0) + n
+                    txn.put(key, total.to_bytes(8, "big"), db=self._meta)
+                loaded = st.loaded + len(part.entries)
+                last = part.number + 1 == seal.parts
+                if last and loaded != seal.entries:
+                    raise BadSnapshot(
+                        f"watch snapshot {seal.seq}: {loaded} entries, its seal says {seal.entries}"
+                    )
+                if last:
+                    txn.delete(_META_LOADING, db=self._meta)
+                    txn.put(_META_APPLIED, seal.seq.to_bytes(8, "big"), db=self._meta)
+                else:
+                    txn.put(_META_LOADING, st._replace(
+                        next_index=part.number + 1, search_from=at + 1, loaded=loaded
+                    ).encode(), db=self._meta)  # fmt: skip
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+        return last
+
+    @contextmanager
+    def frozen(self) -> Iterator[tuple[int, bytes, Iterator[bytes]]]:
+        """The lists as of one instant, for a snapshot: (last operation applied, the watch
+        stream they apply, their entries in key order). One read transaction: the workers go
+        on writing meanwhile (LMDB keeps the pages this one reads)."""
+        with self._env.begin() as txn:
+            applied = txn.get(_META_APPLIED, db=self._meta)
+            stream = txn.get(_META_STREAM, db=self._meta)
+            cur = txn.cursor(db=self._watch)
+            yield (
+                int.from_bytes(applied, "big") if applied is not None else 0,
+                bytes(stream) if stream is not None else b"",
+                (bytes(k) for k in cur.iternext(keys=True, values=False)),
+            )
 
     def outcome(self, seq: int) -> Outcome | None:
         with self._env.begin() as txn:

@@ -18,7 +18,8 @@ order to its own lists (`Replica.apply`, `catch_up`), so every node decides the 
   answers with what its own copy did (read-your-writes);
 - the lists record the last sequence applied in the same transaction (`Replica.applied`):
   an operation is applied once, a node restarted resumes after it, a new node replays the
-  stream from its start; a gap (an operation the stream no longer holds) stops the
+  stream from its start (or from the latest snapshot, once the stream was compacted:
+  `responder.v1.watchsnap`); a gap (an operation the stream no longer holds) stops the
   replication (`Gone`) instead of going on without it, and so does a stream deleted and
   made again under its name (`OtherStream`, named by `stream_id`: its sequences start over);
 - one request is one operation: its message id (`op_id`) carries a nonce drawn per request,

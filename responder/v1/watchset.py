@@ -144,6 +144,12 @@ class WatchKeys:
             append(tag + mac.digest())
         return out
 
+    def snapshot_mac(self, data: bytes) -> bytes:
+        """The MAC of a watch snapshot's part or seal (`responder.v1.watchsnap`)."""
+        return hashlib.blake2b(
+            data, key=self._secret, digest_size=16, person=b"jpkiva-w-snap"
+        ).digest()
+
     def check(self) -> bytes:
         """A value that names the secret without revealing it (stored with the lists)."""
         return hashlib.blake2b(b"", key=self._secret, person=b"jpkiva-w-check").digest()

@@ -1,9 +1,11 @@
 """The watch stream's I/O in one worker: publish an operation, read one, the last sequence.
 
 The operations of `responder.v1.watchlog` on the JetStream stream ``JPKI_WATCH`` (subject
-``jpki.watch``; file storage, replicated like the other streams, no age limit: a node
-that joins replays it whole, and an operation the stream lost stops replication rather
-than be passed over). Each worker process connects on first use, after the fork, and uses
+``jpki.watch``; file storage, replicated like the other streams, no age limit: only a
+compaction purges it, behind a snapshot of the lists on ``JPKI_WATCH_SNAP``, which a node
+whose next operation was purged loads first (`sync`, `responder.v1.watchsnap`); an
+operation the stream lost that no snapshot holds stops replication rather than be passed
+over). Each worker process connects on first use, after the fork, and uses
 the connection from the /v1 batch thread only (the routes that wait on it are answered
 there: `responder.v1.route.Route.blocking`); a failed call drops the connection, and the
 next one connects again. Every call is bounded (``timeout``), and a failed one holds the
@@ -16,14 +18,15 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import nats.errors
 import nats.js.errors
 
 from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream, parse_servers
+from responder.v1 import watchsnap
 from responder.v1.holddown import HoldDown
-from responder.v1.watchlog import Gone, catch_up, op_id, stream_id
+from responder.v1.watchlog import Behind, Gone, catch_up, op_id, secret_check, stream_id
 
 if TYPE_CHECKING:
     from responder.v1.watchdb import LmdbWatchSet
@@ -32,6 +35,24 @@ T = TypeVar("T")
 
 STREAM: Final = "JPKI_WATCH"
 SUBJECT: Final = "jpki.watch"
+SNAP_SUFFIX: Final = "_SNAP"
+"""The snapshot stream is the watch stream's name and this (`responder.v1.watchsnap`)."""
+WRONG_LAST_SEQUENCE: Final = 10071
+"""JetStream's error code for a publish whose ``Nats-Expected-Last-Subject-Sequence`` no
+longer holds."""
+
+
+class StreamState(NamedTuple):
+    last: int
+    """The last operation's sequence (0 while it never held one)."""
+    id: bytes
+    """`watchlog.stream_id`."""
+    first: int
+    """The first operation it still holds (``last + 1`` when it holds none: all purged)."""
+
+
+class SealRaced(Exception):
+    """Another compaction sealed a snapshot first: this one purges nothing."""
 
 
 class StreamUnavailable(Exception):
@@ -58,6 +79,12 @@ class WatchStream:
         self.timeout = timeout
         self.name = name
         self.subject = SUBJECT if name == STREAM else f"jpki.watch.{name}"
+        self.snap_name = name + SNAP_SUFFIX
+        base = "jpki.watchsnap" if name == STREAM else f"jpki.watchsnap.{name}"
+        self.snap_subjects = base + ".>"
+        self.seal_subject = base + ".seal"
+        self.part_subjects = base + ".part.*"
+        self._part_base = base + ".part."
         self._cluster: Cluster | None = None
         self.holddown = HoldDown()
         self._clock = clock
@@ -75,6 +102,10 @@ class WatchStream:
                 raise StreamUnavailable(str(e)) from None
             try:
                 ensure_stream(cluster, self.name, [self.subject], duplicate_window_seconds=120)
+                ensure_stream(
+                    cluster, self.snap_name, [self.snap_subjects], duplicate_window_seconds=120,
+                    allow_direct=True,
+                )  # fmt: skip
             except ClusterError as e:
                 cluster.close()
                 raise StreamUnavailable(str(e)) from None
@@ -99,7 +130,7 @@ class WatchStream:
             )
         try:
             got = self._tried(op)
-        except nats.js.errors.NotFoundError:  # the stream answered
+        except (nats.js.errors.NotFoundError, SealRaced):  # the stream answered
             self.holddown.succeeded()
             raise
         except StreamUnavailable:
@@ -115,6 +146,12 @@ class WatchStream:
                 return c.run(op(c), timeout=self.timeout * 2)
             except nats.js.errors.NotFoundError:
                 raise
+            except nats.js.errors.BadRequestError as e:
+                if e.err_code == WRONG_LAST_SEQUENCE:  # a seal published over another
+                    raise SealRaced("another compaction sealed a watch snapshot first") from None
+                failed = self._failed(e)
+                if attempt == 2:
+                    raise failed from None
             except (nats.errors.Error, TimeoutError, OSError) as e:
                 failed = self._failed(e)
                 if attempt == 2:
@@ -135,16 +172,75 @@ class WatchStream:
 
     def last_seq(self) -> int:
         """The stream's last sequence (0 while it holds none)."""
-        return self.state()[0]
+        return self.state().last
 
-    def state(self) -> tuple[int, bytes]:
-        """The stream's last sequence and its identity (`watchlog.stream_id`: a stream deleted
-        and made again under its name is another)."""
+    def state(self) -> StreamState:
+        """The stream's last sequence, its identity (`watchlog.stream_id`: a stream deleted
+        and made again under its name is another) and its first sequence."""
         info = self._call(lambda c: c.js.stream_info(self.name))
         created = info.created
         if created is None:
             raise StreamUnavailable(f"watch stream {self.name}: JetStream gave no creation time")
-        return int(info.state.last_seq), stream_id(self.name, created)
+        last = int(info.state.last_seq)
+        first = int(info.state.first_seq) if info.state.messages else last + 1
+        return StreamState(last, stream_id(self.name, created), first)
+
+    # --- snapshots (`responder.v1.watchsnap`) ----------------------------------------------
+
+    def _get(self, **kw: Any) -> tuple[int, bytes] | None:
+        try:
+            msg = self._call(lambda c: c.js.get_msg(self.snap_name, **kw))
+        except nats.js.errors.NotFoundError:
+            return None
+        return int(msg.seq or 0), bytes(msg.data or b"")
+
+    def latest_seal(self) -> tuple[int, bytes] | None:
+        """The latest snapshot's seal: (its sequence on the snapshot stream, its bytes)."""
+        return self._get(subject=self.seal_subject)
+
+    def part_from(self, snapshot: int, at: int) -> tuple[int, bytes] | None:
+        """The first part of snapshot ``snapshot`` at or after sequence ``at`` of the snapshot
+        stream (None: none, purged). Read with a direct get (a third of the time of a 384 KiB
+        part through the JSON API); a replica behind may not hold it yet, so its "none" is
+        asked again of the stream's leader."""
+        subject = f"{self._part_base}{snapshot}"
+        found = self._get(seq=at, subject=subject, next=True, direct=True)
+        return found if found is not None else self._get(seq=at, subject=subject, next=True)
+
+    def publish_part(self, snapshot: int, raw: bytes) -> int:
+        subject = f"{self._part_base}{snapshot}"
+        ack = self._call(
+            lambda c: c.js.publish(subject, raw, timeout=self.timeout, stream=self.snap_name)
+        )
+        return int(ack.seq)
+
+    def publish_seal(self, raw: bytes, *, after: int) -> int:
+        """Publish a seal only if the latest one is still the one at ``after`` (0: none);
+        `SealRaced` when another was published since."""
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(after)}
+        ack = self._call(
+            lambda c: c.js.publish(
+                self.seal_subject, raw, timeout=self.timeout, stream=self.snap_name,
+                headers=headers,
+            )
+        )  # fmt: skip
+        return int(ack.seq)
+
+    def purge_operations(self, through: int) -> None:
+        """Purge the watch stream's operations 1..``through`` (a snapshot holds them)."""
+        self._call(lambda c: c.js.purge_stream(self.name, seq=through + 1))
+
+    def purge_snapshots(self, parts_before: int, seals_before: int) -> None:
+        """Purge the snapshot stream's parts before ``parts_before`` and seals before
+        ``seals_before`` (its sequences)."""
+        self._call(
+            lambda c: c.js.purge_stream(
+                self.snap_name, seq=parts_before, subject=self.part_subjects
+            )
+        )
+        self._call(
+            lambda c: c.js.purge_stream(self.snap_name, seq=seals_before, subject=self.seal_subject)
+        )
 
     def fetch(self, seq: int) -> bytes | None:
         """Operation ``seq``'s bytes; None when the stream does not hold it (deleted)."""
@@ -168,20 +264,89 @@ _noted: dict[int, float] = {}
 def sync(lists: LmdbWatchSet, stream: WatchStream, target: int | None, wait: float) -> int:
     """Apply the stream's operations to ``lists`` through ``target`` (None: the stream's last)
     for at most ``wait`` seconds: `watchlog.catch_up` with this stream and the monotonic
-    clock. Raises `StreamUnavailable`, `watchlog.Behind`, `watchlog.Gone` (noted in the
-    lists for the metrics; `watchlog.OtherStream` when the stream was made again since the
-    lists applied it), `watchlog.SecretMismatch`."""
+    clock, or, when the stream no longer holds the lists' next operation (compacted past
+    them), the latest snapshot first (`load`). Raises `StreamUnavailable`, `watchlog.Behind`,
+    `watchlog.Gone` (noted in the lists for the metrics; `watchlog.OtherStream` when the
+    stream was made again since the lists applied it), `watchlog.SecretMismatch`."""
     deadline = time.monotonic() + wait
-    last, stream_id = stream.state()
-    lists.bind(stream_id)
+    state = stream.state()
+    lists.bind(state.id)
     if target is None:
-        target = last
+        target = state.last
     now = time.monotonic()
     if now - _noted.get(id(lists), 0.0) >= SEEN_EVERY:
         lists.note_seen(target, int(time.time()))
         _noted[id(lists)] = now
-    try:
-        return catch_up(lists, stream.fetch, target, deadline=deadline, clock=time.monotonic)
-    except Gone as e:
-        lists.note_gap(str(e))
-        raise
+    for _ in range(3):  # a compaction during the call: load the newer snapshot, once or twice
+        step = watchsnap.next_step(
+            lists.applied(), lists.loading() is not None, state.first, state.last
+        )
+        try:
+            if not isinstance(step, watchsnap.CatchUp):
+                load(lists, stream, state, deadline)
+            return catch_up(lists, stream.fetch, target, deadline=deadline, clock=time.monotonic)
+        except Superseded:
+            state = stream.state()
+        except Gone as e:
+            if not isinstance(e, NoSnapshot):
+                state = stream.state()  # purged meanwhile (a compaction): a snapshot has it
+                if state.first > lists.applied() + 1 and lists.loading() is None:
+                    continue
+            lists.note_gap(str(e))
+            raise
+    raise Behind(lists.applied(), target)
+
+
+class NoSnapshot(Gone):
+    """The stream was compacted past the lists and no usable snapshot has what it purged."""
+
+
+class Superseded(Gone):
+    """The snapshot being loaded was purged (a newer one replaced it): load that one."""
+
+
+def load(lists: LmdbWatchSet, stream: WatchStream, state: StreamState, deadline: float) -> None:
+    """Load the latest snapshot into ``lists`` (the one being loaded, when one is), one part
+    per transaction, until ``deadline`` (`watchlog.Behind`: the next call goes on). Raises
+    `watchlog.Gone` when no snapshot reaches the stream's first operation, or one is not of
+    this stream and secret (`watchsnap.BadSnapshot`: nothing of it loaded)."""
+    keys = lists.keys
+    loading = lists.loading()
+    if loading is None:
+        found = stream.latest_seal()
+        if found is None:
+            raise NoSnapshot(
+                f"the watch stream holds operations from {state.first} only, and no snapshot"
+            )
+        try:
+            seal = watchsnap.decode_seal(keys.snapshot_mac, found[1])
+        except watchsnap.BadSnapshot as e:
+            raise NoSnapshot(str(e)) from None
+        why = watchsnap.usable(seal, state.id, secret_check(keys.check()), state.first)
+        if why is not None:
+            raise NoSnapshot(why)
+        loading = watchsnap.Loading(found[1], 0, seal.first_part, 0)
+        lists.begin_load(loading)
+        loading = lists.loading()
+        if loading is None:  # another worker loaded it all meanwhile
+            return
+    seal = watchsnap.decode_seal(keys.snapshot_mac, loading.seal)
+    at = loading.search_from
+    while True:
+        found = stream.part_from(seal.seq, at)
+        if found is None:
+            lists.abandon_load()  # purged by a newer compaction: start again from its seal
+            raise Superseded(f"watch snapshot {seal.seq} was purged while it was loaded")
+        at, raw = found
+        try:
+            if lists.load_part(seal, watchsnap.decode_part(keys.snapshot_mac, raw), at):
+                return
+        except watchsnap.BadSnapshot as e:
+            lists.abandon_load()
+            raise NoSnapshot(str(e)) from None
+        now = lists.loading()  # another worker may be ahead, or done
+        if now is None:
+            return
+        at = max(at + 1, now.search_from)
+        if time.monotonic() > deadline:
+            raise Behind(0, seal.seq)

@@ -1,0 +1,468 @@
+"""Compaction of the watch stream (`responder.v1.watchsnap`, `watchcompact`): the pure codec and
+decisions in process, then nodes' LMDB lists on a real nats-server: a node that loads the
+snapshot ends with the lists of a node that replayed everything, removals included; a node
+behind the compaction point loads it rather than stop or miss; a node caught by a purge in the
+middle of a catch-up goes on; nothing is purged that no seal holds."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crlbuilder.store import format as sf
+from responder.v1 import watchlog, watchsnap
+from responder.v1.watchcompact import CompactError, compact
+from responder.v1.watchdb import LmdbWatchSet
+from responder.v1.watchlog import Behind, Gone
+from responder.v1.watchset import WatchKeys
+from responder.v1.watchsnap import BadSnapshot, Compaction, Loading, Part, Seal
+from responder.v1.watchstream import SealRaced, WatchStream, sync
+from tests.support.nats import free_ports, nats_server
+
+SECRET = bytes(range(32))
+KEYS = WatchKeys(SECRET)
+MAC = KEYS.snapshot_mac
+SID = b"stream identity!"
+PARTIES = ("bank", "insurer", "broker")
+
+
+def entries(party: str, serials: list[int]) -> list[bytes]:
+    return KEYS.entries(KEYS.tag(party), [sf.status_key(1, s) for s in serials])
+
+
+def op(party: str, add: list[int] = [], remove: list[int] = [], limit: int = 1000) -> bytes:  # noqa: B006
+    tag = KEYS.tag(party)
+    made = watchlog.make_op(KEYS.check(), limit, entries(party, remove), entries(party, add), tag)
+    return watchlog.encode(made)
+
+
+def history(n: int, seed: int = 7) -> list[bytes]:
+    """``n`` batches of three parties: additions, removals of what was added (and of what
+    never was), re-additions, and batches past the bound (409: nothing changed)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        party = rng.choice(PARTIES)
+        add = rng.sample(range(1, 400), rng.randint(0, 40))
+        remove = rng.sample(range(1, 400), rng.randint(0, 20))
+        out.append(op(party, add, remove, limit=rng.choice((60, 1000))))
+    return out
+
+
+# --- pure -----------------------------------------------------------------------------
+
+
+def test_seals_and_parts_round_trip_and_refuse_another_secret_or_an_alteration() -> None:
+    seal = Seal(SID, watchlog.secret_check(KEYS.check()), 42, 3, 40_000, 17)
+    raw = watchsnap.encode_seal(MAC, seal)
+    assert watchsnap.decode_seal(MAC, raw) == seal
+    other = WatchKeys(bytes(32 * [5])).snapshot_mac
+    for bad, mac in ((raw, other), (raw[:-1] + bytes([raw[-1] ^ 1]), MAC), (raw[:-1], MAC)):
+        with pytest.raises(BadSnapshot):
+            watchsnap.decode_seal(mac, bad)
+    part = Part(SID, 42, 1, tuple(sorted(entries("bank", [1, 2, 3]))))
+    raw = watchsnap.encode_part(MAC, part)
+    assert watchsnap.decode_part(MAC, raw) == part
+    flipped = bytearray(raw)
+    flipped[40] ^= 1
+    for bad, mac in ((raw, other), (bytes(flipped), MAC), (raw[:-25] + raw[-16:], MAC)):
+        with pytest.raises(BadSnapshot):
+            watchsnap.decode_part(mac, bad)
+
+
+def test_a_snapshot_holds_no_party_id_and_no_serial_in_clear() -> None:
+    """Only what the stream's operations already hold: party tags and keyed digests."""
+    listed = sorted(entries("bank", list(range(1, 50))))
+    raw = b"".join(watchsnap.encode_part(MAC, p) for p in watchsnap.parts(SID, 9, listed, 16))
+    assert b"bank" not in raw
+    assert not any(sf.status_key(1, s) in raw for s in range(1, 50))
+
+
+def test_parts_cut_a_list_in_order_and_an_empty_list_is_one_empty_part() -> None:
+    listed = [bytes([i]) * 24 for i in range(10)]
+    got = list(watchsnap.parts(SID, 5, listed, 4))
+    assert [p.number for p in got] == [0, 1, 2] and [len(p.entries) for p in got] == [4, 4, 2]
+    assert [e for p in got for e in p.entries] == listed
+    assert list(watchsnap.parts(SID, 5, [], 4)) == [Part(SID, 5, 0, ())]
+    assert len(list(watchsnap.parts(SID, 5, listed[:8], 4))) == 2  # no empty part after
+    loading = Loading(b"seal" * 20, 3, 99, 12_000)
+    assert Loading.decode(loading.encode()) == loading
+
+
+@pytest.mark.parametrize(
+    ("applied", "loading", "first", "last", "step"),
+    [
+        (0, False, 1, 0, watchsnap.CatchUp()),  # an empty stream
+        (0, False, 1, 10, watchsnap.CatchUp()),  # never compacted: replay
+        (4, False, 5, 10, watchsnap.CatchUp()),  # purged through what it applied
+        (3, False, 5, 10, watchsnap.Load()),  # its next operation purged
+        (0, False, 11, 10, watchsnap.Load()),  # all purged, a new node
+        (10, False, 11, 10, watchsnap.CatchUp()),  # all purged, it applied all
+        (0, True, 1, 10, watchsnap.Resume()),
+    ],
+)
+def test_a_node_loads_a_snapshot_only_when_the_stream_lost_its_next_operation(
+    applied: int, loading: bool, first: int, last: int, step: watchsnap.Step
+) -> None:
+    assert watchsnap.next_step(applied, loading, first, last) == step
+
+
+@pytest.mark.parametrize(
+    ("applied", "first", "last", "sealed", "keep", "least", "plan"),
+    [
+        (100, 1, 100, 0, 10, 50, Compaction(100, 90)),  # the tail of 10 stays
+        (100, 1, 100, 0, 10, 95, Compaction(0, 0)),  # fewer than asked: nothing
+        (80, 1, 100, 0, 10, 50, Compaction(80, 80)),  # never past what the lists applied
+        (100, 1, 100, 100, 10, 50, Compaction(0, 90)),  # the seal holds it: purge only
+        (100, 91, 100, 0, 0, 5, Compaction(100, 100)),  # everything, nothing kept
+        (100, 91, 100, 90, 10, 1, Compaction(0, 0)),  # nothing left to purge
+    ],
+)
+def test_a_compaction_snapshots_when_worth_it_and_never_purges_past_a_seal(
+    applied: int, first: int, last: int, sealed: int, keep: int, least: int, plan: Compaction
+) -> None:
+    got = watchsnap.compaction(applied, first, last, sealed, keep=keep, min_operations=least)
+    assert got == plan
+    assert got.purge <= max(got.snapshot, sealed)
+
+
+def test_a_snapshot_is_refused_for_another_stream_secret_or_one_older_than_the_purge() -> None:
+    check = watchlog.secret_check(KEYS.check())
+    seal = Seal(SID, check, 50, 1, 0, 1)
+    assert watchsnap.usable(seal, SID, check, 51) is None
+    assert "another watch stream" in str(watchsnap.usable(seal, b"x" * 16, check, 51))
+    assert "another watch secret" in str(watchsnap.usable(seal, SID, b"y" * 16, 51))
+    assert "operations are lost" in str(watchsnap.usable(seal, SID, check, 52))
+
+
+def test_lists_loading_a_snapshot_apply_no_operation_and_resume_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    listed = sorted(entries("bank", [1, 2, 3]) + entries("broker", [4]))
+    seal = Seal(SID, watchlog.secret_check(KEYS.check()), 7, 2, 4, 1)
+    raw_seal = watchsnap.encode_seal(MAC, seal)
+    one, two = watchsnap.parts(SID, 7, listed, 2)
+    lists = LmdbWatchSet(tmp_path / "l", KEYS, map_size=1 << 24)
+    lists.apply(1, watchlog.decode(op("bank", [9])))  # type: ignore[arg-type]
+    lists.begin_load(Loading(raw_seal, 0, 1, 0))
+    assert lists.count("bank") == 0 and lists.applied() == 0
+    assert not lists.load_part(seal, one, 1)
+    with pytest.raises(Behind):  # another worker: not on half-loaded lists
+        lists.apply(1, watchlog.decode(op("bank", [9])))  # type: ignore[arg-type]
+    lists.close()
+    lists = LmdbWatchSet(tmp_path / "l", KEYS, map_size=1 << 24)  # restarted: goes on
+    assert lists.loading() == Loading(raw_seal, 1, 2, 2)
+    assert not lists.load_part(seal, one, 1)  # loaded already: passed over
+    assert lists.load_part(seal, two, 2)
+    assert lists.loading() is None and lists.applied() == 7
+    assert (lists.count("bank"), lists.count("broker")) == (3, 1)
+    keys = [sf.status_key(1, s) for s in (1, 2, 3, 9)]
+    assert lists.watched("bank", keys) == [True, True, True, False]
+    lists.close()
+
+
+def test_a_part_counts_each_party_of_its_entries() -> None:
+    listed = sorted(
+        entries("bank", [1, 2, 3]) + entries("broker", [4]) + entries("insurer", [5, 6])
+    )
+    naive: dict[bytes, int] = {}
+    for e in listed:
+        naive[e[:8]] = naive.get(e[:8], 0) + 1
+    assert watchsnap.counts(listed) == naive and len(naive) == 3
+    assert watchsnap.counts([]) == {}
+
+
+def test_a_part_out_of_key_order_is_refused(tmp_path: Path) -> None:
+    listed = sorted(entries("bank", [1, 2, 3]))
+    seal = Seal(SID, watchlog.secret_check(KEYS.check()), 7, 1, 3, 1)
+    lists = LmdbWatchSet(tmp_path / "l", KEYS, map_size=1 << 24)
+    lists.begin_load(Loading(watchsnap.encode_seal(MAC, seal), 0, 1, 0))
+    with pytest.raises(BadSnapshot):
+        lists.load_part(seal, Part(SID, 7, 0, (listed[1], listed[0], listed[2])), 1)
+    assert lists.applied() == 0 and lists.count("bank") == 0 and lists.loading() is not None
+    assert lists.load_part(seal, Part(SID, 7, 0, tuple(listed)), 1)
+    assert lists.count("bank") == 3
+    lists.close()
+
+
+def test_parts_that_do_not_add_up_to_their_seal_are_refused(tmp_path: Path) -> None:
+    listed = sorted(entries("bank", [1, 2, 3]))
+    seal = Seal(SID, watchlog.secret_check(KEYS.check()), 7, 1, 4, 1)  # says 4, holds 3
+    lists = LmdbWatchSet(tmp_path / "l", KEYS, map_size=1 << 24)
+    lists.begin_load(Loading(watchsnap.encode_seal(MAC, seal), 0, 1, 0))
+    (only,) = watchsnap.parts(SID, 7, listed)
+    with pytest.raises(BadSnapshot):
+        lists.load_part(seal, only, 1)
+    with pytest.raises(BadSnapshot):
+        lists.load_part(seal, only._replace(seq=8), 1)
+    assert lists.applied() == 0 and lists.count("bank") == 0
+    lists.close()
+
+
+# --- on a real nats-server --------------------------------------------------------------
+
+
+def contents(lists: LmdbWatchSet) -> tuple[int, list[bytes], list[int]]:
+    with lists.frozen() as (applied, _sid, listed):
+        got = list(listed)
+    return applied, got, [lists.count(p) for p in PARTIES]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Any]:
+    (port,) = free_ports(1)
+    with nats_server(tmp_path, port) as s:
+        yield s
+
+
+@pytest.fixture
+def node(
+    tmp_path: Path, server: Any
+) -> Iterator[Callable[[str], tuple[LmdbWatchSet, WatchStream]]]:
+    made: list[tuple[LmdbWatchSet, WatchStream]] = []
+
+    def make(name: str, keys: WatchKeys = KEYS) -> tuple[LmdbWatchSet, WatchStream]:
+        pair = (
+            LmdbWatchSet(tmp_path / name, keys, map_size=1 << 26),
+            WatchStream(server.source, timeout=2.0),
+        )
+        made.append(pair)
+        return pair
+
+    yield make
+    for lists, stream in made:
+        stream.close()
+        lists.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_node_from_the_compacted_stream_ends_with_the_lists_of_one_that_replayed_all(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """A replays everything, B stops at operation 10, C compacts at 120 (a tail of 20 kept);
+    then 30 more operations (removals of entries the snapshot holds among them). D, new,
+    loads the snapshot in steps (a call bounded by its wait goes on at the next) and
+    catches up; B, behind the compaction point, loads it instead of stopping at the gap;
+    A goes on by operations. All four end alike."""
+    a, b, c, d = (node(n) for n in "abcd")
+    log = history(150)
+    for raw in log[:120]:
+        a[1].publish(raw)
+    sync(b[0], b[1], 10, 30.0)
+    sync(a[0], a[1], None, 30.0)
+    done = compact(c[0], c[1], keep=20, min_operations=50, part_entries=64)
+    assert (done.snapshot, done.purged, done.first, done.last) == (120, 100, 1, 120)
+    assert done.parts > 2 and done.entries == len(contents(a[0])[1])
+    assert a[1].state().first == 101 and a[1].fetch(100) is None
+    for raw in log[120:]:
+        a[1].publish(raw)
+    with pytest.raises(Behind):  # one part per call at least, then its wait is over
+        sync(d[0], d[1], None, 0.0)
+    assert d[0].loading() is not None and d[0].applied() == 0
+    assert sync(d[0], d[1], None, 30.0) == 150
+    assert sync(b[0], b[1], None, 30.0) == 150
+    assert sync(a[0], a[1], None, 30.0) == 150
+    assert contents(d[0]) == contents(b[0]) == contents(a[0])
+    assert sum(contents(a[0])[2]) > 0 and b[0].replication()[3] == ""
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_purge_during_a_catch_up_makes_the_node_load_the_snapshot_not_stop(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """The node read the stream's first operation, then a compaction purged the next one it
+    fetches: it loads the snapshot then goes on, with no gap noted and nothing applied
+    twice."""
+    a, b, ref = node("a"), node("b"), node("ref")
+    log = history(60, seed=3)
+    for raw in log:
+        a[1].publish(raw)
+    sync(ref[0], ref[1], None, 30.0)
+    sync(b[0], b[1], 5, 30.0)
+    real_fetch = b[1].fetch
+
+    def fetch(seq: int) -> bytes | None:
+        if seq == 6 and a[1].state().first == 1:
+            compact(a[0], a[1], keep=0, min_operations=1)
+        return real_fetch(seq)
+
+    b[1].fetch = fetch  # type: ignore[method-assign]
+    assert sync(b[0], b[1], None, 30.0) == 60
+    assert b[1].state().first == 61
+    assert contents(b[0]) == contents(ref[0]) and b[0].replication()[3] == ""
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_snapshot_purged_while_a_node_loads_it_is_followed_by_the_newer_one(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """Two more compactions while a new node loads the first snapshot purge its parts (the
+    previous snapshot is kept, not the one before): the node starts again from the latest."""
+    a, late, ref = node("a"), node("late"), node("ref")
+    log = history(90, seed=5)
+    for start in (0, 30, 60):
+        for raw in log[start : start + 30]:
+            a[1].publish(raw)
+        compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+        if start == 0:
+            with pytest.raises(Behind):
+                sync(late[0], late[1], None, 0.0)  # part 0 of snapshot 30 loaded
+    loading = late[0].loading()
+    assert loading is not None and watchsnap.decode_seal(MAC, loading.seal).seq == 30
+    assert late[1].part_from(30, 1) is None  # purged by the third compaction
+    assert sync(late[0], late[1], None, 30.0) == 90
+    sync(ref[0], ref[1], None, 30.0)  # loads snapshot 90: the stream holds nothing else
+    assert contents(late[0]) == contents(a[0]) == contents(ref[0])
+    assert contents(a[0])[0] == 90
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_nothing_purged_without_a_seal_and_a_lost_race_purges_nothing(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """A seal is published only over the latest one (two compactions at once: the slower
+    one purges nothing); a node that finds the stream purged with no snapshot reaching it
+    stops (noted for the metrics) rather than go on without the lost operations."""
+    a, b = node("a"), node("b")
+    for raw in history(40, seed=11):
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=10, min_operations=1)
+    sealed = a[1].latest_seal()
+    assert sealed is not None
+    with pytest.raises(SealRaced):
+        a[1].publish_seal(sealed[1], after=sealed[0] - 1)
+    with pytest.raises(SealRaced):
+        a[1].publish_seal(sealed[1], after=0)
+    assert a[1].state().first == 31
+    a[1].purge_snapshots(parts_before=10**9, seals_before=10**9)  # an operator's mistake
+    with pytest.raises(Gone):
+        sync(b[0], b[1], None, 30.0)
+    assert "no snapshot" in b[0].replication()[3] and b[0].applied() == 0
+    other = WatchKeys(bytes(32 * [5]))
+    c2 = node("c2", other)
+    with pytest.raises(CompactError):  # lists that refuse the operations compact nothing
+        compact(c2[0], c2[1], keep=0, min_operations=1)
+    assert a[1].state().first == 31
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_feed_of_a_node_joining_a_compacted_stream_answers_503_then_the_whole_list(
+    tmp_path: Path, server: Any
+) -> None:
+    """Through the routes: batches registered on node A (one removing what another added),
+    the stream compacted; node B, new, answers 503 "still applying" while it loads the
+    snapshot (a wait too short for it), then reads the changes of the whole list, the
+    removed certificate not among them."""
+    from tests.support.pki import make_ca, rsa_key
+    from tests.test_v1_changes import AC, SC, A, Api, B, C, ref
+    from tests.test_v1_feedpos import node_a, node_b, pos, serials
+    from tests.test_v1_watchrepl import replicated
+
+    key = rsa_key()
+    cas = {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
+    streams = [WatchStream(server.source, timeout=2.0) for _ in range(3)]
+    a = Api(node_a(cas), tmp_path / "a")
+    la = replicated(a, streams[0], tmp_path / "a-lists")  # type: ignore[arg-type]
+    try:
+        assert a.watch(add=[ref(SC, A), ref(SC, B)])[0].status == 200
+        assert a.watch(add=[ref(SC, C)], remove=[ref(SC, B)])[0].status == 200
+        done = compact(la, streams[1], keep=0, min_operations=1, part_entries=1)
+        assert (done.snapshot, done.purged, done.parts) == (2, 2, 2)
+        b = Api(node_b(cas), tmp_path / "b", replication_wait_seconds=0)
+        lb = replicated(b, streams[2], tmp_path / "b-lists")  # type: ignore[arg-type]
+        resp, got = b.changes(f"cursor={pos(0)}")  # one part loaded, its wait is over
+        assert resp.status == 503 and "still applying" in got["detail"], got
+        assert lb.loading() is not None and not b.ledger.counted
+        resp, got = b.changes(f"cursor={pos(0)}")
+        assert resp.status == 200 and serials(got) == [A, C], got
+        assert lb.applied() == 2 and b.ledger.counted
+        lb.close()
+    finally:
+        for s in streams:
+            s.close()
+        la.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_command_compacts_once_then_has_nothing_to_do(
+    tmp_path: Path, server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from responder import cli
+    from responder.v1 import changes
+
+    secret = tmp_path / "watch.secret"
+    secret.write_text(SECRET.hex() + "\n")
+    secret.chmod(0o600)
+    config = tmp_path / "responder.toml"
+    config.write_text(
+        f'[ledger]\ndir = "{tmp_path / "ledger"}"\n[watch]\nsecret_file = "{secret}"\n'
+        f'[cluster]\nnats = "{server.source}"\n'
+    )
+    writer = WatchStream(server.source, timeout=2.0)
+    try:
+        for raw in history(30, seed=2):
+            writer.publish(raw)
+        argv = ["watch-compact", "--config", str(config), "--keep", "5", "--min-operations", "20"]
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert "snapshot of operation 30" in out and "operations 1..25 purged" in out, out
+        assert writer.state().first == 26
+        changes._ENVS.clear()  # the command's process ends here: its lists are closed
+        assert cli.main(argv) == 0
+        assert "nothing to compact: the watch stream holds operations 26..30" in (
+            capsys.readouterr().out
+        )
+        config.write_text(config.read_text().replace(server.source, "nats://127.0.0.1:1"))
+        changes._ENVS.clear()
+        assert cli.main(argv) == 1  # the stream out of reach: said, nothing done
+        assert "error: cannot connect to NATS" in capsys.readouterr().err
+    finally:
+        writer.close()
+        changes._ENVS.clear()
+
+
+def test_the_command_every_n_seconds_goes_on_after_a_failed_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--every``: a round that fails (NATS out of reach) is said, and the next one is
+    tried after the interval, instead of the sidecar exiting (and restarting in a loop)."""
+    from responder import cli
+    from responder.v1 import changes, watchcompact
+
+    secret = tmp_path / "watch.secret"
+    secret.write_text(SECRET.hex() + "\n")
+    secret.chmod(0o600)
+    slept: list[float] = []
+
+    class Stop(Exception):
+        pass
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 2:
+            raise Stop
+
+    monkeypatch.setattr(watchcompact.time, "sleep", sleep)
+    argv = [
+        "watch-compact", f"--ledger-dir={tmp_path / 'ledger'}", f"--watch-secret-file={secret}",
+        "--nats=nats://127.0.0.1:1", "--every=3600",
+    ]  # fmt: skip
+    try:
+        with pytest.raises(Stop):
+            cli.main(argv)
+    finally:
+        changes._ENVS.clear()
+    assert slept == [3600, 3600]
+    said = capsys.readouterr().err.splitlines()  # the second held down: the clock stood still
+    assert len(said) == 2 and all("watch-compact: error:" in line for line in said), said
+    assert cli.main([*argv[:-1], "--every=0"]) == 2
