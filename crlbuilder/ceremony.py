@@ -370,6 +370,11 @@ def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
     ceremony, say with the PIN alone). A token not inventoried yet in this log is noted in
     ``args.baseline``: its first inventory is recorded at the end. The tokens, for `_done`."""
     tokens = _token_refs(args)
+    if not tokens and args.ceremony == "inventory":  # else "done", and nothing recorded
+        raise ApprovalError(
+            "--key names no token: keys inventory needs the pkcs11: URI of a key in the "
+            "token (pkcs11:token=LABEL;object=KEY;type=private?pin-source=...)"
+        )
     args.baseline, args.accepted, args.found = set(), {}, {}
     for label, ref in tokens.items():
         try:

@@ -2281,3 +2281,20 @@ def test_a_first_inventory_says_and_records_the_keys_the_log_made_that_the_token
                              if k.startswith("baseline_unaccounted:")]  # fmt: skip
     assert inventory_labels(inv) == ["pki-init-ca", "sign-card-g3"]
     assert token.pin not in log.read_text()
+
+
+def test_keys_inventory_of_no_token_is_refused_not_done(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keys inventory given a --key that names no token (a PEM key file, a URI mistyped
+    without its scheme) listed nothing, recorded nothing, and printed "done" with a head
+    for the record: two operators believed the token recorded. Refused, nothing logged but
+    the refusal."""
+    log = tmp_path / "oplog.jsonl"
+    lines = len(records(log))
+    for key in ("/etc/jpki-va/pki/ca.key", "pkcs11 token=jpki-va;object=ca"):
+        assert main(["keys", "inventory", "--key", key, "--log", str(log), "--operators",
+                     str(operators), *approvals(tmp_path, "alice", "bob")]) == 2  # fmt: skip
+        out = capsys.readouterr()
+        assert "done" not in out.out and "names no token" in out.err
+    assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"] * 2
