@@ -940,8 +940,9 @@ def _review_tokens(
             entry["compared"] = False
             text.append(
                 f"token {label!r}: {len(keys)} private key(s); not checked: no line of the log "
-                "inventories it yet (its first ceremony records it)"
+                "inventories it yet (its first ceremony takes them as found: examine each)"
             )
+            text += [f"  {k.label!r} spki {k.fingerprint} id {k.id_hex or '-'}" for k in keys]
             continue
         diff = inventory.compare(want, keys)
         entry |= {

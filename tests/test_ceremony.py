@@ -2269,6 +2269,11 @@ def test_a_first_inventory_says_and_records_the_keys_the_log_made_that_the_token
     p11.generate_rsa_key(token.uri("pki-init-ca"), 2048)  # made before the log knew of it
     p11.close_all()
     ca_key = token.uri("sign-card-g3")
+    # before it, the review lists each key the baseline will take, to hold against the records
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 0
+    out = capsys.readouterr().out
+    assert "not checked: no line of the log inventories it yet" in out
+    assert "  'pki-init-ca' spki " in out
     assert main(["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation",
                  "3", "--out", str(tmp_path / "ca.pem"), *common, *both]) == 0  # fmt: skip
     err = capsys.readouterr().err
