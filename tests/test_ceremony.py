@@ -2208,7 +2208,9 @@ def test_a_key_made_in_the_token_while_a_ceremony_runs_is_not_taken_into_its_inv
 
         monkeypatch.setattr(ceremony.p11, "generate_rsa_key", gen)
 
-    def stray_refused(stray: str, argv: list[str]) -> None:
+    def stray_refused(stray: str, argv: list[str], *, inventory: bool = False) -> None:
+        if inventory:
+            assert main(["keys", "inventory", "--key", ca_key, *common, *both]) == 0
         said = capsys.readouterr().err
         inv = records(log)[-1]
         assert main(argv) == 2  # the stray key is found by the next ceremony
@@ -2216,8 +2218,10 @@ def test_a_key_made_in_the_token_while_a_ceremony_runs_is_not_taken_into_its_inv
         assert records(log)[-1].event == "ceremony-refused"
         assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 1
         assert f"holds 1 key(s) no ceremony of the log made: {stray!r}" in capsys.readouterr().out
-        assert inv.event == "token-inventory" and "accepted" not in inv.detail
-        assert "differs" in inv.detail and stray in inv.detail.values()
+        assert inv.event == "token-inventory" and ("accepted" in inv.detail) == inventory
+        assert "differs" in inv.detail and [stray] == [
+            v for k, v in inv.detail.items() if k.startswith("differs_unexpected:")
+        ]
         assert stray not in inventory_labels(inv)
         assert (
             f"WARNING token {token.label!r} holds 1 key(s) no ceremony of the log made: {stray!r}"
@@ -2243,6 +2247,25 @@ def test_a_key_made_in_the_token_while_a_ceremony_runs_is_not_taken_into_its_inv
     assert main(new_ocsp("ocsp-1")) == 0  # a later one
     stray_refused("mallory-2", new_ocsp("ocsp-2"))
     assert main(new_ocsp("ocsp-2")) == 0
+
+    # keys inventory accepts what two operators examined at its check, not a key made after
+    generate(token.uri("mallory-3"), 2048)
+    p11.close_all()
+    listed = p11.token_keys
+
+    def listing(key_ref: str, module: str | None = None) -> Any:
+        found = listed(key_ref, module)
+        monkeypatch.setattr(ceremony.p11, "token_keys", listed)  # once: at the check
+        generate(token.uri("mallory-4"), 2048)
+        return found
+
+    monkeypatch.setattr(ceremony.p11, "token_keys", listing)
+    stray_refused("mallory-4", new_ocsp("ocsp-3"), inventory=True)
+    inv = next(r for r in reversed(records(log)) if "differs" in r.detail)
+    assert "mallory-3" in inventory_labels(inv) and "mallory-4" not in inventory_labels(inv)
+    assert inv.detail["accepted"] and "mallory-3" in [
+        v for k, v in inv.detail.items() if k.startswith("unexpected:")
+    ]
 
 
 def inventory_labels(rec: oplog.OpRecord) -> list[str]:

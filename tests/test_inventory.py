@@ -86,13 +86,18 @@ def test_a_key_reference_names_its_token_and_label() -> None:
 def test_a_line_recording_a_difference_holds_the_keys_the_log_accounts_for() -> None:
     """At a ceremony's end, a key made (C) and one destroyed (B) meanwhile by no line: the
     line's keys are those the log accounts for (A, B), so the next comparison finds both
-    again; the difference is in the line, not accepted."""
+    again; the difference is in the line, not accepted, beside what two operators accepted
+    at the check (keys inventory)."""
     held = {A.fingerprint: "ca-g1", B.fingerprint: "ocsp-g1"}
     diff = inventory.compare(held, [A, C])
-    detail = inventory.record_detail("t", [A, C], baseline=False, differs=(diff, held))
-    assert "differs" in detail and "accepted" not in detail and detail["private_keys"] == 2
-    assert detail[f"unexpected:{C.fingerprint}"] == "ca-g2"
-    assert detail[f"missing:{B.fingerprint}"] == "ocsp-g1"
+    examined = Difference([(B.fingerprint, "ocsp-g1")], [])
+    detail = inventory.record_detail(
+        "t", [A, C], baseline=False, accepted=examined, differs=(diff, held)
+    )
+    assert "differs" in detail and "accepted" in detail and detail["private_keys"] == 2
+    assert detail[f"differs_unexpected:{C.fingerprint}"] == "ca-g2"
+    assert detail[f"differs_missing:{B.fingerprint}"] == "ocsp-g1"
+    assert detail[f"unexpected:{B.fingerprint}"] == "ocsp-g1"
     rec = OpRecord(seq=1, at="2026-12-06T00:00:00+00:00", event=inventory.INVENTORY_EVENT,
                    key="pkcs11:token=t", detail=detail, prev="0" * 64)  # fmt: skip
     assert inventory.recorded(rec) == held

@@ -83,33 +83,33 @@ def record_detail(
 
     With ``differs`` (the token at a ceremony's end against the keys the log accounts for,
     and those keys): the ``key:`` entries are the keys the log accounts for, not the
-    token's, and the difference is recorded as not accepted (``differs``, ``unexpected:FP``,
-    ``missing:FP``): the next comparison finds it again."""
+    token's, and the difference is recorded as not accepted (``differs``,
+    ``differs_unexpected:FP``, ``differs_missing:FP``): the next comparison finds it again."""
     detail: dict[str, str | int] = {"token": token, "private_keys": len(keys)}
     if baseline:
         detail["baseline"] = "first inventory of this token in the log"
-    shown = accepted
-    if differs is not None and differs[0]:
-        shown = differs[0]
-        detail["differs"] = (
-            f"{len(shown.unexpected)} key(s) made and {len(shown.missing)} key(s) destroyed in "
-            "the token while the ceremony ran, by no line of the log: not accepted (examine "
-            "them, then keys inventory)"
-        )
-    elif accepted:
+    if accepted:
         detail["accepted"] = (
             f"{len(accepted.unexpected)} key(s) no ceremony made, "
             f"{len(accepted.missing)} key(s) missing: examined by the approvers"
         )
-    for fp, label in shown.unexpected if shown else ():
-        detail["unexpected:" + fp] = label
-    for fp, label in shown.missing if shown else ():
-        detail["missing:" + fp] = label
+        for fp, label in accepted.unexpected:
+            detail["unexpected:" + fp] = label
+        for fp, label in accepted.missing:
+            detail["missing:" + fp] = label
+    changed = differs is not None and bool(differs[0])
+    if differs is not None and changed:
+        detail["differs"] = (
+            f"{len(differs[0].unexpected)} key(s) made and {len(differs[0].missing)} key(s) "
+            "destroyed in the token while the ceremony ran, by no line of the log: not "
+            "accepted (examine them, then keys inventory)"
+        )
+        for fp, label in differs[0].unexpected:
+            detail["differs_unexpected:" + fp] = label
+        for fp, label in differs[0].missing:
+            detail["differs_missing:" + fp] = label
     ids = {k.fingerprint: k.id_hex for k in keys if k.id_hex}
-    if differs is not None and differs[0]:
-        held = differs[1]
-    else:
-        held = {k.fingerprint: k.label for k in keys}
+    held = differs[1] if differs is not None and changed else {k.fingerprint: k.label for k in keys}
     for fp, label in sorted(held.items()):
         detail[_KEY + fp] = label
         if fp in ids:
