@@ -775,7 +775,9 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     one, once the security officer examined it (the differences go into the line), and an
     explicit first inventory of a token. Nothing in the token changes."""
     desc, sha = _describe(args, ("key",))
-    _approved(args, sha, args.key)
+    # a --key that is no pkcs11: URI is refused (it names no token) and not written into the
+    # log: it may be the PIN itself, typed in place of the URI
+    _approved(args, sha, args.key if p11.is_pkcs11_uri(args.key) else "")
     for label, diff in args.accepted.items():
         with contextlib.suppress(OSError):
             print(f"{diff.describe(label)}: accepted as examined, recorded in the log")
@@ -920,7 +922,13 @@ def _review_tokens(
         return True
     records = oplog.read_oplog(args.log)
     failed = False
-    for ref in args.token:
+    for n, ref in enumerate(args.token, 1):
+        if not p11.is_pkcs11_uri(ref):  # not shown: it may be the PIN, typed in its place
+            why = f"--token number {n} is not a pkcs11: URI (not shown)"
+            text.append(f"  PROBLEM token: {why}")
+            found.append({"ref": "(not shown)", "problem": why})
+            failed = True
+            continue
         try:
             label, keys = p11.token_keys(ref)
         except SignerError as e:

@@ -2326,3 +2326,23 @@ def test_keys_inventory_of_no_token_is_refused_not_done(
         out = capsys.readouterr()
         assert "done" not in out.out and "names no token" in out.err
     assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"] * 2
+
+
+def test_a_pin_typed_in_place_of_a_token_uri_is_neither_shown_nor_logged(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify-log --token and keys inventory --key take a key URI "with its pin-source": the
+    PIN typed in its place was printed back (and put in --json, for a ticket), and keys
+    inventory wrote it as the refusal line's key into the log, where it cannot be removed."""
+    log = tmp_path / "oplog.jsonl"
+    pin = "4711-typed-pin"
+    assert main(["keys", "verify-log", "--log", str(log), "--token", pin]) == 1
+    out = capsys.readouterr()
+    assert "is not a pkcs11: URI" in out.out and pin not in out.out + out.err
+    assert main(["keys", "verify-log", "--log", str(log), "--token", pin, "--json"]) == 1
+    assert pin not in capsys.readouterr().out
+    assert main(["keys", "inventory", "--key", pin, "--log", str(log), "--operators",
+                 str(operators), *approvals(tmp_path, "alice", "bob")]) == 2  # fmt: skip
+    out = capsys.readouterr()
+    assert "names no token" in out.err and pin not in out.out + out.err
+    assert records(log)[-1].event == "ceremony-refused" and pin.encode() not in log.read_bytes()
