@@ -375,7 +375,7 @@ def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
             "--key names no token: keys inventory needs the pkcs11: URI of a key in the "
             "token (pkcs11:token=LABEL;object=KEY;type=private?pin-source=...)"
         )
-    args.baseline, args.accepted, args.found = set(), {}, {}
+    args.baseline, args.accepted, args.found, args.twice = set(), {}, {}, {}
     for label, ref in tokens.items():
         try:
             _, keys = p11.token_keys(ref)
@@ -384,6 +384,9 @@ def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
         # what the log accounts for from here: the token as found (as the log says, a
         # baseline, or a difference two operators accept), then this ceremony's own lines
         args.found[label] = {k.fingerprint: k.label for k in keys}
+        # a second object of one key pair there already: named at every check, not "made
+        # while the ceremony ran" at its end
+        args.twice[label] = inventory.compare(args.found[label], keys).unexpected
         want = inventory.expected(args.records, label)
         if want is None:
             args.baseline.add(label)
@@ -426,13 +429,13 @@ def _record_inventories(args: argparse.Namespace) -> None:
         try:
             _, keys = p11.token_keys(ref)
             held = inventory.fold(ours, label, args.found[label])
-            changed = inventory.compare(held, keys)
+            changed = inventory.compare(held, keys).without(args.twice[label])
             detail = inventory.record_detail(
                 label, keys, baseline=first, accepted=args.accepted.get(label),
                 differs=(changed, held),
             )  # fmt: skip
             if first:
-                detail |= _baseline_notes(args, label, args.found[label])
+                detail |= _baseline_notes(args, label, args.found[label], args.twice[label])
             _record(
                 args.log,
                 inventory.INVENTORY_EVENT,
@@ -458,14 +461,15 @@ def _record_inventories(args: argparse.Namespace) -> None:
 
 
 def _baseline_notes(
-    args: argparse.Namespace, label: str, found: dict[str, str]
+    args: argparse.Namespace, label: str, found: dict[str, str], twice: list[tuple[str, str]]
 ) -> dict[str, str | int]:
     """A token's first inventory in the log (the baseline, as found at the check) against
     what the log's own ``key-generated`` / ``key-destroyed`` lines leave in it: the keys no
     line made (``baseline_unaccounted:FP``: from ``pki init``, from before this version, or
     made outside a ceremony) and those the lines made that it lacks
     (``baseline_missing:FP``: destroyed outside a ceremony, or replaced by a key under the
-    same label), into the line, and one WARNING line on stderr for the ceremony record."""
+    same label), into the line, and one WARNING line on stderr for the ceremony record, which
+    also names any second object of one key pair (``twice``: refused at every check)."""
     made = inventory.made_by_the_log(args.records, label)
     unaccounted = sorted((fp, lb) for fp, lb in found.items() if fp not in made)
     missing = sorted((fp, lb) for fp, lb in made.items() if fp not in found)
@@ -474,7 +478,7 @@ def _baseline_notes(
         notes["baseline_unaccounted:" + fp] = lb
     for fp, lb in missing:
         notes["baseline_missing:" + fp] = lb
-    if unaccounted or missing:
+    if unaccounted or missing or twice:
         said = []
         if unaccounted:
             said.append(f"{len(unaccounted)} made by no line of it: "
@@ -482,6 +486,9 @@ def _baseline_notes(
         if missing:
             said.append(f"{len(missing)} made by a line of it and not there: "
                         + ", ".join(f"{lb!r} (spki {fp[:16]}...)" for fp, lb in missing))  # fmt: skip
+        if twice:
+            said.append(f"{len(twice)} second object(s) of a key pair it holds (refused at every "
+                        "check until destroyed): " + ", ".join(repr(lb) for _, lb in twice))  # fmt: skip
         with contextlib.suppress(OSError):
             print(
                 f"{PROG} {args.ceremony}: WARNING token {label!r}: first inventory in this "

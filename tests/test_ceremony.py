@@ -2346,3 +2346,37 @@ def test_a_pin_typed_in_place_of_a_token_uri_is_neither_shown_nor_logged(
     out = capsys.readouterr()
     assert "names no token" in out.err and pin not in out.out + out.err
     assert records(log)[-1].event == "ceremony-refused" and pin.encode() not in log.read_bytes()
+
+
+@pytest.mark.integration
+def test_a_second_object_of_one_key_found_at_the_check_is_not_said_to_be_made_meanwhile(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two objects of one key pair (the same key imported twice) in a token's first
+    inventory: the end of the ceremony said the second was made while it ran, by no line,
+    and recorded that; it was there at the check. It is recorded as found; every later
+    comparison names it (a second object of a key pair is never a ceremony's), and keys
+    inventory does not take it in either."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    twice = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token.import_key("pki-init-ca", twice)
+    token.import_key("pki-init-ca-copy", twice)
+    p11.close_all()
+    ca_key = token.uri("sign-card-g3")
+    assert main(["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation",
+                 "3", "--out", str(tmp_path / "ca.pem"), *common, *both]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "changed while the ceremony ran" not in err and "WARNING token" in err
+    assert "1 second object(s) of a key pair it holds" in err
+    assert "differs" not in records(log)[-1].detail
+    ocsp = ["keys", "new-ocsp", "--key", token.uri("ocsp"), "--ca-key", ca_key, "--ca-cert",
+            str(tmp_path / "ca.pem"), "--out", str(tmp_path / "ocsp.pem"), *common, *both]  # fmt: skip
+    assert main(ocsp) == 2
+    assert "holds 1 key(s) no ceremony of the log made: 'pki-init-ca" in capsys.readouterr().err
+    assert main(["keys", "inventory", "--key", ca_key, *common, *both]) == 0
+    assert "changed while the ceremony ran" not in capsys.readouterr().err
+    assert "differs" not in records(log)[-1].detail and "accepted" in records(log)[-1].detail

@@ -170,6 +170,14 @@ class Difference:
     def __bool__(self) -> bool:
         return bool(self.unexpected or self.missing)
 
+    def without(self, found: list[tuple[str, str]]) -> Difference:
+        """This difference less the keys ``found`` unexpected already (each once)."""
+        rest = list(self.unexpected)
+        for key in found:
+            if key in rest:
+                rest.remove(key)
+        return Difference(rest, list(self.missing))
+
     def describe(self, token: str) -> str:
         """One line: what differs, by label and fingerprint."""
         parts = []
