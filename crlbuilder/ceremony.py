@@ -370,12 +370,23 @@ def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
     ceremony, say with the PIN alone). A token not inventoried yet in this log is noted in
     ``args.baseline``: its first inventory is recorded at the end. The tokens, for `_done`."""
     tokens = _token_refs(args)
-    args.baseline, args.accepted = set(), {}
+    if not tokens and args.ceremony == "inventory":  # else "done", and nothing recorded
+        raise ApprovalError(
+            "--key names no token: keys inventory needs the pkcs11: URI of a key in the "
+            "token (pkcs11:token=LABEL;object=KEY;type=private?pin-source=...)"
+        )
+    args.baseline, args.accepted, args.found, args.twice = set(), {}, {}, {}
     for label, ref in tokens.items():
         try:
             _, keys = p11.token_keys(ref)
         except SignerError as e:
             raise ApprovalError(f"the keys of token {label!r} cannot be listed: {e}") from None
+        # what the log accounts for from here: the token as found (as the log says, a
+        # baseline, or a difference two operators accept), then this ceremony's own lines
+        args.found[label] = {k.fingerprint: k.label for k in keys}
+        # a second object of one key pair there already: named at every check, not "made
+        # while the ceremony ran" at its end
+        args.twice[label] = inventory.compare(args.found[label], keys).unexpected
         want = inventory.expected(args.records, label)
         if want is None:
             args.baseline.add(label)
@@ -393,44 +404,101 @@ def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
 
 def _record_inventories(args: argparse.Namespace) -> None:
     """At the end of a ceremony: each token's keys, one ``token-inventory`` line each (the
-    next ceremony compares the token with it). The first in the log for a token also says,
-    on stderr, which of its keys no line of the log made (to examine and note in the
-    record). A token that cannot be listed now is said on stderr; the ceremony stays done
-    (the next one compares the token with the keys made and destroyed since the last line)."""
-    for label, ref in getattr(args, "tokens", {}).items():
+    next ceremony compares the token with it). The line records the keys the log accounts
+    for: those found at the check plus the ones this ceremony's lines made, less those they
+    destroyed (`inventory.fold`). A key made or destroyed in the token meanwhile by no line
+    (with the PIN, while the ceremony ran) is recorded as a difference not accepted, and said
+    on stderr: the next ceremony is refused until two operators record it (keys inventory).
+    The first in the log for a token also says, on stderr and in the line, which of its keys
+    no line of the log made and which the log's lines made that it lacks (to examine and note
+    in the record). A token that cannot be listed now is said on stderr; the ceremony stays
+    done (the next one compares the token with the keys made and destroyed since the last
+    line)."""
+    tokens: dict[str, str] = getattr(args, "tokens", {})
+    if not tokens:
+        return
+    try:
+        now = oplog.read_oplog(args.log)
+    except (ChainError, OSError) as e:
+        with contextlib.suppress(OSError):
+            print(f"{PROG} {args.ceremony}: token inventory not recorded: {e}", file=sys.stderr)
+        return
+    ours = now[len(args.records) :]  # this ceremony's lines (and signing sessions)
+    for label, ref in tokens.items():
+        first = label in args.baseline
         try:
             _, keys = p11.token_keys(ref)
-            first = label in args.baseline
+            held = inventory.fold(ours, label, args.found[label])
+            changed = inventory.compare(held, keys).without(args.twice[label])
+            detail = inventory.record_detail(
+                label, keys, baseline=first, accepted=args.accepted.get(label),
+                differs=(changed, held),
+            )  # fmt: skip
+            if first:
+                detail |= _baseline_notes(args, label, args.found[label], args.twice[label])
             _record(
                 args.log,
                 inventory.INVENTORY_EVENT,
                 key=f"pkcs11:token={label}",
                 credentials=args.approved_by,
                 ceremony=args.approved_ceremony,
-                detail=inventory.record_detail(
-                    label, keys, baseline=first, accepted=args.accepted.get(label)
-                ),
+                detail=detail,
             )
         except (SignerError, CeremonyError) as e:
             with contextlib.suppress(OSError):
                 print(f"{PROG} {args.ceremony}: token inventory not recorded: {e}",
                       file=sys.stderr)  # fmt: skip
             continue
-        if not first:
-            continue
-        found: list[tuple[str, str]] = []
-        with contextlib.suppress(ChainError, OSError):  # the note only; the line is written
-            made = inventory.made_by_the_log(oplog.read_oplog(args.log), label)
-            found = inventory.compare(made, keys).unexpected
-        if found:
+        if changed:
             with contextlib.suppress(OSError):
                 print(
-                    f"{PROG} {args.ceremony}: token {label!r}: first inventory in this log, "
-                    f"{len(keys)} private key(s), {len(found)} made by no line of it: "
-                    + ", ".join(repr(lb) for _, lb in found)
-                    + ": examine them and note them in the ceremony record",
+                    f"{PROG} {args.ceremony}: WARNING {changed.describe(label)}, changed while "
+                    "the ceremony ran, by no line of the log: not taken into its inventory; the "
+                    "next ceremony on it is refused until the security officer and two "
+                    "operators examine it (verify-log --token, then keys inventory)",
                     file=sys.stderr,
                 )
+
+
+def _baseline_notes(
+    args: argparse.Namespace, label: str, found: dict[str, str], twice: list[tuple[str, str]]
+) -> dict[str, str | int]:
+    """A token's first inventory in the log (the baseline, as found at the check) against
+    what the log's own ``key-generated`` / ``key-destroyed`` lines leave in it: the keys no
+    line made (``baseline_unaccounted:FP``: from ``pki init``, from before this version, or
+    made outside a ceremony) and those the lines made that it lacks
+    (``baseline_missing:FP``: destroyed outside a ceremony, or replaced by a key under the
+    same label), into the line, and one WARNING line on stderr for the ceremony record, which
+    also names any second object of one key pair (``twice``: refused at every check)."""
+    made = inventory.made_by_the_log(args.records, label)
+    unaccounted = sorted((fp, lb) for fp, lb in found.items() if fp not in made)
+    missing = sorted((fp, lb) for fp, lb in made.items() if fp not in found)
+    notes: dict[str, str | int] = {}
+    for fp, lb in unaccounted:
+        notes["baseline_unaccounted:" + fp] = lb
+    for fp, lb in missing:
+        notes["baseline_missing:" + fp] = lb
+    if unaccounted or missing or twice:
+        said = []
+        if unaccounted:
+            said.append(f"{len(unaccounted)} made by no line of it: "
+                        + ", ".join(repr(lb) for _, lb in unaccounted))  # fmt: skip
+        if missing:
+            said.append(f"{len(missing)} made by a line of it and not there: "
+                        + ", ".join(f"{lb!r} (spki {fp[:16]}...)" for fp, lb in missing))  # fmt: skip
+        if twice:
+            said.append(f"{len(twice)} second object(s) of a key pair it holds (refused at every "
+                        "check until destroyed): " + ", ".join(repr(lb) for _, lb in twice))  # fmt: skip
+        with contextlib.suppress(OSError):
+            print(
+                f"{PROG} {args.ceremony}: WARNING token {label!r}: first inventory in this "
+                f"log, taken as found ({len(found)} private key(s)); "
+                + "; ".join(said)
+                + ": examine each with the security officer and note it in the ceremony "
+                "record (the line records them)",
+                file=sys.stderr,
+            )
+    return notes
 
 
 _INTERRUPTS: Final = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
@@ -714,7 +782,9 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     one, once the security officer examined it (the differences go into the line), and an
     explicit first inventory of a token. Nothing in the token changes."""
     desc, sha = _describe(args, ("key",))
-    _approved(args, sha, args.key)
+    # a --key that is no pkcs11: URI is refused (it names no token) and not written into the
+    # log: it may be the PIN itself, typed in place of the URI
+    _approved(args, sha, args.key if p11.is_pkcs11_uri(args.key) else "")
     for label, diff in args.accepted.items():
         with contextlib.suppress(OSError):
             print(f"{diff.describe(label)}: accepted as examined, recorded in the log")
@@ -859,7 +929,13 @@ def _review_tokens(
         return True
     records = oplog.read_oplog(args.log)
     failed = False
-    for ref in args.token:
+    for n, ref in enumerate(args.token, 1):
+        if not p11.is_pkcs11_uri(ref):  # not shown: it may be the PIN, typed in its place
+            why = f"--token number {n} is not a pkcs11: URI (not shown)"
+            text.append(f"  PROBLEM token: {why}")
+            found.append({"ref": "(not shown)", "problem": why})
+            failed = True
+            continue
         try:
             label, keys = p11.token_keys(ref)
         except SignerError as e:
@@ -879,8 +955,9 @@ def _review_tokens(
             entry["compared"] = False
             text.append(
                 f"token {label!r}: {len(keys)} private key(s); not checked: no line of the log "
-                "inventories it yet (its first ceremony records it)"
+                "inventories it yet (its first ceremony takes them as found: examine each)"
             )
+            text += [f"  {k.label!r} spki {k.fingerprint} id {k.id_hex or '-'}" for k in keys]
             continue
         diff = inventory.compare(want, keys)
         entry |= {

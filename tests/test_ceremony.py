@@ -2176,3 +2176,207 @@ def test_the_token_inventory_follows_failed_ceremonies_and_is_accepted_only_by_t
     out = capsys.readouterr().out
     assert "2 private key(s), as the log records" in out
     assert "token-inventory by alice+bob" in out and "accepted=" in out
+
+
+@pytest.mark.integration
+def test_a_key_made_in_the_token_while_a_ceremony_runs_is_not_taken_into_its_inventory(
+    tmp_path: Path,
+    operators: Path,
+    token: SoftHsmToken,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The end-of-ceremony inventory recorded whatever the token held then: a key made with
+    the PIN while the ceremony ran (between its check and its end; an RSA-4096 key takes
+    seconds) went into the line as if the log accounted for it, and the next ceremony
+    passed. The line records what the log accounts for and the difference, not accepted;
+    the next ceremony is refused until two operators record it (keys inventory). Both on a
+    token's first inventory (the baseline) and on a later one."""
+    from crlbuilder import ceremony
+
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    ca_key, ca_cert = token.uri("sign-card-g3"), tmp_path / "ca" / "sign-card-g3.pem"
+    generate = p11.generate_rsa_key
+
+    def meanwhile(stray: str) -> None:
+        def gen(key_ref: str, bits: int = 2048, module: str | None = None) -> Any:
+            generate(token.uri(stray), 2048)  # alone, with the PIN, as the ceremony runs
+            monkeypatch.setattr(ceremony.p11, "generate_rsa_key", generate)  # once
+            return generate(key_ref, bits, module)
+
+        monkeypatch.setattr(ceremony.p11, "generate_rsa_key", gen)
+
+    def stray_refused(stray: str, argv: list[str], *, inventory: bool = False) -> None:
+        if inventory:
+            assert main(["keys", "inventory", "--key", ca_key, *common, *both]) == 0
+        said = capsys.readouterr().err
+        inv = records(log)[-1]
+        assert main(argv) == 2  # the stray key is found by the next ceremony
+        assert f"{stray!r}" in capsys.readouterr().err
+        assert records(log)[-1].event == "ceremony-refused"
+        assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 1
+        assert f"holds 1 key(s) no ceremony of the log made: {stray!r}" in capsys.readouterr().out
+        assert inv.event == "token-inventory" and ("accepted" in inv.detail) == inventory
+        assert "differs" in inv.detail and [stray] == [
+            v for k, v in inv.detail.items() if k.startswith("differs_unexpected:")
+        ]
+        assert stray not in inventory_labels(inv)
+        assert (
+            f"WARNING token {token.label!r} holds 1 key(s) no ceremony of the log made: {stray!r}"
+            in said
+            and "changed while the ceremony ran" in said
+        )
+        assert main(["keys", "inventory", "--key", ca_key, *common, *both]) == 0
+        assert "accepted" in records(log)[-1].detail
+        capsys.readouterr()
+
+    new_ca = ["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation", "3",
+              "--out", str(ca_cert), *common, *both]  # fmt: skip
+
+    def new_ocsp(label: str) -> list[str]:
+        return ["keys", "new-ocsp", "--key", token.uri(label), "--ca-key", ca_key, "--ca-cert",
+                str(ca_cert), "--out", str(tmp_path / f"{label}.pem"), *common, *both]  # fmt: skip
+
+    meanwhile("mallory-1")
+    assert main(new_ca) == 0  # the token's first inventory
+    assert "baseline" in records(log)[-1].detail
+    stray_refused("mallory-1", new_ocsp("ocsp-1"))
+    meanwhile("mallory-2")
+    assert main(new_ocsp("ocsp-1")) == 0  # a later one
+    stray_refused("mallory-2", new_ocsp("ocsp-2"))
+    assert main(new_ocsp("ocsp-2")) == 0
+
+    # keys inventory accepts what two operators examined at its check, not a key made after
+    generate(token.uri("mallory-3"), 2048)
+    p11.close_all()
+    listed = p11.token_keys
+
+    def listing(key_ref: str, module: str | None = None) -> Any:
+        found = listed(key_ref, module)
+        monkeypatch.setattr(ceremony.p11, "token_keys", listed)  # once: at the check
+        generate(token.uri("mallory-4"), 2048)
+        return found
+
+    monkeypatch.setattr(ceremony.p11, "token_keys", listing)
+    stray_refused("mallory-4", new_ocsp("ocsp-3"), inventory=True)
+    inv = next(r for r in reversed(records(log)) if "differs" in r.detail)
+    assert "mallory-3" in inventory_labels(inv) and "mallory-4" not in inventory_labels(inv)
+    assert inv.detail["accepted"] and "mallory-3" in [
+        v for k, v in inv.detail.items() if k.startswith("unexpected:")
+    ]
+
+
+def inventory_labels(rec: oplog.OpRecord) -> list[str]:
+    """The labels of the keys a token-inventory line records as the token's."""
+    return sorted(str(v) for k, v in rec.detail.items() if k.startswith("key:"))
+
+
+@pytest.mark.integration
+def test_a_first_inventory_says_and_records_the_keys_the_log_made_that_the_token_lacks(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token's first inventory in a log (after the upgrade) is taken as found. It said on
+    stderr only which keys no line made; a key a ceremony of the log made and that is gone
+    (destroyed outside a ceremony, or replaced under its label by a key of someone's own)
+    went unsaid, and nothing of it stayed in the log for the review. Both are said, as a
+    WARNING, and recorded in the baseline line."""
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    gone = "e" * 64  # a key an earlier version's ceremony made in the token, now gone
+    oplog.record(log, "key-generated", key=f"pkcs11:token={token.label};object=sign-card-g2",
+                 operators=["alice", "bob"], detail={"bits": 2048, "spki_sha256": gone})  # fmt: skip
+    RECORD[log] = str(oplog.verify_oplog(log).anchor)  # the upgrade's head, examined
+    p11.generate_rsa_key(token.uri("pki-init-ca"), 2048)  # made before the log knew of it
+    p11.close_all()
+    ca_key = token.uri("sign-card-g3")
+    # before it, the review lists each key the baseline will take, to hold against the records
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 0
+    out = capsys.readouterr().out
+    assert "not checked: no line of the log inventories it yet" in out
+    assert "  'pki-init-ca' spki " in out
+    assert main(["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation",
+                 "3", "--out", str(tmp_path / "ca.pem"), *common, *both]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "WARNING token" in err and "1 made by no line of it: 'pki-init-ca'" in err
+    assert "1 made by a line of it and not there: 'sign-card-g2'" in err
+    inv = records(log)[-1]
+    assert inv.event == "token-inventory" and "baseline" in inv.detail
+    assert inv.detail[f"baseline_missing:{gone}"] == "sign-card-g2"
+    assert "pki-init-ca" in [v for k, v in inv.detail.items()
+                             if k.startswith("baseline_unaccounted:")]  # fmt: skip
+    assert inventory_labels(inv) == ["pki-init-ca", "sign-card-g3"]
+    assert token.pin not in log.read_text()
+
+
+def test_keys_inventory_of_no_token_is_refused_not_done(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """keys inventory given a --key that names no token (a PEM key file, a URI mistyped
+    without its scheme) listed nothing, recorded nothing, and printed "done" with a head
+    for the record: two operators believed the token recorded. Refused, nothing logged but
+    the refusal."""
+    log = tmp_path / "oplog.jsonl"
+    lines = len(records(log))
+    for key in ("/etc/jpki-va/pki/ca.key", "pkcs11 token=jpki-va;object=ca"):
+        assert main(["keys", "inventory", "--key", key, "--log", str(log), "--operators",
+                     str(operators), *approvals(tmp_path, "alice", "bob")]) == 2  # fmt: skip
+        out = capsys.readouterr()
+        assert "done" not in out.out and "names no token" in out.err
+    assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"] * 2
+
+
+def test_a_pin_typed_in_place_of_a_token_uri_is_neither_shown_nor_logged(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify-log --token and keys inventory --key take a key URI "with its pin-source": the
+    PIN typed in its place was printed back (and put in --json, for a ticket), and keys
+    inventory wrote it as the refusal line's key into the log, where it cannot be removed."""
+    log = tmp_path / "oplog.jsonl"
+    pin = "4711-typed-pin"
+    assert main(["keys", "verify-log", "--log", str(log), "--token", pin]) == 1
+    out = capsys.readouterr()
+    assert "is not a pkcs11: URI" in out.out and pin not in out.out + out.err
+    assert main(["keys", "verify-log", "--log", str(log), "--token", pin, "--json"]) == 1
+    assert pin not in capsys.readouterr().out
+    assert main(["keys", "inventory", "--key", pin, "--log", str(log), "--operators",
+                 str(operators), *approvals(tmp_path, "alice", "bob")]) == 2  # fmt: skip
+    out = capsys.readouterr()
+    assert "names no token" in out.err and pin not in out.out + out.err
+    assert records(log)[-1].event == "ceremony-refused" and pin.encode() not in log.read_bytes()
+
+
+@pytest.mark.integration
+def test_a_second_object_of_one_key_found_at_the_check_is_not_said_to_be_made_meanwhile(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two objects of one key pair (the same key imported twice) in a token's first
+    inventory: the end of the ceremony said the second was made while it ran, by no line,
+    and recorded that; it was there at the check. It is recorded as found; every later
+    comparison names it (a second object of a key pair is never a ceremony's), and keys
+    inventory does not take it in either."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    twice = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token.import_key("pki-init-ca", twice)
+    token.import_key("pki-init-ca-copy", twice)
+    p11.close_all()
+    ca_key = token.uri("sign-card-g3")
+    assert main(["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation",
+                 "3", "--out", str(tmp_path / "ca.pem"), *common, *both]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "changed while the ceremony ran" not in err and "WARNING token" in err
+    assert "1 second object(s) of a key pair it holds" in err
+    assert "differs" not in records(log)[-1].detail
+    ocsp = ["keys", "new-ocsp", "--key", token.uri("ocsp"), "--ca-key", ca_key, "--ca-cert",
+            str(tmp_path / "ca.pem"), "--out", str(tmp_path / "ocsp.pem"), *common, *both]  # fmt: skip
+    assert main(ocsp) == 2
+    assert "holds 1 key(s) no ceremony of the log made: 'pki-init-ca" in capsys.readouterr().err
+    assert main(["keys", "inventory", "--key", ca_key, *common, *both]) == 0
+    assert "changed while the ceremony ran" not in capsys.readouterr().err
+    assert "differs" not in records(log)[-1].detail and "accepted" in records(log)[-1].detail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crlbuilder.keys import inventory
+from crlbuilder.keys.inventory import Difference
 from crlbuilder.keys.oplog import OpRecord
 from crlbuilder.keys.pkcs11 import TokenKey
 
@@ -80,3 +81,29 @@ def test_a_key_reference_names_its_token_and_label() -> None:
     )
     assert inventory.token_of("pkcs11:token=t") is None
     assert inventory.token_of("/etc/jpki-va/pki/ca.key") is None
+
+
+def test_a_line_recording_a_difference_holds_the_keys_the_log_accounts_for() -> None:
+    """At a ceremony's end, a key made (C) and one destroyed (B) meanwhile by no line: the
+    line's keys are those the log accounts for (A, B), so the next comparison finds both
+    again; the difference is in the line, not accepted, beside what two operators accepted
+    at the check (keys inventory)."""
+    held = {A.fingerprint: "ca-g1", B.fingerprint: "ocsp-g1"}
+    diff = inventory.compare(held, [A, C])
+    examined = Difference([(B.fingerprint, "ocsp-g1")], [])
+    detail = inventory.record_detail(
+        "t", [A, C], baseline=False, accepted=examined, differs=(diff, held)
+    )
+    assert "differs" in detail and "accepted" in detail and detail["private_keys"] == 2
+    assert detail[f"differs_unexpected:{C.fingerprint}"] == "ca-g2"
+    assert detail[f"differs_missing:{B.fingerprint}"] == "ocsp-g1"
+    assert detail[f"unexpected:{B.fingerprint}"] == "ocsp-g1"
+    rec = OpRecord(seq=1, at="2026-12-06T00:00:00+00:00", event=inventory.INVENTORY_EVENT,
+                   key="pkcs11:token=t", detail=detail, prev="0" * 64)  # fmt: skip
+    assert inventory.recorded(rec) == held
+    again = inventory.compare(inventory.expected([rec], "t") or {}, [A, C])
+    assert again == diff
+    same = inventory.record_detail("t", [A, B], baseline=False, differs=(Difference([], []), held))
+    assert "differs" not in same and inventory.recorded(
+        OpRecord(seq=1, at="x", event=inventory.INVENTORY_EVENT, key="", detail=same,
+                 prev="0" * 64)) == held  # fmt: skip

@@ -15,7 +15,11 @@ fingerprint, label and id, nothing secret), and the next ceremony (and ``verify-
   examine;
 - `compare`: the keys the token holds that the log does not (made outside a ceremony), and
   those the log says it holds that it lacks (destroyed outside one);
-- `record_detail` / `recorded`: the inventory as a line's detail and back.
+- `record_detail` / `recorded`: the inventory as a line's detail and back. A line records
+  the keys the log accounts for: at a ceremony's end, the keys found at its check plus
+  those it made, less those it destroyed (`fold`); a key made (or destroyed) in the token
+  while the ceremony ran, by no line, is recorded as a difference (``differs``), never
+  taken in, so the next ceremony is refused until two operators record it examined.
 
 Sans-I/O: records and the token's list (`crlbuilder.keys.pkcs11.token_keys`) in, findings
 out.
@@ -36,6 +40,7 @@ __all__ = [
     "Difference",
     "compare",
     "expected",
+    "fold",
     "made_by_the_log",
     "record_detail",
     "recorded",
@@ -64,12 +69,22 @@ def token_of(key: str) -> tuple[str, str] | None:
 
 
 def record_detail(
-    token: str, keys: Sequence[TokenKey], *, baseline: bool, accepted: Difference | None = None
+    token: str,
+    keys: Sequence[TokenKey],
+    *,
+    baseline: bool,
+    accepted: Difference | None = None,
+    differs: tuple[Difference, dict[str, str]] | None = None,
 ) -> dict[str, str | int]:
     """A ``token-inventory`` line's detail: the token, the number of private keys, each one's
     fingerprint to its label (``key:FP``) and id (``id:FP``, when it has one), whether it is
     the token's first inventory in this log (``baseline``), and, for ``keys inventory``, the
-    differences two operators examined and accepted (``unexpected:FP``, ``missing:FP``)."""
+    differences two operators examined and accepted (``unexpected:FP``, ``missing:FP``).
+
+    With ``differs`` (the token at a ceremony's end against the keys the log accounts for,
+    and those keys): the ``key:`` entries are the keys the log accounts for, not the
+    token's, and the difference is recorded as not accepted (``differs``,
+    ``differs_unexpected:FP``, ``differs_missing:FP``): the next comparison finds it again."""
     detail: dict[str, str | int] = {"token": token, "private_keys": len(keys)}
     if baseline:
         detail["baseline"] = "first inventory of this token in the log"
@@ -82,10 +97,23 @@ def record_detail(
             detail["unexpected:" + fp] = label
         for fp, label in accepted.missing:
             detail["missing:" + fp] = label
-    for k in keys:
-        detail[_KEY + k.fingerprint] = k.label
-        if k.id_hex:
-            detail[_ID + k.fingerprint] = k.id_hex
+    changed = differs is not None and bool(differs[0])
+    if differs is not None and changed:
+        detail["differs"] = (
+            f"{len(differs[0].unexpected)} key(s) made and {len(differs[0].missing)} key(s) "
+            "destroyed in the token while the ceremony ran, by no line of the log: not "
+            "accepted (examine them, then keys inventory)"
+        )
+        for fp, label in differs[0].unexpected:
+            detail["differs_unexpected:" + fp] = label
+        for fp, label in differs[0].missing:
+            detail["differs_missing:" + fp] = label
+    ids = {k.fingerprint: k.id_hex for k in keys if k.id_hex}
+    held = differs[1] if differs is not None and changed else {k.fingerprint: k.label for k in keys}
+    for fp, label in sorted(held.items()):
+        detail[_KEY + fp] = label
+        if fp in ids:
+            detail[_ID + fp] = ids[fp]
     return detail
 
 
@@ -94,7 +122,9 @@ def recorded(rec: OpRecord) -> dict[str, str]:
     return {k[len(_KEY) :]: str(v) for k, v in rec.detail.items() if k.startswith(_KEY)}
 
 
-def _fold(records: Sequence[OpRecord], token: str, start: dict[str, str]) -> dict[str, str]:
+def fold(records: Sequence[OpRecord], token: str, start: dict[str, str]) -> dict[str, str]:
+    """``start`` (fingerprint to label), plus each key a ``key-generated`` line of
+    ``records`` made in ``token``, less each one a ``key-destroyed`` line destroyed."""
     keys = dict(start)
     for r in records:
         named = token_of(r.key)
@@ -120,13 +150,13 @@ def expected(records: Sequence[OpRecord], token: str) -> dict[str, str] | None:
     )
     if last is None:
         return None
-    return _fold(records[last + 1 :], token, recorded(records[last]))
+    return fold(records[last + 1 :], token, recorded(records[last]))
 
 
 def made_by_the_log(records: Sequence[OpRecord], token: str) -> dict[str, str]:
     """The keys the log's own ``key-generated`` / ``key-destroyed`` lines leave in ``token``
     (no inventory): what a baseline's keys are held against."""
-    return _fold(records, token, {})
+    return fold(records, token, {})
 
 
 @dataclass(frozen=True)
@@ -139,6 +169,14 @@ class Difference:
 
     def __bool__(self) -> bool:
         return bool(self.unexpected or self.missing)
+
+    def without(self, found: list[tuple[str, str]]) -> Difference:
+        """This difference less the keys ``found`` unexpected already (each once)."""
+        rest = list(self.unexpected)
+        for key in found:
+            if key in rest:
+                rest.remove(key)
+        return Difference(rest, list(self.missing))
 
     def describe(self, token: str) -> str:
         """One line: what differs, by label and fingerprint."""

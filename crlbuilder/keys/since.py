@@ -84,6 +84,14 @@ def as_json(found: Since) -> dict[str, object]:
     }
 
 
+def _shown(value: object) -> str:
+    """A value as one line of text: as it is, or quoted with escapes if it holds a line break
+    or another control character (a key label is whatever the token was given: one with a
+    line break would otherwise print a line of its own in the review's listing)."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
 def as_text(found: Since) -> list[str]:
     """The list as lines for a reader: a summary, then one line per entry, each detail
     ``name=value``, then the signing sessions per key."""
@@ -94,8 +102,9 @@ def as_text(found: Since) -> list[str]:
     ]
     for r in found.lines:
         who = "+".join(r.operators) or "-"
-        detail = " ".join(f"{k}={v}" for k, v in sorted(r.detail.items()))
-        out.append(f"  {r.seq} {r.at} {r.event} by {who} key {r.key or '-'} {detail}".rstrip())
+        detail = " ".join(f"{_shown(k)}={_shown(v)}" for k, v in sorted(r.detail.items()))
+        line = f"{r.seq} {r.at} {r.event} by {_shown(who)} key {_shown(r.key or '-')} {detail}"
+        out.append(f"  {line}".rstrip())
     for k in sorted(set(found.sessions) | set(found.signatures)):
         out.append(
             f"  signing sessions: {k}: {found.sessions.get(k, 0)} started, "

@@ -1,0 +1,20 @@
+"""The review's listing of the lines after a head (`crlbuilder.keys.since`), sans-I/O."""
+
+from __future__ import annotations
+
+from crlbuilder.keys import since
+from crlbuilder.keys.oplog import OpRecord
+
+
+def test_a_label_with_a_line_break_prints_no_line_of_its_own() -> None:
+    """A token-inventory line holds each key's label, whatever the token was given: a key
+    labelled with a line break and a made-up listing line (accepted by keys inventory)
+    printed that line in the review's text as if the log held it."""
+    fake = "x\n  99 2026-12-06T00:00:00+00:00 key-destroyed by alice+bob key k"
+    rec = OpRecord(seq=5, at="2026-12-06T00:00:00+00:00", event="token-inventory",
+                   key="pkcs11:token=t", operators=["alice", "bob"],
+                   detail={"token": "t", "key:" + "a" * 64: fake, "private_keys": 1},
+                   prev="0" * 64)  # fmt: skip
+    out = since.as_text(since.since([rec], 0))
+    assert len(out) == 2 and out[1].startswith("  5 ") and "\n" not in out[1]
+    assert repr(fake) in out[1] and "private_keys=1" in out[1]
