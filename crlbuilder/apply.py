@@ -383,6 +383,7 @@ class Applier:
         agenda: bool = False,
         lookahead: int = LOOKAHEAD,
         crls: bool = False,
+        deltas: bool = False,
     ) -> int:
         """Erase the revocation records whose retention has passed (Ord §70(1)(iii)); returns how many.
 
@@ -405,9 +406,11 @@ class Applier:
 
         With ``crls`` (a builder that publishes CRLs, ``crl.enabled``), each erased entry
         that its issuer's last full CRL lists (written by the commit that CRL reflects, and
-        not yet past its retention when that CRL was made) is kept in ``erased``
-        (`store.format.DB_ERASED`) in the same transaction, so that the next CRL takes it
-        off at once (`crlbuilder.crl.publish`) rather than at the next full CRL's cycle.
+        not yet past its retention when that CRL was made), or with ``deltas``
+        (``crl.delta``) that a delta CRL on it may have listed (written after it), is kept in
+        ``erased`` (`store.format.DB_ERASED`) in the same transaction, so that the next CRL
+        takes it off at once (`crlbuilder.crl.publish`) rather than at the next full CRL's
+        cycle (`listed_since_base`).
         """
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
@@ -457,7 +460,8 @@ class Applier:
                     index = int.from_bytes(key[:2], "big")
                     if index not in bases:
                         bases[index] = c.crl_state(index)
-                    if listed_by_base(c.revoked_entry(key), due_at(key), bases[index]):
+                    entry = c.revoked_entry(key)
+                    if listed_since_base(entry, due_at(key), bases[index], deltas=deltas):
                         c.keep_erased(key, now)
                 c.erase(key, st, keep_time=keep_time)
         if due:
@@ -1121,13 +1125,21 @@ def past_retention(recorded_at: int, not_after: int, now: int, days: int) -> boo
     return due_instant(recorded_at, not_after, days) <= now
 
 
-def listed_by_base(entry: sf.RevokedEntry | None, due: int | None, state: sf.CrlState) -> bool:
-    """Whether the issuer's last full CRL (``state``: its number, the commit it reflects, its
-    thisUpdate) lists the CRL entry ``entry`` that falls due at ``due``: written by then, and
-    not past its retention at that CRL's thisUpdate (`crlbuilder.crl.publish`, `past_retention`)."""
+def listed_since_base(
+    entry: sf.RevokedEntry | None, due: int | None, state: sf.CrlState, *, deltas: bool
+) -> bool:
+    """Whether a CRL of the issuer since its last full CRL (``state``: its number, the commit
+    it reflects, its thisUpdate) may list the CRL entry ``entry`` that falls due at ``due``:
+    not past its retention at that CRL's thisUpdate (`crlbuilder.crl.publish`,
+    `past_retention`), and written by the commit it reflects (the full CRL lists it) or,
+    with ``deltas``, after it (a delta CRL on that base may have listed it: RFC 5280 §5.3.1
+    takes off with removeFromCRL an entry the base "or any subsequent (delta ...) CRL"
+    lists, and a group appliance applies each delta to what it holds,
+    `crlbuilder.crl.importer`). An entry written after the base that no delta listed yet
+    gets a removeFromCRL for a serial on no CRL: harmless (nothing to remove)."""
     if entry is None or due is None or not state.base_number:
         return False
-    return entry.commit <= state.base_commit and due > state.base_this_update
+    return (deltas or entry.commit <= state.base_commit) and due > state.base_this_update
 
 
 def due_instant(recorded_at: int, not_after: int, days: int) -> int:

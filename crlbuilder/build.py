@@ -495,6 +495,7 @@ class Builder:
             keep_time=self.cfg.crl.erased_answer == "revoked",
             agenda=True,
             crls=self.cfg.crl.enabled,  # the next CRL takes off what the last full one lists
+            deltas=self.cfg.crl.delta,  # ... or a delta on it may have listed
         )
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from cryptography import x509
 
-from crlbuilder.apply import listed_by_base
+from crlbuilder.apply import listed_since_base
 from crlbuilder.build import Builder, BuildReport
 from crlbuilder.config import write_facts_key
 from crlbuilder.crl.importer import CrlImporter
@@ -192,20 +192,26 @@ def test_with_deltas_the_delta_takes_the_erased_entry_off_and_a_group_follows(
         group.close()
 
 
-def test_an_entry_is_taken_off_only_when_the_base_lists_it() -> None:
-    """`listed_by_base`: written by the commit the last full CRL reflects and not past its
-    retention at that CRL's thisUpdate; no full CRL yet, or an entry gone: not listed."""
+def test_an_entry_is_taken_off_only_when_a_crl_since_the_base_may_list_it() -> None:
+    """`listed_since_base`: not past its retention at the last full CRL's thisUpdate, and
+    written by the commit that CRL reflects or, with deltas, after it (a delta on it may have
+    listed it); no full CRL yet, or an entry gone: not listed."""
     base = sf.CrlState(number=3, base_number=2, base_commit=10, base_this_update=1000)
 
     def entry(commit: int) -> sf.RevokedEntry:
         return sf.RevokedEntry(revoked_at=500, reason=1, category=1, commit=commit, recorded_at=400)
 
-    assert listed_by_base(entry(10), 1001, base)
-    assert not listed_by_base(entry(11), 1001, base)  # written after the base
-    assert not listed_by_base(entry(10), 1000, base)  # already past retention when it was made
-    assert not listed_by_base(entry(10), 1001, sf.CrlState())  # no full CRL yet
-    assert not listed_by_base(None, 1001, base)
-    assert not listed_by_base(entry(10), None, base)
+    for deltas in (False, True):
+        assert listed_since_base(entry(10), 1001, base, deltas=deltas)
+        # already past retention when the base was made: on no CRL since
+        assert not listed_since_base(entry(10), 1000, base, deltas=deltas)
+        assert not listed_since_base(entry(11), 1000, base, deltas=deltas)
+        assert not listed_since_base(entry(10), 1001, sf.CrlState(), deltas=deltas)
+        assert not listed_since_base(None, 1001, base, deltas=deltas)
+        assert not listed_since_base(entry(10), None, base, deltas=deltas)
+    # written after the base: on a delta since, if there are deltas
+    assert not listed_since_base(entry(11), 1001, base, deltas=False)
+    assert listed_since_base(entry(11), 1001, base, deltas=True)
 
 
 @pytest.mark.parametrize("delta", [False, True])
@@ -294,3 +300,48 @@ def test_end_to_end_shipped_settings_build_then_a_group_imports_full_and_delta(
     finally:
         store.close()
     assert held == {KEPT}
+
+
+def test_an_entry_a_delta_listed_then_erased_is_taken_off_by_the_next_delta(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """An entry written after the base (a record that arrived late) is listed by a delta on
+    that base, then falls due before the next full CRL: the next delta lists it removeFromCRL
+    (RFC 5280 §5.3.1: for an entry its base "or any subsequent (delta or complete for scope)
+    CRL" lists), so a group appliance, which applies each delta to what it holds, drops it."""
+    pki, manifest = demo_pki
+    cfg = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400, delta_cycle_seconds=3600,
+                         full_every_seconds=86_400, retention_days=ONE_DAY)  # fmt: skip
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    lines = records.read_bytes().splitlines(keepends=True)
+    late = tmp_path / "late" / "b.jsonl"
+    late.parent.mkdir()
+    records.write_bytes(b"".join(x for x in lines if b"%d" % ERASED not in x))
+    late.write_bytes(b"".join(x for x in lines if b"%d" % ERASED in x))
+    delta = tmp_path / "crl" / f"{issuer.id}-delta.crl"
+    group = Store.open(tmp_path / "group", readonly=False)
+    b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        first = b.build([records], as_of=end - timedelta(hours=2))
+        assert _made(first, issuer) == [(1, False), (2, True)]
+        importer = CrlImporter(group, manifest)
+        importer.import_der((tmp_path / "crl" / f"{issuer.id}.crl").read_bytes(),
+                            as_of=end - timedelta(hours=2) + timedelta(seconds=10))  # fmt: skip
+        second = b.build([late], as_of=end - timedelta(seconds=60))
+        assert _made(second, issuer) == [(3, True)]
+        assert _entries(delta.read_bytes()) == {ERASED: LOSS}
+        importer.import_der(delta.read_bytes(), as_of=end - timedelta(seconds=50))
+        erasing = b.build([], as_of=end + timedelta(seconds=5))
+        assert erasing.summary.erased == 1 and _made(erasing, issuer) == [(4, True)]
+        assert _entries(delta.read_bytes()) == {ERASED: x509.ReasonFlags.remove_from_crl}, (
+            "the delta that listed the entry is followed by one that does not take it off"
+        )
+        result = importer.import_der(delta.read_bytes(), as_of=end + timedelta(seconds=20))
+        assert result.removed == 1
+        with group.read() as r:
+            held = {int.from_bytes(k[2:], "big") for k, _ in r.revocations(issuer.index)}
+        assert held == {KEPT}
+    finally:
+        b.close()
+        group.close()
