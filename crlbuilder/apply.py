@@ -404,8 +404,9 @@ class Applier:
         scan runs in the erasure's write transaction, so that no entry is committed between
         the scan and its agenda.
 
-        With ``crls`` (a builder that publishes CRLs, ``crl.enabled``), each erased entry
-        that its issuer's last full CRL lists (written by the commit that CRL reflects, and
+        With ``crls`` (a builder whose store holds its issuers' CRL state: the CRL signer's,
+        or a node's that fetches the signer's CRLs, `crlbuilder.crl.shipping`; a store that
+        never held a CRL keeps nothing), each erased entry that its issuer's last full CRL lists (written by the commit that CRL reflects, and
         not yet past its retention when that CRL was made), or with ``deltas``
         (``crl.delta``) that a delta CRL on it may have listed (written after it), is kept in
         ``erased`` (`store.format.DB_ERASED`) in the same transaction, so that the next CRL

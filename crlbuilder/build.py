@@ -494,8 +494,11 @@ class Builder:
             self.cfg.crl.retention_period_days,
             keep_time=self.cfg.crl.erased_answer == "revoked",
             agenda=True,
-            crls=self.cfg.crl.enabled,  # the next CRL takes off what the last full one lists
-            deltas=self.cfg.crl.delta,  # ... or a delta on it may have listed
+            # the next CRL takes off what the last full one (or a delta on it) lists. Also on a
+            # node without CA keys (crl.enabled = false) that fetches the signer's CRLs and
+            # state (`crlbuilder.crl.shipping`): promoted to signer, it continues that base
+            crls=True,
+            deltas=self.cfg.crl.delta,
         )
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:

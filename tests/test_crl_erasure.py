@@ -22,8 +22,9 @@ from cryptography import x509
 
 from crlbuilder.apply import listed_since_base
 from crlbuilder.build import Builder, BuildReport
-from crlbuilder.config import write_facts_key
+from crlbuilder.config import BuilderConfig, write_facts_key
 from crlbuilder.crl.importer import CrlImporter
+from crlbuilder.crl.shipping import Shipment, keep_shipment
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.periods import kept_until
 from crlbuilder.store import format as sf
@@ -345,3 +346,85 @@ def test_an_entry_a_delta_listed_then_erased_is_taken_off_by_the_next_delta(
     finally:
         b.close()
         group.close()
+
+
+def test_a_node_without_ca_keys_keeps_what_it_erased_so_that_promoted_it_takes_it_off(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A node of the record stream without CA keys (``crl.enabled = false``) holds the signer's
+    CRL state (`crlbuilder.crl.shipping`); promoted to signer it "continues the CRL numbering
+    it fetched" (docs/operations.md), and its deltas go on the same base. What it erased
+    before the promotion, listed by that base, is taken off by its first delta, not a day
+    later at the next full CRL. Here one store plays both: made by a builder with CRLs,
+    erased by one without (the node before its promotion), then a builder with CRLs again."""
+    pki, manifest = demo_pki
+    signer = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400,
+                            delta_cycle_seconds=3600, full_every_seconds=86_400,
+                            retention_days=ONE_DAY)  # fmt: skip
+    no_keys = msgspec.structs.replace(
+        signer, crl=msgspec.structs.replace(signer.crl, enabled=False)
+    )
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    delta = tmp_path / "crl" / f"{issuer.id}-delta.crl"
+
+    def build(cfg: BuilderConfig, sources: list[Path], at: datetime) -> BuildReport:
+        b = Builder(cfg, progress=False, log=(tmp_path / "log").open("a"))
+        try:
+            return b.build(sources, as_of=at)
+        finally:
+            b.close()
+
+    assert _made(build(signer, [records], end - timedelta(seconds=60)), issuer) == [
+        (1, False), (2, True),
+    ]  # fmt: skip
+    erasing = build(no_keys, [], end + timedelta(seconds=5))
+    assert erasing.summary.erased == 1 and _made(erasing, issuer) == []
+    promoted = build(signer, [], end + timedelta(seconds=10))
+    assert _made(promoted, issuer) == [(3, True)]
+    assert _entries(delta.read_bytes()) == {ERASED: x509.ReasonFlags.remove_from_crl}, (
+        "the promoted node's delta still leaves the erased entry on its base"
+    )
+
+
+def test_a_shipped_full_crl_drops_what_it_no_longer_lists(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A node without CA keys that takes the signer's CRL state (`keep_shipment`) forgets the
+    erased entries the shipped full CRL no longer lists (erased by the commit it reflects or
+    before), as the signer does when it makes one, and keeps them while the base lists them."""
+    pki, manifest = demo_pki
+    signer = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400,
+                            delta_cycle_seconds=3600, full_every_seconds=86_400,
+                            retention_days=ONE_DAY)  # fmt: skip
+    no_keys = msgspec.structs.replace(
+        signer, crl=msgspec.structs.replace(signer.crl, enabled=False)
+    )
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    for cfg, sources, at in ((signer, [records], end - timedelta(seconds=60)),
+                             (no_keys, [], end + timedelta(seconds=5))):  # fmt: skip
+        b = Builder(cfg, progress=False, log=(tmp_path / "log").open("a"))
+        try:
+            b.build(sources, as_of=at)
+        finally:
+            b.close()
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        with store.read() as r:
+            [(key, erased_by, _)] = r.erased_listed(issuer.index)
+            state = r.crl_state(issuer.index)
+        assert key == sf.status_key(issuer.index, ERASED)
+
+        def ship(base_commit: int) -> list[tuple[bytes, int, int]]:
+            state.number += 1
+            state.base_number, state.base_commit = state.number, base_commit
+            keep_shipment(store, issuer.index, Shipment(issuer=issuer.id, state=state, files=[]))
+            with store.read() as r:
+                assert r.crl_state(issuer.index).number == state.number
+                return r.erased_listed(issuer.index)
+
+        assert ship(erased_by - 1) != [], "a base made before the erasure still lists it"
+        assert ship(erased_by) == [], "the shipped full CRL made after the erasure lists none"
+    finally:
+        store.close()
