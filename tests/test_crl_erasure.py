@@ -19,6 +19,8 @@ from pathlib import Path
 import msgspec
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from crlbuilder.apply import listed_since_base
 from crlbuilder.build import Builder, BuildReport
@@ -428,3 +430,82 @@ def test_a_shipped_full_crl_drops_what_it_no_longer_lists(
         assert ship(erased_by) == [], "the shipped full CRL made after the erasure lists none"
     finally:
         store.close()
+
+
+def _leaf(pki: Path, issuer: IssuerFiles, serial: int, out: Path) -> Path:
+    """A certificate numbered ``serial`` from the demo CA, valid over the CA's own span (only
+    the CRLs decide), for ``openssl verify``."""
+    ca = x509.load_pem_x509_certificate((pki / issuer.cert).read_bytes())
+    key = serialization.load_pem_private_key((pki / issuer.key).read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.OID_COMMON_NAME, "leaf")]))
+        .issuer_name(ca.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(serial)
+        .not_valid_before(ca.not_valid_before_utc)
+        .not_valid_after(ca.not_valid_after_utc)
+        .sign(key, hashes.SHA256())
+    )
+    out.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    return out
+
+
+@pytest.mark.parametrize("on", ["base", "delta"])
+def test_openssl_with_deltas_reads_the_serial_revoked_then_taken_off(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest], on: str
+) -> None:
+    """Interop: ``openssl verify -crl_check -use_deltas`` with the served full CRL and delta
+    says revoked before the erasure and OK after it, whether the entry was on the base or only
+    on an earlier delta; the full CRL alone still lists it (not reissued early, decision 1 of
+    the crlerase report)."""
+    pki, manifest = demo_pki
+    cfg = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400, delta_cycle_seconds=3600,
+                         full_every_seconds=86_400, retention_days=ONE_DAY)  # fmt: skip
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    sources = [records]
+    if on == "delta":  # ERASED's records arrive after the full CRL: only a delta lists it
+        lines = records.read_bytes().splitlines(keepends=True)
+        late = tmp_path / "late" / "b.jsonl"
+        late.parent.mkdir()
+        records.write_bytes(b"".join(x for x in lines if b"%d" % ERASED not in x))
+        late.write_bytes(b"".join(x for x in lines if b"%d" % ERASED in x))
+        sources = [late]
+    leaf = _leaf(pki, issuer, ERASED, tmp_path / "leaf.pem")
+    crl = tmp_path / "crl"
+
+    def pem(name: str, to: str) -> Path:
+        subprocess.run(["openssl", "crl", "-inform", "DER", "-in", str(crl / name),
+                        "-out", str(tmp_path / to)], check=True)  # fmt: skip
+        return tmp_path / to
+
+    def verify(at: datetime, *crls: Path) -> str:
+        args = ["openssl", "verify", "-CAfile", str(pki / issuer.cert), "-crl_check",
+                "-use_deltas", "-attime", str(int(at.timestamp()))]  # fmt: skip
+        for c in crls:
+            args += ["-CRLfile", str(c)]
+        out = subprocess.run([*args, str(leaf)], check=False, capture_output=True, text=True)
+        return out.stdout + out.stderr
+
+    b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        if on == "delta":
+            b.build([records], as_of=end - timedelta(hours=2))
+        b.build(sources, as_of=end - timedelta(seconds=60))
+        full_der = (crl / f"{issuer.id}.crl").read_bytes()
+        full = pem(f"{issuer.id}.crl", "full.pem")
+        before = pem(f"{issuer.id}-delta.crl", "before.pem")
+        assert "certificate revoked" in verify(end - timedelta(seconds=30), full, before)
+        b.build([], as_of=end + timedelta(seconds=5))
+        assert (crl / f"{issuer.id}.crl").read_bytes() == full_der  # the same base
+        after = pem(f"{issuer.id}-delta.crl", "after.pem")
+        assert "leaf.pem: OK" in verify(end + timedelta(seconds=30), full, after)
+        # the full CRL alone still lists it when it was on the base
+        assert ("certificate revoked" in verify(end + timedelta(seconds=30), full)) == (
+            on == "base"
+        )
+    finally:
+        b.close()
