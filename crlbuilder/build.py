@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from crlbuilder.apply import (
     Applier,
+    CrlBase,
     Summary,
     epoch,
     from_epoch,
@@ -497,8 +498,7 @@ class Builder:
             # the next CRL takes off what the last full one (or a delta on it) lists. Also on a
             # node without CA keys (crl.enabled = false) that fetches the signer's CRLs and
             # state (`crlbuilder.crl.shipping`): promoted to signer, it continues that base
-            crls=True,
-            deltas=self.cfg.crl.delta,
+            crls=CrlBase(deltas=self.cfg.crl.delta, cycle_seconds=self.cfg.crl.cycle_seconds),
         )
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from crlbuilder.apply import listed_since_base
+from crlbuilder.apply import CrlBase, listed_since_base
 from crlbuilder.build import Builder, BuildReport
 from crlbuilder.config import BuilderConfig, write_facts_key
 from crlbuilder.crl.importer import CrlImporter
@@ -198,23 +198,29 @@ def test_with_deltas_the_delta_takes_the_erased_entry_off_and_a_group_follows(
 def test_an_entry_is_taken_off_only_when_a_crl_since_the_base_may_list_it() -> None:
     """`listed_since_base`: not past its retention at the last full CRL's thisUpdate, and
     written by the commit that CRL reflects or, with deltas, after it (a delta on it may have
-    listed it); no full CRL yet, or an entry gone: not listed."""
+    listed it); no full CRL yet, an entry gone, or a base past its nextUpdate (the next CRL
+    is a full one): nothing to take off."""
     base = sf.CrlState(number=3, base_number=2, base_commit=10, base_this_update=1000)
+    now = 1500
 
     def entry(commit: int) -> sf.RevokedEntry:
         return sf.RevokedEntry(revoked_at=500, reason=1, category=1, commit=commit, recorded_at=400)
 
     for deltas in (False, True):
-        assert listed_since_base(entry(10), 1001, base, deltas=deltas)
+        crls = CrlBase(deltas=deltas, cycle_seconds=600)
+        assert listed_since_base(entry(10), 1001, base, now, crls)
         # already past retention when the base was made: on no CRL since
-        assert not listed_since_base(entry(10), 1000, base, deltas=deltas)
-        assert not listed_since_base(entry(11), 1000, base, deltas=deltas)
-        assert not listed_since_base(entry(10), 1001, sf.CrlState(), deltas=deltas)
-        assert not listed_since_base(None, 1001, base, deltas=deltas)
-        assert not listed_since_base(entry(10), None, base, deltas=deltas)
+        assert not listed_since_base(entry(10), 1000, base, now, crls)
+        assert not listed_since_base(entry(11), 1000, base, now, crls)
+        assert not listed_since_base(entry(10), 1001, sf.CrlState(), now, crls)
+        assert not listed_since_base(None, 1001, base, now, crls)
+        assert not listed_since_base(entry(10), None, base, now, crls)
+        # the base has lapsed (thisUpdate + cycle): the next CRL is a full one
+        assert listed_since_base(entry(10), 1001, base, 1599, crls)
+        assert not listed_since_base(entry(10), 1001, base, 1600, crls)
     # written after the base: on a delta since, if there are deltas
-    assert not listed_since_base(entry(11), 1001, base, deltas=False)
-    assert listed_since_base(entry(11), 1001, base, deltas=True)
+    assert not listed_since_base(entry(11), 1001, base, now, CrlBase(False, 600))
+    assert listed_since_base(entry(11), 1001, base, now, CrlBase(True, 600))
 
 
 @pytest.mark.parametrize("delta", [False, True])
@@ -509,3 +515,35 @@ def test_openssl_with_deltas_reads_the_serial_revoked_then_taken_off(
         )
     finally:
         b.close()
+
+
+def test_a_store_whose_crls_stopped_keeps_nothing_once_its_base_has_lapsed(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """`erased` does not grow on a store whose CRLs stopped (here CRLs turned off; the same for
+    a signer whose publishing fails, or a node no longer fetching): an erasure after the last
+    full CRL's nextUpdate keeps nothing, since the next CRL made is a full one (lapsed), which
+    lists none of them."""
+    pki, manifest = demo_pki
+    signer = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400,
+                            delta_cycle_seconds=3600, full_every_seconds=86_400,
+                            retention_days=ONE_DAY)  # fmt: skip
+    off = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=False))
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    current = tmp_path / "crl" / f"{issuer.id}.crl"
+    runs: list[BuildReport] = []
+    for cfg, sources, at in ((signer, [records], end - timedelta(days=1)),  # valid until end
+                             (off, [], end + timedelta(seconds=5)),
+                             (signer, [], end + timedelta(seconds=10))):  # fmt: skip
+        b = Builder(cfg, progress=False, log=(tmp_path / "log").open("a"))
+        try:
+            runs.append(b.build(sources, as_of=at))
+            if len(runs) == 2:
+                with b.store.read() as r:
+                    assert r.erased_listed(issuer.index) == [], "kept for a base that has lapsed"
+        finally:
+            b.close()
+    assert runs[1].summary.erased == 1
+    assert _made(runs[2], issuer) == [(3, False), (4, True)]  # the lapsed base made anew
+    assert _entries(current.read_bytes()) == {KEPT: LOSS}
