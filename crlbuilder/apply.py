@@ -1145,9 +1145,10 @@ def listed_since_base(
     so that the next CRL after ``now`` must take it off: not past its retention at that CRL's
     thisUpdate (`crlbuilder.crl.publish`, `past_retention`), and written by the commit it
     reflects (the full CRL lists it) or, with deltas, after it (a delta CRL on that base may
-    have listed it: RFC 5280 §5.3.1 takes off with removeFromCRL an entry the base "or any
-    subsequent (delta ...) CRL" lists, and a group appliance applies each delta to what it
-    holds, `crlbuilder.crl.importer`). An entry written after the base that no delta listed
+    have listed it: RFC 5280 §5.2.4 lets a delta be combined with a locally constructed
+    complete CRL too, the base with the earlier deltas applied, numbered at least its base,
+    as a group appliance's store is, `crlbuilder.crl.importer`; so an entry an earlier delta
+    added must be taken off with removeFromCRL as well). An entry written after the base that no delta listed
     yet gets a removeFromCRL for a serial on no CRL: harmless (nothing to remove). Never once
     the base has passed its nextUpdate by ``now``: the next CRL is a full one without it, and
     a store whose CRLs stopped (publishing failing, a node no longer fetching them, CRLs

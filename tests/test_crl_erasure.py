@@ -316,8 +316,9 @@ def test_an_entry_a_delta_listed_then_erased_is_taken_off_by_the_next_delta(
 ) -> None:
     """An entry written after the base (a record that arrived late) is listed by a delta on
     that base, then falls due before the next full CRL: the next delta lists it removeFromCRL
-    (RFC 5280 §5.3.1: for an entry its base "or any subsequent (delta or complete for scope)
-    CRL" lists), so a group appliance, which applies each delta to what it holds, drops it."""
+    (RFC 5280 §5.2.4: a delta is also combined with a locally constructed complete CRL, the
+    base with earlier deltas applied), so a group appliance, which applies each delta to what
+    it holds, drops it."""
     pki, manifest = demo_pki
     cfg = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400, delta_cycle_seconds=3600,
                          full_every_seconds=86_400, retention_days=ONE_DAY)  # fmt: skip
