@@ -526,15 +526,15 @@ def test_a_store_whose_crls_stopped_keeps_nothing_once_its_base_has_lapsed(
     full CRL's nextUpdate keeps nothing, since the next CRL made is a full one (lapsed), which
     lists none of them."""
     pki, manifest = demo_pki
-    signer = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400,
-                            delta_cycle_seconds=3600, full_every_seconds=86_400,
+    signer = builder_config(tmp_path, pki, delta=True, cycle_seconds=3600,
+                            delta_cycle_seconds=1800, full_every_seconds=3600,
                             retention_days=ONE_DAY)  # fmt: skip
     off = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=False))
     issuer, end = _auth_card(manifest), _end()
     records = _records(tmp_path, issuer, end)
     current = tmp_path / "crl" / f"{issuer.id}.crl"
     runs: list[BuildReport] = []
-    for cfg, sources, at in ((signer, [records], end - timedelta(days=1)),  # valid until end
+    for cfg, sources, at in ((signer, [records], end - timedelta(hours=2)),  # valid an hour
                              (off, [], end + timedelta(seconds=5)),
                              (signer, [], end + timedelta(seconds=10))):  # fmt: skip
         b = Builder(cfg, progress=False, log=(tmp_path / "log").open("a"))
