@@ -390,7 +390,7 @@ class Applier:
         keep_time: bool,
         agenda: bool = False,
         lookahead: int = LOOKAHEAD,
-        crls: bool = False,
+        crls: CrlBase | None = None,
     ) -> int:
         """Erase the revocation records whose retention has passed (Ord §70(1)(iii)); returns how many.
 
@@ -411,11 +411,15 @@ class Applier:
         scan runs in the erasure's write transaction, so that no entry is committed between
         the scan and its agenda.
 
-        With ``crls`` (a builder that publishes CRLs, ``crl.enabled``), each erased entry
-        that its issuer's last full CRL lists (written by the commit that CRL reflects, and
-        not yet past its retention when that CRL was made) is kept in ``erased``
-        (`store.format.DB_ERASED`) in the same transaction, so that the next CRL takes it
-        off at once (`crlbuilder.crl.publish`) rather than at the next full CRL's cycle.
+        With ``crls`` (a builder whose store holds its issuers' CRL state: the CRL signer's,
+        or a node's that fetches the signer's CRLs, `crlbuilder.crl.shipping`; a store that
+        never held a CRL keeps nothing), each erased entry that its issuer's last full CRL
+        lists (written by the commit that CRL reflects, and not yet past its retention when
+        that CRL was made), or with delta CRLs that a delta on it may have listed (written
+        after it), is kept in ``erased`` (`store.format.DB_ERASED`) in the same transaction,
+        so that the next CRL takes it off at once (`crlbuilder.crl.publish`) rather than at
+        the next full CRL's cycle; nothing once that full CRL has passed its nextUpdate (the
+        next CRL is then a full one: `listed_since_base`).
         """
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
@@ -461,11 +465,12 @@ class Applier:
             for key in due:
                 st = c.status(key)
                 assert st is not None
-                if crls:
+                if crls is not None:
                     index = int.from_bytes(key[:2], "big")
                     if index not in bases:
                         bases[index] = c.crl_state(index)
-                    if listed_by_base(c.revoked_entry(key), due_at(key), bases[index]):
+                    entry = c.revoked_entry(key)
+                    if listed_since_base(entry, due_at(key), bases[index], now, crls):
                         c.keep_erased(key, now)
                 c.erase(key, st, keep_time=keep_time)
         if due:
@@ -1162,13 +1167,38 @@ def past_retention(recorded_at: int, not_after: int, now: int, days: int) -> boo
     return due_instant(recorded_at, not_after, days) <= now
 
 
-def listed_by_base(entry: sf.RevokedEntry | None, due: int | None, state: sf.CrlState) -> bool:
-    """Whether the issuer's last full CRL (``state``: its number, the commit it reflects, its
-    thisUpdate) lists the CRL entry ``entry`` that falls due at ``due``: written by then, and
-    not past its retention at that CRL's thisUpdate (`crlbuilder.crl.publish`, `past_retention`)."""
+@dataclass(frozen=True)
+class CrlBase:
+    """What an erasure needs to know of the CRLs it keeps erased entries for (``crl``)."""
+
+    deltas: bool
+    """Delta CRLs are made (``crl.delta``): one on the base may list an entry written after it."""
+    cycle_seconds: int
+    """A full CRL's nextUpdate after its thisUpdate (``crl.cycle_seconds``): past it, the next
+    CRL is a full one (`crlbuilder.crl.publish.full_lapsing`), which takes off everything."""
+
+
+def listed_since_base(
+    entry: sf.RevokedEntry | None, due: int | None, state: sf.CrlState, now: int, crls: CrlBase
+) -> bool:
+    """Whether a CRL of the issuer since its last full CRL (``state``: its number, the commit
+    it reflects, its thisUpdate) may list the CRL entry ``entry`` that falls due at ``due``,
+    so that the next CRL after ``now`` must take it off: not past its retention at that CRL's
+    thisUpdate (`crlbuilder.crl.publish`, `past_retention`), and written by the commit it
+    reflects (the full CRL lists it) or, with deltas, after it (a delta CRL on that base may
+    have listed it: RFC 5280 §5.2.4 lets a delta be combined with a locally constructed
+    complete CRL too, the base with the earlier deltas applied, numbered at least its base,
+    as a group appliance's store is, `crlbuilder.crl.importer`; so an entry an earlier delta
+    added must be taken off with removeFromCRL as well). An entry written after the base that no delta listed
+    yet gets a removeFromCRL for a serial on no CRL: harmless (nothing to remove). Never once
+    the base has passed its nextUpdate by ``now``: the next CRL is a full one without it, and
+    a store whose CRLs stopped (publishing failing, a node no longer fetching them, CRLs
+    turned off) keeps no more than one cycle's erasures."""
     if entry is None or due is None or not state.base_number:
         return False
-    return entry.commit <= state.base_commit and due > state.base_this_update
+    if now >= state.base_this_update + crls.cycle_seconds:
+        return False
+    return (crls.deltas or entry.commit <= state.base_commit) and due > state.base_this_update
 
 
 def due_instant(recorded_at: int, not_after: int, days: int) -> int:

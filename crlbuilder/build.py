@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from crlbuilder.apply import (
     Applier,
+    CrlBase,
     Summary,
     epoch,
     from_epoch,
@@ -494,7 +495,10 @@ class Builder:
             self.cfg.crl.retention_period_days,
             keep_time=self.cfg.crl.erased_answer == "revoked",
             agenda=True,
-            crls=self.cfg.crl.enabled,  # the next CRL takes off what the last full one lists
+            # the next CRL takes off what the last full one (or a delta on it) lists. Also on a
+            # node without CA keys (crl.enabled = false) that fetches the signer's CRLs and
+            # state (`crlbuilder.crl.shipping`): promoted to signer, it continues that base
+            crls=CrlBase(deltas=self.cfg.crl.delta, cycle_seconds=self.cfg.crl.cycle_seconds),
         )
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:

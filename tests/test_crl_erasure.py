@@ -19,11 +19,14 @@ from pathlib import Path
 import msgspec
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from crlbuilder.apply import listed_by_base
+from crlbuilder.apply import CrlBase, listed_since_base
 from crlbuilder.build import Builder, BuildReport
-from crlbuilder.config import write_facts_key
+from crlbuilder.config import BuilderConfig, write_facts_key
 from crlbuilder.crl.importer import CrlImporter
+from crlbuilder.crl.shipping import Shipment, keep_shipment
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.periods import kept_until
 from crlbuilder.store import format as sf
@@ -192,20 +195,32 @@ def test_with_deltas_the_delta_takes_the_erased_entry_off_and_a_group_follows(
         group.close()
 
 
-def test_an_entry_is_taken_off_only_when_the_base_lists_it() -> None:
-    """`listed_by_base`: written by the commit the last full CRL reflects and not past its
-    retention at that CRL's thisUpdate; no full CRL yet, or an entry gone: not listed."""
+def test_an_entry_is_taken_off_only_when_a_crl_since_the_base_may_list_it() -> None:
+    """`listed_since_base`: not past its retention at the last full CRL's thisUpdate, and
+    written by the commit that CRL reflects or, with deltas, after it (a delta on it may have
+    listed it); no full CRL yet, an entry gone, or a base past its nextUpdate (the next CRL
+    is a full one): nothing to take off."""
     base = sf.CrlState(number=3, base_number=2, base_commit=10, base_this_update=1000)
+    now = 1500
 
     def entry(commit: int) -> sf.RevokedEntry:
         return sf.RevokedEntry(revoked_at=500, reason=1, category=1, commit=commit, recorded_at=400)
 
-    assert listed_by_base(entry(10), 1001, base)
-    assert not listed_by_base(entry(11), 1001, base)  # written after the base
-    assert not listed_by_base(entry(10), 1000, base)  # already past retention when it was made
-    assert not listed_by_base(entry(10), 1001, sf.CrlState())  # no full CRL yet
-    assert not listed_by_base(None, 1001, base)
-    assert not listed_by_base(entry(10), None, base)
+    for deltas in (False, True):
+        crls = CrlBase(deltas=deltas, cycle_seconds=600)
+        assert listed_since_base(entry(10), 1001, base, now, crls)
+        # already past retention when the base was made: on no CRL since
+        assert not listed_since_base(entry(10), 1000, base, now, crls)
+        assert not listed_since_base(entry(11), 1000, base, now, crls)
+        assert not listed_since_base(entry(10), 1001, sf.CrlState(), now, crls)
+        assert not listed_since_base(None, 1001, base, now, crls)
+        assert not listed_since_base(entry(10), None, base, now, crls)
+        # the base has lapsed (thisUpdate + cycle): the next CRL is a full one
+        assert listed_since_base(entry(10), 1001, base, 1599, crls)
+        assert not listed_since_base(entry(10), 1001, base, 1600, crls)
+    # written after the base: on a delta since, if there are deltas
+    assert not listed_since_base(entry(11), 1001, base, now, CrlBase(False, 600))
+    assert listed_since_base(entry(11), 1001, base, now, CrlBase(True, 600))
 
 
 @pytest.mark.parametrize("delta", [False, True])
@@ -294,3 +309,242 @@ def test_end_to_end_shipped_settings_build_then_a_group_imports_full_and_delta(
     finally:
         store.close()
     assert held == {KEPT}
+
+
+def test_an_entry_a_delta_listed_then_erased_is_taken_off_by_the_next_delta(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """An entry written after the base (a record that arrived late) is listed by a delta on
+    that base, then falls due before the next full CRL: the next delta lists it removeFromCRL
+    (RFC 5280 §5.2.4: a delta is also combined with a locally constructed complete CRL, the
+    base with earlier deltas applied), so a group appliance, which applies each delta to what
+    it holds, drops it."""
+    pki, manifest = demo_pki
+    cfg = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400, delta_cycle_seconds=3600,
+                         full_every_seconds=86_400, retention_days=ONE_DAY)  # fmt: skip
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    lines = records.read_bytes().splitlines(keepends=True)
+    late = tmp_path / "late" / "b.jsonl"
+    late.parent.mkdir()
+    records.write_bytes(b"".join(x for x in lines if b"%d" % ERASED not in x))
+    late.write_bytes(b"".join(x for x in lines if b"%d" % ERASED in x))
+    delta = tmp_path / "crl" / f"{issuer.id}-delta.crl"
+    group = Store.open(tmp_path / "group", readonly=False)
+    b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        first = b.build([records], as_of=end - timedelta(hours=2))
+        assert _made(first, issuer) == [(1, False), (2, True)]
+        importer = CrlImporter(group, manifest)
+        importer.import_der((tmp_path / "crl" / f"{issuer.id}.crl").read_bytes(),
+                            as_of=end - timedelta(hours=2) + timedelta(seconds=10))  # fmt: skip
+        second = b.build([late], as_of=end - timedelta(seconds=60))
+        assert _made(second, issuer) == [(3, True)]
+        assert _entries(delta.read_bytes()) == {ERASED: LOSS}
+        importer.import_der(delta.read_bytes(), as_of=end - timedelta(seconds=50))
+        erasing = b.build([], as_of=end + timedelta(seconds=5))
+        assert erasing.summary.erased == 1 and _made(erasing, issuer) == [(4, True)]
+        assert _entries(delta.read_bytes()) == {ERASED: x509.ReasonFlags.remove_from_crl}, (
+            "the delta that listed the entry is followed by one that does not take it off"
+        )
+        result = importer.import_der(delta.read_bytes(), as_of=end + timedelta(seconds=20))
+        assert result.removed == 1
+        with group.read() as r:
+            held = {int.from_bytes(k[2:], "big") for k, _ in r.revocations(issuer.index)}
+        assert held == {KEPT}
+    finally:
+        b.close()
+        group.close()
+
+
+def test_a_node_without_ca_keys_keeps_what_it_erased_so_that_promoted_it_takes_it_off(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A node of the record stream without CA keys (``crl.enabled = false``) holds the signer's
+    CRL state (`crlbuilder.crl.shipping`); promoted to signer it "continues the CRL numbering
+    it fetched" (docs/operations.md), and its deltas go on the same base. What it erased
+    before the promotion, listed by that base, is taken off by its first delta, not a day
+    later at the next full CRL. Here one store plays both: made by a builder with CRLs,
+    erased by one without (the node before its promotion), then a builder with CRLs again."""
+    pki, manifest = demo_pki
+    signer = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400,
+                            delta_cycle_seconds=3600, full_every_seconds=86_400,
+                            retention_days=ONE_DAY)  # fmt: skip
+    no_keys = msgspec.structs.replace(
+        signer, crl=msgspec.structs.replace(signer.crl, enabled=False)
+    )
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    delta = tmp_path / "crl" / f"{issuer.id}-delta.crl"
+
+    def build(cfg: BuilderConfig, sources: list[Path], at: datetime) -> BuildReport:
+        b = Builder(cfg, progress=False, log=(tmp_path / "log").open("a"))
+        try:
+            return b.build(sources, as_of=at)
+        finally:
+            b.close()
+
+    assert _made(build(signer, [records], end - timedelta(seconds=60)), issuer) == [
+        (1, False), (2, True),
+    ]  # fmt: skip
+    erasing = build(no_keys, [], end + timedelta(seconds=5))
+    assert erasing.summary.erased == 1 and _made(erasing, issuer) == []
+    promoted = build(signer, [], end + timedelta(seconds=10))
+    assert _made(promoted, issuer) == [(3, True)]
+    assert _entries(delta.read_bytes()) == {ERASED: x509.ReasonFlags.remove_from_crl}, (
+        "the promoted node's delta still leaves the erased entry on its base"
+    )
+
+
+def test_a_shipped_full_crl_drops_what_it_no_longer_lists(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A node without CA keys that takes the signer's CRL state (`keep_shipment`) forgets the
+    erased entries the shipped full CRL no longer lists (erased by the commit it reflects or
+    before), as the signer does when it makes one, and keeps them while the base lists them."""
+    pki, manifest = demo_pki
+    signer = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400,
+                            delta_cycle_seconds=3600, full_every_seconds=86_400,
+                            retention_days=ONE_DAY)  # fmt: skip
+    no_keys = msgspec.structs.replace(
+        signer, crl=msgspec.structs.replace(signer.crl, enabled=False)
+    )
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    for cfg, sources, at in ((signer, [records], end - timedelta(seconds=60)),
+                             (no_keys, [], end + timedelta(seconds=5))):  # fmt: skip
+        b = Builder(cfg, progress=False, log=(tmp_path / "log").open("a"))
+        try:
+            b.build(sources, as_of=at)
+        finally:
+            b.close()
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        with store.read() as r:
+            [(key, erased_by, _)] = r.erased_listed(issuer.index)
+            state = r.crl_state(issuer.index)
+        assert key == sf.status_key(issuer.index, ERASED)
+
+        def ship(base_commit: int) -> list[tuple[bytes, int, int]]:
+            state.number += 1
+            state.base_number, state.base_commit = state.number, base_commit
+            keep_shipment(store, issuer.index, Shipment(issuer=issuer.id, state=state, files=[]))
+            with store.read() as r:
+                assert r.crl_state(issuer.index).number == state.number
+                return r.erased_listed(issuer.index)
+
+        assert ship(erased_by - 1) != [], "a base made before the erasure still lists it"
+        assert ship(erased_by) == [], "the shipped full CRL made after the erasure lists none"
+    finally:
+        store.close()
+
+
+def _leaf(pki: Path, issuer: IssuerFiles, serial: int, out: Path) -> Path:
+    """A certificate numbered ``serial`` from the demo CA, valid over the CA's own span (only
+    the CRLs decide), for ``openssl verify``."""
+    ca = x509.load_pem_x509_certificate((pki / issuer.cert).read_bytes())
+    key = serialization.load_pem_private_key((pki / issuer.key).read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey)
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.OID_COMMON_NAME, "leaf")]))
+        .issuer_name(ca.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(serial)
+        .not_valid_before(ca.not_valid_before_utc)
+        .not_valid_after(ca.not_valid_after_utc)
+        .sign(key, hashes.SHA256())
+    )
+    out.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    return out
+
+
+@pytest.mark.parametrize("on", ["base", "delta"])
+def test_openssl_with_deltas_reads_the_serial_revoked_then_taken_off(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest], on: str
+) -> None:
+    """Interop: ``openssl verify -crl_check -use_deltas`` with the served full CRL and delta
+    says revoked before the erasure and OK after it, whether the entry was on the base or only
+    on an earlier delta; the full CRL alone still lists it (not reissued early, decision 1 of
+    the crlerase report)."""
+    pki, manifest = demo_pki
+    cfg = builder_config(tmp_path, pki, delta=True, cycle_seconds=86_400, delta_cycle_seconds=3600,
+                         full_every_seconds=86_400, retention_days=ONE_DAY)  # fmt: skip
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    sources = [records]
+    if on == "delta":  # ERASED's records arrive after the full CRL: only a delta lists it
+        lines = records.read_bytes().splitlines(keepends=True)
+        late = tmp_path / "late" / "b.jsonl"
+        late.parent.mkdir()
+        records.write_bytes(b"".join(x for x in lines if b"%d" % ERASED not in x))
+        late.write_bytes(b"".join(x for x in lines if b"%d" % ERASED in x))
+        sources = [late]
+    leaf = _leaf(pki, issuer, ERASED, tmp_path / "leaf.pem")
+    crl = tmp_path / "crl"
+
+    def pem(name: str, to: str) -> Path:
+        subprocess.run(["openssl", "crl", "-inform", "DER", "-in", str(crl / name),
+                        "-out", str(tmp_path / to)], check=True)  # fmt: skip
+        return tmp_path / to
+
+    def verify(at: datetime, *crls: Path) -> str:
+        args = ["openssl", "verify", "-CAfile", str(pki / issuer.cert), "-crl_check",
+                "-use_deltas", "-attime", str(int(at.timestamp()))]  # fmt: skip
+        for c in crls:
+            args += ["-CRLfile", str(c)]
+        out = subprocess.run([*args, str(leaf)], check=False, capture_output=True, text=True)
+        return out.stdout + out.stderr
+
+    b = Builder(cfg, progress=False, log=(tmp_path / "log").open("w"))
+    try:
+        if on == "delta":
+            b.build([records], as_of=end - timedelta(hours=2))
+        b.build(sources, as_of=end - timedelta(seconds=60))
+        full_der = (crl / f"{issuer.id}.crl").read_bytes()
+        full = pem(f"{issuer.id}.crl", "full.pem")
+        before = pem(f"{issuer.id}-delta.crl", "before.pem")
+        assert "certificate revoked" in verify(end - timedelta(seconds=30), full, before)
+        b.build([], as_of=end + timedelta(seconds=5))
+        assert (crl / f"{issuer.id}.crl").read_bytes() == full_der  # the same base
+        after = pem(f"{issuer.id}-delta.crl", "after.pem")
+        assert "leaf.pem: OK" in verify(end + timedelta(seconds=30), full, after)
+        # the full CRL alone still lists it when it was on the base
+        assert ("certificate revoked" in verify(end + timedelta(seconds=30), full)) == (
+            on == "base"
+        )
+    finally:
+        b.close()
+
+
+def test_a_store_whose_crls_stopped_keeps_nothing_once_its_base_has_lapsed(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """`erased` does not grow on a store whose CRLs stopped (here CRLs turned off; the same for
+    a signer whose publishing fails, or a node no longer fetching): an erasure after the last
+    full CRL's nextUpdate keeps nothing, since the next CRL made is a full one (lapsed), which
+    lists none of them."""
+    pki, manifest = demo_pki
+    signer = builder_config(tmp_path, pki, delta=True, cycle_seconds=3600,
+                            delta_cycle_seconds=1800, full_every_seconds=3600,
+                            retention_days=ONE_DAY)  # fmt: skip
+    off = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=False))
+    issuer, end = _auth_card(manifest), _end()
+    records = _records(tmp_path, issuer, end)
+    current = tmp_path / "crl" / f"{issuer.id}.crl"
+    runs: list[BuildReport] = []
+    for cfg, sources, at in ((signer, [records], end - timedelta(hours=2)),  # valid an hour
+                             (off, [], end + timedelta(seconds=5)),
+                             (signer, [], end + timedelta(seconds=10))):  # fmt: skip
+        b = Builder(cfg, progress=False, log=(tmp_path / "log").open("a"))
+        try:
+            runs.append(b.build(sources, as_of=at))
+            if len(runs) == 2:
+                with b.store.read() as r:
+                    assert r.erased_listed(issuer.index) == [], "kept for a base that has lapsed"
+        finally:
+            b.close()
+    assert runs[1].summary.erased == 1
+    assert _made(runs[2], issuer) == [(3, False), (4, True)]  # the lapsed base made anew
+    assert _entries(current.read_bytes()) == {KEPT: LOSS}

@@ -176,6 +176,47 @@ def test_a_delta_ahead_of_the_full_crl_fetches_the_full_crl_again(
     assert [o.number for o in got] == [12, 13]
 
 
+def test_a_delta_that_takes_an_erased_entry_off_removes_it_from_the_group(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+) -> None:
+    """The 機構 erased a record past its retention (Ord §70(1)(iii)): the delta on the same
+    base lists it removeFromCRL (8) (`crlbuilder.crl.publish`), every later delta on that base
+    again, and the next full CRL not at all. The pull removes it at the first such delta; the
+    repeats and the next full CRL change nothing; the log line counts the removal."""
+    full10 = make_crl(pki, G1, 10, [(5, 1, 1), (6, 1, 1)])
+    kikou.files = {"/f.crl": ('"f10"', full10)}
+    assert statuses(feed) == ["imported", "absent"]
+    kikou.files["/d.crl"] = ('"d11"', make_crl(pki, G1, 11, [(5, 2, 8)], delta_base=10))
+    got = [o for o in feed.pass_once() if o.issuer == G1]
+    assert [(o.status, o.removed, o.added) for o in got] == [
+        ("unchanged", 0, 0),
+        ("imported", 1, 0),
+    ]
+
+    def held() -> set[int]:
+        with feed.store.read() as r:
+            return {int.from_bytes(k[2:], "big") for k, _ in r.revocations(1)}
+
+    assert held() == {6}
+    kikou.files["/d.crl"] = ('"d12"', make_crl(pki, G1, 12, [(5, 2, 8), (7, 3, 1)], delta_base=10))
+    got = [o for o in feed.pass_once() if o.issuer == G1]
+    assert [(o.status, o.removed, o.added) for o in got] == [
+        ("unchanged", 0, 0),
+        ("imported", 0, 1),
+    ]
+    assert held() == {6, 7}
+    kikou.files["/f.crl"] = ('"f13"', make_crl(pki, G1, 13, [(6, 1, 1), (7, 3, 1)]))
+    kikou.files["/d.crl"] = ('"d14"', make_crl(pki, G1, 14, [], delta_base=13))
+    got = [o for o in feed.pass_once() if o.issuer == G1]
+    assert [(o.status, o.removed, o.added) for o in got] == [("imported", 0, 0), ("imported", 0, 0)]
+    assert held() == {6, 7}
+    assert isinstance(feed.log, io.StringIO)
+    lines = [msgspec.json.decode(x) for x in feed.log.getvalue().splitlines()]
+    assert [x.get("removed") for x in lines if x.get("number") == 11] == [1]
+
+
 def test_another_issuers_crl_at_an_issuers_url_is_refused_and_nothing_is_written(
     feed: GroupFeed,
     kikou: Kikou,

@@ -18,7 +18,8 @@ erasure keeps, in the store, the entries the issuer's last full CRL lists
 `build`, each turn of `build --follow`, the stream signer's refresh after the tick that
 erased) takes them off. With delta CRLs, the delta lists each one with reasonCode
 removeFromCRL (8), on the same base (RFC 5280 §5.2.4, §5.3.1: removeFromCRL only in a
-delta, for an entry its base lists; the certificate has expired by then, `due_instant`),
+delta, for an entry its base or an earlier delta on it lists; the certificate has expired
+by then, `due_instant`),
 until the next full CRL, which lists none of them;
 without deltas, a new full CRL is issued at once (the next CRL number; thisUpdate now,
 and the full CRL cycle counted from it). A full CRL never carries removeFromCRL.
@@ -266,8 +267,9 @@ class CrlPublisher:
 
 def taken_off(erased: list[tuple[bytes, int, int]], base_commit: int) -> list[tuple[bytes, int]]:
     """(status key, erased at) of the entries erased past their retention since the last full
-    CRL (``base_commit``) that it lists (`store.format.DB_ERASED`, kept by the erasure only for
-    those: `crlbuilder.apply.listed_by_base`): what the next CRL must take off."""
+    CRL (``base_commit``) that it or a delta on it lists (`store.format.DB_ERASED`, kept by the
+    erasure only for those: `crlbuilder.apply.listed_since_base`): what the next CRL must take
+    off."""
     return [(key, at) for key, commit, at in erased if commit > base_commit]
 
 
@@ -275,8 +277,9 @@ def with_removals(
     listed: Iterator[tuple[int, int, int]], removed: Sequence[tuple[bytes, int]], r: StoreReader
 ) -> Iterator[tuple[int, int, int]]:
     """A delta CRL's entries: ``listed`` (ascending serials) and, merged in serial order, one
-    removeFromCRL (8) entry per erased entry its base lists (RFC 5280 §5.2.4, §5.3.1: the
-    base and the delta then say together that the serial is no longer on the CRL). Its
+    removeFromCRL (8) entry per erased entry its base or an earlier delta on it lists (RFC 5280
+    §5.2.4, §5.3.1: the base and the delta then say together that the serial is no longer on
+    the CRL, and so does a group's store that applied the earlier delta). Its
     revocationDate is the erasure's instant, not the revocation's: the erased record's time
     is no longer provided (`crl.erased_answer`), and a delta's reader takes the entry off
     whatever its date. A serial listed again since (not expected: an erased status is not

@@ -17,7 +17,9 @@ certificate, or by the successor certificate after a compromise, from the node's
 manifest; a file that fails is refused whole and nothing is written), placed in the CRL
 directory exactly as the signer placed it (archive file, current file replaced by a
 rename), and indexed in the store with the issuer's CRL state in one transaction that
-moves no commit. So `/crl/...`, the store gauges and the freshness the responder
+moves no commit (`keep_shipment`; it also forgets the erased entries the shipped full CRL no
+longer lists, `store.format.DB_ERASED`, so that a node promoted to signer takes off what
+its base still lists). So `/crl/...`, the store gauges and the freshness the responder
 promises (`StoreReader.promised_next_update`) are the same on every node, and a node
 never needs a CA key.
 """
@@ -119,6 +121,20 @@ def ship(
     return len(produced)
 
 
+def keep_shipment(store: Store, issuer_index: int, shipment: Shipment) -> None:
+    """Index a shipment's files, placed already, and take its CRL state, in one transaction
+    that moves no commit. The entries this node's erasures kept for the signer's next CRL
+    (`store.format.DB_ERASED`) that the shipped full CRL no longer lists (erased by the commit
+    it reflects or before) go, as on the signer (`crlbuilder.crl.publish`): promoted to
+    signer, this node takes off only what its base still lists."""
+    with Commit(store) as c:
+        for f in shipment.files:
+            c.put_crl_file(issuer_index, f)
+        c.put_crl_state(issuer_index, shipment.state)
+        if shipment.state.base_number:
+            c.drop_erased(issuer_index, shipment.state.base_commit)
+
+
 @dataclass
 class Fetcher:
     """A node without CA keys: fetches the signer's latest CRLs into its directory and store."""
@@ -157,10 +173,7 @@ class Fetcher:
                 continue
             for f, der in zip(shipment.files, ders, strict=True):
                 place_crl(self.directory, iid, f.number, f.delta, der)
-            with Commit(self.store) as c:
-                for f in shipment.files:
-                    c.put_crl_file(meta.index, f)
-                c.put_crl_state(meta.index, shipment.state)
+            keep_shipment(self.store, meta.index, shipment)
             placed.extend(shipment.files)
         prune_crls(self.store, self.directory, now, self.keep_days)
         if errors:

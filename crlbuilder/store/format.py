@@ -110,11 +110,12 @@ MAX_TAKEN: Final = 8
 record arrives after all of them, is revoked at the earliest change kept after its issuance."""
 DB_ERASED: Final = b"erased"
 """The CRL entries erased past their retention (Ord §70(1)(iii)) that the issuer's last full CRL
-lists: status key, `pack_erased` values (the erasing commit and its instant; nothing of the
-record). Written in the erasure's transaction by a builder that publishes CRLs; the next CRL
-of the issuer is issued at once, a delta listing them removeFromCRL (RFC 5280 §5.3.1) or a
-full CRL without them (`crlbuilder.crl.publish`), and a full CRL's commit deletes the
-issuer's entries. Absent from a store a builder of an earlier version wrote: nothing erased
+(or a delta CRL on it) lists: status key, `pack_erased` values (the erasing commit and its
+instant; nothing of the record). Written in the erasure's transaction by a builder whose store
+holds the issuer's CRL state (the signer's, or a fetching node's: `crlbuilder.crl.shipping`);
+the next CRL of the issuer is issued at once, a delta listing them removeFromCRL (RFC 5280
+§5.3.1) or a full CRL without them (`crlbuilder.crl.publish`), and the commit of a full CRL
+(made, or shipped to a fetching node) deletes the issuer's entries it reflects. Absent from a store a builder of an earlier version wrote: nothing erased
 before is known, as before."""
 
 ALL_DBS: Final = (

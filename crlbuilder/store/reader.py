@@ -477,8 +477,8 @@ class LmdbReader(ReaderRules):
 
     def erased_listed(self, issuer_index: int) -> list[tuple[bytes, int, int]]:
         """(status key, erasing commit, erased at) of the issuer's CRL entries erased past
-        their retention that its last full CRL lists (`DB_ERASED`), in key order; none in a
-        store made before it."""
+        their retention that its last full CRL or a delta on it lists (`DB_ERASED`), in key
+        order; none in a store made before it."""
         if self._dbs.get(sf.DB_ERASED) is None:
             return []
         return [
