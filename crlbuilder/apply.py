@@ -853,7 +853,7 @@ class Applier:
     ) -> None:
         """Keep a change of the holder's resident record that takes card certificates at once
         (`store.format.Taken`), for their issuance records that arrive after it
-        (`_lost_before_its_record`): the latest `store.format.MAX_TAKEN`, earliest first."""
+        (`_lost_before_its_record`): the latest `store.format.MAX_TAKEN` changes, earliest first."""
         sign = rules.sign_revoked_by(rec, issued_at=rec.recorded_at)
         auth = rules.auth_revoked_by(rec)
         if not (sign or auth):
@@ -1237,11 +1237,17 @@ def _lost_effect_by(taken: Iterable[sf.Taken], family: Family, not_before: int) 
 
 def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken) -> None:
     """Keep ``entry`` with the holder's kept changes and lapses (`store.format.DB_TAKEN`): the
-    latest `store.format.MAX_TAKEN` written, earliest first."""
+    latest `store.format.MAX_TAKEN` changes and the latest `store.format.MAX_TAKEN` lapses
+    written, earliest first. Capped apart: a lapse takes auth-card certificates only, so a
+    holder's lapses must not push out an older change that took a sign-card certificate (or an
+    auth-card one earlier than the lapse would date it)."""
     kept = b.c.taken(holder)
     if entry in kept:
         return
-    now = sorted([*kept, entry], key=msgspec.structs.astuple)[-sf.MAX_TAKEN :]
+    every = sorted([*kept, entry], key=msgspec.structs.astuple)
+    lapses = [t for t in every if t.lapse_due][-sf.MAX_TAKEN :]
+    changes = [t for t in every if not t.lapse_due][-sf.MAX_TAKEN :]
+    now = sorted([*changes, *lapses], key=msgspec.structs.astuple)
     if now != kept:
         b.c.put_taken(holder, now)
 
