@@ -549,8 +549,8 @@ class Applier:
         self._lapse_if_due(b, holder, rec.recorded_at)
         card = self._check_card(b, holder, rec) if rec.family.is_mobile else None
         taken = b.c.taken(holder) if rec.family is not Family.SIGN_MOBILE else []
-        card_lapse = (
-            self._card_lapsed(b, holder, taken) if rec.family is Family.AUTH_MOBILE else None
+        card_lapses = (
+            self._card_lapses(b, holder, taken) if rec.family is Family.AUTH_MOBILE else []
         )
         held = []
         for k in b.c.holder_certs(holder, rec.family):
@@ -559,7 +559,7 @@ class Applier:
             # for a mobile one, the card it follows) fell due, however late it was written
             lost = [st.revoked_at] if st.revoked else []
             if rec.family.is_mobile:
-                lost += [card_lapse] if card_lapse and st.not_before < card_lapse else []
+                lost += [d for d in card_lapses if st.not_before < d][:1]
             elif (at := _lost_effect_by(taken, rec.family, st.not_before)) is not None:
                 lost.append(at)
             held.append(
@@ -591,11 +591,12 @@ class Applier:
         self._lost_before_its_record(b, key, st, meta, card)
         return True
 
-    def _card_lapsed(self, b: _Batch, holder: bytes, taken: list[sf.Taken]) -> int | None:
-        """When the earliest kept lapse (Act §31(2)) that took an auth-card certificate of the
-        holder's still in effect as it fell due fell due, or None: every auth-mobile certificate
-        of the holder issued before then followed it (the cascade, Act §35-13, §35-14(1)(4)), so
-        for Act §35-5 it lost effect then, however late the lapse was written."""
+    def _card_lapses(self, b: _Batch, holder: bytes, taken: list[sf.Taken]) -> list[int]:
+        """When each kept lapse (Act §31(2)) that took an auth-card certificate of the holder's
+        still in effect as it fell due fell due, earliest first: every auth-mobile certificate
+        of the holder issued before one of them followed that card (the cascade, Act §35-13,
+        §35-14(1)(4)), so for Act §35-5 it lost effect at the earliest such instant after its
+        own issuance, however late the lapse was written."""
         dues: list[int] = []
         for k in b.c.holder_certs(holder, Family.AUTH_CARD):
             card = self._status(b, k)
@@ -607,7 +608,7 @@ class Applier:
                 and card.not_after > t.lapse_due
                 and not (card.revoked and card.revoked_at < t.lapse_due)
             )
-        return min(dues, default=None)
+        return sorted(dues)
 
     def _lost_before_its_record(
         self,
