@@ -549,6 +549,11 @@ class Applier:
         self._lapse_if_due(b, holder, rec.recorded_at)
         card = self._check_card(b, holder, rec) if rec.family.is_mobile else None
         taken = b.c.taken(holder) if rec.family is not Family.SIGN_MOBILE else []
+        auth = rec.family in (Family.AUTH_CARD, Family.AUTH_MOBILE)
+        pending = b.c.pending(holder) if auth else None
+        if pending is not None and pending.lapsed_at and (notice := _notice(pending)):
+            # its lapse, also when not in `taken` (written by a builder of an earlier version)
+            taken = [*taken, _lapse_entry(notice, pending.lapsed_at)]
         card_lapses = (
             self._card_lapses(b, holder, taken) if rec.family is Family.AUTH_MOBILE else []
         )
@@ -1015,12 +1020,7 @@ class Applier:
         (`rules.lapse_revokes`), and keep the lapse (`store.format.Taken`, with its due instant)
         for the issuance records that arrive after it: one of a certificate it took
         (`_lost_before_its_record`), and a new one issued once it fell due (Act §25)."""
-        spared = (0, 0)
-        if notice.abroad:
-            end = rules.end_of_day_utc(notice.planned_date)
-            spared = (epoch(notice.notified_at), epoch(end))  # Act §31(2)'s window
-        due = rules.move_out_lapse(notice.planned_date)
-        _keep_taken_entry(b, holder, sf.Taken(epoch(at), False, True, *spared, epoch(due)))
+        _keep_taken_entry(b, holder, _lapse_entry(notice, epoch(at)))
         changed = False
         for key in b.c.holder_certs(holder, Family.AUTH_CARD):
             st = self._status(b, key)
@@ -1234,6 +1234,18 @@ def _lost_effect_by(taken: Iterable[sf.Taken], family: Family, not_before: int) 
     §25): a change when it was recorded, a lapse when it fell due (Act §31(2): 30 days passed
     with no 転入届), however late the builder wrote it; or None."""
     return min((t.lapse_due or t.at for t in taken if _takes(t, family, not_before)), default=None)
+
+
+def _lapse_entry(notice: rules.MoveOutNotice, written_at: int) -> sf.Taken:
+    """The kept form (`store.format.Taken`) of ``notice``'s 30-day lapse (Act §31(2)) written
+    at ``written_at``: it takes the auth-card certificates issued before it fell due, but not
+    those issued in a 国外転出届's window (`rules.lapse_revokes`)."""
+    spared = (0, 0)
+    if notice.abroad:
+        end = rules.end_of_day_utc(notice.planned_date)
+        spared = (epoch(notice.notified_at), epoch(end))  # Act §31(2)'s window
+    due = epoch(rules.move_out_lapse(notice.planned_date))
+    return sf.Taken(written_at, False, True, *spared, due)
 
 
 def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken) -> None:

@@ -156,6 +156,34 @@ def test_act_35_5_new_auth_mobile_judged_by_the_lapse_that_took_its_predecessor_
     assert world.status("auth-mobile-g1", 124).state == sf.STATE_GOOD
 
 
+def test_act_25_lapse_an_earlier_builder_wrote_still_counts_from_its_due_instant(
+    world: World,
+) -> None:
+    """A store upgraded from a builder that kept no lapse in `taken` (docs/store.md): its lapse
+    was written late, at that builder's clock, and only its pending notice remembers it
+    (``lapsed_at``). A new auth-card certificate issued at the due instant, and an auth-mobile
+    one on it, are still no double issuance (Act §25, §35-5): the old ones lost effect when the
+    lapse fell due."""
+    world.apply([*holder_set(H1), move_out(H1)])
+    published(world)
+    written = DUE + timedelta(days=100)
+    ap = world.apply([])
+    ap.clock = FakeClock(written)
+    assert ap.sweep_lapses(written) == 2
+    with world.store.env.begin(write=True) as txn:  # as the earlier builder left it
+        assert txn.delete(bytes.fromhex(H1), db=world.store.dbs[sf.DB_TAKEN])
+    at_due, mobile_at = DUE.isoformat(), (DUE + timedelta(hours=1)).isoformat()
+    ap = world.apply([
+        issuance(121, "auth-card-g1", H1, not_before=at_due, recorded_at=at_due),
+        issuance(122, "auth-mobile-g1", H1, card_serial=121, not_before=mobile_at,
+                 recorded_at=mobile_at, not_after=ts(1400)),
+    ])  # fmt: skip
+    assert world.quarantined() == []
+    assert world.status("auth-card-g1", 121).state == sf.STATE_GOOD
+    assert world.status("auth-mobile-g1", 122).state == sf.STATE_GOOD
+    assert world.status("auth-card-g1", 102).revoked_at == int(written.timestamp())
+
+
 def test_act_31_2_lapse_not_written_before_the_clock_reaches_it(world: World) -> None:
     """A record dated after the due instant does not make the lapse due while the clock is before it."""
     world.apply(holder_set(H1))
