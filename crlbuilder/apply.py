@@ -554,8 +554,13 @@ class Applier:
         self._lapse_if_due(b, holder, rec.recorded_at)
         card = self._check_card(b, holder, rec) if rec.family.is_mobile else None
         taken = b.c.taken(holder) if rec.family is not Family.SIGN_MOBILE else []
-        card_lapse = (
-            self._card_lapsed(b, holder, taken) if rec.family is Family.AUTH_MOBILE else None
+        auth = rec.family in (Family.AUTH_CARD, Family.AUTH_MOBILE)
+        pending = b.c.pending(holder) if auth else None
+        if pending is not None and pending.lapsed_at and (notice := _notice(pending)):
+            # its lapse, also when not in `taken` (written by a builder of an earlier version)
+            taken = [*taken, _lapse_entry(notice, pending.lapsed_at)]
+        card_lapses = (
+            self._card_lapses(b, holder, taken) if rec.family is Family.AUTH_MOBILE else []
         )
         held = []
         for k in b.c.holder_certs(holder, rec.family):
@@ -564,7 +569,7 @@ class Applier:
             # for a mobile one, the card it follows) fell due, however late it was written
             lost = [st.revoked_at] if st.revoked else []
             if rec.family.is_mobile:
-                lost += [card_lapse] if card_lapse and st.not_before < card_lapse else []
+                lost += [d for d in card_lapses if st.not_before < d][:1]
             elif (at := _lost_effect_by(taken, rec.family, st.not_before)) is not None:
                 lost.append(at)
             held.append(
@@ -596,11 +601,12 @@ class Applier:
         self._lost_before_its_record(b, key, st, meta, card)
         return True
 
-    def _card_lapsed(self, b: _Batch, holder: bytes, taken: list[sf.Taken]) -> int | None:
-        """When the earliest kept lapse (Act §31(2)) that took an auth-card certificate of the
-        holder's still in effect as it fell due fell due, or None: every auth-mobile certificate
-        of the holder issued before then followed it (the cascade, Act §35-13, §35-14(1)(4)), so
-        for Act §35-5 it lost effect then, however late the lapse was written."""
+    def _card_lapses(self, b: _Batch, holder: bytes, taken: list[sf.Taken]) -> list[int]:
+        """When each kept lapse (Act §31(2)) that took an auth-card certificate of the holder's
+        still in effect as it fell due fell due, earliest first: every auth-mobile certificate
+        of the holder issued before one of them followed that card (the cascade, Act §35-13,
+        §35-14(1)(4)), so for Act §35-5 it lost effect at the earliest such instant after its
+        own issuance, however late the lapse was written."""
         dues: list[int] = []
         for k in b.c.holder_certs(holder, Family.AUTH_CARD):
             card = self._status(b, k)
@@ -612,7 +618,7 @@ class Applier:
                 and card.not_after > t.lapse_due
                 and not (card.revoked and card.revoked_at < t.lapse_due)
             )
-        return min(dues, default=None)
+        return sorted(dues)
 
     def _lost_before_its_record(
         self,
@@ -858,7 +864,7 @@ class Applier:
     ) -> None:
         """Keep a change of the holder's resident record that takes card certificates at once
         (`store.format.Taken`), for their issuance records that arrive after it
-        (`_lost_before_its_record`): the latest `store.format.MAX_TAKEN`, earliest first."""
+        (`_lost_before_its_record`): the latest `store.format.MAX_TAKEN` changes, earliest first."""
         sign = rules.sign_revoked_by(rec, issued_at=rec.recorded_at)
         auth = rules.auth_revoked_by(rec)
         if not (sign or auth):
@@ -1019,12 +1025,7 @@ class Applier:
         (`rules.lapse_revokes`), and keep the lapse (`store.format.Taken`, with its due instant)
         for the issuance records that arrive after it: one of a certificate it took
         (`_lost_before_its_record`), and a new one issued once it fell due (Act §25)."""
-        spared = (0, 0)
-        if notice.abroad:
-            end = rules.end_of_day_utc(notice.planned_date)
-            spared = (epoch(notice.notified_at), epoch(end))  # Act §31(2)'s window
-        due = rules.move_out_lapse(notice.planned_date)
-        _keep_taken_entry(b, holder, sf.Taken(epoch(at), False, True, *spared, epoch(due)))
+        _keep_taken_entry(b, holder, _lapse_entry(notice, epoch(at)))
         changed = False
         for key in b.c.holder_certs(holder, Family.AUTH_CARD):
             st = self._status(b, key)
@@ -1265,13 +1266,31 @@ def _lost_effect_by(taken: Iterable[sf.Taken], family: Family, not_before: int) 
     return min((t.lapse_due or t.at for t in taken if _takes(t, family, not_before)), default=None)
 
 
+def _lapse_entry(notice: rules.MoveOutNotice, written_at: int) -> sf.Taken:
+    """The kept form (`store.format.Taken`) of ``notice``'s 30-day lapse (Act §31(2)) written
+    at ``written_at``: it takes the auth-card certificates issued before it fell due, but not
+    those issued in a 国外転出届's window (`rules.lapse_revokes`)."""
+    spared = (0, 0)
+    if notice.abroad:
+        end = rules.end_of_day_utc(notice.planned_date)
+        spared = (epoch(notice.notified_at), epoch(end))  # Act §31(2)'s window
+    due = epoch(rules.move_out_lapse(notice.planned_date))
+    return sf.Taken(written_at, False, True, *spared, due)
+
+
 def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken) -> None:
     """Keep ``entry`` with the holder's kept changes and lapses (`store.format.DB_TAKEN`): the
-    latest `store.format.MAX_TAKEN` written, earliest first."""
+    latest `store.format.MAX_TAKEN` changes and the latest `store.format.MAX_TAKEN` lapses
+    written, earliest first. Capped apart: a lapse takes auth-card certificates only, so a
+    holder's lapses must not push out an older change that took a sign-card certificate (or an
+    auth-card one earlier than the lapse would date it)."""
     kept = b.c.taken(holder)
     if entry in kept:
         return
-    now = sorted([*kept, entry], key=msgspec.structs.astuple)[-sf.MAX_TAKEN :]
+    every = sorted([*kept, entry], key=msgspec.structs.astuple)
+    lapses = [t for t in every if t.lapse_due][-sf.MAX_TAKEN :]
+    changes = [t for t in every if not t.lapse_due][-sf.MAX_TAKEN :]
+    now = sorted([*changes, *lapses], key=msgspec.structs.astuple)
     if now != kept:
         b.c.put_taken(holder, now)
 

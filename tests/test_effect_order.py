@@ -208,3 +208,29 @@ def test_act_12_kept_changes_are_bounded_per_holder_and_replay_changes_nothing(
     before = dump_store(world.store)
     ap = world.apply_file(path)
     assert ap.summary.duplicates == len(changes) and dump_store(world.store) == before
+
+
+def test_act_12_a_holder_s_lapses_do_not_push_out_the_change_that_took_a_sign_card(
+    world: World,
+) -> None:
+    """The address changed on day 20 (Act §12: it takes the sign-card certificates issued by
+    then); then `MAX_TAKEN` + 2 30-day lapses (Act §31(2)) of the holder's move-out notices, each
+    made after the last one's lapse fell due, are written. A sign-card certificate issued on
+    day 5 whose record comes after them all is still taken by the change: the lapses, which
+    take auth-card certificates only, are kept apart from the changes and push none out."""
+    notices = []
+    for k in range(sf.MAX_TAKEN + 3):
+        made = 30 + 40 * k
+        planned = datetime.fromisoformat(ts(made)).date().isoformat()
+        notices.append(change(made, "move-out-notice", planned_date=planned))
+    world.apply([change(20, "fact-change", fact="address"), *notices])
+    with world.store.read() as r:
+        kept = r.taken(bytes.fromhex(H1))
+    assert sum(1 for t in kept if t.lapse_due) == sf.MAX_TAKEN  # the latest, of 2 more written
+    assert [t.at for t in kept if not t.lapse_due] == [
+        int(datetime.fromisoformat(ts(20)).timestamp())
+    ]
+    world.apply([issuance(101, "sign-card-g1", H1, day=5)])
+    assert world.quarantined() == []
+    revoked_as(world.status("sign-card-g1", 101), Category.RESIDENT_CHANGE,
+               Category.RESIDENT_CHANGE.default_reason, 20)  # fmt: skip

@@ -111,6 +111,79 @@ def test_act_25_new_auth_card_issued_once_the_lapse_fell_due_is_no_double_issuan
         assert r.status(sf.status_key(4, 120)) is None  # auth-card-g1: the refused one
 
 
+def test_act_35_5_new_auth_mobile_judged_by_the_lapse_that_took_its_predecessor_s_card(
+    world: World,
+) -> None:
+    """Two lapses written by a builder catching up (Act §31(2), dated when written, §34(1)(2)):
+    the first (due DUE) takes the old card 102; card 121 is issued after it with mobile 122;
+    the holder moves out again, and the second lapse (due DUE2) takes 121, and 122 follows it
+    (cascade, Act §35-13). A new auth-mobile certificate 124 on card 123, issued after DUE2, is
+    no double issuance (Act §35-5): 122 lost effect when the second lapse fell due. It is judged
+    by the lapse that took its own card, not by the holder's earliest (DUE, before 122 began)."""
+    world.apply([*holder_set(H1), move_out(H1)])
+    published(world)
+
+    def at(t: datetime) -> dict[str, object]:
+        return {"not_before": t.isoformat(), "recorded_at": t.isoformat()}
+
+    planned2 = PLANNED + timedelta(days=40)
+    due2 = rules.move_out_lapse(planned2)
+    late = due2 + timedelta(days=300)
+    made2 = (DUE + timedelta(days=5)).isoformat()
+    records = [
+        issuance(121, "auth-card-g1", H1, **at(DUE + timedelta(days=1))),
+        issuance(122, "auth-mobile-g1", H1, card_serial=121, not_after=ts(1400),
+                 **at(DUE + timedelta(days=2))),
+        {"type": "resident-change", "id": rid(), "recorded_at": made2, "holder": H1,
+         "change": "move-out-notice", "planned_date": planned2.isoformat()},
+        issuance(123, "auth-card-g1", H1, **at(due2 + timedelta(days=1))),
+        issuance(124, "auth-mobile-g1", H1, card_serial=123, not_after=ts(1400),
+                 **at(due2 + timedelta(days=2))),
+    ]  # fmt: skip
+    path = world.tmp / "catch-up.jsonl"
+    path.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in records))
+    ap = Applier(world.store, facts_key=KEY, quarantine=world.quarantine, clock=FakeClock(late))
+    ap.run(read_file(path))
+    assert world.quarantined() == []
+    for issuer, serial, category in (
+        ("auth-card-g1", 121, Category.RESIDENT_CHANGE),
+        ("auth-mobile-g1", 122, Category.CARD_CASCADE),
+    ):
+        st = world.status(issuer, serial)
+        assert st.revoked and st.category_enum is category
+        assert st.revoked_at == int(late.timestamp())  # dated when written, not at DUE2
+    assert world.status("auth-card-g1", 123).state == sf.STATE_GOOD
+    assert world.status("auth-mobile-g1", 124).state == sf.STATE_GOOD
+
+
+def test_act_25_lapse_an_earlier_builder_wrote_still_counts_from_its_due_instant(
+    world: World,
+) -> None:
+    """A store upgraded from a builder that kept no lapse in `taken` (docs/store.md): its lapse
+    was written late, at that builder's clock, and only its pending notice remembers it
+    (``lapsed_at``). A new auth-card certificate issued at the due instant, and an auth-mobile
+    one on it, are still no double issuance (Act §25, §35-5): the old ones lost effect when the
+    lapse fell due."""
+    world.apply([*holder_set(H1), move_out(H1)])
+    published(world)
+    written = DUE + timedelta(days=100)
+    ap = world.apply([])
+    ap.clock = FakeClock(written)
+    assert ap.sweep_lapses(written) == 2
+    with world.store.env.begin(write=True) as txn:  # as the earlier builder left it
+        assert txn.delete(bytes.fromhex(H1), db=world.store.dbs[sf.DB_TAKEN])
+    at_due, mobile_at = DUE.isoformat(), (DUE + timedelta(hours=1)).isoformat()
+    ap = world.apply([
+        issuance(121, "auth-card-g1", H1, not_before=at_due, recorded_at=at_due),
+        issuance(122, "auth-mobile-g1", H1, card_serial=121, not_before=mobile_at,
+                 recorded_at=mobile_at, not_after=ts(1400)),
+    ])  # fmt: skip
+    assert world.quarantined() == []
+    assert world.status("auth-card-g1", 121).state == sf.STATE_GOOD
+    assert world.status("auth-mobile-g1", 122).state == sf.STATE_GOOD
+    assert world.status("auth-card-g1", 102).revoked_at == int(written.timestamp())
+
+
 def test_act_31_2_lapse_not_written_before_the_clock_reaches_it(world: World) -> None:
     """A record dated after the due instant does not make the lapse due while the clock is before it."""
     world.apply(holder_set(H1))

@@ -179,6 +179,32 @@ def test_limit_lapse_written_before_the_notice_that_ended_it_stands(world: World
     assert (x, y, m) == ("O@20>25~80", "O@30>40~80", "I@60~80")
 
 
+def test_limit_lapse_written_before_the_move_in_that_ended_it_lets_a_second_card_in(
+    world: World,
+) -> None:
+    """A@0, a 転出届 on day 10 for day 20 (due day 51), a 転入届 made on day 30 (in time), a second
+    auth-card issuance B on day 60. In the order made nothing lapses and B is refused (Act §25: A
+    was in effect). When B's record comes before I's (A and O before it), B's record writes the
+    lapse, which stands (Act §34(1)(2), the limit above), and B is then no double issuance: A is
+    revoked at the clock, B is good. Never both good; exactly those orders differ. (Run apart:
+    the harness compares no refusal difference, docs/records.md.)"""
+    recs = [auth(0), move_out(10, 20), move_in(30), second_auth(60)]
+    a, o, i, b = range(4)
+    orders = [p for p in permutations(range(4)) if p.index(b) > max(p.index(a), p.index(o))]
+    run = Run.of(world, "lapse-first-second-card", recs, (LATE,), orders=orders)
+    run.apply()
+    made = run.outcomes()[0]
+    assert made.certs == {"A": (False, "", 0)} and made.refused == (recs[b].name,)
+    diff = differing(run)
+    assert sorted(diff) == sorted(
+        run.label(k) for k, p in enumerate(run.orders) if p.index(b) < p.index(i)
+    )
+    assert len(diff) == 2
+    for got in diff.values():
+        assert got.refused == ()
+        assert got.certs == {"A": (True, "resident-change", epoch(LATE)), "B": (False, "", 0)}
+
+
 def test_limit_a_revocation_written_is_not_redated_by_an_earlier_change(world: World) -> None:
     """A fact change on day 20 and a deletion on day 45 both take the sign-card certificate;
     in the order made it lost effect on day 20. When the deletion's record comes first, the

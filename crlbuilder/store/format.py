@@ -102,12 +102,14 @@ DB_TAKEN: Final = b"taken"
 key, earliest first: an issuance record that arrives after the change or lapse that took its
 certificate is revoked by it, and a new auth-card certificate issued once a lapse fell due is
 no double issuance (Act §25) however late the lapse was written (`crlbuilder.apply`). At
-most `MAX_TAKEN` per holder, the latest ones; never deleted: bounded by the holders, as
-``moveins`` is. Absent from a store a builder of an earlier version wrote: an issuance record
+most `MAX_TAKEN` changes and `MAX_TAKEN` lapses per holder, the latest of each (capped apart:
+a lapse takes auth-card certificates only, and must not push out a change); never deleted:
+bounded by the holders, as ``moveins`` is. Absent from a store a builder of an earlier version wrote: an issuance record
 read after a change it applied is judged without it (it stays good)."""
 MAX_TAKEN: Final = 8
-"""The changes kept per holder in `DB_TAKEN`: a certificate issued before an older one, whose
-record arrives after all of them, is revoked at the earliest change kept after its issuance."""
+"""The changes, and apart the lapses, kept per holder in `DB_TAKEN`: a certificate issued before
+an older one, whose record arrives after all of them, is revoked at the earliest change or lapse
+kept that takes it."""
 DB_ERASED: Final = b"erased"
 """The CRL entries erased past their retention (Ord §70(1)(iii)) that the issuer's last full CRL
 (or a delta CRL on it) lists: status key, `pack_erased` values (the erasing commit and its
