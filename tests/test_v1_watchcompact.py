@@ -466,3 +466,31 @@ def test_the_command_every_n_seconds_goes_on_after_a_failed_round(
     said = capsys.readouterr().err.splitlines()  # the second held down: the clock stood still
     assert len(said) == 2 and all("watch-compact: error:" in line for line in said), said
     assert cli.main([*argv[:-1], "--every=0"]) == 2
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_compaction_after_the_watch_secret_changed_supersedes_the_old_secrets_snapshot(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]], server: Any
+) -> None:
+    """The runbook's change of the watch secret: every node's lists moved away and the watch
+    stream made again empty (`nats stream rm JPKI_WATCH`), the snapshot stream left as it
+    was. The old secret's seal cannot be read with the new secret: the first compaction
+    under the new one seals over it (it is no snapshot of these lists) instead of failing
+    at every round for ever, and a new node loads the new snapshot."""
+    a = node("a")
+    for raw in history(20, seed=13):
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1)
+    a[1]._call(lambda c: c.js.delete_stream(a[1].name))
+    a[1].close()
+    new = WatchKeys(bytes(32 * [9]))
+    b, late = node("b", new), node("late", new)
+    tag = new.tag("bank")
+    for i in range(20):
+        made = watchlog.make_op(new.check(), 1000, [], new.entries(tag, [bytes([i]) * 8]), tag)
+        b[1].publish(watchlog.encode(made))
+    done = compact(b[0], b[1], keep=0, min_operations=1)
+    assert (done.snapshot, done.purged) == (20, 20)
+    assert sync(late[0], late[1], None, 30.0) == 20
+    assert late[0].count("bank") == b[0].count("bank") == 20

@@ -81,11 +81,11 @@ def compact(
     if found is not None:
         after = found[0]
         try:
-            seal = watchsnap.decode_seal(keys.snapshot_mac, found[1])
-        except watchsnap.BadSnapshot as e:
-            raise CompactError(f"the latest watch snapshot: {e}") from None
-        if seal.stream == state.id and seal.check == check:  # else of a stream made again
-            sealed, previous = seal.seq, (after, seal.first_part)
+            seal: watchsnap.Seal | None = watchsnap.decode_seal(keys.snapshot_mac, found[1])
+        except watchsnap.BadSnapshot:  # made with another secret (changed since), or altered:
+            seal = None  # no snapshot of these lists; a new one is sealed over it
+        if seal is not None and seal.stream == state.id and seal.check == check:
+            sealed, previous = seal.seq, (after, seal.first_part)  # else of a stream made again
     plan = watchsnap.compaction(
         lists.applied(), state.first, state.last, sealed, keep=keep, min_operations=min_operations
     )
