@@ -494,3 +494,78 @@ def test_a_compaction_after_the_watch_secret_changed_supersedes_the_old_secrets_
     assert (done.snapshot, done.purged) == (20, 20)
     assert sync(late[0], late[1], None, 30.0) == 20
     assert late[0].count("bank") == b[0].count("bank") == 20
+
+
+def _snapshot_message(stream: WatchStream, seq: int, *, drop: bool) -> bytes:
+    """The snapshot stream's message ``seq`` (deleted when ``drop``)."""
+    msg = stream._call(lambda c: c.js.get_msg(stream.snap_name, seq=seq))
+    if drop:
+        stream._call(lambda c: c.js.delete_msg(stream.snap_name, seq))
+    return bytes(msg.data or b"")
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+@pytest.mark.parametrize("harm", ["lost", "altered"])
+def test_a_latest_snapshot_lacking_a_part_stops_the_node_loudly_until_a_newer_one(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]], harm: str
+) -> None:
+    """A part of the latest snapshot lost (a purge by hand, limits put on JPKI_WATCH_SNAP)
+    or altered: no newer snapshot replaces it, so the node does not start the load again at
+    every call (503 "still applying" for ever, the lists emptied again and again, no alert):
+    it stops, noted for the metrics at every call, its loaded parts kept; the next
+    compaction's snapshot is then loaded and the lists end alike."""
+    a, late, ref = node("a"), node("late"), node("ref")
+    log = history(60, seed=17)
+    for raw in log[:40]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    found = a[1].latest_seal()
+    assert found is not None
+    seal = watchsnap.decode_seal(MAC, found[1])
+    assert seal.parts > 3
+    raw = _snapshot_message(a[1], seal.first_part + 2, drop=True)
+    if harm == "altered":  # a copy with one entry's bit flipped, found after the original
+        bad = bytearray(raw)
+        bad[40] ^= 1
+        a[1].publish_part(seal.seq, bytes(bad))
+    with pytest.raises(Gone, match="part 2"):
+        sync(late[0], late[1], None, 30.0)
+    assert late[0].replication()[3] != ""
+    for _ in range(2):  # the next calls: noted again at once, the loaded parts kept
+        with pytest.raises(Gone):
+            sync(late[0], late[1], None, 0.0)
+        loading = late[0].loading()
+        assert loading is not None and loading.next_index == 2
+        assert late[0].replication()[3] != ""
+    for raw in log[40:]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    assert sync(late[0], late[1], None, 30.0) == 60
+    sync(ref[0], ref[1], None, 30.0)
+    assert contents(late[0]) == contents(a[0]) == contents(ref[0])
+    assert late[0].replication()[3] == ""
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_second_compaction_of_a_new_stream_keeps_its_own_snapshot(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """The first snapshot's part 0 is message 1 of the snapshot stream; the second
+    compaction purges the parts before it, which is nothing (JetStream would read a purge
+    "before 1" with a subject filter as all the subject's messages: every part, the new
+    snapshot's too, the watch stream already purged through it). A new node then loads."""
+    a, late = node("a"), node("late")
+    log = history(60, seed=19)
+    for start in (0, 30):
+        for raw in log[start : start + 30]:
+            a[1].publish(raw)
+        compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    found = a[1].latest_seal()
+    assert found is not None
+    seal = watchsnap.decode_seal(MAC, found[1])
+    assert seal.seq == 60 and a[1].part_from(60, seal.first_part) is not None
+    assert a[1].part_from(30, 1) == (1, _snapshot_message(a[1], 1, drop=False))  # the previous
+    assert sync(late[0], late[1], None, 30.0) == 60
+    assert contents(late[0]) == contents(a[0])

@@ -286,11 +286,15 @@ class LmdbWatchSet:
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
 
-    def load_part(self, seal: Seal, part: Part, at: int) -> bool:
+    def load_part(self, seal: Seal, part: Part, at: int, *, searched: int | None = None) -> bool:
         """Load ``part`` of the snapshot sealed by ``seal`` (found at ``at`` on the snapshot
-        stream) in one transaction; True when it was the last: the lists are then at the
-        seal's operation. A part another worker loaded first is passed over. Raises
-        `BadSnapshot` (nothing of this part loaded) when the parts do not add up to the seal."""
+        stream, the first of its subject from ``searched``, default ``at``) in one
+        transaction; True when it was the last: the lists are then at the seal's operation.
+        A part not the next one (another worker loaded it first, a copy, another compaction's)
+        is passed over, and the next search starts after it when nothing was searched
+        between: a snapshot whose next part is missing is found so at last, not searched for
+        again from the same place at every call. Raises `BadSnapshot` (nothing of this part
+        loaded) when the parts do not add up to the seal."""
         if part.seq != seal.seq or part.stream != seal.stream or part.number >= seal.parts:
             raise BadSnapshot(f"watch snapshot {seal.seq}: a part of another snapshot")
         try:
@@ -300,6 +304,9 @@ class LmdbWatchSet:
                     return False
                 st = Loading.decode(bytes(raw))
                 if part.number != st.next_index:
+                    if (searched if searched is not None else at) <= st.search_from <= at:
+                        txn.put(_META_LOADING, st._replace(search_from=at + 1).encode(),
+                                db=self._meta)  # fmt: skip
                     return False
                 cur = txn.cursor(db=self._watch)
                 pairs = zip(part.entries, itertools.repeat(b""), strict=False)
