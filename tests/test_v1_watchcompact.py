@@ -569,3 +569,35 @@ def test_the_second_compaction_of_a_new_stream_keeps_its_own_snapshot(
     assert a[1].part_from(30, 1) == (1, _snapshot_message(a[1], 1, drop=False))  # the previous
     assert sync(late[0], late[1], None, 30.0) == 60
     assert contents(late[0]) == contents(a[0])
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_snapshot_compacted_past_while_loading_is_left_for_the_newer_one_at_once(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """A node loading a snapshot when the next compaction purges the operations after it: the
+    rest of it is not loaded (the lists, at its end, would find their next operation gone,
+    be emptied and load the newer one: the whole of a 10M list loaded twice); it moves to
+    the newer one at once."""
+    a, late = node("a"), node("late")
+    log = history(60, seed=23)
+    for raw in log[:30]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    with pytest.raises(Behind):
+        sync(late[0], late[1], None, 0.0)  # part 0 of snapshot 30 loaded
+    for raw in log[30:]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    assert a[1].part_from(30, 1) is not None  # the previous snapshot is kept
+    asked: list[int] = []
+    real = late[1].part_from
+
+    def part_from(snapshot: int, at: int) -> tuple[int, bytes] | None:
+        asked.append(snapshot)
+        return real(snapshot, at)
+
+    late[1].part_from = part_from  # type: ignore[method-assign]
+    assert sync(late[0], late[1], None, 30.0) == 60
+    assert set(asked) == {60} and contents(late[0]) == contents(a[0])

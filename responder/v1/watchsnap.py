@@ -28,7 +28,8 @@ Snapshots follow one another by sequence: a seal is published only if it is stil
 (JetStream's ``Nats-Expected-Last-Subject-Sequence``: two compactions at once, one loses and
 purges nothing), and the watch stream is purged only through a sealed sequence, so the latest
 snapshot always reaches the stream's first operation. The previous snapshot is kept (a node
-loading it when a newer one is sealed can finish); older ones are purged.
+loading it when a newer one is sealed can finish, while the operations after it are on the
+stream); older ones are purged.
 
 Sans-I/O: the codec, the MAC, the parts of a list (`parts`), and the decisions (`next_step`,
 `compaction`).

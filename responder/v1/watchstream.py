@@ -338,6 +338,8 @@ def load(lists: LmdbWatchSet, stream: WatchStream, state: StreamState, deadline:
         if loading is None:  # another worker loaded it all meanwhile
             return
     seal = watchsnap.decode_seal(keys.snapshot_mac, loading.seal)
+    if seal.seq + 1 < state.first:  # compacted past it since: done, it would be emptied again
+        _newer_sealed(lists, stream, loading.seal, f"operation {state.first - 1} purged")
     at, index = loading.search_from, loading.next_index
     while True:
         searched, found = at, stream.part_from(seal.seq, at)
@@ -361,6 +363,15 @@ def load(lists: LmdbWatchSet, stream: WatchStream, state: StreamState, deadline:
             raise Behind(0, seal.seq)
 
 
+def _newer_sealed(lists: LmdbWatchSet, stream: WatchStream, sealed: bytes, why: str) -> None:
+    """`Superseded` (the lists emptied, to load it) when the latest snapshot is not the one
+    being loaded (``sealed``: its seal); ``why`` it was asked."""
+    latest = stream.latest_seal()
+    if latest is not None and latest[1] != sealed:
+        lists.abandon_load()
+        raise Superseded(f"a newer watch snapshot was sealed while one was loaded ({why})")
+
+
 def _unless_superseded(
     lists: LmdbWatchSet, stream: WatchStream, sealed: bytes, index: int, why: str
 ) -> None:
@@ -371,10 +382,7 @@ def _unless_superseded(
     parts loaded kept; starting it again at every call would never end, each call a 503
     "still applying" with no alert, the lists emptied again and again. Returns when another
     worker went past that part meanwhile."""
-    latest = stream.latest_seal()
-    if latest is not None and latest[1] != sealed:
-        lists.abandon_load()
-        raise Superseded(f"a newer watch snapshot was sealed while one was loaded ({why})")
+    _newer_sealed(lists, stream, sealed, why)
     now = lists.loading()
     if now is None or now.seal != sealed or now.next_index != index:
         return
