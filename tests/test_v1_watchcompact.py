@@ -601,3 +601,43 @@ def test_a_snapshot_compacted_past_while_loading_is_left_for_the_newer_one_at_on
     late[1].part_from = part_from  # type: ignore[method-assign]
     assert sync(late[0], late[1], None, 30.0) == 60
     assert set(asked) == {60} and contents(late[0]) == contents(a[0])
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_feed_read_during_which_a_snapshot_load_empties_the_lists_answers_503(
+    tmp_path: Path, server: Any
+) -> None:
+    """The feed call caught its lists up, then read them; meanwhile another worker of the node
+    met a purge past them and began loading a snapshot (the lists emptied). The call must not
+    answer 200 with the changes it did not find, its cursor past them (lost for the party):
+    it answers 503 "still applying", nothing counted."""
+    from tests.support.pki import make_ca, rsa_key
+    from tests.test_v1_changes import AC, SC, A, Api, C, ref
+    from tests.test_v1_feedpos import node_a, pos, serials
+    from tests.test_v1_watchrepl import replicated
+
+    key = rsa_key()
+    cas = {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
+    stream = WatchStream(server.source, timeout=2.0)
+    a = Api(node_a(cas), tmp_path / "a")
+    la = replicated(a, stream, tmp_path / "a-lists")  # type: ignore[arg-type]
+    try:
+        assert a.watch(add=[ref(SC, A), ref(SC, C)])[0].status == 200
+        resp, got = a.changes(f"cursor={pos(0)}")
+        assert resp.status == 200 and serials(got) == [A, C], got
+        counted = len(a.ledger.counted)
+        real = la.watched
+
+        def watched(party: str, keys: Any) -> list[bool]:
+            if la.loading() is None:  # another worker, at this moment
+                la.begin_load(Loading(b"a seal" * 10, 0, 1, 0))
+            return real(party, keys)
+
+        la.watched = watched  # type: ignore[method-assign]
+        resp, got = a.changes(f"cursor={pos(0)}")
+        assert resp.status == 503 and "still applying" in got["detail"], got
+        assert len(a.ledger.counted) == counted
+    finally:
+        stream.close()
+        la.close()

@@ -64,6 +64,7 @@ _META_SEEN: Final = b"seen"
 _META_BROKEN: Final = b"broken"
 _META_STREAM: Final = b"stream"
 _META_LOADING: Final = b"loading"
+_META_LOADS: Final = b"loads"
 OUTCOMES_KEPT: Final = 65_536
 """Operations whose outcome is kept: the node that took one reads it right after applying."""
 _OUTCOME: Final = struct.Struct(">BIIQQ")
@@ -269,8 +270,22 @@ class LmdbWatchSet:
                 txn.delete(_META_APPLIED, db=self._meta)
                 txn.delete(_META_BROKEN, db=self._meta)
                 txn.put(_META_LOADING, loading.encode(), db=self._meta)
+                raw = txn.get(_META_LOADS, db=self._meta)
+                loads = int.from_bytes(raw, "big") + 1 if raw is not None else 1
+                txn.put(_META_LOADS, loads.to_bytes(8, "big"), db=self._meta)
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
+
+    def whole(self) -> int | None:
+        """None while a snapshot is being loaded, else how many loads began (counted by
+        `begin_load`, which empties the lists): a reader that gets the same value before and
+        after its reads read whole lists, none that a load emptied in between (another
+        worker whose next operation a compaction purged)."""
+        with self._env.begin() as txn:
+            if txn.get(_META_LOADING, db=self._meta) is not None:
+                return None
+            raw = txn.get(_META_LOADS, db=self._meta)
+        return int.from_bytes(raw, "big") if raw is not None else 0
 
     def abandon_load(self) -> None:
         """Give up the snapshot being loaded (purged, or refused): the lists stay empty with
