@@ -641,3 +641,36 @@ def test_a_feed_read_during_which_a_snapshot_load_empties_the_lists_answers_503(
     finally:
         stream.close()
         la.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_part_not_found_after_another_worker_loaded_it_is_still_applying_not_broken(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """Two workers load one snapshot; this one does not find the part it looked for because
+    the other loaded it and went on (its search position moved): 503 "still applying"
+    (`Behind`), no gap noted, and the next call finishes the load."""
+    a, late = node("a"), node("late")
+    for raw in history(40, seed=31):
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    with pytest.raises(Behind):
+        sync(late[0], late[1], None, 0.0)  # part 0 loaded
+    real = late[1].part_from
+
+    def part_from(snapshot: int, at: int) -> tuple[int, bytes] | None:
+        loading = late[0].loading()
+        assert loading is not None
+        seal = watchsnap.decode_seal(MAC, loading.seal)
+        got = real(snapshot, at)  # the other worker, first: it loads this part and goes on
+        assert got is not None
+        late[0].load_part(seal, watchsnap.decode_part(MAC, got[1]), got[0])
+        late[1].part_from = real  # type: ignore[method-assign]
+        return None
+
+    late[1].part_from = part_from  # type: ignore[method-assign]
+    with pytest.raises(Behind):
+        sync(late[0], late[1], None, 30.0)
+    assert late[0].replication()[3] == ""
+    assert sync(late[0], late[1], None, 30.0) == 40 and contents(late[0]) == contents(a[0])

@@ -346,7 +346,7 @@ def load(lists: LmdbWatchSet, stream: WatchStream, state: StreamState, deadline:
         if found is None:
             missing = f"watch snapshot {seal.seq}: part {index} is not on {stream.snap_name}"
             _unless_superseded(lists, stream, loading.seal, index, missing)
-            return  # another worker went on meanwhile: the caller looks again
+            raise Behind(0, seal.seq)  # another worker went on meanwhile: the next call goes on
         at, raw = found
         try:
             part = watchsnap.decode_part(keys.snapshot_mac, raw)
@@ -354,7 +354,7 @@ def load(lists: LmdbWatchSet, stream: WatchStream, state: StreamState, deadline:
                 return
         except watchsnap.BadSnapshot as e:
             _unless_superseded(lists, stream, loading.seal, index, str(e))
-            return
+            raise Behind(0, seal.seq) from None
         now = lists.loading()  # another worker may be ahead, or done
         if now is None:
             return
@@ -381,7 +381,7 @@ def _unless_superseded(
     hand, limits put on the snapshot stream, an altered message): `NoSnapshot`, noted, the
     parts loaded kept; starting it again at every call would never end, each call a 503
     "still applying" with no alert, the lists emptied again and again. Returns when another
-    worker went past that part meanwhile."""
+    worker went past that part meanwhile (the caller answers "still applying")."""
     _newer_sealed(lists, stream, sealed, why)
     now = lists.loading()
     if now is None or now.seal != sealed or now.next_index != index:
