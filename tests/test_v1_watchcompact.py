@@ -120,6 +120,9 @@ def test_a_node_loads_a_snapshot_only_when_the_stream_lost_its_next_operation(
         (100, 1, 100, 100, 10, 50, Compaction(0, 90)),  # the seal holds it: purge only
         (100, 91, 100, 0, 0, 5, Compaction(100, 100)),  # everything, nothing kept
         (100, 91, 100, 90, 10, 1, Compaction(0, 0)),  # nothing left to purge
+        (100, 91, 100, 0, 10, 50, Compaction(100, 0)),  # purged, its snapshot lost: one again
+        (95, 91, 100, 80, 10, 50, Compaction(95, 0)),  # the latest seal short of the purge
+        (100, 1, 100, 0, 10, 500, Compaction(0, 0)),  # never purged: no snapshot needed
     ],
 )
 def test_a_compaction_snapshots_when_worth_it_and_never_purges_past_a_seal(
@@ -673,4 +676,25 @@ def test_a_part_not_found_after_another_worker_loaded_it_is_still_applying_not_b
     with pytest.raises(Behind):
         sync(late[0], late[1], None, 30.0)
     assert late[0].replication()[3] == ""
+    assert sync(late[0], late[1], None, 30.0) == 40 and contents(late[0]) == contents(a[0])
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_compaction_replaces_a_lost_snapshot_even_with_few_operations(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """The snapshot stream lost its snapshots (purged or removed by hand) after the watch
+    stream was purged: nodes behind cannot join. The next compaction makes one again though
+    fewer than ``min_operations`` would go, and a new node joins."""
+    a, late = node("a"), node("late")
+    log = history(40, seed=37)
+    for raw in log[:30]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1)
+    a[1].purge_snapshots(parts_before=10**9, seals_before=10**9)
+    for raw in log[30:]:
+        a[1].publish(raw)
+    done = compact(a[0], a[1], keep=0, min_operations=100)
+    assert (done.snapshot, done.purged) == (40, 0)
     assert sync(late[0], late[1], None, 30.0) == 40 and contents(late[0]) == contents(a[0])

@@ -190,11 +190,13 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _said(done: Compacted) -> str:
-    if not done.purged:
+    if not done.purged and not done.snapshot:
         return f"nothing to compact: the watch stream holds operations {done.first}..{done.last}"
     made = (
         f"snapshot of operation {done.snapshot} ({done.entries} entries, {done.parts} parts), "
         if done.snapshot
         else ""
     )
+    if not done.purged:
+        return f"{made}none purged: it replaces a lost one (last {done.last})"
     return f"{made}operations {done.first}..{done.purged} purged (last {done.last})"

@@ -231,11 +231,13 @@ def compaction(
     up), the latest snapshot being of ``sealed`` (0: none): a new snapshot when the stream
     holds at least ``min_operations`` before the tail of ``keep`` it leaves (nodes running a
     little behind apply those as usual instead of loading a snapshot); the purge never goes
-    past the snapshot it relies on."""
+    past the snapshot it relies on. When no snapshot reaches the stream's first operation
+    (the latest lost, or purged by hand: nodes behind cannot join), one is made whatever
+    ``min_operations`` says."""
     if keep < 0 or min_operations < 1:
         raise ValueError("keep must be >= 0 and min_operations >= 1")
     through = min(applied, last - keep)
     if through - (first - 1) < min_operations:
-        return Compaction(0, 0)
+        return Compaction(applied if sealed + 1 < first <= applied + 1 else 0, 0)
     snapshot = applied if applied > sealed else 0
     return Compaction(snapshot, through)
