@@ -120,6 +120,9 @@ def test_a_node_loads_a_snapshot_only_when_the_stream_lost_its_next_operation(
         (100, 1, 100, 100, 10, 50, Compaction(0, 90)),  # the seal holds it: purge only
         (100, 91, 100, 0, 0, 5, Compaction(100, 100)),  # everything, nothing kept
         (100, 91, 100, 90, 10, 1, Compaction(0, 0)),  # nothing left to purge
+        (100, 91, 100, 0, 10, 50, Compaction(100, 0)),  # purged, its snapshot lost: one again
+        (95, 91, 100, 80, 10, 50, Compaction(95, 0)),  # the latest seal short of the purge
+        (100, 1, 100, 0, 10, 500, Compaction(0, 0)),  # never purged: no snapshot needed
     ],
 )
 def test_a_compaction_snapshots_when_worth_it_and_never_purges_past_a_seal(
@@ -466,3 +469,232 @@ def test_the_command_every_n_seconds_goes_on_after_a_failed_round(
     said = capsys.readouterr().err.splitlines()  # the second held down: the clock stood still
     assert len(said) == 2 and all("watch-compact: error:" in line for line in said), said
     assert cli.main([*argv[:-1], "--every=0"]) == 2
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_compaction_after_the_watch_secret_changed_supersedes_the_old_secrets_snapshot(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]], server: Any
+) -> None:
+    """The runbook's change of the watch secret: every node's lists moved away and the watch
+    stream made again empty (`nats stream rm JPKI_WATCH`), the snapshot stream left as it
+    was. The old secret's seal cannot be read with the new secret: the first compaction
+    under the new one seals over it (it is no snapshot of these lists) instead of failing
+    at every round for ever, and a new node loads the new snapshot."""
+    a = node("a")
+    for raw in history(20, seed=13):
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1)
+    a[1]._call(lambda c: c.js.delete_stream(a[1].name))
+    a[1].close()
+    new = WatchKeys(bytes(32 * [9]))
+    b, late = node("b", new), node("late", new)
+    tag = new.tag("bank")
+    for i in range(20):
+        made = watchlog.make_op(new.check(), 1000, [], new.entries(tag, [bytes([i]) * 8]), tag)
+        b[1].publish(watchlog.encode(made))
+    done = compact(b[0], b[1], keep=0, min_operations=1)
+    assert (done.snapshot, done.purged) == (20, 20)
+    assert sync(late[0], late[1], None, 30.0) == 20
+    assert late[0].count("bank") == b[0].count("bank") == 20
+
+
+def _snapshot_message(stream: WatchStream, seq: int, *, drop: bool) -> bytes:
+    """The snapshot stream's message ``seq`` (deleted when ``drop``)."""
+    msg = stream._call(lambda c: c.js.get_msg(stream.snap_name, seq=seq))
+    if drop:
+        stream._call(lambda c: c.js.delete_msg(stream.snap_name, seq))
+    return bytes(msg.data or b"")
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+@pytest.mark.parametrize("harm", ["lost", "altered"])
+def test_a_latest_snapshot_lacking_a_part_stops_the_node_loudly_until_a_newer_one(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]], harm: str
+) -> None:
+    """A part of the latest snapshot lost (a purge by hand, limits put on JPKI_WATCH_SNAP)
+    or altered: no newer snapshot replaces it, so the node does not start the load again at
+    every call (503 "still applying" for ever, the lists emptied again and again, no alert):
+    it stops, noted for the metrics at every call, its loaded parts kept; the next
+    compaction's snapshot is then loaded and the lists end alike."""
+    a, late, ref = node("a"), node("late"), node("ref")
+    log = history(60, seed=17)
+    for raw in log[:40]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    found = a[1].latest_seal()
+    assert found is not None
+    seal = watchsnap.decode_seal(MAC, found[1])
+    assert seal.parts > 3
+    raw = _snapshot_message(a[1], seal.first_part + 2, drop=True)
+    if harm == "altered":  # a copy with one entry's bit flipped, found after the original
+        bad = bytearray(raw)
+        bad[40] ^= 1
+        a[1].publish_part(seal.seq, bytes(bad))
+    with pytest.raises(Gone, match="part 2"):
+        sync(late[0], late[1], None, 30.0)
+    assert late[0].replication()[3] != ""
+    for _ in range(2):  # the next calls: noted again at once, the loaded parts kept
+        with pytest.raises(Gone):
+            sync(late[0], late[1], None, 0.0)
+        loading = late[0].loading()
+        assert loading is not None and loading.next_index == 2
+        assert late[0].replication()[3] != ""
+    for raw in log[40:]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    assert sync(late[0], late[1], None, 30.0) == 60
+    sync(ref[0], ref[1], None, 30.0)
+    assert contents(late[0]) == contents(a[0]) == contents(ref[0])
+    assert late[0].replication()[3] == ""
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_second_compaction_of_a_new_stream_keeps_its_own_snapshot(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """The first snapshot's part 0 is message 1 of the snapshot stream; the second
+    compaction purges the parts before it, which is nothing (JetStream would read a purge
+    "before 1" with a subject filter as all the subject's messages: every part, the new
+    snapshot's too, the watch stream already purged through it). A new node then loads."""
+    a, late = node("a"), node("late")
+    log = history(60, seed=19)
+    for start in (0, 30):
+        for raw in log[start : start + 30]:
+            a[1].publish(raw)
+        compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    found = a[1].latest_seal()
+    assert found is not None
+    seal = watchsnap.decode_seal(MAC, found[1])
+    assert seal.seq == 60 and a[1].part_from(60, seal.first_part) is not None
+    assert a[1].part_from(30, 1) == (1, _snapshot_message(a[1], 1, drop=False))  # the previous
+    assert sync(late[0], late[1], None, 30.0) == 60
+    assert contents(late[0]) == contents(a[0])
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_snapshot_compacted_past_while_loading_is_left_for_the_newer_one_at_once(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """A node loading a snapshot when the next compaction purges the operations after it: the
+    rest of it is not loaded (the lists, at its end, would find their next operation gone,
+    be emptied and load the newer one: the whole of a 10M list loaded twice); it moves to
+    the newer one at once."""
+    a, late = node("a"), node("late")
+    log = history(60, seed=23)
+    for raw in log[:30]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    with pytest.raises(Behind):
+        sync(late[0], late[1], None, 0.0)  # part 0 of snapshot 30 loaded
+    for raw in log[30:]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    assert a[1].part_from(30, 1) is not None  # the previous snapshot is kept
+    asked: list[int] = []
+    real = late[1].part_from
+
+    def part_from(snapshot: int, at: int) -> tuple[int, bytes] | None:
+        asked.append(snapshot)
+        return real(snapshot, at)
+
+    late[1].part_from = part_from  # type: ignore[method-assign]
+    assert sync(late[0], late[1], None, 30.0) == 60
+    assert set(asked) == {60} and contents(late[0]) == contents(a[0])
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_feed_read_during_which_a_snapshot_load_empties_the_lists_answers_503(
+    tmp_path: Path, server: Any
+) -> None:
+    """The feed call caught its lists up, then read them; meanwhile another worker of the node
+    met a purge past them and began loading a snapshot (the lists emptied). The call must not
+    answer 200 with the changes it did not find, its cursor past them (lost for the party):
+    it answers 503 "still applying", nothing counted."""
+    from tests.support.pki import make_ca, rsa_key
+    from tests.test_v1_changes import AC, SC, A, Api, C, ref
+    from tests.test_v1_feedpos import node_a, pos, serials
+    from tests.test_v1_watchrepl import replicated
+
+    key = rsa_key()
+    cas = {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
+    stream = WatchStream(server.source, timeout=2.0)
+    a = Api(node_a(cas), tmp_path / "a")
+    la = replicated(a, stream, tmp_path / "a-lists")  # type: ignore[arg-type]
+    try:
+        assert a.watch(add=[ref(SC, A), ref(SC, C)])[0].status == 200
+        resp, got = a.changes(f"cursor={pos(0)}")
+        assert resp.status == 200 and serials(got) == [A, C], got
+        counted = len(a.ledger.counted)
+        real = la.watched
+
+        def watched(party: str, keys: Any) -> list[bool]:
+            if la.loading() is None:  # another worker, at this moment
+                la.begin_load(Loading(b"a seal" * 10, 0, 1, 0))
+            return real(party, keys)
+
+        la.watched = watched  # type: ignore[method-assign]
+        resp, got = a.changes(f"cursor={pos(0)}")
+        assert resp.status == 503 and "still applying" in got["detail"], got
+        assert len(a.ledger.counted) == counted
+    finally:
+        stream.close()
+        la.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_part_not_found_after_another_worker_loaded_it_is_still_applying_not_broken(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """Two workers load one snapshot; this one does not find the part it looked for because
+    the other loaded it and went on (its search position moved): 503 "still applying"
+    (`Behind`), no gap noted, and the next call finishes the load."""
+    a, late = node("a"), node("late")
+    for raw in history(40, seed=31):
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1, part_entries=16)
+    with pytest.raises(Behind):
+        sync(late[0], late[1], None, 0.0)  # part 0 loaded
+    real = late[1].part_from
+
+    def part_from(snapshot: int, at: int) -> tuple[int, bytes] | None:
+        loading = late[0].loading()
+        assert loading is not None
+        seal = watchsnap.decode_seal(MAC, loading.seal)
+        got = real(snapshot, at)  # the other worker, first: it loads this part and goes on
+        assert got is not None
+        late[0].load_part(seal, watchsnap.decode_part(MAC, got[1]), got[0])
+        late[1].part_from = real  # type: ignore[method-assign]
+        return None
+
+    late[1].part_from = part_from  # type: ignore[method-assign]
+    with pytest.raises(Behind):
+        sync(late[0], late[1], None, 30.0)
+    assert late[0].replication()[3] == ""
+    assert sync(late[0], late[1], None, 30.0) == 40 and contents(late[0]) == contents(a[0])
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_compaction_replaces_a_lost_snapshot_even_with_few_operations(
+    node: Callable[..., tuple[LmdbWatchSet, WatchStream]],
+) -> None:
+    """The snapshot stream lost its snapshots (purged or removed by hand) after the watch
+    stream was purged: nodes behind cannot join. The next compaction makes one again though
+    fewer than ``min_operations`` would go, and a new node joins."""
+    a, late = node("a"), node("late")
+    log = history(40, seed=37)
+    for raw in log[:30]:
+        a[1].publish(raw)
+    compact(a[0], a[1], keep=0, min_operations=1)
+    a[1].purge_snapshots(parts_before=10**9, seals_before=10**9)
+    for raw in log[30:]:
+        a[1].publish(raw)
+    done = compact(a[0], a[1], keep=0, min_operations=100)
+    assert (done.snapshot, done.purged) == (40, 0)
+    assert sync(late[0], late[1], None, 30.0) == 40 and contents(late[0]) == contents(a[0])

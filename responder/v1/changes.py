@@ -780,12 +780,18 @@ def _changes_of_stream(
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
+    whole: Callable[[], int | None] | None = None
+    loads: int | None = None
     if env.stream is not None:  # several nodes: every list registered anywhere, first
         if not isinstance(lists, LmdbWatchSet):
             return _UNAVAILABLE
         refusal = _caught_up(env, lists, None)
         if refusal is not None:
             return refusal
+        whole = lists.whole
+        loads = whole()
+        if loads is None:  # another worker began loading a snapshot since
+            return _BEHIND
     issuers = _issuers(reader, ctx)
     tracker = where.tracker
     stream_made = (e for e in reader.changes(where.start) if e.group is not None)
@@ -796,6 +802,8 @@ def _changes_of_stream(
         )  # fmt: skip
     except WatchUnavailable:
         return _UNAVAILABLE
+    if whole is not None and whole() != loads:  # the lists emptied by a load while read: the
+        return _BEHIND  # changes not found would be lost to the party, its cursor past them
     after = tracker.after_last() if got.full else tracker.at_end(reader.stream_seq())
     return _reply(store, now, got, cursors.encode_stream(after), issuers)
 

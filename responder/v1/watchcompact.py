@@ -81,11 +81,11 @@ def compact(
     if found is not None:
         after = found[0]
         try:
-            seal = watchsnap.decode_seal(keys.snapshot_mac, found[1])
-        except watchsnap.BadSnapshot as e:
-            raise CompactError(f"the latest watch snapshot: {e}") from None
-        if seal.stream == state.id and seal.check == check:  # else of a stream made again
-            sealed, previous = seal.seq, (after, seal.first_part)
+            seal: watchsnap.Seal | None = watchsnap.decode_seal(keys.snapshot_mac, found[1])
+        except watchsnap.BadSnapshot:  # made with another secret (changed since), or altered:
+            seal = None  # no snapshot of these lists; a new one is sealed over it
+        if seal is not None and seal.stream == state.id and seal.check == check:
+            sealed, previous = seal.seq, (after, seal.first_part)  # else of a stream made again
     plan = watchsnap.compaction(
         lists.applied(), state.first, state.last, sealed, keep=keep, min_operations=min_operations
     )
@@ -190,11 +190,13 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _said(done: Compacted) -> str:
-    if not done.purged:
+    if not done.purged and not done.snapshot:
         return f"nothing to compact: the watch stream holds operations {done.first}..{done.last}"
     made = (
         f"snapshot of operation {done.snapshot} ({done.entries} entries, {done.parts} parts), "
         if done.snapshot
         else ""
     )
+    if not done.purged:
+        return f"{made}none purged: it replaces a lost one (last {done.last})"
     return f"{made}operations {done.first}..{done.purged} purged (last {done.last})"

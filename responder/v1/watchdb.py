@@ -64,6 +64,7 @@ _META_SEEN: Final = b"seen"
 _META_BROKEN: Final = b"broken"
 _META_STREAM: Final = b"stream"
 _META_LOADING: Final = b"loading"
+_META_LOADS: Final = b"loads"
 OUTCOMES_KEPT: Final = 65_536
 """Operations whose outcome is kept: the node that took one reads it right after applying."""
 _OUTCOME: Final = struct.Struct(">BIIQQ")
@@ -269,8 +270,22 @@ class LmdbWatchSet:
                 txn.delete(_META_APPLIED, db=self._meta)
                 txn.delete(_META_BROKEN, db=self._meta)
                 txn.put(_META_LOADING, loading.encode(), db=self._meta)
+                raw = txn.get(_META_LOADS, db=self._meta)
+                loads = int.from_bytes(raw, "big") + 1 if raw is not None else 1
+                txn.put(_META_LOADS, loads.to_bytes(8, "big"), db=self._meta)
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
+
+    def whole(self) -> int | None:
+        """None while a snapshot is being loaded, else how many loads began (counted by
+        `begin_load`, which empties the lists): a reader that gets the same value before and
+        after its reads read whole lists, none that a load emptied in between (another
+        worker whose next operation a compaction purged)."""
+        with self._env.begin() as txn:
+            if txn.get(_META_LOADING, db=self._meta) is not None:
+                return None
+            raw = txn.get(_META_LOADS, db=self._meta)
+        return int.from_bytes(raw, "big") if raw is not None else 0
 
     def abandon_load(self) -> None:
         """Give up the snapshot being loaded (purged, or refused): the lists stay empty with
@@ -286,11 +301,15 @@ class LmdbWatchSet:
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
 
-    def load_part(self, seal: Seal, part: Part, at: int) -> bool:
+    def load_part(self, seal: Seal, part: Part, at: int, *, searched: int | None = None) -> bool:
         """Load ``part`` of the snapshot sealed by ``seal`` (found at ``at`` on the snapshot
-        stream) in one transaction; True when it was the last: the lists are then at the
-        seal's operation. A part another worker loaded first is passed over. Raises
-        `BadSnapshot` (nothing of this part loaded) when the parts do not add up to the seal."""
+        stream, the first of its subject from ``searched``, default ``at``) in one
+        transaction; True when it was the last: the lists are then at the seal's operation.
+        A part not the next one (another worker loaded it first, a copy, another compaction's)
+        is passed over, and the next search starts after it when nothing was searched
+        between: a snapshot whose next part is missing is found so at last, not searched for
+        again from the same place at every call. Raises `BadSnapshot` (nothing of this part
+        loaded) when the parts do not add up to the seal."""
         if part.seq != seal.seq or part.stream != seal.stream or part.number >= seal.parts:
             raise BadSnapshot(f"watch snapshot {seal.seq}: a part of another snapshot")
         try:
@@ -300,6 +319,9 @@ class LmdbWatchSet:
                     return False
                 st = Loading.decode(bytes(raw))
                 if part.number != st.next_index:
+                    if (searched if searched is not None else at) <= st.search_from <= at:
+                        txn.put(_META_LOADING, st._replace(search_from=at + 1).encode(),
+                                db=self._meta)  # fmt: skip
                     return False
                 cur = txn.cursor(db=self._watch)
                 pairs = zip(part.entries, itertools.repeat(b""), strict=False)

@@ -28,7 +28,8 @@ Snapshots follow one another by sequence: a seal is published only if it is stil
 (JetStream's ``Nats-Expected-Last-Subject-Sequence``: two compactions at once, one loses and
 purges nothing), and the watch stream is purged only through a sealed sequence, so the latest
 snapshot always reaches the stream's first operation. The previous snapshot is kept (a node
-loading it when a newer one is sealed can finish); older ones are purged.
+loading it when a newer one is sealed can finish, while the operations after it are on the
+stream); older ones are purged.
 
 Sans-I/O: the codec, the MAC, the parts of a list (`parts`), and the decisions (`next_step`,
 `compaction`).
@@ -230,11 +231,13 @@ def compaction(
     up), the latest snapshot being of ``sealed`` (0: none): a new snapshot when the stream
     holds at least ``min_operations`` before the tail of ``keep`` it leaves (nodes running a
     little behind apply those as usual instead of loading a snapshot); the purge never goes
-    past the snapshot it relies on."""
+    past the snapshot it relies on. When no snapshot reaches the stream's first operation
+    (the latest lost, or purged by hand: nodes behind cannot join), one is made whatever
+    ``min_operations`` says."""
     if keep < 0 or min_operations < 1:
         raise ValueError("keep must be >= 0 and min_operations >= 1")
     through = min(applied, last - keep)
     if through - (first - 1) < min_operations:
-        return Compaction(0, 0)
+        return Compaction(applied if sealed + 1 < first <= applied + 1 else 0, 0)
     snapshot = applied if applied > sealed else 0
     return Compaction(snapshot, through)

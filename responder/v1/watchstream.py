@@ -232,15 +232,22 @@ class WatchStream:
 
     def purge_snapshots(self, parts_before: int, seals_before: int) -> None:
         """Purge the snapshot stream's parts before ``parts_before`` and seals before
-        ``seals_before`` (its sequences)."""
-        self._call(
-            lambda c: c.js.purge_stream(
-                self.snap_name, seq=parts_before, subject=self.part_subjects
+        ``seals_before`` (its sequences). Nothing is before sequence 1, and JetStream reads a
+        filtered purge "up to sequence 1" as no bound at all (every message of the subject:
+        the second compaction of a new stream, whose previous snapshot's part 0 is message
+        1, purged its own new parts too): such a purge is not asked for."""
+        if parts_before > 1:
+            self._call(
+                lambda c: c.js.purge_stream(
+                    self.snap_name, seq=parts_before, subject=self.part_subjects
+                )
             )
-        )
-        self._call(
-            lambda c: c.js.purge_stream(self.snap_name, seq=seals_before, subject=self.seal_subject)
-        )
+        if seals_before > 1:
+            self._call(
+                lambda c: c.js.purge_stream(
+                    self.snap_name, seq=seals_before, subject=self.seal_subject
+                )
+            )
 
     def fetch(self, seq: int) -> bytes | None:
         """Operation ``seq``'s bytes; None when the stream does not hold it (deleted)."""
@@ -331,22 +338,55 @@ def load(lists: LmdbWatchSet, stream: WatchStream, state: StreamState, deadline:
         if loading is None:  # another worker loaded it all meanwhile
             return
     seal = watchsnap.decode_seal(keys.snapshot_mac, loading.seal)
-    at = loading.search_from
+    if seal.seq + 1 < state.first:  # compacted past it since: done, it would be emptied again
+        _newer_sealed(lists, stream, loading.seal, f"operation {state.first - 1} purged")
+    at, index = loading.search_from, loading.next_index
     while True:
-        found = stream.part_from(seal.seq, at)
+        searched, found = at, stream.part_from(seal.seq, at)
         if found is None:
-            lists.abandon_load()  # purged by a newer compaction: start again from its seal
-            raise Superseded(f"watch snapshot {seal.seq} was purged while it was loaded")
+            missing = f"watch snapshot {seal.seq}: part {index} is not on {stream.snap_name}"
+            _unless_superseded(lists, stream, loading.seal, index, missing)
+            raise Behind(0, seal.seq)  # another worker went on meanwhile: the next call goes on
         at, raw = found
         try:
-            if lists.load_part(seal, watchsnap.decode_part(keys.snapshot_mac, raw), at):
+            part = watchsnap.decode_part(keys.snapshot_mac, raw)
+            if lists.load_part(seal, part, at, searched=searched):
                 return
         except watchsnap.BadSnapshot as e:
-            lists.abandon_load()
-            raise NoSnapshot(str(e)) from None
+            _unless_superseded(lists, stream, loading.seal, index, str(e))
+            raise Behind(0, seal.seq) from None
         now = lists.loading()  # another worker may be ahead, or done
         if now is None:
             return
-        at = max(at + 1, now.search_from)
+        at, index = max(at + 1, now.search_from), now.next_index
         if time.monotonic() > deadline:
             raise Behind(0, seal.seq)
+
+
+def _newer_sealed(lists: LmdbWatchSet, stream: WatchStream, sealed: bytes, why: str) -> None:
+    """`Superseded` (the lists emptied, to load it) when the latest snapshot is not the one
+    being loaded (``sealed``: its seal); ``why`` it was asked."""
+    latest = stream.latest_seal()
+    if latest is not None and latest[1] != sealed:
+        lists.abandon_load()
+        raise Superseded(f"a newer watch snapshot was sealed while one was loaded ({why})")
+
+
+def _unless_superseded(
+    lists: LmdbWatchSet, stream: WatchStream, sealed: bytes, index: int, why: str
+) -> None:
+    """Part ``index`` of the snapshot being loaded (``sealed``: its seal) is missing or
+    refused (``why``). A newer snapshot sealed since (a compaction purged this one):
+    `Superseded`, the lists emptied to load that one. This one still the latest (a purge by
+    hand, limits put on the snapshot stream, an altered message): `NoSnapshot`, noted, the
+    parts loaded kept; starting it again at every call would never end, each call a 503
+    "still applying" with no alert, the lists emptied again and again. Returns when another
+    worker went past that part meanwhile (the caller answers "still applying")."""
+    _newer_sealed(lists, stream, sealed, why)
+    now = lists.loading()
+    if now is None or now.seal != sealed or now.next_index != index:
+        return
+    raise NoSnapshot(
+        f"{why}, and no newer snapshot: the lists cannot be loaded until a compaction seals "
+        "another (responder watch-compact on a node whose lists are whole)"
+    )
