@@ -14,8 +14,10 @@ purged unless a seal held it), 2 bad usage or configuration.
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NamedTuple
 
@@ -33,6 +35,8 @@ apply them as usual rather than load a snapshot."""
 MIN_OPERATIONS: Final = 10_000
 """Operations a compaction must remove at least: fewer is not worth a snapshot."""
 CATCH_UP_SECONDS: Final = 600.0
+JITTER: Final = 0.2
+"""``--every``'s rounds are drawn within this share either side of the interval (`next_round`)."""
 
 
 class Compacted(NamedTuple):
@@ -113,6 +117,15 @@ def compact(
     return Compacted(snapshot, entries, parts, plan.purge, state.first, state.last)
 
 
+def next_round(every: float, draw: Callable[[], float] = random.random) -> float:
+    """Seconds from one round of ``--every`` to the next: ``every`` ± `JITTER`. The nodes of a
+    service start their compactors together (every pod of the manifest at once) and would
+    otherwise each write a whole snapshot every round, all but one to lose the seal (240 MB
+    each at 10,000,000 entries); drawn apart, their rounds drift, and the first to compact
+    leaves the others fewer than ``--min-operations``: nothing to write."""
+    return every * (1.0 - JITTER + 2.0 * JITTER * draw())
+
+
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``watch-compact`` on the ``responder`` command's subparsers."""
     p = subparsers.add_parser(
@@ -138,7 +151,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )  # fmt: skip
     p.add_argument(
         "--every", type=float, metavar="SECONDS",
-        help="compact again every SECONDS, until stopped (a sidecar or a service; a failed "
+        help="compact again about every SECONDS (each wait drawn within 20%% of it, so that "
+        "the nodes' rounds drift apart), until stopped (a sidecar or a service; a failed "
         "round is said and the next one tries again); default: once",
     )  # fmt: skip
     add_arguments(p)
@@ -183,7 +197,7 @@ def _command(args: argparse.Namespace) -> int:
                 print(_said(done), flush=True)
             if args.every is None:
                 return 0
-            time.sleep(args.every)
+            time.sleep(next_round(args.every))
     finally:
         env.stream.close()
         lists.close()
