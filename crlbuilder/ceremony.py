@@ -1060,6 +1060,11 @@ def _review_tokens(
         }
         if diff:
             text.append(f"  PROBLEM {diff.describe(label)}")
+            # each in full: what keys destroy --spki is given (its label and id: --label, --id)
+            ids = {(k.fingerprint, k.label): k.id_hex for k in keys}
+            text += [f"    unexpected {lb!r} spki {fp} id {ids.get((fp, lb)) or '-'}"
+                     for fp, lb in diff.unexpected]  # fmt: skip
+            text += [f"    missing {lb!r} spki {fp}" for fp, lb in diff.missing]
             failed = True
         else:
             text.append(f"token {label!r}: {len(keys)} private key(s), as the log records")
@@ -1338,13 +1343,15 @@ def add_cli(subparsers: Any) -> None:
         "destroy",
         help="destroy a private key that has no certificate, named by its SPKI fingerprint",
         description="Destroy one private key object (and its public key) in the token, named "
-        "by the SHA-256 of its SubjectPublicKeyInfo as verify-log --token and the "
-        "token-inventory lines list it: a key made outside a ceremony, a second object of one "
-        "key pair (narrowed by --label or --id), or a key a failed ceremony left. Refused when "
-        "the fingerprint names no key or several, when it is a key a certificate of the log "
-        "names (use retire --cert), or when the token, without it, does not hold what the log "
-        "says (keys inventory first). Two operators approve; one key-destroyed line records "
-        "its fingerprint, label and id; the token then matches the log again.",
+        "by the SHA-256 of its SubjectPublicKeyInfo as verify-log --token lists it: a key made "
+        "outside a ceremony, a second object of one key pair (narrowed by --label or --id), or "
+        "a key a failed ceremony left; in place of the HSM's own tool, which leaves no line. "
+        "Refused, nothing done, when the fingerprint names no key or several, when it is a key "
+        "a certificate of the log names (retire --cert destroys it), or when the token, "
+        "without it, does not hold what the log says (record the other differences with keys "
+        "inventory first). Two operators approve; one key-destroyed line records its "
+        "fingerprint, label and id (nothing secret); the token then matches the log, and the "
+        "next ceremony on it needs no keys inventory.",
     )
     p.add_argument(
         "--key",

@@ -2417,6 +2417,9 @@ def test_ord_74_3_a_stray_key_is_destroyed_by_two_by_its_fingerprint_and_the_nex
     _, keys = p11.token_keys(ca_key)
     [stray_fp] = [k.fingerprint for k in keys if k.fingerprint != ca_fp]
     capsys.readouterr()
+    # the review lists it in full, as keys destroy is given it
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 1
+    assert f"unexpected 'sign-card-g3' spki {stray_fp} id -" in capsys.readouterr().out
 
     destroy = ["keys", "destroy", "--key", ca_key, *common]
     before, lines = token_labels(token), len(records(log))

@@ -1,4 +1,4 @@
-"""Which private key a ``keys destroy`` ceremony destroys, and whether it may (鍵の廃棄 by several people, 複数の者, Ord §74(3); recorded, 動作の記録, §73(3)).
+"""Which private key a ``keys destroy`` ceremony destroys, and whether it may (its 管理 by several people: 複数の者による発行者署名符号の作成及び管理, Ord §74(3); recorded: 動作を記録する機能, §73(3)).
 
 ``retire`` destroys a key named by its certificate. A key that has none (made outside a
 ceremony, a second object of one key pair, a key a failed ceremony could not take back)
