@@ -15,7 +15,8 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
     crlbuilder keys inventory --key URI                                         [approvals]
-    crlbuilder keys destroy   --key URI --spki SHA256 [--label L] [--id HEX]  [approvals]
+    crlbuilder keys destroy   --key URI --spki SHA256 [--label L] [--id HEX]
+                              [--pki DIR]                                       [approvals]
     crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE]
                                [--token URI ...] [--json]
 
@@ -433,7 +434,7 @@ def _destroy_target(
     target = destruction.choose(keys, args.spki, args.label, args.id)
     if isinstance(target, str):
         raise ApprovalError(f"token {label!r}: {target}")
-    used = destruction.in_use(args.records, label, keys, target)
+    used = destruction.in_use(args.records, label, keys, target, args.manifest_keys)
     if used is not None:
         raise ApprovalError(f"token {label!r}: {used}")
     diff = destruction.left_differing(want, keys, target)
@@ -779,6 +780,37 @@ def cmd_retire(args: argparse.Namespace) -> int:
     return _done(args, desc)
 
 
+def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
+    """keys destroy --pki: the keys of --key's token the manifest signs with (each issuer's CA
+    and OCSP signer key, the answer key), label to the SHA-256 of its certificate's public key
+    (SubjectPublicKeyInfo): read before the approvals; a manifest or certificate that cannot
+    be read is a usage error (CeremonyError, nothing to approve)."""
+    manifest = load_manifest(args.pki)
+    try:
+        token = p11.parse_key_uri(args.key).token if p11.is_pkcs11_uri(args.key) else None
+    except SignerError:
+        return {}  # refused with the approvals (`_token_refs`), logged there
+    pairs = [(i.key, i.cert) for i in manifest.all_issuers()]
+    pairs += [(i.ocsp_key, i.ocsp_cert) for i in manifest.all_issuers()]
+    pairs += [(manifest.answer_key, manifest.answer_cert)] if manifest.answer_key else []
+    named: dict[str, str] = {}
+    for ref, cert in pairs:
+        if not p11.is_pkcs11_uri(ref):
+            continue
+        try:
+            uri = p11.parse_key_uri(ref)
+        except SignerError as e:
+            raise CeremonyError(f"{args.pki}: {e}") from None
+        if uri.token != token:
+            continue
+        public = load_certificate(manifest.path(cert)).public_key()
+        spki = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        named[uri.label] = hashlib.sha256(spki).hexdigest()
+    return named
+
+
 def cmd_destroy(args: argparse.Namespace) -> int:
     """Destroy a private key that has no certificate, named by what the token inventory
     shows (`keys.destruction`: its SPKI fingerprint, and its label or id where one key pair
@@ -786,7 +818,8 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     one key pair, a key a failed ceremony could not take back. One ``key-destroyed`` line
     (fingerprint, label, id, nothing secret); the token then matches the log, so the next
     ceremony on it goes on with no ``keys inventory``."""
-    desc, sha = _describe(args, ("key", "spki", "label", "id"))
+    desc, sha = _describe(args, ("key", "spki", "label", "id", "pki"))
+    args.manifest_keys = _manifest_keys(args) if args.pki is not None else None
     # a --key that is no pkcs11: URI is refused (it names no token) and not written into the
     # log: it may be the PIN itself, typed in place of the URI
     _approved(args, sha, args.key if p11.is_pkcs11_uri(args.key) else "")
@@ -1370,6 +1403,12 @@ def add_cli(subparsers: Any) -> None:
     )
     p.add_argument(
         "--id", help="where several objects have that fingerprint: the one with this CKA_ID (hex)"
+    )
+    p.add_argument(
+        "--pki",
+        type=Path,
+        help="also refuse a key this PKI's manifest signs with (by its certificates' public "
+        "keys: keys from before the operation log too)",
     )
     _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_destroy, _operators_file))

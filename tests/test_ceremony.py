@@ -2549,3 +2549,33 @@ def test_a_key_a_failed_ceremony_could_not_take_back_is_destroyed_with_its_publi
     assert token_labels(token) == ["sign-card-g3"]
     assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 0
     assert main(new_ca) == 0 and out.exists()  # the label is free, the token as the log says
+
+
+@pytest.mark.integration
+def test_keys_destroy_with_pki_refuses_a_key_the_manifest_signs_with_from_before_the_log(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key put in the token before the operation log (its certificate issued outside any
+    ceremony) is one the log cannot say is in use; --pki holds the target against the
+    public keys of the manifest's certificates, so the OCSP signer it names is refused."""
+    from crlbuilder.demo.pki import init_pki
+
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    ref, cert = token.add_key("legacy-ocsp")
+    pki = init_pki(tmp_path / "pki")
+    m = load_manifest(pki.directory)
+    first = msgspec.structs.replace(m.issuers[0], ocsp_key=ref, ocsp_cert=str(cert))
+    dump_manifest(msgspec.structs.replace(m, issuers=[first, *m.issuers[1:]]), pki.directory)
+    p11.close_all()
+    assert main(["keys", "inventory", "--key", ref, *common, *both]) == 0  # its baseline
+    capsys.readouterr()
+    destroy = ["keys", "destroy", "--key", ref, "--spki", spki_of(token, "legacy-ocsp"),
+               *common, *both]  # fmt: skip
+    lines = len(records(log))
+    assert main([*destroy, "--pki", pki.directory]) == 2
+    err = capsys.readouterr().err
+    assert "'legacy-ocsp', which the manifest signs with" in err and err.count("\n") == 1
+    assert token_labels(token) == ["legacy-ocsp"]
+    assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"]

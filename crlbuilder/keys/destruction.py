@@ -10,7 +10,8 @@ objects may share.
 - `choose`: the one private key object the fingerprint (and ``label`` / ``id_hex``, when
   given) names among the token's, or a refusal (none, or several);
 - `in_use`: a refusal when the object is the key a certificate of the log names (a CA or
-  OCSP signer key issued by a ceremony, not destroyed since) and no other object of it under
+  OCSP signer key issued by a ceremony, not destroyed since), or one the PKI manifest's
+  certificates name (``--pki``: keys from before the log), and no other object of it under
   its label stays in the token: such a key goes through ``retire``, which records its
   certificate;
 - `left_differing`: how the token, less that object, differs from what the log says it
@@ -108,20 +109,28 @@ def certified(records: Sequence[OpRecord], token: str) -> dict[str, str]:
 
 
 def in_use(
-    records: Sequence[OpRecord], token: str, keys: Sequence[TokenKey], target: TokenKey
+    records: Sequence[OpRecord],
+    token: str,
+    keys: Sequence[TokenKey],
+    target: TokenKey,
+    manifest: dict[str, str] | None = None,
 ) -> str | None:
-    """Why ``target`` may not be destroyed by fingerprint (the key a certificate of the log
-    names, with no other object of it under that label staying), or None."""
+    """Why ``target`` may not be destroyed by fingerprint, or None: it is the key a
+    certificate of the log names (`certified`), or one the manifest's certificates name
+    (``manifest``: label to the fingerprint of the certificate's public key, for the keys
+    of ``token`` it names), and no other object of it stays under that label."""
     rest = remaining(keys, target)
-    for label, fp in certified(records, token).items():
-        if fp != target.fingerprint:
-            continue
-        if any(k.fingerprint == fp and k.label == label for k in rest):
-            continue  # a second object of it goes; the one the certificate's label names stays
-        return (
-            f"spki {fp[:16]}... is key {label!r}, which a certificate of the log names (a CA or "
-            "OCSP signer key): destroy it with keys retire --cert, which records its certificate"
-        )
+    for named, by in ((certified(records, token), "a certificate of the log names (a CA or "
+                       "OCSP signer key)"), (manifest or {}, "the manifest signs with")):  # fmt: skip
+        for label, fp in named.items():
+            if fp != target.fingerprint:
+                continue
+            if any(k.fingerprint == fp and k.label == label for k in rest):
+                continue  # a second object of it goes; the one under the named label stays
+            return (
+                f"spki {fp[:16]}... is key {label!r}, which {by}: destroy it with keys retire "
+                "--cert (once no manifest names it), which records its certificate"
+            )
     return None
 
 
