@@ -14,6 +14,9 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
     crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
+    crlbuilder keys inventory --key URI                                         [approvals]
+    crlbuilder keys destroy   --key URI --spki SHA256 [--label L] [--id HEX]
+                              [--pki DIR]                                       [approvals]
     crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE]
                                [--token URI ...] [--json]
 
@@ -47,6 +50,11 @@ its certificates and the directories made for them are removed, and its keys des
 token (each logged ``key-destroyed``, reason ``undone: ...``); a rollover's keys are the
 cluster's once the manifest names them.
 
+``retire`` destroys a key named by its certificate; ``destroy`` one that has none (made
+outside a ceremony, a second object of one key pair, one a failed ceremony left), named by
+its SPKI fingerprint as the token inventory lists it (`crlbuilder.keys.destruction`), so the
+token matches the log again without ``keys inventory``.
+
 Exit codes: 0 done, 1 verify-log found the log broken, 2 refused or bad usage.
 """
 
@@ -62,6 +70,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 import msgspec
 from cryptography import x509
@@ -80,7 +89,15 @@ from crlbuilder.demo.pki import (
     issuer_index,
     ocsp_signer_builder,
 )
-from crlbuilder.keys import certsign, enrolments, inventory, logname, oplog, since
+from crlbuilder.keys import (
+    certsign,
+    destruction,
+    enrolments,
+    inventory,
+    logname,
+    oplog,
+    since,
+)
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.approval import (
     Approval,
@@ -370,10 +387,10 @@ def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
     ceremony, say with the PIN alone). A token not inventoried yet in this log is noted in
     ``args.baseline``: its first inventory is recorded at the end. The tokens, for `_done`."""
     tokens = _token_refs(args)
-    if not tokens and args.ceremony == "inventory":  # else "done", and nothing recorded
+    if not tokens and args.ceremony in ("inventory", "destroy"):  # else "done", nothing done
         raise ApprovalError(
-            "--key names no token: keys inventory needs the pkcs11: URI of a key in the "
-            "token (pkcs11:token=LABEL;object=KEY;type=private?pin-source=...)"
+            f"--key names no token: keys {args.ceremony} needs the pkcs11: URI of a key in "
+            "the token (pkcs11:token=LABEL;object=KEY;type=private?pin-source=...)"
         )
     args.baseline, args.accepted, args.found, args.twice = set(), {}, {}, {}
     for label, ref in tokens.items():
@@ -388,9 +405,14 @@ def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
         # while the ceremony ran" at its end
         args.twice[label] = inventory.compare(args.found[label], keys).unexpected
         want = inventory.expected(args.records, label)
+        if args.ceremony == "destroy":
+            args.target = _destroy_target(args, label, keys, want)
+            args.keys_found = {label: keys}
         if want is None:
             args.baseline.add(label)
             continue
+        if args.ceremony == "destroy":
+            continue  # compared without the key it destroys (`_destroy_target`)
         diff = inventory.compare(want, keys)
         if diff and args.ceremony == "inventory":  # what two operators examine and accept
             args.accepted[label] = diff
@@ -400,6 +422,29 @@ def _check_tokens(args: argparse.Namespace) -> dict[str, str]:
                 "examine the token and the log (verify-log --token) with the security officer"
             )
     return tokens
+
+
+def _destroy_target(
+    args: argparse.Namespace, label: str, keys: list[p11.TokenKey], want: dict[str, str] | None
+) -> p11.TokenKey:
+    """keys destroy's check (`keys.destruction`): the one private key object its --spki (and
+    --label / --id) names in the token, not a key a certificate of the log names, and a
+    token that, without it, holds what the log says (less that key): the token the ceremony
+    leaves matches the log. ApprovalError otherwise (refused, nothing done)."""
+    target = destruction.choose(keys, args.spki, args.label, args.id)
+    if isinstance(target, str):
+        raise ApprovalError(f"token {label!r}: {target}")
+    used = destruction.in_use(args.records, label, keys, target, args.manifest_keys)
+    if used is not None:
+        raise ApprovalError(f"token {label!r}: {used}")
+    diff = destruction.left_differing(want, keys, target)
+    if diff:
+        raise ApprovalError(
+            f"{diff.describe(label)}, besides the key to destroy: nothing done; examine the "
+            "token and the log (verify-log --token) with the security officer, record the "
+            "other differences (keys inventory), then destroy"
+        )
+    return target
 
 
 def _record_inventories(args: argparse.Namespace) -> None:
@@ -435,7 +480,7 @@ def _record_inventories(args: argparse.Namespace) -> None:
                 differs=(changed, held),
             )  # fmt: skip
             if first:
-                detail |= _baseline_notes(args, label, args.found[label], args.twice[label])
+                detail |= _baseline_notes(args, now, label, held, args.twice[label])
             _record(
                 args.log,
                 inventory.INVENTORY_EVENT,
@@ -461,16 +506,21 @@ def _record_inventories(args: argparse.Namespace) -> None:
 
 
 def _baseline_notes(
-    args: argparse.Namespace, label: str, found: dict[str, str], twice: list[tuple[str, str]]
+    args: argparse.Namespace,
+    records: list[oplog.OpRecord],
+    label: str,
+    found: dict[str, str],
+    twice: list[tuple[str, str]],
 ) -> dict[str, str | int]:
-    """A token's first inventory in the log (the baseline, as found at the check) against
-    what the log's own ``key-generated`` / ``key-destroyed`` lines leave in it: the keys no
+    """A token's first inventory in the log (the baseline: as found at the check, with the
+    keys this ceremony made and less those it destroyed) against what the log's own
+    ``key-generated`` / ``key-destroyed`` lines, this ceremony's included, leave in it: the keys no
     line made (``baseline_unaccounted:FP``: from ``pki init``, from before this version, or
     made outside a ceremony) and those the lines made that it lacks
     (``baseline_missing:FP``: destroyed outside a ceremony, or replaced by a key under the
     same label), into the line, and one WARNING line on stderr for the ceremony record, which
     also names any second object of one key pair (``twice``: refused at every check)."""
-    made = inventory.made_by_the_log(args.records, label)
+    made = inventory.made_by_the_log(records, label)
     unaccounted = sorted((fp, lb) for fp, lb in found.items() if fp not in made)
     missing = sorted((fp, lb) for fp, lb in made.items() if fp not in found)
     notes: dict[str, str | int] = {}
@@ -492,7 +542,7 @@ def _baseline_notes(
         with contextlib.suppress(OSError):
             print(
                 f"{PROG} {args.ceremony}: WARNING token {label!r}: first inventory in this "
-                f"log, taken as found ({len(found)} private key(s)); "
+                f"log, taken as found ({len(args.found[label])} private key(s)); "
                 + "; ".join(said)
                 + ": examine each with the security officer and note it in the ceremony "
                 "record (the line records them)",
@@ -727,6 +777,82 @@ def cmd_retire(args: argparse.Namespace) -> int:
         ceremony=sha,
         detail=_cert_detail(args.cert, cert),
     )
+    return _done(args, desc)
+
+
+def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
+    """keys destroy --pki: the keys of --key's token the manifest signs with (each issuer's CA
+    and OCSP signer key, the answer key), label to the SHA-256 of its certificate's public key
+    (SubjectPublicKeyInfo): read before the approvals; a manifest or certificate that cannot
+    be read is a usage error (CeremonyError, nothing to approve)."""
+    manifest = load_manifest(args.pki)
+    try:
+        token = p11.parse_key_uri(args.key).token if p11.is_pkcs11_uri(args.key) else None
+    except SignerError:
+        return {}  # refused with the approvals (`_token_refs`), logged there
+    pairs = [(i.key, i.cert) for i in manifest.all_issuers()]
+    pairs += [(i.ocsp_key, i.ocsp_cert) for i in manifest.all_issuers()]
+    pairs += [(manifest.answer_key, manifest.answer_cert)] if manifest.answer_key else []
+    named: dict[str, str] = {}
+    for ref, cert in pairs:
+        if not p11.is_pkcs11_uri(ref):
+            continue
+        try:
+            uri = p11.parse_key_uri(ref)
+        except SignerError as e:
+            raise CeremonyError(f"{args.pki}: {e}") from None
+        if uri.token != token:
+            continue
+        public = load_certificate(manifest.path(cert)).public_key()
+        spki = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        named[uri.label] = hashlib.sha256(spki).hexdigest()
+    return named
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    """Destroy a private key that has no certificate, named by what the token inventory
+    shows (`keys.destruction`: its SPKI fingerprint, and its label or id where one key pair
+    is stored twice), and its public key: a key made outside a ceremony, a second object of
+    one key pair, a key a failed ceremony could not take back. One ``key-destroyed`` line
+    (fingerprint, label, id, nothing secret); the token then matches the log, so the next
+    ceremony on it goes on with no ``keys inventory``."""
+    desc, sha = _describe(args, ("key", "spki", "label", "id", "pki"))
+    args.manifest_keys = _manifest_keys(args) if args.pki is not None else None
+    # a --key that is no pkcs11: URI is refused (it names no token) and not written into the
+    # log: it may be the PIN itself, typed in place of the URI
+    _approved(args, sha, args.key if p11.is_pkcs11_uri(args.key) else "")
+    target: p11.TokenKey = args.target
+    [token] = args.tokens
+    p11.close_all()  # this process's signers' cached handles go with it
+    left, publics = p11.destroy_token_key(args.key, target)
+    # the token as found, less the key: what its (baseline) inventory at the end starts from
+    rest = destruction.remaining(args.keys_found[token], target)
+    args.found[token] = {k.fingerprint: k.label for k in rest}
+    args.twice[token] = inventory.compare(args.found[token], rest).unexpected
+    _record(
+        args.log,
+        "key-destroyed",
+        key=f"pkcs11:token={quote(token, safe='')};object={quote(target.label, safe='')};"
+        "type=private",
+        credentials=args.approved_by,
+        ceremony=sha,
+        detail={
+            "spki_sha256": target.fingerprint,
+            "label": target.label,
+            "id": target.id_hex,
+            "objects_left": left,
+            "public_keys_destroyed": publics,
+            "reason": "no certificate: named by its fingerprint (keys destroy)",
+        },
+    )
+    with contextlib.suppress(OSError):
+        print(
+            f"token {token!r}: private key {target.label!r} (spki {target.fingerprint}, id "
+            f"{target.id_hex or '-'}) destroyed, {publics} public key object(s) with it"
+            + (f"; {left} other object(s) of the key pair stay" if left else "")
+        )
     return _done(args, desc)
 
 
@@ -967,6 +1093,11 @@ def _review_tokens(
         }
         if diff:
             text.append(f"  PROBLEM {diff.describe(label)}")
+            # each in full: what keys destroy --spki is given (its label and id: --label, --id)
+            ids = {(k.fingerprint, k.label): k.id_hex for k in keys}
+            text += [f"    unexpected {lb!r} spki {fp} id {ids.get((fp, lb)) or '-'}"
+                     for fp, lb in diff.unexpected]  # fmt: skip
+            text += [f"    missing {lb!r} spki {fp}" for fp, lb in diff.missing]
             failed = True
         else:
             text.append(f"token {label!r}: {len(keys)} private key(s), as the log records")
@@ -1016,6 +1147,13 @@ def _review_operators(
 def _anchor(text: str) -> Anchor:
     try:
         return Anchor.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _fingerprint(text: str) -> str:
+    try:
+        return destruction.parse_fingerprint(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -1233,6 +1371,47 @@ def add_cli(subparsers: Any) -> None:
     )
     _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_inventory, _operators_file))
+
+    p = ks.add_parser(
+        "destroy",
+        help="destroy a private key that has no certificate, named by its SPKI fingerprint",
+        description="Destroy one private key object (and its public key) in the token, named "
+        "by the SHA-256 of its SubjectPublicKeyInfo as verify-log --token lists it: a key made "
+        "outside a ceremony, a second object of one key pair (narrowed by --label or --id), or "
+        "a key a failed ceremony left; in place of the HSM's own tool, which leaves no line. "
+        "Refused, nothing done, when the fingerprint names no key or several, when it is a key "
+        "a certificate of the log names (retire --cert destroys it), or when the token, "
+        "without it, does not hold what the log says (record the other differences with keys "
+        "inventory first). Two operators approve; one key-destroyed line records its "
+        "fingerprint, label and id (nothing secret); the token then matches the log, and the "
+        "next ceremony on it needs no keys inventory.",
+    )
+    p.add_argument(
+        "--key",
+        required=True,
+        help="PKCS#11 URI naming the token (any key label) and its pin-source",
+    )
+    p.add_argument(
+        "--spki",
+        required=True,
+        type=_fingerprint,
+        metavar="SHA256",
+        help="the key's SPKI SHA-256, as verify-log --token lists it (64 hex digits)",
+    )
+    p.add_argument(
+        "--label", help="where several objects have that fingerprint: the one with this label"
+    )
+    p.add_argument(
+        "--id", help="where several objects have that fingerprint: the one with this CKA_ID (hex)"
+    )
+    p.add_argument(
+        "--pki",
+        type=Path,
+        help="also refuse a key this PKI's manifest signs with (by its certificates' public "
+        "keys: keys from before the operation log too)",
+    )
+    _approval_args(p, generates=False)
+    p.set_defaults(func=_guarded(cmd_destroy, _operators_file))
 
     p = ks.add_parser("verify-log", help="check the operation log's hash chain")
     p.add_argument("--log", type=Path, required=True, help="the operation log (JSON lines)")

@@ -2380,3 +2380,202 @@ def test_a_second_object_of_one_key_found_at_the_check_is_not_said_to_be_made_me
     assert main(["keys", "inventory", "--key", ca_key, *common, *both]) == 0
     assert "changed while the ceremony ran" not in capsys.readouterr().err
     assert "differs" not in records(log)[-1].detail and "accepted" in records(log)[-1].detail
+
+
+# --- keys destroy: a key without a certificate, named by its fingerprint --------------------
+
+
+def spki_of(token: SoftHsmToken, label: str) -> str:
+    """The fingerprint verify-log --token lists for the (one) key labelled ``label``."""
+    _, keys = p11.token_keys(token.uri("any"))
+    [fp] = [k.fingerprint for k in keys if k.label == label]
+    return fp
+
+
+@pytest.mark.integration
+def test_ord_74_3_a_stray_key_is_destroyed_by_two_by_its_fingerprint_and_the_next_ceremony_runs(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key made outside a ceremony (here under the live CA key's own label, which a label
+    cannot tell apart) had no way out but the HSM's own tool, which leaves no line. keys
+    destroy names it by the fingerprint verify-log --token lists, two operators approve, one
+    line records it, and the next ceremony on the token runs with no keys inventory. A
+    fingerprint that names nothing, a key a certificate of the log names, and one approval
+    are refused, nothing done."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    ca_key, ca_cert = token.uri("sign-card-g3"), tmp_path / "ca" / "sign-card-g3.pem"
+    assert main(["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation",
+                 "3", "--out", str(ca_cert), *common, *both]) == 0  # fmt: skip
+    ca_fp = spki_of(token, "sign-card-g3")
+    stray = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token.import_key("sign-card-g3", stray)  # alone, with the PIN: the CA key's label
+    p11.close_all()
+    _, keys = p11.token_keys(ca_key)
+    [stray_fp] = [k.fingerprint for k in keys if k.fingerprint != ca_fp]
+    capsys.readouterr()
+    # the review lists it in full, as keys destroy is given it
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 1
+    assert f"unexpected 'sign-card-g3' spki {stray_fp} id -" in capsys.readouterr().out
+
+    destroy = ["keys", "destroy", "--key", ca_key, *common]
+    before, lines = token_labels(token), len(records(log))
+    refusals = [
+        ([*destroy, "--spki", "ab" * 32, *both], "holds no private key with spki abab"),
+        ([*destroy, "--spki", ca_fp, *both], "a certificate of the log names"),
+        ([*destroy, "--spki", stray_fp, *approvals(tmp_path, "alice")], "1 approval(s) given"),
+    ]
+    for argv, why in refusals:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and why in err, err
+    assert token_labels(token) == before
+    assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"] * 3
+
+    assert main([*destroy, "--spki", stray_fp.upper(), *both]) == 0
+    out = capsys.readouterr()
+    assert f"spki {stray_fp}" in out.out and "WARNING" not in out.err
+    _, keys = p11.token_keys(ca_key)
+    assert [k.fingerprint for k in keys] == [ca_fp]
+    gone, inv = records(log)[-2:]
+    assert gone.event == "key-destroyed" and gone.operators == ["alice", "bob"]
+    assert gone.key == f"pkcs11:token={token.label};object=sign-card-g3;type=private"
+    assert gone.detail["spki_sha256"] == stray_fp and gone.detail["label"] == "sign-card-g3"
+    assert gone.detail["objects_left"] == 0 and "id" in gone.detail
+    assert inv.event == "token-inventory" and inv.detail[f"key:{ca_fp}"] == "sign-card-g3"
+    assert "differs" not in inv.detail and "accepted" not in inv.detail
+    assert token.pin not in log.read_text()
+
+    # the token matches the log: the CA key signs again, the next ceremony runs
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 0
+    ocsp_cert = tmp_path / "ocsp" / "g3.pem"
+    assert main(["keys", "new-ocsp", "--key", token.uri("sign-card-g3-ocsp"), "--ca-key",
+                 ca_key, "--ca-cert", str(ca_cert), "--out", str(ocsp_cert), *common,
+                 *both]) == 0  # fmt: skip
+    assert "keys inventory" not in [r.detail.get("ceremony") for r in records(log)]
+
+
+@pytest.mark.integration
+def test_a_second_object_of_one_key_pair_is_destroyed_by_label_and_the_token_goes_on(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One key pair stored twice: every ceremony on the token was refused, keys inventory does
+    not take it in, and only the HSM's tool (no line) could take it out. Its fingerprint names
+    two objects: refused until --label (or --id) names one; that one goes, the other stays,
+    and the token matches the log."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    twice = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token.import_key("pki-init-ca", twice)
+    token.import_key("pki-init-ca-copy", twice)
+    p11.close_all()
+    ca_key, ca_cert = token.uri("sign-card-g3"), tmp_path / "ca.pem"
+    assert main(["keys", "new-ca", "--key", ca_key, "--family", "sign-card", "--generation",
+                 "3", "--out", str(ca_cert), *common, *both]) == 0  # fmt: skip
+    fp = spki_of(token, "pki-init-ca")
+    capsys.readouterr()
+    destroy = ["keys", "destroy", "--key", ca_key, "--spki", fp, *common, *both]
+    assert main(destroy) == 2
+    assert "2 private key objects have spki" in capsys.readouterr().err
+    assert main([*destroy, "--label", "nothing-so-labelled"]) == 2
+    assert "has the --label/--id given" in capsys.readouterr().err
+    assert main([*destroy, "--label", "pki-init-ca-copy"]) == 0
+    assert "1 other object(s) of the key pair stay" in capsys.readouterr().out
+    assert token_labels(token) == ["pki-init-ca", "sign-card-g3"]
+    gone = records(log)[-2]
+    assert gone.event == "key-destroyed" and gone.detail["objects_left"] == 1
+    assert gone.detail["public_keys_destroyed"] == 0  # another object of the pair stays
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 0
+    assert main(["keys", "new-ocsp", "--key", token.uri("ocsp"), "--ca-key", ca_key,
+                 "--ca-cert", str(ca_cert), "--out", str(tmp_path / "ocsp.pem"), *common,
+                 *both]) == 0  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_key_a_failed_ceremony_could_not_take_back_is_destroyed_with_its_public_key(
+    tmp_path: Path,
+    operators: Path,
+    token: SoftHsmToken,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new-ca whose certificate write failed, and whose undo failed too, left its key in the
+    token with a key-generated line and no certificate: retire needs one. keys destroy takes
+    it (and its public key object) out; the log follows it, the label is free again. While
+    a stray key is there too, destroying the leftover is refused (the token would still
+    differ from the log); the stray goes first."""
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    ca_key, out = token.uri("auth-card-g2"), tmp_path / "ca.pem"
+    new_ca = ["keys", "new-ca", "--key", ca_key, "--family", "auth-card", "--generation", "2",
+              "--out", str(out), *common, *both]  # fmt: skip
+
+    assert main(["keys", "new-ca", "--key", token.uri("sign-card-g3"), "--family", "sign-card",
+                 "--generation", "3", "--out", str(tmp_path / "g3.pem"), *common, *both]) == 0  # fmt: skip
+
+    def no_link(src: str | Path, dst: str | Path, **kw: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    def no_destroy(ref: str, module: str | None = None) -> None:
+        raise SignerError("token removed")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "link", no_link)
+        mp.setattr(p11, "destroy_key", no_destroy)
+        assert main(new_ca) == 2
+    assert "could not undo key" in capsys.readouterr().err
+    assert token_labels(token) == ["auth-card-g2", "sign-card-g3"]
+    fp = [r.detail["spki_sha256"] for r in records(log) if r.event == "key-generated"][-1]
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 0
+    capsys.readouterr()
+
+    p11.generate_rsa_key(token.uri("mallory"), 2048)  # alone, with the PIN
+    p11.close_all()
+    destroy = ["keys", "destroy", "--key", ca_key, *common, *both]
+    assert main([*destroy, "--spki", str(fp)]) == 2
+    err = capsys.readouterr().err
+    assert "no ceremony of the log made: 'mallory'" in err and "besides the key" in err
+    assert token_labels(token) == ["auth-card-g2", "mallory", "sign-card-g3"]
+    assert main([*destroy, "--spki", spki_of(token, "mallory")]) == 0
+    assert main([*destroy, "--spki", str(fp)]) == 0
+    assert "1 public key object(s) with it" in capsys.readouterr().out
+    assert token_labels(token) == ["sign-card-g3"]
+    assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 0
+    assert main(new_ca) == 0 and out.exists()  # the label is free, the token as the log says
+
+
+@pytest.mark.integration
+def test_keys_destroy_with_pki_refuses_a_key_the_manifest_signs_with_from_before_the_log(
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key put in the token before the operation log (its certificate issued outside any
+    ceremony) is one the log cannot say is in use; --pki holds the target against the
+    public keys of the manifest's certificates, so the OCSP signer it names is refused."""
+    from crlbuilder.demo.pki import init_pki
+
+    log = tmp_path / "oplog.jsonl"
+    common = ["--log", str(log), "--operators", str(operators)]
+    both = approvals(tmp_path, "alice", "bob")
+    ref, cert = token.add_key("legacy-ocsp")
+    pki = init_pki(tmp_path / "pki")
+    m = load_manifest(pki.directory)
+    first = msgspec.structs.replace(m.issuers[0], ocsp_key=ref, ocsp_cert=str(cert))
+    dump_manifest(msgspec.structs.replace(m, issuers=[first, *m.issuers[1:]]), pki.directory)
+    p11.close_all()
+    assert main(["keys", "inventory", "--key", ref, *common, *both]) == 0  # its baseline
+    capsys.readouterr()
+    destroy = ["keys", "destroy", "--key", ref, "--spki", spki_of(token, "legacy-ocsp"),
+               *common, *both]  # fmt: skip
+    lines = len(records(log))
+    assert main([*destroy, "--pki", pki.directory]) == 2
+    err = capsys.readouterr().err
+    assert "'legacy-ocsp', which the manifest signs with" in err and err.count("\n") == 1
+    assert token_labels(token) == ["legacy-ocsp"]
+    assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"]

@@ -124,7 +124,10 @@ def recorded(rec: OpRecord) -> dict[str, str]:
 
 def fold(records: Sequence[OpRecord], token: str, start: dict[str, str]) -> dict[str, str]:
     """``start`` (fingerprint to label), plus each key a ``key-generated`` line of
-    ``records`` made in ``token``, less each one a ``key-destroyed`` line destroyed."""
+    ``records`` made in ``token``, less each one a ``key-destroyed`` line destroyed: by its
+    fingerprint where the line names one (``keys destroy``; not when another object of that
+    key pair stays, ``objects_left``), else by its label (``retire``, a failed ceremony's
+    undo)."""
     keys = dict(start)
     for r in records:
         named = token_of(r.key)
@@ -132,7 +135,10 @@ def fold(records: Sequence[OpRecord], token: str, start: dict[str, str]) -> dict
             continue
         if r.event == "key-generated" and isinstance(r.detail.get("spki_sha256"), str):
             keys[str(r.detail["spki_sha256"])] = named[1]
-        elif r.event == "key-destroyed":
+        elif r.event == "key-destroyed" and isinstance(r.detail.get("spki_sha256"), str):
+            if not r.detail.get("objects_left"):  # else a second object of it went: it stays
+                keys.pop(str(r.detail["spki_sha256"]), None)
+        elif r.event == "key-destroyed":  # by label (retire, a failed ceremony's undo)
             keys = {fp: label for fp, label in keys.items() if label != named[1]}
     return keys
 

@@ -84,6 +84,7 @@ __all__ = [
     "TokenUnavailable",
     "close_all",
     "destroy_key",
+    "destroy_token_key",
     "generate_rsa_key",
     "is_pkcs11_uri",
     "module_path",
@@ -716,6 +717,47 @@ def token_keys(key_ref: str, module: str | None = None) -> tuple[str, list[Token
     except p11e.PKCS11Error as exc:
         raise SignerError(f"{uri.ref}: cannot list the token's keys: {_why(exc)}") from None
     return uri.token, sorted(found, key=lambda k: (k.fingerprint, k.label, k.id_hex))
+
+
+def destroy_token_key(key_ref: str, target: TokenKey, module: str | None = None) -> tuple[int, int]:
+    """Destroy the one private key object of the URI's token that the inventory shows as
+    ``target`` (fingerprint, label and id: `token_keys`), found again in the session that
+    destroys it; SignerError when none or several are (the token changed since it was
+    listed, or two objects cannot be told apart), nothing destroyed. Then, where no other
+    private object of that key pair stays, its public key objects (those whose public key has
+    the fingerprint), whatever their label. (private objects of the key pair left, public key
+    objects destroyed)."""
+    uri = parse_key_uri(key_ref)
+    so = module or module_path()
+    state = _token(_process(), so, uri, uri.read_pin())
+    try:
+        with state.token.open(rw=True) as session:
+            privates = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+            shown = [_inventoried(k) for k in privates]
+            named = [k for k, seen in zip(privates, shown, strict=True) if seen == target]
+            if len(named) != 1:
+                raise SignerError(
+                    f"{uri.ref}: {len(named)} private key objects in token {uri.token!r} match "
+                    f"spki {target.fingerprint[:16]}... label {target.label!r} id "
+                    f"{target.id_hex or '-'} now: nothing destroyed"
+                )
+            named[0].destroy()
+            left = sum(1 for seen in shown if seen.fingerprint == target.fingerprint) - 1
+            publics = 0
+            # the private key is gone: a public object that cannot be read or destroyed is
+            # left (the line says how many went), not a failure that would leave no line
+            for obj in (
+                session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY}) if not left else []
+            ):
+                with contextlib.suppress(p11e.PKCS11Error):
+                    if _inventoried(obj).fingerprint == target.fingerprint:
+                        obj.destroy()
+                        publics += 1
+    except p11e.PKCS11Error as exc:
+        raise SignerError(f"{uri.ref}: cannot destroy the key: {_why(exc)}") from None
+    state.local = threading.local()  # this process's cached handles may be stale now
+    log.info("destroyed key spki %s in token %s", target.fingerprint, uri.token)
+    return left, publics
 
 
 def close_all() -> None:
