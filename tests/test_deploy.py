@@ -113,6 +113,7 @@ METRICS = frozenset(
         "jpkiva_stream_max_lag_records",
         "jpkiva_watch_applied_operations",
         "jpkiva_watch_replication_broken",
+        "jpkiva_watch_snapshot_loading",
         "jpkiva_watch_stream_operations",
         "jpkiva_watch_stream_seen_timestamp_seconds",
         "jpkiva_worker_restarts_total",

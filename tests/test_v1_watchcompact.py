@@ -368,7 +368,7 @@ def test_the_feed_of_a_node_joining_a_compacted_stream_answers_503_then_the_whol
     from tests.support.pki import make_ca, rsa_key
     from tests.test_v1_changes import AC, SC, A, Api, B, C, ref
     from tests.test_v1_feedpos import node_a, node_b, pos, serials
-    from tests.test_v1_watchrepl import replicated
+    from tests.test_v1_watchrepl import metrics, replicated
 
     key = rsa_key()
     cas = {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
@@ -385,9 +385,14 @@ def test_the_feed_of_a_node_joining_a_compacted_stream_answers_503_then_the_whol
         resp, got = b.changes(f"cursor={pos(0)}")  # one part loaded, its wait is over
         assert resp.status == 503 and "still applying" in got["detail"], got
         assert lb.loading() is not None and not b.ledger.counted
+        loading = metrics(lb)
+        assert loading["jpkiva_watch_snapshot_loading"] == 1, loading  # the lag is no stop
+        assert loading["jpkiva_watch_applied_operations"] == 0
+        assert loading["jpkiva_watch_replication_broken"] == 0
         resp, got = b.changes(f"cursor={pos(0)}")
         assert resp.status == 200 and serials(got) == [A, C], got
         assert lb.applied() == 2 and b.ledger.counted
+        assert metrics(lb)["jpkiva_watch_snapshot_loading"] == 0
         lb.close()
     finally:
         for s in streams:

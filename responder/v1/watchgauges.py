@@ -12,6 +12,9 @@ deploy/prometheus/alerts.yml):
 - ``jpkiva_watch_stream_operations``: the stream's last operation as a call last saw it, and
   ``jpkiva_watch_stream_seen_timestamp_seconds`` when (0: never); the difference with the
   applied one is what a read here would apply first;
+- ``jpkiva_watch_snapshot_loading``: 1 while the lists load a snapshot of the watch stream
+  (`responder.v1.watchsnap`: a new node, or one a compaction went past), 0 otherwise; the
+  applied operation reads 0 meanwhile, so the lag above is not a stop;
 - ``jpkiva_watch_replication_broken``: 1 when applying stopped for good (an operation made
   with another watch secret, one the stream no longer holds, or the stream made again since
   the lists applied it): the feed answers 503 on
@@ -48,6 +51,7 @@ class WatchCollector(Collector):
         if not isinstance(lists, LmdbWatchSet):  # cannot be opened: logged by the opener
             return []
         applied, last, seen_at, broken = lists.replication()
+        loading = lists.loading() is not None
         out = []
         for name, doc, value in (
             ("jpkiva_watch_applied_operations",
@@ -56,6 +60,9 @@ class WatchCollector(Collector):
              "The watch stream's last operation as this node last saw it.", last),
             ("jpkiva_watch_stream_seen_timestamp_seconds",
              "When this node last saw the watch stream's last operation (0: never).", seen_at),
+            ("jpkiva_watch_snapshot_loading",
+             "1 while this node's watch lists load a snapshot of the watch stream (the "
+             "applied operation reads 0 until it is done), 0 otherwise.", int(loading)),
             ("jpkiva_watch_replication_broken",
              "1 when this node's watch lists stopped applying the watch stream (another "
              "watch secret, an operation the stream lost, or the stream made again).",
