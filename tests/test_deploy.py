@@ -67,8 +67,22 @@ CRLBUILDER_UNIT = UNITS / "jpki-va-crlbuilder.service"
 RESPONDER_UNIT = UNITS / "jpki-va-responder.service"
 GROUP_PULL_UNIT = UNITS / "jpki-va-group-pull.service"
 GROUP_RESPONDER_UNIT = UNITS / "jpki-va-group-responder.service"
-ALL_UNITS = (CRLBUILDER_UNIT, RESPONDER_UNIT, GROUP_PULL_UNIT, GROUP_RESPONDER_UNIT)
-"""The 機構's two units, and a group appliance's two (団体署名検証者: its CRL feed, its responder)."""
+NODE_BUILDER_UNIT = UNITS / "jpki-va-node-builder.service"
+NODE_SIGNER_UNIT = UNITS / "jpki-va-node-signer.service"
+NODE_SYNC_UNIT = UNITS / "jpki-va-node-registry-sync.service"
+NODE_RESPONDER_UNIT = UNITS / "jpki-va-node-responder.service"
+NODE_COMPACT_UNIT = UNITS / "jpki-va-node-watch-compact.service"
+NODE_COMPACT_TIMER = UNITS / "jpki-va-node-watch-compact.timer"
+NODE_UNITS = (
+    NODE_BUILDER_UNIT, NODE_SIGNER_UNIT, NODE_SYNC_UNIT, NODE_RESPONDER_UNIT, NODE_COMPACT_UNIT
+)  # fmt: skip
+"""A node of several on hosts (docs/operations.md, "A node of several on hosts"): its builder
+on the record stream (the signer node's instead), registry sync, responder, watch compaction."""
+ALL_UNITS = (CRLBUILDER_UNIT, RESPONDER_UNIT, GROUP_PULL_UNIT, GROUP_RESPONDER_UNIT, *NODE_UNITS)
+"""The 機構's two units, a group appliance's two (団体署名検証者: its CRL feed, its responder),
+and a node of several's."""
+TIMERS = (NODE_COMPACT_TIMER,)
+CLUSTER_ENV = UNITS / "cluster.env"
 SYSUSERS = UNITS / "jpki-va.conf"
 OPERATIONS = ROOT / "docs" / "operations.md"
 BIN = Path(sys.executable).parent
@@ -418,7 +432,7 @@ def _verify_root(tmp_path: Path) -> Path:
     (for the targets they refer to) and executable stubs where their commands live."""
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
-    for unit in ALL_UNITS:
+    for unit in (*ALL_UNITS, *TIMERS):
         shutil.copy(unit, root / "etc/systemd/system" / unit.name)
         for key in ("ExecStart", "ExecReload"):
             for line in unit_settings(unit).get(key, []):
@@ -434,7 +448,7 @@ def _verify_root(tmp_path: Path) -> Path:
 def test_systemd_analyze_verify_is_silent(tmp_path: Path) -> None:
     analyze = _tool("systemd-analyze", "systemd")
     root = _verify_root(tmp_path)
-    units = [str(root / "etc/systemd/system" / u.name) for u in ALL_UNITS]
+    units = [str(root / "etc/systemd/system" / u.name) for u in (*ALL_UNITS, *TIMERS)]
     out = subprocess.run(
         [analyze, "verify", "--man=no", f"--root={root}", *units],
         check=False,
@@ -571,6 +585,15 @@ def test_units_are_hardened(unit: Path) -> None:
         assert "/var/lib/jpki-va" in one["ReadWritePaths"]
     elif unit == RESPONDER_UNIT:
         assert "/var/lib/jpki-va" in one["ReadOnlyPaths"]
+    elif unit in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT):  # the store's writer, outgoing only
+        assert s["ReadWritePaths"] == ["/var/lib/jpki-va"]
+        assert "PrivateNetwork" not in s and s["SocketBindDeny"] == ["any"]
+    elif unit in NODE_UNITS:  # the state read, only its own part of it written
+        assert s["ReadOnlyPaths"] == ["/etc/jpki-va /var/lib/jpki-va"]
+        assert all(p.lstrip("-").startswith("/var/lib/jpki-va/") for p in s["ReadWritePaths"])
+        assert "-/etc/jpki-va/ca-keys" in one["InaccessiblePaths"].split()
+        if unit != NODE_RESPONDER_UNIT:  # the responder listens; the others only connect
+            assert s["SocketBindDeny"] == ["any"]
     else:  # a group's: its directory read, its store (pull) or ledger and lock (responder)
         assert s["ReadOnlyPaths"] == ["/var/lib/jpki-va-group"]
         assert all(p.startswith("/var/lib/jpki-va-group/") for p in s["ReadWritePaths"])
@@ -623,6 +646,84 @@ def test_the_group_units_run_the_group_appliance() -> None:
     written = responder_toml(group, 8081, 9481, "good")
     for path in ("store", "registry.toml", "ledger", "group.json"):
         assert f'"{group / path}"' in written, path
+
+
+def _exec_argv(unit: Path, key: str = "ExecStart") -> list[str]:
+    """The words of a unit's command line, as written (``${NATS}``, ``%d`` left as they are)."""
+    return shlex.split(unit_settings(unit)[key][0])
+
+
+def test_the_node_units_run_a_node_of_several() -> None:
+    """A node of several on hosts (docs/operations.md), as deploy/kubernetes runs one: the
+    builder on the record stream (--no-crl, CA keys not visible) or, on the one signer node,
+    with --crl and ticks; the registry sync following the bucket into the file the responder
+    and the builder read; the responder and watch-compact with --nats and the watch secret
+    every node shares. The NATS servers come from one EnvironmentFile; the secrets only by
+    LoadCredential= (read in %d), never in a unit's text."""
+    from crlbuilder import cli as crlbuilder_cli
+    from responder import cli as responder_cli
+    from responder.config import ENV_OVERRIDES
+
+    registry = "/var/lib/jpki-va/registry/registry.toml"
+    for unit in NODE_UNITS:
+        s = unit_settings(unit)
+        assert s["User"] == ["jpki-va"] and s["DynamicUser"] == ["no"], unit.name
+        assert s["EnvironmentFile"] == ["/etc/jpki-va/cluster.env"], unit.name
+        assert "/etc/jpki-va/cluster.env" in unit_settings(unit, "Unit")["AssertPathExists"]
+        argv = _exec_argv(unit)
+        # the NATS servers: the EnvironmentFile's, in one word (${NATS}, not $NATS)
+        assert argv[argv.index("--source" if "build" in argv else "--nats") + 1] == "${NATS}"
+        # every secret the command reads is a credential of the unit, loaded from /etc/jpki-va
+        creds = dict(c.split(":", 1) for c in s.get("LoadCredential", []))
+        read = {w.removeprefix("%d/") for w in argv if w.startswith("%d/")}
+        assert read == set(creds), unit.name
+        assert all(v == f"/etc/jpki-va/{k}" for k, v in creds.items()), creds
+        env = dict(e.split("=", 1) for e in s["Environment"])
+        assert set(env) - {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"} <= set(ENV_OVERRIDES)
+        if "JPKI_VA_REGISTRY" in env:
+            assert env["JPKI_VA_REGISTRY"] == registry
+    assert "NATS=nats://" in CLUSTER_ENV.read_text()
+
+    builder, signer = (unit_settings(u) for u in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT))
+    for unit, s, crl in ((NODE_BUILDER_UNIT, builder, False), (NODE_SIGNER_UNIT, signer, True)):
+        assert s["Type"] == ["simple"]
+        args = crlbuilder_cli.parser().parse_args(_exec_argv(unit)[1:])
+        assert (args.command, args.follow, args.crl) == ("build", True, crl), unit.name
+        assert str(args.facts_key_file) == "%d/facts.key"
+        conflicts = unit_settings(unit, "Unit")["Conflicts"][0].split()
+        assert "jpki-va-crlbuilder.service" in conflicts  # one writer of the store
+    assert crlbuilder_cli.parser().parse_args(_exec_argv(NODE_SIGNER_UNIT)[1:]).tick_seconds > 0
+    assert "-/etc/jpki-va/ca-keys" in builder["InaccessiblePaths"][0].split()
+    assert "InaccessiblePaths" not in signer  # the only one that reads the CA keys
+
+    sync = unit_settings(NODE_SYNC_UNIT)
+    args = responder_cli.parser().parse_args(_exec_argv(NODE_SYNC_UNIT)[1:])
+    assert args.follow and str(args.registry) == registry
+    assert sync["ReadWritePaths"] == [str(Path(registry).parent)]
+    assert sync["StateDirectory"] == ["jpki-va/registry"]
+
+    resp = unit_settings(NODE_RESPONDER_UNIT)
+    assert resp["Type"] == ["notify"] and resp["KillMode"] == ["mixed"]
+    assert resp["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    args = responder_cli.parser().parse_args(_exec_argv(NODE_RESPONDER_UNIT)[1:])
+    assert args.command == "serve" and str(args.config) == "/etc/jpki-va/responder.toml"
+    assert "jpki-va-responder.service" in unit_settings(NODE_RESPONDER_UNIT, "Unit")["Conflicts"]
+    assert resp["ReadWritePaths"][:2] == [
+        "/var/lib/jpki-va/store/lock.mdb",
+        "/var/lib/jpki-va/ledger",
+    ]
+
+    compact = unit_settings(NODE_COMPACT_UNIT)
+    assert compact["Type"] == ["oneshot"]
+    argv = _exec_argv(NODE_COMPACT_UNIT)
+    args = responder_cli.parser().parse_args(argv[1:])
+    assert args.every is None, "a round per start: the timer paces them"
+    assert str(args.config) == "/etc/jpki-va/responder.toml"
+    # the same lists as the responder's: its ledger directory, written
+    assert compact["ReadWritePaths"] == ["/var/lib/jpki-va/ledger"]
+    timer = unit_settings(NODE_COMPACT_TIMER, "Timer")
+    assert timer["Unit"] == [NODE_COMPACT_UNIT.name] and timer["OnCalendar"] == ["hourly"]
+    assert unit_settings(NODE_COMPACT_TIMER, "Install")["WantedBy"] == ["timers.target"]
 
 
 # --- the units' seccomp rules, rebuilt with libseccomp ----------------------------
@@ -992,6 +1093,7 @@ def test_operations_commands_are_real() -> None:
     parsers = {"crlbuilder": crlbuilder_cli.parser, "responder": responder_cli.parser}
     seen = {"crlbuilder": 0, "responder": 0}
     units = {u.name.removesuffix(".service") for u in UNITS.glob("*.service")}
+    units |= {u.name for u in UNITS.glob("*.timer")}
     for words in _shell_commands(OPERATIONS.read_text(encoding="utf-8")):
         if words[0] in {"systemctl", "journalctl"}:
             named = {w.removesuffix(".service") for w in words if w.startswith("jpki-va-")}
