@@ -10,7 +10,8 @@
   them) and names only metrics of the contract.
 - systemd (deploy/systemd): `systemd-analyze verify` says nothing about
   any unit (the 機構's two, a group appliance's two: its pull with the network the
-  builder's unit has not, its responder on the group's directory), run with ``--root``
+  builder's unit has not, its responder on the group's directory; a node of several's
+  five and the watch-compact timer), run with ``--root``
   on a temporary root that holds the units,
   a copy of the host's own unit directory (sysinit.target and friends) and
   executable stubs at the ExecStart/ExecReload paths (/opt/jpki-va/venv/bin/*,
@@ -21,7 +22,11 @@
   RestrictAddressFamilies=, RestrictNamespaces=, NoNewPrivileges=) are
   rebuilt here with libseccomp as systemd 252 builds them, and the real
   `crlbuilder build` and `responder serve` run under them and answer real
-  `openssl ocsp` requests. This file is that wrapper too:
+  `openssl ocsp` requests; a node of several's units' command lines, run as systemd
+  would (EnvironmentFile=, LoadCredential= in %d) under their rules against a real
+  nats-server on 127.0.0.1 (Debian package nats-server), apply the record stream, fetch
+  the signer's CRLs, replicate the registry, answer OCSP and the changes feed, and compact
+  the watch stream. This file is that wrapper too:
   ``python tests/test_deploy.py sandbox UNIT -- ARGV...``.
 - Why the responder unit keeps ``lock.mdb`` writable: on a read-only mount an
   LMDB reader does not register in the reader table (shown in a user and
@@ -50,7 +55,9 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -997,6 +1004,204 @@ def test_crlbuilder_and_responder_run_under_the_units_rules(built: Any, tmp_path
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def _as_systemd_runs(
+    unit: Path, root: Path, key: str = "ExecStart"
+) -> tuple[list[str], dict[str, str], Path]:
+    """``unit``'s command, environment and working directory as systemd would start them, on
+    a copy of the hosts' layout under ``root``: ``${VAR}`` from its EnvironmentFile=,
+    ``%d`` its credentials directory (each LoadCredential= source copied there 0400, as
+    systemd does), /etc/jpki-va and /var/lib/jpki-va under ``root``, the program of this
+    venv for /opt/jpki-va/venv/bin's."""
+    s = unit_settings(unit)
+
+    def here(word: str) -> str:
+        word = word.replace("/opt/jpki-va/venv/bin/", f"{BIN}/")
+        for prefix in ("/etc/jpki-va", "/var/lib/jpki-va"):
+            if word.startswith(prefix):
+                return f"{root}{word}"
+        return word
+
+    creds = root / "run/credentials" / unit.name
+    creds.mkdir(parents=True, exist_ok=True)
+    for line in s.get("LoadCredential", []):
+        name, source = line.split(":", 1)
+        shutil.copy(here(source), creds / name)
+        (creds / name).chmod(0o400)
+    values: dict[str, str] = {}
+    for f in s.get("EnvironmentFile", []):
+        for raw in Path(here(f)).read_text().splitlines():
+            if raw.strip() and not raw.lstrip().startswith("#"):
+                name, _, value = raw.partition("=")
+                values[name.strip()] = value.strip()
+    argv = []
+    for word in shlex.split(s[key][0]):
+        expanded = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word)
+        argv.append(here(expanded.replace("%d", str(creds))))
+    env = {"PATH": os.environ["PATH"], **values}
+    for e in s.get("Environment", []):
+        name, value = e.split("=", 1)
+        env[name] = here(value)
+    return argv, env, Path(here(s["WorkingDirectory"][0]))
+
+
+def _node_root(root: Path, built: Any, nats: str, watch_secret: str, http_port: int) -> None:
+    """/etc/jpki-va and /var/lib/jpki-va of one node under ``root``, laid out as
+    docs/operations.md, "A node of several on hosts" says: configuration, PKI, facts key and
+    watch secret (0600), cluster.env, the registry copied from the first node."""
+    etc, var = root / "etc/jpki-va", root / "var/lib/jpki-va"
+    shutil.copytree(built.pki, etc / "pki")
+    shutil.copy(built.facts_key, etc / "facts.key")
+    (etc / "watch.secret").write_text(watch_secret + "\n")
+    for secret in ("facts.key", "watch.secret"):
+        (etc / secret).chmod(0o600)
+    (etc / "cluster.env").write_text(
+        CLUSTER_ENV.read_text().replace(
+            next(x for x in CLUSTER_ENV.read_text().splitlines() if x.startswith("NATS=")),
+            f"NATS={nats}",
+        )
+    )
+    for d in ("registry", "ledger", "build"):
+        (var / d).mkdir(parents=True, mode=0o700)
+    shutil.copy(built.registry, var / "registry/registry.toml")
+    (etc / "builder.toml").write_text(
+        f"[store]\nmap_size_gib = 1\n[input]\nfollow_interval = 0.2\n"
+        f'quarantine = "{var}/build/quarantine.jsonl"\nnotices = "{var}/build/notices.jsonl"\n'
+        f'registry = "{var}/registry/registry.toml"\n'
+        f'[stream]\ndurable = "{root.name}"\n[ocsp]\nsign_workers = 1\n'
+        f'[crl]\ndirectory = "{var}/crl"\n'
+    )
+    (etc / "responder.toml").write_text(
+        f'[server]\nhosts = ["127.0.0.1"]\nport = {http_port}\nworkers = 1\n'
+        f'[store]\ncrl_dir = "{var}/crl"\n[metrics]\nenabled = false\n'
+        f'[ledger]\ndir = "{var}/ledger"\n[cluster]\nnode = "{root.name}"\nnodes = 2\n'
+    )
+
+
+@pytest.mark.real_clock
+def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_path: Path) -> None:
+    """The node units' command lines, run as systemd would run them (their EnvironmentFile,
+    their credentials in %d, their environment) under their seccomp rules, against a real
+    nats-server on 127.0.0.1: the signer node's builder and another node's builder apply the
+    record stream, the other node fetches the signer's CRLs; its registry sync writes a
+    change made on another node; its responder answers OCSP and the changes feed with the
+    shared watch secret; its watch-compact round runs (nothing to do at the unit's
+    thresholds), and one with --keep 0 --min-operations 1 snapshots and purges."""
+    from tests.support import procs
+    from tests.support.nats import free_ports, nats_server
+    from tests.support.wait import until
+    from tests.test_cluster import stream_seq
+
+    _libseccomp()
+    _tool("openssl", "openssl")
+    nats_port, http_port = free_ports(2)
+    secret = os.urandom(32).hex()
+    signer_root, node_root = tmp_path / "signer", tmp_path / "node1"
+    running: list[subprocess.Popen[bytes]] = []
+
+    def start(unit: Path, root: Path, what: str) -> subprocess.Popen[bytes]:
+        argv, env, cwd = _as_systemd_runs(unit, root)
+        log = (root / f"{what}.log").open("ab")
+        p = subprocess.Popen(
+            _sandboxed(unit, *argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if what == "responder" else log, stderr=log,
+        )  # fmt: skip
+        log.close()
+        running.append(p)
+        return p
+
+    with nats_server(tmp_path / "nats", nats_port) as server:
+        for root in (signer_root, node_root):
+            _node_root(root, built, server.source, secret, http_port)
+        try:
+            out = subprocess.run(
+                [str(BIN / "crlbuilder"), "publish", "--source", server.source,
+                 "--facts-key-file", str(built.facts_key), str(built.population / "records")],
+                check=True, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            total = int(json.loads(out.stdout)["last_seq"])
+            signer = start(NODE_SIGNER_UNIT, signer_root, "builder")
+            builder = start(NODE_BUILDER_UNIT, node_root, "builder")
+            sync = start(NODE_SYNC_UNIT, node_root, "sync")
+            stores = [root / "var/lib/jpki-va/store" for root in (signer_root, node_root)]
+            until(lambda: all(stream_seq(s) >= total for s in stores), 180, "the stream applied")
+            crls = node_root / "var/lib/jpki-va/crl"
+            until(lambda: any(crls.glob("*.crl")), 60, "the signer's CRLs fetched by node1")
+            assert any((signer_root / "var/lib/jpki-va/crl").glob("*.crl"))
+
+            # a change made on another node reaches node1's registry file through its sync
+            other = tmp_path / "elsewhere.toml"
+            shutil.copy(built.registry, other)
+            subprocess.run(
+                [str(BIN / "responder"), "registry", "suspend", "--registry", str(other),
+                 "--nats", server.source, "--id", "sig-verifier", "--article", "Act §18(6)(1)",
+                 "--reason", "test"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            audit = node_root / "var/lib/jpki-va/registry/registry.audit.jsonl"
+            until(lambda: audit.exists() and '"replicate"' in audit.read_text(), 30,
+                  "the suspension replicated to node1's registry")  # fmt: skip
+
+            responder = start(NODE_RESPONDER_UNIT, node_root, "responder")
+            url = procs.wait_line(responder, r"listening on (\S+)", 60)
+            until(lambda: _status(f"{url}/readyz") == 200, 30, "node1 ready")
+            good = next(a for a in built.answers if a.status.value == "good" and a.case == "good")
+            token = (built.pki / "parties" / "both-verifier.token").read_text().strip()
+            text = _openssl_ocsp(url, built.population, good.cert, good.issuer_cert, token)
+            assert "Response verify OK" in text and f"{good.cert}: good" in text, text
+            ref = {"issuer": good.issuer, "serial": f"{good.serial:x}"}
+            for _ in range(3):  # three operations on the watch stream
+                got = _v1(url, token, "/v1/watch", {"add": [ref]})
+                assert got[0] == 200, got
+            assert _v1(url, token, "/v1/changes")[0] == 200
+
+            argv, env, cwd = _as_systemd_runs(NODE_COMPACT_UNIT, node_root)
+            ran = subprocess.run(_sandboxed(NODE_COMPACT_UNIT, *argv), env=env, cwd=cwd,
+                                 check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert ran.returncode == 0, ran.stderr[-2000:]
+            assert ran.stdout.startswith("nothing to compact"), ran.stdout
+            ran = subprocess.run(
+                _sandboxed(NODE_COMPACT_UNIT, *argv, "--keep", "0", "--min-operations", "1"),
+                env=env, cwd=cwd, check=False, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert ran.returncode == 0, ran.stderr[-2000:]
+            assert "snapshot of operation 3" in ran.stdout and "purged" in ran.stdout, ran.stdout
+            assert _v1(url, token, "/v1/changes")[0] == 200
+
+            for p in (responder, sync, builder, signer):
+                assert procs.stop(p, signal.SIGTERM, 30) == 0, p.args
+        finally:
+            for p in running:
+                if p.poll() is None:
+                    procs.stop(p, signal.SIGKILL)
+                if p.stdout is not None:
+                    p.stdout.close()
+            for log in sorted(tmp_path.glob("*/*.log")):
+                print(f"--- {log}", *log.read_text(errors="replace").splitlines()[-15:], sep="\n")
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return 0
+
+
+def _v1(url: str, token: str, path: str, body: object | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"{url}{path}", data=json.dumps(body).encode() if body is not None else None,
+        method="POST" if body is not None else "GET",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode(errors="replace")
 
 
 # --- LMDB readers on a read-only mount --------------------------------------------
