@@ -23,7 +23,8 @@
   rebuilt here with libseccomp as systemd 252 builds them, and the real
   `crlbuilder build` and `responder serve` run under them and answer real
   `openssl ocsp` requests; a node of several's units' command lines, run as systemd
-  would (EnvironmentFile=, LoadCredential= in %d) under their rules against a real
+  would (EnvironmentFile=, LoadCredential= in %d, their ReadOnlyPaths=, ReadWritePaths=,
+  StateDirectory= and InaccessiblePaths= mounted in ``unshare -rm``) under their rules against a real
   nats-server on 127.0.0.1 (Debian package nats-server), apply the record stream, fetch
   the signer's CRLs, replicate the registry, answer OCSP and the changes feed, and compact
   the watch stream. This file is that wrapper too:
@@ -1017,11 +1018,7 @@ def _as_systemd_runs(
     s = unit_settings(unit)
 
     def here(word: str) -> str:
-        word = word.replace("/opt/jpki-va/venv/bin/", f"{BIN}/")
-        for prefix in ("/etc/jpki-va", "/var/lib/jpki-va"):
-            if word.startswith(prefix):
-                return f"{root}{word}"
-        return word
+        return _on_root(word, root)
 
     creds = root / "run/credentials" / unit.name
     creds.mkdir(parents=True, exist_ok=True)
@@ -1044,6 +1041,69 @@ def _as_systemd_runs(
         name, value = e.split("=", 1)
         env[name] = here(value)
     return argv, env, Path(here(s["WorkingDirectory"][0]))
+
+
+def _on_root(word: str, root: Path) -> str:
+    """A path of the hosts' layout (/etc/jpki-va, /var/lib/jpki-va) on the copy under
+    ``root``; the program of /opt/jpki-va/venv/bin, this venv's; other words unchanged."""
+    word = word.replace("/opt/jpki-va/venv/bin/", f"{BIN}/")
+    for prefix in ("/etc/jpki-va", "/var/lib/jpki-va"):
+        if word.startswith(prefix):
+            return f"{root}{word}"
+    return word
+
+
+def _mounted_as(unit: Path, root: Path, argv: list[str]) -> list[str]:
+    """``argv`` run in a user and mount namespace (unshare -rm) where the layout under ``root``
+    is mounted as ``unit``'s file system settings mount the hosts' own: /etc/jpki-va and
+    /var/lib/jpki-va read-only (ProtectSystem=strict, ReadOnlyPaths=) but for the unit's
+    ReadWritePaths= and StateDirectory= (bound writable first, kept under the read-only
+    parents), its InaccessiblePaths= hidden (an empty tmpfs, or an empty file). What the
+    program writes or reads outside what its unit gives it fails here as it would there."""
+    s = unit_settings(unit)
+
+    def paths(key: str) -> list[tuple[bool, Path]]:
+        words = [w for line in s.get(key, []) for w in line.split()]
+        return [(w.startswith("-"), Path(_on_root(w.lstrip("-"), root))) for w in words]
+
+    writable = paths("ReadWritePaths")
+    for d in s.get("StateDirectory", []):
+        state = Path(_on_root(f"/var/lib/{d}", root))
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)  # systemd makes it
+        writable.append((False, state))
+    rw = [p for optional, p in writable if p.exists() or not optional]
+    read_only = {p for _, p in paths("ReadOnlyPaths")}
+    read_only |= {root / "etc/jpki-va", root / "var/lib/jpki-va"}  # ProtectSystem=strict
+    ro = sorted(p for p in read_only if not any(p == w or w in p.parents for w in rw))
+    empty = root / "run/empty-file"
+    empty.parent.mkdir(parents=True, exist_ok=True)
+    empty.touch(mode=0o000)
+    lines = ["set -e"]
+    lines += [f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(p))}" for p in rw]
+    for p in ro:
+        q = shlex.quote(str(p))
+        lines += [f"mount --rbind {q} {q}", f"mount -o remount,bind,ro {q}"]
+    for optional, p in paths("InaccessiblePaths"):
+        q = shlex.quote(str(p))
+        if p.is_dir():
+            lines.append(f"mount -t tmpfs -o mode=000 tmpfs {q}")
+        elif p.exists():
+            lines.append(f"mount --bind {shlex.quote(str(empty))} {q}")
+        else:
+            assert optional, f"{unit.name}: InaccessiblePaths={p} is missing"
+    lines.append('exec "$@"')
+    return ["unshare", "-rm", "sh", "-c", "\n".join(lines), "sh", *argv]
+
+
+def _namespaces() -> None:
+    """Skip (fail under CI) where user and mount namespaces (unshare -rm) are unavailable."""
+    _tool("unshare", "util-linux")
+    probe = subprocess.run(["unshare", "-rm", "true"], check=False, capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        message = f"user and mount namespaces unavailable here: {probe.stderr.decode().strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 def _node_root(root: Path, built: Any, nats: str, watch_secret: str, http_port: int) -> None:
@@ -1094,6 +1154,7 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
     from tests.test_cluster import stream_seq
 
     _libseccomp()
+    _namespaces()
     _tool("openssl", "openssl")
     nats_port, http_port = free_ports(2)
     secret = os.urandom(32).hex()
@@ -1104,7 +1165,8 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
         argv, env, cwd = _as_systemd_runs(unit, root)
         log = (root / f"{what}.log").open("ab")
         p = subprocess.Popen(
-            _sandboxed(unit, *argv), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            _mounted_as(unit, root, _sandboxed(unit, *argv)), env=env, cwd=cwd,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if what == "responder" else log, stderr=log,
         )  # fmt: skip
         log.close()
@@ -1157,12 +1219,15 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
             assert _v1(url, token, "/v1/changes")[0] == 200
 
             argv, env, cwd = _as_systemd_runs(NODE_COMPACT_UNIT, node_root)
-            ran = subprocess.run(_sandboxed(NODE_COMPACT_UNIT, *argv), env=env, cwd=cwd,
+            compact = _mounted_as(
+                NODE_COMPACT_UNIT, node_root, _sandboxed(NODE_COMPACT_UNIT, *argv)
+            )
+            ran = subprocess.run(compact, env=env, cwd=cwd,
                                  check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
             assert ran.returncode == 0, ran.stderr[-2000:]
             assert ran.stdout.startswith("nothing to compact"), ran.stdout
             ran = subprocess.run(
-                _sandboxed(NODE_COMPACT_UNIT, *argv, "--keep", "0", "--min-operations", "1"),
+                [*compact, "--keep", "0", "--min-operations", "1"],
                 env=env, cwd=cwd, check=False, capture_output=True, text=True, timeout=120,
             )  # fmt: skip
             assert ran.returncode == 0, ran.stderr[-2000:]
@@ -1247,13 +1312,7 @@ def test_lmdb_reader_needs_a_writable_lock_file(tmp_path: Path) -> None:
     writable over the read-only store, the reader registers."""
     from crlbuilder.store.lmdbstore import Store
 
-    _tool("unshare", "util-linux")
-    probe = subprocess.run(["unshare", "-rm", "true"], check=False, capture_output=True, timeout=10)
-    if probe.returncode != 0:
-        message = f"user and mount namespaces unavailable here: {probe.stderr.decode().strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    _namespaces()
     writer = Store.open(tmp_path / "store", readonly=False, map_size=1 << 24)
     mount = tmp_path / "mnt"
     mount.mkdir()
