@@ -1142,7 +1142,8 @@ def _node_root(root: Path, built: Any, nats: str, watch_secret: str, http_port: 
 @pytest.mark.real_clock
 def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_path: Path) -> None:
     """The node units' command lines, run as systemd would run them (their EnvironmentFile,
-    their credentials in %d, their environment) under their seccomp rules, against a real
+    their credentials in %d, their environment, their paths mounted as they say: see
+    `_mounted_as`) under their seccomp rules, against a real
     nats-server on 127.0.0.1: the signer node's builder and another node's builder apply the
     record stream, the other node fetches the signer's CRLs; its registry sync writes a
     change made on another node; its responder answers OCSP and the changes feed with the
