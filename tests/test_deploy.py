@@ -61,7 +61,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -81,15 +81,20 @@ NODE_SYNC_UNIT = UNITS / "jpki-va-node-registry-sync.service"
 NODE_RESPONDER_UNIT = UNITS / "jpki-va-node-responder.service"
 NODE_COMPACT_UNIT = UNITS / "jpki-va-node-watch-compact.service"
 NODE_COMPACT_TIMER = UNITS / "jpki-va-node-watch-compact.timer"
+NODE_BOOTSTRAP_UNIT = UNITS / "jpki-va-node-bootstrap.service"
+NODE_SNAPSHOT_UNIT = UNITS / "jpki-va-node-snapshot.service"
+NODE_SNAPSHOT_TIMER = UNITS / "jpki-va-node-snapshot.timer"
 NODE_UNITS = (
-    NODE_BUILDER_UNIT, NODE_SIGNER_UNIT, NODE_SYNC_UNIT, NODE_RESPONDER_UNIT, NODE_COMPACT_UNIT
+    NODE_BUILDER_UNIT, NODE_SIGNER_UNIT, NODE_SYNC_UNIT, NODE_RESPONDER_UNIT, NODE_COMPACT_UNIT,
+    NODE_BOOTSTRAP_UNIT, NODE_SNAPSHOT_UNIT,
 )  # fmt: skip
 """A node of several on hosts (docs/operations.md, "A node of several on hosts"): its builder
-on the record stream (the signer node's instead), registry sync, responder, watch compaction."""
+on the record stream (the signer node's instead), registry sync, responder, watch compaction,
+its store from a snapshot when new, and the snapshots put for new nodes."""
 ALL_UNITS = (CRLBUILDER_UNIT, RESPONDER_UNIT, GROUP_PULL_UNIT, GROUP_RESPONDER_UNIT, *NODE_UNITS)
 """The 機構's two units, a group appliance's two (団体署名検証者: its CRL feed, its responder),
 and a node of several's."""
-TIMERS = (NODE_COMPACT_TIMER,)
+TIMERS = (NODE_COMPACT_TIMER, NODE_SNAPSHOT_TIMER)
 CLUSTER_ENV = UNITS / "cluster.env"
 SYSUSERS = UNITS / "jpki-va.conf"
 OPERATIONS = ROOT / "docs" / "operations.md"
@@ -435,6 +440,10 @@ def unit_settings(path: Path, section: str = "Service") -> dict[str, list[str]]:
     return out
 
 
+_EXEC_PREFIXES: Final = "-@:+!"
+"""What may precede an Exec*= command's path in a unit ("-": its failure is ignored)."""
+
+
 def _verify_root(tmp_path: Path) -> Path:
     """A root for `systemd-analyze --root`: the units, the host's unit directory
     (for the targets they refer to) and executable stubs where their commands live."""
@@ -444,7 +453,7 @@ def _verify_root(tmp_path: Path) -> Path:
         shutil.copy(unit, root / "etc/systemd/system" / unit.name)
         for key in ("ExecStart", "ExecReload"):
             for line in unit_settings(unit).get(key, []):
-                exe = root / shlex.split(line)[0].lstrip("/")
+                exe = root / shlex.split(line)[0].lstrip(_EXEC_PREFIXES).lstrip("/")
                 exe.parent.mkdir(parents=True, exist_ok=True)
                 exe.write_text("#!/bin/sh\nexit 0\n")
                 exe.chmod(0o755)
@@ -593,7 +602,7 @@ def test_units_are_hardened(unit: Path) -> None:
         assert "/var/lib/jpki-va" in one["ReadWritePaths"]
     elif unit == RESPONDER_UNIT:
         assert "/var/lib/jpki-va" in one["ReadOnlyPaths"]
-    elif unit in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT):  # the store's writer, outgoing only
+    elif unit in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT, NODE_BOOTSTRAP_UNIT):  # the store's writers
         assert s["ReadWritePaths"] == ["/var/lib/jpki-va"]
         assert "PrivateNetwork" not in s and s["SocketBindDeny"] == ["any"]
     elif unit in NODE_UNITS:  # the state read, only its own part of it written
@@ -657,8 +666,10 @@ def test_the_group_units_run_the_group_appliance() -> None:
 
 
 def _exec_argv(unit: Path, key: str = "ExecStart") -> list[str]:
-    """The words of a unit's command line, as written (``${NATS}``, ``%d`` left as they are)."""
-    return shlex.split(unit_settings(unit)[key][0])
+    """The words of a unit's command line, as written (``${NATS}``, ``%d`` left as they are),
+    less the prefixes of its path ("-": a failure ignored)."""
+    argv = shlex.split(unit_settings(unit)[key][0])
+    return [argv[0].lstrip(_EXEC_PREFIXES), *argv[1:]]
 
 
 def test_the_node_units_run_a_node_of_several() -> None:
@@ -680,14 +691,16 @@ def test_the_node_units_run_a_node_of_several() -> None:
         assert "/etc/jpki-va/cluster.env" in unit_settings(unit, "Unit")["AssertPathExists"]
         argv = _exec_argv(unit)
         # the NATS servers: the EnvironmentFile's, in one word (${NATS}, not $NATS)
-        assert argv[argv.index("--source" if "build" in argv else "--nats") + 1] == "${NATS}"
+        flag = "--nats" if Path(argv[0]).name == "responder" else "--source"
+        assert argv[argv.index(flag) + 1] == "${NATS}", unit.name
         # every secret the command reads is a credential of the unit, loaded from /etc/jpki-va
         creds = dict(c.split(":", 1) for c in s.get("LoadCredential", []))
         read = {w.removeprefix("%d/") for w in argv if w.startswith("%d/")}
         assert read == set(creds), unit.name
         assert all(v == f"/etc/jpki-va/{k}" for k, v in creds.items()), creds
         env = dict(e.split("=", 1) for e in s["Environment"])
-        assert set(env) - {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE"} <= set(ENV_OVERRIDES)
+        plain = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "TMPDIR"}
+        assert set(env) - plain <= set(ENV_OVERRIDES), unit.name
         if "JPKI_VA_REGISTRY" in env:
             assert env["JPKI_VA_REGISTRY"] == registry
     assert "NATS=nats://" in CLUSTER_ENV.read_text()
@@ -729,9 +742,32 @@ def test_the_node_units_run_a_node_of_several() -> None:
     assert str(args.config) == "/etc/jpki-va/responder.toml"
     # the same lists as the responder's: its ledger directory, written
     assert compact["ReadWritePaths"] == ["/var/lib/jpki-va/ledger"]
-    timer = unit_settings(NODE_COMPACT_TIMER, "Timer")
-    assert timer["Unit"] == [NODE_COMPACT_UNIT.name] and timer["OnCalendar"] == ["hourly"]
-    assert unit_settings(NODE_COMPACT_TIMER, "Install")["WantedBy"] == ["timers.target"]
+    for timer_file, unit, every in (
+        (NODE_COMPACT_TIMER, NODE_COMPACT_UNIT, "hourly"),
+        (NODE_SNAPSHOT_TIMER, NODE_SNAPSHOT_UNIT, "daily"),
+    ):
+        timer = unit_settings(timer_file, "Timer")
+        assert timer["Unit"] == [unit.name] and timer["OnCalendar"] == [every]
+        assert unit_settings(timer_file, "Install")["WantedBy"] == ["timers.target"]
+
+    # a new node's store from the latest snapshot, before its builder (the pod's init
+    # container): skipped where a store exists, its failure (no snapshot) not the builder's
+    boot = unit_settings(NODE_BOOTSTRAP_UNIT)
+    assert boot["Type"] == ["oneshot"] and boot["ExecStart"][0].startswith("-/")
+    args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_BOOTSTRAP_UNIT)[1:])
+    assert (args.command, args.snapshot_command) == ("snapshot", "get") and args.wait > 0
+    assert str(args.store) == "/var/lib/jpki-va/store"
+    boot_unit = unit_settings(NODE_BOOTSTRAP_UNIT, "Unit")
+    assert boot_unit["ConditionPathExists"] == ["!/var/lib/jpki-va/store/data.mdb"]
+    for unit in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT):
+        u = unit_settings(unit, "Unit")
+        assert NODE_BOOTSTRAP_UNIT.name in u["Wants"][0].split(), unit.name
+        assert NODE_BOOTSTRAP_UNIT.name in u["After"][0].split(), unit.name
+    snap = unit_settings(NODE_SNAPSHOT_UNIT)
+    args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_SNAPSHOT_UNIT)[1:])
+    assert (args.command, args.snapshot_command) == ("snapshot", "put")
+    env = dict(e.split("=", 1) for e in snap["Environment"])
+    assert env["TMPDIR"] in snap["ReadWritePaths"], "the copy is made in TMPDIR, writable"
 
 
 # --- the units' seccomp rules, rebuilt with libseccomp ----------------------------
@@ -1033,7 +1069,7 @@ def _as_systemd_runs(
                 name, _, value = raw.partition("=")
                 values[name.strip()] = value.strip()
     argv = []
-    for word in shlex.split(s[key][0]):
+    for word in _exec_argv(unit, key):
         expanded = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word)
         argv.append(here(expanded.replace("%d", str(creds))))
     env = {"PATH": os.environ["PATH"], **values}
@@ -1144,8 +1180,9 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
     """The node units' command lines, run as systemd would run them (their EnvironmentFile,
     their credentials in %d, their environment, their paths mounted as they say: see
     `_mounted_as`) under their seccomp rules, against a real
-    nats-server on 127.0.0.1: the signer node's builder and another node's builder apply the
-    record stream, the other node fetches the signer's CRLs; its registry sync writes a
+    nats-server on 127.0.0.1: the signer node's builder applies the record stream, its
+    snapshot unit puts its store; another node, new, starts from it (its bootstrap unit),
+    its builder follows the stream and fetches the signer's CRLs; its registry sync writes a
     change made on another node; its responder answers OCSP and the changes feed with the
     shared watch secret; its watch-compact round runs (nothing to do at the unit's
     thresholds), and one with --keep 0 --min-operations 1 snapshots and purges."""
@@ -1174,6 +1211,15 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
         running.append(p)
         return p
 
+    def run_once(unit: Path, root: Path, *more: str) -> subprocess.CompletedProcess[str]:
+        argv, env, cwd = _as_systemd_runs(unit, root)
+        ran = subprocess.run(
+            _mounted_as(unit, root, _sandboxed(unit, *argv, *more)), env=env, cwd=cwd,
+            check=False, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        print(f"--- {root.name}: {unit.name}", ran.stdout[-1000:], ran.stderr[-2000:], sep="\n")
+        return ran
+
     with nats_server(tmp_path / "nats", nats_port) as server:
         for root in (signer_root, node_root):
             _node_root(root, built, server.source, secret, http_port)
@@ -1185,10 +1231,16 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
             )  # fmt: skip
             total = int(json.loads(out.stdout)["last_seq"])
             signer = start(NODE_SIGNER_UNIT, signer_root, "builder")
+            stores = [root / "var/lib/jpki-va/store" for root in (signer_root, node_root)]
+            until(lambda: stream_seq(stores[0]) >= total, 180, "the signer applied the stream")
+            # a snapshot of the signer's store put by its unit; node1, new, starts from it
+            assert run_once(NODE_SNAPSHOT_UNIT, signer_root).returncode == 0
+            assert not any((signer_root / "var/lib/jpki-va/snapshot").iterdir()), "copy removed"
+            assert run_once(NODE_BOOTSTRAP_UNIT, node_root).returncode == 0
+            assert stream_seq(stores[1]) >= total, "node1's store is the snapshot"
             builder = start(NODE_BUILDER_UNIT, node_root, "builder")
             sync = start(NODE_SYNC_UNIT, node_root, "sync")
-            stores = [root / "var/lib/jpki-va/store" for root in (signer_root, node_root)]
-            until(lambda: all(stream_seq(s) >= total for s in stores), 180, "the stream applied")
+            until(lambda: stream_seq(stores[1]) >= total, 60, "node1 follows the stream")
             crls = node_root / "var/lib/jpki-va/crl"
             until(lambda: any(crls.glob("*.crl")), 60, "the signer's CRLs fetched by node1")
             assert any((signer_root / "var/lib/jpki-va/crl").glob("*.crl"))
@@ -1219,18 +1271,9 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
                 assert got[0] == 200, got
             assert _v1(url, token, "/v1/changes")[0] == 200
 
-            argv, env, cwd = _as_systemd_runs(NODE_COMPACT_UNIT, node_root)
-            compact = _mounted_as(
-                NODE_COMPACT_UNIT, node_root, _sandboxed(NODE_COMPACT_UNIT, *argv)
-            )
-            ran = subprocess.run(compact, env=env, cwd=cwd,
-                                 check=False, capture_output=True, text=True, timeout=120)  # fmt: skip
-            assert ran.returncode == 0, ran.stderr[-2000:]
-            assert ran.stdout.startswith("nothing to compact"), ran.stdout
-            ran = subprocess.run(
-                [*compact, "--keep", "0", "--min-operations", "1"],
-                env=env, cwd=cwd, check=False, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
+            ran = run_once(NODE_COMPACT_UNIT, node_root)
+            assert ran.returncode == 0 and ran.stdout.startswith("nothing to compact"), ran
+            ran = run_once(NODE_COMPACT_UNIT, node_root, "--keep", "0", "--min-operations", "1")
             assert ran.returncode == 0, ran.stderr[-2000:]
             assert "snapshot of operation 3" in ran.stdout and "purged" in ran.stdout, ran.stdout
             assert _v1(url, token, "/v1/changes")[0] == 200
