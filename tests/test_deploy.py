@@ -10,7 +10,8 @@
   them) and names only metrics of the contract.
 - systemd (deploy/systemd): `systemd-analyze verify` says nothing about
   any unit (the 機構's two, a group appliance's two: its pull with the network the
-  builder's unit has not, its responder on the group's directory), run with ``--root``
+  builder's unit has not, its responder on the group's directory; a node of several's
+  five and the watch-compact timer), run with ``--root``
   on a temporary root that holds the units,
   a copy of the host's own unit directory (sysinit.target and friends) and
   executable stubs at the ExecStart/ExecReload paths (/opt/jpki-va/venv/bin/*,
@@ -21,7 +22,12 @@
   RestrictAddressFamilies=, RestrictNamespaces=, NoNewPrivileges=) are
   rebuilt here with libseccomp as systemd 252 builds them, and the real
   `crlbuilder build` and `responder serve` run under them and answer real
-  `openssl ocsp` requests. This file is that wrapper too:
+  `openssl ocsp` requests; a node of several's units' command lines, run as systemd
+  would (EnvironmentFile=, LoadCredential= in %d, their ReadOnlyPaths=, ReadWritePaths=,
+  StateDirectory= and InaccessiblePaths= mounted in ``unshare -rm``) under their rules against a real
+  nats-server on 127.0.0.1 (Debian package nats-server), apply the record stream, fetch
+  the signer's CRLs, replicate the registry, answer OCSP and the changes feed, and compact
+  the watch stream. This file is that wrapper too:
   ``python tests/test_deploy.py sandbox UNIT -- ARGV...``.
 - Why the responder unit keeps ``lock.mdb`` writable: on a read-only mount an
   LMDB reader does not register in the reader table (shown in a user and
@@ -50,10 +56,12 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -67,8 +75,27 @@ CRLBUILDER_UNIT = UNITS / "jpki-va-crlbuilder.service"
 RESPONDER_UNIT = UNITS / "jpki-va-responder.service"
 GROUP_PULL_UNIT = UNITS / "jpki-va-group-pull.service"
 GROUP_RESPONDER_UNIT = UNITS / "jpki-va-group-responder.service"
-ALL_UNITS = (CRLBUILDER_UNIT, RESPONDER_UNIT, GROUP_PULL_UNIT, GROUP_RESPONDER_UNIT)
-"""The 機構's two units, and a group appliance's two (団体署名検証者: its CRL feed, its responder)."""
+NODE_BUILDER_UNIT = UNITS / "jpki-va-node-builder.service"
+NODE_SIGNER_UNIT = UNITS / "jpki-va-node-signer.service"
+NODE_SYNC_UNIT = UNITS / "jpki-va-node-registry-sync.service"
+NODE_RESPONDER_UNIT = UNITS / "jpki-va-node-responder.service"
+NODE_COMPACT_UNIT = UNITS / "jpki-va-node-watch-compact.service"
+NODE_COMPACT_TIMER = UNITS / "jpki-va-node-watch-compact.timer"
+NODE_BOOTSTRAP_UNIT = UNITS / "jpki-va-node-bootstrap.service"
+NODE_SNAPSHOT_UNIT = UNITS / "jpki-va-node-snapshot.service"
+NODE_SNAPSHOT_TIMER = UNITS / "jpki-va-node-snapshot.timer"
+NODE_UNITS = (
+    NODE_BUILDER_UNIT, NODE_SIGNER_UNIT, NODE_SYNC_UNIT, NODE_RESPONDER_UNIT, NODE_COMPACT_UNIT,
+    NODE_BOOTSTRAP_UNIT, NODE_SNAPSHOT_UNIT,
+)  # fmt: skip
+"""A node of several on hosts (docs/operations.md, "A node of several on hosts"): its builder
+on the record stream (the signer node's instead), registry sync, responder, watch compaction,
+its store from a snapshot when new, and the snapshots put for new nodes."""
+ALL_UNITS = (CRLBUILDER_UNIT, RESPONDER_UNIT, GROUP_PULL_UNIT, GROUP_RESPONDER_UNIT, *NODE_UNITS)
+"""The 機構's two units, a group appliance's two (団体署名検証者: its CRL feed, its responder),
+and a node of several's."""
+TIMERS = (NODE_COMPACT_TIMER, NODE_SNAPSHOT_TIMER)
+CLUSTER_ENV = UNITS / "cluster.env"
 SYSUSERS = UNITS / "jpki-va.conf"
 OPERATIONS = ROOT / "docs" / "operations.md"
 BIN = Path(sys.executable).parent
@@ -414,16 +441,20 @@ def unit_settings(path: Path, section: str = "Service") -> dict[str, list[str]]:
     return out
 
 
+_EXEC_PREFIXES: Final = "-@:+!"
+"""What may precede an Exec*= command's path in a unit ("-": its failure is ignored)."""
+
+
 def _verify_root(tmp_path: Path) -> Path:
     """A root for `systemd-analyze --root`: the units, the host's unit directory
     (for the targets they refer to) and executable stubs where their commands live."""
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
-    for unit in ALL_UNITS:
+    for unit in (*ALL_UNITS, *TIMERS):
         shutil.copy(unit, root / "etc/systemd/system" / unit.name)
         for key in ("ExecStart", "ExecReload"):
             for line in unit_settings(unit).get(key, []):
-                exe = root / shlex.split(line)[0].lstrip("/")
+                exe = root / shlex.split(line)[0].lstrip(_EXEC_PREFIXES).lstrip("/")
                 exe.parent.mkdir(parents=True, exist_ok=True)
                 exe.write_text("#!/bin/sh\nexit 0\n")
                 exe.chmod(0o755)
@@ -435,7 +466,7 @@ def _verify_root(tmp_path: Path) -> Path:
 def test_systemd_analyze_verify_is_silent(tmp_path: Path) -> None:
     analyze = _tool("systemd-analyze", "systemd")
     root = _verify_root(tmp_path)
-    units = [str(root / "etc/systemd/system" / u.name) for u in ALL_UNITS]
+    units = [str(root / "etc/systemd/system" / u.name) for u in (*ALL_UNITS, *TIMERS)]
     out = subprocess.run(
         [analyze, "verify", "--man=no", f"--root={root}", *units],
         check=False,
@@ -572,6 +603,15 @@ def test_units_are_hardened(unit: Path) -> None:
         assert "/var/lib/jpki-va" in one["ReadWritePaths"]
     elif unit == RESPONDER_UNIT:
         assert "/var/lib/jpki-va" in one["ReadOnlyPaths"]
+    elif unit in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT, NODE_BOOTSTRAP_UNIT):  # the store's writers
+        assert s["ReadWritePaths"] == ["/var/lib/jpki-va"]
+        assert "PrivateNetwork" not in s and s["SocketBindDeny"] == ["any"]
+    elif unit in NODE_UNITS:  # the state read, only its own part of it written
+        assert s["ReadOnlyPaths"] == ["/etc/jpki-va /var/lib/jpki-va"]
+        assert all(p.lstrip("-").startswith("/var/lib/jpki-va/") for p in s["ReadWritePaths"])
+        assert "-/etc/jpki-va/ca-keys" in one["InaccessiblePaths"].split()
+        if unit != NODE_RESPONDER_UNIT:  # the responder listens; the others only connect
+            assert s["SocketBindDeny"] == ["any"]
     else:  # a group's: its directory read, its store (pull) or ledger and lock (responder)
         assert s["ReadOnlyPaths"] == ["/var/lib/jpki-va-group"]
         assert all(p.startswith("/var/lib/jpki-va-group/") for p in s["ReadWritePaths"])
@@ -624,6 +664,111 @@ def test_the_group_units_run_the_group_appliance() -> None:
     written = responder_toml(group, 8081, 9481, "good")
     for path in ("store", "registry.toml", "ledger", "group.json"):
         assert f'"{group / path}"' in written, path
+
+
+def _exec_argv(unit: Path, key: str = "ExecStart") -> list[str]:
+    """The words of a unit's command line, as written (``${NATS}``, ``%d`` left as they are),
+    less the prefixes of its path ("-": a failure ignored)."""
+    argv = shlex.split(unit_settings(unit)[key][0])
+    return [argv[0].lstrip(_EXEC_PREFIXES), *argv[1:]]
+
+
+def test_the_node_units_run_a_node_of_several() -> None:
+    """A node of several on hosts (docs/operations.md), as deploy/kubernetes runs one: the
+    builder on the record stream (--no-crl, CA keys not visible) or, on the one signer node,
+    with --crl and ticks; the registry sync following the bucket into the file the responder
+    and the builder read; the responder and watch-compact with --nats and the watch secret
+    every node shares. The NATS servers come from one EnvironmentFile; the secrets only by
+    LoadCredential= (read in %d), never in a unit's text."""
+    from crlbuilder import cli as crlbuilder_cli
+    from responder import cli as responder_cli
+    from responder.config import ENV_OVERRIDES
+
+    registry = "/var/lib/jpki-va/registry/registry.toml"
+    for unit in NODE_UNITS:
+        s = unit_settings(unit)
+        assert s["User"] == ["jpki-va"] and s["DynamicUser"] == ["no"], unit.name
+        assert s["EnvironmentFile"] == ["/etc/jpki-va/cluster.env"], unit.name
+        assert "/etc/jpki-va/cluster.env" in unit_settings(unit, "Unit")["AssertPathExists"]
+        argv = _exec_argv(unit)
+        # the NATS servers: the EnvironmentFile's, in one word (${NATS}, not $NATS)
+        flag = "--nats" if Path(argv[0]).name == "responder" else "--source"
+        assert argv[argv.index(flag) + 1] == "${NATS}", unit.name
+        # every secret the command reads is a credential of the unit, loaded from /etc/jpki-va
+        creds = dict(c.split(":", 1) for c in s.get("LoadCredential", []))
+        read = {w.removeprefix("%d/") for w in argv if w.startswith("%d/")}
+        assert read == set(creds), unit.name
+        assert all(v == f"/etc/jpki-va/{k}" for k, v in creds.items()), creds
+        env = dict(e.split("=", 1) for e in s["Environment"])
+        plain = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "TMPDIR"}
+        assert set(env) - plain <= set(ENV_OVERRIDES), unit.name
+        if "JPKI_VA_REGISTRY" in env:
+            assert env["JPKI_VA_REGISTRY"] == registry
+    assert "NATS=nats://" in CLUSTER_ENV.read_text()
+
+    builder, signer = (unit_settings(u) for u in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT))
+    for unit, s, crl in ((NODE_BUILDER_UNIT, builder, False), (NODE_SIGNER_UNIT, signer, True)):
+        assert s["Type"] == ["simple"]
+        args = crlbuilder_cli.parser().parse_args(_exec_argv(unit)[1:])
+        assert (args.command, args.follow, args.crl) == ("build", True, crl), unit.name
+        assert str(args.facts_key_file) == "%d/facts.key"
+        conflicts = unit_settings(unit, "Unit")["Conflicts"][0].split()
+        assert "jpki-va-crlbuilder.service" in conflicts  # one writer of the store
+    assert crlbuilder_cli.parser().parse_args(_exec_argv(NODE_SIGNER_UNIT)[1:]).tick_seconds > 0
+    assert "-/etc/jpki-va/ca-keys" in builder["InaccessiblePaths"][0].split()
+    assert "InaccessiblePaths" not in signer  # the only one that reads the CA keys
+
+    sync = unit_settings(NODE_SYNC_UNIT)
+    args = responder_cli.parser().parse_args(_exec_argv(NODE_SYNC_UNIT)[1:])
+    assert args.follow and str(args.registry) == registry
+    assert sync["ReadWritePaths"] == [str(Path(registry).parent)]
+    assert sync["StateDirectory"] == ["jpki-va/registry"]
+
+    resp = unit_settings(NODE_RESPONDER_UNIT)
+    assert resp["Type"] == ["notify"] and resp["KillMode"] == ["mixed"]
+    assert resp["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    args = responder_cli.parser().parse_args(_exec_argv(NODE_RESPONDER_UNIT)[1:])
+    assert args.command == "serve" and str(args.config) == "/etc/jpki-va/responder.toml"
+    assert "jpki-va-responder.service" in unit_settings(NODE_RESPONDER_UNIT, "Unit")["Conflicts"]
+    assert resp["ReadWritePaths"][:2] == [
+        "/var/lib/jpki-va/store/lock.mdb",
+        "/var/lib/jpki-va/ledger",
+    ]
+
+    compact = unit_settings(NODE_COMPACT_UNIT)
+    assert compact["Type"] == ["oneshot"]
+    argv = _exec_argv(NODE_COMPACT_UNIT)
+    args = responder_cli.parser().parse_args(argv[1:])
+    assert args.every is None, "a round per start: the timer paces them"
+    assert str(args.config) == "/etc/jpki-va/responder.toml"
+    # the same lists as the responder's: its ledger directory, written
+    assert compact["ReadWritePaths"] == ["/var/lib/jpki-va/ledger"]
+    for timer_file, unit, every in (
+        (NODE_COMPACT_TIMER, NODE_COMPACT_UNIT, "hourly"),
+        (NODE_SNAPSHOT_TIMER, NODE_SNAPSHOT_UNIT, "daily"),
+    ):
+        timer = unit_settings(timer_file, "Timer")
+        assert timer["Unit"] == [unit.name] and timer["OnCalendar"] == [every]
+        assert unit_settings(timer_file, "Install")["WantedBy"] == ["timers.target"]
+
+    # a new node's store from the latest snapshot, before its builder (the pod's init
+    # container): skipped where a store exists, its failure (no snapshot) not the builder's
+    boot = unit_settings(NODE_BOOTSTRAP_UNIT)
+    assert boot["Type"] == ["oneshot"] and boot["ExecStart"][0].startswith("-/")
+    args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_BOOTSTRAP_UNIT)[1:])
+    assert (args.command, args.snapshot_command) == ("snapshot", "get") and args.wait > 0
+    assert str(args.store) == "/var/lib/jpki-va/store"
+    boot_unit = unit_settings(NODE_BOOTSTRAP_UNIT, "Unit")
+    assert boot_unit["ConditionPathExists"] == ["!/var/lib/jpki-va/store/data.mdb"]
+    for unit in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT):
+        u = unit_settings(unit, "Unit")
+        assert NODE_BOOTSTRAP_UNIT.name in u["Wants"][0].split(), unit.name
+        assert NODE_BOOTSTRAP_UNIT.name in u["After"][0].split(), unit.name
+    snap = unit_settings(NODE_SNAPSHOT_UNIT)
+    args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_SNAPSHOT_UNIT)[1:])
+    assert (args.command, args.snapshot_command) == ("snapshot", "put")
+    env = dict(e.split("=", 1) for e in snap["Environment"])
+    assert env["TMPDIR"] in snap["ReadWritePaths"], "the copy is made in TMPDIR, writable"
 
 
 # --- the units' seccomp rules, rebuilt with libseccomp ----------------------------
@@ -899,6 +1044,276 @@ def test_crlbuilder_and_responder_run_under_the_units_rules(built: Any, tmp_path
             p.wait()
 
 
+def _as_systemd_runs(
+    unit: Path, root: Path, key: str = "ExecStart"
+) -> tuple[list[str], dict[str, str], Path]:
+    """``unit``'s command, environment and working directory as systemd would start them, on
+    a copy of the hosts' layout under ``root``: ``${VAR}`` from its EnvironmentFile=,
+    ``%d`` its credentials directory (each LoadCredential= source copied there 0400, as
+    systemd does), /etc/jpki-va and /var/lib/jpki-va under ``root``, the program of this
+    venv for /opt/jpki-va/venv/bin's."""
+    s = unit_settings(unit)
+
+    def here(word: str) -> str:
+        return _on_root(word, root)
+
+    creds = root / "run/credentials" / unit.name
+    creds.mkdir(parents=True, exist_ok=True)
+    for line in s.get("LoadCredential", []):
+        name, source = line.split(":", 1)
+        shutil.copy(here(source), creds / name)
+        (creds / name).chmod(0o400)
+    values: dict[str, str] = {}
+    for f in s.get("EnvironmentFile", []):
+        for raw in Path(here(f)).read_text().splitlines():
+            if raw.strip() and not raw.lstrip().startswith("#"):
+                name, _, value = raw.partition("=")
+                values[name.strip()] = value.strip()
+    argv = []
+    for word in _exec_argv(unit, key):
+        expanded = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word)
+        argv.append(here(expanded.replace("%d", str(creds))))
+    env = {"PATH": os.environ["PATH"], **values}
+    for e in s.get("Environment", []):
+        name, value = e.split("=", 1)
+        env[name] = here(value)
+    return argv, env, Path(here(s["WorkingDirectory"][0]))
+
+
+def _on_root(word: str, root: Path) -> str:
+    """A path of the hosts' layout (/etc/jpki-va, /var/lib/jpki-va) on the copy under
+    ``root``; the program of /opt/jpki-va/venv/bin, this venv's; other words unchanged."""
+    word = word.replace("/opt/jpki-va/venv/bin/", f"{BIN}/")
+    for prefix in ("/etc/jpki-va", "/var/lib/jpki-va"):
+        if word.startswith(prefix):
+            return f"{root}{word}"
+    return word
+
+
+def _mounted_as(unit: Path, root: Path, argv: list[str]) -> list[str]:
+    """``argv`` run in a user and mount namespace (unshare -rm) where the layout under ``root``
+    is mounted as ``unit``'s file system settings mount the hosts' own: /etc/jpki-va and
+    /var/lib/jpki-va read-only (ProtectSystem=strict, ReadOnlyPaths=) but for the unit's
+    ReadWritePaths= and StateDirectory= (bound writable first, kept under the read-only
+    parents), its InaccessiblePaths= hidden (an empty tmpfs, or an empty file). What the
+    program writes or reads outside what its unit gives it fails here as it would there."""
+    s = unit_settings(unit)
+
+    def paths(key: str) -> list[tuple[bool, Path]]:
+        words = [w for line in s.get(key, []) for w in line.split()]
+        return [(w.startswith("-"), Path(_on_root(w.lstrip("-"), root))) for w in words]
+
+    writable = paths("ReadWritePaths")
+    for d in s.get("StateDirectory", []):
+        state = Path(_on_root(f"/var/lib/{d}", root))
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)  # systemd makes it
+        writable.append((False, state))
+    rw = [p for optional, p in writable if p.exists() or not optional]
+    read_only = {p for _, p in paths("ReadOnlyPaths")}
+    read_only |= {root / "etc/jpki-va", root / "var/lib/jpki-va"}  # ProtectSystem=strict
+    ro = sorted(p for p in read_only if not any(p == w or w in p.parents for w in rw))
+    empty = root / "run/empty-file"
+    empty.parent.mkdir(parents=True, exist_ok=True)
+    empty.touch(mode=0o000)
+    lines = ["set -e"]
+    lines += [f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(p))}" for p in rw]
+    for p in ro:
+        q = shlex.quote(str(p))
+        lines += [f"mount --rbind {q} {q}", f"mount -o remount,bind,ro {q}"]
+    for optional, p in paths("InaccessiblePaths"):
+        q = shlex.quote(str(p))
+        if p.is_dir():
+            lines.append(f"mount -t tmpfs -o mode=000 tmpfs {q}")
+        elif p.exists():
+            lines.append(f"mount --bind {shlex.quote(str(empty))} {q}")
+        else:
+            assert optional, f"{unit.name}: InaccessiblePaths={p} is missing"
+    lines.append('exec "$@"')
+    return ["unshare", "-rm", "sh", "-c", "\n".join(lines), "sh", *argv]
+
+
+def _namespaces() -> None:
+    """Skip (fail under CI) where user and mount namespaces (unshare -rm) are unavailable."""
+    _tool("unshare", "util-linux")
+    probe = subprocess.run(["unshare", "-rm", "true"], check=False, capture_output=True, timeout=10)
+    if probe.returncode != 0:
+        message = f"user and mount namespaces unavailable here: {probe.stderr.decode().strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _node_root(root: Path, built: Any, nats: str, watch_secret: str, http_port: int) -> None:
+    """/etc/jpki-va and /var/lib/jpki-va of one node under ``root``, laid out as
+    docs/operations.md, "A node of several on hosts" says: configuration, PKI, facts key and
+    watch secret (0600), cluster.env, the registry copied from the first node."""
+    etc, var = root / "etc/jpki-va", root / "var/lib/jpki-va"
+    shutil.copytree(built.pki, etc / "pki")
+    shutil.copy(built.facts_key, etc / "facts.key")
+    (etc / "watch.secret").write_text(watch_secret + "\n")
+    for secret in ("facts.key", "watch.secret"):
+        (etc / secret).chmod(0o600)
+    (etc / "cluster.env").write_text(
+        CLUSTER_ENV.read_text().replace(
+            next(x for x in CLUSTER_ENV.read_text().splitlines() if x.startswith("NATS=")),
+            f"NATS={nats}",
+        )
+    )
+    for d in ("registry", "ledger", "build"):
+        (var / d).mkdir(parents=True, mode=0o700)
+    shutil.copy(built.registry, var / "registry/registry.toml")
+    (etc / "builder.toml").write_text(
+        f"[store]\nmap_size_gib = 1\n[input]\nfollow_interval = 0.2\n"
+        f'quarantine = "{var}/build/quarantine.jsonl"\nnotices = "{var}/build/notices.jsonl"\n'
+        f'registry = "{var}/registry/registry.toml"\n'
+        f'[stream]\ndurable = "{root.name}"\n[ocsp]\nsign_workers = 1\n'
+        f'[crl]\ndirectory = "{var}/crl"\n'
+    )
+    (etc / "responder.toml").write_text(
+        f'[server]\nhosts = ["127.0.0.1"]\nport = {http_port}\nworkers = 1\n'
+        f'[store]\ncrl_dir = "{var}/crl"\n[metrics]\nenabled = false\n'
+        f'[ledger]\ndir = "{var}/ledger"\n[cluster]\nnode = "{root.name}"\nnodes = 2\n'
+    )
+
+
+@pytest.mark.real_clock
+def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_path: Path) -> None:
+    """The node units' command lines, run as systemd would run them (their EnvironmentFile,
+    their credentials in %d, their environment, their paths mounted as they say: see
+    `_mounted_as`) under their seccomp rules, against a real
+    nats-server on 127.0.0.1: the signer node's builder applies the record stream, its
+    snapshot unit puts its store; another node, new, starts from it (its bootstrap unit),
+    its builder follows the stream and fetches the signer's CRLs; its registry sync writes a
+    change made on another node; its responder answers OCSP and the changes feed with the
+    shared watch secret; its watch-compact round runs (nothing to do at the unit's
+    thresholds), and one with --keep 0 --min-operations 1 snapshots and purges."""
+    from tests.support import procs
+    from tests.support.nats import free_ports, nats_server
+    from tests.support.wait import until
+    from tests.test_cluster import stream_seq
+
+    _libseccomp()
+    _namespaces()
+    _tool("openssl", "openssl")
+    nats_port, http_port = free_ports(2)
+    secret = os.urandom(32).hex()
+    signer_root, node_root = tmp_path / "signer", tmp_path / "node1"
+    running: list[subprocess.Popen[bytes]] = []
+
+    def start(unit: Path, root: Path, what: str) -> subprocess.Popen[bytes]:
+        argv, env, cwd = _as_systemd_runs(unit, root)
+        log = (root / f"{what}.log").open("ab")
+        p = subprocess.Popen(
+            _mounted_as(unit, root, _sandboxed(unit, *argv)), env=env, cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if what == "responder" else log, stderr=log,
+        )  # fmt: skip
+        log.close()
+        running.append(p)
+        return p
+
+    def run_once(unit: Path, root: Path, *more: str) -> subprocess.CompletedProcess[str]:
+        argv, env, cwd = _as_systemd_runs(unit, root)
+        ran = subprocess.run(
+            _mounted_as(unit, root, _sandboxed(unit, *argv, *more)), env=env, cwd=cwd,
+            check=False, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        print(f"--- {root.name}: {unit.name}", ran.stdout[-1000:], ran.stderr[-2000:], sep="\n")
+        return ran
+
+    with nats_server(tmp_path / "nats", nats_port) as server:
+        for root in (signer_root, node_root):
+            _node_root(root, built, server.source, secret, http_port)
+        try:
+            out = subprocess.run(
+                [str(BIN / "crlbuilder"), "publish", "--source", server.source,
+                 "--facts-key-file", str(built.facts_key), str(built.population / "records")],
+                check=True, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            total = int(json.loads(out.stdout)["last_seq"])
+            signer = start(NODE_SIGNER_UNIT, signer_root, "builder")
+            stores = [root / "var/lib/jpki-va/store" for root in (signer_root, node_root)]
+            until(lambda: stream_seq(stores[0]) >= total, 180, "the signer applied the stream")
+            # a snapshot of the signer's store put by its unit; node1, new, starts from it
+            assert run_once(NODE_SNAPSHOT_UNIT, signer_root).returncode == 0
+            assert not any((signer_root / "var/lib/jpki-va/snapshot").iterdir()), "copy removed"
+            assert run_once(NODE_BOOTSTRAP_UNIT, node_root).returncode == 0
+            assert stream_seq(stores[1]) >= total, "node1's store is the snapshot"
+            builder = start(NODE_BUILDER_UNIT, node_root, "builder")
+            sync = start(NODE_SYNC_UNIT, node_root, "sync")
+            until(lambda: stream_seq(stores[1]) >= total, 60, "node1 follows the stream")
+            crls = node_root / "var/lib/jpki-va/crl"
+            until(lambda: any(crls.glob("*.crl")), 60, "the signer's CRLs fetched by node1")
+            assert any((signer_root / "var/lib/jpki-va/crl").glob("*.crl"))
+
+            # a change made on another node reaches node1's registry file through its sync
+            other = tmp_path / "elsewhere.toml"
+            shutil.copy(built.registry, other)
+            subprocess.run(
+                [str(BIN / "responder"), "registry", "suspend", "--registry", str(other),
+                 "--nats", server.source, "--id", "sig-verifier", "--article", "Act §18(6)(1)",
+                 "--reason", "test"],
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+            audit = node_root / "var/lib/jpki-va/registry/registry.audit.jsonl"
+            until(lambda: audit.exists() and '"replicate"' in audit.read_text(), 30,
+                  "the suspension replicated to node1's registry")  # fmt: skip
+
+            responder = start(NODE_RESPONDER_UNIT, node_root, "responder")
+            url = procs.wait_line(responder, r"listening on (\S+)", 60)
+            until(lambda: _status(f"{url}/readyz") == 200, 30, "node1 ready")
+            good = next(a for a in built.answers if a.status.value == "good" and a.case == "good")
+            token = (built.pki / "parties" / "both-verifier.token").read_text().strip()
+            text = _openssl_ocsp(url, built.population, good.cert, good.issuer_cert, token)
+            assert "Response verify OK" in text and f"{good.cert}: good" in text, text
+            ref = {"issuer": good.issuer, "serial": f"{good.serial:x}"}
+            for _ in range(3):  # three operations on the watch stream
+                got = _v1(url, token, "/v1/watch", {"add": [ref]})
+                assert got[0] == 200, got
+            assert _v1(url, token, "/v1/changes")[0] == 200
+
+            ran = run_once(NODE_COMPACT_UNIT, node_root)
+            assert ran.returncode == 0 and ran.stdout.startswith("nothing to compact"), ran
+            ran = run_once(NODE_COMPACT_UNIT, node_root, "--keep", "0", "--min-operations", "1")
+            assert ran.returncode == 0, ran.stderr[-2000:]
+            assert "snapshot of operation 3" in ran.stdout and "purged" in ran.stdout, ran.stdout
+            assert _v1(url, token, "/v1/changes")[0] == 200
+
+            for p in (responder, sync, builder, signer):
+                assert procs.stop(p, signal.SIGTERM, 30) == 0, p.args
+        finally:
+            for p in running:
+                if p.poll() is None:
+                    procs.stop(p, signal.SIGKILL)
+                if p.stdout is not None:
+                    p.stdout.close()
+            for log in sorted(tmp_path.glob("*/*.log")):
+                print(f"--- {log}", *log.read_text(errors="replace").splitlines()[-15:], sep="\n")
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except OSError:
+        return 0
+
+
+def _v1(url: str, token: str, path: str, body: object | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        f"{url}{path}", data=json.dumps(body).encode() if body is not None else None,
+        method="POST" if body is not None else "GET",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status), json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode(errors="replace")
+
+
 # --- LMDB readers on a read-only mount --------------------------------------------
 
 _READER = (
@@ -942,13 +1357,7 @@ def test_lmdb_reader_needs_a_writable_lock_file(tmp_path: Path) -> None:
     writable over the read-only store, the reader registers."""
     from crlbuilder.store.lmdbstore import Store
 
-    _tool("unshare", "util-linux")
-    probe = subprocess.run(["unshare", "-rm", "true"], check=False, capture_output=True, timeout=10)
-    if probe.returncode != 0:
-        message = f"user and mount namespaces unavailable here: {probe.stderr.decode().strip()}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    _namespaces()
     writer = Store.open(tmp_path / "store", readonly=False, map_size=1 << 24)
     mount = tmp_path / "mnt"
     mount.mkdir()
@@ -993,6 +1402,7 @@ def test_operations_commands_are_real() -> None:
     parsers = {"crlbuilder": crlbuilder_cli.parser, "responder": responder_cli.parser}
     seen = {"crlbuilder": 0, "responder": 0}
     units = {u.name.removesuffix(".service") for u in UNITS.glob("*.service")}
+    units |= {u.name for u in UNITS.glob("*.timer")}
     for words in _shell_commands(OPERATIONS.read_text(encoding="utf-8")):
         if words[0] in {"systemctl", "journalctl"}:
             named = {w.removesuffix(".service") for w in words if w.startswith("jpki-va-")}
