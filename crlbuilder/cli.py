@@ -182,13 +182,15 @@ def _build_from_stream(
 
         if args.follow:  # it runs until stopped: a cluster not up yet is waited for
             waited = wait_for_cluster(
-                lambda: Cluster(servers, warn=warn), interval=cfg.input.follow_interval, warn=warn
+                lambda: Cluster(servers, warn=warn, auth=cfg.stream.nats_auth()),
+                interval=cfg.input.follow_interval,
+                warn=warn,
             )
             if waited is None:
                 return 0  # stopped while waiting: nothing read
             cluster = waited
         else:
-            cluster = Cluster(servers, warn=warn)
+            cluster = Cluster(servers, warn=warn, auth=cfg.stream.nats_auth())
     except (ConfigError, ClusterError) as e:
         if builder.store.created:  # nothing read: a store this run made is not left behind
             builder.store.discard()
@@ -272,7 +274,7 @@ def _publish(args: argparse.Namespace) -> int:
             )
         paths = list_sources(args.files)
         servers, names, cipher = _stream(cfg)
-        cluster = Cluster(servers)
+        cluster = Cluster(servers, auth=cfg.stream.nats_auth())
     except (ConfigError, ClusterError, FileNotFoundError) as e:
         print(f"crlbuilder publish: error: {e}", file=sys.stderr)
         return 2
@@ -293,7 +295,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _snapshot(args: argparse.Namespace) -> int:
     from crlbuilder import snapshot
-    from crlbuilder.jetstream import Cluster, ClusterError, parse_servers
+    from crlbuilder.jetstream import Cluster, ClusterError, CredentialError, parse_servers
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
 
@@ -308,8 +310,11 @@ def _snapshot(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.wait
     while True:
         try:
-            cluster = Cluster(servers)
+            cluster = Cluster(servers, auth=cfg.stream.nats_auth())
             break
+        except CredentialError as e:  # a seed file that will not do: waiting will not help
+            print(f"{what}: error: {e}", file=sys.stderr)
+            return 2
         except ClusterError as e:
             left = deadline - time.monotonic()
             if left <= 0:

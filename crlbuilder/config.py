@@ -17,6 +17,8 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from crlbuilder.model import Category, Family
+from crlbuilder.natsauth import ENV as NATS_ENV
+from crlbuilder.natsauth import NatsAuth, NatsAuthError, check_credential
 from crlbuilder.options import ConfigError, convert, read_toml
 from crlbuilder.seal import read_facts_key
 
@@ -105,6 +107,24 @@ class StreamSection(_Section):
     tail_wait_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     """A batch whose publisher stopped before marking its end is committed after this many
     seconds with nothing more to read."""
+    nats_nkey_seed: str = ""
+    """The NKey user seed file (``SU...``, mode 0600) this node signs the NATS server's nonce
+    with; the server knows the user by its public key (`crlbuilder.natsauth`). Overridden by
+    ``JPKI_VA_NATS_NKEY_SEED``."""
+    nats_tls_ca: str = ""
+    """The CA file the NATS servers' certificates are checked against (``JPKI_VA_NATS_TLS_CA``);
+    set: the connection is TLS."""
+    nats_tls_cert: str = ""
+    """This node's client certificate for NATS (with ``nats_tls_key``; ``JPKI_VA_NATS_TLS_CERT``)."""
+    nats_tls_key: str = ""
+    """Its private key, mode 0600 (``JPKI_VA_NATS_TLS_KEY``). Without a seed or a client
+    certificate, only NATS servers on loopback are accepted (anonymous, with a warning)."""
+
+    def nats_auth(self) -> NatsAuth:
+        """The NATS credential these keys name (the environment wins when the cluster is joined)."""
+        return NatsAuth(
+            self.nats_nkey_seed, self.nats_tls_ca, self.nats_tls_cert, self.nats_tls_key
+        )
 
 
 class KeysSection(_Section):
@@ -358,6 +378,7 @@ def load_config(path: Path | None, args: argparse.Namespace | None = None) -> Bu
     env = {
         "JPKI_VA_STORE": ("store", "path"),
         "JPKI_VA_PKI": ("pki", "manifest"),
+        **{var: ("stream", "nats_" + name) for name, var in NATS_ENV.items()},
     }
     for var, (section, name) in env.items():
         if os.environ.get(var):
@@ -402,6 +423,11 @@ def load_config(path: Path | None, args: argparse.Namespace | None = None) -> Bu
                     f"category {cat} does not apply to {fam} certificates "
                     "(it has no such article in the Act)",
                 )
+    if cfg.input.source:  # a credential that will not do is refused here, before connecting
+        try:
+            check_credential(cfg.stream.nats_auth(), cfg.input.source)
+        except NatsAuthError as e:
+            raise ConfigError(source, "stream.nats_*", str(e)) from None
     return cfg
 
 

@@ -33,6 +33,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
 from crlbuilder.lifecycle import StopRequest
+from crlbuilder.natsauth import ConnectOptions, NatsAuth, NatsAuthError, resolve
 
 T = TypeVar("T")
 
@@ -41,6 +42,11 @@ _nats_log = logging.getLogger("nats.aio.client")
 
 class ClusterError(Exception):
     """The cluster cannot be reached or refused an operation; the message says which."""
+
+
+class CredentialError(ClusterError):
+    """This node's NATS credential cannot be used (`crlbuilder.natsauth`): nothing was tried,
+    and trying again would not help (`wait_for_cluster` lets it through at once)."""
 
 
 def parse_servers(source: str) -> list[str]:
@@ -87,18 +93,31 @@ class Cluster:
         *,
         connect_timeout: float = 5.0,
         warn: Callable[[str], None] | None = None,
+        auth: NatsAuth | None = None,
     ) -> None:
-        """Connect (`ClusterError` when no server answers). ``warn`` gets a line for each
+        """Connect (`ClusterError` when no server answers, or ``auth`` cannot be used or is
+        refused). ``auth``: the credential (`crlbuilder.natsauth`), each path overridden by its
+        ``JPKI_VA_NATS_*`` environment variable; None: those variables only. ``warn`` gets a line for each
         error of the connection once made (a server gone, a reconnection refused), the same
         line at most every `WARN_EVERY` seconds; by default nats-py's logger does, without
         its traceback."""
         self.servers = servers
+        try:
+            options = resolve((auth or NatsAuth()).with_environ(), servers)
+        except NatsAuthError as e:
+            raise CredentialError(f"cannot connect to NATS at {','.join(servers)}: {e}") from None
+        throttled = _Throttled(warn)
+        if options.warning:
+            throttled.line(options.warning)
         self.loop = asyncio.new_event_loop()
         try:
-            self.nc: Client = self.run(_connect(servers, connect_timeout, _Throttled(warn)))
+            self.nc: Client = self.run(_connect(servers, connect_timeout, throttled, options))
         except (ClusterError, OSError, nats.errors.Error, TimeoutError) as e:
             self._close_loop()
-            raise ClusterError(f"cannot connect to NATS at {','.join(servers)}: {e}") from None
+            anonymous = " (this node has no NATS credential)" if options.warning else ""
+            raise ClusterError(
+                f"cannot connect to NATS at {','.join(servers)}: {e}{anonymous}"
+            ) from None
         self.js: JetStreamContext = self.nc.jetstream()
 
     def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
@@ -151,7 +170,10 @@ class _Throttled:
         self._last: tuple[str, float] = ("", 0.0)
 
     def __call__(self, e: Exception) -> None:
-        line = f"NATS: {str(e) or type(e).__name__}"
+        self.line(f"NATS: {str(e) or type(e).__name__}")
+
+    def line(self, line: str) -> None:
+        """Pass ``line`` on, unless it was the last one, less than `WARN_EVERY` s ago."""
         now = time.monotonic()
         if line == self._last[0] and now - self._last[1] < WARN_EVERY:
             return
@@ -163,7 +185,10 @@ class _Throttled:
 
 
 async def _connect(
-    servers: list[str], connect_timeout: float, warn: Callable[[Exception], None]
+    servers: list[str],
+    connect_timeout: float,
+    warn: Callable[[Exception], None],
+    options: ConnectOptions,
 ) -> Client:
     """A client connected to one of ``servers``, reconnecting to any of them for ever after;
     `ClusterError` once every server failed once (refused, timed out, not NATS).
@@ -195,6 +220,7 @@ async def _connect(
             reconnect_time_wait=0.2,  # type: ignore[arg-type]
             allow_reconnect=True,
             name="jpki-va",
+            **options.kwargs,  # the credential and TLS (`crlbuilder.natsauth`)
         )
     )
     gave_up = asyncio.ensure_future(every_one_failed.wait())
@@ -228,7 +254,8 @@ def wait_for_cluster(
     SIGINT arrives first (then nothing stays connected). For the commands that run until
     stopped, at their start; its own handlers of the two signals hold while it waits, the
     caller's are back when it returns. Anything else ``connect`` raises (a bad address is
-    refused before connecting) goes through at once.
+    refused before connecting), and a `CredentialError` (a seed file unreadable or too open),
+    goes through at once.
 
     The wait is the caller's own loop interval (the builder's ``input.follow_interval``),
     not a backoff: the servers it waits for are a boot or a restart away, and a node should
@@ -240,6 +267,8 @@ def wait_for_cluster(
         while not stop.requested:
             try:
                 got = connect()
+            except CredentialError:
+                raise
             except ClusterError as e:
                 if stop.requested:
                     break

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 
 import msgspec
 
+from crlbuilder.natsauth import NatsAuth, NatsAuthError, check_credential
 from crlbuilder.options import ConfigError, convert, read_toml
 
 __all__ = [  # ConfigError is crlbuilder.options' (one for both binaries), named here for callers
@@ -64,6 +65,10 @@ ENV_OVERRIDES: Final[Mapping[str, str]] = {
     "JPKI_VA_STORE": "store.path",
     "JPKI_VA_PKI": "store.pki",
     "JPKI_VA_REGISTRY": "registry.path",
+    "JPKI_VA_NATS_NKEY_SEED": "cluster.nats_nkey_seed",
+    "JPKI_VA_NATS_TLS_CA": "cluster.nats_tls_ca",
+    "JPKI_VA_NATS_TLS_CERT": "cluster.nats_tls_cert",
+    "JPKI_VA_NATS_TLS_KEY": "cluster.nats_tls_key",
 }
 """Environment variable -> dotted field it overrides (between the file and the flags)."""
 
@@ -409,6 +414,24 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """/readyz says not ready while the store is more than this many records behind the
     record stream (and once more when it falls that far behind), as this node's builder
     saw the stream (`responder.streamlag`)."""
+    nats_nkey_seed: str = ""
+    """The NKey user seed file (``SU...``, mode 0600) this node signs the NATS server's nonce
+    with; the server knows the user by its public key (`crlbuilder.natsauth`). Overridden by
+    ``JPKI_VA_NATS_NKEY_SEED``."""
+    nats_tls_ca: str = ""
+    """The CA file the NATS servers' certificates are checked against (``JPKI_VA_NATS_TLS_CA``);
+    set: the connection is TLS."""
+    nats_tls_cert: str = ""
+    """This node's client certificate for NATS (with ``nats_tls_key``; ``JPKI_VA_NATS_TLS_CERT``)."""
+    nats_tls_key: str = ""
+    """Its private key, mode 0600 (``JPKI_VA_NATS_TLS_KEY``). Without a seed or a client
+    certificate, only NATS servers on loopback are accepted (anonymous, with a warning)."""
+
+    def nats_auth(self) -> NatsAuth:
+        """The NATS credential these keys name (the environment wins when it is joined)."""
+        return NatsAuth(
+            self.nats_nkey_seed, self.nats_tls_ca, self.nats_tls_cert, self.nats_tls_key
+        )
 
 
 class ResponderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -493,11 +516,17 @@ def load_config(
         _set_dotted(tree, dotted, value, source)
         given[dotted] = "<command line>"
     try:
-        return convert(tree, ResponderConfig, source, dec_hook=_dec_hook)
+        cfg = convert(tree, ResponderConfig, source, dec_hook=_dec_hook)
     except ConfigError as e:
         if e.field not in given:
             raise
         raise ConfigError(given[e.field], e.field, e.problem) from None
+    if cfg.cluster.nats:  # a credential that will not do is refused here, not at each call
+        try:
+            check_credential(cfg.cluster.nats_auth(), cfg.cluster.nats)
+        except NatsAuthError as e:
+            raise ConfigError(source, "cluster.nats_*", str(e)) from None
+    return cfg
 
 
 class _Flag(msgspec.Struct, frozen=True):

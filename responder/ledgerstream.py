@@ -176,7 +176,7 @@ def exchange(ledger: Ledger, cluster_config: ClusterConfig, *, merge: bool = Tru
     except ValueError as e:
         raise ClusterError(str(e)) from None
     try:
-        cluster = Cluster(servers)
+        cluster = Cluster(servers, auth=cluster_config.nats_auth())
     except ClusterError:
         ledger.ship_failed()
         raise

@@ -339,6 +339,7 @@ def setup(config: ResponderConfig) -> WatchEnv:
     w = config.watch
     where = w.lists_dir(config.ledger).absolute()
     nats = config.cluster.nats
+    auth = config.cluster.nats_auth()
     lag = config.cluster.max_lag if nats else 0
     env = _ENVS.get(where)
     if (
@@ -346,8 +347,9 @@ def setup(config: ResponderConfig) -> WatchEnv:
         or env.config != w
         or env.fresh_lag != lag
         or (env.stream.servers if env.stream else []) != (parse_servers(nats) if nats else [])
+        or (env.stream.auth if env.stream else None) != (auth if nats else None)
     ):
-        stream = WatchStream(nats, timeout=w.replication_wait_seconds) if nats else None
+        stream = WatchStream(nats, timeout=w.replication_wait_seconds, auth=auth) if nats else None
         env = _ENVS[where] = WatchEnv(
             w, where, w.secret_path(config.ledger), fresh_lag=lag, stream=stream
         )

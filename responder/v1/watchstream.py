@@ -24,6 +24,7 @@ import nats.errors
 import nats.js.errors
 
 from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream, parse_servers
+from crlbuilder.natsauth import NatsAuth
 from responder.v1 import watchsnap
 from responder.v1.holddown import HoldDown
 from responder.v1.watchlog import Behind, Gone, catch_up, op_id, secret_check, stream_id
@@ -74,8 +75,11 @@ class WatchStream:
         timeout: float = 2.0,
         name: str = STREAM,
         clock: Callable[[], float] = time.monotonic,
+        auth: NatsAuth | None = None,
     ) -> None:
         self.servers = parse_servers(source)
+        self.auth = auth
+        """The NATS credential (`crlbuilder.natsauth`; None: the environment's)."""
         self.timeout = timeout
         self.name = name
         self.subject = SUBJECT if name == STREAM else f"jpki.watch.{name}"
@@ -97,7 +101,7 @@ class WatchStream:
     def _connected(self) -> Cluster:
         if self._cluster is None:
             try:
-                cluster = Cluster(self.servers, connect_timeout=self.timeout)
+                cluster = Cluster(self.servers, connect_timeout=self.timeout, auth=self.auth)
             except ClusterError as e:
                 raise StreamUnavailable(str(e)) from None
             try:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,10 @@ class NatsServer:
 class NatsCluster:
     servers: list[NatsServer]
     logs: Path
+    extra: str = ""
+    """Appended to each server's configuration (an ``authorization`` block, ``tls``)."""
+    probe: dict[str, Any] = field(default_factory=dict)
+    """nats-py ``connect`` options of the readiness probe (the credential ``extra`` asks for)."""
     _log_files: list[object] = field(default_factory=list)
 
     @property
@@ -97,7 +102,7 @@ class NatsCluster:
             f'listen: "127.0.0.1:{s.port}"\n'
             "max_payload: 2MB\n"
             f'jetstream {{ store_dir: "{s.dir / "js"}", max_memory_store: 64MB, '
-            "max_file_store: 1GB }\n" + cluster
+            "max_file_store: 1GB }\n" + cluster + self.extra
         )
         return conf
 
@@ -141,7 +146,7 @@ class NatsCluster:
                 f.close()  # type: ignore[attr-defined]
 
 
-def wait_jetstream(urls: list[str], timeout: float = 30) -> None:
+def wait_jetstream(urls: list[str], timeout: float = 30, **options: Any) -> None:
     """Until the cluster's JetStream has a meta leader: an account info request succeeds."""
     import asyncio
 
@@ -149,7 +154,9 @@ def wait_jetstream(urls: list[str], timeout: float = 30) -> None:
 
     async def probe() -> bool:
         try:
-            nc = await nats.connect(servers=urls, connect_timeout=1, max_reconnect_attempts=0)
+            nc = await nats.connect(
+                servers=urls, connect_timeout=1, max_reconnect_attempts=0, **options
+            )
         except Exception:
             return False
         try:
@@ -189,13 +196,17 @@ def nats_cluster(base: Path, n: int = 3) -> Iterator[NatsCluster]:
 
 
 @contextlib.contextmanager
-def nats_server(base: Path, port: int) -> Iterator[NatsCluster]:
+def nats_server(
+    base: Path, port: int, *, extra: str = "", probe: dict[str, Any] | None = None
+) -> Iterator[NatsCluster]:
     """One standalone JetStream server on 127.0.0.1:``port`` under ``base`` (a server that
-    starts after the command waiting for it); stopped on the way out."""
+    starts after the command waiting for it); stopped on the way out. ``extra``: more of its
+    configuration, ``probe``: how the readiness probe connects then."""
     _need_nats_server()
     d = base / "nats"
     d.mkdir(parents=True)
-    with _running(NatsCluster([NatsServer("n0", port, 0, d)], base)) as cluster:
+    servers = [NatsServer("n0", port, 0, d)]
+    with _running(NatsCluster(servers, base, extra, probe or {})) as cluster:
         yield cluster
 
 
@@ -208,7 +219,7 @@ def _running(cluster: NatsCluster) -> Iterator[NatsCluster]:
             cluster.start(s)
         for s in servers:
             cluster.wait_client(s)
-        wait_jetstream(cluster.urls)
+        wait_jetstream(cluster.urls, **cluster.probe)
         yield cluster
     finally:
         cluster.stop_all()

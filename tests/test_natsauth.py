@@ -1,0 +1,346 @@
+"""NATS authentication (`crlbuilder.natsauth`): the credential files are checked before any
+connection, a server off loopback is not reached anonymously, and the shipped per-role
+authorization (deploy/nats/jpki-va-auth.conf) is valid for nats-server and lets each role do
+its part of the record and watch streams, and not another's, on a real server."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import nats.errors
+import nkeys
+import pytest
+
+from crlbuilder.build import Builder
+from crlbuilder.cli import main as crlbuilder_main
+from crlbuilder.config import BuilderConfig
+from crlbuilder.jetstream import Cluster, ClusterError, CredentialError, wait_for_cluster
+from crlbuilder.manifest import Manifest
+from crlbuilder.natsauth import ENV, NatsAuth, NatsAuthError, check_credential, resolve
+from crlbuilder.options import ConfigError
+from crlbuilder.stream import Consumer, StreamCipher, StreamNames
+from responder.config import load_config as responder_config
+from responder.v1.watchstream import StreamUnavailable, WatchStream
+from tests.support.builder import builder_config
+from tests.support.nats import NATS_SERVER, NatsCluster, free_ports, nats_server
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTH_CONF = ROOT / "deploy" / "nats" / "jpki-va-auth.conf"
+SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"  # Debian ca-certificates
+ROLES = ("PUBLISHER", "SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT",
+         "REGISTRY_ADMIN")  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _no_credential_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ENV.values():
+        monkeypatch.delenv(var, raising=False)
+
+
+def new_seed(path: Path) -> str:
+    """A new NKey user seed written to ``path`` (0600); its public key."""
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    path.write_bytes(seed + b"\n")
+    path.chmod(0o600)
+    return str(nkeys.from_seed(bytearray(seed)).public_key.decode())
+
+
+def role_seeds(d: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """A seed file per role under ``d``, and the server's environment naming their keys."""
+    d.mkdir(exist_ok=True)
+    seeds = {r: d / f"{r.lower()}.seed" for r in ROLES}
+    return seeds, {f"JPKI_NATS_{r}": new_seed(p) for r, p in seeds.items()}
+
+
+# -- the files, before any connection --------------------------------------------------------
+
+
+def test_a_seed_readable_by_others_is_refused_naming_the_file_not_its_content(
+    tmp_path: Path,
+) -> None:
+    seed = tmp_path / "node.seed"
+    new_seed(seed)
+    secret = seed.read_text().strip()
+    seed.chmod(0o640)
+    with pytest.raises(NatsAuthError) as e:
+        resolve(NatsAuth(nkey_seed=str(seed)), ["nats://nats-1.example.jp:4222"])
+    assert (
+        str(e.value) == f"{seed}: the NATS NKey seed must be readable by its owner only (chmod 600)"
+    )
+    seed.chmod(0o600)
+    got = resolve(NatsAuth(nkey_seed=str(seed)), ["nats://nats-1.example.jp:4222"])
+    assert got.kwargs == {"nkeys_seed_str": secret} and not got.warning
+    assert secret not in repr(got)  # what a traceback or a log line would show
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "cannot read the NATS NKey seed: No such file or directory"),
+     ("SAAJUNKACCOUNTSEEDNOTAUSER", "not an NKey user seed"),
+     ("é", "the NATS NKey seed is not ASCII")],
+)  # fmt: skip
+def test_a_missing_or_wrong_seed_file_is_refused_in_one_line(
+    tmp_path: Path, content: str | None, problem: str
+) -> None:
+    seed = tmp_path / "node.seed"
+    if content is not None:
+        seed.write_text(content)
+        seed.chmod(0o600)
+    with pytest.raises(NatsAuthError) as e:
+        resolve(NatsAuth(nkey_seed=str(seed)), ["nats://127.0.0.1:4222"])
+    assert problem in str(e.value) and "\n" not in str(e.value)
+    if content:
+        assert content not in str(e.value)
+
+
+def test_no_credential_is_refused_off_loopback_and_warned_about_on_it() -> None:
+    with pytest.raises(NatsAuthError, match=r"no NATS credential for nats://10\.0\.0\.5:4222"):
+        resolve(NatsAuth(), ["nats://127.0.0.1:4222", "nats://10.0.0.5:4222"])
+    with pytest.raises(NatsAuthError, match="no NATS credential"):  # a CA alone proves nothing
+        resolve(NatsAuth(tls_ca=SYSTEM_CAS), ["tls://nats.example.jp:4222"])
+    for local in ("nats://127.0.0.1:4222", "nats://localhost:4222", "nats://[::1]:4222"):
+        assert "anonymous" in resolve(NatsAuth(), [local]).warning
+
+
+def test_a_client_certificate_needs_its_key() -> None:
+    with pytest.raises(NatsAuthError, match="needs both nats_tls_cert and nats_tls_key"):
+        resolve(NatsAuth(tls_cert="/etc/jpki-va/nats.crt"), ["tls://nats.example.jp:4222"])
+
+
+def test_the_environment_wins_over_the_configuration(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.seed", tmp_path / "b.seed"
+    new_seed(a)
+    new_seed(b)
+    got = NatsAuth(nkey_seed=str(a)).with_environ({ENV["nkey_seed"]: str(b)})
+    assert got == NatsAuth(nkey_seed=str(b))
+    assert check_credential(NatsAuth(nkey_seed=str(a)), "nats-1.example.jp:4222").kwargs
+
+
+def test_both_configurations_refuse_a_credential_that_will_not_do(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed = tmp_path / "node.seed"
+    new_seed(seed)
+    seed.chmod(0o644)
+    with pytest.raises(ConfigError, match="owner only"):
+        responder_config(None, {"cluster.nats": "nats://nats-1.example.jp:4222",
+                                "cluster.nats_nkey_seed": str(seed)})  # fmt: skip
+    with pytest.raises(ConfigError, match="no NATS credential"):
+        responder_config(None, {"cluster.nats": "nats://nats-1.example.jp:4222"})
+    assert responder_config(None, {"cluster.nats": ""}).cluster.nats == ""  # one node: nothing
+    cfg = builder_config(tmp_path / "b", demo_pki[0])
+    toml = tmp_path / "builder.toml"
+    toml.write_text(
+        f'[store]\npath = "{cfg.store.path}"\n[pki]\nmanifest = "{demo_pki[0]}"\n'
+        f'[input]\nsource = "nats://nats-1.example.jp:4222"\n'
+    )
+    monkeypatch.setenv(ENV["nkey_seed"], str(seed))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = crlbuilder_main(["publish", "--config", str(toml), str(tmp_path)])
+    assert rc == 2
+    assert err.getvalue().count("\n") == 1 and "owner only (chmod 600)" in err.getvalue()
+
+
+# -- the shipped server configuration ------------------------------------------------------
+
+
+def _need_nats_server() -> None:
+    if not os.access(NATS_SERVER, os.X_OK):
+        pytest.skip(f"{NATS_SERVER} missing (Debian package nats-server)")
+
+
+@pytest.mark.integration
+def test_the_shipped_authorization_is_valid_for_nats_server_and_names_every_role(
+    tmp_path: Path,
+) -> None:
+    _need_nats_server()
+    shutil.copy(AUTH_CONF, tmp_path / AUTH_CONF.name)
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        f'listen: "127.0.0.1:4222"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+        f"include ./{AUTH_CONF.name}\n"
+    )
+    _, keys = role_seeds(tmp_path / "seeds")
+    env = {**os.environ, **keys}
+    ok = subprocess.run(
+        [NATS_SERVER, "-t", "-c", str(conf)], env=env, capture_output=True, check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    for role in ROLES:  # a role left out of the server's environment is an error, not open
+        less = {k: v for k, v in env.items() if k != f"JPKI_NATS_{role}"}
+        bad = subprocess.run(
+            [NATS_SERVER, "-t", "-c", str(conf)], env=less, capture_output=True, check=False
+        )
+        assert bad.returncode != 0 and f"JPKI_NATS_{role}".encode() in bad.stderr
+
+
+# -- a real server with the shipped authorization -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def secured(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[NatsCluster, dict[str, Path]]]:
+    """One nats-server on loopback with deploy/nats/jpki-va-auth.conf and a seed per role."""
+    _need_nats_server()
+    base = tmp_path_factory.mktemp("natsauth")
+    seeds, keys = role_seeds(base / "seeds")
+    extra = AUTH_CONF.read_text()
+    for var, key in keys.items():
+        extra = extra.replace(f"${var},", f'"{key}",')
+    probe = {"nkeys_seed_str": seeds["RESPONDER"].read_text().strip()}
+    with nats_server(base, free_ports(1)[0], extra=extra, probe=probe) as server:
+        yield server, seeds
+
+
+def as_role(seed: Path) -> NatsAuth:
+    return NatsAuth(nkey_seed=str(seed))
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_client_without_credential_is_refused_by_the_server(
+    secured: tuple[NatsCluster, dict[str, Path]],
+) -> None:
+    server, _ = secured
+    with pytest.raises(ClusterError, match=r"\(this node has no NATS credential\)$"):
+        Cluster(server.urls, connect_timeout=2)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_seed_the_server_does_not_know_is_refused(
+    secured: tuple[NatsCluster, dict[str, Path]], tmp_path: Path
+) -> None:
+    server, _ = secured
+    stranger = tmp_path / "stranger.seed"
+    new_seed(stranger)
+    with pytest.raises(ClusterError, match="Authorization Violation") as e:
+        Cluster(server.urls, connect_timeout=2, auth=as_role(stranger))
+    assert stranger.read_text().strip() not in str(e.value)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_follower_is_not_kept_waiting_on_a_credential_that_will_not_do(
+    secured: tuple[NatsCluster, dict[str, Path]], tmp_path: Path
+) -> None:
+    server, seeds = secured
+    bad = tmp_path / "b.seed"
+    shutil.copy(seeds["BUILDER"], bad)
+    bad.chmod(0o604)
+    warned: list[str] = []
+    with pytest.raises(CredentialError, match="owner only"):
+        wait_for_cluster(
+            lambda: Cluster(server.urls, auth=as_role(bad)), interval=0.1, warn=warned.append
+        )
+    assert warned == []  # refused at once, not tried again
+
+
+def _records(tmp: Path, pki: Path) -> Path:
+    out = tmp / "pop"
+    subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "synth", "--pki", str(pki), "--holders", "20",
+         "--out", str(out), "--seed", "5", "--no-progress"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out / "records"
+
+
+def _node(tmp: Path, pki: Path, source: str) -> BuilderConfig:
+    tmp.mkdir()
+    cfg = builder_config(tmp, pki)
+    return msgspec.structs.replace(
+        cfg,
+        crl=msgspec.structs.replace(cfg.crl, enabled=False),
+        ocsp=msgspec.structs.replace(cfg.ocsp, presign=False),
+        input=msgspec.structs.replace(cfg.input, source=source),
+        stream=msgspec.structs.replace(cfg.stream, durable=tmp.name),
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_the_record_stream_runs_through_the_roles_and_only_theirs(
+    secured: tuple[NatsCluster, dict[str, Path]],
+    tmp_path: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, seeds = secured
+    cfg = _node(tmp_path / "node", demo_pki[0], server.source)
+    records = sorted(_records(tmp_path, demo_pki[0]).glob("*.jsonl"))
+    names = StreamNames(cfg.stream.name, cfg.stream.subject)
+    cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+
+    # the builder's credential may not publish a record: refused, nothing stored
+    builder = Cluster(server.urls, auth=as_role(seeds["BUILDER"]))
+    try:
+        from crlbuilder.stream import publish
+
+        with pytest.raises((ClusterError, nats.errors.Error)):
+            publish(builder, names, records[:1], cipher, batch_size=50, retry_seconds=1)
+    finally:
+        builder.close()
+
+    # the publisher publishes, through the command and its environment's seed
+    monkeypatch.setenv(ENV["nkey_seed"], str(seeds["PUBLISHER"]))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = crlbuilder_main(["publish", "--source", server.source,
+                              "--facts-key-file", cfg.keys.facts_key_file,
+                              *map(str, records)])  # fmt: skip
+    assert rc == 0
+    published = msgspec.json.decode(out.getvalue())["published"]
+    assert published > 0
+    monkeypatch.delenv(ENV["nkey_seed"])
+
+    # the builder applies them all
+    b = Builder(cfg, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(server.urls, auth=as_role(seeds["BUILDER"]))
+    try:
+        assert b.consume(Consumer(c, names, cfg.stream.durable, cipher), tail_wait=0.5) == published
+        with pytest.raises(nats.errors.Error):  # and may not purge the stream
+            c.run(c.js.purge_stream(names.name))
+        assert c.run(c.js.stream_info(names.name)).state.messages >= published
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_the_watch_stream_is_written_by_responders_and_purged_by_watch_compact_only(
+    secured: tuple[NatsCluster, dict[str, Path]],
+) -> None:
+    server, seeds = secured
+    anonymous = WatchStream(server.source, timeout=2.0)
+    with pytest.raises(StreamUnavailable, match="this node has no NATS credential"):
+        anonymous.publish(b"op-0")
+    anonymous.close()
+
+    responder = WatchStream(server.source, timeout=2.0, auth=as_role(seeds["RESPONDER"]))
+    compact = WatchStream(server.source, timeout=2.0, auth=as_role(seeds["WATCH_COMPACT"]))
+    try:
+        first = responder.publish(b"op-1")
+        second = responder.publish(b"op-2")
+        assert responder.fetch(second) == b"op-2"
+        with pytest.raises(StreamUnavailable):  # a responder may not purge the stream
+            responder.purge_operations(first)
+        responder.close()
+        assert compact.fetch(first) == b"op-1"
+        compact.purge_operations(first)  # watch-compact may
+        assert compact.fetch(first) is None and compact.fetch(second) == b"op-2"
+    finally:
+        responder.close()
+        compact.close()
