@@ -362,6 +362,22 @@ def _facts_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nats_key(args: argparse.Namespace) -> int:
+    from crlbuilder.natsauth import new_user_seed
+
+    try:
+        public = new_user_seed(args.out)
+    except FileExistsError:
+        print(f"crlbuilder nats-key: error: {args.out} exists; refusing to replace a seed",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    except OSError as e:
+        print(f"crlbuilder nats-key: error: {args.out}: {e.strerror}", file=sys.stderr)
+        return 2
+    print(public)  # the seed stays in the file: the server's configuration names this key
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from crlbuilder.store.format import StoreFormatError, status_key
     from crlbuilder.store.lmdbstore import Store
@@ -458,6 +474,15 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="key file to create (refuses to replace one)"
     )
     fk.set_defaults(func=_facts_key)
+
+    nk = sub.add_parser(
+        "nats-key",
+        help="create a new NKey user seed for NATS (mode 0600) and print its public key",
+    )
+    nk.add_argument(
+        "--out", type=Path, required=True, help="seed file to create (refuses to replace one)"
+    )
+    nk.set_defaults(func=_nats_key)
 
     b = sub.add_parser(
         "build",

@@ -122,6 +122,21 @@ def resolve(auth: NatsAuth, servers: list[str]) -> ConnectOptions:
     return ConnectOptions(kwargs, warning)
 
 
+def new_user_seed(path: Path) -> str:
+    """Write a new NKey user seed to ``path`` (created 0600; an existing file is not replaced:
+    `FileExistsError`) and return its public key (``U...``), which the server's configuration
+    names (deploy/nats/jpki-va-auth.conf)."""
+    import nkeys  # type: ignore[import-untyped,unused-ignore]  # nats-py's NKey library
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(seed + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return str(nkeys.from_seed(bytearray(seed)).public_key.decode("ascii"))
+
+
 def check_credential(auth: NatsAuth, source: str) -> ConnectOptions:
     """`resolve` for the server list as configured (``nats://h:p,h:p``), the environment's
     paths winning: what a configuration loader calls to refuse a credential before any

@@ -71,6 +71,7 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ALERTS_TEST = DEPLOY / "prometheus" / "alerts_test.yml"
 DASHBOARD = DEPLOY / "grafana" / "jpki-va.json"
 UNITS = DEPLOY / "systemd"
+AUTH_CONF = DEPLOY / "nats" / "jpki-va-auth.conf"
 CRLBUILDER_UNIT = UNITS / "jpki-va-crlbuilder.service"
 RESPONDER_UNIT = UNITS / "jpki-va-responder.service"
 GROUP_PULL_UNIT = UNITS / "jpki-va-group-pull.service"
@@ -696,10 +697,14 @@ def test_the_node_units_run_a_node_of_several() -> None:
         assert argv[argv.index(flag) + 1] == "${NATS}", unit.name
         # every secret the command reads is a credential of the unit, loaded from /etc/jpki-va
         creds = dict(c.split(":", 1) for c in s.get("LoadCredential", []))
-        read = {w.removeprefix("%d/") for w in argv if w.startswith("%d/")}
-        assert read == set(creds), unit.name
-        assert all(v == f"/etc/jpki-va/{k}" for k, v in creds.items()), creds
         env = dict(e.split("=", 1) for e in s["Environment"])
+        read = {w.removeprefix("%d/") for w in [*argv, *env.values()] if w.startswith("%d/")}
+        assert read == set(creds), unit.name
+        # the NATS credential of the unit's role (deploy/nats/jpki-va-auth.conf), by variable
+        assert env["JPKI_VA_NATS_NKEY_SEED"] == "%d/nats.seed", unit.name
+        role = creds.pop("nats.seed").removeprefix("/etc/jpki-va/nats/").removesuffix(".seed")
+        assert f"$JPKI_NATS_{role.upper().replace('-', '_')}," in AUTH_CONF.read_text(), unit.name
+        assert all(v == f"/etc/jpki-va/{k}" for k, v in creds.items()), creds
         plain = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "TMPDIR"}
         assert set(env) - plain <= set(ENV_OVERRIDES), unit.name
         if "JPKI_VA_REGISTRY" in env:
@@ -1076,7 +1081,7 @@ def _as_systemd_runs(
     env = {"PATH": os.environ["PATH"], **values}
     for e in s.get("Environment", []):
         name, value = e.split("=", 1)
-        env[name] = here(value)
+        env[name] = here(value.replace("%d", str(creds)))
     return argv, env, Path(here(s["WorkingDirectory"][0]))
 
 
@@ -1143,11 +1148,18 @@ def _namespaces() -> None:
         pytest.skip(message)
 
 
-def _node_root(root: Path, built: Any, nats: str, watch_secret: str, http_port: int) -> None:
+def _node_root(
+    root: Path, built: Any, nats: str, watch_secret: str, http_port: int, seeds: list[Path]
+) -> None:
     """/etc/jpki-va and /var/lib/jpki-va of one node under ``root``, laid out as
     docs/operations.md, "A node of several on hosts" says: configuration, PKI, facts key and
-    watch secret (0600), cluster.env, the registry copied from the first node."""
+    watch secret (0600), the NKey seeds of its units' roles (nats/, 0600), cluster.env, the
+    registry copied from the first node."""
     etc, var = root / "etc/jpki-va", root / "var/lib/jpki-va"
+    (etc / "nats").mkdir(parents=True, mode=0o700)
+    for seed in seeds:
+        shutil.copy(seed, etc / "nats" / seed.name)
+        (etc / "nats" / seed.name).chmod(0o600)
     shutil.copytree(built.pki, etc / "pki")
     shutil.copy(built.facts_key, etc / "facts.key")
     (etc / "watch.secret").write_text(watch_secret + "\n")
@@ -1188,7 +1200,7 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
     shared watch secret; its watch-compact round runs (nothing to do at the unit's
     thresholds), and one with --keep 0 --min-operations 1 snapshots and purges."""
     from tests.support import procs
-    from tests.support.nats import free_ports, nats_server
+    from tests.support.nats import free_ports, nats_server, shipped_authorization
     from tests.support.wait import until
     from tests.test_cluster import stream_seq
 
@@ -1221,14 +1233,25 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
         print(f"--- {root.name}: {unit.name}", ran.stdout[-1000:], ran.stderr[-2000:], sep="\n")
         return ran
 
-    with nats_server(tmp_path / "nats", nats_port) as server:
+    # the servers under the shipped per-role authorization; each unit with its role's seed
+    shipped = shipped_authorization(tmp_path / "seeds")
+    seeds = shipped.seeds
+    node_seeds = [seeds[r] for r in ("SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT")]
+
+    def as_role(role: str) -> dict[str, str]:
+        return {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(seeds[role])}
+
+    with nats_server(
+        tmp_path / "nats", nats_port, extra=shipped.extra, probe=shipped.probe
+    ) as server:
         for root in (signer_root, node_root):
-            _node_root(root, built, server.source, secret, http_port)
+            _node_root(root, built, server.source, secret, http_port, node_seeds)
         try:
             out = subprocess.run(
                 [str(BIN / "crlbuilder"), "publish", "--source", server.source,
                  "--facts-key-file", str(built.facts_key), str(built.population / "records")],
                 check=True, capture_output=True, text=True, timeout=300,
+                env=as_role("PUBLISHER"),
             )  # fmt: skip
             total = int(json.loads(out.stdout)["last_seq"])
             signer = start(NODE_SIGNER_UNIT, signer_root, "builder")
@@ -1253,7 +1276,7 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
                 [str(BIN / "responder"), "registry", "suspend", "--registry", str(other),
                  "--nats", server.source, "--id", "sig-verifier", "--article", "Act §18(6)(1)",
                  "--reason", "test"],
-                check=True, capture_output=True, timeout=60,
+                check=True, capture_output=True, timeout=60, env=as_role("REGISTRY_ADMIN"),
             )  # fmt: skip
             audit = node_root / "var/lib/jpki-va/registry/registry.audit.jsonl"
             until(lambda: audit.exists() and '"replicate"' in audit.read_text(), 30,

@@ -24,19 +24,31 @@ from crlbuilder.cli import main as crlbuilder_main
 from crlbuilder.config import BuilderConfig
 from crlbuilder.jetstream import Cluster, ClusterError, CredentialError, wait_for_cluster
 from crlbuilder.manifest import Manifest
-from crlbuilder.natsauth import ENV, NatsAuth, NatsAuthError, check_credential, resolve
+from crlbuilder.natsauth import (
+    ENV,
+    NatsAuth,
+    NatsAuthError,
+    check_credential,
+    new_user_seed,
+    resolve,
+)
 from crlbuilder.options import ConfigError
 from crlbuilder.stream import Consumer, StreamCipher, StreamNames
 from responder.config import load_config as responder_config
 from responder.v1.watchstream import StreamUnavailable, WatchStream
 from tests.support.builder import builder_config
-from tests.support.nats import NATS_SERVER, NatsCluster, free_ports, nats_server
+from tests.support.nats import (
+    AUTH_CONF,
+    NATS_SERVER,
+    ROLES,
+    NatsCluster,
+    free_ports,
+    nats_server,
+    shipped_authorization,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-AUTH_CONF = ROOT / "deploy" / "nats" / "jpki-va-auth.conf"
 SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"  # Debian ca-certificates
-ROLES = ("PUBLISHER", "SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT",
-         "REGISTRY_ADMIN")  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -46,18 +58,33 @@ def _no_credential_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def new_seed(path: Path) -> str:
-    """A new NKey user seed written to ``path`` (0600); its public key."""
-    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-    path.write_bytes(seed + b"\n")
-    path.chmod(0o600)
-    return str(nkeys.from_seed(bytearray(seed)).public_key.decode())
+    """A new NKey user seed written to ``path`` (0600, as `crlbuilder nats-key` does); its
+    public key."""
+    return new_user_seed(path)
 
 
-def role_seeds(d: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """A seed file per role under ``d``, and the server's environment naming their keys."""
+def test_nats_key_writes_a_seed_0600_prints_its_public_key_and_replaces_none(
+    tmp_path: Path,
+) -> None:
+    seed = tmp_path / "node.seed"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert crlbuilder_main(["nats-key", "--out", str(seed)]) == 0
+        before = seed.read_bytes()
+        assert crlbuilder_main(["nats-key", "--out", str(seed)]) == 2
+    assert seed.stat().st_mode & 0o777 == 0o600 and seed.read_bytes() == before
+    public = nkeys.from_seed(bytearray(before.strip())).public_key.decode()
+    assert out.getvalue() == f"{public}\n" and public.startswith("U")
+    assert (
+        err.getvalue() == f"crlbuilder nats-key: error: {seed} exists; refusing to replace a seed\n"
+    )
+    assert before.strip().decode() not in out.getvalue() + err.getvalue()
+
+
+def role_keys(d: Path) -> dict[str, str]:
+    """A seed file per role under ``d``; the server's environment naming their public keys."""
     d.mkdir(exist_ok=True)
-    seeds = {r: d / f"{r.lower()}.seed" for r in ROLES}
-    return seeds, {f"JPKI_NATS_{r}": new_seed(p) for r, p in seeds.items()}
+    return {f"JPKI_NATS_{r}": new_seed(d / f"{r.lower()}.seed") for r in ROLES}
 
 
 # -- the files, before any connection --------------------------------------------------------
@@ -169,7 +196,7 @@ def test_the_shipped_authorization_is_valid_for_nats_server_and_names_every_role
         f'listen: "127.0.0.1:4222"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
         f"include ./{AUTH_CONF.name}\n"
     )
-    _, keys = role_seeds(tmp_path / "seeds")
+    keys = role_keys(tmp_path / "seeds")
     env = {**os.environ, **keys}
     ok = subprocess.run(
         [NATS_SERVER, "-t", "-c", str(conf)], env=env, capture_output=True, check=False
@@ -193,13 +220,9 @@ def secured(
     """One nats-server on loopback with deploy/nats/jpki-va-auth.conf and a seed per role."""
     _need_nats_server()
     base = tmp_path_factory.mktemp("natsauth")
-    seeds, keys = role_seeds(base / "seeds")
-    extra = AUTH_CONF.read_text()
-    for var, key in keys.items():
-        extra = extra.replace(f"${var},", f'"{key}",')
-    probe = {"nkeys_seed_str": seeds["RESPONDER"].read_text().strip()}
-    with nats_server(base, free_ports(1)[0], extra=extra, probe=probe) as server:
-        yield server, seeds
+    shipped = shipped_authorization(base / "seeds")
+    with nats_server(base, free_ports(1)[0], extra=shipped.extra, probe=shipped.probe) as server:
+        yield server, shipped.seeds
 
 
 def as_role(seed: Path) -> NatsAuth:
@@ -344,3 +367,91 @@ def test_the_watch_stream_is_written_by_responders_and_purged_by_watch_compact_o
     finally:
         responder.close()
         compact.close()
+
+
+# -- TLS: the server's certificate checked, the client's asked for (verify: true) ------------
+
+
+def _pem(path: Path, obj: object, *, secret: bool = False) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if isinstance(obj, ec.EllipticCurvePrivateKey):
+        data = obj.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    else:
+        data = obj.public_bytes(serialization.Encoding.PEM)  # type: ignore[attr-defined]
+    path.write_bytes(data)
+    path.chmod(0o600 if secret else 0o644)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tls_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[NatsCluster, dict[str, str]]]:
+    """A nats-server on loopback that speaks TLS only and asks every client for a certificate
+    of its CA; the files of a client it accepts."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.support.pki import certificate
+
+    _need_nats_server()
+    base = tmp_path_factory.mktemp("natstls")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate("jpki-va test NATS CA", ca_key, ca=True)
+
+    def leaf(cn: str, *ext: tuple[x509.ExtensionType, bool]) -> tuple[object, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        return key, certificate(cn, key, ca_key, issuer=ca.subject, ca=False, extensions=ext)
+
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    s_key, s_cert = leaf("nats-1", (san, False))
+    c_key, c_cert = leaf("jpki-va-node-1")
+    files = {
+        "ca": _pem(base / "ca.pem", ca),
+        "server_cert": _pem(base / "server.pem", s_cert),
+        "server_key": _pem(base / "server.key", s_key, secret=True),
+        "cert": _pem(base / "client.pem", c_cert),
+        "key": _pem(base / "client.key", c_key, secret=True),
+    }
+    extra = (
+        f'tls {{ cert_file: "{files["server_cert"]}", key_file: "{files["server_key"]}", '
+        f'ca_file: "{files["ca"]}", verify: true, timeout: 2 }}\n'
+    )
+    ctx = resolve(NatsAuth(tls_ca=files["ca"], tls_cert=files["cert"], tls_key=files["key"]), [])
+    with nats_server(base, free_ports(1)[0], extra=extra, probe=ctx.kwargs) as server:
+        yield server, files
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_over_tls_a_client_certificate_of_the_ca_is_needed_and_enough(
+    tls_server: tuple[NatsCluster, dict[str, str]], tmp_path: Path
+) -> None:
+    server, f = tls_server
+    # a CA alone (no client certificate): refused by the server, however near it is
+    with pytest.raises(ClusterError, match="this node has no NATS credential"):
+        Cluster(server.urls, connect_timeout=2, auth=NatsAuth(tls_ca=f["ca"]))
+    # a client key readable by others: refused before connecting
+    loose = tmp_path / "client.key"
+    shutil.copy(f["key"], loose)
+    loose.chmod(0o644)
+    with pytest.raises(CredentialError, match="NATS client key must be readable by its owner"):
+        Cluster(server.urls, auth=NatsAuth(tls_ca=f["ca"], tls_cert=f["cert"], tls_key=str(loose)))
+    # the right files: the watch stream works through the TLS connection
+    auth = NatsAuth(tls_ca=f["ca"], tls_cert=f["cert"], tls_key=f["key"])
+    stream = WatchStream(server.source, timeout=2.0, auth=auth)
+    try:
+        seq = stream.publish(b"op-tls")
+        assert stream.fetch(seq) == b"op-tls"
+        info = stream._connected().nc._server_info  # what the server announced: TLS only
+        assert info.get("tls_required") and info.get("tls_verify")
+    finally:
+        stream.close()

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -172,6 +172,37 @@ def wait_jetstream(urls: list[str], timeout: float = 30, **options: Any) -> None
         if time.monotonic() > deadline:
             raise procs.ProcessError(f"JetStream not ready within {timeout} s")
         time.sleep(0.2)
+
+
+AUTH_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "jpki-va-auth.conf"
+"""The shipped per-role authorization of the NATS servers."""
+ROLES: Final = ("PUBLISHER", "SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT",
+                "REGISTRY_ADMIN")  # fmt: skip
+"""Its users, one per role (``$JPKI_NATS_<ROLE>``: each one's public NKey)."""
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """`AUTH_CONF` with a new NKey per role: a seed file per role (``<role>.seed``, 0600, the
+    role in lower case with hyphens), the configuration text with their public keys in place,
+    and the probe's credential (the responder's)."""
+
+    seeds: dict[str, Path]
+    extra: str
+    probe: dict[str, Any]
+
+
+def shipped_authorization(d: Path) -> Shipped:
+    from crlbuilder.natsauth import new_user_seed
+
+    d.mkdir(parents=True, exist_ok=True)
+    seeds = {r: d / f"{r.lower().replace('_', '-')}.seed" for r in ROLES}
+    extra = AUTH_CONF.read_text()
+    for role, seed in seeds.items():
+        extra = extra.replace(f"$JPKI_NATS_{role},", f'"{new_user_seed(seed)}",')
+    assert "nkey: $" not in extra, "a role of deploy/nats/jpki-va-auth.conf left out"
+    probe = {"nkeys_seed_str": seeds["RESPONDER"].read_text().strip()}
+    return Shipped(seeds, extra, probe)
 
 
 def _need_nats_server() -> None:
