@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -455,3 +456,61 @@ def test_over_tls_a_client_certificate_of_the_ca_is_needed_and_enough(
         assert info.get("tls_required") and info.get("tls_verify")
     finally:
         stream.close()
+
+
+# -- Kubernetes: the servers include the same authorization, each container its role's seed -
+
+
+def _manifests(name: str) -> list[dict[str, Any]]:
+    import yaml
+
+    path = ROOT / "deploy" / "kubernetes" / name
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+@pytest.mark.integration  # nats-server -t
+def test_the_kubernetes_nats_servers_run_the_shipped_authorization(tmp_path: Path) -> None:
+    _need_nats_server()
+    config = next(d for d in _manifests("nats.yaml") if d["kind"] == "ConfigMap")["data"]
+    assert config["jpki-va-auth.conf"] == AUTH_CONF.read_text()
+    assert "include ./jpki-va-auth.conf" in config["nats.conf"]
+    for name, text in config.items():
+        (tmp_path / name).write_text(text)
+    keys = role_keys(tmp_path / "seeds")
+    env = {**os.environ, **keys, "POD_NAME": "nats-0", "POD_NAMESPACE": "jpki", "JS_KEY": "k"}
+    ran = subprocess.run(
+        [NATS_SERVER, "-t", "-c", str(tmp_path / "nats.conf")],
+        env=env, capture_output=True, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    server = next(d for d in _manifests("nats.yaml") if d["kind"] == "StatefulSet")
+    (container,) = server["spec"]["template"]["spec"]["containers"]
+    assert {"configMapRef": {"name": "nats-users"}} in container["envFrom"]
+
+
+def test_every_kubernetes_container_on_nats_mounts_its_roles_seed_only() -> None:
+    docs = _manifests("jpki-va.yaml")
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    seed_path = config[ENV["nkey_seed"]]
+    expected = {"bootstrap": "builder", "builder": "builder", "registry-sync": "responder",
+                "watch-compact": "watch-compact", "responder": "responder"}  # fmt: skip
+    auth = AUTH_CONF.read_text()
+    seen = 0
+    for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+        pod = sts["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            mounts = [m for m in c["volumeMounts"] if m["name"].startswith("nats-")]
+            (mount,) = mounts  # one seed, its role's
+            assert mount["mountPath"] == str(Path(seed_path).parent) and mount["readOnly"]
+            secret = volumes[mount["name"]]["secret"]
+            (item,) = secret["items"]
+            assert secret["secretName"] == "jpki-va-nats" and secret["defaultMode"] == 0o400
+            assert item["path"] == Path(seed_path).name
+            role = item["key"].removesuffix(".seed")
+            is_signer = sts["metadata"]["name"] == "jpki-va-signer"
+            assert role == ("signer" if is_signer else expected[c["name"]]), c["name"]
+            assert f"$JPKI_NATS_{role.upper().replace('-', '_')}," in auth
+            assert {"configMapRef": {"name": "jpki-va-config"}} in c["envFrom"]
+            seen += 1
+    assert seen == 6
