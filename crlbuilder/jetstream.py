@@ -107,7 +107,8 @@ class Cluster:
         except NatsAuthError as e:
             raise CredentialError(f"cannot connect to NATS at {','.join(servers)}: {e}") from None
         throttled = _Throttled(warn)
-        if options.warning:
+        if options.warning and tuple(servers) not in _WARNED_ANONYMOUS:
+            _WARNED_ANONYMOUS.add(tuple(servers))  # once a process: a responder connects often
             throttled.line(options.warning)
         self.loop = asyncio.new_event_loop()
         try:
@@ -154,6 +155,9 @@ class Cluster:
             self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
 
+
+_WARNED_ANONYMOUS: set[tuple[str, ...]] = set()
+"""The server lists this process was told it reaches without a credential (loopback only)."""
 
 WARN_EVERY: Final = 10.0
 """Seconds between two identical warnings of one connection (a reconnection loop retries

@@ -116,7 +116,8 @@ def resolve(auth: NatsAuth, servers: list[str]) -> ConnectOptions:
         if off:
             raise NatsAuthError(
                 f"no NATS credential for {','.join(off)}: set nats_nkey_seed (an NKey seed "
-                "file, 0600) or nats_tls_cert and nats_tls_key (a client certificate)"
+                "file, 0600) or nats_tls_cert and nats_tls_key (a client certificate), or "
+                "JPKI_VA_NATS_NKEY_SEED"
             )
         warning = "NATS: no credential configured; anonymous connection accepted on loopback only"
     return ConnectOptions(kwargs, warning)

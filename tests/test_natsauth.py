@@ -138,6 +138,17 @@ def test_no_credential_is_refused_off_loopback_and_warned_about_on_it() -> None:
         assert "anonymous" in resolve(NatsAuth(), [local]).warning
 
 
+def test_an_anonymous_connection_on_loopback_is_warned_about_once_a_process() -> None:
+    servers = [f"nats://127.0.0.1:{free_ports(1)[0]}"]  # nothing listens: refused at once
+    warned: list[str] = []
+    for _ in range(3):
+        with pytest.raises(ClusterError, match=r"\(this node has no NATS credential\)"):
+            Cluster(servers, connect_timeout=1, warn=warned.append)
+    assert [w for w in warned if "anonymous" in w] == [
+        "NATS: no credential configured; anonymous connection accepted on loopback only"
+    ]
+
+
 def test_a_client_certificate_needs_its_key() -> None:
     with pytest.raises(NatsAuthError, match="needs both nats_tls_cert and nats_tls_key"):
         resolve(NatsAuth(tls_cert="/etc/jpki-va/nats.crt"), ["tls://nats.example.jp:4222"])
@@ -268,6 +279,24 @@ def test_a_follower_is_not_kept_waiting_on_a_credential_that_will_not_do(
             lambda: Cluster(server.urls, auth=as_role(bad)), interval=0.1, warn=warned.append
         )
     assert warned == []  # refused at once, not tried again
+
+
+def test_registry_sync_following_refuses_a_loose_seed_at_once_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from responder.cli import main as responder_main
+
+    seed = tmp_path / "responder.seed"
+    new_seed(seed)
+    seed.chmod(0o640)
+    registry = tmp_path / "registry.toml"
+    monkeypatch.setenv(ENV["nkey_seed"], str(seed))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = responder_main(["registry", "sync", "--registry", str(registry),
+                             "--nats", "nats://127.0.0.1:1", "--follow"])  # fmt: skip
+    assert rc == 2 and err.getvalue().count("\n") == 1, err.getvalue()
+    assert "owner only (chmod 600)" in err.getvalue() and not registry.exists()
 
 
 def _records(tmp: Path, pki: Path) -> Path:

@@ -68,7 +68,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from crlbuilder import atomicfile
-from crlbuilder.jetstream import ClusterError, wait_for_cluster
+from crlbuilder.jetstream import ClusterError, CredentialError, wait_for_cluster
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.model import Family
 from crlbuilder.options import instant, run_command
@@ -1061,12 +1061,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if not args.nats:
         raise CommandError("--nats is required (or set JPKI_VA_NATS)")
     if args.follow:  # it runs until stopped: a cluster not up yet is waited for
-        waited = wait_for_cluster(
-            lambda: _open_shared(args.nats, args.bucket),
-            interval=_SYNC_RETRY,
-            warn=lambda message: print(f"responder registry sync: {message}",
-                                       file=sys.stderr, flush=True),
-        )  # fmt: skip
+        try:
+            waited = wait_for_cluster(
+                lambda: _open_shared(args.nats, args.bucket),
+                interval=_SYNC_RETRY,
+                warn=lambda message: print(f"responder registry sync: {message}",
+                                           file=sys.stderr, flush=True),
+            )  # fmt: skip
+        except CredentialError as e:  # a seed file that will not do: waiting will not help
+            raise CommandError(f"cannot reach the shared registry: {e}") from None
         if waited is None:
             return 0  # stopped while waiting: nothing read
         shared = waited
