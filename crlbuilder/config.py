@@ -4,7 +4,9 @@
 are taken relative to the current directory. Environment variables override
 paths and secrets: ``JPKI_VA_STORE``, ``JPKI_VA_PKI``, ``JPKI_VA_FACTS_KEY``
 (64 hex digits: the AES-256 key that seals the four facts; it wins over
-``keys.facts_key_file``).
+``keys.facts_key_file``), and ``JPKI_VA_NATS_NKEY_SEED``, ``JPKI_VA_NATS_TLS_CA``,
+``_CERT``, ``_KEY`` (the NATS credential's files, `crlbuilder.natsauth`; checked when
+``input.source`` names servers).
 """
 
 from __future__ import annotations
