@@ -107,9 +107,6 @@ class Cluster:
         except NatsAuthError as e:
             raise CredentialError(f"cannot connect to NATS at {','.join(servers)}: {e}") from None
         throttled = _Throttled(warn)
-        if options.warning and tuple(servers) not in _WARNED_ANONYMOUS:
-            _WARNED_ANONYMOUS.add(tuple(servers))  # once a process: a responder connects often
-            throttled.line(options.warning)
         self.loop = asyncio.new_event_loop()
         try:
             self.nc: Client = self.run(_connect(servers, connect_timeout, throttled, options))
@@ -119,6 +116,11 @@ class Cluster:
             raise ClusterError(
                 f"cannot connect to NATS at {','.join(servers)}: {e}{anonymous}"
             ) from None
+        if options.warning and tuple(servers) not in _WARNED_ANONYMOUS:
+            # connected without a credential (loopback only): said once a process (a
+            # responder connects often); a failure says it in its own line instead
+            _WARNED_ANONYMOUS.add(tuple(servers))
+            throttled.line(options.warning)
         self.js: JetStreamContext = self.nc.jetstream()
 
     def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
