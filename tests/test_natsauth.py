@@ -550,3 +550,25 @@ def test_every_kubernetes_container_on_nats_mounts_its_roles_seed_only() -> None
             assert {"configMapRef": {"name": "jpki-va-config"}} in c["envFrom"]
             seen += 1
     assert seen == 6
+
+
+def test_a_responder_reloaded_with_another_seed_uses_it_for_the_watch_stream(
+    tmp_path: Path,
+) -> None:
+    from responder.config import ClusterConfig, LedgerConfig, ResponderConfig
+    from responder.v1 import changes
+
+    a, b = tmp_path / "a.seed", tmp_path / "b.seed"
+    new_seed(a)
+    new_seed(b)
+
+    def config(seed: Path) -> ResponderConfig:
+        cluster = ClusterConfig(nats="nats://127.0.0.1:1", nats_nkey_seed=str(seed))
+        return ResponderConfig(ledger=LedgerConfig(dir=tmp_path / "ledger"), cluster=cluster)
+
+    first = changes.setup(config(a))
+    assert first.stream is not None and first.stream.auth == NatsAuth(nkey_seed=str(a))
+    assert changes.setup(config(a)) is first  # the same: kept
+    again = changes.setup(config(b))  # SIGHUP after the seed was rotated
+    assert again is not first and again.stream is not None
+    assert again.stream.auth == NatsAuth(nkey_seed=str(b))

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from crlbuilder.natsauth import NatsAuth
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
 from responder.config import ClusterConfig, LedgerConfig, ResponderConfig
@@ -52,6 +53,7 @@ class Log:
         self.down = False
         self.delay = 0.0
         self.servers = ["nats://127.0.0.1:1"]
+        self.auth = NatsAuth()  # no credential (the configuration's default)
 
     def _up(self) -> None:
         if self.down:

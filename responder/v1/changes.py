@@ -347,7 +347,7 @@ def setup(config: ResponderConfig) -> WatchEnv:
         or env.config != w
         or env.fresh_lag != lag
         or (env.stream.servers if env.stream else []) != (parse_servers(nats) if nats else [])
-        or (env.stream.auth if env.stream else None) != (auth if nats else None)
+        or (env.stream.auth if env.stream else None) != (auth if nats else None)  # rotated
     ):
         stream = WatchStream(nats, timeout=w.replication_wait_seconds, auth=auth) if nats else None
         env = _ENVS[where] = WatchEnv(

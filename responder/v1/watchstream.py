@@ -78,8 +78,8 @@ class WatchStream:
         auth: NatsAuth | None = None,
     ) -> None:
         self.servers = parse_servers(source)
-        self.auth = auth
-        """The NATS credential (`crlbuilder.natsauth`; None: the environment's)."""
+        self.auth = auth if auth is not None else NatsAuth()
+        """The NATS credential (`crlbuilder.natsauth`; none given: the environment's only)."""
         self.timeout = timeout
         self.name = name
         self.subject = SUBJECT if name == STREAM else f"jpki.watch.{name}"
