@@ -426,7 +426,9 @@ class LedgerWriter:
 
     # --- the hot path -------------------------------------------------------------
 
-    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None:
+    def count(
+        self, party: str, service: Service, method: Method, n: int = 1, *, at: float | None = None
+    ) -> None:
         """Count ``n`` provisions of ``service`` by ``method`` to ``party`` today.
 
         A clock read, one dict lookup and one add into the shared mapping; past local
@@ -436,7 +438,16 @@ class LedgerWriter:
         registry id). Call it before the answer is written to the transport.
         Pass `Service` and `Method` members (their string values work too, but
         compare slower); ``responder.registry``'s enums have the same values.
+
+        ``at``: the instant the caller provided at, read from its clock just before, instead
+        of this writer's clock: the provisions are dated on its local day, even when the
+        flusher has turned the day since (a caller that took them from the agreed provisions
+        per day at ``at``, `responder.limits.LimitsTable.take_provisions`, so that the bound
+        and the ledger count them on the same day). A lock taken, then as above.
         """
+        if at is not None:
+            self._count_at(at, party, service, method, n)
+            return
         if self._clock() >= self._day_end:
             self.tick()
         i = self._today.get((party, service, method))
@@ -445,9 +456,25 @@ class LedgerWriter:
             return
         self._q[i] += n
 
+    def _count_at(self, at: float, party: str, service: Service, method: Method, n: int) -> None:
+        """`count` at ``at``: under the lock, so the flusher cannot turn the day between the
+        look-up of ``at``'s slot and the add."""
+        day = _day_of(at, self.utc_offset)
+        with self._lock:
+            if day > self._day:
+                self._roll(at)
+            key = (party, service, method)
+            i = self._today.get(key) if day == self._day else self._index.get((day, *key))
+            if i is not None:
+                self._q[i] += n
+                return
+        self._count_new(party, service, method, n, at)
+
     # --- the slow path ------------------------------------------------------------
 
-    def _count_new(self, party: str, service: Service, method: Method, n: int) -> None:
+    def _count_new(
+        self, party: str, service: Service, method: Method, n: int, at: float | None = None
+    ) -> None:
         if not isinstance(party, str) or not _PARTY_RE.fullmatch(party):
             raise ValueError("the ledger counts provisions to registered party ids only")
         try:
@@ -459,16 +486,22 @@ class LedgerWriter:
                 "(pass responder.ledger.Service and Method members, or their string values)"
             ) from None
         with self._lock:
-            self._roll(self._clock())
+            if at is None:
+                self._roll(self._clock())
+            elif _day_of(at, self.utc_offset) > self._day:
+                self._roll(at)
             if self._rotate_due:
                 self._rotate_locked()
+            # ``at`` of a day this writer has turned from: that day's slot, ``_today`` kept
+            day = self._day if at is None else _day_of(at, self.utc_offset)
             key = (party, service, method)
-            i = self._today.get(key)
+            i = self._today.get(key) if day == self._day else self._index.get((day, *key))
             if i is None:
                 if self._file.used >= self._file.capacity:
                     self._rotate_locked()
-                i = self._allocate(self._day, party, service, method)
-                self._today[key] = i
+                i = self._allocate(day, party, service, method)
+                if day == self._day:
+                    self._today[key] = i
             self._q[i] += n
 
     def _allocate(self, day: int, party: str, service: Service, method: Method) -> int:
