@@ -163,6 +163,12 @@ _OCSP_ERRORS: Final[dict[int, Response]] = {
 }
 
 
+def _clock() -> float:
+    """The app's clock for `V1Api` (the instant an answer is counted at), read through this
+    module's ``time`` at each call."""
+    return time.time()
+
+
 def _method_not_allowed(allow: bytes) -> Response:
     return Response(405, b"method not allowed\n", TEXT, ((b"allow", allow),))
 
@@ -302,7 +308,7 @@ class JpkiApp:
                 V1_MEMBER_ROUTES, config, store=self.store, quota=self.limits,
                 ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
                 public=public_documents(V1_MEMBER_ROUTES, group_signer),
-                group_id=self.group.group_id,
+                group_id=self.group.group_id, clock=_clock,
             )  # fmt: skip
             self.relay = RecordInfoRelay(
                 self.group, self.store, self.ledger,
@@ -325,6 +331,7 @@ class JpkiApp:
                 pool=self.v1_pool,
                 signer=answer_signer,
                 public=public_documents(V1_ROUTES, answer_signer),
+                clock=_clock,
             )
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
