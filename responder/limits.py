@@ -38,7 +38,10 @@ other rows pass its own reservation's store, so two workers could in theory both
 once, the bound exceeded by one call; in practice the reads come microseconds of
 interpreter work after the store, long after it left the CPU's store buffer. A provision taken and then not given (a signature not made, a CRL
 download the cycle refuses) is given back (`LimitsTable.give_back_provisions`); a
-worker killed in between keeps it taken, erring on refusing. A row that has no free
+worker killed in between keeps it taken, erring on refusing. Provisions are taken for the
+Japan day of the instant the ledger dates them at (the instant the answer is provided,
+Ord §71(3)): a /v1 batch answered after 00:00 JST is taken then; an OCSP signature made
+across it moves its provisions to the new day (`LimitsTable.carry_provisions`). A row that has no free
 slot left for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
 never on over-serving; with `SLOTS` keys per row that needs thousands of
 parties).
@@ -318,8 +321,11 @@ class LimitsTable:
 
         ``record=False`` (a HEAD, which provides nothing): the same answer, nothing taken.
 
-        A ``now`` of a day before the one this worker's row is on (a threaded batch asked
-        before 00:00 JST and taken after it) takes from the row's later day."""
+        ``now`` is the instant the ledger dates the provisions at (`responder.v1.routes.V1Api.
+        counted_at`, `carry_provisions` for an OCSP signature waited for across 00:00 JST), so
+        both count them on the same Japan day. A ``now`` of a day before the one this worker's
+        row is on (two clock reads microseconds apart around 00:00 JST) takes from the row's
+        later day rather than put the row back and drop its count."""
         share = node_share(party.provisions_per_day, self.nodes)
         if share is None or n <= 0:
             return None
@@ -332,8 +338,8 @@ class LimitsTable:
             return Wait(Limit.TABLE_FULL, 60)
         day = _jst_day(now)
         d, mine, _a, _b = self._read(own)
-        if d > day:  # a call of a day this row has left (a batch asked before 00:00 JST,
-            day = d  # taken after): it counts in the later day, as the ledger dates it;
+        if d > day:  # a call of a day this row has left (an instant read just before
+            day = d  # 00:00 JST, taken after another call moved the row): the later day;
             # putting the row back a day would drop the later day's count
         elif d != day:
             mine = 0
@@ -358,6 +364,19 @@ class LimitsTable:
         d, mine, _a, _b = self._read(own)
         if d == _jst_day(now):
             self._write(own, d, max(0, mine - n), 0, 0)
+
+    def carry_provisions(self, party: Party, n: int, taken_at: float, now: float) -> Wait | None:
+        """Provisions taken at ``taken_at`` for an answer provided at ``now`` (an OCSP
+        signature waited for across 00:00 JST): when ``now`` is of a later Japan day, they are
+        given back to the day they were taken in and taken for ``now``'s day, all or none, so
+        that the bound counts them on the day the ledger dates them (the instant they are
+        provided, 提供を行った年月日 Ord §71(3)). A `Wait` when ``now``'s day has fewer than
+        ``n`` left: then none are taken (and those of the day before are given back, since
+        nothing is provided). The same Japan day: nothing done, None."""
+        if _jst_day(now) <= _jst_day(taken_at):
+            return None
+        self.give_back_provisions(party, n, taken_at)
+        return self.take_provisions(party, n, now)
 
     def admit_crl(
         self, party: Party, issuer_index: int, kind: CrlKind, now: float, *, record: bool = True
