@@ -40,9 +40,11 @@ This module owns the counting, in two halves:
   file is refused with a clear reason in `CollectResult.refused` and does not
   stop the others.
 
-Days are local days (JST, UTC+9, by default): each count reads the clock and
-turns the day itself at local midnight, so a provision is dated by the instant it is
-counted (提供を行った年月日, Ord §71(3)), even when the flusher thread, which turns
+Days are local days (JST, UTC+9, by default): each count reads the clock, or takes
+the instant its caller read just before (``count(..., at=t)``: the instant the agreed
+provisions per day were taken at, so that the bound and the ledger count a provision on
+the same day, `responder.limits`), and turns the day itself at local midnight, so a
+provision is dated by the instant it is counted (提供を行った年月日, Ord §71(3)), even when the flusher thread, which turns
 the day too, is held up by a slow fsync or waits for the GIL: on 31 December a count
 a few milliseconds past midnight belongs to the next year's report. Counters are native 64-bit integers: aligned 64-bit loads and
 stores are single-copy atomic on x86-64 and AArch64, so a collector reading a
