@@ -371,6 +371,9 @@ class LedgerWriter:
         self._day_end = (self._day + 1) * _DAY - utc_offset
         self._index: dict[tuple[int, str, Service, Method], int] = {}
         self._today: dict[tuple[str, Service, Method], int] = {}
+        self._dated = (self._day, self._today)
+        """``_day`` and ``_today`` in one tuple, swapped in one store: `count`'s ``at`` path
+        reads a day and that day's slots together, never a day with the next day's slots."""
         # a file of this index that a crash left before its rename (by the files' clock)
         own = re.compile(rf"^\.w{worker_index:04d}-[0-9a-f]{{32}}\.ledger\.tmp$")
         atomicfile.sweep_tmp(directory, now=time.time(), name=own)
@@ -445,9 +448,17 @@ class LedgerWriter:
         of this writer's clock: the provisions are dated on its local day, even when the
         flusher has turned the day since (a caller that took them from the agreed provisions
         per day at ``at``, `responder.limits.LimitsTable.take_provisions`, so that the bound
-        and the ledger count them on the same day). A lock taken, then as above.
+        and the ledger count them on the same day). No clock read; the slot of ``at``'s day
+        looked up in the day's slots read together with their day (``_dated``), so a day the
+        flusher turns meanwhile is never mixed with the next one's slots.
         """
         if at is not None:
+            day, today = self._dated
+            if (at + self.utc_offset) // _DAY == day:
+                i = today.get((party, service, method))
+                if i is not None:
+                    self._q[i] += n
+                    return
             self._count_at(at, party, service, method, n)
             return
         if self._clock() >= self._day_end:
@@ -459,8 +470,8 @@ class LedgerWriter:
         self._q[i] += n
 
     def _count_at(self, at: float, party: str, service: Service, method: Method, n: int) -> None:
-        """`count` at ``at``: under the lock, so the flusher cannot turn the day between the
-        look-up of ``at``'s slot and the add."""
+        """`count` at ``at`` off its fast path (another day than the writer's, or a new slot):
+        under the lock, so the flusher cannot turn the day between the look-up and the add."""
         day = _day_of(at, self.utc_offset)
         with self._lock:
             if day > self._day:
@@ -537,6 +548,7 @@ class LedgerWriter:
         self._day_end = (day + 1) * _DAY - self.utc_offset
         # a fresh dict (swapped in one store) for the new day; a clock set back finds its slots
         self._today = {k[1:]: i for k, i in self._index.items() if k[0] == day}
+        self._dated = (day, self._today)
         f = self._file
         if f.first_day >= 0 and day - f.first_day >= self.max_file_days:
             self._rotate_due = True  # done by the counting thread, never under its feet
@@ -556,6 +568,7 @@ class LedgerWriter:
         self._q = new.q
         self._index = {}
         self._today = {}
+        self._dated = (self._day, self._today)
         self._rotate_due = False
         old.close()
 

@@ -366,13 +366,14 @@ def test_a_count_at_an_instant_is_dated_by_that_instant_after_the_day_turned(
         w.count("bank-a", SRI, Method.OCSP, 3, at=late)  # the slot of the day before
         w.count("bank-b", SRI, Method.OCSP, 4, at=late)  # a new slot of the day before
         w.count("bank-b", SRI, Method.OCSP, 1)  # the writer's day: the new one
+        w.count("bank-b", SRI, Method.OCSP, 2, at=clock.t)  # its slot, at an instant
         w.count("bank-c", SRI, Method.OCSP, 5, at=clock.t)  # the writer's day, at an instant
         w.count("bank-c", SRI, Method.OCSP, 6, at=jst(2026, 1, 2, 0, 0, 0))  # turns it
         ledger.collect()
         assert ledger.totals(*EVER, by=("day", "party")) == {
             ("2025-12-31", "bank-a"): 5,
             ("2025-12-31", "bank-b"): 4,
-            ("2026-01-01", "bank-b"): 1,
+            ("2026-01-01", "bank-b"): 3,
             ("2026-01-01", "bank-c"): 5,
             ("2026-01-02", "bank-c"): 6,
         }
