@@ -41,7 +41,12 @@ download the cycle refuses) is given back (`LimitsTable.give_back_provisions`); 
 worker killed in between keeps it taken, erring on refusing. Provisions are taken for the
 Japan day of the instant the ledger dates them at (the instant the answer is provided,
 Ord §71(3)): a /v1 batch answered after 00:00 JST is taken then; an OCSP signature made
-across it moves its provisions to the new day (`LimitsTable.carry_provisions`). A row that has no free
+across it moves its provisions to the new day (`LimitsTable.carry_provisions`). A row holds
+one day: a worker whose row moved to the new day no longer shows the day before's count, so
+a take for the day before that comes after it (an instant read before 00:00 JST, taken
+after another worker's first take of the new day: the microseconds between a /v1 answer's
+clock read and its take, the milliseconds of an OCSP decision's lookup) checks that day
+without it, at most once per worker. A row that has no free
 slot left for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
 never on over-serving; with `SLOTS` keys per row that needs thousands of
 parties).
