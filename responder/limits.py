@@ -328,9 +328,10 @@ class LimitsTable:
 
         ``now`` is the instant the ledger dates the provisions at (`responder.v1.routes.V1Api.
         counted_at`, `carry_provisions` for an OCSP signature waited for across 00:00 JST), so
-        both count them on the same Japan day. A ``now`` of a day before the one this worker's
-        row is on (two clock reads microseconds apart around 00:00 JST) takes from the row's
-        later day rather than put the row back and drop its count."""
+        both count them on the same Japan day. A worker takes on its event loop only, its
+        instants in the order read, so its row is never on a later day than ``now`` unless
+        the clock was set back across 00:00 JST: then the row's later day is taken from,
+        rather than put the row back and drop its count."""
         share = node_share(party.provisions_per_day, self.nodes)
         if share is None or n <= 0:
             return None
@@ -343,9 +344,9 @@ class LimitsTable:
             return Wait(Limit.TABLE_FULL, 60)
         day = _jst_day(now)
         d, mine, _a, _b = self._read(own)
-        if d > day:  # a call of a day this row has left (an instant read just before
-            day = d  # 00:00 JST, taken after another call moved the row): the later day;
-            # putting the row back a day would drop the later day's count
+        if d > day:  # a call of a day this row has left (the clock set back across
+            day = d  # 00:00 JST): the later day; putting the row back a day would drop
+            # the later day's count
         elif d != day:
             mine = 0
         self._write(own, day, mine + n, 0, 0)  # reserve
