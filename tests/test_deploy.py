@@ -1426,6 +1426,27 @@ def test_operations_commands_are_real() -> None:
     assert seen["crlbuilder"] >= 5 and seen["responder"] >= 2, seen
 
 
+def test_operations_installs_every_unit_it_enables() -> None:
+    """Each jpki-va unit or timer a ``systemctl enable`` of docs/operations.md starts was
+    copied to /etc/systemd/system by an ``install`` line before it (its globs matched
+    against deploy/systemd): a timer enabled but never installed is "Unit file ... does not
+    exist" on the host (the node snapshot timer was)."""
+    installed: set[str] = set()
+    enabled = 0
+    for words in _shell_commands(OPERATIONS.read_text(encoding="utf-8")):
+        if words[0] == "install" and words[-1].rstrip("/") == "/etc/systemd/system":
+            for w in words[1:-1]:
+                if w.startswith("/opt/jpki-va/src/deploy/systemd/"):
+                    installed |= {u.name for u in UNITS.glob(Path(w).name)}
+        elif words[:2] == ["systemctl", "enable"]:
+            for w in words[2:]:
+                if w.startswith("jpki-va-"):
+                    name = w if "." in w else f"{w}.service"
+                    assert name in installed, f"docs/operations.md enables {name}, not installed"
+                    enabled += 1
+    assert enabled >= 10, enabled
+
+
 def test_operations_lists_the_metrics_contract() -> None:
     text = OPERATIONS.read_text(encoding="utf-8")
     section = text.split("\n## Metrics", 1)[1].split("\n## ", 1)[0]
