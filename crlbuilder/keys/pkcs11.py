@@ -685,7 +685,8 @@ class TokenKey:
     """CKA_ID in hex ("" when none)."""
     leakable: bool = field(default=False, compare=False)
     """CKA_EXTRACTABLE true or CKA_SENSITIVE false (or unreadable): no signer loads it
-    (`_refuse_leakable`, Ord §73(4)). Not part of what an inventory records or compares."""
+    (`_refuse_leakable`: 発行者署名符号の漏えいを防止する, Ord §73(4)). Not part of what an
+    inventory records or compares."""
 
 
 def _inventoried(key: Any) -> TokenKey:
