@@ -782,7 +782,8 @@ def cmd_retire(args: argparse.Namespace) -> int:
 
 def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
     """keys destroy --pki: the keys of --key's token the manifest signs with (each issuer's CA
-    and OCSP signer key, the answer key), label to the SHA-256 of its certificate's public key
+    and OCSP signer key, the answer key, the group relay's responder key, the client CA's
+    and the TLS server's key), label to the SHA-256 of its certificate's public key
     (SubjectPublicKeyInfo): read before the approvals; a manifest or certificate that cannot
     be read is a usage error (CeremonyError, nothing to approve)."""
     manifest = load_manifest(args.pki)
@@ -793,6 +794,13 @@ def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
     pairs = [(i.key, i.cert) for i in manifest.all_issuers()]
     pairs += [(i.ocsp_key, i.ocsp_cert) for i in manifest.all_issuers()]
     pairs += [(manifest.answer_key, manifest.answer_cert)] if manifest.answer_key else []
+    # the group relay's responder key may be a PKCS#11 URI too (`crlbuilder.manifest`), and
+    # nothing keeps the other key fields from being one
+    pairs += [
+        (manifest.group_responder_key, manifest.group_responder_cert),
+        (manifest.client_ca_key, manifest.client_ca),
+        (manifest.server_key, manifest.server_cert),
+    ]
     named: dict[str, str] = {}
     for ref, cert in pairs:
         if not p11.is_pkcs11_uri(ref):

@@ -2552,12 +2552,18 @@ def test_a_key_a_failed_ceremony_could_not_take_back_is_destroyed_with_its_publi
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("field", ["ocsp_key", "group_responder_key"])
 def test_keys_destroy_with_pki_refuses_a_key_the_manifest_signs_with_from_before_the_log(
-    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    operators: Path,
+    token: SoftHsmToken,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
 ) -> None:
     """A key put in the token before the operation log (its certificate issued outside any
     ceremony) is one the log cannot say is in use; --pki holds the target against the
-    public keys of the manifest's certificates, so the OCSP signer it names is refused."""
+    public keys of the manifest's certificates, so the OCSP signer it names is refused, and
+    so is the group relay's responder key (a signing key field that may be a PKCS#11 URI)."""
     from crlbuilder.demo.pki import init_pki
 
     log = tmp_path / "oplog.jsonl"
@@ -2566,8 +2572,12 @@ def test_keys_destroy_with_pki_refuses_a_key_the_manifest_signs_with_from_before
     ref, cert = token.add_key("legacy-ocsp")
     pki = init_pki(tmp_path / "pki")
     m = load_manifest(pki.directory)
-    first = msgspec.structs.replace(m.issuers[0], ocsp_key=ref, ocsp_cert=str(cert))
-    dump_manifest(msgspec.structs.replace(m, issuers=[first, *m.issuers[1:]]), pki.directory)
+    if field == "ocsp_key":
+        first = msgspec.structs.replace(m.issuers[0], ocsp_key=ref, ocsp_cert=str(cert))
+        m = msgspec.structs.replace(m, issuers=[first, *m.issuers[1:]])
+    else:
+        m = msgspec.structs.replace(m, group_responder_key=ref, group_responder_cert=str(cert))
+    dump_manifest(m, pki.directory)
     p11.close_all()
     assert main(["keys", "inventory", "--key", ref, *common, *both]) == 0  # its baseline
     capsys.readouterr()
