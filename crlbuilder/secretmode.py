@@ -10,7 +10,8 @@ directly in ``$CREDENTIALS_DIRECTORY`` (a directory systemd makes for the unit a
 mounts read-only) is refused only for a bit of others or a write bit; any other file for
 any bit of group or others.
 
-Sans-I/O: a path, its mode and the environment in, a verdict out.
+A path, its mode and the environment in, a verdict out; it opens no file (the two
+directories are compared by their resolved paths, ``os.path.realpath``).
 """
 
 from __future__ import annotations
