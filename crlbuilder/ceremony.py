@@ -1412,11 +1412,18 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "--id", help="where several objects have that fingerprint: the one with this CKA_ID (hex)"
     )
-    p.add_argument(
+    held = p.add_mutually_exclusive_group(required=True)  # a destruction cannot be undone
+    held.add_argument(
         "--pki",
         type=Path,
         help="also refuse a key this PKI's manifest signs with (by its certificates' public "
-        "keys: keys from before the operation log too)",
+        "keys: keys from before the operation log too); one of --pki and --no-pki is required",
+    )
+    held.add_argument(
+        "--no-pki",
+        action="store_true",
+        help="there is no PKI manifest to hold the key against: only the log's certificates "
+        "protect a key in use (a key from before the log is not protected)",
     )
     _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_destroy, _operators_file))
