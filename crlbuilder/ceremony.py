@@ -782,7 +782,8 @@ def cmd_retire(args: argparse.Namespace) -> int:
 
 def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
     """keys destroy --pki: the keys of --key's token the manifest signs with (each issuer's CA
-    and OCSP signer key, the answer key), label to the SHA-256 of its certificate's public key
+    and OCSP signer key, the answer key, the group relay's responder key, the client CA's
+    and the TLS server's key), label to the SHA-256 of its certificate's public key
     (SubjectPublicKeyInfo): read before the approvals; a manifest or certificate that cannot
     be read is a usage error (CeremonyError, nothing to approve)."""
     manifest = load_manifest(args.pki)
@@ -793,6 +794,13 @@ def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
     pairs = [(i.key, i.cert) for i in manifest.all_issuers()]
     pairs += [(i.ocsp_key, i.ocsp_cert) for i in manifest.all_issuers()]
     pairs += [(manifest.answer_key, manifest.answer_cert)] if manifest.answer_key else []
+    # the group relay's responder key may be a PKCS#11 URI too (`crlbuilder.manifest`), and
+    # nothing keeps the other key fields from being one
+    pairs += [
+        (manifest.group_responder_key, manifest.group_responder_cert),
+        (manifest.client_ca_key, manifest.client_ca),
+        (manifest.server_key, manifest.server_cert),
+    ]
     named: dict[str, str] = {}
     for ref, cert in pairs:
         if not p11.is_pkcs11_uri(ref):
@@ -1404,11 +1412,18 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "--id", help="where several objects have that fingerprint: the one with this CKA_ID (hex)"
     )
-    p.add_argument(
+    held = p.add_mutually_exclusive_group(required=True)  # a destruction cannot be undone
+    held.add_argument(
         "--pki",
         type=Path,
         help="also refuse a key this PKI's manifest signs with (by its certificates' public "
-        "keys: keys from before the operation log too)",
+        "keys: keys from before the operation log too); one of --pki and --no-pki is required",
+    )
+    held.add_argument(
+        "--no-pki",
+        action="store_true",
+        help="there is no PKI manifest to hold the key against: only the log's certificates "
+        "protect a key in use (a key from before the log is not protected)",
     )
     _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_destroy, _operators_file))

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder.model import FourFacts
 from crlbuilder.options import ConfigError
+from crlbuilder.secretmode import too_open
 
 FACTS_KEY_ENV: Final = "JPKI_VA_FACTS_KEY"
 """The environment variable holding the key itself (64 hex digits): it wins over a file."""
@@ -94,7 +95,7 @@ def read_facts_key(
         except (OSError, UnicodeDecodeError) as e:
             why = e.strerror if isinstance(e, OSError) else "not ASCII"
             raise ConfigError(origin, "", f"cannot read the facts key ({why})") from None
-        if st.st_mode & 0o077:
+        if too_open(path, st.st_mode, env):
             raise ConfigError(
                 origin, "", "the facts key file must not be readable by group or others (chmod 600)"
             )

@@ -163,6 +163,12 @@ _OCSP_ERRORS: Final[dict[int, Response]] = {
 }
 
 
+def _clock() -> float:
+    """The app's clock for `V1Api` (the instant an answer is counted at), read through this
+    module's ``time`` at each call."""
+    return time.time()
+
+
 def _method_not_allowed(allow: bytes) -> Response:
     return Response(405, b"method not allowed\n", TEXT, ((b"allow", allow),))
 
@@ -188,6 +194,7 @@ _SUCCESSFUL: Final = OCSP_STATUS[ResponseStatus.SUCCESSFUL]
 _TRY_LATER: Final = OCSP_STATUS[ResponseStatus.TRY_LATER]
 _INTERNAL_ERROR: Final = OCSP_STATUS[ResponseStatus.INTERNAL_ERROR]
 _FAIR_SHARE: Final = "fair_share"
+_QUOTA: Final = policy.Rule.QUOTA.value
 V1_QUEUE_PER_PARTY: Final = 2
 """A party's /v1 batches waiting for the batch thread; more are refused 429 ``fair_share``."""
 _SOURCE: Final = {True: "presigned", False: "cached"}
@@ -302,7 +309,7 @@ class JpkiApp:
                 V1_MEMBER_ROUTES, config, store=self.store, quota=self.limits,
                 ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
                 public=public_documents(V1_MEMBER_ROUTES, group_signer),
-                group_id=self.group.group_id,
+                group_id=self.group.group_id, clock=_clock,
             )  # fmt: skip
             self.relay = RecordInfoRelay(
                 self.group, self.store, self.ledger,
@@ -325,6 +332,7 @@ class JpkiApp:
                 pool=self.v1_pool,
                 signer=answer_signer,
                 public=public_documents(V1_ROUTES, answer_signer),
+                clock=_clock,
             )
         self.access_log = AccessLog(config.log, worker_index)
         self.metrics: WorkerMetrics | None = None
@@ -521,7 +529,8 @@ class JpkiApp:
             self._proven = None
             if proven[0] is req.headers and proven[1] is registry:
                 party_proven = proven[2]  # by `early`, from these header fields
-        got = self.ocsp.decide(der, req, time.time(), self.store, registry, proven=party_proven)
+        now = time.time()
+        got = self.ocsp.decide(der, req, now, self.store, registry, proven=party_proven)
         if isinstance(got, Answer):
             ready = got.ready
             party = got.party.id
@@ -531,7 +540,7 @@ class JpkiApp:
             )  # fmt: skip
             # 帳簿 (Act §40): counted before the answer is sent; 件数 = statuses provided
             if got.service is not None:  # None: a token's status (Act §38-3), not counted
-                self.ledger.count(party, got.service, Method.OCSP, len(ready.statuses))
+                self.ledger.count(party, got.service, Method.OCSP, len(ready.statuses), at=now)
             return self._ocsp_response(ready, get)
         if isinstance(got, Refusal):
             req.note = Outcome(
@@ -579,8 +588,16 @@ class JpkiApp:
             req.note = Outcome("ocsp", _INTERNAL_ERROR, party=party)  # RFC 6960 internalError
             return _OCSP_ERRORS[ResponseStatus.INTERNAL_ERROR]
         self.ocsp.remember(got.job, ready)
+        at = time.time()
         if got.service is not None:
-            self.ledger.count(party, got.service, Method.OCSP, len(got.job.answers))
+            # provided now: a signature waited for across 00:00 JST moves its provisions to
+            # the new day, where the ledger dates it (none left there: tryLater, as in flow)
+            n = len(got.job.answers)
+            if self.limits.carry_provisions(got.party, n, got.now, at) is not None:
+                family = got.job.families[0].value
+                req.note = Outcome("ocsp", _TRY_LATER, family=family, party=party, rule=_QUOTA)
+                return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
+            self.ledger.count(party, got.service, Method.OCSP, n, at=at)
         if self.metrics is not None:
             self.metrics.observe_signing(ready.signing_seconds, party)
         req.note = Outcome(
@@ -705,7 +722,7 @@ class JpkiApp:
             return problem(429, refusal, retry_after=wait.retry_after)
         req.note = Outcome("crl", family=family, party=party.id)
         if provide:
-            self.ledger.count(party.id, service, Method.CRL_FILE, 1)
+            self.ledger.count(party.id, service, Method.CRL_FILE, 1, at=now)  # as taken
         return Response(200, crl.body, CRL, crl.headers)
 
     def _report(self, path: bytes) -> Response | asyncio.Future[Response]:

@@ -34,7 +34,10 @@ Order, the first refusal wins; nothing is read from the store before a party is 
    ledger will count (`Quota.take_provisions`), all or none: past the bound is
    ``tryLater`` (``quota``), nothing taken. A token's status is no provision and takes
    none. The shell gives a `Signing`'s provisions back when its signature is not made
-   or not sent (fair share, signer failure, connection gone: `Quota.give_back_provisions`). Without the field this step is one attribute test.
+   or not sent (fair share, signer failure, connection gone: `Quota.give_back_provisions`),
+   and moves them to the new Japan day when the signature is made after 00:00 JST (the day
+   the ledger dates it; none left there: ``tryLater``). Without the field this step is one
+   attribute test.
 
 What the lookup answers (RFC 6960, RFC 5019 profile):
 
@@ -141,7 +144,9 @@ class Signing(FrozenNoGc, frozen=True):
     now: float
     """The instant of the decision: its provisions were taken for the Japan day of ``now``,
     and a give-back (`Quota.give_back_provisions`) must name that day, not the day the
-    signature failed in (past midnight, that would come off the new day's count)."""
+    signature failed in (past midnight, that would come off the new day's count). A signature
+    made after 00:00 JST is provided, and counted in the ledger, in the new day: the shell
+    moves its provisions there (`responder.limits.LimitsTable.carry_provisions`)."""
 
 
 class Refusal(FrozenNoGc, frozen=True):

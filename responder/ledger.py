@@ -40,9 +40,11 @@ This module owns the counting, in two halves:
   file is refused with a clear reason in `CollectResult.refused` and does not
   stop the others.
 
-Days are local days (JST, UTC+9, by default): each count reads the clock and
-turns the day itself at local midnight, so a provision is dated by the instant it is
-counted (提供を行った年月日, Ord §71(3)), even when the flusher thread, which turns
+Days are local days (JST, UTC+9, by default): each count reads the clock, or takes
+the instant its caller read just before (``count(..., at=t)``: the instant the agreed
+provisions per day were taken at, so that the bound and the ledger count a provision on
+the same day, `responder.limits`), and turns the day itself at local midnight, so a
+provision is dated by the instant it is counted (提供を行った年月日, Ord §71(3)), even when the flusher thread, which turns
 the day too, is held up by a slow fsync or waits for the GIL: on 31 December a count
 a few milliseconds past midnight belongs to the next year's report. Counters are native 64-bit integers: aligned 64-bit loads and
 stores are single-copy atomic on x86-64 and AArch64, so a collector reading a
@@ -369,6 +371,9 @@ class LedgerWriter:
         self._day_end = (self._day + 1) * _DAY - utc_offset
         self._index: dict[tuple[int, str, Service, Method], int] = {}
         self._today: dict[tuple[str, Service, Method], int] = {}
+        self._dated = (self._day, self._today)
+        """``_day`` and ``_today`` in one tuple, swapped in one store: `count`'s ``at`` path
+        reads a day and that day's slots together, never a day with the next day's slots."""
         # a file of this index that a crash left before its rename (by the files' clock)
         own = re.compile(rf"^\.w{worker_index:04d}-[0-9a-f]{{32}}\.ledger\.tmp$")
         atomicfile.sweep_tmp(directory, now=time.time(), name=own)
@@ -426,7 +431,9 @@ class LedgerWriter:
 
     # --- the hot path -------------------------------------------------------------
 
-    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None:
+    def count(
+        self, party: str, service: Service, method: Method, n: int = 1, *, at: float | None = None
+    ) -> None:
         """Count ``n`` provisions of ``service`` by ``method`` to ``party`` today.
 
         A clock read, one dict lookup and one add into the shared mapping; past local
@@ -436,7 +443,24 @@ class LedgerWriter:
         registry id). Call it before the answer is written to the transport.
         Pass `Service` and `Method` members (their string values work too, but
         compare slower); ``responder.registry``'s enums have the same values.
+
+        ``at``: the instant the caller provided at, read from its clock just before, instead
+        of this writer's clock: the provisions are dated on its local day, even when the
+        flusher has turned the day since (a caller that took them from the agreed provisions
+        per day at ``at``, `responder.limits.LimitsTable.take_provisions`, so that the bound
+        and the ledger count them on the same day). No clock read; the slot of ``at``'s day
+        looked up in the day's slots read together with their day (``_dated``), so a day the
+        flusher turns meanwhile is never mixed with the next one's slots.
         """
+        if at is not None:
+            day, today = self._dated
+            if (at + self.utc_offset) // _DAY == day:
+                i = today.get((party, service, method))
+                if i is not None:
+                    self._q[i] += n
+                    return
+            self._count_at(at, party, service, method, n)
+            return
         if self._clock() >= self._day_end:
             self.tick()
         i = self._today.get((party, service, method))
@@ -445,9 +469,25 @@ class LedgerWriter:
             return
         self._q[i] += n
 
+    def _count_at(self, at: float, party: str, service: Service, method: Method, n: int) -> None:
+        """`count` at ``at`` off its fast path (another day than the writer's, or a new slot):
+        under the lock, so the flusher cannot turn the day between the look-up and the add."""
+        day = _day_of(at, self.utc_offset)
+        with self._lock:
+            if day > self._day:
+                self._roll(at)
+            key = (party, service, method)
+            i = self._today.get(key) if day == self._day else self._index.get((day, *key))
+            if i is not None:
+                self._q[i] += n
+                return
+        self._count_new(party, service, method, n, at)
+
     # --- the slow path ------------------------------------------------------------
 
-    def _count_new(self, party: str, service: Service, method: Method, n: int) -> None:
+    def _count_new(
+        self, party: str, service: Service, method: Method, n: int, at: float | None = None
+    ) -> None:
         if not isinstance(party, str) or not _PARTY_RE.fullmatch(party):
             raise ValueError("the ledger counts provisions to registered party ids only")
         try:
@@ -459,16 +499,22 @@ class LedgerWriter:
                 "(pass responder.ledger.Service and Method members, or their string values)"
             ) from None
         with self._lock:
-            self._roll(self._clock())
+            if at is None:
+                self._roll(self._clock())
+            elif _day_of(at, self.utc_offset) > self._day:
+                self._roll(at)
             if self._rotate_due:
                 self._rotate_locked()
+            # ``at`` of a day this writer has turned from: that day's slot, ``_today`` kept
+            day = self._day if at is None else _day_of(at, self.utc_offset)
             key = (party, service, method)
-            i = self._today.get(key)
+            i = self._today.get(key) if day == self._day else self._index.get((day, *key))
             if i is None:
                 if self._file.used >= self._file.capacity:
                     self._rotate_locked()
-                i = self._allocate(self._day, party, service, method)
-                self._today[key] = i
+                i = self._allocate(day, party, service, method)
+                if day == self._day:
+                    self._today[key] = i
             self._q[i] += n
 
     def _allocate(self, day: int, party: str, service: Service, method: Method) -> int:
@@ -502,6 +548,7 @@ class LedgerWriter:
         self._day_end = (day + 1) * _DAY - self.utc_offset
         # a fresh dict (swapped in one store) for the new day; a clock set back finds its slots
         self._today = {k[1:]: i for k, i in self._index.items() if k[0] == day}
+        self._dated = (day, self._today)
         f = self._file
         if f.first_day >= 0 and day - f.first_day >= self.max_file_days:
             self._rotate_due = True  # done by the counting thread, never under its feet
@@ -521,6 +568,7 @@ class LedgerWriter:
         self._q = new.q
         self._index = {}
         self._today = {}
+        self._dated = (self._day, self._today)
         self._rotate_due = False
         old.close()
 

@@ -11,7 +11,9 @@ the table lives). Keys:
   requests admitted in it, the current day (JST) and the requests admitted
   that day (the agreed quotas, 要求の数).
 - ``p/<party>``: the party's provisions (件数, what the ledger counts, 帳簿 Ord §71(4)):
-  the current day (JST) and the provisions taken that day, against the agreed
+  the current day (JST) and the provisions taken that day, then the day the row was on
+  before and what it took that day (kept when it moved on, for the other workers' takes
+  of that day still under way, `_taken_on`), against the agreed
   ``provisions_per_day`` (`LimitsTable.take_provisions`): one request may be many
   provisions (a batch of 10,000 entries, a changes read, an OCSP request of several
   CertIDs), so the requests a day do not bound them.
@@ -38,7 +40,14 @@ other rows pass its own reservation's store, so two workers could in theory both
 once, the bound exceeded by one call; in practice the reads come microseconds of
 interpreter work after the store, long after it left the CPU's store buffer. A provision taken and then not given (a signature not made, a CRL
 download the cycle refuses) is given back (`LimitsTable.give_back_provisions`); a
-worker killed in between keeps it taken, erring on refusing. A row that has no free
+worker killed in between keeps it taken, erring on refusing. Provisions are taken for the
+Japan day of the instant the ledger dates them at (the instant the answer is provided,
+Ord §71(3)): a /v1 batch answered after 00:00 JST is taken then; an OCSP signature made
+across it moves its provisions to the new day (`LimitsTable.carry_provisions`). A row that
+moves on to the new day keeps the day before's count beside it, so a take for the day
+before that comes after another worker's first take of the new day (an instant read before
+00:00 JST: the microseconds between a /v1 answer's clock read and its take, the
+milliseconds of an OCSP decision's lookup) still checks that day with it. A row that has no free
 slot left for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
 never on over-serving; with `SLOTS` keys per row that needs thousands of
 parties).
@@ -116,6 +125,14 @@ def _ceil(seconds: float) -> int:
 def _jst_day(now: float) -> int:
     """The Japan calendar day of ``now``, as days since the epoch: the daily quota's window."""
     return (int(now) + JST_OFFSET) // _DAY
+
+
+def _taken_on(rows: list[tuple[int, int, int, int]], day: int) -> int:
+    """The provisions the rows of a ``p/`` key took on ``day``: each row's count of its
+    current day, or of the day before it moved on from (``_write_moved``), never both."""
+    return sum(
+        n if d == day else before_n if before == day else 0 for d, n, before, before_n in rows
+    )
 
 
 def _quota_key(party_id: str) -> bytes:
@@ -218,6 +235,18 @@ class LimitsTable:
         q[i + 2] = c
         q[i + 3] = d
 
+    def _write_moved(self, off: int, day: int, n: int, before: int, before_n: int) -> None:
+        """A provisions slot moving on to ``day`` (own row only), its old day kept as the day
+        before's (``before``, ``before_n``), stored in the order that lets a reader between
+        two stores count too much for an instant, never too little: the day before's count,
+        its day (the old day now read twice, once as each: `_taken_on` takes one), the new
+        day, its count."""
+        q, i = self._q, (off + _VALUES_AT) >> 3
+        q[i + 3] = before_n
+        q[i + 2] = before
+        q[i] = day
+        q[i + 1] = n
+
     # --- the open-addressing rows ----------------------------------------------------
 
     def _slot(self, row: int, key: bytes, *, allocate: bool) -> int:
@@ -305,7 +334,7 @@ class LimitsTable:
         if share is None:
             return None
         day = _jst_day(now)
-        taken = sum(n for d, n, _a, _b in self._values(_provisions_key(party.id)) if d == day)
+        taken = _taken_on(self._values(_provisions_key(party.id)), day)
         return max(0, share - taken)
 
     def take_provisions(
@@ -318,8 +347,12 @@ class LimitsTable:
 
         ``record=False`` (a HEAD, which provides nothing): the same answer, nothing taken.
 
-        A ``now`` of a day before the one this worker's row is on (a threaded batch asked
-        before 00:00 JST and taken after it) takes from the row's later day."""
+        ``now`` is the instant the ledger dates the provisions at (`responder.v1.routes.V1Api.
+        counted_at`, `carry_provisions` for an OCSP signature waited for across 00:00 JST), so
+        both count them on the same Japan day. A worker takes on its event loop only, its
+        instants in the order read, so its row is never on a later day than ``now`` unless
+        the clock was set back across 00:00 JST: then the row's later day is taken from,
+        rather than put the row back and drop its count."""
         share = node_share(party.provisions_per_day, self.nodes)
         if share is None or n <= 0:
             return None
@@ -331,17 +364,18 @@ class LimitsTable:
         if own < 0:
             return Wait(Limit.TABLE_FULL, 60)
         day = _jst_day(now)
-        d, mine, _a, _b = self._read(own)
-        if d > day:  # a call of a day this row has left (a batch asked before 00:00 JST,
-            day = d  # taken after): it counts in the later day, as the ledger dates it;
-            # putting the row back a day would drop the later day's count
-        elif d != day:
-            mine = 0
-        self._write(own, day, mine + n, 0, 0)  # reserve
-        taken = sum(c for d2, c, _a, _b in self._values(key) if d2 == day)
+        d, mine, before, before_n = self._read(own)
+        if d > day:  # a call of a day this row has left (the clock set back across
+            day = d  # 00:00 JST): the later day; putting the row back a day would drop
+            # the later day's count
+        elif d != day:  # the row moves on: its day stays readable as the day before's
+            before, before_n, mine = d, mine, 0
+            self._write_moved(own, day, mine, before, before_n)
+        self._write(own, day, mine + n, before, before_n)  # reserve
+        taken = _taken_on(self._values(key), day)
         if taken <= share:
             return None
-        self._write(own, day, mine, 0, 0)  # undo
+        self._write(own, day, mine, before, before_n)  # undo
         at = now if day == _jst_day(now) else day * _DAY - JST_OFFSET  # the day refused
         return provisions_wait(at, max(0, share - (taken - n)))
 
@@ -349,15 +383,32 @@ class LimitsTable:
         """Undo `take_provisions` of ``n`` that were not provided after all (the signature
         failed, the fair share refused), never below 0. ``now`` is the instant of the take,
         not of the give-back: if this worker's count has moved on to a later Japan day since,
-        nothing is given back (the day taken from is over; the new day's count is not it)."""
+        it comes off the day before's count the row keeps (never off the new day's), or off
+        nothing when that day is older."""
         if party.provisions_per_day is None or n <= 0:
             return
         own = self._slot(self.index, _provisions_key(party.id), allocate=False)
         if own < 0:
             return
-        d, mine, _a, _b = self._read(own)
-        if d == _jst_day(now):
-            self._write(own, d, max(0, mine - n), 0, 0)
+        d, mine, before, before_n = self._read(own)
+        day = _jst_day(now)
+        if d == day:
+            self._write(own, d, max(0, mine - n), before, before_n)
+        elif before == day:
+            self._write(own, d, mine, before, max(0, before_n - n))
+
+    def carry_provisions(self, party: Party, n: int, taken_at: float, now: float) -> Wait | None:
+        """Provisions taken at ``taken_at`` for an answer provided at ``now`` (an OCSP
+        signature waited for across 00:00 JST): when ``now`` is of a later Japan day, they are
+        given back to the day they were taken in and taken for ``now``'s day, all or none, so
+        that the bound counts them on the day the ledger dates them (the instant they are
+        provided, 提供を行った年月日 Ord §71(3)). A `Wait` when ``now``'s day has fewer than
+        ``n`` left: then none are taken (and those of the day before are given back, since
+        nothing is provided). The same Japan day: nothing done, None."""
+        if _jst_day(now) <= _jst_day(taken_at):
+            return None
+        self.give_back_provisions(party, n, taken_at)
+        return self.take_provisions(party, n, now)
 
     def admit_crl(
         self, party: Party, issuer_index: int, kind: CrlKind, now: float, *, record: bool = True

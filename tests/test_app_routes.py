@@ -366,6 +366,7 @@ def test_readyz_follows_a_broken_watch_replication_only_when_asked(
                 assert resp.status == 503 and b"watch lists unavailable" in resp.body, resp.body
         logged = [r for r in caplog.records if "watch lists unavailable" in r.getMessage()]
         assert len(logged) == 1, "the same cause is logged once, not at every probe"
+        assert "install the service's [watch] secret_file" in logged[0].getMessage()
         secret = cfg.watch.secret_path(cfg.ledger)
         secret.write_text(bytes(range(32)).hex() + "\n")
         secret.chmod(0o600)
@@ -381,3 +382,28 @@ def test_readyz_follows_a_broken_watch_replication_only_when_asked(
         assert answer(app, request(b"GET", b"/readyz")).status == 200  # the default: ready
     finally:
         app.close()
+
+
+def test_watch_lists_whose_disk_fails_are_not_blamed_on_the_secret(
+    built: Built, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node of several whose service secret is installed but whose lists cannot be opened
+    (here their directory is a file: a disk or permission fault) says what failed, without
+    the hint to install the secret, which sent operators after the wrong file."""
+    cfg = built.app_config(tmp_path, **{"cluster.nats": "nats://127.0.0.1:1"})
+    secret = cfg.watch.secret_path(cfg.ledger)
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text(bytes(range(32)).hex() + "\n")
+    secret.chmod(0o600)
+    where = cfg.watch.lists_dir(cfg.ledger)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.write_bytes(b"not a directory")
+    try:
+        with caplog.at_level(logging.ERROR, logger=changes.__name__):
+            assert changes.setup(cfg).lists() is None
+        [line] = [
+            r.getMessage() for r in caplog.records if "watch lists unavailable" in r.getMessage()
+        ]
+        assert "secret_file" not in line, line
+    finally:
+        changes._ENVS.clear()

@@ -2421,7 +2421,7 @@ def test_ord_74_3_a_stray_key_is_destroyed_by_two_by_its_fingerprint_and_the_nex
     assert main(["keys", "verify-log", "--log", str(log), "--token", ca_key]) == 1
     assert f"unexpected 'sign-card-g3' spki {stray_fp} id -" in capsys.readouterr().out
 
-    destroy = ["keys", "destroy", "--key", ca_key, *common]
+    destroy = ["keys", "destroy", "--key", ca_key, "--no-pki", *common]
     before, lines = token_labels(token), len(records(log))
     refusals = [
         ([*destroy, "--spki", "ab" * 32, *both], "holds no private key with spki abab"),
@@ -2480,7 +2480,7 @@ def test_a_second_object_of_one_key_pair_is_destroyed_by_label_and_the_token_goe
                  "3", "--out", str(ca_cert), *common, *both]) == 0  # fmt: skip
     fp = spki_of(token, "pki-init-ca")
     capsys.readouterr()
-    destroy = ["keys", "destroy", "--key", ca_key, "--spki", fp, *common, *both]
+    destroy = ["keys", "destroy", "--key", ca_key, "--spki", fp, "--no-pki", *common, *both]
     assert main(destroy) == 2
     assert "2 private key objects have spki" in capsys.readouterr().err
     assert main([*destroy, "--label", "nothing-so-labelled"]) == 2
@@ -2538,7 +2538,7 @@ def test_a_key_a_failed_ceremony_could_not_take_back_is_destroyed_with_its_publi
 
     p11.generate_rsa_key(token.uri("mallory"), 2048)  # alone, with the PIN
     p11.close_all()
-    destroy = ["keys", "destroy", "--key", ca_key, *common, *both]
+    destroy = ["keys", "destroy", "--key", ca_key, "--no-pki", *common, *both]
     assert main([*destroy, "--spki", str(fp)]) == 2
     err = capsys.readouterr().err
     assert "no ceremony of the log made: 'mallory'" in err and "besides the key" in err
@@ -2552,12 +2552,18 @@ def test_a_key_a_failed_ceremony_could_not_take_back_is_destroyed_with_its_publi
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("field", ["ocsp_key", "group_responder_key"])
 def test_keys_destroy_with_pki_refuses_a_key_the_manifest_signs_with_from_before_the_log(
-    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    operators: Path,
+    token: SoftHsmToken,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
 ) -> None:
     """A key put in the token before the operation log (its certificate issued outside any
     ceremony) is one the log cannot say is in use; --pki holds the target against the
-    public keys of the manifest's certificates, so the OCSP signer it names is refused."""
+    public keys of the manifest's certificates, so the OCSP signer it names is refused, and
+    so is the group relay's responder key (a signing key field that may be a PKCS#11 URI)."""
     from crlbuilder.demo.pki import init_pki
 
     log = tmp_path / "oplog.jsonl"
@@ -2566,14 +2572,26 @@ def test_keys_destroy_with_pki_refuses_a_key_the_manifest_signs_with_from_before
     ref, cert = token.add_key("legacy-ocsp")
     pki = init_pki(tmp_path / "pki")
     m = load_manifest(pki.directory)
-    first = msgspec.structs.replace(m.issuers[0], ocsp_key=ref, ocsp_cert=str(cert))
-    dump_manifest(msgspec.structs.replace(m, issuers=[first, *m.issuers[1:]]), pki.directory)
+    if field == "ocsp_key":
+        first = msgspec.structs.replace(m.issuers[0], ocsp_key=ref, ocsp_cert=str(cert))
+        m = msgspec.structs.replace(m, issuers=[first, *m.issuers[1:]])
+    else:
+        m = msgspec.structs.replace(m, group_responder_key=ref, group_responder_cert=str(cert))
+    dump_manifest(m, pki.directory)
     p11.close_all()
     assert main(["keys", "inventory", "--key", ref, *common, *both]) == 0  # its baseline
     capsys.readouterr()
     destroy = ["keys", "destroy", "--key", ref, "--spki", spki_of(token, "legacy-ocsp"),
                *common, *both]  # fmt: skip
     lines = len(records(log))
+    # neither --pki nor --no-pki: a usage error, before anything (no line, the key stays)
+    lines = len(records(log))
+    with pytest.raises(SystemExit) as usage:
+        main(destroy)
+    assert usage.value.code == 2 and "one of the arguments --pki --no-pki is required" in (
+        capsys.readouterr().err
+    )
+    assert len(records(log)) == lines and token_labels(token) == ["legacy-ocsp"]
     assert main([*destroy, "--pki", pki.directory]) == 2
     err = capsys.readouterr().err
     assert "'legacy-ocsp', which the manifest signs with" in err and err.count("\n") == 1

@@ -1054,8 +1054,10 @@ def _as_systemd_runs(
 ) -> tuple[list[str], dict[str, str], Path]:
     """``unit``'s command, environment and working directory as systemd would start them, on
     a copy of the hosts' layout under ``root``: ``${VAR}`` from its EnvironmentFile=,
-    ``%d`` its credentials directory (each LoadCredential= source copied there 0400, as
-    systemd does), /etc/jpki-va and /var/lib/jpki-va under ``root``, the program of this
+    ``%d`` and $CREDENTIALS_DIRECTORY its credentials directory (each LoadCredential= source
+    copied there as systemd 254 and later leave it on its tmpfs: 0400 and a POSIX ACL entry
+    for the unit's user, which ``stat`` shows as mode 0440, the ACL's mask in the group bits),
+    /etc/jpki-va and /var/lib/jpki-va under ``root``, the program of this
     venv for /opt/jpki-va/venv/bin's."""
     s = unit_settings(unit)
 
@@ -1067,7 +1069,7 @@ def _as_systemd_runs(
     for line in s.get("LoadCredential", []):
         name, source = line.split(":", 1)
         shutil.copy(here(source), creds / name)
-        (creds / name).chmod(0o400)
+        (creds / name).chmod(0o440)
     values: dict[str, str] = {}
     for f in s.get("EnvironmentFile", []):
         for raw in Path(here(f)).read_text().splitlines():
@@ -1079,6 +1081,8 @@ def _as_systemd_runs(
         expanded = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word)
         argv.append(here(expanded.replace("%d", str(creds))))
     env = {"PATH": os.environ["PATH"], **values}
+    if s.get("LoadCredential"):
+        env["CREDENTIALS_DIRECTORY"] = str(creds)
     for e in s.get("Environment", []):
         name, value = e.split("=", 1)
         env[name] = here(value.replace("%d", str(creds)))
@@ -1443,6 +1447,27 @@ def test_operations_commands_are_real() -> None:
                 seen[name] += 1
                 break
     assert seen["crlbuilder"] >= 5 and seen["responder"] >= 2, seen
+
+
+def test_operations_installs_every_unit_it_enables() -> None:
+    """Each jpki-va unit or timer a ``systemctl enable`` of docs/operations.md starts was
+    copied to /etc/systemd/system by an ``install`` line before it (its globs matched
+    against deploy/systemd): a timer enabled but never installed is "Unit file ... does not
+    exist" on the host (the node snapshot timer was)."""
+    installed: set[str] = set()
+    enabled = 0
+    for words in _shell_commands(OPERATIONS.read_text(encoding="utf-8")):
+        if words[0] == "install" and words[-1].rstrip("/") == "/etc/systemd/system":
+            for w in words[1:-1]:
+                if w.startswith("/opt/jpki-va/src/deploy/systemd/"):
+                    installed |= {u.name for u in UNITS.glob(Path(w).name)}
+        elif words[:2] == ["systemctl", "enable"]:
+            for w in words[2:]:
+                if w.startswith("jpki-va-"):
+                    name = w if "." in w else f"{w}.service"
+                    assert name in installed, f"docs/operations.md enables {name}, not installed"
+                    enabled += 1
+    assert enabled >= 10, enabled
 
 
 def test_operations_lists_the_metrics_contract() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -186,3 +187,22 @@ def test_the_watch_compaction_sidecar_reads_the_responders_lists_with_its_secret
 
     assert flags("watch-compact") == flags("responder") and len(flags("responder")) == 4
     assert "--every=3600" in by_name["watch-compact"]["command"]
+
+
+def test_the_signer_puts_a_store_snapshot_for_new_nodes_daily() -> None:
+    """The nodes' bootstrap gets the latest snapshot; without a put, every new node replays
+    the whole stream (the manifest said the signer put one, and nothing did). The put runs
+    beside the signer's builder, on its volume (ReadWriteOnce: no CronJob can mount it),
+    with its temporary copy on that volume, and its command parses with the real CLI."""
+    pod = _sets()["jpki-va-signer"]["spec"]["template"]["spec"]
+    [snap] = [c for c in pod["containers"] if c["name"] == "snapshot"]
+    script = " ".join(snap["args"])
+    [put] = re.findall(r"crlbuilder (snapshot put [^|;&]+)", script)
+    args = crlbuilder_parser().parse_args(shlex.split(put.replace('"$NATS"', "nats://n:4222")))
+    assert (args.source, str(args.store)) == ("nats://n:4222", "/var/lib/jpki-va/store")
+    assert "sleep 86400" in script
+    assert {"name": "TMPDIR", "value": "/var/lib/jpki-va/snapshot"} in snap["env"]
+    assert script.startswith("mkdir -p -m 0700 /var/lib/jpki-va/snapshot")
+    mounts = {m["mountPath"]: m for m in snap["volumeMounts"]}
+    assert mounts["/var/lib/jpki-va"]["name"] == "data"
+    assert "/etc/jpki-va/pki/ca-keys" not in mounts  # it reads the store, signs nothing

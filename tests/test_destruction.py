@@ -53,6 +53,20 @@ def test_a_key_a_certificate_of_the_log_names_goes_through_retire() -> None:
     assert destruction.in_use(retired, "t", [CA], CA) is None
 
 
+def test_a_key_in_use_is_not_left_only_in_an_object_no_signer_loads() -> None:
+    """Two objects of the CA key under its label (told apart by id), one imported so that
+    it can leave the token: the signer refuses that one (Ord §73(4)), so destroying the
+    other would leave the CA with no key it can sign with; the leakable one may go."""
+    leaky = TokenKey(SAME.fingerprint, SAME.label, SAME.id_hex, leakable=True)
+    assert leaky == SAME  # the inventory compares and records no attribute
+    refused = destruction.in_use(LOG, "t", [CA, leaky], CA)
+    assert refused is not None and "destroy those (--id), not this one" in refused
+    assert destruction.in_use(LOG, "t", [CA, leaky], leaky) is None
+    both = TokenKey(CA.fingerprint, CA.label, CA.id_hex, leakable=True)
+    assert destruction.in_use(LOG, "t", [both, leaky], both) is None  # neither is loaded
+    assert destruction.in_use(LOG, "t", [CA, SAME], CA) is None
+
+
 def test_the_token_without_the_key_must_hold_what_the_log_says() -> None:
     want = {CA.fingerprint: "ca-g1"}
     assert not destruction.left_differing(want, [CA, STRAY], STRAY)

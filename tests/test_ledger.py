@@ -350,6 +350,35 @@ def test_a_count_past_midnight_is_dated_by_its_own_instant_without_the_flusher(
         }
 
 
+def test_a_count_at_an_instant_is_dated_by_that_instant_after_the_day_turned(
+    tmp_path: Path,
+) -> None:
+    """``count(at=...)``: the instant a caller took the provisions at (23:59:59.9 JST) dates
+    them, though the flusher turned the writer's day at 00:00 JST before the count came;
+    the writer's own day is kept for the counts after it, and an instant past the writer's
+    day turns it."""
+    late = jst(2025, 12, 31, 23, 59, 59) + 0.9
+    clock = Clock(late)
+    with LedgerWriter.open(tmp_path, 0, clock=clock) as w, Ledger.open(tmp_path) as ledger:
+        w.count("bank-a", SRI, Method.OCSP, 2)
+        clock.t = jst(2026, 1, 1, 0, 0, 0) + 0.1
+        w.tick()  # the flusher
+        w.count("bank-a", SRI, Method.OCSP, 3, at=late)  # the slot of the day before
+        w.count("bank-b", SRI, Method.OCSP, 4, at=late)  # a new slot of the day before
+        w.count("bank-b", SRI, Method.OCSP, 1)  # the writer's day: the new one
+        w.count("bank-b", SRI, Method.OCSP, 2, at=clock.t)  # its slot, at an instant
+        w.count("bank-c", SRI, Method.OCSP, 5, at=clock.t)  # the writer's day, at an instant
+        w.count("bank-c", SRI, Method.OCSP, 6, at=jst(2026, 1, 2, 0, 0, 0))  # turns it
+        ledger.collect()
+        assert ledger.totals(*EVER, by=("day", "party")) == {
+            ("2025-12-31", "bank-a"): 5,
+            ("2025-12-31", "bank-b"): 4,
+            ("2026-01-01", "bank-b"): 3,
+            ("2026-01-01", "bank-c"): 5,
+            ("2026-01-02", "bank-c"): 6,
+        }
+
+
 @pytest.mark.real_clock  # the flusher's timed wait hangs under libfaketime
 def test_flusher_thread_turns_the_day_and_flushes(tmp_path: Path) -> None:
     clock = Clock(jst(2025, 3, 31, 23, 59, 59))

@@ -192,3 +192,48 @@ def test_a_call_of_the_day_before_taken_after_midnight_loses_no_count(tmp_path: 
     refusal = policy.limit_refusal(p, Service.SIGN_REVOCATION_INFO, Limit.PROVISIONS)
     said = problem.quota(refusal, late, MIDNIGHT_JST - 1)  # what the 429 tells the party
     assert said.resets_at == datetime.fromtimestamp(MIDNIGHT_JST + 86400, JST)
+
+
+def test_provisions_carried_to_the_day_they_are_provided_in(tmp_path: Path) -> None:
+    """`LimitsTable.carry_provisions`: taken at 23:59:50 JST for an answer provided later.
+    The same Japan day: nothing moves. After 00:00 JST: given back to the day before and
+    taken from the new day, all or none (none left there: a Wait, none taken)."""
+    a = table(tmp_path, workers=2, index=0)
+    b = table(tmp_path, workers=2, index=1)
+    p = party(provisions_per_day=5)
+    assert a.take_provisions(p, 2, LATE) is None
+    assert a.carry_provisions(p, 2, LATE, MIDNIGHT_JST - 1) is None
+    assert a.provisions_left(p, LATE) == 3
+    assert a.carry_provisions(p, 2, LATE, MIDNIGHT_JST + 1) is None
+    assert a.provisions_left(p, MIDNIGHT_JST + 1) == 3
+    assert b.take_provisions(p, 2, LATE) is None  # b's row is still on the day before
+    assert b.take_provisions(p, 2, MIDNIGHT_JST + 2) is None  # the new day: 1 left
+    assert b.carry_provisions(p, 2, LATE, MIDNIGHT_JST + 3) == Wait(Limit.PROVISIONS, 86397, 1)
+    assert a.provisions_left(p, MIDNIGHT_JST + 3) == 1  # nothing more taken
+
+
+def test_a_row_moved_to_the_new_day_still_counts_the_day_before(tmp_path: Path) -> None:
+    """Worker b took 3 before 00:00 JST and then 1 after it (its row moved on); worker a's
+    take for the day before, coming after that (an instant read before midnight), still
+    counts b's 3 (once, b's row showed only the new day and a passed the bound)."""
+    a = table(tmp_path, workers=2, index=0)
+    b = table(tmp_path, workers=2, index=1)
+    p = party(provisions_per_day=5)
+    assert b.take_provisions(p, 3, LATE) is None
+    assert b.take_provisions(p, 1, MIDNIGHT_JST + 1) is None
+    assert a.provisions_left(p, LATE) == 2
+    assert a.take_provisions(p, 3, LATE + 1) == Wait(Limit.PROVISIONS, 9, 2)
+    assert a.take_provisions(p, 2, LATE + 1) is None
+    assert a.provisions_left(p, MIDNIGHT_JST + 1) == 4  # the new day: b's 1
+
+
+def test_a_give_back_after_the_row_moved_on_comes_off_the_day_before(tmp_path: Path) -> None:
+    t = table(tmp_path)
+    p = party(provisions_per_day=5)
+    assert t.take_provisions(p, 2, LATE) is None
+    assert t.take_provisions(p, 1, MIDNIGHT_JST + 1) is None
+    t.give_back_provisions(p, 2, LATE)  # a signature taken before midnight, failed after it
+    assert t.provisions_left(p, LATE) == 5
+    assert t.provisions_left(p, MIDNIGHT_JST + 1) == 4  # the new day's count untouched
+    t.give_back_provisions(p, 1, LATE - 86400)  # an older day: nothing
+    assert t.provisions_left(p, MIDNIGHT_JST + 1) == 4

@@ -9,9 +9,10 @@ import asyncio
 import math
 import time
 import types
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -22,6 +23,7 @@ from crlbuilder.ocsp.response import issuer_hashes
 from crlbuilder.rules import JST
 from responder.app import JpkiApp
 from responder.http import Request, Response
+from responder.ledger import Method, read_worker_file
 from responder.limits import day_ends
 from responder.quotagauges import QuotaCollector
 from responder.registry.lookup import Registry
@@ -210,3 +212,101 @@ def test_an_ocsp_request_whose_connection_went_away_gives_its_provisions_back(
     resp = answer(app, req)
     assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "SUCCESSFUL"
     assert left(app) == 2
+
+
+def sign_across_midnight(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch, before: Callable[[float], None] = lambda t: None
+) -> tuple[Response, float]:
+    """One OCSP request asked at 23:59:59 JST whose fresh signature (made by the real
+    signer) is handed back at 00:00:01 JST; ``before(t)`` runs at that instant, just before.
+    The answer and the instant."""
+    import responder.app as app_module
+
+    turns = day_ends(PINNED) - 86400  # today's 00:00 JST: the data is fresh on both sides
+    clock = [turns - 1.0]
+    monkeypatch.setattr(app_module.time, "time", lambda: clock[0])
+    der = one_certid_request(app)
+    headers = {b"content-type": b"application/ocsp-request", **auth(app)}
+    req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
+    real = app.signing.sign
+
+    async def run() -> Response:
+        handed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        made: list[asyncio.Future[Any]] = []
+
+        def sign(party: str, job: Any) -> asyncio.Future[Any]:
+            made.append(real(party, job))
+            return handed
+
+        monkeypatch.setattr(app.signing, "sign", sign)
+        pending = app.handle(req)
+        assert not isinstance(pending, Response)
+        ready = await made[0]
+        clock[0] = turns + 1.0
+        before(clock[0])
+        handed.set_result(ready)
+        return await pending
+
+    return asyncio.run(run()), turns + 1.0
+
+
+def ocsp_counted(app: JpkiApp) -> list[tuple[date, int]]:
+    """The days and counts of this worker's ledger file for the party's OCSP provisions."""
+    return [
+        (s.day, s.count)
+        for s in read_worker_file(app.ledger.path).slots
+        if s.party == "sig-verifier" and s.method is Method.OCSP and s.count
+    ]
+
+
+def test_a_signature_made_across_midnight_is_taken_from_the_day_it_is_counted_in(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken at 23:59:59 JST, the signature handed back at 00:00:01 JST: the answer is
+    provided, and the ledger dates it, in the new day, so its provision moves there (once,
+    the day before kept it and the new day's bound never saw it)."""
+    agree(app, "--provisions-per-day", "3")
+    party = app.registry.parties["sig-verifier"]
+    resp, after = sign_across_midnight(app, monkeypatch)
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "SUCCESSFUL"
+    assert app.limits.provisions_left(party, after) == 2
+    assert app.limits.provisions_left(party, after - 2.0) == 3  # given back to the day before
+    assert ocsp_counted(app) == [(datetime.fromtimestamp(after, JST).date(), 1)]
+
+
+def test_a_signature_made_across_midnight_into_a_day_used_up_is_not_given(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new day's 3 were taken (another worker, just after 00:00 JST) while the signature
+    was made: the answer would be a fourth provision of that day, so it is tryLater (quota),
+    nothing counted (once, it was sent and the ledger's day held 4 of 3)."""
+    agree(app, "--provisions-per-day", "3")
+    party = app.registry.parties["sig-verifier"]
+
+    def used_up(t: float) -> None:
+        assert app.limits.take_provisions(party, 3, t) is None
+
+    resp, after = sign_across_midnight(app, monkeypatch, used_up)
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "TRY_LATER"
+    assert app.limits.provisions_left(party, after) == 0
+    assert ocsp_counted(app) == []
+
+
+def test_a_crl_download_is_counted_on_the_day_its_provision_was_taken(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's clock at 23:59:59 JST, the ledger writer's own clock already on a later day
+    (the machine's): the download is dated by the instant its provision was taken at."""
+    import responder.app as app_module
+
+    agree(app, "--provisions-per-day", "2")
+    late = day_ends(PINNED) - 86400 - 1.0  # the day before the machine's
+    monkeypatch.setattr(app_module.time, "time", lambda: late)
+    assert crl(app, "sign-card-g1.crl").status == 200
+    assert app.limits.provisions_left(app.registry.parties["sig-verifier"], late) == 1
+    counted = [
+        (s.day, s.count)
+        for s in read_worker_file(app.ledger.path).slots
+        if s.party == "sig-verifier" and s.method is Method.CRL_FILE
+    ]
+    assert counted == [(datetime.fromtimestamp(late, JST).date(), 1)]

@@ -6,7 +6,8 @@ remains and says where it stopped, the single answers take one each."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,15 @@ import msgspec
 import pytest
 
 from crlbuilder.rules import JST, JST_OFFSET
+from responder.config import ResponderConfig
 from responder.http import Request, Response
+from responder.ledger import Ledger, LedgerWriter
 from responder.limits import LimitsTable
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
+from responder.signing import SigningPool
+from responder.v1 import status as v1status
+from responder.v1.routes import Done, V1Api
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_policy import NOW, SIG, USR, build, party_table
 from tests.test_v1_changes import A, B, C, at
@@ -256,3 +262,137 @@ def test_a_token_takes_one_when_handed_out_and_its_queueing_none(tmp_path: Path)
     assert resp.status == 429 and body["rule"] == "quota" and body["remaining"] == 0
     assert body["article"] == "Act §38-3(3)"  # the token's agreement (取決め)
     assert len(desk.queued) == 1 and len(api.ledger.counted) == 1
+
+
+# --- a threaded batch across 00:00 JST: the bound and the ledger count the same day ---------
+
+BATCH = 1000
+"""Entries of a batch large enough for the batch thread (`responder.v1.routes.THREAD_BYTES`)."""
+DAY_OF_NOW = datetime.fromtimestamp(NOW, JST).date()
+
+
+class Clock:
+    """The worker's clock (`V1Api.clock`, `LedgerWriter`'s), set by the test."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Worker:
+    """One worker of a node: its /v1 dispatcher with the batch thread, its row of the shared
+    quota table and its ledger file, all on one settable clock."""
+
+    def __init__(
+        self, cas: dict[int, Ca], tmp_path: Path, reg: Registry, index: int, workers: int
+    ) -> None:
+        self.clock = Clock(NOW)
+        self.registry = reg
+        self.table = limits(tmp_path, index, workers)
+        self.ledger = LedgerWriter.open(tmp_path / "ledger", index, clock=self.clock)
+        self.pool: SigningPool[Done] = SigningPool(1, 2)
+        self.api = V1Api(
+            (v1status.ROUTE,), ResponderConfig(), store=store(cas), quota=self.table,
+            ledger=self.ledger, pool=self.pool, signer=None, clock=self.clock,
+        )  # fmt: skip
+
+    def batch(self, n: int, asked: float, answered: float) -> tuple[Response, Any]:
+        """A batch of ``n`` asked at ``asked``, answered by the batch thread and counted at
+        ``answered`` (the clock when `V1Api` takes its provisions and the ledger counts)."""
+        body = msgspec.json.encode(entries(*[ref(SC, GOOD)] * n))
+        headers = {b"content-type": b"application/json", b"authorization": b"Bearer sig"}
+        req = Request(b"POST", b"/v1/status", headers, body, ("127.0.0.1", 1), None, b"1.1",
+                      True, 1)  # fmt: skip
+
+        async def run() -> Response:
+            self.clock.t = asked
+            pending = self.api.handle(req, self.registry, asked)
+            assert not isinstance(pending, Response), "not the batch thread"
+            self.clock.t = answered
+            return await pending
+
+        resp = asyncio.run(run())
+        return resp, msgspec.json.decode(bytes(resp.body))
+
+    def left(self, at: float) -> int | None:
+        return self.table.provisions_left(self.registry.parties["sig"], at)
+
+    def close(self) -> None:
+        self.pool.close()
+        self.ledger.close()
+        self.table.close()
+
+
+def ledger_days(tmp_path: Path) -> dict[str, int]:
+    """The ledger's provisions per Japan day, the workers' files merged."""
+    with Ledger.open(tmp_path / "ledger") as ledger:
+        ledger.collect()
+        got = ledger.totals(DAY_OF_NOW, DAY_OF_NOW + timedelta(days=1), by=("day",))
+    return {day: n for (day,), n in got.items()}
+
+
+def test_a_batch_asked_before_midnight_and_answered_after_counts_in_the_new_day(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """Asked at 23:59:59.5 JST in a worker whose row is on that day (1000 of 1250 taken),
+    answered at 00:00:00.5 JST: taken from the new day, where the ledger dates it, so the
+    new day's next batch of 1000 is refused (once, the day before's bound refused the batch
+    and the new day's let 2000 through)."""
+    w = Worker(cas, tmp_path, bounded(1250), 0, 1)
+    try:
+        assert w.batch(BATCH, NOW, NOW)[0].status == 200
+        resp, got = w.batch(BATCH, MIDNIGHT_JST - 0.5, MIDNIGHT_JST + 0.5)
+        assert resp.status == 200, got
+        assert w.left(MIDNIGHT_JST + 0.5) == 250
+        resp, got = w.batch(BATCH, MIDNIGHT_JST + 1, MIDNIGHT_JST + 1)
+        assert resp.status == 429 and got["remaining"] == 250, got
+        assert ledger_days(tmp_path) == {
+            DAY_OF_NOW.isoformat(): BATCH,
+            (DAY_OF_NOW + timedelta(days=1)).isoformat(): BATCH,
+        }
+    finally:
+        w.close()
+
+
+def test_a_late_batch_sees_the_new_day_of_a_worker_already_on_it(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """Worker one took 1000 on each side of 00:00 JST (its row is on the new day); worker
+    two's batch asked at 23:59:59.5 and answered at 00:00:00.5 is counted with one's new day
+    (once, it checked the day before without one's count, and the new day's bound never saw
+    it though the ledger dated it there)."""
+    reg = bounded(2500)
+    one = Worker(cas, tmp_path, reg, 0, 2)
+    two = Worker(cas, tmp_path, reg, 1, 2)
+    try:
+        assert one.batch(BATCH, NOW, NOW)[0].status == 200
+        assert one.batch(BATCH, MIDNIGHT_JST + 0.1, MIDNIGHT_JST + 0.1)[0].status == 200
+        resp, got = two.batch(BATCH, MIDNIGHT_JST - 0.5, MIDNIGHT_JST + 0.5)
+        assert resp.status == 200, got
+        assert one.left(MIDNIGHT_JST + 1) == two.left(MIDNIGHT_JST + 1) == 500
+        resp, got = one.batch(BATCH, MIDNIGHT_JST + 1, MIDNIGHT_JST + 1)
+        assert resp.status == 429 and got["remaining"] == 500, got
+        assert ledger_days(tmp_path) == {
+            DAY_OF_NOW.isoformat(): BATCH,
+            (DAY_OF_NOW + timedelta(days=1)).isoformat(): 2 * BATCH,
+        }
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_batch_answered_later_the_same_day_sees_what_it_saw(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """No midnight between asking and answering: taken and refused at the asked instant, as
+    before the clock was read (the Retry-After and resetsAt of the instant asked)."""
+    w = Worker(cas, tmp_path, bounded(1250), 0, 1)
+    try:
+        assert w.batch(BATCH, NOW, NOW + 30)[0].status == 200
+        resp, got = w.batch(BATCH, NOW, NOW + 60)
+        assert_provisions_429(resp, got, 250)
+        assert ledger_days(tmp_path) == {DAY_OF_NOW.isoformat(): BATCH}
+    finally:
+        w.close()

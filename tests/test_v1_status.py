@@ -38,9 +38,14 @@ REVOKED_AT = int(NOW) - 7200
 class Ledger:
     def __init__(self) -> None:
         self.counted: list[tuple[str, Service, Method, int]] = []
+        self.at: list[float | None] = []
+        """The instant each count was dated at (`LedgerWriter.count`'s ``at``)."""
 
-    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None:
+    def count(
+        self, party: str, service: Service, method: Method, n: int = 1, *, at: float | None = None
+    ) -> None:
         self.counted.append((party, service, method, n))
+        self.at.append(at)
 
 
 class Quotas:

@@ -12,8 +12,8 @@ objects may share.
 - `in_use`: a refusal when the object is the key a certificate of the log names (a CA or
   OCSP signer key issued by a ceremony, not destroyed since), or one the PKI manifest's
   certificates name (``--pki``: keys from before the log), and no other object of it under
-  its label stays in the token: such a key goes through ``retire``, which records its
-  certificate;
+  its label stays in the token (one a signer loads: not leakable, unless the target is
+  leakable too): such a key goes through ``retire``, which records its certificate;
 - `left_differing`: how the token, less that object, differs from what the log says it
   holds, less that key (when no other object of it stays): the ceremony goes on only where
   this is empty, so the token it leaves matches the log again (no ``keys inventory``).
@@ -125,8 +125,15 @@ def in_use(
         for label, fp in named.items():
             if fp != target.fingerprint:
                 continue
-            if any(k.fingerprint == fp and k.label == label for k in rest):
-                continue  # a second object of it goes; the one under the named label stays
+            stays = [k for k in rest if k.fingerprint == fp and k.label == label]
+            if stays and (target.leakable or any(not k.leakable for k in stays)):
+                continue  # a second object of it goes; one a signer loads stays under the label
+            if stays:
+                return (
+                    f"spki {fp[:16]}... is key {label!r}, which {by}: the other object(s) of "
+                    "it under that label can leave the token (CKA_EXTRACTABLE, or not "
+                    "CKA_SENSITIVE) and no signer loads them: destroy those (--id), not this one"
+                )
             return (
                 f"spki {fp[:16]}... is key {label!r}, which {by}: destroy it with keys retire "
                 "--cert (once no manifest names it), which records its certificate"

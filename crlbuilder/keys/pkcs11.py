@@ -51,7 +51,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote
@@ -683,6 +683,10 @@ class TokenKey:
     label: str
     id_hex: str
     """CKA_ID in hex ("" when none)."""
+    leakable: bool = field(default=False, compare=False)
+    """CKA_EXTRACTABLE true or CKA_SENSITIVE false (or unreadable): no signer loads it
+    (`_refuse_leakable`: 発行者署名符号の漏えいを防止する, Ord §73(4)). Not part of what an
+    inventory records or compares."""
 
 
 def _inventoried(key: Any) -> TokenKey:
@@ -691,13 +695,17 @@ def _inventoried(key: Any) -> TokenKey:
         id_hex = bytes(key[Attribute.ID] or b"").hex()
     except p11e.PKCS11Error:
         id_hex = ""
+    try:
+        leakable = bool(key[Attribute.EXTRACTABLE]) or not bool(key[Attribute.SENSITIVE])
+    except p11e.PKCS11Error:
+        leakable = True
     if key.key_type == KeyType.RSA:
         modulus = int.from_bytes(bytes(key[Attribute.MODULUS]), "big")
         exponent = int.from_bytes(bytes(key[Attribute.PUBLIC_EXPONENT]), "big")
         public = rsa.RSAPublicNumbers(exponent, modulus).public_key()
-        return TokenKey(hashlib.sha256(spki_der(public)).hexdigest(), label, id_hex)
+        return TokenKey(hashlib.sha256(spki_der(public)).hexdigest(), label, id_hex, leakable)
     other = f"{key.key_type!s}|{label}|{id_hex}".encode()
-    return TokenKey("other-" + hashlib.sha256(other).hexdigest(), label, id_hex)
+    return TokenKey("other-" + hashlib.sha256(other).hexdigest(), label, id_hex, leakable)
 
 
 def token_keys(key_ref: str, module: str | None = None) -> tuple[str, list[TokenKey]]:

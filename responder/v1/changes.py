@@ -286,15 +286,17 @@ class WatchEnv:
                 # a node of several does not draw a secret of its own: every node needs the
                 # service's (its digests travel on the watch stream)
                 several = self.stream is not None
+                secret_read = False
                 try:
                     self.keys = WatchKeys(load_secret(self.secret_path, create=not several))
+                    secret_read = True
                     self.watchset = LmdbWatchSet(
                         self.lists_dir, self.keys, map_size=self.config.map_size_gib << 30
                     )
                 except (SecretError, WatchDbError, OSError) as e:
-                    hint = (
+                    hint = (  # only where the secret is what failed, not the lists' disk
                         " (a node of several: install the service's [watch] secret_file, the "
-                        "same on every node)" if several else ""
+                        "same on every node)" if several and not secret_read else ""
                     )  # fmt: skip
                     why = f"{e}{hint}"
                     if why != self._unavailable:  # once per cause: /readyz asks every second

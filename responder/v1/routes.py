@@ -30,6 +30,10 @@
    remains, `Context.provisions_left`, and delivered no more), counts the ledger (帳簿, Act §40:
    `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
    the call, and sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
+   The provisions and the ledger count at one instant (`V1Api.counted_at`): a batch asked
+   before 00:00 JST and answered after it counts in the new day in both, whatever day this
+   worker's row of the table is on; an answer that does not cross midnight counts at its
+   request's instant, as it always did.
 
 Per entry and per call. The 帳簿 (Ord §71) counts provisions (件数): a batch of 10,000
 answered entries is 10,000 provisions of its service, the unit a fee per provision would
@@ -62,7 +66,7 @@ from crlbuilder.store.reader import ReadSource
 from responder import access, policy
 from responder.config import ResponderConfig
 from responder.http import Request, Response
-from responder.limits import Wait, provisions_wait
+from responder.limits import Wait, day_ends, provisions_wait
 from responder.outcome import Outcome
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
@@ -134,7 +138,9 @@ class Quota(Protocol):
 class Counter(Protocol):
     """The ledger's hot path (`responder.ledger.LedgerWriter`)."""
 
-    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None: ...
+    def count(
+        self, party: str, service: Service, method: Method, n: int = 1, *, at: float | None = None
+    ) -> None: ...
 
 
 class AnswerSigner(Protocol):
@@ -176,6 +182,7 @@ class V1Api:
         signer: AnswerSigner | None,
         public: dict[bytes, Callable[[], Response]] | None = None,
         group_id: str | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.routes = {r.path.encode(): r for r in routes}
         self.store = store
@@ -196,6 +203,11 @@ class V1Api:
         self.group_id = group_id
         """On a group appliance (団体署名検証者): the group whose own members (署名確認者) the
         routes answer, decided by `responder.policy.decide_member` (Act §20(1))."""
+        self.clock = clock
+        """The clock `_finish` reads when the answer is provided (the app's ``time.time``):
+        the provisions are taken and counted at that instant when its Japan day is not the
+        request's (`counted_at`). None: at the request's ``now`` (an answer given at once, or
+        a test on a fixed clock)."""
 
     def decider(self, registry: Registry) -> Decide:
         """The access decision for this appliance's parties (see ``group_id``)."""
@@ -302,11 +314,24 @@ class V1Api:
         signature = self.signer.sign(body) if route.signed and self.signer is not None else None
         return Done(None, got, body, signature)
 
+    def counted_at(self, now: float) -> float:
+        """The instant an answer to a request asked at ``now`` is counted at, provisions and
+        ledger alike: ``now`` while the clock is still on its Japan day (what a request that
+        does not straddle 00:00 JST sees is unchanged), else the clock's instant, the day the
+        answer is provided in (提供を行った年月日, Ord §71(3)): a batch asked at 23:59:59 JST
+        and answered after 00:00 JST is taken from the new day's provisions, as the ledger
+        dates it, whatever day this worker's row of the table is on."""
+        if self.clock is None:
+            return now
+        at = self.clock()
+        return now if day_ends(at) == day_ends(now) else at
+
     def _finish(
         self, req: Request, route: AnyRoute, party: Party, now: float, done: Done
     ) -> Response:
         """On the event loop: the provisions of the day taken, all or none; the ledger counts
-        (before the answer is written); the note."""
+        (before the answer is written); the note. Both at one instant (`counted_at`), so they
+        count the answer on the same Japan day."""
         endpoint = route.endpoint
         reply = done.reply
         family = reply.family if reply is not None else ""
@@ -316,25 +341,26 @@ class V1Api:
             req.note = Outcome(endpoint, family=family, party=party.id, rule=rule)
             again = refusal is _EFFECT_FAILED or refusal.status == 503
             return problem.response(refusal, retry_after=(done.retry_after or 1) if again else None)
+        at = self.counted_at(now)
         if party.provisions_per_day is not None:
-            wait = self.quota.take_provisions(party, sum(n for _s, n in reply.counts), now)
+            wait = self.quota.take_provisions(party, sum(n for _s, n in reply.counts), at)
             if wait is not None:  # the whole answer would pass the bound: none of it is given
                 req.note = Outcome(endpoint, family=family, party=party.id, rule=QUOTA)
                 limited = policy.limit_refusal(party, reply.counts[0][0], wait.limit)
                 return problem.response(
-                    problem.quota(limited, wait, now), retry_after=wait.retry_after
+                    problem.quota(limited, wait, at), retry_after=wait.retry_after
                 )
         headers: tuple[tuple[bytes, bytes], ...] = _NO_STORE
         if done.signature is not None:
             headers = (*headers, (SIGNATURE_HEADER, done.signature))
         if reply.retry_after is not None:
             headers = (*headers, (b"retry-after", str(max(1, reply.retry_after)).encode()))
-        # 帳簿 (Act §40): counted before the answer is written
+        # 帳簿 (Act §40): counted before the answer is written, on the day taken above
         for service, n in reply.counts:
             if n > 0:
-                self.ledger.count(party.id, service, Method.JSON, n)
+                self.ledger.count(party.id, service, Method.JSON, n, at=at)
                 if self.calls is not None:
-                    self.calls.count(party.id, service, Method.JSON, 1)
+                    self.calls.count(party.id, service, Method.JSON, 1, at=at)
         req.note = Outcome(endpoint, family=family, party=party.id)
         return Response(reply.status, done.body, JSON, headers)
 

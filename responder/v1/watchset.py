@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NamedTuple, Protocol
 
+from crlbuilder.secretmode import too_open
+
 TAG_BYTES: Final = 8
 DIGEST_BYTES: Final = 16
 ENTRY_BYTES: Final = TAG_BYTES + DIGEST_BYTES
@@ -187,7 +189,7 @@ def load_secret(path: Path, *, create: bool) -> bytes:
         raise SecretError(
             f"{path}: the watch secret must be {2 * SECRET_BYTES} hex digits"
         ) from None
-    if stat.S_IMODE(st.st_mode) & 0o077:
+    if too_open(path, stat.S_IMODE(st.st_mode)):
         raise SecretError(f"{path}: the watch secret must be readable by its owner only (0600)")
     try:
         secret = bytes.fromhex(text)
