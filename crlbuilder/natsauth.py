@@ -11,7 +11,8 @@ Two methods, each alone or both together (nats-server then checks both):
   ``verify_and_map``) the server asks for and checks the client's.
 
 A secret file (the seed, the client key) must be a regular file readable by its owner only
-(0600), as the project's other secret files; it is checked and read when the configuration is
+(0600; a systemd credential as `crlbuilder.secretmode` says), as the project's other secret
+files; it is checked and read when the configuration is
 resolved (`resolve`), never logged, and an error names the file and what is wrong, never its
 content. No credential at all: refused unless every server is on this host's loopback (a test
 or a single host's own server), then `resolve` gives a warning line to say so.
@@ -34,6 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
+
+from crlbuilder.secretmode import too_open
 
 ENV: Final = {
     "nkey_seed": "JPKI_VA_NATS_NKEY_SEED",
@@ -155,7 +158,7 @@ def _check_owner_only(path: str, what: str) -> os.stat_result:
         raise NatsAuthError(f"{path}: cannot read {what}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise NatsAuthError(f"{path}: {what} is not a regular file")
-    if stat.S_IMODE(st.st_mode) & 0o077:
+    if too_open(Path(path), stat.S_IMODE(st.st_mode)):  # a systemd credential's ACL mask aside
         raise NatsAuthError(f"{path}: {what} must be readable by its owner only (chmod 600)")
     return st
 

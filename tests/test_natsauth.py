@@ -109,6 +109,25 @@ def test_a_seed_readable_by_others_is_refused_naming_the_file_not_its_content(
     assert secret not in repr(got)  # what a traceback or a log line would show
 
 
+def test_a_seed_handed_over_by_loadcredential_is_read_despite_its_acl_mask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd 254+ gives the unit's user its credential by an ACL: stat shows 0440."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    seed = creds / "nats.seed"
+    new_seed(seed)
+    seed.chmod(0o440)
+    auth = NatsAuth(nkey_seed=str(seed))
+    with pytest.raises(NatsAuthError, match="owner only"):  # elsewhere: refused
+        resolve(auth, ["nats://nats-1.example.jp:4222"])
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert resolve(auth, ["nats://nats-1.example.jp:4222"]).kwargs["nkeys_seed_str"]
+    seed.chmod(0o444)  # readable by others: refused there too
+    with pytest.raises(NatsAuthError, match="owner only"):
+        resolve(auth, ["nats://nats-1.example.jp:4222"])
+
+
 @pytest.mark.parametrize(
     ("content", "problem"),
     [(None, "cannot read the NATS NKey seed: No such file or directory"),
