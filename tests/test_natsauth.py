@@ -563,12 +563,14 @@ def test_every_kubernetes_container_on_nats_mounts_its_roles_seed_only() -> None
             assert secret["secretName"] == "jpki-va-nats" and secret["defaultMode"] == 0o400
             assert item["path"] == Path(seed_path).name
             role = item["key"].removesuffix(".seed")
-            is_signer = sts["metadata"]["name"] == "jpki-va-signer"
-            assert role == ("signer" if is_signer else expected[c["name"]]), c["name"]
+            if sts["metadata"]["name"] == "jpki-va-signer":
+                assert role == {"builder": "signer", "snapshot": "snapshot"}[c["name"]]
+            else:
+                assert role == expected[c["name"]], c["name"]
             assert f"$JPKI_NATS_{role.upper().replace('-', '_')}," in auth
             assert {"configMapRef": {"name": "jpki-va-config"}} in c["envFrom"]
             seen += 1
-    assert seen == 6
+    assert seen == 7
 
 
 def test_a_responder_reloaded_with_another_seed_uses_it_for_the_watch_stream(
