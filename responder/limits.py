@@ -360,7 +360,10 @@ class LimitsTable:
         both count them on the same Japan day. A worker takes on its event loop only, its
         instants in the order read, so its row is never on a later day than ``now`` unless
         the clock was set back across 00:00 JST: then the row's later day is taken from,
-        rather than put the row back and drop its count."""
+        rather than put the row back and drop its count. (An answer made while the clock
+        was set back is counted at its request's instant, never earlier, so the ledger dates
+        it in the day taken from; a request asked after the step is dated in the day before
+        by the ledger while taken from the row's later day.)"""
         share = node_share(party.provisions_per_day, self.nodes)
         if share is None or n <= 0:
             return None
