@@ -327,7 +327,7 @@ class V1Api:
         at = self.clock()
         # never a day before the request's: a clock set back across 00:00 JST would date
         # the answer in a day the worker's row (taken from its later day) has left
-        return now if day_ends(at) <= day_ends(now) else at
+        return now if at < day_ends(now) else at
 
     def _finish(
         self, req: Request, route: AnyRoute, party: Party, now: float, done: Done
