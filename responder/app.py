@@ -588,7 +588,9 @@ class JpkiApp:
             req.note = Outcome("ocsp", _INTERNAL_ERROR, party=party)  # RFC 6960 internalError
             return _OCSP_ERRORS[ResponseStatus.INTERNAL_ERROR]
         self.ocsp.remember(got.job, ready)
-        at = time.time()
+        # never before the take: a clock set back across 00:00 JST while the signature was
+        # made would date it in a day the bound never took it from
+        at = max(time.time(), got.now)
         if got.service is not None:
             # provided now: a signature waited for across 00:00 JST moves its provisions to
             # the new day, where the ledger dates it (none left there: tryLater, as in flow)

@@ -129,9 +129,16 @@ def _jst_day(now: float) -> int:
 
 def _taken_on(rows: list[tuple[int, int, int, int]], day: int) -> int:
     """The provisions the rows of a ``p/`` key took on ``day``: each row's count of its
-    current day, or of the day before it moved on from (``_write_moved``), never both."""
+    current day, or of the day before it moved on from (``_write_moved``), never both.
+
+    A row whose day and day before are both ``day`` was read while its worker moved it on:
+    `_read` loads the day before ``_write_moved`` stores the new one, and the count after it
+    stores the new day's count (the row's day before is always an earlier day than its own).
+    Its count of ``day`` is then the day before's, or the new day's if more (too much for
+    an instant, never too little): the current count alone lost the day before's."""
     return sum(
-        n if d == day else before_n if before == day else 0 for d, n, before, before_n in rows
+        (max(n, before_n) if before == day else n) if d == day else before_n if before == day else 0
+        for d, n, before, before_n in rows
     )
 
 
@@ -240,7 +247,8 @@ class LimitsTable:
         before's (``before``, ``before_n``), stored in the order that lets a reader between
         two stores count too much for an instant, never too little: the day before's count,
         its day (the old day now read twice, once as each: `_taken_on` takes one), the new
-        day, its count."""
+        day, its count. A reader's four loads may straddle these stores too (its day loaded
+        before them, its count after): `_taken_on` takes that row's day before's count."""
         q, i = self._q, (off + _VALUES_AT) >> 3
         q[i + 3] = before_n
         q[i + 2] = before
@@ -352,7 +360,10 @@ class LimitsTable:
         both count them on the same Japan day. A worker takes on its event loop only, its
         instants in the order read, so its row is never on a later day than ``now`` unless
         the clock was set back across 00:00 JST: then the row's later day is taken from,
-        rather than put the row back and drop its count."""
+        rather than put the row back and drop its count. (An answer made while the clock
+        was set back is counted at its request's instant, never earlier, so the ledger dates
+        it in the day taken from; a request asked after the step is dated in the day before
+        by the ledger while taken from the row's later day.)"""
         share = node_share(party.provisions_per_day, self.nodes)
         if share is None or n <= 0:
             return None

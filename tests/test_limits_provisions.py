@@ -4,12 +4,13 @@ all or none, per Japan calendar day, across workers, nodes and restarts."""
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from crlbuilder.rules import JST, JST_OFFSET
 from responder import policy
-from responder.limits import Limit, LimitsTable, Wait, day_ends
+from responder.limits import _VALUES_AT, Limit, LimitsTable, Wait, day_ends
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
 from tests.test_limits import NOW, party
@@ -237,3 +238,42 @@ def test_a_give_back_after_the_row_moved_on_comes_off_the_day_before(tmp_path: P
     assert t.provisions_left(p, MIDNIGHT_JST + 1) == 4  # the new day's count untouched
     t.give_back_provisions(p, 1, LATE - 86400)  # an older day: nothing
     assert t.provisions_left(p, MIDNIGHT_JST + 1) == 4
+
+
+class _TornAt:
+    """A reader's view of the table that lets another worker's stores land once, between
+    two of its loads: right after the load of word ``at`` (`LimitsTable._read` loads a
+    slot's four counters one by one, in order)."""
+
+    def __init__(self, q: memoryview, at: int, between: Callable[[], object]) -> None:
+        self.q, self.at = q, at
+        self.between: Callable[[], object] | None = between
+
+    def __getitem__(self, i: int) -> int:
+        v: int = self.q[i]
+        if i == self.at and self.between is not None:
+            between, self.between = self.between, None  # once
+            between()
+        return v
+
+    def __setitem__(self, i: int, v: int) -> None:
+        self.q[i] = v
+
+
+def test_a_row_read_while_it_moves_on_never_under_counts_the_day_before(
+    tmp_path: Path,
+) -> None:
+    """Worker a reads b's slot while b moves it on to the new day: a's load of the day
+    comes before b's stores and its load of the count after them, so it reads the old
+    day with the new day's count (and the old day again as the day before's). Read as
+    the current day's, b's 3 of the day before were lost and a passed the bound."""
+    a = table(tmp_path, workers=2, index=0)
+    b = table(tmp_path, workers=2, index=1)
+    p = party(provisions_per_day=5)
+    assert b.take_provisions(p, 3, LATE) is None
+    off = b._slot(1, b"p/" + p.id.encode(), allocate=False)
+    day_word = (off + _VALUES_AT) >> 3
+    a._q = _TornAt(a._q, day_word, lambda: b.take_provisions(p, 1, MIDNIGHT_JST + 1))  # type: ignore[assignment]
+    assert a.take_provisions(p, 3, LATE + 1) == Wait(Limit.PROVISIONS, 9, 2)
+    assert a.provisions_left(p, LATE + 1) == 2
+    assert a.provisions_left(p, MIDNIGHT_JST + 1) == 4  # b's 1 of the new day

@@ -215,15 +215,21 @@ def test_an_ocsp_request_whose_connection_went_away_gives_its_provisions_back(
 
 
 def sign_across_midnight(
-    app: JpkiApp, monkeypatch: pytest.MonkeyPatch, before: Callable[[float], None] = lambda t: None
+    app: JpkiApp,
+    monkeypatch: pytest.MonkeyPatch,
+    before: Callable[[float], None] = lambda t: None,
+    *,
+    set_back: bool = False,
 ) -> tuple[Response, float]:
     """One OCSP request asked at 23:59:59 JST whose fresh signature (made by the real
     signer) is handed back at 00:00:01 JST; ``before(t)`` runs at that instant, just before.
-    The answer and the instant."""
+    The answer and the instant. ``set_back``: the other way round (asked at 00:00:01 JST,
+    the clock set back across 00:00 JST while the signature was made)."""
     import responder.app as app_module
 
     turns = day_ends(PINNED) - 86400  # today's 00:00 JST: the data is fresh on both sides
-    clock = [turns - 1.0]
+    asked, handed_at = (turns + 1.0, turns - 1.0) if set_back else (turns - 1.0, turns + 1.0)
+    clock = [asked]
     monkeypatch.setattr(app_module.time, "time", lambda: clock[0])
     der = one_certid_request(app)
     headers = {b"content-type": b"application/ocsp-request", **auth(app)}
@@ -242,12 +248,12 @@ def sign_across_midnight(
         pending = app.handle(req)
         assert not isinstance(pending, Response)
         ready = await made[0]
-        clock[0] = turns + 1.0
+        clock[0] = handed_at
         before(clock[0])
         handed.set_result(ready)
         return await pending
 
-    return asyncio.run(run()), turns + 1.0
+    return asyncio.run(run()), handed_at
 
 
 def ocsp_counted(app: JpkiApp) -> list[tuple[date, int]]:
@@ -290,6 +296,22 @@ def test_a_signature_made_across_midnight_into_a_day_used_up_is_not_given(
     assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "TRY_LATER"
     assert app.limits.provisions_left(party, after) == 0
     assert ocsp_counted(app) == []
+
+
+def test_a_signature_made_while_the_clock_is_set_back_across_midnight_is_counted_where_taken(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken at 00:00:01 JST, the signature handed back with the clock set back to 23:59:59
+    JST (an NTP step): the provision stays in the day it was taken from, and the ledger
+    dates it in that day too (once, the ledger dated it in the day before, which the bound
+    never saw: the two disagreed on both days)."""
+    agree(app, "--provisions-per-day", "3")
+    party = app.registry.parties["sig-verifier"]
+    resp, back = sign_across_midnight(app, monkeypatch, set_back=True)
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "SUCCESSFUL"
+    assert app.limits.provisions_left(party, back + 2.0) == 2
+    assert app.limits.provisions_left(party, back) == 3
+    assert ocsp_counted(app) == [(datetime.fromtimestamp(back + 2.0, JST).date(), 1)]
 
 
 def test_a_crl_download_is_counted_on_the_day_its_provision_was_taken(

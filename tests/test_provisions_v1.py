@@ -396,3 +396,22 @@ def test_a_batch_answered_later_the_same_day_sees_what_it_saw(
         assert ledger_days(tmp_path) == {DAY_OF_NOW.isoformat(): BATCH}
     finally:
         w.close()
+
+
+def test_a_batch_answered_with_the_clock_set_back_across_midnight_counts_where_asked(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """The worker's row is on the new day (1000 taken at 00:00:00.1 JST); a batch asked at
+    00:00:00.5 JST is answered with the clock set back to 23:59:59.5 JST (an NTP step): it
+    is taken from the new day (the row's), and the ledger dates it there too (once, it
+    dated it in the day before, which the bound never took it from)."""
+    w = Worker(cas, tmp_path, bounded(2500), 0, 1)
+    try:
+        assert w.batch(BATCH, MIDNIGHT_JST + 0.1, MIDNIGHT_JST + 0.1)[0].status == 200
+        resp, got = w.batch(BATCH, MIDNIGHT_JST + 0.5, MIDNIGHT_JST - 0.5)
+        assert resp.status == 200, got
+        assert w.left(MIDNIGHT_JST + 1) == 500
+        assert w.left(MIDNIGHT_JST - 1) == 2500
+        assert ledger_days(tmp_path) == {(DAY_OF_NOW + timedelta(days=1)).isoformat(): 2 * BATCH}
+    finally:
+        w.close()

@@ -320,11 +320,14 @@ class V1Api:
         does not straddle 00:00 JST sees is unchanged), else the clock's instant, the day the
         answer is provided in (提供を行った年月日, Ord §71(3)): a batch asked at 23:59:59 JST
         and answered after 00:00 JST is taken from the new day's provisions, as the ledger
-        dates it, whatever day this worker's row of the table is on."""
+        dates it, whatever day this worker's row of the table is on. A clock set back to an
+        earlier Japan day than ``now``'s: ``now``."""
         if self.clock is None:
             return now
         at = self.clock()
-        return now if day_ends(at) == day_ends(now) else at
+        # never a day before the request's: a clock set back across 00:00 JST would date
+        # the answer in a day the worker's row (taken from its later day) has left
+        return now if at < day_ends(now) else at
 
     def _finish(
         self, req: Request, route: AnyRoute, party: Party, now: float, done: Done
