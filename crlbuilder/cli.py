@@ -147,7 +147,7 @@ def _no_spool(spool: str) -> str:
 def _stream(cfg: BuilderConfig) -> tuple[list[str], StreamNames, StreamCipher]:
     """The servers named by ``input.source``, the stream's names, the cipher of its payloads."""
     from crlbuilder.config import facts_key
-    from crlbuilder.jetstream import parse_servers
+    from crlbuilder.natsservers import parse_servers
     from crlbuilder.stream import StreamCipher, StreamNames
 
     try:
@@ -295,7 +295,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _snapshot(args: argparse.Namespace) -> int:
     from crlbuilder import snapshot
-    from crlbuilder.jetstream import Cluster, ClusterError, CredentialError, parse_servers
+    from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
+    from crlbuilder.natsservers import parse_servers
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
 

@@ -21,6 +21,7 @@ import msgspec
 from crlbuilder.model import Category, Family
 from crlbuilder.natsauth import ENV as NATS_ENV
 from crlbuilder.natsauth import NatsAuth, NatsAuthError, check_credential
+from crlbuilder.natsservers import parse_servers
 from crlbuilder.options import ConfigError, convert, read_toml
 from crlbuilder.seal import read_facts_key
 
@@ -426,6 +427,10 @@ def load_config(path: Path | None, args: argparse.Namespace | None = None) -> Bu
                     "(it has no such article in the Act)",
                 )
     if cfg.input.source:  # a credential that will not do is refused here, before connecting
+        try:
+            parse_servers(cfg.input.source)
+        except ValueError as e:  # the server list's own error first: nothing to credit
+            raise ConfigError(source, "input.source", str(e)) from None
         try:
             check_credential(cfg.stream.nats_auth(), cfg.input.source)
         except NatsAuthError as e:

@@ -25,7 +25,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import nats
 import nats.js.errors
@@ -47,34 +46,6 @@ class ClusterError(Exception):
 class CredentialError(ClusterError):
     """This node's NATS credential cannot be used (`crlbuilder.natsauth`): nothing was tried,
     and trying again would not help (`wait_for_cluster` lets it through at once)."""
-
-
-def parse_servers(source: str) -> list[str]:
-    """``nats://h:p[,nats://h:p...]`` (or ``nats://h:p,h:p``) to a list of server URLs.
-
-    Raises `ValueError` naming what is wrong: another scheme, a missing host or port.
-    """
-    out: list[str] = []
-    for raw in source.split(","):
-        part = raw.strip()
-        if not part:
-            continue
-        url = part if "://" in part else f"nats://{part}"
-        u = urlsplit(url)
-        if u.scheme not in ("nats", "tls"):
-            raise ValueError(f"{part!r}: a record source is nats://HOST:PORT")
-        try:
-            port = u.port
-        except ValueError:
-            port = None
-        if not u.hostname or port is None:
-            raise ValueError(f"{part!r}: a NATS server is nats://HOST:PORT")
-        if u.path not in ("", "/") or u.query:
-            raise ValueError(f"{part!r}: a NATS server URL has no path or query")
-        out.append(f"{u.scheme}://{u.hostname}:{port}")
-    if not out:
-        raise ValueError("no NATS server named (nats://HOST:PORT[,nats://HOST:PORT...])")
-    return out
 
 
 def replicas_for(cluster_size: int, configured: int) -> int:

@@ -26,7 +26,6 @@ variables ``JPKI_VA_NATS_NKEY_SEED``, ``JPKI_VA_NATS_TLS_CA``, ``JPKI_VA_NATS_TL
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import ssl
 import stat
@@ -34,8 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
+from crlbuilder.natsservers import is_loopback, parse_servers
 from crlbuilder.secretmode import too_open
 
 ENV: Final = {
@@ -81,17 +80,6 @@ class ConnectOptions:
 
     def __repr__(self) -> str:  # the seed is in kwargs: never in a traceback or a log
         return f"ConnectOptions(keys={sorted(self.kwargs)}, warning={self.warning!r})"
-
-
-def is_loopback(server: str) -> bool:
-    """The server URL's host is this host's loopback (127.0.0.0/8, ::1, localhost)."""
-    host = urlsplit(server).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve(auth: NatsAuth, servers: list[str]) -> ConnectOptions:
@@ -145,10 +133,7 @@ def check_credential(auth: NatsAuth, source: str) -> ConnectOptions:
     """`resolve` for the server list as configured (``nats://h:p,h:p``), the environment's
     paths winning: what a configuration loader calls to refuse a credential before any
     connection (`NatsAuthError`)."""
-    servers = [
-        p if "://" in p else f"nats://{p}" for p in (x.strip() for x in source.split(",")) if p
-    ]
-    return resolve(auth.with_environ(), servers)
+    return resolve(auth.with_environ(), parse_servers(source))
 
 
 def _check_owner_only(path: str, what: str) -> os.stat_result:

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 import msgspec
 
 from crlbuilder.natsauth import NatsAuth, NatsAuthError, check_credential
+from crlbuilder.natsservers import parse_servers
 from crlbuilder.options import ConfigError, convert, read_toml
 
 __all__ = [  # ConfigError is crlbuilder.options' (one for both binaries), named here for callers
@@ -522,6 +523,10 @@ def load_config(
             raise
         raise ConfigError(given[e.field], e.field, e.problem) from None
     if cfg.cluster.nats:  # a credential that will not do is refused here, not at each call
+        try:
+            parse_servers(cfg.cluster.nats)
+        except ValueError as e:  # the server list's own error first: nothing to credit
+            raise ConfigError(given.get("cluster.nats", source), "cluster.nats", str(e)) from None
         try:
             check_credential(cfg.cluster.nats_auth(), cfg.cluster.nats)
         except NatsAuthError as e:

@@ -169,7 +169,7 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
 def exchange(ledger: Ledger, cluster_config: ClusterConfig, *, merge: bool = True) -> None:
     """Ship this node's counters and (with ``merge``) gather every node's, as ``[cluster]``
     configures; one connection for both. No connection is a failed shipment too."""
-    from crlbuilder.jetstream import parse_servers
+    from crlbuilder.natsservers import parse_servers
 
     try:
         servers = parse_servers(cluster_config.nats)

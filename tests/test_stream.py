@@ -38,10 +38,11 @@ from crlbuilder.build import Builder, BuildReport, StreamReplaced
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
-from crlbuilder.jetstream import Cluster, ClusterError, parse_servers, replicas_for
+from crlbuilder.jetstream import Cluster, ClusterError, replicas_for
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Answer, CertStatus, Family
+from crlbuilder.natsservers import parse_servers
 from crlbuilder.periods import kept_until
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store

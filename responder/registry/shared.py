@@ -34,10 +34,10 @@ from nats.js.kv import KeyValue
 from crlbuilder.jetstream import (
     Cluster,
     ClusterError,
-    parse_servers,
     replicas_for,
     through_election,
 )
+from crlbuilder.natsservers import parse_servers
 
 DEFAULT_BUCKET: Final = "JPKI_REGISTRY"
 KEY: Final = "registry"

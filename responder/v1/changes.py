@@ -93,8 +93,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from crlbuilder.jetstream import parse_servers
 from crlbuilder.model import Category, Family, Reason
+from crlbuilder.natsservers import parse_servers
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import ChangeEntry, StoreReader
 from responder import policy

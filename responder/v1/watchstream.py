@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 import nats.errors
 import nats.js.errors
 
-from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream, parse_servers
+from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream
 from crlbuilder.natsauth import NatsAuth
+from crlbuilder.natsservers import parse_servers
 from responder.v1 import watchsnap
 from responder.v1.holddown import HoldDown
 from responder.v1.watchlog import Behind, Gone, catch_up, op_id, secret_check, stream_id
