@@ -16,7 +16,7 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
     crlbuilder keys inventory --key URI                                         [approvals]
     crlbuilder keys destroy   --key URI --spki SHA256 [--label L] [--id HEX]
-                              [--pki DIR]                                       [approvals]
+                              --pki DIR | --no-pki                              [approvals]
     crlbuilder keys verify-log --log FILE [--anchor SEQ:SHA256] [--operators FILE]
                                [--token URI ...] [--json]
 
@@ -38,6 +38,16 @@ is recorded yet (no log, or only signing sessions and refusals); a refusal never
 one. Every ceremony holds an exclusive lock on ``FILE.lock`` beside the operators file from
 its check to its last write: two enrolments cannot both pass, and of two ceremonies started
 together with one head, the second waits and is refused.
+
+Every token a ceremony uses (its ``pkcs11:`` keys) is compared, before anything is done,
+with what the log says it holds (`crlbuilder.keys.inventory`: its last ``token-inventory``
+line, the keys made and destroyed since): a key no ceremony made (one made with the PIN
+alone) or one missing is refused. At its end the ceremony records what the log accounts for
+(a ``token-inventory`` line: fingerprints, labels, ids). ``inventory`` records the token as
+two operators found it, the differences examined; ``destroy`` takes out a key that has no
+certificate, named by its fingerprint (`crlbuilder.keys.destruction`). The operators file
+names its log (`crlbuilder.keys.logname`): a ceremony given another log, or ``--new-log``
+anywhere but at that log's path, is refused and writes nothing.
 
 Keys are generated in the token (non-extractable, sensitive; `crlbuilder.keys.pkcs11`);
 certificates follow the PKI's own profiles (`crlbuilder.demo.pki`: the self-signed issuing
