@@ -136,10 +136,13 @@ def _taken_on(rows: list[tuple[int, int, int, int]], day: int) -> int:
     stores the new day's count (the row's day before is always an earlier day than its own).
     Its count of ``day`` is then the day before's, or the new day's if more (too much for
     an instant, never too little): the current count alone lost the day before's."""
-    return sum(
-        (max(n, before_n) if before == day else n) if d == day else before_n if before == day else 0
-        for d, n, before, before_n in rows
-    )
+    taken = 0
+    for d, n, before, before_n in rows:
+        if d == day:
+            taken += max(n, before_n) if before == day else n
+        elif before == day:
+            taken += before_n
+    return taken
 
 
 def _quota_key(party_id: str) -> bytes:

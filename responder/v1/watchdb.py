@@ -255,6 +255,15 @@ class LmdbWatchSet:
             raw = txn.get(_META_LOADING, db=self._meta)
         return Loading.decode(bytes(raw)) if raw is not None else None
 
+    def _empty(self, txn: lmdb.Transaction) -> None:
+        """Every entry and every party's count gone, in ``txn`` (a snapshot load's start, or
+        its abandonment)."""
+        txn.drop(self._watch, delete=False)
+        cur = txn.cursor(db=self._meta)
+        if cur.set_range(_META_COUNT):
+            while cur.key()[: len(_META_COUNT)] == _META_COUNT and cur.delete():
+                pass
+
     def begin_load(self, loading: Loading) -> None:
         """Empty the lists to load the snapshot ``loading`` names: they had applied less than
         the watch stream still holds, and the snapshot is what applying all of it leaves."""
@@ -262,11 +271,7 @@ class LmdbWatchSet:
             with self._env.begin(write=True) as txn:
                 if txn.get(_META_LOADING, db=self._meta) is not None:
                     return  # another worker began first
-                txn.drop(self._watch, delete=False)
-                cur = txn.cursor(db=self._meta)
-                if cur.set_range(_META_COUNT):
-                    while cur.key()[: len(_META_COUNT)] == _META_COUNT and cur.delete():
-                        pass
+                self._empty(txn)
                 txn.delete(_META_APPLIED, db=self._meta)
                 txn.delete(_META_BROKEN, db=self._meta)
                 txn.put(_META_LOADING, loading.encode(), db=self._meta)
@@ -292,11 +297,7 @@ class LmdbWatchSet:
         nothing applied, so the next call loads the latest snapshot from its start."""
         try:
             with self._env.begin(write=True) as txn:
-                txn.drop(self._watch, delete=False)
-                cur = txn.cursor(db=self._meta)
-                if cur.set_range(_META_COUNT):
-                    while cur.key()[: len(_META_COUNT)] == _META_COUNT and cur.delete():
-                        pass
+                self._empty(txn)
                 txn.delete(_META_LOADING, db=self._meta)
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
