@@ -763,9 +763,11 @@ class Builder:
             if any(d.item is not None for d in got) or applier.summary.commits != commits:
                 idle_since = now  # a record, or a tick that wrote (a lapse, an erasure): work
             if now - last_head >= 1.0:
-                head = got[-1].seq + got[-1].pending if got else consumer.last_seq()
-                if head < batcher.after:  # a stream's sequences never go back: made again?
-                    self._mark_feed(consumer.feed_id())
+                if got:
+                    head = got[-1].seq + got[-1].pending
+                else:  # nothing delivered: is the stream still the one the store follows?
+                    head, feed = consumer.head()  # (its sequences may not even go back)
+                    self._mark_feed(feed)  # StreamReplaced when it was made again
                 with Commit(self.store) as c:
                     c.put_stream_head(head, int(time.time()))
                 last_head = now

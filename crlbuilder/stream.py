@@ -503,10 +503,17 @@ class Consumer:
 
     def last_seq(self) -> int:
         """The stream's last sequence (what a caught-up node has applied)."""
+        return self.head()[0]
 
-        async def go() -> int:
+    def head(self) -> tuple[int, bytes]:
+        """The stream's last sequence and its `feed_id`, as one answer of JetStream: a stream
+        made again under the name shows in the second even when the first did not go back."""
+
+        async def go() -> tuple[int, bytes]:
             info = await self.cluster.js.stream_info(self.names.name)
-            return int(info.state.last_seq)
+            if info.created is None:
+                raise ClusterError(f"stream {self.names.name}: JetStream gave no creation time")
+            return int(info.state.last_seq), feed_id(self.names.name, info.created)
 
         try:
             return self.cluster.run(go())

@@ -1601,3 +1601,41 @@ def test_a_stream_made_again_the_way_out_is_one_node_rebuilt_then_snapshots_of_i
     assert info.stream_seq == n2
     assert consume(b, cluster) == n2 and refused(b) == ""
     assert dump(a) == dump(b) and feed(a) == feed(b)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_follower_whose_stream_is_made_again_as_long_as_the_old_one_stops_too(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The stream made again under a running follower with exactly as many messages as the
+    store applied: no sequence goes back, no record waits past the store's, so nothing but
+    the stream's identity tells; the follower must not sit caught up (ready) on the new
+    stream, whose records it never applied."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "remade3")
+    n1 = publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:1])
+    assert consume(a, cluster) == n1
+    start = datetime.now(UTC) - timedelta(days=1)
+
+    def make_again() -> None:
+        time.sleep(1.5)  # the follower caught up and waits
+        c = Cluster(cluster.urls)
+        try:
+            c.run(c.js.delete_stream("remade3"))
+            jetstream.ensure_stream(c, "remade3", ["jpki.remade3"])
+            for i in range(n1):  # as many messages as the old stream held
+                m = tick_message(start + timedelta(seconds=i))
+                c.run(c.js.publish("jpki.remade3", m.payload, headers=m.headers))
+        finally:
+            c.close()
+
+    t = threading.Thread(target=make_again)
+    t.start()
+    started = time.monotonic()
+    try:
+        with follower(a, cluster, Consumer) as (b, consumer), pytest.raises(StreamReplaced):
+            b.consume(consumer, follow=True, max_idle=20, interval=0.2)
+    finally:
+        t.join(timeout=60)
+    assert time.monotonic() - started < 19
+    assert stream_seq(a) == n1 and "made again" in refused(a)
