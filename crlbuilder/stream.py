@@ -201,11 +201,15 @@ class Delivered:
 def refusal(batch: list[Delivered]) -> str | None:
     """Why this node must not apply ``batch`` (`crlbuilder.release.refusal` of its first
     message from a release it cannot apply), or None."""
+    taken: set[str | None] = set()  # a batch's messages mostly name one release: judged once
     for d in batch:
+        if d.release in taken:
+            continue
         what = "a tick" if d.item is None else "a record message"
         reason = release.refusal(f"{what} of the record stream (sequence {d.seq})", d.release)
         if reason is not None:
             return reason
+        taken.add(d.release)
     return None
 
 
