@@ -71,6 +71,7 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
 from crlbuilder.stream import MAX_BATCH, Batcher, Consumer, Delivered
+from crlbuilder.stream import refusal as stream_refusal
 from crlbuilder.tokens import TokenIssuer, TokenReport
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
 
@@ -86,9 +87,21 @@ class AsOfError(ValueError):
     """A build instant earlier than the store's last commit: refused, nothing written."""
 
 
-class StreamReplaced(Exception):
+class StreamRefused(Exception):
+    """The builder stopped applying the record stream, nothing of the batch written: the
+    message says why and the way out (also kept in the store for /readyz and the metric,
+    `META_STREAM_REFUSED`)."""
+
+
+class StreamReplaced(StreamRefused):
     """The record stream is not the one the store was filled from (deleted and made again
     under its name): its sequences are another stream's, so the store cannot resume in it."""
+
+
+class NewerRelease(StreamRefused):
+    """A batch holds a message published by a newer release than this builder's
+    (`crlbuilder.release`): applying it by this release's rules would write other bytes than
+    the nodes already upgraded."""
 
 
 def issuer_table(manifest: Manifest) -> list[sf.IssuerMeta]:
@@ -651,6 +664,7 @@ class Builder:
         """
         with self.store.read() as r:
             after = r.stream_seq()
+            refused = bool(r.stream_refused())  # by an earlier run: cleared by the next commit
         stop = StopRequest.install()
         if follow:  # cut pre-signing that reads every CRL entry into runs, as the spool loop
             self.presign_seconds = self.cfg.ocsp.presign_slice_seconds or None
@@ -659,7 +673,7 @@ class Builder:
                 consumer.open(after)
                 self._mark_feed(consumer.feed_id())
                 break
-            except StreamReplaced:
+            except StreamRefused:
                 stop.restore()
                 self.presign_seconds = None
                 raise
@@ -686,10 +700,18 @@ class Builder:
         last_head = 0.0
 
         def commit(batch: list[Delivered]) -> None:
-            nonlocal dirty
+            nonlocal dirty, refused
+            reason = stream_refusal(batch)  # before anything of the batch is written
+            if reason is not None:
+                self._refuse(reason)
+                raise NewerRelease(reason)
             before = applier.summary.commits
             self._stream_batch(applier, batch)
             consumer.ack(batch[-1])
+            if refused:  # applying again (this node upgraded): /readyz no longer says why not
+                with Commit(self.store) as c:
+                    c.put_stream_refused("")
+                refused = False
             dirty |= applier.summary.commits != before  # a tick that changed nothing: no refresh
 
         retry = SigningRetry(self.emit)  # a token gone: records applied, signing retried
@@ -741,9 +763,11 @@ class Builder:
             if any(d.item is not None for d in got) or applier.summary.commits != commits:
                 idle_since = now  # a record, or a tick that wrote (a lapse, an erasure): work
             if now - last_head >= 1.0:
-                head = got[-1].seq + got[-1].pending if got else consumer.last_seq()
-                if head < batcher.after:  # a stream's sequences never go back: made again?
-                    self._mark_feed(consumer.feed_id())
+                if got:
+                    head = got[-1].seq + got[-1].pending
+                else:  # nothing delivered: is the stream still the one the store follows?
+                    head, feed = consumer.head()  # (its sequences may not even go back)
+                    self._mark_feed(feed)  # StreamReplaced when it was made again
                 with Commit(self.store) as c:
                     c.put_stream_head(head, int(time.time()))
                 last_head = now
@@ -806,7 +830,8 @@ class Builder:
         serves the cursors from there on only: its earlier commits name no batch.
 
         Another stream than the one named (deleted and made again under its name) is refused,
-        nothing written (`StreamReplaced`): it numbers from 1 again, so resuming at the store's
+        nothing of it written, the refusal kept for /readyz (`StreamReplaced`,
+        `META_STREAM_REFUSED`): it numbers from 1 again, so resuming at the store's
         sequence + 1 would pass the new stream's records up to it, revocations never applied.
         The node's store is made again from the new stream (docs/operations.md). A store named
         that has applied nothing of its stream yet takes the new one."""
@@ -815,14 +840,23 @@ class Builder:
         if was == feed:
             return
         if was and seq:
-            raise StreamReplaced(
+            reason = (
                 f"the record stream {self.cfg.stream.name} is not the one this store was filled "
                 f"from (deleted and made again?): the store stands at sequence {seq} of the "
                 "old one; make this node's store again from the new stream (an empty store, "
-                "or crlbuilder snapshot get of a node that did)"
+                "or crlbuilder snapshot get of a node that did: docs/operations.md, "
+                "'A record stream made again')"
             )
+            self._refuse(reason)
+            raise StreamReplaced(reason)
         with Commit(self.store) as c:
             c.name_feed(feed)
+
+    def _refuse(self, reason: str) -> None:
+        """Keep why the stream is not applied where /readyz and the metric read it (node state,
+        `META_STREAM_REFUSED`; nothing of the stream is written)."""
+        with Commit(self.store) as c:
+            c.put_stream_refused(reason)
 
     def _stream_batch(self, applier: Applier, batch: list[Delivered]) -> None:
         """One batch of the stream, dated by the stream (see `crlbuilder.stream`).

@@ -170,7 +170,7 @@ def _build_from_stream(
     builder: Builder,
     stream: tuple[list[str], StreamNames, StreamCipher],
 ) -> int:
-    from crlbuilder.build import StreamReplaced
+    from crlbuilder.build import StreamRefused
     from crlbuilder.jetstream import Cluster, ClusterError, wait_for_cluster
     from crlbuilder.stream import Consumer, default_durable
 
@@ -212,7 +212,7 @@ def _build_from_stream(
     except ClusterError as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 1
-    except StreamReplaced as e:  # nothing written: the store stays as it was
+    except StreamRefused as e:  # nothing of the stream written: the store stays as it was
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
     finally:
@@ -299,6 +299,7 @@ def _snapshot(args: argparse.Namespace) -> int:
     from crlbuilder.natsservers import parse_servers
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
+    from crlbuilder.stream import current_feed_id
 
     what = f"crlbuilder snapshot {args.snapshot_command}"
     try:
@@ -333,8 +334,9 @@ def _snapshot(args: argparse.Namespace) -> int:
             finally:
                 store.close()
         else:
-            info = snapshot.get(cluster, bucket, Path(cfg.store.path))
-    except StoreFormatError as e:
+            feed = current_feed_id(cluster, cfg.stream.name)  # None: no stream yet
+            info = snapshot.get(cluster, bucket, Path(cfg.store.path), feed=feed)
+    except (StoreFormatError, snapshot.SnapshotRefused) as e:
         print(f"{what}: error: {e}", file=sys.stderr)
         return 2
     except (ClusterError, snapshot.SnapshotCopyError) as e:

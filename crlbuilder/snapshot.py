@@ -13,6 +13,13 @@ The snapshot holds what the store holds: statuses, sealed four facts (AES-256-GC
 the facts key, which every node has), keyed hashes of holders; never a facts key or a
 signing key. The stream must keep its records for longer than the time between two
 snapshots (JetStream's limits retention, no max age, by default keeps them all).
+
+A snapshot names the release that made it (`crlbuilder.release`) and the record stream its
+store was filled from (`META_FEED_ID`): `get` refuses, nothing made, one put by a newer release
+than the node's (upgrade the node first) and one of another stream than the one that stands
+under the store's stream's name (deleted and made again since: the snapshot's sequences are
+the old stream's, so its builder could not resume in the new one; docs/operations.md, "A
+record stream made again").
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import nats.js.errors
 from nats.js.api import ObjectMeta, ObjectStoreConfig
 from nats.js.object_store import ObjectStore
 
+from crlbuilder import release
 from crlbuilder.jetstream import Cluster, ClusterError, replicas_for
 from crlbuilder.objectread import ObjectGone, ObjectReadError, read_object
 from crlbuilder.store import format as sf
@@ -57,6 +65,15 @@ class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
     """The last record stream sequence applied in it: the builder resumes after it."""
     commit: int
     size: int
+    release: str = ""
+    """The release that put it (`crlbuilder.release`; empty: one before the field)."""
+    feed: str = ""
+    """The record stream its store was filled from, `META_FEED_ID` in hex (empty: none named)."""
+
+
+class SnapshotRefused(Exception):
+    """The latest snapshot cannot start this node (a newer release's, another stream's); the
+    message says why and what to do. Nothing was made."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +124,14 @@ def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
         snap = Store.open(copy, readonly=True)
         try:
             with snap.read() as r:
-                seq, commit = r.stream_seq(), r.generation().commit
+                seq, commit, feed = r.stream_seq(), r.generation().commit, r.feed_id()
         finally:
             snap.close()
         data = copy / "data.mdb"
-        info = SnapshotInfo(stream_seq=seq, commit=commit, size=data.stat().st_size)
+        info = SnapshotInfo(
+            stream_seq=seq, commit=commit, size=data.stat().st_size,
+            release=str(release.CURRENT), feed=feed.hex(),
+        )  # fmt: skip
         meta = ObjectMeta(name=OBJECT, description=msgspec.json.encode(info).decode())
         obs = _bucket(cluster, bucket, create=True)
 
@@ -149,10 +169,14 @@ def _read(cluster: Cluster, obs: ObjectStore, bucket: Bucket, f: BinaryIO) -> st
     raise AssertionError("unreachable")
 
 
-def get(cluster: Cluster, bucket: Bucket, target: Path) -> SnapshotInfo:
+def get(
+    cluster: Cluster, bucket: Bucket, target: Path, *, feed: bytes | None = None
+) -> SnapshotInfo:
     """Take the latest snapshot as the store at ``target`` (a new directory; refused when a
     store is there). The object store checks the bytes against their SHA-256 digest; the
-    store's format is checked before it is moved into place."""
+    store's format, the release that put it and, given ``feed`` (the record stream's
+    `crlbuilder.stream.feed_id` as it stands), the stream it was filled from are checked
+    before it is moved into place (`SnapshotRefused`)."""
     if (target / "data.mdb").exists():
         raise sf.StoreFormatError(f"{target}: a store is already there; give a new directory")
     obs = _bucket(cluster, bucket, create=False)
@@ -175,13 +199,25 @@ def get(cluster: Cluster, bucket: Bucket, target: Path) -> SnapshotInfo:
             info = msgspec.json.decode(description or "", type=SnapshotInfo)
         except msgspec.DecodeError:
             raise ClusterError(f"{bucket.name}/{OBJECT}: no snapshot description") from None
+        refused = release.refusal(f"the latest snapshot in {bucket.name}", info.release or None)
+        if refused is not None:
+            raise SnapshotRefused(refused)
         snap = Store.open(tmp, readonly=False)  # raises StoreFormatError for another format
         try:
             with snap.read() as r:
                 if r.stream_seq() != info.stream_seq:
                     raise sf.StoreFormatError(f"{bucket.name}/{OBJECT}: not the snapshot described")
+                if feed is not None and r.feed_id() and r.stream_seq() and r.feed_id() != feed:
+                    raise SnapshotRefused(
+                        f"the latest snapshot in {bucket.name} was filled from another record "
+                        "stream than the one under its name now (deleted and made again "
+                        f"since): it stands at sequence {r.stream_seq()} of the old one; put a "
+                        "snapshot from a node filled from the new stream, or start this node "
+                        "from an empty store (docs/operations.md, 'A record stream made again')"
+                    )
             with Commit(snap) as c:  # what the snapshot's node saw of the stream is not ours:
                 c.put_stream_head(0, 0)  # not ready until this node's builder has seen it
+                c.put_stream_refused("")
         finally:
             snap.close()
         (tmp / "lock.mdb").unlink(missing_ok=True)

@@ -14,7 +14,10 @@ What a message is (`message`): one line of a record file, sealed (below), with h
 - ``Jpki-File``, ``Jpki-Line``: where the line was (the file's name, not its path), so a refusal
   is quarantined on every node as it would be from the file;
 - ``Jpki-End``: the last line of a batch: every ``batch_size`` lines of a file (the publisher's
-  ``input.batch_size``, at most `MAX_BATCH`) and its last line.
+  ``input.batch_size``, at most `MAX_BATCH`) and its last line;
+- ``Jpki-Release``: the release of the publisher (`crlbuilder.release`), on ticks too: a node of
+  an older release stops before a batch that holds a message of a newer one (upgrade order:
+  docs/operations.md).
 
 Batches follow the stream, not the timing (`Batcher`): a node commits one LMDB transaction
 per batch, cut where the publisher marked an end (or after ``batch_size`` unmarked lines),
@@ -72,7 +75,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.aio.msg import Msg
 from nats.js import api
 
-from crlbuilder import jetstream
+from crlbuilder import jetstream, release
 from crlbuilder.ingest import MAX_LINE, Located, Rejected, decode_item, record_id
 from crlbuilder.jetstream import Cluster, ClusterError
 
@@ -139,7 +142,7 @@ def messages(path: Path, cipher: StreamCipher, batch_size: int) -> Iterator[Outg
         if rid is None:
             digest = hashlib.sha256(f"{name}\0{n}\0".encode() + line).hexdigest()[:32]
             rid = f"line:{digest}"
-        headers = {H_ID: rid, H_FILE: name, H_LINE: str(n)}
+        headers = {H_ID: rid, H_FILE: name, H_LINE: str(n), release.HEADER: str(release.CURRENT)}
         if i % batch_size == 0 or i == len(todo):
             headers[H_END] = "1"
         if too_long:
@@ -150,7 +153,8 @@ def messages(path: Path, cipher: StreamCipher, batch_size: int) -> Iterator[Outg
 def tick_message(at: datetime) -> Outgoing:
     """A tick: no record, the stream's time moving on (see the module docstring)."""
     msg_id = f"tick:{int(at.timestamp())}"
-    return Outgoing(msg_id, {H_ID: msg_id, H_TICK: "1", H_END: "1"}, b"")
+    headers = {H_ID: msg_id, H_TICK: "1", H_END: "1", release.HEADER: str(release.CURRENT)}
+    return Outgoing(msg_id, headers, b"")
 
 
 def decode(
@@ -190,6 +194,23 @@ class Delivered:
     pending: int
     """Messages of the stream after it, not yet delivered to this consumer."""
     msg: Msg | None = None
+    release: str | None = None
+    """The publisher's release (the ``Jpki-Release`` header; None: a release before it)."""
+
+
+def refusal(batch: list[Delivered]) -> str | None:
+    """Why this node must not apply ``batch`` (`crlbuilder.release.refusal` of its first
+    message from a release it cannot apply), or None."""
+    taken: set[str | None] = set()  # a batch's messages mostly name one release: judged once
+    for d in batch:
+        if d.release in taken:
+            continue
+        what = "a tick" if d.item is None else "a record message"
+        reason = release.refusal(f"{what} of the record stream (sequence {d.seq})", d.release)
+        if reason is not None:
+            return reason
+        taken.add(d.release)
+    return None
 
 
 @dataclass
@@ -237,6 +258,24 @@ class StreamNames:
     subject: str
     replicas: int = 0
     duplicate_window_seconds: int = 86_400
+
+
+def current_feed_id(cluster: Cluster, name: str) -> bytes | None:
+    """The `feed_id` of the stream ``name`` as it stands (None: there is no such stream)."""
+
+    async def go() -> bytes | None:
+        try:
+            info = await cluster.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            return None
+        if info.created is None:
+            raise ClusterError(f"stream {name}: JetStream gave no creation time")
+        return feed_id(name, info.created)
+
+    try:
+        return cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"stream {name}: {e}") from None
 
 
 def default_durable() -> str:
@@ -430,6 +469,7 @@ class Consumer:
                     end=bool(headers.get(H_END)),
                     pending=md.num_pending,
                     msg=m,
+                    release=headers.get(release.HEADER),
                 )
             )
         return out
@@ -460,24 +500,24 @@ class Consumer:
 
     def feed_id(self) -> bytes:
         """The stream's `feed_id` (from its name and creation instant, as JetStream keeps them)."""
-
-        async def go() -> bytes:
-            info = await self.cluster.js.stream_info(self.names.name)
-            if info.created is None:
-                raise ClusterError(f"stream {self.names.name}: JetStream gave no creation time")
-            return feed_id(self.names.name, info.created)
-
-        try:
-            return self.cluster.run(go())
-        except (nats.errors.Error, TimeoutError) as e:
-            raise ClusterError(f"stream {self.names.name}: {e}") from None
+        got = current_feed_id(self.cluster, self.names.name)
+        if got is None:
+            raise ClusterError(f"stream {self.names.name}: not found")
+        return got
 
     def last_seq(self) -> int:
         """The stream's last sequence (what a caught-up node has applied)."""
+        return self.head()[0]
 
-        async def go() -> int:
+    def head(self) -> tuple[int, bytes]:
+        """The stream's last sequence and its `feed_id`, as one answer of JetStream: a stream
+        made again under the name shows in the second even when the first did not go back."""
+
+        async def go() -> tuple[int, bytes]:
             info = await self.cluster.js.stream_info(self.names.name)
-            return int(info.state.last_seq)
+            if info.created is None:
+                raise ClusterError(f"stream {self.names.name}: JetStream gave no creation time")
+            return int(info.state.last_seq), feed_id(self.names.name, info.created)
 
         try:
             return self.cluster.run(go())

@@ -631,8 +631,9 @@ class JpkiApp:
             if self.config.cluster.nats:  # several nodes: caught up with the record stream?
                 head, seen_at = reader.stream_head()
                 behind = streamlag.verdict(
-                    reader.stream_seq(), head, seen_at, now, max_lag=self.config.cluster.max_lag
-                )
+                    reader.stream_seq(), head, seen_at, now, max_lag=self.config.cluster.max_lag,
+                    refused=reader.stream_refused(),
+                )  # fmt: skip
                 if behind is not None:
                     return Response(503, f"not caught up: {behind}\n".encode(), TEXT)
         if self.config.cluster.nats and self.config.watch.ready_requires_replication:

@@ -14,6 +14,9 @@ deploy/prometheus/alerts.yml):
   (the lag is unknown, not 0).
 - ``jpkiva_stream_max_lag_records``: this node's ``[cluster] max_lag``, the lag past which
   ``/readyz`` answers 503: JpkiVaStreamLagging compares each node with its own setting.
+- ``jpkiva_stream_refused``: 1 while the builder has stopped applying the stream (a message of
+  a newer release, another stream under its name: `META_STREAM_REFUSED`), else 0
+  (JpkiVaStreamRefused).
 
 Registered only on a node of several: a single node has no record stream, and a
 timestamp of 0 there would read as a stream lost. Read from the store in the worker that
@@ -57,12 +60,18 @@ class StreamCollector(Collector):
             "jpkiva_stream_max_lag_records",
             "This node's [cluster] max_lag: records behind the stream past which /readyz is 503.",
         )
+        refused = GaugeMetricFamily(
+            "jpkiva_stream_refused",
+            "1 while this node's builder has stopped applying the record stream (a newer "
+            "release's message, or another stream under its name), else 0.",
+        )
         limit.add_metric((), self.max_lag)
         with self.store.read() as r:
             head, seen_at = r.stream_head()
             applied = r.stream_seq()
+            refused.add_metric((), 1 if r.stream_refused() else 0)
         seen.add_metric((), seen_at)
         records = lag(applied, head, seen_at)
         if records is not None:
             behind.add_metric((), records)
-        return [seen, behind, limit]
+        return [seen, behind, limit, refused]

@@ -11,7 +11,9 @@ stream) is not ready again until it catches up. The load balancer, which routes 
 The builder writes what it saw of the stream into the store (the stream's last sequence and
 when it saw it, `META_STREAM_HEAD`) beside the last sequence it applied (`META_STREAM_SEQ`);
 `verdict` compares them (sans-I/O). A head older than ``stale_after`` seconds means the
-builder no longer sees the stream: the lag is then unknown, and the node says so.
+builder no longer sees the stream: the lag is then unknown, and the node says so. A builder
+that refused the stream (a message of a newer release, another stream under its name:
+`META_STREAM_REFUSED`) applies nothing more whatever the lag: the node says why.
 `lag` is the same difference for the gauges of `responder.streamgauges`, which leave the
 staleness to the alert rules (JpkiVaStreamLost).
 """
@@ -25,9 +27,19 @@ STALE_AFTER: Final = 10
 
 
 def verdict(
-    applied: int, head: int, seen_at: int, now: int, *, max_lag: int, stale_after: int = STALE_AFTER
+    applied: int,
+    head: int,
+    seen_at: int,
+    now: int,
+    *,
+    max_lag: int,
+    stale_after: int = STALE_AFTER,
+    refused: str = "",
 ) -> str | None:
-    """Why this node is not ready (a short reason for the 503 body), or None when it is."""
+    """Why this node is not ready (a short reason for the 503 body), or None when it is;
+    ``refused``: why the builder stopped applying the stream (`StoreReader.stream_refused`)."""
+    if refused:
+        return f"the builder stopped applying the record stream: {refused}"
     if seen_at == 0:
         return "the builder has not seen the record stream yet"
     if now - seen_at > stale_after:

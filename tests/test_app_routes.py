@@ -407,3 +407,42 @@ def test_watch_lists_whose_disk_fails_are_not_blamed_on_the_secret(
         assert "secret_file" not in line, line
     finally:
         changes._ENVS.clear()
+
+
+def test_readyz_says_the_builder_refused_the_record_stream_whatever_the_lag(
+    built: Built, tmp_path: Path
+) -> None:
+    """A node of several whose builder stopped applying the record stream (a newer release's
+    message, the stream made again: `META_STREAM_REFUSED`) is not ready, and says why, even
+    though the stream it saw is within the lag; ready once its builder applies again."""
+    from crlbuilder.store.lmdbstore import Store
+    from crlbuilder.store.writer import Commit
+
+    store = tmp_path / "store"  # a copy: the module's app holds the built store open
+    shutil.copytree(built.store, store)
+    cfg = built.app_config(
+        tmp_path, **{"store.path": str(store), "cluster.nats": "nats://127.0.0.1:1"}
+    )
+
+    def readyz(refused: str) -> Response:
+        s = Store.open(store, readonly=False)  # the builder's writes, the app not running
+        try:
+            with s.read() as r:
+                applied = r.stream_seq()
+            with Commit(s) as c:  # caught up, the stream seen just now
+                c.put_stream_head(applied, int(time.time()))
+                c.put_stream_refused(refused)
+        finally:
+            s.close()
+        app = JpkiApp(cfg, 0)
+        try:
+            return answer(app, request(b"GET", b"/readyz"))
+        finally:
+            app.close()
+
+    why = "a tick of the record stream (sequence 9) was written by release 1.3, newer"
+    resp = readyz(why)
+    assert (resp.status, resp.body) == (
+        503, b"not caught up: the builder stopped applying the record stream: " + why.encode() + b"\n"
+    )  # fmt: skip
+    assert readyz("").status == 200

@@ -139,6 +139,7 @@ METRICS = frozenset(
         "jpkiva_stream_head_seen_timestamp_seconds",
         "jpkiva_stream_lag_records",
         "jpkiva_stream_max_lag_records",
+        "jpkiva_stream_refused",
         "jpkiva_watch_applied_operations",
         "jpkiva_watch_replication_broken",
         "jpkiva_watch_snapshot_loading",

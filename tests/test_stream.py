@@ -33,8 +33,8 @@ import nats.js.errors
 import pytest
 from cryptography import x509
 
-from crlbuilder import jetstream, snapshot
-from crlbuilder.build import Builder, BuildReport, StreamReplaced
+from crlbuilder import jetstream, release, snapshot
+from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
@@ -56,9 +56,12 @@ from crlbuilder.stream import (
     Delivered,
     StreamCipher,
     StreamNames,
+    current_feed_id,
     decode,
     messages,
     publish,
+    refusal,
+    tick_message,
 )
 from responder.streamlag import STALE_AFTER, verdict
 from tests.support import procs
@@ -1333,3 +1336,306 @@ def test_a_follower_whose_record_stream_is_made_again_stops_rather_than_sit_stil
         t.join(timeout=60)
     assert time.monotonic() - started < 15
     assert 0 < published[0] < n1 and stream_seq(a) == n1
+
+
+# ---------------------------------------------------------------------------
+# Nodes on mixed releases (`crlbuilder.release`): refused, not applied by other rules
+# ---------------------------------------------------------------------------
+
+NEWER = release.Release(release.STORE_FORMAT, release.RULES + 1)
+"""A release after this build's: a node of this build is the one left behind."""
+
+
+def test_every_message_and_tick_names_the_release_that_published_it(tmp_path: Path) -> None:
+    lines = [b'{"id": "r%d", "type": "nonsense"}' % i for i in range(3)]
+    out = list(messages(_records(tmp_path, lines), StreamCipher(KEY), batch_size=2))
+    tick = tick_message(AT)
+    assert {m.headers[release.HEADER] for m in [*out, tick]} == {str(release.CURRENT)}
+    assert release.parse(str(release.CURRENT)) == release.CURRENT
+
+
+def test_a_batch_holding_a_newer_releases_message_is_refused_an_older_or_unnamed_one_taken() -> (
+    None
+):
+    def d(seq: int, rel: str | None, *, tick: bool = False) -> Delivered:
+        item = None if tick else Rejected("f", seq, "x")
+        return Delivered(seq=seq, item=item, at=AT, end=True, pending=0, release=rel)
+
+    older, newer = "1.1", str(NEWER)
+    assert refusal([d(1, None), d(2, older), d(3, str(release.CURRENT))]) is None
+    why = refusal([d(4, None), d(5, newer, tick=True)])
+    assert why is not None and why.startswith("a tick of the record stream (sequence 5)")
+    assert f"release {NEWER}, newer than this node's {release.CURRENT}" in why
+    assert "non-signer nodes first, then the signer" in why  # the way out, in the line
+    assert "\n" not in why
+    # a newer store format is as newer, whatever the rules say
+    assert release.Release(release.STORE_FORMAT + 1, 0).newer_than(release.CURRENT)
+    odd = refusal([d(6, "2.x")])  # a header altered or not ours: not guessed at
+    assert odd is not None and "unreadable release" in odd
+    assert release.parse(None) == release.parse("") == release.BEFORE
+
+
+def test_readyz_and_the_gauge_say_the_builder_refused_the_stream(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from crlbuilder.store.writer import Commit
+    from responder.streamgauges import StreamCollector
+
+    now = 1_800_000_000
+    assert verdict(500, 500, now, now, max_lag=10) is None
+    why = verdict(500, 500, now, now, max_lag=10, refused="a tick ... newer")
+    assert why == "the builder stopped applying the record stream: a tick ... newer"
+    s = Store.open(tmp_path / "store", readonly=False, map_size=1 << 24)
+    try:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(StreamCollector(s, max_lag=10))
+
+        def gauge() -> str:
+            text = generate_latest(registry).decode()
+            return next(ln for ln in text.splitlines() if ln.startswith("jpkiva_stream_refused "))
+
+        assert gauge() == "jpkiva_stream_refused 0.0"
+        with Commit(s) as c:
+            c.put_stream_refused("why\nnot")  # kept on one line
+        with s.read() as r:
+            assert r.stream_refused() == "why not"
+        assert gauge() == "jpkiva_stream_refused 1.0"
+        with Commit(s) as c:
+            c.put_stream_refused("")
+        assert gauge() == "jpkiva_stream_refused 0.0"
+    finally:
+        s.close()
+
+
+def publish_tick(cfg: BuilderConfig, cluster: NatsCluster, n: int = 0) -> None:
+    """A tick on ``cfg``'s stream, as the signer's builder publishes them (the ``n``th of a
+    test: a tick's id is its second, and two in one second are one)."""
+    c = Cluster(cluster.urls)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        Consumer(c, names(cfg), "ticker", cipher).tick(datetime.now(UTC) + timedelta(seconds=n))
+    finally:
+        c.close()
+
+
+def refused(cfg: BuilderConfig) -> str:
+    s = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            return r.stream_refused()
+    finally:
+        s.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_rolling_upgrade_non_signer_nodes_first_then_the_signer_keeps_every_node_applying(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The order docs/operations.md gives: a node upgraded while the signer is not applies the
+    older release's records and ticks; the signer upgraded last publishes the newer release,
+    which every node (upgraded by then) applies; the stores end alike."""
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "upgrade")
+    node = node_config(tmp_path / "node", demo_pki[0], cluster.source, "upgrade")
+    same_key(Path(signer.keys.facts_key_file), Path(node.keys.facts_key_file))
+    files = sorted(population.glob("*.jsonl"))
+    third = len(files) // 3
+    n1 = publish_files(signer, cluster, files[:third])  # every node on this release
+    assert consume(signer, cluster) == n1 == consume(node, cluster)
+    n2 = publish_files(signer, cluster, files[third : 2 * third])
+    publish_tick(signer, cluster)  # the signer, not upgraded yet, ticks
+    with monkeypatch.context() as m:  # the non-signer node upgraded first
+        m.setattr(release, "CURRENT", NEWER)
+        assert consume(node, cluster) == n1 + n2 + 1
+    with monkeypatch.context() as m:  # then the signer, then the publisher
+        m.setattr(release, "CURRENT", NEWER)
+        assert consume(signer, cluster) == n1 + n2 + 1
+        publish_tick(signer, cluster, 1)
+        n3 = publish_files(signer, cluster, files[2 * third :])
+        total = n1 + n2 + 1 + 1 + n3
+        assert consume(signer, cluster) == total == consume(node, cluster)
+    assert refused(signer) == refused(node) == ""
+    assert dump(signer) == dump(node)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_node_left_on_an_older_release_stops_at_the_first_newer_message_then_resumes(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The signer upgraded first (the wrong order): its first tick carries the newer release.
+    The node still on this one applies nothing of that batch (no lapse, no erasure, no record,
+    its store as it was), says why in one line, in its store for /readyz and the gauge; once
+    upgraded it resumes at that tick and ends with the signer's bytes."""
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "upgrade2")
+    late = node_config(tmp_path / "late", demo_pki[0], cluster.source, "upgrade2")
+    same_key(Path(signer.keys.facts_key_file), Path(late.keys.facts_key_file))
+    files = sorted(population.glob("*.jsonl"))
+    half = len(files) // 2
+    n1 = publish_files(signer, cluster, files[:half])
+    assert consume(signer, cluster) == n1 == consume(late, cluster)
+    with monkeypatch.context() as m:
+        m.setattr(release, "CURRENT", NEWER)
+        publish_tick(signer, cluster)
+        n2 = publish_files(signer, cluster, files[half:])
+        assert consume(signer, cluster) == n1 + 1 + n2
+    before = dump(late)
+    with pytest.raises(NewerRelease, match=f"sequence {n1 + 1}.*newer than this node's"):
+        consume(late, cluster)
+    assert stream_seq(late) == n1 and dump(late) == before
+    why = refused(late)
+    assert why.startswith(f"a tick of the record stream (sequence {n1 + 1}) was written by "
+                          f"release {NEWER}")  # fmt: skip
+    ready = verdict(n1, n1 + 1 + n2, int(time.time()), int(time.time()), max_lag=10**6,
+                    refused=why)  # fmt: skip
+    assert ready is not None and "stopped applying" in ready  # /readyz: 503 whatever the lag
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "build", *flags(late), "--no-progress"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("crlbuilder build: error:")]
+    assert len(errors) == 1 and "upgrade this node" in errors[0], out.stderr
+    assert "Traceback" not in out.stderr and stream_seq(late) == n1 and dump(late) == before
+    with monkeypatch.context() as m:  # upgraded: it resumes at the tick
+        m.setattr(release, "CURRENT", NEWER)
+        assert consume(late, cluster) == n1 + 1 + n2
+    assert refused(late) == "" and dump(late) == dump(signer)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_snapshot_of_a_newer_release_is_refused_nothing_made(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "snaprel")
+    publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:2])
+    consume(a, cluster)
+    c = Cluster(cluster.urls)
+    store = Store.open(Path(a.store.path), readonly=True)
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(release, "CURRENT", NEWER)
+            info = snapshot.put(c, snapshot.Bucket("SNAP_REL"), store)
+    finally:
+        store.close()
+        c.close()
+    assert info.release == str(NEWER) and info.feed
+    target = tmp_path / "new" / "store"
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", cluster.source,
+         "--store", str(target), "--snapshot-bucket", "SNAP_REL", "--stream", "snaprel"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "upgrade this node" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "new").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_made_again_the_way_out_is_one_node_rebuilt_then_snapshots_of_it(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """docs/operations.md, "A record stream made again": every node refuses the new stream
+    and says so (store, /readyz); the daily snapshot, made from the old stream, is refused
+    too (the bootstrap would otherwise install a store that cannot resume); one node's store
+    filled again from the new stream (every record republished), its snapshot starts the
+    others, and they all end alike."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "again")
+    b = node_config(tmp_path / "b", demo_pki[0], cluster.source, "again")
+    same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
+    files = sorted(population.glob("*.jsonl"))
+    n1 = publish_files(a, cluster, files[: len(files) // 2])
+    assert consume(a, cluster) == n1 == consume(b, cluster)
+    bucket = snapshot.Bucket("SNAP_AGAIN")
+    c = Cluster(cluster.urls)
+    try:
+        store = Store.open(Path(a.store.path), readonly=True)
+        try:
+            snapshot.put(c, bucket, store)  # the daily snapshot, of the old stream
+        finally:
+            store.close()
+        c.run(c.js.delete_stream("again"))
+    finally:
+        c.close()
+    n2 = publish_files(a, cluster, files)  # the new stream, every record published again
+    for cfg in (a, b):
+        with pytest.raises(StreamReplaced):
+            consume(cfg, cluster)
+        assert "made again" in refused(cfg) and stream_seq(cfg) == n1
+    # the bootstrap's snapshot get: the old stream's snapshot would not resume; refused
+    fresh = tmp_path / "fresh" / "store"
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", cluster.source,
+         "--store", str(fresh), "--snapshot-bucket", bucket.name, "--stream", "again"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "another record stream" in out.stderr, out.stderr
+    assert not (tmp_path / "fresh").exists()
+    # the way out: a's store moved away, its builder fills an empty one from the new stream
+    Path(a.store.path).rename(tmp_path / "a-old-store")
+    assert consume(a, cluster) == n2 and refused(a) == ""
+    c = Cluster(cluster.urls)
+    try:
+        store = Store.open(Path(a.store.path), readonly=True)
+        try:
+            snapshot.put(c, bucket, store)
+        finally:
+            store.close()
+        Path(b.store.path).rename(tmp_path / "b-old-store")
+        info = snapshot.get(c, bucket, Path(b.store.path), feed=current_feed_id(c, "again"))
+    finally:
+        c.close()
+    assert info.stream_seq == n2
+    assert consume(b, cluster) == n2 and refused(b) == ""
+    assert dump(a) == dump(b) and feed(a) == feed(b)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_follower_whose_stream_is_made_again_as_long_as_the_old_one_stops_too(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The stream made again under a running follower with exactly as many messages as the
+    store applied: no sequence goes back, no record waits past the store's, so nothing but
+    the stream's identity tells; the follower must not sit caught up (ready) on the new
+    stream, whose records it never applied."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "remade3")
+    n1 = publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:1])
+    assert consume(a, cluster) == n1
+    start = datetime.now(UTC) - timedelta(days=1)
+
+    def make_again() -> None:
+        time.sleep(1.5)  # the follower caught up and waits
+        c = Cluster(cluster.urls)
+        try:
+            c.run(c.js.delete_stream("remade3"))
+            jetstream.ensure_stream(c, "remade3", ["jpki.remade3"])
+            for i in range(n1):  # as many messages as the old stream held
+                m = tick_message(start + timedelta(seconds=i))
+                c.run(c.js.publish("jpki.remade3", m.payload, headers=m.headers))
+        finally:
+            c.close()
+
+    t = threading.Thread(target=make_again)
+    t.start()
+    started = time.monotonic()
+    try:
+        with follower(a, cluster, Consumer) as (b, consumer), pytest.raises(StreamReplaced):
+            b.consume(consumer, follow=True, max_idle=20, interval=0.2)
+    finally:
+        t.join(timeout=60)
+    assert time.monotonic() - started < 19
+    assert stream_seq(a) == n1 and "made again" in refused(a)

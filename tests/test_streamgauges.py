@@ -56,6 +56,7 @@ def test_a_store_whose_builder_never_saw_the_stream_has_a_zero_head_and_no_lag(
     assert scrape(store) == {
         "jpkiva_stream_head_seen_timestamp_seconds": 0.0,
         "jpkiva_stream_max_lag_records": 250.0,
+        "jpkiva_stream_refused": 0.0,
     }
 
 
@@ -67,6 +68,7 @@ def test_the_gauges_follow_what_the_builder_wrote(store: Store) -> None:
         "jpkiva_stream_head_seen_timestamp_seconds": 1_700_000_123.0,
         "jpkiva_stream_lag_records": 300.0,
         "jpkiva_stream_max_lag_records": 250.0,
+        "jpkiva_stream_refused": 0.0,
     }
     with Commit(store) as c:  # caught up, seen again later
         c.put_stream_seq(1500)
@@ -75,4 +77,5 @@ def test_the_gauges_follow_what_the_builder_wrote(store: Store) -> None:
         "jpkiva_stream_head_seen_timestamp_seconds": 1_700_000_130.0,
         "jpkiva_stream_lag_records": 0.0,
         "jpkiva_stream_max_lag_records": 250.0,
+        "jpkiva_stream_refused": 0.0,
     }

@@ -51,10 +51,12 @@ from typing import Final, NamedTuple
 
 import msgspec
 
+from crlbuilder import release
 from crlbuilder.model import Category, Family, Reason
 
-FORMAT_VERSION: Final = 1
-"""Bumped on any incompatible change; opening another version fails clearly."""
+FORMAT_VERSION: Final = release.STORE_FORMAT
+"""Bumped (in `crlbuilder.release`, with the rest of a release) on any incompatible change;
+opening another version fails clearly."""
 
 DB_STATUS: Final = b"status"
 DB_REVOKED: Final = b"revoked"
@@ -201,6 +203,11 @@ META_STREAM_HEAD: Final = b"stream-head"
 """u64 ‖ i64: the record stream's last sequence as the builder last saw it, and when (epoch
 seconds): the responder's /readyz compares it with `META_STREAM_SEQ` (the lag) and says not
 ready when the builder stopped seeing the stream."""
+META_STREAM_REFUSED: Final = b"stream-refused"
+"""utf-8, one line: why this node's builder stopped applying the record stream (a message of a
+newer release, `crlbuilder.release`; another stream under the store's stream's name), nothing
+of it applied; the responder's /readyz says it and ``jpkiva_stream_refused`` is 1. Node state,
+as `META_STREAM_HEAD`: deleted by the builder's next commit of a batch; absent: none."""
 META_RETENTION: Final = b"retention"
 """`RetentionState`: the retention agenda's scan (`DB_RETENTION`); absent before the first."""
 META_REVOKED_FROM: Final = b"revoked-from"

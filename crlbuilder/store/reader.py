@@ -411,6 +411,12 @@ class LmdbReader(ReaderRules):
             return (0, 0)
         return sf.unpack_u64(raw[:8]), sf.unpack_i64(raw[8:])
 
+    def stream_refused(self) -> str:
+        """Why the builder stopped applying the record stream (`META_STREAM_REFUSED`); empty
+        while it applies it."""
+        raw = self._meta(sf.META_STREAM_REFUSED)
+        return raw.decode("utf-8", "replace") if raw else ""
+
     def crl_import(self) -> bool:
         return self._meta(sf.META_MODE) == sf.MODE_CRL_IMPORT
 

@@ -522,6 +522,15 @@ class Commit(LmdbReader):
         raw = sf.pack_u64(last_seq) + sf.pack_i64(seen_at)
         self._put(sf.DB_META, sf.META_STREAM_HEAD, raw, change=False)
 
+    def put_stream_refused(self, reason: str) -> None:
+        """Why the builder stopped applying the record stream (`META_STREAM_REFUSED`); an empty
+        ``reason``: it applies it again (the entry goes)."""
+        if reason:
+            one_line = " ".join(reason.split())
+            self._put(sf.DB_META, sf.META_STREAM_REFUSED, one_line.encode(), change=False)
+        else:
+            self._delete(sf.DB_META, sf.META_STREAM_REFUSED, change=False)
+
     def quarantine(self, key: bytes) -> None:
         """A refusal quarantined by this commit (it is not quarantined twice)."""
         self._put(sf.DB_QUARANTINE, key, sf.pack_u32(self.seq), change=False)

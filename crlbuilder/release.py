@@ -1,0 +1,104 @@
+"""A builder's release on the record stream, defined once, and what a node does with another's.
+
+Every node's builder applies the same record stream to its own store, and the nodes hold the
+same bytes only while they apply it by the same rules into the same layout (`crlbuilder.stream`).
+What may differ between two builds of jpki-va in that respect is one `Release`, two numbers:
+
+- ``format``: the store's format (`STORE_FORMAT`, which `crlbuilder.store.format` names
+  ``FORMAT_VERSION``), bumped on any incompatible change of the layout; a store of another
+  format does not open at all;
+- ``rules``: `RULES`, bumped whenever a builder writes other bytes than the release before it
+  from the same stream while the format stays: a rule of `crlbuilder.apply` or
+  `crlbuilder.periods` (what a record takes, when a lapse or an erasure falls due), a value
+  of a builder's own table (the ``taken`` entries' sixth element), what a tick writes.
+
+A release is written beside what a builder puts where another node reads it: the ``Jpki-Release``
+header of every message published on the record stream (records by ``crlbuilder publish``,
+ticks by the signer's builder) and the description of every store snapshot. A message
+without the header was published by a release before this one (`BEFORE`).
+
+What a node does (`refusal`, sans-I/O): something written by a newer release than its own is
+refused, nothing applied (it cannot know the newer rules: applying the newer signer's ticks by
+older rules would write other bytes, silently); something written by the same or an older
+release is taken (records are records, whoever published them; a tick is applied by this
+node's rules). Hence the order of a rolling upgrade (docs/operations.md, "Upgrading the nodes
+of one stream"): every node that does not publish first (the non-signer nodes, one at a time),
+then the signer node, whose ticks carry the new release from its restart, then the feed's
+``crlbuilder publish``. Upgraded the other way round, each node still on the older release
+stops at the first newer message, loudly, before that batch, and resumes there once upgraded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+HEADER: Final = "Jpki-Release"
+"""The header of a record stream message naming the release that published it."""
+
+STORE_FORMAT: Final = 1
+"""The store's format version (`crlbuilder.store.format.FORMAT_VERSION`, whose module says what
+it covers); a bump is a new release too."""
+
+RULES: Final = 2
+"""This build's rules version; bump it with any change named above (and say here what changed).
+1: every release before the header existed (they differed among themselves, e.g. in the
+``taken`` entries and in counting retention from the day after the record's, 初日不算入, and
+cannot be told apart on the stream). 2: the first to carry the header."""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """What a builder writes from the stream: the store format and the rules version."""
+
+    format: int
+    rules: int
+
+    def __str__(self) -> str:
+        return f"{self.format}.{self.rules}"
+
+    def newer_than(self, other: Release) -> bool:
+        """Something written by ``self`` cannot be applied by ``other``."""
+        return self.format > other.format or self.rules > other.rules
+
+
+CURRENT: Final = Release(STORE_FORMAT, RULES)
+"""This build's release (read as ``release.CURRENT`` where used: one place to change)."""
+
+BEFORE: Final = Release(1, 1)
+"""The release of a message or snapshot that names none (written before the header)."""
+
+_TEXT: Final = re.compile(r"([0-9]{1,6})\.([0-9]{1,6})")
+
+
+class ReleaseError(ValueError):
+    """A release that cannot be read (a header or description altered, or not ours)."""
+
+
+def parse(text: str | None) -> Release:
+    """The release ``text`` names (``FORMAT.RULES``); `BEFORE` when absent; `ReleaseError`
+    when it is there but unreadable."""
+    if text is None or text == "":
+        return BEFORE
+    m = _TEXT.fullmatch(text.strip())
+    if m is None:
+        raise ReleaseError(f"unreadable release {text[:40]!r} (expected FORMAT.RULES)")
+    return Release(int(m.group(1)), int(m.group(2)))
+
+
+def refusal(what: str, theirs: str | None, ours: Release | None = None) -> str | None:
+    """Why this node must not apply ``what`` (a one-line reason, naming the way out), or None
+    when it may: ``theirs`` is the release text it carries (None: none, an older release)."""
+    ours = ours if ours is not None else CURRENT
+    try:
+        r = parse(theirs)
+    except ReleaseError as e:
+        return f"{what} carries an {e}: not applied"
+    if r.newer_than(ours):
+        return (
+            f"{what} was written by release {r}, newer than this node's {ours}: not applied; "
+            "upgrade this node (non-signer nodes first, then the signer, then the publisher: "
+            "docs/operations.md, 'Upgrading the nodes of one stream')"
+        )
+    return None
