@@ -33,11 +33,23 @@ the status record of each hit. The watch list is the responder's own state
   article): they are not delivered later, so once the family may be received again the
   party re-reads the status of its watched certificates of that family (``POST
   /v1/status``) and goes on with the cursor.
-- Ledger (帳簿, Act §40): one provision per change delivered, counted under its
-  family's service, method ``json`` (the unit a fee per provision would use, Act
-  §67). Registering says nothing about any status and is not a provision; a read that
-  delivers nothing provides nothing. Both count against the agreed quotas.
-- Cursor: opaque; ``GET /v1/changes`` without one answers no change and the cursor of
+- Ledger (帳簿, Act §40; 件数, Ord §71(4)): one provision (提供) per change delivered to the
+  party **the first time**, counted under its family's service, method ``json`` (the
+  unit a fee per provision would use, Act §67). A change delivered again (a read from an
+  older cursor: a retry, a party that lost an answer; a fresh cursor that stands behind
+  the node's position, below) is delivered and not counted again
+  (`responder.v1.provision`): the cursor carries how far the party's changes were counted,
+  and each node keeps that mark for the party too, so a retry with an older cursor on the
+  same node, or two reads at once, count once. Registering says nothing about any status
+  and is not a provision; a read that delivers nothing provides nothing. Both count
+  against the agreed quotas.
+- Cursor: opaque, and bound to the party: an HMAC (keyed from the service's watch
+  secret, ``[watch] secret_file``) over the party's id, the position and the counted
+  mark. A cursor altered, or sent by another party than the one it was issued to, is 400
+  ``bad_input`` naming ``$.cursor``, nothing counted. A cursor issued before cursors were
+  bound carries no mark and is still read (everything delivered after it is counted
+  unless this node counted it already) and answered with a bound one.
+  ``GET /v1/changes`` without one answers no change and the cursor of
   the store's current commit. A cursor of another store or of a store rebuilt from the
   records, or older than the feed's retention (crlbuilder's ``store.changes_keep_days``),
   is refused 410 (``cursor_expired``); one ahead of the store (restored from an older
@@ -59,11 +71,13 @@ the status record of each hit. The watch list is the responder's own state
   issues cursors that name stream positions (`responder.v1.feedpos`), read alike on every
   node although each numbers its commits alone (``commit`` in a change is the answering
   node's); where two nodes cut a batch differently (one a builder cut by time, its
-  publisher gone) a read may deliver some changes again, never pass one. A node behind
-  the cursor answers no change and the same cursor; a fresh cursor stands ``[cluster]
-  max_lag`` records before the node's position, so that ``POST /v1/status`` read next on
-  any ready node is not older than it (the changes in between come again). Changes
-  delivered are counted on the node that delivers them (its ledger is shipped).
+  publisher gone) a read may deliver some changes again, never pass one (those its
+  cursor's mark cannot place are counted again). A node behind the cursor answers no
+  change and the same position; a fresh cursor stands ``[cluster] max_lag`` records
+  before the node's position, so that ``POST /v1/status`` read next on any ready node is
+  not older than it (the changes in between come again, not counted: the cursor's mark is
+  the node's position). Changes delivered are counted on the node that delivers them (its
+  ledger is shipped).
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
   says where to go on. For a party whose agreement bounds its provisions per day
@@ -75,9 +89,10 @@ the status record of each hit. The watch list is the responder's own state
 Bad input (400, nothing counted, the watch list unchanged): malformed JSON, unknown
 fields, no entry or more than `MAX_BATCH` in one call, an entry with both or neither
 form, a serial over 20 octets, an issuer we do not serve, a certificate that does not
-parse; a cursor this service did not issue (malformed, or altered: a field no cursor of
-ours holds, or a change the kept feed never recorded), named ``$.cursor``: pass back an
-answer's cursor unchanged. A batch that would take the list past its
+parse; a cursor this service did not issue to this party (malformed, altered, another
+party's, or, of those issued before cursors were bound, a field no cursor of ours holds
+or a change the kept feed never recorded), named ``$.cursor``: pass back the cursor of
+your own last answer unchanged. A batch that would take the list past its
 bound: 409 ``watch_full``, nothing changed.
 """
 
@@ -990,8 +1005,9 @@ CHANGES_ROUTE: Final = Route(
     problems=(
         (
             400,
-            "A cursor this service did not issue (malformed, or altered: `field` is "
-            "`$.cursor`): pass back an answer's cursor unchanged.",
+            "A cursor this service did not issue to this party (malformed, altered, or "
+            "another party's: `field` is `$.cursor`): pass back the cursor of your own "
+            "last answer unchanged.",
         ),
         (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
         (
