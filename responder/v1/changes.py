@@ -731,17 +731,28 @@ def _same_feed(kept: cursors.Position | cursors.StreamPosition | None, mark: P) 
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Provided(Generic[P]):
+    """What a read provided (`_provided`)."""
+
+    counts: tuple[tuple[Service, int], ...]
+    """Provisions (件数) per service."""
+    mark: P
+    """The counted mark after the read."""
+    withdraw: Callable[[], None] | None = None
+    """Takes this node's mark of the party back to where it was (`Reply.withdrawn`)."""
+
+
 def _provided(
     lists: WatchSet, party: str, got: _Read[P], mark: P, ceiling: P | None = None
-) -> tuple[tuple[tuple[Service, int], ...], P]:
-    """The provisions (件数) of a read, per service, and the counted mark after it: the
-    changes delivered that neither the cursor's mark nor this node's mark of the party
-    (`WatchSet.count_once`) covers (`responder.v1.provision`). ``ceiling``: the highest
-    mark this view can have counted (a store restored from an older copy numbers its new
-    commits as the lost ones)."""
+) -> _Provided[P]:
+    """The provisions of a read and the counted mark after it: the changes delivered that
+    neither the cursor's mark nor this node's mark of the party (`WatchSet.count_once`)
+    covers (`responder.v1.provision`). ``ceiling``: the highest mark this view can have
+    counted (a store restored from an older copy numbers its new commits as the lost ones)."""
     if not got.afters:
-        return (), mark
-    result: list[tuple[list[bool], P]] = []
+        return _Provided((), mark)
+    result: list[tuple[list[bool], P, bytes, bytes]] = []
 
     def decide(stored: bytes | None) -> bytes:
         m = mark
@@ -750,23 +761,31 @@ def _provided(
             m = provision.later(m, kept)
         if ceiling is not None and provision.later(m, ceiling) is not ceiling:
             m = ceiling
-        result.append(provision.count(got.afters, m))
-        return cursors.pack(result[-1][1])
+        fresh, after = provision.count(got.afters, m)
+        result.append((fresh, after, cursors.pack(m), cursors.pack(after)))
+        return result[-1][3]
 
     lists.count_once(party, decide)
-    fresh, after = result[-1]
+    fresh, after, before, ours = result[-1]
+
+    def withdraw() -> None:
+        try:  # unless another read of the party moved it since
+            lists.count_once(party, lambda now: before if now == ours or now is None else now)
+        except WatchUnavailable as e:
+            _log.error("the changes feed's counted mark not taken back: %s", e)
+
     counts: dict[Service, int] = {}
     for service, new in zip(got.services, fresh, strict=True):
         if new:
             counts[service] = counts.get(service, 0) + 1
-    return tuple(counts.items()), after
+    return _Provided(tuple(counts.items()), after, withdraw)
 
 
 def _reply(
     store: StoreRef,
     now: datetime,
     got: _Read[P],
-    counts: tuple[tuple[Service, int], ...],
+    provided: _Provided[P],
     cursor: str,
     issuers: dict[int, _Issuer],
 ) -> Reply[ChangesResponse]:
@@ -775,7 +794,7 @@ def _reply(
         passed_over=_passed_over(issuers),
     )  # fmt: skip
     family = next(iter(got.families)).value if len(got.families) == 1 else ""
-    return Reply(body, counts, family)
+    return Reply(body, provided.counts, family, withdrawn=provided.withdraw)
 
 
 def _none(store: StoreRef, now: datetime, cursor: str) -> Reply[ChangesResponse]:
@@ -853,15 +872,15 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
             reader.changes(position.start), lists, party, issuers, reader,
             limit=_limit(request, ctx), budget=env.config.scan_limit, seen=seen, after=after,
         )  # fmt: skip
-        counts, mark = _provided(lists, party, got, mark, ceiling=here)
+        provided = _provided(lists, party, got, mark, ceiling=here)
     except WatchUnavailable:
         return _UNAVAILABLE
     if got.full and last is not None:
         position = cursors.Position(position.store_id, last.after)
     else:  # read to the end: the next read starts after the view's commit
         position = here
-    return _reply(store, now, got, counts, cursors.seal(key, party, cursors.Bound(position, mark)),
-                  issuers)  # fmt: skip
+    cursor = cursors.seal(key, party, cursors.Bound(position, provided.mark))
+    return _reply(store, now, got, provided, cursor, issuers)
 
 
 def _limit(request: ChangesQuery, ctx: Context) -> int:
@@ -935,12 +954,12 @@ def _changes_of_stream(
         )  # fmt: skip
         if whole is not None and whole() != loads:  # the lists emptied by a load while read:
             return _BEHIND  # the changes not found would be lost to the party, its cursor past
-        counts, mark = _provided(lists, party, got, mark)
+        provided = _provided(lists, party, got, mark)
     except WatchUnavailable:
         return _UNAVAILABLE
     after = tracker.after_last() if got.full else tracker.at_end(reader.stream_seq())
-    cursor = cursors.seal(key, party, cursors.Bound(after, mark))
-    return _reply(store, now, got, counts, cursor, issuers)
+    cursor = cursors.seal(key, party, cursors.Bound(after, provided.mark))
+    return _reply(store, now, got, provided, cursor, issuers)
 
 
 def _watched(
