@@ -15,6 +15,7 @@ from responder.registry.vocabulary import Method, Service
 from responder.v1 import changes, cursor, provision
 from responder.v1.watchdb import LmdbWatchSet
 from responder.v1.watchset import WatchKeys
+from responder.v1.watchsnap import Loading
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_v1_changes import AC, SC, STORE_ID, A, Api, B, C, after, at, ref, store
 from tests.test_v1_feedpos import FEED, G2, TOKEN, node_a, node_b, nodes, pos, sp
@@ -246,3 +247,20 @@ def test_what_a_store_mark_covers() -> None:
     assert provision.covers(change, change)
     later = cursor.Position(STORE_ID, sf.change_key(5, sf.status_key(SC, C)) + b"\x00")
     assert not provision.covers(change, later) and provision.later(change, later) == later
+
+
+def test_a_snapshot_load_empties_the_lists_and_keeps_the_counted_marks(tmp_path: Path) -> None:
+    """The marks are this node's own (not on the watch stream, not in its snapshots): a load
+    of the lists from a snapshot, which empties them first, leaves them."""
+    lists = LmdbWatchSet(tmp_path / "watch", WatchKeys(bytes(range(32))), map_size=1 << 24)
+    mark = cursor.pack(sp(10, 20, 1, C))
+    lists.update("sig", [sf.status_key(SC, A)], [], limit=10)
+    lists.count_once("sig", lambda kept: mark if kept is None else kept + b"?")
+    lists.begin_load(Loading(b"seal", 0, 1, 0))
+    assert lists.count("sig") == 0
+    seen: list[bytes | None] = []
+    lists.count_once("sig", lambda kept: seen.append(kept) or mark)
+    assert seen == [mark]
+    lists.count_once("other", lambda kept: seen.append(kept) or mark)
+    assert seen == [mark, None]  # one mark per party
+    lists.close()
