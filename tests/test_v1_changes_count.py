@@ -201,6 +201,19 @@ def test_a_cursor_issued_before_binding_is_read_and_answered_with_a_bound_one(
     assert old == cursor.Bound(after(3), after(3), bound=False)
 
 
+def test_once_the_transition_is_over_a_cursor_issued_before_binding_is_410(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path, unbound_cursors=False)
+    api.watch(add=[ref(SC, B)])
+    for old in (at(3), pos(10)):
+        resp, got = api.changes(f"cursor={old}")
+        assert (resp.status, got["rule"], got["field"]) == (410, "cursor_expired", "$.cursor")
+        assert "before cursors were bound" in got["detail"] and "POST /v1/status" in got["detail"]
+    resp, got = api.changes(f"cursor={api.sealed(changes_start(3))}")
+    assert resp.status == 200 and serials(got) == [B] and total(api) == 1
+
+
 def test_the_cursor_key_is_derived_from_the_watch_secret_and_not_the_secret() -> None:
     keys = WatchKeys(bytes(range(32)))
     key = keys.cursor_key()

@@ -47,8 +47,9 @@ the status record of each hit. The watch list is the responder's own state
   secret, ``[watch] secret_file``) over the party's id, the position and the counted
   mark. A cursor altered, or sent by another party than the one it was issued to, is 400
   ``bad_input`` naming ``$.cursor``, nothing counted. A cursor issued before cursors were
-  bound carries no mark and is still read (everything delivered after it is counted
-  unless this node counted it already) and answered with a bound one.
+  bound carries no mark and is read (everything delivered after it is counted unless
+  this node counted it already) and answered with a bound one, until the operator turns
+  ``[watch] unbound_cursors`` off: then it is 410 ``cursor_expired``.
   ``GET /v1/changes`` without one answers no change and the cursor of
   the store's current commit. A cursor of another store or of a store rebuilt from the
   records, or older than the feed's retention (crlbuilder's ``store.changes_keep_days``),
@@ -181,6 +182,12 @@ _CURSOR_PROBLEMS: Final = {
         field="$.cursor",
     ),
 }  # fmt: skip
+_UNBOUND: Final = problem.make(
+    410, RULE_CURSOR_EXPIRED,
+    f"the cursor was issued before cursors were bound to their party, and is no longer read "
+    f"here: {_RESYNC}",
+    field="$.cursor",
+)  # fmt: skip
 _UNAVAILABLE: Final = problem.make(
     503, problem.UNAVAILABLE, "the watch lists cannot be read or written now; retry"
 )
@@ -845,6 +852,8 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     bound = cursors.unseal(key, party, request.cursor)
     if isinstance(bound, cursors.Verdict):
         return _CURSOR_PROBLEMS[bound]
+    if not bound.bound and not env.config.unbound_cursors:
+        return _UNBOUND
     position, mark = bound.position, bound.mark
     if isinstance(position, cursors.StreamPosition):  # ours, of a store fed by the stream
         return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]
@@ -915,6 +924,8 @@ def _changes_of_stream(
     bound = cursors.unseal(key, party, request.cursor)
     if isinstance(bound, cursors.Verdict):
         return _CURSOR_PROBLEMS[bound]
+    if not bound.bound and not env.config.unbound_cursors:
+        return _UNBOUND
     position, mark = bound.position, bound.mark
     if not isinstance(position, cursors.StreamPosition):
         return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]  # a cursor of one node's store
@@ -1031,8 +1042,9 @@ CHANGES_ROUTE: Final = Route(
         (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
         (
             410,
-            "the cursor is past the feed's retention, or of a store rebuilt since: "
-            "resynchronise (see the detail)",
+            "the cursor is past the feed's retention, or of a store rebuilt since, or was "
+            "issued before cursors were bound to their party (`[watch] unbound_cursors` "
+            "off): resynchronise (see the detail)",
         ),
     ),
 )
