@@ -45,7 +45,8 @@ service's watch secret, the same on every node): a cursor altered (its position 
 presented by another party, is refused (`Verdict.NOT_GENUINE`, 400) instead of read. A cursor
 of version 1 or 2 (issued before cursors were bound) carries no mark and no tag; `unseal`
 reads it as a position whose mark is itself, so it cannot spare a change from being counted,
-and the answer carries a bound cursor (docs/operations.md "The changes feed").
+and the answer carries a bound cursor; ``[watch] unbound_cursors`` off ends that transition
+(docs/operations.md, "The changes feed's watch lists").
 
 The cursor is not secret and carries no personal data: a commit number and a position
 that names a status key (issuer index and serial) only when the read stopped inside a
