@@ -344,6 +344,11 @@ class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Changes one read of the feed examines at most (the cursor then says where to go on):
     bounds a call's time after a mass revocation (an issuing-key compromise); about 0.2 s
     of one worker at the default (bench/README.md: ~260,000 entries/s)."""
+    unbound_cursors: bool = True
+    """Read the changes cursors issued before cursors were bound to their party (versions 1
+    and 2: no counted mark, so they cannot spare a change from being counted; the answer
+    carries a bound one). Turn it off once every party has read since the upgrade: such a
+    cursor is then refused 410 ``cursor_expired``, the party told to resynchronise."""
     ready_requires_replication: bool = False
     """On a node of several (``[cluster] nats``): ``/readyz`` says not ready while this node's
     watch lists cannot be opened or stopped applying the watch stream for good (an operation
@@ -584,6 +589,11 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
         "several nodes: seconds a watch call waits for this node's lists (then 503)",
     ),
     _Flag("--watch-scan-limit", "watch.scan_limit", "changes one feed read examines"),
+    _Flag(
+        "--watch-unbound-cursors",
+        "watch.unbound_cursors",
+        "read changes cursors issued before cursors were bound to their party",
+    ),
     _Flag(
         "--watch-ready-requires-replication",
         "watch.ready_requires_replication",

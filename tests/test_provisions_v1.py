@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from crlbuilder.rules import JST, JST_OFFSET
+from crlbuilder.store.reader import changes_start
 from responder.config import ResponderConfig
 from responder.http import Request, Response
 from responder.ledger import Ledger, LedgerWriter
@@ -179,6 +180,41 @@ def test_changes_cursor_resumes_after_the_last_change_delivered(
     api.registry = bounded(10)  # a new agreement: more remain
     _, second = api.changes(f"cursor={first['cursor']}")
     assert [c["serial"] for c in second["changes"]] == [f"{B:X}"]  # nothing lost, nothing twice
+
+
+def test_changes_refused_after_the_read_leave_them_to_be_counted_when_delivered(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """Another call of the party takes the last provisions between the read and its answer:
+    the answer is refused whole (429). The changes it would have delivered are counted when
+    the party reads them after all, not passed as if counted (`Reply.withdrawn`)."""
+    api = ChangesApi(changes_store(cas), tmp_path)
+    api.registry = bounded(2)
+    table = limits(tmp_path)
+
+    class Raced:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(table, name)
+
+        def take_provisions(self, party: Any, n: int, now: float) -> Any:
+            if n:  # meanwhile, another worker's call of the party took them
+                assert table.take_provisions(party, 2, now) is None
+                api.api.quota = table
+            return table.take_provisions(party, n, now)
+
+    api.api.quota = Raced()  # type: ignore[assignment]
+    api.watch(add=[changes_ref(SC, B), changes_ref(SC, C)])
+    first = api.sealed(changes_start(3))
+    resp, got = api.changes(f"cursor={first}")
+    assert_provisions_429(resp, got, 0)
+    assert api.ledger.counted == []
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={first}".encode()
+    req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+    answer = api.api.handle(req, api.registry, MIDNIGHT_JST)  # the next Japan day
+    assert isinstance(answer, Response) and answer.status == 200
+    assert len(msgspec.json.decode(bytes(answer.body))["changes"]) == 2
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
 
 
 # --- single answers: record information, corresponding serials -----------------------------

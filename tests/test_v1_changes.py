@@ -90,17 +90,32 @@ def ref(index: int, serial: int) -> dict[str, str]:
 
 
 def at(commit: int) -> str:
-    """The cursor after every change of ``commit`` in the test store."""
+    """The cursor after every change of ``commit`` in the test store, as issued before
+    cursors were bound to their party (version 1: still read, `cursor.unseal`)."""
     return cursor.encode(STORE_ID, changes_start(commit))
 
 
+def after(commit: int) -> cursor.Position:
+    """The position after every change of ``commit`` in the test store."""
+    return cursor.Position(STORE_ID, changes_start(commit))
+
+
 class Api:
-    def __init__(self, reader: MemoryReader, tmp: Path, *, nats: str = "", **watch: int) -> None:
+    def __init__(
+        self,
+        reader: MemoryReader,
+        tmp: Path,
+        *,
+        nats: str = "",
+        secret_file: Path | None = None,
+        **watch: int,
+    ) -> None:
         self.ledger = Ledger()
         self.reader = reader
         self.registry = registry()
         config = ResponderConfig(
-            ledger=LedgerConfig(dir=tmp / "ledger"), watch=WatchConfig(**watch),
+            ledger=LedgerConfig(dir=tmp / "ledger"),
+            watch=WatchConfig(secret_file=secret_file, **watch),  # type: ignore[arg-type]
             cluster=ClusterConfig(nats=nats),
         )  # fmt: skip
         self.config = config
@@ -125,6 +140,24 @@ class Api:
             b"1.1", True, 1,
         )  # fmt: skip
         return self._send(req)
+
+    def key(self) -> bytes:
+        """The cursors' key (`WatchEnv.cursor_key`: from the watch secret under tmp)."""
+        key = changes.setup(self.config).cursor_key()
+        assert key is not None
+        return key
+
+    def read(self, text: str, party: str = "sig") -> cursor.Bound:
+        """What a cursor of an answer says (it is bound to ``party``)."""
+        got = cursor.unseal(self.key(), party, text)
+        assert isinstance(got, cursor.Bound) and got.bound, got
+        return got
+
+    def sealed(self, start: bytes, mark: bytes | None = None, party: str = "sig") -> str:
+        """A bound cursor of the test store at ``start``, counted up to ``mark`` (or it)."""
+        here = cursor.Position(STORE_ID, start)
+        upto = cursor.Position(STORE_ID, mark) if mark is not None else here
+        return cursor.seal(self.key(), party, cursor.Bound(here, upto))
 
     def changes(self, query: str, party: str = "sig") -> tuple[Response, Any]:
         headers = {b"authorization": f"Bearer {party}".encode()}
@@ -159,12 +192,12 @@ def test_watched_losses_after_the_cursor_with_category_and_article(
         "reason": "keyCompromise", "category": "resident-change",
         "article": Category.RESIDENT_CHANGE.articles[Family.SIGN_CARD],
     }  # fmt: skip
-    assert got["cursor"] == at(7) and got["more"] is False
+    assert api.read(got["cursor"]).position == after(7) and got["more"] is False
     assert got["store"]["commit"] == 7
     # 帳簿 (Act §40): one provision per change delivered, under its family's service
     assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]
     resp, got = api.changes(f"cursor={got['cursor']}")
-    assert got["changes"] == [] and got["cursor"] == at(7)
+    assert got["changes"] == [] and api.read(got["cursor"]).position == after(7)
     assert len(api.ledger.counted) == 1  # a read that delivers nothing provides nothing
 
 
@@ -174,7 +207,8 @@ def test_a_party_without_a_cursor_gets_the_current_one_and_no_change(
     api = Api(store(cas), tmp_path)
     api.watch(add=[ref(SC, A)])
     resp, got = api.changes("")
-    assert resp.status == 200 and got["changes"] == [] and got["cursor"] == at(7)
+    assert resp.status == 200 and got["changes"] == []
+    assert api.read(got["cursor"]) == cursor.Bound(after(7), after(7))
     assert api.ledger.counted == []
 
 
@@ -244,7 +278,7 @@ def test_limit_stops_inside_a_commit_and_the_next_read_goes_on_without_loss_or_r
     assert got["more"] is True and len(seen) == 2  # A (commit 3) and B (commit 5)
     _, got = api.changes(f"cursor={got['cursor']}&limit=2")
     seen += [c["serial"] for c in got["changes"]]
-    assert got["more"] is False and got["cursor"] == at(7)
+    assert got["more"] is False and api.read(got["cursor"]).position == after(7)
     assert seen == [f"{A:X}", f"{B:X}", f"{C:X}"]
 
 
@@ -258,7 +292,8 @@ def test_scan_limit_bounds_a_read_after_a_mass_revocation(
     _, got = api.changes(f"cursor={got['cursor']}")
     assert [c["serial"] for c in got["changes"]] == [f"{C:X}"] and got["more"] is True
     _, got = api.changes(f"cursor={got['cursor']}")
-    assert got["changes"] == [] and got["more"] is False and got["cursor"] == at(7)
+    assert got["changes"] == [] and got["more"] is False
+    assert api.read(got["cursor"]).position == after(7)
 
 
 def test_removed_certificates_are_no_longer_delivered(cas: dict[int, Ca], tmp_path: Path) -> None:

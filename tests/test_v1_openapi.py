@@ -60,6 +60,10 @@ def test_the_document_is_generated_from_the_route_table() -> None:
         "did not issue" in feed["400"]["description"] and "`$.cursor`" in feed["400"]["description"]
     )
     assert "retention" in feed["410"]["description"]
+    # a cursor is the party's own, and a change delivered again is not counted again
+    assert "another party's" in feed["400"]["description"]
+    described = doc["paths"]["/v1/changes"]["get"]["description"]
+    assert "**the first time**" in described and "not counted again" in described
     # a route's own problem statuses are listed too (a changes feed's 410, say)
     gone = dataclasses.replace(ROUTES[0], path="/v1/x", name="x", problems=((410, "gone"),))
     assert document([gone])["paths"]["/v1/x"]["post"]["responses"]["410"]["description"] == "gone"

@@ -33,11 +33,24 @@ the status record of each hit. The watch list is the responder's own state
   article): they are not delivered later, so once the family may be received again the
   party re-reads the status of its watched certificates of that family (``POST
   /v1/status``) and goes on with the cursor.
-- Ledger (帳簿, Act §40): one provision per change delivered, counted under its
-  family's service, method ``json`` (the unit a fee per provision would use, Act
-  §67). Registering says nothing about any status and is not a provision; a read that
-  delivers nothing provides nothing. Both count against the agreed quotas.
-- Cursor: opaque; ``GET /v1/changes`` without one answers no change and the cursor of
+- Ledger (帳簿, Act §40; 件数, Ord §71(4)): one provision (提供) per change delivered to the
+  party **the first time**, counted under its family's service, method ``json`` (the
+  unit a fee per provision would use, Act §67). A change delivered again (a read from an
+  older cursor: a retry, a party that lost an answer; a fresh cursor that stands behind
+  the node's position, below) is delivered and not counted again
+  (`responder.v1.provision`): the cursor carries how far the party's changes were counted,
+  and each node keeps that mark for the party too, so a retry with an older cursor on the
+  same node, or two reads at once, count once. Registering says nothing about any status
+  and is not a provision; a read that delivers nothing provides nothing. Both count
+  against the agreed quotas.
+- Cursor: opaque, and bound to the party: an HMAC (keyed from the service's watch
+  secret, ``[watch] secret_file``) over the party's id, the position and the counted
+  mark. A cursor altered, or sent by another party than the one it was issued to, is 400
+  ``bad_input`` naming ``$.cursor``, nothing counted. A cursor issued before cursors were
+  bound carries no mark and is read (everything delivered after it is counted unless
+  this node counted it already) and answered with a bound one, until the operator turns
+  ``[watch] unbound_cursors`` off: then it is 410 ``cursor_expired``.
+  ``GET /v1/changes`` without one answers no change and the cursor of
   the store's current commit. A cursor of another store or of a store rebuilt from the
   records, or older than the feed's retention (crlbuilder's ``store.changes_keep_days``),
   is refused 410 (``cursor_expired``); one ahead of the store (restored from an older
@@ -59,11 +72,13 @@ the status record of each hit. The watch list is the responder's own state
   issues cursors that name stream positions (`responder.v1.feedpos`), read alike on every
   node although each numbers its commits alone (``commit`` in a change is the answering
   node's); where two nodes cut a batch differently (one a builder cut by time, its
-  publisher gone) a read may deliver some changes again, never pass one. A node behind
-  the cursor answers no change and the same cursor; a fresh cursor stands ``[cluster]
-  max_lag`` records before the node's position, so that ``POST /v1/status`` read next on
-  any ready node is not older than it (the changes in between come again). Changes
-  delivered are counted on the node that delivers them (its ledger is shipped).
+  publisher gone) a read may deliver some changes again, never pass one (those its
+  cursor's mark cannot place are counted again). A node behind the cursor answers no
+  change and the same position; a fresh cursor stands ``[cluster] max_lag`` records
+  before the node's position, so that ``POST /v1/status`` read next on any ready node is
+  not older than it (the changes in between come again, not counted: the cursor's mark is
+  the node's position). Changes delivered are counted on the node that delivers them (its
+  ledger is shipped).
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
   says where to go on. For a party whose agreement bounds its provisions per day
@@ -75,9 +90,10 @@ the status record of each hit. The watch list is the responder's own state
 Bad input (400, nothing counted, the watch list unchanged): malformed JSON, unknown
 fields, no entry or more than `MAX_BATCH` in one call, an entry with both or neither
 form, a serial over 20 octets, an issuer we do not serve, a certificate that does not
-parse; a cursor this service did not issue (malformed, or altered: a field no cursor of
-ours holds, or a change the kept feed never recorded), named ``$.cursor``: pass back an
-answer's cursor unchanged. A batch that would take the list past its
+parse; a cursor this service did not issue to this party (malformed, altered, another
+party's, or, of those issued before cursors were bound, a field no cursor of ours holds
+or a change the kept feed never recorded), named ``$.cursor``: pass back the cursor of
+your own last answer unchanged. A batch that would take the list past its
 bound: 409 ``watch_full``, nothing changed.
 """
 
@@ -89,7 +105,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -101,7 +117,7 @@ from responder import policy
 from responder.config import ResponderConfig, WatchConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import cursor as cursors
-from responder.v1 import feedpos, problem, watchlog, watchstream
+from responder.v1 import feedpos, problem, provision, watchlog, watchstream
 from responder.v1.certref import IssuerIndex, from_certificate
 from responder.v1.route import Context, Reply, Route
 from responder.v1.status import REASON_NAMES
@@ -126,6 +142,7 @@ PROBE_CHUNK: Final = 1_024
 """Feed entries asked about in one `WatchSet.watched` call."""
 
 _SERIAL_END: Final = 1 << (8 * sf.SERIAL_BYTES)
+P = TypeVar("P", cursors.Position, cursors.StreamPosition)
 _log: Final = logging.getLogger("responder.v1.changes")
 
 RULE_WATCH_FULL: Final = "watch_full"
@@ -139,11 +156,16 @@ _NOT_ISSUED: Final = (
     "the query parameter cursor was not issued by this service (malformed or altered): "
     "pass back the cursor of an answer unchanged, or none for the current one"
 )
+_NOT_YOURS: Final = (
+    "the query parameter cursor was not issued to this party by this service, or was altered "
+    "since: pass back the cursor of your own last answer unchanged, or none for the current one"
+)
 _CURSOR_PROBLEMS: Final = {
     cursors.Verdict.MALFORMED: problem.bad_input("$.cursor", _NOT_ISSUED),
     cursors.Verdict.NEVER_RECORDED: problem.bad_input(
         "$.cursor", f"{_NOT_ISSUED} (it names a change this store never recorded)"
     ),
+    cursors.Verdict.NOT_GENUINE: problem.bad_input("$.cursor", _NOT_YOURS),
     cursors.Verdict.OTHER_STORE: problem.make(
         410, RULE_CURSOR_EXPIRED,
         f"the cursor is of another store, or of this one before it was rebuilt: {_RESYNC}",
@@ -160,6 +182,12 @@ _CURSOR_PROBLEMS: Final = {
         field="$.cursor",
     ),
 }  # fmt: skip
+_UNBOUND: Final = problem.make(
+    410, RULE_CURSOR_EXPIRED,
+    f"the cursor was issued before cursors were bound to their party, and is no longer read "
+    f"here: {_RESYNC}",
+    field="$.cursor",
+)  # fmt: skip
 _UNAVAILABLE: Final = problem.make(
     503, problem.UNAVAILABLE, "the watch lists cannot be read or written now; retry"
 )
@@ -274,6 +302,7 @@ class WatchEnv:
     """A node of several (``[cluster] nats``): the watch stream every node applies to its
     lists (`responder.v1.watchlog`); None on one node, whose lists are written directly."""
     keys: WatchKeys | None = None
+    _cursor_key: bytes | None = field(default=None, repr=False)
     _opening: threading.Lock = field(default_factory=threading.Lock)
     _unavailable: str | None = None
     """Why the lists could not be opened at the last try, as logged (None: opened, or not
@@ -305,6 +334,22 @@ class WatchEnv:
                     return None
                 self._unavailable = None
             return self.watchset
+
+    def cursor_key(self) -> bytes | None:
+        """The key that binds the cursors to their party (`WatchKeys.cursor_key`, from the
+        watch secret every node has); None (logged) when the secret cannot be read."""
+        if self.lists() is None:  # they read the secret
+            return None
+        with self._opening:
+            if self.keys is None:  # lists given whole (a `MemoryWatchSet` in tests)
+                try:
+                    self.keys = WatchKeys(load_secret(self.secret_path, create=self.stream is None))
+                except (SecretError, OSError) as e:
+                    _log.error("watch secret unavailable: %s", e)
+                    return None
+            if self._cursor_key is None:
+                self._cursor_key = self.keys.cursor_key()
+            return self._cursor_key
 
     def not_replicating(self) -> str | None:
         """Why this node's lists do not follow the watch stream, for good (``[watch]
@@ -627,11 +672,13 @@ def _change(e: ChangeEntry, issuer: _Issuer, reader: StoreReader, crl_import: bo
 
 
 @dataclass
-class _Read:
-    """What one read of the feed found: the watched changes, counted per service."""
+class _Read(Generic[P]):
+    """What one read of the feed found: the watched changes, each with its service and the
+    position just after it (what `responder.v1.provision` counts by)."""
 
     changes: list[Change] = field(default_factory=list)
-    counts: dict[Service, int] = field(default_factory=dict)
+    services: list[Service] = field(default_factory=list)
+    afters: list[P] = field(default_factory=list)
     families: set[Family] = field(default_factory=set)
     full: bool = False
     """It stopped at ``limit`` or at the scan bound (``more``)."""
@@ -647,10 +694,12 @@ def _read(
     limit: int,
     budget: int,
     seen: Callable[[ChangeEntry], None],
-) -> _Read:
+    after: Callable[[ChangeEntry], P],
+) -> _Read[P]:
     """The watched changes of ``entries`` up to ``limit`` changes or ``budget`` entries;
-    ``seen`` is told of every entry read, in order. Raises `WatchUnavailable`."""
-    out = _Read()
+    ``seen`` is told of every entry read, in order, and ``after`` names the position just
+    after each one delivered. Raises `WatchUnavailable`."""
+    out: _Read[P] = _Read()
     crl_import = reader.crl_import()
     scanned = 0
     for read in _chunks(entries, PROBE_CHUNK):
@@ -668,7 +717,8 @@ def _read(
             if e.key in watched:
                 issuer = issuers[sf.split_status_key(e.key)[0]]
                 out.changes.append(_change(e, issuer, reader, crl_import))
-                out.counts[issuer.service] = out.counts.get(issuer.service, 0) + 1
+                out.services.append(issuer.service)
+                out.afters.append(after(e))
                 out.families.add(issuer.family)
                 if len(out.changes) == limit:
                     out.full = True
@@ -679,15 +729,103 @@ def _read(
     return out
 
 
+def _same_feed(kept: cursors.Position | cursors.StreamPosition | None, mark: P) -> P | None:
+    """``kept`` when it is a position of ``mark``'s store or feed, else None."""
+    if isinstance(mark, cursors.Position) and isinstance(kept, cursors.Position):
+        return kept if kept.store_id == mark.store_id else None
+    if isinstance(mark, cursors.StreamPosition) and isinstance(kept, cursors.StreamPosition):
+        return kept if kept.feed_id == mark.feed_id else None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Provided(Generic[P]):
+    """What a read provided (`_provided`)."""
+
+    counts: tuple[tuple[Service, int], ...]
+    """Provisions (件数) per service."""
+    mark: P
+    """The counted mark after the read."""
+    withdraw: Callable[[], None] | None = None
+    """Takes this node's mark of the party back to where it was (`Reply.withdrawn`)."""
+
+
+def _provided(
+    lists: WatchSet, party: str, got: _Read[P], mark: P, ceiling: P | None = None
+) -> _Provided[P]:
+    """The provisions of a read and the counted mark after it: the changes delivered that
+    neither the cursor's mark nor this node's mark of the party (`WatchSet.count_once`)
+    covers (`responder.v1.provision`). ``ceiling``: the highest mark this view can have
+    counted (a store restored from an older copy numbers its new commits as the lost ones)."""
+    if not got.afters:
+        return _Provided((), mark)
+    result: list[tuple[list[bool], P, bytes, bytes]] = []
+
+    def decide(stored: bytes | None) -> bytes:
+        m = mark
+        kept = _same_feed(cursors.unpack(stored) if stored is not None else None, mark)
+        if kept is not None:
+            m = provision.later(m, kept)
+        if ceiling is not None and provision.later(m, ceiling) is not ceiling:
+            m = ceiling
+        fresh, after = provision.count(got.afters, m)
+        result.append((fresh, after, cursors.pack(m), cursors.pack(after)))
+        return result[-1][3]
+
+    lists.count_once(party, decide)
+    fresh, after, before, ours = result[-1]
+
+    def withdraw() -> None:
+        try:  # unless another read of the party moved it since
+            lists.count_once(party, lambda now: before if now == ours or now is None else now)
+        except WatchUnavailable as e:
+            _log.error("the changes feed's counted mark not taken back: %s", e)
+
+    counts: dict[Service, int] = {}
+    for service, new in zip(got.services, fresh, strict=True):
+        if new:
+            counts[service] = counts.get(service, 0) + 1
+    return _Provided(tuple(counts.items()), after, withdraw)
+
+
 def _reply(
-    store: StoreRef, now: datetime, got: _Read, cursor: str, issuers: dict[int, _Issuer]
+    store: StoreRef,
+    now: datetime,
+    got: _Read[P],
+    provided: _Provided[P],
+    cursor: str,
+    issuers: dict[int, _Issuer],
 ) -> Reply[ChangesResponse]:
     body = ChangesResponse(
         store=store, produced_at=now, changes=got.changes, cursor=cursor, more=got.full,
         passed_over=_passed_over(issuers),
     )  # fmt: skip
     family = next(iter(got.families)).value if len(got.families) == 1 else ""
-    return Reply(body, tuple(got.counts.items()), family)
+    return Reply(body, provided.counts, family, withdrawn=provided.withdraw)
+
+
+def _none(store: StoreRef, now: datetime, cursor: str) -> Reply[ChangesResponse]:
+    """An answer with no change (nothing read, nothing counted)."""
+    return Reply(ChangesResponse(
+        store=store, produced_at=now, changes=[], cursor=cursor, more=False, passed_over=[],
+    ))  # fmt: skip
+
+
+def _fresh(
+    env: WatchEnv, party: str, store: StoreRef, now: datetime, key: bytes, fresh: cursors.Bound
+) -> Reply[ChangesResponse] | Problem:
+    """A fresh cursor: the party resynchronises (it reads the status of its whole list next),
+    so this node's counted mark of the party starts again at the cursor's: a mark left ahead
+    by a store restored from an older copy (its next commits renumber the lost ones) would
+    leave the changes they make uncounted."""
+    lists = env.lists()
+    if lists is None:
+        return _UNAVAILABLE
+    try:
+        lists.count_once(party, lambda _kept: cursors.pack(fresh.mark))
+    except WatchUnavailable:
+        return _UNAVAILABLE
+    return _none(store, now, cursors.seal(key, party, fresh))
 
 
 def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse] | Problem:
@@ -704,18 +842,25 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
         return _changes_of_stream(request, ctx, env, store, now)
     if env.stream is not None:  # a node of several whose builder has not named its stream
         return _NO_FEED
+    key = env.cursor_key()
+    if key is None:
+        return _UNAVAILABLE
+    party = ctx.party.id
+    here = cursors.at_commit(reader)
     if not request.cursor:
-        return Reply(ChangesResponse(
-            store=store, produced_at=now, changes=[], cursor=cursors.at_commit(reader), more=False,
-            passed_over=[],
-        ))  # fmt: skip
-    position = cursors.decode_any(request.cursor)
+        return _fresh(env, party, store, now, key, cursors.Bound(here, here))
+    bound = cursors.unseal(key, party, request.cursor)
+    if isinstance(bound, cursors.Verdict):
+        return _CURSOR_PROBLEMS[bound]
+    if not bound.bound and not env.config.unbound_cursors:
+        return _UNBOUND
+    position, mark = bound.position, bound.mark
     if isinstance(position, cursors.StreamPosition):  # ours, of a store fed by the stream
         return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]
     verdict = cursors.judge(position, reader)
     if verdict is not cursors.Verdict.OK:
         return _CURSOR_PROBLEMS[verdict]
-    assert position is not None
+    assert isinstance(mark, cursors.Position)
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
@@ -726,18 +871,25 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
         nonlocal last
         last = e
 
+    ident = position.store_id
+
+    def after(e: ChangeEntry) -> cursors.Position:
+        return cursors.Position(ident, e.after)
+
     try:
         got = _read(
-            reader.changes(position.start), lists, ctx.party.id, issuers, reader,
-            limit=_limit(request, ctx), budget=env.config.scan_limit, seen=seen,
+            reader.changes(position.start), lists, party, issuers, reader,
+            limit=_limit(request, ctx), budget=env.config.scan_limit, seen=seen, after=after,
         )  # fmt: skip
+        provided = _provided(lists, party, got, mark, ceiling=here)
     except WatchUnavailable:
         return _UNAVAILABLE
     if got.full and last is not None:
-        cursor = cursors.encode(reader.store_id(), last.after)
+        position = cursors.Position(position.store_id, last.after)
     else:  # read to the end: the next read starts after the view's commit
-        cursor = cursors.at_commit(reader)
-    return _reply(store, now, got, cursor, issuers)
+        position = here
+    cursor = cursors.seal(key, party, cursors.Bound(position, provided.mark))
+    return _reply(store, now, got, provided, cursor, issuers)
 
 
 def _limit(request: ChangesQuery, ctx: Context) -> int:
@@ -755,26 +907,32 @@ def _changes_of_stream(
     any node of the service (`responder.v1.feedpos`)."""
     reader = ctx.reader
     feed = reader.feed_id()
+    key = env.cursor_key()
+    if key is None:
+        return _UNAVAILABLE
+    party = ctx.party.id
     if not request.cursor:
         # a fresh cursor stands [cluster] max_lag records before this node's position: a
         # POST /v1/status that follows it on another ready node (within max_lag of the
-        # stream) is then not older than it; the changes in between come again
-        base = max(reader.stream_seq() - env.fresh_lag, reader.changes_from_seq(), 0)
-        cursor = cursors.encode_stream(cursors.StreamPosition(feed, base))
-        return Reply(ChangesResponse(
-            store=store, produced_at=now, changes=[], cursor=cursor, more=False, passed_over=[],
-        ))  # fmt: skip
-    position = cursors.decode_any(request.cursor)
+        # stream) is then not older than it; the changes in between come again, and are not
+        # counted again (its mark is this node's position: `responder.v1.provision`)
+        seq = reader.stream_seq()
+        base = max(seq - env.fresh_lag, reader.changes_from_seq(), 0)
+        here = cursors.StreamPosition(feed, base)
+        upto = cursors.StreamPosition(feed, max(seq, base))
+        return _fresh(env, party, store, now, key, cursors.Bound(here, upto))
+    bound = cursors.unseal(key, party, request.cursor)
+    if isinstance(bound, cursors.Verdict):
+        return _CURSOR_PROBLEMS[bound]
+    if not bound.bound and not env.config.unbound_cursors:
+        return _UNBOUND
+    position, mark = bound.position, bound.mark
     if not isinstance(position, cursors.StreamPosition):
-        if position is None:
-            return _CURSOR_PROBLEMS[cursors.Verdict.MALFORMED]
         return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]  # a cursor of one node's store
+    assert isinstance(mark, cursors.StreamPosition)
     where = feedpos.locate(position, reader)
     if where is feedpos.Verdict.NOT_YET:  # this node is behind the cursor: nothing new here
-        return Reply(ChangesResponse(
-            store=store, produced_at=now, changes=[], cursor=request.cursor, more=False,
-            passed_over=[],
-        ))  # fmt: skip
+        return _none(store, now, cursors.seal(key, party, cursors.Bound(position, mark)))
     if isinstance(where, feedpos.Verdict):
         return _CURSOR_PROBLEMS[
             cursors.Verdict.EXPIRED
@@ -801,15 +959,18 @@ def _changes_of_stream(
     stream_made = (e for e in reader.changes(where.start) if e.group is not None)
     try:
         got = _read(
-            stream_made, lists, ctx.party.id, issuers, reader,
+            stream_made, lists, party, issuers, reader,
             limit=_limit(request, ctx), budget=env.config.scan_limit, seen=tracker.see,
+            after=lambda _e: tracker.after_last(),
         )  # fmt: skip
+        if whole is not None and whole() != loads:  # the lists emptied by a load while read:
+            return _BEHIND  # the changes not found would be lost to the party, its cursor past
+        provided = _provided(lists, party, got, mark)
     except WatchUnavailable:
         return _UNAVAILABLE
-    if whole is not None and whole() != loads:  # the lists emptied by a load while read: the
-        return _BEHIND  # changes not found would be lost to the party, its cursor past them
     after = tracker.after_last() if got.full else tracker.at_end(reader.stream_seq())
-    return _reply(store, now, got, cursors.encode_stream(after), issuers)
+    cursor = cursors.seal(key, party, cursors.Bound(after, provided.mark))
+    return _reply(store, now, got, provided, cursor, issuers)
 
 
 def _watched(
@@ -874,14 +1035,16 @@ CHANGES_ROUTE: Final = Route(
     problems=(
         (
             400,
-            "A cursor this service did not issue (malformed, or altered: `field` is "
-            "`$.cursor`): pass back an answer's cursor unchanged.",
+            "A cursor this service did not issue to this party (malformed, altered, or "
+            "another party's: `field` is `$.cursor`): pass back the cursor of your own "
+            "last answer unchanged.",
         ),
         (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
         (
             410,
-            "the cursor is past the feed's retention, or of a store rebuilt since: "
-            "resynchronise (see the detail)",
+            "the cursor is past the feed's retention, or of a store rebuilt since, or was "
+            "issued before cursors were bound to their party (`[watch] unbound_cursors` "
+            "off): resynchronise (see the detail)",
         ),
     ),
 )

@@ -31,10 +31,27 @@ position), and, inside the batch ``base`` + 1 .. ``end``, "and of its commits, t
 the same on every node; commit numbers are not (a node's own commits, such as the token
 issuer's, Act §38-3, are numbered among the stream's).
 
+The answers carry either position bound to the party that read it (version 3, `seal`)::
+
+    version 1 B (= 3) ‖ n 1 B ‖ position n B (a version 1 or 2 one, as above)
+      ‖ counted mark (a position of the same store or feed, without its version and id)
+      ‖ tag 16 B
+
+The counted mark (`responder.v1.provision`) says up to where the changes delivered to the
+party were counted in the ledger (帳簿, Act §40): a change at or before it is delivered again
+when the position is before it, not counted again. The tag is HMAC-SHA256, cut to 16 bytes,
+over the party's id and every byte before it, under `WatchKeys.cursor_key` (derived from the
+service's watch secret, the same on every node): a cursor altered (its position or mark), or
+presented by another party, is refused (`Verdict.NOT_GENUINE`, 400) instead of read. A cursor
+of version 1 or 2 (issued before cursors were bound) carries no mark and no tag; `unseal`
+reads it as a position whose mark is itself, so it cannot spare a change from being counted,
+and the answer carries a bound cursor; ``[watch] unbound_cursors`` off ends that transition
+(docs/operations.md, "The changes feed's watch lists").
+
 The cursor is not secret and carries no personal data: a commit number and a position
 that names a status key (issuer index and serial) only when the read stopped inside a
-commit, which the party was just told about. It is not authenticated: a forged cursor
-can only make a party read its own watched changes from another point.
+commit, which the party was just told about; the party's id is in the tag, not in the
+cursor.
 """
 
 from __future__ import annotations
@@ -42,6 +59,8 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import hashlib
+import hmac
 from typing import Final, NamedTuple
 
 from crlbuilder.store import format as sf
@@ -53,8 +72,11 @@ _BOUNDARY_BYTES: Final = 1 + sf.STORE_ID_BYTES + 4
 _INSIDE_BYTES: Final = 1 + sf.STORE_ID_BYTES + sf.CHANGE_KEY_BYTES + 1
 _STREAM_BOUNDARY_BYTES: Final = 1 + sf.STORE_ID_BYTES + 8
 _STREAM_INSIDE_BYTES: Final = _STREAM_BOUNDARY_BYTES + 8 + 1 + sf.KEY_BYTES
-MAX_CURSOR_CHARS: Final = 80
-"""The longest cursor string (a 56-byte stream cursor is 75 base64 characters)."""
+BOUND_VERSION: Final = 3
+TAG_BYTES: Final = 16
+_TAG_DOMAIN: Final = b"jpkiva changes cursor v3\x00"
+MAX_CURSOR_CHARS: Final = 160
+"""The longest cursor string (a bound stream cursor of 113 bytes is 151 base64 characters)."""
 
 
 class Verdict(enum.Enum):
@@ -71,6 +93,8 @@ class Verdict(enum.Enum):
     """Older than the feed's horizon: some changes after it were pruned."""
     AHEAD = "ahead"
     """After the store's last commit: the store went back (restored from a copy)."""
+    NOT_GENUINE = "not_genuine"
+    """A bound cursor whose tag does not match: altered, or issued to another party."""
 
 
 class Position(NamedTuple):
@@ -105,12 +129,24 @@ class StreamPosition(NamedTuple):
     """And this much of the batch after ``base``."""
 
 
-def encode_stream(position: StreamPosition) -> str:
+def _text(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def pack(position: Position | StreamPosition) -> bytes:
+    """The bytes of a position (version 1 or 2, module docstring)."""
+    if isinstance(position, Position):
+        return bytes((VERSION,)) + _id(position.store_id) + position.start
     raw = bytes((STREAM_VERSION,)) + position.feed_id + sf.pack_u64(position.base)
     if position.inside is not None:
         i = position.inside
         raw += sf.pack_u64(i.end) + bytes((i.ordinal,)) + i.key
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return raw
+
+
+def encode_stream(position: StreamPosition) -> str:
+    """An unbound version 2 cursor (`seal` makes the ones the answers carry)."""
+    return _text(pack(position))
 
 
 def _raw(cursor: str) -> bytes | None:
@@ -127,12 +163,17 @@ def _raw(cursor: str) -> bytes | None:
 
 
 def decode_any(cursor: str) -> Position | StreamPosition | None:
-    """The position a cursor of either version names, or None when it is not one of ours."""
+    """The position an unbound cursor of either version names, or None when it is not one."""
     raw = _raw(cursor)
-    if raw is None or not raw:
+    return unpack(raw) if raw is not None else None
+
+
+def unpack(raw: bytes) -> Position | StreamPosition | None:
+    """The position of version 1 or 2 in ``raw`` (`pack`), or None when it is not one."""
+    if not raw:
         return None
     if raw[0] == VERSION:
-        return decode(cursor)
+        return _unpack_store(raw)
     if raw[0] != STREAM_VERSION or len(raw) not in (_STREAM_BOUNDARY_BYTES, _STREAM_INSIDE_BYTES):
         return None
     feed = raw[1 : 1 + sf.STORE_ID_BYTES]
@@ -152,20 +193,24 @@ def _id(reader_id: bytes) -> bytes:
 
 
 def encode(store_id: bytes, start: bytes) -> str:
-    raw = bytes((VERSION,)) + _id(store_id) + start
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    """An unbound version 1 cursor (`seal` makes the ones the answers carry)."""
+    return _text(pack(Position(store_id, start)))
 
 
-def at_commit(reader: StoreReader) -> str:
-    """The cursor after every change of the view's commit: where a party that has just read
-    the status of its whole list (POST /v1/status, the same commit) starts."""
-    return encode(reader.store_id(), changes_start(reader.generation().commit))
+def at_commit(reader: StoreReader) -> Position:
+    """The position after every change of the view's commit: where a party that has just
+    read the status of its whole list (POST /v1/status, the same commit) starts."""
+    return Position(_id(reader.store_id()), changes_start(reader.generation().commit))
 
 
 def decode(cursor: str) -> Position | None:
-    """The position a cursor names, or None when it is not one of ours."""
+    """The position an unbound version 1 cursor names, or None when it is not one."""
     raw = _raw(cursor)  # one cursor, one spelling (no padding, no stray bits)
-    if raw is None or len(raw) not in (_BOUNDARY_BYTES, _INSIDE_BYTES) or raw[0] != VERSION:
+    return _unpack_store(raw) if raw is not None else None
+
+
+def _unpack_store(raw: bytes) -> Position | None:
+    if len(raw) not in (_BOUNDARY_BYTES, _INSIDE_BYTES) or raw[0] != VERSION:
         return None
     start = raw[1 + sf.STORE_ID_BYTES :]
     if len(start) == 4 and start == bytes(4):
@@ -191,3 +236,54 @@ def judge(position: Position | None, reader: StoreReader) -> Verdict:
         if first is None or sf.change_key(first.commit, first.key) != entry:
             return Verdict.NEVER_RECORDED
     return Verdict.OK
+
+
+# --- bound cursors (version 3) -----------------------------------------------------------
+
+
+class Bound(NamedTuple):
+    """What a cursor says: where to read from, and up to where the changes delivered to the
+    party were counted (`responder.v1.provision`)."""
+
+    position: Position | StreamPosition
+    mark: Position | StreamPosition
+    """Of the same kind and store (or feed) as ``position``."""
+    bound: bool = True
+    """False for a cursor of version 1 or 2 (issued before cursors were bound)."""
+
+
+def _tag(key: bytes, party: str, body: bytes) -> bytes:
+    who = party.encode()
+    msg = _TAG_DOMAIN + len(who).to_bytes(2, "big") + who + body
+    return hmac.new(key, msg, hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def seal(key: bytes, party: str, bound: Bound) -> str:
+    """The cursor of ``bound`` for ``party``, tagged under ``key`` (`WatchKeys.cursor_key`)."""
+    position, mark = pack(bound.position), pack(bound.mark)
+    if mark[: 1 + sf.STORE_ID_BYTES] != position[: 1 + sf.STORE_ID_BYTES]:
+        raise ValueError("a counted mark is of the position's store or feed")
+    body = bytes((BOUND_VERSION, len(position))) + position + mark[1 + sf.STORE_ID_BYTES :]
+    return _text(body + _tag(key, party, body))
+
+
+def unseal(key: bytes, party: str, cursor: str) -> Bound | Verdict:
+    """What ``party``'s cursor says, or why it is not one of its own (`Verdict.MALFORMED`,
+    `Verdict.NOT_GENUINE`). A cursor of version 1 or 2 is read with its position as mark."""
+    raw = _raw(cursor)
+    if raw is None or not raw:
+        return Verdict.MALFORMED
+    if raw[0] != BOUND_VERSION:
+        old = unpack(raw)
+        return Bound(old, old, bound=False) if old is not None else Verdict.MALFORMED
+    if len(raw) < 2 + TAG_BYTES:
+        return Verdict.MALFORMED
+    body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+    if not hmac.compare_digest(tag, _tag(key, party, body)):
+        return Verdict.NOT_GENUINE
+    n = body[1]
+    position = unpack(body[2 : 2 + n])
+    mark = unpack(body[2 : 2 + 1 + sf.STORE_ID_BYTES] + body[2 + n :])
+    if position is None or mark is None or type(position) is not type(mark):
+        return Verdict.MALFORMED  # tagged by this service: not one it writes
+    return Bound(position, mark)

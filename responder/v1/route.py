@@ -92,6 +92,11 @@ class Reply(Generic[Resp]):
     counted); if it raises, the party gets 503 ``unavailable`` and nothing is counted. A
     reply with an effect counts nothing (``counts`` empty): the effect runs before the
     dispatcher takes the provisions of the day, which could still refuse the answer."""
+    withdrawn: Callable[[], None] | None = None
+    """Run by the dispatcher when it refuses the answer after the handler (429: the party's
+    provisions of the day taken meanwhile by another of its calls), so that the handler's
+    own record of what it provided (the changes feed's counted mark) is taken back; it
+    never raises."""
     status: int = 200
     retry_after: int | None = None
     """Seconds for the answer's ``Retry-After`` header (RFC 9110 §10.2.3): a 202 that asks

@@ -26,8 +26,9 @@
    connections for its ~35 ms — then, on the event loop, takes the answer's provisions
    from the party's provisions of the day, all or none (`Quota.take_provisions`: a batch
    that would pass the bound is refused whole, 429 naming the rule, how many remain and
-   when the Japan day turns, nothing counted or answered; the changes feed was told what
-   remains, `Context.provisions_left`, and delivered no more), counts the ledger (帳簿, Act §40:
+   when the Japan day turns, nothing counted or answered, and `Reply.withdrawn` run: the
+   changes feed takes back its counted mark; the changes feed was told what remains,
+   `Context.provisions_left`, and delivered no more), counts the ledger (帳簿, Act §40:
    `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
    the call, and sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
    The provisions and the ledger count at one instant (`V1Api.counted_at`): a batch asked
@@ -348,6 +349,8 @@ class V1Api:
         if party.provisions_per_day is not None:
             wait = self.quota.take_provisions(party, sum(n for _s, n in reply.counts), at)
             if wait is not None:  # the whole answer would pass the bound: none of it is given
+                if reply.withdrawn is not None:
+                    reply.withdrawn()
                 req.note = Outcome(endpoint, family=family, party=party.id, rule=QUOTA)
                 limited = policy.limit_refusal(party, reply.counts[0][0], wait.limit)
                 return problem.response(

@@ -11,7 +11,10 @@ hash (`WatchKeys.entries`: party tag ‖ digest, 24 bytes: no serial, no party i
 clear); ``meta`` holds ``check`` (`WatchKeys.check`: the secret the lists were
 written with; another secret is refused at open, not silently read as empty lists)
 and ``count`` ‖ party tag → u64, the size of each list (its bound, 10,000,000 by
-default, is checked in the same transaction).
+default, is checked in the same transaction), and ``mark`` ‖ party tag → the party's
+counted mark on this node (`responder.v1.provision`: a position of the changes feed, which
+may name the status key of a change delivered, so kept hidden, `WatchKeys.hide`; this
+node's own, not on the watch stream, kept when a snapshot is loaded).
 
 The lists survive restarts of the responder and rebuilds of the status store: they
 name certificates, not store positions.
@@ -34,7 +37,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -65,6 +68,7 @@ _META_BROKEN: Final = b"broken"
 _META_STREAM: Final = b"stream"
 _META_LOADING: Final = b"loading"
 _META_LOADS: Final = b"loads"
+_META_MARK: Final = b"mark"
 OUTCOMES_KEPT: Final = 65_536
 """Operations whose outcome is kept: the node that took one reads it right after applying."""
 _OUTCOME: Final = struct.Struct(">BIIQQ")
@@ -131,6 +135,17 @@ class LmdbWatchSet:
             with self._env.begin(db=self._watch) as txn:
                 get = txn.get
                 return [get(e) is not None for e in entries]
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+
+    def count_once(self, party: str, decide: Callable[[bytes | None], bytes]) -> None:
+        tag = self._tag(party)
+        key, keys = _META_MARK + tag, self._keys
+        try:
+            with self._env.begin(write=True) as txn:
+                raw = txn.get(key, db=self._meta)
+                mark = decide(keys.reveal(tag, bytes(raw)) if raw is not None else None)
+                txn.put(key, keys.hide(tag, mark), db=self._meta)
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
 

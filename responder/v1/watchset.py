@@ -18,7 +18,8 @@ lists cannot be read, so it is backed up with the lists (`responder.v1.watchdb`
 checks that the secret it is given is the one the lists were written with).
 
 Registering a certificate is not a provision (nothing about its status is said): only
-a change delivered is (`responder.v1.changes`).
+a change delivered the first time is (`responder.v1.provision`); each list also keeps, per
+party, the counted mark of the changes delivered through this node (`WatchSet.count_once`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ import hashlib
 import os
 import secrets
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, NamedTuple, Protocol
+
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from crlbuilder.secretmode import too_open
 
@@ -38,6 +42,7 @@ TAG_BYTES: Final = 8
 DIGEST_BYTES: Final = 16
 ENTRY_BYTES: Final = TAG_BYTES + DIGEST_BYTES
 SECRET_BYTES: Final = 32
+HIDDEN_BYTES: Final = 64
 
 
 class WatchUpdate(NamedTuple):
@@ -82,12 +87,19 @@ class WatchSet(Protocol):
         list would exceed ``limit`` entries, `WatchUnavailable` when the store fails."""
         ...
 
+    def count_once(self, party: str, decide: Callable[[bytes | None], bytes]) -> None:
+        """Pass ``decide`` the party's counted mark as this node last stored it (None: none)
+        and store the one it returns, in one transaction (`responder.v1.provision`): two
+        reads of one party never both count a change. Raises `WatchUnavailable`."""
+        ...
+
 
 @dataclass
 class MemoryWatchSet:
     """A `WatchSet` in a dict of sets, in clear: the twin of `responder.v1.watchdb` for tests."""
 
     lists: dict[str, set[bytes]] = field(default_factory=dict)
+    marks: dict[str, bytes] = field(default_factory=dict)
 
     def watched(self, party: str, keys: Sequence[bytes]) -> list[bool]:
         mine = self.lists.get(party, set())
@@ -112,6 +124,9 @@ class MemoryWatchSet:
             absent=len(asked_remove) - len(gone),
             total=len(mine),
         )
+
+    def count_once(self, party: str, decide: Callable[[bytes | None], bytes]) -> None:
+        self.marks[party] = decide(self.marks.get(party))
 
 
 class WatchKeys:
@@ -150,6 +165,34 @@ class WatchKeys:
         """The MAC of a watch snapshot's part or seal (`responder.v1.watchsnap`)."""
         return hashlib.blake2b(
             data, key=self._secret, digest_size=16, person=b"jpkiva-w-snap"
+        ).digest()
+
+    def cursor_key(self) -> bytes:
+        """The key of the changes feed's cursors (`responder.v1.cursor.seal`): HKDF-SHA256
+        (RFC 5869) of the secret, info ``jpkiva changes cursor v3``. Derived, not the secret
+        itself: every node already holds the secret (the lists need it), and a key of its
+        own keeps the cursors' HMAC apart from the lists' BLAKE2b MACs."""
+        return HKDF(
+            algorithm=SHA256(), length=32, salt=None, info=b"jpkiva changes cursor v3"
+        ).derive(self._secret)
+
+    def hide(self, tag: bytes, data: bytes) -> bytes:
+        """``data`` (at most `HIDDEN_BYTES`) kept at rest for the party tagged ``tag``, not in
+        clear: a fresh 16-byte nonce, then ``data`` XOR a keyed BLAKE2b of tag and nonce
+        (a counted mark names the status key of the last change delivered)."""
+        if len(data) > HIDDEN_BYTES:
+            raise ValueError(f"at most {HIDDEN_BYTES} bytes are hidden")
+        nonce = secrets.token_bytes(16)
+        return nonce + bytes(a ^ b for a, b in zip(data, self._pad(tag, nonce), strict=False))
+
+    def reveal(self, tag: bytes, hidden: bytes) -> bytes:
+        """The ``data`` of `hide`."""
+        nonce, body = hidden[:16], hidden[16:]
+        return bytes(a ^ b for a, b in zip(body, self._pad(tag, nonce), strict=False))
+
+    def _pad(self, tag: bytes, nonce: bytes) -> bytes:
+        return hashlib.blake2b(
+            tag + nonce, key=self._secret, digest_size=HIDDEN_BYTES, person=b"jpkiva-w-hide"
         ).digest()
 
     def check(self) -> bytes:

@@ -1,0 +1,279 @@
+"""GET /v1/changes counts a change once per party (`responder.v1.provision`): a redelivery is
+not a new provision (件数, 帳簿 Act §40, Ord §71(4)); and the cursor that says what was counted
+is bound to its party (`responder.v1.cursor.seal`). In process, as tests/test_v1_changes.py."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.store import format as sf
+from crlbuilder.store.reader import changes_start
+from responder.registry.vocabulary import Method, Service
+from responder.v1 import changes, cursor, provision
+from responder.v1.watchdb import LmdbWatchSet
+from responder.v1.watchset import WatchKeys
+from responder.v1.watchsnap import Loading
+from tests.support.pki import Ca, make_ca, rsa_key
+from tests.test_v1_changes import AC, SC, STORE_ID, A, Api, B, C, after, at, ref, store
+from tests.test_v1_feedpos import FEED, G2, TOKEN, node_a, node_b, nodes, pos, sp
+
+SIGN = ("sig", Service.SIGN_REVOCATION_INFO, Method.JSON)
+
+
+@pytest.fixture(scope="module")
+def cas() -> dict[int, Ca]:
+    key = rsa_key()
+    return {SC: make_ca("sign-card-g1 CA", key), AC: make_ca("auth-card-g1 CA", key)}
+
+
+def total(api: Api, party: str = "sig") -> int:
+    return sum(n for p, _s, _m, n in api.ledger.counted if p == party)
+
+
+def serials(got: dict[str, object]) -> list[int]:
+    listed = got["changes"]
+    assert isinstance(listed, list)
+    return [int(c["serial"], 16) for c in listed]
+
+
+# --- one provision per change delivered the first time ------------------------------------
+
+
+def test_the_same_change_read_twice_with_the_first_reads_cursor_counts_once(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A party that lost the answer (a crash, a timeout) asks again with the same cursor: it
+    gets B again (it needs it), and the ledger counts B once."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, B), ref(SC, C)])
+    first = api.sealed(changes_start(3))
+    _, got = api.changes(f"cursor={first}&limit=1")
+    assert serials(got) == [B] and api.ledger.counted == [(*SIGN, 1)]
+    _, again = api.changes(f"cursor={first}&limit=1")
+    assert serials(again) == [B] and total(api) == 1  # delivered again, not counted again
+    assert api.read(again["cursor"]) == api.read(got["cursor"])
+    _, got = api.changes(f"cursor={again['cursor']}")
+    assert serials(got) == [C] and total(api) == 2  # what follows is counted, once
+    _, got = api.changes(f"cursor={at(3)}")  # even from a cursor issued before binding
+    assert serials(got) == [B, C] and total(api) == 2
+
+
+def test_a_cursor_carries_its_counted_mark_to_another_node(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A fresh cursor stands ``[cluster] max_lag`` records before its node's position: the
+    changes in between were in the party's POST /v1/status read. Read at another node (which
+    has never seen the party), they come again and are not counted; what follows is."""
+    a, b = nodes(cas, tmp_path, node_a(cas, horizon_seq=2), node_b(cas, horizon_seq=2))
+    env = next(e for e in changes._ENVS.values() if e.watchset is a.watchset)
+    env.fresh_lag = 15
+    a.reader.stream_applied = 10  # node a's position when the party takes the cursor
+    _, got = a.changes("")
+    assert a.read(got["cursor"]) == cursor.Bound(sp(2), sp(10))  # the horizon: 2
+    _, got = b.changes(f"cursor={got['cursor']}")
+    assert serials(got) == [A, B, C]
+    assert total(b) == 2  # A (batch 0-10) is at or before the mark: B and C are new
+    assert b.read(got["cursor"]) == cursor.Bound(sp(20), sp(10, 20, 1, C))
+    _, got = a.changes(f"cursor={got['cursor']}")
+    assert got["changes"] == [] and total(a) == 0
+
+
+def test_a_read_paged_across_nodes_and_read_again_counts_each_change_once(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    a, b = nodes(cas, tmp_path, node_a(cas), node_b(cas))
+    cur, cursors = pos(0), []
+    for api in (a, b, a):
+        cursors.append(cur)
+        _, got = api.changes(f"cursor={cur}&limit=1")
+        cur = got["cursor"]
+    assert total(a) + total(b) == 3
+    for api, old in ((a, cursors[0]), (b, cursors[1]), (a, cursors[2])):  # the same reads again
+        api.changes(f"cursor={old}&limit=1")
+    assert total(a) + total(b) == 3
+
+
+def test_the_counted_mark_of_this_node_is_kept_across_a_restart_and_hidden_at_rest(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    def open_api() -> Api:
+        changes._ENVS.clear()  # a new process
+        api = Api(store(cas), tmp_path)
+        changes.setup(api.config).watchset = None  # the lists on disk (LMDB)
+        return api
+
+    api = open_api()
+    api.watch(add=[ref(SC, B), ref(SC, C)])
+    _, got = api.changes(f"cursor={at(3)}")
+    assert serials(got) == [B, C] and total(api) == 2
+    lists = changes.setup(api.config).watchset
+    assert isinstance(lists, LmdbWatchSet)
+    lists.close()
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "ledger" / "watch").glob("*.mdb"))
+    assert sf.status_key(SC, C) not in raw  # the mark names C: not in clear
+    api = open_api()
+    _, got = api.changes(f"cursor={at(3)}")
+    assert serials(got) == [B, C] and total(api) == 0
+    lists = changes.setup(api.config).watchset
+    assert isinstance(lists, LmdbWatchSet)
+    lists.close()
+    changes._ENVS.clear()
+
+
+def test_a_fresh_cursor_after_a_store_restored_from_an_older_copy_counts_anew(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A store restored from an older copy (the same store id) numbers its next commits as
+    the lost ones: this node's mark of the party, ahead of it, must not cover them. The party
+    is told to resynchronise (409) and takes a fresh cursor, which resets the mark."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, B), ref(SC, C)])
+    _, got = api.changes(f"cursor={at(3)}")
+    assert serials(got) == [B, C] and total(api) == 2
+    kept, marks = api.watchset.lists, api.watchset.marks
+
+    def restored(**kw: object) -> Api:
+        again = Api(store(cas, **kw), tmp_path)
+        again.watchset.lists, again.watchset.marks = kept, marks  # the same watch lists
+        return again
+
+    back = restored(commit=4, lost=[(3, sf.status_key(SC, A))])  # back at commit 4
+    resp, _ = back.changes(f"cursor={got['cursor']}")
+    assert resp.status == 409
+    _, fresh = back.changes("")
+    assert back.read(fresh["cursor"]) == cursor.Bound(after(4), after(4))
+    remade = restored()  # commits 5 to 7 made again: B and C lose effect at 5 anew
+    _, got = remade.changes(f"cursor={fresh['cursor']}")
+    assert serials(got) == [B, C] and total(remade) == 2
+
+
+# --- a cursor bound to its party ---------------------------------------------------------
+
+
+def _flip(text: str, at_byte: int) -> str:
+    raw = bytearray(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    raw[at_byte] ^= 0x01
+    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+
+
+def _refused(api: Api, query: str, party: str = "sig") -> None:
+    resp, got = api.changes(query, party=party)
+    assert resp.status == 400 and got["rule"] == "bad_input" and got["field"] == "$.cursor", got
+    assert "not issued to this party" in got["detail"]
+
+
+def test_an_altered_cursor_or_another_partys_is_refused_and_counts_nothing(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, B), ref(SC, C)])
+    api.watch("both", add=[ref(SC, B), ref(SC, C)])
+    mine = api.sealed(changes_start(3))
+    raised = api.sealed(changes_start(3), mark=changes_start(7))  # as the party would forge it
+    forged = cursor.seal(b"k" * 32, "sig", cursor.Bound(after(3), after(7)))  # another key
+    assert api.read(raised).mark == after(7)
+    # the mark raised in a genuine cursor's bytes; the position lowered within the kept
+    # range (a 200 before cursors were bound); a cursor sealed with another key
+    n = len(base64.urlsafe_b64decode(mine + "=" * (-len(mine) % 4)))
+    for bad in (_flip(mine, n - cursor.TAG_BYTES - 1), _flip(mine, 2 + 17), forged):
+        _refused(api, f"cursor={bad}")
+    _refused(api, f"cursor={mine}", party="both")  # B's request with A's cursor
+    assert api.ledger.counted == []
+    _, got = api.changes(f"cursor={mine}")  # the genuine one, by its party
+    assert serials(got) == [B, C] and total(api) == 2
+    _refused(api, f"cursor={got['cursor']}", party="both")
+
+
+def test_a_cursor_issued_before_binding_is_read_and_answered_with_a_bound_one(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """Such a cursor has no mark: it cannot spare a change from being counted, so it is read
+    (no party needs to resynchronise on an upgrade), and the answer carries a bound cursor."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, B)])
+    resp, got = api.changes(f"cursor={at(3)}")
+    assert resp.status == 200 and serials(got) == [B] and total(api) == 1
+    assert api.read(got["cursor"]).bound
+    old = cursor.unseal(api.key(), "sig", at(3))
+    assert old == cursor.Bound(after(3), after(3), bound=False)
+
+
+def test_once_the_transition_is_over_a_cursor_issued_before_binding_is_410(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    api = Api(store(cas), tmp_path, unbound_cursors=False)
+    api.watch(add=[ref(SC, B)])
+    for old in (at(3), pos(10)):
+        resp, got = api.changes(f"cursor={old}")
+        assert (resp.status, got["rule"], got["field"]) == (410, "cursor_expired", "$.cursor")
+        assert "before cursors were bound" in got["detail"] and "POST /v1/status" in got["detail"]
+    resp, got = api.changes(f"cursor={api.sealed(changes_start(3))}")
+    assert resp.status == 200 and serials(got) == [B] and total(api) == 1
+
+
+def test_the_cursor_key_is_derived_from_the_watch_secret_and_not_the_secret() -> None:
+    keys = WatchKeys(bytes(range(32)))
+    key = keys.cursor_key()
+    assert len(key) == 32 and key != bytes(range(32)) and key == keys.cursor_key()
+    assert WatchKeys(bytes(range(1, 33))).cursor_key() != key
+    bound = cursor.Bound(sp(10, 20, 0, B), sp(10, 20, 1, C))
+    text = cursor.seal(key, "sig", bound)
+    assert len(text) <= cursor.MAX_CURSOR_CHARS and "=" not in text
+    assert cursor.unseal(key, "sig", text) == bound
+    assert cursor.unseal(key, "sig2", text) is cursor.Verdict.NOT_GENUINE
+    assert cursor.unseal(key, "sig", text[:-2]) is cursor.Verdict.MALFORMED
+    with pytest.raises(ValueError, match="store or feed"):
+        cursor.seal(key, "sig", cursor.Bound(sp(10), cursor.StreamPosition(b"O" * 16, 10)))
+    longest = cursor.Bound(
+        cursor.StreamPosition(FEED, 2**64 - 2, cursor.Inside(2**64 - 1, 255, bytes(22))),
+        cursor.StreamPosition(FEED, 2**64 - 2, cursor.Inside(2**64 - 1, 255, bytes(22))),
+    )
+    assert len(cursor.seal(key, "p" * 200, longest)) <= cursor.MAX_CURSOR_CHARS
+
+
+# --- the pure rule -----------------------------------------------------------------------
+
+
+def test_what_a_stream_mark_covers() -> None:
+    mark = sp(10, 20, 1, B)
+    assert provision.covers(mark, sp(0, 10, 3, C))  # a batch ending before it
+    assert provision.covers(mark, sp(10, 20, 0, C))  # its batch, an earlier commit
+    assert provision.covers(mark, sp(10, 20, 1, B))  # the change it names
+    assert not provision.covers(mark, sp(10, 20, 1, C))  # after it in its commit
+    assert not provision.covers(mark, sp(20, 30, 0, A))  # a later batch
+    assert not provision.covers(mark, sp(0, 15, 0, A))  # a batch cut otherwise: counted
+    assert provision.covers(sp(20), sp(10, 20, 5, C)) and not provision.covers(sp(20), sp(20, 30))
+    fresh, upto = provision.count([sp(10, 20, 1, A), sp(10, 20, 1, C), sp(20, 30, 0, A)], mark)
+    assert fresh == [False, True, True] and upto == sp(20, 30, 0, A)
+    assert provision.count([sp(0, 10, 0, A)], mark) == ([False], mark)  # a mark never goes back
+    assert provision.later(sp(20), mark) == sp(20) and provision.later(mark, sp(10)) == mark
+    assert provision.later(sp(10, 20, 0, C), sp(10, 20, 1, A)) == sp(10, 20, 1, A)
+    assert sf.StreamGroup(10, 20) == G2 and TOKEN not in (A, B, C)
+
+
+def test_what_a_store_mark_covers() -> None:
+    change = cursor.Position(STORE_ID, sf.change_key(5, sf.status_key(SC, B)) + b"\x00")
+    assert provision.covers(after(5), change) and not provision.covers(after(4), change)
+    assert provision.covers(change, change)
+    later = cursor.Position(STORE_ID, sf.change_key(5, sf.status_key(SC, C)) + b"\x00")
+    assert not provision.covers(change, later) and provision.later(change, later) == later
+
+
+def test_a_snapshot_load_empties_the_lists_and_keeps_the_counted_marks(tmp_path: Path) -> None:
+    """The marks are this node's own (not on the watch stream, not in its snapshots): a load
+    of the lists from a snapshot, which empties them first, leaves them."""
+    lists = LmdbWatchSet(tmp_path / "watch", WatchKeys(bytes(range(32))), map_size=1 << 24)
+    mark = cursor.pack(sp(10, 20, 1, C))
+    lists.update("sig", [sf.status_key(SC, A)], [], limit=10)
+    lists.count_once("sig", lambda kept: mark if kept is None else kept + b"?")
+    lists.begin_load(Loading(b"seal", 0, 1, 0))
+    assert lists.count("sig") == 0
+    seen: list[bytes | None] = []
+    lists.count_once("sig", lambda kept: seen.append(kept) or mark)
+    assert seen == [mark]
+    lists.count_once("other", lambda kept: seen.append(kept) or mark)
+    assert seen == [mark, None]  # one mark per party
+    lists.close()
