@@ -35,6 +35,7 @@ from cryptography import x509
 
 from crlbuilder import jetstream, release, snapshot
 from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
+from crlbuilder.cli import EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
@@ -1297,7 +1298,7 @@ def test_a_store_filled_from_a_stream_made_again_is_refused_not_resumed_past_its
         [sys.executable, "-m", "crlbuilder.cli", "build", *flags(a), "--no-progress"],
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.returncode == 2, out.stderr
+    assert out.returncode == EXIT_STREAM_REFUSED, out.stderr
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("crlbuilder build: error:")]
     assert len(errors) == 1 and "made again" in errors[0] and "Traceback" not in out.stderr
     assert stream_seq(a) == n1 and dump(a) == before
@@ -1501,7 +1502,7 @@ def test_a_node_left_on_an_older_release_stops_at_the_first_newer_message_then_r
         [sys.executable, "-m", "crlbuilder.cli", "build", *flags(late), "--no-progress"],
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.returncode == 2, out.stderr
+    assert out.returncode == EXIT_STREAM_REFUSED, out.stderr
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("crlbuilder build: error:")]
     assert len(errors) == 1 and "upgrade this node" in errors[0], out.stderr
     assert "Traceback" not in out.stderr and stream_seq(late) == n1 and dump(late) == before
@@ -1639,3 +1640,43 @@ def test_a_follower_whose_stream_is_made_again_as_long_as_the_old_one_stops_too(
         t.join(timeout=60)
     assert time.monotonic() - started < 19
     assert stream_seq(a) == n1 and "made again" in refused(a)
+
+
+def prevented_restarts(unit: str) -> set[int]:
+    """The exit statuses after which the systemd ``unit`` is not restarted."""
+    text = (Path(__file__).parent.parent / "deploy" / "systemd" / unit).read_text()
+    return {
+        int(v)
+        for ln in text.splitlines()
+        if ln.startswith("RestartPreventExitStatus=")
+        for v in ln.split("=", 1)[1].split()
+    }
+
+
+@pytest.mark.parametrize("unit", ["jpki-va-node-builder.service", "jpki-va-node-signer.service"])
+def test_a_builder_whose_token_is_not_there_yet_at_start_is_restarted_a_refused_stream_not(
+    tmp_path: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    unit: str,
+) -> None:
+    """The node units stop restarting the builder after a refused record stream (restarting
+    says it again), and after that only: a signing token that is not there yet at boot (an
+    HSM or its daemon starting after the node) fails the start as an outage, and systemd
+    must keep trying, as it did before, until the token is there."""
+    from crlbuilder import cli
+    from crlbuilder.keys.pkcs11 import TokenUnavailable
+
+    cfg = node_config(tmp_path / "n", demo_pki[0], "nats://127.0.0.1:9", "tokenlate")
+
+    def absent(self: Builder) -> None:
+        raise TokenUnavailable("pkcs11:token=jpki-va;object=ca: token 'jpki-va': not present")
+
+    monkeypatch.setattr(Builder, "check_signers", absent)
+    args = [a if a != "--no-crl" else "--crl" for a in flags(cfg)]
+    rc = cli.main(["build", *args, "--follow", "--no-progress"])
+    assert "not present" in capsys.readouterr().err
+    prevented = prevented_restarts(unit)
+    assert rc != 0 and rc not in prevented
+    assert prevented == {EXIT_STREAM_REFUSED}
