@@ -59,8 +59,10 @@ class Release:
         return f"{self.format}.{self.rules}"
 
     def newer_than(self, other: Release) -> bool:
-        """Something written by ``self`` cannot be applied by ``other``."""
-        return self.format > other.format or self.rules > other.rules
+        """Something written by ``self`` cannot be applied by ``other``: ordered by the format,
+        then the rules (a new format may count its rules from 1 again; it is still newer than
+        every release of the format before, and never are both of two releases newer)."""
+        return (self.format, self.rules) > (other.format, other.rules)
 
 
 CURRENT: Final = Release(STORE_FORMAT, RULES)

@@ -1376,6 +1376,19 @@ def test_a_batch_holding_a_newer_releases_message_is_refused_an_older_or_unnamed
     assert release.parse(None) == release.parse("") == release.BEFORE
 
 
+def test_of_two_releases_at_most_one_is_newer_and_the_format_counts_first() -> None:
+    """Releases are ordered (format, then rules): a store format's first release, its rules
+    counted again from 1, is newer than every release of the format before, not older than
+    a late one of it. Else two nodes each refuse the other's messages (and the line names
+    1.5 "newer than" 2.1)."""
+    late_old, first_new = release.Release(1, 5), release.Release(2, 1)
+    assert first_new.newer_than(late_old) and not late_old.newer_than(first_new)
+    assert release.refusal("a tick", "1.5", first_new) is None
+    assert release.refusal("a tick", "2.1", late_old) is not None
+    a, b = release.Release(1, 2), release.Release(1, 3)
+    assert b.newer_than(a) and not a.newer_than(b) and not a.newer_than(a)
+
+
 def test_readyz_and_the_gauge_say_the_builder_refused_the_stream(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
