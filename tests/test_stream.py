@@ -1693,3 +1693,40 @@ def test_a_builder_whose_token_is_not_there_yet_at_start_is_restarted_a_refused_
     prevented = prevented_restarts(unit)
     assert rc != 0 and rc not in prevented
     assert prevented == {EXIT_STREAM_REFUSED}
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_store_whose_builder_refused_the_stream_is_not_put_as_the_snapshot(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """docs/operations.md, "A record stream made again": the daily snapshot timer runs on
+    the signer's node; while its store is the old stream's (its builder refused the new
+    one), its put must not replace the snapshot another node, already filled from the new
+    stream, put for the others' bootstrap (they would be refused it and fill from empty)."""
+    from crlbuilder.store.writer import Commit
+
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "snapput")
+    publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:1])
+    consume(a, cluster)
+    s = Store.open(Path(a.store.path), readonly=False)
+    try:
+        with Commit(s) as c:
+            c.put_stream_refused("the record stream snapput is not the one this store was "
+                                 "filled from (deleted and made again?)")  # fmt: skip
+    finally:
+        s.close()
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "put", "--source", cluster.source,
+         "--store", a.store.path, "--snapshot-bucket", "SNAP_PUT_REFUSED"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and "made again" in errors[0] and "not put" in errors[0], out.stderr
+    c = Cluster(cluster.urls)
+    try:  # nothing put: not even the bucket made
+        with pytest.raises(nats.js.errors.NotFoundError):
+            c.run(c.js.object_store("SNAP_PUT_REFUSED"))
+    finally:
+        c.close()
