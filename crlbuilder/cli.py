@@ -46,6 +46,13 @@ if TYPE_CHECKING:
 SNAPSHOT_RETRY_SECONDS: Final = 2.0
 """Between two connection attempts of ``snapshot --wait``."""
 
+EXIT_STREAM_REFUSED: Final = 3
+"""``build``'s exit status when its builder refused the record stream (`StreamRefused`: a
+newer release's message, the stream made again): starting again would say it again, so the
+node units do not restart it for this status (``RestartPreventExitStatus=3``). It is its own
+status, not 2 (a refused command line or configuration, but also a signing token not there
+yet at start, which a restart does cure)."""
+
 
 def _seconds(text: str) -> float:
     """A non-negative, finite number of seconds (argparse type)."""
@@ -214,7 +221,7 @@ def _build_from_stream(
         return 1
     except StreamRefused as e:  # nothing of the stream written: the store stays as it was
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_STREAM_REFUSED
     finally:
         cluster.close()
     return 0

@@ -42,7 +42,9 @@ STORE_FORMAT: Final = 1
 it covers); a bump is a new release too."""
 
 RULES: Final = 2
-"""This build's rules version; bump it with any change named above (and say here what changed).
+"""This build's rules version; bump it with any change named above (and say here what changed):
+tests/test_release_rules.py keeps a digest of what the rules make of fixed records per value
+and fails when it moves under the same one.
 1: every release before the header existed (they differed among themselves, e.g. in the
 ``taken`` entries and in counting retention from the day after the record's, 初日不算入, and
 cannot be told apart on the stream). 2: the first to carry the header."""
@@ -59,8 +61,10 @@ class Release:
         return f"{self.format}.{self.rules}"
 
     def newer_than(self, other: Release) -> bool:
-        """Something written by ``self`` cannot be applied by ``other``."""
-        return self.format > other.format or self.rules > other.rules
+        """Something written by ``self`` cannot be applied by ``other``: ordered by the format,
+        then the rules (a new format may count its rules from 1 again; it is still newer than
+        every release of the format before, and never are both of two releases newer)."""
+        return (self.format, self.rules) > (other.format, other.rules)
 
 
 CURRENT: Final = Release(STORE_FORMAT, RULES)

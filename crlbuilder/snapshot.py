@@ -72,8 +72,9 @@ class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SnapshotRefused(Exception):
-    """The latest snapshot cannot start this node (a newer release's, another stream's); the
-    message says why and what to do. Nothing was made."""
+    """The latest snapshot cannot start this node (a newer release's, another stream's), or
+    this store is not to be put (its builder refused the stream); the message says why and
+    what to do. Nothing was made or put."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,11 @@ def _bucket(cluster: Cluster, bucket: Bucket, *, create: bool) -> ObjectStore:
 def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
     """Copy ``store`` (consistently, while it may be written) and put it in the bucket.
 
+    A store whose builder refused the record stream (`META_STREAM_REFUSED`: the stream made
+    again, a newer release's message) is refused, nothing put (`SnapshotRefused`): the
+    bucket's latest snapshot, perhaps put by a node filled from the new stream for the
+    others' bootstrap, stays.
+
     The copy is made in the temporary directory (``TMPDIR``) and removed afterwards; it needs
     as much room as the store's live pages. `SnapshotCopyError` when it cannot be made,
     before anything is asked of the cluster (the bucket is made only for a copy to put)."""
@@ -125,8 +131,15 @@ def put(cluster: Cluster, bucket: Bucket, store: Store) -> SnapshotInfo:
         try:
             with snap.read() as r:
                 seq, commit, feed = r.stream_seq(), r.generation().commit, r.feed_id()
+                refused = r.stream_refused()
         finally:
             snap.close()
+        if refused:  # the old stream's store (made again), or one left behind: not the latest
+            raise SnapshotRefused(
+                f"this store's builder stopped applying the record stream ({refused}); "
+                f"not put: {bucket.name} keeps its latest snapshot (put one from a node that "
+                "applies the stream)"
+            )
         data = copy / "data.mdb"
         info = SnapshotInfo(
             stream_seq=seq, commit=commit, size=data.stat().st_size,

@@ -35,6 +35,7 @@ from cryptography import x509
 
 from crlbuilder import jetstream, release, snapshot
 from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
+from crlbuilder.cli import EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
@@ -1297,7 +1298,7 @@ def test_a_store_filled_from_a_stream_made_again_is_refused_not_resumed_past_its
         [sys.executable, "-m", "crlbuilder.cli", "build", *flags(a), "--no-progress"],
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.returncode == 2, out.stderr
+    assert out.returncode == EXIT_STREAM_REFUSED, out.stderr
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("crlbuilder build: error:")]
     assert len(errors) == 1 and "made again" in errors[0] and "Traceback" not in out.stderr
     assert stream_seq(a) == n1 and dump(a) == before
@@ -1373,6 +1374,19 @@ def test_a_batch_holding_a_newer_releases_message_is_refused_an_older_or_unnamed
     odd = refusal([d(6, "2.x")])  # a header altered or not ours: not guessed at
     assert odd is not None and "unreadable release" in odd
     assert release.parse(None) == release.parse("") == release.BEFORE
+
+
+def test_of_two_releases_at_most_one_is_newer_and_the_format_counts_first() -> None:
+    """Releases are ordered (format, then rules): a store format's first release, its rules
+    counted again from 1, is newer than every release of the format before, not older than
+    a late one of it. Else two nodes each refuse the other's messages (and the line names
+    1.5 "newer than" 2.1)."""
+    late_old, first_new = release.Release(1, 5), release.Release(2, 1)
+    assert first_new.newer_than(late_old) and not late_old.newer_than(first_new)
+    assert release.refusal("a tick", "1.5", first_new) is None
+    assert release.refusal("a tick", "2.1", late_old) is not None
+    a, b = release.Release(1, 2), release.Release(1, 3)
+    assert b.newer_than(a) and not a.newer_than(b) and not a.newer_than(a)
 
 
 def test_readyz_and_the_gauge_say_the_builder_refused_the_stream(tmp_path: Path) -> None:
@@ -1501,7 +1515,7 @@ def test_a_node_left_on_an_older_release_stops_at_the_first_newer_message_then_r
         [sys.executable, "-m", "crlbuilder.cli", "build", *flags(late), "--no-progress"],
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.returncode == 2, out.stderr
+    assert out.returncode == EXIT_STREAM_REFUSED, out.stderr
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("crlbuilder build: error:")]
     assert len(errors) == 1 and "upgrade this node" in errors[0], out.stderr
     assert "Traceback" not in out.stderr and stream_seq(late) == n1 and dump(late) == before
@@ -1639,3 +1653,80 @@ def test_a_follower_whose_stream_is_made_again_as_long_as_the_old_one_stops_too(
         t.join(timeout=60)
     assert time.monotonic() - started < 19
     assert stream_seq(a) == n1 and "made again" in refused(a)
+
+
+def prevented_restarts(unit: str) -> set[int]:
+    """The exit statuses after which the systemd ``unit`` is not restarted."""
+    text = (Path(__file__).parent.parent / "deploy" / "systemd" / unit).read_text()
+    return {
+        int(v)
+        for ln in text.splitlines()
+        if ln.startswith("RestartPreventExitStatus=")
+        for v in ln.split("=", 1)[1].split()
+    }
+
+
+@pytest.mark.parametrize("unit", ["jpki-va-node-builder.service", "jpki-va-node-signer.service"])
+def test_a_builder_whose_token_is_not_there_yet_at_start_is_restarted_a_refused_stream_not(
+    tmp_path: Path,
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    unit: str,
+) -> None:
+    """The node units stop restarting the builder after a refused record stream (restarting
+    says it again), and after that only: a signing token that is not there yet at boot (an
+    HSM or its daemon starting after the node) fails the start as an outage, and systemd
+    must keep trying, as it did before, until the token is there."""
+    from crlbuilder import cli
+    from crlbuilder.keys.pkcs11 import TokenUnavailable
+
+    cfg = node_config(tmp_path / "n", demo_pki[0], "nats://127.0.0.1:9", "tokenlate")
+
+    def absent(self: Builder) -> None:
+        raise TokenUnavailable("pkcs11:token=jpki-va;object=ca: token 'jpki-va': not present")
+
+    monkeypatch.setattr(Builder, "check_signers", absent)
+    args = [a if a != "--no-crl" else "--crl" for a in flags(cfg)]
+    rc = cli.main(["build", *args, "--follow", "--no-progress"])
+    assert "not present" in capsys.readouterr().err
+    prevented = prevented_restarts(unit)
+    assert rc != 0 and rc not in prevented
+    assert prevented == {EXIT_STREAM_REFUSED}
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_store_whose_builder_refused_the_stream_is_not_put_as_the_snapshot(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """docs/operations.md, "A record stream made again": the daily snapshot timer runs on
+    the signer's node; while its store is the old stream's (its builder refused the new
+    one), its put must not replace the snapshot another node, already filled from the new
+    stream, put for the others' bootstrap (they would be refused it and fill from empty)."""
+    from crlbuilder.store.writer import Commit
+
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "snapput")
+    publish_files(a, cluster, sorted(population.glob("*.jsonl"))[:1])
+    consume(a, cluster)
+    s = Store.open(Path(a.store.path), readonly=False)
+    try:
+        with Commit(s) as c:
+            c.put_stream_refused("the record stream snapput is not the one this store was "
+                                 "filled from (deleted and made again?)")  # fmt: skip
+    finally:
+        s.close()
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "put", "--source", cluster.source,
+         "--store", a.store.path, "--snapshot-bucket", "SNAP_PUT_REFUSED"],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and "made again" in errors[0] and "not put" in errors[0], out.stderr
+    c = Cluster(cluster.urls)
+    try:  # nothing put: not even the bucket made
+        with pytest.raises(nats.js.errors.NotFoundError):
+            c.run(c.js.object_store("SNAP_PUT_REFUSED"))
+    finally:
+        c.close()

@@ -1,0 +1,128 @@
+"""`RULES` (crlbuilder/release.py) is bumped whenever the rules change what a store ends with.
+
+Nodes of one record stream compare releases only by that number: a rules change merged without
+a bump lets nodes of the older and the newer build apply the same stream side by side, each by
+its own rules, and their stores drift apart with nothing said. This test keeps, for each
+`RULES`, a digest of what the rules make of a fixed, seeded set of one holder's records (each
+certificate's end: revoked or not, category, instant; the records refused; through the real
+`Applier` and its lapse sweep, in the made order and reversed, in one and in two stages) and
+of the retention periods (`crlbuilder.periods`) over a grid of instants and lengths. A change of
+either with `RULES` as it was fails here. If the change is meant, bump `RULES` (say in its
+docstring what changed) and add the digest this test prints for it; a refactoring that moves
+no outcome keeps the digest. A change of the harness (`tests.orderperm`) moves it too: then
+record the new digest under the same `RULES`, saying so in the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from crlbuilder import periods, release
+from tests.orderperm import (
+    Rec,
+    Run,
+    auth,
+    day,
+    deletion,
+    fact_change,
+    made_order,
+    move_in,
+    move_out,
+)
+from tests.orderperm import sign as sign_card
+from tests.test_apply import World
+
+DIGESTS: dict[int, str] = {
+    2: "005d4a924750e1d9ac352b5da2545af20f0572582b392763c5530b5d3fecc08f",
+}
+"""`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
+except for a harness change, said in its commit)."""
+
+SEEDS = 60
+DAYS = (0, 10, 20, 25, 30, 31, 35, 40, 45, 60, 75, 100)
+CAUSES = ("death", "move-out", "abroad-move-out", "ex-officio")
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.store.close()
+
+
+def scenario(rng: random.Random) -> list[Rec]:
+    """2 to 5 records of one holder (as `tests.test_order_permutations` draws them, but notices
+    may share a day: only the made order and its reverse are applied)."""
+    pool = ["S", "A", "O", "O", "OA", "I", "D", "F"]
+    rng.shuffle(pool)
+    recs: list[Rec] = []
+    for kind in pool[: rng.randint(2, 5)]:
+        d = rng.choice(DAYS)  # notices on one day too: one made order, the bounds' equalities
+        lag = rng.choice((0.5, 0.5, 50))
+        if kind == "S":
+            recs.append(sign_card(d))
+        elif kind == "A":
+            recs.append(auth(d))
+        elif kind in ("O", "OA"):
+            recs.append(move_out(d, d + rng.choice((0, 5, 20)), abroad=kind == "OA", lag=lag))
+        elif kind == "I":
+            recs.append(move_in(d, lag=lag))
+        elif kind == "D":
+            recs.append(deletion(d, rng.choice(CAUSES)))
+        else:
+            recs.append(fact_change(d))
+    return recs if len(recs) >= 2 and len({r.name for r in recs}) == len(recs) else scenario(rng)
+
+
+def bounds() -> Iterator[list[Rec]]:
+    """Scenarios at the rules' bounds: a move-in notice made around its move-out notice's
+    lapse (the JST day turns at 0.625 of `day`), on the move-out notice's own instant, and
+    each deletion cause, of a holder of both cards."""
+    for planned in (0, 5, 20):
+        for after in (-1, 0, 29.5, 30.0, 30.6, 30.625, 30.7, 31.0, 31.7):  # after the planned day
+            made = 1 + planned + after if after >= 0 else 1
+            for abroad in (False, True):
+                yield [sign_card(0), auth(0), move_out(1, 1 + planned, abroad=abroad),
+                       move_in(made)]  # fmt: skip
+    for cause in CAUSES:
+        for d in (0, 1, 30):
+            yield [sign_card(0), auth(0), deletion(d, cause), fact_change(d + 1)]
+
+
+def rules_digest(world: World) -> str:
+    """The digest of what the rules make of the fixed records and periods (see the module)."""
+    h = hashlib.sha256()
+    rng = random.Random("release-rules")
+    late = day(400)
+    corpus = [*bounds(), *(scenario(rng) for _ in range(SEEDS))]
+    for n, recs in enumerate(corpus):
+        made = made_order(recs)
+        clocks = (late,) if n % 2 == 0 else (day(rng.choice((40, 57, 72))), late)
+        run = Run.of(world, f"r{n}", recs, clocks, batch_size=7, orders=[made, made[::-1]])
+        run.apply()
+        for k, outcome in enumerate(run.outcomes()):
+            h.update(msgspec.json.encode([run.label(k), sorted(outcome.certs.items()),
+                                          list(outcome.refused)]))  # fmt: skip
+    start = int(day(0).timestamp())
+    for offset in range(0, 2 * 86_400, 3_600 * 5 + 7):  # across JST day boundaries
+        for days in (1, 30, 31, 365, 3_653):
+            h.update(b"%d %d %d %d %d" % (offset, days, periods.kept_until(start + offset, days),
+                     periods.first_kept_at(start + offset, days),
+                     periods.day_end(start + offset)))  # fmt: skip
+    return h.hexdigest()
+
+
+def test_a_change_of_the_rules_comes_with_a_bump_of_rules(world: World) -> None:
+    got = rules_digest(world)
+    assert max(DIGESTS) == release.RULES, "RULES has no digest here yet, or went back"
+    assert DIGESTS[release.RULES] == got, (
+        f"what the rules make of the fixed records changed under RULES {release.RULES}: "
+        f"bump RULES in crlbuilder/release.py (nodes of the two builds would apply one stream "
+        f"differently) and record {got!r} for it here"
+    )
