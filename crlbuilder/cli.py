@@ -180,9 +180,13 @@ def _build_from_stream(
         def warn(message: str) -> None:
             builder.emit({"event": "warning", "message": message})
 
-        if args.follow:  # it runs until stopped: a cluster not up yet is waited for
+        if (
+            args.follow
+        ):  # it runs until stopped: a cluster (and the stream) not up yet is waited for
             waited = wait_for_cluster(
-                lambda: Cluster(servers, warn=warn, auth=cfg.stream.nats_auth()),
+                lambda: _with_stream(
+                    Cluster(servers, warn=warn, auth=cfg.stream.nats_auth()), names, cfg.crl.enabled
+                ),
                 interval=cfg.input.follow_interval,
                 warn=warn,
             )
@@ -199,7 +203,7 @@ def _build_from_stream(
     try:
         consumer = Consumer(
             cluster, names, cfg.stream.durable or default_durable(), cipher,
-            ack_wait_seconds=cfg.stream.ack_wait_seconds,
+            ack_wait_seconds=cfg.stream.ack_wait_seconds, create=cfg.crl.enabled,
         )  # fmt: skip
         ship, fetch = _crl_exchange(cfg, builder, cluster)
         builder.consume(
@@ -218,6 +222,20 @@ def _build_from_stream(
     finally:
         cluster.close()
     return 0
+
+
+def _with_stream(cluster: Cluster, names: StreamNames, create: bool) -> Cluster:
+    """``cluster`` once the record stream exists (made when ``create``: the signer); closed and
+    `crlbuilder.jetstream.StreamMissing` raised while a builder waits for its publisher."""
+    from crlbuilder.jetstream import ClusterError
+    from crlbuilder.stream import ensure_stream
+
+    try:
+        ensure_stream(cluster, names, create=create)
+    except ClusterError:
+        cluster.close()
+        raise
+    return cluster
 
 
 def _crl_exchange(
@@ -379,6 +397,33 @@ def _nats_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nats_config(args: argparse.Namespace) -> int:
+    from crlbuilder.natsconfig import NatsConfigError, authorization, parse_users
+
+    try:
+        text = args.users.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8"
+        print(f"crlbuilder nats-config: error: {args.users}: {why}", file=sys.stderr)
+        return 2
+    try:
+        out = authorization(parse_users(text, str(args.users)), str(args.users))
+    except NatsConfigError as e:
+        print(f"crlbuilder nats-config: error: {e}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(out)
+        return 0
+    from crlbuilder.atomicfile import write_whole
+
+    try:  # no secret in it: the servers' account reads it
+        write_whole(args.out, out.encode(), 0o644)
+    except OSError as e:
+        print(f"crlbuilder nats-config: error: {args.out}: {e.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from crlbuilder.store.format import StoreFormatError, status_key
     from crlbuilder.store.lmdbstore import Store
@@ -491,6 +536,23 @@ def parser() -> argparse.ArgumentParser:
         help="seed file to create (refuses to replace one)",
     )  # fmt: skip
     nk.set_defaults(func=_nats_key)
+
+    nc = sub.add_parser(
+        "nats-config",
+        help="write the NATS servers' authorization from the list of jpki-va's NATS users",
+        description="The NATS servers' authorization block (docs/operations.md \"NATS "
+        'credentials"; deploy/nats/jpki-va-auth.conf is this for deploy/nats/users.toml) from '
+        "a users file: [[user]] tables with role, key (the public key `crlbuilder nats-key` "
+        "printed, or a $VARIABLE of the servers' environment) and, for a signer, builder or "
+        "responder, node (its ledger node name) and durable (its record stream consumer; "
+        "default node-<node>). Each user may do what its role does for its own node only. "
+        "Exit 0 written, 2 the users file refused (one line, nothing written).",
+    )
+    nc.add_argument("--users", type=Path, required=True, metavar="FILE", help="users file (TOML)")
+    nc.add_argument(
+        "--out", type=Path, metavar="FILE", help="file to write (replaced whole); default stdout"
+    )
+    nc.set_defaults(func=_nats_config)
 
     b = sub.add_parser(
         "build",

@@ -275,6 +275,10 @@ async def through_election(request: Callable[[], Awaitable[T]], seconds: float =
             await asyncio.sleep(0.25)
 
 
+class StreamMissing(ClusterError):
+    """A stream this node reads was not created yet by its writer (a wait may end it)."""
+
+
 def ensure_stream(
     cluster: Cluster,
     name: str,
@@ -283,18 +287,24 @@ def ensure_stream(
     replicas: int = 0,
     duplicate_window_seconds: float = 86_400,
     allow_direct: bool = False,
+    create: bool = True,
 ) -> None:
     """Create the stream when it does not exist (an existing one is left as it is): file
     storage, limits retention, replicated (`replicas_for`), deduplicated by message id;
     ``allow_direct``: its messages may be read with JetStream's direct get (any replica
-    answers, raw bytes: no JSON, no base64)."""
+    answers, raw bytes: no JSON, no base64). Not ``create`` (a reader, whose credential may
+    not create it: `crlbuilder.natsconfig`): a missing stream raises `StreamMissing`."""
 
     async def go() -> None:
         try:
             await through_election(lambda: cluster.js.stream_info(name))
             return
         except nats.js.errors.NotFoundError:
-            pass
+            if not create:
+                raise StreamMissing(
+                    f"stream {name} does not exist yet: its writer creates it, this node only "
+                    "reads it"
+                ) from None
         cfg = api.StreamConfig(
             name=name,
             subjects=subjects,

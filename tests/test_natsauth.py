@@ -41,11 +41,12 @@ from tests.support.builder import builder_config
 from tests.support.nats import (
     AUTH_CONF,
     NATS_SERVER,
-    ROLES,
+    USERS,
     NatsCluster,
     free_ports,
     nats_server,
     shipped_authorization,
+    user_keys,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,12 +81,6 @@ def test_nats_key_writes_a_seed_0600_prints_its_public_key_and_replaces_none(
         err.getvalue() == f"crlbuilder nats-key: error: {seed} exists; refusing to replace a seed\n"
     )
     assert before.strip().decode() not in out.getvalue() + err.getvalue()
-
-
-def role_keys(d: Path) -> dict[str, str]:
-    """A seed file per role under ``d``; the server's environment naming their public keys."""
-    d.mkdir(exist_ok=True)
-    return {f"JPKI_NATS_{r}": new_seed(d / f"{r.lower()}.seed") for r in ROLES}
 
 
 # -- the files, before any connection --------------------------------------------------------
@@ -230,28 +225,34 @@ def _need_nats_server() -> None:
 
 
 @pytest.mark.integration
-def test_the_shipped_authorization_is_valid_for_nats_server_and_names_every_role(
+def test_the_shipped_authorization_is_valid_for_nats_server_and_names_every_user(
     tmp_path: Path,
 ) -> None:
     _need_nats_server()
+    # the shipped file is what `crlbuilder nats-config` writes for the shipped users file
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert crlbuilder_main(["nats-config", "--users", str(USERS)]) == 0
+    assert out.getvalue().replace(str(USERS), "deploy/nats/users.toml") == AUTH_CONF.read_text()
     shutil.copy(AUTH_CONF, tmp_path / AUTH_CONF.name)
     conf = tmp_path / "nats.conf"
     conf.write_text(
         f'listen: "127.0.0.1:4222"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
         f"include ./{AUTH_CONF.name}\n"
     )
-    keys = role_keys(tmp_path / "seeds")
+    keys = user_keys(tmp_path / "seeds")
     env = {**os.environ, **keys}
     ok = subprocess.run(
         [NATS_SERVER, "-t", "-c", str(conf)], env=env, capture_output=True, check=False
     )
     assert ok.returncode == 0, ok.stderr
-    for role in ROLES:  # a role left out of the server's environment is an error, not open
-        less = {k: v for k, v in env.items() if k != f"JPKI_NATS_{role}"}
+    assert len(keys) == 11  # 5 single roles, a builder and a responder per node of 3
+    for name in keys:  # a user left out of the server's environment is an error, not open
+        less = {k: v for k, v in env.items() if k != name}
         bad = subprocess.run(
             [NATS_SERVER, "-t", "-c", str(conf)], env=less, capture_output=True, check=False
         )
-        assert bad.returncode != 0 and f"JPKI_NATS_{role}".encode() in bad.stderr
+        assert bad.returncode != 0 and name.encode() in bad.stderr
 
 
 # -- a real server with the shipped authorization -------------------------------------------
@@ -539,7 +540,7 @@ def test_the_kubernetes_nats_servers_run_the_shipped_authorization(tmp_path: Pat
     assert "include ./jpki-va-auth.conf" in config["nats.conf"]
     for name, text in config.items():
         (tmp_path / name).write_text(text)
-    keys = role_keys(tmp_path / "seeds")
+    keys = user_keys(tmp_path / "seeds")
     env = {**os.environ, **keys, "POD_NAME": "nats-0", "POD_NAMESPACE": "jpki", "JS_KEY": "k"}
     ran = subprocess.run(
         [NATS_SERVER, "-t", "-c", str(tmp_path / "nats.conf")],
