@@ -65,13 +65,15 @@ from typing import Any, Final
 
 import pytest
 
+from crlbuilder.natsconfig import parse_users
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ALERTS_TEST = DEPLOY / "prometheus" / "alerts_test.yml"
 DASHBOARD = DEPLOY / "grafana" / "jpki-va.json"
 UNITS = DEPLOY / "systemd"
-AUTH_CONF = DEPLOY / "nats" / "jpki-va-auth.conf"
+USERS = DEPLOY / "nats" / "users.toml"
 CRLBUILDER_UNIT = UNITS / "jpki-va-crlbuilder.service"
 RESPONDER_UNIT = UNITS / "jpki-va-responder.service"
 GROUP_PULL_UNIT = UNITS / "jpki-va-group-pull.service"
@@ -703,7 +705,7 @@ def test_the_node_units_run_a_node_of_several() -> None:
         # the NATS credential of the unit's role (deploy/nats/jpki-va-auth.conf), by variable
         assert env["JPKI_VA_NATS_NKEY_SEED"] == "%d/nats.seed", unit.name
         role = creds.pop("nats.seed").removeprefix("/etc/jpki-va/nats/").removesuffix(".seed")
-        assert f"$JPKI_NATS_{role.upper().replace('-', '_')}," in AUTH_CONF.read_text(), unit.name
+        assert role in {u.role for u in parse_users(USERS.read_text())}, unit.name
         assert all(v == f"/etc/jpki-va/{k}" for k, v in creds.items()), creds
         plain = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "TMPDIR"}
         assert set(env) - plain <= set(ENV_OVERRIDES), unit.name
@@ -1153,7 +1155,7 @@ def _namespaces() -> None:
 
 
 def _node_root(
-    root: Path, built: Any, nats: str, watch_secret: str, http_port: int, seeds: list[Path]
+    root: Path, built: Any, nats: str, watch_secret: str, http_port: int, seeds: dict[str, Path]
 ) -> None:
     """/etc/jpki-va and /var/lib/jpki-va of one node under ``root``, laid out as
     docs/operations.md, "A node of several on hosts" says: configuration, PKI, facts key and
@@ -1161,9 +1163,9 @@ def _node_root(
     registry copied from the first node."""
     etc, var = root / "etc/jpki-va", root / "var/lib/jpki-va"
     (etc / "nats").mkdir(parents=True, mode=0o700)
-    for seed in seeds:
-        shutil.copy(seed, etc / "nats" / seed.name)
-        (etc / "nats" / seed.name).chmod(0o600)
+    for role, seed in seeds.items():
+        shutil.copy(seed, etc / "nats" / f"{role}.seed")
+        (etc / "nats" / f"{role}.seed").chmod(0o600)
     shutil.copytree(built.pki, etc / "pki")
     shutil.copy(built.facts_key, etc / "facts.key")
     (etc / "watch.secret").write_text(watch_secret + "\n")
@@ -1238,9 +1240,12 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
         return ran
 
     # the servers under the shipped per-role authorization; each unit with its role's seed
-    shipped = shipped_authorization(tmp_path / "seeds")
+    # (the nodes' users as deploy/nats/users.toml has them: node1's builder and responder, the
+    # signer's, each bound to its node; a host's seed is its role's file, /etc/jpki-va/nats/)
+    shipped = shipped_authorization(tmp_path / "seeds", nodes=("node1",), signer="signer")
     seeds = shipped.seeds
-    node_seeds = [seeds[r] for r in ("SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT")]
+    node_seeds = {r.lower().replace("_", "-"): seeds[r]
+                  for r in ("SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT")}  # fmt: skip
 
     def as_role(role: str) -> dict[str, str]:
         return {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(seeds[role])}

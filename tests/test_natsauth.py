@@ -553,30 +553,47 @@ def test_the_kubernetes_nats_servers_run_the_shipped_authorization(tmp_path: Pat
 
 
 def test_every_kubernetes_container_on_nats_mounts_its_roles_seed_only() -> None:
+    """A container mounts its role's seeds only; a node's builder and responder use their
+    pod's own (its POD_NAME), the user deploy/nats/users.toml binds to that node."""
+    from crlbuilder.natsconfig import parse_users
+
     docs = _manifests("jpki-va.yaml")
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     seed_path = config[ENV["nkey_seed"]]
     expected = {"bootstrap": "builder", "builder": "builder", "registry-sync": "responder",
                 "watch-compact": "watch-compact", "responder": "responder"}  # fmt: skip
-    auth = AUTH_CONF.read_text()
+    users = parse_users(USERS.read_text())
+    nodes = {(u.role, u.node): u for u in users}
     seen = 0
     for sts in (d for d in docs if d["kind"] == "StatefulSet"):
         pod = sts["spec"]["template"]["spec"]
+        pods = [f"{sts['metadata']['name']}-{i}" for i in range(sts["spec"]["replicas"])]
         volumes = {v["name"]: v for v in pod["volumes"]}
         for c in pod.get("initContainers", []) + pod["containers"]:
             mounts = [m for m in c["volumeMounts"] if m["name"].startswith("nats-")]
-            (mount,) = mounts  # one seed, its role's
+            (mount,) = mounts  # one volume, its role's seeds
             assert mount["mountPath"] == str(Path(seed_path).parent) and mount["readOnly"]
             secret = volumes[mount["name"]]["secret"]
-            (item,) = secret["items"]
             assert secret["secretName"] == "jpki-va-nats" and secret["defaultMode"] == 0o400
-            assert item["path"] == Path(seed_path).name
-            role = item["key"].removesuffix(".seed")
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
             if sts["metadata"]["name"] == "jpki-va-signer":
-                assert role == {"builder": "signer", "snapshot": "snapshot"}[c["name"]]
+                role = {"builder": "signer", "snapshot": "snapshot"}[c["name"]]
             else:
-                assert role == expected[c["name"]], c["name"]
-            assert f"$JPKI_NATS_{role.upper().replace('-', '_')}," in auth
+                role = expected[c["name"]]
+            if role in ("builder", "responder"):  # per node: each pod its own, by name
+                assert env[ENV["nkey_seed"]] == f"{Path(seed_path).parent}/$(POD_NAME).seed"
+                items = {i["key"]: i["path"] for i in secret["items"]}
+                assert items == {f"{role}-{p}.seed": f"{p}.seed" for p in pods}, c["name"]
+                assert all((role, p) in nodes for p in pods), (role, pods)
+                assert all(nodes["builder", p].consumer == p for p in pods if role == "builder")
+            else:
+                assert ENV["nkey_seed"] not in env
+                (item,) = secret["items"]
+                assert item == {"key": f"{role}.seed", "path": Path(seed_path).name}
+                assert any(u.role == role for u in users)
+                if role == "signer":  # its durable consumer is the pod's name (--durable)
+                    (signer,) = [u for u in users if u.role == "signer"]
+                    assert signer.node == signer.consumer == pods[0]
             assert {"configMapRef": {"name": "jpki-va-config"}} in c["envFrom"]
             seen += 1
     assert seen == 7
