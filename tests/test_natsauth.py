@@ -46,6 +46,7 @@ from tests.support.nats import (
     free_ports,
     nats_server,
     shipped_authorization,
+    tls_files,
     user_keys,
 )
 
@@ -538,8 +539,10 @@ def test_the_kubernetes_nats_servers_run_the_shipped_authorization(tmp_path: Pat
     config = next(d for d in _manifests("nats.yaml") if d["kind"] == "ConfigMap")["data"]
     assert config["jpki-va-auth.conf"] == AUTH_CONF.read_text()
     assert "include ./jpki-va-auth.conf" in config["nats.conf"]
+    tls = tls_files(tmp_path / "tls")  # the Secret nats-tls, mounted at /etc/nats-tls
     for name, text in config.items():
-        (tmp_path / name).write_text(text)
+        (tmp_path / name).write_text(text.replace("/etc/nats-tls/", f"{tmp_path / 'tls'}/"))
+    assert all(Path(f).exists() for f in tls.values())
     keys = user_keys(tmp_path / "seeds")
     env = {**os.environ, **keys, "POD_NAME": "nats-0", "POD_NAMESPACE": "jpki", "JS_KEY": "k"}
     ran = subprocess.run(

@@ -465,3 +465,36 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def tls_files(d: Path, name: str = "jpki-va test NATS CA") -> dict[str, str]:
+    """A CA and a certificate it issued for 127.0.0.1 and localhost (server and client
+    authentication: NATS routes are clients of each other), as the Secret nats-tls of
+    deploy/kubernetes/nats.yaml holds them: ``ca.crt``, ``tls.crt``, ``tls.key`` (0600)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from tests.support.pki import certificate
+
+    d.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate(name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName(
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    )
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    cert = certificate("nats", key, ca_key, issuer=ca.subject, ca=False,
+                       extensions=[(san, False), (eku, False)])  # fmt: skip
+    pem = serialization.Encoding.PEM
+    (d / "ca.crt").write_bytes(ca.public_bytes(pem))
+    (d / "tls.crt").write_bytes(cert.public_bytes(pem))
+    (d / "tls.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    (d / "tls.key").chmod(0o600)
+    return {f: str(d / f) for f in ("ca.crt", "tls.crt", "tls.key")}
