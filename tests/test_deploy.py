@@ -1082,7 +1082,7 @@ def _as_systemd_runs(
     for word in _exec_argv(unit, key):
         expanded = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word)
         argv.append(here(expanded.replace("%d", str(creds))))
-    env = {"PATH": os.environ["PATH"], **values}
+    env = {"PATH": os.environ["PATH"], **{k: here(v) for k, v in values.items()}}
     if s.get("LoadCredential"):
         env["CREDENTIALS_DIRECTORY"] = str(creds)
     for e in s.get("Environment", []):
@@ -1155,7 +1155,13 @@ def _namespaces() -> None:
 
 
 def _node_root(
-    root: Path, built: Any, nats: str, watch_secret: str, http_port: int, seeds: dict[str, Path]
+    root: Path,
+    built: Any,
+    nats: str,
+    watch_secret: str,
+    http_port: int,
+    seeds: dict[str, Path],
+    nats_ca: str,
 ) -> None:
     """/etc/jpki-va and /var/lib/jpki-va of one node under ``root``, laid out as
     docs/operations.md, "A node of several on hosts" says: configuration, PKI, facts key and
@@ -1169,6 +1175,7 @@ def _node_root(
     shutil.copytree(built.pki, etc / "pki")
     shutil.copy(built.facts_key, etc / "facts.key")
     (etc / "watch.secret").write_text(watch_secret + "\n")
+    shutil.copy(nats_ca, etc / "nats-ca.pem")  # cluster.env's JPKI_VA_NATS_TLS_CA
     for secret in ("facts.key", "watch.secret"):
         (etc / secret).chmod(0o600)
     (etc / "cluster.env").write_text(
@@ -1206,7 +1213,8 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
     shared watch secret; its watch-compact round runs (nothing to do at the unit's
     thresholds), and one with --keep 0 --min-operations 1 snapshots and purges."""
     from tests.support import procs
-    from tests.support.nats import free_ports, nats_server, shipped_authorization
+    from crlbuilder.natsauth import NatsAuth, resolve
+    from tests.support.nats import free_ports, nats_server, shipped_authorization, tls_files
     from tests.support.wait import until
     from tests.test_cluster import stream_seq
 
@@ -1247,14 +1255,22 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
     node_seeds = {r.lower().replace("_", "-"): seeds[r]
                   for r in ("SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT")}  # fmt: skip
 
+    # the server speaks TLS only, as the shipped ones (cluster.env's JPKI_VA_NATS_TLS_CA)
+    tls = tls_files(tmp_path / "tls")
+    tls_block = (
+        f'tls {{ cert_file: "{tls["tls.crt"]}", key_file: "{tls["tls.key"]}", timeout: 2 }}\n'
+    )
+    probe = resolve(NatsAuth(tls_ca=tls["ca.crt"]), []).kwargs | shipped.probe
+
     def as_role(role: str) -> dict[str, str]:
-        return {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(seeds[role])}
+        return {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(seeds[role]),
+                "JPKI_VA_NATS_TLS_CA": tls["ca.crt"]}  # fmt: skip
 
     with nats_server(
-        tmp_path / "nats", nats_port, extra=shipped.extra, probe=shipped.probe
+        tmp_path / "nats", nats_port, extra=shipped.extra + tls_block, probe=probe
     ) as server:
         for root in (signer_root, node_root):
-            _node_root(root, built, server.source, secret, http_port, node_seeds)
+            _node_root(root, built, server.source, secret, http_port, node_seeds, tls["ca.crt"])
         try:
             out = subprocess.run(
                 [str(BIN / "crlbuilder"), "publish", "--source", server.source,
