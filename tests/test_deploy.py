@@ -1212,8 +1212,8 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
     change made on another node; its responder answers OCSP and the changes feed with the
     shared watch secret; its watch-compact round runs (nothing to do at the unit's
     thresholds), and one with --keep 0 --min-operations 1 snapshots and purges."""
-    from tests.support import procs
     from crlbuilder.natsauth import NatsAuth, resolve
+    from tests.support import procs
     from tests.support.nats import free_ports, nats_server, shipped_authorization, tls_files
     from tests.support.wait import until
     from tests.test_cluster import stream_seq
