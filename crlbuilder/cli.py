@@ -524,11 +524,12 @@ def parser() -> argparse.ArgumentParser:
     nk = sub.add_parser(
         "nats-key",
         help="create a new NKey user seed for NATS (mode 0600) and print its public key",
-        description='Create one role\'s NATS credential (docs/operations.md "NATS credentials"): '
+        description='Create one NATS user\'s credential (docs/operations.md "NATS credentials"): '
         "an NKey user seed written to --out, mode 0600, never replacing a file, and its public "
-        "key (U...) printed on stdout, to name the role in the NATS servers' authorization "
-        "(deploy/nats/jpki-va-auth.conf, $JPKI_NATS_<ROLE>). Give the seed to that role's "
-        "processes only (nats_nkey_seed, JPKI_VA_NATS_NKEY_SEED, or a systemd credential). "
+        "key (U...) printed on stdout, the key of that user (a role, for a node) in the users "
+        "file `crlbuilder nats-config` writes the servers' authorization from. Give the seed to "
+        "that user's processes only (nats_nkey_seed, JPKI_VA_NATS_NKEY_SEED, or a systemd "
+        "credential). "
         "Exit 0 made, 2 the file exists or cannot be written.",
     )
     nk.add_argument(

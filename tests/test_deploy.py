@@ -1247,7 +1247,7 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
         print(f"--- {root.name}: {unit.name}", ran.stdout[-1000:], ran.stderr[-2000:], sep="\n")
         return ran
 
-    # the servers under the shipped per-role authorization; each unit with its role's seed
+    # the server under the authorization nats-config writes; each unit with its role's seed
     # (the nodes' users as deploy/nats/users.toml has them: node1's builder and responder, the
     # signer's, each bound to its node; a host's seed is its role's file, /etc/jpki-va/nats/)
     shipped = shipped_authorization(tmp_path / "seeds", nodes=("node1",), signer="signer")
