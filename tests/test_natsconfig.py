@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -159,3 +160,26 @@ def test_a_builder_fetches_no_crl_before_the_signer_made_the_bucket(
         assert _bucket(a, "JPKI_CRLS", 0, create=False) is None
     finally:
         a.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_registry_sync_before_the_first_change_says_the_bucket_is_not_made_yet(
+    two_nodes: tuple[NatsCluster, dict[str, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from responder.cli import main as responder_main
+
+    server, seeds = two_nodes
+    monkeypatch.setenv("JPKI_VA_NATS_NKEY_SEED", str(seeds["RESPONDER/a"]))
+    registry = tmp_path / "registry.toml"
+    err = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stderr(err):
+        rc = responder_main(["registry", "sync", "--registry", str(registry),
+                             "--nats", server.source])  # fmt: skip
+    assert rc == 2 and err.getvalue().count("\n") == 1, err.getvalue()
+    assert "registry bucket JPKI_REGISTRY does not exist yet: the first change" in err.getvalue()
+    assert time.monotonic() - started < 4  # at once, not a refused create's timeout
+    assert not registry.exists()
