@@ -180,13 +180,9 @@ def _build_from_stream(
         def warn(message: str) -> None:
             builder.emit({"event": "warning", "message": message})
 
-        if (
-            args.follow
-        ):  # it runs until stopped: a cluster (and the stream) not up yet is waited for
+        if args.follow:  # it runs until stopped: a cluster not up yet is waited for
             waited = wait_for_cluster(
-                lambda: _with_stream(
-                    Cluster(servers, warn=warn, auth=cfg.stream.nats_auth()), names, cfg.crl.enabled
-                ),
+                lambda: Cluster(servers, warn=warn, auth=cfg.stream.nats_auth()),
                 interval=cfg.input.follow_interval,
                 warn=warn,
             )
@@ -203,7 +199,8 @@ def _build_from_stream(
     try:
         consumer = Consumer(
             cluster, names, cfg.stream.durable or default_durable(), cipher,
-            ack_wait_seconds=cfg.stream.ack_wait_seconds, create=cfg.crl.enabled,
+            ack_wait_seconds=cfg.stream.ack_wait_seconds,
+            create=cfg.crl.enabled,  # the signer; a builder only reads it, and waits for it
         )  # fmt: skip
         ship, fetch = _crl_exchange(cfg, builder, cluster)
         builder.consume(
@@ -222,20 +219,6 @@ def _build_from_stream(
     finally:
         cluster.close()
     return 0
-
-
-def _with_stream(cluster: Cluster, names: StreamNames, create: bool) -> Cluster:
-    """``cluster`` once the record stream exists (made when ``create``: the signer); closed and
-    `crlbuilder.jetstream.StreamMissing` raised while a builder waits for its publisher."""
-    from crlbuilder.jetstream import ClusterError
-    from crlbuilder.stream import ensure_stream
-
-    try:
-        ensure_stream(cluster, names, create=create)
-    except ClusterError:
-        cluster.close()
-        raise
-    return cluster
 
 
 def _crl_exchange(

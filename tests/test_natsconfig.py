@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from nats.js import api
 
 from crlbuilder.cli import main as crlbuilder_main
 from crlbuilder.jetstream import Cluster, StreamMissing, ensure_stream
+from crlbuilder.manifest import Manifest
 from crlbuilder.natsauth import NatsAuth
 from crlbuilder.natsconfig import NatsConfigError, parse_users
 from responder.ledger import SlotCount
@@ -183,3 +187,48 @@ def test_a_registry_sync_before_the_first_change_says_the_bucket_is_not_made_yet
     assert "registry bucket JPKI_REGISTRY does not exist yet: the first change" in err.getvalue()
     assert time.monotonic() - started < 4  # at once, not a refused create's timeout
     assert not registry.exists()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, timed waits
+def test_a_following_builder_waits_for_the_publisher_to_make_the_record_stream(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A builder may not create the record stream: started first, it says it waits for it
+    (not a refused create's timeout), then applies what the publisher published."""
+    from tests.support import procs
+    from tests.support.wait import until
+    from tests.test_natsauth import _records
+    from tests.test_stream import flags, node_config, stream_seq, warnings_in
+
+    shipped = shipped_authorization(tmp_path / "seeds", nodes=("follower",))
+    with nats_server(
+        tmp_path / "srv", free_ports(1)[0], extra=shipped.extra, probe=shipped.probe
+    ) as server:
+        cfg = node_config(tmp_path / "follower", demo_pki[0], server.source, "X")
+        records_stream = msgspec.structs.replace(
+            cfg.stream, name="JPKI_RECORDS", subject="jpki.records"
+        )
+        cfg = msgspec.structs.replace(cfg, stream=records_stream)
+        args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(cfg), "--no-progress",
+                "--follow", "--follow-interval", "0.2"]  # fmt: skip
+        env = {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(shipped.seeds["BUILDER/follower"])}
+        log = tmp_path / "follower.log"
+        missing = "stream JPKI_RECORDS does not exist yet: its writer creates it"
+        with procs.started(args, log=log, env=env) as p:
+            until(lambda: any(missing in m for m in warnings_in(log)) or p.poll() is not None,
+                  30, "the builder's warning")  # fmt: skip
+            assert p.poll() is None, log.read_text()[-2000:]
+            records = sorted(_records(tmp_path, demo_pki[0]).glob("*.jsonl"))
+            monkeypatch.setenv("JPKI_VA_NATS_NKEY_SEED", str(shipped.seeds["PUBLISHER"]))
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                rc = crlbuilder_main(["publish", "--source", server.source,
+                                      "--facts-key-file", cfg.keys.facts_key_file,
+                                      *map(str, records)])  # fmt: skip
+            assert rc == 0
+            n = msgspec.json.decode(out.getvalue())["last_seq"]
+            until(lambda: stream_seq(cfg) == n, 60, "the records applied")
+            assert procs.stop(p, signal.SIGTERM, 15) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "Traceback" not in text and "timeout" not in text, text[-2000:]
