@@ -26,6 +26,10 @@ include (deploy/nats/jpki-va-auth.conf is this module's output for deploy/nats/u
   streams purges it; a read of another stream uses consumers with a fresh random name
   (ephemeral), which it may create, read and delete.
 
+Not bound: every user subscribes to ``_INBOX.>`` (each client's replies and pull deliveries
+arrive there), so a user can read what other users read, not write it
+(docs/operations.md, "NATS credentials").
+
 Pure: text in, text out; keys are public (``U...``) or a ``$VARIABLE`` the server resolves
 from its environment.
 """
