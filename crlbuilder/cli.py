@@ -207,6 +207,7 @@ def _build_from_stream(
         consumer = Consumer(
             cluster, names, cfg.stream.durable or default_durable(), cipher,
             ack_wait_seconds=cfg.stream.ack_wait_seconds,
+            create=cfg.crl.enabled,  # the signer; a builder only reads it, and waits for it
         )  # fmt: skip
         ship, fetch = _crl_exchange(cfg, builder, cluster)
         builder.consume(
@@ -388,6 +389,33 @@ def _nats_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nats_config(args: argparse.Namespace) -> int:
+    from crlbuilder.natsconfig import NatsConfigError, authorization, parse_users
+
+    try:
+        text = args.users.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8"
+        print(f"crlbuilder nats-config: error: {args.users}: {why}", file=sys.stderr)
+        return 2
+    try:
+        out = authorization(parse_users(text, str(args.users)), str(args.users))
+    except NatsConfigError as e:
+        print(f"crlbuilder nats-config: error: {e}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(out)
+        return 0
+    from crlbuilder.atomicfile import write_whole
+
+    try:  # no secret in it: the servers' account reads it
+        write_whole(args.out, out.encode(), 0o644)
+    except OSError as e:
+        print(f"crlbuilder nats-config: error: {args.out}: {e.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from crlbuilder.store.format import StoreFormatError, status_key
     from crlbuilder.store.lmdbstore import Store
@@ -488,11 +516,12 @@ def parser() -> argparse.ArgumentParser:
     nk = sub.add_parser(
         "nats-key",
         help="create a new NKey user seed for NATS (mode 0600) and print its public key",
-        description='Create one role\'s NATS credential (docs/operations.md "NATS credentials"): '
+        description='Create one NATS user\'s credential (docs/operations.md "NATS credentials"): '
         "an NKey user seed written to --out, mode 0600, never replacing a file, and its public "
-        "key (U...) printed on stdout, to name the role in the NATS servers' authorization "
-        "(deploy/nats/jpki-va-auth.conf, $JPKI_NATS_<ROLE>). Give the seed to that role's "
-        "processes only (nats_nkey_seed, JPKI_VA_NATS_NKEY_SEED, or a systemd credential). "
+        "key (U...) printed on stdout, the key of that user (a role, for a node) in the users "
+        "file `crlbuilder nats-config` writes the servers' authorization from. Give the seed to "
+        "that user's processes only (nats_nkey_seed, JPKI_VA_NATS_NKEY_SEED, or a systemd "
+        "credential). "
         "Exit 0 made, 2 the file exists or cannot be written.",
     )
     nk.add_argument(
@@ -500,6 +529,23 @@ def parser() -> argparse.ArgumentParser:
         help="seed file to create (refuses to replace one)",
     )  # fmt: skip
     nk.set_defaults(func=_nats_key)
+
+    nc = sub.add_parser(
+        "nats-config",
+        help="write the NATS servers' authorization from the list of jpki-va's NATS users",
+        description="The NATS servers' authorization block (docs/operations.md \"NATS "
+        'credentials"; deploy/nats/jpki-va-auth.conf is this for deploy/nats/users.toml) from '
+        "a users file: [[user]] tables with role, key (the public key `crlbuilder nats-key` "
+        "printed, or a $VARIABLE of the servers' environment) and, for a signer, builder or "
+        "responder, node (its ledger node name) and durable (its record stream consumer; "
+        "default node-<node>). Each user may do what its role does for its own node only. "
+        "Exit 0 written, 2 the users file refused (one line, nothing written).",
+    )
+    nc.add_argument("--users", type=Path, required=True, metavar="FILE", help="users file (TOML)")
+    nc.add_argument(
+        "--out", type=Path, metavar="FILE", help="file to write (replaced whole); default stdout"
+    )
+    nc.set_defaults(func=_nats_config)
 
     b = sub.add_parser(
         "build",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol, TypeVar
@@ -84,6 +85,11 @@ class Cluster:
         except (ClusterError, OSError, nats.errors.Error, TimeoutError) as e:
             self._close_loop()
             anonymous = " (this node has no NATS credential)" if options.warning else ""
+            if "tls" not in options.kwargs and "SSL" in str(e):  # the servers speak TLS only
+                anonymous += (
+                    " (the servers speak TLS: set nats_tls_ca or JPKI_VA_NATS_TLS_CA to the "
+                    "CA file of their certificates)"
+                )
             raise ClusterError(
                 f"cannot connect to NATS at {','.join(servers)}: {e}{anonymous}"
             ) from None
@@ -173,7 +179,9 @@ async def _connect(
     nats-py retries its first connection for ever when reconnection is unlimited (and logs a
     traceback at each attempt): a command would then hang, silent but for the tracebacks,
     while no server answers. So its errors are counted until it is connected, and the attempt
-    is given up when there are as many as servers. After that, each error goes to ``warn``.
+    is given up when there are as many as servers, or at the first TLS error (a certificate
+    that does not check out: nats-py then hangs rather than try the next server, and trying
+    again changes nothing). After that, each error goes to ``warn``.
     """
     nc = Client()
     failures: list[Exception] = []
@@ -185,7 +193,8 @@ async def _connect(
             warn(e)
             return
         failures.append(e)
-        if len(failures) >= len(servers):
+        # a certificate refused is final (and nats-py tries no other server after it)
+        if len(failures) >= len(servers) or isinstance(e, ssl.SSLError):
             every_one_failed.set()
 
     connecting = asyncio.ensure_future(
@@ -275,6 +284,10 @@ async def through_election(request: Callable[[], Awaitable[T]], seconds: float =
             await asyncio.sleep(0.25)
 
 
+class StreamMissing(ClusterError):
+    """A stream this node reads was not created yet by its writer (a wait may end it)."""
+
+
 def ensure_stream(
     cluster: Cluster,
     name: str,
@@ -283,18 +296,24 @@ def ensure_stream(
     replicas: int = 0,
     duplicate_window_seconds: float = 86_400,
     allow_direct: bool = False,
+    create: bool = True,
 ) -> None:
     """Create the stream when it does not exist (an existing one is left as it is): file
     storage, limits retention, replicated (`replicas_for`), deduplicated by message id;
     ``allow_direct``: its messages may be read with JetStream's direct get (any replica
-    answers, raw bytes: no JSON, no base64)."""
+    answers, raw bytes: no JSON, no base64). Not ``create`` (a reader, whose credential may
+    not create it: `crlbuilder.natsconfig`): a missing stream raises `StreamMissing`."""
 
     async def go() -> None:
         try:
             await through_election(lambda: cluster.js.stream_info(name))
             return
         except nats.js.errors.NotFoundError:
-            pass
+            if not create:
+                raise StreamMissing(
+                    f"stream {name} does not exist yet: its writer creates it, this node only "
+                    "reads it"
+                ) from None
         cfg = api.StreamConfig(
             name=name,
             subjects=subjects,

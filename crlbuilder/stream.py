@@ -291,11 +291,12 @@ class PublishReport:
     last_seq: int = 0
 
 
-def ensure_stream(cluster: Cluster, names: StreamNames) -> None:
-    """Create the record stream when it does not exist (an existing one is left as it is)."""
+def ensure_stream(cluster: Cluster, names: StreamNames, *, create: bool = True) -> None:
+    """Create the record stream when it does not exist (an existing one is left as it is);
+    not ``create``: `crlbuilder.jetstream.StreamMissing` then (a builder reads it only)."""
     jetstream.ensure_stream(
         cluster, names.name, [names.subject], replicas=names.replicas,
-        duplicate_window_seconds=names.duplicate_window_seconds,
+        duplicate_window_seconds=names.duplicate_window_seconds, create=create,
     )  # fmt: skip
 
 
@@ -393,8 +394,12 @@ class Consumer:
         cipher: StreamCipher,
         *,
         ack_wait_seconds: float = 300,
+        create: bool = True,
     ) -> None:
+        """``create``: make the stream when it does not exist (the signer, which publishes
+        its ticks there); a builder only reads it (`ensure_stream`)."""
         self.cluster = cluster
+        self.create = create
         self.names = names
         self.durable = durable
         self.cipher = cipher
@@ -403,7 +408,7 @@ class Consumer:
 
     def open(self, after: int) -> None:
         """Deliver from ``after`` + 1: reuse the consumer when it stands there, else recreate it."""
-        ensure_stream(self.cluster, self.names)
+        ensure_stream(self.cluster, self.names, create=self.create)
         js, stream, durable = self.cluster.js, self.names.name, self.durable
 
         async def go() -> nats.js.JetStreamContext.PullSubscription:

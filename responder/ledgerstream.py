@@ -4,7 +4,8 @@ Each node counts what it provides in its own ledger (`responder.ledger`): per wo
 file (a random file id) and slot, an absolute counter that only grows. Several nodes
 make one service, and its 帳簿 and 報告書 are the service's: so each node ships its
 counters to one JetStream stream (``JPKI_LEDGER``, subject ``jpki.ledger.JPKI_LEDGER.<node>``),
-and any node gathers the stream into its ledger's service table, from which
+and any node gathers the stream into its ledger's service table (each message taken as
+its subject's node's: `bound`), from which
 ``responder report --nats ...`` (and ``/reports/`` on a node of a cluster) reports.
 
 Exact, by construction rather than by care:
@@ -129,7 +130,7 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
     ensure_stream(cluster, stream, [_subjects(stream)])
     after = ledger.service_seq()
 
-    async def go() -> list[tuple[int, bytes]]:
+    async def go() -> list[tuple[int, str, bytes]]:
         info = await through_election(lambda: cluster.js.stream_info(stream))
         last = int(info.state.last_seq)
         if last <= after:
@@ -143,14 +144,14 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
         sub = await through_election(
             lambda: cluster.js.pull_subscribe(_subjects(stream), stream=stream, config=cfg)
         )
-        out: list[tuple[int, bytes]] = []
+        out: list[tuple[int, str, bytes]] = []
         try:
             while not out or out[-1][0] < last:
                 try:
                     msgs = await sub.fetch(batch=1000, timeout=5)
                 except (nats.errors.TimeoutError, TimeoutError):
                     break
-                out.extend((m.metadata.sequence.stream, m.data) for m in msgs)
+                out.extend((m.metadata.sequence.stream, m.subject, m.data) for m in msgs)
         finally:
             await sub.unsubscribe()
         return out
@@ -161,9 +162,26 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
         raise ClusterError(f"gathering the ledger from {stream}: {e}") from None
     if not got:
         return 0
-    counts: Sequence[SlotCount] = [msgspec.json.decode(data, type=SlotCount) for _, data in got]
-    ledger.merge_service(counts, max(seq for seq, _ in got))
+    counts: Sequence[SlotCount] = [
+        c for _, subject, data in got if (c := bound(subject, data, stream)) is not None
+    ]
+    ledger.merge_service(counts, max(seq for seq, _, _ in got))
     return len(got)
+
+
+def bound(subject: str, data: bytes, stream: str = DEFAULT_STREAM) -> SlotCount | None:
+    """The counter a ledger message carries, when it is its subject's node's: a node's
+    credential may publish its own subject only (`crlbuilder.natsconfig`), so the subject says
+    whose counter it is, and a message naming another node in its body, or not a counter at
+    all, is left out (None) rather than merged or stopping every node's gathering there."""
+    prefix = f"{SUBJECT_PREFIX}{stream}."
+    if not subject.startswith(prefix):
+        return None
+    try:
+        c = msgspec.json.decode(data, type=SlotCount)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    return c if c.node == subject[len(prefix) :] else None
 
 
 def exchange(ledger: Ledger, cluster_config: ClusterConfig, *, merge: bool = True) -> None:

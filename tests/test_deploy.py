@@ -65,13 +65,15 @@ from typing import Any, Final
 
 import pytest
 
+from crlbuilder.natsconfig import parse_users
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ALERTS_TEST = DEPLOY / "prometheus" / "alerts_test.yml"
 DASHBOARD = DEPLOY / "grafana" / "jpki-va.json"
 UNITS = DEPLOY / "systemd"
-AUTH_CONF = DEPLOY / "nats" / "jpki-va-auth.conf"
+USERS = DEPLOY / "nats" / "users.toml"
 CRLBUILDER_UNIT = UNITS / "jpki-va-crlbuilder.service"
 RESPONDER_UNIT = UNITS / "jpki-va-responder.service"
 GROUP_PULL_UNIT = UNITS / "jpki-va-group-pull.service"
@@ -704,7 +706,7 @@ def test_the_node_units_run_a_node_of_several() -> None:
         # the NATS credential of the unit's role (deploy/nats/jpki-va-auth.conf), by variable
         assert env["JPKI_VA_NATS_NKEY_SEED"] == "%d/nats.seed", unit.name
         role = creds.pop("nats.seed").removeprefix("/etc/jpki-va/nats/").removesuffix(".seed")
-        assert f"$JPKI_NATS_{role.upper().replace('-', '_')}," in AUTH_CONF.read_text(), unit.name
+        assert role in {u.role for u in parse_users(USERS.read_text())}, unit.name
         assert all(v == f"/etc/jpki-va/{k}" for k, v in creds.items()), creds
         plain = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "TMPDIR"}
         assert set(env) - plain <= set(ENV_OVERRIDES), unit.name
@@ -1081,7 +1083,7 @@ def _as_systemd_runs(
     for word in _exec_argv(unit, key):
         expanded = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], word)
         argv.append(here(expanded.replace("%d", str(creds))))
-    env = {"PATH": os.environ["PATH"], **values}
+    env = {"PATH": os.environ["PATH"], **{k: here(v) for k, v in values.items()}}
     if s.get("LoadCredential"):
         env["CREDENTIALS_DIRECTORY"] = str(creds)
     for e in s.get("Environment", []):
@@ -1154,7 +1156,13 @@ def _namespaces() -> None:
 
 
 def _node_root(
-    root: Path, built: Any, nats: str, watch_secret: str, http_port: int, seeds: list[Path]
+    root: Path,
+    built: Any,
+    nats: str,
+    watch_secret: str,
+    http_port: int,
+    seeds: dict[str, Path],
+    nats_ca: str,
 ) -> None:
     """/etc/jpki-va and /var/lib/jpki-va of one node under ``root``, laid out as
     docs/operations.md, "A node of several on hosts" says: configuration, PKI, facts key and
@@ -1162,12 +1170,13 @@ def _node_root(
     registry copied from the first node."""
     etc, var = root / "etc/jpki-va", root / "var/lib/jpki-va"
     (etc / "nats").mkdir(parents=True, mode=0o700)
-    for seed in seeds:
-        shutil.copy(seed, etc / "nats" / seed.name)
-        (etc / "nats" / seed.name).chmod(0o600)
+    for role, seed in seeds.items():
+        shutil.copy(seed, etc / "nats" / f"{role}.seed")
+        (etc / "nats" / f"{role}.seed").chmod(0o600)
     shutil.copytree(built.pki, etc / "pki")
     shutil.copy(built.facts_key, etc / "facts.key")
     (etc / "watch.secret").write_text(watch_secret + "\n")
+    shutil.copy(nats_ca, etc / "nats-ca.pem")  # cluster.env's JPKI_VA_NATS_TLS_CA
     for secret in ("facts.key", "watch.secret"):
         (etc / secret).chmod(0o600)
     (etc / "cluster.env").write_text(
@@ -1204,8 +1213,9 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
     change made on another node; its responder answers OCSP and the changes feed with the
     shared watch secret; its watch-compact round runs (nothing to do at the unit's
     thresholds), and one with --keep 0 --min-operations 1 snapshots and purges."""
+    from crlbuilder.natsauth import NatsAuth, resolve
     from tests.support import procs
-    from tests.support.nats import free_ports, nats_server, shipped_authorization
+    from tests.support.nats import free_ports, nats_server, shipped_authorization, tls_files
     from tests.support.wait import until
     from tests.test_cluster import stream_seq
 
@@ -1238,19 +1248,30 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
         print(f"--- {root.name}: {unit.name}", ran.stdout[-1000:], ran.stderr[-2000:], sep="\n")
         return ran
 
-    # the servers under the shipped per-role authorization; each unit with its role's seed
-    shipped = shipped_authorization(tmp_path / "seeds")
+    # the server under the authorization nats-config writes; each unit with its role's seed
+    # (the nodes' users as deploy/nats/users.toml has them: node1's builder and responder, the
+    # signer's, each bound to its node; a host's seed is its role's file, /etc/jpki-va/nats/)
+    shipped = shipped_authorization(tmp_path / "seeds", nodes=("node1",), signer="signer")
     seeds = shipped.seeds
-    node_seeds = [seeds[r] for r in ("SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT")]
+    node_seeds = {r.lower().replace("_", "-"): seeds[r]
+                  for r in ("SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT")}  # fmt: skip
+
+    # the server speaks TLS only, as the shipped ones (cluster.env's JPKI_VA_NATS_TLS_CA)
+    tls = tls_files(tmp_path / "tls")
+    tls_block = (
+        f'tls {{ cert_file: "{tls["tls.crt"]}", key_file: "{tls["tls.key"]}", timeout: 2 }}\n'
+    )
+    probe = resolve(NatsAuth(tls_ca=tls["ca.crt"]), []).kwargs | shipped.probe
 
     def as_role(role: str) -> dict[str, str]:
-        return {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(seeds[role])}
+        return {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(seeds[role]),
+                "JPKI_VA_NATS_TLS_CA": tls["ca.crt"]}  # fmt: skip
 
     with nats_server(
-        tmp_path / "nats", nats_port, extra=shipped.extra, probe=shipped.probe
+        tmp_path / "nats", nats_port, extra=shipped.extra + tls_block, probe=probe
     ) as server:
         for root in (signer_root, node_root):
-            _node_root(root, built, server.source, secret, http_port, node_seeds)
+            _node_root(root, built, server.source, secret, http_port, node_seeds, tls["ca.crt"])
         try:
             out = subprocess.run(
                 [str(BIN / "crlbuilder"), "publish", "--source", server.source,

@@ -41,11 +41,13 @@ from tests.support.builder import builder_config
 from tests.support.nats import (
     AUTH_CONF,
     NATS_SERVER,
-    ROLES,
+    USERS,
     NatsCluster,
     free_ports,
     nats_server,
     shipped_authorization,
+    tls_files,
+    user_keys,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,12 +82,6 @@ def test_nats_key_writes_a_seed_0600_prints_its_public_key_and_replaces_none(
         err.getvalue() == f"crlbuilder nats-key: error: {seed} exists; refusing to replace a seed\n"
     )
     assert before.strip().decode() not in out.getvalue() + err.getvalue()
-
-
-def role_keys(d: Path) -> dict[str, str]:
-    """A seed file per role under ``d``; the server's environment naming their public keys."""
-    d.mkdir(exist_ok=True)
-    return {f"JPKI_NATS_{r}": new_seed(d / f"{r.lower()}.seed") for r in ROLES}
 
 
 # -- the files, before any connection --------------------------------------------------------
@@ -230,28 +226,34 @@ def _need_nats_server() -> None:
 
 
 @pytest.mark.integration
-def test_the_shipped_authorization_is_valid_for_nats_server_and_names_every_role(
+def test_the_shipped_authorization_is_valid_for_nats_server_and_names_every_user(
     tmp_path: Path,
 ) -> None:
     _need_nats_server()
+    # the shipped file is what `crlbuilder nats-config` writes for the shipped users file
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert crlbuilder_main(["nats-config", "--users", str(USERS)]) == 0
+    assert out.getvalue().replace(str(USERS), "deploy/nats/users.toml") == AUTH_CONF.read_text()
     shutil.copy(AUTH_CONF, tmp_path / AUTH_CONF.name)
     conf = tmp_path / "nats.conf"
     conf.write_text(
         f'listen: "127.0.0.1:4222"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
         f"include ./{AUTH_CONF.name}\n"
     )
-    keys = role_keys(tmp_path / "seeds")
+    keys = user_keys(tmp_path / "seeds")
     env = {**os.environ, **keys}
     ok = subprocess.run(
         [NATS_SERVER, "-t", "-c", str(conf)], env=env, capture_output=True, check=False
     )
     assert ok.returncode == 0, ok.stderr
-    for role in ROLES:  # a role left out of the server's environment is an error, not open
-        less = {k: v for k, v in env.items() if k != f"JPKI_NATS_{role}"}
+    assert len(keys) == 11  # 5 single roles, a builder and a responder per node of 3
+    for name in keys:  # a user left out of the server's environment is an error, not open
+        less = {k: v for k, v in env.items() if k != name}
         bad = subprocess.run(
             [NATS_SERVER, "-t", "-c", str(conf)], env=less, capture_output=True, check=False
         )
-        assert bad.returncode != 0 and f"JPKI_NATS_{role}".encode() in bad.stderr
+        assert bad.returncode != 0 and name.encode() in bad.stderr
 
 
 # -- a real server with the shipped authorization -------------------------------------------
@@ -537,9 +539,11 @@ def test_the_kubernetes_nats_servers_run_the_shipped_authorization(tmp_path: Pat
     config = next(d for d in _manifests("nats.yaml") if d["kind"] == "ConfigMap")["data"]
     assert config["jpki-va-auth.conf"] == AUTH_CONF.read_text()
     assert "include ./jpki-va-auth.conf" in config["nats.conf"]
+    tls = tls_files(tmp_path / "tls")  # the Secret nats-tls, mounted at /etc/nats-tls
     for name, text in config.items():
-        (tmp_path / name).write_text(text)
-    keys = role_keys(tmp_path / "seeds")
+        (tmp_path / name).write_text(text.replace("/etc/nats-tls/", f"{tmp_path / 'tls'}/"))
+    assert all(Path(f).exists() for f in tls.values())
+    keys = user_keys(tmp_path / "seeds")
     env = {**os.environ, **keys, "POD_NAME": "nats-0", "POD_NAMESPACE": "jpki", "JS_KEY": "k"}
     ran = subprocess.run(
         [NATS_SERVER, "-t", "-c", str(tmp_path / "nats.conf")],
@@ -552,30 +556,47 @@ def test_the_kubernetes_nats_servers_run_the_shipped_authorization(tmp_path: Pat
 
 
 def test_every_kubernetes_container_on_nats_mounts_its_roles_seed_only() -> None:
+    """A container mounts its role's seeds only; a node's builder and responder use their
+    pod's own (its POD_NAME), the user deploy/nats/users.toml binds to that node."""
+    from crlbuilder.natsconfig import parse_users
+
     docs = _manifests("jpki-va.yaml")
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     seed_path = config[ENV["nkey_seed"]]
     expected = {"bootstrap": "builder", "builder": "builder", "registry-sync": "responder",
                 "watch-compact": "watch-compact", "responder": "responder"}  # fmt: skip
-    auth = AUTH_CONF.read_text()
+    users = parse_users(USERS.read_text())
+    nodes = {(u.role, u.node): u for u in users}
     seen = 0
     for sts in (d for d in docs if d["kind"] == "StatefulSet"):
         pod = sts["spec"]["template"]["spec"]
+        pods = [f"{sts['metadata']['name']}-{i}" for i in range(sts["spec"]["replicas"])]
         volumes = {v["name"]: v for v in pod["volumes"]}
         for c in pod.get("initContainers", []) + pod["containers"]:
             mounts = [m for m in c["volumeMounts"] if m["name"].startswith("nats-")]
-            (mount,) = mounts  # one seed, its role's
+            (mount,) = mounts  # one volume, its role's seeds
             assert mount["mountPath"] == str(Path(seed_path).parent) and mount["readOnly"]
             secret = volumes[mount["name"]]["secret"]
-            (item,) = secret["items"]
             assert secret["secretName"] == "jpki-va-nats" and secret["defaultMode"] == 0o400
-            assert item["path"] == Path(seed_path).name
-            role = item["key"].removesuffix(".seed")
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
             if sts["metadata"]["name"] == "jpki-va-signer":
-                assert role == {"builder": "signer", "snapshot": "snapshot"}[c["name"]]
+                role = {"builder": "signer", "snapshot": "snapshot"}[c["name"]]
             else:
-                assert role == expected[c["name"]], c["name"]
-            assert f"$JPKI_NATS_{role.upper().replace('-', '_')}," in auth
+                role = expected[c["name"]]
+            if role in ("builder", "responder"):  # per node: each pod its own, by name
+                assert env[ENV["nkey_seed"]] == f"{Path(seed_path).parent}/$(POD_NAME).seed"
+                items = {i["key"]: i["path"] for i in secret["items"]}
+                assert items == {f"{role}-{p}.seed": f"{p}.seed" for p in pods}, c["name"]
+                assert all((role, p) in nodes for p in pods), (role, pods)
+                assert all(nodes["builder", p].consumer == p for p in pods if role == "builder")
+            else:
+                assert ENV["nkey_seed"] not in env
+                (item,) = secret["items"]
+                assert item == {"key": f"{role}.seed", "path": Path(seed_path).name}
+                assert any(u.role == role for u in users)
+                if role == "signer":  # its durable consumer is the pod's name (--durable)
+                    (signer,) = [u for u in users if u.role == "signer"]
+                    assert signer.node == signer.consumer == pods[0]
             assert {"configMapRef": {"name": "jpki-va-config"}} in c["envFrom"]
             seen += 1
     assert seen == 7

@@ -71,11 +71,18 @@ class ShippingError(Exception):
     """A shipped CRL that does not check out; nothing of it was written."""
 
 
-def _bucket(cluster: Cluster, bucket: str, replicas: int) -> ObjectStore:
-    async def go() -> ObjectStore:
+def _bucket(
+    cluster: Cluster, bucket: str, replicas: int, *, create: bool = True
+) -> ObjectStore | None:
+    """The bucket; made when missing and ``create`` (the signer, its writer), else None (a
+    reader's credential may not create it: deploy/nats/jpki-va-auth.conf)."""
+
+    async def go() -> ObjectStore | None:
         try:
             return await cluster.js.object_store(bucket)
         except nats.js.errors.BucketNotFoundError:
+            if not create:
+                return None
             cfg = ObjectStoreConfig(
                 bucket=bucket, replicas=replicas_for(cluster.cluster_size(), replicas)
             )
@@ -100,6 +107,7 @@ def ship(
     if not produced:
         return 0
     obs = _bucket(cluster, bucket, replicas)
+    assert obs is not None  # made when missing
     by_issuer: dict[str, list[sf.CrlFileEntry]] = defaultdict(list)
     for e in produced:
         by_issuer[e.issuer].append(e)
@@ -156,7 +164,9 @@ class Fetcher:
     def fetch(self, now: int) -> list[sf.CrlFileEntry]:
         """Fetch every issuer's newer CRLs; returns the files placed. A shipment that does not
         check out raises `ShippingError` after the others were handled."""
-        obs = _bucket(self.cluster, self.bucket, self.replicas)
+        obs = _bucket(self.cluster, self.bucket, self.replicas, create=False)
+        if obs is None:  # the signer shipped nothing yet: nothing to fetch
+            return []
         with self.store.read() as r:
             issuers = {i.id: i for i in r.issuers()}
             local = {i.id: r.crl_state(i.index).number for i in issuers.values()}

@@ -259,11 +259,12 @@ def _shared_call(fn: Callable[[], _T]) -> _T:
         raise CommandError(f"refused, nothing written: {e}") from None
 
 
-def _open_shared(source: str, bucket: str) -> SharedRegistry:
+def _open_shared(source: str, bucket: str, *, create: bool = True) -> SharedRegistry:
     """The shared registry at ``source``; CommandError when ``source`` or ``bucket`` cannot be
-    one (`ClusterError` when it cannot be reached now: the caller's to judge)."""
+    one (`ClusterError` when it cannot be reached now, or, not ``create``, the bucket is not
+    made yet: the caller's to judge)."""
     try:
-        return SharedRegistry(source, bucket)
+        return SharedRegistry(source, bucket, create=create)
     except ValueError as e:
         raise CommandError(str(e)) from None
 
@@ -1063,7 +1064,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.follow:  # it runs until stopped: a cluster not up yet is waited for
         try:
             waited = wait_for_cluster(
-                lambda: _open_shared(args.nats, args.bucket),
+                lambda: _open_shared(args.nats, args.bucket, create=False),
                 interval=_SYNC_RETRY,
                 warn=lambda message: print(f"responder registry sync: {message}",
                                            file=sys.stderr, flush=True),
@@ -1075,7 +1076,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         shared = waited
     else:
         try:
-            shared = _open_shared(args.nats, args.bucket)
+            shared = _open_shared(args.nats, args.bucket, create=False)
         except ClusterError as e:
             raise CommandError(f"cannot reach the shared registry: {e}") from None
     stop = StopRequest.install()

@@ -34,6 +34,7 @@ from nats.js.kv import KeyValue
 from crlbuilder.jetstream import (
     Cluster,
     ClusterError,
+    StreamMissing,
     replicas_for,
     through_election,
 )
@@ -60,8 +61,12 @@ class Shared:
 class SharedRegistry:
     """One connection to the registry bucket (blocking, `crlbuilder.jetstream.Cluster`)."""
 
-    def __init__(self, source: str, bucket: str = DEFAULT_BUCKET, *, replicas: int = 0) -> None:
-        """Connect to the servers of ``source`` and open ``bucket`` (created when missing).
+    def __init__(
+        self, source: str, bucket: str = DEFAULT_BUCKET, *, replicas: int = 0, create: bool = True
+    ) -> None:
+        """Connect to the servers of ``source`` and open ``bucket`` (created when missing and
+        ``create``: a change, the registry admin's; a sync only reads it, and a bucket not
+        made yet is `StreamMissing`, its NATS user may not create it: `crlbuilder.natsconfig`).
 
         `ClusterError` when no server answers or the bucket cannot be opened now (the cluster
         electing: a command that runs until stopped tries again); `ValueError` when ``source``
@@ -75,6 +80,11 @@ class SharedRegistry:
             try:
                 return await through_election(lambda: self.cluster.js.key_value(bucket))
             except nats.js.errors.BucketNotFoundError:
+                if not create:
+                    raise StreamMissing(
+                        f"registry bucket {bucket} does not exist yet: the first change made "
+                        "with --nats creates it, this node only reads it"
+                    ) from None
                 cfg = KeyValueConfig(
                     bucket=bucket,
                     history=16,
@@ -87,6 +97,9 @@ class SharedRegistry:
         except nats.js.errors.InvalidBucketNameError:
             self.cluster.close()
             raise ValueError(f"bucket {bucket!r}: not a valid name") from None
+        except StreamMissing:
+            self.cluster.close()
+            raise
         except (nats.errors.Error, TimeoutError) as e:
             self.cluster.close()
             raise ClusterError(f"registry bucket {bucket}: {e}") from None

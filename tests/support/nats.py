@@ -175,32 +175,61 @@ def wait_jetstream(urls: list[str], timeout: float = 30, **options: Any) -> None
 
 
 AUTH_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "jpki-va-auth.conf"
-"""The shipped per-role authorization of the NATS servers."""
+"""The shipped authorization of the NATS servers (`crlbuilder nats-config` of `USERS`)."""
+USERS = AUTH_CONF.with_name("users.toml")
+"""The example deployment's NATS users (``$JPKI_NATS_...``: each one's public NKey)."""
 ROLES: Final = ("PUBLISHER", "SIGNER", "BUILDER", "SNAPSHOT", "RESPONDER", "WATCH_COMPACT",
                 "REGISTRY_ADMIN")  # fmt: skip
-"""Its users, one per role (``$JPKI_NATS_<ROLE>``: each one's public NKey)."""
+"""The roles; `shipped_authorization`'s seeds are named so (BUILDER, RESPONDER: the first node's)."""
+
+
+def user_keys(d: Path) -> dict[str, str]:
+    """A new seed under ``d`` for each ``$JPKI_NATS_...`` key of `USERS`; the servers'
+    environment naming their public keys."""
+    from crlbuilder.natsauth import new_user_seed
+    from crlbuilder.natsconfig import parse_users
+
+    d.mkdir(parents=True, exist_ok=True)
+    names = [u.key[1:] for u in parse_users(USERS.read_text()) if u.key.startswith("$")]
+    return {n: new_user_seed(d / f"{n.lower()}.seed") for n in names}
 
 
 @dataclass(frozen=True)
 class Shipped:
-    """`AUTH_CONF` with a new NKey per role: a seed file per role (``<role>.seed``, 0600, the
-    role in lower case with hyphens), the configuration text with their public keys in place,
-    and the probe's credential (the responder's)."""
+    """The authorization `crlbuilder.natsconfig` writes, for a seed per role and node: seed
+    files (``<role>.seed`` for the single roles and the first node's, ``<role>-<node>.seed``
+    keyed ``ROLE/node`` for every node's), the configuration text, and the probe's
+    credential (the first responder's)."""
 
     seeds: dict[str, Path]
     extra: str
     probe: dict[str, Any]
 
 
-def shipped_authorization(d: Path) -> Shipped:
+def shipped_authorization(
+    d: Path, nodes: tuple[str, ...] = ("node",), signer: str = "signer"
+) -> Shipped:
+    """As deploy/nats/users.toml, for the test's ``nodes`` (a builder and a responder each, the
+    builder's durable consumer the node's name) and its ``signer`` (durable the same)."""
     from crlbuilder.natsauth import new_user_seed
+    from crlbuilder.natsconfig import User, authorization
 
     d.mkdir(parents=True, exist_ok=True)
-    seeds = {r: d / f"{r.lower().replace('_', '-')}.seed" for r in ROLES}
-    extra = AUTH_CONF.read_text()
-    for role, seed in seeds.items():
-        extra = extra.replace(f"$JPKI_NATS_{role},", f'"{new_user_seed(seed)}",')
-    assert "nkey: $" not in extra, "a role of deploy/nats/jpki-va-auth.conf left out"
+    users: list[tuple[str, User]] = []
+    for role in ("PUBLISHER", "SNAPSHOT", "WATCH_COMPACT", "REGISTRY_ADMIN"):
+        seed = d / f"{role.lower().replace('_', '-')}.seed"
+        users.append((role, User(role.lower().replace("_", "-"), new_user_seed(seed))))
+    seeds = {r: d / f"{r.lower().replace('_', '-')}.seed" for r, _ in users}
+    seeds["SIGNER"] = d / "signer.seed"
+    users.append(("SIGNER", User("signer", new_user_seed(seeds["SIGNER"]), signer, signer)))
+    for node in nodes:
+        for role in ("builder", "responder"):
+            seed = d / f"{role}-{node}.seed"
+            durable = node if role == "builder" else ""
+            users.append((role, User(role, new_user_seed(seed), node, durable)))
+            seeds[f"{role.upper()}/{node}"] = seed
+            seeds.setdefault(role.upper(), seed)
+    extra = authorization([u for _, u in users], "the test")
     probe = {"nkeys_seed_str": seeds["RESPONDER"].read_text().strip()}
     return Shipped(seeds, extra, probe)
 
@@ -436,3 +465,36 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def tls_files(d: Path, name: str = "jpki-va test NATS CA") -> dict[str, str]:
+    """A CA and a certificate it issued for 127.0.0.1 and localhost (server and client
+    authentication: NATS routes are clients of each other), as the Secret nats-tls of
+    deploy/kubernetes/nats.yaml holds them: ``ca.crt``, ``tls.crt``, ``tls.key`` (0600)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from tests.support.pki import certificate
+
+    d.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = certificate(name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName(
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+    )
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
+    cert = certificate("nats", key, ca_key, issuer=ca.subject, ca=False,
+                       extensions=[(san, False), (eku, False)])  # fmt: skip
+    pem = serialization.Encoding.PEM
+    (d / "ca.crt").write_bytes(ca.public_bytes(pem))
+    (d / "tls.crt").write_bytes(cert.public_bytes(pem))
+    (d / "tls.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    (d / "tls.key").chmod(0o600)
+    return {f: str(d / f) for f in ("ca.crt", "tls.crt", "tls.key")}

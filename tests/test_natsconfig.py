@@ -1,0 +1,234 @@
+"""The NATS authorization written per node (crlbuilder.natsconfig, `crlbuilder nats-config`):
+the users file refused in one line when it cannot be right, and, on a real nats-server running
+what it writes, one node's credential refused what belongs to another node or to a stream's
+writer (its ledger subject, its durable consumer, creating a stream it only reads)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import nats.errors
+import pytest
+from nats.js import api
+
+from crlbuilder.cli import main as crlbuilder_main
+from crlbuilder.jetstream import Cluster, StreamMissing, ensure_stream
+from crlbuilder.manifest import Manifest
+from crlbuilder.natsauth import NatsAuth
+from crlbuilder.natsconfig import NatsConfigError, parse_users
+from responder.ledger import SlotCount
+from responder.ledgerstream import bound
+from tests.support.nats import NatsCluster, free_ports, nats_server, shipped_authorization
+
+KEY = "U" + "A" * 55
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[[user]]\nrole = "root"\nkey = "$K"\n', "role 'root' is not one of"),
+        ('[[user]]\nrole = "publisher"\nkey = "SUAAAA"\n', "public NKey"),
+        ('[[user]]\nrole = "responder"\nkey = "$K"\n', "a responder is one node's"),
+        ('[[user]]\nrole = "snapshot"\nkey = "$K"\nnode = "a"\n', "no node or durable"),
+        ('[[user]]\nrole = "builder"\nkey = "$K"\nnode = "a.b"\n', "node must be 1 to 64"),
+        (f'[[user]]\nrole = "publisher"\nkey = "{KEY}"\n[[user]]\nrole = "snapshot"\n'
+         f'key = "{KEY}"\n', "given to two users"),
+        ('[[user]]\nrole = "responder"\nkey = "$A"\nnode = "n"\n[[user]]\nrole = "responder"\n'
+         'key = "$B"\nnode = "n"\n', "two responder users for node n"),
+        ('[[user]]\nrole = "builder"\nkey = "$A"\nnode = "n"\n[[user]]\nrole = "signer"\n'
+         'key = "$B"\nnode = "m"\ndurable = "node-n"\n', "durable consumer node-n"),
+        ("[user]\n", "no [[user]]"),
+        ("[[user]\n", "not TOML"),
+    ],
+)  # fmt: skip
+def test_a_users_file_that_cannot_be_right_is_refused_in_one_line(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    with pytest.raises(NatsConfigError, match=re.escape(says)):
+        parse_users(text)
+    users, out = tmp_path / "users.toml", tmp_path / "auth.conf"
+    users.write_text(text)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert crlbuilder_main(["nats-config", "--users", str(users), "--out", str(out)]) == 2
+    assert err.getvalue().count("\n") == 1 and says in err.getvalue(), err.getvalue()
+    assert not out.exists()
+
+
+def test_a_ledger_message_counts_for_its_subjects_node_only() -> None:
+    c = SlotCount(node="a", file_id="f", slot=0, day="2026-01-01", party="p", service="ocsp",
+                  method="get", count=5)  # fmt: skip
+    data = msgspec.json.encode(c)
+    assert bound("jpki.ledger.JPKI_LEDGER.a", data) == c
+    assert bound("jpki.ledger.JPKI_LEDGER.b", data) is None  # a's counter under b's name
+    assert bound("jpki.ledger.JPKI_LEDGER.a", b"not json") is None  # left out, not raised
+    assert bound("jpki.ledger.OTHER.a", data) is None
+
+
+@pytest.fixture(scope="module")
+def two_nodes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[NatsCluster, dict[str, Path]]]:
+    """A nats-server under the authorization written for nodes a and b."""
+    base = tmp_path_factory.mktemp("natsconfig")
+    shipped = shipped_authorization(base / "seeds", nodes=("a", "b"))
+    with nats_server(base, free_ports(1)[0], extra=shipped.extra, probe=shipped.probe) as server:
+        yield server, shipped.seeds
+
+
+def _as(server: NatsCluster, seed: Path) -> Cluster:
+    return Cluster(server.urls, auth=NatsAuth(nkey_seed=str(seed)))
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_responder_node_may_not_write_another_nodes_ledger(
+    two_nodes: tuple[NatsCluster, dict[str, Path]],
+) -> None:
+    server, seeds = two_nodes
+    a = _as(server, seeds["RESPONDER/a"])
+    try:
+        ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"])
+        a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.a", b"{}", stream="JPKI_LEDGER"))
+        with pytest.raises((nats.errors.Error, TimeoutError)):  # b's subject: refused
+            a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.b", b"{}", stream="JPKI_LEDGER", timeout=2))
+        assert a.run(a.js.stream_info("JPKI_LEDGER")).state.messages == 1
+    finally:
+        a.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_builder_may_not_create_the_record_stream_nor_touch_another_nodes_consumer(
+    two_nodes: tuple[NatsCluster, dict[str, Path]],
+) -> None:
+    server, seeds = two_nodes
+    a = _as(server, seeds["BUILDER/a"])
+    b = _as(server, seeds["BUILDER/b"])
+    publisher = _as(server, seeds["PUBLISHER"])
+    try:
+        # a reader finds the stream missing at once, in one line (no create, no timeout)
+        with pytest.raises(StreamMissing, match=r"^stream JPKI_RECORDS does not exist yet: its"):
+            ensure_stream(a, "JPKI_RECORDS", ["jpki.records"], create=False)
+        with pytest.raises((nats.errors.Error, TimeoutError)):  # nor with its own settings
+            a.run(a.js.add_stream(api.StreamConfig(name="JPKI_RECORDS", subjects=["jpki.records"],
+                                                   max_msgs=5)))  # fmt: skip
+        ensure_stream(publisher, "JPKI_RECORDS", ["jpki.records"])  # its writer makes it
+        for i in range(3):
+            publisher.run(publisher.js.publish("jpki.records", b"r%d" % i))
+        cfg = api.ConsumerConfig(durable_name="b", ack_policy=api.AckPolicy.ALL,
+                                 filter_subject="jpki.records")  # fmt: skip
+        b.run(b.js.add_consumer("JPKI_RECORDS", cfg))
+
+        async def drain() -> int:  # a pulls and acknowledges b's records away
+            sub = await a.js.pull_subscribe_bind(durable="b", stream="JPKI_RECORDS")
+            got = await sub.fetch(3, timeout=2)
+            for m in got:
+                await m.ack()
+            return len(got)
+
+        with pytest.raises((nats.errors.Error, TimeoutError)):
+            a.run(drain())
+        with pytest.raises((nats.errors.Error, TimeoutError)):
+            a.run(a.js.delete_consumer("JPKI_RECORDS", "b"))
+        with pytest.raises((nats.errors.Error, TimeoutError)):  # nor take b's name
+            other = api.ConsumerConfig(durable_name="b", filter_subject="x")
+            a.run(a.js.add_consumer("JPKI_RECORDS", other, timeout=2))
+        info = b.run(b.js.consumer_info("JPKI_RECORDS", "b"))
+        assert info.num_pending == 3 and not info.delivered.stream_seq  # b's, untouched
+    finally:
+        for c in (a, b, publisher):
+            c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_builder_fetches_no_crl_before_the_signer_made_the_bucket(
+    two_nodes: tuple[NatsCluster, dict[str, Path]],
+) -> None:
+    from crlbuilder.crl.shipping import _bucket
+
+    server, seeds = two_nodes
+    a = _as(server, seeds["BUILDER/a"])
+    try:
+        # the signer shipped nothing yet: nothing to fetch, at once (no create refused)
+        assert _bucket(a, "JPKI_CRLS", 0, create=False) is None
+    finally:
+        a.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_registry_sync_before_the_first_change_says_the_bucket_is_not_made_yet(
+    two_nodes: tuple[NatsCluster, dict[str, Path]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from responder.cli import main as responder_main
+
+    server, seeds = two_nodes
+    monkeypatch.setenv("JPKI_VA_NATS_NKEY_SEED", str(seeds["RESPONDER/a"]))
+    registry = tmp_path / "registry.toml"
+    err = io.StringIO()
+    started = time.monotonic()
+    with contextlib.redirect_stderr(err):
+        rc = responder_main(["registry", "sync", "--registry", str(registry),
+                             "--nats", server.source])  # fmt: skip
+    assert rc == 2 and err.getvalue().count("\n") == 1, err.getvalue()
+    assert "registry bucket JPKI_REGISTRY does not exist yet: the first change" in err.getvalue()
+    assert time.monotonic() - started < 4  # at once, not a refused create's timeout
+    assert not registry.exists()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, timed waits
+def test_a_following_builder_waits_for_the_publisher_to_make_the_record_stream(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A builder may not create the record stream: started first, it says it waits for it
+    (not a refused create's timeout), then applies what the publisher published."""
+    from tests.support import procs
+    from tests.support.wait import until
+    from tests.test_natsauth import _records
+    from tests.test_stream import flags, node_config, stream_seq, warnings_in
+
+    shipped = shipped_authorization(tmp_path / "seeds", nodes=("follower",))
+    with nats_server(
+        tmp_path / "srv", free_ports(1)[0], extra=shipped.extra, probe=shipped.probe
+    ) as server:
+        cfg = node_config(tmp_path / "follower", demo_pki[0], server.source, "X")
+        records_stream = msgspec.structs.replace(
+            cfg.stream, name="JPKI_RECORDS", subject="jpki.records"
+        )
+        cfg = msgspec.structs.replace(cfg, stream=records_stream)
+        args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(cfg), "--no-progress",
+                "--follow", "--follow-interval", "0.2"]  # fmt: skip
+        env = {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(shipped.seeds["BUILDER/follower"])}
+        log = tmp_path / "follower.log"
+        missing = "stream JPKI_RECORDS does not exist yet: its writer creates it"
+        with procs.started(args, log=log, env=env) as p:
+            until(lambda: any(missing in m for m in warnings_in(log)) or p.poll() is not None,
+                  30, "the builder's warning")  # fmt: skip
+            assert p.poll() is None, log.read_text()[-2000:]
+            records = sorted(_records(tmp_path, demo_pki[0]).glob("*.jsonl"))
+            monkeypatch.setenv("JPKI_VA_NATS_NKEY_SEED", str(shipped.seeds["PUBLISHER"]))
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                rc = crlbuilder_main(["publish", "--source", server.source,
+                                      "--facts-key-file", cfg.keys.facts_key_file,
+                                      *map(str, records)])  # fmt: skip
+            assert rc == 0
+            n = msgspec.json.decode(out.getvalue())["last_seq"]
+            until(lambda: stream_seq(cfg) == n, 60, "the records applied")
+            assert procs.stop(p, signal.SIGTERM, 15) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "Traceback" not in text and "timeout" not in text, text[-2000:]
