@@ -64,21 +64,26 @@ def test_the_same_change_read_twice_with_the_first_reads_cursor_counts_once(
 def test_a_cursor_carries_its_counted_mark_to_another_node(
     cas: dict[int, Ca], tmp_path: Path
 ) -> None:
-    """A fresh cursor stands ``[cluster] max_lag`` records before its node's position: the
-    changes in between were in the party's POST /v1/status read. Read at another node (which
-    has never seen the party), they come again and are not counted; what follows is."""
-    a, b = nodes(cas, tmp_path, node_a(cas, horizon_seq=2), node_b(cas, horizon_seq=2))
+    """A fresh cursor's mark is its position (what follows is counted when first delivered).
+    A party that retries an older cursor on node a is answered a cursor whose mark is a's
+    (all three counted there): read at node b, which has never seen the party, B and C come
+    again and are not counted."""
+    a, b = nodes(cas, tmp_path, node_a(cas), node_b(cas))
     env = next(e for e in changes._ENVS.values() if e.watchset is a.watchset)
     env.fresh_lag = 15
     a.reader.stream_applied = 10  # node a's position when the party takes the cursor
-    _, got = a.changes("")
-    assert a.read(got["cursor"]) == cursor.Bound(sp(2), sp(10))  # the horizon: 2
-    _, got = b.changes(f"cursor={got['cursor']}")
-    assert serials(got) == [A, B, C]
-    assert total(b) == 2  # A (batch 0-10) is at or before the mark: B and C are new
-    assert b.read(got["cursor"]) == cursor.Bound(sp(20), sp(10, 20, 1, C))
+    _, fresh = a.changes("")
+    assert a.read(fresh["cursor"]) == cursor.Bound(sp(0), sp(0))
+    a.reader.stream_applied = 20
+    _, got = a.changes(f"cursor={fresh['cursor']}")
+    assert serials(got) == [A, B, C] and total(a) == 3  # the first delivery of each: counted
+    _, again = a.changes(f"cursor={fresh['cursor']}&limit=1")  # the answer lost: a retry
+    assert serials(again) == [A] and total(a) == 3
+    assert a.read(again["cursor"]) == cursor.Bound(sp(0, 10, 0, A), sp(10, 20, 1, C))
+    _, got = b.changes(f"cursor={again['cursor']}")
+    assert serials(got) == [B, C] and total(b) == 0  # counted at a: the cursor says so
     _, got = a.changes(f"cursor={got['cursor']}")
-    assert got["changes"] == [] and total(a) == 0
+    assert got["changes"] == [] and total(a) == 3
 
 
 def test_a_read_paged_across_nodes_and_read_again_counts_each_change_once(
@@ -277,3 +282,21 @@ def test_a_snapshot_load_empties_the_lists_and_keeps_the_counted_marks(tmp_path:
     lists.count_once("other", lambda kept: seen.append(kept) or mark)
     assert seen == [mark, None]  # one mark per party
     lists.close()
+
+
+def test_fresh_cursors_taken_again_and_again_do_not_read_the_feed_uncounted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A party that never reads ``POST /v1/status`` and takes a fresh cursor before every read
+    is given the changes of the ``max_lag`` records before the node's position each time: the
+    first delivery of each must be counted, else polling fresh cursors reads the feed free."""
+    (a,) = nodes(cas, tmp_path, node_a(cas))
+    env = next(e for e in changes._ENVS.values() if e.watchset is a.watchset)
+    env.fresh_lag = 20
+    delivered: list[int] = []
+    for _ in range(3):
+        _, fresh = a.changes("")
+        _, got = a.changes(f"cursor={fresh['cursor']}")
+        delivered += serials(got)
+    assert set(delivered) == {A, B, C}
+    assert total(a) == 3  # each change counted once, the first time it was delivered

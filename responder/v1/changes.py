@@ -76,8 +76,8 @@ the status record of each hit. The watch list is the responder's own state
   cursor's mark cannot place are counted again). A node behind the cursor answers no
   change and the same position; a fresh cursor stands ``[cluster] max_lag`` records
   before the node's position, so that ``POST /v1/status`` read next on any ready node is
-  not older than it (the changes in between come again, not counted: the cursor's mark is
-  the node's position). Changes delivered are counted on the node that delivers them (its
+  not older than it (the changes in between come again, and are counted unless this node
+  counted them for the party before: the cursor's mark is its position). Changes delivered are counted on the node that delivers them (its
   ledger is shipped).
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
@@ -814,10 +814,10 @@ def _none(store: StoreRef, now: datetime, cursor: str) -> Reply[ChangesResponse]
 def _fresh(
     env: WatchEnv, party: str, store: StoreRef, now: datetime, key: bytes, fresh: cursors.Bound
 ) -> Reply[ChangesResponse] | Problem:
-    """A fresh cursor: the party resynchronises (it reads the status of its whole list next),
-    so this node's counted mark of the party starts again at the cursor's: a mark left ahead
-    by a store restored from an older copy (its next commits renumber the lost ones) would
-    leave the changes they make uncounted."""
+    """A fresh cursor of this node's own store: the party resynchronises (it reads the status
+    of its whole list next), so this node's counted mark of the party starts again at the
+    cursor's: a mark left ahead by a store restored from an older copy (its next commits
+    renumber the lost ones) would leave the changes they make uncounted."""
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
@@ -914,13 +914,15 @@ def _changes_of_stream(
     if not request.cursor:
         # a fresh cursor stands [cluster] max_lag records before this node's position: a
         # POST /v1/status that follows it on another ready node (within max_lag of the
-        # stream) is then not older than it; the changes in between come again, and are not
-        # counted again (its mark is this node's position: `responder.v1.provision`)
+        # stream) is then not older than it; the changes in between come again. Its mark is
+        # its position: those changes are counted when delivered unless this node's mark of
+        # the party covers them (delivered and counted here before), which it keeps: a mark
+        # at the node's position would let a party that takes a fresh cursor before every
+        # read, never reading the status, be given every change uncounted
         seq = reader.stream_seq()
         base = max(seq - env.fresh_lag, reader.changes_from_seq(), 0)
         here = cursors.StreamPosition(feed, base)
-        upto = cursors.StreamPosition(feed, max(seq, base))
-        return _fresh(env, party, store, now, key, cursors.Bound(here, upto))
+        return _none(store, now, cursors.seal(key, party, cursors.Bound(here, here)))
     bound = cursors.unseal(key, party, request.cursor)
     if isinstance(bound, cursors.Verdict):
         return _CURSOR_PROBLEMS[bound]
