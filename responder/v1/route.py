@@ -93,10 +93,12 @@ class Reply(Generic[Resp]):
     reply with an effect counts nothing (``counts`` empty): the effect runs before the
     dispatcher takes the provisions of the day, which could still refuse the answer."""
     withdrawn: Callable[[], None] | None = None
-    """Run by the dispatcher when it refuses the answer after the handler (429: the party's
-    provisions of the day taken meanwhile by another of its calls), so that the handler's
-    own record of what it provided (the changes feed's counted mark) is taken back; it
-    never raises."""
+    """Run by the dispatcher when the answer is not given after the handler ran: refused
+    (429: the party's provisions of the day taken meanwhile by another of its calls; the
+    effect failed), its body or signature not made (an exception), or abandoned (its
+    connection went away while the batch thread worked on it), so that the handler's own
+    record of what it provided (the changes feed's counted mark) is taken back; it never
+    raises, and may run in the batch thread."""
     status: int = 200
     retry_after: int | None = None
     """Seconds for the answer's ``Retry-After`` header (RFC 9110 §10.2.3): a 202 that asks

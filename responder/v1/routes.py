@@ -27,7 +27,8 @@
    from the party's provisions of the day, all or none (`Quota.take_provisions`: a batch
    that would pass the bound is refused whole, 429 naming the rule, how many remain and
    when the Japan day turns, nothing counted or answered, and `Reply.withdrawn` run: the
-   changes feed takes back its counted mark; the changes feed was told what remains,
+   changes feed takes back its counted mark, as it does for an answer abandoned in the
+   batch thread or whose body or signature failed; the changes feed was told what remains,
    `Context.provisions_left`, and delivered no more), counts the ledger (帳簿, Act §40:
    `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
    the call, and sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
@@ -56,8 +57,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
@@ -116,6 +119,50 @@ class Done(NamedTuple):
     signature: bytes | None = None
     retry_after: int | None = None
     """A 503's Retry-After when the route gave one (`Route.retry_after`); else 1."""
+
+
+@dataclass
+class _Claim:
+    """Between the batch thread and the event loop: whether the answer was abandoned (its
+    connection went away) and the work's outcome once the thread has it, so that whichever
+    learns last takes back what the handler recorded as provided (`Reply.withdrawn`)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    abandoned: bool = False
+    done: Done | None = None
+
+
+def _withdraw(done: Done) -> None:
+    """Take back what a reply's handler recorded as provided (`Reply.withdrawn`): its answer
+    is not given."""
+    if done.reply is not None and done.reply.withdrawn is not None:
+        done.reply.withdrawn()
+
+
+def _abandoned(claim: _Claim, answer: asyncio.Future[Response]) -> None:
+    """On the event loop, the answer done: when it was cancelled (its connection went away,
+    `responder.http`, before or while it waited on the batch thread) it is never counted nor
+    sent, so what the handler recorded as provided is taken back, here when the thread has
+    finished, else by the thread when it does (`_claimed`)."""
+    if not answer.cancelled():
+        return
+    with claim.lock:
+        claim.abandoned = True
+        finished = claim.done
+    if finished is not None:
+        _withdraw(finished)
+
+
+def _claimed(claim: _Claim, work: Callable[[], Done]) -> Done:
+    """In the batch thread: ``work``, then its outcome handed over, or taken back at once
+    when the answer was abandoned meanwhile."""
+    got = work()
+    with claim.lock:
+        if not claim.abandoned:
+            claim.done = got
+            return got
+    _withdraw(got)
+    return got
 
 
 _EFFECT_FAILED: Final = problem.make(
@@ -274,14 +321,17 @@ class V1Api:
         waits = route.blocking is not None and route.blocking(self._envs[route.path])
         if not (large or waits) or self.pool is None:
             return self._finish(req, route, party, now, work())
-        done = self.pool.submit(party.id, work)
+        claim = _Claim()
+        done = self.pool.submit(party.id, functools.partial(_claimed, claim, work))
         if done is None:  # the party's share of the batch thread is taken
             req.note = Outcome(endpoint, party=party.id, rule=FAIR_SHARE)
             return problem.response(
                 problem.make(429, FAIR_SHARE, _FAIR_SHARE_DETAIL), retry_after=1
             )
         req.note = Outcome(endpoint, party=party.id)  # until the work is done
-        return asyncio.ensure_future(self._after(req, route, party, now, done))
+        answer = asyncio.ensure_future(self._after(req, route, party, now, done))
+        answer.add_done_callback(functools.partial(_abandoned, claim))
+        return answer
 
     async def _after(
         self, req: Request, route: AnyRoute, party: Party, now: float, done: asyncio.Future[Done]
@@ -306,13 +356,21 @@ class V1Api:
                 later = route.retry_after
                 env = self._envs[route.path]
                 return Done(got, retry_after=later(env) if later and got.status == 503 else None)
-            body = msgspec.json.encode(got.body)
+            try:
+                body = msgspec.json.encode(got.body)
+            except BaseException:
+                _withdraw(Done(None, got))
+                raise
         if got.effect is not None:
             try:
                 got.effect()
             except Exception:  # the shell's I/O failed: nothing provided, nothing counted
                 return Done(_EFFECT_FAILED, got)
-        signature = self.signer.sign(body) if route.signed and self.signer is not None else None
+        try:
+            signature = self.signer.sign(body) if route.signed and self.signer is not None else None
+        except BaseException:  # no answer: what the handler recorded as provided is not
+            _withdraw(Done(None, got))
+            raise
         return Done(None, got, body, signature)
 
     def counted_at(self, now: float) -> float:
@@ -340,6 +398,7 @@ class V1Api:
         reply = done.reply
         family = reply.family if reply is not None else ""
         if done.problem is not None or reply is None:
+            _withdraw(done)  # an effect failed: nothing provided
             refusal = done.problem or _EFFECT_FAILED
             rule = MALFORMED if refusal.status == 400 else refusal.rule
             req.note = Outcome(endpoint, family=family, party=party.id, rule=rule)
