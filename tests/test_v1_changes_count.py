@@ -12,9 +12,9 @@ import pytest
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import changes_start
 from responder.registry.vocabulary import Method, Service
-from responder.v1 import changes, cursor, provision
+from responder.v1 import changes, cursor, provision, watchlog
 from responder.v1.watchdb import LmdbWatchSet
-from responder.v1.watchset import WatchKeys
+from responder.v1.watchset import MemoryWatchSet, WatchKeys
 from responder.v1.watchsnap import Loading
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_v1_changes import AC, SC, STORE_ID, A, Api, B, C, after, at, ref, store
@@ -229,7 +229,11 @@ def test_the_cursor_key_is_derived_from_the_watch_secret_and_not_the_secret() ->
     assert len(text) <= cursor.MAX_CURSOR_CHARS and "=" not in text
     assert cursor.unseal(key, "sig", text) == bound
     assert cursor.unseal(key, "sig2", text) is cursor.Verdict.NOT_GENUINE
-    assert cursor.unseal(key, "sig", text[:-2]) is cursor.Verdict.MALFORMED
+    assert cursor.unseal(key, "sig", text[:-1]) is cursor.Verdict.MALFORMED  # not base64
+    generation = bound._replace(gen=b"g" * cursor.GEN_BYTES)
+    assert cursor.unseal(key, "sig", cursor.seal(key, "sig", generation)) == generation
+    with pytest.raises(ValueError, match="generation"):
+        cursor.seal(key, "sig", bound._replace(gen=b"g"))
     with pytest.raises(ValueError, match="store or feed"):
         cursor.seal(key, "sig", cursor.Bound(sp(10), cursor.StreamPosition(b"O" * 16, 10)))
     longest = cursor.Bound(
@@ -269,17 +273,19 @@ def test_what_a_store_mark_covers() -> None:
 
 def test_a_snapshot_load_empties_the_lists_and_keeps_the_counted_marks(tmp_path: Path) -> None:
     """The marks are this node's own (not on the watch stream, not in its snapshots): a load
-    of the lists from a snapshot, which empties them first, leaves them."""
+    of the lists from a snapshot, which empties them first, leaves them, under a new
+    generation of every list (the lists loaded may hold entries the marks never saw)."""
     lists = LmdbWatchSet(tmp_path / "watch", WatchKeys(bytes(range(32))), map_size=1 << 24)
     mark = cursor.pack(sp(10, 20, 1, C))
     lists.update("sig", [sf.status_key(SC, A)], [], limit=10)
-    lists.count_once("sig", lambda kept: mark if kept is None else kept + b"?")
+    gens = [lists.generation("sig")]
+    lists.count_once("sig", lambda kept, _gen: mark if kept is None else kept + b"?")
     lists.begin_load(Loading(b"seal", 0, 1, 0))
     assert lists.count("sig") == 0
     seen: list[bytes | None] = []
-    lists.count_once("sig", lambda kept: seen.append(kept) or mark)
-    assert seen == [mark]
-    lists.count_once("other", lambda kept: seen.append(kept) or mark)
+    lists.count_once("sig", lambda kept, gen: seen.append(kept) or gens.append(gen) or mark)
+    assert seen == [mark] and gens[1] != gens[0]
+    lists.count_once("other", lambda kept, _gen: seen.append(kept) or mark)
     assert seen == [mark, None]  # one mark per party
     lists.close()
 
@@ -300,3 +306,88 @@ def test_fresh_cursors_taken_again_and_again_do_not_read_the_feed_uncounted(
         delivered += serials(got)
     assert set(delivered) == {A, B, C}
     assert total(a) == 3  # each change counted once, the first time it was delivered
+
+
+@pytest.mark.parametrize("kept", ["bound", "unbound"])
+def test_a_certificate_watched_after_a_read_is_counted_when_an_older_cursor_delivers_it(
+    cas: dict[int, Ca], tmp_path: Path, kept: str
+) -> None:
+    """A party reads while it watches C only (this node's mark of it passes A and B), then
+    watches A and B and reads again from a cursor it kept from before (or a hand-made one of
+    before cursors were bound): A and B are delivered to it the first time and are counted
+    (and C again: the counted marks are of the list before).
+    Else a party would watch one late change, read, watch everything and rewind its cursor
+    to be given the kept feed uncounted."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, C)])
+    k0 = api.sealed(changes_start(2)) if kept == "bound" else at(2)
+    _, got = api.changes(f"cursor={k0}")
+    assert serials(got) == [C] and total(api) == 1
+    api.watch(add=[ref(SC, A), ref(SC, B)])
+    _, got = api.changes(f"cursor={k0}")
+    # A and B new; C too, once more: a mark made before an entry was added is not read
+    # (it cannot tell which changes it saw watched), an over-count only on such a rewind
+    assert serials(got) == [A, B, C] and total(api) == 4
+    _, again = api.changes(f"cursor={k0}")
+    assert serials(again) == [A, B, C] and total(api) == 4  # now all three were counted
+
+
+def test_a_mark_carried_in_a_cursor_does_not_cover_a_certificate_watched_since(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A cursor whose mark is past its position (a retry answered on a node whose mark was
+    ahead) is kept; the party then watches B: read from that cursor, B is counted."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, A), ref(SC, C)])
+    k0 = api.sealed(changes_start(2))
+    _, got = api.changes(f"cursor={k0}")
+    assert serials(got) == [A, C] and total(api) == 2
+    _, first = api.changes(f"cursor={k0}&limit=1")  # the answer lost, asked again: A
+    assert api.read(first["cursor"]).mark > api.read(first["cursor"]).position
+    api.watch(add=[ref(SC, B)])
+    _, got = api.changes(f"cursor={first['cursor']}")
+    assert serials(got) == [B, C] and total(api) == 4  # B new (C again: the list changed)
+
+
+def test_the_generation_of_a_list_changes_when_an_entry_is_added_alike_on_every_node(
+    tmp_path: Path,
+) -> None:
+    keys = WatchKeys(bytes(range(32)))
+    one = LmdbWatchSet(tmp_path / "one", keys, map_size=1 << 24)
+    gen = one.generation("sig")
+    one.update("sig", [], [sf.status_key(SC, A)], limit=10)  # nothing added
+    assert one.generation("sig") == gen
+    one.count_once("sig", lambda _kept, _gen: b"mark")
+    one.update("sig", [sf.status_key(SC, A)], [], limit=10)
+    assert one.generation("sig") != gen and one.generation("other") == gen
+    seen: list[bytes | None] = []
+    one.count_once("sig", lambda kept, _gen: seen.append(kept) or kept)
+    assert seen == [None]  # this node's mark forgotten with the addition
+    one.close()
+    tag = keys.tag("sig")
+    op = watchlog.make_op(keys.check(), 10, [], keys.entries(tag, [sf.status_key(SC, A)]), tag)
+    replicas = []
+    for name in ("a", "b"):
+        lists = LmdbWatchSet(tmp_path / name, keys, map_size=1 << 24)
+        lists.apply(1, op)
+        replicas.append(lists.generation("sig"))
+        lists.close()
+    assert replicas[0] == replicas[1] != gen  # the operation's sequence: the same everywhere
+
+
+def test_an_entry_added_while_a_read_ran_has_every_change_it_delivers_counted() -> None:
+    """The read checked the list as it was (generation ``before``); an entry added meanwhile
+    may be among the changes delivered: no mark covers any of them, and none is stored."""
+    lists = MemoryWatchSet()
+    before = lists.generation("sig")
+    mark = cursor.Position(STORE_ID, changes_start(7))
+    lists.count_once("sig", lambda _kept, gen: gen + cursor.pack(mark))
+    lists.update("sig", [sf.status_key(SC, A)], [], limit=10)  # a new generation
+    lists.marks["sig"] = before + cursor.pack(mark)  # as a read of before would leave it
+    afters = [cursor.Position(STORE_ID, changes_start(c)) for c in (3, 5)]
+    got: changes._Read[cursor.Position] = changes._Read(
+        services=[Service.SIGN_REVOCATION_INFO] * 2, afters=afters
+    )
+    provided = changes._provided(lists, "sig", got, mark, before)
+    assert provided.counts == ((Service.SIGN_REVOCATION_INFO, 2),)
+    assert lists.marks["sig"] == before + cursor.pack(mark)  # left as it was

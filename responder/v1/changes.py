@@ -751,33 +751,41 @@ class _Provided(Generic[P]):
 
 
 def _provided(
-    lists: WatchSet, party: str, got: _Read[P], mark: P, ceiling: P | None = None
+    lists: WatchSet, party: str, got: _Read[P], mark: P, gen: bytes, ceiling: P | None = None
 ) -> _Provided[P]:
     """The provisions of a read and the counted mark after it: the changes delivered that
     neither the cursor's mark nor this node's mark of the party (`WatchSet.count_once`)
-    covers (`responder.v1.provision`). ``ceiling``: the highest mark this view can have
-    counted (a store restored from an older copy numbers its new commits as the lost ones)."""
+    covers (`responder.v1.provision`), both of the list's generation ``gen`` read before
+    the read (a mark made before an entry was added never saw its certificate watched; an
+    entry added during the read: every change delivered is counted). ``ceiling``: the
+    highest mark this view can have counted (a store restored from an older copy numbers
+    its new commits as the lost ones)."""
     if not got.afters:
         return _Provided((), mark)
-    result: list[tuple[list[bool], P, bytes, bytes]] = []
+    result: list[tuple[list[bool], P, bytes | None, bytes | None]] = []
 
-    def decide(stored: bytes | None) -> bytes:
+    def decide(stored: bytes | None, now: bytes) -> bytes | None:
+        if now != gen:  # an entry was added while the list was read: no mark covers
+            result.append(([True] * len(got.afters), mark, stored, stored))
+            return stored
         m = mark
-        kept = _same_feed(cursors.unpack(stored) if stored is not None else None, mark)
+        kept = None
+        if stored is not None and stored[: len(gen)] == gen:
+            kept = _same_feed(cursors.unpack(stored[len(gen) :]), mark)
         if kept is not None:
             m = provision.later(m, kept)
         if ceiling is not None and provision.later(m, ceiling) is not ceiling:
             m = ceiling
         fresh, after = provision.count(got.afters, m)
-        result.append((fresh, after, cursors.pack(m), cursors.pack(after)))
+        result.append((fresh, after, stored, gen + cursors.pack(after)))
         return result[-1][3]
 
     lists.count_once(party, decide)
     fresh, after, before, ours = result[-1]
 
     def withdraw() -> None:
-        try:  # unless another read of the party moved it since
-            lists.count_once(party, lambda now: before if now == ours or now is None else now)
+        try:  # unless another read of the party, or an entry added, moved it since
+            lists.count_once(party, lambda now, _gen: before if now == ours else now)
         except WatchUnavailable as e:
             _log.error("the changes feed's counted mark not taken back: %s", e)
 
@@ -821,11 +829,17 @@ def _fresh(
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
+    gens: list[bytes] = []
+
+    def reset(_kept: bytes | None, gen: bytes) -> bytes:
+        gens.append(gen)
+        return gen + cursors.pack(fresh.mark)
+
     try:
-        lists.count_once(party, lambda _kept: cursors.pack(fresh.mark))
+        lists.count_once(party, reset)
     except WatchUnavailable:
         return _UNAVAILABLE
-    return _none(store, now, cursors.seal(key, party, fresh))
+    return _none(store, now, cursors.seal(key, party, fresh._replace(gen=gens[-1])))
 
 
 def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse] | Problem:
@@ -877,18 +891,21 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
         return cursors.Position(ident, e.after)
 
     try:
+        gen = lists.generation(party)  # before the list is read
+        if bound.gen != gen:  # entries added since the mark: it never saw them watched
+            mark = position
         got = _read(
             reader.changes(position.start), lists, party, issuers, reader,
             limit=_limit(request, ctx), budget=env.config.scan_limit, seen=seen, after=after,
         )  # fmt: skip
-        provided = _provided(lists, party, got, mark, ceiling=here)
+        provided = _provided(lists, party, got, mark, gen, ceiling=here)
     except WatchUnavailable:
         return _UNAVAILABLE
     if got.full and last is not None:
         position = cursors.Position(position.store_id, last.after)
     else:  # read to the end: the next read starts after the view's commit
         position = here
-    cursor = cursors.seal(key, party, cursors.Bound(position, provided.mark))
+    cursor = cursors.seal(key, party, cursors.Bound(position, provided.mark, gen=gen))
     return _reply(store, now, got, provided, cursor, issuers)
 
 
@@ -922,7 +939,15 @@ def _changes_of_stream(
         seq = reader.stream_seq()
         base = max(seq - env.fresh_lag, reader.changes_from_seq(), 0)
         here = cursors.StreamPosition(feed, base)
-        return _none(store, now, cursors.seal(key, party, cursors.Bound(here, here)))
+        lists = env.lists()
+        if lists is None:
+            return _UNAVAILABLE
+        try:
+            gen = lists.generation(party)
+        except WatchUnavailable:
+            return _UNAVAILABLE
+        fresh = cursors.Bound(here, here, gen=gen)
+        return _none(store, now, cursors.seal(key, party, fresh))
     bound = cursors.unseal(key, party, request.cursor)
     if isinstance(bound, cursors.Verdict):
         return _CURSOR_PROBLEMS[bound]
@@ -934,7 +959,8 @@ def _changes_of_stream(
     assert isinstance(mark, cursors.StreamPosition)
     where = feedpos.locate(position, reader)
     if where is feedpos.Verdict.NOT_YET:  # this node is behind the cursor: nothing new here
-        return _none(store, now, cursors.seal(key, party, cursors.Bound(position, mark)))
+        same = cursors.Bound(position, mark, gen=bound.gen)
+        return _none(store, now, cursors.seal(key, party, same))
     if isinstance(where, feedpos.Verdict):
         return _CURSOR_PROBLEMS[
             cursors.Verdict.EXPIRED
@@ -960,6 +986,9 @@ def _changes_of_stream(
     tracker = where.tracker
     stream_made = (e for e in reader.changes(where.start) if e.group is not None)
     try:
+        gen = lists.generation(party)  # before the list is read
+        if bound.gen != gen:  # entries added since the mark: it never saw them watched
+            mark = position
         got = _read(
             stream_made, lists, party, issuers, reader,
             limit=_limit(request, ctx), budget=env.config.scan_limit, seen=tracker.see,
@@ -967,11 +996,11 @@ def _changes_of_stream(
         )  # fmt: skip
         if whole is not None and whole() != loads:  # the lists emptied by a load while read:
             return _BEHIND  # the changes not found would be lost to the party, its cursor past
-        provided = _provided(lists, party, got, mark)
+        provided = _provided(lists, party, got, mark, gen)
     except WatchUnavailable:
         return _UNAVAILABLE
     after = tracker.after_last() if got.full else tracker.at_end(reader.stream_seq())
-    cursor = cursors.seal(key, party, cursors.Bound(after, provided.mark))
+    cursor = cursors.seal(key, party, cursors.Bound(after, provided.mark, gen=gen))
     return _reply(store, now, got, provided, cursor, issuers)
 
 

@@ -15,7 +15,13 @@ node's: a change first delivered from it is counted (else a party that takes a f
 before every read would read the feed uncounted).
 
 The counted mark says up to where the changes delivered to a party were counted: every
-change at or before it. It is a feed position of the same kind as the cursor's
+change at or before it, of a certificate the party watched then. So a mark is read only
+while the party's watch list is of the generation it was made under
+(`responder.v1.watchset.WatchSet.generation`, which changes when an entry is added): a
+change of a certificate watched since was never delivered, whatever the mark says (else a
+party would watch one late change, read, watch everything and read again from an old
+cursor, given the kept feed uncounted). After an addition a read from an older cursor
+counts again the changes it delivers again (an over-count, only on such a rewind). It is a feed position of the same kind as the cursor's
 (`responder.v1.cursor`: a position in one store's feed, or in the record stream) and travels
 in two places, the later of which applies:
 
