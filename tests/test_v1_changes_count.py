@@ -383,11 +383,11 @@ def test_an_entry_added_while_a_read_ran_has_every_change_it_delivers_counted() 
     mark = cursor.Position(STORE_ID, changes_start(7))
     lists.count_once("sig", lambda _kept, gen: gen + cursor.pack(mark))
     lists.update("sig", [sf.status_key(SC, A)], [], limit=10)  # a new generation
-    lists.marks["sig"] = before + cursor.pack(mark)  # as a read of before would leave it
+    lists.marks["sig"] = changes._stored(before, mark)  # as a read of before would leave it
     afters = [cursor.Position(STORE_ID, changes_start(c)) for c in (3, 5)]
     got: changes._Read[cursor.Position] = changes._Read(
         services=[Service.SIGN_REVOCATION_INFO] * 2, afters=afters
     )
     provided = changes._provided(lists, "sig", got, mark, before)
     assert provided.counts == ((Service.SIGN_REVOCATION_INFO, 2),)
-    assert lists.marks["sig"] == before + cursor.pack(mark)  # left as it was
+    assert changes._stored_mark(lists.marks["sig"], before) == mark  # left as it was

@@ -100,6 +100,7 @@ bound: 409 ``watch_full``, nothing changed.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -746,8 +747,27 @@ class _Provided(Generic[P]):
     """Provisions (件数) per service."""
     mark: P
     """The counted mark after the read."""
-    withdraw: Callable[[], None] | None = None
+    withdraw: Callable[[], bool] | None = None
     """Takes this node's mark of the party back to where it was (`Reply.withdrawn`)."""
+
+
+_WRITE_BYTES: Final = 8
+
+
+def _stored(gen: bytes, mark: cursors.Position | cursors.StreamPosition) -> bytes:
+    """A counted mark as this node keeps it (`WatchSet.count_once`): the list generation it
+    is of, a value of its own (so that a read that takes its mark back knows whether another
+    read stored one since, even the same), then the mark."""
+    return gen + secrets.token_bytes(_WRITE_BYTES) + cursors.pack(mark)
+
+
+def _stored_mark(
+    stored: bytes | None, gen: bytes
+) -> cursors.Position | cursors.StreamPosition | None:
+    """The mark of `_stored` when it is of the list generation ``gen``, else None."""
+    if stored is None or stored[: len(gen)] != gen:
+        return None
+    return cursors.unpack(stored[len(gen) + _WRITE_BYTES :])
 
 
 def _provided(
@@ -769,25 +789,33 @@ def _provided(
             result.append(([True] * len(got.afters), mark, stored, stored))
             return stored
         m = mark
-        kept = None
-        if stored is not None and stored[: len(gen)] == gen:
-            kept = _same_feed(cursors.unpack(stored[len(gen) :]), mark)
+        kept = _stored_mark(stored, gen)
+        kept = _same_feed(kept, mark) if kept is not None else None
         if kept is not None:
             m = provision.later(m, kept)
         if ceiling is not None and provision.later(m, ceiling) is not ceiling:
             m = ceiling
         fresh, after = provision.count(got.afters, m)
-        result.append((fresh, after, stored, gen + cursors.pack(after)))
+        result.append((fresh, after, stored, _stored(gen, after)))
         return result[-1][3]
 
     lists.count_once(party, decide)
     fresh, after, before, ours = result[-1]
 
-    def withdraw() -> None:
-        try:  # unless another read of the party, or an entry added, moved it since
-            lists.count_once(party, lambda now, _gen: before if now == ours else now)
+    def withdraw() -> bool:
+        back: list[bool] = []
+
+        def restore(now: bytes | None, _gen: bytes) -> bytes | None:
+            if now != ours:  # another read of the party, or an entry added, moved it since
+                return now
+            back.append(True)
+            return before
+
+        try:
+            lists.count_once(party, restore)
         except WatchUnavailable as e:
             _log.error("the changes feed's counted mark not taken back: %s", e)
+        return bool(back)
 
     counts: dict[Service, int] = {}
     for service, new in zip(got.services, fresh, strict=True):
@@ -833,7 +861,7 @@ def _fresh(
 
     def reset(_kept: bytes | None, gen: bytes) -> bytes:
         gens.append(gen)
-        return gen + cursors.pack(fresh.mark)
+        return _stored(gen, fresh.mark)
 
     try:
         lists.count_once(party, reset)

@@ -42,7 +42,7 @@ TAG_BYTES: Final = 8
 DIGEST_BYTES: Final = 16
 ENTRY_BYTES: Final = TAG_BYTES + DIGEST_BYTES
 SECRET_BYTES: Final = 32
-HIDDEN_BYTES: Final = 64
+HIDDEN_BYTES: Final = 128
 GEN_BYTES: Final = 8
 """A watch list's generation (`WatchSet.generation`)."""
 
@@ -212,9 +212,13 @@ class WatchKeys:
         return bytes(a ^ b for a, b in zip(body, self._pad(tag, nonce), strict=False))
 
     def _pad(self, tag: bytes, nonce: bytes) -> bytes:
-        return hashlib.blake2b(
-            tag + nonce, key=self._secret, digest_size=HIDDEN_BYTES, person=b"jpkiva-w-hide"
-        ).digest()
+        return b"".join(
+            hashlib.blake2b(
+                tag + nonce + bytes((i,)), key=self._secret, digest_size=64,
+                person=b"jpkiva-w-hide",
+            ).digest()
+            for i in range(HIDDEN_BYTES // 64)
+        )  # fmt: skip
 
     def check(self) -> bytes:
         """A value that names the secret without revealing it (stored with the lists)."""
