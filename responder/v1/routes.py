@@ -28,8 +28,9 @@
    that would pass the bound is refused whole, 429 naming the rule, how many remain and
    when the Japan day turns, nothing counted or answered, and `Reply.withdrawn` run: the
    changes feed takes back its counted mark, as it does for an answer abandoned in the
-   batch thread or whose body or signature failed; the changes feed was told what remains,
-   `Context.provisions_left`, and delivered no more), counts the ledger (帳簿, Act §40:
+   batch thread or whose body or signature failed (503), or, when another read of the party
+   moved it since, the ledger counts the answer all the same; the changes feed was told
+   what remains, `Context.provisions_left`, and delivered no more), counts the ledger (帳簿, Act §40:
    `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
    the call, and sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
    The provisions and the ledger count at one instant (`V1Api.counted_at`): a batch asked
