@@ -37,10 +37,13 @@ the status record of each hit. The watch list is the responder's own state
   party **the first time**, counted under its family's service, method ``json`` (the
   unit a fee per provision would use, Act §67). A change delivered again (a read from an
   older cursor: a retry, a party that lost an answer; a fresh cursor that stands behind
-  the node's position, below) is delivered and not counted again
-  (`responder.v1.provision`): the cursor carries how far the party's changes were counted,
-  and each node keeps that mark for the party too, so a retry with an older cursor on the
-  same node, or two reads at once, count once. Registering says nothing about any status
+  the node's position over changes this node delivered, below) is delivered and
+  not counted again (`responder.v1.provision`): the cursor carries how far the party's changes
+  were counted, and each node keeps that mark for the party too, so a retry with an older
+  cursor on the same node, or two reads at once, count once; a mark is of the watch list
+  as it was (an entry added since: not read, what is delivered again counted again); an
+  answer not given after all takes its mark back, or, another read having relied on it,
+  is counted all the same. Registering says nothing about any status
   and is not a provision; a read that delivers nothing provides nothing. Both count
   against the agreed quotas.
 - Cursor: opaque, and bound to the party: an HMAC (keyed from the service's watch
