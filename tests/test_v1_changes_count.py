@@ -138,11 +138,12 @@ def test_a_fresh_cursor_after_a_store_restored_from_an_older_copy_counts_anew(
     api.watch(add=[ref(SC, B), ref(SC, C)])
     _, got = api.changes(f"cursor={at(3)}")
     assert serials(got) == [B, C] and total(api) == 2
-    kept, marks = api.watchset.lists, api.watchset.marks
+    kept, marks, gens = api.watchset.lists, api.watchset.marks, api.watchset.gens
 
     def restored(**kw: object) -> Api:
         again = Api(store(cas, **kw), tmp_path)
-        again.watchset.lists, again.watchset.marks = kept, marks  # the same watch lists
+        watchset = again.watchset  # the same watch lists
+        watchset.lists, watchset.marks, watchset.gens = kept, marks, gens
         return again
 
     back = restored(commit=4, lost=[(3, sf.status_key(SC, A))])  # back at commit 4
