@@ -7,6 +7,10 @@ remains and says where it stopped, the single answers take one each."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from responder.limits import LimitsTable
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
 from responder.signing import SigningPool
+from responder.v1 import changes
 from responder.v1 import status as v1status
 from responder.v1.routes import Done, V1Api
 from tests.support.pki import Ca, make_ca, rsa_key
@@ -451,3 +456,159 @@ def test_a_batch_answered_with_the_clock_set_back_across_midnight_counts_where_a
         assert ledger_days(tmp_path) == {(DAY_OF_NOW + timedelta(days=1)).isoformat(): 2 * BATCH}
     finally:
         w.close()
+
+
+# --- a changes read in the batch thread whose answer is never given ------------------------
+
+
+class SlowSigner:
+    """An answer signer that signs when the test lets it (an HSM slow to answer)."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.fail = False
+
+    def sign(self, body: bytes) -> bytes:
+        assert self.go.wait(10)
+        if self.fail:
+            raise RuntimeError("the token went away")
+        return b"h..s"
+
+
+def _threaded_changes(
+    cas: dict[int, Ca], tmp_path: Path, signer: SlowSigner
+) -> tuple[ChangesApi, V1Api, str]:
+    """The changes feed answered in the batch thread (as on a node of several), the party
+    watching B and C, and a cursor before them; the in-line dispatcher kept for re-reads."""
+    api = ChangesApi(changes_store(cas), tmp_path)
+    inline = api.api
+    route = dataclasses.replace(changes.CHANGES_ROUTE, blocking=lambda _env: True)
+    api.api = V1Api(
+        (changes.WATCH_ROUTE, route), api.config, store=api.reader, quota=inline.quota,
+        ledger=api.ledger, pool=SigningPool(1, 2), signer=signer,  # type: ignore[arg-type]
+    )  # fmt: skip
+    api.watch(add=[changes_ref(SC, B), changes_ref(SC, C)])
+    return api, inline, api.sealed(changes_start(3))
+
+
+def _reread(api: ChangesApi, inline: V1Api, cursor: str) -> list[Any]:
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={cursor}".encode()
+    req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+    answer = inline.handle(req, api.registry, NOW)
+    assert isinstance(answer, Response) and answer.status == 200
+    changes_got: list[Any] = msgspec.json.decode(bytes(answer.body))["changes"]
+    return changes_got
+
+
+@pytest.mark.parametrize("when", ["signing", "signing-waited-on", "signed"])
+def test_a_changes_read_whose_connection_went_away_leaves_them_to_be_counted(
+    cas: dict[int, Ca], tmp_path: Path, when: str
+) -> None:
+    """The party's connection goes away while the batch thread works on its read
+    (`responder.http` cancels the answer, whether or not it already waits on the thread, and
+    whether or not the thread has finished): nothing is counted nor delivered, so the read
+    again from the same cursor counts them (the counted mark the read stored taken back)."""
+    signer = SlowSigner()
+    if when == "signed":
+        signer.go.set()
+    api, inline, first = _threaded_changes(cas, tmp_path, signer)
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={first}".encode()
+    req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+    async def gone() -> None:
+        pending = api.api.handle(req, api.registry, NOW)
+        assert isinstance(pending, asyncio.Future), "not the batch thread"
+        deadline = time.monotonic() + 10
+        while "sig" not in api.watchset.marks:  # the thread has read and stored its mark
+            assert time.monotonic() < deadline
+            if when == "signed":  # the event loop held all along: the thread's outcome
+                time.sleep(0.01)  # is not taken before the answer is cancelled
+            else:
+                await asyncio.sleep(0.01)
+        if when == "signing-waited-on":
+            await asyncio.sleep(0)  # the answer starts waiting on the thread
+        if when == "signed":
+            time.sleep(0.2)  # the thread finishes
+        pending.cancel()  # the connection went away while the answer was being signed
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+        signer.go.set()
+        while api.api.pool is not None and api.api.pool.running:  # the thread is done
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+
+    asyncio.run(gone())
+    assert api.ledger.counted == []
+    assert len(_reread(api, inline, first)) == 2
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
+
+
+def test_a_changes_read_whose_answer_could_not_be_signed_leaves_them_to_be_counted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """The answer's signature fails after the read stored its counted mark (the token went
+    away): 503, nothing counted nor delivered, so the read again counts them."""
+    signer = SlowSigner()
+    signer.fail = True
+    signer.go.set()
+    api, inline, first = _threaded_changes(cas, tmp_path, signer)
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={first}".encode()
+    req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+    async def failed() -> None:
+        pending = api.api.handle(req, api.registry, NOW)
+        assert isinstance(pending, asyncio.Future), "not the batch thread"
+        resp = await pending
+        assert resp.status == 503 and resp.content_type == b"application/problem+json"
+
+    asyncio.run(failed())
+    assert api.ledger.counted == []
+    assert len(_reread(api, inline, first)) == 2
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
+
+
+def test_a_read_that_relied_on_another_reads_count_is_counted_when_that_one_is_refused(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """Two reads of one party from one cursor at once: the first counts B and C and stores
+    its mark; the second, answered meanwhile, delivers them without counting them (the
+    first did); then the first is refused 429 (another call took the day's last
+    provisions) and takes its mark back. B and C were delivered: they must be counted."""
+    api = ChangesApi(changes_store(cas), tmp_path)
+    api.registry = bounded(10)
+    table = limits(tmp_path)
+    api.watch(add=[changes_ref(SC, B), changes_ref(SC, C)])
+    first = api.sealed(changes_start(3))
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={first}".encode()
+
+    def call() -> Response:
+        req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+        answer = api.api.handle(req, api.registry, NOW)
+        assert isinstance(answer, Response)
+        return answer
+
+    second: list[Response] = []
+
+    class Raced:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(table, name)
+
+        def take_provisions(self, party: Any, n: int, now: float) -> Any:
+            if n and not second:  # the first read, between its handler and its count
+                api.api.quota = table
+                second.append(call())  # the second read, answered whole meanwhile
+                assert table.take_provisions(party, 10 - n + 1, now) is None  # another call
+            return table.take_provisions(party, n, now)
+
+    api.api.quota = Raced()  # type: ignore[assignment]
+    refused = call()
+    assert refused.status == 429
+    assert second[0].status == 200
+    delivered = msgspec.json.decode(bytes(second[0].body))["changes"]
+    assert len(delivered) == 2
+    counted = sum(n for *_k, n in api.ledger.counted)
+    assert counted == 2, api.ledger.counted

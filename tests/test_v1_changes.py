@@ -148,16 +148,20 @@ class Api:
         return key
 
     def read(self, text: str, party: str = "sig") -> cursor.Bound:
-        """What a cursor of an answer says (it is bound to ``party``)."""
+        """Where a cursor of an answer reads from and its counted mark (it is bound to
+        ``party``); whether its watch list generation is the list's is asserted."""
         got = cursor.unseal(self.key(), party, text)
         assert isinstance(got, cursor.Bound) and got.bound, got
-        return got
+        assert got.gen == self.watchset.generation(party)
+        return got._replace(gen=bytes(cursor.GEN_BYTES))
 
     def sealed(self, start: bytes, mark: bytes | None = None, party: str = "sig") -> str:
-        """A bound cursor of the test store at ``start``, counted up to ``mark`` (or it)."""
+        """A bound cursor of the test store at ``start``, counted up to ``mark`` (or it), of
+        the party's watch list as it is now."""
         here = cursor.Position(STORE_ID, start)
         upto = cursor.Position(STORE_ID, mark) if mark is not None else here
-        return cursor.seal(self.key(), party, cursor.Bound(here, upto))
+        gen = self.watchset.generation(party)  # of the list as it is now
+        return cursor.seal(self.key(), party, cursor.Bound(here, upto, gen=gen))
 
     def changes(self, query: str, party: str = "sig") -> tuple[Response, Any]:
         headers = {b"authorization": f"Bearer {party}".encode()}

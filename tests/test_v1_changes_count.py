@@ -12,9 +12,9 @@ import pytest
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import changes_start
 from responder.registry.vocabulary import Method, Service
-from responder.v1 import changes, cursor, provision
+from responder.v1 import changes, cursor, provision, watchlog
 from responder.v1.watchdb import LmdbWatchSet
-from responder.v1.watchset import WatchKeys
+from responder.v1.watchset import MemoryWatchSet, WatchKeys
 from responder.v1.watchsnap import Loading
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_v1_changes import AC, SC, STORE_ID, A, Api, B, C, after, at, ref, store
@@ -64,21 +64,26 @@ def test_the_same_change_read_twice_with_the_first_reads_cursor_counts_once(
 def test_a_cursor_carries_its_counted_mark_to_another_node(
     cas: dict[int, Ca], tmp_path: Path
 ) -> None:
-    """A fresh cursor stands ``[cluster] max_lag`` records before its node's position: the
-    changes in between were in the party's POST /v1/status read. Read at another node (which
-    has never seen the party), they come again and are not counted; what follows is."""
-    a, b = nodes(cas, tmp_path, node_a(cas, horizon_seq=2), node_b(cas, horizon_seq=2))
+    """A fresh cursor's mark is its position (what follows is counted when first delivered).
+    A party that retries an older cursor on node a is answered a cursor whose mark is a's
+    (all three counted there): read at node b, which has never seen the party, B and C come
+    again and are not counted."""
+    a, b = nodes(cas, tmp_path, node_a(cas), node_b(cas))
     env = next(e for e in changes._ENVS.values() if e.watchset is a.watchset)
     env.fresh_lag = 15
     a.reader.stream_applied = 10  # node a's position when the party takes the cursor
-    _, got = a.changes("")
-    assert a.read(got["cursor"]) == cursor.Bound(sp(2), sp(10))  # the horizon: 2
-    _, got = b.changes(f"cursor={got['cursor']}")
-    assert serials(got) == [A, B, C]
-    assert total(b) == 2  # A (batch 0-10) is at or before the mark: B and C are new
-    assert b.read(got["cursor"]) == cursor.Bound(sp(20), sp(10, 20, 1, C))
+    _, fresh = a.changes("")
+    assert a.read(fresh["cursor"]) == cursor.Bound(sp(0), sp(0))
+    a.reader.stream_applied = 20
+    _, got = a.changes(f"cursor={fresh['cursor']}")
+    assert serials(got) == [A, B, C] and total(a) == 3  # the first delivery of each: counted
+    _, again = a.changes(f"cursor={fresh['cursor']}&limit=1")  # the answer lost: a retry
+    assert serials(again) == [A] and total(a) == 3
+    assert a.read(again["cursor"]) == cursor.Bound(sp(0, 10, 0, A), sp(10, 20, 1, C))
+    _, got = b.changes(f"cursor={again['cursor']}")
+    assert serials(got) == [B, C] and total(b) == 0  # counted at a: the cursor says so
     _, got = a.changes(f"cursor={got['cursor']}")
-    assert got["changes"] == [] and total(a) == 0
+    assert got["changes"] == [] and total(a) == 3
 
 
 def test_a_read_paged_across_nodes_and_read_again_counts_each_change_once(
@@ -133,11 +138,12 @@ def test_a_fresh_cursor_after_a_store_restored_from_an_older_copy_counts_anew(
     api.watch(add=[ref(SC, B), ref(SC, C)])
     _, got = api.changes(f"cursor={at(3)}")
     assert serials(got) == [B, C] and total(api) == 2
-    kept, marks = api.watchset.lists, api.watchset.marks
+    kept, marks, gens = api.watchset.lists, api.watchset.marks, api.watchset.gens
 
     def restored(**kw: object) -> Api:
         again = Api(store(cas, **kw), tmp_path)
-        again.watchset.lists, again.watchset.marks = kept, marks  # the same watch lists
+        watchset = again.watchset  # the same watch lists
+        watchset.lists, watchset.marks, watchset.gens = kept, marks, gens
         return again
 
     back = restored(commit=4, lost=[(3, sf.status_key(SC, A))])  # back at commit 4
@@ -224,7 +230,11 @@ def test_the_cursor_key_is_derived_from_the_watch_secret_and_not_the_secret() ->
     assert len(text) <= cursor.MAX_CURSOR_CHARS and "=" not in text
     assert cursor.unseal(key, "sig", text) == bound
     assert cursor.unseal(key, "sig2", text) is cursor.Verdict.NOT_GENUINE
-    assert cursor.unseal(key, "sig", text[:-2]) is cursor.Verdict.MALFORMED
+    assert cursor.unseal(key, "sig", text[:-1]) is cursor.Verdict.MALFORMED  # not base64
+    generation = bound._replace(gen=b"g" * cursor.GEN_BYTES)
+    assert cursor.unseal(key, "sig", cursor.seal(key, "sig", generation)) == generation
+    with pytest.raises(ValueError, match="generation"):
+        cursor.seal(key, "sig", bound._replace(gen=b"g"))
     with pytest.raises(ValueError, match="store or feed"):
         cursor.seal(key, "sig", cursor.Bound(sp(10), cursor.StreamPosition(b"O" * 16, 10)))
     longest = cursor.Bound(
@@ -264,16 +274,121 @@ def test_what_a_store_mark_covers() -> None:
 
 def test_a_snapshot_load_empties_the_lists_and_keeps_the_counted_marks(tmp_path: Path) -> None:
     """The marks are this node's own (not on the watch stream, not in its snapshots): a load
-    of the lists from a snapshot, which empties them first, leaves them."""
+    of the lists from a snapshot, which empties them first, leaves them, under a new
+    generation of every list (the lists loaded may hold entries the marks never saw)."""
     lists = LmdbWatchSet(tmp_path / "watch", WatchKeys(bytes(range(32))), map_size=1 << 24)
     mark = cursor.pack(sp(10, 20, 1, C))
     lists.update("sig", [sf.status_key(SC, A)], [], limit=10)
-    lists.count_once("sig", lambda kept: mark if kept is None else kept + b"?")
+    gens = [lists.generation("sig")]
+    lists.count_once("sig", lambda kept, _gen: mark if kept is None else kept + b"?")
     lists.begin_load(Loading(b"seal", 0, 1, 0))
     assert lists.count("sig") == 0
     seen: list[bytes | None] = []
-    lists.count_once("sig", lambda kept: seen.append(kept) or mark)
-    assert seen == [mark]
-    lists.count_once("other", lambda kept: seen.append(kept) or mark)
+    lists.count_once("sig", lambda kept, gen: seen.append(kept) or gens.append(gen) or mark)
+    assert seen == [mark] and gens[1] != gens[0]
+    lists.count_once("other", lambda kept, _gen: seen.append(kept) or mark)
     assert seen == [mark, None]  # one mark per party
     lists.close()
+
+
+def test_fresh_cursors_taken_again_and_again_do_not_read_the_feed_uncounted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A party that never reads ``POST /v1/status`` and takes a fresh cursor before every read
+    is given the changes of the ``max_lag`` records before the node's position each time: the
+    first delivery of each must be counted, else polling fresh cursors reads the feed free."""
+    (a,) = nodes(cas, tmp_path, node_a(cas))
+    env = next(e for e in changes._ENVS.values() if e.watchset is a.watchset)
+    env.fresh_lag = 20
+    delivered: list[int] = []
+    for _ in range(3):
+        _, fresh = a.changes("")
+        _, got = a.changes(f"cursor={fresh['cursor']}")
+        delivered += serials(got)
+    assert set(delivered) == {A, B, C}
+    assert total(a) == 3  # each change counted once, the first time it was delivered
+
+
+@pytest.mark.parametrize("kept", ["bound", "unbound"])
+def test_a_certificate_watched_after_a_read_is_counted_when_an_older_cursor_delivers_it(
+    cas: dict[int, Ca], tmp_path: Path, kept: str
+) -> None:
+    """A party reads while it watches C only (this node's mark of it passes A and B), then
+    watches A and B and reads again from a cursor it kept from before (or a hand-made one of
+    before cursors were bound): A and B are delivered to it the first time and are counted
+    (and C again: the counted marks are of the list before).
+    Else a party would watch one late change, read, watch everything and rewind its cursor
+    to be given the kept feed uncounted."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, C)])
+    k0 = api.sealed(changes_start(2)) if kept == "bound" else at(2)
+    _, got = api.changes(f"cursor={k0}")
+    assert serials(got) == [C] and total(api) == 1
+    api.watch(add=[ref(SC, A), ref(SC, B)])
+    _, got = api.changes(f"cursor={k0}")
+    # A and B new; C too, once more: a mark made before an entry was added is not read
+    # (it cannot tell which changes it saw watched), an over-count only on such a rewind
+    assert serials(got) == [A, B, C] and total(api) == 4
+    _, again = api.changes(f"cursor={k0}")
+    assert serials(again) == [A, B, C] and total(api) == 4  # now all three were counted
+
+
+def test_a_mark_carried_in_a_cursor_does_not_cover_a_certificate_watched_since(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A cursor whose mark is past its position (a retry answered on a node whose mark was
+    ahead) is kept; the party then watches B: read from that cursor, B is counted."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, A), ref(SC, C)])
+    k0 = api.sealed(changes_start(2))
+    _, got = api.changes(f"cursor={k0}")
+    assert serials(got) == [A, C] and total(api) == 2
+    _, first = api.changes(f"cursor={k0}&limit=1")  # the answer lost, asked again: A
+    assert api.read(first["cursor"]).mark > api.read(first["cursor"]).position
+    api.watch(add=[ref(SC, B)])
+    _, got = api.changes(f"cursor={first['cursor']}")
+    assert serials(got) == [B, C] and total(api) == 4  # B new (C again: the list changed)
+
+
+def test_the_generation_of_a_list_changes_when_an_entry_is_added_alike_on_every_node(
+    tmp_path: Path,
+) -> None:
+    keys = WatchKeys(bytes(range(32)))
+    one = LmdbWatchSet(tmp_path / "one", keys, map_size=1 << 24)
+    gen = one.generation("sig")
+    one.update("sig", [], [sf.status_key(SC, A)], limit=10)  # nothing added
+    assert one.generation("sig") == gen
+    one.count_once("sig", lambda _kept, _gen: b"mark")
+    one.update("sig", [sf.status_key(SC, A)], [], limit=10)
+    assert one.generation("sig") != gen and one.generation("other") == gen
+    seen: list[bytes | None] = []
+    one.count_once("sig", lambda kept, _gen: seen.append(kept) or kept)
+    assert seen == [None]  # this node's mark forgotten with the addition
+    one.close()
+    tag = keys.tag("sig")
+    op = watchlog.make_op(keys.check(), 10, [], keys.entries(tag, [sf.status_key(SC, A)]), tag)
+    replicas = []
+    for name in ("a", "b"):
+        lists = LmdbWatchSet(tmp_path / name, keys, map_size=1 << 24)
+        lists.apply(1, op)
+        replicas.append(lists.generation("sig"))
+        lists.close()
+    assert replicas[0] == replicas[1] != gen  # the operation's sequence: the same everywhere
+
+
+def test_an_entry_added_while_a_read_ran_has_every_change_it_delivers_counted() -> None:
+    """The read checked the list as it was (generation ``before``); an entry added meanwhile
+    may be among the changes delivered: no mark covers any of them, and none is stored."""
+    lists = MemoryWatchSet()
+    before = lists.generation("sig")
+    mark = cursor.Position(STORE_ID, changes_start(7))
+    lists.count_once("sig", lambda _kept, gen: gen + cursor.pack(mark))
+    lists.update("sig", [sf.status_key(SC, A)], [], limit=10)  # a new generation
+    lists.marks["sig"] = changes._stored(before, mark)  # as a read of before would leave it
+    afters = [cursor.Position(STORE_ID, changes_start(c)) for c in (3, 5)]
+    got: changes._Read[cursor.Position] = changes._Read(
+        services=[Service.SIGN_REVOCATION_INFO] * 2, afters=afters
+    )
+    provided = changes._provided(lists, "sig", got, mark, before)
+    assert provided.counts == ((Service.SIGN_REVOCATION_INFO, 2),)
+    assert changes._stored_mark(lists.marks["sig"], before) == mark  # left as it was

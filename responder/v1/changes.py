@@ -37,10 +37,13 @@ the status record of each hit. The watch list is the responder's own state
   party **the first time**, counted under its family's service, method ``json`` (the
   unit a fee per provision would use, Act §67). A change delivered again (a read from an
   older cursor: a retry, a party that lost an answer; a fresh cursor that stands behind
-  the node's position, below) is delivered and not counted again
-  (`responder.v1.provision`): the cursor carries how far the party's changes were counted,
-  and each node keeps that mark for the party too, so a retry with an older cursor on the
-  same node, or two reads at once, count once. Registering says nothing about any status
+  the node's position over changes this node delivered, below) is delivered and
+  not counted again (`responder.v1.provision`): the cursor carries how far the party's changes
+  were counted, and each node keeps that mark for the party too, so a retry with an older
+  cursor on the same node, or two reads at once, count once; a mark is of the watch list
+  as it was (an entry added since: not read, what is delivered again counted again); an
+  answer not given after all takes its mark back, or, another read having relied on it,
+  is counted all the same. Registering says nothing about any status
   and is not a provision; a read that delivers nothing provides nothing. Both count
   against the agreed quotas.
 - Cursor: opaque, and bound to the party: an HMAC (keyed from the service's watch
@@ -76,8 +79,8 @@ the status record of each hit. The watch list is the responder's own state
   cursor's mark cannot place are counted again). A node behind the cursor answers no
   change and the same position; a fresh cursor stands ``[cluster] max_lag`` records
   before the node's position, so that ``POST /v1/status`` read next on any ready node is
-  not older than it (the changes in between come again, not counted: the cursor's mark is
-  the node's position). Changes delivered are counted on the node that delivers them (its
+  not older than it (the changes in between come again, and are counted unless this node
+  counted them for the party before: the cursor's mark is its position). Changes delivered are counted on the node that delivers them (its
   ledger is shipped).
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
@@ -100,6 +103,7 @@ bound: 409 ``watch_full``, nothing changed.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -746,40 +750,75 @@ class _Provided(Generic[P]):
     """Provisions (件数) per service."""
     mark: P
     """The counted mark after the read."""
-    withdraw: Callable[[], None] | None = None
+    withdraw: Callable[[], bool] | None = None
     """Takes this node's mark of the party back to where it was (`Reply.withdrawn`)."""
 
 
+_WRITE_BYTES: Final = 8
+
+
+def _stored(gen: bytes, mark: cursors.Position | cursors.StreamPosition) -> bytes:
+    """A counted mark as this node keeps it (`WatchSet.count_once`): the list generation it
+    is of, a value of its own (so that a read that takes its mark back knows whether another
+    read stored one since, even the same), then the mark."""
+    return gen + secrets.token_bytes(_WRITE_BYTES) + cursors.pack(mark)
+
+
+def _stored_mark(
+    stored: bytes | None, gen: bytes
+) -> cursors.Position | cursors.StreamPosition | None:
+    """The mark of `_stored` when it is of the list generation ``gen``, else None."""
+    if stored is None or stored[: len(gen)] != gen:
+        return None
+    return cursors.unpack(stored[len(gen) + _WRITE_BYTES :])
+
+
 def _provided(
-    lists: WatchSet, party: str, got: _Read[P], mark: P, ceiling: P | None = None
+    lists: WatchSet, party: str, got: _Read[P], mark: P, gen: bytes, ceiling: P | None = None
 ) -> _Provided[P]:
     """The provisions of a read and the counted mark after it: the changes delivered that
     neither the cursor's mark nor this node's mark of the party (`WatchSet.count_once`)
-    covers (`responder.v1.provision`). ``ceiling``: the highest mark this view can have
-    counted (a store restored from an older copy numbers its new commits as the lost ones)."""
+    covers (`responder.v1.provision`), both of the list's generation ``gen`` read before
+    the read (a mark made before an entry was added never saw its certificate watched; an
+    entry added during the read: every change delivered is counted). ``ceiling``: the
+    highest mark this view can have counted (a store restored from an older copy numbers
+    its new commits as the lost ones)."""
     if not got.afters:
         return _Provided((), mark)
-    result: list[tuple[list[bool], P, bytes, bytes]] = []
+    result: list[tuple[list[bool], P, bytes | None, bytes | None]] = []
 
-    def decide(stored: bytes | None) -> bytes:
+    def decide(stored: bytes | None, now: bytes) -> bytes | None:
+        if now != gen:  # an entry was added while the list was read: no mark covers
+            result.append(([True] * len(got.afters), mark, stored, stored))
+            return stored
         m = mark
-        kept = _same_feed(cursors.unpack(stored) if stored is not None else None, mark)
+        kept = _stored_mark(stored, gen)
+        kept = _same_feed(kept, mark) if kept is not None else None
         if kept is not None:
             m = provision.later(m, kept)
         if ceiling is not None and provision.later(m, ceiling) is not ceiling:
             m = ceiling
         fresh, after = provision.count(got.afters, m)
-        result.append((fresh, after, cursors.pack(m), cursors.pack(after)))
+        result.append((fresh, after, stored, _stored(gen, after)))
         return result[-1][3]
 
     lists.count_once(party, decide)
     fresh, after, before, ours = result[-1]
 
-    def withdraw() -> None:
-        try:  # unless another read of the party moved it since
-            lists.count_once(party, lambda now: before if now == ours or now is None else now)
+    def withdraw() -> bool:
+        back: list[bool] = []
+
+        def restore(now: bytes | None, _gen: bytes) -> bytes | None:
+            if now != ours:  # another read of the party, or an entry added, moved it since
+                return now
+            back.append(True)
+            return before
+
+        try:
+            lists.count_once(party, restore)
         except WatchUnavailable as e:
             _log.error("the changes feed's counted mark not taken back: %s", e)
+        return bool(back)
 
     counts: dict[Service, int] = {}
     for service, new in zip(got.services, fresh, strict=True):
@@ -814,18 +853,24 @@ def _none(store: StoreRef, now: datetime, cursor: str) -> Reply[ChangesResponse]
 def _fresh(
     env: WatchEnv, party: str, store: StoreRef, now: datetime, key: bytes, fresh: cursors.Bound
 ) -> Reply[ChangesResponse] | Problem:
-    """A fresh cursor: the party resynchronises (it reads the status of its whole list next),
-    so this node's counted mark of the party starts again at the cursor's: a mark left ahead
-    by a store restored from an older copy (its next commits renumber the lost ones) would
-    leave the changes they make uncounted."""
+    """A fresh cursor of this node's own store: the party resynchronises (it reads the status
+    of its whole list next), so this node's counted mark of the party starts again at the
+    cursor's: a mark left ahead by a store restored from an older copy (its next commits
+    renumber the lost ones) would leave the changes they make uncounted."""
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
+    gens: list[bytes] = []
+
+    def reset(_kept: bytes | None, gen: bytes) -> bytes:
+        gens.append(gen)
+        return _stored(gen, fresh.mark)
+
     try:
-        lists.count_once(party, lambda _kept: cursors.pack(fresh.mark))
+        lists.count_once(party, reset)
     except WatchUnavailable:
         return _UNAVAILABLE
-    return _none(store, now, cursors.seal(key, party, fresh))
+    return _none(store, now, cursors.seal(key, party, fresh._replace(gen=gens[-1])))
 
 
 def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse] | Problem:
@@ -877,18 +922,21 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
         return cursors.Position(ident, e.after)
 
     try:
+        gen = lists.generation(party)  # before the list is read
+        if bound.gen != gen:  # entries added since the mark: it never saw them watched
+            mark = position
         got = _read(
             reader.changes(position.start), lists, party, issuers, reader,
             limit=_limit(request, ctx), budget=env.config.scan_limit, seen=seen, after=after,
         )  # fmt: skip
-        provided = _provided(lists, party, got, mark, ceiling=here)
+        provided = _provided(lists, party, got, mark, gen, ceiling=here)
     except WatchUnavailable:
         return _UNAVAILABLE
     if got.full and last is not None:
         position = cursors.Position(position.store_id, last.after)
     else:  # read to the end: the next read starts after the view's commit
         position = here
-    cursor = cursors.seal(key, party, cursors.Bound(position, provided.mark))
+    cursor = cursors.seal(key, party, cursors.Bound(position, provided.mark, gen=gen))
     return _reply(store, now, got, provided, cursor, issuers)
 
 
@@ -914,13 +962,23 @@ def _changes_of_stream(
     if not request.cursor:
         # a fresh cursor stands [cluster] max_lag records before this node's position: a
         # POST /v1/status that follows it on another ready node (within max_lag of the
-        # stream) is then not older than it; the changes in between come again, and are not
-        # counted again (its mark is this node's position: `responder.v1.provision`)
+        # stream) is then not older than it; the changes in between come again. Its mark is
+        # its position: those changes are counted when delivered unless this node's mark of
+        # the party covers them (delivered and counted here before), which it keeps: a mark
+        # at the node's position would let a party that takes a fresh cursor before every
+        # read, never reading the status, be given every change uncounted
         seq = reader.stream_seq()
         base = max(seq - env.fresh_lag, reader.changes_from_seq(), 0)
         here = cursors.StreamPosition(feed, base)
-        upto = cursors.StreamPosition(feed, max(seq, base))
-        return _fresh(env, party, store, now, key, cursors.Bound(here, upto))
+        lists = env.lists()
+        if lists is None:
+            return _UNAVAILABLE
+        try:
+            gen = lists.generation(party)
+        except WatchUnavailable:
+            return _UNAVAILABLE
+        fresh = cursors.Bound(here, here, gen=gen)
+        return _none(store, now, cursors.seal(key, party, fresh))
     bound = cursors.unseal(key, party, request.cursor)
     if isinstance(bound, cursors.Verdict):
         return _CURSOR_PROBLEMS[bound]
@@ -932,7 +990,8 @@ def _changes_of_stream(
     assert isinstance(mark, cursors.StreamPosition)
     where = feedpos.locate(position, reader)
     if where is feedpos.Verdict.NOT_YET:  # this node is behind the cursor: nothing new here
-        return _none(store, now, cursors.seal(key, party, cursors.Bound(position, mark)))
+        same = cursors.Bound(position, mark, gen=bound.gen)
+        return _none(store, now, cursors.seal(key, party, same))
     if isinstance(where, feedpos.Verdict):
         return _CURSOR_PROBLEMS[
             cursors.Verdict.EXPIRED
@@ -958,6 +1017,9 @@ def _changes_of_stream(
     tracker = where.tracker
     stream_made = (e for e in reader.changes(where.start) if e.group is not None)
     try:
+        gen = lists.generation(party)  # before the list is read
+        if bound.gen != gen:  # entries added since the mark: it never saw them watched
+            mark = position
         got = _read(
             stream_made, lists, party, issuers, reader,
             limit=_limit(request, ctx), budget=env.config.scan_limit, seen=tracker.see,
@@ -965,11 +1027,11 @@ def _changes_of_stream(
         )  # fmt: skip
         if whole is not None and whole() != loads:  # the lists emptied by a load while read:
             return _BEHIND  # the changes not found would be lost to the party, its cursor past
-        provided = _provided(lists, party, got, mark)
+        provided = _provided(lists, party, got, mark, gen)
     except WatchUnavailable:
         return _UNAVAILABLE
     after = tracker.after_last() if got.full else tracker.at_end(reader.stream_seq())
-    cursor = cursors.seal(key, party, cursors.Bound(after, provided.mark))
+    cursor = cursors.seal(key, party, cursors.Bound(after, provided.mark, gen=gen))
     return _reply(store, now, got, provided, cursor, issuers)
 
 

@@ -33,13 +33,16 @@ issuer's, Act §38-3, are numbered among the stream's).
 
 The answers carry either position bound to the party that read it (version 3, `seal`)::
 
-    version 1 B (= 3) ‖ n 1 B ‖ position n B (a version 1 or 2 one, as above)
-      ‖ counted mark (a position of the same store or feed, without its version and id)
-      ‖ tag 16 B
+    version 1 B (= 3) ‖ list generation 8 B ‖ n 1 B ‖ position n B (a version 1 or 2 one,
+      as above) ‖ counted mark (a position of the same store or feed, without its version
+      and id) ‖ tag 16 B
 
 The counted mark (`responder.v1.provision`) says up to where the changes delivered to the
 party were counted in the ledger (帳簿, Act §40): a change at or before it is delivered again
-when the position is before it, not counted again. The tag is HMAC-SHA256, cut to 16 bytes,
+when the position is before it, not counted again, as long as the party's watch list is
+the one of the generation (`responder.v1.watchset.WatchSet.generation`: it changes when an
+entry is added, and a change of a certificate added since was never delivered: the mark
+does not cover it, so the mark is then not read). The tag is HMAC-SHA256, cut to 16 bytes,
 over the party's id and every byte before it, under `WatchKeys.cursor_key` (derived from the
 service's watch secret, the same on every node): a cursor altered (its position or mark), or
 presented by another party, is refused (`Verdict.NOT_GENUINE`, 400) instead of read. A cursor
@@ -75,8 +78,10 @@ _STREAM_INSIDE_BYTES: Final = _STREAM_BOUNDARY_BYTES + 8 + 1 + sf.KEY_BYTES
 BOUND_VERSION: Final = 3
 TAG_BYTES: Final = 16
 _TAG_DOMAIN: Final = b"jpkiva changes cursor v3\x00"
-MAX_CURSOR_CHARS: Final = 160
-"""The longest cursor string (a bound stream cursor of 113 bytes is 151 base64 characters)."""
+GEN_BYTES: Final = 8
+"""The watch list generation a bound cursor's mark is of (`WatchSet.generation`)."""
+MAX_CURSOR_CHARS: Final = 168
+"""The longest cursor string (a bound stream cursor of 121 bytes is 162 base64 characters)."""
 
 
 class Verdict(enum.Enum):
@@ -250,6 +255,9 @@ class Bound(NamedTuple):
     """Of the same kind and store (or feed) as ``position``."""
     bound: bool = True
     """False for a cursor of version 1 or 2 (issued before cursors were bound)."""
+    gen: bytes = bytes(GEN_BYTES)
+    """The generation of the party's watch list the mark was counted under: read only while
+    the list is still of it (`responder.v1.watchset.WatchSet.generation`)."""
 
 
 def _tag(key: bytes, party: str, body: bytes) -> bytes:
@@ -263,7 +271,10 @@ def seal(key: bytes, party: str, bound: Bound) -> str:
     position, mark = pack(bound.position), pack(bound.mark)
     if mark[: 1 + sf.STORE_ID_BYTES] != position[: 1 + sf.STORE_ID_BYTES]:
         raise ValueError("a counted mark is of the position's store or feed")
-    body = bytes((BOUND_VERSION, len(position))) + position + mark[1 + sf.STORE_ID_BYTES :]
+    if len(bound.gen) != GEN_BYTES:
+        raise ValueError(f"a watch list generation is {GEN_BYTES} bytes")
+    head = bytes((BOUND_VERSION,)) + bound.gen + bytes((len(position),))
+    body = head + position + mark[1 + sf.STORE_ID_BYTES :]
     return _text(body + _tag(key, party, body))
 
 
@@ -276,14 +287,15 @@ def unseal(key: bytes, party: str, cursor: str) -> Bound | Verdict:
     if raw[0] != BOUND_VERSION:
         old = unpack(raw)
         return Bound(old, old, bound=False) if old is not None else Verdict.MALFORMED
-    if len(raw) < 2 + TAG_BYTES:
+    start = 2 + GEN_BYTES
+    if len(raw) < start + TAG_BYTES:
         return Verdict.MALFORMED
     body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
     if not hmac.compare_digest(tag, _tag(key, party, body)):
         return Verdict.NOT_GENUINE
-    n = body[1]
-    position = unpack(body[2 : 2 + n])
-    mark = unpack(body[2 : 2 + 1 + sf.STORE_ID_BYTES] + body[2 + n :])
+    gen, n = body[1 : 1 + GEN_BYTES], body[1 + GEN_BYTES]
+    position = unpack(body[start : start + n])
+    mark = unpack(body[start : start + 1 + sf.STORE_ID_BYTES] + body[start + n :])
     if position is None or mark is None or type(position) is not type(mark):
         return Verdict.MALFORMED  # tagged by this service: not one it writes
-    return Bound(position, mark)
+    return Bound(position, mark, gen=gen)

@@ -7,13 +7,21 @@ those counts and a fee per provision (Act §67(1)(ii), (vi)) would use them. Thr
 to a party for the first time**. The same change delivered to the same party again is not a
 new provision: the party is given no information it was not given already. That happens by
 design: a read from an older cursor (a retry, a party that crashed before keeping its last
-cursor), a fresh cursor that stands ``[cluster] max_lag`` records back (the changes between
-it and the node's position were in the party's ``POST /v1/status`` read), or a node of
-several that cut a batch of the record stream otherwise than the node that read it first.
-Those changes are delivered (the party may need them) and not counted again.
+cursor), a fresh cursor that stands ``[cluster] max_lag`` records back over changes this
+node delivered to the party before, or a node of several that cut a batch of the record
+stream otherwise than the node that read it first. Those changes are delivered (the party
+may need them) and not counted again. A fresh cursor's mark is its own position, not the
+node's: a change first delivered from it is counted (else a party that takes a fresh cursor
+before every read would read the feed uncounted).
 
 The counted mark says up to where the changes delivered to a party were counted: every
-change at or before it. It is a feed position of the same kind as the cursor's
+change at or before it, of a certificate the party watched then. So a mark is read only
+while the party's watch list is of the generation it was made under
+(`responder.v1.watchset.WatchSet.generation`, which changes when an entry is added): a
+change of a certificate watched since was never delivered, whatever the mark says (else a
+party would watch one late change, read, watch everything and read again from an old
+cursor, given the kept feed uncounted). After an addition a read from an older cursor
+counts again the changes it delivers again (an over-count, only on such a rewind). It is a feed position of the same kind as the cursor's
 (`responder.v1.cursor`: a position in one store's feed, or in the record stream) and travels
 in two places, the later of which applies:
 

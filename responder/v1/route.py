@@ -92,11 +92,15 @@ class Reply(Generic[Resp]):
     counted); if it raises, the party gets 503 ``unavailable`` and nothing is counted. A
     reply with an effect counts nothing (``counts`` empty): the effect runs before the
     dispatcher takes the provisions of the day, which could still refuse the answer."""
-    withdrawn: Callable[[], None] | None = None
-    """Run by the dispatcher when it refuses the answer after the handler (429: the party's
-    provisions of the day taken meanwhile by another of its calls), so that the handler's
-    own record of what it provided (the changes feed's counted mark) is taken back; it
-    never raises."""
+    withdrawn: Callable[[], bool] | None = None
+    """Run by the dispatcher (on the event loop) when the answer is not given after the
+    handler ran: refused (429: the party's provisions of the day taken meanwhile by another
+    of its calls; the effect failed), its body or signature not made, or abandoned (its
+    connection went away while the batch thread worked on it), so that the handler's own
+    record of what it provided (the changes feed's counted mark) is taken back. False when
+    it could not be (another call moved that record since, and may have delivered what this
+    one would have, relying on it): the dispatcher then counts ``counts`` in the ledger all
+    the same. It never raises."""
     status: int = 200
     retry_after: int | None = None
     """Seconds for the answer's ``Retry-After`` header (RFC 9110 §10.2.3): a 202 that asks

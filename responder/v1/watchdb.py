@@ -14,7 +14,10 @@ and ``count`` ‖ party tag → u64, the size of each list (its bound, 10,000,00
 default, is checked in the same transaction), and ``mark`` ‖ party tag → the party's
 counted mark on this node (`responder.v1.provision`: a position of the changes feed, which
 may name the status key of a change delivered, so kept hidden, `WatchKeys.hide`; this
-node's own, not on the watch stream, kept when a snapshot is loaded).
+node's own, not on the watch stream, kept when a snapshot is loaded; forgotten when an
+entry is added to the party's list), and ``gen`` ‖ party tag → the party's last addition
+(random on one node, the operation's sequence on several: `LmdbWatchSet.generation`, with
+this node's snapshot loads, names the list a counted mark is of).
 
 The lists survive restarts of the responder and rebuilds of the status store: they
 name certificates, not store positions.
@@ -34,8 +37,10 @@ loaded and another worker or a restart goes on where it stopped).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import secrets
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,7 +59,13 @@ from responder.v1.watchlog import (
     decide,
     secret_check,
 )
-from responder.v1.watchset import WatchFull, WatchKeys, WatchUnavailable, WatchUpdate
+from responder.v1.watchset import (
+    GEN_BYTES,
+    WatchFull,
+    WatchKeys,
+    WatchUnavailable,
+    WatchUpdate,
+)
 from responder.v1.watchsnap import BadSnapshot, Loading, Part, Seal, counts
 
 _DB_WATCH: Final = b"watch"
@@ -69,6 +80,7 @@ _META_STREAM: Final = b"stream"
 _META_LOADING: Final = b"loading"
 _META_LOADS: Final = b"loads"
 _META_MARK: Final = b"mark"
+_META_GEN: Final = b"gen"
 OUTCOMES_KEPT: Final = 65_536
 """Operations whose outcome is kept: the node that took one reads it right after applying."""
 _OUTCOME: Final = struct.Struct(">BIIQQ")
@@ -138,16 +150,41 @@ class LmdbWatchSet:
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
 
-    def count_once(self, party: str, decide: Callable[[bytes | None], bytes]) -> None:
+    def generation(self, party: str) -> bytes:
+        try:
+            with self._env.begin() as txn:
+                return self._generation(txn, self._tag(party))
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+
+    def _generation(self, txn: lmdb.Transaction, tag: bytes) -> bytes:
+        """The party's last addition (a random value, or its operation's sequence on several
+        nodes) and this node's snapshot loads, which replace the lists whole."""
+        loads = txn.get(_META_LOADS, db=self._meta)
+        added = txn.get(_META_GEN + tag, db=self._meta)
+        raw = (bytes(loads) if loads is not None else b"") + b"/" + (bytes(added or b""))
+        return hashlib.blake2b(raw, digest_size=GEN_BYTES, person=b"jpkiva-w-gen").digest()
+
+    def count_once(self, party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
         tag = self._tag(party)
         key, keys = _META_MARK + tag, self._keys
         try:
             with self._env.begin(write=True) as txn:
                 raw = txn.get(key, db=self._meta)
-                mark = decide(keys.reveal(tag, bytes(raw)) if raw is not None else None)
-                txn.put(key, keys.hide(tag, mark), db=self._meta)
+                kept = keys.reveal(tag, bytes(raw)) if raw is not None else None
+                mark = decide(kept, self._generation(txn, tag))
+                if mark is None:
+                    txn.delete(key, db=self._meta)
+                else:
+                    txn.put(key, keys.hide(tag, mark), db=self._meta)
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
+
+    def _added(self, txn: lmdb.Transaction, tag: bytes, added: bytes) -> None:
+        """Entries were added to the party's list: a new generation, and this node's counted
+        mark of the party forgotten (it never saw them watched)."""
+        txn.put(_META_GEN + tag, added, db=self._meta)
+        txn.delete(_META_MARK + tag, db=self._meta)
 
     def count(self, party: str) -> int:
         """How many certificates ``party`` watches."""
@@ -174,6 +211,8 @@ class LmdbWatchSet:
                 if total > limit:  # raising aborts the transaction: nothing changed
                     raise WatchFull(before, limit)
                 txn.put(count_key, total.to_bytes(8, "big"), db=self._meta)
+                if added:
+                    self._added(txn, tag, secrets.token_bytes(GEN_BYTES))
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
         return WatchUpdate(
@@ -249,6 +288,8 @@ class LmdbWatchSet:
                     txn.delete(tag + d, db=self._watch)
                 for d in sorted(new):
                     txn.put(tag + d, b"", db=self._watch)
+                if new:  # the same generation on every node: the operation's sequence
+                    self._added(txn, tag, seq.to_bytes(8, "big"))
                 if not got.full:
                     txn.put(count_key, got.total.to_bytes(8, "big"), db=self._meta)
                 packed = _OUTCOME.pack(got.full, got.added, got.removed, got.total, got.limit)

@@ -42,7 +42,9 @@ TAG_BYTES: Final = 8
 DIGEST_BYTES: Final = 16
 ENTRY_BYTES: Final = TAG_BYTES + DIGEST_BYTES
 SECRET_BYTES: Final = 32
-HIDDEN_BYTES: Final = 64
+HIDDEN_BYTES: Final = 128
+GEN_BYTES: Final = 8
+"""A watch list's generation (`WatchSet.generation`)."""
 
 
 class WatchUpdate(NamedTuple):
@@ -87,10 +89,18 @@ class WatchSet(Protocol):
         list would exceed ``limit`` entries, `WatchUnavailable` when the store fails."""
         ...
 
-    def count_once(self, party: str, decide: Callable[[bytes | None], bytes]) -> None:
-        """Pass ``decide`` the party's counted mark as this node last stored it (None: none)
-        and store the one it returns, in one transaction (`responder.v1.provision`): two
-        reads of one party never both count a change. Raises `WatchUnavailable`."""
+    def generation(self, party: str) -> bytes:
+        """`GEN_BYTES` naming the party's list as it is: they change whenever an entry is
+        added (and when a snapshot is loaded), so that a counted mark made before is not read
+        as covering the changes of a certificate it never saw watched (`responder.v1.provision`).
+        Raises `WatchUnavailable`."""
+        ...
+
+    def count_once(self, party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
+        """Pass ``decide`` the party's counted mark as this node last stored it (None: none,
+        or an entry added since) and the list's `generation`, and store the one it returns
+        (None: none), in one transaction (`responder.v1.provision`): two reads of one party
+        never both count a change. Raises `WatchUnavailable`."""
         ...
 
 
@@ -100,6 +110,7 @@ class MemoryWatchSet:
 
     lists: dict[str, set[bytes]] = field(default_factory=dict)
     marks: dict[str, bytes] = field(default_factory=dict)
+    gens: dict[str, bytes] = field(default_factory=dict)
 
     def watched(self, party: str, keys: Sequence[bytes]) -> list[bool]:
         mine = self.lists.get(party, set())
@@ -116,6 +127,9 @@ class MemoryWatchSet:
             raise WatchFull(len(self.lists.get(party, ())), limit)
         mine |= new
         self.lists[party] = mine
+        if new:
+            self.gens[party] = secrets.token_bytes(GEN_BYTES)
+            self.marks.pop(party, None)
         asked_add, asked_remove = set(add), set(remove)
         return WatchUpdate(
             added=len(new),
@@ -125,8 +139,15 @@ class MemoryWatchSet:
             total=len(mine),
         )
 
-    def count_once(self, party: str, decide: Callable[[bytes | None], bytes]) -> None:
-        self.marks[party] = decide(self.marks.get(party))
+    def generation(self, party: str) -> bytes:
+        return self.gens.get(party, bytes(GEN_BYTES))
+
+    def count_once(self, party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
+        mark = decide(self.marks.get(party), self.generation(party))
+        if mark is None:
+            self.marks.pop(party, None)
+        else:
+            self.marks[party] = mark
 
 
 class WatchKeys:
@@ -191,9 +212,13 @@ class WatchKeys:
         return bytes(a ^ b for a, b in zip(body, self._pad(tag, nonce), strict=False))
 
     def _pad(self, tag: bytes, nonce: bytes) -> bytes:
-        return hashlib.blake2b(
-            tag + nonce, key=self._secret, digest_size=HIDDEN_BYTES, person=b"jpkiva-w-hide"
-        ).digest()
+        return b"".join(
+            hashlib.blake2b(
+                tag + nonce + bytes((i,)), key=self._secret, digest_size=64,
+                person=b"jpkiva-w-hide",
+            ).digest()
+            for i in range(HIDDEN_BYTES // 64)
+        )  # fmt: skip
 
     def check(self) -> bytes:
         """A value that names the secret without revealing it (stored with the lists)."""
