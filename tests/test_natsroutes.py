@@ -72,6 +72,34 @@ def _routes(http: int) -> int:
         return int(json.load(r)["num_routes"])
 
 
+def js_key(hex_key: str) -> str:
+    """The JetStream key as nats.yaml says to make its Secret (``--from-literal=key=...``,
+    the hex of ``openssl rand -hex 32`` replaced by ``hex_key``)."""
+    line = next(x for x in NATS_YAML.read_text().splitlines() if "--from-literal=key=" in x)
+    made = line.split("--from-literal=key=", 1)[1].strip()
+    assert "$(openssl rand -hex 32)" in made, line
+    return made.replace("$(openssl rand -hex 32)", hex_key)
+
+
+@pytest.mark.integration
+def test_the_jetstream_key_made_as_documented_starts_the_server(tmp_path: Path) -> None:
+    """nats-server reads $JS_KEY as a configuration value: a bare hex key beginning 1e5 (about
+    one `openssl rand -hex 32` in nine begins with digits, an e and a digit) is a number to it,
+    and the server refuses to start; the documented key begins with a letter."""
+    _need_nats_server()
+    text = _configmap()["nats.conf"]
+    block = text[text.index("jetstream {") :]
+    block = block[: block.index("}") + 1]
+    assert "key: $JS_KEY" in block
+    conf = tmp_path / "nats.conf"
+    conf.write_text(_swap(block, "store_dir: /data/jetstream", f'store_dir: "{tmp_path / "js"}"'))
+    bad_hex = "171e7d0e640c0b768cf7628cefe58056105b634355a4f8a65e582ae8a369dd7f"
+    for key, ok in ((bad_hex, False), (js_key(bad_hex), True)):
+        run = subprocess.run([NATS_SERVER, "-t", "-c", str(conf)], check=False, env={**os.environ, "JS_KEY": key},
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert ("is valid" in run.stdout + run.stderr) is ok, (key[:8], run.stdout, run.stderr)
+
+
 @contextlib.contextmanager
 def _servers(
     confs: list[Path], env: dict[str, str], logs: Path
@@ -103,7 +131,7 @@ def shipped_cluster(
     ports = [(flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(3)]
     confs = [_loopback_conf(base / f"nats{i}", i, ports, tls_dir) for i in range(3)]
     keys = user_keys(base / "seeds")
-    env = {**os.environ, **keys, "POD_NAMESPACE": "jpki", "JS_KEY": os.urandom(16).hex()}
+    env = {**os.environ, **keys, "POD_NAMESPACE": "jpki", "JS_KEY": js_key(os.urandom(32).hex())}
     seed = base / "seeds" / "jpki_nats_responder_0.seed"
     urls = [f"nats://127.0.0.1:{c}" for c, _, _ in ports]
     with _servers(confs, env, base):

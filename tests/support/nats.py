@@ -167,8 +167,14 @@ def wait_jetstream(urls: list[str], timeout: float = 30, **options: Any) -> None
         finally:
             await nc.close()
 
+    async def bounded() -> bool:  # a server that dies mid-handshake must not hang the probe
+        try:
+            return await asyncio.wait_for(probe(), 5)
+        except TimeoutError:
+            return False
+
     deadline = time.monotonic() + timeout
-    while not asyncio.run(probe()):
+    while not asyncio.run(bounded()):
         if time.monotonic() > deadline:
             raise procs.ProcessError(f"JetStream not ready within {timeout} s")
         time.sleep(0.2)
