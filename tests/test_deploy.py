@@ -1496,7 +1496,8 @@ def test_operations_lists_the_metrics_contract() -> None:
 
 def test_documents_name_only_real_alerts_and_metrics() -> None:
     """Each alert a document names (README.md, docs/*.md) is a rule of alerts.yml, each
-    ``### JpkiVa...`` section of "Alerts" is one, and each is there once; each metric
+    ``### JpkiVa...`` section of "Alerts" is one, and each is there once, its "**Means**"
+    naming the rule's severity; each metric
     a document names is a series of the contract."""
     alerts = {
         r["alert"] for g in _yaml().safe_load(ALERTS.read_text())["groups"] for r in g["rules"]
@@ -1504,6 +1505,11 @@ def test_documents_name_only_real_alerts_and_metrics() -> None:
     text = OPERATIONS.read_text(encoding="utf-8")
     sections = re.findall(r"^### (JpkiVa\w+)$", text, re.M)
     assert sorted(sections) == sorted(alerts)
+    for group in _yaml().safe_load(ALERTS.read_text())["groups"]:
+        for rule in group["rules"]:  # the runbook's "**Means** (severity)" is the rule's
+            section = text.split(f"\n### {rule['alert']}\n", 1)[1]
+            said = re.search(r"\*\*Means\*\* \((\w+)\)", section)
+            assert said and said.group(1) == rule["labels"]["severity"], rule["alert"]
     for doc in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
         said = doc.read_text(encoding="utf-8")
         assert set(re.findall(r"\bJpkiVa\w+", said)) <= alerts, doc.name
