@@ -392,3 +392,21 @@ def test_an_entry_added_while_a_read_ran_has_every_change_it_delivers_counted() 
     provided = changes._provided(lists, "sig", got, mark, before)
     assert provided.counts == ((Service.SIGN_REVOCATION_INFO, 2),)
     assert changes._stored_mark(lists.marks["sig"], before) == mark  # left as it was
+
+
+def test_a_fresh_cursor_does_not_make_an_older_cursors_changes_uncounted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A party read up to commit 4 (its cursor ``kept``); B and C lost effect at commit 5.
+    It takes a fresh cursor (at commit 7), then reads from ``kept``: B and C are delivered
+    to it the first time and are counted (a fresh cursor says nothing was counted: else a
+    party would take one before reading its kept cursor, given the changes since uncounted)."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, B), ref(SC, C)])
+    kept = api.sealed(changes_start(4))
+    _, fresh = api.changes("")
+    assert api.read(fresh["cursor"]) == cursor.Bound(after(7), after(7))
+    _, got = api.changes(f"cursor={kept}")
+    assert serials(got) == [B, C] and total(api) == 2
+    _, again = api.changes(f"cursor={kept}")  # a retry: not counted again
+    assert serials(again) == [B, C] and total(api) == 2

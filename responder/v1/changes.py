@@ -854,20 +854,23 @@ def _fresh(
     env: WatchEnv, party: str, store: StoreRef, now: datetime, key: bytes, fresh: cursors.Bound
 ) -> Reply[ChangesResponse] | Problem:
     """A fresh cursor of this node's own store: the party resynchronises (it reads the status
-    of its whole list next), so this node's counted mark of the party starts again at the
-    cursor's: a mark left ahead by a store restored from an older copy (its next commits
-    renumber the lost ones) would leave the changes they make uncounted."""
+    of its whole list next), so this node forgets its counted mark of the party: a mark left
+    ahead by a store restored from an older copy (its next commits renumber the lost ones)
+    would leave the changes they make uncounted. Forgotten, not set to the fresh cursor's
+    position: the changes up to it were not delivered through the feed, and a party that
+    took a fresh cursor and then read from an older one of its own would be given them
+    uncounted (what follows the older cursor's own mark is counted, at worst again)."""
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
     gens: list[bytes] = []
 
-    def reset(_kept: bytes | None, gen: bytes) -> bytes:
+    def forget(_kept: bytes | None, gen: bytes) -> None:
         gens.append(gen)
-        return _stored(gen, fresh.mark)
+        return None
 
     try:
-        lists.count_once(party, reset)
+        lists.count_once(party, forget)
     except WatchUnavailable:
         return _UNAVAILABLE
     return _none(store, now, cursors.seal(key, party, fresh._replace(gen=gens[-1])))
