@@ -165,6 +165,15 @@ class LmdbWatchSet:
         raw = (bytes(loads) if loads is not None else b"") + b"/" + (bytes(added or b""))
         return hashlib.blake2b(raw, digest_size=GEN_BYTES, person=b"jpkiva-w-gen").digest()
 
+    def mark(self, party: str) -> bytes | None:
+        tag = self._tag(party)
+        try:
+            with self._env.begin() as txn:
+                raw = txn.get(_META_MARK + tag, db=self._meta)
+                return self._keys.reveal(tag, bytes(raw)) if raw is not None else None
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+
     def count_once(self, party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
         tag = self._tag(party)
         key, keys = _META_MARK + tag, self._keys
