@@ -12,10 +12,10 @@ import pytest
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import changes_start
 from responder.registry.vocabulary import Method, Service
-from responder.v1 import changes, cursor, provision, watchlog
+from responder.v1 import changes, cursor, provision, watchlog, watchsnap
 from responder.v1.watchdb import LmdbWatchSet
 from responder.v1.watchset import MemoryWatchSet, WatchKeys
-from responder.v1.watchsnap import Loading
+from responder.v1.watchsnap import Loading, Seal
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_v1_changes import AC, SC, STORE_ID, A, Api, B, C, after, at, ref, store
 from tests.test_v1_feedpos import FEED, G2, TOKEN, node_a, node_b, nodes, pos, sp
@@ -413,3 +413,43 @@ def test_a_fresh_cursor_does_not_make_an_older_cursors_changes_uncounted(
     assert serials(got) == [B, C] and total(api) == 2
     _, again = api.changes(f"cursor={kept}")  # a retry: not counted again
     assert serials(again) == [B, C] and total(api) == 2
+
+
+def test_lists_loaded_from_snapshots_share_a_generation_only_where_they_agree(
+    tmp_path: Path,
+) -> None:
+    """Node y joins from the snapshot of operation 1 (the party watches A) and issues the party
+    a cursor; the party then watches B (operation 2); node w joins from the snapshot of
+    operation 2. y's generation of before B must not be w's: w's list holds B, which no mark
+    made on y saw watched (that cursor read at w would pass B's changes uncounted). Lists that
+    loaded the same snapshot, or applied the same addition, do agree (a cursor's mark then
+    carries across them)."""
+    keys = WatchKeys(bytes(range(32)))
+    tag = keys.tag("sig")
+    a, b = (keys.entries(tag, [sf.status_key(SC, s)]) for s in (A, B))
+    add_a, add_b = (watchlog.make_op(keys.check(), 10, [], e, tag) for e in (a, b))
+    stream = b"stream identity!"
+
+    def lists(name: str) -> LmdbWatchSet:
+        return LmdbWatchSet(tmp_path / name, keys, map_size=1 << 24)
+
+    def joined(name: str, seq: int, listed: list[bytes]) -> LmdbWatchSet:
+        got = lists(name)
+        seal = Seal(stream, watchlog.secret_check(keys.check()), seq, 1, len(listed), 0)
+        got.begin_load(Loading(watchsnap.encode_seal(keys.snapshot_mac, seal), 0, 0, 0))
+        (part,) = watchsnap.parts(stream, seq, sorted(listed))
+        assert got.load_part(seal, part, 0)
+        return got
+
+    y = joined("y", 1, a)
+    before_b = y.generation("sig")
+    y.apply(2, add_b)
+    w, v = joined("w", 2, a + b), joined("v", 2, a + b)
+    assert w.generation("sig") != before_b
+    assert w.generation("sig") == v.generation("sig")  # the same snapshot
+    x = lists("x")  # a node that applied every operation
+    x.apply(1, add_a)
+    x.apply(2, add_b)
+    assert x.generation("sig") == y.generation("sig")  # the same last addition
+    for one in (x, y, w, v):
+        one.close()
