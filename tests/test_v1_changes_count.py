@@ -5,6 +5,7 @@ is bound to its party (`responder.v1.cursor.seal`). In process, as tests/test_v1
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -453,3 +454,29 @@ def test_lists_loaded_from_snapshots_share_a_generation_only_where_they_agree(
     assert x.generation("sig") == y.generation("sig")  # the same last addition
     for one in (x, y, w, v):
         one.close()
+
+
+@pytest.mark.parametrize("fails", ["before", "at-commit"])
+def test_a_mark_that_cannot_be_written_never_leaves_a_delivered_change_uncounted(
+    cas: dict[int, Ca], tmp_path: Path, fails: str
+) -> None:
+    """The node's lists fail when the dispatcher records the mark: before the count (the
+    write transaction cannot begin), the answer is 503 and nothing is counted; at its commit,
+    after the count, the answer is given and counted (the mark not kept: a retry counts
+    again, never not at all)."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, B), ref(SC, C)])
+    lists = api.watchset
+
+    def count_once(party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
+        if fails == "at-commit":
+            decide(lists.marks.get(party), lists.generation(party))
+        raise changes.WatchUnavailable("MDB_MAP_FULL")
+
+    lists.count_once = count_once  # type: ignore[method-assign]
+    resp, got = api.changes(f"cursor={at(3)}")
+    if fails == "before":
+        assert resp.status == 503 and total(api) == 0
+    else:
+        assert resp.status == 200 and serials(got) == [B, C] and total(api) == 2
+        assert lists.marks == {}
