@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgspec
+from cryptography import x509
 from tqdm import tqdm
 
 from crlbuilder.apply import (
@@ -60,9 +61,10 @@ from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
 from crlbuilder.jetstream import ClusterError
-from crlbuilder.keys.signer import load_signer
+from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
+from crlbuilder.ocsp.delegate import delegate_problem
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult, walk_lead
 from crlbuilder.signing_retry import SigningRetry
@@ -279,7 +281,9 @@ class Builder:
         The CA keys of CRL signing (or a compromised generation's successor) and the
         delegated OCSP signers of pre-signing, each a PEM file or a PKCS#11 URI: a wrong
         PIN, a missing token or key label, or a key that is not its certificate's raises
-        `SignerError` naming the key now, before anything is applied or signed. Keys of
+        `SignerError` naming the key now, before anything is applied or signed; so does a
+        delegate its generation's CA key did not issue, or one without id-kp-OCSPSigning
+        (`crlbuilder.ocsp.delegate`: every answer it signed would fail at the client). Keys of
         generations that sign nothing any more (compromised without a successor) are not
         opened: they may have been destroyed in the token.
         """
@@ -292,7 +296,14 @@ class Builder:
                 crl_signing(m, issuer, hit)
             files = ocsp_signer_files(m, issuer, hit) if self.cfg.ocsp.presign else None
             if files is not None:
-                load_signer(m.key_ref(files[0]), m.path(files[1]))
+                signer = load_signer(m.key_ref(files[0]), m.path(files[1]))
+                if not hit:  # its own delegate (a successor's is a Trusted Responder's)
+                    ca = x509.load_pem_x509_certificate(m.path(issuer.cert).read_bytes())
+                    problem = delegate_problem(ca, signer.certificate)
+                    if problem is not None:
+                        raise SignerError(
+                            f"{m.path(files[1])}: {issuer.id}'s OCSP signer: {problem}"
+                        )
 
     def last_commit(self) -> int:
         """Epoch seconds of the store's last commit: records, lapses, or what a build published

@@ -34,13 +34,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from crlbuilder.group.setup import GroupSetup
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.manifest import Manifest, ocsp_signer_files
 from crlbuilder.model import Family
+from crlbuilder.ocsp.delegate import delegate_problem
 from crlbuilder.ocsp.response import ResponseSigner, ResponseStatus, SingleAnswer, error_response
 
 ERRORS: Final[dict[int, bytes]] = {
@@ -150,31 +149,6 @@ def load_group_issuers(setup: GroupSetup, *, outage_ok: bool = False) -> list[Is
         cert = x509.load_pem_x509_certificate(setup.path(i.cert).read_bytes())
         views.append(IssuerView(i.index, i.id, i.family, signer, cert, signer.certs_suffix, signer))
     return views
-
-
-def delegate_problem(ca: x509.Certificate, signer: x509.Certificate) -> str | None:
-    """Why ``signer`` cannot sign OCSP answers about ``ca``'s certificates, or None.
-
-    RFC 6960 §4.2.2.2: the CA itself, or a delegate its key issued directly, with
-    id-kp-OCSPSigning in its extended key usage; a client verifies every answer against
-    that, so a delegate that is not one (another generation's, a certificate without the
-    purpose) makes every answer of the issuer fail, whatever its status says.
-    """
-    if signer == ca:
-        return None
-    if signer.issuer != ca.subject:
-        return f"not issued by the CA {ca.subject.rfc4514_string()}"
-    try:
-        signer.verify_directly_issued_by(ca)
-    except (InvalidSignature, ValueError, TypeError):
-        return f"its signature does not verify with the key of the CA {ca.subject.rfc4514_string()}"
-    try:
-        eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        eku = None
-    if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
-        return "lacks the OCSP-signing purpose (extended key usage id-kp-OCSPSigning)"
-    return None
 
 
 def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerView]:

@@ -505,6 +505,33 @@ class _Child(msgspec.Struct):
     ready: bool = False
 
 
+def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
+    """The fields changed from ``old`` to ``new`` that a reload (SIGHUP) does not apply and
+    only a restart does (docs/operations.md, "The units"): the listeners (hosts, port,
+    workers, TLS on or off), every ``[metrics]`` field (read when the workers start), the
+    PKI, and the signing threads (``[ocsp] signing``, ``sign_threads``)."""
+    fixed = [
+        name
+        for name in ("hosts", "port", "workers")
+        if getattr(old.server, name) != getattr(new.server, name)
+    ]
+    if old.server.tls.enabled != new.server.tls.enabled:
+        fixed.append("tls")
+    fixed += [
+        f"metrics.{f.name}"
+        for f in msgspec.structs.fields(MetricsConfig)
+        if getattr(old.metrics, f.name) != getattr(new.metrics, f.name)
+    ]
+    if old.store.pki != new.store.pki:
+        fixed.append("store.pki")
+    fixed += [
+        f"ocsp.{name}"
+        for name in ("signing", "sign_threads")
+        if getattr(old.ocsp, name) != getattr(new.ocsp, name)
+    ]
+    return fixed
+
+
 class _Master:
     def __init__(
         self,
@@ -733,19 +760,7 @@ class _Master:
             except ConfigError as exc:
                 _event("reload_failed", logging.ERROR, error=str(exc))
                 return
-            old = self.config.server
-            fixed = [
-                name
-                for name in ("hosts", "port", "workers")
-                if getattr(old, name) != getattr(new.server, name)
-            ]
-            if old.tls.enabled != new.server.tls.enabled:
-                fixed.append("tls")
-            fixed += [
-                f"metrics.{name}"
-                for name in ("enabled", "host", "port")
-                if getattr(self.config.metrics, name) != getattr(new.metrics, name)
-            ]
+            fixed = restart_fields(self.config, new)
             if fixed:
                 _event("reload_needs_restart", logging.WARNING, fields_changed=fixed)
             self.config = new

@@ -392,6 +392,24 @@ def test_dashboard_has_the_operations_panels() -> None:
         )
 
 
+def test_reading_the_dashboard_names_every_panel_and_only_those() -> None:
+    """docs/operations.md, "Reading the dashboard": a row per dashboard row, a bullet
+    (``- *Title*``, or ``*A*, *B*`` in one bullet) per panel, none for a panel that is not
+    there (a title shown with a variable, "Latency percentiles ($endpoint)", is named
+    without it). Four panels were added to the dashboard without a word in the guide."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    section = text.split("\n## Reading the dashboard\n", 1)[1].split("\n## ", 1)[0]
+    bullets = re.findall(r"^- (\*[^*\n]+\*(?:, (?:and )?\*[^*\n]+\*)*)", section, re.M)
+    named = {t for b in bullets for t in re.findall(r"\*([^*]+)\*", b)}
+    rows = set(re.findall(r"^\*\*(.+?)\*\*", section, re.M))
+    dash = _dashboard()
+    panels = {
+        re.sub(r" \(\$\w+\)$", "", p["title"]): p["type"] for p in _panels(dash) if p.get("title")
+    }
+    assert {t for t, kind in panels.items() if kind == "row"} == rows
+    assert {t for t, kind in panels.items() if kind != "row"} == named
+
+
 def test_dashboard_uses_only_contract_metrics() -> None:
     exprs = _exprs(_dashboard())
     used: set[str] = set()
@@ -1496,6 +1514,28 @@ def test_operations_lists_the_metrics_contract() -> None:
     text = OPERATIONS.read_text(encoding="utf-8")
     section = text.split("\n## Metrics", 1)[1].split("\n## ", 1)[0]
     assert set(re.findall(r"`(jpkiva_\w+)`", section)) == METRICS
+
+
+def test_documents_name_only_real_alerts_and_metrics() -> None:
+    """Each alert a document names (README.md, docs/*.md) is a rule of alerts.yml, each
+    ``### JpkiVa...`` section of "Alerts" is one, and each is there once, its "**Means**"
+    naming the rule's severity; each metric
+    a document names is a series of the contract."""
+    alerts = {
+        r["alert"] for g in _yaml().safe_load(ALERTS.read_text())["groups"] for r in g["rules"]
+    }
+    text = OPERATIONS.read_text(encoding="utf-8")
+    sections = re.findall(r"^### (JpkiVa\w+)$", text, re.M)
+    assert sorted(sections) == sorted(alerts)
+    for group in _yaml().safe_load(ALERTS.read_text())["groups"]:
+        for rule in group["rules"]:  # the runbook's "**Means** (severity)" is the rule's
+            section = text.split(f"\n### {rule['alert']}\n", 1)[1]
+            said = re.search(r"\*\*Means\*\* \((\w+)\)", section)
+            assert said and said.group(1) == rule["labels"]["severity"], rule["alert"]
+    for doc in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        said = doc.read_text(encoding="utf-8")
+        assert set(re.findall(r"\bJpkiVa\w+", said)) <= alerts, doc.name
+        assert set(re.findall(r"\bjpkiva_\w+", said)) <= SERIES, doc.name
 
 
 def test_shell_command_splitter() -> None:

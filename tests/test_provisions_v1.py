@@ -20,6 +20,7 @@ import pytest
 
 from crlbuilder.rules import JST, JST_OFFSET
 from crlbuilder.store.reader import changes_start
+from responder import access
 from responder.config import ResponderConfig
 from responder.http import Request, Response
 from responder.ledger import Ledger, LedgerWriter
@@ -192,7 +193,7 @@ def test_changes_refused_after_the_read_leave_them_to_be_counted_when_delivered(
 ) -> None:
     """Another call of the party takes the last provisions between the read and its answer:
     the answer is refused whole (429). The changes it would have delivered are counted when
-    the party reads them after all, not passed as if counted (`Reply.withdrawn`)."""
+    the party reads them after all, not passed as if counted (`Reply.provide`: nothing recorded as counted until given)."""
     api = ChangesApi(changes_store(cas), tmp_path)
     api.registry = bounded(2)
     table = limits(tmp_path)
@@ -466,9 +467,11 @@ class SlowSigner:
 
     def __init__(self) -> None:
         self.go = threading.Event()
+        self.entered = threading.Event()
         self.fail = False
 
     def sign(self, body: bytes) -> bytes:
+        self.entered.set()  # the read is done, its answer made
         assert self.go.wait(10)
         if self.fail:
             raise RuntimeError("the token went away")
@@ -508,7 +511,7 @@ def test_a_changes_read_whose_connection_went_away_leaves_them_to_be_counted(
     """The party's connection goes away while the batch thread works on its read
     (`responder.http` cancels the answer, whether or not it already waits on the thread, and
     whether or not the thread has finished): nothing is counted nor delivered, so the read
-    again from the same cursor counts them (the counted mark the read stored taken back)."""
+    again from the same cursor counts them (the read recorded nothing as counted)."""
     signer = SlowSigner()
     if when == "signed":
         signer.go.set()
@@ -521,7 +524,7 @@ def test_a_changes_read_whose_connection_went_away_leaves_them_to_be_counted(
         pending = api.api.handle(req, api.registry, NOW)
         assert isinstance(pending, asyncio.Future), "not the batch thread"
         deadline = time.monotonic() + 10
-        while "sig" not in api.watchset.marks:  # the thread has read and stored its mark
+        while not signer.entered.is_set():  # the thread has read and made its answer
             assert time.monotonic() < deadline
             if when == "signed":  # the event loop held all along: the thread's outcome
                 time.sleep(0.01)  # is not taken before the answer is cancelled
@@ -548,8 +551,8 @@ def test_a_changes_read_whose_connection_went_away_leaves_them_to_be_counted(
 def test_a_changes_read_whose_answer_could_not_be_signed_leaves_them_to_be_counted(
     cas: dict[int, Ca], tmp_path: Path
 ) -> None:
-    """The answer's signature fails after the read stored its counted mark (the token went
-    away): 503, nothing counted nor delivered, so the read again counts them."""
+    """The answer's signature fails after the read (the token went away): 503, nothing
+    counted nor delivered, so the read again counts them."""
     signer = SlowSigner()
     signer.fail = True
     signer.go.set()
@@ -573,10 +576,10 @@ def test_a_changes_read_whose_answer_could_not_be_signed_leaves_them_to_be_count
 def test_a_read_that_relied_on_another_reads_count_is_counted_when_that_one_is_refused(
     cas: dict[int, Ca], tmp_path: Path
 ) -> None:
-    """Two reads of one party from one cursor at once: the first counts B and C and stores
-    its mark; the second, answered meanwhile, delivers them without counting them (the
-    first did); then the first is refused 429 (another call took the day's last
-    provisions) and takes its mark back. B and C were delivered: they must be counted."""
+    """Two reads of one party from one cursor at once: the first has read B and C; the
+    second is answered meanwhile; then the first is refused 429 (another call took the
+    day's last provisions). B and C were delivered by the second: they must be counted
+    (the first must not have recorded them as counted before it was given)."""
     api = ChangesApi(changes_store(cas), tmp_path)
     api.registry = bounded(10)
     table = limits(tmp_path)
@@ -601,7 +604,9 @@ def test_a_read_that_relied_on_another_reads_count_is_counted_when_that_one_is_r
             if n and not second:  # the first read, between its handler and its count
                 api.api.quota = table
                 second.append(call())  # the second read, answered whole meanwhile
-                assert table.take_provisions(party, 10 - n + 1, now) is None  # another call
+                left = table.provisions_left(party, now)
+                assert left is not None and left >= n
+                assert table.take_provisions(party, left - n + 1, now) is None  # another call
             return table.take_provisions(party, n, now)
 
     api.api.quota = Raced()  # type: ignore[assignment]
@@ -612,3 +617,27 @@ def test_a_read_that_relied_on_another_reads_count_is_counted_when_that_one_is_r
     assert len(delivered) == 2
     counted = sum(n for *_k, n in api.ledger.counted)
     assert counted == 2, api.ledger.counted
+
+
+def test_a_changes_read_whose_worker_died_before_its_count_leaves_them_to_be_counted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """The worker is killed (SIGKILL, an OOM) after the read made and signed its answer and
+    before the dispatcher counted it (`V1Api._work` done, `V1Api._finish` never run): nothing
+    was given, so nothing may be recorded as counted, and the read again (on another worker
+    of the node) counts B and C. The counted mark moves only in the step that counts."""
+    signer = SlowSigner()
+    signer.go.set()
+    api, inline, first = _threaded_changes(cas, tmp_path, signer)
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={first}".encode()
+    req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+    party = access.by_transport(api.registry, req, NOW)
+    assert party is not None
+    query = changes.ChangesQuery(cursor=first)
+    work = api.api._work(changes.CHANGES_ROUTE, party, query, NOW, api.api.decider(api.registry))
+    assert work.problem is None and work.body and work.signature == b"h..s"
+    # the worker dies here
+    assert api.ledger.counted == []
+    assert len(_reread(api, inline, first)) == 2
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]

@@ -5,6 +5,7 @@ is bound to its party (`responder.v1.cursor.seal`). In process, as tests/test_v1
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,10 @@ import pytest
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import changes_start
 from responder.registry.vocabulary import Method, Service
-from responder.v1 import changes, cursor, provision, watchlog
+from responder.v1 import changes, cursor, provision, watchlog, watchsnap
 from responder.v1.watchdb import LmdbWatchSet
 from responder.v1.watchset import MemoryWatchSet, WatchKeys
-from responder.v1.watchsnap import Loading
+from responder.v1.watchsnap import Loading, Seal
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_v1_changes import AC, SC, STORE_ID, A, Api, B, C, after, at, ref, store
 from tests.test_v1_feedpos import FEED, G2, TOKEN, node_a, node_b, nodes, pos, sp
@@ -390,5 +391,92 @@ def test_an_entry_added_while_a_read_ran_has_every_change_it_delivers_counted() 
         services=[Service.SIGN_REVOCATION_INFO] * 2, afters=afters
     )
     provided = changes._provided(lists, "sig", got, mark, before)
-    assert provided.counts == ((Service.SIGN_REVOCATION_INFO, 2),)
+    counted: list[object] = []
+    assert provided.provide is not None
+    assert provided.provide(lambda counts: counted.append(counts) or True) is True
+    assert counted == [((Service.SIGN_REVOCATION_INFO, 2),)]
     assert changes._stored_mark(lists.marks["sig"], before) == mark  # left as it was
+
+
+def test_a_fresh_cursor_does_not_make_an_older_cursors_changes_uncounted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A party read up to commit 4 (its cursor ``kept``); B and C lost effect at commit 5.
+    It takes a fresh cursor (at commit 7), then reads from ``kept``: B and C are delivered
+    to it the first time and are counted (a fresh cursor says nothing was counted: else a
+    party would take one before reading its kept cursor, given the changes since uncounted)."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, B), ref(SC, C)])
+    kept = api.sealed(changes_start(4))
+    _, fresh = api.changes("")
+    assert api.read(fresh["cursor"]) == cursor.Bound(after(7), after(7))
+    _, got = api.changes(f"cursor={kept}")
+    assert serials(got) == [B, C] and total(api) == 2
+    _, again = api.changes(f"cursor={kept}")  # a retry: not counted again
+    assert serials(again) == [B, C] and total(api) == 2
+
+
+def test_lists_loaded_from_snapshots_share_a_generation_only_where_they_agree(
+    tmp_path: Path,
+) -> None:
+    """Node y joins from the snapshot of operation 1 (the party watches A) and issues the party
+    a cursor; the party then watches B (operation 2); node w joins from the snapshot of
+    operation 2. y's generation of before B must not be w's: w's list holds B, which no mark
+    made on y saw watched (that cursor read at w would pass B's changes uncounted). Lists that
+    loaded the same snapshot, or applied the same addition, do agree (a cursor's mark then
+    carries across them)."""
+    keys = WatchKeys(bytes(range(32)))
+    tag = keys.tag("sig")
+    a, b = (keys.entries(tag, [sf.status_key(SC, s)]) for s in (A, B))
+    add_a, add_b = (watchlog.make_op(keys.check(), 10, [], e, tag) for e in (a, b))
+    stream = b"stream identity!"
+
+    def lists(name: str) -> LmdbWatchSet:
+        return LmdbWatchSet(tmp_path / name, keys, map_size=1 << 24)
+
+    def joined(name: str, seq: int, listed: list[bytes]) -> LmdbWatchSet:
+        got = lists(name)
+        seal = Seal(stream, watchlog.secret_check(keys.check()), seq, 1, len(listed), 0)
+        got.begin_load(Loading(watchsnap.encode_seal(keys.snapshot_mac, seal), 0, 0, 0))
+        (part,) = watchsnap.parts(stream, seq, sorted(listed))
+        assert got.load_part(seal, part, 0)
+        return got
+
+    y = joined("y", 1, a)
+    before_b = y.generation("sig")
+    y.apply(2, add_b)
+    w, v = joined("w", 2, a + b), joined("v", 2, a + b)
+    assert w.generation("sig") != before_b
+    assert w.generation("sig") == v.generation("sig")  # the same snapshot
+    x = lists("x")  # a node that applied every operation
+    x.apply(1, add_a)
+    x.apply(2, add_b)
+    assert x.generation("sig") == y.generation("sig")  # the same last addition
+    for one in (x, y, w, v):
+        one.close()
+
+
+@pytest.mark.parametrize("fails", ["before", "at-commit"])
+def test_a_mark_that_cannot_be_written_never_leaves_a_delivered_change_uncounted(
+    cas: dict[int, Ca], tmp_path: Path, fails: str
+) -> None:
+    """The node's lists fail when the dispatcher records the mark: before the count (the
+    write transaction cannot begin), the answer is 503 and nothing is counted; at its commit,
+    after the count, the answer is given and counted (the mark not kept: a retry counts
+    again, never not at all)."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, B), ref(SC, C)])
+    lists = api.watchset
+
+    def count_once(party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
+        if fails == "at-commit":
+            decide(lists.marks.get(party), lists.generation(party))
+        raise changes.WatchUnavailable("MDB_MAP_FULL")
+
+    lists.count_once = count_once  # type: ignore[method-assign]
+    resp, got = api.changes(f"cursor={at(3)}")
+    if fails == "before":
+        assert resp.status == 503 and total(api) == 0
+    else:
+        assert resp.status == 200 and serials(got) == [B, C] and total(api) == 2
+        assert lists.marks == {}

@@ -41,9 +41,10 @@ the status record of each hit. The watch list is the responder's own state
   not counted again (`responder.v1.provision`): the cursor carries how far the party's changes
   were counted, and each node keeps that mark for the party too, so a retry with an older
   cursor on the same node, or two reads at once, count once; a mark is of the watch list
-  as it was (an entry added since: not read, what is delivered again counted again); an
-  answer not given after all takes its mark back, or, another read having relied on it,
-  is counted all the same. Registering says nothing about any status
+  as it was (an entry added since: not read, what is delivered again counted again); this
+  node's mark moves in the same step as the ledger counts, once the answer is made and
+  its day's provisions taken (`Reply.provide`): an answer refused, abandoned or lost with
+  its worker moved nothing. Registering says nothing about any status
   and is not a provision; a read that delivers nothing provides nothing. Both count
   against the agreed quotas.
 - Cursor: opaque, and bound to the party: an HMAC (keyed from the service's watch
@@ -103,7 +104,6 @@ bound: 409 ``watch_full``, nothing changed.
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -123,7 +123,7 @@ from responder.registry.vocabulary import Service
 from responder.v1 import cursor as cursors
 from responder.v1 import feedpos, problem, provision, watchlog, watchstream
 from responder.v1.certref import IssuerIndex, from_certificate
-from responder.v1.route import Context, Reply, Route
+from responder.v1.route import Context, Counts, Provide, Reply, Route
 from responder.v1.status import REASON_NAMES
 from responder.v1.watchdb import LmdbWatchSet, WatchDbError
 from responder.v1.watchset import (
@@ -744,24 +744,20 @@ def _same_feed(kept: cursors.Position | cursors.StreamPosition | None, mark: P) 
 
 @dataclass(frozen=True, slots=True)
 class _Provided(Generic[P]):
-    """What a read provided (`_provided`)."""
+    """What a read delivered, for the cursor and the dispatcher (`_provided`)."""
 
-    counts: tuple[tuple[Service, int], ...]
-    """Provisions (件数) per service."""
     mark: P
-    """The counted mark after the read."""
-    withdraw: Callable[[], bool] | None = None
-    """Takes this node's mark of the party back to where it was (`Reply.withdrawn`)."""
-
-
-_WRITE_BYTES: Final = 8
+    """The counted mark the answer's cursor carries: once the answer is given, every change
+    delivered (and every one this node or the cursor had counted before) is counted."""
+    provide: Provide | None = None
+    """Counts what was not counted before and records it (`Reply.provide`); None when
+    nothing was delivered."""
 
 
 def _stored(gen: bytes, mark: cursors.Position | cursors.StreamPosition) -> bytes:
     """A counted mark as this node keeps it (`WatchSet.count_once`): the list generation it
-    is of, a value of its own (so that a read that takes its mark back knows whether another
-    read stored one since, even the same), then the mark."""
-    return gen + secrets.token_bytes(_WRITE_BYTES) + cursors.pack(mark)
+    is of, then the mark."""
+    return gen + cursors.pack(mark)
 
 
 def _stored_mark(
@@ -770,61 +766,64 @@ def _stored_mark(
     """The mark of `_stored` when it is of the list generation ``gen``, else None."""
     if stored is None or stored[: len(gen)] != gen:
         return None
-    return cursors.unpack(stored[len(gen) + _WRITE_BYTES :])
+    return cursors.unpack(stored[len(gen) :])
+
+
+def _from(mark: P, stored: bytes | None, gen: bytes, ceiling: P | None) -> P:
+    """The mark a read counts from: the later of the cursor's and this node's (of the list
+    generation ``gen``), no later than ``ceiling``."""
+    kept = _stored_mark(stored, gen)
+    same = _same_feed(kept, mark) if kept is not None else None
+    m = provision.later(mark, same) if same is not None else mark
+    if ceiling is not None and provision.later(m, ceiling) is not ceiling:
+        m = ceiling
+    return m
+
+
+def _tally(services: list[Service], fresh: list[bool]) -> Counts:
+    counts: dict[Service, int] = {}
+    for service, new in zip(services, fresh, strict=True):
+        if new:
+            counts[service] = counts.get(service, 0) + 1
+    return tuple(counts.items())
 
 
 def _provided(
     lists: WatchSet, party: str, got: _Read[P], mark: P, gen: bytes, ceiling: P | None = None
 ) -> _Provided[P]:
-    """The provisions of a read and the counted mark after it: the changes delivered that
-    neither the cursor's mark nor this node's mark of the party (`WatchSet.count_once`)
-    covers (`responder.v1.provision`), both of the list's generation ``gen`` read before
-    the read (a mark made before an entry was added never saw its certificate watched; an
-    entry added during the read: every change delivered is counted). ``ceiling``: the
-    highest mark this view can have counted (a store restored from an older copy numbers
-    its new commits as the lost ones)."""
+    """The counted mark after a read, and how its provisions are counted once its answer is
+    made (`Reply.provide`): the changes delivered that neither the cursor's mark nor this
+    node's mark of the party (`WatchSet.count_once`) covers (`responder.v1.provision`), both
+    of the list's generation ``gen`` read before the read (a mark made before an entry was
+    added never saw its certificate watched; an entry added since: every change delivered is
+    counted, and no mark stored). This node's mark moves in the same step as the ledger
+    counts, after it (a worker killed between them: counted, at worst again, never not at
+    all), and only when the answer is given. ``ceiling``: the highest mark this view can have
+    counted (a store restored from an older copy numbers its new commits as the lost ones)."""
     if not got.afters:
-        return _Provided((), mark)
-    result: list[tuple[list[bool], P, bytes | None, bytes | None]] = []
+        return _Provided(mark)
+    _new, after = provision.count(got.afters, _from(mark, lists.mark(party), gen, ceiling))
 
-    def decide(stored: bytes | None, now: bytes) -> bytes | None:
-        if now != gen:  # an entry was added while the list was read: no mark covers
-            result.append(([True] * len(got.afters), mark, stored, stored))
-            return stored
-        m = mark
-        kept = _stored_mark(stored, gen)
-        kept = _same_feed(kept, mark) if kept is not None else None
-        if kept is not None:
-            m = provision.later(m, kept)
-        if ceiling is not None and provision.later(m, ceiling) is not ceiling:
-            m = ceiling
-        fresh, after = provision.count(got.afters, m)
-        result.append((fresh, after, stored, _stored(gen, after)))
-        return result[-1][3]
+    def provide(give: Callable[[Counts], bool]) -> bool | None:
+        given: list[bool] = []
 
-    lists.count_once(party, decide)
-    fresh, after, before, ours = result[-1]
-
-    def withdraw() -> bool:
-        back: list[bool] = []
-
-        def restore(now: bytes | None, _gen: bytes) -> bytes | None:
-            if now != ours:  # another read of the party, or an entry added, moved it since
-                return now
-            back.append(True)
-            return before
+        def decide(stored: bytes | None, now: bytes) -> bytes | None:
+            if now != gen:  # an entry was added since the list was read: no mark covers
+                given.append(give(_tally(got.services, [True] * len(got.afters))))
+                return stored
+            fresh, upto = provision.count(got.afters, _from(mark, stored, gen, ceiling))
+            given.append(give(_tally(got.services, fresh)))
+            return _stored(gen, upto) if given[-1] else stored
 
         try:
-            lists.count_once(party, restore)
+            lists.count_once(party, decide)
         except WatchUnavailable as e:
-            _log.error("the changes feed's counted mark not taken back: %s", e)
-        return bool(back)
+            if not given:
+                return None  # nothing counted nor given: 503
+            _log.error("the changes feed's counted mark not kept (counted again later): %s", e)
+        return given[-1]
 
-    counts: dict[Service, int] = {}
-    for service, new in zip(got.services, fresh, strict=True):
-        if new:
-            counts[service] = counts.get(service, 0) + 1
-    return _Provided(tuple(counts.items()), after, withdraw)
+    return _Provided(after, provide)
 
 
 def _reply(
@@ -840,7 +839,7 @@ def _reply(
         passed_over=_passed_over(issuers),
     )  # fmt: skip
     family = next(iter(got.families)).value if len(got.families) == 1 else ""
-    return Reply(body, provided.counts, family, withdrawn=provided.withdraw)
+    return Reply(body, (), family, provide=provided.provide)
 
 
 def _none(store: StoreRef, now: datetime, cursor: str) -> Reply[ChangesResponse]:
@@ -854,20 +853,22 @@ def _fresh(
     env: WatchEnv, party: str, store: StoreRef, now: datetime, key: bytes, fresh: cursors.Bound
 ) -> Reply[ChangesResponse] | Problem:
     """A fresh cursor of this node's own store: the party resynchronises (it reads the status
-    of its whole list next), so this node's counted mark of the party starts again at the
-    cursor's: a mark left ahead by a store restored from an older copy (its next commits
-    renumber the lost ones) would leave the changes they make uncounted."""
+    of its whole list next), so this node forgets its counted mark of the party: a mark left
+    ahead by a store restored from an older copy (its next commits renumber the lost ones)
+    would leave the changes they make uncounted. Forgotten, not set to the fresh cursor's
+    position: the changes up to it were not delivered through the feed, and a party that
+    took a fresh cursor and then read from an older one of its own would be given them
+    uncounted (what follows the older cursor's own mark is counted, at worst again)."""
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
     gens: list[bytes] = []
 
-    def reset(_kept: bytes | None, gen: bytes) -> bytes:
+    def forget(_kept: bytes | None, gen: bytes) -> None:
         gens.append(gen)
-        return _stored(gen, fresh.mark)
 
     try:
-        lists.count_once(party, reset)
+        lists.count_once(party, forget)
     except WatchUnavailable:
         return _UNAVAILABLE
     return _none(store, now, cursors.seal(key, party, fresh._replace(gen=gens[-1])))

@@ -35,6 +35,10 @@ Decide: TypeAlias = Callable[..., policy.Allowed | policy.Refused]
 """``(party, *, service, family, method, now)``: `responder.policy.decide`'s shape."""
 Req = TypeVar("Req", bound=msgspec.Struct)
 Resp = TypeVar("Resp", bound=msgspec.Struct)
+Counts: TypeAlias = tuple[tuple[Service, int], ...]
+"""Provisions per service (`Reply.counts`)."""
+Provide: TypeAlias = Callable[[Callable[[Counts], bool]], bool | None]
+"""``provide(give)``: `Reply.provide`."""
 
 
 @dataclass(slots=True)
@@ -81,7 +85,7 @@ class Reply(Generic[Resp]):
     """A handler's answer: the body and what to count."""
 
     body: Resp
-    counts: tuple[tuple[Service, int], ...] = ()
+    counts: Counts = ()
     """Provisions to count in the ledger (帳簿, Act §40), per service, method ``json``;
     the entries of a batch each count one (件数, the unit of a fee per provision, Act §67)."""
     family: str = ""
@@ -92,15 +96,16 @@ class Reply(Generic[Resp]):
     counted); if it raises, the party gets 503 ``unavailable`` and nothing is counted. A
     reply with an effect counts nothing (``counts`` empty): the effect runs before the
     dispatcher takes the provisions of the day, which could still refuse the answer."""
-    withdrawn: Callable[[], bool] | None = None
-    """Run by the dispatcher (on the event loop) when the answer is not given after the
-    handler ran: refused (429: the party's provisions of the day taken meanwhile by another
-    of its calls; the effect failed), its body or signature not made, or abandoned (its
-    connection went away while the batch thread worked on it), so that the handler's own
-    record of what it provided (the changes feed's counted mark) is taken back. False when
-    it could not be (another call moved that record since, and may have delivered what this
-    one would have, relying on it): the dispatcher then counts ``counts`` in the ledger all
-    the same. It never raises."""
+    provide: Provide | None = None
+    """Instead of ``counts``: run by the dispatcher on the event loop once the answer is made
+    (signed, nothing left to fail but the day's provisions), it decides the provisions
+    against the handler's own record of what was provided already (the changes feed's
+    counted mark), hands them to ``give`` (which takes them from the day's provisions and
+    counts them in the ledger, 帳簿 Act §40, or refuses: False, 429), and records them as
+    provided only once given, in one step with the count: the record is never ahead of the
+    ledger, so an answer refused, abandoned or lost with its worker leaves nothing counted
+    as provided that was not. Returns what ``give`` said, or None when the record could not
+    be read (nothing given: 503)."""
     status: int = 200
     retry_after: int | None = None
     """Seconds for the answer's ``Retry-After`` header (RFC 9110 §10.2.3): a 202 that asks

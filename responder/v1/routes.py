@@ -26,17 +26,18 @@
    connections for its ~35 ms — then, on the event loop, takes the answer's provisions
    from the party's provisions of the day, all or none (`Quota.take_provisions`: a batch
    that would pass the bound is refused whole, 429 naming the rule, how many remain and
-   when the Japan day turns, nothing counted or answered, and `Reply.withdrawn` run: the
-   changes feed takes back its counted mark, as it does for an answer abandoned in the
-   batch thread or whose body or signature failed (503), or, when another read of the party
-   moved it since, the ledger counts the answer all the same; the changes feed was told
+   when the Japan day turns, nothing counted or answered; the changes feed was told
    what remains, `Context.provisions_left`, and delivered no more), counts the ledger (帳簿, Act §40:
    `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
    the call, and sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
    The provisions and the ledger count at one instant (`V1Api.counted_at`): a batch asked
    before 00:00 JST and answered after it counts in the new day in both, whatever day this
    worker's row of the table is on; an answer that does not cross midnight counts at its
-   request's instant, as it always did.
+   request's instant, as it always did. A reply that decides its provisions against its
+   own record of what was provided (the changes feed's counted mark, `Reply.provide`) does
+   so here, in the same step as the count, and records them only once given: an answer
+   refused, abandoned (its connection gone while the batch thread worked), whose body or
+   signature failed (503), or lost with its worker, has recorded nothing as provided.
 
 Per entry and per call. The 帳簿 (Ord §71) counts provisions (件数): a batch of 10,000
 answered entries is 10,000 provisions of its service, the unit a fee per provision would
@@ -57,13 +58,10 @@ is counted in the ledger for a refusal or bad input.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
@@ -80,7 +78,7 @@ from responder.registry.party import Party
 from responder.registry.vocabulary import SERVICE_FAMILIES, Method, Service
 from responder.signing import SigningPool
 from responder.v1 import openapi, problem
-from responder.v1.route import AnyRoute, Context, Decide, Reply
+from responder.v1.route import AnyRoute, Context, Counts, Decide, Reply
 from responder.v1.wire import Problem
 
 JSON: Final = b"application/json"
@@ -125,47 +123,6 @@ class Done(NamedTuple):
 
 
 _log: Final = logging.getLogger("responder.v1.routes")
-
-
-@dataclass
-class _Claim:
-    """Between the batch thread and the event loop: whether the answer was abandoned (its
-    connection went away) and the work's outcome once the thread has it, so that whichever
-    learns last has what the handler recorded as provided settled (`V1Api._not_given`)."""
-
-    settle: Callable[[Done], None]
-    """`V1Api._not_given` for the request; run on the event loop."""
-    loop: asyncio.AbstractEventLoop
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    abandoned: bool = False
-    done: Done | None = None
-
-
-def _abandoned(claim: _Claim, answer: asyncio.Future[Response]) -> None:
-    """On the event loop, the answer done: when it was cancelled (its connection went away,
-    `responder.http`, before or while it waited on the batch thread) it is never counted nor
-    sent, so what the handler recorded as provided is settled, here when the thread has
-    finished, else when it does (`_claimed`)."""
-    if not answer.cancelled():
-        return
-    with claim.lock:
-        claim.abandoned = True
-        finished = claim.done
-    if finished is not None:
-        claim.settle(finished)
-
-
-def _claimed(claim: _Claim, work: Callable[[], Done]) -> Done:
-    """In the batch thread: ``work``, then its outcome handed over, or settled on the event
-    loop at once when the answer was abandoned meanwhile."""
-    got = work()
-    with claim.lock:
-        if not claim.abandoned:
-            claim.done = got
-            return got
-    with contextlib.suppress(RuntimeError):  # the loop closed: the worker is exiting
-        claim.loop.call_soon_threadsafe(claim.settle, got)
-    return got
 
 
 _EFFECT_FAILED: Final = problem.make(
@@ -324,18 +281,14 @@ class V1Api:
         waits = route.blocking is not None and route.blocking(self._envs[route.path])
         if not (large or waits) or self.pool is None:
             return self._finish(req, route, party, now, work())
-        settle = functools.partial(self._not_given, party, now)
-        claim = _Claim(settle, asyncio.get_running_loop())
-        done = self.pool.submit(party.id, functools.partial(_claimed, claim, work))
+        done = self.pool.submit(party.id, work)
         if done is None:  # the party's share of the batch thread is taken
             req.note = Outcome(endpoint, party=party.id, rule=FAIR_SHARE)
             return problem.response(
                 problem.make(429, FAIR_SHARE, _FAIR_SHARE_DETAIL), retry_after=1
             )
         req.note = Outcome(endpoint, party=party.id)  # until the work is done
-        answer = asyncio.ensure_future(self._after(req, route, party, now, done))
-        answer.add_done_callback(functools.partial(_abandoned, claim))
-        return answer
+        return asyncio.ensure_future(self._after(req, route, party, now, done))
 
     async def _after(
         self, req: Request, route: AnyRoute, party: Party, now: float, done: asyncio.Future[Done]
@@ -362,7 +315,7 @@ class V1Api:
                 return Done(got, retry_after=later(env) if later and got.status == 503 else None)
             try:
                 body = msgspec.json.encode(got.body)
-            except Exception:  # no answer: what the handler recorded is settled (`_finish`)
+            except Exception:  # no answer, nothing counted (`Reply.provide` not run)
                 _log.exception("an answer's body could not be made")
                 return Done(_EFFECT_FAILED, got)
         if got.effect is not None:
@@ -372,25 +325,10 @@ class V1Api:
                 return Done(_EFFECT_FAILED, got)
         try:
             signature = self.signer.sign(body) if route.signed and self.signer is not None else None
-        except Exception as e:  # no answer: what the handler recorded is settled (`_finish`)
+        except Exception as e:  # no answer, nothing counted (`Reply.provide` not run)
             _log.error("an answer could not be signed: %s", type(e).__name__)
             return Done(_EFFECT_FAILED, got)
         return Done(None, got, body, signature)
-
-    def _not_given(self, party: Party, now: float, done: Done) -> None:
-        """On the event loop: the answer of ``done`` is not given after its handler ran
-        (refused, failed, abandoned). What the handler recorded as provided is taken back
-        (`Reply.withdrawn`); when it cannot be (another call of the party moved that record
-        since, and may have relied on it, delivering the same changes uncounted), the
-        provisions are counted in the ledger all the same (帳簿, Act §40): a change that may
-        have been provided is counted, at worst twice, never not at all."""
-        reply = done.reply
-        if reply is None or reply.withdrawn is None or reply.withdrawn():
-            return
-        at = self.counted_at(now)
-        for service, n in reply.counts:
-            if n > 0:
-                self.ledger.count(party.id, service, Method.JSON, n, at=at)
 
     def counted_at(self, now: float) -> float:
         """The instant an answer to a request asked at ``now`` is counted at, provisions and
@@ -412,38 +350,48 @@ class V1Api:
     ) -> Response:
         """On the event loop: the provisions of the day taken, all or none; the ledger counts
         (before the answer is written); the note. Both at one instant (`counted_at`), so they
-        count the answer on the same Japan day."""
+        count the answer on the same Japan day. A reply that decides its provisions itself
+        (`Reply.provide`) records them as provided in the same step as they are counted."""
         endpoint = route.endpoint
         reply = done.reply
         family = reply.family if reply is not None else ""
         if done.problem is not None or reply is None:
-            self._not_given(party, now, done)  # an effect, the body or the signature failed
             refusal = done.problem or _EFFECT_FAILED
             rule = MALFORMED if refusal.status == 400 else refusal.rule
             req.note = Outcome(endpoint, family=family, party=party.id, rule=rule)
             again = refusal is _EFFECT_FAILED or refusal.status == 503
             return problem.response(refusal, retry_after=(done.retry_after or 1) if again else None)
         at = self.counted_at(now)
-        if party.provisions_per_day is not None:
-            wait = self.quota.take_provisions(party, sum(n for _s, n in reply.counts), at)
-            if wait is not None:  # the whole answer would pass the bound: none of it is given
-                self._not_given(party, now, done)
-                req.note = Outcome(endpoint, family=family, party=party.id, rule=QUOTA)
-                limited = policy.limit_refusal(party, reply.counts[0][0], wait.limit)
-                return problem.response(
-                    problem.quota(limited, wait, at), retry_after=wait.retry_after
-                )
+        refused: list[tuple[Service, Wait]] = []
+
+        def give(counts: Counts) -> bool:
+            if party.provisions_per_day is not None:
+                wait = self.quota.take_provisions(party, sum(n for _s, n in counts), at)
+                if wait is not None:  # the whole answer would pass the bound: none is given
+                    refused.append((counts[0][0] if counts else route.services[0], wait))
+                    return False
+            # 帳簿 (Act §40): counted before the answer is written, on the day taken above
+            for service, n in counts:
+                if n > 0:
+                    self.ledger.count(party.id, service, Method.JSON, n, at=at)
+                    if self.calls is not None:
+                        self.calls.count(party.id, service, Method.JSON, 1, at=at)
+            return True
+
+        given = give(reply.counts) if reply.provide is None else reply.provide(give)
+        if given is None:  # what was provided already could not be read: nothing given
+            req.note = Outcome(endpoint, family=family, party=party.id, rule=_EFFECT_FAILED.rule)
+            return problem.response(_EFFECT_FAILED, retry_after=done.retry_after or 1)
+        if not given:
+            service, wait = refused[-1]
+            req.note = Outcome(endpoint, family=family, party=party.id, rule=QUOTA)
+            limited = policy.limit_refusal(party, service, wait.limit)
+            return problem.response(problem.quota(limited, wait, at), retry_after=wait.retry_after)
         headers: tuple[tuple[bytes, bytes], ...] = _NO_STORE
         if done.signature is not None:
             headers = (*headers, (SIGNATURE_HEADER, done.signature))
         if reply.retry_after is not None:
             headers = (*headers, (b"retry-after", str(max(1, reply.retry_after)).encode()))
-        # 帳簿 (Act §40): counted before the answer is written, on the day taken above
-        for service, n in reply.counts:
-            if n > 0:
-                self.ledger.count(party.id, service, Method.JSON, n, at=at)
-                if self.calls is not None:
-                    self.calls.count(party.id, service, Method.JSON, 1, at=at)
         req.note = Outcome(endpoint, family=family, party=party.id)
         return Response(reply.status, done.body, JSON, headers)
 

@@ -16,8 +16,9 @@ counted mark on this node (`responder.v1.provision`: a position of the changes f
 may name the status key of a change delivered, so kept hidden, `WatchKeys.hide`; this
 node's own, not on the watch stream, kept when a snapshot is loaded; forgotten when an
 entry is added to the party's list), and ``gen`` ‖ party tag → the party's last addition
-(random on one node, the operation's sequence on several: `LmdbWatchSet.generation`, with
-this node's snapshot loads, names the list a counted mark is of).
+(random on one node, the operation's stream and sequence on several; all forgotten when a
+snapshot is loaded, ``loaded`` then naming it: `LmdbWatchSet.generation` names the list a
+counted mark is of).
 
 The lists survive restarts of the responder and rebuilds of the status store: they
 name certificates, not store positions.
@@ -81,6 +82,7 @@ _META_LOADING: Final = b"loading"
 _META_LOADS: Final = b"loads"
 _META_MARK: Final = b"mark"
 _META_GEN: Final = b"gen"
+_META_LOADED: Final = b"loaded"
 OUTCOMES_KEPT: Final = 65_536
 """Operations whose outcome is kept: the node that took one reads it right after applying."""
 _OUTCOME: Final = struct.Struct(">BIIQQ")
@@ -158,12 +160,29 @@ class LmdbWatchSet:
             raise WatchUnavailable(str(e)) from None
 
     def _generation(self, txn: lmdb.Transaction, tag: bytes) -> bytes:
-        """The party's last addition (a random value, or its operation's sequence on several
-        nodes) and this node's snapshot loads, which replace the lists whole."""
-        loads = txn.get(_META_LOADS, db=self._meta)
+        """The party's last addition (a random value on one node; on several, its operation's
+        watch stream and sequence, the same on every node), or, none applied since this node
+        last loaded a snapshot, that snapshot (its seal): two nodes' lists of the party are of
+        one generation only where they hold the same additions. Not a count of this node's
+        loads: two nodes that each loaded once, snapshots with other additions of the party,
+        would have agreed, a cursor's mark of the one read on the other as covering
+        certificates it never saw watched."""
         added = txn.get(_META_GEN + tag, db=self._meta)
-        raw = (bytes(loads) if loads is not None else b"") + b"/" + (bytes(added or b""))
+        if added is not None:
+            raw = b"added/" + bytes(added)
+        else:
+            loaded = txn.get(_META_LOADED, db=self._meta)
+            raw = b"loaded/" + (bytes(loaded) if loaded is not None else b"")
         return hashlib.blake2b(raw, digest_size=GEN_BYTES, person=b"jpkiva-w-gen").digest()
+
+    def mark(self, party: str) -> bytes | None:
+        tag = self._tag(party)
+        try:
+            with self._env.begin() as txn:
+                raw = txn.get(_META_MARK + tag, db=self._meta)
+                return self._keys.reveal(tag, bytes(raw)) if raw is not None else None
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
 
     def count_once(self, party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
         tag = self._tag(party)
@@ -288,8 +307,9 @@ class LmdbWatchSet:
                     txn.delete(tag + d, db=self._watch)
                 for d in sorted(new):
                     txn.put(tag + d, b"", db=self._watch)
-                if new:  # the same generation on every node: the operation's sequence
-                    self._added(txn, tag, seq.to_bytes(8, "big"))
+                if new:  # the same generation on every node: the operation's stream and sequence
+                    stream = txn.get(_META_STREAM, db=self._meta)
+                    self._added(txn, tag, bytes(stream or b"") + seq.to_bytes(8, "big"))
                 if not got.full:
                     txn.put(count_key, got.total.to_bytes(8, "big"), db=self._meta)
                 packed = _OUTCOME.pack(got.full, got.added, got.removed, got.total, got.limit)
@@ -334,6 +354,13 @@ class LmdbWatchSet:
                 raw = txn.get(_META_LOADS, db=self._meta)
                 loads = int.from_bytes(raw, "big") + 1 if raw is not None else 1
                 txn.put(_META_LOADS, loads.to_bytes(8, "big"), db=self._meta)
+                # every list's generation is now the snapshot's (`_generation`)
+                seal = hashlib.blake2b(loading.seal, digest_size=16).digest()
+                txn.put(_META_LOADED, seal, db=self._meta)
+                cur = txn.cursor(db=self._meta)
+                if cur.set_range(_META_GEN):
+                    while cur.key()[: len(_META_GEN)] == _META_GEN and cur.delete():
+                        pass
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
 

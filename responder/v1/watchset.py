@@ -96,6 +96,11 @@ class WatchSet(Protocol):
         Raises `WatchUnavailable`."""
         ...
 
+    def mark(self, party: str) -> bytes | None:
+        """The party's counted mark as this node last stored it (`count_once`), to read only.
+        Raises `WatchUnavailable`."""
+        ...
+
     def count_once(self, party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
         """Pass ``decide`` the party's counted mark as this node last stored it (None: none,
         or an entry added since) and the list's `generation`, and store the one it returns
@@ -141,6 +146,9 @@ class MemoryWatchSet:
 
     def generation(self, party: str) -> bytes:
         return self.gens.get(party, bytes(GEN_BYTES))
+
+    def mark(self, party: str) -> bytes | None:
+        return self.marks.get(party)
 
     def count_once(self, party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
         mark = decide(self.marks.get(party), self.generation(party))

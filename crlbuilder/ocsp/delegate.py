@@ -1,0 +1,32 @@
+"""Whether a certificate may sign OCSP answers about a CA's certificates (RFC 6960 §4.2.2.2).
+
+The CA itself, or a delegate its key issued directly with id-kp-OCSPSigning: a client checks
+every answer against that, so any other signer makes every answer of the issuer fail at the
+client, whatever status it says. The builder (pre-signing) and the responder (fresh answers)
+refuse such a signer at start with the same reason.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+
+def delegate_problem(ca: x509.Certificate, signer: x509.Certificate) -> str | None:
+    """Why ``signer`` cannot sign OCSP answers about ``ca``'s certificates, or None."""
+    if signer == ca:
+        return None
+    if signer.issuer != ca.subject:
+        return f"not issued by the CA {ca.subject.rfc4514_string()}"
+    try:
+        signer.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        return f"its signature does not verify with the key of the CA {ca.subject.rfc4514_string()}"
+    try:
+        eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = None
+    if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+        return "lacks the OCSP-signing purpose (extended key usage id-kp-OCSPSigning)"
+    return None

@@ -1,0 +1,89 @@
+"""`crlbuilder build` refuses a delegated OCSP signer that is none of its issuer's (RFC 6960
+§4.2.2.2), as `responder serve` does, before anything is applied or signed.
+
+docs/operations.md, "OCSP signer renewal": step 3 restarts crlbuilder with the new signer,
+step 4 the responder, which refuses a certificate its issuer's CA key did not issue or one
+without id-kp-OCSPSigning. The builder took either and re-signed every stored answer with it
+(each one rejected by every client), and said nothing until the responder's restart failed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from crlbuilder.build import Builder
+from crlbuilder.demo.pki import init_pki
+from crlbuilder.keys.signer import SignerError
+from crlbuilder.manifest import load_manifest
+from tests.support.builder import builder_config
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki") / "pki"
+    init_pki(d)
+    return d
+
+
+def _renewed(pki_dir: Path, tmp: Path, *, by: str, purpose: bool) -> tuple[Path, Path]:
+    """A copy of the PKI whose sign-card-g2 OCSP signer certificate (its key kept) is
+    re-issued by issuer ``by``'s CA key, with or without id-kp-OCSPSigning."""
+    pki = tmp / "pki"
+    shutil.copytree(pki_dir, pki)
+    m = load_manifest(pki)
+    issuer, signer_ca = m.issuer("sign-card-g2"), m.issuer(by)
+    old = x509.load_pem_x509_certificate(m.path(issuer.ocsp_cert).read_bytes())
+    ca = x509.load_pem_x509_certificate(m.path(signer_ca.cert).read_bytes())
+    ca_key = serialization.load_pem_private_key(m.path(signer_ca.key).read_bytes(), None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(old.not_valid_before_utc)
+        .not_valid_after(old.not_valid_before_utc + timedelta(days=400))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    )
+    if purpose:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False
+        )
+    cert = m.path(issuer.ocsp_cert)
+    cert.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    return pki, cert
+
+
+@pytest.mark.parametrize(
+    ("by", "purpose", "problem"),
+    [
+        ("sign-card-g2", False, "lacks the OCSP-signing purpose"),
+        ("sign-card-g1", True, "not issued by the CA"),
+    ],
+    ids=["no-ocsp-signing", "another-generations-ca"],
+)
+def test_build_refuses_a_delegate_its_issuer_did_not_make(
+    pki_dir: Path, tmp_path: Path, by: str, purpose: bool, problem: str
+) -> None:
+    pki, cert = _renewed(pki_dir, tmp_path, by=by, purpose=purpose)
+    cfg = builder_config(tmp_path, pki)
+    with pytest.raises(SignerError) as refused:
+        Builder(cfg, progress=False)
+    assert str(refused.value).startswith(f"{cert}: sign-card-g2's OCSP signer: {problem}")
+    assert not Path(cfg.store.path).exists()
+
+
+def test_build_takes_its_own_pki(pki_dir: Path, tmp_path: Path) -> None:
+    cfg = builder_config(tmp_path, pki_dir)
+    Builder(cfg, progress=False).close()

@@ -1,0 +1,105 @@
+"""README.md's commands against the real command lines.
+
+- "Commands (each has `--help`)": each line names real subcommands (every one of an
+  ``a|b|c`` list) and every ``--flag`` it shows is one of that command's;
+- every other ``crlbuilder``/``responder`` command of README.md's shell blocks parses
+  (``<placeholder>`` taken as one word, a bare ``...`` left out), as tests/test_deploy.py checks docs/operations.md's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+import shlex
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from crlbuilder import cli as crlbuilder_cli
+from responder import cli as responder_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "crlbuilder": crlbuilder_cli.parser,
+    "responder": responder_cli.parser,
+}
+
+pytestmark = pytest.mark.unit
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {o for a in parser._actions for o in a.option_strings}
+
+
+SYNOPSIS_HEAD = "Commands (each has `--help`):\n\n```sh\n"
+
+
+def _synopsis() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    block = text.split(SYNOPSIS_HEAD, 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_synopsis_names_real_commands_and_flags() -> None:
+    lines = _synopsis()
+    assert len(lines) >= 10, lines
+    for line in lines:
+        words = line.split()
+        parser = PARSERS[words[0]]()
+        commands = [(parser, words[0])]
+        for word in words[1:]:  # the command words, down to the first flag or placeholder
+            subs = _subparsers(commands[-1][0])
+            names = word.split("|")
+            if not subs or not all(n in subs for n in names):
+                assert not subs or word.startswith(("-", "[")) or word.isupper(), (
+                    f"README: {line!r}: no command {word!r}"
+                )
+                break
+            commands = [(subs[n], n) for n in names]
+        for sub, name in commands:
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line):
+                assert flag in _flags(sub), f"README: {line!r}: {name} has no {flag}"
+
+
+def _commands(markdown: str) -> Iterator[list[str]]:
+    """The crlbuilder/responder command lines of the ```sh blocks, as words."""
+    for block in re.findall(r"```sh\n(.*?)```", markdown, re.S):
+        for raw in block.replace("\\\n", " ").splitlines():
+            line = re.sub(r"<([^<>]+)>", r"\1", raw.split(" #", 1)[0])
+            line = re.sub(r"(?<=\s)\.\.\.(?=\s|$)", "", line)  # "more of the same"
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError:
+                continue
+            for i, w in enumerate(words):
+                if w in PARSERS and (i == 0 or words[i - 1] in {"--", "sudo", "exec"}):
+                    ends = [j for j, x in enumerate(words) if x[0] in "&|;<>" or x[:2] == "2>"]
+                    yield words[i : min([j for j in ends if j > i], default=len(words))]
+                    break
+
+
+def test_readme_command_examples_parse() -> None:
+    text = README.read_text(encoding="utf-8")
+    before, after = text.split(SYNOPSIS_HEAD, 1)
+    examples = before + after.split("```", 1)[1]  # the synopsis's placeholders left out
+    parsed = 0
+    for words in _commands(examples):
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+                PARSERS[words[0]]().parse_args(words[1:])
+        except SystemExit as e:
+            assert e.code in (0, None), f"README: {' '.join(words)!r}: {said.getvalue()}"
+        parsed += 1
+    assert parsed >= 5, parsed
