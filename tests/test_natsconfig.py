@@ -5,6 +5,7 @@ writer (its ledger subject, its durable consumer, creating a stream it only read
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -23,11 +24,16 @@ from nats.js import api
 from crlbuilder.cli import main as crlbuilder_main
 from crlbuilder.jetstream import Cluster, StreamMissing, ensure_stream
 from crlbuilder.manifest import Manifest
-from crlbuilder.natsauth import NatsAuth
 from crlbuilder.natsconfig import NatsConfigError, parse_users
 from responder.ledger import SlotCount
 from responder.ledgerstream import bound
-from tests.support.nats import NatsCluster, free_ports, nats_server, shipped_authorization
+from tests.support.nats import (
+    NatsCluster,
+    Shipped,
+    free_ports,
+    nats_server,
+    shipped_authorization,
+)
 
 KEY = "U" + "A" * 55
 
@@ -77,25 +83,26 @@ def test_a_ledger_message_counts_for_its_subjects_node_only() -> None:
 @pytest.fixture(scope="module")
 def two_nodes(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[NatsCluster, dict[str, Path]]]:
+) -> Iterator[tuple[NatsCluster, Shipped]]:
     """A nats-server under the authorization written for nodes a and b."""
     base = tmp_path_factory.mktemp("natsconfig")
     shipped = shipped_authorization(base / "seeds", nodes=("a", "b"))
     with nats_server(base, free_ports(1)[0], extra=shipped.extra, probe=shipped.probe) as server:
-        yield server, shipped.seeds
+        yield server, shipped
 
 
-def _as(server: NatsCluster, seed: Path) -> Cluster:
-    return Cluster(server.urls, auth=NatsAuth(nkey_seed=str(seed)))
+def _as(server: NatsCluster, shipped: Shipped, role: str) -> Cluster:
+    """A connection of ``role``'s user: its seed and its own inbox."""
+    return Cluster(server.urls, auth=shipped.auth(role))
 
 
 @pytest.mark.integration
 @pytest.mark.real_clock
 def test_a_responder_node_may_not_write_another_nodes_ledger(
-    two_nodes: tuple[NatsCluster, dict[str, Path]],
+    two_nodes: tuple[NatsCluster, Shipped],
 ) -> None:
-    server, seeds = two_nodes
-    a = _as(server, seeds["RESPONDER/a"])
+    server, shipped = two_nodes
+    a = _as(server, shipped, "RESPONDER/a")
     try:
         ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"])
         a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.a", b"{}", stream="JPKI_LEDGER"))
@@ -109,12 +116,12 @@ def test_a_responder_node_may_not_write_another_nodes_ledger(
 @pytest.mark.integration
 @pytest.mark.real_clock
 def test_a_builder_may_not_create_the_record_stream_nor_touch_another_nodes_consumer(
-    two_nodes: tuple[NatsCluster, dict[str, Path]],
+    two_nodes: tuple[NatsCluster, Shipped],
 ) -> None:
-    server, seeds = two_nodes
-    a = _as(server, seeds["BUILDER/a"])
-    b = _as(server, seeds["BUILDER/b"])
-    publisher = _as(server, seeds["PUBLISHER"])
+    server, shipped = two_nodes
+    a = _as(server, shipped, "BUILDER/a")
+    b = _as(server, shipped, "BUILDER/b")
+    publisher = _as(server, shipped, "PUBLISHER")
     try:
         # a reader finds the stream missing at once, in one line (no create, no timeout)
         with pytest.raises(StreamMissing, match=r"^stream JPKI_RECORDS does not exist yet: its"):
@@ -153,12 +160,12 @@ def test_a_builder_may_not_create_the_record_stream_nor_touch_another_nodes_cons
 @pytest.mark.integration
 @pytest.mark.real_clock
 def test_a_builder_fetches_no_crl_before_the_signer_made_the_bucket(
-    two_nodes: tuple[NatsCluster, dict[str, Path]],
+    two_nodes: tuple[NatsCluster, Shipped],
 ) -> None:
     from crlbuilder.crl.shipping import _bucket
 
-    server, seeds = two_nodes
-    a = _as(server, seeds["BUILDER/a"])
+    server, shipped = two_nodes
+    a = _as(server, shipped, "BUILDER/a")
     try:
         # the signer shipped nothing yet: nothing to fetch, at once (no create refused)
         assert _bucket(a, "JPKI_CRLS", 0, create=False) is None
@@ -169,14 +176,15 @@ def test_a_builder_fetches_no_crl_before_the_signer_made_the_bucket(
 @pytest.mark.integration
 @pytest.mark.real_clock
 def test_a_registry_sync_before_the_first_change_says_the_bucket_is_not_made_yet(
-    two_nodes: tuple[NatsCluster, dict[str, Path]],
+    two_nodes: tuple[NatsCluster, Shipped],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from responder.cli import main as responder_main
 
-    server, seeds = two_nodes
-    monkeypatch.setenv("JPKI_VA_NATS_NKEY_SEED", str(seeds["RESPONDER/a"]))
+    server, shipped = two_nodes
+    for name, value in shipped.env("RESPONDER/a").items():
+        monkeypatch.setenv(name, value)
     registry = tmp_path / "registry.toml"
     err = io.StringIO()
     started = time.monotonic()
@@ -212,7 +220,7 @@ def test_a_following_builder_waits_for_the_publisher_to_make_the_record_stream(
         cfg = msgspec.structs.replace(cfg, stream=records_stream)
         args = [sys.executable, "-m", "crlbuilder.cli", "build", *flags(cfg), "--no-progress",
                 "--follow", "--follow-interval", "0.2"]  # fmt: skip
-        env = {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(shipped.seeds["BUILDER/follower"])}
+        env = {**os.environ, **shipped.env("BUILDER/follower")}
         log = tmp_path / "follower.log"
         missing = "stream JPKI_RECORDS does not exist yet: its writer creates it"
         with procs.started(args, log=log, env=env) as p:
@@ -220,7 +228,8 @@ def test_a_following_builder_waits_for_the_publisher_to_make_the_record_stream(
                   30, "the builder's warning")  # fmt: skip
             assert p.poll() is None, log.read_text()[-2000:]
             records = sorted(_records(tmp_path, demo_pki[0]).glob("*.jsonl"))
-            monkeypatch.setenv("JPKI_VA_NATS_NKEY_SEED", str(shipped.seeds["PUBLISHER"]))
+            for name, value in shipped.env("PUBLISHER").items():
+                monkeypatch.setenv(name, value)
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
                 rc = crlbuilder_main(["publish", "--source", server.source,
@@ -232,3 +241,64 @@ def test_a_following_builder_waits_for_the_publisher_to_make_the_record_stream(
             assert procs.stop(p, signal.SIGTERM, 15) == 0, log.read_text()[-2000:]
     text = log.read_text()
     assert "Traceback" not in text and "timeout" not in text, text[-2000:]
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_no_user_reads_another_users_replies_and_each_works_through_its_own_inbox(
+    two_nodes: tuple[NatsCluster, Shipped],
+) -> None:
+    """Replies, pull deliveries and object reads arrive at each user's own inbox prefix: the
+    publisher's credential (nor a node's) may not subscribe to the others' (``_INBOX.>`` was
+    every user's: the ledger's counts, the registry, a builder's records readable by all),
+    and a pull consumer, a key-value read and an object read work through the prefix."""
+    from nats.js.api import KeyValueConfig, ObjectStoreConfig
+
+    server, shipped = two_nodes
+    a, b = _as(server, shipped, "RESPONDER/a"), _as(server, shipped, "RESPONDER/b")
+    spy = _as(server, shipped, "PUBLISHER")
+    admin, builder = _as(server, shipped, "REGISTRY_ADMIN"), _as(server, shipped, "BUILDER/a")
+    snapshot = _as(server, shipped, "SNAPSHOT")
+    errors: list[str] = []
+    seen: list[bytes] = []
+
+    async def listen(subject: str) -> None:
+        async def got(m: nats.aio.msg.Msg) -> None:
+            seen.append(m.data)
+
+        async def error(e: Exception) -> None:
+            errors.append(str(e))
+
+        spy.nc._error_cb = error
+        await spy.nc.subscribe(subject, cb=got)
+        await spy.nc.flush()
+
+    try:
+        for subject in ("_INBOX.>", f"{shipped.inboxes['RESPONDER/a']}.>", ">"):
+            spy.run(listen(subject))
+        ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"])
+        a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.a", b'{"party":"p"}', stream="JPKI_LEDGER"))
+
+        async def pull() -> list[bytes]:  # b reads the ledger through its own inbox
+            sub = await b.js.pull_subscribe("jpki.ledger.JPKI_LEDGER.>", stream="JPKI_LEDGER")
+            try:
+                return [m.data for m in await sub.fetch(10, timeout=5)]
+            finally:
+                await sub.unsubscribe()
+
+        assert b'{"party":"p"}' in b.run(pull())
+        kv = admin.run(admin.js.create_key_value(KeyValueConfig(bucket="JPKI_REGISTRY")))
+        admin.run(kv.put("registry", b"parties"))
+        read = a.run(a.js.key_value("JPKI_REGISTRY"))
+        assert a.run(read.get("registry")).value == b"parties"
+        obs = snapshot.run(snapshot.js.create_object_store("JPKI_SNAPSHOTS",
+                                                           config=ObjectStoreConfig()))  # fmt: skip
+        snapshot.run(obs.put("s", b"store" * 1000))
+        got = builder.run(builder.run(builder.js.object_store("JPKI_SNAPSHOTS")).get("s"))
+        assert got.data == b"store" * 1000
+        spy.run(asyncio.sleep(0.5))
+        assert not seen, seen[:2]  # none of the others' replies
+        assert sum("permissions violation for subscription" in e.lower() for e in errors) == 3
+    finally:
+        for c in (a, b, spy, admin, builder, snapshot):
+            c.close()
