@@ -153,7 +153,13 @@ class _Throttled:
         self._last: tuple[str, float] = ("", 0.0)
 
     def __call__(self, e: Exception) -> None:
-        self.line(f"NATS: {str(e) or type(e).__name__}")
+        text = str(e) or type(e).__name__
+        if 'violation for subscription to "_inbox' in text.lower():  # its replies refused
+            text += (
+                " (the servers let each NATS user read its own inbox only: set "
+                "JPKI_VA_NATS_INBOX to the one `crlbuilder nats-config` wrote beside its user)"
+            )
+        self.line(f"NATS: {text}")
 
     def line(self, line: str) -> None:
         """Pass ``line`` on, unless it was the last one, less than `WARN_EVERY` s ago."""

@@ -302,3 +302,24 @@ def test_no_user_reads_another_users_replies_and_each_works_through_its_own_inbo
     finally:
         for c in (a, b, spy, admin, builder, snapshot):
             c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_user_without_its_own_inbox_is_told_which_to_set(
+    two_nodes: tuple[NatsCluster, Shipped], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process whose JPKI_VA_NATS_INBOX is not its user's: its replies are refused, and it
+    says, in the one line of that error, what to set (not only a timeout after it)."""
+    server, shipped = two_nodes
+    monkeypatch.delenv("JPKI_VA_NATS_INBOX", raising=False)
+    lines: list[str] = []
+    c = Cluster(server.urls, warn=lines.append, auth=shipped.auth("PUBLISHER", inbox="_INBOX_x"))
+    try:
+        with pytest.raises((nats.errors.Error, TimeoutError)):  # no reply reaches it
+            c.run(c.js.account_info())
+    finally:
+        c.close()
+    (line,) = [x for x in lines if "violation for subscription" in x]
+    assert line.endswith("set JPKI_VA_NATS_INBOX to the one `crlbuilder nats-config` wrote "
+                         "beside its user)"), line  # fmt: skip
