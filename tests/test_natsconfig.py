@@ -323,3 +323,39 @@ def test_a_user_without_its_own_inbox_is_told_which_to_set(
     (line,) = [x for x in lines if "violation for subscription" in x]
     assert line.endswith("set JPKI_VA_NATS_INBOX to the one `crlbuilder nats-config` wrote "
                          "beside its user)"), line  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_responder_node_may_not_drop_another_nodes_ledger_counts_by_message_id(
+    two_nodes: tuple[NatsCluster, Shipped], tmp_path: Path
+) -> None:
+    """A node publishes its own ledger subject only, but JetStream's duplicate window is the
+    stream's: a message id another node will ship (``<node>/<file>/<slot>/<count>``, its
+    earlier ones read from the stream) taken in advance on its own subject made that node's
+    counter a 'duplicate', acknowledged and dropped: its counts (帳簿, Act §40) missing
+    from the service's. Ledger messages carry no message id (a repeat is merged once)."""
+    from responder.ledger import Ledger
+    from responder.ledgerstream import gather, ship
+    from tests.test_ledgerstream import count, service_total
+
+    server, shipped = two_nodes
+    a, b = _as(server, shipped, "RESPONDER/a"), _as(server, shipped, "RESPONDER/b")
+    nodes, gathered = tmp_path / "b", tmp_path / "gathered"
+    try:
+        ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"])
+        count(nodes, "party-1", 3)
+        with Ledger.open(nodes) as ledger:
+            ledger.collect()
+            pending = ledger.ship_pending("b")
+            assert pending and all(c.node == "b" for c in pending)
+            for c in pending:  # a takes b's next message ids first, on its own subject
+                taken = {"Nats-Msg-Id": f"{c.node}/{c.file_id}/{c.slot}/{c.count}"}
+                a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.a", b"{}", headers=taken))
+            assert ship(b, ledger, "b") == len(pending)
+        with Ledger.open(gathered) as ledger:
+            gather(a, ledger)
+        assert service_total(gathered) == 3  # b's counts, all of them
+    finally:
+        a.close()
+        b.close()
