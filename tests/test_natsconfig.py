@@ -22,7 +22,7 @@ import pytest
 from nats.js import api
 
 from crlbuilder.cli import main as crlbuilder_main
-from crlbuilder.jetstream import Cluster, StreamMissing, ensure_stream
+from crlbuilder.jetstream import Cluster, ClusterError, StreamMissing, ensure_stream
 from crlbuilder.manifest import Manifest
 from crlbuilder.natsconfig import NatsConfigError, parse_users
 from responder.ledger import SlotCount
@@ -359,3 +359,40 @@ def test_a_responder_node_may_not_drop_another_nodes_ledger_counts_by_message_id
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_a_stream_made_first_with_other_settings_is_refused_not_used(tmp_path: Path) -> None:
+    """The servers let a role create its stream by name; its settings are the creator's. A
+    node's responder seed that makes the ledger stream first, in memory with a minute's age
+    limit (the service's 帳簿 counts dropped after a minute), or the watch stream with the
+    record stream's subject as well (the record stream then refused), is refused by every
+    node in one line, not used."""
+    from nats.js import api
+
+    shipped = shipped_authorization(tmp_path / "seeds", nodes=("a", "b"))
+    with nats_server(
+        tmp_path / "srv", free_ports(1)[0], extra=shipped.extra, probe=shipped.probe
+    ) as server:
+        a, b = _as(server, shipped, "RESPONDER/a"), _as(server, shipped, "RESPONDER/b")
+        made = [
+            ("JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"], [], "storage memory, not file"),
+            ("JPKI_WATCH", ["jpki.watch"], ["jpki.records"], "subjects"),
+        ]
+        try:
+            for name, subjects, more, says in made:
+                a.run(a.js.add_stream(api.StreamConfig(
+                    name=name, subjects=subjects + more, max_age=60.0,
+                    storage=api.StorageType.MEMORY,
+                )))  # fmt: skip
+                for c in (a, b):
+                    with pytest.raises(ClusterError) as e:
+                        ensure_stream(c, name, subjects)
+                    assert str(e.value).startswith(
+                        f"stream {name} is not as jpki-va makes it ({says}"
+                    ), str(e.value)
+                    assert "\n" not in str(e.value)
+        finally:
+            a.close()
+            b.close()
