@@ -114,12 +114,7 @@ def resolve(auth: NatsAuth, servers: list[str]) -> ConnectOptions:
     if auth.tls_ca or auth.tls_cert:
         kwargs["tls"] = _tls_context(auth)
     if auth.inbox:
-        if not _INBOX.fullmatch(auth.inbox):
-            raise NatsAuthError(
-                f"NATS inbox prefix {auth.inbox[:80]!r}: not _INBOX_ and a user's name (A-Z a-z "
-                "0-9 _ -, as `crlbuilder nats-config` writes it beside each user)"
-            )
-        kwargs["inbox_prefix"] = auth.inbox
+        kwargs["inbox_prefix"] = _inbox(auth.inbox)
     warning = ""
     if not auth.nkey_seed and not auth.tls_cert:
         off = [s for s in servers if not is_loopback(s)]
@@ -131,6 +126,21 @@ def resolve(auth: NatsAuth, servers: list[str]) -> ConnectOptions:
             )
         warning = "NATS: no credential configured; anonymous connection accepted on loopback only"
     return ConnectOptions(kwargs, warning)
+
+
+def _inbox(value: str) -> str:
+    """The inbox prefix ``value`` names: ``_INBOX_`` and a user's name, whose characters other
+    than A-Z a-z 0-9 _ - become ``-`` as a host name's do in its node's name
+    (`responder.ledgerstream.default_node`: a unit's ``_INBOX_<role>_%H`` on the host
+    ``n1.example.jp`` is the node ``n1-example-jp``'s); `NatsAuthError` when it is not one."""
+    name = value.removeprefix("_INBOX_")
+    inbox = "_INBOX_" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
+    if name == value or not _INBOX.fullmatch(inbox):
+        raise NatsAuthError(
+            f"NATS inbox prefix {value[:80]!r}: not _INBOX_ and a user's name (at most 160 of "
+            "A-Z a-z 0-9 _ -, as `crlbuilder nats-config` writes it beside each user)"
+        )
+    return inbox
 
 
 def new_user_seed(path: Path) -> str:

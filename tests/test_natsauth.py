@@ -187,7 +187,7 @@ def test_the_environment_wins_over_the_configuration(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "inbox", ["_INBOX", "_INBOX.>", "_INBOX_a.b", "_INBOX_*", "INBOX_builder_a", "_INBOX_a b"]
+    "inbox", ["_INBOX", "_INBOX.>", "_INBOX_", "INBOX_builder_a", "_INBOX" + "_a" * 81]
 )
 def test_an_inbox_prefix_not_a_users_own_is_refused_in_one_line(tmp_path: Path, inbox: str) -> None:
     """The user's own inbox is one subject token below ``_INBOX_`` (`crlbuilder.natsconfig`
@@ -200,6 +200,25 @@ def test_an_inbox_prefix_not_a_users_own_is_refused_in_one_line(tmp_path: Path, 
     assert "\n" not in str(e.value)
     ok = NatsAuth(nkey_seed=str(seed), inbox="_INBOX_builder_jpki-va-0")
     assert resolve(ok, []).kwargs["inbox_prefix"] == "_INBOX_builder_jpki-va-0"
+
+
+def test_a_units_inbox_of_its_host_name_is_its_nodes_as_jpki_va_names_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node units set ``_INBOX_<role>_%H``; a host name with dots (``n1.example.jp``) is
+    the node ``n1-example-jp`` (`responder.ledgerstream.default_node`, the builder's
+    ``node-n1-example-jp``), so the users file names that node and the prefix maps so too
+    (it was refused: a dot is a subject's token separator)."""
+    import socket
+
+    from crlbuilder.natsconfig import User
+    from responder.ledgerstream import default_node
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "n1.example.jp")
+    seed = tmp_path / "a.seed"
+    new_seed(seed)
+    unit = NatsAuth(nkey_seed=str(seed), inbox="_INBOX_builder_n1.example.jp")
+    assert resolve(unit, []).kwargs["inbox_prefix"] == User("builder", "$K", default_node()).inbox
 
 
 def test_both_configurations_refuse_a_credential_that_will_not_do(
