@@ -250,8 +250,19 @@ HEADER: Final = """\
 """
 
 
-def authorization(users: Iterable[User], source: str = "deploy/nats/users.toml") -> str:
-    """The ``authorization`` block (with its header comment) for ``users``."""
+SHARED: Final = "_INBOX.>"
+"""Every client's inbox under nats-py's default prefix: what releases before the per-user
+inboxes let every user read, and clients that set no ``JPKI_VA_NATS_INBOX`` use."""
+
+
+def authorization(
+    users: Iterable[User], source: str = "deploy/nats/users.toml", *, shared_inbox: bool = False
+) -> str:
+    """The ``authorization`` block (with its header comment) for ``users``. ``shared_inbox``:
+    each user may also read `SHARED`, for an upgrade's transition only (servers take the
+    per-user inboxes before every process sets its own: old clients and new ones both work;
+    written again without it once every process sets ``JPKI_VA_NATS_INBOX``)."""
+    inboxes = (SHARED,) if shared_inbox else ()
     lines = [
         HEADER.format(source=source),
         "authorization {",
@@ -267,6 +278,7 @@ def authorization(users: Iterable[User], source: str = "deploy/nats/users.toml")
         lines += [f"    # {comment}", f"    # JPKI_VA_NATS_INBOX={u.inbox}",
                   f"    {{ nkey: {key}, permissions: {{", "      publish: { allow: ["]  # fmt: skip
         lines += [f'        "{s}",' for s in (*_BASE, *allowed)]
-        lines += ["      ] }", f'      subscribe: {{ allow: ["{u.inbox}.>"] }}', "    } },"]
+        reads = ", ".join(f'"{i}"' for i in (f"{u.inbox}.>", *inboxes))
+        lines += ["      ] }", f"      subscribe: {{ allow: [{reads}] }}", "    } },"]
     lines += ["  ]", "}", ""]
     return "\n".join(lines)

@@ -396,3 +396,38 @@ def test_a_stream_made_first_with_other_settings_is_refused_not_used(tmp_path: P
         finally:
             a.close()
             b.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock
+def test_the_upgrade_to_own_inboxes_has_a_transition_where_old_and_new_clients_work(
+    tmp_path: Path,
+) -> None:
+    """Servers that only allow a user's own inbox refuse a client of an earlier release (no
+    JPKI_VA_NATS_INBOX: nats-py's _INBOX), and such servers' users file had only _INBOX.>,
+    which refuses the new clients' prefix: no order of upgrade works without a step where
+    both do (`nats-config --shared-inbox`), written again without it afterwards."""
+    from crlbuilder.natsauth import NatsAuth, new_user_seed
+    from crlbuilder.natsconfig import User, authorization
+
+    seed = tmp_path / "publisher.seed"
+    user = User("publisher", new_user_seed(seed))
+    old, new = NatsAuth(nkey_seed=str(seed)), NatsAuth(nkey_seed=str(seed), inbox=user.inbox)
+    probe = {"nkeys_seed_str": seed.read_text().strip(), "inbox_prefix": user.inbox}
+
+    def works(server: NatsCluster, auth: NatsAuth) -> bool:
+        c = Cluster(server.urls, auth=auth, warn=lambda _: None)
+        try:
+            c.run(c.js.account_info())
+            return True
+        except (nats.errors.Error, TimeoutError):
+            return False
+        finally:
+            c.close()
+
+    for shared, both in ((True, True), (False, False)):
+        extra = authorization([user], "the test", shared_inbox=shared)
+        d = tmp_path / f"shared-{shared}"
+        with nats_server(d, free_ports(1)[0], extra=extra, probe=probe) as server:
+            assert works(server, new)
+            assert works(server, old) is both
