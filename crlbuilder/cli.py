@@ -399,7 +399,8 @@ def _nats_config(args: argparse.Namespace) -> int:
         print(f"crlbuilder nats-config: error: {args.users}: {why}", file=sys.stderr)
         return 2
     try:
-        out = authorization(parse_users(text, str(args.users)), str(args.users))
+        users = parse_users(text, str(args.users))
+        out = authorization(users, str(args.users), shared_inbox=args.shared_inbox)
     except NatsConfigError as e:
         print(f"crlbuilder nats-config: error: {e}", file=sys.stderr)
         return 2
@@ -542,6 +543,13 @@ def parser() -> argparse.ArgumentParser:
         "Exit 0 written, 2 the users file refused (one line, nothing written).",
     )
     nc.add_argument("--users", type=Path, required=True, metavar="FILE", help="users file (TOML)")
+    nc.add_argument(
+        "--shared-inbox",
+        action="store_true",
+        help="also let every user read _INBOX.>, the inbox of processes that set no "
+        "JPKI_VA_NATS_INBOX: an upgrade's transition only, written again without it once "
+        "every process sets its own",
+    )
     nc.add_argument(
         "--out", type=Path, metavar="FILE", help="file to write (replaced whole); default stdout"
     )

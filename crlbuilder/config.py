@@ -122,11 +122,19 @@ class StreamSection(_Section):
     nats_tls_key: str = ""
     """Its private key, mode 0600 (``JPKI_VA_NATS_TLS_KEY``). Without a seed or a client
     certificate, only NATS servers on loopback are accepted (anonymous, with a warning)."""
+    nats_inbox: str = ""
+    """This NATS user's own inbox prefix, ``_INBOX_<role>[_<node>]`` as `crlbuilder nats-config`
+    writes beside each user (``JPKI_VA_NATS_INBOX``): the shipped servers let a user read below
+    its own only. Empty: nats-py's ``_INBOX``."""
 
     def nats_auth(self) -> NatsAuth:
         """The NATS credential these keys name (the environment wins when the cluster is joined)."""
         return NatsAuth(
-            self.nats_nkey_seed, self.nats_tls_ca, self.nats_tls_cert, self.nats_tls_key
+            self.nats_nkey_seed,
+            self.nats_tls_ca,
+            self.nats_tls_cert,
+            self.nats_tls_key,
+            self.nats_inbox,
         )
 
 

@@ -153,7 +153,13 @@ class _Throttled:
         self._last: tuple[str, float] = ("", 0.0)
 
     def __call__(self, e: Exception) -> None:
-        self.line(f"NATS: {str(e) or type(e).__name__}")
+        text = str(e) or type(e).__name__
+        if 'violation for subscription to "_inbox' in text.lower():  # its replies refused
+            text += (
+                " (the servers let each NATS user read its own inbox only: set "
+                "JPKI_VA_NATS_INBOX to the one `crlbuilder nats-config` wrote beside its user)"
+            )
+        self.line(f"NATS: {text}")
 
     def line(self, line: str) -> None:
         """Pass ``line`` on, unless it was the last one, less than `WARN_EVERY` s ago."""
@@ -288,6 +294,33 @@ class StreamMissing(ClusterError):
     """A stream this node reads was not created yet by its writer (a wait may end it)."""
 
 
+def foreign(config: api.StreamConfig, subjects: list[str], *, allow_direct: bool) -> str:
+    """Why an existing stream's ``config`` is not one `ensure_stream` makes for ``subjects``
+    (empty: it is). A stream is created by the first credential allowed to create it, with
+    the settings it chose (NATS permissions name the stream, not its settings): other
+    subjects (another stream's taken, its own refused), memory storage, or limits that drop
+    messages (the ledger's counts, records) would otherwise be kept silently. Replicas and
+    the duplicate window are the operator's to change and not judged."""
+    unlimited = (None, -1, 0)
+    if sorted(config.subjects or []) != sorted(subjects):
+        return f"subjects {config.subjects}, not {subjects}"
+    if config.storage not in (None, api.StorageType.FILE):
+        return f"storage {_plain(config.storage)}, not file"
+    if config.retention not in (None, api.RetentionPolicy.LIMITS):
+        return f"retention {_plain(config.retention)}, not limits"
+    for limit in ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject"):
+        if getattr(config, limit) not in unlimited:
+            return f"{limit} {getattr(config, limit)}, not unlimited"
+    if allow_direct and not config.allow_direct:
+        return "no direct get"
+    return ""
+
+
+def _plain(value: object) -> object:
+    """An enum's value (nats-py gives a stream's settings as enums or as their strings)."""
+    return getattr(value, "value", value)
+
+
 def ensure_stream(
     cluster: Cluster,
     name: str,
@@ -298,7 +331,8 @@ def ensure_stream(
     allow_direct: bool = False,
     create: bool = True,
 ) -> None:
-    """Create the stream when it does not exist (an existing one is left as it is): file
+    """Create the stream when it does not exist (an existing one is left as it is, but one
+    with other subjects, storage or limits is refused: `foreign`): file
     storage, limits retention, replicated (`replicas_for`), deduplicated by message id;
     ``allow_direct``: its messages may be read with JetStream's direct get (any replica
     answers, raw bytes: no JSON, no base64). Not ``create`` (a reader, whose credential may
@@ -306,14 +340,22 @@ def ensure_stream(
 
     async def go() -> None:
         try:
-            await through_election(lambda: cluster.js.stream_info(name))
-            return
+            info = await through_election(lambda: cluster.js.stream_info(name))
         except nats.js.errors.NotFoundError:
             if not create:
                 raise StreamMissing(
                     f"stream {name} does not exist yet: its writer creates it, this node only "
                     "reads it"
                 ) from None
+        else:
+            why = foreign(info.config, subjects, allow_direct=allow_direct)
+            if why:
+                raise ClusterError(
+                    f"stream {name} is not as jpki-va makes it ({why}): made by another hand "
+                    "(a credential allowed to create it chose its settings first); delete it "
+                    "and let its writer make it again (docs/operations.md, NATS credentials)"
+                )
+            return
         cfg = api.StreamConfig(
             name=name,
             subjects=subjects,

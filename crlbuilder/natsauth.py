@@ -21,12 +21,15 @@ Configuration: ``[stream]`` of crlbuilder's file, ``[cluster]`` of the responder
 ``nats_nkey_seed``, ``nats_tls_ca``, ``nats_tls_cert``, ``nats_tls_key``; the environment
 variables ``JPKI_VA_NATS_NKEY_SEED``, ``JPKI_VA_NATS_TLS_CA``, ``JPKI_VA_NATS_TLS_CERT``,
 ``JPKI_VA_NATS_TLS_KEY`` win over them, and are all the commands without a configuration file
-(``responder registry ... --nats``, ``responder watch-compact``) read.
+(``responder registry ... --nats``, ``responder watch-compact``) read. ``JPKI_VA_NATS_INBOX``
+(environment only) is the user's own inbox prefix, where its replies arrive: the servers of
+deploy/nats let each user read below its own prefix only (`crlbuilder.natsconfig`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import stat
 from collections.abc import Mapping
@@ -42,8 +45,13 @@ ENV: Final = {
     "tls_ca": "JPKI_VA_NATS_TLS_CA",
     "tls_cert": "JPKI_VA_NATS_TLS_CERT",
     "tls_key": "JPKI_VA_NATS_TLS_KEY",
+    "inbox": "JPKI_VA_NATS_INBOX",
 }
 """The environment variable of each field (it wins over the configuration's)."""
+
+
+_INBOX: Final = re.compile(r"_INBOX_[A-Za-z0-9_-]{1,160}")
+"""An inbox prefix: one subject token (no ``.``, no wildcard), a user's own."""
 
 
 class NatsAuthError(ValueError):
@@ -52,15 +60,19 @@ class NatsAuthError(ValueError):
 
 @dataclass(frozen=True)
 class NatsAuth:
-    """Paths of the credential files (empty: not used)."""
+    """Paths of the credential files (empty: not used), and the inbox prefix of the NATS
+    user (empty: nats-py's ``_INBOX``)."""
 
     nkey_seed: str = ""
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    inbox: str = ""
+    """The user's own inbox prefix, ``_INBOX_<role>[_<node>]`` (`crlbuilder.natsconfig`): the
+    servers let each user subscribe below its own only, so no user reads another's replies."""
 
     def with_environ(self, environ: Mapping[str, str] | None = None) -> NatsAuth:
-        """These paths, each replaced by its environment variable (`ENV`) when that is set."""
+        """These fields, each replaced by its environment variable (`ENV`) when that is set."""
         env = os.environ if environ is None else environ
         return replace(self, **{f: env[v] for f, v in ENV.items() if env.get(v)})
 
@@ -101,6 +113,8 @@ def resolve(auth: NatsAuth, servers: list[str]) -> ConnectOptions:
         raise NatsAuthError("a NATS client certificate needs both nats_tls_cert and nats_tls_key")
     if auth.tls_ca or auth.tls_cert:
         kwargs["tls"] = _tls_context(auth)
+    if auth.inbox:
+        kwargs["inbox_prefix"] = _inbox(auth.inbox)
     warning = ""
     if not auth.nkey_seed and not auth.tls_cert:
         off = [s for s in servers if not is_loopback(s)]
@@ -112,6 +126,21 @@ def resolve(auth: NatsAuth, servers: list[str]) -> ConnectOptions:
             )
         warning = "NATS: no credential configured; anonymous connection accepted on loopback only"
     return ConnectOptions(kwargs, warning)
+
+
+def _inbox(value: str) -> str:
+    """The inbox prefix ``value`` names: ``_INBOX_`` and a user's name, whose characters other
+    than A-Z a-z 0-9 _ - become ``-`` as a host name's do in its node's name
+    (`responder.ledgerstream.default_node`: a unit's ``_INBOX_<role>_%H`` on the host
+    ``n1.example.jp`` is the node ``n1-example-jp``'s); `NatsAuthError` when it is not one."""
+    name = value.removeprefix("_INBOX_")
+    inbox = "_INBOX_" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
+    if name == value or not _INBOX.fullmatch(inbox):
+        raise NatsAuthError(
+            f"NATS inbox prefix {value[:80]!r}: not _INBOX_ and a user's name (at most 160 of "
+            "A-Z a-z 0-9 _ -, as `crlbuilder nats-config` writes it beside each user)"
+        )
+    return inbox
 
 
 def new_user_seed(path: Path) -> str:

@@ -26,9 +26,11 @@ include (deploy/nats/jpki-va-auth.conf is this module's output for deploy/nats/u
   streams purges it; a read of another stream uses consumers with a fresh random name
   (ephemeral), which it may create, read and delete.
 
-Not bound: every user subscribes to ``_INBOX.>`` (each client's replies and pull deliveries
-arrive there), so a user can read what other users read, not write it
-(docs/operations.md, "NATS credentials").
+- each user subscribes to its own inbox only, ``_INBOX_<role>`` or ``_INBOX_<role>_<node>``
+  (`User.inbox`; where its replies, pull deliveries and object reads arrive): a process
+  sets it as its ``JPKI_VA_NATS_INBOX`` (`crlbuilder.natsauth`), and no user reads another's
+  replies (the ledger's counts, the registry, the records a builder pulls) nor learns the
+  names of another's consumers there.
 
 Pure: text in, text out; keys are public (``U...``) or a ``$VARIABLE`` the server resolves
 from its environment.
@@ -75,6 +77,12 @@ class User:
     key: str
     node: str = ""
     durable: str = ""
+
+    @property
+    def inbox(self) -> str:
+        """Its inbox prefix (``JPKI_VA_NATS_INBOX``): its role's, and its node's for a node's
+        role; it may subscribe below it only."""
+        return f"_INBOX_{self.role}_{self.node}" if self.node else f"_INBOX_{self.role}"
 
     @property
     def consumer(self) -> str:
@@ -237,27 +245,40 @@ HEADER: Final = """\
 # the servers' configuration (`include ./jpki-va-auth.conf`) beside `jetstream {{}}`,
 # `cluster {{}}` and `tls {{}}`. A key written $JPKI_NATS_... is resolved from the server's
 # environment (nats-server refuses to start when it is not set). Subjects follow the default
-# stream and bucket names. Answers come to each client's _INBOX.
+# stream and bucket names. Answers come to each user's own inbox, the prefix its processes
+# set as JPKI_VA_NATS_INBOX (written beside each user): no user reads another's.
 """
 
 
-def authorization(users: Iterable[User], source: str = "deploy/nats/users.toml") -> str:
-    """The ``authorization`` block (with its header comment) for ``users``."""
+SHARED: Final = "_INBOX.>"
+"""Every client's inbox under nats-py's default prefix: what releases before the per-user
+inboxes let every user read, and clients that set no ``JPKI_VA_NATS_INBOX`` use."""
+
+
+def authorization(
+    users: Iterable[User], source: str = "deploy/nats/users.toml", *, shared_inbox: bool = False
+) -> str:
+    """The ``authorization`` block (with its header comment) for ``users``. ``shared_inbox``:
+    each user may also read `SHARED`, for an upgrade's transition only (servers take the
+    per-user inboxes before every process sets its own: old clients and new ones both work;
+    written again without it once every process sets ``JPKI_VA_NATS_INBOX``)."""
+    inboxes = (SHARED,) if shared_inbox else ()
     lines = [
         HEADER.format(source=source),
         "authorization {",
         "  default_permissions: {",
         '    publish: { allow: ["$JS.API.INFO", "$JS.API.STREAM.NAMES"] }',
-        '    subscribe: { allow: ["_INBOX.>"] }',
+        '    subscribe: { deny: [">"] }',
         "  }",
         "  users: [",
     ]
     for u in users:
         comment, allowed = _allowed(u)
         key = u.key if u.key.startswith("$") else f'"{u.key}"'
-        lines += [f"    # {comment}", f"    {{ nkey: {key}, permissions: {{",
-                  "      publish: { allow: ["]  # fmt: skip
+        lines += [f"    # {comment}", f"    # JPKI_VA_NATS_INBOX={u.inbox}",
+                  f"    {{ nkey: {key}, permissions: {{", "      publish: { allow: ["]  # fmt: skip
         lines += [f'        "{s}",' for s in (*_BASE, *allowed)]
-        lines += ["      ] }", '      subscribe: { allow: ["_INBOX.>"] }', "    } },"]
+        reads = ", ".join(f'"{i}"' for i in (f"{u.inbox}.>", *inboxes))
+        lines += ["      ] }", f"      subscribe: {{ allow: [{reads}] }}", "    } },"]
     lines += ["  ]", "}", ""]
     return "\n".join(lines)

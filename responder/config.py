@@ -70,6 +70,7 @@ ENV_OVERRIDES: Final[Mapping[str, str]] = {
     "JPKI_VA_NATS_TLS_CA": "cluster.nats_tls_ca",
     "JPKI_VA_NATS_TLS_CERT": "cluster.nats_tls_cert",
     "JPKI_VA_NATS_TLS_KEY": "cluster.nats_tls_key",
+    "JPKI_VA_NATS_INBOX": "cluster.nats_inbox",
 }
 """Environment variable -> dotted field it overrides (between the file and the flags)."""
 
@@ -432,11 +433,19 @@ class ClusterConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     nats_tls_key: str = ""
     """Its private key, mode 0600 (``JPKI_VA_NATS_TLS_KEY``). Without a seed or a client
     certificate, only NATS servers on loopback are accepted (anonymous, with a warning)."""
+    nats_inbox: str = ""
+    """This NATS user's own inbox prefix, ``_INBOX_<role>[_<node>]`` as `crlbuilder nats-config`
+    writes beside each user (``JPKI_VA_NATS_INBOX``): the shipped servers let a user read below
+    its own only. Empty: nats-py's ``_INBOX``."""
 
     def nats_auth(self) -> NatsAuth:
         """The NATS credential these keys name (the environment wins when it is joined)."""
         return NatsAuth(
-            self.nats_nkey_seed, self.nats_tls_ca, self.nats_tls_cert, self.nats_tls_key
+            self.nats_nkey_seed,
+            self.nats_tls_ca,
+            self.nats_tls_cert,
+            self.nats_tls_key,
+            self.nats_inbox,
         )
 
 
@@ -621,6 +630,9 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--nats-tls-ca", "cluster.nats_tls_ca", "CA file of the NATS servers (TLS)"),
     _Flag("--nats-tls-cert", "cluster.nats_tls_cert", "client certificate for NATS"),
     _Flag("--nats-tls-key", "cluster.nats_tls_key", "its private key (0600)"),
+    _Flag(
+        "--nats-inbox", "cluster.nats_inbox", "this NATS user's own inbox (_INBOX_<role>_<node>)"
+    ),
     _Flag("--node", "cluster.node", "this node's name on the ledger stream"),
     _Flag("--nodes", "cluster.nodes", "nodes sharing each agreement's quotas"),
     _Flag("--ledger-stream", "cluster.ledger_stream", "JetStream stream of ledger counts"),

@@ -12,8 +12,9 @@ Exact, by construction rather than by care:
 
 - a message is one counter's absolute value, keyed by (node, worker file, slot); the
   service table keeps the ``max`` per key (`Ledger.merge_service`), so a message received
-  twice, replayed, or overtaken by a newer value counts once (and JetStream drops a
-  repeat of the same value by its message id, ``<node>/<file>/<slot>/<count>``);
+  twice, replayed, or overtaken by a newer value counts once (messages carry no JetStream
+  message id: the duplicate window is the whole stream's, where another node could take
+  the id of a counter this node will ship and have it dropped);
 - a node marks a counter shipped only once JetStream acknowledged it, and a ledger that
   ships keeps each worker file (does not fold it into per-day totals) until its final
   counters are shipped (`Ledger._retire`): a node that crashes loses nothing that its
@@ -105,13 +106,13 @@ def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[Slot
     subject = f"{SUBJECT_PREFIX}{stream}.{node}"
 
     async def go() -> None:
+        # No Nats-Msg-Id: JetStream's duplicate window is the stream's, and every node may set
+        # any id on its own subject, so an id this node will ship could be taken first and
+        # this counter dropped, acknowledged, as a "duplicate". A repeat is merged once (max).
         futures = []
         for c in pending:
-            msg_id = f"{c.node}/{c.file_id}/{c.slot}/{c.count}"
             futures.append(
-                await cluster.js.publish_async(
-                    subject, msgspec.json.encode(c), headers={"Nats-Msg-Id": msg_id}, stream=stream
-                )
+                await cluster.js.publish_async(subject, msgspec.json.encode(c), stream=stream)
             )
         for f in futures:
             await f

@@ -65,7 +65,7 @@ from typing import Any, Final
 
 import pytest
 
-from crlbuilder.natsconfig import parse_users
+from crlbuilder.natsconfig import NODE_ROLES, User, parse_users
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -725,6 +725,9 @@ def test_the_node_units_run_a_node_of_several() -> None:
         assert env["JPKI_VA_NATS_NKEY_SEED"] == "%d/nats.seed", unit.name
         role = creds.pop("nats.seed").removeprefix("/etc/jpki-va/nats/").removesuffix(".seed")
         assert role in {u.role for u in parse_users(USERS.read_text())}, unit.name
+        # and its user's own inbox (`User.inbox`; a node's role: the host's name, %H)
+        host = "%H" if role in NODE_ROLES else ""
+        assert env["JPKI_VA_NATS_INBOX"] == User(role, "$K", host).inbox, unit.name
         assert all(v == f"/etc/jpki-va/{k}" for k, v in creds.items()), creds
         plain = {"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "TMPDIR"}
         assert set(env) - plain <= set(ENV_OVERRIDES), unit.name
@@ -1082,8 +1085,8 @@ def _as_systemd_runs(
     venv for /opt/jpki-va/venv/bin's."""
     s = unit_settings(unit)
 
-    def here(word: str) -> str:
-        return _on_root(word, root)
+    def here(word: str) -> str:  # %H: the host's name, the node's (the root's) name
+        return _on_root(word, root).replace("%H", root.name)
 
     creds = root / "run/credentials" / unit.name
     creds.mkdir(parents=True, exist_ok=True)
@@ -1282,8 +1285,7 @@ def test_the_node_units_run_a_node_of_several_under_their_rules(built: Any, tmp_
     probe = resolve(NatsAuth(tls_ca=tls["ca.crt"]), []).kwargs | shipped.probe
 
     def as_role(role: str) -> dict[str, str]:
-        return {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(seeds[role]),
-                "JPKI_VA_NATS_TLS_CA": tls["ca.crt"]}  # fmt: skip
+        return {**os.environ, **shipped.env(role), "JPKI_VA_NATS_TLS_CA": tls["ca.crt"]}
 
     with nats_server(
         tmp_path / "nats", nats_port, extra=shipped.extra + tls_block, probe=probe

@@ -43,6 +43,7 @@ from tests.support.nats import (
     NATS_SERVER,
     USERS,
     NatsCluster,
+    Shipped,
     free_ports,
     nats_server,
     shipped_authorization,
@@ -185,6 +186,41 @@ def test_the_environment_wins_over_the_configuration(tmp_path: Path) -> None:
     assert check_credential(NatsAuth(nkey_seed=str(a)), "nats-1.example.jp:4222").kwargs
 
 
+@pytest.mark.parametrize(
+    "inbox", ["_INBOX", "_INBOX.>", "_INBOX_", "INBOX_builder_a", "_INBOX" + "_a" * 81]
+)
+def test_an_inbox_prefix_not_a_users_own_is_refused_in_one_line(tmp_path: Path, inbox: str) -> None:
+    """The user's own inbox is one subject token below ``_INBOX_`` (`crlbuilder.natsconfig`
+    writes them so): a dot, a wildcard or the shared ``_INBOX`` is refused before connecting."""
+    seed = tmp_path / "a.seed"
+    new_seed(seed)
+    auth = NatsAuth(nkey_seed=str(seed)).with_environ({ENV["inbox"]: inbox})
+    with pytest.raises(NatsAuthError, match=r"^NATS inbox prefix .*: not _INBOX_ and") as e:
+        resolve(auth, ["nats://nats-1.example.jp:4222"])
+    assert "\n" not in str(e.value)
+    ok = NatsAuth(nkey_seed=str(seed), inbox="_INBOX_builder_jpki-va-0")
+    assert resolve(ok, []).kwargs["inbox_prefix"] == "_INBOX_builder_jpki-va-0"
+
+
+def test_a_units_inbox_of_its_host_name_is_its_nodes_as_jpki_va_names_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node units set ``_INBOX_<role>_%H``; a host name with dots (``n1.example.jp``) is
+    the node ``n1-example-jp`` (`responder.ledgerstream.default_node`, the builder's
+    ``node-n1-example-jp``), so the users file names that node and the prefix maps so too
+    (it was refused: a dot is a subject's token separator)."""
+    import socket
+
+    from crlbuilder.natsconfig import User
+    from responder.ledgerstream import default_node
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "n1.example.jp")
+    seed = tmp_path / "a.seed"
+    new_seed(seed)
+    unit = NatsAuth(nkey_seed=str(seed), inbox="_INBOX_builder_n1.example.jp")
+    assert resolve(unit, []).kwargs["inbox_prefix"] == User("builder", "$K", default_node()).inbox
+
+
 def test_both_configurations_refuse_a_credential_that_will_not_do(
     tmp_path: Path, demo_pki: tuple[Path, Manifest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,13 +298,13 @@ def test_the_shipped_authorization_is_valid_for_nats_server_and_names_every_user
 @pytest.fixture(scope="module")
 def secured(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[NatsCluster, dict[str, Path]]]:
+) -> Iterator[tuple[NatsCluster, Shipped]]:
     """One nats-server on loopback with deploy/nats/jpki-va-auth.conf and a seed per role."""
     _need_nats_server()
     base = tmp_path_factory.mktemp("natsauth")
     shipped = shipped_authorization(base / "seeds")
     with nats_server(base, free_ports(1)[0], extra=shipped.extra, probe=shipped.probe) as server:
-        yield server, shipped.seeds
+        yield server, shipped
 
 
 def as_role(seed: Path) -> NatsAuth:
@@ -278,7 +314,7 @@ def as_role(seed: Path) -> NatsAuth:
 @pytest.mark.integration
 @pytest.mark.real_clock
 def test_a_client_without_credential_is_refused_by_the_server(
-    secured: tuple[NatsCluster, dict[str, Path]],
+    secured: tuple[NatsCluster, Shipped],
 ) -> None:
     server, _ = secured
     with pytest.raises(ClusterError, match=r"\(this node has no NATS credential\)$"):
@@ -288,7 +324,7 @@ def test_a_client_without_credential_is_refused_by_the_server(
 @pytest.mark.integration
 @pytest.mark.real_clock
 def test_a_seed_the_server_does_not_know_is_refused(
-    secured: tuple[NatsCluster, dict[str, Path]], tmp_path: Path
+    secured: tuple[NatsCluster, Shipped], tmp_path: Path
 ) -> None:
     server, _ = secured
     stranger = tmp_path / "stranger.seed"
@@ -303,9 +339,10 @@ def test_a_seed_the_server_does_not_know_is_refused(
 @pytest.mark.integration
 @pytest.mark.real_clock
 def test_a_follower_is_not_kept_waiting_on_a_credential_that_will_not_do(
-    secured: tuple[NatsCluster, dict[str, Path]], tmp_path: Path
+    secured: tuple[NatsCluster, Shipped], tmp_path: Path
 ) -> None:
-    server, seeds = secured
+    server, shipped = secured
+    seeds = shipped.seeds
     bad = tmp_path / "b.seed"
     shutil.copy(seeds["BUILDER"], bad)
     bad.chmod(0o604)
@@ -360,19 +397,19 @@ def _node(tmp: Path, pki: Path, source: str) -> BuilderConfig:
 @pytest.mark.integration
 @pytest.mark.real_clock
 def test_the_record_stream_runs_through_the_roles_and_only_theirs(
-    secured: tuple[NatsCluster, dict[str, Path]],
+    secured: tuple[NatsCluster, Shipped],
     tmp_path: Path,
     demo_pki: tuple[Path, Manifest],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server, seeds = secured
+    server, shipped = secured
     cfg = _node(tmp_path / "node", demo_pki[0], server.source)
     records = sorted(_records(tmp_path, demo_pki[0]).glob("*.jsonl"))
     names = StreamNames(cfg.stream.name, cfg.stream.subject)
     cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
 
     # the builder's credential may not publish a record: refused, nothing stored
-    builder = Cluster(server.urls, auth=as_role(seeds["BUILDER"]))
+    builder = Cluster(server.urls, auth=shipped.auth("BUILDER"))
     try:
         from crlbuilder.stream import publish
 
@@ -382,7 +419,8 @@ def test_the_record_stream_runs_through_the_roles_and_only_theirs(
         builder.close()
 
     # the publisher publishes, through the command and its environment's seed
-    monkeypatch.setenv(ENV["nkey_seed"], str(seeds["PUBLISHER"]))
+    for name, value in shipped.env("PUBLISHER").items():
+        monkeypatch.setenv(name, value)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = crlbuilder_main(["publish", "--source", server.source,
@@ -392,10 +430,11 @@ def test_the_record_stream_runs_through_the_roles_and_only_theirs(
     published = msgspec.json.decode(out.getvalue())["published"]
     assert published > 0
     monkeypatch.delenv(ENV["nkey_seed"])
+    monkeypatch.delenv(ENV["inbox"])
 
     # the builder applies them all
     b = Builder(cfg, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
-    c = Cluster(server.urls, auth=as_role(seeds["BUILDER"]))
+    c = Cluster(server.urls, auth=shipped.auth("BUILDER"))
     try:
         assert b.consume(Consumer(c, names, cfg.stream.durable, cipher), tail_wait=0.5) == published
         with pytest.raises(nats.errors.Error):  # and may not purge the stream
@@ -410,16 +449,16 @@ def test_the_record_stream_runs_through_the_roles_and_only_theirs(
 @pytest.mark.integration
 @pytest.mark.real_clock
 def test_the_watch_stream_is_written_by_responders_and_purged_by_watch_compact_only(
-    secured: tuple[NatsCluster, dict[str, Path]],
+    secured: tuple[NatsCluster, Shipped],
 ) -> None:
-    server, seeds = secured
+    server, shipped = secured
     anonymous = WatchStream(server.source, timeout=2.0)
     with pytest.raises(StreamUnavailable, match="this node has no NATS credential"):
         anonymous.publish(b"op-0")
     anonymous.close()
 
-    responder = WatchStream(server.source, timeout=2.0, auth=as_role(seeds["RESPONDER"]))
-    compact = WatchStream(server.source, timeout=2.0, auth=as_role(seeds["WATCH_COMPACT"]))
+    responder = WatchStream(server.source, timeout=2.0, auth=shipped.auth("RESPONDER"))
+    compact = WatchStream(server.source, timeout=2.0, auth=shipped.auth("WATCH_COMPACT"))
     try:
         first = responder.publish(b"op-1")
         second = responder.publish(b"op-2")
@@ -583,6 +622,9 @@ def test_every_kubernetes_container_on_nats_mounts_its_roles_seed_only() -> None
                 role = {"builder": "signer", "snapshot": "snapshot"}[c["name"]]
             else:
                 role = expected[c["name"]]
+            # its user's own inbox, in every pod (the only one the servers let it read)
+            inboxes = {env[ENV["inbox"]].replace("$(POD_NAME)", p) for p in pods}
+            assert inboxes == {u.inbox for u in users if u.role == role}, c["name"]
             if role in ("builder", "responder"):  # per node: each pod its own, by name
                 assert env[ENV["nkey_seed"]] == f"{Path(seed_path).parent}/$(POD_NAME).seed"
                 items = {i["key"]: i["path"] for i in secret["items"]}

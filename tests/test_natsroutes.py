@@ -22,9 +22,11 @@ import yaml
 
 from crlbuilder.jetstream import Cluster, ClusterError
 from crlbuilder.natsauth import NatsAuth, resolve
+from crlbuilder.natsconfig import parse_users
 from tests.support import procs
 from tests.support.nats import (
     NATS_SERVER,
+    USERS,
     _need_nats_server,
     free_ports,
     tls_files,
@@ -133,11 +135,13 @@ def shipped_cluster(
     keys = user_keys(base / "seeds")
     env = {**os.environ, **keys, "POD_NAMESPACE": "jpki", "JS_KEY": js_key(os.urandom(32).hex())}
     seed = base / "seeds" / "jpki_nats_responder_0.seed"
+    (user,) = [u for u in parse_users(USERS.read_text()) if u.key == "$JPKI_NATS_RESPONDER_0"]
     urls = [f"nats://127.0.0.1:{c}" for c, _, _ in ports]
     with _servers(confs, env, base):
-        ctx = resolve(NatsAuth(nkey_seed=str(seed), tls_ca=tls["ca.crt"]), urls)
+        ctx = resolve(NatsAuth(nkey_seed=str(seed), tls_ca=tls["ca.crt"], inbox=user.inbox), urls)
         wait_jetstream(urls, timeout=60, **ctx.kwargs)
-        yield {"base": base, "ports": ports, "urls": urls, "tls": tls, "seed": seed, "env": env}
+        yield {"base": base, "ports": ports, "urls": urls, "tls": tls, "seed": seed, "env": env,
+               "inbox": user.inbox}  # fmt: skip
 
 
 def _rogue(base: Path, ports: list[tuple[int, int, int]], tls: dict[str, str] | None) -> Path:
@@ -187,7 +191,8 @@ def test_a_client_needs_the_servers_ca_and_its_seed(shipped_cluster: dict[str, A
     assert "\n" not in str(e.value), str(e.value)
     assert str(e.value).endswith("(the servers speak TLS: set nats_tls_ca or JPKI_VA_NATS_TLS_CA "
                                  "to the CA file of their certificates)"), str(e.value)  # fmt: skip
-    c = Cluster(urls, auth=NatsAuth(nkey_seed=str(seed), tls_ca=tls["ca.crt"]))
+    inbox = shipped_cluster["inbox"]
+    c = Cluster(urls, auth=NatsAuth(nkey_seed=str(seed), tls_ca=tls["ca.crt"], inbox=inbox))
     try:
         assert c.run(c.js.account_info()) is not None
     finally:

@@ -210,6 +210,21 @@ class Shipped:
     seeds: dict[str, Path]
     extra: str
     probe: dict[str, Any]
+    inboxes: dict[str, str] = field(default_factory=dict)
+    """Each seed's user's inbox prefix (``JPKI_VA_NATS_INBOX``), by the same keys."""
+
+    def auth(self, role: str, **more: str) -> Any:
+        """The `crlbuilder.natsauth.NatsAuth` of ``role``'s user (its seed and inbox; ``more``:
+        its other fields, or another inbox)."""
+        from crlbuilder.natsauth import NatsAuth
+
+        fields = {"nkey_seed": str(self.seeds[role]), "inbox": self.inboxes[role], **more}
+        return NatsAuth(**fields)
+
+    def env(self, role: str) -> dict[str, str]:
+        """The environment variables a process of ``role``'s user sets (seed and inbox)."""
+        return {"JPKI_VA_NATS_NKEY_SEED": str(self.seeds[role]),
+                "JPKI_VA_NATS_INBOX": self.inboxes[role]}  # fmt: skip
 
 
 def shipped_authorization(
@@ -226,8 +241,10 @@ def shipped_authorization(
         seed = d / f"{role.lower().replace('_', '-')}.seed"
         users.append((role, User(role.lower().replace("_", "-"), new_user_seed(seed))))
     seeds = {r: d / f"{r.lower().replace('_', '-')}.seed" for r, _ in users}
+    inboxes = {r: u.inbox for r, u in users}
     seeds["SIGNER"] = d / "signer.seed"
     users.append(("SIGNER", User("signer", new_user_seed(seeds["SIGNER"]), signer, signer)))
+    inboxes["SIGNER"] = users[-1][1].inbox
     for node in nodes:
         for role in ("builder", "responder"):
             seed = d / f"{role}-{node}.seed"
@@ -235,9 +252,12 @@ def shipped_authorization(
             users.append((role, User(role, new_user_seed(seed), node, durable)))
             seeds[f"{role.upper()}/{node}"] = seed
             seeds.setdefault(role.upper(), seed)
+            inboxes[f"{role.upper()}/{node}"] = users[-1][1].inbox
+            inboxes.setdefault(role.upper(), users[-1][1].inbox)
     extra = authorization([u for _, u in users], "the test")
-    probe = {"nkeys_seed_str": seeds["RESPONDER"].read_text().strip()}
-    return Shipped(seeds, extra, probe)
+    probe = {"nkeys_seed_str": seeds["RESPONDER"].read_text().strip(),
+             "inbox_prefix": inboxes["RESPONDER"]}  # fmt: skip
+    return Shipped(seeds, extra, probe, inboxes)
 
 
 def _need_nats_server() -> None:
