@@ -118,7 +118,7 @@ def test_the_counted_mark_of_this_node_is_kept_across_a_restart_and_hidden_at_re
     lists = changes.setup(api.config).watchset
     assert isinstance(lists, LmdbWatchSet)
     lists.close()
-    raw = b"".join(p.read_bytes() for p in (tmp_path / "ledger" / "watch").glob("*.mdb"))
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "ledger" / "watch").rglob("*.mdb"))
     assert sf.status_key(SC, C) not in raw  # the mark names C: not in clear
     api = open_api()
     _, got = api.changes(f"cursor={at(3)}")

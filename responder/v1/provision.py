@@ -27,8 +27,9 @@ in two places, the later of which applies:
 
 - in the party's cursor, bound to the party by an HMAC (`responder.v1.cursor.seal`): a
   cursor from node A read at node B, or after a restart, counts nothing A counted;
-- in this node's watch lists (`responder.v1.watchset.WatchSet.count_once`, one write
-  transaction per counting read, in the same step as the ledger counts it and only once
+- beside this node's watch lists (`responder.v1.watchset.WatchSet.count_once`, one write
+  transaction per counting read in an environment of the marks' own, `responder.v1.markdb`,
+  without fsync and emptied at a reboot, in the same step as the ledger counts it and only once
   the answer is given, `responder.v1.route.Reply.provide`): a party that retries with an
   older cursor on the same node is not counted twice, nor are two reads of one party at
   once; a mark never says more was counted than the ledger did.

@@ -11,14 +11,15 @@ hash (`WatchKeys.entries`: party tag ‖ digest, 24 bytes: no serial, no party i
 clear); ``meta`` holds ``check`` (`WatchKeys.check`: the secret the lists were
 written with; another secret is refused at open, not silently read as empty lists)
 and ``count`` ‖ party tag → u64, the size of each list (its bound, 10,000,000 by
-default, is checked in the same transaction), and ``mark`` ‖ party tag → the party's
-counted mark on this node (`responder.v1.provision`: a position of the changes feed, which
-may name the status key of a change delivered, so kept hidden, `WatchKeys.hide`; this
-node's own, not on the watch stream, kept when a snapshot is loaded; forgotten when an
-entry is added to the party's list), and ``gen`` ‖ party tag → the party's last addition
+default, is checked in the same transaction), ``gen`` ‖ party tag → the party's last addition
 (random on one node, the operation's stream and sequence on several; all forgotten when a
 snapshot is loaded, ``loaded`` then naming it: `LmdbWatchSet.generation` names the list a
-counted mark is of).
+counted mark is of), and ``adds`` ‖ party tag → a random stamp drawn at each addition to
+the party's list and kept when a snapshot is loaded: the stamp the party's counted mark on
+this node is kept under. The marks themselves (`responder.v1.provision`: this node's own,
+not on the watch stream nor in its snapshots) are in an environment of their own in
+``marks/`` (`responder.v1.markdb`: written on the event loop, without fsync, behind no lock
+a watch batch holds); a mark of another stamp is none (forgotten when an entry is added).
 
 The lists survive restarts of the responder and rebuilds of the status store: they
 name certificates, not store positions.
@@ -50,6 +51,7 @@ from typing import Final
 
 import lmdb
 
+from responder.v1.markdb import STAMP_BYTES, LmdbMarks, boot_id
 from responder.v1.watchlog import (
     Behind,
     Gone,
@@ -80,7 +82,7 @@ _META_BROKEN: Final = b"broken"
 _META_STREAM: Final = b"stream"
 _META_LOADING: Final = b"loading"
 _META_LOADS: Final = b"loads"
-_META_MARK: Final = b"mark"
+_META_ADDS: Final = b"adds"
 _META_GEN: Final = b"gen"
 _META_LOADED: Final = b"loaded"
 OUTCOMES_KEPT: Final = 65_536
@@ -92,10 +94,22 @@ class WatchDbError(Exception):
     """The watch environment cannot be opened (another secret, not a watch directory)."""
 
 
-class LmdbWatchSet:
-    """The watch lists in LMDB (module docstring); open one per process, after the fork."""
+_NO_STAMP: Final = bytes(STAMP_BYTES)
 
-    def __init__(self, path: Path, keys: WatchKeys, *, map_size: int) -> None:
+
+class LmdbWatchSet:
+    """The watch lists in LMDB (module docstring); open one per process, after the fork.
+    ``boot``: which boot of the machine this is (`responder.v1.markdb`: the counted marks
+    do not outlive it; by default the kernel's boot id)."""
+
+    def __init__(
+        self,
+        path: Path,
+        keys: WatchKeys,
+        *,
+        map_size: int,
+        boot: Callable[[], str | None] = boot_id,
+    ) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(path, 0o700)
         env: lmdb.Environment | None = None
@@ -125,6 +139,11 @@ class LmdbWatchSet:
                 "([watch] secret_file): restore that secret, or move the lists away"
             )
         self._env.reader_check()  # free the reader slots of workers that died (SIGKILL)
+        try:
+            self._marks = LmdbMarks(path / "marks", keys, boot=boot())
+        except (lmdb.Error, OSError) as e:
+            self._env.close()
+            raise WatchDbError(f"{path}: cannot open the counted marks: {e}") from None
         self._keys = keys
         self._tags: dict[str, bytes] = {}
         self._stream = b""
@@ -135,6 +154,7 @@ class LmdbWatchSet:
         return self._keys
 
     def close(self) -> None:
+        self._marks.close()
         self._env.close()
 
     def _tag(self, party: str) -> bytes:
@@ -175,35 +195,41 @@ class LmdbWatchSet:
             raw = b"loaded/" + (bytes(loaded) if loaded is not None else b"")
         return hashlib.blake2b(raw, digest_size=GEN_BYTES, person=b"jpkiva-w-gen").digest()
 
+    def _stamp(self, txn: lmdb.Transaction, tag: bytes) -> bytes:
+        raw = txn.get(_META_ADDS + tag, db=self._meta)
+        return bytes(raw) if raw is not None else _NO_STAMP
+
     def mark(self, party: str) -> bytes | None:
         tag = self._tag(party)
-        try:
+
+        def stamp() -> bytes:
             with self._env.begin() as txn:
-                raw = txn.get(_META_MARK + tag, db=self._meta)
-                return self._keys.reveal(tag, bytes(raw)) if raw is not None else None
+                return self._stamp(txn, tag)
+
+        try:
+            return self._marks.mark(tag, stamp)
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
 
     def count_once(self, party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
         tag = self._tag(party)
-        key, keys = _META_MARK + tag, self._keys
+        gens: list[bytes] = []
+
+        def stamp() -> bytes:  # in the marks' write transaction: no lock of the lists held
+            with self._env.begin() as txn:
+                gens.append(self._generation(txn, tag))
+                return self._stamp(txn, tag)
+
         try:
-            with self._env.begin(write=True) as txn:
-                raw = txn.get(key, db=self._meta)
-                kept = keys.reveal(tag, bytes(raw)) if raw is not None else None
-                mark = decide(kept, self._generation(txn, tag))
-                if mark is None:
-                    txn.delete(key, db=self._meta)
-                else:
-                    txn.put(key, keys.hide(tag, mark), db=self._meta)
+            self._marks.count_once(tag, stamp, lambda kept: decide(kept, gens[-1]))
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
 
     def _added(self, txn: lmdb.Transaction, tag: bytes, added: bytes) -> None:
-        """Entries were added to the party's list: a new generation, and this node's counted
-        mark of the party forgotten (it never saw them watched)."""
+        """Entries were added to the party's list: a new generation, and a new stamp, so
+        this node's counted mark of the party is forgotten (it never saw them watched)."""
         txn.put(_META_GEN + tag, added, db=self._meta)
-        txn.delete(_META_MARK + tag, db=self._meta)
+        txn.put(_META_ADDS + tag, secrets.token_bytes(STAMP_BYTES), db=self._meta)
 
     def count(self, party: str) -> int:
         """How many certificates ``party`` watches."""

@@ -18,8 +18,9 @@ lists cannot be read, so it is backed up with the lists (`responder.v1.watchdb`
 checks that the secret it is given is the one the lists were written with).
 
 Registering a certificate is not a provision (nothing about its status is said): only
-a change delivered the first time is (`responder.v1.provision`); each list also keeps, per
-party, the counted mark of the changes delivered through this node (`WatchSet.count_once`).
+a change delivered the first time is (`responder.v1.provision`); the lists also keep, per
+party, the counted mark of the changes delivered through this node (`WatchSet.count_once`; on
+disk beside them, `responder.v1.markdb`).
 """
 
 from __future__ import annotations
