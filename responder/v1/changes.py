@@ -874,6 +874,17 @@ def _fresh(
     return _none(store, now, cursors.seal(key, party, fresh._replace(gen=gens[-1])))
 
 
+def _opened(env: WatchEnv, key: bytes, party: str, text: str) -> cursors.Bound | Problem:
+    """The party's cursor ``text`` opened (its HMAC checked for this party), or the problem
+    that refuses it: altered, another party's, or unbound once the transition is over."""
+    bound = cursors.unseal(key, party, text)
+    if isinstance(bound, cursors.Verdict):
+        return _CURSOR_PROBLEMS[bound]
+    if not bound.bound and not env.config.unbound_cursors:
+        return _UNBOUND
+    return bound
+
+
 def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse] | Problem:
     """The watched changes after the cursor (module docstring)."""
     env = ctx.env
@@ -895,11 +906,9 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     here = cursors.at_commit(reader)
     if not request.cursor:
         return _fresh(env, party, store, now, key, cursors.Bound(here, here))
-    bound = cursors.unseal(key, party, request.cursor)
-    if isinstance(bound, cursors.Verdict):
-        return _CURSOR_PROBLEMS[bound]
-    if not bound.bound and not env.config.unbound_cursors:
-        return _UNBOUND
+    bound = _opened(env, key, party, request.cursor)
+    if isinstance(bound, Problem):
+        return bound
     position, mark = bound.position, bound.mark
     if isinstance(position, cursors.StreamPosition):  # ours, of a store fed by the stream
         return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]
@@ -980,11 +989,9 @@ def _changes_of_stream(
             return _UNAVAILABLE
         fresh = cursors.Bound(here, here, gen=gen)
         return _none(store, now, cursors.seal(key, party, fresh))
-    bound = cursors.unseal(key, party, request.cursor)
-    if isinstance(bound, cursors.Verdict):
-        return _CURSOR_PROBLEMS[bound]
-    if not bound.bound and not env.config.unbound_cursors:
-        return _UNBOUND
+    bound = _opened(env, key, party, request.cursor)
+    if isinstance(bound, Problem):
+        return bound
     position, mark = bound.position, bound.mark
     if not isinstance(position, cursors.StreamPosition):
         return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]  # a cursor of one node's store
