@@ -485,12 +485,12 @@ def _threaded_changes(
     watching B and C, and a cursor before them; the in-line dispatcher kept for re-reads."""
     api = ChangesApi(changes_store(cas), tmp_path)
     inline = api.api
+    api.watch(add=[changes_ref(SC, B), changes_ref(SC, C)])  # in line (no batch thread yet)
     route = dataclasses.replace(changes.CHANGES_ROUTE, blocking=lambda _env: True)
     api.api = V1Api(
         (changes.WATCH_ROUTE, route), api.config, store=api.reader, quota=inline.quota,
         ledger=api.ledger, pool=SigningPool(1, 2), signer=signer,  # type: ignore[arg-type]
     )  # fmt: skip
-    api.watch(add=[changes_ref(SC, B), changes_ref(SC, C)])
     return api, inline, api.sealed(changes_start(3))
 
 

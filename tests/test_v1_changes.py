@@ -4,7 +4,9 @@ nothing here starts a process."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,9 @@ from crlbuilder.store.reader import changes_start
 from responder.config import ClusterConfig, LedgerConfig, ResponderConfig, WatchConfig
 from responder.http import Request, Response
 from responder.registry.vocabulary import Method, Service
+from responder.signing import SigningPool
 from responder.v1 import changes, cursor
-from responder.v1.routes import V1Api
+from responder.v1.routes import THREAD_BYTES, Done, V1Api
 from responder.v1.watchset import MemoryWatchSet
 from tests.support.pki import Ca, make_ca, rsa_key
 from tests.test_policy import NOW, SIG, USR, build, party_table
@@ -430,6 +433,50 @@ def test_a_certificate_given_whole_is_watched_by_its_issuer_and_serial(
     resp, got = api.watch(add=[{"certificate": base64.b64encode(der).decode()}])
     assert resp.status == 200 and got["added"] == 1
     assert api.watchset.lists == {"sig": {sf.status_key(SC, B)}}
+
+
+def test_every_batch_is_applied_in_the_batch_thread_not_on_the_event_loop(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """On one node too, a batch is resolved and written in the worker's batch thread (the
+    loop serves OCSP and the other connections meanwhile): the dispatcher gives a future, and
+    the lists are written from another thread; a small one as well, since the lists' write
+    lock it takes may be held by a large batch for ~100 ms."""
+    api = Api(store(cas), tmp_path)
+    pool: SigningPool[Done] = SigningPool(1, 1)
+    api.api.pool = pool
+    threads: list[int] = []
+    update = api.watchset.update
+
+    def recorded(*a: Any, **kw: Any) -> Any:
+        threads.append(threading.get_ident())
+        return update(*a, **kw)
+
+    api.watchset.update = recorded  # type: ignore[method-assign]
+    headers = {b"content-type": b"application/json", b"authorization": b"Bearer sig"}
+    big = msgspec.json.encode({"add": [ref(SC, 0x1000 + n) for n in range(2000)]})
+    assert len(big) >= THREAD_BYTES
+
+    small = msgspec.json.encode({"add": [ref(SC, A)]})
+
+    async def run(body: bytes) -> Response:
+        got = api.api.handle(
+            Request(b"POST", b"/v1/watch", headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1),
+            api.registry, NOW,
+        )  # fmt: skip
+        assert not isinstance(got, Response)  # off the loop: answered when the thread is done
+        return await got
+
+    try:
+        resp, resp_small = asyncio.run(run(big)), asyncio.run(run(small))
+    finally:
+        pool.close()
+    got = msgspec.json.decode(bytes(resp.body))
+    assert resp.status == 200 and (got["added"], got["watching"]) == (2000, 2000), got
+    got = msgspec.json.decode(bytes(resp_small.body))
+    assert resp_small.status == 200 and (got["added"], got["watching"]) == (1, 2001), got
+    assert len(threads) == 2 and threading.get_ident() not in threads
+    assert api.ledger.counted == []  # registering provides nothing
 
 
 def test_unauthenticated_and_parties_without_the_services_are_refused_before_anything(

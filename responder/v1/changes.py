@@ -374,6 +374,16 @@ def _waits(env: WatchEnv) -> bool:
     return env.stream is not None
 
 
+def _writes(_env: WatchEnv) -> bool:
+    """`Route.blocking` of ``POST /v1/watch``: every call, on one node too, is answered in the
+    batch thread. A batch of 10,000 resolves, hides and writes each entry (~95 ms): on the
+    event loop it held up every other connection of the worker, OCSP too; and even a small
+    call takes the lists' write lock, which a batch of this worker's batch thread or of
+    another worker may hold that long (the loop would wait for it). `WatchEnv` opens the
+    lists under a lock, and LMDB serialises the writes of threads and processes alike."""
+    return True
+
+
 def _retry_after(env: WatchEnv) -> int | None:
     """`Route.retry_after`: while the watch stream is held down after a failure, the seconds
     until the next try (`responder.v1.holddown`), so that a party does not come back sooner
@@ -1072,7 +1082,7 @@ WATCH_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_watch,
     setup=setup,
-    blocking=_waits,
+    blocking=_writes,
     retry_after=_retry_after,
     signed=False,
     provides=False,  # registering provides nothing: served when the provisions are used up
