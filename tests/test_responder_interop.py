@@ -78,6 +78,8 @@ def openssl_ocsp(
     if token:
         args += ["-header", f"Authorization=Bearer {server.token(token)}"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    if out.returncode != 0 and not out.stderr:  # say how it ended (once: nothing at all)
+        return out.stdout, f"openssl ocsp ended with status {out.returncode} and said nothing"
     return out.stdout, out.stderr
 
 
