@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -413,6 +413,15 @@ def test_record_info_relay_act_20_4_5(apps: Appliances) -> None:
     until(lambda: counted(apps.kikou.d / "ledger", GROUP) >= 1, timeout=15, interval=0.5)
 
 
+def resumed(check: Callable[[], bool], runs: int = 10) -> None:
+    """Until a resumed party is answered by every worker of the group's responder: each
+    worker reads the registry on its own one-second check, so one answer proves only its
+    worker's; ``runs`` answers in a row (each on a new connection, spread over the workers'
+    sockets) before the next test, which could otherwise meet the other worker still
+    refusing."""
+    until(lambda: all(check() for _ in range(runs)), timeout=10, what="every worker resumed")
+
+
 def verify_on_group(
     apps: Appliances, body: object, party: str | None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -481,7 +490,7 @@ def test_member_validates_a_signature_through_its_group_act_20_1_21_1(apps: Appl
         assert verify_on_group(apps, body, "member-1")[0] == 200
     finally:
         _registry(apps.group_dir, "resume", "--id", "member-2")
-    until(lambda: verify_on_group(apps, body, "member-2")[0] == 200, timeout=3)
+    resumed(lambda: verify_on_group(apps, body, "member-2")[0] == 200)
 
 
 def test_member_status_from_its_group_act_20_1_21_3(apps: Appliances) -> None:
@@ -544,7 +553,7 @@ def test_refusing_a_member_act_20_2_within_a_second(apps: Appliances) -> None:
         assert "Response verify OK" in ocsp(apps, good, "member-1")[1]
     finally:
         _registry(apps.group_dir, "resume", "--id", "member-2")
-    until(lambda: "Response verify OK" in ocsp(apps, good, "member-2")[1], timeout=3)
+    resumed(lambda: "Response verify OK" in ocsp(apps, good, "member-2")[1])
 
 
 def _events(log: Path) -> list[dict[str, object]]:
