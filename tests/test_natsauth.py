@@ -46,6 +46,7 @@ from tests.support.nats import (
     Shipped,
     free_ports,
     nats_server,
+    need_nats_server,
     shipped_authorization,
     tls_files,
     user_keys,
@@ -253,19 +254,11 @@ def test_both_configurations_refuse_a_credential_that_will_not_do(
 # -- the shipped server configuration ------------------------------------------------------
 
 
-def _need_nats_server() -> None:
-    if not os.access(NATS_SERVER, os.X_OK):
-        message = f"{NATS_SERVER} missing (Debian package nats-server)"
-        if os.environ.get("CI"):  # CI installs it (.ci/run): there a missing server is a failure
-            pytest.fail(message)
-        pytest.skip(message)
-
-
 @pytest.mark.integration
 def test_the_shipped_authorization_is_valid_for_nats_server_and_names_every_user(
     tmp_path: Path,
 ) -> None:
-    _need_nats_server()
+    need_nats_server()
     # the shipped file is what `crlbuilder nats-config` writes for the shipped users file
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -300,7 +293,7 @@ def secured(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[NatsCluster, Shipped]]:
     """One nats-server on loopback with deploy/nats/jpki-va-auth.conf and a seed per role."""
-    _need_nats_server()
+    need_nats_server()
     base = tmp_path_factory.mktemp("natsauth")
     shipped = shipped_authorization(base / "seeds")
     with nats_server(base, free_ports(1)[0], extra=shipped.extra, probe=shipped.probe) as server:
@@ -507,7 +500,7 @@ def tls_server(
 
     from tests.support.pki import certificate
 
-    _need_nats_server()
+    need_nats_server()
     base = tmp_path_factory.mktemp("natstls")
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = certificate("jpki-va test NATS CA", ca_key, ca=True)
@@ -574,7 +567,7 @@ def _manifests(name: str) -> list[dict[str, Any]]:
 
 @pytest.mark.integration  # nats-server -t
 def test_the_kubernetes_nats_servers_run_the_shipped_authorization(tmp_path: Path) -> None:
-    _need_nats_server()
+    need_nats_server()
     config = next(d for d in _manifests("nats.yaml") if d["kind"] == "ConfigMap")["data"]
     assert config["jpki-va-auth.conf"] == AUTH_CONF.read_text()
     assert "include ./jpki-va-auth.conf" in config["nats.conf"]

@@ -27,8 +27,8 @@ from tests.support import procs
 from tests.support.nats import (
     NATS_SERVER,
     USERS,
-    _need_nats_server,
     free_ports,
+    need_nats_server,
     tls_files,
     user_keys,
     wait_jetstream,
@@ -88,7 +88,7 @@ def test_the_jetstream_key_made_as_documented_starts_the_server(tmp_path: Path) 
     """nats-server reads $JS_KEY as a configuration value: a bare hex key beginning 1e5 (about
     one `openssl rand -hex 32` in nine begins with digits, an e and a digit) is a number to it,
     and the server refuses to start; the documented key begins with a letter."""
-    _need_nats_server()
+    need_nats_server()
     text = _configmap()["nats.conf"]
     block = text[text.index("jetstream {") :]
     block = block[: block.index("}") + 1]
@@ -125,7 +125,7 @@ def shipped_cluster(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     """Three servers of the shipped nats.conf (and jpki-va-auth.conf) on loopback."""
-    _need_nats_server()
+    need_nats_server()
     base = tmp_path_factory.mktemp("natsroutes")
     tls = tls_files(base / "tls")
     tls_dir = str(Path(tls["ca.crt"]).parent)

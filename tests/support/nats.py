@@ -260,7 +260,8 @@ def shipped_authorization(
     return Shipped(seeds, extra, probe, inboxes)
 
 
-def _need_nats_server() -> None:
+def need_nats_server() -> None:
+    """Skip when nats-server is not installed, or fail under CI (`.ci/run` installs it)."""
     if not os.access(NATS_SERVER, os.X_OK):
         if os.environ.get("CI"):
             pytest.fail(f"{NATS_SERVER} missing (Debian package nats-server)")
@@ -270,7 +271,7 @@ def _need_nats_server() -> None:
 @contextlib.contextmanager
 def nats_cluster(base: Path, n: int = 3) -> Iterator[NatsCluster]:
     """``n`` clustered JetStream servers on loopback under ``base``; stopped on the way out."""
-    _need_nats_server()
+    need_nats_server()
     ports = free_ports(2 * n)
     servers = []
     for i in range(n):
@@ -288,7 +289,7 @@ def nats_server(
     """One standalone JetStream server on 127.0.0.1:``port`` under ``base`` (a server that
     starts after the command waiting for it); stopped on the way out. ``extra``: more of its
     configuration, ``probe``: how the readiness probe connects then."""
-    _need_nats_server()
+    need_nats_server()
     d = base / "nats"
     d.mkdir(parents=True)
     servers = [NatsServer("n0", port, 0, d)]
