@@ -99,3 +99,43 @@ def test_the_marks_are_private_and_the_boot_is_the_kernels(tmp_path: Path) -> No
     assert boot_id(tmp_path / "none") is None
     (tmp_path / "id").write_text("1c3d\n")
     assert boot_id(tmp_path / "id") == "1c3d"
+
+
+def test_marks_written_without_fsync_are_forgotten_when_the_boot_can_no_longer_be_read(
+    tmp_path: Path,
+) -> None:
+    """Marks written without fsync under a known boot, opened where the boot cannot be read
+    (the machine restarted with /proc/sys/kernel/random unreadable to the service: another
+    sandbox, another container runtime) cannot be shown to be of this boot: they may be half
+    written, or cover counts the ledger lost at the stop. They are forgotten, not trusted."""
+    where = tmp_path / "watch"
+    lists = _open(where, "boot-1")
+    lists.update("sig", [sf.status_key(11, 1)], [], limit=10)
+    lists.count_once("sig", lambda _kept, _gen: MARK)
+    lists.close()
+    lists = _open(where, None)
+    assert _stored(lists) is None
+    lists.count_once("sig", lambda _kept, _gen: MARK)  # now written with fsync: kept
+    lists.close()
+    lists = _open(where, None)
+    assert lists._marks._env.flags()["sync"] is True and _stored(lists) == MARK
+    lists.close()
+    (where / "marks" / "data.mdb").write_bytes(b"\xff" * 8192)  # not of a known boot: not wiped
+    lists = _open(where, "boot-1")
+    assert _stored(lists) is None  # a boot file of none: another boot than this one
+    lists.close()
+
+
+def test_marks_half_written_before_the_boot_became_unreadable_do_not_close_the_lists(
+    tmp_path: Path,
+) -> None:
+    where = tmp_path / "watch"
+    lists = _open(where, "boot-1")
+    lists.update("sig", [sf.status_key(11, 1)], [], limit=10)
+    lists.count_once("sig", lambda _kept, _gen: MARK)
+    lists.close()
+    (where / "marks" / "data.mdb").write_bytes(b"\xff" * 8192)  # half written at a power cut
+    lists = _open(where, None)
+    assert _stored(lists) is None
+    assert lists.count("sig") == 1
+    lists.close()

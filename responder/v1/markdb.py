@@ -31,7 +31,9 @@ boot id (``/proc/sys/kernel/random/boot_id``), and one opened under another boot
 machine restarted, cleanly or not, or the directory moved to another machine) is removed and
 made again, empty: after a reboot each party's next redelivery is counted again. Where no
 boot id can be read the marks are written with fsync (durable, as the ledger's counts are
-not: the window the fsync'd marks had before this module). Nothing to migrate: marks kept in
+not: the window the fsync'd marks had before this module), and those found written without
+it under a boot (its file in ``marks/``) are removed first: that boot cannot be shown to be
+this one. Nothing to migrate: marks kept in
 the lists' environment by the earlier layout of this feature never shipped.
 """
 
@@ -73,9 +75,12 @@ class LmdbMarks:
         lock = os.open(path / _LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the workers open at once: one removes, once
-            if boot is not None and _read(path / _BOOT) != boot:
+            written = _read(path / _BOOT)  # the boot the marks were written without fsync in
+            if written != boot and (boot is not None or (path / _BOOT).exists()):
                 for name in ("data.mdb", "lock.mdb"):  # another boot's: maybe half written
                     (path / name).unlink(missing_ok=True)
+                if boot is None:  # written with fsync from now on: no boot to name
+                    (path / _BOOT).unlink(missing_ok=True)
             self._env = lmdb.open(
                 str(path), map_size=MAP_SIZE, max_dbs=0, readahead=False, meminit=True,
                 max_readers=1024, mode=0o600, sync=boot is None, metasync=boot is None,
