@@ -152,6 +152,11 @@ class Request(NoGc):
     """What the app decided about the request, for the hooks (metrics, access log): set by
     the app. This layer reads only `Outcome.attributed`: a proven party attributes the
     connection (it leaves the unattributed budget)."""
+    holds: bool = False
+    """Set by the app on a request it answers with an awaitable and whose effect the
+    requests after it may read (a write, ``POST /v1/watch``): the requests pipelined after it
+    on its connection are handed to the app only once its answer is made, in order (RFC 9112
+    §9.3.2: pipelined requests may be worked on at once only when all are safe)."""
 
 
 class Response(FrozenNoGc, frozen=True):
@@ -536,6 +541,7 @@ class HttpProtocol(asyncio.Protocol):
         "_dl_key",
         "_eof",
         "_headers",
+        "_holding",
         "_hraw",
         "_hsize",
         "_last",
@@ -578,6 +584,8 @@ class HttpProtocol(asyncio.Protocol):
         self._queue: deque[_Slot] | None = None
         self._deferred = 0
         """Parsed requests in the queue not yet handed to the app (the client is not reading)."""
+        self._holding: _Slot | None = None
+        """A request whose answer the later ones wait for (`Request.holds`), until it is made."""
         self._backlog: bytes | memoryview | None = None
         self._out: memoryview | None = None
         """The rest of a body being streamed (`STREAM_ABOVE`)."""
@@ -892,8 +900,14 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive,
             srv.requests,
         )
-        if self._deferred or self._out is not None or self._paused & _PAUSE_WRITE:
-            # The client is not reading its answers: no work for it until it does.
+        if (
+            self._deferred
+            or self._holding is not None
+            or self._out is not None
+            or self._paused & _PAUSE_WRITE
+        ):
+            # The client is not reading its answers, or an earlier request of this connection
+            # is a write still being worked on: no work for it until then.
             self._deferred += 1
             self._enqueue(_Slot(req, None, self._t0, False, started=False))
             return
@@ -935,6 +949,8 @@ class HttpProtocol(asyncio.Protocol):
             slot.resp = _app_failed(exc, req)
             return
         slot.fut = fut
+        if req.holds:
+            self._holding = slot
         fut.add_done_callback(lambda f: self._slot_done(slot, f))
 
     def _start(self, slot: _Slot) -> None:
@@ -953,6 +969,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _slot_done(self, slot: _Slot, fut: asyncio.Future[Response]) -> None:
         slot.fut = None
+        if self._holding is slot:
+            self._holding = None
         if fut.cancelled() and self._phase == _CLOSED:
             return  # cancelled by connection_lost: nobody to answer, and no app failure
         req = slot.req
@@ -1115,6 +1133,7 @@ class HttpProtocol(asyncio.Protocol):
         self._linger = linger
         self._queue = None
         self._deferred = 0
+        self._holding = None
         self._backlog = None
         self._out = None
         self._restart_clock()

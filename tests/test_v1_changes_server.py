@@ -157,3 +157,62 @@ def test_changes_feed_across_a_revocation_a_restart_a_rebuild_and_the_horizon(
         assert status == 410 and got["rule"] == "cursor_expired", got
         status, got = _call(server, "GET", "/v1/changes")
         assert status == 200 and got["changes"] == [] and got["cursor"] != fresh
+
+
+def _pipelined(server: Server, *requests: tuple[str, str, object]) -> list[tuple[int, Any]]:
+    """``requests`` written at once on one connection (HTTP/1.1 pipelining), their answers
+    read in order."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    wire = b""
+    for method, path, body in requests:
+        data = b"" if body is None else json.dumps(body).encode()
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+        head += f"Authorization: Bearer {server.token(PARTY)}\r\n"
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        wire += f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(wire)
+        answers = []
+        f = sock.makefile("rb")  # one buffered reader: the first answer's must not eat the next
+        for _request in requests:
+            status = int(f.readline().split()[1])
+            length = 0
+            while (line := f.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            answers.append((status, json.loads(f.read(length))))
+        return answers
+
+
+@pytest.mark.integration
+def test_a_changes_read_pipelined_after_a_watch_call_sees_its_list(
+    built: Built, tmp_path: Path
+) -> None:
+    """HTTP/1.1 lets a client send its next request before the answer to the last (RFC 9112
+    §9.3.2; a server may work on pipelined requests at once only when all are safe). A watch
+    call is answered from the batch thread: the read sent after it on the same connection must
+    not be made before it, from the list as it was (the revocation of the certificate just
+    watched missed, and the cursor past it: the party would never be given it)."""
+    issued = _records(
+        tmp_path / "in1", "a.jsonl", *(_issuance(n, SIGN, s) for n, s in ((1, S1), (2, S2)))
+    )
+    store = tmp_path / "one" / "store"
+    _build(built, store, [issued], -10)
+    with start_server(built, tmp_path / "responder", store=store) as server:
+        status, got = _call(server, "POST", "/v1/watch", {"add": [_ref(SIGN, S1)]})
+        assert status == 200, got
+        status, got = _call(server, "GET", "/v1/changes")
+        start = got["cursor"]
+        _build(built, store, [_records(tmp_path / "in2", "b.jsonl", _revocation(S2, SIGN, -5))], -5)
+        for _ in range(3):  # each time on a connection of its own, and maybe another worker
+            (w_status, watched), (c_status, read) = _pipelined(
+                server,
+                ("POST", "/v1/watch", {"add": [_ref(SIGN, S2)]}),
+                ("GET", f"/v1/changes?cursor={start}", None),
+            )
+            assert w_status == 200 and c_status == 200, (watched, read)
+            assert [c["serial"] for c in read["changes"]] == [f"{S2:X}"], (watched, read)

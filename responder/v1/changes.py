@@ -1083,6 +1083,7 @@ WATCH_ROUTE: Final = Route(
     handler=handle_watch,
     setup=setup,
     blocking=_writes,
+    writes=True,
     retry_after=_retry_after,
     signed=False,
     provides=False,  # registering provides nothing: served when the provisions are used up

@@ -145,6 +145,10 @@ class Route(Generic[Req, Resp]):
     """Given the route's env (``setup``'s result): whether the handler waits on I/O beyond
     the store (the watch stream of several nodes, `responder.v1.watchstream`), so that every
     call, whatever its size, is answered in the batch thread, never on the event loop."""
+    writes: bool = False
+    """Its calls change what later calls read (``POST /v1/watch``): a call answered off the
+    event loop holds the requests pipelined after it on its connection until its answer is
+    made (`responder.http.Request.holds`), so that they read what it wrote."""
     retry_after: Callable[[Any], int | None] | None = None
     """Given the route's env, after its handler answered 503: the seconds for the answer's
     ``Retry-After`` when the route knows when to come back (the watch stream held down after a

@@ -288,6 +288,7 @@ class V1Api:
                 problem.make(429, FAIR_SHARE, _FAIR_SHARE_DETAIL), retry_after=1
             )
         req.note = Outcome(endpoint, party=party.id)  # until the work is done
+        req.holds = route.writes  # a pipelined read after a write reads what it wrote
         return asyncio.ensure_future(self._after(req, route, party, now, done))
 
     async def _after(
