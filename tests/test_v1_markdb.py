@@ -5,12 +5,13 @@ stopped may have kept marks that cover counts the ledger lost, or half a transac
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
 from crlbuilder.store import format as sf
 from responder.v1.markdb import boot_id
-from responder.v1.watchdb import LmdbWatchSet
+from responder.v1.watchdb import LmdbWatchSet, WatchDbError
 from responder.v1.watchset import WatchKeys
 
 KEYS = WatchKeys(bytes(range(32)))
@@ -138,4 +139,26 @@ def test_marks_half_written_before_the_boot_became_unreadable_do_not_close_the_l
     lists = _open(where, None)
     assert _stored(lists) is None
     assert lists.count("sig") == 1
+    lists.close()
+
+
+def test_marks_that_cannot_be_opened_in_the_same_boot_say_they_may_be_removed(
+    tmp_path: Path,
+) -> None:
+    """The lists cannot be used without their marks: the log says the marks alone may go."""
+    where = tmp_path / "watch"
+    lists = _open(where, "boot-1")
+    lists.update("sig", [sf.status_key(11, 1)], [], limit=10)
+    lists.close()
+    (where / "marks" / "data.mdb").write_bytes(b"\xff" * 8192)  # a disk error, same boot
+    try:
+        _open(where, "boot-1")
+    except WatchDbError as e:
+        said = str(e)
+    else:
+        raise AssertionError("opened")
+    assert f"remove {where / 'marks'}" in said and "counted again" in said, said
+    shutil.rmtree(where / "marks")  # what it says to do
+    lists = _open(where, "boot-1")
+    assert lists.count("sig") == 1 and _stored(lists) is None
     lists.close()

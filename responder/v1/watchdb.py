@@ -143,7 +143,12 @@ class LmdbWatchSet:
             self._marks = LmdbMarks(path / "marks", keys, boot=boot())
         except (lmdb.Error, OSError) as e:
             self._env.close()
-            raise WatchDbError(f"{path}: cannot open the counted marks: {e}") from None
+            marks = path / "marks"
+            raise WatchDbError(
+                f"{path}: cannot open the counted marks: {e} (they hold nothing else: stop the "
+                f"responder, remove {marks} and start it; each party's changes delivered again "
+                "are then counted again, once)"
+            ) from None
         self._keys = keys
         self._tags: dict[str, bytes] = {}
         self._stream = b""
