@@ -137,6 +137,25 @@ def test_pipelining_keeps_order_with_slow_first_request(server: ServerProcess) -
     assert json.loads(replies[5].body)["request_id"] == first_id + 5
 
 
+@pytest.mark.parametrize("holds", [True, False])
+def test_a_request_that_holds_delays_the_pipelined_ones_after_it(
+    server: ServerProcess, holds: bool
+) -> None:
+    """`Request.holds` (a write, POST /v1/watch): the requests pipelined after it are handed
+    to the app once its answer is made; without it they are worked on at once, as ever."""
+    first = b"/hold-sleep?0.3" if holds else b"/free-sleep?0.3"
+    with connect(server.port) as sock:
+        sock.sendall(
+            b"GET " + first + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /now HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /now HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
+        replies = ReplyReader(sock).read(3)
+    assert [r.status for r in replies] == [200, 200, 200]
+    ended, *after = (float(r.body) for r in replies)
+    assert all(t >= ended for t in after) is holds, (ended, after)
+
+
 def test_slow_request_does_not_stall_other_connections(server: ServerProcess) -> None:
     with connect(server.port) as slow, connect(server.port) as fast:
         slow.sendall(b"GET /thread-sleep?1.0 HTTP/1.1\r\nHost: a\r\n\r\n")

@@ -101,6 +101,11 @@ class EchoApp:
             return Response(200, json.dumps(info).encode(), b"application/json")
         if path == b"/sleep":
             return self._sleep(float(query), req.request_id)
+        if path in (b"/hold-sleep", b"/free-sleep"):  # the instant it ended, and of /now's
+            req.holds = path == b"/hold-sleep"
+            return self._timed_sleep(float(query))
+        if path == b"/now":
+            return Response(200, b"%f" % time.monotonic(), b"text/plain")
         if path == b"/thread-sleep":
             loop = asyncio.get_running_loop()
             return loop.run_in_executor(None, _blocking_sleep, float(query))
@@ -117,6 +122,10 @@ class EchoApp:
     async def _sleep(self, seconds: float, request_id: int) -> Response:
         await asyncio.sleep(seconds)
         return Response(200, b"slept %d" % request_id, b"text/plain")
+
+    async def _timed_sleep(self, seconds: float) -> Response:
+        await asyncio.sleep(seconds)
+        return Response(200, b"%f" % time.monotonic(), b"text/plain")
 
     async def _boom(self, body: bytes) -> Response:
         await asyncio.sleep(0.01)
