@@ -508,7 +508,10 @@ class HttpProtocol(asyncio.Protocol):
     HEAD      deadline passes                                 LINGER    408 after the pending answers
     BODY      body over ``max_body_bytes``                    LINGER    413 after the pending answers
     BODY      message complete                                IDLE      to the app, or deferred while writing
-                                                                        is paused; the answer in request order;
+                                                                        is paused or an earlier request that
+                                                                        `Request.holds` is worked on (then
+                                                                        each in turn once its answer is made);
+                                                                        the answer in request order;
                                                                         deadline: ``idle_timeout`` from it
     BODY      deadline passes                                 LINGER    408 after the pending answers
     < LINGER  malformed HTTP                                  LINGER    400 after the pending answers
