@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from responder.ocsp import Ready, SignJob
 from responder.signqueue import FairQueue
@@ -30,6 +30,10 @@ from responder.signqueue import FairQueue
 __all__ = ["SignJobThreads", "SigningPool"]
 
 R = TypeVar("R")
+
+
+def _abandoned(item: tuple[Callable[[], object], asyncio.Future[Any]]) -> bool:
+    return item[1].cancelled()
 
 
 class SigningPool(Generic[R]):
@@ -52,6 +56,7 @@ class SigningPool(Generic[R]):
             return None
         loop = asyncio.get_running_loop()
         result: asyncio.Future[R] = loop.create_future()
+        self.queue.drop(party, _abandoned)  # their connections went away: no longer waiting
         if not self.queue.push(party, (job, result)):
             return None
         self._dispatch(loop)

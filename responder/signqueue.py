@@ -14,7 +14,8 @@ to be served by it; none may take the whole signer.
 
 The rule: each party has its own FIFO of waiting jobs, at most ``per_party`` long; a
 job beyond that is refused at once (the caller answers OCSP ``tryLater``, RFC 6960
-§2.3, and counts rule ``fair_share``). The next job to run is taken from the parties
+§2.3, and counts rule ``fair_share``); jobs whose requester went away are not waiting
+(`FairQueue.drop`, before each push in `responder.signing.SigningPool`). The next job to run is taken from the parties
 with waiting jobs in turn, one job per party per round (round-robin), so a party with
 one waiting job waits for at most one job of each other waiting party, however many
 the others have queued. Parties are registry ids, so the number of queues is bounded by
@@ -24,6 +25,7 @@ the registry.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["FairQueue"]
@@ -54,6 +56,24 @@ class FairQueue(Generic[T]):
         queue.append(item)
         self._size += 1
         return True
+
+    def drop(self, party: str, gone: Callable[[T], bool]) -> int:
+        """Remove the waiting items of ``party`` for which ``gone`` is true (their requester
+        went away: they would be skipped when their turn came, and held the party's share
+        until then); how many were removed. The others keep their order and turn."""
+        queue = self._queues.get(party)
+        if queue is None:
+            return 0
+        kept = deque(item for item in queue if not gone(item))
+        removed = len(queue) - len(kept)
+        if removed:
+            self._size -= removed
+            if kept:
+                self._queues[party] = kept
+            else:
+                del self._queues[party]
+                self._turns.remove(party)
+        return removed
 
     def pop(self) -> tuple[str, T] | None:
         """The next (party, item): the oldest item of the party whose turn it is; None if empty."""

@@ -142,6 +142,52 @@ def test_closing_the_pool_cancels_waiting_jobs() -> None:
     assert asyncio.run(scenario()) == (True, True)
 
 
+def test_jobs_abandoned_while_waiting_do_not_hold_the_partys_share() -> None:
+    """A party whose waiting calls were given up (their connections went away: a client's
+    timeout while the batch thread served others' large batches) is not refused its next
+    call for them (429 ``fair_share`` for a small ``POST /v1/watch`` retried), and the
+    abandoned jobs are never run."""
+
+    async def scenario() -> tuple[bool, list[str]]:
+        pool: SigningPool[str] = SigningPool(threads=1, per_party=2)
+        gate = threading.Event()
+        ran: list[str] = []
+
+        def job(name: str) -> str:
+            if name == "big":
+                gate.wait(5)  # another party's batch holds the only thread
+            ran.append(name)
+            return name
+
+        big = pool.submit("other", lambda: job("big"))
+        gone = [pool.submit("party", lambda n=f"gone{i}": job(n)) for i in range(2)]
+        assert big is not None and all(f is not None for f in gone)
+        for f in gone:
+            assert f is not None
+            f.cancel()  # the connections went away
+        retried = pool.submit("party", lambda: job("retry"))
+        gate.set()
+        if retried is not None:
+            await retried
+        await big
+        pool.close()
+        return retried is not None, ran
+
+    accepted, ran = asyncio.run(scenario())
+    assert accepted
+    assert ran == ["big", "retry"]
+
+
+def test_the_fair_queue_drops_a_partys_jobs_that_are_gone() -> None:
+    q: FairQueue[str] = FairQueue(per_party=2)
+    assert q.push("a", "a1") and q.push("a", "a2") and q.push("b", "b1")
+    assert q.drop("a", lambda job: job == "a1") == 1
+    assert q.waiting("a") == 1 and len(q) == 2
+    assert q.drop("a", lambda _job: True) == 1 and q.waiting("a") == 0
+    assert q.drop("nobody", lambda _job: True) == 0
+    assert q.push("a", "a3") and _drain(q) == ["b1", "a3"]
+
+
 # -- against the real server ---------------------------------------------------------------------
 
 
