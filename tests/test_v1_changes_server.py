@@ -216,3 +216,38 @@ def test_a_changes_read_pipelined_after_a_watch_call_sees_its_list(
             )
             assert w_status == 200 and c_status == 200, (watched, read)
             assert [c["serial"] for c in read["changes"]] == [f"{S2:X}"], (watched, read)
+
+
+@pytest.mark.integration
+def test_reads_from_one_cursor_on_both_workers_at_once_count_each_change_once(
+    built: Built, tmp_path: Path
+) -> None:
+    """The node's counted marks (`responder.v1.markdb`, one LMDB environment of both workers,
+    written without fsync): many reads of one party from one old cursor, at once, on new
+    connections (the two workers accept them), count each change once, not once per worker
+    nor never; a restart of the responder (the same boot) keeps the marks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.test_v1_server import ledger_totals
+
+    issued = _records(
+        tmp_path / "in1", "a.jsonl", *(_issuance(n, SIGN, s) for n, s in ((1, S1), (2, S2)))
+    )
+    store = tmp_path / "one" / "store"
+    _build(built, store, [issued], -10)
+    d = tmp_path / "responder"
+    with start_server(built, d, store=store) as server:
+        status, got = _call(server, "POST", "/v1/watch", {"add": [_ref(SIGN, S1), _ref(SIGN, S2)]})
+        assert status == 200, got
+        start = _call(server, "GET", "/v1/changes")[1]["cursor"]
+        revoked = [_revocation(S1, SIGN, -5), _revocation(S2, SIGN, -5)]
+        _build(built, store, [_records(tmp_path / "in2", "b.jsonl", *revoked)], -5)
+        with ThreadPoolExecutor(8) as pool:
+            reads = list(pool.map(lambda _i: _changes(server, start), range(40)))
+        assert all(s == 200 and len(r["changes"]) == 2 for s, r in reads), reads[:2]
+    changes = {k: n for k, n in ledger_totals(d / "ledger").items() if k[0] == PARTY}
+    assert sum(changes.values()) == 2, changes
+    with start_server(built, d, store=store) as server:
+        assert _changes(server, start)[1]["changes"]  # delivered again: counted before
+    changes = {k: n for k, n in ledger_totals(d / "ledger").items() if k[0] == PARTY}
+    assert sum(changes.values()) == 2, changes
