@@ -182,3 +182,32 @@ def test_a_notice_lapsed_since_the_scan_is_erased_in_time_though_it_wrote_no_crl
     ap = world.apply([])
     ap.erase_past_retention(at, short, keep_time=False, agenda=True)
     assert ap.summary.notices_erased == 1 and pending(world) is None
+
+
+def test_a_late_move_in_read_after_the_erasure_is_no_longer_counted(world: World) -> None:
+    """The documented limit (docs/records.md, arrival order): a move-in notice made in time whose
+    record comes only after the notice was erased is applied without it; the lapse stands."""
+    at = kept_until(domestic(world), DAYS)
+    erase(world, at, agenda=False)
+    ap = world.apply([change(200, "move-in-notice", notified_at=ts(60))])
+    assert ap.summary.move_in_after_lapse == 0 and world.quarantined() == []
+    assert world.status("auth-card-g1", 102).revoked
+
+
+def test_a_lapse_an_earlier_builder_kept_only_in_its_notice_is_kept_in_taken_when_it_goes(
+    world: World,
+) -> None:
+    """A store whose lapse was written before lapses were kept in ``taken``: the erasure writes
+    it there first, so an auth-card issuance read afterwards, issued before the due instant, is
+    still revoked by that lapse at its instant."""
+    published(world)
+    world.apply([change(35, "move-out-notice", planned_date=PLANNED.isoformat())])
+    lapsed_at = lapse(world, DUE + timedelta(seconds=1))  # the holder's card is not read yet
+    with world.store.env.begin(write=True) as txn:
+        assert txn.delete(holder(), db=world.store.dbs[sf.DB_TAKEN])
+    erase(world, kept_until(lapsed_at, DAYS), agenda=True)
+    assert pending(world) is None
+    assert [(t.at, t.lapse_due) for t in taken(world)] == [(lapsed_at, epoch(DUE))]
+    world.apply([issuance(103, "auth-card-g1", H1, day=30)])
+    st = world.status("auth-card-g1", 103)
+    assert st.revoked and st.revoked_at == lapsed_at
