@@ -1341,19 +1341,27 @@ def _notice_erasable_at(
     c: Commit, holder: bytes, pending: sf.PendingMoveOut | None, days: int
 ) -> int | None:
     """When the holder's move-out notice ``pending`` is erased (`crlbuilder.lapsed.erasable_at`:
-    its lapse record's retention of ``days`` days, and for a 国外転出届 the notAfter of the
-    holder's sign-card certificates issued in its window, Act §12(2)); None while it is not
-    lapsed (or there is none)."""
+    its lapse record's retention of ``days`` days, the notAfter of the holder's auth-card
+    certificates its lapse takes, Ord §70(1)(iii), and for a 国外転出届 of the holder's sign-card
+    certificates issued in its window, Act §12(2)); None while it is not lapsed (or there is
+    none)."""
     notice = _notice(pending)
     if pending is None or notice is None or not pending.lapsed_at:
         return None
-    window: list[int] = []
+    due = rules.move_out_lapse(notice.planned_date)
+    held: list[int] = []
+    for key in c.holder_certs(holder, Family.AUTH_CARD):
+        st = c.status(key)
+        if st is not None and rules.lapse_revokes(
+            notice, issued_at=from_epoch(st.not_before), as_of=due
+        ):
+            held.append(st.not_after)
     if notice.abroad:
         for key in c.holder_certs(holder, Family.SIGN_CARD):
             st = c.status(key)
             if st is not None and rules.issued_in_abroad_window(from_epoch(st.not_before), notice):
-                window.append(st.not_after)
-    return lapsed.erasable_at(pending.lapsed_at, days, window)
+                held.append(st.not_after)
+    return lapsed.erasable_at(pending.lapsed_at, days, held)
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

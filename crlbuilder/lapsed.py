@@ -25,12 +25,19 @@ tick) at or after the later of
 1. the end of the retention period of the lapse record it produced: ``retention(auth-card,
    resident-change)`` days (configuration, `config.CrlSection.retention_period_days`)
    counted from the day after the day the lapse was written (Act §31, 記録をした日から;
-   初日不算入, Civil Code §140, `crlbuilder.periods.kept_until`): the notice is kept no
-   longer than the record it produced, and as long as it;
-2. for a 国外転出届 (``abroad``), the notAfter of every sign-card certificate of the holder
+   初日不算入, Civil Code §140, `crlbuilder.periods.kept_until`);
+2. the notAfter of every auth-card certificate of the holder its lapse takes
+   (`rules.lapse_revokes`: issued before the due instant, outside a 国外転出届's window),
+   revoked by it or not: a lapse record is never erased while its certificate is valid
+   (Ord §70(1)(iii), `crlbuilder.apply.due_instant`), so with 1. the notice goes when the last
+   record its lapse wrote goes, no earlier and no later (a lapse that took none: at 1.);
+3. for a 国外転出届 (``abroad``), the notAfter of every sign-card certificate of the holder
    issued in its window (from when it was made to the end of its planned date, JST:
    `rules.issued_in_abroad_window`), revoked or not: while one is valid, a deletion caused by
    that notice could still take it (Act §12(2)).
+
+The certificates of 2. and 3. are those whose issuance records were read: one read later can
+only hold the notice longer, so the builder checks a notice again when its instant comes.
 
 Past that instant no answer the store gives depends on the notice, unless a record of the
 holder made before it arrives only then (more than a retention period after the lapse): a
@@ -47,11 +54,12 @@ from collections.abc import Iterable
 from crlbuilder.periods import kept_until
 
 
-def erasable_at(lapsed_at: int, days: int, window_not_afters: Iterable[int] = ()) -> int:
+def erasable_at(lapsed_at: int, days: int, not_afters: Iterable[int] = ()) -> int:
     """The instant (epoch seconds) from which a notice whose lapse was written at ``lapsed_at``
     is erased: the end of the lapse record's retention of ``days`` days (`kept_until`), and not
-    before any ``window_not_afters`` (the notAfter of each sign-card certificate of the holder
-    issued in a 国外転出届's window, Act §12(2); none for a domestic 転出届)."""
+    before any of ``not_afters``: the notAfter of each auth-card certificate of the holder its
+    lapse takes (Ord §70(1)(iii)) and, for a 国外転出届, of each sign-card certificate of the
+    holder issued in its window (Act §12(2))."""
     if lapsed_at <= 0:
         raise ValueError("only a notice whose lapse was written is erased")
-    return max(kept_until(lapsed_at, days), max(window_not_afters, default=0))
+    return max(kept_until(lapsed_at, days), max(not_afters, default=0))

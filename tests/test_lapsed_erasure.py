@@ -66,9 +66,11 @@ def erase(world: World, now: int, *, agenda: bool) -> Applier:
     return ap
 
 
-def domestic(world: World) -> int:
-    """An auth-card holder's 転出届 lapsed one second after its due instant; its lapsedAt."""
-    world.apply([issuance(102, "auth-card-g1", H1)])
+def domestic(world: World, not_after: float = 90) -> int:
+    """The 転出届 of the holder of an auth-card certificate valid to day ``not_after`` (by
+    default before its lapse record's retention ends), lapsed one second after its due instant;
+    its lapsedAt."""
+    world.apply([issuance(102, "auth-card-g1", H1, not_after=ts(not_after))])
     published(world)
     world.apply([change(35, "move-out-notice", planned_date=PLANNED.isoformat())])
     return lapse(world, DUE + timedelta(seconds=1))
@@ -141,6 +143,7 @@ def test_an_abroad_notice_stays_while_a_window_sign_card_is_valid(
     day 1422 (`window_history`); the deletion that notice caused, read after the lapse record's
     retention, still spares it; the notice goes at its notAfter."""
     certs, notice, deletion = window_history()
+    certs[1]["not_after"] = ts(100)  # the old auth-card certificate its lapse takes: expired
     world.apply([notice, *certs])
     published(world)
     lapsed_at = lapse(world, DUE + timedelta(days=1))
@@ -211,3 +214,20 @@ def test_a_lapse_an_earlier_builder_kept_only_in_its_notice_is_kept_in_taken_whe
     world.apply([issuance(103, "auth-card-g1", H1, day=30)])
     st = world.status("auth-card-g1", 103)
     assert st.revoked and st.revoked_at == lapsed_at
+
+
+@pytest.mark.parametrize("agenda", [False, True])
+def test_a_notice_goes_with_the_last_record_its_lapse_wrote(world: World, agenda: bool) -> None:
+    """Ord §70(1)(iii): the lapse record of a certificate still valid at the end of the period
+    is kept to its notAfter (day 300 here); the notice goes in the same erasure, not before."""
+    lapsed_at = domestic(world, not_after=300)
+    not_after = epoch(datetime.fromisoformat(ts(300)))
+    assert kept_until(lapsed_at, DAYS) < not_after
+    erase(world, not_after - 10 * 86_400, agenda=agenda)
+    if agenda:
+        assert next_erasure(world.store, retention) == from_epoch(not_after)
+    ap = erase(world, not_after - 1, agenda=agenda)
+    assert (ap.summary.erased, ap.summary.notices_erased) == (0, 0) and pending(world) is not None
+    ap = erase(world, not_after, agenda=agenda)
+    assert (ap.summary.erased, ap.summary.notices_erased) == (1, 1) and pending(world) is None
+    assert world.status("auth-card-g1", 102).erased
