@@ -60,8 +60,9 @@ certificate issued once it fell due is no double issuance (Act §25), nor a new 
 Retention and its end (Ord §70(1)(iii)): `Applier.erase_past_retention` erases
 the revocation records whose period (per family and legal category,
 configuration) has passed, from the store; CRLs leave them out by the same rule
-(`past_retention`). A lapsed move-out notice goes with the retention of its lapse record,
-and not while a deletion it names could still take a certificate (`crlbuilder.lapsed`).
+(`past_retention`). A lapsed move-out notice goes with the last record its lapse wrote, and
+a 国外転出届 not while the deletion it caused could still take a certificate of its window
+(`crlbuilder.lapsed`).
 
 Notices (the holder notification of Act §15(2), the public announcement of Act
 §15(3)) are staged in the store's outbox in the transaction of the revocation
@@ -480,8 +481,8 @@ class Applier:
                 due = []
                 for k in c.take_retention(now):
                     if len(k) == sf.HOLDER_BYTES:
-                        # checked again: the notice may be gone, replaced, or held longer by a
-                        # window certificate whose issuance was read since (never shorter)
+                        # checked again: the notice may be gone or replaced, or held longer by
+                        # a certificate whose issuance was read since (never shorter)
                         at = _notice_erasable_at(c, k, c.pending(k), lapse_days)
                         if at is not None and at <= now:
                             notices.append(k)

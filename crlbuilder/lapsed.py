@@ -20,7 +20,7 @@ erasing, for a store whose lapse was written by a builder that kept none).
 
 The rule (`erasable_at`): a lapsed notice is erased at the first erasure past retention
 (`crlbuilder.apply.Applier.erase_past_retention`, at every build, follow-loop timer and stream
-tick) at or after the later of
+tick) at or after the latest of
 
 1. the end of the retention period of the lapse record it produced: ``retention(auth-card,
    resident-change)`` days (configuration, `config.CrlSection.retention_period_days`)
@@ -29,8 +29,9 @@ tick) at or after the later of
 2. the notAfter of every auth-card certificate of the holder its lapse takes
    (`rules.lapse_revokes`: issued before the due instant, outside a 国外転出届's window),
    revoked by it or not: a lapse record is never erased while its certificate is valid
-   (Ord §70(1)(iii), `crlbuilder.apply.due_instant`), so with 1. the notice goes when the last
-   record its lapse wrote goes, no earlier and no later (a lapse that took none: at 1.);
+   (Ord §70(1)(iii), `crlbuilder.apply.due_instant`), so with 1. the notice goes no earlier
+   than the last record its lapse wrote, in the same erasure when the lapse revoked that
+   certificate (a lapse that took none: at 1.);
 3. for a 国外転出届 (``abroad``), the notAfter of every sign-card certificate of the holder
    issued in its window (from when it was made to the end of its planned date, JST:
    `rules.issued_in_abroad_window`), revoked or not: while one is valid, a deletion caused by
