@@ -468,6 +468,10 @@ class Applier:
                     else:
                         later.append((at, key))
                 for holder, pending in c.pending_notices():
+                    if not pending.lapsed_at or kept_until(pending.lapsed_at, lapse_days) >= (
+                        made.horizon
+                    ):
+                        continue  # not lapsed, or its period alone ends past the horizon: most
                     at = _notice_erasable_at(c, holder, pending, lapse_days)
                     if at is None or at >= made.horizon:
                         continue
