@@ -60,7 +60,9 @@ certificate issued once it fell due is no double issuance (Act §25), nor a new 
 Retention and its end (Ord §70(1)(iii)): `Applier.erase_past_retention` erases
 the revocation records whose period (per family and legal category,
 configuration) has passed, from the store; CRLs leave them out by the same rule
-(`past_retention`).
+(`past_retention`). A lapsed move-out notice goes with the last record its lapse wrote, and
+a 国外転出届 not while the deletion it caused could still take a certificate of its window
+(`crlbuilder.lapsed`).
 
 Notices (the holder notification of Act §15(2), the public announcement of Act
 §15(3)) are staged in the store's outbox in the transaction of the revocation
@@ -83,7 +85,7 @@ from typing import Final
 
 import msgspec
 
-from crlbuilder import outbox, rules
+from crlbuilder import lapsed, outbox, rules
 from crlbuilder import retention as retention_agenda
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
@@ -183,6 +185,8 @@ class Summary:
     """Move-in notices made in time whose record came after the lapse was written (Act §31(2))."""
     erased: int = 0
     """Revocation records erased past their retention (Ord §70(1)(iii))."""
+    notices_erased: int = 0
+    """Lapsed move-out notices erased with the retention of their lapse record (`crlbuilder.lapsed`)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -196,6 +200,7 @@ class Summary:
             "notices": self.notices,
             "move_in_after_lapse": self.move_in_after_lapse,
             "erased_past_retention": self.erased,
+            "lapsed_notices_erased": self.notices_erased,
         }
 
 
@@ -420,6 +425,11 @@ class Applier:
         so that the next CRL takes it off at once (`crlbuilder.crl.publish`) rather than at
         the next full CRL's cycle; nothing once that full CRL has passed its nextUpdate (the
         next CRL is then a full one: `listed_since_base`).
+
+        In the same transaction, the lapsed move-out notices (転出届, Act §31(2)) that have
+        passed the rule of `crlbuilder.lapsed` by ``now`` are erased from ``pending`` (their
+        lapse kept with the holder's changes, `store.format.Taken`), found by the same scan or
+        agenda, and counted apart (`Summary.notices_erased`; the returned count is of records).
         """
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
@@ -436,6 +446,9 @@ class Applier:
                 st = c.status(key)
                 return None if st is None else due_instant(entry.recorded_at, st.not_after, days)
 
+            lapse_days = retention(Family.AUTH_CARD, Category.RESIDENT_CHANGE)
+            notices: list[bytes] = []
+            """The holders whose lapsed move-out notice is erased (`crlbuilder.lapsed`)."""
             state = c.retention_state() if agenda else None
             if not agenda or retention_agenda.stale(
                 state, now, c.revoked_written_from(), shortest, periods
@@ -454,13 +467,35 @@ class Applier:
                         due.append(key)
                     else:
                         later.append((at, key))
+                for holder, pending in c.pending_notices():
+                    if not pending.lapsed_at or kept_until(pending.lapsed_at, lapse_days) >= (
+                        made.horizon
+                    ):
+                        continue  # not lapsed, or its period alone ends past the horizon: most
+                    at = _notice_erasable_at(c, holder, pending, lapse_days)
+                    if at is None or at >= made.horizon:
+                        continue
+                    if at <= now:
+                        notices.append(holder)
+                    else:
+                        later.append((at, holder))  # a holder key: 32 bytes, a status key 22
                 if agenda:
                     c.rebuild_retention(made, later)
             else:
-                due = [
-                    k for k in c.take_retention(now) if (at := due_at(k)) is not None and at <= now
-                ]
+                due = []
+                for k in c.take_retention(now):
+                    if len(k) == sf.HOLDER_BYTES:
+                        # checked again: the notice may be gone or replaced, or held longer by
+                        # a certificate whose issuance was read since (never shorter)
+                        at = _notice_erasable_at(c, k, c.pending(k), lapse_days)
+                        if at is not None and at <= now:
+                            notices.append(k)
+                        elif at is not None and state is not None and at < state.horizon:
+                            c.put_retention(at, k)
+                    elif (at := due_at(k)) is not None and at <= now:
+                        due.append(k)
             due.sort()  # key order, from the agenda as from the scan
+            notices.sort()
             bases: dict[int, sf.CrlState] = {}
             for key in due:
                 st = c.status(key)
@@ -473,9 +508,21 @@ class Applier:
                     if listed_since_base(entry, due_at(key), bases[index], now, crls):
                         c.keep_erased(key, now)
                 c.erase(key, st, keep_time=keep_time)
+            b = _Batch(c)
+            for holder in notices:
+                lapsed_notice = c.pending(holder)
+                notice = _notice(lapsed_notice)
+                assert lapsed_notice is not None and notice is not None
+                # the lapse stays kept with the holder's changes, for the issuance records read
+                # later (a store whose lapse a builder of an earlier version wrote has none)
+                _keep_taken_entry(b, holder, _lapse_entry(notice, lapsed_notice.lapsed_at))
+                c.delete_pending(holder, change=False)  # a lapsed notice bounds no answer
+            if (crash := self.crash_points.get("erase-before-commit")) is not None:
+                crash()
         if due:
             self.summary.commits += 1
             self.summary.erased += len(due)
+        self.summary.notices_erased += len(notices)
         return len(due)
 
     # --- per record ---------------------------------------------------------
@@ -1293,6 +1340,33 @@ def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken) -> None:
     now = sorted([*changes, *lapses], key=msgspec.structs.astuple)
     if now != kept:
         b.c.put_taken(holder, now)
+
+
+def _notice_erasable_at(
+    c: Commit, holder: bytes, pending: sf.PendingMoveOut | None, days: int
+) -> int | None:
+    """When the holder's move-out notice ``pending`` is erased (`crlbuilder.lapsed.erasable_at`:
+    its lapse record's retention of ``days`` days, the notAfter of the holder's auth-card
+    certificates its lapse takes, Ord §70(1)(iii), and for a 国外転出届 of the holder's sign-card
+    certificates issued in its window, Act §12(2)); None while it is not lapsed (or there is
+    none)."""
+    notice = _notice(pending)
+    if pending is None or notice is None or not pending.lapsed_at:
+        return None
+    due = rules.move_out_lapse(notice.planned_date)
+    held: list[int] = []
+    for key in c.holder_certs(holder, Family.AUTH_CARD):
+        st = c.status(key)
+        if st is not None and rules.lapse_revokes(
+            notice, issued_at=from_epoch(st.not_before), as_of=due
+        ):
+            held.append(st.not_after)
+    if notice.abroad:
+        for key in c.holder_certs(holder, Family.SIGN_CARD):
+            st = c.status(key)
+            if st is not None and rules.issued_in_abroad_window(from_epoch(st.not_before), notice):
+                held.append(st.not_after)
+    return lapsed.erasable_at(pending.lapsed_at, days, held)
 
 
 def _notice(p: sf.PendingMoveOut | None) -> rules.MoveOutNotice | None:

@@ -41,13 +41,15 @@ STORE_FORMAT: Final = 1
 """The store's format version (`crlbuilder.store.format.FORMAT_VERSION`, whose module says what
 it covers); a bump is a new release too."""
 
-RULES: Final = 2
+RULES: Final = 3
 """This build's rules version; bump it with any change named above (and say here what changed):
 tests/test_release_rules.py keeps a digest of what the rules make of fixed records per value
 and fails when it moves under the same one.
 1: every release before the header existed (they differed among themselves, e.g. in the
 ``taken`` entries and in counting retention from the day after the record's, 初日不算入, and
-cannot be told apart on the stream). 2: the first to carry the header."""
+cannot be told apart on the stream). 2: the first to carry the header. 3: the erasure past
+retention (at a stream's ticks) also erases lapsed move-out notices (`crlbuilder.lapsed`), lists
+them on the retention agenda (another digest in its state) and a lapse lowers its watermark."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,12 @@ used, the scan that replaces it applies today's counting. An entry the agenda na
 is checked again against the store when its time comes (it may have been erased, unlisted or
 revoked again since), so the agenda only ever spares reads: what is erased at an instant is
 what a full scan would erase then, on every node of the record stream alike.
+
+The same scan and agenda carry the lapsed move-out notices (`crlbuilder.lapsed`): each falls
+due no earlier than its lapse record's retention, so a notice lapsed since the scan lowers the
+watermark by its ``lapsed_at`` (`store.writer.Commit.put_pending`), and the agenda lists it
+under its holder key (32 bytes, beside the 22-byte status keys). An agenda made before the
+notices were on it (another `NOTICES` in its digest) is stale.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ from crlbuilder.store.format import RetentionState
 LOOKAHEAD: Final = 30 * 86_400
 """Seconds past a scan that its agenda covers."""
 
+NOTICES: Final = "notices-1"
+"""Names what else a scan lists: the lapsed move-out notices (`crlbuilder.lapsed`); part of
+`periods_digest`, so an agenda made without them is made again."""
+
 Periods = Callable[[Family, Category], int]
 """The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
 
@@ -48,15 +58,16 @@ def shortest_period(retention: Periods) -> int:
 
 
 def periods_digest(retention: Periods) -> str:
-    """Names the periods a scan applied and how they were counted (`crlbuilder.periods.RULE`):
-    another configuration or counting makes its agenda stale."""
+    """Names the periods a scan applied, how they were counted (`crlbuilder.periods.RULE`) and
+    what it listed (`NOTICES`): another configuration, counting or listing makes its agenda
+    stale."""
     periods = ",".join(
         f"{f.value}/{c.value}={retention(f, c)}"
         for f in Family
         for c in Category
         if c.applies_to(f)
     )
-    table = f"{RULE}:{periods}"
+    table = f"{RULE}:{NOTICES}:{periods}"
     return hashlib.sha256(table.encode()).hexdigest()[:32]
 
 

@@ -5,8 +5,9 @@ a bump lets nodes of the older and the newer build apply the same stream side by
 its own rules, and their stores drift apart with nothing said. This test keeps, for each
 `RULES`, a digest of what the rules make of a fixed, seeded set of one holder's records (each
 certificate's end: revoked or not, category, instant; the records refused; through the real
-`Applier` and its lapse sweep, in the made order and reversed, in one and in two stages) and
-of the retention periods (`crlbuilder.periods`) over a grid of instants and lengths. A change of
+`Applier` and its lapse sweep, in the made order and reversed, in one and in two stages), of
+the move-out notices left after erasures past retention at fixed instants (`crlbuilder.lapsed`)
+and of the retention periods (`crlbuilder.periods`) over a grid of instants and lengths. A change of
 either with `RULES` as it was fails here. If the change is meant, bump `RULES` (say in its
 docstring what changed) and add the digest this test prints for it; a refactoring that moves
 no outcome keeps the digest. A change of the harness (`tests.orderperm`) moves it too: then
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -40,6 +42,7 @@ from tests.test_apply import World
 
 DIGESTS: dict[int, str] = {
     2: "005d4a924750e1d9ac352b5da2545af20f0572582b392763c5530b5d3fecc08f",
+    3: "34a8f341b93bcb7c263462864e013e92e2a3a1b48298fdfbcae6849bfb427b59",
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
@@ -95,12 +98,20 @@ def bounds() -> Iterator[list[Rec]]:
             yield [sign_card(0), auth(0), deletion(d, cause), fact_change(d + 1)]
 
 
+def window() -> Iterator[list[Rec]]:
+    """A sign-card certificate issued in a 国外転出届's window (Act §12(2)), whose notice lapses,
+    with and without the deletion it caused: the notice is kept while the certificate is valid
+    (`crlbuilder.lapsed`)."""
+    yield [move_out(1, 6, abroad=True), sign_card(3)]
+    yield [move_out(1, 6, abroad=True), sign_card(3), deletion(7, "abroad-move-out")]
+
+
 def rules_digest(world: World) -> str:
     """The digest of what the rules make of the fixed records and periods (see the module)."""
     h = hashlib.sha256()
     rng = random.Random("release-rules")
     late = day(400)
-    corpus = [*bounds(), *(scenario(rng) for _ in range(SEEDS))]
+    corpus = [*bounds(), *(scenario(rng) for _ in range(SEEDS)), *window()]
     for n, recs in enumerate(corpus):
         made = made_order(recs)
         clocks = (late,) if n % 2 == 0 else (day(rng.choice((40, 57, 72))), late)
@@ -109,6 +120,16 @@ def rules_digest(world: World) -> str:
         for k, outcome in enumerate(run.outcomes()):
             h.update(msgspec.json.encode([run.label(k), sorted(outcome.certs.items()),
                                           list(outcome.refused)]))  # fmt: skip
+    # the lapsed move-out notices the erasure past retention takes (`crlbuilder.lapsed`), with
+    # a period shorter than the window sign-card certificates' validity, at instants around it
+    ap = world.apply([])
+    for d in (60, 72, 100, 300, 431, 432, 902, 903, 904, 1401, 1402, 1403, 2000):
+        now = int(day(d).timestamp())
+        ap.clock = lambda now=now: datetime.fromtimestamp(now, UTC)  # type: ignore[misc]
+        ap.erase_past_retention(now, lambda f, c: 30, keep_time=False)
+        with world.store.read() as r:
+            left = [(h.hex(), msgspec.json.encode(p).decode()) for h, p in r.pending_notices()]
+        h.update(msgspec.json.encode([d, ap.summary.notices_erased, left]))
     start = int(day(0).timestamp())
     for offset in range(0, 2 * 86_400, 3_600 * 5 + 7):  # across JST day boundaries
         for days in (1, 30, 31, 365, 3_653):

@@ -111,8 +111,8 @@ class Commit(LmdbReader):
         self.lost = 0
         """Losses of effect this commit appended to the changes feed."""
         self._revoked_from: int | None = None
-        """The earliest recordedAt of the CRL entries this commit writes: lowers
-        `META_REVOKED_FROM` when it commits."""
+        """The earliest recordedAt of the CRL entries this commit writes (and lapsedAt of the
+        lapsed move-out notices, `put_pending`): lowers `META_REVOKED_FROM` when it commits."""
         self._lapses_db = store.dbs[sf.DB_LAPSES]
         self._lapses_whole = False
         """`index_lapses` made the lapse index again in this transaction."""
@@ -344,8 +344,14 @@ class Commit(LmdbReader):
         self._put(sf.DB_META, sf.META_RETENTION, msgspec.json.encode(state), change=False)
         self._txn.delete(sf.META_REVOKED_FROM, db=self._meta_db)
 
+    def put_retention(self, due: int, key: bytes) -> None:
+        """List ``key`` (a status key, or a holder key for a lapsed move-out notice,
+        `crlbuilder.lapsed`) on the retention agenda as due at ``due``."""
+        self._put(sf.DB_RETENTION, sf.retention_key(due, key), b"", change=False)
+
     def take_retention(self, now: int) -> list[bytes]:
-        """The status keys the agenda names as due by ``now``, taken off it (check each)."""
+        """The keys the agenda names as due by ``now``, taken off it (check each): status keys
+        (22 bytes) of CRL entries, and holder keys (32 bytes) of lapsed move-out notices."""
         cur = self._txn.cursor(db=self._dbs[sf.DB_RETENTION])
         out: list[bytes] = []
         cur.first()
@@ -419,15 +425,23 @@ class Commit(LmdbReader):
     # --- holders ------------------------------------------------------------------------
 
     def put_pending(self, holder: bytes, pending: sf.PendingMoveOut) -> None:
-        """The holder's move-out notice, and its place in the lapse index while not lapsed."""
+        """The holder's move-out notice, and its place in the lapse index while not lapsed.
+        Once lapsed, the notice falls due for erasure no earlier than its lapse record's
+        retention (`crlbuilder.lapsed`): its ``lapsed_at`` lowers `META_REVOKED_FROM` as a CRL
+        entry recorded then does, so the retention agenda sees it (`crlbuilder.retention`)."""
         self._unindex_pending(holder)
         self._put(sf.DB_PENDING, holder, msgspec.json.encode(pending))
         if not pending.lapsed_at:
             self._txn.put(sf.lapse_key(pending.planned_date, holder), b"", db=self._lapses_db)
+        else:
+            self._wrote_revoked(pending.lapsed_at)
 
-    def delete_pending(self, holder: bytes) -> None:
+    def delete_pending(self, holder: bytes, *, change: bool = True) -> None:
+        """The holder's move-out notice goes (ended by a later notice, or, ``change`` False, a
+        lapsed one erased past its lapse record's retention: it bounds no answer,
+        `crlbuilder.lapsed`)."""
         self._unindex_pending(holder)
-        self._delete(sf.DB_PENDING, holder)
+        self._delete(sf.DB_PENDING, holder, change=change)
 
     def _unindex_pending(self, holder: bytes) -> None:
         old = self.pending(holder)
