@@ -21,7 +21,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from crlbuilder import rules
+from crlbuilder import rules, snapshot
 from crlbuilder.build import Builder, StreamReplaced
 from crlbuilder.config import BuilderConfig
 from crlbuilder.jetstream import Cluster
@@ -245,6 +245,22 @@ def test_adopted_nodes_keep_their_stores_across_a_stream_made_again_no_lapse_re_
         assert _status(cfg, manifest, NEW).revoked
     assert dump(a) == dump(b) == dump(ref)  # as if the stream had never been made again
     assert not Path(a.input.quarantine).exists() or not Path(a.input.quarantine).read_bytes()
+    # the adopted store's snapshot names the new stream: a new node's bootstrap takes it
+    bucket = snapshot.Bucket("SNAP_ADOPT")
+    fresh = _keeping_changes(node_config(tmp_path / "fresh", pki, nats.source, "adopt"))
+    same_key(Path(a.keys.facts_key_file), Path(fresh.keys.facts_key_file))
+    c = Cluster(nats.urls)
+    try:
+        s = Store.open(Path(a.store.path), readonly=True)
+        try:
+            snapshot.put(c, bucket, s)
+        finally:
+            s.close()
+        got = snapshot.get(c, bucket, Path(fresh.store.path), feed=current_feed_id(c, "adopt"))
+    finally:
+        c.close()
+    assert got.stream_seq == 8 and _consume(fresh, nats, timedelta(0)) == 8
+    assert dump(fresh) == dump(a)
     # a store rebuilt from the republished stream writes the lapse first: what adopt avoids
     _consume(rebuilt, nats, timedelta(0))
     assert _status(rebuilt, manifest, AUTH).revoked
