@@ -511,7 +511,7 @@ def _stream_adopt(args: argparse.Namespace) -> int:
             current = current_feed_id(cluster, names.name)
             done = streamadopt.adopt(
                 store, cluster, names, cfg.stream.durable or default_durable(), current,
-                made_again=args.made_again,
+                made_again=args.made_again, accept_behind=args.accept_behind,
             )  # fmt: skip
         except streamadopt.AlreadyFollowed:
             print(f"{path}: already follows the record stream {names.name} as it stands: "
@@ -724,7 +724,10 @@ Checked first, each refused in one line (exit 2) with nothing written:
   - this store's builder refused the new stream (exit 3, /readyz says so), or
     --made-again says it was made again (a builder that has not run since);
   - every record the store applied is on the new stream (their ids, read headers
-    only through this node's durable consumer): the history is all republished.
+    only through this node's durable consumer): the history is all republished;
+  - the store stood at the old stream's end as its builder last saw it: a node
+    behind would apply the rest dated by the republishing instant, as a rebuild
+    does (start it from an adopted node's snapshot, or --accept-behind).
 Then, in one commit: the store follows the new stream at its sequence 0, the refusal
 is cleared, and the changes feed starts again (cursors of the old stream are answered
 410: parties resynchronise). A store already on the stream as it stands: nothing done,
@@ -736,6 +739,13 @@ exit 0. NATS unreachable: exit 1. Prints one JSON line.""",
         action="store_true",
         help="the stream was deleted and made again: needed when this store's builder has not "
         "refused it (it did not run since)",
+    )
+    ad.add_argument(
+        "--accept-behind",
+        action="store_true",
+        help="adopt a store that stood behind the old stream's end as its builder last saw it "
+        "(when no node stood further): the records it missed are applied, and their lapses "
+        "dated, at the republishing instant",
     )
     ad.set_defaults(func=_stream_adopt)
 

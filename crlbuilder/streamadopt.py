@@ -26,6 +26,9 @@ What is checked before anything is written (`refusal`, sans-I/O), each a one-lin
   ``Nats-Msg-Id``, read headers only). A record the store holds and the stream lacks would
   stay on this node only, and nodes made from the stream would answer otherwise: the history
   is not all republished yet;
+- the store stood at the old stream's end as its builder last saw it (`META_STREAM_HEAD`):
+  a node behind would apply the rest at the republishing instant, lapses dated by it as in
+  a rebuild, and differ from the others (``--accept-behind`` when no node stood further);
 - no process writes the store (its builder is stopped): the store's writer lock.
 
 Then one commit (`Commit.adopt_feed`) names the new instance at sequence 0, clears the
@@ -62,6 +65,8 @@ class StoreSide:
     """Its last sequence applied of that instance."""
     refused: str
     """Why its builder stopped applying the stream (`StoreReader.stream_refused`); empty: none."""
+    head: int = 0
+    """The old stream's last sequence as its builder last saw it (`StoreReader.stream_head`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,10 @@ class Adopted:
     """The old instance's last sequence the store had applied."""
     records_checked: int
     """Record ids the store applied, each found on the new stream."""
+    records_to_apply: int
+    """Record ids on the new stream the store has not applied (what the builder will apply:
+    the records published since the old stream was lost, and those it refused before). Every
+    node that stood at the old stream's end says the same."""
     changes_dropped: int
     """Entries of the changes feed of the old stream dropped (`Commit.adopt_feed`)."""
 
@@ -85,7 +94,14 @@ class AlreadyFollowed(Exception):
     """The store already names the stream as it stands: nothing to adopt, nothing written."""
 
 
-def refusal(side: StoreSide, stream: str, current: bytes | None, *, made_again: bool) -> str | None:
+def refusal(
+    side: StoreSide,
+    stream: str,
+    current: bytes | None,
+    *,
+    made_again: bool,
+    accept_behind: bool = False,
+) -> str | None:
     """Why the store must not adopt the stream instance ``current`` (None: no such stream), the
     record ids aside (`missing_refusal`); None when it may. A store already on ``current``
     raises `AlreadyFollowed` unless its builder refused that very instance."""
@@ -113,6 +129,14 @@ def refusal(side: StoreSide, stream: str, current: bytes | None, *, made_again: 
             f"(at its sequence {side.seq}), but this store's builder has not refused it: pass "
             "--made-again if the stream was deleted and made again (docs/operations.md, "
             "'A record stream made again')"
+        )
+    if side.seq < side.head and not accept_behind:
+        return (
+            f"this store stood at sequence {side.seq} of the old stream, which held at least "
+            f"{side.head}: adopted, it would apply the rest at the republishing instant (the "
+            "30-day lapses dated by it, as a rebuild does) and differ from the nodes that "
+            "applied it in its time; start this node from the snapshot of a node that adopted "
+            "instead, or pass --accept-behind if no node stood further"
         )
     return None
 
@@ -188,13 +212,14 @@ def adopt(
     current: bytes | None,
     *,
     made_again: bool,
+    accept_behind: bool = False,
 ) -> Adopted:
     """Check (module docstring) and adopt the stream instance ``current`` (its `feed_id` as
     it stands) into ``store``, opened for writing (its lock: no builder runs); raises
     `AdoptRefused` or `AlreadyFollowed`, nothing written."""
     with store.read() as r:
-        side = StoreSide(r.feed_id(), r.stream_seq(), r.stream_refused())
-    why = refusal(side, names.name, current, made_again=made_again)
+        side = StoreSide(r.feed_id(), r.stream_seq(), r.stream_refused(), r.stream_head()[0])
+    why = refusal(side, names.name, current, made_again=made_again, accept_behind=accept_behind)
     if why is not None:
         raise AdoptRefused(why)
     assert current is not None
@@ -204,6 +229,7 @@ def adopt(
         for rid in r.applied_ids():
             applied += 1
             missing += rid not in on_stream
+        to_apply = sum(r.applied(rid) is None for rid in on_stream)
     why = missing_refusal(names.name, missing, applied)
     if why is not None:
         raise AdoptRefused(why)
@@ -211,4 +237,4 @@ def adopt(
         if (c.feed_id(), c.stream_seq()) != (side.feed, side.seq):  # nothing writes it: held
             raise AdoptRefused("the store changed while it was checked: run adopt again")
         dropped = c.adopt_feed(current)
-    return Adopted(names.name, side.seq, applied, dropped)
+    return Adopted(names.name, side.seq, applied, to_apply, dropped)

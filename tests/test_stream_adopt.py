@@ -230,6 +230,7 @@ def test_adopted_nodes_keep_their_stores_across_a_stream_made_again_no_lapse_re_
         assert out.returncode == 0, out.stderr
         told = msgspec.json.decode(out.stdout.strip().splitlines()[-1])
         assert told["event"] == "stream-adopt" and told["records_checked"] == 6, told
+        assert told["was_seq"] == 6 and told["records_to_apply"] == 2, told
         meta = _meta(cfg)
         assert meta["feed-id"] == new_feed and "stream-refused" not in meta
         assert sf.unpack_u64(meta.get("stream-seq", bytes(8))) == 0
@@ -324,3 +325,19 @@ def test_adopt_refuses_a_missing_store_or_stream_and_a_store_of_this_stream(
     line = _one_error(_adopt(a, "--made-again"))  # no stream: nothing to adopt yet
     assert "does not exist" in line, line
     assert _meta(a) == kept
+    # made again; the store's builder had seen the old stream longer than it applied
+    publish_files(a, nats, [history])
+    seq = stream_seq(a)
+    s = Store.open(Path(a.store.path), readonly=False)
+    try:
+        with Commit(s) as c:
+            c.put_stream_head(seq + 3, 1)
+    finally:
+        s.close()
+    kept = _meta(a)
+    line = _one_error(_adopt(a, "--made-again"))
+    assert f"stood at sequence {seq} of the old stream, which held at least {seq + 3}" in line
+    assert _meta(a) == kept
+    out = _adopt(a, "--made-again", "--accept-behind")  # no node stood further: taken
+    assert out.returncode == 0, out.stderr
+    assert _meta(a)["feed-id"] == _current_feed(nats, "adopt-cases")
