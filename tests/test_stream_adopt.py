@@ -19,21 +19,30 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import nats.js.errors
 import pytest
 
 from crlbuilder import rules, snapshot
 from crlbuilder.build import Builder, StreamReplaced
 from crlbuilder.config import BuilderConfig
-from crlbuilder.jetstream import Cluster
+from crlbuilder.jetstream import Cluster, ClusterError
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
-from crlbuilder.stream import StreamCipher, current_feed_id
+from crlbuilder.stream import (
+    H_ID,
+    StreamCipher,
+    StreamNames,
+    current_feed_id,
+    ensure_stream,
+    tick_message,
+)
+from crlbuilder.streamadopt import stream_record_ids
 from responder.v1 import feedpos
 from responder.v1.cursor import StreamPosition
-from tests.support.nats import NatsCluster
+from tests.support.nats import NatsCluster, free_ports, nats_server, shipped_authorization
 from tests.test_apply import FACTS
 from tests.test_stream import (
     Shifted,
@@ -341,3 +350,32 @@ def test_adopt_refuses_a_missing_store_or_stream_and_a_store_of_this_stream(
     out = _adopt(a, "--made-again", "--accept-behind")  # no node stood further: taken
     assert out.returncode == 0, out.stderr
     assert _meta(a)["feed-id"] == _current_feed(nats, "adopt-cases")
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real nats-server, asyncio timeouts
+def test_a_builders_credential_reads_the_record_ids_through_its_own_consumer_only(
+    tmp_path: Path,
+) -> None:
+    """Under the shipped authorization (`crlbuilder nats-config`), the node's builder user
+    (what the operator runs adopt with) reads every record id on the stream, headers only,
+    through its own durable consumer, ticks aside; the consumer is gone after (its builder
+    makes it again); another node's consumer name is refused."""
+    shipped = shipped_authorization(tmp_path / "seeds", nodes=("a", "b"))
+    with nats_server(tmp_path, free_ports(1)[0], extra=shipped.extra, probe=shipped.probe) as srv:
+        publisher = Cluster(srv.urls, auth=shipped.auth("PUBLISHER"))
+        a = Cluster(srv.urls, auth=shipped.auth("BUILDER/a"))
+        try:
+            records = StreamNames("JPKI_RECORDS", "jpki.records")
+            ensure_stream(publisher, records)
+            for i in range(5):
+                m = {H_ID: f"r{i}"} if i != 3 else tick_message(datetime.now(UTC)).headers
+                publisher.run(publisher.js.publish("jpki.records", b"sealed", headers=m))
+            assert stream_record_ids(a, records, "a") == {"r0", "r1", "r2", "r4"}
+            with pytest.raises(nats.js.errors.NotFoundError):
+                a.run(a.js.consumer_info("JPKI_RECORDS", "a"))
+            with pytest.raises(ClusterError):
+                stream_record_ids(a, records, "b")
+        finally:
+            publisher.close()
+            a.close()
