@@ -248,8 +248,19 @@ def test_adopted_nodes_keep_their_stores_across_a_stream_made_again_no_lapse_re_
     assert again.returncode == 0 and "already" in again.stdout, (again.stdout, again.stderr)
 
     # the nodes follow the new stream: the history skipped, the new records applied
+    assert _consume(a, nats, timedelta(0)) == 8
+    built = subprocess.run(  # b by the command its unit runs (one pass, not --follow)
+        [sys.executable, "-m", "crlbuilder.cli", "build", *flags(b), "--no-progress"],
+        check=False, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    lines = (built.stdout + built.stderr).splitlines()
+    events = [msgspec.json.decode(ln) for ln in lines if ln.startswith("{")]
+    told = next(e for e in events if e.get("event") == "stream")
+    assert (told["skipped_duplicates"], told["applied"], told["commits"]) == (6, 2, 1), told
+    assert told["lapses_applied"] == told["move_in_after_lapse"] == 0, told
+    assert stream_seq(b) == 8
     for cfg in (a, b):
-        assert _consume(cfg, nats, timedelta(0)) == 8
         assert refused(cfg) == ""
         assert not _status(cfg, manifest, AUTH).revoked  # no lapse written after the move-in
         assert _status(cfg, manifest, NEW).revoked
