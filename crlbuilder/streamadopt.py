@@ -49,7 +49,7 @@ from nats.js import api
 from crlbuilder.jetstream import Cluster, ClusterError
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
-from crlbuilder.stream import H_ID, H_TICK, StreamNames
+from crlbuilder.stream import H_ID, H_TICK, StreamNames, feed_id
 
 FETCH: int = 1000
 """Messages asked for at once when reading the stream's record ids."""
@@ -153,21 +153,24 @@ def missing_refusal(stream: str, missing: int, applied: int) -> str | None:
     )
 
 
-def stream_record_ids(cluster: Cluster, names: StreamNames, durable: str) -> set[str]:
-    """The message ids (record ids) of every message on the stream now, ticks aside, read
-    headers only through this node's durable consumer ``durable`` (the one its credential
-    may make: `crlbuilder.natsconfig`; its builder is stopped), which is deleted after: the
-    builder makes it again from the store's sequence."""
+def stream_record_ids(cluster: Cluster, names: StreamNames, durable: str) -> tuple[bytes, set[str]]:
+    """The stream's `feed_id` and the message ids (record ids) of every message on it now,
+    ticks aside, read headers only through this node's durable consumer ``durable`` (the one
+    its credential may make: `crlbuilder.natsconfig`; its builder is stopped), which is
+    deleted after: the builder makes it again from the store's sequence."""
 
-    async def go() -> set[str]:
+    async def go() -> tuple[bytes, set[str]]:
         js = cluster.js
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_consumer(names.name, durable)
         info = await js.stream_info(names.name)
+        if info.created is None:
+            raise ClusterError(f"stream {names.name}: JetStream gave no creation time")
+        feed = feed_id(names.name, info.created)
         last = int(info.state.last_seq)
         ids: set[str] = set()
         if not last:
-            return ids
+            return feed, ids
         cfg = api.ConsumerConfig(
             durable_name=durable,
             deliver_policy=api.DeliverPolicy.ALL,
@@ -196,7 +199,7 @@ def stream_record_ids(cluster: Cluster, names: StreamNames, durable: str) -> set
         finally:
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_consumer(names.name, durable)
-        return ids
+        return feed, ids
 
     try:
         return cluster.run(go())
@@ -223,7 +226,11 @@ def adopt(
     if why is not None:
         raise AdoptRefused(why)
     assert current is not None
-    on_stream = stream_record_ids(cluster, names, durable)
+    read, on_stream = stream_record_ids(cluster, names, durable)
+    if read != current:
+        raise AdoptRefused(
+            f"the record stream {names.name} was made again while adopt read it: run it again"
+        )
     with store.read() as r:
         applied = missing = 0
         for rid in r.applied_ids():
@@ -233,8 +240,6 @@ def adopt(
     why = missing_refusal(names.name, missing, applied)
     if why is not None:
         raise AdoptRefused(why)
-    with Commit(store) as c:
-        if (c.feed_id(), c.stream_seq()) != (side.feed, side.seq):  # nothing writes it: held
-            raise AdoptRefused("the store changed while it was checked: run adopt again")
+    with Commit(store) as c:  # the store held for writing since it was read: still ``side``
         dropped = c.adopt_feed(current)
     return Adopted(names.name, side.seq, applied, to_apply, dropped)

@@ -39,7 +39,7 @@ from crlbuilder.stream import (
     ensure_stream,
     tick_message,
 )
-from crlbuilder.streamadopt import stream_record_ids
+from crlbuilder.streamadopt import AlreadyFollowed, StoreSide, refusal, stream_record_ids
 from responder.v1 import feedpos
 from responder.v1.cursor import StreamPosition
 from tests.support.nats import NatsCluster, free_ports, nats_server, shipped_authorization
@@ -105,6 +105,32 @@ def _files(tmp: Path, manifest: Manifest, planned: date, now: datetime) -> list[
          "serial": NEW, "issuer": auth, "reason": "loss"},
     ])  # fmt: skip
     return [history, move_in, new]
+
+
+def test_what_adopting_checks_of_the_store_each_refused_in_one_line() -> None:
+    """`refusal`, sans-I/O: which store may adopt which stream instance."""
+    old, new = b"o" * 16, b"n" * 16
+    replaced = "the record stream S is not the one this store was filled from"
+
+    def why(side: StoreSide, current: bytes | None = new, **kw: bool) -> str | None:
+        return refusal(side, "S", current, made_again=kw.get("made_again", False),
+                       accept_behind=kw.get("accept_behind", False))  # fmt: skip
+
+    assert why(StoreSide(old, 6, replaced, 6)) is None  # refused by its builder
+    assert why(StoreSide(old, 6, "", 6), made_again=True) is None  # said by the operator
+    assert why(StoreSide(old, 6, "", 0), made_again=True) is None  # never saw a head
+    says = {
+        "does not exist": why(StoreSide(old, 6, replaced, 6), None),
+        "names no record stream": why(StoreSide(b"", 0, "", 0), made_again=True),
+        "pass --made-again": why(StoreSide(old, 6, "", 6)),
+        "which held at least 9": why(StoreSide(old, 6, replaced, 9)),
+        "another reason": why(StoreSide(new, 6, "release 1.9, newer", 6), made_again=True),
+    }
+    for expected, line in says.items():
+        assert line is not None and expected in line and "\n" not in line, (expected, line)
+    assert why(StoreSide(old, 6, replaced, 9), accept_behind=True) is None
+    with pytest.raises(AlreadyFollowed):  # adopted already: nothing to do, not an error
+        why(StoreSide(new, 2, "", 8), made_again=True)
 
 
 def _keeping_changes(cfg: BuilderConfig) -> BuilderConfig:
@@ -382,7 +408,8 @@ def test_a_builders_credential_reads_the_record_ids_through_its_own_consumer_onl
             for i in range(5):
                 m = {H_ID: f"r{i}"} if i != 3 else tick_message(datetime.now(UTC)).headers
                 publisher.run(publisher.js.publish("jpki.records", b"sealed", headers=m))
-            assert stream_record_ids(a, records, "a") == {"r0", "r1", "r2", "r4"}
+            feed, ids = stream_record_ids(a, records, "a")
+            assert ids == {"r0", "r1", "r2", "r4"} and feed == current_feed_id(a, "JPKI_RECORDS")
             with pytest.raises(nats.js.errors.NotFoundError):
                 a.run(a.js.consumer_info("JPKI_RECORDS", "a"))
             with pytest.raises(ClusterError):
