@@ -844,7 +844,7 @@ class Builder:
         nothing of it written, the refusal kept for /readyz (`StreamReplaced`,
         `META_STREAM_REFUSED`): it numbers from 1 again, so resuming at the store's
         sequence + 1 would pass the new stream's records up to it, revocations never applied.
-        The node's store is made again from the new stream (docs/operations.md). A store named
+        The node keeps its store by adopting the new stream (`crlbuilder.streamadopt`). A store named
         that has applied nothing of its stream yet takes the new one."""
         with self.store.read() as r:
             was, seq = r.feed_id(), r.stream_seq()
@@ -854,8 +854,8 @@ class Builder:
             reason = (
                 f"the record stream {self.cfg.stream.name} is not the one this store was filled "
                 f"from (deleted and made again?): the store stands at sequence {seq} of the "
-                "old one; make this node's store again from the new stream (an empty store, "
-                "or crlbuilder snapshot get of a node that did: docs/operations.md, "
+                "old one; keep the store: once every record file is republished, run "
+                "crlbuilder stream adopt with this builder stopped (docs/operations.md, "
                 "'A record stream made again')"
             )
             self._refuse(reason)

@@ -6,6 +6,7 @@
     crlbuilder build --config FILE [...]   records -> store, OCSP answers, CRLs
     crlbuilder publish --source nats://... FILE...  record files -> the record stream
     crlbuilder snapshot put|get --source nats://... --store DIR   store snapshots
+    crlbuilder stream adopt --source nats://... --store DIR   keep a store across a stream made again
     crlbuilder import-crl ...              a group appliance's store from the 機構's CRLs
     crlbuilder group init|pull ...         a group appliance (団体署名検証者): set up, CRL feed
     crlbuilder status --store DIR ...      what the store says of one serial
@@ -19,6 +20,7 @@ configuration.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -470,6 +472,66 @@ def _status(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _stream_adopt(args: argparse.Namespace) -> int:
+    from crlbuilder import streamadopt
+    from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
+    from crlbuilder.natsservers import parse_servers
+    from crlbuilder.store.format import StoreFormatError
+    from crlbuilder.store.lmdbstore import Store
+    from crlbuilder.stream import StreamNames, current_feed_id, default_durable
+
+    what = "crlbuilder stream adopt"
+    try:
+        cfg = load_config(args.config, args)
+        servers = parse_servers(cfg.input.source)
+    except (ConfigError, ValueError) as e:
+        print(f"{what}: error: {e} (--source nats://HOST:PORT,...)", file=sys.stderr)
+        return 2
+    path = Path(cfg.store.path)
+    if not (path / "data.mdb").is_file():  # opened for writing, it would be made
+        print(f"{what}: error: {path}: no status store here: nothing to adopt (a lost "
+              "store is made again from the stream: docs/operations.md)", file=sys.stderr)  # fmt: skip
+        return 2
+    try:  # held for writing until the end: no builder starts meanwhile
+        store = Store.open(path, readonly=False, map_size=cfg.store.map_size_gib << 30)
+    except StoreFormatError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        try:
+            cluster = Cluster(servers, auth=cfg.stream.nats_auth())
+        except CredentialError as e:
+            print(f"{what}: error: {e}", file=sys.stderr)
+            return 2
+        except ClusterError as e:
+            print(f"{what}: error: {e}", file=sys.stderr)
+            return 1
+        names = StreamNames(cfg.stream.name, cfg.stream.subject)
+        try:
+            current = current_feed_id(cluster, names.name)
+            done = streamadopt.adopt(
+                store, cluster, names, cfg.stream.durable or default_durable(), current,
+                made_again=args.made_again, accept_behind=args.accept_behind,
+            )  # fmt: skip
+        except streamadopt.AlreadyFollowed:
+            print(f"{path}: already follows the record stream {names.name} as it stands: "
+                  "nothing to do")  # fmt: skip
+            return 0
+        except streamadopt.AdoptRefused as e:
+            print(f"{what}: error: {e}", file=sys.stderr)
+            return 2
+        except ClusterError as e:
+            print(f"{what}: error: {e}", file=sys.stderr)
+            return 1
+        finally:
+            cluster.close()
+    finally:
+        store.close()
+    out = {"event": "stream-adopt", "store": str(path), **dataclasses.asdict(done)}
+    print(msgspec.json.encode(out).decode())
+    return 0
+
+
 def _store_copy(args: argparse.Namespace) -> int:
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import copy_store
@@ -636,6 +698,56 @@ def parser() -> argparse.ArgumentParser:
             "before its server); default 0: fail at once",
         )
         a.set_defaults(func=_snapshot)
+
+    sm = sub.add_parser(
+        "stream",
+        help="the record stream's maintenance: adopt a stream made again, keeping the store",
+    )
+    sms = sm.add_subparsers(dest="stream_command", required=True, metavar="ACTION")
+    ad = sms.add_parser(
+        "adopt",
+        help="keep this node's store across a record stream deleted and made again",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+After the record stream was deleted and made again under its name and every record file
+republished into it (crlbuilder publish), make this node's store follow the new stream
+instead of rebuilding it. Run it on each node, its builder stopped (jpki-va-node-builder,
+or -signer), then start the builder: it applies the new stream from its first message,
+skipping every record the store applied before, and applies the rest. No lapse is dated
+again: a rebuilt store would write, at the republishing instant, the 30-day lapses (Act
+§31(2)) that a later move-in notice had stopped (docs/operations.md, 'A record stream
+made again').
+
+Checked first, each refused in one line (exit 2) with nothing written:
+  - the store exists, no other process writes it (its builder is stopped);
+  - the stream exists and is another instance than the one the store follows;
+  - this store's builder refused the new stream (exit 3, /readyz says so), or
+    --made-again says it was made again (a builder that has not run since);
+  - every record the store applied is on the new stream (their ids, read headers
+    only through this node's durable consumer): the history is all republished;
+  - the store stood at the old stream's end as its builder last saw it: a node
+    behind would apply the rest dated by the republishing instant, as a rebuild
+    does (start it from an adopted node's snapshot, or --accept-behind).
+Then, in one commit: the store follows the new stream at its sequence 0, the refusal
+is cleared, and the changes feed starts again (cursors of the old stream are answered
+410: parties resynchronise). A store already on the stream as it stands: nothing done,
+exit 0. NATS unreachable: exit 1. Prints one JSON line.""",
+    )
+    add_arguments(ad)
+    ad.add_argument(
+        "--made-again",
+        action="store_true",
+        help="the stream was deleted and made again: needed when this store's builder has not "
+        "refused it (it did not run since)",
+    )
+    ad.add_argument(
+        "--accept-behind",
+        action="store_true",
+        help="adopt a store that stood behind the old stream's end as its builder last saw it "
+        "(when no node stood further): the records it missed are applied, and their lapses "
+        "dated, at the republishing instant",
+    )
+    ad.set_defaults(func=_stream_adopt)
 
     st = sub.add_parser(
         "status", help="print what the store says of one certificate (no personal data)"

@@ -225,8 +225,8 @@ def get(
                         f"the latest snapshot in {bucket.name} was filled from another record "
                         "stream than the one under its name now (deleted and made again "
                         f"since): it stands at sequence {r.stream_seq()} of the old one; put a "
-                        "snapshot from a node filled from the new stream, or start this node "
-                        "from an empty store (docs/operations.md, 'A record stream made again')"
+                        "snapshot from a node that adopted the new stream (crlbuilder stream "
+                        "adopt) first (docs/operations.md, 'A record stream made again')"
                     )
             with Commit(snap) as c:  # what the snapshot's node saw of the stream is not ours:
                 c.put_stream_head(0, 0)  # not ready until this node's builder has seen it

@@ -581,6 +581,12 @@ class LmdbReader(ReaderRules):
         raw = self._txn.get(record_id.encode(), db=self._dbs[sf.DB_APPLIED])
         return sf.unpack_u32(raw) if raw is not None else None
 
+    def applied_ids(self) -> Iterator[str]:
+        """Every record id this store applied (`DB_APPLIED`), in key order: what a record
+        stream must carry for the store to follow it (`crlbuilder.streamadopt`)."""
+        for key in self._txn.cursor(db=self._dbs[sf.DB_APPLIED]).iternext(values=False):
+            yield bytes(key).decode()
+
     def quarantined(self, key: bytes) -> int | None:
         db = self._dbs.get(sf.DB_QUARANTINE)
         raw = self._txn.get(key, db=db) if db is not None else None

@@ -526,6 +526,26 @@ class Commit(LmdbReader):
         if applied > sf.unpack_u64(self._meta(sf.META_CHANGES_FROM_SEQ) or bytes(8)):
             self._put(sf.DB_META, sf.META_CHANGES_FROM_SEQ, sf.pack_u64(applied), change=False)
 
+    def adopt_feed(self, feed_id: bytes) -> int:
+        """The store follows another instance of its record stream from its first sequence
+        (`crlbuilder.streamadopt`: the stream deleted and made again, its history republished):
+        `META_FEED_ID` names it, `META_STREAM_SEQ` is 0, and the old stream's head and the
+        refusal go (node state). The changes feed starts again here: its entries name the old
+        stream's batches (`StreamGroup`), whose sequences a cursor of the new stream would be
+        compared with (`responder.v1.feedpos`), so they are dropped and the horizon
+        (`META_CHANGES_FROM`) moves to the current commit, `META_CHANGES_FROM_SEQ` back to 0:
+        a cursor of the old stream is refused for its feed (the party resynchronises). No
+        status, link, record or commit number changes; returns the feed entries dropped."""
+        dropped = int(self._txn.stat(self._changes_db)["entries"])
+        self._txn.drop(self._changes_db, delete=False)
+        self._put(sf.DB_META, sf.META_CHANGES_FROM, sf.pack_u32(self.seq - 1), change=False)
+        self._delete(sf.DB_META, sf.META_CHANGES_FROM_SEQ, change=False)
+        self._put(sf.DB_META, sf.META_FEED_ID, feed_id, change=False)
+        self._delete(sf.DB_META, sf.META_STREAM_SEQ, change=False)
+        self._delete(sf.DB_META, sf.META_STREAM_HEAD, change=False)
+        self._delete(sf.DB_META, sf.META_STREAM_REFUSED, change=False)
+        return dropped
+
     def put_stream_seq(self, seq: int) -> None:
         """The record stream is applied up to ``seq`` (`META_STREAM_SEQ`): builder's state,
         written in the batch's transaction whether or not the batch changed anything."""

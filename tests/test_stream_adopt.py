@@ -1,0 +1,419 @@
+"""`crlbuilder stream adopt`: nodes keep their stores across a record stream made again.
+
+On a real three-server JetStream cluster (`tests.support.nats`), two nodes apply a move-out
+notice (転出届) and, within 30 days, a move-in notice (転入届) that stops its lapse (Act
+§31(2)); the stream is deleted and made again and the whole history republished at once,
+40 days past the move-out's planned date. A store rebuilt from it writes the lapse before
+the move-in notice (the stream's clock): a valid auth certificate revoked for good (Act
+§34(1)(2)). Adopted, the stores skip every record they applied, apply the new ones, and end
+as a store that never saw the stream made again: the auth certificate still good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import nats.js.errors
+import pytest
+
+from crlbuilder import rules, snapshot
+from crlbuilder.build import Builder, StreamReplaced
+from crlbuilder.config import BuilderConfig
+from crlbuilder.jetstream import Cluster, ClusterError
+from crlbuilder.manifest import Manifest
+from crlbuilder.model import Family
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.writer import Commit
+from crlbuilder.stream import (
+    H_ID,
+    StreamCipher,
+    StreamNames,
+    current_feed_id,
+    ensure_stream,
+    tick_message,
+)
+from crlbuilder.streamadopt import AlreadyFollowed, StoreSide, refusal, stream_record_ids
+from responder.v1 import feedpos
+from responder.v1.cursor import StreamPosition
+from tests.support.nats import NatsCluster, free_ports, nats_server, shipped_authorization
+from tests.test_apply import FACTS
+from tests.test_stream import (
+    Shifted,
+    dump,
+    flags,
+    names,
+    node_config,
+    publish_files,
+    refused,
+    same_key,
+    stream_seq,
+)
+
+HOLDER = hashlib.sha256(b"stream-adopt").hexdigest()
+OTHER = hashlib.sha256(b"stream-adopt-new").hexdigest()
+AUTH, SIGN, NEW, OLD = 4711, 4712, 4713, 4714
+
+
+def _issuer(manifest: Manifest, family: Family) -> str:
+    return next(i.id for i in manifest.issuers if i.family is family)
+
+
+def _write(path: Path, records: list[dict[str, object]]) -> Path:
+    path.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in records))
+    return path
+
+
+def _files(tmp: Path, manifest: Manifest, planned: date, now: datetime) -> list[Path]:
+    """The history (issuances, a move-out notice and a loss of another holder's auth
+    certificate; the move-in notice 3 days after its planned date) and, third, records the
+    old stream never carried (another loss)."""
+    start = datetime.combine(planned, datetime.min.time(), rules.JST)
+    issued = start - timedelta(days=100)
+    auth, sign = _issuer(manifest, Family.AUTH_CARD), _issuer(manifest, Family.SIGN_CARD)
+
+    def issuance(rid: str, serial: int, issuer: str, family: Family, holder: str,
+                 at: datetime, **kw: object) -> dict[str, object]:  # fmt: skip
+        return {"type": "issuance", "id": rid, "recorded_at": at.isoformat(), "serial": serial,
+                "family": family.value, "issuer": issuer, "not_before": at.isoformat(),
+                "not_after": (at + timedelta(days=1500)).isoformat(), "holder": holder, **kw}  # fmt: skip
+
+    history = _write(tmp / "0001-history.jsonl", [
+        issuance("a-i1", AUTH, auth, Family.AUTH_CARD, HOLDER, issued),
+        issuance("a-i2", SIGN, sign, Family.SIGN_CARD, HOLDER, issued, facts=FACTS),
+        {"type": "resident-change", "id": "a-m1", "recorded_at": (start - timedelta(days=2)).isoformat(),
+         "notified_at": (start - timedelta(days=3)).isoformat(), "holder": HOLDER,
+         "change": "move-out-notice", "planned_date": planned.isoformat()},
+        issuance("a-i4", OLD, auth, Family.AUTH_CARD, OTHER, issued),
+        {"type": "revocation-request", "id": "a-r0", "recorded_at": (start - timedelta(days=9)).isoformat(),
+         "serial": OLD, "issuer": auth, "reason": "loss"},
+    ])  # fmt: skip
+    move_in = _write(tmp / "0002-move-in.jsonl", [
+        {"type": "resident-change", "id": "a-m2", "recorded_at": (start + timedelta(days=3)).isoformat(),
+         "holder": HOLDER, "change": "move-in-notice"},
+    ])  # fmt: skip
+    later = now - timedelta(hours=1)
+    new = _write(tmp / "0003-new.jsonl", [
+        issuance("a-i3", NEW, auth, Family.AUTH_CARD, OTHER, later - timedelta(days=10)),
+        {"type": "revocation-request", "id": "a-r1", "recorded_at": later.isoformat(),
+         "serial": NEW, "issuer": auth, "reason": "loss"},
+    ])  # fmt: skip
+    return [history, move_in, new]
+
+
+def test_what_adopting_checks_of_the_store_each_refused_in_one_line() -> None:
+    """`refusal`, sans-I/O: which store may adopt which stream instance."""
+    old, new = b"o" * 16, b"n" * 16
+    replaced = "the record stream S is not the one this store was filled from"
+
+    def why(side: StoreSide, current: bytes | None = new, **kw: bool) -> str | None:
+        return refusal(side, "S", current, made_again=kw.get("made_again", False),
+                       accept_behind=kw.get("accept_behind", False))  # fmt: skip
+
+    assert why(StoreSide(old, 6, replaced, 6)) is None  # refused by its builder
+    assert why(StoreSide(old, 6, "", 6), made_again=True) is None  # said by the operator
+    assert why(StoreSide(old, 6, "", 0), made_again=True) is None  # never saw a head
+    says = {
+        "does not exist": why(StoreSide(old, 6, replaced, 6), None),
+        "names no record stream": why(StoreSide(b"", 0, "", 0), made_again=True),
+        "pass --made-again": why(StoreSide(old, 6, "", 6)),
+        "which held at least 9": why(StoreSide(old, 6, replaced, 9)),
+        "another reason": why(StoreSide(new, 6, "release 1.9, newer", 6), made_again=True),
+    }
+    for expected, line in says.items():
+        assert line is not None and expected in line and "\n" not in line, (expected, line)
+    assert why(StoreSide(old, 6, replaced, 9), accept_behind=True) is None
+    with pytest.raises(AlreadyFollowed):  # adopted already: nothing to do, not an error
+        why(StoreSide(new, 2, "", 8), made_again=True)
+
+
+def _keeping_changes(cfg: BuilderConfig) -> BuilderConfig:
+    """``cfg`` keeping its changes feed for ten years (`StoreConfig.changes_keep_days`)."""
+    return msgspec.structs.replace(
+        cfg, store=msgspec.structs.replace(cfg.store, changes_keep_days=3650)
+    )
+
+
+def _consume(cfg: BuilderConfig, cluster: NatsCluster, shift: timedelta) -> int:
+    """One catch-up of ``cfg``'s node, the stream's clock read ``shift`` from the real one."""
+    b = Builder(cfg, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        key = bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip())
+        consumer = Shifted(c, names(cfg), cfg.stream.durable, StreamCipher(key))
+        consumer.shift = shift
+        return b.consume(consumer, tail_wait=0.5)
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+
+
+def _status(cfg: BuilderConfig, manifest: Manifest, serial: int) -> sf.StatusRecord:
+    index = next(i.index for i in manifest.issuers if i.family is Family.AUTH_CARD)
+    s = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            st = r.status(sf.status_key(index, serial))
+    finally:
+        s.close()
+    assert st is not None
+    return st
+
+
+def _meta(cfg: BuilderConfig) -> dict[str, bytes]:
+    s = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with s.env.begin() as txn:
+            return {bytes(k).decode(): bytes(v) for k, v in txn.cursor(db=s.dbs[sf.DB_META])}
+    finally:
+        s.close()
+
+
+def _adopt(cfg: BuilderConfig, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "stream", "adopt", *flags(cfg), *extra],
+        check=False, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _one_error(out: subprocess.CompletedProcess[str]) -> str:
+    """The one error line of a refused adopt (exit 2; a loopback test's anonymous-connection
+    warning aside)."""
+    errors = [ln for ln in out.stderr.splitlines() if "error" in ln.lower()]
+    assert out.returncode == 2 and len(errors) == 1, (out.returncode, out.stderr)
+    assert errors[0].startswith("crlbuilder stream adopt: error: "), errors
+    assert "Traceback" not in out.stderr
+    return errors[0]
+
+
+def _delete_stream(cluster: NatsCluster, name: str) -> None:
+    c = Cluster(cluster.urls)
+    try:
+        c.run(c.js.delete_stream(name))
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_adopted_nodes_keep_their_stores_across_a_stream_made_again_no_lapse_re_dated(
+    tmp_path: Path, nats: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    pki, manifest = demo_pki
+    now = datetime.now(UTC)
+    planned = now.astimezone(rules.JST).date() - timedelta(days=40)
+    history, move_in, new = _files(tmp_path, manifest, planned, now)
+    # the old stream's clock: 5 days after the planned date (both notices in, no lapse due)
+    then = datetime.combine(planned, datetime.min.time(), rules.JST) + timedelta(days=5)
+    early = then - now
+    # the changes feed kept past the old stream's clock: its entries are still there
+    a, b, ref = (
+        _keeping_changes(node_config(tmp_path / n, pki, nats.source, stream))
+        for n, stream in (("a", "adopt"), ("b", "adopt"), ("ref", "adoptref"))
+    )  # ref: a node whose stream is never made again (another name): what a and b must equal
+    rebuilt = node_config(tmp_path / "rebuilt", pki, nats.source, "adopt")
+    for cfg in (b, ref, rebuilt):
+        same_key(Path(a.keys.facts_key_file), Path(cfg.keys.facts_key_file))
+    for f in (history, move_in):
+        publish_files(a, nats, [f])
+        publish_files(ref, nats, [f])
+        for cfg in (a, b, ref):
+            _consume(cfg, nats, early)
+    assert stream_seq(a) == stream_seq(b) == 6
+    assert not _status(a, manifest, AUTH).revoked  # the move-in notice stopped the lapse
+    before, old_feed = dump(a), _meta(a)["feed-id"]
+    assert dump(b) == before
+    publish_files(ref, nats, [new])
+    _consume(ref, nats, timedelta(0))
+
+    # the stream deleted and made again; its history republished, at first not all of it
+    _delete_stream(nats, "adopt")
+    assert publish_files(a, nats, [history]) == 5
+    with pytest.raises(StreamReplaced):
+        _consume(a, nats, timedelta(0))
+    assert "made again" in refused(a) and stream_seq(a) == 6 and dump(a) == before
+    meta_refused = _meta(a)
+    line = _one_error(_adopt(a))  # the move-in notice a applied is not on the new stream
+    assert "1 record" in line and "not on the record stream" in line, line
+    assert _meta(a) == meta_refused and dump(a) == before  # nothing changed
+    publish_files(a, nats, [move_in, new])
+    new_feed = _current_feed(nats, "adopt")
+    assert new_feed is not None and new_feed != old_feed
+
+    # b never ran on the new stream (no refusal kept): the operator must say it was made again
+    line = _one_error(_adopt(b))
+    assert "--made-again" in line, line
+    assert _meta(b)["feed-id"] == old_feed and dump(b) == before
+    # a writer on the store (its builder not stopped): refused
+    held = Store.open(Path(a.store.path), readonly=False)
+    try:
+        line = _one_error(_adopt(a))
+        assert "another process is writing" in line, line
+    finally:
+        held.close()
+    assert _meta(a) == meta_refused
+
+    for cfg, extra in ((a, ()), (b, ("--made-again",))):
+        out = _adopt(cfg, *extra)
+        assert out.returncode == 0, out.stderr
+        told = msgspec.json.decode(out.stdout.strip().splitlines()[-1])
+        assert told["event"] == "stream-adopt" and told["records_checked"] == 6, told
+        assert told["was_seq"] == 6 and told["records_to_apply"] == 2, told
+        meta = _meta(cfg)
+        assert meta["feed-id"] == new_feed and "stream-refused" not in meta
+        assert sf.unpack_u64(meta.get("stream-seq", bytes(8))) == 0
+        assert dump(cfg) == before  # only the node's place in the stream moved
+    again = _adopt(a)  # twice: nothing more to do
+    assert again.returncode == 0 and "already" in again.stdout, (again.stdout, again.stderr)
+
+    # the nodes follow the new stream: the history skipped, the new records applied
+    assert _consume(a, nats, timedelta(0)) == 8
+    built = subprocess.run(  # b by the command its unit runs (one pass, not --follow)
+        [sys.executable, "-m", "crlbuilder.cli", "build", *flags(b), "--no-progress"],
+        check=False, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    lines = (built.stdout + built.stderr).splitlines()
+    events = [msgspec.json.decode(ln) for ln in lines if ln.startswith("{")]
+    told = next(e for e in events if e.get("event") == "stream")
+    assert (told["skipped_duplicates"], told["applied"], told["commits"]) == (6, 2, 1), told
+    assert told["lapses_applied"] == told["move_in_after_lapse"] == 0, told
+    assert stream_seq(b) == 8
+    for cfg in (a, b):
+        assert refused(cfg) == ""
+        assert not _status(cfg, manifest, AUTH).revoked  # no lapse written after the move-in
+        assert _status(cfg, manifest, NEW).revoked
+    assert dump(a) == dump(b) == dump(ref)  # as if the stream had never been made again
+    assert not Path(a.input.quarantine).exists() or not Path(a.input.quarantine).read_bytes()
+    # the adopted store's snapshot names the new stream: a new node's bootstrap takes it
+    bucket = snapshot.Bucket("SNAP_ADOPT")
+    fresh = _keeping_changes(node_config(tmp_path / "fresh", pki, nats.source, "adopt"))
+    same_key(Path(a.keys.facts_key_file), Path(fresh.keys.facts_key_file))
+    c = Cluster(nats.urls)
+    try:
+        s = Store.open(Path(a.store.path), readonly=True)
+        try:
+            snapshot.put(c, bucket, s)
+        finally:
+            s.close()
+        got = snapshot.get(c, bucket, Path(fresh.store.path), feed=current_feed_id(c, "adopt"))
+    finally:
+        c.close()
+    assert got.stream_seq == 8 and _consume(fresh, nats, timedelta(0)) == 8
+    assert dump(fresh) == dump(a)
+    # a store rebuilt from the republished stream writes the lapse first: what adopt avoids
+    _consume(rebuilt, nats, timedelta(0))
+    assert _status(rebuilt, manifest, AUTH).revoked
+
+    # the changes feed: a party's cursor of the old stream resynchronises; one of the new
+    # reads the new records' changes only, from the new stream's positions (the old
+    # stream's loss, in a batch of the same sequences, is not read again as the new's)
+    s = Store.open(Path(a.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            assert feedpos.locate(StreamPosition(old_feed, 6), r) is feedpos.Verdict.OTHER_FEED
+            where = feedpos.locate(StreamPosition(new_feed, 0), r)
+            assert isinstance(where, feedpos.Start)
+            read = list(r.changes(where.start))
+            assert r.changes_from_seq() == 0
+            assert read and all(e.group == sf.StreamGroup(6, 8) for e in read), read
+    finally:
+        s.close()
+
+
+def _current_feed(cluster: NatsCluster, name: str) -> bytes | None:
+    c = Cluster(cluster.urls)
+    try:
+        return current_feed_id(c, name)
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_adopt_refuses_a_missing_store_or_stream_and_a_store_of_this_stream(
+    tmp_path: Path, nats: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """Each refusal one line, exit 2, nothing made or changed; a store that already follows
+    the stream as it stands is left as it is (adopt run twice), unless its builder refused
+    that very stream (a newer release: adopting would not cure it)."""
+    pki, manifest = demo_pki
+    a = node_config(tmp_path / "a", pki, nats.source, "adopt-cases")
+    line = _one_error(_adopt(a))  # no store yet
+    assert "no status store" in line, line
+    assert not (Path(a.store.path) / "data.mdb").exists()
+    now = datetime.now(UTC)
+    history = _files(tmp_path, manifest, now.astimezone(rules.JST).date(), now)[0]
+    publish_files(a, nats, [history])
+    _consume(a, nats, timedelta(0))
+    kept = _meta(a)
+    out = _adopt(a, "--made-again")  # the store follows this very stream: nothing to do
+    assert out.returncode == 0 and "already follows" in out.stdout, (out.stdout, out.stderr)
+    assert _meta(a) == kept
+    s = Store.open(Path(a.store.path), readonly=False)
+    try:
+        with Commit(s) as c:
+            c.put_stream_refused("a record message (sequence 9) of release 1.99, newer")
+    finally:
+        s.close()
+    kept = _meta(a)
+    line = _one_error(_adopt(a, "--made-again"))
+    assert "already follows" in line and "release 1.99" in line, line
+    assert _meta(a) == kept
+    _delete_stream(nats, "adopt-cases")
+    line = _one_error(_adopt(a, "--made-again"))  # no stream: nothing to adopt yet
+    assert "does not exist" in line, line
+    assert _meta(a) == kept
+    # made again; the store's builder had seen the old stream longer than it applied
+    publish_files(a, nats, [history])
+    seq = stream_seq(a)
+    s = Store.open(Path(a.store.path), readonly=False)
+    try:
+        with Commit(s) as c:
+            c.put_stream_head(seq + 3, 1)
+    finally:
+        s.close()
+    kept = _meta(a)
+    line = _one_error(_adopt(a, "--made-again"))
+    assert f"stood at sequence {seq} of the old stream, which held at least {seq + 3}" in line
+    assert _meta(a) == kept
+    out = _adopt(a, "--made-again", "--accept-behind")  # no node stood further: taken
+    assert out.returncode == 0, out.stderr
+    assert _meta(a)["feed-id"] == _current_feed(nats, "adopt-cases")
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real nats-server, asyncio timeouts
+def test_a_builders_credential_reads_the_record_ids_through_its_own_consumer_only(
+    tmp_path: Path,
+) -> None:
+    """Under the shipped authorization (`crlbuilder nats-config`), the node's builder user
+    (what the operator runs adopt with) reads every record id on the stream, headers only,
+    through its own durable consumer, ticks aside; the consumer is gone after (its builder
+    makes it again); another node's consumer name is refused."""
+    shipped = shipped_authorization(tmp_path / "seeds", nodes=("a", "b"))
+    with nats_server(tmp_path, free_ports(1)[0], extra=shipped.extra, probe=shipped.probe) as srv:
+        publisher = Cluster(srv.urls, auth=shipped.auth("PUBLISHER"))
+        a = Cluster(srv.urls, auth=shipped.auth("BUILDER/a"))
+        try:
+            records = StreamNames("JPKI_RECORDS", "jpki.records")
+            ensure_stream(publisher, records)
+            for i in range(5):
+                m = {H_ID: f"r{i}"} if i != 3 else tick_message(datetime.now(UTC)).headers
+                publisher.run(publisher.js.publish("jpki.records", b"sealed", headers=m))
+            feed, ids = stream_record_ids(a, records, "a")
+            assert ids == {"r0", "r1", "r2", "r4"} and feed == current_feed_id(a, "JPKI_RECORDS")
+            with pytest.raises(nats.js.errors.NotFoundError):
+                a.run(a.js.consumer_info("JPKI_RECORDS", "a"))
+            with pytest.raises(ClusterError):
+                stream_record_ids(a, records, "b")
+        finally:
+            publisher.close()
+            a.close()
