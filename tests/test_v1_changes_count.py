@@ -221,6 +221,29 @@ def test_once_the_transition_is_over_a_cursor_issued_before_binding_is_410(
     assert resp.status == 200 and serials(got) == [B] and total(api) == 1
 
 
+@pytest.mark.parametrize("transition", [True, False])
+def test_each_unbound_cursor_is_told_to_the_metrics_by_party_accepted_or_refused(
+    cas: dict[int, Ca], tmp_path: Path, transition: bool
+) -> None:
+    """The operator ends the transition (``[watch] unbound_cursors`` off) once no party uses
+    an unbound cursor any more: each one read (or refused after it) is told to the metrics
+    (`WatchEnv.on_unbound`, ``jpkiva_changes_unbound_cursors_total``) with the party's
+    registry id; a bound cursor, a fresh one and a malformed one are not."""
+    api = Api(store(cas), tmp_path, unbound_cursors=transition)
+    told: list[tuple[str, bool]] = []
+    changes.setup(api.config).on_unbound = lambda party, accepted: told.append((party, accepted))
+    api.watch(add=[ref(SC, B)])
+    api.watch(party="both", add=[ref(SC, B)])
+    api.changes("")
+    api.changes(f"cursor={api.sealed(changes_start(3))}")
+    api.changes("cursor=not-a-cursor")
+    assert told == []
+    resp, _ = api.changes(f"cursor={at(3)}")
+    assert resp.status == (200 if transition else 410)
+    api.changes(f"cursor={pos(10)}", party="both")
+    assert told == [("sig", transition), ("both", transition)]
+
+
 def test_the_cursor_key_is_derived_from_the_watch_secret_and_not_the_secret() -> None:
     keys = WatchKeys(bytes(range(32)))
     key = keys.cursor_key()

@@ -306,6 +306,10 @@ class WatchEnv:
     """A node of several (``[cluster] nats``): the watch stream every node applies to its
     lists (`responder.v1.watchlog`); None on one node, whose lists are written directly."""
     keys: WatchKeys | None = None
+    on_unbound: Callable[[str, bool], None] = field(default=lambda _party, _accepted: None)
+    """Told of each cursor issued before cursors were bound (the party's registry id, and
+    whether it was read: ``[watch] unbound_cursors``): the worker's metrics
+    (``jpkiva_changes_unbound_cursors_total``), from the batch thread too; nothing by default."""
     _cursor_key: bytes | None = field(default=None, repr=False)
     _opening: threading.Lock = field(default_factory=threading.Lock)
     _unavailable: str | None = None
@@ -890,8 +894,11 @@ def _opened(env: WatchEnv, key: bytes, party: str, text: str) -> cursors.Bound |
     bound = cursors.unseal(key, party, text)
     if isinstance(bound, cursors.Verdict):
         return _CURSOR_PROBLEMS[bound]
-    if not bound.bound and not env.config.unbound_cursors:
-        return _UNBOUND
+    if not bound.bound:
+        accepted = env.config.unbound_cursors
+        env.on_unbound(party, accepted)
+        if not accepted:
+            return _UNBOUND
     return bound
 
 
