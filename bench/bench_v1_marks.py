@@ -34,6 +34,7 @@ trees compared. Nothing asserted about speed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import multiprocessing
@@ -171,7 +172,20 @@ def in_process(
         return msgspec.json.decode(bytes(resp.body))
 
     refs = [{"issuer": issuer, "serial": f"{s:x}"} for s in serials]
-    call(b"POST", b"/v1/watch", msgspec.json.encode({"add": refs}))
+    body = msgspec.json.encode({"add": refs})
+    headers = {b"authorization": b"Bearer " + token, b"content-type": b"application/json"}
+    watch = Request(b"POST", b"/v1/watch", headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+    async def register() -> Response:  # every POST /v1/watch runs in the batch thread (a future)
+        got = app.handle(watch)
+        return got if isinstance(got, Response) else await got
+
+    loop = asyncio.new_event_loop()
+    try:
+        registered = loop.run_until_complete(register())
+    finally:
+        loop.close()
+    assert registered.status == 200, (registered.status, bytes(registered.body)[:300])
     target = f"/v1/changes?cursor={cursor}&limit=1".encode()
 
     def phase(pause: float) -> dict[str, Any]:

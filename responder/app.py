@@ -364,6 +364,9 @@ class JpkiApp:
                 WatchCollector(lambda: watch.watchset),  # once a feed call opened them
             ]
         metrics = WorkerMetrics(cfg, collectors=collectors, access=self.access_log)
+        feed = self.v1.env(changes.CHANGES_ROUTE.path) if self.v1 is not None else None
+        if isinstance(feed, changes.WatchEnv):  # the env the feed's routes share
+            feed.on_unbound = metrics.unbound_cursor
         collector.entries = self.entries = EntryCounts(
             self.store,
             {v.index: v.family for v in views},
@@ -382,6 +385,12 @@ class JpkiApp:
         self.reports.max_age = config.ledger.collect_interval
         self.signing.queue.per_party = config.ocsp.sign_queue_per_party
         self.ocsp.config = config.ocsp
+        feed = self.v1.env(changes.CHANGES_ROUTE.path) if self.v1 is not None else None
+        if isinstance(feed, changes.WatchEnv):  # made once per worker: [watch] unbound_cursors
+            # is the one field of it a reload applies (`responder.server.restart_fields`)
+            feed.config = msgspec.structs.replace(
+                feed.config, unbound_cursors=config.watch.unbound_cursors
+            )
         try:
             registry = Registry.load(config.registry.path)
         except RegistryError as e:

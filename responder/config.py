@@ -348,8 +348,10 @@ class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     unbound_cursors: bool = True
     """Read the changes cursors issued before cursors were bound to their party (versions 1
     and 2: no counted mark, so they cannot spare a change from being counted; the answer
-    carries a bound one). Turn it off once every party has read since the upgrade: such a
-    cursor is then refused 410 ``cursor_expired``, the party told to resynchronise."""
+    carries a bound one). Turn it off once no party sends one any more
+    (``jpkiva_changes_unbound_cursors_total{outcome="accepted"}`` flat for longer than a
+    client keeps a cursor; a reload applies it): such a cursor is then refused 410
+    ``cursor_expired``, the party told to resynchronise."""
     ready_requires_replication: bool = False
     """On a node of several (``[cluster] nats``): ``/readyz`` says not ready while this node's
     watch lists cannot be opened or stopped applying the watch stream for good (an operation

@@ -48,6 +48,13 @@ counted per registered party in ``jpkiva_fresh_signatures_total{party}`` (who co
 the signing threads; party ids are registry ids, not holders' data, and bounded by the
 registry: an unauthenticated request never reaches signing).
 
+Each cursor of the changes feed issued before cursors were bound to their party (versions 1
+and 2, `responder.v1.cursor`) is counted per registered party in
+``jpkiva_changes_unbound_cursors_total{party, outcome}``: ``accepted`` while ``[watch]
+unbound_cursors`` is on, ``refused`` (410) after; the operator ends that transition once
+``accepted`` stays flat (docs/operations.md, "The changes feed's watch lists"). Rare (a
+transition), and told from the /v1 batch thread too: counted at once, under the value's lock.
+
 The store's gauges (build, commit, freshness, CRLs, entry counts) are
 `responder.storegauges`'s: a collector passed in with ``collectors``.
 """
@@ -389,6 +396,14 @@ class WorkerMetrics:
             "close: [server.limits] max_unattributed or max_connections reached).",
             registry=None,
         )
+        self.unbound_cursors = Counter(
+            "jpkiva_changes_unbound_cursors",
+            "Cursors of GET /v1/changes issued before cursors were bound to their party, by "
+            "the registered party that sent one and outcome: accepted (read, answered with a "
+            "bound cursor: [watch] unbound_cursors on) or refused (410 once it is off).",
+            ("party", "outcome"),
+            registry=None,
+        )
         for source in SOURCES:
             self.answers.labels(source)
         for rule in RULES:
@@ -469,6 +484,11 @@ class WorkerMetrics:
     def signer_error(self, signer: str) -> None:
         """A fresh signature by ``signer`` (an issuer id) failed: count it at once (an alarm)."""
         self.signer_errors.labels(signer).inc()
+
+    def unbound_cursor(self, party: str, accepted: bool) -> None:
+        """``party`` (a registry id) sent a changes cursor issued before cursors were bound,
+        ``accepted`` or refused: counted at once (any thread: the /v1 batch thread too)."""
+        self.unbound_cursors.labels(party, "accepted" if accepted else "refused").inc()
 
     def observe_signing(self, seconds: float, party: str) -> None:
         """One fresh RSA signature of an OCSP answer for ``party`` (a registry id) took ``seconds``."""

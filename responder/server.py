@@ -58,7 +58,13 @@ from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import SignerError, read_private_file
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.options import ConfigError
-from responder.config import MetricsConfig, ResponderConfig, ServerConfig, TlsConfig
+from responder.config import (
+    MetricsConfig,
+    ResponderConfig,
+    ServerConfig,
+    TlsConfig,
+    WatchConfig,
+)
 from responder.http import App, HttpHooks, HttpServer
 
 __all__ = [
@@ -509,7 +515,10 @@ def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
     """The fields changed from ``old`` to ``new`` that a reload (SIGHUP) does not apply and
     only a restart does (docs/operations.md, "The units"): the listeners (hosts, port,
     workers, TLS on or off), every ``[metrics]`` field (read when the workers start), the
-    PKI, and the signing threads (``[ocsp] signing``, ``sign_threads``)."""
+    PKI, the signing threads (``[ocsp] signing``, ``sign_threads``), and the ``[watch]``
+    fields the changes feed reads from its env, made once per worker (all but
+    ``unbound_cursors``, which `responder.app.JpkiApp.reload` applies to it, and
+    ``ready_requires_replication``, which /readyz reads from the configuration)."""
     fixed = [
         name
         for name in ("hosts", "port", "workers")
@@ -529,7 +538,16 @@ def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
         for name in ("signing", "sign_threads")
         if getattr(old.ocsp, name) != getattr(new.ocsp, name)
     ]
+    fixed += [
+        f"watch.{f.name}"
+        for f in msgspec.structs.fields(WatchConfig)
+        if f.name not in _WATCH_RELOADED
+        and getattr(old.watch, f.name) != getattr(new.watch, f.name)
+    ]
     return fixed
+
+
+_WATCH_RELOADED: Final = frozenset({"unbound_cursors", "ready_requires_replication"})
 
 
 class _Master:

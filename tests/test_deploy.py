@@ -109,6 +109,7 @@ BIN = Path(sys.executable).parent
 # docs/operations.md, "Metrics".
 METRICS = frozenset(
     {
+        "jpkiva_changes_unbound_cursors_total",
         "jpkiva_connections_evicted_total",
         "jpkiva_crl_bytes",
         "jpkiva_crl_entries",

@@ -36,6 +36,7 @@ from responder.config import MetricsConfig
 from responder.http import Request, Response
 from responder.logs import method_label
 from responder.outcome import Outcome
+from responder.v1 import changes
 from tests.conftest import Built, run_tool
 from tests.support.harness import (
     Labels,
@@ -126,6 +127,46 @@ def test_the_app_raises_the_flush_gauge_of_the_ledger_that_fails(
         broken[0] = False
         until(lambda: a.calls.flush_error is None, 5, "the calls ledger recovered", interval=0.01)
         assert failing() == {"provisions": 0, "calls": 0}
+    finally:
+        a.close()
+
+
+def test_unbound_cursors_are_counted_by_party_and_outcome_from_any_thread(mp_dir: Path) -> None:
+    """``jpkiva_changes_unbound_cursors_total{party, outcome}``: how many cursors issued before
+    cursors were bound each party still sends (accepted while ``[watch] unbound_cursors`` is
+    on, refused 410 after), so that the operator knows when the transition can end. Counted
+    at once, from the batch thread too (where a feed read runs on several nodes)."""
+    wm = m.WorkerMetrics(MetricsConfig(render_interval=0))
+    wm.unbound_cursor("sig-verifier", True)
+    worker = threading.Thread(target=wm.unbound_cursor, args=("sig-verifier", True))
+    worker.start()
+    worker.join()
+    wm.unbound_cursor("usr-verifier", False)
+    got = parse_metrics(wm.render().decode())
+    name = "jpkiva_changes_unbound_cursors_total"
+    assert {k: v for k, v in got.items() if k[0] == name} == {
+        (name, frozenset({("party", "sig-verifier"), ("outcome", "accepted")})): 2,
+        (name, frozenset({("party", "usr-verifier"), ("outcome", "refused")})): 1,
+    }
+    wm.close()
+
+
+@pytest.mark.real_clock  # the ledger flusher's timed wait hangs under libfaketime
+def test_the_app_counts_the_unbound_cursors_of_its_changes_feed(
+    built: Built, tmp_path: Path, mp_dir: Path
+) -> None:
+    """The feed's env (the one its routes share) tells this worker's metrics of each unbound
+    cursor (the counting and the env's call are tested apart; this is the wiring)."""
+    cfg = built.app_config(tmp_path, **{"metrics.enabled": True, "metrics.render_interval": 0})
+    a = JpkiApp(cfg, 0)
+    try:
+        assert a.metrics is not None and a.v1 is not None
+        env = a.v1.env(changes.CHANGES_ROUTE.path)
+        assert isinstance(env, changes.WatchEnv) and env is changes.setup(a.config)
+        env.on_unbound("sig-verifier", False)
+        got = parse_metrics(a.metrics.render().decode())
+        key = frozenset({("party", "sig-verifier"), ("outcome", "refused")})
+        assert got[("jpkiva_changes_unbound_cursors_total", key)] == 1
     finally:
         a.close()
 

@@ -27,6 +27,7 @@ from responder.v1.feedpos import Start, Verdict, locate
 
 T1 = datetime(2031, 2, 3, 4, 5, 6, tzinfo=UTC)
 T2 = datetime(2031, 2, 4, 4, 5, 6, tzinfo=UTC)
+T3 = datetime(2031, 2, 5, 4, 5, 6, tzinfo=UTC)
 ISSUER = 1
 KEYS = [sf.status_key(ISSUER, n) for n in (40, 41, 42, 43)]
 HOLDER = bytes(range(32))
@@ -157,6 +158,35 @@ def test_memory_reader_reads_the_feed_like_lmdb(store: Store) -> None:
         for start in (changes_start(0), _all(r)[0].after, changes_start(seq)):
             assert list(mem.changes(start)) == list(r.changes(start))
         assert mem.count(sf.DB_CHANGES) == r.count(sf.DB_CHANGES)
+
+
+def test_the_last_commit_with_a_change_at_or_before_one_and_its_time(store: Store) -> None:
+    """`StoreReader.last_change`: what ties a feed position to the commits the store holds
+    (a store restored from an older copy writes its next commits, of the same numbers,
+    later: `responder.v1.cursor.Anchor`). LMDB and `MemoryReader` alike."""
+    with store.read() as r:
+        assert r.last_change(10) is None  # no change yet
+    first = _revoke(store, [KEYS[0], KEYS[1]], T2)
+    with Commit(store, lambda: T2) as c:  # a commit that revokes nothing: no marker
+        c.add_certificate(sf.status_key(ISSUER, 50), _good(), Family.SIGN_CARD, None)
+        quiet = c.seq
+    second = _revoke(store, [KEYS[2]], T3)
+    t2, t3 = int(T2.timestamp()), int(T3.timestamp())
+    mem = MemoryReader(
+        lost=[(first, KEYS[0]), (first, KEYS[1]), (second, KEYS[2])],
+        commit_times={first: t2, second: t3},
+    )
+    with store.read() as r:
+        for reader in (r, mem):
+            assert reader.last_change(first - 1) is None
+            assert reader.last_change(first) == (first, t2)
+            assert reader.last_change(quiet) == (first, t2)
+            assert reader.last_change(second) == (second, t3)
+            assert reader.last_change(second + 5) == (second, t3)
+    with Commit(store) as c:
+        c.prune_changes(t3)  # ``first`` past retention: its marker and entries dropped
+    with store.read() as r:
+        assert r.last_change(quiet) is None and r.last_change(second) == (second, t3)
 
 
 def test_a_commit_of_the_record_stream_marks_its_batch_and_prune_moves_the_stream_horizon(

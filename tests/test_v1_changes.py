@@ -156,15 +156,21 @@ class Api:
         got = cursor.unseal(self.key(), party, text)
         assert isinstance(got, cursor.Bound) and got.bound, got
         assert got.gen == self.watchset.generation(party)
-        return got._replace(gen=bytes(cursor.GEN_BYTES))
+        if isinstance(got.position, cursor.Position):  # anchored in the store as it is
+            assert got.anchors == (
+                cursor.anchor(self.reader, got.position),
+                cursor.anchor(self.reader, got.mark),
+            ), got
+        return got._replace(gen=bytes(cursor.GEN_BYTES), anchors=None)
 
     def sealed(self, start: bytes, mark: bytes | None = None, party: str = "sig") -> str:
         """A bound cursor of the test store at ``start``, counted up to ``mark`` (or it), of
-        the party's watch list as it is now."""
+        the party's watch list as it is now, anchored in the store as it is now."""
         here = cursor.Position(STORE_ID, start)
         upto = cursor.Position(STORE_ID, mark) if mark is not None else here
         gen = self.watchset.generation(party)  # of the list as it is now
-        return cursor.seal(self.key(), party, cursor.Bound(here, upto, gen=gen))
+        anchors = (cursor.anchor(self.reader, here), cursor.anchor(self.reader, upto))
+        return cursor.seal(self.key(), party, cursor.Bound(here, upto, gen=gen, anchors=anchors))
 
     def changes(self, query: str, party: str = "sig") -> tuple[Response, Any]:
         headers = {b"authorization": f"Bearer {party}".encode()}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from crlbuilder.store import format as sf
+from crlbuilder.store.memory import MemoryReader
 from crlbuilder.store.reader import changes_start
 from responder.registry.vocabulary import Method, Service
 from responder.v1 import changes, cursor, provision, watchlog, watchsnap
@@ -18,7 +19,21 @@ from responder.v1.watchdb import LmdbWatchSet
 from responder.v1.watchset import MemoryWatchSet, WatchKeys
 from responder.v1.watchsnap import Loading, Seal
 from tests.support.pki import Ca, make_ca, rsa_key
-from tests.test_v1_changes import AC, SC, STORE_ID, A, Api, B, C, after, at, ref, store
+from tests.test_policy import NOW
+from tests.test_v1_changes import (
+    AC,
+    COMMITTED,
+    SC,
+    STORE_ID,
+    A,
+    Api,
+    B,
+    C,
+    after,
+    at,
+    ref,
+    store,
+)
 from tests.test_v1_feedpos import FEED, G2, TOKEN, node_a, node_b, nodes, pos, sp
 
 SIGN = ("sig", Service.SIGN_REVOCATION_INFO, Method.JSON)
@@ -157,6 +172,67 @@ def test_a_fresh_cursor_after_a_store_restored_from_an_older_copy_counts_anew(
     assert serials(got) == [B, C] and total(remade) == 2
 
 
+def test_a_store_restored_from_an_older_copy_leaves_no_change_of_its_new_commits_uncounted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """F5 (report-aufeedexact.md). A store restored from an older copy keeps its store id and
+    numbers its next commits as the lost ones, written later. The party read B and C (commit
+    5); the store goes back to commit 4 and makes commit 5 again, in which A loses effect.
+    A cursor not ahead of the store meets no 409: neither this node's mark nor the cursor's,
+    made in the lost commit 5, may cover A, new in the one made again; and a cursor whose
+    position is past the lost commits (it would never deliver A) is told to resynchronise."""
+    api = Api(store(cas), tmp_path)
+    api.watch(add=[ref(SC, A), ref(SC, B), ref(SC, C)])
+    older = api.sealed(changes_start(4))  # kept by the party: its retry after the restore
+    carried = api.sealed(changes_start(4), sf.change_key(5, sf.status_key(SC, C)) + b"\x00")
+    _, got = api.changes(f"cursor={older}")
+    assert serials(got) == [B, C] and total(api) == 2
+    past = got["cursor"]  # after commit 7
+    lists, marks, gens = api.watchset.lists, api.watchset.marks, api.watchset.gens
+    remade_at = int(NOW) - 30  # commit 5 made again after the restore: later than any before
+
+    def restored(node_marks: dict[str, bytes]) -> Api:
+        again = Api(
+            store(cas, lost=[(3, sf.status_key(SC, A)), (5, sf.status_key(SC, A))],
+                  commit_times={**COMMITTED, 5: remade_at}),
+            tmp_path,
+        )  # fmt: skip
+        watchset = again.watchset  # the same watch lists, this node's marks as given
+        watchset.lists, watchset.marks, watchset.gens = lists, node_marks, gens
+        return again
+
+    node = restored(marks)  # this node's mark, from before the restore
+    _, got = node.changes(f"cursor={older}")
+    assert serials(got) == [A] and total(node) == 1  # new in the commit made again: counted
+    _, again = node.changes(f"cursor={older}")
+    assert serials(again) == [A] and total(node) == 1  # and then once only
+    other = restored({})  # the cursor's own mark, from before the restore (another node)
+    _, got = other.changes(f"cursor={carried}")
+    assert serials(got) == [A] and total(other) == 1
+    resp, got = other.changes(f"cursor={past}")  # would read on from commit 7: A never given
+    assert (resp.status, got["rule"]) == (409, "cursor_ahead"), got
+
+
+def test_a_store_cursor_carries_the_anchors_of_its_position_and_mark_under_the_tag() -> None:
+    """`cursor.Anchor`: 12 bytes each after the mark, under the HMAC; the longest cursor still
+    within `MAX_CURSOR_CHARS`; one issued before anchors is read without them."""
+    key = WatchKeys(bytes(range(32))).cursor_key()
+    inside = cursor.Position(STORE_ID, sf.change_key(5, sf.status_key(SC, C)) + b"\x00")
+    anchors = (cursor.Anchor(5, 1_900_000_000), cursor.Anchor(2**32 - 1, -1))
+    for position, mark in ((inside, inside), (after(4), after(3)), (after(4), inside)):
+        bound = cursor.Bound(position, mark, gen=b"g" * cursor.GEN_BYTES, anchors=anchors)
+        text = cursor.seal(key, "sig", bound)
+        assert len(text) <= cursor.MAX_CURSOR_CHARS
+        assert cursor.unseal(key, "sig", text) == bound
+        before = cursor.seal(key, "sig", bound._replace(anchors=None))
+        assert cursor.unseal(key, "sig", before) == bound._replace(anchors=None)
+        assert cursor.unseal(key, "sig", _flip(text, len(text) * 3 // 4 - 20)) in (
+            cursor.Verdict.NOT_GENUINE, cursor.Verdict.MALFORMED
+        )  # an anchor altered
+    with pytest.raises(ValueError, match="anchors"):
+        cursor.seal(key, "sig", cursor.Bound(sp(10, 20, 0, B), sp(10, 20, 0, B), anchors=anchors))
+
+
 # --- a cursor bound to its party ---------------------------------------------------------
 
 
@@ -219,6 +295,29 @@ def test_once_the_transition_is_over_a_cursor_issued_before_binding_is_410(
         assert "before cursors were bound" in got["detail"] and "POST /v1/status" in got["detail"]
     resp, got = api.changes(f"cursor={api.sealed(changes_start(3))}")
     assert resp.status == 200 and serials(got) == [B] and total(api) == 1
+
+
+@pytest.mark.parametrize("transition", [True, False])
+def test_each_unbound_cursor_is_told_to_the_metrics_by_party_accepted_or_refused(
+    cas: dict[int, Ca], tmp_path: Path, transition: bool
+) -> None:
+    """The operator ends the transition (``[watch] unbound_cursors`` off) once no party uses
+    an unbound cursor any more: each one read (or refused after it) is told to the metrics
+    (`WatchEnv.on_unbound`, ``jpkiva_changes_unbound_cursors_total``) with the party's
+    registry id; a bound cursor, a fresh one and a malformed one are not."""
+    api = Api(store(cas), tmp_path, unbound_cursors=transition)
+    told: list[tuple[str, bool]] = []
+    changes.setup(api.config).on_unbound = lambda party, accepted: told.append((party, accepted))
+    api.watch(add=[ref(SC, B)])
+    api.watch(party="both", add=[ref(SC, B)])
+    api.changes("")
+    api.changes(f"cursor={api.sealed(changes_start(3))}")
+    api.changes("cursor=not-a-cursor")
+    assert told == []
+    resp, _ = api.changes(f"cursor={at(3)}")
+    assert resp.status == (200 if transition else 410)
+    api.changes(f"cursor={pos(10)}", party="both")
+    assert told == [("sig", transition), ("both", transition)]
 
 
 def test_the_cursor_key_is_derived_from_the_watch_secret_and_not_the_secret() -> None:
@@ -385,17 +484,20 @@ def test_an_entry_added_while_a_read_ran_has_every_change_it_delivers_counted() 
     mark = cursor.Position(STORE_ID, changes_start(7))
     lists.count_once("sig", lambda _kept, gen: gen + cursor.pack(mark))
     lists.update("sig", [sf.status_key(SC, A)], [], limit=10)  # a new generation
-    lists.marks["sig"] = changes._stored(before, mark)  # as a read of before would leave it
+    lineage = changes._Lineage(MemoryReader())  # a feed of no change: every anchor is none
+    lineage.note(mark)
+    lists.marks["sig"] = changes._stored(before, mark, lineage)  # as a read of before would
     afters = [cursor.Position(STORE_ID, changes_start(c)) for c in (3, 5)]
     got: changes._Read[cursor.Position] = changes._Read(
         services=[Service.SIGN_REVOCATION_INFO] * 2, afters=afters
     )
-    provided = changes._provided(lists, "sig", got, mark, before)
+    provided = changes._provided(lists, "sig", got, mark, before, lineage=lineage)
     counted: list[object] = []
     assert provided.provide is not None
     assert provided.provide(lambda counts: counted.append(counts) or True) is True
     assert counted == [((Service.SIGN_REVOCATION_INFO, 2),)]
-    assert changes._stored_mark(lists.marks["sig"], before) == mark  # left as it was
+    kept = changes._stored_mark(lists.marks["sig"], before, lineage)
+    assert kept == (mark, cursor.NO_ANCHOR)  # left as it was
 
 
 def test_a_fresh_cursor_does_not_make_an_older_cursors_changes_uncounted(

@@ -216,6 +216,10 @@ class MemoryReader(ReaderRules):
                 at = self.commit_times.get(commit, 0)
                 yield ChangeEntry(commit, key, at, self.groups.get(commit))
 
+    def last_change(self, commit: int) -> tuple[int, int] | None:
+        before = [c for c, _ in self.lost if c <= commit]
+        return (max(before), self.commit_times.get(max(before), 0)) if before else None
+
 
 def _range(records: Mapping[bytes, _V], issuer_index: int | None) -> Iterator[tuple[bytes, _V]]:
     """(key, record) in key order, of one issuer (its key prefix) or of all."""

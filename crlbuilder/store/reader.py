@@ -246,6 +246,13 @@ class StoreReader(Protocol):
         order (``start``: `changes_start` or `ChangeEntry.after`)."""
         ...
 
+    def last_change(self, commit: int) -> tuple[int, int] | None:
+        """The last commit at or before ``commit`` whose losses of effect the feed holds, and
+        when it was written (its `ChangeEntry.committed_at`: 0 when its marker is gone); None
+        when the feed holds none. A store restored from an older copy numbers its next
+        commits as the lost ones, written later: this tells them apart."""
+        ...
+
 
 def latest_of(newest_first: Iterator[sf.CrlFileEntry]) -> list[sf.CrlFileEntry]:
     """The latest full CRL and the latest delta CRL after it, from one issuer's CRL index
@@ -660,6 +667,18 @@ class LmdbReader(ReaderRules):
             if k[:4] != prefix:  # an entry whose marker is gone: its time is unknown
                 prefix, commit, at, group = k[:4], sf.unpack_u32(k[:4]), 0, None
             yield ChangeEntry(commit, k[4:], at, group)
+
+    def last_change(self, commit: int) -> tuple[int, int] | None:
+        db = self._dbs.get(sf.DB_CHANGES)
+        if db is None:
+            return None
+        cur = self._txn.cursor(db=db)
+        found = cur.prev() if cur.set_range(sf.commit_marker_key(commit + 1)) else cur.last()
+        if not found:
+            return None
+        prefix = bytes(cur.key()[:4])
+        raw = self._txn.get(prefix, db=db)
+        return sf.unpack_u32(prefix), sf.parse_commit_marker(bytes(raw))[0] if raw else 0
 
     # --- the builder's own ----------------------------------------------------------
 

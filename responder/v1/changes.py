@@ -58,7 +58,10 @@ the status record of each hit. The watch list is the responder's own state
   the store's current commit. A cursor of another store or of a store rebuilt from the
   records, or older than the feed's retention (crlbuilder's ``store.changes_keep_days``),
   is refused 410 (``cursor_expired``); one ahead of the store (restored from an older
-  copy) 409 (``cursor_ahead``). The way back is the same: take a fresh cursor (no
+  copy), or past commits the restored store has made again since, 409 (``cursor_ahead``):
+  a cursor of a node's own store, and the node's mark, carry an anchor of the commits they
+  passed (`responder.v1.cursor.Anchor`), and a mark whose anchor the store no longer holds
+  is not read (what it covered is counted again). The way back is the same: take a fresh cursor (no
   cursor), re-read the status of the whole list with ``POST /v1/status``, then read the
   changes from that cursor (changes between the two are delivered again, not lost).
 - A service of several nodes (``[cluster] nats``) serves the feed on every node: a party
@@ -182,7 +185,8 @@ _CURSOR_PROBLEMS: Final = {
     ),
     cursors.Verdict.AHEAD: problem.make(
         409, RULE_CURSOR_AHEAD,
-        f"the cursor is ahead of this store (restored from an older copy?): {_RESYNC}",
+        f"the cursor is ahead of this store, or past commits it has made again since "
+        f"(restored from an older copy?): {_RESYNC}",
         field="$.cursor",
     ),
 }  # fmt: skip
@@ -306,6 +310,10 @@ class WatchEnv:
     """A node of several (``[cluster] nats``): the watch stream every node applies to its
     lists (`responder.v1.watchlog`); None on one node, whose lists are written directly."""
     keys: WatchKeys | None = None
+    on_unbound: Callable[[str, bool], None] = field(default=lambda _party, _accepted: None)
+    """Told of each cursor issued before cursors were bound (the party's registry id, and
+    whether it was read: ``[watch] unbound_cursors``): the worker's metrics
+    (``jpkiva_changes_unbound_cursors_total``), from the batch thread too; nothing by default."""
     _cursor_key: bytes | None = field(default=None, repr=False)
     _opening: threading.Lock = field(default_factory=threading.Lock)
     _unavailable: str | None = None
@@ -764,25 +772,62 @@ class _Provided(Generic[P]):
     nothing was delivered."""
 
 
-def _stored(gen: bytes, mark: cursors.Position | cursors.StreamPosition) -> bytes:
+@dataclass
+class _Lineage:
+    """A read of one node's store feed: the `cursors.Anchor` of each position it may write
+    into a cursor or a counted mark, as this view's store holds them. A store restored from
+    an older copy numbers its next commits as the lost ones: a mark anchored in the lost
+    ones is not read (`cursors.holds`). Checked against the view in the handler only (the
+    view is closed when the answer's provisions are counted)."""
+
+    reader: StoreReader
+    known: dict[cursors.Position, cursors.Anchor] = field(default_factory=dict)
+
+    def note(self, position: cursors.Position) -> cursors.Anchor:
+        """``position``'s anchor in this view, kept."""
+        at = self.known[position] = cursors.anchor(self.reader, position)
+        return at
+
+    def held(self, position: cursors.Position, at: cursors.Anchor) -> bool:
+        """Does this view's store hold ``position`` anchored ``at`` (then kept)?"""
+        if not cursors.holds(self.reader, position, at):
+            return False
+        self.known.setdefault(position, at)
+        return True
+
+    def of(self, position: cursors.Position | cursors.StreamPosition) -> cursors.Anchor | None:
+        return self.known.get(position) if isinstance(position, cursors.Position) else None
+
+
+def _stored(
+    gen: bytes, mark: cursors.Position | cursors.StreamPosition, lineage: _Lineage | None
+) -> bytes:
     """A counted mark as this node keeps it (`WatchSet.count_once`): the list generation it
-    is of, then the mark."""
+    is of, then the mark, and of a store position its anchor (`cursors.pack_anchored`;
+    without one it is not read again: counted again, never fewer)."""
+    at = lineage.of(mark) if lineage is not None else None
+    if isinstance(mark, cursors.Position) and at is not None:
+        return gen + cursors.pack_anchored(mark, at)
     return gen + cursors.pack(mark)
 
 
 def _stored_mark(
-    stored: bytes | None, gen: bytes
-) -> cursors.Position | cursors.StreamPosition | None:
-    """The mark of `_stored` when it is of the list generation ``gen``, else None."""
+    stored: bytes | None, gen: bytes, lineage: _Lineage | None
+) -> tuple[cursors.Position | cursors.StreamPosition, cursors.Anchor | None] | None:
+    """The mark of `_stored` (and its anchor, of a store position) when it is of the list
+    generation ``gen``, else None; a store position without an anchor is None too."""
     if stored is None or stored[: len(gen)] != gen:
         return None
-    return cursors.unpack(stored[len(gen) :])
+    raw = stored[len(gen) :]
+    if lineage is None:
+        mark = cursors.unpack(raw)
+        return (mark, None) if isinstance(mark, cursors.StreamPosition) else None
+    return cursors.unpack_anchored(raw)
 
 
-def _from(mark: P, stored: bytes | None, gen: bytes, ceiling: P | None) -> P:
-    """The mark a read counts from: the later of the cursor's and this node's (of the list
-    generation ``gen``), no later than ``ceiling``."""
-    kept = _stored_mark(stored, gen)
+def _from(mark: P, kept: cursors.Position | cursors.StreamPosition | None, ceiling: P | None) -> P:
+    """The mark a read counts from: the later of the cursor's and this node's (``kept``),
+    no later than ``ceiling``."""
     same = _same_feed(kept, mark) if kept is not None else None
     m = provision.later(mark, same) if same is not None else mark
     if ceiling is not None and provision.later(m, ceiling) is not ceiling:
@@ -799,7 +844,13 @@ def _tally(services: list[Service], fresh: list[bool]) -> Counts:
 
 
 def _provided(
-    lists: WatchSet, party: str, got: _Read[P], mark: P, gen: bytes, ceiling: P | None = None
+    lists: WatchSet,
+    party: str,
+    got: _Read[P],
+    mark: P,
+    gen: bytes,
+    ceiling: P | None = None,
+    lineage: _Lineage | None = None,
 ) -> _Provided[P]:
     """The counted mark after a read, and how its provisions are counted once its answer is
     made (`Reply.provide`): the changes delivered that neither the cursor's mark nor this
@@ -809,10 +860,34 @@ def _provided(
     counted, and no mark stored). This node's mark moves in the same step as the ledger
     counts, after it (a worker killed between them: counted, at worst again, never not at
     all), and only when the answer is given. ``ceiling``: the highest mark this view can have
-    counted (a store restored from an older copy numbers its new commits as the lost ones)."""
+    counted (a store restored from an older copy numbers its new commits as the lost ones).
+    ``lineage``: of a store's own feed, where this node's mark is read only when the store
+    still holds the commits it was anchored in (checked in this view), or when another read
+    wrote it since (which checked it in its own)."""
     if not got.afters:
         return _Provided(mark)
-    _new, after = provision.count(got.afters, _from(mark, lists.mark(party), gen, ceiling))
+    seen = lists.mark(party)
+    seen_kept = _stored_mark(seen, gen, lineage)
+    seen_holds = (
+        lineage is None
+        or seen_kept is None
+        or seen_kept[1] is None
+        or not isinstance(seen_kept[0], cursors.Position)
+        or lineage.held(seen_kept[0], seen_kept[1])
+    )
+
+    def kept(stored: bytes | None) -> cursors.Position | cursors.StreamPosition | None:
+        if stored == seen and not seen_holds:
+            return None  # anchored in commits the store no longer holds: counted again
+        got = _stored_mark(stored, gen, lineage)
+        if got is None:
+            return None
+        mark, at = got
+        if lineage is not None and isinstance(mark, cursors.Position) and at is not None:
+            lineage.known.setdefault(mark, at)
+        return mark
+
+    _new, after = provision.count(got.afters, _from(mark, kept(seen), ceiling))
 
     def provide(give: Callable[[Counts], bool]) -> bool | None:
         given: list[bool] = []
@@ -821,9 +896,9 @@ def _provided(
             if now != gen:  # an entry was added since the list was read: no mark covers
                 given.append(give(_tally(got.services, [True] * len(got.afters))))
                 return stored
-            fresh, upto = provision.count(got.afters, _from(mark, stored, gen, ceiling))
+            fresh, upto = provision.count(got.afters, _from(mark, kept(stored), ceiling))
             given.append(give(_tally(got.services, fresh)))
-            return _stored(gen, upto) if given[-1] else stored
+            return _stored(gen, upto, lineage) if given[-1] else stored
 
         try:
             lists.count_once(party, decide)
@@ -890,8 +965,11 @@ def _opened(env: WatchEnv, key: bytes, party: str, text: str) -> cursors.Bound |
     bound = cursors.unseal(key, party, text)
     if isinstance(bound, cursors.Verdict):
         return _CURSOR_PROBLEMS[bound]
-    if not bound.bound and not env.config.unbound_cursors:
-        return _UNBOUND
+    if not bound.bound:
+        accepted = env.config.unbound_cursors
+        env.on_unbound(party, accepted)
+        if not accepted:
+            return _UNBOUND
     return bound
 
 
@@ -914,18 +992,30 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
         return _UNAVAILABLE
     party = ctx.party.id
     here = cursors.at_commit(reader)
+    lineage = _Lineage(reader)
+    here_at = lineage.note(here)
     if not request.cursor:
-        return _fresh(env, party, store, now, key, cursors.Bound(here, here))
+        fresh = cursors.Bound(here, here, anchors=(here_at, here_at))
+        return _fresh(env, party, store, now, key, fresh)
     bound = _opened(env, key, party, request.cursor)
     if isinstance(bound, Problem):
         return bound
     position, mark = bound.position, bound.mark
     if isinstance(position, cursors.StreamPosition):  # ours, of a store fed by the stream
         return _CURSOR_PROBLEMS[cursors.Verdict.OTHER_STORE]
-    verdict = cursors.judge(position, reader)
+    anchors = bound.anchors
+    verdict = cursors.judge(position, reader, anchors[0] if anchors is not None else None)
     if verdict is not cursors.Verdict.OK:
         return _CURSOR_PROBLEMS[verdict]
     assert isinstance(mark, cursors.Position)
+    if anchors is None:
+        lineage.note(position)
+    else:  # checked by `judge`
+        lineage.known.setdefault(position, anchors[0])
+    if anchors is None or not lineage.held(mark, anchors[1]):
+        # unbound (its mark is its position), issued before anchors, or anchored in commits
+        # a store restored from an older copy no longer holds: what it covered is counted
+        mark = position
     lists = env.lists()
     if lists is None:
         return _UNAVAILABLE
@@ -939,7 +1029,9 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     ident = position.store_id
 
     def after(e: ChangeEntry) -> cursors.Position:
-        return cursors.Position(ident, e.after)
+        p = cursors.Position(ident, e.after)
+        lineage.known[p] = cursors.Anchor(e.commit, e.committed_at)
+        return p
 
     try:
         gen = lists.generation(party)  # before the list is read
@@ -949,14 +1041,19 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
             reader.changes(position.start), lists, party, issuers, reader,
             limit=_limit(request, ctx), budget=env.config.scan_limit, seen=seen, after=after,
         )  # fmt: skip
-        provided = _provided(lists, party, got, mark, gen, ceiling=here)
+        provided = _provided(lists, party, got, mark, gen, ceiling=here, lineage=lineage)
     except WatchUnavailable:
         return _UNAVAILABLE
     if got.full and last is not None:
         position = cursors.Position(position.store_id, last.after)
+        position_at = cursors.Anchor(last.commit, last.committed_at)
     else:  # read to the end: the next read starts after the view's commit
-        position = here
-    cursor = cursors.seal(key, party, cursors.Bound(position, provided.mark, gen=gen))
+        position, position_at = here, here_at
+    counted = provided.mark
+    assert isinstance(counted, cursors.Position)
+    mark_at = lineage.of(counted) or lineage.note(counted)  # always known: of this view
+    bound = cursors.Bound(position, counted, gen=gen, anchors=(position_at, mark_at))
+    cursor = cursors.seal(key, party, bound)
     return _reply(store, now, got, provided, cursor, issuers)
 
 
@@ -1120,7 +1217,11 @@ CHANGES_ROUTE: Final = Route(
             "another party's: `field` is `$.cursor`): pass back the cursor of your own "
             "last answer unchanged.",
         ),
-        (409, "the cursor is ahead of this store (restored from an older copy): resynchronise"),
+        (
+            409,
+            "the cursor is ahead of this store, or past commits it has made again since "
+            "(restored from an older copy): resynchronise",
+        ),
         (
             410,
             "the cursor is past the feed's retention, or of a store rebuilt since, or was "

@@ -37,6 +37,15 @@ The answers carry either position bound to the party that read it (version 3, `s
       as above) ‖ counted mark (a position of the same store or feed, without its version
       and id) ‖ tag 16 B
 
+A cursor of one node's store (a version 1 position) also carries, after the mark and before
+the tag, an anchor of the position and one of the mark (`Anchor`, 12 bytes each): the last
+commit at or before each that recorded a change, and that commit's time. A store restored
+from an older copy keeps its store id and numbers its next commits as the lost ones, written
+later: the same position then names other changes. A position whose anchor the store no
+longer holds is refused as ahead (409: the store went back), and a mark whose anchor it no
+longer holds is not read (what it covered is counted again). A bound cursor of such a store
+without anchors (issued before them) is read with its mark as its position.
+
 The counted mark (`responder.v1.provision`) says up to where the changes delivered to the
 party were counted in the ledger (帳簿, Act §40): a change at or before it is delivered again
 when the position is before it, not counted again, as long as the party's watch list is
@@ -80,8 +89,64 @@ TAG_BYTES: Final = 16
 _TAG_DOMAIN: Final = b"jpkiva changes cursor v3\x00"
 GEN_BYTES: Final = 8
 """The watch list generation a bound cursor's mark is of (`WatchSet.generation`)."""
+ANCHOR_BYTES: Final = 4 + 8
+"""An `Anchor`: commit u32 ‖ time i64."""
+_INSIDE_MARK: Final = _INSIDE_BYTES - 1 - sf.STORE_ID_BYTES + 2 * ANCHOR_BYTES
+"""A store mark inside a commit, then the two anchors (`Anchor`): 51 bytes."""
 MAX_CURSOR_CHARS: Final = 168
 """The longest cursor string (a bound stream cursor of 121 bytes is 162 base64 characters)."""
+
+
+class Anchor(NamedTuple):
+    """What ties a position of one node's store feed to the commits the store holds: the
+    last commit at or before it that recorded a change (`StoreReader.last_change`), and
+    when that commit was written; (0, 0) when the feed held none. A store restored from an
+    older copy writes its next commits, of the same numbers, later (module docstring)."""
+
+    commit: int
+    at: int
+
+
+NO_ANCHOR: Final = Anchor(0, 0)
+
+
+def _through(position: Position) -> int:
+    """The last commit whose changes ``position`` may have passed (all or some of)."""
+    return position.commit if len(position.start) > 4 else position.commit - 1
+
+
+def anchor(reader: StoreReader, position: Position) -> Anchor:
+    """``position``'s anchor in ``reader``'s view."""
+    got = reader.last_change(_through(position))
+    return Anchor(*got) if got is not None else NO_ANCHOR
+
+
+def holds(reader: StoreReader, position: Position, at: Anchor) -> bool:
+    """Does the store still hold the commits ``position`` was anchored in (``at``)? Also when
+    retention has dropped the anchor's commit since (and nothing after it up to there)."""
+    now = anchor(reader, position)
+    return now == at or (now == NO_ANCHOR and at.commit <= reader.changes_from())
+
+
+def _pack_anchor(a: Anchor) -> bytes:
+    return sf.pack_u32(a.commit) + sf.pack_i64(a.at)
+
+
+def _unpack_anchor(raw: bytes) -> Anchor:
+    return Anchor(sf.unpack_u32(raw[:4]), sf.unpack_i64(raw[4:]))
+
+
+def pack_anchored(position: Position, at: Anchor) -> bytes:
+    """A store position and its anchor, as a node keeps its counted mark."""
+    return pack(position) + _pack_anchor(at)
+
+
+def unpack_anchored(raw: bytes) -> tuple[Position, Anchor] | None:
+    """What `pack_anchored` wrote, or None."""
+    position = unpack(raw[:-ANCHOR_BYTES]) if len(raw) > ANCHOR_BYTES else None
+    if not isinstance(position, Position):
+        return None
+    return position, _unpack_anchor(raw[-ANCHOR_BYTES:])
 
 
 class Verdict(enum.Enum):
@@ -225,8 +290,9 @@ def _unpack_store(raw: bytes) -> Position | None:
     return Position(raw[1 : 1 + sf.STORE_ID_BYTES], raw[1 + sf.STORE_ID_BYTES :])
 
 
-def judge(position: Position | None, reader: StoreReader) -> Verdict:
-    """Can ``reader`` serve the changes after ``position`` exactly (module docstring)?"""
+def judge(position: Position | None, reader: StoreReader, at: Anchor | None = None) -> Verdict:
+    """Can ``reader`` serve the changes after ``position`` exactly (module docstring)?
+    ``at``: the position's anchor, when the cursor carries one."""
     if position is None:
         return Verdict.MALFORMED
     if position.store_id != _id(reader.store_id()):
@@ -235,6 +301,8 @@ def judge(position: Position | None, reader: StoreReader) -> Verdict:
         return Verdict.EXPIRED
     if position.start > changes_start(reader.generation().commit):
         return Verdict.AHEAD
+    if at is not None and not holds(reader, position, at):
+        return Verdict.AHEAD  # restored from an older copy: its commits since are others
     if len(position.start) > 4:  # inside a kept commit: the change it follows is recorded
         entry = position.start[:-1]
         first = next(iter(reader.changes(entry)), None)
@@ -258,6 +326,9 @@ class Bound(NamedTuple):
     gen: bytes = bytes(GEN_BYTES)
     """The generation of the party's watch list the mark was counted under: read only while
     the list is still of it (`responder.v1.watchset.WatchSet.generation`)."""
+    anchors: tuple[Anchor, Anchor] | None = None
+    """Of a store position: the position's and the mark's `Anchor`; None for a stream
+    position, an unbound cursor, or a bound one issued before anchors."""
 
 
 def _tag(key: bytes, party: str, body: bytes) -> bytes:
@@ -275,6 +346,10 @@ def seal(key: bytes, party: str, bound: Bound) -> str:
         raise ValueError(f"a watch list generation is {GEN_BYTES} bytes")
     head = bytes((BOUND_VERSION,)) + bound.gen + bytes((len(position),))
     body = head + position + mark[1 + sf.STORE_ID_BYTES :]
+    if bound.anchors is not None:
+        if not isinstance(bound.position, Position):
+            raise ValueError("only a position of one node's store has anchors")
+        body += _pack_anchor(bound.anchors[0]) + _pack_anchor(bound.anchors[1])
     return _text(body + _tag(key, party, body))
 
 
@@ -295,7 +370,12 @@ def unseal(key: bytes, party: str, cursor: str) -> Bound | Verdict:
         return Verdict.NOT_GENUINE
     gen, n = body[1 : 1 + GEN_BYTES], body[1 + GEN_BYTES]
     position = unpack(body[start : start + n])
-    mark = unpack(body[start : start + 1 + sf.STORE_ID_BYTES] + body[start + n :])
+    rest, anchors = body[start + n :], None
+    if isinstance(position, Position) and len(rest) in (4 + 2 * ANCHOR_BYTES, _INSIDE_MARK):
+        cut = len(rest) - 2 * ANCHOR_BYTES
+        rest, tail = rest[:cut], rest[cut:]
+        anchors = (_unpack_anchor(tail[:ANCHOR_BYTES]), _unpack_anchor(tail[ANCHOR_BYTES:]))
+    mark = unpack(body[start : start + 1 + sf.STORE_ID_BYTES] + rest)
     if position is None or mark is None or type(position) is not type(mark):
         return Verdict.MALFORMED  # tagged by this service: not one it writes
-    return Bound(position, mark, gen=gen)
+    return Bound(position, mark, gen=gen, anchors=anchors)

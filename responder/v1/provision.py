@@ -34,6 +34,10 @@ in two places, the later of which applies:
   older cursor on the same node is not counted twice, nor are two reads of one party at
   once; a mark never says more was counted than the ledger did.
 
+A mark of one node's own store carries the anchor of the commits it passed
+(`responder.v1.cursor.Anchor`): a store restored from an older copy numbers its next
+commits as the lost ones, and a mark anchored in lost commits is not read (counted again).
+
 Positions of the record stream compare exactly within one batch only where both nodes cut
 it alike (they usually do: batches are cut by the stream); a change of a batch this node cut
 otherwise than the mark's (a builder that cut by time, its publisher gone) cannot be placed

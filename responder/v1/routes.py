@@ -217,6 +217,11 @@ class V1Api:
         request's (`counted_at`). None: at the request's ``now`` (an answer given at once, or
         a test on a fixed clock)."""
 
+    def env(self, path: str) -> object | None:
+        """What the route at ``path`` made with its ``setup`` in this worker (None: no such
+        route, or none made): for the app to hook its metrics to it."""
+        return self._envs.get(path)
+
     def decider(self, registry: Registry) -> Decide:
         """The access decision for this appliance's parties (see ``group_id``)."""
         if self.group_id is None:
