@@ -58,7 +58,13 @@ from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import SignerError, read_private_file
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.options import ConfigError
-from responder.config import MetricsConfig, ResponderConfig, ServerConfig, TlsConfig
+from responder.config import (
+    MetricsConfig,
+    ResponderConfig,
+    ServerConfig,
+    StoreConfig,
+    TlsConfig,
+)
 from responder.http import App, HttpHooks, HttpServer
 
 __all__ = [
@@ -508,22 +514,31 @@ class _Child(msgspec.Struct):
 def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
     """The fields changed from ``old`` to ``new`` that a reload (SIGHUP) does not apply and
     only a restart does (docs/operations.md, "The units"): the listeners (hosts, port,
-    workers, TLS on or off), every ``[metrics]`` field (read when the workers start), the
-    PKI, and the signing threads (``[ocsp] signing``, ``sign_threads``)."""
+    workers, reuseport, TLS on or off, the client-certificate check: the TLS context's
+    verify mode and CAs are set at start, a reload loads only the server's chain again),
+    every ``[metrics]`` field (read when the workers start), every ``[store]`` field (the
+    store, the PKI, the CRL directory and the facts key are opened at start), the ledger's
+    directory, and the signing threads (``[ocsp] signing``, ``sign_threads``)."""
     fixed = [
         name
-        for name in ("hosts", "port", "workers")
+        for name in ("hosts", "port", "workers", "reuseport")
         if getattr(old.server, name) != getattr(new.server, name)
     ]
     if old.server.tls.enabled != new.server.tls.enabled:
         fixed.append("tls")
     fixed += [
-        f"metrics.{f.name}"
-        for f in msgspec.structs.fields(MetricsConfig)
-        if getattr(old.metrics, f.name) != getattr(new.metrics, f.name)
+        f"tls.{name}"
+        for name in ("client_ca", "client_cert")
+        if getattr(old.server.tls, name) != getattr(new.server.tls, name)
     ]
-    if old.store.pki != new.store.pki:
-        fixed.append("store.pki")
+    fixed += [
+        f"{section}.{f.name}"
+        for section, struct in (("metrics", MetricsConfig), ("store", StoreConfig))
+        for f in msgspec.structs.fields(struct)
+        if getattr(getattr(old, section), f.name) != getattr(getattr(new, section), f.name)
+    ]
+    if old.ledger.dir != new.ledger.dir:
+        fixed.append("ledger.dir")
     fixed += [
         f"ocsp.{name}"
         for name in ("signing", "sign_threads")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from responder.config import ResponderConfig, load_config
+from responder.config import ResponderConfig, ServerConfig, TlsConfig, load_config
 from responder.server import restart_fields
 
 pytestmark = pytest.mark.unit
@@ -54,3 +54,48 @@ def test_a_field_a_reload_does_not_apply_is_named(tmp_path: Path, toml: str, nam
 )
 def test_what_a_reload_applies_is_not_named(tmp_path: Path, toml: str) -> None:
     assert restart_fields(ResponderConfig(), _with(tmp_path, toml)) == []
+
+
+_TLS = TlsConfig(cert=Path("tls/cert.pem"), key=Path("tls/key.pem"))
+
+
+@pytest.mark.parametrize(
+    ("new", "named"),
+    [
+        (TlsConfig(cert=_TLS.cert, key=_TLS.key, client_ca=Path("ca.pem"), client_cert="required"),
+         ["tls.client_ca", "tls.client_cert"]),
+        (TlsConfig(cert=_TLS.cert, key=_TLS.key, client_ca=Path("ca.pem"), client_cert="optional"),
+         ["tls.client_ca", "tls.client_cert"]),
+    ],
+)  # fmt: skip
+def test_the_client_certificate_check_is_named(new: TlsConfig, named: list[str]) -> None:
+    """The TLS context's verify mode and client CAs are set when the worker starts; a
+    reload only loads the server's certificate chain again (`load_chain`). Turning
+    ``client_cert = "required"`` on with a SIGHUP left every party unauthenticated, unsaid."""
+    old = ResponderConfig(server=ServerConfig(tls=_TLS))
+    assert restart_fields(old, ResponderConfig(server=ServerConfig(tls=new))) == named
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[server]\nreuseport = false\n", "reuseport"),
+        ("[store]\npath = 'other/store'\n", "store.path"),
+        ("[store]\ncrl_dir = 'other/crl'\n", "store.crl_dir"),
+        ("[store]\nfacts_key_file = 'other/facts.key'\n", "store.facts_key_file"),
+        ("[ledger]\ndir = 'other/ledger'\n", "ledger.dir"),
+    ],
+)
+def test_what_a_worker_opens_at_start_is_named(tmp_path: Path, toml: str, named: str) -> None:
+    """The sockets (bound by the master with SO_REUSEPORT or not), the store, the CRL
+    directory, the facts key and the ledger are opened once per worker: `app.reload` opens
+    none of them again (a changed ledger.dir would have its collector read a directory the
+    writers do not write)."""
+    assert restart_fields(ResponderConfig(), _with(tmp_path, toml)) == [named]
+
+
+def test_a_server_certificate_renewed_in_place_is_applied() -> None:
+    """The chain is loaded again on SIGHUP (`load_chain`): new files are not named."""
+    new = TlsConfig(cert=Path("tls/cert-2027.pem"), key=Path("tls/key-2027.pem"))
+    old = ResponderConfig(server=ServerConfig(tls=_TLS))
+    assert restart_fields(old, ResponderConfig(server=ServerConfig(tls=new))) == []
