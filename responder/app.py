@@ -375,9 +375,11 @@ class JpkiApp:
     # --- lifecycle (called by responder.server) -----------------------------------
 
     def reload(self, config: ResponderConfig) -> None:
-        """SIGHUP: new registry and OCSP limits; a broken registry file keeps the old one
-        (the log says what is wrong and where)."""
+        """SIGHUP: new registry and OCSP limits, and this node's share of every quota
+        (``[cluster] nodes``, "Add a node"); a broken registry file keeps the old one (the
+        log says what is wrong and where)."""
         self.config = config
+        self.limits.nodes = config.cluster.nodes
         self.access_log.configure(config.log)
         self.reports.max_age = config.ledger.collect_interval
         self.signing.queue.per_party = config.ocsp.sign_queue_per_party

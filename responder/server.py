@@ -59,11 +59,16 @@ from crlbuilder.keys.signer import SignerError, read_private_file
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.options import ConfigError
 from responder.config import (
+    ClusterConfig,
+    GroupConfig,
     MetricsConfig,
     ResponderConfig,
     ServerConfig,
     StoreConfig,
     TlsConfig,
+    TokenConfig,
+    V1Config,
+    WatchConfig,
 )
 from responder.http import App, HttpHooks, HttpServer
 
@@ -511,6 +516,20 @@ class _Child(msgspec.Struct):
     ready: bool = False
 
 
+_MADE_AT_START: Final = (
+    ("group", GroupConfig),
+    ("v1", V1Config),
+    ("token", TokenConfig),
+    ("watch", WatchConfig),
+    ("cluster", ClusterConfig),
+)
+"""Sections read when a worker makes its /v1 routes' environments (`responder.v1.routes.
+V1Api`), its group setup and its streams: a reload makes none of them again."""
+_RELOADED: Final = frozenset({"cluster.nodes", "watch.ready_requires_replication"})
+"""Their fields a reload does apply: the quota share (`JpkiApp.reload`) and what readiness
+reads at each probe."""
+
+
 def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
     """The fields changed from ``old`` to ``new`` that a reload (SIGHUP) does not apply and
     only a restart does (docs/operations.md, "The units"): the listeners (hosts, port,
@@ -518,7 +537,8 @@ def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
     verify mode and CAs are set at start, a reload loads only the server's chain again),
     every ``[metrics]`` field (read when the workers start), every ``[store]`` field (the
     store, the PKI, the CRL directory and the facts key are opened at start), the ledger's
-    directory, and the signing threads (``[ocsp] signing``, ``sign_threads``)."""
+    directory, the signing threads (``[ocsp] signing``, ``sign_threads``), and what the /v1
+    routes, the group and the streams are made with (`_MADE_AT_START`)."""
     fixed = [
         name
         for name in ("hosts", "port", "workers", "reuseport")
@@ -539,6 +559,13 @@ def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
     ]
     if old.ledger.dir != new.ledger.dir:
         fixed.append("ledger.dir")
+    fixed += [
+        f"{section}.{f.name}"
+        for section, struct in _MADE_AT_START
+        for f in msgspec.structs.fields(struct)
+        if f"{section}.{f.name}" not in _RELOADED
+        and getattr(getattr(old, section), f.name) != getattr(getattr(new, section), f.name)
+    ]
     fixed += [
         f"ocsp.{name}"
         for name in ("signing", "sign_threads")

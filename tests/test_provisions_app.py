@@ -412,3 +412,15 @@ def test_a_crl_download_asked_after_the_clock_is_set_back_is_counted_on_the_day_
         if s.party == "sig-verifier" and s.method is Method.CRL_FILE and s.count
     ]
     assert counted == [(datetime.fromtimestamp(turns, JST).date(), 1)]
+
+
+def test_a_reload_applies_a_changed_number_of_nodes(app: JpkiApp) -> None:
+    """docs/operations.md ("Add a node"): `[cluster] nodes` raised on every node, then
+    `systemctl reload`: each node's share of every quota follows at once (once, the table
+    kept the share it was made with until a restart, and the nodes together admitted
+    more than the agreement)."""
+    agree(app, "--provisions-per-day", "10")
+    assert left(app) == 10
+    cluster = msgspec.structs.replace(app.config.cluster, nodes=2)
+    app.reload(msgspec.structs.replace(app.config, cluster=cluster))
+    assert left(app) == 5

@@ -1,7 +1,9 @@
 """What a reload (SIGHUP) does not apply is named by `reload_needs_restart`
 (`responder.server.restart_fields`): docs/operations.md, "The units", says hosts, port,
-workers, ``[metrics]`` and the PKI need a restart, and "Signing fairness" and "Where fresh
-signatures are made" that ``[ocsp] sign_threads`` and ``signing`` do."""
+workers, ``[metrics]``, ``[store]``, the client-certificate check, the ledger's directory
+and the sections the routes and streams are made with need a restart, and "Signing
+fairness" and "Where fresh signatures are made" that ``[ocsp] sign_threads`` and
+``signing`` do."""
 
 from __future__ import annotations
 
@@ -99,3 +101,33 @@ def test_a_server_certificate_renewed_in_place_is_applied() -> None:
     new = TlsConfig(cert=Path("tls/cert-2027.pem"), key=Path("tls/key-2027.pem"))
     old = ResponderConfig(server=ServerConfig(tls=_TLS))
     assert restart_fields(old, ResponderConfig(server=ServerConfig(tls=new))) == []
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[group]\nunlisted = 'unknown'\n", "group.unlisted"),
+        ("[v1]\nverify_max_document_bytes = 1024\n", "v1.verify_max_document_bytes"),
+        ("[token]\nrequest_dir = 'other/requests'\n", "token.request_dir"),
+        ("[watch]\nunbound_cursors = false\n", "watch.unbound_cursors"),
+        ("[watch]\nscan_limit = 10\n", "watch.scan_limit"),
+        ("[cluster]\nmax_lag = 10\n", "cluster.max_lag"),
+    ],
+)
+def test_what_a_route_or_stream_reads_at_start_is_named(
+    tmp_path: Path, toml: str, named: str
+) -> None:
+    """The /v1 routes' environments (status, verify, token, the changes feed's watch lists),
+    the group's setup and the streams of several nodes are made once per worker
+    (`V1Api(...)`'s ``setup(config)``): a reload does not make them again."""
+    assert restart_fields(ResponderConfig(), _with(tmp_path, toml)) == [named]
+
+
+@pytest.mark.parametrize(
+    "toml",
+    ["[cluster]\nnodes = 3\n", "[watch]\nready_requires_replication = true\n"],
+)
+def test_what_a_reload_applies_to_several_nodes_is_not_named(tmp_path: Path, toml: str) -> None:
+    """A node's share of the quotas (`LimitsTable.nodes`) follows a reload, as "Add a node"
+    says; readiness reads ``ready_requires_replication`` at each probe."""
+    assert restart_fields(ResponderConfig(), _with(tmp_path, toml)) == []
