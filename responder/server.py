@@ -444,7 +444,8 @@ class _Worker:
         return server, admin
 
     def reload(self) -> None:
-        """SIGHUP: new configuration, limits and TLS certificate; then ``app.reload``."""
+        """SIGHUP: new configuration, log level, limits and TLS certificate; then
+        ``app.reload``."""
         config = self.config
         if self.reload_config is not None:
             try:
@@ -453,6 +454,7 @@ class _Worker:
                 _event("reload_failed", logging.ERROR, worker=self.index, error=str(exc))
                 return
         self.config = config
+        configure_logging(config.log.level)
         if self.http is not None:
             self.http.reconfigure(config.server)
         tls = config.server.tls
@@ -806,6 +808,7 @@ class _Master:
             if fixed:
                 _event("reload_needs_restart", logging.WARNING, fields_changed=fixed)
             self.config = new
+            configure_logging(new.log.level)
         _event("master_reload", workers=len(self.children))
         for pid in self.children:
             _kill(pid, signal.SIGHUP)

@@ -7,12 +7,15 @@ fairness" and "Where fresh signatures are made" that ``[ocsp] sign_threads`` and
 
 from __future__ import annotations
 
+import io
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from responder.config import ResponderConfig, ServerConfig, TlsConfig, load_config
-from responder.server import restart_fields
+from responder.server import _Worker, configure_logging, restart_fields
 
 pytestmark = pytest.mark.unit
 
@@ -131,3 +134,25 @@ def test_what_a_reload_applies_to_several_nodes_is_not_named(tmp_path: Path, tom
     """A node's share of the quotas (`LimitsTable.nodes`) follows a reload, as "Add a node"
     says; readiness reads ``ready_requires_replication`` at each probe."""
     assert restart_fields(ResponderConfig(), _with(tmp_path, toml)) == []
+
+
+def test_a_reload_applies_the_log_level(tmp_path: Path) -> None:
+    """docs/operations.md, "The units": a reload applies ``[log]``. Its ``level`` was set
+    once, at `responder serve`'s start: a SIGHUP to ``debug`` left the workers at ``info``."""
+    loggers = [logging.getLogger(n) for n in ("responder", "crlbuilder.keys")]
+    saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    try:
+        configure_logging("info", io.StringIO())
+        new = _with(tmp_path, "[log]\nlevel = 'debug'\n")
+        worker = _Worker(0, ResponderConfig(), [], _no_app, None, lambda: new, -1)
+        worker.reload()
+        assert [lg.level for lg in loggers] == [logging.DEBUG, logging.DEBUG]
+        assert restart_fields(ResponderConfig(), new) == []
+    finally:
+        for lg, (level, propagate, handlers) in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+            lg.propagate, lg.handlers = propagate, handlers
+
+
+def _no_app(config: ResponderConfig, index: int) -> Any:
+    raise AssertionError("a reload makes no app")
