@@ -58,18 +58,7 @@ from crlbuilder.keys import oplog
 from crlbuilder.keys.signer import SignerError, read_private_file
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.options import ConfigError
-from responder.config import (
-    ClusterConfig,
-    GroupConfig,
-    MetricsConfig,
-    ResponderConfig,
-    ServerConfig,
-    StoreConfig,
-    TlsConfig,
-    TokenConfig,
-    V1Config,
-    WatchConfig,
-)
+from responder.config import MetricsConfig, ResponderConfig, ServerConfig, TlsConfig
 from responder.http import App, HttpHooks, HttpServer
 
 __all__ = [
@@ -518,61 +507,48 @@ class _Child(msgspec.Struct):
     ready: bool = False
 
 
-_MADE_AT_START: Final = (
-    ("group", GroupConfig),
-    ("v1", V1Config),
-    ("token", TokenConfig),
-    ("watch", WatchConfig),
-    ("cluster", ClusterConfig),
-)
-"""Sections read when a worker makes its /v1 routes' environments (`responder.v1.routes.
-V1Api`), its group setup and its streams: a reload makes none of them again."""
-_RELOADED: Final = frozenset({"cluster.nodes", "watch.ready_requires_replication"})
-"""Their fields a reload does apply: the quota share (`JpkiApp.reload`) and what readiness
-reads at each probe."""
+RELOADED: Final = frozenset({
+    "server.trusted_proxies", "server.client_cert_header", "server.limits",
+    "server.tls.cert", "server.tls.key",
+    "registry.path",
+    "ocsp.max_certids", "ocsp.max_nonce", "ocsp.good_cache_entries",
+    "ocsp.good_validity_seconds", "ocsp.sign_queue_per_party",
+    "log", "ledger.collect_interval", "cluster.nodes", "watch.ready_requires_replication",
+})  # fmt: skip
+"""The fields (or whole sections) a reload applies: `HttpServer.reconfigure` (the limits,
+the proxies, the client-certificate header), the server's chain loaded again, the log
+level and access log, and `JpkiApp.reload` (the registry, the OCSP limits, the report's
+age, this node's quota share; readiness reads ``ready_requires_replication`` at each
+probe). Every other field is read once, when a process or its routes start."""
+
+
+def _changed(old: msgspec.Struct, new: msgspec.Struct, prefix: str) -> list[str]:
+    """The dotted names of the leaf fields that differ, reloaded ones left out."""
+    out: list[str] = []
+    for f in msgspec.structs.fields(type(old)):
+        path = prefix + f.name
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if path in RELOADED or a == b:
+            continue
+        if isinstance(a, msgspec.Struct):
+            out += _changed(a, b, path + ".")
+        else:
+            out.append(path.removeprefix("server."))
+    return out
 
 
 def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
     """The fields changed from ``old`` to ``new`` that a reload (SIGHUP) does not apply and
-    only a restart does (docs/operations.md, "The units"): the listeners (hosts, port,
-    workers, reuseport, TLS on or off, the client-certificate check: the TLS context's
-    verify mode and CAs are set at start, a reload loads only the server's chain again),
-    every ``[metrics]`` field (read when the workers start), every ``[store]`` field (the
-    store, the PKI, the CRL directory and the facts key are opened at start), the ledger's
-    directory, the signing threads (``[ocsp] signing``, ``sign_threads``), and what the /v1
-    routes, the group and the streams are made with (`_MADE_AT_START`)."""
-    fixed = [
-        name
-        for name in ("hosts", "port", "workers", "reuseport")
-        if getattr(old.server, name) != getattr(new.server, name)
-    ]
+    only a restart does (docs/operations.md, "The units"): every field but those it applies
+    (`RELOADED`), so a field added later is named until someone makes a reload apply it.
+    The ``[server]`` fields are named without their section (``port``, ``tls.client_ca``),
+    and TLS turned on or off is ``tls``. Among them: the listeners, the client-certificate
+    check (the TLS context's verify mode and CAs are set at start, a reload loads only the
+    server's chain again), ``[metrics]``, ``[store]``, the ledger's directory, the signing
+    threads, and what the /v1 routes, the group and the streams are made with."""
+    fixed = _changed(old, new, "")
     if old.server.tls.enabled != new.server.tls.enabled:
-        fixed.append("tls")
-    fixed += [
-        f"tls.{name}"
-        for name in ("client_ca", "client_cert")
-        if getattr(old.server.tls, name) != getattr(new.server.tls, name)
-    ]
-    fixed += [
-        f"{section}.{f.name}"
-        for section, struct in (("metrics", MetricsConfig), ("store", StoreConfig))
-        for f in msgspec.structs.fields(struct)
-        if getattr(getattr(old, section), f.name) != getattr(getattr(new, section), f.name)
-    ]
-    if old.ledger.dir != new.ledger.dir:
-        fixed.append("ledger.dir")
-    fixed += [
-        f"{section}.{f.name}"
-        for section, struct in _MADE_AT_START
-        for f in msgspec.structs.fields(struct)
-        if f"{section}.{f.name}" not in _RELOADED
-        and getattr(getattr(old, section), f.name) != getattr(getattr(new, section), f.name)
-    ]
-    fixed += [
-        f"ocsp.{name}"
-        for name in ("signing", "sign_threads")
-        if getattr(old.ocsp, name) != getattr(new.ocsp, name)
-    ]
+        fixed.insert(0, "tls")
     return fixed
 
 
