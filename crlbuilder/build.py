@@ -282,8 +282,8 @@ class Builder:
         delegated OCSP signers of pre-signing, each a PEM file or a PKCS#11 URI: a wrong
         PIN, a missing token or key label, or a key that is not its certificate's raises
         `SignerError` naming the key now, before anything is applied or signed; so does a
-        delegate its generation's CA key did not issue, or one without id-kp-OCSPSigning
-        (`crlbuilder.ocsp.delegate`: every answer it signed would fail at the client). Keys of
+        delegate its generation's CA key did not issue, or one without id-kp-OCSPSigning or
+        whose key usage forbids signing (`crlbuilder.ocsp.delegate`: every answer it signed would fail at the client). Keys of
         generations that sign nothing any more (compromised without a successor) are not
         opened: they may have been destroyed in the token.
         """

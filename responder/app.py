@@ -378,9 +378,11 @@ class JpkiApp:
     # --- lifecycle (called by responder.server) -----------------------------------
 
     def reload(self, config: ResponderConfig) -> None:
-        """SIGHUP: new registry and OCSP limits; a broken registry file keeps the old one
-        (the log says what is wrong and where)."""
+        """SIGHUP: new registry and OCSP limits, and this node's share of every quota
+        (``[cluster] nodes``, "Add a node"); a broken registry file keeps the old one (the
+        log says what is wrong and where)."""
         self.config = config
+        self.limits.nodes = config.cluster.nodes
         self.access_log.configure(config.log)
         self.reports.max_age = config.ledger.collect_interval
         self.signing.queue.per_party = config.ocsp.sign_queue_per_party
@@ -549,7 +551,7 @@ class JpkiApp:
             )  # fmt: skip
             # 帳簿 (Act §40): counted before the answer is sent; 件数 = statuses provided
             if got.service is not None:  # None: a token's status (Act §38-3), not counted
-                self.ledger.count(party, got.service, Method.OCSP, len(ready.statuses), at=now)
+                self.ledger.count(party, got.service, Method.OCSP, len(ready.statuses), at=got.at)
             return self._ocsp_response(ready, get)
         if isinstance(got, Refusal):
             req.note = Outcome(
@@ -604,11 +606,12 @@ class JpkiApp:
             # provided now: a signature waited for across 00:00 JST moves its provisions to
             # the new day, where the ledger dates it (none left there: tryLater, as in flow)
             n = len(got.job.answers)
-            if self.limits.carry_provisions(got.party, n, got.now, at) is not None:
+            carried = self.limits.carry_provisions(got.party, n, got.now, at)
+            if isinstance(carried, Wait):
                 family = got.job.families[0].value
                 req.note = Outcome("ocsp", _TRY_LATER, family=family, party=party, rule=_QUOTA)
                 return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
-            self.ledger.count(party, got.service, Method.OCSP, n, at=at)
+            self.ledger.count(party, got.service, Method.OCSP, n, at=carried)
         if self.metrics is not None:
             self.metrics.observe_signing(ready.signing_seconds, party)
         req.note = Outcome(
@@ -714,27 +717,29 @@ class JpkiApp:
         # a download of a 失効情報ファイル is one provision (件数), taken first (a HEAD, or the
         # token issuer's CRL, takes none) and given back if a quota or the cycle refuses
         took = provide and party.provisions_per_day is not None
+        at = now  # when the ledger dates it: the instant of the day its provision came from
         if view.family.is_jpki and party.provisions_per_day is not None:
-            wait = self.limits.take_provisions(party, 1, now, record=provide)
-            if wait is not None:
+            taken = self.limits.take_provisions(party, 1, now, record=provide)
+            if isinstance(taken, Wait):
                 rule = policy.Rule.QUOTA.value
                 req.note = Outcome("crl", family=family, party=party.id, rule=rule)
-                refusal = policy.limit_refusal(party, service, wait.limit)
-                return problem(429, refusal, retry_after=wait.retry_after, now=now, wait=wait)
+                refusal = policy.limit_refusal(party, service, taken.limit)
+                return problem(429, refusal, retry_after=taken.retry_after, now=now, wait=taken)
+            at = taken
         wait = self.limits.admit(party, now, record=provide)
         if wait is None:
             kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
             wait = self.limits.admit_crl(party, view.index, kind, now, record=provide)
         if wait is not None:
             if took:
-                self.limits.give_back_provisions(party, 1, now)
+                self.limits.give_back_provisions(party, 1, at)
             why = policy.Rule.CYCLE if wait.limit is Limit.CYCLE else policy.Rule.QUOTA
             req.note = Outcome("crl", family=family, party=party.id, rule=why.value)
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
         req.note = Outcome("crl", family=family, party=party.id)
         if provide:
-            self.ledger.count(party.id, service, Method.CRL_FILE, 1, at=now)  # as taken
+            self.ledger.count(party.id, service, Method.CRL_FILE, 1, at=at)  # as taken
         return Response(200, crl.body, CRL, crl.headers)
 
     def _report(self, path: bytes) -> Response | asyncio.Future[Response]:

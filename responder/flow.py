@@ -115,8 +115,9 @@ class Quota(Protocol):
         """Count one request of ``party`` if its quotas allow it; else which quota and the wait."""
         ...
 
-    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None:
-        """Take ``n`` of the party's provisions of the day, all or none; else the wait."""
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | float:
+        """Take ``n`` of the party's provisions of the day, all or none: the instant of the
+        Japan day taken from, for the ledger to date them at; else the wait."""
         ...
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None:
@@ -132,6 +133,10 @@ class Answer(FrozenNoGc, frozen=True):
     service: Service | None
     """None for the status of a 特定利用者証明検証者証明符号 (`policy.decide_token_status`):
     not counted in the ledger."""
+    at: float
+    """The instant the ledger dates it at (帳簿, Act §40): the decision's, or 00:00 JST of
+    the later day its provisions were taken from (`Quota.take_provisions`: the clock set
+    back across 00:00 JST)."""
 
 
 class Signing(FrozenNoGc, frozen=True):
@@ -142,9 +147,11 @@ class Signing(FrozenNoGc, frozen=True):
     service: Service | None
     """As `Answer.service`."""
     now: float
-    """The instant of the decision: its provisions were taken for the Japan day of ``now``,
-    and a give-back (`Quota.give_back_provisions`) must name that day, not the day the
-    signature failed in (past midnight, that would come off the new day's count). A signature
+    """The instant its provisions were taken at (`Quota.take_provisions`: the decision's, or
+    00:00 JST of the later day taken from when the clock was set back across 00:00 JST), of
+    the Japan day they were taken for: a give-back (`Quota.give_back_provisions`) must name
+    that day, not the day the signature failed in (past midnight, that would come off the
+    new day's count), and the ledger never dates the answer earlier. A signature
     made after 00:00 JST is provided, and counted in the ledger, in the new day: the shell
     moves its provisions there (`responder.limits.LimitsTable.carry_provisions`)."""
 
@@ -275,17 +282,20 @@ class OcspFlow:
             return Refusal(ResponseStatus.TRY_LATER, QUOTA, party, family)
         with store.read() as reader:
             found = self.lookup(req, view, int(now), reader)
+        at = now
         if (
             service is not None
             and party.provisions_per_day is not None
             and not isinstance(found, Unavailable)
-            and self.quota.take_provisions(party, len(req.cert_ids), now) is not None
         ):
-            return Refusal(ResponseStatus.TRY_LATER, QUOTA, party, family)
+            taken = self.quota.take_provisions(party, len(req.cert_ids), now)
+            if isinstance(taken, Wait):
+                return Refusal(ResponseStatus.TRY_LATER, QUOTA, party, family)
+            at = taken
         if isinstance(found, Ready):
-            return Answer(found, party, service)
+            return Answer(found, party, service, at)
         if isinstance(found, SignJob):
-            return Signing(found, party, service, now)
+            return Signing(found, party, service, at)
         return Refusal(ResponseStatus.TRY_LATER, STALE, party, family)
 
     def issuer_of(self, req: OcspRequest) -> IssuerView | None:

@@ -47,7 +47,9 @@ across it moves its provisions to the new day (`LimitsTable.carry_provisions`). 
 moves on to the new day keeps the day before's count beside it, so a take for the day
 before that comes after another worker's first take of the new day (an instant read before
 00:00 JST: the microseconds between a /v1 answer's clock read and its take, the
-milliseconds of an OCSP decision's lookup) still checks that day with it. A row that has no free
+milliseconds of an OCSP decision's lookup) still checks that day with it. A clock set back across 00:00 JST never puts a row back a
+day: a take then comes off the row's later day, and `LimitsTable.take_provisions` returns
+an instant of that day for the ledger to date it at. A row that has no free
 slot left for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
 never on over-serving; with `SLOTS` keys per row that needs thousands of
 parties).
@@ -350,47 +352,48 @@ class LimitsTable:
 
     def take_provisions(
         self, party: Party, n: int, now: float, *, record: bool = True
-    ) -> Wait | None:
+    ) -> Wait | float:
         """Take ``n`` provisions of ``party`` for the Japan day of ``now``, all or none: a
         `Wait` (`Limit.PROVISIONS`, until the day turns, with what remains) when they would
         pass its agreed ``provisions_per_day`` share, and then nothing is taken. Reserve,
-        then check (the module docstring). No bound, or ``n`` of 0: None, nothing written.
+        then check (the module docstring). Else the instant the ledger is to date them at
+        (帳簿, Act §40), of the Japan day they were taken from: ``now`` itself, or 00:00 JST
+        of a later day (below). No bound, or ``n`` of 0: ``now``, nothing written.
 
         ``record=False`` (a HEAD, which provides nothing): the same answer, nothing taken.
 
-        ``now`` is the instant the ledger dates the provisions at (`responder.v1.routes.V1Api.
-        counted_at`, `carry_provisions` for an OCSP signature waited for across 00:00 JST), so
-        both count them on the same Japan day. A worker takes on its event loop only, its
-        instants in the order read, so its row is never on a later day than ``now`` unless
-        the clock was set back across 00:00 JST: then the row's later day is taken from,
-        rather than put the row back and drop its count. (An answer made while the clock
-        was set back is counted at its request's instant, never earlier, so the ledger dates
-        it in the day taken from; a request asked after the step is dated in the day before
-        by the ledger while taken from the row's later day.)"""
+        ``now`` is the instant the answer is provided at (`responder.v1.routes.V1Api.
+        counted_at`, `carry_provisions` for an OCSP signature waited for across 00:00 JST).
+        A worker takes on its event loop only, its instants in the order read, so its row is
+        never on a later day than ``now`` unless the clock was set back across 00:00 JST:
+        then the row's later day is taken from, rather than put the row back and drop its
+        count, and the instant returned is that day's 00:00 JST, so that the ledger counts
+        them on the day the bound took them from (not on ``now``'s day before, which the
+        bound never saw them in)."""
         share = node_share(party.provisions_per_day, self.nodes)
         if share is None or n <= 0:
-            return None
+            return now
         if not record:
             left = self.provisions_left(party, now)
-            return provisions_wait(now, left) if left is not None and left < n else None
+            return provisions_wait(now, left) if left is not None and left < n else now
         key = _provisions_key(party.id)
         own = self._slot(self.index, key, allocate=True)
         if own < 0:
             return Wait(Limit.TABLE_FULL, 60)
-        day = _jst_day(now)
+        day, at = _jst_day(now), now
         d, mine, before, before_n = self._read(own)
-        if d > day:  # a call of a day this row has left (the clock set back across
-            day = d  # 00:00 JST): the later day; putting the row back a day would drop
-            # the later day's count
+        if d > day:  # a call of a day this row has left (the clock set back across 00:00
+            # JST): the later day, dated at its 00:00 JST; putting the row back a day would
+            # drop the later day's count
+            day, at = d, d * _DAY - JST_OFFSET
         elif d != day:  # the row moves on: its day stays readable as the day before's
             before, before_n, mine = d, mine, 0
             self._write_moved(own, day, mine, before, before_n)
         self._write(own, day, mine + n, before, before_n)  # reserve
         taken = _taken_on(self._values(key), day)
         if taken <= share:
-            return None
+            return at
         self._write(own, day, mine, before, before_n)  # undo
-        at = now if day == _jst_day(now) else day * _DAY - JST_OFFSET  # the day refused
         return provisions_wait(at, max(0, share - (taken - n)))
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None:
@@ -411,16 +414,17 @@ class LimitsTable:
         elif before == day:
             self._write(own, d, mine, before, max(0, before_n - n))
 
-    def carry_provisions(self, party: Party, n: int, taken_at: float, now: float) -> Wait | None:
-        """Provisions taken at ``taken_at`` for an answer provided at ``now`` (an OCSP
-        signature waited for across 00:00 JST): when ``now`` is of a later Japan day, they are
-        given back to the day they were taken in and taken for ``now``'s day, all or none, so
-        that the bound counts them on the day the ledger dates them (the instant they are
-        provided, 提供を行った年月日 Ord §71(3)). A `Wait` when ``now``'s day has fewer than
-        ``n`` left: then none are taken (and those of the day before are given back, since
-        nothing is provided). The same Japan day: nothing done, None."""
+    def carry_provisions(self, party: Party, n: int, taken_at: float, now: float) -> Wait | float:
+        """Provisions taken at ``taken_at`` (the instant `take_provisions` returned) for an
+        answer provided at ``now`` (an OCSP signature waited for across 00:00 JST): when
+        ``now`` is of a later Japan day, they are given back to the day they were taken in
+        and taken for ``now``'s day, all or none, so that the bound counts them on the day
+        the ledger dates them (the instant they are provided, 提供を行った年月日 Ord §71(3)).
+        A `Wait` when ``now``'s day has fewer than ``n`` left: then none are taken (and those
+        of the day before are given back, since nothing is provided). Else the instant the
+        ledger dates them at (`take_provisions`); the same Japan day: nothing done, ``now``."""
         if _jst_day(now) <= _jst_day(taken_at):
-            return None
+            return now
         self.give_back_provisions(party, n, taken_at)
         return self.take_provisions(party, n, now)
 

@@ -63,7 +63,6 @@ from responder.config import (
     ResponderConfig,
     ServerConfig,
     TlsConfig,
-    WatchConfig,
 )
 from responder.http import App, HttpHooks, HttpServer
 
@@ -439,7 +438,8 @@ class _Worker:
         return server, admin
 
     def reload(self) -> None:
-        """SIGHUP: new configuration, limits and TLS certificate; then ``app.reload``."""
+        """SIGHUP: new configuration, log level, limits and TLS certificate; then
+        ``app.reload``."""
         config = self.config
         if self.reload_config is not None:
             try:
@@ -448,6 +448,7 @@ class _Worker:
                 _event("reload_failed", logging.ERROR, worker=self.index, error=str(exc))
                 return
         self.config = config
+        configure_logging(config.log.level)
         if self.http is not None:
             self.http.reconfigure(config.server)
         tls = config.server.tls
@@ -511,43 +512,51 @@ class _Child(msgspec.Struct):
     ready: bool = False
 
 
+RELOADED: Final = frozenset({
+    "server.trusted_proxies", "server.client_cert_header", "server.limits",
+    "server.tls.cert", "server.tls.key",
+    "registry.path",
+    "ocsp.max_certids", "ocsp.max_nonce", "ocsp.good_cache_entries",
+    "ocsp.good_validity_seconds", "ocsp.sign_queue_per_party",
+    "log", "ledger.collect_interval", "cluster.nodes", "watch.ready_requires_replication",
+    "watch.unbound_cursors",
+})  # fmt: skip
+"""The fields (or whole sections) a reload applies: `HttpServer.reconfigure` (the limits,
+the proxies, the client-certificate header), the server's chain loaded again, the log
+level and access log, and `JpkiApp.reload` (the registry, the OCSP limits, the report's
+age, this node's quota share, the changes feed's ``unbound_cursors``; readiness reads
+``ready_requires_replication`` at each probe). Every other field is read once, when a
+process or its routes start."""
+
+
+def _changed(old: msgspec.Struct, new: msgspec.Struct, prefix: str) -> list[str]:
+    """The dotted names of the leaf fields that differ, reloaded ones left out."""
+    out: list[str] = []
+    for f in msgspec.structs.fields(type(old)):
+        path = prefix + f.name
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if path in RELOADED or a == b:
+            continue
+        if isinstance(a, msgspec.Struct):
+            out += _changed(a, b, path + ".")
+        else:
+            out.append(path.removeprefix("server."))
+    return out
+
+
 def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
     """The fields changed from ``old`` to ``new`` that a reload (SIGHUP) does not apply and
-    only a restart does (docs/operations.md, "The units"): the listeners (hosts, port,
-    workers, TLS on or off), every ``[metrics]`` field (read when the workers start), the
-    PKI, the signing threads (``[ocsp] signing``, ``sign_threads``), and the ``[watch]``
-    fields the changes feed reads from its env, made once per worker (all but
-    ``unbound_cursors``, which `responder.app.JpkiApp.reload` applies to it, and
-    ``ready_requires_replication``, which /readyz reads from the configuration)."""
-    fixed = [
-        name
-        for name in ("hosts", "port", "workers")
-        if getattr(old.server, name) != getattr(new.server, name)
-    ]
+    only a restart does (docs/operations.md, "The units"): every field but those it applies
+    (`RELOADED`), so a field added later is named until someone makes a reload apply it.
+    The ``[server]`` fields are named without their section (``port``, ``tls.client_ca``),
+    and TLS turned on or off is ``tls``. Among them: the listeners, the client-certificate
+    check (the TLS context's verify mode and CAs are set at start, a reload loads only the
+    server's chain again), ``[metrics]``, ``[store]``, the ledger's directory, the signing
+    threads, and what the /v1 routes, the group and the streams are made with."""
+    fixed = _changed(old, new, "")
     if old.server.tls.enabled != new.server.tls.enabled:
-        fixed.append("tls")
-    fixed += [
-        f"metrics.{f.name}"
-        for f in msgspec.structs.fields(MetricsConfig)
-        if getattr(old.metrics, f.name) != getattr(new.metrics, f.name)
-    ]
-    if old.store.pki != new.store.pki:
-        fixed.append("store.pki")
-    fixed += [
-        f"ocsp.{name}"
-        for name in ("signing", "sign_threads")
-        if getattr(old.ocsp, name) != getattr(new.ocsp, name)
-    ]
-    fixed += [
-        f"watch.{f.name}"
-        for f in msgspec.structs.fields(WatchConfig)
-        if f.name not in _WATCH_RELOADED
-        and getattr(old.watch, f.name) != getattr(new.watch, f.name)
-    ]
+        fixed.insert(0, "tls")
     return fixed
-
-
-_WATCH_RELOADED: Final = frozenset({"unbound_cursors", "ready_requires_replication"})
 
 
 class _Master:
@@ -782,6 +791,7 @@ class _Master:
             if fixed:
                 _event("reload_needs_restart", logging.WARNING, fields_changed=fixed)
             self.config = new
+            configure_logging(new.log.level)
         _event("master_reload", workers=len(self.children))
         for pid in self.children:
             _kill(pid, signal.SIGHUP)

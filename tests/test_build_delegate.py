@@ -23,6 +23,7 @@ from crlbuilder.build import Builder
 from crlbuilder.demo.pki import init_pki
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import load_manifest
+from responder.ocsp import load_issuers
 from tests.support.builder import builder_config
 
 pytestmark = pytest.mark.unit
@@ -35,9 +36,12 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _renewed(pki_dir: Path, tmp: Path, *, by: str, purpose: bool) -> tuple[Path, Path]:
+def _renewed(
+    pki_dir: Path, tmp: Path, *, by: str, purpose: bool, usage: x509.KeyUsage | None = None
+) -> tuple[Path, Path]:
     """A copy of the PKI whose sign-card-g2 OCSP signer certificate (its key kept) is
-    re-issued by issuer ``by``'s CA key, with or without id-kp-OCSPSigning."""
+    re-issued by issuer ``by``'s CA key, with or without id-kp-OCSPSigning, with key
+    usage ``usage`` when given."""
     pki = tmp / "pki"
     shutil.copytree(pki_dir, pki)
     m = load_manifest(pki)
@@ -56,6 +60,8 @@ def _renewed(pki_dir: Path, tmp: Path, *, by: str, purpose: bool) -> tuple[Path,
         .not_valid_after(old.not_valid_before_utc + timedelta(days=400))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )
+    if usage is not None:
+        builder = builder.add_extension(usage, critical=True)
     if purpose:
         builder = builder.add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False
@@ -82,6 +88,44 @@ def test_build_refuses_a_delegate_its_issuer_did_not_make(
         Builder(cfg, progress=False)
     assert str(refused.value).startswith(f"{cert}: sign-card-g2's OCSP signer: {problem}")
     assert not Path(cfg.store.path).exists()
+
+
+_KEY_ENCIPHERMENT_ONLY = x509.KeyUsage(
+    digital_signature=False, content_commitment=False, key_encipherment=True,
+    data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+    encipher_only=False, decipher_only=False,
+)  # fmt: skip
+
+
+def test_build_refuses_a_delegate_whose_key_usage_forbids_signing(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    """RFC 5280 §4.2.1.3: a key usage without digitalSignature forbids the key to sign
+    anything but certificates and CRLs; a client that honours it rejects every answer."""
+    pki, cert = _renewed(
+        pki_dir, tmp_path, by="sign-card-g2", purpose=True, usage=_KEY_ENCIPHERMENT_ONLY
+    )
+    cfg = builder_config(tmp_path, pki)
+    with pytest.raises(SignerError) as refused:
+        Builder(cfg, progress=False)
+    assert str(refused.value).startswith(
+        f"{cert}: sign-card-g2's OCSP signer: its key usage lacks digitalSignature"
+    )
+    assert not Path(cfg.store.path).exists()
+
+
+def test_serve_refuses_a_delegate_whose_key_usage_forbids_signing(
+    pki_dir: Path, tmp_path: Path
+) -> None:
+    """The same reason at `responder serve` (its workers' `load_issuers`)."""
+    pki, cert = _renewed(
+        pki_dir, tmp_path, by="sign-card-g2", purpose=True, usage=_KEY_ENCIPHERMENT_ONLY
+    )
+    with pytest.raises(SignerError) as refused:
+        load_issuers(load_manifest(pki))
+    assert str(refused.value).startswith(
+        f"{cert}: sign-card-g2's OCSP signer: its key usage lacks digitalSignature"
+    )
 
 
 def test_build_takes_its_own_pki(pki_dir: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import re
 import shlex
 from collections.abc import Callable, Iterator
@@ -58,18 +59,47 @@ def test_readme_synopsis_names_real_commands_and_flags() -> None:
         words = line.split()
         parser = PARSERS[words[0]]()
         commands = [(parser, words[0])]
-        for word in words[1:]:  # the command words, down to the first flag or placeholder
+        rest = len(words)
+        for k, word in enumerate(
+            words[1:], 1
+        ):  # the command words, to the first flag or placeholder
             subs = _subparsers(commands[-1][0])
             names = word.split("|")
             if not subs or not all(n in subs for n in names):
                 assert not subs or word.startswith(("-", "[")) or word.isupper(), (
                     f"README: {line!r}: no command {word!r}"
                 )
+                rest = k
                 break
             commands = [(subs[n], n) for n in names]
         for sub, name in commands:
             for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line):
                 assert flag in _flags(sub), f"README: {line!r}: {name} has no {flag}"
+            _check_alternatives(line, words[rest - 1 :], sub, name)
+
+
+def _choices(parser: argparse.ArgumentParser, flag: str) -> set[str]:
+    return {str(c) for a in parser._actions if flag in a.option_strings for c in a.choices or ()}
+
+
+def _check_alternatives(
+    line: str, words: list[str], parser: argparse.ArgumentParser, name: str
+) -> None:
+    """Each lower-case alternative of an ``a|b`` word of ``words`` (the last command word,
+    then the rest of the line) is a value the flag before it accepts (``--format
+    html|csv|json``): a subcommand written there (``--new-log ...|verify-log``) was never
+    looked up, so a misspelt one passed."""
+    for before, word in itertools.pairwise(words):
+        if "|" not in word:
+            continue
+        for alt in word.strip("[]").split("|"):
+            if alt.startswith("-") or alt == "..." or not alt.islower() or ":" in alt:
+                continue  # a flag (checked above), a placeholder, "more of the same"
+            flag = before.strip("[]")
+            assert alt in _choices(parser, flag), (
+                f"README: {line!r}: {alt!r} is no value of {name} {flag} (a subcommand "
+                "belongs on a line of its own)"
+            )
 
 
 def _commands(markdown: str) -> Iterator[list[str]]:

@@ -30,12 +30,12 @@ def table(tmp_path: Path, workers: int = 1, index: int = 0, nodes: int = 1) -> L
 def test_a_call_is_taken_whole_or_refused_whole(tmp_path: Path) -> None:
     t = table(tmp_path)
     p = party(provisions_per_day=10)
-    assert t.take_provisions(p, 7, LATE) is None
+    assert t.take_provisions(p, 7, LATE) == LATE
     assert t.provisions_left(p, LATE) == 3
     # 4 would pass the bound: refused, nothing taken, the 3 that remain said
     assert t.take_provisions(p, 4, LATE) == Wait(Limit.PROVISIONS, 10, 3)
     assert t.provisions_left(p, LATE) == 3
-    assert t.take_provisions(p, 3, LATE) is None  # exactly at the bound
+    assert t.take_provisions(p, 3, LATE) == LATE  # exactly at the bound
     assert t.provisions_left(p, LATE) == 0
     assert t.take_provisions(p, 1, LATE) == Wait(Limit.PROVISIONS, 10, 0)
 
@@ -43,12 +43,12 @@ def test_a_call_is_taken_whole_or_refused_whole(tmp_path: Path) -> None:
 def test_the_day_turns_at_jst_midnight_not_utc(tmp_path: Path) -> None:
     t = table(tmp_path)
     p = party(provisions_per_day=5)
-    assert t.take_provisions(p, 5, MIDNIGHT_JST - 1) is None
+    assert t.take_provisions(p, 5, MIDNIGHT_JST - 1) == MIDNIGHT_JST - 1
     refused = t.take_provisions(p, 1, MIDNIGHT_JST - 0.5)
     assert refused == Wait(Limit.PROVISIONS, 1, 0)  # until 00:00 JST, half a second away
     assert day_ends(MIDNIGHT_JST - 0.5) == MIDNIGHT_JST
     assert t.provisions_left(p, MIDNIGHT_JST) == 5  # 00:00:00 JST: a new Japan day
-    assert t.take_provisions(p, 5, MIDNIGHT_JST) is None
+    assert t.take_provisions(p, 5, MIDNIGHT_JST) == MIDNIGHT_JST
     # 00:00 UTC (09:00 JST) is no boundary
     utc_midnight = MIDNIGHT_JST + JST_OFFSET
     assert t.provisions_left(p, utc_midnight) == 0
@@ -57,7 +57,7 @@ def test_the_day_turns_at_jst_midnight_not_utc(tmp_path: Path) -> None:
 def test_a_head_asks_without_taking(tmp_path: Path) -> None:
     t = table(tmp_path)
     p = party(provisions_per_day=2)
-    assert t.take_provisions(p, 2, LATE, record=False) is None
+    assert t.take_provisions(p, 2, LATE, record=False) == LATE
     assert t.provisions_left(p, LATE) == 2
     t.take_provisions(p, 2, LATE)
     assert t.take_provisions(p, 1, LATE, record=False) == Wait(Limit.PROVISIONS, 10, 0)
@@ -67,7 +67,7 @@ def test_no_bound_takes_and_writes_nothing(tmp_path: Path) -> None:
     t = table(tmp_path)
     p = party(requests_per_day=3)
     assert t.provisions_left(p, LATE) is None
-    assert all(t.take_provisions(p, 10**6, LATE) is None for _ in range(5))
+    assert all(t.take_provisions(p, 10**6, LATE) == LATE for _ in range(5))
     assert t.admitted_today(p.id, LATE) == 0  # the request quota is another counter
 
 
@@ -75,7 +75,7 @@ def test_provisions_and_requests_are_counted_apart(tmp_path: Path) -> None:
     t = table(tmp_path)
     p = party(requests_per_day=100, provisions_per_day=1000)
     assert t.admit(p, LATE) is None
-    assert t.take_provisions(p, 1000, LATE) is None
+    assert t.take_provisions(p, 1000, LATE) == LATE
     assert t.admitted_today(p.id, LATE) == 1
     assert t.provisions_left(p, LATE) == 0
     assert t.admit(p, LATE) is None  # requests remain; the provisions do not
@@ -115,17 +115,17 @@ def test_workers_share_one_count(tmp_path: Path) -> None:
     a = table(tmp_path, workers=2, index=0)
     b = table(tmp_path, workers=2, index=1)
     p = party(provisions_per_day=100)
-    assert a.take_provisions(p, 60, LATE) is None
+    assert a.take_provisions(p, 60, LATE) == LATE
     assert b.provisions_left(p, LATE) == 40
     assert b.take_provisions(p, 41, LATE) == Wait(Limit.PROVISIONS, 10, 40)
-    assert b.take_provisions(p, 40, LATE) is None
+    assert b.take_provisions(p, 40, LATE) == LATE
     assert a.take_provisions(p, 1, LATE) == Wait(Limit.PROVISIONS, 10, 0)
 
 
 def _taker(path: str, index: int, q: multiprocessing.Queue[int]) -> None:
     t = LimitsTable(Path(path), 2, index)
     p = party(provisions_per_day=5000)
-    q.put(sum(7 for _ in range(2000) if t.take_provisions(p, 7, LATE) is None))
+    q.put(sum(7 for _ in range(2000) if t.take_provisions(p, 7, LATE) == LATE))
 
 
 def test_two_worker_processes_never_pass_the_bound(tmp_path: Path) -> None:
@@ -156,14 +156,14 @@ def test_a_restart_with_fewer_workers_keeps_the_counts_of_the_rows_it_no_longer_
     LimitsTable.create(path, 3)
     third = LimitsTable(path, 3, 2)
     p = party(provisions_per_day=6, requests_per_day=2, crl_cycle_seconds=3600)
-    assert third.take_provisions(p, 5, LATE) is None
+    assert third.take_provisions(p, 5, LATE) == LATE
     assert third.admit(p, LATE) is None and third.admit(p, LATE + 1) is None
     assert third.admit_crl(p, 0, "full", LATE) is None
     third.close()
     again = LimitsTable(path, 2, 0)
     assert again.provisions_left(p, LATE) == 1
     wait = again.take_provisions(p, 2, LATE)
-    assert wait is not None and wait.limit is Limit.PROVISIONS and wait.remaining == 1
+    assert isinstance(wait, Wait) and wait.limit is Limit.PROVISIONS and wait.remaining == 1
     assert again.admitted_today(p.id, LATE + 2) == 2
     refused = again.admit(p, LATE + 2)
     assert refused is not None and refused.limit is Limit.DAY
@@ -181,15 +181,16 @@ def test_a_call_of_the_day_before_taken_after_midnight_loses_no_count(tmp_path: 
     LimitsTable.create(path, 2)
     a, b = LimitsTable(path, 2, 0), LimitsTable(path, 2, 1)
     p = party(provisions_per_day=10)
-    assert a.take_provisions(p, 6, MIDNIGHT_JST - 5) is None
-    assert b.take_provisions(p, 3, MIDNIGHT_JST - 2) is None
-    assert a.take_provisions(p, 7, MIDNIGHT_JST + 1) is None  # the new day: 7 of 10
-    assert a.take_provisions(p, 2, MIDNIGHT_JST - 1) is None  # the late batch: in the new day
+    assert a.take_provisions(p, 6, MIDNIGHT_JST - 5) == MIDNIGHT_JST - 5
+    assert b.take_provisions(p, 3, MIDNIGHT_JST - 2) == MIDNIGHT_JST - 2
+    assert a.take_provisions(p, 7, MIDNIGHT_JST + 1) == MIDNIGHT_JST + 1  # the new day: 7 of 10
+    # the late batch: in the new day, dated at its 00:00 JST for the ledger
+    assert a.take_provisions(p, 2, MIDNIGHT_JST - 1) == MIDNIGHT_JST
     assert a.provisions_left(p, MIDNIGHT_JST + 2) == 1
     refused = b.take_provisions(p, 2, MIDNIGHT_JST + 2)
-    assert refused is not None and refused.remaining == 1
+    assert isinstance(refused, Wait) and refused.remaining == 1
     late = a.take_provisions(p, 2, MIDNIGHT_JST - 1)  # refused for the new day, until it ends
-    assert late is not None and late.retry_after == 86400
+    assert isinstance(late, Wait) and late.retry_after == 86400
     refusal = policy.limit_refusal(p, Service.SIGN_REVOCATION_INFO, Limit.PROVISIONS)
     said = problem.quota(refusal, late, MIDNIGHT_JST - 1)  # what the 429 tells the party
     assert said.resets_at == datetime.fromtimestamp(MIDNIGHT_JST + 86400, JST)
@@ -202,13 +203,13 @@ def test_provisions_carried_to_the_day_they_are_provided_in(tmp_path: Path) -> N
     a = table(tmp_path, workers=2, index=0)
     b = table(tmp_path, workers=2, index=1)
     p = party(provisions_per_day=5)
-    assert a.take_provisions(p, 2, LATE) is None
-    assert a.carry_provisions(p, 2, LATE, MIDNIGHT_JST - 1) is None
+    assert a.take_provisions(p, 2, LATE) == LATE
+    assert a.carry_provisions(p, 2, LATE, MIDNIGHT_JST - 1) == MIDNIGHT_JST - 1
     assert a.provisions_left(p, LATE) == 3
-    assert a.carry_provisions(p, 2, LATE, MIDNIGHT_JST + 1) is None
+    assert a.carry_provisions(p, 2, LATE, MIDNIGHT_JST + 1) == MIDNIGHT_JST + 1
     assert a.provisions_left(p, MIDNIGHT_JST + 1) == 3
-    assert b.take_provisions(p, 2, LATE) is None  # b's row is still on the day before
-    assert b.take_provisions(p, 2, MIDNIGHT_JST + 2) is None  # the new day: 1 left
+    assert b.take_provisions(p, 2, LATE) == LATE  # b's row is still on the day before
+    assert b.take_provisions(p, 2, MIDNIGHT_JST + 2) == MIDNIGHT_JST + 2  # the new day: 1 left
     assert b.carry_provisions(p, 2, LATE, MIDNIGHT_JST + 3) == Wait(Limit.PROVISIONS, 86397, 1)
     assert a.provisions_left(p, MIDNIGHT_JST + 3) == 1  # nothing more taken
 
@@ -220,19 +221,19 @@ def test_a_row_moved_to_the_new_day_still_counts_the_day_before(tmp_path: Path) 
     a = table(tmp_path, workers=2, index=0)
     b = table(tmp_path, workers=2, index=1)
     p = party(provisions_per_day=5)
-    assert b.take_provisions(p, 3, LATE) is None
-    assert b.take_provisions(p, 1, MIDNIGHT_JST + 1) is None
+    assert b.take_provisions(p, 3, LATE) == LATE
+    assert b.take_provisions(p, 1, MIDNIGHT_JST + 1) == MIDNIGHT_JST + 1
     assert a.provisions_left(p, LATE) == 2
     assert a.take_provisions(p, 3, LATE + 1) == Wait(Limit.PROVISIONS, 9, 2)
-    assert a.take_provisions(p, 2, LATE + 1) is None
+    assert a.take_provisions(p, 2, LATE + 1) == LATE + 1
     assert a.provisions_left(p, MIDNIGHT_JST + 1) == 4  # the new day: b's 1
 
 
 def test_a_give_back_after_the_row_moved_on_comes_off_the_day_before(tmp_path: Path) -> None:
     t = table(tmp_path)
     p = party(provisions_per_day=5)
-    assert t.take_provisions(p, 2, LATE) is None
-    assert t.take_provisions(p, 1, MIDNIGHT_JST + 1) is None
+    assert t.take_provisions(p, 2, LATE) == LATE
+    assert t.take_provisions(p, 1, MIDNIGHT_JST + 1) == MIDNIGHT_JST + 1
     t.give_back_provisions(p, 2, LATE)  # a signature taken before midnight, failed after it
     assert t.provisions_left(p, LATE) == 5
     assert t.provisions_left(p, MIDNIGHT_JST + 1) == 4  # the new day's count untouched
@@ -270,10 +271,31 @@ def test_a_row_read_while_it_moves_on_never_under_counts_the_day_before(
     a = table(tmp_path, workers=2, index=0)
     b = table(tmp_path, workers=2, index=1)
     p = party(provisions_per_day=5)
-    assert b.take_provisions(p, 3, LATE) is None
+    assert b.take_provisions(p, 3, LATE) == LATE
     off = b._slot(1, b"p/" + p.id.encode(), allocate=False)
     day_word = (off + _VALUES_AT) >> 3
     a._q = _TornAt(a._q, day_word, lambda: b.take_provisions(p, 1, MIDNIGHT_JST + 1))  # type: ignore[assignment]
     assert a.take_provisions(p, 3, LATE + 1) == Wait(Limit.PROVISIONS, 9, 2)
     assert a.provisions_left(p, LATE + 1) == 2
     assert a.provisions_left(p, MIDNIGHT_JST + 1) == 4  # b's 1 of the new day
+
+
+def test_a_take_says_the_day_it_took_from(tmp_path: Path) -> None:
+    """`take_provisions` returns an instant of the Japan day it took from, for the ledger to
+    date the provisions at (帳簿, Act §40): ``now`` itself, or 00:00 JST of the later day
+    this worker's row is on when the clock was set back across 00:00 JST before the
+    request was asked (the take goes to the row's day; the ledger dated it by ``now``, the
+    day before, and the two disagreed on both days)."""
+    t = table(tmp_path)
+    p = party(provisions_per_day=5)
+    assert t.take_provisions(p, 1, LATE) == LATE  # the day of now
+    assert t.take_provisions(p, 1, MIDNIGHT_JST + 1) == MIDNIGHT_JST + 1  # the row moves on
+    stepped_back = MIDNIGHT_JST - 2.0
+    assert t.take_provisions(p, 1, stepped_back) == MIDNIGHT_JST  # the row's later day
+    assert t.provisions_left(p, MIDNIGHT_JST + 5) == 3
+    assert t.provisions_left(p, stepped_back) == 4  # the day before: only the first
+    # a refusal is for the day taken from too: until its end, with what it has left
+    assert t.take_provisions(p, 4, stepped_back) == Wait(Limit.PROVISIONS, 86400, 3)
+    # no bound, or a HEAD: nothing taken, dated at now
+    assert t.take_provisions(party(), 1, stepped_back) == stepped_back
+    assert t.take_provisions(p, 1, stepped_back, record=False) == stepped_back

@@ -161,8 +161,8 @@ class Quotas:
         self.asked.append(party.id)
         return Wait(Limit.DAY, 3600) if party.id in self.used_up else None
 
-    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None:
-        return None
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | float:
+        return now
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None:
         pass

@@ -174,7 +174,7 @@ def test_a_signature_failing_after_midnight_gives_back_to_the_day_it_was_taken_i
         assert not isinstance(pending, Response)
         assert app.limits.provisions_left(party, turns - 1.0) == 2
         clock[0] = turns + 1.0
-        assert app.limits.take_provisions(party, 2, turns + 1.0) is None
+        assert app.limits.take_provisions(party, 2, turns + 1.0) == turns + 1.0
         signed.set_exception(RuntimeError("the HSM went away"))
         return await pending
 
@@ -290,7 +290,7 @@ def test_a_signature_made_across_midnight_into_a_day_used_up_is_not_given(
     party = app.registry.parties["sig-verifier"]
 
     def used_up(t: float) -> None:
-        assert app.limits.take_provisions(party, 3, t) is None
+        assert app.limits.take_provisions(party, 3, t) == t
 
     resp, after = sign_across_midnight(app, monkeypatch, used_up)
     assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "TRY_LATER"
@@ -332,3 +332,95 @@ def test_a_crl_download_is_counted_on_the_day_its_provision_was_taken(
         if s.party == "sig-verifier" and s.method is Method.CRL_FILE
     ]
     assert counted == [(datetime.fromtimestamp(late, JST).date(), 1)]
+
+
+def step_back(app: JpkiApp, monkeypatch: pytest.MonkeyPatch) -> tuple[float, float]:
+    """This worker's row moved on to today's Japan day (2 taken at 00:00:01 JST), then the
+    clock set back to 23:59:59 JST (an NTP step) before the next request is asked: today's
+    00:00 JST and the instant the clock now reads."""
+    import responder.app as app_module
+
+    party = app.registry.parties["sig-verifier"]
+    turns = day_ends(PINNED) - 86400  # today's 00:00 JST: the data is fresh on both sides
+    app.limits.take_provisions(party, 2, turns + 1.0)
+    assert app.limits.provisions_left(party, turns + 1.0) == 3
+    back = turns - 1.0
+    monkeypatch.setattr(app_module.time, "time", lambda: back)
+    return turns, back
+
+
+def test_ocsp_answers_asked_after_the_clock_is_set_back_are_counted_on_the_day_taken(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked after the step, signed then answered from the cache: the bound takes both from
+    the row's later day, and the ledger dates them there too (once, it dated them by the
+    clock, in the day before, which the bound never took them from)."""
+    agree(app, "--provisions-per-day", "5")
+    party = app.registry.parties["sig-verifier"]
+    turns, back = step_back(app, monkeypatch)
+    headers = {b"content-type": b"application/ocsp-request", **auth(app)}
+    req = Request(b"POST", b"/ocsp", headers, one_certid_request(app), ("127.0.0.1", 1), None,
+                  b"1.1", True, 1)  # fmt: skip
+    for source in ("signed", "cached"):
+        resp = answer(app, req)
+        assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "SUCCESSFUL"
+        assert req.note is not None and req.note.source == source
+    assert app.limits.provisions_left(party, turns + 1.0) == 1
+    assert app.limits.provisions_left(party, back) == 5
+    assert ocsp_counted(app) == [(datetime.fromtimestamp(turns, JST).date(), 2)]
+
+
+def test_a_signature_asked_after_the_clock_is_set_back_that_fails_gives_back_to_that_day(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signer fails: the provision goes back to the row's later day it was taken from
+    (once, the give-back named the clock's day before, and the later day kept it)."""
+    agree(app, "--provisions-per-day", "5")
+    party = app.registry.parties["sig-verifier"]
+    turns, back = step_back(app, monkeypatch)
+    headers = {b"content-type": b"application/ocsp-request", **auth(app)}
+    req = Request(b"POST", b"/ocsp", headers, one_certid_request(app), ("127.0.0.1", 1), None,
+                  b"1.1", True, 1)  # fmt: skip
+
+    async def run() -> Response:
+        signed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        monkeypatch.setattr(app.signing, "sign", lambda party, job: signed)
+        pending = app.handle(req)
+        assert not isinstance(pending, Response)
+        assert app.limits.provisions_left(party, turns + 1.0) == 2
+        signed.set_exception(RuntimeError("the HSM went away"))
+        return await pending
+
+    resp = asyncio.run(run())
+    assert ocsp.load_der_ocsp_response(resp.body).response_status.name == "INTERNAL_ERROR"
+    assert app.limits.provisions_left(party, turns + 1.0) == 3
+    assert app.limits.provisions_left(party, back) == 5
+
+
+def test_a_crl_download_asked_after_the_clock_is_set_back_is_counted_on_the_day_taken(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agree(app, "--provisions-per-day", "5")
+    party = app.registry.parties["sig-verifier"]
+    turns, back = step_back(app, monkeypatch)
+    assert crl(app, "sign-card-g1.crl").status == 200
+    assert app.limits.provisions_left(party, turns + 1.0) == 2
+    assert app.limits.provisions_left(party, back) == 5
+    counted = [
+        (s.day, s.count)
+        for s in read_worker_file(app.ledger.path).slots
+        if s.party == "sig-verifier" and s.method is Method.CRL_FILE and s.count
+    ]
+    assert counted == [(datetime.fromtimestamp(turns, JST).date(), 1)]
+
+
+def test_a_reload_applies_a_changed_number_of_nodes(app: JpkiApp) -> None:
+    """docs/operations.md ("Add a node"): `[cluster] nodes` raised on every node, then
+    `systemctl reload`: each node's share of every quota follows at once (once, the table
+    kept the share it was made with until a restart, and the nodes together admitted
+    more than the agreement)."""
+    agree(app, "--provisions-per-day", "10")
+    assert left(app) == 10
+    cluster = msgspec.structs.replace(app.config.cluster, nodes=2)
+    app.reload(msgspec.structs.replace(app.config, cluster=cluster))
+    assert left(app) == 5

@@ -204,7 +204,7 @@ def test_changes_refused_after_the_read_leave_them_to_be_counted_when_delivered(
 
         def take_provisions(self, party: Any, n: int, now: float) -> Any:
             if n:  # meanwhile, another worker's call of the party took them
-                assert table.take_provisions(party, 2, now) is None
+                assert table.take_provisions(party, 2, now) == now
                 api.api.quota = table
             return table.take_provisions(party, n, now)
 
@@ -459,6 +459,25 @@ def test_a_batch_answered_with_the_clock_set_back_across_midnight_counts_where_a
         w.close()
 
 
+def test_a_batch_asked_after_the_clock_is_set_back_across_midnight_counts_on_the_day_taken(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """The worker's row is on the new day (1000 taken at 00:00:00.1 JST), then the clock is
+    set back (an NTP step) and a batch is asked at 23:59:59.5 JST: the bound takes it from
+    the row's later day, and the ledger dates it there too (once, the ledger dated it by the
+    request's instant, in the day before, which the bound never took it from)."""
+    w = Worker(cas, tmp_path, bounded(2500), 0, 1)
+    try:
+        assert w.batch(BATCH, MIDNIGHT_JST + 0.1, MIDNIGHT_JST + 0.1)[0].status == 200
+        resp, got = w.batch(BATCH, MIDNIGHT_JST - 0.5, MIDNIGHT_JST - 0.4)
+        assert resp.status == 200, got
+        assert w.left(MIDNIGHT_JST + 1) == 500
+        assert w.left(MIDNIGHT_JST - 1) == 2500
+        assert ledger_days(tmp_path) == {(DAY_OF_NOW + timedelta(days=1)).isoformat(): 2 * BATCH}
+    finally:
+        w.close()
+
+
 # --- a changes read in the batch thread whose answer is never given ------------------------
 
 
@@ -606,7 +625,7 @@ def test_a_read_that_relied_on_another_reads_count_is_counted_when_that_one_is_r
                 second.append(call())  # the second read, answered whole meanwhile
                 left = table.provisions_left(party, now)
                 assert left is not None and left >= n
-                assert table.take_provisions(party, left - n + 1, now) is None  # another call
+                assert table.take_provisions(party, left - n + 1, now) == now  # another call
             return table.take_provisions(party, n, now)
 
     api.api.quota = Raced()  # type: ignore[assignment]

@@ -1,18 +1,23 @@
 """What a reload (SIGHUP) does not apply is named by `reload_needs_restart`
 (`responder.server.restart_fields`): docs/operations.md, "The units", says hosts, port,
-workers, ``[metrics]`` and the PKI need a restart, and "Signing fairness" and "Where fresh
-signatures are made" that ``[ocsp] sign_threads`` and ``signing`` do."""
+workers, ``[metrics]``, ``[store]``, the client-certificate check, the ledger's directory
+and the sections the routes and streams are made with need a restart, and "Signing
+fairness" and "Where fresh signatures are made" that ``[ocsp] sign_threads`` and
+``signing`` do."""
 
 from __future__ import annotations
 
+import io
+import logging
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from responder.app import JpkiApp
-from responder.config import ResponderConfig, load_config
-from responder.server import restart_fields
+from responder.config import ResponderConfig, ServerConfig, TlsConfig, load_config
+from responder.server import RELOADED, _changed, _Worker, configure_logging, restart_fields
 from responder.v1 import changes
 from tests.conftest import Built
 
@@ -83,3 +88,126 @@ def test_a_reload_ends_the_unbound_cursor_transition(built: Built, tmp_path: Pat
         assert env.config.unbound_cursors
     finally:
         a.close()
+
+
+_TLS = TlsConfig(cert=Path("tls/cert.pem"), key=Path("tls/key.pem"))
+
+
+@pytest.mark.parametrize(
+    ("new", "named"),
+    [
+        (TlsConfig(cert=_TLS.cert, key=_TLS.key, client_ca=Path("ca.pem"), client_cert="required"),
+         ["tls.client_ca", "tls.client_cert"]),
+        (TlsConfig(cert=_TLS.cert, key=_TLS.key, client_ca=Path("ca.pem"), client_cert="optional"),
+         ["tls.client_ca", "tls.client_cert"]),
+    ],
+)  # fmt: skip
+def test_the_client_certificate_check_is_named(new: TlsConfig, named: list[str]) -> None:
+    """The TLS context's verify mode and client CAs are set when the worker starts; a
+    reload only loads the server's certificate chain again (`load_chain`). Turning
+    ``client_cert = "required"`` on with a SIGHUP left every party unauthenticated, unsaid."""
+    old = ResponderConfig(server=ServerConfig(tls=_TLS))
+    assert restart_fields(old, ResponderConfig(server=ServerConfig(tls=new))) == named
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[server]\nreuseport = false\n", "reuseport"),
+        ("[store]\npath = 'other/store'\n", "store.path"),
+        ("[store]\ncrl_dir = 'other/crl'\n", "store.crl_dir"),
+        ("[store]\nfacts_key_file = 'other/facts.key'\n", "store.facts_key_file"),
+        ("[ledger]\ndir = 'other/ledger'\n", "ledger.dir"),
+    ],
+)
+def test_what_a_worker_opens_at_start_is_named(tmp_path: Path, toml: str, named: str) -> None:
+    """The sockets (bound by the master with SO_REUSEPORT or not), the store, the CRL
+    directory, the facts key and the ledger are opened once per worker: `app.reload` opens
+    none of them again (a changed ledger.dir would have its collector read a directory the
+    writers do not write)."""
+    assert restart_fields(ResponderConfig(), _with(tmp_path, toml)) == [named]
+
+
+def test_a_server_certificate_renewed_in_place_is_applied() -> None:
+    """The chain is loaded again on SIGHUP (`load_chain`): new files are not named."""
+    new = TlsConfig(cert=Path("tls/cert-2027.pem"), key=Path("tls/key-2027.pem"))
+    old = ResponderConfig(server=ServerConfig(tls=_TLS))
+    assert restart_fields(old, ResponderConfig(server=ServerConfig(tls=new))) == []
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("[group]\nunlisted = 'unknown'\n", "group.unlisted"),
+        ("[v1]\nverify_max_document_bytes = 1024\n", "v1.verify_max_document_bytes"),
+        ("[token]\nrequest_dir = 'other/requests'\n", "token.request_dir"),
+        ("[watch]\nscan_limit = 10\n", "watch.scan_limit"),
+        ("[cluster]\nmax_lag = 10\n", "cluster.max_lag"),
+    ],
+)
+def test_what_a_route_or_stream_reads_at_start_is_named(
+    tmp_path: Path, toml: str, named: str
+) -> None:
+    """The /v1 routes' environments (status, verify, token, the changes feed's watch lists),
+    the group's setup and the streams of several nodes are made once per worker
+    (`V1Api(...)`'s ``setup(config)``): a reload does not make them again."""
+    assert restart_fields(ResponderConfig(), _with(tmp_path, toml)) == [named]
+
+
+@pytest.mark.parametrize(
+    "toml",
+    ["[cluster]\nnodes = 3\n", "[watch]\nready_requires_replication = true\n"],
+)
+def test_what_a_reload_applies_to_several_nodes_is_not_named(tmp_path: Path, toml: str) -> None:
+    """A node's share of the quotas (`LimitsTable.nodes`) follows a reload, as "Add a node"
+    says; readiness reads ``ready_requires_replication`` at each probe."""
+    assert restart_fields(ResponderConfig(), _with(tmp_path, toml)) == []
+
+
+def test_a_reload_applies_the_log_level(tmp_path: Path) -> None:
+    """docs/operations.md, "The units": a reload applies ``[log]``. Its ``level`` was set
+    once, at `responder serve`'s start: a SIGHUP to ``debug`` left the workers at ``info``."""
+    loggers = [logging.getLogger(n) for n in ("responder", "crlbuilder.keys")]
+    saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    try:
+        configure_logging("info", io.StringIO())
+        new = _with(tmp_path, "[log]\nlevel = 'debug'\n")
+        worker = _Worker(0, ResponderConfig(), [], _no_app, None, lambda: new, -1)
+        worker.reload()
+        assert [lg.level for lg in loggers] == [logging.DEBUG, logging.DEBUG]
+        assert restart_fields(ResponderConfig(), new) == []
+    finally:
+        for lg, (level, propagate, handlers) in zip(loggers, saved, strict=True):
+            lg.setLevel(level)
+            lg.propagate, lg.handlers = propagate, handlers
+
+
+def _no_app(config: ResponderConfig, index: int) -> Any:
+    raise AssertionError("a reload makes no app")
+
+
+def _paths(struct: type[msgspec.Struct], prefix: str = "") -> set[str]:
+    out = set()
+    for f in msgspec.structs.fields(struct):
+        out.add(prefix + f.name)
+        if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
+            out |= _paths(f.type, f"{prefix}{f.name}.")
+    return out
+
+
+def test_what_a_reload_applies_names_real_fields() -> None:
+    """`RELOADED` names fields and sections of the configuration (a renamed one would be
+    named on every reload that changes it, never silently taken as applied)."""
+    assert set(RELOADED) <= _paths(ResponderConfig)
+
+
+class _Later(msgspec.Struct, frozen=True):
+    kept: int = 0
+    added_later: int = 0
+
+
+def test_a_field_added_later_is_named_until_a_reload_applies_it() -> None:
+    """Deny by default: a field no one taught the reload about is named, not dropped (the
+    list of named fields had been written out by hand, and missed a dozen)."""
+    assert _changed(_Later(), _Later(added_later=1), "") == ["added_later"]
+    assert _changed(_Later(), _Later(), "") == []

@@ -227,7 +227,8 @@ def test_a_store_cursor_carries_the_anchors_of_its_position_and_mark_under_the_t
         before = cursor.seal(key, "sig", bound._replace(anchors=None))
         assert cursor.unseal(key, "sig", before) == bound._replace(anchors=None)
         assert cursor.unseal(key, "sig", _flip(text, len(text) * 3 // 4 - 20)) in (
-            cursor.Verdict.NOT_GENUINE, cursor.Verdict.MALFORMED
+            cursor.Verdict.NOT_GENUINE,
+            cursor.Verdict.MALFORMED,
         )  # an anchor altered
     with pytest.raises(ValueError, match="anchors"):
         cursor.seal(key, "sig", cursor.Bound(sp(10, 20, 0, B), sp(10, 20, 0, B), anchors=anchors))

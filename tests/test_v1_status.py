@@ -58,8 +58,8 @@ class Quotas:
     def provisions_left(self, party: Party, now: float) -> int | None:
         return None
 
-    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None:
-        return None
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | float:
+        return now
 
 
 def record(state: int, family: Family, **kw: int) -> sf.StatusRecord:

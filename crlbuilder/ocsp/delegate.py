@@ -1,9 +1,10 @@
 """Whether a certificate may sign OCSP answers about a CA's certificates (RFC 6960 §4.2.2.2).
 
-The CA itself, or a delegate its key issued directly with id-kp-OCSPSigning: a client checks
-every answer against that, so any other signer makes every answer of the issuer fail at the
-client, whatever status it says. The builder (pre-signing) and the responder (fresh answers)
-refuse such a signer at start with the same reason.
+The CA itself, or a delegate its key issued directly with id-kp-OCSPSigning and, when it has
+a key usage, digitalSignature in it (RFC 5280 §4.2.1.3): a client checks every answer against
+that, so any other signer makes every answer of the issuer fail at the client, whatever
+status it says. The builder (pre-signing) and the responder (fresh answers) refuse such a
+signer at start with the same reason.
 """
 
 from __future__ import annotations
@@ -29,4 +30,10 @@ def delegate_problem(ca: x509.Certificate, signer: x509.Certificate) -> str | No
         eku = None
     if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
         return "lacks the OCSP-signing purpose (extended key usage id-kp-OCSPSigning)"
+    try:
+        usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    if not usage.digital_signature:
+        return "its key usage lacks digitalSignature (RFC 5280 §4.2.1.3: it may not sign answers)"
     return None

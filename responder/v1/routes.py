@@ -140,7 +140,7 @@ class Quota(Protocol):
 
     def provisions_left(self, party: Party, now: float) -> int | None: ...
 
-    def take_provisions(self, party: Party, n: int, now: float) -> Wait | None: ...
+    def take_provisions(self, party: Party, n: int, now: float) -> Wait | float: ...
 
 
 class Counter(Protocol):
@@ -371,17 +371,19 @@ class V1Api:
         refused: list[tuple[Service, Wait]] = []
 
         def give(counts: Counts) -> bool:
+            dated = at
             if party.provisions_per_day is not None:
-                wait = self.quota.take_provisions(party, sum(n for _s, n in counts), at)
-                if wait is not None:  # the whole answer would pass the bound: none is given
-                    refused.append((counts[0][0] if counts else route.services[0], wait))
+                taken = self.quota.take_provisions(party, sum(n for _s, n in counts), at)
+                if isinstance(taken, Wait):  # the whole answer would pass the bound: none given
+                    refused.append((counts[0][0] if counts else route.services[0], taken))
                     return False
+                dated = taken  # the day taken from (a later one: the clock was set back)
             # 帳簿 (Act §40): counted before the answer is written, on the day taken above
             for service, n in counts:
                 if n > 0:
-                    self.ledger.count(party.id, service, Method.JSON, n, at=at)
+                    self.ledger.count(party.id, service, Method.JSON, n, at=dated)
                     if self.calls is not None:
-                        self.calls.count(party.id, service, Method.JSON, 1, at=at)
+                        self.calls.count(party.id, service, Method.JSON, 1, at=dated)
             return True
 
         given = give(reply.counts) if reply.provide is None else reply.provide(give)
