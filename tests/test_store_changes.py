@@ -183,10 +183,19 @@ def test_the_last_commit_with_a_change_at_or_before_one_and_its_time(store: Stor
             assert reader.last_change(quiet) == (first, t2)
             assert reader.last_change(second) == (second, t3)
             assert reader.last_change(second + 5) == (second, t3)
+    with store.read() as r:
+        assert r.changes_from() < first
     with Commit(store) as c:
         c.prune_changes(t3)  # ``first`` past retention: its marker and entries dropped
+    mem = mem.__class__(lost=[(second, KEYS[2])], commit_times={second: t3}, horizon=first,
+                        horizon_at=t2)  # fmt: skip
     with store.read() as r:
-        assert r.last_change(quiet) is None and r.last_change(second) == (second, t3)
+        assert r.changes_from() == first
+        for reader in (r, mem):  # the horizon, dropped, is still the last with a change
+            assert reader.last_change(quiet) == (first, t2)
+            assert reader.last_change(first) == (first, t2)
+            assert reader.last_change(first - 1) is None  # before the horizon: unknown
+            assert reader.last_change(second) == (second, t3)
 
 
 def test_a_commit_of_the_record_stream_marks_its_batch_and_prune_moves_the_stream_horizon(

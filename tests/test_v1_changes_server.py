@@ -251,3 +251,44 @@ def test_reads_from_one_cursor_on_both_workers_at_once_count_each_change_once(
         assert _changes(server, start)[1]["changes"]  # delivered again: counted before
     changes = {k: n for k, n in ledger_totals(d / "ledger").items() if k[0] == PARTY}
     assert sum(changes.values()) == 2, changes
+
+
+@pytest.mark.integration
+def test_a_store_restored_from_a_copy_refuses_a_cursor_past_the_lost_commits_after_retention(
+    built: Built, tmp_path: Path
+) -> None:
+    """F5 on the real server and builder: a copy of the store (``crlbuilder store copy``, the
+    same store id) is put back after the party read S1 in a later commit; the builder makes
+    that commit again, revoking S2. The party's cursor past the lost commit would never give
+    S2: 409, and still 409 once retention (``--changes-keep-days``) has dropped the commit
+    made again (its time, kept with the horizon, is not the lost one's). A cursor from before
+    the lost commit is given S2."""
+    issued = _records(tmp_path / "in1", "a.jsonl", *(
+        _issuance(n, SIGN, s) for n, s in ((1, S1), (2, S2), (3, S3))
+    ))  # fmt: skip
+    store = tmp_path / "one" / "store"
+    _build(built, store, [issued], -10)
+    backup = tmp_path / "backup" / "store"
+    run_tool("crlbuilder", "store", "copy", str(store), str(backup))
+    d = tmp_path / "responder"
+    with start_server(built, d, store=store) as server:
+        status, got = _call(server, "POST", "/v1/watch", {"add": [_ref(SIGN, S1), _ref(SIGN, S2)]})
+        assert status == 200, got
+        status, got = _call(server, "GET", "/v1/changes")
+        start = got["cursor"]
+        _build(built, store, [_records(tmp_path / "in2", "b.jsonl", _revocation(S1, SIGN, -5))], -5)
+        status, got = _changes(server, start)
+        assert status == 200 and [c["serial"] for c in got["changes"]] == [f"{S1:X}"], got
+        past = got["cursor"]
+    store.rename(tmp_path / "one" / "lost")  # the store restored from the copy
+    backup.rename(store)
+    _build(built, store, [_records(tmp_path / "in3", "c.jsonl", _revocation(S2, SIGN, -4))], -4)
+    with start_server(built, d, store=store) as server:
+        status, got = _changes(server, past)
+        assert status == 409 and got["rule"] == "cursor_ahead", got
+        status, got = _changes(server, start)
+        assert status == 200 and [c["serial"] for c in got["changes"]] == [f"{S2:X}"], got
+        nothing = _records(tmp_path / "in4", "d.jsonl")
+        _build(built, store, [nothing], 0, "--changes-keep-days", "2")  # S2's commit dropped
+        status, got = _changes(server, past)
+        assert status == 409 and got["rule"] == "cursor_ahead", got

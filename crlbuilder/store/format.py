@@ -185,6 +185,12 @@ META_CHANGES_FROM: Final = b"changes-from"
 one. 0 for a store created with it; the commit at the time for an older store that gained
 it; moved forward by `crlbuilder.store.writer.Commit.prune_changes` (the retention horizon).
 A cursor before it cannot be served: the party resynchronises."""
+META_CHANGES_FROM_AT: Final = b"changes-from-at"
+"""i64: when the commit `META_CHANGES_FROM` names was written (its dropped marker's time), set
+with it by `Commit.prune_changes`; absent: a horizon no prune moved. The last commit at or
+before a kept position that recorded a change (`StoreReader.last_change`) may be that one,
+dropped: its time still tells it from a commit of the same number that a store restored from
+an older copy made again (`responder.v1.cursor.Anchor`)."""
 STORE_ID_BYTES: Final = 16
 META_FEED_ID: Final = b"feed-id"
 """16 bytes naming the record stream that fills this store (`crlbuilder.stream.feed_id`: its

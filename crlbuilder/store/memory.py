@@ -65,6 +65,9 @@ class MemoryReader(ReaderRules):
     """commit → when it was written (the feed's commit markers)."""
     horizon: int = 0
     """`StoreReader.changes_from`."""
+    horizon_at: int | None = None
+    """When the horizon commit was written (`store.format.META_CHANGES_FROM_AT`; None: not
+    kept, a horizon no prune moved)."""
     groups: dict[int, sf.StreamGroup] = field(default_factory=dict)
     """commit → the record stream's batch it belongs to (the markers of a stream-fed store)."""
     feed: bytes = b""
@@ -218,7 +221,11 @@ class MemoryReader(ReaderRules):
 
     def last_change(self, commit: int) -> tuple[int, int] | None:
         before = [c for c, _ in self.lost if c <= commit]
-        return (max(before), self.commit_times.get(max(before), 0)) if before else None
+        if before:
+            return max(before), self.commit_times.get(max(before), 0)
+        if self.horizon_at is None or commit < self.horizon:
+            return None
+        return self.horizon, self.horizon_at  # dropped by retention: the horizon (its time kept)
 
 
 def _range(records: Mapping[bytes, _V], issuer_index: int | None) -> Iterator[tuple[bytes, _V]]:

@@ -248,9 +248,11 @@ class StoreReader(Protocol):
 
     def last_change(self, commit: int) -> tuple[int, int] | None:
         """The last commit at or before ``commit`` whose losses of effect the feed holds, and
-        when it was written (its `ChangeEntry.committed_at`: 0 when its marker is gone); None
-        when the feed holds none. A store restored from an older copy numbers its next
-        commits as the lost ones, written later: this tells them apart."""
+        when it was written (its `ChangeEntry.committed_at`: 0 when its marker is gone); when
+        the feed holds none there but retention dropped one, the horizon (`changes_from`) and
+        its time (`store.format.META_CHANGES_FROM_AT`) for a ``commit`` at or after it; else
+        None. A store restored from an older copy numbers its next commits as the lost ones,
+        written later: this tells them apart."""
         ...
 
 
@@ -675,7 +677,8 @@ class LmdbReader(ReaderRules):
         cur = self._txn.cursor(db=db)
         found = cur.prev() if cur.set_range(sf.commit_marker_key(commit + 1)) else cur.last()
         if not found:
-            return None
+            horizon, at = self.meta_u32(sf.META_CHANGES_FROM), self._meta(sf.META_CHANGES_FROM_AT)
+            return (horizon, sf.unpack_i64(at)) if at and horizon <= commit else None
         prefix = bytes(cur.key()[:4])
         raw = self._txn.get(prefix, db=db)
         return sf.unpack_u32(prefix), sf.parse_commit_marker(bytes(raw))[0] if raw else 0

@@ -303,12 +303,12 @@ class Commit(LmdbReader):
     def prune_changes(self, before: int) -> int:
         """Drop from the changes feed every commit written before ``before`` (epoch seconds):
         the feed's retention. Moves its horizon (`META_CHANGES_FROM`) to the last commit
-        dropped (and `META_CHANGES_FROM_SEQ` to the last stream sequence of those the record
+        dropped (its time to `META_CHANGES_FROM_AT`, and `META_CHANGES_FROM_SEQ` to the last stream sequence of those the record
         stream made), so a cursor at or before it is refused and the party resynchronises. Whole
         commits only: a cursor is never left inside a commit whose rest is gone. Changes no
         status (no new commit); returns the entries dropped."""
         cur = self._txn.cursor(db=self._changes_db)
-        dropped, last, last_seq = 0, 0, 0
+        dropped, last, last_at, last_seq = 0, 0, 0, 0
         found = cur.first()
         while found:
             k = bytes(cur.key())
@@ -316,7 +316,7 @@ class Commit(LmdbReader):
                 at, group = sf.parse_commit_marker(bytes(cur.value()))
                 if at >= before:
                     break
-                last = sf.unpack_u32(k)
+                last, last_at = sf.unpack_u32(k), at
                 if group is not None:
                     last_seq = max(last_seq, group.end)
             elif sf.unpack_u32(k[:4]) > last:  # an entry of a commit not (yet) judged old
@@ -325,6 +325,7 @@ class Commit(LmdbReader):
             dropped += 1
         if last > self.meta_u32(sf.META_CHANGES_FROM):
             self._put(sf.DB_META, sf.META_CHANGES_FROM, sf.pack_u32(last), change=False)
+            self._put(sf.DB_META, sf.META_CHANGES_FROM_AT, sf.pack_i64(last_at), change=False)
         if last_seq > sf.unpack_u64(self._meta(sf.META_CHANGES_FROM_SEQ) or bytes(8)):
             self._put(sf.DB_META, sf.META_CHANGES_FROM_SEQ, sf.pack_u64(last_seq), change=False)
         self.wrote |= dropped > 0

@@ -123,7 +123,11 @@ def anchor(reader: StoreReader, position: Position) -> Anchor:
 
 def holds(reader: StoreReader, position: Position, at: Anchor) -> bool:
     """Does the store still hold the commits ``position`` was anchored in (``at``)? Also when
-    retention has dropped the anchor's commit since (and nothing after it up to there)."""
+    retention has dropped the anchor's commit since (and nothing after it up to there): the
+    store then answers with its horizon and that commit's time (`StoreReader.last_change`),
+    which must be the anchor's; only where that time is not kept (a horizon no prune moved
+    since `sf.META_CHANGES_FROM_AT` was written) is an anchor at or before the horizon taken
+    on trust."""
     now = anchor(reader, position)
     return now == at or (now == NO_ANCHOR and at.commit <= reader.changes_from())
 
