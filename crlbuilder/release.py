@@ -100,7 +100,11 @@ def refusal(what: str, theirs: str | None, ours: Release | None = None) -> str |
     try:
         r = parse(theirs)
     except ReleaseError as e:
-        return f"{what} carries an {e}: not applied"
+        return (
+            f"{what} carries an {e}: not applied; no release wrote it: find its publisher, "
+            "publish its record again, then delete the message (docs/operations.md, "
+            "'JpkiVaStreamRefused')"
+        )
     if r.newer_than(ours):
         return (
             f"{what} was written by release {r}, newer than this node's {ours}: not applied; "

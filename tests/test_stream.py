@@ -1373,6 +1373,7 @@ def test_a_batch_holding_a_newer_releases_message_is_refused_an_older_or_unnamed
     assert release.Release(release.STORE_FORMAT + 1, 0).newer_than(release.CURRENT)
     odd = refusal([d(6, "2.x")])  # a header altered or not ours: not guessed at
     assert odd is not None and "unreadable release" in odd
+    assert "(sequence 6)" in odd and "'JpkiVaStreamRefused'" in odd  # the way out, in the line
     assert release.parse(None) == release.parse("") == release.BEFORE
 
 
