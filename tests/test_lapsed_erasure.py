@@ -17,6 +17,7 @@ from crlbuilder.model import Category, Family
 from crlbuilder.periods import RULE, kept_until
 from crlbuilder.retention import scanned
 from crlbuilder.store import format as sf
+from crlbuilder.store.reader import changes_start
 from crlbuilder.store.writer import Commit
 from tests.support.store import dump_store
 from tests.test_apply import H1, World, issuance, ts
@@ -282,3 +283,19 @@ def test_an_agenda_an_earlier_release_made_is_scanned_again_for_notices_lapsed_l
     assert pending(world) is not None
     assert erase(world, now, agenda=True).summary.notices_erased == 1
     assert pending(world) is None
+
+
+def test_erasing_a_lapsed_notice_alone_moves_no_commit(world: World) -> None:
+    """A lapsed notice bounds no answer (the responder reads only notices not lapsed): its
+    erasure, with nothing else due, leaves the commit sequence (and so every cached answer)
+    and the changes feed as they were."""
+    world.apply([change(35, "move-out-notice", planned_date=PLANNED.isoformat())])  # no card
+    published(world)
+    at = kept_until(lapse(world, DUE + timedelta(seconds=1)), DAYS)
+    erase(world, at - 1, agenda=False)
+    with world.store.read() as r:
+        before = (r.generation(), list(r.changes(changes_start(0))))
+    ap = erase(world, at, agenda=False)
+    assert (ap.summary.erased, ap.summary.notices_erased) == (0, 1)
+    with world.store.read() as r:
+        assert (r.generation(), list(r.changes(changes_start(0)))) == before
