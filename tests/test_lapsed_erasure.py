@@ -299,3 +299,30 @@ def test_erasing_a_lapsed_notice_alone_moves_no_commit(world: World) -> None:
     assert (ap.summary.erased, ap.summary.notices_erased) == (0, 1)
     with world.store.read() as r:
         assert (r.generation(), list(r.changes(changes_start(0)))) == before
+
+
+@pytest.mark.parametrize("erased", [False, True])
+def test_an_older_move_out_read_after_the_erasure_takes_a_card_issued_since(
+    world: World, erased: bool
+) -> None:
+    """The documented limit (docs/records.md, arrival order), its worst case: a move-out notice
+    made (day 30) before the erased one (day 35), whose due instant comes after the erased one's,
+    read only after the erasure, is pending by its own dates, and its lapse revokes the auth-card
+    certificate issued since the erased notice's lapse (day 80, valid to day 1580): a certificate
+    read in time stays good (the erased notice, made before that due instant, replaced it).
+    The record comes more than a retention period (30 days here, 3650 shipped) after the lapse."""
+    older = change(
+        31,
+        "move-out-notice",
+        planned_date=(PLANNED + timedelta(days=20)).isoformat(),
+        notified_at=ts(30),
+    )
+    at = kept_until(domestic(world), DAYS)
+    world.apply([issuance(103, "auth-card-g1", H1, day=80)])  # after the lapse's due instant
+    if erased:
+        erase(world, at, agenda=False)
+    assert (pending(world) is None) is erased
+    ap = world.apply([older])
+    ap.clock = FakeClock(from_epoch(at + 86_400))
+    ap.sweep_lapses(from_epoch(at + 86_400))
+    assert world.status("auth-card-g1", 103).revoked is erased
