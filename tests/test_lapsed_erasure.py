@@ -5,6 +5,7 @@ retention (`Applier.erase_past_retention`), in its transaction."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,8 +14,11 @@ import pytest
 
 from crlbuilder.apply import Applier, epoch, from_epoch, next_erasure
 from crlbuilder.model import Category, Family
-from crlbuilder.periods import kept_until
+from crlbuilder.periods import RULE, kept_until
+from crlbuilder.retention import scanned
 from crlbuilder.store import format as sf
+from crlbuilder.store.reader import changes_start
+from crlbuilder.store.writer import Commit
 from tests.support.store import dump_store
 from tests.test_apply import H1, World, issuance, ts
 from tests.test_lapse_time import FakeClock, published
@@ -231,3 +235,94 @@ def test_a_notice_goes_with_the_last_record_its_lapse_wrote(world: World, agenda
     ap = erase(world, not_after, agenda=agenda)
     assert (ap.summary.erased, ap.summary.notices_erased) == (1, 1) and pending(world) is None
     assert world.status("auth-card-g1", 102).erased
+
+
+def test_a_window_sign_card_read_after_the_scan_holds_the_notice_to_its_not_after(
+    world: World,
+) -> None:
+    """The agenda names the notice at its lapse record's retention; a sign-card certificate of
+    the 国外転出届's window whose issuance is read after the scan (no CRL entry: the agenda is
+    not stale) holds it to its notAfter, before the horizon: checked again when its time comes,
+    it goes back on the agenda then, and the follow loop wakes and erases it at that notAfter,
+    not at the next scan."""
+    certs, notice, _ = window_history()
+    certs[1]["not_after"] = ts(80)  # the old auth-card certificate: its CRL entry erased first
+    sign = next(c for c in certs if c["serial"] == 201)
+    world.apply([notice, *(c for c in certs if c is not sign)])
+    published(world)
+    at = kept_until(lapse(world, DUE + timedelta(days=1)), DAYS)
+    erase(world, at - 10 * 86_400, agenda=True)  # the scan lists the notice at ``at``
+    assert next_erasure(world.store, retention) == from_epoch(at)
+    not_after = at + 7 * 86_400  # before the scan's horizon (at + 20 days)
+    world.apply([{**sign, "not_after": from_epoch(not_after).isoformat()}])
+    assert erase(world, at, agenda=True).summary.notices_erased == 0
+    assert pending(world) is not None
+    assert next_erasure(world.store, retention) == from_epoch(not_after)
+    assert erase(world, not_after - 1, agenda=True).summary.notices_erased == 0
+    assert erase(world, not_after, agenda=True).summary.notices_erased == 1
+    assert pending(world) is None
+
+
+def test_an_agenda_an_earlier_release_made_is_scanned_again_for_notices_lapsed_long_ago(
+    world: World,
+) -> None:
+    """Upgrade (docs/store.md): a store whose agenda a release before `RULES` 3 made (its digest
+    without `retention.NOTICES`, no holder key on it) and whose notice lapsed years ago: the first
+    erasure scans every notice and erases it then, not at that agenda's horizon."""
+    lapsed_at = domestic(world)
+    now = kept_until(lapsed_at, DAYS) + 1000 * 86_400
+    periods = ",".join(
+        f"{f.value}/{c.value}={retention(f, c)}"
+        for f in Family
+        for c in Category
+        if c.applies_to(f)
+    )
+    earlier = hashlib.sha256(f"{RULE}:{periods}".encode()).hexdigest()[:32]  # as RULES 2 wrote it
+    with Commit(world.store, lambda: from_epoch(now)) as c:
+        c.rebuild_retention(scanned(now - 5 * 86_400, earlier), [])
+    assert pending(world) is not None
+    assert erase(world, now, agenda=True).summary.notices_erased == 1
+    assert pending(world) is None
+
+
+def test_erasing_a_lapsed_notice_alone_moves_no_commit(world: World) -> None:
+    """A lapsed notice bounds no answer (the responder reads only notices not lapsed): its
+    erasure, with nothing else due, leaves the commit sequence (and so every cached answer)
+    and the changes feed as they were."""
+    world.apply([change(35, "move-out-notice", planned_date=PLANNED.isoformat())])  # no card
+    published(world)
+    at = kept_until(lapse(world, DUE + timedelta(seconds=1)), DAYS)
+    erase(world, at - 1, agenda=False)
+    with world.store.read() as r:
+        before = (r.generation(), list(r.changes(changes_start(0))))
+    ap = erase(world, at, agenda=False)
+    assert (ap.summary.erased, ap.summary.notices_erased) == (0, 1)
+    with world.store.read() as r:
+        assert (r.generation(), list(r.changes(changes_start(0)))) == before
+
+
+@pytest.mark.parametrize("erased", [False, True])
+def test_an_older_move_out_read_after_the_erasure_takes_a_card_issued_since(
+    world: World, erased: bool
+) -> None:
+    """The documented limit (docs/records.md, arrival order), its worst case: a move-out notice
+    made (day 30) before the erased one (day 35), whose due instant comes after the erased one's,
+    read only after the erasure, is pending by its own dates, and its lapse revokes the auth-card
+    certificate issued since the erased notice's lapse (day 80, valid to day 1580): a certificate
+    read in time stays good (the erased notice, made before that due instant, replaced it).
+    The record comes more than a retention period (30 days here, 3650 shipped) after the lapse."""
+    older = change(
+        31,
+        "move-out-notice",
+        planned_date=(PLANNED + timedelta(days=20)).isoformat(),
+        notified_at=ts(30),
+    )
+    at = kept_until(domestic(world), DAYS)
+    world.apply([issuance(103, "auth-card-g1", H1, day=80)])  # after the lapse's due instant
+    if erased:
+        erase(world, at, agenda=False)
+    assert (pending(world) is None) is erased
+    ap = world.apply([older])
+    ap.clock = FakeClock(from_epoch(at + 86_400))
+    ap.sweep_lapses(from_epoch(at + 86_400))
+    assert world.status("auth-card-g1", 103).revoked is erased

@@ -34,6 +34,7 @@ import pytest
 from cryptography import x509
 
 from crlbuilder import jetstream, release, snapshot
+from crlbuilder.apply import from_epoch
 from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
 from crlbuilder.cli import EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig
@@ -1731,3 +1732,99 @@ def test_a_store_whose_builder_refused_the_stream_is_not_put_as_the_snapshot(
             c.run(c.js.object_store("SNAP_PUT_REFUSED"))
     finally:
         c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_lapsed_notice_is_erased_at_a_tick_on_every_node_with_the_same_bytes(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A move-out notice (転出届) whose 30-day lapse (Act §31(2)) was written leaves ``pending``
+    at the end of its lapse record's retention (`crlbuilder.lapsed`: one day here, counted from
+    the day after the lapse's, 初日不算入): the signer ticks when that falls due, though no CRL
+    entry does, and a node reading the stream later erases it at the same tick, the same
+    bytes. The lapse is written by the holder's next record (a new auth-card certificate,
+    issued after the due instant: it holds nothing), in the records' batch."""
+    pki, manifest = demo_pki
+    jst = timezone(timedelta(hours=9))
+    one_day = dict.fromkeys(("sign-card", "sign-mobile", "auth-card", "auth-mobile"), 1)
+    cfgs = []
+    for name in ("signer", "other"):
+        c = node_config(tmp_path / name, pki, cluster.source, "noticetick")
+        cfgs.append(msgspec.structs.replace(
+            c, crl=msgspec.structs.replace(c.crl, retention_days=one_day)))  # fmt: skip
+    a, b = cfgs
+    same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
+    issuer = next(i for i in manifest.issuers if i.id.startswith("auth-card"))
+    mid = datetime.now(jst).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    due = mid - timedelta(days=1)  # 00:00 JST of planned + 31, the day before ``mid``
+    planned = (due - timedelta(days=31)).date()
+    holder = hashlib.sha256(b"notice-tick").hexdigest()
+    recs = [
+        {"type": "resident-change", "id": "n1", "recorded_at": (due - timedelta(days=40)).isoformat(),
+         "holder": holder, "change": "move-out-notice", "planned_date": planned.isoformat()},
+        {"type": "issuance", "id": "i1", "recorded_at": (due + timedelta(hours=2)).isoformat(),
+         "serial": 4444, "family": "auth-card", "issuer": issuer.id,
+         "not_before": (due + timedelta(hours=2)).isoformat(),
+         "not_after": (due + timedelta(days=900)).isoformat(), "holder": holder},
+    ]  # fmt: skip
+    records = tmp_path / "notice.jsonl"
+    records.write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
+    offset = [mid - timedelta(seconds=30) - datetime.now(UTC)]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset[0]
+
+    def notice(node: Builder) -> sf.PendingMoveOut | None:
+        with node.store.read() as r:
+            return r.pending(bytes.fromhex(holder))
+
+    assert publish_files(a, cluster, [records]) == 2
+    watchdog = threading.Timer(40.0, os.kill, (os.getpid(), signal.SIGINT))
+    with follower(a, cluster, Shifted) as (builder, consumer):
+        builder.clock = clock
+        consumer.shift = offset[0]
+        builder.consume(consumer, tail_wait=0.5)
+        lapsed = notice(builder)
+        assert lapsed is not None and lapsed.lapsed_at, "the lapse was not written"
+        end = kept_until(lapsed.lapsed_at, 1)
+        assert end == int((mid + timedelta(days=1)).timestamp())
+        consumer.tick(clock())  # a periodic tick: the agenda is made, the notice on it
+        builder.consume(consumer, tail_wait=0.5)
+        assert notice(builder) is not None
+        with builder.store.read() as r:
+            phase_one, first_shift = r.stream_seq(), offset[0]
+        # 3 s before the end, no periodic tick for an hour: only a tick when the notice's
+        # erasure falls due erases it before max_idle ends the loop
+        offset[0] = from_epoch(end) - timedelta(seconds=3) - datetime.now(UTC)
+        consumer.shift, consumer.ticks = offset[0], []
+        watchdog.start()
+        try:
+            builder.consume(consumer, follow=True, max_idle=8.0, tail_wait=0.5, interval=0.1,
+                            tick_every=3600.0)  # fmt: skip
+        finally:
+            watchdog.cancel()
+        ticks, left = consumer.ticks, notice(builder)
+    assert left is None, "not erased at 00:00 JST: no tick when the notice's erasure fell due"
+    assert ticks and from_epoch(end) <= ticks[0] < from_epoch(end) + timedelta(seconds=2), ticks
+    # another node reads the same stream later, each message dated as the signer read it
+    with follower(b, cluster, _Redated) as (other, replay):
+        other.clock = clock
+        replay.shifts = [(phase_one, first_shift), (None, offset[0])]
+        other.consume(replay, tail_wait=0.5)
+        assert notice(other) is None
+    assert feed(a) == feed(b)
+    assert dump(a) == dump(b)
+
+
+class _Redated(Consumer):
+    """The stream's consumer as of the clocks another node read it by: a message up to the
+    stream sequence of each ``shifts`` entry (None: any) is shifted by its offset."""
+
+    shifts: list[tuple[int | None, timedelta]]
+
+    def fetch(self, n: int, timeout: float) -> list[Delivered]:
+        def shift(seq: int) -> timedelta:
+            return next(s for upto, s in self.shifts if upto is None or seq <= upto)
+
+        return [dataclasses.replace(d, at=d.at + shift(d.seq)) for d in super().fetch(n, timeout)]
