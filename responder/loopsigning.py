@@ -27,7 +27,7 @@ a node whose cores serve mostly fresh answers. A key in a token (PKCS#11, Ord §
 stays on the threads. Fairness is the same queue either way: the parties' jobs in
 turn, a party's share (``sign_queue_per_party``) refused at once (`sign` returns
 None: OCSP ``tryLater``, RFC 6960 §2.3, rule ``fair_share``), a job whose connection
-went away (its future cancelled) never signed.
+went away (its future cancelled) never signed, nor counted against its share.
 """
 
 from __future__ import annotations
@@ -67,6 +67,10 @@ class FreshSigning(Protocol):
     def close(self) -> None: ...
 
 
+def _abandoned(item: tuple[SignJob, asyncio.Future[Ready]]) -> bool:
+    return item[1].cancelled()
+
+
 class LoopSigning:
     """Fresh signatures made on the running event loop, one per iteration, parties in turn."""
 
@@ -94,6 +98,7 @@ class LoopSigning:
             return None
         loop = asyncio.get_running_loop()
         result: asyncio.Future[Ready] = loop.create_future()
+        self._queue.drop(party, _abandoned)  # their connections went away: no longer waiting
         if not self._queue.push(party, (job, result)):
             return None
         if self._scheduled is not loop:

@@ -169,6 +169,27 @@ def test_a_job_whose_connection_went_away_is_never_signed(keys: Keys) -> None:
     assert log == ["kept"]
 
 
+def test_jobs_abandoned_while_waiting_do_not_hold_the_partys_share(keys: Keys) -> None:
+    """A party whose waiting answers were given up (the connections went away before their
+    turn) is not answered tryLater (``fair_share``) for its next one because of them, as on
+    the signing threads (`responder.signing.SigningPool`)."""
+    log: list[str] = []
+
+    async def scenario() -> bool:
+        signing = LoopSigning(per_party=2)
+        gone = [signing.sign("a", recorded(keys, f"gone{i}", log)) for i in range(2)]
+        for f in gone:
+            assert f is not None
+            f.cancel()  # the HTTP layer cancels the answer of a closed connection
+        retried = signing.sign("a", recorded(keys, "retry", log))
+        if retried is not None:
+            await asyncio.wait_for(retried, 10)
+        return retried is not None
+
+    assert asyncio.run(scenario())
+    assert log == ["retry"]
+
+
 def test_a_failing_signature_fails_its_own_job_only(keys: Keys) -> None:
     log: list[str] = []
 
