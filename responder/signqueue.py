@@ -62,7 +62,7 @@ class FairQueue(Generic[T]):
         went away: they would be skipped when their turn came, and held the party's share
         until then); how many were removed. The others keep their order and turn."""
         queue = self._queues.get(party)
-        if queue is None:
+        if queue is None or not any(map(gone, queue)):  # the usual case: nothing to rebuild
             return 0
         kept = deque(item for item in queue if not gone(item))
         removed = len(queue) - len(kept)
