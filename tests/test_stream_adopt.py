@@ -133,6 +133,7 @@ def test_what_adopting_checks_of_the_store_each_refused_in_one_line() -> None:
     says = {
         "does not exist": why(StoreSide(old, 6, replaced, 6), None),
         "names no record stream": why(StoreSide(b"", 0, "", 0), made_again=True),
+        "group appliance": why(StoreSide(b"", 0, "", 0, group=True), made_again=True),
         "pass --made-again": why(StoreSide(old, 6, "", 6)),
         "which held at least 9": why(StoreSide(old, 6, replaced, 9)),
         "another reason": why(StoreSide(new, 6, "release 1.9, newer", 6), made_again=True),
@@ -532,3 +533,32 @@ def test_the_adopt_step_of_operations_md_runs_as_written_on_a_node_laid_out_as_s
         assert build().returncode == 0  # the builder follows the new stream
         adopted = BuilderConfig(store=StoreSection(path=str(store)))
         assert stream_seq(adopted) == 8  # the new stream's last
+
+
+@pytest.mark.integration
+def test_a_store_that_follows_no_stream_is_refused_before_any_nats_server_is_asked(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A group appliance's store (団体署名検証者: filled from the 機構's CRLs, `crlbuilder group
+    pull`) and a store that names no record stream have nothing to adopt, whatever the
+    stream: refused in one line (exit 2), its bytes unchanged, though no NATS server answers
+    (a group appliance has none), and for what it is; not 'cannot connect to NATS'."""
+    pki, _ = demo_pki
+    nowhere = f"nats://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+    for group in (True, False):
+        cfg = node_config(tmp_path / ("group" if group else "plain"), pki, nowhere, "none")
+        s = Store.open(Path(cfg.store.path), readonly=False)
+        try:
+            with Commit(s, lambda: datetime(2026, 1, 5, tzinfo=UTC)) as c:
+                if group:
+                    c.mark_crl_import()
+                else:
+                    c.put_stream_refused("")  # one commit: a store, no stream named
+        finally:
+            s.close()
+        data = Path(cfg.store.path) / "data.mdb"
+        before = data.read_bytes()
+        line = _one_error(_adopt(cfg, "--made-again"))
+        said = "group appliance" if group else "names no record stream"
+        assert said in line, line
+        assert data.read_bytes() == before
