@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -574,3 +575,35 @@ def test_a_store_that_follows_no_stream_is_refused_before_any_nats_server_is_ask
         said = "group appliance" if group else "names no record stream"
         assert said in line, line
         assert data.read_bytes() == before
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_an_adopted_store_refuses_the_stream_made_again_once_more_before_its_first_batch(
+    tmp_path: Path, nats: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """Adopted, a store stands at sequence 0 of the new stream with its whole history
+    applied. Should the stream be made again once more before its builder applied a batch
+    of it (the builder not started yet), the builder refuses that one too, nothing written,
+    rather than take it as a store that applied nothing would: the checks of adopt (every
+    record on it, the store at the end) are made again by adopting it."""
+    pki, manifest = demo_pki
+    a = node_config(tmp_path / "a", pki, nats.source, "adopt-twice")
+    now = datetime.now(UTC)
+    history, move_in, _ = _files(tmp_path, manifest, now.astimezone(rules.JST).date(), now)
+    publish_files(a, nats, [history, move_in])
+    _consume(a, nats, timedelta(0))
+    _delete_stream(nats, "adopt-twice")
+    publish_files(a, nats, [history, move_in])
+    out = _adopt(a, "--made-again")
+    assert out.returncode == 0, out.stderr
+    _delete_stream(nats, "adopt-twice")  # made again once more, its history not yet all in
+    publish_files(a, nats, [move_in])
+    kept = dump(a), _meta(a)
+    with pytest.raises(StreamReplaced):
+        _consume(a, nats, timedelta(0))
+    assert dump(a) == kept[0]
+    assert {k: v for k, v in _meta(a).items() if k != "stream-refused"} == kept[1]
+    line = _one_error(_adopt(a))  # the missing history named, as for the first remake
+    missing = re.search(r"(\d+) records? of the (\d+) this store applied not on", line)
+    assert missing is not None and 0 < int(missing[1]) < int(missing[2]), line
