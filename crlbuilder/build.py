@@ -845,12 +845,15 @@ class Builder:
         `META_STREAM_REFUSED`): it numbers from 1 again, so resuming at the store's
         sequence + 1 would pass the new stream's records up to it, revocations never applied.
         The node keeps its store by adopting the new stream (`crlbuilder.streamadopt`). A store named
-        that has applied nothing of its stream yet takes the new one."""
+        that has applied nothing of its stream yet takes the new one; an adopted one before its
+        first batch (sequence 0, its history applied) does not: the stream made again once
+        more is adopted again, its checks made again (every record on it)."""
         with self.store.read() as r:
             was, seq = r.feed_id(), r.stream_seq()
+            held = seq or r.count(sf.DB_APPLIED)  # adopted: sequence 0, its history applied
         if was == feed:
             return
-        if was and seq:
+        if was and held:
             reason = (
                 f"the record stream {self.cfg.stream.name} is not the one this store was filled "
                 f"from (deleted and made again?): the store stands at sequence {seq} of the "

@@ -498,6 +498,10 @@ def _stream_adopt(args: argparse.Namespace) -> int:
         print(f"{what}: error: {e}", file=sys.stderr)
         return 2
     try:
+        why = streamadopt.store_refusal(streamadopt.store_side(store))
+        if why is not None:  # before any NATS server is asked
+            print(f"{what}: error: {why}", file=sys.stderr)
+            return 2
         try:
             cluster = Cluster(servers, auth=cfg.stream.nats_auth())
         except CredentialError as e:

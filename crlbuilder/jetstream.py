@@ -40,6 +40,16 @@ T = TypeVar("T")
 _nats_log = logging.getLogger("nats.aio.client")
 
 
+def _not_eof_noise(record: logging.LogRecord) -> bool:
+    """asyncio's warning at every TLS connection's end (nats-py's stream protocol asks to
+    keep a half-closed TLS transport open, which asyncio cannot): it says nothing wrong, and
+    as a second stderr line it broke every command's one-line refusal over TLS."""
+    return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_not_eof_noise)
+
+
 class ClusterError(Exception):
     """The cluster cannot be reached or refused an operation; the message says which."""
 

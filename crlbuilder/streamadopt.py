@@ -16,9 +16,10 @@ one it wrote stays written.
 
 What is checked before anything is written (`refusal`, sans-I/O), each a one-line refusal:
 
-- the stream exists and is another instance than the one the store names (an unnamed store
-  takes the stream by itself at its builder's start; a store already on this instance has
-  nothing to adopt);
+- the store names a stream (an unnamed store takes the stream by itself at its builder's
+  start; a group appliance's, filled from CRLs, follows none): judged before NATS is asked;
+- the stream exists and is another instance than the one the store names (a store already
+  on this instance has nothing to adopt);
 - the operator knows it was made again: the store's builder refused it (its refusal is kept,
   `META_STREAM_REFUSED`), or ``--made-again`` says so for a store whose builder has not run
   since;
@@ -67,6 +68,32 @@ class StoreSide:
     """Why its builder stopped applying the stream (`StoreReader.stream_refused`); empty: none."""
     head: int = 0
     """The old stream's last sequence as its builder last saw it (`StoreReader.stream_head`)."""
+    group: bool = False
+    """A group appliance's store (`StoreReader.crl_import`): filled from CRLs, no stream."""
+
+
+def store_side(store: Store) -> StoreSide:
+    """What adopting reads of ``store``, in one read transaction."""
+    with store.read() as r:
+        head = r.stream_head()[0]
+        return StoreSide(r.feed_id(), r.stream_seq(), r.stream_refused(), head, r.crl_import())
+
+
+def store_refusal(side: StoreSide) -> str | None:
+    """Why the store has nothing to adopt whatever the stream is (None: it may have): judged
+    before any NATS server is asked, so a store that follows no stream is told so, not that
+    NATS cannot be reached (a group appliance has no NATS)."""
+    if side.group:
+        return (
+            "this is a group appliance's store (団体署名検証者: filled from the 機構's CRLs by "
+            "crlbuilder group pull): it follows no record stream, there is nothing to adopt"
+        )
+    if not side.feed:
+        return (
+            "this store names no record stream: its builder takes the stream at its start, "
+            "there is nothing to adopt"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +132,13 @@ def refusal(
     """Why the store must not adopt the stream instance ``current`` (None: no such stream), the
     record ids aside (`missing_refusal`); None when it may. A store already on ``current``
     raises `AlreadyFollowed` unless its builder refused that very instance."""
+    local = store_refusal(side)
+    if local is not None:
+        return local
     if current is None:
         return (
             f"the record stream {stream} does not exist: make it again and republish every "
             "record file (crlbuilder publish) first"
-        )
-    if not side.feed:
-        return (
-            "this store names no record stream: its builder takes the stream at its start, "
-            "there is nothing to adopt"
         )
     if side.feed == current:
         if side.refused:
@@ -220,8 +245,7 @@ def adopt(
     """Check (module docstring) and adopt the stream instance ``current`` (its `feed_id` as
     it stands) into ``store``, opened for writing (its lock: no builder runs); raises
     `AdoptRefused` or `AlreadyFollowed`, nothing written."""
-    with store.read() as r:
-        side = StoreSide(r.feed_id(), r.stream_seq(), r.stream_refused(), r.stream_head()[0])
+    side = store_side(store)
     why = refusal(side, names.name, current, made_again=made_again, accept_behind=accept_behind)
     if why is not None:
         raise AdoptRefused(why)

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import secrets
+import shutil
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -24,10 +27,12 @@ import pytest
 
 from crlbuilder import rules, snapshot
 from crlbuilder.build import Builder, StreamReplaced
-from crlbuilder.config import BuilderConfig
-from crlbuilder.jetstream import Cluster, ClusterError
+from crlbuilder.cli import EXIT_STREAM_REFUSED
+from crlbuilder.config import BuilderConfig, StoreSection
+from crlbuilder.jetstream import Cluster, ClusterError, resolve
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
+from crlbuilder.natsauth import NatsAuth
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
@@ -42,7 +47,14 @@ from crlbuilder.stream import (
 from crlbuilder.streamadopt import AlreadyFollowed, StoreSide, refusal, stream_record_ids
 from responder.v1 import feedpos
 from responder.v1.cursor import StreamPosition
-from tests.support.nats import NatsCluster, free_ports, nats_server, shipped_authorization
+from tests.support.nats import (
+    NatsCluster,
+    free_ports,
+    nats_server,
+    shipped_authorization,
+    tls_files,
+    wait_jetstream,
+)
 from tests.test_apply import FACTS
 from tests.test_stream import (
     Shifted,
@@ -122,6 +134,7 @@ def test_what_adopting_checks_of_the_store_each_refused_in_one_line() -> None:
     says = {
         "does not exist": why(StoreSide(old, 6, replaced, 6), None),
         "names no record stream": why(StoreSide(b"", 0, "", 0), made_again=True),
+        "group appliance": why(StoreSide(b"", 0, "", 0, group=True), made_again=True),
         "pass --made-again": why(StoreSide(old, 6, "", 6)),
         "which held at least 9": why(StoreSide(old, 6, replaced, 9)),
         "another reason": why(StoreSide(new, 6, "release 1.9, newer", 6), made_again=True),
@@ -417,3 +430,180 @@ def test_a_builders_credential_reads_the_record_ids_through_its_own_consumer_onl
         finally:
             publisher.close()
             a.close()
+
+
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+CLUSTER_ENV = Path(__file__).resolve().parent.parent / "deploy" / "systemd" / "cluster.env"
+
+
+def _adopt_step() -> str:
+    """docs/operations.md's shell block of 'A record stream made again', step 1: the adopt
+    command a root operator runs on a node."""
+    text = OPERATIONS.read_text(encoding="utf-8")
+    step = text.split("1. On each node, the signer's first", 1)[1]
+    block = step.split("```sh\n", 1)[1].split("```", 1)[0]
+    return "\n".join(line.strip() for line in block.splitlines())
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_the_adopt_step_of_operations_md_runs_as_written_on_a_node_laid_out_as_shipped(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The step's command, run by ``sh`` as written (only the roots of /etc/jpki-va,
+    /var/lib/jpki-va and /opt/jpki-va moved under the test's directory, the host's name the
+    node's), adopts a node's store against a server as shipped: TLS only (cluster.env's
+    ``JPKI_VA_NATS_TLS_CA``) and the authorization `crlbuilder nats-config` writes (the
+    node's builder seed and inbox)."""
+    pki, manifest = demo_pki
+    now = datetime.now(UTC)
+    files = _files(tmp_path, manifest, now.astimezone(rules.JST).date() - timedelta(days=40), now)
+    shipped = shipped_authorization(tmp_path / "seeds", nodes=("node1",))
+    tls = tls_files(tmp_path / "tls")
+    tls_block = (
+        f'tls {{ cert_file: "{tls["tls.crt"]}", key_file: "{tls["tls.key"]}", timeout: 2 }}\n'
+    )
+    probe = resolve(NatsAuth(tls_ca=tls["ca.crt"]), []).kwargs | shipped.probe
+    root = tmp_path / "node1"
+    etc, var = root / "etc/jpki-va", root / "var/lib/jpki-va"
+    (etc / "nats").mkdir(parents=True, mode=0o700)
+    (var / "build").mkdir(parents=True, mode=0o700)
+    shutil.copy(shipped.seeds["BUILDER/node1"], etc / "nats/builder.seed")
+    shutil.copy(tls["ca.crt"], etc / "nats-ca.pem")
+    key = etc / "facts.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    key.chmod(0o600)
+    (etc / "builder.toml").write_text(
+        f'[input]\nquarantine = "{var}/build/quarantine.jsonl"\n'
+        f'notices = "{var}/build/notices.jsonl"\n[stream]\ndurable = "node1"\n'
+        f'[crl]\nenabled = false\ndirectory = "{var}/crl"\n[ocsp]\npresign = false\n'
+    )
+    store = var / "store"
+    unit_env = {  # what the builder's unit sets (jpki-va-node-builder.service)
+        **os.environ, "JPKI_VA_STORE": str(store), "JPKI_VA_PKI": str(pki),
+        "JPKI_VA_NATS_TLS_CA": str(etc / "nats-ca.pem"), **shipped.env("BUILDER/node1"),
+    }  # fmt: skip
+    publisher = {**os.environ, **shipped.env("PUBLISHER"), "JPKI_VA_NATS_TLS_CA": tls["ca.crt"]}
+    with nats_server(
+        tmp_path / "nats", free_ports(1)[0], extra=shipped.extra + tls_block, probe=probe
+    ) as server:
+
+        def run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "crlbuilder.cli", *argv, "--source", server.source],
+                env=env, check=False, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+
+        def publish(paths: list[Path]) -> None:
+            out = run(publisher, "publish", "--facts-key-file", str(key), *map(str, paths))
+            assert out.returncode == 0, out.stderr
+
+        def build() -> subprocess.CompletedProcess[str]:
+            return run(unit_env, "build", "--config", str(etc / "builder.toml"),
+                       "--facts-key-file", str(key), "--no-crl")  # fmt: skip
+
+        publish(files[:2])
+        assert build().returncode == 0
+        # the stream lost with the servers' JetStream storage, made again, all republished
+        server.stop_all()
+        shutil.rmtree(server.servers[0].dir / "js")
+        server.restart(0)
+        wait_jetstream(server.urls, **probe)
+        publish(files[:1])
+        assert build().returncode == EXIT_STREAM_REFUSED
+        (etc / "cluster.env").write_text(
+            CLUSTER_ENV.read_text()
+            .replace(next(x for x in CLUSTER_ENV.read_text().splitlines()
+                          if x.startswith("NATS=")), f"NATS={server.source}")
+            .replace("/etc/jpki-va", str(etc))
+        )  # fmt: skip
+        script = (
+            _adopt_step()
+            .replace("/etc/jpki-va", str(etc))
+            .replace("/var/lib/jpki-va", str(var))
+            .replace("/opt/jpki-va/venv/bin/", f"{Path(sys.executable).parent}/")
+            .replace("$(hostname)", "node1")
+        )
+        bare = {k: v for k, v in os.environ.items() if not k.startswith("JPKI_VA_")}
+
+        def step() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["sh", "-c", script], env=bare, check=False,
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+
+        data = store / "data.mdb"
+        before = data.read_bytes()
+        out = step()  # the history not all republished: refused in one line, over TLS too
+        assert out.returncode == 2 and "1 record of the 6" in out.stderr, (script, out.stderr)
+        assert len(out.stderr.splitlines()) == 1, out.stderr
+        assert data.read_bytes() == before
+        publish(files[1:])
+        out = step()
+        assert out.returncode == 0, (script, out.stderr)
+        assert out.stderr == "", out.stderr
+        done = msgspec.json.decode(out.stdout.splitlines()[-1])
+        assert done["event"] == "stream-adopt" and done["was_seq"] == 6, done
+        assert done["records_to_apply"] == 2, done
+        assert build().returncode == 0  # the builder follows the new stream
+        adopted = BuilderConfig(store=StoreSection(path=str(store)))
+        assert stream_seq(adopted) == 8  # the new stream's last
+
+
+@pytest.mark.integration
+def test_a_store_that_follows_no_stream_is_refused_before_any_nats_server_is_asked(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A group appliance's store (団体署名検証者: filled from the 機構's CRLs, `crlbuilder group
+    pull`) and a store that names no record stream have nothing to adopt, whatever the
+    stream: refused in one line (exit 2), its bytes unchanged, though no NATS server answers
+    (a group appliance has none), and for what it is; not 'cannot connect to NATS'."""
+    pki, _ = demo_pki
+    nowhere = f"nats://127.0.0.1:{free_ports(1)[0]}"  # nothing listens there
+    for group in (True, False):
+        cfg = node_config(tmp_path / ("group" if group else "plain"), pki, nowhere, "none")
+        s = Store.open(Path(cfg.store.path), readonly=False)
+        try:
+            with Commit(s, lambda: datetime(2026, 1, 5, tzinfo=UTC)) as c:
+                if group:
+                    c.mark_crl_import()
+                else:
+                    c.put_stream_refused("")  # one commit: a store, no stream named
+        finally:
+            s.close()
+        data = Path(cfg.store.path) / "data.mdb"
+        before = data.read_bytes()
+        line = _one_error(_adopt(cfg, "--made-again"))
+        said = "group appliance" if group else "names no record stream"
+        assert said in line, line
+        assert data.read_bytes() == before
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_an_adopted_store_refuses_the_stream_made_again_once_more_before_its_first_batch(
+    tmp_path: Path, nats: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """Adopted, a store stands at sequence 0 of the new stream with its whole history
+    applied. Should the stream be made again once more before its builder applied a batch
+    of it (the builder not started yet), the builder refuses that one too, nothing written,
+    rather than take it as a store that applied nothing would: the checks of adopt (every
+    record on it, the store at the end) are made again by adopting it."""
+    pki, manifest = demo_pki
+    a = node_config(tmp_path / "a", pki, nats.source, "adopt-twice")
+    now = datetime.now(UTC)
+    history, move_in, _ = _files(tmp_path, manifest, now.astimezone(rules.JST).date(), now)
+    publish_files(a, nats, [history, move_in])
+    _consume(a, nats, timedelta(0))
+    _delete_stream(nats, "adopt-twice")
+    publish_files(a, nats, [history, move_in])
+    out = _adopt(a, "--made-again")
+    assert out.returncode == 0, out.stderr
+    _delete_stream(nats, "adopt-twice")  # made again once more, its history not yet all in
+    publish_files(a, nats, [move_in])
+    kept = dump(a), _meta(a)
+    with pytest.raises(StreamReplaced):
+        _consume(a, nats, timedelta(0))
+    assert dump(a) == kept[0]
+    assert {k: v for k, v in _meta(a).items() if k != "stream-refused"} == kept[1]
+    line = _one_error(_adopt(a))  # the missing history named, as for the first remake
+    missing = re.search(r"(\d+) records? of the (\d+) this store applied not on", line)
+    assert missing is not None and 0 < int(missing[1]) < int(missing[2]), line
