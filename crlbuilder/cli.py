@@ -55,6 +55,16 @@ node units do not restart it for this status (``RestartPreventExitStatus=3``). I
 status, not 2 (a refused command line or configuration, but also a signing token not there
 yet at start, which a restart does cure)."""
 
+EXIT_SNAPSHOT_REFUSED: Final = 3
+"""``snapshot get``'s exit status when the latest snapshot cannot start this node
+(`snapshot.SnapshotRefused`: filled from another instance of the record stream, deleted and
+made again since, or put by a newer release). Distinct from 1, which includes "no snapshot
+yet" (a first node, which starts empty): a new node's bootstrap fails on this status only,
+so that its builder does not fill an empty store from a stream made again (a rebuild, whose
+lapses are dated by the republishing: docs/operations.md, "A record stream made again");
+getting it again says it again until a snapshot of the new stream is put. The number is
+`EXIT_STREAM_REFUSED`'s: refused, and trying again will not help until the operator acts."""
+
 
 def _seconds(text: str) -> float:
     """A non-negative, finite number of seconds (argparse type)."""
@@ -346,7 +356,10 @@ def _snapshot(args: argparse.Namespace) -> int:
         else:
             feed = current_feed_id(cluster, cfg.stream.name)  # None: no stream yet
             info = snapshot.get(cluster, bucket, Path(cfg.store.path), feed=feed)
-    except (StoreFormatError, snapshot.SnapshotRefused) as e:
+    except snapshot.SnapshotRefused as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
+        return EXIT_SNAPSHOT_REFUSED if args.snapshot_command == "get" else 2
+    except StoreFormatError as e:
         print(f"{what}: error: {e}", file=sys.stderr)
         return 2
     except (ClusterError, snapshot.SnapshotCopyError) as e:
@@ -686,7 +699,12 @@ def parser() -> argparse.ArgumentParser:
         description="put: a consistent copy of this node's store (its builder may run) into "
         "the snapshot bucket; get: the latest snapshot as the store (a new directory), after "
         "which `build --source ... --follow` applies the record stream from the snapshot's "
-        "sequence on. Prints one JSON line.",
+        "sequence on. Prints one JSON line. get's exit status: 1 no snapshot yet (a first "
+        "node: its builder fills an empty store from the stream) or no NATS server answering; "
+        "3 the latest snapshot refused (of another instance of the record stream, made again "
+        "since, or a newer release's): a new node's bootstrap fails and its builder does not "
+        "start until a snapshot of the new stream is put from a node that adopted it "
+        "(crlbuilder stream adopt, then crlbuilder snapshot put there).",
     )
     sns = sn.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
     for action in ("put", "get"):

@@ -19,7 +19,9 @@ store was filled from (`META_FEED_ID`): `get` refuses, nothing made, one put by 
 than the node's (upgrade the node first) and one of another stream than the one that stands
 under the store's stream's name (deleted and made again since: the snapshot's sequences are
 the old stream's, so its builder could not resume in the new one; docs/operations.md, "A
-record stream made again").
+record stream made again"). The command says so by its own exit status
+(`crlbuilder.cli.EXIT_SNAPSHOT_REFUSED`), on which a new node's bootstrap fails rather than
+leave its builder to fill an empty store from the stream made again.
 """
 
 from __future__ import annotations
@@ -224,9 +226,10 @@ def get(
                     raise SnapshotRefused(
                         f"the latest snapshot in {bucket.name} was filled from another record "
                         "stream than the one under its name now (deleted and made again "
-                        f"since): it stands at sequence {r.stream_seq()} of the old one; put a "
-                        "snapshot from a node that adopted the new stream (crlbuilder stream "
-                        "adopt) first (docs/operations.md, 'A record stream made again')"
+                        f"since): it stands at sequence {r.stream_seq()} of the old one; on a "
+                        "node that adopted the new stream (crlbuilder stream adopt) run "
+                        "crlbuilder snapshot put, then start this node again; it does not start "
+                        "from an empty store (docs/operations.md, 'A record stream made again')"
                     )
             with Commit(snap) as c:  # what the snapshot's node saw of the stream is not ours:
                 c.put_stream_head(0, 0)  # not ready until this node's builder has seen it

@@ -782,9 +782,11 @@ def test_the_node_units_run_a_node_of_several() -> None:
         assert unit_settings(timer_file, "Install")["WantedBy"] == ["timers.target"]
 
     # a new node's store from the latest snapshot, before its builder (the pod's init
-    # container): skipped where a store exists, its failure (no snapshot) not the builder's
+    # container): skipped where a store exists; no snapshot (1) lets the builder start, a
+    # refused one (3: the record stream made again since) does not (Requires=, After=)
     boot = unit_settings(NODE_BOOTSTRAP_UNIT)
-    assert boot["Type"] == ["oneshot"] and boot["ExecStart"][0].startswith("-/")
+    assert boot["Type"] == ["oneshot"] and boot["ExecStart"][0].startswith("/")
+    assert boot["SuccessExitStatus"] == ["1 2"]
     args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_BOOTSTRAP_UNIT)[1:])
     assert (args.command, args.snapshot_command) == ("snapshot", "get") and args.wait > 0
     assert str(args.store) == "/var/lib/jpki-va/store"
@@ -792,7 +794,7 @@ def test_the_node_units_run_a_node_of_several() -> None:
     assert boot_unit["ConditionPathExists"] == ["!/var/lib/jpki-va/store/data.mdb"]
     for unit in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT):
         u = unit_settings(unit, "Unit")
-        assert NODE_BOOTSTRAP_UNIT.name in u["Wants"][0].split(), unit.name
+        assert NODE_BOOTSTRAP_UNIT.name in u["Requires"][0].split(), unit.name
         assert NODE_BOOTSTRAP_UNIT.name in u["After"][0].split(), unit.name
     snap = unit_settings(NODE_SNAPSHOT_UNIT)
     args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_SNAPSHOT_UNIT)[1:])

@@ -36,7 +36,7 @@ from cryptography import x509
 from crlbuilder import jetstream, release, snapshot
 from crlbuilder.apply import from_epoch
 from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
-from crlbuilder.cli import EXIT_STREAM_REFUSED
+from crlbuilder.cli import EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
@@ -1555,7 +1555,9 @@ def test_a_snapshot_of_a_newer_release_is_refused_nothing_made(
          "--store", str(target), "--snapshot-bucket", "SNAP_REL", "--stream", "snaprel"],
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.returncode == 2 and "upgrade this node" in out.stderr, out.stderr
+    # its own status, not "no snapshot" (1): a new node's bootstrap fails on it alone
+    assert out.returncode == EXIT_SNAPSHOT_REFUSED, out.stderr
+    assert "upgrade this node" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "new").exists()
 
 
@@ -1598,7 +1600,12 @@ def test_a_stream_made_again_the_way_out_is_one_node_rebuilt_then_snapshots_of_i
          "--store", str(fresh), "--snapshot-bucket", bucket.name, "--stream", "again"],
         check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.returncode == 2 and "another record stream" in out.stderr, out.stderr
+    # its own status (a new node's bootstrap fails on it, and on no other), what to do in its
+    # one line: the node does not start empty (a rebuild from the republished stream)
+    assert out.returncode == EXIT_SNAPSHOT_REFUSED, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and "another record stream" in errors[0], out.stderr
+    assert "crlbuilder snapshot put" in errors[0] and "crlbuilder stream adopt" in errors[0]
     assert not (tmp_path / "fresh").exists()
     # the way out: a's store moved away, its builder fills an empty one from the new stream
     Path(a.store.path).rename(tmp_path / "a-old-store")

@@ -27,7 +27,7 @@ import pytest
 
 from crlbuilder import rules, snapshot
 from crlbuilder.build import Builder, StreamReplaced
-from crlbuilder.cli import EXIT_STREAM_REFUSED
+from crlbuilder.cli import EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig, StoreSection
 from crlbuilder.jetstream import Cluster, ClusterError, resolve
 from crlbuilder.manifest import Manifest
@@ -607,3 +607,205 @@ def test_an_adopted_store_refuses_the_stream_made_again_once_more_before_its_fir
     line = _one_error(_adopt(a))  # the missing history named, as for the first remake
     missing = re.search(r"(\d+) records? of the (\d+) this store applied not on", line)
     assert missing is not None and 0 < int(missing[1]) < int(missing[2]), line
+
+
+K8S_NODES = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes" / "jpki-va.yaml"
+
+
+def _init_script() -> str:
+    """The shell script of the nodes' `bootstrap` init container (deploy/kubernetes)."""
+    import yaml
+
+    for doc in yaml.safe_load_all(K8S_NODES.read_text(encoding="utf-8")):
+        if doc and doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == "jpki-va":
+            [boot] = doc["spec"]["template"]["spec"]["initContainers"]
+            assert boot["name"] == "bootstrap" and boot["command"] == ["/bin/sh", "-c"]
+            return str(boot["args"][0])
+    raise AssertionError("no jpki-va StatefulSet")
+
+
+def _success_statuses(unit: Path) -> set[int]:
+    """The exit statuses systemd counts as ``unit``'s success: 0, SuccessExitStatus=, or
+    any when its ExecStart= starts with "-" (a failure ignored)."""
+    from tests.test_deploy import unit_settings
+
+    s = unit_settings(unit)
+    if s["ExecStart"][0].startswith("-"):
+        return set(range(256))
+    return {0} | {int(v) for line in s.get("SuccessExitStatus", []) for v in line.split()}
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS server, asyncio timeouts
+def test_a_new_node_does_not_start_empty_from_a_stream_made_again_until_an_adopted_snapshot(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A new node's bootstrap, as systemd runs jpki-va-node-bootstrap (its command, its
+    environment and credentials: `tests.test_deploy._as_systemd_runs`) and as the nodes' pods
+    run their init container (its script, by ``sh``), against a server as shipped (TLS, the
+    authorization nats-config writes): with no snapshot at all (a first node) it lets the
+    builder start on an empty store; with the daily snapshot of a record stream since deleted
+    and made again, the unit fails (its status not one systemd counts as success, and the
+    node's builder units `Requires=` it) and the init container fails, nothing made, one line
+    saying what to do; once a node adopted the new stream and its snapshot unit put its
+    store, both start the new node from it, and its builder follows the stream to the
+    adopted node's state."""
+    from tests.test_deploy import (
+        NODE_BOOTSTRAP_UNIT,
+        NODE_BUILDER_UNIT,
+        NODE_SIGNER_UNIT,
+        NODE_SNAPSHOT_UNIT,
+        _as_systemd_runs,
+        unit_settings,
+    )
+
+    # the unit's rules: only the refused snapshot (3) fails it; its builders require it
+    success = _success_statuses(NODE_BOOTSTRAP_UNIT)
+    assert 1 in success and EXIT_SNAPSHOT_REFUSED not in success, success
+    for unit in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT):
+        u = unit_settings(unit, "Unit")
+        assert NODE_BOOTSTRAP_UNIT.name in u["Requires"][0].split(), unit.name
+        assert NODE_BOOTSTRAP_UNIT.name in u["After"][0].split(), unit.name
+        assert NODE_BOOTSTRAP_UNIT.name not in u.get("Wants", [""])[0].split(), unit.name
+
+    pki, manifest = demo_pki
+    now = datetime.now(UTC)
+    files = _files(tmp_path, manifest, now.astimezone(rules.JST).date() - timedelta(days=40), now)
+    shipped = shipped_authorization(tmp_path / "seeds", nodes=("node1", "node2", "node3"))
+    tls = tls_files(tmp_path / "tls")
+    tls_block = (
+        f'tls {{ cert_file: "{tls["tls.crt"]}", key_file: "{tls["tls.key"]}", timeout: 2 }}\n'
+    )
+    probe = resolve(NatsAuth(tls_ca=tls["ca.crt"]), []).kwargs | shipped.probe
+    key = tmp_path / "facts.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    key.chmod(0o600)
+    publisher = {**os.environ, **shipped.env("PUBLISHER"), "JPKI_VA_NATS_TLS_CA": tls["ca.crt"]}
+
+    def lay_out(name: str, source: str) -> tuple[Path, Path]:
+        """A node's hosts' layout under tmp_path/name: /etc/jpki-va, /var/lib/jpki-va."""
+        root = tmp_path / name
+        etc, var = root / "etc/jpki-va", root / "var/lib/jpki-va"
+        (etc / "nats").mkdir(parents=True, mode=0o700)
+        for d in ("build", "snapshot"):
+            (var / d).mkdir(parents=True, mode=0o700)
+        shutil.copy(shipped.seeds[f"BUILDER/{name}"], etc / "nats/builder.seed")
+        shutil.copy(shipped.seeds["SNAPSHOT"], etc / "nats/snapshot.seed")
+        shutil.copy(tls["ca.crt"], etc / "nats-ca.pem")
+        shutil.copytree(pki, etc / "pki")
+        same_key(key, etc / "facts.key")
+        (etc / "builder.toml").write_text(
+            f'[input]\nquarantine = "{var}/build/quarantine.jsonl"\n'
+            f'notices = "{var}/build/notices.jsonl"\n[stream]\ndurable = "{name}"\n'
+            f'[crl]\nenabled = false\ndirectory = "{var}/crl"\n[ocsp]\npresign = false\n'
+        )
+        (etc / "cluster.env").write_text(
+            CLUSTER_ENV.read_text()
+            .replace(next(x for x in CLUSTER_ENV.read_text().splitlines()
+                          if x.startswith("NATS=")), f"NATS={source}")
+        )  # fmt: skip
+        return root, var / "store"
+
+    with nats_server(
+        tmp_path / "nats", free_ports(1)[0], extra=shipped.extra + tls_block, probe=probe
+    ) as server:
+        (node1, store1), (node2, store2), (node3, store3) = (
+            lay_out(n, server.source) for n in ("node1", "node2", "node3")
+        )
+
+        def publish(paths: list[Path]) -> None:
+            out = subprocess.run(
+                [sys.executable, "-m", "crlbuilder.cli", "publish", "--source", server.source,
+                 "--facts-key-file", str(key), *map(str, paths)],
+                env=publisher, check=False, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert out.returncode == 0, out.stderr
+
+        def as_unit(unit: Path, root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+            """``unit``'s command as systemd runs it, or ``argv`` in its environment."""
+            command, env, cwd = _as_systemd_runs(unit, root)
+            if argv:
+                command = [command[0], *argv]
+            return subprocess.run(command, env=env, cwd=cwd, check=False,
+                                  capture_output=True, text=True, timeout=300)  # fmt: skip
+
+        def node1_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+            etc = node1 / "etc/jpki-va"
+            return as_unit(NODE_BUILDER_UNIT, node1, *argv, "--config", str(etc / "builder.toml"),
+                           "--source", server.source)  # fmt: skip
+
+        def pod_init(store: Path) -> subprocess.CompletedProcess[str]:
+            """The init container's script in the node's pod environment (its seed, inbox,
+            the ConfigMap's NATS and TLS CA)."""
+            name = store.parent.parent.parent.parent.name
+            script = _init_script().replace("/var/lib/jpki-va", str(store.parent))
+            env = {
+                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                "NATS": server.source, "JPKI_VA_NATS_TLS_CA": tls["ca.crt"],
+                **shipped.env(f"BUILDER/{name}"),
+            }  # fmt: skip
+            return subprocess.run(["sh", "-c", script], env=env, check=False,
+                                  capture_output=True, text=True, timeout=300)  # fmt: skip
+
+        def refused_in_one_line(out: subprocess.CompletedProcess[str], store: Path) -> None:
+            assert out.returncode == EXIT_SNAPSHOT_REFUSED, (out.returncode, out.stderr)
+            [line] = out.stderr.splitlines()
+            assert line.startswith("crlbuilder snapshot get: error: "), line
+            assert "another record stream" in line and "crlbuilder snapshot put" in line, line
+            assert "crlbuilder stream adopt" in line, line
+            assert not store.exists() and not any(p.name.startswith(".store") for p in
+                                                  store.parent.iterdir())  # fmt: skip
+
+        publish(files[:2])
+        built = node1_cli("build", "--facts-key-file", str(key), "--no-crl")
+        assert built.returncode == 0, built.stderr
+        assert stream_seq(BuilderConfig(store=StoreSection(path=str(store1)))) == 6
+
+        # a first node (no snapshot at all): the unit succeeds, the builder starts empty
+        first = as_unit(NODE_BOOTSTRAP_UNIT, node2)
+        assert first.returncode in success and first.returncode != 0, first.stderr
+        assert "no snapshot in JPKI_SNAPSHOTS" in first.stderr and not store2.exists()
+        first = pod_init(store3)
+        assert first.returncode == 0 and "applies the whole stream" in first.stdout, first
+        assert not store3.exists()
+
+        # the daily snapshot (node1's, of the stream as it stood); then the stream lost (its
+        # storage gone; the snapshot bucket kept), made again and its history republished
+        put = as_unit(NODE_SNAPSHOT_UNIT, node1)
+        assert put.returncode == 0, put.stderr
+        server.stop_all()
+        [lost] = server.servers[0].dir.glob("js/jetstream/*/streams/JPKI_RECORDS")
+        shutil.rmtree(lost)
+        server.restart(0)
+        wait_jetstream(server.urls, **probe)
+        publish(files)
+
+        # a new node now: refused, nothing made; its builder does not start (Requires=)
+        refused_in_one_line(as_unit(NODE_BOOTSTRAP_UNIT, node2), store2)
+        refused_in_one_line(pod_init(store3), store3)
+
+        # the way out: node1 adopts the new stream, catches up, its snapshot unit puts it
+        assert node1_cli("build", "--facts-key-file", str(key),
+                         "--no-crl").returncode == EXIT_STREAM_REFUSED  # fmt: skip
+        adopted = node1_cli("stream", "adopt")
+        assert adopted.returncode == 0, adopted.stderr
+        assert node1_cli("build", "--facts-key-file", str(key), "--no-crl").returncode == 0
+        cfg1 = BuilderConfig(store=StoreSection(path=str(store1)))
+        assert stream_seq(cfg1) == 8
+        put = as_unit(NODE_SNAPSHOT_UNIT, node1)
+        assert put.returncode == 0, put.stderr
+
+        # the new nodes start from it, and follow the stream to node1's state
+        boot = as_unit(NODE_BOOTSTRAP_UNIT, node2)
+        assert boot.returncode == 0, boot.stderr
+        boot = pod_init(store3)
+        assert boot.returncode == 0 and "no snapshot" not in boot.stdout, boot
+        for root, store in ((node2, store2), (node3, store3)):
+            cfg = BuilderConfig(store=StoreSection(path=str(store)))
+            assert stream_seq(cfg) == 8
+            etc = root / "etc/jpki-va"
+            caught = as_unit(NODE_BUILDER_UNIT, root, "build", "--config",
+                             str(etc / "builder.toml"), "--source", server.source,
+                             "--facts-key-file", str(key), "--no-crl")  # fmt: skip
+            assert caught.returncode == 0, caught.stderr
+            assert dump(cfg) == dump(cfg1)
