@@ -740,7 +740,7 @@ again: a rebuilt store would write, at the republishing instant, the 30-day laps
 §31(2)) that a later move-in notice had stopped (docs/operations.md, 'A record stream
 made again').
 
-Checked first, each refused in one line (exit 2) with nothing written:
+Checked first, each refused in one line (exit 2), the store left as it was:
   - the store exists, no other process writes it (its builder is stopped);
   - the stream exists and is another instance than the one the store follows;
   - this store's builder refused the new stream (exit 3, /readyz says so), or
@@ -750,10 +750,13 @@ Checked first, each refused in one line (exit 2) with nothing written:
   - the store stood at the old stream's end as its builder last saw it: a node
     behind would apply the rest dated by the republishing instant, as a rebuild
     does (start it from an adopted node's snapshot, or --accept-behind).
+Reading the ids deletes this node's durable consumer (refused or not): its builder
+makes it again at its start, from the store's sequence.
 Then, in one commit: the store follows the new stream at its sequence 0, the refusal
 is cleared, and the changes feed starts again (cursors of the old stream are answered
-410: parties resynchronise). A store already on the stream as it stands: nothing done,
-exit 0. NATS unreachable: exit 1. Prints one JSON line.""",
+410: parties resynchronise); one JSON line says what was done. A store already on the
+stream as it stands: nothing done, one plain line "... already follows ...", exit 0.
+NATS unreachable: exit 1.""",
     )
     add_arguments(ad)
     ad.add_argument(

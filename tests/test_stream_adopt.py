@@ -146,6 +146,24 @@ def test_what_adopting_checks_of_the_store_each_refused_in_one_line() -> None:
         why(StoreSide(new, 2, "", 8), made_again=True)
 
 
+@pytest.mark.integration  # the command's own --help, in a process
+def test_the_help_of_adopt_says_what_it_prints_and_what_it_deletes() -> None:
+    """`stream adopt --help` claims only what adopt does: the "already follows" answer is a
+    plain line, not JSON (`test_adopt_refuses_a_missing_store_or_stream_and_a_store_of_this_stream`);
+    a refusal leaves the store as it was, but reading the stream deletes the node's durable
+    consumer (`stream_record_ids`), refused or not: not "nothing written"."""
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "stream", "adopt", "--help"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    text = " ".join(out.stdout.split())
+    assert "Prints one JSON line" not in text and "nothing written" not in text, text
+    assert 'one plain line "... already follows ..."' in text, text
+    assert "one JSON line says what was done" in text, text
+    assert "deletes this node's durable consumer (refused or not)" in text, text
+    assert "the store left as it was" in text, text
+
+
 def _keeping_changes(cfg: BuilderConfig) -> BuilderConfig:
     """``cfg`` keeping its changes feed for ten years (`StoreConfig.changes_keep_days`)."""
     return msgspec.structs.replace(
@@ -369,6 +387,7 @@ def test_adopt_refuses_a_missing_store_or_stream_and_a_store_of_this_stream(
     kept = _meta(a)
     out = _adopt(a, "--made-again")  # the store follows this very stream: nothing to do
     assert out.returncode == 0 and "already follows" in out.stdout, (out.stdout, out.stderr)
+    assert not out.stdout.lstrip().startswith("{")  # a plain line, as --help says: no JSON
     assert _meta(a) == kept
     s = Store.open(Path(a.store.path), readonly=False)
     try:
