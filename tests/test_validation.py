@@ -443,6 +443,40 @@ def test_cms_bad_input_is_a_per_item_result(jpki: Jpki) -> None:
         assert run(jpki, item).result.value == outcome.value, name
 
 
+@pytest.mark.parametrize("fmt", ("pkcs1", "cms", "xmldsig"))
+@pytest.mark.parametrize(
+    ("bits", "exponent", "phrase"),
+    ((3072, (1 << 3071) + 1, "exponent"), (8200, 65537, "bits")),
+    ids=("long-exponent", "long-modulus"),
+)
+def test_rsa_keys_costlier_than_jpki_ones_are_unsupported(
+    jpki: Jpki, fmt: str, bits: int, exponent: int, phrase: str
+) -> None:
+    """The signature is checked with the certificate's key before the path says whose the
+    certificate is: a self-made certificate whose RSA exponent is as long as its 3072-bit
+    modulus cost 8 ms per verification (a 2048-bit JPKI key 0.08 ms), a thousand items a
+    call; an oversized modulus likewise. Refused before any RSA operation."""
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    n = int.from_bytes(os.urandom(bits // 8), "big") | (1 << (bits - 1)) | 1
+    public = rsa.RSAPublicNumbers(exponent, n).public_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "costly")])
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(public).serial_number(SERIAL)
+        .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
+        .sign(OTHER_KEY, hashes.SHA256())
+    )  # fmt: skip
+    item = item_of(fmt, cert)
+    if isinstance(item, Pkcs1Item):  # as long as the modulus, within the request's bound
+        item = Pkcs1Item(certificate=der(cert), signature=b"\x01" * min(bits // 8, 1024), data=DOC)
+    r = run(jpki, item)
+    assert r.result is ResultCode.UNSUPPORTED and phrase in r.detail, r
+
+
 def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
     """RFC 5652 allows BER outside the signed attributes: the DER walk hands such input to
     asn1crypto to re-encode, and the signature still verifies (a change still does not)."""
