@@ -528,6 +528,24 @@ def test_cms_without_signed_attributes_signs_the_content(jpki: Jpki) -> None:
     assert bad.outcome is SignatureOutcome.MISMATCH
 
 
+def test_cms_without_signed_attributes_must_carry_id_data(jpki: Jpki) -> None:
+    """RFC 5652 §5.3: signedAttrs MUST be present when the eContentType is not id-data.
+    Without them the signature covers the content octets only, so the type a verifier
+    reads (and may parse the content by) was not signed: it could be set to anything
+    and the answer still said ``ok``."""
+    from asn1crypto import cms
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    info = cms.ContentInfo.load(cms_signed(DOC, cert, attributes=False))
+    info["content"]["encap_content_info"]["content_type"] = "1.2.840.113549.1.9.16.1.4"  # TSTInfo
+    retyped = bytes(info.dump(force=True))
+    s = check_cms(CmsItem(cms=retyped))
+    assert s.outcome is SignatureOutcome.MALFORMED and "id-data" in s.detail, s
+    assert check_cms(CmsItem(cms=cms_signed(DOC, cert, attributes=False))).outcome is (
+        SignatureOutcome.VALID
+    )
+
+
 def test_cms_with_empty_signed_attributes_is_malformed(jpki: Jpki) -> None:
     """SignedAttributes ::= SET SIZE (1..MAX) (RFC 5652 §5.3): present and empty is not a
     SignedData; it was read as "no signed attributes" and verified over the content."""
