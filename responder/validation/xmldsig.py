@@ -195,7 +195,8 @@ def check_xmldsig(item: XmlItem, budget: XmlBudget | None = None) -> Signed:
     cert: x509.Certificate | None = None
     try:
         root = _parse(item.xml)
-        _spend(budget if budget is not None else XmlBudget(), work(root))
+        call = budget if budget is not None else XmlBudget()
+        call.left -= work(root, call.left)
         signature = _one_signature(root)
         cert = _signer_certificate(signature)
         rsa_key(cert)
@@ -238,9 +239,10 @@ def _parse(xml: bytes) -> etree._Element:
     return root
 
 
-def work(root: etree._Element) -> int:
+def work(root: etree._Element, limit: int | None = None) -> int:
     """The canonicalisation work of the tree (units of about 2 ns, `_WORK_NAMESPACES`);
-    refuses a tree past `MAX_NAMESPACES` or `MAX_DEPTH` before xmlsec1 sees it."""
+    refuses a tree past `MAX_NAMESPACES` or `MAX_DEPTH`, or past ``limit`` (what is left of
+    the call's budget: the pass stops there), before xmlsec1 sees it."""
     depth = 0
     total = 0
     for event, node in etree.iterwalk(root, events=("start", "end")):
@@ -256,15 +258,11 @@ def work(root: etree._Element) -> int:
             raise unsupported(
                 f"an element of xml has more than {MAX_NAMESPACES} namespaces in scope"
             )
+        if limit is not None and total > limit:
+            raise unsupported(
+                "the call's XML canonicalisation work is spent: send fewer or smaller XML items per call"
+            )
     return total
-
-
-def _spend(budget: XmlBudget, cost: int) -> None:
-    if cost > budget.left:
-        raise unsupported(
-            "the call's XML canonicalisation work is spent: send fewer or smaller XML items per call"
-        )
-    budget.left -= cost
 
 
 def _one_signature(root: etree._Element) -> etree._Element:
