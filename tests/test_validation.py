@@ -477,6 +477,33 @@ def test_rsa_keys_costlier_than_jpki_ones_are_unsupported(
     assert r.result is ResultCode.UNSUPPORTED and phrase in r.detail, r
 
 
+def test_certificates_carried_with_a_signature_are_bounded(jpki: Jpki) -> None:
+    """Each certificate a CMS or an XML signature carries is parsed (240 us for a JPKI
+    one) until the signer's is found: a call of 18 MB of certificates held a worker 4 s.
+    A signer's chain is a few; more than `MAX_CERTIFICATES` is unsupported."""
+    from asn1crypto import cms
+    from asn1crypto import x509 as ax509
+
+    from responder.validation.signature import MAX_CERTIFICATES
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    other = ax509.Certificate.load(der(jpki.issue(Family.SIGN_CARD, SERIAL + 1)))
+
+    def carrying(n: int) -> bytes:
+        info = cms.ContentInfo.load(cms_signed(DOC, cert))
+        info["content"]["certificates"] = [other] * (n - 1) + [info["content"]["certificates"][0]]
+        return bytes(info.dump(force=True))
+
+    assert check_cms(CmsItem(cms=carrying(MAX_CERTIFICATES))).outcome is SignatureOutcome.VALID
+    s = check_cms(CmsItem(cms=carrying(MAX_CERTIFICATES + 1)))
+    assert s.outcome is SignatureOutcome.UNSUPPORTED and "certificates" in s.detail, s
+    xml = xml_signed(cert)
+    extra = f"<X509Certificate>{base64.b64encode(other.dump()).decode()}</X509Certificate>"
+    many = xml.replace(b"<X509Data>", b"<X509Data>" + extra.encode() * MAX_CERTIFICATES)
+    x = check_xmldsig(XmlItem(xml=many))
+    assert x.outcome is SignatureOutcome.UNSUPPORTED and "certificates" in x.detail, x
+
+
 def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
     """RFC 5652 allows BER outside the signed attributes: the DER walk hands such input to
     asn1crypto to re-encode, and the signature still verifies (a change still does not)."""

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from crlbuilder.der import DerError, der_header, der_length
 from responder.validation.request import CmsItem
 from responder.validation.signature import (
+    MAX_CERTIFICATES,
     CertificateOctets,
     FormatError,
     SignatureOutcome,
@@ -208,6 +209,8 @@ def _walk(d: bytes) -> _Parsed:
         for tag, p, _, end in _children(d, middle[0][2], middle[0][3])
         if tag == _SEQUENCE  # a Certificate; the other CertificateChoices are not read
     ]
+    if len(certificates) > MAX_CERTIFICATES:
+        raise unsupported(f"the SignedData carries more than {MAX_CERTIFICATES} certificates")
     signers = _children(d, signer_infos[2], signer_infos[3])
     if len(signers) == 0:
         raise malformed("the SignedData has no SignerInfo")

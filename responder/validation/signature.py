@@ -168,6 +168,9 @@ def certificate_octets(der: bytes) -> CertificateOctets | None:
     return CertificateOctets(tbs, der[p:q]) if tag == _SEQUENCE else None
 
 
+MAX_CERTIFICATES: Final = 16
+"""Certificates a CMS SignedData or an XML signature may carry: each is parsed (240 us for
+a JPKI one) until the signer's is found, and a signer's chain is a few."""
 MAX_RSA_BITS: Final = 8192
 """The largest modulus verified (JPKI keys are 2048-bit): a verification costs a few
 squarings of the modulus, so 16384 bits costs ten times 2048."""

@@ -54,6 +54,7 @@ from lxml import etree
 
 from responder.validation.request import XmlItem
 from responder.validation.signature import (
+    MAX_CERTIFICATES,
     FormatError,
     SignatureOutcome,
     Signed,
@@ -287,6 +288,8 @@ def _signer_certificate(signature: etree._Element) -> x509.Certificate:
     texts = signature.findall("ds:KeyInfo/ds:X509Data/ds:X509Certificate", _NS)
     if not texts:
         raise malformed("the signature has no KeyInfo/X509Data/X509Certificate")
+    if len(texts) > MAX_CERTIFICATES:
+        raise unsupported(f"the KeyInfo carries more than {MAX_CERTIFICATES} certificates")
     certs: list[x509.Certificate] = []
     for t in texts:
         try:
