@@ -220,6 +220,26 @@ def test_a_document_over_the_configured_limit_is_413(pki: Jpki) -> None:
     assert api.ledger.counted == []
 
 
+def test_the_xml_items_of_a_call_share_one_canonicalisation_budget(
+    pki: Jpki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bound is per call, not per item: a thousand items each under its own budget
+    would still hold the worker a thousand times as long. With a budget of one and a half
+    documents' work, the second XML item is unsupported and the batch goes on."""
+    from lxml import etree
+
+    from responder.validation import xmldsig
+
+    items = three(pki)
+    xml = base64.b64decode(items[2]["xml"])
+    cost = xmldsig.work(etree.fromstring(xml))
+    monkeypatch.setattr(v1verify, "XmlBudget", lambda: xmldsig.XmlBudget(cost * 3 // 2))
+    resp, got = Api(pki).call({"items": [items[2], items[2], items[0]]})
+    assert resp.status == 200, got
+    assert [r["result"] for r in got["results"]] == ["ok", "unsupported", "ok"], got
+    assert "canonicalisation work" in got["results"][1]["detail"]
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -443,6 +443,67 @@ def test_cms_bad_input_is_a_per_item_result(jpki: Jpki) -> None:
         assert run(jpki, item).result.value == outcome.value, name
 
 
+@pytest.mark.parametrize("fmt", ("pkcs1", "cms", "xmldsig"))
+@pytest.mark.parametrize(
+    ("bits", "exponent", "phrase"),
+    ((3072, (1 << 3071) + 1, "exponent"), (8200, 65537, "bits")),
+    ids=("long-exponent", "long-modulus"),
+)
+def test_rsa_keys_costlier_than_jpki_ones_are_unsupported(
+    jpki: Jpki, fmt: str, bits: int, exponent: int, phrase: str
+) -> None:
+    """The signature is checked with the certificate's key before the path says whose the
+    certificate is: a self-made certificate whose RSA exponent is as long as its 3072-bit
+    modulus cost 8 ms per verification (a 2048-bit JPKI key 0.08 ms), a thousand items a
+    call; an oversized modulus likewise. Refused before any RSA operation."""
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    n = int.from_bytes(os.urandom(bits // 8), "big") | (1 << (bits - 1)) | 1
+    public = rsa.RSAPublicNumbers(exponent, n).public_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "costly")])
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(public).serial_number(SERIAL)
+        .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
+        .sign(OTHER_KEY, hashes.SHA256())
+    )  # fmt: skip
+    item = item_of(fmt, cert)
+    if isinstance(item, Pkcs1Item):  # as long as the modulus, within the request's bound
+        item = Pkcs1Item(certificate=der(cert), signature=b"\x01" * min(bits // 8, 1024), data=DOC)
+    r = run(jpki, item)
+    assert r.result is ResultCode.UNSUPPORTED and phrase in r.detail, r
+
+
+def test_certificates_carried_with_a_signature_are_bounded(jpki: Jpki) -> None:
+    """Each certificate a CMS or an XML signature carries is parsed (240 us for a JPKI
+    one) until the signer's is found: a call of 18 MB of certificates held a worker 4 s.
+    A signer's chain is a few; more than `MAX_CERTIFICATES` is unsupported."""
+    from asn1crypto import cms
+    from asn1crypto import x509 as ax509
+
+    from responder.validation.signature import MAX_CERTIFICATES
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    other = ax509.Certificate.load(der(jpki.issue(Family.SIGN_CARD, SERIAL + 1)))
+
+    def carrying(n: int) -> bytes:
+        info = cms.ContentInfo.load(cms_signed(DOC, cert))
+        info["content"]["certificates"] = [other] * (n - 1) + [info["content"]["certificates"][0]]
+        return bytes(info.dump(force=True))
+
+    assert check_cms(CmsItem(cms=carrying(MAX_CERTIFICATES))).outcome is SignatureOutcome.VALID
+    s = check_cms(CmsItem(cms=carrying(MAX_CERTIFICATES + 1)))
+    assert s.outcome is SignatureOutcome.UNSUPPORTED and "certificates" in s.detail, s
+    xml = xml_signed(cert)
+    extra = f"<X509Certificate>{base64.b64encode(other.dump()).decode()}</X509Certificate>"
+    many = xml.replace(b"<X509Data>", b"<X509Data>" + extra.encode() * MAX_CERTIFICATES)
+    x = check_xmldsig(XmlItem(xml=many))
+    assert x.outcome is SignatureOutcome.UNSUPPORTED and "certificates" in x.detail, x
+
+
 def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
     """RFC 5652 allows BER outside the signed attributes: the DER walk hands such input to
     asn1crypto to re-encode, and the signature still verifies (a change still does not)."""
@@ -492,6 +553,24 @@ def test_cms_without_signed_attributes_signs_the_content(jpki: Jpki) -> None:
         CmsItem(cms=cms_signed(DOC, cert, attributes=False, detached=True), content=DOC + b"x")
     )
     assert bad.outcome is SignatureOutcome.MISMATCH
+
+
+def test_cms_without_signed_attributes_must_carry_id_data(jpki: Jpki) -> None:
+    """RFC 5652 §5.3: signedAttrs MUST be present when the eContentType is not id-data.
+    Without them the signature covers the content octets only, so the type a verifier
+    reads (and may parse the content by) was not signed: it could be set to anything
+    and the answer still said ``ok``."""
+    from asn1crypto import cms
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    info = cms.ContentInfo.load(cms_signed(DOC, cert, attributes=False))
+    info["content"]["encap_content_info"]["content_type"] = "1.2.840.113549.1.9.16.1.4"  # TSTInfo
+    retyped = bytes(info.dump(force=True))
+    s = check_cms(CmsItem(cms=retyped))
+    assert s.outcome is SignatureOutcome.MALFORMED and "id-data" in s.detail, s
+    assert check_cms(CmsItem(cms=cms_signed(DOC, cert, attributes=False))).outcome is (
+        SignatureOutcome.VALID
+    )
 
 
 def test_cms_with_empty_signed_attributes_is_malformed(jpki: Jpki) -> None:
@@ -659,6 +738,112 @@ def test_xml_references_and_transforms_are_bounded(jpki: Jpki) -> None:
     chain = xml_signed(cert, references=xml_reference("", ENVELOPED, *[c14n] * MAX_TRANSFORMS))
     r = run(jpki, XmlItem(xml=chain))
     assert r.result is ResultCode.UNSUPPORTED and "Transforms" in r.detail, r
+
+
+def test_xml_namespaces_in_scope_are_bounded(jpki: Jpki) -> None:
+    """Inclusive canonicalisation visits every namespace in scope at every element, and
+    libxml2 compares each with those already rendered: the cost grows as the square of
+    the namespaces in scope. 100 declarations over 5 levels and 500 empty elements (8 KB)
+    took 0.8 s; a few hundred KB would hold a worker for hours. Up to the bound verifies."""
+    from responder.validation.xmldsig import MAX_NAMESPACES
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+
+    def declaring(n: int) -> str:  # the root already has two in scope (default and x)
+        decl = " ".join(f'xmlns:p{k}="urn:p:{k}"' for k in range(n - 2))
+        return f"<Many {decl}>" + "<e/>" * 50 + "</Many>"
+
+    at_most = xml_signed(cert, head=declaring(MAX_NAMESPACES))
+    assert run(jpki, XmlItem(xml=at_most)).result is ResultCode.OK
+    many = xml_signed(cert, head=declaring(MAX_NAMESPACES + 1))
+    r = run(jpki, XmlItem(xml=many))
+    assert r.result is ResultCode.UNSUPPORTED and "namespaces" in r.detail, r
+
+
+def test_xml_depth_is_bounded(jpki: Jpki) -> None:
+    """Each element's canonicalisation checks its ancestors (is it in the signed node set,
+    is it inside the enveloped signature?): 50,000 empty elements under 250 levels (200 KB)
+    took 3 s, twenty times as long as under one level."""
+    from responder.validation.xmldsig import MAX_DEPTH
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+
+    def nested(depth: int) -> str:  # the root is at depth 1
+        return "<d>" * (depth - 1) + "</d>" * (depth - 1)
+
+    at_most = xml_signed(cert, head=nested(MAX_DEPTH))
+    assert run(jpki, XmlItem(xml=at_most)).result is ResultCode.OK
+    deep = xml_signed(cert, head=nested(MAX_DEPTH + 1))
+    r = run(jpki, XmlItem(xml=deep))
+    assert r.result is ResultCode.UNSUPPORTED and "deeper" in r.detail, r
+
+
+def test_xml_canonicalisation_work_is_budgeted(jpki: Jpki) -> None:
+    """Within the namespace and depth bounds a document still costs up to 180 us per empty
+    element (depth 60, 30 namespaces: 45 us per octet, six minutes for an 8 MiB item). The
+    work is estimated in one pass before xmlsec1 runs and spent from a budget: 25,000 such
+    elements (a 130 KB document) are refused at once; a budget one unit short of a
+    document's work refuses it, its exact work verifies it."""
+    from lxml import etree
+
+    from responder.validation.xmldsig import MAX_DEPTH, MAX_NAMESPACES, XmlBudget, work
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    decl = " ".join(f'xmlns:p{k}="urn:p:{k}"' for k in range(MAX_NAMESPACES - 2))
+    levels = MAX_DEPTH - 3  # the root, h and e are three more
+    heavy = f"<h {decl}>" + "<d>" * levels + "<e/>" * 25_000 + "</d>" * levels + "</h>"
+    r = run(jpki, XmlItem(xml=xml_template(head=heavy)))
+    assert r.result is ResultCode.UNSUPPORTED and "canonicalisation work" in r.detail, r
+    xml = xml_signed(cert)
+    cost = work(etree.fromstring(xml))
+    short = check_xmldsig(XmlItem(xml=xml), XmlBudget(cost - 1))
+    assert short.outcome is SignatureOutcome.UNSUPPORTED and "work" in short.detail, short
+    exact = XmlBudget(cost)
+    assert check_xmldsig(XmlItem(xml=xml), exact).outcome is SignatureOutcome.VALID
+    assert exact.left == 0
+
+
+def test_xml_work_is_charged_per_reference(jpki: Jpki) -> None:
+    """Each same-document Reference canonicalises the document again (50,000 elements: 131
+    ms with one, 2 s with 64) and each Reference to a supplied document digests it again
+    (64 over 8 MiB: 0.5 s): the budget is charged the tree's work per same-document
+    Reference and half a unit per octet of each referenced document."""
+    from lxml import etree
+
+    from responder.validation.xmldsig import XmlBudget, work
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    xml = xml_signed(cert, references=xml_reference("", ENVELOPED) * 3)
+    tree = work(etree.fromstring(xml))
+    short = check_xmldsig(XmlItem(xml=xml), XmlBudget(3 * tree - 1))
+    assert short.outcome is SignatureOutcome.UNSUPPORTED and "work" in short.detail, short
+    assert check_xmldsig(XmlItem(xml=xml), XmlBudget(3 * tree)).outcome is SignatureOutcome.VALID
+    doc = b"x" * 100_000
+    refs = xml_reference("a.bin") * 2 + xml_reference("", ENVELOPED)
+    detached = xml_signed(cert, references=refs, documents={"a.bin": doc})
+    item = XmlItem(xml=detached, documents={"a.bin": doc})
+    cost = work(etree.fromstring(detached)) + 2 * (len(doc) // 2)
+    short = check_xmldsig(item, XmlBudget(cost - 1))
+    assert short.outcome is SignatureOutcome.UNSUPPORTED and "work" in short.detail, short
+    assert check_xmldsig(item, XmlBudget(cost)).outcome is SignatureOutcome.VALID
+
+
+def test_xml_work_estimate_stops_at_what_is_left(jpki: Jpki) -> None:
+    """The estimate is itself a pass over the tree (1.6 us per element: 3 s for an 8 MiB
+    item of empty elements): it stops once past what is left of the budget, before the
+    rest of the tree (here an element too deep, further on, is never reached)."""
+    from lxml import etree
+
+    from responder.validation.signature import FormatError
+    from responder.validation.xmldsig import MAX_DEPTH, work
+
+    tree = etree.fromstring(
+        ("<r>" + "<e/>" * 1000 + "<d>" * MAX_DEPTH + "</d>" * MAX_DEPTH + "</r>").encode()
+    )
+    with pytest.raises(FormatError, match="deeper"):
+        work(tree)
+    with pytest.raises(FormatError, match="work is spent"):
+        work(tree, 10_000)
 
 
 def test_xml_with_a_legit_empty_default_namespace_verifies(jpki: Jpki) -> None:

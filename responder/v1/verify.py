@@ -46,6 +46,7 @@ from responder.validation.path import anchors
 from responder.validation.request import CmsItem, Item, Pkcs1Item, VerifyRequest, XmlItem
 from responder.validation.result import ItemResult, Refusal
 from responder.validation.verdict import verify_item
+from responder.validation.xmldsig import XmlBudget
 
 TOO_LARGE: Final = "too_large"
 
@@ -106,8 +107,18 @@ def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Prob
         got = ctx.permit(Service.VALIDATION, family)
         return Refusal(rule=got.rule.value, article=got.article) if got is not None else None
 
+    xml_budget = XmlBudget()  # the call's, shared by its XML items
     results = [
-        verify_item(i, item, known, reader, now, permit, unlisted_good=env.unlisted_good)
+        verify_item(
+            i,
+            item,
+            known,
+            reader,
+            now,
+            permit,
+            unlisted_good=env.unlisted_good,
+            xml_budget=xml_budget,
+        )
         for i, item in enumerate(request.items)
     ]
     counted = sum(1 for r in results if r.status_now is not None)

@@ -18,7 +18,8 @@ eContentType, exactly one messageDigest equal to the hash of the content, and th
 signature over the DER SET OF the attributes, taken from the bytes received (a SET's
 order is the signer's, never re-sorted here); signingTime (§11.3), when present, is the
 signing instant the signer claims. Without signed attributes the signature is over the
-content itself (then no signingTime can exist).
+content itself (then no signingTime can exist), and the eContentType must be id-data
+(§5.3: the signature would not cover another type).
 
 Detached: the content is given beside the CMS; an attached signature with content given
 too is ``malformed`` (which one was meant?).
@@ -37,6 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from crlbuilder.der import DerError, der_header, der_length
 from responder.validation.request import CmsItem
 from responder.validation.signature import (
+    MAX_CERTIFICATES,
     CertificateOctets,
     FormatError,
     SignatureOutcome,
@@ -76,6 +78,7 @@ def _oid(dotted: str) -> bytes:
 
 
 _SIGNED_DATA: Final = _oid("1.2.840.113549.1.7.2")
+_ID_DATA: Final = _oid("1.2.840.113549.1.7.1")
 _DIGESTS: Final = {
     _oid("2.16.840.1.101.3.4.2.1"): "sha256",
     _oid("2.16.840.1.101.3.4.2.2"): "sha384",
@@ -206,6 +209,8 @@ def _walk(d: bytes) -> _Parsed:
         for tag, p, _, end in _children(d, middle[0][2], middle[0][3])
         if tag == _SEQUENCE  # a Certificate; the other CertificateChoices are not read
     ]
+    if len(certificates) > MAX_CERTIFICATES:
+        raise unsupported(f"the SignedData carries more than {MAX_CERTIFICATES} certificates")
     signers = _children(d, signer_infos[2], signer_infos[3])
     if len(signers) == 0:
         raise malformed("the SignedData has no SignerInfo")
@@ -355,6 +360,8 @@ def _verify(
     raw = parsed.signed_attrs
     signing_time: datetime | None = None
     if raw is None:
+        if parsed.content_type != _ID_DATA:  # RFC 5652 §5.3: the type would not be signed
+            raise malformed("a SignerInfo without signed attributes signs id-data content only")
         ok = verify_pkcs1(key, signature, algorithm, data=content)
         signed_attributes = False
     else:

@@ -168,11 +168,29 @@ def certificate_octets(der: bytes) -> CertificateOctets | None:
     return CertificateOctets(tbs, der[p:q]) if tag == _SEQUENCE else None
 
 
+MAX_CERTIFICATES: Final = 16
+"""Certificates a CMS SignedData or an XML signature may carry: each is parsed (240 us for
+a JPKI one) until the signer's is found, and a signer's chain is a few."""
+MAX_RSA_BITS: Final = 8192
+"""The largest modulus verified (JPKI keys are 2048-bit): a verification costs a few
+squarings of the modulus, so 16384 bits costs ten times 2048."""
+MAX_RSA_EXPONENT: Final = (1 << 32) - 1
+"""The largest public exponent verified (JPKI keys use 65537): a verification costs one
+squaring per exponent bit, and OpenSSL takes an exponent as long as a 3072-bit modulus,
+which made each item of a call cost a hundred times a JPKI key's (8 ms, not 0.08)."""
+
+
 def rsa_key(cert: x509.Certificate) -> rsa.RSAPublicKey:
-    """The certificate's RSA public key; JPKI keys are RSA, anything else is unsupported."""
+    """The certificate's RSA public key; JPKI keys are RSA, anything else is unsupported,
+    as is a key whose verification would cost more than a JPKI-sized one's many times over
+    (an attacker's certificate is verified before its path is known)."""
     key = cert.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise unsupported("the signer certificate's key is not RSA (JPKI keys are)")
+    if key.key_size > MAX_RSA_BITS:
+        raise unsupported(f"the signer certificate's RSA key is longer than {MAX_RSA_BITS} bits")
+    if key.public_numbers().e > MAX_RSA_EXPONENT:
+        raise unsupported("the signer certificate's RSA public exponent is longer than 32 bits")
     return key
 
 

@@ -49,7 +49,7 @@ from responder.validation.result import (
 )
 from responder.validation.signature import SignatureOutcome, Signed
 from responder.validation.status import Status, StatusInfo, compromise, status_at
-from responder.validation.xmldsig import check_xmldsig
+from responder.validation.xmldsig import XmlBudget, check_xmldsig
 
 CLOCK_SKEW: Final = timedelta(minutes=5)
 """How far a claimed signingTime may be ahead of the call."""
@@ -58,14 +58,14 @@ SIGNATURE_ARTICLE: Final = "Act §19(1), §21(1)"
 _SKIPPED_PATH: Final = Check(outcome=Outcome.SKIPPED, detail="no signer certificate to check")
 
 
-def check_signature(item: Item) -> Signed:
-    """The format's own check."""
+def check_signature(item: Item, xml_budget: XmlBudget | None = None) -> Signed:
+    """The format's own check (an XML item's within ``xml_budget``, the call's)."""
     if isinstance(item, Pkcs1Item):
         return check_pkcs1(item)
     if isinstance(item, CmsItem):
         return check_cms(item)
     if isinstance(item, XmlItem):
-        return check_xmldsig(item)
+        return check_xmldsig(item, xml_budget)
     raise TypeError(type(item).__name__)
 
 
@@ -97,15 +97,17 @@ def _anyone(family: Family) -> Refusal | None:
 
 def verify_item(
     index: int, item: Item, known: Sequence[Anchor], reader: StoreReader, now: datetime,
-    permit: Permit = _anyone, *, unlisted_good: bool = True,
+    permit: Permit = _anyone, *, unlisted_good: bool = True, xml_budget: XmlBudget | None = None,
 ) -> ItemResult:  # fmt: skip
     """Every check of one item against the store view ``reader`` at the call's ``now``.
 
     ``permit`` is asked before the status of a sign certificate is read: a family the
     party may not receive is ``refused`` for this item (the batch goes on).
     ``unlisted_good``: a group appliance's ``[group] unlisted`` (`status_at`).
+    ``xml_budget``: the call's canonicalisation work, shared by its XML items (None: the
+    item's own).
     """
-    signed = check_signature(item)
+    signed = check_signature(item, xml_budget)
     sig = _signature_check(signed)
     fmt = item.__struct_config__.tag
     assert isinstance(fmt, str)

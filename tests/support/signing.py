@@ -172,7 +172,7 @@ def cms_signed(
 
 
 _TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
-<Application xmlns="urn:jpki-va:test" xmlns:x="urn:jpki-va:unused">
+<Application xmlns="urn:jpki-va:test" xmlns:x="urn:jpki-va:unused">{head}
   <Name>申請書</Name>
   <Body Id="body">内容</Body>
   <Plain xmlns="">既定の名前空間なし</Plain>
@@ -196,12 +196,14 @@ _DETACHED = """<Reference URI="{uri}">
       </Reference>"""
 
 
-def xml_template(*, detached_uri: str | None = None, references: str | None = None) -> bytes:
+def xml_template(
+    *, detached_uri: str | None = None, references: str | None = None, head: str = ""
+) -> bytes:
     """An application document with a signature template (the default ds namespace, as
     xmlsec1 and .NET write it), enveloped or over a detached document; ``references``:
-    the SignedInfo's Reference elements as given."""
+    the SignedInfo's Reference elements as given; ``head``: markup put first in the root."""
     refs = references or (_DETACHED.format(uri=detached_uri) if detached_uri else _ENVELOPED)
-    return _TEMPLATE.format(references=refs).encode()
+    return _TEMPLATE.format(references=refs, head=head).encode()
 
 
 def xml_reference(uri: str, *transforms: str) -> str:
@@ -218,13 +220,16 @@ def xml_reference(uri: str, *transforms: str) -> str:
 def xml_signed(
     cert: x509.Certificate, key: rsa.RSAPrivateKey = SUBJECT_KEY, *,
     detached: tuple[str, bytes] | None = None, references: str | None = None,
-    documents: dict[str, bytes] | None = None,
+    documents: dict[str, bytes] | None = None, head: str = "",
 ) -> bytes:  # fmt: skip
     """The template signed by xmlsec1 (python-xmlsec), the certificate in KeyInfo.
 
     ``references`` replaces the template's Reference elements; ``documents`` are what
-    xmlsec may read for an external reference (``detached`` is one such document)."""
-    template = xml_template(detached_uri=detached[0] if detached else None, references=references)
+    xmlsec may read for an external reference (``detached`` is one such document);
+    ``head`` is markup put first in the root element."""
+    template = xml_template(
+        detached_uri=detached[0] if detached else None, references=references, head=head
+    )
     root = etree.fromstring(template)
     node = xmlsec.tree.find_node(root, xmlsec.constants.NodeSignature)
     ctx = xmlsec.SignatureContext()
