@@ -29,6 +29,14 @@ due no earlier than its lapse record's retention, so a notice lapsed since the s
 watermark by its ``lapsed_at`` (`store.writer.Commit.put_pending`), and the agenda lists it
 under its holder key (32 bytes, beside the 22-byte status keys). An agenda made before the
 notices were on it (another `NOTICES` in its digest) is stale.
+
+So do the holders' kept changes, lapses and move-ins (``taken``, ``moveins``:
+`crlbuilder.keptfor`): a holder key is listed at the earliest instant of its entries, each
+falls due no earlier than a record recorded when the entry's change or lapse was recorded or
+its move-in made, which lowers the watermark when the entry is kept (`store.writer.Commit
+.put_taken`, ``put_move_ins``), and a holder key taken off the agenda has its notice and its
+entries checked again (the next instant of those left is listed again). An agenda made before
+them (another `KEPT` in its digest) is stale.
 """
 
 from __future__ import annotations
@@ -48,6 +56,10 @@ NOTICES: Final = "notices-1"
 """Names what else a scan lists: the lapsed move-out notices (`crlbuilder.lapsed`); part of
 `periods_digest`, so an agenda made without them is made again."""
 
+KEPT: Final = "kept-1"
+"""Names what else a scan lists: the holders' kept changes, lapses and move-ins
+(`crlbuilder.keptfor`); part of `periods_digest`, as `NOTICES`."""
+
 Periods = Callable[[Family, Category], int]
 """The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
 
@@ -59,15 +71,15 @@ def shortest_period(retention: Periods) -> int:
 
 def periods_digest(retention: Periods) -> str:
     """Names the periods a scan applied, how they were counted (`crlbuilder.periods.RULE`) and
-    what it listed (`NOTICES`): another configuration, counting or listing makes its agenda
-    stale."""
+    what it listed (`NOTICES`, `KEPT`): another configuration, counting or listing makes its
+    agenda stale."""
     periods = ",".join(
         f"{f.value}/{c.value}={retention(f, c)}"
         for f in Family
         for c in Category
         if c.applies_to(f)
     )
-    table = f"{RULE}:{NOTICES}:{periods}"
+    table = f"{RULE}:{NOTICES}:{KEPT}:{periods}"
     return hashlib.sha256(table.encode()).hexdigest()[:32]
 
 

@@ -462,15 +462,34 @@ class Commit(LmdbReader):
         self._lapses_whole = self.wrote = True
         return len(items)
 
-    def put_move_ins(self, holder: bytes, move_ins: list[sf.MoveIn]) -> None:
+    def put_move_ins(
+        self, holder: bytes, move_ins: list[sf.MoveIn], *, added: int | None = None
+    ) -> None:
         """The holder's move-in notices the builder keeps (`store.format.DB_MOVE_INS`): its own
-        state, read by no answer, so it moves no commit."""
+        state, read by no answer, so it moves no commit. ``added``: when the move-in added was
+        made; it falls due for erasure no earlier than a record recorded then
+        (`crlbuilder.keptfor`), so it lowers `META_REVOKED_FROM` as such a CRL entry does and
+        the retention agenda sees it (`crlbuilder.retention`)."""
         self._put(sf.DB_MOVE_INS, holder, msgspec.json.encode(move_ins), change=False)
+        if added is not None:
+            self._wrote_revoked(added)
 
-    def put_taken(self, holder: bytes, taken: list[sf.Taken]) -> None:
+    def put_taken(self, holder: bytes, taken: list[sf.Taken], *, added: int | None = None) -> None:
         """The holder's resident changes that took card certificates (`store.format.DB_TAKEN`):
-        the builder's own state, read by no answer, so it moves no commit."""
+        the builder's own state, read by no answer, so it moves no commit. ``added``: when the
+        change or lapse added was recorded or written, which lowers `META_REVOKED_FROM` as for
+        `put_move_ins`."""
         self._put(sf.DB_TAKEN, holder, msgspec.json.encode(taken), change=False)
+        if added is not None:
+            self._wrote_revoked(added)
+
+    def delete_taken(self, holder: bytes) -> None:
+        """The holder's kept changes and lapses all erased (`crlbuilder.keptfor`)."""
+        self._delete(sf.DB_TAKEN, holder, change=False)
+
+    def delete_move_ins(self, holder: bytes) -> None:
+        """The holder's kept move-ins all erased (`crlbuilder.keptfor`)."""
+        self._delete(sf.DB_MOVE_INS, holder, change=False)
 
     def put_consent(self, holder: bytes, verifier: str, recorded_at: int) -> None:
         self._put(sf.DB_CONSENTS, sf.consent_key(holder, verifier), sf.pack_i64(recorded_at))
