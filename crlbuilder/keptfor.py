@@ -53,6 +53,7 @@ The instants (`taken_erasable_at`, `move_in_erasable_at`):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
@@ -70,17 +71,37 @@ Periods = Callable[[Family, Category], int]
 """The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
 
 
+_JST: Final = 9 * 3600
+"""Japan's offset from UTC in seconds (no daylight saving time): the JST day of an instant ``t``
+is ``(t + _JST) // 86_400``, and both instants below are functions of that day alone, so they
+are computed once per day (an erasure after an upgrade counts hundreds of thousands)."""
+
+
+def _day(t: int) -> int:
+    return (t + _JST) // 86_400
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _validity_end_of(day: int) -> int:
+    issued = rules.jst_date(datetime.fromtimestamp(day * 86_400 - _JST, UTC))
+    last = rules.latest_validity_end(
+        family=Family.AUTH_CARD, issued=issued, renewal=True, birth_date=None
+    )
+    return int(rules.end_of_day_utc(last).timestamp())
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _kept_until_of(day: int, days: int) -> int:
+    return kept_until(day * 86_400 - _JST, days)  # 00:00 JST of that day: the same day
+
+
 def validity_end(issued_by: int) -> int:
     """The latest notAfter (epoch seconds) of any card or mobile certificate issued at or before
     ``issued_by``: 23:59:59 JST of the day after the sixth anniversary of its JST day
     (`rules.latest_validity_end` of a renewal without a birth date, the bound of Ord §13(1),
     §49(1); a mobile certificate ends no later than its card's, Act §16-4, §35-4; a sign-card
     one no later than the 6th birthday after issuance either). Later days give later ends."""
-    issued = rules.jst_date(datetime.fromtimestamp(issued_by, UTC))
-    last = rules.latest_validity_end(
-        family=Family.AUTH_CARD, issued=issued, renewal=True, birth_date=None
-    )
-    return int(rules.end_of_day_utc(last).timestamp())
+    return _validity_end_of(_day(issued_by))
 
 
 def taken_erasable_at(t: Taken, retention: Periods) -> int:
@@ -92,14 +113,23 @@ def taken_erasable_at(t: Taken, retention: Periods) -> int:
         families.append(Family.SIGN_CARD)
     if t.auth or t.lapse_due:
         families.append(Family.AUTH_CARD)
-    kept = [kept_until(t.at, retention(f, Category.RESIDENT_CHANGE)) for f in families]
-    kept += [kept_until(t.at, retention(f.mobile_family, Category.CARD_CASCADE)) for f in families]
+    day = _day(t.at)
+    kept = [_kept_until_of(day, retention(f, Category.RESIDENT_CHANGE)) for f in families]
+    kept += [
+        _kept_until_of(day, retention(f.mobile_family, Category.CARD_CASCADE)) for f in families
+    ]
     return max([*kept, validity_end(t.lapse_due or t.at)])
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _lapse_after(day: int) -> datetime:
+    """`rules.move_out_lapse` of a move-out planned on JST day ``day``."""
+    return rules.move_out_lapse(rules.jst_date(datetime.fromtimestamp(day * 86_400 - _JST, UTC)))
 
 
 def move_in_erasable_at(m: MoveIn, retention: Periods) -> int:
     """The instant (epoch seconds) from which the kept move-in ``m`` is erased (see the module)."""
     made = m.notified_at
-    lapse = rules.move_out_lapse(rules.jst_date(datetime.fromtimestamp(made, UTC)))
+    lapse = _lapse_after(_day(made))
     days = retention(Family.AUTH_CARD, Category.RESIDENT_CHANGE)
-    return max(kept_until(made, days), validity_end(int(lapse.timestamp())))
+    return max(_kept_until_of(_day(made), days), validity_end(int(lapse.timestamp())))

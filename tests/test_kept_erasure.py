@@ -115,6 +115,28 @@ def test_validity_end_bounds_every_card_certificate_issued_by_then() -> None:
                     assert int(rules.end_of_day_utc(last).timestamp()) <= end
 
 
+def test_the_instants_are_those_of_the_jst_day() -> None:
+    """`keptfor` computes its instants once per JST day: the first and the last second of a day
+    give the instants the rules give for that day, and the next second another day's."""
+    for offset in range(0, 400, 7):
+        d = date(2024, 2, 20) + timedelta(days=offset)
+        first = int(rules.start_of_day_utc(d).timestamp())
+        last = int(rules.end_of_day_utc(d).timestamp())
+        end = rules.latest_validity_end(
+            family=Family.AUTH_CARD, issued=d, renewal=True, birth_date=None
+        )
+        want = int(rules.end_of_day_utc(end).timestamp())
+        assert keptfor.validity_end(first) == keptfor.validity_end(last) == want
+        assert keptfor.validity_end(last + 1) > want
+        m = sf.MoveIn(last)
+        lapse = int(rules.move_out_lapse(d).timestamp())
+        assert keptfor.move_in_erasable_at(m, lambda f, c: 30) == keptfor.validity_end(lapse)
+        assert keptfor.move_in_erasable_at(m, lambda f, c: 4000) == kept_until(last, 4000)
+        assert keptfor.taken_erasable_at(sf.Taken(first, True, False), lambda f, c: 4000) == (
+            kept_until(first, 4000)
+        )
+
+
 def test_the_period_decides_when_longer() -> None:
     """With the shipped 3650 days a change or lapse is kept through the periods of the records it
     stands for, longer than any validity; each family's own period and its mobile cascade's count."""
