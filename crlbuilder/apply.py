@@ -62,7 +62,9 @@ the revocation records whose period (per family and legal category,
 configuration) has passed, from the store; CRLs leave them out by the same rule
 (`past_retention`). A lapsed move-out notice goes with the last record its lapse wrote, and
 a 国外転出届 not while the deletion it caused could still take a certificate of its window
-(`crlbuilder.lapsed`).
+(`crlbuilder.lapsed`). The changes, lapses and move-ins kept per holder go once no rule needs
+them: past the periods of the records they stand for and the end of validity of every card
+certificate issued before them (`crlbuilder.keptfor`).
 
 Notices (the holder notification of Act §15(2), the public announcement of Act
 §15(3)) are staged in the store's outbox in the transaction of the revocation
@@ -436,6 +438,9 @@ class Applier:
         passed the rule of `crlbuilder.lapsed` by ``now`` are erased from ``pending`` (their
         lapse kept with the holder's changes, `store.format.Taken`), found by the same scan or
         agenda, and counted apart (`Summary.notices_erased`; the returned count is of records).
+        So are the holders' kept changes, lapses (``taken``) and move-ins (``moveins``) past the
+        rule of `crlbuilder.keptfor` (`Summary.taken_erased`, `Summary.move_ins_erased`), a lapse
+        the notices' erasure keeps too.
         """
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
