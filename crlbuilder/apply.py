@@ -165,7 +165,11 @@ def next_erasure(store: Store, retention: Callable[[Family, Category], int]) -> 
     shortest = retention_agenda.shortest_period(retention)
     with store.read() as r:
         at = retention_agenda.next_erasure(
-            r.retention_state(), r.first_retention_due(), r.revoked_written_from(), shortest
+            r.retention_state(),
+            r.first_retention_due(),
+            r.revoked_written_from(),
+            shortest,
+            r.kept_written_from(),
         )
     return None if at is None else from_epoch(at)
 
@@ -465,7 +469,7 @@ class Applier:
             (`crlbuilder.keptfor`)."""
             state = c.retention_state() if agenda else None
             if not agenda or retention_agenda.stale(
-                state, now, c.revoked_written_from(), shortest, periods
+                state, now, c.revoked_written_from(), shortest, periods, c.kept_written_from()
             ):
                 made = retention_agenda.scanned(now, periods, lookahead)
                 unseen = retention_agenda.unseen_from(made.horizon, shortest)
@@ -1314,7 +1318,7 @@ def _keep_move_ins(b: _Batch, holder: bytes, kept: list[sf.MoveIn], made: int, e
     by_made[made] = max(by_made.get(made, 0), ended)
     now = [sf.MoveIn(at, by_made[at]) for at in sorted(by_made)][-sf.MAX_MOVE_INS :]
     if now != kept:
-        b.c.put_move_ins(holder, now, added=made)  # as `_keep_taken_entry`
+        b.c.put_move_ins(holder, now, due_from=keptfor.move_in_due_from(made))
 
 
 def _takes(t: sf.Taken, family: Family, not_before: int) -> bool:
@@ -1374,8 +1378,8 @@ def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken, *, watermark: b
     changes = [t for t in every if not t.lapse_due][-sf.MAX_TAKEN :]
     now = sorted([*changes, *lapses], key=msgspec.structs.astuple)
     if now != kept:
-        # its erasure falls due no earlier than a record's recorded then (`crlbuilder.keptfor`)
-        b.c.put_taken(holder, now, added=entry.at if watermark else None)
+        due_from = keptfor.taken_due_from(entry) if watermark else None
+        b.c.put_taken(holder, now, due_from=due_from)  # the agenda sees it (`crlbuilder.keptfor`)
 
 
 def _notice_erasable_at(

@@ -104,6 +104,18 @@ def validity_end(issued_by: int) -> int:
     return _validity_end_of(_day(issued_by))
 
 
+def taken_due_from(t: Taken) -> int:
+    """The earliest instant the kept change or lapse ``t`` can be erased, whatever the periods
+    (`taken_erasable_at`): the end of validity alone."""
+    return validity_end(t.lapse_due or t.at)
+
+
+def move_in_due_from(made: int) -> int:
+    """The earliest instant a move-in made at ``made`` can be erased, whatever the periods
+    (`move_in_erasable_at`)."""
+    return validity_end(int(_lapse_after(_day(made)).timestamp()))
+
+
 def taken_erasable_at(t: Taken, retention: Periods) -> int:
     """The instant (epoch seconds) from which the kept change or lapse ``t`` is erased (see the
     module): the periods of the records it stands for, and the end of validity of the
@@ -118,7 +130,7 @@ def taken_erasable_at(t: Taken, retention: Periods) -> int:
     kept += [
         _kept_until_of(day, retention(f.mobile_family, Category.CARD_CASCADE)) for f in families
     ]
-    return max([*kept, validity_end(t.lapse_due or t.at)])
+    return max([*kept, taken_due_from(t)])
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -130,6 +142,5 @@ def _lapse_after(day: int) -> datetime:
 def move_in_erasable_at(m: MoveIn, retention: Periods) -> int:
     """The instant (epoch seconds) from which the kept move-in ``m`` is erased (see the module)."""
     made = m.notified_at
-    lapse = _lapse_after(_day(made))
     days = retention(Family.AUTH_CARD, Category.RESIDENT_CHANGE)
-    return max(_kept_until_of(_day(made), days), validity_end(int(lapse.timestamp())))
+    return max(_kept_until_of(_day(made), days), move_in_due_from(made))

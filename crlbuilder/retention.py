@@ -32,9 +32,11 @@ notices were on it (another `NOTICES` in its digest) is stale.
 
 So do the holders' kept changes, lapses and move-ins (``taken``, ``moveins``:
 `crlbuilder.keptfor`): a holder key is listed at the earliest instant of its entries, each
-falls due no earlier than a record recorded when the entry's change or lapse was recorded or
-its move-in made, which lowers the watermark when the entry is kept (`store.writer.Commit
-.put_taken`, ``put_move_ins``), and a holder key taken off the agenda has its notice and its
+falls due no earlier than six years after its change, due instant or move-in
+(`crlbuilder.keptfor.taken_due_from`, whatever the periods), which lowers a watermark of its own
+when the entry is kept (`store.format.META_KEPT_FROM`, `store.writer.Commit.put_taken`,
+``put_move_ins``): only an entry a record read years late adds makes the agenda stale, and a
+holder key taken off the agenda has its notice and its
 entries checked again (the next instant of those left is listed again). An agenda made before
 them (another `KEPT` in its digest) is stale.
 """
@@ -89,29 +91,39 @@ def stale(
     written_since: int | None,
     shortest: int,
     periods: str,
+    kept_since: int | None = None,
 ) -> bool:
     """Whether only a scan of every entry says what is due at ``now``: no scan yet, one
-    with other ``periods``, ``now`` outside the scan's span, or an entry recorded at
+    with other ``periods``, ``now`` outside the scan's span, an entry recorded at
     ``written_since`` (the earliest committed since the scan) may fall due before the
-    horizon (its ``shortest`` period, in days, ends before it)."""
+    horizon (its ``shortest`` period, in days, ends before it), or a holder's entry kept since
+    the scan may (``kept_since``, the earliest instant one can: `crlbuilder.keptfor`)."""
     if state is None or state.periods != periods:
         return True
     if not state.scanned_at <= now < state.horizon:
+        return True
+    if kept_since is not None and kept_since < state.horizon:
         return True
     return written_since is not None and kept_until(written_since, shortest) < state.horizon
 
 
 def next_erasure(
-    state: RetentionState | None, first_due: int | None, written_since: int | None, shortest: int
+    state: RetentionState | None,
+    first_due: int | None,
+    written_since: int | None,
+    shortest: int,
+    kept_since: int | None = None,
 ) -> int | None:
     """The earliest instant at which an erasure may fall due: the agenda of ``state``'s
-    earliest entry (``first_due``), its horizon (past it, only a scan knows), or the end of
+    earliest entry (``first_due``), its horizon (past it, only a scan knows), the end of
     the ``shortest`` period (days) of an entry recorded at ``written_since``, committed since
-    the scan (`stale`), whichever is soonest. None before the first scan. A follow loop or a
-    tick publisher sleeps no longer than it (`crlbuilder.build`)."""
+    the scan, or ``kept_since`` (`stale`), whichever is soonest. None before the first scan. A
+    follow loop or a tick publisher sleeps no longer than it (`crlbuilder.build`)."""
     if state is None:
         return None
     at = state.horizon if first_due is None else min(first_due, state.horizon)
+    if kept_since is not None:
+        at = min(at, kept_since)
     return at if written_since is None else min(at, kept_until(written_since, shortest))
 
 

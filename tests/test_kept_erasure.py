@@ -362,6 +362,26 @@ def test_an_entry_kept_since_the_scan_for_a_record_read_late_goes_at_once(
     assert kept_keys(world) == ([], [])
 
 
+def test_an_entry_kept_in_time_costs_no_scan(world: World) -> None:
+    """A move-in made five days before the scan, its record read after it (a usual lag): it can
+    fall due six years on at the earliest (`keptfor.move_in_due_from`), so the agenda stays good
+    and the next erasure reads it alone, with 30-day periods too (a watermark of recordedAt, as
+    CRL entries lower, would have made every CRL entry be read again)."""
+    now = epoch(datetime.fromisoformat(ts(300)))
+    erase(world, now, agenda=True)
+    rec = change(300 + 60 / 86_400, "move-in-notice")
+    rec["notified_at"] = ts(295)
+    read_at(world, now + 60, [rec])
+    with world.store.read() as r:
+        assert r.kept_written_from() == keptfor.move_in_due_from(
+            epoch(datetime.fromisoformat(ts(295)))
+        )
+    erase(world, now + 120, agenda=True)
+    with world.store.read() as r:
+        state = r.retention_state()
+        assert state is not None and state.scanned_at == now  # no scan since
+
+
 def test_an_agenda_a_release_before_made_is_scanned_again_for_entries_due_long_ago(
     world: World,
 ) -> None:

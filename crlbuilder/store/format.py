@@ -214,6 +214,12 @@ META_REVOKED_FROM: Final = b"revoked-from"
 """i64: the earliest recordedAt of the CRL entries committed since the retention agenda's
 scan (every `crlbuilder.store.writer.Commit` that writes one lowers it; the scan deletes it);
 absent when none was."""
+META_KEPT_FROM: Final = b"kept-from"
+"""i64: the earliest instant at which an entry kept in `DB_TAKEN` or `DB_MOVE_INS` since the
+retention agenda's scan can fall due for erasure, whatever the periods (`crlbuilder.keptfor
+.taken_due_from`, ``move_in_due_from``: six years and more after its change, due instant or
+move-in; every `crlbuilder.store.writer.Commit` that keeps one lowers it, the scan deletes it);
+absent when none was."""
 META_LAPSES: Final = b"lapses"
 """u32: the commit through which `DB_LAPSES` lists every move-out notice not lapsed. Every
 commit that changes the store moves it along when it was current; a commit of a builder of

@@ -498,6 +498,12 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_REVOKED_FROM)
         return sf.unpack_i64(raw) if raw else None
 
+    def kept_written_from(self) -> int | None:
+        """The earliest instant an entry kept in ``taken`` or ``moveins`` since the agenda's scan
+        can fall due (`META_KEPT_FROM`), None when none was kept."""
+        raw = self._meta(sf.META_KEPT_FROM)
+        return sf.unpack_i64(raw) if raw else None
+
     # --- the builder's lapse index (`DB_LAPSES`) and kept move-ins (`DB_MOVE_INS`) -----
 
     def lapse_index_current(self) -> bool:
