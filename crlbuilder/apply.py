@@ -62,7 +62,9 @@ the revocation records whose period (per family and legal category,
 configuration) has passed, from the store; CRLs leave them out by the same rule
 (`past_retention`). A lapsed move-out notice goes with the last record its lapse wrote, and
 a 国外転出届 not while the deletion it caused could still take a certificate of its window
-(`crlbuilder.lapsed`).
+(`crlbuilder.lapsed`). The changes, lapses and move-ins kept per holder go once no rule needs
+them: past the periods of the records they stand for and the end of validity of every card
+certificate issued before them (`crlbuilder.keptfor`).
 
 Notices (the holder notification of Act §15(2), the public announcement of Act
 §15(3)) are staged in the store's outbox in the transaction of the revocation
@@ -77,7 +79,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -85,7 +87,7 @@ from typing import Final
 
 import msgspec
 
-from crlbuilder import lapsed, outbox, rules
+from crlbuilder import keptfor, lapsed, outbox, rules
 from crlbuilder import retention as retention_agenda
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
@@ -163,7 +165,11 @@ def next_erasure(store: Store, retention: Callable[[Family, Category], int]) -> 
     shortest = retention_agenda.shortest_period(retention)
     with store.read() as r:
         at = retention_agenda.next_erasure(
-            r.retention_state(), r.first_retention_due(), r.revoked_written_from(), shortest
+            r.retention_state(),
+            r.first_retention_due(),
+            r.revoked_written_from(),
+            shortest,
+            r.kept_written_from(),
         )
     return None if at is None else from_epoch(at)
 
@@ -187,6 +193,10 @@ class Summary:
     """Revocation records erased past their retention (Ord §70(1)(iii))."""
     notices_erased: int = 0
     """Lapsed move-out notices erased with the retention of their lapse record (`crlbuilder.lapsed`)."""
+    taken_erased: int = 0
+    """Kept changes and lapses of holders (``taken``) erased once no rule needs them (`crlbuilder.keptfor`)."""
+    move_ins_erased: int = 0
+    """Kept move-in notices of holders (``moveins``) erased once no rule needs them (`crlbuilder.keptfor`)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -201,6 +211,8 @@ class Summary:
             "move_in_after_lapse": self.move_in_after_lapse,
             "erased_past_retention": self.erased,
             "lapsed_notices_erased": self.notices_erased,
+            "taken_erased": self.taken_erased,
+            "move_ins_erased": self.move_ins_erased,
         }
 
 
@@ -430,6 +442,9 @@ class Applier:
         passed the rule of `crlbuilder.lapsed` by ``now`` are erased from ``pending`` (their
         lapse kept with the holder's changes, `store.format.Taken`), found by the same scan or
         agenda, and counted apart (`Summary.notices_erased`; the returned count is of records).
+        So are the holders' kept changes, lapses (``taken``) and move-ins (``moveins``) past the
+        rule of `crlbuilder.keptfor` (`Summary.taken_erased`, `Summary.move_ins_erased`), a lapse
+        the notices' erasure keeps too.
         """
         shortest = retention_agenda.shortest_period(retention)
         periods = retention_agenda.periods_digest(retention)
@@ -449,9 +464,12 @@ class Applier:
             lapse_days = retention(Family.AUTH_CARD, Category.RESIDENT_CHANGE)
             notices: list[bytes] = []
             """The holders whose lapsed move-out notice is erased (`crlbuilder.lapsed`)."""
+            kept: set[bytes] = set()
+            """The holders some of whose kept changes, lapses or move-ins may be due
+            (`crlbuilder.keptfor`)."""
             state = c.retention_state() if agenda else None
             if not agenda or retention_agenda.stale(
-                state, now, c.revoked_written_from(), shortest, periods
+                state, now, c.revoked_written_from(), shortest, periods, c.kept_written_from()
             ):
                 made = retention_agenda.scanned(now, periods, lookahead)
                 unseen = retention_agenda.unseen_from(made.horizon, shortest)
@@ -479,12 +497,20 @@ class Applier:
                         notices.append(holder)
                     else:
                         later.append((at, holder))  # a holder key: 32 bytes, a status key 22
+                for holder, at in _kept_first_due(c, retention, made.horizon):
+                    if at <= now:
+                        kept.add(holder)
+                    elif at < made.horizon:
+                        later.append((at, holder))
+                horizon = made.horizon
                 if agenda:
                     c.rebuild_retention(made, later)
             else:
                 due = []
+                horizon = state.horizon if state is not None else now
                 for k in c.take_retention(now):
                     if len(k) == sf.HOLDER_BYTES:
+                        kept.add(k)  # its kept entries too: checked below
                         # checked again: the notice may be gone or replaced, or held longer by
                         # a certificate whose issuance was read since (never shorter)
                         at = _notice_erasable_at(c, k, c.pending(k), lapse_days)
@@ -515,14 +541,27 @@ class Applier:
                 assert lapsed_notice is not None and notice is not None
                 # the lapse stays kept with the holder's changes, for the issuance records read
                 # later (a store whose lapse a builder of an earlier version wrote has none)
-                _keep_taken_entry(b, holder, _lapse_entry(notice, lapsed_notice.lapsed_at))
+                _keep_taken_entry(
+                    b, holder, _lapse_entry(notice, lapsed_notice.lapsed_at), watermark=False
+                )  # checked below, in this erasure
                 c.delete_pending(holder, change=False)  # a lapsed notice bounds no answer
+            # the holders' kept changes, lapses and move-ins past their instant (a lapse the
+            # notices' erasure just kept too), and the next instant of those left on the agenda
+            taken_erased = move_ins_erased = 0
+            for holder in sorted(kept.union(notices)):
+                gone_taken, gone_move_ins, at = _erase_kept(c, holder, now, retention)
+                taken_erased += gone_taken
+                move_ins_erased += gone_move_ins
+                if agenda and at is not None and at < horizon:
+                    c.put_retention(at, holder)
             if (crash := self.crash_points.get("erase-before-commit")) is not None:
                 crash()
         if due:
             self.summary.commits += 1
             self.summary.erased += len(due)
         self.summary.notices_erased += len(notices)
+        self.summary.taken_erased += taken_erased
+        self.summary.move_ins_erased += move_ins_erased
         return len(due)
 
     # --- per record ---------------------------------------------------------
@@ -1279,7 +1318,7 @@ def _keep_move_ins(b: _Batch, holder: bytes, kept: list[sf.MoveIn], made: int, e
     by_made[made] = max(by_made.get(made, 0), ended)
     now = [sf.MoveIn(at, by_made[at]) for at in sorted(by_made)][-sf.MAX_MOVE_INS :]
     if now != kept:
-        b.c.put_move_ins(holder, now)
+        b.c.put_move_ins(holder, now, due_from=keptfor.move_in_due_from(made))
 
 
 def _takes(t: sf.Taken, family: Family, not_before: int) -> bool:
@@ -1325,7 +1364,7 @@ def _lapse_entry(notice: rules.MoveOutNotice, written_at: int) -> sf.Taken:
     return sf.Taken(written_at, False, True, *spared, due)
 
 
-def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken) -> None:
+def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken, *, watermark: bool = True) -> None:
     """Keep ``entry`` with the holder's kept changes and lapses (`store.format.DB_TAKEN`): the
     latest `store.format.MAX_TAKEN` changes and the latest `store.format.MAX_TAKEN` lapses
     written, earliest first. Capped apart: a lapse takes auth-card certificates only, so a
@@ -1339,7 +1378,8 @@ def _keep_taken_entry(b: _Batch, holder: bytes, entry: sf.Taken) -> None:
     changes = [t for t in every if not t.lapse_due][-sf.MAX_TAKEN :]
     now = sorted([*changes, *lapses], key=msgspec.structs.astuple)
     if now != kept:
-        b.c.put_taken(holder, now)
+        due_from = keptfor.taken_due_from(entry) if watermark else None
+        b.c.put_taken(holder, now, due_from=due_from)  # the agenda sees it (`crlbuilder.keptfor`)
 
 
 def _notice_erasable_at(
@@ -1410,3 +1450,55 @@ def register_issuers(store: Store, issuers: list[sf.IssuerMeta]) -> None:
         return
     with Commit(store) as c:
         c.put_issuers(table)
+
+
+def _kept_first_due(
+    c: Commit, retention: Callable[[Family, Category], int], horizon: int
+) -> Iterator[tuple[bytes, int]]:
+    """(holder, earliest instant) of each holder whose kept changes, lapses (``taken``) or
+    move-ins (``moveins``) may fall due for erasure before ``horizon`` (`crlbuilder.keptfor`):
+    the erasure scan's. An entry whose instant is surely past the horizon is passed over before
+    its instant is counted (most)."""
+    unseen = horizon - keptfor.VALIDITY_AT_LEAST
+    for holder, taken in c.taken_kept():
+        ats = [
+            keptfor.taken_erasable_at(t, retention) for t in taken if (t.lapse_due or t.at) < unseen
+        ]
+        if ats:
+            yield holder, min(ats)
+    for holder, move_ins in c.move_ins_kept():
+        ats = [
+            keptfor.move_in_erasable_at(m, retention) for m in move_ins if m.notified_at < unseen
+        ]
+        if ats:
+            yield holder, min(ats)
+
+
+def _erase_kept(
+    c: Commit, holder: bytes, now: int, retention: Callable[[Family, Category], int]
+) -> tuple[int, int, int | None]:
+    """Erase the holder's kept changes, lapses and move-ins whose instant has come by ``now``
+    (`crlbuilder.keptfor`); returns how many of each went, and the earliest instant of those
+    left (None: none left)."""
+    taken = c.taken(holder)
+    left_taken = [(keptfor.taken_erasable_at(t, retention), t) for t in taken]
+    keep_taken = [t for at, t in left_taken if at > now]
+    if len(keep_taken) != len(taken):
+        if keep_taken:
+            c.put_taken(holder, keep_taken)
+        else:
+            c.delete_taken(holder)
+    move_ins = c.move_ins(holder)
+    left_move_ins = [(keptfor.move_in_erasable_at(m, retention), m) for m in move_ins]
+    keep_move_ins = [m for at, m in left_move_ins if at > now]
+    if len(keep_move_ins) != len(move_ins):
+        if keep_move_ins:
+            c.put_move_ins(holder, keep_move_ins)
+        else:
+            c.delete_move_ins(holder)
+    later = [at for at, _ in (*left_taken, *left_move_ins) if at > now]
+    return (
+        len(taken) - len(keep_taken),
+        len(move_ins) - len(keep_move_ins),
+        min(later, default=None),
+    )

@@ -41,7 +41,7 @@ STORE_FORMAT: Final = 1
 """The store's format version (`crlbuilder.store.format.FORMAT_VERSION`, whose module says what
 it covers); a bump is a new release too."""
 
-RULES: Final = 3
+RULES: Final = 4
 """This build's rules version; bump it with any change named above (and say here what changed):
 tests/test_release_rules.py keeps a digest of what the rules make of fixed records per value
 and fails when it moves under the same one.
@@ -49,7 +49,10 @@ and fails when it moves under the same one.
 ``taken`` entries and in counting retention from the day after the record's, 初日不算入, and
 cannot be told apart on the stream). 2: the first to carry the header. 3: the erasure past
 retention (at a stream's ticks) also erases lapsed move-out notices (`crlbuilder.lapsed`), lists
-them on the retention agenda (another digest in its state) and a lapse lowers its watermark."""
+them on the retention agenda (another digest in its state) and a lapse lowers its watermark.
+4: the erasure past retention also erases the holders' kept changes, lapses (``taken``) and
+move-ins (``moveins``) once no rule needs them (`crlbuilder.keptfor`), lists their holders on the
+agenda (another digest), and keeping an entry lowers its watermark."""
 
 
 @dataclass(frozen=True, slots=True)

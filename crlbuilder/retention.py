@@ -29,6 +29,16 @@ due no earlier than its lapse record's retention, so a notice lapsed since the s
 watermark by its ``lapsed_at`` (`store.writer.Commit.put_pending`), and the agenda lists it
 under its holder key (32 bytes, beside the 22-byte status keys). An agenda made before the
 notices were on it (another `NOTICES` in its digest) is stale.
+
+So do the holders' kept changes, lapses and move-ins (``taken``, ``moveins``:
+`crlbuilder.keptfor`): a holder key is listed at the earliest instant of its entries, each
+falls due no earlier than six years after its change, due instant or move-in
+(`crlbuilder.keptfor.taken_due_from`, whatever the periods), which lowers a watermark of its own
+when the entry is kept (`store.format.META_KEPT_FROM`, `store.writer.Commit.put_taken`,
+``put_move_ins``): only an entry a record read years late adds makes the agenda stale, and a
+holder key taken off the agenda has its notice and its
+entries checked again (the next instant of those left is listed again). An agenda made before
+them (another `KEPT` in its digest) is stale.
 """
 
 from __future__ import annotations
@@ -48,6 +58,10 @@ NOTICES: Final = "notices-1"
 """Names what else a scan lists: the lapsed move-out notices (`crlbuilder.lapsed`); part of
 `periods_digest`, so an agenda made without them is made again."""
 
+KEPT: Final = "kept-1"
+"""Names what else a scan lists: the holders' kept changes, lapses and move-ins
+(`crlbuilder.keptfor`); part of `periods_digest`, as `NOTICES`."""
+
 Periods = Callable[[Family, Category], int]
 """The retention period in days of a family's legal category (`config.CrlSection.retention_period_days`)."""
 
@@ -59,15 +73,15 @@ def shortest_period(retention: Periods) -> int:
 
 def periods_digest(retention: Periods) -> str:
     """Names the periods a scan applied, how they were counted (`crlbuilder.periods.RULE`) and
-    what it listed (`NOTICES`): another configuration, counting or listing makes its agenda
-    stale."""
+    what it listed (`NOTICES`, `KEPT`): another configuration, counting or listing makes its
+    agenda stale."""
     periods = ",".join(
         f"{f.value}/{c.value}={retention(f, c)}"
         for f in Family
         for c in Category
         if c.applies_to(f)
     )
-    table = f"{RULE}:{NOTICES}:{periods}"
+    table = f"{RULE}:{NOTICES}:{KEPT}:{periods}"
     return hashlib.sha256(table.encode()).hexdigest()[:32]
 
 
@@ -77,29 +91,39 @@ def stale(
     written_since: int | None,
     shortest: int,
     periods: str,
+    kept_since: int | None = None,
 ) -> bool:
     """Whether only a scan of every entry says what is due at ``now``: no scan yet, one
-    with other ``periods``, ``now`` outside the scan's span, or an entry recorded at
+    with other ``periods``, ``now`` outside the scan's span, an entry recorded at
     ``written_since`` (the earliest committed since the scan) may fall due before the
-    horizon (its ``shortest`` period, in days, ends before it)."""
+    horizon (its ``shortest`` period, in days, ends before it), or a holder's entry kept since
+    the scan may (``kept_since``, the earliest instant one can: `crlbuilder.keptfor`)."""
     if state is None or state.periods != periods:
         return True
     if not state.scanned_at <= now < state.horizon:
+        return True
+    if kept_since is not None and kept_since < state.horizon:
         return True
     return written_since is not None and kept_until(written_since, shortest) < state.horizon
 
 
 def next_erasure(
-    state: RetentionState | None, first_due: int | None, written_since: int | None, shortest: int
+    state: RetentionState | None,
+    first_due: int | None,
+    written_since: int | None,
+    shortest: int,
+    kept_since: int | None = None,
 ) -> int | None:
     """The earliest instant at which an erasure may fall due: the agenda of ``state``'s
-    earliest entry (``first_due``), its horizon (past it, only a scan knows), or the end of
+    earliest entry (``first_due``), its horizon (past it, only a scan knows), the end of
     the ``shortest`` period (days) of an entry recorded at ``written_since``, committed since
-    the scan (`stale`), whichever is soonest. None before the first scan. A follow loop or a
-    tick publisher sleeps no longer than it (`crlbuilder.build`)."""
+    the scan, or ``kept_since`` (`stale`), whichever is soonest. None before the first scan. A
+    follow loop or a tick publisher sleeps no longer than it (`crlbuilder.build`)."""
     if state is None:
         return None
     at = state.horizon if first_due is None else min(first_due, state.horizon)
+    if kept_since is not None:
+        at = min(at, kept_since)
     return at if written_since is None else min(at, kept_until(written_since, shortest))
 
 

@@ -149,11 +149,12 @@ def test_act_12_31_issuance_recorded_after_the_change_that_took_it_is_never_good
 def test_a_kept_change_older_than_the_longest_validity_still_decides_a_late_issuance(
     world: World,
 ) -> None:
-    """`taken` is never pruned (docs/store.md): a fact change on day 100 still takes the sign-card
+    """A kept change outlives the longest validity while its records' period runs (3650 days
+    shipped, `crlbuilder.keptfor`): a fact change on day 100 still takes the sign-card
     certificate issued on day 0 whose record a builder reads seven years later (its clock past
     the longest validity, the 6th birthday after issuance, Ord §13(1)). Dropped, the certificate
     would be added good (expired, but answered good and left off the CRL instead of revoked and
-    listed for the retention period, 3650 days shipped)."""
+    listed for the retention period); `tests/test_kept_erasure.py` pins when it is dropped."""
     world.apply([change(100, "fact-change", fact="address")])
     late = datetime.fromisoformat(ts(100 + 7 * 366))
     path = world.tmp / "late.jsonl"

@@ -6,8 +6,8 @@ its own rules, and their stores drift apart with nothing said. This test keeps, 
 `RULES`, a digest of what the rules make of a fixed, seeded set of one holder's records (each
 certificate's end: revoked or not, category, instant; the records refused; through the real
 `Applier` and its lapse sweep, in the made order and reversed, in one and in two stages), of
-the move-out notices left after erasures past retention at fixed instants (`crlbuilder.lapsed`)
-and of the retention periods (`crlbuilder.periods`) over a grid of instants and lengths. A change of
+the move-out notices left after erasures past retention at fixed instants (`crlbuilder.lapsed`),
+of the kept changes, lapses and move-ins left after later ones (`crlbuilder.keptfor`) and of the retention periods (`crlbuilder.periods`) over a grid of instants and lengths. A change of
 either with `RULES` as it was fails here. If the change is meant, bump `RULES` (say in its
 docstring what changed) and add the digest this test prints for it; a refactoring that moves
 no outcome keeps the digest. A change of the harness (`tests.orderperm`) moves it too: then
@@ -43,6 +43,7 @@ from tests.test_apply import World
 DIGESTS: dict[int, str] = {
     2: "005d4a924750e1d9ac352b5da2545af20f0572582b392763c5530b5d3fecc08f",
     3: "34a8f341b93bcb7c263462864e013e92e2a3a1b48298fdfbcae6849bfb427b59",
+    4: "468cdd6dfe18c692454dd74c9198d258de6b9693d747391dc85913462004fd59",
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
@@ -121,15 +122,22 @@ def rules_digest(world: World) -> str:
             h.update(msgspec.json.encode([run.label(k), sorted(outcome.certs.items()),
                                           list(outcome.refused)]))  # fmt: skip
     # the lapsed move-out notices the erasure past retention takes (`crlbuilder.lapsed`), with
-    # a period shorter than the window sign-card certificates' validity, at instants around it
+    # a period shorter than the window sign-card certificates' validity, at instants around it,
+    # and the kept changes, lapses and move-ins (`crlbuilder.keptfor`) around the ends of validity
+    # of what they could take (six years on: days 2190 to 2350)
     ap = world.apply([])
-    for d in (60, 72, 100, 300, 431, 432, 902, 903, 904, 1401, 1402, 1403, 2000):
+    kept_days = range(2190, 2351, 8)
+    for d in (60, 72, 100, 300, 431, 432, 902, 903, 904, 1401, 1402, 1403, 2000, *kept_days):
         now = int(day(d).timestamp())
         ap.clock = lambda now=now: datetime.fromtimestamp(now, UTC)  # type: ignore[misc]
         ap.erase_past_retention(now, lambda f, c: 30, keep_time=False)
         with world.store.read() as r:
             left = [(h.hex(), msgspec.json.encode(p).decode()) for h, p in r.pending_notices()]
-        h.update(msgspec.json.encode([d, ap.summary.notices_erased, left]))
+            if d in kept_days:
+                left += [(h.hex(), msgspec.json.encode(t).decode()) for h, t in r.taken_kept()]
+                left += [(h.hex(), msgspec.json.encode(m).decode()) for h, m in r.move_ins_kept()]
+        erased = [ap.summary.notices_erased, ap.summary.taken_erased, ap.summary.move_ins_erased]
+        h.update(msgspec.json.encode([d, erased if d in kept_days else erased[0], left]))
     start = int(day(0).timestamp())
     for offset in range(0, 2 * 86_400, 3_600 * 5 + 7):  # across JST day boundaries
         for days in (1, 30, 31, 365, 3_653):

@@ -1824,6 +1824,78 @@ def test_a_lapsed_notice_is_erased_at_a_tick_on_every_node_with_the_same_bytes(
     assert dump(a) == dump(b)
 
 
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_kept_change_is_erased_at_a_tick_on_every_node_with_the_same_bytes(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A change of address (Act §12(1)) kept in ``taken`` leaves it once every card certificate
+    issued by then has expired and its records' periods (one day here) have passed
+    (`crlbuilder.keptfor`): the signer ticks when that falls due, though no CRL entry does, and a
+    node reading the stream later erases it at the same tick, the same bytes."""
+    from crlbuilder import keptfor
+
+    pki, _manifest = demo_pki
+    one_day = dict.fromkeys(("sign-card", "sign-mobile", "auth-card", "auth-mobile"), 1)
+    cfgs = []
+    for name in ("signer", "other"):
+        c = node_config(tmp_path / name, pki, cluster.source, "takentick")
+        cfgs.append(msgspec.structs.replace(
+            c, crl=msgspec.structs.replace(c.crl, retention_days=one_day)))  # fmt: skip
+    a, b = cfgs
+    same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
+    recorded = datetime.now(UTC).replace(microsecond=0) - timedelta(days=6 * 366 + 20)
+    end = keptfor.validity_end(int(recorded.timestamp()))
+    mid = from_epoch(end) - timedelta(days=1)
+    holder = hashlib.sha256(b"taken-tick").hexdigest()
+    recs = [{"type": "resident-change", "id": "c1", "recorded_at": recorded.isoformat(),
+             "holder": holder, "change": "fact-change", "fact": "address"}]  # fmt: skip
+    records = tmp_path / "change.jsonl"
+    records.write_bytes(b"\n".join(map(msgspec.json.encode, recs)))
+    offset = [mid - datetime.now(UTC)]
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + offset[0]
+
+    def kept(node: Builder) -> list[sf.Taken]:
+        with node.store.read() as r:
+            return r.taken(bytes.fromhex(holder))
+
+    assert publish_files(a, cluster, [records]) == 1
+    watchdog = threading.Timer(40.0, os.kill, (os.getpid(), signal.SIGINT))
+    with follower(a, cluster, Shifted) as (builder, consumer):
+        builder.clock = clock
+        consumer.shift = offset[0]
+        builder.consume(consumer, tail_wait=0.5)
+        assert [t.at for t in kept(builder)] == [int(recorded.timestamp())]
+        consumer.tick(clock())  # a periodic tick: the agenda is made, the holder on it
+        builder.consume(consumer, tail_wait=0.5)
+        assert kept(builder)
+        with builder.store.read() as r:
+            phase_one, first_shift = r.stream_seq(), offset[0]
+        # 3 s before the end, no periodic tick for an hour: only a tick when the entry's
+        # erasure falls due erases it before max_idle ends the loop
+        offset[0] = from_epoch(end) - timedelta(seconds=3) - datetime.now(UTC)
+        consumer.shift, consumer.ticks = offset[0], []
+        watchdog.start()
+        try:
+            builder.consume(consumer, follow=True, max_idle=8.0, tail_wait=0.5, interval=0.1,
+                            tick_every=3600.0)  # fmt: skip
+        finally:
+            watchdog.cancel()
+        ticks, left = consumer.ticks, kept(builder)
+    assert left == [], "not erased at its instant: no tick when the entry's erasure fell due"
+    assert ticks and from_epoch(end) <= ticks[0] < from_epoch(end) + timedelta(seconds=2), ticks
+    # another node reads the same stream later, each message dated as the signer read it
+    with follower(b, cluster, _Redated) as (other, replay):
+        other.clock = clock
+        replay.shifts = [(phase_one, first_shift), (None, offset[0])]
+        other.consume(replay, tail_wait=0.5)
+        assert kept(other) == []
+    assert feed(a) == feed(b)
+    assert dump(a) == dump(b)
+
+
 class _Redated(Consumer):
     """The stream's consumer as of the clocks another node read it by: a message up to the
     stream sequence of each ``shifts`` entry (None: any) is shifted by its offset."""

@@ -92,8 +92,8 @@ DB_MOVE_INS: Final = b"moveins"
 """The move-in notices (転入届) each holder made, a JSON list of `MoveIn` under the holder key,
 earliest first: a move-out notice (転出届) whose record arrives after the move-in that followed it
 is judged by it and starts no 30-day lapse (Act §31(2)), whatever later moves of the holder were
-read first. At most `MAX_MOVE_INS` per holder, the latest made; never deleted: bounded by the
-holders, as ``links`` is. Absent from a store a builder of an earlier version wrote: its
+read first. At most `MAX_MOVE_INS` per holder, the latest made; each erased once no rule needs
+it (`crlbuilder.keptfor`), by the erasure past retention. Absent from a store a builder of an earlier version wrote: its
 move-outs are judged without it."""
 MAX_MOVE_INS: Final = 8
 """The move-in notices kept per holder in `DB_MOVE_INS`: a move-out record read after more than
@@ -105,8 +105,8 @@ key, earliest first: an issuance record that arrives after the change or lapse t
 certificate is revoked by it, and a new auth-card certificate issued once a lapse fell due is
 no double issuance (Act §25) however late the lapse was written (`crlbuilder.apply`). At
 most `MAX_TAKEN` changes and `MAX_TAKEN` lapses per holder, the latest of each (capped apart:
-a lapse takes auth-card certificates only, and must not push out a change); never deleted:
-bounded by the holders, as ``moveins`` is. Absent from a store a builder of an earlier version wrote: an issuance record
+a lapse takes auth-card certificates only, and must not push out a change); each erased once no
+rule needs it (`crlbuilder.keptfor`), by the erasure past retention. Absent from a store a builder of an earlier version wrote: an issuance record
 read after a change it applied is judged without it (it stays good)."""
 MAX_TAKEN: Final = 8
 """The changes, and apart the lapses, kept per holder in `DB_TAKEN`: a certificate issued before
@@ -219,6 +219,12 @@ META_RETENTION: Final = b"retention"
 META_REVOKED_FROM: Final = b"revoked-from"
 """i64: the earliest recordedAt of the CRL entries committed since the retention agenda's
 scan (every `crlbuilder.store.writer.Commit` that writes one lowers it; the scan deletes it);
+absent when none was."""
+META_KEPT_FROM: Final = b"kept-from"
+"""i64: the earliest instant at which an entry kept in `DB_TAKEN` or `DB_MOVE_INS` since the
+retention agenda's scan can fall due for erasure, whatever the periods (`crlbuilder.keptfor
+.taken_due_from`, ``move_in_due_from``: six years and more after its change, due instant or
+move-in; every `crlbuilder.store.writer.Commit` that keeps one lowers it, the scan deletes it);
 absent when none was."""
 META_LAPSES: Final = b"lapses"
 """u32: the commit through which `DB_LAPSES` lists every move-out notice not lapsed. Every

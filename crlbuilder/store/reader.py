@@ -507,6 +507,12 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_REVOKED_FROM)
         return sf.unpack_i64(raw) if raw else None
 
+    def kept_written_from(self) -> int | None:
+        """The earliest instant an entry kept in ``taken`` or ``moveins`` since the agenda's scan
+        can fall due (`META_KEPT_FROM`), None when none was kept."""
+        raw = self._meta(sf.META_KEPT_FROM)
+        return sf.unpack_i64(raw) if raw else None
+
     # --- the builder's lapse index (`DB_LAPSES`) and kept move-ins (`DB_MOVE_INS`) -----
 
     def lapse_index_current(self) -> bool:
@@ -537,6 +543,22 @@ class LmdbReader(ReaderRules):
         db = self._dbs.get(sf.DB_TAKEN)
         raw = None if db is None else self._txn.get(holder, db=db)
         return sf.taken_decoder.decode(raw) if raw is not None else []
+
+    def taken_kept(self) -> Iterator[tuple[bytes, list[sf.Taken]]]:
+        """(holder, kept changes and lapses) of every holder in `store.format.DB_TAKEN`, in
+        holder order: the erasure scan's (`crlbuilder.keptfor`)."""
+        db = self._dbs.get(sf.DB_TAKEN)
+        if db is not None:
+            for holder, raw in self._txn.cursor(db=db):
+                yield bytes(holder), sf.taken_decoder.decode(raw)
+
+    def move_ins_kept(self) -> Iterator[tuple[bytes, list[sf.MoveIn]]]:
+        """(holder, kept move-ins) of every holder in `store.format.DB_MOVE_INS`, in holder
+        order: the erasure scan's (`crlbuilder.keptfor`)."""
+        db = self._dbs.get(sf.DB_MOVE_INS)
+        if db is not None:
+            for holder, raw in self._txn.cursor(db=db):
+                yield bytes(holder), sf.move_ins_decoder.decode(raw)
 
     def revoked_counts(
         self, checkpoint: Callable[[], object] | None = None

@@ -69,6 +69,7 @@ class Commit(LmdbReader):
         "_clock",
         "_env",
         "_holders_db",
+        "_kept_from",
         "_links_cur",
         "_links_db",
         "_revoked_db",
@@ -113,6 +114,9 @@ class Commit(LmdbReader):
         self._revoked_from: int | None = None
         """The earliest recordedAt of the CRL entries this commit writes (and lapsedAt of the
         lapsed move-out notices, `put_pending`): lowers `META_REVOKED_FROM` when it commits."""
+        self._kept_from: int | None = None
+        """The earliest instant an entry this commit keeps in ``taken`` or ``moveins`` can fall
+        due (`crlbuilder.keptfor`): lowers `META_KEPT_FROM` when it commits."""
         self._lapses_db = store.dbs[sf.DB_LAPSES]
         self._lapses_whole = False
         """`index_lapses` made the lapse index again in this transaction."""
@@ -144,6 +148,10 @@ class Commit(LmdbReader):
             if seen is None or self._revoked_from < seen:
                 self._txn.put(sf.META_REVOKED_FROM, sf.pack_i64(self._revoked_from),
                               db=self._meta_db)  # fmt: skip
+        if self._kept_from is not None:
+            seen = self.kept_written_from()
+            if seen is None or self._kept_from < seen:
+                self._txn.put(sf.META_KEPT_FROM, sf.pack_i64(self._kept_from), db=self._meta_db)
         self._txn.commit()
 
     def _wrote_revoked(self, recorded_at: int) -> None:
@@ -344,6 +352,7 @@ class Commit(LmdbReader):
             self._txn.cursor(db=db).putmulti(items, append=True)
         self._put(sf.DB_META, sf.META_RETENTION, msgspec.json.encode(state), change=False)
         self._txn.delete(sf.META_REVOKED_FROM, db=self._meta_db)
+        self._txn.delete(sf.META_KEPT_FROM, db=self._meta_db)
 
     def put_retention(self, due: int, key: bytes) -> None:
         """List ``key`` (a status key, or a holder key for a lapsed move-out notice,
@@ -463,15 +472,38 @@ class Commit(LmdbReader):
         self._lapses_whole = self.wrote = True
         return len(items)
 
-    def put_move_ins(self, holder: bytes, move_ins: list[sf.MoveIn]) -> None:
+    def put_move_ins(
+        self, holder: bytes, move_ins: list[sf.MoveIn], *, due_from: int | None = None
+    ) -> None:
         """The holder's move-in notices the builder keeps (`store.format.DB_MOVE_INS`): its own
-        state, read by no answer, so it moves no commit."""
+        state, read by no answer, so it moves no commit. ``due_from``: the earliest instant the
+        move-in added can fall due for erasure (`crlbuilder.keptfor.move_in_due_from`), which
+        lowers `META_KEPT_FROM`, so the retention agenda sees it (`crlbuilder.retention`)."""
         self._put(sf.DB_MOVE_INS, holder, msgspec.json.encode(move_ins), change=False)
+        if due_from is not None:
+            self._wrote_kept(due_from)
 
-    def put_taken(self, holder: bytes, taken: list[sf.Taken]) -> None:
+    def put_taken(
+        self, holder: bytes, taken: list[sf.Taken], *, due_from: int | None = None
+    ) -> None:
         """The holder's resident changes that took card certificates (`store.format.DB_TAKEN`):
-        the builder's own state, read by no answer, so it moves no commit."""
+        the builder's own state, read by no answer, so it moves no commit. ``due_from``: as for
+        `put_move_ins` (`crlbuilder.keptfor.taken_due_from`)."""
         self._put(sf.DB_TAKEN, holder, msgspec.json.encode(taken), change=False)
+        if due_from is not None:
+            self._wrote_kept(due_from)
+
+    def _wrote_kept(self, due_from: int) -> None:
+        if self._kept_from is None or due_from < self._kept_from:
+            self._kept_from = due_from
+
+    def delete_taken(self, holder: bytes) -> None:
+        """The holder's kept changes and lapses all erased (`crlbuilder.keptfor`)."""
+        self._delete(sf.DB_TAKEN, holder, change=False)
+
+    def delete_move_ins(self, holder: bytes) -> None:
+        """The holder's kept move-ins all erased (`crlbuilder.keptfor`)."""
+        self._delete(sf.DB_MOVE_INS, holder, change=False)
 
     def put_consent(self, holder: bytes, verifier: str, recorded_at: int) -> None:
         self._put(sf.DB_CONSENTS, sf.consent_key(holder, verifier), sf.pack_i64(recorded_at))
