@@ -313,21 +313,33 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_with_servers(
+    args: argparse.Namespace, what: str
+) -> tuple[BuilderConfig, list[str]] | None:
+    """The configuration and the NATS servers its ``input.source`` names, for a command that
+    needs them; None once the refusal is said (``what: error: ...``, exit 2)."""
+    from crlbuilder.natsservers import parse_servers
+
+    try:
+        cfg = load_config(args.config, args)
+        return cfg, parse_servers(cfg.input.source)
+    except (ConfigError, ValueError) as e:
+        print(f"{what}: error: {e} (--source nats://HOST:PORT,...)", file=sys.stderr)
+        return None
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     from crlbuilder import snapshot
     from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
-    from crlbuilder.natsservers import parse_servers
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
     from crlbuilder.stream import current_feed_id
 
     what = f"crlbuilder snapshot {args.snapshot_command}"
-    try:
-        cfg = load_config(args.config, args)
-        servers = parse_servers(cfg.input.source)
-    except (ConfigError, ValueError) as e:
-        print(f"{what}: error: {e} (--source nats://HOST:PORT,...)", file=sys.stderr)
+    loaded = _config_with_servers(args, what)
+    if loaded is None:
         return 2
+    cfg, servers = loaded
     bucket = snapshot.Bucket(cfg.stream.snapshot_bucket, cfg.stream.replicas)
     deadline = time.monotonic() + args.wait
     while True:
@@ -488,18 +500,15 @@ def _status(args: argparse.Namespace) -> int:
 def _stream_adopt(args: argparse.Namespace) -> int:
     from crlbuilder import streamadopt
     from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
-    from crlbuilder.natsservers import parse_servers
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
     from crlbuilder.stream import StreamNames, current_feed_id, default_durable
 
     what = "crlbuilder stream adopt"
-    try:
-        cfg = load_config(args.config, args)
-        servers = parse_servers(cfg.input.source)
-    except (ConfigError, ValueError) as e:
-        print(f"{what}: error: {e} (--source nats://HOST:PORT,...)", file=sys.stderr)
+    loaded = _config_with_servers(args, what)
+    if loaded is None:
         return 2
+    cfg, servers = loaded
     path = Path(cfg.store.path)
     if not (path / "data.mdb").is_file():  # opened for writing, it would be made
         print(f"{what}: error: {path}: no status store here: nothing to adopt (a lost "
