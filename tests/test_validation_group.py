@@ -52,14 +52,16 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def import_crl(
     j: Jpki, store: Store, number: int, this_update: datetime,
-    entries: Iterable[tuple[int, int, int]] = (),
+    entries: Iterable[tuple[int, int, int]] = (), *, delta_base: int | None = None,
 ) -> None:  # fmt: skip
-    """One full CRL of the sign-card issuer, imported as ``import-crl`` does."""
+    """One CRL of the sign-card issuer (full, or delta on ``delta_base``), imported as
+    ``import-crl`` does."""
     ca = j.cas[FAMILY]
     assert isinstance(ca.key, rsa.RSAPrivateKey)
     der = encode_crl(
         issuer=ca.cert, signer=PemSigner(ca.key, ca.cert), number=number,
         this_update=this_update, next_update=NOW + timedelta(days=1), entries=entries,
+        delta_base=delta_base,
     )  # fmt: skip
     meta = j.metas[FAMILY]
     CrlImporter(store, [known_issuer(meta, meta.cert_der)]).import_der(der, as_of=NOW)
@@ -96,6 +98,24 @@ def test_an_expired_key_compromised_certificate_dropped_from_the_crl_is_not_ok(
     assert r.status_now is not None and r.status_at_signing is not None
     assert r.status_now.status is Status.UNKNOWN and r.status_at_signing.status is Status.UNKNOWN
     assert "past its validity period" in r.detail
+
+
+def test_a_delta_crl_removing_an_expired_entry_leaves_it_unknown(jpki: Jpki, store: Store) -> None:
+    """With delta CRLs the 機構 takes the erased entry off by removeFromCRL (8) in a delta
+    issued after the notAfter: the same silence."""
+    not_before = NOW - timedelta(days=60)
+    cert = jpki.issue(FAMILY, SERIAL, not_before=not_before, days=30, record=False)
+    revoked_at = int((not_before + timedelta(days=10)).timestamp())
+    import_crl(
+        jpki, store, 1, not_before + timedelta(days=11),
+        [(SERIAL, revoked_at, int(Reason.KEY_COMPROMISE))],
+    )  # fmt: skip
+    import_crl(
+        jpki, store, 2, NOW - timedelta(hours=1),
+        [(SERIAL, revoked_at, int(Reason.REMOVE_FROM_CRL))], delta_base=1,
+    )  # fmt: skip
+    r = verify(jpki, store, cert, NOW - timedelta(days=45))
+    assert r.result is ResultCode.UNKNOWN_CERTIFICATE, r
 
 
 def test_an_unlisted_certificate_expired_since_the_latest_crl_stays_good(
