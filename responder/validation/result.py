@@ -21,7 +21,10 @@ in this order (the first that applies wins):
 ``revoked``              the certificate had lost effect at the signing instant, or has
                          since for a reason that makes a claimed signing time worthless
                          (key or CA compromise, or a time no longer known)
-``unknown-certificate``  the store has no issuance record of the serial
+``unknown-certificate``  the store has no issuance record of the serial; on a store
+                         imported from CRLs, the serial is on no CRL and either the group
+                         answers unknown for such serials or the certificate had expired
+                         by the latest CRL, which no longer vouches for it
 ``status-unavailable``   the store cannot vouch for the status now (data past its
                          promised nextUpdate, a lapse due and not yet written)
 ``revoked-after-signing`` signed (by the CMS signingTime the signer claims) while the

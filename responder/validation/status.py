@@ -16,6 +16,10 @@ What the store may say (the same rules as the OCSP lookup, `responder.flow`):
   that serial); in a group appliance's store imported from CRLs, what the group set for a
   serial on no CRL (``[group] unlisted``, as its OCSP and status answers): ``good`` by
   default (a serial absent from the 機構's CRL has not lost effect), or ``unknown``;
+  but ``unknown`` whatever the setting when the certificate had expired by the thisUpdate
+  of the issuer's latest imported CRL (`crl_silent`): a CRL says nothing of a certificate
+  past its validity period, whose entry it may have dropped (RFC 5280 §3.3; the 機構's
+  CRLs drop it once the record's retention has passed, Ord §70(1)(iii));
 - ``unavailable`` when the issuer's data is past the nextUpdate the builder promised, or
   a 30-day lapse is due but not yet written: never a good the store cannot vouch for.
 """
@@ -104,14 +108,29 @@ def _revoked(st: sf.StatusRecord, family: Family, instant: int) -> StatusInfo:
     )  # fmt: skip
 
 
+def crl_silent(crl_this_update: int, not_after: int, now: int) -> bool:
+    """Whether the latest CRL (its thisUpdate, 0: none imported) can no longer be read as
+    "not revoked" for a certificate valid until ``not_after`` that it does not list.
+
+    A CA may remove an entry once it has appeared on one CRL issued after the certificate's
+    validity period (RFC 5280 §3.3, §5.3.1 removeFromCRL); the 機構 removes it when the
+    record's retention has passed, never before the notAfter (`crlbuilder.apply.due_instant`),
+    and the X.509 ExpiredCertsOnCRL extension, which would promise otherwise, is on none of
+    its CRLs (`crlbuilder.crl.encode`). So a CRL issued within the validity period lists the
+    certificate if it was revoked, and one issued at or after its end may not. With no CRL
+    imported the instant of the call stands for it."""
+    return not_after <= (crl_this_update or now)
+
+
 def status_at(
     reader: StoreReader, issuer: sf.IssuerMeta, serial: int, *, signed_at: int, now: int,
-    unlisted_good: bool = True,
+    not_after: int, unlisted_good: bool = True,
 ) -> tuple[StatusInfo, StatusInfo]:  # fmt: skip
     """(status at ``signed_at``, status at ``now``) of ``serial`` of ``issuer``, epoch seconds.
 
-    ``unlisted_good``: in a store imported from CRLs, a serial on no CRL is ``good`` (else
-    ``unknown``: a group's ``[group] unlisted = "unknown"``)."""
+    ``not_after``: the certificate's (epoch seconds). ``unlisted_good``: in a store imported
+    from CRLs, a serial on no CRL is ``good`` (else ``unknown``: a group's ``[group]
+    unlisted = "unknown"``), unless the CRL is silent on it (`crl_silent`)."""
     if not 0 < serial < _SERIAL_END:
         unknown = "the serial number is outside what JPKI issues (1 to 20 octets)"
         return (
@@ -127,6 +146,17 @@ def status_at(
         )
     st = reader.status(sf.status_key(issuer.index, serial))
     if st is None:
+        if reader.crl_import() and crl_silent(
+            reader.crl_state(issuer.index).this_update, not_after, now
+        ):
+            silent = (
+                "not on the 機構's revocation list, which no longer vouches for a certificate"
+                " past its validity period (RFC 5280 §3.3)"
+            )
+            return (
+                StatusInfo(status=Status.UNKNOWN, at=_at(signed_at), detail=silent),
+                StatusInfo(status=Status.UNKNOWN, at=_at(now), detail=silent),
+            )
         if reader.crl_import() and not unlisted_good:
             unlisted = (
                 "not on the 機構's revocation list; this group answers unknown for such serials"

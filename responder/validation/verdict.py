@@ -181,7 +181,7 @@ def verify_item(
         then, current = status_at(
             reader, anchor.meta, cert.serial_number,
             signed_at=int(instant.timestamp()), now=int(now.timestamp()),
-            unlisted_good=unlisted_good,
+            not_after=int(cert.not_valid_after_utc.timestamp()), unlisted_good=unlisted_good,
         )  # fmt: skip
         codes.extend(_status_codes(then, current))
         facts = _facts(cert)
