@@ -99,8 +99,9 @@ def test_validity_end_bounds_every_card_certificate_issued_by_then() -> None:
     that day: the 6th birthday after issuance (renewal, Ord §13(1), §49(1)) for every birth date,
     29 February births too, in every family; and it is at least `VALIDITY_AT_LEAST` later."""
     births = [date(1960, 2, 29), date(1980, 3, 1), date(1990, 12, 31), date(2000, 1, 1)]
-    for offset in range(0, 3 * 366, 13):
-        issued = date(2023, 1, 1) + timedelta(days=offset)
+    days = [date(2023, 1, 1) + timedelta(days=offset) for offset in range(0, 3 * 366, 13)]
+    leap = [date(2024, 2, 28), date(2024, 2, 29), date(2024, 3, 1), date(2028, 2, 29)]
+    for issued in [*days, *leap]:  # issued on 29 February too: its 6th anniversary is not one
         t = int(rules.start_of_day_utc(issued).timestamp()) + 15 * 3600 + 59 * 60  # 23:59 JST
         end = keptfor.validity_end(t)
         assert end >= t + keptfor.VALIDITY_AT_LEAST
