@@ -508,7 +508,9 @@ class Applier:
             else:
                 due = []
                 horizon = state.horizon if state is not None else now
-                for k in c.take_retention(now):
+                # a holder key may be listed at several instants (its notice's, its kept
+                # entries'): each key is checked once, or its notice would be erased twice
+                for k in dict.fromkeys(c.take_retention(now)):
                     if len(k) == sf.HOLDER_BYTES:
                         kept.add(k)  # its kept entries too: checked below
                         # checked again: the notice may be gone or replaced, or held longer by

@@ -37,7 +37,8 @@ falls due no earlier than six years after its change, due instant or move-in
 when the entry is kept (`store.format.META_KEPT_FROM`, `store.writer.Commit.put_taken`,
 ``put_move_ins``): only an entry a record read years late adds makes the agenda stale, and a
 holder key taken off the agenda has its notice and its
-entries checked again (the next instant of those left is listed again). An agenda made before
+entries checked again, once however many instants it was listed at (the next instant of those
+left is listed again). An agenda made before
 them (another `KEPT` in its digest) is stale.
 """
 

@@ -99,8 +99,9 @@ def test_validity_end_bounds_every_card_certificate_issued_by_then() -> None:
     that day: the 6th birthday after issuance (renewal, Ord §13(1), §49(1)) for every birth date,
     29 February births too, in every family; and it is at least `VALIDITY_AT_LEAST` later."""
     births = [date(1960, 2, 29), date(1980, 3, 1), date(1990, 12, 31), date(2000, 1, 1)]
-    for offset in range(0, 3 * 366, 13):
-        issued = date(2023, 1, 1) + timedelta(days=offset)
+    days = [date(2023, 1, 1) + timedelta(days=offset) for offset in range(0, 3 * 366, 13)]
+    leap = [date(2024, 2, 28), date(2024, 2, 29), date(2024, 3, 1), date(2028, 2, 29)]
+    for issued in [*days, *leap]:  # issued on 29 February too: its 6th anniversary is not one
         t = int(rules.start_of_day_utc(issued).timestamp()) + 15 * 3600 + 59 * 60  # 23:59 JST
         end = keptfor.validity_end(t)
         assert end >= t + keptfor.VALIDITY_AT_LEAST
@@ -419,3 +420,24 @@ def test_erasing_kept_entries_alone_moves_no_commit(world: World) -> None:
     assert kept_keys(world) == ([], [])
     with world.store.read() as r:
         assert (r.generation(), list(r.changes(changes_start(0)))) == before
+
+
+def test_a_holder_listed_twice_on_the_agenda_is_erased_once(world: World) -> None:
+    """A holder's lapsed notice and its kept change each list its holder key on the agenda, at
+    instants a few days apart: an erasure that comes after both (a node down for a few days, a
+    build run daily) takes the key twice. The notice is erased once, the change too; the
+    erasure does not fail (it did: the second take found the notice gone, an assertion, and every
+    erasure, so every build, failed from then on)."""
+    lapsed_at = domestic(world)
+    notice_at = kept_until(lapsed_at, DAYS)
+    day = -2200.0
+    while keptfor.validity_end(epoch(datetime.fromisoformat(ts(day)))) < notice_at - 3 * 86_400:
+        day += 1
+    world.apply([change(day, "fact-change", fact="address")])
+    change_at = keptfor.taken_erasable_at(address_change(day), retention)
+    assert notice_at - 5 * 86_400 < change_at < notice_at
+    erase(world, change_at - 5 * 86_400, agenda=True)  # a scan lists the holder at both instants
+    ap = erase(world, notice_at, agenda=True)
+    assert (ap.summary.notices_erased, ap.summary.taken_erased) == (1, 1)
+    assert pending(world) is None
+    assert [t.at for t in taken(world)] == [lapsed_at]  # the lapse, kept six years on
