@@ -83,7 +83,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -1482,25 +1482,41 @@ def _erase_kept(
     """Erase the holder's kept changes, lapses and move-ins whose instant has come by ``now``
     (`crlbuilder.keptfor`); returns how many of each went, and the earliest instant of those
     left (None: none left)."""
-    taken = c.taken(holder)
-    left_taken = [(keptfor.taken_erasable_at(t, retention), t) for t in taken]
-    keep_taken = [t for at, t in left_taken if at > now]
-    if len(keep_taken) != len(taken):
-        if keep_taken:
-            c.put_taken(holder, keep_taken)
-        else:
-            c.delete_taken(holder)
-    move_ins = c.move_ins(holder)
-    left_move_ins = [(keptfor.move_in_erasable_at(m, retention), m) for m in move_ins]
-    keep_move_ins = [m for at, m in left_move_ins if at > now]
-    if len(keep_move_ins) != len(move_ins):
-        if keep_move_ins:
-            c.put_move_ins(holder, keep_move_ins)
-        else:
-            c.delete_move_ins(holder)
-    later = [at for at, _ in (*left_taken, *left_move_ins) if at > now]
-    return (
-        len(taken) - len(keep_taken),
-        len(move_ins) - len(keep_move_ins),
-        min(later, default=None),
+    gone_taken, later_taken = _erase_due(
+        c.taken(holder),
+        lambda t: keptfor.taken_erasable_at(t, retention),
+        now,
+        lambda kept: c.put_taken(holder, kept),
+        lambda: c.delete_taken(holder),
     )
+    gone_move_ins, later_move_ins = _erase_due(
+        c.move_ins(holder),
+        lambda m: keptfor.move_in_erasable_at(m, retention),
+        now,
+        lambda kept: c.put_move_ins(holder, kept),
+        lambda: c.delete_move_ins(holder),
+    )
+    return gone_taken, gone_move_ins, min(later_taken + later_move_ins, default=None)
+
+
+_E = TypeVar("_E")
+
+
+def _erase_due(
+    entries: list[_E],
+    erasable_at: Callable[[_E], int],
+    now: int,
+    put: Callable[[list[_E]], None],
+    delete: Callable[[], None],
+) -> tuple[int, list[int]]:
+    """Of one holder's ``entries``, keep those not erasable by ``now`` (``put`` them, or
+    ``delete`` the holder's row when none is left; nothing written when none is due);
+    returns how many went and the instants of those kept."""
+    timed = [(erasable_at(e), e) for e in entries]
+    kept = [e for at, e in timed if at > now]
+    if len(kept) != len(entries):
+        if kept:
+            put(kept)
+        else:
+            delete()
+    return len(entries) - len(kept), [at for at, _ in timed if at > now]
