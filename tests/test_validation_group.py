@@ -161,12 +161,12 @@ def test_a_crl_issued_exactly_at_the_notafter_may_have_dropped_the_entry(
     assert forged.result is ResultCode.UNKNOWN_CERTIFICATE, forged
 
 
-def test_an_issuer_never_fed_a_crl_vouches_for_no_expired_certificate(
-    jpki: Jpki, store: Store
-) -> None:
-    """A group store that imported another issuer's CRLs but none of this issuer's (its
-    first pull refused, say): nothing says the expired certificate was not revoked and
-    dropped, so the time of the call stands for the CRL it never got."""
+def test_an_issuer_never_fed_a_crl_vouches_for_nothing(jpki: Jpki, store: Store) -> None:
+    """A group store that imported another issuer's CRLs but none of this issuer's (``import-crl
+    --group`` of one file records every issuer of ``group.json``; a first pull refused, a
+    generation added later): no CRL says anything of its certificates, revoked for
+    keyCompromise or not, expired or not. Never ``ok``: the status is unavailable, as for
+    data past its nextUpdate, until a CRL of the issuer is imported."""
     other = Family.SIGN_MOBILE
     ca = jpki.cas[other]
     assert isinstance(ca.key, rsa.RSAPrivateKey)
@@ -178,6 +178,15 @@ def test_an_issuer_never_fed_a_crl_vouches_for_no_expired_certificate(
     CrlImporter(store, issuers).import_der(der, as_of=NOW)
     with store.read() as r:
         assert r.crl_state(jpki.metas[FAMILY].index).this_update == 0
-    cert = jpki.issue(FAMILY, SERIAL, not_before=NOW - timedelta(days=60), days=30, record=False)
-    r = verify(jpki, store, cert, NOW - timedelta(days=45))
-    assert r.result is ResultCode.UNKNOWN_CERTIFICATE, r
+        assert jpki.metas[FAMILY].index in {i.index for i in r.issuers()}
+    valid = jpki.issue(FAMILY, SERIAL, record=False)
+    expired = jpki.issue(
+        FAMILY, SERIAL + 1, not_before=NOW - timedelta(days=60), days=30, record=False
+    )  # fmt: skip
+    for cert, signed_at in ((valid, NOW - timedelta(days=1)), (expired, NOW - timedelta(days=45))):
+        r = verify(jpki, store, cert, signed_at)
+        assert r.result is ResultCode.STATUS_UNAVAILABLE, r
+        assert r.status_now is not None and r.status_now.status is Status.UNAVAILABLE
+        assert "no CRL of the issuer" in r.status_now.detail
+    import_crl(jpki, store, 1, NOW - timedelta(hours=1))
+    assert verify(jpki, store, valid, NOW - timedelta(days=1)).result is ResultCode.OK
