@@ -262,9 +262,19 @@ def test_serial_the_store_never_issued_is_unknown_certificate(pki: Jpki) -> None
     assert r.result is ResultCode.UNKNOWN_CERTIFICATE, r
 
 
+def crl_imported(pki: Jpki) -> None:
+    """Make ``pki``'s store a group appliance's, with a CRL of the sign-card issuer imported an
+    hour ago (an issuer with none is unavailable there, `test_validation_group`)."""
+    pki.reader.imported = True
+    pki.reader.crl_states[pki.metas[Family.SIGN_CARD].index] = sf.CrlState(
+        number=1, base_number=1, this_update=int((NOW - timedelta(hours=1)).timestamp()),
+        next_update=int((NOW + timedelta(days=1)).timestamp()),
+    )  # fmt: skip
+
+
 def test_group_appliance_store_absent_serial_is_good(pki: Jpki) -> None:
     """A group appliance's store is the 機構's CRLs: a serial not on them has not lost effect."""
-    pki.reader.imported = True
+    crl_imported(pki)
     cert = pki.issue(Family.SIGN_CARD, SERIAL, record=False)
     assert run(pki, raw_item(cert)).result is ResultCode.OK
 
@@ -952,7 +962,7 @@ def test_a_group_store_answers_a_serial_on_no_crl_as_the_group_set_it(
     """A group appliance's store, imported from the 機構's CRLs, has no issuance records: a
     serial on no CRL is ``good`` by default, ``unknown`` where the group set ``[group]
     unlisted = "unknown"``, as its OCSP and /v1/status answers say."""
-    pki.reader.imported = True
+    crl_imported(pki)
     cert = pki.issue(Family.SIGN_CARD, SERIAL, record=False)
     r = verify_item(
         0, item_of("pkcs1", cert), anchors(pki.reader.issuers()), pki.reader, NOW,

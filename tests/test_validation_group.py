@@ -18,6 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from crlbuilder.apply import past_retention
 from crlbuilder.crl.encode import encode_crl
 from crlbuilder.crl.importer import CrlImporter, known_issuer
 from crlbuilder.keys.signer import PemSigner
@@ -136,3 +137,56 @@ def test_an_unlisted_certificate_within_its_validity_is_good(jpki: Jpki, store: 
     import_crl(jpki, store, 1, NOW - timedelta(hours=1))
     r = verify(jpki, store, cert, NOW - timedelta(days=1))
     assert r.result is ResultCode.OK, r
+
+
+def test_a_crl_issued_exactly_at_the_notafter_may_have_dropped_the_entry(
+    jpki: Jpki, store: Store
+) -> None:
+    """The 機構 drops an expired entry once ``due_instant <= now`` (`apply.past_retention`),
+    so a CRL whose thisUpdate is the certificate's notAfter may already lack it: the forgery
+    is not ``ok`` there. One second earlier the certificate was still valid (notAfter is
+    inclusive, RFC 5280 §4.1.2.5) and such a CRL lists it if it was revoked: a genuine
+    signature is ``ok``."""
+    not_before = NOW - timedelta(days=60)
+    cert = jpki.issue(FAMILY, SERIAL, not_before=not_before, days=30, record=False)
+    not_after = int(cert.not_valid_after_utc.timestamp())
+    revoked_at = int((not_before + timedelta(days=10)).timestamp())
+    assert past_retention(revoked_at, not_after, not_after, 1)  # dropped at that very second
+    assert not past_retention(revoked_at, not_after, not_after - 1, 1)
+    import_crl(jpki, store, 1, cert.not_valid_after_utc - timedelta(seconds=1))
+    genuine = verify(jpki, store, cert, NOW - timedelta(days=45))
+    assert genuine.result is ResultCode.OK, genuine
+    import_crl(jpki, store, 2, cert.not_valid_after_utc)
+    forged = verify(jpki, store, cert, NOW - timedelta(days=45))
+    assert forged.result is ResultCode.UNKNOWN_CERTIFICATE, forged
+
+
+def test_an_issuer_never_fed_a_crl_vouches_for_nothing(jpki: Jpki, store: Store) -> None:
+    """A group store that imported another issuer's CRLs but none of this issuer's (``import-crl
+    --group`` of one file records every issuer of ``group.json``; a first pull refused, a
+    generation added later): no CRL says anything of its certificates, revoked for
+    keyCompromise or not, expired or not. Never ``ok``: the status is unavailable, as for
+    data past its nextUpdate, until a CRL of the issuer is imported."""
+    other = Family.SIGN_MOBILE
+    ca = jpki.cas[other]
+    assert isinstance(ca.key, rsa.RSAPrivateKey)
+    der = encode_crl(
+        issuer=ca.cert, signer=PemSigner(ca.key, ca.cert), number=1,
+        this_update=NOW - timedelta(hours=1), next_update=NOW + timedelta(days=1), entries=(),
+    )  # fmt: skip
+    issuers = [known_issuer(jpki.metas[f], jpki.metas[f].cert_der) for f in (FAMILY, other)]
+    CrlImporter(store, issuers).import_der(der, as_of=NOW)
+    with store.read() as r:
+        assert r.crl_state(jpki.metas[FAMILY].index).this_update == 0
+        assert jpki.metas[FAMILY].index in {i.index for i in r.issuers()}
+    valid = jpki.issue(FAMILY, SERIAL, record=False)
+    expired = jpki.issue(
+        FAMILY, SERIAL + 1, not_before=NOW - timedelta(days=60), days=30, record=False
+    )  # fmt: skip
+    for cert, signed_at in ((valid, NOW - timedelta(days=1)), (expired, NOW - timedelta(days=45))):
+        r = verify(jpki, store, cert, signed_at)
+        assert r.result is ResultCode.STATUS_UNAVAILABLE, r
+        assert r.status_now is not None and r.status_now.status is Status.UNAVAILABLE
+        assert "no CRL of the issuer" in r.status_now.detail
+    import_crl(jpki, store, 1, NOW - timedelta(hours=1))
+    assert verify(jpki, store, valid, NOW - timedelta(days=1)).result is ResultCode.OK

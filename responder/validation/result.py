@@ -26,7 +26,8 @@ in this order (the first that applies wins):
                          answers unknown for such serials or the certificate had expired
                          by the latest CRL, which no longer vouches for it
 ``status-unavailable``   the store cannot vouch for the status now (data past its
-                         promised nextUpdate, a lapse due and not yet written)
+                         promised nextUpdate, a lapse due and not yet written, no CRL
+                         of the issuer imported into a group's store)
 ``revoked-after-signing`` signed (by the CMS signingTime the signer claims) while the
                          certificate was in effect, which it has lost since for a reason
                          that is no compromise (a move, a renewal...): the signature stays

@@ -21,7 +21,9 @@ What the store may say (the same rules as the OCSP lookup, `responder.flow`):
   past its validity period, whose entry it may have dropped (RFC 5280 §3.3; the 機構's
   CRLs drop it once the record's retention has passed, Ord §70(1)(iii));
 - ``unavailable`` when the issuer's data is past the nextUpdate the builder promised, or
-  a 30-day lapse is due but not yet written: never a good the store cannot vouch for.
+  a 30-day lapse is due but not yet written, or, in a store imported from CRLs, no CRL of
+  the issuer has been imported (its generation is known from ``group.json``, but nothing
+  says which of its serials are revoked): never a good the store cannot vouch for.
 """
 
 from __future__ import annotations
@@ -108,8 +110,8 @@ def _revoked(st: sf.StatusRecord, family: Family, instant: int) -> StatusInfo:
     )  # fmt: skip
 
 
-def crl_silent(crl_this_update: int, not_after: int, now: int) -> bool:
-    """Whether the latest CRL (its thisUpdate, 0: none imported) can no longer be read as
+def crl_silent(crl_this_update: int, not_after: int) -> bool:
+    """Whether the latest CRL (its thisUpdate) can no longer be read as
     "not revoked" for a certificate valid until ``not_after`` that it does not list.
 
     A CA may remove an entry once it has appeared on one CRL issued after the certificate's
@@ -117,9 +119,9 @@ def crl_silent(crl_this_update: int, not_after: int, now: int) -> bool:
     record's retention has passed, never before the notAfter (`crlbuilder.apply.due_instant`),
     and the X.509 ExpiredCertsOnCRL extension, which would promise otherwise, is on none of
     its CRLs (`crlbuilder.crl.encode`). So a CRL issued within the validity period lists the
-    certificate if it was revoked, and one issued at or after its end may not. With no CRL
-    imported the instant of the call stands for it."""
-    return not_after <= (crl_this_update or now)
+    certificate if it was revoked, and one issued at or after its end may not (the 機構
+    drops it at the notAfter itself: `crlbuilder.apply.past_retention`)."""
+    return not_after <= crl_this_update
 
 
 def status_at(
@@ -144,11 +146,16 @@ def status_at(
             StatusInfo(status=Status.UNAVAILABLE, at=_at(signed_at), detail=stale),
             StatusInfo(status=Status.UNAVAILABLE, at=_at(now), detail=stale),
         )
+    crl_this_update = reader.crl_state(issuer.index).this_update if reader.crl_import() else 0
+    if reader.crl_import() and not crl_this_update:
+        unfed = "no CRL of the issuer has been imported into this group's store"
+        return (
+            StatusInfo(status=Status.UNAVAILABLE, at=_at(signed_at), detail=unfed),
+            StatusInfo(status=Status.UNAVAILABLE, at=_at(now), detail=unfed),
+        )
     st = reader.status(sf.status_key(issuer.index, serial))
     if st is None:
-        if reader.crl_import() and crl_silent(
-            reader.crl_state(issuer.index).this_update, not_after, now
-        ):
+        if reader.crl_import() and crl_silent(crl_this_update, not_after):
             silent = (
                 "not on the 機構's revocation list, which no longer vouches for a certificate"
                 " past its validity period (RFC 5280 §3.3)"
