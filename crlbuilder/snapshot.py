@@ -21,7 +21,9 @@ under the store's stream's name (deleted and made again since: the snapshot's se
 the old stream's, so its builder could not resume in the new one; docs/operations.md, "A
 record stream made again"). The command says so by its own exit status
 (`crlbuilder.cli.EXIT_SNAPSHOT_REFUSED`), on which a new node's bootstrap fails rather than
-leave its builder to fill an empty store from the stream made again.
+leave its builder to fill an empty store from the stream made again. Both are judged from the
+object's description before its bytes are read (and again from the store read), so bytes
+that cannot be read or opened, which give another status, do not hide them.
 """
 
 from __future__ import annotations
@@ -195,7 +197,12 @@ def get(
     if (target / "data.mdb").exists():
         raise sf.StoreFormatError(f"{target}: a store is already there; give a new directory")
     obs = _bucket(cluster, bucket, create=False)
-    _check_there(cluster, obs, bucket)  # before anything is made on this node
+    described = _check_there(cluster, obs, bucket)  # before anything is made on this node
+    # refused by its description before its bytes are read: bytes that cannot be read or
+    # opened (another status, on which a new node's builder fills an empty store from the
+    # stream) do not hide a snapshot of a stream made again, nor a newer release's
+    with contextlib.suppress(msgspec.DecodeError):  # none described: judged once read
+        _refuse(bucket, msgspec.json.decode(described or "", type=SnapshotInfo), feed)
     made = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -214,23 +221,14 @@ def get(
             info = msgspec.json.decode(description or "", type=SnapshotInfo)
         except msgspec.DecodeError:
             raise ClusterError(f"{bucket.name}/{OBJECT}: no snapshot description") from None
-        refused = release.refusal(f"the latest snapshot in {bucket.name}", info.release or None)
-        if refused is not None:
-            raise SnapshotRefused(refused)
+        _refuse(bucket, info, feed)  # again: a newer snapshot may have been read
         snap = Store.open(tmp, readonly=False)  # raises StoreFormatError for another format
         try:
             with snap.read() as r:
                 if r.stream_seq() != info.stream_seq:
                     raise sf.StoreFormatError(f"{bucket.name}/{OBJECT}: not the snapshot described")
                 if feed is not None and r.feed_id() and r.stream_seq() and r.feed_id() != feed:
-                    raise SnapshotRefused(
-                        f"the latest snapshot in {bucket.name} was filled from another record "
-                        "stream than the one under its name now (deleted and made again "
-                        f"since): it stands at sequence {r.stream_seq()} of the old one; on a "
-                        "node that adopted the new stream (crlbuilder stream adopt) run "
-                        "crlbuilder snapshot put, then start this node again; it does not start "
-                        "from an empty store (docs/operations.md, 'A record stream made again')"
-                    )
+                    raise SnapshotRefused(_made_again(bucket, r.stream_seq()))
             with Commit(snap) as c:  # what the snapshot's node saw of the stream is not ours:
                 c.put_stream_head(0, 0)  # not ready until this node's builder has seen it
                 c.put_stream_refused("")
@@ -247,14 +245,35 @@ def get(
     return info
 
 
-def _check_there(cluster: Cluster, obs: ObjectStore, bucket: Bucket) -> None:
-    """ClusterError when the bucket holds no snapshot (a bucket whose put failed, or emptied)."""
+def _refuse(bucket: Bucket, info: SnapshotInfo, feed: bytes | None) -> None:
+    """`SnapshotRefused` when the snapshot ``info`` describes is a newer release's, or was
+    filled from another record stream than ``feed`` (the stream as it stands)."""
+    refused = release.refusal(f"the latest snapshot in {bucket.name}", info.release or None)
+    if refused is not None:
+        raise SnapshotRefused(refused)
+    if feed is not None and info.feed and info.stream_seq and info.feed != feed.hex():
+        raise SnapshotRefused(_made_again(bucket, info.stream_seq))
 
-    async def go() -> None:
-        await obs.get_info(OBJECT)
+
+def _made_again(bucket: Bucket, seq: int) -> str:
+    return (
+        f"the latest snapshot in {bucket.name} was filled from another record stream than the "
+        f"one under its name now (deleted and made again since): it stands at sequence {seq} "
+        "of the old one; on a node that adopted the new stream (crlbuilder stream adopt) run "
+        "crlbuilder snapshot put, then start this node again; it does not start from an empty "
+        "store (docs/operations.md, 'A record stream made again')"
+    )
+
+
+def _check_there(cluster: Cluster, obs: ObjectStore, bucket: Bucket) -> str | None:
+    """The latest snapshot's description; ClusterError when the bucket holds no snapshot (a
+    bucket whose put failed, or emptied)."""
+
+    async def go() -> str | None:
+        return (await obs.get_info(OBJECT)).description
 
     try:
-        cluster.run(go())
+        return cluster.run(go())
     except nats.js.errors.ObjectNotFoundError:
         raise ClusterError(
             f"no snapshot in {bucket.name} (put one from a caught-up node)"

@@ -1589,3 +1589,27 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "sandbox":
         sys.exit(_sandbox_main(sys.argv[2:]))
     sys.exit(f"usage: {sys.argv[0]} sandbox UNIT -- ARGV...")
+
+
+@pytest.mark.unit
+def test_the_kubectl_exec_commands_of_operations_expand_the_pods_variables_in_the_pod() -> None:
+    """A `kubectl exec POD -- cmd "$NATS"` has the operator's shell expand ``$NATS`` (unset
+    there: ``--source ""``, refused); the pod's environment is read only by a shell in the
+    pod (``-- sh -c '... "$NATS" ...'``). Each such command's words are also a real command
+    line (``crlbuilder``'s parser takes them)."""
+    from crlbuilder import cli as crlbuilder_cli
+
+    spans = re.findall(r"`(kubectl\s+exec\s[^`]*)`", OPERATIONS.read_text(), flags=re.DOTALL)
+    assert spans, "operations.md shows no kubectl exec command"
+    for span in spans:
+        words = shlex.split(" ".join(span.split()))
+        cmd = words[words.index("--") + 1 :]
+        if cmd[:2] == ["sh", "-c"]:
+            assert len(cmd) == 3, span
+            cmd = shlex.split(cmd[2])
+        else:
+            assert not re.search(r"\$\{?\w", span.split(" -- ", 1)[1]), (
+                f"{span!r}: the operator's shell expands the pod's variables"
+            )
+        if cmd[0] == "crlbuilder":
+            crlbuilder_cli.parser().parse_args(cmd[1:])

@@ -32,6 +32,7 @@ import msgspec
 import nats.js.errors
 import pytest
 from cryptography import x509
+from nats.js.api import ObjectMeta
 
 from crlbuilder import jetstream, release, snapshot
 from crlbuilder.apply import from_epoch
@@ -1558,6 +1559,58 @@ def test_a_snapshot_of_a_newer_release_is_refused_nothing_made(
     # its own status, not "no snapshot" (1): a new node's bootstrap fails on it alone
     assert out.returncode == EXIT_SNAPSHOT_REFUSED, out.stderr
     assert "upgrade this node" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "new").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+@pytest.mark.parametrize("bytes_", [b"not a store", b""], ids=["unreadable", "empty"])
+def test_a_snapshot_of_a_stream_made_again_is_refused_by_its_description_whatever_its_bytes(
+    tmp_path: Path,
+    cluster: NatsCluster,
+    population: Path,
+    demo_pki: tuple[Path, Manifest],
+    bytes_: bytes,
+) -> None:
+    """The snapshot's description names the stream it was filled from: a snapshot of the old
+    stream is refused (exit 3, the bootstrap fails) before its bytes are read, so bytes that
+    cannot be read or opened (another exit status, on which the bootstrap lets the builder
+    fill an empty store from the stream made again) do not hide it."""
+    stream, bucket = f"descfeed{len(bytes_)}", f"SNAP_DESC{len(bytes_)}"  # the cluster is shared
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, stream)
+    files = sorted(population.glob("*.jsonl"))[:2]
+    n = publish_files(a, cluster, files)
+    c = Cluster(cluster.urls)
+    try:
+        old = current_feed_id(c, stream)
+        assert old is not None
+        c.run(c.js.delete_stream(stream))
+    finally:
+        c.close()
+    publish_files(a, cluster, files)  # the stream made again, its history republished
+    info = snapshot.SnapshotInfo(
+        stream_seq=n, commit=1, size=len(bytes_), release=str(release.CURRENT), feed=old.hex()
+    )
+    c = Cluster(cluster.urls)
+    try:
+        assert current_feed_id(c, stream) != old
+
+        async def put() -> None:
+            obs = await c.js.create_object_store(bucket)
+            meta = ObjectMeta(name=snapshot.OBJECT, description=msgspec.json.encode(info).decode())
+            await obs.put(snapshot.OBJECT, bytes_, meta=meta)
+
+        c.run(put())
+    finally:
+        c.close()
+    target = tmp_path / "new" / "store"
+    out = subprocess.run(
+        [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", cluster.source,
+         "--store", str(target), "--snapshot-bucket", bucket, "--stream", stream],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == EXIT_SNAPSHOT_REFUSED, out.stderr
+    assert "made again" in out.stderr and "crlbuilder stream adopt" in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "new").exists()
 
 
