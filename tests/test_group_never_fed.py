@@ -26,6 +26,8 @@ from crlbuilder.model import Family, Reason
 from crlbuilder.ocsp.request import parse_request
 from crlbuilder.ocsp.response import ResponseSigner, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import ReadSource
+from responder import storegauges as g
 from responder.config import GroupConfig, ResponderConfig
 from responder.flow import STALE, OcspFlow, Refusal, Signing
 from responder.http import Request
@@ -162,3 +164,27 @@ def test_the_kikou_store_is_unchanged_an_issuer_with_no_crl_state_answers(jpki: 
     )
     got = fl.lookup(req, v[UNFED], int(NOW.timestamp()), reader)
     assert isinstance(got, SignJob) and got.statuses == ("unknown",), got
+
+
+def stale_gauge(source: ReadSource, j: Jpki, families: Iterable[Family]) -> dict[Family, float]:
+    refs = [g.IssuerRef(j.metas[f].index, j.metas[f].id, f) for f in families]
+    collector = g.StoreCollector(source, refs, clock=NOW.timestamp, max_age=0)
+    (metric,) = (m for m in collector.collect() if m.name == "jpkiva_stale_issuer")
+    by_id = {s.labels["issuer"]: s.value for s in metric.samples}
+    return {f: by_id[j.metas[f].id] for f in families}
+
+
+def test_the_stale_gauge_is_1_for_a_signature_issuer_never_fed_never_for_an_auth_one(
+    jpki: Jpki, store: Store
+) -> None:
+    """A group receives the signature families' CRL files only (Act §18(2), §20(1)): a
+    signature issuer with no CRL imported is stale (its answers are tryLater); an auth
+    issuer, listed in the same setup, is never fed and never alarms."""
+    families = (FED, UNFED, Family.AUTH_CARD)
+    import_crl(jpki, store, FED)
+    assert stale_gauge(store, jpki, families) == {FED: 0, UNFED: 1, Family.AUTH_CARD: 0}
+    import_crl(jpki, store, UNFED)
+    assert stale_gauge(store, jpki, families) == {FED: 0, UNFED: 0, Family.AUTH_CARD: 0}
+    # the 機構's own store: an issuer with no CRL state yet is not stale
+    assert not jpki.reader.crl_import()
+    assert stale_gauge(jpki.reader, jpki, families) == dict.fromkeys(families, 0)
