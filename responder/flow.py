@@ -42,7 +42,9 @@ Order, the first refusal wins; nothing is read from the store before a party is 
 What the lookup answers (RFC 6960, RFC 5019 profile):
 
 - when the issuer's data is past the nextUpdate the builder promised (its last
-  CRL's nextUpdate), ``tryLater`` (``stale``): never an expired answer;
+  CRL's nextUpdate), ``tryLater`` (``stale``): never an expired answer; on a group
+  appliance's store, likewise for an issuer no CRL of which was imported
+  (`crlbuilder.store.reader.never_fed`): nothing vouches for its serials;
 - a revoked serial with a stored pre-signed answer of the current status version,
   a SHA-1 CertID, no nonce and one CertID gets those stored bytes;
 - a good or unknown serial is signed on demand and cached per worker, keyed by the
@@ -89,7 +91,7 @@ from crlbuilder.ocsp.response import (
     issuer_hashes,
 )
 from crlbuilder.store import format as sf
-from crlbuilder.store.reader import Generation, ReadSource, StoreReader
+from crlbuilder.store.reader import Generation, ReadSource, StoreReader, never_fed
 from responder import access, policy
 from responder.config import OcspConfig
 from responder.limits import Wait
@@ -223,6 +225,8 @@ class OcspFlow:
         self._snapshot = -1
         self._fresh_until: dict[int, int] = {}
         self._compromised: frozenset[int] = frozenset()
+        self._never_fed: frozenset[int] = frozenset()
+        """Issuers of the Act's families a group store holds no CRL of (`reader.never_fed`)."""
         self.crl_import = False
         self.lapse_refusals = 0
         """tryLater answers for a certificate whose 30-day lapse is due but not yet written."""
@@ -323,6 +327,8 @@ class OcspFlow:
         if signer is None:
             return Unavailable.NO_SIGNER
         next_update = now + self.config.good_validity_seconds
+        if view.index in self._never_fed:  # no CRL of it imported: nothing vouches for a serial
+            return Unavailable.STALE
         fresh = self._fresh_until.get(view.index, 0)
         if fresh:
             if fresh <= now:
@@ -414,6 +420,9 @@ class OcspFlow:
         for index in self.by_index:
             self._fresh_until[index] = reader.promised_next_update(index)
         self._compromised = frozenset(i.index for i in reader.issuers() if i.compromised_at)
+        self._never_fed = frozenset(
+            i for i, v in self.by_index.items() if v.family.is_jpki and never_fed(reader, i)
+        )
 
     def signer_for(self, view: IssuerView) -> ResponseSigner | None:
         """Who signs ``view``'s answers now: its delegate, or after a compromise of its CA key

@@ -3,7 +3,7 @@
 Read through the store's reader (`crlbuilder.store.reader.StoreReader`), in the
 worker that answers the scrape, at most once a second: build, commit, last commit
 time, each issuer's promised nextUpdate and stale alarm (the ``tryLater`` case of
-`responder.ocsp`), the latest full and delta CRL of each issuer from the
+`responder.ocsp`; on a group's store also a signature issuer no CRL of which was imported), the latest full and delta CRL of each issuer from the
 store's CRL index, and each issuer's pre-signed answers (their earliest nextUpdate, the
 duration of crlbuilder's last re-signing walk: `crlbuilder.presign`). Revoked entries per family and legal category (`EntryCounts`)
 would cost a walk of the whole revoked database (about 0.5 s per million entries),
@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 from crlbuilder import atomicfile
 from crlbuilder.model import Category, Family
 from crlbuilder.store import format as sf
-from crlbuilder.store.reader import ReadSource, StoreReader
+from crlbuilder.store.reader import ReadSource, StoreReader, never_fed
 
 __all__ = [
     "ENTRIES_FILES",
@@ -149,7 +149,13 @@ class StoreCollector(Collector):
             committed.add_metric((), r.committed_at())
             for issuer in self.issuers:
                 promised = r.promised_next_update(issuer.index)
-                stale.add_metric((issuer.id,), 1 if 0 < promised <= now else 0)
+                # a group store holding no CRL of a signature issuer, the only CRL files a
+                # group receives (Act §18(2), §20(1); `crlbuilder.group.pull.GroupFeed.fed`),
+                # answers tryLater for it: stale. An auth issuer's CRL never comes to a group
+                # (its members' requests about it are refused): never stale, or the alert
+                # would fire for ever.
+                unfed = issuer.family.is_sign and never_fed(r, issuer.index)
+                stale.add_metric((issuer.id,), 1 if unfed or 0 < promised <= now else 0)
                 if promised:
                     next_update.add_metric((issuer.id,), promised)
                 ocsp = r.ocsp_state(issuer.index)

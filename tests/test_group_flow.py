@@ -79,9 +79,11 @@ REGISTRY = Registry(
 
 
 def crl_store(views: dict[int, IssuerView]) -> MemoryReader:  # noqa: F811
-    """A group's store: what the CRL said (the revoked serial), nothing else."""
+    """A group's store: what the CRL said (the revoked serial), nothing else; each issuer's
+    CRL imported (one never imported is stale: tests/test_group_never_fed.py)."""
     s = store(views)
     s.status_records = {k: v for k, v in s.status_records.items() if v.revoked_at}
+    s.crl_states = {i: sf.CrlState(this_update=NOW - 3600, next_update=NOW + 86400) for i in views}
     s.imported = True
     return s
 
@@ -140,7 +142,7 @@ def test_past_the_crls_next_update_members_get_try_later(
     """The 機構 unreachable or its CRLs refused: once the last CRL's nextUpdate passes the
     group answers tryLater (rule stale), never an answer from expired data."""
     fl, s = group_flow(views), crl_store(views)
-    s.crl_states = {i: sf.CrlState(next_update=NOW - 1) for i in views}
+    s.crl_states = {i: sf.CrlState(this_update=NOW - 86400, next_update=NOW - 1) for i in views}
     got = fl.decide(request(views[SIGN], REVOKED), Creds("m-1"), NOW, s, REGISTRY)
     assert isinstance(got, Refusal)
     assert (got.status, got.rule) == (ResponseStatus.TRY_LATER, STALE)

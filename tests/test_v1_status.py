@@ -394,6 +394,9 @@ def test_a_group_appliance_answers_its_members_status_act_20_1_21_3(
     per entry (a group answers about signature certificates only), anyone else per call."""
     reader = store(cas)
     reader.imported = True  # a group appliance's store, from the 機構's CRLs
+    reader.crl_states = {  # each issuer's CRL imported (one never imported is unavailable)
+        i: sf.CrlState(this_update=int(NOW) - 3600, next_update=int(NOW) + 86400) for i in cas
+    }
     api = Api(reader, registry())
     api.api = V1Api(
         MEMBER_ROUTES, ResponderConfig(group=GroupConfig(unlisted=unlisted)), store=reader,

@@ -107,6 +107,16 @@ def lost_since(r: StoreReader, issuer_index: int, commit: int) -> list[bytes]:
     return sorted({c.key for c in r.changes(changes_start(commit)) if c.key[:2] == prefix})
 
 
+def never_fed(r: StoreReader, issuer_index: int) -> bool:
+    """A group appliance's store (CRL-import mode) holding no CRL of the issuer: the first
+    import records every issuer it was given (``import-crl --pki``/``--group``), so one whose
+    CRL was never imported (its fetch refused, a generation added since) is listed with no
+    CRL state. Nothing vouches for its serials: the answers treat it as stale (OCSP
+    ``tryLater``, ``/v1/status`` and ``/v1/verify`` unavailable), never ``good``. Always
+    False on the 機構's own store, which answers from its issuance records."""
+    return r.crl_import() and not r.crl_state(issuer_index).this_update
+
+
 class StoreReader(Protocol):
     """One consistent view of the store (see the module docstring)."""
 

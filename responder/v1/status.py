@@ -18,8 +18,8 @@ in the request's order, per entry:
 - ``refused`` with the rule and article when the party may not receive that family
   (per entry, not per call: Act §18(1), §37(1), the agreement 取決め);
 - ``unavailable`` (rule ``stale``) when the answer could be wrong: the issuer's data is
-  past the nextUpdate the builder promised, or a 30-day lapse (Act §31(2)) is due and not
-  yet written. OCSP answers tryLater in both cases; a batch never answers ``good`` there.
+  past the nextUpdate the builder promised, a group appliance's store holds no CRL of the
+  issuer, or a 30-day lapse (Act §31(2)) is due and not yet written. OCSP answers tryLater in both cases; a batch never answers ``good`` there.
 
 and, for the whole answer, the store's commit sequence and commit time it reflects.
 
@@ -50,7 +50,7 @@ import msgspec
 
 from crlbuilder.model import Category, Family, Reason
 from crlbuilder.store import format as sf
-from crlbuilder.store.reader import StoreReader
+from crlbuilder.store.reader import StoreReader, never_fed
 from responder import policy
 from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
@@ -147,6 +147,8 @@ class _Issuer:
     family: Family
     service: Service
     fresh_until: int
+    never_fed: bool
+    """A group store holding no CRL of it (`crlbuilder.store.reader.never_fed`): unavailable."""
     lapses: bool
     """A family a 30-day lapse revokes (auth), whose good answers need `lapse_due`."""
     refused: EntryStatus | None
@@ -202,6 +204,7 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
             family=family,
             service=service,
             fresh_until=fresh,
+            never_fed=never_fed(reader, meta.index),
             lapses=family in _LAPSE_FAMILIES,
             refused=(
                 EntryStatus(
@@ -261,7 +264,7 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
         if issuer.refused is not None:
             append(issuer.refused)
             continue
-        if 0 < issuer.fresh_until <= now:
+        if issuer.never_fed or 0 < issuer.fresh_until <= now:
             append(issuer.unavailable)
             continue
         if 0 < serial < _SERIAL_END:
