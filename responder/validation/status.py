@@ -35,7 +35,7 @@ import msgspec
 
 from crlbuilder.model import Category, Family, Reason
 from crlbuilder.store import format as sf
-from crlbuilder.store.reader import StoreReader
+from crlbuilder.store.reader import StoreReader, never_fed
 
 _SERIAL_END = 1 << (8 * sf.SERIAL_BYTES)
 LOSS_OF_EFFECT: dict[Family, str] = {
@@ -146,8 +146,7 @@ def status_at(
             StatusInfo(status=Status.UNAVAILABLE, at=_at(signed_at), detail=stale),
             StatusInfo(status=Status.UNAVAILABLE, at=_at(now), detail=stale),
         )
-    crl_this_update = reader.crl_state(issuer.index).this_update if reader.crl_import() else 0
-    if reader.crl_import() and not crl_this_update:
+    if never_fed(reader, issuer.index):
         unfed = "no CRL of the issuer has been imported into this group's store"
         return (
             StatusInfo(status=Status.UNAVAILABLE, at=_at(signed_at), detail=unfed),
@@ -155,7 +154,9 @@ def status_at(
         )
     st = reader.status(sf.status_key(issuer.index, serial))
     if st is None:
-        if reader.crl_import() and crl_silent(crl_this_update, not_after):
+        if reader.crl_import() and crl_silent(
+            reader.crl_state(issuer.index).this_update, not_after
+        ):
             silent = (
                 "not on the 機構's revocation list, which no longer vouches for a certificate"
                 " past its validity period (RFC 5280 §3.3)"
