@@ -47,9 +47,10 @@ across it moves its provisions to the new day (`LimitsTable.carry_provisions`). 
 moves on to the new day keeps the day before's count beside it, so a take for the day
 before that comes after another worker's first take of the new day (an instant read before
 00:00 JST: the microseconds between a /v1 answer's clock read and its take, the
-milliseconds of an OCSP decision's lookup) still checks that day with it. A clock set back across 00:00 JST never puts a row back a
-day: a take then comes off the row's later day, and `LimitsTable.take_provisions` returns
-an instant of that day for the ledger to date it at. A row that has no free
+milliseconds of an OCSP decision's lookup) still checks that day with it. A clock set back
+across 00:00 JST never puts a row back a day: a take then comes off the row's later day,
+and `LimitsTable.take_provisions` returns an instant of that day for the ledger to date it
+at. A row that has no free
 slot left for a new key refuses it (`Limit.TABLE_FULL`: the check errs on refusing,
 never on over-serving; with `SLOTS` keys per row that needs thousands of
 parties).

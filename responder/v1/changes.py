@@ -61,9 +61,10 @@ the status record of each hit. The watch list is the responder's own state
   copy), or past commits the restored store has made again since, 409 (``cursor_ahead``):
   a cursor of a node's own store, and the node's mark, carry an anchor of the commits they
   passed (`responder.v1.cursor.Anchor`), and a mark whose anchor the store no longer holds
-  is not read (what it covered is counted again). The way back is the same: take a fresh cursor (no
-  cursor), re-read the status of the whole list with ``POST /v1/status``, then read the
-  changes from that cursor (changes between the two are delivered again, not lost).
+  is not read (what it covered is counted again). The way back is the same: take a fresh
+  cursor (no cursor), re-read the status of the whole list with ``POST /v1/status``, then
+  read the changes from that cursor (changes between the two are delivered again, not
+  lost).
 - A service of several nodes (``[cluster] nats``) serves the feed on every node: a party
   registers through any node and reads through any other. The watch lists are one log of
   operations on the ``JPKI_WATCH`` stream (`responder.v1.watchlog`: keyed digests only,

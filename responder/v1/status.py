@@ -19,7 +19,8 @@ in the request's order, per entry:
   (per entry, not per call: Act §18(1), §37(1), the agreement 取決め);
 - ``unavailable`` (rule ``stale``) when the answer could be wrong: the issuer's data is
   past the nextUpdate the builder promised, a group appliance's store holds no CRL of the
-  issuer, or a 30-day lapse (Act §31(2)) is due and not yet written. OCSP answers tryLater in both cases; a batch never answers ``good`` there.
+  issuer, or a 30-day lapse (Act §31(2)) is due and not yet written. OCSP answers tryLater
+  in each case; a batch never answers ``good`` there.
 
 and, for the whole answer, the store's commit sequence and commit time it reflects.
 
