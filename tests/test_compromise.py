@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
-from crlbuilder.keys.signer import PemSigner
+from crlbuilder.crl.encode import encode_crl
+from crlbuilder.keys.signer import PemSigner, load_signer
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
 from crlbuilder.ocsp.response import ResponseSigner
 from crlbuilder.store import format as sf
@@ -292,3 +293,50 @@ def test_group_appliance_imports_the_successor_signed_crl(
             assert {int.from_bytes(k[2:], "big") for k, _ in r.revocations(index)} == set(SERIALS)
     finally:
         store.close()
+
+
+def test_group_appliance_refuses_a_crl_the_compromised_key_signed_afterwards(
+    built: Built, scenario: Scenario, tmp_path: Path
+) -> None:
+    """Whoever holds the compromised key can sign a CRL under the generation's name; the
+    group, having imported the successor-signed CRL, refuses one it signed afterwards (an
+    emptied CRL, numbered above the last): every serial stays revoked."""
+    m = built.manifest
+    g1 = m.issuer(G1)
+    store = tmp_path / "group"
+
+    def import_crl(path: Path) -> subprocess.CompletedProcess[str]:
+        return run_tool(
+            "crlbuilder", "import-crl", "--store", str(store), "--pki", str(built.pki), str(path),
+            check=False,
+        )  # fmt: skip
+
+    before = tmp_path / "before.crl"
+    before.write_bytes(scenario.crls_before[str(scenario.crl_dir / f"{G1}.crl")])
+    assert import_crl(before).returncode == 0  # signed by the generation's own key
+    after = scenario.crl_dir / f"{G1}.crl"
+    out = import_crl(after)
+    assert out.returncode == 0, out.stderr
+    number = (
+        x509.load_der_x509_crl(after.read_bytes())
+        .extensions.get_extension_for_class(x509.CRLNumber)
+        .value.crl_number
+    )
+    forged = tmp_path / "forged.crl"
+    emptied = encode_crl(
+        issuer=x509.load_pem_x509_certificate(m.path(g1.cert).read_bytes()),
+        signer=load_signer(m.key_ref(g1.key), m.path(g1.cert)), number=number + 10,
+        this_update=datetime.now(UTC) - timedelta(minutes=1),
+        next_update=datetime.now(UTC) + timedelta(days=1), entries=(),
+    )  # fmt: skip
+    forged.write_bytes(emptied)
+    out = import_crl(forged)
+    assert out.returncode != 0
+    assert "compromised" in out.stderr, out.stderr
+    s = Store.open(store, readonly=True)
+    try:
+        with s.read() as r:
+            index = next(i.index for i in r.issuers() if i.id == G1)
+            assert {int.from_bytes(k[2:], "big") for k, _ in r.revocations(index)} == set(SERIALS)
+    finally:
+        s.close()

@@ -11,7 +11,9 @@ with an optional bearer token) is
   certificates the group received, with its store and token), by issuer name (and authorityKeyIdentifier when present), and its
   signature verified with that certificate (after a compromise of a generation's
   key its CRLs carry its name but the successor's key: the manifest's successor
-  certificate is then the one that matches, `known_issuers`);
+  certificate is then the one that matches, `known_issuers`; once a CRL of the generation
+  that verifies with it is imported, one its own, compromised, key signed is refused:
+  `_check_signer`);
 - checked for freshness and order: thisUpdate not in the future (beyond
   `CLOCK_SKEW`), nextUpdate not passed (unless forced), a CRL number above the
   last one imported for the issuer (equal: already imported, nothing to do; a
@@ -37,6 +39,7 @@ stored as unknown: legal category 0, validity 0..0, holder all zeros.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -56,7 +59,7 @@ import msgspec
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from crlbuilder.apply import merged_issuers
 from crlbuilder.build import issuer_table
@@ -132,6 +135,11 @@ class KnownIssuer:
     """The certificate's subject Name, byte for byte: a CRL issued by it names exactly this."""
     key_id: bytes | None
     """subjectKeyIdentifier, matched against a CRL's authorityKeyIdentifier."""
+    key_sha256: str
+    """Hex SHA-256 of its public key (SubjectPublicKeyInfo DER, as `crl.publish.key_id`):
+    recorded as the issuer's `CrlState.base_signer` by a full CRL it verified."""
+    own: bool
+    """The generation's own CA certificate (False: its successor certificate)."""
 
 
 def known_issuers(manifest: Manifest) -> list[KnownIssuer]:
@@ -181,7 +189,11 @@ def known_issuer(meta: sf.IssuerMeta, der: bytes) -> KnownIssuer:
         ).value.digest
     except x509.ExtensionNotFound:
         key_id = None
-    return KnownIssuer(meta=meta, cert=cert, subject_der=subject_der, key_id=key_id)
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return KnownIssuer(
+        meta=meta, cert=cert, subject_der=subject_der, key_id=key_id,
+        key_sha256=hashlib.sha256(spki).hexdigest(), own=der == meta.cert_der,
+    )  # fmt: skip
 
 
 def identify_issuer(parsed: ParsedCrl, issuers: Iterable[KnownIssuer]) -> KnownIssuer:
@@ -562,6 +574,7 @@ class CrlImporter:
             check_store_mode(store.path, c)
             state = c.crl_state(index)
             imported_before = state != sf.CrlState()  # an imported CRL has a thisUpdate
+            _check_signer(issuer, state, result)
             if not self._due(parsed, state, imported_before, result):
                 if pulled is not None:  # the file is one the store holds: keep its validator
                     c.put_crl_state(index, _with_pulled(state, parsed.is_delta, pulled))
@@ -588,7 +601,7 @@ class CrlImporter:
                 state = sf.CrlState(
                     number=number, base_number=number, base_commit=c.seq,
                     base_this_update=this_update, this_update=this_update,
-                    next_update=next_update,
+                    next_update=next_update, base_signer=issuer.key_sha256,
                     pulled_delta=state.pulled_delta,  # a delta numbered below: still held
                 )  # fmt: skip
             if pulled is not None:
@@ -735,6 +748,26 @@ class CrlImporter:
             else:
                 result.added += 1
             c.list_revoked(key, family, at, reason)
+
+
+def _check_signer(issuer: KnownIssuer, state: sf.CrlState, result: ImportResult) -> None:
+    """Refuse a CRL signed by the generation's own key once one signed by its successor's
+    was imported (the last full CRL's `CrlState.base_signer`).
+
+    From a compromise of a generation's key on (発行者署名符号の漏えい等, Act §14) the 機構
+    signs the generation's CRLs with the successor's key only, and the compromised key
+    signs nothing (docs/operations.md, "CA key compromise"); whoever holds it can still
+    sign a CRL under the generation's name that verifies with its own certificate. A
+    successor certificate may be known before any compromise (made in advance): until a
+    CRL verifies with it, the generation's own key is its signer. A store written before
+    `base_signer` was recorded by imports holds none: the latch starts at the next full
+    CRL signed by the successor."""
+    if issuer.own and state.base_signer and state.base_signer != issuer.key_sha256:
+        raise ImportRefused(
+            f"{'delta CRL' if result.delta else 'CRL'} {result.number} of {result.issuer} is "
+            "signed by the generation's own key, compromised: its CRLs have been signed by "
+            "its successor's key since (Act §14; the compromised key signs nothing)"
+        )
 
 
 def _with_pulled(state: sf.CrlState, delta: bool, pulled: sf.PulledFile) -> sf.CrlState:
