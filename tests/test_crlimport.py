@@ -787,3 +787,18 @@ def test_imported_losses_of_effect_feed_the_changes_and_are_pruned_past_retentio
     assert first.added == 4 and second.added == 1
     assert feed == [(second.commit, 9000)]  # the first import's four: older than a day
     assert horizon == first.commit
+
+
+def test_issuer_option_takes_only_that_issuers_crls(tmp_path: Path, pki: Manifest) -> None:
+    """``--issuer``: every source is that generation's CRL (as fetched from its URL); one of
+    another issuer is refused, the store unchanged; an id the manifest lacks is bad usage,
+    no store made."""
+    store = tmp_path / "store"
+    r = run(store, pki, write(tmp_path, "a.crl", make_crl(pki, G1, 10, BASE)), extra=["--issuer", "sign-card-g9"])  # fmt: skip
+    assert r.rc == 2 and "--issuer sign-card-g9: not one of the PKI manifest" in r.err, r.err
+    assert not store.exists()
+    r = run(store, pki, write(tmp_path, "a.crl", make_crl(pki, G1, 10, BASE)), extra=["--issuer", G1])  # fmt: skip
+    assert r.rc == 0, r.err
+    r = run(store, pki, write(tmp_path, "b.crl", make_crl(pki, G2, 10, BASE)), extra=["--issuer", G1])  # fmt: skip
+    assert r.rc == 1 and f"is {G2}'s, not {G1}'s" in r.err, r.err
+    assert revoked(store, index(pki, G2)) == {}

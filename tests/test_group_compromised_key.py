@@ -8,12 +8,19 @@ can sign a CRL under the generation's name too: once a CRL of the generation sig
 successor's key has been imported, a later one signed by the generation's own key is a
 forgery and is refused, the store unchanged; else a CRL emptied by the forger, numbered
 above the last, made every certificate of the generation (those revoked cACompromise
-included) ``good``. A real LMDB store, filled by the real `CrlImporter`.
+included) ``good``.
+
+Generations of one family may share a CA name (told apart by their keys): the successor's
+own CRLs then verify with the compromised generation's successor certificate too. Such a
+CRL goes to the generation whose URL it came from, and is refused when none is named,
+rather than replacing the first generation's revoked set. A real LMDB store, filled by the
+real `CrlImporter`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -134,3 +141,69 @@ def test_before_any_successor_signed_crl_the_generations_own_key_is_its_signer(
         crl(own, 4, [(SERIAL + 1, at, Reason.KEY_COMPROMISE)], hours=3, delta_base=3), as_of=NOW
     )
     assert revoked(store, jpki)
+
+
+@dataclass(frozen=True)
+class SameName:
+    """Two generations of one family under one CA name (told apart by their keys, as OCSP's
+    name hash + key hash do, DOMAIN.md), the first with a successor certificate: its name,
+    the second generation's key (made in advance, or after a compromise of the first)."""
+
+    g1: Ca
+    g2: Ca
+    issuers: list[KnownIssuer]
+
+
+def meta(n: int, ca: Ca) -> sf.IssuerMeta:
+    der = ca.cert.public_bytes(Encoding.DER)
+    return sf.IssuerMeta(index=n, id=f"sign-card-g{n}", family=FAMILY, generation=n, cert_der=der)
+
+
+@pytest.fixture
+def same_name() -> SameName:
+    g1 = make_ca("JPKI sign-card CA", organization="jpki-va test")
+    g2 = make_ca("JPKI sign-card CA", organization="jpki-va test", serial=2)
+    metas = [meta(n, ca) for n, ca in ((1, g1), (2, g2))]
+    # the successor certificate: g1's name, g2's key (its subjectKeyIdentifier too)
+    succ = g2.cert.public_bytes(Encoding.DER)
+    return SameName(
+        g1, g2,
+        [known_issuer(metas[0], metas[0].cert_der), known_issuer(metas[0], succ),
+         known_issuer(metas[1], metas[1].cert_der)],
+    )  # fmt: skip
+
+
+def test_a_crl_two_generations_would_verify_goes_where_its_url_says(
+    same_name: SameName, store: Store
+) -> None:
+    """The second generation's CRL verifies with the first one's successor certificate too:
+    fetched from the second's URL (``group pull``, ``--issuer``) it is the second's."""
+    at = int((NOW - timedelta(hours=3)).timestamp())
+    importer = CrlImporter(store, same_name.issuers)
+    importer.import_der(crl(same_name.g1, 1, [(SERIAL, at, Reason.KEY_COMPROMISE)]), as_of=NOW)
+    g2_crl = crl(same_name.g2, 1, [(SERIAL + 1, at, Reason.KEY_COMPROMISE)])
+    got = importer.import_der(g2_crl, as_of=NOW, expect="sign-card-g2")
+    assert got.issuer == "sign-card-g2"
+    with store.read() as r:
+        assert r.status(sf.status_key(1, SERIAL)) is not None  # g1's entry kept
+        assert r.status(sf.status_key(2, SERIAL + 1)) is not None
+
+
+def test_a_crl_two_generations_would_verify_is_refused_without_its_url(
+    same_name: SameName, store: Store
+) -> None:
+    """``import-crl`` of a file, no issuer named: which generation's it is cannot be told, so
+    it is refused, rather than taken for the first's (whose revoked serials it would unlist:
+    every one of them ``good``)."""
+    at = int((NOW - timedelta(hours=3)).timestamp())
+    importer = CrlImporter(store, same_name.issuers)
+    importer.import_der(crl(same_name.g1, 1, [(SERIAL, at, Reason.KEY_COMPROMISE)]), as_of=NOW)
+    g2_crl = crl(same_name.g2, 2, [(SERIAL + 1, at, Reason.KEY_COMPROMISE)], hours=1)
+    with pytest.raises(
+        ImportRefused,
+        match="ambiguous issuer: the CRL verifies as sign-card-g1's and as sign-card-g2's",
+    ):
+        importer.import_der(g2_crl, as_of=NOW)
+    with store.read() as r:
+        st = r.status(sf.status_key(1, SERIAL))
+        assert st is not None and st.state == sf.STATE_REVOKED

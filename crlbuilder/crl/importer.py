@@ -13,7 +13,8 @@ with an optional bearer token) is
   key its CRLs carry its name but the successor's key: the manifest's successor
   certificate is then the one that matches, `known_issuers`; once a CRL of the generation
   that verifies with it is imported, one its own, compromised, key signed is refused:
-  `_check_signer`);
+  `_check_signer`; one that verifies as two generations' is refused unless the issuer
+  whose URL it came from is named: `identify_issuer`);
 - checked for freshness and order: thisUpdate not in the future (beyond
   `CLOCK_SKEW`), nextUpdate not passed (unless forced), a CRL number above the
   last one imported for the issuer (equal: already imported, nothing to do; a
@@ -196,13 +197,22 @@ def known_issuer(meta: sf.IssuerMeta, der: bytes) -> KnownIssuer:
     )  # fmt: skip
 
 
-def identify_issuer(parsed: ParsedCrl, issuers: Iterable[KnownIssuer]) -> KnownIssuer:
+def identify_issuer(
+    parsed: ParsedCrl, issuers: Iterable[KnownIssuer], expect: str | None = None
+) -> KnownIssuer:
     """The issuer whose certificate issued and signed ``parsed``, or ImportRefused.
 
     Candidates are the issuers whose subject equals the CRL's issuer Name (by
     bytes, else as names) and, when the CRL has an authorityKeyIdentifier, whose
-    subjectKeyIdentifier equals it; the first whose key verifies the signature
-    (`verify_crl_signature`) wins.
+    subjectKeyIdentifier equals it; the one whose key verifies the signature
+    (`verify_crl_signature`) wins. ``expect``, an issuer id (the file was fetched from
+    its URL): its certificates are tried first, and the first that verifies wins.
+
+    Without ``expect``, a CRL that verifies as two generations' is refused: generations of
+    one family may share a CA name (told apart by their keys, DOMAIN.md), and a
+    generation's successor certificate carries its name with the successor's key, so the
+    successor's own CRLs verify as the generation's too. Taken for the first one listed,
+    such a CRL replaced that generation's revoked set: every serial of it ``good``.
     """
     issuers = list(issuers)
     candidates = [i for i in issuers if i.subject_der == parsed.issuer_der]
@@ -222,14 +232,29 @@ def identify_issuer(parsed: ParsedCrl, issuers: Iterable[KnownIssuer]) -> KnownI
             f"name{' and key identifier' if parsed.authority_key_id is not None else ''} "
             f"({_issuer_text(parsed)})"
         )
+    if expect is not None:
+        candidates.sort(key=lambda i: i.meta.id != expect)  # stable: the expected first
+    found: KnownIssuer | None = None
     errors = []
     for candidate in candidates:
+        if found is not None and candidate.meta.index == found.meta.index:
+            continue  # the same generation, by its other certificate
         try:
             verify_crl_signature(parsed, candidate.cert)
         except CrlError as e:
             errors.append(f"{candidate.meta.id}: {e}")
             continue
-        return candidate
+        if expect is not None:
+            return candidate
+        if found is not None:
+            raise ImportRefused(
+                f"ambiguous issuer: the CRL verifies as {found.meta.id}'s and as "
+                f"{candidate.meta.id}'s (one issuer name, one key): name the issuer whose "
+                "URL it came from (import-crl --issuer; group pull does)"
+            )
+        found = candidate
+    if found is not None:
+        return found
     raise ImportRefused("bad signature: " + "; ".join(errors))
 
 
@@ -491,11 +516,12 @@ class CrlImporter:
         as_of: datetime,
         token: str | None = None,
         timeout: float = 60.0,
+        expect: str | None = None,
     ) -> ImportResult:
-        """Fetch or read ``source`` and import it (`import_der`)."""
+        """Fetch or read ``source`` and import it (`import_der`; ``expect`` as there)."""
         t0 = time.monotonic()
         der = read_source(source, token=token, timeout=timeout)
-        result = self.import_der(der, as_of=as_of, source=source_label(source))
+        result = self.import_der(der, as_of=as_of, source=source_label(source), expect=expect)
         result.seconds = time.monotonic() - t0
         return result
 
@@ -525,7 +551,7 @@ class CrlImporter:
             parsed = parse_crl(der)
         except CrlError as e:
             raise ImportRefused(f"not a usable CRL: {e}") from None
-        issuer = identify_issuer(parsed, self.issuers)
+        issuer = identify_issuer(parsed, self.issuers, expect)
         if expect is not None and issuer.meta.id != expect:
             raise ImportRefused(f"the CRL at this URL is {issuer.meta.id}'s, not {expect}'s")
         _check_crl(parsed, as_of=as_of, force=self.force, clock_skew=self.clock_skew)
@@ -870,6 +896,11 @@ def add_cli(subparsers: Any) -> None:
         help="file holding a bearer token sent to http(s) sources (with --group: default the "
         "group's token)",
     )  # fmt: skip
+    p.add_argument(
+        "--issuer", metavar="ID",
+        help="every SOURCE is this issuer generation's CRL (fetched from its URL); needed for "
+        "a CRL that verifies as two generations' (one CA name, a successor certificate)",
+    )  # fmt: skip
     p.add_argument("--force", action="store_true", help="import a CRL whose nextUpdate has passed")
     p.add_argument("--as-of", type=instant, help="the current time (default now), for tests")
     p.add_argument(
@@ -917,6 +948,12 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
     if args.store is None:
         print(f"{prog}: error: --store is required with --pki", file=out)
         return 2
+    if args.issuer is not None:
+        known = issuers if isinstance(issuers, list) else known_issuers(issuers)
+        if args.issuer not in {i.meta.id for i in known}:
+            what = "the group's signature issuers" if args.group is not None else "the PKI manifest"
+            print(f"{prog}: error: --issuer {args.issuer}: not one of {what}", file=out)
+            return 2
     token: str | None = None
     if args.token_file is not None:
         try:
@@ -949,7 +986,7 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
             t0 = time.monotonic()
             try:
                 result = importer.import_source(
-                    source, as_of=as_of, token=token, timeout=args.timeout
+                    source, as_of=as_of, token=token, timeout=args.timeout, expect=args.issuer
                 )
             except ImportRefused as e:
                 rc = 1
