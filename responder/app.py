@@ -35,7 +35,8 @@
                             /v1/status and /v1/verify, answered from the group's own store
                             (Act §20(1), §21(1),(3)); another /v1 path there is 404 naming them
     GET  /healthz           the process answers
-    GET  /readyz            the store is open and fresh, the registry loaded (several
+    GET  /readyz            the store is open and fresh, its issuer table agrees with this
+                            responder's issuers, the registry loaded (several
                             nodes: caught up with the record stream; opt-in, the watch
                             lists replicated, ``[watch] ready_requires_replication``)
 
@@ -655,6 +656,12 @@ class JpkiApp:
                 broken = "watch lists not readable"
             if broken is not None:
                 return Response(503, f"{broken}\n".encode(), TEXT)
+        if foreign := self.ocsp.foreign():  # answers from another issuer's data: never
+            which = ", ".join(
+                f"{index} is {self.ocsp.by_index[index].id} here, {other} in the store"
+                for index, other in sorted(foreign.items())
+            )
+            return Response(503, f"issuer table differs from the store's: {which}\n".encode(), TEXT)
         stale = [
             v.id for v in self.ocsp.by_index.values() if 0 < self.ocsp.fresh_until(v.index) <= now
         ]

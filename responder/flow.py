@@ -44,7 +44,9 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
 - when the issuer's data is past the nextUpdate the builder promised (its last
   CRL's nextUpdate), ``tryLater`` (``stale``): never an expired answer; on a group
   appliance's store, likewise for an issuer no CRL of which was imported
-  (`crlbuilder.store.reader.never_fed`): nothing vouches for its serials;
+  (`crlbuilder.store.reader.never_fed`): nothing vouches for its serials; and for an
+  issuer under whose index the store's issuer table records another issuer
+  (`OcspFlow.foreign`): the status records there are not this issuer's;
 - a revoked serial with a stored pre-signed answer of the current status version,
   a SHA-1 CertID, no nonce and one CertID gets those stored bytes;
 - a good or unknown serial is signed on demand and cached per worker, keyed by the
@@ -175,6 +177,7 @@ class Unavailable(enum.Enum):
     STALE = "the issuer's data is past the nextUpdate the builder promised"
     LAPSE_DUE = "a 30-day lapse (Act §31(2)) is due and not yet written by the builder"
     NO_SIGNER = "the issuer's CA key is compromised and no successor signer is configured"
+    FOREIGN = "the store records another issuer under this issuer's index"
 
 
 _PARSE_REFUSALS: Final = {s: Refusal(s, MALFORMED) for s in ResponseStatus}
@@ -227,6 +230,9 @@ class OcspFlow:
         self._compromised: frozenset[int] = frozenset()
         self._never_fed: frozenset[int] = frozenset()
         """Issuers of the Act's families a group store holds no CRL of (`reader.never_fed`)."""
+        self._foreign: dict[int, str] = {}
+        """Index -> the id the store's issuer table gives it, where that is not this
+        responder's issuer of the index (`foreign`)."""
         self.crl_import = False
         self.lapse_refusals = 0
         """tryLater answers for a certificate whose 30-day lapse is due but not yet written."""
@@ -327,6 +333,8 @@ class OcspFlow:
         if signer is None:
             return Unavailable.NO_SIGNER
         next_update = now + self.config.good_validity_seconds
+        if view.index in self._foreign:  # another issuer's data: not this one's to answer from
+            return Unavailable.FOREIGN
         if view.index in self._never_fed:  # no CRL of it imported: nothing vouches for a serial
             return Unavailable.STALE
         fresh = self._fresh_until.get(view.index, 0)
@@ -419,10 +427,26 @@ class OcspFlow:
         self.crl_import = reader.crl_import()
         for index in self.by_index:
             self._fresh_until[index] = reader.promised_next_update(index)
-        self._compromised = frozenset(i.index for i in reader.issuers() if i.compromised_at)
+        table = reader.issuers()
+        self._compromised = frozenset(i.index for i in table if i.compromised_at)
+        self._foreign = {
+            i.index: i.id
+            for i in table
+            if i.index in self.by_index and i.id != self.by_index[i.index].id
+        }
         self._never_fed = frozenset(
             i for i, v in self.by_index.items() if v.family.is_jpki and never_fed(reader, i)
         )
+
+    def foreign(self) -> dict[int, str]:
+        """As of the last `refresh`: each index under which the store's issuer table records
+        another issuer than this responder's (its ``pki.json`` or ``group.json``), with the
+        store's id. The status records there are that issuer's: this one's answers are
+        ``tryLater`` (`Unavailable.FOREIGN`) and ``/readyz`` 503 until the two agree (a
+        group's store made by ``import-crl --pki`` with the 機構's indexes and served with
+        ``group.json``'s; a manifest edited after the store was built, which the builder
+        then refuses to update)."""
+        return dict(self._foreign)
 
     def signer_for(self, view: IssuerView) -> ResponseSigner | None:
         """Who signs ``view``'s answers now: its delegate, or after a compromise of its CA key

@@ -446,3 +446,40 @@ def test_readyz_says_the_builder_refused_the_record_stream_whatever_the_lag(
         503, b"not caught up: the builder stopped applying the record stream: " + why.encode() + b"\n"
     )  # fmt: skip
     assert readyz("").status == 200
+
+
+def test_readyz_says_the_store_records_another_issuer_under_an_index(
+    built: Built, tmp_path: Path
+) -> None:
+    """The store's issuer table names another issuer at an index than the manifest does
+    (a manifest edited after the store was built): that issuer's OCSP answers would be read
+    from the other's data, so they are tryLater (`responder.flow.OcspFlow.foreign`) and the
+    node is not ready, saying which."""
+    from crlbuilder.store.lmdbstore import Store
+    from crlbuilder.store.writer import Commit
+
+    store = tmp_path / "store"  # a copy: the module's app holds the built store open
+    shutil.copytree(built.store, store)
+    s = Store.open(store, readonly=False)
+    try:
+        with s.read() as r:
+            table = r.issuers()
+        a, b, *rest = sorted(table, key=lambda i: i.index)
+        swapped = [msgspec.structs.replace(a, id=b.id), msgspec.structs.replace(b, id=a.id), *rest]
+        with Commit(s) as c:
+            c.put_issuers(swapped)
+    finally:
+        s.close()
+    app = JpkiApp(built.app_config(tmp_path, **{"store.path": str(store)}), 0)
+    try:
+        resp = answer(app, request(b"GET", b"/readyz"))
+    finally:
+        app.close()
+    assert resp.status == 503, resp.body
+    assert (
+        resp.body
+        == (
+            f"issuer table differs from the store's: {a.index} is {a.id} here, {b.id} in the "
+            f"store, {b.index} is {b.id} here, {a.id} in the store\n"
+        ).encode()
+    )
