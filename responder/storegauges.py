@@ -3,7 +3,8 @@
 Read through the store's reader (`crlbuilder.store.reader.StoreReader`), in the
 worker that answers the scrape, at most once a second: build, commit, last commit
 time, each issuer's promised nextUpdate and stale alarm (the ``tryLater`` case of
-`responder.ocsp`; on a group's store also a signature issuer no CRL of which was imported), the latest full and delta CRL of each issuer from the
+`responder.ocsp`; on a group's store also a signature issuer no CRL of which was imported;
+and an issuer under whose index the store records another), the latest full and delta CRL of each issuer from the
 store's CRL index, and each issuer's pre-signed answers (their earliest nextUpdate, the
 duration of crlbuilder's last re-signing walk: `crlbuilder.presign`). Revoked entries per family and legal category (`EntryCounts`)
 would cost a walk of the whole revoked database (about 0.5 s per million entries),
@@ -147,7 +148,13 @@ class StoreCollector(Collector):
             build.add_metric((), number)
             commit.add_metric((), seq)
             committed.add_metric((), r.committed_at())
+            table = {m.index: m.id for m in r.issuers()}
             for issuer in self.issuers:
+                if table.get(issuer.index, issuer.id) != issuer.id:
+                    # the store records another issuer under its index: its answers are
+                    # tryLater (`responder.flow.OcspFlow.foreign`), the data there not its own
+                    stale.add_metric((issuer.id,), 1)
+                    continue
                 promised = r.promised_next_update(issuer.index)
                 # a group store holding no CRL of a signature issuer, the only CRL files a
                 # group receives (Act §18(2), §20(1); `crlbuilder.group.pull.GroupFeed.fed`),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
+
 from crlbuilder.ocsp.response import ResponseStatus
 from crlbuilder.store.lmdbstore import Store
 from responder.flow import STALE, OcspFlow, Refusal, Signing
@@ -24,6 +26,7 @@ from tests.test_group_never_fed import (
     compromised_entry,
     import_crl,
     jpki,  # noqa: F401 (fixture)
+    stale_gauge,
     store,  # noqa: F401 (fixture)
     views,
 )
@@ -53,3 +56,23 @@ def test_an_index_the_store_gives_another_issuer_answers_try_later(
         assert (got.status, got.rule) == (ResponseStatus.TRY_LATER, STALE)
     sign_card, sign_mobile = jpki.metas[UNFED], jpki.metas[FED]
     assert fl.foreign() == {sign_mobile.index: sign_mobile.id, sign_card.index: sign_card.id}
+
+
+def test_the_stale_gauge_is_1_for_an_index_the_store_gives_another_issuer(
+    jpki: Jpki,  # noqa: F811
+    store: Store,  # noqa: F811
+) -> None:
+    """JpkiVaIssuerStale fires for it: the answers are tryLater, and the other issuer's
+    freshness is not this one's."""
+    import_crl(jpki, store, UNFED, [compromised_entry()])
+    import_crl(jpki, store, FED)
+    assert stale_gauge(store, jpki, (FED, UNFED)) == {FED: 0, UNFED: 0}
+    card, mobile = jpki.metas[UNFED], jpki.metas[FED]
+    swapped = Jpki(
+        cas=jpki.cas,
+        metas={
+            UNFED: msgspec.structs.replace(card, index=mobile.index),
+            FED: msgspec.structs.replace(mobile, index=card.index),
+        },
+    )
+    assert stale_gauge(store, swapped, (FED, UNFED)) == {FED: 1, UNFED: 1}
