@@ -191,11 +191,38 @@ def _record_id(raw: bytes) -> str | None:
         return None
 
 
-def read_file(path: Path, *, start_line: int = 0) -> Iterator[Located | Rejected]:
-    """Decode every line of one file (blank lines are skipped), yielding records or rejections."""
+def read_file(
+    path: Path, *, start_line: int = 0, limit: int | None = None
+) -> Iterator[Located | Rejected]:
+    """Decode every line of one file (blank lines are skipped), yielding records or rejections.
+
+    With ``limit``, only the file's first ``limit`` bytes are read (the size the spool loop saw:
+    `crlbuilder.spoolfile`). A line longer than `MAX_LINE` is refused without being held whole
+    in memory: its rest is skipped in pieces."""
     source = str(path)
+    cap = MAX_LINE + 2  # a longest line and its CR LF
     with path.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
+
+        def more(size: int) -> bytes:
+            nonlocal limit
+            if limit is not None:
+                size = min(size, limit)
+                if size == 0:
+                    return b""
+            raw = f.readline(size)
+            if limit is not None:
+                limit -= len(raw)
+            return raw
+
+        n = 0
+        while raw := more(cap):
+            n += 1
+            if len(raw) == cap and raw[-1:] != b"\n":  # longer than any line accepted
+                while raw and raw[-1:] != b"\n":
+                    raw = more(1 << 16)
+                if n > start_line:
+                    yield Rejected(source, n, f"line longer than {MAX_LINE} bytes")
+                continue
             if n <= start_line:
                 continue
             line = raw.rstrip(b"\r\n")
