@@ -913,10 +913,21 @@ class Builder:
     def _whole_files(self, spool: Path, warned: set[str]) -> list[tuple[Path, Look]]:
         """The spool's ``*.jsonl`` files in name order, up to the first one still being written
         (`crlbuilder.spoolfile`), each with what was seen of it; raises FileNotFoundError when
-        the spool is gone."""
+        the spool is gone. A symbolic link (not followed: nothing is read, chmod-ed or moved
+        through it) and a file the builder may not read are left where they are, said once
+        each, and do not hold back the files after them."""
         out: list[tuple[Path, Look]] = []
         for p in sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file()):
-            seen = look(p)
+            if p.is_symlink():
+                self._warn_once(p, warned, "a symbolic link, not applied: rename record files "
+                                "into the spool (docs/operations.md)")  # fmt: skip
+                continue
+            try:
+                seen = look(p)
+            except OSError as e:
+                self._warn_once(p, warned, f"cannot be read ({e.strerror}), not applied: the "
+                                "builder's user reads the spool's files (docs/operations.md)")  # fmt: skip
+                continue
             if seen is None:
                 continue
             if not whole(seen, now_ns=time.time_ns(), settle=self.spool_settle):
@@ -927,11 +938,15 @@ class Builder:
 
     def _warn_in_place(self, p: Path, warned: set[str]) -> None:
         """Say once per file that it is being written in the spool, not renamed in whole."""
+        self._warn_once(p, warned, "still being written in the spool (its last line has no "
+                        "line end), taken when whole; write record files under another name "
+                        "and rename them in (docs/operations.md)")  # fmt: skip
+
+    def _warn_once(self, p: Path, warned: set[str], why: str) -> None:
+        """A ``warning`` event naming the spool file ``p`` (its name only), once per name."""
         if p.name not in warned:
             warned.add(p.name)
-            self.emit({"event": "warning", "message": (
-                f"{p.name}: still being written in the spool, taken when whole; write record "
-                "files under another name and rename them in (docs/operations.md)")})  # fmt: skip
+            self.emit({"event": "warning", "message": f"{p.name}: {why}"})
 
     def _consumed(self, p: Path, done: Path) -> None:
         """An applied spool file, its records committed: removed, or kept in ``done/`` (0700)."""

@@ -8,7 +8,9 @@ import tracemalloc
 from pathlib import Path
 
 import msgspec
+import pytest
 
+from crlbuilder import build
 from crlbuilder.build import Builder
 from crlbuilder.ingest import MAX_LINE, Located, Rejected, read_file
 from crlbuilder.manifest import Manifest
@@ -100,3 +102,68 @@ def test_a_huge_line_is_refused_without_being_held_in_memory(tmp_path: Path) -> 
     assert isinstance(items[0], Rejected) and items[0].line == 1
     assert items[0].reason == f"line longer than {MAX_LINE} bytes"
     assert isinstance(items[1], Located) and items[1].line == 2
+
+
+def _revocation_file(spool: Path, name: str, i: int) -> Path:
+    p = spool / name
+    p.write_bytes(_issuance(i) + b"\n")
+    return p
+
+
+def test_a_symlink_in_the_spool_is_left_alone_and_blocks_nothing(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A link is not followed: not read, not chmod-ed through (with done/ kept) nor moved."""
+    cfg = builder_config(tmp_path, demo_pki[0])
+    cfg.input.spool_keep_seconds = 3600
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    target = _revocation_file(tmp_path, "elsewhere.jsonl", 0)
+    target.chmod(0o644)
+    (spool / "0001.jsonl").symlink_to(target)
+    _revocation_file(spool, "0002.jsonl", 1)
+    log = io.StringIO()
+    b = Builder(cfg, progress=False, log=log)
+    try:
+        b.follow(spool, 0.05, max_idle=0.3)  # several turns, said once
+    finally:
+        b.close()
+    assert (spool / "0001.jsonl").is_symlink() and target.stat().st_mode & 0o777 == 0o644
+    files = [(e["file"], e["applied"]) for e in _events(log) if e["event"] == "spool-file"]
+    assert files == [("0002.jsonl", 1)]
+    warned = [str(e["message"]) for e in _events(log) if e["event"] == "warning"
+              and "0001" in str(e["message"])]  # fmt: skip
+    assert warned == ["0001.jsonl: a symbolic link, not applied: rename record files into the "
+                      "spool (docs/operations.md)"]  # fmt: skip
+
+
+def test_an_unreadable_spool_file_is_said_and_blocks_nothing(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A feeder's file the builder may not read (mode 0600 under the feeder's user) stops
+    neither the loop nor the files after it. The refusal is the kernel's; as root the test
+    cannot provoke it, so `spoolfile.look` meets it as it would."""
+    cfg = builder_config(tmp_path, demo_pki[0])
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    _revocation_file(spool, "0001.jsonl", 0)
+    _revocation_file(spool, "0002.jsonl", 1)
+    real = build.look
+
+    def look(p: Path) -> Look | None:
+        if p.name == "0001.jsonl":
+            raise PermissionError(13, "Permission denied", str(p))
+        return real(p)
+
+    monkeypatch.setattr(build, "look", look)
+    log = io.StringIO()
+    b = Builder(cfg, progress=False, log=log)
+    try:
+        b.follow(spool, 0.05, max_idle=0.3)
+    finally:
+        b.close()
+    assert (spool / "0001.jsonl").exists() and not (spool / "0002.jsonl").exists()
+    warned = [str(e["message"]) for e in _events(log) if e["event"] == "warning"
+              and "0001" in str(e["message"])]  # fmt: skip
+    assert warned == ["0001.jsonl: cannot be read (Permission denied), not applied: the "
+                      "builder's user reads the spool's files (docs/operations.md)"]  # fmt: skip
