@@ -12,8 +12,8 @@ among them) with nothing said. So:
   with it: records are applied in the order of the files;
 - the loop reads a file only up to the size it had when looked at (`ingest.read_file`'s
   ``limit``), and removes it only if it is `unchanged` after its records are committed; a file
-  that grew meanwhile stays and is read again at the next turn (what it applied already is a
-  duplicate by id and changes nothing).
+  that grew meanwhile, or another renamed in under its name, stays and is read again at the
+  next turn (what it applied already is a duplicate by id and changes nothing).
 
 A writer that pauses at a line end while the loop reads and removes the file still loses
 what it writes after: nothing short of a rename can tell that it is not done. The loop says
@@ -39,6 +39,8 @@ class Look:
     mtime_ns: int
     ends_line: bool
     """The last byte is ``\\n`` (or the file is empty)."""
+    inode: tuple[int, int] = (0, 0)
+    """Its device and inode: a file of the same name renamed in meanwhile is another file."""
 
 
 def look(path: Path) -> Look | None:
@@ -52,7 +54,9 @@ def look(path: Path) -> Look | None:
         ends = st.st_size == 0 or os.pread(fd, 1, st.st_size - 1) == b"\n"
     finally:
         os.close(fd)
-    return Look(size=st.st_size, mtime_ns=st.st_mtime_ns, ends_line=ends)
+    return Look(
+        size=st.st_size, mtime_ns=st.st_mtime_ns, ends_line=ends, inode=(st.st_dev, st.st_ino)
+    )
 
 
 def whole(seen: Look, *, now_ns: int, settle: float) -> bool:
@@ -62,5 +66,8 @@ def whole(seen: Look, *, now_ns: int, settle: float) -> bool:
 
 
 def unchanged(before: Look, after: Look | None) -> bool:
-    """Whether the file read as ``before`` may be removed: it is as it was (or gone already)."""
-    return after is None or (after.size, after.mtime_ns) == (before.size, before.mtime_ns)
+    """Whether the file read as ``before`` may be removed: it is as it was, the same file (not
+    one renamed in under its name meanwhile), or gone already."""
+    return after is None or (after.size, after.mtime_ns, after.inode) == (
+        before.size, before.mtime_ns, before.inode
+    )  # fmt: skip

@@ -78,6 +78,14 @@ def test_a_file_that_changed_while_read_is_not_removed() -> None:
     assert unchanged(before, None)  # gone meanwhile: nothing left to remove
 
 
+def test_a_file_renamed_in_again_while_the_first_was_read_is_not_removed_unread() -> None:
+    """The same name renamed in twice: the second file (another inode, even of the same size
+    and time) is read at the next turn, not removed in place of the first."""
+    first = Look(size=10, mtime_ns=5, ends_line=True, inode=(1, 100))
+    assert unchanged(first, Look(size=10, mtime_ns=5, ends_line=True, inode=(1, 100)))
+    assert not unchanged(first, Look(size=10, mtime_ns=5, ends_line=True, inode=(1, 101)))
+
+
 def test_read_file_stops_at_the_size_it_was_given(tmp_path: Path) -> None:
     """Lines written after the loop looked at the file are left for its next reading."""
     p = tmp_path / "x.jsonl"
