@@ -83,7 +83,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from crlbuilder import jetstream, release
-from crlbuilder.ingest import MAX_LINE, Located, Rejected, decode_item, record_id
+from crlbuilder.ingest import MAX_LINE, Located, Rejected, decode_item, lines, record_id
 from crlbuilder.jetstream import Cluster, ClusterError
 
 H_ID: Final = "Nats-Msg-Id"
@@ -144,14 +144,13 @@ def messages(
     prefixed with ``publication`` (one per `publish` call: see the module docstring)."""
     batch_size = min(batch_size, MAX_BATCH)
     name = path.name
-    with path.open("rb") as f:
-        lines = ((n, raw.rstrip(b"\r\n")) for n, raw in enumerate(f, start=1))
-        todo = [(n, line) for n, line in lines if line.strip()]
+    with path.open("rb") as f:  # a line too long is None, never held whole (`ingest.lines`)
+        todo = [(n, line) for n, line in lines(f) if line is None or line.strip()]
     for i, (n, line) in enumerate(todo, start=1):
-        too_long = len(line) > MAX_LINE
-        record = None if too_long else record_id(line)
+        too_long = line is None
+        record = None if line is None else record_id(line)
         if record is None:
-            digest = hashlib.sha256(f"{name}\0{n}\0".encode() + line).hexdigest()[:32]
+            digest = hashlib.sha256(f"{name}\0{n}\0".encode() + (line or b"")).hexdigest()[:32]
             rid = f"{publication}line:{digest}"
         else:
             rid = f"{publication}{record}"
@@ -162,7 +161,7 @@ def messages(
             headers[H_END] = "1"
         if too_long:
             headers[H_TOO_LONG] = "1"
-        yield Outgoing(rid, headers, cipher.seal(rid, b"" if too_long else line))
+        yield Outgoing(rid, headers, cipher.seal(rid, b"" if line is None else line))
 
 
 def tick_message(at: datetime) -> Outgoing:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -168,6 +169,19 @@ def test_too_long_line_is_refused_on_every_node_not_published(tmp_path: Path) ->
     assert len(m.payload) < 64
     back = decode(m.headers, m.payload, StreamCipher(KEY))
     assert isinstance(back, Rejected) and "longer than" in back.reason
+
+
+def test_a_huge_line_is_not_held_whole_by_the_publisher(tmp_path: Path) -> None:
+    p = _records(tmp_path, [b'{"id":"' + b"a" * (8 * MAX_LINE), b'{"id":"r1"}'])
+    tracemalloc.start()
+    try:
+        out = list(messages(p, StreamCipher(KEY), 10))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * MAX_LINE
+    assert [m.headers["Jpki-Line"] for m in out] == ["1", "2"]
+    assert out[0].headers.get("Jpki-Too-Long") == "1" and out[1].msg_id == "r1"
 
 
 def test_servers_parse_and_refuse_what_is_no_nats_server() -> None:
