@@ -833,9 +833,9 @@ class Applier:
                 cite = f"{article}(2)"  # no later than the holder's auth-card certificate
             else:
                 cite = f"{article}(1)"  # the 5th (6th on renewal) birthday after issuance
-            raise Refused(
-                f"not_after is later than the validity the rules allow ({last.isoformat()}, {cite})"
-            )
+            # no date: the bound is the holder's birthday (a fact, 基本4情報) or a certificate's
+            # end set by it, and a refusal goes to the quarantine file in clear
+            raise Refused(f"not_after is later than the validity the rules allow ({cite})")
 
     def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> tuple[bytes, sf.StatusRecord]:
         """A mobile certificate's card certificate must be the holder's, of the same kind (Act §16-2);

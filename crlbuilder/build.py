@@ -68,6 +68,7 @@ from crlbuilder.ocsp.delegate import delegate_problem
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult, walk_lead
 from crlbuilder.signing_retry import SigningRetry
+from crlbuilder.spoolfile import SETTLE_SECONDS, Look, look, unchanged, whole
 from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -198,6 +199,9 @@ class Builder:
         self.progress = progress
         self.log = log
         self._presigner: Presigner | None = None
+        self.spool_settle = SETTLE_SECONDS
+        """How long a spool file cut mid-line is left unchanged before it is taken
+        (`crlbuilder.spoolfile`)."""
         self._overdue: set[str] = set()
         """Issuers whose walk in progress was said to leave answers past their nextUpdate."""
         self.manifest = load_manifest(cfg.pki.manifest)
@@ -553,6 +557,8 @@ class Builder:
         erasure = self.next_erasure()
         approval_end = self.next_approval_end(self.clock())
         gone = False
+        warned: set[str] = set()
+        """Files said to be written in place (`_warn_in_place`), once each."""
         retry = SigningRetry(self.emit)  # a token gone: records applied, signing retried
         signed = retry.run
 
@@ -572,7 +578,7 @@ class Builder:
                 if done.is_dir():
                     prune_done(done, keep, time.time())
                 try:
-                    files = sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file())
+                    files = self._whole_files(spool, warned)
                     gone = False
                 except FileNotFoundError:  # removed while the loop runs: said once, waited for
                     if not gone:
@@ -615,13 +621,18 @@ class Builder:
                             wait = min(wait, max(0.0, (at - self.clock()).total_seconds()))
                     watch.wait(retry.wait(wait))  # a file renamed into the spool ends it at once
                     continue
-                for p in files:
+                for p, seen in files:
                     t0 = time.monotonic()
                     applier = self._applier(None)
-                    applier.run(read_file(p))
+                    applier.run(read_file(p, limit=seen.size))
                     committed = time.monotonic() - t0
                     committed_at = time.time()
-                    self._consumed(p, done)
+                    grew = not unchanged(seen, look(p))
+                    if grew:  # read again next turn, before any file after it
+                        self._warn_in_place(p, warned)
+                    else:
+                        self._consumed(p, done)
+                        warned.discard(p.name)  # a file of that name later is another
                     report = BuildReport(summary=applier.summary)
                     report.seconds["apply"] = committed
                     # committed: a signing outage leaves the CRLs and answers to the retry
@@ -635,7 +646,7 @@ class Builder:
                         }
                     )
                     last_refresh, walking = time.monotonic(), report.presign_walking > 0
-                    if stop.requested:
+                    if stop.requested or grew:
                         break
                 due, erasure = next_lapse(self.store), self.next_erasure()
                 idle_since = time.monotonic()
@@ -898,6 +909,44 @@ class Builder:
             applier.commit(items, stream_seq=batch[-1].seq)
         finally:
             applier.group = None
+
+    def _whole_files(self, spool: Path, warned: set[str]) -> list[tuple[Path, Look]]:
+        """The spool's ``*.jsonl`` files in name order, up to the first one still being written
+        (`crlbuilder.spoolfile`), each with what was seen of it; raises FileNotFoundError when
+        the spool is gone. A symbolic link (not followed: nothing is read, chmod-ed or moved
+        through it) and a file the builder may not read are left where they are, said once
+        each, and do not hold back the files after them."""
+        out: list[tuple[Path, Look]] = []
+        for p in sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file()):
+            if p.is_symlink():
+                self._warn_once(p, warned, "a symbolic link, not applied: rename record files "
+                                "into the spool (docs/operations.md)")  # fmt: skip
+                continue
+            try:
+                seen = look(p)
+            except OSError as e:
+                self._warn_once(p, warned, f"cannot be read ({e.strerror}), not applied: the "
+                                "builder's user reads the spool's files (docs/operations.md)")  # fmt: skip
+                continue
+            if seen is None:
+                continue
+            if not whole(seen, now_ns=time.time_ns(), settle=self.spool_settle):
+                self._warn_in_place(p, warned)
+                break
+            out.append((p, seen))
+        return out
+
+    def _warn_in_place(self, p: Path, warned: set[str]) -> None:
+        """Say once per file that it is being written in the spool, not renamed in whole."""
+        self._warn_once(p, warned, "still being written in the spool (its last line has no "
+                        "line end), taken when whole; write record files under another name "
+                        "and rename them in (docs/operations.md)")  # fmt: skip
+
+    def _warn_once(self, p: Path, warned: set[str], why: str) -> None:
+        """A ``warning`` event naming the spool file ``p`` (its name only), once per name."""
+        if p.name not in warned:
+            warned.add(p.name)
+            self.emit({"event": "warning", "message": f"{p.name}: {why}"})
 
     def _consumed(self, p: Path, done: Path) -> None:
         """An applied spool file, its records committed: removed, or kept in ``done/`` (0700)."""

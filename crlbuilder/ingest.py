@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, BinaryIO, Final
 
 import msgspec
 
@@ -191,17 +191,51 @@ def _record_id(raw: bytes) -> str | None:
         return None
 
 
-def read_file(path: Path, *, start_line: int = 0) -> Iterator[Located | Rejected]:
-    """Decode every line of one file (blank lines are skipped), yielding records or rejections."""
+def read_file(
+    path: Path, *, start_line: int = 0, limit: int | None = None
+) -> Iterator[Located | Rejected]:
+    """Decode every line of one file (blank lines are skipped), yielding records or rejections.
+
+    With ``limit``, only the file's first ``limit`` bytes are read (the size the spool loop saw:
+    `crlbuilder.spoolfile`)."""
     source = str(path)
     with path.open("rb") as f:
-        for n, raw in enumerate(f, start=1):
+        for n, line in lines(f, limit=limit):
             if n <= start_line:
                 continue
-            line = raw.rstrip(b"\r\n")
-            if not line or line.isspace():  # blank: what `not line.strip()` says, without a copy
-                continue
-            yield decode_item(source, n, line)
+            if line is None:
+                yield Rejected(source, n, f"line longer than {MAX_LINE} bytes")
+            elif line and not line.isspace():  # blank: `not line.strip()`, without a copy
+                yield decode_item(source, n, line)
+
+
+def lines(f: BinaryIO, *, limit: int | None = None) -> Iterator[tuple[int, bytes | None]]:
+    """Each line of ``f`` (numbered from 1, without its line end), None for one longer than
+    `MAX_LINE`: that one is skipped in pieces, never held whole in memory. With ``limit``,
+    only the first ``limit`` bytes are read."""
+    cap = MAX_LINE + 2  # a longest line and its CR LF
+
+    def more(size: int) -> bytes:
+        nonlocal limit
+        if limit is not None:
+            size = min(size, limit)
+            if size == 0:
+                return b""
+        raw = f.readline(size)
+        if limit is not None:
+            limit -= len(raw)
+        return raw
+
+    n = 0
+    while raw := more(cap):
+        n += 1
+        if len(raw) == cap and raw[-1:] != b"\n":  # longer than any line accepted
+            while raw and raw[-1:] != b"\n":
+                raw = more(1 << 16)
+            yield n, None
+            continue
+        line = raw.rstrip(b"\r\n")
+        yield n, (None if len(line) > MAX_LINE else line)
 
 
 def decode_item(source: str, n: int, line: bytes) -> Located | Rejected:

@@ -8,9 +8,15 @@ node sees the same records in the same order and a node may die and resume.
 
 What a message is (`message`): one line of a record file, sealed (below), with headers
 
-- ``Nats-Msg-Id``: the record id, so that JetStream drops a record published twice within its
-  duplicate window (a publisher that retries, or two that publish the same file); a line with
-  no readable id is named by a digest of its file, line number and bytes;
+- ``Nats-Msg-Id``: the publication's id (random, one per `publish` call) and the record id,
+  so that JetStream drops a message its publisher sends again within its duplicate window (an
+  acknowledgement lost, the rest of the window sent one by one); a line with no readable id
+  is named by a digest of its file, line number and bytes. A record published again by
+  another call is stored again: it may have been refused (a revocation read before its
+  issuance, quarantined), and docs/records.md has the operator feed it again once what it
+  needs is applied; the record id alone would have JetStream drop it for a day. A record
+  applied already is skipped by every node's ``applied`` record ids, as from a file;
+- ``Jpki-Id``: the record id (a line with a readable one), for `crlbuilder.streamadopt`;
 - ``Jpki-File``, ``Jpki-Line``: where the line was (the file's name, not its path), so a refusal
   is quarantined on every node as it would be from the file;
 - ``Jpki-End``: the last line of a batch: every ``batch_size`` lines of a file (the publisher's
@@ -60,6 +66,7 @@ import contextlib
 import hashlib
 import hmac
 import re
+import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -76,10 +83,11 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from crlbuilder import jetstream, release
-from crlbuilder.ingest import MAX_LINE, Located, Rejected, decode_item, record_id
+from crlbuilder.ingest import MAX_LINE, Located, Rejected, decode_item, lines, record_id
 from crlbuilder.jetstream import Cluster, ClusterError
 
 H_ID: Final = "Nats-Msg-Id"
+H_RECORD: Final = "Jpki-Id"
 H_FILE: Final = "Jpki-File"
 H_LINE: Final = "Jpki-Line"
 H_END: Final = "Jpki-End"
@@ -129,25 +137,31 @@ class Outgoing:
     payload: bytes
 
 
-def messages(path: Path, cipher: StreamCipher, batch_size: int) -> Iterator[Outgoing]:
-    """The messages of one record file, in line order (blank lines are skipped)."""
+def messages(
+    path: Path, cipher: StreamCipher, batch_size: int, publication: str = ""
+) -> Iterator[Outgoing]:
+    """The messages of one record file, in line order (blank lines are skipped), their ids
+    prefixed with ``publication`` (one per `publish` call: see the module docstring)."""
     batch_size = min(batch_size, MAX_BATCH)
     name = path.name
-    with path.open("rb") as f:
-        lines = ((n, raw.rstrip(b"\r\n")) for n, raw in enumerate(f, start=1))
-        todo = [(n, line) for n, line in lines if line.strip()]
+    with path.open("rb") as f:  # a line too long is None, never held whole (`ingest.lines`)
+        todo = [(n, line) for n, line in lines(f) if line is None or line.strip()]
     for i, (n, line) in enumerate(todo, start=1):
-        too_long = len(line) > MAX_LINE
-        rid = None if too_long else record_id(line)
-        if rid is None:
-            digest = hashlib.sha256(f"{name}\0{n}\0".encode() + line).hexdigest()[:32]
-            rid = f"line:{digest}"
+        too_long = line is None
+        record = None if line is None else record_id(line)
+        if record is None:
+            digest = hashlib.sha256(f"{name}\0{n}\0".encode() + (line or b"")).hexdigest()[:32]
+            rid = f"{publication}line:{digest}"
+        else:
+            rid = f"{publication}{record}"
         headers = {H_ID: rid, H_FILE: name, H_LINE: str(n), release.HEADER: str(release.CURRENT)}
+        if record is not None:
+            headers[H_RECORD] = record
         if i % batch_size == 0 or i == len(todo):
             headers[H_END] = "1"
         if too_long:
             headers[H_TOO_LONG] = "1"
-        yield Outgoing(rid, headers, cipher.seal(rid, b"" if too_long else line))
+        yield Outgoing(rid, headers, cipher.seal(rid, b"" if line is None else line))
 
 
 def tick_message(at: datetime) -> Outgoing:
@@ -323,6 +337,7 @@ def publish(
     """
     ensure_stream(cluster, names)
     report = PublishReport()
+    publication = f"p{secrets.token_hex(8)}:"  # this call's: its own retries are dropped
 
     def count(ack: api.PubAck) -> None:
         if ack.duplicate:
@@ -362,7 +377,7 @@ def publish(
             window_msgs.clear()
 
         for p in paths:
-            for m in messages(p, cipher, batch_size):
+            for m in messages(p, cipher, batch_size, publication):
                 try:
                     fut = await cluster.js.publish_async(
                         names.subject, m.payload, headers=dict(m.headers), stream=names.name

@@ -24,7 +24,8 @@ What is checked before anything is written (`refusal`, sans-I/O), each a one-lin
   `META_STREAM_REFUSED`), or ``--made-again`` says so for a store whose builder has not run
   since;
 - the new stream carries every record the store applied (by record id: the messages'
-  ``Nats-Msg-Id``, read headers only). A record the store holds and the stream lacks would
+  ``Jpki-Id``, an older publisher's ``Nats-Msg-Id``, read headers only). A record the store
+  holds and the stream lacks would
   stay on this node only, and nodes made from the stream would answer otherwise: the history
   is not all republished yet;
 - the store stood at the old stream's end as its builder last saw it (`META_STREAM_HEAD`):
@@ -50,7 +51,7 @@ from nats.js import api
 from crlbuilder.jetstream import Cluster, ClusterError
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
-from crlbuilder.stream import H_ID, H_TICK, StreamNames, feed_id
+from crlbuilder.stream import H_ID, H_RECORD, H_TICK, StreamNames, feed_id
 
 FETCH: int = 1000
 """Messages asked for at once when reading the stream's record ids."""
@@ -218,8 +219,10 @@ def stream_record_ids(cluster: Cluster, names: StreamNames, durable: str) -> tup
                 for m in msgs:
                     seen = max(seen, m.metadata.sequence.stream)
                     headers = m.headers or {}
-                    if not headers.get(H_TICK) and headers.get(H_ID):
-                        ids.add(headers[H_ID])
+                    # the record id; an older publisher's message id was the record id
+                    rid = headers.get(H_RECORD) or headers.get(H_ID)
+                    if not headers.get(H_TICK) and rid:
+                        ids.add(rid)
             await sub.unsubscribe()
         finally:
             with contextlib.suppress(nats.js.errors.NotFoundError):

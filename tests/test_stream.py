@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -170,6 +171,19 @@ def test_too_long_line_is_refused_on_every_node_not_published(tmp_path: Path) ->
     assert isinstance(back, Rejected) and "longer than" in back.reason
 
 
+def test_a_huge_line_is_not_held_whole_by_the_publisher(tmp_path: Path) -> None:
+    p = _records(tmp_path, [b'{"id":"' + b"a" * (8 * MAX_LINE), b'{"id":"r1"}'])
+    tracemalloc.start()
+    try:
+        out = list(messages(p, StreamCipher(KEY), 10))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * MAX_LINE
+    assert [m.headers["Jpki-Line"] for m in out] == ["1", "2"]
+    assert out[0].headers.get("Jpki-Too-Long") == "1" and out[1].msg_id == "r1"
+
+
 def test_servers_parse_and_refuse_what_is_no_nats_server() -> None:
     assert parse_servers("nats://a:4222,b:4223") == ["nats://a:4222", "nats://b:4223"]
     for bad in ("", "http://a:1", "nats://a", "nats://a:1/x"):
@@ -282,10 +296,45 @@ def test_two_nodes_hold_the_same_bytes_for_the_same_stream_prefix(
     # the changes feed by stream position, the same on both (a changes cursor reads anywhere)
     fed = feed(a)
     assert fed == feed(b) and fed[0] and fed[1] and all(g is not None for g, _ in fed[1])
-    # published again: JetStream drops every record id it already holds
-    assert publish_files(a, cluster, files) == 0
-    assert consume(b, cluster) == n1 + n2
+    # published again (another publication: stored, a refused record may apply now): every
+    # record applied already is skipped by its id, on both nodes
+    assert publish_files(a, cluster, files) == n1 + n2
+    assert consume(a, cluster) == consume(b, cluster) == 2 * (n1 + n2)
     assert dump(a) == dump(b)
+    assert feed(a) == feed(b) == fed  # nothing changed: no record applied twice
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_refused_record_published_again_reaches_the_nodes(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """docs/records.md: a refused record fed again once what it needs is applied, is applied.
+    On the stream its second publication must not be taken for a retry and dropped by
+    JetStream's duplicate window (24 h): the revocation would be lost, the certificate good."""
+    cfg = node_config(tmp_path / "n", demo_pki[0], cluster.source, "refeed")
+    at = "2026-04-01T09:00:00+09:00"
+    revoke = tmp_path / "r1.jsonl"
+    revoke.write_bytes(msgspec.json.encode(
+        {"type": "revocation-request", "id": "refeed-r1", "recorded_at": at, "serial": 4242,
+         "issuer": "auth-card-g1", "reason": "application"}) + b"\n")  # fmt: skip
+    issue = tmp_path / "i1.jsonl"
+    issue.write_bytes(msgspec.json.encode(
+        {"type": "issuance", "id": "refeed-i1", "recorded_at": at, "serial": 4242,
+         "family": "auth-card", "issuer": "auth-card-g1", "not_before": at,
+         "not_after": "2029-04-01T09:00:00+09:00", "holder": "ab" * 32}) + b"\n")  # fmt: skip
+    assert publish_files(cfg, cluster, [revoke, issue]) == 2
+    consume(cfg, cluster)  # the revocation refused: no issuance yet
+    assert publish_files(cfg, cluster, [revoke]) == 1  # fed again, as the quarantine asks
+    consume(cfg, cluster)
+    s = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            [meta] = [i for i in r.issuers() if i.id == "auth-card-g1"]
+            st = r.status(sf.status_key(meta.index, 4242))
+    finally:
+        s.close()
+    assert st is not None and st.revoked
 
 
 C = TypeVar("C", bound=Consumer)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from crlbuilder import rules
@@ -53,7 +54,9 @@ def test_ord_49_without_a_birth_date_bounds_by_the_anniversary() -> None:
 def test_ord_13_1_issuance_past_the_fifth_birthday_quarantined(world: World) -> None:
     world.apply([issuance(101, "sign-card-g1", H1, not_after=SIXTH)])
     [q] = world.quarantined()
-    assert "later than the validity the rules allow (2028-09-15, Ord §13(1))" in str(q["reason"])
+    assert "later than the validity the rules allow (Ord §13(1))" in str(q["reason"])
+    # the bound is the holder's birthday: the quarantine file holds none of the four facts
+    assert "09-15" not in msgspec.json.encode(q).decode()
     with world.store.read() as r:
         assert r.status(sf.status_key(1, 101)) is None
     world.apply([issuance(102, "sign-card-g1", H1, not_after=FIFTH)])
@@ -91,7 +94,7 @@ def test_ord_13_1_renewal_flag_allows_the_sixth_birthday_when_borne_out(world: W
          "serial": 103, "issuer": "sign-card-g2", "reason": "application"},
         issuance(104, "sign-card-g2", H1, day=renew_day + 1.01, not_after=birth6),
     ])  # fmt: skip
-    assert "(2032-09-15, Ord §13(1))" in str(world.quarantined()[-1]["reason"])
+    assert "rules allow (Ord §13(1))" in str(world.quarantined()[-1]["reason"])
 
 
 def test_ord_13_1_renewal_flag_refused_without_a_certificate_near_its_end(world: World) -> None:

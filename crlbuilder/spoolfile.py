@@ -1,0 +1,73 @@
+"""Whether a record file in the spool is whole: the follow loop takes it, and removes it, only then.
+
+docs/operations.md has feeders write a file under a name not ending in ``.jsonl`` and rename
+it into the spool. A file written in place instead can be seen by the loop half written:
+read then, its cut last line was quarantined as "not JSON", the file removed once committed,
+and every line the writer added after that went into the removed file, lost (revocations
+among them) with nothing said. So:
+
+- a file whose last byte is not a line end is still being written (`whole` is False) until it
+  has not changed for ``settle`` seconds; then it is taken as it is (a feeder that leaves the
+  last line end out), its cut line quarantined as before. Files after it in name order wait
+  with it: records are applied in the order of the files;
+- the loop reads a file only up to the size it had when looked at (`ingest.read_file`'s
+  ``limit``), and removes it only if it is `unchanged` after its records are committed; a file
+  that grew meanwhile, or another renamed in under its name, stays and is read again at the
+  next turn (what it applied already is a duplicate by id and changes nothing).
+
+A writer that pauses at a line end while the loop reads and removes the file still loses
+what it writes after: nothing short of a rename can tell that it is not done. The loop says
+once per file, in a ``warning`` event, that a file was written in place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+SETTLE_SECONDS: Final = 2.0
+"""How long a file that does not end with a line end must be left unchanged to be taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """What the loop saw of one file: its size, its mtime and whether it ends with a line end."""
+
+    size: int
+    mtime_ns: int
+    ends_line: bool
+    """The last byte is ``\\n`` (or the file is empty)."""
+    inode: tuple[int, int] = (0, 0)
+    """Its device and inode: a file of the same name renamed in meanwhile is another file."""
+
+
+def look(path: Path) -> Look | None:
+    """The file as it is now, or None when it is gone (or no regular file any more)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        st = os.fstat(fd)
+        ends = st.st_size == 0 or os.pread(fd, 1, st.st_size - 1) == b"\n"
+    finally:
+        os.close(fd)
+    return Look(
+        size=st.st_size, mtime_ns=st.st_mtime_ns, ends_line=ends, inode=(st.st_dev, st.st_ino)
+    )
+
+
+def whole(seen: Look, *, now_ns: int, settle: float) -> bool:
+    """Whether the file ``seen`` may be read now: it ends with a line end, or has not changed
+    for ``settle`` seconds (``now_ns`` from the clock the file system stamps with)."""
+    return seen.ends_line or now_ns - seen.mtime_ns >= settle * 1e9
+
+
+def unchanged(before: Look, after: Look | None) -> bool:
+    """Whether the file read as ``before`` may be removed: it is as it was, the same file (not
+    one renamed in under its name meanwhile), or gone already."""
+    return after is None or (after.size, after.mtime_ns, after.inode) == (
+        before.size, before.mtime_ns, before.inode
+    )  # fmt: skip
