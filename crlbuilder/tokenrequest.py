@@ -37,6 +37,7 @@ from typing import Annotated, Final
 
 import msgspec
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -94,7 +95,7 @@ def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
         raise CsrError(field, "not a PKCS#10 certificate request (PEM, or DER in base64)") from None
     try:
         key = csr.public_key()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # a key algorithm nobody knows
         raise CsrError(field, "the request's public key cannot be read") from None
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
@@ -106,7 +107,7 @@ def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
         raise CsrError(field, "the key must be RSA (2048 bits or more) or EC P-256")
     try:
         valid = csr.is_signature_valid
-    except (ValueError, TypeError):  # an algorithm cryptography cannot verify
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # an algorithm cryptography cannot verify
         valid = False
     if not valid:
         raise CsrError(

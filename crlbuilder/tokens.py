@@ -52,6 +52,7 @@ from typing import Final
 
 import msgspec
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
@@ -272,7 +273,7 @@ class TokenIssuer:
             spki = csr.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):  # left queued, it would stop every build
             return "the request's CSR does not parse"
         if request_id(req.party, spki, approval.window) != req.id:
             return "the party's approval changed since the request: it must ask again"

@@ -325,6 +325,30 @@ def test_request_after_the_token_issuer_expired_is_dropped_and_the_build_goes_on
     assert not request_path(world.requests, rid).exists()
 
 
+def test_a_request_whose_csr_key_cannot_be_read_is_dropped_and_the_build_goes_on(
+    world: World,
+) -> None:
+    """A queued CSR whose key algorithm is none cryptography knows (raising UnsupportedAlgorithm,
+    no ValueError; written by a responder that did not refuse it) is dropped with the reason:
+    left in the queue it would stop every build after it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, hashes.SHA256())
+    )
+    der = csr.public_bytes(serialization.Encoding.DER)
+    unknown = der.replace(bytes.fromhex("06072a8648ce3d0201"), bytes.fromhex("06072a8648ce3d0209"))
+    assert unknown != der
+    rid = request_id("spec", b"whatever", approval_window(APPROVED, None))
+    write_request(world.requests, TokenRequest(id=rid, party="spec", csr=unknown, requested_at=T0))
+    report = world.build(T0 + timedelta(minutes=1))
+    assert report["tokens_issued"] == 0 and report["crls"]
+    [dropped] = report["tokens_dropped"]
+    assert dropped["request"] == rid and "CSR" in dropped["reason"]
+    assert not request_path(world.requests, rid).exists()
+
+
 @pytest.mark.parametrize(
     ("fault", "says"),
     [

@@ -233,6 +233,16 @@ def _bad_signature() -> str:
     return base64.b64encode(bytes(der)).decode()
 
 
+def _unknown_key_algorithm() -> str:
+    """A CSR whose key's algorithm OID is none cryptography knows (id-ecPublicKey's last arc
+    changed): ``public_key()`` raises UnsupportedAlgorithm, which is no ValueError."""
+    der = csr_of(ec.generate_private_key(ec.SECP256R1())).public_bytes(serialization.Encoding.DER)
+    ec_public_key = bytes.fromhex("06072a8648ce3d0201")  # 1.2.840.10045.2.1
+    assert der.count(ec_public_key) == 1
+    unknown = der.replace(ec_public_key, bytes.fromhex("06072a8648ce3d0209"))
+    return base64.b64encode(unknown).decode()
+
+
 @pytest.mark.parametrize(
     ("csr", "says"),
     [
@@ -242,6 +252,7 @@ def _bad_signature() -> str:
             id="der-not-a-csr",
         ),
         pytest.param(_bad_signature, "signature", id="bad-signature"),
+        pytest.param(_unknown_key_algorithm, "public key", id="unknown-key-algorithm"),
         pytest.param(lambda: pem(csr_of(rsa_key(1024))), "2048", id="rsa-1024"),
         pytest.param(lambda: pem(csr_of(ec.generate_private_key(ec.SECP384R1()))), "P-256",
                      id="ec-p384"),
