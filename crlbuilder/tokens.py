@@ -37,12 +37,14 @@ subjectAltName URI ``urn:jpki-va:party:<id>``; the CSR's public key (its subject
 copied: the 機構 says who the party is, from its registry); keyUsage digitalSignature;
 certificatePolicies the token policy; CRL distribution point and AIA OCSP of its issuer;
 notBefore the request's time (not before the approval's first day), notAfter the earliest
-of the approval period's end, ``tokens.validity_days`` later, and the issuer's own
-notAfter.
+of the approval period's end, an end of the approval already set ahead (its revocation's
+instant or the party's provision end, ``registry end --at``: the token does not outlive
+what is already known), ``tokens.validity_days`` later, and the issuer's own notAfter.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,14 +96,23 @@ def token_validity(
     issuer_cert: x509.Certificate,
     approval_window: tuple[int, int | None],
     validity: timedelta,
+    approval_end: float = math.inf,
 ) -> tuple[datetime, datetime]:
     """The token's notBefore and notAfter (the module docstring); notAfter may come before
-    notBefore when the issuer's certificate has expired (`TokenIssuer` refuses that)."""
+    notBefore when the issuer's certificate has expired (`TokenIssuer` refuses that).
+
+    ``approval_end`` is when the approval is already known to stop, whatever the reason
+    (`crlbuilder.verifiers.TokenApproval.end`: a revocation or a provision end set ahead):
+    the token ends the second before it, as before its period's end."""
     start, end = approval_window
     not_before = max(req.requested_at.astimezone(UTC), datetime.fromtimestamp(start, UTC))
     not_after = min(not_before + validity, issuer_cert.not_valid_after_utc)
-    if end is not None:
-        not_after = min(not_after, datetime.fromtimestamp(end, UTC) - timedelta(seconds=1))
+    ends = min(math.inf if end is None else end, approval_end)
+    if ends < math.inf:
+        last = datetime.fromtimestamp(ends, UTC).replace(microsecond=0) - timedelta(seconds=1)
+        if last.timestamp() + 1 < ends:  # a fractional end: its whole second is still before it
+            last += timedelta(seconds=1)
+        not_after = min(not_after, last)
     return not_before, not_after
 
 
@@ -113,12 +124,14 @@ def token_certificate(
     approval_window: tuple[int, int | None],
     validity: timedelta,
     signer: Signer,
+    approval_end: float = math.inf,
 ) -> x509.Certificate:
     """The token certificate of ``req`` (the module docstring's profile), signed by ``signer``."""
     csr = x509.load_der_x509_csr(req.csr)
     not_before, not_after = token_validity(
-        req, issuer_cert=issuer_cert, approval_window=approval_window, validity=validity
-    )
+        req, issuer_cert=issuer_cert, approval_window=approval_window, validity=validity,
+        approval_end=approval_end,
+    )  # fmt: skip
     public_key = csr.public_key()
     ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
@@ -285,8 +298,13 @@ class TokenIssuer:
             return ""
         issuer_cert = self.signer().certificate
         not_before, not_after = token_validity(
-            req, issuer_cert=issuer_cert, approval_window=approval.window, validity=self.validity
-        )
+            req, issuer_cert=issuer_cert, approval_window=approval.window, validity=self.validity,
+            approval_end=approval.end(),
+        )  # fmt: skip
+        if not_after <= not_before and issuer_cert.not_valid_after_utc > not_before:
+            return (
+                "the party's approval (認可) ends before the token could start: it must ask again"
+            )
         if not_after <= not_before or issuer_cert.not_valid_after_utc.timestamp() <= now:
             # signing would fail (and fail every build after it): the request is dropped
             return (
@@ -301,6 +319,7 @@ class TokenIssuer:
             approval_window=approval.window,
             validity=self.validity,
             signer=self.signer(),
+            approval_end=approval.end(),
         )
         self.issued.mkdir(parents=True, exist_ok=True)
         write_whole(out, cert.public_bytes(serialization.Encoding.PEM), 0o644)  # a certificate

@@ -178,6 +178,36 @@ def test_validity_within_the_approval_period(world: World) -> None:
     assert world.token(rid).not_valid_after_utc == end - timedelta(seconds=1)
 
 
+@pytest.mark.parametrize("how", ["revoked", "ended"])
+def test_a_token_never_outlives_an_end_already_set(world: World, how: str) -> None:
+    """An approval whose revocation (Act §38-2(6)) or whose party's provision end was set
+    ahead is known to stop then: a token issued meanwhile ends by that instant too (its
+    revocation at that build is then not all that stands between it and a "good" answer)."""
+    ends = T0 + timedelta(days=3)
+    if how == "revoked":
+        world.write_registry(party(revoked=ends))
+    else:
+        world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
+    rid, _ = world.queue()
+    assert world.build(T0 + timedelta(minutes=1))["tokens_issued"] == 1
+    assert world.token(rid).not_valid_after_utc == ends - timedelta(seconds=1)
+    st = world.status(rid)
+    assert st is not None and st.not_after == int(ends.timestamp()) - 1
+
+
+def test_an_approval_ending_within_the_second_of_the_request_issues_nothing(
+    world: World,
+) -> None:
+    """Revoked half a second after the request's (whole) second: no whole second of validity
+    is left; the request is dropped naming the approval, not the token issuer."""
+    world.write_registry(party(revoked=T0 + timedelta(milliseconds=500)))
+    rid, _ = world.queue()
+    report = world.build(T0)
+    [dropped] = report["tokens_dropped"]
+    assert dropped["request"] == rid and "approval" in dropped["reason"], dropped
+    assert world.status(rid) is None and not issued_path(world.issued, rid).exists()
+
+
 def test_act_38_2_6_revoked_approval_revokes_the_token_at_the_next_build(world: World) -> None:
     rid, _ = world.queue()
     world.build(T0 + timedelta(minutes=1))
@@ -291,13 +321,15 @@ def test_no_issuance_record_names_the_token_family() -> None:
 
 def test_a_provision_end_set_ahead_takes_effect_at_its_instant(world: World) -> None:
     """``responder registry end --at`` may name a later instant: the party is served until
-    then (the responder's `Party.end`), so its token is issued and stays good until then,
-    and is revoked at the first build after it, never before."""
+    then (the responder's `Party.end`), so its token, issued before the end was set, stays
+    good until then and is revoked at the first build after it, never before (one issued
+    after it was set ends at that instant: `test_a_token_never_outlives_an_end_already_set`)."""
     ends = T0 + timedelta(days=10)
-    world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
     rid, _ = world.queue()
     report = world.build(T0 + timedelta(minutes=1))
     assert report["tokens_issued"] == 1 and report["tokens_revoked"] == 0
+    world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
+    assert world.build(T0 + timedelta(minutes=2))["tokens_revoked"] == 0
     # the follow loop wakes at that instant (as at an approval's end), not at the next change
     assert world.builder.next_approval_end(T0 + timedelta(minutes=1)) == ends
     assert world.build(ends - timedelta(minutes=1))["tokens_revoked"] == 0
