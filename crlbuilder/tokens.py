@@ -21,7 +21,10 @@ Who does what (workers never hold a CA key; the responder never writes the store
   before the commit: a builder killed between the two finds the request still queued and
   signs the same certificate again (same serial, same times: RSASSA-PKCS1-v1_5 is
   deterministic), so nothing answers "unknown" for a token a party holds for longer than
-  that. A request the registry no longer supports is dropped and reported; the party's
+  that. A token whose file was lost after its commit is signed again, when its party asks
+  again, with the times its status record holds: the same certificate the party holds,
+  whatever the registry or ``tokens.validity_days`` say now. A request the registry no
+  longer supports is dropped and reported; the party's
   next request is refused by the responder with the reason;
 - `TokenIssuer.revoke_withdrawn`, at every build, revokes each good, unexpired token whose
   party is no longer an approved 特定利用者証明検証者 by the registry: the approval was
@@ -125,10 +128,12 @@ def token_certificate(
     validity: timedelta,
     signer: Signer,
     approval_end: float = math.inf,
+    times: tuple[datetime, datetime] | None = None,
 ) -> x509.Certificate:
-    """The token certificate of ``req`` (the module docstring's profile), signed by ``signer``."""
+    """The token certificate of ``req`` (the module docstring's profile), signed by ``signer``;
+    ``times`` (notBefore, notAfter) when they are already fixed (a token signed again)."""
     csr = x509.load_der_x509_csr(req.csr)
-    not_before, not_after = token_validity(
+    not_before, not_after = times or token_validity(
         req, issuer_cert=issuer_cert, approval_window=approval_window, validity=validity,
         approval_end=approval_end,
     )  # fmt: skip
@@ -293,14 +298,19 @@ class TokenIssuer:
         key = sf.status_key(self.issuer.index, token_serial(req.id))
         out = issued_path(self.issued, req.id)
         with self.store.read() as r:
-            known = r.status(key) is not None
+            st = r.status(key)
+        known = st is not None
         if known and out.exists():
             return ""
         issuer_cert = self.signer().certificate
-        not_before, not_after = token_validity(
-            req, issuer_cert=issuer_cert, approval_window=approval.window, validity=self.validity,
-            approval_end=approval.end(),
-        )  # fmt: skip
+        if st is not None:  # its file lost: the certificate the party holds, signed again
+            not_before = datetime.fromtimestamp(st.not_before, UTC)
+            not_after = datetime.fromtimestamp(st.not_after, UTC)
+        else:
+            not_before, not_after = token_validity(
+                req, issuer_cert=issuer_cert, approval_window=approval.window,
+                validity=self.validity, approval_end=approval.end(),
+            )  # fmt: skip
         if not_after <= not_before and issuer_cert.not_valid_after_utc > not_before:
             return (
                 "the party's approval (認可) ends before the token could start: it must ask again"
@@ -319,13 +329,13 @@ class TokenIssuer:
             approval_window=approval.window,
             validity=self.validity,
             signer=self.signer(),
-            approval_end=approval.end(),
+            times=(not_before, not_after),
         )
         self.issued.mkdir(parents=True, exist_ok=True)
         write_whole(out, cert.public_bytes(serialization.Encoding.PEM), 0o644)  # a certificate
         if known:
             return ""
-        st = sf.StatusRecord(
+        record = sf.StatusRecord(
             version=0, state=sf.STATE_GOOD, category=0, reason=0,
             family=Family.SPECIFIED_VERIFIER_TOKEN.code,
             not_before=int(cert.not_valid_before_utc.timestamp()),
@@ -333,7 +343,7 @@ class TokenIssuer:
             revoked_at=0, holder=token_holder(req.party),
         )  # fmt: skip
         with Commit(self.store, self.clock) as c:
-            c.add_certificate(key, st, Family.SPECIFIED_VERIFIER_TOKEN, None)
+            c.add_certificate(key, record, Family.SPECIFIED_VERIFIER_TOKEN, None)
         return None
 
     def revoke_withdrawn(self, now: int, report: TokenReport) -> None:

@@ -208,6 +208,26 @@ def test_an_approval_ending_within_the_second_of_the_request_issues_nothing(
     assert world.status(rid) is None and not issued_path(world.issued, rid).exists()
 
 
+def test_a_lost_token_file_is_signed_again_as_it_was_issued(world: World) -> None:
+    """The issued file gone (a restore, an operator) while its status is in the store: the
+    party's repeated request has it signed again, and it is the certificate the party holds
+    and the store describes (same bytes), not one with times read from the registry as it
+    is now (here a provision end set ahead since, which a new token would end at)."""
+    rid, _ = world.queue()
+    queued = request_path(world.requests, rid).read_bytes()
+    assert world.build(T0 + timedelta(minutes=1))["tokens_issued"] == 1
+    first = issued_path(world.issued, rid).read_bytes()
+    issued_path(world.issued, rid).unlink()
+    ends = T0 + timedelta(days=30)
+    world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
+    request_path(world.requests, rid).write_bytes(queued)
+    report = world.build(T0 + timedelta(minutes=2))
+    assert report["tokens_issued"] == 0 and report["tokens_dropped"] == []
+    assert issued_path(world.issued, rid).read_bytes() == first
+    st = world.status(rid)
+    assert st is not None and st.not_after == int(world.token(rid).not_valid_after_utc.timestamp())
+
+
 def test_act_38_2_6_revoked_approval_revokes_the_token_at_the_next_build(world: World) -> None:
     rid, _ = world.queue()
     world.build(T0 + timedelta(minutes=1))
