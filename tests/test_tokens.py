@@ -408,6 +408,9 @@ def test_a_request_whose_csr_key_cannot_be_read_is_dropped_and_the_build_goes_on
         pytest.param({"approved_until": "2026-03-31"}, "approved_until", id="until-quoted"),
         pytest.param({"revoked": date(2025, 6, 3)}, "revoked", id="revoked-a-day-not-a-time"),
         pytest.param({"revoked": datetime(2025, 6, 3, 9)}, "revoked", id="revoked-no-offset"),
+        # a hand-edited period ending the day before the approval: never in force
+        pytest.param({"approved_until": date(2024, 3, 31)}, "approved_until",
+                     id="until-before-approved"),
     ],
 )  # fmt: skip
 def test_a_registry_the_responder_refuses_revokes_nothing(
