@@ -357,8 +357,9 @@ class Builder:
         self, applier: Applier, report: BuildReport, as_of: datetime, *, time_writes: bool = True
     ) -> None:
         """Lapses due by ``as_of`` and erasures (unless ``time_writes`` is False: a node of the
-        record stream writes them by the stream's time), pre-signed answers, CRLs, and the
-        build number."""
+        record stream writes them by the stream's time), tokens, pre-signed answers, CRLs, and
+        the build number. The token issuer's key failing (`SignerError`) is raised only after
+        the rest: it never holds back the Act's CRLs and answers."""
         now = epoch(as_of)
         if time_writes:
             t = time.monotonic()
@@ -391,6 +392,8 @@ class Builder:
         with Commit(self.store) as c:
             c.prune_changes(now - self.cfg.store.changes_keep_days * 86_400)
             report.build = c.bump_build()
+        if report.tokens.signing_failed is not None:  # after the CRLs and answers it held up
+            raise report.tokens.signing_failed
 
     def presign(self, report: BuildReport, now: int) -> None:
         """Pre-signs the answers of revoked serials (`crlbuilder.presign`), bounded by
@@ -595,7 +598,7 @@ class Builder:
                     ):
                         return
                     if (
-                        self.tokens_pending()
+                        (self.tokens_pending() and not retry.waiting())
                         or self.registry_moved()
                         or (approval_end is not None and approval_end <= now)
                         or (time.monotonic() - last_refresh > self.refresh_every())
@@ -757,7 +760,7 @@ class Builder:
             loop does, not at the next periodic refresh (half an hour or more)."""
             nonlocal approval_end
             now = self.clock()
-            due = self.tokens_pending() or self.registry_moved()
+            due = (self.tokens_pending() and not retry.waiting()) or self.registry_moved()
             if due or (approval_end is not None and approval_end <= now):
                 approval_end = self.next_approval_end(now)
                 return True

@@ -63,7 +63,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from crlbuilder.atomicfile import write_whole
 from crlbuilder.keys.certsign import sign_certificate
-from crlbuilder.keys.signer import Signer, load_signer
+from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Category, Family
 from crlbuilder.store import format as sf
@@ -91,6 +91,9 @@ class TokenReport:
     issued: int = 0
     revoked: int = 0
     dropped: list[dict[str, str]] = field(default_factory=list)
+    signing_failed: SignerError | None = None
+    """The token issuer's key could not sign (the requests left stay queued): the caller
+    finishes its other work (CRLs, answers) and then raises it."""
 
 
 def token_validity(
@@ -234,14 +237,18 @@ class TokenIssuer:
         self._signer: Signer | None = None
 
     def run(self, now: int) -> TokenReport:
-        """Issue what is queued, then revoke what the registry no longer supports."""
+        """Issue what is queued, then revoke what the registry no longer supports (also when
+        the token issuer's key cannot sign: `TokenReport.signing_failed`)."""
         report = TokenReport()
         if self.issuer is None:
             return report
         for d in (self.requests, self.issued):
             if d is not None:  # what a crashed writer left (the files' own clock)
                 sweep_tmp(d, now=time.time())
-        self.issue(now, report)
+        try:
+            self.issue(now, report)
+        except SignerError as e:  # revoking needs no key: withdrawn tokens are revoked still
+            report.signing_failed = e
         self.revoke_withdrawn(now, report)
         return report
 

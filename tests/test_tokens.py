@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ from crlbuilder.build import Builder
 from crlbuilder.config import TokensSection
 from crlbuilder.demo.pki import init_pki
 from crlbuilder.ingest import RecordError, check_record
-from crlbuilder.manifest import Manifest
+from crlbuilder.keys.signer import SignerError
+from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.model import Category, Family, Issuance, Reason
 from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
@@ -399,6 +401,43 @@ def test_a_request_whose_csr_key_cannot_be_read_is_dropped_and_the_build_goes_on
     [dropped] = report["tokens_dropped"]
     assert dropped["request"] == rid and "CSR" in dropped["reason"]
     assert not request_path(world.requests, rid).exists()
+
+
+@pytest.mark.integration  # the follow loop's spool watch (inotify) looks its library up
+@pytest.mark.real_clock  # the follow loop's timed waits
+def test_a_token_key_that_cannot_sign_does_not_stop_the_crls(
+    tmp_path: Path, pki: tuple[Path, Manifest]
+) -> None:
+    """The token issuer's key unusable (here its PEM file opened to the group; an HSM slot
+    gone) with a request queued: the Act's CRLs and pre-signed answers are still made, and
+    only then does the build fail on the token key (a follow loop retries it), the request
+    kept queued. Tokens are one more issuer; they never hold the others' publication back."""
+    copy = tmp_path / "pki"
+    shutil.copytree(pki[0], copy)
+    manifest = load_manifest(copy)
+    (tmp_path / "w").mkdir()
+    w = World(tmp_path / "w", (copy, manifest))
+    try:
+        tok = manifest.token_issuer
+        assert tok is not None
+        manifest.path(tok.key).chmod(0o644)
+        rid, _ = w.queue()
+        with pytest.raises(SignerError, match="0644"):
+            w.build(T0 + timedelta(minutes=1))
+        published = sorted(p.name for p in (w.tmp / "crl").glob("*.crl"))
+        assert any(n.startswith("sign-card") for n in published), published
+        with w.builder.store.read() as r:
+            assert any(r.ocsp_state(i.index).produced_at for i in r.issuers())
+        assert request_path(w.requests, rid).exists() and w.status(rid) is None
+        # --follow: the queued request does not make every turn a refresh (CRLs, answers)
+        # failing again: the outage is retried at its pace (`SigningRetry`)
+        (w.tmp / "spool").mkdir()
+        w.log.truncate(0)
+        w.builder.follow(w.tmp / "spool", 0.05, max_idle=2.0)
+        failed = [ln for ln in w.log.getvalue().splitlines() if "signing failed" in ln]
+        assert len(failed) == 1, [ln[30:60] for ln in failed]
+    finally:
+        w.builder.close()
 
 
 @pytest.mark.parametrize(
