@@ -261,7 +261,7 @@ class TokenIssuer:
         return self._signer
 
     def pending(self) -> list[Path]:
-        """The queued request files, oldest name first."""
+        """The queued request files, in name order (the ids are digests: no order of arrival)."""
         if self.requests is None or self.issuer is None or not self.requests.is_dir():
             return []
         return sorted(self.requests.glob("*.json"))
