@@ -361,8 +361,9 @@ class Builder:
         self, applier: Applier, report: BuildReport, as_of: datetime, *, time_writes: bool = True
     ) -> None:
         """Lapses due by ``as_of`` and erasures (unless ``time_writes`` is False: a node of the
-        record stream writes them by the stream's time), pre-signed answers, CRLs, and the
-        build number."""
+        record stream writes them by the stream's time), tokens, pre-signed answers, CRLs, and
+        the build number. The token issuer's key failing (`SignerError`) is raised only after
+        the rest: it never holds back the Act's CRLs and answers."""
         now = epoch(as_of)
         if time_writes:
             t = time.monotonic()
@@ -395,6 +396,8 @@ class Builder:
         with Commit(self.store) as c:
             c.prune_changes(now - self.cfg.store.changes_keep_days * 86_400)
             report.build = c.bump_build()
+        if report.tokens.signing_failed is not None:  # after the CRLs and answers it held up
+            raise report.tokens.signing_failed
 
     def presign(self, report: BuildReport, now: int) -> None:
         """Pre-signs the answers of revoked serials (`crlbuilder.presign`), bounded by
@@ -601,7 +604,7 @@ class Builder:
                     ):
                         return
                     if (
-                        self.tokens_pending()
+                        (self.tokens_pending() and not retry.waiting())
                         or self.registry_moved()
                         or (approval_end is not None and approval_end <= now)
                         or (time.monotonic() - last_refresh > self.refresh_every())
@@ -678,7 +681,8 @@ class Builder:
         Without ``follow`` it returns once caught up; with it, it goes on until SIGTERM/SIGINT
         (or ``max_idle`` seconds with no record to read: ticks that write nothing, the CRL
         signer's own among them, are no work), refreshing answers and CRLs like the
-        spool loop, and, with ``tick_every``, publishing ticks that often and when a lapse
+        spool loop (at once, as it does, for a token request queued, a registry changed or
+        an approval's end reached: Act §38-3, §38-2(6)), and, with ``tick_every``, publishing ticks that often and when a lapse
         or an erasure past retention falls due (`next_lapse`, `next_erasure`). CRLs between nodes (`crl.shipping`): the signer's ``ship`` gets each
         refresh's report (the CRLs it produced); a node without CA keys calls ``fetch_crls``
         at every turn of the loop. A consumer that delivers nothing for ``stall_after``
@@ -759,6 +763,19 @@ class Builder:
             last_refresh = time.monotonic()
 
         last_fetch_crls = 0.0
+        approval_end = self.next_approval_end(self.clock())
+
+        def tokens_due() -> bool:
+            """A token request queued, the registry changed (an approval may have ended) or an
+            approval's end reached (Act §38-3, §38-2(6)): refreshed at once, as the spool
+            loop does, not at the next periodic refresh (half an hour or more)."""
+            nonlocal approval_end
+            now = self.clock()
+            due = (self.tokens_pending() and not retry.waiting()) or self.registry_moved()
+            if due or (approval_end is not None and approval_end <= now):
+                approval_end = self.next_approval_end(now)
+                return True
+            return False
 
         def turn() -> bool:
             """One turn of the loop; True when the loop is done."""
@@ -815,7 +832,11 @@ class Builder:
                 return False
             if not follow:
                 return True
-            if time.monotonic() - last_refresh > self.refresh_every() or retry.due():
+            if (
+                time.monotonic() - last_refresh > self.refresh_every()
+                or retry.due()
+                or tokens_due()
+            ):
                 refresh("refresh")
                 return False
             if walking:  # caught up: the cut pre-signing goes on

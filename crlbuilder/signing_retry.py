@@ -45,6 +45,11 @@ class SigningRetry:
         self.retry_at = None
         return True
 
+    def waiting(self) -> bool:
+        """A failed signing waits for its retry: what would only sign again (a token request
+        still queued) does not trigger a step before `due`."""
+        return self.retry_at is not None
+
     def due(self) -> bool:
         """A failed signing is to be tried again now."""
         return self.retry_at is not None and self.clock() >= self.retry_at

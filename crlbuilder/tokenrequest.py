@@ -14,8 +14,9 @@ writers that crashed: run by the builder at every token run and by each responde
 at start, so no copy of a request lingers):
 
 - `check_csr`: the party's PKCS#10 request (PEM, or base64 DER, in lines or not), its
-  self-signature verified (proof of possession, RFC 2986 §3) and its key RSA of 2048 bits or more or
-  EC P-256; a refusal names the field (`CsrError`), never the content;
+  self-signature verified (proof of possession, RFC 2986 §3; SHA-256 or stronger) and its
+  key RSA of 2048 bits or more or EC P-256; a refusal names the field (`CsrError`), never
+  the content;
 - `request_id`: the request's id, a digest of the party, the CSR's public key and the
   approval (認可, Act §38-2(1)) it rests on: asking again for the same key under the same
   approval is the same request (idempotent), a renewed or changed approval a new one;
@@ -37,6 +38,8 @@ from typing import Annotated, Final
 
 import msgspec
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -61,6 +64,8 @@ route (400 naming ``$.csr``), not by the server's body limit."""
 RequestId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
 
 _PEM_BEGIN: Final = "-----BEGIN CERTIFICATE REQUEST-----"
+_DIGESTS: Final = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+"""The digests a CSR's self-signature may use (cryptography verifies no SHA-1 or MD5 one)."""
 
 
 class CsrError(ValueError):
@@ -94,7 +99,7 @@ def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
         raise CsrError(field, "not a PKCS#10 certificate request (PEM, or DER in base64)") from None
     try:
         key = csr.public_key()
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # a key algorithm nobody knows
         raise CsrError(field, "the request's public key cannot be read") from None
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
@@ -105,8 +110,17 @@ def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
     else:
         raise CsrError(field, "the key must be RSA (2048 bits or more) or EC P-256")
     try:
+        digest = csr.signature_hash_algorithm
+    except UnsupportedAlgorithm:  # a signature algorithm cryptography does not know
+        digest = None
+    if digest is not None and not isinstance(digest, _DIGESTS):
+        shown = {"sha1": "SHA-1", "md5": "MD5"}.get(digest.name, digest.name.upper())
+        raise CsrError(
+            field, f"the request is signed with {shown}: SHA-256 or stronger is required"
+        )
+    try:
         valid = csr.is_signature_valid
-    except (ValueError, TypeError):  # an algorithm cryptography cannot verify
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # an algorithm cryptography cannot verify
         valid = False
     if not valid:
         raise CsrError(

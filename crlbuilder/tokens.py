@@ -21,7 +21,10 @@ Who does what (workers never hold a CA key; the responder never writes the store
   before the commit: a builder killed between the two finds the request still queued and
   signs the same certificate again (same serial, same times: RSASSA-PKCS1-v1_5 is
   deterministic), so nothing answers "unknown" for a token a party holds for longer than
-  that. A request the registry no longer supports is dropped and reported; the party's
+  that. A token whose file was lost after its commit is signed again, when its party asks
+  again, with the times its status record holds: the same certificate the party holds,
+  whatever the registry or ``tokens.validity_days`` say now. A request the registry no
+  longer supports is dropped and reported; the party's
   next request is refused by the responder with the reason;
 - `TokenIssuer.revoke_withdrawn`, at every build, revokes each good, unexpired token whose
   party is no longer an approved 特定利用者証明検証者 by the registry: the approval was
@@ -37,12 +40,14 @@ subjectAltName URI ``urn:jpki-va:party:<id>``; the CSR's public key (its subject
 copied: the 機構 says who the party is, from its registry); keyUsage digitalSignature;
 certificatePolicies the token policy; CRL distribution point and AIA OCSP of its issuer;
 notBefore the request's time (not before the approval's first day), notAfter the earliest
-of the approval period's end, ``tokens.validity_days`` later, and the issuer's own
-notAfter.
+of the approval period's end, an end of the approval already set ahead (its revocation's
+instant or the party's provision end, ``registry end --at``: the token does not outlive
+what is already known), ``tokens.validity_days`` later, and the issuer's own notAfter.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,12 +57,13 @@ from typing import Final
 
 import msgspec
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from crlbuilder.atomicfile import write_whole
 from crlbuilder.keys.certsign import sign_certificate
-from crlbuilder.keys.signer import Signer, load_signer
+from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest
 from crlbuilder.model import Category, Family
 from crlbuilder.store import format as sf
@@ -85,6 +91,9 @@ class TokenReport:
     issued: int = 0
     revoked: int = 0
     dropped: list[dict[str, str]] = field(default_factory=list)
+    signing_failed: SignerError | None = None
+    """The token issuer's key could not sign (the requests left stay queued): the caller
+    finishes its other work (CRLs, answers) and then raises it."""
 
 
 def token_validity(
@@ -93,14 +102,23 @@ def token_validity(
     issuer_cert: x509.Certificate,
     approval_window: tuple[int, int | None],
     validity: timedelta,
+    approval_end: float = math.inf,
 ) -> tuple[datetime, datetime]:
     """The token's notBefore and notAfter (the module docstring); notAfter may come before
-    notBefore when the issuer's certificate has expired (`TokenIssuer` refuses that)."""
+    notBefore when the issuer's certificate has expired (`TokenIssuer` refuses that).
+
+    ``approval_end`` is when the approval is already known to stop, whatever the reason
+    (`crlbuilder.verifiers.TokenApproval.end`: a revocation or a provision end set ahead):
+    the token ends the second before it, as before its period's end."""
     start, end = approval_window
     not_before = max(req.requested_at.astimezone(UTC), datetime.fromtimestamp(start, UTC))
     not_after = min(not_before + validity, issuer_cert.not_valid_after_utc)
-    if end is not None:
-        not_after = min(not_after, datetime.fromtimestamp(end, UTC) - timedelta(seconds=1))
+    ends = min(math.inf if end is None else end, approval_end)
+    if ends < math.inf:
+        last = datetime.fromtimestamp(ends, UTC).replace(microsecond=0) - timedelta(seconds=1)
+        if last.timestamp() + 1 < ends:  # a fractional end: its whole second is still before it
+            last += timedelta(seconds=1)
+        not_after = min(not_after, last)
     return not_before, not_after
 
 
@@ -112,12 +130,16 @@ def token_certificate(
     approval_window: tuple[int, int | None],
     validity: timedelta,
     signer: Signer,
+    approval_end: float = math.inf,
+    times: tuple[datetime, datetime] | None = None,
 ) -> x509.Certificate:
-    """The token certificate of ``req`` (the module docstring's profile), signed by ``signer``."""
+    """The token certificate of ``req`` (the module docstring's profile), signed by ``signer``;
+    ``times`` (notBefore, notAfter) when they are already fixed (a token signed again)."""
     csr = x509.load_der_x509_csr(req.csr)
-    not_before, not_after = token_validity(
-        req, issuer_cert=issuer_cert, approval_window=approval_window, validity=validity
-    )
+    not_before, not_after = times or token_validity(
+        req, issuer_cert=issuer_cert, approval_window=approval_window, validity=validity,
+        approval_end=approval_end,
+    )  # fmt: skip
     public_key = csr.public_key()
     ski = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
@@ -215,14 +237,18 @@ class TokenIssuer:
         self._signer: Signer | None = None
 
     def run(self, now: int) -> TokenReport:
-        """Issue what is queued, then revoke what the registry no longer supports."""
+        """Issue what is queued, then revoke what the registry no longer supports (also when
+        the token issuer's key cannot sign: `TokenReport.signing_failed`)."""
         report = TokenReport()
         if self.issuer is None:
             return report
         for d in (self.requests, self.issued):
             if d is not None:  # what a crashed writer left (the files' own clock)
                 sweep_tmp(d, now=time.time())
-        self.issue(now, report)
+        try:
+            self.issue(now, report)
+        except SignerError as e:  # revoking needs no key: withdrawn tokens are revoked still
+            report.signing_failed = e
         self.revoke_withdrawn(now, report)
         return report
 
@@ -235,7 +261,7 @@ class TokenIssuer:
         return self._signer
 
     def pending(self) -> list[Path]:
-        """The queued request files, oldest name first."""
+        """The queued request files, in name order (the ids are digests: no order of arrival)."""
         if self.requests is None or self.issuer is None or not self.requests.is_dir():
             return []
         return sorted(self.requests.glob("*.json"))
@@ -272,20 +298,30 @@ class TokenIssuer:
             spki = csr.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-        except ValueError:
+        except (ValueError, UnsupportedAlgorithm):  # left queued, it would stop every build
             return "the request's CSR does not parse"
         if request_id(req.party, spki, approval.window) != req.id:
             return "the party's approval changed since the request: it must ask again"
         key = sf.status_key(self.issuer.index, token_serial(req.id))
         out = issued_path(self.issued, req.id)
         with self.store.read() as r:
-            known = r.status(key) is not None
+            st = r.status(key)
+        known = st is not None
         if known and out.exists():
             return ""
         issuer_cert = self.signer().certificate
-        not_before, not_after = token_validity(
-            req, issuer_cert=issuer_cert, approval_window=approval.window, validity=self.validity
-        )
+        if st is not None:  # its file lost: the certificate the party holds, signed again
+            not_before = datetime.fromtimestamp(st.not_before, UTC)
+            not_after = datetime.fromtimestamp(st.not_after, UTC)
+        else:
+            not_before, not_after = token_validity(
+                req, issuer_cert=issuer_cert, approval_window=approval.window,
+                validity=self.validity, approval_end=approval.end(),
+            )  # fmt: skip
+        if not_after <= not_before and issuer_cert.not_valid_after_utc > not_before:
+            return (
+                "the party's approval (認可) ends before the token could start: it must ask again"
+            )
         if not_after <= not_before or issuer_cert.not_valid_after_utc.timestamp() <= now:
             # signing would fail (and fail every build after it): the request is dropped
             return (
@@ -300,12 +336,13 @@ class TokenIssuer:
             approval_window=approval.window,
             validity=self.validity,
             signer=self.signer(),
+            times=(not_before, not_after),
         )
         self.issued.mkdir(parents=True, exist_ok=True)
         write_whole(out, cert.public_bytes(serialization.Encoding.PEM), 0o644)  # a certificate
         if known:
             return ""
-        st = sf.StatusRecord(
+        record = sf.StatusRecord(
             version=0, state=sf.STATE_GOOD, category=0, reason=0,
             family=Family.SPECIFIED_VERIFIER_TOKEN.code,
             not_before=int(cert.not_valid_before_utc.timestamp()),
@@ -313,7 +350,7 @@ class TokenIssuer:
             revoked_at=0, holder=token_holder(req.party),
         )  # fmt: skip
         with Commit(self.store, self.clock) as c:
-            c.add_certificate(key, st, Family.SPECIFIED_VERIFIER_TOKEN, None)
+            c.add_certificate(key, record, Family.SPECIFIED_VERIFIER_TOKEN, None)
         return None
 
     def revoke_withdrawn(self, now: int, report: TokenReport) -> None:

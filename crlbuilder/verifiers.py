@@ -148,7 +148,8 @@ def _approval(party: dict[str, object], where: str) -> TokenApproval | None:
     """The ``specified-user-verifier`` title's approval, if the party holds one.
 
     A value the responder's checks refuse (`responder.registry.schema`: ``approved`` and
-    ``approved_until`` dates, ``revoked`` a time with its offset) refuses the whole file
+    ``approved_until`` dates, ``revoked`` a time with its offset; `responder.registry.checks`:
+    a period that ends before its approval's day) refuses the whole file
     (`RegistryReadError`: the last good reading is kept, as the responder keeps its own):
     read as "no approval" it would revoke the party's tokens for good, read as "not revoked"
     it would keep issuing them."""
@@ -163,6 +164,11 @@ def _approval(party: dict[str, object], where: str) -> TokenApproval | None:
             raise RegistryReadError(f"{where}: approved: expected a date (YYYY-MM-DD)")
         if until is not None and type(until) is not date:
             raise RegistryReadError(f"{where}: approved_until: expected a date (YYYY-MM-DD)")
+        if until is not None and until < approved:  # never in force: all its tokens revoked
+            raise RegistryReadError(
+                f"{where}: approved_until: the approval period (Act §38-2(1)) ends before "
+                "the day of the approval"
+            )
         if revoked is not None and not (
             isinstance(revoked, datetime) and revoked.tzinfo is not None
         ):

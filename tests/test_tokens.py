@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ from crlbuilder.build import Builder
 from crlbuilder.config import TokensSection
 from crlbuilder.demo.pki import init_pki
 from crlbuilder.ingest import RecordError, check_record
-from crlbuilder.manifest import Manifest
+from crlbuilder.keys.signer import SignerError
+from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.model import Category, Family, Issuance, Reason
 from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
@@ -178,6 +180,56 @@ def test_validity_within_the_approval_period(world: World) -> None:
     assert world.token(rid).not_valid_after_utc == end - timedelta(seconds=1)
 
 
+@pytest.mark.parametrize("how", ["revoked", "ended"])
+def test_a_token_never_outlives_an_end_already_set(world: World, how: str) -> None:
+    """An approval whose revocation (Act §38-2(6)) or whose party's provision end was set
+    ahead is known to stop then: a token issued meanwhile ends by that instant too (its
+    revocation at that build is then not all that stands between it and a "good" answer)."""
+    ends = T0 + timedelta(days=3)
+    if how == "revoked":
+        world.write_registry(party(revoked=ends))
+    else:
+        world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
+    rid, _ = world.queue()
+    assert world.build(T0 + timedelta(minutes=1))["tokens_issued"] == 1
+    assert world.token(rid).not_valid_after_utc == ends - timedelta(seconds=1)
+    st = world.status(rid)
+    assert st is not None and st.not_after == int(ends.timestamp()) - 1
+
+
+def test_an_approval_ending_within_the_second_of_the_request_issues_nothing(
+    world: World,
+) -> None:
+    """Revoked half a second after the request's (whole) second: no whole second of validity
+    is left; the request is dropped naming the approval, not the token issuer."""
+    world.write_registry(party(revoked=T0 + timedelta(milliseconds=500)))
+    rid, _ = world.queue()
+    report = world.build(T0)
+    [dropped] = report["tokens_dropped"]
+    assert dropped["request"] == rid and "approval" in dropped["reason"], dropped
+    assert world.status(rid) is None and not issued_path(world.issued, rid).exists()
+
+
+def test_a_lost_token_file_is_signed_again_as_it_was_issued(world: World) -> None:
+    """The issued file gone (a restore, an operator) while its status is in the store: the
+    party's repeated request has it signed again, and it is the certificate the party holds
+    and the store describes (same bytes), not one with times read from the registry as it
+    is now (here a provision end set ahead since, which a new token would end at)."""
+    rid, _ = world.queue()
+    queued = request_path(world.requests, rid).read_bytes()
+    assert world.build(T0 + timedelta(minutes=1))["tokens_issued"] == 1
+    first = issued_path(world.issued, rid).read_bytes()
+    issued_path(world.issued, rid).unlink()
+    ends = T0 + timedelta(days=30)
+    world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
+    request_path(world.requests, rid).write_bytes(queued)
+    report = world.build(T0 + timedelta(minutes=2))
+    assert report["tokens_issued"] == 0 and report["tokens_dropped"] == []
+    assert issued_path(world.issued, rid).read_bytes() == first
+    st = world.status(rid)
+    assert st is not None and st.not_after == int(world.token(rid).not_valid_after_utc.timestamp())
+
+
 def test_act_38_2_6_revoked_approval_revokes_the_token_at_the_next_build(world: World) -> None:
     rid, _ = world.queue()
     world.build(T0 + timedelta(minutes=1))
@@ -291,13 +343,15 @@ def test_no_issuance_record_names_the_token_family() -> None:
 
 def test_a_provision_end_set_ahead_takes_effect_at_its_instant(world: World) -> None:
     """``responder registry end --at`` may name a later instant: the party is served until
-    then (the responder's `Party.end`), so its token is issued and stays good until then,
-    and is revoked at the first build after it, never before."""
+    then (the responder's `Party.end`), so its token, issued before the end was set, stays
+    good until then and is revoked at the first build after it, never before (one issued
+    after it was set ends at that instant: `test_a_token_never_outlives_an_end_already_set`)."""
     ends = T0 + timedelta(days=10)
-    world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
     rid, _ = world.queue()
     report = world.build(T0 + timedelta(minutes=1))
     assert report["tokens_issued"] == 1 and report["tokens_revoked"] == 0
+    world.write_registry(party() | {"ended": {"at": ends, "reason": "届出の廃止"}})
+    assert world.build(T0 + timedelta(minutes=2))["tokens_revoked"] == 0
     # the follow loop wakes at that instant (as at an approval's end), not at the next change
     assert world.builder.next_approval_end(T0 + timedelta(minutes=1)) == ends
     assert world.build(ends - timedelta(minutes=1))["tokens_revoked"] == 0
@@ -325,6 +379,67 @@ def test_request_after_the_token_issuer_expired_is_dropped_and_the_build_goes_on
     assert not request_path(world.requests, rid).exists()
 
 
+def test_a_request_whose_csr_key_cannot_be_read_is_dropped_and_the_build_goes_on(
+    world: World,
+) -> None:
+    """A queued CSR whose key algorithm is none cryptography knows (raising UnsupportedAlgorithm,
+    no ValueError; written by a responder that did not refuse it) is dropped with the reason:
+    left in the queue it would stop every build after it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, hashes.SHA256())
+    )
+    der = csr.public_bytes(serialization.Encoding.DER)
+    unknown = der.replace(bytes.fromhex("06072a8648ce3d0201"), bytes.fromhex("06072a8648ce3d0209"))
+    assert unknown != der
+    rid = request_id("spec", b"whatever", approval_window(APPROVED, None))
+    write_request(world.requests, TokenRequest(id=rid, party="spec", csr=unknown, requested_at=T0))
+    report = world.build(T0 + timedelta(minutes=1))
+    assert report["tokens_issued"] == 0 and report["crls"]
+    [dropped] = report["tokens_dropped"]
+    assert dropped["request"] == rid and "CSR" in dropped["reason"]
+    assert not request_path(world.requests, rid).exists()
+
+
+@pytest.mark.integration  # the follow loop's spool watch (inotify) looks its library up
+@pytest.mark.real_clock  # the follow loop's timed waits
+def test_a_token_key_that_cannot_sign_does_not_stop_the_crls(
+    tmp_path: Path, pki: tuple[Path, Manifest]
+) -> None:
+    """The token issuer's key unusable (here its PEM file opened to the group; an HSM slot
+    gone) with a request queued: the Act's CRLs and pre-signed answers are still made, and
+    only then does the build fail on the token key (a follow loop retries it), the request
+    kept queued. Tokens are one more issuer; they never hold the others' publication back."""
+    copy = tmp_path / "pki"
+    shutil.copytree(pki[0], copy)
+    manifest = load_manifest(copy)
+    (tmp_path / "w").mkdir()
+    w = World(tmp_path / "w", (copy, manifest))
+    try:
+        tok = manifest.token_issuer
+        assert tok is not None
+        manifest.path(tok.key).chmod(0o644)
+        rid, _ = w.queue()
+        with pytest.raises(SignerError, match="0644"):
+            w.build(T0 + timedelta(minutes=1))
+        published = sorted(p.name for p in (w.tmp / "crl").glob("*.crl"))
+        assert any(n.startswith("sign-card") for n in published), published
+        with w.builder.store.read() as r:
+            assert any(r.ocsp_state(i.index).produced_at for i in r.issuers())
+        assert request_path(w.requests, rid).exists() and w.status(rid) is None
+        # --follow: the queued request does not make every turn a refresh (CRLs, answers)
+        # failing again: the outage is retried at its pace (`SigningRetry`)
+        (w.tmp / "spool").mkdir()
+        w.log.truncate(0)
+        w.builder.follow(w.tmp / "spool", 0.05, max_idle=2.0)
+        failed = [ln for ln in w.log.getvalue().splitlines() if "signing failed" in ln]
+        assert len(failed) == 1, [ln[30:60] for ln in failed]
+    finally:
+        w.builder.close()
+
+
 @pytest.mark.parametrize(
     ("fault", "says"),
     [
@@ -332,6 +447,9 @@ def test_request_after_the_token_issuer_expired_is_dropped_and_the_build_goes_on
         pytest.param({"approved_until": "2026-03-31"}, "approved_until", id="until-quoted"),
         pytest.param({"revoked": date(2025, 6, 3)}, "revoked", id="revoked-a-day-not-a-time"),
         pytest.param({"revoked": datetime(2025, 6, 3, 9)}, "revoked", id="revoked-no-offset"),
+        # a hand-edited period ending the day before the approval: never in force
+        pytest.param({"approved_until": date(2024, 3, 31)}, "approved_until",
+                     id="until-before-approved"),
     ],
 )  # fmt: skip
 def test_a_registry_the_responder_refuses_revokes_nothing(

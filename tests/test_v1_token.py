@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from asn1crypto import csr as asn1_csr
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -233,6 +234,27 @@ def _bad_signature() -> str:
     return base64.b64encode(bytes(der)).decode()
 
 
+def _unknown_key_algorithm() -> str:
+    """A CSR whose key's algorithm OID is none cryptography knows (id-ecPublicKey's last arc
+    changed): ``public_key()`` raises UnsupportedAlgorithm, which is no ValueError."""
+    der = csr_of(ec.generate_private_key(ec.SECP256R1())).public_bytes(serialization.Encoding.DER)
+    ec_public_key = bytes.fromhex("06072a8648ce3d0201")  # 1.2.840.10045.2.1
+    assert der.count(ec_public_key) == 1
+    unknown = der.replace(ec_public_key, bytes.fromhex("06072a8648ce3d0209"))
+    return base64.b64encode(unknown).decode()
+
+
+def _signed_with_sha1() -> str:
+    """A CSR whose self-signature is sha1WithRSAEncryption, valid (as ``openssl req -sha1``
+    makes): refused for its digest, not as a signature that "does not verify" with its key."""
+    key = rsa_key()
+    req = asn1_csr.CertificationRequest.load(csr_of(key).public_bytes(serialization.Encoding.DER))
+    req["signature_algorithm"] = {"algorithm": "sha1_rsa"}
+    info = req["certification_request_info"].dump()
+    req["signature"] = key.sign(info, padding.PKCS1v15(), hashes.SHA1())
+    return base64.b64encode(req.dump(force=True)).decode()
+
+
 @pytest.mark.parametrize(
     ("csr", "says"),
     [
@@ -242,6 +264,8 @@ def _bad_signature() -> str:
             id="der-not-a-csr",
         ),
         pytest.param(_bad_signature, "signature", id="bad-signature"),
+        pytest.param(_unknown_key_algorithm, "public key", id="unknown-key-algorithm"),
+        pytest.param(_signed_with_sha1, "SHA-1", id="signed-with-sha1"),
         pytest.param(lambda: pem(csr_of(rsa_key(1024))), "2048", id="rsa-1024"),
         pytest.param(lambda: pem(csr_of(ec.generate_private_key(ec.SECP384R1()))), "P-256",
                      id="ec-p384"),
