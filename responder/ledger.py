@@ -85,6 +85,7 @@ from responder.registry.vocabulary import Method, Service
 __all__ = [
     "DB_NAME",
     "DEFAULT_CAPACITY",
+    "MAX_SHIPPED_COUNT",
     "CollectResult",
     "CountRow",
     "Dimension",
@@ -98,6 +99,7 @@ __all__ = [
     "SlotCount",
     "SlotValue",
     "WorkerFile",
+    "is_counter",
     "issuance_counts",
     "read_worker_file",
 ]
@@ -818,6 +820,35 @@ class SlotCount(msgspec.Struct, frozen=True, kw_only=True):
     service: str
     method: str
     count: int
+
+
+MAX_SHIPPED_COUNT: Final = 2**48
+"""No counter on the ledger stream is this large (nine million provisions a second for a
+year); below it, the sums of the report over 32768 counters stay within sqlite's 64 bits."""
+_FILE_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+
+
+def is_counter(c: SlotCount) -> bool:
+    """``c`` is a counter a `LedgerWriter` could have written: a file id, a slot, a date, a
+    registry party id, a `Service` and a `Method` of the ledger, a count from 0 (what a
+    message of the ledger stream must be before the service ledger merges it)."""
+    try:
+        date.fromisoformat(c.day)
+    except ValueError:
+        return False
+    return (
+        len(c.day) == 10
+        and _FILE_ID_RE.fullmatch(c.file_id) is not None
+        and 0 <= c.slot < 2**32
+        and _PARTY_RE.fullmatch(c.party) is not None
+        and c.service in _SERVICE_VALUES
+        and c.method in _METHOD_VALUES
+        and 0 <= c.count < MAX_SHIPPED_COUNT
+    )
+
+
+_SERVICE_VALUES: Final = frozenset(s.value for s in _SERVICE_CODES)
+_METHOD_VALUES: Final = frozenset(m.value for m in _METHOD_CODES)
 
 
 class CountRow(msgspec.Struct, frozen=True):

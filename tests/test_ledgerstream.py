@@ -19,12 +19,13 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from crlbuilder.jetstream import Cluster
 from crlbuilder.rules import JST
-from responder.ledger import Ledger, LedgerWriter, Method, Service
-from responder.ledgerstream import gather, ship
+from responder.ledger import Ledger, LedgerWriter, Method, Service, SlotCount
+from responder.ledgerstream import bound, gather, ship
 from responder.limits import Limit, LimitsTable, node_share
 from tests.support.nats import NatsCluster
 from tests.test_limits import NOW, party
@@ -157,3 +158,41 @@ def test_a_shipping_node_folds_a_file_only_once_it_is_shipped_whole(
     finally:
         c.close()
     assert os.path.exists(d / "ledger.sqlite3")
+
+
+# ---------------------------------------------------------------------------
+# Unit: what a ledger message may carry into the service ledger
+# ---------------------------------------------------------------------------
+
+
+def _counter(**changes: object) -> SlotCount:
+    good = {"node": "a", "file_id": "0" * 32, "slot": 0, "day": "2028-02-29",
+            "party": "bank-a", "service": Service.SIGN_REVOCATION_INFO.value,
+            "method": Method.OCSP.value, "count": 5}  # fmt: skip
+    return SlotCount(**{**good, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"service": "ocsp"},  # no kind of provision of the Act
+        {"method": "get"},
+        {"day": "2027-02-29"},  # no such day
+        {"day": "2028-1-5"},
+        {"party": "Bank A"},  # no registry id
+        {"count": -3},  # would subtract from the service's count
+        {"count": 2**63 - 1},  # would overflow the report's sums
+        {"slot": -1},
+        {"file_id": "f"},
+    ],
+)
+def test_a_ledger_message_that_is_no_counter_is_left_out_not_reported(
+    tmp_path: Path, bad: dict[str, object]
+) -> None:
+    """A message on a node's own subject whose body is not a counter the ledger could have
+    written (an unknown kind or method, no date, a negative count...) is left out by `bound`:
+    merged, it made every node's report of the year raise (Service('ocsp')), or counted
+    a negative number of provisions into the 報告書 (Act §41)."""
+    assert bound("jpki.ledger.JPKI_LEDGER.a", msgspec.json.encode(_counter())) == _counter()
+    data = msgspec.json.encode(_counter(**bad))
+    assert bound("jpki.ledger.JPKI_LEDGER.a", data) is None
