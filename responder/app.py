@@ -772,7 +772,7 @@ class JpkiApp:
         """One rendering (in a report thread): the workers' ledger files merged, then the year."""
         ledger = Ledger.open(self.config.ledger.dir)
         try:
-            ledger.collect()
+            refused = len(ledger.collect().refused)  # said on the report: its counts are short
             if self.config.cluster.nats:  # several nodes: the whole service's report
                 ledgerstream.exchange(ledger, self.config.cluster)
         finally:
@@ -782,7 +782,7 @@ class JpkiApp:
         if self.config.cluster.nats:
             ledger.view = "service_ledger"
         try:
-            return render_year(ledger, year, fmt, registry_names=names)
+            return render_year(ledger, year, fmt, registry_names=names, refused_files=refused)
         finally:
             ledger.close()
 

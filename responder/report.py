@@ -142,6 +142,10 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     total: int
     issuance: dict[str, dict[str, int]] | None = None
     """発行件数 per family and month (``"YYYY-MM"``), when given."""
+    refused_files: int = 0
+    """Worker files of the ledger the collection before this report refused (damaged,
+    truncated): their counts are missing, so the figures are too low; every rendering says
+    so when not 0."""
 
 
 def _months(year: int) -> list[str]:
@@ -155,6 +159,7 @@ def build_report(
     registry_names: dict[str, str],
     issuance_counts: dict[str, dict[str, int]] | None,
     generated_at: datetime | None = None,
+    refused_files: int = 0,
 ) -> Report:
     """The report (報告書) of ``year`` from what ``ledger`` has collected.
 
@@ -162,7 +167,8 @@ def build_report(
     for p in registry.parties.values()}`` or `load_registry_names`).
     ``issuance_counts`` is ``family -> "YYYY-MM" -> count`` for this year
     (`responder.ledger.issuance_counts`), or None to leave 発行件数 out; a month
-    of another year or an unknown family raises `ValueError`.
+    of another year or an unknown family raises `ValueError`. ``refused_files``: the worker
+    files the collection refused (`responder.ledger.CollectResult.refused`), said on the report.
     """
     months = _months(year)
     totals = ledger.totals(
@@ -207,6 +213,7 @@ def build_report(
         },
         total=sum(r.total for r in recipients),
         issuance=issuance,
+        refused_files=refused_files,
     )
 
 
@@ -244,7 +251,8 @@ CSV_COLUMNS: Final = (
     "method",
     "count",
 )
-"""``kind`` is ``provision`` (item: the service) or ``issuance`` (item: the family)."""
+"""``kind`` is ``provision`` (item: the service), ``issuance`` (item: the family), or
+``incomplete`` (last, only when worker files of the ledger were refused: count, how many)."""
 
 
 def _cell(value: str) -> str:
@@ -274,7 +282,13 @@ def to_csv(report: Report) -> str:
     for family, per_month in (report.issuance or {}).items():
         for month, count in per_month.items():
             w.writerow(["issuance", "", "", month, family, FAMILY_JA[family], "", count])
+    if report.refused_files:
+        w.writerow(["incomplete", "", "", "", "refused-ledger-files", _INCOMPLETE_JA, "",
+                    report.refused_files])  # fmt: skip
     return out.getvalue()
+
+
+_INCOMPLETE_JA: Final = "読めなかった帳簿ファイル(件数が不足)"
 
 
 # --- HTML ------------------------------------------------------------------------------
@@ -301,6 +315,7 @@ tr.sum td { font-weight: bold; background: #f6f6f6; }
 figure { margin: 0; }
 svg { max-width: 100%; height: auto; }
 .note { color: #555; font-size: .9em; }
+.incomplete { border: 2px solid #D55E00; padding: .5em 1em; background: #fff4ec; }
 """
 
 
@@ -318,6 +333,7 @@ def to_html(report: Report) -> str:
         "</head>",
         "<body>",
         f"<h1>報告書 / Annual report: {y}年 / {y}</h1>",
+        *_incomplete(report),
         '<p class="note">署名用電子証明書失効情報等、対応証明書の発行の番号及び'
         "利用者証明用電子証明書失効情報等の提供の状況 / Provision of revocation information "
         "and corresponding serial numbers: 法第41条、施行規則第72条 (Act §41, Ord §72).</p>",
@@ -352,6 +368,17 @@ def to_html(report: Report) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def _incomplete(report: Report) -> list[str]:
+    if not report.refused_files:
+        return []
+    n = _n(report.refused_files)
+    return [
+        '<p class="incomplete"><strong>不完全 / Incomplete:</strong> '
+        f"帳簿のファイル{n}件を読めなかったため、件数は実際より少なく記載されています。 / "
+        f"{n} file(s) of the ledger could not be read: the counts below are too low.</p>"
+    ]
 
 
 def _kind_cell(s: Service) -> str:
@@ -540,6 +567,7 @@ def render_year(
     *,
     registry_names: dict[str, str],
     issuance_counts: dict[str, dict[str, int]] | None = None,
+    refused_files: int = 0,
 ) -> tuple[bytes, bytes]:
     """What the app answers for ``/reports/YYYY[.fmt]``: (body, Content-Type).
 
@@ -548,8 +576,9 @@ def render_year(
     run it in the app's executor, not on the event loop.
     """
     report = build_report(
-        ledger, year, registry_names=registry_names, issuance_counts=issuance_counts
-    )
+        ledger, year, registry_names=registry_names, issuance_counts=issuance_counts,
+        refused_files=refused_files,
+    )  # fmt: skip
     return render(report, fmt)
 
 
@@ -698,8 +727,10 @@ def _report_command(args: argparse.Namespace) -> int:
         err(f"error: {e}")
         return 2
     with ledger:
+        refused_files = 0
         if not args.no_collect:
             result = ledger.collect()
+            refused_files = len(result.refused)
             for refused in result.refused:
                 err(f"refused {refused.path}: {refused.reason}")
             if result.refused and not args.allow_refused:
@@ -737,7 +768,9 @@ def _report_command(args: argparse.Namespace) -> int:
                 return 2
             finally:
                 store.close()
-        report = build_report(ledger, year, registry_names=names, issuance_counts=issued)
+        report = build_report(
+            ledger, year, registry_names=names, issuance_counts=issued, refused_files=refused_files
+        )
     body, _ = render(report, args.format)
     if args.out is None:
         sys.stdout.buffer.write(body)
