@@ -22,7 +22,9 @@ Exact, by construction rather than by care:
   and ships it when it runs again (`ship`: after a restart the master's collection, or
   ``responder report`` on that node's ledger directory);
 - nothing is subtracted or re-derived: the service's count is the sum of every node's
-  counters at their latest shipped value.
+  counters at their latest shipped value;
+- what a node folded into per-day totals while it ran alone, before its first shipment, is
+  shipped then as the counters of one more file (`Ledger.ship_pending`), once.
 
 Each shipment's outcome is kept in the ledger (`Ledger.mark_shipped` with its time, or
 `Ledger.ship_failed`, a connection that could not be made included), from where

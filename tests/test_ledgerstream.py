@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -196,3 +196,64 @@ def test_a_ledger_message_that_is_no_counter_is_left_out_not_reported(
     assert bound("jpki.ledger.JPKI_LEDGER.a", msgspec.json.encode(_counter())) == _counter()
     data = msgspec.json.encode(_counter(**bad))
     assert bound("jpki.ledger.JPKI_LEDGER.a", data) is None
+
+
+# ---------------------------------------------------------------------------
+# Unit: a node that counted alone before it shipped (no NATS: ship = pending, then merged)
+# ---------------------------------------------------------------------------
+
+
+def _ship_into_service(d: Path, node: str) -> int:
+    """What `ship` then `gather` do to this node's ledger, without a stream: the pending
+    counters merged into the service table and marked shipped; returns how many."""
+    with Ledger.open(d) as ledger:
+        pending = ledger.ship_pending(node)
+        ledger.merge_service(pending, ledger.service_seq() + 1)
+        ledger.mark_shipped(pending, 0)
+        return len(pending)
+
+
+def _totals(d: Path) -> tuple[int, int]:
+    """(this node's ledger, the service ledger): grand totals of every day."""
+    with Ledger.open(d, readonly=True) as ledger:
+        local = ledger.totals(date(1970, 1, 1), date(9999, 12, 31)).get((), 0)
+        ledger.view = "service_ledger"
+        return local, ledger.totals(date(1970, 1, 1), date(9999, 12, 31)).get((), 0)
+
+
+def test_counts_folded_before_a_node_first_shipped_reach_the_service_ledger(
+    tmp_path: Path,
+) -> None:
+    """A node that ran alone for a year folded its worker files into per-day totals (the
+    files deleted); when ``[cluster] nats`` was then set, `ship_pending` shipped only the
+    worker files' counters: the service's 帳簿 and every 報告書 on /reports/ (Act §40, §41)
+    lost that year, the published report of 2025 falling to zero. The counts folded before
+    the first shipment are shipped too, once, and nothing is doubled afterwards."""
+    d = tmp_path / "n"
+    clock_at = [datetime(2025, 12, 31, 23, 0, tzinfo=JST).timestamp()]
+    with LedgerWriter.open(d, 0, clock=lambda: clock_at[0]) as w:
+        w.count("bank-a", Service.SIGN_REVOCATION_INFO, Method.OCSP, 5)
+        w.count("bank-b", Service.AUTH_CRL_FILE, Method.CRL_FILE, 2)
+    with Ledger.open(d) as ledger:
+        assert ledger.collect(retire_idle_after=0).retired  # alone: folded, file deleted
+    assert _totals(d) == (7, 0)
+    with Ledger.open(d) as ledger:
+        assert ledger.shipping_state() is None  # alone: never shipped
+        pending = ledger.ship_pending("node-n")
+        assert len(pending) == 2  # the cluster set: the folded year is to be shipped
+        state = ledger.shipping_state()
+        assert state is not None and state.unshipped == 2  # the gauge sees them too
+    assert _ship_into_service(d, "node-n") == 2  # shipped (the stream had none of them)
+    assert _totals(d) == (7, 7)
+    assert _ship_into_service(d, "node-n") == 0  # once
+    # counting goes on, shipped as before; a shipped file folded doubles nothing
+    clock_at[0] = datetime(2026, 1, 1, 0, 0, 1, tzinfo=JST).timestamp()
+    with LedgerWriter.open(d, 0, clock=lambda: clock_at[0]) as w:
+        w.count("bank-a", Service.SIGN_REVOCATION_INFO, Method.OCSP, 3)
+    with Ledger.open(d) as ledger:
+        ledger.collect()
+    assert _ship_into_service(d, "node-n") == 1
+    with Ledger.open(d) as ledger:
+        assert ledger.collect(retire_idle_after=0).retired
+    assert _ship_into_service(d, "node-n") == 0
+    assert _totals(d) == (10, 10)
