@@ -101,6 +101,7 @@ from responder.crlfiles import CrlFiles, not_modified
 from responder.flow import Answer, OcspFlow, Refusal, Signing
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
+from responder.ledgergauges import RefusedCollector
 from responder.limits import FILE_NAME as LIMITS_FILE
 from responder.limits import CrlKind, Limit, LimitsTable, Wait
 from responder.logs import AccessLog
@@ -355,7 +356,9 @@ class JpkiApp:
         collector = StoreCollector(self.store, [IssuerRef(v.index, v.id, v.family) for v in views])
         quotas = QuotaCollector(lambda: self.registry, self.limits)
         signers = SignerCollector(views)
-        collectors: list[Collector] = [collector, quotas, signers]
+        collectors: list[Collector] = [
+            collector, quotas, signers, RefusedCollector(self.config.ledger.dir)
+        ]  # fmt: skip
         if self.config.cluster.nats:  # a node of several: the record stream and the ledger stream
             watch = changes.setup(self.config)  # the env the feed's routes share
             collectors += [

@@ -1014,7 +1014,16 @@ class Ledger:
                         result.retired.append(wf.path)
                 except LedgerFileError as e:
                     result.refused.append(RefusedFile(wf.path, str(e)))
+        self._db.execute(  # `refused_files`: what /metrics says (jpkiva_ledger_files_refused)
+            "INSERT OR REPLACE INTO meta VALUES ('refused_files', ?)", (str(len(result.refused)),)
+        )
         return result
+
+    def refused_files(self) -> int:
+        """How many files the last `collect` refused (0 before the first): their counts are
+        missing from the ledger until the files are repaired or restored."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'refused_files'").fetchone()
+        return 0 if row is None else int(row[0])
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
