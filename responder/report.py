@@ -144,8 +144,8 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     """発行件数 per family and month (``"YYYY-MM"``), when given."""
     refused_files: int = 0
     """Worker files of the ledger the collection before this report refused (damaged,
-    truncated): their counts are missing, so the figures are too low; every rendering says
-    so when not 0."""
+    truncated, or a foreign ``*.ledger`` file): whatever they count is missing, so the figures
+    may be too low; every rendering says so when not 0."""
 
 
 def _months(year: int) -> list[str]:
@@ -288,7 +288,7 @@ def to_csv(report: Report) -> str:
     return out.getvalue()
 
 
-_INCOMPLETE_JA: Final = "読めなかった帳簿ファイル(件数が不足)"
+_INCOMPLETE_JA: Final = "読めなかった帳簿ファイル(件数が不足する可能性)"
 
 
 # --- HTML ------------------------------------------------------------------------------
@@ -376,8 +376,8 @@ def _incomplete(report: Report) -> list[str]:
     n = _n(report.refused_files)
     return [
         '<p class="incomplete"><strong>不完全 / Incomplete:</strong> '
-        f"帳簿のファイル{n}件を読めなかったため、件数は実際より少なく記載されています。 / "
-        f"{n} file(s) of the ledger could not be read: the counts below are too low.</p>"
+        f"帳簿のファイル{n}件を読めなかったため、件数は実際より少ない可能性があります。 / "
+        f"{n} file(s) of the ledger could not be read: the counts below may be too low.</p>"
     ]
 
 
@@ -675,7 +675,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="the yearly report (報告書, Act §41): provisions per recipient and month",
         description="Collects the workers' ledger files into the durable ledger, then writes "
         "the report of one year. Exit 0 done, 1 some worker files were refused (nothing "
-        "written unless --allow-refused), 2 bad usage, ledger or registry.",
+        "written unless --allow-refused, and then the report says it is incomplete) or, with "
+        "--nats, the ledger stream could not be reached, 2 bad usage, ledger or registry.",
     )
     p.add_argument("--year", type=int, required=True, help="calendar year (JST months)")
     p.add_argument(
