@@ -46,7 +46,8 @@ import msgspec
 from crlbuilder import atomicfile
 from crlbuilder.model import Family
 from responder.ledger import Ledger, LedgerError, Method, Service, issuance_counts
-from responder.registry.schema import RegistryError, parse_registry
+from responder.registry.schema import LegacyPartyEntry, RegistryError, parse_registry
+from responder.registry.vocabulary import Title
 
 __all__ = [
     "CONTENT_TYPES",
@@ -661,11 +662,24 @@ def load_registry_names(path: Path) -> dict[str, str]:
     With a loaded `responder.registry.Registry`, the same is
     ``{p.id: p.name for p in registry.parties.values()}``.
     """
+    return _read_registry(path)[0]
+
+
+def _read_registry(path: Path) -> tuple[dict[str, str], bool]:
+    """`load_registry_names`, and whether the registry names a 署名確認者 (a group's member,
+    Act §20(1)): a group appliance's registry, whose recipients include natural persons."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise RegistryError(f"{path}: cannot read the registry: {e.strerror}") from None
-    return {p.id: p.name for p in parse_registry(text, source=str(path)).parties}
+    parties = parse_registry(text, source=str(path)).parties
+    members = any(
+        Title.SIGNATURE_CONFIRMER in p.titles
+        if isinstance(p, LegacyPartyEntry)
+        else any(t.TITLE is Title.SIGNATURE_CONFIRMER for t in p.title)
+        for p in parties
+    )
+    return {p.id: p.name for p in parties}, members
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -722,7 +736,7 @@ def _report_command(args: argparse.Namespace) -> int:
         err(f"error: {args.ledger}: no ledger directory here (the responder's [ledger] dir)")
         return 2
     try:
-        names = load_registry_names(args.registry) if args.registry else {}
+        names, members = _read_registry(args.registry) if args.registry else ({}, False)
         ledger = Ledger.open(args.ledger, readonly=args.no_collect)
     except (LedgerError, RegistryError) as e:
         err(f"error: {e}")
@@ -781,9 +795,13 @@ def _report_command(args: argparse.Namespace) -> int:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomicfile.sweep_own(out, now=time.time())  # an earlier run's, crashed
-        atomicfile.write_whole(out, body, 0o644)  # a public document (0600 until whole)
+        # the 機構's report is a public document (Ord §72(2)); a group's names its members,
+        # natural persons among them: for its owner only (0600 until whole, either way)
+        atomicfile.write_whole(out, body, 0o600 if members else 0o644)
     except OSError as e:
         err(f"error: {out}: cannot write the report ({e.strerror})")
         return 2
     err(f"{out}: {len(report.recipients)} recipients, {report.total} provisions in {year}")
+    if members:
+        err(f"{out}: written 0600: it names 署名確認者 (a group's members), not a public report")
     return 0

@@ -8,6 +8,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import xml.etree.ElementTree as ET
@@ -369,6 +370,29 @@ def test_cli_writes_the_report(ledger_dir: Path, tmp_path: Path) -> None:
     assert msgspec.json.decode(out.read_bytes())["refused_files"] == 1
     assert _cli("--year", "25", "--ledger", str(d)) == 2
     assert _cli("--year", "2025", "--ledger", str(tmp_path / "none"), "--no-collect") == 2
+
+
+def test_cli_writes_a_report_naming_a_groups_members_for_its_owner_only(
+    ledger_dir: Path, tmp_path: Path
+) -> None:
+    """A group's appliance reports its own ledger (``responder report``; it publishes none):
+    its recipients are its members (署名確認者, Act §20(1)), natural persons among them, whose
+    names the report then holds. It was written 0644, readable by every account of the host,
+    like the 機構's public report; with a registry naming a member it is written 0600."""
+    d = tmp_path / "ledger"
+    shutil.copytree(ledger_dir, d)
+    public, group = tmp_path / "public.toml", tmp_path / "group.toml"
+    public.write_text(REGISTRY, encoding="utf-8")
+    group.write_text(
+        REGISTRY + '\n[[party]]\nid = "gyosei-1"\nname = "行政書士 山田太郎"\n'
+        'titles = ["signature-confirmer"]\ngroup = "bank-a"\n',
+        encoding="utf-8",
+    )
+    args = ["--year", "2025", "--ledger", str(d)]
+    for registry, mode in ((public, 0o644), (group, 0o600)):
+        out = tmp_path / f"{registry.stem}.html"
+        assert _cli(*args, "--registry", str(registry), "--out", str(out)) == 0
+        assert stat.S_IMODE(out.stat().st_mode) == mode, registry.stem
 
 
 def test_cli_refuses_a_missing_ledger_and_an_unwritable_out(
