@@ -1063,17 +1063,19 @@ class Ledger:
                 )
             }
         updates: list[tuple[str, int, str, str, str, str, int]] = []
+        grown: dict[int, _Seen] = {}
         for s in wf.slots:
             key: _SlotKey = (s.day.isoformat(), s.party, s.service.value, s.method.value)
             old = seen.get(s.slot)
             if old is not None and old.key != key:
-                raise LedgerFileError(
+                raise LedgerFileError(  # nothing of this file merged, nor cached as merged
                     f"{wf.path}: slot {s.slot} changed its key since the last merge "
                     "(the file was rewritten)"
                 )
             if old is None or s.count > old.count:
                 updates.append((wf.file_id, s.slot, *key, s.count))
-                seen[s.slot] = _Seen(key, s.count)
+                grown[s.slot] = _Seen(key, s.count)
+        seen.update(grown)  # the caller's transaction writes them (a rollback clears the cache)
         db.executemany(
             "INSERT INTO live VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id, slot) "
             "DO UPDATE SET count = max(count, excluded.count)",
