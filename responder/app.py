@@ -102,6 +102,7 @@ from responder.crlfiles import CrlFiles, not_modified
 from responder.flow import Answer, OcspFlow, Refusal, Signing
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
+from responder.ledgergauges import RefusedCollector
 from responder.limits import FILE_NAME as LIMITS_FILE
 from responder.limits import CrlKind, Limit, LimitsTable, Wait
 from responder.logs import AccessLog
@@ -356,7 +357,9 @@ class JpkiApp:
         collector = StoreCollector(self.store, [IssuerRef(v.index, v.id, v.family) for v in views])
         quotas = QuotaCollector(lambda: self.registry, self.limits)
         signers = SignerCollector(views)
-        collectors: list[Collector] = [collector, quotas, signers]
+        collectors: list[Collector] = [
+            collector, quotas, signers, RefusedCollector(self.config.ledger.dir)
+        ]  # fmt: skip
         if self.config.cluster.nats:  # a node of several: the record stream and the ledger stream
             watch = changes.setup(self.config)  # the env the feed's routes share
             collectors += [
@@ -779,7 +782,7 @@ class JpkiApp:
         """One rendering (in a report thread): the workers' ledger files merged, then the year."""
         ledger = Ledger.open(self.config.ledger.dir)
         try:
-            ledger.collect()
+            refused = len(ledger.collect().refused)  # said on the report: its counts are short
             if self.config.cluster.nats:  # several nodes: the whole service's report
                 ledgerstream.exchange(ledger, self.config.cluster)
         finally:
@@ -789,7 +792,7 @@ class JpkiApp:
         if self.config.cluster.nats:
             ledger.view = "service_ledger"
         try:
-            return render_year(ledger, year, fmt, registry_names=names)
+            return render_year(ledger, year, fmt, registry_names=names, refused_files=refused)
         finally:
             ledger.close()
 

@@ -85,6 +85,7 @@ from responder.registry.vocabulary import Method, Service
 __all__ = [
     "DB_NAME",
     "DEFAULT_CAPACITY",
+    "MAX_SHIPPED_COUNT",
     "CollectResult",
     "CountRow",
     "Dimension",
@@ -98,6 +99,7 @@ __all__ = [
     "SlotCount",
     "SlotValue",
     "WorkerFile",
+    "is_counter",
     "issuance_counts",
     "read_worker_file",
 ]
@@ -799,10 +801,19 @@ CREATE TABLE IF NOT EXISTS service_live (
 ) WITHOUT ROWID;
 CREATE VIEW IF NOT EXISTS service_ledger AS
     SELECT day, party, service, method, count FROM service_live;
+CREATE TABLE IF NOT EXISTS history (
+    slot INTEGER PRIMARY KEY,
+    day TEXT NOT NULL,
+    party TEXT NOT NULL,
+    service TEXT NOT NULL,
+    method TEXT NOT NULL,
+    count INTEGER NOT NULL
+);
 """
 # `shipped` and `service_live` (several nodes, `responder.ledgerstream`) came after schema 1
 # without changing it: CREATE ... IF NOT EXISTS adds them to an older ledger when it is next
-# opened for writing; a single node never fills them.
+# opened for writing; a single node never fills them. `history` (the per-day totals folded
+# before the first shipment, shipped as counters of one more file: `Ledger.ship_pending`) too.
 _SCHEMA_VERSION: Final = "1"
 
 
@@ -818,6 +829,35 @@ class SlotCount(msgspec.Struct, frozen=True, kw_only=True):
     service: str
     method: str
     count: int
+
+
+MAX_SHIPPED_COUNT: Final = 2**48
+"""No counter on the ledger stream is this large (nine million provisions a second for a
+year); below it, the sums of the report over 32768 counters stay within sqlite's 64 bits."""
+_FILE_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+
+
+def is_counter(c: SlotCount) -> bool:
+    """``c`` is a counter a `LedgerWriter` could have written: a file id, a slot, a date, a
+    registry party id, a `Service` and a `Method` of the ledger, a count from 0 (what a
+    message of the ledger stream must be before the service ledger merges it)."""
+    try:
+        date.fromisoformat(c.day)
+    except ValueError:
+        return False
+    return (
+        len(c.day) == 10
+        and _FILE_ID_RE.fullmatch(c.file_id) is not None
+        and 0 <= c.slot < 2**32
+        and _PARTY_RE.fullmatch(c.party) is not None
+        and c.service in _SERVICE_VALUES
+        and c.method in _METHOD_VALUES
+        and 0 <= c.count < MAX_SHIPPED_COUNT
+    )
+
+
+_SERVICE_VALUES: Final = frozenset(s.value for s in _SERVICE_CODES)
+_METHOD_VALUES: Final = frozenset(m.value for m in _METHOD_CODES)
 
 
 class CountRow(msgspec.Struct, frozen=True):
@@ -974,7 +1014,16 @@ class Ledger:
                         result.retired.append(wf.path)
                 except LedgerFileError as e:
                     result.refused.append(RefusedFile(wf.path, str(e)))
+        self._db.execute(  # `refused_files`: what /metrics says (jpkiva_ledger_files_refused)
+            "INSERT OR REPLACE INTO meta VALUES ('refused_files', ?)", (str(len(result.refused)),)
+        )
         return result
+
+    def refused_files(self) -> int:
+        """How many files the last `collect` refused (0 before the first): their counts are
+        missing from the ledger until the files are repaired or restored."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'refused_files'").fetchone()
+        return 0 if row is None else int(row[0])
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -1014,17 +1063,19 @@ class Ledger:
                 )
             }
         updates: list[tuple[str, int, str, str, str, str, int]] = []
+        grown: dict[int, _Seen] = {}
         for s in wf.slots:
             key: _SlotKey = (s.day.isoformat(), s.party, s.service.value, s.method.value)
             old = seen.get(s.slot)
             if old is not None and old.key != key:
-                raise LedgerFileError(
+                raise LedgerFileError(  # nothing of this file merged, nor cached as merged
                     f"{wf.path}: slot {s.slot} changed its key since the last merge "
                     "(the file was rewritten)"
                 )
             if old is None or s.count > old.count:
                 updates.append((wf.file_id, s.slot, *key, s.count))
-                seen[s.slot] = _Seen(key, s.count)
+                grown[s.slot] = _Seen(key, s.count)
+        seen.update(grown)  # the caller's transaction writes them (a rollback clears the cache)
         db.executemany(
             "INSERT INTO live VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id, slot) "
             "DO UPDATE SET count = max(count, excluded.count)",
@@ -1063,6 +1114,10 @@ class Ledger:
             with self._transaction():
                 if self._state(wf.file_id) != "retired":
                     self._merge(wf, t)
+                    if self._shipping() and self._unshipped_file(path):
+                        # shipping began since the check above (`ship_pending`, another
+                        # process): folded now, these counts would reach no stream
+                        return False
                     db = self._db
                     db.execute(
                         "INSERT INTO counts SELECT day, party, service, method, sum(count) "
@@ -1115,19 +1170,57 @@ class Ledger:
 
     def ship_pending(self, node: str) -> list[SlotCount]:
         """This node's merged counters not yet shipped at their present value (marks the
-        ledger as shipping: from now on a file is retired only once shipped whole)."""
+        ledger as shipping: from now on a file is retired only once shipped whole).
+
+        The first call also takes the per-day totals folded so far, while the node ran
+        alone (their worker files are gone), as the counters of one more file, ``history``
+        (`_begin_shipping`): shipped like the others, so the service's 帳簿 and 報告書 hold
+        what this node provided before it joined, once."""
         if self.readonly:
             raise LedgerError("this ledger was opened read-only: it cannot ship")
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('shipping', '1')")
-        return [
-            SlotCount(node=node, file_id=f, slot=int(sl), day=d, party=p, service=sv, method=m,
-                      count=int(c))
-            for f, sl, d, p, sv, m, c in self._db.execute(
+        with self._transaction():
+            if not self._shipping():
+                self._begin_shipping()
+            rows = self._db.execute(
                 "SELECT live.file_id, live.slot, day, party, service, method, live.count "
                 "FROM live LEFT JOIN shipped USING (file_id, slot) "
                 "WHERE live.count > coalesce(shipped.count, -1) ORDER BY live.file_id, live.slot"
-            )
+            ).fetchall()
+            history = self._history_id()
+            if history is not None:
+                rows += self._db.execute(
+                    "SELECT ?, history.slot, day, party, service, method, history.count "
+                    "FROM history LEFT JOIN shipped "
+                    "ON shipped.file_id = ? AND shipped.slot = history.slot "
+                    "WHERE history.count > coalesce(shipped.count, -1) ORDER BY history.slot",
+                    (history, history),
+                ).fetchall()
+        return [
+            SlotCount(node=node, file_id=f, slot=int(sl), day=d, party=p, service=sv, method=m,
+                      count=int(c))
+            for f, sl, d, p, sv, m, c in rows
         ]  # fmt: skip
+
+    def _begin_shipping(self) -> None:
+        """Mark the ledger as shipping and take what was folded until now as ``history``, a
+        file of its own id (inside the caller's transaction, so no collector folds a file
+        between the two: `_retire` checks `_shipping` in its own). Once only: what is
+        folded afterwards was shipped first (counted in ``shipped`` under its own file)."""
+        db = self._db
+        db.execute("DELETE FROM history")
+        db.execute(
+            "INSERT INTO history SELECT row_number() OVER (ORDER BY day, party, service, method)"
+            " - 1, day, party, service, method, count FROM counts"
+        )
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('history', ?)", (os.urandom(16).hex(),))
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('shipping', '1')")
+
+    def _history_id(self) -> str | None:
+        """The file id the counts folded before the first shipment are shipped as (None: a
+        ledger that began shipping before ``history`` was; its earlier folds are not on the
+        stream, docs/operations.md)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'history'").fetchone()
+        return None if row is None else str(row[0])
 
     def mark_shipped(self, counts: Sequence[SlotCount], at: int) -> None:
         """``counts`` are on the ledger stream (acknowledged by JetStream), and with them every
@@ -1168,6 +1261,15 @@ class Ledger:
             "SELECT count(*) FROM live LEFT JOIN shipped USING (file_id, slot) "
             "WHERE live.count > coalesce(shipped.count, -1)"
         ).fetchone()
+        history = self._history_id()
+        if history is not None:  # the counts folded before the first shipment, not all on it
+            (more,) = self._db.execute(
+                "SELECT count(*) FROM history LEFT JOIN shipped "
+                "ON shipped.file_id = ? AND shipped.slot = history.slot "
+                "WHERE history.count > coalesce(shipped.count, -1)",
+                (history,),
+            ).fetchone()
+            unshipped += more
         return ShippingState(
             shipped_at=int(meta.get("shipped_at", 0)),
             failures=int(meta.get("ship_failures", 0)),

@@ -22,7 +22,9 @@ Exact, by construction rather than by care:
   and ships it when it runs again (`ship`: after a restart the master's collection, or
   ``responder report`` on that node's ledger directory);
 - nothing is subtracted or re-derived: the service's count is the sum of every node's
-  counters at their latest shipped value.
+  counters at their latest shipped value;
+- what a node folded into per-day totals while it ran alone, before its first shipment, is
+  shipped then as the counters of one more file (`Ledger.ship_pending`), once.
 
 Each shipment's outcome is kept in the ledger (`Ledger.mark_shipped` with its time, or
 `Ledger.ship_failed`, a connection that could not be made included), from where
@@ -49,7 +51,7 @@ from nats.js import api
 
 from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream, through_election
 from responder.config import ClusterConfig
-from responder.ledger import Ledger, SlotCount
+from responder.ledger import Ledger, SlotCount, is_counter
 
 DEFAULT_STREAM: Final = "JPKI_LEDGER"
 SUBJECT_PREFIX: Final = "jpki.ledger."
@@ -173,8 +175,10 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
 def bound(subject: str, data: bytes, stream: str = DEFAULT_STREAM) -> SlotCount | None:
     """The counter a ledger message carries, when it is its subject's node's: a node's
     credential may publish its own subject only (`crlbuilder.natsconfig`), so the subject says
-    whose counter it is, and a message naming another node in its body, or not a counter at
-    all, is left out (None) rather than merged or stopping every node's gathering there."""
+    whose counter it is, and a message naming another node in its body, or not a counter a
+    worker file could hold (`responder.ledger.is_counter`: an unknown kind of provision
+    would make every report of the service raise, a negative count subtract), is left out
+    (None) rather than merged or stopping every node's gathering there."""
     prefix = f"{SUBJECT_PREFIX}{stream}."
     if not subject.startswith(prefix):
         return None
@@ -182,7 +186,9 @@ def bound(subject: str, data: bytes, stream: str = DEFAULT_STREAM) -> SlotCount 
         c = msgspec.json.decode(data, type=SlotCount)
     except msgspec.DecodeError:  # ValidationError included
         return None
-    return c if c.node == subject[len(prefix) :] else None
+    if c.node != subject[len(prefix) :] or not is_counter(c):
+        return None  # another node's, or no counter (an unknown kind, a negative count...)
+    return c
 
 
 def exchange(ledger: Ledger, cluster_config: ClusterConfig, *, merge: bool = True) -> None:

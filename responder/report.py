@@ -46,7 +46,8 @@ import msgspec
 from crlbuilder import atomicfile
 from crlbuilder.model import Family
 from responder.ledger import Ledger, LedgerError, Method, Service, issuance_counts
-from responder.registry.schema import RegistryError, parse_registry
+from responder.registry.schema import LegacyPartyEntry, RegistryError, parse_registry
+from responder.registry.vocabulary import Title
 
 __all__ = [
     "CONTENT_TYPES",
@@ -142,6 +143,10 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     total: int
     issuance: dict[str, dict[str, int]] | None = None
     """発行件数 per family and month (``"YYYY-MM"``), when given."""
+    refused_files: int = 0
+    """Worker files of the ledger the collection before this report refused (damaged,
+    truncated, or a foreign ``*.ledger`` file): whatever they count is missing, so the figures
+    may be too low; every rendering says so when not 0."""
 
 
 def _months(year: int) -> list[str]:
@@ -155,6 +160,7 @@ def build_report(
     registry_names: dict[str, str],
     issuance_counts: dict[str, dict[str, int]] | None,
     generated_at: datetime | None = None,
+    refused_files: int = 0,
 ) -> Report:
     """The report (報告書) of ``year`` from what ``ledger`` has collected.
 
@@ -162,7 +168,8 @@ def build_report(
     for p in registry.parties.values()}`` or `load_registry_names`).
     ``issuance_counts`` is ``family -> "YYYY-MM" -> count`` for this year
     (`responder.ledger.issuance_counts`), or None to leave 発行件数 out; a month
-    of another year or an unknown family raises `ValueError`.
+    of another year or an unknown family raises `ValueError`. ``refused_files``: the worker
+    files the collection refused (`responder.ledger.CollectResult.refused`), said on the report.
     """
     months = _months(year)
     totals = ledger.totals(
@@ -207,6 +214,7 @@ def build_report(
         },
         total=sum(r.total for r in recipients),
         issuance=issuance,
+        refused_files=refused_files,
     )
 
 
@@ -244,7 +252,8 @@ CSV_COLUMNS: Final = (
     "method",
     "count",
 )
-"""``kind`` is ``provision`` (item: the service) or ``issuance`` (item: the family)."""
+"""``kind`` is ``provision`` (item: the service), ``issuance`` (item: the family), or
+``incomplete`` (last, only when worker files of the ledger were refused: count, how many)."""
 
 
 def _cell(value: str) -> str:
@@ -274,7 +283,13 @@ def to_csv(report: Report) -> str:
     for family, per_month in (report.issuance or {}).items():
         for month, count in per_month.items():
             w.writerow(["issuance", "", "", month, family, FAMILY_JA[family], "", count])
+    if report.refused_files:
+        w.writerow(["incomplete", "", "", "", "refused-ledger-files", _INCOMPLETE_JA, "",
+                    report.refused_files])  # fmt: skip
     return out.getvalue()
+
+
+_INCOMPLETE_JA: Final = "読めなかった帳簿ファイル(件数が不足する可能性)"
 
 
 # --- HTML ------------------------------------------------------------------------------
@@ -301,6 +316,7 @@ tr.sum td { font-weight: bold; background: #f6f6f6; }
 figure { margin: 0; }
 svg { max-width: 100%; height: auto; }
 .note { color: #555; font-size: .9em; }
+.incomplete { border: 2px solid #D55E00; padding: .5em 1em; background: #fff4ec; }
 """
 
 
@@ -318,6 +334,7 @@ def to_html(report: Report) -> str:
         "</head>",
         "<body>",
         f"<h1>報告書 / Annual report: {y}年 / {y}</h1>",
+        *_incomplete(report),
         '<p class="note">署名用電子証明書失効情報等、対応証明書の発行の番号及び'
         "利用者証明用電子証明書失効情報等の提供の状況 / Provision of revocation information "
         "and corresponding serial numbers: 法第41条、施行規則第72条 (Act §41, Ord §72).</p>",
@@ -352,6 +369,17 @@ def to_html(report: Report) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def _incomplete(report: Report) -> list[str]:
+    if not report.refused_files:
+        return []
+    n = _n(report.refused_files)
+    return [
+        '<p class="incomplete"><strong>不完全 / Incomplete:</strong> '
+        f"帳簿のファイル{n}件を読めなかったため、件数は実際より少ない可能性があります。 / "
+        f"{n} file(s) of the ledger could not be read: the counts below may be too low.</p>"
+    ]
 
 
 def _kind_cell(s: Service) -> str:
@@ -540,6 +568,7 @@ def render_year(
     *,
     registry_names: dict[str, str],
     issuance_counts: dict[str, dict[str, int]] | None = None,
+    refused_files: int = 0,
 ) -> tuple[bytes, bytes]:
     """What the app answers for ``/reports/YYYY[.fmt]``: (body, Content-Type).
 
@@ -548,8 +577,9 @@ def render_year(
     run it in the app's executor, not on the event loop.
     """
     report = build_report(
-        ledger, year, registry_names=registry_names, issuance_counts=issuance_counts
-    )
+        ledger, year, registry_names=registry_names, issuance_counts=issuance_counts,
+        refused_files=refused_files,
+    )  # fmt: skip
     return render(report, fmt)
 
 
@@ -632,11 +662,24 @@ def load_registry_names(path: Path) -> dict[str, str]:
     With a loaded `responder.registry.Registry`, the same is
     ``{p.id: p.name for p in registry.parties.values()}``.
     """
+    return _read_registry(path)[0]
+
+
+def _read_registry(path: Path) -> tuple[dict[str, str], bool]:
+    """`load_registry_names`, and whether the registry names a 署名確認者 (a group's member,
+    Act §20(1)): a group appliance's registry, whose recipients include natural persons."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise RegistryError(f"{path}: cannot read the registry: {e.strerror}") from None
-    return {p.id: p.name for p in parse_registry(text, source=str(path)).parties}
+    parties = parse_registry(text, source=str(path)).parties
+    members = any(
+        Title.SIGNATURE_CONFIRMER in p.titles
+        if isinstance(p, LegacyPartyEntry)
+        else any(t.TITLE is Title.SIGNATURE_CONFIRMER for t in p.title)
+        for p in parties
+    )
+    return {p.id: p.name for p in parties}, members
 
 
 def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -646,7 +689,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="the yearly report (報告書, Act §41): provisions per recipient and month",
         description="Collects the workers' ledger files into the durable ledger, then writes "
         "the report of one year. Exit 0 done, 1 some worker files were refused (nothing "
-        "written unless --allow-refused), 2 bad usage, ledger or registry.",
+        "written unless --allow-refused, and then the report says it is incomplete) or, with "
+        "--nats, the ledger stream could not be reached, 2 bad usage, ledger or registry.",
     )
     p.add_argument("--year", type=int, required=True, help="calendar year (JST months)")
     p.add_argument(
@@ -692,14 +736,16 @@ def _report_command(args: argparse.Namespace) -> int:
         err(f"error: {args.ledger}: no ledger directory here (the responder's [ledger] dir)")
         return 2
     try:
-        names = load_registry_names(args.registry) if args.registry else {}
+        names, members = _read_registry(args.registry) if args.registry else ({}, False)
         ledger = Ledger.open(args.ledger, readonly=args.no_collect)
     except (LedgerError, RegistryError) as e:
         err(f"error: {e}")
         return 2
     with ledger:
+        refused_files = 0
         if not args.no_collect:
             result = ledger.collect()
+            refused_files = len(result.refused)
             for refused in result.refused:
                 err(f"refused {refused.path}: {refused.reason}")
             if result.refused and not args.allow_refused:
@@ -737,7 +783,9 @@ def _report_command(args: argparse.Namespace) -> int:
                 return 2
             finally:
                 store.close()
-        report = build_report(ledger, year, registry_names=names, issuance_counts=issued)
+        report = build_report(
+            ledger, year, registry_names=names, issuance_counts=issued, refused_files=refused_files
+        )
     body, _ = render(report, args.format)
     if args.out is None:
         sys.stdout.buffer.write(body)
@@ -747,9 +795,13 @@ def _report_command(args: argparse.Namespace) -> int:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomicfile.sweep_own(out, now=time.time())  # an earlier run's, crashed
-        atomicfile.write_whole(out, body, 0o644)  # a public document (0600 until whole)
+        # the 機構's report is a public document (Ord §72(2)); a group's names its members,
+        # natural persons among them: for its owner only (0600 until whole, either way)
+        atomicfile.write_whole(out, body, 0o600 if members else 0o644)
     except OSError as e:
         err(f"error: {out}: cannot write the report ({e.strerror})")
         return 2
     err(f"{out}: {len(report.recipients)} recipients, {report.total} provisions in {year}")
+    if members:
+        err(f"{out}: written 0600: it names 署名確認者 (a group's members), not a public report")
     return 0

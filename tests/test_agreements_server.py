@@ -10,7 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -247,6 +247,7 @@ def test_ledger_equals_what_clients_received_after_sigkill(built: Built, tmp_pat
                     pass  # the connection went down with the killed worker
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(len(received))]
+        first = datetime.now(JST).date()  # the ledger's days are JST days
         for t in threads:
             t.start()
         time.sleep(1.5)
@@ -262,10 +263,11 @@ def test_ledger_equals_what_clients_received_after_sigkill(built: Built, tmp_pat
         ledger = Ledger.open(tmp_path / "ledger")
         try:
             ledger.collect()
-            today = datetime.now(JST).date()  # the ledger's days are JST days
+            # every day the clients ran on: at 23:59 JST on a month's last day, the counts of
+            # two months (this month's first day to today lost the first one's)
             counted = sum(
                 r.count
-                for r in ledger.rows(today.replace(day=1), today)
+                for r in ledger.rows(first, datetime.now(JST).date())
                 if r.party == "sig-verifier"
             )
         finally:
@@ -280,12 +282,14 @@ def test_ledger_equals_what_clients_received_after_sigkill(built: Built, tmp_pat
 def test_report_published_without_authentication(built: Built, tmp_path: Path) -> None:
     with start_server(built, tmp_path) as s:
         a = next(x for x in built.answers if x.family is Family.AUTH_CARD)
+        years = {datetime.now(JST).year}  # the report's years are JST years
         for _ in range(3):
             s.post(request_for(s, a), token=s.token("auth-verifier"))
-        year = datetime.now(JST).year  # the report's years are JST years
-        with urllib.request.urlopen(f"{s.url}/reports/{year}.json", timeout=30) as r:
-            report = msgspec.json.decode(r.read())
-        text = msgspec.json.encode(report).decode()
+        years.add(year := datetime.now(JST).year)  # both, when 00:00 JST of 1 January passed
+        text = ""
+        for y in sorted(years):
+            with urllib.request.urlopen(f"{s.url}/reports/{y}.json", timeout=30) as r:
+                text += msgspec.json.encode(msgspec.json.decode(r.read())).decode()
         assert "auth-verifier" in text and str(a.serial) not in text
         with urllib.request.urlopen(f"{s.url}/reports/{year}", timeout=30) as r:
             html = r.read().decode()
@@ -310,7 +314,8 @@ def test_ledger_merged_periodically(built: Built, tmp_path: Path) -> None:
             ledger = Ledger.open(tmp_path / "ledger")  # opened, not collected: what worker 0 merged
             try:
                 today = datetime.now(JST).date()  # the ledger's days are JST days
-                return sum(r.count for r in ledger.rows(today, today) if r.party == "auth-verifier")
+                days = (today - timedelta(days=1), today)  # counted at 23:59 JST, polled at 00:00
+                return sum(r.count for r in ledger.rows(*days) if r.party == "auth-verifier")
             finally:
                 ledger.close()
 

@@ -93,6 +93,23 @@ def test_odd_report_paths_are_404_never_500(app: JpkiApp) -> None:
     assert answer(app, request(b"GET", b"/reports/2026.json?x=1")).status == 200
 
 
+def test_the_public_report_says_it_misses_refused_ledger_files(app: JpkiApp) -> None:
+    """/reports/ merged the workers' files and published what it could read: a worker file the
+    collector refused (damaged, truncated) made the published 報告書 (Act §41, Ord §72(2)) short
+    of its counts, with nothing on it to say so. It says so now, in every format."""
+    bad = app.config.ledger.dir / ("w0009-" + "0" * 32 + ".ledger")
+    bad.write_bytes(b"\0" * 10)
+    try:  # a year no other test asks for: its renderings stay cached
+        doc = msgspec.json.decode(answer(app, request(b"GET", b"/reports/2031.json")).body)
+        assert doc["refused_files"] == 1
+        page = answer(app, request(b"GET", b"/reports/2031")).body.decode()
+        assert "Incomplete" in page
+    finally:
+        bad.unlink()
+    doc = msgspec.json.decode(answer(app, request(b"GET", b"/reports/2032.json")).body)
+    assert doc["refused_files"] == 0
+
+
 def test_reports_render_on_their_own_threads_not_the_signing_ones(
     app: JpkiApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -116,6 +116,7 @@ METRICS = frozenset(
         "jpkiva_crl_last_produced_timestamp_seconds",
         "jpkiva_fresh_signatures_total",
         "jpkiva_issuer_next_update_timestamp_seconds",
+        "jpkiva_ledger_files_refused",
         "jpkiva_ledger_flush_failing",
         "jpkiva_ledger_last_shipped_timestamp_seconds",
         "jpkiva_ledger_ship_failures_total",

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -46,12 +46,14 @@ def _nonce_request(built: Built) -> bytes:
 
 
 def _counted(ledger_dir: Path, party: str) -> int:
-    """What the ledger holds for ``party`` this JST month (every worker's counts merged)."""
+    """What the ledger holds for ``party`` today and yesterday, JST (every worker's counts
+    merged): a test run across 00:00 JST of a month's first day counted both months."""
     ledger = Ledger.open(ledger_dir)
     try:
         ledger.collect()
         today = datetime.now(JST).date()
-        return sum(r.count for r in ledger.rows(today.replace(day=1), today) if r.party == party)
+        days = (today - timedelta(days=1), today)
+        return sum(r.count for r in ledger.rows(*days) if r.party == party)
     finally:
         ledger.close()
 

@@ -269,6 +269,34 @@ def test_a_slot_rewritten_under_the_collector_is_refused(tmp_path: Path) -> None
         assert total(ledger) == 1
 
 
+def test_a_refused_merge_leaves_no_count_behind_for_the_next_one(tmp_path: Path) -> None:
+    """`_merge` took each slot's new count into its cache before a later slot of the same file
+    was refused ("changed its key"): nothing of the file was written, but the cache said the
+    earlier slots were, so a `Ledger` kept open merged them no more once the file was
+    repaired (here: 2 provisions in the ledger instead of 6)."""
+    with LedgerWriter.open(tmp_path, 0) as w:
+        w.count("bank-a", SRI, Method.OCSP)
+        w.count("bank-c", SRI, Method.OCSP)
+        path = w.path
+    with Ledger.open(tmp_path) as ledger:
+        ledger.collect()
+        with LedgerWriter.open(tmp_path, 0) as w:  # the restarted worker continues its file
+            assert w.path == path
+            w.count("bank-a", SRI, Method.OCSP, 4)
+        good = path.read_bytes()
+        other = tmp_path / "other"
+        with LedgerWriter.open(other, 0) as w2:
+            w2.count("bank-b", SRI, Method.OCSP)
+        raw = bytearray(good)
+        slot1 = 4096 + 128  # bank-c's slot, rewritten with another key
+        raw[slot1 + 8 : slot1 + 128] = (other / w2.path.name).read_bytes()[4096 + 8 : 4096 + 128]
+        path.write_bytes(bytes(raw))
+        assert "changed its key" in ledger.collect().refused[0].reason
+        path.write_bytes(good)  # repaired
+        assert ledger.collect().refused == []
+        assert total(ledger) == 6
+
+
 # --- rotation, retirement, days -----------------------------------------------------
 
 

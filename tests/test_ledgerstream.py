@@ -16,15 +16,16 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from crlbuilder.jetstream import Cluster
 from crlbuilder.rules import JST
-from responder.ledger import Ledger, LedgerWriter, Method, Service
-from responder.ledgerstream import gather, ship
+from responder.ledger import Ledger, LedgerWriter, Method, Service, SlotCount
+from responder.ledgerstream import bound, gather, ship
 from responder.limits import Limit, LimitsTable, node_share
 from tests.support.nats import NatsCluster
 from tests.test_limits import NOW, party
@@ -157,3 +158,102 @@ def test_a_shipping_node_folds_a_file_only_once_it_is_shipped_whole(
     finally:
         c.close()
     assert os.path.exists(d / "ledger.sqlite3")
+
+
+# ---------------------------------------------------------------------------
+# Unit: what a ledger message may carry into the service ledger
+# ---------------------------------------------------------------------------
+
+
+def _counter(**changes: object) -> SlotCount:
+    good = {"node": "a", "file_id": "0" * 32, "slot": 0, "day": "2028-02-29",
+            "party": "bank-a", "service": Service.SIGN_REVOCATION_INFO.value,
+            "method": Method.OCSP.value, "count": 5}  # fmt: skip
+    return SlotCount(**{**good, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"service": "ocsp"},  # no kind of provision of the Act
+        {"method": "get"},
+        {"day": "2027-02-29"},  # no such day
+        {"day": "2028-1-5"},
+        {"party": "Bank A"},  # no registry id
+        {"count": -3},  # would subtract from the service's count
+        {"count": 2**63 - 1},  # would overflow the report's sums
+        {"slot": -1},
+        {"file_id": "f"},
+    ],
+)
+def test_a_ledger_message_that_is_no_counter_is_left_out_not_reported(
+    tmp_path: Path, bad: dict[str, object]
+) -> None:
+    """A message on a node's own subject whose body is not a counter the ledger could have
+    written (an unknown kind or method, no date, a negative count...) is left out by `bound`:
+    merged, it made every node's report of the year raise (Service('ocsp')), or counted
+    a negative number of provisions into the 報告書 (Act §41)."""
+    assert bound("jpki.ledger.JPKI_LEDGER.a", msgspec.json.encode(_counter())) == _counter()
+    data = msgspec.json.encode(_counter(**bad))
+    assert bound("jpki.ledger.JPKI_LEDGER.a", data) is None
+
+
+# ---------------------------------------------------------------------------
+# Unit: a node that counted alone before it shipped (no NATS: ship = pending, then merged)
+# ---------------------------------------------------------------------------
+
+
+def _ship_into_service(d: Path, node: str) -> int:
+    """What `ship` then `gather` do to this node's ledger, without a stream: the pending
+    counters merged into the service table and marked shipped; returns how many."""
+    with Ledger.open(d) as ledger:
+        pending = ledger.ship_pending(node)
+        ledger.merge_service(pending, ledger.service_seq() + 1)
+        ledger.mark_shipped(pending, 0)
+        return len(pending)
+
+
+def _totals(d: Path) -> tuple[int, int]:
+    """(this node's ledger, the service ledger): grand totals of every day."""
+    with Ledger.open(d, readonly=True) as ledger:
+        local = ledger.totals(date(1970, 1, 1), date(9999, 12, 31)).get((), 0)
+        ledger.view = "service_ledger"
+        return local, ledger.totals(date(1970, 1, 1), date(9999, 12, 31)).get((), 0)
+
+
+def test_counts_folded_before_a_node_first_shipped_reach_the_service_ledger(
+    tmp_path: Path,
+) -> None:
+    """A node that ran alone for a year folded its worker files into per-day totals (the
+    files deleted); when ``[cluster] nats`` was then set, `ship_pending` shipped only the
+    worker files' counters: the service's 帳簿 and every 報告書 on /reports/ (Act §40, §41)
+    lost that year, the published report of 2025 falling to zero. The counts folded before
+    the first shipment are shipped too, once, and nothing is doubled afterwards."""
+    d = tmp_path / "n"
+    clock_at = [datetime(2025, 12, 31, 23, 0, tzinfo=JST).timestamp()]
+    with LedgerWriter.open(d, 0, clock=lambda: clock_at[0]) as w:
+        w.count("bank-a", Service.SIGN_REVOCATION_INFO, Method.OCSP, 5)
+        w.count("bank-b", Service.AUTH_CRL_FILE, Method.CRL_FILE, 2)
+    with Ledger.open(d) as ledger:
+        assert ledger.collect(retire_idle_after=0).retired  # alone: folded, file deleted
+    assert _totals(d) == (7, 0)
+    with Ledger.open(d) as ledger:
+        assert ledger.shipping_state() is None  # alone: never shipped
+        pending = ledger.ship_pending("node-n")
+        assert len(pending) == 2  # the cluster set: the folded year is to be shipped
+        state = ledger.shipping_state()
+        assert state is not None and state.unshipped == 2  # the gauge sees them too
+    assert _ship_into_service(d, "node-n") == 2  # shipped (the stream had none of them)
+    assert _totals(d) == (7, 7)
+    assert _ship_into_service(d, "node-n") == 0  # once
+    # counting goes on, shipped as before; a shipped file folded doubles nothing
+    clock_at[0] = datetime(2026, 1, 1, 0, 0, 1, tzinfo=JST).timestamp()
+    with LedgerWriter.open(d, 0, clock=lambda: clock_at[0]) as w:
+        w.count("bank-a", Service.SIGN_REVOCATION_INFO, Method.OCSP, 3)
+    with Ledger.open(d) as ledger:
+        ledger.collect()
+    assert _ship_into_service(d, "node-n") == 1
+    with Ledger.open(d) as ledger:
+        assert ledger.collect(retire_idle_after=0).retired
+    assert _ship_into_service(d, "node-n") == 0
+    assert _totals(d) == (10, 10)

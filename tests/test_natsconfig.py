@@ -71,8 +71,8 @@ def test_a_users_file_that_cannot_be_right_is_refused_in_one_line(
 
 
 def test_a_ledger_message_counts_for_its_subjects_node_only() -> None:
-    c = SlotCount(node="a", file_id="f", slot=0, day="2026-01-01", party="p", service="ocsp",
-                  method="get", count=5)  # fmt: skip
+    c = SlotCount(node="a", file_id="0" * 32, slot=0, day="2026-01-01", party="p",
+                  service="sign-revocation-info", method="ocsp", count=5)  # fmt: skip
     data = msgspec.json.encode(c)
     assert bound("jpki.ledger.JPKI_LEDGER.a", data) == c
     assert bound("jpki.ledger.JPKI_LEDGER.b", data) is None  # a's counter under b's name

@@ -8,6 +8,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import xml.etree.ElementTree as ET
@@ -244,6 +245,24 @@ def test_html_is_well_formed_with_headings_and_escaping(report: Report) -> None:
     assert "Demo Bank" in text and "登録簿にない / not in the registry" in text
 
 
+def test_a_report_missing_refused_ledger_files_says_so(ledger: Ledger) -> None:
+    """A report made although worker files of the ledger could not be read (``responder
+    report --allow-refused``, the public /reports/) says, in every rendering, that its
+    counts are too low: the 報告書 (Act §41, Ord §72) never passes for whole when it is not."""
+    whole = build_report(ledger, 2025, registry_names={}, issuance_counts=None)
+    short = build_report(ledger, 2025, registry_names={}, issuance_counts=None, refused_files=2)
+    assert whole.refused_files == 0 and short.refused_files == 2
+    assert short.total == whole.total  # what was read is reported as it is
+    assert "不完全" not in to_html(whole) and "Incomplete" not in to_html(whole)
+    page = to_html(short)
+    assert "不完全" in page and "Incomplete" in page and "2" in page
+    ET.fromstring(page)  # still well-formed
+    assert msgspec.json.decode(to_json(short))["refused_files"] == 2
+    rows = list(csv.reader(io.StringIO(to_csv(short))))
+    assert rows[-1][0] == "incomplete" and rows[-1][-1] == "2"
+    assert all(r[0] != "incomplete" for r in csv.reader(io.StringIO(to_csv(whole))))
+
+
 def test_svg_chart_has_one_bar_per_month_per_service(report: Report) -> None:
     page = to_html(report)
     svgs = re.findall(r"<svg\b.*?</svg>", page, re.DOTALL)
@@ -342,9 +361,38 @@ def test_cli_writes_the_report(ledger_dir: Path, tmp_path: Path) -> None:
     assert _cli(*args, "--format", "csv", "--out", str(bad_out)) == 1
     assert not bad_out.exists()
     assert _cli(*args, "--format", "csv", "--out", str(bad_out), "--allow-refused") == 0
-    assert bad_out.read_text(encoding="utf-8").startswith("kind,")
+    text = bad_out.read_text(encoding="utf-8")
+    assert text.startswith("kind,")
+    # written anyway, it says that its counts are short, and by how many files
+    assert list(csv.reader(io.StringIO(text)))[-1][0] == "incomplete"
+    assert list(csv.reader(io.StringIO(text)))[-1][-1] == "1"
+    assert _cli(*args, "--format", "json", "--out", str(out), "--allow-refused") == 0
+    assert msgspec.json.decode(out.read_bytes())["refused_files"] == 1
     assert _cli("--year", "25", "--ledger", str(d)) == 2
     assert _cli("--year", "2025", "--ledger", str(tmp_path / "none"), "--no-collect") == 2
+
+
+def test_cli_writes_a_report_naming_a_groups_members_for_its_owner_only(
+    ledger_dir: Path, tmp_path: Path
+) -> None:
+    """A group's appliance reports its own ledger (``responder report``; it publishes none):
+    its recipients are its members (署名確認者, Act §20(1)), natural persons among them, whose
+    names the report then holds. It was written 0644, readable by every account of the host,
+    like the 機構's public report; with a registry naming a member it is written 0600."""
+    d = tmp_path / "ledger"
+    shutil.copytree(ledger_dir, d)
+    public, group = tmp_path / "public.toml", tmp_path / "group.toml"
+    public.write_text(REGISTRY, encoding="utf-8")
+    group.write_text(
+        REGISTRY + '\n[[party]]\nid = "gyosei-1"\nname = "行政書士 山田太郎"\n'
+        'titles = ["signature-confirmer"]\ngroup = "bank-a"\n',
+        encoding="utf-8",
+    )
+    args = ["--year", "2025", "--ledger", str(d)]
+    for registry, mode in ((public, 0o644), (group, 0o600)):
+        out = tmp_path / f"{registry.stem}.html"
+        assert _cli(*args, "--registry", str(registry), "--out", str(out)) == 0
+        assert stat.S_IMODE(out.stat().st_mode) == mode, registry.stem
 
 
 def test_cli_refuses_a_missing_ledger_and_an_unwritable_out(
