@@ -782,11 +782,14 @@ def test_the_node_units_run_a_node_of_several() -> None:
         assert unit_settings(timer_file, "Install")["WantedBy"] == ["timers.target"]
 
     # a new node's store from the latest snapshot, before its builder (the pod's init
-    # container): skipped where a store exists; no snapshot (1) lets the builder start, a
-    # refused one (3: the record stream made again since) does not (Requires=, After=)
+    # container): skipped where a store exists; no snapshot in the bucket (4) lets the
+    # builder start, every other failure (NATS not answering, a failed read, a refused
+    # snapshot) does not (Requires=, After=), and the unit is tried again
     boot = unit_settings(NODE_BOOTSTRAP_UNIT)
     assert boot["Type"] == ["oneshot"] and boot["ExecStart"][0].startswith("/")
-    assert boot["SuccessExitStatus"] == ["1 2"]
+    assert boot["SuccessExitStatus"] == [str(crlbuilder_cli.EXIT_NO_SNAPSHOT)]
+    assert boot["Restart"] == ["on-failure"] and "RestartPreventExitStatus" not in boot
+    assert boot["RestartSec"] == ["30s"]  # tried again, not in a tight loop
     args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_BOOTSTRAP_UNIT)[1:])
     assert (args.command, args.snapshot_command) == ("snapshot", "get") and args.wait > 0
     assert str(args.store) == "/var/lib/jpki-va/store"

@@ -37,7 +37,7 @@ from nats.js.api import ObjectMeta
 from crlbuilder import jetstream, release, snapshot
 from crlbuilder.apply import from_epoch
 from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
-from crlbuilder.cli import EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
+from crlbuilder.cli import EXIT_NO_SNAPSHOT, EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
@@ -1068,7 +1068,7 @@ def test_snapshot_get_with_wait_reaches_a_server_that_starts_meanwhile(
         with nats_server(tmp_path / "late-server", port):
             until(lambda: p.poll() is not None, 30, "the command's end")
     text = log.read_text()
-    assert p.returncode == 1 and "no snapshot in" in text, text[-2000:]
+    assert p.returncode == EXIT_NO_SNAPSHOT and "no snapshot in" in text, text[-2000:]
     assert "Traceback" not in text
 
 
@@ -1189,6 +1189,114 @@ def test_snapshot_get_from_a_bucket_without_a_snapshot_makes_no_directory(
         assert not (tmp_path / "new").exists()
     finally:
         c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # real NATS servers, asyncio timeouts
+def test_snapshot_get_says_no_snapshot_only_when_jetstream_answers_that_there_is_none(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """`snapshot get`'s exit status for each case. No snapshot in the bucket, as JetStream
+    answered it (the bucket not there; there and empty; its snapshot deleted): its own status
+    (`EXIT_NO_SNAPSHOT`), the one besides 0 on which a new node's bootstrap lets its builder
+    start empty. Never for what cannot tell whether there is one: no NATS server answering,
+    a server without JetStream, a bucket there whose snapshot JetStream does not give (here a
+    user not allowed to read it), each 1; nor for bytes that are not a store, 2. Each failure
+    says that the node does not start from an empty store, and what to do; nothing made."""
+    from crlbuilder.natsauth import NatsAuth, new_user_seed
+    from tests.support.nats import NATS_SERVER
+
+    def get(
+        bucket: str, source: str = cluster.source, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        target = tmp_path / bucket / "node" / "store"
+        out = subprocess.run(
+            [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", source,
+             "--store", str(target), "--snapshot-bucket", bucket, "--stream", "nostream"],
+            env=env, check=False, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert "Traceback" not in out.stderr and not (tmp_path / bucket).exists(), out.stderr
+        return out
+
+    def no_snapshot(out: subprocess.CompletedProcess[str], why: str) -> None:
+        assert out.returncode == EXIT_NO_SNAPSHOT, (out.returncode, out.stderr)
+        line = out.stderr.splitlines()[-1]  # after the anonymous connection's warning
+        assert "no snapshot in" in line and why in line and "error" not in line, line
+
+    def failed(out: subprocess.CompletedProcess[str], code: int, *said: str) -> None:
+        assert out.returncode == code, (out.returncode, out.stderr)
+        last = out.stderr.splitlines()[-1]
+        assert "no snapshot in" not in out.stderr, out.stderr
+        assert "does not start from an empty store" in last, last
+        assert all(s in last for s in said), last
+
+    c = Cluster(cluster.urls)
+    try:
+        c.run(c.js.create_object_store("EMPTY_CLI"))
+
+        async def put_then_delete() -> None:
+            obs = await c.js.create_object_store("DELETED_CLI")
+            await obs.put(snapshot.OBJECT, b"a store once")
+            await obs.delete(snapshot.OBJECT)
+
+        c.run(put_then_delete())
+        info = snapshot.SnapshotInfo(stream_seq=5, commit=1, size=11, release=str(release.CURRENT))
+
+        async def put_damaged() -> None:
+            obs = await c.js.create_object_store("DAMAGED_CLI")
+            meta = ObjectMeta(name=snapshot.OBJECT, description=msgspec.json.encode(info).decode())
+            await obs.put(snapshot.OBJECT, b"not a store", meta=meta)
+
+        c.run(put_damaged())
+    finally:
+        c.close()
+
+    no_snapshot(get("ABSENT_CLI"), "the bucket is not there")
+    no_snapshot(get("EMPTY_CLI"), "the bucket holds none")
+    no_snapshot(get("DELETED_CLI"), "the bucket holds none")
+    failed(
+        get("DAMAGED_CLI"), 2, "cannot open the store", "put a new snapshot from a caught-up node"
+    )
+
+    # no NATS server answering at all
+    (port,) = free_ports(1)
+    failed(get("ABSENT_CLI", f"nats://127.0.0.1:{port}"), 1, "cannot connect to NATS")
+
+    # a NATS server answering, without JetStream: it cannot say whether there is a snapshot
+    plain = tmp_path / "plain.log"
+    with procs.started([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)], log=plain):
+        until(lambda: "Server is ready" in plain.read_text(), 30, "the server without JetStream")
+        failed(get("ABSENT_CLI", f"nats://127.0.0.1:{port}"), 1)
+
+    # the bucket there, JetStream not giving its snapshot (a user that may ask for the
+    # bucket's stream info but not read its messages)
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    admin_key, blind_key = (new_user_seed(seeds / f"{n}.seed") for n in ("admin", "blind"))
+    authz = (
+        "authorization { users = [\n"
+        f'  {{nkey: "{admin_key}", permissions: {{publish: ">", subscribe: ">"}}}}\n'
+        f'  {{nkey: "{blind_key}", permissions: {{publish: {{allow: ["$JS.API.INFO", '
+        '"$JS.API.STREAM.INFO.>"]}, subscribe: {allow: ["_INBOX_blind.>"]}}}\n'
+        "] }\n"
+    )
+    admin = {"nkeys_seed_str": (seeds / "admin.seed").read_text().strip()}
+    with nats_server(tmp_path / "authz", free_ports(1)[0], extra=authz, probe=admin) as server:
+        a = Cluster(server.urls, auth=NatsAuth(nkey_seed=str(seeds / "admin.seed")))
+        try:
+
+            async def put_one() -> None:
+                obs = await a.js.create_object_store("THERE_CLI")
+                await obs.put(snapshot.OBJECT, b"a store")
+
+            a.run(put_one())
+        finally:
+            a.close()
+        env = {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(seeds / "blind.seed"),
+               "JPKI_VA_NATS_INBOX": "_INBOX_blind"}  # fmt: skip
+        failed(get("THERE_CLI", server.source, env), 1, "getting the snapshot from THERE_CLI")
+        # the same user, a bucket not there: JetStream's answer (stream not found), no snapshot
+        no_snapshot(get("ABSENT_CLI", server.source, env), "the bucket is not there")
 
 
 @pytest.mark.integration
