@@ -101,6 +101,7 @@ TIMERS = (NODE_COMPACT_TIMER, NODE_SNAPSHOT_TIMER)
 CLUSTER_ENV = UNITS / "cluster.env"
 SYSUSERS = UNITS / "jpki-va.conf"
 OPERATIONS = ROOT / "docs" / "operations.md"
+K8S_JPKI_VA = ROOT / "deploy" / "kubernetes" / "jpki-va.yaml"
 BIN = Path(sys.executable).parent
 
 # The metric contract (names fixed between the responder's metrics, the alert
@@ -1602,13 +1603,27 @@ def test_the_kubectl_exec_commands_of_operations_expand_the_pods_variables_in_th
     line (``crlbuilder``'s parser takes them)."""
     from crlbuilder import cli as crlbuilder_cli
 
-    spans = re.findall(r"`(kubectl\s+exec\s[^`]*)`", OPERATIONS.read_text(), flags=re.DOTALL)
+    text = OPERATIONS.read_text()
+    spans = re.findall(r"`(kubectl\s+exec\s[^`]*)`", text, flags=re.DOTALL)
     assert spans, "operations.md shows no kubectl exec command"
-    for span in spans:
-        words = shlex.split(" ".join(span.split()))
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)  # its shell blocks' lines too
+    in_blocks = [ln.strip() for b in blocks for ln in b.splitlines() if "kubectl exec " in ln]
+    assert in_blocks, "operations.md's shell blocks show no kubectl exec command"
+    environments = _kubernetes_container_environments()
+    for span in spans + in_blocks:
+        words = shlex.split(" ".join(span.split()), comments=True)
         cmd = words[words.index("--") + 1 :]
+        ends = [i for i, w in enumerate(cmd) if w in ("||", "&&", ";", "|")]
+        cmd = cmd[: ends[0]] if ends else cmd  # what the operator's shell does after it
         if cmd[:2] == ["sh", "-c"]:
             assert len(cmd) == 3, span
+            # every variable the pod's shell reads is in that container's environment, in
+            # each StatefulSet that has a container of that name
+            container = words[words.index("-c") + 1]
+            envs = environments[container]
+            assert envs, span
+            for name in re.findall(r"\$\{?(\w+)", cmd[2]):
+                assert all(name in env for env in envs), (span, name)
             cmd = shlex.split(cmd[2])
         else:
             assert not re.search(r"\$\{?\w", span.split(" -- ", 1)[1]), (
@@ -1616,3 +1631,57 @@ def test_the_kubectl_exec_commands_of_operations_expand_the_pods_variables_in_th
             )
         if cmd[0] == "crlbuilder":
             crlbuilder_cli.parser().parse_args(cmd[1:])
+
+
+def _kubernetes_container_environments() -> dict[str, list[set[str]]]:
+    """For each container name of deploy/kubernetes/jpki-va.yaml's StatefulSets, the names of
+    its environment (its env and the ConfigMaps of its envFrom) in each that has one."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(K8S_JPKI_VA.read_text()) if d]
+    maps = {d["metadata"]["name"]: set(d["data"]) for d in docs if d["kind"] == "ConfigMap"}
+    out: dict[str, list[set[str]]] = {}
+    for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+        pod = sts["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            names = {e["name"] for e in c.get("env", [])}
+            for ref in c.get("envFrom", []):
+                names |= maps[ref["configMapRef"]["name"]]
+            out.setdefault(c["name"], []).append(names)
+    return out
+
+
+@pytest.mark.unit
+def test_the_kubernetes_adopt_steps_hold_each_statefulsets_builder_container() -> None:
+    """docs/operations.md's Kubernetes steps of "A record stream made again" hold the
+    builders by replacing the command of the container at an index of the pod template:
+    that container is the builder in every StatefulSet the steps name, the pods they delete
+    and adopt in are those StatefulSets' pods (the signer's first), the hold is undone and
+    the shipped update strategy put back."""
+    import yaml
+
+    text = OPERATIONS.read_text()
+    section = text.split("### A record stream made again", 1)[1].split("\n### ", 1)[0]
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", section, flags=re.S) if "kubectl" in b]
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
+    [index] = {int(i) for i in re.findall(r"/spec/template/spec/containers/(\d+)/command", block)}
+    loops = [ln.split(" in ", 1)[1].split(";")[0].split() for ln in lines if ln.startswith("for ")]
+    named = {tuple(w) for w in loops if w[0] == "jpki-va-signer"}
+    assert named == {("jpki-va-signer", "jpki-va")}, loops
+    docs = [d for d in yaml.safe_load_all(K8S_JPKI_VA.read_text()) if d]
+    sets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
+    pods = []
+    for name in ("jpki-va-signer", "jpki-va"):
+        spec = sets[name]["spec"]
+        assert spec["template"]["spec"]["containers"][index]["name"] == "builder", name
+        assert "updateStrategy" not in spec, name  # the default, RollingUpdate, put back
+        pods += [f"{name}-{i}" for i in range(spec["replicas"])]
+    [adopt_in] = [w for w in loops if w[0] == pods[0]]
+    assert adopt_in == pods, (adopt_in, pods)
+    deletes = [ln.split()[3:] for ln in lines if ln.startswith("kubectl delete pod ")]
+    assert deletes == [pods, pods], deletes
+    order = [ln.split()[1] for ln in lines if ln.startswith("kubectl ")]
+    hold = next(i for i, ln in enumerate(lines) if "containers/" in ln)
+    assert "rollout undo" in " ".join(lines[hold:]), "the hold is undone"
+    assert lines[-2].endswith('{"spec":{"updateStrategy":{"type":"RollingUpdate"}}}\''), lines[-2]
+    assert order.count("exec") == 1

@@ -465,6 +465,21 @@ def _adopt_step() -> str:
     return "\n".join(line.strip() for line in block.splitlines())
 
 
+def _pod_adopt_script() -> str:
+    """docs/operations.md's Kubernetes adopt, step 1: the script its ``kubectl exec POD -c
+    builder -- sh -c '...'`` runs in the pod's shell."""
+    import shlex
+
+    text = OPERATIONS.read_text(encoding="utf-8")
+    section = text.split("### A record stream made again", 1)[1].split("\n### ", 1)[0]
+    [line] = [ln.strip() for ln in section.splitlines() if ln.strip().startswith("kubectl exec ")]
+    words = shlex.split(line)
+    assert words[words.index("-c") + 1] == "builder", line
+    sh = words[words.index("--") + 1 :]
+    assert sh[:2] == ["sh", "-c"], line
+    return sh[2]
+
+
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS server, asyncio timeouts
 def test_the_adopt_step_of_operations_md_runs_as_written_on_a_node_laid_out_as_shipped(
@@ -557,6 +572,8 @@ def test_the_adopt_step_of_operations_md_runs_as_written_on_a_node_laid_out_as_s
         assert len(out.stderr.splitlines()) == 1, out.stderr
         assert data.read_bytes() == before
         publish(files[1:])
+        refused_store = tmp_path / "refused-store"  # for the pod's step, below
+        shutil.copytree(store, refused_store)
         out = step()
         assert out.returncode == 0, (script, out.stderr)
         assert out.stderr == "", out.stderr
@@ -566,6 +583,31 @@ def test_the_adopt_step_of_operations_md_runs_as_written_on_a_node_laid_out_as_s
         assert build().returncode == 0  # the builder follows the new stream
         adopted = BuilderConfig(store=StoreSection(path=str(store)))
         assert stream_seq(adopted) == 8  # the new stream's last
+        on_hosts = dump(adopted)
+
+        # the Kubernetes step: the same store, refused, in a pod whose builder is held; the
+        # script by the pod's shell in its builder container's environment (the pod's name,
+        # its seed and inbox, the ConfigMap's NATS and TLS CA; the volume under the test)
+        shutil.rmtree(store)
+        shutil.copytree(refused_store, store)
+        assert build().returncode == EXIT_STREAM_REFUSED
+        pod_env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "POD_NAME": "node1", "NATS": server.source, "JPKI_VA_NATS_TLS_CA": tls["ca.crt"],
+            **shipped.env("BUILDER/node1"),
+        }  # fmt: skip
+        pod_script = (
+            _pod_adopt_script()
+            .replace("/etc/jpki-va/builder.toml", str(etc / "builder.toml"))
+            .replace("/var/lib/jpki-va", str(var))
+        )
+        out = subprocess.run(["sh", "-c", pod_script], env=pod_env, check=False,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 0, (pod_script, out.stderr)
+        done = msgspec.json.decode(out.stdout.splitlines()[-1])
+        assert done["event"] == "stream-adopt" and done["was_seq"] == 6, done
+        assert build().returncode == 0
+        assert stream_seq(adopted) == 8 and dump(adopted) == on_hosts
 
 
 @pytest.mark.integration
