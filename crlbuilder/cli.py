@@ -350,6 +350,23 @@ _GET_FAILED: Final = (
 """What ``snapshot get``'s exit 1 adds to its error: what the operator does."""
 
 
+_GET_STATUSES: Final = (
+    "get's exit status: 0 got; "
+    f"{EXIT_NO_SNAPSHOT} no snapshot in the bucket, as JetStream answered (the bucket is "
+    "not there, or holds no snapshot): a first node, its builder fills an empty store from "
+    "the stream; 1 no NATS server answering (after --wait), JetStream failing, or a read "
+    "failed; 2 a refused command line, configuration or credential, or snapshot bytes "
+    "that are not a store (put a new one from a caught-up node); "
+    f"{EXIT_SNAPSHOT_REFUSED} the latest snapshot refused (of another instance of the "
+    "record stream, made again since, or a newer release's): put a snapshot from a node "
+    "that adopted the new stream (crlbuilder stream adopt, then crlbuilder snapshot put "
+    f"there). A new node's bootstrap lets its builder start on 0 and {EXIT_NO_SNAPSHOT} "
+    "only, and fails and is tried again on every other status: its builder does not start "
+    "on an empty store."
+)
+"""``snapshot get``'s exit statuses, in its ``--help`` and ``snapshot --help``."""
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     from crlbuilder import snapshot
     from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
@@ -741,22 +758,15 @@ def parser() -> argparse.ArgumentParser:
         description="put: a consistent copy of this node's store (its builder may run) into "
         "the snapshot bucket; get: the latest snapshot as the store (a new directory), after "
         "which `build --source ... --follow` applies the record stream from the snapshot's "
-        "sequence on. Prints one JSON line. get's exit status: 0 got; "
-        f"{EXIT_NO_SNAPSHOT} no snapshot in the bucket, as JetStream answered (the bucket is "
-        "not there, or holds no snapshot): a first node, its builder fills an empty store from "
-        "the stream; 1 no NATS server answering (after --wait), JetStream failing, or a read "
-        "failed; 2 a refused command line, configuration or credential, or snapshot bytes "
-        "that are not a store (put a new one from a caught-up node); "
-        f"{EXIT_SNAPSHOT_REFUSED} the latest snapshot refused (of another instance of the "
-        "record stream, made again since, or a newer release's): put a snapshot from a node "
-        "that adopted the new stream (crlbuilder stream adopt, then crlbuilder snapshot put "
-        f"there). A new node's bootstrap lets its builder start on 0 and {EXIT_NO_SNAPSHOT} "
-        "only, and fails and is tried again on every other status: its builder does not start "
-        "on an empty store.",
+        f"sequence on. Prints one JSON line. {_GET_STATUSES}",
     )
     sns = sn.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
     for action in ("put", "get"):
-        a = sns.add_parser(action, help="put this store" if action == "put" else "get the latest")
+        a = sns.add_parser(
+            action,
+            help="put this store" if action == "put" else "get the latest",
+            description=None if action == "put" else _GET_STATUSES,
+        )
         add_arguments(a)
         a.add_argument(
             "--wait",

@@ -1191,6 +1191,21 @@ def test_snapshot_get_from_a_bucket_without_a_snapshot_makes_no_directory(
         c.close()
 
 
+@pytest.mark.integration  # the command in a process
+def test_snapshot_get_help_names_each_exit_status_and_the_two_a_bootstrap_starts_on() -> None:
+    """`snapshot get --help` (and `snapshot --help`), in a process: each status and its case,
+    the operator's scripts' reference."""
+    for argv in (["snapshot", "get", "--help"], ["snapshot", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "crlbuilder.cli", *argv], check=True,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        text = " ".join(out.stdout.split())
+        for said in ("0 got;", f"{EXIT_NO_SNAPSHOT} no snapshot in the bucket, as JetStream",
+                     "1 no NATS server answering", "2 a refused command line",
+                     f"{EXIT_SNAPSHOT_REFUSED} the latest snapshot refused",
+                     f"lets its builder start on 0 and {EXIT_NO_SNAPSHOT} only"):  # fmt: skip
+            assert said in text, (argv, said, text)
+
+
 @pytest.mark.integration
 @pytest.mark.real_clock  # real NATS servers, asyncio timeouts
 def test_snapshot_get_says_no_snapshot_only_when_jetstream_answers_that_there_is_none(
