@@ -1685,3 +1685,185 @@ def test_the_kubernetes_adopt_steps_hold_each_statefulsets_builder_container() -
     assert "rollout undo" in " ".join(lines[hold:]), "the hold is undone"
     assert lines[-2].endswith('{"spec":{"updateStrategy":{"type":"RollingUpdate"}}}\''), lines[-2]
     assert order.count("exec") == 1
+
+
+def _shell_statements(block: str) -> list[list[str]]:
+    """The simple commands of a docs shell block, in order, each `for V in ...; do ...; done`
+    unrolled (``$V`` replaced by each item); `until ...; do ...; done` kept as one statement
+    starting with ``until`` (what it waits on). Enough of sh for the docs' blocks."""
+
+    def lex(line: str) -> list[str]:
+        sh = shlex.shlex(line, posix=True, punctuation_chars=";|&")
+        sh.whitespace_split = True
+        sh.commentors = "#"
+        return list(sh)
+
+    def split(tokens: list[str]) -> list[list[str]]:
+        out: list[list[str]] = [[]]
+        for t in tokens:
+            if t == ";":
+                out.append([])
+            else:
+                out[-1].append(t)
+        return [s for s in out if s]
+
+    lines = iter(block.splitlines())
+    out: list[list[str]] = []
+    for line in lines:
+        tokens = lex(line)
+        if not tokens:
+            continue
+        if tokens[0] == "until":
+            out.append(split(tokens)[0])
+            continue
+        if tokens[0] != "for":
+            out += split(tokens)
+            continue
+        var, items = tokens[1], tokens[3 : tokens.index(";")]
+        rest = tokens[tokens.index("do") + 1 :]
+        body: list[str] = []
+        if "done" in rest:
+            body = rest[: rest.index("done")]
+        else:
+            body = rest
+            for more in lines:
+                if lex(more)[:1] == ["done"]:
+                    break
+                body += [*lex(more), ";"]
+        for item in items:
+            out += split([t.replace(f"${var}", item) for t in body])
+    return out
+
+
+@pytest.mark.unit
+def test_the_kubernetes_adopt_steps_walk_an_api_server_as_it_answers() -> None:
+    """docs/operations.md's Kubernetes steps of "A record stream made again", walked against
+    a model of what the API server and the StatefulSet controller do with each command:
+
+    - a StatefulSet whose manifest names no update strategy is stored with the default,
+      ``{type: RollingUpdate, rollingUpdate: {partition: 0}}``; a patch making it
+      ``OnDelete`` that leaves ``rollingUpdate`` there is refused ("spec.updateStrategy.
+      rollingUpdate: Invalid value: ...: only allowed for updateStrategy 'RollingUpdate'",
+      apps validation; kubernetes/kubernetes#100151): the patch must set it to null;
+    - a deleted pod is made again by the controller afterwards: ``kubectl wait`` on a pod
+      not made yet fails at once (NotFound), so the steps wait for the pods to be there
+      first, and give ``--timeout`` (its default, 30 s, is shorter than a pod's start);
+    - the adopt runs in pods made from the held template (their builder waits, the store
+      written by no one); ``rollout undo`` takes the template of the revision before; at
+      the end each StatefulSet is stored exactly as before the steps, and its pods are
+      made from the shipped template."""
+    import copy
+
+    import yaml
+
+    def defaulted(spec: dict[str, object]) -> dict[str, object]:
+        spec = copy.deepcopy(spec)
+        strategy = spec.setdefault("updateStrategy", {})
+        assert isinstance(strategy, dict)
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            strategy.setdefault("rollingUpdate", {})
+            strategy["rollingUpdate"].setdefault("partition", 0)
+        return spec
+
+    def refused(name: str, spec: dict[str, object]) -> str | None:
+        strategy = spec["updateStrategy"]
+        assert isinstance(strategy, dict)
+        if strategy["type"] == "OnDelete" and strategy.get("rollingUpdate") is not None:
+            return (
+                f'The StatefulSet "{name}" is invalid: spec.updateStrategy.rollingUpdate: '
+                "Invalid value: ...: only allowed for updateStrategy 'RollingUpdate'"
+            )
+        return None
+
+    def merge(target: object, patch: object) -> object:  # RFC 7386 (maps: as strategic)
+        if not isinstance(patch, dict):
+            return patch
+        out = dict(target) if isinstance(target, dict) else {}
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = merge(out.get(k), v)
+        return out
+
+    text = OPERATIONS.read_text()
+    section = text.split("### A record stream made again", 1)[1].split("\n### ", 1)[0]
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", section, flags=re.S) if "kubectl" in b]
+    docs = [d for d in yaml.safe_load_all(K8S_JPKI_VA.read_text()) if d]
+    shipped = {
+        d["metadata"]["name"]: defaulted(d["spec"]) for d in docs if d["kind"] == "StatefulSet"
+    }
+    stored = copy.deepcopy(shipped)
+    history = {name: [copy.deepcopy(s["template"])] for name, s in stored.items()}
+    pods = {f"{n}-{i}": copy.deepcopy(s["template"]) for n, s in stored.items()
+            for i in range(s["replicas"])}  # fmt: skip
+    every_pod = sorted(pods, key=lambda p: not p.startswith("jpki-va-signer-"))  # signer first
+    made_later: dict[str, str] = {}  # deleted pods, the controller makes them again
+    adopted_in: list[str] = []
+
+    def statefulset_of(pod: str) -> str:
+        return pod.rsplit("-", 1)[0]
+
+    for cmd in _shell_statements(block):
+        if cmd[0] == "until":
+            assert cmd[1:4] == ["kubectl", "get", "pod"], cmd
+            for pod in (w for w in cmd[4:] if w in made_later):
+                pods[pod] = copy.deepcopy(stored[made_later.pop(pod)]["template"])
+            continue
+        if cmd[0] != "kubectl":
+            continue
+        verb = cmd[1]
+        if verb == "patch":
+            assert cmd[2] == "statefulset", cmd
+            name, body = cmd[3], json.loads(cmd[cmd.index("-p") + 1])
+            new = copy.deepcopy(stored[name])
+            if "--type=json" in cmd:
+                for op in body:
+                    assert op["op"] == "replace", op
+                    *path, last = op["path"].strip("/").split("/")
+                    node: object = {"spec": new}
+                    for p in path:
+                        node = node[int(p)] if isinstance(node, list) else node[p]  # type: ignore[index]
+                    assert isinstance(node, dict) and last in node, op  # replace: it is there
+                    node[last] = op["value"]
+            else:
+                merged = merge({"spec": new}, body)
+                assert isinstance(merged, dict)
+                new = defaulted(merged["spec"])
+            why = refused(name, new)
+            assert why is None, f"{' '.join(cmd)}: {why}"
+            if new["template"] != stored[name]["template"]:
+                history[name].append(copy.deepcopy(new["template"]))
+            stored[name] = new
+        elif verb == "delete":
+            assert cmd[2] == "pod", cmd
+            for pod in cmd[3:]:
+                del pods[pod]
+                made_later[pod] = statefulset_of(pod)
+        elif verb == "wait":
+            assert any(w.startswith("--timeout=") for w in cmd), f"{cmd}: 30 s by default"
+            for pod in (w.removeprefix("pod/") for w in cmd if w.startswith("pod/")):
+                assert pod in pods, f"{' '.join(cmd)}: pods {pod!r} not found (not made yet)"
+        elif verb == "exec":
+            pod = cmd[2]
+            assert pod in pods, f"{' '.join(cmd)}: pods {pod!r} not found"
+            builder = pods[pod]["spec"]["containers"][0]
+            assert builder["name"] == "builder" and builder["command"][0] == "sh", (
+                f"{pod}: the adopt runs beside a builder that writes the store"
+            )
+            adopted_in.append(pod)
+        elif verb == "rollout":
+            assert cmd[2:4] == ["undo", "statefulset"], cmd
+            name = cmd[4]
+            stored[name]["template"] = copy.deepcopy(history[name][-2])
+            history[name].append(copy.deepcopy(history[name][-2]))
+        else:
+            raise AssertionError(f"a kubectl command the model does not know: {cmd}")
+
+    assert adopted_in == every_pod, adopted_in
+    assert stored == shipped, "the StatefulSets are not as shipped after the steps"
+    for pod in made_later:  # made again after the last delete: from the shipped template
+        pods[pod] = copy.deepcopy(stored[statefulset_of(pod)]["template"])
+    for pod, template in pods.items():
+        assert template == shipped[statefulset_of(pod)]["template"], pod
