@@ -1315,6 +1315,63 @@ def test_snapshot_get_says_no_snapshot_only_when_jetstream_answers_that_there_is
 
 
 @pytest.mark.integration
+@pytest.mark.real_clock  # real NATS servers, asyncio timeouts
+def test_a_bucket_lost_with_the_record_stream_is_no_snapshot_and_the_docs_hold_new_nodes(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """What `snapshot get` cannot tell apart: the record stream made again while the bucket
+    kept its old snapshot is refused (3); made again with the bucket gone too (the servers'
+    JetStream storage lost, or both deleted) it is no snapshot (4), as for a first node, and
+    a new node would fill an empty store from the new stream (a rebuild, lapses dated anew).
+    docs/operations.md says so where an operator decides to start a node: row 4 of "Add a
+    node" and "A record stream made again" (no node starts from an empty store until the new
+    stream's snapshot is put); it said the bootstrap refuses and waits."""
+    from crlbuilder.stream import feed_id
+
+    def get() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source",
+             cluster.source, "--store", str(tmp_path / "node" / "store"),
+             "--snapshot-bucket", "LOST_SNAP", "--stream", "LOSTREC"],
+            check=False, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    c = Cluster(cluster.urls)
+    try:
+
+        async def stream_then_snapshot() -> None:
+            info = await c.js.add_stream(name="LOSTREC", subjects=["lostrec"])
+            assert info.created is not None
+            old = feed_id("LOSTREC", info.created).hex()
+            desc = snapshot.SnapshotInfo(
+                stream_seq=1, commit=1, size=7, release=str(release.CURRENT), feed=old
+            )
+            obs = await c.js.create_object_store("LOST_SNAP")
+            meta = ObjectMeta(name=snapshot.OBJECT, description=msgspec.json.encode(desc).decode())
+            await obs.put(snapshot.OBJECT, b"a store", meta=meta)
+            await c.js.delete_stream("LOSTREC")  # made again: a creation time of its own
+            await c.js.add_stream(name="LOSTREC", subjects=["lostrec"])
+
+        c.run(stream_then_snapshot())
+        kept = get()
+        assert kept.returncode == EXIT_SNAPSHOT_REFUSED, kept.stderr
+        c.run(c.js.delete_object_store("LOST_SNAP"))
+    finally:
+        c.close()
+    lost = get()
+    assert lost.returncode == EXIT_NO_SNAPSHOT, lost.stderr
+    assert "the bucket is not there" in lost.stderr and not (tmp_path / "node").exists()
+
+    ops = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    [row] = [ln for ln in ops.splitlines() if ln.startswith(f"   | {EXIT_NO_SNAPSHOT} |")]
+    assert "lost with a record stream made again" in row, row
+    made_again = ops.split("### A record stream made again", 1)[1].split("\n### ", 1)[0]
+    said = " ".join(made_again.split())
+    assert f"`snapshot get` finds no snapshot and exits {EXIT_NO_SNAPSHOT}" in said
+    assert "start no new node and no node whose store is lost" in said
+
+
+@pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS server and SoftHSM2 token, timed waits
 def test_a_stream_follower_outlives_a_token_gone_while_it_signs(
     tmp_path: Path, population: Path, demo_pki: tuple[Path, Manifest],
