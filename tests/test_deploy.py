@@ -1867,3 +1867,29 @@ def test_the_kubernetes_adopt_steps_walk_an_api_server_as_it_answers() -> None:
         pods[pod] = copy.deepcopy(stored[statefulset_of(pod)]["template"])
     for pod, template in pods.items():
         assert template == shipped[statefulset_of(pod)]["template"], pod
+
+
+@pytest.mark.unit
+def test_the_kubernetes_bootstraps_read_the_configuration_their_builder_reads() -> None:
+    """Each StatefulSet's `bootstrap` init container gets the snapshot with the builder's
+    own configuration (`--config`, mounted from the same volume and key): the record
+    stream's and the snapshot bucket's names are in it (`[stream] name`,
+    `snapshot_bucket`), which the builder and the signer's `snapshot` container read. Without
+    it `snapshot get` looks in the default bucket: a deployment naming its own finds none
+    there (exit 4, its pods started empty) and a snapshot of a stream made again is not
+    refused."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(K8S_JPKI_VA.read_text()) if d]
+    for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+        pod = sts["spec"]["template"]["spec"]
+        [boot] = pod["initContainers"]
+        [builder] = [c for c in pod["containers"] if c["name"] == "builder"]
+        [config] = [a.split("=", 1)[1] for a in builder["command"] if a.startswith("--config=")]
+        words = shlex.split(boot["args"][0])
+        get = words.index("get")
+        assert words[get - 2 : get] == ["crlbuilder", "snapshot"], words
+        rest = words[get + 1 : words.index("||", get)]
+        assert rest[rest.index("--config") + 1] == config, (sts["metadata"]["name"], rest)
+        [mount] = [m for m in builder["volumeMounts"] if m["mountPath"] == config]
+        assert mount in boot["volumeMounts"], (sts["metadata"]["name"], mount)

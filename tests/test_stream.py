@@ -1372,6 +1372,64 @@ def test_a_bucket_lost_with_the_record_stream_is_no_snapshot_and_the_docs_hold_n
 
 
 @pytest.mark.integration
+@pytest.mark.real_clock  # real NATS servers, asyncio timeouts
+def test_the_kubernetes_bootstrap_looks_in_the_bucket_its_configuration_names(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """The nodes' `bootstrap` init container (deploy/kubernetes, run by ``sh`` as written)
+    in a deployment whose builder.toml names its own record stream and snapshot bucket: the
+    latest snapshot there, of the stream's instance before it was made again, is refused
+    (3) and the pod does not start. It looked in the default bucket instead, found none
+    (4) and let the pod start empty on the stream made again."""
+    import yaml
+
+    from crlbuilder.stream import feed_id
+
+    c = Cluster(cluster.urls)
+    try:
+
+        async def stream_then_snapshot() -> None:
+            info = await c.js.add_stream(name="OWNREC", subjects=["ownrec"])
+            assert info.created is not None
+            desc = snapshot.SnapshotInfo(
+                stream_seq=3, commit=1, size=7, release=str(release.CURRENT),
+                feed=feed_id("OWNREC", info.created).hex(),
+            )  # fmt: skip
+            obs = await c.js.create_object_store("OWN_SNAPS")
+            meta = ObjectMeta(name=snapshot.OBJECT, description=msgspec.json.encode(desc).decode())
+            await obs.put(snapshot.OBJECT, b"a store", meta=meta)
+            await c.js.delete_stream("OWNREC")  # made again: a creation time of its own
+            await c.js.add_stream(name="OWNREC", subjects=["ownrec"])
+
+        c.run(stream_then_snapshot())
+    finally:
+        c.close()
+    config = tmp_path / "builder.toml"
+    config.write_text(
+        '[stream]\nname = "OWNREC"\nsubject = "ownrec"\nsnapshot_bucket = "OWN_SNAPS"\n'
+    )
+    manifest = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes" / "jpki-va.yaml"
+    [sts] = [
+        d for d in yaml.safe_load_all(manifest.read_text())
+        if d and d["kind"] == "StatefulSet" and d["metadata"]["name"] == "jpki-va"
+    ]  # fmt: skip
+    [boot] = sts["spec"]["template"]["spec"]["initContainers"]
+    script = (
+        str(boot["args"][0])
+        .replace("/etc/jpki-va/builder.toml", str(config))
+        .replace("/var/lib/jpki-va", str(tmp_path / "var"))
+        .replace("--wait 300", "--wait 5")
+    )
+    env = {**os.environ, "NATS": cluster.source,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    out = subprocess.run(["sh", "-c", script], env=env, check=False, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == EXIT_SNAPSHOT_REFUSED, (out.returncode, out.stderr)
+    assert "the latest snapshot in OWN_SNAPS" in out.stderr, out.stderr
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS server and SoftHSM2 token, timed waits
 def test_a_stream_follower_outlives_a_token_gone_while_it_signs(
     tmp_path: Path, population: Path, demo_pki: tuple[Path, Manifest],

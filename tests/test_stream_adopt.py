@@ -808,6 +808,10 @@ def test_a_new_node_does_not_start_empty_from_a_stream_made_again_until_an_adopt
             script = _init_script("jpki-va-signer" if role == "SIGNER" else "jpki-va")
             assert "--wait 300" in script
             script = script.replace("/var/lib/jpki-va", str(store.parent))
+            # the ConfigMap's builder.toml, the same file in every pod
+            script = script.replace(
+                "/etc/jpki-va/builder.toml", str(node1 / "etc/jpki-va/builder.toml")
+            )
             script = script.replace("--wait 300", f"--wait {wait}")
             env = {
                 "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
