@@ -14,7 +14,9 @@
     crlbuilder keys ...                    key ceremonies (two operators) and the operation log
 
 Exit codes: 0 done, 1 the work failed (summary says why), 2 bad usage or
-configuration.
+configuration; and a command's own: `build` 3 the record stream refused
+(`EXIT_STREAM_REFUSED`); `snapshot get` 3 the snapshot refused (`EXIT_SNAPSHOT_REFUSED`),
+4 no snapshot in the bucket (`EXIT_NO_SNAPSHOT`).
 """
 
 from __future__ import annotations
@@ -58,12 +60,24 @@ yet at start, which a restart does cure)."""
 EXIT_SNAPSHOT_REFUSED: Final = 3
 """``snapshot get``'s exit status when the latest snapshot cannot start this node
 (`snapshot.SnapshotRefused`: filled from another instance of the record stream, deleted and
-made again since, or put by a newer release). Distinct from 1, which includes "no snapshot
-yet" (a first node, which starts empty): a new node's bootstrap fails on this status only,
-so that its builder does not fill an empty store from a stream made again (a rebuild, whose
-lapses are dated by the republishing: docs/operations.md, "A record stream made again");
-getting it again says it again until a snapshot of the new stream is put. The number is
+made again since, or put by a newer release): a new node's bootstrap fails, so that its
+builder does not fill an empty store from a stream made again (a rebuild, whose lapses are
+dated by the republishing: docs/operations.md, "A record stream made again"); getting it
+again says it again until a snapshot of the new stream is put. The number is
 `EXIT_STREAM_REFUSED`'s: refused, and trying again will not help until the operator acts."""
+
+EXIT_NO_SNAPSHOT: Final = 4
+"""``snapshot get``'s exit status when the bucket holds no snapshot, as JetStream answered
+(`snapshot.NoSnapshot`: the bucket is not there, or holds no snapshot object): a first node,
+whose builder rightly applies the record stream from its start. The only status besides 0 on
+which a new node's bootstrap lets its builder start; every other (1: no NATS server
+answering, JetStream failing, a read failed; 2: a refused command line, configuration or
+credential, or bytes that are not a store; 3: refused; a crash) fails it, and it is tried
+again: nothing then tells whether the stream was made again since, and an empty store
+filled from a stream made again is a rebuild. Its own number, not 1: 1 is every command's
+"the work failed", and a Python crash's status; a unit or script that took 1 for "no
+snapshot, go on" still starts empty when NATS does not answer, so it must be replaced (a
+stale one fails a first node's bootstrap instead, which is safe and says so)."""
 
 
 def _seconds(text: str) -> float:
@@ -328,6 +342,31 @@ def _config_with_servers(
         return None
 
 
+_GET_FAILED: Final = (
+    "; nothing made, and no snapshot looked for or got: this node does not start from an empty "
+    "store (the record stream may have been made again since), get again once NATS answers "
+    "(a snapshot that cannot be read time after time: put a new one from a caught-up node)"
+)
+"""What ``snapshot get``'s exit 1 adds to its error: what the operator does."""
+
+
+_GET_STATUSES: Final = (
+    "get's exit status: 0 got; "
+    f"{EXIT_NO_SNAPSHOT} no snapshot in the bucket, as JetStream answered (the bucket is "
+    "not there, or holds no snapshot): a first node, its builder fills an empty store from "
+    "the stream; 1 no NATS server answering (after --wait), JetStream failing, or a read "
+    "failed; 2 a refused command line, configuration or credential, or snapshot bytes "
+    "that are not a store (put a new one from a caught-up node); "
+    f"{EXIT_SNAPSHOT_REFUSED} the latest snapshot refused (of another instance of the "
+    "record stream, made again since, or a newer release's): put a snapshot from a node "
+    "that adopted the new stream (crlbuilder stream adopt, then crlbuilder snapshot put "
+    f"there). A new node's bootstrap lets its builder start on 0 and {EXIT_NO_SNAPSHOT} "
+    "only, and fails and is tried again on every other status: its builder does not start "
+    "on an empty store."
+)
+"""``snapshot get``'s exit statuses, in its ``--help`` and ``snapshot --help``."""
+
+
 def _snapshot(args: argparse.Namespace) -> int:
     from crlbuilder import snapshot
     from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
@@ -352,7 +391,8 @@ def _snapshot(args: argparse.Namespace) -> int:
         except ClusterError as e:
             left = deadline - time.monotonic()
             if left <= 0:
-                print(f"{what}: error: {e}", file=sys.stderr)
+                print(f"{what}: error: {e}{_GET_FAILED if args.snapshot_command == 'get' else ''}",
+                      file=sys.stderr)  # fmt: skip
                 return 1
             # a node's bootstrap may run before its NATS server answers (--wait)
             pause = min(SNAPSHOT_RETRY_SECONDS, left)
@@ -368,14 +408,24 @@ def _snapshot(args: argparse.Namespace) -> int:
         else:
             feed = current_feed_id(cluster, cfg.stream.name)  # None: no stream yet
             info = snapshot.get(cluster, bucket, Path(cfg.store.path), feed=feed)
+    except snapshot.NoSnapshot as e:  # get only: a first node
+        print(f"{what}: {e}; its builder applies the record stream from its start",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_NO_SNAPSHOT
     except snapshot.SnapshotRefused as e:
         print(f"{what}: error: {e}", file=sys.stderr)
         return EXIT_SNAPSHOT_REFUSED if args.snapshot_command == "get" else 2
+    except snapshot.SnapshotDamaged as e:
+        print(f"{what}: error: {e}; nothing made: put a new snapshot from a caught-up node "
+              "(crlbuilder snapshot put there), then get again; this node does not start "
+              "from an empty store", file=sys.stderr)  # fmt: skip
+        return 2
     except StoreFormatError as e:
         print(f"{what}: error: {e}", file=sys.stderr)
         return 2
     except (ClusterError, snapshot.SnapshotCopyError) as e:
-        print(f"{what}: error: {e}", file=sys.stderr)
+        print(f"{what}: error: {e}{_GET_FAILED if args.snapshot_command == 'get' else ''}",
+              file=sys.stderr)  # fmt: skip
         return 1
     finally:
         cluster.close()
@@ -708,16 +758,15 @@ def parser() -> argparse.ArgumentParser:
         description="put: a consistent copy of this node's store (its builder may run) into "
         "the snapshot bucket; get: the latest snapshot as the store (a new directory), after "
         "which `build --source ... --follow` applies the record stream from the snapshot's "
-        "sequence on. Prints one JSON line. get's exit status: 1 no snapshot yet (a first "
-        "node: its builder fills an empty store from the stream) or no NATS server answering; "
-        "3 the latest snapshot refused (of another instance of the record stream, made again "
-        "since, or a newer release's): a new node's bootstrap fails and its builder does not "
-        "start until a snapshot of the new stream is put from a node that adopted it "
-        "(crlbuilder stream adopt, then crlbuilder snapshot put there).",
+        f"sequence on. Prints one JSON line. {_GET_STATUSES}",
     )
     sns = sn.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
     for action in ("put", "get"):
-        a = sns.add_parser(action, help="put this store" if action == "put" else "get the latest")
+        a = sns.add_parser(
+            action,
+            help="put this store" if action == "put" else "get the latest",
+            description=None if action == "put" else _GET_STATUSES,
+        )
         add_arguments(a)
         a.add_argument(
             "--wait",

@@ -24,6 +24,16 @@ record stream made again"). The command says so by its own exit status
 leave its builder to fill an empty store from the stream made again. Both are judged from the
 object's description before its bytes are read (and again from the store read), so bytes
 that cannot be read or opened, which give another status, do not hide them.
+
+Starting empty (the builder applies the stream from its start) is right for a first node
+only, so `get` says "no snapshot" (`NoSnapshot`, the command's own status
+`crlbuilder.cli.EXIT_NO_SNAPSHOT`) only on JetStream's own answer that there is none: the
+bucket's stream does not exist (stream not found), or the bucket holds no description of the
+snapshot (no message found, or one saying it was deleted). Everything else that keeps a
+snapshot from being taken (no NATS server answering, JetStream refusing or not answering,
+a read that fails, bytes that are not a store: `SnapshotDamaged`) is a failure, on which a
+new node's bootstrap fails and is tried again: it cannot tell whether the stream was made
+again since, and an empty store filled from a stream made again is a rebuild.
 """
 
 from __future__ import annotations
@@ -75,6 +85,24 @@ class SnapshotInfo(msgspec.Struct, frozen=True, kw_only=True):
     """The record stream its store was filled from, `META_FEED_ID` in hex (empty: none named)."""
 
 
+STREAM_NOT_FOUND: Final = 10059
+"""JetStream's error code for "stream not found" (``JSStreamNotFoundErr``): of all answers to
+the bucket's stream info, the one that says the bucket is not there."""
+
+
+class NoSnapshot(ClusterError):
+    """The bucket holds no snapshot, as JetStream answered: its stream is not there (stream
+    not found), or there is no description of the snapshot object in it (no message found,
+    the bucket emptied or its put failed; or the latest description says it was deleted).
+    Starting empty is right then (a first node). Never raised for no answer, another error
+    of NATS or JetStream, or a snapshot that went while it was read (`ClusterError`)."""
+
+
+class SnapshotDamaged(Exception):
+    """The latest snapshot's bytes are not a store (another format, not LMDB), or not the
+    store its description names; nothing made. A new one put from a caught-up node cures it."""
+
+
 class SnapshotRefused(Exception):
     """The latest snapshot cannot start this node (a newer release's, another stream's), or
     this store is not to be put (its builder refused the stream); the message says why and
@@ -89,16 +117,24 @@ class Bucket:
 
 def _bucket(cluster: Cluster, bucket: Bucket, *, create: bool) -> ObjectStore:
     """The bucket; made when ``create`` (a put), else one that is not there has no snapshot
-    (a get leaves the cluster as it was)."""
+    (`NoSnapshot`, only when JetStream answered "stream not found" for its stream; a get
+    leaves the cluster as it was)."""
 
     async def go() -> ObjectStore:
+        if not create:
+            stream = f"OBJ_{bucket.name}"
+            try:
+                await cluster.js.stream_info(stream)
+            except nats.js.errors.NotFoundError as e:
+                if e.err_code != STREAM_NOT_FOUND:
+                    raise
+                raise NoSnapshot(
+                    f"no snapshot in {bucket.name}: the bucket is not there (a first node)"
+                ) from None
+            return ObjectStore(name=bucket.name, stream=stream, js=cluster.js)
         try:
             return await cluster.js.object_store(bucket.name)
         except nats.js.errors.BucketNotFoundError:
-            if not create:
-                raise ClusterError(
-                    f"no snapshot in {bucket.name} (put one from a caught-up node)"
-                ) from None
             cfg = ObjectStoreConfig(
                 bucket=bucket.name,
                 replicas=replicas_for(cluster.cluster_size(), bucket.replicas),
@@ -177,9 +213,9 @@ def _read(cluster: Cluster, obs: ObjectStore, bucket: Bucket, f: BinaryIO) -> st
         except ObjectGone as e:
             if attempt == READ_ATTEMPTS:
                 raise ClusterError(f"getting the snapshot: {e}; {attempt} reads in a row") from None
-        except nats.js.errors.ObjectNotFoundError:
+        except nats.js.errors.ObjectNotFoundError:  # there when asked: not "no snapshot"
             raise ClusterError(
-                f"no snapshot in {bucket.name} (put one from a caught-up node)"
+                f"getting the snapshot from {bucket.name}: it was deleted while read"
             ) from None
         except (nats.errors.Error, TimeoutError, ObjectReadError) as e:
             raise ClusterError(f"getting the snapshot from {bucket.name}: {e}") from None
@@ -193,7 +229,9 @@ def get(
     store is there). The object store checks the bytes against their SHA-256 digest; the
     store's format, the release that put it and, given ``feed`` (the record stream's
     `crlbuilder.stream.feed_id` as it stands), the stream it was filled from are checked
-    before it is moved into place (`SnapshotRefused`)."""
+    before it is moved into place (`SnapshotRefused`). `NoSnapshot` when the bucket holds
+    none, `SnapshotDamaged` for bytes that are not the store described, `ClusterError` when
+    the cluster does not answer or fails; nothing is made in each case."""
     if (target / "data.mdb").exists():
         raise sf.StoreFormatError(f"{target}: a store is already there; give a new directory")
     obs = _bucket(cluster, bucket, create=False)
@@ -222,11 +260,17 @@ def get(
         except msgspec.DecodeError:
             raise ClusterError(f"{bucket.name}/{OBJECT}: no snapshot description") from None
         _refuse(bucket, info, feed)  # again: a newer snapshot may have been read
-        snap = Store.open(tmp, readonly=False)  # raises StoreFormatError for another format
+        try:
+            snap = Store.open(tmp, readonly=False)
+        except sf.StoreFormatError as e:  # another format, or not LMDB
+            raise SnapshotDamaged(f"the latest snapshot in {bucket.name}: {e}") from None
         try:
             with snap.read() as r:
                 if r.stream_seq() != info.stream_seq:
-                    raise sf.StoreFormatError(f"{bucket.name}/{OBJECT}: not the snapshot described")
+                    raise SnapshotDamaged(
+                        f"the latest snapshot in {bucket.name}: not the store its description "
+                        f"names (sequence {r.stream_seq()}, described {info.stream_seq})"
+                    )
                 if feed is not None and r.feed_id() and r.stream_seq() and r.feed_id() != feed:
                     raise SnapshotRefused(_made_again(bucket, r.stream_seq()))
             with Commit(snap) as c:  # what the snapshot's node saw of the stream is not ours:
@@ -266,8 +310,10 @@ def _made_again(bucket: Bucket, seq: int) -> str:
 
 
 def _check_there(cluster: Cluster, obs: ObjectStore, bucket: Bucket) -> str | None:
-    """The latest snapshot's description; ClusterError when the bucket holds no snapshot (a
-    bucket whose put failed, or emptied)."""
+    """The latest snapshot's description; `NoSnapshot` when the bucket holds none (a bucket
+    whose put failed, emptied, or the snapshot deleted): nats-py's ``ObjectNotFoundError``,
+    which it raises for JetStream's 404 to the last description (no message found; stream
+    not found, the bucket deleted since) and for a description saying deleted, nothing else."""
 
     async def go() -> str | None:
         return (await obs.get_info(OBJECT)).description
@@ -275,8 +321,8 @@ def _check_there(cluster: Cluster, obs: ObjectStore, bucket: Bucket) -> str | No
     try:
         return cluster.run(go())
     except nats.js.errors.ObjectNotFoundError:
-        raise ClusterError(
-            f"no snapshot in {bucket.name} (put one from a caught-up node)"
+        raise NoSnapshot(
+            f"no snapshot in {bucket.name}: the bucket holds none (a first node)"
         ) from None
     except (nats.errors.Error, TimeoutError) as e:
         raise ClusterError(f"getting the snapshot from {bucket.name}: {e}") from None

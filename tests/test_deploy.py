@@ -101,6 +101,7 @@ TIMERS = (NODE_COMPACT_TIMER, NODE_SNAPSHOT_TIMER)
 CLUSTER_ENV = UNITS / "cluster.env"
 SYSUSERS = UNITS / "jpki-va.conf"
 OPERATIONS = ROOT / "docs" / "operations.md"
+K8S_JPKI_VA = ROOT / "deploy" / "kubernetes" / "jpki-va.yaml"
 BIN = Path(sys.executable).parent
 
 # The metric contract (names fixed between the responder's metrics, the alert
@@ -783,11 +784,14 @@ def test_the_node_units_run_a_node_of_several() -> None:
         assert unit_settings(timer_file, "Install")["WantedBy"] == ["timers.target"]
 
     # a new node's store from the latest snapshot, before its builder (the pod's init
-    # container): skipped where a store exists; no snapshot (1) lets the builder start, a
-    # refused one (3: the record stream made again since) does not (Requires=, After=)
+    # container): skipped where a store exists; no snapshot in the bucket (4) lets the
+    # builder start, every other failure (NATS not answering, a failed read, a refused
+    # snapshot) does not (Requires=, After=), and the unit is tried again
     boot = unit_settings(NODE_BOOTSTRAP_UNIT)
     assert boot["Type"] == ["oneshot"] and boot["ExecStart"][0].startswith("/")
-    assert boot["SuccessExitStatus"] == ["1 2"]
+    assert boot["SuccessExitStatus"] == [str(crlbuilder_cli.EXIT_NO_SNAPSHOT)]
+    assert boot["Restart"] == ["on-failure"] and "RestartPreventExitStatus" not in boot
+    assert boot["RestartSec"] == ["30s"]  # tried again, not in a tight loop
     args = crlbuilder_cli.parser().parse_args(_exec_argv(NODE_BOOTSTRAP_UNIT)[1:])
     assert (args.command, args.snapshot_command) == ("snapshot", "get") and args.wait > 0
     assert str(args.store) == "/var/lib/jpki-va/store"
@@ -1600,13 +1604,27 @@ def test_the_kubectl_exec_commands_of_operations_expand_the_pods_variables_in_th
     line (``crlbuilder``'s parser takes them)."""
     from crlbuilder import cli as crlbuilder_cli
 
-    spans = re.findall(r"`(kubectl\s+exec\s[^`]*)`", OPERATIONS.read_text(), flags=re.DOTALL)
+    text = OPERATIONS.read_text()
+    spans = re.findall(r"`(kubectl\s+exec\s[^`]*)`", text, flags=re.DOTALL)
     assert spans, "operations.md shows no kubectl exec command"
-    for span in spans:
-        words = shlex.split(" ".join(span.split()))
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)  # its shell blocks' lines too
+    in_blocks = [ln.strip() for b in blocks for ln in b.splitlines() if "kubectl exec " in ln]
+    assert in_blocks, "operations.md's shell blocks show no kubectl exec command"
+    environments = _kubernetes_container_environments()
+    for span in spans + in_blocks:
+        words = shlex.split(" ".join(span.split()), comments=True)
         cmd = words[words.index("--") + 1 :]
+        ends = [i for i, w in enumerate(cmd) if w in ("||", "&&", ";", "|")]
+        cmd = cmd[: ends[0]] if ends else cmd  # what the operator's shell does after it
         if cmd[:2] == ["sh", "-c"]:
             assert len(cmd) == 3, span
+            # every variable the pod's shell reads is in that container's environment, in
+            # each StatefulSet that has a container of that name
+            container = words[words.index("-c") + 1]
+            envs = environments[container]
+            assert envs, span
+            for name in re.findall(r"\$\{?(\w+)", cmd[2]):
+                assert all(name in env for env in envs), (span, name)
             cmd = shlex.split(cmd[2])
         else:
             assert not re.search(r"\$\{?\w", span.split(" -- ", 1)[1]), (
@@ -1614,3 +1632,265 @@ def test_the_kubectl_exec_commands_of_operations_expand_the_pods_variables_in_th
             )
         if cmd[0] == "crlbuilder":
             crlbuilder_cli.parser().parse_args(cmd[1:])
+
+
+def _kubernetes_container_environments() -> dict[str, list[set[str]]]:
+    """For each container name of deploy/kubernetes/jpki-va.yaml's StatefulSets, the names of
+    its environment (its env and the ConfigMaps of its envFrom) in each that has one."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(K8S_JPKI_VA.read_text()) if d]
+    maps = {d["metadata"]["name"]: set(d["data"]) for d in docs if d["kind"] == "ConfigMap"}
+    out: dict[str, list[set[str]]] = {}
+    for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+        pod = sts["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            names = {e["name"] for e in c.get("env", [])}
+            for ref in c.get("envFrom", []):
+                names |= maps[ref["configMapRef"]["name"]]
+            out.setdefault(c["name"], []).append(names)
+    return out
+
+
+@pytest.mark.unit
+def test_the_kubernetes_adopt_steps_hold_each_statefulsets_builder_container() -> None:
+    """docs/operations.md's Kubernetes steps of "A record stream made again" hold the
+    builders by replacing the command of the container at an index of the pod template:
+    that container is the builder in every StatefulSet the steps name, the pods they delete
+    and adopt in are those StatefulSets' pods (the signer's first), the hold is undone and
+    the shipped update strategy put back."""
+    import yaml
+
+    text = OPERATIONS.read_text()
+    section = text.split("### A record stream made again", 1)[1].split("\n### ", 1)[0]
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", section, flags=re.S) if "kubectl" in b]
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip()]
+    [index] = {int(i) for i in re.findall(r"/spec/template/spec/containers/(\d+)/command", block)}
+    loops = [ln.split(" in ", 1)[1].split(";")[0].split() for ln in lines if ln.startswith("for ")]
+    named = {tuple(w) for w in loops if w[0] == "jpki-va-signer"}
+    assert named == {("jpki-va-signer", "jpki-va")}, loops
+    docs = [d for d in yaml.safe_load_all(K8S_JPKI_VA.read_text()) if d]
+    sets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "StatefulSet"}
+    pods = []
+    for name in ("jpki-va-signer", "jpki-va"):
+        spec = sets[name]["spec"]
+        assert spec["template"]["spec"]["containers"][index]["name"] == "builder", name
+        assert "updateStrategy" not in spec, name  # the default, RollingUpdate, put back
+        pods += [f"{name}-{i}" for i in range(spec["replicas"])]
+    [adopt_in] = [w for w in loops if w[0] == pods[0]]
+    assert adopt_in == pods, (adopt_in, pods)
+    deletes = [ln.split()[3:] for ln in lines if ln.startswith("kubectl delete pod ")]
+    assert deletes == [pods, pods], deletes
+    order = [ln.split()[1] for ln in lines if ln.startswith("kubectl ")]
+    hold = next(i for i, ln in enumerate(lines) if "containers/" in ln)
+    assert "rollout undo" in " ".join(lines[hold:]), "the hold is undone"
+    assert lines[-2].endswith('{"spec":{"updateStrategy":{"type":"RollingUpdate"}}}\''), lines[-2]
+    assert order.count("exec") == 1
+
+
+def _shell_statements(block: str) -> list[list[str]]:
+    """The simple commands of a docs shell block, in order, each `for V in ...; do ...; done`
+    unrolled (``$V`` replaced by each item); `until ...; do ...; done` kept as one statement
+    starting with ``until`` (what it waits on). Enough of sh for the docs' blocks."""
+
+    def lex(line: str) -> list[str]:
+        sh = shlex.shlex(line, posix=True, punctuation_chars=";|&")
+        sh.whitespace_split = True
+        sh.commentors = "#"
+        return list(sh)
+
+    def split(tokens: list[str]) -> list[list[str]]:
+        out: list[list[str]] = [[]]
+        for t in tokens:
+            if t == ";":
+                out.append([])
+            else:
+                out[-1].append(t)
+        return [s for s in out if s]
+
+    lines = iter(block.splitlines())
+    out: list[list[str]] = []
+    for line in lines:
+        tokens = lex(line)
+        if not tokens:
+            continue
+        if tokens[0] == "until":
+            out.append(split(tokens)[0])
+            continue
+        if tokens[0] != "for":
+            out += split(tokens)
+            continue
+        var, items = tokens[1], tokens[3 : tokens.index(";")]
+        rest = tokens[tokens.index("do") + 1 :]
+        body: list[str] = []
+        if "done" in rest:
+            body = rest[: rest.index("done")]
+        else:
+            body = rest
+            for more in lines:
+                if lex(more)[:1] == ["done"]:
+                    break
+                body += [*lex(more), ";"]
+        for item in items:
+            out += split([t.replace(f"${var}", item) for t in body])
+    return out
+
+
+@pytest.mark.unit
+def test_the_kubernetes_adopt_steps_walk_an_api_server_as_it_answers() -> None:
+    """docs/operations.md's Kubernetes steps of "A record stream made again", walked against
+    a model of what the API server and the StatefulSet controller do with each command:
+
+    - a StatefulSet whose manifest names no update strategy is stored with the default,
+      ``{type: RollingUpdate, rollingUpdate: {partition: 0}}``; a patch making it
+      ``OnDelete`` that leaves ``rollingUpdate`` there is refused ("spec.updateStrategy.
+      rollingUpdate: Invalid value: ...: only allowed for updateStrategy 'RollingUpdate'",
+      apps validation; kubernetes/kubernetes#100151): the patch must set it to null;
+    - a deleted pod is made again by the controller afterwards: ``kubectl wait`` on a pod
+      not made yet fails at once (NotFound), so the steps wait for the pods to be there
+      first, and give ``--timeout`` (its default, 30 s, is shorter than a pod's start);
+    - the adopt runs in pods made from the held template (their builder waits, the store
+      written by no one); ``rollout undo`` takes the template of the revision before; at
+      the end each StatefulSet is stored exactly as before the steps, and its pods are
+      made from the shipped template."""
+    import copy
+
+    import yaml
+
+    def defaulted(spec: dict[str, object]) -> dict[str, object]:
+        spec = copy.deepcopy(spec)
+        strategy = spec.setdefault("updateStrategy", {})
+        assert isinstance(strategy, dict)
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            strategy.setdefault("rollingUpdate", {})
+            strategy["rollingUpdate"].setdefault("partition", 0)
+        return spec
+
+    def refused(name: str, spec: dict[str, object]) -> str | None:
+        strategy = spec["updateStrategy"]
+        assert isinstance(strategy, dict)
+        if strategy["type"] == "OnDelete" and strategy.get("rollingUpdate") is not None:
+            return (
+                f'The StatefulSet "{name}" is invalid: spec.updateStrategy.rollingUpdate: '
+                "Invalid value: ...: only allowed for updateStrategy 'RollingUpdate'"
+            )
+        return None
+
+    def merge(target: object, patch: object) -> object:  # RFC 7386 (maps: as strategic)
+        if not isinstance(patch, dict):
+            return patch
+        out = dict(target) if isinstance(target, dict) else {}
+        for k, v in patch.items():
+            if v is None:
+                out.pop(k, None)
+            else:
+                out[k] = merge(out.get(k), v)
+        return out
+
+    text = OPERATIONS.read_text()
+    section = text.split("### A record stream made again", 1)[1].split("\n### ", 1)[0]
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", section, flags=re.S) if "kubectl" in b]
+    docs = [d for d in yaml.safe_load_all(K8S_JPKI_VA.read_text()) if d]
+    shipped = {
+        d["metadata"]["name"]: defaulted(d["spec"]) for d in docs if d["kind"] == "StatefulSet"
+    }
+    stored = copy.deepcopy(shipped)
+    history = {name: [copy.deepcopy(s["template"])] for name, s in stored.items()}
+    pods = {f"{n}-{i}": copy.deepcopy(s["template"]) for n, s in stored.items()
+            for i in range(s["replicas"])}  # fmt: skip
+    every_pod = sorted(pods, key=lambda p: not p.startswith("jpki-va-signer-"))  # signer first
+    made_later: dict[str, str] = {}  # deleted pods, the controller makes them again
+    adopted_in: list[str] = []
+
+    def statefulset_of(pod: str) -> str:
+        return pod.rsplit("-", 1)[0]
+
+    for cmd in _shell_statements(block):
+        if cmd[0] == "until":
+            assert cmd[1:4] == ["kubectl", "get", "pod"], cmd
+            for pod in (w for w in cmd[4:] if w in made_later):
+                pods[pod] = copy.deepcopy(stored[made_later.pop(pod)]["template"])
+            continue
+        if cmd[0] != "kubectl":
+            continue
+        verb = cmd[1]
+        if verb == "patch":
+            assert cmd[2] == "statefulset", cmd
+            name, body = cmd[3], json.loads(cmd[cmd.index("-p") + 1])
+            new = copy.deepcopy(stored[name])
+            if "--type=json" in cmd:
+                for op in body:
+                    assert op["op"] == "replace", op
+                    *path, last = op["path"].strip("/").split("/")
+                    node: object = {"spec": new}
+                    for p in path:
+                        node = node[int(p)] if isinstance(node, list) else node[p]  # type: ignore[index]
+                    assert isinstance(node, dict) and last in node, op  # replace: it is there
+                    node[last] = op["value"]
+            else:
+                merged = merge({"spec": new}, body)
+                assert isinstance(merged, dict)
+                new = defaulted(merged["spec"])
+            why = refused(name, new)
+            assert why is None, f"{' '.join(cmd)}: {why}"
+            if new["template"] != stored[name]["template"]:
+                history[name].append(copy.deepcopy(new["template"]))
+            stored[name] = new
+        elif verb == "delete":
+            assert cmd[2] == "pod", cmd
+            for pod in cmd[3:]:
+                del pods[pod]
+                made_later[pod] = statefulset_of(pod)
+        elif verb == "wait":
+            assert any(w.startswith("--timeout=") for w in cmd), f"{cmd}: 30 s by default"
+            for pod in (w.removeprefix("pod/") for w in cmd if w.startswith("pod/")):
+                assert pod in pods, f"{' '.join(cmd)}: pods {pod!r} not found (not made yet)"
+        elif verb == "exec":
+            pod = cmd[2]
+            assert pod in pods, f"{' '.join(cmd)}: pods {pod!r} not found"
+            builder = pods[pod]["spec"]["containers"][0]
+            assert builder["name"] == "builder" and builder["command"][0] == "sh", (
+                f"{pod}: the adopt runs beside a builder that writes the store"
+            )
+            adopted_in.append(pod)
+        elif verb == "rollout":
+            assert cmd[2:4] == ["undo", "statefulset"], cmd
+            name = cmd[4]
+            stored[name]["template"] = copy.deepcopy(history[name][-2])
+            history[name].append(copy.deepcopy(history[name][-2]))
+        else:
+            raise AssertionError(f"a kubectl command the model does not know: {cmd}")
+
+    assert adopted_in == every_pod, adopted_in
+    assert stored == shipped, "the StatefulSets are not as shipped after the steps"
+    for pod in made_later:  # made again after the last delete: from the shipped template
+        pods[pod] = copy.deepcopy(stored[statefulset_of(pod)]["template"])
+    for pod, template in pods.items():
+        assert template == shipped[statefulset_of(pod)]["template"], pod
+
+
+@pytest.mark.unit
+def test_the_kubernetes_bootstraps_read_the_configuration_their_builder_reads() -> None:
+    """Each StatefulSet's `bootstrap` init container gets the snapshot with the builder's
+    own configuration (`--config`, mounted from the same volume and key): the record
+    stream's and the snapshot bucket's names are in it (`[stream] name`,
+    `snapshot_bucket`), which the builder and the signer's `snapshot` container read. Without
+    it `snapshot get` looks in the default bucket: a deployment naming its own finds none
+    there (exit 4, its pods started empty) and a snapshot of a stream made again is not
+    refused."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all(K8S_JPKI_VA.read_text()) if d]
+    for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+        pod = sts["spec"]["template"]["spec"]
+        [boot] = pod["initContainers"]
+        [builder] = [c for c in pod["containers"] if c["name"] == "builder"]
+        [config] = [a.split("=", 1)[1] for a in builder["command"] if a.startswith("--config=")]
+        words = shlex.split(boot["args"][0])
+        get = words.index("get")
+        assert words[get - 2 : get] == ["crlbuilder", "snapshot"], words
+        rest = words[get + 1 : words.index("||", get)]
+        assert rest[rest.index("--config") + 1] == config, (sts["metadata"]["name"], rest)
+        [mount] = [m for m in builder["volumeMounts"] if m["mountPath"] == config]
+        assert mount in boot["volumeMounts"], (sts["metadata"]["name"], mount)

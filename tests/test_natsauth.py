@@ -612,7 +612,8 @@ def test_every_kubernetes_container_on_nats_mounts_its_roles_seed_only() -> None
             assert secret["secretName"] == "jpki-va-nats" and secret["defaultMode"] == 0o400
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             if sts["metadata"]["name"] == "jpki-va-signer":
-                role = {"builder": "signer", "snapshot": "snapshot"}[c["name"]]
+                signer_roles = {"bootstrap": "signer", "builder": "signer", "snapshot": "snapshot"}
+                role = signer_roles[c["name"]]
             else:
                 role = expected[c["name"]]
             # its user's own inbox, in every pod (the only one the servers let it read)
@@ -634,7 +635,7 @@ def test_every_kubernetes_container_on_nats_mounts_its_roles_seed_only() -> None
                     assert signer.node == signer.consumer == pods[0]
             assert {"configMapRef": {"name": "jpki-va-config"}} in c["envFrom"]
             seen += 1
-    assert seen == 7
+    assert seen == 8
 
 
 def test_a_responder_reloaded_with_another_seed_uses_it_for_the_watch_stream(

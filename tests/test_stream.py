@@ -38,7 +38,7 @@ from nats.js.api import ObjectMeta
 from crlbuilder import jetstream, release, snapshot
 from crlbuilder.apply import from_epoch
 from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
-from crlbuilder.cli import EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
+from crlbuilder.cli import EXIT_NO_SNAPSHOT, EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
 from crlbuilder.ingest import MAX_LINE, Rejected
@@ -1117,7 +1117,7 @@ def test_snapshot_get_with_wait_reaches_a_server_that_starts_meanwhile(
         with nats_server(tmp_path / "late-server", port):
             until(lambda: p.poll() is not None, 30, "the command's end")
     text = log.read_text()
-    assert p.returncode == 1 and "no snapshot in" in text, text[-2000:]
+    assert p.returncode == EXIT_NO_SNAPSHOT and "no snapshot in" in text, text[-2000:]
     assert "Traceback" not in text
 
 
@@ -1238,6 +1238,244 @@ def test_snapshot_get_from_a_bucket_without_a_snapshot_makes_no_directory(
         assert not (tmp_path / "new").exists()
     finally:
         c.close()
+
+
+@pytest.mark.integration  # the command in a process
+def test_snapshot_get_help_names_each_exit_status_and_the_two_a_bootstrap_starts_on() -> None:
+    """`snapshot get --help` (and `snapshot --help`), in a process: each status and its case,
+    the operator's scripts' reference."""
+    for argv in (["snapshot", "get", "--help"], ["snapshot", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "crlbuilder.cli", *argv], check=True,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        text = " ".join(out.stdout.split())
+        for said in ("0 got;", f"{EXIT_NO_SNAPSHOT} no snapshot in the bucket, as JetStream",
+                     "1 no NATS server answering", "2 a refused command line",
+                     f"{EXIT_SNAPSHOT_REFUSED} the latest snapshot refused",
+                     f"lets its builder start on 0 and {EXIT_NO_SNAPSHOT} only"):  # fmt: skip
+            assert said in text, (argv, said, text)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # real NATS servers, asyncio timeouts
+def test_snapshot_get_says_no_snapshot_only_when_jetstream_answers_that_there_is_none(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """`snapshot get`'s exit status for each case. No snapshot in the bucket, as JetStream
+    answered it (the bucket not there; there and empty; its snapshot deleted): its own status
+    (`EXIT_NO_SNAPSHOT`), the one besides 0 on which a new node's bootstrap lets its builder
+    start empty. Never for what cannot tell whether there is one: no NATS server answering,
+    a server without JetStream, a bucket there whose snapshot JetStream does not give (here a
+    user not allowed to read it), each 1; nor for bytes that are not a store, 2. Each failure
+    says that the node does not start from an empty store, and what to do; nothing made."""
+    from crlbuilder.natsauth import NatsAuth, new_user_seed
+    from tests.support.nats import NATS_SERVER
+
+    def get(
+        bucket: str, source: str = cluster.source, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        target = tmp_path / bucket / "node" / "store"
+        out = subprocess.run(
+            [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source", source,
+             "--store", str(target), "--snapshot-bucket", bucket, "--stream", "nostream"],
+            env=env, check=False, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert "Traceback" not in out.stderr and not (tmp_path / bucket).exists(), out.stderr
+        return out
+
+    def no_snapshot(out: subprocess.CompletedProcess[str], why: str) -> None:
+        assert out.returncode == EXIT_NO_SNAPSHOT, (out.returncode, out.stderr)
+        line = out.stderr.splitlines()[-1]  # after the anonymous connection's warning
+        assert "no snapshot in" in line and why in line and "error" not in line, line
+
+    def failed(out: subprocess.CompletedProcess[str], code: int, *said: str) -> None:
+        assert out.returncode == code, (out.returncode, out.stderr)
+        last = out.stderr.splitlines()[-1]
+        assert "no snapshot in" not in out.stderr, out.stderr
+        assert "does not start from an empty store" in last, last
+        assert all(s in last for s in said), last
+
+    c = Cluster(cluster.urls)
+    try:
+        c.run(c.js.create_object_store("EMPTY_CLI"))
+
+        async def put_then_delete() -> None:
+            obs = await c.js.create_object_store("DELETED_CLI")
+            await obs.put(snapshot.OBJECT, b"a store once")
+            await obs.delete(snapshot.OBJECT)
+
+        c.run(put_then_delete())
+        info = snapshot.SnapshotInfo(stream_seq=5, commit=1, size=11, release=str(release.CURRENT))
+
+        async def put_damaged() -> None:
+            obs = await c.js.create_object_store("DAMAGED_CLI")
+            meta = ObjectMeta(name=snapshot.OBJECT, description=msgspec.json.encode(info).decode())
+            await obs.put(snapshot.OBJECT, b"not a store", meta=meta)
+
+        c.run(put_damaged())
+    finally:
+        c.close()
+
+    no_snapshot(get("ABSENT_CLI"), "the bucket is not there")
+    no_snapshot(get("EMPTY_CLI"), "the bucket holds none")
+    no_snapshot(get("DELETED_CLI"), "the bucket holds none")
+    failed(
+        get("DAMAGED_CLI"), 2, "cannot open the store", "put a new snapshot from a caught-up node"
+    )
+
+    # no NATS server answering at all
+    (port,) = free_ports(1)
+    failed(get("ABSENT_CLI", f"nats://127.0.0.1:{port}"), 1, "cannot connect to NATS")
+
+    # a NATS server answering, without JetStream: it cannot say whether there is a snapshot
+    plain = tmp_path / "plain.log"
+    with procs.started([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port)], log=plain):
+        until(lambda: "Server is ready" in plain.read_text(), 30, "the server without JetStream")
+        failed(get("ABSENT_CLI", f"nats://127.0.0.1:{port}"), 1)
+
+    # the bucket there, JetStream not giving its snapshot (a user that may ask for the
+    # bucket's stream info but not read its messages)
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    admin_key, blind_key = (new_user_seed(seeds / f"{n}.seed") for n in ("admin", "blind"))
+    authz = (
+        "authorization { users = [\n"
+        f'  {{nkey: "{admin_key}", permissions: {{publish: ">", subscribe: ">"}}}}\n'
+        f'  {{nkey: "{blind_key}", permissions: {{publish: {{allow: ["$JS.API.INFO", '
+        '"$JS.API.STREAM.INFO.>"]}, subscribe: {allow: ["_INBOX_blind.>"]}}}\n'
+        "] }\n"
+    )
+    admin = {"nkeys_seed_str": (seeds / "admin.seed").read_text().strip()}
+    with nats_server(tmp_path / "authz", free_ports(1)[0], extra=authz, probe=admin) as server:
+        a = Cluster(server.urls, auth=NatsAuth(nkey_seed=str(seeds / "admin.seed")))
+        try:
+
+            async def put_one() -> None:
+                obs = await a.js.create_object_store("THERE_CLI")
+                await obs.put(snapshot.OBJECT, b"a store")
+
+            a.run(put_one())
+        finally:
+            a.close()
+        env = {**os.environ, "JPKI_VA_NATS_NKEY_SEED": str(seeds / "blind.seed"),
+               "JPKI_VA_NATS_INBOX": "_INBOX_blind"}  # fmt: skip
+        failed(get("THERE_CLI", server.source, env), 1, "getting the snapshot from THERE_CLI")
+        # the same user, a bucket not there: JetStream's answer (stream not found), no snapshot
+        no_snapshot(get("ABSENT_CLI", server.source, env), "the bucket is not there")
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # real NATS servers, asyncio timeouts
+def test_a_bucket_lost_with_the_record_stream_is_no_snapshot_and_the_docs_hold_new_nodes(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """What `snapshot get` cannot tell apart: the record stream made again while the bucket
+    kept its old snapshot is refused (3); made again with the bucket gone too (the servers'
+    JetStream storage lost, or both deleted) it is no snapshot (4), as for a first node, and
+    a new node would fill an empty store from the new stream (a rebuild, lapses dated anew).
+    docs/operations.md says so where an operator decides to start a node: row 4 of "Add a
+    node" and "A record stream made again" (no node starts from an empty store until the new
+    stream's snapshot is put); it said the bootstrap refuses and waits."""
+    from crlbuilder.stream import feed_id
+
+    def get() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "crlbuilder.cli", "snapshot", "get", "--source",
+             cluster.source, "--store", str(tmp_path / "node" / "store"),
+             "--snapshot-bucket", "LOST_SNAP", "--stream", "LOSTREC"],
+            check=False, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    c = Cluster(cluster.urls)
+    try:
+
+        async def stream_then_snapshot() -> None:
+            info = await c.js.add_stream(name="LOSTREC", subjects=["lostrec"])
+            assert info.created is not None
+            old = feed_id("LOSTREC", info.created).hex()
+            desc = snapshot.SnapshotInfo(
+                stream_seq=1, commit=1, size=7, release=str(release.CURRENT), feed=old
+            )
+            obs = await c.js.create_object_store("LOST_SNAP")
+            meta = ObjectMeta(name=snapshot.OBJECT, description=msgspec.json.encode(desc).decode())
+            await obs.put(snapshot.OBJECT, b"a store", meta=meta)
+            await c.js.delete_stream("LOSTREC")  # made again: a creation time of its own
+            await c.js.add_stream(name="LOSTREC", subjects=["lostrec"])
+
+        c.run(stream_then_snapshot())
+        kept = get()
+        assert kept.returncode == EXIT_SNAPSHOT_REFUSED, kept.stderr
+        c.run(c.js.delete_object_store("LOST_SNAP"))
+    finally:
+        c.close()
+    lost = get()
+    assert lost.returncode == EXIT_NO_SNAPSHOT, lost.stderr
+    assert "the bucket is not there" in lost.stderr and not (tmp_path / "node").exists()
+
+    ops = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    [row] = [ln for ln in ops.splitlines() if ln.startswith(f"   | {EXIT_NO_SNAPSHOT} |")]
+    assert "lost with a record stream made again" in row, row
+    made_again = ops.split("### A record stream made again", 1)[1].split("\n### ", 1)[0]
+    said = " ".join(made_again.split())
+    assert f"`snapshot get` finds no snapshot and exits {EXIT_NO_SNAPSHOT}" in said
+    assert "start no new node and no node whose store is lost" in said
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # real NATS servers, asyncio timeouts
+def test_the_kubernetes_bootstrap_looks_in_the_bucket_its_configuration_names(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """The nodes' `bootstrap` init container (deploy/kubernetes, run by ``sh`` as written)
+    in a deployment whose builder.toml names its own record stream and snapshot bucket: the
+    latest snapshot there, of the stream's instance before it was made again, is refused
+    (3) and the pod does not start. It looked in the default bucket instead, found none
+    (4) and let the pod start empty on the stream made again."""
+    import yaml
+
+    from crlbuilder.stream import feed_id
+
+    c = Cluster(cluster.urls)
+    try:
+
+        async def stream_then_snapshot() -> None:
+            info = await c.js.add_stream(name="OWNREC", subjects=["ownrec"])
+            assert info.created is not None
+            desc = snapshot.SnapshotInfo(
+                stream_seq=3, commit=1, size=7, release=str(release.CURRENT),
+                feed=feed_id("OWNREC", info.created).hex(),
+            )  # fmt: skip
+            obs = await c.js.create_object_store("OWN_SNAPS")
+            meta = ObjectMeta(name=snapshot.OBJECT, description=msgspec.json.encode(desc).decode())
+            await obs.put(snapshot.OBJECT, b"a store", meta=meta)
+            await c.js.delete_stream("OWNREC")  # made again: a creation time of its own
+            await c.js.add_stream(name="OWNREC", subjects=["ownrec"])
+
+        c.run(stream_then_snapshot())
+    finally:
+        c.close()
+    config = tmp_path / "builder.toml"
+    config.write_text(
+        '[stream]\nname = "OWNREC"\nsubject = "ownrec"\nsnapshot_bucket = "OWN_SNAPS"\n'
+    )
+    manifest = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes" / "jpki-va.yaml"
+    [sts] = [
+        d for d in yaml.safe_load_all(manifest.read_text())
+        if d and d["kind"] == "StatefulSet" and d["metadata"]["name"] == "jpki-va"
+    ]  # fmt: skip
+    [boot] = sts["spec"]["template"]["spec"]["initContainers"]
+    script = (
+        str(boot["args"][0])
+        .replace("/etc/jpki-va/builder.toml", str(config))
+        .replace("/var/lib/jpki-va", str(tmp_path / "var"))
+        .replace("--wait 300", "--wait 5")
+    )
+    env = {**os.environ, "NATS": cluster.source,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    out = subprocess.run(["sh", "-c", script], env=env, check=False, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == EXIT_SNAPSHOT_REFUSED, (out.returncode, out.stderr)
+    assert "the latest snapshot in OWN_SNAPS" in out.stderr, out.stderr
+    assert not (tmp_path / "var").exists()
 
 
 @pytest.mark.integration

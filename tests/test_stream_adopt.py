@@ -24,10 +24,11 @@ from pathlib import Path
 import msgspec
 import nats.js.errors
 import pytest
+from nats.js.api import ObjectMeta
 
 from crlbuilder import rules, snapshot
 from crlbuilder.build import Builder, StreamReplaced
-from crlbuilder.cli import EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
+from crlbuilder.cli import EXIT_NO_SNAPSHOT, EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig, StoreSection
 from crlbuilder.jetstream import Cluster, ClusterError, resolve
 from crlbuilder.manifest import Manifest
@@ -464,6 +465,21 @@ def _adopt_step() -> str:
     return "\n".join(line.strip() for line in block.splitlines())
 
 
+def _pod_adopt_script() -> str:
+    """docs/operations.md's Kubernetes adopt, step 1: the script its ``kubectl exec POD -c
+    builder -- sh -c '...'`` runs in the pod's shell."""
+    import shlex
+
+    text = OPERATIONS.read_text(encoding="utf-8")
+    section = text.split("### A record stream made again", 1)[1].split("\n### ", 1)[0]
+    [line] = [ln.strip() for ln in section.splitlines() if ln.strip().startswith("kubectl exec ")]
+    words = shlex.split(line)
+    assert words[words.index("-c") + 1] == "builder", line
+    sh = words[words.index("--") + 1 :]
+    assert sh[:2] == ["sh", "-c"], line
+    return sh[2]
+
+
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS server, asyncio timeouts
 def test_the_adopt_step_of_operations_md_runs_as_written_on_a_node_laid_out_as_shipped(
@@ -556,6 +572,8 @@ def test_the_adopt_step_of_operations_md_runs_as_written_on_a_node_laid_out_as_s
         assert len(out.stderr.splitlines()) == 1, out.stderr
         assert data.read_bytes() == before
         publish(files[1:])
+        refused_store = tmp_path / "refused-store"  # for the pod's step, below
+        shutil.copytree(store, refused_store)
         out = step()
         assert out.returncode == 0, (script, out.stderr)
         assert out.stderr == "", out.stderr
@@ -565,6 +583,31 @@ def test_the_adopt_step_of_operations_md_runs_as_written_on_a_node_laid_out_as_s
         assert build().returncode == 0  # the builder follows the new stream
         adopted = BuilderConfig(store=StoreSection(path=str(store)))
         assert stream_seq(adopted) == 8  # the new stream's last
+        on_hosts = dump(adopted)
+
+        # the Kubernetes step: the same store, refused, in a pod whose builder is held; the
+        # script by the pod's shell in its builder container's environment (the pod's name,
+        # its seed and inbox, the ConfigMap's NATS and TLS CA; the volume under the test)
+        shutil.rmtree(store)
+        shutil.copytree(refused_store, store)
+        assert build().returncode == EXIT_STREAM_REFUSED
+        pod_env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "POD_NAME": "node1", "NATS": server.source, "JPKI_VA_NATS_TLS_CA": tls["ca.crt"],
+            **shipped.env("BUILDER/node1"),
+        }  # fmt: skip
+        pod_script = (
+            _pod_adopt_script()
+            .replace("/etc/jpki-va/builder.toml", str(etc / "builder.toml"))
+            .replace("/var/lib/jpki-va", str(var))
+        )
+        out = subprocess.run(["sh", "-c", pod_script], env=pod_env, check=False,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert out.returncode == 0, (pod_script, out.stderr)
+        done = msgspec.json.decode(out.stdout.splitlines()[-1])
+        assert done["event"] == "stream-adopt" and done["was_seq"] == 6, done
+        assert build().returncode == 0
+        assert stream_seq(adopted) == 8 and dump(adopted) == on_hosts
 
 
 @pytest.mark.integration
@@ -631,16 +674,17 @@ def test_an_adopted_store_refuses_the_stream_made_again_once_more_before_its_fir
 K8S_NODES = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes" / "jpki-va.yaml"
 
 
-def _init_script() -> str:
-    """The shell script of the nodes' `bootstrap` init container (deploy/kubernetes)."""
+def _init_script(statefulset: str = "jpki-va") -> str:
+    """The shell script of the `bootstrap` init container of ``statefulset``'s pods (the
+    nodes', or the signer's: deploy/kubernetes)."""
     import yaml
 
     for doc in yaml.safe_load_all(K8S_NODES.read_text(encoding="utf-8")):
-        if doc and doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == "jpki-va":
+        if doc and doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == statefulset:
             [boot] = doc["spec"]["template"]["spec"]["initContainers"]
             assert boot["name"] == "bootstrap" and boot["command"] == ["/bin/sh", "-c"]
             return str(boot["args"][0])
-    raise AssertionError("no jpki-va StatefulSet")
+    raise AssertionError(f"no {statefulset} StatefulSet with a bootstrap init container")
 
 
 def _success_statuses(unit: Path) -> set[int]:
@@ -678,9 +722,11 @@ def test_a_new_node_does_not_start_empty_from_a_stream_made_again_until_an_adopt
         unit_settings,
     )
 
-    # the unit's rules: only the refused snapshot (3) fails it; its builders require it
+    # the unit's rules: it succeeds on a snapshot got and on none in the bucket only; every
+    # other status fails it, and it is tried again; its builders require it
     success = _success_statuses(NODE_BOOTSTRAP_UNIT)
-    assert 1 in success and EXIT_SNAPSHOT_REFUSED not in success, success
+    assert success == {0, EXIT_NO_SNAPSHOT}, success
+    assert unit_settings(NODE_BOOTSTRAP_UNIT)["Restart"] == ["on-failure"]
     for unit in (NODE_BUILDER_UNIT, NODE_SIGNER_UNIT):
         u = unit_settings(unit, "Unit")
         assert NODE_BOOTSTRAP_UNIT.name in u["Requires"][0].split(), unit.name
@@ -753,18 +799,39 @@ def test_a_new_node_does_not_start_empty_from_a_stream_made_again_until_an_adopt
             return as_unit(NODE_BUILDER_UNIT, node1, *argv, "--config", str(etc / "builder.toml"),
                            "--source", server.source)  # fmt: skip
 
-        def pod_init(store: Path) -> subprocess.CompletedProcess[str]:
+        def pod_init(
+            store: Path, role: str = "", source: str = server.source, wait: str = "300"
+        ) -> subprocess.CompletedProcess[str]:
             """The init container's script in the node's pod environment (its seed, inbox,
-            the ConfigMap's NATS and TLS CA)."""
+            the ConfigMap's NATS and TLS CA); ``role`` SIGNER: the signer pod's, its seed."""
             name = store.parent.parent.parent.parent.name
-            script = _init_script().replace("/var/lib/jpki-va", str(store.parent))
+            script = _init_script("jpki-va-signer" if role == "SIGNER" else "jpki-va")
+            assert "--wait 300" in script
+            script = script.replace("/var/lib/jpki-va", str(store.parent))
+            # the ConfigMap's builder.toml, the same file in every pod
+            script = script.replace(
+                "/etc/jpki-va/builder.toml", str(node1 / "etc/jpki-va/builder.toml")
+            )
+            script = script.replace("--wait 300", f"--wait {wait}")
             env = {
                 "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-                "NATS": server.source, "JPKI_VA_NATS_TLS_CA": tls["ca.crt"],
-                **shipped.env(f"BUILDER/{name}"),
+                "NATS": source, "JPKI_VA_NATS_TLS_CA": tls["ca.crt"],
+                **shipped.env(role or f"BUILDER/{name}"),
             }  # fmt: skip
             return subprocess.run(["sh", "-c", script], env=env, check=False,
                                   capture_output=True, text=True, timeout=300)  # fmt: skip
+
+        def not_started(
+            out: subprocess.CompletedProcess[str], store: Path, code: int, *said: str
+        ) -> None:
+            """A bootstrap that failed (``code``), nothing made, one line saying what to do."""
+            assert out.returncode == code, (out.returncode, out.stderr)
+            line = out.stderr.splitlines()[-1]
+            assert line.startswith("crlbuilder snapshot get: error: "), line
+            assert "does not start from an empty store" in line, line
+            assert all(s in line for s in said), line
+            assert "no snapshot" not in out.stdout and not store.exists()
+            assert not any(p.name.startswith(".store") for p in store.parent.iterdir())
 
         def refused_in_one_line(out: subprocess.CompletedProcess[str], store: Path) -> None:
             assert out.returncode == EXIT_SNAPSHOT_REFUSED, (out.returncode, out.stderr)
@@ -782,11 +849,49 @@ def test_a_new_node_does_not_start_empty_from_a_stream_made_again_until_an_adopt
 
         # a first node (no snapshot at all): the unit succeeds, the builder starts empty
         first = as_unit(NODE_BOOTSTRAP_UNIT, node2)
-        assert first.returncode in success and first.returncode != 0, first.stderr
+        assert first.returncode == EXIT_NO_SNAPSHOT, first.stderr
         assert "no snapshot in JPKI_SNAPSHOTS" in first.stderr and not store2.exists()
         first = pod_init(store3)
         assert first.returncode == 0 and "applies the whole stream" in first.stdout, first
         assert not store3.exists()
+
+        # no NATS server answering (the unit's --wait cut to 1 s): it fails, the builder
+        # does not start, nor the pod's containers; each is tried again
+        (gone,) = free_ports(1)
+        away = f"nats://127.0.0.1:{gone}"
+        command, env, cwd = _as_systemd_runs(NODE_BOOTSTRAP_UNIT, node2)
+        command = [away if w == server.source else w for w in command]
+        command[command.index("--wait") + 1] = "1"
+        down = subprocess.run(command, env=env, cwd=cwd, check=False, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        assert down.returncode not in success
+        not_started(down, store2, 1, "cannot connect to NATS", "get again once NATS answers")
+        down = pod_init(store3, source=away, wait="1")  # its --wait cut to 1 s likewise
+        not_started(down, store3, 1, "cannot connect to NATS")
+
+        # a snapshot whose bytes are not a store (of the stream as it stands): the same
+        async def put_damaged() -> None:
+            info = snapshot.SnapshotInfo(stream_seq=6, commit=1, size=11, feed=feed.hex())
+            meta = ObjectMeta(name=snapshot.OBJECT, description=msgspec.json.encode(info).decode())
+            obs = await putter.js.create_object_store("JPKI_SNAPSHOTS")
+            await obs.put(snapshot.OBJECT, b"not a store", meta=meta)
+
+        reader = Cluster(server.urls, auth=shipped.auth("BUILDER/node1", tls_ca=tls["ca.crt"]))
+        try:
+            feed = current_feed_id(reader, "JPKI_RECORDS")
+            assert feed is not None
+        finally:
+            reader.close()
+        putter = Cluster(server.urls, auth=shipped.auth("SNAPSHOT", tls_ca=tls["ca.crt"]))
+        try:
+            putter.run(put_damaged())
+        finally:
+            putter.close()
+        damaged = as_unit(NODE_BOOTSTRAP_UNIT, node2)
+        assert damaged.returncode not in success
+        not_started(damaged, store2, 2, "cannot open the store",
+                    "put a new snapshot from a caught-up node")  # fmt: skip
+        not_started(pod_init(store3), store3, 2, "put a new snapshot from a caught-up node")
 
         # the daily snapshot (node1's, of the stream as it stood); then the stream lost (its
         # storage gone; the snapshot bucket kept), made again and its history republished
@@ -802,6 +907,9 @@ def test_a_new_node_does_not_start_empty_from_a_stream_made_again_until_an_adopt
         # a new node now: refused, nothing made; its builder does not start (Requires=)
         refused_in_one_line(as_unit(NODE_BOOTSTRAP_UNIT, node2), store2)
         refused_in_one_line(pod_init(store3), store3)
+        signer_store = tmp_path / "signer-pod/var/lib/jpki-va/store"  # a signer pod's, lost
+        signer_store.parent.mkdir(parents=True)
+        refused_in_one_line(pod_init(signer_store, "SIGNER"), signer_store)
 
         # the way out: node1 adopts the new stream, catches up, its snapshot unit puts it
         assert node1_cli("build", "--facts-key-file", str(key),
@@ -819,6 +927,9 @@ def test_a_new_node_does_not_start_empty_from_a_stream_made_again_until_an_adopt
         assert boot.returncode == 0, boot.stderr
         boot = pod_init(store3)
         assert boot.returncode == 0 and "no snapshot" not in boot.stdout, boot
+        boot = pod_init(signer_store, "SIGNER")  # the signer pod's, with its own seed
+        assert boot.returncode == 0 and "no snapshot" not in boot.stdout, boot
+        assert stream_seq(BuilderConfig(store=StoreSection(path=str(signer_store)))) == 8
         for root, store in ((node2, store2), (node3, store3)):
             cfg = BuilderConfig(store=StoreSection(path=str(store)))
             assert stream_seq(cfg) == 8
