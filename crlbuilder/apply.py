@@ -6,7 +6,11 @@ killed at any moment leaves the last committed batch readable. Each record is
 applied at most once (its id goes into the ``applied`` database in the same
 transaction), so replaying any input changes nothing, and a rerun after a kill
 converges to the state of an uninterrupted run: batches are cut at fixed input
-positions and a batch with nothing new commits nothing.
+positions and a batch with nothing new commits nothing. Beside the id goes a digest of
+what the record said (`crlbuilder.recorddigest`): a record read again under an applied id
+with other content is not a replay but a reused id, refused and quarantined (the first
+record under the id stays applied); under an id a release before 1.5 applied (no digest)
+it is skipped, as it was then (``skipped_duplicates_unchecked``).
 
 What each record does (the rules themselves are in `rules`):
 
@@ -87,7 +91,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from crlbuilder import keptfor, lapsed, outbox, rules
+from crlbuilder import keptfor, lapsed, outbox, recorddigest, rules
 from crlbuilder import retention as retention_agenda
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
@@ -114,6 +118,7 @@ from crlbuilder.model import (
     RevocationRequest,
 )
 from crlbuilder.periods import kept_until
+from crlbuilder.recorddigest import RecordDigest
 from crlbuilder.retention import LOOKAHEAD
 from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
@@ -182,6 +187,9 @@ class Summary:
     applied: int = 0
     duplicates: int = 0
     """Records already applied, and refusals already quarantined, by an earlier run."""
+    unchecked: int = 0
+    """Of ``duplicates``, records under an id a release before 1.5 applied: kept without a
+    digest of its content, so a reuse of the id with other content cannot be told (skipped)."""
     quarantined: int = 0
     no_effect: int = 0
     commits: int = 0
@@ -203,6 +211,7 @@ class Summary:
             "records_read": self.read,
             "applied": self.applied,
             "skipped_duplicates": self.duplicates,
+            "skipped_duplicates_unchecked": self.unchecked,
             "quarantined": self.quarantined,
             "applied_without_effect": self.no_effect,
             "commits": self.commits,
@@ -287,6 +296,8 @@ class Applier:
             by the stream's time, as every other node does)."""
             issuers = r.issuers()
         self.cipher = FactsCipher(facts_key)
+        self.digests = RecordDigest(facts_key)
+        """What each record said, kept beside its applied id (`crlbuilder.recorddigest`)."""
         self.quarantine = quarantine
         self.notices_path = notices_path
         self.batch_size = batch_size
@@ -339,11 +350,12 @@ class Applier:
             if stream_seq is not None:
                 c.put_stream_seq(stream_seq)
             b = _Batch(c)
-            claim, keep, release, apply = (
+            claim, keep, release, apply, digest_of = (
                 c.claim_applied,
                 c.keep_applied,
                 c.release_applied,
                 self._apply,
+                self.digests.of,
             )
             for item in items:
                 summary.read += 1
@@ -352,9 +364,14 @@ class Applier:
                     continue
                 record = item.record
                 # the idempotence check and the mark in one lookup: marked now, released if refused
-                claimed = claim(record.id)
-                if claimed is None:
+                digest = digest_of(record)
+                claimed = claim(record.id, digest)
+                if not isinstance(claimed, bytes):  # the id applied before
+                    if recorddigest.reused(claimed.digest, digest):
+                        rejected.append((item, recorddigest.reason(digest)))
+                        continue
                     summary.duplicates += 1
+                    summary.unchecked += claimed.digest is None
                     continue
                 try:
                     effect = apply(b, record)

@@ -91,9 +91,10 @@ class StreamSection(_Section):
     """Copies of the stream kept by the cluster; 0: three when the cluster has three servers or
     more, else one."""
     duplicate_window_seconds: Positive = 86_400
-    """How long JetStream remembers a message id (``Nats-Msg-Id``: one publication's, and the
-    record id) to drop what its publisher sent again; a record another publication sends again
-    is stored and applied once (the store's ``applied``), or judged again if it was refused."""
+    """How long JetStream remembers a message id (``Nats-Msg-Id``: one publication's, the line's
+    place in it and the record id) to drop what its publisher sent again; a record another
+    publication sends again is stored and applied once (the store's ``applied``), or judged
+    again if it was refused."""
     ack_wait_seconds: Positive = 300
     """How long the server waits for this node's acknowledgement before delivering again."""
     tick_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0.0

@@ -8,10 +8,14 @@ node sees the same records in the same order and a node may die and resume.
 
 What a message is (`message`): one line of a record file, sealed (below), with headers
 
-- ``Nats-Msg-Id``: the publication's id (random, one per `publish` call) and the record id,
-  so that JetStream drops a message its publisher sends again within its duplicate window (an
-  acknowledgement lost, the rest of the window sent one by one); a line with no readable id
-  is named by a digest of its file, line number and bytes. A record published again by
+- ``Nats-Msg-Id``: the publication's id (random, one per `publish` call), the line's place in
+  it (the file's index among the call's files, the line number) and the record id, so that
+  JetStream drops a message its publisher sends again within its duplicate window (an
+  acknowledgement lost, the rest of the window sent one by one) and no other line: two lines
+  of one publication under one record id are both stored, and every node judges the second
+  (skipped when it says the same, refused when it reuses the id for another record,
+  `crlbuilder.recorddigest`); a line with no readable id is named by a digest of its file,
+  line number and bytes. A record published again by
   another call is stored again: it may have been refused (a revocation read before its
   issuance, quarantined), and docs/records.md has the operator feed it again once what it
   needs is applied; the record id alone would have JetStream drop it for a day. A record
@@ -141,7 +145,8 @@ def messages(
     path: Path, cipher: StreamCipher, batch_size: int, publication: str = ""
 ) -> Iterator[Outgoing]:
     """The messages of one record file, in line order (blank lines are skipped), their ids
-    prefixed with ``publication`` (one per `publish` call: see the module docstring)."""
+    prefixed with ``publication`` (one per `publish` call and file: see the module docstring)
+    and, with one, the line number (a record id may come twice in a file)."""
     batch_size = min(batch_size, MAX_BATCH)
     name = path.name
     with path.open("rb") as f:  # a line too long is None, never held whole (`ingest.lines`)
@@ -153,7 +158,7 @@ def messages(
             digest = hashlib.sha256(f"{name}\0{n}\0".encode() + (line or b"")).hexdigest()[:32]
             rid = f"{publication}line:{digest}"
         else:
-            rid = f"{publication}{record}"
+            rid = f"{publication}{n}:{record}" if publication else record
         headers = {H_ID: rid, H_FILE: name, H_LINE: str(n), release.HEADER: str(release.CURRENT)}
         if record is not None:
             headers[H_RECORD] = record
@@ -376,8 +381,8 @@ def publish(
                 count(ack)
             window_msgs.clear()
 
-        for p in paths:
-            for m in messages(p, cipher, batch_size, publication):
+        for k, p in enumerate(paths):
+            for m in messages(p, cipher, batch_size, f"{publication}{k}:"):
                 try:
                     fut = await cluster.js.publish_async(
                         names.subject, m.payload, headers=dict(m.headers), stream=names.name

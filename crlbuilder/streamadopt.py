@@ -24,7 +24,10 @@ What is checked before anything is written (`refusal`, sans-I/O), each a one-lin
   `META_STREAM_REFUSED`), or ``--made-again`` says so for a store whose builder has not run
   since;
 - the new stream carries every record the store applied (by record id: the messages'
-  ``Jpki-Id``, an older publisher's ``Nats-Msg-Id``, read headers only). A record the store
+  ``Jpki-Id``, an older publisher's ``Nats-Msg-Id``, read headers only; what each says is
+  compared by the builder as it applies the stream, against the digest kept beside the id,
+  `crlbuilder.recorddigest`: a republished record that says otherwise than the one applied
+  under its id is refused and quarantined on every node, not skipped). A record the store
   holds and the stream lacks would
   stay on this node only, and nodes made from the stream would answer otherwise: the history
   is not all republished yet;

@@ -60,7 +60,8 @@ def test_act_15_3_announcement_recorded_in_the_compromise_transaction(world: Wor
         assert txn.get(g2_answer, db=world.store.dbs[sf.DB_RESPONSES]) is not None
     [a] = announcements(world.store)
     with world.store.env.begin() as txn:
-        applied = sf.unpack_u32(txn.get(str(rec["id"]).encode(), db=world.store.dbs[sf.DB_APPLIED]))
+        raw = txn.get(str(rec["id"]).encode(), db=world.store.dbs[sf.DB_APPLIED])
+        applied = sf.unpack_applied(raw).seq
     with world.store.read() as r:
         commit = r.generation().commit
     assert a.commit == applied == commit  # one transaction: the compromise and its announcement

@@ -26,6 +26,7 @@ import msgspec
 import pytest
 
 from crlbuilder import periods, release
+from crlbuilder.store import format as sf
 from tests.orderperm import (
     Rec,
     Run,
@@ -38,12 +39,13 @@ from tests.orderperm import (
     move_out,
 )
 from tests.orderperm import sign as sign_card
-from tests.test_apply import World
+from tests.test_apply import World, issuance, ts
 
 DIGESTS: dict[int, str] = {
     2: "005d4a924750e1d9ac352b5da2545af20f0572582b392763c5530b5d3fecc08f",
     3: "34a8f341b93bcb7c263462864e013e92e2a3a1b48298fdfbcae6849bfb427b59",
     4: "468cdd6dfe18c692454dd74c9198d258de6b9693d747391dc85913462004fd59",
+    5: "11544c4299ab6943dcdbd85e2b756ec54f98515a4ea3170b902908e4ce1577c5",
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
@@ -138,6 +140,26 @@ def rules_digest(world: World) -> str:
                 left += [(h.hex(), msgspec.json.encode(m).decode()) for h, m in r.move_ins_kept()]
         erased = [ap.summary.notices_erased, ap.summary.taken_erased, ap.summary.move_ins_erased]
         h.update(msgspec.json.encode([d, erased if d in kept_days else erased[0], left]))
+    # a record id reused with other content (refused from RULES 5), and what the store keeps per
+    # applied record id (the commit and, from RULES 5, a digest of the record's content)
+    holder = "cd" * 32
+    issued = [
+        {**issuance(9000 + n, "auth-card-g1", holder, d), "id": f"rules-i{n}"}
+        for n, d in ((1, 1), (2, 9))
+    ]
+    revoke = {"type": "revocation-request", "id": "rules-dup", "recorded_at": ts(5),
+              "issuer": "auth-card-g1", "reason": "application"}  # fmt: skip
+    world.apply([issued[0], {**revoke, "serial": 9001}])
+    world.apply(
+        [issued[1], {**revoke, "serial": 9002, "recorded_at": ts(10)}]
+    )  # the holder's next card, the id reused
+    h.update(msgspec.json.encode([world.status("auth-card-g1", n).state for n in (9001, 9002)]))
+    h.update(
+        msgspec.json.encode([q["reason"] for q in world.quarantined() if q["id"] == "rules-dup"])
+    )
+    with world.store.env.begin() as txn:
+        for k, v in txn.cursor(db=world.store.dbs[sf.DB_APPLIED]):
+            h.update(bytes(k) + b"\0" + bytes(v))
     start = int(day(0).timestamp())
     for offset in range(0, 2 * 86_400, 3_600 * 5 + 7):  # across JST day boundaries
         for days in (1, 30, 31, 365, 3_653):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import resource
 import shutil
@@ -35,7 +36,7 @@ import pytest
 from cryptography import x509
 from nats.js.api import ObjectMeta
 
-from crlbuilder import jetstream, release, snapshot
+from crlbuilder import jetstream, recorddigest, release, snapshot
 from crlbuilder.apply import from_epoch
 from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
 from crlbuilder.cli import EXIT_NO_SNAPSHOT, EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
@@ -335,6 +336,62 @@ def test_a_refused_record_published_again_reaches_the_nodes(
     finally:
         s.close()
     assert st is not None and st.revoked
+
+
+def _status(cfg: BuilderConfig, issuer: str, serial: int) -> sf.StatusRecord | None:
+    s = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with s.read() as r:
+            [meta] = [i for i in r.issuers() if i.id == issuer]
+            return r.status(sf.status_key(meta.index, serial))
+    finally:
+        s.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_record_id_reused_with_other_content_is_refused_alike_on_every_node(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """docs/records.md: record ids are unique. A second revocation request under the id of the
+    first, for another certificate, was skipped as a duplicate (its certificate good, nothing
+    said); it is refused and quarantined, on both nodes, while the first record published
+    again, its line written otherwise (the payload sealed: the decoded record is compared),
+    is still a duplicate."""
+    a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "reuse")
+    b = node_config(tmp_path / "b", demo_pki[0], cluster.source, "reuse")
+    same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
+    at = "2026-04-01T09:00:00+09:00"
+    issue = tmp_path / "i.jsonl"
+    issue.write_bytes(b"".join(msgspec.json.encode(
+        {"type": "issuance", "id": f"reuse-i{n}", "recorded_at": at, "serial": 5150 + n,
+         "family": "auth-card", "issuer": "auth-card-g1", "not_before": at,
+         "not_after": "2029-04-01T09:00:00+09:00", "holder": f"{n:02}" * 32}) + b"\n"
+        for n in (1, 2)))  # fmt: skip
+    first = {"type": "revocation-request", "id": "reuse-dup-1", "recorded_at": at,
+             "serial": 5151, "issuer": "auth-card-g1", "reason": "application"}  # fmt: skip
+    r1, r2, again = tmp_path / "r1.jsonl", tmp_path / "r2.jsonl", tmp_path / "again.jsonl"
+    r1.write_bytes(msgspec.json.encode(first) + b"\n")
+    r2.write_bytes(msgspec.json.encode({**first, "serial": 5152}) + b"\n")
+    # the same record, its line written otherwise: keys in reverse order, spaces
+    again.write_text(json.dumps(dict(reversed(first.items())), separators=(" , ", " : ")) + "\n")
+    assert publish_files(a, cluster, [issue, r1, r2, again]) == 5
+    consume(a, cluster)
+    assert publish_files(a, cluster, [r2, r1]) == 2  # the reuse fed again: quarantined once
+    consume(a, cluster)
+    consume(b, cluster)
+    assert dump(a) == dump(b)
+    for node in (a, b):
+        first_st, second_st = (
+            _status(node, "auth-card-g1", 5151),
+            _status(node, "auth-card-g1", 5152),
+        )
+        assert first_st is not None and first_st.revoked
+        assert second_st is not None and not second_st.revoked  # refused, not applied
+        lines = Path(node.input.quarantine).read_bytes().splitlines()
+        [q] = [msgspec.json.decode(x) for x in lines]
+        assert q["id"] == "reuse-dup-1" and q["reason"].startswith(recorddigest.REASON)
+        assert "5152" not in q["reason"]
 
 
 C = TypeVar("C", bound=Consumer)

@@ -15,7 +15,9 @@ links         holder 32 B | family u8        dupsort: status keys (22 B) of the 
 holders       issuer u16 | serial 20 B       AES-GCM(nonce 12 B | sealed FourFacts)
 consents      holder 32 B | verifier utf-8   recorded_at i64
 pending       holder 32 B                    `PendingMoveOut` JSON (30-day rule)
-applied       record id utf-8                commit sequence u32
+applied       record id utf-8                commit sequence u32 | content digest 16 B
+                                             (`pack_applied`; 4 B alone: written before
+                                             release 1.5, no digest)
 meta          ascii name                     see the META_* keys
 crls          issuer u16 | number u64 | kind  `CrlFileEntry` JSON
 announcements issuer u16                     `Announcement` JSON: a published CA compromise
@@ -66,6 +68,9 @@ DB_HOLDERS: Final = b"holders"
 DB_CONSENTS: Final = b"consents"
 DB_PENDING: Final = b"pending"
 DB_APPLIED: Final = b"applied"
+"""Every record id applied, with the commit that applied it and a digest of what the record said
+(`pack_applied`, `crlbuilder.recorddigest`): a record read again under an applied id is skipped
+when it says the same, refused when it says otherwise (`crlbuilder.apply`)."""
 DB_META: Final = b"meta"
 DB_CRLS: Final = b"crls"
 DB_ANNOUNCEMENTS: Final = b"announcements"
@@ -480,6 +485,31 @@ def pack_u32(n: int) -> bytes:
 
 def unpack_u32(b: bytes) -> int:
     return int.from_bytes(b, "big")
+
+
+APPLIED_DIGEST_SIZE: Final = 16
+"""The bytes of the content digest kept beside an applied record id (`crlbuilder.recorddigest`)."""
+
+
+class Applied(NamedTuple):
+    """An applied record id's value in `DB_APPLIED`."""
+
+    seq: int
+    """The commit that applied it."""
+    digest: bytes | None
+    """The digest of what the record said (`crlbuilder.recorddigest`); None when a builder of a
+    release before 1.5 applied it (its value is the commit sequence alone): a record read again
+    under that id cannot be compared, and is skipped as a duplicate."""
+
+
+def pack_applied(seq_u32: bytes, digest: bytes) -> bytes:
+    """The value of an applied record id: its commit's packed sequence (`pack_u32`), the digest."""
+    return seq_u32 + digest
+
+
+def unpack_applied(raw: bytes) -> Applied:
+    """`Applied` from a value of `DB_APPLIED`, either layout (with or without the digest)."""
+    return Applied(int.from_bytes(raw[:4], "big"), bytes(raw[4:]) if len(raw) > 4 else None)
 
 
 def pack_u64(n: int) -> bytes:

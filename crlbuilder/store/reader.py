@@ -620,7 +620,7 @@ class LmdbReader(ReaderRules):
 
     def applied(self, record_id: str) -> int | None:
         raw = self._txn.get(record_id.encode(), db=self._dbs[sf.DB_APPLIED])
-        return sf.unpack_u32(raw) if raw is not None else None
+        return sf.unpack_applied(raw).seq if raw is not None else None
 
     def applied_ids(self) -> Iterator[str]:
         """Every record id this store applied (`DB_APPLIED`), in key order: what a record

@@ -378,16 +378,22 @@ class Commit(LmdbReader):
         """This store is a group appliance's, built from the 機構's CRLs (`META_MODE`)."""
         self._put(sf.DB_META, sf.META_MODE, sf.MODE_CRL_IMPORT)
 
-    def claim_applied(self, record_id: str) -> bytes | None:
-        """A record marked applied by this commit (its id is not applied twice), in one
-        lookup: returns its key, or None when it was applied before (by an earlier commit or
-        this one: nothing written). A claimed record is then either applied (`keep_applied`:
-        the mark is this commit's change) or refused (`release_applied`: the mark goes, in
-        the same transaction, so a refused record is not taken for applied)."""
+    def claim_applied(self, record_id: str, digest: bytes) -> bytes | sf.Applied:
+        """A record marked applied by this commit (its id is not applied twice), with the
+        digest of what it says (`crlbuilder.recorddigest`), in one lookup: returns its key, or,
+        when the id was applied before (by an earlier commit or this one: nothing written), what
+        was kept for it (`store.format.Applied`: the caller compares the digests). A claimed
+        record is then either applied (`keep_applied`: the mark is this commit's change) or
+        refused (`release_applied`: the mark goes, in the same transaction, so a refused record
+        is not taken for applied)."""
         key = record_id.encode()
-        return (
-            key if self._txn.put(key, self._seq_u32, db=self._applied_db, overwrite=False) else None
-        )
+        if self._txn.put(
+            key, sf.pack_applied(self._seq_u32, digest), db=self._applied_db, overwrite=False
+        ):
+            return key
+        held = self._txn.get(key, db=self._applied_db)
+        assert held is not None  # the put found it, in this transaction
+        return sf.unpack_applied(held)
 
     def keep_applied(self) -> None:
         """The claimed record applied: its mark is this commit's change."""
