@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from responder.crlfiles import CrlFile, CrlFiles, not_modified
+from tests.conftest import Built
 
 MTIME = 1_900_000_000  # 2030-03-17T17:46:40Z
 
@@ -48,3 +52,44 @@ def test_the_validators_are_the_served_header_fields(crl: CrlFile) -> None:
     fields = dict(crl.headers)
     assert fields[b"etag"] == crl.etag
     assert fields[b"last-modified"] == b"Sun, 17 Mar 2030 17:46:40 GMT"
+
+
+def test_the_same_crl_has_the_same_validators_on_every_node(built: Built, tmp_path: Path) -> None:
+    """Several nodes serve the signer's CRL, each placed by its own fetch
+    (`crlbuilder.crl.shipping`): the same bytes with another mtime, inode and device. The
+    validators came from the file's mtime, so a party's ETag from one node never matched on
+    another (a whole download again, counted again). They come from the CRL itself now: its
+    signature and size (ETag) and its thisUpdate (Last-Modified)."""
+    name = "sign-card-g2.crl"
+    served = []
+    for node, mtime in (("a", MTIME), ("b", MTIME + 7)):
+        d = tmp_path / node
+        d.mkdir()
+        shutil.copyfile(built.crl_dir / name, d / name)
+        os.utime(d / name, (mtime, mtime))
+        got = CrlFiles(d).get(name)
+        assert got is not None
+        served.append(got)
+    a, b = served
+    assert a.identity != b.identity and bytes(a.body) == bytes(b.body)
+    assert a.etag == b.etag and a.headers == b.headers
+    crl = x509.load_der_x509_crl(bytes(a.body))
+    this_update = formatdate(crl.last_update_utc.timestamp(), usegmt=True).encode()
+    assert dict(a.headers)[b"last-modified"] == this_update
+    assert not_modified({b"if-none-match": a.etag}, b)
+    assert not_modified({b"if-modified-since": this_update}, b)
+
+
+def test_another_crl_of_the_same_size_has_another_etag(built: Built, tmp_path: Path) -> None:
+    """A file's ETag names its content: the full CRL and a same-sized other CRL differ, and a
+    file that is not a CRL is still served, with validators of the file itself."""
+    full = (built.crl_dir / "sign-card-g2.crl").read_bytes()
+    (tmp_path / "x.crl").write_bytes(full)
+    other = bytearray(full)
+    other[-1] ^= 1  # another signature
+    (tmp_path / "y.crl").write_bytes(bytes(other))
+    (tmp_path / "z.crl").write_bytes(b"0" * len(full))
+    files = CrlFiles(tmp_path)
+    x, y, z = (files.get(n) for n in ("x.crl", "y.crl", "z.crl"))
+    assert x is not None and y is not None and z is not None
+    assert len({x.etag, y.etag, z.etag}) == 3
