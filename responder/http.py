@@ -39,7 +39,8 @@ Connections not attributed to a registered party (no request on them proven by a
 party's credential yet) have a budget of their own (``max_unattributed``): a new
 connection beyond it, or beyond ``max_connections``, displaces the oldest
 unattributed connection that is waiting on its client (503 and a close), so slow
-unauthenticated clients cannot take the capacity parties need. A connection becomes attributed when the app names a proven party in a request's
+unauthenticated clients cannot take the capacity parties need; a connection that has
+sent its last answer (a 408, a 401 with a close) leaves that budget while it lingers. A connection becomes attributed when the app names a proven party in a request's
 `Request.note` (`responder.outcome.Outcome.attributed`): with a client certificate or bearer token
 that is its first request; a signed OCSP request can only be attributed after its
 body, so its connection stays in the unattributed budget until then. An app may
@@ -1133,6 +1134,10 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None or self._phase >= _LINGER:
             return
         self._phase = _LINGER
+        # its last answer is sent: lingering, it cannot be displaced (`waits_on_client`), so
+        # it gives its place in the unattributed budget to new connections (a round of
+        # header timeouts would otherwise shut every new connection out while it lingers)
+        self._srv.unattributed.pop(self, None)
         self._linger = linger
         self._queue = None
         self._deferred = 0
