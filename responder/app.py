@@ -9,8 +9,8 @@
                             nor count in the ledger (帳簿, Act §40)
     GET  /crl/{file}.crl    the current CRL files, for parties that may receive the family;
                             served from memory maps (`responder.crlfiles`), with
-                            Last-Modified, ETag and Cache-Control: private (no shared
-                            cache may keep them). HEAD answers what GET would (the
+                            Last-Modified, ETag and Cache-Control: private, no-cache
+                            (no shared cache may keep them, a party's own revalidates). HEAD answers what GET would (the
                             same status and header fields, the body left out) and
                             provides nothing: no ledger count (帳簿, Act §40), and
                             neither the quota nor the party's CRL cycle (周期, Ord

@@ -42,7 +42,7 @@ from crlbuilder.der import der_header
 __all__ = ["CrlFile", "CrlFiles", "not_modified", "peek_crl"]
 
 _EMPTY: Final = memoryview(b"")
-_PRIVATE: Final = (b"cache-control", b"private, no-transform")
+_PRIVATE: Final = (b"cache-control", b"private, no-cache, no-transform")
 
 
 class CrlFile(msgspec.Struct, frozen=True):
@@ -68,7 +68,9 @@ class CrlFile(msgspec.Struct, frozen=True):
     not a whole CRL is served as it is, with the file's own validators (mtime in
     nanoseconds and size, in hex: nginx's form). ``private``: a file goes to a registered
     party only (Act §18(2), §37(2)) and each download is counted (帳簿, Act §40), so no
-    shared cache may keep it and hand it to others."""
+    shared cache may keep it and hand it to others; ``no-cache``: the party's own cache
+    asks before each use (a 304, free, while the file is the same) instead of reusing it
+    by heuristic freshness (RFC 9111 §4.2.2) after a newer one, or past its nextUpdate."""
 
 
 def not_modified(headers: dict[bytes, bytes], crl: CrlFile) -> bool:

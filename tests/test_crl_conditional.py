@@ -93,3 +93,14 @@ def test_another_crl_of_the_same_size_has_another_etag(built: Built, tmp_path: P
     x, y, z = (files.get(n) for n in ("x.crl", "y.crl", "z.crl"))
     assert x is not None and y is not None and z is not None
     assert len({x.etag, y.etag, z.etag}) == 3
+
+
+def test_no_cache_keeps_a_crl_past_a_newer_one(crl: CrlFile) -> None:
+    """With only ``private`` and a Last-Modified, a party's own HTTP cache may reuse a CRL for
+    a tenth of its age without asking (heuristic freshness, RFC 9111 §4.2.2): a delta CRL
+    hours old, after a newer one was published, and up to a tenth of the cycle past the
+    file's nextUpdate. ``no-cache`` makes it ask each time; the answer is a 304 while the
+    file is the same, which neither counts nor uses the quota or the cycle."""
+    directives = {d.strip() for d in dict(crl.headers)[b"cache-control"].split(b",")}
+    assert {b"private", b"no-cache"} <= directives
+    assert not any(d.startswith((b"max-age", b"s-maxage")) for d in directives)
