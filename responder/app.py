@@ -174,6 +174,17 @@ the same reason as `_REPORTS_BUSY`; a token comes back within 1/``public_per_sec
 (at least 1 a second), so Retry-After is 1, and the connection is not read for that
 second (`responder.http.Response.hold`): a client that does not wait is refused once a
 second per connection, not once per request."""
+_CRL_FILE_BROKEN: Final = Response(
+    503,
+    b"CRL file unavailable, retry later\n",
+    TEXT,
+    ((b"cache-control", b"no-store"), (b"retry-after", b"60")),
+)
+"""A CRL file in ``[store] crl_dir`` that is not one whole CRL (`responder.crlfiles.CrlFile.
+whole`): neither served nor counted (帳簿, Act §40), nor the quota, provisions or cycle
+(周期) used; none of its bytes in the answer. 503 with Retry-After: the next CRL
+crlbuilder publishes (by rename) replaces it. Counted in jpkiva_crl_file_broken_total and
+logged once per worker and file version (``crl_file_broken``)."""
 _UNSUPPORTED: Final = Response(415, b"content type must be application/ocsp-request\n", TEXT)
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
 _OCSP_ERRORS: Final[dict[int, Response]] = {
@@ -724,7 +735,9 @@ class JpkiApp:
         not_modified`), is 304 once the party may receive the
         family: the party holds the file already, so nothing is provided, counted or used,
         whatever its cycle and quota (a group's pull restarted within its cycle,
-        `crlbuilder.group.pull`). A file absent is 404 before the quota is used.
+        `crlbuilder.group.pull`). A file absent is 404 before the quota is used; a file that is
+        not one whole CRL (cut short, written in place) is 503 (`_CRL_FILE_BROKEN`), before
+        anything is used or counted.
         """
         provide = req.method == b"GET"
         party = access.by_transport(self.registry, req)
@@ -761,6 +774,11 @@ class JpkiApp:
         if crl is None:
             req.note = Outcome("crl", family=family, party=party.id)
             return _NOT_FOUND
+        if not crl.whole:  # cut short or written in place: nothing a party could use
+            req.note = Outcome("crl", family=family, party=party.id)
+            if self.metrics is not None:
+                self.metrics.crl_file_broken(fname)
+            return _CRL_FILE_BROKEN
         if not_modified(req.headers, crl):  # the party holds this very file already
             req.note = Outcome("crl", family=family, party=party.id)
             return Response(304, crl.body, CRL, crl.headers)  # its length only: see http

@@ -22,11 +22,19 @@ The cache holds at most one map per file name; the app asks only for the names o
 the issuers it serves (``{issuer}.crl``, ``{issuer}-delta.crl``), so it stays bounded.
 A file truncated in place (not how crlbuilder writes) would make a read of the
 vanished pages fault: publish by rename only.
+
+A file that is not one whole CertificateList (`peek_crl`: cut short, trailing bytes,
+written in place by hand, an empty file) is never served: `CrlFile.whole` is False, the
+app answers 503 and counts nothing (a party would otherwise be handed, and the ledger
+count, a file no client can use). Each such file is logged once per worker, by name and
+what is wrong with its DER (``crl_file_broken``), when first seen in that state; it
+stays in the cache (no map held) until it is replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import mmap
 import os
 import stat
@@ -41,6 +49,7 @@ from crlbuilder.der import der_header
 
 __all__ = ["CrlFile", "CrlFiles", "not_modified", "peek_crl"]
 
+_log: Final = logging.getLogger("responder.crlfiles")
 _EMPTY: Final = memoryview(b"")
 _PRIVATE: Final = (b"cache-control", b"private, no-cache, no-transform")
 
@@ -56,6 +65,8 @@ class CrlFile(msgspec.Struct, frozen=True):
     """Its ``Last-Modified`` in epoch seconds (see ``headers``)."""
     identity: tuple[int, int, int, int]
     """(st_dev, st_ino, st_mtime_ns, st_size) of the file mapped."""
+    whole: bool
+    """One whole CertificateList (`peek_crl`); False: not to be served (``body`` empty)."""
     headers: tuple[tuple[bytes, bytes], ...]
     """``Last-Modified``, ``ETag`` and ``Cache-Control: private``. The validators come from
     the CRL itself (`peek_crl`), so that every node serving the
@@ -65,7 +76,7 @@ class CrlFile(msgspec.Struct, frozen=True):
     size and signature (the signature covers everything the CRL says); Last-Modified, its
     thisUpdate (as for OCSP answers, `responder.app.caching_headers`), or the file's mtime
     when earlier (never later than the server's clock, RFC 9110 §8.8.2.1). A file that is
-    not a whole CRL is served as it is, with the file's own validators (mtime in
+    not a whole CRL (``whole`` False, never served) has the file's own validators (mtime in
     nanoseconds and size, in hex: nginx's form). ``private``: a file goes to a registered
     party only (Act §18(2), §37(2)) and each download is counted (帳簿, Act §40), so no
     shared cache may keep it and hand it to others; ``no-cache``: the party's own cache
@@ -113,7 +124,8 @@ def peek_crl(der: bytes) -> tuple[int, bytes]:
     on a memory map too (anything indexed and sliced like bytes). The signature covers
     everything the CRL says, so the pair is the same for the same CRL wherever its bytes
     lie. Raises ValueError (`crlbuilder.der.DerError` among them) when the bytes are not one
-    whole CertificateList (truncated, trailing bytes, a field out of place).
+    whole CertificateList (truncated, trailing bytes, a field out of place); its message is
+    a fixed phrase (and an offset), never the bytes.
     """
     end = len(der)
     tag, start, stop = der_header(der, 0, end)
@@ -138,7 +150,10 @@ def peek_crl(der: bytes) -> tuple[int, bytes]:
     size, fmt = _TIMES.get(tag, (0, ""))
     if t1 - t0 != size:
         raise ValueError("no thisUpdate")
-    at = datetime.strptime(der[t0:t1].decode("ascii"), fmt).replace(tzinfo=UTC)
+    try:
+        at = datetime.strptime(der[t0:t1].decode("ascii"), fmt).replace(tzinfo=UTC)
+    except ValueError:  # its message would quote the bytes: every reason here is a phrase
+        raise ValueError("thisUpdate is not a time") from None
     return int(at.timestamp()), bytes(der[tbs_stop:stop])
 
 
@@ -170,18 +185,21 @@ class CrlFiles:
         if cached is not None and cached.identity == _identity(st):
             return cached
         try:
-            fresh = _map(path)
+            fresh, broken = _map(path)
         except (OSError, ValueError):
             self._files.pop(name, None)
             return None
+        if broken is not None:  # once per file version and worker: it stays cached
+            _log.error("crl_file_broken", extra={"fields": {"file": name, "reason": broken}})
         self._files[name] = fresh
         self.maps += 1
         return fresh
 
 
-def _map(path: str) -> CrlFile:
+def _map(path: str) -> tuple[CrlFile, str | None]:
     """Map ``path`` read-only; the identity is the opened file's (it may have been replaced
-    between the caller's ``stat`` and this ``open``)."""
+    between the caller's ``stat`` and this ``open``). With it, what is wrong with a file
+    that is not one whole CRL (then it holds no map), else None."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -190,16 +208,20 @@ def _map(path: str) -> CrlFile:
         os.close(fd)  # the map holds the file
     modified = int(st.st_mtime)
     etag = b'"%x-%x"' % (st.st_mtime_ns, st.st_size)
+    broken: str | None = "an empty file"
     if mapped is not None:
         try:  # a map is read like bytes (indexing, slicing): only the headers are read
             this_update, signature = peek_crl(cast(bytes, mapped))
-        except ValueError:  # DerError too
-            pass  # not a whole CRL: the file's own validators
+        except ValueError as e:  # DerError too: the message names the DER, not the data
+            broken = str(e) or type(e).__name__  # not a whole CRL: the file's own validators
+            mapped.close()
+            mapped = None
         else:
+            broken = None
             modified = min(this_update, modified)
             digest = hashlib.sha256(b"%d:" % st.st_size + signature).hexdigest()
             etag = b'"%s"' % digest[:32].encode("ascii")
     last_modified = formatdate(modified, usegmt=True).encode("ascii")
     headers = ((b"last-modified", last_modified), (b"etag", etag), _PRIVATE)
     body = memoryview(mapped) if mapped is not None else _EMPTY
-    return CrlFile(body, etag, modified, _identity(st), headers)
+    return CrlFile(body, etag, modified, _identity(st), broken is None, headers), broken

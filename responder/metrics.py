@@ -399,6 +399,14 @@ class WorkerMetrics:
             "close: [server.limits] max_unattributed or max_connections reached).",
             registry=None,
         )
+        self.crl_files_broken = Counter(
+            "jpkiva_crl_file_broken",
+            "Requests for a CRL file answered 503 because the file in [store] crl_dir is not "
+            "one whole CRL (cut short, written in place): not served, not counted in the "
+            "ledger. By file name (an issuer's CRL or delta CRL).",
+            ("file",),
+            registry=None,
+        )
         self.public_refused = Counter(
             "jpkiva_public_refused",
             "Requests of clients proving no party refused 429 on a public route, beyond the "
@@ -499,6 +507,10 @@ class WorkerMetrics:
         self._errors[status] = self._errors.get(status, 0) + 1
         if self.access.on:
             self.access.http_error(status, peer)
+
+    def crl_file_broken(self, file: str) -> None:
+        """A request for CRL file ``file`` answered 503: the file is not one whole CRL."""
+        self.crl_files_broken.labels(file).inc()
 
     def signer_error(self, signer: str) -> None:
         """A fresh signature by ``signer`` (an issuer id) failed: count it at once (an alarm)."""

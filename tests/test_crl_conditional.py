@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from email.utils import formatdate
@@ -82,7 +83,8 @@ def test_the_same_crl_has_the_same_validators_on_every_node(built: Built, tmp_pa
 
 def test_another_crl_of_the_same_size_has_another_etag(built: Built, tmp_path: Path) -> None:
     """A file's ETag names its content: the full CRL and a same-sized other CRL differ, and a
-    file that is not a CRL is still served, with validators of the file itself."""
+    file that is not a CRL (never served: `test_a_file_cut_short_is_not_whole_and_logged_once`) has
+    validators of the file itself."""
     full = (built.crl_dir / "sign-card-g2.crl").read_bytes()
     (tmp_path / "x.crl").write_bytes(full)
     other = bytearray(full)
@@ -104,3 +106,37 @@ def test_no_cache_keeps_a_crl_past_a_newer_one(crl: CrlFile) -> None:
     directives = {d.strip() for d in dict(crl.headers)[b"cache-control"].split(b",")}
     assert {b"private", b"no-cache"} <= directives
     assert not any(d.startswith((b"max-age", b"s-maxage")) for d in directives)
+
+
+def test_a_file_cut_short_is_not_whole_and_logged_once(
+    built: Built, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decision C of the public routes' reading: a file in the CRL directory that is not one
+    whole CRL was served and counted. `CrlFile.whole` says so (the app answers 503), the
+    file holds no map, and the worker logs it once per version of the file, by name and
+    what is wrong with its DER, never its bytes."""
+    full = (built.crl_dir / "sign-card-g2.crl").read_bytes()
+    (tmp_path / "a.crl").write_bytes(full[:-10])  # cut short
+    (tmp_path / "b.crl").write_bytes(full + b"\x00")  # trailing bytes
+    (tmp_path / "c.crl").write_bytes(b"")
+    (tmp_path / "d.crl").write_bytes(full)
+    files = CrlFiles(tmp_path)
+    with caplog.at_level(logging.ERROR, logger="responder.crlfiles"):
+        for _ in range(3):
+            got = {n: files.get(n) for n in ("a.crl", "b.crl", "c.crl", "d.crl")}
+    assert {n: (f.whole, len(f.body)) for n, f in got.items() if f is not None} == {
+        "a.crl": (False, 0), "b.crl": (False, 0), "c.crl": (False, 0), "d.crl": (True, len(full)),
+    }  # fmt: skip
+    logged = [(r.getMessage(), r.__dict__["fields"]) for r in caplog.records]
+    assert logged == [
+        ("crl_file_broken", {"file": "a.crl", "reason": "truncated at offset 0"}),
+        ("crl_file_broken", {"file": "b.crl", "reason": "not one CertificateList"}),
+        ("crl_file_broken", {"file": "c.crl", "reason": "an empty file"}),
+    ]
+    caplog.clear()
+    (tmp_path / "a.crl.tmp").write_bytes(full[:100])  # another version, still cut short
+    os.replace(tmp_path / "a.crl.tmp", tmp_path / "a.crl")
+    with caplog.at_level(logging.ERROR, logger="responder.crlfiles"):
+        a = files.get("a.crl")
+    assert a is not None and not a.whole
+    assert [r.__dict__["fields"]["file"] for r in caplog.records] == ["a.crl"]
