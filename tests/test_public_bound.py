@@ -13,11 +13,14 @@ a flood cannot take a node out of its load balancer.
 from __future__ import annotations
 
 import http.client
+import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +30,7 @@ from responder.http import Request
 from responder.publicbound import PublicBucket, is_probe, route_class
 from tests.conftest import Built
 from tests.support.harness import start_server
+from tests.support.nats import haproxy
 from tests.test_app_routes import answer
 
 PARTY = "sig-verifier"
@@ -181,3 +185,67 @@ def _public_refused(metrics_url: str) -> dict[str, float]:
                 route = sample.labels["route"]
                 got[route] = got.get(route, 0.0) + sample.value
     return got
+
+
+def test_haproxy_keeps_the_node_while_anonymous_clients_flood_the_probes(
+    built: Built, tmp_path: Path
+) -> None:
+    """deploy/haproxy's check (``option httpchk``, GET /readyz, here every 200 ms and out at
+    the first failure) opens a connection per check: while anonymous clients keep each
+    worker's bound spent by asking /readyz and /healthz on their own connections, the
+    checks are still answered 200 and a party's requests through haproxy are served. With
+    the probes charged like any request, the node was taken out within a second."""
+    limits = ("--public-per-second", "1", "--public-burst", "1")
+    with start_server(built, tmp_path, extra=limits) as s:
+        host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+        node = SimpleNamespace(name="node1", port=int(port))
+        lb_dir = tmp_path / "lb"
+        lb_dir.mkdir()
+        with haproxy(lb_dir, [cast(Any, node)]) as lb:
+            lb_host, lb_port = urllib.parse.urlsplit(lb).netloc.split(":")
+            auth = {"Authorization": f"Bearer {s.token(PARTY)}"}
+
+            def through_lb() -> int:
+                conn = http.client.HTTPConnection(lb_host, int(lb_port), timeout=10)
+                try:
+                    conn.request("GET", "/announcements", headers=auth)
+                    r = conn.getresponse()
+                    r.read()
+                    return r.status
+                finally:
+                    conn.close()
+
+            deadline = time.monotonic() + 20
+            while through_lb() != 200:  # the node UP after `rise 2` checks
+                assert time.monotonic() < deadline, "haproxy never routed to the node"
+                time.sleep(0.2)
+            stop = threading.Event()
+
+            def flood(path: str) -> None:
+                conn = http.client.HTTPConnection(
+                    host, int(port), timeout=10, source_address=("127.0.0.2", 0)
+                )
+                while not stop.is_set():
+                    conn.request("GET", path)
+                    conn.getresponse().read()
+                conn.close()
+
+            floods = [
+                threading.Thread(target=flood, args=(path,), daemon=True)
+                for path in ("/readyz", "/healthz") * 8
+            ]
+            for t in floods:
+                t.start()
+            try:
+                statuses = []
+                until = time.monotonic() + 4  # 20 checks, each alone enough to take it out
+                while time.monotonic() < until:
+                    statuses.append(through_lb())
+                    time.sleep(0.1)
+            finally:
+                stop.set()
+                for t in floods:
+                    t.join(timeout=5)
+        log = (lb_dir / "haproxy.log").read_text()
+    assert set(statuses) == {200}, statuses
+    assert " is DOWN" not in log, log
