@@ -111,6 +111,20 @@ def test_a_probe_is_answered_when_the_bound_is_spent(app: JpkiApp) -> None:
     assert answer(app, _request(b"/healthz", sequence=2)).status == 429
 
 
+def test_a_reload_takes_the_new_bound(built: Built, app: JpkiApp, tmp_path: Path) -> None:
+    """SIGHUP re-reads [server.limits]: the worker's bucket takes the new figures."""
+    assert [answer(app, _request(b"/ca/index.json")).status for _ in range(4)] == [200] * 3 + [429]
+    wider = tmp_path / "wider"
+    wider.mkdir()
+    app.reload(
+        built.app_config(
+            wider, **{"server.limits.public_per_second": 1000, "server.limits.public_burst": 1000}
+        )
+    )
+    time.sleep(0.01)  # 10 tokens at the new rate
+    assert answer(app, _request(b"/ca/index.json")).status == 200
+
+
 def test_a_flood_on_a_real_server_is_held_and_probes_and_parties_answered(
     built: Built, tmp_path: Path
 ) -> None:
