@@ -65,6 +65,15 @@ FAMILY_EN: Final[dict[str, str]] = {
 }
 
 
+_CASCADE_ARTICLE: Final[dict[str, str]] = {
+    "sign-mobile": "Act §16-14(1)(4)",
+    "auth-mobile": "Act §35-14(1)(4)",
+}
+"""Where the Act makes a mobile certificate lose effect with its holder's card certificate."""
+_HOLDER_JA: Final[dict[str, str]] = {"sign-mobile": "署名利用者", "auth-mobile": "利用者証明利用者"}
+"""The Act's word for the holder (署名利用者, 利用者証明利用者: Act §2(4), §2(5))."""
+
+
 def parse_path(path: bytes) -> Format | None:
     """The format a path asks for, or None when it is not an announcement route."""
     return _PATHS.get(path)
@@ -111,7 +120,11 @@ def _sentence_ja(a: sf.Announcement) -> str:
         f"この符号で電子署名を行った電子証明書{a.certificates:,}件は、同時刻に効力を失いました。"
     )
     if a.cascaded:
-        text += f"これに伴い、移動端末設備用電子証明書{a.cascaded:,}件も効力を失いました。"
+        mobile = a.family.mobile_family
+        text += (
+            f"これに伴い、同じ{_HOLDER_JA[mobile.value]}の{FAMILY_JA[mobile.value]}{a.cascaded:,}件も効力を失いました"
+            f"（{_CASCADE_ARTICLE[mobile.value]}）。"
+        )
     return text
 
 
@@ -123,8 +136,10 @@ def _sentence_en(a: sf.Announcement) -> str:
         f"The {a.certificates:,} certificates signed with that key lost effect at that instant."
     )
     if a.cascaded:
+        mobile = a.family.mobile_family
         text += (
-            f" {a.cascaded:,} smartphone certificates of the same holders lost effect with them."
+            f" {a.cascaded:,} {FAMILY_EN[mobile.value]} of the same holders lost effect with"
+            f" them ({_CASCADE_ARTICLE[mobile.value]})."
         )
     return text
 

@@ -9,8 +9,8 @@
                             nor count in the ledger (帳簿, Act §40)
     GET  /crl/{file}.crl    the current CRL files, for parties that may receive the family;
                             served from memory maps (`responder.crlfiles`), with
-                            Last-Modified, ETag and Cache-Control: private (no shared
-                            cache may keep them). HEAD answers what GET would (the
+                            Last-Modified, ETag and Cache-Control: private, no-cache
+                            (no shared cache may keep them, a party's own revalidates). HEAD answers what GET would (the
                             same status and header fields, the body left out) and
                             provides nothing: no ledger count (帳簿, Act §40), and
                             neither the quota nor the party's CRL cycle (周期, Ord
@@ -45,6 +45,12 @@
 the ``admin`` attribute here; on the public port it answers 404 (counted as endpoint
 ``metrics``), so that a flood of unauthenticated scrapes cannot take the workers'
 time from the registered parties.
+
+The public routes (/healthz, /readyz, /announcements, /ca/, /reports/, a path not
+served) are bounded per worker for clients that prove no party (`responder.publicbound`:
+429 and a second's hold past ``[server.limits] public_per_second``); a party's requests
+are never counted, and a connection's first request to /healthz or /readyz (a health
+check's) is never refused.
 
 Every OCSP request is decided by `responder.flow` (sans-I/O: parse, attribute it to a
 registered party, check the issuer, the policy and the quota, and only then look
@@ -96,7 +102,7 @@ from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.request import RequestError, decode_get_path
 from crlbuilder.ocsp.response import CertStatus, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
-from responder import access, announce, ledgerstream, policy, streamlag
+from responder import access, announce, ledgerstream, policy, publicbound, streamlag
 from responder.config import ResponderConfig
 from responder.crlfiles import CrlFiles, not_modified
 from responder.flow import Answer, OcspFlow, Refusal, Signing
@@ -158,6 +164,29 @@ _REPORTS_BUSY: Final = Response(
 )
 """429, not 503: a flood of the public route is the clients' doing, and a 5xx would count
 toward the operators' error-ratio alert (JpkiVaErrorRatioHigh), which anyone could trip."""
+_PUBLIC_BUSY: Final = Response(
+    429,
+    b"too many requests without credentials, retry\n",
+    TEXT,
+    ((b"retry-after", b"1"),),
+    hold=1.0,
+)
+"""Past the worker's bound on clients proving no party (`responder.publicbound`): 429 for
+the same reason as `_REPORTS_BUSY`; a token comes back within 1/``public_per_second`` s
+(at least 1 a second), so Retry-After is 1, and the connection is not read for that
+second (`responder.http.Response.hold`): a client that does not wait is refused once a
+second per connection, not once per request."""
+_CRL_FILE_BROKEN: Final = Response(
+    503,
+    b"CRL file unavailable, retry later\n",
+    TEXT,
+    ((b"cache-control", b"no-store"), (b"retry-after", b"60")),
+)
+"""A CRL file in ``[store] crl_dir`` that is not one whole CRL (`responder.crlfiles.CrlFile.
+whole`): neither served nor counted (帳簿, Act §40), nor the quota, provisions or cycle
+(周期) used; none of its bytes in the answer. 503 with Retry-After: the next CRL
+crlbuilder publishes (by rename) replaces it. Counted in jpkiva_crl_file_broken_total and
+logged once per worker and file version (``crl_file_broken``)."""
 _UNSUPPORTED: Final = Response(415, b"content type must be application/ocsp-request\n", TEXT)
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
 _OCSP_ERRORS: Final[dict[int, Response]] = {
@@ -192,6 +221,12 @@ _NOTE_OTHER: Final = Outcome("other")
 _NOTE_HEALTHZ: Final = Outcome("healthz")
 _NOTE_READYZ: Final = Outcome("readyz")
 _NOTE_METRICS: Final = Outcome("metrics")
+_PUBLIC_NOTES: Final = {
+    route: Outcome(route if route in ("healthz", "readyz") else "other", rule="public_rate")
+    for route in publicbound.ROUTE_CLASSES
+}
+"""The notes of a public request refused by the bound, by route class (the endpoint label
+knows healthz, readyz and other only; jpkiva_public_refused_total has the class)."""
 _SUCCESSFUL: Final = OCSP_STATUS[ResponseStatus.SUCCESSFUL]
 _TRY_LATER: Final = OCSP_STATUS[ResponseStatus.TRY_LATER]
 _INTERNAL_ERROR: Final = OCSP_STATUS[ResponseStatus.INTERNAL_ERROR]
@@ -273,6 +308,9 @@ class JpkiApp:
             [rs.signer for v in views for rs in (v.signer, v.successor) if rs is not None],
         )  # fmt: skip
         self.worker_index = worker_index
+        limits = config.server.limits
+        self.public = publicbound.PublicBucket(limits.public_per_second, limits.public_burst)
+        """This worker's bound on the public routes' requests of clients proving no party."""
         self._proven: tuple[Mapping[bytes, bytes], Registry, Party] | None = None
         """The party `early` proved from a request's header fields (with the registry it
         used), for that request's `_ocsp`; matched by the identity of the header dict."""
@@ -387,6 +425,8 @@ class JpkiApp:
         log says what is wrong and where)."""
         self.config = config
         self.limits.nodes = config.cluster.nodes
+        limits = config.server.limits
+        self.public.configure(limits.public_per_second, limits.public_burst)
         self.access_log.configure(config.log)
         self.reports.max_age = config.ledger.collect_interval
         self.signing.queue.per_party = config.ocsp.sign_queue_per_party
@@ -453,6 +493,10 @@ class JpkiApp:
             return self._ocsp(req, der, get=True)
         if path.startswith(b"/v1/"):
             return self._v1(req)
+        if not path.startswith(b"/crl/"):  # /crl/ proves its party itself, before any lookup
+            busy = self._public_bound(req, path)
+            if busy is not None:
+                return busy
         get = req.method in (b"GET", b"HEAD")
         if path == b"/healthz":
             req.note = _NOTE_HEALTHZ
@@ -479,6 +523,23 @@ class JpkiApp:
             return self._crl(req, path[5:])
         req.note = _NOTE_OTHER
         return _NOT_FOUND
+
+    def _public_bound(self, req: Request, path: bytes) -> Response | None:
+        """The worker's bound on the public routes (`responder.publicbound`): None to answer
+        ``req``, else the 429 (noted, counted by route class). A request that proves a
+        party is never charged; a probe's (a connection's first request to /healthz or
+        /readyz) is charged while tokens last and never refused."""
+        if (req.client_cert_der is not None or b"authorization" in req.headers) and (
+            access.by_transport(self.registry, req) is not None
+        ):
+            return None
+        if self.public.take(time.monotonic()) or publicbound.is_probe(path, req.sequence):
+            return None
+        route = publicbound.route_class(path)
+        req.note = _PUBLIC_NOTES[route]
+        if self.metrics is not None:
+            self.metrics.on_public_refused(route)
+        return _PUBLIC_BUSY
 
     def too_large(self, target: bytes) -> Response | None:
         """`responder.http`'s 413 for a body over its limit: under /v1, the API's problem
@@ -684,7 +745,9 @@ class JpkiApp:
         not_modified`), is 304 once the party may receive the
         family: the party holds the file already, so nothing is provided, counted or used,
         whatever its cycle and quota (a group's pull restarted within its cycle,
-        `crlbuilder.group.pull`). A file absent is 404 before the quota is used.
+        `crlbuilder.group.pull`). A file absent is 404 before the quota is used; a file that is
+        not one whole CRL (cut short, written in place) is 503 (`_CRL_FILE_BROKEN`), before
+        anything is used or counted.
         """
         provide = req.method == b"GET"
         party = access.by_transport(self.registry, req)
@@ -721,6 +784,11 @@ class JpkiApp:
         if crl is None:
             req.note = Outcome("crl", family=family, party=party.id)
             return _NOT_FOUND
+        if not crl.whole:  # cut short or written in place: nothing a party could use
+            req.note = Outcome("crl", family=family, party=party.id)
+            if self.metrics is not None:
+                self.metrics.crl_file_broken(fname)
+            return _CRL_FILE_BROKEN
         if not_modified(req.headers, crl):  # the party holds this very file already
             req.note = Outcome("crl", family=family, party=party.id)
             return Response(304, crl.body, CRL, crl.headers)  # its length only: see http

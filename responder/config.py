@@ -136,10 +136,22 @@ class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     capacity parties need."""
     drain_timeout: PositiveSeconds = 10.0
     """On SIGTERM, seconds a worker waits for in-flight requests before cutting connections."""
+    public_per_second: PositiveInt = 100
+    """Requests per second one worker answers on the public routes (/healthz, /readyz,
+    /announcements, /ca/, /reports/, a path it does not serve) for clients that prove no
+    registered party (`responder.publicbound`); beyond it and ``public_burst``: 429 with
+    Retry-After and a close. A party's requests (client certificate, bearer token) are
+    never counted; a probe's (the first request of a connection to /healthz or /readyz)
+    is always answered."""
+    public_burst: PositiveInt = 200
+    """How many such requests one worker answers at once after a quiet spell (the bucket's
+    size); at least ``public_per_second``."""
 
     def __post_init__(self) -> None:
         if self.max_unattributed is not None and self.max_unattributed > self.max_connections:
             raise ValueError("max_unattributed must not exceed max_connections")
+        if self.public_burst < self.public_per_second:
+            raise ValueError("public_burst must be at least public_per_second")
 
     @property
     def unattributed_budget(self) -> int:
@@ -583,6 +595,16 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
         "unattributed connections (unset: a quarter of --max-connections)",
     ),
     _Flag("--drain-timeout", "server.limits.drain_timeout", "seconds to drain on stop"),
+    _Flag(
+        "--public-per-second",
+        "server.limits.public_per_second",
+        "public-route requests a second per worker from clients proving no party (429 past it)",
+    ),
+    _Flag(
+        "--public-burst",
+        "server.limits.public_burst",
+        "such requests a worker answers at once after a quiet spell",
+    ),
     _Flag("--store", "store.path", "LMDB status store directory"),
     _Flag("--pki", "store.pki", "directory of the PKI manifest pki.json"),
     _Flag("--crl-dir", "store.crl_dir", "directory of CRL files served at /crl/"),

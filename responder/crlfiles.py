@@ -22,23 +22,36 @@ The cache holds at most one map per file name; the app asks only for the names o
 the issuers it serves (``{issuer}.crl``, ``{issuer}-delta.crl``), so it stays bounded.
 A file truncated in place (not how crlbuilder writes) would make a read of the
 vanished pages fault: publish by rename only.
+
+A file that is not one whole CertificateList (`peek_crl`: cut short, trailing bytes,
+written in place by hand, an empty file) is never served: `CrlFile.whole` is False, the
+app answers 503 and counts nothing (a party would otherwise be handed, and the ledger
+count, a file no client can use). Each such file is logged once per worker, by name and
+what is wrong with its DER (``crl_file_broken``), when first seen in that state; it
+stays in the cache (no map held) until it is replaced.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import mmap
 import os
 import stat
+from datetime import UTC, datetime
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import msgspec
 
-__all__ = ["CrlFile", "CrlFiles", "not_modified"]
+from crlbuilder.der import der_header
 
+__all__ = ["CrlFile", "CrlFiles", "not_modified", "peek_crl"]
+
+_log: Final = logging.getLogger("responder.crlfiles")
 _EMPTY: Final = memoryview(b"")
-_PRIVATE: Final = (b"cache-control", b"private, no-transform")
+_PRIVATE: Final = (b"cache-control", b"private, no-cache, no-transform")
 
 
 class CrlFile(msgspec.Struct, frozen=True):
@@ -48,17 +61,27 @@ class CrlFile(msgspec.Struct, frozen=True):
     """A read-only view of the file's map (empty for an empty file, which cannot be mapped)."""
     etag: bytes
     """The ``ETag`` value (quoted), also in ``headers``."""
-    mtime: int
-    """The file's mtime in whole seconds: its ``Last-Modified``."""
+    modified: int
+    """Its ``Last-Modified`` in epoch seconds (see ``headers``)."""
     identity: tuple[int, int, int, int]
     """(st_dev, st_ino, st_mtime_ns, st_size) of the file mapped."""
+    whole: bool
+    """One whole CertificateList (`peek_crl`); False: not to be served (``body`` empty)."""
     headers: tuple[tuple[bytes, bytes], ...]
-    """``Last-Modified`` (the file's mtime) and ``ETag`` (mtime in nanoseconds and size, in
-    hex: nginx's form with nginx's whole seconds refined, so two CRLs of the same size
-    published within one second differ; the same on every host that keeps the mtime), and
-    ``Cache-Control: private``: a file goes to a registered party only (Act §18(2), §37(2))
-    and each download is counted (帳簿, Act §40), so no shared cache may keep it and hand it
-    to others (as `responder.app.caching_headers` says for OCSP answers)."""
+    """``Last-Modified``, ``ETag`` and ``Cache-Control: private``. The validators come from
+    the CRL itself (`peek_crl`), so that every node serving the
+    signer's CRL (each placed by its own fetch, `crlbuilder.crl.shipping`: another mtime)
+    gives the same ones, and a party's ``If-None-Match`` from one node gets its 304 on
+    another instead of the whole file again, counted again: ETag, a digest of the CRL's
+    size and signature (the signature covers everything the CRL says); Last-Modified, its
+    thisUpdate (as for OCSP answers, `responder.app.caching_headers`), or the file's mtime
+    when earlier (never later than the server's clock, RFC 9110 §8.8.2.1). A file that is
+    not a whole CRL (``whole`` False, never served) has the file's own validators (mtime in
+    nanoseconds and size, in hex: nginx's form). ``private``: a file goes to a registered
+    party only (Act §18(2), §37(2)) and each download is counted (帳簿, Act §40), so no
+    shared cache may keep it and hand it to others; ``no-cache``: the party's own cache
+    asks before each use (a 304, free, while the file is the same) instead of reusing it
+    by heuristic freshness (RFC 9111 §4.2.2) after a newer one, or past its nextUpdate."""
 
 
 def not_modified(headers: dict[bytes, bytes], crl: CrlFile) -> bool:
@@ -83,7 +106,55 @@ def not_modified(headers: dict[bytes, bytes], crl: CrlFile) -> bool:
         return False
     if since.tzinfo is None:
         return False
-    return int(since.timestamp()) >= crl.mtime
+    return int(since.timestamp()) >= crl.modified
+
+
+_SEQUENCE: Final = 0x30
+_INTEGER: Final = 0x02
+_BIT_STRING: Final = 0x03
+_TIMES: Final = {0x17: (13, "%y%m%d%H%M%SZ"), 0x18: (15, "%Y%m%d%H%M%SZ")}
+"""UTCTime and GeneralizedTime as a CRL writes them (RFC 5280 §5.1.2.4): their length, format."""
+
+
+def peek_crl(der: bytes) -> tuple[int, bytes]:
+    """(thisUpdate in epoch seconds, signatureAlgorithm and signatureValue DER) of a DER CRL.
+
+    Reads the outer headers and the tbsCertList up to thisUpdate only, never the entries nor
+    a copy of the signed bytes: constant time and memory for a CRL of millions of entries,
+    on a memory map too (anything indexed and sliced like bytes). The signature covers
+    everything the CRL says, so the pair is the same for the same CRL wherever its bytes
+    lie. Raises ValueError (`crlbuilder.der.DerError` among them) when the bytes are not one
+    whole CertificateList (truncated, trailing bytes, a field out of place); its message is
+    a fixed phrase (and an offset), never the bytes.
+    """
+    end = len(der)
+    tag, start, stop = der_header(der, 0, end)
+    if tag != _SEQUENCE or stop != end:
+        raise ValueError("not one CertificateList")
+    tag, tbs, tbs_stop = der_header(der, start, stop)
+    if tag != _SEQUENCE:
+        raise ValueError("no tbsCertList")
+    tag, _, alg_stop = der_header(der, tbs_stop, stop)
+    if tag != _SEQUENCE:
+        raise ValueError("no signatureAlgorithm")
+    tag, _, sig_stop = der_header(der, alg_stop, stop)
+    if tag != _BIT_STRING or sig_stop != stop:
+        raise ValueError("no signatureValue at the end")
+    tag, _, p = der_header(der, tbs, tbs_stop)  # the version, or (v1) the signature
+    if tag == _INTEGER:
+        tag, _, p = der_header(der, p, tbs_stop)  # the signature
+    tag, _, p = der_header(der, p, tbs_stop)  # the issuer
+    if tag != _SEQUENCE:
+        raise ValueError("no issuer Name")
+    tag, t0, t1 = der_header(der, p, tbs_stop)
+    size, fmt = _TIMES.get(tag, (0, ""))
+    if t1 - t0 != size:
+        raise ValueError("no thisUpdate")
+    try:
+        at = datetime.strptime(der[t0:t1].decode("ascii"), fmt).replace(tzinfo=UTC)
+    except ValueError:  # its message would quote the bytes: every reason here is a phrase
+        raise ValueError("thisUpdate is not a time") from None
+    return int(at.timestamp()), bytes(der[tbs_stop:stop])
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -114,27 +185,43 @@ class CrlFiles:
         if cached is not None and cached.identity == _identity(st):
             return cached
         try:
-            fresh = _map(path)
+            fresh, broken = _map(path)
         except (OSError, ValueError):
             self._files.pop(name, None)
             return None
+        if broken is not None:  # once per file version and worker: it stays cached
+            _log.error("crl_file_broken", extra={"fields": {"file": name, "reason": broken}})
         self._files[name] = fresh
         self.maps += 1
         return fresh
 
 
-def _map(path: str) -> CrlFile:
+def _map(path: str) -> tuple[CrlFile, str | None]:
     """Map ``path`` read-only; the identity is the opened file's (it may have been replaced
-    between the caller's ``stat`` and this ``open``)."""
+    between the caller's ``stat`` and this ``open``). With it, what is wrong with a file
+    that is not one whole CRL (then it holds no map), else None."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
-        body = (
-            memoryview(mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ)) if st.st_size else _EMPTY
-        )
+        mapped = mmap.mmap(fd, st.st_size, access=mmap.ACCESS_READ) if st.st_size else None
     finally:
         os.close(fd)  # the map holds the file
+    modified = int(st.st_mtime)
     etag = b'"%x-%x"' % (st.st_mtime_ns, st.st_size)
-    last_modified = formatdate(st.st_mtime, usegmt=True).encode("ascii")
+    broken: str | None = "an empty file"
+    if mapped is not None:
+        try:  # a map is read like bytes (indexing, slicing): only the headers are read
+            this_update, signature = peek_crl(cast(bytes, mapped))
+        except ValueError as e:  # DerError too: the message names the DER, not the data
+            broken = str(e) or type(e).__name__  # not a whole CRL: the file's own validators
+            mapped.close()
+            mapped = None
+        else:
+            broken = None
+            modified = min(this_update, modified)
+            digest = hashlib.sha256(b"%d:" % st.st_size + signature).hexdigest()
+            etag = b'"%s"' % digest[:32].encode("ascii")
+    last_modified = formatdate(modified, usegmt=True).encode("ascii")
     headers = ((b"last-modified", last_modified), (b"etag", etag), _PRIVATE)
-    return CrlFile(body, etag, int(st.st_mtime), _identity(st), headers)
+    body = memoryview(mapped) if mapped is not None else _EMPTY
+    return CrlFile(body, etag, modified, _identity(st), broken is None, headers), broken

@@ -39,7 +39,8 @@ Connections not attributed to a registered party (no request on them proven by a
 party's credential yet) have a budget of their own (``max_unattributed``): a new
 connection beyond it, or beyond ``max_connections``, displaces the oldest
 unattributed connection that is waiting on its client (503 and a close), so slow
-unauthenticated clients cannot take the capacity parties need. A connection becomes attributed when the app names a proven party in a request's
+unauthenticated clients cannot take the capacity parties need; a connection that has
+sent its last answer (a 408, a 401 with a close) leaves that budget while it lingers. A connection becomes attributed when the app names a proven party in a request's
 `Request.note` (`responder.outcome.Outcome.attributed`): with a client certificate or bearer token
 that is its first request; a signed OCSP request can only be attributed after its
 body, so its connection stays in the unattributed budget until then. An app may
@@ -157,6 +158,9 @@ class Request(NoGc):
     requests after it may read (a write, ``POST /v1/watch``): the requests pipelined after it
     on its connection are handed to the app only once its answer is made, in order (RFC 9112
     §9.3.2: pipelined requests may be worked on at once only when all are safe)."""
+    sequence: int = 1
+    """The request's place on its connection: 1 for the connection's first request (a
+    health check's, which opens a connection per check: `responder.publicbound`)."""
 
 
 class Response(FrozenNoGc, frozen=True):
@@ -170,6 +174,12 @@ class Response(FrozenNoGc, frozen=True):
     extra_headers: tuple[tuple[bytes, bytes], ...] = ()
     """Further header fields (name, value); the layer adds Server, Date, Content-Type,
     Content-Length and Connection itself."""
+    hold: float = 0.0
+    """Seconds this connection is not read after this answer, when no party proved itself
+    on it and its peer is not a trusted proxy (whose connection carries other clients'
+    requests too): a refusal for load (`responder.publicbound`'s 429 and its Retry-After),
+    so that a client that does not wait costs the worker nothing until then, instead of
+    a refusal per request. Requests already read are still answered, in order."""
 
 
 class App(Protocol):
@@ -233,6 +243,7 @@ _CLOSED: Final = 4
 
 _PAUSE_WRITE: Final = 1  # the transport's write buffer is full
 _PAUSE_QUEUE: Final = 2  # too many answers pending in order
+_PAUSE_HOLD: Final = 4  # held after a refusal for load (`Response.hold`)
 
 
 class _Stop(Exception):
@@ -902,6 +913,7 @@ class HttpProtocol(asyncio.Protocol):
             _VERSIONS.get(version) or version.encode("ascii"),
             keep_alive,
             srv.requests,
+            sequence=self._seq,
         )
         if (
             self._deferred
@@ -1068,6 +1080,8 @@ class HttpProtocol(asyncio.Protocol):
         hooks = srv.hooks
         if hooks is not None and req is not None:
             hooks.on_request_done(req, resp, time.perf_counter() - t0)
+        if resp.hold and not self.attributed and not self._trusted:
+            self._hold(resp.hold)
         if stream:
             self._out = memoryview(body)
             self._out_close = not keep
@@ -1133,6 +1147,10 @@ class HttpProtocol(asyncio.Protocol):
         if transport is None or self._phase >= _LINGER:
             return
         self._phase = _LINGER
+        # its last answer is sent: lingering, it cannot be displaced (`waits_on_client`), so
+        # it gives its place in the unattributed budget to new connections (a round of
+        # header timeouts would otherwise shut every new connection out while it lingers)
+        self._srv.unattributed.pop(self, None)
         self._linger = linger
         self._queue = None
         self._deferred = 0
@@ -1147,6 +1165,14 @@ class HttpProtocol(asyncio.Protocol):
                 transport.resume_reading()
         else:
             transport.close()
+
+    def _hold(self, seconds: float) -> None:
+        """Stop reading for ``seconds`` (`Response.hold`); a hold under way is not moved."""
+        loop = self._loop
+        if self._paused & _PAUSE_HOLD or loop is None:
+            return
+        self._pause(_PAUSE_HOLD)
+        loop.call_later(seconds, self._resume, _PAUSE_HOLD)
 
     def _pause(self, reason: int) -> None:
         transport = self._transport

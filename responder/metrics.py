@@ -92,6 +92,7 @@ from responder.http import Request, Response
 from responder.logs import AccessLog, layer_endpoint, method_label
 from responder.metricfiles import MetricsFileError, WorkerFiles
 from responder.outcome import Outcome
+from responder.publicbound import ROUTE_CLASSES
 from responder.storegauges import ENTRIES_FILES
 
 __all__ = [
@@ -139,6 +140,7 @@ RULES: Final = (
     "not-started",
     "ended",
     "fair_share",
+    "public_rate",
 )
 """Refusal rules (``jpkiva_refusals_total{rule}``): no registered party proven
 (unauthenticated); a family the party's title may not receive (unauthorized_family,
@@ -147,7 +149,8 @@ Act §18(1), §37(1)); an issuer we do not serve; a malformed request; stale dat
 provision suspended (提供の停止, Act §18(6), §37(4)), quota or cycle (周期) of the
 agreement (取決め, Ord §31), a service the agreement does not include; and a fresh
 signature beyond the party's fair share of the signing threads (fair_share, tryLater:
-`responder.signqueue`)."""
+`responder.signqueue`); a public route asked beyond the worker's bound on clients proving
+no party (public_rate, 429: `responder.publicbound`)."""
 
 OCSP_STATUS: Final[dict[int, str]] = {
     ResponseStatus.SUCCESSFUL: "successful",
@@ -396,6 +399,22 @@ class WorkerMetrics:
             "close: [server.limits] max_unattributed or max_connections reached).",
             registry=None,
         )
+        self.crl_files_broken = Counter(
+            "jpkiva_crl_file_broken",
+            "Requests for a CRL file answered 503 because the file in [store] crl_dir is not "
+            "one whole CRL (cut short, written in place): not served, not counted in the "
+            "ledger. By file name (an issuer's CRL or delta CRL).",
+            ("file",),
+            registry=None,
+        )
+        self.public_refused = Counter(
+            "jpkiva_public_refused",
+            "Requests of clients proving no party refused 429 on a public route, beyond the "
+            "worker's bound ([server.limits] public_per_second, public_burst), by route class "
+            "(healthz, readyz, announcements, ca, reports, other), never by client.",
+            ("route",),
+            registry=None,
+        )
         self.unbound_cursors = Counter(
             "jpkiva_changes_unbound_cursors",
             "Cursors of GET /v1/changes issued before cursors were bound to their party, by "
@@ -410,6 +429,8 @@ class WorkerMetrics:
             self.refusals.labels(rule)
         for endpoint in ENDPOINTS:
             self.duration.labels(endpoint)
+        for route in ROUTE_CLASSES:
+            self.public_refused.labels(route)
         self.open_connections.set(0)
         for ledger in LEDGERS:
             self.ledger_flush_failing.labels(ledger).set(0)
@@ -435,6 +456,8 @@ class WorkerMetrics:
         self._open_flushed = 0
         self._evicted = 0
         """Connections displaced since the flush."""
+        self._public_refused: dict[str, int] = {}
+        """Public requests refused by the bound since the flush, by route class."""
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         with contextlib.suppress(RuntimeError):
@@ -462,6 +485,10 @@ class WorkerMetrics:
         """`responder.http.HttpServer` displaced an unattributed connection (optional hook)."""
         self._evicted += 1
 
+    def on_public_refused(self, route: str) -> None:
+        """`responder.publicbound`'s bound refused a request on a public route (`ROUTE_CLASSES`)."""
+        self._public_refused[route] = self._public_refused.get(route, 0) + 1
+
     def on_request_done(self, req: Request, resp: Response, seconds: float) -> None:
         note = req.note
         if note is None:
@@ -480,6 +507,10 @@ class WorkerMetrics:
         self._errors[status] = self._errors.get(status, 0) + 1
         if self.access.on:
             self.access.http_error(status, peer)
+
+    def crl_file_broken(self, file: str) -> None:
+        """A request for CRL file ``file`` answered 503: the file is not one whole CRL."""
+        self.crl_files_broken.labels(file).inc()
 
     def signer_error(self, signer: str) -> None:
         """A fresh signature by ``signer`` (an issuer id) failed: count it at once (an alarm)."""
@@ -557,6 +588,9 @@ class WorkerMetrics:
         evicted, self._evicted = self._evicted, 0
         if evicted:
             self.evictions.inc(evicted)
+        refused, self._public_refused = self._public_refused, {}
+        for route, n in refused.items():
+            self.public_refused.labels(route).inc(n)
         if self._open != self._open_flushed:
             self._open_flushed = self._open
             self.open_connections.set(self._open)

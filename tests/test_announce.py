@@ -152,3 +152,35 @@ def test_published_by_the_real_server_without_credentials(built: Built, tmp_path
         assert len(ET.fromstring(body).findall(f"{ATOM}entry")) == 1
         assert get("/announcements.json", "POST")[0] == 405
         assert get("/announcements.csv")[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("issuer", "mobile_ja", "mobile_en", "article"),
+    [
+        (
+            "sign-card-g1",
+            "移動端末設備用署名用電子証明書",
+            "signature certificates for smartphones",
+            "§16-14(1)(4)",
+        ),
+        (
+            "auth-card-g1",
+            "移動端末設備用利用者証明用電子証明書",
+            "user authentication certificates for smartphones",
+            "§35-14(1)(4)",
+        ),
+    ],
+)
+def test_the_cascade_names_the_mobile_family_of_the_act(
+    world: World, issuer: str, mobile_ja: str, mobile_en: str, article: str
+) -> None:
+    """The mobile certificates that lose effect with a card's (Act §16-14(1)(4), §35-14(1)(4))
+    are named by the Act's term for their family, not a "移動端末設備用電子証明書" that the
+    Act does not know and that does not say whether signature or user authentication."""
+    world.apply(holder_set(H1))
+    world.apply([compromise(issuer)])
+    [a] = announcements(world.store)
+    assert a.cascaded == 1
+    page = announce.render([a], "html").decode()
+    assert f"{mobile_ja}1件も効力を失いました" in page
+    assert mobile_en in page and article in page

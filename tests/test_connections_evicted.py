@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.conftest import Built
 from tests.support.harness import start_server
 
 METRIC = "jpkiva_connections_evicted_total"
+PARTY = "sig-verifier"
 
 
 def _samples(metrics_url: str) -> list[Sample]:
@@ -71,3 +73,37 @@ def test_displaced_unattributed_connections_are_counted(built: Built, tmp_path: 
         assert sum(x.value for x in shed) == refused
         failed = [x.labels for x in requests if x.labels["http_status"][0] == "5" and x not in shed]
         assert failed == []
+
+
+def test_timed_out_connections_leave_the_budget_to_new_ones(built: Built, tmp_path: Path) -> None:
+    """A slowloris connection whose headers time out gets 408 and lingers (up to
+    ``LINGER_SECONDS``, its client may still be sending) before it closes. Lingering, it
+    kept its place in the unattributed budget but could not be displaced (it no longer
+    waits on its client), so for those seconds after each round of timeouts every new
+    connection, a registered party's too, was refused 503: a client opening the budget's
+    worth of connections every ``header_timeout`` shut parties out for most of the time.
+    A connection that has its last answer now leaves the budget."""
+    limits = ("--max-connections", "50", "--max-unattributed", "4", "--header-timeout", "1")
+    with start_server(built, tmp_path, extra=limits) as s:
+        host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+        socks = []
+        try:
+            for _ in range(24):  # slowloris, never reading, never closing
+                sock = socket.create_connection((host, int(port)), timeout=5)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")
+                socks.append(sock)
+            time.sleep(1.5)  # every one of them timed out (408) and lingers for 2 s
+            answers = []
+            for _ in range(6):  # a party's new connections, whichever worker takes them
+                req = urllib.request.Request(
+                    f"{s.url}/healthz", headers={"Authorization": f"Bearer {s.token(PARTY)}"}
+                )
+                try:
+                    with urllib.request.urlopen(req, timeout=5) as r:
+                        answers.append(r.status)
+                except urllib.error.HTTPError as e:
+                    answers.append(e.code)
+        finally:
+            for sock in socks:
+                sock.close()
+        assert answers == [200] * 6

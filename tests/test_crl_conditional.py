@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from responder.crlfiles import CrlFile, CrlFiles, not_modified
+from tests.conftest import Built
 
 MTIME = 1_900_000_000  # 2030-03-17T17:46:40Z
 
@@ -48,3 +53,90 @@ def test_the_validators_are_the_served_header_fields(crl: CrlFile) -> None:
     fields = dict(crl.headers)
     assert fields[b"etag"] == crl.etag
     assert fields[b"last-modified"] == b"Sun, 17 Mar 2030 17:46:40 GMT"
+
+
+def test_the_same_crl_has_the_same_validators_on_every_node(built: Built, tmp_path: Path) -> None:
+    """Several nodes serve the signer's CRL, each placed by its own fetch
+    (`crlbuilder.crl.shipping`): the same bytes with another mtime, inode and device. The
+    validators came from the file's mtime, so a party's ETag from one node never matched on
+    another (a whole download again, counted again). They come from the CRL itself now: its
+    signature and size (ETag) and its thisUpdate (Last-Modified)."""
+    name = "sign-card-g2.crl"
+    served = []
+    for node, mtime in (("a", MTIME), ("b", MTIME + 7)):
+        d = tmp_path / node
+        d.mkdir()
+        shutil.copyfile(built.crl_dir / name, d / name)
+        os.utime(d / name, (mtime, mtime))
+        got = CrlFiles(d).get(name)
+        assert got is not None
+        served.append(got)
+    a, b = served
+    assert a.identity != b.identity and bytes(a.body) == bytes(b.body)
+    assert a.etag == b.etag and a.headers == b.headers
+    crl = x509.load_der_x509_crl(bytes(a.body))
+    this_update = formatdate(crl.last_update_utc.timestamp(), usegmt=True).encode()
+    assert dict(a.headers)[b"last-modified"] == this_update
+    assert not_modified({b"if-none-match": a.etag}, b)
+    assert not_modified({b"if-modified-since": this_update}, b)
+
+
+def test_another_crl_of_the_same_size_has_another_etag(built: Built, tmp_path: Path) -> None:
+    """A file's ETag names its content: the full CRL and a same-sized other CRL differ, and a
+    file that is not a CRL (never served: `test_a_file_cut_short_is_not_whole_and_logged_once`) has
+    validators of the file itself."""
+    full = (built.crl_dir / "sign-card-g2.crl").read_bytes()
+    (tmp_path / "x.crl").write_bytes(full)
+    other = bytearray(full)
+    other[-1] ^= 1  # another signature
+    (tmp_path / "y.crl").write_bytes(bytes(other))
+    (tmp_path / "z.crl").write_bytes(b"0" * len(full))
+    files = CrlFiles(tmp_path)
+    x, y, z = (files.get(n) for n in ("x.crl", "y.crl", "z.crl"))
+    assert x is not None and y is not None and z is not None
+    assert len({x.etag, y.etag, z.etag}) == 3
+
+
+def test_no_cache_keeps_a_crl_past_a_newer_one(crl: CrlFile) -> None:
+    """With only ``private`` and a Last-Modified, a party's own HTTP cache may reuse a CRL for
+    a tenth of its age without asking (heuristic freshness, RFC 9111 §4.2.2): a delta CRL
+    hours old, after a newer one was published, and up to a tenth of the cycle past the
+    file's nextUpdate. ``no-cache`` makes it ask each time; the answer is a 304 while the
+    file is the same, which neither counts nor uses the quota or the cycle."""
+    directives = {d.strip() for d in dict(crl.headers)[b"cache-control"].split(b",")}
+    assert {b"private", b"no-cache"} <= directives
+    assert not any(d.startswith((b"max-age", b"s-maxage")) for d in directives)
+
+
+def test_a_file_cut_short_is_not_whole_and_logged_once(
+    built: Built, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decision C of the public routes' reading: a file in the CRL directory that is not one
+    whole CRL was served and counted. `CrlFile.whole` says so (the app answers 503), the
+    file holds no map, and the worker logs it once per version of the file, by name and
+    what is wrong with its DER, never its bytes."""
+    full = (built.crl_dir / "sign-card-g2.crl").read_bytes()
+    (tmp_path / "a.crl").write_bytes(full[:-10])  # cut short
+    (tmp_path / "b.crl").write_bytes(full + b"\x00")  # trailing bytes
+    (tmp_path / "c.crl").write_bytes(b"")
+    (tmp_path / "d.crl").write_bytes(full)
+    files = CrlFiles(tmp_path)
+    with caplog.at_level(logging.ERROR, logger="responder.crlfiles"):
+        for _ in range(3):
+            got = {n: files.get(n) for n in ("a.crl", "b.crl", "c.crl", "d.crl")}
+    assert {n: (f.whole, len(f.body)) for n, f in got.items() if f is not None} == {
+        "a.crl": (False, 0), "b.crl": (False, 0), "c.crl": (False, 0), "d.crl": (True, len(full)),
+    }  # fmt: skip
+    logged = [(r.getMessage(), r.__dict__["fields"]) for r in caplog.records]
+    assert logged == [
+        ("crl_file_broken", {"file": "a.crl", "reason": "truncated at offset 0"}),
+        ("crl_file_broken", {"file": "b.crl", "reason": "not one CertificateList"}),
+        ("crl_file_broken", {"file": "c.crl", "reason": "an empty file"}),
+    ]
+    caplog.clear()
+    (tmp_path / "a.crl.tmp").write_bytes(full[:100])  # another version, still cut short
+    os.replace(tmp_path / "a.crl.tmp", tmp_path / "a.crl")
+    with caplog.at_level(logging.ERROR, logger="responder.crlfiles"):
+        a = files.get("a.crl")
+    assert a is not None and not a.whole
+    assert [r.__dict__["fields"]["file"] for r in caplog.records] == ["a.crl"]

@@ -9,6 +9,10 @@ no copies, a replaced file is served new (follow-ups of issue 10, items 7 and 11
   download is a view of one memory map per file per worker.
 - crlbuilder replaces a CRL by renaming a new file over it: the next request gets the
   new file, a download in flight finishes with the old one, whole.
+- A file that was not one whole CRL (cut short, written in place) was served as it was
+  and counted as a download (decision C of the public routes' reading): now it is 503,
+  nothing counted, its bytes not sent, counted in jpkiva_crl_file_broken_total and
+  logged once per worker.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from crlbuilder.der import der_header
 from tests.conftest import Built, run_tool
 from tests.support.harness import Server, start_server
 from tests.test_http_hardening import _counted, _request
@@ -144,12 +149,32 @@ def _body(sock: socket.socket, data: bytearray) -> bytes:
     return body
 
 
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(octets)]) + octets + content
+
+
+def _large_crl(template: bytes, size: int) -> bytes:
+    """A whole CertificateList of about ``size`` bytes: ``template``'s tbsCertList and
+    signatureAlgorithm with a random signatureValue that long (the responder never checks
+    the signature; a party would). Another call: another file."""
+    _, start, end = der_header(template, 0, len(template))
+    _, _, tbs_end = der_header(template, start, end)
+    _, _, alg_end = der_header(template, tbs_end, end)
+    signature = _tlv(0x03, b"\x00" + os.urandom(size))
+    return _tlv(0x30, template[start:alg_end] + signature)
+
+
 def test_slow_downloads_share_one_map_and_a_replaced_file_is_served_new(
     built: Built, tmp_path: Path
 ) -> None:
     size, count = 8 << 20, 16
     crl = _crl_dir(built, tmp_path)
-    old = os.urandom(size)  # not a CRL: the responder serves the file's bytes as they are
+    template = (crl / FILE).read_bytes()
+    old = _large_crl(template, size)
     (crl / FILE).write_bytes(old)
     with start_server(built, tmp_path, extra=("--crl-dir", str(crl))) as s:
         workers = _workers(s.pid)
@@ -162,7 +187,7 @@ def test_slow_downloads_share_one_map_and_a_replaced_file_is_served_new(
             time.sleep(0.5)
             grown = _rss_anon(workers) - before
             # replaced by rename, as crlbuilder publishes: the next request gets the new file
-            new = os.urandom(size // 2)
+            new = _large_crl(template, size // 2)
             (crl / f"{FILE}.tmp").write_bytes(new)
             os.replace(crl / f"{FILE}.tmp", crl / FILE)
             host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
@@ -214,3 +239,48 @@ def test_a_party_holding_the_current_file_gets_304_and_no_count(
         assert changed.status == 200 and len(changed.read()) == size
         conn.close()
         assert _counted(tmp_path / "ledger", PARTY) == 2
+
+
+def test_a_file_that_is_not_a_whole_crl_is_503_and_not_counted(
+    built: Built, tmp_path: Path
+) -> None:
+    crl = _crl_dir(built, tmp_path)
+    whole = (crl / FILE).read_bytes()
+    (crl / FILE).write_bytes(whole[: len(whole) // 2])  # cut short, as a copy in place leaves it
+    with start_server(built, tmp_path, extra=("--crl-dir", str(crl))) as s:
+        token = s.token(PARTY)
+        host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+        for method in ("GET", "GET", "HEAD", "GET", "GET", "GET"):
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)  # either worker
+            conn.request(method, f"/crl/{FILE}", headers={"Authorization": f"Bearer {token}"})
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
+            assert resp.status == 503, (method, resp.status)
+            assert resp.getheader("Retry-After") == "60"
+            assert resp.getheader("ETag") is None and resp.getheader("Last-Modified") is None
+            assert body in (b"CRL file unavailable, retry later\n", b"")  # HEAD: no body
+        assert _counted(tmp_path / "ledger", PARTY) == 0
+        lines = [x for x in s.log.read_text().splitlines() if "crl_file_broken" in x]
+        assert 1 <= len(lines) <= 2, lines  # once per worker that was asked
+        assert all(FILE in x and "truncated" in x for x in lines), lines
+        deadline = time.monotonic() + 5
+        while _broken(s) != 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _broken(s) == 6
+        # the next CRL published by rename is served and counted again
+        (crl / f"{FILE}.tmp").write_bytes(whole)
+        os.replace(crl / f"{FILE}.tmp", crl / FILE)
+        got = _request(s, "GET", f"/crl/{FILE}", token)
+        assert got.status == 200
+        assert _counted(tmp_path / "ledger", PARTY) == 1
+
+
+def _broken(s: Server) -> float:
+    """``jpkiva_crl_file_broken_total`` of `FILE` (every worker's)."""
+    status, text = s.get("/metrics", s.metrics_url)
+    assert status == 200
+    for line in text.decode().splitlines():
+        if line.startswith(f'jpkiva_crl_file_broken_total{{file="{FILE}"}}'):
+            return float(line.split()[-1])
+    return 0.0
