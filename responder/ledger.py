@@ -125,8 +125,6 @@ _METHOD_BY_CODE: Final = {c: m for m, c in _METHOD_CODES.items()}
 DEFAULT_CAPACITY: Final = 16384
 """Slots per worker file (2 MiB): one per (day, party, service, method) the worker saw."""
 DB_NAME: Final = "ledger.sqlite3"
-SHIP_LOCK: Final = "ship.lock"
-"""The lock file of `Ledger.ship_lock`, beside the database."""
 
 _PARTY_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # the registry's PartyId
 _FILE_RE: Final = re.compile(r"w(\d{4})-([0-9a-f]{32})\.ledger")
@@ -1209,12 +1207,17 @@ class Ledger:
 
     @contextlib.contextmanager
     def ship_lock(self) -> Iterator[None]:
-        """One shipment of this ledger at a time (a lock file beside it, held from
-        `ship_pending` until `mark_shipped`): the stream keeps each counter's last message
+        """One shipment of this ledger at a time (held from `ship_pending` until
+        `mark_shipped`): the stream keeps each counter's last message
         only, so two shipments of one node crossing could leave an older value last (a
         smaller count than one already marked shipped, lost to every node that gathers
-        afterwards). Under the lock each counter's messages only grow."""
-        fd = os.open(self.directory / SHIP_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        afterwards). Under the lock each counter's messages only grow. The lock is the
+        ledger directory's own (no file to create: one made by ``responder report`` run as
+        another user would shut the responder out)."""
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise LedgerError(f"{self.directory}: cannot lock to ship: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
