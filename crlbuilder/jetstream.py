@@ -338,7 +338,7 @@ def foreign(
     per_subject = config.max_msgs_per_subject
     if max_msgs_per_subject and per_subject != max_msgs_per_subject:
         if per_subject in unlimited:
-            return "max_msgs_per_subject unlimited"
+            return f"max_msgs_per_subject unlimited, not {max_msgs_per_subject}"
         return f"max_msgs_per_subject {per_subject}, not {max_msgs_per_subject}"
     if not max_msgs_per_subject and per_subject not in unlimited:
         return f"max_msgs_per_subject {per_subject}, not unlimited"
@@ -387,7 +387,8 @@ def ensure_stream(
                 allow_direct=allow_direct,
                 max_msgs_per_subject=max_msgs_per_subject,
             )
-            if why == "max_msgs_per_subject unlimited":
+            if why and not foreign(info.config, subjects, allow_direct=allow_direct):
+                # as jpki-va made it but for the bound: an earlier release's
                 raise StreamUnbounded(
                     f"stream {name} keeps every message (no max_msgs_per_subject: made before "
                     f"jpki-va kept only the latest of each subject) and grows until the NATS "

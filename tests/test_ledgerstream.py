@@ -374,8 +374,9 @@ def test_a_ledger_stream_made_before_the_bound_is_refused_then_replaced_losing_n
         count(d, "bank-a", 3)  # a new worker file
         with Ledger.open(d) as ledger:
             ledger.collect()
-            with pytest.raises(StreamUnbounded, match=f"nats stream rm {stream}"):
+            with pytest.raises(StreamUnbounded, match=f"nats stream rm {stream}") as e:
                 ship(c, ledger, "node-n", stream)
+            assert "\n" not in str(e.value)
             state = ledger.shipping_state()
             assert state is not None and state.failures == 1 and state.unshipped == 1
         with pytest.raises(StreamUnbounded), Ledger.open(g) as ledger:
@@ -427,3 +428,30 @@ def test_one_shipment_of_a_node_at_a_time(tmp_path: Path, cluster: NatsCluster) 
         assert done == [1]
     finally:
         c.close()
+
+
+def test_the_ledger_streams_bound_is_judged_exactly() -> None:
+    """A ledger stream is kept only with one message per subject: none (an earlier
+    release's, growing for ever) or more (made by another hand) is not the stream jpki-va
+    makes, and a per-subject limit on a stream that must keep every message (records) is
+    refused as before."""
+    from nats.js import api
+
+    from crlbuilder.jetstream import foreign
+
+    subjects = ["jpki.ledger.JPKI_LEDGER.>"]
+
+    def with_bound(n: int) -> api.StreamConfig:
+        return api.StreamConfig(name="JPKI_LEDGER", subjects=subjects, max_msgs_per_subject=n)
+
+    assert foreign(with_bound(1), subjects, allow_direct=False, max_msgs_per_subject=1) == ""
+    assert foreign(with_bound(-1), subjects, allow_direct=False, max_msgs_per_subject=1) == (
+        "max_msgs_per_subject unlimited, not 1"
+    )
+    assert foreign(with_bound(5), subjects, allow_direct=False, max_msgs_per_subject=1) == (
+        "max_msgs_per_subject 5, not 1"
+    )
+    assert foreign(with_bound(1), subjects, allow_direct=False) == (
+        "max_msgs_per_subject 1, not unlimited"
+    )
+    assert foreign(with_bound(-1), subjects, allow_direct=False) == ""
