@@ -32,8 +32,9 @@ only (``max_msgs_per_subject = 1``, `ensure_stream`): one message per counter th
 was, whatever the number of collections (a counter is one party's provisions of one kind
 by one method on one day in one worker file: ~100 busy ones a day per worker make
 36,500 messages, ~12 MB, per worker and year), where every collection used to add one per
-grown counter (36,000 messages, ~10 MB, an hour per worker: bench/bench_ledger_stream.py). Shipments of one node are serialized
-(`Ledger.ship_lock`), so each subject's last message is its counter's largest value. A
+grown counter (36,000 messages, ~10 MB, an hour per worker: bench/bench_ledger_stream.py).
+Shipments of one node are serialized (`Ledger.ship_lock`), so each subject's last
+message is its counter's largest value. A
 stream made before this bound keeps everything: it is refused (`StreamUnbounded`, which
 says what the operator does); a stream deleted and made again is told by its creation
 time (`stream_id`): every node ships its whole ledger to it (`Ledger.ship_pending`) and
