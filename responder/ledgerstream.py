@@ -63,7 +63,13 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream, through_election
+from crlbuilder.jetstream import (
+    Cluster,
+    ClusterError,
+    StreamUnbounded,
+    ensure_stream,
+    through_election,
+)
 from responder.config import ClusterConfig
 from responder.ledger import Ledger, SlotCount, is_counter
 
@@ -95,8 +101,19 @@ def stream_id(cluster: Cluster, stream: str) -> str:
     creation time, which tells a stream deleted and made again from the one shipped to."""
     ensure_stream(cluster, stream, [_subjects(stream)], max_msgs_per_subject=PER_SUBJECT)
 
+    old_format = f"{SUBJECT_PREFIX}{stream}.*"  # an earlier release's: one subject per node
+
     async def go() -> str:
-        info = await through_election(lambda: cluster.js.stream_info(stream))
+        info = await through_election(
+            lambda: cluster.js.stream_info(stream, subjects_filter=old_format)
+        )
+        if info.state.subjects:
+            raise StreamUnbounded(
+                f"stream {stream} still holds an earlier release's messages on {old_format} "
+                f"(its bound set in place, nats-server keeps what was there): purge them with "
+                f"an admin credential (nats stream purge {stream} --subject '{old_format}'), "
+                f"or delete the stream (docs/operations.md, the ledger stream)"
+            )
         if info.created is None:
             raise ClusterError(f"stream {stream}: the server gave no creation time")
         return info.created.isoformat()

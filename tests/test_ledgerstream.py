@@ -455,3 +455,42 @@ def test_the_ledger_streams_bound_is_judged_exactly() -> None:
         "max_msgs_per_subject 1, not unlimited"
     )
     assert foreign(with_bound(-1), subjects, allow_direct=False) == ""
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_ledger_stream_bounded_in_place_is_refused_until_its_old_messages_are_purged(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """An operator who sets the bound on the earlier release's stream in place (`nats stream
+    edit --max-msgs-per-subject 1`) frees nothing: nats-server keeps the messages already
+    there. Refused with the purge to run; once purged, the node ships its whole ledger and
+    the service's total is right."""
+    d, g = tmp_path / "n", tmp_path / "g"
+    stream = "LEDGER_EDITED"
+    c = Cluster(cluster.urls)
+    try:
+        ensure_stream(c, stream, [f"jpki.ledger.{stream}.>"])
+        for _ in range(3):  # three collections of the earlier release, one subject per node
+            count(d, "bank-a", 2)
+            with Ledger.open(d) as ledger:
+                ledger.collect()
+                pending = ledger.ship_pending("node-n")
+                for p in pending:
+                    c.run(c.js.publish(f"jpki.ledger.{stream}.node-n", msgspec.json.encode(p)))
+                ledger.mark_shipped(pending, 0)
+        config = c.run(c.js.stream_info(stream)).config
+        config.max_msgs_per_subject = 1
+        c.run(c.js.update_stream(config))  # the operator, in place
+        assert _stream_state(c, stream)[0] == 3  # nothing freed
+        with Ledger.open(d) as ledger, pytest.raises(StreamUnbounded, match="stream purge"):
+            ship(c, ledger, "node-n", stream)
+        c.run(c.js.purge_stream(stream, subject=f"jpki.ledger.{stream}.*"))
+        assert collect_and_ship(c, d, "node-n", stream) == 1
+        gather_into(c, g, stream)
+        with Ledger.open(g) as ledger:
+            ledger.view = "service_ledger"
+            assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 6}
+        assert _stream_state(c, stream)[0] == 1
+    finally:
+        c.close()
