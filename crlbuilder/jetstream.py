@@ -304,13 +304,27 @@ class StreamMissing(ClusterError):
     """A stream this node reads was not created yet by its writer (a wait may end it)."""
 
 
-def foreign(config: api.StreamConfig, subjects: list[str], *, allow_direct: bool) -> str:
+class StreamUnbounded(ClusterError):
+    """A stream that must keep only its subjects' latest messages keeps every one (made before
+    jpki-va bounded it): it grows until the servers' disks are full. Its operator replaces it
+    (the message says how); nothing is written to it meanwhile."""
+
+
+def foreign(
+    config: api.StreamConfig,
+    subjects: list[str],
+    *,
+    allow_direct: bool,
+    max_msgs_per_subject: int = 0,
+) -> str:
     """Why an existing stream's ``config`` is not one `ensure_stream` makes for ``subjects``
     (empty: it is). A stream is created by the first credential allowed to create it, with
     the settings it chose (NATS permissions name the stream, not its settings): other
     subjects (another stream's taken, its own refused), memory storage, or limits that drop
     messages (the ledger's counts, records) would otherwise be kept silently. Replicas and
-    the duplicate window are the operator's to change and not judged."""
+    the duplicate window are the operator's to change and not judged. ``max_msgs_per_subject``
+    (0: unlimited) must be the stream's exactly: a stream of latest values (the ledger's
+    counters) kept with a larger limit, or none, would grow with every message."""
     unlimited = (None, -1, 0)
     if sorted(config.subjects or []) != sorted(subjects):
         return f"subjects {config.subjects}, not {subjects}"
@@ -318,9 +332,16 @@ def foreign(config: api.StreamConfig, subjects: list[str], *, allow_direct: bool
         return f"storage {_plain(config.storage)}, not file"
     if config.retention not in (None, api.RetentionPolicy.LIMITS):
         return f"retention {_plain(config.retention)}, not limits"
-    for limit in ("max_msgs", "max_bytes", "max_age", "max_msgs_per_subject"):
+    for limit in ("max_msgs", "max_bytes", "max_age"):
         if getattr(config, limit) not in unlimited:
             return f"{limit} {getattr(config, limit)}, not unlimited"
+    per_subject = config.max_msgs_per_subject
+    if max_msgs_per_subject and per_subject != max_msgs_per_subject:
+        if per_subject in unlimited:
+            return f"max_msgs_per_subject unlimited, not {max_msgs_per_subject}"
+        return f"max_msgs_per_subject {per_subject}, not {max_msgs_per_subject}"
+    if not max_msgs_per_subject and per_subject not in unlimited:
+        return f"max_msgs_per_subject {per_subject}, not unlimited"
     if allow_direct and not config.allow_direct:
         return "no direct get"
     return ""
@@ -340,9 +361,11 @@ def ensure_stream(
     duplicate_window_seconds: float = 86_400,
     allow_direct: bool = False,
     create: bool = True,
+    max_msgs_per_subject: int = 0,
 ) -> None:
     """Create the stream when it does not exist (an existing one is left as it is, but one
-    with other subjects, storage or limits is refused: `foreign`): file
+    with other subjects, storage or limits is refused: `foreign`; one that keeps every
+    message where ``max_msgs_per_subject`` is wanted raises `StreamUnbounded`): file
     storage, limits retention, replicated (`replicas_for`), deduplicated by message id;
     ``allow_direct``: its messages may be read with JetStream's direct get (any replica
     answers, raw bytes: no JSON, no base64). Not ``create`` (a reader, whose credential may
@@ -358,7 +381,22 @@ def ensure_stream(
                     "reads it"
                 ) from None
         else:
-            why = foreign(info.config, subjects, allow_direct=allow_direct)
+            why = foreign(
+                info.config,
+                subjects,
+                allow_direct=allow_direct,
+                max_msgs_per_subject=max_msgs_per_subject,
+            )
+            if why and not foreign(info.config, subjects, allow_direct=allow_direct):
+                # as jpki-va made it but for the bound: an earlier release's
+                raise StreamUnbounded(
+                    f"stream {name} keeps every message (no max_msgs_per_subject: made before "
+                    f"jpki-va kept only the latest of each subject) and grows until the NATS "
+                    f"disks are full; nothing is written to it. Once every node runs this "
+                    f"version, delete it with an admin credential (nats stream rm {name}): "
+                    f"the nodes make it again and each ships its whole ledger to it "
+                    f"(docs/operations.md, the ledger stream)"
+                )
             if why:
                 raise ClusterError(
                     f"stream {name} is not as jpki-va makes it ({why}): made by another hand "
@@ -375,6 +413,7 @@ def ensure_stream(
             duplicate_window=float(duplicate_window_seconds),
             discard=api.DiscardPolicy.OLD,
             allow_direct=allow_direct,
+            max_msgs_per_subject=max_msgs_per_subject or -1,
         )
         await cluster.js.add_stream(cfg)
 

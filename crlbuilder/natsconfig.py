@@ -8,8 +8,9 @@ node's role ``node``, ``durable``) into the ``authorization { ... }`` block that
 include (deploy/nats/jpki-va-auth.conf is this module's output for deploy/nats/users.toml;
 ``crlbuilder nats-config`` writes it). What each role may do:
 
-- a responder node publishes its own ledger subject only, ``jpki.ledger.JPKI_LEDGER.<node>``
-  (帳簿, Act §40): another node's credential cannot write entries under its name, and
+- a responder node publishes below its own ledger subject only,
+  ``jpki.ledger.JPKI_LEDGER.<node>.>`` (one subject per counter, ``<node>.<file>.<slot>``;
+  帳簿, Act §40): another node's credential cannot write entries under its name, and
   `responder.ledgerstream.gather` takes a message's node from its subject;
 - the signer and each builder create, read, acknowledge and delete their own durable
   consumer of the record stream only (``durable``: the node's ``[stream] durable``; default
@@ -225,7 +226,7 @@ def _allowed(u: User) -> tuple[str, list[str]]:
             f"the responder of node {u.node} (serve, registry sync): its own ledger subject, the "
             "watch stream, reads the registry and the record stream's state",
             [f"$JS.API.STREAM.INFO.{RECORDS}", *_read(LEDGER, create=True),
-             f"jpki.ledger.{LEDGER}.{u.node}", *_read(WATCH, create=True), "jpki.watch",
+             f"jpki.ledger.{LEDGER}.{u.node}.>", *_read(WATCH, create=True), "jpki.watch",
              *_read(WATCH_SNAP, create=True), *_read(REGISTRY)],
         )  # fmt: skip
     if u.role == "watch-compact":

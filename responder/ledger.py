@@ -1168,19 +1168,23 @@ class Ledger:
         }
         return bool(row[0]) or any(merged.get(s.slot, -1) < s.count for s in final.slots)
 
-    def ship_pending(self, node: str) -> list[SlotCount]:
-        """This node's merged counters not yet shipped at their present value (marks the
-        ledger as shipping: from now on a file is retired only once shipped whole).
+    def ship_pending(self, node: str, stream_id: str = "") -> list[SlotCount]:
+        """This node's merged counters not yet shipped at their present value to the ledger
+        stream ``stream_id`` (its creation time: a stream deleted and made again is another
+        one), and marks the ledger as shipping: from now on a file is retired only once
+        shipped whole.
 
-        The first call also takes the per-day totals folded so far, while the node ran
-        alone (their worker files are gone), as the counters of one more file, ``history``
-        (`_begin_shipping`): shipped like the others, so the service's 帳簿 and 報告書 hold
-        what this node provided before it joined, once."""
+        The first call for a stream also takes the per-day totals folded so far (worker
+        files gone: folded while the node ran alone, or once shipped to a stream since
+        deleted) as the counters of one more file, ``history``, and forgets what was shipped
+        before (`_begin_shipping`): so a new stream (the first, or one that replaced a stream
+        made before it kept only each counter's latest value) gets this node's whole ledger,
+        and the service's 帳簿 and 報告書 hold it once. Call it under `ship_lock`."""
         if self.readonly:
             raise LedgerError("this ledger was opened read-only: it cannot ship")
         with self._transaction():
-            if not self._shipping():
-                self._begin_shipping()
+            if not self._shipping() or self._meta("ship_stream") != stream_id:
+                self._begin_shipping(stream_id)
             rows = self._db.execute(
                 "SELECT live.file_id, live.slot, day, party, service, method, live.count "
                 "FROM live LEFT JOIN shipped USING (file_id, slot) "
@@ -1201,19 +1205,45 @@ class Ledger:
             for f, sl, d, p, sv, m, c in rows
         ]  # fmt: skip
 
-    def _begin_shipping(self) -> None:
-        """Mark the ledger as shipping and take what was folded until now as ``history``, a
-        file of its own id (inside the caller's transaction, so no collector folds a file
-        between the two: `_retire` checks `_shipping` in its own). Once only: what is
-        folded afterwards was shipped first (counted in ``shipped`` under its own file)."""
+    @contextlib.contextmanager
+    def ship_lock(self) -> Iterator[None]:
+        """One shipment of this ledger at a time (held from `ship_pending` until
+        `mark_shipped`): the stream keeps each counter's last message
+        only, so two shipments of one node crossing could leave an older value last (a
+        smaller count than one already marked shipped, lost to every node that gathers
+        afterwards). Under the lock each counter's messages only grow. The lock is the
+        ledger directory's own (no file to create: one made by ``responder report`` run as
+        another user would shut the responder out)."""
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise LedgerError(f"{self.directory}: cannot lock to ship: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _begin_shipping(self, stream_id: str) -> None:
+        """Mark the ledger as shipping to ``stream_id`` and take what was folded until now as
+        ``history``, a file of a new id, forgetting what was shipped to any stream before
+        (inside the caller's transaction, so no collector folds a file between the two:
+        `_retire` checks `_shipping` in its own). Once a stream: what is folded afterwards
+        was shipped to it first (counted in ``shipped`` under its own file)."""
         db = self._db
         db.execute("DELETE FROM history")
+        db.execute("DELETE FROM shipped")
         db.execute(
             "INSERT INTO history SELECT row_number() OVER (ORDER BY day, party, service, method)"
             " - 1, day, party, service, method, count FROM counts"
         )
         db.execute("INSERT OR REPLACE INTO meta VALUES ('history', ?)", (os.urandom(16).hex(),))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('shipping', '1')")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('ship_stream', ?)", (stream_id,))
 
     def _history_id(self) -> str | None:
         """The file id the counts folded before the first shipment are shipped as (None: a
@@ -1280,6 +1310,23 @@ class Ledger:
         """The last ledger stream sequence merged into the service ledger (0: none)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'service_seq'").fetchone()
         return int(row[0]) if row is not None else 0
+
+    def follow_service_stream(self, stream_id: str) -> None:
+        """Gather from the ledger stream ``stream_id`` (its creation time): when it is not the
+        one the service ledger was gathered from (deleted and made again, or gathered by a
+        version that did not record it), the service ledger is emptied and read again from
+        the stream's first message, as every node ships its whole ledger to a new stream
+        (`ship_pending`): kept, the old stream's counters would count twice beside them."""
+        if self.readonly:
+            raise LedgerError("this ledger was opened read-only: it cannot gather")
+        with self._transaction():
+            if self._meta("service_stream") == stream_id:
+                return
+            self._db.execute("DELETE FROM service_live")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('service_seq', '0')")
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('service_stream', ?)", (stream_id,)
+            )
 
     def merge_service(self, counts: Sequence[SlotCount], seq: int) -> None:
         """Merge counters of any node into the service ledger, ``max`` per (node, file, slot):

@@ -3,9 +3,10 @@
 Each node counts what it provides in its own ledger (`responder.ledger`): per worker
 file (a random file id) and slot, an absolute counter that only grows. Several nodes
 make one service, and its 帳簿 and 報告書 are the service's: so each node ships its
-counters to one JetStream stream (``JPKI_LEDGER``, subject ``jpki.ledger.JPKI_LEDGER.<node>``),
-and any node gathers the stream into its ledger's service table (each message taken as
-its subject's node's: `bound`), from which
+counters to one JetStream stream (``JPKI_LEDGER``), one subject per counter,
+``jpki.ledger.JPKI_LEDGER.<node>.<file id>.<slot>`` (a host name, a random hex id and a
+number: no party or other personal data), and any node gathers the stream into its
+ledger's service table (each message taken as its subject's counter: `bound`), from which
 ``responder report --nats ...`` (and ``/reports/`` on a node of a cluster) reports.
 
 Exact, by construction rather than by care:
@@ -25,6 +26,19 @@ Exact, by construction rather than by care:
   counters at their latest shipped value;
 - what a node folded into per-day totals while it ran alone, before its first shipment, is
   shipped then as the counters of one more file (`Ledger.ship_pending`), once.
+
+Bounded: the counters are absolute, so the stream keeps the latest message of each subject
+only (``max_msgs_per_subject = 1``, `ensure_stream`): one message per counter that ever
+was, whatever the number of collections (a counter is one party's provisions of one kind
+by one method on one day in one worker file: ~100 busy ones a day per worker make
+36,500 messages, ~12 MB, per worker and year), where every collection used to add one per
+grown counter (36,000 messages, ~10 MB, an hour per worker: bench/bench_ledger_stream.py).
+Shipments of one node are serialized (`Ledger.ship_lock`), so each subject's last
+message is its counter's largest value. A
+stream made before this bound keeps everything: it is refused (`StreamUnbounded`, which
+says what the operator does); a stream deleted and made again is told by its creation
+time (`stream_id`): every node ships its whole ledger to it (`Ledger.ship_pending`) and
+gathers it from the start (`Ledger.follow_service_stream`).
 
 Each shipment's outcome is kept in the ledger (`Ledger.mark_shipped` with its time, or
 `Ledger.ship_failed`, a connection that could not be made included), from where
@@ -49,7 +63,13 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from crlbuilder.jetstream import Cluster, ClusterError, ensure_stream, through_election
+from crlbuilder.jetstream import (
+    Cluster,
+    ClusterError,
+    StreamUnbounded,
+    ensure_stream,
+    through_election,
+)
 from responder.config import ClusterConfig
 from responder.ledger import Ledger, SlotCount, is_counter
 
@@ -63,8 +83,45 @@ def default_node() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "node"
 
 
+PER_SUBJECT: Final = 1
+"""Messages the ledger stream keeps per subject, i.e. per counter: its latest value."""
+
+
 def _subjects(stream: str) -> str:
     return f"{SUBJECT_PREFIX}{stream}.>"
+
+
+def subject(stream: str, c: SlotCount) -> str:
+    """The subject of counter ``c``: its node, worker file and slot (its identity)."""
+    return f"{SUBJECT_PREFIX}{stream}.{c.node}.{c.file_id}.{c.slot}"
+
+
+def stream_id(cluster: Cluster, stream: str) -> str:
+    """The ledger stream as it is now, made (`ensure_stream`, bounded) if missing: its
+    creation time, which tells a stream deleted and made again from the one shipped to."""
+    ensure_stream(cluster, stream, [_subjects(stream)], max_msgs_per_subject=PER_SUBJECT)
+
+    old_format = f"{SUBJECT_PREFIX}{stream}.*"  # an earlier release's: one subject per node
+
+    async def go() -> str:
+        info = await through_election(
+            lambda: cluster.js.stream_info(stream, subjects_filter=old_format)
+        )
+        if info.state.subjects:
+            raise StreamUnbounded(
+                f"stream {stream} still holds an earlier release's messages on {old_format} "
+                f"(its bound set in place, nats-server keeps what was there): purge them with "
+                f"an admin credential (nats stream purge {stream} --subject '{old_format}'), "
+                f"or delete the stream (docs/operations.md, the ledger stream)"
+            )
+        if info.created is None:
+            raise ClusterError(f"stream {stream}: the server gave no creation time")
+        return info.created.isoformat()
+
+    try:
+        return cluster.run(go())
+    except (nats.errors.Error, TimeoutError) as e:
+        raise ClusterError(f"stream {stream}: {e}") from None
 
 
 def check_node(node: str) -> str:
@@ -90,22 +147,21 @@ def ship(
     """
     check_node(node)
     started = int(clock())
-    try:
-        shipped = _ship(cluster, ledger, node, stream)
-    except ClusterError:
-        ledger.ship_failed()
-        raise
-    ledger.mark_shipped(shipped, started)
+    with ledger.ship_lock():
+        try:
+            shipped = _ship(cluster, ledger, node, stream)
+        except ClusterError:
+            ledger.ship_failed()
+            raise
+        ledger.mark_shipped(shipped, started)
     return len(shipped)
 
 
 def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[SlotCount]:
     """The counters published and acknowledged (not yet marked shipped)."""
-    ensure_stream(cluster, stream, [_subjects(stream)])
-    pending = ledger.ship_pending(node)
+    pending = ledger.ship_pending(node, stream_id(cluster, stream))
     if not pending:
         return []
-    subject = f"{SUBJECT_PREFIX}{stream}.{node}"
 
     async def go() -> None:
         # No Nats-Msg-Id: JetStream's duplicate window is the stream's, and every node may set
@@ -114,7 +170,9 @@ def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[Slot
         futures = []
         for c in pending:
             futures.append(
-                await cluster.js.publish_async(subject, msgspec.json.encode(c), stream=stream)
+                await cluster.js.publish_async(
+                    subject(stream, c), msgspec.json.encode(c), stream=stream
+                )
             )
         for f in futures:
             await f
@@ -129,8 +187,9 @@ def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[Slot
 def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> int:
     """Merge every node's counters from the stream into ``ledger``'s service table, from where
     it stopped last; returns the messages read. Afterwards ``ledger.view = "service_ledger"``
-    reports the whole service."""
-    ensure_stream(cluster, stream, [_subjects(stream)])
+    reports the whole service (the stream replaced since the last time: from its start,
+    `Ledger.follow_service_stream`)."""
+    ledger.follow_service_stream(stream_id(cluster, stream))
     after = ledger.service_seq()
 
     async def go() -> list[tuple[int, str, bytes]]:
@@ -173,9 +232,10 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
 
 
 def bound(subject: str, data: bytes, stream: str = DEFAULT_STREAM) -> SlotCount | None:
-    """The counter a ledger message carries, when it is its subject's node's: a node's
-    credential may publish its own subject only (`crlbuilder.natsconfig`), so the subject says
-    whose counter it is, and a message naming another node in its body, or not a counter a
+    """The counter a ledger message carries, when it is its subject's counter: a node's
+    credential may publish below its own subject only (`crlbuilder.natsconfig`), so the
+    subject says whose counter it is, and a message naming another node, file or slot in its
+    body (or on a subject of the unbounded stream's format, one per node), or not a counter a
     worker file could hold (`responder.ledger.is_counter`: an unknown kind of provision
     would make every report of the service raise, a negative count subtract), is left out
     (None) rather than merged or stopping every node's gathering there."""
@@ -186,8 +246,12 @@ def bound(subject: str, data: bytes, stream: str = DEFAULT_STREAM) -> SlotCount 
         c = msgspec.json.decode(data, type=SlotCount)
     except msgspec.DecodeError:  # ValidationError included
         return None
-    if c.node != subject[len(prefix) :] or not is_counter(c):
-        return None  # another node's, or no counter (an unknown kind, a negative count...)
+    if (
+        subject[len(prefix) :] != f"{c.node}.{c.file_id}.{c.slot}"
+        or not _NODE_RE.fullmatch(c.node)
+        or not is_counter(c)
+    ):
+        return None  # another counter's, or no counter (an unknown kind, a negative count...)
     return c
 
 

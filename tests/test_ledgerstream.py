@@ -16,16 +16,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 import pytest
 
-from crlbuilder.jetstream import Cluster
+from crlbuilder.jetstream import Cluster, StreamUnbounded, ensure_stream
 from crlbuilder.rules import JST
 from responder.ledger import Ledger, LedgerWriter, Method, Service, SlotCount
-from responder.ledgerstream import bound, gather, ship
+from responder.ledgerstream import bound, gather, ship, stream_id, subject
 from responder.limits import Limit, LimitsTable, node_share
 from tests.support.nats import NatsCluster
 from tests.test_limits import NOW, party
@@ -193,9 +194,10 @@ def test_a_ledger_message_that_is_no_counter_is_left_out_not_reported(
     written (an unknown kind or method, no date, a negative count...) is left out by `bound`:
     merged, it made every node's report of the year raise (Service('ocsp')), or counted
     a negative number of provisions into the 報告書 (Act §41)."""
-    assert bound("jpki.ledger.JPKI_LEDGER.a", msgspec.json.encode(_counter())) == _counter()
-    data = msgspec.json.encode(_counter(**bad))
-    assert bound("jpki.ledger.JPKI_LEDGER.a", data) is None
+    good = _counter()
+    assert bound(subject("JPKI_LEDGER", good), msgspec.json.encode(good)) == good
+    c = _counter(**bad)  # on its own counter's subject: refused for its body only
+    assert bound(subject("JPKI_LEDGER", c), msgspec.json.encode(c)) is None
 
 
 # ---------------------------------------------------------------------------
@@ -257,3 +259,238 @@ def test_counts_folded_before_a_node_first_shipped_reach_the_service_ledger(
         assert ledger.collect(retire_idle_after=0).retired
     assert _ship_into_service(d, "node-n") == 0
     assert _totals(d) == (10, 10)
+
+
+# ---------------------------------------------------------------------------
+# Integration: the ledger stream is bounded (one message per counter), losing no count
+# ---------------------------------------------------------------------------
+
+_PARTIES = [f"bank-{i:02d}" for i in range(10)]
+_KINDS = [(Service.SIGN_REVOCATION_INFO, Method.OCSP), (Service.AUTH_CRL_FILE, Method.CRL_FILE)]
+
+
+def _stream_state(c: Cluster, stream: str) -> tuple[int, int]:
+    """(messages, bytes) the ledger stream holds."""
+    state = c.run(c.js.stream_info(stream)).state
+    return int(state.messages), int(state.bytes)
+
+
+def _report_json(d: Path, view: str, year: int) -> bytes:
+    """The 報告書 (Act §41) of ``year`` from ``d``'s ledger, as /reports/YYYY.json gives it."""
+    from responder.report import build_report, to_json
+
+    with Ledger.open(d) as ledger:
+        ledger.view = view
+        report = build_report(
+            ledger, year, registry_names={}, issuance_counts=None,
+            generated_at=datetime(2000, 1, 1, tzinfo=JST),
+        )  # fmt: skip
+    return to_json(report)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts; the ledger's clock is given
+def test_the_ledger_stream_keeps_one_message_per_counter_and_the_report_loses_nothing(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """Every collection shipped every counter that grew, and the stream kept every message:
+    ~36,000 an hour per busy worker, the NATS disks full within weeks and the whole cluster
+    stopped. Now the stream keeps each counter's latest value only: its size follows the
+    counters (parties x kinds x days x worker files), not the collections; a worker restart
+    (a new file), a day and a year rollover lose nothing; the report of a node that gathered
+    only at the end equals the one of a node that gathered every message as it came (what
+    an unbounded stream gave), and this node's own ledger."""
+    d, early, late = tmp_path / "n", tmp_path / "early", tmp_path / "late"
+    stream = "LEDGER_BOUND"
+    clock_at = [datetime(2026, 12, 31, 23, 50, tzinfo=JST).timestamp()]
+    c = Cluster(cluster.urls)
+    try:
+        w = LedgerWriter.open(d, 0, clock=lambda: clock_at[0])
+        for step in range(40):
+            if step == 10:  # the worker restarts: its file continued
+                w.close()
+                w = LedgerWriter.open(d, 0, clock=lambda: clock_at[0])
+            if step == 20:  # a new worker file: the old one sealed, folded once shipped whole
+                w.rotate()
+            if step == 25:  # past midnight JST: a new day and a new year
+                clock_at[0] = datetime(2027, 1, 1, 0, 0, 5, tzinfo=JST).timestamp()
+                w.tick()
+            for p in _PARTIES:
+                for service, method in _KINDS:
+                    w.count(p, service, method, step + 1)
+            clock_at[0] += 10
+            w.flush()
+            with Ledger.open(d) as ledger:  # the master's collection: ship what grew
+                ledger.collect(retire_idle_after=3600, now=clock_at[0])
+                assert ship(c, ledger, "node-n", stream) > 0
+            gather_into(c, early, stream)
+        w.close()
+        assert len(list(d.glob("*.ledger"))) == 1  # the sealed one folded: its counts in `counts`
+        # 20 counters (10 parties x 2 kinds) in the first file, 20 in the second before
+        # midnight, 20 there on the new day (and year)
+        counters = 20 * 3
+        messages, size = _stream_state(c, stream)
+        assert messages == counters  # not 40 collections x 20 counters
+        assert size < counters * 400, size  # ~300 bytes a counter
+        gather_into(c, late, stream)
+        for year in (2026, 2027):
+            mine = _report_json(d, "ledger", year)
+            assert _report_json(early, "service_ledger", year) == mine
+            assert _report_json(late, "service_ledger", year) == mine
+        with Ledger.open(late) as ledger:
+            ledger.view = "service_ledger"
+            total = ledger.totals(date(2026, 1, 1), date(2027, 12, 31)).get((), 0)
+        assert total == 20 * sum(range(1, 41))
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_ledger_stream_made_before_the_bound_is_refused_then_replaced_losing_nothing(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """A stream made by the earlier version keeps every message: it is refused with what
+    to do (nothing written to it, the shipment counted as failed, the counts kept in the
+    node's files); deleted by the operator, it is made again bounded, the node ships its
+    whole ledger to it (what it had folded too) and a node that had gathered the old one
+    reads the new one from its start: the service's report neither short nor doubled."""
+    d, g = tmp_path / "n", tmp_path / "g"
+    stream = "LEDGER_OLD"
+    c = Cluster(cluster.urls)
+    try:
+        # as the earlier version made and used it: no per-subject limit, one subject per node
+        ensure_stream(c, stream, [f"jpki.ledger.{stream}.>"])
+        count(d, "bank-a", 4)
+        with Ledger.open(d) as ledger:
+            ledger.collect()
+            pending = ledger.ship_pending("node-n")
+            for p in pending:
+                c.run(c.js.publish(f"jpki.ledger.{stream}.node-n", msgspec.json.encode(p)))
+            ledger.mark_shipped(pending, 0)
+            assert ledger.collect(retire_idle_after=0).retired  # shipped whole: folded
+        with Ledger.open(g) as ledger:  # a node that gathered it then
+            ledger.merge_service(pending, 1)
+        count(d, "bank-a", 3)  # a new worker file
+        with Ledger.open(d) as ledger:
+            ledger.collect()
+            with pytest.raises(StreamUnbounded, match=f"nats stream rm {stream}") as e:
+                ship(c, ledger, "node-n", stream)
+            assert "\n" not in str(e.value)
+            state = ledger.shipping_state()
+            assert state is not None and state.failures == 1 and state.unshipped == 1
+        with pytest.raises(StreamUnbounded), Ledger.open(g) as ledger:
+            gather(c, ledger, stream)
+        assert _stream_state(c, stream)[0] == 1  # nothing written to it
+        c.run(c.js.delete_stream(stream))  # the operator, with an admin credential
+        assert collect_and_ship(c, d, "node-n", stream) == 2  # the folded 4 and the live 3
+        gather_into(c, g, stream)
+        gather_into(c, tmp_path / "new", stream)
+        for where in (g, tmp_path / "new"):
+            with Ledger.open(where) as ledger:
+                ledger.view = "service_ledger"
+                assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 7}
+        assert collect_and_ship(c, d, "node-n", stream) == 0
+        assert _stream_state(c, stream)[0] == 2
+        # every server of the cluster tells the same stream (no spurious "made again")
+        ids = set()
+        for url in cluster.urls:
+            one = Cluster([url])
+            try:
+                ids.add(stream_id(one, stream))
+            finally:
+                one.close()
+        assert len(ids) == 1
+        assert gather_into(c, g, stream) == 0
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_one_shipment_of_a_node_at_a_time(tmp_path: Path, cluster: NatsCluster) -> None:
+    """The stream keeps a counter's last message only: two shipments of one node crossing
+    (the master's collection, a /reports/ render, `responder report --nats`) could leave an
+    older, smaller value last, lost to every node gathering afterwards, while the node
+    marked the larger one shipped. A shipment waits for the one under way."""
+    d = tmp_path / "n"
+    stream = "LEDGER_LOCK"
+    count(d, "bank-a", 2)
+    c = Cluster(cluster.urls)
+    try:
+        done: list[int] = []
+        with Ledger.open(d) as held, held.ship_lock():
+            t = threading.Thread(target=lambda: done.append(collect_and_ship(c, d, "n", stream)))
+            t.start()
+            t.join(1.5)
+            assert t.is_alive() and not done  # waits for the shipment under way
+        t.join(30)
+        assert done == [1]
+    finally:
+        c.close()
+
+
+def test_the_ledger_streams_bound_is_judged_exactly() -> None:
+    """A ledger stream is kept only with one message per subject: none (an earlier
+    release's, growing for ever) or more (made by another hand) is not the stream jpki-va
+    makes, and a per-subject limit on a stream that must keep every message (records) is
+    refused as before."""
+    from nats.js import api
+
+    from crlbuilder.jetstream import foreign
+
+    subjects = ["jpki.ledger.JPKI_LEDGER.>"]
+
+    def with_bound(n: int) -> api.StreamConfig:
+        return api.StreamConfig(name="JPKI_LEDGER", subjects=subjects, max_msgs_per_subject=n)
+
+    assert foreign(with_bound(1), subjects, allow_direct=False, max_msgs_per_subject=1) == ""
+    assert foreign(with_bound(-1), subjects, allow_direct=False, max_msgs_per_subject=1) == (
+        "max_msgs_per_subject unlimited, not 1"
+    )
+    assert foreign(with_bound(5), subjects, allow_direct=False, max_msgs_per_subject=1) == (
+        "max_msgs_per_subject 5, not 1"
+    )
+    assert foreign(with_bound(1), subjects, allow_direct=False) == (
+        "max_msgs_per_subject 1, not unlimited"
+    )
+    assert foreign(with_bound(-1), subjects, allow_direct=False) == ""
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_ledger_stream_bounded_in_place_is_refused_until_its_old_messages_are_purged(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """An operator who sets the bound on the earlier release's stream in place (`nats stream
+    edit --max-msgs-per-subject 1`) frees nothing: nats-server keeps the messages already
+    there. Refused with the purge to run; once purged, the node ships its whole ledger and
+    the service's total is right."""
+    d, g = tmp_path / "n", tmp_path / "g"
+    stream = "LEDGER_EDITED"
+    c = Cluster(cluster.urls)
+    try:
+        ensure_stream(c, stream, [f"jpki.ledger.{stream}.>"])
+        for _ in range(3):  # three collections of the earlier release, one subject per node
+            count(d, "bank-a", 2)
+            with Ledger.open(d) as ledger:
+                ledger.collect()
+                pending = ledger.ship_pending("node-n")
+                for p in pending:
+                    c.run(c.js.publish(f"jpki.ledger.{stream}.node-n", msgspec.json.encode(p)))
+                ledger.mark_shipped(pending, 0)
+        config = c.run(c.js.stream_info(stream)).config
+        config.max_msgs_per_subject = 1
+        c.run(c.js.update_stream(config))  # the operator, in place
+        assert _stream_state(c, stream)[0] == 3  # nothing freed
+        with Ledger.open(d) as ledger, pytest.raises(StreamUnbounded, match="stream purge"):
+            ship(c, ledger, "node-n", stream)
+        c.run(c.js.purge_stream(stream, subject=f"jpki.ledger.{stream}.*"))
+        assert collect_and_ship(c, d, "node-n", stream) == 1
+        gather_into(c, g, stream)
+        with Ledger.open(g) as ledger:
+            ledger.view = "service_ledger"
+            assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 6}
+        assert _stream_state(c, stream)[0] == 1
+    finally:
+        c.close()

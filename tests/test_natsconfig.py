@@ -74,10 +74,15 @@ def test_a_ledger_message_counts_for_its_subjects_node_only() -> None:
     c = SlotCount(node="a", file_id="0" * 32, slot=0, day="2026-01-01", party="p",
                   service="sign-revocation-info", method="ocsp", count=5)  # fmt: skip
     data = msgspec.json.encode(c)
-    assert bound("jpki.ledger.JPKI_LEDGER.a", data) == c
-    assert bound("jpki.ledger.JPKI_LEDGER.b", data) is None  # a's counter under b's name
-    assert bound("jpki.ledger.JPKI_LEDGER.a", b"not json") is None  # left out, not raised
-    assert bound("jpki.ledger.OTHER.a", data) is None
+    mine = f"jpki.ledger.JPKI_LEDGER.a.{'0' * 32}.0"
+    assert bound(mine, data) == c
+    assert bound(f"jpki.ledger.JPKI_LEDGER.b.{'0' * 32}.0", data) is None  # a's under b's name
+    assert bound(mine, b"not json") is None  # left out, not raised
+    assert bound(f"jpki.ledger.OTHER.a.{'0' * 32}.0", data) is None
+    # one subject per counter: another counter's subject, or the unbounded stream's format
+    assert bound(f"jpki.ledger.JPKI_LEDGER.a.{'1' * 32}.0", data) is None
+    assert bound(f"jpki.ledger.JPKI_LEDGER.a.{'0' * 32}.1", data) is None
+    assert bound("jpki.ledger.JPKI_LEDGER.a", data) is None
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +109,11 @@ def test_a_responder_node_may_not_write_another_nodes_ledger(
     server, shipped = two_nodes
     a = _as(server, shipped, "RESPONDER/a")
     try:
-        ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"])
-        a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.a", b"{}", stream="JPKI_LEDGER"))
-        with pytest.raises((nats.errors.Error, TimeoutError)):  # b's subject: refused
-            a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.b", b"{}", stream="JPKI_LEDGER", timeout=2))
+        ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"], max_msgs_per_subject=1)
+        a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.a.f.0", b"{}", stream="JPKI_LEDGER"))
+        for other in ("jpki.ledger.JPKI_LEDGER.b.f.0", "jpki.ledger.JPKI_LEDGER.a"):
+            with pytest.raises((nats.errors.Error, TimeoutError)):  # b's, or not a counter's
+                a.run(a.js.publish(other, b"{}", stream="JPKI_LEDGER", timeout=2))
         assert a.run(a.js.stream_info("JPKI_LEDGER")).state.messages == 1
     finally:
         a.close()
@@ -276,8 +282,8 @@ def test_no_user_reads_another_users_replies_and_each_works_through_its_own_inbo
     try:
         for subject in ("_INBOX.>", f"{shipped.inboxes['RESPONDER/a']}.>", ">"):
             spy.run(listen(subject))
-        ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"])
-        a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.a", b'{"party":"p"}', stream="JPKI_LEDGER"))
+        ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"], max_msgs_per_subject=1)
+        a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.a.f.1", b'{"party":"p"}', stream="JPKI_LEDGER"))
 
         async def pull() -> list[bytes]:  # b reads the ledger through its own inbox
             sub = await b.js.pull_subscribe("jpki.ledger.JPKI_LEDGER.>", stream="JPKI_LEDGER")
@@ -343,15 +349,16 @@ def test_a_responder_node_may_not_drop_another_nodes_ledger_counts_by_message_id
     a, b = _as(server, shipped, "RESPONDER/a"), _as(server, shipped, "RESPONDER/b")
     nodes, gathered = tmp_path / "b", tmp_path / "gathered"
     try:
-        ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"])
+        ensure_stream(a, "JPKI_LEDGER", ["jpki.ledger.JPKI_LEDGER.>"], max_msgs_per_subject=1)
         count(nodes, "party-1", 3)
         with Ledger.open(nodes) as ledger:
             ledger.collect()
             pending = ledger.ship_pending("b")
             assert pending and all(c.node == "b" for c in pending)
-            for c in pending:  # a takes b's next message ids first, on its own subject
+            for c in pending:  # a takes b's next message ids first, on its own subjects
                 taken = {"Nats-Msg-Id": f"{c.node}/{c.file_id}/{c.slot}/{c.count}"}
-                a.run(a.js.publish("jpki.ledger.JPKI_LEDGER.a", b"{}", headers=taken))
+                mine = f"jpki.ledger.JPKI_LEDGER.a.{c.file_id}.{c.slot}"
+                a.run(a.js.publish(mine, b"{}", headers=taken))
             assert ship(b, ledger, "b") == len(pending)
         with Ledger.open(gathered) as ledger:
             gather(a, ledger)

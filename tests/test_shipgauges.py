@@ -79,7 +79,7 @@ def test_a_failed_shipment_is_counted_and_leaves_the_counters_unshipped(
     count(tmp_path, 3, "bank-a")
     count(tmp_path, 2, "bank-b")
 
-    def no_stream(*args: object) -> None:
+    def no_stream(*args: object, **kwargs: object) -> None:
         raise ClusterError("checking the stream LEDGER: no responders available for request")
 
     monkeypatch.setattr(ledgerstream, "ensure_stream", no_stream)
