@@ -41,7 +41,7 @@ STORE_FORMAT: Final = 1
 """The store's format version (`crlbuilder.store.format.FORMAT_VERSION`, whose module says what
 it covers); a bump is a new release too."""
 
-RULES: Final = 4
+RULES: Final = 5
 """This build's rules version; bump it with any change named above (and say here what changed):
 tests/test_release_rules.py keeps a digest of what the rules make of fixed records per value
 and fails when it moves under the same one.
@@ -52,7 +52,11 @@ retention (at a stream's ticks) also erases lapsed move-out notices (`crlbuilder
 them on the retention agenda (another digest in its state) and a lapse lowers its watermark.
 4: the erasure past retention also erases the holders' kept changes, lapses (``taken``) and
 move-ins (``moveins``) once no rule needs them (`crlbuilder.keptfor`), lists their holders on the
-agenda (another digest), and keeping an entry lowers its watermark."""
+agenda (another digest), and keeping an entry lowers its watermark. 5: the record stream carries
+the token records the signer's builder writes (``token-issued``, ``token-revoked``,
+`crlbuilder.tokens`), which every node applies as a token's status; a node of release 4 would
+quarantine them as unknown records (other bytes): it stops before them instead. What the rules
+make of the Act's records is unchanged (the same digest as 4)."""
 
 
 @dataclass(frozen=True, slots=True)

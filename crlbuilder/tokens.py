@@ -65,7 +65,7 @@ from crlbuilder.atomicfile import write_whole
 from crlbuilder.keys.certsign import sign_certificate
 from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest
-from crlbuilder.model import Category, Family
+from crlbuilder.model import Category, Family, Record, TokenIssued, TokenRevoked
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
@@ -225,8 +225,13 @@ class TokenIssuer:
         validity_days: int,
         verifiers: Verifiers,
         clock: Callable[[], datetime],
+        publish: Callable[[list[Record]], None] | None = None,
     ) -> None:
+        """``publish``: on the record stream (the cluster's signer), the issuances and
+        revocations are published as records (`TokenIssued`, `TokenRevoked`) that every node,
+        this one included, applies from the stream, instead of being committed here."""
         self.store = store
+        self.publish = publish
         self.manifest = manifest
         self.issuer = manifest.token_issuer
         self.requests = requests
@@ -310,9 +315,12 @@ class TokenIssuer:
         if known and out.exists():
             return ""
         issuer_cert = self.signer().certificate
+        signed = self._published(out, req.id) if self.publish is not None and not known else None
         if st is not None:  # its file lost: the certificate the party holds, signed again
             not_before = datetime.fromtimestamp(st.not_before, UTC)
             not_after = datetime.fromtimestamp(st.not_after, UTC)
+        elif signed is not None:  # published, not yet applied here: its record's times
+            not_before, not_after = signed
         else:
             not_before, not_after = token_validity(
                 req, issuer_cert=issuer_cert, approval_window=approval.window,
@@ -342,6 +350,16 @@ class TokenIssuer:
         write_whole(out, cert.public_bytes(serialization.Encoding.PEM), 0o644)  # a certificate
         if known:
             return ""
+        if self.publish is not None:  # every node, this one too, records it from the stream
+            self.publish([
+                TokenIssued(
+                    id=f"token-issued:{self.issuer.id}:{token_serial(req.id):x}",
+                    recorded_at=datetime.fromtimestamp(now, UTC), serial=token_serial(req.id),
+                    issuer=self.issuer.id, not_before=cert.not_valid_before_utc,
+                    not_after=cert.not_valid_after_utc, holder=token_holder(req.party).hex(),
+                )
+            ])  # fmt: skip
+            return None
         record = sf.StatusRecord(
             version=0, state=sf.STATE_GOOD, category=0, reason=0,
             family=Family.SPECIFIED_VERIFIER_TOKEN.code,
@@ -352,6 +370,18 @@ class TokenIssuer:
         with Commit(self.store, self.clock) as c:
             c.add_certificate(key, record, Family.SPECIFIED_VERIFIER_TOKEN, None)
         return None
+
+    def _published(self, out: Path, rid: str) -> tuple[datetime, datetime] | None:
+        """The times of the token file already written for ``rid`` (on the record stream, its
+        record published and not yet applied here: the party asked again meanwhile, with
+        another request time), so it is signed again as its record says; None: no such file."""
+        try:
+            cert = x509.load_pem_x509_certificate(out.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if cert.serial_number != token_serial(rid):
+            return None
+        return cert.not_valid_before_utc, cert.not_valid_after_utc
 
     def revoke_withdrawn(self, now: int, report: TokenReport) -> None:
         """Revoke the good, unexpired tokens of parties no longer approved (the docstring)."""
@@ -367,6 +397,17 @@ class TokenIssuer:
                 if not st.revoked and st.not_after > now and st.holder not in in_force:
                     due.append(key)
         if not due:
+            return
+        if self.publish is not None:  # dated here, once: every node revokes it at this instant
+            at = datetime.fromtimestamp(now, UTC)
+            self.publish([
+                TokenRevoked(
+                    id=f"token-revoked:{self.issuer.id}:{sf.split_status_key(key)[1]:x}",
+                    recorded_at=at, serial=sf.split_status_key(key)[1], issuer=self.issuer.id, at=at,
+                )
+                for key in due
+            ])  # fmt: skip
+            report.revoked += len(due)
             return
         category = Category.APPROVAL_WITHDRAWN
         with Commit(self.store, self.clock) as c:

@@ -44,6 +44,7 @@ DIGESTS: dict[int, str] = {
     2: "005d4a924750e1d9ac352b5da2545af20f0572582b392763c5530b5d3fecc08f",
     3: "34a8f341b93bcb7c263462864e013e92e2a3a1b48298fdfbcae6849bfb427b59",
     4: "468cdd6dfe18c692454dd74c9198d258de6b9693d747391dc85913462004fd59",
+    5: "468cdd6dfe18c692454dd74c9198d258de6b9693d747391dc85913462004fd59",  # token records only
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
