@@ -208,6 +208,9 @@ class Builder:
         self.registry: ConsentVerifiers | None = None
         self._stream: Consumer | None = None
         """The record stream being applied (`consume`): tokens then go through it."""
+        self._republished = False
+        """This `consume`'s signer published the tokens its store held from before the token
+        records (`TokenIssuer.republish_held`)."""
         self._registry_stamp: tuple[int, int] | None = None
         try:
             self._check_before_writing()
@@ -489,7 +492,11 @@ class Builder:
         verifiers = self._verifiers()
         if verifiers is None or not self.issues_tokens():
             return TokenReport()
-        return self.token_issuer(verifiers, lambda: as_of).run(epoch(as_of))
+        issuer = self.token_issuer(verifiers, lambda: as_of)
+        if self._stream is not None and not self._republished:
+            issuer.republish_held()
+            self._republished = True
+        return issuer.run(epoch(as_of))
 
     def registry_moved(self) -> bool:
         """The registry file changed since the last look (a token's approval may have ended:
@@ -695,7 +702,7 @@ class Builder:
         `TokenRevoked`) and records it, as every other node does, when the record comes back;
         the other nodes never issue or revoke one by their own clock (`issues_tokens`).
         """
-        self._stream = consumer
+        self._stream, self._republished = consumer, False
         try:
             return self._consume(
                 consumer, follow=follow, max_idle=max_idle, tail_wait=tail_wait,

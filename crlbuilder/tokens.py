@@ -212,6 +212,17 @@ def token_certificate(
     return sign_certificate(builder, signer.sign)
 
 
+def issued_record_id(issuer: str, serial: int) -> str:
+    """The id of a token's `TokenIssued` record: one per token, so a record published again
+    (before the first was applied, or by `TokenIssuer.republish_held`) is applied once."""
+    return f"token-issued:{issuer}:{serial:x}"
+
+
+def revoked_record_id(issuer: str, serial: int) -> str:
+    """The id of a token's `TokenRevoked` record (a token is revoked once)."""
+    return f"token-revoked:{issuer}:{serial:x}"
+
+
 class TokenIssuer:
     """One build's work on tokens: issue the queued requests, revoke the withdrawn."""
 
@@ -353,7 +364,7 @@ class TokenIssuer:
         if self.publish is not None:  # every node, this one too, records it from the stream
             self.publish([
                 TokenIssued(
-                    id=f"token-issued:{self.issuer.id}:{token_serial(req.id):x}",
+                    id=issued_record_id(self.issuer.id, token_serial(req.id)),
                     recorded_at=datetime.fromtimestamp(now, UTC), serial=token_serial(req.id),
                     issuer=self.issuer.id, not_before=cert.not_valid_before_utc,
                     not_after=cert.not_valid_after_utc, holder=token_holder(req.party).hex(),
@@ -383,6 +394,38 @@ class TokenIssuer:
             return None
         return cert.not_valid_before_utc, cert.not_valid_after_utc
 
+    def republish_held(self) -> int:
+        """On the record stream: publish the records of the tokens this store holds that did
+        not come from the stream (issued, or revoked, by a release before the token records,
+        which committed them to the signer's store only), with the times the store holds, so
+        every node records them as this one does: a node restored from an older snapshot has a
+        token revoked since revoked at the signer's instant, and the others know the token at
+        all. Records already applied here (from the stream) are not published again. Returns
+        how many records it published."""
+        assert self.issuer is not None and self.publish is not None
+        issuer = self.issuer.id
+        out: list[Record] = []
+        with self.store.read() as r:
+            for key, st in r.statuses(self.issuer.index):
+                if st.erased:  # past retention: nothing left to say about it
+                    continue
+                serial = sf.split_status_key(key)[1]
+                if r.applied(issued_record_id(issuer, serial)) is None:
+                    nb = datetime.fromtimestamp(st.not_before, UTC)
+                    out.append(TokenIssued(
+                        id=issued_record_id(issuer, serial), recorded_at=nb, serial=serial,
+                        issuer=issuer, not_before=nb,
+                        not_after=datetime.fromtimestamp(st.not_after, UTC), holder=st.holder.hex(),
+                    ))  # fmt: skip
+                if st.revoked and r.applied(revoked_record_id(issuer, serial)) is None:
+                    at = datetime.fromtimestamp(st.revoked_at, UTC)
+                    out.append(TokenRevoked(
+                        id=revoked_record_id(issuer, serial), recorded_at=at, serial=serial,
+                        issuer=issuer, at=at,
+                    ))  # fmt: skip
+        self.publish(out)
+        return len(out)
+
     def revoke_withdrawn(self, now: int, report: TokenReport) -> None:
         """Revoke the good, unexpired tokens of parties no longer approved (the docstring)."""
         assert self.issuer is not None
@@ -402,7 +445,7 @@ class TokenIssuer:
             at = datetime.fromtimestamp(now, UTC)
             self.publish([
                 TokenRevoked(
-                    id=f"token-revoked:{self.issuer.id}:{sf.split_status_key(key)[1]:x}",
+                    id=revoked_record_id(self.issuer.id, sf.split_status_key(key)[1]),
                     recorded_at=at, serial=sf.split_status_key(key)[1], issuer=self.issuer.id, at=at,
                 )
                 for key in due

@@ -14,6 +14,7 @@ the same instant, and their stores hold the same bytes. A real NATS cluster.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from datetime import UTC, datetime
@@ -197,3 +198,65 @@ def test_a_token_the_signer_issues_and_revokes_is_the_same_on_every_node(
     assert b is not None and b.revoked, "the token answers good on another node"
     assert a.revoked_at == b.revoked_at, "the nodes revoked the token at different instants"
     assert node_state(Path(node.store.path)) == node_state(Path(signer.store.path))
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_tokens_the_signer_held_before_the_token_records_reach_every_node(
+    tmp_path: Path,
+    nats: NatsCluster,
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    """Upgrade: a release before the token records committed tokens to the signer's store only
+    (as a single node still does). A node restored from a snapshot taken while one was good
+    kept it good for ever once the signer revoked it (it is no longer revoked by a node's own
+    clock); another node never had it. The signer publishes them once: every node has the
+    token, revoked at the signer's instant."""
+    registry, requests, issued = tmp_path / "registry.toml", tmp_path / "req", tmp_path / "iss"
+    registry.write_text(toml_dumps({"version": 2, "party": [party()]}))
+    requests.mkdir()
+    signer = signer_config(
+        node_config(tmp_path / "signer", demo_pki[0], nats.source, "held"),
+        registry, requests, issued,
+    )  # fmt: skip
+    node = node_config(tmp_path / "node", demo_pki[0], nats.source, "held")
+    fresh = node_config(tmp_path / "fresh", demo_pki[0], nats.source, "held")
+    for cfg in (node, fresh):
+        same_key(Path(signer.keys.facts_key_file), Path(cfg.keys.facts_key_file))
+    tok = demo_pki[1].token_issuer
+    assert tok is not None
+    der, spki = csr_of_new_key()
+    rid = request_id("spec", spki, approval_window(APPROVED, None))
+    key = sf.status_key(tok.index, token_serial(rid))
+    now = datetime.now(UTC).replace(microsecond=0)
+    write_request(requests, TokenRequest(id=rid, party="spec", csr=der, requested_at=now))
+    with follower(signer, nats, Consumer) as (b, _):
+        b.build([])  # not on the stream: committed here only, as before the token records
+    shutil.copytree(Path(signer.store.path), Path(node.store.path))  # the node's snapshot
+    time.sleep(1.1)
+    registry.write_text(toml_dumps({"version": 2, "party": [party(revoked=datetime.now(UTC))]}))
+    with follower(signer, nats, Consumer) as (b, _):
+        b.build([])  # revoked here only, by the signer's clock
+    held = status(signer, key)
+    assert held is not None and held.revoked
+    was = status(node, key)
+    assert was is not None and not was.revoked
+
+    def run(cfg: BuilderConfig) -> None:
+        with follower(cfg, nats, Consumer) as (b, consumer):
+            b.consume(consumer, tail_wait=0.5, interval=0.2)
+
+    run(signer)  # upgraded: it publishes what it held
+    run(signer)
+    run(node)
+    run(fresh)
+    for cfg in (signer, node, fresh):
+        st = status(cfg, key)
+        assert st is not None and st.revoked, f"{cfg.stream.durable}: the token answers good"
+        assert st.revoked_at == held.revoked_at
+        assert st.category == Category.APPROVAL_WITHDRAWN.code
+    with follower(signer, nats, Consumer) as (b, consumer):
+        seq = b.consume(consumer, tail_wait=0.5, interval=0.2)
+    run(node)
+    with follower(signer, nats, Consumer) as (b, consumer):
+        assert b.consume(consumer, tail_wait=0.5, interval=0.2) == seq  # published once only
