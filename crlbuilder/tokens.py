@@ -35,6 +35,14 @@ Who does what (workers never hold a CA key; the responder never writes the store
   revocation then reaches its CRLs and OCSP answers like any other (its own delegated OCSP
   signer signs them).
 
+On the record stream (a cluster: `Builder.consume`), only the signer's builder (``crl.enabled``)
+runs this, and it commits nothing itself: ``publish`` puts each issuance and revocation on
+the stream as a record (`crlbuilder.model.TokenIssued`, `TokenRevoked`: the times, the
+holder digest, the revocation's instant), which every node, the signer too, applies
+(`crlbuilder.apply`), so every node answers OCSP for a token alike and their stores stay
+byte-equal. `TokenIssuer.republish_held` publishes once the tokens the signer's store held
+from before (a release that committed them there only).
+
 The token's profile: subject ``CN=<party id>, O=jpki-va 特定利用者証明検証者, C=JP`` and a
 subjectAltName URI ``urn:jpki-va:party:<id>``; the CSR's public key (its subject is not
 copied: the 機構 says who the party is, from its registry); keyUsage digitalSignature;
