@@ -204,7 +204,7 @@ def _allowed(u: User) -> tuple[str, list[str]]:
     if u.role == "signer":
         return (
             f"the signer node {u.node} (jpki-va-node-signer): applies the record stream by its "
-            f"durable consumer {u.consumer}, publishes ticks, ships CRLs",
+            f"durable consumer {u.consumer}, publishes ticks and token records, ships CRLs",
             [*_durable(RECORDS, u.consumer, create=True), "jpki.records",
              *_read(CRLS, create=True, purge=True), "$O.JPKI_CRLS.>"],
         )  # fmt: skip
