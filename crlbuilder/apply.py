@@ -33,6 +33,11 @@ What each record does (the rules themselves are in `rules`):
 - consent (同意, Act §18(3)): kept per holder and verifier; a grant naming no
   registered 署名検証者等 (`verifiers`), or made with no registry configured,
   is refused; a withdrawal always applies;
+- token issued, token revoked (特定利用者証明検証者証明符号, Act §38-3; records the cluster signer's
+  builder writes on the record stream, `crlbuilder.tokens`): a good status of the token issuer,
+  or its revocation (Act §38-2(6), `Category.APPROVAL_WITHDRAWN`) at the record's instant, so
+  every node holds the same token statuses; refused by an applier not fed by the record stream
+  (``token_records``): a record file never issues or revokes a token;
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13), a mobile certificate whose issuance
   is read after its card certificate lost effect too.
@@ -116,6 +121,8 @@ from crlbuilder.model import (
     RecordingError,
     ResidentChange,
     RevocationRequest,
+    TokenIssued,
+    TokenRevoked,
 )
 from crlbuilder.periods import kept_until
 from crlbuilder.recorddigest import RecordDigest
@@ -286,8 +293,13 @@ class Applier:
         clock: Callable[[], datetime] = _system_clock,
         verifiers: Verifiers | None = None,
         published: bool | None = None,
+        token_records: bool = False,
     ) -> None:
+        """``token_records``: the records come from the record stream, whose token records
+        (`TokenIssued`, `TokenRevoked`) the cluster signer's builder wrote; otherwise they are
+        refused."""
         self.store = store
+        self.token_records = token_records
         self.clock = clock
         with store.read() as r:
             self._published = r.generation().build > 0 if published is None else published
@@ -616,6 +628,10 @@ class Applier:
                 return self._compromise(b, rec)
             case Consent():
                 return self._consent(b, rec)
+            case TokenIssued():
+                return self._token_issued(b, rec)
+            case TokenRevoked():
+                return self._token_revoked(b, rec)
 
     def _issuer(self, issuer_id: str) -> sf.IssuerMeta:
         meta = self._issuers.get(issuer_id)
@@ -628,6 +644,55 @@ class Applier:
                 "registry (Act §38-2(6))"
             )
         return meta
+
+    def _token_issuer(self, issuer_id: str) -> sf.IssuerMeta:
+        """The token issuer ``issuer_id`` names, for a token record read from the stream."""
+        if not self.token_records:
+            raise Refused(
+                "a token record (特定利用者証明検証者証明符号, Act §38-3) is written by the cluster "
+                "signer's builder on the record stream only, never read from a record file"
+            )
+        meta = self._issuers.get(issuer_id)
+        if meta is None:
+            raise Refused(f"unknown issuer {issuer_id!r} (not in the store's issuer table)")
+        if meta.family is not Family.SPECIFIED_VERIFIER_TOKEN:
+            raise Refused(
+                f"issuer {issuer_id!r} does not issue {Family.SPECIFIED_VERIFIER_TOKEN.value}"
+            )
+        return meta
+
+    def _token_issued(self, b: _Batch, rec: TokenIssued) -> bool:
+        """A token's good status (the cluster signer issued it); the same status again (a node
+        that has it from a snapshot of the signer's store) changes nothing."""
+        meta = self._token_issuer(rec.issuer)
+        key = sf.status_key(meta.index, rec.serial)
+        holder = bytes.fromhex(rec.holder)
+        nb, na = epoch(rec.not_before), epoch(rec.not_after)
+        cur = b.c.status(key)
+        if cur is not None:
+            if (cur.holder, cur.not_before, cur.not_after) != (holder, nb, na):
+                raise Refused(f"serial already issued by {rec.issuer} with other times or party")
+            return False
+        st = sf.StatusRecord(
+            version=b.seq, state=sf.STATE_GOOD, category=0, reason=0,
+            family=Family.SPECIFIED_VERIFIER_TOKEN.code, not_before=nb, not_after=na,
+            revoked_at=0, holder=holder,
+        )  # fmt: skip
+        b.c.add_certificate(key, st, Family.SPECIFIED_VERIFIER_TOKEN, None)
+        return True
+
+    def _token_revoked(self, b: _Batch, rec: TokenRevoked) -> bool:
+        """The token revoked at the record's instant (Act §38-2(6)), unless it already lost
+        effect."""
+        meta = self._token_issuer(rec.issuer)
+        key = sf.status_key(meta.index, rec.serial)
+        st = b.c.status(key)
+        if st is None:
+            raise Refused(f"unknown serial for issuer {rec.issuer} (no token-issued record)")
+        if epoch(rec.at) < st.not_before:
+            raise Refused("token revoked before its notBefore")
+        category = Category.APPROVAL_WITHDRAWN
+        return self._revoke(b, key, category, category.default_reason, rec.at, rec.recorded_at, st)
 
     def _cert(
         self, b: _Batch, issuer_id: str, serial: int, at: datetime

@@ -210,6 +210,11 @@ class Builder:
             cfg.store.path, readonly=False, map_size=cfg.store.map_size_gib << 30
         )
         self.registry: ConsentVerifiers | None = None
+        self._stream: Consumer | None = None
+        """The record stream being applied (`consume`): tokens then go through it."""
+        self._republished = False
+        """This `consume`'s signer published the tokens its store held from before the token
+        records (`TokenIssuer.republish_held`)."""
         self._registry_stamp: tuple[int, int] | None = None
         try:
             self._check_before_writing()
@@ -270,6 +275,7 @@ class Builder:
         return Applier(
             self.store,
             published=published,
+            token_records=self._stream is not None,
             verifiers=self._verifiers(),
             facts_key=self.key,
             quarantine=self.quarantine,
@@ -472,20 +478,34 @@ class Builder:
             validity_days=t.validity_days,
             verifiers=verifiers,
             clock=clock,
+            publish=self._stream.publish_records if self._stream is not None else None,
         )
+
+    def issues_tokens(self) -> bool:
+        """This builder issues and revokes tokens: it holds the token issuer, and on the record
+        stream it is the signer (``crl.enabled``), whose token records every node applies; the
+        other nodes only apply them (their own clock never revokes a token)."""
+        if self.manifest.token_issuer is None:
+            return False
+        return self._stream is None or self.cfg.crl.enabled
 
     def run_tokens(self, as_of: datetime) -> TokenReport:
         """Issue the queued tokens and revoke the withdrawn ones (`crlbuilder.tokens`), as of
-        ``as_of``; nothing without a registry (it says who is approved)."""
+        ``as_of``; nothing without a registry (it says who is approved), nothing on a node of
+        the record stream but the signer (`issues_tokens`)."""
         verifiers = self._verifiers()
-        if verifiers is None or self.manifest.token_issuer is None:
+        if verifiers is None or not self.issues_tokens():
             return TokenReport()
-        return self.token_issuer(verifiers, lambda: as_of).run(epoch(as_of))
+        issuer = self.token_issuer(verifiers, lambda: as_of)
+        if self._stream is not None and not self._republished:
+            issuer.republish_held()
+            self._republished = True
+        return issuer.run(epoch(as_of))
 
     def registry_moved(self) -> bool:
         """The registry file changed since the last look (a token's approval may have ended:
         the follow loop then runs the post-commit steps, revoking it at once)."""
-        if self.registry is None or self.manifest.token_issuer is None:
+        if self.registry is None or not self.issues_tokens():
             return False
         try:
             st = os.stat(self.registry.path)
@@ -501,7 +521,7 @@ class Builder:
         being in force (its revocation's instant, Act §38-2(6), or the end of its period), to
         the next whole second (builds are dated in whole seconds): the follow loop revokes
         the party's tokens then, not only when the registry file next changes."""
-        if self.manifest.token_issuer is None:
+        if not self.issues_tokens():
             return None
         verifiers = self._verifiers()
         if verifiers is None:
@@ -515,7 +535,7 @@ class Builder:
         t = self.cfg.tokens
         if not (t.requests and t.issued) or self.registry is None:
             return False
-        if self.manifest.token_issuer is None:
+        if not self.issues_tokens():  # another node's queue: its loop would refresh for ever
             return False
         return any(Path(self.cfg.tokens.requests).glob("*.json"))
 
@@ -687,7 +707,36 @@ class Builder:
         refresh's report (the CRLs it produced); a node without CA keys calls ``fetch_crls``
         at every turn of the loop. A consumer that delivers nothing for ``stall_after``
         seconds while the stream holds more is opened again from the last commit.
+
+        Tokens (Act §38-3) go through the stream: the signer (``crl.enabled``) publishes each
+        token it issues or revokes as a record (`crlbuilder.model.TokenIssued`,
+        `TokenRevoked`) and records it, as every other node does, when the record comes back;
+        the other nodes never issue or revoke one by their own clock (`issues_tokens`).
         """
+        self._stream, self._republished = consumer, False
+        try:
+            return self._consume(
+                consumer, follow=follow, max_idle=max_idle, tail_wait=tail_wait,
+                interval=interval, tick_every=tick_every, ship=ship, fetch_crls=fetch_crls,
+                stall_after=stall_after,
+            )  # fmt: skip
+        finally:
+            self._stream = None
+
+    def _consume(
+        self,
+        consumer: Consumer,
+        *,
+        follow: bool = False,
+        max_idle: float | None = None,
+        tail_wait: float = 5.0,
+        interval: float = 1.0,
+        tick_every: float = 0.0,
+        ship: Callable[[BuildReport], object] | None = None,
+        fetch_crls: Callable[[], object] | None = None,
+        stall_after: float = 10.0,
+    ) -> int:
+        """`consume`'s loop (``self._stream`` set)."""
         with self.store.read() as r:
             after = r.stream_seq()
             refused = bool(r.stream_refused())  # by an earlier run: cleared by the next commit

@@ -35,6 +35,8 @@ from crlbuilder.model import (
     Issuance,
     Record,
     ResidentChange,
+    TokenIssued,
+    TokenRevoked,
 )
 
 MAX_SERIAL: Final = 2**159
@@ -124,6 +126,15 @@ def check_record(rec: Record) -> None:
                 )
         case ResidentChange():
             _check_change(rec)
+        case TokenIssued():
+            _aware("$.not_before", rec.not_before)
+            _aware("$.not_after", rec.not_after)
+            _serial("$.serial", rec.serial)
+            if rec.not_after <= rec.not_before:
+                raise RecordError("$.not_after", "not_after must be later than not_before")
+        case TokenRevoked():
+            _aware("$.at", rec.at)
+            _serial("$.serial", rec.serial)
         case _:
             _serial("$.serial", getattr(rec, "serial", None))
 

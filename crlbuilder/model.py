@@ -590,8 +590,42 @@ class Consent(_Base, frozen=True, kw_only=True, tag="consent"):
     granted: bool
 
 
-Record = Issuance | RevocationRequest | ResidentChange | RecordingError | CaCompromise | Consent
-"""Every record of the JSON Lines input format, tagged by ``type``."""
+class TokenIssued(_Base, frozen=True, kw_only=True, tag="token-issued"):
+    """特定利用者証明検証者証明符号 issued (提供, Act §38-3(2)): written by the cluster signer's
+    builder, which holds the token issuer's key, on the record stream only (`crlbuilder.tokens`),
+    so that every node records the same token as good; never a record of the feed."""
+
+    serial: Serial
+    issuer: IssuerId
+    not_before: datetime
+    not_after: datetime
+    holder: HolderKey
+    """`crlbuilder.tokenrequest.token_holder` of the party (a digest of its id, nothing personal)."""
+
+
+class TokenRevoked(_Base, frozen=True, kw_only=True, tag="token-revoked"):
+    """A 特定利用者証明検証者証明符号 revoked because its party is no longer an approved
+    特定利用者証明検証者 (Act §38-2(6), `Category.APPROVAL_WITHDRAWN`): written by the cluster
+    signer's builder on the record stream only; ``at`` is the revocation's instant, the same on
+    every node that applies it."""
+
+    serial: Serial
+    issuer: IssuerId
+    at: datetime
+
+
+Record = (
+    Issuance
+    | RevocationRequest
+    | ResidentChange
+    | RecordingError
+    | CaCompromise
+    | Consent
+    | TokenIssued
+    | TokenRevoked
+)
+"""Every record of the JSON Lines input format, tagged by ``type`` (the two token records are
+the signer builder's, on the record stream: `crlbuilder.apply` refuses them elsewhere)."""
 
 RECORD_TYPES: Final = (
     Issuance,
@@ -600,6 +634,8 @@ RECORD_TYPES: Final = (
     RecordingError,
     CaCompromise,
     Consent,
+    TokenIssued,
+    TokenRevoked,
 )
 
 

@@ -205,8 +205,8 @@ def _allowed(u: User) -> tuple[str, list[str]]:
     if u.role == "signer":
         return (
             f"the signer node {u.node} (jpki-va-node-signer): applies the record stream by its "
-            f"durable consumer {u.consumer}, publishes ticks, ships CRLs; gets the latest "
-            "snapshot into an empty store (its pod's bootstrap)",
+            f"durable consumer {u.consumer}, publishes ticks and token records, ships CRLs; gets "
+            "the latest snapshot into an empty store (its pod's bootstrap)",
             [*_durable(RECORDS, u.consumer, create=True), "jpki.records",
              *_read(CRLS, create=True, purge=True), "$O.JPKI_CRLS.>", *_read(SNAPSHOTS)],
         )  # fmt: skip

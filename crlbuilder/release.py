@@ -56,7 +56,10 @@ agenda (another digest), and keeping an entry lowers its watermark.
 5: each applied record id keeps a digest of the record's content beside its commit (the
 ``applied`` values grow from 4 to 20 bytes, `crlbuilder.recorddigest`), and a record read again
 under an applied id with other content is refused and quarantined, not skipped (an id applied by
-an earlier release, with no digest, is still skipped)."""
+an earlier release, with no digest, is still skipped); and the record stream carries the token
+records the signer's builder writes (``token-issued``, ``token-revoked``, `crlbuilder.tokens`),
+which every node applies as a token's status (a node of release 4 would quarantine them as
+unknown records, other bytes: it stops before them instead)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from cryptography.exceptions import InvalidTag
@@ -89,6 +90,7 @@ from nats.js import api
 from crlbuilder import jetstream, release
 from crlbuilder.ingest import MAX_LINE, Located, Rejected, decode_item, lines, record_id
 from crlbuilder.jetstream import Cluster, ClusterError
+from crlbuilder.model import Record
 
 H_ID: Final = "Nats-Msg-Id"
 H_RECORD: Final = "Jpki-Id"
@@ -167,6 +169,28 @@ def messages(
         if too_long:
             headers[H_TOO_LONG] = "1"
         yield Outgoing(rid, headers, cipher.seal(rid, b"" if line is None else line))
+
+
+TOKEN_SOURCE: Final = "token-issuer"
+"""The ``Jpki-File`` of the token records the signer's builder publishes (no file: the name a
+refusal of one is quarantined under)."""
+
+
+def record_messages(records: list[Record], cipher: StreamCipher) -> list[Outgoing]:
+    """The messages of records a builder writes itself (the signer's token records,
+    `crlbuilder.tokens`): one batch, each sealed and named by its record id like a file's line,
+    so a record published twice (a refresh that ran again before the first was applied) is
+    dropped by JetStream within its duplicate window, and skipped by its id past it."""
+    out = []
+    for n, rec in enumerate(records, start=1):
+        line = msgspec.json.encode(rec)
+        headers = {
+            H_ID: rec.id, H_FILE: TOKEN_SOURCE, H_LINE: str(n), release.HEADER: str(release.CURRENT),
+        }  # fmt: skip
+        if n == len(records):
+            headers[H_END] = "1"
+        out.append(Outgoing(rec.id, headers, cipher.seal(rec.id, line)))
+    return out
 
 
 def tick_message(at: datetime) -> Outgoing:
@@ -522,6 +546,34 @@ class Consumer:
             self.cluster.run(go())
         except (nats.errors.Error, TimeoutError) as e:
             raise ClusterError(f"tick on {self.names.name}: {e}") from None
+
+    def publish_records(self, records: list[Record], retry_seconds: float = 30.0) -> None:
+        """Publish records this builder wrote (`record_messages`), in order, each stored by
+        JetStream before the next is sent (retried while the stream elects a new leader);
+        `ClusterError` when the stream did not take them: publishing them again is safe."""
+        if not records:
+            return
+        todo = record_messages(records, self.cipher)
+
+        async def go() -> None:
+            for m in todo:
+                deadline = time.monotonic() + retry_seconds
+                while True:
+                    try:
+                        await self.cluster.js.publish(
+                            self.names.subject, m.payload, timeout=2, stream=self.names.name,
+                            headers=dict(m.headers),
+                        )  # fmt: skip
+                        break
+                    except (nats.errors.Error, TimeoutError):
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.25)
+
+        try:
+            self.cluster.run(go())
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ClusterError(f"token records on {self.names.name}: {e}") from None
 
     def feed_id(self) -> bytes:
         """The stream's `feed_id` (from its name and creation instant, as JetStream keeps them)."""

@@ -35,6 +35,14 @@ Who does what (workers never hold a CA key; the responder never writes the store
   revocation then reaches its CRLs and OCSP answers like any other (its own delegated OCSP
   signer signs them).
 
+On the record stream (a cluster: `Builder.consume`), only the signer's builder (``crl.enabled``)
+runs this, and it commits nothing itself: ``publish`` puts each issuance and revocation on
+the stream as a record (`crlbuilder.model.TokenIssued`, `TokenRevoked`: the times, the
+holder digest, the revocation's instant), which every node, the signer too, applies
+(`crlbuilder.apply`), so every node answers OCSP for a token alike and their stores stay
+byte-equal. `TokenIssuer.republish_held` publishes once the tokens the signer's store held
+from before (a release that committed them there only).
+
 The token's profile: subject ``CN=<party id>, O=jpki-va 特定利用者証明検証者, C=JP`` and a
 subjectAltName URI ``urn:jpki-va:party:<id>``; the CSR's public key (its subject is not
 copied: the 機構 says who the party is, from its registry); keyUsage digitalSignature;
@@ -65,7 +73,7 @@ from crlbuilder.atomicfile import write_whole
 from crlbuilder.keys.certsign import sign_certificate
 from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.manifest import IssuerFiles, Manifest
-from crlbuilder.model import Category, Family
+from crlbuilder.model import Category, Family, Record, TokenIssued, TokenRevoked
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
@@ -212,6 +220,17 @@ def token_certificate(
     return sign_certificate(builder, signer.sign)
 
 
+def issued_record_id(issuer: str, serial: int) -> str:
+    """The id of a token's `TokenIssued` record: one per token, so a record published again
+    (before the first was applied, or by `TokenIssuer.republish_held`) is applied once."""
+    return f"token-issued:{issuer}:{serial:x}"
+
+
+def revoked_record_id(issuer: str, serial: int) -> str:
+    """The id of a token's `TokenRevoked` record (a token is revoked once)."""
+    return f"token-revoked:{issuer}:{serial:x}"
+
+
 class TokenIssuer:
     """One build's work on tokens: issue the queued requests, revoke the withdrawn."""
 
@@ -225,8 +244,13 @@ class TokenIssuer:
         validity_days: int,
         verifiers: Verifiers,
         clock: Callable[[], datetime],
+        publish: Callable[[list[Record]], None] | None = None,
     ) -> None:
+        """``publish``: on the record stream (the cluster's signer), the issuances and
+        revocations are published as records (`TokenIssued`, `TokenRevoked`) that every node,
+        this one included, applies from the stream, instead of being committed here."""
         self.store = store
+        self.publish = publish
         self.manifest = manifest
         self.issuer = manifest.token_issuer
         self.requests = requests
@@ -310,9 +334,12 @@ class TokenIssuer:
         if known and out.exists():
             return ""
         issuer_cert = self.signer().certificate
+        signed = self._published(out, req.id) if self.publish is not None and not known else None
         if st is not None:  # its file lost: the certificate the party holds, signed again
             not_before = datetime.fromtimestamp(st.not_before, UTC)
             not_after = datetime.fromtimestamp(st.not_after, UTC)
+        elif signed is not None:  # published, not yet applied here: its record's times
+            not_before, not_after = signed
         else:
             not_before, not_after = token_validity(
                 req, issuer_cert=issuer_cert, approval_window=approval.window,
@@ -342,6 +369,16 @@ class TokenIssuer:
         write_whole(out, cert.public_bytes(serialization.Encoding.PEM), 0o644)  # a certificate
         if known:
             return ""
+        if self.publish is not None:  # every node, this one too, records it from the stream
+            self.publish([
+                TokenIssued(
+                    id=issued_record_id(self.issuer.id, token_serial(req.id)),
+                    recorded_at=datetime.fromtimestamp(now, UTC), serial=token_serial(req.id),
+                    issuer=self.issuer.id, not_before=cert.not_valid_before_utc,
+                    not_after=cert.not_valid_after_utc, holder=token_holder(req.party).hex(),
+                )
+            ])  # fmt: skip
+            return None
         record = sf.StatusRecord(
             version=0, state=sf.STATE_GOOD, category=0, reason=0,
             family=Family.SPECIFIED_VERIFIER_TOKEN.code,
@@ -352,6 +389,50 @@ class TokenIssuer:
         with Commit(self.store, self.clock) as c:
             c.add_certificate(key, record, Family.SPECIFIED_VERIFIER_TOKEN, None)
         return None
+
+    def _published(self, out: Path, rid: str) -> tuple[datetime, datetime] | None:
+        """The times of the token file already written for ``rid`` (on the record stream, its
+        record published and not yet applied here: the party asked again meanwhile, with
+        another request time), so it is signed again as its record says; None: no such file."""
+        try:
+            cert = x509.load_pem_x509_certificate(out.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if cert.serial_number != token_serial(rid):
+            return None
+        return cert.not_valid_before_utc, cert.not_valid_after_utc
+
+    def republish_held(self) -> int:
+        """On the record stream: publish the records of the tokens this store holds that did
+        not come from the stream (issued, or revoked, by a release before the token records,
+        which committed them to the signer's store only), with the times the store holds, so
+        every node records them as this one does: a node restored from an older snapshot has a
+        token revoked since revoked at the signer's instant, and the others know the token at
+        all. Records already applied here (from the stream) are not published again. Returns
+        how many records it published."""
+        assert self.issuer is not None and self.publish is not None
+        issuer = self.issuer.id
+        out: list[Record] = []
+        with self.store.read() as r:
+            for key, st in r.statuses(self.issuer.index):
+                if st.erased:  # past retention: nothing left to say about it
+                    continue
+                serial = sf.split_status_key(key)[1]
+                if r.applied(issued_record_id(issuer, serial)) is None:
+                    nb = datetime.fromtimestamp(st.not_before, UTC)
+                    out.append(TokenIssued(
+                        id=issued_record_id(issuer, serial), recorded_at=nb, serial=serial,
+                        issuer=issuer, not_before=nb,
+                        not_after=datetime.fromtimestamp(st.not_after, UTC), holder=st.holder.hex(),
+                    ))  # fmt: skip
+                if st.revoked and r.applied(revoked_record_id(issuer, serial)) is None:
+                    at = datetime.fromtimestamp(st.revoked_at, UTC)
+                    out.append(TokenRevoked(
+                        id=revoked_record_id(issuer, serial), recorded_at=at, serial=serial,
+                        issuer=issuer, at=at,
+                    ))  # fmt: skip
+        self.publish(out)
+        return len(out)
 
     def revoke_withdrawn(self, now: int, report: TokenReport) -> None:
         """Revoke the good, unexpired tokens of parties no longer approved (the docstring)."""
@@ -367,6 +448,17 @@ class TokenIssuer:
                 if not st.revoked and st.not_after > now and st.holder not in in_force:
                     due.append(key)
         if not due:
+            return
+        if self.publish is not None:  # dated here, once: every node revokes it at this instant
+            at = datetime.fromtimestamp(now, UTC)
+            self.publish([
+                TokenRevoked(
+                    id=revoked_record_id(self.issuer.id, sf.split_status_key(key)[1]),
+                    recorded_at=at, serial=sf.split_status_key(key)[1], issuer=self.issuer.id, at=at,
+                )
+                for key in due
+            ])  # fmt: skip
+            report.revoked += len(due)
             return
         category = Category.APPROVAL_WITHDRAWN
         with Commit(self.store, self.clock) as c:

@@ -8,17 +8,25 @@
 - HAProxy (deploy/haproxy/haproxy.cfg): ``haproxy -c`` accepts it (with the environment it
   names pointed at real files), its health check is ``GET /readyz``, it keeps connections
   alive, and it passes the client certificate in the header the responder reads from a
-  trusted proxy (after removing any the client sent). haproxy missing: skipped, except under
-  CI, where it fails.
+  trusted proxy (after removing any the client sent); run for real, it sends /v1/token to the
+  signer node only and everything else round-robin to the nodes. haproxy missing: skipped,
+  except under CI, where it fails.
 """
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shlex
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -145,7 +153,7 @@ def test_haproxy_config_is_accepted_by_haproxy(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_bytes(cert)
     env = {**os.environ, "JPKI_VA_TLS_PEM": str(pem), "JPKI_VA_CLIENT_CA": str(tmp_path / "ca.pem"),
            "JPKI_VA_NODE1": "127.0.0.1:18081", "JPKI_VA_NODE2": "127.0.0.1:18082",
-           "JPKI_VA_NODE3": "127.0.0.1:18083"}  # fmt: skip
+           "JPKI_VA_NODE3": "127.0.0.1:18083", "JPKI_VA_SIGNER": "127.0.0.1:18084"}  # fmt: skip
     out = subprocess.run([_haproxy(), "-c", "-f", str(HAPROXY_CFG)], env=env,
                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
@@ -164,6 +172,98 @@ def test_haproxy_routes_on_readyz_keeps_alive_and_passes_the_client_cert() -> No
     sets = [i for i, ln in enumerate(lines) if ln.startswith(f"http-request set-header {header} ")]
     assert sets and delete < sets[0]  # a client's own header never reaches a node
     assert ":%[ssl_c_der,base64]:" in lines[sets[0]]  # RFC 9440 :base64-DER:
+
+
+class _Named(http.server.BaseHTTPRequestHandler):
+    """A stand-in node's responder: 200 with its own name for any path (``/readyz`` too)."""
+
+    def _answer(self) -> None:
+        body = self.server.name.encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self._answer()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # haproxy's health checks
+def test_haproxy_sends_v1_token_to_the_signer_only(tmp_path: Path) -> None:
+    """Token requests are queued where they land and only the signer's builder issues: the
+    shipped config, run for real (its bind moved to a free local port, no admin socket), sends
+    every /v1/token to the signer and the rest (OCSP) round-robin to the nodes."""
+    haproxy = _haproxy()
+    ca = make_ca("jpki-va test TLS", not_before=datetime.now(UTC) - timedelta(days=1))
+    key = ca.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    pem = tmp_path / "tls.pem"
+    pem.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM) + key)
+    pem.chmod(0o600)
+    (tmp_path / "ca.pem").write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    env = {**os.environ, "JPKI_VA_TLS_PEM": str(pem), "JPKI_VA_CLIENT_CA": str(tmp_path / "ca.pem")}
+    servers = []
+    for name in ("node1", "node2", "node3", "signer"):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Named)
+        srv.name = name  # type: ignore[attr-defined]
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        env[f"JPKI_VA_{name.upper()}"] = f"127.0.0.1:{srv.server_address[1]}"
+    port = _free_port()
+    text = HAPROXY_CFG.read_text().replace("bind :443 ", f"bind 127.0.0.1:{port} ")
+    text = text.replace("maxconn 20000", "maxconn 200")  # under this machine's fd limit
+    text = "\n".join(ln for ln in text.splitlines() if not ln.strip().startswith("stats socket"))
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text + "\n")
+    proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # a CA certificate serves as the TLS one: routing is tested
+
+    def ask(path: str, data: bytes | None = None) -> str:
+        req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=data)
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+            return str(r.read().decode())
+
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # up, and every server seen healthy (rise 2, inter 1s)
+            try:
+                if (
+                    ask("/v1/token", b"{}") == "signer"
+                    and len({ask("/ocsp") for _ in range(6)}) == 3
+                ):
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "haproxy did not route within 15 s"
+            time.sleep(0.3)
+        assert {ask("/v1/token", b"{}") for _ in range(9)} == {"signer"}
+        assert {ask("/v1/token") for _ in range(3)} == {"signer"}
+        assert {ask("/ocsp", b"x") for _ in range(9)} == {"node1", "node2", "node3"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
 
 
 def test_haproxy_has_the_admin_socket_the_operations_guide_uses() -> None:

@@ -4,11 +4,17 @@ The CRL signer of a cluster follows the stream, not a spool: its loop refreshes 
 CRLs, tokens) when records come or every ``refresh_every`` (half an hour by default, hours
 on a node without CRLs). A token request queued (the party is told to ask again in 2 s) and
 an approval revoked in the registry (Act §38-2(6): the token must stop answering good) must
-not wait for that: the loop acts on them as the spool loop does. A real NATS cluster.
+not wait for that: the loop acts on them as the spool loop does.
+
+In a cluster, only the signer issues and revokes tokens, and it does so through the stream:
+each issuance and revocation is a record (`crlbuilder.model.TokenIssued`, `TokenRevoked`) that
+every node, the signer too, applies, so every node answers OCSP for a token alike, revoked at
+the same instant, and their stores hold the same bytes. A real NATS cluster.
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from crlbuilder.config import TokensSection
+from crlbuilder.config import BuilderConfig, TokensSection
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category
 from crlbuilder.store import format as sf
@@ -36,8 +42,49 @@ from crlbuilder.tokenrequest import (
 )
 from responder.registry.schema import toml_dumps
 from tests.support.nats import NatsCluster
-from tests.test_stream import follower, node_config, population, publish_files  # noqa: F401
+from tests.support.store import node_state
+from tests.test_stream import (  # noqa: F401
+    follower,
+    node_config,
+    population,
+    publish_files,
+    same_key,
+)
 from tests.test_tokens import APPROVED, party
+
+
+def signer_config(
+    cfg: BuilderConfig, registry: Path, requests: Path, issued: Path
+) -> BuilderConfig:
+    """``cfg`` as the cluster's signer (``crl.enabled``: the CA keys, the token issuer's among
+    them) with the registry and the token queue."""
+    return msgspec.structs.replace(
+        cfg,
+        crl=msgspec.structs.replace(cfg.crl, enabled=True),
+        input=msgspec.structs.replace(cfg.input, registry=str(registry)),
+        tokens=TokensSection(requests=str(requests), issued=str(issued)),
+    )
+
+
+def csr_of_new_key() -> tuple[bytes, bytes]:
+    """A CSR (DER) of a new P-256 key and that key's SubjectPublicKeyInfo."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    der = csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return der, spki
+
+
+def status(cfg: BuilderConfig, key: bytes) -> sf.StatusRecord | None:
+    """The status record OCSP answers from (`responder.flow.OcspFlow.lookup`: none, unknown)."""
+    store = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with store.read() as r:
+            return r.status(key)
+    finally:
+        store.close()
 
 
 @pytest.mark.integration
@@ -48,22 +95,14 @@ def test_a_stream_node_issues_a_queued_token_and_revokes_it_without_waiting_for_
     population: Path,  # noqa: F811
     demo_pki: tuple[Path, Manifest],
 ) -> None:
-    cfg = node_config(tmp_path / "tok", demo_pki[0], nats.source, "tok")
     registry, requests, issued = tmp_path / "registry.toml", tmp_path / "req", tmp_path / "iss"
     registry.write_text(toml_dumps({"version": 2, "party": [party()]}))
     requests.mkdir()
-    cfg = msgspec.structs.replace(
-        cfg,
-        input=msgspec.structs.replace(cfg.input, registry=str(registry)),
-        tokens=TokensSection(requests=str(requests), issued=str(issued)),
+    cfg = signer_config(
+        node_config(tmp_path / "tok", demo_pki[0], nats.source, "tok"), registry, requests, issued
     )
     publish_files(cfg, nats, sorted(population.glob("*.jsonl"))[:1])
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-    der = csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    der, spki = csr_of_new_key()
     rid = request_id("spec", spki, approval_window(APPROVED, None))
     tok = demo_pki[1].token_issuer
     assert tok is not None
@@ -93,11 +132,131 @@ def test_a_stream_node_issues_a_queued_token_and_revokes_it_without_waiting_for_
         b.consume(consumer, follow=True, max_idle=12.0, tail_wait=0.5, interval=0.1)
     acting.join()
     assert "issued" in seen, "the queued request was not issued while the node idled"
-    store = Store.open(Path(cfg.store.path), readonly=True)
-    try:
-        with store.read() as r:
-            st = r.status(sf.status_key(tok.index, token_serial(rid)))
-    finally:
-        store.close()
+    st = status(cfg, sf.status_key(tok.index, token_serial(rid)))
     assert st is not None and st.revoked, "the revoked approval's token still answers good"
     assert st.category == Category.APPROVAL_WITHDRAWN.code
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_a_token_the_signer_issues_and_revokes_is_the_same_on_every_node(
+    tmp_path: Path,
+    nats: NatsCluster,
+    population: Path,  # noqa: F811
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    """Issued by the signer: good on another node once it applied the stream; revoked with the
+    approval (Act §38-2(6)): revoked on both at the same instant; the stores byte-equal."""
+    registry, requests, issued = tmp_path / "registry.toml", tmp_path / "req", tmp_path / "iss"
+    registry.write_text(toml_dumps({"version": 2, "party": [party()]}))
+    requests.mkdir()
+    signer = signer_config(
+        node_config(tmp_path / "signer", demo_pki[0], nats.source, "toks"),
+        registry, requests, issued,
+    )  # fmt: skip
+    node = node_config(tmp_path / "node", demo_pki[0], nats.source, "toks")
+    node = msgspec.structs.replace(  # the registry too (consents), no token queue, no CA key
+        node, input=msgspec.structs.replace(node.input, registry=str(registry))
+    )
+    same_key(Path(signer.keys.facts_key_file), Path(node.keys.facts_key_file))
+    publish_files(signer, nats, sorted(population.glob("*.jsonl"))[:1])
+    tok = demo_pki[1].token_issuer
+    assert tok is not None
+
+    def run(cfg: BuilderConfig) -> None:
+        """One pass of the node's builder over the stream (caught up: it returns)."""
+        with follower(cfg, nats, Consumer) as (b, consumer):
+            b.consume(consumer, tail_wait=0.5, interval=0.2)
+
+    run(node)  # the node's store predates the token (as one restored from a snapshot would)
+    der, spki = csr_of_new_key()
+    rid = request_id("spec", spki, approval_window(APPROVED, None))
+    key = sf.status_key(tok.index, token_serial(rid))
+    now = datetime.now(UTC).replace(microsecond=0)
+    write_request(requests, TokenRequest(id=rid, party="spec", csr=der, requested_at=now))
+    run(signer)  # applies the population, issues the token: its record goes on the stream
+    assert issued_path(issued, rid).exists()
+    run(signer)  # the signer records it as every node does: from the stream
+    good = status(signer, key)
+    assert good is not None and not good.revoked
+    assert status(node, key) is None  # not yet applied there: the stream's lag
+    run(node)
+    there = status(node, key)
+    assert there is not None and not there.revoked, "another node answers unknown for the token"
+    assert there == good
+    assert node_state(Path(node.store.path)) == node_state(Path(signer.store.path))
+
+    time.sleep(1.1)  # the revocation is dated after the issuance, and the registry's mtime moves
+    registry.write_text(toml_dumps({"version": 2, "party": [party(revoked=datetime.now(UTC))]}))
+    time.sleep(2.2)  # a node that revoked by its own clock would date it seconds later
+    run(signer)  # the approval is revoked: the signer publishes the token's revocation
+    run(node)  # the node applies it first, seconds before the signer does
+    time.sleep(2.2)
+    run(signer)
+    a, b = status(signer, key), status(node, key)
+    assert a is not None and a.revoked and a.category == Category.APPROVAL_WITHDRAWN.code
+    assert b is not None and b.revoked, "the token answers good on another node"
+    assert a.revoked_at == b.revoked_at, "the nodes revoked the token at different instants"
+    assert node_state(Path(node.store.path)) == node_state(Path(signer.store.path))
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_tokens_the_signer_held_before_the_token_records_reach_every_node(
+    tmp_path: Path,
+    nats: NatsCluster,
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    """Upgrade: a release before the token records committed tokens to the signer's store only
+    (as a single node still does). A node restored from a snapshot taken while one was good
+    kept it good for ever once the signer revoked it (it is no longer revoked by a node's own
+    clock); another node never had it. The signer publishes them once: every node has the
+    token, revoked at the signer's instant."""
+    registry, requests, issued = tmp_path / "registry.toml", tmp_path / "req", tmp_path / "iss"
+    registry.write_text(toml_dumps({"version": 2, "party": [party()]}))
+    requests.mkdir()
+    signer = signer_config(
+        node_config(tmp_path / "signer", demo_pki[0], nats.source, "held"),
+        registry, requests, issued,
+    )  # fmt: skip
+    node = node_config(tmp_path / "node", demo_pki[0], nats.source, "held")
+    fresh = node_config(tmp_path / "fresh", demo_pki[0], nats.source, "held")
+    for cfg in (node, fresh):
+        same_key(Path(signer.keys.facts_key_file), Path(cfg.keys.facts_key_file))
+    tok = demo_pki[1].token_issuer
+    assert tok is not None
+    der, spki = csr_of_new_key()
+    rid = request_id("spec", spki, approval_window(APPROVED, None))
+    key = sf.status_key(tok.index, token_serial(rid))
+    now = datetime.now(UTC).replace(microsecond=0)
+    write_request(requests, TokenRequest(id=rid, party="spec", csr=der, requested_at=now))
+    with follower(signer, nats, Consumer) as (b, _):
+        b.build([])  # not on the stream: committed here only, as before the token records
+    shutil.copytree(Path(signer.store.path), Path(node.store.path))  # the node's snapshot
+    time.sleep(1.1)
+    registry.write_text(toml_dumps({"version": 2, "party": [party(revoked=datetime.now(UTC))]}))
+    with follower(signer, nats, Consumer) as (b, _):
+        b.build([])  # revoked here only, by the signer's clock
+    held = status(signer, key)
+    assert held is not None and held.revoked
+    was = status(node, key)
+    assert was is not None and not was.revoked
+
+    def run(cfg: BuilderConfig) -> None:
+        with follower(cfg, nats, Consumer) as (b, consumer):
+            b.consume(consumer, tail_wait=0.5, interval=0.2)
+
+    run(signer)  # upgraded: it publishes what it held
+    run(signer)
+    run(node)
+    run(fresh)
+    for cfg in (signer, node, fresh):
+        st = status(cfg, key)
+        assert st is not None and st.revoked, f"{cfg.stream.durable}: the token answers good"
+        assert st.revoked_at == held.revoked_at
+        assert st.category == Category.APPROVAL_WITHDRAWN.code
+    with follower(signer, nats, Consumer) as (b, consumer):
+        seq = b.consume(consumer, tail_wait=0.5, interval=0.2)
+    run(node)
+    with follower(signer, nats, Consumer) as (b, consumer):
+        assert b.consume(consumer, tail_wait=0.5, interval=0.2) == seq  # published once only

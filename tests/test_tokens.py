@@ -30,7 +30,7 @@ from crlbuilder.demo.pki import init_pki
 from crlbuilder.ingest import RecordError, check_record
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest, load_manifest
-from crlbuilder.model import Category, Family, Issuance, Reason
+from crlbuilder.model import Category, Family, Issuance, Reason, Record, TokenIssued
 from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
 from crlbuilder.tokenrequest import (
@@ -38,11 +38,14 @@ from crlbuilder.tokenrequest import (
     TokenRequest,
     approval_window,
     issued_path,
+    read_request,
     request_id,
     request_path,
+    token_holder,
     token_serial,
     write_request,
 )
+from crlbuilder.tokens import TokenIssuer, TokenReport
 from responder.config import load_config
 from responder.registry.schema import toml_dumps
 from responder.v1 import token as v1token
@@ -323,6 +326,63 @@ def test_records_cannot_revoke_a_token(world: World) -> None:
     assert st is not None and not st.revoked
     quarantined = (world.tmp / "quarantine.jsonl").read_text()
     assert "r-token" in quarantined and "Act §38-3" in quarantined
+
+
+def test_a_token_record_in_a_record_file_is_refused(world: World) -> None:
+    """Token records are the cluster signer's, on the record stream only: one in a record file
+    (a feed's, an operator's) neither issues nor revokes a token, and is quarantined saying so."""
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))
+    tok = world.manifest.token_issuer
+    assert tok is not None
+    records = world.tmp / "r.jsonl"
+    lines = [
+        {"type": "token-revoked", "id": "t-revoked", "recorded_at": T0 + timedelta(minutes=2),
+         "serial": token_serial(rid), "issuer": tok.id, "at": T0 + timedelta(minutes=2)},
+        {"type": "token-issued", "id": "t-issued", "recorded_at": T0 + timedelta(minutes=2),
+         "serial": 77, "issuer": tok.id, "not_before": T0, "not_after": T0 + timedelta(days=1),
+         "holder": token_holder("spec").hex()},
+    ]  # fmt: skip
+    records.write_bytes(b"".join(msgspec.json.encode(x) + b"\n" for x in lines))
+    world.builder.build([records], as_of=T0 + timedelta(minutes=3))
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+    with world.builder.store.read() as r:
+        assert r.status(sf.status_key(tok.index, 77)) is None
+    quarantined = (world.tmp / "quarantine.jsonl").read_text().splitlines()
+    for rec_id in ("t-revoked", "t-issued"):
+        (line,) = [q for q in quarantined if rec_id in q]
+        assert "record stream only" in line
+
+
+def test_on_the_stream_a_request_asked_again_before_its_record_is_applied_is_signed_as_issued(
+    world: World,
+) -> None:
+    """The signer publishes a token's record and applies it when the stream brings it back; the
+    party asking again meanwhile (a later request time) gets the certificate already written
+    and the same record, not one with a later notBefore than the status every node records."""
+    published: list[Record] = []
+    verifiers = world.builder._verifiers()
+    assert verifiers is not None
+    issuer = TokenIssuer(
+        world.builder.store, world.manifest, requests=world.requests, issued=world.issued,
+        validity_days=365, verifiers=verifiers, clock=lambda: T0, publish=published.extend,
+    )  # fmt: skip
+    rid, _ = world.queue()
+    queued = read_request(request_path(world.requests, rid))
+    issuer.issue(int((T0 + timedelta(minutes=1)).timestamp()), TokenReport())
+    first = issued_path(world.issued, rid).read_bytes()
+    assert world.status(rid) is None  # published, not committed here
+    write_request(
+        world.requests, msgspec.structs.replace(queued, requested_at=T0 + timedelta(minutes=5))
+    )
+    issuer.issue(int((T0 + timedelta(minutes=6)).timestamp()), TokenReport())
+    assert issued_path(world.issued, rid).read_bytes() == first
+    assert len(published) == 2 and all(isinstance(p, TokenIssued) for p in published)
+    a, b = published
+    assert isinstance(a, TokenIssued) and isinstance(b, TokenIssued)
+    assert (a.id, a.not_before, a.not_after) == (b.id, b.not_before, b.not_after)
+    assert a.not_before == T0
 
 
 def test_no_issuance_record_names_the_token_family() -> None:
