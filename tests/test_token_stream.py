@@ -234,7 +234,10 @@ def test_tokens_the_signer_held_before_the_token_records_reach_every_node(
         b.build([])  # not on the stream: committed here only, as before the token records
     shutil.copytree(Path(signer.store.path), Path(node.store.path))  # the node's snapshot
     time.sleep(1.1)
-    registry.write_text(toml_dumps({"version": 2, "party": [party(revoked=datetime.now(UTC))]}))
+    # withdrawn in a whole second already begun (the builder's clock reads whole seconds: one
+    # written with its fraction is in force only from the next second)
+    withdrawn = datetime.now(UTC).replace(microsecond=0)
+    registry.write_text(toml_dumps({"version": 2, "party": [party(revoked=withdrawn)]}))
     with follower(signer, nats, Consumer) as (b, _):
         b.build([])  # revoked here only, by the signer's clock
     held = status(signer, key)
