@@ -14,7 +14,9 @@ that carried it: a replay from a file, from the record stream (sealed or not: th
 opened and decoded) or after ``stream adopt`` decodes to the same record, whatever the
 whitespace or key order of its line. Fields left at their default are not encoded (the records'
 ``omit_defaults``), so a later release adding an optional field digests an older record the
-same way.
+same way. A time is an instant (the store keeps it as one, the rules count JST days from it),
+so it is digested in UTC: a record written again with its times under another UTC offset
+(``+09:00``, then ``Z``) decodes to an equal record and digests alike (`_in_utc`).
 
 The digest is keyed (BLAKE2b, 16 bytes, a key derived from the facts key, `crlbuilder.seal`):
 records carry the four facts (基本4情報, Act §7(1)(3)), and a plain hash of them in the store
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
@@ -54,8 +57,20 @@ class RecordDigest:
     def of(self, record: Record) -> bytes:
         """``APPLIED_DIGEST_SIZE`` bytes: the same for the same decoded record, on every node."""
         return hashlib.blake2b(
-            _encoder.encode(record), key=self._key, digest_size=APPLIED_DIGEST_SIZE
+            _encoder.encode(_in_utc(record)), key=self._key, digest_size=APPLIED_DIGEST_SIZE
         ).digest()
+
+
+def _in_utc(record: Record) -> Record:
+    """``record`` with each of its times under UTC (the same instants): records compare equal
+    whatever offset their times were written with, and must digest alike. The times are
+    top-level fields of every record type (``FourFacts``, the one nested struct, has none)."""
+    moved = {
+        name: value.astimezone(UTC)
+        for name in record.__struct_fields__
+        if isinstance(value := getattr(record, name), datetime) and value.utcoffset()
+    }
+    return msgspec.structs.replace(record, **moved) if moved else record
 
 
 def reused(held: bytes | None, digest: bytes) -> bool:

@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import msgspec
@@ -71,6 +72,22 @@ def test_the_same_record_again_is_a_duplicate_however_its_line_is_written(world:
     assert (ap.summary.duplicates, ap.summary.quarantined, ap.summary.commits) == (2, 0, 0)
     assert ap.summary.unchecked == 0
     assert dump_store(world.store, skip=(sf.DB_META,)) == before
+
+
+def test_the_same_instant_under_another_utc_offset_is_the_same_record(world: World) -> None:
+    """A time is an instant (the store keeps it so, the rules count JST days from it): the
+    record replayed with its times written under another UTC offset (an export made again in
+    UTC, `+09:00` then `Z`) decodes to an equal record and is a duplicate, not a reused id."""
+    world.apply(holder_set(H1))
+    first = revoke("dup-1", 102)
+    world.apply([first])
+    at = datetime.fromisoformat(str(first["recorded_at"]))
+    again = {**first, "recorded_at": at.astimezone(timezone(timedelta(hours=9))).isoformat()}
+    assert again["recorded_at"] != first["recorded_at"]
+    assert decode_line(msgspec.json.encode(again)) == decode_line(msgspec.json.encode(first))
+    ap = world.apply([again])
+    assert (ap.summary.duplicates, ap.summary.quarantined) == (1, 0)
+    assert world.quarantined() == []
 
 
 def test_a_reuse_within_one_batch_is_refused(world: World) -> None:

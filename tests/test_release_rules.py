@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import msgspec
@@ -149,7 +149,10 @@ def rules_digest(world: World) -> str:
     ]
     revoke = {"type": "revocation-request", "id": "rules-dup", "recorded_at": ts(5),
               "issuer": "auth-card-g1", "reason": "application"}  # fmt: skip
-    world.apply([issued[0], {**revoke, "serial": 9001}])
+    # its time written under +09:00, and replayed in UTC: the same instant, the same record
+    jst = datetime.fromisoformat(ts(5)).astimezone(timezone(timedelta(hours=9))).isoformat()
+    world.apply([issued[0], {**revoke, "serial": 9001, "recorded_at": jst}])
+    world.apply([{**revoke, "serial": 9001}])
     world.apply(
         [issued[1], {**revoke, "serial": 9002, "recorded_at": ts(10)}]
     )  # the holder's next card, the id reused

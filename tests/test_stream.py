@@ -356,8 +356,8 @@ def test_a_record_id_reused_with_other_content_is_refused_alike_on_every_node(
     """docs/records.md: record ids are unique. A second revocation request under the id of the
     first, for another certificate, was skipped as a duplicate (its certificate good, nothing
     said); it is refused and quarantined, on both nodes, while the first record published
-    again, its line written otherwise (the payload sealed: the decoded record is compared),
-    is still a duplicate."""
+    again, its line written otherwise (the payload sealed: the decoded record is compared, its
+    times as instants), is still a duplicate."""
     a = node_config(tmp_path / "a", demo_pki[0], cluster.source, "reuse")
     b = node_config(tmp_path / "b", demo_pki[0], cluster.source, "reuse")
     same_key(Path(a.keys.facts_key_file), Path(b.keys.facts_key_file))
@@ -373,8 +373,11 @@ def test_a_record_id_reused_with_other_content_is_refused_alike_on_every_node(
     r1, r2, again = tmp_path / "r1.jsonl", tmp_path / "r2.jsonl", tmp_path / "again.jsonl"
     r1.write_bytes(msgspec.json.encode(first) + b"\n")
     r2.write_bytes(msgspec.json.encode({**first, "serial": 5152}) + b"\n")
-    # the same record, its line written otherwise: keys in reverse order, spaces
-    again.write_text(json.dumps(dict(reversed(first.items())), separators=(" , ", " : ")) + "\n")
+    # the same record, its line written otherwise: keys in reverse order, spaces, its time
+    # the same instant in UTC
+    again.write_text(json.dumps(
+        dict(reversed({**first, "recorded_at": "2026-04-01T00:00:00Z"}.items())),
+        separators=(" , ", " : ")) + "\n")  # fmt: skip
     assert publish_files(a, cluster, [issue, r1, r2, again]) == 5
     consume(a, cluster)
     assert publish_files(a, cluster, [r2, r1]) == 2  # the reuse fed again: quarantined once
