@@ -140,9 +140,9 @@ class LimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Requests per second one worker answers on the public routes (/healthz, /readyz,
     /announcements, /ca/, /reports/, a path it does not serve) for clients that prove no
     registered party (`responder.publicbound`); beyond it and ``public_burst``: 429 with
-    Retry-After and a close. A party's requests (client certificate, bearer token) are
-    never counted; a probe's (the first request of a connection to /healthz or /readyz)
-    is always answered."""
+    Retry-After and the connection not read for that second. A party's requests (client
+    certificate, bearer token) are never counted; a probe's (the first request of a
+    connection to /healthz or /readyz) is always answered."""
     public_burst: PositiveInt = 200
     """How many such requests one worker answers at once after a quiet spell (the bucket's
     size); at least ``public_per_second``."""

@@ -179,7 +179,9 @@ class Response(FrozenNoGc, frozen=True):
     on it and its peer is not a trusted proxy (whose connection carries other clients'
     requests too): a refusal for load (`responder.publicbound`'s 429 and its Retry-After),
     so that a client that does not wait costs the worker nothing until then, instead of
-    a refusal per request. Requests already read are still answered, in order."""
+    a refusal per request. Requests already read are still answered, in order, but one
+    refused for load again (pipelined behind the first) closes the connection after its
+    answer, the rest of that read unparsed."""
 
 
 class App(Protocol):
@@ -928,10 +930,17 @@ class HttpProtocol(asyncio.Protocol):
             return
         result = self._call_app(req)
         if isinstance(result, Response):
+            # Refused for load again while held (read in the same read as the refusal that
+            # began the hold, `Response.hold`): the connection closes after it, the rest of
+            # that read unparsed (on_url); else a client writing hundreds of requests at
+            # once is refused each of them in turn, the hold saving nothing.
+            close = bool(result.hold and self._paused & _PAUSE_HOLD)
+            if close:
+                self._last = True
             if self._queue:
-                self._enqueue(_Slot(req, result, self._t0, False))
+                self._enqueue(_Slot(req, result, self._t0, close))
             else:
-                self._send(req, result, self._t0, False)
+                self._send(req, result, self._t0, close)
             return
         slot = _Slot(req, None, self._t0, False)
         self._await(slot, result)

@@ -5,7 +5,7 @@ Nothing bounded the requests of clients without a credential on /healthz, /ready
 /announcements and the other public routes: a flood of them (wrk -c40, 30-60k a second)
 raised a registered party's OCSP p99 from 3 ms to 13-18 ms. Now each worker answers
 ``[server.limits] public_per_second`` of them (``public_burst`` at once) and refuses the
-rest 429 with Retry-After and a close; a party's requests are never counted, and a health
+rest 429 with Retry-After and a second's hold of the connection; a party's requests are never counted, and a health
 check (the first request of a connection to /healthz or /readyz) is always answered, so
 a flood cannot take a node out of its load balancer.
 """
@@ -13,6 +13,8 @@ a flood cannot take a node out of its load balancer.
 from __future__ import annotations
 
 import http.client
+import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -263,3 +265,50 @@ def test_haproxy_keeps_the_node_while_anonymous_clients_flood_the_probes(
         log = (lb_dir / "haproxy.log").read_text()
     assert set(statuses) == {200}, statuses
     assert " is DOWN" not in log, log
+
+
+def test_requests_pipelined_past_a_refusal_are_not_answered_one_by_one(
+    built: Built, tmp_path: Path
+) -> None:
+    """The hold stops reading the connection, but requests already read (a client pipelining
+    hundreds of them in one write) were each handed to the app and refused 429 in turn: a
+    flood that pipelines got ~450 answers per connection per second (one 8 KiB read), not
+    one. A request refused again on a held connection now closes it after its 429; a party's
+    request pipelined behind a refusal is answered and does not."""
+    limits = ("--public-per-second", "1", "--public-burst", "1")
+    one = b"GET /announcements HTTP/1.1\r\nHost: x\r\n\r\n"
+    with start_server(built, tmp_path, extra=limits) as s:
+        host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+        with socket.create_connection(
+            (host, int(port)), timeout=10, source_address=("127.0.0.2", 0)
+        ) as c:
+            c.sendall(one * 150)  # one write: 6 KiB, inside one read of the server
+            got = b""
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                try:
+                    chunk = c.recv(65536)
+                except TimeoutError:
+                    break
+                if not chunk:
+                    break  # closed by the server
+                got += chunk
+                c.settimeout(max(0.1, deadline - time.monotonic()))
+        statuses = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)]
+        assert statuses[0] == 200 and set(statuses[1:]) == {429}
+        assert len(statuses) <= 3, len(statuses)  # the burst, the refusal, the close
+        assert b"connection: close" in got.lower()
+        # a party's request pipelined behind the refusal is never refused: answered, no close
+        auth = b"GET /announcements HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %b\r\n\r\n"
+        time.sleep(1.1)  # a token back
+        with socket.create_connection(
+            (host, int(port)), timeout=3, source_address=("127.0.0.2", 0)
+        ) as c:
+            c.sendall(one * 2 + auth % s.token(PARTY).encode())
+            got = b""
+            while got.count(b"HTTP/1.1 ") < 3 or not got.endswith(b"</html>\n"):
+                chunk = c.recv(65536)
+                assert chunk, got[-200:]
+                got += chunk
+            assert [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)] == [200, 429, 200]
+            assert b"connection: close" not in got.lower()
