@@ -64,6 +64,7 @@ def _haproxy(d: Path, ports: list[int]) -> Iterator[tuple[str, int]]:
     cfg = d / "haproxy.cfg"
     cfg.write_text(_loopback_config(port, d / "admin.sock"))
     env = {**os.environ, **{f"JPKI_VA_NODE{i}": f"127.0.0.1:{p}" for i, p in enumerate(ports, 1)}}
+    env["JPKI_VA_SIGNER"] = env["JPKI_VA_NODE1"]  # /v1/token's backend: not asked here
     with (d / "haproxy.log").open("ab") as log:
         p = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=log, stderr=log,
                              stdin=subprocess.DEVNULL, env=env)  # fmt: skip
