@@ -1230,18 +1230,26 @@ class Ledger:
 
     def _begin_shipping(self, stream_id: str) -> None:
         """Mark the ledger as shipping to ``stream_id`` and take what was folded until now as
-        ``history``, a file of a new id, forgetting what was shipped to any stream before
+        ``history``, a file of its own id, forgetting what was shipped to any stream before
         (inside the caller's transaction, so no collector folds a file between the two:
         `_retire` checks `_shipping` in its own). Once a stream: what is folded afterwards
-        was shipped to it first (counted in ``shipped`` under its own file)."""
+        was shipped to it first (counted in ``shipped`` under its own file).
+
+        The id is kept when the totals are those of the present ``history``, slot for slot:
+        this file then carries the same counters, and a shipment of them that reached the
+        new stream already (it was made again while the node shipped to the one before) is
+        replaced by the same subjects, not counted a second time beside a new id."""
         db = self._db
+        before = db.execute("SELECT * FROM history ORDER BY slot").fetchall()
         db.execute("DELETE FROM history")
         db.execute("DELETE FROM shipped")
         db.execute(
             "INSERT INTO history SELECT row_number() OVER (ORDER BY day, party, service, method)"
             " - 1, day, party, service, method, count FROM counts"
         )
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('history', ?)", (os.urandom(16).hex(),))
+        after = db.execute("SELECT * FROM history ORDER BY slot").fetchall()
+        if after != before or self._history_id() is None:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('history', ?)", (os.urandom(16).hex(),))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('shipping', '1')")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('ship_stream', ?)", (stream_id,))
 

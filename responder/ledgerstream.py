@@ -114,14 +114,18 @@ def stream_id(cluster: Cluster, stream: str) -> str:
                 f"an admin credential (nats stream purge {stream} --subject '{old_format}'), "
                 f"or delete the stream (docs/operations.md, the ledger stream)"
             )
-        if info.created is None:
-            raise ClusterError(f"stream {stream}: the server gave no creation time")
-        return info.created.isoformat()
+        return _created(info, stream)
 
     try:
         return cluster.run(go())
     except (nats.errors.Error, TimeoutError) as e:
         raise ClusterError(f"stream {stream}: {e}") from None
+
+
+def _created(info: api.StreamInfo, stream: str) -> str:
+    if info.created is None:
+        raise ClusterError(f"stream {stream}: the server gave no creation time")
+    return info.created.isoformat()
 
 
 def check_node(node: str) -> str:
@@ -159,7 +163,8 @@ def ship(
 
 def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[SlotCount]:
     """The counters published and acknowledged (not yet marked shipped)."""
-    pending = ledger.ship_pending(node, stream_id(cluster, stream))
+    sid = stream_id(cluster, stream)
+    pending = ledger.ship_pending(node, sid)
     if not pending:
         return []
 
@@ -176,6 +181,16 @@ def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[Slot
             )
         for f in futures:
             await f
+        # Acknowledged by the stream ``sid`` still, or by one made again since it was asked
+        # (deleted meanwhile: an operator, a restore): not marked shipped then, or a file
+        # shipped whole there would be folded and shipped again in its new ``history``
+        # beside its own subject; the next shipment rebases on the new stream instead.
+        info = await through_election(lambda: cluster.js.stream_info(stream))
+        if _created(info, stream) != sid:
+            raise ClusterError(
+                f"shipping the ledger to {stream}: the stream was made again during the "
+                "shipment; the next one ships the whole ledger to it"
+            )
 
     try:
         cluster.run(go())

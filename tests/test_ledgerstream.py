@@ -12,6 +12,7 @@ once shipped whole.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from crlbuilder.jetstream import Cluster, StreamUnbounded, ensure_stream
+from crlbuilder.jetstream import Cluster, ClusterError, StreamUnbounded, ensure_stream
 from crlbuilder.rules import JST
 from responder.ledger import Ledger, LedgerWriter, Method, Service, SlotCount
 from responder.ledgerstream import bound, gather, ship, stream_id, subject
@@ -492,5 +493,88 @@ def test_a_ledger_stream_bounded_in_place_is_refused_until_its_old_messages_are_
             ledger.view = "service_ledger"
             assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 6}
         assert _stream_state(c, stream)[0] == 1
+    finally:
+        c.close()
+
+
+def _replaced_once(monkeypatch: pytest.MonkeyPatch, c: Cluster, stream: str) -> None:
+    """The next shipment learns the stream's id, then the stream is deleted and made again
+    (an operator's `nats stream rm`, another node's next collection) before it publishes."""
+    import responder.ledgerstream as ls
+
+    real = ls.stream_id
+    fired: list[bool] = []
+
+    def replacing(cluster: Cluster, name: str) -> str:
+        sid = real(cluster, name)
+        if not fired:
+            fired.append(True)
+            c.run(c.js.delete_stream(name))
+            ensure_stream(c, name, [f"jpki.ledger.{name}.>"], max_msgs_per_subject=1)
+        return sid
+
+    monkeypatch.setattr(ls, "stream_id", replacing)
+
+
+def _fresh_total(c: Cluster, tmp: Path, stream: str) -> int:
+    g = tmp / "fresh"
+    gather_into(c, g, stream)
+    with Ledger.open(g) as ledger:
+        ledger.view = "service_ledger"
+        return ledger.totals(date(1970, 1, 1), date(9999, 12, 31)).get((), 0)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_made_again_during_a_shipment_doubles_no_folded_file(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shipment that published to a stream made again since it learned the stream's id
+    is not marked shipped: marked, its file would be folded and shipped a second time in the
+    new stream's ``history`` beside its own subject there (the service's 報告書 doubled)."""
+    d = tmp_path / "n"
+    stream = "LEDGER_RACE1"
+    c = Cluster(cluster.urls)
+    try:
+        count(d, "bank-a", 4)
+        collect_and_ship(c, d, "node-n", stream)
+        count(d, "bank-a", 3)  # the same worker file, now 7
+        _replaced_once(monkeypatch, c, stream)
+        with contextlib.suppress(ClusterError):  # told: nothing marked shipped
+            collect_and_ship(c, d, "node-n", stream)
+        monkeypatch.undo()
+        with Ledger.open(d) as ledger:
+            ledger.collect(retire_idle_after=0)
+        for _ in range(2):
+            collect_and_ship(c, d, "node-n", stream, retire_idle_after=0)
+        assert _totals(d)[0] == 7
+        assert _fresh_total(c, tmp_path, stream) == 7
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_made_again_during_the_first_shipment_doubles_no_history(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-day totals a node folded before shipping reach a new stream as one more
+    file (``history``); a shipment of them that landed on a stream made again meanwhile is
+    shipped again under the same id, the same subjects, not beside them under a new one."""
+    d = tmp_path / "n"
+    stream = "LEDGER_RACE2"
+    count(d, "bank-a", 4)
+    with Ledger.open(d) as ledger:
+        assert ledger.collect(retire_idle_after=0).retired  # alone: folded
+    c = Cluster(cluster.urls)
+    try:
+        _replaced_once(monkeypatch, c, stream)
+        with contextlib.suppress(ClusterError):
+            collect_and_ship(c, d, "node-n", stream)
+        monkeypatch.undo()
+        for _ in range(2):
+            collect_and_ship(c, d, "node-n", stream)
+        assert _totals(d)[0] == 4
+        assert _fresh_total(c, tmp_path, stream) == 4
     finally:
         c.close()
