@@ -204,7 +204,8 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
     it stopped last; returns the messages read. Afterwards ``ledger.view = "service_ledger"``
     reports the whole service (the stream replaced since the last time: from its start,
     `Ledger.follow_service_stream`)."""
-    ledger.follow_service_stream(stream_id(cluster, stream))
+    sid = stream_id(cluster, stream)
+    ledger.follow_service_stream(sid)
     after = ledger.service_seq()
 
     async def go() -> list[tuple[int, str, bytes]]:
@@ -231,6 +232,16 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
                 out.extend((m.metadata.sequence.stream, m.subject, m.data) for m in msgs)
         finally:
             await sub.unsubscribe()
+        # Read from the stream ``sid`` still: one made again since (deleted meanwhile) holds
+        # every node's whole ledger, its folded files in its ``history``; read on from the old
+        # one's sequence beside the old counters, a file would count twice (or be missed).
+        # The next gathering starts the new one afresh (`Ledger.follow_service_stream`).
+        info = await through_election(lambda: cluster.js.stream_info(stream))
+        if _created(info, stream) != sid:
+            raise ClusterError(
+                f"gathering the ledger from {stream}: the stream was made again meanwhile; "
+                "the next gathering reads it from its start"
+            )
         return out
 
     try:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -497,9 +498,15 @@ def test_a_ledger_stream_bounded_in_place_is_refused_until_its_old_messages_are_
         c.close()
 
 
-def _replaced_once(monkeypatch: pytest.MonkeyPatch, c: Cluster, stream: str) -> None:
-    """The next shipment learns the stream's id, then the stream is deleted and made again
-    (an operator's `nats stream rm`, another node's next collection) before it publishes."""
+def _replaced_once(
+    monkeypatch: pytest.MonkeyPatch,
+    c: Cluster,
+    stream: str,
+    then: Callable[[], object] = lambda: None,
+) -> None:
+    """The next shipment or gathering learns the stream's id, then the stream is deleted and
+    made again (an operator's `nats stream rm`, another node's next collection: ``then``)
+    before it publishes or reads."""
     import responder.ledgerstream as ls
 
     real = ls.stream_id
@@ -511,6 +518,7 @@ def _replaced_once(monkeypatch: pytest.MonkeyPatch, c: Cluster, stream: str) -> 
             fired.append(True)
             c.run(c.js.delete_stream(name))
             ensure_stream(c, name, [f"jpki.ledger.{name}.>"], max_msgs_per_subject=1)
+            then()
         return sid
 
     monkeypatch.setattr(ls, "stream_id", replacing)
@@ -576,5 +584,40 @@ def test_a_stream_made_again_during_the_first_shipment_doubles_no_history(
             collect_and_ship(c, d, "node-n", stream)
         assert _totals(d)[0] == 4
         assert _fresh_total(c, tmp_path, stream) == 4
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_made_again_during_a_gathering_is_not_mixed_into_the_old_ones_counts(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gathering reads on from where it stopped in the stream it learned; when that stream
+    was made again meanwhile, the new stream's messages past that point (a node's whole
+    ledger shipped again, its folded files in its ``history``) are not merged beside the
+    old stream's counters: the service's 報告書 would count a file twice, or miss one."""
+    d, g = tmp_path / "n", tmp_path / "g"
+    stream = "LEDGER_RACE3"
+    c = Cluster(cluster.urls)
+    try:
+        count(d, "bank-a", 4)
+        collect_and_ship(c, d, "node-n", stream)
+        gather_into(c, g, stream)
+        with Ledger.open(d) as ledger:
+            assert ledger.collect(retire_idle_after=0).retired  # shipped whole: folded
+        count(d, "bank-a", 3)  # a new worker file
+        _replaced_once(monkeypatch, c, stream, lambda: collect_and_ship(c, d, "node-n", stream))
+        with contextlib.suppress(ClusterError):
+            gather_into(c, g, stream)
+        monkeypatch.undo()
+        with Ledger.open(g) as ledger:
+            ledger.view = "service_ledger"
+            mixed = ledger.totals(date(1970, 1, 1), date(9999, 12, 31)).get((), 0)
+        assert mixed in (4, 7)  # the old stream's, or the new one's: never a mix
+        gather_into(c, g, stream)
+        with Ledger.open(g) as ledger:
+            ledger.view = "service_ledger"
+            assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 7}
     finally:
         c.close()
