@@ -1336,10 +1336,18 @@ class Ledger:
                 "INSERT OR REPLACE INTO meta VALUES ('service_stream', ?)", (stream_id,)
             )
 
-    def merge_service(self, counts: Sequence[SlotCount], seq: int) -> None:
+    def merge_service(
+        self, counts: Sequence[SlotCount], seq: int, stream_id: str | None = None
+    ) -> bool:
         """Merge counters of any node into the service ledger, ``max`` per (node, file, slot):
-        a counter received twice, or an older value after a newer one, changes nothing."""
+        a counter received twice, or an older value after a newer one, changes nothing.
+        With ``stream_id``, the stream they were read from: merged only if the service ledger
+        still follows it (False: another gathering emptied it for a stream made again since,
+        `follow_service_stream`, and the old stream's counters would count beside the new
+        one's)."""
         with self._transaction():
+            if stream_id is not None and self._meta("service_stream") != stream_id:
+                return False
             self._db.executemany(
                 "INSERT INTO service_live VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (node, file_id, slot) DO UPDATE SET count = max(count, excluded.count)",
@@ -1349,6 +1357,7 @@ class Ledger:
             self._db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('service_seq', ?)", (str(int(seq)),)
             )
+        return True
 
     # --- queries --------------------------------------------------------------------
 

@@ -253,7 +253,11 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
     counts: Sequence[SlotCount] = [
         c for _, subject, data in got if (c := bound(subject, data, stream)) is not None
     ]
-    ledger.merge_service(counts, max(seq for seq, _, _ in got))
+    if not ledger.merge_service(counts, max(seq for seq, _, _ in got), sid):
+        raise ClusterError(
+            f"gathering the ledger from {stream}: the stream was made again meanwhile; "
+            "another gathering reads it from its start"
+        )
     return len(got)
 
 

@@ -621,3 +621,47 @@ def test_a_stream_made_again_during_a_gathering_is_not_mixed_into_the_old_ones_c
             assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 7}
     finally:
         c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_gathering_of_a_replaced_stream_merges_nothing_beside_the_new_ones(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gatherings into one service ledger (the collection, a /reports/ render, `responder
+    report --nats`): one read the old stream; before it merges, the stream is made again and
+    the other empties the service ledger and reads the new one. The first merges nothing
+    then: its old counters beside the new stream's (a node's folded files again in its
+    ``history``) would count twice, and no later gathering would empty them."""
+    d, g = tmp_path / "n", tmp_path / "g"
+    stream = "LEDGER_RACE4"
+    c = Cluster(cluster.urls)
+    try:
+        count(d, "bank-a", 4)
+        collect_and_ship(c, d, "node-n", stream)
+        with Ledger.open(d) as ledger:
+            assert ledger.collect(retire_idle_after=0).retired  # shipped whole: folded
+        count(d, "bank-a", 3)  # a new worker file
+
+        real = Ledger.merge_service
+        fired: list[bool] = []
+
+        def late(self: Ledger, *args: object, **kw: object) -> object:
+            if not fired:
+                fired.append(True)
+                c.run(c.js.delete_stream(stream))
+                collect_and_ship(c, d, "node-n", stream)  # made again, the whole ledger
+                gather_into(c, g, stream)  # the other gathering: afresh
+            return real(self, *args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Ledger, "merge_service", late)
+        with contextlib.suppress(ClusterError):
+            gather_into(c, g, stream)
+        monkeypatch.undo()
+        assert fired
+        gather_into(c, g, stream)
+        with Ledger.open(g) as ledger:
+            ledger.view = "service_ledger"
+            assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 7}
+    finally:
+        c.close()
