@@ -1219,7 +1219,13 @@ class Ledger:
         except OSError as e:
             raise LedgerError(f"{self.directory}: cannot lock to ship: {e.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as e:  # a network file system's directory (NFS: a write lock)
+                raise LedgerError(
+                    f"{self.directory}: cannot lock to ship: {e.strerror} (the ledger "
+                    "directory must be on a local file system)"
+                ) from None
             yield
         finally:
             os.close(fd)  # releases the lock
