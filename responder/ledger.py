@@ -1325,6 +1325,11 @@ class Ledger:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'service_seq'").fetchone()
         return int(row[0]) if row is not None else 0
 
+    def stream_followed(self) -> tuple[str | None, str | None]:
+        """The ledger streams (their creation times) this ledger last shipped to and gathered
+        from (None: none yet, or a version that did not record it)."""
+        return self._meta("ship_stream"), self._meta("service_stream")
+
     def follow_service_stream(self, stream_id: str) -> None:
         """Gather from the ledger stream ``stream_id`` (its creation time): when it is not the
         one the service ledger was gathered from (deleted and made again, or gathered by a

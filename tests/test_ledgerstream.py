@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from nats.js import api
 
 from crlbuilder.jetstream import Cluster, ClusterError, StreamUnbounded, ensure_stream
 from crlbuilder.rules import JST
@@ -437,8 +438,6 @@ def test_the_ledger_streams_bound_is_judged_exactly() -> None:
     release's, growing for ever) or more (made by another hand) is not the stream jpki-va
     makes, and a per-subject limit on a stream that must keep every message (records) is
     refused as before."""
-    from nats.js import api
-
     from crlbuilder.jetstream import foreign
 
     subjects = ["jpki.ledger.JPKI_LEDGER.>"]
@@ -512,8 +511,8 @@ def _replaced_once(
     real = ls.stream_id
     fired: list[bool] = []
 
-    def replacing(cluster: Cluster, name: str) -> str:
-        sid = real(cluster, name)
+    def replacing(cluster: Cluster, name: str, known: str | None = None) -> str:
+        sid = real(cluster, name, known)
         if not fired:
             fired.append(True)
             c.run(c.js.delete_stream(name))
@@ -663,5 +662,40 @@ def test_a_gathering_of_a_replaced_stream_merges_nothing_beside_the_new_ones(
         with Ledger.open(g) as ledger:
             ledger.view = "service_ledger"
             assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 7}
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_the_earlier_release_check_walks_the_subjects_once_per_stream(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """Asking a stream for its subjects of the earlier release's format walks every subject
+    it holds on the server (one node-year: ~146,000): asked when a ledger meets a stream,
+    not at every shipment and gathering (every collection of every node)."""
+    d = tmp_path / "n"
+    stream = "LEDGER_ONCE"
+    count(d, "bank-a", 2)
+    c = Cluster(cluster.urls)
+    try:
+        real = c.js.stream_info
+        filters: list[str | None] = []
+
+        async def recording(name: str, subjects_filter: str | None = None) -> api.StreamInfo:
+            filters.append(subjects_filter)
+            return await real(name, subjects_filter=subjects_filter)
+
+        c.js.stream_info = recording  # type: ignore[method-assign]
+        for _ in range(3):
+            collect_and_ship(c, d, "node-n", stream)
+            gather_into(c, d, stream)
+        assert filters.count(f"jpki.ledger.{stream}.*") == 2  # the first shipment, gathering
+        assert service_total(d) == 2
+        c.run(c.js.delete_stream(stream))  # made again: asked again
+        collect_and_ship(c, d, "node-n", stream)
+        gather_into(c, d, stream)
+        assert filters.count(f"jpki.ledger.{stream}.*") == 4
+        assert service_total(d) == 2
     finally:
         c.close()
