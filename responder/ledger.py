@@ -1219,7 +1219,13 @@ class Ledger:
         except OSError as e:
             raise LedgerError(f"{self.directory}: cannot lock to ship: {e.strerror}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as e:  # a network file system's directory (NFS: a write lock)
+                raise LedgerError(
+                    f"{self.directory}: cannot lock to ship: {e.strerror} (the ledger "
+                    "directory must be on a local file system)"
+                ) from None
             yield
         finally:
             os.close(fd)  # releases the lock
@@ -1230,18 +1236,26 @@ class Ledger:
 
     def _begin_shipping(self, stream_id: str) -> None:
         """Mark the ledger as shipping to ``stream_id`` and take what was folded until now as
-        ``history``, a file of a new id, forgetting what was shipped to any stream before
+        ``history``, a file of its own id, forgetting what was shipped to any stream before
         (inside the caller's transaction, so no collector folds a file between the two:
         `_retire` checks `_shipping` in its own). Once a stream: what is folded afterwards
-        was shipped to it first (counted in ``shipped`` under its own file)."""
+        was shipped to it first (counted in ``shipped`` under its own file).
+
+        The id is kept when the totals are those of the present ``history``, slot for slot:
+        this file then carries the same counters, and a shipment of them that reached the
+        new stream already (it was made again while the node shipped to the one before) is
+        replaced by the same subjects, not counted a second time beside a new id."""
         db = self._db
+        before = db.execute("SELECT * FROM history ORDER BY slot").fetchall()
         db.execute("DELETE FROM history")
         db.execute("DELETE FROM shipped")
         db.execute(
             "INSERT INTO history SELECT row_number() OVER (ORDER BY day, party, service, method)"
             " - 1, day, party, service, method, count FROM counts"
         )
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('history', ?)", (os.urandom(16).hex(),))
+        after = db.execute("SELECT * FROM history ORDER BY slot").fetchall()
+        if after != before or self._history_id() is None:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('history', ?)", (os.urandom(16).hex(),))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('shipping', '1')")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('ship_stream', ?)", (stream_id,))
 
@@ -1311,6 +1325,11 @@ class Ledger:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'service_seq'").fetchone()
         return int(row[0]) if row is not None else 0
 
+    def stream_followed(self) -> tuple[str | None, str | None]:
+        """The ledger streams (their creation times) this ledger last shipped to and gathered
+        from (None: none yet, or a version that did not record it)."""
+        return self._meta("ship_stream"), self._meta("service_stream")
+
     def follow_service_stream(self, stream_id: str) -> None:
         """Gather from the ledger stream ``stream_id`` (its creation time): when it is not the
         one the service ledger was gathered from (deleted and made again, or gathered by a
@@ -1328,10 +1347,18 @@ class Ledger:
                 "INSERT OR REPLACE INTO meta VALUES ('service_stream', ?)", (stream_id,)
             )
 
-    def merge_service(self, counts: Sequence[SlotCount], seq: int) -> None:
+    def merge_service(
+        self, counts: Sequence[SlotCount], seq: int, stream_id: str | None = None
+    ) -> bool:
         """Merge counters of any node into the service ledger, ``max`` per (node, file, slot):
-        a counter received twice, or an older value after a newer one, changes nothing."""
+        a counter received twice, or an older value after a newer one, changes nothing.
+        With ``stream_id``, the stream they were read from: merged only if the service ledger
+        still follows it (False: another gathering emptied it for a stream made again since,
+        `follow_service_stream`, and the old stream's counters would count beside the new
+        one's)."""
         with self._transaction():
+            if stream_id is not None and self._meta("service_stream") != stream_id:
+                return False
             self._db.executemany(
                 "INSERT INTO service_live VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (node, file_id, slot) DO UPDATE SET count = max(count, excluded.count)",
@@ -1341,6 +1368,7 @@ class Ledger:
             self._db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('service_seq', ?)", (str(int(seq)),)
             )
+        return True
 
     # --- queries --------------------------------------------------------------------
 

@@ -567,3 +567,26 @@ def test_every_service_has_a_stable_ledger_code() -> None:
 
     assert set(_SERVICE_CODES) == set(Service)
     assert len(set(_SERVICE_CODES.values())) == len(Service)
+
+
+def test_a_ledger_directory_that_cannot_be_locked_refuses_to_ship_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flock refused (a network file system's directory: NFS emulates it with a write lock a
+    read-only descriptor cannot take): a `LedgerError` naming the directory, as for a directory
+    that cannot be opened, not an OSError out of the shipment."""
+    import errno
+
+    import responder.ledger as ledger_module
+
+    with LedgerWriter.open(tmp_path, 0) as w:
+        w.count("bank-a", Service.SIGN_REVOCATION_INFO, Method.OCSP)
+
+    def refused(fd: int, op: int) -> None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(ledger_module.fcntl, "flock", refused)
+    with Ledger.open(tmp_path) as ledger:
+        with pytest.raises(LedgerError, match="cannot lock to ship") as e, ledger.ship_lock():
+            pass
+        assert "\n" not in str(e.value)

@@ -12,18 +12,21 @@ once shipped whole.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import msgspec
 import pytest
+from nats.js import api
 
-from crlbuilder.jetstream import Cluster, StreamUnbounded, ensure_stream
+from crlbuilder.jetstream import Cluster, ClusterError, StreamUnbounded, ensure_stream
 from crlbuilder.rules import JST
 from responder.ledger import Ledger, LedgerWriter, Method, Service, SlotCount
 from responder.ledgerstream import bound, gather, ship, stream_id, subject
@@ -435,8 +438,6 @@ def test_the_ledger_streams_bound_is_judged_exactly() -> None:
     release's, growing for ever) or more (made by another hand) is not the stream jpki-va
     makes, and a per-subject limit on a stream that must keep every message (records) is
     refused as before."""
-    from nats.js import api
-
     from crlbuilder.jetstream import foreign
 
     subjects = ["jpki.ledger.JPKI_LEDGER.>"]
@@ -492,5 +493,209 @@ def test_a_ledger_stream_bounded_in_place_is_refused_until_its_old_messages_are_
             ledger.view = "service_ledger"
             assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 6}
         assert _stream_state(c, stream)[0] == 1
+    finally:
+        c.close()
+
+
+def _replaced_once(
+    monkeypatch: pytest.MonkeyPatch,
+    c: Cluster,
+    stream: str,
+    then: Callable[[], object] = lambda: None,
+) -> None:
+    """The next shipment or gathering learns the stream's id, then the stream is deleted and
+    made again (an operator's `nats stream rm`, another node's next collection: ``then``)
+    before it publishes or reads."""
+    import responder.ledgerstream as ls
+
+    real = ls.stream_id
+    fired: list[bool] = []
+
+    def replacing(cluster: Cluster, name: str, known: str | None = None) -> str:
+        sid = real(cluster, name, known)
+        if not fired:
+            fired.append(True)
+            c.run(c.js.delete_stream(name))
+            ensure_stream(c, name, [f"jpki.ledger.{name}.>"], max_msgs_per_subject=1)
+            then()
+        return sid
+
+    monkeypatch.setattr(ls, "stream_id", replacing)
+
+
+def _fresh_total(c: Cluster, tmp: Path, stream: str) -> int:
+    g = tmp / "fresh"
+    gather_into(c, g, stream)
+    with Ledger.open(g) as ledger:
+        ledger.view = "service_ledger"
+        return ledger.totals(date(1970, 1, 1), date(9999, 12, 31)).get((), 0)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_made_again_during_a_shipment_doubles_no_folded_file(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shipment that published to a stream made again since it learned the stream's id
+    is not marked shipped: marked, its file would be folded and shipped a second time in the
+    new stream's ``history`` beside its own subject there (the service's 報告書 doubled)."""
+    d = tmp_path / "n"
+    stream = "LEDGER_RACE1"
+    c = Cluster(cluster.urls)
+    try:
+        count(d, "bank-a", 4)
+        collect_and_ship(c, d, "node-n", stream)
+        count(d, "bank-a", 3)  # the same worker file, now 7
+        _replaced_once(monkeypatch, c, stream)
+        with contextlib.suppress(ClusterError):  # told: nothing marked shipped
+            collect_and_ship(c, d, "node-n", stream)
+        monkeypatch.undo()
+        with Ledger.open(d) as ledger:
+            ledger.collect(retire_idle_after=0)
+        for _ in range(2):
+            collect_and_ship(c, d, "node-n", stream, retire_idle_after=0)
+        assert _totals(d)[0] == 7
+        assert _fresh_total(c, tmp_path, stream) == 7
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_made_again_during_the_first_shipment_doubles_no_history(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The per-day totals a node folded before shipping reach a new stream as one more
+    file (``history``); a shipment of them that landed on a stream made again meanwhile is
+    shipped again under the same id, the same subjects, not beside them under a new one."""
+    d = tmp_path / "n"
+    stream = "LEDGER_RACE2"
+    count(d, "bank-a", 4)
+    with Ledger.open(d) as ledger:
+        assert ledger.collect(retire_idle_after=0).retired  # alone: folded
+    c = Cluster(cluster.urls)
+    try:
+        _replaced_once(monkeypatch, c, stream)
+        with contextlib.suppress(ClusterError):
+            collect_and_ship(c, d, "node-n", stream)
+        monkeypatch.undo()
+        for _ in range(2):
+            collect_and_ship(c, d, "node-n", stream)
+        assert _totals(d)[0] == 4
+        assert _fresh_total(c, tmp_path, stream) == 4
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_made_again_during_a_gathering_is_not_mixed_into_the_old_ones_counts(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gathering reads on from where it stopped in the stream it learned; when that stream
+    was made again meanwhile, the new stream's messages past that point (a node's whole
+    ledger shipped again, its folded files in its ``history``) are not merged beside the
+    old stream's counters: the service's 報告書 would count a file twice, or miss one."""
+    d, g = tmp_path / "n", tmp_path / "g"
+    stream = "LEDGER_RACE3"
+    c = Cluster(cluster.urls)
+    try:
+        count(d, "bank-a", 4)
+        collect_and_ship(c, d, "node-n", stream)
+        gather_into(c, g, stream)
+        with Ledger.open(d) as ledger:
+            assert ledger.collect(retire_idle_after=0).retired  # shipped whole: folded
+        count(d, "bank-a", 3)  # a new worker file
+        _replaced_once(monkeypatch, c, stream, lambda: collect_and_ship(c, d, "node-n", stream))
+        with contextlib.suppress(ClusterError):
+            gather_into(c, g, stream)
+        monkeypatch.undo()
+        with Ledger.open(g) as ledger:
+            ledger.view = "service_ledger"
+            mixed = ledger.totals(date(1970, 1, 1), date(9999, 12, 31)).get((), 0)
+        assert mixed in (4, 7)  # the old stream's, or the new one's: never a mix
+        gather_into(c, g, stream)
+        with Ledger.open(g) as ledger:
+            ledger.view = "service_ledger"
+            assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 7}
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_gathering_of_a_replaced_stream_merges_nothing_beside_the_new_ones(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gatherings into one service ledger (the collection, a /reports/ render, `responder
+    report --nats`): one read the old stream; before it merges, the stream is made again and
+    the other empties the service ledger and reads the new one. The first merges nothing
+    then: its old counters beside the new stream's (a node's folded files again in its
+    ``history``) would count twice, and no later gathering would empty them."""
+    d, g = tmp_path / "n", tmp_path / "g"
+    stream = "LEDGER_RACE4"
+    c = Cluster(cluster.urls)
+    try:
+        count(d, "bank-a", 4)
+        collect_and_ship(c, d, "node-n", stream)
+        with Ledger.open(d) as ledger:
+            assert ledger.collect(retire_idle_after=0).retired  # shipped whole: folded
+        count(d, "bank-a", 3)  # a new worker file
+
+        real = Ledger.merge_service
+        fired: list[bool] = []
+
+        def late(self: Ledger, *args: object, **kw: object) -> object:
+            if not fired:
+                fired.append(True)
+                c.run(c.js.delete_stream(stream))
+                collect_and_ship(c, d, "node-n", stream)  # made again, the whole ledger
+                gather_into(c, g, stream)  # the other gathering: afresh
+            return real(self, *args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(Ledger, "merge_service", late)
+        with contextlib.suppress(ClusterError):
+            gather_into(c, g, stream)
+        monkeypatch.undo()
+        assert fired
+        gather_into(c, g, stream)
+        with Ledger.open(g) as ledger:
+            ledger.view = "service_ledger"
+            assert ledger.totals(date(1970, 1, 1), date(9999, 12, 31)) == {(): 7}
+    finally:
+        c.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_the_earlier_release_check_walks_the_subjects_once_per_stream(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """Asking a stream for its subjects of the earlier release's format walks every subject
+    it holds on the server (one node-year: ~146,000): asked when a ledger meets a stream,
+    not at every shipment and gathering (every collection of every node)."""
+    d = tmp_path / "n"
+    stream = "LEDGER_ONCE"
+    count(d, "bank-a", 2)
+    c = Cluster(cluster.urls)
+    try:
+        real = c.js.stream_info
+        filters: list[str | None] = []
+
+        async def recording(name: str, subjects_filter: str | None = None) -> api.StreamInfo:
+            filters.append(subjects_filter)
+            return await real(name, subjects_filter=subjects_filter)
+
+        c.js.stream_info = recording  # type: ignore[method-assign]
+        for _ in range(3):
+            collect_and_ship(c, d, "node-n", stream)
+            gather_into(c, d, stream)
+        assert filters.count(f"jpki.ledger.{stream}.*") == 2  # the first shipment, gathering
+        assert service_total(d) == 2
+        c.run(c.js.delete_stream(stream))  # made again: asked again
+        collect_and_ship(c, d, "node-n", stream)
+        gather_into(c, d, stream)
+        assert filters.count(f"jpki.ledger.{stream}.*") == 4
+        assert service_total(d) == 2
     finally:
         c.close()
