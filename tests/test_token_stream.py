@@ -235,6 +235,7 @@ def test_tokens_the_signer_held_before_the_token_records_reach_every_node(
     shutil.copytree(Path(signer.store.path), Path(node.store.path))  # the node's snapshot
     time.sleep(1.1)
     registry.write_text(toml_dumps({"version": 2, "party": [party(revoked=datetime.now(UTC))]}))
+    time.sleep(1.1)  # builds are dated in whole seconds: one in the revocation's own is before it
     with follower(signer, nats, Consumer) as (b, _):
         b.build([])  # revoked here only, by the signer's clock
     held = status(signer, key)
