@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from crlbuilder.config import BuilderConfig, TokensSection
 from crlbuilder.manifest import Manifest
-from crlbuilder.model import Category
+from crlbuilder.model import Category, TokenIssued
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.stream import Consumer
@@ -37,9 +37,11 @@ from crlbuilder.tokenrequest import (
     approval_window,
     issued_path,
     request_id,
+    token_holder,
     token_serial,
     write_request,
 )
+from crlbuilder.tokens import issued_record_id
 from responder.registry.schema import toml_dumps
 from tests.support.nats import NatsCluster
 from tests.support.store import node_state
@@ -261,3 +263,38 @@ def test_tokens_the_signer_held_before_the_token_records_reach_every_node(
     run(node)
     with follower(signer, nats, Consumer) as (b, consumer):
         assert b.consume(consumer, tail_wait=0.5, interval=0.2) == seq  # published once only
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_a_token_record_in_a_record_file_published_on_the_stream_is_refused(
+    tmp_path: Path,
+    nats: NatsCluster,
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    """Token records are the signer builder's: a record file the feed publishes with
+    `crlbuilder publish` (one holding token lines by mistake, or a copy of the signer's)
+    neither issues nor revokes a token on any node, and is quarantined saying so; the signer's
+    own record of that token is applied after it."""
+    node = node_config(tmp_path / "node", demo_pki[0], nats.source, "feedtok")
+    tok = demo_pki[1].token_issuer
+    assert tok is not None
+    now = datetime.now(UTC).replace(microsecond=0)
+    issued = TokenIssued(
+        id=issued_record_id(tok.id, 77), recorded_at=now, serial=77, issuer=tok.id,
+        not_before=now, not_after=now + timedelta(days=1), holder=token_holder("spec").hex(),
+    )  # fmt: skip
+    feedfile = tmp_path / "feed.jsonl"
+    copy = msgspec.structs.replace(issued, id="feed-copy")  # JetStream would drop the same id
+    feedfile.write_bytes(msgspec.json.encode(copy) + b"\n")
+    assert publish_files(node, nats, [feedfile]) == 1
+    with follower(node, nats, Consumer) as (b, consumer):
+        b.consume(consumer, tail_wait=0.5, interval=0.2)
+    assert status(node, sf.status_key(tok.index, 77)) is None, "the feed's file issued a token"
+    quarantined = Path(node.input.quarantine).read_text()
+    assert "record stream only" in quarantined
+    with follower(node, nats, Consumer) as (b, consumer):
+        consumer.publish_records([issued])  # the signer's (`TokenIssuer`)
+        b.consume(consumer, tail_wait=0.5, interval=0.2)
+    st = status(node, sf.status_key(tok.index, 77))
+    assert st is not None and not st.revoked
