@@ -37,7 +37,9 @@ What each record does (the rules themselves are in `rules`):
   builder writes on the record stream, `crlbuilder.tokens`): a good status of the token issuer,
   or its revocation (Act §38-2(6), `Category.APPROVAL_WITHDRAWN`) at the record's instant, so
   every node holds the same token statuses; refused by an applier not fed by the record stream
-  (``token_records``): a record file never issues or revokes a token;
+  (``token_records``), or not written by the signer's builder (a line of a record file,
+  published on the stream by ``crlbuilder publish`` too: `ingest.TOKEN_SOURCE`): a record file
+  never issues or revokes a token;
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13), a mobile certificate whose issuance
   is read after its card certificate lost effect too.
@@ -100,6 +102,7 @@ from crlbuilder import keptfor, lapsed, outbox, recorddigest, rules
 from crlbuilder import retention as retention_agenda
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
+    TOKEN_SOURCE,
     Located,
     Quarantine,
     Rejected,
@@ -132,6 +135,14 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
 from crlbuilder.verifiers import Verifiers
+
+_TOKEN_FROM_FILE: Final = (
+    "a token record (特定利用者証明検証者証明符号, Act §38-3) is written by the cluster signer's "
+    "builder on the record stream only, never read from a record file"
+)
+"""Why a token record is refused when it is a line of a record file (`ingest.TOKEN_SOURCE`:
+a feed's file published on the stream too) or is read by an applier not fed by the stream."""
+_TOKEN_RECORDS: Final = (TokenIssued, TokenRevoked)
 
 
 class Refused(Exception):
@@ -375,6 +386,9 @@ class Applier:
                     rejected.append((item, item.reason))
                     continue
                 record = item.record
+                if isinstance(record, _TOKEN_RECORDS) and item.source != TOKEN_SOURCE:
+                    rejected.append((item, _TOKEN_FROM_FILE))  # a file's line, stream or not
+                    continue
                 # the idempotence check and the mark in one lookup: marked now, released if refused
                 digest = digest_of(record)
                 claimed = claim(record.id, digest)
@@ -648,10 +662,7 @@ class Applier:
     def _token_issuer(self, issuer_id: str) -> sf.IssuerMeta:
         """The token issuer ``issuer_id`` names, for a token record read from the stream."""
         if not self.token_records:
-            raise Refused(
-                "a token record (特定利用者証明検証者証明符号, Act §38-3) is written by the cluster "
-                "signer's builder on the record stream only, never read from a record file"
-            )
+            raise Refused(_TOKEN_FROM_FILE)
         meta = self._issuers.get(issuer_id)
         if meta is None:
             raise Refused(f"unknown issuer {issuer_id!r} (not in the store's issuer table)")

@@ -64,6 +64,7 @@ from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
 from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
+from crlbuilder.model import Record
 from crlbuilder.ocsp.delegate import delegate_problem
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult, walk_lead
@@ -215,6 +216,9 @@ class Builder:
         self._republished = False
         """This `consume`'s signer published the tokens its store held from before the token
         records (`TokenIssuer.republish_held`)."""
+        self._published = 0
+        """Token records this builder published on the stream since `consume`'s last look: a
+        one-shot run applies them before it returns."""
         self._registry_stamp: tuple[int, int] | None = None
         try:
             self._check_before_writing()
@@ -478,8 +482,14 @@ class Builder:
             validity_days=t.validity_days,
             verifiers=verifiers,
             clock=clock,
-            publish=self._stream.publish_records if self._stream is not None else None,
+            publish=self._publish if self._stream is not None else None,
         )
+
+    def _publish(self, records: list[Record]) -> None:
+        """Publish token records on the stream being applied, counted (`_published`)."""
+        assert self._stream is not None
+        self._stream.publish_records(records)
+        self._published += len(records)
 
     def issues_tokens(self) -> bool:
         """This builder issues and revokes tokens: it holds the token issuer, and on the record
@@ -711,9 +721,11 @@ class Builder:
         Tokens (Act §38-3) go through the stream: the signer (``crl.enabled``) publishes each
         token it issues or revokes as a record (`crlbuilder.model.TokenIssued`,
         `TokenRevoked`) and records it, as every other node does, when the record comes back;
-        the other nodes never issue or revoke one by their own clock (`issues_tokens`).
+        the other nodes never issue or revoke one by their own clock (`issues_tokens`). A
+        one-shot run (not ``follow``) applies the token records it published before it returns,
+        so its store and CRLs hold them, as a build from files does.
         """
-        self._stream, self._republished = consumer, False
+        self._stream, self._republished, self._published = consumer, False, 0
         try:
             return self._consume(
                 consumer, follow=follow, max_idle=max_idle, tail_wait=tail_wait,
@@ -812,6 +824,7 @@ class Builder:
             last_refresh = time.monotonic()
 
         last_fetch_crls = 0.0
+        own_round = False  # a one-shot run's turn for the token records it published
         approval_end = self.next_approval_end(self.clock())
 
         def tokens_due() -> bool:
@@ -828,7 +841,14 @@ class Builder:
 
         def turn() -> bool:
             """One turn of the loop; True when the loop is done."""
-            nonlocal last_tick, last_head, last_read, idle_since, last_fetch_crls, walking
+            nonlocal \
+                last_tick, \
+                last_head, \
+                last_read, \
+                idle_since, \
+                last_fetch_crls, \
+                walking, \
+                own_round
             if tick_every and follow:
                 # a tick as soon as a lapse or an erasure falls due: every node writes it at
                 # that tick, not up to tick_every later (one a second at most: while the
@@ -880,6 +900,14 @@ class Builder:
             if not caught_up:
                 return False
             if not follow:
+                # a one-shot run returns with the token records it published applied, as a
+                # build from files has its tokens in its store and CRLs (once: a record that
+                # comes back refused is not published and awaited for ever)
+                if refreshes == 0:
+                    refresh("stream")
+                if self._published and not own_round:
+                    own_round, self._published = True, 0
+                    return False
                 return True
             if (
                 time.monotonic() - last_refresh > self.refresh_every()

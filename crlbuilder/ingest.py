@@ -45,6 +45,13 @@ MAX_SERIAL: Final = 2**159
 MAX_LINE: Final = 1 << 20
 """Longest accepted line (1 MiB); a longer one is quarantined unread."""
 
+TOKEN_SOURCE: Final = "token-issuer/"
+"""The source (`Located.source`, the stream's ``Jpki-File``) of the token records the cluster
+signer's builder publishes (`crlbuilder.stream.record_messages`): a name no record file has
+(a file's name holds no ``/``), so a token record read from a record file, published on the
+stream by ``crlbuilder publish`` or not, is refused (`crlbuilder.apply`); quarantined, it is
+named ``token-issuer``."""
+
 _decoder: Final = msgspec.json.Decoder(Record)
 
 

@@ -88,7 +88,15 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from crlbuilder import jetstream, release
-from crlbuilder.ingest import MAX_LINE, Located, Rejected, decode_item, lines, record_id
+from crlbuilder.ingest import (
+    MAX_LINE,
+    TOKEN_SOURCE,
+    Located,
+    Rejected,
+    decode_item,
+    lines,
+    record_id,
+)
 from crlbuilder.jetstream import Cluster, ClusterError
 from crlbuilder.model import Record
 
@@ -169,11 +177,6 @@ def messages(
         if too_long:
             headers[H_TOO_LONG] = "1"
         yield Outgoing(rid, headers, cipher.seal(rid, b"" if line is None else line))
-
-
-TOKEN_SOURCE: Final = "token-issuer"
-"""The ``Jpki-File`` of the token records the signer's builder publishes (no file: the name a
-refusal of one is quarantined under)."""
 
 
 def record_messages(records: list[Record], cipher: StreamCipher) -> list[Outgoing]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from crlbuilder.config import BuilderConfig, TokensSection
 from crlbuilder.manifest import Manifest
-from crlbuilder.model import Category
+from crlbuilder.model import Category, TokenIssued
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.stream import Consumer
@@ -37,9 +37,11 @@ from crlbuilder.tokenrequest import (
     approval_window,
     issued_path,
     request_id,
+    token_holder,
     token_serial,
     write_request,
 )
+from crlbuilder.tokens import issued_record_id
 from responder.registry.schema import toml_dumps
 from tests.support.nats import NatsCluster
 from tests.support.store import node_state
@@ -263,3 +265,87 @@ def test_tokens_the_signer_held_before_the_token_records_reach_every_node(
     run(node)
     with follower(signer, nats, Consumer) as (b, consumer):
         assert b.consume(consumer, tail_wait=0.5, interval=0.2) == seq  # published once only
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_a_token_record_in_a_record_file_published_on_the_stream_is_refused(
+    tmp_path: Path,
+    nats: NatsCluster,
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    """Token records are the signer builder's: a record file the feed publishes with
+    `crlbuilder publish` (one holding token lines by mistake, or a copy of the signer's)
+    neither issues nor revokes a token on any node, and is quarantined saying so; the signer's
+    own record of that token is applied after it."""
+    node = node_config(tmp_path / "node", demo_pki[0], nats.source, "feedtok")
+    tok = demo_pki[1].token_issuer
+    assert tok is not None
+    now = datetime.now(UTC).replace(microsecond=0)
+    issued = TokenIssued(
+        id=issued_record_id(tok.id, 77), recorded_at=now, serial=77, issuer=tok.id,
+        not_before=now, not_after=now + timedelta(days=1), holder=token_holder("spec").hex(),
+    )  # fmt: skip
+    feedfile = tmp_path / "feed.jsonl"
+    copy = msgspec.structs.replace(issued, id="feed-copy")  # JetStream would drop the same id
+    feedfile.write_bytes(msgspec.json.encode(copy) + b"\n")
+    assert publish_files(node, nats, [feedfile]) == 1
+    with follower(node, nats, Consumer) as (b, consumer):
+        b.consume(consumer, tail_wait=0.5, interval=0.2)
+    assert status(node, sf.status_key(tok.index, 77)) is None, "the feed's file issued a token"
+    quarantined = Path(node.input.quarantine).read_text()
+    assert "record stream only" in quarantined
+    with follower(node, nats, Consumer) as (b, consumer):
+        consumer.publish_records([issued])  # the signer's (`TokenIssuer`)
+        b.consume(consumer, tail_wait=0.5, interval=0.2)
+    st = status(node, sf.status_key(tok.index, 77))
+    assert st is not None and not st.revoked
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_a_one_shot_run_of_the_signer_records_the_tokens_it_published(
+    tmp_path: Path,
+    nats: NatsCluster,
+    population: Path,  # noqa: F811
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    """A one-shot ``crlbuilder build --source nats://...`` of the signer (no ``--follow``) that
+    issues a token, or revokes one, has it in its store and its CRLs when it returns, as a
+    build from files does: it applies the records it published before it stops."""
+    registry, requests, issued = tmp_path / "registry.toml", tmp_path / "req", tmp_path / "iss"
+    registry.write_text(toml_dumps({"version": 2, "party": [party()]}))
+    requests.mkdir()
+    signer = signer_config(
+        node_config(tmp_path / "signer", demo_pki[0], nats.source, "once"),
+        registry, requests, issued,
+    )  # fmt: skip
+    publish_files(signer, nats, sorted(population.glob("*.jsonl"))[:1])
+    tok = demo_pki[1].token_issuer
+    assert tok is not None
+
+    def run() -> None:
+        with follower(signer, nats, Consumer) as (b, consumer):
+            b.consume(consumer, tail_wait=0.5, interval=0.2)
+
+    run()  # caught up, nothing queued
+    der, spki = csr_of_new_key()
+    rid = request_id("spec", spki, approval_window(APPROVED, None))
+    key = sf.status_key(tok.index, token_serial(rid))
+    now = datetime.now(UTC).replace(microsecond=0)
+    write_request(requests, TokenRequest(id=rid, party="spec", csr=der, requested_at=now))
+    run()  # nothing new on the stream: the token is issued by the run's last refresh
+    assert issued_path(issued, rid).exists()
+    st = status(signer, key)
+    assert st is not None and not st.revoked, "the run returned before recording its token"
+    registry.write_text(toml_dumps({"version": 2, "party": [party(revoked=datetime.now(UTC))]}))
+    time.sleep(1.1)  # builds are dated in whole seconds
+    run()
+    st = status(signer, key)
+    assert st is not None and st.revoked, "the run returned before recording its revocation"
+    crls = [
+        x509.load_der_x509_crl(p.read_bytes())
+        for p in Path(signer.crl.directory).glob(f"{tok.id}*.crl")
+    ]
+    listed = [c for c in crls if c.get_revoked_certificate_by_serial_number(token_serial(rid))]
+    assert listed, "the run's CRLs do not list the token it revoked"
