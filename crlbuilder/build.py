@@ -504,8 +504,14 @@ class Builder:
             return TokenReport()
         issuer = self.token_issuer(verifiers, lambda: as_of)
         if self._stream is not None and not self._republished:
-            issuer.republish_held()
+            _, missing = issuer.republish_held()
             self._republished = True
+            if missing:
+                self.emit({"event": "warning", "message": (
+                    f"{missing} token(s) held from before the token records have no certificate "
+                    "file in tokens.issued with their recorded times: not published as issued, "
+                    "so the other nodes answer unknown for them until their party asks again "
+                    "(the token is then signed again and published)")})  # fmt: skip
         return issuer.run(epoch(as_of))
 
     def registry_moved(self) -> bool:

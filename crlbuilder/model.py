@@ -601,6 +601,11 @@ class TokenIssued(_Base, frozen=True, kw_only=True, tag="token-issued"):
     not_after: datetime
     holder: HolderKey
     """`crlbuilder.tokenrequest.token_holder` of the party (a digest of its id, nothing personal)."""
+    certificate: Annotated[bytes, msgspec.Meta(min_length=1, max_length=16384)]
+    """The token certificate (DER; base64 in JSON), signed by the token issuer's key: every
+    node records the token only if it verifies against the token issuer's certificate and
+    says what the record says (`crlbuilder.tokencert`), so no other publisher on the record
+    stream can record a token serial with another party."""
 
 
 class TokenRevoked(_Base, frozen=True, kw_only=True, tag="token-revoked"):

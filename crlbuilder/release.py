@@ -54,7 +54,9 @@ them on the retention agenda (another digest in its state) and a lapse lowers it
 move-ins (``moveins``) once no rule needs them (`crlbuilder.keptfor`), lists their holders on the
 agenda (another digest), and keeping an entry lowers its watermark. 5: the record stream carries
 the token records the signer's builder writes (``token-issued``, ``token-revoked``,
-`crlbuilder.tokens`), which every node applies as a token's status; a node of release 4 would
+`crlbuilder.tokens`; a ``token-issued`` carries the token certificate, which every node checks
+against the token issuer's certificate before it records the token, `crlbuilder.tokencert`),
+which every node applies as a token's status; a node of release 4 would
 quarantine them as unknown records (other bytes): it stops before them instead. What the rules
 make of the Act's records is unchanged (the same digest as 4)."""
 

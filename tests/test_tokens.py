@@ -341,7 +341,7 @@ def test_a_token_record_in_a_record_file_is_refused(world: World) -> None:
          "serial": token_serial(rid), "issuer": tok.id, "at": T0 + timedelta(minutes=2)},
         {"type": "token-issued", "id": "t-issued", "recorded_at": T0 + timedelta(minutes=2),
          "serial": 77, "issuer": tok.id, "not_before": T0, "not_after": T0 + timedelta(days=1),
-         "holder": token_holder("spec").hex()},
+         "holder": token_holder("spec").hex(), "certificate": "MAA="},
     ]  # fmt: skip
     records.write_bytes(b"".join(msgspec.json.encode(x) + b"\n" for x in lines))
     world.builder.build([records], as_of=T0 + timedelta(minutes=3))
