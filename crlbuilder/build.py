@@ -215,6 +215,10 @@ class Builder:
         self._published = 0
         """Token records this builder published on the stream since `consume`'s last look: a
         one-shot run applies them before it returns."""
+        self._revoking: dict[int, datetime] = {}
+        """The token revocations this signer published and has not yet applied, by serial:
+        their first instant, published again by a refresh before they come back
+        (`TokenIssuer.revoking`)."""
         self._registry_stamp: tuple[int, int] | None = None
         try:
             self._check_before_writing()
@@ -479,6 +483,7 @@ class Builder:
             verifiers=verifiers,
             clock=clock,
             publish=self._publish if self._stream is not None else None,
+            revoking=self._revoking,
         )
 
     def _publish(self, records: list[Record]) -> None:

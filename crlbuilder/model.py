@@ -593,7 +593,8 @@ class Consent(_Base, frozen=True, kw_only=True, tag="consent"):
 class TokenIssued(_Base, frozen=True, kw_only=True, tag="token-issued"):
     """特定利用者証明検証者証明符号 issued (提供, Act §38-3(2)): written by the cluster signer's
     builder, which holds the token issuer's key, on the record stream only (`crlbuilder.tokens`),
-    so that every node records the same token as good; never a record of the feed."""
+    so that every node records the same token as good; never a record of the feed.
+    ``recorded_at`` is the certificate's notBefore: published again, it is the same record."""
 
     serial: Serial
     issuer: IssuerId
@@ -612,7 +613,8 @@ class TokenRevoked(_Base, frozen=True, kw_only=True, tag="token-revoked"):
     """A 特定利用者証明検証者証明符号 revoked because its party is no longer an approved
     特定利用者証明検証者 (Act §38-2(6), `Category.APPROVAL_WITHDRAWN`): written by the cluster
     signer's builder on the record stream only; ``at`` is the revocation's instant, the same on
-    every node that applies it."""
+    every node that applies it, and the same when the signer publishes it again before it
+    applied it (`crlbuilder.tokens.TokenIssuer.revoking`)."""
 
     serial: Serial
     issuer: IssuerId

@@ -41,8 +41,10 @@ the stream as a record (`crlbuilder.model.TokenIssued`, `TokenRevoked`: the time
 holder digest and the certificate itself, the revocation's instant), which every node, the
 signer too, applies (`crlbuilder.apply`; an issuance only with a certificate the token issuer
 signed that says what the record says, `crlbuilder.tokencert`), so every node answers OCSP for
-a token alike and their stores stay byte-equal. A request asked again before its record is
-applied publishes the certificate already written, as it is. `TokenIssuer.republish_held` publishes once the tokens the signer's store held
+a token alike and their stores stay byte-equal. A record published again before it came back
+is the same record (no id with other content): a request asked again publishes the
+certificate already written, as it is, recorded at its notBefore, and a revocation keeps its
+first instant (`TokenIssuer.revoking`). `TokenIssuer.republish_held` publishes once the tokens the signer's store held
 from before (a release that committed them there only).
 
 The token's profile: subject ``CN=<party id>, O=jpki-va 特定利用者証明検証者, C=JP`` and a
@@ -247,12 +249,19 @@ class TokenIssuer:
         verifiers: Verifiers,
         clock: Callable[[], datetime],
         publish: Callable[[list[Record]], None] | None = None,
+        revoking: dict[int, datetime] | None = None,
     ) -> None:
         """``publish``: on the record stream (the cluster's signer), the issuances and
         revocations are published as records (`TokenIssued`, `TokenRevoked`) that every node,
-        this one included, applies from the stream, instead of being committed here."""
+        this one included, applies from the stream, instead of being committed here.
+
+        ``revoking``: the instant of each revocation published and not yet applied here, by
+        serial, kept by the caller across its refreshes (each makes a new `TokenIssuer`), so a
+        refresh that runs before the record came back publishes the same record again (the
+        same ``at``), not one id with other content."""
         self.store = store
         self.publish = publish
+        self.revoking: dict[int, datetime] = {} if revoking is None else revoking
         self.manifest = manifest
         self.issuer = manifest.token_issuer
         self.requests = requests
@@ -337,7 +346,7 @@ class TokenIssuer:
             return ""
         signed = self._published(out, req.id) if self.publish is not None and not known else None
         if signed is not None and self.publish is not None:  # published, not applied: again
-            self.publish([self._issued_record(req.party, signed, now)])
+            self.publish([self._issued_record(req.party, signed)])
             return None
         issuer_cert = self.signer().certificate
         if st is not None:  # its file lost: the certificate the party holds, signed again
@@ -374,10 +383,10 @@ class TokenIssuer:
             if self.publish is not None and not self._applied(cert.serial_number):
                 # held from a release before the token records, its file lost: published now
                 # that its certificate is here again (`republish_held` could not)
-                self.publish([self._issued_record(req.party, cert, now)])
+                self.publish([self._issued_record(req.party, cert)])
             return ""
         if self.publish is not None:  # every node, this one too, records it from the stream
-            self.publish([self._issued_record(req.party, cert, now)])
+            self.publish([self._issued_record(req.party, cert)])
             return None
         record = sf.StatusRecord(
             version=0, state=sf.STATE_GOOD, category=0, reason=0,
@@ -409,13 +418,15 @@ class TokenIssuer:
         with self.store.read() as r:
             return r.applied(issued_record_id(self.issuer.id, serial)) is not None
 
-    def _issued_record(self, party: str, cert: x509.Certificate, now: int) -> TokenIssued:
+    def _issued_record(self, party: str, cert: x509.Certificate) -> TokenIssued:
         """The `TokenIssued` record of ``party``'s token ``cert``, carrying the certificate
-        (DER) that every node checks before recording it (`crlbuilder.tokencert`)."""
+        (DER) that every node checks before recording it (`crlbuilder.tokencert`), recorded at
+        its notBefore: a record published again (the party asking again before it was
+        applied, `republish_held`) is the same record, never one id with other content."""
         assert self.issuer is not None
         return TokenIssued(
             id=issued_record_id(self.issuer.id, cert.serial_number),
-            recorded_at=datetime.fromtimestamp(now, UTC), serial=cert.serial_number,
+            recorded_at=cert.not_valid_before_utc, serial=cert.serial_number,
             issuer=self.issuer.id, not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc, holder=token_holder(party).hex(),
             certificate=cert.public_bytes(serialization.Encoding.DER),
@@ -496,18 +507,24 @@ class TokenIssuer:
             for key, st in r.statuses(self.issuer.index):
                 if not st.revoked and st.not_after > now and st.holder not in in_force:
                     due.append(key)
-        if not due:
-            return
         if self.publish is not None:  # dated here, once: every node revokes it at this instant
-            at = datetime.fromtimestamp(now, UTC)
+            serials = [sf.split_status_key(key)[1] for key in due]
+            for gone in set(self.revoking) - set(serials):  # applied here (or no longer due)
+                del self.revoking[gone]
+            if not due:
+                return
+            first = datetime.fromtimestamp(now, UTC)
+            ats = [self.revoking.setdefault(serial, first) for serial in serials]
             self.publish([
                 TokenRevoked(
-                    id=revoked_record_id(self.issuer.id, sf.split_status_key(key)[1]),
-                    recorded_at=at, serial=sf.split_status_key(key)[1], issuer=self.issuer.id, at=at,
+                    id=revoked_record_id(self.issuer.id, serial), recorded_at=at, serial=serial,
+                    issuer=self.issuer.id, at=at,
                 )
-                for key in due
+                for serial, at in zip(serials, ats, strict=True)
             ])  # fmt: skip
             report.revoked += len(due)
+            return
+        if not due:
             return
         category = Category.APPROVAL_WITHDRAWN
         with Commit(self.store, self.clock) as c:
