@@ -39,7 +39,9 @@ What each record does (the rules themselves are in `rules`):
   every node holds the same token statuses; refused by an applier not fed by the record stream
   (``token_records``), or not written by the signer's builder (a line of a record file,
   published on the stream by ``crlbuilder publish`` too: `ingest.TOKEN_SOURCE`): a record file
-  never issues or revokes a token;
+  never issues or revokes a token; a token issued is refused unless the certificate it carries
+  is the token issuer's and says what the record says (`crlbuilder.tokencert`: another
+  publisher on the stream cannot record a serial with another party);
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13), a mobile certificate whose issuance
   is read after its card certificate lost effect too.
@@ -98,7 +100,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from crlbuilder import keptfor, lapsed, outbox, recorddigest, rules
+from crlbuilder import keptfor, lapsed, outbox, recorddigest, rules, tokencert
 from crlbuilder import retention as retention_agenda
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
@@ -673,9 +675,17 @@ class Applier:
         return meta
 
     def _token_issued(self, b: _Batch, rec: TokenIssued) -> bool:
-        """A token's good status (the cluster signer issued it); the same status again (a node
-        that has it from a snapshot of the signer's store) changes nothing."""
+        """A token's good status (the cluster signer issued it: the record's certificate is
+        signed by the token issuer and says what the record says, `crlbuilder.tokencert`); the
+        same status again (a node that has it from a snapshot of the signer's store) changes
+        nothing."""
         meta = self._token_issuer(rec.issuer)
+        why = tokencert.refusal(
+            rec.certificate, issuer_der=meta.cert_der, issuer_id=rec.issuer, serial=rec.serial,
+            not_before=rec.not_before, not_after=rec.not_after, holder=rec.holder,
+        )  # fmt: skip
+        if why is not None:  # not the signer's (a forgery on the stream): refused on every node
+            raise Refused(why)
         key = sf.status_key(meta.index, rec.serial)
         holder = bytes.fromhex(rec.holder)
         nb, na = epoch(rec.not_before), epoch(rec.not_after)

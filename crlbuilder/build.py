@@ -219,6 +219,10 @@ class Builder:
         self._published = 0
         """Token records this builder published on the stream since `consume`'s last look: a
         one-shot run applies them before it returns."""
+        self._revoking: dict[int, datetime] = {}
+        """The token revocations this signer published and has not yet applied, by serial:
+        their first instant, published again by a refresh before they come back
+        (`TokenIssuer.revoking`)."""
         self._registry_stamp: tuple[int, int] | None = None
         try:
             self._check_before_writing()
@@ -483,6 +487,7 @@ class Builder:
             verifiers=verifiers,
             clock=clock,
             publish=self._publish if self._stream is not None else None,
+            revoking=self._revoking,
         )
 
     def _publish(self, records: list[Record]) -> None:
@@ -508,8 +513,14 @@ class Builder:
             return TokenReport()
         issuer = self.token_issuer(verifiers, lambda: as_of)
         if self._stream is not None and not self._republished:
-            issuer.republish_held()
+            _, missing = issuer.republish_held()
             self._republished = True
+            if missing:
+                self.emit({"event": "warning", "message": (
+                    f"{missing} token(s) held from before the token records have no certificate "
+                    "file in tokens.issued with their recorded times: not published as issued, "
+                    "so the other nodes answer unknown for them until their party asks again "
+                    "(the token is then signed again and published)")})  # fmt: skip
         return issuer.run(epoch(as_of))
 
     def registry_moved(self) -> bool:

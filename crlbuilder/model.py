@@ -593,7 +593,8 @@ class Consent(_Base, frozen=True, kw_only=True, tag="consent"):
 class TokenIssued(_Base, frozen=True, kw_only=True, tag="token-issued"):
     """特定利用者証明検証者証明符号 issued (提供, Act §38-3(2)): written by the cluster signer's
     builder, which holds the token issuer's key, on the record stream only (`crlbuilder.tokens`),
-    so that every node records the same token as good; never a record of the feed."""
+    so that every node records the same token as good; never a record of the feed.
+    ``recorded_at`` is the certificate's notBefore: published again, it is the same record."""
 
     serial: Serial
     issuer: IssuerId
@@ -601,13 +602,19 @@ class TokenIssued(_Base, frozen=True, kw_only=True, tag="token-issued"):
     not_after: datetime
     holder: HolderKey
     """`crlbuilder.tokenrequest.token_holder` of the party (a digest of its id, nothing personal)."""
+    certificate: Annotated[bytes, msgspec.Meta(min_length=1, max_length=16384)]
+    """The token certificate (DER; base64 in JSON), signed by the token issuer's key: every
+    node records the token only if it verifies against the token issuer's certificate and
+    says what the record says (`crlbuilder.tokencert`), so no other publisher on the record
+    stream can record a token serial with another party."""
 
 
 class TokenRevoked(_Base, frozen=True, kw_only=True, tag="token-revoked"):
     """A 特定利用者証明検証者証明符号 revoked because its party is no longer an approved
     特定利用者証明検証者 (Act §38-2(6), `Category.APPROVAL_WITHDRAWN`): written by the cluster
     signer's builder on the record stream only; ``at`` is the revocation's instant, the same on
-    every node that applies it."""
+    every node that applies it, and the same when the signer publishes it again before it
+    applied it (`crlbuilder.tokens.TokenIssuer.revoking`)."""
 
     serial: Serial
     issuer: IssuerId

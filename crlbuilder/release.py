@@ -57,9 +57,11 @@ agenda (another digest), and keeping an entry lowers its watermark.
 ``applied`` values grow from 4 to 20 bytes, `crlbuilder.recorddigest`), and a record read again
 under an applied id with other content is refused and quarantined, not skipped (an id applied by
 an earlier release, with no digest, is still skipped); and the record stream carries the token
-records the signer's builder writes (``token-issued``, ``token-revoked``, `crlbuilder.tokens`),
-which every node applies as a token's status (a node of release 4 would quarantine them as
-unknown records, other bytes: it stops before them instead)."""
+records the signer's builder writes (``token-issued``, ``token-revoked``, `crlbuilder.tokens`;
+a ``token-issued`` carries the token certificate, which every node checks against the token
+issuer's certificate before it records the token, `crlbuilder.tokencert`), which every node
+applies as a token's status (a node of release 4 would quarantine them as unknown records, other
+bytes: it stops before them instead)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ What a message is (`message`): one line of a record file, sealed (below), with h
   of one publication under one record id are both stored, and every node judges the second
   (skipped when it says the same, refused when it reuses the id for another record,
   `crlbuilder.recorddigest`); a line with no readable id is named by a digest of its file,
-  line number and bytes. A record published again by
+  line number and bytes; a token record of the signer's builder by its id and a digest of its
+  bytes (`token_msg_id`). A record published again by
   another call is stored again: it may have been refused (a revocation read before its
   issuance, quarantined), and docs/records.md has the operator feed it again once what it
   needs is applied; the record id alone would have JetStream drop it for a day. A record
@@ -183,17 +184,28 @@ def record_messages(records: list[Record], cipher: StreamCipher) -> list[Outgoin
     """The messages of records a builder writes itself (the signer's token records,
     `crlbuilder.tokens`): one batch, each sealed and named by its record id like a file's line,
     so a record published twice (a refresh that ran again before the first was applied) is
-    dropped by JetStream within its duplicate window, and skipped by its id past it."""
+    dropped by JetStream within its duplicate window, and skipped by its id past it.
+
+    The message id is the record id and a digest of the record (`token_msg_id`): the same
+    record twice is one message, but a message of that record id with other content (a forgery
+    by another publisher on the stream, which every node refuses, `crlbuilder.tokencert`) does
+    not make JetStream drop the signer's own record for the whole duplicate window."""
     out = []
     for n, rec in enumerate(records, start=1):
         line = msgspec.json.encode(rec)
+        msg_id = token_msg_id(rec.id, line)
         headers = {
-            H_ID: rec.id, H_FILE: TOKEN_SOURCE, H_LINE: str(n), release.HEADER: str(release.CURRENT),
+            H_ID: msg_id, H_FILE: TOKEN_SOURCE, H_LINE: str(n), release.HEADER: str(release.CURRENT),
         }  # fmt: skip
         if n == len(records):
             headers[H_END] = "1"
-        out.append(Outgoing(rec.id, headers, cipher.seal(rec.id, line)))
+        out.append(Outgoing(msg_id, headers, cipher.seal(msg_id, line)))
     return out
+
+
+def token_msg_id(record_id: str, line: bytes) -> str:
+    """The ``Nats-Msg-Id`` of a token record's message: its id and a digest of its bytes."""
+    return f"{record_id}#{hashlib.sha256(line).hexdigest()[:32]}"
 
 
 def tick_message(at: datetime) -> Outgoing:

@@ -38,9 +38,13 @@ Who does what (workers never hold a CA key; the responder never writes the store
 On the record stream (a cluster: `Builder.consume`), only the signer's builder (``crl.enabled``)
 runs this, and it commits nothing itself: ``publish`` puts each issuance and revocation on
 the stream as a record (`crlbuilder.model.TokenIssued`, `TokenRevoked`: the times, the
-holder digest, the revocation's instant), which every node, the signer too, applies
-(`crlbuilder.apply`), so every node answers OCSP for a token alike and their stores stay
-byte-equal. `TokenIssuer.republish_held` publishes once the tokens the signer's store held
+holder digest and the certificate itself, the revocation's instant), which every node, the
+signer too, applies (`crlbuilder.apply`; an issuance only with a certificate the token issuer
+signed that says what the record says, `crlbuilder.tokencert`), so every node answers OCSP for
+a token alike and their stores stay byte-equal. A record published again before it came back
+is the same record (no id with other content): a request asked again publishes the
+certificate already written, as it is, recorded at its notBefore, and a revocation keeps its
+first instant (`TokenIssuer.revoking`). `TokenIssuer.republish_held` publishes once the tokens the signer's store held
 from before (a release that committed them there only).
 
 The token's profile: subject ``CN=<party id>, O=jpki-va 特定利用者証明検証者, C=JP`` and a
@@ -245,12 +249,19 @@ class TokenIssuer:
         verifiers: Verifiers,
         clock: Callable[[], datetime],
         publish: Callable[[list[Record]], None] | None = None,
+        revoking: dict[int, datetime] | None = None,
     ) -> None:
         """``publish``: on the record stream (the cluster's signer), the issuances and
         revocations are published as records (`TokenIssued`, `TokenRevoked`) that every node,
-        this one included, applies from the stream, instead of being committed here."""
+        this one included, applies from the stream, instead of being committed here.
+
+        ``revoking``: the instant of each revocation published and not yet applied here, by
+        serial, kept by the caller across its refreshes (each makes a new `TokenIssuer`), so a
+        refresh that runs before the record came back publishes the same record again (the
+        same ``at``), not one id with other content."""
         self.store = store
         self.publish = publish
+        self.revoking: dict[int, datetime] = {} if revoking is None else revoking
         self.manifest = manifest
         self.issuer = manifest.token_issuer
         self.requests = requests
@@ -333,13 +344,14 @@ class TokenIssuer:
         known = st is not None
         if known and out.exists():
             return ""
-        issuer_cert = self.signer().certificate
         signed = self._published(out, req.id) if self.publish is not None and not known else None
+        if signed is not None and self.publish is not None:  # published, not applied: again
+            self.publish([self._issued_record(req.party, signed)])
+            return None
+        issuer_cert = self.signer().certificate
         if st is not None:  # its file lost: the certificate the party holds, signed again
             not_before = datetime.fromtimestamp(st.not_before, UTC)
             not_after = datetime.fromtimestamp(st.not_after, UTC)
-        elif signed is not None:  # published, not yet applied here: its record's times
-            not_before, not_after = signed
         else:
             not_before, not_after = token_validity(
                 req, issuer_cert=issuer_cert, approval_window=approval.window,
@@ -368,16 +380,13 @@ class TokenIssuer:
         self.issued.mkdir(parents=True, exist_ok=True)
         write_whole(out, cert.public_bytes(serialization.Encoding.PEM), 0o644)  # a certificate
         if known:
+            if self.publish is not None and not self._applied(cert.serial_number):
+                # held from a release before the token records, its file lost: published now
+                # that its certificate is here again (`republish_held` could not)
+                self.publish([self._issued_record(req.party, cert)])
             return ""
         if self.publish is not None:  # every node, this one too, records it from the stream
-            self.publish([
-                TokenIssued(
-                    id=issued_record_id(self.issuer.id, token_serial(req.id)),
-                    recorded_at=datetime.fromtimestamp(now, UTC), serial=token_serial(req.id),
-                    issuer=self.issuer.id, not_before=cert.not_valid_before_utc,
-                    not_after=cert.not_valid_after_utc, holder=token_holder(req.party).hex(),
-                )
-            ])  # fmt: skip
+            self.publish([self._issued_record(req.party, cert)])
             return None
         record = sf.StatusRecord(
             version=0, state=sf.STATE_GOOD, category=0, reason=0,
@@ -390,41 +399,78 @@ class TokenIssuer:
             c.add_certificate(key, record, Family.SPECIFIED_VERIFIER_TOKEN, None)
         return None
 
-    def _published(self, out: Path, rid: str) -> tuple[datetime, datetime] | None:
-        """The times of the token file already written for ``rid`` (on the record stream, its
-        record published and not yet applied here: the party asked again meanwhile, with
-        another request time), so it is signed again as its record says; None: no such file."""
+    def _published(self, out: Path, rid: str) -> x509.Certificate | None:
+        """The token file already written for ``rid`` (on the record stream, its record
+        published and not yet applied here: the party asked again meanwhile, with another
+        request time): that certificate is the token, published again as it is (not signed
+        again: an ECDSA signature would differ); None: no such file."""
         try:
             cert = x509.load_pem_x509_certificate(out.read_bytes())
         except (OSError, ValueError):
             return None
         if cert.serial_number != token_serial(rid):
             return None
-        return cert.not_valid_before_utc, cert.not_valid_after_utc
+        return cert
 
-    def republish_held(self) -> int:
+    def _applied(self, serial: int) -> bool:
+        """This store applied the token's `TokenIssued` record (from the stream)."""
+        assert self.issuer is not None
+        with self.store.read() as r:
+            return r.applied(issued_record_id(self.issuer.id, serial)) is not None
+
+    def _issued_record(self, party: str, cert: x509.Certificate) -> TokenIssued:
+        """The `TokenIssued` record of ``party``'s token ``cert``, carrying the certificate
+        (DER) that every node checks before recording it (`crlbuilder.tokencert`), recorded at
+        its notBefore: a record published again (the party asking again before it was
+        applied, `republish_held`) is the same record, never one id with other content."""
+        assert self.issuer is not None
+        return TokenIssued(
+            id=issued_record_id(self.issuer.id, cert.serial_number),
+            recorded_at=cert.not_valid_before_utc, serial=cert.serial_number,
+            issuer=self.issuer.id, not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc, holder=token_holder(party).hex(),
+            certificate=cert.public_bytes(serialization.Encoding.DER),
+        )  # fmt: skip
+
+    def republish_held(self) -> tuple[int, int]:
         """On the record stream: publish the records of the tokens this store holds that did
         not come from the stream (issued, or revoked, by a release before the token records,
         which committed them to the signer's store only), with the times the store holds, so
         every node records them as this one does: a node restored from an older snapshot has a
         token revoked since revoked at the signer's instant, and the others know the token at
-        all. Records already applied here (from the stream) are not published again. Returns
-        how many records it published."""
+        all. Records already applied here (from the stream) are not published again.
+
+        A `TokenIssued` carries the token's certificate, taken from the issued directory (the
+        store holds no public key to sign it again with). A held token whose file is missing
+        there is not published as issued: the other nodes answer unknown for it until its party
+        asks again (`issue` then signs it again, with the stored times, and publishes it); its
+        revocation is published still (it reaches the nodes restored from a snapshot that hold
+        the token; the others quarantine it as an unknown serial). Returns how many records it
+        published and how many held tokens it could not publish for want of their file."""
         assert self.issuer is not None and self.publish is not None
         issuer = self.issuer.id
+        certs = self._issued_files()
         out: list[Record] = []
+        missing = 0
         with self.store.read() as r:
             for key, st in r.statuses(self.issuer.index):
                 if st.erased:  # past retention: nothing left to say about it
                     continue
                 serial = sf.split_status_key(key)[1]
                 if r.applied(issued_record_id(issuer, serial)) is None:
+                    cert = certs.get(serial)
                     nb = datetime.fromtimestamp(st.not_before, UTC)
-                    out.append(TokenIssued(
-                        id=issued_record_id(issuer, serial), recorded_at=nb, serial=serial,
-                        issuer=issuer, not_before=nb,
-                        not_after=datetime.fromtimestamp(st.not_after, UTC), holder=st.holder.hex(),
-                    ))  # fmt: skip
+                    na = datetime.fromtimestamp(st.not_after, UTC)
+                    if cert is None or (cert.not_valid_before_utc, cert.not_valid_after_utc) != (
+                        nb, na,
+                    ):  # fmt: skip
+                        missing += 1
+                    else:
+                        out.append(TokenIssued(
+                            id=issued_record_id(issuer, serial), recorded_at=nb, serial=serial,
+                            issuer=issuer, not_before=nb, not_after=na, holder=st.holder.hex(),
+                            certificate=cert.public_bytes(serialization.Encoding.DER),
+                        ))  # fmt: skip
                 if st.revoked and r.applied(revoked_record_id(issuer, serial)) is None:
                     at = datetime.fromtimestamp(st.revoked_at, UTC)
                     out.append(TokenRevoked(
@@ -432,7 +478,21 @@ class TokenIssuer:
                         issuer=issuer, at=at,
                     ))  # fmt: skip
         self.publish(out)
-        return len(out)
+        return len(out), missing
+
+    def _issued_files(self) -> dict[int, x509.Certificate]:
+        """The token certificates in the issued directory, by serial (a file that does not
+        parse is left out; the names are request ids, not serials)."""
+        found: dict[int, x509.Certificate] = {}
+        if self.issued is None or not self.issued.is_dir():
+            return found
+        for path in sorted(self.issued.glob("*.pem")):
+            try:
+                cert = x509.load_pem_x509_certificate(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            found[cert.serial_number] = cert
+        return found
 
     def revoke_withdrawn(self, now: int, report: TokenReport) -> None:
         """Revoke the good, unexpired tokens of parties no longer approved (the docstring)."""
@@ -447,18 +507,24 @@ class TokenIssuer:
             for key, st in r.statuses(self.issuer.index):
                 if not st.revoked and st.not_after > now and st.holder not in in_force:
                     due.append(key)
-        if not due:
-            return
         if self.publish is not None:  # dated here, once: every node revokes it at this instant
-            at = datetime.fromtimestamp(now, UTC)
+            serials = [sf.split_status_key(key)[1] for key in due]
+            for gone in set(self.revoking) - set(serials):  # applied here (or no longer due)
+                del self.revoking[gone]
+            if not due:
+                return
+            first = datetime.fromtimestamp(now, UTC)
+            ats = [self.revoking.setdefault(serial, first) for serial in serials]
             self.publish([
                 TokenRevoked(
-                    id=revoked_record_id(self.issuer.id, sf.split_status_key(key)[1]),
-                    recorded_at=at, serial=sf.split_status_key(key)[1], issuer=self.issuer.id, at=at,
+                    id=revoked_record_id(self.issuer.id, serial), recorded_at=at, serial=serial,
+                    issuer=self.issuer.id, at=at,
                 )
-                for key in due
+                for serial, at in zip(serials, ats, strict=True)
             ])  # fmt: skip
             report.revoked += len(due)
+            return
+        if not due:
             return
         category = Category.APPROVAL_WITHDRAWN
         with Commit(self.store, self.clock) as c:

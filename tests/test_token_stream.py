@@ -24,9 +24,10 @@ import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from crlbuilder.config import BuilderConfig, TokensSection
+from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category, TokenIssued
 from crlbuilder.store import format as sf
@@ -41,7 +42,7 @@ from crlbuilder.tokenrequest import (
     token_serial,
     write_request,
 )
-from crlbuilder.tokens import issued_record_id
+from crlbuilder.tokens import issued_record_id, token_certificate
 from responder.registry.schema import toml_dumps
 from tests.support.nats import NatsCluster
 from tests.support.store import node_state
@@ -77,6 +78,45 @@ def csr_of_new_key() -> tuple[bytes, bytes]:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return der, spki
+
+
+class Forger:
+    """A `Signer` of another RSA key than the token issuer's: a publisher that has no access
+    to the token issuer's key, forging under its name."""
+
+    def __init__(self, issuer_cert: x509.Certificate) -> None:
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._cert = issuer_cert
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self._cert
+
+    @property
+    def signature_algorithm_der(self) -> bytes:
+        raise NotImplementedError  # certificates only: token_certificate does not ask
+
+    def sign(self, data: bytes) -> bytes:
+        return self._key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def signed_token(
+    manifest: Manifest, pid: str, at: datetime, *, signer: Signer | None = None
+) -> x509.Certificate:
+    """A token certificate of ``pid`` for a new key, requested at ``at``, signed by the token
+    issuer's key (``signer``: another key, under the token issuer's name, a forger's)."""
+    tok = manifest.token_issuer
+    assert tok is not None
+    real = load_signer(manifest.key_ref(tok.key), manifest.path(tok.cert))
+    der, spki = csr_of_new_key()
+    req = TokenRequest(
+        id=request_id(pid, spki, approval_window(APPROVED, None)), party=pid, csr=der,
+        requested_at=at,
+    )  # fmt: skip
+    return token_certificate(
+        req, issuer=tok, issuer_cert=real.certificate, signer=signer or real,
+        approval_window=approval_window(APPROVED, None), validity=timedelta(days=1),
+    )  # fmt: skip
 
 
 def status(cfg: BuilderConfig, key: bytes) -> sf.StatusRecord | None:
@@ -282,9 +322,12 @@ def test_a_token_record_in_a_record_file_published_on_the_stream_is_refused(
     tok = demo_pki[1].token_issuer
     assert tok is not None
     now = datetime.now(UTC).replace(microsecond=0)
+    cert = signed_token(demo_pki[1], "spec", now)
+    serial = cert.serial_number
     issued = TokenIssued(
-        id=issued_record_id(tok.id, 77), recorded_at=now, serial=77, issuer=tok.id,
-        not_before=now, not_after=now + timedelta(days=1), holder=token_holder("spec").hex(),
+        id=issued_record_id(tok.id, serial), recorded_at=now, serial=serial, issuer=tok.id,
+        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+        holder=token_holder("spec").hex(), certificate=cert.public_bytes(serialization.Encoding.DER),
     )  # fmt: skip
     feedfile = tmp_path / "feed.jsonl"
     copy = msgspec.structs.replace(issued, id="feed-copy")  # JetStream would drop the same id
@@ -292,13 +335,13 @@ def test_a_token_record_in_a_record_file_published_on_the_stream_is_refused(
     assert publish_files(node, nats, [feedfile]) == 1
     with follower(node, nats, Consumer) as (b, consumer):
         b.consume(consumer, tail_wait=0.5, interval=0.2)
-    assert status(node, sf.status_key(tok.index, 77)) is None, "the feed's file issued a token"
+    assert status(node, sf.status_key(tok.index, serial)) is None, "the feed's file issued a token"
     quarantined = Path(node.input.quarantine).read_text()
     assert "record stream only" in quarantined
     with follower(node, nats, Consumer) as (b, consumer):
         consumer.publish_records([issued])  # the signer's (`TokenIssuer`)
         b.consume(consumer, tail_wait=0.5, interval=0.2)
-    st = status(node, sf.status_key(tok.index, 77))
+    st = status(node, sf.status_key(tok.index, serial))
     assert st is not None and not st.revoked
 
 
@@ -349,3 +392,81 @@ def test_a_one_shot_run_of_the_signer_records_the_tokens_it_published(
     ]
     listed = [c for c in crls if c.get_revoked_certificate_by_serial_number(token_serial(rid))]
     assert listed, "the run's CRLs do not list the token it revoked"
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_a_forged_token_record_published_first_is_refused_on_every_node(
+    tmp_path: Path,
+    nats: NatsCluster,
+    population: Path,  # noqa: F811
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    """Another publisher on the record stream (the feed's NATS user, which holds the facts key
+    that seals a message) writes, before the signer, a `token-issued` of the serial the signer
+    is about to issue, with another party's holder and a certificate it signed with a key of its
+    own under the token issuer's name. Every node refuses it (quarantined, the party not named)
+    and records the signer's own record, so the token is revoked when its party's approval is
+    (Act §38-2(6)); the stores stay byte-equal."""
+    registry, requests, issued = tmp_path / "registry.toml", tmp_path / "req", tmp_path / "iss"
+    registry.write_text(toml_dumps({"version": 2, "party": [party()]}))
+    requests.mkdir()
+    signer = signer_config(
+        node_config(tmp_path / "signer", demo_pki[0], nats.source, "forge"),
+        registry, requests, issued,
+    )  # fmt: skip
+    node = node_config(tmp_path / "node", demo_pki[0], nats.source, "forge")
+    same_key(Path(signer.keys.facts_key_file), Path(node.keys.facts_key_file))
+    publish_files(signer, nats, sorted(population.glob("*.jsonl"))[:1])
+    manifest = demo_pki[1]
+    tok = manifest.token_issuer
+    assert tok is not None
+
+    def run(cfg: BuilderConfig) -> None:
+        with follower(cfg, nats, Consumer) as (b, consumer):
+            b.consume(consumer, tail_wait=0.5, interval=0.2)
+
+    der, spki = csr_of_new_key()
+    rid = request_id("spec", spki, approval_window(APPROVED, None))
+    serial = token_serial(rid)
+    key = sf.status_key(tok.index, serial)
+    now = datetime.now(UTC).replace(microsecond=0)
+    real = load_signer(manifest.key_ref(tok.key), manifest.path(tok.cert)).certificate
+    forged_cert = token_certificate(  # the serial computed from what the forger knows
+        TokenRequest(id=rid, party="mallory-7", csr=der, requested_at=now),
+        issuer=tok, issuer_cert=real, signer=Forger(real),
+        approval_window=approval_window(APPROVED, None), validity=timedelta(days=1),
+    )  # fmt: skip
+    forged = TokenIssued(
+        id=issued_record_id(tok.id, serial), recorded_at=now, serial=serial, issuer=tok.id,
+        not_before=forged_cert.not_valid_before_utc, not_after=forged_cert.not_valid_after_utc,
+        holder=token_holder("mallory-7").hex(),
+        certificate=forged_cert.public_bytes(serialization.Encoding.DER),
+    )  # fmt: skip
+    with follower(node, nats, Consumer) as (_, consumer):
+        consumer.publish_records([forged])  # a message as the signer's builder writes one
+    run(node)
+    assert status(node, key) is None, "the forged record recorded the token's serial"
+    write_request(requests, TokenRequest(id=rid, party="spec", csr=der, requested_at=now))
+    run(signer)  # issues the token, publishes and applies its record
+    run(node)
+    for cfg in (signer, node):
+        st = status(cfg, key)
+        assert st is not None and st.holder == token_holder("spec"), "the forged holder stands"
+    (line,) = [
+        q for q in Path(node.input.quarantine).read_text().splitlines() if serial_hex(serial) in q
+    ]
+    assert f"not signed by the token issuer {tok.id}" in line and "mallory" not in line
+    time.sleep(1.1)  # the revocation is dated after the issuance
+    registry.write_text(toml_dumps({"version": 2, "party": [party(revoked=datetime.now(UTC))]}))
+    time.sleep(1.1)  # builds are dated in whole seconds: the next one is past the revocation
+    run(signer)
+    run(node)
+    st = status(node, key)
+    assert st is not None and st.revoked, "the token outlives its party's approval (§38-2(6))"
+    assert node_state(Path(node.store.path)) == node_state(Path(signer.store.path))
+
+
+def serial_hex(serial: int) -> str:
+    """How a token record's id names its serial (`crlbuilder.tokens.issued_record_id`)."""
+    return f"{serial:x}"

@@ -30,7 +30,15 @@ from crlbuilder.demo.pki import init_pki
 from crlbuilder.ingest import RecordError, check_record
 from crlbuilder.keys.signer import SignerError
 from crlbuilder.manifest import Manifest, load_manifest
-from crlbuilder.model import Category, Family, Issuance, Reason, Record, TokenIssued
+from crlbuilder.model import (
+    Category,
+    Family,
+    Issuance,
+    Reason,
+    Record,
+    TokenIssued,
+    TokenRevoked,
+)
 from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
 from crlbuilder.tokenrequest import (
@@ -341,7 +349,7 @@ def test_a_token_record_in_a_record_file_is_refused(world: World) -> None:
          "serial": token_serial(rid), "issuer": tok.id, "at": T0 + timedelta(minutes=2)},
         {"type": "token-issued", "id": "t-issued", "recorded_at": T0 + timedelta(minutes=2),
          "serial": 77, "issuer": tok.id, "not_before": T0, "not_after": T0 + timedelta(days=1),
-         "holder": token_holder("spec").hex()},
+         "holder": token_holder("spec").hex(), "certificate": "MAA="},
     ]  # fmt: skip
     records.write_bytes(b"".join(msgspec.json.encode(x) + b"\n" for x in lines))
     world.builder.build([records], as_of=T0 + timedelta(minutes=3))
@@ -381,8 +389,31 @@ def test_on_the_stream_a_request_asked_again_before_its_record_is_applied_is_sig
     assert len(published) == 2 and all(isinstance(p, TokenIssued) for p in published)
     a, b = published
     assert isinstance(a, TokenIssued) and isinstance(b, TokenIssued)
-    assert (a.id, a.not_before, a.not_after) == (b.id, b.not_before, b.not_after)
-    assert a.not_before == T0
+    assert a == b, "one record id published with other content"
+    assert a.not_before == T0 and a.recorded_at == a.not_before
+
+
+def test_on_the_stream_a_revocation_published_again_before_it_is_applied_keeps_its_instant(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signer's refreshes that run before its `token-revoked` came back from the stream
+    publish it again: the same record (its first instant), not one id with other content."""
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))  # a token held in the store
+    published: list[Record] = []
+
+    class Stream:
+        def publish_records(self, records: list[Record]) -> None:
+            published.extend(records)
+
+    monkeypatch.setattr(world.builder, "_stream", Stream())  # the signer, on the record stream
+    world.write_registry(party(revoked=T0 + timedelta(minutes=2)))
+    for minutes in (3, 4, 5):  # three refreshes; the record never applied here meanwhile
+        world.builder.run_tokens(T0 + timedelta(minutes=minutes))
+    revoked = [p for p in published if isinstance(p, TokenRevoked)]
+    assert len(revoked) == 3 and revoked[0].serial == token_serial(rid)
+    assert revoked[0] == revoked[1] == revoked[2], "one record id published with other content"
+    assert revoked[0].at == T0 + timedelta(minutes=3)
 
 
 def test_no_issuance_record_names_the_token_family() -> None:
