@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import bench_apply
+from bench import bench_applied_size, bench_apply
 
 
 def test_bench_apply_help_exits_0_with_its_usage(capsys: pytest.CaptureFixture[str]) -> None:
@@ -15,3 +15,19 @@ def test_bench_apply_help_exits_0_with_its_usage(capsys: pytest.CaptureFixture[s
 def test_bench_apply_bad_usage_still_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_apply.main(["dump"]) == 2
     assert "python -m bench.bench_apply dump STORE" in capsys.readouterr().err
+
+
+def test_bench_applied_size_help_exits_0_with_its_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench_applied_size.cli(["--help"])
+    assert exit_.value.code == 0
+    assert "python -m bench.bench_applied_size" in capsys.readouterr().out
+
+
+def test_bench_applied_size_refuses_a_count_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        bench_applied_size.cli(["0"])
+    assert exit_.value.code == 2
+    assert "N must be at least 1" in capsys.readouterr().err
