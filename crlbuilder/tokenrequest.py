@@ -15,8 +15,8 @@ at start, so no copy of a request lingers):
 
 - `check_csr`: the party's PKCS#10 request (PEM, or base64 DER, in lines or not), its
   self-signature verified (proof of possession, RFC 2986 §3; SHA-256 or stronger) and its
-  key RSA of 2048 bits or more or EC P-256; a refusal names the field (`CsrError`), never
-  the content;
+  key RSA of 2048 bits or more (public exponent 65537 or more) or EC P-256; a refusal names
+  the field (`CsrError`), never the content;
 - `request_id`: the request's id, a digest of the party, the CSR's public key and the
   approval (認可, Act §38-2(1)) it rests on: asking again for the same key under the same
   approval is the same request (idempotent), a renewed or changed approval a new one;
@@ -56,6 +56,10 @@ TOKEN_POLICY_OID: Final = x509.ObjectIdentifier(PROJECT_ARC + ".1.1")
 
 MIN_RSA_BITS: Final = 2048
 """The smallest RSA modulus accepted in a CSR (as for every key of the service, Ord §2, §38)."""
+MIN_RSA_EXPONENT: Final = 65_537
+"""The smallest RSA public exponent accepted in a CSR, odd and below 2**256 (as the CA/Browser
+Forum's Baseline Requirements §6.1.6 and NIST SP 800-89 §5.3.3 ask): e = 3 keys have had
+signature forgeries through lax PKCS#1 v1.5 verifiers (Bleichenbacher 2006)."""
 MAX_CSR_CHARS: Final = 4096
 """A CSR's text in a request, PEM or base64: an RSA-4096 CSR's PEM is ~1.7 KB, an RSA-8192
 one's ~3.1 KB. Tight, so that a request over it (even in JSON escapes) is refused by the
@@ -104,6 +108,11 @@ def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_RSA_BITS:
             raise CsrError(field, f"an RSA key of {MIN_RSA_BITS} bits or more is required")
+        e = key.public_numbers().e
+        if e < MIN_RSA_EXPONENT or e % 2 == 0 or e >= 2**256:
+            raise CsrError(
+                field, f"an RSA key's public exponent must be odd, {MIN_RSA_EXPONENT} or more"
+            )
     elif isinstance(key, ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, ec.SECP256R1):
             raise CsrError(field, "an EC key must be on P-256 (secp256r1)")

@@ -267,6 +267,10 @@ def _signed_with_sha1() -> str:
         pytest.param(_unknown_key_algorithm, "public key", id="unknown-key-algorithm"),
         pytest.param(_signed_with_sha1, "SHA-1", id="signed-with-sha1"),
         pytest.param(lambda: pem(csr_of(rsa_key(1024))), "2048", id="rsa-1024"),
+        pytest.param(
+            lambda: pem(csr_of(rsa.generate_private_key(public_exponent=3, key_size=2048))),
+            "exponent", id="rsa-e3",
+        ),
         pytest.param(lambda: pem(csr_of(ec.generate_private_key(ec.SECP384R1()))), "P-256",
                      id="ec-p384"),
     ],
