@@ -72,7 +72,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import msgspec
 
@@ -101,6 +101,7 @@ __all__ = [
     "WorkerFile",
     "is_counter",
     "issuance_counts",
+    "peek",
     "read_worker_file",
 ]
 
@@ -1434,6 +1435,26 @@ class Ledger:
                 "SELECT file_id, name, state FROM files ORDER BY first_merged, file_id"
             )
         ]
+
+
+_T = TypeVar("_T")
+
+
+def peek(directory: str | Path, read: Callable[[Ledger], _T]) -> _T | None:
+    """``read`` of the ledger of ``directory`` opened read-only (closed after), or None while
+    there is none yet: no collection has run, or the first is creating it (`LedgerCreating`).
+    For what reads the meta table at a scrape (`responder.ledgergauges`,
+    `responder.shipgauges`); `LedgerError` and `sqlite3.Error` go to the caller."""
+    if not (Path(directory) / DB_NAME).exists():
+        return None
+    try:
+        ledger = Ledger.open(directory, readonly=True)
+    except LedgerCreating:
+        return None
+    try:
+        return read(ledger)
+    finally:
+        ledger.close()
 
 
 # --- 発行件数 (Ord §71(1)) -------------------------------------------------------------

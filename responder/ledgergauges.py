@@ -21,7 +21,7 @@ from pathlib import Path
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from responder.ledger import DB_NAME, Ledger, LedgerCreating, LedgerError
+from responder.ledger import Ledger, LedgerError, peek
 
 __all__ = ["RefusedCollector"]
 
@@ -51,13 +51,4 @@ class RefusedCollector(Collector):
         return [gauge]
 
     def _read(self) -> int:
-        if not (self.ledger_dir / DB_NAME).exists():
-            return 0  # no collection yet
-        try:
-            ledger = Ledger.open(self.ledger_dir, readonly=True)
-        except LedgerCreating:
-            return 0  # the first collection is creating it
-        try:
-            return ledger.refused_files()
-        finally:
-            ledger.close()
+        return peek(self.ledger_dir, Ledger.refused_files) or 0  # None: no collection yet

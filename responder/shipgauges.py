@@ -33,7 +33,7 @@ from pathlib import Path
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from responder.ledger import DB_NAME, Ledger, LedgerCreating, LedgerError, ShippingState
+from responder.ledger import Ledger, LedgerError, ShippingState, peek
 
 __all__ = ["ShippingCollector"]
 
@@ -75,13 +75,5 @@ class ShippingCollector(Collector):
         return [shipped, failures, unshipped]
 
     def _read(self) -> ShippingState:
-        if not (self.ledger_dir / DB_NAME).exists():
-            return _NONE_YET  # no collection yet
-        try:
-            ledger = Ledger.open(self.ledger_dir, readonly=True)
-        except LedgerCreating:
-            return _NONE_YET  # the first collection is creating it
-        try:
-            return ledger.shipping_state() or _NONE_YET
-        finally:
-            ledger.close()
+        # None: no collection yet (no ledger), or no shipment tried yet
+        return peek(self.ledger_dir, Ledger.shipping_state) or _NONE_YET
