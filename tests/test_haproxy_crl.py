@@ -9,69 +9,28 @@ so that every party's OCSP through haproxy failed. The CRL paths now go to a bac
 their own that follows the nodes' health checks (``track``) without observing its answers,
 and retries a 503 on another node, so one node's broken copy is not seen at all.
 
-The config is the deploy file itself, with only what loopback needs changed: plain HTTP in
-front (the parties here use bearer tokens), the admin socket in the test's directory.
+The config is the deploy file itself, with only what loopback needs changed
+(`tests.support.shippedproxy`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
-import os
-import re
 import shutil
-import signal
-import subprocess
 import time
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import Built
-from tests.support import procs
 from tests.support.harness import start_server
-from tests.support.nats import free_ports
+from tests.support.shippedproxy import shipped_haproxy
 
 ROOT = Path(__file__).resolve().parent.parent
 HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 FILE = "sign-card-g1.crl"
 """A full CRL that sig-verifier (a 署名検証者, Act §18(1)) may download."""
 PARTY = "sig-verifier"
-
-
-def _loopback_config(port: int, sock: Path) -> str:
-    """The deploy file, with plain HTTP on loopback in front and the admin socket in ``sock``."""
-    text = HAPROXY_CFG.read_text()
-    text, n = re.subn(r"(?m)^    bind :443 ssl .*$", f"    bind 127.0.0.1:{port}", text)
-    assert n == 1
-    text, n = re.subn(r"(?m)^    http-request set-header client-cert .*ssl_c_der.*$", "", text)
-    assert n == 1
-    text, n = re.subn(r"/run/haproxy/admin\.sock", str(sock), text)
-    assert n == 1
-    return text.replace("maxconn 20000", "maxconn 2000")  # the test's fd limit
-
-
-@contextlib.contextmanager
-def _haproxy(d: Path, ports: list[int]) -> Iterator[tuple[str, int]]:
-    exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not os.access(exe, os.X_OK):
-        if os.environ.get("CI"):
-            pytest.fail("haproxy missing (Debian package haproxy)")
-        pytest.skip("haproxy missing (Debian package haproxy)")
-    (port,) = free_ports(1)
-    cfg = d / "haproxy.cfg"
-    cfg.write_text(_loopback_config(port, d / "admin.sock"))
-    env = {**os.environ, **{f"JPKI_VA_NODE{i}": f"127.0.0.1:{p}" for i, p in enumerate(ports, 1)}}
-    env["JPKI_VA_SIGNER"] = env["JPKI_VA_NODE1"]  # /v1/token's backend: not asked here
-    with (d / "haproxy.log").open("ab") as log:
-        p = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=log, stderr=log,
-                             stdin=subprocess.DEVNULL, env=env)  # fmt: skip
-        try:
-            yield "127.0.0.1", port
-        finally:
-            procs.stop(p, signal.SIGTERM, 10)
 
 
 def _ask(lb: tuple[str, int], method: str, path: str, token: str) -> int:
@@ -110,7 +69,7 @@ def test_a_broken_crl_file_on_every_node_takes_no_node_out(built: Built, tmp_pat
         # every node has the broken file (shipped to all): a party asks for it again and again
         lb_dir = tmp_path / "lb"
         lb_dir.mkdir()
-        with _haproxy(lb_dir, ports[:3]) as lb:
+        with shipped_haproxy(lb_dir, ports[:3]) as lb:
             deadline = time.monotonic() + 20
             while _ask(lb, "GET", "/announcements", token) != 200:  # the nodes UP (rise 2)
                 assert time.monotonic() < deadline, (lb_dir / "haproxy.log").read_text()
@@ -129,7 +88,7 @@ def test_a_broken_crl_file_on_every_node_takes_no_node_out(built: Built, tmp_pat
         # one node's copy broken, the others whole: a party never sees the broken one
         lb_dir = tmp_path / "lb2"
         lb_dir.mkdir()
-        with _haproxy(lb_dir, ports[3:]) as lb:
+        with shipped_haproxy(lb_dir, ports[3:]) as lb:
             deadline = time.monotonic() + 20
             while _ask(lb, "GET", "/announcements", token) != 200:
                 assert time.monotonic() < deadline, (lb_dir / "haproxy.log").read_text()

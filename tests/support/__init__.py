@@ -14,6 +14,8 @@
 - `tests.support.builder`: `builder_config`, an in-process builder's configuration.
 - `tests.support.store`: `dump_store`, every key and value of a status store, for byte
   comparisons.
+- `tests.support.shippedproxy`: deploy/haproxy/haproxy.cfg itself run on loopback in front of
+  real responders.
 
 ``bench/`` imports from here rather than the reverse: benchmarks run from the repository root
 (``python -m bench.…``) where ``tests`` is importable, and these helpers are test code, which
