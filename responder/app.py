@@ -17,7 +17,9 @@
                             §31(2)) is used. A GET or HEAD whose If-None-Match (or,
                             without it, If-Modified-Since) names the current file gets
                             304 once the party may receive the family, before its
-                            quota and cycle: nothing provided, counted or used
+                            quota and cycle: nothing provided, counted or used;
+                            one naming a newer CRL than this node's is 503, never
+                            the older file (`responder.crlfiles.behind`)
     GET  /ca/index.json, /ca/{issuer}.pem  the issuers' CA certificates (the 機構 publishes
                             them, Ord §74(1)) and where their CRL files are: public, what a
                             group appliance is set up from (`crlbuilder group init`); not on
@@ -104,7 +106,7 @@ from crlbuilder.ocsp.response import CertStatus, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, ledgerstream, policy, publicbound, streamlag
 from responder.config import ResponderConfig
-from responder.crlfiles import CrlFiles, not_modified
+from responder.crlfiles import CrlFiles, behind, not_modified
 from responder.flow import Answer, OcspFlow, Refusal, Signing
 from responder.http import HttpHooks, Request, Response
 from responder.ledger import Ledger, LedgerWriter
@@ -187,6 +189,19 @@ whole`): neither served nor counted (帳簿, Act §40), nor the quota, provision
 (周期) used; none of its bytes in the answer. 503 with Retry-After: the next CRL
 crlbuilder publishes (by rename) replaces it. Counted in jpkiva_crl_file_broken_total and
 logged once per worker and file version (``crl_file_broken``)."""
+_CRL_FILE_BEHIND: Final = Response(
+    503,
+    b"this node has not received the newest CRL file yet, retry later\n",
+    TEXT,
+    ((b"cache-control", b"no-store"), (b"retry-after", b"1")),
+)
+"""A CRL file older than the one the party says it holds (`responder.crlfiles.behind`: its
+If-None-Match names a later thisUpdate; another node received the newest first). Serving
+it would take the party back to an older CRL, revocations since missing, until its next
+cycle (周期); so 503, nothing served, counted or used, as `_CRL_FILE_BROKEN`. Retry-After: 1,
+since the newest reaches this node within a shipping interval; behind haproxy the
+``crl_files`` backend retries a 503 on another node at once. Counted in
+jpkiva_crl_file_behind_total."""
 _UNSUPPORTED: Final = Response(415, b"content type must be application/ocsp-request\n", TEXT)
 _NO_STORE: Final = ((b"cache-control", b"no-store"),)
 _OCSP_ERRORS: Final[dict[int, Response]] = {
@@ -745,7 +760,9 @@ class JpkiApp:
         not_modified`), is 304 once the party may receive the
         family: the party holds the file already, so nothing is provided, counted or used,
         whatever its cycle and quota (a group's pull restarted within its cycle,
-        `crlbuilder.group.pull`). A file absent is 404 before the quota is used; a file that is
+        `crlbuilder.group.pull`). One whose ``If-None-Match`` names a newer CRL than this
+        node's (`responder.crlfiles.behind`: another node received it first) is 503
+        (`_CRL_FILE_BEHIND`), nothing used or counted, never the older file. A file absent is 404 before the quota is used; a file that is
         not one whole CRL (cut short, written in place) is 503 (`_CRL_FILE_BROKEN`), before
         anything is used or counted.
         """
@@ -792,6 +809,11 @@ class JpkiApp:
         if not_modified(req.headers, crl):  # the party holds this very file already
             req.note = Outcome("crl", family=family, party=party.id)
             return Response(304, crl.body, CRL, crl.headers)  # its length only: see http
+        if behind(req.headers, crl):  # the party holds a newer one: never take it back
+            req.note = Outcome("crl", family=family, party=party.id)
+            if self.metrics is not None:
+                self.metrics.crl_file_behind(fname)
+            return _CRL_FILE_BEHIND
         # a download of a 失効情報ファイル is one provision (件数), taken first (a HEAD, or the
         # token issuer's CRL, takes none) and given back if a quota or the cycle refuses
         took = provide and party.provisions_per_day is not None

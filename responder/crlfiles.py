@@ -47,7 +47,7 @@ import msgspec
 
 from crlbuilder.der import der_header
 
-__all__ = ["CrlFile", "CrlFiles", "not_modified", "peek_crl"]
+__all__ = ["CrlFile", "CrlFiles", "behind", "not_modified", "peek_crl"]
 
 _log: Final = logging.getLogger("responder.crlfiles")
 _EMPTY: Final = memoryview(b"")
@@ -67,13 +67,16 @@ class CrlFile(msgspec.Struct, frozen=True):
     """(st_dev, st_ino, st_mtime_ns, st_size) of the file mapped."""
     whole: bool
     """One whole CertificateList (`peek_crl`); False: not to be served (``body`` empty)."""
+    this_update: int
+    """The CRL's thisUpdate in epoch seconds (0 for a file that is not ``whole``)."""
     headers: tuple[tuple[bytes, bytes], ...]
     """``Last-Modified``, ``ETag`` and ``Cache-Control: private``. The validators come from
     the CRL itself (`peek_crl`), so that every node serving the
     signer's CRL (each placed by its own fetch, `crlbuilder.crl.shipping`: another mtime)
     gives the same ones, and a party's ``If-None-Match`` from one node gets its 304 on
-    another instead of the whole file again, counted again: ETag, a digest of the CRL's
-    size and signature (the signature covers everything the CRL says); Last-Modified, its
+    another instead of the whole file again, counted again: ETag, the CRL's thisUpdate (in
+    hex) and a digest of its size and signature (the signature covers everything the CRL
+    says), so that a node can tell a party holds a newer file than its own (`behind`); Last-Modified, its
     thisUpdate (as for OCSP answers, `responder.app.caching_headers`), or the file's mtime
     when earlier (never later than the server's clock, RFC 9110 §8.8.2.1). A file that is
     not a whole CRL (``whole`` False, never served) has the file's own validators (mtime in
@@ -109,9 +112,36 @@ def not_modified(headers: dict[bytes, bytes], crl: CrlFile) -> bool:
     return int(since.timestamp()) >= crl.modified
 
 
+def behind(headers: dict[bytes, bytes], crl: CrlFile) -> bool:
+    """Whether a GET's ``If-None-Match`` names a newer CRL than ``crl``: the party holds a
+    file of this name whose thisUpdate is later than the one here, so this node has not yet
+    received the newest (another node has, and answered the party; `crlbuilder.crl.shipping`
+    places each node's copy by its own fetch). Serving ``crl`` would take the party back to
+    an older CRL, revocations since missing, until its next cycle (周期, Ord §31(2)).
+
+    Read from the tags of `CrlFile.etag`'s form (``"<thisUpdate hex>-<digest>"``); any other
+    tag (``*``, an earlier release's, another server's) says nothing. Call it after
+    `not_modified`. A party that makes up a later tag is only refused its own downloads.
+    """
+    inm = headers.get(b"if-none-match")
+    if inm is None or not crl.whole:
+        return False
+    for tag in inm.split(b","):
+        stamp, dash, digest = tag.strip().removeprefix(b"W/").strip(b'"').partition(b"-")
+        if dash and len(digest) == _DIGEST_HEX and 0 < len(stamp) <= 16:
+            try:
+                if int(stamp, 16) > crl.this_update:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
 _SEQUENCE: Final = 0x30
 _INTEGER: Final = 0x02
 _BIT_STRING: Final = 0x03
+_DIGEST_HEX: Final = 32
+"""Hex digits of the digest in a whole CRL's ETag."""
 _TIMES: Final = {0x17: (13, "%y%m%d%H%M%SZ"), 0x18: (15, "%Y%m%d%H%M%SZ")}
 """UTCTime and GeneralizedTime as a CRL writes them (RFC 5280 §5.1.2.4): their length, format."""
 
@@ -209,6 +239,7 @@ def _map(path: str) -> tuple[CrlFile, str | None]:
     modified = int(st.st_mtime)
     etag = b'"%x-%x"' % (st.st_mtime_ns, st.st_size)
     broken: str | None = "an empty file"
+    this_update = 0
     if mapped is not None:
         try:  # a map is read like bytes (indexing, slicing): only the headers are read
             this_update, signature = peek_crl(cast(bytes, mapped))
@@ -220,8 +251,9 @@ def _map(path: str) -> tuple[CrlFile, str | None]:
             broken = None
             modified = min(this_update, modified)
             digest = hashlib.sha256(b"%d:" % st.st_size + signature).hexdigest()
-            etag = b'"%s"' % digest[:32].encode("ascii")
+            etag = b'"%x-%s"' % (this_update, digest[:_DIGEST_HEX].encode("ascii"))
     last_modified = formatdate(modified, usegmt=True).encode("ascii")
     headers = ((b"last-modified", last_modified), (b"etag", etag), _PRIVATE)
     body = memoryview(mapped) if mapped is not None else _EMPTY
-    return CrlFile(body, etag, modified, _identity(st), broken is None, headers), broken
+    crl = CrlFile(body, etag, modified, _identity(st), broken is None, this_update, headers)
+    return crl, broken

@@ -407,6 +407,14 @@ class WorkerMetrics:
             ("file",),
             registry=None,
         )
+        self.crl_files_behind = Counter(
+            "jpkiva_crl_file_behind",
+            "Requests for a CRL file answered 503 because the party's If-None-Match names a "
+            "newer CRL of that name than this node's (it has not received the newest yet): "
+            "not served, not counted in the ledger. By file name.",
+            ("file",),
+            registry=None,
+        )
         self.public_refused = Counter(
             "jpkiva_public_refused",
             "Requests of clients proving no party refused 429 on a public route, beyond the "
@@ -511,6 +519,10 @@ class WorkerMetrics:
     def crl_file_broken(self, file: str) -> None:
         """A request for CRL file ``file`` answered 503: the file is not one whole CRL."""
         self.crl_files_broken.labels(file).inc()
+
+    def crl_file_behind(self, file: str) -> None:
+        """A request for CRL file ``file`` answered 503: the party holds a newer one."""
+        self.crl_files_behind.labels(file).inc()
 
     def signer_error(self, signer: str) -> None:
         """A fresh signature by ``signer`` (an issuer id) failed: count it at once (an alarm)."""

@@ -1,17 +1,22 @@
-"""`responder.crlfiles.not_modified`: when a GET of a CRL file gets 304 (RFC 9110 §13.1)."""
+"""`responder.crlfiles.not_modified`: when a GET of a CRL file gets 304 (RFC 9110 §13.1);
+`responder.crlfiles.behind`: when the party holds a newer CRL than this node's."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from responder.crlfiles import CrlFile, CrlFiles, not_modified
+from responder.crlfiles import CrlFile, CrlFiles, behind, not_modified
 from tests.conftest import Built
 
 MTIME = 1_900_000_000  # 2030-03-17T17:46:40Z
@@ -140,3 +145,56 @@ def test_a_file_cut_short_is_not_whole_and_logged_once(
         a = files.get("a.crl")
     assert a is not None and not a.whole
     assert [r.__dict__["fields"]["file"] for r in caplog.records] == ["a.crl"]
+
+
+def _crl_at(directory: Path, name: str, this_update: datetime) -> CrlFile:
+    """A CRL of one issuer made at ``this_update``, as file ``name`` of ``directory``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    crl = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "issuer")]))
+        .last_update(this_update)
+        .next_update(this_update + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    got = CrlFiles(directory).get(name)
+    assert got is not None and got.whole
+    return got
+
+
+def test_a_node_behind_knows_the_party_holds_a_newer_crl(tmp_path: Path) -> None:
+    """Nodes receive a new CRL each by its own fetch (`crlbuilder.crl.shipping`), so for a
+    while one serves the new file and another the old. A party that got the new one from the
+    first asked the second with its ETag, did not match, and was handed the old file: taken
+    back to an older CRL, revocations since missing, until its next cycle. The ETag now
+    carries the CRL's thisUpdate, and the node behind sees that the party holds a newer one
+    (the app answers 503, retried on another node)."""
+    at = datetime(2030, 3, 17, 9, 0, tzinfo=UTC)
+    old = _crl_at(tmp_path / "behind", "a.crl", at)
+    new = _crl_at(tmp_path / "ahead", "a.crl", at + timedelta(hours=1))
+    assert old.this_update == int(at.timestamp())
+    assert old.etag.startswith(b'"%x-' % old.this_update)
+    for inm, expected in [
+        (new.etag, True),
+        (b"W/" + new.etag, True),
+        (b'"x", ' + new.etag, True),
+        (old.etag, False),  # the same file: `not_modified` answers it (304)
+        (b"*", False),
+        (b'"%x-%s"' % (new.this_update, b"0" * 31), False),  # not this module's form
+        (b'"%x-%s"' % (new.this_update, b"g" * 32), True),  # the digest is not read
+        (b'"zz-%s"' % (b"0" * 32), False),
+        (b'"-5-%s"' % (b"0" * 32), False),
+        (b'"%s-%s"' % (b"f" * 17, b"0" * 32), False),  # no thisUpdate that long
+        (b'"2f6a1c3b5d7e9f00a1b2c3d4e5f60718"', False),  # an earlier release's tag
+    ]:
+        assert behind({b"if-none-match": inm}, old) is expected, inm
+    assert not behind({}, old)
+    assert not behind({b"if-modified-since": b"Mon, 18 Mar 2030 00:00:00 GMT"}, old)
+    assert not behind({b"if-none-match": old.etag}, new)  # the newer node: a 200 there
+
+
+def test_a_file_not_whole_is_never_behind(crl: CrlFile) -> None:
+    assert not crl.whole and crl.this_update == 0
+    assert not behind({b"if-none-match": b'"%x-%s"' % (2**40, b"0" * 32)}, crl)

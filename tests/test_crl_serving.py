@@ -13,6 +13,9 @@ no copies, a replaced file is served new (follow-ups of issue 10, items 7 and 11
   and counted as a download (decision C of the public routes' reading): now it is 503,
   nothing counted, its bytes not sent, counted in jpkiva_crl_file_broken_total and
   logged once per worker.
+- A node that had not yet received the newest CRL handed a party that held it (its
+  If-None-Match named it) the older file: now 503, nothing counted, counted in
+  jpkiva_crl_file_behind_total.
 """
 
 from __future__ import annotations
@@ -25,11 +28,16 @@ import socket
 import time
 import urllib.parse
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from crlbuilder.der import der_header
+from responder.crlfiles import CrlFiles
 from tests.conftest import Built, run_tool
 from tests.support.harness import Server, start_server
 from tests.test_http_hardening import _counted, _request
@@ -241,6 +249,58 @@ def test_a_party_holding_the_current_file_gets_304_and_no_count(
         assert _counted(tmp_path / "ledger", PARTY) == 2
 
 
+def test_a_node_behind_never_takes_a_party_back_to_an_older_crl(
+    built: Built, tmp_path: Path
+) -> None:
+    """Another node received the next CRL first and served it to the party; this node still
+    has the one before. The party's If-None-Match (the newer file's ETag) matched nothing
+    here, so it was handed the older file, and counted: revocations since missing until its
+    next cycle. Now 503 with Retry-After: 1 (haproxy's ``crl_files`` backend retries it on
+    another node), nothing counted or used, counted in jpkiva_crl_file_behind_total."""
+    served = x509.load_der_x509_crl((built.crl_dir / FILE).read_bytes())
+    later = served.last_update_utc + timedelta(hours=1)
+    newer = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(served.issuer)
+        .last_update(later)
+        .next_update(later + timedelta(days=1))
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    )
+    ahead = tmp_path / "ahead"
+    ahead.mkdir()
+    (ahead / FILE).write_bytes(newer.public_bytes(serialization.Encoding.DER))
+    held = CrlFiles(ahead).get(FILE)  # what the node ahead gave the party
+    assert held is not None and held.whole
+    with start_server(built, tmp_path / "node") as s:
+        token = s.token(PARTY)
+        auth = {"Authorization": f"Bearer {token}"}
+        host, port = urllib.parse.urlsplit(s.url).netloc.split(":")
+        for method in ("GET", "HEAD", "GET"):
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            conn.request(
+                method, f"/crl/{FILE}", headers=auth | {"If-None-Match": held.etag.decode()}
+            )
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
+            assert resp.status == 503, (method, resp.status)
+            assert resp.getheader("Retry-After") == "1"
+            assert resp.getheader("ETag") is None
+            assert body in (
+                b"this node has not received the newest CRL file yet, retry later\n",
+                b"",
+            )
+        assert _counted(tmp_path / "node" / "ledger", PARTY) == 0
+        # the party that holds this node's file, or none, is served as before
+        current = _request(s, "GET", f"/crl/{FILE}", token)
+        assert current.status == 200
+        deadline = time.monotonic() + 5
+        while _metric(s, "jpkiva_crl_file_behind_total") != 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _metric(s, "jpkiva_crl_file_behind_total") == 3
+        assert _counted(tmp_path / "node" / "ledger", PARTY) == 1
+
+
 def test_a_file_that_is_not_a_whole_crl_is_503_and_not_counted(
     built: Built, tmp_path: Path
 ) -> None:
@@ -278,9 +338,14 @@ def test_a_file_that_is_not_a_whole_crl_is_503_and_not_counted(
 
 def _broken(s: Server) -> float:
     """``jpkiva_crl_file_broken_total`` of `FILE` (every worker's)."""
+    return _metric(s, "jpkiva_crl_file_broken_total")
+
+
+def _metric(s: Server, name: str) -> float:
+    """Counter ``name`` of `FILE` (every worker's)."""
     status, text = s.get("/metrics", s.metrics_url)
     assert status == 200
     for line in text.decode().splitlines():
-        if line.startswith(f'jpkiva_crl_file_broken_total{{file="{FILE}"}}'):
+        if line.startswith(f'{name}{{file="{FILE}"}}'):
             return float(line.split()[-1])
     return 0.0

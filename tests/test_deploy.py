@@ -114,6 +114,7 @@ METRICS = frozenset(
         "jpkiva_connections_evicted_total",
         "jpkiva_crl_bytes",
         "jpkiva_crl_file_broken_total",
+        "jpkiva_crl_file_behind_total",
         "jpkiva_crl_entries",
         "jpkiva_crl_last_produced_timestamp_seconds",
         "jpkiva_fresh_signatures_total",
