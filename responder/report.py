@@ -899,7 +899,7 @@ def _report_command(args: argparse.Namespace) -> int:
         err(f"error: {e}")
         return 2
     with ledger:
-        refused_files = 0
+        refused_files = ledger.refused_files()  # --no-collect: as the last collection saw
         if not args.no_collect:
             result = ledger.collect()
             refused_files = len(result.refused)
@@ -941,8 +941,10 @@ def _report_command(args: argparse.Namespace) -> int:
             finally:
                 store.close()
         report = build_report(
-            ledger, year, registry_names=names, issuance_counts=issued, refused_files=refused_files
-        )
+            ledger, year, registry_names=names, issuance_counts=issued,
+            refused_files=refused_files,
+            as_of=ledger_as_of(ledger, "service" if args.nats else "node"),
+        )  # fmt: skip
     body, _ = render(report, args.format)
     if args.out is None:
         sys.stdout.buffer.write(body)

@@ -483,7 +483,16 @@ def test_cli_writes_the_report(ledger_dir: Path, tmp_path: Path) -> None:
     assert list(csv.reader(io.StringIO(text)))[-1][0] == "incomplete"
     assert list(csv.reader(io.StringIO(text)))[-1][-1] == "1"
     assert _cli(*args, "--format", "json", "--out", str(out), "--allow-refused") == 0
-    assert msgspec.json.decode(out.read_bytes())["refused_files"] == 1
+    doc = msgspec.json.decode(out.read_bytes())
+    assert doc["refused_files"] == 1
+    assert doc["as_of"]["scope"] == "node" and doc["as_of"]["complete"] is True
+    # read-only (--no-collect), as the last collection saw it: short by the file it refused
+    # (said 0 before, the report passing for whole)
+    assert _cli(*args, "--format", "csv", "--out", str(bad_out), "--no-collect") == 0
+    rows = list(csv.reader(io.StringIO(bad_out.read_text(encoding="utf-8"))))
+    assert rows[-2][:5] == ["as-of", "", "", "", "collected-on-node"]
+    assert rows[-1][0] == "incomplete" and rows[-1][4:] == ["refused-ledger-files",
+                                                            rows[-1][5], "", "1"]  # fmt: skip
     assert _cli("--year", "25", "--ledger", str(d)) == 2
     assert _cli("--year", "2025", "--ledger", str(tmp_path / "none"), "--no-collect") == 2
 
