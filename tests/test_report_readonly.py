@@ -12,7 +12,8 @@ another node's ledger shipping beside it:
 - with the server stopped, the cycle fails (logged, counted) and /reports/ still answers
   200 from what was last gathered, saying in every format since when and that it is
   incomplete;
-- worker 0's timer alone (no request, no explicit call) brings the other node's counts in.
+- worker 0's timer alone (no request, no explicit call) brings the other node's counts in;
+  it runs at once at its start, so a restarted node does not report an interval behind.
 """
 
 from __future__ import annotations
@@ -234,5 +235,28 @@ def test_worker_0s_timer_brings_the_other_nodes_counts_without_a_request(
         time.sleep(0.4)  # past the report cache's age
         doc = report_json(app)
         assert doc["total"] == 9 and doc["as_of"]["complete"] is True
+    finally:
+        app.close()
+
+
+def test_worker_0_collects_at_its_start_so_a_report_is_not_a_whole_interval_behind(
+    built: Built, tmp_path: Path
+) -> None:
+    """A render collects nothing itself, so worker 0's cycle starts at once: a node (re)started
+    with counts in its worker files (an earlier run's) reports them, as of this start, without
+    waiting out a first ``[ledger] collect_interval`` (an hour here) with a report that is
+    not yet collected."""
+    cfg = built.app_config(tmp_path / "a", **{"ledger.collect_interval": 3600})
+    with LedgerWriter.open(cfg.ledger.dir, 5) as w:  # an earlier run's worker, gone since
+        w.count("bank-a", SRI, Method.OCSP, 4, at=AT)
+    started = time.time()
+    app = JpkiApp(cfg, 0)
+    try:
+        collected = until(lambda: peek(cfg.ledger.dir, Ledger.collected_at), 20,
+                          "the first collection")  # fmt: skip
+        assert collected >= int(started)
+        doc = report_json(app)
+        assert doc["total"] == 4 and doc["as_of"]["scope"] == "node"
+        assert doc["as_of"]["complete"] is True
     finally:
         app.close()
