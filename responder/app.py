@@ -129,7 +129,7 @@ from responder.registry.schema import RegistryError
 from responder.registry.vocabulary import Method, Service
 from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
-from responder.report import ReportCache, parse_report_path, render_year
+from responder.report import ReportCache, Scope, parse_report_path, render_ledger_dir
 from responder.shipgauges import ShippingCollector
 from responder.signergauges import SignerCollector
 from responder.signing import SigningPool
@@ -869,47 +869,55 @@ class JpkiApp:
         return Response(200, got[0], got[1], _NO_STORE)
 
     def _render_report(self, year: int, fmt: ReportFormat) -> tuple[bytes, bytes]:
-        """One rendering (in a report thread): the workers' ledger files merged, then the year."""
-        ledger = Ledger.open(self.config.ledger.dir)
-        try:
-            refused = len(ledger.collect().refused)  # said on the report: its counts are short
-            if self.config.cluster.nats:  # several nodes: the whole service's report
-                ledgerstream.exchange(ledger, self.config.cluster)
-        finally:
-            ledger.close()
+        """One rendering (in a report thread), read-only: the ledger as worker 0's collection
+        cycle last left it (`_collect_ledger`), never a collection or an exchange with the
+        ledger stream of its own: anyone may ask for the report, and no such request may
+        write the ledger, open a connection to NATS, or fail because NATS is down. Several
+        nodes: every node's counts as last gathered; the report says how current it is."""
         names = {p.id: p.name for p in self.registry.parties.values()}
-        ledger = Ledger.open(self.config.ledger.dir, readonly=True)
-        if self.config.cluster.nats:
-            ledger.view = "service_ledger"
-        try:
-            return render_year(ledger, year, fmt, registry_names=names, refused_files=refused)
-        finally:
-            ledger.close()
+        scope: Scope = "service" if self.config.cluster.nats else "node"
+        return render_ledger_dir(
+            self.config.ledger.dir, year, fmt, registry_names=names, scope=scope
+        )
 
     def _registry_loop(self) -> None:
         while not self._stop.wait(1.0):
             self._reload_registry_if_changed()
 
     def _merge_loop(self) -> None:
+        # at once, then every interval: a report rendered after a (re)start reads a ledger
+        # collected (and gathered) by this process, not one left from before
+        self._collect_ledger()
         while not self._stop.wait(self.config.ledger.collect_interval):
             self._collect_ledger()
 
     def _collect_ledger(self) -> None:
         """Merge every worker's counter files into the SQLite ledgers (worker 0, its own
-        thread): the 帳簿's provisions, then the /v1 calls (`CALLS_DIR`)."""
+        thread): the 帳簿's provisions, then the /v1 calls (`CALLS_DIR`). Several nodes: then
+        ship the 帳簿's counts to the ledger stream and gather every node's (the exchange):
+        one process per node does it, on this timer, which `/reports/` reads the outcome of.
+        Worker 0 rather than the master: the master holds neither the ledger nor a NATS
+        connection, and this cycle already collected and shipped here; a worker 0 that dies
+        is restarted by the master and resumes it."""
         for directory in (self.config.ledger.dir, self.config.ledger.dir / CALLS_DIR):
             try:
                 ledger = Ledger.open(directory)
                 try:
                     result = ledger.collect()
                     if self.config.cluster.nats and directory == self.config.ledger.dir:
-                        # several nodes: ship the 帳簿's counts to the ledger stream (the
+                        # several nodes: the 帳簿's counts exchanged with the ledger stream (the
                         # calls' ledger stays per node)
-                        ledgerstream.exchange(ledger, self.config.cluster, merge=False)
+                        ledgerstream.exchange(ledger, self.config.cluster)
                 finally:
                     ledger.close()
+            except ledgerstream.GatherFailed as e:  # shipped; every node's not gathered (counted
+                # in the ledger, jpkiva_ledger_gather_failures_total, and said on /reports/);
+                # the next collection gathers from where the last one stopped.
+                _log.warning("ledger_gather_failed", extra={"fields": {"error": str(e)}})
+                continue
             except ClusterError as e:  # several nodes: the shipment failed (counted in the ledger,
-                # jpkiva_ledger_ship_failures_total); the next collection ships it all again.
+                # jpkiva_ledger_ship_failures_total, and as a failed gathering: nothing was
+                # gathered after it); the next collection ships it all again.
                 # The message names the servers or the stream and the reason: no personal data.
                 _log.warning("ledger_ship_failed", extra={"fields": {"error": str(e)}})
                 continue

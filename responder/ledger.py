@@ -89,6 +89,7 @@ __all__ = [
     "CollectResult",
     "CountRow",
     "Dimension",
+    "GatheringState",
     "Ledger",
     "LedgerError",
     "LedgerFileError",
@@ -890,6 +891,21 @@ class CollectResult(msgspec.Struct, kw_only=True):
     refused: list[RefusedFile] = msgspec.field(default_factory=list)
 
 
+class GatheringState(msgspec.Struct, frozen=True, kw_only=True):
+    """This node's gathering of every node's counts from the service's ledger stream into its
+    service ledger (`responder.ledgerstream.exchange`), as the ledger's meta table keeps it:
+    `Ledger.gathering_state`."""
+
+    gathered_at: int
+    """When the last exchange that shipped this node's counts and then gathered every node's
+    started (Unix seconds; 0: none yet): the service ledger holds this node's counts merged
+    by then and every other node's as they had shipped them when it was read."""
+    failures: int
+    """Gatherings that failed since the ledger was created (only grows)."""
+    failing: int
+    """Gatherings that failed since the last one that succeeded (0: the last succeeded)."""
+
+
 class ShippingState(msgspec.Struct, frozen=True, kw_only=True):
     """This node's shipping to the service's ledger stream (`responder.ledgerstream`), as the
     ledger's meta table keeps it (so it survives restarts): `Ledger.shipping_state`."""
@@ -940,6 +956,12 @@ class Ledger:
                 if not path.exists():
                     raise LedgerError(f"{path}: no ledger here")
                 conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                if (
+                    conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+                    is None
+                ):
+                    conn.close()  # the first collection made the file, not its tables yet
+                    raise LedgerCreating(f"{path}: the ledger is being created")
             else:
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
                 if not path.exists():
@@ -1018,7 +1040,17 @@ class Ledger:
         self._db.execute(  # `refused_files`: what /metrics says (jpkiva_ledger_files_refused)
             "INSERT OR REPLACE INTO meta VALUES ('refused_files', ?)", (str(len(result.refused)),)
         )
+        self._db.execute(  # `collected_at`: what a report read from this ledger is as of
+            "INSERT INTO meta VALUES ('collected_at', ?) ON CONFLICT (key) "
+            "DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+            (str(int(t)),),
+        )
         return result
+
+    def collected_at(self) -> int:
+        """When the last `collect` ran (Unix seconds; 0: never, or a ledger of a version that
+        did not record it): a report read from this ledger holds the counts as of then."""
+        return int(self._meta("collected_at") or 0)
 
     def refused_files(self) -> int:
         """How many files the last `collect` refused (0 before the first): their counts are
@@ -1319,6 +1351,46 @@ class Ledger:
             shipped_at=int(meta.get("shipped_at", 0)),
             failures=int(meta.get("ship_failures", 0)),
             unshipped=int(unshipped),
+        )
+
+    def gathered(self, at: int) -> None:
+        """A gathering (after this node's shipment, started at ``at``, Unix seconds) succeeded:
+        the service ledger holds every node's counts as of then (`gathering_state`)."""
+        if self.readonly:
+            raise LedgerError("this ledger was opened read-only: it cannot gather")
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO meta VALUES ('gathered_at', ?) ON CONFLICT (key) "
+                "DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (str(int(at)),),
+            )
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('gather_failing', '0')")
+
+    def gather_failed(self) -> None:
+        """A gathering from the ledger stream failed, or its shipment before it (`gathering_state`:
+        ``failures`` and ``failing`` grow by one)."""
+        if self.readonly:
+            raise LedgerError("this ledger was opened read-only: it cannot gather")
+        with self._transaction():
+            for key in ("gather_failures", "gather_failing"):
+                self._db.execute(
+                    "INSERT INTO meta VALUES (?, '1') ON CONFLICT (key) "
+                    "DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                    (key,),
+                )
+
+    def gathering_state(self) -> GatheringState:
+        """How this node's gathering from the ledger stream stands (all 0: none tried yet)."""
+        meta = dict(
+            self._db.execute(
+                "SELECT key, value FROM meta "
+                "WHERE key IN ('gathered_at', 'gather_failures', 'gather_failing')"
+            ).fetchall()
+        )
+        return GatheringState(
+            gathered_at=int(meta.get("gathered_at", 0)),
+            failures=int(meta.get("gather_failures", 0)),
+            failing=int(meta.get("gather_failing", 0)),
         )
 
     def service_seq(self) -> int:

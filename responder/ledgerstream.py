@@ -42,7 +42,14 @@ gathers it from the start (`Ledger.follow_service_stream`).
 
 Each shipment's outcome is kept in the ledger (`Ledger.mark_shipped` with its time, or
 `Ledger.ship_failed`, a connection that could not be made included), from where
-`responder.shipgauges` exports it on /metrics (JpkiVaLedgerShippingFailing).
+`responder.shipgauges` exports it on /metrics (JpkiVaLedgerShippingFailing); so is each
+gathering's (`exchange`: `Ledger.gathered`, `Ledger.gather_failed`;
+JpkiVaLedgerGatheringStale).
+
+Who exchanges: on a node, worker 0's collection cycle (`responder.app.JpkiApp`, every
+``[ledger] collect_interval``), and an operator's ``responder report --nats``. A render of
+``/reports/`` does not: anyone may ask for the report, and it reads the service ledger as
+last gathered, saying when that was (`responder.report.ledger_as_of`).
 
 So after a node crash and its restart the service report equals what the parties received,
 none lost, none doubled. While a node is down, its counts since its last shipment (at most
@@ -76,6 +83,10 @@ from responder.ledger import Ledger, SlotCount, is_counter
 DEFAULT_STREAM: Final = "JPKI_LEDGER"
 SUBJECT_PREFIX: Final = "jpki.ledger."
 _NODE_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class GatherFailed(ClusterError):
+    """This node's counters were shipped, but every node's could not be gathered (`exchange`)."""
 
 
 def default_node() -> str:
@@ -295,23 +306,51 @@ def bound(subject: str, data: bytes, stream: str = DEFAULT_STREAM) -> SlotCount 
     return c
 
 
-def exchange(ledger: Ledger, cluster_config: ClusterConfig, *, merge: bool = True) -> None:
+def exchange(
+    ledger: Ledger,
+    cluster_config: ClusterConfig,
+    *,
+    merge: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> None:
     """Ship this node's counters and (with ``merge``) gather every node's, as ``[cluster]``
-    configures; one connection for both. No connection is a failed shipment too."""
+    configures; one connection for both. No connection is a failed shipment too.
+
+    With ``merge`` the outcome is kept in the ledger as the gathering's
+    (`Ledger.gathered` with the time the exchange started, or `Ledger.gather_failed`): a
+    gathering counts as done only after this node's own shipment, so that "gathered at T"
+    means every node's counts as shipped by then, this node's included (a gathering after a
+    failed shipment would read the others' newer counts beside this node's older ones).
+    What a report rendered from the service ledger says it is as of
+    (`responder.report.ledger_as_of`), and jpkiva_ledger_last_gathered_timestamp_seconds."""
     from crlbuilder.natsservers import parse_servers
 
     try:
         servers = parse_servers(cluster_config.nats)
     except ValueError as e:
         raise ClusterError(str(e)) from None
+    started = int(clock())
     try:
         cluster = Cluster(servers, auth=cluster_config.nats_auth())
     except ClusterError:
         ledger.ship_failed()
+        if merge:
+            ledger.gather_failed()
         raise
     try:
-        ship(cluster, ledger, cluster_config.node or default_node(), cluster_config.ledger_stream)
+        try:
+            ship(cluster, ledger, cluster_config.node or default_node(),
+                 cluster_config.ledger_stream, clock=lambda: started)  # fmt: skip
+            if merge:
+                try:
+                    gather(cluster, ledger, cluster_config.ledger_stream)
+                except ClusterError as e:
+                    raise GatherFailed(str(e)) from None
+        except ClusterError:
+            if merge:
+                ledger.gather_failed()
+            raise
         if merge:
-            gather(cluster, ledger, cluster_config.ledger_stream)
+            ledger.gathered(started)
     finally:
         cluster.close()

@@ -45,23 +45,37 @@ import msgspec
 
 from crlbuilder import atomicfile
 from crlbuilder.model import Family
-from responder.ledger import Ledger, LedgerError, Method, Service, issuance_counts
+from crlbuilder.rules import JST
+from responder.ledger import (
+    GatheringState,
+    Ledger,
+    LedgerError,
+    Method,
+    Service,
+    issuance_counts,
+    peek,
+)
 from responder.registry.schema import LegacyPartyEntry, RegistryError, parse_registry
 from responder.registry.vocabulary import Title
 
 __all__ = [
     "CONTENT_TYPES",
     "YEARS",
+    "AsOf",
     "Format",
     "ProvisionLine",
     "RecipientReport",
     "Report",
     "ReportCache",
+    "Scope",
     "add_cli",
+    "as_of",
     "build_report",
+    "ledger_as_of",
     "load_registry_names",
     "parse_report_path",
     "render",
+    "render_ledger_dir",
     "render_year",
     "to_csv",
     "to_html",
@@ -129,6 +143,47 @@ class RecipientReport(msgspec.Struct, frozen=True):
     total: int
 
 
+Scope = Literal["node", "service"]
+
+
+class AsOf(msgspec.Struct, frozen=True, kw_only=True):
+    """How current a report's counts are: what it says in every format (`as_of`)."""
+
+    scope: Scope
+    """``node``: this node's ledger, collected from its workers' files; ``service``: every
+    node's counts, gathered from the ledger stream (several nodes, `responder.ledgerstream`)."""
+    at: datetime | None
+    """``node``: when the ledger was last collected; ``service``: when the last gathering
+    that succeeded (this node's shipment, then every node's counts read) started. None:
+    none yet."""
+    failing: int
+    """``service``: gatherings that failed since ``at`` (0 on a node alone)."""
+    complete: bool
+    """False when counts may be missing: nothing collected or gathered yet, or the gatherings
+    since ``at`` failed (every rendering then says so, as for refused ledger files)."""
+
+
+def as_of(scope: Scope, collected_at: int, gathering: GatheringState) -> AsOf:
+    """What a report read from a ledger is as of (sans-I/O): ``collected_at`` and
+    ``gathering`` as the ledger's meta table keeps them (`Ledger.collected_at`,
+    `Ledger.gathering_state`)."""
+    if scope == "node":
+        at = collected_at
+        failing = 0
+    else:
+        at = gathering.gathered_at
+        failing = gathering.failing
+    when = datetime.fromtimestamp(at, UTC) if at > 0 else None
+    return AsOf(scope=scope, at=when, failing=failing, complete=when is not None and not failing)
+
+
+def ledger_as_of(ledger: Ledger | None, scope: Scope) -> AsOf:
+    """`as_of` of ``ledger`` (None: there is no ledger yet, nothing collected)."""
+    if ledger is None:
+        return as_of(scope, 0, GatheringState(gathered_at=0, failures=0, failing=0))
+    return as_of(scope, ledger.collected_at(), ledger.gathering_state())
+
+
 class Report(msgspec.Struct, frozen=True, kw_only=True):
     """The report of one calendar year (local months January to December)."""
 
@@ -147,6 +202,9 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     """Worker files of the ledger the collection before this report refused (damaged,
     truncated, or a foreign ``*.ledger`` file): whatever they count is missing, so the figures
     may be too low; every rendering says so when not 0."""
+    as_of: AsOf | None = None
+    """How current the counts are (None: not said, a report made from a ledger just
+    collected, the caller's own)."""
 
 
 def _months(year: int) -> list[str]:
@@ -154,13 +212,14 @@ def _months(year: int) -> list[str]:
 
 
 def build_report(
-    ledger: Ledger,
+    ledger: Ledger | None,
     year: int,
     *,
     registry_names: dict[str, str],
     issuance_counts: dict[str, dict[str, int]] | None,
     generated_at: datetime | None = None,
     refused_files: int = 0,
+    as_of: AsOf | None = None,
 ) -> Report:
     """The report (報告書) of ``year`` from what ``ledger`` has collected.
 
@@ -170,10 +229,16 @@ def build_report(
     (`responder.ledger.issuance_counts`), or None to leave 発行件数 out; a month
     of another year or an unknown family raises `ValueError`. ``refused_files``: the worker
     files the collection refused (`responder.ledger.CollectResult.refused`), said on the report.
+    ``ledger`` None: there is none yet (nothing collected), no counts. ``as_of``: how current
+    the counts are, said on the report (`ledger_as_of`).
     """
     months = _months(year)
-    totals = ledger.totals(
-        date(year, 1, 1), date(year, 12, 31), by=("party", "month", "service", "method")
+    totals = (
+        ledger.totals(
+            date(year, 1, 1), date(year, 12, 31), by=("party", "month", "service", "method")
+        )
+        if ledger is not None
+        else {}
     )
     lines: dict[str, list[ProvisionLine]] = {}
     monthly: dict[str, list[int]] = {}
@@ -215,6 +280,7 @@ def build_report(
         total=sum(r.total for r in recipients),
         issuance=issuance,
         refused_files=refused_files,
+        as_of=as_of,
     )
 
 
@@ -252,8 +318,12 @@ CSV_COLUMNS: Final = (
     "method",
     "count",
 )
-"""``kind`` is ``provision`` (item: the service), ``issuance`` (item: the family), or
-``incomplete`` (last, only when worker files of the ledger were refused: count, how many)."""
+"""``kind`` is ``provision`` (item: the service), ``issuance`` (item: the family),
+``as-of`` (how current the counts are: item ``collected-on-node`` or
+``gathered-from-cluster``, count the instant, ISO 8601 UTC, empty when none yet), or
+``incomplete`` (last, only when counts may be missing: item ``refused-ledger-files``, count
+how many; ``not-yet-collected``, ``not-yet-gathered``; ``cluster-gathering-failing``, count
+the gatherings that failed since the instant of ``as-of``)."""
 
 
 def _cell(value: str) -> str:
@@ -283,13 +353,33 @@ def to_csv(report: Report) -> str:
     for family, per_month in (report.issuance or {}).items():
         for month, count in per_month.items():
             w.writerow(["issuance", "", "", month, family, FAMILY_JA[family], "", count])
+    a = report.as_of
+    if a is not None:
+        item, item_ja = _AS_OF_ITEMS[a.scope]
+        w.writerow(["as-of", "", "", "", item, item_ja, "",
+                    "" if a.at is None else a.at.isoformat()])  # fmt: skip
     if report.refused_files:
         w.writerow(["incomplete", "", "", "", "refused-ledger-files", _INCOMPLETE_JA, "",
                     report.refused_files])  # fmt: skip
+    if a is not None and not a.complete:
+        if a.at is None:
+            item, item_ja = _NOT_YET[a.scope]
+        else:
+            item, item_ja = "cluster-gathering-failing", _GATHERING_FAILING_JA
+        w.writerow(["incomplete", "", "", "", item, item_ja, "", a.failing])
     return out.getvalue()
 
 
 _INCOMPLETE_JA: Final = "読めなかった帳簿ファイル(件数が不足する可能性)"
+_AS_OF_ITEMS: Final[dict[str, tuple[str, str]]] = {
+    "node": ("collected-on-node", "このノードの帳簿を集計した日時"),
+    "service": ("gathered-from-cluster", "全ノードの帳簿をクラスタから集計した日時"),
+}
+_NOT_YET: Final[dict[str, tuple[str, str]]] = {
+    "node": ("not-yet-collected", "帳簿の集計前(件数が不足する可能性)"),
+    "service": ("not-yet-gathered", "クラスタからの集計前(件数が不足する可能性)"),
+}
+_GATHERING_FAILING_JA: Final = "クラスタからの集計の失敗(その後の件数が不足する可能性)"
 
 
 # --- HTML ------------------------------------------------------------------------------
@@ -334,6 +424,7 @@ def to_html(report: Report) -> str:
         "</head>",
         "<body>",
         f"<h1>報告書 / Annual report: {y}年 / {y}</h1>",
+        *_as_of_html(report.as_of),
         *_incomplete(report),
         '<p class="note">署名用電子証明書失効情報等、対応証明書の発行の番号及び'
         "利用者証明用電子証明書失効情報等の提供の状況 / Provision of revocation information "
@@ -380,6 +471,46 @@ def _incomplete(report: Report) -> list[str]:
         f"帳簿のファイル{n}件を読めなかったため、件数は実際より少ない可能性があります。 / "
         f"{n} file(s) of the ledger could not be read: the counts below may be too low.</p>"
     ]
+
+
+def _when(at: datetime) -> str:
+    """An instant as UTC and JST, to the second."""
+    utc = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{utc} ({at.astimezone(JST).strftime('%Y-%m-%d %H:%M:%S JST')})"
+
+
+def _as_of_html(a: AsOf | None) -> list[str]:
+    if a is None:
+        return []
+    if a.at is None:
+        what = (
+            ("帳簿はまだ集計されていません", "the ledger has not been collected yet")
+            if a.scope == "node"
+            else ("クラスタからまだ集計していません", "not gathered from the cluster yet")
+        )
+        return [
+            '<p class="incomplete"><strong>不完全 / Incomplete:</strong> '
+            f"{what[0]}。件数は実際より少ない可能性があります。 / "
+            f"{what[1]}: the counts below may be too low.</p>"
+        ]
+    when = _e(_when(a.at))
+    if a.scope == "node":
+        said = f"集計時点 / Counts as of: {when}(この装置の帳簿 / this appliance's ledger)"
+    else:
+        said = (
+            f"集計時点 / Counts as of: {when}(全ノードの帳簿をクラスタから集計 / "
+            "every node's ledger, gathered from the cluster)"
+        )
+    out = [f'<p class="note">{said}</p>']
+    if a.failing:
+        n = _n(a.failing)
+        out.append(
+            '<p class="incomplete"><strong>不完全 / Incomplete:</strong> '
+            f"その後のクラスタからの集計に{n}回失敗したため、{when}以降の件数は含まれていない"
+            f"可能性があります。 / The {n} gathering(s) from the cluster since then failed: "
+            f"counts since {when} may be missing.</p>"
+        )
+    return out
 
 
 def _kind_cell(s: Service) -> str:
@@ -562,25 +693,51 @@ def parse_report_path(path: bytes) -> tuple[int, Format] | None:
 
 
 def render_year(
-    ledger: Ledger,
+    ledger: Ledger | None,
     year: int,
     fmt: Format,
     *,
     registry_names: dict[str, str],
     issuance_counts: dict[str, dict[str, int]] | None = None,
     refused_files: int = 0,
+    as_of: AsOf | None = None,
 ) -> tuple[bytes, bytes]:
     """What the app answers for ``/reports/YYYY[.fmt]``: (body, Content-Type).
 
-    Reads what the ledger has collected (the master collects; open the ledger
+    Reads what the ledger has collected (worker 0 collects; open the ledger
     with ``Ledger.open(dir, readonly=True)`` in a worker). It queries sqlite:
     run it in the app's executor, not on the event loop.
     """
     report = build_report(
         ledger, year, registry_names=registry_names, issuance_counts=issuance_counts,
-        refused_files=refused_files,
+        refused_files=refused_files, as_of=as_of,
     )  # fmt: skip
     return render(report, fmt)
+
+
+def render_ledger_dir(
+    directory: Path, year: int, fmt: Format, *, registry_names: dict[str, str], scope: Scope
+) -> tuple[bytes, bytes]:
+    """`render_year` of the ledger of ``directory`` as it stands, read-only: no collection,
+    no exchange with the ledger stream (those are worker 0's collection cycle's), so that a
+    request of anyone for the public report writes nothing and connects nowhere. ``scope``
+    ``service``: every node's counts, from the service ledger as last gathered. The report
+    says how current it is (`ledger_as_of`), and how many worker files the last collection
+    refused; with no ledger yet, a report of no counts that says it is incomplete."""
+
+    def read(ledger: Ledger | None) -> tuple[bytes, bytes]:
+        refused = 0
+        if ledger is not None:
+            if scope == "service":
+                ledger.view = "service_ledger"
+            refused = ledger.refused_files()
+        return render_year(
+            ledger, year, fmt, registry_names=registry_names, refused_files=refused,
+            as_of=ledger_as_of(ledger, scope),
+        )  # fmt: skip
+
+    got = peek(directory, read)
+    return read(None) if got is None else got
 
 
 _Key = tuple[int, Format]
@@ -742,7 +899,7 @@ def _report_command(args: argparse.Namespace) -> int:
         err(f"error: {e}")
         return 2
     with ledger:
-        refused_files = 0
+        refused_files = ledger.refused_files()  # --no-collect: as the last collection saw
         if not args.no_collect:
             result = ledger.collect()
             refused_files = len(result.refused)
@@ -784,8 +941,10 @@ def _report_command(args: argparse.Namespace) -> int:
             finally:
                 store.close()
         report = build_report(
-            ledger, year, registry_names=names, issuance_counts=issued, refused_files=refused_files
-        )
+            ledger, year, registry_names=names, issuance_counts=issued,
+            refused_files=refused_files,
+            as_of=ledger_as_of(ledger, "service" if args.nats else "node"),
+        )  # fmt: skip
     body, _ = render(report, args.format)
     if args.out is None:
         sys.stdout.buffer.write(body)

@@ -94,18 +94,21 @@ def test_odd_report_paths_are_404_never_500(app: JpkiApp) -> None:
 
 
 def test_the_public_report_says_it_misses_refused_ledger_files(app: JpkiApp) -> None:
-    """/reports/ merged the workers' files and published what it could read: a worker file the
-    collector refused (damaged, truncated) made the published 報告書 (Act §41, Ord §72(2)) short
-    of its counts, with nothing on it to say so. It says so now, in every format."""
+    """/reports/ published what the collection could read: a worker file the collector refused
+    (damaged, truncated) made the published 報告書 (Act §41, Ord §72(2)) short of its counts,
+    with nothing on it to say so. It says so now, in every format, as of the last collection
+    (worker 0's cycle: a render collects nothing itself)."""
     bad = app.config.ledger.dir / ("w0009-" + "0" * 32 + ".ledger")
     bad.write_bytes(b"\0" * 10)
     try:  # a year no other test asks for: its renderings stay cached
+        app._collect_ledger()
         doc = msgspec.json.decode(answer(app, request(b"GET", b"/reports/2031.json")).body)
-        assert doc["refused_files"] == 1
+        assert doc["refused_files"] == 1 and doc["as_of"]["scope"] == "node"
         page = answer(app, request(b"GET", b"/reports/2031")).body.decode()
         assert "Incomplete" in page
     finally:
         bad.unlink()
+    app._collect_ledger()
     doc = msgspec.json.decode(answer(app, request(b"GET", b"/reports/2032.json")).body)
     assert doc["refused_files"] == 0
 
@@ -123,7 +126,7 @@ def test_reports_render_on_their_own_threads_not_the_signing_ones(
         threads.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("responder.app.render_year", recording)
+    monkeypatch.setattr("responder.report.render_year", recording)
     assert answer(app, request(b"GET", b"/reports/%d.csv" % YEARS[1])).status == 200
     assert threads and all(t.startswith("report") for t in threads), threads
     assert app.pool is not app.signing.executor

@@ -121,6 +121,8 @@ METRICS = frozenset(
         "jpkiva_issuer_next_update_timestamp_seconds",
         "jpkiva_ledger_files_refused",
         "jpkiva_ledger_flush_failing",
+        "jpkiva_ledger_gather_failures_total",
+        "jpkiva_ledger_last_gathered_timestamp_seconds",
         "jpkiva_ledger_last_shipped_timestamp_seconds",
         "jpkiva_ledger_ship_failures_total",
         "jpkiva_ledger_unshipped_counters",
@@ -388,7 +390,7 @@ def test_dashboard_has_the_operations_panels() -> None:
         "Worker restarts",
         "Open connections",
         "Seconds since the record stream was last seen",
-        "Seconds since the last ledger shipment",
+        "Seconds since the last ledger shipment and gathering",
     ):
         assert title in titles, title
     for q in ("0.5", "0.9", "0.99"):

@@ -413,7 +413,7 @@ def test_a_ledger_stream_made_before_the_bound_is_refused_then_replaced_losing_n
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_one_shipment_of_a_node_at_a_time(tmp_path: Path, cluster: NatsCluster) -> None:
     """The stream keeps a counter's last message only: two shipments of one node crossing
-    (the master's collection, a /reports/ render, `responder report --nats`) could leave an
+    (worker 0's collection, `responder report --nats` run beside it) could leave an
     older, smaller value last, lost to every node gathering afterwards, while the node
     marked the larger one shipped. A shipment waits for the one under way."""
     d = tmp_path / "n"
@@ -627,8 +627,8 @@ def test_a_stream_made_again_during_a_gathering_is_not_mixed_into_the_old_ones_c
 def test_a_gathering_of_a_replaced_stream_merges_nothing_beside_the_new_ones(
     tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two gatherings into one service ledger (the collection, a /reports/ render, `responder
-    report --nats`): one read the old stream; before it merges, the stream is made again and
+    """Two gatherings into one service ledger (worker 0's collection, `responder report
+    --nats` beside it): one read the old stream; before it merges, the stream is made again and
     the other empties the service ledger and reads the new one. The first merges nothing
     then: its old counters beside the new stream's (a node's folded files again in its
     ``history``) would count twice, and no later gathering would empty them."""

@@ -23,15 +23,18 @@ import msgspec
 import pytest
 
 from crlbuilder.rules import JST_OFFSET
-from responder.ledger import Ledger, LedgerWriter, Method, Service
+from responder.ledger import GatheringState, Ledger, LedgerWriter, Method, Service
 from responder.report import (
     CSV_COLUMNS,
+    AsOf,
     Report,
     add_cli,
+    as_of,
     build_report,
     load_registry_names,
     parse_report_path,
     render,
+    render_ledger_dir,
     render_year,
     to_csv,
     to_html,
@@ -263,6 +266,119 @@ def test_a_report_missing_refused_ledger_files_says_so(ledger: Ledger) -> None:
     assert all(r[0] != "incomplete" for r in csv.reader(io.StringIO(to_csv(whole))))
 
 
+GATHERED = GatheringState(gathered_at=1_767_225_600, failures=3, failing=0)  # 2026-01-01 00:00 UTC
+
+
+def test_what_a_report_is_as_of_is_decided_from_the_ledgers_meta() -> None:
+    """Sans-I/O: a node alone is as of its last collection; a node of several as of its last
+    gathering that succeeded, incomplete while the gatherings since failed or before any."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert as_of("node", 1_767_225_600, GatheringState(gathered_at=0, failures=9, failing=9)) == (
+        AsOf(scope="node", at=at, failing=0, complete=True)
+    )
+    assert as_of("node", 0, GATHERED) == AsOf(scope="node", at=None, failing=0, complete=False)
+    assert as_of("service", 5, GATHERED) == AsOf(scope="service", at=at, failing=0, complete=True)
+    failing = msgspec.structs.replace(GATHERED, failing=2)
+    assert as_of("service", 5, failing) == AsOf(scope="service", at=at, failing=2, complete=False)
+    never = GatheringState(gathered_at=0, failures=1, failing=1)
+    assert as_of("service", 5, never) == AsOf(scope="service", at=None, failing=1, complete=False)
+
+
+def _renderings(report: Report) -> tuple[str, dict[str, object], list[list[str]]]:
+    page = to_html(report)
+    ET.fromstring(page)  # still well-formed
+    return page, msgspec.json.decode(to_json(report)), list(csv.reader(io.StringIO(to_csv(report))))
+
+
+def test_every_rendering_says_how_current_the_report_is(ledger: Ledger) -> None:
+    """/reports/ renders from the ledger as last collected or gathered (it neither collects
+    nor exchanges with the ledger stream itself): every format says as of when, in UTC and
+    JST, and where the counts come from; never silently."""
+    current = as_of("service", 0, GATHERED)
+    report = build_report(ledger, 2025, registry_names={}, issuance_counts=None, as_of=current)
+    page, doc, rows = _renderings(report)
+    assert "2026-01-01 00:00:00 UTC (2026-01-01 09:00:00 JST)" in page
+    assert "gathered from the cluster" in page and "Incomplete" not in page
+    assert doc["as_of"] == {
+        "scope": "service", "at": "2026-01-01T00:00:00Z", "failing": 0, "complete": True,
+    }  # fmt: skip
+    assert rows[-1][0] == "as-of" and rows[-1][4] == "gathered-from-cluster"
+    assert rows[-1][-1] == "2026-01-01T00:00:00+00:00"
+    assert all(r[0] != "incomplete" for r in rows)
+    node = build_report(ledger, 2025, registry_names={}, issuance_counts=None,
+                        as_of=as_of("node", 1_767_225_600, GATHERED))  # fmt: skip
+    page, doc, rows = _renderings(node)
+    assert "this appliance's ledger" in page and "2026-01-01 09:00:00 JST" in page
+    assert rows[-1][4] == "collected-on-node"
+
+
+def test_a_report_gathered_before_failing_gatherings_says_it_is_incomplete(
+    ledger: Ledger,
+) -> None:
+    """NATS down: the report still renders, from what was last gathered, and says since when
+    the gatherings fail: marked incomplete as refused ledger files are."""
+    failing = as_of("service", 0, msgspec.structs.replace(GATHERED, failing=4))
+    report = build_report(ledger, 2025, registry_names={}, issuance_counts=None, as_of=failing)
+    page, doc, rows = _renderings(report)
+    assert "Incomplete" in page and "4 gathering(s) from the cluster since then failed" in page
+    assert "2026-01-01 00:00:00 UTC" in page
+    assert doc["as_of"]["complete"] is False and doc["as_of"]["failing"] == 4  # type: ignore[index]
+    assert rows[-2][0] == "as-of" and rows[-2][-1] == "2026-01-01T00:00:00+00:00"
+    assert rows[-1] == ["incomplete", "", "", "", "cluster-gathering-failing",
+                        rows[-1][5], "", "4"]  # fmt: skip
+    never = as_of("service", 0, GatheringState(gathered_at=0, failures=0, failing=0))
+    report = build_report(ledger, 2025, registry_names={}, issuance_counts=None, as_of=never)
+    page, doc, rows = _renderings(report)
+    assert "not gathered from the cluster yet" in page and "Incomplete" in page
+    assert doc["as_of"]["at"] is None  # type: ignore[index]
+    assert rows[-2][0] == "as-of" and rows[-2][-1] == ""
+    assert rows[-1][0] == "incomplete" and rows[-1][4] == "not-yet-gathered"
+
+
+def ledger_bytes(d: Path) -> dict[str, bytes]:
+    """Every file of a ledger directory, byte for byte, but SQLite's read-only WAL reader's
+    own: its shared-memory index (``-shm``, no ledger data) and an empty ``-wal`` (it commits
+    nothing), which it makes when no writer has the ledger open, as a /metrics scrape does."""
+    out = {}
+    for p in sorted(d.iterdir()):
+        if p.name.endswith("-shm") or (p.name.endswith("-wal") and p.stat().st_size == 0):
+            continue
+        out[p.name] = p.read_bytes()
+    return out
+
+
+def test_rendering_a_ledger_directory_writes_nothing(tmp_path: Path) -> None:
+    """`render_ledger_dir` (what /reports/ runs) reads the ledger as it stands: a worker file
+    not yet collected stays uncollected, no byte of the directory changes; the report is as
+    of the last collection, and a directory with no ledger yet renders no counts, marked
+    incomplete, and creates none."""
+    d = tmp_path / "ledger"
+    d.mkdir()
+    empty = render_ledger_dir(d, 2025, "json", registry_names={}, scope="service")
+    doc = msgspec.json.decode(empty[0])
+    assert doc["total"] == 0 and doc["as_of"]["complete"] is False and list(d.iterdir()) == []
+    assert doc["as_of"]["at"] is None
+    clock = Clock()
+    clock.t = jst(2025, 3, 1)
+    with LedgerWriter.open(d, 0, clock=clock) as w:
+        w.count("bank-a", SRI, Method.OCSP, 5)
+    with Ledger.open(d) as led:
+        led.collect(now=1_767_225_600)
+    with LedgerWriter.open(d, 0, clock=clock) as w:
+        w.count("bank-a", SRI, Method.OCSP, 2)  # counted after the collection
+    before = ledger_bytes(d)
+    for fmt in ("json", "csv", "html"):
+        render_ledger_dir(d, 2025, fmt, registry_names={}, scope="node")  # type: ignore[arg-type]
+    assert ledger_bytes(d) == before
+    doc = msgspec.json.decode(
+        render_ledger_dir(d, 2025, "json", registry_names={}, scope="node")[0]
+    )
+    assert doc["total"] == 5  # as of the collection: the later 2 wait for the next one
+    assert doc["as_of"] == {
+        "scope": "node", "at": "2026-01-01T00:00:00Z", "failing": 0, "complete": True,
+    }  # fmt: skip
+
+
 def test_svg_chart_has_one_bar_per_month_per_service(report: Report) -> None:
     page = to_html(report)
     svgs = re.findall(r"<svg\b.*?</svg>", page, re.DOTALL)
@@ -367,7 +483,16 @@ def test_cli_writes_the_report(ledger_dir: Path, tmp_path: Path) -> None:
     assert list(csv.reader(io.StringIO(text)))[-1][0] == "incomplete"
     assert list(csv.reader(io.StringIO(text)))[-1][-1] == "1"
     assert _cli(*args, "--format", "json", "--out", str(out), "--allow-refused") == 0
-    assert msgspec.json.decode(out.read_bytes())["refused_files"] == 1
+    doc = msgspec.json.decode(out.read_bytes())
+    assert doc["refused_files"] == 1
+    assert doc["as_of"]["scope"] == "node" and doc["as_of"]["complete"] is True
+    # read-only (--no-collect), as the last collection saw it: short by the file it refused
+    # (said 0 before, the report passing for whole)
+    assert _cli(*args, "--format", "csv", "--out", str(bad_out), "--no-collect") == 0
+    rows = list(csv.reader(io.StringIO(bad_out.read_text(encoding="utf-8"))))
+    assert rows[-2][:5] == ["as-of", "", "", "", "collected-on-node"]
+    assert rows[-1][0] == "incomplete" and rows[-1][4:] == ["refused-ledger-files",
+                                                            rows[-1][5], "", "1"]  # fmt: skip
     assert _cli("--year", "25", "--ledger", str(d)) == 2
     assert _cli("--year", "2025", "--ledger", str(tmp_path / "none"), "--no-collect") == 2
 

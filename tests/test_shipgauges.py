@@ -14,7 +14,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from crlbuilder.jetstream import ClusterError
 from responder import ledgerstream
 from responder.config import ClusterConfig
-from responder.ledger import Ledger, LedgerWriter, Method, Service, ShippingState
+from responder.ledger import (
+    GatheringState,
+    Ledger,
+    LedgerWriter,
+    Method,
+    Service,
+    ShippingState,
+)
 from responder.shipgauges import ShippingCollector
 from tests.support.nats import free_ports
 
@@ -36,10 +43,15 @@ def scrape(d: Path) -> dict[str, float]:
     return out
 
 
+NOT_GATHERED = {
+    "jpkiva_ledger_last_gathered_timestamp_seconds": 0.0,
+    "jpkiva_ledger_gather_failures_total": 0.0,
+}
 NONE_YET = {
     "jpkiva_ledger_last_shipped_timestamp_seconds": 0.0,
     "jpkiva_ledger_ship_failures_total": 0.0,
     "jpkiva_ledger_unshipped_counters": 0.0,
+    **NOT_GATHERED,
 }
 
 
@@ -59,6 +71,17 @@ def test_a_ledger_being_created_shows_nothing_shipped_yet(
     assert scrape(tmp_path) == NONE_YET
     assert "ledger_shipping_unreadable" not in caplog.text
     db.close()
+
+
+def test_a_ledger_file_made_but_empty_is_being_created_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before its tables, the first collection makes the file, empty: a reader then (a scrape,
+    a /reports/ render, which no longer collects and reads worker 0's first collection's
+    ledger) read "no such table: meta" as an unreadable ledger (a render: a 500)."""
+    (tmp_path / "ledger.sqlite3").touch()
+    assert scrape(tmp_path) == NONE_YET
+    assert "ledger_shipping_unreadable" not in caplog.text
 
 
 def test_a_ledger_that_never_shipped_has_no_shipping_state(tmp_path: Path) -> None:
@@ -93,6 +116,7 @@ def test_a_failed_shipment_is_counted_and_leaves_the_counters_unshipped(
         "jpkiva_ledger_last_shipped_timestamp_seconds": 0.0,
         "jpkiva_ledger_ship_failures_total": 2.0,
         "jpkiva_ledger_unshipped_counters": 2.0,
+        **NOT_GATHERED,
     }
 
 
@@ -117,6 +141,7 @@ def test_a_shipment_marks_its_time_and_the_counters_and_the_time_never_goes_back
         "jpkiva_ledger_last_shipped_timestamp_seconds": 1_700_000_200.0,
         "jpkiva_ledger_ship_failures_total": 0.0,
         "jpkiva_ledger_unshipped_counters": 1.0,
+        **NOT_GATHERED,
     }
 
 
@@ -130,8 +155,32 @@ def test_no_connection_to_nats_is_a_failed_shipment(tmp_path: Path) -> None:
                 ledger, ClusterConfig(nats=f"nats://127.0.0.1:{port}", node="node-a"), merge=False
             )
         state = ledger.shipping_state()
+        assert ledger.gathering_state() == GatheringState(gathered_at=0, failures=0, failing=0)
     # the ledger was never marked as shipping (nothing was read to ship), yet the failure counts
     assert state == ShippingState(shipped_at=0, failures=1, unshipped=1)
+
+
+def test_no_connection_to_nats_is_a_failed_gathering_too(tmp_path: Path) -> None:
+    """The collection cycle's exchange (ship, then gather): no connection fails both, each
+    counted, and the gathering's failures since its last success are what /reports/ says."""
+    (port,) = free_ports(1)
+    count(tmp_path, 1)
+    cfg = ClusterConfig(nats=f"nats://127.0.0.1:{port}", node="node-a")
+    with Ledger.open(tmp_path) as ledger:
+        ledger.collect()
+        for _ in range(2):
+            with pytest.raises(ClusterError, match="cannot connect to NATS"):
+                ledgerstream.exchange(ledger, cfg)
+        assert ledger.gathering_state() == GatheringState(gathered_at=0, failures=2, failing=2)
+        ledger.gathered(1_700_000_300)  # a later one succeeds: failing back to 0, failures kept
+        ledger.gathered(1_700_000_200)  # a slower one that started earlier: the time stays
+        assert ledger.gathering_state() == GatheringState(
+            gathered_at=1_700_000_300, failures=2, failing=0
+        )
+    got = scrape(tmp_path)
+    assert got["jpkiva_ledger_last_gathered_timestamp_seconds"] == 1_700_000_300.0
+    assert got["jpkiva_ledger_gather_failures_total"] == 2.0
+    assert got["jpkiva_ledger_ship_failures_total"] == 2.0
 
 
 def test_an_unreadable_ledger_leaves_the_series_out_and_says_so(
