@@ -19,8 +19,11 @@ The exchange, asynchronous because workers hold no CA key (the builder signs):
    weaker than RSA-2048 or other than EC P-256);
 4. the request's id (`crlbuilder.tokenrequest.request_id`: party, public key, approval) names
    it: when the builder has issued it (``<id>.pem`` in ``[token] issued_dir`` and its status
-   in the store), 200 with the certificate and its issuer's, counted once in the ledger
-   (帳簿, Act §40: ``specified-verifier-token``, ``json``; each delivery is a provision);
+   in the store), 200 with the certificate and its issuer's, counted in the ledger
+   (帳簿, Act §40: ``specified-verifier-token``, ``json``) once per token, the first time it
+   is handed out (`TokenDesk.count_once`): the provision is of the code (符号の提供, Act
+   §38-3(2)); the same certificate handed out again (a party polling after it got it, or the
+   builder's copy of a lost file) is no new provision and is not counted again;
    409 when that token was revoked or has expired (a token lives ``tokens.validity_days``
    within the approval: the party renews it with a new key); else 202 ``pending`` with
    ``retryAfterSeconds``, the request queued for the builder
@@ -35,8 +38,12 @@ copied (the token names the party as the registry knows it).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final, Literal, Protocol, runtime_checkable
@@ -65,8 +72,15 @@ from responder import policy
 from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
-from responder.v1.route import Context, Reply, Route
+from responder.v1.route import Context, Counts, Provide, Reply, Route
 from responder.v1.wire import Problem
+
+_log = logging.getLogger(__name__)
+
+COUNTED_SUBDIR: Final = "counted"
+"""The subdirectory of ``[token] request_dir`` holding the marks of the tokens counted."""
+TOKEN_COUNTS: Final[Counts] = ((Service.SPECIFIED_VERIFIER_TOKEN, 1),)
+"""One token handed out: one provision (件数) of the code (Act §38-3(2))."""
 
 RETRY_AFTER_SECONDS: Final = 2
 """What a pending answer suggests: the builder's follow loop takes a queued request at its
@@ -127,6 +141,13 @@ class TokenDesk(Protocol):
         """Queue a request for the builder (once: a request already queued is kept)."""
         ...
 
+    def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
+        """Count the token ``rid`` handed out, once: run ``give`` (which counts it in the
+        ledger, or refuses) unless ``rid`` was counted before, and record it counted only once
+        ``give`` said yes. Returns ``give``'s answer, True when it was counted before (nothing
+        given), None when the record cannot be read (nothing given: 503)."""
+        ...
+
 
 class FileDesk:
     """The `TokenDesk` of a worker: ``[token]`` directories and the PKI's token issuer."""
@@ -153,6 +174,42 @@ class FileDesk:
         if not request_path(self.request_dir, req.id).exists():
             self.request_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_request(self.request_dir, req)
+
+    @property
+    def counted_dir(self) -> Path:
+        """``<request_dir>/counted``: one empty-or-marked file per token handed out (the
+        builder reads only ``<request_dir>/*.json``)."""
+        return self.request_dir / COUNTED_SUBDIR
+
+    def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
+        """`TokenDesk.count_once` with ``counted/<id>``: the file locked (``flock``, every
+        worker of the node) while it is read, ``give`` run and the mark written, so two
+        workers handing out the same token at once count it once. The mark is written after
+        the count: a worker killed between them has counted it, and counts it again at the
+        next delivery (at worst again, never not at all)."""
+        try:
+            self.counted_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.counted_dir / rid, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            _log.error("the token's counted mark cannot be opened: %s", e.strerror)
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_size > 0:
+                    return True  # counted when it was first handed out
+            except OSError as e:
+                _log.error("the token's counted mark cannot be read: %s", e.strerror)
+                return None
+            if not give():
+                return False
+            try:
+                os.write(fd, b"1\n")
+            except OSError as e:  # counted, not marked: counted again at the next delivery
+                _log.error("the token's counted mark not kept: %s", e.strerror)
+            return True
+        finally:
+            os.close(fd)  # releases the lock
 
 
 def setup(config: ResponderConfig) -> TokenDesk | None:
@@ -222,6 +279,15 @@ def approval_refusal(ctx: Context) -> Problem | None:
     return None
 
 
+def _counted_once(desk: TokenDesk, rid: str) -> Provide:
+    """The `Reply.provide` of a token handed out: one provision, the first time only."""
+
+    def provide(give: Callable[[Counts], bool]) -> bool | None:
+        return desk.count_once(rid, lambda: give(TOKEN_COUNTS))
+
+    return provide
+
+
 def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
     """The token, or a pending answer queuing the request (the module docstring)."""
     desk = ctx.env
@@ -269,7 +335,7 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
                 not_after=cert.not_valid_after_utc,
                 policy=TOKEN_POLICY_OID.dotted_string,
             )
-            return Reply(answer, ((Service.SPECIFIED_VERIFIER_TOKEN, 1),), family)
+            return Reply(answer, (), family, provide=_counted_once(desk, rid))
     expired = _issuer_expired(issuer_pem, ctx.now)
     if expired is not None:
         return expired
