@@ -54,6 +54,7 @@ from crlbuilder.tokenrequest import (
     write_request,
 )
 from crlbuilder.tokens import TokenIssuer, TokenReport
+from crlbuilder.verifiers import TokenApproval, TokenEnd
 from responder.config import load_config
 from responder.registry.schema import toml_dumps
 from responder.v1 import token as v1token
@@ -247,7 +248,9 @@ def test_act_38_2_6_revoked_approval_revokes_the_token_at_the_next_build(world: 
     revoked_at = T0 + timedelta(hours=1)
     world.write_registry(party(revoked=revoked_at))
     at = T0 + timedelta(hours=2)
-    assert world.build(at)["tokens_revoked"] == 1
+    report = world.build(at)
+    assert report["tokens_revoked"] == 1
+    assert report["tokens_revoked_by"] == {"approval-revoked (Act §38-2(6))": 1}
     st = world.status(rid)
     assert st is not None and st.revoked
     assert st.category == Category.APPROVAL_WITHDRAWN.code
@@ -282,7 +285,9 @@ def test_approval_period_shortened_revokes_the_token_once_it_ends(world: World) 
     world.build(T0 + timedelta(minutes=1))
     world.write_registry(party(approved_until=date(2025, 6, 30)))
     assert world.build(datetime(2025, 6, 30, 23, tzinfo=JST))["tokens_revoked"] == 0
-    assert world.build(datetime(2025, 7, 1, 0, 0, 1, tzinfo=JST))["tokens_revoked"] == 1
+    report = world.build(datetime(2025, 7, 1, 0, 0, 1, tzinfo=JST))
+    assert report["tokens_revoked"] == 1
+    assert report["tokens_revoked_by"] == {"approval-not-in-force (Act §38-2(1))": 1}
     st = world.status(rid)
     assert st is not None and st.category == Category.APPROVAL_WITHDRAWN.code
 
@@ -295,7 +300,33 @@ def test_ended_party_and_party_gone_from_registry_lose_their_tokens(world: World
     assert world.status(rid) is not None and world.status(other) is not None
     ended = party() | {"ended": {"at": T0 + timedelta(hours=1), "reason": "届出の廃止"}}
     world.write_registry(ended)  # "other" left the registry
-    assert world.build(T0 + timedelta(hours=2))["tokens_revoked"] == 2
+    report = world.build(T0 + timedelta(hours=2))
+    assert report["tokens_revoked"] == 2
+    assert report["tokens_revoked_by"] == {  # cited by cause, not as a 取消し (Act §38-2(6))
+        "provision-ended (Act §36(2), §38-2(1))": 1,
+        "not-approved (Act §38-2(4))": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("revoked", "ended", "until", "cause"),
+    [
+        (1000, None, None, TokenEnd.APPROVAL_REVOKED),
+        (None, 1000, None, TokenEnd.PROVISION_ENDED),
+        (1000, 1000, None, TokenEnd.APPROVAL_REVOKED),  # at one instant: the revocation
+        (2000, 1000, None, TokenEnd.PROVISION_ENDED),  # the first end reached
+        (None, 1500, 1000, TokenEnd.APPROVAL_NOT_IN_FORCE),
+        (None, None, 1000, TokenEnd.APPROVAL_NOT_IN_FORCE),
+    ],
+)
+def test_an_approval_ended_says_why_with_its_article(
+    revoked: float | None, ended: float | None, until: int | None, cause: TokenEnd
+) -> None:
+    approval = TokenApproval(window=(0, until), revoked=revoked, ended=ended)
+    assert approval.ended_by(999) is None
+    assert approval.ended_by(3000) is cause
+    assert TokenApproval(window=(4000, None)).ended_by(3000) is TokenEnd.APPROVAL_NOT_IN_FORCE
+    assert cause.article.startswith("Act §")
 
 
 def test_request_refused_when_the_approval_is_not_in_force(world: World) -> None:

@@ -199,7 +199,8 @@ def test_act_38_3_request_queued_then_token_handed_out_and_counted(ca: Ca) -> No
     )  # fmt: skip
     api.reader.changed()
     resp, body = api.post({"csr": der})
-    assert resp.status == 409 and body["article"] == "Act §38-2(6)"
+    # its cause is not kept with it: the article every cause shares (Act §38-3(1))
+    assert resp.status == 409 and body["article"] == "Act §38-3(1)"
     assert len(api.ledger.counted) == 1
 
 

@@ -6,8 +6,9 @@ the photo on the card, 認可, Act §38-2(1),(4)) may ask the 機構 for this co
 and the ``json`` method (取決め, §38-3(3)). The code is an X.509 certificate of the party's key,
 issued from its PKCS#10 request by the token issuer (`crlbuilder.tokens`): certificate policy
 `crlbuilder.tokenrequest.TOKEN_POLICY_OID`, valid within the approval period, revoked by the
-builder when the approval is revoked (Act §38-2(6)) or its period ends, its status answered by
-OCSP like any certificate's.
+builder once the party is no longer a 特定利用者証明検証者 (its approval revoked, Act §38-2(6),
+or its period ended, §38-2(1); its provision ended, §36(2)), its status answered by OCSP and
+``POST /v1/status`` like any certificate's.
 
 The exchange, asynchronous because workers hold no CA key (the builder signs):
 
@@ -53,7 +54,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from crlbuilder.manifest import ManifestError, load_manifest
-from crlbuilder.model import Family
+from crlbuilder.model import Category, Family
 from crlbuilder.store import format as sf
 from crlbuilder.tokenrequest import (
     MAX_CSR_CHARS,
@@ -230,6 +231,9 @@ def setup(config: ResponderConfig) -> TokenDesk | None:
     return FileDesk(t.request_dir, t.issued_dir, pem, tok.index)
 
 
+_REVOKED_ARTICLE: Final = Category.APPROVAL_WITHDRAWN.articles[Family.SPECIFIED_VERIFIER_TOKEN]
+"""A revoked token's citation (`Category.APPROVAL_WITHDRAWN`: its cause is not kept)."""
+
 _UNAVAILABLE: Final = problem.make(
     503,
     problem.UNAVAILABLE,
@@ -316,7 +320,7 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
             return problem.make(
                 409, "token_revoked",
                 "the token issued for this key under this approval was revoked; ask with a new key",
-                article="Act §38-2(6)", field="$.csr",
+                article=_REVOKED_ARTICLE, field="$.csr",
             )  # fmt: skip
         if st is not None and ctx.now > st.not_after:
             return problem.make(
