@@ -31,7 +31,11 @@ Who does what (workers never hold a CA key; the responder never writes the store
   `crlbuilder.verifiers.TokenEnd` names, each with its article: the approval was revoked
   (取消し, Act §38-2(6)), its period ended (``approved_until``, §38-2(1)), the party's
   provision ended (no longer a 利用者証明検証者, §36(2)) or it left the registry (§38-2(4));
-  the build's report counts them by cause (``tokens_revoked_by``). Category
+  the build's report counts them by cause (``tokens_revoked_by``). Not when the agreement
+  (取決め, §38-3(3)) stops naming the token: it governs the 機構's provision of the code
+  (§38-3(2)), which then stops (the responder's 403), while the code held still shows what
+  it says, the approval (§38-3(1), §38-2(4)); no article makes it lose effect with the
+  agreement (§38-2(6) lists the approval's revocations, none about it). Category
   `Category.APPROVAL_WITHDRAWN` whatever the cause (the store and the ``token-revoked``
   record keep no cause: its citation is the one every cause shares, Act §38-3(1)), reason
   privilegeWithdrawn, dated when the build writes it (never earlier: the token loses its

@@ -308,6 +308,23 @@ def test_ended_party_and_party_gone_from_registry_lose_their_tokens(world: World
     }
 
 
+def test_ending_the_token_agreement_does_not_revoke_the_tokens(world: World) -> None:
+    """The agreement (取決め, Act §38-3(3)) is about the 機構's provision of the code
+    (§38-3(2)); the code shows that its party is a 特定利用者証明検証者 (§38-3(1)), which the
+    approval makes it (§38-2(4)), and no article makes it lose effect with the agreement
+    (§38-2(6) lists the approval's revocations, none about it). An agreement that no longer
+    names ``specified-verifier-token`` stops new tokens (the responder's 403 citing §38-3(3)),
+    not the ones held: none is revoked while the approval and the provision run."""
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))
+    ended = party()
+    ended["agreement"]["services"] = ["auth-revocation-info"]
+    world.write_registry(ended)
+    assert world.build(T0 + timedelta(hours=2))["tokens_revoked"] == 0
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+
+
 @pytest.mark.parametrize(
     ("revoked", "ended", "until", "cause"),
     [

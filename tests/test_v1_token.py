@@ -425,6 +425,19 @@ def test_party_without_the_title_is_403_citing_act_38_3(ca: Ca) -> None:
     assert desk.queued == {} and api.ledger.counted == []
 
 
+def test_an_agreement_without_the_token_is_403_citing_act_38_3_3(ca: Ca) -> None:
+    """A 特定利用者証明検証者 whose agreement (取決め, Act §38-3(3)) no longer names the token
+    is provided none, not even one the builder issued before (its tokens stay valid: the
+    builder does not revoke them, tests/test_tokens.py)."""
+    desk = MemoryDesk(ca)
+    spec = spec_table()
+    spec["agreement"]["services"].remove(Service.SPECIFIED_VERIFIER_TOKEN.value)
+    api = Api(spec, desk=desk)
+    resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))})
+    assert resp.status == 403 and body["article"] == "Act §38-3(3)", body
+    assert desk.queued == {} and api.ledger.counted == []
+
+
 @pytest.mark.parametrize(
     ("approval", "article"),
     [
