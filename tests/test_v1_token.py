@@ -31,6 +31,7 @@ from crlbuilder.tokenrequest import (
     TokenRequest,
     issued_path,
     read_request,
+    token_holder,
     token_serial,
 )
 from crlbuilder.tokens import token_certificate
@@ -63,6 +64,7 @@ class MemoryDesk:
         self.queued: dict[str, TokenRequest] = {}
         self.files: dict[str, bytes] = {}
         self.counted: set[str] = set()
+        self.bound = 16
 
     def issuer_pem(self) -> str | None:
         return self.ca.cert.public_bytes(serialization.Encoding.PEM).decode()
@@ -75,6 +77,12 @@ class MemoryDesk:
 
     def queue(self, req: TokenRequest) -> None:
         self.queued.setdefault(req.id, req)
+
+    def max_per_party(self) -> int:
+        return self.bound
+
+    def queued_by(self, party: str) -> frozenset[str]:
+        return frozenset(r.id for r in self.queued.values() if r.party == party)
 
     def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
         if rid in self.counted:
@@ -271,6 +279,57 @@ def test_a_token_is_counted_once_however_often_it_is_handed_out(ca: Ca, tmp_path
     quota.left = True
     assert api.post({"csr": pem(csr_of(other))})[0].status == 200
     assert api.ledger.counted == counted * 2
+
+
+def test_a_party_holds_at_most_max_per_party_tokens(ca: Ca, tmp_path: Path) -> None:
+    """``[token] max_per_party``: the tokens in force (good, unexpired, the store's links of
+    the party) and queued; past it a new request is 409 ``token_limit`` naming ``$.csr``,
+    nothing queued or counted; a request already queued is answered as ever; a token that
+    expired or was revoked makes room; another party is not held back."""
+    requests, issued = tmp_path / "requests", tmp_path / "issued"
+    pem_ca = ca.cert.public_bytes(serialization.Encoding.PEM).decode()
+    desk = v1token.FileDesk(requests, issued, pem_ca, INDEX, max_per_party=2)
+    api = Api(spec_table(), spec_table("spec2"), desk=None)
+    api.api._envs["/v1/token"] = desk
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(4)]
+    first, second = (api.post({"csr": pem(csr_of(k))})[1]["request"] for k in keys[:2])
+    resp, body = api.post({"csr": pem(csr_of(keys[2]))})
+    assert resp.status == 409 and body["rule"] == "token_limit" and body["field"] == "$.csr"
+    assert "0 特定利用者証明検証者証明符号 in force and 2 being issued" in body["detail"]
+    assert len(list(requests.glob("*.json"))) == 2 and api.ledger.counted == []
+    assert api.post({"csr": pem(csr_of(keys[0]))})[0].status == 202  # queued already
+    assert api.post({"csr": pem(csr_of(keys[2]))}, "spec2")[0].status == 202  # another party
+    # the builder issues the party's two (and takes their requests): two in force
+    holder = token_holder("spec")
+    for rid in (first, second):
+        path = requests / f"{rid}.json"
+        _issue(api, ca, read_request(path), issued)
+        path.unlink()
+        key = sf.status_key(INDEX, token_serial(rid))
+        api.reader.links.setdefault((holder, Family.SPECIFIED_VERIFIER_TOKEN), []).append(key)
+    api.reader.changed()
+    resp, body = api.post({"csr": pem(csr_of(keys[2]))})
+    assert (
+        resp.status == 409
+        and "holds 2 特定利用者証明検証者証明符号 in force and 0" in body["detail"]
+    )
+    # a token of the party whose file is being signed again is no new token
+    issued_path(issued, first).unlink()
+    assert api.post({"csr": pem(csr_of(keys[0]))})[0].status == 202
+    # one revoked, then one expired: room for one new token each time
+    skey = sf.status_key(INDEX, token_serial(first))
+    api.reader.status_records[skey] = api.reader.status_records[skey]._replace(
+        state=sf.STATE_REVOKED, category=Category.APPROVAL_WITHDRAWN.code, revoked_at=1
+    )
+    api.reader.changed()
+    (requests / f"{first}.json").unlink()
+    assert api.post({"csr": pem(csr_of(keys[2]))})[0].status == 202
+    assert api.post({"csr": pem(csr_of(keys[3]))})[0].status == 409
+    skey = sf.status_key(INDEX, token_serial(second))
+    api.reader.status_records[skey] = api.reader.status_records[skey]._replace(not_after=1)
+    api.reader.changed()
+    assert api.post({"csr": pem(csr_of(keys[3]))})[0].status == 202
+    assert api.ledger.counted == []
 
 
 def test_the_counted_mark_unreadable_is_503_nothing_counted(ca: Ca, tmp_path: Path) -> None:

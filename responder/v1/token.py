@@ -28,7 +28,9 @@ The exchange, asynchronous because workers hold no CA key (the builder signs):
    409 when that token was revoked or has expired (a token lives ``tokens.validity_days``
    within the approval: the party renews it with a new key); else 202 ``pending`` with
    ``retryAfterSeconds``, the request queued for the builder
-   (``<id>.json`` in ``[token] request_dir``, the `Reply.effect`; nothing counted). The party
+   (``<id>.json`` in ``[token] request_dir``, the `Reply.effect`; nothing counted), unless the
+   party would then hold more than ``[token] max_per_party`` tokens in force or queued: 409
+   ``token_limit`` (`limit_refusal`; workers racing may each queue one past it). The party
    repeats the same POST until it gets the token: asking again for the same key under the
    same approval is the same request.
 
@@ -63,9 +65,11 @@ from crlbuilder.tokenrequest import (
     TokenRequest,
     check_csr,
     issued_path,
+    read_request,
     request_id,
     request_path,
     sweep_tmp,
+    token_holder,
     token_serial,
     write_request,
 )
@@ -142,6 +146,14 @@ class TokenDesk(Protocol):
         """Queue a request for the builder (once: a request already queued is kept)."""
         ...
 
+    def max_per_party(self) -> int:
+        """The most tokens one party may hold at once, in force or queued (``[token]``)."""
+        ...
+
+    def queued_by(self, party: str) -> frozenset[str]:
+        """The ids of the requests queued for ``party`` (not yet taken by the builder)."""
+        ...
+
     def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
         """Count the token ``rid`` handed out, once: run ``give`` (which counts it in the
         ledger, or refuses) unless ``rid`` was counted before, and record it counted only once
@@ -153,11 +165,31 @@ class TokenDesk(Protocol):
 class FileDesk:
     """The `TokenDesk` of a worker: ``[token]`` directories and the PKI's token issuer."""
 
-    def __init__(self, request_dir: Path, issued_dir: Path, issuer_cert: str, index: int) -> None:
+    def __init__(
+        self, request_dir: Path, issued_dir: Path, issuer_cert: str, index: int,
+        max_per_party: int = 16,
+    ) -> None:  # fmt: skip
         self.request_dir = request_dir
         self.issued_dir = issued_dir
         self._issuer_pem = issuer_cert
         self._index = index
+        self._max = max_per_party
+
+    def max_per_party(self) -> int:
+        return self._max
+
+    def queued_by(self, party: str) -> frozenset[str]:
+        """Reads every queued request (a few: the builder takes them at its next scan); one
+        that cannot be read (taken meanwhile, half-written) is left out."""
+        out: set[str] = set()
+        for path in self.request_dir.glob("*.json"):
+            try:
+                req = read_request(path)
+            except (OSError, msgspec.DecodeError):
+                continue
+            if req.party == party:
+                out.add(req.id)
+        return frozenset(out)
 
     def issuer_pem(self) -> str | None:
         return self._issuer_pem
@@ -228,7 +260,7 @@ def setup(config: ResponderConfig) -> TokenDesk | None:
     pem = manifest.path(tok.cert).read_text(encoding="ascii")
     with contextlib.suppress(OSError):  # a directory not there yet or unreadable: queue says so
         sweep_tmp(t.request_dir, now=time.time())  # a crashed worker's half-written requests
-    return FileDesk(t.request_dir, t.issued_dir, pem, tok.index)
+    return FileDesk(t.request_dir, t.issued_dir, pem, tok.index, t.max_per_party)
 
 
 _REVOKED_ARTICLE: Final = Category.APPROVAL_WITHDRAWN.articles[Family.SPECIFIED_VERIFIER_TOKEN]
@@ -281,6 +313,34 @@ def approval_refusal(ctx: Context) -> Problem | None:
             article="Act §38-2(1)",
         )  # fmt: skip
     return None
+
+
+def limit_refusal(ctx: Context, desk: TokenDesk, rid: str) -> Problem | None:
+    """409 ``token_limit`` when a new request ``rid`` would give its party more tokens than
+    ``[token] max_per_party``: those in force (good, unexpired: the store's links of the
+    party's holder digest) and those queued. A request already queued, or one whose token
+    the store holds (its file being signed again), is no new token: never refused."""
+    queued = desk.queued_by(ctx.party.id)
+    if rid in queued:
+        return None
+    reader, now = ctx.reader, ctx.now
+    mine = sf.status_key(desk.issuer_index(), token_serial(rid))
+    held = 0
+    for key in reader.holder_certs(token_holder(ctx.party.id), Family.SPECIFIED_VERIFIER_TOKEN):
+        if key == mine:
+            return None
+        st = reader.status(key)
+        if st is not None and not st.revoked and st.not_after > now:
+            held += 1
+    bound = desk.max_per_party()
+    if held + len(queued) < bound:
+        return None
+    return problem.make(
+        409, "token_limit",
+        f"this party holds {held} 特定利用者証明検証者証明符号 in force and {len(queued)} being "
+        f"issued, the most allowed ({bound}): ask again once one has expired or been revoked",
+        field="$.csr",
+    )  # fmt: skip
 
 
 def _counted_once(desk: TokenDesk, rid: str) -> Provide:
@@ -343,6 +403,9 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
     expired = _issuer_expired(issuer_pem, ctx.now)
     if expired is not None:
         return expired
+    over = limit_refusal(ctx, desk, rid)
+    if over is not None:
+        return over
     req = TokenRequest(
         id=rid,
         party=ctx.party.id,
@@ -372,7 +435,9 @@ ROUTE: Final = Route(
         (
             409,
             "The token issued for this key under this approval was revoked "
-            "(``token_revoked``) or has expired (``token_expired``): use a new key.",
+            "(``token_revoked``) or has expired (``token_expired``): use a new key. Or the "
+            "party holds ``[token] max_per_party`` tokens in force or being issued "
+            "(``token_limit``): ask again once one has expired or been revoked.",
         ),
     ),
 )
