@@ -172,6 +172,7 @@ class BuildReport:
             crls_withheld=self.crls_withheld,
             tokens_issued=self.tokens.issued,
             tokens_revoked=self.tokens.revoked,
+            tokens_revoked_by=self.tokens.revoked_by,
             tokens_dropped=self.tokens.dropped,
             seconds={k: round(v, 3) for k, v in self.seconds.items()},
         )

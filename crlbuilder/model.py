@@ -194,10 +194,14 @@ class Category(enum.Enum):
     CARD_CASCADE = "card-cascade"
     """個人番号カード用…電子証明書の失効に係る情報: the holder's card cert lost effect (mobile)."""
     APPROVAL_WITHDRAWN = "approval-withdrawn"
-    """特定利用者証明検証者証明符号 only: the 特定利用者証明検証者's approval (認可, Act §38-2(1))
-    was revoked (取消し, Act §38-2(6)), its approval period ended, or its registration
-    ended; the token no longer shows that status (Act §38-3(1)). Written by the builder
-    from the registry (`crlbuilder.tokens`), reason privilegeWithdrawn."""
+    """特定利用者証明検証者証明符号 only: the party is no longer a 特定利用者証明検証者, so the
+    token no longer shows what it says (Act §38-3(1)), whatever the cause
+    (`crlbuilder.verifiers.TokenEnd`: the approval revoked, 取消し Act §38-2(6); its period
+    ended, §38-2(1); the party's provision ended, §36(2); gone from the registry, §38-2(4)).
+    Written by the builder from the registry (`crlbuilder.tokens`), reason privilegeWithdrawn.
+    The cause is not kept with the revocation (the store's category byte, the ``token-revoked``
+    record), so its article is the one every cause shares, §38-3(1); the builder's report
+    gives each revocation's cause and article (``tokens_revoked_by``)."""
 
     __hash__ = object.__hash__
     """By identity, in C, as `Family.__hash__` (the tables keyed by category)."""
@@ -265,8 +269,8 @@ CATEGORY_ARTICLES: Final[dict[Category, dict[Family, str]]] = {
         Family.SIGN_MOBILE: "Act §16-13",
         Family.AUTH_MOBILE: "Act §35-13",
     },
-    Category.APPROVAL_WITHDRAWN: {
-        Family.SPECIFIED_VERIFIER_TOKEN: "Act §38-2(6)",
+    Category.APPROVAL_WITHDRAWN: {  # every cause's common ground, not §38-2(6) (the docstring)
+        Family.SPECIFIED_VERIFIER_TOKEN: "Act §38-3(1)",
     },
 }
 

@@ -27,9 +27,17 @@ Who does what (workers never hold a CA key; the responder never writes the store
   longer supports is dropped and reported; the party's
   next request is refused by the responder with the reason;
 - `TokenIssuer.revoke_withdrawn`, at every build, revokes each good, unexpired token whose
-  party is no longer an approved 特定利用者証明検証者 by the registry: the approval was
-  revoked (取消し, Act §38-2(6)), its period ended (``approved_until``), the party's
-  provision ended or it left the registry. Category `Category.APPROVAL_WITHDRAWN`, reason
+  party is no longer an approved 特定利用者証明検証者 by the registry, for one of the causes
+  `crlbuilder.verifiers.TokenEnd` names, each with its article: the approval was revoked
+  (取消し, Act §38-2(6)), its period ended (``approved_until``, §38-2(1)), the party's
+  provision ended (no longer a 利用者証明検証者, §36(2)) or it left the registry (§38-2(4));
+  the build's report counts them by cause (``tokens_revoked_by``). Not when the agreement
+  (取決め, §38-3(3)) stops naming the token: it governs the 機構's provision of the code
+  (§38-3(2)), which then stops (the responder's 403), while the code held still shows what
+  it says, the approval (§38-3(1), §38-2(4)); no article makes it lose effect with the
+  agreement (§38-2(6) lists the approval's revocations, none about it). Category
+  `Category.APPROVAL_WITHDRAWN` whatever the cause (the store and the ``token-revoked``
+  record keep no cause: its citation is the one every cause shares, Act §38-3(1)), reason
   privilegeWithdrawn, dated when the build writes it (never earlier: the token loses its
   meaning then, and an OCSP answer given before said "good" rightly). The token's
   revocation then reaches its CRLs and OCSP answers like any other (its own delegated OCSP
@@ -91,7 +99,7 @@ from crlbuilder.tokenrequest import (
     token_holder,
     token_serial,
 )
-from crlbuilder.verifiers import Verifiers
+from crlbuilder.verifiers import TokenEnd, Verifiers
 
 TOKEN_ORGANIZATION: Final = "jpki-va 特定利用者証明検証者"
 
@@ -102,6 +110,9 @@ class TokenReport:
 
     issued: int = 0
     revoked: int = 0
+    revoked_by: dict[str, int] = field(default_factory=dict)
+    """The tokens revoked, by cause and its article (``"approval-revoked (Act §38-2(6))"``,
+    `crlbuilder.verifiers.TokenEnd`)."""
     dropped: list[dict[str, str]] = field(default_factory=list)
     signing_failed: SignerError | None = None
     """The token issuer's key could not sign (the requests left stay queued): the caller
@@ -497,16 +508,18 @@ class TokenIssuer:
     def revoke_withdrawn(self, now: int, report: TokenReport) -> None:
         """Revoke the good, unexpired tokens of parties no longer approved (the docstring)."""
         assert self.issuer is not None
-        in_force = {
-            token_holder(pid)
+        ended = {
+            token_holder(pid): approval.ended_by(now)
             for pid, approval in self.verifiers.approvals.items()
-            if approval.in_force(now)
         }
         due: list[bytes] = []
         with self.store.read() as r:
             for key, st in r.statuses(self.issuer.index):
-                if not st.revoked and st.not_after > now and st.holder not in in_force:
+                cause = ended.get(st.holder, TokenEnd.NOT_APPROVED)
+                if not st.revoked and st.not_after > now and cause is not None:
                     due.append(key)
+                    by = f"{cause.value} ({cause.article})"
+                    report.revoked_by[by] = report.revoked_by.get(by, 0) + 1
         if self.publish is not None:  # dated here, once: every node revokes it at this instant
             serials = [sf.split_status_key(key)[1] for key in due]
             for gone in set(self.revoking) - set(serials):  # applied here (or no longer due)

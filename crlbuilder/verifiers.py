@@ -31,6 +31,7 @@ next spool file.
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import time
@@ -46,6 +47,35 @@ SPECIFIED_TITLE: Final = "specified-user-verifier"
 """特定利用者証明検証者 (Act §38-2(4)): receives 特定利用者証明検証者証明符号 (Act §38-3)."""
 RECORD_INFO_TITLES: Final = frozenset({"signature-verifier", "group-signature-verifier"})
 """Titles that receive 特定署名用電子証明書記録情報: 署名検証者等 (Act §18(1), (3))."""
+
+
+class TokenEnd(enum.Enum):
+    """Why a party's 特定利用者証明検証者証明符号 no longer shows what it says (Act §38-3(1):
+    that the party is a 特定利用者証明検証者), each with the article it rests on: what the
+    builder revokes its tokens for (`crlbuilder.tokens.TokenIssuer.revoke_withdrawn`)."""
+
+    APPROVAL_REVOKED = "approval-revoked"
+    """The ministers revoked the approval (認可の取消し, Act §38-2(6))."""
+    APPROVAL_NOT_IN_FORCE = "approval-not-in-force"
+    """The approval's period (``approved_until``) ended, or it starts later (認可, §38-2(1))."""
+    PROVISION_ENDED = "provision-ended"
+    """The party's provision ended (``ended``: 届出の廃止, or the title lost): no longer a
+    利用者証明検証者 (Act §36(2): the one who notified), whom alone §38-2(1) approves."""
+    NOT_APPROVED = "not-approved"
+    """The registry names no approved 特定利用者証明検証者 by that id (left the registry, or
+    its ``specified-user-verifier`` title removed; Act §38-2(4))."""
+
+    @property
+    def article(self) -> str:
+        return _TOKEN_END_ARTICLES[self]
+
+
+_TOKEN_END_ARTICLES: Final = {
+    TokenEnd.APPROVAL_REVOKED: "Act §38-2(6)",
+    TokenEnd.APPROVAL_NOT_IN_FORCE: "Act §38-2(1)",
+    TokenEnd.PROVISION_ENDED: "Act §36(2), §38-2(1)",
+    TokenEnd.NOT_APPROVED: "Act §38-2(4)",
+}
 
 
 class RegistryReadError(Exception):
@@ -70,6 +100,17 @@ class TokenApproval:
 
     def in_force(self, now: float) -> bool:
         return self.window[0] <= now < self.end()
+
+    def ended_by(self, now: float) -> TokenEnd | None:
+        """Why the approval is not in force at ``now`` (None: it is): the first of its ends
+        reached (a revocation and a provision end at one instant: the revocation)."""
+        if self.in_force(now):
+            return None
+        if self.revoked is not None and self.revoked <= now and self.revoked == self.end():
+            return TokenEnd.APPROVAL_REVOKED
+        if self.ended is not None and self.ended <= now and self.ended == self.end():
+            return TokenEnd.PROVISION_ENDED
+        return TokenEnd.APPROVAL_NOT_IN_FORCE
 
 
 @dataclass(frozen=True)

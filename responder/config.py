@@ -389,6 +389,10 @@ class TokenConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     answers 503 (no token can be issued)."""
     issued_dir: Path | None = None
     """Directory crlbuilder writes the issued tokens to (``<id>.pem``)."""
+    max_per_party: PositiveInt = 16
+    """The most tokens one party may hold at once: in force (good, unexpired) or queued for
+    the builder. A new request past it is refused 409 ``token_limit`` until one expires or is
+    revoked (a renewal with a new key is a new token: each lives ``tokens.validity_days``)."""
 
 
 class V1Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -683,6 +687,7 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--entries-interval", "metrics.entries_interval", "seconds between recounts"),
     _Flag("--token-requests", "token.request_dir", "directory token requests are queued in"),
     _Flag("--token-issued", "token.issued_dir", "directory of the tokens crlbuilder issued"),
+    _Flag("--token-max-per-party", "token.max_per_party", "tokens a party may hold at once"),
 )
 
 

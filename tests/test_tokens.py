@@ -54,6 +54,7 @@ from crlbuilder.tokenrequest import (
     write_request,
 )
 from crlbuilder.tokens import TokenIssuer, TokenReport
+from crlbuilder.verifiers import TokenApproval, TokenEnd
 from responder.config import load_config
 from responder.registry.schema import toml_dumps
 from responder.v1 import token as v1token
@@ -247,7 +248,9 @@ def test_act_38_2_6_revoked_approval_revokes_the_token_at_the_next_build(world: 
     revoked_at = T0 + timedelta(hours=1)
     world.write_registry(party(revoked=revoked_at))
     at = T0 + timedelta(hours=2)
-    assert world.build(at)["tokens_revoked"] == 1
+    report = world.build(at)
+    assert report["tokens_revoked"] == 1
+    assert report["tokens_revoked_by"] == {"approval-revoked (Act §38-2(6))": 1}
     st = world.status(rid)
     assert st is not None and st.revoked
     assert st.category == Category.APPROVAL_WITHDRAWN.code
@@ -282,7 +285,9 @@ def test_approval_period_shortened_revokes_the_token_once_it_ends(world: World) 
     world.build(T0 + timedelta(minutes=1))
     world.write_registry(party(approved_until=date(2025, 6, 30)))
     assert world.build(datetime(2025, 6, 30, 23, tzinfo=JST))["tokens_revoked"] == 0
-    assert world.build(datetime(2025, 7, 1, 0, 0, 1, tzinfo=JST))["tokens_revoked"] == 1
+    report = world.build(datetime(2025, 7, 1, 0, 0, 1, tzinfo=JST))
+    assert report["tokens_revoked"] == 1
+    assert report["tokens_revoked_by"] == {"approval-not-in-force (Act §38-2(1))": 1}
     st = world.status(rid)
     assert st is not None and st.category == Category.APPROVAL_WITHDRAWN.code
 
@@ -295,7 +300,50 @@ def test_ended_party_and_party_gone_from_registry_lose_their_tokens(world: World
     assert world.status(rid) is not None and world.status(other) is not None
     ended = party() | {"ended": {"at": T0 + timedelta(hours=1), "reason": "届出の廃止"}}
     world.write_registry(ended)  # "other" left the registry
-    assert world.build(T0 + timedelta(hours=2))["tokens_revoked"] == 2
+    report = world.build(T0 + timedelta(hours=2))
+    assert report["tokens_revoked"] == 2
+    assert report["tokens_revoked_by"] == {  # cited by cause, not as a 取消し (Act §38-2(6))
+        "provision-ended (Act §36(2), §38-2(1))": 1,
+        "not-approved (Act §38-2(4))": 1,
+    }
+
+
+def test_ending_the_token_agreement_does_not_revoke_the_tokens(world: World) -> None:
+    """The agreement (取決め, Act §38-3(3)) is about the 機構's provision of the code
+    (§38-3(2)); the code shows that its party is a 特定利用者証明検証者 (§38-3(1)), which the
+    approval makes it (§38-2(4)), and no article makes it lose effect with the agreement
+    (§38-2(6) lists the approval's revocations, none about it). An agreement that no longer
+    names ``specified-verifier-token`` stops new tokens (the responder's 403 citing §38-3(3)),
+    not the ones held: none is revoked while the approval and the provision run."""
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))
+    ended = party()
+    ended["agreement"]["services"] = ["auth-revocation-info"]
+    world.write_registry(ended)
+    assert world.build(T0 + timedelta(hours=2))["tokens_revoked"] == 0
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+
+
+@pytest.mark.parametrize(
+    ("revoked", "ended", "until", "cause"),
+    [
+        (1000, None, None, TokenEnd.APPROVAL_REVOKED),
+        (None, 1000, None, TokenEnd.PROVISION_ENDED),
+        (1000, 1000, None, TokenEnd.APPROVAL_REVOKED),  # at one instant: the revocation
+        (2000, 1000, None, TokenEnd.PROVISION_ENDED),  # the first end reached
+        (None, 1500, 1000, TokenEnd.APPROVAL_NOT_IN_FORCE),
+        (None, None, 1000, TokenEnd.APPROVAL_NOT_IN_FORCE),
+    ],
+)
+def test_an_approval_ended_says_why_with_its_article(
+    revoked: float | None, ended: float | None, until: int | None, cause: TokenEnd
+) -> None:
+    approval = TokenApproval(window=(0, until), revoked=revoked, ended=ended)
+    assert approval.ended_by(999) is None
+    assert approval.ended_by(3000) is cause
+    assert TokenApproval(window=(4000, None)).ended_by(3000) is TokenEnd.APPROVAL_NOT_IN_FORCE
+    assert cause.article.startswith("Act §")
 
 
 def test_request_refused_when_the_approval_is_not_in_force(world: World) -> None:

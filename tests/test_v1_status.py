@@ -412,3 +412,87 @@ def test_a_group_appliance_answers_its_members_status_act_20_1_21_3(
         resp, got = api.call(body, party=outsider)
         assert (resp.status, got["article"]) == (403, "Act §20(1)"), got
     assert api.ledger.counted == [("m-1", Service.SIGN_REVOCATION_INFO, Method.JSON, 3)]
+
+
+TOKEN = 51  # verifier-token-g1: the 特定利用者証明検証者証明符号 issuer (Act §38-3)
+
+
+def with_token_issuer(reader: MemoryReader, ca: Ca) -> MemoryReader:
+    """``reader`` with the token issuer, a good token (GOOD), a revoked one (REVOKED)."""
+    reader.issuer_table.append(
+        sf.IssuerMeta(
+            index=TOKEN, id="verifier-token-g1", family=Family.SPECIFIED_VERIFIER_TOKEN,
+            generation=1, cert_der=ca.cert.public_bytes(serialization.Encoding.DER),
+        )
+    )  # fmt: skip
+    reader.crl_states[TOKEN] = sf.CrlState(next_update=int(NOW) + 86400)
+    tok = Family.SPECIFIED_VERIFIER_TOKEN
+    reader.status_records[sf.status_key(TOKEN, GOOD)] = record(sf.STATE_GOOD, tok)
+    reader.status_records[sf.status_key(TOKEN, REVOKED)] = record(
+        sf.STATE_REVOKED, tok, revoked_at=REVOKED_AT, reason=Reason.PRIVILEGE_WITHDRAWN,
+        category=Category.APPROVAL_WITHDRAWN.code,
+    )  # fmt: skip
+    reader.changed()
+    return reader
+
+
+def token_ref(serial: int) -> dict[str, str]:
+    return {"issuer": "verifier-token-g1", "serial": f"{serial:x}"}
+
+
+def test_a_token_s_status_is_answered_as_ocsp_answers_it_not_counted(cas: dict[int, Ca]) -> None:
+    """A 特定利用者証明検証者証明符号 (Act §38-3) is answered by /v1/status as by /ocsp
+    (`responder.policy.decide_token_status`): to a party whose agreement names other families
+    only, by issuer and serial or by the certificate itself, and not counted (no 失効情報 of
+    Act §18(1) or §37(1)); the sign entry beside it is counted as ever."""
+    ca = make_ca("verifier-token-g1 CA", rsa_key())
+    api = Api(with_token_issuer(store(cas), ca), registry())
+    leaf = ca.issue("spec", rsa_key(), serial=REVOKED)
+    b64 = base64.b64encode(leaf.public_bytes(serialization.Encoding.DER)).decode()
+    body = entries(
+        token_ref(GOOD), token_ref(REVOKED), token_ref(ABSENT), {"certificate": b64},
+        ref(SC, GOOD),
+    )  # fmt: skip
+    for party in ("sig", "usr"):  # sign families only; auth families only
+        api.ledger.counted.clear()
+        resp, got = api.call(body, party=party)
+        assert resp.status == 200, got
+        good, revoked, absent, by_cert, sign = got["entries"]
+        assert good == {"status": "good", "family": "verifier-token"}
+        assert revoked == by_cert == {
+            "status": "revoked", "family": "verifier-token",
+            "revokedAt": datetime.fromtimestamp(REVOKED_AT, UTC).isoformat().replace("+00:00", "Z"),
+            "reason": "privilegeWithdrawn", "category": "approval-withdrawn",
+            "article": Category.APPROVAL_WITHDRAWN.articles[Family.SPECIFIED_VERIFIER_TOKEN],
+        }  # fmt: skip
+        assert absent == {"status": "unknown", "family": "verifier-token"}
+        if party == "sig":
+            assert sign["status"] == "good"
+            assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]
+        else:
+            assert sign["status"] == "refused" and api.ledger.counted == []
+    # stale like any issuer: unavailable, never good
+    api.reader.crl_states[TOKEN] = sf.CrlState(next_update=int(NOW) - 1)
+    api.reader.changed()
+    _resp, got = api.call(entries(token_ref(GOOD)))
+    assert got["entries"][0]["status"] == "unavailable"
+
+
+def test_a_group_appliance_answers_a_token_it_does_not_hold_unknown(cas: dict[int, Ca]) -> None:
+    """A group appliance imports the Act's families' CRLs only: a token it does not hold is
+    ``unknown`` there, never ``[group] unlisted = "good"``, as its OCSP answers."""
+    reader = with_token_issuer(store(cas), make_ca("verifier-token-g1 CA", rsa_key()))
+    reader.imported = True
+    reader.crl_states = {
+        i: sf.CrlState(this_update=int(NOW) - 3600, next_update=int(NOW) + 86400)
+        for i in (*cas, TOKEN)
+    }
+    api = Api(reader, registry())
+    api.api = V1Api(
+        MEMBER_ROUTES, ResponderConfig(group=GroupConfig(unlisted="good")), store=reader,
+        quota=Quotas(), ledger=api.ledger, calls=api.calls, signer=None, group_id="g",
+    )  # fmt: skip
+    resp, got = api.call(entries(token_ref(ABSENT), ref(SC, ABSENT)), party="m-1")
+    assert resp.status == 200, got
+    assert [e["status"] for e in got["entries"]] == ["unknown", "good"]
+    assert api.ledger.counted == [("m-1", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,10 +26,18 @@ from crlbuilder.manifest import IssuerFiles
 from crlbuilder.model import Category, Family, Reason
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
-from crlbuilder.tokenrequest import TOKEN_POLICY_OID, TokenRequest, token_serial
+from crlbuilder.tokenrequest import (
+    TOKEN_POLICY_OID,
+    TokenRequest,
+    issued_path,
+    read_request,
+    token_holder,
+    token_serial,
+)
 from crlbuilder.tokens import token_certificate
 from responder.config import ResponderConfig
 from responder.http import Request, Response
+from responder.limits import Limit, Wait
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
 from responder.v1 import token as v1token
@@ -53,6 +63,8 @@ class MemoryDesk:
         self.ca = ca
         self.queued: dict[str, TokenRequest] = {}
         self.files: dict[str, bytes] = {}
+        self.counted: set[str] = set()
+        self.bound = 16
 
     def issuer_pem(self) -> str | None:
         return self.ca.cert.public_bytes(serialization.Encoding.PEM).decode()
@@ -65,6 +77,20 @@ class MemoryDesk:
 
     def queue(self, req: TokenRequest) -> None:
         self.queued.setdefault(req.id, req)
+
+    def max_per_party(self) -> int:
+        return self.bound
+
+    def queued_by(self, party: str) -> frozenset[str]:
+        return frozenset(r.id for r in self.queued.values() if r.party == party)
+
+    def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
+        if rid in self.counted:
+            return True
+        if not give():
+            return False
+        self.counted.add(rid)
+        return True
 
 
 class CaSigner:
@@ -167,6 +193,13 @@ def test_act_38_3_request_queued_then_token_handed_out_and_counted(ca: Ca) -> No
     assert got.public_key().public_numbers() == key.public_key().public_numbers()
     assert body["policy"] == TOKEN_POLICY_OID.dotted_string
     assert api.ledger.counted == [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
+    # handed out again (the party polls on): the same token, no new provision (Act §38-3(2))
+    resp, body = api.post({"csr": der})
+    assert (
+        resp.status == 200
+        and body["certificate"] == got.public_bytes(serialization.Encoding.PEM).decode()
+    )
+    assert len(api.ledger.counted) == 1
     # revoked since (its approval was revoked, then restored): refused, not handed out
     api.reader.status_records[skey] = api.reader.status_records[skey]._replace(
         state=sf.STATE_REVOKED, category=Category.APPROVAL_WITHDRAWN.code,
@@ -174,8 +207,144 @@ def test_act_38_3_request_queued_then_token_handed_out_and_counted(ca: Ca) -> No
     )  # fmt: skip
     api.reader.changed()
     resp, body = api.post({"csr": der})
-    assert resp.status == 409 and body["article"] == "Act §38-2(6)"
+    # its cause is not kept with it: the article every cause shares (Act §38-3(1))
+    assert resp.status == 409 and body["article"] == "Act §38-3(1)"
     assert len(api.ledger.counted) == 1
+
+
+class NoneLeft(Quotas):
+    """The day's provisions: refused until ``left``."""
+
+    left = False
+
+    def take_provisions(self, party: Any, n: int, now: float) -> Wait | float:
+        return now if self.left else Wait(Limit.DAY, 3600)
+
+
+def _issue(api: Api, ca: Ca, req: TokenRequest, issued_dir: Path) -> None:
+    """What the builder does for ``req``: the file ``<id>.pem``, then its status (good)."""
+    cert = token_certificate(
+        req, issuer=ISSUER, issuer_cert=ca.cert, approval_window=(0, None),
+        validity=timedelta(days=365), signer=CaSigner(ca),  # type: ignore[arg-type]
+    )  # fmt: skip
+    issued_dir.mkdir(exist_ok=True)
+    issued_path(issued_dir, req.id).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    api.reader.status_records[sf.status_key(INDEX, token_serial(req.id))] = sf.StatusRecord(
+        version=1, state=sf.STATE_GOOD, category=0, reason=0,
+        family=Family.SPECIFIED_VERIFIER_TOKEN.code, not_before=0, not_after=2**40,
+        revoked_at=0, holder=b"\0" * 32,
+    )  # fmt: skip
+    api.reader.changed()
+
+
+def test_a_token_is_counted_once_however_often_it_is_handed_out(ca: Ca, tmp_path: Path) -> None:
+    """帳簿 (Act §40): the provision is of the code (Act §38-3(2)), one per token: the party
+    that polls on after it got its token gets the same certificate, counted the first time
+    only, by every worker of the node (the mark is a file under ``request_dir``). A first
+    hand-out the day's provisions refuse (429) is not marked: the next one is counted."""
+    requests, issued = tmp_path / "requests", tmp_path / "issued"
+    pem_ca = ca.cert.public_bytes(serialization.Encoding.PEM).decode()
+    desk = v1token.FileDesk(requests, issued, pem_ca, INDEX)
+    spec = spec_table()
+    spec["agreement"]["provisions_per_day"] = 10  # the dispatcher asks the (fake) bound
+    api = Api(spec, desk=None)
+    api.api._envs["/v1/token"] = desk
+    key = ec.generate_private_key(ec.SECP256R1())
+    resp, body = api.post({"csr": pem(csr_of(key))})
+    assert resp.status == 202
+    _issue(api, ca, read_request(requests / f"{body['request']}.json"), issued)
+    counted = [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
+    certs = set()
+    for _ in range(3):
+        resp, body = api.post({"csr": pem(csr_of(key))})
+        assert resp.status == 200 and body["status"] == "issued"
+        certs.add(body["certificate"])
+    assert len(certs) == 1 and api.ledger.counted == counted
+    mark = requests / "counted" / body["request"]
+    assert mark.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in requests.glob("*.json")) == [f"{body['request']}.json"]
+    # another worker of the node (a new desk on the same directories) does not count it again
+    api.api._envs["/v1/token"] = v1token.FileDesk(requests, issued, pem_ca, INDEX)
+    assert api.post({"csr": pem(csr_of(key))})[0].status == 200
+    assert api.ledger.counted == counted
+    # another token of the party is another provision; refused by the day's bound first
+    other = ec.generate_private_key(ec.SECP256R1())
+    rid = api.post({"csr": pem(csr_of(other))})[1]["request"]
+    _issue(api, ca, read_request(requests / f"{rid}.json"), issued)
+    quota = NoneLeft()
+    api.api.quota = quota
+    resp, body = api.post({"csr": pem(csr_of(other))})
+    assert resp.status == 429 and body["rule"] == "quota" and api.ledger.counted == counted
+    assert (requests / "counted" / rid).stat().st_size == 0  # not marked
+    quota.left = True
+    assert api.post({"csr": pem(csr_of(other))})[0].status == 200
+    assert api.ledger.counted == counted * 2
+
+
+def test_a_party_holds_at_most_max_per_party_tokens(ca: Ca, tmp_path: Path) -> None:
+    """``[token] max_per_party``: the tokens in force (good, unexpired, the store's links of
+    the party) and queued; past it a new request is 409 ``token_limit`` naming ``$.csr``,
+    nothing queued or counted; a request already queued is answered as ever; a token that
+    expired or was revoked makes room; another party is not held back."""
+    requests, issued = tmp_path / "requests", tmp_path / "issued"
+    pem_ca = ca.cert.public_bytes(serialization.Encoding.PEM).decode()
+    desk = v1token.FileDesk(requests, issued, pem_ca, INDEX, max_per_party=2)
+    api = Api(spec_table(), spec_table("spec2"), desk=None)
+    api.api._envs["/v1/token"] = desk
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(4)]
+    first, second = (api.post({"csr": pem(csr_of(k))})[1]["request"] for k in keys[:2])
+    resp, body = api.post({"csr": pem(csr_of(keys[2]))})
+    assert resp.status == 409 and body["rule"] == "token_limit" and body["field"] == "$.csr"
+    assert "0 特定利用者証明検証者証明符号 in force and 2 being issued" in body["detail"]
+    assert len(list(requests.glob("*.json"))) == 2 and api.ledger.counted == []
+    assert api.post({"csr": pem(csr_of(keys[0]))})[0].status == 202  # queued already
+    assert api.post({"csr": pem(csr_of(keys[2]))}, "spec2")[0].status == 202  # another party
+    # the builder issues the party's two (and takes their requests): two in force
+    holder = token_holder("spec")
+    for rid in (first, second):
+        path = requests / f"{rid}.json"
+        _issue(api, ca, read_request(path), issued)
+        path.unlink()
+        key = sf.status_key(INDEX, token_serial(rid))
+        api.reader.links.setdefault((holder, Family.SPECIFIED_VERIFIER_TOKEN), []).append(key)
+    api.reader.changed()
+    resp, body = api.post({"csr": pem(csr_of(keys[2]))})
+    assert (
+        resp.status == 409
+        and "holds 2 特定利用者証明検証者証明符号 in force and 0" in body["detail"]
+    )
+    # a token of the party whose file is being signed again is no new token
+    issued_path(issued, first).unlink()
+    assert api.post({"csr": pem(csr_of(keys[0]))})[0].status == 202
+    # one revoked, then one expired: room for one new token each time
+    skey = sf.status_key(INDEX, token_serial(first))
+    api.reader.status_records[skey] = api.reader.status_records[skey]._replace(
+        state=sf.STATE_REVOKED, category=Category.APPROVAL_WITHDRAWN.code, revoked_at=1
+    )
+    api.reader.changed()
+    (requests / f"{first}.json").unlink()
+    assert api.post({"csr": pem(csr_of(keys[2]))})[0].status == 202
+    assert api.post({"csr": pem(csr_of(keys[3]))})[0].status == 409
+    skey = sf.status_key(INDEX, token_serial(second))
+    api.reader.status_records[skey] = api.reader.status_records[skey]._replace(not_after=1)
+    api.reader.changed()
+    assert api.post({"csr": pem(csr_of(keys[3]))})[0].status == 202
+    assert api.ledger.counted == []
+
+
+def test_the_counted_mark_unreadable_is_503_nothing_counted(ca: Ca, tmp_path: Path) -> None:
+    """The mark cannot be kept (``counted`` is a file, not a directory): the token is not
+    handed out uncounted, nor counted: 503, as when the changes feed's mark cannot be read."""
+    requests, issued = tmp_path / "requests", tmp_path / "issued"
+    pem_ca = ca.cert.public_bytes(serialization.Encoding.PEM).decode()
+    api = Api(spec_table(), desk=None)
+    api.api._envs["/v1/token"] = v1token.FileDesk(requests, issued, pem_ca, INDEX)
+    key = ec.generate_private_key(ec.SECP256R1())
+    rid = api.post({"csr": pem(csr_of(key))})[1]["request"]
+    _issue(api, ca, read_request(requests / f"{rid}.json"), issued)
+    (requests / "counted").write_bytes(b"")
+    resp, _body = api.post({"csr": pem(csr_of(key))})
+    assert resp.status == 503 and api.ledger.counted == []
 
 
 def test_expired_token_is_409_not_handed_out_nor_counted(ca: Ca) -> None:
@@ -312,6 +481,19 @@ def test_party_without_the_title_is_403_citing_act_38_3(ca: Ca) -> None:
     resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))}, "usr")
     assert resp.status == 403 and body["rule"] == "unauthorized_service"
     assert body["article"].startswith("Act §38-3")
+    assert desk.queued == {} and api.ledger.counted == []
+
+
+def test_an_agreement_without_the_token_is_403_citing_act_38_3_3(ca: Ca) -> None:
+    """A 特定利用者証明検証者 whose agreement (取決め, Act §38-3(3)) no longer names the token
+    is provided none, not even one the builder issued before (its tokens stay valid: the
+    builder does not revoke them, tests/test_tokens.py)."""
+    desk = MemoryDesk(ca)
+    spec = spec_table()
+    spec["agreement"]["services"].remove(Service.SPECIFIED_VERIFIER_TOKEN.value)
+    api = Api(spec, desk=desk)
+    resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))})
+    assert resp.status == 403 and body["article"] == "Act §38-3(3)", body
     assert desk.queued == {} and api.ledger.counted == []
 
 

@@ -17,6 +17,13 @@ in the request's order, per entry:
   ``[group] unlisted`` (``good`` by default, docs/operations.md);
 - ``refused`` with the rule and article when the party may not receive that family
   (per entry, not per call: Act §18(1), §37(1), the agreement 取決め);
+- a 特定利用者証明検証者証明符号 (Act §38-3: a certificate of the token issuer, family
+  ``verifier-token``) answered as OCSP answers it (`responder.policy.decide_token_status`):
+  to any party whose provision runs, whatever families its agreement names (a token exists
+  to be shown to others and carries nothing personal), and never counted: its status is no
+  失効情報 of Act §18(1) or §37(1), no provision the ledger counts (帳簿, Act §40). A group
+  appliance's store, which imports the Act's families' CRLs only, answers ``unknown`` for a
+  token it does not hold (never ``[group] unlisted``), as its OCSP does;
 - ``unavailable`` (rule ``stale``) when the answer could be wrong: the issuer's data is
   past the nextUpdate the builder promised, a group appliance's store holds no CRL of the
   issuer, or a 30-day lapse (Act §31(2)) is due and not yet written. OCSP answers tryLater
@@ -25,8 +32,9 @@ in the request's order, per entry:
 and, for the whole answer, the store's commit sequence and commit time it reflects.
 
 Counted in the ledger (帳簿, Act §40) one provision per answered entry (good, revoked or
-unknown), per service (sign or auth), the unit a fee per provision would use (Act §67);
-refused and unavailable entries are not provisions. The call itself is one request in the
+unknown) about the Act's families, per service (sign or auth), the unit a fee per provision
+would use (Act §67); refused and unavailable entries, and a token's status, are not
+provisions. The call itself is one request in the
 quotas and in ``jpkiva_requests_total{endpoint="v1-status"}``.
 
 Bad input (400, nothing counted): malformed JSON, an unknown field, no entries or more than
@@ -83,6 +91,8 @@ _SERIAL_END: Final = 1 << (8 * sf.SERIAL_BYTES)
 _LAPSE_FAMILIES: Final = frozenset({Family.AUTH_CARD, Family.AUTH_MOBILE})
 _STALE: Final = "stale"
 _ONE_FORM: Final = "name a certificate by issuer and serial, or by certificate"
+_TOKEN_ARTICLE: Final = "Act §38-3(2)"
+"""What a token's stale entry cites: the 機構's provision of the code."""
 
 
 class StatusRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -146,7 +156,8 @@ class _Issuer:
     """Its position in the call's tally of answered entries."""
     prefix: bytes
     family: Family
-    service: Service
+    service: Service | None
+    """None for the token issuer (Act §38-3): its entries are no provision."""
     fresh_until: int
     never_fed: bool
     """A group store holding no CRL of it (`crlbuilder.store.reader.never_fed`): unavailable."""
@@ -194,10 +205,15 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
     out: dict[str, _Issuer] = {}
     for slot, meta in enumerate(reader.issuers()):
         family = meta.family
-        if not family.is_jpki:  # the token issuer (Act §38-3): no 失効情報 of §18(1), §37(1)
-            continue
-        service = policy.service_for_ocsp(family)
-        refusal = ctx.permit(service, family)
+        service: Service | None
+        refusal: policy.Refused | None
+        if family.is_jpki:
+            service = policy.service_for_ocsp(family)
+            refusal = ctx.permit(service, family)
+        else:  # the token issuer (Act §38-3): no 失効情報 of §18(1), §37(1); as OCSP answers
+            service = None
+            verdict = policy.decide_token_status(ctx.party, now=ctx.now)
+            refusal = verdict if isinstance(verdict, policy.Refused) else None
         fresh = reader.promised_next_update(meta.index)
         out[meta.id] = _Issuer(
             slot=slot,
@@ -205,7 +221,7 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
             family=family,
             service=service,
             fresh_until=fresh,
-            never_fed=never_fed(reader, meta.index),
+            never_fed=family.is_jpki and never_fed(reader, meta.index),
             lapses=family in _LAPSE_FAMILIES,
             refused=(
                 EntryStatus(
@@ -221,7 +237,7 @@ def _issuers(reader: StoreReader, ctx: Context) -> dict[str, _Issuer]:
             unavailable=EntryStatus(
                 status="unavailable",
                 family=family,
-                refusal=EntryRefusal(_STALE, service.article),
+                refusal=EntryRefusal(_STALE, service.article if service else _TOKEN_ARTICLE),
             ),
             revoked={},
         )
@@ -245,7 +261,7 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
     tally = [0] * len(issuers)
     env = ctx.env
     assert isinstance(env, Env)
-    unlisted_good = crl_import and env.unlisted_good
+    unlisted_good = crl_import and env.unlisted_good  # the Act's families only (a token: no)
     for i, ref in enumerate(refs):
         if ref.certificate is None:
             if ref.issuer is None or ref.serial is None:
@@ -273,7 +289,8 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
         else:
             st = None
         if st is None:
-            entry = issuer.good if unlisted_good and 0 < serial < _SERIAL_END else issuer.unknown
+            unlisted = unlisted_good and issuer.service is not None and 0 < serial < _SERIAL_END
+            entry = issuer.good if unlisted else issuer.unknown
         elif st.state == sf.STATE_GOOD:
             if issuer.lapses:
                 due = lapse_due(st)
@@ -304,7 +321,8 @@ def handle(request: StatusRequest, ctx: Context) -> Reply[StatusResponse] | Prob
     for issuer in issuers.values():
         n = tally[issuer.slot]
         if n:
-            counts[issuer.service] = counts.get(issuer.service, 0) + n
+            if issuer.service is not None:  # a token's status: no provision
+                counts[issuer.service] = counts.get(issuer.service, 0) + n
             families.add(issuer.family)
     committed = reader.committed_at()
     body = StatusResponse(

@@ -6,8 +6,9 @@ the photo on the card, 認可, Act §38-2(1),(4)) may ask the 機構 for this co
 and the ``json`` method (取決め, §38-3(3)). The code is an X.509 certificate of the party's key,
 issued from its PKCS#10 request by the token issuer (`crlbuilder.tokens`): certificate policy
 `crlbuilder.tokenrequest.TOKEN_POLICY_OID`, valid within the approval period, revoked by the
-builder when the approval is revoked (Act §38-2(6)) or its period ends, its status answered by
-OCSP like any certificate's.
+builder once the party is no longer a 特定利用者証明検証者 (its approval revoked, Act §38-2(6),
+or its period ended, §38-2(1); its provision ended, §36(2)), its status answered by OCSP and
+``POST /v1/status`` like any certificate's.
 
 The exchange, asynchronous because workers hold no CA key (the builder signs):
 
@@ -19,12 +20,17 @@ The exchange, asynchronous because workers hold no CA key (the builder signs):
    weaker than RSA-2048 or other than EC P-256);
 4. the request's id (`crlbuilder.tokenrequest.request_id`: party, public key, approval) names
    it: when the builder has issued it (``<id>.pem`` in ``[token] issued_dir`` and its status
-   in the store), 200 with the certificate and its issuer's, counted once in the ledger
-   (帳簿, Act §40: ``specified-verifier-token``, ``json``; each delivery is a provision);
+   in the store), 200 with the certificate and its issuer's, counted in the ledger
+   (帳簿, Act §40: ``specified-verifier-token``, ``json``) once per token, the first time it
+   is handed out (`TokenDesk.count_once`): the provision is of the code (符号の提供, Act
+   §38-3(2)); the same certificate handed out again (a party polling after it got it, or the
+   builder's copy of a lost file) is no new provision and is not counted again;
    409 when that token was revoked or has expired (a token lives ``tokens.validity_days``
    within the approval: the party renews it with a new key); else 202 ``pending`` with
    ``retryAfterSeconds``, the request queued for the builder
-   (``<id>.json`` in ``[token] request_dir``, the `Reply.effect`; nothing counted). The party
+   (``<id>.json`` in ``[token] request_dir``, the `Reply.effect`; nothing counted), unless the
+   party would then hold more than ``[token] max_per_party`` tokens in force or queued: 409
+   ``token_limit`` (`limit_refusal`; workers racing may each queue one past it). The party
    repeats the same POST until it gets the token: asking again for the same key under the
    same approval is the same request.
 
@@ -35,8 +41,12 @@ copied (the token names the party as the registry knows it).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import math
+import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final, Literal, Protocol, runtime_checkable
@@ -46,7 +56,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from crlbuilder.manifest import ManifestError, load_manifest
-from crlbuilder.model import Family
+from crlbuilder.model import Category, Family
 from crlbuilder.store import format as sf
 from crlbuilder.tokenrequest import (
     MAX_CSR_CHARS,
@@ -55,9 +65,11 @@ from crlbuilder.tokenrequest import (
     TokenRequest,
     check_csr,
     issued_path,
+    read_request,
     request_id,
     request_path,
     sweep_tmp,
+    token_holder,
     token_serial,
     write_request,
 )
@@ -65,8 +77,15 @@ from responder import policy
 from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
-from responder.v1.route import Context, Reply, Route
+from responder.v1.route import Context, Counts, Provide, Reply, Route
 from responder.v1.wire import Problem
+
+_log = logging.getLogger(__name__)
+
+COUNTED_SUBDIR: Final = "counted"
+"""The subdirectory of ``[token] request_dir`` holding the marks of the tokens counted."""
+TOKEN_COUNTS: Final[Counts] = ((Service.SPECIFIED_VERIFIER_TOKEN, 1),)
+"""One token handed out: one provision (件数) of the code (Act §38-3(2))."""
 
 RETRY_AFTER_SECONDS: Final = 2
 """What a pending answer suggests: the builder's follow loop takes a queued request at its
@@ -127,15 +146,50 @@ class TokenDesk(Protocol):
         """Queue a request for the builder (once: a request already queued is kept)."""
         ...
 
+    def max_per_party(self) -> int:
+        """The most tokens one party may hold at once, in force or queued (``[token]``)."""
+        ...
+
+    def queued_by(self, party: str) -> frozenset[str]:
+        """The ids of the requests queued for ``party`` (not yet taken by the builder)."""
+        ...
+
+    def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
+        """Count the token ``rid`` handed out, once: run ``give`` (which counts it in the
+        ledger, or refuses) unless ``rid`` was counted before, and record it counted only once
+        ``give`` said yes. Returns ``give``'s answer, True when it was counted before (nothing
+        given), None when the record cannot be read (nothing given: 503)."""
+        ...
+
 
 class FileDesk:
     """The `TokenDesk` of a worker: ``[token]`` directories and the PKI's token issuer."""
 
-    def __init__(self, request_dir: Path, issued_dir: Path, issuer_cert: str, index: int) -> None:
+    def __init__(
+        self, request_dir: Path, issued_dir: Path, issuer_cert: str, index: int,
+        max_per_party: int = 16,
+    ) -> None:  # fmt: skip
         self.request_dir = request_dir
         self.issued_dir = issued_dir
         self._issuer_pem = issuer_cert
         self._index = index
+        self._max = max_per_party
+
+    def max_per_party(self) -> int:
+        return self._max
+
+    def queued_by(self, party: str) -> frozenset[str]:
+        """Reads every queued request (a few: the builder takes them at its next scan); one
+        that cannot be read (taken meanwhile, half-written) is left out."""
+        out: set[str] = set()
+        for path in self.request_dir.glob("*.json"):
+            try:
+                req = read_request(path)
+            except (OSError, msgspec.DecodeError):
+                continue
+            if req.party == party:
+                out.add(req.id)
+        return frozenset(out)
 
     def issuer_pem(self) -> str | None:
         return self._issuer_pem
@@ -154,6 +208,42 @@ class FileDesk:
             self.request_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_request(self.request_dir, req)
 
+    @property
+    def counted_dir(self) -> Path:
+        """``<request_dir>/counted``: one empty-or-marked file per token handed out (the
+        builder reads only ``<request_dir>/*.json``)."""
+        return self.request_dir / COUNTED_SUBDIR
+
+    def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
+        """`TokenDesk.count_once` with ``counted/<id>``: the file locked (``flock``, every
+        worker of the node) while it is read, ``give`` run and the mark written, so two
+        workers handing out the same token at once count it once. The mark is written after
+        the count: a worker killed between them has counted it, and counts it again at the
+        next delivery (at worst again, never not at all)."""
+        try:
+            self.counted_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.counted_dir / rid, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            _log.error("the token's counted mark cannot be opened: %s", e.strerror)
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_size > 0:
+                    return True  # counted when it was first handed out
+            except OSError as e:
+                _log.error("the token's counted mark cannot be read: %s", e.strerror)
+                return None
+            if not give():
+                return False
+            try:
+                os.write(fd, b"1\n")
+            except OSError as e:  # counted, not marked: counted again at the next delivery
+                _log.error("the token's counted mark not kept: %s", e.strerror)
+            return True
+        finally:
+            os.close(fd)  # releases the lock
+
 
 def setup(config: ResponderConfig) -> TokenDesk | None:
     """Once per worker: the desk, or None when no token can be issued (503)."""
@@ -170,8 +260,11 @@ def setup(config: ResponderConfig) -> TokenDesk | None:
     pem = manifest.path(tok.cert).read_text(encoding="ascii")
     with contextlib.suppress(OSError):  # a directory not there yet or unreadable: queue says so
         sweep_tmp(t.request_dir, now=time.time())  # a crashed worker's half-written requests
-    return FileDesk(t.request_dir, t.issued_dir, pem, tok.index)
+    return FileDesk(t.request_dir, t.issued_dir, pem, tok.index, t.max_per_party)
 
+
+_REVOKED_ARTICLE: Final = Category.APPROVAL_WITHDRAWN.articles[Family.SPECIFIED_VERIFIER_TOKEN]
+"""A revoked token's citation (`Category.APPROVAL_WITHDRAWN`: its cause is not kept)."""
 
 _UNAVAILABLE: Final = problem.make(
     503,
@@ -222,6 +315,43 @@ def approval_refusal(ctx: Context) -> Problem | None:
     return None
 
 
+def limit_refusal(ctx: Context, desk: TokenDesk, rid: str) -> Problem | None:
+    """409 ``token_limit`` when a new request ``rid`` would give its party more tokens than
+    ``[token] max_per_party``: those in force (good, unexpired: the store's links of the
+    party's holder digest) and those queued. A request already queued, or one whose token
+    the store holds (its file being signed again), is no new token: never refused."""
+    queued = desk.queued_by(ctx.party.id)
+    if rid in queued:
+        return None
+    reader, now = ctx.reader, ctx.now
+    mine = sf.status_key(desk.issuer_index(), token_serial(rid))
+    held = 0
+    for key in reader.holder_certs(token_holder(ctx.party.id), Family.SPECIFIED_VERIFIER_TOKEN):
+        if key == mine:
+            return None
+        st = reader.status(key)
+        if st is not None and not st.revoked and st.not_after > now:
+            held += 1
+    bound = desk.max_per_party()
+    if held + len(queued) < bound:
+        return None
+    return problem.make(
+        409, "token_limit",
+        f"this party holds {held} 特定利用者証明検証者証明符号 in force and {len(queued)} being "
+        f"issued, the most allowed ({bound}): ask again once one has expired or been revoked",
+        field="$.csr",
+    )  # fmt: skip
+
+
+def _counted_once(desk: TokenDesk, rid: str) -> Provide:
+    """The `Reply.provide` of a token handed out: one provision, the first time only."""
+
+    def provide(give: Callable[[Counts], bool]) -> bool | None:
+        return desk.count_once(rid, lambda: give(TOKEN_COUNTS))
+
+    return provide
+
+
 def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
     """The token, or a pending answer queuing the request (the module docstring)."""
     desk = ctx.env
@@ -250,7 +380,7 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
             return problem.make(
                 409, "token_revoked",
                 "the token issued for this key under this approval was revoked; ask with a new key",
-                article="Act §38-2(6)", field="$.csr",
+                article=_REVOKED_ARTICLE, field="$.csr",
             )  # fmt: skip
         if st is not None and ctx.now > st.not_after:
             return problem.make(
@@ -269,10 +399,13 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
                 not_after=cert.not_valid_after_utc,
                 policy=TOKEN_POLICY_OID.dotted_string,
             )
-            return Reply(answer, ((Service.SPECIFIED_VERIFIER_TOKEN, 1),), family)
+            return Reply(answer, (), family, provide=_counted_once(desk, rid))
     expired = _issuer_expired(issuer_pem, ctx.now)
     if expired is not None:
         return expired
+    over = limit_refusal(ctx, desk, rid)
+    if over is not None:
+        return over
     req = TokenRequest(
         id=rid,
         party=ctx.party.id,
@@ -302,7 +435,9 @@ ROUTE: Final = Route(
         (
             409,
             "The token issued for this key under this approval was revoked "
-            "(``token_revoked``) or has expired (``token_expired``): use a new key.",
+            "(``token_revoked``) or has expired (``token_expired``): use a new key. Or the "
+            "party holds ``[token] max_per_party`` tokens in force or being issued "
+            "(``token_limit``): ask again once one has expired or been revoked.",
         ),
     ),
 )
