@@ -1,6 +1,7 @@
 """The responder's routes: what each path does, with whom, and in which order.
 
-    POST /ocsp, POST /      OCSP (application/ocsp-request), RFC 6960 appendix A.1; on a
+    POST /ocsp, POST /      OCSP (application/ocsp-request), RFC 6960 appendix A.1 (POST
+                            /ocsp/ too: a responder URL given with a trailing slash); on a
                             group's appliance (``[group] file``) for its members only,
                             signed with the group's key (`responder.policy.decide_member`)
     GET  /ocsp/{base64}     OCSP by GET, with RFC 5019 caching headers; HEAD is refused
@@ -476,12 +477,10 @@ class JpkiApp:
                     return _POST_ONLY  # a GET's request is in the path: /ocsp/{base64}
                 req.note = _NOTE_OTHER
                 return _NOT_FOUND
-            ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-            if ctype != OCSP_REQUEST:
-                req.note = _NOTE_OCSP_HTTP
-                return _UNSUPPORTED
-            return self._ocsp(req, req.body, get=False)
+            return self._ocsp_post(req)
         if path.startswith(b"/ocsp/"):
+            if path == b"/ocsp/" and req.method == b"POST":  # a responder URL ending in '/'
+                return self._ocsp_post(req)
             if req.method != b"GET":  # HEAD too: it would sign and count for nothing
                 req.note = _NOTE_OCSP_HTTP
                 return _OCSP_GET_ONLY
@@ -595,6 +594,14 @@ class JpkiApp:
         return self.v1 is not None and (path in self.v1.routes or path in self.v1.public)
 
     # --- OCSP ----------------------------------------------------------------------
+
+    def _ocsp_post(self, req: Request) -> Response | asyncio.Future[Response]:
+        """An OCSP POST (RFC 6960 appendix A.1.1): its body, of type application/ocsp-request."""
+        ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if ctype != OCSP_REQUEST:
+            req.note = _NOTE_OCSP_HTTP
+            return _UNSUPPORTED
+        return self._ocsp(req, req.body, get=False)
 
     def _ocsp(self, req: Request, der: bytes, *, get: bool) -> Response | asyncio.Future[Response]:
         """Carry out `responder.flow`'s decision on one OCSP request."""

@@ -181,6 +181,38 @@ def test_ocsp_405_allows_only_the_methods_the_path_serves(app: JpkiApp) -> None:
         assert method not in allowed.split(b", ")
 
 
+def test_ocsp_post_to_a_responder_url_ending_in_a_slash(app: JpkiApp) -> None:
+    """RFC 6960 appendix A.1.1: a POST goes to the responder's URL; a party given
+    ``http://va.example/ocsp/`` posts to /ocsp/, which answered 405 (Allow: GET). It is the
+    OCSP POST route, authenticated and counted as /ocsp; GET /ocsp/ stays a GET with no
+    request in it (malformedRequest)."""
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    der = a_request(
+        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+          "issuer_key_hash": key_hash, "serial_number": 5}]
+    )  # fmt: skip
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    ocsp_type = {b"content-type": b"application/ocsp-request"}
+    bearer = {b"authorization": b"Bearer " + token.encode()}
+    req = request(b"POST", b"/ocsp/", {**ocsp_type, **bearer})
+    req.body = der
+    resp = answer(app, req)
+    assert (resp.status, resp.content_type) == (200, b"application/ocsp-response")
+    assert req.note is not None and req.note.party == "both-verifier"
+    assert req.note.ocsp_status == "successful"
+    unproven = request(b"POST", b"/ocsp/", ocsp_type)
+    unproven.body = der
+    assert answer(app, unproven).status == 200
+    assert unproven.note is not None and unproven.note.rule == "unauthenticated"
+    assert answer(app, request(b"POST", b"/ocsp/", bearer)).status == 415
+    empty = request(b"GET", b"/ocsp/", bearer)
+    assert answer(app, empty).status == 200
+    assert empty.note is not None and empty.note.rule == "malformed"
+
+
 def test_crl_files_are_private_to_the_party_that_downloads_them(app: JpkiApp) -> None:
     """A CRL file (失効情報ファイル) goes to a registered party only (Act §18(2), §37(2)) and
     each download is counted (帳簿, Act §40): like an OCSP answer, it must not be kept by a
