@@ -35,9 +35,11 @@ Order, the first refusal wins; nothing is read from the store before a party is 
    ``tryLater`` (``quota``), nothing taken. A token's status is no provision and takes
    none. The shell gives a `Signing`'s provisions back when its signature is not made
    or not sent (fair share, signer failure, connection gone: `Quota.give_back_provisions`),
-   and moves them to the new Japan day when the signature is made after 00:00 JST (the day
-   the ledger dates it; none left there: ``tryLater``). Without the field this step is one
-   attribute test.
+   an `Answer`'s when it is never written (its connection gone while it waited behind a
+   slower answer: `responder.http.Provision.dropped`; the ledger counts an answer only
+   as it is written, `Provision.sent`), and moves them to the new Japan day when the
+   signature is made after 00:00 JST (the day the ledger dates it; none left there:
+   ``tryLater``). Without the field this step is one attribute test.
 
 What the lookup answers (RFC 6960, RFC 5019 profile):
 
