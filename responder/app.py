@@ -1,6 +1,7 @@
 """The responder's routes: what each path does, with whom, and in which order.
 
-    POST /ocsp, POST /      OCSP (application/ocsp-request), RFC 6960 appendix A.1; on a
+    POST /ocsp, POST /      OCSP (application/ocsp-request), RFC 6960 appendix A.1 (POST
+                            /ocsp/ too: a responder URL given with a trailing slash); on a
                             group's appliance (``[group] file``) for its members only,
                             signed with the group's key (`responder.policy.decide_member`)
     GET  /ocsp/{base64}     OCSP by GET, with RFC 5019 caching headers; HEAD is refused
@@ -135,6 +136,7 @@ from responder.signergauges import SignerCollector
 from responder.signing import SigningPool
 from responder.storegauges import EntryCounts, IssuerRef, StoreCollector
 from responder.streamgauges import StreamCollector
+from responder.structs import FrozenNoGc
 from responder.v1 import changes
 from responder.v1 import problem as v1problem
 from responder.v1.jws import AnswerSigner, load_answer_signer
@@ -491,12 +493,10 @@ class JpkiApp:
                     return _POST_ONLY  # a GET's request is in the path: /ocsp/{base64}
                 req.note = _NOTE_OTHER
                 return _NOT_FOUND
-            ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
-            if ctype != OCSP_REQUEST:
-                req.note = _NOTE_OCSP_HTTP
-                return _UNSUPPORTED
-            return self._ocsp(req, req.body, get=False)
+            return self._ocsp_post(req)
         if path.startswith(b"/ocsp/"):
+            if path == b"/ocsp/" and req.method == b"POST":  # a responder URL ending in '/'
+                return self._ocsp_post(req)
             if req.method != b"GET":  # HEAD too: it would sign and count for nothing
                 req.note = _NOTE_OCSP_HTTP
                 return _OCSP_GET_ONLY
@@ -611,6 +611,14 @@ class JpkiApp:
 
     # --- OCSP ----------------------------------------------------------------------
 
+    def _ocsp_post(self, req: Request) -> Response | asyncio.Future[Response]:
+        """An OCSP POST (RFC 6960 appendix A.1.1): its body, of type application/ocsp-request."""
+        ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if ctype != OCSP_REQUEST:
+            req.note = _NOTE_OCSP_HTTP
+            return _UNSUPPORTED
+        return self._ocsp(req, req.body, get=False)
+
     def _ocsp(self, req: Request, der: bytes, *, get: bool) -> Response | asyncio.Future[Response]:
         """Carry out `responder.flow`'s decision on one OCSP request."""
         registry = self.registry
@@ -629,10 +637,9 @@ class JpkiApp:
                 "ocsp", _SUCCESSFUL, ready.statuses[0], ready.families[0].value, party,
                 _SOURCE[ready.presigned],
             )  # fmt: skip
-            # 帳簿 (Act §40): counted before the answer is sent; 件数 = statuses provided
-            if got.service is not None:  # None: a token's status (Act §38-3), not counted
-                self.ledger.count(party, got.service, Method.OCSP, len(ready.statuses), at=got.at)
-            return self._ocsp_response(ready, get)
+            if got.service is None:  # a token's status (Act §38-3): not counted
+                return self._ocsp_response(ready, get)
+            return self._provided(got.party, got.service, len(ready.statuses), got.at, ready, get)
         if isinstance(got, Refusal):
             req.note = Outcome(
                 "ocsp",
@@ -682,22 +689,25 @@ class JpkiApp:
         # never before the take: a clock set back across 00:00 JST while the signature was
         # made would date it in a day the bound never took it from
         at = max(time.time(), got.now)
+        n = len(got.job.answers)
+        carried = at
         if got.service is not None:
             # provided now: a signature waited for across 00:00 JST moves its provisions to
             # the new day, where the ledger dates it (none left there: tryLater, as in flow)
-            n = len(got.job.answers)
-            carried = self.limits.carry_provisions(got.party, n, got.now, at)
-            if isinstance(carried, Wait):
+            moved = self.limits.carry_provisions(got.party, n, got.now, at)
+            if isinstance(moved, Wait):
                 family = got.job.families[0].value
                 req.note = Outcome("ocsp", _TRY_LATER, family=family, party=party, rule=_QUOTA)
                 return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
-            self.ledger.count(party, got.service, Method.OCSP, n, at=carried)
+            carried = moved
         if self.metrics is not None:
             self.metrics.observe_signing(ready.signing_seconds, party)
         req.note = Outcome(
             "ocsp", _SUCCESSFUL, ready.statuses[0], ready.families[0].value, party, "signed"
         )
-        return self._ocsp_response(ready, get)
+        if got.service is None:
+            return self._ocsp_response(ready, get)
+        return self._provided(got.party, got.service, n, carried, ready, get)
 
     def _give_back(self, got: Signing) -> None:
         """The provisions `responder.flow` took for a signature that was not made, given back
@@ -705,10 +715,23 @@ class JpkiApp:
         if got.service is not None:
             self.limits.give_back_provisions(got.party, len(got.job.answers), got.now)
 
-    def _ocsp_response(self, ready: Ready, get: bool) -> Response:
-        if not get:
-            return Response(200, ready.der, OCSP_RESPONSE)
-        return Response(200, ready.der, OCSP_RESPONSE, caching_headers(ready, int(time.time())))
+    def _ocsp_response(
+        self, ready: Ready, get: bool, provision: _OcspProvision | None = None
+    ) -> Response:
+        headers = caching_headers(ready, int(time.time())) if get else ()
+        return Response(200, ready.der, OCSP_RESPONSE, headers, provision=provision)
+
+    def _provided(
+        self, party: Party, service: Service, n: int, at: float, ready: Ready, get: bool
+    ) -> Response:
+        """An answer of ``n`` provisions to ``party``, taken for the Japan day of ``at``: the
+        ledger (帳簿, Act §40; 件数 = statuses provided) counts them when its bytes go to the
+        transport, still before they are written (a worker killed then loses no count of
+        what a client received), and never for an answer the connection went away before
+        (pipelined behind a slower one): then the provisions are given back instead."""
+        return self._ocsp_response(
+            ready, get, _OcspProvision(self.ledger, self.limits, party, service, n, at)
+        )
 
     # --- other routes ----------------------------------------------------------------
 
@@ -1007,6 +1030,26 @@ def problem(
     if retry_after is not None:
         headers = (*headers, (b"retry-after", str(max(1, retry_after)).encode()))
     return Response(status, body, b"application/problem+json", headers)
+
+
+class _OcspProvision(FrozenNoGc, frozen=True):
+    """An OCSP answer's provisions (`responder.http.Provision`): ``n`` statuses to ``party``,
+    taken for the Japan day of ``at``. Counted in the ledger (帳簿, Act §40) as the answer
+    is written, or given back to the day's bound when it never is. One small struct, not
+    two closures: it is made for every answer given."""
+
+    ledger: LedgerWriter
+    limits: LimitsTable
+    party: Party
+    service: Service
+    n: int
+    at: float
+
+    def sent(self) -> None:
+        self.ledger.count(self.party.id, self.service, Method.OCSP, self.n, at=self.at)
+
+    def dropped(self) -> None:
+        self.limits.give_back_provisions(self.party, self.n, self.at)
 
 
 def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:

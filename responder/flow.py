@@ -35,9 +35,11 @@ Order, the first refusal wins; nothing is read from the store before a party is 
    ``tryLater`` (``quota``), nothing taken. A token's status is no provision and takes
    none. The shell gives a `Signing`'s provisions back when its signature is not made
    or not sent (fair share, signer failure, connection gone: `Quota.give_back_provisions`),
-   and moves them to the new Japan day when the signature is made after 00:00 JST (the day
-   the ledger dates it; none left there: ``tryLater``). Without the field this step is one
-   attribute test.
+   an `Answer`'s when it is never written (its connection gone while it waited behind a
+   slower answer: `responder.http.Provision.dropped`; the ledger counts an answer only
+   as it is written, `Provision.sent`), and moves them to the new Japan day when the
+   signature is made after 00:00 JST (the day the ledger dates it; none left there:
+   ``tryLater``). Without the field this step is one attribute test.
 
 What the lookup answers (RFC 6960, RFC 5019 profile):
 
@@ -48,10 +50,13 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
   issuer under whose index the store's issuer table records another issuer
   (`OcspFlow.foreign`): the status records there are not this issuer's;
 - a revoked serial with a stored pre-signed answer of the current status version,
-  a SHA-1 CertID, no nonce and one CertID gets those stored bytes;
+  a SHA-1 CertID the answer echoes byte for byte (hashAlgorithm parameters NULL,
+  `crlbuilder.ocsp.response.cert_id_der`), no nonce and one CertID gets those stored bytes;
 - a good or unknown serial is signed on demand and cached per worker, keyed by the
-  status record's version (read before the cache), so a revoked serial can never
-  get a cached good; a new store generation empties the cache;
+  request's CertID DER (an answer echoes the CertID asked: parameters NULL and absent
+  are two entries) and checked against the status record's version (read before the
+  cache), so a revoked serial can never get a cached good; a new store generation
+  empties the cache;
 - a nonce (RFC 9654), several CertIDs, or a SHA-256 CertID force a fresh signature;
 - records mode (a store built from issuance records): a serial with no issuance
   record is ``unknown``; an expired, never revoked one is ``good`` (OCSP speaks of
@@ -222,8 +227,10 @@ class OcspFlow:
             for alg in ("sha1", "sha256"):
                 name_hash, key_hash = issuer_hashes(view.certificate, alg)
                 self.issuers[(alg, name_hash, key_hash)] = view
-        self._cache: dict[tuple[bytes, str], tuple[int, Ready]] = {}
-        """(status key, hash algorithm) -> (status version, answer)."""
+        self._cache: dict[bytes, tuple[int, Ready]] = {}
+        """The request's CertID DER -> (status version, answer). The CertID whole, not the
+        status key and hash algorithm: an answer echoes the CertID it was asked, and one
+        certificate has several (SHA-1 or SHA-256; hashAlgorithm parameters NULL or absent)."""
         self._seen = Generation(-1, -1)
         self._snapshot = -1
         self._fresh_until: dict[int, int] = {}
@@ -345,7 +352,7 @@ class OcspFlow:
         answers: list[SingleAnswer] = []
         statuses: list[str] = []
         single = len(req.cert_ids) == 1 and req.nonce is None
-        cache_key: tuple[bytes, str, int] | None = None
+        cache_key: tuple[bytes, bytes, int] | None = None
         for cid in req.cert_ids:
             key = sf.status_key(view.index, cid.serial) if 0 < cid.serial < _SERIAL_END else None
             st = reader.status(key) if key is not None else None
@@ -353,10 +360,10 @@ class OcspFlow:
             if single and key is not None:
                 # one dict lookup serves repeated answers, signed here or pre-signed;
                 # the status version read above keeps a revoked serial from a cached good
-                cached = self._cache.get((key, cid.hash_alg))
+                cached = self._cache.get(cid.der)
                 if cached is not None and cached[0] == version and cached[1].next_update > now:
                     return cached[1]
-                cache_key = (key, cid.hash_alg, version)
+                cache_key = (key, cid.der, version)
             if st is None:
                 # a group appliance imported the CRLs of the Act's families only: a token
                 # (Act §38-3) absent from its store is unknown there, never good
@@ -371,12 +378,13 @@ class OcspFlow:
                         and stored.version == version
                         and stored.next_update > now
                         and stored.signer_id == signer.signer_id
+                        and cid.der in stored.stem  # the CertID it echoes (NULL parameters)
                     ):
                         ready = Ready(
                             stored.stem + signer.certs_suffix, stored.this_update,
                             stored.next_update, ("revoked",), (view.family,), presigned=True,
                         )  # fmt: skip
-                        self._put(key, cid.hash_alg, version, ready)
+                        self._put(cid.der, version, ready)
                         return ready
                 answers.append(SingleAnswer(cid.der, CertStatus.REVOKED, st.revoked_at, st.reason))
             elif st.state == sf.STATE_ERASED:
@@ -470,16 +478,16 @@ class OcspFlow:
         """
         if job.cache_key is None:
             return
-        key, alg, version = job.cache_key
+        key, cert_id, version = job.cache_key
         view = self.by_index.get(sf.split_status_key(key)[0])
         if view is None or job.signer is not self.signer_for(view):
             return
-        self._put(key, alg, version, ready)
+        self._put(cert_id, version, ready)
 
-    def _put(self, key: bytes, alg: str, version: int, ready: Ready) -> None:
+    def _put(self, cert_id: bytes, version: int, ready: Ready) -> None:
         entries = self.config.good_cache_entries
         if not entries:
             return
         if len(self._cache) >= entries:
             self._cache.pop(next(iter(self._cache)))
-        self._cache[(key, alg)] = (version, ready)
+        self._cache[cert_id] = (version, ready)

@@ -87,6 +87,7 @@ __all__ = [
     "HttpHooks",
     "HttpProtocol",
     "HttpServer",
+    "Provision",
     "Request",
     "Response",
     "decode_forwarded_cert",
@@ -182,6 +183,23 @@ class Response(FrozenNoGc, frozen=True):
     a refusal per request. Requests already read are still answered, in order, but one
     refused for load again (pipelined behind the first) closes the connection after its
     answer, the rest of that read unparsed."""
+    provision: Provision | None = None
+    """What the answer gives, told when it is written or dropped (`Provision`)."""
+
+
+class Provision(Protocol):
+    """What an answer gives (`Response.provision`): exactly one of the two is called, once.
+
+    ``sent`` just before the answer's bytes are handed to the transport: what the app counts
+    only for an answer given (an OCSP answer in the ledger, 帳簿 Act §40); an exception from
+    it is an app failure, the 500 written instead. ``dropped`` when the answer was made but
+    will never be written: the connection went away while it waited its turn (pipelined
+    behind a slower answer) or closed before it; the app undoes what it took for it (a
+    party's provisions of the day)."""
+
+    def sent(self) -> None: ...
+
+    def dropped(self) -> None: ...
 
 
 class App(Protocol):
@@ -666,6 +684,8 @@ class HttpProtocol(asyncio.Protocol):
             for slot in self._queue:
                 if slot.fut is not None:
                     slot.fut.cancel()
+            for slot in self._queue:
+                _drop(slot.resp)
         self._uncount()
         self._srv._connection_gone(self)
         if self._timer is not None:
@@ -1009,7 +1029,10 @@ class HttpProtocol(asyncio.Protocol):
             if not isinstance(resp, Response):
                 resp = _app_failed(TypeError(type(resp).__name__), req)
         slot.resp = resp
-        if self._phase != _CLOSED:
+        queue = self._queue
+        if queue is None or slot not in queue:  # discarded while the app worked on it
+            _drop(resp)
+        elif self._phase != _CLOSED:
             self._flush()
 
     def _enqueue(self, slot: _Slot) -> None:
@@ -1048,7 +1071,13 @@ class HttpProtocol(asyncio.Protocol):
         """Write one answer; False when the connection is closing after it."""
         transport = self._transport
         if transport is None:
+            _drop(resp)
             return False
+        if resp.provision is not None:
+            try:
+                resp.provision.sent()
+            except Exception as exc:
+                resp = _app_failed(exc, req) if req is not None else _ERRORS[500]
         srv = self._srv
         keep = not close and req is not None and req.keep_alive
         if (
@@ -1161,6 +1190,9 @@ class HttpProtocol(asyncio.Protocol):
         # header timeouts would otherwise shut every new connection out while it lingers)
         self._srv.unattributed.pop(self, None)
         self._linger = linger
+        if self._queue:
+            for slot in self._queue:
+                _drop(slot.resp)
         self._queue = None
         self._deferred = 0
         self._holding = None
@@ -1307,6 +1339,16 @@ class HttpProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is not None:
             transport.abort()
+
+
+def _drop(resp: Response | None) -> None:
+    """`Provision.dropped` of an answer made that will never be written (none: nothing)."""
+    if resp is None or resp.provision is None:
+        return
+    try:
+        resp.provision.dropped()
+    except Exception as exc:  # the connection is gone: logged, without request data
+        _log.error("answer_drop_failed", extra={"fields": {"exc_type": type(exc).__name__}})
 
 
 def _app_failed(exc: BaseException, req: Request) -> Response:

@@ -97,8 +97,8 @@ class SignJob:
     nonce: bytes | None
     statuses: tuple[str, ...]
     families: tuple[Family, ...]
-    cache_key: tuple[bytes, str, int] | None
-    """(status key, hash algorithm, status version) when the answer may be cached."""
+    cache_key: tuple[bytes, bytes, int] | None
+    """(status key, the request's CertID DER, status version) when the answer may be cached."""
 
     def run(self) -> Ready:
         t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from asn1crypto import ocsp as a_ocsp
 from cryptography import x509
 
 from crlbuilder.ocsp.response import issuer_hashes
@@ -182,6 +183,81 @@ def test_ocsp_405_allows_only_the_methods_the_path_serves(app: JpkiApp) -> None:
         allowed = dict(resp.extra_headers)[b"allow"]
         assert allowed == allow, (method, target, allowed)
         assert method not in allowed.split(b", ")
+
+
+def test_ocsp_post_to_a_responder_url_ending_in_a_slash(app: JpkiApp) -> None:
+    """RFC 6960 appendix A.1.1: a POST goes to the responder's URL; a party given
+    ``http://va.example/ocsp/`` posts to /ocsp/, which answered 405 (Allow: GET). It is the
+    OCSP POST route, authenticated and counted as /ocsp; GET /ocsp/ stays a GET with no
+    request in it (malformedRequest)."""
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    der = a_request(
+        [{"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+          "issuer_key_hash": key_hash, "serial_number": 5}]
+    )  # fmt: skip
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    ocsp_type = {b"content-type": b"application/ocsp-request"}
+    bearer = {b"authorization": b"Bearer " + token.encode()}
+    req = request(b"POST", b"/ocsp/", {**ocsp_type, **bearer})
+    req.body = der
+    resp = answer(app, req)
+    assert (resp.status, resp.content_type) == (200, b"application/ocsp-response")
+    assert req.note is not None and req.note.party == "both-verifier"
+    assert req.note.ocsp_status == "successful"
+    unproven = request(b"POST", b"/ocsp/", ocsp_type)
+    unproven.body = der
+    assert answer(app, unproven).status == 200
+    assert unproven.note is not None and unproven.note.rule == "unauthenticated"
+    assert answer(app, request(b"POST", b"/ocsp/", bearer)).status == 415
+    empty = request(b"GET", b"/ocsp/", bearer)
+    assert answer(app, empty).status == 200
+    assert empty.note is not None and empty.note.rule == "malformed"
+
+
+def test_act_40_an_ocsp_answer_is_counted_when_written_not_when_decided(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """帳簿 (Act §40): the ledger counts an OCSP answer (one per CertID) as its bytes go to the
+    transport (`Provision.sent`), not when it is decided: one pipelined behind a slower
+    answer on a connection that went away was counted though never written. A dropped
+    answer gives the party's provisions back (`Provision.dropped`) and counts nothing;
+    freshly signed or cached, the same."""
+    issuer = x509.load_pem_x509_certificate(
+        (app.config.store.pki / app.manifest.issuers[0].cert).read_bytes()
+    )
+    name_hash, key_hash = issuer_hashes(issuer, "sha1")
+    cid = {"hash_algorithm": {"algorithm": "sha1"}, "issuer_name_hash": name_hash,
+           "issuer_key_hash": key_hash, "serial_number": 7}  # fmt: skip
+    token = (app.config.store.pki / "parties" / "both-verifier.token").read_text().strip()
+    headers = {
+        b"content-type": b"application/ocsp-request",
+        b"authorization": b"Bearer " + token.encode(),
+    }
+    counted: list[tuple[str, int]] = []
+    given_back: list[int] = []
+    monkeypatch.setattr(
+        app.ledger, "count", lambda party, service, method, n, at=None: counted.append((party, n))
+    )
+    monkeypatch.setattr(
+        app.limits, "give_back_provisions", lambda party, n, now: given_back.append(n)
+    )
+    for der, source in ((a_request([cid]), "signed"), (a_request([cid]), "cached"),
+                        (a_request([cid, cid]), "signed")):  # fmt: skip
+        req = request(b"POST", b"/ocsp", dict(headers))
+        req.body = der
+        resp = answer(app, req)
+        assert req.note is not None and req.note.source == source
+        assert counted == [] and resp.provision is not None
+        n = len(a_ocsp.OCSPRequest.load(der)["tbs_request"]["request_list"])
+        resp.provision.dropped()
+        assert (counted, given_back) == ([], [n])
+        resp.provision.sent()
+        assert counted == [("both-verifier", n)]
+        counted.clear()
+        given_back.clear()
 
 
 def test_crl_files_are_private_to_the_party_that_downloads_them(app: JpkiApp) -> None:

@@ -560,6 +560,84 @@ def test_a_lost_connection_cancels_the_answers_the_app_is_still_working_on(
     assert not [r for r in caplog.records if r.getMessage() == "app_error"]
 
 
+class _Told:
+    """A `responder.http.Provision` that records which of its two calls came."""
+
+    def __init__(self, name: str, events: list[str], transport: FakeTransport | None) -> None:
+        self.name = name
+        self.events = events
+        self.transport = transport
+
+    def sent(self) -> None:
+        written = len(Answers(bytes(self.transport.written)).done) if self.transport else 0
+        self.events.append(f"sent {self.name} after {written}")
+
+    def dropped(self) -> None:
+        self.events.append(f"dropped {self.name}")
+
+
+class _ProvidingApp:
+    """Like `_PendingApp`, each immediate answer with a `_Told` provision."""
+
+    def __init__(self, pending: asyncio.Future[Response], events: list[str]) -> None:
+        self.pending = pending
+        self.events = events
+        self.transport: FakeTransport | None = None
+
+    def handle(self, req: Request) -> Response | asyncio.Future[Response]:
+        if req.target == b"/slow":
+            return self.pending
+        told = _Told(req.target.decode(), self.events, self.transport)
+        return Response(200, req.target, b"text/plain", provision=told)
+
+
+@pytest.mark.parametrize("finish", ["cancelled", "signed", "signed-after-close"])
+def test_an_answer_is_given_when_written_never_when_the_connection_went_first(
+    finish: str,
+) -> None:
+    """帳簿 (Act §40) counts what was provided: an answer made at once but pipelined behind
+    a slower one (a fresh signature) is not provided when the client goes away before its
+    turn, so its `Provision.dropped` runs (the app gives the party's provisions back) and
+    never its ``sent`` (the ledger count); an answer written runs ``sent`` once, just before
+    its bytes. The demo showed the gap: 19 provisions counted on a connection reset at once."""
+
+    async def main() -> list[str]:
+        events: list[str] = []
+        pending: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        app = _ProvidingApp(pending, events)
+        c = connect(app=app)  # type: ignore[arg-type]
+        app.transport = c.transport
+        if finish == "cancelled":
+            c.send(get("/slow") + get("/fast"))
+            c.transport.abort()
+            await asyncio.sleep(0)
+        elif finish == "signed":
+            c.send(get("/slow") + get("/fast") + get("/last"))
+            assert events == []
+            told = _Told("slow", events, c.transport)
+            pending.set_result(Response(200, b"signed", b"text/plain", provision=told))
+            await asyncio.sleep(0)
+            assert [a.body for a in c.answers()] == [b"signed", b"/fast", b"/last"]
+        else:  # the signature made, its callback not yet run, when the connection goes
+            c.send(get("/slow"))
+            pending.set_result(
+                Response(200, b"signed", b"text/plain", provision=_Told("slow", events, None))
+            )
+            c.transport.abort()
+            await asyncio.sleep(0)
+        return events
+
+    events = asyncio.run(main())
+    assert (
+        events
+        == {
+            "cancelled": ["dropped /fast"],
+            "signed": ["sent slow after 0", "sent /fast after 1", "sent /last after 2"],
+            "signed-after-close": ["dropped slow"],
+        }[finish]
+    )
+
+
 # -- in process on a loopback socket: hooks and the trusted proxy's certificate header --------
 
 

@@ -396,7 +396,8 @@ def test_stored_presigned_answer_served_only_for_its_status_version(
     mem = store(views)
     sign = views[SIGN]
     key = sf.status_key(SIGN, REVOKED)
-    stem = b"\x30\x82stem"
+    (asked,) = parse_request(request(sign, REVOKED), max_certids=1).cert_ids
+    stem = b"\x30\x82stem" + asked.der  # an answer echoes the CertID asked
     mem.answers[key] = StoredAnswer(4, NOW - 60, NOW + 600, sign.signer.signer_id, stem)
     got = flow(views).decide(request(sign, REVOKED), Creds("both"), NOW, mem, REGISTRY)
     assert isinstance(got, Answer) and got.ready.presigned
@@ -534,6 +535,48 @@ def test_nonce_and_several_certids_are_signed_fresh_and_not_cached(
     two = fl.decide(request(sign, GOOD, REVOKED), Creds("both"), NOW, mem, REGISTRY)
     assert isinstance(two, Signing) and two.job.cache_key is None
     assert two.job.statuses == ("good", "revoked") and len(two.job.answers) == 2
+
+
+def _echoed_cert_id(ready: Ready) -> bytes:
+    """The DER of the answer's (one) SingleResponse CertID."""
+    basic = a_ocsp.OCSPResponse.load(ready.der)["response_bytes"]["response"].parsed
+    (single,) = basic["tbs_response_data"]["responses"]
+    return bytes(single["cert_id"].dump(force=True))
+
+
+def _absent_params(view: IssuerView, serial: int) -> bytes:
+    """A SHA-1 request whose hashAlgorithm has no parameters (RFC 5754 §2: SHOULD be
+    absent), not the NULL the responder's pre-signed answers carry."""
+    (c,) = _cids(view, serial)
+    c["hash_algorithm"]["parameters"] = None
+    return a_request([c])
+
+
+@pytest.mark.parametrize("serial", [GOOD, REVOKED], ids=["cached-good", "presigned-revoked"])
+def test_rfc6960_4_2_1_the_answer_echoes_the_request_certid_byte_for_byte(
+    views: dict[int, IssuerView], serial: int
+) -> None:
+    """SHA-1 CertIDs come with hashAlgorithm parameters NULL or absent, both well-formed. An
+    answer echoes the CertID it was asked (clients that compare CertIDs whole, such as
+    Bouncy Castle's, find no answer otherwise): a good answer cached for one form, or the
+    builder's pre-signed answer (NULL form), is never served for the other."""
+    mem = store(views)
+    sign = views[SIGN]
+    key = sf.status_key(SIGN, REVOKED)
+    stem_der = signed(
+        flow(views).decide(request(sign, REVOKED), Creds("both"), NOW, mem, REGISTRY), flow(views)
+    ).der
+    stem = stem_der[: len(stem_der) - len(sign.certs_suffix)]
+    mem.answers[key] = StoredAnswer(4, NOW - 60, NOW + 600, sign.signer.signer_id, stem)
+    fl = flow(views)
+    null_form = request(sign, serial)
+    absent = _absent_params(sign, serial)
+    assert absent != null_form
+    for first, second in ((null_form, absent), (absent, null_form)):
+        for req_der in (first, second):
+            ready = signed(fl.decide(req_der, Creds("both"), NOW, mem, REGISTRY), fl)
+            (asked,) = parse_request(req_der, max_certids=1).cert_ids
+            assert _echoed_cert_id(ready) == asked.der
 
 
 # --- a signed request proves its party (RFC 6960 §4.1.2) ------------------------------------

@@ -728,6 +728,19 @@ def test_get_path_from_the_request_line_bytes() -> None:
             assert decode_get_path(text.encode()) == der == decode_get_path(text)
 
 
+def test_rfc5019_5_get_path_from_a_responder_url_ending_in_a_slash() -> None:
+    """RFC 5019 §5: a GET is ``{url}/{base64}``; a client given a responder URL that ends in
+    ``/`` (``http://va.example/ocsp/``) sends ``/ocsp//MEMw...``. A request's base64 starts
+    with ``M`` (its DER with 0x30), never ``/``, so the extra slashes name nothing else."""
+    for der in (CANONICAL, CANONICAL + b"\xfe"):
+        std = base64.b64encode(der).decode()
+        for text in ("/" + std, "//" + std, "/" + quote(std, safe="")):
+            assert decode_get_path(text.encode()) == der == decode_get_path(text)
+    for lone in ("/", "//"):
+        with pytest.raises(RequestError):
+            decode_get_path(lone)
+
+
 @pytest.mark.parametrize(
     "path", [b"\xff\xfe\xfd\xfc", b"%FF%FE%FD%FC", b"QUJD\xc3\xa9", b"QUJD%00"]
 )

@@ -55,12 +55,19 @@ def agree(app: JpkiApp, *flags: str) -> None:
     app.registry = Registry.load(app.config.registry.path)
 
 
+def written(resp: Response) -> Response:
+    """``resp`` as the HTTP layer writes it: its `Provision.sent` (the ledger's count) first."""
+    if resp.provision is not None:
+        resp.provision.sent()
+    return resp
+
+
 def answer(app: JpkiApp, req: Request) -> Response:
     async def run() -> Response:
         got = app.handle(req)
         return got if isinstance(got, Response) else await got
 
-    return asyncio.run(run())
+    return written(asyncio.run(run()))
 
 
 def auth(app: JpkiApp) -> dict[bytes, bytes]:
@@ -253,7 +260,7 @@ def sign_across_midnight(
         handed.set_result(ready)
         return await pending
 
-    return asyncio.run(run()), handed_at
+    return written(asyncio.run(run())), handed_at
 
 
 def ocsp_counted(app: JpkiApp) -> list[tuple[date, int]]:

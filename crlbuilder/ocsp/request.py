@@ -429,7 +429,10 @@ def decode_get_path(path_component: str | bytes, *, max_length: int = 4096) -> b
     as clients send both. Pass everything after the base path, ``/``
     included: unescaped base64 contains ``/``. Raw bytes from the request
     line are taken as they are (no text decoding first); anything outside
-    base64's alphabet after URL-decoding is refused. Raises `RequestError`
+    base64's alphabet after URL-decoding is refused. Leading ``/`` are dropped:
+    a client given a responder URL ending in ``/`` sends ``/ocsp//MEMw...``
+    (RFC 5019 §5: ``{url}/{base64}``), and a request's base64 begins with
+    ``M`` (DER 0x30), never ``/``. Raises `RequestError`
     (malformedRequest) for anything that does not decode or is longer than
     ``max_length`` characters.
     """
@@ -442,6 +445,7 @@ def decode_get_path(path_component: str | bytes, *, max_length: int = 4096) -> b
             raise RequestError("bad GET path") from None
     else:
         raw = path_component
+    raw = raw.lstrip(b"/")
     if b"%" in raw:
         raw = unquote_to_bytes(raw)
     raw = raw.translate(_URLSAFE_TO_STANDARD).rstrip(b"=")
