@@ -628,3 +628,72 @@ def test_a_negative_quota_or_cycle_is_refused_as_negative(
     assert "-5 is negative (0 means none)" in capsys.readouterr().err
     assert reg.read_bytes() == before
     assert act(reg, "update", "sig-verifier", flag, "0") == 0
+
+
+ONE_PARTY = """
+[[party]]
+id = "auth-verifier"
+name = "Renamed"
+[party.notification]
+address = "a"
+office = "o"
+start = 2016-01-01
+[[party.title]]
+kind = "user-verifier"
+category = 4
+[party.agreement]
+services = ["auth-revocation-info"]
+families = ["auth-card"]
+methods = ["ocsp"]
+liability = "l"
+[[party.credential]]
+kind = "token"
+token_sha256 = "{digest}"
+"""
+
+
+def test_an_ended_or_suspended_party_stays_so_through_update_from_a_file(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The end of provision is final and a suspension (提供の停止, Act §37(4)) lasts until
+    `registry resume`: `update --from FILE` (a notification form, without state) keeps both;
+    a file that states another end or other suspensions is refused, nothing written."""
+    token = (reg.parent / "pki/parties/auth-verifier.token").read_text().strip()
+    form = tmp_path / "form.toml"
+    form.write_text(ONE_PARTY.format(digest=hashlib.sha256(token.encode()).hexdigest()))
+    assert suspend(reg, "auth-verifier", "Act §37(4)(1)") == 0
+    assert act(reg, "update", "auth-verifier", "--from", str(form)) == 0
+    p = Registry.load(reg).parties["auth-verifier"]
+    assert p.name == "Renamed" and [s.article for s in p.suspensions] == ["Act §37(4)(1)"]
+    assert act(reg, "end", "auth-verifier", "--reason", "withdrew") == 0
+    assert act(reg, "update", "auth-verifier", "--from", str(form)) == 0
+    p = Registry.load(reg).parties["auth-verifier"]
+    assert p.state(time.time() + 1).value == "ended"
+    # a file that ends it otherwise is refused
+    form.write_text(
+        form.read_text() + '[party.ended]\nat = 2099-01-01T00:00:00+09:00\nreason = "x"\n'
+    )
+    before = reg.read_bytes()
+    capsys.readouterr()
+    assert act(reg, "update", "auth-verifier", "--from", str(form)) == 2
+    assert "ended" in capsys.readouterr().err and reg.read_bytes() == before
+
+
+def test_import_replace_does_not_revive_an_ended_party_or_lift_a_suspension(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export taken before `registry end` (or `suspend`) imported with --replace would put
+    the party back in service: refused, the registry and its audit unchanged."""
+    exported = tmp_path / "before.toml"
+    assert run("export", "--registry", str(reg), "--out", str(exported)) == 0
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)") == 0
+    assert act(reg, "end", "auth-verifier", "--reason", "withdrew") == 0
+    before, audit_before = reg.read_bytes(), audit_path_for(reg).read_bytes()
+    capsys.readouterr()
+    assert run("import", "--registry", str(reg), "--from", str(exported), "--replace") == 2
+    err = capsys.readouterr().err
+    assert "'sig-verifier'" in err and "'auth-verifier'" in err and "registry resume" in err
+    assert reg.read_bytes() == before and audit_path_for(reg).read_bytes() == audit_before
+    r = Registry.load(reg)
+    assert r.parties["auth-verifier"].state(time.time() + 1).value == "ended"
+    assert r.parties["sig-verifier"].state(time.time() + 1).value == "suspended"

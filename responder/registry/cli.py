@@ -15,6 +15,12 @@ file as it was), appended to the audit log, then written atomically (temporary
 file, fsync, rename; mode 0600). Comments in the file are not kept: the file
 is rewritten in its normalized form.
 
+A party's state changes through its own command only: its suspensions (提供の停止) through
+`suspend` and `resume`, its end of provision through `end`, once (final). `update --from
+FILE` keeps both (the file is a form of the notification and agreement); an `update` or
+`import --replace` whose entry states other suspensions or another end is refused, so an
+older export cannot put a suspended or ended party back in service.
+
 The audit log (``FILE`` with suffix ``.audit.jsonl`` unless ``--audit``) has
 one JSON object per change and party: ``seq``, ``at`` (UTC), ``actor``
 (``--actor``, default the OS user), ``action``, ``party``, ``before``,
@@ -208,6 +214,8 @@ def _change(
                 replicate(path, newest.data, audit=audit, origin=f"{shared.bucket}#{revision}")
         current, before_reg = _read(path, t, must_exist=must_exist, check=check_current)
         after = mutate(_copy(current))
+        if action != "init":  # `registry init --force` replaces the (demo) registry whole
+            _check_state_kept(current, after, action, path)
         text = dump_registry(after, header=HEADER)
         try:
             after_reg = Registry.build(
@@ -336,6 +344,33 @@ def _diff(before: RegistryFile, after: RegistryFile) -> list[dict[str, Any]]:
             continue
         out.append({"party": pid, "before": _redacted(b), "after": _redacted(a)})
     return out
+
+
+_STATE_ACTIONS: Final = {"suspension": ("suspend", "resume"), "ended": ("end",)}
+"""The party state each command may change: suspensions (提供の停止, Act §18(6),(7), §37(4))
+only `suspend` and `resume`; the end of provision only `end`, once."""
+
+
+def _check_state_kept(before: RegistryFile, after: RegistryFile, action: str, path: Path) -> None:
+    """Refuse a change that would lift a suspension or undo the end of provision other than by
+    the command that does it (an `update --from` or `import --replace` of an older entry)."""
+    new = {p.id: p for p in after.parties}
+    problems: list[str] = []
+    for b in before.parties:
+        a = new.get(b.id)
+        if not isinstance(b, PartyEntry) or not isinstance(a, PartyEntry):
+            continue
+        if a.suspension != b.suspension and action not in _STATE_ACTIONS["suspension"]:
+            problems.append(
+                f"party {b.id!r}: its suspensions (提供の停止) change through `registry suspend` "
+                "and `registry resume` only"
+            )
+        if a.ended != b.ended and (action not in _STATE_ACTIONS["ended"] or b.ended is not None):
+            problems.append(
+                f"party {b.id!r}: the end of provision (ended) is set by `registry end` and is final"
+            )
+    if problems:
+        raise CommandError(f"refused, {path} unchanged:\n" + "\n".join(problems))
 
 
 def _check_credentials(
@@ -666,11 +701,10 @@ def cmd_update(args: argparse.Namespace) -> int:
     def mutate(data: RegistryFile) -> RegistryFile:
         nonlocal tokens
         existing = _existing(data, args.id)
-        base = (
-            _party_from_file(args.from_file, args.id)
-            if args.from_file
-            else entry_to_builtins(existing)
-        )
+        base = entry_to_builtins(existing)
+        if args.from_file:  # a form of the notification and agreement: the state stays
+            state = {k: base[k] for k in _STATE_ACTIONS if k in base}
+            base = {**state, **_party_from_file(args.from_file, args.id)}
         d, tokens = _apply_flags(base, args, registry=path, new=False)
         data.parties[data.parties.index(existing)] = _to_entry(d, str(path))
         return data
@@ -1175,7 +1209,8 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         "--from",
         dest="from_file",
         type=Path,
-        help="TOML with the party's [[party]] table, as the starting point",
+        help="TOML with the party's [[party]] table, as the starting point (update: its "
+        "suspensions and end are kept)",
     )
     p.add_argument("--name", help="氏名又は名称 (Ord §30(1))")
     g = p.add_argument_group("notification (届出, Ord §30, §32, §61)")
