@@ -697,3 +697,22 @@ def test_import_replace_does_not_revive_an_ended_party_or_lift_a_suspension(
     r = Registry.load(reg)
     assert r.parties["auth-verifier"].state(time.time() + 1).value == "ended"
     assert r.parties["sig-verifier"].state(time.time() + 1).value == "suspended"
+
+
+def test_a_group_narrows_its_member_range_once_the_member_has_ended(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group notifies a change of its range (署名確認者の範囲, Ord §32(4)): a member still
+    served must stay inside it; one whose provision has ended no longer needs to (no command
+    removes a party: its entry is kept, with its history)."""
+    narrow = ("update", "group-verifier", "--members", "member-1")
+    capsys.readouterr()
+    assert act(reg, *narrow) == 2
+    assert "'member-2'" in capsys.readouterr().err
+    assert act(reg, "end", "member-2", "--reason", "left the group") == 0
+    assert act(reg, *narrow) == 0
+    r = Registry.load(reg)
+    assert r.parties["member-2"].state(time.time()).value == "ended"
+    # an end still to come is no end yet
+    assert act(reg, "end", "member-1", "--reason", "r", "--at", "2099-01-01") == 0
+    assert act(reg, "update", "group-verifier", "--members", "member-2") == 2

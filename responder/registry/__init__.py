@@ -75,7 +75,8 @@ Decisions recorded here (the tests hold them):
   times need an explicit offset.
 - A group's member range (署名確認者の範囲, Ord §32(4)) is a list of party ids
   (``members``), an id prefix (``member_prefix``), or both; a member's entry
-  must fall inside it. Member entries carry no notification and no agreement
+  must fall inside it until its provision has ended (then the group may narrow
+  its range without it; its entry stays, with its history). Member entries carry no notification and no agreement
   (the group notifies their range; their agreement is with the group); a
   member's ``item``, when given, is its group's ``group_kind`` (Act §17(5)).
   Only a group's own appliance answers members (``[group] file``,

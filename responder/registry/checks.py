@@ -429,6 +429,8 @@ class _Checker:
         return tuple(out)
 
     def membership(self, e: PartyEntry, by_id: Mapping[str, AnyEntry]) -> None:
+        if e.ended is not None and e.ended.at.timestamp() <= self.now:
+            return  # no longer answered: its group may have narrowed its range since (Ord §32(4))
         for i, t in enumerate(e.title):
             if not isinstance(t, SignatureConfirmerTitle):
                 continue
@@ -450,7 +452,8 @@ class _Checker:
                 self.err(
                     e.id,
                     f"title[{i}].group",
-                    f"outside the member range (署名確認者の範囲) {t.group!r} notified (Act §17(5), Ord §32(4))",
+                    f"outside the member range (署名確認者の範囲) {t.group!r} notified (Act §17(5), Ord §32(4)); "
+                    f"a member leaving it is ended first (`registry end --id {e.id}`)",
                 )
             elif t.item is not None and t.item != gtitle.group_kind:
                 self.err(
