@@ -743,3 +743,75 @@ def test_last_good_registry_survives_a_broken_file(tmp_path: Path) -> None:
     assert keeper.error is None and set(keeper.registry.parties) == {"x"}
     reg, error = keeper.for_worker()
     assert error is None and set(reg.parties) == {"x"}
+
+
+UNSUPPORTED_KEY_CERT = b"""\
+-----BEGIN CERTIFICATE-----
+MIIBLDCB9qADAgECAhRMDzLdQ4+uk3qlrhSrHkY3lgPJhTAKBggqhkjOPQQDAjAQ
+MQ4wDAYDVQQDDAV3ZWlyZDAgFw0yNjEyMDYyMDMzMTJaGA8yMTI2MTExMjIwMzMx
+MlowEDEOMAwGA1UEAwwFd2VpcmQwMjAQBgcqhkjOPQIBBgUrgQQABgMeAARd6Jk2
+mYLODG9v/zEAUjRkh2Qsg+LpOmQj3+jTo1MwUTAdBgNVHQ4EFgQUdAlL3C10pdfV
+QhbDA3osAKM8n7YwHwYDVR0jBBgwFoAUdAlL3C10pdfVQhbDA3osAKM8n7YwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgMlADAiAg8Ah7G36PfObvq68Ah3OoUC
+DwCQa/S+dNSbV5YeIVIuyA==
+-----END CERTIFICATE-----
+"""
+"""A self-signed certificate on secp112r1, a curve `cryptography` does not load (made with
+`openssl ecparam -name secp112r1`; valid until 2126)."""
+
+
+def test_a_file_no_check_foresaw_is_refused_not_raised(tmp_path: Path) -> None:
+    """Whatever a hand edit puts in the file, loading it raises RegistryError (naming the
+    party and field) and nothing else: a worker's once-a-second reload, the master and the
+    admin commands catch only that, and keep the registry in use. Before: a certificate
+    whose key algorithm is not supported and a certificate path with a NUL escaped as
+    UnsupportedAlgorithm and ValueError (a worker's registry-watch thread died of them: no
+    later change, a suspension included, reached that worker)."""
+    (tmp_path / "weird.pem").write_bytes(UNSUPPORTED_KEY_CERT)
+    cases = {
+        "weird.pem": verifier("v", credential=[{"kind": "mtls", "cert": "weird.pem"}]),
+        "cannot read": verifier("v", credential=[{"kind": "mtls", "cert": "a\0b.pem"}]),
+    }
+    for needle, entry in cases.items():
+        f = tmp_path / "registry.toml"
+        f.write_text(text(entry))
+        with pytest.raises(RegistryError) as e:
+            Registry.load(f)
+        assert "party 'v'" in str(e.value) and needle in str(e.value), str(e.value)
+
+
+def test_a_certification_or_approval_until_the_last_day_loads() -> None:
+    """A certification (認定, Act §17(2)) or an approval period (Act §38-2(1)) ending on the
+    last day a date can hold: the first second after it is still a number (it was an
+    OverflowError, escaping the reload like the cases above)."""
+    t = verifier("v")
+    t["title"] = [{"kind": "signature-verifier", "category": 5, "certified_until": date.max},
+                  {"kind": "user-verifier", "category": 4},
+                  {"kind": "specified-user-verifier", "approved": date(2024, 4, 1),
+                   "approved_until": date.max}]  # fmt: skip
+    t["agreement"]["services"].append("specified-verifier-token")
+    p = build(text(t)).parties["v"]
+    assert p.approval is not None and p.approval.in_force(NOW)
+    last = datetime.combine(date.max, datetime.min.time(), tzinfo=JST).timestamp() + 86_400
+    assert p.grants[Service.SIGN_REVOCATION_INFO].until == last == p.approval.until
+
+
+def test_an_unforeseen_failure_while_checking_is_a_refused_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The net under the checks above: any exception while checking a file becomes a
+    RegistryError naming the file, so a worker's reload keeps the registry in use."""
+    from responder.registry import checks
+
+    f = tmp_path / "registry.toml"
+    f.write_text(text(verifier("v")))
+    reg = Registry.load(f)
+
+    def boom(self: object, data: object) -> None:
+        raise ZeroDivisionError("no check foresaw this")
+
+    monkeypatch.setattr(checks._Checker, "check", boom)
+    f.write_text(text(verifier("v"), verifier("w")))
+    with pytest.raises(RegistryError, match=r"cannot be checked \(ZeroDivisionError"):
+        reg.reload_if_changed(f)
+    assert reg.reload_if_changed(f) is None  # reported once; the registry in use is kept

@@ -12,10 +12,10 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -29,6 +29,7 @@ from responder.registry.party import (
     Grant,
     Party,
     SuspensionWindow,
+    day_end,
     day_start,
 )
 from responder.registry.schema import (
@@ -356,8 +357,11 @@ class _Checker:
         except OSError as e:
             self.err(pid, fld, f"cannot read {path}: {e.strerror}")
             return None
+        except ValueError:  # a NUL in the path
+            self.err(pid, fld, f"cannot read {ref!r}: not a file name")
+            return None
         try:
-            return (
+            cert = (
                 x509.load_pem_x509_certificate(data)
                 if b"-----BEGIN" in data
                 else x509.load_der_x509_certificate(data)
@@ -365,6 +369,12 @@ class _Checker:
         except ValueError:
             self.err(pid, fld, f"{path} is not a certificate")
             return None
+        try:
+            cert.public_key()
+        except (UnsupportedAlgorithm, ValueError) as e:
+            self.err(pid, fld, f"{path}: its public key cannot be used ({e})")
+            return None
+        return cert
 
     def suspensions(self, e: PartyEntry, kinds: frozenset[Title]) -> tuple[SuspensionWindow, ...]:
         out: list[SuspensionWindow] = []
@@ -489,7 +499,7 @@ def _title_until(s: Service, kinds: frozenset[Title], titles: Mapping[Title, Tit
             if isinstance(entry, SignatureVerifierTitle | UserVerifierTitle)
             else None
         )
-        until = max(until, math.inf if lapse is None else day_start(lapse + timedelta(days=1)))
+        until = max(until, math.inf if lapse is None else day_end(lapse))
     if s in SERVICE_REQUIRES_ALL:  # every required title must still hold
         for t in SERVICE_REQUIRES_ALL[s]:
             entry = titles[t]
@@ -497,7 +507,7 @@ def _title_until(s: Service, kinds: frozenset[Title], titles: Mapping[Title, Tit
                 isinstance(entry, SignatureVerifierTitle | UserVerifierTitle)
                 and entry.certified_until
             ):
-                until = min(until, day_start(entry.certified_until + timedelta(days=1)))
+                until = min(until, day_end(entry.certified_until))
     return until
 
 

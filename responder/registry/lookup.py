@@ -126,12 +126,24 @@ class Registry:
     def build(
         cls, data: RegistryFile, *, base: Path, source: str, now: float | None = None
     ) -> Registry:
-        """Check every rule of the module docstring and build the lookup tables."""
+        """Check every rule of the module docstring and build the lookup tables.
+
+        Raises RegistryError and nothing else, whatever the file holds: the workers' reload,
+        the master and the admin commands catch that and keep the registry in use, so a file
+        that no check foresaw is refused like any bad file (naming what went wrong) rather
+        than stopping the thread that takes later changes."""
         checker = _Checker(base=base, source=source, now=time.time() if now is None else now)
-        parties = checker.check(data)
-        if checker.errors:
-            raise RegistryError("\n".join(checker.errors))
-        return cls(parties, file=data, source=source, warnings=checker.warnings)
+        try:
+            parties = checker.check(data)
+            if checker.errors:
+                raise RegistryError("\n".join(checker.errors))
+            return cls(parties, file=data, source=source, warnings=checker.warnings)
+        except RegistryError:
+            raise
+        except Exception as e:  # see the docstring
+            raise RegistryError(
+                f"{source}: cannot be checked ({type(e).__name__}: {e}); refused"
+            ) from None
 
     # --- authentication lookups ------------------------------------------------------
 
