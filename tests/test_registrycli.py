@@ -21,7 +21,7 @@ from responder.policy import ALLOWED, Refused, Rule, decide
 from responder.registry.audit import audit_path_for, verify_audit
 from responder.registry.cli import add_cli, main
 from responder.registry.lookup import Registry
-from responder.registry.schema import RegistryError
+from responder.registry.schema import PartyEntry, RegistryError
 from responder.registry.vocabulary import Method, Service, Title
 
 
@@ -716,3 +716,24 @@ def test_a_group_narrows_its_member_range_once_the_member_has_ended(
     # an end still to come is no end yet
     assert act(reg, "end", "member-1", "--reason", "r", "--at", "2099-01-01") == 0
     assert act(reg, "update", "group-verifier", "--members", "member-2") == 2
+
+
+def test_a_lifted_suspension_does_not_bind_the_titles_the_party_holds_later(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A suspension (提供の停止, Act §18(6)) lifted long ago is history, kept in the entry (only
+    `suspend`/`resume` change suspensions): the party may give up the title it stopped later.
+    One still in force, or still to come, keeps binding the title it stops."""
+    change = ("update", "both-verifier", "--title", "user-verifier")
+    assert suspend(reg, "both-verifier", "Act §18(6)(1)", "--since", "2025-01-01") == 0
+    capsys.readouterr()
+    assert act(reg, *change) == 2
+    assert "holds none of those titles" in capsys.readouterr().err
+    assert act(reg, "resume", "both-verifier", "--at", "2025-02-01") == 0
+    assert act(reg, *change) == 0
+    p = Registry.load(reg).parties["both-verifier"]
+    assert p.titles == {Title.USER_VERIFIER} and p.state(time.time()).value == "active"
+    entry = Registry.load(reg).file.find("both-verifier")
+    assert isinstance(entry, PartyEntry) and [s.article for s in entry.suspension] == [
+        "Act §18(6)(1)"
+    ]

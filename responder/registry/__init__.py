@@ -88,6 +88,10 @@ Decisions recorded here (the tests hold them):
   are ignored with a warning when loading (workers never refuse a whole
   registry because time passed); the admin commands refuse to add an expired
   credential or to leave a changed party with expired credentials only.
+- A suspension is kept once lifted (``until`` set by `registry resume`): it is the
+  record of what was stopped and when. Once lifted it is history and no longer has to
+  match the party's titles (a party may give up the title it stopped); one in force or
+  still to come does.
 - A credential belongs to one party: the same token, certificate or public
   key on two parties is refused.
 - The old flat format (``titles = [...]``, ``tokens_sha256``, ``certs``,

@@ -389,15 +389,19 @@ class _Checker:
                     "or for a member 'Act §20(2)(1..5)', 'Act §20(6)(1..5)'",
                 )
                 continue
-            if not meaning.needs & kinds:
+            # one lifted already is history: the titles may have changed since
+            lifted = s.until is not None and s.until.timestamp() <= self.now
+            if not lifted and not meaning.needs & kinds:
                 self.err(
                     e.id,
                     f"{fld}.article",
                     f"{s.article} stops what a {_names(meaning.needs)} receives; this party holds none of those titles",
                 )
                 continue
-            if suspension_item(s.article) == meaning.carried_item and not (
-                meaning.carry_needs & kinds
+            if (
+                not lifted
+                and suspension_item(s.article) == meaning.carried_item
+                and not (meaning.carry_needs & kinds)
             ):
                 self.err(
                     e.id,
@@ -406,8 +410,10 @@ class _Checker:
                     "and was suspended under that title; this party holds no such title",
                 )
                 continue
-            if meaning.needs == {Title.GROUP_SIGNATURE_VERIFIER} and (
-                Title.SIGNATURE_VERIFIER in kinds
+            if (
+                not lifted
+                and meaning.needs == {Title.GROUP_SIGNATURE_VERIFIER}
+                and Title.SIGNATURE_VERIFIER in kinds
             ):
                 # §18(7) stops what the 機構 provides to the group; this party's services are
                 # not kept per title, so it would stop its provision as a 署名検証者 too
@@ -427,6 +433,8 @@ class _Checker:
             out.append(SuspensionWindow(meaning.services, since, until, s.article))
             if s.carry_over:
                 if not meaning.carry_needs & kinds:
+                    if lifted:
+                        continue
                     self.err(
                         e.id,
                         f"{fld}.carry_over",
