@@ -737,3 +737,19 @@ def test_a_lifted_suspension_does_not_bind_the_titles_the_party_holds_later(
     assert isinstance(entry, PartyEntry) and [s.article for s in entry.suspension] == [
         "Act §18(6)(1)"
     ]
+
+
+def test_an_end_still_to_come_can_be_moved_one_in_effect_is_final(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry end --at` ahead (a notified withdrawal, 届出の廃止, on a given day) can be set
+    again while it has not taken effect (a mistaken date is not stuck in the registry);
+    once in effect it is final."""
+    assert act(reg, "end", "sig-verifier", "--reason", "r", "--at", "2099-01-01") == 0
+    assert act(reg, "end", "sig-verifier", "--reason", "withdrawal", "--at", "2098-04-01") == 0
+    p = Registry.load(reg).parties["sig-verifier"]
+    assert p.end == datetime(2098, 4, 1, tzinfo=JST).timestamp()
+    assert act(reg, "end", "sig-verifier", "--reason", "now") == 0
+    capsys.readouterr()
+    assert act(reg, "end", "sig-verifier", "--reason", "again", "--at", "2099-01-01") == 2
+    assert "already ended" in capsys.readouterr().err

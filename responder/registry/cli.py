@@ -16,7 +16,8 @@ file, fsync, rename; mode 0600). Comments in the file are not kept: the file
 is rewritten in its normalized form.
 
 A party's state changes through its own command only: its suspensions (提供の停止) through
-`suspend` and `resume`, its end of provision through `end`, once (final). `update --from
+`suspend` and `resume`, its end of provision through `end` (an end still to come may be set again; in effect, it is
+final). `update --from
 FILE` keeps both (the file is a form of the notification and agreement); an `update` or
 `import --replace` whose entry states other suspensions or another end is refused, so an
 older export cannot put a suspended or ended party back in service.
@@ -215,7 +216,7 @@ def _change(
         current, before_reg = _read(path, t, must_exist=must_exist, check=check_current)
         after = mutate(_copy(current))
         if action != "init":  # `registry init --force` replaces the (demo) registry whole
-            _check_state_kept(current, after, action, path)
+            _check_state_kept(current, after, action, path, t)
         text = dump_registry(after, header=HEADER)
         try:
             after_reg = Registry.build(
@@ -348,12 +349,15 @@ def _diff(before: RegistryFile, after: RegistryFile) -> list[dict[str, Any]]:
 
 _STATE_ACTIONS: Final = {"suspension": ("suspend", "resume"), "ended": ("end",)}
 """The party state each command may change: suspensions (提供の停止, Act §18(6),(7), §37(4))
-only `suspend` and `resume`; the end of provision only `end`, once."""
+only `suspend` and `resume`; the end of provision only `end` (final once in effect)."""
 
 
-def _check_state_kept(before: RegistryFile, after: RegistryFile, action: str, path: Path) -> None:
+def _check_state_kept(
+    before: RegistryFile, after: RegistryFile, action: str, path: Path, now: float
+) -> None:
     """Refuse a change that would lift a suspension or undo the end of provision other than by
-    the command that does it (an `update --from` or `import --replace` of an older entry)."""
+    the command that does it (an `update --from` or `import --replace` of an older entry);
+    `end` sets an end, or moves one that has not taken effect at ``now``."""
     new = {p.id: p for p in after.parties}
     problems: list[str] = []
     for b in before.parties:
@@ -365,7 +369,8 @@ def _check_state_kept(before: RegistryFile, after: RegistryFile, action: str, pa
                 f"party {b.id!r}: its suspensions (提供の停止) change through `registry suspend` "
                 "and `registry resume` only"
             )
-        if a.ended != b.ended and (action not in _STATE_ACTIONS["ended"] or b.ended is not None):
+        in_effect = b.ended is not None and b.ended.at.timestamp() <= now
+        if a.ended != b.ended and (action not in _STATE_ACTIONS["ended"] or in_effect):
             problems.append(
                 f"party {b.id!r}: the end of provision (ended) is set by `registry end` and is final"
             )
@@ -798,9 +803,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_end(args: argparse.Namespace) -> int:
     def edit(e: PartyEntry, d: dict[str, Any]) -> None:
-        if e.ended is not None:
-            raise CommandError(f"party {args.id!r} has already ended")
-        d["ended"] = {"at": args.at or _now_jst(time.time()), "reason": args.reason}
+        now = _now_jst(time.time())
+        if e.ended is not None and e.ended.at <= now:  # one still to come may be moved
+            raise CommandError(f"party {args.id!r} has already ended (final)")
+        d["ended"] = {"at": args.at or now, "reason": args.reason}
         if args.article:
             d["ended"]["article"] = args.article
 
@@ -1389,7 +1395,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--at", type=_instant, help="default: now")
     p.set_defaults(func=_guarded(cmd_resume))
 
-    p = sub.add_parser("end", help="end provision to a party (final)")
+    p = sub.add_parser("end", help="end provision to a party (final once in effect)")
     _common(p, writes=True)
     p.add_argument("--id", required=True, help="the party whose provision ends")
     p.add_argument("--reason", required=True, help="why, in words (kept in the registry)")
