@@ -500,6 +500,44 @@ BAD: list[tuple[str, str, list[str]]] = [
         text(verifier("v", credential=[{"kind": "mtls", "cert": "nope.pem"}])),
         ["party 'v'", "credential[0].cert", "nope.pem"],
     ),
+    (
+        "a terminal escape in a name (printed by `registry list`)",
+        text(verifier("v", name="Bank\x1b[2J")),
+        ["party 'v'", "name: ", "U+001B"],
+    ),
+    (
+        "a blank name",
+        text(verifier("v", name="  \u3000 ")),
+        ["party 'v'", "name: ", "blank"],
+    ),
+    (
+        "a bidi override in the office (shows another text than it holds)",
+        text(verifier("v", notification={**verifier("v")["notification"], "office": "a\u202eb"})),
+        ["party 'v'", "notification.office: ", "U+202E"],
+    ),
+    (
+        "a line break in the representative's name",
+        text(
+            verifier("v", notification={**verifier("v")["notification"], "representative": "r\nx"})
+        ),
+        ["party 'v'", "notification.representative: ", "U+000A"],
+    ),
+    (
+        "a NUL in a suspension's reason",
+        text(
+            verifier(
+                "v",
+                suspension=[
+                    {
+                        "article": "Act §37(4)(1)",
+                        "since": datetime(2025, 1, 1, tzinfo=JST),
+                        "reason": "a\0",
+                    }
+                ],
+            )
+        ),
+        ["party 'v'", "suspension[0].reason: ", "U+0000"],
+    ),
 ]
 
 
@@ -511,6 +549,13 @@ def test_bad_input_is_refused_naming_file_party_field(src: str, needles: list[st
         assert needle in message, (needle, message)
     # no personal data in the message: the addresses and representatives above never appear
     assert "addr" not in message.replace("address", "") and "rep'" not in message
+
+
+def test_several_lines_of_liability_text_are_kept() -> None:
+    """Long texts (損害賠償に関する事項, Ord §31(3)) may hold line breaks and tabs."""
+    t = verifier("v")
+    t["agreement"]["liability"] = "第1条\tline one\n第2条 line two"
+    assert build(text(t)).file.parties[0].agreement is not None
 
 
 def test_the_same_certificate_on_two_parties_is_refused(demo_pki: tuple[Path, Manifest]) -> None:

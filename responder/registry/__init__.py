@@ -88,6 +88,9 @@ Decisions recorded here (the tests hold them):
   are ignored with a warning when loading (workers never refuse a whole
   registry because time passed); the admin commands refuse to add an expired
   credential or to leave a changed party with expired credentials only.
+- Every text (name, address, representative, office, liability, reasons...) shows what
+  it holds: not blank, no control character (a name not even a tab or line feed) and no
+  bidirectional mark or override (a refusal names the character, never the text).
 - A suspension is kept once lifted (``until`` set by `registry resume`): it is the
   record of what was stopped and when. Once lifted it is history and no longer has to
   match the party's titles (a party may give up the title it stopped); one in force or

@@ -10,9 +10,11 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -64,6 +66,14 @@ from responder.registry.vocabulary import (
 )
 
 # --- checking ------------------------------------------------------------------------------
+
+_HIDDEN: Final = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_NOT_SHOWN: Final = re.compile(f"[{_HIDDEN}]")
+"""Characters a text of the registry may not hold: control characters (C0 but tab and line
+feed, DEL, C1: a terminal escape in `registry list`) and the bidirectional marks and
+overrides, which make it show another text than it holds."""
+_NOT_SHOWN_IN_A_LINE: Final = re.compile(f"[{_HIDDEN}\t\n]")
+"""The same for a one-line text (a name): no tab or line feed either."""
 
 
 @dataclass
@@ -132,6 +142,7 @@ class _Checker:
                     )
             if e.agreement is None:
                 self.err(e.id, "agreement", "required (取決め, Act §17(4), §36(2); Ord §31)")
+        self.texts(e)
         grants = self.agreement(e, kinds, titles) if e.agreement is not None else {}
         creds = self.credentials(e.id, e.credential, ended=e.ended is not None)
         windows = self.suspensions(e, kinds)
@@ -160,6 +171,39 @@ class _Checker:
             crl_cycle_seconds=e.agreement.crl_cycle_seconds if e.agreement else 0,
             approval=_approval(titles.get(Title.SPECIFIED_USER_VERIFIER)),
         )
+
+    def texts(self, e: PartyEntry) -> None:
+        """Each text shows what it holds: not blank, no control or bidirectional character
+        (the message names the character, never the text: it may be personal data)."""
+        n, a = e.notification, e.agreement
+        fields: list[tuple[str, str | None, bool]] = [("name", e.name, False)]
+        if n is not None:
+            fields += [
+                ("notification.address", n.address, True),
+                ("notification.representative", n.representative, False),
+                ("notification.office", n.office, True),
+            ]
+        if a is not None:
+            fields += [("agreement.liability", a.liability, True),
+                       ("agreement.member_answer", a.member_answer, True)]  # fmt: skip
+        fields += [
+            (f"title[{i}].approval", t.approval, True)
+            for i, t in enumerate(e.title)
+            if isinstance(t, SpecifiedUserVerifierTitle)
+        ]
+        fields += [(f"suspension[{i}].reason", s.reason, True) for i, s in enumerate(e.suspension)]
+        if e.ended is not None:
+            fields.append(("ended.reason", e.ended.reason, True))
+        for fld, value, lines in fields:
+            if value is None:
+                continue
+            hidden = (_NOT_SHOWN if lines else _NOT_SHOWN_IN_A_LINE).search(value)
+            if hidden is not None:
+                self.err(
+                    e.id, fld, f"holds U+{ord(hidden.group()):04X}, a character not shown as such"
+                )
+            elif not value.strip():
+                self.err(e.id, fld, "blank")
 
     def titles(self, e: PartyEntry, titles: Mapping[Title, TitleEntry]) -> None:
         kinds = set(titles)
