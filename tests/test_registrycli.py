@@ -753,3 +753,21 @@ def test_an_end_still_to_come_can_be_moved_one_in_effect_is_final(
     capsys.readouterr()
     assert act(reg, "end", "sig-verifier", "--reason", "again", "--at", "2099-01-01") == 2
     assert "already ended" in capsys.readouterr().err
+
+
+def test_resume_cancels_only_a_suspension_not_begun(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry resume` drops a suspension that has not begun (a cancelled one, the audit
+    keeps it); one in force since before is lifted, never dropped, whatever ``--at`` says:
+    a `--at` before it began would have erased that the party was stopped (提供の停止)."""
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)", "--since", "2025-01-01") == 0
+    before = reg.read_bytes()
+    capsys.readouterr()
+    assert act(reg, "resume", "sig-verifier", "--at", "2024-12-01") == 2
+    assert "before it began" in capsys.readouterr().err and reg.read_bytes() == before
+    ahead = (datetime.now(JST) + timedelta(days=2)).replace(microsecond=0).isoformat()
+    assert suspend(reg, "auth-verifier", "Act §37(4)(1)", "--since", ahead) == 0
+    assert act(reg, "resume", "auth-verifier") == 0  # not begun: cancelled
+    entry = Registry.load(reg).file.find("auth-verifier")
+    assert isinstance(entry, PartyEntry) and entry.suspension == []

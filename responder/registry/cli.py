@@ -781,15 +781,21 @@ def cmd_suspend(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     def edit(_: PartyEntry, d: dict[str, Any]) -> None:
-        at = args.at or _now_jst(time.time())
+        now = _now_jst(time.time())
+        at = args.at or now
         hits = 0
         kept: list[dict[str, Any]] = []
         for s in d.get("suspension", []):
             in_force = s.get("until") is None or s["until"] > at
             if in_force and args.article in (None, s["article"]):
                 hits += 1
-                if s["since"] >= at:  # not begun yet: cancelled (the audit keeps it)
+                if s["since"] > now and s["since"] >= at:  # not begun: cancelled (audited)
                     continue
+                if s["since"] >= at:  # begun: lifting it before it began would erase it
+                    raise CommandError(
+                        f"party {args.id!r}: the suspension under {s['article']} is in force "
+                        f"since {s['since'].isoformat()}: --at before it began would erase it"
+                    )
                 s["until"] = at
             kept.append(s)
         d["suspension"] = kept
