@@ -771,3 +771,16 @@ def test_resume_cancels_only_a_suspension_not_begun(
     assert act(reg, "resume", "auth-verifier") == 0  # not begun: cancelled
     entry = Registry.load(reg).file.find("auth-verifier")
     assert isinstance(entry, PartyEntry) and entry.suspension == []
+
+
+def test_list_names_the_suspension_articles_of_a_suspended_party_only(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry list` showed an ended party as "ended (Act §18(6)(1))", as if the
+    suspension's article had ended it."""
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)") == 0
+    assert act(reg, "end", "sig-verifier", "--reason", "withdrew") == 0
+    capsys.readouterr()
+    assert run("list", "--registry", str(reg)) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("sig-verifier"))
+    assert line.split()[1] == "ended" and "§18" not in line

@@ -96,6 +96,7 @@ from responder.registry.lookup import (
 from responder.registry.party import (
     CredentialInfo,
     Party,
+    PartyState,
 )
 from responder.registry.schema import (
     COUNT_MAX,
@@ -1004,9 +1005,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _state(party: Party, now: float) -> str:
-    state: str = party.state(now).value
+    """The party's state now; a suspended one's with the articles it is suspended under."""
+    state = party.state(now)
+    name: str = state.value
+    if state is not PartyState.SUSPENDED:
+        return name
     articles = sorted({s.article for s in party.suspensions if s.since <= now < s.until})
-    return f"{state} ({', '.join(articles)})" if articles else state
+    return f"{name} ({', '.join(articles)})"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
