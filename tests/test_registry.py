@@ -706,28 +706,29 @@ def test_reload_if_changed(tmp_path: Path) -> None:
     f = tmp_path / "registry.toml"
     f.write_text(text(verifier("v")))
     reg = Registry.load(f)
+    later = time.time() + 1  # the edits in place below have settled (SETTLE)
     assert reg.reload_if_changed(f) is None  # unchanged: one stat, nothing else
     tmp = tmp_path / "next.toml"
     tmp.write_text(text(verifier("v"), verifier("w")))
     os.replace(tmp, f)  # what the admin commands do
     new = reg.reload_if_changed(f)
     assert new is not None and set(new.parties) == {"v", "w"}
-    assert new.reload_if_changed(f) is None
+    assert new.reload_if_changed(f, now=later) is None
     f.write_text(text(verifier("v"), verifier("v")))  # broken: reported once, then quiet
     with pytest.raises(RegistryError, match="listed twice"):
-        new.reload_if_changed(f)
-    assert new.reload_if_changed(f) is None
+        new.reload_if_changed(f, now=later)
+    assert new.reload_if_changed(f, now=later) is None
     with f.open("a") as out:  # an operator appends an old-format entry by hand
         out.write(LEGACY)
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     with pytest.raises(RegistryError):  # changed, still two 'v' parties: reported again
-        new.reload_if_changed(f)
+        new.reload_if_changed(f, now=later)
     f.write_text(text(verifier("v")) + LEGACY)
     with pytest.raises(RegistryError, match="registry migrate"):  # the old format is refused
-        new.reload_if_changed(f)
+        new.reload_if_changed(f, now=later)
     f.write_text(text(verifier("v"), verifier("late-party")))
-    again = new.reload_if_changed(f)
+    again = new.reload_if_changed(f, now=later)
     assert again is not None and "late-party" in again.parties
 
 
@@ -761,10 +762,10 @@ def test_a_worker_takes_the_registry_the_master_loaded_without_loading_it_again(
     f = tmp_path / "registry.toml"
     f.write_text(text(verifier("v")))
     keeper = LastGoodRegistry(f, Registry.load(f))
-    reg, error = keeper.for_worker()
+    reg, error = keeper.for_worker(now=time.time() + 1)
     assert reg is keeper.registry and error is None
     f.write_text(text(verifier("v"), verifier("w")))
-    reg, error = keeper.for_worker()
+    reg, error = keeper.for_worker(now=time.time() + 1)
     assert error is None and set(reg.parties) == {"v", "w"}
 
 
@@ -775,18 +776,18 @@ def test_last_good_registry_survives_a_broken_file(tmp_path: Path) -> None:
     f.write_text(text(verifier("v")))
     keeper = LastGoodRegistry(f, Registry.load(f))
     f.write_text(text(verifier("v"), verifier("w")))
-    keeper.refresh()
+    keeper.refresh(now=time.time() + 1)
     assert keeper.error is None and set(keeper.registry.parties) == {"v", "w"}
     f.write_text(text(verifier("v"), verifier("w")) + "\n[[party]\n")
-    keeper.refresh()
+    keeper.refresh(now=time.time() + 1)
     assert keeper.error is not None and str(f) in keeper.error
     assert set(keeper.registry.parties) == {"v", "w"}  # the last good one is kept
-    reg, error = keeper.for_worker()
+    reg, error = keeper.for_worker(now=time.time() + 1)
     assert reg is keeper.registry and error is not None and "not valid TOML" in error
     f.write_text(text(verifier("x")))
-    keeper.refresh()
+    keeper.refresh(now=time.time() + 1)
     assert keeper.error is None and set(keeper.registry.parties) == {"x"}
-    reg, error = keeper.for_worker()
+    reg, error = keeper.for_worker(now=time.time() + 1)
     assert error is None and set(reg.parties) == {"x"}
 
 
@@ -857,6 +858,39 @@ def test_an_unforeseen_failure_while_checking_is_a_refused_file(
 
     monkeypatch.setattr(checks._Checker, "check", boom)
     f.write_text(text(verifier("v"), verifier("w")))
+    later = time.time() + 1  # written in place: settled (SETTLE)
     with pytest.raises(RegistryError, match=r"cannot be checked \(ZeroDivisionError"):
-        reg.reload_if_changed(f)
-    assert reg.reload_if_changed(f) is None  # reported once; the registry in use is kept
+        reg.reload_if_changed(f, now=later)
+    assert reg.reload_if_changed(f, now=later) is None  # reported once; the registry in use is kept
+
+
+def test_a_file_being_written_in_place_is_taken_once_it_has_settled(tmp_path: Path) -> None:
+    """`cp new registry.toml` (or an editor saving in place) truncates the file and writes it
+    again: a worker's reload in between read a shorter file that can be valid TOML, and took
+    it: parties gone, a suspension (提供の停止) cut off the end lifted. A file changed in place
+    is taken once it has not changed for `SETTLE` seconds; one replaced whole (a new file
+    renamed over it, as the commands write) at once."""
+    from responder.registry.lookup import SETTLE
+
+    suspended = verifier("w")
+    suspended["suspension"] = [{"article": "Act §37(4)(1)", "reason": "r",
+                                "since": datetime(2025, 1, 1, tzinfo=JST)}]  # fmt: skip
+    full = text(verifier("v"), suspended)
+    f = tmp_path / "registry.toml"
+    f.write_text(full)
+    reg = Registry.load(f)
+    f.write_text(full[: full.index("[[party.suspension]]")])  # half-way through the write
+    mtime = f.stat().st_mtime
+    assert reg.reload_if_changed(f, now=mtime + SETTLE / 10) is None  # not taken yet
+    f.write_text(full.replace("Verifier v", "Verifier v2"))  # the write completes
+    mtime = f.stat().st_mtime
+    assert reg.reload_if_changed(f, now=mtime + SETTLE / 10) is None
+    new = reg.reload_if_changed(f, now=mtime + SETTLE)
+    assert new is not None and new.parties["v"].name == "Verifier v2"
+    assert new.parties["w"].state(NOW) is PartyState.SUSPENDED
+    # replaced whole: taken at once
+    tmp = tmp_path / "next.toml"
+    tmp.write_text(full)
+    os.replace(tmp, f)
+    again = new.reload_if_changed(f, now=f.stat().st_mtime)
+    assert again is not None and again.parties["v"].name == "Verifier v"

@@ -107,7 +107,8 @@ Decisions recorded here (the tests hold them):
   entries lack and invents nothing.
 
 Workers pick up a changed file within a second by calling
-`Registry.reload_if_changed` (it compares the file's stat) or on SIGHUP.
+`Registry.reload_if_changed` (it compares the file's stat) or on SIGHUP; a file changed
+in place (not renamed over) once it has settled (`responder.registry.lookup.SETTLE`).
 
 Modules (callers import from the submodule; this package re-exports nothing):
 `vocabulary` (titles, services, methods: the law's words), `schema` (the
