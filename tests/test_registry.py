@@ -894,3 +894,12 @@ def test_a_file_being_written_in_place_is_taken_once_it_has_settled(tmp_path: Pa
     os.replace(tmp, f)
     again = new.reload_if_changed(f, now=f.stat().st_mtime)
     assert again is not None and again.parties["v"].name == "Verifier v"
+
+
+def test_a_file_nested_too_deeply_is_refused(tmp_path: Path) -> None:
+    """`tomllib` recurses once per nested array: a hand edit nesting 100,000 deep raised
+    RecursionError out of the load (and out of a worker's registry watch)."""
+    f = tmp_path / "registry.toml"
+    f.write_text(text(verifier("v")) + "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(RegistryError, match="nested too deeply"):
+        Registry.load(f)

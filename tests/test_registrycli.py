@@ -784,3 +784,15 @@ def test_list_names_the_suspension_articles_of_a_suspended_party_only(
     assert run("list", "--registry", str(reg)) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("sig-verifier"))
     assert line.split()[1] == "ended" and "§18" not in line
+
+
+def test_a_party_file_nested_too_deeply_is_one_line(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`update --from FILE` nesting 100,000 deep: a RecursionError traceback before."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    before = reg.read_bytes()
+    capsys.readouterr()
+    assert act(reg, "update", "sig-verifier", "--from", str(deep)) == 2
+    assert "nested too deeply" in capsys.readouterr().err and reg.read_bytes() == before

@@ -645,6 +645,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise CommandError(f"{path}: cannot read: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise CommandError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise CommandError(f"{path}: not valid here: nested too deeply") from None
 
 
 def parse_registry_or_table(path: Path) -> dict[str, Any]:
