@@ -903,3 +903,14 @@ def test_a_file_nested_too_deeply_is_refused(tmp_path: Path) -> None:
     f.write_text(text(verifier("v")) + "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
     with pytest.raises(RegistryError, match="nested too deeply"):
         Registry.load(f)
+
+
+@pytest.mark.parametrize("article", ["Act §37(4)(１)", "Act §37(4)(٣)", "Act §37(4)(01)"])
+def test_a_suspension_article_is_written_one_way_only(article: str) -> None:
+    """A fullwidth or Arabic-Indic digit, or a leading zero, was read as the item (str.isdigit,
+    int): the refusal then named an article no one wrote that way, and `registry resume
+    --article 'Act §37(4)(1)'` found no such suspension in force."""
+    t = verifier("v")
+    t["suspension"] = [{"article": article, "since": datetime(2025, 1, 1, tzinfo=JST),
+                        "reason": "r"}]  # fmt: skip
+    assert "suspension[0].article" in refused(text(t))
