@@ -523,6 +523,20 @@ BAD: list[tuple[str, str, list[str]]] = [
         ["party 'v'", "notification.representative: ", "U+000A"],
     ),
     (
+        "a line feed in the article of an end (a refusal names it)",
+        text(
+            verifier(
+                "v",
+                ended={
+                    "at": datetime(2025, 1, 1, tzinfo=JST),
+                    "reason": "r",
+                    "article": "Act §17(3)\nx",
+                },
+            )
+        ),
+        ["party 'v'", "ended.article: ", "U+000A"],
+    ),
+    (
         "a NUL in a suspension's reason",
         text(
             verifier(

@@ -193,7 +193,8 @@ class _Checker:
         ]
         fields += [(f"suspension[{i}].reason", s.reason, True) for i, s in enumerate(e.suspension)]
         if e.ended is not None:
-            fields.append(("ended.reason", e.ended.reason, True))
+            fields += [("ended.reason", e.ended.reason, True),
+                       ("ended.article", e.ended.article, False)]  # fmt: skip
         for fld, value, lines in fields:
             if value is None:
                 continue
