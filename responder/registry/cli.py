@@ -16,11 +16,11 @@ file, fsync, rename; mode 0600). Comments in the file are not kept: the file
 is rewritten in its normalized form.
 
 A party's state changes through its own command only: its suspensions (提供の停止) through
-`suspend` and `resume`, its end of provision through `end` (an end still to come may be set again; in effect, it is
-final). `update --from
-FILE` keeps both (the file is a form of the notification and agreement); an `update` or
-`import --replace` whose entry states other suspensions or another end is refused, so an
-older export cannot put a suspended or ended party back in service.
+`suspend` and `resume` (which cancels only a suspension not begun), its end of provision
+through `end` (an end still to come may be set again; in effect, it is final). `update
+--from FILE` keeps both (the file is a form of the notification and agreement); an `update`
+or `import --replace` whose entry states other suspensions or another end is refused, so
+an older export cannot put a suspended or ended party back in service.
 
 The audit log (``FILE`` with suffix ``.audit.jsonl`` unless ``--audit``) has
 one JSON object per change and party: ``seq``, ``at`` (UTC), ``actor``
