@@ -32,7 +32,7 @@ import base64
 import binascii
 import hashlib
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -147,8 +147,8 @@ def approval_window(approved: date, approved_until: date | None) -> tuple[int, i
     start = int(datetime.combine(approved, time(0), tzinfo=JST).timestamp())
     if approved_until is None:
         return start, None
-    end = datetime.combine(approved_until + timedelta(days=1), time(0), tzinfo=JST)
-    return start, int(end.timestamp())
+    # a Japan day is 86,400 seconds (no daylight saving); the day after date.max has no date
+    return start, int(datetime.combine(approved_until, time(0), tzinfo=JST).timestamp()) + 86_400
 
 
 def request_id(party: str, spki: bytes, window: tuple[int, int | None]) -> str:

@@ -961,6 +961,10 @@ class JpkiApp:
             _log.warning("registry_reload_failed", extra={"fields": {"error": str(e)}})
             self._registry_file(bad=True)
             return
+        except Exception as e:  # the watch outlives anything: a dead one takes no later change
+            _log.error("registry_watch_failed", extra={"fields": {"error": type(e).__name__}})
+            self._registry_file(bad=True)
+            return
         if fresh is not None:
             self.registry = fresh
             self._registry_file(bad=False)

@@ -579,3 +579,21 @@ def test_readyz_says_the_store_records_another_issuer_under_an_index(
             f"store, {b.index} is {b.id} here, {a.id} in the store\n"
         ).encode()
     )
+
+
+def test_the_registry_watch_outlives_any_failure(
+    app: JpkiApp, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's registry watch (`_registry_loop`, a thread) took only RegistryError: any
+    other exception ended the thread, and no later change, a suspension (提供の停止, Act
+    §18(6)) included, reached the worker. It logs and keeps the registry in use instead."""
+    in_use = app.registry
+
+    def fails(self: Registry, path: Path, *, now: float | None = None) -> None:
+        raise ValueError("nothing foresaw this")
+
+    monkeypatch.setattr(Registry, "reload_if_changed", fails)
+    with caplog.at_level(logging.ERROR, logger="responder.app"):
+        app._reload_registry_if_changed()  # the loop's body: raised before
+    assert app.registry is in_use
+    assert any(r.getMessage() == "registry_watch_failed" for r in caplog.records)

@@ -500,6 +500,58 @@ BAD: list[tuple[str, str, list[str]]] = [
         text(verifier("v", credential=[{"kind": "mtls", "cert": "nope.pem"}])),
         ["party 'v'", "credential[0].cert", "nope.pem"],
     ),
+    (
+        "a terminal escape in a name (printed by `registry list`)",
+        text(verifier("v", name="Bank\x1b[2J")),
+        ["party 'v'", "name: ", "U+001B"],
+    ),
+    (
+        "a blank name",
+        text(verifier("v", name="  \u3000 ")),
+        ["party 'v'", "name: ", "blank"],
+    ),
+    (
+        "a bidi override in the office (shows another text than it holds)",
+        text(verifier("v", notification={**verifier("v")["notification"], "office": "a\u202eb"})),
+        ["party 'v'", "notification.office: ", "U+202E"],
+    ),
+    (
+        "a line break in the representative's name",
+        text(
+            verifier("v", notification={**verifier("v")["notification"], "representative": "r\nx"})
+        ),
+        ["party 'v'", "notification.representative: ", "U+000A"],
+    ),
+    (
+        "a line feed in the article of an end (a refusal names it)",
+        text(
+            verifier(
+                "v",
+                ended={
+                    "at": datetime(2025, 1, 1, tzinfo=JST),
+                    "reason": "r",
+                    "article": "Act §17(3)\nx",
+                },
+            )
+        ),
+        ["party 'v'", "ended.article: ", "U+000A"],
+    ),
+    (
+        "a NUL in a suspension's reason",
+        text(
+            verifier(
+                "v",
+                suspension=[
+                    {
+                        "article": "Act §37(4)(1)",
+                        "since": datetime(2025, 1, 1, tzinfo=JST),
+                        "reason": "a\0",
+                    }
+                ],
+            )
+        ),
+        ["party 'v'", "suspension[0].reason: ", "U+0000"],
+    ),
 ]
 
 
@@ -511,6 +563,13 @@ def test_bad_input_is_refused_naming_file_party_field(src: str, needles: list[st
         assert needle in message, (needle, message)
     # no personal data in the message: the addresses and representatives above never appear
     assert "addr" not in message.replace("address", "") and "rep'" not in message
+
+
+def test_several_lines_of_liability_text_are_kept() -> None:
+    """Long texts (損害賠償に関する事項, Ord §31(3)) may hold line breaks and tabs."""
+    t = verifier("v")
+    t["agreement"]["liability"] = "第1条\tline one\n第2条 line two"
+    assert build(text(t)).file.parties[0].agreement is not None
 
 
 def test_the_same_certificate_on_two_parties_is_refused(demo_pki: tuple[Path, Manifest]) -> None:
@@ -661,28 +720,29 @@ def test_reload_if_changed(tmp_path: Path) -> None:
     f = tmp_path / "registry.toml"
     f.write_text(text(verifier("v")))
     reg = Registry.load(f)
+    later = time.time() + 1  # the edits in place below have settled (SETTLE)
     assert reg.reload_if_changed(f) is None  # unchanged: one stat, nothing else
     tmp = tmp_path / "next.toml"
     tmp.write_text(text(verifier("v"), verifier("w")))
     os.replace(tmp, f)  # what the admin commands do
     new = reg.reload_if_changed(f)
     assert new is not None and set(new.parties) == {"v", "w"}
-    assert new.reload_if_changed(f) is None
+    assert new.reload_if_changed(f, now=later) is None
     f.write_text(text(verifier("v"), verifier("v")))  # broken: reported once, then quiet
     with pytest.raises(RegistryError, match="listed twice"):
-        new.reload_if_changed(f)
-    assert new.reload_if_changed(f) is None
+        new.reload_if_changed(f, now=later)
+    assert new.reload_if_changed(f, now=later) is None
     with f.open("a") as out:  # an operator appends an old-format entry by hand
         out.write(LEGACY)
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     with pytest.raises(RegistryError):  # changed, still two 'v' parties: reported again
-        new.reload_if_changed(f)
+        new.reload_if_changed(f, now=later)
     f.write_text(text(verifier("v")) + LEGACY)
     with pytest.raises(RegistryError, match="registry migrate"):  # the old format is refused
-        new.reload_if_changed(f)
+        new.reload_if_changed(f, now=later)
     f.write_text(text(verifier("v"), verifier("late-party")))
-    again = new.reload_if_changed(f)
+    again = new.reload_if_changed(f, now=later)
     assert again is not None and "late-party" in again.parties
 
 
@@ -716,10 +776,10 @@ def test_a_worker_takes_the_registry_the_master_loaded_without_loading_it_again(
     f = tmp_path / "registry.toml"
     f.write_text(text(verifier("v")))
     keeper = LastGoodRegistry(f, Registry.load(f))
-    reg, error = keeper.for_worker()
+    reg, error = keeper.for_worker(now=time.time() + 1)
     assert reg is keeper.registry and error is None
     f.write_text(text(verifier("v"), verifier("w")))
-    reg, error = keeper.for_worker()
+    reg, error = keeper.for_worker(now=time.time() + 1)
     assert error is None and set(reg.parties) == {"v", "w"}
 
 
@@ -730,16 +790,141 @@ def test_last_good_registry_survives_a_broken_file(tmp_path: Path) -> None:
     f.write_text(text(verifier("v")))
     keeper = LastGoodRegistry(f, Registry.load(f))
     f.write_text(text(verifier("v"), verifier("w")))
-    keeper.refresh()
+    keeper.refresh(now=time.time() + 1)
     assert keeper.error is None and set(keeper.registry.parties) == {"v", "w"}
     f.write_text(text(verifier("v"), verifier("w")) + "\n[[party]\n")
-    keeper.refresh()
+    keeper.refresh(now=time.time() + 1)
     assert keeper.error is not None and str(f) in keeper.error
     assert set(keeper.registry.parties) == {"v", "w"}  # the last good one is kept
-    reg, error = keeper.for_worker()
+    reg, error = keeper.for_worker(now=time.time() + 1)
     assert reg is keeper.registry and error is not None and "not valid TOML" in error
     f.write_text(text(verifier("x")))
-    keeper.refresh()
+    keeper.refresh(now=time.time() + 1)
     assert keeper.error is None and set(keeper.registry.parties) == {"x"}
-    reg, error = keeper.for_worker()
+    reg, error = keeper.for_worker(now=time.time() + 1)
     assert error is None and set(reg.parties) == {"x"}
+
+
+UNSUPPORTED_KEY_CERT = b"""\
+-----BEGIN CERTIFICATE-----
+MIIBLDCB9qADAgECAhRMDzLdQ4+uk3qlrhSrHkY3lgPJhTAKBggqhkjOPQQDAjAQ
+MQ4wDAYDVQQDDAV3ZWlyZDAgFw0yNjEyMDYyMDMzMTJaGA8yMTI2MTExMjIwMzMx
+MlowEDEOMAwGA1UEAwwFd2VpcmQwMjAQBgcqhkjOPQIBBgUrgQQABgMeAARd6Jk2
+mYLODG9v/zEAUjRkh2Qsg+LpOmQj3+jTo1MwUTAdBgNVHQ4EFgQUdAlL3C10pdfV
+QhbDA3osAKM8n7YwHwYDVR0jBBgwFoAUdAlL3C10pdfVQhbDA3osAKM8n7YwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgMlADAiAg8Ah7G36PfObvq68Ah3OoUC
+DwCQa/S+dNSbV5YeIVIuyA==
+-----END CERTIFICATE-----
+"""
+"""A self-signed certificate on secp112r1, a curve `cryptography` does not load (made with
+`openssl ecparam -name secp112r1`; valid until 2126)."""
+
+
+def test_a_file_no_check_foresaw_is_refused_not_raised(tmp_path: Path) -> None:
+    """Whatever a hand edit puts in the file, loading it raises RegistryError (naming the
+    party and field) and nothing else: a worker's once-a-second reload, the master and the
+    admin commands catch only that, and keep the registry in use. Before: a certificate
+    whose key algorithm is not supported and a certificate path with a NUL escaped as
+    UnsupportedAlgorithm and ValueError (a worker's registry-watch thread died of them: no
+    later change, a suspension included, reached that worker)."""
+    (tmp_path / "weird.pem").write_bytes(UNSUPPORTED_KEY_CERT)
+    cases = {
+        "weird.pem": verifier("v", credential=[{"kind": "mtls", "cert": "weird.pem"}]),
+        "cannot read": verifier("v", credential=[{"kind": "mtls", "cert": "a\0b.pem"}]),
+    }
+    for needle, entry in cases.items():
+        f = tmp_path / "registry.toml"
+        f.write_text(text(entry))
+        with pytest.raises(RegistryError) as e:
+            Registry.load(f)
+        assert "party 'v'" in str(e.value) and needle in str(e.value), str(e.value)
+
+
+def test_a_certification_or_approval_until_the_last_day_loads() -> None:
+    """A certification (認定, Act §17(2)) or an approval period (Act §38-2(1)) ending on the
+    last day a date can hold: the first second after it is still a number (it was an
+    OverflowError, escaping the reload like the cases above)."""
+    t = verifier("v")
+    t["title"] = [{"kind": "signature-verifier", "category": 5, "certified_until": date.max},
+                  {"kind": "user-verifier", "category": 4},
+                  {"kind": "specified-user-verifier", "approved": date(2024, 4, 1),
+                   "approved_until": date.max}]  # fmt: skip
+    t["agreement"]["services"].append("specified-verifier-token")
+    p = build(text(t)).parties["v"]
+    assert p.approval is not None and p.approval.in_force(NOW)
+    last = datetime.combine(date.max, datetime.min.time(), tzinfo=JST).timestamp() + 86_400
+    assert p.grants[Service.SIGN_REVOCATION_INFO].until == last == p.approval.until
+
+
+def test_an_unforeseen_failure_while_checking_is_a_refused_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The net under the checks above: any exception while checking a file becomes a
+    RegistryError naming the file, so a worker's reload keeps the registry in use."""
+    from responder.registry import checks
+
+    f = tmp_path / "registry.toml"
+    f.write_text(text(verifier("v")))
+    reg = Registry.load(f)
+
+    def boom(self: object, data: object) -> None:
+        raise ZeroDivisionError("no check foresaw this")
+
+    monkeypatch.setattr(checks._Checker, "check", boom)
+    f.write_text(text(verifier("v"), verifier("w")))
+    later = time.time() + 1  # written in place: settled (SETTLE)
+    with pytest.raises(RegistryError, match=r"cannot be checked \(ZeroDivisionError"):
+        reg.reload_if_changed(f, now=later)
+    assert reg.reload_if_changed(f, now=later) is None  # reported once; the registry in use is kept
+
+
+def test_a_file_being_written_in_place_is_taken_once_it_has_settled(tmp_path: Path) -> None:
+    """`cp new registry.toml` (or an editor saving in place) truncates the file and writes it
+    again: a worker's reload in between read a shorter file that can be valid TOML, and took
+    it: parties gone, a suspension (提供の停止) cut off the end lifted. A file changed in place
+    is taken once it has not changed for `SETTLE` seconds; one replaced whole (a new file
+    renamed over it, as the commands write) at once."""
+    from responder.registry.lookup import SETTLE
+
+    suspended = verifier("w")
+    suspended["suspension"] = [{"article": "Act §37(4)(1)", "reason": "r",
+                                "since": datetime(2025, 1, 1, tzinfo=JST)}]  # fmt: skip
+    full = text(verifier("v"), suspended)
+    f = tmp_path / "registry.toml"
+    f.write_text(full)
+    reg = Registry.load(f)
+    f.write_text(full[: full.index("[[party.suspension]]")])  # half-way through the write
+    mtime = f.stat().st_mtime
+    assert reg.reload_if_changed(f, now=mtime + SETTLE / 10) is None  # not taken yet
+    f.write_text(full.replace("Verifier v", "Verifier v2"))  # the write completes
+    mtime = f.stat().st_mtime
+    assert reg.reload_if_changed(f, now=mtime + SETTLE / 10) is None
+    new = reg.reload_if_changed(f, now=mtime + SETTLE)
+    assert new is not None and new.parties["v"].name == "Verifier v2"
+    assert new.parties["w"].state(NOW) is PartyState.SUSPENDED
+    # replaced whole: taken at once
+    tmp = tmp_path / "next.toml"
+    tmp.write_text(full)
+    os.replace(tmp, f)
+    again = new.reload_if_changed(f, now=f.stat().st_mtime)
+    assert again is not None and again.parties["v"].name == "Verifier v"
+
+
+def test_a_file_nested_too_deeply_is_refused(tmp_path: Path) -> None:
+    """`tomllib` recurses once per nested array: a hand edit nesting 100,000 deep raised
+    RecursionError out of the load (and out of a worker's registry watch)."""
+    f = tmp_path / "registry.toml"
+    f.write_text(text(verifier("v")) + "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(RegistryError, match="nested too deeply"):
+        Registry.load(f)
+
+
+@pytest.mark.parametrize("article", ["Act §37(4)(１)", "Act §37(4)(٣)", "Act §37(4)(01)"])
+def test_a_suspension_article_is_written_one_way_only(article: str) -> None:
+    """A fullwidth or Arabic-Indic digit, or a leading zero, was read as the item (str.isdigit,
+    int): the refusal then named an article no one wrote that way, and `registry resume
+    --article 'Act §37(4)(1)'` found no such suspension in force."""
+    t = verifier("v")
+    t["suspension"] = [{"article": article, "since": datetime(2025, 1, 1, tzinfo=JST),
+                        "reason": "r"}]  # fmt: skip
+    assert "suspension[0].article" in refused(text(t))

@@ -21,7 +21,7 @@ from responder.policy import ALLOWED, Refused, Rule, decide
 from responder.registry.audit import audit_path_for, verify_audit
 from responder.registry.cli import add_cli, main
 from responder.registry.lookup import Registry
-from responder.registry.schema import RegistryError
+from responder.registry.schema import PartyEntry, RegistryError
 from responder.registry.vocabulary import Method, Service, Title
 
 
@@ -628,3 +628,171 @@ def test_a_negative_quota_or_cycle_is_refused_as_negative(
     assert "-5 is negative (0 means none)" in capsys.readouterr().err
     assert reg.read_bytes() == before
     assert act(reg, "update", "sig-verifier", flag, "0") == 0
+
+
+ONE_PARTY = """
+[[party]]
+id = "auth-verifier"
+name = "Renamed"
+[party.notification]
+address = "a"
+office = "o"
+start = 2016-01-01
+[[party.title]]
+kind = "user-verifier"
+category = 4
+[party.agreement]
+services = ["auth-revocation-info"]
+families = ["auth-card"]
+methods = ["ocsp"]
+liability = "l"
+[[party.credential]]
+kind = "token"
+token_sha256 = "{digest}"
+"""
+
+
+def test_an_ended_or_suspended_party_stays_so_through_update_from_a_file(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The end of provision is final and a suspension (提供の停止, Act §37(4)) lasts until
+    `registry resume`: `update --from FILE` (a notification form, without state) keeps both;
+    a file that states another end or other suspensions is refused, nothing written."""
+    token = (reg.parent / "pki/parties/auth-verifier.token").read_text().strip()
+    form = tmp_path / "form.toml"
+    form.write_text(ONE_PARTY.format(digest=hashlib.sha256(token.encode()).hexdigest()))
+    assert suspend(reg, "auth-verifier", "Act §37(4)(1)") == 0
+    assert act(reg, "update", "auth-verifier", "--from", str(form)) == 0
+    p = Registry.load(reg).parties["auth-verifier"]
+    assert p.name == "Renamed" and [s.article for s in p.suspensions] == ["Act §37(4)(1)"]
+    assert act(reg, "end", "auth-verifier", "--reason", "withdrew") == 0
+    assert act(reg, "update", "auth-verifier", "--from", str(form)) == 0
+    p = Registry.load(reg).parties["auth-verifier"]
+    assert p.state(time.time() + 1).value == "ended"
+    # a file that ends it otherwise is refused
+    form.write_text(
+        form.read_text() + '[party.ended]\nat = 2099-01-01T00:00:00+09:00\nreason = "x"\n'
+    )
+    before = reg.read_bytes()
+    capsys.readouterr()
+    assert act(reg, "update", "auth-verifier", "--from", str(form)) == 2
+    assert "ended" in capsys.readouterr().err and reg.read_bytes() == before
+
+
+def test_import_replace_does_not_revive_an_ended_party_or_lift_a_suspension(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An export taken before `registry end` (or `suspend`) imported with --replace would put
+    the party back in service: refused, the registry and its audit unchanged."""
+    exported = tmp_path / "before.toml"
+    assert run("export", "--registry", str(reg), "--out", str(exported)) == 0
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)") == 0
+    assert act(reg, "end", "auth-verifier", "--reason", "withdrew") == 0
+    before, audit_before = reg.read_bytes(), audit_path_for(reg).read_bytes()
+    capsys.readouterr()
+    assert run("import", "--registry", str(reg), "--from", str(exported), "--replace") == 2
+    err = capsys.readouterr().err
+    assert "'sig-verifier'" in err and "'auth-verifier'" in err and "registry resume" in err
+    assert reg.read_bytes() == before and audit_path_for(reg).read_bytes() == audit_before
+    r = Registry.load(reg)
+    assert r.parties["auth-verifier"].state(time.time() + 1).value == "ended"
+    assert r.parties["sig-verifier"].state(time.time() + 1).value == "suspended"
+
+
+def test_a_group_narrows_its_member_range_once_the_member_has_ended(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group notifies a change of its range (署名確認者の範囲, Ord §32(4)): a member still
+    served must stay inside it; one whose provision has ended no longer needs to (no command
+    removes a party: its entry is kept, with its history)."""
+    narrow = ("update", "group-verifier", "--members", "member-1")
+    capsys.readouterr()
+    assert act(reg, *narrow) == 2
+    assert "'member-2'" in capsys.readouterr().err
+    assert act(reg, "end", "member-2", "--reason", "left the group") == 0
+    assert act(reg, *narrow) == 0
+    r = Registry.load(reg)
+    assert r.parties["member-2"].state(time.time()).value == "ended"
+    # an end still to come is no end yet
+    assert act(reg, "end", "member-1", "--reason", "r", "--at", "2099-01-01") == 0
+    assert act(reg, "update", "group-verifier", "--members", "member-2") == 2
+
+
+def test_a_lifted_suspension_does_not_bind_the_titles_the_party_holds_later(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A suspension (提供の停止, Act §18(6)) lifted long ago is history, kept in the entry (only
+    `suspend`/`resume` change suspensions): the party may give up the title it stopped later.
+    One still in force, or still to come, keeps binding the title it stops."""
+    change = ("update", "both-verifier", "--title", "user-verifier")
+    assert suspend(reg, "both-verifier", "Act §18(6)(1)", "--since", "2025-01-01") == 0
+    capsys.readouterr()
+    assert act(reg, *change) == 2
+    assert "holds none of those titles" in capsys.readouterr().err
+    assert act(reg, "resume", "both-verifier", "--at", "2025-02-01") == 0
+    assert act(reg, *change) == 0
+    p = Registry.load(reg).parties["both-verifier"]
+    assert p.titles == {Title.USER_VERIFIER} and p.state(time.time()).value == "active"
+    entry = Registry.load(reg).file.find("both-verifier")
+    assert isinstance(entry, PartyEntry) and [s.article for s in entry.suspension] == [
+        "Act §18(6)(1)"
+    ]
+
+
+def test_an_end_still_to_come_can_be_moved_one_in_effect_is_final(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry end --at` ahead (a notified withdrawal, 届出の廃止, on a given day) can be set
+    again while it has not taken effect (a mistaken date is not stuck in the registry);
+    once in effect it is final."""
+    assert act(reg, "end", "sig-verifier", "--reason", "r", "--at", "2099-01-01") == 0
+    assert act(reg, "end", "sig-verifier", "--reason", "withdrawal", "--at", "2098-04-01") == 0
+    p = Registry.load(reg).parties["sig-verifier"]
+    assert p.end == datetime(2098, 4, 1, tzinfo=JST).timestamp()
+    assert act(reg, "end", "sig-verifier", "--reason", "now") == 0
+    capsys.readouterr()
+    assert act(reg, "end", "sig-verifier", "--reason", "again", "--at", "2099-01-01") == 2
+    assert "already ended" in capsys.readouterr().err
+
+
+def test_resume_cancels_only_a_suspension_not_begun(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry resume` drops a suspension that has not begun (a cancelled one, the audit
+    keeps it); one in force since before is lifted, never dropped, whatever ``--at`` says:
+    a `--at` before it began would have erased that the party was stopped (提供の停止)."""
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)", "--since", "2025-01-01") == 0
+    before = reg.read_bytes()
+    capsys.readouterr()
+    assert act(reg, "resume", "sig-verifier", "--at", "2024-12-01") == 2
+    assert "before it began" in capsys.readouterr().err and reg.read_bytes() == before
+    ahead = (datetime.now(JST) + timedelta(days=2)).replace(microsecond=0).isoformat()
+    assert suspend(reg, "auth-verifier", "Act §37(4)(1)", "--since", ahead) == 0
+    assert act(reg, "resume", "auth-verifier") == 0  # not begun: cancelled
+    entry = Registry.load(reg).file.find("auth-verifier")
+    assert isinstance(entry, PartyEntry) and entry.suspension == []
+
+
+def test_list_names_the_suspension_articles_of_a_suspended_party_only(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry list` showed an ended party as "ended (Act §18(6)(1))", as if the
+    suspension's article had ended it."""
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)") == 0
+    assert act(reg, "end", "sig-verifier", "--reason", "withdrew") == 0
+    capsys.readouterr()
+    assert run("list", "--registry", str(reg)) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("sig-verifier"))
+    assert line.split()[1] == "ended" and "§18" not in line
+
+
+def test_a_party_file_nested_too_deeply_is_one_line(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`update --from FILE` nesting 100,000 deep: a RecursionError traceback before."""
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    before = reg.read_bytes()
+    capsys.readouterr()
+    assert act(reg, "update", "sig-verifier", "--from", str(deep)) == 2
+    assert "nested too deeply" in capsys.readouterr().err and reg.read_bytes() == before

@@ -549,3 +549,42 @@ def test_unsigned_request_naming_a_requestor_gets_sig_required(server: Server) -
     assert status_of(server.post(named.dump(), token=server.token("both-verifier"))) is (
         ocsp.OCSPResponseStatus.SUCCESSFUL
     )
+
+
+@pytest.mark.real_clock  # the workers' registry watch is a timed wait
+def test_a_registry_no_check_foresaw_keeps_every_worker_taking_changes(
+    built: Built, tmp_path: Path
+) -> None:
+    """A hand edit naming a certificate whose key `cryptography` cannot load: before, the
+    check raised UnsupportedAlgorithm out of each worker's registry watch, whose thread
+    died, so the suspension (提供の停止, Act §37(4)) written next never reached a worker and
+    the party stayed served. Now the file is refused like any bad file (the metric says so)
+    and the next change reaches every worker."""
+    from tests.test_registry import UNSUPPORTED_KEY_CERT
+
+    with start_server(built, tmp_path) as s:
+        a = next(x for x in built.answers if x.family.value == "auth-card")
+        body, token = request_for(s, a), s.token("auth-verifier")
+        assert status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.SUCCESSFUL
+        good = s.registry.read_text()
+        (s.registry.parent / "weird.pem").write_bytes(UNSUPPORTED_KEY_CERT)
+        s.registry.write_text(
+            good + '\n[[party.credential]]\nkind = "mtls"\ncert = "weird.pem"\n'
+        )  # the last party's, by hand
+        until(lambda: _registry_file_bad(s) == 1, what="the bad file seen")
+        suspended = tmp_path / "next" / "registry.toml"
+        suspended.parent.mkdir()
+        suspended.write_text(good)
+        run_tool(
+            "responder", "registry", "suspend", "--registry", str(suspended),
+            "--id", "auth-verifier", "--article", "Act §37(4)(1)", "--reason", "r",
+        )  # fmt: skip
+        s.registry.write_text(suspended.read_text())
+        until(lambda: _registry_file_bad(s) == 0, what="the metric cleared")
+        until(
+            lambda: all(
+                status_of(s.post(body, token=token)) is ocsp.OCSPResponseStatus.UNAUTHORIZED
+                for _ in range(20)
+            ),
+            timeout=5, what="the suspension in force on every worker",
+        )  # fmt: skip

@@ -75,7 +75,8 @@ Decisions recorded here (the tests hold them):
   times need an explicit offset.
 - A group's member range (署名確認者の範囲, Ord §32(4)) is a list of party ids
   (``members``), an id prefix (``member_prefix``), or both; a member's entry
-  must fall inside it. Member entries carry no notification and no agreement
+  must fall inside it until its provision has ended (then the group may narrow
+  its range without it; its entry stays, with its history). Member entries carry no notification and no agreement
   (the group notifies their range; their agreement is with the group); a
   member's ``item``, when given, is its group's ``group_kind`` (Act §17(5)).
   Only a group's own appliance answers members (``[group] file``,
@@ -87,6 +88,13 @@ Decisions recorded here (the tests hold them):
   are ignored with a warning when loading (workers never refuse a whole
   registry because time passed); the admin commands refuse to add an expired
   credential or to leave a changed party with expired credentials only.
+- Every text (name, address, representative, office, liability, reasons...) shows what
+  it holds: not blank, no control character (a name not even a tab or line feed) and no
+  bidirectional mark or override (a refusal names the character, never the text).
+- A suspension is kept once lifted (``until`` set by `registry resume`): it is the
+  record of what was stopped and when. Once lifted it is history and no longer has to
+  match the party's titles (a party may give up the title it stopped); one in force or
+  still to come does.
 - A credential belongs to one party: the same token, certificate or public
   key on two parties is refused.
 - The old flat format (``titles = [...]``, ``tokens_sha256``, ``certs``,
@@ -99,7 +107,8 @@ Decisions recorded here (the tests hold them):
   entries lack and invents nothing.
 
 Workers pick up a changed file within a second by calling
-`Registry.reload_if_changed` (it compares the file's stat) or on SIGHUP.
+`Registry.reload_if_changed` (it compares the file's stat) or on SIGHUP; a file changed
+in place (not renamed over) once it has settled (`responder.registry.lookup.SETTLE`).
 
 Modules (callers import from the submodule; this package re-exports nothing):
 `vocabulary` (titles, services, methods: the law's words), `schema` (the

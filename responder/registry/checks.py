@@ -10,12 +10,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -29,6 +31,7 @@ from responder.registry.party import (
     Grant,
     Party,
     SuspensionWindow,
+    day_end,
     day_start,
 )
 from responder.registry.schema import (
@@ -63,6 +66,14 @@ from responder.registry.vocabulary import (
 )
 
 # --- checking ------------------------------------------------------------------------------
+
+_HIDDEN: Final = "\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_NOT_SHOWN: Final = re.compile(f"[{_HIDDEN}]")
+"""Characters a text of the registry may not hold: control characters (C0 but tab and line
+feed, DEL, C1: a terminal escape in `registry list`) and the bidirectional marks and
+overrides, which make it show another text than it holds."""
+_NOT_SHOWN_IN_A_LINE: Final = re.compile(f"[{_HIDDEN}\t\n]")
+"""The same for a one-line text (a name): no tab or line feed either."""
 
 
 @dataclass
@@ -131,6 +142,7 @@ class _Checker:
                     )
             if e.agreement is None:
                 self.err(e.id, "agreement", "required (取決め, Act §17(4), §36(2); Ord §31)")
+        self.texts(e)
         grants = self.agreement(e, kinds, titles) if e.agreement is not None else {}
         creds = self.credentials(e.id, e.credential, ended=e.ended is not None)
         windows = self.suspensions(e, kinds)
@@ -159,6 +171,40 @@ class _Checker:
             crl_cycle_seconds=e.agreement.crl_cycle_seconds if e.agreement else 0,
             approval=_approval(titles.get(Title.SPECIFIED_USER_VERIFIER)),
         )
+
+    def texts(self, e: PartyEntry) -> None:
+        """Each text shows what it holds: not blank, no control or bidirectional character
+        (the message names the character, never the text: it may be personal data)."""
+        n, a = e.notification, e.agreement
+        fields: list[tuple[str, str | None, bool]] = [("name", e.name, False)]
+        if n is not None:
+            fields += [
+                ("notification.address", n.address, True),
+                ("notification.representative", n.representative, False),
+                ("notification.office", n.office, True),
+            ]
+        if a is not None:
+            fields += [("agreement.liability", a.liability, True),
+                       ("agreement.member_answer", a.member_answer, True)]  # fmt: skip
+        fields += [
+            (f"title[{i}].approval", t.approval, True)
+            for i, t in enumerate(e.title)
+            if isinstance(t, SpecifiedUserVerifierTitle)
+        ]
+        fields += [(f"suspension[{i}].reason", s.reason, True) for i, s in enumerate(e.suspension)]
+        if e.ended is not None:
+            fields += [("ended.reason", e.ended.reason, True),
+                       ("ended.article", e.ended.article, False)]  # fmt: skip
+        for fld, value, lines in fields:
+            if value is None:
+                continue
+            hidden = (_NOT_SHOWN if lines else _NOT_SHOWN_IN_A_LINE).search(value)
+            if hidden is not None:
+                self.err(
+                    e.id, fld, f"holds U+{ord(hidden.group()):04X}, a character not shown as such"
+                )
+            elif not value.strip():
+                self.err(e.id, fld, "blank")
 
     def titles(self, e: PartyEntry, titles: Mapping[Title, TitleEntry]) -> None:
         kinds = set(titles)
@@ -356,8 +402,11 @@ class _Checker:
         except OSError as e:
             self.err(pid, fld, f"cannot read {path}: {e.strerror}")
             return None
+        except ValueError:  # a NUL in the path
+            self.err(pid, fld, f"cannot read {ref!r}: not a file name")
+            return None
         try:
-            return (
+            cert = (
                 x509.load_pem_x509_certificate(data)
                 if b"-----BEGIN" in data
                 else x509.load_der_x509_certificate(data)
@@ -365,6 +414,12 @@ class _Checker:
         except ValueError:
             self.err(pid, fld, f"{path} is not a certificate")
             return None
+        try:
+            cert.public_key()
+        except (UnsupportedAlgorithm, ValueError) as e:
+            self.err(pid, fld, f"{path}: its public key cannot be used ({e})")
+            return None
+        return cert
 
     def suspensions(self, e: PartyEntry, kinds: frozenset[Title]) -> tuple[SuspensionWindow, ...]:
         out: list[SuspensionWindow] = []
@@ -379,15 +434,19 @@ class _Checker:
                     "or for a member 'Act §20(2)(1..5)', 'Act §20(6)(1..5)'",
                 )
                 continue
-            if not meaning.needs & kinds:
+            # one lifted already is history: the titles may have changed since
+            lifted = s.until is not None and s.until.timestamp() <= self.now
+            if not lifted and not meaning.needs & kinds:
                 self.err(
                     e.id,
                     f"{fld}.article",
                     f"{s.article} stops what a {_names(meaning.needs)} receives; this party holds none of those titles",
                 )
                 continue
-            if suspension_item(s.article) == meaning.carried_item and not (
-                meaning.carry_needs & kinds
+            if (
+                not lifted
+                and suspension_item(s.article) == meaning.carried_item
+                and not (meaning.carry_needs & kinds)
             ):
                 self.err(
                     e.id,
@@ -396,8 +455,10 @@ class _Checker:
                     "and was suspended under that title; this party holds no such title",
                 )
                 continue
-            if meaning.needs == {Title.GROUP_SIGNATURE_VERIFIER} and (
-                Title.SIGNATURE_VERIFIER in kinds
+            if (
+                not lifted
+                and meaning.needs == {Title.GROUP_SIGNATURE_VERIFIER}
+                and Title.SIGNATURE_VERIFIER in kinds
             ):
                 # §18(7) stops what the 機構 provides to the group; this party's services are
                 # not kept per title, so it would stop its provision as a 署名検証者 too
@@ -417,6 +478,8 @@ class _Checker:
             out.append(SuspensionWindow(meaning.services, since, until, s.article))
             if s.carry_over:
                 if not meaning.carry_needs & kinds:
+                    if lifted:
+                        continue
                     self.err(
                         e.id,
                         f"{fld}.carry_over",
@@ -429,6 +492,8 @@ class _Checker:
         return tuple(out)
 
     def membership(self, e: PartyEntry, by_id: Mapping[str, AnyEntry]) -> None:
+        if e.ended is not None and e.ended.at.timestamp() <= self.now:
+            return  # no longer answered: its group may have narrowed its range since (Ord §32(4))
         for i, t in enumerate(e.title):
             if not isinstance(t, SignatureConfirmerTitle):
                 continue
@@ -450,7 +515,8 @@ class _Checker:
                 self.err(
                     e.id,
                     f"title[{i}].group",
-                    f"outside the member range (署名確認者の範囲) {t.group!r} notified (Act §17(5), Ord §32(4))",
+                    f"outside the member range (署名確認者の範囲) {t.group!r} notified (Act §17(5), Ord §32(4)); "
+                    f"a member leaving it is ended first (`registry end --id {e.id}`)",
                 )
             elif t.item is not None and t.item != gtitle.group_kind:
                 self.err(
@@ -486,7 +552,7 @@ def _title_until(s: Service, kinds: frozenset[Title], titles: Mapping[Title, Tit
             if isinstance(entry, SignatureVerifierTitle | UserVerifierTitle)
             else None
         )
-        until = max(until, math.inf if lapse is None else day_start(lapse + timedelta(days=1)))
+        until = max(until, math.inf if lapse is None else day_end(lapse))
     if s in SERVICE_REQUIRES_ALL:  # every required title must still hold
         for t in SERVICE_REQUIRES_ALL[s]:
             entry = titles[t]
@@ -494,7 +560,7 @@ def _title_until(s: Service, kinds: frozenset[Title], titles: Mapping[Title, Tit
                 isinstance(entry, SignatureVerifierTitle | UserVerifierTitle)
                 and entry.certified_until
             ):
-                until = min(until, day_start(entry.certified_until + timedelta(days=1)))
+                until = min(until, day_end(entry.certified_until))
     return until
 
 

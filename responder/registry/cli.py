@@ -15,6 +15,13 @@ file as it was), appended to the audit log, then written atomically (temporary
 file, fsync, rename; mode 0600). Comments in the file are not kept: the file
 is rewritten in its normalized form.
 
+A party's state changes through its own command only: its suspensions (提供の停止) through
+`suspend` and `resume` (which cancels only a suspension not begun), its end of provision
+through `end` (an end still to come may be set again; in effect, it is final). `update
+--from FILE` keeps both (the file is a form of the notification and agreement); an `update`
+or `import --replace` whose entry states other suspensions or another end is refused, so
+an older export cannot put a suspended or ended party back in service.
+
 The audit log (``FILE`` with suffix ``.audit.jsonl`` unless ``--audit``) has
 one JSON object per change and party: ``seq``, ``at`` (UTC), ``actor``
 (``--actor``, default the OS user), ``action``, ``party``, ``before``,
@@ -89,6 +96,7 @@ from responder.registry.lookup import (
 from responder.registry.party import (
     CredentialInfo,
     Party,
+    PartyState,
 )
 from responder.registry.schema import (
     COUNT_MAX,
@@ -208,6 +216,8 @@ def _change(
                 replicate(path, newest.data, audit=audit, origin=f"{shared.bucket}#{revision}")
         current, before_reg = _read(path, t, must_exist=must_exist, check=check_current)
         after = mutate(_copy(current))
+        if action != "init":  # `registry init --force` replaces the (demo) registry whole
+            _check_state_kept(current, after, action, path, t)
         text = dump_registry(after, header=HEADER)
         try:
             after_reg = Registry.build(
@@ -336,6 +346,37 @@ def _diff(before: RegistryFile, after: RegistryFile) -> list[dict[str, Any]]:
             continue
         out.append({"party": pid, "before": _redacted(b), "after": _redacted(a)})
     return out
+
+
+_STATE_ACTIONS: Final = {"suspension": ("suspend", "resume"), "ended": ("end",)}
+"""The party state each command may change: suspensions (提供の停止, Act §18(6),(7), §37(4))
+only `suspend` and `resume`; the end of provision only `end` (final once in effect)."""
+
+
+def _check_state_kept(
+    before: RegistryFile, after: RegistryFile, action: str, path: Path, now: float
+) -> None:
+    """Refuse a change that would lift a suspension or undo the end of provision other than by
+    the command that does it (an `update --from` or `import --replace` of an older entry);
+    `end` sets an end, or moves one that has not taken effect at ``now``."""
+    new = {p.id: p for p in after.parties}
+    problems: list[str] = []
+    for b in before.parties:
+        a = new.get(b.id)
+        if not isinstance(b, PartyEntry) or not isinstance(a, PartyEntry):
+            continue
+        if a.suspension != b.suspension and action not in _STATE_ACTIONS["suspension"]:
+            problems.append(
+                f"party {b.id!r}: its suspensions (提供の停止) change through `registry suspend` "
+                "and `registry resume` only"
+            )
+        in_effect = b.ended is not None and b.ended.at.timestamp() <= now
+        if a.ended != b.ended and (action not in _STATE_ACTIONS["ended"] or in_effect):
+            problems.append(
+                f"party {b.id!r}: the end of provision (ended) is set by `registry end` and is final"
+            )
+    if problems:
+        raise CommandError(f"refused, {path} unchanged:\n" + "\n".join(problems))
 
 
 def _check_credentials(
@@ -604,6 +645,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise CommandError(f"{path}: cannot read: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise CommandError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise CommandError(f"{path}: not valid here: nested too deeply") from None
 
 
 def parse_registry_or_table(path: Path) -> dict[str, Any]:
@@ -666,11 +709,10 @@ def cmd_update(args: argparse.Namespace) -> int:
     def mutate(data: RegistryFile) -> RegistryFile:
         nonlocal tokens
         existing = _existing(data, args.id)
-        base = (
-            _party_from_file(args.from_file, args.id)
-            if args.from_file
-            else entry_to_builtins(existing)
-        )
+        base = entry_to_builtins(existing)
+        if args.from_file:  # a form of the notification and agreement: the state stays
+            state = {k: base[k] for k in _STATE_ACTIONS if k in base}
+            base = {**state, **_party_from_file(args.from_file, args.id)}
         d, tokens = _apply_flags(base, args, registry=path, new=False)
         data.parties[data.parties.index(existing)] = _to_entry(d, str(path))
         return data
@@ -742,15 +784,21 @@ def cmd_suspend(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     def edit(_: PartyEntry, d: dict[str, Any]) -> None:
-        at = args.at or _now_jst(time.time())
+        now = _now_jst(time.time())
+        at = args.at or now
         hits = 0
         kept: list[dict[str, Any]] = []
         for s in d.get("suspension", []):
             in_force = s.get("until") is None or s["until"] > at
             if in_force and args.article in (None, s["article"]):
                 hits += 1
-                if s["since"] >= at:  # not begun yet: cancelled (the audit keeps it)
+                if s["since"] > now and s["since"] >= at:  # not begun: cancelled (audited)
                     continue
+                if s["since"] >= at:  # begun: lifting it before it began would erase it
+                    raise CommandError(
+                        f"party {args.id!r}: the suspension under {s['article']} is in force "
+                        f"since {s['since'].isoformat()}: --at before it began would erase it"
+                    )
                 s["until"] = at
             kept.append(s)
         d["suspension"] = kept
@@ -764,9 +812,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_end(args: argparse.Namespace) -> int:
     def edit(e: PartyEntry, d: dict[str, Any]) -> None:
-        if e.ended is not None:
-            raise CommandError(f"party {args.id!r} has already ended")
-        d["ended"] = {"at": args.at or _now_jst(time.time()), "reason": args.reason}
+        now = _now_jst(time.time())
+        if e.ended is not None and e.ended.at <= now:  # one still to come may be moved
+            raise CommandError(f"party {args.id!r} has already ended (final)")
+        d["ended"] = {"at": args.at or now, "reason": args.reason}
         if args.article:
             d["ended"]["article"] = args.article
 
@@ -958,9 +1007,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _state(party: Party, now: float) -> str:
-    state: str = party.state(now).value
+    """The party's state now; a suspended one's with the articles it is suspended under."""
+    state = party.state(now)
+    name: str = state.value
+    if state is not PartyState.SUSPENDED:
+        return name
     articles = sorted({s.article for s in party.suspensions if s.since <= now < s.until})
-    return f"{state} ({', '.join(articles)})" if articles else state
+    return f"{name} ({', '.join(articles)})"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -1175,7 +1228,8 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         "--from",
         dest="from_file",
         type=Path,
-        help="TOML with the party's [[party]] table, as the starting point",
+        help="TOML with the party's [[party]] table, as the starting point (update: its "
+        "suspensions and end are kept)",
     )
     p.add_argument("--name", help="氏名又は名称 (Ord §30(1))")
     g = p.add_argument_group("notification (届出, Ord §30, §32, §61)")
@@ -1354,7 +1408,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--at", type=_instant, help="default: now")
     p.set_defaults(func=_guarded(cmd_resume))
 
-    p = sub.add_parser("end", help="end provision to a party (final)")
+    p = sub.add_parser("end", help="end provision to a party (final once in effect)")
     _common(p, writes=True)
     p.add_argument("--id", required=True, help="the party whose provision ends")
     p.add_argument("--reason", required=True, help="why, in words (kept in the registry)")

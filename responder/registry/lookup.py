@@ -42,6 +42,13 @@ _log: Final = logging.getLogger("responder.registry")
 
 _FileSignature = tuple[int, int, int, int, int]
 
+SETTLE: Final = 0.25
+"""Seconds a registry file changed in place (same inode: `cp`, an editor saving in place)
+must stay unchanged before a reload takes it: until then it may be half-written, and a
+shorter file can be valid TOML (parties missing, a suspension cut off). Every write moves
+its mtime, so a writer still at work keeps it fresh. A file replaced whole (renamed over
+the old one, as `responder registry` writes) is complete when it appears: taken at once."""
+
 
 def _signature(st: os.stat_result) -> _FileSignature:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -100,21 +107,26 @@ class Registry:
         reg._stat = _signature(st)
         return reg
 
-    def reload_if_changed(self, path: Path) -> Registry | None:
+    def reload_if_changed(self, path: Path, *, now: float | None = None) -> Registry | None:
         """A new Registry if ``path`` changed since this one was loaded, else None.
 
         Cheap (one stat): call it every second in each worker. A changed file that does
         not load raises RegistryError once (log it and keep serving with this registry);
-        later calls return None until the file changes again.
+        later calls return None until the file changes again. A file changed in place less
+        than `SETTLE` seconds before ``now`` is left for a later call.
         """
         try:
-            sig = _signature(path.stat())
+            st = path.stat()
         except OSError as e:
             if self._failed is None:
                 self._failed = (0, 0, 0, 0, 0)
                 raise RegistryError(f"{path}: cannot read the registry: {e.strerror}") from None
             return None
+        sig = _signature(st)
         if sig in (self._stat, self._failed):
+            return None
+        in_place = self._stat is not None and sig[:2] == self._stat[:2]
+        if in_place and (time.time() if now is None else now) - st.st_mtime < SETTLE:
             return None
         try:
             return Registry.load(path)
@@ -126,12 +138,24 @@ class Registry:
     def build(
         cls, data: RegistryFile, *, base: Path, source: str, now: float | None = None
     ) -> Registry:
-        """Check every rule of the module docstring and build the lookup tables."""
+        """Check every rule of the module docstring and build the lookup tables.
+
+        Raises RegistryError and nothing else, whatever the file holds: the workers' reload,
+        the master and the admin commands catch that and keep the registry in use, so a file
+        that no check foresaw is refused like any bad file (naming what went wrong) rather
+        than stopping the thread that takes later changes."""
         checker = _Checker(base=base, source=source, now=time.time() if now is None else now)
-        parties = checker.check(data)
-        if checker.errors:
-            raise RegistryError("\n".join(checker.errors))
-        return cls(parties, file=data, source=source, warnings=checker.warnings)
+        try:
+            parties = checker.check(data)
+            if checker.errors:
+                raise RegistryError("\n".join(checker.errors))
+            return cls(parties, file=data, source=source, warnings=checker.warnings)
+        except RegistryError:
+            raise
+        except Exception as e:  # see the docstring
+            raise RegistryError(
+                f"{source}: cannot be checked ({type(e).__name__}: {e}); refused"
+            ) from None
 
     # --- authentication lookups ------------------------------------------------------
 
@@ -207,10 +231,10 @@ class LastGoodRegistry:
         self.error: str | None = None
         """Why the file on disk does not load now (None: it does)."""
 
-    def refresh(self) -> None:
+    def refresh(self, *, now: float | None = None) -> None:
         """Load the file if it changed; a file that does not load keeps the last good one."""
         try:
-            fresh = self.registry.reload_if_changed(self.path)
+            fresh = self.registry.reload_if_changed(self.path, now=now)
         except RegistryError as e:
             self.error = str(e)
             _log.error(
@@ -221,11 +245,11 @@ class LastGoodRegistry:
         if fresh is not None:
             self.registry, self.error = fresh, None
 
-    def for_worker(self) -> tuple[Registry, str | None]:
+    def for_worker(self, *, now: float | None = None) -> tuple[Registry, str | None]:
         """The registry a new worker serves, and why the file did not load (None: it did).
 
         The copy the master loaded, unless the file changed since (`refresh`: one stat):
         a worker does not parse and check again the registry the master just checked.
         """
-        self.refresh()
+        self.refresh(now=now)
         return self.registry, self.error

@@ -39,6 +39,12 @@ def day_start(d: date) -> float:
     return datetime.combine(d, dtime(0), tzinfo=JST).timestamp()
 
 
+def day_end(d: date) -> float:
+    """The first second (epoch) after a Japan calendar day: JST keeps no daylight saving, so
+    every day is 86,400 seconds (and the last day a date can hold has an end too)."""
+    return day_start(d) + 86_400
+
+
 class CredentialInfo(msgspec.Struct, frozen=True, kw_only=True):
     """One usable credential: what to match and when it is valid."""
 

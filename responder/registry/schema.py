@@ -284,6 +284,8 @@ def parse_registry(text: str, *, source: str) -> RegistryFile:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RegistryError(f"{source}: not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise RegistryError(f"{source}: not valid here: nested too deeply") from None
     unknown = sorted(set(raw) - {"version", "party"})
     if unknown:
         raise RegistryError(f"{source}: unknown top-level field(s): {', '.join(unknown)}")

@@ -321,19 +321,28 @@ _SUSPENSION_ARTICLES: Final[dict[str, tuple[range, SuspensionArticle]]] = {
 }
 
 
+def _item(rest: str) -> int:
+    """The item of ``N)``: N written in ASCII digits without a leading zero; 0 otherwise (a
+    fullwidth or other script's digit, which `str.isdigit` and `int` take, is not the item)."""
+    digits = rest[:-1]
+    if not rest.endswith(")") or not digits.isascii() or not digits.isdigit():
+        return 0
+    return int(digits) if str(int(digits)) == digits else 0
+
+
 def suspension_item(article: str) -> int:
     """The item number of a suspension article (``"Act §18(6)(3)"``: 3), 0 when none."""
     _, sep, rest = article.partition(")(")
-    return int(rest[:-1]) if sep and rest.endswith(")") and rest[:-1].isdigit() else 0
+    return _item(rest) if sep else 0
 
 
 def suspension_article(article: str) -> SuspensionArticle | None:
     """The meaning of ``"Act §18(6)(3)"``, ``"Act §18(7)(1)"``, ``"Act §37(4)(6)"``, or on a
-    group appliance ``"Act §20(2)(1)"`` / ``"Act §20(6)(1)"`` (a member refused, §18(7) item 1)."""
+    group appliance ``"Act §20(2)(1)"`` / ``"Act §20(6)(1)"`` (a member refused, §18(7) item 1);
+    None for any other writing."""
     head, sep, rest = article.partition(")(")
-    if not sep or not rest.endswith(")") or not rest[:-1].isdigit():
-        return None
+    item = _item(rest) if sep else 0
     known = _SUSPENSION_ARTICLES.get(head + ")")
-    if known is None or int(rest[:-1]) not in known[0]:
+    if known is None or item not in known[0]:
         return None
     return known[1]
