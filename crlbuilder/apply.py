@@ -1037,6 +1037,10 @@ class Applier:
                 )
         elif rec.notified_at is not None:
             raise Refused("notified_at belongs to move-out and move-in notices only")
+        if rec.planned_date is not None:  # a move-out notice's (`ingest.check_record`)
+            why = rules.planned_date_refusal(rec.planned_date, made)
+            if why is not None:
+                raise Refused(f"{why} (at `$.planned_date`)")
         self._lapse_if_due(b, holder, made)
         pending = b.c.pending(holder)
         if rec.change is ChangeKind.MOVE_OUT_NOTICE:
