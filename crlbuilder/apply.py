@@ -44,7 +44,11 @@ What each record does (the rules themselves are in `rules`):
   publisher on the stream cannot record a serial with another party);
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13), a mobile certificate whose issuance
-  is read after its card certificate lost effect too.
+  is read after its card certificate lost effect too;
+- a record read too late to be judged (made before what an erasure past retention may have
+  erased, by the bound that erasure left in the store: `crlbuilder.lateness`) is refused before
+  anything of it is written, as is a move-out notice whose planned date is before the day it
+  was made or more than a year on (`rules.planned_date_refusal`).
 
 A revocation bumps the status record's version and deletes any stored answer
 for that serial in the same transaction, so no worker can serve a stale one:
