@@ -44,7 +44,11 @@ What each record does (the rules themselves are in `rules`):
   publisher on the stream cannot record a serial with another party);
 - every revocation of a card certificate cascades to the holder's mobile
   certificate of the same kind (Act §16-13, §35-13), a mobile certificate whose issuance
-  is read after its card certificate lost effect too.
+  is read after its card certificate lost effect too;
+- a record read too late to be judged (made before what an erasure past retention may have
+  erased, by the bound that erasure left in the store: `crlbuilder.lateness`) is refused before
+  anything of it is written, as is a move-out notice whose planned date is before the day it
+  was made or more than a year on (`rules.planned_date_refusal`).
 
 A revocation bumps the status record's version and deletes any stored answer
 for that serial in the same transaction, so no worker can serve a stale one:
@@ -100,7 +104,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from crlbuilder import keptfor, lapsed, outbox, recorddigest, rules, tokencert
+from crlbuilder import keptfor, lapsed, lateness, outbox, recorddigest, rules, tokencert
 from crlbuilder import retention as retention_agenda
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
@@ -225,6 +229,9 @@ class Summary:
     """Kept changes and lapses of holders (``taken``) erased once no rule needs them (`crlbuilder.keptfor`)."""
     move_ins_erased: int = 0
     """Kept move-in notices of holders (``moveins``) erased once no rule needs them (`crlbuilder.keptfor`)."""
+    late: int = 0
+    """Of ``quarantined``, records read too late to be judged: made before what an erasure past
+    retention may have erased (`crlbuilder.lateness`)."""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -242,6 +249,7 @@ class Summary:
             "lapsed_notices_erased": self.notices_erased,
             "taken_erased": self.taken_erased,
             "move_ins_erased": self.move_ins_erased,
+            "refused_late": self.late,
         }
 
 
@@ -285,6 +293,9 @@ class _Batch:
     """The batch's write transaction: owns the commit sequence, versions and answers."""
     notices: list[Notice] = field(default_factory=list)
     """Owed to the notices file, staged in ``c`` when the batch changed anything."""
+    erased: sf.ErasedState | None = None
+    """What the store's erasures past retention may have taken from the batch's records
+    (`crlbuilder.lateness`): read once, no erasure runs within a batch."""
 
     @property
     def seq(self) -> int:
@@ -374,7 +385,7 @@ class Applier:
             c.group = self.group
             if stream_seq is not None:
                 c.put_stream_seq(stream_seq)
-            b = _Batch(c)
+            b = _Batch(c, erased=c.erased_state())
             claim, keep, release, apply, digest_of = (
                 c.claim_applied,
                 c.keep_applied,
@@ -601,6 +612,10 @@ class Applier:
                 move_ins_erased += gone_move_ins
                 if agenda and at is not None and at < horizon:
                     c.put_retention(at, holder)
+            if due or notices or taken_erased or move_ins_erased:
+                # records made before what went may be judged without it: read later, they
+                # are refused (`crlbuilder.lateness`), by the periods applied here
+                c.put_erased_state(lateness.bound(now, shortest, lapse_days, c.erased_state()))
             if (crash := self.crash_points.get("erase-before-commit")) is not None:
                 crash()
         if due:
@@ -615,6 +630,8 @@ class Applier:
 
     def _apply(self, b: _Batch, rec: Record) -> bool:
         """Apply one record; True if it changed a certificate's status or the store's links."""
+        if (late := lateness.refusal(rec, b.erased)) is not None:
+            raise Refused(late)  # before anything of it is written (a lapse due by it too)
         match rec:
             case Issuance():
                 return self._issuance(b, rec)
@@ -1024,6 +1041,10 @@ class Applier:
                 )
         elif rec.notified_at is not None:
             raise Refused("notified_at belongs to move-out and move-in notices only")
+        if rec.planned_date is not None:  # a move-out notice's (`ingest.check_record`)
+            why = rules.planned_date_refusal(rec.planned_date, made)
+            if why is not None:
+                raise Refused(f"{why} (at `$.planned_date`)")
         self._lapse_if_due(b, holder, made)
         pending = b.c.pending(holder)
         if rec.change is ChangeKind.MOVE_OUT_NOTICE:
@@ -1314,6 +1335,7 @@ class Applier:
         b.c.quarantine(key)
         b.c.stage(outbox.QUARANTINE, msgspec.json.encode(entry))
         self.summary.quarantined += 1
+        self.summary.late += reason in lateness.REASONS
 
     def _stage_notices(self, b: _Batch) -> None:
         """Owe the batch's notices to the notices file, in the batch's own transaction."""

@@ -42,6 +42,12 @@ from crlbuilder.model import (
 MAX_SERIAL: Final = 2**159
 """RFC 5280 §4.1.2.2: a serial fits in 20 octets (DER INTEGER, positive)."""
 
+BOM: Final = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark, which some editors and Windows tools write at the start of a text
+file: taken off the start of a record file's first line (`lines`), and only there (RFC 8259 §8.1:
+a parser may ignore one at the start of a JSON text; one elsewhere is part of a line, refused as
+not JSON)."""
+
 MAX_LINE: Final = 1 << 20
 """Longest accepted line (1 MiB); a longer one is quarantined unread."""
 
@@ -228,9 +234,9 @@ def read_file(
 
 
 def lines(f: BinaryIO, *, limit: int | None = None) -> Iterator[tuple[int, bytes | None]]:
-    """Each line of ``f`` (numbered from 1, without its line end), None for one longer than
-    `MAX_LINE`: that one is skipped in pieces, never held whole in memory. With ``limit``,
-    only the first ``limit`` bytes are read."""
+    """Each line of ``f`` (numbered from 1, without its line end, the first without a leading
+    `BOM`), None for one longer than `MAX_LINE`: that one is skipped in pieces, never held whole
+    in memory. With ``limit``, only the first ``limit`` bytes are read."""
     cap = MAX_LINE + 2  # a longest line and its CR LF
 
     def more(size: int) -> bytes:
@@ -253,6 +259,8 @@ def lines(f: BinaryIO, *, limit: int | None = None) -> Iterator[tuple[int, bytes
             yield n, None
             continue
         line = raw.rstrip(b"\r\n")
+        if n == 1 and line.startswith(BOM):
+            line = line[len(BOM) :]  # an editor's mark of the file, not the record's
         yield n, (None if len(line) > MAX_LINE else line)
 
 

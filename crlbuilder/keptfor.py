@@ -32,7 +32,8 @@ issuance or move-out it could take or answer is made any more. The entry also st
 records the store keeps for their period (the CRL entries it writes when an issuance record
 comes late are recorded at ``at``; for a lapse that answered, 30 days on): it is not erased
 before those periods end either, so only a record read more than a retention period after the
-entry's instant is judged without it (`docs/records.md`, arrival order).
+entry's instant could be judged without it: it is refused as read too late instead
+(`crlbuilder.lateness`, `docs/records.md`).
 
 The instants (`taken_erasable_at`, `move_in_erasable_at`):
 
@@ -48,7 +49,7 @@ The instants (`taken_erasable_at`, `move_in_erasable_at`):
   made (`rules.move_out_lapse`): a lapse it prevented of a move-out planned no later than the
   move-in fell due by then, and every auth-card certificate that lapse would have taken has
   expired at that end. A move-out notice made before it and planned later than it, read more
-  than a retention period late, is judged without it (`docs/records.md`).
+  than a retention period late, is refused as read too late (`crlbuilder.lateness`).
 """
 
 from __future__ import annotations

@@ -42,9 +42,10 @@ only hold the notice longer, so the builder checks a notice again when its insta
 
 Past that instant no answer the store gives depends on the notice, unless a record of the
 holder made before it arrives only then (more than a retention period after the lapse): a
-deletion recorded while a window certificate was valid, a sign-card issuance of the window
-read after such a deletion, a move-in notice made in time (not counted), or a move-out notice
-made before this one (judged without it). docs/records.md lists them with the other limits of
+sign-card issuance of the window read after a deletion, a move-in notice made in time, or a
+move-out notice made before this one: each is refused as read too late (`crlbuilder.lateness`);
+and a deletion recorded after the lapse while a window certificate was valid, which is not (it
+takes that certificate, expired by then). docs/records.md lists them with the other limits of
 arrival order.
 """
 

@@ -41,7 +41,7 @@ STORE_FORMAT: Final = 1
 """The store's format version (`crlbuilder.store.format.FORMAT_VERSION`, whose module says what
 it covers); a bump is a new release too."""
 
-RULES: Final = 5
+RULES: Final = 6
 """This build's rules version; bump it with any change named above (and say here what changed):
 tests/test_release_rules.py keeps a digest of what the rules make of fixed records per value
 and fails when it moves under the same one.
@@ -61,7 +61,12 @@ records the signer's builder writes (``token-issued``, ``token-revoked``, `crlbu
 a ``token-issued`` carries the token certificate, which every node checks against the token
 issuer's certificate before it records the token, `crlbuilder.tokencert`), which every node
 applies as a token's status (a node of release 4 would quarantine them as unknown records, other
-bytes: it stops before them instead)."""
+bytes: it stops before them instead).
+6: a record made before what an erasure past retention may have erased is refused as read too
+late (`crlbuilder.lateness`: each erasure that erases anything records its bound in the store,
+meta ``erased-state``), where a node of release 5 applied it without what went; a move-out
+notice whose planned date is before the day it was made or more than a year on is refused
+(`rules.planned_date_refusal`)."""
 
 
 @dataclass(frozen=True, slots=True)

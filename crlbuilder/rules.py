@@ -285,6 +285,37 @@ def move_out_lapse(planned_date: date) -> datetime:
     return start_of_day_utc(planned_date + timedelta(days=MOVE_OUT_GRACE_DAYS + 1))
 
 
+MAX_PLANNED_AHEAD_DAYS: Final = 365
+"""The latest planned move-out date (転出の予定年月日) a move-out notice may name, in days after
+the JST day it was made. No article sets one (住民基本台帳法 §24 asks for the notice in advance,
+and municipalities take it about two weeks ahead): a year is far past any notice made in earnest,
+and keeps every lapse's instant (`move_out_lapse`, 31 days on) a date."""
+
+_LAST_PLANNED: Final = date.max - timedelta(days=MOVE_OUT_GRACE_DAYS + 1)
+"""The last planned date whose lapse (`move_out_lapse`) is a date at all."""
+
+
+def planned_date_refusal(planned: date, made: datetime) -> str | None:
+    """Why a move-out notice made at ``made`` cannot name ``planned`` as its planned date, or
+    None: it is on or after the JST day the notice was made (a 転出届 is made in advance and
+    names the date planned: 住民基本台帳法 §24, not among our seed texts) and at most
+    `MAX_PLANNED_AHEAD_DAYS` days after it. The 30-day lapse counts from it (Act §31(2)): a
+    date far off would hold the lapse back for ever, or past the calendar (the lapse of a
+    notice planned on 9999-12-31 has no instant), and one before the notice is no plan."""
+    ahead = (planned - jst_date(made)).days
+    if ahead < 0:
+        return (
+            "the planned move-out date is before the day the notice was made (a 転出届 is made "
+            "in advance and names the date planned: 住民基本台帳法 §24)"
+        )
+    if ahead > MAX_PLANNED_AHEAD_DAYS or planned > _LAST_PLANNED:
+        return (
+            f"the planned move-out date is more than {MAX_PLANNED_AHEAD_DAYS} days after the "
+            "day the notice was made"
+        )
+    return None
+
+
 def ends_before_lapse(notice: MoveOutNotice, made: datetime) -> bool:
     """Whether a notice the holder made at ``made`` ends ``notice``'s 30-day clock (Act §31(2)).
 

@@ -17,6 +17,7 @@ import pytest
 from crlbuilder import keptfor, rules
 from crlbuilder.apply import Applier, epoch, from_epoch, next_erasure
 from crlbuilder.ingest import read_file
+from crlbuilder.lateness import LATE_ISSUANCE, LATE_NOTICE
 from crlbuilder.model import Category, Family
 from crlbuilder.periods import RULE, kept_until
 from crlbuilder.retention import NOTICES, scanned
@@ -24,7 +25,7 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.reader import changes_start
 from crlbuilder.store.writer import Commit
 from tests.support.store import dump_store
-from tests.test_apply import H1, KEY, World, issuance, ts
+from tests.test_apply import H1, INDEX, KEY, World, issuance, ts
 from tests.test_lapse_time import FakeClock, published
 from tests.test_lapsed_erasure import domestic, pending
 from tests.test_window_order import DUE, PLANNED, change
@@ -189,18 +190,23 @@ def test_a_late_issuance_is_judged_by_the_change_until_its_erasure(
 ) -> None:
     """Before the erasure, a sign-card certificate issued on day 10 whose record is read then is
     revoked by the change of day 20; read after it (more than a retention period after the change,
-    the certificate long expired: docs/records.md, arrival order), it is added as it says, good."""
+    the certificate long expired), it was added as it said, good (docs/records.md, arrival
+    order): now refused as read too late (`crlbuilder.lateness`), nothing of it stored."""
     world.apply([change(20, "fact-change", fact="address")])
     at = keptfor.taken_erasable_at(address_change(20), retention)
     now = at if erased else at - 1
     erase(world, now, agenda=True)
-    ap = read_at(world, now, [issuance(101, "sign-card-g1", H1, day=10)])
-    assert ap.summary.quarantined == 0
+    record = issuance(101, "sign-card-g1", H1, day=10)
+    ap = read_at(world, now, [record])
+    assert ap.summary.quarantined == ap.summary.late == int(erased)
+    if erased:
+        assert [q["reason"] for q in world.quarantined()] == [LATE_ISSUANCE]
+        with world.store.read() as r:
+            assert r.status(sf.status_key(INDEX["sign-card-g1"], 101)) is None
+        return
     st = world.status("sign-card-g1", 101)
     assert st.not_after < now  # expired long before
-    assert st.revoked is not erased
-    if not erased:
-        assert st.revoked_at == address_change(20).at
+    assert st.revoked and st.revoked_at == address_change(20).at
 
 
 # --- taken: lapses ------------------------------------------------------------------------
@@ -273,7 +279,8 @@ def test_an_older_move_out_read_late_is_judged_by_the_move_in_until_its_erasure(
     """A 転出届 made on day 25 for day 40, before the move-in of day 45, read only then: before the
     erasure the move-in answers it (nothing pending); after it (more than a retention period
     after the move-in: docs/records.md, arrival order), it is pending by its own dates and
-    lapses, but every auth-card certificate its lapse could take has expired: none is revoked."""
+    lapsed (every auth-card certificate its lapse could take had expired: none was revoked):
+    now refused as read too late (`crlbuilder.lateness`), nothing pending either way."""
     world.apply([issuance(102, "auth-card-g1", H1, day=0, not_after=ts(1500))])
     published(world)  # a lapse is dated when written (Act §34(1)(2))
     m = move_in_history(world)
@@ -283,11 +290,9 @@ def test_an_older_move_out_read_late_is_judged_by_the_move_in_until_its_erasure(
     older = change(44, "move-out-notice", planned_date=PLANNED.isoformat())
     older["notified_at"] = ts(25)
     ap = read_at(world, now, [older])
-    assert ap.summary.quarantined == 0
-    p = pending(world)
-    assert (p is not None) is erased
-    if p is not None:
-        assert p.lapsed_at  # lapsed at once: long due
+    assert ap.summary.quarantined == ap.summary.late == int(erased)
+    assert [q["reason"] for q in world.quarantined()] == ([LATE_NOTICE] if erased else [])
+    assert pending(world) is None
     assert not world.status("auth-card-g1", 102).revoked
 
 

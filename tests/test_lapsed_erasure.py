@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from crlbuilder.apply import Applier, epoch, from_epoch, next_erasure
+from crlbuilder.lateness import LATE_NOTICE
 from crlbuilder.model import Category, Family
 from crlbuilder.periods import RULE, kept_until
 from crlbuilder.retention import scanned
@@ -191,14 +192,19 @@ def test_a_notice_lapsed_since_the_scan_is_erased_in_time_though_it_wrote_no_crl
     assert ap.summary.notices_erased == 1 and pending(world) is None
 
 
-def test_a_late_move_in_read_after_the_erasure_is_no_longer_counted(world: World) -> None:
-    """The documented limit (docs/records.md, arrival order): a move-in notice made in time whose
-    record comes only after the notice was erased is applied without it; the lapse stands."""
+def test_a_late_move_in_read_after_the_erasure_is_refused_as_read_too_late(world: World) -> None:
+    """A move-in notice made in time (before the due instant) whose record comes only after the
+    notice was erased was applied without it, not counted in ``move_in_after_lapse`` (the limit
+    docs/records.md, arrival order, named): made more than a retention period before the
+    erasure, it is now refused as read too late (`crlbuilder.lateness`); the lapse stands."""
     at = kept_until(domestic(world), DAYS)
     erase(world, at, agenda=False)
     ap = world.apply([change(200, "move-in-notice", notified_at=ts(60))])
-    assert ap.summary.move_in_after_lapse == 0 and world.quarantined() == []
+    assert ap.summary.move_in_after_lapse == 0 and ap.summary.late == 1
+    assert [q["reason"] for q in world.quarantined()] == [LATE_NOTICE]
     assert world.status("auth-card-g1", 102).revoked
+    with world.store.read() as r:
+        assert r.move_ins(holder()) == []  # nothing of it kept
 
 
 def test_a_lapse_an_earlier_builder_kept_only_in_its_notice_is_kept_in_taken_when_it_goes(
@@ -302,15 +308,17 @@ def test_erasing_a_lapsed_notice_alone_moves_no_commit(world: World) -> None:
 
 
 @pytest.mark.parametrize("erased", [False, True])
-def test_an_older_move_out_read_after_the_erasure_takes_a_card_issued_since(
+def test_an_older_move_out_read_after_the_erasure_is_refused_not_let_take_a_card_issued_since(
     world: World, erased: bool
 ) -> None:
-    """The documented limit (docs/records.md, arrival order), its worst case: a move-out notice
-    made (day 30) before the erased one (day 35), whose due instant comes after the erased one's,
-    read only after the erasure, is pending by its own dates, and its lapse revokes the auth-card
-    certificate issued since the erased notice's lapse (day 80, valid to day 1580): a certificate
-    read in time stays good (the erased notice, made before that due instant, replaced it).
-    The record comes more than a retention period (30 days here, 3650 shipped) after the lapse."""
+    """The worst case of the documented limit (docs/records.md, arrival order), closed by the
+    lateness bound (`crlbuilder.lateness`): a move-out notice made (day 30) before the erased
+    one (day 35), whose due instant comes after the erased one's, read only after the erasure,
+    was pending by its own dates, and its lapse revoked the auth-card certificate issued since
+    the erased notice's lapse (day 80, valid to day 1580), which read in time stays good (the
+    erased notice, made before that due instant, replaced it). It is made more than a retention
+    period (30 days here, 3650 shipped) before the erasure: now refused, quarantined with a
+    reason naming no time, counted, and the certificate stays good as read in time."""
     older = change(
         31,
         "move-out-notice",
@@ -325,4 +333,8 @@ def test_an_older_move_out_read_after_the_erasure_takes_a_card_issued_since(
     ap = world.apply([older])
     ap.clock = FakeClock(from_epoch(at + 86_400))
     ap.sweep_lapses(from_epoch(at + 86_400))
-    assert world.status("auth-card-g1", 103).revoked is erased
+    assert not world.status("auth-card-g1", 103).revoked
+    assert pending(world) is None if erased else pending(world) is not None
+    assert ap.summary.as_dict()["refused_late"] == int(erased)
+    late = [q for q in world.quarantined() if q["id"] == older["id"]]
+    assert [q["reason"] for q in late] == ([LATE_NOTICE] if erased else [])

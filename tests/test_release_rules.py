@@ -46,6 +46,7 @@ DIGESTS: dict[int, str] = {
     3: "34a8f341b93bcb7c263462864e013e92e2a3a1b48298fdfbcae6849bfb427b59",
     4: "468cdd6dfe18c692454dd74c9198d258de6b9693d747391dc85913462004fd59",
     5: "11544c4299ab6943dcdbd85e2b756ec54f98515a4ea3170b902908e4ce1577c5",
+    6: "919214ac208b5d29ba7e6a1a7f3ec1e92f6a1f2041b873a4079866b489eef8e7",
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
@@ -123,23 +124,6 @@ def rules_digest(world: World) -> str:
         for k, outcome in enumerate(run.outcomes()):
             h.update(msgspec.json.encode([run.label(k), sorted(outcome.certs.items()),
                                           list(outcome.refused)]))  # fmt: skip
-    # the lapsed move-out notices the erasure past retention takes (`crlbuilder.lapsed`), with
-    # a period shorter than the window sign-card certificates' validity, at instants around it,
-    # and the kept changes, lapses and move-ins (`crlbuilder.keptfor`) around the ends of validity
-    # of what they could take (six years on: days 2190 to 2350)
-    ap = world.apply([])
-    kept_days = range(2190, 2351, 8)
-    for d in (60, 72, 100, 300, 431, 432, 902, 903, 904, 1401, 1402, 1403, 2000, *kept_days):
-        now = int(day(d).timestamp())
-        ap.clock = lambda now=now: datetime.fromtimestamp(now, UTC)  # type: ignore[misc]
-        ap.erase_past_retention(now, lambda f, c: 30, keep_time=False)
-        with world.store.read() as r:
-            left = [(h.hex(), msgspec.json.encode(p).decode()) for h, p in r.pending_notices()]
-            if d in kept_days:
-                left += [(h.hex(), msgspec.json.encode(t).decode()) for h, t in r.taken_kept()]
-                left += [(h.hex(), msgspec.json.encode(m).decode()) for h, m in r.move_ins_kept()]
-        erased = [ap.summary.notices_erased, ap.summary.taken_erased, ap.summary.move_ins_erased]
-        h.update(msgspec.json.encode([d, erased if d in kept_days else erased[0], left]))
     # a record id reused with other content (refused from RULES 5), and what the store keeps per
     # applied record id (the commit and, from RULES 5, a digest of the record's content)
     holder = "cd" * 32
@@ -163,6 +147,42 @@ def rules_digest(world: World) -> str:
     with world.store.env.begin() as txn:
         for k, v in txn.cursor(db=world.store.dbs[sf.DB_APPLIED]):
             h.update(bytes(k) + b"\0" + bytes(v))
+    # the lapsed move-out notices the erasure past retention takes (`crlbuilder.lapsed`), with
+    # a period shorter than the window sign-card certificates' validity, at instants around it,
+    # and the kept changes, lapses and move-ins (`crlbuilder.keptfor`) around the ends of validity
+    # of what they could take (six years on: days 2190 to 2350)
+    ap = world.apply([])
+    kept_days = range(2190, 2351, 8)
+    for d in (60, 72, 100, 300, 431, 432, 902, 903, 904, 1401, 1402, 1403, 2000, *kept_days):
+        now = int(day(d).timestamp())
+        ap.clock = lambda now=now: datetime.fromtimestamp(now, UTC)  # type: ignore[misc]
+        ap.erase_past_retention(now, lambda f, c: 30, keep_time=False)
+        with world.store.read() as r:
+            left = [(h.hex(), msgspec.json.encode(p).decode()) for h, p in r.pending_notices()]
+            if d in kept_days:
+                left += [(h.hex(), msgspec.json.encode(t).decode()) for h, t in r.taken_kept()]
+                left += [(h.hex(), msgspec.json.encode(m).decode()) for h, m in r.move_ins_kept()]
+        erased = [ap.summary.notices_erased, ap.summary.taken_erased, ap.summary.move_ins_erased]
+        h.update(msgspec.json.encode([d, erased if d in kept_days else erased[0], left]))
+    # records read after those erasures (from RULES 6): made before what they may have erased,
+    # refused as read too late (`crlbuilder.lateness`), one just inside applied; and move-out
+    # notices whose planned date is before the notice or more than a year on, refused
+    # (`rules.planned_date_refusal`)
+    holder = "ef" * 32
+
+    def notice(name: str, made: float, planned: float) -> dict[str, object]:
+        on = datetime.fromisoformat(ts(made)).date() + timedelta(days=planned)
+        return {"type": "resident-change", "id": f"rules-{name}", "recorded_at": ts(2349),
+                "notified_at": ts(made), "holder": holder, "change": "move-out-notice",
+                "planned_date": on.isoformat()}  # fmt: skip
+
+    after = world.apply(
+        [{**issuance(9100, "auth-card-g1", holder, 1), "id": "rules-late-issuance"},
+         notice("late-notice", 2000, 5), notice("before", 2340, -1), notice("far", 2340, 366),
+         notice("inside", 2340, 5)]
+    )  # fmt: skip
+    refused = sorted((str(q["id"]), str(q["reason"])) for q in world.quarantined())
+    h.update(msgspec.json.encode([after.summary.applied, after.summary.late, refused]))
     start = int(day(0).timestamp())
     for offset in range(0, 2 * 86_400, 3_600 * 5 + 7):  # across JST day boundaries
         for days in (1, 30, 31, 365, 3_653):

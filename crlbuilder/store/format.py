@@ -231,6 +231,11 @@ retention agenda's scan can fall due for erasure, whatever the periods (`crlbuil
 .taken_due_from`, ``move_in_due_from``: six years and more after its change, due instant or
 move-in; every `crlbuilder.store.writer.Commit` that keeps one lowers it, the scan deletes it);
 absent when none was."""
+META_ERASED: Final = b"erased-state"
+"""`ErasedState`: the latest erasure past retention (Ord §70(1)(iii)) that erased anything, and
+the event times before which a record may be judged without what it erased
+(`crlbuilder.lateness`); written by that erasure's transaction, never lowered; absent before
+the first (or in a store whose erasures a builder before rules 6 ran)."""
 META_LAPSES: Final = b"lapses"
 """u32: the commit through which `DB_LAPSES` lists every move-out notice not lapsed. Every
 commit that changes the store moves it along when it was current; a commit of a builder of
@@ -585,6 +590,18 @@ class RetentionState(msgspec.Struct, frozen=True, kw_only=True):
     (`crlbuilder.retention.periods_digest`, `crlbuilder.periods.RULE`)."""
 
 
+class ErasedState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the erasures past retention may have taken from a record read since
+    (`META_ERASED`, `crlbuilder.lateness`): each field the latest any erasure set."""
+
+    at: int
+    """The instant (epoch seconds) of the latest erasure that erased anything."""
+    issued_before: int
+    """An issuance whose certificate began before it and expired by ``at`` is read too late."""
+    made_before: int
+    """A move-out or move-in notice made before it is read too late."""
+
+
 class IssuerMeta(msgspec.Struct, frozen=True, kw_only=True):
     """One issuer generation as the store knows it (META_ISSUERS)."""
 
@@ -798,6 +815,7 @@ crl_file_decoder: Final = msgspec.json.Decoder(CrlFileEntry)
 announcement_decoder: Final = msgspec.json.Decoder(Announcement)
 outbox_file_decoder: Final = msgspec.json.Decoder(OutboxFile)
 retention_state_decoder: Final = msgspec.json.Decoder(RetentionState)
+erased_state_decoder: Final = msgspec.json.Decoder(ErasedState)
 
 
 _REVOKED_CATEGORY_OFFSET: Final = 9

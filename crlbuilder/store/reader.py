@@ -491,6 +491,12 @@ class LmdbReader(ReaderRules):
         raw = self._meta(sf.META_RETENTION)
         return sf.retention_state_decoder.decode(raw) if raw else None
 
+    def erased_state(self) -> sf.ErasedState | None:
+        """What the erasures past retention may have taken from a record read now
+        (`META_ERASED`, `crlbuilder.lateness`), None before the first that erased anything."""
+        raw = self._meta(sf.META_ERASED)
+        return sf.erased_state_decoder.decode(raw) if raw else None
+
     def first_retention_due(self) -> int | None:
         """The earliest due instant the retention agenda lists (`DB_RETENTION`), None when it
         lists none (or a read-only open of a store made before the agenda)."""

@@ -354,6 +354,11 @@ class Commit(LmdbReader):
         self._txn.delete(sf.META_REVOKED_FROM, db=self._meta_db)
         self._txn.delete(sf.META_KEPT_FROM, db=self._meta_db)
 
+    def put_erased_state(self, state: sf.ErasedState) -> None:
+        """Record what this erasure past retention may have taken from records read later
+        (`META_ERASED`, `crlbuilder.lateness`): builder state, it moves no commit."""
+        self._put(sf.DB_META, sf.META_ERASED, msgspec.json.encode(state), change=False)
+
     def put_retention(self, due: int, key: bytes) -> None:
         """List ``key`` (a status key, or a holder key for a lapsed move-out notice,
         `crlbuilder.lapsed`) on the retention agenda as due at ``due``."""
