@@ -100,7 +100,7 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from crlbuilder import keptfor, lapsed, outbox, recorddigest, rules, tokencert
+from crlbuilder import keptfor, lapsed, outbox, recorddigest, rules, tokencert, tokenrevocation
 from crlbuilder import retention as retention_agenda
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
@@ -704,12 +704,16 @@ class Applier:
 
     def _token_revoked(self, b: _Batch, rec: TokenRevoked) -> bool:
         """The token revoked at the record's instant (Act §38-2(6)), unless it already lost
-        effect."""
+        effect: only with the token issuer's signature over what the record says, for the
+        token's party (the cluster signer wrote it, `crlbuilder.tokenrevocation`)."""
         meta = self._token_issuer(rec.issuer)
         key = sf.status_key(meta.index, rec.serial)
         st = b.c.status(key)
         if st is None:
             raise Refused(f"unknown serial for issuer {rec.issuer} (no token-issued record)")
+        why = tokenrevocation.refusal(rec, issuer_der=meta.cert_der, holder=st.holder)
+        if why is not None:  # not the signer's (a forgery on the stream): refused on every node
+            raise Refused(why)
         if epoch(rec.at) < st.not_before:
             raise Refused("token revoked before its notBefore")
         category = Category.APPROVAL_WITHDRAWN

@@ -512,16 +512,23 @@ class Builder:
         if verifiers is None or not self.issues_tokens():
             return TokenReport()
         issuer = self.token_issuer(verifiers, lambda: as_of)
+        failed: SignerError | None = None
         if self._stream is not None and not self._republished:
-            _, missing = issuer.republish_held()
-            self._republished = True
+            try:
+                _, missing = issuer.republish_held()
+            except SignerError as e:  # its revocations are signed: again at the next refresh
+                failed, missing = e, 0
+            else:
+                self._republished = True
             if missing:
                 self.emit({"event": "warning", "message": (
                     f"{missing} token(s) held from before the token records have no certificate "
                     "file in tokens.issued with their recorded times: not published as issued, "
                     "so the other nodes answer unknown for them until their party asks again "
                     "(the token is then signed again and published)")})  # fmt: skip
-        return issuer.run(epoch(as_of))
+        report = issuer.run(epoch(as_of))
+        report.signing_failed = report.signing_failed or failed
+        return report
 
     def registry_moved(self) -> bool:
         """The registry file changed since the last look (a token's approval may have ended:

@@ -41,7 +41,7 @@ STORE_FORMAT: Final = 1
 """The store's format version (`crlbuilder.store.format.FORMAT_VERSION`, whose module says what
 it covers); a bump is a new release too."""
 
-RULES: Final = 5
+RULES: Final = 6
 """This build's rules version; bump it with any change named above (and say here what changed):
 tests/test_release_rules.py keeps a digest of what the rules make of fixed records per value
 and fails when it moves under the same one.
@@ -61,7 +61,15 @@ records the signer's builder writes (``token-issued``, ``token-revoked``, `crlbu
 a ``token-issued`` carries the token certificate, which every node checks against the token
 issuer's certificate before it records the token, `crlbuilder.tokencert`), which every node
 applies as a token's status (a node of release 4 would quarantine them as unknown records, other
-bytes: it stops before them instead)."""
+bytes: it stops before them instead).
+6: a ``token-revoked`` record is applied only with the token issuer's signature over what it
+says (its ``signature``, `crlbuilder.tokenrevocation`), else quarantined; release 5's signer
+wrote none, so a node of release 5 applies a revocation a node of release 6 refuses (and
+would quarantine a signed one as bearing an unknown field: it stops before the release 6
+signer's messages instead). Such records already on the stream are
+applied by every node before its upgrade (docs/operations.md, "Upgrading the nodes of one
+stream": each node drained before it is upgraded; a node replaying the stream from before
+release 6 refuses them)."""
 
 
 @dataclass(frozen=True, slots=True)
