@@ -4,6 +4,7 @@ publishes (`TokenIssuer`), with a PEM key or a key in an HSM alike."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -171,3 +172,30 @@ def test_the_signer_signs_each_revocation_it_publishes(world: World) -> None:  #
     (again,) = [p for p in published if isinstance(p, TokenRevoked)]
     assert _why(world, again) is None
     assert world.status(rid) is not None
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+MALFORMED = [
+    "..", ".", "a", "a.b.c", "é.é.é",
+    _b64(b"[]") + "." + _b64(b"{}") + "." + _b64(b"x"),
+    _b64(b'{"alg":"none"}') + "." + _b64(b"{}") + ".",
+    _b64(b'{"alg":"HS256"}') + "." + _b64(b"{}") + "." + _b64(b"x"),
+    _b64(b'{"alg":1}') + "." + _b64(b"{}") + "." + _b64(b"x"),
+    _b64(b'{"alg":"RS256","crit":["b64"],"b64":false}') + "." + _b64(b"{}") + "." + _b64(b"x"),
+    _b64(b"\xff\xfe") + "." + _b64(b"{}") + "." + _b64(b"x"),
+    _b64(b'{"alg":"RS256"}') + ".!!!." + _b64(b"\0" * 256),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("signature", MALFORMED)
+def test_a_malformed_signature_is_refused_not_raised(
+    world: World,  # noqa: F811
+    signature: str,
+) -> None:
+    """Whatever another publisher puts in ``signature`` is a refusal (quarantined), never an
+    exception that would stop every node's builder at that record."""
+    why = _why(world, _record(world, _signer(world), signature=signature))
+    assert why is not None and why.startswith("the token revocation")
