@@ -285,6 +285,11 @@ class _Batch:
     """The batch's write transaction: owns the commit sequence, versions and answers."""
     notices: list[Notice] = field(default_factory=list)
     """Owed to the notices file, staged in ``c`` when the batch changed anything."""
+    unsigned_before: int = 0
+    """The batch's first records among which a ``token-revoked`` may come without the token
+    issuer's signature (`tokenrevocation.unsigned_before`)."""
+    index: int = 0
+    """The position in the batch of the record being applied."""
 
     @property
     def seq(self) -> int:
@@ -362,11 +367,22 @@ class Applier:
             self.commit(batch)
         return self.summary
 
-    def commit(self, items: list[Located | Rejected], *, stream_seq: int | None = None) -> None:
+    def commit(
+        self,
+        items: list[Located | Rejected],
+        *,
+        stream_seq: int | None = None,
+        token_signatures: tokenrevocation.TokenSignatures | None = None,
+    ) -> None:
         """Apply one batch in one write transaction (aborted if it changes nothing).
 
         ``stream_seq``: the batch is the record stream up to that sequence (`crlbuilder.stream`),
         recorded in the same transaction, so a consumer killed after it resumes past it.
+        ``token_signatures``: where the batch's first message of a release that signs token
+        revocations stands (`crlbuilder.stream.token_signatures`); its sequence sets the store's
+        flag (`Commit.put_token_signatures_from`) in the same transaction, and the records
+        before it may be unsigned revocations unless the flag was set already. None (not the
+        record stream): every revocation needs its signature.
         """
         rejected: list[tuple[Located | Rejected, str]] = []
         summary = self.summary
@@ -374,7 +390,12 @@ class Applier:
             c.group = self.group
             if stream_seq is not None:
                 c.put_stream_seq(stream_seq)
-            b = _Batch(c)
+            flag_set = c.token_signatures_from() is not None
+            b = _Batch(
+                c, unsigned_before=tokenrevocation.unsigned_before(flag_set, token_signatures)
+            )
+            if token_signatures is not None and token_signatures.first is not None:
+                c.put_token_signatures_from(token_signatures.first)
             claim, keep, release, apply, digest_of = (
                 c.claim_applied,
                 c.keep_applied,
@@ -382,7 +403,7 @@ class Applier:
                 self._apply,
                 self.digests.of,
             )
-            for item in items:
+            for b.index, item in enumerate(items):
                 summary.read += 1
                 if isinstance(item, Rejected):
                     rejected.append((item, item.reason))
@@ -705,15 +726,18 @@ class Applier:
     def _token_revoked(self, b: _Batch, rec: TokenRevoked) -> bool:
         """The token revoked at the record's instant (Act §38-2(6)), unless it already lost
         effect: only with the token issuer's signature over what the record says, for the
-        token's party (the cluster signer wrote it, `crlbuilder.tokenrevocation`)."""
+        token's party (the cluster signer wrote it, `crlbuilder.tokenrevocation`), unless it
+        stands on the record stream before the stream's first message of a release that signs
+        them (release 1.5's signer signed none: applied as then)."""
         meta = self._token_issuer(rec.issuer)
         key = sf.status_key(meta.index, rec.serial)
         st = b.c.status(key)
         if st is None:
             raise Refused(f"unknown serial for issuer {rec.issuer} (no token-issued record)")
-        why = tokenrevocation.refusal(rec, issuer_der=meta.cert_der, holder=st.holder)
-        if why is not None:  # not the signer's (a forgery on the stream): refused on every node
-            raise Refused(why)
+        if rec.signature or b.index >= b.unsigned_before:  # else as release 1.5 applied it
+            why = tokenrevocation.refusal(rec, issuer_der=meta.cert_der, holder=st.holder)
+            if why is not None:  # not the signer's (a forgery on the stream): refused everywhere
+                raise Refused(why)
         if epoch(rec.at) < st.not_before:
             raise Refused("token revoked before its notBefore")
         category = Category.APPROVAL_WITHDRAWN

@@ -74,7 +74,7 @@ from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
-from crlbuilder.stream import MAX_BATCH, Batcher, Consumer, Delivered
+from crlbuilder.stream import MAX_BATCH, Batcher, Consumer, Delivered, token_signatures
 from crlbuilder.stream import refusal as stream_refusal
 from crlbuilder.tokens import TokenIssuer, TokenReport
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
@@ -1022,7 +1022,9 @@ class Builder:
             if any(d.item is None for d in batch):
                 self._erase(applier, at)
             items = [d.item for d in batch if d.item is not None]
-            applier.commit(items, stream_seq=batch[-1].seq)
+            applier.commit(
+                items, stream_seq=batch[-1].seq, token_signatures=token_signatures(batch)
+            )
         finally:
             applier.group = None
 

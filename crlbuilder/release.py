@@ -63,13 +63,13 @@ issuer's certificate before it records the token, `crlbuilder.tokencert`), which
 applies as a token's status (a node of release 4 would quarantine them as unknown records, other
 bytes: it stops before them instead).
 6: a ``token-revoked`` record is applied only with the token issuer's signature over what it
-says (its ``signature``, `crlbuilder.tokenrevocation`), else quarantined; release 5's signer
-wrote none, so a node of release 5 applies a revocation a node of release 6 refuses (and
+says (its ``signature``, `crlbuilder.tokenrevocation`), else quarantined, once the store holds
+the stream's first message of release 1.6 or later (`SIGNS_TOKEN_REVOCATIONS`, a flag in the
+store, `crlbuilder.store.format.META_TOKEN_SIGNATURES`, set in that message's batch); before it,
+an unsigned one is applied as release 5 applied it (its signer wrote none), so a node replaying
+the stream from its start revokes what the nodes of release 5 revoked. A node of release 5
 would quarantine a signed one as bearing an unknown field: it stops before the release 6
-signer's messages instead). Such records already on the stream are
-applied by every node before its upgrade (docs/operations.md, "Upgrading the nodes of one
-stream": each node drained before it is upgraded; a node replaying the stream from before
-release 6 refuses them)."""
+signer's messages instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,12 @@ class Release:
 
 CURRENT: Final = Release(STORE_FORMAT, RULES)
 """This build's release (read as ``release.CURRENT`` where used: one place to change)."""
+
+SIGNS_TOKEN_REVOCATIONS: Final = Release(1, 6)
+"""The first release whose signer signs each ``token-revoked`` record it publishes: a message
+of the record stream written by it or a later one tells every node that the stream's signer
+signs them, and from that message on an unsigned revocation is refused
+(`crlbuilder.stream.token_signatures`)."""
 
 BEFORE: Final = Release(1, 1)
 """The release of a message or snapshot that names none (written before the header)."""

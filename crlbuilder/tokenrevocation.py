@@ -15,6 +15,14 @@ issuer table, and against the record and the token's status record; a pure funct
 so every node decides alike and their stores stay byte-equal. The signature is deterministic
 (RSASSA-PKCS1-v1_5), so a revocation published again with its first instant is the same record.
 
+Release 1.5's signer published unsigned revocations, which may stand on the record stream:
+each node applies an unsigned one as release 1.5 did until its store holds the stream's first
+message of a release that signs them (`crlbuilder.release.SIGNS_TOKEN_REVOCATIONS`), a flag
+set in that message's batch (`crlbuilder.store.format.META_TOKEN_SIGNATURES`), then refuses
+one (`TokenSignatures`, `required`). The stream's order decides, so a node replaying the
+stream from its start revokes what the live nodes revoked and their stores stay byte-equal. A
+signed one is checked before the flag too. A node fed by no stream applies no token record.
+
 JOSE is joserfc's (serialization, header, verification with its own ``RS256``); nothing is
 encoded by hand. The protected header is ``alg`` ``RS256`` and ``typ`` `TYP`, which no other
 JWS of the service carries (a /v1 answer's is ``jpki-va-answer+jws``, by another key).
@@ -23,7 +31,7 @@ JWS of the service carries (a /v1 answer's is ``jpki-va-answer+jws``, by another
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 from cryptography import x509
@@ -45,6 +53,27 @@ CATEGORY: Final = Category.APPROVAL_WITHDRAWN
 
 _MAX: Final = 4096
 """The largest header or payload read (a claim is some 300 bytes)."""
+
+
+class TokenSignatures(NamedTuple):
+    """Where, in one batch of the record stream, token revocations start to need the token
+    issuer's signature (`crlbuilder.stream.token_signatures` reads it from the messages'
+    releases; the store keeps it once met, `crlbuilder.store.format.META_TOKEN_SIGNATURES`)."""
+
+    unsigned: int
+    """The batch's records (ticks left out) before its first message of a release that signs
+    token revocations: an unsigned revocation among them is applied, unless the store's flag
+    is set already."""
+    first: int | None
+    """That message's stream sequence, which sets the store's flag; None: the batch has none."""
+
+
+def unsigned_before(flag_set: bool, where: TokenSignatures | None) -> int:
+    """How many of a batch's first records may be ``token-revoked`` records without the
+    token issuer's signature (applied as release 1.5 applied them): none once the store's flag
+    is set, nor outside the record stream (``where`` None); else those before the batch's first
+    message of a signing release."""
+    return 0 if flag_set or where is None else where.unsigned
 
 
 class Claim(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -5,6 +5,7 @@ publishes (`TokenIssuer`), with a PEM key or a key in an HSM alike."""
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,13 +16,20 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jws
 from joserfc.jwk import RSAKey
 
+from crlbuilder import release
+from crlbuilder.apply import Applier
+from crlbuilder.ingest import TOKEN_SOURCE, Located
 from crlbuilder.keys.signer import Signer, load_signer
-from crlbuilder.model import Record, TokenRevoked
+from crlbuilder.manifest import Manifest
+from crlbuilder.model import Record, TokenIssued, TokenRevoked
+from crlbuilder.store import format as sf
+from crlbuilder.stream import MAX_BATCH, Batcher, Delivered
 from crlbuilder.tokenrequest import token_holder
 from crlbuilder.tokenrevocation import TYP, claim, refusal, sign
-from crlbuilder.tokens import TokenIssuer, TokenReport, revoked_record_id
+from crlbuilder.tokens import TokenIssuer, TokenReport, issued_record_id, revoked_record_id
 from tests.support.softhsm import make_token
-from tests.test_token_stream import Forger
+from tests.support.store import dump_store, node_state
+from tests.test_token_stream import Forger, signed_token
 from tests.test_tokens import (  # noqa: F401  (its fixtures)
     T0,
     World,
@@ -199,3 +207,146 @@ def test_a_malformed_signature_is_refused_not_raised(
     exception that would stop every node's builder at that record."""
     why = _why(world, _record(world, _signer(world), signature=signature))
     assert why is not None and why.startswith("the token revocation")
+
+
+# --- release 1.5's unsigned revocations on the record stream (the store's flag) -------------
+
+OLD, NEW = "1.5", str(release.SIGNS_TOKEN_REVOCATIONS)
+
+
+def _issued(w: World, pid: str, at: datetime) -> TokenIssued:
+    """A `TokenIssued` record of a token of ``pid`` as the signer's builder writes it."""
+    cert = signed_token(w.manifest, pid, at)
+    tok = w.manifest.token_issuer
+    assert tok is not None
+    return TokenIssued(
+        id=issued_record_id(tok.id, cert.serial_number),
+        recorded_at=cert.not_valid_before_utc, serial=cert.serial_number, issuer=tok.id,
+        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+        holder=token_holder(pid).hex(), certificate=cert.public_bytes(serialization.Encoding.DER),
+    )  # fmt: skip
+
+
+def _revoked(w: World, serial: int, at: datetime, pid: str, signer: Signer | None) -> TokenRevoked:
+    """A revocation of ``pid``'s token ``serial``: unsigned (release 1.5's signer) or signed by
+    ``signer`` (the token issuer's key, or a forger's)."""
+    tok = w.manifest.token_issuer
+    assert tok is not None
+    sig = "" if signer is None else sign(signer, issuer=tok.id, serial=serial, at=at,
+                                         holder=token_holder(pid))  # fmt: skip
+    return TokenRevoked(
+        id=revoked_record_id(tok.id, serial), recorded_at=at, serial=serial, issuer=tok.id, at=at,
+        signature=sig,
+    )  # fmt: skip
+
+
+def _stream_node(w: World) -> Applier:
+    """The applier of a node of the record stream (its token records applied)."""
+    b = w.builder
+    return Applier(
+        b.store, facts_key=b.key, quarantine=b.quarantine, notices_path=w.tmp / "notices.jsonl",
+        clock=lambda: T0, published=True, token_records=True,
+    )  # fmt: skip
+
+
+def _feed(w: World, stream: list[Delivered], *, restart: bool) -> None:
+    """Apply ``stream`` to ``w``'s store as a node of the record stream does: batches cut by
+    the publishers' end marks (`Batcher`), each applied by `Builder._stream_batch`; with
+    ``restart``, by a new applier each (the node restarted between batches), and from the
+    sequence the store says it stands at."""
+    applier = _stream_node(w)
+    with w.builder.store.read() as r:
+        batcher = Batcher(after=r.stream_seq(), batch_size=MAX_BATCH)
+    for d in stream:
+        batch = batcher.add(d)
+        if batch is not None:
+            w.builder._stream_batch(_stream_node(w) if restart else applier, batch)
+
+
+def _quarantined(w: World) -> list[str]:
+    path = Path(w.builder.cfg.input.quarantine)
+    return [json.loads(q)["reason"] for q in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_release_1_5_unsigned_revocations_apply_until_the_streams_first_1_6_message(
+    world: World,  # noqa: F811
+    pki: tuple[Path, Manifest],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A record stream as the 1.6 upgrade leaves it: release 1.5's signer issued two tokens and
+    revoked one unsigned; a forger signed a revocation with its own key under a 1.5 header;
+    then, in the same batch, the upgraded signer's first message (release 1.6) sets every
+    node's flag, after which an unsigned revocation is refused whatever release its header
+    claims, and the signer's signed one applies. A node that applied the stream as it came
+    (live, restarted between batches) and one made later from the stream's start (a bootstrap
+    with no snapshot) revoke the same tokens at the same instants, refuse the same records and
+    hold the same bytes, the flag at the same sequence."""
+    signer = _signer(world)
+    at = T0 + timedelta(hours=1)
+    later, last = at + timedelta(seconds=1), at + timedelta(seconds=2)
+    one, two, three = (_issued(world, "spec", T0) for _ in range(3))
+    forger = Forger(signer.certificate)
+
+    def d(seq: int, rec: Record | None, rel: str | None, end: bool = True) -> Delivered:
+        item = None if rec is None else Located(TOKEN_SOURCE, seq, rec)
+        return Delivered(seq=seq, item=item, at=at + timedelta(seconds=seq), end=end,
+                         pending=0, release=rel)  # fmt: skip
+
+    stream = [
+        d(1, one, OLD, end=False),
+        d(2, two, OLD),
+        d(3, _revoked(world, one.serial, at, "spec", None), OLD, end=False),  # release 1.5's own
+        d(4, _revoked(world, two.serial, at, "spec", forger), OLD, end=False),  # checked
+        d(5, three, NEW, end=False),  # the upgraded signer's first message: the flag
+        d(6, _revoked(world, two.serial, at, "spec", None), OLD),  # an old header, too late
+        d(7, None, NEW),  # a tick
+        d(8, _revoked(world, two.serial, later, "spec", None), None),  # no header at all
+        d(9, _revoked(world, two.serial, last, "spec", signer), NEW),  # the signer's
+    ]
+    (tmp_path / "replay").mkdir()
+    replay = World(tmp_path / "replay", pki)
+    replay.builder.key = world.builder.key  # the nodes of one stream share the facts key
+    try:
+        for n in range(1, len(stream) + 1):  # live: the stream as it grew
+            _feed(world, stream[:n], restart=True)
+        _feed(replay, stream, restart=False)  # later, from the stream's start
+        tok = world.manifest.token_issuer
+        assert tok is not None
+        for w in (world, replay):
+            with w.builder.store.read() as r:
+                first = r.status(sf.status_key(tok.index, one.serial))
+                second = r.status(sf.status_key(tok.index, two.serial))
+                third = r.status(sf.status_key(tok.index, three.serial))
+            assert first is not None and first.revoked, "release 1.5's revocation not applied"
+            assert first.revoked_at == int(at.timestamp())
+            # by the signer's revocation alone: not by the forger's, nor the unsigned ones after
+            # the flag (one quarantine line: the same id and reason, `quarantine_key`)
+            assert second is not None and second.revoked
+            assert second.revoked_at == int(last.timestamp())
+            assert third is not None and not third.revoked
+            reasons = _quarantined(w)
+            assert len(reasons) == 2, reasons
+            assert f"not signed by the token issuer {tok.id}" in reasons[0]
+            assert "carries no signature" in reasons[1]
+        flag = [sf.META_TOKEN_SIGNATURES]
+        live, again = (
+            (node_state(w.builder.store), dump_store(w.builder.store, meta=flag)["meta"])
+            for w in (world, replay)
+        )
+        assert live == again
+        assert live[1] == [(sf.META_TOKEN_SIGNATURES, sf.pack_u64(5))]
+    finally:
+        replay.builder.close()
+
+
+def test_without_the_stream_every_revocation_needs_its_signature(world: World) -> None:  # noqa: F811
+    """An applier of the record stream given no release (a caller that is not the stream's
+    batch) and a flag never set: an unsigned revocation is refused, no flag written."""
+    one = _issued(world, "spec", T0)
+    applier = _stream_node(world)
+    at = T0 + timedelta(hours=1)
+    applier.commit([Located(TOKEN_SOURCE, 1, one)])
+    applier.commit([Located(TOKEN_SOURCE, 2, _revoked(world, one.serial, at, "spec", None))])
+    (reason,) = _quarantined(world)
+    assert "carries no signature" in reason
+    assert dump_store(world.builder.store, meta=[sf.META_TOKEN_SIGNATURES])["meta"] == []
