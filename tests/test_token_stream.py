@@ -27,14 +27,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from crlbuilder import tokenrevocation
+from crlbuilder import release, tokenrevocation
 from crlbuilder.config import BuilderConfig, TokensSection
 from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.manifest import Manifest
-from crlbuilder.model import Category, TokenIssued, TokenRevoked
+from crlbuilder.model import Category, Record, TokenIssued, TokenRevoked
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
-from crlbuilder.stream import Consumer
+from crlbuilder.stream import Consumer, ensure_stream
 from crlbuilder.tokenrequest import (
     TokenRequest,
     approval_window,
@@ -47,7 +47,7 @@ from crlbuilder.tokenrequest import (
 from crlbuilder.tokens import issued_record_id, revoked_record_id, token_certificate
 from responder.registry.schema import toml_dumps
 from tests.support.nats import NatsCluster
-from tests.support.store import node_state
+from tests.support.store import dump_store, node_state
 from tests.test_stream import (  # noqa: F401
     follower,
     node_config,
@@ -554,3 +554,81 @@ def test_a_forged_token_revocation_leaves_the_token_good_and_the_signers_revokes
     assert b is not None and b.revoked, "the signer's revocation was not applied on the node"
     assert a.revoked_at == b.revoked_at > int(at.timestamp())
     assert node_state(Path(node.store.path)) == node_state(Path(signer.store.path))
+
+
+def issued_record(manifest: Manifest, pid: str, at: datetime) -> TokenIssued:
+    """The `TokenIssued` record of a new token of ``pid``, as the signer's builder writes it."""
+    tok = manifest.token_issuer
+    assert tok is not None
+    cert = signed_token(manifest, pid, at)
+    return TokenIssued(
+        id=issued_record_id(tok.id, cert.serial_number), recorded_at=cert.not_valid_before_utc,
+        serial=cert.serial_number, issuer=tok.id, not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc, holder=token_holder(pid).hex(),
+        certificate=cert.public_bytes(serialization.Encoding.DER),
+    )  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, the loop's timed waits
+def test_release_1_5_unsigned_revocations_on_the_stream_revoke_on_a_node_made_after_the_upgrade(
+    tmp_path: Path,
+    nats: NatsCluster,
+    population: Path,  # noqa: F811
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stream as the 1.6 upgrade finds it: release 1.5's signer issued two tokens and
+    revoked one without a signature. A node live then applies the revocation; the first
+    message of release 1.6 (the upgraded feed's records) sets the flag on every node, and an
+    unsigned revocation of the other token published afterwards under a 1.5 header is refused.
+    A node made later from the stream's start (no snapshot) revokes the first token too, at the
+    same instant, refuses the same record, and holds the same bytes and flag as the live one."""
+    live = node_config(tmp_path / "live", demo_pki[0], nats.source, "revupgrade")
+    later = node_config(tmp_path / "later", demo_pki[0], nats.source, "revupgrade")
+    same_key(Path(live.keys.facts_key_file), Path(later.keys.facts_key_file))
+    manifest = demo_pki[1]
+    tok = manifest.token_issuer
+    assert tok is not None
+    now = datetime.now(UTC).replace(microsecond=0)
+    one, two = issued_record(manifest, "spec", now), issued_record(manifest, "spec", now)
+    at = now + timedelta(seconds=1)
+
+    def unsigned(rec: TokenIssued, when: datetime) -> TokenRevoked:
+        return TokenRevoked(id=revoked_record_id(tok.id, rec.serial), recorded_at=when,
+                            serial=rec.serial, issuer=tok.id, at=when)  # fmt: skip
+
+    def publish_as_release_1_5(records: list[Record]) -> None:
+        with monkeypatch.context() as m, follower(live, nats, Consumer) as (_, consumer):
+            m.setattr(release, "CURRENT", release.Release(1, 5))  # the header it writes
+            ensure_stream(consumer.cluster, consumer.names)  # as release 1.5's signer made it
+            consumer.publish_records(records)
+
+    def run(cfg: BuilderConfig) -> None:
+        with follower(cfg, nats, Consumer) as (b, consumer):
+            b.consume(consumer, tail_wait=0.5, interval=0.2)
+
+    def revoked_at(cfg: BuilderConfig, rec: TokenIssued) -> int | None:
+        st = status(cfg, sf.status_key(tok.index, rec.serial))
+        assert st is not None
+        return st.revoked_at if st.revoked else None
+
+    publish_as_release_1_5([one, two, unsigned(one, at)])
+    run(live)
+    assert revoked_at(live, one) == int(at.timestamp())
+    publish_files(live, nats, sorted(population.glob("*.jsonl"))[:1])  # release 1.6's first
+    publish_as_release_1_5([unsigned(two, at)])  # too late: a forger's old header
+    run(live)
+    run(later)  # from the stream's start
+    flag = [sf.META_TOKEN_SIGNATURES]
+    for cfg in (live, later):
+        assert revoked_at(cfg, one) == int(at.timestamp()), "release 1.5's revocation lost"
+        assert revoked_at(cfg, two) is None, "an unsigned revocation after 1.6 applied"
+        reasons = [
+            json.loads(q)["reason"] for q in Path(cfg.input.quarantine).read_text().splitlines()
+            if revoked_record_id(tok.id, two.serial) in q
+        ]  # fmt: skip
+        assert len(reasons) == 1 and "carries no signature" in reasons[0]
+        (meta,) = dump_store(Path(cfg.store.path), meta=flag)["meta"]
+        assert meta == (sf.META_TOKEN_SIGNATURES, sf.pack_u64(4))  # the feed's first message
+    assert node_state(Path(later.store.path)) == node_state(Path(live.store.path))
