@@ -23,6 +23,7 @@ from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Record, TokenIssued, TokenRevoked
 from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import copy_store
 from crlbuilder.stream import MAX_BATCH, Batcher, Delivered
 from crlbuilder.tokenrequest import token_holder
 from crlbuilder.tokenrevocation import TYP, claim, refusal, sign
@@ -343,6 +344,9 @@ def test_release_1_5_unsigned_revocations_apply_until_the_streams_first_1_6_mess
         assert live[1] == [(sf.META_TOKEN_SIGNATURES, sf.pack_u64(5))]
     finally:
         replay.builder.close()
+    # `crlbuilder store copy` keeps it (a node restored from the copy refuses the same records)
+    copy_store(Path(replay.builder.cfg.store.path), tmp_path / "copy")
+    assert dump_store(tmp_path / "copy", meta=flag)["meta"] == live[1]
 
 
 def test_without_the_stream_every_revocation_needs_its_signature(world: World) -> None:  # noqa: F811
