@@ -280,13 +280,16 @@ def token_signatures(batch: list[Delivered]) -> TokenSignatures:
     cut the stream otherwise judge each record alike. An unreadable release does not sign (a
     batch holding one is refused before, `refusal`)."""
     records = 0
+    older: set[str | None] = set()  # a batch's messages mostly name one release: judged once
     for d in batch:
-        try:
-            signs = not release.SIGNS_TOKEN_REVOCATIONS.newer_than(release.parse(d.release))
-        except release.ReleaseError:
-            signs = False
-        if signs:
-            return TokenSignatures(records, d.seq)
+        if d.release not in older:
+            try:
+                signs = not release.SIGNS_TOKEN_REVOCATIONS.newer_than(release.parse(d.release))
+            except release.ReleaseError:
+                signs = False
+            if signs:
+                return TokenSignatures(records, d.seq)
+            older.add(d.release)
         records += d.item is not None
     return TokenSignatures(records, None)
 
