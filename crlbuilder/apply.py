@@ -104,7 +104,16 @@ from typing import Final, TypeVar
 
 import msgspec
 
-from crlbuilder import keptfor, lapsed, lateness, outbox, recorddigest, rules, tokencert
+from crlbuilder import (
+    keptfor,
+    lapsed,
+    lateness,
+    outbox,
+    recorddigest,
+    rules,
+    tokencert,
+    tokenrevocation,
+)
 from crlbuilder import retention as retention_agenda
 from crlbuilder.facts import decode_birth_date
 from crlbuilder.ingest import (
@@ -296,6 +305,20 @@ class _Batch:
     erased: sf.ErasedState | None = None
     """What the store's erasures past retention may have taken from the batch's records
     (`crlbuilder.lateness`): read once, no erasure runs within a batch."""
+    unsigned_before: int = 0
+    """The batch's first records among which a ``token-revoked`` may come without the token
+    issuer's signature (`tokenrevocation.unsigned_before`)."""
+    index: int = 0
+    """The position in the batch of the record being applied."""
+
+    @property
+    def rules6(self) -> bool:
+        """Whether the record being applied is judged by every rule of rules 6: outside the
+        record stream, or at or after the stream's first message of release 1.6 (the store's
+        flag, `crlbuilder.store.format.META_TOKEN_SIGNATURES`); before it, as release 1.5
+        judged it (an unsigned token revocation applied, a move-out's planned date not
+        bounded), so that a node replaying the stream decides what the nodes of 1.5 did."""
+        return self.index >= self.unsigned_before
 
     @property
     def seq(self) -> int:
@@ -373,11 +396,22 @@ class Applier:
             self.commit(batch)
         return self.summary
 
-    def commit(self, items: list[Located | Rejected], *, stream_seq: int | None = None) -> None:
+    def commit(
+        self,
+        items: list[Located | Rejected],
+        *,
+        stream_seq: int | None = None,
+        token_signatures: tokenrevocation.TokenSignatures | None = None,
+    ) -> None:
         """Apply one batch in one write transaction (aborted if it changes nothing).
 
         ``stream_seq``: the batch is the record stream up to that sequence (`crlbuilder.stream`),
         recorded in the same transaction, so a consumer killed after it resumes past it.
+        ``token_signatures``: where the batch's first message of a release that signs token
+        revocations stands (`crlbuilder.stream.token_signatures`); its sequence sets the store's
+        flag (`Commit.put_token_signatures_from`) in the same transaction, and the records
+        before it may be unsigned revocations unless the flag was set already. None (not the
+        record stream): every revocation needs its signature.
         """
         rejected: list[tuple[Located | Rejected, str]] = []
         summary = self.summary
@@ -385,7 +419,14 @@ class Applier:
             c.group = self.group
             if stream_seq is not None:
                 c.put_stream_seq(stream_seq)
-            b = _Batch(c, erased=c.erased_state())
+            flag_set = c.token_signatures_from() is not None
+            b = _Batch(
+                c,
+                erased=c.erased_state(),
+                unsigned_before=tokenrevocation.unsigned_before(flag_set, token_signatures),
+            )
+            if token_signatures is not None and token_signatures.first is not None:
+                c.put_token_signatures_from(token_signatures.first)
             claim, keep, release, apply, digest_of = (
                 c.claim_applied,
                 c.keep_applied,
@@ -393,7 +434,7 @@ class Applier:
                 self._apply,
                 self.digests.of,
             )
-            for item in items:
+            for b.index, item in enumerate(items):
                 summary.read += 1
                 if isinstance(item, Rejected):
                     rejected.append((item, item.reason))
@@ -464,6 +505,7 @@ class Applier:
         agenda: bool = False,
         lookahead: int = LOOKAHEAD,
         crls: CrlBase | None = None,
+        stream: bool = False,
     ) -> int:
         """Erase the revocation records whose retention has passed (Ord §70(1)(iii)); returns how many.
 
@@ -612,9 +654,15 @@ class Applier:
                 move_ins_erased += gone_move_ins
                 if agenda and at is not None and at < horizon:
                     c.put_retention(at, holder)
-            if due or notices or taken_erased or move_ins_erased:
+            if (due or notices or taken_erased or move_ins_erased) and (
+                not stream or c.token_signatures_from() is not None
+            ):
                 # records made before what went may be judged without it: read later, they
-                # are refused (`crlbuilder.lateness`), by the periods applied here
+                # are refused (`crlbuilder.lateness`), by the periods applied here. On the
+                # record stream, from its first message of release 1.6 on only (the store's
+                # flag, set by every node at that message): an erasure before it wrote no
+                # bound on the nodes of 1.5, so a node replaying the stream writes none there
+                # either, and refuses as late only what they would all refuse
                 c.put_erased_state(lateness.bound(now, shortest, lapse_days, c.erased_state()))
             if (crash := self.crash_points.get("erase-before-commit")) is not None:
                 crash()
@@ -721,12 +769,19 @@ class Applier:
 
     def _token_revoked(self, b: _Batch, rec: TokenRevoked) -> bool:
         """The token revoked at the record's instant (Act §38-2(6)), unless it already lost
-        effect."""
+        effect: only with the token issuer's signature over what the record says, for the
+        token's party (the cluster signer wrote it, `crlbuilder.tokenrevocation`), unless it
+        stands on the record stream before the stream's first message of a release that signs
+        them (release 1.5's signer signed none: applied as then)."""
         meta = self._token_issuer(rec.issuer)
         key = sf.status_key(meta.index, rec.serial)
         st = b.c.status(key)
         if st is None:
             raise Refused(f"unknown serial for issuer {rec.issuer} (no token-issued record)")
+        if rec.signature or b.rules6:  # else as release 1.5 applied it
+            why = tokenrevocation.refusal(rec, issuer_der=meta.cert_der, holder=st.holder)
+            if why is not None:  # not the signer's (a forgery on the stream): refused everywhere
+                raise Refused(why)
         if epoch(rec.at) < st.not_before:
             raise Refused("token revoked before its notBefore")
         category = Category.APPROVAL_WITHDRAWN
@@ -1042,7 +1097,7 @@ class Applier:
         elif rec.notified_at is not None:
             raise Refused("notified_at belongs to move-out and move-in notices only")
         if rec.planned_date is not None:  # a move-out notice's (`ingest.check_record`)
-            why = rules.planned_date_refusal(rec.planned_date, made)
+            why = rules.planned_date_refusal(rec.planned_date, made, bounded=b.rules6)
             if why is not None:
                 raise Refused(f"{why} (at `$.planned_date`)")
         self._lapse_if_due(b, holder, made)

@@ -74,7 +74,7 @@ from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
-from crlbuilder.stream import MAX_BATCH, Batcher, Consumer, Delivered
+from crlbuilder.stream import MAX_BATCH, Batcher, Consumer, Delivered, token_signatures
 from crlbuilder.stream import refusal as stream_refusal
 from crlbuilder.tokens import TokenIssuer, TokenReport
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
@@ -513,16 +513,23 @@ class Builder:
         if verifiers is None or not self.issues_tokens():
             return TokenReport()
         issuer = self.token_issuer(verifiers, lambda: as_of)
+        failed: SignerError | None = None
         if self._stream is not None and not self._republished:
-            _, missing = issuer.republish_held()
-            self._republished = True
+            try:
+                _, missing = issuer.republish_held()
+            except SignerError as e:  # its revocations are signed: again at the next refresh
+                failed, missing = e, 0
+            else:
+                self._republished = True
             if missing:
                 self.emit({"event": "warning", "message": (
                     f"{missing} token(s) held from before the token records have no certificate "
                     "file in tokens.issued with their recorded times: not published as issued, "
                     "so the other nodes answer unknown for them until their party asks again "
                     "(the token is then signed again and published)")})  # fmt: skip
-        return issuer.run(epoch(as_of))
+        report = issuer.run(epoch(as_of))
+        report.signing_failed = report.signing_failed or failed
+        return report
 
     def registry_moved(self) -> bool:
         """The registry file changed since the last look (a token's approval may have ended:
@@ -561,8 +568,9 @@ class Builder:
             return False
         return any(Path(self.cfg.tokens.requests).glob("*.json"))
 
-    def _erase(self, applier: Applier, as_of: datetime) -> int:
-        """Erase what passed its retention by ``as_of`` (Ord §70(1)(iii))."""
+    def _erase(self, applier: Applier, as_of: datetime, *, stream: bool = False) -> int:
+        """Erase what passed its retention by ``as_of`` (Ord §70(1)(iii)); ``stream``: at a
+        tick of the record stream (its lateness bound from the stream's first 1.6 message)."""
         return applier.erase_past_retention(
             epoch(as_of),
             self.cfg.crl.retention_period_days,
@@ -572,6 +580,7 @@ class Builder:
             # node without CA keys (crl.enabled = false) that fetches the signer's CRLs and
             # state (`crlbuilder.crl.shipping`): promoted to signer, it continues that base
             crls=CrlBase(deltas=self.cfg.crl.delta, cycle_seconds=self.cfg.crl.cycle_seconds),
+            stream=stream,
         )
 
     def follow(self, spool: Path, interval: float, *, max_idle: float | None = None) -> None:
@@ -1014,9 +1023,11 @@ class Builder:
             if due is not None and due <= at:
                 applier.sweep_lapses(at)
             if any(d.item is None for d in batch):
-                self._erase(applier, at)
+                self._erase(applier, at, stream=True)
             items = [d.item for d in batch if d.item is not None]
-            applier.commit(items, stream_seq=batch[-1].seq)
+            applier.commit(
+                items, stream_seq=batch[-1].seq, token_signatures=token_signatures(batch)
+            )
         finally:
             applier.group = None
 

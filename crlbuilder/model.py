@@ -623,6 +623,11 @@ class TokenRevoked(_Base, frozen=True, kw_only=True, tag="token-revoked"):
     serial: Serial
     issuer: IssuerId
     at: datetime
+    signature: Annotated[str, msgspec.Meta(max_length=8192)] = ""
+    """The token issuer's JWS over what the revocation says (`crlbuilder.tokenrevocation`):
+    every node applies the record only if it verifies against the token issuer's certificate
+    and says what the record says, so no other publisher on the record stream can revoke a
+    token. Empty (left out) in a record of a release before 1.6: refused since."""
 
 
 Record = (

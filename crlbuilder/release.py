@@ -65,8 +65,18 @@ bytes: it stops before them instead).
 6: a record made before what an erasure past retention may have erased is refused as read too
 late (`crlbuilder.lateness`: each erasure that erases anything records its bound in the store,
 meta ``erased-state``), where a node of release 5 applied it without what went; a move-out
-notice whose planned date is before the day it was made or more than a year on is refused
-(`rules.planned_date_refusal`)."""
+notice whose planned date is more than 14 days before the day it was made or more than a year
+on is refused (`rules.planned_date_refusal`); on the record stream both from its first message
+of release 1.6 (the flag below: a node replaying the stream judges what comes before it as
+release 5 did, and writes no lateness bound at the erasures before it); and
+a ``token-revoked`` record is applied only with the token issuer's signature over what it
+says (its ``signature``, `crlbuilder.tokenrevocation`), else quarantined, once the store holds
+the stream's first message of release 1.6 or later (`SIGNS_TOKEN_REVOCATIONS`, a flag in the
+store, `crlbuilder.store.format.META_TOKEN_SIGNATURES`, set in that message's batch); before it,
+an unsigned one is applied as release 5 applied it (its signer wrote none), so a node replaying
+the stream from its start revokes what the nodes of release 5 revoked. A node of release 5
+would quarantine a signed one as bearing an unknown field: it stops before the release 6
+signer's messages instead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +98,12 @@ class Release:
 
 CURRENT: Final = Release(STORE_FORMAT, RULES)
 """This build's release (read as ``release.CURRENT`` where used: one place to change)."""
+
+SIGNS_TOKEN_REVOCATIONS: Final = Release(1, 6)
+"""The first release whose signer signs each ``token-revoked`` record it publishes: a message
+of the record stream written by it or a later one tells every node that the stream's signer
+signs them, and from that message on an unsigned revocation is refused
+(`crlbuilder.stream.token_signatures`)."""
 
 BEFORE: Final = Release(1, 1)
 """The release of a message or snapshot that names none (written before the header)."""

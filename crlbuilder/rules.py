@@ -291,24 +291,37 @@ the JST day it was made. No article sets one (住民基本台帳法 §24 asks fo
 and municipalities take it about two weeks ahead): a year is far past any notice made in earnest,
 and keeps every lapse's instant (`move_out_lapse`, 31 days on) a date."""
 
+MAX_PLANNED_BEHIND_DAYS: Final = 14
+"""The earliest planned move-out date a move-out notice may name, in days before the JST day it
+was made. 住民基本台帳法 §24 asks for the 転出届 in advance, but municipalities also take one
+made after the move (within about 14 days of it), naming the day moved: refused, such a notice
+would start no lapse at all, and the auth-card certificate it should take (Act §31(2)) would
+stay good. Further back is no notice made in earnest."""
+
 _LAST_PLANNED: Final = date.max - timedelta(days=MOVE_OUT_GRACE_DAYS + 1)
 """The last planned date whose lapse (`move_out_lapse`) is a date at all."""
 
 
-def planned_date_refusal(planned: date, made: datetime) -> str | None:
+def planned_date_refusal(planned: date, made: datetime, *, bounded: bool = True) -> str | None:
     """Why a move-out notice made at ``made`` cannot name ``planned`` as its planned date, or
-    None: it is on or after the JST day the notice was made (a 転出届 is made in advance and
-    names the date planned: 住民基本台帳法 §24, not among our seed texts) and at most
-    `MAX_PLANNED_AHEAD_DAYS` days after it. The 30-day lapse counts from it (Act §31(2)): a
-    date far off would hold the lapse back for ever, or past the calendar (the lapse of a
-    notice planned on 9999-12-31 has no instant), and one before the notice is no plan."""
+    None: with ``bounded`` (rules 6), it is at most `MAX_PLANNED_BEHIND_DAYS` days before the
+    JST day the notice was made (a 転出届 is made in advance, 住民基本台帳法 §24, not among our
+    seed texts, or soon after the move) and at most `MAX_PLANNED_AHEAD_DAYS` days after it;
+    without (a record a release before rules 6 published, `crlbuilder.apply`), any date whose
+    lapse is a date. The 30-day lapse counts from it (Act §31(2)): a date far off would hold
+    the lapse back for ever, or past the calendar (the lapse of a notice planned on 9999-12-31
+    has no instant: refused in either case, since it would leave every lapse sweep failing)."""
+    if planned > _LAST_PLANNED:
+        return "the planned move-out date is past the calendar's end"
+    if not bounded:
+        return None
     ahead = (planned - jst_date(made)).days
-    if ahead < 0:
+    if ahead < -MAX_PLANNED_BEHIND_DAYS:
         return (
-            "the planned move-out date is before the day the notice was made (a 転出届 is made "
-            "in advance and names the date planned: 住民基本台帳法 §24)"
+            f"the planned move-out date is more than {MAX_PLANNED_BEHIND_DAYS} days before the "
+            "day the notice was made"
         )
-    if ahead > MAX_PLANNED_AHEAD_DAYS or planned > _LAST_PLANNED:
+    if ahead > MAX_PLANNED_AHEAD_DAYS:
         return (
             f"the planned move-out date is more than {MAX_PLANNED_AHEAD_DAYS} days after the "
             "day the notice was made"

@@ -28,7 +28,8 @@ What a message is (`message`): one line of a record file, sealed (below), with h
   ``input.batch_size``, at most `MAX_BATCH`) and its last line;
 - ``Jpki-Release``: the release of the publisher (`crlbuilder.release`), on ticks too: a node of
   an older release stops before a batch that holds a message of a newer one (upgrade order:
-  docs/operations.md).
+  docs/operations.md); the stream's first message of release 1.6 or later sets a flag in every
+  node's store, from which an unsigned token revocation is refused (`token_signatures`).
 
 Batches follow the stream, not the timing (`Batcher`): a node commits one LMDB transaction
 per batch, cut where the publisher marked an end (or after ``batch_size`` unmarked lines),
@@ -100,6 +101,7 @@ from crlbuilder.ingest import (
 )
 from crlbuilder.jetstream import Cluster, ClusterError
 from crlbuilder.model import Record
+from crlbuilder.tokenrevocation import TokenSignatures
 
 H_ID: Final = "Nats-Msg-Id"
 H_RECORD: Final = "Jpki-Id"
@@ -269,6 +271,27 @@ def refusal(batch: list[Delivered]) -> str | None:
             return reason
         taken.add(d.release)
     return None
+
+
+def token_signatures(batch: list[Delivered]) -> TokenSignatures:
+    """Where ``batch``'s first message written by a release that signs token revocations
+    (`release.SIGNS_TOKEN_REVOCATIONS` or later, a tick as a record: the message's
+    ``Jpki-Release``) stands. The stream's order, not its batches, decides: two nodes that
+    cut the stream otherwise judge each record alike. An unreadable release does not sign (a
+    batch holding one is refused before, `refusal`)."""
+    records = 0
+    older: set[str | None] = set()  # a batch's messages mostly name one release: judged once
+    for d in batch:
+        if d.release not in older:
+            try:
+                signs = not release.SIGNS_TOKEN_REVOCATIONS.newer_than(release.parse(d.release))
+            except release.ReleaseError:
+                signs = False
+            if signs:
+                return TokenSignatures(records, d.seq)
+            older.add(d.release)
+        records += d.item is not None
+    return TokenSignatures(records, None)
 
 
 @dataclass

@@ -11,8 +11,8 @@ validity and its party (the record's holder is `crlbuilder.tokenrequest.token_ho
 party id the certificate names, `crlbuilder.tokens.token_certificate`'s profile). A pure
 function of the record and the issuer's certificate: every node decides alike.
 
-A forged `token-revoked` is not caught here: a revocation carries nothing the signer alone can
-make, and the feed can already revoke any card certificate (docs/records.md).
+A `token-revoked` carries no certificate: it is proven by the token issuer's signature over it,
+checked by `crlbuilder.tokenrevocation`.
 """
 
 from __future__ import annotations

@@ -46,9 +46,11 @@ Who does what (workers never hold a CA key; the responder never writes the store
 On the record stream (a cluster: `Builder.consume`), only the signer's builder (``crl.enabled``)
 runs this, and it commits nothing itself: ``publish`` puts each issuance and revocation on
 the stream as a record (`crlbuilder.model.TokenIssued`, `TokenRevoked`: the times, the
-holder digest and the certificate itself, the revocation's instant), which every node, the
-signer too, applies (`crlbuilder.apply`; an issuance only with a certificate the token issuer
-signed that says what the record says, `crlbuilder.tokencert`), so every node answers OCSP for
+holder digest and the certificate itself, the revocation's instant and the token issuer's
+signature over it), which every node, the signer too, applies (`crlbuilder.apply`; an
+issuance only with a certificate the token issuer signed that says what the record says,
+`crlbuilder.tokencert`, a revocation only with the token issuer's signature over what it says,
+`crlbuilder.tokenrevocation`: so on the stream revoking needs the key too), so every node answers OCSP for
 a token alike and their stores stay byte-equal. A record published again before it came back
 is the same record (no id with other content): a request asked again publishes the
 certificate already written, as it is, recorded at its notBefore, and a revocation keeps its
@@ -81,6 +83,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
+from crlbuilder import tokenrevocation
 from crlbuilder.atomicfile import write_whole
 from crlbuilder.keys.certsign import sign_certificate
 from crlbuilder.keys.signer import Signer, SignerError, load_signer
@@ -293,8 +296,8 @@ class TokenIssuer:
                 sweep_tmp(d, now=time.time())
         try:
             self.issue(now, report)
-        except SignerError as e:  # revoking needs no key: withdrawn tokens are revoked still
-            report.signing_failed = e
+        except SignerError as e:  # revoking needs no key in a store of its own: revoked still
+            report.signing_failed = e  # (on the record stream it does: that fails the same way)
         self.revoke_withdrawn(now, report)
         return report
 
@@ -443,6 +446,20 @@ class TokenIssuer:
             certificate=cert.public_bytes(serialization.Encoding.DER),
         )  # fmt: skip
 
+    def _revoked_record(self, serial: int, at: datetime, holder: bytes) -> TokenRevoked:
+        """The `TokenRevoked` record of token ``serial`` (held by ``holder``) at ``at``,
+        signed by the token issuer's key (`crlbuilder.tokenrevocation`; deterministic: the
+        same record when published again with the same instant). Raises `SignerError` when
+        the key cannot sign."""
+        assert self.issuer is not None
+        signature = tokenrevocation.sign(
+            self.signer(), issuer=self.issuer.id, serial=serial, at=at, holder=holder
+        )
+        return TokenRevoked(
+            id=revoked_record_id(self.issuer.id, serial), recorded_at=at, serial=serial,
+            issuer=self.issuer.id, at=at, signature=signature,
+        )  # fmt: skip
+
     def republish_held(self) -> tuple[int, int]:
         """On the record stream: publish the records of the tokens this store holds that did
         not come from the stream (issued, or revoked, by a release before the token records,
@@ -457,7 +474,9 @@ class TokenIssuer:
         asks again (`issue` then signs it again, with the stored times, and publishes it); its
         revocation is published still (it reaches the nodes restored from a snapshot that hold
         the token; the others quarantine it as an unknown serial). Returns how many records it
-        published and how many held tokens it could not publish for want of their file."""
+        published and how many held tokens it could not publish for want of their file.
+        A revocation is signed by the token issuer's key (`_revoked_record`): raises
+        `SignerError`, publishing nothing, when that key cannot sign."""
         assert self.issuer is not None and self.publish is not None
         issuer = self.issuer.id
         certs = self._issued_files()
@@ -484,10 +503,7 @@ class TokenIssuer:
                         ))  # fmt: skip
                 if st.revoked and r.applied(revoked_record_id(issuer, serial)) is None:
                     at = datetime.fromtimestamp(st.revoked_at, UTC)
-                    out.append(TokenRevoked(
-                        id=revoked_record_id(issuer, serial), recorded_at=at, serial=serial,
-                        issuer=issuer, at=at,
-                    ))  # fmt: skip
+                    out.append(self._revoked_record(serial, at, st.holder))
         self.publish(out)
         return len(out), missing
 
@@ -513,6 +529,7 @@ class TokenIssuer:
             for pid, approval in self.verifiers.approvals.items()
         }
         due: list[bytes] = []
+        holders: list[bytes] = []
         with self.store.read() as r:
             for key, st in r.statuses(self.issuer.index):
                 cause = ended.get(st.holder, TokenEnd.NOT_APPROVED)
@@ -520,6 +537,7 @@ class TokenIssuer:
                     due.append(key)
                     by = f"{cause.value} ({cause.article})"
                     report.revoked_by[by] = report.revoked_by.get(by, 0) + 1
+                    holders.append(st.holder)
         if self.publish is not None:  # dated here, once: every node revokes it at this instant
             serials = [sf.split_status_key(key)[1] for key in due]
             for gone in set(self.revoking) - set(serials):  # applied here (or no longer due)
@@ -528,13 +546,15 @@ class TokenIssuer:
                 return
             first = datetime.fromtimestamp(now, UTC)
             ats = [self.revoking.setdefault(serial, first) for serial in serials]
-            self.publish([
-                TokenRevoked(
-                    id=revoked_record_id(self.issuer.id, serial), recorded_at=at, serial=serial,
-                    issuer=self.issuer.id, at=at,
-                )
-                for serial, at in zip(serials, ats, strict=True)
-            ])  # fmt: skip
+            try:  # signed by the token issuer's key: every node checks it
+                records: list[Record] = [
+                    self._revoked_record(serial, at, holder)
+                    for serial, at, holder in zip(serials, ats, holders, strict=True)
+                ]
+            except SignerError as e:  # kept in `revoking`: the next refresh, the same instant
+                report.signing_failed = report.signing_failed or e
+                return
+            self.publish(records)
             report.revoked += len(due)
             return
         if not due:

@@ -84,14 +84,16 @@ def jst_day(at: str) -> date:
 @pytest.mark.parametrize(
     ("offset", "ok"),
     [
-        (-1, False),
+        (-rules.MAX_PLANNED_BEHIND_DAYS - 1, False),
+        (-rules.MAX_PLANNED_BEHIND_DAYS, True),  # a 転出届 made after the move
+        (-1, True),
         (0, True),
         (14, True),
         (MAX_PLANNED_AHEAD_DAYS, True),
         (MAX_PLANNED_AHEAD_DAYS + 1, False),
     ],
 )
-def test_the_planned_date_is_from_the_day_the_notice_was_made_to_a_year_on(
+def test_the_planned_date_is_from_two_weeks_before_the_notice_to_a_year_on(
     world: World, offset: int, ok: bool
 ) -> None:
     """Counted from the JST day the notice was made (``notified_at``, its record read a month

@@ -67,6 +67,7 @@ from crlbuilder.stream import (
     publish,
     refusal,
     tick_message,
+    token_signatures,
 )
 from responder.streamlag import STALE_AFTER, verdict
 from tests.support import procs
@@ -1724,6 +1725,24 @@ def test_a_batch_holding_a_newer_releases_message_is_refused_an_older_or_unnamed
     assert odd is not None and "unreadable release" in odd
     assert "(sequence 6)" in odd and "'JpkiVaStreamRefused'" in odd  # the way out, in the line
     assert release.parse(None) == release.parse("") == release.BEFORE
+
+
+def test_a_batchs_first_message_of_a_release_that_signs_token_revocations_is_found() -> None:
+    """`token_signatures`: the records before the first message of release 1.6 or later (a tick
+    as a record, ticks not counted among the records) and that message's sequence."""
+
+    def d(seq: int, rel: str | None, *, tick: bool = False) -> Delivered:
+        item = None if tick else Rejected("f", seq, "x")
+        return Delivered(seq=seq, item=item, at=AT, end=False, pending=0, release=rel)
+
+    signs = str(release.SIGNS_TOKEN_REVOCATIONS)
+    before = str(release.Release(1, release.SIGNS_TOKEN_REVOCATIONS.rules - 1))
+    assert token_signatures([d(1, None), d(2, before, tick=True), d(3, before)]) == (2, None)
+    assert token_signatures([d(4, before), d(5, signs, tick=True), d(6, before)]) == (1, 5)
+    assert token_signatures([d(7, signs), d(8, None)]) == (0, 7)
+    # a later release signs too (a newer format's rules may count from 1 again)
+    assert token_signatures([d(9, None), d(10, "2.1")]) == (1, 10)
+    assert token_signatures([d(11, "bad")]) == (1, None)  # unreadable: refused before anyway
 
 
 def test_of_two_releases_at_most_one_is_newer_and_the_format_counts_first() -> None:

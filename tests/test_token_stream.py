@@ -14,6 +14,7 @@ the same instant, and their stores hold the same bytes. A real NATS cluster.
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -26,13 +27,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from crlbuilder import release, tokenrevocation
 from crlbuilder.config import BuilderConfig, TokensSection
 from crlbuilder.keys.signer import Signer, load_signer
 from crlbuilder.manifest import Manifest
-from crlbuilder.model import Category, TokenIssued
+from crlbuilder.model import Category, Record, TokenIssued, TokenRevoked
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
-from crlbuilder.stream import Consumer
+from crlbuilder.stream import Consumer, ensure_stream
 from crlbuilder.tokenrequest import (
     TokenRequest,
     approval_window,
@@ -42,10 +44,10 @@ from crlbuilder.tokenrequest import (
     token_serial,
     write_request,
 )
-from crlbuilder.tokens import issued_record_id, token_certificate
+from crlbuilder.tokens import issued_record_id, revoked_record_id, token_certificate
 from responder.registry.schema import toml_dumps
 from tests.support.nats import NatsCluster
-from tests.support.store import node_state
+from tests.support.store import dump_store, node_state
 from tests.test_stream import (  # noqa: F401
     follower,
     node_config,
@@ -470,3 +472,163 @@ def test_a_forged_token_record_published_first_is_refused_on_every_node(
 def serial_hex(serial: int) -> str:
     """How a token record's id names its serial (`crlbuilder.tokens.issued_record_id`)."""
     return f"{serial:x}"
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster
+def test_a_forged_token_revocation_leaves_the_token_good_and_the_signers_revokes_it(
+    tmp_path: Path,
+    nats: NatsCluster,
+    population: Path,  # noqa: F811
+    demo_pki: tuple[Path, Manifest],
+) -> None:
+    """Another publisher on the record stream (the feed's NATS user, which holds the facts key
+    that seals a message) writes `token-revoked` records of a good token under the signer's
+    record id: one unsigned (as release 1.5's signer wrote them), one signed with a key of its
+    own. Every node, the signer too, refuses both (quarantined, the party not named) and the
+    token answers good; the signer's own revocation, when the party's approval is revoked
+    (Act §38-2(6)), revokes it on every node at one instant; the stores stay byte-equal."""
+    registry, requests, issued = tmp_path / "registry.toml", tmp_path / "req", tmp_path / "iss"
+    registry.write_text(toml_dumps({"version": 2, "party": [party()]}))
+    requests.mkdir()
+    signer = signer_config(
+        node_config(tmp_path / "signer", demo_pki[0], nats.source, "revforge"),
+        registry, requests, issued,
+    )  # fmt: skip
+    node = node_config(tmp_path / "node", demo_pki[0], nats.source, "revforge")
+    same_key(Path(signer.keys.facts_key_file), Path(node.keys.facts_key_file))
+    publish_files(signer, nats, sorted(population.glob("*.jsonl"))[:1])
+    manifest = demo_pki[1]
+    tok = manifest.token_issuer
+    assert tok is not None
+
+    def run(cfg: BuilderConfig) -> None:
+        with follower(cfg, nats, Consumer) as (b, consumer):
+            b.consume(consumer, tail_wait=0.5, interval=0.2)
+
+    der, spki = csr_of_new_key()
+    rid = request_id("spec", spki, approval_window(APPROVED, None))
+    serial = token_serial(rid)
+    key = sf.status_key(tok.index, serial)
+    now = datetime.now(UTC).replace(microsecond=0)
+    write_request(requests, TokenRequest(id=rid, party="spec", csr=der, requested_at=now))
+    run(signer)  # issues the token: its record on the stream
+    run(signer)
+    run(node)
+    for cfg in (signer, node):
+        st = status(cfg, key)
+        assert st is not None and not st.revoked
+    real = load_signer(manifest.key_ref(tok.key), manifest.path(tok.cert)).certificate
+    at = datetime.now(UTC).replace(microsecond=0)
+    unsigned = TokenRevoked(
+        id=revoked_record_id(tok.id, serial), recorded_at=at, serial=serial, issuer=tok.id, at=at
+    )
+    forged = msgspec.structs.replace(unsigned, signature=tokenrevocation.sign(
+        Forger(real), issuer=tok.id, serial=serial, at=at, holder=token_holder("spec"),
+    ))  # fmt: skip
+    with follower(node, nats, Consumer) as (_, consumer):
+        consumer.publish_records([unsigned, forged])  # messages as the signer's builder writes
+    run(node)
+    run(signer)
+    for cfg in (signer, node):
+        st = status(cfg, key)
+        assert st is not None and not st.revoked, "a forged revocation revoked the token"
+        lines = [
+            q for q in Path(cfg.input.quarantine).read_text().splitlines()
+            if revoked_record_id(tok.id, serial) in q
+        ]  # fmt: skip
+        reasons = [json.loads(q)["reason"] for q in lines]
+        assert len(reasons) == 2 and not any("spec" in r for r in reasons), "a party named"
+        assert "carries no signature of the token issuer" in lines[0]
+        assert f"not signed by the token issuer {tok.id}" in lines[1]
+    assert node_state(Path(node.store.path)) == node_state(Path(signer.store.path))
+
+    time.sleep(1.1)  # the revocation is dated after the forgeries
+    registry.write_text(toml_dumps({"version": 2, "party": [party(revoked=datetime.now(UTC))]}))
+    time.sleep(1.1)  # builds are dated in whole seconds: the next one is past the revocation
+    run(signer)  # publishes its signed revocation under the id the forgeries left free
+    run(node)
+    run(signer)
+    a, b = status(signer, key), status(node, key)
+    assert a is not None and a.revoked and a.category == Category.APPROVAL_WITHDRAWN.code
+    assert b is not None and b.revoked, "the signer's revocation was not applied on the node"
+    assert a.revoked_at == b.revoked_at > int(at.timestamp())
+    assert node_state(Path(node.store.path)) == node_state(Path(signer.store.path))
+
+
+def issued_record(manifest: Manifest, pid: str, at: datetime) -> TokenIssued:
+    """The `TokenIssued` record of a new token of ``pid``, as the signer's builder writes it."""
+    tok = manifest.token_issuer
+    assert tok is not None
+    cert = signed_token(manifest, pid, at)
+    return TokenIssued(
+        id=issued_record_id(tok.id, cert.serial_number), recorded_at=cert.not_valid_before_utc,
+        serial=cert.serial_number, issuer=tok.id, not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc, holder=token_holder(pid).hex(),
+        certificate=cert.public_bytes(serialization.Encoding.DER),
+    )  # fmt: skip
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, the loop's timed waits
+def test_release_1_5_unsigned_revocations_on_the_stream_revoke_on_a_node_made_after_the_upgrade(
+    tmp_path: Path,
+    nats: NatsCluster,
+    population: Path,  # noqa: F811
+    demo_pki: tuple[Path, Manifest],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stream as the 1.6 upgrade finds it: release 1.5's signer issued two tokens and
+    revoked one without a signature. A node live then applies the revocation; the first
+    message of release 1.6 (the upgraded feed's records) sets the flag on every node, and an
+    unsigned revocation of the other token published afterwards under a 1.5 header is refused.
+    A node made later from the stream's start (no snapshot) revokes the first token too, at the
+    same instant, refuses the same record, and holds the same bytes and flag as the live one."""
+    live = node_config(tmp_path / "live", demo_pki[0], nats.source, "revupgrade")
+    later = node_config(tmp_path / "later", demo_pki[0], nats.source, "revupgrade")
+    same_key(Path(live.keys.facts_key_file), Path(later.keys.facts_key_file))
+    manifest = demo_pki[1]
+    tok = manifest.token_issuer
+    assert tok is not None
+    now = datetime.now(UTC).replace(microsecond=0)
+    one, two = issued_record(manifest, "spec", now), issued_record(manifest, "spec", now)
+    at = now + timedelta(seconds=1)
+
+    def unsigned(rec: TokenIssued, when: datetime) -> TokenRevoked:
+        return TokenRevoked(id=revoked_record_id(tok.id, rec.serial), recorded_at=when,
+                            serial=rec.serial, issuer=tok.id, at=when)  # fmt: skip
+
+    def publish_as_release_1_5(records: list[Record]) -> None:
+        with monkeypatch.context() as m, follower(live, nats, Consumer) as (_, consumer):
+            m.setattr(release, "CURRENT", release.Release(1, 5))  # the header it writes
+            ensure_stream(consumer.cluster, consumer.names)  # as release 1.5's signer made it
+            consumer.publish_records(records)
+
+    def run(cfg: BuilderConfig) -> None:
+        with follower(cfg, nats, Consumer) as (b, consumer):
+            b.consume(consumer, tail_wait=0.5, interval=0.2)
+
+    def revoked_at(cfg: BuilderConfig, rec: TokenIssued) -> int | None:
+        st = status(cfg, sf.status_key(tok.index, rec.serial))
+        assert st is not None
+        return st.revoked_at if st.revoked else None
+
+    publish_as_release_1_5([one, two, unsigned(one, at)])
+    run(live)
+    assert revoked_at(live, one) == int(at.timestamp())
+    publish_files(live, nats, sorted(population.glob("*.jsonl"))[:1])  # release 1.6's first
+    publish_as_release_1_5([unsigned(two, at)])  # too late: a forger's old header
+    run(live)
+    run(later)  # from the stream's start
+    flag = [sf.META_TOKEN_SIGNATURES]
+    for cfg in (live, later):
+        assert revoked_at(cfg, one) == int(at.timestamp()), "release 1.5's revocation lost"
+        assert revoked_at(cfg, two) is None, "an unsigned revocation after 1.6 applied"
+        reasons = [
+            json.loads(q)["reason"] for q in Path(cfg.input.quarantine).read_text().splitlines()
+            if revoked_record_id(tok.id, two.serial) in q
+        ]  # fmt: skip
+        assert len(reasons) == 1 and "carries no signature" in reasons[0]
+        (meta,) = dump_store(Path(cfg.store.path), meta=flag)["meta"]
+        assert meta == (sf.META_TOKEN_SIGNATURES, sf.pack_u64(4))  # the feed's first message
+    assert node_state(Path(later.store.path)) == node_state(Path(live.store.path))

@@ -219,6 +219,17 @@ META_STREAM_REFUSED: Final = b"stream-refused"
 newer release, `crlbuilder.release`; another stream under the store's stream's name), nothing
 of it applied; the responder's /readyz says it and ``jpkiva_stream_refused`` is 1. Node state,
 as `META_STREAM_HEAD`: deleted by the builder's next commit of a batch; absent: none."""
+META_TOKEN_SIGNATURES: Final = b"token-signatures-from"
+"""u64: the record stream sequence of the stream's first message written by a release that signs
+token revocations (`crlbuilder.release.SIGNS_TOKEN_REVOCATIONS`), set in that message's batch's
+transaction and never moved or deleted after: from it on, a ``token-revoked`` record without the
+token issuer's signature is refused (`crlbuilder.apply`); absent, an unsigned one is applied as
+release 1.5 applied it. The other rules of release 1.6 (rules 6) take effect at the same message:
+a move-out notice's planned date bounded, and the erasures' lateness bound written
+(`crlbuilder.apply._Batch.rules6`, `Applier.erase_past_retention`). Every node of one stream sets it at the same message, so it is part of
+what they hold alike. A store that adopts a stream made again keeps it (it names the old
+instance's sequence: the stream's signer signed by then). Absent from a store fed by no stream
+(its builder applies no token record)."""
 META_RETENTION: Final = b"retention"
 """`RetentionState`: the retention agenda's scan (`DB_RETENTION`); absent before the first."""
 META_REVOKED_FROM: Final = b"revoked-from"

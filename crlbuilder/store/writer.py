@@ -595,6 +595,18 @@ class Commit(LmdbReader):
         written in the batch's transaction whether or not the batch changed anything."""
         self._put(sf.DB_META, sf.META_STREAM_SEQ, sf.pack_u64(seq), change=False)
 
+    def token_signatures_from(self) -> int | None:
+        """The stream sequence from which token revocations need the token issuer's signature
+        (`META_TOKEN_SIGNATURES`); None: not yet (unsigned ones are applied)."""
+        raw = self._meta(sf.META_TOKEN_SIGNATURES)
+        return sf.unpack_u64(raw) if raw is not None else None
+
+    def put_token_signatures_from(self, seq: int) -> None:
+        """The stream's message at ``seq`` is its first of a release that signs token
+        revocations (`META_TOKEN_SIGNATURES`): set once, in that message's batch."""
+        if self.token_signatures_from() is None:
+            self._put(sf.DB_META, sf.META_TOKEN_SIGNATURES, sf.pack_u64(seq), change=False)
+
     def put_stream_head(self, last_seq: int, seen_at: int) -> None:
         """The record stream's last sequence seen at ``seen_at`` (`META_STREAM_HEAD`)."""
         raw = sf.pack_u64(last_seq) + sf.pack_i64(seen_at)

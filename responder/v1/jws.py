@@ -22,7 +22,7 @@ carries it). It is a PEM file or a ``pkcs11:`` URI (`crlbuilder.keys.signer.load
 
 JOSE is joserfc's (serialization, header checks, JWK thumbprint, verification); the one
 thing added is an ``RS256`` algorithm whose signature comes from a
-`crlbuilder.keys.signer.Signer`, so a key in an HSM signs as well as a PEM key (the
+`crlbuilder.keys.signer.Signer` (`crlbuilder.keys.jwsalg`), so a key in an HSM signs as well as a PEM key (the
 signature bytes are the same RSASSA-PKCS1-v1_5 SHA-256).
 """
 
@@ -45,32 +45,14 @@ from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import RSAKey
 from joserfc.jws import JWSRegistry
 
+from crlbuilder.keys.jwsalg import ALG, SignerRS256
 from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.manifest import ANSWER_SIGNING_EKU, Manifest
 from responder.config import ResponderConfig
 
-ALG: Final = "RS256"
 TYP: Final = "jpki-va-answer+jws"
 _MAX_BODY: Final = 64 << 20
 """The largest body verified here (the 10,000-entry answers are about 1 MB)."""
-
-
-class _SignerRS256(JWSAlgModel):
-    """``RS256`` by a `Signer` (a PEM key or a key in a token): the key argument is unused."""
-
-    name = ALG
-    description = "RSASSA-PKCS1-v1_5 using SHA-256, by the answer-signing Signer"
-    key_type = "RSA"
-    recommended = True
-
-    def __init__(self, signer: Signer) -> None:
-        self._signer = signer
-
-    def sign(self, msg: bytes, key: Any) -> bytes:
-        return self._signer.sign(msg)
-
-    def verify(self, msg: bytes, sig: bytes, key: Any) -> bool:
-        return False  # never used to verify: `verify` below uses joserfc's own RS256
 
 
 def _registry(algorithms: dict[str, JWSAlgModel] | None = None) -> JWSRegistry:
@@ -138,7 +120,7 @@ class AnswerSigner:
         self.header: dict[str, Any] = {
             "alg": ALG, "kid": self.kid, "typ": TYP, "x5c": [_b64(signer.certificate)]
         }  # fmt: skip
-        self._registry = _registry({ALG: _SignerRS256(signer)})
+        self._registry = _registry({ALG: SignerRS256(signer)})
         keys = {self.kid: jwk}
         for cert in published:
             same = bool(issuers) and _issued_by(cert, issuers[0])
