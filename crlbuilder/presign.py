@@ -38,7 +38,8 @@ A follow loop bounds each run in time (``run(seconds=...)``, ``ocsp.presign_slic
 a full run of an issuer (a *walk*) then stops where the bound finds it, after at least
 `CHECK_EVERY` entries, and records the last key read (`sf.OcspState.walk`); the next run
 reads the changes feed since (what the walk passed) and goes on after that key, so that the
-loop applies the records that came meanwhile. At 10,000,000 holders a walk that re-signs
+loop applies the records that came meanwhile (unless the nextUpdate the walk began with has
+passed, a builder stopped meanwhile: it begins again). At 10,000,000 holders a walk that re-signs
 every answer takes about 40 minutes; unbounded, no record was applied during it. The answers
 a walk signs, and those the feed brings while it goes on, take the nextUpdate fixed when it
 began (`walk_next_update`); when it ends, the earliest nextUpdate of what it kept or stored
@@ -254,7 +255,11 @@ class Presigner:
                     continue  # compromised, no successor: nothing may sign its answers
                 state = states[issuer.index]
                 signer = self._response_signers[issuer.id].signer_id.hex()
-                if not full and state.walk is not None and self._walk_goes_on(state, signer, reach):
+                if (
+                    not full
+                    and state.walk is not None
+                    and self._walk_goes_on(state, signer, reach, now)
+                ):
                     # the feed brings what the walk passed; what it has not read, it will
                     walk = _Walk(
                         issuer,
@@ -310,10 +315,19 @@ class Presigner:
         )  # and no stored answer is due (none stored: none due)
 
     @staticmethod
-    def _walk_goes_on(state: sf.OcspState, signer: str, reach: int) -> bool:
+    def _walk_goes_on(state: sf.OcspState, signer: str, reach: int, now: int) -> bool:
         """Whether an issuer's walk in progress can go on where it stopped: the same delegate
-        signs, and the feed still holds every loss of effect since its last run."""
-        return state.commit > 0 and state.commit >= reach and state.signer == signer
+        signs, the feed still holds every loss of effect since its last run, and the
+        nextUpdate the walk began with is still ahead (a builder stopped past it would
+        otherwise sign answers whose nextUpdate is before their thisUpdate, which no client
+        takes, RFC 6960 §4.2.2.1, and count the stop in the walk's duration: it begins
+        again)."""
+        return (
+            state.commit > 0
+            and state.commit >= reach
+            and state.signer == signer
+            and state.walk_next_update > now
+        )
 
     def _sign_all(
         self,

@@ -607,6 +607,38 @@ def test_a_cut_walk_starts_again_when_its_delegate_changes(
     assert state.signer == p._response_signers[a.id].signer_id.hex()
 
 
+def test_a_cut_walk_whose_nextupdate_passed_while_the_builder_was_stopped_starts_again(
+    built: Built, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk cut by its time bound, then the builder stopped past the nextUpdate the walk
+    began with: going on would sign answers whose nextUpdate is before their thisUpdate
+    (RFC 5019 §2.2.4, RFC 6960 §4.2.2.1: no client takes them, the responder never sends
+    them and signs each on demand instead). The walk begins again with a new nextUpdate."""
+    monkeypatch.setattr(presign, "CHECK_EVERY", 4)
+    now = int(time.time())
+    _presigner(store, built).run(now)
+    p = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
+                          refresh_before_seconds=REFRESH, workers=1, timer=_Ticks())  # fmt: skip
+    issuers = _signing_issuers(store, p)
+    with store.read() as r:
+        cohort = min(r.ocsp_state(i.index).next_update for i in issuers)
+    start = cohort - REFRESH  # every stored answer is due: walks begin
+    assert p.run(start, full=False, seconds=12).walking
+    with store.read() as r:
+        cut = [i for i in issuers if r.ocsp_state(i.index).walk is not None]
+        assert cut and all(r.ocsp_state(i.index).walk_next_update == start + VALIDITY
+                           for i in cut)  # fmt: skip
+    later = start + 2 * VALIDITY  # the builder was stopped for two days
+    _presigner(store, built).run(later, full=False)
+    with store.read() as r:
+        for i in issuers:
+            state = r.ocsp_state(i.index)
+            assert state.walk is None and state.next_update in (0, later + VALIDITY), i.id
+            for key, a in r.stored_answers(i.index):
+                assert a.next_update > a.this_update, (i.id, key.hex())
+                assert a.next_update == later + VALIDITY, (i.id, key.hex())
+
+
 def test_the_signing_processes_stay_across_a_walks_runs_and_a_compromise_remakes_them(
     built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
