@@ -48,7 +48,10 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
   issuer under whose index the store's issuer table records another issuer
   (`OcspFlow.foreign`): the status records there are not this issuer's;
 - a revoked serial with a stored pre-signed answer of the current status version,
-  a SHA-1 CertID, no nonce and one CertID gets those stored bytes;
+  a SHA-1 CertID, no nonce and one CertID gets those stored bytes, while now lies
+  between their thisUpdate and nextUpdate (one dated ahead, by a builder's clock ahead of
+  this node's or a build ``--as-of`` a later instant, is rejected by clients: signed
+  afresh instead);
 - a good or unknown serial is signed on demand and cached per worker, keyed by the
   status record's version (read before the cache), so a revoked serial can never
   get a cached good; a new store generation empties the cache;
@@ -369,7 +372,7 @@ class OcspFlow:
                     if (
                         stored is not None
                         and stored.version == version
-                        and stored.next_update > now
+                        and stored.this_update <= now < stored.next_update
                         and stored.signer_id == signer.signer_id
                     ):
                         ready = Ready(

@@ -412,6 +412,30 @@ def test_stored_presigned_answer_served_only_for_its_status_version(
         assert cert_status(signed(got, flow(views))) is ocsp.OCSPCertStatus.REVOKED
 
 
+def test_a_presigned_answer_dated_after_now_is_signed_afresh(
+    views: dict[int, IssuerView],
+) -> None:
+    """A stored answer whose thisUpdate is still ahead (the builder's clock ahead of this
+    node's, stepped back since, or a build ``--as-of`` a later instant) is not sent: a client
+    rejects it (RFC 6960 §3.2 item 5 and §4.2.2.1; openssl: "status not yet valid"), and a
+    client that fails open then takes the revoked certificate. It is signed afresh, dated
+    now; the one dated now is sent as stored."""
+    mem = store(views)
+    sign = views[SIGN]
+    key = sf.status_key(SIGN, REVOKED)
+    stem = b"\x30\x82stem"
+    mem.answers[key] = StoredAnswer(4, NOW + 3_600, NOW + 90_000, sign.signer.signer_id, stem)
+    fl = flow(views)
+    got = fl.decide(request(sign, REVOKED), Creds("both"), NOW, mem, REGISTRY)
+    assert isinstance(got, Signing)
+    ready = signed(got, fl)
+    assert cert_status(ready) is ocsp.OCSPCertStatus.REVOKED
+    assert ready.this_update == NOW
+    mem.answers[key] = StoredAnswer(4, NOW, NOW + 90_000, sign.signer.signer_id, stem)
+    got = flow(views).decide(request(sign, REVOKED), Creds("both"), NOW, mem, REGISTRY)
+    assert isinstance(got, Answer) and got.ready.presigned
+
+
 def test_ord_70_erased_serial_is_never_good(views: dict[int, IssuerView]) -> None:
     """Ord §70(1)(iii): an erased revocation with no kept time answers unknown."""
     got = flow(views).decide(
