@@ -241,6 +241,9 @@ STORE_CHECK_SECONDS: Final = 1.0
 _STORE_REPLACED: Final = Response(
     503, b"store replaced on disk since this responder opened it: restart the responder\n", TEXT
 )
+_V1_STORE_REPLACED: Final = v1problem.make(
+    503, v1problem.UNAVAILABLE, "the store was replaced on disk: this node must be restarted"
+)
 _SOURCE: Final = {True: "presigned", False: "cached"}
 """An `Answer`'s source: the builder's pre-signed answer, or one signed here and cached."""
 
@@ -596,7 +599,12 @@ class JpkiApp:
         if self.relay is not None and not self._member_route(req):
             return self.relay.handle(req, self.registry, time.time())
         assert self.v1 is not None
-        return self.v1.handle(req, self.registry, time.time())
+        now = time.time()
+        route = self.v1.routes.get(req.target.split(b"?", 1)[0])
+        if route is not None and self.store_replaced(now):  # as `_ocsp`: nothing read
+            req.note = Outcome(route.endpoint, rule=flow.STALE)
+            return v1problem.response(_V1_STORE_REPLACED, retry_after=60)
+        return self.v1.handle(req, self.registry, now)
 
     def _member_route(self, req: Request) -> bool:
         """A /v1 route the group appliance serves its members itself (POST /v1/verify)."""
@@ -611,8 +619,8 @@ class JpkiApp:
         the store was copied or restored and renamed into place while the responder ran.
         The builder writes the new file, this worker reads the old one: a revocation
         committed there would never show here and a revoked certificate would stay ``good``.
-        So OCSP answers ``tryLater`` (rule ``stale``) and /readyz is 503 until the responder
-        is restarted (docs/operations.md: stop it for a store copy)."""
+        So OCSP answers ``tryLater`` (rule ``stale``), the /v1 routes 503 ``unavailable``
+        and /readyz 503 until the responder is restarted (docs/operations.md: stop it for a store copy)."""
         if now >= self._store_check_at:
             self._store_check_at = now + STORE_CHECK_SECONDS
             self._store_replaced = self.store.replaced()

@@ -5,7 +5,7 @@ restore, while the responder runs: its workers keep the old data.mdb mapped, and
 builder started on the new one writes there. A revocation committed in the new file must
 not leave the workers answering ``good`` from the old one (DESIGN.md, freshness: no worker
 answers good once the builder committed a revocation): they answer ``tryLater`` and
-/readyz says 503 why, until the responder is restarted.
+/v1 says 503 and /readyz 503 why, until the responder is restarted.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from crlbuilder.store.lmdbstore import Store, copy_store
 from crlbuilder.store.writer import Commit
 from tests.conftest import Built
 from tests.support.harness import request_for, sample, start_server
+from tests.test_agreements_server import v1_status
 
 
 def _swap_in_a_copy(store: Path, *, compact: bool = True) -> None:
@@ -62,6 +63,8 @@ def test_a_responder_whose_store_was_replaced_never_answers_good_from_the_old_fi
             r = ocsp.load_der_ocsp_response(server.post(request_for(server, a), token))
             assert r.certificate_status is ocsp.OCSPCertStatus.GOOD
         assert server.get("/readyz")[0] == 200
+        status, entry = v1_status(server, a, "both-verifier")
+        assert status == 200 and entry["status"] == "good", entry
         _swap_in_a_copy(path)
         new = Store.open(path, readonly=False)  # the builder, started on the new file
         at = int(time.time())
@@ -81,3 +84,5 @@ def test_a_responder_whose_store_was_replaced_never_answers_good_from_the_old_fi
             assert r.response_status is ocsp.OCSPResponseStatus.TRY_LATER
         status, body = server.get("/readyz")
         assert status == 503 and b"store replaced" in body
+        status, problem = v1_status(server, a, "both-verifier")
+        assert status == 503 and problem["rule"] == "unavailable", problem
