@@ -70,8 +70,11 @@ from typing import Final
 
 import msgspec
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from crlbuilder.keys.signer import Signer, load_signer
+from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.manifest import IssuerFiles, Manifest, ocsp_signer_files
 from crlbuilder.model import CertStatus
@@ -192,6 +195,7 @@ class Presigner:
         self._pool: ProcessPoolExecutor | None = None
         self._inflight: list[
             tuple[
+                str,
                 ResponseSigner,
                 list[tuple[bytes, sf.StatusRecord]],
                 list[bytes],
@@ -436,15 +440,20 @@ class Presigner:
             self._store_chunk(rs, chunk, data, [signer.sign(d) for d in data], now, next_update)
         else:
             self._inflight.append(
-                (rs, chunk, data, pool.submit(_sign_many, issuer.id, data), now, next_update)
-            )
+                (
+                    issuer.id, rs, chunk, data, pool.submit(_sign_many, issuer.id, data),
+                    now, next_update,
+                )
+            )  # fmt: skip
             while len(self._inflight) > 2 * self.workers:
                 self._finish_oldest()
         result.signed += len(chunk)
 
     def _finish_oldest(self) -> None:
-        rs, chunk, data, fut, now, next_update = self._inflight.pop(0)
-        self._store_chunk(rs, chunk, data, fut.result(), now, next_update)
+        issuer_id, rs, chunk, data, fut, now, next_update = self._inflight.pop(0)
+        signatures = fut.result()
+        _check_signed_by(issuer_id, rs, data[0], signatures[0])
+        self._store_chunk(rs, chunk, data, signatures, now, next_update)
 
     def _drain(self) -> None:
         while self._inflight:
@@ -520,6 +529,28 @@ class Presigner:
                     new.walk_signed, new.walk_kept = w.n_signed, w.n_kept
                 c.put_ocsp_state(issuer.index, new)
         return walking
+
+
+def _check_signed_by(issuer_id: str, rs: ResponseSigner, data: bytes, signature: bytes) -> None:
+    """Raise `SignerError` unless ``signature`` (of a chunk's first answer, made by a signing
+    process) verifies with the certificate this process frames the answers with.
+
+    A signing process loads its key when it starts (`_init_worker`), which may be long after
+    this process loaded the certificate: a delegate's key replaced in place since (a PEM file
+    written over, a token's key made again under the same label) signed every answer with
+    one key while they carried the other's certificate and responderID, and every client
+    rejected them. One verification per chunk (a process signs a chunk with one key): nothing
+    of such a chunk is stored, and the builder's signing warns until it is restarted."""
+    public = rs.signer.certificate.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)  # `crlbuilder.keys.signer`: RSA keys only
+    try:
+        public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        raise SignerError(
+            f"{issuer_id}'s OCSP signer: a signing process signed with another key than the "
+            "certificate's the builder loaded at start (the key replaced since?): nothing it "
+            "signed was stored; restart the builder"
+        ) from None
 
 
 def _walk_seconds(old: sf.OcspState, walk: _Walk, took: int) -> int:
