@@ -89,6 +89,7 @@ from typing import Final, Protocol
 from crlbuilder.model import Family
 from crlbuilder.ocsp.request import OcspRequest, RequestError, parse_request
 from crlbuilder.ocsp.response import (
+    HASH_ALGORITHM_DER,
     CertStatus,
     ResponseSigner,
     ResponseStatus,
@@ -193,6 +194,10 @@ _STATUS_NAME: Final = {
 }
 _SERIAL_END: Final = 1 << 160
 """Serials at or past this (or not positive) have no status key: never ours."""
+_NO_PARAMETERS: Final = {alg: f"{alg}/absent" for alg in HASH_ALGORITHM_DER}
+"""The cache's name of a CertID form whose hashAlgorithm has no parameters (the stored and
+the usual form have NULL, `crlbuilder.ocsp.response.HASH_ALGORITHM_DER`): an answer echoes
+its request's CertID bytes (RFC 6960 §4.2.1), so the two forms never share an answer."""
 
 
 class OcspFlow:
@@ -353,13 +358,16 @@ class OcspFlow:
             key = sf.status_key(view.index, cid.serial) if 0 < cid.serial < _SERIAL_END else None
             st = reader.status(key) if key is not None else None
             version = st.version if st is not None else 0
+            form = cid.hash_alg
             if single and key is not None:
+                if not cid.der.startswith(HASH_ALGORITHM_DER[form], 2):
+                    form = _NO_PARAMETERS[form]  # its answer echoes its own CertID bytes
                 # one dict lookup serves repeated answers, signed here or pre-signed;
                 # the status version read above keeps a revoked serial from a cached good
-                cached = self._cache.get((key, cid.hash_alg))
+                cached = self._cache.get((key, form))
                 if cached is not None and cached[0] == version and cached[1].next_update > now:
                     return cached[1]
-                cache_key = (key, cid.hash_alg, version)
+                cache_key = (key, form, version)
             if st is None:
                 # a group appliance imported the CRLs of the Act's families only: a token
                 # (Act §38-3) absent from its store is unknown there, never good
@@ -367,7 +375,7 @@ class OcspFlow:
                 status = self.unlisted if imported and key is not None else CertStatus.UNKNOWN
                 answers.append(SingleAnswer(cid.der, status))
             elif st.state == sf.STATE_REVOKED:
-                if single and cid.hash_alg == "sha1" and key is not None:
+                if single and form == "sha1" and key is not None:  # the stored CertID's form
                     stored = reader.stored_answer(key)
                     if (
                         stored is not None

@@ -99,7 +99,8 @@ class SignJob:
     statuses: tuple[str, ...]
     families: tuple[Family, ...]
     cache_key: tuple[bytes, str, int] | None
-    """(status key, hash algorithm, status version) when the answer may be cached."""
+    """(status key, CertID form, status version) when the answer may be cached; the form is
+    the hash algorithm, with ``/absent`` when its parameters are (`responder.flow`)."""
 
     def run(self) -> Ready:
         t0 = time.perf_counter()
