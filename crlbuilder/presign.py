@@ -19,7 +19,9 @@ no successor. Stored answers carry their signer's id, so answers of the old
 signer are re-signed; the compromise itself deletes them (`crlbuilder.apply`).
 
 RSA signing is the whole cost (~0.3 ms a signature), so the signatures are
-spread over worker processes; the DER around them is built in this process.
+spread over worker processes; the DER around them is built in this process, which
+verifies one signature of each chunk with the certificate it frames them with
+(`_check_signed_by`: a process loads its key when it starts, maybe after the key changed).
 
 A run is *full* or *incremental*. A full run reads every CRL entry, with its status
 record and stored answer (at 10,000,000 holders: 16.4 million entries, 2 to 14 minutes,
