@@ -852,7 +852,7 @@ NATS unreachable: exit 1.""",
         help="rewrite a store entry by entry into a new directory (live data only)",
         description="Copy every entry of SOURCE into a new store at TARGET, written into fresh "
         "zeroed pages: a store written before LMDB zeroed its pages (meminit) may hold leftover "
-        "heap bytes; the copy holds only live data. Stop the builder first; see docs/operations.md.",
+        "heap bytes; the copy holds only live data. Stop the builder and the responder first; see docs/operations.md.",
     )
     cp.add_argument("source", type=Path, help="the store to copy (read only)")
     cp.add_argument("target", type=Path, help="a new directory (refused if it holds a store)")

@@ -19,7 +19,9 @@ no successor. Stored answers carry their signer's id, so answers of the old
 signer are re-signed; the compromise itself deletes them (`crlbuilder.apply`).
 
 RSA signing is the whole cost (~0.3 ms a signature), so the signatures are
-spread over worker processes; the DER around them is built in this process.
+spread over worker processes; the DER around them is built in this process, which
+verifies one signature of each chunk with the certificate it frames them with
+(`_check_signed_by`: a process loads its key when it starts, maybe after the key changed).
 
 A run is *full* or *incremental*. A full run reads every CRL entry, with its status
 record and stored answer (at 10,000,000 holders: 16.4 million entries, 2 to 14 minutes,
@@ -38,7 +40,8 @@ A follow loop bounds each run in time (``run(seconds=...)``, ``ocsp.presign_slic
 a full run of an issuer (a *walk*) then stops where the bound finds it, after at least
 `CHECK_EVERY` entries, and records the last key read (`sf.OcspState.walk`); the next run
 reads the changes feed since (what the walk passed) and goes on after that key, so that the
-loop applies the records that came meanwhile. At 10,000,000 holders a walk that re-signs
+loop applies the records that came meanwhile (unless the nextUpdate the walk began with has
+passed, a builder stopped meanwhile: it begins again). At 10,000,000 holders a walk that re-signs
 every answer takes about 40 minutes; unbounded, no record was applied during it. The answers
 a walk signs, and those the feed brings while it goes on, take the nextUpdate fixed when it
 began (`walk_next_update`); when it ends, the earliest nextUpdate of what it kept or stored
@@ -69,8 +72,11 @@ from typing import Final
 
 import msgspec
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from crlbuilder.keys.signer import Signer, load_signer
+from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.manifest import IssuerFiles, Manifest, ocsp_signer_files
 from crlbuilder.model import CertStatus
@@ -191,6 +197,7 @@ class Presigner:
         self._pool: ProcessPoolExecutor | None = None
         self._inflight: list[
             tuple[
+                str,
                 ResponseSigner,
                 list[tuple[bytes, sf.StatusRecord]],
                 list[bytes],
@@ -254,7 +261,11 @@ class Presigner:
                     continue  # compromised, no successor: nothing may sign its answers
                 state = states[issuer.index]
                 signer = self._response_signers[issuer.id].signer_id.hex()
-                if not full and state.walk is not None and self._walk_goes_on(state, signer, reach):
+                if (
+                    not full
+                    and state.walk is not None
+                    and self._walk_goes_on(state, signer, reach, now)
+                ):
                     # the feed brings what the walk passed; what it has not read, it will
                     walk = _Walk(
                         issuer,
@@ -310,10 +321,19 @@ class Presigner:
         )  # and no stored answer is due (none stored: none due)
 
     @staticmethod
-    def _walk_goes_on(state: sf.OcspState, signer: str, reach: int) -> bool:
+    def _walk_goes_on(state: sf.OcspState, signer: str, reach: int, now: int) -> bool:
         """Whether an issuer's walk in progress can go on where it stopped: the same delegate
-        signs, and the feed still holds every loss of effect since its last run."""
-        return state.commit > 0 and state.commit >= reach and state.signer == signer
+        signs, the feed still holds every loss of effect since its last run, and the
+        nextUpdate the walk began with is still ahead (a builder stopped past it would
+        otherwise sign answers whose nextUpdate is before their thisUpdate, which no client
+        takes, RFC 6960 §4.2.2.1, and count the stop in the walk's duration: it begins
+        again)."""
+        return (
+            state.commit > 0
+            and state.commit >= reach
+            and state.signer == signer
+            and state.walk_next_update > now
+        )
 
     def _sign_all(
         self,
@@ -422,15 +442,20 @@ class Presigner:
             self._store_chunk(rs, chunk, data, [signer.sign(d) for d in data], now, next_update)
         else:
             self._inflight.append(
-                (rs, chunk, data, pool.submit(_sign_many, issuer.id, data), now, next_update)
-            )
+                (
+                    issuer.id, rs, chunk, data, pool.submit(_sign_many, issuer.id, data),
+                    now, next_update,
+                )
+            )  # fmt: skip
             while len(self._inflight) > 2 * self.workers:
                 self._finish_oldest()
         result.signed += len(chunk)
 
     def _finish_oldest(self) -> None:
-        rs, chunk, data, fut, now, next_update = self._inflight.pop(0)
-        self._store_chunk(rs, chunk, data, fut.result(), now, next_update)
+        issuer_id, rs, chunk, data, fut, now, next_update = self._inflight.pop(0)
+        signatures = fut.result()
+        _check_signed_by(issuer_id, rs, data[0], signatures[0])
+        self._store_chunk(rs, chunk, data, signatures, now, next_update)
 
     def _drain(self) -> None:
         while self._inflight:
@@ -506,6 +531,28 @@ class Presigner:
                     new.walk_signed, new.walk_kept = w.n_signed, w.n_kept
                 c.put_ocsp_state(issuer.index, new)
         return walking
+
+
+def _check_signed_by(issuer_id: str, rs: ResponseSigner, data: bytes, signature: bytes) -> None:
+    """Raise `SignerError` unless ``signature`` (of a chunk's first answer, made by a signing
+    process) verifies with the certificate this process frames the answers with.
+
+    A signing process loads its key when it starts (`_init_worker`), which may be long after
+    this process loaded the certificate: a delegate's key replaced in place since (a PEM file
+    written over, a token's key made again under the same label) signed every answer with
+    one key while they carried the other's certificate and responderID, and every client
+    rejected them. One verification per chunk (a process signs a chunk with one key): nothing
+    of such a chunk is stored, and the builder's signing warns until it is restarted."""
+    public = rs.signer.certificate.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)  # `crlbuilder.keys.signer`: RSA keys only
+    try:
+        public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        raise SignerError(
+            f"{issuer_id}'s OCSP signer: a signing process signed with another key than the "
+            "certificate's the builder loaded at start (the key replaced since?): nothing it "
+            "signed was stored; restart the builder"
+        ) from None
 
 
 def _walk_seconds(old: sf.OcspState, walk: _Walk, took: int) -> int:

@@ -38,7 +38,8 @@
                             /v1/status and /v1/verify, answered from the group's own store
                             (Act §20(1), §21(1),(3)); another /v1 path there is 404 naming them
     GET  /healthz           the process answers
-    GET  /readyz            the store is open and fresh, its issuer table agrees with this
+    GET  /readyz            the store is open, still the one at its path, and fresh, its
+                            issuer table agrees with this
                             responder's issuers, the registry loaded (several
                             nodes: caught up with the record stream; opt-in, the watch
                             lists replicated, ``[watch] ready_requires_replication``)
@@ -105,7 +106,7 @@ from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.request import RequestError, decode_get_path
 from crlbuilder.ocsp.response import CertStatus, ResponseStatus
 from crlbuilder.store.lmdbstore import Store
-from responder import access, announce, ledgerstream, policy, publicbound, streamlag
+from responder import access, announce, flow, ledgerstream, policy, publicbound, streamlag
 from responder.config import ResponderConfig
 from responder.crlfiles import CrlFiles, behind, not_modified
 from responder.flow import Answer, OcspFlow, Refusal, Signing
@@ -251,6 +252,15 @@ _FAIR_SHARE: Final = "fair_share"
 _QUOTA: Final = policy.Rule.QUOTA.value
 V1_QUEUE_PER_PARTY: Final = 2
 """A party's /v1 batches waiting for the batch thread; more are refused 429 ``fair_share``."""
+STORE_CHECK_SECONDS: Final = 1.0
+"""How often a worker looks whether its store's path still holds the file it mapped
+(`JpkiApp.store_replaced`)."""
+_STORE_REPLACED: Final = Response(
+    503, b"store replaced on disk since this responder opened it: restart the responder\n", TEXT
+)
+_V1_STORE_REPLACED: Final = v1problem.make(
+    503, v1problem.UNAVAILABLE, "the store was replaced on disk: this node must be restarted"
+)
 _SOURCE: Final = {True: "presigned", False: "cached"}
 """An `Answer`'s source: the builder's pre-signed answer, or one signed here and cached."""
 
@@ -328,6 +338,8 @@ class JpkiApp:
         limits = config.server.limits
         self.public = publicbound.PublicBucket(limits.public_per_second, limits.public_burst)
         """This worker's bound on the public routes' requests of clients proving no party."""
+        self._store_check_at = 0.0
+        self._store_replaced = False
         self._proven: tuple[Mapping[bytes, bytes], Registry, Party] | None = None
         """The party `early` proved from a request's header fields (with the registry it
         used), for that request's `_ocsp`; matched by the identity of the header dict."""
@@ -602,7 +614,12 @@ class JpkiApp:
         if self.relay is not None and not self._member_route(req):
             return self.relay.handle(req, self.registry, time.time())
         assert self.v1 is not None
-        return self.v1.handle(req, self.registry, time.time())
+        now = time.time()
+        route = self.v1.routes.get(req.target.split(b"?", 1)[0])
+        if route is not None and self.store_replaced(now):  # as `_ocsp`: nothing read
+            req.note = Outcome(route.endpoint, rule=flow.STALE)
+            return v1problem.response(_V1_STORE_REPLACED, retry_after=60)
+        return self.v1.handle(req, self.registry, now)
 
     def _member_route(self, req: Request) -> bool:
         """A /v1 route the group appliance serves its members itself (POST /v1/verify)."""
@@ -619,6 +636,19 @@ class JpkiApp:
             return _UNSUPPORTED
         return self._ocsp(req, req.body, get=False)
 
+    def store_replaced(self, now: float) -> bool:
+        """Whether the store's path holds another file than the one this worker mapped
+        (`crlbuilder.store.lmdbstore.Store.replaced`, looked at every `STORE_CHECK_SECONDS`):
+        the store was copied or restored and renamed into place while the responder ran.
+        The builder writes the new file, this worker reads the old one: a revocation
+        committed there would never show here and a revoked certificate would stay ``good``.
+        So OCSP answers ``tryLater`` (rule ``stale``), the /v1 routes 503 ``unavailable``
+        and /readyz 503 until the responder is restarted (docs/operations.md: stop it for a store copy)."""
+        if now >= self._store_check_at:
+            self._store_check_at = now + STORE_CHECK_SECONDS
+            self._store_replaced = self.store.replaced()
+        return self._store_replaced
+
     def _ocsp(self, req: Request, der: bytes, *, get: bool) -> Response | asyncio.Future[Response]:
         """Carry out `responder.flow`'s decision on one OCSP request."""
         registry = self.registry
@@ -629,6 +659,9 @@ class JpkiApp:
             if proven[0] is req.headers and proven[1] is registry:
                 party_proven = proven[2]  # by `early`, from these header fields
         now = time.time()
+        if self.store_replaced(now):  # nothing read from the old file: no status, no party
+            req.note = Outcome("ocsp", _TRY_LATER, party=NO_PARTY, rule=flow.STALE)
+            return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
         got = self.ocsp.decide(der, req, now, self.store, registry, proven=party_proven)
         if isinstance(got, Answer):
             ready = got.ready
@@ -741,6 +774,9 @@ class JpkiApp:
             self.store.check_format()
         except Exception:  # any failure means not ready
             return Response(503, b"store not readable\n", TEXT)
+        self._store_check_at = 0.0  # look now
+        if self.store_replaced(now):
+            return _STORE_REPLACED
         with self.store.read() as reader:
             self.ocsp.refresh(reader)
             if self.config.cluster.nats:  # several nodes: caught up with the record stream?

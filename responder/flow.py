@@ -51,7 +51,10 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
   (`OcspFlow.foreign`): the status records there are not this issuer's;
 - a revoked serial with a stored pre-signed answer of the current status version,
   a SHA-1 CertID the answer echoes byte for byte (hashAlgorithm parameters NULL,
-  `crlbuilder.ocsp.response.cert_id_der`), no nonce and one CertID gets those stored bytes;
+  `crlbuilder.ocsp.response.cert_id_der`), no nonce and one CertID gets those stored bytes,
+  while now lies between their thisUpdate and nextUpdate (one dated ahead, by a builder's
+  clock ahead of this node's or a build ``--as-of`` a later instant, is rejected by clients:
+  signed afresh instead);
 - a good or unknown serial is signed on demand and cached per worker, keyed by the
   request's CertID DER (an answer echoes the CertID asked: parameters NULL and absent
   are two entries) and checked against the status record's version (read before the
@@ -376,7 +379,7 @@ class OcspFlow:
                     if (
                         stored is not None
                         and stored.version == version
-                        and stored.next_update > now
+                        and stored.this_update <= now < stored.next_update
                         and stored.signer_id == signer.signer_id
                         and cid.der in stored.stem  # the CertID it echoes (NULL parameters)
                     ):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 from cryptography import x509
@@ -157,7 +158,8 @@ def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerV
     A key field may be a PEM file or a PKCS#11 URI (`crlbuilder.keys.signer.load_signer`);
     called in each worker after the fork, so each opens its own PKCS#11 session. Raises
     `crlbuilder.keys.signer.SignerError` naming the key when one cannot be used, or the
-    certificate when it is no delegated OCSP signer of its issuer (`delegate_problem`);
+    certificate when it is no delegated OCSP signer of its issuer (`delegate_problem`; not
+    valid now, too, unless ``outage_ok``);
     ``outage_ok`` (a worker: the master checked every key before forking) accepts a
     token that cannot be reached now, whose signatures then fail until it is back.
     """
@@ -167,7 +169,11 @@ def load_issuers(manifest: Manifest, *, outage_ok: bool = False) -> list[IssuerV
         signer = load_signer(
             manifest.key_ref(i.ocsp_key), manifest.path(i.ocsp_cert), outage_ok=outage_ok
         )
-        problem = delegate_problem(cert, signer.certificate)
+        # its validity only where the master checks, before forking: a worker started
+        # again after the certificate expired would otherwise fail, and again (the
+        # alert JpkiVaOcspSignerExpiring says so weeks ahead)
+        at = None if outage_ok else datetime.now(UTC)
+        problem = delegate_problem(cert, signer.certificate, at=at)
         if problem is not None:
             raise SignerError(f"{manifest.path(i.ocsp_cert)}: {i.id}'s OCSP signer: {problem}")
         rs = ResponseSigner(signer)

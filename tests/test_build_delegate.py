@@ -10,7 +10,7 @@ without id-kp-OCSPSigning. The builder took either and re-signed every stored an
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -37,11 +37,17 @@ def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _renewed(
-    pki_dir: Path, tmp: Path, *, by: str, purpose: bool, usage: x509.KeyUsage | None = None
+    pki_dir: Path,
+    tmp: Path,
+    *,
+    by: str,
+    purpose: bool,
+    usage: x509.KeyUsage | None = None,
+    valid: tuple[datetime, datetime] | None = None,
 ) -> tuple[Path, Path]:
     """A copy of the PKI whose sign-card-g2 OCSP signer certificate (its key kept) is
     re-issued by issuer ``by``'s CA key, with or without id-kp-OCSPSigning, with key
-    usage ``usage`` when given."""
+    usage ``usage`` when given, valid from ``valid[0]`` to ``valid[1]`` when given."""
     pki = tmp / "pki"
     shutil.copytree(pki_dir, pki)
     m = load_manifest(pki)
@@ -56,8 +62,8 @@ def _renewed(
         .issuer_name(ca.subject)
         .public_key(old.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(old.not_valid_before_utc)
-        .not_valid_after(old.not_valid_before_utc + timedelta(days=400))
+        .not_valid_before(valid[0] if valid else old.not_valid_before_utc)
+        .not_valid_after(valid[1] if valid else old.not_valid_before_utc + timedelta(days=400))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     )
     if usage is not None:
@@ -126,6 +132,31 @@ def test_serve_refuses_a_delegate_whose_key_usage_forbids_signing(
     assert str(refused.value).startswith(
         f"{cert}: sign-card-g2's OCSP signer: its key usage lacks digitalSignature"
     )
+
+
+@pytest.mark.parametrize(
+    ("begins", "ends", "when"),
+    [(-400, -1, "expired"), (1, 400, "not valid yet")],
+    ids=["expired", "renewal-installed-early"],
+)
+def test_serve_refuses_a_delegate_not_valid_now(
+    pki_dir: Path, tmp_path: Path, begins: int, ends: int, when: str
+) -> None:
+    """A delegate whose certificate expired, or a renewal installed before its notBefore
+    (docs/operations.md, "OCSP signer renewal"): every client checks the signer's validity
+    and rejects every answer it signs, whatever the status. `responder serve` refuses to
+    start, naming the file, as for any other signer its clients reject; a worker started
+    later (the master checked) does not, so that a certificate expiring while the
+    responder runs does not make a worker fail again and again."""
+    now = datetime.now(UTC)
+    valid = (now + timedelta(days=begins), now + timedelta(days=ends))
+    pki, cert = _renewed(pki_dir, tmp_path, by="sign-card-g2", purpose=True, valid=valid)
+    with pytest.raises(SignerError) as refused:
+        load_issuers(load_manifest(pki))
+    assert str(refused.value).startswith(
+        f"{cert}: sign-card-g2's OCSP signer: its certificate is {when}"
+    )
+    assert any(v.id == "sign-card-g2" for v in load_issuers(load_manifest(pki), outage_ok=True))
 
 
 def test_build_takes_its_own_pki(pki_dir: Path, tmp_path: Path) -> None:

@@ -28,10 +28,16 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from crlbuilder import rules
+from crlbuilder.der import der_length
 from crlbuilder.keys.signer import PemSigner
 from crlbuilder.model import Family
 from crlbuilder.ocsp.request import parse_request
-from crlbuilder.ocsp.response import ResponseSigner, ResponseStatus, issuer_hashes
+from crlbuilder.ocsp.response import (
+    ResponseSigner,
+    ResponseStatus,
+    der_integer,
+    issuer_hashes,
+)
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
 from crlbuilder.store.reader import StoredAnswer, StoreReader
@@ -411,6 +417,67 @@ def test_stored_presigned_answer_served_only_for_its_status_version(
         got = flow(views).decide(request(sign, REVOKED), Creds("both"), NOW, mem, REGISTRY)
         assert isinstance(got, Signing), old
         assert cert_status(signed(got, flow(views))) is ocsp.OCSPCertStatus.REVOKED
+
+
+def test_a_presigned_answer_dated_after_now_is_signed_afresh(
+    views: dict[int, IssuerView],
+) -> None:
+    """A stored answer whose thisUpdate is still ahead (the builder's clock ahead of this
+    node's, stepped back since, or a build ``--as-of`` a later instant) is not sent: a client
+    rejects it (RFC 6960 §3.2 item 5 and §4.2.2.1; openssl: "status not yet valid"), and a
+    client that fails open then takes the revoked certificate. It is signed afresh, dated
+    now; the one dated now is sent as stored."""
+    mem = store(views)
+    sign = views[SIGN]
+    key = sf.status_key(SIGN, REVOKED)
+    (asked,) = parse_request(request(sign, REVOKED), max_certids=1).cert_ids
+    stem = b"\x30\x82stem" + asked.der  # an answer echoes the CertID asked
+    mem.answers[key] = StoredAnswer(4, NOW + 3_600, NOW + 90_000, sign.signer.signer_id, stem)
+    fl = flow(views)
+    got = fl.decide(request(sign, REVOKED), Creds("both"), NOW, mem, REGISTRY)
+    assert isinstance(got, Signing)
+    ready = signed(got, fl)
+    assert cert_status(ready) is ocsp.OCSPCertStatus.REVOKED
+    assert ready.this_update == NOW
+    mem.answers[key] = StoredAnswer(4, NOW, NOW + 90_000, sign.signer.signer_id, stem)
+    got = flow(views).decide(request(sign, REVOKED), Creds("both"), NOW, mem, REGISTRY)
+    assert isinstance(got, Answer) and got.ready.presigned
+
+
+def _absent_parameters_request(view: IssuerView, serial: int) -> tuple[bytes, bytes]:
+    """A one-CertID request whose sha1 hashAlgorithm has no parameters (RFC 5754 §2: absent
+    is the preferred form; some clients send it), and its CertID's DER."""
+
+    def tlv(tag: int, content: bytes) -> bytes:
+        return bytes((tag,)) + der_length(len(content)) + content
+
+    name_hash, key_hash = issuer_hashes(view.certificate, "sha1")
+    alg = bytes.fromhex("300706052b0e03021a")
+    cert_id = tlv(0x30, alg + tlv(0x04, name_hash) + tlv(0x04, key_hash) + der_integer(serial))
+    return tlv(0x30, tlv(0x30, tlv(0x30, tlv(0x30, cert_id)))), cert_id
+
+
+def test_rfc6960_4_2_1_the_answer_echoes_the_requests_certid_parameters_and_all(
+    views: dict[int, IssuerView],
+) -> None:
+    """A CertID whose hashAlgorithm has no parameters is answered with that same CertID:
+    neither the pre-signed answer (its CertID has NULL parameters) nor a cached answer of the
+    other form is sent for it, and its own answer is never sent for the other form. A client
+    that compares CertIDs whole (BouncyCastle's CertificateID.equals) finds no answer for its
+    certificate otherwise, a revoked one included."""
+    mem = store(views)
+    sign = views[SIGN]
+    key = sf.status_key(SIGN, REVOKED)
+    mem.answers[key] = StoredAnswer(4, NOW - 60, NOW + 600, sign.signer.signer_id, b"\x30stem")
+    fl = flow(views)
+    for serial in (REVOKED, GOOD, GOOD):  # the second good one: from the cache
+        der, cert_id = _absent_parameters_request(sign, serial)
+        ready = signed(fl.decide(der, Creds("both"), NOW, mem, REGISTRY), fl)
+        assert cert_id in ready.der, serial
+    nulls = request(sign, GOOD)  # the usual form: not the other form's cached answer
+    ready = signed(fl.decide(nulls, Creds("both"), NOW, mem, REGISTRY), fl)
+    assert parse_request(nulls, max_certids=1).cert_ids[0].der in ready.der
+    assert cert_id not in ready.der
 
 
 def test_ord_70_erased_serial_is_never_good(views: dict[int, IssuerView]) -> None:

@@ -22,13 +22,15 @@ from typing import Any
 import msgspec
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
 
 from crlbuilder import presign
 from crlbuilder.build import Builder, BuildReport
 from crlbuilder.config import BuilderConfig
-from crlbuilder.manifest import Manifest, ocsp_signer_files
+from crlbuilder.keys.signer import SignerError
+from crlbuilder.manifest import Manifest, load_manifest, ocsp_signer_files
 from crlbuilder.model import Category, Reason
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -605,6 +607,97 @@ def test_a_cut_walk_starts_again_when_its_delegate_changes(
         state = r.ocsp_state(a.index)
     assert state.walk_next_update == now + 60 + VALIDITY  # begun again, not gone on
     assert state.signer == p._response_signers[a.id].signer_id.hex()
+
+
+def test_a_cut_walk_whose_nextupdate_passed_while_the_builder_was_stopped_starts_again(
+    built: Built, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk cut by its time bound, then the builder stopped past the nextUpdate the walk
+    began with: going on would sign answers whose nextUpdate is before their thisUpdate
+    (RFC 5019 §2.2.4, RFC 6960 §4.2.2.1: no client takes them, the responder never sends
+    them and signs each on demand instead). The walk begins again with a new nextUpdate."""
+    monkeypatch.setattr(presign, "CHECK_EVERY", 4)
+    now = int(time.time())
+    _presigner(store, built).run(now)
+    p = presign.Presigner(store, built.manifest, validity_seconds=VALIDITY,
+                          refresh_before_seconds=REFRESH, workers=1, timer=_Ticks())  # fmt: skip
+    issuers = _signing_issuers(store, p)
+    with store.read() as r:
+        cohort = min(r.ocsp_state(i.index).next_update for i in issuers)
+    start = cohort - REFRESH  # every stored answer is due: walks begin
+    assert p.run(start, full=False, seconds=12).walking
+    with store.read() as r:
+        cut = [i for i in issuers if r.ocsp_state(i.index).walk is not None]
+        assert cut and all(r.ocsp_state(i.index).walk_next_update == start + VALIDITY
+                           for i in cut)  # fmt: skip
+    later = start + 2 * VALIDITY  # the builder was stopped for two days
+    _presigner(store, built).run(later, full=False)
+    with store.read() as r:
+        for i in issuers:
+            state = r.ocsp_state(i.index)
+            assert state.walk is None and state.next_update in (0, later + VALIDITY), i.id
+            for key, a in r.stored_answers(i.index):
+                assert a.next_update > a.this_update, (i.id, key.hex())
+                assert a.next_update == later + VALIDITY, (i.id, key.hex())
+
+
+def test_a_delegate_key_replaced_under_a_running_builder_signs_nothing_that_is_stored(
+    built: Built, tmp_path: Path
+) -> None:
+    """The signing processes load the delegate's key when they start, the builder its
+    certificate when it is made: a key replaced in place in between (a PEM file written
+    over, a token's key made again under the same label) signed every answer with the new
+    key inside the old certificate's frame (responderID, certs), and clients rejected every
+    one. The run refuses (`SignerError`, which the follow loop warns of and retries) and no
+    such answer is stored."""
+    pki = tmp_path / "pki"
+    shutil.copytree(built.pki, pki)
+    m = load_manifest(pki)
+    shutil.copytree(built.store, tmp_path / "store")
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        with Commit(store, lambda: datetime.now(UTC)) as c:
+            for i in c.issuers():
+                c.drop_answers(i.index)
+        p = presign.Presigner(store, m, validity_seconds=VALIDITY,
+                              refresh_before_seconds=REFRESH, workers=2)  # fmt: skip
+        issuer = m.issuer("auth-card-g1")
+        assert issuer.id in p._response_signers
+        old = x509.load_pem_x509_certificate(m.path(issuer.ocsp_cert).read_bytes())
+        ca = x509.load_pem_x509_certificate(m.path(issuer.cert).read_bytes())
+        ca_key = serialization.load_pem_private_key(m.path(issuer.key).read_bytes(), None)
+        assert isinstance(ca_key, rsa.RSAPrivateKey)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        b = (
+            x509.CertificateBuilder().subject_name(old.subject).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(old.not_valid_before_utc).not_valid_after(old.not_valid_after_utc)
+        )  # fmt: skip
+        for e in old.extensions:
+            if not isinstance(e.value, x509.SubjectKeyIdentifier):
+                b = b.add_extension(e.value, e.critical)
+        m.path(issuer.ocsp_key).write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ))  # fmt: skip
+        m.path(issuer.ocsp_cert).write_bytes(
+            b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+        )
+        with pytest.raises(SignerError, match="auth-card-g1's OCSP signer: a signing process"):
+            p.run(int(time.time()))
+        p.close()
+        rs = p._response_signers[issuer.id]
+        with store.read() as r:
+            index = next(i.index for i in r.issuers() if i.id == issuer.id)
+            for _, a in r.stored_answers(index):
+                resp = ocsp.load_der_ocsp_response(a.stem + rs.certs_suffix)
+                public = resp.certificates[0].public_key()
+                assert isinstance(public, rsa.RSAPublicKey)
+                assert resp.signature_hash_algorithm is not None
+                public.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(),
+                              resp.signature_hash_algorithm)  # fmt: skip
+    finally:
+        store.close()
 
 
 def test_the_signing_processes_stay_across_a_walks_runs_and_a_compromise_remakes_them(

@@ -9,13 +9,28 @@ signer at start with the same reason.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 
-def delegate_problem(ca: x509.Certificate, signer: x509.Certificate) -> str | None:
-    """Why ``signer`` cannot sign OCSP answers about ``ca``'s certificates, or None."""
+def delegate_problem(
+    ca: x509.Certificate, signer: x509.Certificate, *, at: datetime | None = None
+) -> str | None:
+    """Why ``signer`` cannot sign OCSP answers about ``ca``'s certificates, or None; with
+    ``at``, also when its certificate is not valid then (expired, or a renewal installed
+    before its notBefore): a client checks the signer's validity at the time it verifies
+    (RFC 5280 §6.1.3, as RFC 6960 §4.2.2.2's path to the CA), so it rejects every answer."""
+    if at is not None:
+        begins, ends = signer.not_valid_before_utc, signer.not_valid_after_utc
+        if not begins <= at <= ends:
+            when = "expired" if at > ends else "not valid yet"
+            return (
+                f"its certificate is {when} (valid {begins:%Y-%m-%dT%H:%M:%SZ} to "
+                f"{ends:%Y-%m-%dT%H:%M:%SZ}): clients would reject every answer it signs"
+            )
     if signer == ca:
         return None
     if signer.issuer != ca.subject:

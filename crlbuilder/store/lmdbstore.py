@@ -56,6 +56,8 @@ class Store:
     """This open made the store's directory too."""
     staged_for: Path | None = None
     """Where this new store goes at `publish` (`open_staged`); None: it is in its place."""
+    identity: tuple[int, int] = (0, 0)
+    """(st_dev, st_ino) of the data.mdb this open mapped (`replaced`)."""
 
     @classmethod
     def open(
@@ -201,7 +203,11 @@ class Store:
                     # the feed starts now: the losses of effect of earlier commits are not in it
                     commit = txn.get(sf.META_COMMIT, db=meta)
                     txn.put(sf.META_CHANGES_FROM, bytes(commit or sf.pack_u32(0)), db=meta)
-        store = cls(env=env, dbs=dbs, path=p, readonly=readonly, writer_lock=writer_lock or [])
+        mapped = os.stat(p / "data.mdb")
+        store = cls(
+            env=env, dbs=dbs, path=p, readonly=readonly, writer_lock=writer_lock or [],
+            identity=(mapped.st_dev, mapped.st_ino),
+        )  # fmt: skip
         store.check_format()
         return store
 
@@ -233,6 +239,18 @@ class Store:
             _remove_store_files(self.path, made_dir=self.made_dir)
         finally:
             self.close()
+
+    def replaced(self) -> bool:
+        """Whether ``path`` no longer holds the data.mdb this open mapped: the store was moved
+        away or another put in its place (`crlbuilder store copy` and a rename, a restore).
+        This open still reads the old file, which its builder no longer writes: what the
+        builder commits now (a revocation) never shows here, so a reader must stop answering
+        from it and be opened again. One ``stat``."""
+        try:
+            st = os.stat(self.path / "data.mdb")
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.identity
 
     def read(self) -> LmdbReader:
         """One consistent read-only view: ``with store.read() as reader:`` (its transaction
