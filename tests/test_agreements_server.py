@@ -279,6 +279,7 @@ def test_ledger_equals_what_clients_received_after_sigkill(built: Built, tmp_pat
         assert got <= counted <= got + len(received), (got, counted)
 
 
+@pytest.mark.real_clock  # worker 0's collection timer is a timed wait
 def test_report_published_without_authentication(built: Built, tmp_path: Path) -> None:
     """Read-only: the report is as of worker 0's last collection (every 0.5 s here), which
     it says; a request for it collects nothing itself."""

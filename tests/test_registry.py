@@ -18,7 +18,7 @@ from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 from crlbuilder.rules import JST
 from responder.registry.demo import registry_from_manifest
-from responder.registry.lookup import LastGoodRegistry, Registry
+from responder.registry.lookup import SETTLE, LastGoodRegistry, Registry
 from responder.registry.party import PartyState
 from responder.registry.schema import (
     LegacyPartyEntry,
@@ -717,32 +717,37 @@ def test_state_is_derived_from_dates() -> None:
 
 
 def test_reload_if_changed(tmp_path: Path) -> None:
+    """A file replaced whole is taken at the first look; one changed in place at a look
+    `SETTLE` seconds (of ``now``, a monotonic clock) after the first that saw it as it is."""
     f = tmp_path / "registry.toml"
     f.write_text(text(verifier("v")))
     reg = Registry.load(f)
-    later = time.time() + 1  # the edits in place below have settled (SETTLE)
     assert reg.reload_if_changed(f) is None  # unchanged: one stat, nothing else
     tmp = tmp_path / "next.toml"
     tmp.write_text(text(verifier("v"), verifier("w")))
     os.replace(tmp, f)  # what the admin commands do
     new = reg.reload_if_changed(f)
     assert new is not None and set(new.parties) == {"v", "w"}
-    assert new.reload_if_changed(f, now=later) is None
+    assert new.reload_if_changed(f, now=0.0) is None
     f.write_text(text(verifier("v"), verifier("v")))  # broken: reported once, then quiet
+    assert new.reload_if_changed(f, now=0.0) is None  # first seen: it may be mid-write
     with pytest.raises(RegistryError, match="listed twice"):
-        new.reload_if_changed(f, now=later)
-    assert new.reload_if_changed(f, now=later) is None
+        new.reload_if_changed(f, now=SETTLE)
+    assert new.reload_if_changed(f, now=SETTLE) is None
     with f.open("a") as out:  # an operator appends an old-format entry by hand
         out.write(LEGACY)
     st = f.stat()
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert new.reload_if_changed(f, now=1.0) is None
     with pytest.raises(RegistryError):  # changed, still two 'v' parties: reported again
-        new.reload_if_changed(f, now=later)
+        new.reload_if_changed(f, now=1.0 + SETTLE)
     f.write_text(text(verifier("v")) + LEGACY)
+    assert new.reload_if_changed(f, now=2.0) is None
     with pytest.raises(RegistryError, match="registry migrate"):  # the old format is refused
-        new.reload_if_changed(f, now=later)
+        new.reload_if_changed(f, now=2.0 + SETTLE)
     f.write_text(text(verifier("v"), verifier("late-party")))
-    again = new.reload_if_changed(f, now=later)
+    assert new.reload_if_changed(f, now=3.0) is None
+    again = new.reload_if_changed(f, now=3.0 + SETTLE)
     assert again is not None and "late-party" in again.parties
 
 
@@ -776,10 +781,12 @@ def test_a_worker_takes_the_registry_the_master_loaded_without_loading_it_again(
     f = tmp_path / "registry.toml"
     f.write_text(text(verifier("v")))
     keeper = LastGoodRegistry(f, Registry.load(f))
-    reg, error = keeper.for_worker(now=time.time() + 1)
+    reg, error = keeper.for_worker(now=0.0)
     assert reg is keeper.registry and error is None
-    f.write_text(text(verifier("v"), verifier("w")))
-    reg, error = keeper.for_worker(now=time.time() + 1)
+    f.write_text(text(verifier("v"), verifier("w")))  # in place: taken once seen settled
+    reg, error = keeper.for_worker(now=1.0)
+    assert reg is keeper.registry and set(reg.parties) == {"v"}
+    reg, error = keeper.for_worker(now=1.0 + SETTLE)
     assert error is None and set(reg.parties) == {"v", "w"}
 
 
@@ -790,18 +797,21 @@ def test_last_good_registry_survives_a_broken_file(tmp_path: Path) -> None:
     f.write_text(text(verifier("v")))
     keeper = LastGoodRegistry(f, Registry.load(f))
     f.write_text(text(verifier("v"), verifier("w")))
-    keeper.refresh(now=time.time() + 1)
+    keeper.refresh(now=0.0)
+    keeper.refresh(now=SETTLE)  # changed in place: taken once seen settled
     assert keeper.error is None and set(keeper.registry.parties) == {"v", "w"}
     f.write_text(text(verifier("v"), verifier("w")) + "\n[[party]\n")
-    keeper.refresh(now=time.time() + 1)
+    keeper.refresh(now=1.0)
+    keeper.refresh(now=1.0 + SETTLE)
     assert keeper.error is not None and str(f) in keeper.error
     assert set(keeper.registry.parties) == {"v", "w"}  # the last good one is kept
-    reg, error = keeper.for_worker(now=time.time() + 1)
+    reg, error = keeper.for_worker(now=2.0)
     assert reg is keeper.registry and error is not None and "not valid TOML" in error
     f.write_text(text(verifier("x")))
-    keeper.refresh(now=time.time() + 1)
+    keeper.refresh(now=3.0)
+    keeper.refresh(now=3.0 + SETTLE)
     assert keeper.error is None and set(keeper.registry.parties) == {"x"}
-    reg, error = keeper.for_worker(now=time.time() + 1)
+    reg, error = keeper.for_worker(now=4.0)
     assert error is None and set(reg.parties) == {"x"}
 
 
@@ -872,10 +882,12 @@ def test_an_unforeseen_failure_while_checking_is_a_refused_file(
 
     monkeypatch.setattr(checks._Checker, "check", boom)
     f.write_text(text(verifier("v"), verifier("w")))
-    later = time.time() + 1  # written in place: settled (SETTLE)
+    assert reg.reload_if_changed(f, now=0.0) is None  # written in place: first seen
     with pytest.raises(RegistryError, match=r"cannot be checked \(ZeroDivisionError"):
-        reg.reload_if_changed(f, now=later)
-    assert reg.reload_if_changed(f, now=later) is None  # reported once; the registry in use is kept
+        reg.reload_if_changed(f, now=SETTLE)
+    assert (
+        reg.reload_if_changed(f, now=SETTLE) is None
+    )  # reported once; the registry in use is kept
 
 
 def test_a_file_being_written_in_place_is_taken_once_it_has_settled(tmp_path: Path) -> None:
@@ -884,8 +896,6 @@ def test_a_file_being_written_in_place_is_taken_once_it_has_settled(tmp_path: Pa
     it: parties gone, a suspension (提供の停止) cut off the end lifted. A file changed in place
     is taken once it has not changed for `SETTLE` seconds; one replaced whole (a new file
     renamed over it, as the commands write) at once."""
-    from responder.registry.lookup import SETTLE
-
     suspended = verifier("w")
     suspended["suspension"] = [{"article": "Act §37(4)(1)", "reason": "r",
                                 "since": datetime(2025, 1, 1, tzinfo=JST)}]  # fmt: skip
@@ -894,19 +904,19 @@ def test_a_file_being_written_in_place_is_taken_once_it_has_settled(tmp_path: Pa
     f.write_text(full)
     reg = Registry.load(f)
     f.write_text(full[: full.index("[[party.suspension]]")])  # half-way through the write
-    mtime = f.stat().st_mtime
-    assert reg.reload_if_changed(f, now=mtime + SETTLE / 10) is None  # not taken yet
+    assert reg.reload_if_changed(f, now=0.0) is None  # first seen: not taken
+    assert reg.reload_if_changed(f, now=SETTLE / 10) is None  # not settled yet
     f.write_text(full.replace("Verifier v", "Verifier v2"))  # the write completes
-    mtime = f.stat().st_mtime
-    assert reg.reload_if_changed(f, now=mtime + SETTLE / 10) is None
-    new = reg.reload_if_changed(f, now=mtime + SETTLE)
+    assert reg.reload_if_changed(f, now=SETTLE) is None  # changed since: first seen again
+    assert reg.reload_if_changed(f, now=SETTLE + SETTLE / 10) is None
+    new = reg.reload_if_changed(f, now=2 * SETTLE)
     assert new is not None and new.parties["v"].name == "Verifier v2"
     assert new.parties["w"].state(NOW) is PartyState.SUSPENDED
     # replaced whole: taken at once
     tmp = tmp_path / "next.toml"
     tmp.write_text(full)
     os.replace(tmp, f)
-    again = new.reload_if_changed(f, now=f.stat().st_mtime)
+    again = new.reload_if_changed(f, now=0.0)  # at the first look, whatever the clock
     assert again is not None and again.parties["v"].name == "Verifier v"
 
 

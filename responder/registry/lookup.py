@@ -44,10 +44,14 @@ _FileSignature = tuple[int, int, int, int, int]
 
 SETTLE: Final = 0.25
 """Seconds a registry file changed in place (same inode: `cp`, an editor saving in place)
-must stay unchanged before a reload takes it: until then it may be half-written, and a
+must be seen unchanged before a reload takes it: until then it may be half-written, and a
 shorter file can be valid TOML (parties missing, a suspension cut off). Every write moves
-its mtime, so a writer still at work keeps it fresh. A file replaced whole (renamed over
-the old one, as `responder registry` writes) is complete when it appears: taken at once."""
+its mtime or size, so a writer still at work changes what is seen. Measured between two
+looks on a clock that only goes forward (`time.monotonic`), never from the file's mtime
+against the wall clock: a clock set back (or an mtime from another host) would hold a
+changed file, a suspension with it, until the clock passed the mtime again. A file replaced
+whole (renamed over the old one, as `responder registry` writes) is complete when it
+appears: taken at once."""
 
 
 def _signature(st: os.stat_result) -> _FileSignature:
@@ -71,6 +75,8 @@ class Registry:
         self.warnings: tuple[str, ...] = tuple(warnings)
         self._stat: _FileSignature | None = None
         self._failed: _FileSignature | None = None
+        self._settling: tuple[_FileSignature, float] | None = None
+        """A file changed in place, as first seen, and when (`SETTLE`)."""
         self._tokens: dict[bytes, tuple[Party, CredentialInfo]] = {}
         self._certs: dict[bytes, tuple[Party, CredentialInfo]] = {}
         self._signers: list[tuple[Party, CredentialInfo, PublicKeyTypes]] = []
@@ -112,8 +118,9 @@ class Registry:
 
         Cheap (one stat): call it every second in each worker. A changed file that does
         not load raises RegistryError once (log it and keep serving with this registry);
-        later calls return None until the file changes again. A file changed in place less
-        than `SETTLE` seconds before ``now`` is left for a later call.
+        later calls return None until the file changes again. A file changed in place is
+        taken by a call `SETTLE` seconds or more after the first that saw it as it is
+        (``now``: a `time.monotonic` reading, the default), never by the first.
         """
         try:
             st = path.stat()
@@ -126,8 +133,13 @@ class Registry:
         if sig in (self._stat, self._failed):
             return None
         in_place = self._stat is not None and sig[:2] == self._stat[:2]
-        if in_place and (time.time() if now is None else now) - st.st_mtime < SETTLE:
-            return None
+        if in_place:
+            clock = time.monotonic() if now is None else now
+            if self._settling is None or self._settling[0] != sig:
+                self._settling = (sig, clock)  # first seen so: it may be mid-write
+                return None
+            if clock - self._settling[1] < SETTLE:
+                return None
         try:
             return Registry.load(path)
         except RegistryError:
