@@ -10,10 +10,10 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from crlbuilder.model import Record, TokenIssued, TokenRevoked
+from crlbuilder.model import TokenIssued, TokenRevoked
 from crlbuilder.tokencert import refusal
 from crlbuilder.tokenrequest import issued_path, request_path, token_holder, token_serial
-from crlbuilder.tokens import TokenIssuer, TokenReport
+from crlbuilder.tokens import TokenReport
 from tests.test_token_stream import Forger, signed_token
 from tests.test_tokens import (  # noqa: F401  (its fixtures)
     T0,
@@ -89,13 +89,7 @@ def test_republish_held_carries_the_certificate_and_a_lost_file_waits_for_its_pa
     issued_path(world.issued, lost).unlink()
     world.write_registry(party())  # spec2's approval gone: its token revoked
     world.build(T0 + timedelta(minutes=2))
-    published: list[Record] = []
-    verifiers = world.builder._verifiers()
-    assert verifiers is not None
-    issuer = TokenIssuer(
-        world.builder.store, world.manifest, requests=world.requests, issued=world.issued,
-        validity_days=365, verifiers=verifiers, clock=lambda: T0, publish=published.extend,
-    )  # fmt: skip
+    issuer, published = world.publishing_issuer()
     assert issuer.republish_held() == (3, 1)
     issued = {p.serial: p for p in published if isinstance(p, TokenIssued)}
     (rev,) = [p for p in published if isinstance(p, TokenRevoked)]

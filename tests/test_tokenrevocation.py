@@ -27,7 +27,7 @@ from crlbuilder.store.lmdbstore import copy_store
 from crlbuilder.stream import MAX_BATCH, Batcher, Delivered
 from crlbuilder.tokenrequest import token_holder
 from crlbuilder.tokenrevocation import TYP, claim, refusal, sign
-from crlbuilder.tokens import TokenIssuer, TokenReport, issued_record_id, revoked_record_id
+from crlbuilder.tokens import TokenReport, issued_record_id, revoked_record_id
 from tests.support.softhsm import make_token
 from tests.support.store import dump_store, node_state
 from tests.test_token_stream import Forger, signed_token
@@ -162,13 +162,7 @@ def test_the_signer_signs_each_revocation_it_publishes(world: World) -> None:  #
     rid, _ = world.queue()
     world.build(T0 + timedelta(minutes=1))
     world.write_registry(party(revoked=T0 + timedelta(minutes=2)))
-    published: list[Record] = []
-    verifiers = world.builder._verifiers()
-    assert verifiers is not None
-    issuer = TokenIssuer(
-        world.builder.store, world.manifest, requests=world.requests, issued=world.issued,
-        validity_days=365, verifiers=verifiers, clock=lambda: T0, publish=published.extend,
-    )  # fmt: skip
+    issuer, published = world.publishing_issuer()
     issuer.revoke_withdrawn(int((T0 + timedelta(minutes=3)).timestamp()), TokenReport())
     (rec,) = published
     assert isinstance(rec, TokenRevoked) and rec.signature

@@ -131,6 +131,18 @@ class World:
         write_request(self.requests, req)
         return rid, key
 
+    def publishing_issuer(self) -> tuple[TokenIssuer, list[Record]]:
+        """The signer's `TokenIssuer` on the record stream (dated T0), as the builder makes
+        it from the registry as it is now, and the records it publishes."""
+        published: list[Record] = []
+        verifiers = self.builder._verifiers()
+        assert verifiers is not None
+        issuer = TokenIssuer(
+            self.builder.store, self.manifest, requests=self.requests, issued=self.issued,
+            validity_days=365, verifiers=verifiers, clock=lambda: T0, publish=published.extend,
+        )  # fmt: skip
+        return issuer, published
+
     def build(self, at: datetime) -> dict[str, Any]:
         report = self.builder.build([], as_of=at)
         out: dict[str, Any] = report.as_dict()
@@ -417,13 +429,7 @@ def test_on_the_stream_a_request_asked_again_before_its_record_is_applied_is_sig
     """The signer publishes a token's record and applies it when the stream brings it back; the
     party asking again meanwhile (a later request time) gets the certificate already written
     and the same record, not one with a later notBefore than the status every node records."""
-    published: list[Record] = []
-    verifiers = world.builder._verifiers()
-    assert verifiers is not None
-    issuer = TokenIssuer(
-        world.builder.store, world.manifest, requests=world.requests, issued=world.issued,
-        validity_days=365, verifiers=verifiers, clock=lambda: T0, publish=published.extend,
-    )  # fmt: skip
+    issuer, published = world.publishing_issuer()
     rid, _ = world.queue()
     queued = read_request(request_path(world.requests, rid))
     issuer.issue(int((T0 + timedelta(minutes=1)).timestamp()), TokenReport())
