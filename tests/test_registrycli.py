@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import json
 import shutil
 import stat
@@ -19,6 +20,7 @@ from crlbuilder.model import Family
 from crlbuilder.rules import JST
 from responder.policy import ALLOWED, Refused, Rule, decide
 from responder.registry.audit import audit_path_for, verify_audit
+from responder.registry.auditkey import AuditKey, key_path_for
 from responder.registry.cli import add_cli, main
 from responder.registry.lookup import Registry
 from responder.registry.schema import PartyEntry, RegistryError
@@ -56,6 +58,10 @@ def run(*argv: str) -> int:
 def act(reg: Path, action: str, pid: str, *more: str) -> int:
     """``responder registry ACTION --registry REG --id PID ...``: its exit code."""
     return run(action, "--registry", str(reg), "--id", pid, *more)
+
+
+PAST: tuple[str, ...] = ("--correction", "a past case restated")
+"""A command's instant more than a minute back: refused unless it corrects the record."""
 
 
 def suspend(reg: Path, pid: str, article: str, *more: str, reason: str = "r") -> int:
@@ -98,6 +104,7 @@ ADD_BANK = [
 def test_init_writes_a_private_valid_registry_and_audits_it(reg: Path) -> None:
     assert stat.S_IMODE(reg.stat().st_mode) == 0o600
     assert stat.S_IMODE(audit_path_for(reg).stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_path_for(reg).stat().st_mode) == 0o600  # the audit key, drawn by init
     r = Registry.load(reg)
     assert set(r.parties) == {
         "sig-verifier",
@@ -153,10 +160,12 @@ def test_add_with_a_new_token(reg: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert value not in audit
     after = last["after"]
     assert isinstance(after, dict)
+    key = bytes.fromhex(key_path_for(reg).read_text().strip())  # keyed: not tried name by name
     assert (
         after["notification"]["address"]
-        == "sha256:" + hashlib.sha256("東京都千代田区一丁目1".encode()).hexdigest()
+        == "hmac-sha256:" + hmac.new(key, "東京都千代田区一丁目1".encode(), "sha256").hexdigest()
     )
+    assert key.hex() not in audit and last["key_id"] == AuditKey(key).key_id
     assert stat.S_IMODE(reg.stat().st_mode) == 0o600
 
 
@@ -725,11 +734,11 @@ def test_a_lifted_suspension_does_not_bind_the_titles_the_party_holds_later(
     `suspend`/`resume` change suspensions): the party may give up the title it stopped later.
     One still in force, or still to come, keeps binding the title it stops."""
     change = ("update", "both-verifier", "--title", "user-verifier")
-    assert suspend(reg, "both-verifier", "Act §18(6)(1)", "--since", "2025-01-01") == 0
+    assert suspend(reg, "both-verifier", "Act §18(6)(1)", "--since", "2025-01-01", *PAST) == 0
     capsys.readouterr()
     assert act(reg, *change) == 2
     assert "holds none of those titles" in capsys.readouterr().err
-    assert act(reg, "resume", "both-verifier", "--at", "2025-02-01") == 0
+    assert act(reg, "resume", "both-verifier", "--at", "2025-02-01", *PAST) == 0
     assert act(reg, *change) == 0
     p = Registry.load(reg).parties["both-verifier"]
     assert p.titles == {Title.USER_VERIFIER} and p.state(time.time()).value == "active"
@@ -761,7 +770,7 @@ def test_resume_cancels_only_a_suspension_not_begun(
     """`registry resume` drops a suspension that has not begun (a cancelled one, the audit
     keeps it); one in force since before is lifted, never dropped, whatever ``--at`` says:
     a `--at` before it began would have erased that the party was stopped (提供の停止)."""
-    assert suspend(reg, "sig-verifier", "Act §18(6)(1)", "--since", "2025-01-01") == 0
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)", "--since", "2025-01-01", *PAST) == 0
     before = reg.read_bytes()
     capsys.readouterr()
     assert act(reg, "resume", "sig-verifier", "--at", "2024-12-01") == 2
