@@ -805,3 +805,100 @@ def test_a_party_file_nested_too_deeply_is_one_line(
     capsys.readouterr()
     assert act(reg, "update", "sig-verifier", "--from", str(deep)) == 2
     assert "nested too deeply" in capsys.readouterr().err and reg.read_bytes() == before
+
+
+def test_init_force_does_not_discard_parties_the_demo_has_not_unless_counted(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry init --force` over a production registry replaced its parties (their
+    notifications, agreements, suspensions) with the demo's: refused unless
+    ``--discard-parties N`` names how many go."""
+    assert run("add", "--registry", str(reg), *notified("bank-1", "signature-verifier")) == 0
+    assert run("add", "--registry", str(reg), *notified("bank-2", "user-verifier")) == 0
+    init = ("init", "--pki", str(reg.parent / "pki"), "--out", str(reg), "--force")
+    before, audit_before = reg.read_bytes(), audit_path_for(reg).read_bytes()
+    capsys.readouterr()
+    assert run(*init) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 parties the demo PKI has not (bank-1, bank-2)" in err
+    assert "--discard-parties 2" in err
+    for wrong in ("1", "3", "0"):
+        assert run(*init, "--discard-parties", wrong) == 2
+    assert (reg.read_bytes(), audit_path_for(reg).read_bytes()) == (before, audit_before)
+    assert run(*init, "--discard-parties", "2") == 0
+    assert "bank-1" not in Registry.load(reg).parties
+    gone = [x for x in audit_lines(reg) if x["party"] in ("bank-1", "bank-2")][-2:]
+    assert [(x["action"], x["after"]) for x in gone] == [("init", None), ("init", None)]
+    # now only demo parties: --force alone replaces it, and a count of parties it has not is wrong
+    assert run(*init) == 0
+    capsys.readouterr()
+    assert run(*init, "--discard-parties", "1") == 2
+    assert "holds no party the demo PKI has not" in capsys.readouterr().err
+    assert verify_audit(audit_path_for(reg), reg).problems == []
+
+
+def test_init_force_over_a_file_that_is_no_registry_is_refused(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`change` reads an unreadable registry as empty for init: the parties it would discard
+    could not be counted."""
+    reg.write_text("[[party]\nbroken")
+    capsys.readouterr()
+    assert run("init", "--pki", str(reg.parent / "pki"), "--out", str(reg), "--force") == 2
+    assert "move it aside first" in capsys.readouterr().err
+    assert reg.read_text() == "[[party]\nbroken"
+
+
+def test_update_from_reads_certificate_paths_relative_to_the_file(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`update --from FILE` read a credential's ``cert`` relative to the registry, `import
+    --from` relative to FILE: a form kept beside its certificates named the wrong file. Both
+    read it relative to FILE now; the registry stores it relative to itself."""
+    forms = tmp_path / "forms"
+    forms.mkdir()
+    shutil.copy(reg.parent / "pki/parties/auth-verifier.pem", forms / "client.pem")
+    token = (reg.parent / "pki/parties/auth-verifier.token").read_text().strip()
+    form = forms / "auth-verifier.toml"
+    form.write_text(
+        ONE_PARTY.format(digest=hashlib.sha256(token.encode()).hexdigest())
+        + '[[party.credential]]\nkind = "mtls"\nlabel = "mtls-9"\ncert = "client.pem"\n'
+    )
+    assert act(reg, "update", "auth-verifier", "--from", str(form)) == 0, capsys.readouterr().err
+    entry = Registry.load(reg).file.find("auth-verifier")
+    assert isinstance(entry, PartyEntry)
+    stored = [c for c in entry.credential if c.label == "mtls-9"]
+    assert [getattr(c, "cert", None) for c in stored] == ["forms/client.pem"]
+    # and `add --from` the same way (the certificate freed first: one party's only)
+    assert act(reg, "update", "auth-verifier", "--remove-credential", "mtls-9") == 0
+    form.write_text(form.read_text().replace('id = "auth-verifier"', 'id = "auth-2"'))
+    form.write_text(form.read_text().replace(token_line(form), ""))
+    assert run("add", "--registry", str(reg), "--id", "auth-2", "--from", str(form)) == 0
+    e2 = Registry.load(reg).file.find("auth-2")
+    assert isinstance(e2, PartyEntry)
+    assert [getattr(c, "cert", None) for c in e2.credential] == ["forms/client.pem"]
+
+
+def token_line(form: Path) -> str:
+    """The form's token credential table (a token is one party's only)."""
+    text = form.read_text()
+    start = text.index('[[party.credential]]\nkind = "token"')
+    return text[start : text.index("\n", text.index("token_sha256", start)) + 1]
+
+
+def test_an_export_to_another_directory_reads_back_as_the_same_credentials(
+    reg: Path, tmp_path: Path
+) -> None:
+    """`export --out` wrote certificate paths relative to the registry, which `import --from`
+    and `update --from` read relative to the export: elsewhere, they named no file."""
+    exported = tmp_path / "backup" / "x" / "exported.toml"
+    exported.parent.mkdir(parents=True)
+    assert run("export", "--registry", str(reg), "--out", str(exported)) == 0
+    elsewhere = tmp_path / "other" / "registry.toml"
+    elsewhere.parent.mkdir()
+    assert run("import", "--registry", str(elsewhere), "--from", str(exported)) == 0
+    a, b = Registry.load(reg), Registry.load(elsewhere)
+    for pid in a.parties:
+        assert a.parties[pid].credentials == b.parties[pid].credentials
+    # outside the export's directory, a path is written whole
+    assert f'cert = "{(reg.parent / "pki").resolve()}/' in exported.read_text()

@@ -1,6 +1,6 @@
 """`responder registry ...`: the admin commands over the registry file, and their audit log.
 
-    responder registry init --pki DIR --out FILE [--force]   a demo PKI's parties
+    responder registry init --pki DIR --out FILE [--force [--discard-parties N]]  demo parties
     responder registry add --registry FILE --id ID ...       register a party (届出 + 取決め)
     responder registry update --registry FILE --id ID ...    change it, rotate credentials
     responder registry suspend|resume|end --registry FILE --id ID ...
@@ -56,6 +56,11 @@ agrees for it). A party without details is refused (the command lists what is
 missing) unless ``--drop ID`` leaves it out of the registry: no party is served
 without a notification and an agreement. The titles given must be the old
 entry's titles (change them afterwards with `update`).
+
+A file read by ``add|update|import --from FILE`` names certificates relative to FILE's
+directory; ``export --out FILE`` writes them relative to FILE's (absolute when not below
+it). ``init --force`` over a registry holding parties the demo PKI has not is refused unless
+``--discard-parties N`` counts them.
 
 Workers see a change within a second through `Registry.reload_if_changed`
 (one stat per second), or at once on SIGHUP.
@@ -690,11 +695,21 @@ def _to_entry(data: dict[str, Any], source: str) -> PartyEntry:
         ) from None
 
 
-def _party_from_file(path: Path, party_id: str | None) -> dict[str, Any]:
-    """The one [[party]] of a TOML file (or its top-level table), as builtins."""
+def _party_from_file(path: Path, party_id: str | None, registry: Path) -> dict[str, Any]:
+    """The one [[party]] of a TOML file (or its top-level table), as builtins; its credentials'
+    certificate paths, relative to the file's directory (as `import` reads them), made
+    relative to ``registry``'s (or absolute)."""
     data = parse_registry_or_table(path)
     if party_id is not None and data.get("id") not in (None, party_id):
         raise CommandError(f"{path}: describes party {data.get('id')!r}, not {party_id!r}")
+    creds = data.get("credential")
+    if isinstance(creds, list):
+        data["credential"] = [
+            {**c, "cert": _cert_ref(path.parent / c["cert"], registry)}
+            if isinstance(c, dict) and isinstance(c.get("cert"), str) and c["cert"]
+            else c
+            for c in creds
+        ]
     return data
 
 
@@ -749,7 +764,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         nonlocal tokens
         if data.find(args.id) is not None:
             raise CommandError(f"party {args.id!r} is already registered (use `registry update`)")
-        base = _party_from_file(args.from_file, args.id) if args.from_file else {}
+        base = _party_from_file(args.from_file, args.id, path) if args.from_file else {}
         d, tokens = _apply_flags(base, args, registry=path, new=True)
         data.parties.append(_to_entry(d, str(path)))
         return data
@@ -773,7 +788,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         base = entry_to_builtins(existing)
         if args.from_file:  # a form of the notification and agreement: the state stays
             state = {k: base[k] for k in _STATE_ACTIONS if k in base}
-            base = {**state, **_party_from_file(args.from_file, args.id)}
+            base = {**state, **_party_from_file(args.from_file, args.id, path)}
         d, tokens = _apply_flags(base, args, registry=path, new=False)
         data.parties[data.parties.index(existing)] = _to_entry(d, str(path))
         return data
@@ -1119,16 +1134,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    _, reg = _load(args)
+    path, reg = _load(args)
+    parties = reg.file.parties
+    if args.out is not None:  # its certificate paths relative to the file written, as read back
+        parties = [_rebase(p, path.parent, args.out) for p in parties]
     if args.format == "json":
         data = (
-            msgspec.json.format(
-                msgspec.json.encode([msgspec.to_builtins(p) for p in reg.file.parties])
-            )
+            msgspec.json.format(msgspec.json.encode([msgspec.to_builtins(p) for p in parties]))
             + b"\n"
         )
     else:
-        data = dump_registry(reg.file, header=HEADER).encode()
+        data = dump_registry(RegistryFile(parties=parties, version=reg.file.version),
+                             header=HEADER).encode()  # fmt: skip
     if args.out is None:
         sys.stdout.write(data.decode())
     else:
@@ -1150,10 +1167,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and not args.force:
         raise CommandError(f"{out} exists (use --force to replace it)")
+    if args.discard_parties is not None and not args.force:
+        raise CommandError("--discard-parties goes with --force")
     text = registry_from_manifest(manifest, out)
+    demo = parse_registry(text, source=str(out))
+    if out.exists():
+        try:  # the check in mutate below reads the file as `change` does, which takes a
+            parse_registry(out.read_text(encoding="utf-8"), source=str(out))  # broken one as empty
+        except (OSError, UnicodeDecodeError, RegistryError) as e:
+            raise CommandError(
+                f"refused, {out} unchanged: it does not read as a registry, so which parties "
+                f"--force would discard cannot be told; move it aside first ({e})"
+            ) from None
 
-    def mutate(_: RegistryFile) -> RegistryFile:
-        return parse_registry(text, source=str(out))
+    def mutate(current: RegistryFile) -> RegistryFile:
+        _check_discarded(current, demo, args.discard_parties, out)
+        return demo
 
     change(
         out,
@@ -1167,6 +1196,27 @@ def cmd_init(args: argparse.Namespace) -> int:
     )
     print(f"{out}: {len(manifest.parties)} parties")
     return 0
+
+
+def _check_discarded(
+    current: RegistryFile, demo: RegistryFile, discard: int | None, out: Path
+) -> None:
+    """Refuse `init --force` over a registry holding parties the demo set has not (a
+    production registry) unless ``--discard-parties`` names exactly how many it discards."""
+    ids = {p.id for p in demo.parties}
+    extra = [p.id for p in current.parties if p.id not in ids]
+    if extra and discard != len(extra):
+        shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
+        raise CommandError(
+            f"refused, {out} unchanged: it holds {len(extra)} parties the demo PKI has not "
+            f"({shown}); --force would discard them with their agreements and state: if that "
+            f"is meant, add --discard-parties {len(extra)}"
+        )
+    if not extra and discard not in (None, 0):
+        raise CommandError(
+            f"refused, {out} unchanged: --discard-parties {discard}, but it holds no party the "
+            "demo PKI has not"
+        )
 
 
 _SYNC_RETRY: Final = 1.0
@@ -1473,7 +1523,19 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="write a registry of a demo PKI's parties")
     p.add_argument("--pki", type=Path, required=True, help="PKI directory (pki.json)")
     p.add_argument("--out", type=Path, required=True, help="registry TOML to write")
-    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing file (refused when it holds parties the demo PKI has not, "
+        "unless --discard-parties names how many)",
+    )
+    p.add_argument(
+        "--discard-parties",
+        type=_count,
+        metavar="N",
+        help="with --force: the number of parties not in the demo PKI that the replaced "
+        "registry holds and that are discarded (must match)",
+    )
     p.add_argument("--audit", type=Path, help="audit log (default: beside the registry)")
     p.add_argument("--actor", default=_os_user(), help="who (default: the OS user)")
     _audit_key_flag(p)
@@ -1556,7 +1618,12 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="the registry in normalized form")
     _common(p, writes=False)
-    p.add_argument("--out", type=Path, help="file to write (mode 0600; default stdout)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="file to write (mode 0600; certificate paths relative to it; default stdout, "
+        "paths relative to the registry)",
+    )
     p.add_argument("--format", choices=("toml", "json"), default="toml", help="default: toml")
     p.set_defaults(func=_guarded(cmd_export))
 
