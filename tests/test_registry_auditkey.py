@@ -57,7 +57,7 @@ def test_the_first_change_draws_a_private_key_and_never_logs_it(
     reg = tmp_path / "registry.toml"
     assert add(reg, "p1") == 0
     key_file = key_path_for(reg)
-    assert key_file.name == "registry.audit.key"
+    assert key_file.name == "registry.audit.secret"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     hexkey = key_file.read_text().strip()
     assert len(bytes.fromhex(hexkey)) == 32

@@ -4,9 +4,11 @@ The registry's audit log (動作の記録, Ord §73(3); `responder.registry.audi
 name, address, representative and office as a hash only. An unsalted SHA-256 of a natural
 person's name is recovered by hashing candidate names until one matches; a keyed hash
 (HMAC-SHA256) cannot be tried without the key. The key is 32 random bytes, written as 64 hex
-digits to a file of mode 0600 (``registry.audit.key`` beside the registry unless
-``--audit-key``), drawn by `registry init` or by the first change that needs it, and refused
-when group or others may read it (`crlbuilder.secretmode`, as the project's other secrets).
+digits to a file of mode 0600 (``registry.audit.secret`` beside the registry unless
+``--audit-key``: named as the watch secret is, since it signs nothing and the project's
+``*.key`` files are certificates' private keys), drawn by `registry init` or by the first
+change that needs it, and refused when group or others may read it (`crlbuilder.secretmode`,
+as the project's other secrets).
 It is never logged: a line names it by its id only, an HMAC of a fixed label under the key
 (`AuditKey.key_id`), so an auditor can tell which key a line was written with.
 
@@ -64,8 +66,8 @@ class AuditKey:
 
 
 def key_path_for(registry: Path) -> Path:
-    """The default key beside a registry: ``registry.toml`` -> ``registry.audit.key``."""
-    return registry.with_name(registry.stem + ".audit.key")
+    """The default key beside a registry: ``registry.toml`` -> ``registry.audit.secret``."""
+    return registry.with_name(registry.stem + ".audit.secret")
 
 
 def load_key(path: Path, *, create: bool) -> AuditKey:

@@ -38,7 +38,7 @@ removing a line breaks the chain, and a registry edited outside these
 commands no longer matches the last record; `verify-audit` checks both. The
 file is opened O_WRONLY|O_APPEND and never rewritten. The audit keeps no
 personal data: the name, address, representative and office appear as
-``hmac-sha256:<hex>``, keyed with the audit key (``FILE`` with suffix ``.audit.key`` unless
+``hmac-sha256:<hex>``, keyed with the audit key (``FILE`` with suffix ``.audit.secret`` unless
 ``--audit-key``; 0600, drawn when absent, refused when group or others may read it; each line's
 ``key_id`` names it), enough to tell that they changed, or, for whoever holds the key, to
 check a claimed value (`audit-hash`); lines written before the key hold ``sha256:<hex>`` and
@@ -1332,7 +1332,7 @@ def _audit_key_flag(p: argparse.ArgumentParser) -> None:
         "--audit-key",
         type=Path,
         help="the audit log's key for personal fields (HMAC-SHA256; 0600; default: beside the "
-        "registry, .audit.key; drawn when absent)",
+        "registry, .audit.secret; drawn when absent)",
     )
 
 
