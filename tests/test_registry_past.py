@@ -189,3 +189,11 @@ def test_past_instants_compares_what_changed_only() -> None:
     assert [(f.party, f.field, f.at) for f in found] == [
         ("p", "suspension (Act §37(4)(1)) until", late)
     ]
+
+
+def test_a_correction_states_a_reason(reg: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = state(reg)
+    for reason in ("", "   ", "x" * 2001):
+        with pytest.raises(SystemExit):
+            act(reg, *SUSPEND, "--since", at(timedelta(days=-1)), "--correction", reason)
+        assert "reason" in capsys.readouterr().err and state(reg) == before

@@ -497,6 +497,15 @@ def _count(value: str) -> int:
     return n
 
 
+def _reason(value: str) -> str:
+    """A reason in words: 1 to 2000 characters, not only spaces (what the registry's texts hold)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the reason is empty")
+    if len(value) > 2000:
+        raise argparse.ArgumentTypeError("the reason is longer than 2000 characters")
+    return value
+
+
 def _instant(value: str) -> datetime:
     """A date (its 00:00 Japan time: the registry's days are Japan days), or a time with an
     offset as every command-line time (`crlbuilder.options.instant`, which words the refusal)."""
@@ -1340,6 +1349,7 @@ def _correction_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--correction",
         metavar="REASON",
+        type=_reason,
         help=f"this change corrects the record: an instant more than {ALLOWANCE:g} s in the "
         "past is taken, and REASON is kept in the audit log (without it such an instant is "
         "refused: the ledger counted what the party received then)",
