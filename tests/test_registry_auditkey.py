@@ -177,6 +177,25 @@ def test_a_log_written_before_the_key_still_verifies_and_is_continued(tmp_path: 
     assert cont["before"]["name"].startswith("hmac-sha256:") and cont["key_id"]
     report = verify_audit(audit, reg)
     assert report.problems == [] and report.records == 2
+    key = load_key(key_path_for(reg), create=False)
+    assert report.keys == {None: 1, key.key_id: 1} and report.corrections == 0
+
+
+def test_verify_audit_says_which_key_each_line_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reg = tmp_path / "registry.toml"
+    assert add(reg, "p1") == 0
+    key_file = key_path_for(reg)
+    first = load_key(key_file, create=False).key_id
+    key_file.unlink()  # a new key (rotated): the next line names it
+    assert add(reg, "p2") == 0
+    second = load_key(key_file, create=False).key_id
+    capsys.readouterr()
+    assert run("verify-audit", "--registry", str(reg)) == 0
+    out = capsys.readouterr().out
+    assert f"1 under audit key {first}, 1 under audit key {second}" in out
+    assert first != second and "corrections of the record: 0" in out
 
 
 def test_the_key_object_does_not_show_its_bytes() -> None:

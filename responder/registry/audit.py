@@ -108,6 +108,17 @@ class AuditReport:
     records: int = 0
     head: str = ZERO_HASH
     problems: list[str] = field(default_factory=list)
+    keys: dict[str | None, int] = field(default_factory=dict)
+    """Lines by the audit key their personal fields are hashed with (`AuditRecord.key_id`;
+    None: unkeyed ``sha256:``, written before the key), in the order first met: which key
+    an auditor needs for which lines."""
+    corrections: int = 0
+    """Lines of changes made as corrections of the record (``--correction``)."""
+
+
+class _KeyFields(msgspec.Struct):
+    key_id: str | None = None
+    correction: str | None = None
 
 
 def verify_audit(path: Path, registry: Path | None = None) -> AuditReport:
@@ -115,6 +126,12 @@ def verify_audit(path: Path, registry: Path | None = None) -> AuditReport:
     written through the commands (a hand edit or a lost tail of the log shows here)."""
     chain = verify_chain(path, AuditRecord)
     report = AuditReport(chain.records, chain.head, chain.problems)
+    if not report.problems:  # the lines verified: read again for the keys they name
+        with path.open("rb") as f:
+            for line in f:
+                fields = msgspec.json.decode(line, type=_KeyFields)
+                report.keys[fields.key_id] = report.keys.get(fields.key_id, 0) + 1
+                report.corrections += fields.correction is not None
     if registry is not None and not report.problems:
         try:
             actual = hashlib.sha256(registry.read_bytes()).hexdigest()

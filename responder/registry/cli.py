@@ -1302,6 +1302,11 @@ def cmd_verify_audit(args: argparse.Namespace) -> int:
         print(p, file=sys.stderr)
     state = "BROKEN" if report.problems else "intact"
     print(f"{audit}: {report.records} records, chain {state}, head {report.head}")
+    if report.keys:  # which key an auditor needs for which lines (`audit-hash`)
+        kinds = [f"{n} unkeyed (sha256:)" if k is None else f"{n} under audit key {k}"
+                 for k, n in report.keys.items()]  # fmt: skip
+        print(f"personal fields: {', '.join(kinds)}; corrections of the record: "
+              f"{report.corrections}")  # fmt: skip
     return 1 if report.problems else 0
 
 
@@ -1317,6 +1322,7 @@ def cmd_audit_hash(args: argparse.Namespace) -> int:
     if not value:
         raise CommandError("no value on standard input")
     print(key.pseudonym(value))
+    print(f"(audit key {key.key_id}: the lines whose key_id is this one)", file=sys.stderr)
     return 0
 
 
