@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import json
 import shutil
 import stat
@@ -19,6 +20,7 @@ from crlbuilder.model import Family
 from crlbuilder.rules import JST
 from responder.policy import ALLOWED, Refused, Rule, decide
 from responder.registry.audit import audit_path_for, verify_audit
+from responder.registry.auditkey import AuditKey, key_path_for
 from responder.registry.cli import add_cli, main
 from responder.registry.lookup import Registry
 from responder.registry.schema import PartyEntry, RegistryError
@@ -56,6 +58,10 @@ def run(*argv: str) -> int:
 def act(reg: Path, action: str, pid: str, *more: str) -> int:
     """``responder registry ACTION --registry REG --id PID ...``: its exit code."""
     return run(action, "--registry", str(reg), "--id", pid, *more)
+
+
+PAST: tuple[str, ...] = ("--correction", "a past case restated")
+"""A command's instant more than a minute back: refused unless it corrects the record."""
 
 
 def suspend(reg: Path, pid: str, article: str, *more: str, reason: str = "r") -> int:
@@ -98,6 +104,7 @@ ADD_BANK = [
 def test_init_writes_a_private_valid_registry_and_audits_it(reg: Path) -> None:
     assert stat.S_IMODE(reg.stat().st_mode) == 0o600
     assert stat.S_IMODE(audit_path_for(reg).stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_path_for(reg).stat().st_mode) == 0o600  # the audit key, drawn by init
     r = Registry.load(reg)
     assert set(r.parties) == {
         "sig-verifier",
@@ -153,10 +160,12 @@ def test_add_with_a_new_token(reg: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert value not in audit
     after = last["after"]
     assert isinstance(after, dict)
+    key = bytes.fromhex(key_path_for(reg).read_text().strip())  # keyed: not tried name by name
     assert (
         after["notification"]["address"]
-        == "sha256:" + hashlib.sha256("東京都千代田区一丁目1".encode()).hexdigest()
+        == "hmac-sha256:" + hmac.new(key, "東京都千代田区一丁目1".encode(), "sha256").hexdigest()
     )
+    assert key.hex() not in audit and last["key_id"] == AuditKey(key).key_id
     assert stat.S_IMODE(reg.stat().st_mode) == 0o600
 
 
@@ -725,11 +734,11 @@ def test_a_lifted_suspension_does_not_bind_the_titles_the_party_holds_later(
     `suspend`/`resume` change suspensions): the party may give up the title it stopped later.
     One still in force, or still to come, keeps binding the title it stops."""
     change = ("update", "both-verifier", "--title", "user-verifier")
-    assert suspend(reg, "both-verifier", "Act §18(6)(1)", "--since", "2025-01-01") == 0
+    assert suspend(reg, "both-verifier", "Act §18(6)(1)", "--since", "2025-01-01", *PAST) == 0
     capsys.readouterr()
     assert act(reg, *change) == 2
     assert "holds none of those titles" in capsys.readouterr().err
-    assert act(reg, "resume", "both-verifier", "--at", "2025-02-01") == 0
+    assert act(reg, "resume", "both-verifier", "--at", "2025-02-01", *PAST) == 0
     assert act(reg, *change) == 0
     p = Registry.load(reg).parties["both-verifier"]
     assert p.titles == {Title.USER_VERIFIER} and p.state(time.time()).value == "active"
@@ -761,7 +770,7 @@ def test_resume_cancels_only_a_suspension_not_begun(
     """`registry resume` drops a suspension that has not begun (a cancelled one, the audit
     keeps it); one in force since before is lifted, never dropped, whatever ``--at`` says:
     a `--at` before it began would have erased that the party was stopped (提供の停止)."""
-    assert suspend(reg, "sig-verifier", "Act §18(6)(1)", "--since", "2025-01-01") == 0
+    assert suspend(reg, "sig-verifier", "Act §18(6)(1)", "--since", "2025-01-01", *PAST) == 0
     before = reg.read_bytes()
     capsys.readouterr()
     assert act(reg, "resume", "sig-verifier", "--at", "2024-12-01") == 2
@@ -796,3 +805,100 @@ def test_a_party_file_nested_too_deeply_is_one_line(
     capsys.readouterr()
     assert act(reg, "update", "sig-verifier", "--from", str(deep)) == 2
     assert "nested too deeply" in capsys.readouterr().err and reg.read_bytes() == before
+
+
+def test_init_force_does_not_discard_parties_the_demo_has_not_unless_counted(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`registry init --force` over a production registry replaced its parties (their
+    notifications, agreements, suspensions) with the demo's: refused unless
+    ``--discard-parties N`` names how many go."""
+    assert run("add", "--registry", str(reg), *notified("bank-1", "signature-verifier")) == 0
+    assert run("add", "--registry", str(reg), *notified("bank-2", "user-verifier")) == 0
+    init = ("init", "--pki", str(reg.parent / "pki"), "--out", str(reg), "--force")
+    before, audit_before = reg.read_bytes(), audit_path_for(reg).read_bytes()
+    capsys.readouterr()
+    assert run(*init) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 parties the demo PKI has not (bank-1, bank-2)" in err
+    assert "--discard-parties 2" in err
+    for wrong in ("1", "3", "0"):
+        assert run(*init, "--discard-parties", wrong) == 2
+    assert (reg.read_bytes(), audit_path_for(reg).read_bytes()) == (before, audit_before)
+    assert run(*init, "--discard-parties", "2") == 0
+    assert "bank-1" not in Registry.load(reg).parties
+    gone = [x for x in audit_lines(reg) if x["party"] in ("bank-1", "bank-2")][-2:]
+    assert [(x["action"], x["after"]) for x in gone] == [("init", None), ("init", None)]
+    # now only demo parties: --force alone replaces it, and a count of parties it has not is wrong
+    assert run(*init) == 0
+    capsys.readouterr()
+    assert run(*init, "--discard-parties", "1") == 2
+    assert "holds no party the demo PKI has not" in capsys.readouterr().err
+    assert verify_audit(audit_path_for(reg), reg).problems == []
+
+
+def test_init_force_over_a_file_that_is_no_registry_is_refused(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`change` reads an unreadable registry as empty for init: the parties it would discard
+    could not be counted."""
+    reg.write_text("[[party]\nbroken")
+    capsys.readouterr()
+    assert run("init", "--pki", str(reg.parent / "pki"), "--out", str(reg), "--force") == 2
+    assert "move it aside first" in capsys.readouterr().err
+    assert reg.read_text() == "[[party]\nbroken"
+
+
+def test_update_from_reads_certificate_paths_relative_to_the_file(
+    reg: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`update --from FILE` read a credential's ``cert`` relative to the registry, `import
+    --from` relative to FILE: a form kept beside its certificates named the wrong file. Both
+    read it relative to FILE now; the registry stores it relative to itself."""
+    forms = tmp_path / "forms"
+    forms.mkdir()
+    shutil.copy(reg.parent / "pki/parties/auth-verifier.pem", forms / "client.pem")
+    token = (reg.parent / "pki/parties/auth-verifier.token").read_text().strip()
+    form = forms / "auth-verifier.toml"
+    form.write_text(
+        ONE_PARTY.format(digest=hashlib.sha256(token.encode()).hexdigest())
+        + '[[party.credential]]\nkind = "mtls"\nlabel = "mtls-9"\ncert = "client.pem"\n'
+    )
+    assert act(reg, "update", "auth-verifier", "--from", str(form)) == 0, capsys.readouterr().err
+    entry = Registry.load(reg).file.find("auth-verifier")
+    assert isinstance(entry, PartyEntry)
+    stored = [c for c in entry.credential if c.label == "mtls-9"]
+    assert [getattr(c, "cert", None) for c in stored] == ["forms/client.pem"]
+    # and `add --from` the same way (the certificate freed first: one party's only)
+    assert act(reg, "update", "auth-verifier", "--remove-credential", "mtls-9") == 0
+    form.write_text(form.read_text().replace('id = "auth-verifier"', 'id = "auth-2"'))
+    form.write_text(form.read_text().replace(token_line(form), ""))
+    assert run("add", "--registry", str(reg), "--id", "auth-2", "--from", str(form)) == 0
+    e2 = Registry.load(reg).file.find("auth-2")
+    assert isinstance(e2, PartyEntry)
+    assert [getattr(c, "cert", None) for c in e2.credential] == ["forms/client.pem"]
+
+
+def token_line(form: Path) -> str:
+    """The form's token credential table (a token is one party's only)."""
+    text = form.read_text()
+    start = text.index('[[party.credential]]\nkind = "token"')
+    return text[start : text.index("\n", text.index("token_sha256", start)) + 1]
+
+
+def test_an_export_to_another_directory_reads_back_as_the_same_credentials(
+    reg: Path, tmp_path: Path
+) -> None:
+    """`export --out` wrote certificate paths relative to the registry, which `import --from`
+    and `update --from` read relative to the export: elsewhere, they named no file."""
+    exported = tmp_path / "backup" / "x" / "exported.toml"
+    exported.parent.mkdir(parents=True)
+    assert run("export", "--registry", str(reg), "--out", str(exported)) == 0
+    elsewhere = tmp_path / "other" / "registry.toml"
+    elsewhere.parent.mkdir()
+    assert run("import", "--registry", str(elsewhere), "--from", str(exported)) == 0
+    a, b = Registry.load(reg), Registry.load(elsewhere)
+    for pid in a.parties:
+        assert a.parties[pid].credentials == b.parties[pid].credentials
+    # outside the export's directory, a path is written whole
+    assert f'cert = "{(reg.parent / "pki").resolve()}/' in exported.read_text()

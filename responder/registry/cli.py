@@ -1,12 +1,13 @@
 """`responder registry ...`: the admin commands over the registry file, and their audit log.
 
-    responder registry init --pki DIR --out FILE [--force]   a demo PKI's parties
+    responder registry init --pki DIR --out FILE [--force [--discard-parties N]]  demo parties
     responder registry add --registry FILE --id ID ...       register a party (届出 + 取決め)
     responder registry update --registry FILE --id ID ...    change it, rotate credentials
     responder registry suspend|resume|end --registry FILE --id ID ...
     responder registry show|list|check|export --registry FILE
     responder registry import --registry FILE --from OTHER [--replace]
     responder registry verify-audit --registry FILE
+    responder registry audit-hash --registry FILE < VALUE      an auditor's check of a name
     responder registry migrate --registry FILE --details DETAILS [--drop ID ...]
 
 Every change is made under an exclusive lock (``FILE.lock``), checked in full
@@ -22,6 +23,12 @@ through `end` (an end still to come may be set again; in effect, it is final). `
 or `import --replace` whose entry states other suspensions or another end is refused, so
 an older export cannot put a suspended or ended party back in service.
 
+No command dates a party's state in the past: a suspension's start, a resumption, an end of
+provision or a credential's window set or moved to more than `pastinstants.ALLOWANCE` (60 s)
+before now is refused, since the ledger (帳簿, Act §40) counted what the party received then;
+``--correction REASON`` (update, suspend, resume, end, import) takes it as a correction of a
+wrong record, and the audit log keeps the reason with the change.
+
 The audit log (``FILE`` with suffix ``.audit.jsonl`` unless ``--audit``) has
 one JSON object per change and party: ``seq``, ``at`` (UTC), ``actor``
 (``--actor``, default the OS user), ``action``, ``party``, ``before``,
@@ -31,8 +38,11 @@ removing a line breaks the chain, and a registry edited outside these
 commands no longer matches the last record; `verify-audit` checks both. The
 file is opened O_WRONLY|O_APPEND and never rewritten. The audit keeps no
 personal data: the name, address, representative and office appear as
-``sha256:<hex>`` of their value (enough to tell that they changed, or to
-check a claimed value).
+``hmac-sha256:<hex>``, keyed with the audit key (``FILE`` with suffix ``.audit.secret`` unless
+``--audit-key``; 0600, drawn when absent, refused when group or others may read it; each line's
+``key_id`` names it), enough to tell that they changed, or, for whoever holds the key, to
+check a claimed value (`audit-hash`); lines written before the key hold ``sha256:<hex>`` and
+stay so (`responder.registry.auditkey`).
 
 Migration of the old flat format (``titles = [...]``, refused when loaded,
 see `responder.registry`): `migrate` rewrites every old entry in the current
@@ -46,6 +56,11 @@ agrees for it). A party without details is refused (the command lists what is
 missing) unless ``--drop ID`` leaves it out of the registry: no party is served
 without a notification and an agreement. The titles given must be the old
 entry's titles (change them afterwards with `update`).
+
+A file read by ``add|update|import --from FILE`` names certificates relative to FILE's
+directory; ``export --out FILE`` writes them relative to FILE's (absolute when not below
+it). ``init --force`` over a registry holding parties the demo PKI has not is refused unless
+``--discard-parties N`` counts them.
 
 Workers see a change within a second through `Registry.reload_if_changed`
 (one stat per second), or at once on SIGHUP.
@@ -82,11 +97,12 @@ from crlbuilder.options import instant, run_command
 from crlbuilder.rules import JST
 from responder.registry.audit import (
     AuditError,
-    _redacted,
     append_audit,
     audit_path_for,
+    redacted,
     verify_audit,
 )
+from responder.registry.auditkey import AuditKey, AuditKeyError, key_path_for, load_key
 from responder.registry.demo import (
     registry_from_manifest,
 )
@@ -98,6 +114,7 @@ from responder.registry.party import (
     Party,
     PartyState,
 )
+from responder.registry.pastinstants import ALLOWANCE, past_instants
 from responder.registry.schema import (
     COUNT_MAX,
     AnyEntry,
@@ -132,6 +149,10 @@ HEADER: Final = (
 
 class CommandError(Exception):
     """A refused command; the message says why."""
+
+
+clock: Callable[[], float] = time.time
+"""The time the commands take as now (seconds since the epoch); tests set their own."""
 
 
 # --- writing the registry -----------------------------------------------------------------
@@ -175,6 +196,8 @@ def change(
     must_exist: bool = True,
     check_current: bool = True,
     shared: SharedRegistry | None = None,
+    key_file: Path | None = None,
+    correction: str | None = None,
 ) -> Outcome:
     """Apply ``mutate`` to the registry at ``path``: check, audit, write. Raises CommandError
     (nothing written) when the current file or the result does not pass `Registry.build`.
@@ -182,10 +205,17 @@ def change(
     With ``shared`` (several nodes, `responder.registry.shared`): the bucket's newest registry
     is first taken into ``path`` (audited as ``replicate``), and the result goes to the bucket,
     compare-and-set on that revision, before it is audited and written here; a bucket that
-    moved meanwhile refuses the change, nothing written anywhere."""
+    moved meanwhile refuses the change, nothing written anywhere.
+
+    The audit log's personal fields are hashed with the key in ``key_file`` (default: beside
+    the registry, `key_path_for`), drawn when absent. An instant the change sets more than
+    `ALLOWANCE` seconds in the past (`responder.registry.pastinstants`) is refused unless
+    ``correction`` gives the reason, which the audit log keeps; a ``correction`` for a change
+    that sets none is refused too."""
     try:
         return _change(path, mutate, action=action, actor=actor, audit=audit, now=now,
-                       must_exist=must_exist, check_current=check_current, shared=shared)  # fmt: skip
+                       must_exist=must_exist, check_current=check_current, shared=shared,
+                       key_file=key_file, correction=correction)  # fmt: skip
     except OSError as e:  # the lock file or the directory cannot be made: nothing written
         raise CommandError(f"refused, {path} unchanged: {_os_error(e)}") from None
     finally:
@@ -204,20 +234,25 @@ def _change(
     must_exist: bool,
     check_current: bool,
     shared: SharedRegistry | None,
+    key_file: Path | None,
+    correction: str | None,
 ) -> Outcome:
-    t = time.time() if now is None else now
+    t = clock() if now is None else now
     audit = audit or audit_path_for(path)
     with _locked(path):
+        key = _audit_key(path, key_file)
         revision = 0
         if shared is not None:
             newest = _shared_call(shared.get)
             if newest is not None:
                 revision = newest.revision
-                replicate(path, newest.data, audit=audit, origin=f"{shared.bucket}#{revision}")
+                replicate(path, newest.data, audit=audit, origin=f"{shared.bucket}#{revision}",
+                          key=key)  # fmt: skip
         current, before_reg = _read(path, t, must_exist=must_exist, check=check_current)
         after = mutate(_copy(current))
         if action != "init":  # `registry init --force` replaces the (demo) registry whole
             _check_state_kept(current, after, action, path, t)
+            _check_past(current, after, path, t, correction)
         text = dump_registry(after, header=HEADER)
         try:
             after_reg = Registry.build(
@@ -225,10 +260,10 @@ def _change(
             )
         except RegistryError as e:
             raise CommandError(f"refused, {path} unchanged:\n{e}") from None
-        records = _diff(current, after)
+        records = _diff(current, after, key)
         if not records:
             return Outcome(after_reg, [])
-        checked_at = time.time() if now is None else now  # after mutate's "now"
+        checked_at = clock() if now is None else now  # after mutate's "now"
         _check_credentials(before_reg, after_reg, [r["party"] for r in records], checked_at)
         data = text.encode()
         if shared is not None:
@@ -240,6 +275,8 @@ def _change(
                 registry_sha256=hashlib.sha256(data).hexdigest(),
                 actor=actor,
                 action=action,
+                key=key,
+                correction=correction,
             )
         except (AuditError, OSError) as e:
             raise CommandError(f"refused, {path} unchanged: audit log: {e}") from None
@@ -252,6 +289,35 @@ def _change(
                 "run the command again once the file can be written"
             ) from None
         return Outcome(after_reg, [r["party"] for r in records])
+
+
+def _audit_key(registry: Path, key_file: Path | None) -> AuditKey:
+    """The audit key (drawn when absent); CommandError, nothing written, when it will not do."""
+    try:
+        return load_key(key_file or key_path_for(registry), create=True)
+    except AuditKeyError as e:
+        raise CommandError(f"refused, {registry} unchanged: {e}") from None
+
+
+def _check_past(
+    before: RegistryFile, after: RegistryFile, path: Path, now: float, correction: str | None
+) -> None:
+    """Refuse instants set in the past (`responder.registry.pastinstants`) unless this is a
+    correction of the record; and a correction that corrects nothing."""
+    found = past_instants(before, after, now)
+    if found and correction is None:
+        raise CommandError(
+            f"refused, {path} unchanged: an instant more than {ALLOWANCE:g} s in the past "
+            "would rewrite what the ledger (帳簿, Act §40) already counted for the party:\n"
+            + "\n".join(p.describe(now) for p in found)
+            + "\ngive an instant from now on (or none: now); to correct a wrong record, "
+            "add --correction REASON (kept in the audit log)"
+        )
+    if not found and correction is not None:
+        raise CommandError(
+            f"refused, {path} unchanged: --correction is for a change that sets an instant in "
+            "the past, and this one sets none"
+        )
 
 
 def _os_error(e: OSError) -> str:
@@ -279,7 +345,7 @@ def _open_shared(source: str, bucket: str, *, create: bool = True) -> SharedRegi
         raise CommandError(str(e)) from None
 
 
-def replicate(path: Path, data: bytes, *, audit: Path, origin: str) -> list[str]:
+def replicate(path: Path, data: bytes, *, audit: Path, origin: str, key: AuditKey) -> list[str]:
     """Make ``path`` the registry ``data`` another node wrote (the caller holds the lock):
     checked in full, audited here as ``replicate`` (actor: ``origin``), written atomically.
     Returns the parties that changed ([] when ``path`` already holds it). A registry that does
@@ -289,19 +355,19 @@ def replicate(path: Path, data: bytes, *, audit: Path, origin: str) -> list[str]
             return []
     except FileNotFoundError:
         pass
-    current, _ = _read(path, time.time(), must_exist=False, check=False)
+    current, _ = _read(path, clock(), must_exist=False, check=False)
     try:
         incoming = parse_registry(data.decode("utf-8"), source=origin)
-        Registry.build(incoming, base=path.parent, source=origin, now=time.time())
+        Registry.build(incoming, base=path.parent, source=origin, now=clock())
     except (RegistryError, UnicodeDecodeError) as e:
         raise CommandError(
             f"the shared registry ({origin}) does not load here; {path} kept:\n{e}"
         ) from None
-    records = _diff(current, incoming)
+    records = _diff(current, incoming, key)
     if records:
         append_audit(
             audit, records, registry_sha256=hashlib.sha256(data).hexdigest(), actor=origin,
-            action="replicate",
+            action="replicate", key=key,
         )  # fmt: skip
     write_atomic(path, data)
     return [r["party"] for r in records]
@@ -336,7 +402,7 @@ def _copy(data: RegistryFile) -> RegistryFile:
     return RegistryFile(parties=list(data.parties), version=data.version)
 
 
-def _diff(before: RegistryFile, after: RegistryFile) -> list[dict[str, Any]]:
+def _diff(before: RegistryFile, after: RegistryFile, key: AuditKey) -> list[dict[str, Any]]:
     old = {p.id: p for p in before.parties}
     new = {p.id: p for p in after.parties}
     out: list[dict[str, Any]] = []
@@ -344,7 +410,7 @@ def _diff(before: RegistryFile, after: RegistryFile) -> list[dict[str, Any]]:
         b, a = old.get(pid), new.get(pid)
         if b is not None and a is not None and entry_to_builtins(b) == entry_to_builtins(a):
             continue
-        out.append({"party": pid, "before": _redacted(b), "after": _redacted(a)})
+        out.append({"party": pid, "before": redacted(b, key), "after": redacted(a, key)})
     return out
 
 
@@ -429,6 +495,15 @@ def _count(value: str) -> int:
     if n > COUNT_MAX:
         raise argparse.ArgumentTypeError(f"{n} is too large (at most {COUNT_MAX})")
     return n
+
+
+def _reason(value: str) -> str:
+    """A reason in words: 1 to 2000 characters, not only spaces (what the registry's texts hold)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the reason is empty")
+    if len(value) > 2000:
+        raise argparse.ArgumentTypeError("the reason is longer than 2000 characters")
+    return value
 
 
 def _instant(value: str) -> datetime:
@@ -585,7 +660,7 @@ def _apply_flags(
         hit = [c for c in creds if c.get("label") == label]
         if not hit:
             raise CommandError(f"party {args.id!r}: no credential labelled {label!r}")
-        hit[0]["not_after"] = args.at or _now_jst(time.time())
+        hit[0]["not_after"] = args.at or _now_jst(clock())
     added: list[dict[str, Any]] = []
     tokens: list[tuple[str, str]] = []
     for _ in range(args.new_token):
@@ -629,11 +704,21 @@ def _to_entry(data: dict[str, Any], source: str) -> PartyEntry:
         ) from None
 
 
-def _party_from_file(path: Path, party_id: str | None) -> dict[str, Any]:
-    """The one [[party]] of a TOML file (or its top-level table), as builtins."""
+def _party_from_file(path: Path, party_id: str | None, registry: Path) -> dict[str, Any]:
+    """The one [[party]] of a TOML file (or its top-level table), as builtins; its credentials'
+    certificate paths, relative to the file's directory (as `import` reads them), made
+    relative to ``registry``'s (or absolute)."""
     data = parse_registry_or_table(path)
     if party_id is not None and data.get("id") not in (None, party_id):
         raise CommandError(f"{path}: describes party {data.get('id')!r}, not {party_id!r}")
+    creds = data.get("credential")
+    if isinstance(creds, list):
+        data["credential"] = [
+            {**c, "cert": _cert_ref(path.parent / c["cert"], registry)}
+            if isinstance(c, dict) and isinstance(c.get("cert"), str) and c["cert"]
+            else c
+            for c in creds
+        ]
     return data
 
 
@@ -688,14 +773,14 @@ def cmd_add(args: argparse.Namespace) -> int:
         nonlocal tokens
         if data.find(args.id) is not None:
             raise CommandError(f"party {args.id!r} is already registered (use `registry update`)")
-        base = _party_from_file(args.from_file, args.id) if args.from_file else {}
+        base = _party_from_file(args.from_file, args.id, path) if args.from_file else {}
         d, tokens = _apply_flags(base, args, registry=path, new=True)
         data.parties.append(_to_entry(d, str(path)))
         return data
 
     outcome = change(
         path, mutate, action="add", actor=args.actor, audit=args.audit, must_exist=False,
-        shared=_shared(args),
+        shared=_shared(args), key_file=args.audit_key,
     )  # fmt: skip
     _report(outcome, path, "added")
     _print_tokens(args.id, tokens)
@@ -712,14 +797,15 @@ def cmd_update(args: argparse.Namespace) -> int:
         base = entry_to_builtins(existing)
         if args.from_file:  # a form of the notification and agreement: the state stays
             state = {k: base[k] for k in _STATE_ACTIONS if k in base}
-            base = {**state, **_party_from_file(args.from_file, args.id)}
+            base = {**state, **_party_from_file(args.from_file, args.id, path)}
         d, tokens = _apply_flags(base, args, registry=path, new=False)
         data.parties[data.parties.index(existing)] = _to_entry(d, str(path))
         return data
 
     outcome = change(
-        path, mutate, action="update", actor=args.actor, audit=args.audit, shared=_shared(args)
-    )
+        path, mutate, action="update", actor=args.actor, audit=args.audit, shared=_shared(args),
+        key_file=args.audit_key, correction=args.correction,
+    )  # fmt: skip
     _report(outcome, path, "updated")
     _print_tokens(args.id, tokens)
     return 0
@@ -760,8 +846,9 @@ def _edit_party(
         return data
 
     outcome = change(
-        path, mutate, action=action, actor=args.actor, audit=args.audit, shared=_shared(args)
-    )
+        path, mutate, action=action, actor=args.actor, audit=args.audit, shared=_shared(args),
+        key_file=args.audit_key, correction=args.correction,
+    )  # fmt: skip
     _report(outcome, path, done)
     return 0
 
@@ -772,7 +859,7 @@ def cmd_suspend(args: argparse.Namespace) -> int:
             raise CommandError(f"party {args.id!r} has ended")
         susp: dict[str, Any] = {
             "article": args.article,
-            "since": args.since or _now_jst(time.time()),
+            "since": args.since or _now_jst(clock()),
             "reason": args.reason,
         }
         if args.carry_over:
@@ -784,7 +871,7 @@ def cmd_suspend(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     def edit(_: PartyEntry, d: dict[str, Any]) -> None:
-        now = _now_jst(time.time())
+        now = _now_jst(clock())
         at = args.at or now
         hits = 0
         kept: list[dict[str, Any]] = []
@@ -812,7 +899,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_end(args: argparse.Namespace) -> int:
     def edit(e: PartyEntry, d: dict[str, Any]) -> None:
-        now = _now_jst(time.time())
+        now = _now_jst(clock())
         if e.ended is not None and e.ended.at <= now:  # one still to come may be moved
             raise CommandError(f"party {args.id!r} has already ended (final)")
         d["ended"] = {"at": args.at or now, "reason": args.reason}
@@ -853,6 +940,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             audit=args.audit,
             must_exist=False,
             shared=_shared(args),
+            key_file=args.audit_key,
+            correction=args.correction,
         ),
         path,
         "imported",
@@ -892,7 +981,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     outcome = change(
         path, mutate, action="migrate", actor=args.actor, audit=args.audit, check_current=False,
-        shared=_shared(args),
+        shared=_shared(args), key_file=args.audit_key,
     )  # fmt: skip
     _report(outcome, path, "migrated")
     return 0
@@ -996,7 +1085,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     party = reg.parties.get(args.id)
     if entry is None or party is None:
         raise CommandError(f"no party {args.id!r}")
-    now = time.time()
+    now = clock()
     if args.format == "json":
         out = {"state": _state(party, now), "entry": msgspec.to_builtins(entry)}
         print(msgspec.json.format(msgspec.json.encode(out)).decode())
@@ -1018,7 +1107,7 @@ def _state(party: Party, now: float) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     _, reg = _load(args)
-    now = time.time()
+    now = clock()
     rows: list[dict[str, Any]] = []
     for p in reg.parties.values():
         valid = sum(c.valid_at(now) for c in p.credentials)
@@ -1054,16 +1143,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    _, reg = _load(args)
+    path, reg = _load(args)
+    parties = reg.file.parties
+    if args.out is not None:  # its certificate paths relative to the file written, as read back
+        parties = [_rebase(p, path.parent, args.out) for p in parties]
     if args.format == "json":
         data = (
-            msgspec.json.format(
-                msgspec.json.encode([msgspec.to_builtins(p) for p in reg.file.parties])
-            )
+            msgspec.json.format(msgspec.json.encode([msgspec.to_builtins(p) for p in parties]))
             + b"\n"
         )
     else:
-        data = dump_registry(reg.file, header=HEADER).encode()
+        data = dump_registry(RegistryFile(parties=parties, version=reg.file.version),
+                             header=HEADER).encode()  # fmt: skip
     if args.out is None:
         sys.stdout.write(data.decode())
     else:
@@ -1085,10 +1176,22 @@ def cmd_init(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and not args.force:
         raise CommandError(f"{out} exists (use --force to replace it)")
+    if args.discard_parties is not None and not args.force:
+        raise CommandError("--discard-parties goes with --force")
     text = registry_from_manifest(manifest, out)
+    demo = parse_registry(text, source=str(out))
+    if out.exists():
+        try:  # the check in mutate below reads the file as `change` does, which takes a
+            parse_registry(out.read_text(encoding="utf-8"), source=str(out))  # broken one as empty
+        except (OSError, UnicodeDecodeError, RegistryError) as e:
+            raise CommandError(
+                f"refused, {out} unchanged: it does not read as a registry, so which parties "
+                f"--force would discard cannot be told; move it aside first ({e})"
+            ) from None
 
-    def mutate(_: RegistryFile) -> RegistryFile:
-        return parse_registry(text, source=str(out))
+    def mutate(current: RegistryFile) -> RegistryFile:
+        _check_discarded(current, demo, args.discard_parties, out)
+        return demo
 
     change(
         out,
@@ -1098,9 +1201,31 @@ def cmd_init(args: argparse.Namespace) -> int:
         audit=args.audit,
         must_exist=False,
         check_current=False,
+        key_file=args.audit_key,
     )
     print(f"{out}: {len(manifest.parties)} parties")
     return 0
+
+
+def _check_discarded(
+    current: RegistryFile, demo: RegistryFile, discard: int | None, out: Path
+) -> None:
+    """Refuse `init --force` over a registry holding parties the demo set has not (a
+    production registry) unless ``--discard-parties`` names exactly how many it discards."""
+    ids = {p.id for p in demo.parties}
+    extra = [p.id for p in current.parties if p.id not in ids]
+    if extra and discard != len(extra):
+        shown = ", ".join(extra[:10]) + (f" and {len(extra) - 10} more" if len(extra) > 10 else "")
+        raise CommandError(
+            f"refused, {out} unchanged: it holds {len(extra)} parties the demo PKI has not "
+            f"({shown}); --force would discard them with their agreements and state: if that "
+            f"is meant, add --discard-parties {len(extra)}"
+        )
+    if not extra and discard not in (None, 0):
+        raise CommandError(
+            f"refused, {out} unchanged: --discard-parties {discard}, but it holds no party the "
+            "demo PKI has not"
+        )
 
 
 _SYNC_RETRY: Final = 1.0
@@ -1114,6 +1239,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     audit = args.audit or audit_path_for(path)
     if not args.nats:
         raise CommandError("--nats is required (or set JPKI_VA_NATS)")
+    key = _audit_key(path, args.audit_key)
     if args.follow:  # it runs until stopped: a cluster not up yet is waited for
         try:
             waited = wait_for_cluster(
@@ -1148,7 +1274,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             if got is not None:
                 with _locked(path):
                     try:
-                        changed = replicate(path, got.data, audit=audit,
+                        changed = replicate(path, got.data, audit=audit, key=key,
                                             origin=f"{shared.bucket}#{got.revision}")  # fmt: skip
                     except CommandError as e:
                         if not args.follow:
@@ -1176,7 +1302,28 @@ def cmd_verify_audit(args: argparse.Namespace) -> int:
         print(p, file=sys.stderr)
     state = "BROKEN" if report.problems else "intact"
     print(f"{audit}: {report.records} records, chain {state}, head {report.head}")
+    if report.keys:  # which key an auditor needs for which lines (`audit-hash`)
+        kinds = [f"{n} unkeyed (sha256:)" if k is None else f"{n} under audit key {k}"
+                 for k, n in report.keys.items()]  # fmt: skip
+        print(f"personal fields: {', '.join(kinds)}; corrections of the record: "
+              f"{report.corrections}")  # fmt: skip
     return 1 if report.problems else 0
+
+
+def cmd_audit_hash(args: argparse.Namespace) -> int:
+    path: Path | None = args.audit_key or (key_path_for(args.registry) if args.registry else None)
+    if path is None:
+        raise CommandError("give --audit-key or --registry")
+    try:
+        key = load_key(path, create=False)
+    except AuditKeyError as e:
+        raise CommandError(str(e)) from None
+    value = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise CommandError("no value on standard input")
+    print(key.pseudonym(value))
+    print(f"(audit key {key.key_id}: the lines whose key_id is this one)", file=sys.stderr)
+    return 0
 
 
 # --- the parser ---------------------------------------------------------------------------
@@ -1191,7 +1338,28 @@ def _common(p: argparse.ArgumentParser, *, writes: bool) -> None:
         p.add_argument(
             "--actor", default=_os_user(), help="who makes the change (default: the OS user)"
         )
+        _audit_key_flag(p)
         _nats_flags(p)
+
+
+def _audit_key_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--audit-key",
+        type=Path,
+        help="the audit log's key for personal fields (HMAC-SHA256; 0600; default: beside the "
+        "registry, .audit.secret; drawn when absent)",
+    )
+
+
+def _correction_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--correction",
+        metavar="REASON",
+        type=_reason,
+        help=f"this change corrects the record: an instant more than {ALLOWANCE:g} s in the "
+        "past is taken, and REASON is kept in the audit log (without it such an instant is "
+        "refused: the ledger counted what the party received then)",
+    )
 
 
 def _nats_flags(p: argparse.ArgumentParser) -> None:
@@ -1371,9 +1539,22 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="write a registry of a demo PKI's parties")
     p.add_argument("--pki", type=Path, required=True, help="PKI directory (pki.json)")
     p.add_argument("--out", type=Path, required=True, help="registry TOML to write")
-    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing file (refused when it holds parties the demo PKI has not, "
+        "unless --discard-parties names how many)",
+    )
+    p.add_argument(
+        "--discard-parties",
+        type=_count,
+        metavar="N",
+        help="with --force: the number of parties not in the demo PKI that the replaced "
+        "registry holds and that are discarded (must match)",
+    )
     p.add_argument("--audit", type=Path, help="audit log (default: beside the registry)")
     p.add_argument("--actor", default=_os_user(), help="who (default: the OS user)")
+    _audit_key_flag(p)
     p.set_defaults(func=_guarded(cmd_init))
 
     p = sub.add_parser("add", help="register a party (notification and agreement)")
@@ -1384,6 +1565,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("update", help="change a party; add, expire or remove credentials")
     _common(p, writes=True)
     _party_flags(p, update=True)
+    _correction_flag(p)
     p.set_defaults(func=_guarded(cmd_update))
 
     p = sub.add_parser("suspend", help="stop provision (提供の停止, Act §18(6),(7), §37(4))")
@@ -1397,6 +1579,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="also stop the other title's services (Act §18(6)(6), §37(4)(6))",
     )
+    _correction_flag(p)
     p.set_defaults(func=_guarded(cmd_suspend))
 
     p = sub.add_parser("resume", help="end the suspensions in force")
@@ -1406,6 +1589,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         "--article", help="only the suspension under this article (default: every one in force)"
     )
     p.add_argument("--at", type=_instant, help="default: now")
+    _correction_flag(p)
     p.set_defaults(func=_guarded(cmd_resume))
 
     p = sub.add_parser("end", help="end provision to a party (final once in effect)")
@@ -1414,6 +1598,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why, in words (kept in the registry)")
     p.add_argument("--article", help="e.g. 'Act §17(3)' (certification revoked)")
     p.add_argument("--at", type=_instant, help="default: now")
+    _correction_flag(p)
     p.set_defaults(func=_guarded(cmd_end))
 
     p = sub.add_parser("import", help="add the parties of another registry file")
@@ -1423,6 +1608,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         help="registry TOML file whose parties are added (certificate paths rebased)",
     )  # fmt: skip
     p.add_argument("--replace", action="store_true", help="replace parties with the same id")
+    _correction_flag(p)
     p.set_defaults(func=_guarded(cmd_import))
 
     p = sub.add_parser(
@@ -1448,7 +1634,12 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="the registry in normalized form")
     _common(p, writes=False)
-    p.add_argument("--out", type=Path, help="file to write (mode 0600; default stdout)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="file to write (mode 0600; certificate paths relative to it; default stdout, "
+        "paths relative to the registry)",
+    )
     p.add_argument("--format", choices=("toml", "json"), default="toml", help="default: toml")
     p.set_defaults(func=_guarded(cmd_export))
 
@@ -1487,6 +1678,17 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--registry", type=Path, help="also check this registry is the last audited")
     p.add_argument("--audit", type=Path, help="audit log (default: beside --registry)")
     p.set_defaults(func=_guarded(cmd_verify_audit))
+
+    p = sub.add_parser(
+        "audit-hash",
+        help="an auditor's check: the audit log's keyed hash of a value read from stdin",
+        description="Reads one value (a name, address, representative or office) from standard "
+        "input, so that it is in no shell history or process list, and prints the hmac-sha256: "
+        "text the audit log holds for it under the key; search the log for that text.",
+    )
+    p.add_argument("--registry", type=Path, help="the registry whose key (beside it) is used")
+    p.add_argument("--audit-key", type=Path, help="the key file (default: beside --registry)")
+    p.set_defaults(func=_guarded(cmd_audit_hash))
     return r
 
 
