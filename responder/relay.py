@@ -404,7 +404,7 @@ class RecordInfoRelay:
             return problem.response(_FAIR_SHARE_PROBLEM, retry_after=1)
         self.in_flight[party.id] = self.in_flight.get(party.id, 0) + 1
         req.note = note()
-        return asyncio.ensure_future(self._pass_on(req, party.id, answer, claim, bounds, now))
+        return asyncio.ensure_future(self._pass_on(party.id, answer, claim, bounds, now))
 
     def _ask(self, claim: _Claim, body: bytes) -> Upstream | Failed:
         """In a pool thread: the 機構's answer to the group's request, or why none."""
@@ -430,7 +430,6 @@ class RecordInfoRelay:
 
     async def _pass_on(
         self,
-        req: Request,
         member: str,
         answer: asyncio.Future[Upstream | Failed],
         claim: _Claim,
@@ -458,13 +457,7 @@ class RecordInfoRelay:
                 "result": result, "seconds": round(time.monotonic() - t0, 3),
             }},
         )  # fmt: skip
-        rule = _RULES.get(resp.status)
-        if rule is not None:
-            req.note = req.note._replace(rule=rule) if req.note is not None else req.note
-        return resp
-
-
-_RULES: Final = {502: BAD_GATEWAY, 504: GATEWAY_TIMEOUT}
+        return resp  # a 502 or 504 is no refusal: the metrics see it by its HTTP status
 
 
 _FAIR_SHARE_PROBLEM: Final = problem.make(
