@@ -382,6 +382,7 @@ class JpkiApp:
             )  # fmt: skip
             self.relay = RecordInfoRelay(
                 self.group, self.store, self.ledger, self.limits,
+                current=lambda: self.registry,
                 served=[
                     *(f"{r.method} {r.path}" for r in V1_MEMBER_ROUTES),
                     *(f"GET {p.decode()}" for p in self.v1.public),

@@ -46,7 +46,9 @@ group's own store (those are `responder.v1.table.MEMBER_ROUTES`; any other /v1 p
    no answer came within `TIMEOUT` seconds, 502 ``bad_gateway`` for a 機構 that cannot
    be reached, answers a redirect, refuses the group's credential (401: the member's is
    fine), fails (another 5xx), answers more than `MAX_ANSWER` bytes, or not HTTP, or a
-   200 that is not a signed record-info answer.
+   200 that is not a signed record-info answer. The member is decided again when the
+   answer arrives (the registry in force then): one stopped or ended meanwhile gets the
+   403 of its refusal, not the answer.
 
 The group's ledger (帳簿) counts one ``sign-record-info`` / ``json`` provision for the
 member when the 機構's answer provides a record (``result`` ``provided``, as the 機構
@@ -66,12 +68,13 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 import msgspec
 
 from crlbuilder.group.setup import GroupSetup
+from crlbuilder.model import Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import ReadSource
 from responder import access, policy
@@ -297,15 +300,21 @@ class RecordInfoRelay:
         threads: int = THREADS,
         per_member: int = PER_MEMBER,
         timeout: float = TIMEOUT,
+        current: Callable[[], Registry] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``served``: the other /v1 routes of the appliance (``POST /v1/verify`` ...), named
-        by the 404 for a path it does not serve."""
+        by the 404 for a path it does not serve. ``current``: the registry in force now (the
+        app's, which its watch replaces), read again when the 機構's answer arrives, at
+        ``clock``'s instant; None: not read again (tests)."""
         self.setup = setup
         self.store = store
         self.ledger = ledger
         self.quota = quota
         self.timeout = timeout
         self.per_member = per_member
+        self.current = current
+        self.clock = clock
         self.pool: SigningPool[Upstream | Failed] = SigningPool(threads, per_member)
         self.in_flight: dict[str, int] = {}
         """Requests per member in flight in this worker (`PER_MEMBER`), on the event loop."""
@@ -404,7 +413,7 @@ class RecordInfoRelay:
             return problem.response(_FAIR_SHARE_PROBLEM, retry_after=1)
         self.in_flight[party.id] = self.in_flight.get(party.id, 0) + 1
         req.note = note()
-        return asyncio.ensure_future(self._pass_on(party.id, answer, claim, bounds, now))
+        return asyncio.ensure_future(self._pass_on(party.id, family, answer, claim, bounds, now))
 
     def _ask(self, claim: _Claim, body: bytes) -> Upstream | Failed:
         """In a pool thread: the 機構's answer to the group's request, or why none."""
@@ -421,6 +430,20 @@ class RecordInfoRelay:
             with contextlib.suppress(RuntimeError):  # the loop closed: the worker is exiting
                 claim.loop.call_soon_threadsafe(self._release, claim.member)
 
+    def still_allowed(self, member: str, family: Family) -> policy.Refused | None:
+        """The refusal of ``member`` by the registry in force now (`current`), if any: a
+        stop (Act §20(6), §18(7)) or an end recorded while the 機構 answered takes effect on
+        the answer too, which is then not passed on (§20(6): the group may withhold it)."""
+        if self.current is None:
+            return None
+        registry = self.current()
+        verdict = policy.decide_member(
+            registry.parties.get(member), self.setup.group_id,
+            registry.parties.get(self.setup.group_id), service=Service.SIGN_RECORD_INFO,
+            family=family, method=Method.JSON, now=self.clock(),
+        )  # fmt: skip
+        return verdict if isinstance(verdict, policy.Refused) else None
+
     def _release(self, member: str) -> None:
         n = self.in_flight.get(member, 0) - 1
         if n > 0:
@@ -431,6 +454,7 @@ class RecordInfoRelay:
     async def _pass_on(
         self,
         member: str,
+        family: Family,
         answer: asyncio.Future[Upstream | Failed],
         claim: _Claim,
         bounds: Bounds,
@@ -445,6 +469,9 @@ class RecordInfoRelay:
                 self._release(member)
             raise
         resp, result = judge(got)
+        stopped = self.still_allowed(member, family)
+        if stopped is not None:  # suspended or ended while the 機構 answered: not passed on
+            resp, result = problem.response(problem.refused(stopped)), ""
         if result == Result.PROVIDED.value:  # 帳簿: one provision passed on (§20(5))
             self.ledger.count(member, Service.SIGN_RECORD_INFO, Method.JSON, 1)
         else:  # nothing provided: the provisions taken for it are given back

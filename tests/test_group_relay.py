@@ -37,7 +37,8 @@ from responder.http import Request, Response
 from responder.limits import LimitsTable
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
-from responder.relay import MAX_ANSWER, RecordInfoRelay
+from responder.relay import MAX_ANSWER, RecordInfoRelay, judge, members_in_force, share
+from responder.relayclient import Failed, Upstream
 from tests.support.pki import make_ca, rsa_key
 from tests.test_group_policy import GROUP, group_table, member, suspension
 from tests.test_policy import NOW, build
@@ -74,7 +75,11 @@ class Kikou:
 
             do_POST = do_GET = _any  # noqa: N815 (http.server's names)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # the relay hung up on an answer too long or too slow: as it should
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -201,7 +206,10 @@ class Group:
         self.limits = LimitsTable(tmp / "limits.tbl", 1, 0)
         self.ledger = Ledger()
         self.registry = reg
-        self.relay = RecordInfoRelay(setup, store, self.ledger, self.limits, **kw)
+        self.relay = RecordInfoRelay(
+            setup, store, self.ledger, self.limits, current=lambda: self.registry,
+            clock=lambda: NOW, **kw,
+        )  # fmt: skip
 
     def close(self) -> None:
         self.relay.close()
@@ -520,6 +528,61 @@ def test_a_suspension_takes_effect_at_once(
         assert len(kikou.seen) == 1
     finally:
         g.close()
+
+
+def test_a_stop_recorded_while_the_kikou_answers_withholds_the_answer(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou
+) -> None:
+    """m-1 is refused the record information (Act §20(6)(2)) while its request waits on the
+    機構: the answer that then arrives is not passed on (403 citing the article), nothing is
+    counted."""
+    kikou.behaviour = sleeps(0.6, answer(200, PROVIDED))
+    g = Group(tmp_path, store, kikou.url, registry(), timeout=3.0)
+
+    async def stopped_meanwhile() -> tuple[Response, bytes]:
+        pending = asyncio.ensure_future(g.call(ASKED, "m-1"))
+        await asyncio.sleep(0.2)
+        g.registry = build(
+            group_table(
+                services=["sign-crl-file", "sign-revocation-info", "sign-record-info"],
+                title=[{"kind": "group-signature-verifier", "group_kind": 1, "member_prefix": "m-"}],
+            ),
+            member("m-1", suspension=[suspension("Act §20(6)(2)")]),
+        )  # fmt: skip
+        return await pending
+
+    try:
+        resp, body = asyncio.run(stopped_meanwhile())
+        assert resp.status == 403 and problem_of(body)["article"] == "Act §20(6)(2)", body
+        assert len(kikou.seen) == 1 and g.ledger.counts == []
+    finally:
+        g.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "passed_on"),
+    [(200, True), (204, False), (301, False), (400, True), (401, False), (403, True),
+     (404, True), (407, False), (409, True), (429, True), (500, False), (502, False),
+     (503, True), (504, False)],
+)  # fmt: skip
+def test_judge_passes_on_answers_and_problems_about_the_request_only(
+    status: int, passed_on: bool
+) -> None:
+    """`judge`, pure: what of the 機構's answers the member gets as they are."""
+    body = PROVIDED if status == 200 else b'{"rule":"x"}'
+    headers = {"content-type": "application/json", "jws-signature": SIGNED}
+    resp, result = judge(Upstream(status, headers, body))
+    assert (resp.status == status and bytes(resp.body) == body) is passed_on, resp
+    assert result == ("provided" if status == 200 else "")
+    if not passed_on:
+        assert resp.status == 502 and problem_of(bytes(resp.body))["rule"] == "bad_gateway"
+    for failed, want in ((Failed.TIMEOUT, 504), (Failed.UNREACHABLE, 502), (Failed.TOO_LARGE, 502)):
+        assert judge(failed)[0].status == want
+
+
+def test_a_members_share() -> None:
+    assert [share(None, 3), share(10, 3), share(10, 0), share(1, 50)] == [None, 4, 10, 1]
+    assert members_in_force(registry(members=3), GROUP, NOW) == 4  # m-1..m-3, and m-9
 
 
 def test_nothing_personal_in_the_log(
