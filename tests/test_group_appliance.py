@@ -648,8 +648,8 @@ def test_revocation_at_the_kikou_reaches_a_member(apps: Appliances) -> None:
 
 
 def test_ledgers_count_per_member_and_the_groups_downloads(apps: Appliances) -> None:
-    """The group's ledger counts its answers per member (帳簿, Act §40); the 機構's counts the
-    CRL files downloaded by the group."""
+    """The group's ledger counts its answers per member (its own record: Act §40's 帳簿 is
+    the 機構's); the 機構's counts the CRL files downloaded by the group."""
     good = next(a for a in apps.built.answers if a.family.value == "sign-card" and a.case == "good")
     assert "Response verify OK" in ocsp(apps, good, "member-1")[1]
     today = datetime.now(JST).date()
