@@ -123,7 +123,7 @@ class Counter(Protocol):
 class Quota(Protocol):
     """The agreed quotas across the workers (`responder.limits.LimitsTable`)."""
 
-    def admit(self, party: Party, now: float) -> Wait | None: ...
+    def admit(self, party: Party, now: float, *, record: bool = True) -> Wait | None: ...
 
     def take_provisions(self, party: Party, n: int, now: float) -> Wait | float: ...
 
@@ -236,9 +236,14 @@ class Bounds:
     def take(self, quota: Quota, now: float) -> tuple[str, Wait] | None:
         """Count the request and take its one provision (given back unless provided), the
         member's share first, then the group's, all or none; else whose bound refused."""
-        for who, party in (("member", self.member), ("group", self.group)):
-            wait = quota.admit(party, now)
+        both = (("member", self.member), ("group", self.group))
+        for who, party in both:  # neither counted unless both admit it
+            wait = quota.admit(party, now, record=False)
             if wait is not None:
+                return who, wait
+        for who, party in both:
+            wait = quota.admit(party, now)
+            if wait is not None:  # another worker took the last one meanwhile
                 return who, wait
         taken: list[Party] = []
         for who, party in (("member", self.member), ("group", self.group)):

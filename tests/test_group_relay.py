@@ -488,6 +488,26 @@ def test_a_members_share_of_the_groups_quota(
         g.close()
 
 
+def test_a_request_the_groups_quota_refuses_costs_the_member_nothing(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou
+) -> None:
+    """The group's 4 requests a day used up (by other workers' relays, counted in the shared
+    table): m-1's request is 429 naming the group's quota, the 機構 not asked, and m-1's own
+    share (2 of 4) untouched."""
+    reg = registry(quotas={"requests_per_day": 4}, members=1)
+    g = Group(tmp_path, store, kikou.url, reg)
+    try:
+        for _ in range(4):
+            assert g.limits.admit(reg.parties[GROUP], NOW) is None
+        resp, body = g.run(ASKED, "m-1")
+        got = problem_of(body)
+        assert resp.status == 429 and got["detail"].startswith("the group's"), got
+        assert g.limits.admitted_today("m-1/relay", NOW) == 0
+        assert kikou.seen == []
+    finally:
+        g.close()
+
+
 def test_provisions_are_taken_for_provided_answers_only(
     tmp_path: Path, store: MemoryReader, kikou: Kikou
 ) -> None:
