@@ -381,8 +381,8 @@ class JpkiApp:
                 group_id=self.group.group_id, clock=_clock,
             )  # fmt: skip
             self.relay = RecordInfoRelay(
-                self.group, self.store, self.ledger,
-                ThreadPoolExecutor(max_workers=4, thread_name_prefix="relay"),
+                self.group, self.store, self.ledger, self.limits,
+                current=lambda: self.registry,
                 served=[
                     *(f"{r.method} {r.path}" for r in V1_MEMBER_ROUTES),
                     *(f"GET {p.decode()}" for p in self.v1.public),
@@ -486,6 +486,8 @@ class JpkiApp:
         self._stop.set()
         self.signing.close()
         self.v1_pool.close()
+        if self.relay is not None:
+            self.relay.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.calls.close()

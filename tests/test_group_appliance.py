@@ -10,7 +10,8 @@ Covered: the 機構's public /ca/; what init writes (no CA or 機構 signer key)
 group, a 機構 party and a malformed request refused; a refusal under Act §20(2) within a
 second; a revocation recorded at the 機構 reaching a member; per-member counts in the
 group's ledger and the group's downloads in the 機構's; a tampered CRL refused with the
-old data kept; the 機構 stopped during the pull (the group keeps answering).
+old data kept; the 機構 stopped during the pull (the group keeps answering); a slow 機構
+and one member's flood of record-info requests delaying neither another member's nor OCSP.
 """
 
 from __future__ import annotations
@@ -413,6 +414,67 @@ def test_record_info_relay_act_20_4_5(apps: Appliances) -> None:
     until(lambda: counted(apps.kikou.d / "ledger", GROUP) >= 1, timeout=15, interval=0.5)
 
 
+def test_a_slow_kikou_and_a_members_flood_starve_nobody(apps: Appliances, tmp_path: Path) -> None:
+    """A second group responder on the same store whose 機構 (a stand-in) takes 2 s per
+    record-info answer. member-1 sends 40 requests at once: at most 2 per worker are asked,
+    the rest are 429 ``fair_share`` at once; meanwhile member-2's OCSP answers stay fast and
+    its own record-info request is answered within one 機構 answer, not after the flood."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crlbuilder.group.init import responder_toml
+    from crlbuilder.group.setup import dump_group_setup
+    from tests.test_group_relay import NOT_PROVIDED, Kikou, answer, sleeps
+
+    slow = Kikou()
+    slow.behaviour = sleeps(2.0, answer(200, NOT_PROVIDED))
+    d = tmp_path / "g2"
+    shutil.copytree(apps.group_dir, d, ignore=shutil.ignore_patterns("store", "ledger", "*.log"))
+    setup = load_group_setup(apps.group_dir)
+    setup.authority = slow.url
+    setup.store = str(apps.group_dir / setup.store)  # the same store, read only
+    dump_group_setup(setup, d)
+    toml = responder_toml(d, 0, 0, "good").replace(str(d / "store"), setup.store)
+    (d / "responder.toml").write_text(toml)
+    asked = {"certificate": {"issuer": "sign-card-g1", "serial": "5010E63061F54256"}}
+
+    def post(url: str, party: str) -> tuple[int, float]:
+        t0 = time.monotonic()
+        req = urllib.request.Request(
+            f"{url}/v1/record-info", data=json.dumps(asked).encode(),
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {apps.token(party)}"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                code = int(r.status)
+        except urllib.error.HTTPError as e:
+            code = int(e.code)
+        return code, time.monotonic() - t0
+
+    good = next(a for a in apps.built.answers if a.family.value == "sign-card" and a.case == "good")
+    try:
+        with (
+            group_responder(d, tmp_path / "g2.log") as url,
+            ThreadPoolExecutor(max_workers=48) as threads,
+        ):
+            flood = [threads.submit(post, url, "member-1") for _ in range(40)]
+            time.sleep(0.3)
+            other = threads.submit(post, url, "member-2")
+            for _ in range(3):
+                t0 = time.monotonic()
+                out, err = ocsp(apps, good, "member-2", url=url)
+                assert "Response verify OK" in err and ": good" in out, (out, err)
+                assert time.monotonic() - t0 < 1.5
+            code, took = other.result(timeout=30)
+            assert code == 200 and took < 3.5, (code, took)
+            codes = sorted(f.result(timeout=30)[0] for f in flood)
+        answered = codes.count(200)
+        assert 2 <= answered <= 4 and codes.count(429) == 40 - answered, codes
+        assert len(slow.seen) == answered + 1
+    finally:
+        slow.close()
+
+
 def resumed(check: Callable[[], bool], runs: int = 10) -> None:
     """Until a resumed party is answered by every worker of the group's responder: each
     worker reads the registry on its own one-second check, so one answer proves only its
@@ -586,8 +648,8 @@ def test_revocation_at_the_kikou_reaches_a_member(apps: Appliances) -> None:
 
 
 def test_ledgers_count_per_member_and_the_groups_downloads(apps: Appliances) -> None:
-    """The group's ledger counts its answers per member (帳簿, Act §40); the 機構's counts the
-    CRL files downloaded by the group."""
+    """The group's ledger counts its answers per member (its own record: Act §40's 帳簿 is
+    the 機構's); the 機構's counts the CRL files downloaded by the group."""
     good = next(a for a in apps.built.answers if a.family.value == "sign-card" and a.case == "good")
     assert "Response verify OK" in ocsp(apps, good, "member-1")[1]
     today = datetime.now(JST).date()

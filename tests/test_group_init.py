@@ -12,7 +12,7 @@ import contextlib
 import http.server
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,15 @@ from responder.app import ca_routes
 
 
 @contextlib.contextmanager
-def kikou(manifest: Manifest) -> Iterator[str]:
-    """The 機構's public /ca/ routes on loopback."""
+def kikou(
+    manifest: Manifest, tamper: Callable[[list[dict[str, Any]]], None] | None = None
+) -> Iterator[str]:
+    """The 機構's public /ca/ routes on loopback (``tamper``: changes its index's entries)."""
     routes = {k.decode(): bytes(v.body) for k, v in ca_routes(manifest).items()}
+    if tamper is not None:
+        doc = msgspec.json.decode(routes["/ca/index.json"])
+        tamper(doc["issuers"])
+        routes["/ca/index.json"] = msgspec.json.encode(doc)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -105,3 +111,31 @@ def test_an_unpinned_certificate_is_named(
         assert init(pki, url, tmp_path / "b", [*every, "ab" * 32]) == 1
         err = capsys.readouterr().err
         assert "ab" * 32 in err and "no such certificate served" in err, err
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("crl", "@127.0.0.2:9/crl/x.crl"),  # https://va.example@elsewhere/...: another host
+        ("delta_crl", "//127.0.0.2:9/x.crl"),
+        ("id", "../../escaped-g1"),  # a file written outside ca/
+    ],
+)
+def test_an_index_naming_another_host_or_a_path_outside_is_refused(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    field: str, value: str,
+) -> None:  # fmt: skip
+    """The index is public and unauthenticated: its paths become URLs the pull sends the
+    group's token to, its ids file names. One naming another host or a path outside the
+    directory is refused, nothing written."""
+
+    def tamper(issuers: list[dict[str, Any]]) -> None:
+        issuers[0][field] = value
+
+    pki, manifest = demo_pki
+    with kikou(manifest, tamper) as url:
+        out = tmp_path / "d" / "a"
+        assert init(pki, url, out, []) == 1
+        err = capsys.readouterr().err
+        assert "not a CA index" in err and f"$.issuers[0].{field}" in err, err
+        assert not out.exists() and list(tmp_path.rglob("*.pem")) == []

@@ -24,8 +24,9 @@ fetched over the 機構's public route: ``--ca-sha256`` pins the fingerprints th
 received out of band (every certificate fetched, a successor certificate too, must be one
 of them, and every pin found), and the command prints each fingerprint for the operator to
 compare.
-Refused input (an existing directory, an unreachable 機構, a certificate that is no CA
-or does not match its pin, a responder key that does not match its certificate or a
+Refused input (an existing directory, an unreachable 機構, an index whose issuer id is not
+an id or whose path would name another host (`AppliancePath`: the pull sends the group's
+token to those URLs), a certificate that is no CA or does not match its pin, a responder key that does not match its certificate or a
 certificate without the OCSP-signing purpose) writes nothing.
 """
 
@@ -42,14 +43,20 @@ import urllib.parse
 import urllib.request
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from crlbuilder.group.setup import SETUP_NAME, GroupIssuer, GroupSetup, dump_group_setup
+from crlbuilder.group.setup import (
+    SETUP_NAME,
+    GroupIssuer,
+    GroupSetup,
+    IssuerId,
+    dump_group_setup,
+)
 from crlbuilder.keyref import is_pkcs11_uri
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.model import Family
@@ -68,19 +75,29 @@ class InitError(Exception):
     """The group directory cannot be made; nothing was written."""
 
 
-class CaEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """One issuer of the 機構's ``/ca/index.json``."""
+AppliancePath = Annotated[
+    str, msgspec.Meta(pattern=r"^/[A-Za-z0-9._~-][A-Za-z0-9._~/-]*$", max_length=500)
+]
+"""A path on the 機構's appliance, appended to ``--authority``: it starts with one ``/`` and
+holds no ``@``, ``:``, ``?``, ``#`` or ``\\``, so the URL it makes names the 機構's host (a
+path like ``@elsewhere/x`` would make ``https://va.example@elsewhere/x``, and the pull
+would send the group's token there)."""
 
-    id: str
+
+class CaEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One issuer of the 機構's ``/ca/index.json``, as init accepts it: its id becomes a file
+    name under ``ca/`` and its paths parts of URLs the group's token is sent to."""
+
+    id: IssuerId
     family: Family
     generation: int
-    cert: str
+    cert: AppliancePath
     """Path of its PEM certificate on the 機構's appliance (``/ca/<id>.pem``)."""
     sha256: str
-    crl: str
+    crl: AppliancePath
     """Path of its full CRL (``/crl/<id>.crl``)."""
-    delta_crl: str
-    successor_cert: str = ""
+    delta_crl: AppliancePath
+    successor_cert: AppliancePath | Literal[""] = ""
     """After a compromise of its key (Act §14): the successor certificate its CRLs verify with."""
     successor_sha256: str = ""
 

@@ -1,0 +1,142 @@
+"""The group appliance's one request to the 機構 for a member's record information (I/O only).
+
+`ask` sends one ``POST /v1/record-info`` to the 機構's appliance with the group's bearer
+token (団体署名検証者 asking, Act §20(4)) and returns what came back, or why nothing usable
+did, within bounds a slow or broken 機構 cannot stretch:
+
+- one deadline for the whole exchange (connect, send, status, headers, body), not per
+  socket operation: a 機構 that drips its answer a byte at a time cannot hold the thread
+  longer than ``timeout`` (`Failed.TIMEOUT`);
+- at most ``limit`` bytes of body: a longer answer is `Failed.TOO_LARGE`, never passed on
+  cut short;
+- no redirect is followed (a 3xx comes back as such: the caller refuses it), so the
+  group's token never goes to a host the 機構 names;
+- the token is sent over https, or over plain http to a loopback host only (as
+  `crlbuilder.group.pull.fetch`): else `Failed.INSECURE`, nothing sent;
+- an answer that is not HTTP (a bad status line, a body cut short, a broken chunk) is
+  `Failed.MALFORMED`; a connection refused or reset, `Failed.UNREACHABLE`.
+
+What is judged of a complete answer (status, type, signature) is the caller's
+(`responder.relay.judge`). Nothing here logs: the request carries a certificate's issuer
+and serial, the answer may carry a holder's four facts.
+"""
+
+from __future__ import annotations
+
+import enum
+import http.client
+import ssl
+import time
+import urllib.parse
+from typing import Final, NamedTuple
+
+__all__ = ["Failed", "Upstream", "ask", "token_url_refusal"]
+
+_CHUNK: Final = 64 << 10
+
+
+class Upstream(NamedTuple):
+    """The 機構's complete answer: status, header fields (names lower case), body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Failed(enum.Enum):
+    """Why no complete answer came back (the value is the log's ``error``)."""
+
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
+    MALFORMED = "malformed"
+    TOO_LARGE = "too-large"
+    INSECURE = "insecure"
+
+
+def _loopback(host: str | None) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1") or bool(host and host.startswith("127."))
+
+
+def token_url_refusal(url: str) -> str | None:
+    """Why the group's token may not be sent to ``url`` (None: it may): an http(s) URL, and
+    plain http only to a loopback host (the token would cross the network in clear)."""
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("http", "https"):
+        return "the 機構's URL is not an http(s) URL"
+    if u.scheme == "http" and not _loopback(u.hostname):
+        return "the 機構's URL is plain http to a host other than loopback: the token is not sent"
+    return None
+
+
+def ask(
+    url: str,
+    body: bytes,
+    token: str,
+    *,
+    timeout: float,
+    limit: int,
+    context: ssl.SSLContext | None = None,
+) -> Upstream | Failed:
+    """POST ``body`` (application/json) to ``url`` with ``token``; the module docstring says
+    what comes back."""
+    if token_url_refusal(url) is not None:
+        return Failed.INSECURE
+    deadline = time.monotonic() + timeout
+    u = urllib.parse.urlsplit(url)
+    host = u.hostname or ""
+    conn: http.client.HTTPConnection
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(
+            host, u.port, timeout=timeout, context=context or ssl.create_default_context()
+        )
+    else:
+        conn = http.client.HTTPConnection(host, u.port, timeout=timeout)
+    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+    try:
+        conn.request(
+            "POST",
+            path,
+            body=body,
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json, application/problem+json",
+                "Authorization": f"Bearer {token}",
+            },
+        )
+        _remaining(conn, deadline)
+        resp = conn.getresponse()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        length = resp.length
+        if length is not None and length > limit:
+            return Failed.TOO_LARGE
+        chunks: list[bytes] = []
+        got = 0
+        while True:
+            _remaining(conn, deadline)
+            chunk = resp.read1(_CHUNK)
+            if not chunk:
+                if resp.length:  # fewer bytes than its Content-Length said: cut short
+                    return Failed.MALFORMED
+                break
+            got += len(chunk)
+            if got > limit:
+                return Failed.TOO_LARGE
+            chunks.append(chunk)
+        return Upstream(resp.status, headers, b"".join(chunks))
+    except TimeoutError:
+        return Failed.TIMEOUT
+    except (http.client.HTTPException, ValueError, UnicodeError):
+        return Failed.MALFORMED
+    except OSError:  # refused, reset, no route, DNS, TLS
+        return Failed.TIMEOUT if time.monotonic() >= deadline else Failed.UNREACHABLE
+    finally:
+        conn.close()
+
+
+def _remaining(conn: http.client.HTTPConnection, deadline: float) -> None:
+    """Set the socket's timeout to what is left of the whole exchange (TimeoutError: none)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    if conn.sock is not None:
+        conn.sock.settimeout(left)
