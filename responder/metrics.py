@@ -70,7 +70,7 @@ import tempfile
 import time
 import traceback
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -471,6 +471,20 @@ class WorkerMetrics:
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
             self._timer = self._loop.call_later(self.interval, self._tick)
+
+    def known(self, *, signers: Iterable[str], crl_files: Iterable[str]) -> None:
+        """Create at 0 the series of every signer (issuer id) and CRL file name this worker
+        may count a failure of, before any fails.
+
+        The alerts on them (JpkiVaSignerErrors, JpkiVaCrlFileBroken) fire on ``increase(...)
+        > 0``; a series that appeared only with its first failure starts at that count, and
+        ``increase`` over it is 0: the first burst of failures raised no alert.
+        """
+        for signer in signers:
+            self.signer_errors.labels(signer)
+        for file in crl_files:
+            self.crl_files_broken.labels(file)
+            self.crl_files_behind.labels(file)
 
     def ledger_flush(self, ledger: str, failing: bool) -> None:
         """Whether ``ledger`` (`LEDGERS`) fails to flush; from its flusher's thread (a gauge's
