@@ -12,17 +12,19 @@ changes feed's unbound cursors). Then:
 
 - every metric an alert or a panel names exists under that name with the type its suffix
   says (``_total``: a counter; ``_bucket``/``_sum``/``_count``: a histogram; else a gauge),
-  and ``rate``/``increase`` are taken of counters only;
+  and ``rate``/``increase`` are taken of counters (and histograms' series) only;
 - every label an expression matches on, groups by (``by``/``on``), or an alert's
   annotations print (``$labels.x``) is a label of a metric it names (or Prometheus's own
   ``job``, ``instance``, ``le``), and every constant value it matches a bounded label
   against (``endpoint="shed"``, ``rule!~"quota|stale"``) is one the responder produces;
+  the latency panel's endpoint choice is every endpoint with a duration histogram;
 - every counter an alert fires on at its first increase (``increase(...) > 0``) is there,
   at 0, on a responder that has seen no such event yet, for every issuer, signer or CRL
   file the alert is by: a series that appears only with its first event starts at 1, and
   ``increase`` over it says 0, so the first burst of failures would never fire the alert;
 - the metrics exposed are exactly the contract of tests/test_deploy.py (and so of
-  docs/operations.md): nothing exported undocumented, nothing documented gone.
+  docs/operations.md): nothing exported undocumented, nothing documented gone;
+- no label value of the traffic's series is a serial number or holds a party's token.
 """
 
 from __future__ import annotations
