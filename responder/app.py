@@ -435,6 +435,10 @@ class JpkiApp:
                 WatchCollector(lambda: watch.watchset),  # once a feed call opened them
             ]
         metrics = WorkerMetrics(cfg, collectors=collectors, access=self.access_log)
+        metrics.known(
+            signers=sorted(set(self._signer_names.values())),
+            crl_files=[f"{v.id}{kind}.crl" for v in views for kind in ("", "-delta")],
+        )
         feed = self.v1.env(changes.CHANGES_ROUTE.path) if self.v1 is not None else None
         if isinstance(feed, changes.WatchEnv):  # the env the feed's routes share
             feed.on_unbound = metrics.unbound_cursor

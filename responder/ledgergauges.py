@@ -6,9 +6,17 @@ lists it in ``refused`` and the master logs ``ledger_file_refused``) holds provi
 ledger and every 報告書 (Act §41) made from it miss: ``responder report`` refuses to write
 one, ``/reports/`` says it is incomplete. ``jpkiva_ledger_files_refused`` is how many files
 the last collection refused (kept in the ledger's meta table by `Ledger.collect`, so every
-worker reads the same), for the alert JpkiVaLedgerFileRefused. Read from the ledger
-(SQLite, read-only, one small query) in the worker that answers the scrape; an unreadable
-ledger leaves it out and says so in the log. No labels: no personal data, no file names.
+worker reads the same), for the alert JpkiVaLedgerFileRefused.
+
+``jpkiva_ledger_last_collected_timestamp_seconds`` is when the last collection ran (the
+ledger's ``collected_at``, what a report read from it is as of; 0 before the first). A
+collection that fails (the ledger's disk full, its database damaged: worker 0 logs
+``ledger_collect_failed`` and nothing else) leaves it where it was, and a ledger that does
+not read leaves both gauges out of the scrape: JpkiVaLedgerCollectionStale pages on either,
+since the 帳簿 and every report made of it miss the counts of the meantime (they wait in the
+worker files). Read from the ledger (SQLite, read-only, two small queries) in the worker
+that answers the scrape; an unreadable ledger is said in the log. No labels: no personal
+data, no file names.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ class RefusedCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         try:
-            refused = self._read()
+            refused, collected_at = self._read()
         except (LedgerError, sqlite3.Error) as e:
             _log.warning("ledger_refused_unreadable", extra={"fields": {"error": str(e)}})
             return []
@@ -48,7 +56,15 @@ class RefusedCollector(Collector):
             "Worker files of the ledger the last collection refused: their counts are missing.",
         )
         gauge.add_metric((), refused)
-        return [gauge]
+        collected = GaugeMetricFamily(
+            "jpkiva_ledger_last_collected_timestamp_seconds",
+            "When the ledger's last collection of the worker files ran (0: never).",
+        )
+        collected.add_metric((), collected_at)
+        return [gauge, collected]
 
-    def _read(self) -> int:
-        return peek(self.ledger_dir, Ledger.refused_files) or 0  # None: no collection yet
+    def _read(self) -> tuple[int, int]:
+        def read(ledger: Ledger) -> tuple[int, int]:
+            return ledger.refused_files(), ledger.collected_at()
+
+        return peek(self.ledger_dir, read) or (0, 0)  # None: no collection yet

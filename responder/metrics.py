@@ -9,7 +9,7 @@ needs no credentials; it is served on the admin listener (``[metrics] host`` and
 took the workers' time from the registered parties (issue 10, item 5).
 
 Rendering: merging every worker's files is the expensive part of a scrape (it reads
-each file of each worker that ever ran). A worker renders at most once per
+each file of each live worker, the master's and the dead workers' archive). A worker renders at most once per
 ``[metrics] render_interval`` and answers the scrapes in between with the text it
 rendered last (`WorkerMetrics.render`); ``jpkiva_metrics_renders_total`` counts the
 renders. Requests on the admin listener are not counted in ``jpkiva_requests_total``.
@@ -17,14 +17,15 @@ renders. Requests on the admin listener are not counted in ``jpkiva_requests_tot
 Across processes: prometheus_client's multiprocess mode. The master
 (`MasterMetrics`) creates a private directory (mode 0700), removes stale files
 from it and sets ``PROMETHEUS_MULTIPROC_DIR`` before forking; each worker writes
-its values into its own files, named by its pid. The files of a dead worker stay,
+its values into its own files, named by its pid. The counts of a dead worker stay,
 so totals never go down, and its replacement (a new pid) counts in new files, so
 nothing is counted twice; the master calls ``mark_process_dead`` for the dead pid
-so that its open connections leave the gauge. Whichever worker answers /metrics
+so that its open connections leave the gauge, then folds its counters and histograms into
+the directory's archive files (`responder.metricfiles.fold`), so that the files, and the
+cost of a render, stay bounded however many workers died. Whichever worker answers /metrics
 merges every file (`responder.metricfiles.WorkerFiles`: prometheus_client's merge, less
 the files a starting worker has created but not yet sized, on which the merge failed with
-a 500 right after a restart). Each restart of a worker leaves one more set of files (a
-few KiB each) until the master exits. A scrape that still fails (a corrupt file, a
+a 500 right after a restart). A scrape that still fails (a corrupt file, a
 collector's error) is answered 500 and logged as ``metrics_render_failed`` with its
 reason (the file, named by a pid, or the code location; never request data).
 
@@ -70,7 +71,7 @@ import tempfile
 import time
 import traceback
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -90,7 +91,7 @@ from crlbuilder.ocsp.response import ResponseStatus
 from responder.config import ConfigError, LogConfig, MetricsConfig
 from responder.http import Request, Response
 from responder.logs import AccessLog, layer_endpoint, method_label
-from responder.metricfiles import MetricsFileError, WorkerFiles
+from responder.metricfiles import MetricsFileError, WorkerFiles, fold
 from responder.outcome import Outcome
 from responder.publicbound import ROUTE_CLASSES
 from responder.storegauges import ENTRIES_FILES
@@ -212,8 +213,8 @@ def prepare_dir(configured: Path | None) -> tuple[Path, bool]:
     """The metrics directory, private and empty: (path, True when made here and to be removed).
 
     A configured directory is created with mode 0700 (or set to it); it must belong to
-    this user. Files a previous run left there (``*.db``, the entries cache, the master's
-    pid) are removed. Unset: a new directory under the system's temporary directory;
+    this user. Files a previous run left there (``*.db``, an archive's ``*.tmp``, the
+    entries cache, the master's pid) are removed. Unset: a new directory under the system's temporary directory;
     the directories that earlier masters made there and could not remove (killed by
     SIGKILL: their pid is gone) are removed first.
     """
@@ -224,7 +225,7 @@ def prepare_dir(configured: Path | None) -> tuple[Path, bool]:
     if configured.stat().st_uid != os.getuid():
         raise ConfigError("[metrics]", "metrics.dir", f"{configured} belongs to another user")
     configured.chmod(0o700)
-    for stale in configured.glob("*.db"):
+    for stale in (*configured.glob("*.db"), *configured.glob("*.tmp")):
         stale.unlink(missing_ok=True)
     for name in (*ENTRIES_FILES, _MASTER_FILE):
         (configured / name).unlink(missing_ok=True)
@@ -281,8 +282,13 @@ class MasterMetrics:
         self.workers_up.set(serving)
 
     def on_worker_exit(self, pid: int, restarting: bool) -> None:
-        """A worker died (its live gauges go); ``restarting``: the master starts another."""
+        """A worker died (its live gauges go, its counts join the archive: `fold`);
+        ``restarting``: the master starts another."""
         mark_process_dead(pid, str(self.dir))  # type: ignore[no-untyped-call]
+        try:
+            fold(self.dir, pid)
+        except Exception as exc:  # its files stay, counted as before; the master goes on
+            _log.error("metrics_fold_failed", extra={"fields": {"reason": render_failure(exc)}})
         if restarting:
             self.restarts.inc()
 
@@ -471,6 +477,20 @@ class WorkerMetrics:
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
             self._timer = self._loop.call_later(self.interval, self._tick)
+
+    def known(self, *, signers: Iterable[str], crl_files: Iterable[str]) -> None:
+        """Create at 0 the series of every signer (issuer id) and CRL file name this worker
+        may count a failure of, before any fails.
+
+        The alerts on them (JpkiVaSignerErrors, JpkiVaCrlFileBroken) fire on ``increase(...)
+        > 0``; a series that appeared only with its first failure starts at that count, and
+        ``increase`` over it is 0: the first burst of failures raised no alert.
+        """
+        for signer in signers:
+            self.signer_errors.labels(signer)
+        for file in crl_files:
+            self.crl_files_broken.labels(file)
+            self.crl_files_behind.labels(file)
 
     def ledger_flush(self, ledger: str, failing: bool) -> None:
         """Whether ``ledger`` (`LEDGERS`) fails to flush; from its flusher's thread (a gauge's

@@ -122,6 +122,7 @@ METRICS = frozenset(
         "jpkiva_ledger_files_refused",
         "jpkiva_ledger_flush_failing",
         "jpkiva_ledger_gather_failures_total",
+        "jpkiva_ledger_last_collected_timestamp_seconds",
         "jpkiva_ledger_last_gathered_timestamp_seconds",
         "jpkiva_ledger_last_shipped_timestamp_seconds",
         "jpkiva_ledger_ship_failures_total",
