@@ -377,8 +377,12 @@ class Builder:
     ) -> None:
         """Lapses due by ``as_of`` and erasures (unless ``time_writes`` is False: a node of the
         record stream writes them by the stream's time), tokens, pre-signed answers, CRLs, and
-        the build number. The token issuer's key failing (`SignerError`) is raised only after
-        the rest: it never holds back the Act's CRLs and answers."""
+        the build number with the run's promise (`store.format.META_VOUCHED`: ``as_of`` plus
+        ``ocsp.validity_seconds``; on a node of the record stream by its own clock, as its
+        answers: it vouches for this node's builder). The token issuer's key failing
+        (`SignerError`) is raised only after the rest: it never holds back the Act's CRLs and
+        answers; the delegates' or the CA keys' failing does, the promise with them (renewed
+        by the retry that succeeds)."""
         now = epoch(as_of)
         if time_writes:
             t = time.monotonic()
@@ -410,7 +414,10 @@ class Builder:
             report.seconds["crl"] = time.monotonic() - t
         with Commit(self.store) as c:
             c.prune_changes(now - self.cfg.store.changes_keep_days * 86_400)
-            report.build = c.bump_build()
+            # what this run vouches for: until the nextUpdate it gives the answers it signs
+            # (the promise of an issuer no CRL and no stored answer carries one for,
+            # `ReaderRules.promised_next_update`), renewed by the next run (`refresh_every`)
+            report.build = c.bump_build(now + self.cfg.ocsp.validity_seconds)
         if report.tokens.signing_failed is not None:  # after the CRLs and answers it held up
             raise report.tokens.signing_failed
 
@@ -1088,7 +1095,9 @@ class Builder:
 
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,
-        so the responder never reaches a nextUpdate while the builder runs. For the stored
+        so the responder never reaches a nextUpdate while the builder runs: a CRL's, a stored
+        answer's, or the run's own promise (`store.format.META_VOUCHED`, ``ocsp.validity_seconds``
+        ahead, renewed at least twice within it: the cycles below are all shorter). For the stored
         answers that is the shorter of their validity less the longest lead of a walk
         (`crlbuilder.presign.walk_lead`) and that lead: the answers fall due at an instant
         set by the walk that signed them (perhaps another process's), and a look every half
