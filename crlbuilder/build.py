@@ -147,6 +147,9 @@ class BuildReport:
     gone on with or ended)."""
     presign_walking: int = 0
     """Issuers whose full pre-signing run was cut by ``presign_seconds``: it goes on."""
+    presign_skipped: list[str] = field(default_factory=list)
+    """Issuers nothing was pre-signed for: their delegate's certificate is not valid at the
+    run's instant (`crlbuilder.presign.PresignResult.skipped`; a ``warning`` event says why)."""
     crls: list[dict[str, object]] = field(default_factory=list)
     crls_pruned: int = 0
     crls_withheld: list[str] = field(default_factory=list)
@@ -167,6 +170,7 @@ class BuildReport:
             ocsp_kept=self.presign_kept,
             ocsp_walked=self.presign_walked,
             ocsp_walking=self.presign_walking,
+            ocsp_skipped=self.presign_skipped,
             crls=self.crls,
             crls_pruned=self.crls_pruned,
             crls_withheld=self.crls_withheld,
@@ -206,6 +210,8 @@ class Builder:
         (`crlbuilder.spoolfile`)."""
         self._overdue: set[str] = set()
         """Issuers whose walk in progress was said to leave answers past their nextUpdate."""
+        self._skipped: dict[str, str] = {}
+        """Issuers said to be skipped by pre-signing, and why (their delegate not valid)."""
         self.manifest = load_manifest(cfg.pki.manifest)
         self.key = facts_key(cfg)
         self.store = Store.open(
@@ -377,8 +383,12 @@ class Builder:
     ) -> None:
         """Lapses due by ``as_of`` and erasures (unless ``time_writes`` is False: a node of the
         record stream writes them by the stream's time), tokens, pre-signed answers, CRLs, and
-        the build number. The token issuer's key failing (`SignerError`) is raised only after
-        the rest: it never holds back the Act's CRLs and answers."""
+        the build number with the run's promise (`store.format.META_VOUCHED`: ``as_of`` plus
+        ``ocsp.validity_seconds``; on a node of the record stream by its own clock, as its
+        answers: it vouches for this node's builder). The token issuer's key failing
+        (`SignerError`) is raised only after the rest: it never holds back the Act's CRLs and
+        answers; the delegates' or the CA keys' failing does, the promise with them (renewed
+        by the retry that succeeds)."""
         now = epoch(as_of)
         if time_writes:
             t = time.monotonic()
@@ -410,7 +420,10 @@ class Builder:
             report.seconds["crl"] = time.monotonic() - t
         with Commit(self.store) as c:
             c.prune_changes(now - self.cfg.store.changes_keep_days * 86_400)
-            report.build = c.bump_build()
+            # what this run vouches for: until the nextUpdate it gives the answers it signs
+            # (the promise of an issuer no CRL and no stored answer carries one for,
+            # `ReaderRules.promised_next_update`), renewed by the next run (`refresh_every`)
+            report.build = c.bump_build(now + self.cfg.ocsp.validity_seconds)
         if report.tokens.signing_failed is not None:  # after the CRLs and answers it held up
             raise report.tokens.signing_failed
 
@@ -436,8 +449,23 @@ class Builder:
         self.presign_full = False  # asked once: the follow loop's runs go on from the feed
         report.presigned, report.presign_kept = ps.signed, ps.kept
         report.presign_walked, report.presign_walking = ps.walked, ps.walking
+        report.presign_skipped = sorted(ps.skipped)
         report.seconds["presign"] = time.monotonic() - t
         self._walk_warnings(ps)
+        self._skip_warnings(ps)
+
+    def _skip_warnings(self, ps: PresignResult) -> None:
+        """A ``warning`` event when pre-signing skips an issuer whose delegate's certificate is
+        not valid now (once, until the reason changes or it signs again)."""
+        for iid, problem in sorted(ps.skipped.items()):
+            if self._skipped.get(iid) != problem:
+                self.emit({"event": "warning", "message": (
+                    f"issuer {iid}: its delegated OCSP signer was not used: {problem}; no "
+                    "answer was pre-signed for it (its stored ones are served until their "
+                    "nextUpdate, then the responder answers tryLater for the issuer); "
+                    "install a delegate certificate valid now with its key (docs/operations.md, "
+                    "'OCSP signer renewal')")})  # fmt: skip
+        self._skipped = dict(ps.skipped)
 
     def _walk_warnings(self, ps: PresignResult) -> None:
         """A ``warning`` event when a walk leaves answers past their nextUpdate (once per walk),
@@ -1088,7 +1116,9 @@ class Builder:
 
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,
-        so the responder never reaches a nextUpdate while the builder runs. For the stored
+        so the responder never reaches a nextUpdate while the builder runs: a CRL's, a stored
+        answer's, or the run's own promise (`store.format.META_VOUCHED`, ``ocsp.validity_seconds``
+        ahead, renewed at least twice within it: the cycles below are all shorter). For the stored
         answers that is the shorter of their validity less the longest lead of a walk
         (`crlbuilder.presign.walk_lead`) and that lead: the answers fall due at an instant
         set by the walk that signed them (perhaps another process's), and a look every half

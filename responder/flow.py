@@ -44,7 +44,10 @@ Order, the first refusal wins; nothing is read from the store before a party is 
 What the lookup answers (RFC 6960, RFC 5019 profile):
 
 - when the issuer's data is past the nextUpdate the builder promised (its last
-  CRL's nextUpdate), ``tryLater`` (``stale``): never an expired answer; on a group
+  CRL's nextUpdate, else its pre-signed answers' earliest, else the last build run's own
+  promise, `crlbuilder.store.reader.ReaderRules.promised_next_update`: so a stopped
+  builder's issuer with no CRL and no revoked serial goes stale too), ``tryLater``
+  (``stale``): never an expired answer; on a group
   appliance's store, likewise for an issuer no CRL of which was imported
   (`crlbuilder.store.reader.never_fed`): nothing vouches for its serials; and for an
   issuer under whose index the store's issuer table records another issuer

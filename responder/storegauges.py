@@ -114,7 +114,8 @@ class StoreCollector(Collector):
         )
         next_update = GaugeMetricFamily(
             "jpkiva_issuer_next_update_timestamp_seconds",
-            "The nextUpdate the builder promised for the issuer (its last CRL's).",
+            "The nextUpdate the builder promised for the issuer (its last CRL's, else its "
+            "pre-signed answers' earliest, else the last build run's).",
             labels=("issuer",),
         )
         crl_time = GaugeMetricFamily(

@@ -520,6 +520,46 @@ def test_past_the_promised_next_update_try_later(views: dict[int, IssuerView]) -
     )
 
 
+def no_crl_store(
+    views: dict[int, IssuerView], *, build: int, vouch: tuple[int, int]
+) -> MemoryReader:
+    """`store` with no CRL (``[crl] enabled = false``) and no stored answer: only the build
+    run's own promise (`store.format.META_VOUCHED`, ``vouch``) can vouch for its issuers."""
+    return dataclasses.replace(store(views), crl_states={}, build=build, vouch=vouch)
+
+
+def test_an_issuer_nothing_else_promises_for_is_stale_past_the_build_runs_promise(
+    views: dict[int, IssuerView],
+) -> None:
+    """No CRL, no stored answer: the last build run's promise bounds the good answers, and a
+    builder stopped past it leaves tryLater, never a good the builder no longer vouches for;
+    its next run renews it."""
+    mem = no_crl_store(views, build=1, vouch=(1, NOW + 600))
+    fl = flow(views)
+    good_until_then_try_later(fl, mem, views[SIGN], NOW, NOW + 600, Unavailable.STALE)
+    auth = fl.decide(request(views[AUTH], GOOD), Creds("both"), NOW + 600, mem, REGISTRY)
+    assert isinstance(auth, Refusal) and auth.rule == "stale"  # every issuer, not one
+    assert fl.fresh_until(SIGN) == fl.fresh_until(AUTH) == NOW + 600
+    mem.build, mem.vouch = 2, (2, NOW + 1800)  # the builder's next run: a new build number
+    mem.changed()
+    again = fl.decide(request(views[SIGN], GOOD), Creds("both"), NOW + 600, mem, REGISTRY)
+    assert isinstance(again, Signing) and again.job.next_update == NOW + 1800  # its bound
+
+
+def test_no_build_runs_promise_yet_or_an_earlier_releases_run_since_is_no_promise(
+    views: dict[int, IssuerView],
+) -> None:
+    """Upgrade and rollback: a store no build run of this release wrote (no promise) and one
+    whose build number an earlier release's run moved past the promise (which it does not
+    renew) are answered as before the promise existed: good, never stale."""
+    for mem in (
+        no_crl_store(views, build=1, vouch=(0, 0)),
+        no_crl_store(views, build=2, vouch=(1, NOW - 600)),
+    ):
+        got = flow(views).decide(request(views[SIGN], GOOD), Creds("both"), NOW, mem, REGISTRY)
+        assert isinstance(got, Signing) and got.job.next_update == NOW + VALIDITY
+
+
 def test_act_31_2_due_lapse_try_later_and_good_answers_stop_at_it(
     views: dict[int, IssuerView],
 ) -> None:

@@ -7,6 +7,7 @@ implementations of `StoreReader` cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -148,6 +149,7 @@ def _lmdb(path: Path, r: _Records) -> Store:
         txn.put(sf.META_ISSUERS, msgspec.json.encode(r.issuers), db=meta)
         txn.put(sf.META_COMMIT, sf.pack_u32(7), db=meta)
         txn.put(sf.META_BUILD, sf.pack_u32(3), db=meta)
+        txn.put(sf.META_VOUCHED, sf.pack_vouched(3, T0 + 3600), db=meta)
         txn.put(sf.META_COMMITTED_AT, sf.pack_i64(T0 + 400), db=meta)
         txn.put(sf.META_CRL_STATE_PREFIX + sf.pack_u32(SIGN),
                 msgspec.json.encode(sf.CrlState(number=5, next_update=T0 + 86400)), db=meta)  # fmt: skip
@@ -165,7 +167,7 @@ def _memory(r: _Records) -> MemoryReader:
         crl_states={SIGN: sf.CrlState(number=5, next_update=T0 + 86400)},
         ocsp_states={AUTH: sf.OcspState(produced_at=T0, next_update=T0 + 600)},
         crl_index=dict(r.crls), announced={MOBILE: r.announcement},
-        commit=7, build=3, last_committed_at=T0 + 400,
+        commit=7, build=3, vouch=(3, T0 + 3600), last_committed_at=T0 + 400,
     )  # fmt: skip
 
 
@@ -195,10 +197,42 @@ def test_generation_and_meta(reader: StoreReader) -> None:
     assert reader.ocsp_state(AUTH).produced_at == T0
 
 
-def test_promised_next_update_is_the_crl_else_the_answers(reader: StoreReader) -> None:
+def test_promised_next_update_is_the_crl_else_the_answers_else_the_builds(
+    reader: StoreReader,
+) -> None:
+    """An issuer with no CRL and no stored answer (no revoked serial, ``[crl] enabled =
+    false``) is promised what the last build run vouched for, not nothing."""
     assert reader.promised_next_update(SIGN) == T0 + 86400
     assert reader.promised_next_update(AUTH) == T0 + 600
-    assert reader.promised_next_update(MOBILE) == 0
+    assert reader.vouched() == (3, T0 + 3600)
+    assert reader.vouched_until() == T0 + 3600
+    assert reader.promised_next_update(MOBILE) == T0 + 3600
+    assert reader.promised_next_update(9) == T0 + 3600  # any issuer the responder answers for
+
+
+def test_a_promise_another_build_run_moved_past_is_none(tmp_path: Path) -> None:
+    """A build run of an earlier release moves the build number without writing a promise:
+    the last one then names an older build and is none (never stale, as before it existed),
+    so a builder rolled back never makes its issuers stale while it runs. A store no run
+    promised anything in (an earlier release's) has none either."""
+    store = _lmdb(tmp_path / "store", _records())
+    try:
+        with store.env.begin(write=True) as txn:
+            txn.put(sf.META_BUILD, sf.pack_u32(4), db=store.dbs[sf.DB_META])
+        with store.read() as r:
+            assert r.vouched() == (3, T0 + 3600)
+            assert r.vouched_until() == 0 and r.promised_next_update(MOBILE) == 0
+            assert r.promised_next_update(AUTH) == T0 + 600  # the answers' own, unchanged
+        with store.env.begin(write=True) as txn:
+            txn.delete(sf.META_VOUCHED, db=store.dbs[sf.DB_META])
+        with store.read() as r:
+            assert r.vouched() == (0, 0) and r.promised_next_update(MOBILE) == 0
+    finally:
+        store.close()
+    memory = dataclasses.replace(_memory(_records()), build=4)
+    assert memory.vouched_until() == 0 and memory.promised_next_update(MOBILE) == 0
+    memory = dataclasses.replace(_memory(_records()), vouch=(0, 0))
+    assert memory.promised_next_update(MOBILE) == 0
 
 
 def test_status_records_and_ranges(reader: StoreReader) -> None:

@@ -98,11 +98,13 @@ def test_builder_state_moves_no_commit(store: Store) -> None:
     with Commit(store) as c:
         c.put_crl_state(ISSUER, sf.CrlState(number=3, next_update=99))
         c.put_ocsp_state(ISSUER, sf.OcspState(produced_at=5, next_update=77))
-        build = c.bump_build()
+        build = c.bump_build(500)
     with store.read() as r:
         assert (r.generation().commit, r.committed_at()) == before
         assert r.generation().build == build == 1
         assert r.crl_state(ISSUER).number == 3 and r.promised_next_update(ISSUER) == 99
+        # the run's promise, named by its build: an issuer with no CRL and no answer has it
+        assert r.vouched() == (1, 500) and r.promised_next_update(ISSUER + 1) == 500
 
 
 def test_a_change_without_the_callers_clock_is_refused_and_nothing_written(store: Store) -> None:

@@ -14,6 +14,7 @@ import stat
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,17 @@ from responder.v1 import token as v1token
 from tests.support.builder import builder_config
 
 APPROVED = date(2024, 4, 1)
-T0 = datetime(2025, 6, 2, 10, tzinfo=JST).astimezone(UTC)
+DAY = (datetime.now(JST) - timedelta(days=30)).date()
+"""The tests' day (JST), 30 days before the one they run on: the PKI made as of it (its OCSP
+signers valid two years, `crlbuilder.demo.pki.OCSP_SIGNER_LIFETIME`) is in force whenever the
+suite runs (a fixed day would see the builder skip pre-signing two years on), and every instant
+below (up to 29 days after it) is past for a follow loop running by the clock."""
+T0 = datetime.combine(DAY, clock_time(10), tzinfo=JST).astimezone(UTC)
+
+
+def jst(day: date, hour: int = 0, second: int = 0) -> datetime:
+    """``hour``:00:``second`` JST on ``day``."""
+    return datetime.combine(day, clock_time(hour, 0, second), tzinfo=JST)
 
 
 @pytest.fixture(scope="module")
@@ -196,11 +207,11 @@ def test_act_38_3_token_issued_from_a_queued_request(world: World) -> None:
 
 
 def test_validity_within_the_approval_period(world: World) -> None:
-    until = date(2025, 9, 30)
+    until = DAY + timedelta(days=120)
     world.write_registry(party(approved_until=until))
     rid, _ = world.queue(until=until)
     world.build(T0 + timedelta(minutes=1))
-    end = datetime(2025, 10, 1, tzinfo=JST).astimezone(UTC)
+    end = jst(until + timedelta(days=1)).astimezone(UTC)
     assert world.token(rid).not_valid_after_utc == end - timedelta(seconds=1)
 
 
@@ -281,13 +292,13 @@ def test_act_38_2_6_revoked_approval_revokes_the_token_at_the_next_build(world: 
 
 
 def test_approval_period_end_revokes_the_token(world: World) -> None:
-    until = date(2025, 6, 30)
+    until = DAY + timedelta(days=28)
     world.write_registry(party(approved_until=until))
     rid, _ = world.queue(until=until)
     world.build(T0 + timedelta(minutes=1))
-    assert world.build(datetime(2025, 6, 30, 23, tzinfo=JST))["tokens_revoked"] == 0
+    assert world.build(jst(until, 23))["tokens_revoked"] == 0
     # the token itself ends with the period: it is expired, not revoked
-    assert world.build(datetime(2025, 7, 1, 1, tzinfo=JST))["tokens_revoked"] == 0
+    assert world.build(jst(until + timedelta(days=1), 1))["tokens_revoked"] == 0
     st = world.status(rid)
     assert st is not None and not st.revoked
 
@@ -295,9 +306,10 @@ def test_approval_period_end_revokes_the_token(world: World) -> None:
 def test_approval_period_shortened_revokes_the_token_once_it_ends(world: World) -> None:
     rid, _ = world.queue()  # issued under an approval with no end: valid 365 days
     world.build(T0 + timedelta(minutes=1))
-    world.write_registry(party(approved_until=date(2025, 6, 30)))
-    assert world.build(datetime(2025, 6, 30, 23, tzinfo=JST))["tokens_revoked"] == 0
-    report = world.build(datetime(2025, 7, 1, 0, 0, 1, tzinfo=JST))
+    until = DAY + timedelta(days=28)
+    world.write_registry(party(approved_until=until))
+    assert world.build(jst(until, 23))["tokens_revoked"] == 0
+    report = world.build(jst(until + timedelta(days=1), 0, 1))
     assert report["tokens_revoked"] == 1
     assert report["tokens_revoked_by"] == {"approval-not-in-force (Act §38-2(1))": 1}
     st = world.status(rid)
@@ -372,7 +384,7 @@ def test_request_refused_when_the_approval_is_not_in_force(world: World) -> None
 
 def test_request_refused_when_the_approval_changed_since(world: World) -> None:
     rid, _ = world.queue()  # under an approval with no end
-    world.write_registry(party(approved_until=date(2026, 3, 31)))
+    world.write_registry(party(approved_until=DAY + timedelta(days=300)))
     [dropped] = world.build(T0 + timedelta(minutes=1))["tokens_dropped"]
     assert "ask again" in dropped["reason"]
     assert world.status(rid) is None
@@ -590,8 +602,9 @@ def test_a_token_key_that_cannot_sign_does_not_stop_the_crls(
     [
         pytest.param({"approved": "2024-04-01"}, "approved", id="approved-quoted"),
         pytest.param({"approved_until": "2026-03-31"}, "approved_until", id="until-quoted"),
-        pytest.param({"revoked": date(2025, 6, 3)}, "revoked", id="revoked-a-day-not-a-time"),
-        pytest.param({"revoked": datetime(2025, 6, 3, 9)}, "revoked", id="revoked-no-offset"),
+        pytest.param({"revoked": DAY + timedelta(days=1)}, "revoked", id="revoked-a-day-not-a-time"),
+        pytest.param({"revoked": datetime.combine(DAY + timedelta(days=1), clock_time(9))}, "revoked",
+                     id="revoked-no-offset"),
         # a hand-edited period ending the day before the approval: never in force
         pytest.param({"approved_until": date(2024, 3, 31)}, "approved_until",
                      id="until-before-approved"),

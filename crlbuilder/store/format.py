@@ -247,6 +247,19 @@ META_ERASED: Final = b"erased-state"
 the event times before which a record may be judged without what it erased
 (`crlbuilder.lateness`); written by that erasure's transaction, never lowered; absent before
 the first (or in a store whose erasures a builder before rules 6 ran)."""
+META_VOUCHED: Final = b"vouched"
+"""u32 ‖ i64 (`pack_vouched`): the build number (`META_BUILD`) of the build run that wrote it,
+and the instant until which that run vouches for every issuer's data (epoch seconds: its
+instant plus ``ocsp.validity_seconds``, the nextUpdate it gives the answers it signs). Written
+with the build number, in the same transaction (`crlbuilder.store.writer.Commit.bump_build`), by
+every build, spool file and refresh of the builder; builder state, by the node's own clock (the
+builder it vouches for is this node's). It is the promise of an issuer no CRL and no stored
+answer promises anything for (`crlbuilder.store.reader.ReaderRules.promised_next_update`): a
+stopped builder leaves it `good` only until then. Taken only while it names the store's build:
+a build run of an earlier release, which does not write it, moves the build past it and the
+promise goes with it (as before it existed: no promise), so a builder rolled back never makes
+the issuers stale while it runs. Absent: no promise (a store an earlier release wrote, until
+the first build run of this one; a group appliance's store, which no build runs on)."""
 META_LAPSES: Final = b"lapses"
 """u32: the commit through which `DB_LAPSES` lists every move-out notice not lapsed. Every
 commit that changes the store moves it along when it was current; a commit of a builder of
@@ -572,6 +585,22 @@ def unpack_erased(value: bytes | memoryview) -> tuple[int, int]:
     """(commit, erased_at) of a `pack_erased` value."""
     commit, at = _ERASED.unpack(value)
     return int(commit), int(at)
+
+
+_VOUCHED: Final = struct.Struct(">Iq")
+
+
+def pack_vouched(build: int, until: int) -> bytes:
+    """A `META_VOUCHED` value: the build number that wrote it and the instant it vouches until."""
+    return _VOUCHED.pack(build, until)
+
+
+def unpack_vouched(value: bytes | memoryview) -> tuple[int, int]:
+    """(build, until) of a `pack_vouched` value; (0, 0) for a value of another size."""
+    if len(value) != _VOUCHED.size:
+        return (0, 0)
+    build, until = _VOUCHED.unpack(value)
+    return int(build), int(until)
 
 
 _LAPSE_DAY: Final = struct.Struct(">I")

@@ -54,6 +54,8 @@ class MemoryReader(ReaderRules):
     announced: dict[int, sf.Announcement] = field(default_factory=dict)
     commit: int = 0
     build: int = 0
+    vouch: tuple[int, int] = (0, 0)
+    """`StoreReader.vouched`: (build number, instant) of the last build run's promise."""
     last_committed_at: int = 0
     imported: bool = False
     """A group appliance's store (`StoreReader.crl_import`)."""
@@ -96,6 +98,9 @@ class MemoryReader(ReaderRules):
 
     def committed_at(self) -> int:
         return self.last_committed_at
+
+    def vouched(self) -> tuple[int, int]:
+        return self.vouch
 
     def crl_import(self) -> bool:
         return self.imported

@@ -146,6 +146,16 @@ class StoreReader(Protocol):
         """The nextUpdate the builder promised for one issuer (0: none yet)."""
         ...
 
+    def vouched(self) -> tuple[int, int]:
+        """(build number, instant) of the last build run's promise as stored
+        (`store.format.META_VOUCHED`; (0, 0): none)."""
+        ...
+
+    def vouched_until(self) -> int:
+        """Until when the store's last build run vouches for every issuer's data (0: no
+        promise; `ReaderRules.vouched_until`)."""
+        ...
+
     def status(self, key: bytes) -> sf.StatusRecord | None:
         """The status record under a status key (`store.format.status_key`), or None."""
         ...
@@ -289,7 +299,13 @@ class ReadSource(Protocol):
 
 class ReaderRules(ABC):
     """What is derived from stored facts, the same over every `StoreReader`: each
-    implementation gives the five primitives, the rules are written once here."""
+    implementation gives the seven primitives, the rules are written once here."""
+
+    @abstractmethod
+    def generation(self) -> Generation: ...
+
+    @abstractmethod
+    def vouched(self) -> tuple[int, int]: ...
 
     @abstractmethod
     def crl_state(self, issuer_index: int) -> sf.CrlState: ...
@@ -307,12 +323,29 @@ class ReaderRules(ABC):
     def status(self, key: bytes) -> sf.StatusRecord | None: ...
 
     def promised_next_update(self, issuer_index: int) -> int:
-        """Its last CRL's nextUpdate, else the earliest nextUpdate of its pre-signed answers.
+        """Its last CRL's nextUpdate, else the earliest nextUpdate of its pre-signed answers,
+        else the builder's own promise (`vouched_until`): an issuer with no CRL (``[crl]
+        enabled = false`` and no CRL fetched) and no revoked serial is promised what its
+        answers would have been.
 
-        Past it the issuer's data is stale: OCSP answers ``tryLater`` and the metric
-        ``jpkiva_stale_issuer`` is 1.
+        Past it the issuer's data is stale: OCSP answers ``tryLater``, ``/readyz`` 503 and the
+        metric ``jpkiva_stale_issuer`` is 1. 0: no promise, never stale (a group appliance's
+        store, whose never-fed issuers `never_fed` tells; a store no build run of this release
+        wrote yet).
         """
-        return self.crl_state(issuer_index).next_update or self.ocsp_state(issuer_index).next_update
+        return (
+            self.crl_state(issuer_index).next_update
+            or self.ocsp_state(issuer_index).next_update
+            or self.vouched_until()
+        )
+
+    def vouched_until(self) -> int:
+        """The instant the last build run vouched for every issuer's data until
+        (`store.format.META_VOUCHED`), while that run's build number is still the store's;
+        0 otherwise (none written, or a build run of an earlier release since, which does
+        not renew it: no promise then, as before it existed)."""
+        build, until = self.vouched()
+        return until if build and build == self.generation().build else 0
 
     def pending_move_out(self, holder: bytes) -> sf.PendingMoveOut | None:
         """None too once the lapse was written (Act §31(2)): the revocation is then in
@@ -416,6 +449,10 @@ class LmdbReader(ReaderRules):
     def committed_at(self) -> int:
         raw = self._meta(sf.META_COMMITTED_AT)
         return sf.unpack_i64(raw) if raw else 0
+
+    def vouched(self) -> tuple[int, int]:
+        raw = self._meta(sf.META_VOUCHED)
+        return sf.unpack_vouched(raw) if raw else (0, 0)
 
     def stream_seq(self) -> int:
         """The last record stream sequence committed (`META_STREAM_SEQ`; 0 before any)."""

@@ -29,7 +29,9 @@ readers right live here, once:
   current, so a commit of a builder that keeps no index leaves it behind;
 - the builder's own state (pre-signed answers, CRL and OCSP state, the CRL index,
   the build number, quarantine keys, the outbox, the kept move-in notices) is written without moving the
-  commit sequence: it changes no status.
+  commit sequence: it changes no status;
+- the build number moves only with the promise of the run that moves it (`Commit.bump_build`,
+  `META_VOUCHED`): a promise names the build that wrote it.
 
 A commit that wrote nothing is aborted. A `Commit` is also a `StoreReader`
 (`LmdbReader` over its own transaction), so a write reads what it already wrote.
@@ -553,10 +555,13 @@ class Commit(LmdbReader):
     def delete_crl_file(self, key: bytes) -> None:
         self._delete(sf.DB_CRLS, key, change=False)
 
-    def bump_build(self) -> int:
-        """The next build number (`Generation.build`): a build run wrote CRLs and answers."""
+    def bump_build(self, vouched_until: int) -> int:
+        """The next build number (`Generation.build`): a build run wrote CRLs and answers, and
+        vouches for every issuer's data until ``vouched_until`` (epoch seconds,
+        `store.format.META_VOUCHED`, written with the number it names)."""
         build = self.generation().build + 1
         self._put(sf.DB_META, sf.META_BUILD, sf.pack_u32(build), change=False)
+        self._put(sf.DB_META, sf.META_VOUCHED, sf.pack_vouched(build, vouched_until), change=False)
         return build
 
     def name_feed(self, feed_id: bytes) -> None:
