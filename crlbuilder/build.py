@@ -962,6 +962,7 @@ class Builder:
                 time.monotonic() - last_refresh > self.refresh_every()
                 or retry.due()
                 or tokens_due()
+                or (refreshes == 0 and self.promise_runs_out())
             ):
                 refresh("refresh")
                 return False
@@ -1113,6 +1114,17 @@ class Builder:
         """When the next revocation record may pass its retention (`apply.next_erasure`): the
         follow loop erases it then, not at its next file or refresh."""
         return next_erasure(self.store, self.cfg.crl.retention_period_days)
+
+    def promise_runs_out(self) -> bool:
+        """Whether an issuer's promised nextUpdate (`ReaderRules.promised_next_update`: its
+        CRL's, its stored answers', the last run's `store.format.META_VOUCHED`) is past or falls
+        before the next periodic refresh: a node of the record stream started after a long stop,
+        caught up with nothing to apply, refreshes at once rather than leave those issuers
+        ``tryLater`` until ``refresh_every`` has passed. No promise at all (0: a store no run of
+        this release wrote) is none to renew."""
+        horizon = epoch(self.clock()) + self.refresh_every()
+        with self.store.read() as r:
+            return any(0 < r.promised_next_update(i.index) <= horizon for i in r.issuers())
 
     def refresh_every(self) -> float:
         """Idle follow loops re-sign answers and re-issue CRLs at half the shortest cycle,

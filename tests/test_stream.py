@@ -451,6 +451,37 @@ def test_a_follower_that_cannot_open_its_consumer_waits_for_the_cluster(
 
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_follower_started_past_its_promise_renews_it_once_caught_up(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A node started after a stop longer than its last run's promise (no CRL, no stored
+    answer: `store.format.META_VOUCHED` is all that vouches for its issuers), with nothing new
+    to apply, refreshes as soon as it has caught up, not a `Builder.refresh_every` later:
+    until then the responder answers ``tryLater`` for those issuers."""
+    cfg = node_config(tmp_path / "stopped", demo_pki[0], cluster.source, "stopped")
+    total = publish_files(cfg, cluster, sorted(population.glob("*.jsonl")))
+    assert consume(cfg, cluster) == total
+    store = Store.open(Path(cfg.store.path), readonly=True)
+    try:
+        with store.read() as r:
+            promised = r.vouched_until()
+    finally:
+        store.close()
+    assert promised > 0
+    later = from_epoch(promised + 3600)  # started an hour past the promise
+    with follower(cfg, cluster, Consumer) as (b, consumer):
+        b.clock = lambda: later
+        assert b.promise_runs_out()
+        seq = b.consume(consumer, follow=True, max_idle=1.0, tail_wait=0.5, interval=0.1)
+        assert not b.promise_runs_out()
+    assert seq == total
+    events = [json.loads(line) for line in (tmp_path / "stopped" / "events.jsonl").open()]
+    kinds = [e["event"] for e in events if e["event"] in ("refresh", "stream")]
+    assert kinds == ["refresh"], kinds  # renewed in the loop, not only by the exit's refresh
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_a_follower_caught_up_goes_on_with_a_cut_walk_before_it_idles(
     tmp_path: Path,
     cluster: NatsCluster,
