@@ -568,9 +568,11 @@ def _adopt_tokens(cfg: BuilderConfig, store: Store) -> TokenSide | None:
             return None
     key = facts_key(cfg)
     side = TokenSide(RecordDigest(key), StreamCipher(key))
+    if not cfg.crl.enabled or not cfg.tokens.issued:  # not the signer: it publishes nothing
+        return side
     manifest = load_manifest(cfg.pki.manifest)
     issuer = manifest.token_issuer
-    if not cfg.crl.enabled or issuer is None or not cfg.tokens.issued:
+    if issuer is None:
         return side
     opened: list[Signer] = []
 
