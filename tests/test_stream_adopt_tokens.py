@@ -151,6 +151,12 @@ def test_stores_holding_token_records_adopt_a_stream_made_again(
     for cfg in (signer, node):
         with pytest.raises(StreamReplaced):
             _run(cfg, nats)
+    # a store that applied token records is judged with the facts key (the digests): without
+    # it, refused in one line, before NATS is read
+    keyless = _adopt(node, "--facts-key-file", str(tmp_path / "no-such.key"))
+    errors = [ln for ln in keyless.stderr.splitlines() if "error" in ln]
+    assert keyless.returncode == 2 and len(errors) == 1, keyless.stderr
+    assert "Traceback" not in keyless.stderr and "no-such.key" in errors[0], errors
     refused = _adopt(node)  # the signer's not run yet: the token records are not on it
     assert refused.returncode == 2, refused.stderr
     assert "5 records of the" in refused.stderr and "not on the record stream" in refused.stderr

@@ -36,11 +36,11 @@ from tests.test_tokens import (  # noqa: F401  (its fixtures)
 )
 
 
-def _stream(w: World) -> tuple[TokenIssued, TokenIssued, datetime, datetime]:
-    """Feed ``w``'s store a stream as the 1.6 upgrade left it: release 1.5's signer issued two
-    tokens and revoked the first unsigned; after the flag (a 1.6 tick) the second is revoked
-    signed."""
-    one, two = _issued(w, "spec", T0), _issued(w, "spec", T0)
+def _stream(w: World) -> tuple[TokenIssued, TokenIssued, TokenIssued, datetime, datetime]:
+    """Feed ``w``'s store a stream as the 1.6 upgrade left it: release 1.5's signer issued three
+    tokens and revoked the first unsigned; a revocation of the third signed stands before the
+    flag too (checked there); after the flag (a 1.6 tick) the second is revoked signed."""
+    one, two, three = (_issued(w, "spec", T0) for _ in range(3))
     at, later = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
 
     def d(seq: int, rec: Record | None, rel: str) -> Delivered:
@@ -48,10 +48,12 @@ def _stream(w: World) -> tuple[TokenIssued, TokenIssued, datetime, datetime]:
         return Delivered(seq=seq, item=item, at=later, end=True, pending=0, release=rel)
 
     _feed(w, [
-        d(1, one, OLD), d(2, two, OLD), d(3, _revoked(w, one.serial, at, "spec", None), OLD),
-        d(4, None, NEW), d(5, _revoked(w, two.serial, later, "spec", _signer(w)), NEW),
+        d(1, one, OLD), d(2, two, OLD), d(3, three, OLD),
+        d(4, _revoked(w, one.serial, at, "spec", None), OLD),
+        d(5, _revoked(w, three.serial, at, "spec", _signer(w)), OLD),
+        d(6, None, NEW), d(7, _revoked(w, two.serial, later, "spec", _signer(w)), NEW),
     ], restart=False)  # fmt: skip
-    return one, two, at, later
+    return one, two, three, at, later
 
 
 def test_the_signer_makes_again_each_token_record_its_store_applied(
@@ -60,28 +62,29 @@ def test_the_signer_makes_again_each_token_record_its_store_applied(
     """Each as applied (the digest kept beside its id), release 1.5's unsigned revocation
     signed with its instant; a token whose certificate file is gone is not made, and counted;
     what the stream carries already is left out."""
-    one, two, at, later = _stream(world)
+    one, two, three, at, later = _stream(world)
     signer = _signer(world)
     digests = RecordDigest(world.builder.key)
-    certs = {r.serial: x509.load_der_x509_certificate(r.certificate) for r in (one, two)}
+    certs = {r.serial: x509.load_der_x509_certificate(r.certificate) for r in (one, two, three)}
 
     def signs(issuer: str, serial: int, when: datetime, holder: bytes) -> str:
         return sign(signer, issuer=issuer, serial=serial, at=when, holder=holder)
 
     signed_one = _revoked(world, one.serial, at, "spec", signer)
     signed_two = _revoked(world, two.serial, later, "spec", signer)
+    signed_three = _revoked(world, three.serial, at, "spec", signer)
     with world.builder.store.read() as r:
         got = tokenadopt.held(r, digests, certs, signs)
         assert got.unmade == 0
-        by_id = sorted([one, two], key=lambda x: x.id) + sorted(
-            [signed_one, signed_two], key=lambda x: x.id
+        by_id = sorted([one, two, three], key=lambda x: x.id) + sorted(
+            [signed_one, signed_two, signed_three], key=lambda x: x.id
         )  # issuances first: a revocation needs its token's status
         assert got.records == by_id
         lost = tokenadopt.held(r, digests, {one.serial: certs[one.serial]}, signs)
-        assert lost.unmade == 1 and two not in lost.records and one in lost.records
+        assert lost.unmade == 2 and two not in lost.records and one in lost.records
         on_stream = {one.id, signed_two.id}
         rest = tokenadopt.held(r, digests, certs, signs, skip=on_stream.__contains__)
-        assert {x.id for x in rest.records} == {two.id, signed_one.id}
+        assert {x.id for x in rest.records} == {two.id, three.id, signed_one.id, signed_three.id}
         # the unsigned one: by its id, with the digest kept beside it
         unsigned_one = _revoked(world, one.serial, at, "spec", None)
         kept = digests.of(unsigned_one)
