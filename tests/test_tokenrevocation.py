@@ -244,18 +244,23 @@ def _stream_node(w: World) -> Applier:
     )  # fmt: skip
 
 
-def _feed(w: World, stream: list[Delivered], *, restart: bool) -> None:
+def _feed(w: World, stream: list[Delivered], *, restart: bool) -> int:
     """Apply ``stream`` to ``w``'s store as a node of the record stream does: batches cut by
     the publishers' end marks (`Batcher`), each applied by `Builder._stream_batch`; with
     ``restart``, by a new applier each (the node restarted between batches), and from the
-    sequence the store says it stands at."""
+    sequence the store says it stands at. Returns the records its appliers refused as read
+    too late (their summaries' ``refused_late``)."""
     applier = _stream_node(w)
+    used = [applier]
     with w.builder.store.read() as r:
         batcher = Batcher(after=r.stream_seq(), batch_size=MAX_BATCH)
     for d in stream:
         batch = batcher.add(d)
         if batch is not None:
-            w.builder._stream_batch(_stream_node(w) if restart else applier, batch)
+            if restart:
+                used.append(applier := _stream_node(w))
+            w.builder._stream_batch(applier, batch)
+    return sum(a.summary.late for a in used)  # the summary's refused_late
 
 
 def _quarantined(w: World) -> list[str]:
@@ -461,17 +466,19 @@ def test_the_lateness_bound_is_written_from_the_streams_first_1_6_message(
             w.builder.cfg = msgspec.structs.replace(cfg, crl=msgspec.structs.replace(
                 cfg.crl, retention_days={f.value: 30 for f in Family},
             ))  # fmt: skip
+        late = 0
         for n in range(1, 5):  # live: the stream as it grew, up to before the 1.6 message
-            _feed(world, stream[:n], restart=True)
+            late += _feed(world, stream[:n], restart=True)
         with world.builder.store.read() as r:
             index = next(i.index for i in r.issuers() if i.id == auth)
             gone, kept = r.status(sf.status_key(index, 1)), r.status(sf.status_key(index, 2))
         assert gone is not None and gone.erased, "no erasure at release 1.5's tick"
         assert dump_store(world.builder.store, meta=erased)["meta"] == [], "a bound before 1.6"
-        assert kept is not None and _quarantined(world) == []
+        assert kept is not None and _quarantined(world) == [] and late == 0
         for n in range(5, len(stream) + 1):
-            _feed(world, stream[:n], restart=True)
-        _feed(replay, stream, restart=False)  # later, from the stream's start
+            late += _feed(world, stream[:n], restart=True)
+        assert late == 2  # counted as refused_late
+        assert _feed(replay, stream, restart=False) == 2  # later, from the stream's start
         for w in (world, replay):
             with w.builder.store.read() as r:
                 st = {n: r.status(sf.status_key(index, n)) for n in (1, 2, 3, 4, 5)}
