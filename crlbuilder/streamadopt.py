@@ -32,7 +32,9 @@ What is checked before anything is written (`refusal`, sans-I/O), each a one-lin
   stay on this node only, and nodes made from the stream would answer otherwise: the history
   is not all republished yet. The token records, which no record file holds, are published
   by the signer's adopt (`TokenSide` with its certificates and key; run first), as its store
-  applied them (`crlbuilder.tokenadopt.held`), before it reads the stream's ids;
+  applied them (`crlbuilder.tokenadopt.held`), before it reads the stream's ids; a revocation
+  release 1.5 published unsigned counts as carried only in its signed form, its signature
+  checked (a node replaying the new stream refuses the unsigned one);
 - the store stood at the old stream's end as its builder last saw it (`META_STREAM_HEAD`):
   a node behind would apply the rest at the republishing instant, lapses dated by it as in
   a rebuild, and differ from the others (``--accept-behind`` when no node stood further);
@@ -392,7 +394,9 @@ def adopt(
         applied = missing = missing_tokens = 0
         for rid in r.applied_ids():
             applied += 1
-            if rid not in on_stream:
+            # release 1.5's unsigned revocation: its signed form (the signer's adopt), checked,
+            # or a node replaying the new stream would refuse what this one applied
+            if rid not in on_stream or (rid in unsigned and rid not in rekeyed):
                 missing += 1
                 missing_tokens += tokenadopt.is_token_id(rid)
         to_apply = sum(r.applied(rid) is None for rid in on_stream)

@@ -165,6 +165,8 @@ def test_stores_holding_token_records_adopt_a_stream_made_again(
     # id, one of its own (unsigned, another instant): it does not stand for the signer's
     forged = revoked(one, later, signed=False)
     publish_as(release.CURRENT, [forged])
+    refused = _adopt(node)  # the id is there now, but not the revocation the store applied
+    assert refused.returncode == 2 and "5 records of the" in refused.stderr, refused.stderr
 
     for cfg in (signer, node):  # the signer's first (docs/operations.md)
         out = _adopt(cfg)
