@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 
     from crlbuilder.build import Builder, BuildReport
     from crlbuilder.jetstream import Cluster
+    from crlbuilder.store.lmdbstore import Store
     from crlbuilder.stream import StreamCipher, StreamNames
+    from crlbuilder.streamadopt import TokenSide
 
 
 SNAPSHOT_RETRY_SECONDS: Final = 2.0
@@ -547,9 +549,47 @@ def _status(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _adopt_tokens(cfg: BuilderConfig, store: Store) -> TokenSide | None:
+    """What adopting needs of the token records ``store`` applied (`crlbuilder.tokenadopt`):
+    None when it applied none; the signer's (``crl.enabled``, a token issuer, ``tokens.issued``)
+    with its token certificates and the token issuer's key, opened when first used."""
+    from crlbuilder import tokenadopt, tokenrevocation
+    from crlbuilder.config import facts_key
+    from crlbuilder.keys.signer import Signer, load_signer
+    from crlbuilder.manifest import load_manifest
+    from crlbuilder.recorddigest import RecordDigest
+    from crlbuilder.stream import StreamCipher
+    from crlbuilder.streamadopt import TokenSide
+    from crlbuilder.tokens import issued_certificates
+
+    with store.read() as r:
+        if not any(True for p in (tokenadopt.ISSUED, tokenadopt.REVOKED)
+                   for _ in r.applied_entries(p)):  # fmt: skip
+            return None
+    key = facts_key(cfg)
+    side = TokenSide(RecordDigest(key), StreamCipher(key))
+    if not cfg.crl.enabled or not cfg.tokens.issued:  # not the signer: it publishes nothing
+        return side
+    manifest = load_manifest(cfg.pki.manifest)
+    issuer = manifest.token_issuer
+    if issuer is None:
+        return side
+    opened: list[Signer] = []
+
+    def sign(issuer_id: str, serial: int, at: datetime, holder: bytes) -> str:
+        if not opened:
+            opened.append(load_signer(manifest.key_ref(issuer.key), manifest.path(issuer.cert)))
+        return tokenrevocation.sign(opened[0], issuer=issuer_id, serial=serial, at=at,
+                                    holder=holder)  # fmt: skip
+
+    certs = issued_certificates(Path(cfg.tokens.issued))
+    return dataclasses.replace(side, certificates=certs, sign=sign)
+
+
 def _stream_adopt(args: argparse.Namespace) -> int:
     from crlbuilder import streamadopt
     from crlbuilder.jetstream import Cluster, ClusterError, CredentialError
+    from crlbuilder.keys.signer import SignerError
     from crlbuilder.store.format import StoreFormatError
     from crlbuilder.store.lmdbstore import Store
     from crlbuilder.stream import StreamNames, current_feed_id, default_durable
@@ -584,11 +624,20 @@ def _stream_adopt(args: argparse.Namespace) -> int:
             return 1
         names = StreamNames(cfg.stream.name, cfg.stream.subject)
         try:
+            tokens = _adopt_tokens(cfg, store)
+        except (ConfigError, ManifestError, SignerError, OSError, ValueError) as e:
+            cluster.close()
+            print(f"{what}: error: {e}", file=sys.stderr)
+            return 2
+        try:
             current = current_feed_id(cluster, names.name)
             done = streamadopt.adopt(
                 store, cluster, names, cfg.stream.durable or default_durable(), current,
-                made_again=args.made_again, accept_behind=args.accept_behind,
+                made_again=args.made_again, accept_behind=args.accept_behind, tokens=tokens,
             )  # fmt: skip
+        except SignerError as e:
+            print(f"{what}: error: the token issuer's key cannot sign: {e}", file=sys.stderr)
+            return 2
         except streamadopt.AlreadyFollowed:
             print(f"{path}: already follows the record stream {names.name} as it stands: "
                   "nothing to do")  # fmt: skip
@@ -804,7 +853,9 @@ Checked first, each refused in one line (exit 2), the store left as it was:
   - this store's builder refused the new stream (exit 3, /readyz says so), or
     --made-again says it was made again (a builder that has not run since);
   - every record the store applied is on the new stream (their ids, read headers
-    only through this node's durable consumer): the history is all republished;
+    only through this node's durable consumer): the history is all republished; the
+    token records, which no record file holds, are published by the signer's adopt
+    (its store's, as applied; run it first): another node's adopt before it is refused;
   - the store stood at the old stream's end as its builder last saw it: a node
     behind would apply the rest dated by the republishing instant, as a rebuild
     does (start it from an adopted node's snapshot, or --accept-behind).
@@ -812,7 +863,9 @@ Reading the ids deletes this node's durable consumer (refused or not): its build
 makes it again at its start, from the store's sequence.
 Then, in one commit: the store follows the new stream at its sequence 0, the refusal
 is cleared, and the changes feed starts again (cursors of the old stream are answered
-410: parties resynchronise); one JSON line says what was done. A store already on the
+410: parties resynchronise); a token revocation release 1.5 published unsigned keeps
+the digest of its signed form read from the new stream; one JSON line says what was
+done. A store already on the
 stream as it stands: nothing done, one plain line "... already follows ...", exit 0.
 NATS unreachable: exit 1.""",
     )

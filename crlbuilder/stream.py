@@ -21,7 +21,8 @@ What a message is (`message`): one line of a record file, sealed (below), with h
   issuance, quarantined), and docs/records.md has the operator feed it again once what it
   needs is applied; the record id alone would have JetStream drop it for a day. A record
   applied already is skipped by every node's ``applied`` record ids, as from a file;
-- ``Jpki-Id``: the record id (a line with a readable one), for `crlbuilder.streamadopt`;
+- ``Jpki-Id``: the record id (a line with a readable one, a token record), for
+  `crlbuilder.streamadopt`;
 - ``Jpki-File``, ``Jpki-Line``: where the line was (the file's name, not its path), so a refusal
   is quarantined on every node as it would be from the file;
 - ``Jpki-End``: the last line of a batch: every ``batch_size`` lines of a file (the publisher's
@@ -197,7 +198,8 @@ def record_messages(records: list[Record], cipher: StreamCipher) -> list[Outgoin
         line = msgspec.json.encode(rec)
         msg_id = token_msg_id(rec.id, line)
         headers = {
-            H_ID: msg_id, H_FILE: TOKEN_SOURCE, H_LINE: str(n), release.HEADER: str(release.CURRENT),
+            H_ID: msg_id, H_RECORD: rec.id, H_FILE: TOKEN_SOURCE, H_LINE: str(n),
+            release.HEADER: str(release.CURRENT),
         }  # fmt: skip
         if n == len(records):
             headers[H_END] = "1"
@@ -208,6 +210,24 @@ def record_messages(records: list[Record], cipher: StreamCipher) -> list[Outgoin
 def token_msg_id(record_id: str, line: bytes) -> str:
     """The ``Nats-Msg-Id`` of a token record's message: its id and a digest of its bytes."""
     return f"{record_id}#{hashlib.sha256(line).hexdigest()[:32]}"
+
+
+def message_record_id(headers: dict[str, str]) -> str | None:
+    """The record id a message carries, from its headers only (None: a tick, or a line with no
+    readable id): its ``Jpki-Id``; else, from a publisher before that header, its message id (a
+    file's line: the record id), or a token record's message id's record id (`token_msg_id`,
+    from a signer before token records carried it)."""
+    if headers.get(H_TICK):
+        return None
+    rid = headers.get(H_RECORD)
+    if rid:
+        return rid
+    msg_id = headers.get(H_ID)
+    if not msg_id:
+        return None
+    if headers.get(H_FILE) == TOKEN_SOURCE:
+        return msg_id.partition("#")[0] or None
+    return msg_id
 
 
 def tick_message(at: datetime) -> Outgoing:

@@ -30,7 +30,11 @@ What is checked before anything is written (`refusal`, sans-I/O), each a one-lin
   under its id is refused and quarantined on every node, not skipped). A record the store
   holds and the stream lacks would
   stay on this node only, and nodes made from the stream would answer otherwise: the history
-  is not all republished yet;
+  is not all republished yet. The token records, which no record file holds, are published
+  by the signer's adopt (`TokenSide` with its certificates and key; run first), as its store
+  applied them (`crlbuilder.tokenadopt.held`), before it reads the stream's ids; a revocation
+  release 1.5 published unsigned counts as carried only in its signed form, its signature
+  checked (a node replaying the new stream refuses the unsigned one);
 - the store stood at the old stream's end as its builder last saw it (`META_STREAM_HEAD`):
   a node behind would apply the rest at the republishing instant, lapses dated by it as in
   a rebuild, and differ from the others (``--accept-behind`` when no node stood further);
@@ -39,22 +43,39 @@ What is checked before anything is written (`refusal`, sans-I/O), each a one-lin
 Then one commit (`Commit.adopt_feed`) names the new instance at sequence 0, clears the
 refusal and the old stream's head, and starts the changes feed again (its entries name
 the old stream's positions; a party's cursor of the old stream is answered 410 and the
-party resynchronises). Nothing else of the store changes.
+party resynchronises). Nothing else of the store changes, but for the digest kept beside the
+id of each token revocation release 1.5 published unsigned: that of its signed form as read
+from the new stream, its signature checked (`crlbuilder.tokenadopt.signed_digest`,
+`Commit.rekey_applied`), so the builder skips it as the record applied.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 import nats.errors
 import nats.js.errors
+from cryptography import x509
 from nats.js import api
 
+from crlbuilder import tokenadopt
+from crlbuilder.ingest import Located
 from crlbuilder.jetstream import Cluster, ClusterError
+from crlbuilder.model import Record
+from crlbuilder.recorddigest import RecordDigest
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
-from crlbuilder.stream import H_ID, H_RECORD, H_TICK, StreamNames, feed_id
+from crlbuilder.stream import (
+    Consumer,
+    StreamCipher,
+    StreamNames,
+    decode,
+    feed_id,
+    message_record_id,
+)
 
 FETCH: int = 1000
 """Messages asked for at once when reading the stream's record ids."""
@@ -115,6 +136,31 @@ class Adopted:
     node that stood at the old stream's end says the same."""
     changes_dropped: int
     """Entries of the changes feed of the old stream dropped (`Commit.adopt_feed`)."""
+    token_records_published: int = 0
+    """Token records the store applied that the new stream lacked, published by this adopt (the
+    signer's: `crlbuilder.tokenadopt.held`)."""
+    token_revocations_signed: int = 0
+    """Release 1.5's unsigned token revocations the store applied, whose id now keeps the digest
+    of their signed form read from the new stream (`crlbuilder.tokenadopt.signed_digest`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSide:
+    """What adopting a store that applied token records needs (`crlbuilder.tokenadopt`)."""
+
+    digests: RecordDigest
+    """The record digests (the facts key's), to tell what the store applied."""
+    cipher: StreamCipher
+    """To open a message read from the stream (a revocation's signed form)."""
+    certificates: dict[int, x509.Certificate] | None = None
+    """The signer's only: its token certificates (``tokens.issued``), by serial."""
+    sign: Callable[[str, int, datetime, bytes], str] | None = None
+    """The signer's only: signs a revocation by the token issuer's key (issuer, serial,
+    instant, holder: `crlbuilder.tokenrevocation.sign`)."""
+
+    @property
+    def signer(self) -> bool:
+        return self.certificates is not None and self.sign is not None
 
 
 class AdoptRefused(Exception):
@@ -170,23 +216,48 @@ def refusal(
     return None
 
 
-def missing_refusal(stream: str, missing: int, applied: int) -> str | None:
-    """Why records the store applied and the stream lacks forbid adopting it (None: none do)."""
+def missing_refusal(
+    stream: str, missing: int, applied: int, tokens: int = 0, unmade: int = 0
+) -> str | None:
+    """Why records the store applied and the stream lacks forbid adopting it (None: none do);
+    ``tokens`` of them token records (the signer's builder wrote them, no record file), of
+    which this (the signer's) adopt could not make ``unmade`` again."""
     if not missing:
         return None
     what = "record" if missing == 1 else "records"
-    return (
+    why = (
         f"{missing} {what} of the {applied} this store applied not on the record stream "
         f"{stream}: republish every record file first (crlbuilder publish; a record published "
         "twice is applied once), then adopt"
     )
+    if unmade:
+        return (
+            f"{why}; {unmade} of them token records this signer's store applied that it cannot "
+            "publish again as they were (a token's certificate missing from tokens.issued, or "
+            "another content than applied)"
+        )
+    if tokens:
+        return (
+            f"{why}; {tokens} of them token records, which the signer publishes again: adopt on "
+            "the signer's node first"
+        )
+    return why
 
 
-def stream_record_ids(cluster: Cluster, names: StreamNames, durable: str) -> tuple[bytes, set[str]]:
-    """The stream's `feed_id` and the message ids (record ids) of every message on it now,
-    ticks aside, read headers only through this node's durable consumer ``durable`` (the one
-    its credential may make: `crlbuilder.natsconfig`; its builder is stopped), which is
-    deleted after: the builder makes it again from the store's sequence."""
+def stream_record_ids(
+    cluster: Cluster,
+    names: StreamNames,
+    durable: str,
+    bodies: Collection[str] = (),
+    found: list[tuple[str, dict[str, str], bytes]] | None = None,
+) -> tuple[bytes, set[str]]:
+    """The stream's `feed_id` and the record ids of every message on it now, ticks aside
+    (`stream.message_record_id`), read headers only through this node's durable consumer
+    ``durable`` (the one its credential may make: `crlbuilder.natsconfig`; its builder is
+    stopped), which is deleted after: the builder makes it again from the store's sequence.
+    With ``bodies`` (record ids: release 1.5's unsigned token revocations the store holds,
+    `crlbuilder.tokenadopt`), payloads are read too, and each message of one of those ids is
+    appended to ``found`` (its id, headers, sealed payload)."""
 
     async def go() -> tuple[bytes, set[str]]:
         js = cluster.js
@@ -204,7 +275,7 @@ def stream_record_ids(cluster: Cluster, names: StreamNames, durable: str) -> tup
             durable_name=durable,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.NONE,
-            headers_only=True,
+            headers_only=not bodies,
             filter_subject=names.subject,
         )
         await js.add_consumer(names.name, cfg)
@@ -222,10 +293,11 @@ def stream_record_ids(cluster: Cluster, names: StreamNames, durable: str) -> tup
                 for m in msgs:
                     seen = max(seen, m.metadata.sequence.stream)
                     headers = m.headers or {}
-                    # the record id; an older publisher's message id was the record id
-                    rid = headers.get(H_RECORD) or headers.get(H_ID)
-                    if not headers.get(H_TICK) and rid:
+                    rid = message_record_id(headers)
+                    if rid:
                         ids.add(rid)
+                        if rid in bodies and found is not None:
+                            found.append((rid, dict(headers), bytes(m.data)))
             await sub.unsubscribe()
         finally:
             with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -247,6 +319,7 @@ def adopt(
     *,
     made_again: bool,
     accept_behind: bool = False,
+    tokens: TokenSide | None = None,
 ) -> Adopted:
     """Check (module docstring) and adopt the stream instance ``current`` (its `feed_id` as
     it stands) into ``store``, opened for writing (its lock: no builder runs); raises
@@ -256,20 +329,91 @@ def adopt(
     if why is not None:
         raise AdoptRefused(why)
     assert current is not None
-    read, on_stream = stream_record_ids(cluster, names, durable)
-    if read != current:
-        raise AdoptRefused(
-            f"the record stream {names.name} was made again while adopt read it: run it again"
-        )
+
+    def read(
+        bodies: Collection[str] = (),
+    ) -> tuple[set[str], list[tuple[str, dict[str, str], bytes]]]:
+        found: list[tuple[str, dict[str, str], bytes]] = []
+        feed, ids = stream_record_ids(cluster, names, durable, bodies, found)
+        if feed != current:
+            raise AdoptRefused(
+                f"the record stream {names.name} was made again while adopt read it: run it again"
+            )
+        return ids, found
+
     with store.read() as r:
-        applied = missing = 0
+        holds_tokens = any(True for _ in r.applied_entries(tokenadopt.ISSUED)) or any(
+            True for _ in r.applied_entries(tokenadopt.REVOKED)
+        )
+    published = unmade = 0
+    unsigned: dict[str, bytes] = {}
+    if holds_tokens and tokens is not None:
+        with store.read() as r:
+            unsigned = tokenadopt.unsigned(r, tokens.digests)
+        if tokens.signer:
+            # what the stream carries of them, read whole: a message under a token record's id
+            # that says otherwise (another publisher's, which every node refuses) does not
+            # stand for the record applied, which is published still
+            with store.read() as r:
+                kept = tokenadopt.kept_digests(r)
+            _, there = read(kept)
+            carried: set[str] = set()
+            with store.read() as r:
+                for rid, headers, payload in there:
+                    item = decode(headers, payload, tokens.cipher)
+                    if not isinstance(item, Located) or item.record.id != rid:
+                        continue
+                    digest = tokens.digests.of(item.record)
+                    if digest == kept[rid] or (
+                        rid in unsigned
+                        and tokenadopt.signed_digest(r, tokens.digests, item.record, kept[rid])
+                    ):
+                        carried.add(rid)
+            assert tokens.certificates is not None and tokens.sign is not None
+            with store.read() as r:
+                made = tokenadopt.held(
+                    r, tokens.digests, tokens.certificates, tokens.sign,
+                    skip=carried.__contains__,
+                )  # fmt: skip
+            unmade = made.unmade
+            if made.records:
+                publish(cluster, names, durable, tokens.cipher, made.records)
+                published = len(made.records)
+    on_stream, found = read(unsigned)
+    rekeyed: dict[str, bytes] = {}
+    if tokens is not None:
+        with store.read() as r:
+            for rid, headers, payload in found:
+                item = decode(headers, payload, tokens.cipher)
+                if rid in rekeyed or not isinstance(item, Located) or item.record.id != rid:
+                    continue
+                got = tokenadopt.signed_digest(r, tokens.digests, item.record, unsigned[rid])
+                if got is not None:
+                    rekeyed[rid] = got
+    with store.read() as r:
+        applied = missing = missing_tokens = 0
         for rid in r.applied_ids():
             applied += 1
-            missing += rid not in on_stream
+            # release 1.5's unsigned revocation: its signed form (the signer's adopt), checked,
+            # or a node replaying the new stream would refuse what this one applied
+            if rid not in on_stream or (rid in unsigned and rid not in rekeyed):
+                missing += 1
+                missing_tokens += tokenadopt.is_token_id(rid)
         to_apply = sum(r.applied(rid) is None for rid in on_stream)
-    why = missing_refusal(names.name, missing, applied)
+    why = missing_refusal(
+        names.name, missing, applied, missing_tokens if holds_tokens else 0, unmade
+    )
     if why is not None:
         raise AdoptRefused(why)
     with Commit(store) as c:  # the store held for writing since it was read: still ``side``
         dropped = c.adopt_feed(current)
-    return Adopted(names.name, side.seq, applied, to_apply, dropped)
+        for rid, digest in rekeyed.items():
+            c.rekey_applied(rid, digest)
+    return Adopted(names.name, side.seq, applied, to_apply, dropped, published, len(rekeyed))
+
+
+def publish(
+    cluster: Cluster, names: StreamNames, durable: str, cipher: StreamCipher, records: list[Record]
+) -> None:
+    """Publish token records as the signer's builder does (`Consumer.publish_records`)."""
+    Consumer(cluster, names, durable, cipher, create=False).publish_records(records)

@@ -249,6 +249,21 @@ def revoked_record_id(issuer: str, serial: int) -> str:
     return f"token-revoked:{issuer}:{serial:x}"
 
 
+def issued_certificates(issued: Path) -> dict[int, x509.Certificate]:
+    """The token certificates in the issued directory ``issued`` (``tokens.issued``), by serial
+    (a file that does not parse is left out; the names are request ids, not serials)."""
+    found: dict[int, x509.Certificate] = {}
+    if not issued.is_dir():
+        return found
+    for path in sorted(issued.glob("*.pem")):
+        try:
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        found[cert.serial_number] = cert
+    return found
+
+
 class TokenIssuer:
     """One build's work on tokens: issue the queued requests, revoke the withdrawn."""
 
@@ -508,18 +523,8 @@ class TokenIssuer:
         return len(out), missing
 
     def _issued_files(self) -> dict[int, x509.Certificate]:
-        """The token certificates in the issued directory, by serial (a file that does not
-        parse is left out; the names are request ids, not serials)."""
-        found: dict[int, x509.Certificate] = {}
-        if self.issued is None or not self.issued.is_dir():
-            return found
-        for path in sorted(self.issued.glob("*.pem")):
-            try:
-                cert = x509.load_pem_x509_certificate(path.read_bytes())
-            except (OSError, ValueError):
-                continue
-            found[cert.serial_number] = cert
-        return found
+        """The token certificates in the issued directory, by serial (`issued_certificates`)."""
+        return {} if self.issued is None else issued_certificates(self.issued)
 
     def revoke_withdrawn(self, now: int, report: TokenReport) -> None:
         """Revoke the good, unexpired tokens of parties no longer approved (the docstring)."""

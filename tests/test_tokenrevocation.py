@@ -244,18 +244,23 @@ def _stream_node(w: World) -> Applier:
     )  # fmt: skip
 
 
-def _feed(w: World, stream: list[Delivered], *, restart: bool) -> None:
+def _feed(w: World, stream: list[Delivered], *, restart: bool) -> int:
     """Apply ``stream`` to ``w``'s store as a node of the record stream does: batches cut by
     the publishers' end marks (`Batcher`), each applied by `Builder._stream_batch`; with
     ``restart``, by a new applier each (the node restarted between batches), and from the
-    sequence the store says it stands at."""
+    sequence the store says it stands at. Returns the records its appliers refused as read
+    too late (their summaries' ``refused_late``)."""
     applier = _stream_node(w)
+    used = [applier]
     with w.builder.store.read() as r:
         batcher = Batcher(after=r.stream_seq(), batch_size=MAX_BATCH)
     for d in stream:
         batch = batcher.add(d)
         if batch is not None:
-            w.builder._stream_batch(_stream_node(w) if restart else applier, batch)
+            if restart:
+                used.append(applier := _stream_node(w))
+            w.builder._stream_batch(applier, batch)
+    return sum(a.summary.late for a in used)  # the summary's refused_late
 
 
 def _quarantined(w: World) -> list[str]:
@@ -400,5 +405,95 @@ def test_a_move_outs_planned_date_is_bounded_from_the_streams_first_1_6_message(
             assert "past the calendar's end" in reasons[0]
             assert "days before the day the notice was made" in reasons[1]
         assert node_state(world.builder.store) == node_state(replay.builder.store)
+    finally:
+        replay.builder.close()
+
+
+def test_the_lateness_bound_is_written_from_the_streams_first_1_6_message(
+    world: World,  # noqa: F811
+    pki: tuple[Path, Manifest],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Rules 6 writes a lateness bound at each erasure past retention that erases anything
+    (`crlbuilder.lateness`, meta ``erased-state``) and refuses a record read too late by it;
+    release 1.5 wrote none and applied it. On the stream, an erasure at a tick before its first
+    1.6 message writes no bound, and an expired certificate's issuance read after it is applied
+    as the nodes of 1.5 applied it; an erasure at a tick after that message writes the bound,
+    and the same kind of issuance read after it is refused to the quarantine (``refused_late``),
+    whatever release its header claims. A node that applied the stream as it came (restarted
+    between batches) and one made later from the stream's start decide alike, byte for byte,
+    the bound the same."""
+    from crlbuilder import lateness
+    from crlbuilder.model import Family, Issuance, RequestReason, RevocationRequest
+
+    auth = next(i.id for i in world.manifest.issuers if i.family is Family.AUTH_CARD)
+    day = timedelta(days=1)
+
+    def cert(serial: int, not_before: datetime, not_after: datetime) -> Issuance:
+        return Issuance(
+            id=f"late-i{serial}", recorded_at=not_before, serial=serial, family=Family.AUTH_CARD,
+            issuer=auth, not_before=not_before, not_after=not_after,
+            holder=f"{serial:064x}",
+        )  # fmt: skip
+
+    def loss(serial: int, at: datetime) -> RevocationRequest:
+        return RevocationRequest(id=f"late-r{serial}", recorded_at=at, serial=serial,
+                                 issuer=auth, reason=RequestReason.LOSS)  # fmt: skip
+
+    def d(seq: int, rec: Record | None, rel: str | None, at: datetime) -> Delivered:
+        item = None if rec is None else Located(TOKEN_SOURCE, seq, rec)
+        return Delivered(seq=seq, item=item, at=at, end=True, pending=0, release=rel)
+
+    first, second = T0, T0 + 60 * day  # the two ticks' instants (the stream's clock)
+    stream = [
+        d(1, cert(1, T0 - 400 * day, T0 - 100 * day), OLD, first),
+        d(2, loss(1, T0 - 200 * day), OLD, first),  # due at the first tick (its period, its end)
+        d(3, None, OLD, first),  # release 1.5's tick: erases it, no bound
+        d(4, cert(2, T0 - 300 * day, T0 - 50 * day), OLD, first),  # expired: 1.5 applied it
+        d(5, cert(3, T0 - 20 * day, T0 + 30 * day), NEW, first),  # the feed's first 1.6
+        d(6, loss(3, T0 - 10 * day), NEW, first),  # due at the second tick only
+        d(7, None, NEW, second),  # erases it, and writes the bound
+        d(8, cert(4, T0 - 300 * day, T0 - 50 * day), NEW, second),  # read too late: refused
+        d(9, cert(5, T0 - 300 * day, T0 - 50 * day), OLD, second),  # whatever its header
+    ]
+    (tmp_path / "replay").mkdir()
+    replay = World(tmp_path / "replay", pki)
+    replay.builder.key = world.builder.key  # the nodes of one stream share the facts key
+    erased = [sf.META_ERASED]
+    try:
+        for w in (world, replay):  # every period 30 days: the erasures come within the test
+            cfg = w.builder.cfg
+            w.builder.cfg = msgspec.structs.replace(cfg, crl=msgspec.structs.replace(
+                cfg.crl, retention_days={f.value: 30 for f in Family},
+            ))  # fmt: skip
+        late = 0
+        for n in range(1, 5):  # live: the stream as it grew, up to before the 1.6 message
+            late += _feed(world, stream[:n], restart=True)
+        with world.builder.store.read() as r:
+            index = next(i.index for i in r.issuers() if i.id == auth)
+            gone, kept = r.status(sf.status_key(index, 1)), r.status(sf.status_key(index, 2))
+        assert gone is not None and gone.erased, "no erasure at release 1.5's tick"
+        assert dump_store(world.builder.store, meta=erased)["meta"] == [], "a bound before 1.6"
+        assert kept is not None and _quarantined(world) == [] and late == 0
+        for n in range(5, len(stream) + 1):
+            late += _feed(world, stream[:n], restart=True)
+        assert late == 2  # counted as refused_late
+        assert _feed(replay, stream, restart=False) == 2  # later, from the stream's start
+        for w in (world, replay):
+            with w.builder.store.read() as r:
+                st = {n: r.status(sf.status_key(index, n)) for n in (1, 2, 3, 4, 5)}
+                state = r.erased_state()
+            assert st[1] is not None and st[1].erased, "the first loss not erased at its tick"
+            assert st[3] is not None and st[3].erased, "the second loss not erased at its tick"
+            assert st[2] is not None, "an issuance read after 1.5's erasure was refused"
+            assert st[4] is None and st[5] is None, "an issuance read too late was applied"
+            assert state is not None and state.at == int(second.timestamp())
+            assert state.issued_before > int((T0 - 300 * day).timestamp())
+            assert _quarantined(w) == [lateness.LATE_ISSUANCE] * 2
+        live, again = (
+            (node_state(w.builder.store), dump_store(w.builder.store, meta=erased)["meta"])
+            for w in (world, replay)
+        )
+        assert live == again
     finally:
         replay.builder.close()

@@ -671,6 +671,18 @@ class LmdbReader(ReaderRules):
         for key in self._txn.cursor(db=self._dbs[sf.DB_APPLIED]).iternext(values=False):
             yield bytes(key).decode()
 
+    def applied_entries(self, prefix: str) -> Iterator[tuple[str, sf.Applied]]:
+        """The record ids this store applied that start with ``prefix``, in key order, each
+        with what is kept beside it (its commit and digest: `store.format.Applied`)."""
+        start = prefix.encode()
+        cur = self._txn.cursor(db=self._dbs[sf.DB_APPLIED])
+        if not cur.set_range(start):
+            return
+        for key, value in cur:
+            if not bytes(key).startswith(start):
+                return
+            yield bytes(key).decode(), sf.unpack_applied(bytes(value))
+
     def quarantined(self, key: bytes) -> int | None:
         db = self._dbs.get(sf.DB_QUARANTINE)
         raw = self._txn.get(key, db=db) if db is not None else None

@@ -595,6 +595,18 @@ class Commit(LmdbReader):
         self._delete(sf.DB_META, sf.META_STREAM_REFUSED, change=False)
         return dropped
 
+    def rekey_applied(self, record_id: str, digest: bytes) -> bool:
+        """Keep ``digest`` beside the applied record id ``record_id``, its commit unchanged
+        (`crlbuilder.tokenadopt`: release 1.5's unsigned token revocation, signed on a record
+        stream made again); False, nothing written, when the id is not applied. Node state: it
+        moves no commit."""
+        raw = self._txn.get(record_id.encode(), db=self._applied_db)
+        if raw is None:
+            return False
+        seq_u32 = bytes(raw[:4])
+        self._put(sf.DB_APPLIED, record_id.encode(), sf.pack_applied(seq_u32, digest), change=False)
+        return True
+
     def put_stream_seq(self, seq: int) -> None:
         """The record stream is applied up to ``seq`` (`META_STREAM_SEQ`): builder's state,
         written in the batch's transaction whether or not the batch changed anything."""
