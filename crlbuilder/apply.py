@@ -901,8 +901,8 @@ class Applier:
           one of the four recorded categories (earlier is refused, `_check_card`): the cascade
           record (Act §16-13, §35-13) covers it, at the card's instant;
         - for a card certificate, a change of the holder's resident record recorded at or after
-          ``not_before`` that took the family's certificates at once (Act §12, §31(1)(3), kept in
-          `store.format.DB_TAKEN`, `_taken_by`): it took this one too, when it was recorded;
+          ``not_before`` that took the family's certificates at once (Act §12, §31(1), (3), kept
+          in `store.format.DB_TAKEN`, `_taken_by`): it took this one too, when it was recorded;
         - for an auth-card certificate, a 30-day lapse (Act §31(2)) of a move-out notice of the
           holder's was written and takes it (`rules.lapse_revokes`: issued before the lapse fell
           due, outside a 国外転出届's window; the pending notice, or kept in
@@ -1013,8 +1013,8 @@ class Applier:
             raise Refused(f"not_after is later than the validity the rules allow ({cite})")
 
     def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> tuple[bytes, sf.StatusRecord]:
-        """A mobile certificate's card certificate must be the holder's, of the same kind (Act §16-2);
-        returns its key and status."""
+        """A mobile certificate's card certificate must be the holder's, of the same kind
+        (sign-mobile Act §16-2, auth-mobile §35-2); returns its key and status."""
         for k in b.c.holder_certs(holder, rec.family.card_family):
             if int.from_bytes(k[2:], "big") == rec.card_serial:
                 card = self._status(b, k)

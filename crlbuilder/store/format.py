@@ -105,7 +105,7 @@ MAX_MOVE_INS: Final = 8
 this many later move-ins of the holder is judged by those kept (and lapses, `docs/records.md`)."""
 DB_TAKEN: Final = b"taken"
 """The resident changes (異動) of each holder that took card certificates at once (Act §12,
-§31(1)(3)), and the 30-day lapses written (Act §31(2)), a JSON list of `Taken` under the holder
+§31(1), (3)), and the 30-day lapses written (Act §31(2)), a JSON list of `Taken` under the holder
 key, earliest first: an issuance record that arrives after the change or lapse that took its
 certificate is revoked by it, and a new auth-card certificate issued once a lapse fell due is
 no double issuance (Act §25) however late the lapse was written (`crlbuilder.apply`). At
