@@ -110,6 +110,7 @@ from crlbuilder import (
     lateness,
     outbox,
     recorddigest,
+    release,
     rules,
     tokencert,
     tokenrevocation,
@@ -308,6 +309,9 @@ class _Batch:
     unsigned_before: int = 0
     """The batch's first records among which a ``token-revoked`` may come without the token
     issuer's signature (`tokenrevocation.unsigned_before`)."""
+    rules7_before: int = 0
+    """The batch's first records judged by rules 6, before the record stream's first message of
+    release 1.7 (`release.RULES_7`): none once the store's flag is set, nor outside the stream."""
     index: int = 0
     """The position in the batch of the record being applied."""
 
@@ -319,6 +323,15 @@ class _Batch:
         judged it (an unsigned token revocation applied, a move-out's planned date not
         bounded), so that a node replaying the stream decides what the nodes of 1.5 did."""
         return self.index >= self.unsigned_before
+
+    @property
+    def rules7(self) -> bool:
+        """Whether the record being applied is judged by rules 7 (a mobile certificate bounded
+        by its card certificate alone, `Applier._check_validity`): outside the record stream, or
+        at or after the stream's first message of release 1.7 (the store's flag,
+        `crlbuilder.store.format.META_RULES7_FROM`); before it as rules 6 judged it, so that a
+        node replaying the stream decides what the nodes of 1.6 did."""
+        return self.index >= self.rules7_before
 
     @property
     def seq(self) -> int:
@@ -402,6 +415,7 @@ class Applier:
         *,
         stream_seq: int | None = None,
         token_signatures: tokenrevocation.TokenSignatures | None = None,
+        rules7: release.FirstOf | None = None,
     ) -> None:
         """Apply one batch in one write transaction (aborted if it changes nothing).
 
@@ -412,6 +426,9 @@ class Applier:
         flag (`Commit.put_token_signatures_from`) in the same transaction, and the records
         before it may be unsigned revocations unless the flag was set already. None (not the
         record stream): every revocation needs its signature.
+        ``rules7``: where the batch's first message of release 1.7 or later stands
+        (`crlbuilder.stream.rules7_from`): the same for rules 7 (`_Batch.rules7`, the store's
+        flag `Commit.put_rules7_from`); None (not the record stream): every record by rules 7.
         """
         rejected: list[tuple[Located | Rejected, str]] = []
         summary = self.summary
@@ -427,6 +444,10 @@ class Applier:
             )
             if token_signatures is not None and token_signatures.first is not None:
                 c.put_token_signatures_from(token_signatures.first)
+            if rules7 is not None and c.rules7_from() is None:
+                b.rules7_before = rules7.before
+                if rules7.first is not None:
+                    c.put_rules7_from(rules7.first)
             claim, keep, release, apply, digest_of = (
                 c.claim_applied,
                 c.keep_applied,
@@ -956,7 +977,15 @@ class Applier:
         ``renewal`` (the 6th birthday of Ord §13(1), §49(1)) must be borne out by the
         holder's previous certificate of the family: less than three months left on
         the day of issuance.
+
+        A mobile certificate, from rules 7 (`_Batch.rules7`), is bounded by its card
+        certificate's end alone (Act §16-4, §35-4: 個人番号カード用…電子証明書の有効期間の範囲内;
+        the seed Ordinance sets no period for mobiles, Ord §13 and §49 being the card
+        certificates'), which `_check_card` checks, and its ``renewal`` is not read; by rules 6
+        it was held to the birthday bound of its family's card certificates too.
         """
+        if rec.family.is_mobile and b.rules7:
+            return
         issued = rules.jst_date(rec.not_before)
         if rec.renewal and not any(
             rules.is_renewal(rules.jst_date(h.not_after), issued) for h in held

@@ -139,7 +139,11 @@ def validity_end(
          (Ord §13(2));
       3. the expiry of the card it is recorded on (Ord §13(3), §49(2)).
     Mobile certificates (Act §16-4, §35-4) additionally end no later than the
-    card certificate of the same kind they were issued against (``card_cert_end``).
+    card certificate of the same kind they were issued against (``card_cert_end``). For a
+    mobile certificate the birthday and card bounds are the card rule applied by analogy (the
+    demo population's, `crlbuilder.demo.synth`): the seed Ordinance sets no period for mobiles,
+    and the builder holds a mobile record to its card certificate's end alone (rules 7,
+    `crlbuilder.apply.Applier._check_validity`).
     """
     candidates = [nth_birthday_after(birth_date, issued, 6 if renewal else 5), card_expiry]
     if family.is_sign and auth_cert_end is not None:
@@ -169,7 +173,8 @@ def latest_validity_end(
     bound: Ord §13(1)/§49(1)'s 5th birthday after issuance, the 6th for a renewal
     (``renewal``: the previous certificate had less than three months left); for a
     sign-card certificate the end of the holder's valid auth-card certificate (Ord
-    §13(2)); for a mobile one its card certificate's end (Act §16-4, §35-4). Without
+    §13(2)); for a mobile one its card certificate's end (Act §16-4, §35-4), the builder's only
+    bound of a mobile record from rules 7 (`crlbuilder.apply.Applier._check_validity`). Without
     the birth date (auth certificates carry no facts) the n-th birthday after issuance
     is at the latest the day after the n-th anniversary of issuance.
     """

@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from crlbuilder import periods, release
+from crlbuilder.rules import end_of_day_utc
 from crlbuilder.store import format as sf
 from tests.orderperm import (
     Rec,
@@ -49,6 +50,9 @@ DIGESTS: dict[int, str] = {
     # 6 also made a token-revoked need the token issuer's signature, which the fixed
     # records here do not hold: this digest is the lateness and planned-date bounds'
     6: "92e7be6542722561124824e847b7b1723c2cca2730b9f75e0077659f35244509",
+    # 7 bounds a mobile certificate by its card certificate alone: the fixed records gained a
+    # holder's mobile certificates against a renewed card certificate (one refused by 6)
+    7: "6e8fd945db8bc97cb93384a96ed32bf53953c825ccec274611784c818447c6f4",
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
@@ -149,6 +153,29 @@ def rules_digest(world: World) -> str:
     with world.store.env.begin() as txn:
         for k, v in txn.cursor(db=world.store.dbs[sf.DB_APPLIED]):
             h.update(bytes(k) + b"\0" + bytes(v))
+    # mobile certificates against a renewed card certificate (the 6th birthday, Ord §13(1)),
+    # ending with it or later (from RULES 7 bounded by the card certificate alone, Act §16-4,
+    # §35-4), and a renewal claimed for a mobile one
+    holder, renew = "ab" * 32, (date(2028, 7, 1) - date(2024, 1, 10)).days
+    fifth, sixth = (end_of_day_utc(date(y, 9, 15)).isoformat() for y in (2028, 2033))
+    mobiles = world.apply([
+        {**issuance(9201, "sign-card-g1", holder, 0, not_after=fifth), "id": "rules-m1"},
+        {**issuance(9202, "auth-card-g1", holder, 0, not_after=fifth), "id": "rules-m2"},
+        *({"type": "revocation-request", "id": f"rules-m3-{n}", "recorded_at": ts(renew),
+           "serial": n, "issuer": i, "reason": "renewal"}
+          for n, i in ((9201, "sign-card-g1"), (9202, "auth-card-g1"))),
+        {**issuance(9207, "auth-card-g1", holder, renew + 0.005, not_after=sixth, renewal=True),
+         "id": "rules-m4"},
+        {**issuance(9203, "sign-card-g2", holder, renew + 0.01, not_after=sixth, renewal=True),
+         "id": "rules-m5"},
+        {**issuance(9204, "sign-mobile-g1", holder, renew + 1, not_after=sixth,
+                    card_serial=9203), "id": "rules-m6"},
+        {**issuance(9205, "auth-mobile-g1", holder, renew + 1, not_after=sixth,
+                    card_serial=9207, renewal=True), "id": "rules-m7"},
+    ])  # fmt: skip
+    refused = sorted((str(q["id"]), str(q["reason"])) for q in world.quarantined()
+                     if str(q["id"]).startswith("rules-m"))  # fmt: skip
+    h.update(msgspec.json.encode([mobiles.summary.applied, refused]))
     # the lapsed move-out notices the erasure past retention takes (`crlbuilder.lapsed`), with
     # a period shorter than the window sign-card certificates' validity, at instants around it,
     # and the kept changes, lapses and move-ins (`crlbuilder.keptfor`) around the ends of validity

@@ -1,8 +1,8 @@
 """Open findings of the adversarial read of the rules (report-aurules.md): each test states what
 the law (the seed texts) and DOMAIN.md ask of a record sequence, and is marked strict xfail
 because the builder decides otherwise today. A fix changes what the rules decide for records, so
-it needs a rules bump gated on the record stream as rules 6 is (`crlbuilder.release`,
-`apply._Batch.rules6`): then drop the marker. Each fails (XPASS) as soon as the behaviour moves,
+it needs a rules bump gated on the record stream as rules 6 and 7 are (`crlbuilder.release`,
+`apply._Batch.rules7`): then drop the marker. Each fails (XPASS) as soon as the behaviour moves,
 so none can silently go stale.
 """
 
@@ -29,26 +29,6 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 def _end(d: date) -> str:
     return rules.end_of_day_utc(d).isoformat()
-
-
-@pytest.mark.xfail(strict=True, reason="open: mobile validity bounded by Ord §13(1), not Act §16-4")
-def test_act_16_4_mobile_may_run_to_its_renewed_card_certificates_end(world: World) -> None:
-    """Act §16-4 (and §35-4) bound a mobile certificate's validity by its card certificate's, and
-    the seed Ordinance has no rule for mobiles (DOMAIN.md §3: follow the Act where it is silent).
-    The builder bounds a mobile by the 5th birthday after its own issuance (Ord §13(1), a card
-    rule), so a first sign-mobile certificate issued against a renewed sign-card (6th birthday,
-    2033-09-15) and ending with it is refused "(Act §16-4)", an article that allows it."""
-    world.apply([issuance(101, "sign-card-g1", H1, not_after=_end(date(2028, 9, 15)))])
-    renew = (date(2028, 7, 1) - T0.date()).days  # under three months before 2028-09-15
-    card_end = _end(date(2033, 9, 15))  # the 6th birthday after 2028-07-01 (FACTS: 09-15)
-    world.apply([
-        {"type": "revocation-request", "id": rid(), "recorded_at": ts(renew), "serial": 101,
-         "issuer": "sign-card-g1", "reason": "renewal"},
-        issuance(103, "sign-card-g2", H1, day=renew + 0.01, not_after=card_end, renewal=True),
-        issuance(104, "sign-mobile-g1", H1, day=renew + 1, not_after=card_end, card_serial=103),
-    ])  # fmt: skip
-    assert world.quarantined() == []  # today: "... the validity the rules allow (Act §16-4)"
-    assert not world.status("sign-mobile-g1", 104).revoked
 
 
 @pytest.mark.xfail(strict=True, reason="open: a loss of effect in notAfter's own second dropped")
