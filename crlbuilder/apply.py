@@ -327,7 +327,8 @@ class _Batch:
     @property
     def rules7(self) -> bool:
         """Whether the record being applied is judged by rules 7 (a mobile certificate bounded
-        by its card certificate alone, `Applier._check_validity`): outside the record stream, or
+        by its card certificate alone, `Applier._check_validity`; a certificate in effect through
+        its notAfter's own second, `rules.in_effect_at`): outside the record stream, or
         at or after the stream's first message of release 1.7 (the store's flag,
         `crlbuilder.store.format.META_RULES7_FROM`); before it as rules 6 judged it, so that a
         node replaying the stream decides what the nodes of 1.6 did."""
@@ -508,7 +509,7 @@ class Applier:
         before = sum(self.summary.revocations.values())
         with Commit(self.store, self.clock) as c:
             c.group = self.group
-            b = _Batch(c)
+            b = _Batch(c, rules7_before=self._rules7_before(c))
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
             if c.changed:
@@ -516,6 +517,12 @@ class Applier:
                 self.summary.commits += 1
         self.deliver()
         return sum(self.summary.revocations.values()) - before
+
+    def _rules7_before(self, c: Commit) -> int:
+        """`_Batch.rules7_before` of a batch that applies no record (a lapse sweep): on the
+        record stream (``token_records``), rules 6 until the store's flag is set
+        (`Commit.rules7_from`), as every node of the stream judges there; else rules 7."""
+        return 1 if self.token_records and c.rules7_from() is None else 0
 
     def erase_past_retention(
         self,
@@ -899,7 +906,7 @@ class Applier:
                 for t in taken
                 if t.lapse_due
                 and _takes(t, Family.AUTH_CARD, card.not_before)
-                and card.not_after > t.lapse_due
+                and rules.in_effect_at(card.not_after, t.lapse_due, through=b.rules7)
                 and not (card.revoked and card.revoked_at < t.lapse_due)
             )
         return sorted(dues)
@@ -1072,7 +1079,12 @@ class Applier:
         recorded_at: datetime,
         st: sf.StatusRecord | None = None,
     ) -> bool:
-        """Revoke one certificate at ``at`` unless it already lost effect; cascade to mobile."""
+        """Revoke one certificate at ``at`` unless it already lost effect; cascade to mobile.
+
+        A certificate is in effect through its notAfter (RFC 5280 §4.1.2.5; Ord §13, §49: to the
+        end of its last day, whose 23:59:59 JST is notAfter), so a loss of effect in that very
+        second takes it (rules 7, as `rules.double_issuance` counts it valid then); rules 6 held
+        it expired from that second (`_Batch.rules7`)."""
         if st is None:
             st = self._status(b, key)
         family = st.family_enum
@@ -1082,7 +1094,7 @@ class Applier:
                 "(it has no such article in the Act)"
             )
         t = epoch(at)
-        if st.revoked or st.not_after <= t:
+        if st.revoked or not rules.in_effect_at(st.not_after, t, through=b.rules7):
             return False
         b.c.revoke(
             key, st, category=category.code, reason=int(reason), at=t,
@@ -1354,7 +1366,7 @@ class Applier:
         for key, st in b.c.statuses(meta.index):
             if rules.compromise_revokes(
                 cert_issuer=rec.issuer, compromised_issuer=meta.id,
-                not_after=from_epoch(st.not_after), at=rec.recorded_at,
+                not_after=from_epoch(st.not_after), at=rec.recorded_at, through=b.rules7,
             ) and not st.revoked:  # fmt: skip
                 # a certificate dated to begin after the compromise was signed by that key
                 # all the same (its issuance record came first): it is never good either

@@ -81,7 +81,10 @@ signer's messages instead.
 §35-4; the seed Ordinance sets no period for mobiles), no longer also by the 5th birthday after
 its own issuance (6th on a borne-out ``renewal``), a card rule (Ord §13(1), §49(1)): a mobile
 certificate issued against a renewed card certificate and ending with it is applied, where a
-node of rules 6 refused it. On the record stream from its first message of release 1.7
+node of rules 6 refused it; and a certificate is in effect through its notAfter's own second
+(RFC 5280 §4.1.2.5; Ord §13: to the end of its last day), so a loss of effect recorded in it (a
+request, a change, a lapse, a compromise, a cascade) takes it, where rules 6 held it expired
+(`rules.in_effect_at`). On the record stream from its first message of release 1.7
 (`RULES_7`, a flag in the store, `crlbuilder.store.format.META_RULES7_FROM`, set in that
 message's batch, as rules 6's): a node replaying the stream judges what comes before it as
 rules 6 did."""

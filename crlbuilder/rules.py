@@ -417,16 +417,31 @@ def cascade(card_family: Family, card_category: Category) -> tuple[Family, Categ
     return card_family.mobile_family, category, category.default_reason
 
 
+def in_effect_at(not_after: int, t: int, *, through: bool = True) -> bool:
+    """Whether a certificate ending at ``not_after`` has not expired at ``t`` (epoch seconds).
+
+    Its validity runs through notAfter (RFC 5280 §4.1.2.5: inclusive; Ord §13, §49: to the end
+    of the last day, 発行の日から…日までとする, whose 23:59:59 JST is notAfter), so a loss of
+    effect recorded in that second still takes it (``through``, rules 7; `double_issuance`
+    counts it valid then too). Without ``through`` (rules 6), expired from that second."""
+    return t <= not_after if through else t < not_after
+
+
 def compromise_revokes(
-    *, cert_issuer: str, compromised_issuer: str, not_after: datetime, at: datetime
+    *,
+    cert_issuer: str,
+    compromised_issuer: str,
+    not_after: datetime,
+    at: datetime,
+    through: bool = True,
 ) -> bool:
     """Whether an issuing-key compromise (Act §14, §16-12, §33, §35-12) revokes a certificate.
 
     Every certificate the compromised key generation signed, and only those,
     loses effect when the compromise is recorded; an already expired one has no
-    effect left to lose.
+    effect left to lose (`in_effect_at`: ``through`` its notAfter's second, rules 7).
     """
-    return cert_issuer == compromised_issuer and not_after > at
+    return cert_issuer == compromised_issuer and (at <= not_after if through else at < not_after)
 
 
 class HeldCert(NamedTuple):

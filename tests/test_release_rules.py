@@ -50,9 +50,10 @@ DIGESTS: dict[int, str] = {
     # 6 also made a token-revoked need the token issuer's signature, which the fixed
     # records here do not hold: this digest is the lateness and planned-date bounds'
     6: "92e7be6542722561124824e847b7b1723c2cca2730b9f75e0077659f35244509",
-    # 7 bounds a mobile certificate by its card certificate alone: the fixed records gained a
-    # holder's mobile certificates against a renewed card certificate (one refused by 6)
-    7: "6e8fd945db8bc97cb93384a96ed32bf53953c825ccec274611784c818447c6f4",
+    # 7 bounds a mobile certificate by its card certificate alone, and takes a certificate
+    # in its notAfter's own second: the fixed records gained a holder's mobile certificates
+    # against renewed card certificates (refused by 6) and a request in a last second
+    7: "a8489d275c74d590254138d894fa38356b0fc443f66d9a2c80d2a23312adc880",
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
@@ -176,6 +177,20 @@ def rules_digest(world: World) -> str:
     refused = sorted((str(q["id"]), str(q["reason"])) for q in world.quarantined()
                      if str(q["id"]).startswith("rules-m"))  # fmt: skip
     h.update(msgspec.json.encode([mobiles.summary.applied, refused]))
+    # a request recorded in a certificate's last second: from RULES 7 it takes it (in effect
+    # through its notAfter) and its mobile one (Act §35-13)
+    holder = "ac" * 32
+    world.apply([
+        {**issuance(9301, "auth-card-g1", holder, 0, not_after=ts(100)), "id": "rules-s1"},
+        {**issuance(9302, "auth-mobile-g1", holder, 0.5, not_after=ts(100), card_serial=9301),
+         "id": "rules-s2"},
+        {"type": "revocation-request", "id": "rules-s3", "recorded_at": ts(100),
+         "serial": 9301, "issuer": "auth-card-g1", "reason": "application"},
+    ])  # fmt: skip
+    h.update(msgspec.json.encode([
+        [st.state, st.category, st.revoked_at]
+        for st in (world.status("auth-card-g1", 9301), world.status("auth-mobile-g1", 9302))
+    ]))  # fmt: skip
     # the lapsed move-out notices the erasure past retention takes (`crlbuilder.lapsed`), with
     # a period shorter than the window sign-card certificates' validity, at instants around it,
     # and the kept changes, lapses and move-ins (`crlbuilder.keptfor`) around the ends of validity

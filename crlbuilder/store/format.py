@@ -234,7 +234,8 @@ META_RULES7_FROM: Final = b"rules7-from"
 """u64: the record stream sequence of the stream's first message written by release 1.7 or later
 (`crlbuilder.release.RULES_7`), set in that message's batch's transaction and never moved or
 deleted after, as `META_TOKEN_SIGNATURES`: from it on, the records are judged by rules 7 (a
-mobile certificate bounded by its card certificate alone, `crlbuilder.apply._Batch.rules7`);
+mobile certificate bounded by its card certificate alone, a certificate in effect through its
+notAfter's own second: `crlbuilder.apply._Batch.rules7`; the lapse sweeps too);
 before it as rules 6 judged them. Every node of one stream sets it at the same message. Absent
 from a store fed by no stream (its builder applies rules 7 from its upgrade)."""
 META_RETENTION: Final = b"retention"
