@@ -110,6 +110,7 @@ from crlbuilder import (
     lateness,
     outbox,
     recorddigest,
+    release,
     rules,
     tokencert,
     tokenrevocation,
@@ -308,6 +309,9 @@ class _Batch:
     unsigned_before: int = 0
     """The batch's first records among which a ``token-revoked`` may come without the token
     issuer's signature (`tokenrevocation.unsigned_before`)."""
+    rules7_before: int = 0
+    """The batch's first records judged by rules 6, before the record stream's first message of
+    release 1.7 (`release.RULES_7`): none once the store's flag is set, nor outside the stream."""
     index: int = 0
     """The position in the batch of the record being applied."""
 
@@ -319,6 +323,16 @@ class _Batch:
         judged it (an unsigned token revocation applied, a move-out's planned date not
         bounded), so that a node replaying the stream decides what the nodes of 1.5 did."""
         return self.index >= self.unsigned_before
+
+    @property
+    def rules7(self) -> bool:
+        """Whether the record being applied is judged by rules 7 (a mobile certificate bounded
+        by its card certificate alone, `Applier._check_validity`; a certificate in effect through
+        its notAfter's own second, `rules.in_effect_at`): outside the record stream, or
+        at or after the stream's first message of release 1.7 (the store's flag,
+        `crlbuilder.store.format.META_RULES7_FROM`); before it as rules 6 judged it, so that a
+        node replaying the stream decides what the nodes of 1.6 did."""
+        return self.index >= self.rules7_before
 
     @property
     def seq(self) -> int:
@@ -402,6 +416,7 @@ class Applier:
         *,
         stream_seq: int | None = None,
         token_signatures: tokenrevocation.TokenSignatures | None = None,
+        rules7: release.FirstOf | None = None,
     ) -> None:
         """Apply one batch in one write transaction (aborted if it changes nothing).
 
@@ -412,6 +427,9 @@ class Applier:
         flag (`Commit.put_token_signatures_from`) in the same transaction, and the records
         before it may be unsigned revocations unless the flag was set already. None (not the
         record stream): every revocation needs its signature.
+        ``rules7``: where the batch's first message of release 1.7 or later stands
+        (`crlbuilder.stream.rules7_from`): the same for rules 7 (`_Batch.rules7`, the store's
+        flag `Commit.put_rules7_from`); None (not the record stream): every record by rules 7.
         """
         rejected: list[tuple[Located | Rejected, str]] = []
         summary = self.summary
@@ -427,6 +445,10 @@ class Applier:
             )
             if token_signatures is not None and token_signatures.first is not None:
                 c.put_token_signatures_from(token_signatures.first)
+            if rules7 is not None and c.rules7_from() is None:
+                b.rules7_before = rules7.before
+                if rules7.first is not None:
+                    c.put_rules7_from(rules7.first)
             claim, keep, release, apply, digest_of = (
                 c.claim_applied,
                 c.keep_applied,
@@ -487,7 +509,7 @@ class Applier:
         before = sum(self.summary.revocations.values())
         with Commit(self.store, self.clock) as c:
             c.group = self.group
-            b = _Batch(c)
+            b = _Batch(c, rules7_before=self._rules7_before(c))
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
             if c.changed:
@@ -495,6 +517,12 @@ class Applier:
                 self.summary.commits += 1
         self.deliver()
         return sum(self.summary.revocations.values()) - before
+
+    def _rules7_before(self, c: Commit) -> int:
+        """`_Batch.rules7_before` of a batch that applies no record (a lapse sweep): on the
+        record stream (``token_records``), rules 6 until the store's flag is set
+        (`Commit.rules7_from`), as every node of the stream judges there; else rules 7."""
+        return 1 if self.token_records and c.rules7_from() is None else 0
 
     def erase_past_retention(
         self,
@@ -878,7 +906,7 @@ class Applier:
                 for t in taken
                 if t.lapse_due
                 and _takes(t, Family.AUTH_CARD, card.not_before)
-                and card.not_after > t.lapse_due
+                and rules.in_effect_at(card.not_after, t.lapse_due, through=b.rules7)
                 and not (card.revoked and card.revoked_at < t.lapse_due)
             )
         return sorted(dues)
@@ -901,8 +929,8 @@ class Applier:
           one of the four recorded categories (earlier is refused, `_check_card`): the cascade
           record (Act §16-13, §35-13) covers it, at the card's instant;
         - for a card certificate, a change of the holder's resident record recorded at or after
-          ``not_before`` that took the family's certificates at once (Act §12, §31(1)(3), kept in
-          `store.format.DB_TAKEN`, `_taken_by`): it took this one too, when it was recorded;
+          ``not_before`` that took the family's certificates at once (Act §12, §31(1), (3), kept
+          in `store.format.DB_TAKEN`, `_taken_by`): it took this one too, when it was recorded;
         - for an auth-card certificate, a 30-day lapse (Act §31(2)) of a move-out notice of the
           holder's was written and takes it (`rules.lapse_revokes`: issued before the lapse fell
           due, outside a 国外転出届's window; the pending notice, or kept in
@@ -956,7 +984,15 @@ class Applier:
         ``renewal`` (the 6th birthday of Ord §13(1), §49(1)) must be borne out by the
         holder's previous certificate of the family: less than three months left on
         the day of issuance.
+
+        A mobile certificate, from rules 7 (`_Batch.rules7`), is bounded by its card
+        certificate's end alone (Act §16-4, §35-4: 個人番号カード用…電子証明書の有効期間の範囲内;
+        the seed Ordinance sets no period for mobiles, Ord §13 and §49 being the card
+        certificates'), which `_check_card` checks, and its ``renewal`` is not read; by rules 6
+        it was held to the birthday bound of its family's card certificates too.
         """
+        if rec.family.is_mobile and b.rules7:
+            return
         issued = rules.jst_date(rec.not_before)
         if rec.renewal and not any(
             rules.is_renewal(rules.jst_date(h.not_after), issued) for h in held
@@ -1013,8 +1049,8 @@ class Applier:
             raise Refused(f"not_after is later than the validity the rules allow ({cite})")
 
     def _check_card(self, b: _Batch, holder: bytes, rec: Issuance) -> tuple[bytes, sf.StatusRecord]:
-        """A mobile certificate's card certificate must be the holder's, of the same kind (Act §16-2);
-        returns its key and status."""
+        """A mobile certificate's card certificate must be the holder's, of the same kind
+        (sign-mobile Act §16-2, auth-mobile §35-2); returns its key and status."""
         for k in b.c.holder_certs(holder, rec.family.card_family):
             if int.from_bytes(k[2:], "big") == rec.card_serial:
                 card = self._status(b, k)
@@ -1043,7 +1079,12 @@ class Applier:
         recorded_at: datetime,
         st: sf.StatusRecord | None = None,
     ) -> bool:
-        """Revoke one certificate at ``at`` unless it already lost effect; cascade to mobile."""
+        """Revoke one certificate at ``at`` unless it already lost effect; cascade to mobile.
+
+        A certificate is in effect through its notAfter (RFC 5280 §4.1.2.5; Ord §13, §49: to the
+        end of its last day, whose 23:59:59 JST is notAfter), so a loss of effect in that very
+        second takes it (rules 7, as `rules.double_issuance` counts it valid then); rules 6 held
+        it expired from that second (`_Batch.rules7`)."""
         if st is None:
             st = self._status(b, key)
         family = st.family_enum
@@ -1053,7 +1094,7 @@ class Applier:
                 "(it has no such article in the Act)"
             )
         t = epoch(at)
-        if st.revoked or st.not_after <= t:
+        if st.revoked or not rules.in_effect_at(st.not_after, t, through=b.rules7):
             return False
         b.c.revoke(
             key, st, category=category.code, reason=int(reason), at=t,
@@ -1325,7 +1366,7 @@ class Applier:
         for key, st in b.c.statuses(meta.index):
             if rules.compromise_revokes(
                 cert_issuer=rec.issuer, compromised_issuer=meta.id,
-                not_after=from_epoch(st.not_after), at=rec.recorded_at,
+                not_after=from_epoch(st.not_after), at=rec.recorded_at, through=b.rules7,
             ) and not st.revoked:  # fmt: skip
                 # a certificate dated to begin after the compromise was signed by that key
                 # all the same (its issuance record came first): it is never good either

@@ -74,7 +74,14 @@ from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
-from crlbuilder.stream import MAX_BATCH, Batcher, Consumer, Delivered, token_signatures
+from crlbuilder.stream import (
+    MAX_BATCH,
+    Batcher,
+    Consumer,
+    Delivered,
+    rules7_from,
+    token_signatures,
+)
 from crlbuilder.stream import refusal as stream_refusal
 from crlbuilder.tokens import TokenIssuer, TokenReport
 from crlbuilder.verifiers import ConsentVerifiers, RegistryReadError, Verifiers
@@ -1055,8 +1062,9 @@ class Builder:
                 self._erase(applier, at, stream=True)
             items = [d.item for d in batch if d.item is not None]
             applier.commit(
-                items, stream_seq=batch[-1].seq, token_signatures=token_signatures(batch)
-            )
+                items, stream_seq=batch[-1].seq, token_signatures=token_signatures(batch),
+                rules7=rules7_from(batch),
+            )  # fmt: skip
         finally:
             applier.group = None
 

@@ -10,7 +10,7 @@ first erasure past retention at or after its instant here (`crlbuilder.apply.App
 
 Who reads an entry, from `crlbuilder.apply`:
 
-- a change (異動, Act §12, §31(1)(3)) recorded at ``at``: the issuance record of a card
+- a change (異動, Act §12, §31(1), (3)) recorded at ``at``: the issuance record of a card
   certificate issued no later (`_lost_before_its_record`, revoked at ``at``), and the
   double-issuance check (二重発行の禁止, Act §6, §25) of a new certificate while one it took is
   held (`_lost_effect_by`);

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 HEADER: Final = "Jpki-Release"
 """The header of a record stream message naming the release that published it."""
@@ -41,7 +41,7 @@ STORE_FORMAT: Final = 1
 """The store's format version (`crlbuilder.store.format.FORMAT_VERSION`, whose module says what
 it covers); a bump is a new release too."""
 
-RULES: Final = 6
+RULES: Final = 7
 """This build's rules version; bump it with any change named above (and say here what changed):
 tests/test_release_rules.py keeps a digest of what the rules make of fixed records per value
 and fails when it moves under the same one.
@@ -76,7 +76,18 @@ store, `crlbuilder.store.format.META_TOKEN_SIGNATURES`, set in that message's ba
 an unsigned one is applied as release 5 applied it (its signer wrote none), so a node replaying
 the stream from its start revokes what the nodes of release 5 revoked. A node of release 5
 would quarantine a signed one as bearing an unknown field: it stops before the release 6
-signer's messages instead."""
+signer's messages instead.
+7: a mobile certificate's issuance is bounded by its card certificate's end alone (Act §16-4,
+§35-4; the seed Ordinance sets no period for mobiles), no longer also by the 5th birthday after
+its own issuance (6th on a borne-out ``renewal``), a card rule (Ord §13(1), §49(1)): a mobile
+certificate issued against a renewed card certificate and ending with it is applied, where a
+node of rules 6 refused it; and a certificate is in effect through its notAfter's own second
+(RFC 5280 §4.1.2.5; Ord §13: to the end of its last day), so a loss of effect recorded in it (a
+request, a change, a lapse, a compromise, a cascade) takes it, where rules 6 held it expired
+(`rules.in_effect_at`). On the record stream from its first message of release 1.7
+(`RULES_7`, a flag in the store, `crlbuilder.store.format.META_RULES7_FROM`, set in that
+message's batch, as rules 6's): a node replaying the stream judges what comes before it as
+rules 6 did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +115,23 @@ SIGNS_TOKEN_REVOCATIONS: Final = Release(1, 6)
 of the record stream written by it or a later one tells every node that the stream's signer
 signs them, and from that message on an unsigned revocation is refused
 (`crlbuilder.stream.token_signatures`)."""
+
+RULES_7: Final = Release(1, 7)
+"""The first release of rules 7: a message of the record stream written by it or a later one
+tells every node that the stream's publishers apply rules 7, and from that message on the
+records are judged by them (`crlbuilder.stream.first_of`, `crlbuilder.apply._Batch.rules7`)."""
+
+
+class FirstOf(NamedTuple):
+    """Where, in one batch of the record stream, the first message written by a given release
+    or a later one stands (`crlbuilder.stream.first_of`)."""
+
+    before: int
+    """The batch's records (ticks left out) before that message: judged as the releases before
+    it judged them, unless the store's flag for it is set already."""
+    first: int | None
+    """That message's stream sequence, which sets the store's flag; None: the batch has none."""
+
 
 BEFORE: Final = Release(1, 1)
 """The release of a message or snapshot that names none (written before the header)."""

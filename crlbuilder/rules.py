@@ -139,7 +139,11 @@ def validity_end(
          (Ord §13(2));
       3. the expiry of the card it is recorded on (Ord §13(3), §49(2)).
     Mobile certificates (Act §16-4, §35-4) additionally end no later than the
-    card certificate of the same kind they were issued against (``card_cert_end``).
+    card certificate of the same kind they were issued against (``card_cert_end``). For a
+    mobile certificate the birthday and card bounds are the card rule applied by analogy (the
+    demo population's, `crlbuilder.demo.synth`): the seed Ordinance sets no period for mobiles,
+    and the builder holds a mobile record to its card certificate's end alone (rules 7,
+    `crlbuilder.apply.Applier._check_validity`).
     """
     candidates = [nth_birthday_after(birth_date, issued, 6 if renewal else 5), card_expiry]
     if family.is_sign and auth_cert_end is not None:
@@ -169,7 +173,8 @@ def latest_validity_end(
     bound: Ord §13(1)/§49(1)'s 5th birthday after issuance, the 6th for a renewal
     (``renewal``: the previous certificate had less than three months left); for a
     sign-card certificate the end of the holder's valid auth-card certificate (Ord
-    §13(2)); for a mobile one its card certificate's end (Act §16-4, §35-4). Without
+    §13(2)); for a mobile one its card certificate's end (Act §16-4, §35-4), the builder's only
+    bound of a mobile record from rules 7 (`crlbuilder.apply.Applier._check_validity`). Without
     the birth date (auth certificates carry no facts) the n-th birthday after issuance
     is at the latest the day after the n-th anniversary of issuance.
     """
@@ -412,16 +417,31 @@ def cascade(card_family: Family, card_category: Category) -> tuple[Family, Categ
     return card_family.mobile_family, category, category.default_reason
 
 
+def in_effect_at(not_after: int, t: int, *, through: bool = True) -> bool:
+    """Whether a certificate ending at ``not_after`` has not expired at ``t`` (epoch seconds).
+
+    Its validity runs through notAfter (RFC 5280 §4.1.2.5: inclusive; Ord §13, §49: to the end
+    of the last day, 発行の日から…日までとする, whose 23:59:59 JST is notAfter), so a loss of
+    effect recorded in that second still takes it (``through``, rules 7; `double_issuance`
+    counts it valid then too). Without ``through`` (rules 6), expired from that second."""
+    return t <= not_after if through else t < not_after
+
+
 def compromise_revokes(
-    *, cert_issuer: str, compromised_issuer: str, not_after: datetime, at: datetime
+    *,
+    cert_issuer: str,
+    compromised_issuer: str,
+    not_after: datetime,
+    at: datetime,
+    through: bool = True,
 ) -> bool:
     """Whether an issuing-key compromise (Act §14, §16-12, §33, §35-12) revokes a certificate.
 
     Every certificate the compromised key generation signed, and only those,
     loses effect when the compromise is recorded; an already expired one has no
-    effect left to lose.
+    effect left to lose (`in_effect_at`: ``through`` its notAfter's second, rules 7).
     """
-    return cert_issuer == compromised_issuer and not_after > at
+    return cert_issuer == compromised_issuer and (at <= not_after if through else at < not_after)
 
 
 class HeldCert(NamedTuple):

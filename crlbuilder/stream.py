@@ -30,7 +30,9 @@ What a message is (`message`): one line of a record file, sealed (below), with h
 - ``Jpki-Release``: the release of the publisher (`crlbuilder.release`), on ticks too: a node of
   an older release stops before a batch that holds a message of a newer one (upgrade order:
   docs/operations.md); the stream's first message of release 1.6 or later sets a flag in every
-  node's store, from which an unsigned token revocation is refused (`token_signatures`).
+  node's store, from which an unsigned token revocation is refused (`token_signatures`), and
+  its first message of release 1.7 or later another, from which records are judged by rules 7
+  (`rules7_from`).
 
 Batches follow the stream, not the timing (`Batcher`): a node commits one LMDB transaction
 per batch, cut where the publisher marked an end (or after ``batch_size`` unmarked lines),
@@ -293,25 +295,37 @@ def refusal(batch: list[Delivered]) -> str | None:
     return None
 
 
-def token_signatures(batch: list[Delivered]) -> TokenSignatures:
-    """Where ``batch``'s first message written by a release that signs token revocations
-    (`release.SIGNS_TOKEN_REVOCATIONS` or later, a tick as a record: the message's
-    ``Jpki-Release``) stands. The stream's order, not its batches, decides: two nodes that
-    cut the stream otherwise judge each record alike. An unreadable release does not sign (a
-    batch holding one is refused before, `refusal`)."""
+def first_of(batch: list[Delivered], first: release.Release) -> release.FirstOf:
+    """Where ``batch``'s first message written by release ``first`` or a later one (a tick as a
+    record: the message's ``Jpki-Release``) stands. The stream's order, not its batches,
+    decides: two nodes that cut the stream otherwise judge each record alike. An unreadable
+    release is not that one (a batch holding one is refused before, `refusal`)."""
     records = 0
     older: set[str | None] = set()  # a batch's messages mostly name one release: judged once
     for d in batch:
         if d.release not in older:
             try:
-                signs = not release.SIGNS_TOKEN_REVOCATIONS.newer_than(release.parse(d.release))
+                met = not first.newer_than(release.parse(d.release))
             except release.ReleaseError:
-                signs = False
-            if signs:
-                return TokenSignatures(records, d.seq)
+                met = False
+            if met:
+                return release.FirstOf(records, d.seq)
             older.add(d.release)
         records += d.item is not None
-    return TokenSignatures(records, None)
+    return release.FirstOf(records, None)
+
+
+def token_signatures(batch: list[Delivered]) -> TokenSignatures:
+    """Where ``batch``'s first message written by a release that signs token revocations
+    (`release.SIGNS_TOKEN_REVOCATIONS` or later: `first_of`) stands."""
+    where = first_of(batch, release.SIGNS_TOKEN_REVOCATIONS)
+    return TokenSignatures(where.before, where.first)
+
+
+def rules7_from(batch: list[Delivered]) -> release.FirstOf:
+    """Where ``batch``'s first message of release 1.7 or later (`release.RULES_7`: `first_of`)
+    stands: the records from it on are judged by rules 7."""
+    return first_of(batch, release.RULES_7)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """A record that made certificates lose effect covers them whatever order the records arrive in:
 an issuance record read after it is never good (Act §14, §16-12, §33, §35-12 cover every
 certificate the compromised key signed; Act §16-13, §35-13 every mobile certificate of a holder
-whose card certificate lost effect; Act §12, §31(1)(3) every card certificate issued no later than
+whose card certificate lost effect; Act §12, §31(1), (3) every card certificate issued no later than
 the resident change, and none issued after it)."""
 
 from __future__ import annotations

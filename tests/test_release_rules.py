@@ -19,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from crlbuilder import periods, release
+from crlbuilder.rules import end_of_day_utc
 from crlbuilder.store import format as sf
 from tests.orderperm import (
     Rec,
@@ -49,6 +50,10 @@ DIGESTS: dict[int, str] = {
     # 6 also made a token-revoked need the token issuer's signature, which the fixed
     # records here do not hold: this digest is the lateness and planned-date bounds'
     6: "92e7be6542722561124824e847b7b1723c2cca2730b9f75e0077659f35244509",
+    # 7 bounds a mobile certificate by its card certificate alone, and takes a certificate
+    # in its notAfter's own second: the fixed records gained a holder's mobile certificates
+    # against renewed card certificates (refused by 6) and a request in a last second
+    7: "a8489d275c74d590254138d894fa38356b0fc443f66d9a2c80d2a23312adc880",
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
@@ -149,6 +154,43 @@ def rules_digest(world: World) -> str:
     with world.store.env.begin() as txn:
         for k, v in txn.cursor(db=world.store.dbs[sf.DB_APPLIED]):
             h.update(bytes(k) + b"\0" + bytes(v))
+    # mobile certificates against a renewed card certificate (the 6th birthday, Ord §13(1)),
+    # ending with it or later (from RULES 7 bounded by the card certificate alone, Act §16-4,
+    # §35-4), and a renewal claimed for a mobile one
+    holder, renew = "ab" * 32, (date(2028, 7, 1) - date(2024, 1, 10)).days
+    fifth, sixth = (end_of_day_utc(date(y, 9, 15)).isoformat() for y in (2028, 2033))
+    mobiles = world.apply([
+        {**issuance(9201, "sign-card-g1", holder, 0, not_after=fifth), "id": "rules-m1"},
+        {**issuance(9202, "auth-card-g1", holder, 0, not_after=fifth), "id": "rules-m2"},
+        *({"type": "revocation-request", "id": f"rules-m3-{n}", "recorded_at": ts(renew),
+           "serial": n, "issuer": i, "reason": "renewal"}
+          for n, i in ((9201, "sign-card-g1"), (9202, "auth-card-g1"))),
+        {**issuance(9207, "auth-card-g1", holder, renew + 0.005, not_after=sixth, renewal=True),
+         "id": "rules-m4"},
+        {**issuance(9203, "sign-card-g2", holder, renew + 0.01, not_after=sixth, renewal=True),
+         "id": "rules-m5"},
+        {**issuance(9204, "sign-mobile-g1", holder, renew + 1, not_after=sixth,
+                    card_serial=9203), "id": "rules-m6"},
+        {**issuance(9205, "auth-mobile-g1", holder, renew + 1, not_after=sixth,
+                    card_serial=9207, renewal=True), "id": "rules-m7"},
+    ])  # fmt: skip
+    refused = sorted((str(q["id"]), str(q["reason"])) for q in world.quarantined()
+                     if str(q["id"]).startswith("rules-m"))  # fmt: skip
+    h.update(msgspec.json.encode([mobiles.summary.applied, refused]))
+    # a request recorded in a certificate's last second: from RULES 7 it takes it (in effect
+    # through its notAfter) and its mobile one (Act §35-13)
+    holder = "ac" * 32
+    world.apply([
+        {**issuance(9301, "auth-card-g1", holder, 0, not_after=ts(100)), "id": "rules-s1"},
+        {**issuance(9302, "auth-mobile-g1", holder, 0.5, not_after=ts(100), card_serial=9301),
+         "id": "rules-s2"},
+        {"type": "revocation-request", "id": "rules-s3", "recorded_at": ts(100),
+         "serial": 9301, "issuer": "auth-card-g1", "reason": "application"},
+    ])  # fmt: skip
+    h.update(msgspec.json.encode([
+        [st.state, st.category, st.revoked_at]
+        for st in (world.status("auth-card-g1", 9301), world.status("auth-mobile-g1", 9302))
+    ]))  # fmt: skip
     # the lapsed move-out notices the erasure past retention takes (`crlbuilder.lapsed`), with
     # a period shorter than the window sign-card certificates' validity, at instants around it,
     # and the kept changes, lapses and move-ins (`crlbuilder.keptfor`) around the ends of validity

@@ -427,7 +427,9 @@ class _Cert:
         return _FAMILIES[self.fi]
 
     def valid(self, t: int) -> bool:
-        """Valid at t: issued, not revoked, not expired (notAfter > t, as `rules.compromise_revokes`)."""
+        """Valid at t: issued, not revoked, not expired (notAfter > t: rules 6's reading of
+        `rules.in_effect_at`, so the population holds no revocation record dated in a
+        notAfter's own second, which rules 7 would apply and rules 6 not)."""
         return self.revoked_at is None and self.nb <= t < self.na
 
 

@@ -105,7 +105,7 @@ MAX_MOVE_INS: Final = 8
 this many later move-ins of the holder is judged by those kept (and lapses, `docs/records.md`)."""
 DB_TAKEN: Final = b"taken"
 """The resident changes (異動) of each holder that took card certificates at once (Act §12,
-§31(1)(3)), and the 30-day lapses written (Act §31(2)), a JSON list of `Taken` under the holder
+§31(1), (3)), and the 30-day lapses written (Act §31(2)), a JSON list of `Taken` under the holder
 key, earliest first: an issuance record that arrives after the change or lapse that took its
 certificate is revoked by it, and a new auth-card certificate issued once a lapse fell due is
 no double issuance (Act §25) however late the lapse was written (`crlbuilder.apply`). At
@@ -230,6 +230,14 @@ a move-out notice's planned date bounded, and the erasures' lateness bound writt
 what they hold alike. A store that adopts a stream made again keeps it (it names the old
 instance's sequence: the stream's signer signed by then). Absent from a store fed by no stream
 (its builder applies no token record)."""
+META_RULES7_FROM: Final = b"rules7-from"
+"""u64: the record stream sequence of the stream's first message written by release 1.7 or later
+(`crlbuilder.release.RULES_7`), set in that message's batch's transaction and never moved or
+deleted after, as `META_TOKEN_SIGNATURES`: from it on, the records are judged by rules 7 (a
+mobile certificate bounded by its card certificate alone, a certificate in effect through its
+notAfter's own second: `crlbuilder.apply._Batch.rules7`; the lapse sweeps too);
+before it as rules 6 judged them. Every node of one stream sets it at the same message. Absent
+from a store fed by no stream (its builder applies rules 7 from its upgrade)."""
 META_RETENTION: Final = b"retention"
 """`RetentionState`: the retention agenda's scan (`DB_RETENTION`); absent before the first."""
 META_REVOKED_FROM: Final = b"revoked-from"

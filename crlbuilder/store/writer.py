@@ -624,6 +624,18 @@ class Commit(LmdbReader):
         if self.token_signatures_from() is None:
             self._put(sf.DB_META, sf.META_TOKEN_SIGNATURES, sf.pack_u64(seq), change=False)
 
+    def rules7_from(self) -> int | None:
+        """The stream sequence from which records are judged by rules 7 (`META_RULES7_FROM`);
+        None: not yet (by rules 6)."""
+        raw = self._meta(sf.META_RULES7_FROM)
+        return sf.unpack_u64(raw) if raw is not None else None
+
+    def put_rules7_from(self, seq: int) -> None:
+        """The stream's message at ``seq`` is its first of release 1.7 or later
+        (`META_RULES7_FROM`): set once, in that message's batch."""
+        if self.rules7_from() is None:
+            self._put(sf.DB_META, sf.META_RULES7_FROM, sf.pack_u64(seq), change=False)
+
     def put_stream_head(self, last_seq: int, seen_at: int) -> None:
         """The record stream's last sequence seen at ``seen_at`` (`META_STREAM_HEAD`)."""
         raw = sf.pack_u64(last_seq) + sf.pack_i64(seen_at)
