@@ -53,6 +53,7 @@ from responder.http import Request, Response
 from responder.outcome import Outcome
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
+from responder.structs import FrozenNoGc
 from responder.v1 import problem
 from responder.v1.certref import IssuerIndex, resolve
 from responder.v1.recordinfo import RecordInfoRequest
@@ -195,13 +196,14 @@ class RecordInfoRelay:
             return problem.response(_UPSTREAM, retry_after=5)
         status, headers, body = got
         result = ""
+        given: _Passed | None = None
         if status == 200:
             try:
                 result = msgspec.json.decode(body, type=_Result).result
             except msgspec.DecodeError:
                 result = ""
-            if result == "provided":  # 帳簿 (Act §40): one provision passed on (§20(5))
-                self.ledger.count(member, Service.SIGN_RECORD_INFO, Method.JSON, 1)
+            if result == "provided":  # 帳簿 (Act §40): one provision passed on (§20(5)),
+                given = _Passed(self.ledger, member)  # counted as it is written
         _log.info(
             "record_info_relay",
             extra={"fields": {"party": member, "status": status, "result": result,
@@ -213,7 +215,23 @@ class RecordInfoRelay:
             for name in _RELAYED_HEADERS
             if name in headers
         )
-        return Response(status, body, ctype, _NO_STORE + extra)
+        return Response(status, body, ctype, _NO_STORE + extra, provision=given)
+
+
+class _Passed(FrozenNoGc, frozen=True):
+    """A record passed on to ``member`` (`responder.http.Provision`): counted in the group's
+    ledger (帳簿, Act §40) as the answer is written, not when the connection went away before
+    its turn (the relay takes none of the member's provisions of the day: nothing to give
+    back)."""
+
+    ledger: Counter
+    member: str
+
+    def sent(self) -> None:
+        self.ledger.count(self.member, Service.SIGN_RECORD_INFO, Method.JSON, 1)
+
+    def dropped(self) -> None:
+        return None
 
 
 def _unauthenticated() -> policy.Refused:
