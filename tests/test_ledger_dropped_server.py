@@ -11,9 +11,13 @@ time, and pipelined on a connection that stays) are counted once each.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import socket
 import struct
+import termios
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +26,7 @@ from crlbuilder.rules import JST
 from responder.ledger import Ledger
 from tests.conftest import Built, run_tool
 from tests.support.harness import Server, start_server
+from tests.support.procs import children
 
 PARTY = "sig-verifier"
 FILE = "sign-card-g1.crl"
@@ -52,14 +57,31 @@ def _crl(s: Server) -> bytes:
 
 
 def _reset_after(s: Server, raw: bytes) -> None:
-    """Send ``raw`` (pipelined requests) and reset the connection at once (RST: SO_LINGER 0),
-    reading nothing."""
+    """Send ``raw`` (pipelined requests) on a connection a worker serves and reset it (RST:
+    SO_LINGER 0), reading nothing, while the workers are stopped: they then read the
+    requests and the reset in one go, so the slow answer cannot be made before the
+    connection is gone however loaded the machine is (the client preempted between its
+    send and its reset would otherwise let it, and the answers behind it be written)."""
     sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    workers = children(s.pid)
     try:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")  # accepted by a worker
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        for pid in workers:  # the workers of the server this test started
+            os.kill(pid, signal.SIGSTOP)
         sock.sendall(raw)
+        for _ in range(1_000_000):  # every byte in the worker's receive queue, none unsent
+            if struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0] == 0:
+                break
+            os.sched_yield()
+        else:
+            raise AssertionError("the requests were not delivered")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
     finally:
         sock.close()
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
 
 
 def _answers(s: Server, raw: bytes, n: int) -> list[int]:
