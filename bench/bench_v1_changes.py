@@ -121,6 +121,8 @@ def main() -> int:
             resp = app.handle(req)
             assert isinstance(resp, Response), resp  # /v1 answers at once (no signing thread)
             assert resp.status == 200, (resp.status, bytes(resp.body)[:300])
+            if resp.provision is not None:  # as the HTTP layer writes it: counted
+                resp.provision.sent()
             return msgspec.json.decode(bytes(resp.body))
 
         mine = day[:: max(1, round(1 / args.share))]

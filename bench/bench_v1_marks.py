@@ -2,8 +2,9 @@
 
     python -m bench.bench_v1_marks [--reads 400] [--out bench/results/v1_marks.json]
 
-Each ``GET /v1/changes`` that delivers something writes the party's counted mark on the event
-loop, in the same step as the ledger count (`responder.v1.routes.V1Api._finish`,
+Each ``GET /v1/changes`` that delivers something reads the party's counted mark when its
+answer is made (`responder.v1.routes.V1Api._finish`) and writes it on the event loop, in the
+same step as the ledger count, as the answer is written (`responder.http.Provision.sent`,
 `responder.v1.markdb`). This measures what that costs the loop, and whether it waits for a
 ``POST /v1/watch`` of 10,000 entries (which holds the watch lists' write lock in the batch
 thread or in another worker):
@@ -12,8 +13,8 @@ thread or in another worker):
    commit, all watched by ``sig-verifier``; every read is ``cursor=<before them>&limit=1``: it
    delivers one change and writes the mark;
 2. in process (`JpkiApp.handle`, one worker): per read, the whole call (on one node it all
-   runs on the loop) and the dispatcher's ``_finish`` alone (what runs on the loop on a node of
-   several); ``--reads`` reads alone, then ``--reads`` while another process applies batches of
+   runs on the loop), the dispatcher's ``_finish`` alone and the answer's ``Provision.sent``
+   (the mark's write; both run on the loop on a node of several too); ``--reads`` reads alone, then ``--reads`` while another process applies batches of
    10,000 additions to another party's list without pause (another worker's ``POST
    /v1/watch``), one read every 2 ms;
 3. through ``responder serve`` (one worker, access log on): the same reads on one keep-alive
@@ -150,6 +151,7 @@ def in_process(
     app = JpkiApp(cfg, 0)
     token = (work / "pki" / "parties" / "sig-verifier.token").read_text().strip().encode()
     finish_ms: list[float] = []
+    sent_ms: list[float] = []
     original = routes.V1Api._finish
 
     def timed(self: routes.V1Api, *a: Any) -> Response:
@@ -169,6 +171,10 @@ def in_process(
         resp = app.handle(req)
         assert isinstance(resp, Response), resp
         assert resp.status == 200, (resp.status, bytes(resp.body)[:300])
+        if resp.provision is not None:  # as the HTTP layer writes it: counted, the mark written
+            t = time.perf_counter()
+            resp.provision.sent()
+            sent_ms.append((time.perf_counter() - t) * 1000)
         return msgspec.json.decode(bytes(resp.body))
 
     refs = [{"issuer": issuer, "serial": f"{s:x}"} for s in serials]
@@ -190,6 +196,7 @@ def in_process(
 
     def phase(pause: float) -> dict[str, Any]:
         finish_ms.clear()
+        sent_ms.clear()
         whole: list[float] = []
         for _ in range(reads):
             t = time.perf_counter()
@@ -198,7 +205,7 @@ def in_process(
             assert len(page["changes"]) == 1
             if pause:
                 time.sleep(pause)
-        return {"call_ms": stats(whole), "finish_ms": stats(finish_ms)}
+        return {"call_ms": stats(whole), "finish_ms": stats(finish_ms), "sent_ms": stats(sent_ms)}
 
     for _ in range(20):  # warm-up
         call(b"GET", target)

@@ -817,7 +817,8 @@ class JpkiApp:
         """A CRL file (失効情報ファイル) for a party whose agreement includes it.
 
         GET provides it: the quota and the party's cycle for that file (周期, Ord §31(2),
-        §33(2), §62(2)) are used and the ledger counts one (帳簿, Act §40). HEAD goes
+        §33(2), §62(2)) are used and the ledger counts one (帳簿, Act §40) as the answer is
+        written (`_CrlProvision`: one never written gives its provision and cycle back). HEAD goes
         through the same checks and gets the same answer without the body; it provides
         nothing, so nothing is counted or used. A GET or HEAD whose ``If-None-Match`` names
         the file's current ETag (RFC 9110 §13.1.2), or without it whose
@@ -891,9 +892,11 @@ class JpkiApp:
                 refusal = policy.limit_refusal(party, service, taken.limit)
                 return problem(429, refusal, retry_after=taken.retry_after, now=now, wait=taken)
             at = taken
+        kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
+        cycle = provide and party.crl_cycle_seconds > 0  # used by a GET, given back if dropped
+        last = self.limits.crl_mark(party, view.index, kind) if cycle else 0
         wait = self.limits.admit(party, now, record=provide)
         if wait is None:
-            kind: CrlKind = "delta" if fname.endswith("-delta.crl") else "full"
             wait = self.limits.admit_crl(party, view.index, kind, now, record=provide)
         if wait is not None:
             if took:
@@ -903,9 +906,14 @@ class JpkiApp:
             refusal = policy.limit_refusal(party, service, wait.limit)
             return problem(429, refusal, retry_after=wait.retry_after)
         req.note = Outcome("crl", family=family, party=party.id)
-        if provide:
-            self.ledger.count(party.id, service, Method.CRL_FILE, 1, at=at)  # as taken
-        return Response(200, crl.body, CRL, crl.headers)
+        if not provide:
+            return Response(200, crl.body, CRL, crl.headers)
+        # counted as it is written, on the day taken (`_CrlProvision`)
+        given = _CrlProvision(
+            self.ledger, self.limits, party, service, at, took,
+            (view.index, kind, now, last) if cycle else None,
+        )  # fmt: skip
+        return Response(200, crl.body, CRL, crl.headers, provision=given)
 
     def _report(self, path: bytes) -> Response | asyncio.Future[Response]:
         """/reports/YYYY[.csv|.json]: the yearly report (報告書, Act §41), open to anyone (Ord §72(2)).
@@ -1096,6 +1104,36 @@ class _OcspProvision(FrozenNoGc, frozen=True):
 
     def dropped(self) -> None:
         self.limits.give_back_provisions(self.party, self.n, self.at)
+
+
+class _CrlProvision(FrozenNoGc, frozen=True):
+    """A CRL download's provision (`responder.http.Provision`): one 失効情報ファイル to
+    ``party``, dated ``at`` (the Japan day its provision was taken from, ``took``). Counted in
+    the ledger (帳簿, Act §40) as the answer's bytes go to the transport, or its provision
+    given back when it is never written (pipelined behind a slower answer on a connection
+    gone), and the party's cycle for that file (周期, Ord §31(2)) with it (``cycle``: the
+    issuer index, the kind of file, the instant it was used at and the mark before it), so
+    that the party's next GET is not refused for a file it never received. A download cut
+    short after its bytes were handed to the transport (the connection lost while the file
+    streams) stays counted, its cycle used: the layer cannot tell what the party kept."""
+
+    ledger: LedgerWriter
+    limits: LimitsTable
+    party: Party
+    service: Service
+    at: float
+    took: bool
+    cycle: tuple[int, CrlKind, float, int] | None
+
+    def sent(self) -> None:
+        self.ledger.count(self.party.id, self.service, Method.CRL_FILE, 1, at=self.at)
+
+    def dropped(self) -> None:
+        if self.took:
+            self.limits.give_back_provisions(self.party, 1, self.at)
+        if self.cycle is not None:
+            index, kind, used, before = self.cycle
+            self.limits.give_back_crl(self.party, index, kind, used, before)
 
 
 def caching_headers(ready: Ready, now: int) -> tuple[tuple[bytes, bytes], ...]:

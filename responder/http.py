@@ -191,7 +191,8 @@ class Provision(Protocol):
     """What an answer gives (`Response.provision`): exactly one of the two is called, once.
 
     ``sent`` just before the answer's bytes are handed to the transport: what the app counts
-    only for an answer given (an OCSP answer in the ledger, 帳簿 Act §40); an exception from
+    only for an answer given (an OCSP, /v1 or CRL answer in the ledger, 帳簿 Act §40; a CRL
+    file streamed is counted then, however much of it the party then reads); an exception from
     it is an app failure, the 500 written instead. ``dropped`` when the answer was made but
     will never be written: the connection went away while it waited its turn (pipelined
     behind a slower answer) or closed before it; the app undoes what it took for it (a

@@ -185,6 +185,11 @@ def node_share(quota: int | None, nodes: int) -> int | None:
     return -(-quota // nodes)
 
 
+def _crl_key(party: Party, issuer_index: int, kind: CrlKind) -> bytes:
+    """The key of a party's cycle (周期) for one CRL file (`LimitsTable.admit_crl`)."""
+    return f"c/{party.id}/{issuer_index}/{kind}".encode()
+
+
 class LimitsTable:
     """The shared table: ``workers`` rows of `SLOTS` slots, one file in the run directory."""
 
@@ -438,7 +443,7 @@ class LimitsTable:
         ``record=False`` (a HEAD): the same answer, the cycle not used."""
         if party.crl_cycle_seconds <= 0:
             return None
-        key = f"c/{party.id}/{issuer_index}/{kind}".encode()
+        key = _crl_key(party, issuer_index, kind)
         last = max((v[0] for v in self._values(key)), default=0)
         if last and now - last < party.crl_cycle_seconds:
             return Wait(Limit.CYCLE, _ceil(last + party.crl_cycle_seconds - now))
@@ -449,6 +454,22 @@ class LimitsTable:
             return Wait(Limit.TABLE_FULL, 60)
         self._write(own, int(now), 0, 0, 0)
         return None
+
+    def crl_mark(self, party: Party, issuer_index: int, kind: CrlKind) -> int:
+        """This worker's mark of ``party``'s last download of that CRL file (epoch seconds;
+        0: none), what `give_back_crl` puts back."""
+        own = self._slot(self.index, _crl_key(party, issuer_index, kind), allocate=False)
+        return self._read(own)[0] if own >= 0 else 0
+
+    def give_back_crl(
+        self, party: Party, issuer_index: int, kind: CrlKind, now: float, before: int
+    ) -> None:
+        """Undo `admit_crl` at ``now`` of a download never provided (its answer dropped before
+        it was written): this worker's mark of that file back to ``before`` (`crl_mark` read
+        before the admission), unless a later download of this worker has moved it since."""
+        own = self._slot(self.index, _crl_key(party, issuer_index, kind), allocate=False)
+        if own >= 0 and self._read(own)[0] == int(now):
+            self._write(own, before, 0, 0, 0)
 
     def close(self) -> None:
         self._q.release()

@@ -52,8 +52,9 @@ group's own store (those are `responder.v1.table.MEMBER_ROUTES`; any other /v1 p
 
 The group's ledger (帳簿) counts one ``sign-record-info`` / ``json`` provision for the
 member when the 機構's answer provides a record (``result`` ``provided``, as the 機構
-counts it); an answer that provides none, a refusal and a failed relay count nothing and
-give back the provisions taken in step 4. Every relay is logged (``record_info_relay``:
+counts it), as that answer is written to the member (`responder.http.Provision`); an answer
+that provides none, one whose connection went away before its turn, a refusal and a failed
+relay count nothing and give back the provisions taken in step 4. Every relay is logged (``record_info_relay``:
 member, the status sent, the 機構's status or why none, result, seconds; never the
 certificate, never the facts). The answer is held in memory only while it is sent;
 nothing of it is written anywhere (Act §52(7)).
@@ -86,6 +87,7 @@ from responder.registry.party import Party
 from responder.registry.vocabulary import Method, Service, Title
 from responder.relayclient import Failed, Upstream, ask, token_url_refusal
 from responder.signing import SigningPool
+from responder.structs import FrozenNoGc
 from responder.v1 import problem
 from responder.v1.certref import IssuerIndex, resolve
 from responder.v1.recordinfo import RecordInfoRequest, Result
@@ -477,8 +479,11 @@ class RecordInfoRelay:
         stopped = self.still_allowed(member, family)
         if stopped is not None:  # suspended or ended while the 機構 answered: not passed on
             resp, result = problem.response(problem.refused(stopped)), ""
-        if result == Result.PROVIDED.value:  # 帳簿: one provision passed on (§20(5))
-            self.ledger.count(member, Service.SIGN_RECORD_INFO, Method.JSON, 1)
+        if result == Result.PROVIDED.value:  # 帳簿 (Act §40): one provision passed on
+            # (§20(5)), counted as it is written to the member; given back if it never is
+            resp = msgspec.structs.replace(
+                resp, provision=_Passed(self.ledger, member, bounds, self.quota, now)
+            )
         else:  # nothing provided: the provisions taken for it are given back
             bounds.give_back(self.quota, now)
         _log.info(
@@ -512,6 +517,24 @@ def _quota_refusal(who: str, wait: Wait) -> policy.Refused:
         "Act §17(6)",
         f"{whose} agreed {what} with the 機構 (取決め) are used up",
     )
+
+
+class _Passed(FrozenNoGc, frozen=True):
+    """A record passed on to ``member`` (`responder.http.Provision`): counted in the group's
+    ledger (帳簿, Act §40) as the answer is written; when the connection went away before its
+    turn, nothing is counted and the provisions `Bounds.take` took for it are given back."""
+
+    ledger: Counter
+    member: str
+    bounds: Bounds
+    quota: Quota
+    at: float
+
+    def sent(self) -> None:
+        self.ledger.count(self.member, Service.SIGN_RECORD_INFO, Method.JSON, 1)
+
+    def dropped(self) -> None:
+        self.bounds.give_back(self.quota, self.at)
 
 
 def _unauthenticated() -> policy.Refused:

@@ -111,6 +111,46 @@ def test_a_crl_download_the_cycle_refuses_gives_its_provision_back(app: JpkiApp)
     assert left(app) == 4
 
 
+def test_act_40_a_crl_download_is_counted_when_written_not_when_decided(app: JpkiApp) -> None:
+    """帳簿 (Act §40): a CRL download is counted as its bytes go to the transport
+    (`Provision.sent`), as OCSP answers are: one pipelined behind a slower answer on a
+    connection that went away was counted though never written, its provision of the day and
+    the party's cycle (周期) for the file kept, so its next GET was 429 ``cycle`` for a file
+    it never received. Dropped, it counts nothing and gives both back; a 304 and a HEAD
+    provide nothing and carry nothing to count."""
+    agree(app, "--provisions-per-day", "5", "--crl-cycle", "3600")
+    req = Request(b"GET", b"/crl/sign-card-g1.crl", auth(app), b"", ("127.0.0.1", 1), None,
+                  b"1.1", True, 1)  # fmt: skip
+    first = app.handle(req)
+    assert isinstance(first, Response) and first.status == 200 and first.provision is not None
+    assert counted(app) == 0 and left(app) == 4
+    first.provision.dropped()  # the connection went away before its turn
+    assert counted(app) == 0 and left(app) == 5
+    got = crl(app, "sign-card-g1.crl")  # not refused by the cycle of a file never received
+    assert got.status == 200 and counted(app) == 1 and left(app) == 4
+    assert crl(app, "sign-card-g1.crl").status == 429  # the cycle of the file received
+    etag = dict(got.extra_headers)[b"etag"]
+    held = Request(b"GET", b"/crl/sign-card-g1.crl", {**auth(app), b"if-none-match": etag},
+                   b"", ("127.0.0.1", 1), None, b"1.1", True, 1)  # fmt: skip
+    same = app.handle(held)
+    assert isinstance(same, Response) and same.status == 304 and same.provision is None
+    head = app.handle(
+        Request(b"HEAD", b"/crl/sign-card-g1-delta.crl", auth(app), b"", ("127.0.0.1", 1),
+                None, b"1.1", True, 1)
+    )  # fmt: skip
+    assert isinstance(head, Response) and head.status == 200 and head.provision is None
+    assert counted(app) == 1 and left(app) == 4
+
+
+def counted(app: JpkiApp) -> int:
+    """The CRL files counted for sig-verifier in this worker's ledger file."""
+    return sum(
+        s.count
+        for s in read_worker_file(app.ledger.path).slots
+        if s.party == "sig-verifier" and s.method is Method.CRL_FILE
+    )
+
+
 def test_an_ocsp_signature_not_made_gives_its_provisions_back(
     app: JpkiApp, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,7 @@ from responder.v1 import changes
 from responder.v1 import status as v1status
 from responder.v1.routes import Done, V1Api
 from tests.support.pki import Ca, make_ca, rsa_key
+from tests.support.written import dropped, written
 from tests.test_policy import NOW, SIG, USR, build, party_table
 from tests.test_v1_changes import A, B, C, at
 from tests.test_v1_changes import Api as ChangesApi
@@ -126,7 +127,7 @@ def test_the_count_turns_at_jst_midnight(cas: dict[int, Ca], tmp_path: Path) -> 
         req = Request(
             b"POST", b"/v1/status", headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1
         )
-        return api.api.handle(req, api.registry, now).status  # type: ignore[union-attr]
+        return written(api.api.handle(req, api.registry, now)).status
 
     assert at_instant(MIDNIGHT_JST - 1) == 429  # 23:59:59 JST: the same Japan day
     assert at_instant(MIDNIGHT_JST) == 200  # 00:00:00 JST: a new day
@@ -217,7 +218,7 @@ def test_changes_refused_after_the_read_leave_them_to_be_counted_when_delivered(
     headers = {b"authorization": b"Bearer sig"}
     target = f"/v1/changes?cursor={first}".encode()
     req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
-    answer = api.api.handle(req, api.registry, MIDNIGHT_JST)  # the next Japan day
+    answer = written(api.api.handle(req, api.registry, MIDNIGHT_JST))  # the next Japan day
     assert isinstance(answer, Response) and answer.status == 200
     assert len(msgspec.json.decode(bytes(answer.body))["changes"]) == 2
     assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
@@ -353,7 +354,7 @@ class Worker:
             pending = self.api.handle(req, self.registry, asked)
             assert not isinstance(pending, Response), "not the batch thread"
             self.clock.t = answered
-            return await pending
+            return written(await pending)
 
         resp = asyncio.run(run())
         return resp, msgspec.json.decode(bytes(resp.body))
@@ -517,8 +518,8 @@ def _reread(api: ChangesApi, inline: V1Api, cursor: str) -> list[Any]:
     headers = {b"authorization": b"Bearer sig"}
     target = f"/v1/changes?cursor={cursor}".encode()
     req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
-    answer = inline.handle(req, api.registry, NOW)
-    assert isinstance(answer, Response) and answer.status == 200
+    answer = written(inline.handle(req, api.registry, NOW))
+    assert answer.status == 200
     changes_got: list[Any] = msgspec.json.decode(bytes(answer.body))["changes"]
     return changes_got
 
@@ -609,9 +610,7 @@ def test_a_read_that_relied_on_another_reads_count_is_counted_when_that_one_is_r
 
     def call() -> Response:
         req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
-        answer = api.api.handle(req, api.registry, NOW)
-        assert isinstance(answer, Response)
-        return answer
+        return written(api.api.handle(req, api.registry, NOW))
 
     second: list[Response] = []
 
@@ -660,3 +659,97 @@ def test_a_changes_read_whose_worker_died_before_its_count_leaves_them_to_be_cou
     assert api.ledger.counted == []
     assert len(_reread(api, inline, first)) == 2
     assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
+
+
+def _made(api: ChangesApi, cursor: str) -> Response:
+    """The answer to a read of the changes from ``cursor``, made and not yet written."""
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={cursor}".encode()
+    req = Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+    answer = api.api.handle(req, api.registry, NOW)
+    assert isinstance(answer, Response) and answer.status == 200
+    return answer
+
+
+def test_act_40_a_v1_answer_is_counted_when_written_not_when_decided(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """帳簿 (Act §40): a /v1 answer is counted (provisions and call) as its bytes go to the
+    transport (`Provision.sent`), as OCSP answers are: one pipelined behind a slower answer
+    on a connection that went away was counted though never written, and its provisions of
+    the day stayed taken. Dropped (`Provision.dropped`), it counts nothing and gives them
+    back; written, it counts once."""
+    api, table = status_api(cas, tmp_path, 5)
+    sig = api.registry.parties["sig"]
+    body = msgspec.json.encode(entries(ref(SC, GOOD), ref(SC, REVOKED), ref(SC, GOOD)))
+    headers = {b"content-type": b"application/json", b"authorization": b"Bearer sig"}
+
+    def made() -> Response:
+        req = Request(b"POST", b"/v1/status", headers, body, ("127.0.0.1", 1), None, b"1.1",
+                      True, 1)  # fmt: skip
+        answer = api.api.handle(req, api.registry, NOW)
+        assert isinstance(answer, Response) and answer.status == 200
+        return answer
+
+    first = made()
+    assert table.provisions_left(sig, NOW) == 2  # taken when decided, the bound checked then
+    assert api.ledger.counted == [] and api.calls.counted == []
+    dropped(first)
+    assert table.provisions_left(sig, NOW) == 5
+    assert api.ledger.counted == [] and api.calls.counted == []
+    written(made())
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 3)]
+    assert api.calls.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)]
+    assert table.provisions_left(sig, NOW) == 2
+
+
+def test_act_40_a_changes_read_dropped_before_its_turn_leaves_them_to_be_counted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A read's answer made (its provisions taken) and dropped, never written: nothing is
+    counted, the provisions are given back, and this node's counted mark of the party did
+    not move (`Delivery.record` runs as the answer is written), so the read again from the
+    same cursor delivers B and C and counts them. Before, the mark moved when the answer was
+    made: the changes a party never received were then delivered uncounted."""
+    api = ChangesApi(changes_store(cas), tmp_path)
+    api.registry = bounded(10)
+    table = limits(tmp_path)
+    api.api.quota = table
+    sig = api.registry.parties["sig"]
+    api.watch(add=[changes_ref(SC, B), changes_ref(SC, C)])
+    first = api.sealed(changes_start(3))
+    dropped(_made(api, first))
+    assert api.ledger.counted == [] and table.provisions_left(sig, NOW) == 10
+    assert api.watchset.marks == {}
+    again = written(_made(api, first))
+    assert len(msgspec.json.decode(bytes(again.body))["changes"]) == 2
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
+    assert table.provisions_left(sig, NOW) == 8
+
+
+@pytest.mark.parametrize("order", ["in-turn", "second-first"])
+def test_two_reads_made_at_once_count_a_change_once_whichever_is_written_first(
+    cas: dict[int, Ca], tmp_path: Path, order: str
+) -> None:
+    """Two reads of one party from one cursor (two connections) both made before either is
+    written: each takes B and C from the day's provisions (neither knows the other's answer
+    will be written). The first written counts them and moves the mark; the other, written
+    after, counts none and gives its 2 back: counted once, the bound left as one answer
+    used it."""
+    api = ChangesApi(changes_store(cas), tmp_path)
+    api.registry = bounded(10)
+    table = limits(tmp_path)
+    api.api.quota = table
+    sig = api.registry.parties["sig"]
+    api.watch(add=[changes_ref(SC, B), changes_ref(SC, C)])
+    first = api.sealed(changes_start(3))
+    one, two = _made(api, first), _made(api, first)
+    assert table.provisions_left(sig, NOW) == 6
+    for answer in (one, two) if order == "in-turn" else (two, one):
+        written(answer)
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
+    assert table.provisions_left(sig, NOW) == 8
+    # and a read again from that cursor delivers them, counted already
+    written(_made(api, first))
+    assert sum(n for *_k, n in api.ledger.counted) == 2
+    assert table.provisions_left(sig, NOW) == 8

@@ -27,6 +27,7 @@ from responder.v1 import changes, cursor
 from responder.v1.routes import THREAD_BYTES, Done, V1Api
 from responder.v1.watchset import MemoryWatchSet
 from tests.support.pki import Ca, make_ca, rsa_key
+from tests.support.written import written
 from tests.test_policy import NOW, SIG, USR, build, party_table
 from tests.test_v1_status import AC, SC, Ledger, Quotas, record, registry
 
@@ -130,7 +131,7 @@ class Api:
         )  # fmt: skip
 
     def _send(self, req: Request) -> tuple[Response, Any]:
-        resp = self.api.handle(req, self.registry, NOW)
+        resp = written(self.api.handle(req, self.registry, NOW))
         return resp, msgspec.json.decode(bytes(resp.body))
 
     def watch(self, party: str = "sig", **body: object) -> tuple[Response, Any]:

@@ -526,7 +526,9 @@ def test_an_entry_added_while_a_read_ran_has_every_change_it_delivers_counted() 
     provided = changes._provided(lists, "sig", got, mark, before, lineage=lineage)
     counted: list[object] = []
     assert provided.provide is not None
-    assert provided.provide(lambda counts: counted.append(counts) or True) is True
+    delivery = provided.provide()  # the answer made: both taken from the day's provisions
+    assert delivery is not None and delivery.counts == ((Service.SIGN_REVOCATION_INFO, 2),)
+    delivery.record(counted.append)  # and written: both counted
     assert counted == [((Service.SIGN_REVOCATION_INFO, 2),)]
     kept = changes._stored_mark(lists.marks["sig"], before, lineage)
     assert kept == (mark, cursor.NO_ANCHOR)  # left as it was
@@ -590,14 +592,15 @@ def test_lists_loaded_from_snapshots_share_a_generation_only_where_they_agree(
         one.close()
 
 
-@pytest.mark.parametrize("fails", ["before", "at-commit"])
+@pytest.mark.parametrize("fails", ["made", "before", "at-commit"])
 def test_a_mark_that_cannot_be_written_never_leaves_a_delivered_change_uncounted(
     cas: dict[int, Ca], tmp_path: Path, fails: str
 ) -> None:
-    """The node's lists fail when the dispatcher records the mark: before the count (the
-    write transaction cannot begin), the answer is 503 and nothing is counted; at its commit,
-    after the count, the answer is given and counted (the mark not kept: a retry counts
-    again, never not at all)."""
+    """The node's lists fail when the dispatcher reads the mark as the answer is made: 503,
+    nothing counted. They fail as the answer is written and the mark recorded: before the
+    count (the write transaction cannot begin) or at its commit, after the count, the answer
+    is given and counted as decided (the mark not kept: a retry counts again, never not at
+    all)."""
     api = Api(store(cas), tmp_path)
     api.watch(add=[ref(SC, B), ref(SC, C)])
     lists = api.watchset
@@ -608,8 +611,19 @@ def test_a_mark_that_cannot_be_written_never_leaves_a_delivered_change_uncounted
         raise changes.WatchUnavailable("MDB_MAP_FULL")
 
     lists.count_once = count_once  # type: ignore[method-assign]
+    if fails == "made":
+        handled = lists.mark
+        calls: list[str] = []
+
+        def mark(party: str) -> bytes | None:  # the handler's read, then the dispatcher's
+            calls.append(party)
+            if len(calls) > 1:
+                raise changes.WatchUnavailable("MDB_PANIC")
+            return handled(party)
+
+        lists.mark = mark  # type: ignore[method-assign]
     resp, got = api.changes(f"cursor={at(3)}")
-    if fails == "before":
+    if fails == "made":
         assert resp.status == 503 and total(api) == 0
     else:
         assert resp.status == 200 and serials(got) == [B, C] and total(api) == 2

@@ -23,6 +23,7 @@ from responder.registry.vocabulary import Method, Service
 from responder.v1 import corresponding, recordinfo
 from responder.v1.routes import V1Api
 from tests.support.pki import Ca, make_ca, rsa_key
+from tests.support.written import written
 from tests.test_policy import GRP, MEM, NOW, SIG, USR, build, party_table
 from tests.test_v1_status import Ledger, Quotas
 
@@ -176,7 +177,7 @@ class Api:
         }
         req = Request(b"POST", path, headers, raw, ("127.0.0.1", 1), None, b"1.1", True, 1)
         self.last = req
-        resp = self.api.handle(req, self.registry, NOW)
+        resp = written(self.api.handle(req, self.registry, NOW))
         return resp, msgspec.json.decode(bytes(resp.body))
 
     def record_info(self, ref: dict[str, str] | bytes, party: str = "sig") -> tuple[Response, Any]:

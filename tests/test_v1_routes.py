@@ -19,6 +19,7 @@ from responder.v1 import problem
 from responder.v1.route import Context, Reply, Route
 from responder.v1.routes import V1Api
 from responder.v1.wire import Problem
+from tests.support.written import written
 from tests.test_policy import NOW, SIG, USR, build, party_table
 from tests.test_v1_status import Ledger, Quotas
 
@@ -92,7 +93,7 @@ class Api:
             b"content-type": b"application/json",
         }
         req = Request(method, target, headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1)
-        resp = self.api.handle(req, self.registry, NOW)
+        resp = written(self.api.handle(req, self.registry, NOW))
         return resp, msgspec.json.decode(bytes(resp.body))
 
 

@@ -27,6 +27,7 @@ from responder.v1 import status as v1status
 from responder.v1.routes import THREAD_BYTES, Done, V1Api
 from responder.v1.table import MEMBER_ROUTES
 from tests.support.pki import Ca, make_ca, rsa_key
+from tests.support.written import written
 from tests.test_policy import GRP, MEM, NOW, SIG, USR, build, party_table
 
 SC, AC = 11, 31  # issuer indexes: sign-card-g1, auth-card-g1
@@ -60,6 +61,9 @@ class Quotas:
 
     def take_provisions(self, party: Party, n: int, now: float) -> Wait | float:
         return now
+
+    def give_back_provisions(self, party: Party, n: int, now: float) -> None:
+        return None
 
 
 def record(state: int, family: Family, **kw: int) -> sf.StatusRecord:
@@ -146,7 +150,7 @@ class Api:
             headers[b"authorization"] = b"Bearer " + party.encode()
         req = Request(method, path, headers, raw, ("127.0.0.1", 1), None, b"1.1", True, 1)
         self.last = req
-        resp = self.api.handle(req, self.registry, NOW)
+        resp = written(self.api.handle(req, self.registry, NOW))
         return resp, msgspec.json.decode(bytes(resp.body))
 
 
@@ -369,7 +373,7 @@ def test_a_large_batch_is_answered_off_the_event_loop_and_fairly(cas: dict[int, 
         assert isinstance(got[2], Response) and got[2].status == 429
         assert not isinstance(got[0], Response) and not isinstance(got[1], Response)
         assert api.ledger.counted == []  # nothing counted before the work is done
-        return [await got[0], await got[1], got[2]]
+        return [written(await got[0]), written(await got[1]), got[2]]
 
     try:
         first, second, refused = asyncio.run(run())

@@ -43,6 +43,7 @@ from responder.registry.vocabulary import Method, Service
 from responder.v1 import token as v1token
 from responder.v1.routes import V1Api
 from tests.support.pki import Ca, make_ca, rsa_key
+from tests.support.written import written
 from tests.test_policy import NOW, SPC, USR, build, party_table
 from tests.test_v1_status import Ledger, Quotas
 
@@ -83,6 +84,9 @@ class MemoryDesk:
 
     def queued_by(self, party: str) -> frozenset[str]:
         return frozenset(r.id for r in self.queued.values() if r.party == party)
+
+    def counted_before(self, rid: str) -> bool | None:
+        return rid in self.counted
 
     def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
         if rid in self.counted:
@@ -125,14 +129,20 @@ class Api:
             signer=None,
         )  # fmt: skip
 
-    def post(self, body: object, party: str = "spec") -> tuple[Response, dict[str, Any]]:
+    def made(self, body: object, party: str = "spec") -> Response:
+        """The answer to a POST, made and not yet written."""
         headers = {
             b"content-type": b"application/json",
             b"authorization": b"Bearer " + party.encode(),
         }
         raw = msgspec.json.encode(body)
         req = Request(b"POST", b"/v1/token", headers, raw, ("127.0.0.1", 1), None, b"1.1", True, 1)
-        resp = self.api.handle(req, self.registry, NOW)
+        got = self.api.handle(req, self.registry, NOW)
+        assert isinstance(got, Response)
+        return got
+
+    def post(self, body: object, party: str = "spec") -> tuple[Response, dict[str, Any]]:
+        resp = written(self.made(body, party))
         out: dict[str, Any] = msgspec.json.decode(bytes(resp.body))
         return resp, out
 
@@ -275,10 +285,60 @@ def test_a_token_is_counted_once_however_often_it_is_handed_out(ca: Ca, tmp_path
     api.api.quota = quota
     resp, body = api.post({"csr": pem(csr_of(other))})
     assert resp.status == 429 and body["rule"] == "quota" and api.ledger.counted == counted
-    assert (requests / "counted" / rid).stat().st_size == 0  # not marked
+    assert not (requests / "counted" / rid).exists()  # not marked
     quota.left = True
     assert api.post({"csr": pem(csr_of(other))})[0].status == 200
     assert api.ledger.counted == counted * 2
+
+
+class Taken(Quotas):
+    """The day's provisions as a running total: taken, given back."""
+
+    taken = 0
+
+    def take_provisions(self, party: Any, n: int, now: float) -> Wait | float:
+        self.taken += n
+        return now
+
+    def give_back_provisions(self, party: Any, n: int, now: float) -> None:
+        self.taken -= n
+
+
+def test_act_40_a_token_is_counted_and_marked_when_written_not_when_decided(
+    ca: Ca, tmp_path: Path
+) -> None:
+    """帳簿 (Act §40): a token handed out is counted, and marked counted, as the answer is
+    written (`Provision.sent`): one made and dropped (pipelined behind a slower answer on a
+    connection that went away) was counted and marked though never received, so the hand-out
+    the party then received went uncounted. Dropped, nothing is counted or marked and the
+    provision is given back; two hand-outs made at once count the token once, whichever is
+    written first, the other's provision given back."""
+    requests, issued = tmp_path / "requests", tmp_path / "issued"
+    pem_ca = ca.cert.public_bytes(serialization.Encoding.PEM).decode()
+    desk = v1token.FileDesk(requests, issued, pem_ca, INDEX)
+    spec = spec_table()
+    spec["agreement"]["provisions_per_day"] = 10  # the dispatcher asks the (fake) bound
+    api = Api(spec, desk=None)
+    api.api._envs["/v1/token"] = desk
+    quota = Taken()
+    api.api.quota = quota
+    key = ec.generate_private_key(ec.SECP256R1())
+    resp, body = api.post({"csr": pem(csr_of(key))})
+    assert resp.status == 202
+    _issue(api, ca, read_request(requests / f"{body['request']}.json"), issued)
+    mark = requests / "counted" / body["request"]
+    gone = api.made({"csr": pem(csr_of(key))})
+    assert gone.status == 200 and gone.provision is not None and quota.taken == 1
+    gone.provision.dropped()
+    assert api.ledger.counted == [] and quota.taken == 0 and not mark.exists()
+    one, two = api.made({"csr": pem(csr_of(key))}), api.made({"csr": pem(csr_of(key))})
+    assert quota.taken == 2
+    written(two)
+    written(one)
+    assert api.ledger.counted == [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
+    assert quota.taken == 1 and mark.stat().st_size > 0
+    assert api.post({"csr": pem(csr_of(key))})[0].status == 200  # counted before: none taken
+    assert len(api.ledger.counted) == 1 and quota.taken == 1
 
 
 def test_a_party_holds_at_most_max_per_party_tokens(ca: Ca, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from responder.v1.jws import verify as verify_jws
 from responder.v1.routes import SIGNATURE_HEADER, V1Api
 from tests.support.pki import make_ca
 from tests.support.signing import Jpki, cms_signed, der, pkcs1, xml_signed
+from tests.support.written import written
 from tests.test_policy import GRP, MEM, NOW, SIG, USR, build, party_table
 from tests.test_v1_status import Ledger, Quotas
 
@@ -79,7 +80,7 @@ class Api:
         }
         req = Request(b"POST", b"/v1/verify", headers, raw, ("127.0.0.1", 1), None, b"1.1", True, 1)
         self.last = req
-        resp = self.api.handle(req, self.registry, NOW)
+        resp = written(self.api.handle(req, self.registry, NOW))
         return resp, msgspec.json.decode(bytes(resp.body))
 
 

@@ -42,11 +42,12 @@ the status record of each hit. The watch list is the responder's own state
   were counted, and each node keeps that mark for the party too, so a retry with an older
   cursor on the same node, or two reads at once, count once; a mark is of the watch list
   as it was (an entry added since: not read, what is delivered again counted again); this
-  node's mark moves in the same step as the ledger counts, once the answer is made and
-  its day's provisions taken (`Reply.provide`): an answer refused, abandoned or lost with
-  its worker moved nothing. Registering says nothing about any status
-  and is not a provision; a read that delivers nothing provides nothing. Both count
-  against the agreed quotas.
+  node's mark moves in the same step as the ledger counts, as the answer is written (its
+  day's provisions taken when it was made, `Reply.provide`, `Delivery`): an answer
+  refused, abandoned, dropped before its turn on a connection gone, or lost with its
+  worker moved nothing; of two reads made at once the one written first counts.
+  Registering says nothing about any status and is not a provision; a read that delivers
+  nothing provides nothing. Both count against the agreed quotas.
 - Cursor: opaque, and bound to the party: an HMAC (keyed from the service's watch
   secret, ``[watch] secret_file``) over the party's id, the position and the counted
   mark. A cursor altered, or sent by another party than the one it was issued to, is 400
@@ -127,7 +128,7 @@ from responder.registry.vocabulary import Service
 from responder.v1 import cursor as cursors
 from responder.v1 import feedpos, problem, provision, watchlog, watchstream
 from responder.v1.certref import IssuerIndex, from_certificate
-from responder.v1.route import Context, Counts, Provide, Reply, Route
+from responder.v1.route import Context, Count, Counts, Delivery, Provide, Reply, Route
 from responder.v1.status import REASON_NAMES
 from responder.v1.watchdb import LmdbWatchSet, WatchDbError
 from responder.v1.watchset import (
@@ -853,14 +854,16 @@ def _provided(
     ceiling: P | None = None,
     lineage: _Lineage | None = None,
 ) -> _Provided[P]:
-    """The counted mark after a read, and how its provisions are counted once its answer is
-    made (`Reply.provide`): the changes delivered that neither the cursor's mark nor this
-    node's mark of the party (`WatchSet.count_once`) covers (`responder.v1.provision`), both
-    of the list's generation ``gen`` read before the read (a mark made before an entry was
-    added never saw its certificate watched; an entry added since: every change delivered is
-    counted, and no mark stored). This node's mark moves in the same step as the ledger
-    counts, after it (a worker killed between them: counted, at worst again, never not at
-    all), and only when the answer is given. ``ceiling``: the highest mark this view can have
+    """The counted mark after a read, and how its provisions are counted (`Reply.provide`):
+    when its answer is made, the changes delivered that neither the cursor's mark nor this
+    node's mark of the party covers (`responder.v1.provision`), both of the list's
+    generation ``gen`` read before the read (a mark made before an entry was added never saw
+    its certificate watched; an entry added since: every change delivered is taken, and no
+    mark stored), are taken from the day's provisions; as it is written (`Delivery.record`,
+    `WatchSet.count_once`), those of them that no mark covers now either (another read of
+    the party's written meanwhile counted them) are counted. This node's mark moves in the
+    same step as the ledger counts, after it (a worker killed between them: counted, at
+    worst again, never not at all), and only when the answer is written. ``ceiling``: the highest mark this view can have
     counted (a store restored from an older copy numbers its new commits as the lost ones).
     ``lineage``: of a store's own feed, where this node's mark is read only when the store
     still holds the commits it was anchored in (checked in this view), or when another read
@@ -890,24 +893,43 @@ def _provided(
 
     _new, after = provision.count(got.afters, _from(mark, kept(seen), ceiling))
 
-    def provide(give: Callable[[Counts], bool]) -> bool | None:
-        given: list[bool] = []
+    def fresh_now(stored: bytes | None) -> tuple[list[bool], P]:
+        """Which changes delivered no mark covers, against this node's mark ``stored``
+        (of the list's generation ``gen``), and the mark after them."""
+        return provision.count(got.afters, _from(mark, kept(stored), ceiling))
 
-        def decide(stored: bytes | None, now: bytes) -> bytes | None:
-            if now != gen:  # an entry was added since the list was read: no mark covers
-                given.append(give(_tally(got.services, [True] * len(got.afters))))
-                return stored
-            fresh, upto = provision.count(got.afters, _from(mark, kept(stored), ceiling))
-            given.append(give(_tally(got.services, fresh)))
-            return _stored(gen, upto, lineage) if given[-1] else stored
-
+    def provide() -> Delivery | None:
+        # when the answer is made, after the list was read: an entry added since ``gen`` was
+        # read may be among the changes delivered, which then no mark covers
         try:
-            lists.count_once(party, decide)
-        except WatchUnavailable as e:
-            if not given:
-                return None  # nothing counted nor given: 503
-            _log.error("the changes feed's counted mark not kept (counted again later): %s", e)
-        return given[-1]
+            made = (
+                fresh_now(lists.mark(party))[0]
+                if lists.generation(party) == gen
+                else [True] * len(got.afters)
+            )
+        except WatchUnavailable:
+            return None  # nothing counted nor given: 503
+
+        def record(count: Count) -> None:
+            counted: list[bool] = []
+
+            def decide(stored: bytes | None, now: bytes) -> bytes | None:
+                # as the answer is written: what no answer written since it was made counted
+                # (a read of the same party's on another connection or worker), of what it
+                # decided then; a mark of another generation covers nothing (none stored)
+                fresh, upto = fresh_now(stored) if now == gen else (made, mark)
+                count(_tally(got.services, [a and b for a, b in zip(made, fresh, strict=True)]))
+                counted.append(True)
+                return _stored(gen, upto, lineage) if now == gen else stored
+
+            try:
+                lists.count_once(party, decide)
+            except WatchUnavailable as e:
+                if not counted:  # counted as decided: at worst again later, never not at all
+                    count(_tally(got.services, made))
+                _log.error("the changes feed's counted mark not kept (counted again later): %s", e)
+
+        return Delivery(_tally(got.services, made), record)
 
     return _Provided(after, provide)
 

@@ -1,7 +1,8 @@
 """The changes feed's counted marks on disk: an LMDB environment of their own (`LmdbMarks`).
 
 A counted mark (`responder.v1.provision`) is written once per feed read that delivers
-something, on the event loop, in the same step as the ledger count (`Reply.provide`). In the
+something, on the event loop, in the same step as the ledger count, as the answer is written
+(`responder.v1.route.Delivery`). In the
 watch lists' environment that write waited for a batch of ``POST /v1/watch`` (10,000 entries
 hold its write lock for tens of milliseconds) and paid an fsync, stalling every connection
 of the worker (the OCSP hot path shares the loop). Here, in ``marks/`` inside the lists'

@@ -29,8 +29,8 @@ in two places, the later of which applies:
   cursor from node A read at node B, or after a restart, counts nothing A counted;
 - beside this node's watch lists (`responder.v1.watchset.WatchSet.count_once`, one write
   transaction per counting read in an environment of the marks' own, `responder.v1.markdb`,
-  without fsync and emptied at a reboot, in the same step as the ledger counts it and only once
-  the answer is given, `responder.v1.route.Reply.provide`): a party that retries with an
+  without fsync and emptied at a reboot, in the same step as the ledger counts it and only as
+  the answer is written, `responder.v1.route.Delivery`): a party that retries with an
   older cursor on the same node is not counted twice, nor are two reads of one party at
   once; a mark never says more was counted than the ledger did.
 

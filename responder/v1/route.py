@@ -37,8 +37,33 @@ Req = TypeVar("Req", bound=msgspec.Struct)
 Resp = TypeVar("Resp", bound=msgspec.Struct)
 Counts: TypeAlias = tuple[tuple[Service, int], ...]
 """Provisions per service (`Reply.counts`)."""
-Provide: TypeAlias = Callable[[Callable[[Counts], bool]], bool | None]
-"""``provide(give)``: `Reply.provide`."""
+Count: TypeAlias = Callable[[Counts], None]
+"""What `Delivery.record` hands what an answer provides to: the ledger's count."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What `Reply.provide` decided an answer provides, in two steps: when the answer is made
+    and when it is written (`responder.http.Provision`)."""
+
+    counts: Counts
+    """The provisions per service the answer gives as decided when it is made (against the
+    handler's own record of what was provided already): the dispatcher takes them from the
+    party's provisions of the day (all or none: 429) then, and counts nothing yet."""
+    record: Callable[[Count], None]
+    """Run once, just before the answer's bytes go to the transport (never for an answer
+    dropped): reads the record again, hands ``count`` what the answer provides after all
+    (per service never more than `counts`: a concurrent answer may have provided some of it
+    meanwhile; never less than what no answer written has provided), which the ledger counts
+    (帳簿, Act §40), then records it as provided, in one step: the record is never ahead of
+    the ledger. The dispatcher gives back to the day's bound what `counts` took beyond what
+    was counted. It calls ``count`` exactly once, and raises nothing: a record it cannot
+    read or keep is counted as decided (`counts`: at worst counted again later, never not
+    at all), and logged."""
+
+
+Provide: TypeAlias = Callable[[], Delivery | None]
+"""``provide()``: `Reply.provide`."""
 
 
 @dataclass(slots=True)
@@ -100,12 +125,13 @@ class Reply(Generic[Resp]):
     """Instead of ``counts``: run by the dispatcher on the event loop once the answer is made
     (signed, nothing left to fail but the day's provisions), it decides the provisions
     against the handler's own record of what was provided already (the changes feed's
-    counted mark), hands them to ``give`` (which takes them from the day's provisions and
-    counts them in the ledger, 帳簿 Act §40, or refuses: False, 429), and records them as
-    provided only once given, in one step with the count: the record is never ahead of the
-    ledger, so an answer refused, abandoned or lost with its worker leaves nothing counted
-    as provided that was not. Returns what ``give`` said, or None when the record could not
-    be read (nothing given: 503)."""
+    counted mark, a token's counted mark) and returns them as a `Delivery`, or None when the
+    record could not be read (nothing given: 503). The dispatcher takes `Delivery.counts`
+    from the day's provisions (or refuses: 429, nothing recorded); the ledger counts (帳簿,
+    Act §40) and the record moves only once the answer is written (`Delivery.record`), so an
+    answer refused, abandoned, dropped before its turn on a connection gone (pipelined
+    behind a slower answer) or lost with its worker leaves nothing counted or recorded as
+    provided that was not."""
     status: int = 200
     retry_after: int | None = None
     """Seconds for the answer's ``Retry-After`` header (RFC 9110 §10.2.3): a 202 that asks

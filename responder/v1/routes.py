@@ -27,17 +27,24 @@
    from the party's provisions of the day, all or none (`Quota.take_provisions`: a batch
    that would pass the bound is refused whole, 429 naming the rule, how many remain and
    when the Japan day turns, nothing counted or answered; the changes feed was told
-   what remains, `Context.provisions_left`, and delivered no more), counts the ledger (帳簿, Act §40:
-   `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and
-   the call, and sends the body with its JWS (`responder.v1.jws`, header ``JWS-Signature``).
-   The provisions and the ledger count at one instant (`V1Api.counted_at`): a batch asked
-   before 00:00 JST and answered after it counts in the new day in both, whatever day this
-   worker's row of the table is on; an answer that does not cross midnight counts at its
-   request's instant, as it always did. A reply that decides its provisions against its
-   own record of what was provided (the changes feed's counted mark, `Reply.provide`) does
-   so here, in the same step as the count, and records them only once given: an answer
-   refused, abandoned (its connection gone while the batch thread worked), whose body or
-   signature failed (503), or lost with its worker, has recorded nothing as provided.
+   what remains, `Context.provisions_left`, and delivered no more), and sends the body with
+   its JWS (`responder.v1.jws`, header ``JWS-Signature``). The ledger (帳簿, Act §40:
+   `LedgerWriter.count(party, service, Method.JSON, n)` for each of `Reply.counts`) and the
+   calls' ledger count as the answer is written (`responder.http.Provision.sent`, on the
+   event loop, whichever thread made the answer): an answer made and never written
+   (pipelined behind a slower answer on a connection the client reset first) counts
+   nothing and gives its provisions back (`Provision.dropped`), to the day they were taken
+   from. The provisions and the ledger count at one instant (`V1Api.counted_at`): a batch
+   asked before 00:00 JST and answered after it counts in the new day in both, whatever
+   day this worker's row of the table is on; an answer that does not cross midnight counts
+   at its request's instant, as it always did. A reply that decides its provisions against
+   its own record of what was provided (the changes feed's counted mark, a token's mark,
+   `Reply.provide`) takes them when the answer is made and records them, in the same step
+   as the count, only as it is written (`responder.v1.route.Delivery`), counting then what
+   no answer written meanwhile counted and giving the rest back: an answer refused,
+   abandoned (its connection gone while the batch thread worked, or before its turn),
+   whose body or signature failed (503), or lost with its worker, has recorded nothing as
+   provided.
 
 Per entry and per call. The 帳簿 (Ord §71) counts provisions (件数): a batch of 10,000
 answered entries is 10,000 provisions of its service, the unit a fee per provision would
@@ -77,8 +84,9 @@ from responder.registry.lookup import Registry
 from responder.registry.party import Party
 from responder.registry.vocabulary import SERVICE_FAMILIES, Method, Service
 from responder.signing import SigningPool
+from responder.structs import FrozenNoGc
 from responder.v1 import openapi, problem
-from responder.v1.route import AnyRoute, Context, Counts, Decide, Reply
+from responder.v1.route import AnyRoute, Context, Count, Counts, Decide, Reply
 from responder.v1.wire import Problem
 
 JSON: Final = b"application/json"
@@ -141,6 +149,8 @@ class Quota(Protocol):
     def provisions_left(self, party: Party, now: float) -> int | None: ...
 
     def take_provisions(self, party: Party, n: int, now: float) -> Wait | float: ...
+
+    def give_back_provisions(self, party: Party, n: int, now: float) -> None: ...
 
 
 class Counter(Protocol):
@@ -354,9 +364,10 @@ class V1Api:
     def _finish(
         self, req: Request, route: AnyRoute, party: Party, now: float, done: Done
     ) -> Response:
-        """On the event loop: the provisions of the day taken, all or none; the ledger counts
-        (before the answer is written); the note. Both at one instant (`counted_at`), so they
-        count the answer on the same Japan day. A reply that decides its provisions itself
+        """On the event loop: the provisions of the day taken, all or none; the note; the
+        answer, whose `_V1Provision` counts the ledger as it is written (or gives the
+        provisions back when it never is). Both at one instant (`counted_at`), so they count
+        the answer on the same Japan day. A reply that decides its provisions itself
         (`Reply.provide`) records them as provided in the same step as they are counted."""
         endpoint = route.endpoint
         reply = done.reply
@@ -368,40 +379,42 @@ class V1Api:
             again = refusal is _EFFECT_FAILED or refusal.status == 503
             return problem.response(refusal, retry_after=(done.retry_after or 1) if again else None)
         at = self.counted_at(now)
-        refused: list[tuple[Service, Wait]] = []
-
-        def give(counts: Counts) -> bool:
-            dated = at
-            if party.provisions_per_day is not None:
-                taken = self.quota.take_provisions(party, sum(n for _s, n in counts), at)
-                if isinstance(taken, Wait):  # the whole answer would pass the bound: none given
-                    refused.append((counts[0][0] if counts else route.services[0], taken))
-                    return False
-                dated = taken  # the day taken from (a later one: the clock was set back)
-            # 帳簿 (Act §40): counted before the answer is written, on the day taken above
-            for service, n in counts:
-                if n > 0:
-                    self.ledger.count(party.id, service, Method.JSON, n, at=dated)
-                    if self.calls is not None:
-                        self.calls.count(party.id, service, Method.JSON, 1, at=dated)
-            return True
-
-        given = give(reply.counts) if reply.provide is None else reply.provide(give)
-        if given is None:  # what was provided already could not be read: nothing given
-            req.note = Outcome(endpoint, family=family, party=party.id, rule=_EFFECT_FAILED.rule)
-            return problem.response(_EFFECT_FAILED, retry_after=done.retry_after or 1)
-        if not given:
-            service, wait = refused[-1]
-            req.note = Outcome(endpoint, family=family, party=party.id, rule=QUOTA)
-            limited = policy.limit_refusal(party, service, wait.limit)
-            return problem.response(problem.quota(limited, wait, at), retry_after=wait.retry_after)
+        record: Callable[[Count], None] | None = None
+        counts = reply.counts
+        if reply.provide is not None:
+            delivery = reply.provide()
+            if delivery is None:  # what was provided already could not be read: nothing given
+                rule = _EFFECT_FAILED.rule
+                req.note = Outcome(endpoint, family=family, party=party.id, rule=rule)
+                return problem.response(_EFFECT_FAILED, retry_after=done.retry_after or 1)
+            counts, record = delivery.counts, delivery.record
+        n = sum(k for _s, k in counts)
+        dated = at
+        bounded = party.provisions_per_day is not None
+        if bounded:
+            taken = self.quota.take_provisions(party, n, at)
+            if isinstance(taken, Wait):  # the whole answer would pass the bound: none given
+                service = counts[0][0] if counts else route.services[0]
+                req.note = Outcome(endpoint, family=family, party=party.id, rule=QUOTA)
+                limited = policy.limit_refusal(party, service, taken.limit)
+                return problem.response(
+                    problem.quota(limited, taken, at), retry_after=taken.retry_after
+                )
+            dated = taken  # the day taken from (a later one: the clock was set back)
         headers: tuple[tuple[bytes, bytes], ...] = _NO_STORE
         if done.signature is not None:
             headers = (*headers, (SIGNATURE_HEADER, done.signature))
         if reply.retry_after is not None:
             headers = (*headers, (b"retry-after", str(max(1, reply.retry_after)).encode()))
         req.note = Outcome(endpoint, family=family, party=party.id)
-        return Response(reply.status, done.body, JSON, headers)
+        given = None
+        if n > 0 or record is not None:
+            # 帳簿 (Act §40): counted as the answer is written, on the day taken above
+            given = _V1Provision(
+                self.ledger, self.calls, self.quota, party, counts, dated,
+                n if bounded else 0, record,
+            )  # fmt: skip
+        return Response(reply.status, done.body, JSON, headers, provision=given)
 
     def _decode(self, route: AnyRoute, req: Request, query: bytes) -> msgspec.Struct | Problem:
         if route.method == "POST":
@@ -432,6 +445,51 @@ class V1Api:
         except msgspec.ValidationError as e:
             return problem.from_decode_error(e, route.request, msgspec.json.encode(fields))
         return query_struct
+
+
+class _V1Provision(FrozenNoGc, frozen=True):
+    """A /v1 answer's provisions (`responder.http.Provision`): ``counts`` to ``party``, dated
+    ``at`` (the Japan day ``taken`` provisions were taken from; 0: no bound). Counted in the
+    ledger (帳簿, Act §40) and the calls' ledger as the answer is written, after the handler's
+    record (`Delivery.record`) said what it provides after all, and what was taken beyond
+    that given back; all of it given back when the answer is never written."""
+
+    ledger: Counter
+    calls: Counter | None
+    quota: Quota
+    party: Party
+    counts: Counts
+    at: float
+    taken: int
+    record: Callable[[Count], None] | None
+
+    def sent(self) -> None:
+        if self.record is None:
+            self._count(self.counts)
+            return
+        counted: list[int] = []
+
+        def count(counts: Counts) -> None:
+            counted.append(self._count(counts))
+
+        self.record(count)
+        back = self.taken - sum(counted)
+        if back > 0:  # provided meanwhile by another answer written first
+            self.quota.give_back_provisions(self.party, back, self.at)
+
+    def _count(self, counts: Counts) -> int:
+        total = 0
+        for service, n in counts:
+            if n > 0:
+                total += n
+                self.ledger.count(self.party.id, service, Method.JSON, n, at=self.at)
+                if self.calls is not None:
+                    self.calls.count(self.party.id, service, Method.JSON, 1, at=self.at)
+        return total
+
+    def dropped(self) -> None:
+        if self.taken:
+            self.quota.give_back_provisions(self.party, self.taken, self.at)
 
 
 JWK_SET: Final = b"application/jwk-set+json"

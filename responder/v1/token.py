@@ -22,7 +22,9 @@ The exchange, asynchronous because workers hold no CA key (the builder signs):
    it: when the builder has issued it (``<id>.pem`` in ``[token] issued_dir`` and its status
    in the store), 200 with the certificate and its issuer's, counted in the ledger
    (帳簿, Act §40: ``specified-verifier-token``, ``json``) once per token, the first time it
-   is handed out (`TokenDesk.count_once`): the provision is of the code (符号の提供, Act
+   is handed out, as that answer is written (`TokenDesk.count_once`; one never written, its
+   connection gone before its turn, is neither counted nor marked and gives its provision
+   back): the provision is of the code (符号の提供, Act
    §38-3(2)); the same certificate handed out again (a party polling after it got it, or the
    builder's copy of a lost file) is no new provision and is not counted again;
    409 when that token was revoked or has expired (a token lives ``tokens.validity_days``
@@ -77,7 +79,7 @@ from responder import policy
 from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
-from responder.v1.route import Context, Counts, Provide, Reply, Route
+from responder.v1.route import Context, Count, Counts, Delivery, Provide, Reply, Route
 from responder.v1.wire import Problem
 
 _log = logging.getLogger(__name__)
@@ -154,11 +156,17 @@ class TokenDesk(Protocol):
         """The ids of the requests queued for ``party`` (not yet taken by the builder)."""
         ...
 
+    def counted_before(self, rid: str) -> bool | None:
+        """Whether the token ``rid`` was counted when handed out before (read only, when its
+        answer is made); None when the record cannot be read (nothing given: 503)."""
+        ...
+
     def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
-        """Count the token ``rid`` handed out, once: run ``give`` (which counts it in the
-        ledger, or refuses) unless ``rid`` was counted before, and record it counted only once
-        ``give`` said yes. Returns ``give``'s answer, True when it was counted before (nothing
-        given), None when the record cannot be read (nothing given: 503)."""
+        """Count the token ``rid`` handed out, once (when its answer is written): run ``give``
+        (which counts it in the ledger, or refuses) unless ``rid`` was counted before, and
+        record it counted only once ``give`` said yes. Returns ``give``'s answer, True when
+        it was counted before (nothing given), None when the record cannot be read (nothing
+        given)."""
         ...
 
 
@@ -213,6 +221,17 @@ class FileDesk:
         """``<request_dir>/counted``: one empty-or-marked file per token handed out (the
         builder reads only ``<request_dir>/*.json``)."""
         return self.request_dir / COUNTED_SUBDIR
+
+    def counted_before(self, rid: str) -> bool | None:
+        """`TokenDesk.counted_before`: ``counted/<id>`` marked (not locked: `count_once`
+        decides again under the lock)."""
+        try:
+            return (self.counted_dir / rid).stat().st_size > 0
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            _log.error("the token's counted mark cannot be read: %s", e.strerror)
+            return None
 
     def count_once(self, rid: str, give: Callable[[], bool]) -> bool | None:
         """`TokenDesk.count_once` with ``counted/<id>``: the file locked (``flock``, every
@@ -343,11 +362,39 @@ def limit_refusal(ctx: Context, desk: TokenDesk, rid: str) -> Problem | None:
     )  # fmt: skip
 
 
-def _counted_once(desk: TokenDesk, rid: str) -> Provide:
-    """The `Reply.provide` of a token handed out: one provision, the first time only."""
+def _count_nothing(count: Count) -> None:
+    """The `Delivery.record` of a token counted when it was first handed out."""
+    count(())
 
-    def provide(give: Callable[[Counts], bool]) -> bool | None:
-        return desk.count_once(rid, lambda: give(TOKEN_COUNTS))
+
+def _counted_once(desk: TokenDesk, rid: str) -> Provide:
+    """The `Reply.provide` of a token handed out: one provision, the first time only. When
+    the answer is made, one provision unless the token was counted before (taken from the
+    day's provisions); as it is written, counted and marked unless another answer written
+    since counted it (`TokenDesk.count_once`: then none, and the provision is given back).
+    A mark that cannot be read or kept then: counted (at worst again, never not at all)."""
+
+    def provide() -> Delivery | None:
+        before = desk.counted_before(rid)
+        if before is None:
+            return None  # nothing counted nor given: 503
+        if before:
+            return Delivery((), _count_nothing)
+
+        def record(count: Count) -> None:
+            counted: list[bool] = []
+
+            def give() -> bool:
+                count(TOKEN_COUNTS)
+                counted.append(True)
+                return True
+
+            got = desk.count_once(rid, give)
+            if not counted:  # True: another hand-out written since counted it; None: the
+                # mark unreadable now, counted (at worst again, never not at all)
+                count(TOKEN_COUNTS if got is None else ())
+
+        return Delivery(TOKEN_COUNTS, record)
 
     return provide
 
