@@ -15,8 +15,8 @@ with an optional bearer token) is
   that verifies with it is imported, one its own, compromised, key signed is refused:
   `_check_signer`; one that verifies as two generations' is refused unless the issuer
   whose URL it came from is named: `identify_issuer`);
-- checked for freshness and order: thisUpdate not in the future (beyond
-  `CLOCK_SKEW`), nextUpdate not passed (unless forced), a CRL number above the
+- checked for freshness and order: nextUpdate after thisUpdate, thisUpdate not in the
+  future (beyond `CLOCK_SKEW`), nextUpdate not passed (unless forced), a CRL number above the
   last one imported for the issuer (equal: already imported, nothing to do; a
   full CRL numbered like the base of the deltas imported since is the same full
   CRL fetched again: nothing to do either, whatever deltas followed it); a
@@ -25,7 +25,8 @@ with an optional bearer token) is
 - applied in ONE write transaction: a full CRL makes the issuer's revoked set
   exactly its entries (a merge walk of the stored range against the CRL's
   ascending entries; a first import appends), a delta CRL adds or updates its
-  entries and deletes those marked removeFromCRL (8). Every changed serial gets
+  entries and deletes those marked removeFromCRL (8) (a serial listed twice, in either,
+  is refused). Every changed serial gets
   a new status version and loses any stored OCSP answer; the commit sequence
   is bumped once; the issuer's `CrlState` records the CRL's number and times,
   and its nextUpdate, past which the responder refuses to answer.
@@ -278,6 +279,11 @@ def _check_crl(parsed: ParsedCrl, *, as_of: datetime, force: bool, clock_skew: i
     if parsed.next_update is None:
         raise ImportRefused(
             "the CRL has no nextUpdate (RFC 5280 §5.1.2.5): its freshness is unbounded"
+        )
+    if parsed.next_update <= parsed.this_update:
+        raise ImportRefused(
+            f"nextUpdate {parsed.next_update.isoformat()} is not after thisUpdate "
+            f"{parsed.this_update.isoformat()} (RFC 5280 §5.1.2.5): the CRL is malformed"
         )
     if parsed.this_update > as_of + timedelta(seconds=clock_skew):
         raise ImportRefused(
@@ -752,11 +758,19 @@ class CrlImporter:
         entries: Iterator[tuple[int, int, int]],
         result: ImportResult,
     ) -> None:
-        """Add or update the delta's entries; removeFromCRL (8) deletes one (RFC 5280 §5.2.4)."""
+        """Add or update the delta's entries; removeFromCRL (8) deletes one (RFC 5280 §5.2.4).
+
+        A serial listed twice is refused, as in a full CRL: applied entry by entry, the last
+        listing won, so a delta listing a revoked serial and then removeFromCRL for it
+        unlisted it (answered ``good``). A delta CRL is small: its serials are kept in a set."""
         prefix = sf.issuer_prefix(issuer.meta.index)
         family = issuer.meta.family.code
+        seen: set[bytes] = set()
         for serial, at, reason in entries:
             key = prefix + _serial_bytes(serial)
+            if key in seen:
+                raise ImportRefused("the delta CRL lists one serial twice")
+            seen.add(key)
             result.entries += 1
             stored = c.revoked_entry(key)
             if reason == REMOVE_FROM_CRL:

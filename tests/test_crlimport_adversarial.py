@@ -1,0 +1,181 @@
+"""Crafted CRLs against `crlbuilder import-crl` (団体署名検証者, Act §18(2), §20(1)).
+
+Each CRL here is signed with the test PKI's real CA key, so it passes the signature check:
+what is attacked is what the importer makes of a validly signed but ill-formed or
+out-of-scope CRL. A refused CRL must leave the store exactly as it was, and no serial
+the 機構 listed may come out unlisted (answered ``good`` by the responder).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from crlbuilder.der import der_length
+from crlbuilder.manifest import Manifest
+from tests.support.store import dump_store
+from tests.test_crlimport import (  # noqa: F401 (pki and imported are fixtures)
+    G1,
+    NOW,
+    T,
+    at,
+    imported,
+    index,
+    pki,
+    refused,
+    revoked,
+    run,
+    signer,
+    write,
+)
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    return bytes((tag,)) + der_length(len(content)) + content
+
+
+def _utc(t: datetime) -> bytes:
+    return _tlv(0x17, t.strftime("%y%m%d%H%M%SZ").encode())
+
+
+def _ext(oid: str, value: bytes, *, critical: bool = False) -> bytes:
+    return _tlv(
+        0x30,
+        _tlv(0x06, _oid(oid))
+        + (b"\x01\x01\xff" if critical else b"")
+        + _tlv(0x04, value),
+    )
+
+
+def _oid(dotted: str) -> bytes:
+    arcs = [int(a) for a in dotted.split(".")]
+    out = bytearray((40 * arcs[0] + arcs[1],))
+    for arc in arcs[2:]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out += bytes(reversed(chunk))
+    return bytes(out)
+
+
+def _serial(n: int) -> bytes:
+    return _tlv(0x02, n.to_bytes((n.bit_length() + 8) // 8, "big"))
+
+
+def reason_ext(code: int) -> bytes:
+    return _ext("2.5.29.21", _tlv(0x0A, bytes((code,))))
+
+
+def entry(serial: int, when: int, *exts: bytes) -> bytes:
+    t = datetime.fromtimestamp(when, tz=T.tzinfo)
+    return _tlv(0x30, _serial(serial) + _utc(t) + (_tlv(0x30, b"".join(exts)) if exts else b""))
+
+
+def raw_crl(
+    pki: Manifest,
+    issuer: str,
+    number: int,
+    entries: list[bytes],
+    *,
+    delta_base: int | None = None,
+    this_update: datetime = T,
+    next_update: datetime | None = None,
+    idp_url: str | None = None,
+) -> bytes:
+    """A CRL written byte by byte (entries as given, DER each) and signed by ``issuer``'s key."""
+    s = signer(pki, issuer)
+    ca = s.certificate
+    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    exts = [
+        _ext(
+            "2.5.29.35",
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski).public_bytes(),
+        ),
+        _ext("2.5.29.20", x509.CRLNumber(number).public_bytes()),
+    ]
+    if delta_base is not None:
+        exts.append(
+            _ext("2.5.29.27", x509.DeltaCRLIndicator(delta_base).public_bytes(), critical=True)
+        )
+    if idp_url is not None:
+        idp = x509.IssuingDistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(idp_url)], relative_name=None,
+            only_contains_user_certs=False, only_contains_ca_certs=False,
+            only_some_reasons=None, indirect_crl=False, only_contains_attribute_certs=False,
+        )  # fmt: skip
+        exts.append(_ext("2.5.29.28", idp.public_bytes(), critical=True))
+    tbs = _tlv(
+        0x30,
+        b"\x02\x01\x01"
+        + s.signature_algorithm_der
+        + ca.subject.public_bytes()
+        + _utc(this_update)
+        + _utc(next_update or this_update + timedelta(days=1))
+        + (_tlv(0x30, b"".join(entries)) if entries else b"")
+        + _tlv(0xA0, _tlv(0x30, b"".join(exts))),
+    )
+    sig = s.sign(tbs)
+    return _tlv(0x30, tbs + s.signature_algorithm_der + _tlv(0x03, b"\x00" + sig))
+
+
+def test_the_raw_builder_makes_an_importable_crl(
+    imported: Path, tmp_path: Path, pki: Manifest
+) -> None:
+    """The builder itself is sound: a well-formed CRL of it imports (so refusals below are
+    the importer's doing, not the builder's)."""
+    der = raw_crl(pki, G1, 11, [entry(101, at(30), reason_ext(1)), entry(900, at(1))])
+    r = run(imported, pki, write(tmp_path, "ok.crl", der))
+    assert r.rc == 0, r.err
+    assert sorted(revoked(imported, index(pki, G1))) == [101, 900]
+
+
+def test_a_delta_listing_one_serial_twice_is_refused(
+    imported: Path, tmp_path: Path, pki: Manifest
+) -> None:
+    """101 is revoked (keyCompromise) in the base. A delta listing it once revoked and once
+    removeFromCRL was applied entry by entry, the last one winning: 101 unlisted, ``good``."""
+    before = dump_store(imported)
+    der = raw_crl(
+        pki, G1, 11,
+        [entry(101, at(30), reason_ext(1)), entry(101, at(30), reason_ext(8))],
+        delta_base=10,
+    )  # fmt: skip
+    refused(run(imported, pki, write(tmp_path, "dup.crl", der)), "twice")
+    assert dump_store(imported) == before
+    assert 101 in revoked(imported, index(pki, G1))
+
+
+def test_next_update_before_this_update_is_refused(
+    imported: Path, tmp_path: Path, pki: Manifest
+) -> None:
+    """thisUpdate within the clock skew ahead, nextUpdate before it yet after now: neither
+    in the future beyond the skew nor expired, so it was taken."""
+    before = dump_store(imported)
+    der = raw_crl(
+        pki, G1, 11, [entry(900, at(1), reason_ext(1))],
+        this_update=NOW + timedelta(minutes=4), next_update=NOW + timedelta(minutes=2),
+    )  # fmt: skip
+    refused(run(imported, pki, write(tmp_path, "inverted.crl", der)), "nextUpdate", "thisUpdate")
+    assert dump_store(imported) == before
+    # under --force too: the CRL is malformed, not merely expired
+    old = raw_crl(
+        pki, G1, 11, [entry(900, at(1), reason_ext(1))],
+        this_update=NOW - timedelta(hours=1), next_update=NOW - timedelta(hours=2),
+    )  # fmt: skip
+    refused(run(imported, pki, write(tmp_path, "old.crl", old), extra=["--force"]), "thisUpdate")
+    assert dump_store(imported) == before
+
+
+def test_an_entry_with_two_reason_codes_is_refused(
+    imported: Path, tmp_path: Path, pki: Manifest
+) -> None:
+    """Two reasonCode extensions in one entry (RFC 5280 §5.3: one instance each): which
+    one is meant cannot be told; the last one used to win silently."""
+    before = dump_store(imported)
+    der = raw_crl(pki, G1, 11, [entry(101, at(30), reason_ext(1), reason_ext(6))])
+    refused(run(imported, pki, write(tmp_path, "two.crl", der)), "bad CRL entry", "twice")
+    assert dump_store(imported) == before
