@@ -11,25 +11,42 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
+from asn1crypto import core
 from cryptography import x509
 
+from crlbuilder.demo.pki import init_pki
 from crlbuilder.der import der_length
 from crlbuilder.manifest import Manifest
 from tests.support.store import dump_store
-from tests.test_crlimport import (  # noqa: F401 (pki and imported are fixtures)
+from tests.test_crlimport import (
+    BASE,
     G1,
     NOW,
     T,
     at,
-    imported,
     index,
-    pki,
+    make_crl,
     refused,
     revoked,
     run,
     signer,
     write,
 )
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
+    return init_pki(tmp_path_factory.mktemp("pki") / "pki")
+
+
+@pytest.fixture
+def imported(tmp_path: Path, pki: Manifest) -> Path:
+    """A store holding full CRL 10 of sign-card-g1 (test_crlimport's BASE entries)."""
+    store = tmp_path / "store"
+    r = run(store, pki, write(tmp_path, "full10.crl", make_crl(pki, G1, 10, BASE)))
+    assert r.rc == 0, r.err
+    return store
 
 
 def _tlv(tag: int, content: bytes) -> bytes:
@@ -43,23 +60,10 @@ def _utc(t: datetime) -> bytes:
 def _ext(oid: str, value: bytes, *, critical: bool = False) -> bytes:
     return _tlv(
         0x30,
-        _tlv(0x06, _oid(oid))
+        core.ObjectIdentifier(oid).dump()
         + (b"\x01\x01\xff" if critical else b"")
         + _tlv(0x04, value),
     )
-
-
-def _oid(dotted: str) -> bytes:
-    arcs = [int(a) for a in dotted.split(".")]
-    out = bytearray((40 * arcs[0] + arcs[1],))
-    for arc in arcs[2:]:
-        chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        out += bytes(reversed(chunk))
-    return bytes(out)
 
 
 def _serial(n: int) -> bytes:
@@ -179,3 +183,49 @@ def test_an_entry_with_two_reason_codes_is_refused(
     der = raw_crl(pki, G1, 11, [entry(101, at(30), reason_ext(1), reason_ext(6))])
     refused(run(imported, pki, write(tmp_path, "two.crl", der)), "bad CRL entry", "twice")
     assert dump_store(imported) == before
+
+
+PART2 = "http://kikou.example/crl/sign-card-g1-part2.crl"
+
+
+def test_a_partition_put_at_the_full_crls_place_is_refused(
+    imported: Path, tmp_path: Path, pki: Manifest
+) -> None:
+    """Full CRL 10 covers every certificate of the issuer. CRL 11 names a distribution
+    point (RFC 5280 §5.2.5: it lists only the certificates naming that point): taken for
+    the whole, it unlisted 101, 205, 307 and 4096, every one then answered ``good``."""
+    before = dump_store(imported)
+    der = raw_crl(pki, G1, 11, [entry(900, at(1), reason_ext(1))], idp_url=PART2)
+    refused(run(imported, pki, write(tmp_path, "part2.crl", der)), "scope", "§5.2.5")
+    assert dump_store(imported) == before
+    assert sorted(revoked(imported, index(pki, G1))) == [101, 205, 307, 4096]
+
+
+def test_a_delta_of_another_scope_is_refused(imported: Path, tmp_path: Path, pki: Manifest) -> None:
+    before = dump_store(imported)
+    der = raw_crl(pki, G1, 11, [entry(101, at(30), reason_ext(8))], delta_base=10, idp_url=PART2)
+    refused(run(imported, pki, write(tmp_path, "d11.crl", der)), "scope", "§5.2.4")
+    assert dump_store(imported) == before
+
+
+def test_crls_of_one_scope_follow_each_other_and_a_wider_one_is_taken(
+    tmp_path: Path, pki: Manifest
+) -> None:
+    """A store whose first CRL names a distribution point (the operator's choice of URL):
+    its deltas and later full CRLs of that scope are taken, one without the
+    issuingDistributionPoint too (it covers every certificate); then a delta of that
+    wider scope, and no longer one of the partition's."""
+    store = tmp_path / "store"
+    one = [entry(101, at(30), reason_ext(1))]
+    for name, der in [
+        ("f10.crl", raw_crl(pki, G1, 10, one, idp_url=PART2)),
+        ("d11.crl", raw_crl(pki, G1, 11, [entry(5, at(1))], delta_base=10, idp_url=PART2)),
+        ("f12.crl", raw_crl(pki, G1, 12, [*one, entry(5, at(1))], idp_url=PART2)),
+        ("f13.crl", raw_crl(pki, G1, 13, [*one, entry(5, at(1)), entry(7, at(1))])),
+        ("d14.crl", raw_crl(pki, G1, 14, [entry(9, at(1))], delta_base=13)),
+    ]:
+        r = run(store, pki, write(tmp_path, name, der))
+        assert r.rc == 0, (name, r.err)
+    assert sorted(revoked(store, index(pki, G1))) == [5, 7, 9, 101]
+    d = raw_crl(pki, G1, 15, [entry(11, at(1))], delta_base=13, idp_url=PART2)
+    refused(run(store, pki, write(tmp_path, "d15.crl", d)), "scope")

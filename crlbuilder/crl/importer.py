@@ -21,7 +21,9 @@ with an optional bearer token) is
   full CRL numbered like the base of the deltas imported since is the same full
   CRL fetched again: nothing to do either, whatever deltas followed it); a
   delta CRL (RFC 5280 §5.2.4) only on top of a full CRL numbered at least its
-  BaseCRLNumber;
+  BaseCRLNumber; a CRL of the scope (issuingDistributionPoint) of the last full CRL imported
+  for the issuer, a delta exactly, a full CRL that or none (`_check_scope`: a partition
+  taken for the whole would unlist every serial outside it);
 - applied in ONE write transaction: a full CRL makes the issuer's revoked set
   exactly its entries (a merge walk of the stored range against the CRL's
   ascending entries; a first import appends), a delta CRL adds or updates its
@@ -611,6 +613,8 @@ class CrlImporter:
                 if pulled is not None:  # the file is one the store holds: keep its validator
                     c.put_crl_state(index, _with_pulled(state, parsed.is_delta, pulled))
                 return
+            scope = _scope(parsed)
+            _check_scope(scope, state, result)
             table = self._issuer_table(c)
             if table is not None:
                 c.put_issuers(table)
@@ -635,6 +639,7 @@ class CrlImporter:
                     base_this_update=this_update, this_update=this_update,
                     next_update=next_update, base_signer=issuer.key_sha256,
                     pulled_delta=state.pulled_delta,  # a delta numbered below: still held
+                    base_scope=scope,
                 )  # fmt: skip
             if pulled is not None:
                 state = _with_pulled(state, parsed.is_delta, pulled)
@@ -808,6 +813,39 @@ def _check_signer(issuer: KnownIssuer, state: sf.CrlState, result: ImportResult)
             "signed by the generation's own key, compromised: its CRLs have been signed by "
             "its successor's key since (Act §14; the compromised key signs nothing)"
         )
+
+
+def _scope(parsed: ParsedCrl) -> str:
+    """The CRL's scope as `CrlState.base_scope` records it: hex SHA-256 of its
+    issuingDistributionPoint's DER, "" when it has none."""
+    return "" if parsed.idp_der is None else hashlib.sha256(parsed.idp_der).hexdigest()
+
+
+def _check_scope(scope: str, state: sf.CrlState, result: ImportResult) -> None:
+    """Refuse a CRL whose scope (issuingDistributionPoint) is not its issuer's last full CRL's.
+
+    A delta CRL updates a complete CRL of the same scope only (RFC 5280 §5.2.4, §6.3.3).
+    A full CRL replaces the issuer's revoked set: one scoped to a distribution point lists
+    only the certificates naming it (RFC 5280 §5.2.5), so one put at the full CRL's URL
+    (a partitioned CRL, another partition's) would unlist every serial outside it, each
+    then answered ``good``. A full CRL that drops the issuingDistributionPoint covers
+    every certificate of the issuer: taken. ``state.base_scope`` None (no full CRL, or a
+    store written before it was recorded): nothing to compare with."""
+    base = state.base_scope
+    if base is None or scope == base or (not result.delta and scope == ""):
+        return
+    if result.delta:
+        raise ImportRefused(
+            f"delta CRL {result.number} of {result.issuer} has another scope "
+            "(issuingDistributionPoint) than its full CRL: a delta CRL updates a full CRL "
+            "of its own scope only (RFC 5280 §5.2.4)"
+        )
+    raise ImportRefused(
+        f"CRL {result.number} of {result.issuer} has another scope (issuingDistributionPoint) "
+        "than the last full CRL imported: a partition of the issuer's certificates (RFC 5280 "
+        "§5.2.5) taken for the whole would unlist every serial outside it; if the 機構 changed "
+        "the scope of its CRLs, import into a new store"
+    )
 
 
 def _with_pulled(state: sf.CrlState, delta: bool, pulled: sf.PulledFile) -> sf.CrlState:
