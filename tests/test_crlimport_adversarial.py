@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import core
 from cryptography import x509
 
 from crlbuilder.demo.pki import init_pki
-from crlbuilder.der import der_length
+from crlbuilder.der import der_header, der_length
 from crlbuilder.manifest import Manifest
 from tests.support.store import dump_store
 from tests.test_crlimport import (
@@ -67,7 +68,7 @@ def _ext(oid: str, value: bytes, *, critical: bool = False) -> bytes:
 
 
 def _serial(n: int) -> bytes:
-    return _tlv(0x02, n.to_bytes((n.bit_length() + 8) // 8, "big"))
+    return _tlv(0x02, n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True))
 
 
 def reason_ext(code: int) -> bytes:
@@ -229,3 +230,91 @@ def test_crls_of_one_scope_follow_each_other_and_a_wider_one_is_taken(
     assert sorted(revoked(store, index(pki, G1))) == [5, 7, 9, 101]
     d = raw_crl(pki, G1, 15, [entry(11, at(1))], delta_base=13, idp_url=PART2)
     refused(run(store, pki, write(tmp_path, "d15.crl", d)), "scope")
+
+
+def _ber_long_length(der: bytes) -> bytes:
+    """The CRL with its outer length in a non-minimal long form (BER, not DER)."""
+    _, start, _ = der_header(der, 0, len(der))
+    return b"\x30\x84" + (len(der) - start).to_bytes(4, "big") + der[start:]
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        pytest.param(
+            lambda pki: raw_crl(pki, G1, 11, [entry(0, at(1), reason_ext(1))]),
+            ("serial 0",),
+            id="serial-0",
+        ),
+        pytest.param(
+            lambda pki: raw_crl(pki, G1, 11, [entry(-5, at(1), reason_ext(1))]),
+            ("serial -5",),
+            id="serial-negative",
+        ),
+        pytest.param(
+            lambda pki: raw_crl(pki, G1, 11, [entry(1 << 160, at(1), reason_ext(1))]),
+            ("20 octets",),
+            id="serial-21-octets",
+        ),
+        pytest.param(
+            lambda pki: raw_crl(
+                pki, G1, 11, [entry(1 << 160, at(1), reason_ext(1))], delta_base=10
+            ),
+            ("20 octets",),
+            id="delta-serial-21-octets",
+        ),
+        pytest.param(
+            lambda pki: raw_crl(pki, G1, 11, [entry(-5, at(1))], delta_base=10),
+            ("serial -5",),
+            id="delta-serial-negative",
+        ),
+        pytest.param(
+            lambda pki: raw_crl(
+                pki, G1, 11, [entry(900, at(1), _ext("1.2.3.4", b"\x05\x00", critical=True))]
+            ),
+            ("critical CRL entry extension 1.2.3.4",),
+            id="unknown-critical-entry-extension",
+        ),
+        pytest.param(
+            lambda pki: raw_crl(
+                pki, G1, 11, [entry(900, at(1), reason_ext(1)), entry(900, at(1), reason_ext(6))]
+            ),
+            ("twice",),
+            id="full-serial-twice",
+        ),
+        pytest.param(
+            lambda pki: raw_crl(pki, G1, 11, [entry(900, at(1), reason_ext(8))]),
+            ("removeFromCRL",),
+            id="full-remove-from-crl",
+        ),
+        pytest.param(
+            lambda pki: _ber_long_length(raw_crl(pki, G1, 11, [entry(900, at(1))])),
+            ("not a usable CRL",),
+            id="ber-length",
+        ),
+    ],
+)
+def test_crafted_crls_signed_by_the_real_key_are_refused(
+    imported: Path, tmp_path: Path, pki: Manifest, make: Any, words: tuple[str, ...]
+) -> None:
+    """Validly signed, so only the importer's own checks stand between them and the store;
+    each refused with a line saying why, the store unchanged (101's keyCompromise kept)."""
+    before = dump_store(imported)
+    refused(run(imported, pki, write(tmp_path, "crafted.crl", make(pki))), *words)
+    assert dump_store(imported) == before
+
+
+def test_hold_is_revoked_and_a_later_release_unlists(
+    imported: Path, tmp_path: Path, pki: Manifest
+) -> None:
+    """certificateHold (6) is stored as revoked with its reason (the responder answers
+    revoked, reason certificateHold); a later delta's removeFromCRL releases it (RFC 5280
+    §5.3.1), and a full CRL without it unlists it."""
+    idx = index(pki, G1)
+    d11 = raw_crl(pki, G1, 11, [entry(900, at(1), reason_ext(6))], delta_base=10)
+    assert run(imported, pki, write(tmp_path, "d11.crl", d11)).rc == 0
+    assert revoked(imported, idx)[900] == (at(1), 6)
+    d12 = raw_crl(pki, G1, 12, [entry(900, at(1), reason_ext(8))], delta_base=10)
+    assert run(imported, pki, write(tmp_path, "d12.crl", d12)).rc == 0
+    assert 900 not in revoked(imported, idx)
+    assert 101 in revoked(imported, idx)
