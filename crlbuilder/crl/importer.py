@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import ipaddress
 import itertools
 import json
@@ -406,8 +407,8 @@ def read_source(
         raise ImportRefused(f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise ImportRefused(f"cannot fetch: {e.reason}") from None
-    except (OSError, ValueError) as e:
-        raise ImportRefused(f"cannot fetch: {e}") from None
+    except (OSError, ValueError, http.client.HTTPException) as e:  # a bad status line, a cut body
+        raise ImportRefused(f"cannot fetch: {type(e).__name__}: {e}") from None
     if len(body) > max_bytes:
         raise ImportRefused(f"more than the {max_bytes} bytes accepted")
     return body
