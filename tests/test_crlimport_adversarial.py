@@ -16,6 +16,7 @@ import pytest
 from asn1crypto import core
 from cryptography import x509
 
+from crlbuilder.crl import importer as crlimport
 from crlbuilder.demo.pki import init_pki
 from crlbuilder.der import der_header, der_length
 from crlbuilder.manifest import Manifest
@@ -318,3 +319,22 @@ def test_hold_is_revoked_and_a_later_release_unlists(
     assert run(imported, pki, write(tmp_path, "d12.crl", d12)).rc == 0
     assert 900 not in revoked(imported, idx)
     assert 101 in revoked(imported, idx)
+
+
+def test_a_delta_based_on_itself_or_later_is_malformed_not_ahead(
+    imported: Path, tmp_path: Path, pki: Manifest
+) -> None:
+    """A delta CRL's number is above its BaseCRLNumber (RFC 5280 §5.2.4). One based on a
+    number at or past its own was taken for a delta "based on a newer full CRL"
+    (`BaseAhead`): `group pull` then downloaded the full CRL again, without its ETag, at
+    every pass (each download counted against the group), to refuse the delta again."""
+    store = crlimport.Store.open(imported, readonly=False)
+    try:
+        importer = crlimport.CrlImporter(store, pki)
+        for number, base in [(11, 12), (11, 11)]:
+            der = raw_crl(pki, G1, number, [entry(900, at(1))], delta_base=base)
+            with pytest.raises(crlimport.ImportRefused, match="its own number") as e:
+                importer.import_der(der, as_of=NOW)
+            assert not isinstance(e.value, crlimport.BaseAhead)
+    finally:
+        store.close()

@@ -283,6 +283,11 @@ def _check_crl(parsed: ParsedCrl, *, as_of: datetime, force: bool, clock_skew: i
         raise ImportRefused(
             "the CRL has no nextUpdate (RFC 5280 §5.1.2.5): its freshness is unbounded"
         )
+    if parsed.delta_base is not None and parsed.delta_base >= parsed.number:
+        raise ImportRefused(
+            f"delta CRL {parsed.number} is based on CRL {parsed.delta_base}, not below its own "
+            "number (RFC 5280 §5.2.4): the CRL is malformed"
+        )
     if parsed.next_update <= parsed.this_update:
         raise ImportRefused(
             f"nextUpdate {parsed.next_update.isoformat()} is not after thisUpdate "
