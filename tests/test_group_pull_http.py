@@ -9,15 +9,22 @@ ended the pass and the ``--follow`` process with it, never a request that lasts 
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from crlbuilder.crl.importer import ImportRefused, read_source
-from crlbuilder.group.pull import FetchFailed, fetch
+from crlbuilder.group.pull import FetchFailed, GroupFeed, fetch
+from crlbuilder.group.setup import GroupSetup
+from crlbuilder.manifest import Manifest
+from crlbuilder.store.lmdbstore import Store
+from tests.test_crlimport import G1, G2, NOW, pki  # noqa: F401 (its PKI fixture)
+from tests.test_group_pull import group_issuer
 
 Script = Callable[[socket.socket], None]
 
@@ -122,3 +129,38 @@ def test_import_crl_from_a_url_with_a_broken_answer_is_refused_not_a_crash(
     server = serve(_send(b"HELLO\r\n\r\n"))
     with pytest.raises(ImportRefused, match="cannot fetch"):
         read_source(server.url, timeout=5)
+
+
+def test_a_broken_answer_for_one_issuer_does_not_end_the_pass(
+    serve: Callable[[Script], RawServer],
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The pass logs the file ``unreachable`` and goes on to the next issuer; the
+    http.client exception used to end `pass_once`, and ``--follow`` with it."""
+    seen: list[bytes] = []
+
+    def script(conn: socket.socket) -> None:
+        seen.append(b"x")
+        conn.sendall(b"HELLO\r\n\r\n")
+
+    server = serve(script)
+    base = server.url.rsplit("/", 2)[0]
+    (tmp_path / "token").write_text("token\n")
+    setup = GroupSetup(
+        group_id="g", authority=base, token_file="token", cycle_seconds=1,
+        responder_cert="unused.pem", responder_key="unused.key", store="store",
+        issuers=[group_issuer(pki, G1, 1, base, ""), group_issuer(pki, G2, 2, base, "2")],
+    )  # fmt: skip
+    setup.directory = str(tmp_path)
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        outcomes = GroupFeed(setup, store, clock=lambda: NOW, log=io.StringIO()).pass_once()
+    finally:
+        store.close()
+    assert [(o.issuer, o.kind, o.status) for o in outcomes] == [
+        (G1, "full", "unreachable"), (G1, "delta", "unreachable"),
+        (G2, "full", "unreachable"), (G2, "delta", "unreachable"),
+    ]  # fmt: skip
+    assert "BadStatusLine" in outcomes[0].detail
+    assert len(seen) == 4
