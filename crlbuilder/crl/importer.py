@@ -15,17 +15,20 @@ with an optional bearer token) is
   that verifies with it is imported, one its own, compromised, key signed is refused:
   `_check_signer`; one that verifies as two generations' is refused unless the issuer
   whose URL it came from is named: `identify_issuer`);
-- checked for freshness and order: thisUpdate not in the future (beyond
-  `CLOCK_SKEW`), nextUpdate not passed (unless forced), a CRL number above the
+- checked for freshness and order: nextUpdate after thisUpdate, thisUpdate not in the
+  future (beyond `CLOCK_SKEW`), nextUpdate not passed (unless forced), a CRL number above the
   last one imported for the issuer (equal: already imported, nothing to do; a
   full CRL numbered like the base of the deltas imported since is the same full
   CRL fetched again: nothing to do either, whatever deltas followed it); a
   delta CRL (RFC 5280 §5.2.4) only on top of a full CRL numbered at least its
-  BaseCRLNumber;
+  BaseCRLNumber; a CRL of the scope (issuingDistributionPoint) of the last full CRL imported
+  for the issuer, a delta exactly, a full CRL that or none (`_check_scope`: a partition
+  taken for the whole would unlist every serial outside it);
 - applied in ONE write transaction: a full CRL makes the issuer's revoked set
   exactly its entries (a merge walk of the stored range against the CRL's
   ascending entries; a first import appends), a delta CRL adds or updates its
-  entries and deletes those marked removeFromCRL (8). Every changed serial gets
+  entries and deletes those marked removeFromCRL (8) (a serial listed twice, in either,
+  is refused). Every changed serial gets
   a new status version and loses any stored OCSP answer; the commit sequence
   is bumped once; the issuer's `CrlState` records the CRL's number and times,
   and its nextUpdate, past which the responder refuses to answer.
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import ipaddress
 import itertools
 import json
@@ -279,6 +283,16 @@ def _check_crl(parsed: ParsedCrl, *, as_of: datetime, force: bool, clock_skew: i
         raise ImportRefused(
             "the CRL has no nextUpdate (RFC 5280 §5.1.2.5): its freshness is unbounded"
         )
+    if parsed.delta_base is not None and parsed.delta_base >= parsed.number:
+        raise ImportRefused(
+            f"delta CRL {parsed.number} is based on CRL {parsed.delta_base}, not below its own "
+            "number (RFC 5280 §5.2.4): the CRL is malformed"
+        )
+    if parsed.next_update <= parsed.this_update:
+        raise ImportRefused(
+            f"nextUpdate {parsed.next_update.isoformat()} is not after thisUpdate "
+            f"{parsed.this_update.isoformat()} (RFC 5280 §5.1.2.5): the CRL is malformed"
+        )
     if parsed.this_update > as_of + timedelta(seconds=clock_skew):
         raise ImportRefused(
             f"thisUpdate {parsed.this_update.isoformat()} is in the future "
@@ -398,8 +412,8 @@ def read_source(
         raise ImportRefused(f"HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise ImportRefused(f"cannot fetch: {e.reason}") from None
-    except (OSError, ValueError) as e:
-        raise ImportRefused(f"cannot fetch: {e}") from None
+    except (OSError, ValueError, http.client.HTTPException) as e:  # a bad status line, a cut body
+        raise ImportRefused(f"cannot fetch: {type(e).__name__}: {e}") from None
     if len(body) > max_bytes:
         raise ImportRefused(f"more than the {max_bytes} bytes accepted")
     return body
@@ -605,6 +619,8 @@ class CrlImporter:
                 if pulled is not None:  # the file is one the store holds: keep its validator
                     c.put_crl_state(index, _with_pulled(state, parsed.is_delta, pulled))
                 return
+            scope = _scope(parsed)
+            _check_scope(scope, state, result)
             table = self._issuer_table(c)
             if table is not None:
                 c.put_issuers(table)
@@ -629,6 +645,7 @@ class CrlImporter:
                     base_this_update=this_update, this_update=this_update,
                     next_update=next_update, base_signer=issuer.key_sha256,
                     pulled_delta=state.pulled_delta,  # a delta numbered below: still held
+                    base_scope=scope,
                 )  # fmt: skip
             if pulled is not None:
                 state = _with_pulled(state, parsed.is_delta, pulled)
@@ -752,11 +769,19 @@ class CrlImporter:
         entries: Iterator[tuple[int, int, int]],
         result: ImportResult,
     ) -> None:
-        """Add or update the delta's entries; removeFromCRL (8) deletes one (RFC 5280 §5.2.4)."""
+        """Add or update the delta's entries; removeFromCRL (8) deletes one (RFC 5280 §5.2.4).
+
+        A serial listed twice is refused, as in a full CRL: applied entry by entry, the last
+        listing won, so a delta listing a revoked serial and then removeFromCRL for it
+        unlisted it (answered ``good``). A delta CRL is small: its serials are kept in a set."""
         prefix = sf.issuer_prefix(issuer.meta.index)
         family = issuer.meta.family.code
+        seen: set[bytes] = set()
         for serial, at, reason in entries:
             key = prefix + _serial_bytes(serial)
+            if key in seen:
+                raise ImportRefused("the delta CRL lists one serial twice")
+            seen.add(key)
             result.entries += 1
             stored = c.revoked_entry(key)
             if reason == REMOVE_FROM_CRL:
@@ -794,6 +819,39 @@ def _check_signer(issuer: KnownIssuer, state: sf.CrlState, result: ImportResult)
             "signed by the generation's own key, compromised: its CRLs have been signed by "
             "its successor's key since (Act §14; the compromised key signs nothing)"
         )
+
+
+def _scope(parsed: ParsedCrl) -> str:
+    """The CRL's scope as `CrlState.base_scope` records it: hex SHA-256 of its
+    issuingDistributionPoint's DER, "" when it has none."""
+    return "" if parsed.idp_der is None else hashlib.sha256(parsed.idp_der).hexdigest()
+
+
+def _check_scope(scope: str, state: sf.CrlState, result: ImportResult) -> None:
+    """Refuse a CRL whose scope (issuingDistributionPoint) is not its issuer's last full CRL's.
+
+    A delta CRL updates a complete CRL of the same scope only (RFC 5280 §5.2.4, §6.3.3).
+    A full CRL replaces the issuer's revoked set: one scoped to a distribution point lists
+    only the certificates naming it (RFC 5280 §5.2.5), so one put at the full CRL's URL
+    (a partitioned CRL, another partition's) would unlist every serial outside it, each
+    then answered ``good``. A full CRL that drops the issuingDistributionPoint covers
+    every certificate of the issuer: taken. ``state.base_scope`` None (no full CRL, or a
+    store written before it was recorded): nothing to compare with."""
+    base = state.base_scope
+    if base is None or scope == base or (not result.delta and scope == ""):
+        return
+    if result.delta:
+        raise ImportRefused(
+            f"delta CRL {result.number} of {result.issuer} has another scope "
+            "(issuingDistributionPoint) than its full CRL: a delta CRL updates a full CRL "
+            "of its own scope only (RFC 5280 §5.2.4)"
+        )
+    raise ImportRefused(
+        f"CRL {result.number} of {result.issuer} has another scope (issuingDistributionPoint) "
+        "than the last full CRL imported: a partition of the issuer's certificates (RFC 5280 "
+        "§5.2.5) taken for the whole would unlist every serial outside it; if the 機構 changed "
+        "the scope of its CRLs, import into a new store"
+    )
 
 
 def _with_pulled(state: sf.CrlState, delta: bool, pulled: sf.PulledFile) -> sf.CrlState:

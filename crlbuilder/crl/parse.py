@@ -227,7 +227,11 @@ def _entry_reason(d: bytes, start: int, stop: int) -> int:
     if ext_stop != stop:
         raise CrlError(f"bad DER: trailing bytes after crlEntryExtensions at offset {ext_stop}")
     reason = 0
+    seen: set[bytes] = set()
     for oid, critical, v_start, v_stop in _extensions(d, ext_start, ext_stop, "CRL entry"):
+        if oid in seen:  # which of two reasonCodes is meant cannot be told
+            raise CrlError(f"a CRL entry has extension {_oid_text(oid)} twice")
+        seen.add(oid)
         if oid == _REASON_CODE:
             e_start, e_stop = _expect(d, v_start, v_stop, _TAG_ENUMERATED, "reasonCode")
             if e_stop != v_stop:

@@ -23,8 +23,8 @@ do (``already-imported`` / ``unchanged``), never errors. A CRL that fails verifi
 goes backwards or is past its nextUpdate is refused and the store keeps the last good
 data, the log line saying why; the responder then answers from that data, and says
 ``tryLater`` (and raises ``jpkiva_stale_issuer``, alert JpkiVaIssuerStale) once its
-nextUpdate passes. A 機構 that cannot be reached (refused connection, timeout, 5xx) is
-retried with a doubling backoff (1 s up to the cycle; a Retry-After is honoured). A 429 is
+nextUpdate passes. A 機構 that cannot be reached (refused connection, timeout, 5xx, a
+broken HTTP answer, a body not received whole within the cycle: `fetch`) is retried with a doubling backoff (1 s up to the cycle; a Retry-After is honoured). A 429 is
 not a failure: the agreement (取決め) limits the group's downloads (a file changed less than
 the agreed cycle after its last download, 提供の周期 Ord §33(2), or the day's quota), and the
 file is ``limited``, asked again at the 機構's Retry-After. The responder reads the store
@@ -41,6 +41,7 @@ when an issuer's data passes its nextUpdate; never the token, never a serial.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
 import threading
@@ -78,6 +79,12 @@ __all__ = [
     "read_token",
     "run_pull",
 ]
+
+DEADLINE: Final = 3600.0
+"""Seconds one download may take, whole (`fetch`; a pass bounds it by the cycle)."""
+
+_READ_CHUNK: Final = 1 << 20
+"""The most bytes one socket read of a body returns (`_read_body`)."""
 
 BACKOFF_START: Final = 1.0
 """The first retry after a failed pass, in seconds; it doubles up to the cycle."""
@@ -147,12 +154,17 @@ def fetch(
     method: Literal["GET", "HEAD"] = "GET",
     timeout: float = 30.0,
     if_none_match: str | None = None,
+    deadline: float = DEADLINE,
 ) -> Fetched:
     """One request to the 機構's appliance with the group's bearer token; FetchFailed if not
     200 (or 304 to ``if_none_match``, an ETag: `Fetched.not_modified`).
 
-    The token goes to http(s) URLs only, never over plain http to a host other than
-    loopback, and is never logged."""
+    ``timeout`` bounds each socket operation; ``deadline``, seconds, the whole body: a
+    server that drips its answer within the timeout would otherwise hold the request, and
+    the pass with every other issuer's file behind it, for ever. Whatever the server
+    sends (a bad status line, a header line too long, a chunked body cut short), the only
+    exception is FetchFailed. The token goes to http(s) URLs only, never over plain http
+    to a host other than loopback, and is never logged."""
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https"):
         raise FetchFailed(f"{source_label(url)}: not an http(s) URL")
@@ -164,27 +176,46 @@ def fetch(
     if if_none_match is not None:
         headers["If-None-Match"] = if_none_match
     req = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 (checked)
+    until = time.monotonic() + deadline
     try:
         with _OPENER.open(req, timeout=timeout) as resp:
-            body: bytes = resp.read(MAX_CRL_BYTES + 1) if method == "GET" else b""
+            body = _read_body(resp, until, deadline) if method == "GET" else b""
             etag = resp.headers.get("ETag")
     except urllib.error.HTTPError as e:
         if e.code == 304 and if_none_match is not None:
             return Fetched(b"", e.headers.get("ETag") or if_none_match, not_modified=True)
         retry = e.headers.get("Retry-After") if e.headers is not None else None
-        problem = e.read(4096) if e.code == 429 else b""
+        try:
+            problem = e.read(4096) if e.code == 429 else b""
+        except (OSError, ValueError, http.client.HTTPException):
+            problem = b""  # a 429 whose problem body is cut short: still a 429
         raise FetchFailed(
             f"HTTP {e.code} {e.reason}",
             status=e.code,
             retry_after=float(retry) if retry and retry.isdigit() else 0.0,
             rule=_rule(problem),
         ) from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        raise FetchFailed(f"cannot fetch: {reason}") from None
-    if len(body) > MAX_CRL_BYTES:
-        raise FetchFailed(f"more than the {MAX_CRL_BYTES} bytes accepted")
+        raise FetchFailed(f"cannot fetch: {type(e).__name__}: {reason}") from None
     return Fetched(body, etag)
+
+
+def _read_body(resp: http.client.HTTPResponse, until: float, deadline: float) -> bytes:
+    """The body, read a socket read at a time (`read1`) until ``until`` (monotonic) and
+    :data:`MAX_CRL_BYTES`; FetchFailed past either."""
+    parts: list[bytes] = []
+    size = 0
+    while chunk := resp.read1(_READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_CRL_BYTES:
+            raise FetchFailed(f"more than the {MAX_CRL_BYTES} bytes accepted")
+        if time.monotonic() > until:
+            raise FetchFailed(
+                f"the body took more than the {deadline:g} s deadline ({size} bytes read)"
+            )
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 @dataclass(slots=True)
@@ -306,7 +337,10 @@ class GroupFeed:
             if got is None:
                 last = self.pulled(issuer, kind) if validate else None
                 etag = last.etag if last is not None else None
-                got = fetch(url, token, timeout=self.timeout, if_none_match=etag)
+                got = fetch(
+                    url, token, timeout=self.timeout, if_none_match=etag,
+                    deadline=max(self.timeout, float(self.setup.cycle_seconds)),
+                )  # fmt: skip
                 if last is not None and (got.not_modified or got.etag == etag):
                     o.status, o.number = "unchanged", last.number
                     return o

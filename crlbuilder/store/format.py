@@ -701,6 +701,13 @@ class CrlState(msgspec.Struct, kw_only=True):
     each file once)."""
     pulled_delta: PulledFile | None = None
     """The same for the delta CRL file."""
+    base_scope: str | None = None
+    """A group appliance's store: the scope of the last full CRL imported, hex SHA-256 of its
+    issuingDistributionPoint (DER), "" when it had none (a CRL of the issuer's every
+    certificate). A delta CRL of another scope (RFC 5280 §5.2.4, §6.3.3), or a full CRL of
+    a narrower one (a partition of the issuer's certificates taken for the whole would
+    unlist every serial outside it), is refused. None in the 機構's store, and in a store
+    written before it existed: unchecked until its next full CRL."""
 
 
 class OcspState(msgspec.Struct, kw_only=True):

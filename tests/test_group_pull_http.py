@@ -1,0 +1,166 @@
+"""`crlbuilder group pull`'s one request (`group.pull.fetch`) against a misbehaving 機構 server.
+
+A raw socket server plays each answer byte by byte. Whatever it sends, `fetch` raises
+`FetchFailed` (the pass logs the file ``unreachable`` and goes on with the next one, and
+``--follow`` backs off) and returns within its bound: never another exception, which
+ended the pass and the ``--follow`` process with it, never a request that lasts for ever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from crlbuilder.crl.importer import ImportRefused, read_source
+from crlbuilder.group.pull import FetchFailed, GroupFeed, fetch
+from crlbuilder.group.setup import GroupSetup
+from crlbuilder.manifest import Manifest
+from crlbuilder.store.lmdbstore import Store
+from tests.test_crlimport import G1, G2, NOW, pki  # noqa: F401 (its PKI fixture)
+from tests.test_group_pull import group_issuer
+
+Script = Callable[[socket.socket], None]
+
+
+class RawServer:
+    """Accepts connections on loopback; each one is answered by ``script``."""
+
+    def __init__(self, script: Script) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.script = script
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/crl/sign-card-g1.crl"
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)  # the request (small, one read)
+                with contextlib.suppress(OSError):  # the client gave up first
+                    self.script(conn)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Script], RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(script: Script) -> RawServer:
+        servers.append(RawServer(script))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def _send(data: bytes) -> Script:
+    return lambda conn: conn.sendall(data)
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param(_send(b"HELLO\r\n\r\n"), id="bad-status-line"),
+        pytest.param(
+            _send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n" + b"x" * 10),
+            id="chunked-cut-short",
+        ),
+        pytest.param(
+            _send(b"HTTP/1.1 200 OK\r\n" + b"X-Junk: " + b"a" * 70_000 + b"\r\n\r\n"),
+            id="header-line-too-long",
+        ),
+    ],
+)
+def test_a_broken_http_answer_is_a_failed_fetch(
+    serve: Callable[[Script], RawServer], script: Script
+) -> None:
+    server = serve(script)
+    with pytest.raises(FetchFailed, match="cannot fetch"):
+        fetch(server.url, "token", timeout=5)
+
+
+def test_a_body_dripped_slowly_is_cut_at_the_deadline(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """Each byte within the socket timeout, the whole never: the per-read timeout alone let
+    one request hold the pass (and every other issuer's file behind it) for ever."""
+
+    def drip(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(200):
+            conn.sendall(b"x")
+            time.sleep(0.05)
+
+    server = serve(drip)
+    t0 = time.monotonic()
+    with pytest.raises(FetchFailed, match="deadline"):
+        fetch(server.url, "token", timeout=1, deadline=1.0)
+    assert time.monotonic() - t0 < 4
+
+
+def test_import_crl_from_a_url_with_a_broken_answer_is_refused_not_a_crash(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """`import-crl`'s own fetch (`importer.read_source`): the same answers made the run end
+    with a traceback, the sources after it never read."""
+    server = serve(_send(b"HELLO\r\n\r\n"))
+    with pytest.raises(ImportRefused, match="cannot fetch"):
+        read_source(server.url, timeout=5)
+
+
+def test_a_broken_answer_for_one_issuer_does_not_end_the_pass(
+    serve: Callable[[Script], RawServer],
+    pki: Manifest,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The pass logs the file ``unreachable`` and goes on to the next issuer; the
+    http.client exception used to end `pass_once`, and ``--follow`` with it."""
+    seen: list[bytes] = []
+
+    def script(conn: socket.socket) -> None:
+        seen.append(b"x")
+        conn.sendall(b"HELLO\r\n\r\n")
+
+    server = serve(script)
+    base = server.url.rsplit("/", 2)[0]
+    (tmp_path / "token").write_text("token\n")
+    setup = GroupSetup(
+        group_id="g", authority=base, token_file="token", cycle_seconds=1,
+        responder_cert="unused.pem", responder_key="unused.key", store="store",
+        issuers=[group_issuer(pki, G1, 1, base, ""), group_issuer(pki, G2, 2, base, "2")],
+    )  # fmt: skip
+    setup.directory = str(tmp_path)
+    store = Store.open(tmp_path / "store", readonly=False)
+    try:
+        outcomes = GroupFeed(setup, store, clock=lambda: NOW, log=io.StringIO()).pass_once()
+    finally:
+        store.close()
+    assert [(o.issuer, o.kind, o.status) for o in outcomes] == [
+        (G1, "full", "unreachable"), (G1, "delta", "unreachable"),
+        (G2, "full", "unreachable"), (G2, "delta", "unreachable"),
+    ]  # fmt: skip
+    assert "BadStatusLine" in outcomes[0].detail
+    assert len(seen) == 4
