@@ -40,6 +40,7 @@ from responder.registry.vocabulary import Method, Service
 from responder.relay import MAX_ANSWER, RecordInfoRelay, judge, members_in_force, share
 from responder.relayclient import Failed, Upstream
 from tests.support.pki import make_ca, rsa_key
+from tests.support.written import dropped, written
 from tests.test_group_policy import GROUP, group_table, member, suspension
 from tests.test_policy import NOW, build
 
@@ -226,13 +227,20 @@ class Group:
             headers[b"authorization"] = b"Bearer " + party.encode()
         return Request(b"POST", b"/v1/record-info", headers, data, ("127.0.0.1", 1), None, b"1.1", True, 1)  # fmt: skip
 
-    async def call(self, body: object, party: str | None = "m-1") -> tuple[Response, Any]:
+    async def call(
+        self, body: object, party: str | None = "m-1", *, write: bool = True
+    ) -> tuple[Response, Any]:
+        """The relay's answer, written as the HTTP layer writes it (its provision told), or
+        with ``write`` False dropped (its connection gone before its turn)."""
         got = self.relay.handle(self.request(body, party), self.registry, NOW)
         resp = got if isinstance(got, Response) else await got
+        resp = written(resp) if write else dropped(resp)
         return resp, bytes(resp.body)
 
-    def run(self, body: object, party: str | None = "m-1") -> tuple[Response, bytes]:
-        return asyncio.run(self.call(body, party))
+    def run(
+        self, body: object, party: str | None = "m-1", *, write: bool = True
+    ) -> tuple[Response, bytes]:
+        return asyncio.run(self.call(body, party, write=write))
 
 
 @pytest.fixture
@@ -533,6 +541,24 @@ def test_provisions_are_taken_for_provided_answers_only(
             kikou.behaviour = behaviour
             assert g.run(ASKED)[0].status in (200, 502, 504)
         kikou.behaviour = answer(200, PROVIDED)
+        assert [g.run(ASKED)[0].status for _ in range(3)] == [200, 200, 429]
+        assert len(g.ledger.counts) == 2
+    finally:
+        g.close()
+
+
+def test_a_provided_answer_never_written_counts_nothing_and_gives_its_provisions_back(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou
+) -> None:
+    """A provided answer whose connection went away before its turn (`Provision.dropped`):
+    nothing in the ledger (帳簿, Act §40), and the member's share and the group's provisions it
+    took are given back, so the member's next two answers are still provided."""
+    reg = registry(quotas={"provisions_per_day": 4}, members=1)
+    g = Group(tmp_path, store, kikou.url, reg, timeout=2.0)
+    try:
+        kikou.behaviour = answer(200, PROVIDED)
+        assert [g.run(ASKED, write=False)[0].status for _ in range(3)] == [200, 200, 200]
+        assert g.ledger.counts == []
         assert [g.run(ASKED)[0].status for _ in range(3)] == [200, 200, 429]
         assert len(g.ledger.counts) == 2
     finally:
