@@ -796,3 +796,22 @@ def test_a_party_file_nested_too_deeply_is_one_line(
     capsys.readouterr()
     assert act(reg, "update", "sig-verifier", "--from", str(deep)) == 2
     assert "nested too deeply" in capsys.readouterr().err and reg.read_bytes() == before
+
+
+def test_a_members_own_bound_on_its_groups_appliance(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 署名確認者 has no agreement: ``--quota-per-second`` and ``--quota-per-day`` set the
+    group's bound on it (its signature-confirmer title, Ord §33(4), `responder.memberbound`);
+    0 removes it (back to ``[group]``'s default); provisions per day are refused."""
+    assert act(reg, "update", "member-1", "--quota-per-second", "7", "--quota-per-day", "900") == 0
+    p = Registry.load(reg).parties["member-1"]
+    assert (p.requests_per_second, p.requests_per_day) == (7, 900)
+    entry = Registry.load(reg).file.find("member-1")
+    assert isinstance(entry, PartyEntry) and entry.agreement is None
+    assert act(reg, "update", "member-1", "--quota-per-second", "0") == 0
+    p = Registry.load(reg).parties["member-1"]
+    assert (p.requests_per_second, p.requests_per_day) == (None, 900)
+    capsys.readouterr()
+    assert act(reg, "update", "member-1", "--provisions-per-day", "5") != 0
+    assert "no provisions per day" in capsys.readouterr().err
