@@ -691,6 +691,7 @@ def parser() -> argparse.ArgumentParser:
     )
     gps = gp.add_subparsers(dest="group_command", required=True, metavar="ACTION")
     group_init.add_cli(gps)
+    group_init.add_keys_cli(gps)
     group_pull.add_cli(gps)
 
     fk = sub.add_parser(

@@ -117,6 +117,7 @@ from responder.limits import FILE_NAME as LIMITS_FILE
 from responder.limits import CrlKind, Limit, LimitsTable, Wait
 from responder.logs import AccessLog
 from responder.loopsigning import FreshSigning, fresh_signing
+from responder.memberbound import MemberQuota
 from responder.metrics import (
     OCSP_STATUS,
     MetricsApp,
@@ -317,8 +318,16 @@ class JpkiApp:
         else:
             assert self.manifest is not None
             views = load_issuers(self.manifest, outage_ok=True)
+        self.member_quota: MemberQuota | None = None
+        """On a group appliance: the group's bound on each member's requests to the routes
+        answered from its own store (`responder.memberbound`, Ord §33(4))."""
+        if self.group is not None:
+            self.member_quota = MemberQuota(
+                self.limits, config.group.member_requests_per_second,
+                config.group.member_requests_per_day,
+            )  # fmt: skip
         self.ocsp = OcspFlow(
-            views, self.limits, config.ocsp,
+            views, self.member_quota or self.limits, config.ocsp,
             group_id=self.group.group_id if self.group is not None else None,
             unlisted=CertStatus.GOOD if config.group.unlisted == "good" else CertStatus.UNKNOWN,
         )  # fmt: skip
@@ -375,7 +384,7 @@ class JpkiApp:
                 )
             )  # fmt: skip
             self.v1 = V1Api(
-                V1_MEMBER_ROUTES, config, store=self.store, quota=self.limits,
+                V1_MEMBER_ROUTES, config, store=self.store, quota=self.member_quota or self.limits,
                 ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
                 public=public_documents(V1_MEMBER_ROUTES, group_signer),
                 group_id=self.group.group_id, clock=_clock,

@@ -330,6 +330,14 @@ class GroupConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """The status of a serial that is on no CRL (a CRL cannot tell a never-issued serial
     from a valid one): ``good`` (RFC 6960 §2.2: not revoked) or ``unknown``
     (docs/operations.md)."""
+    member_requests_per_second: Annotated[int, msgspec.Meta(ge=0)] = 20
+    """Each member's (署名確認者) requests per second on the routes the group answers from
+    its own store (OCSP, ``/v1/status``, ``/v1/verify``), across the workers of this node,
+    unless the member's registry entry gives its own (`responder.memberbound`); 0: no
+    bound. Past it: OCSP ``tryLater``, /v1 429 with Retry-After (rule ``member_quota``)."""
+    member_requests_per_day: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Each member's requests per Japan calendar day on those routes, unless its registry
+    entry gives its own; 0 (the default): no daily bound."""
 
 
 class WatchConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -674,6 +682,16 @@ _FLAGS: Final[tuple[_Flag, ...]] = (
     _Flag("--sign-queue-per-party", "ocsp.sign_queue_per_party", "a party's waiting sign jobs"),
     _Flag("--group", "group.file", "group mode: the group's group.json"),
     _Flag("--unlisted", "group.unlisted", "group mode: status of a serial on no CRL"),
+    _Flag(
+        "--member-requests-per-second",
+        "group.member_requests_per_second",
+        "group mode: each member's requests per second, unless its entry says (0: none)",
+    ),
+    _Flag(
+        "--member-requests-per-day",
+        "group.member_requests_per_day",
+        "group mode: each member's requests per day, unless its entry says (0: none)",
+    ),
     _Flag("--log-level", "log.level", "log level"),
     _Flag("--access-log", "log.access_log", "access log"),
     _Flag("--sample-rate", "log.sample_rate", "sampled access log rate (0..1)"),

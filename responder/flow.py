@@ -27,7 +27,9 @@ Order, the first refusal wins; nothing is read from the store before a party is 
    provision runs (`responder.policy.decide_token_status`) and not counted in the ledger;
 5. quota (the agreed requests per second and per day, Ord §31, §33, §62), through the
    `Quota` port (the shell's shared table, `responder.limits.LimitsTable`): used up is
-   ``tryLater`` (``quota``);
+   ``tryLater`` (``quota``); on a group appliance a member has no agreement, and the port
+   holds it to the group's bound on each member (`responder.memberbound.MemberQuota`, Ord
+   §33(4)): used up is ``tryLater`` (``member_quota``);
 6. the lookup (`OcspFlow.lookup`), in one consistent view of the store;
 7. for a party whose agreement bounds its provisions per day (``provisions_per_day``,
    件数), an answer to give (`Answer`, `Signing`) takes one provision per CertID, what the
@@ -108,6 +110,7 @@ from crlbuilder.store.reader import Generation, ReadSource, StoreReader, never_f
 from responder import access, policy
 from responder.config import OcspConfig
 from responder.limits import Wait
+from responder.memberbound import MEMBER_QUOTA
 from responder.ocsp import IssuerView, Ready, SignJob, good_next_update
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
@@ -301,8 +304,10 @@ class OcspFlow:
         if verdict is not policy.ALLOWED:
             assert isinstance(verdict, policy.Refused)
             return Refusal(ResponseStatus.UNAUTHORIZED, verdict.rule.value, party, family)
-        if self.quota.admit(party, now) is not None:
-            return Refusal(ResponseStatus.TRY_LATER, QUOTA, party, family)
+        if self.quota.admit(party, now) is not None:  # on a group appliance a member's
+            # only quota: the group's bound on each member (`responder.memberbound`)
+            rule = QUOTA if self.group_id is None else MEMBER_QUOTA
+            return Refusal(ResponseStatus.TRY_LATER, rule, party, family)
         with store.read() as reader:
             found = self.lookup(req, view, int(now), reader)
         at = now

@@ -142,6 +142,7 @@ RULES: Final = (
     "ended",
     "fair_share",
     "public_rate",
+    "member_quota",
 )
 """Refusal rules (``jpkiva_refusals_total{rule}``): no registered party proven
 (unauthenticated); a family the party's title may not receive (unauthorized_family,
@@ -151,7 +152,8 @@ provision suspended (提供の停止, Act §18(6), §37(4)), quota or cycle (周
 agreement (取決め, Ord §31), a service the agreement does not include; and a fresh
 signature beyond the party's fair share of the signing threads (fair_share, tryLater:
 `responder.signqueue`); a public route asked beyond the worker's bound on clients proving
-no party (public_rate, 429: `responder.publicbound`)."""
+no party (public_rate, 429: `responder.publicbound`); on a group appliance, a member past
+the group's bound on each member's requests (member_quota: `responder.memberbound`)."""
 
 OCSP_STATUS: Final[dict[int, str]] = {
     ResponseStatus.SUCCESSFUL: "successful",

@@ -38,7 +38,10 @@ group's own store (those are `responder.v1.table.MEMBER_ROUTES`; any other /v1 p
    whole exchange, a bounded answer, no redirect followed, the token over https or to
    loopback only);
 6. `judge` the 機構's answer: a 200 ``application/json`` record-info answer carrying its
-   ``JWS-Signature``, a 4xx problem about the request (400, 403, 404, 409, 429 ...) and a
+   ``JWS-Signature``, which verifies with one of the 機構's answer keys the group pinned
+   (``group.json``'s ``answer_keys``, fetched from the 機構's ``/v1/keys`` by ``crlbuilder
+   group init``, renewed by ``crlbuilder group keys``: `crlbuilder.group.answerkeys`; a
+   detached RS256 JWS over the body's exact bytes, RFC 7515 appendix F), a 4xx problem about the request (400, 403, 404, 409, 429 ...) and a
    503 (with its Retry-After) are passed on unchanged (status, body, ``JWS-Signature``:
    the 機構's detached signature over those exact bytes, so the member verifies it with
    the 機構's ``/v1/keys``), to that member only (``Cache-Control: no-store``). Anything
@@ -46,7 +49,9 @@ group's own store (those are `responder.v1.table.MEMBER_ROUTES`; any other /v1 p
    no answer came within `TIMEOUT` seconds, 502 ``bad_gateway`` for a 機構 that cannot
    be reached, answers a redirect, refuses the group's credential (401: the member's is
    fine), fails (another 5xx), answers more than `MAX_ANSWER` bytes, or not HTTP, or a
-   200 that is not a signed record-info answer. The member is decided again when the
+   200 that is not a signed record-info answer, or whose signature does not verify with a
+   pinned key (none pinned: none verifies; ``record_info_relay_unpinned`` is logged at
+   start). The member is decided again when the
    answer arrives (the registry in force then): one stopped or ended meanwhile gets the
    403 of its refusal, not the answer.
 
@@ -69,11 +74,13 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 import msgspec
+from joserfc.jwk import RSAKey
 
+from crlbuilder.group import answerkeys
 from crlbuilder.group.setup import GroupSetup
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
@@ -163,9 +170,11 @@ _FAILED: Final[dict[Failed, tuple[Problem, int | None]]] = {
 }
 
 
-def judge(got: Upstream | Failed) -> tuple[Response, str]:
+def judge(got: Upstream | Failed, keys: Mapping[str, RSAKey]) -> tuple[Response, str]:
     """The member's answer to what the 機構 answered (module docstring, step 6), and the
-    ``result`` of a record-info answer passed on (empty otherwise). Pure."""
+    ``result`` of a record-info answer passed on (empty otherwise); a 200 is passed on only
+    when its ``JWS-Signature`` verifies with one of ``keys`` (the 機構's answer keys the
+    group pinned, `crlbuilder.group.answerkeys`). Pure."""
     if isinstance(got, Failed):
         prob, retry = _FAILED[got]
         return problem.response(prob, retry_after=retry), ""
@@ -178,8 +187,13 @@ def judge(got: Upstream | Failed) -> tuple[Response, str]:
                 result = msgspec.json.decode(body, type=_Result).result
             except msgspec.DecodeError:
                 result = ""
-        if result not in _RESULTS or not headers.get("jws-signature"):
+        signature = headers.get("jws-signature", "")
+        if result not in _RESULTS or not signature:
             why = "the 機構's answer was not a signed record-info answer"
+            return problem.response(_bad_gateway(why)), ""
+        unverified = answerkeys.verify(signature, body, keys)
+        if unverified is not None:  # not the 機構's answer as it signed it: never passed on
+            why = f"the 機構's answer failed the group's check of its signature: {unverified}"
             return problem.response(_bad_gateway(why)), ""
         return _passed_on(got), result
     if 300 <= status < 400:
@@ -309,6 +323,7 @@ class RecordInfoRelay:
         timeout: float = TIMEOUT,
         current: Callable[[], Registry] | None = None,
         clock: Callable[[], float] = time.time,
+        keys: answerkeys.PinnedKeys | None = None,
     ) -> None:
         """``served``: the other /v1 routes of the appliance (``POST /v1/verify`` ...), named
         by the 404 for a path it does not serve. ``current``: the registry in force now (the
@@ -326,6 +341,13 @@ class RecordInfoRelay:
         self.in_flight: dict[str, int] = {}
         """Requests per member in flight in this worker (`PER_MEMBER`), on the event loop."""
         self.index = IssuerIndex()
+        self.keys = keys or answerkeys.PinnedKeys(
+            setup.path(setup.answer_keys) if setup.answer_keys else None
+        )
+        """The 機構's answer keys the group pinned (``group.json``'s ``answer_keys``), read
+        again when ``crlbuilder group keys`` rewrites them."""
+        if not self.keys.keys():
+            _log.error("record_info_relay_unpinned", extra={"fields": {"error": self.keys.problem}})
         self.url = setup.authority.rstrip("/") + PATH.decode()
         refusal = token_url_refusal(self.url)
         if refusal is not None:
@@ -475,7 +497,7 @@ class RecordInfoRelay:
             if claim.abandon():
                 self._release(member)
             raise
-        resp, result = judge(got)
+        resp, result = judge(got, self.keys.keys())
         stopped = self.still_allowed(member, family)
         if stopped is not None:  # suspended or ended while the 機構 answered: not passed on
             resp, result = problem.response(problem.refused(stopped)), ""

@@ -42,6 +42,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from crlbuilder.demo.pki import write_private
+from crlbuilder.group.answerkeys import KEYS_NAME, parse_jwks
 from crlbuilder.group.pull import GroupFeed
 from crlbuilder.group.setup import load_group_setup
 from crlbuilder.model import Answer, CertStatus, Family
@@ -263,6 +264,11 @@ def test_group_init_writes_no_ca_or_kikou_key(apps: Appliances) -> None:
     assert (apps.group_dir / "authority.token").stat().st_mode & 0o077 == 0
     setup = load_group_setup(apps.group_dir)
     assert setup.group_id == GROUP and setup.authority == apps.kikou.url
+    # the 機構's answer keys pinned as its /v1/keys serves them (public keys only)
+    status, jwks = apps.kikou.get("/v1/keys")
+    assert status == 200
+    pinned = parse_jwks((apps.group_dir / setup.answer_keys).read_bytes())
+    assert set(pinned) == set(parse_jwks(jwks)) and all(not k.is_private for k in pinned.values())
     pem = (apps.group_dir / "group.pem").read_bytes()
     for i in apps.built.manifest.issuers:  # no delegate of the 機構's CAs is anywhere
         assert apps.built.manifest.path(i.ocsp_cert).read_bytes() != pem
@@ -423,7 +429,7 @@ def test_a_slow_kikou_and_a_members_flood_starve_nobody(apps: Appliances, tmp_pa
 
     from crlbuilder.group.init import responder_toml
     from crlbuilder.group.setup import dump_group_setup
-    from tests.test_group_relay import NOT_PROVIDED, Kikou, answer, sleeps
+    from tests.test_group_relay import KIKOU_KEY, NOT_PROVIDED, Kikou, answer, sleeps
 
     slow = Kikou()
     slow.behaviour = sleeps(2.0, answer(200, NOT_PROVIDED))
@@ -433,6 +439,7 @@ def test_a_slow_kikou_and_a_members_flood_starve_nobody(apps: Appliances, tmp_pa
     setup.authority = slow.url
     setup.store = str(apps.group_dir / setup.store)  # the same store, read only
     dump_group_setup(setup, d)
+    (d / setup.answer_keys).write_bytes(KIKOU_KEY.jwks)  # the stand-in's key pinned
     toml = responder_toml(d, 0, 0, "good").replace(str(d / "store"), setup.store)
     (d / "responder.toml").write_text(toml)
     asked = {"certificate": {"issuer": "sign-card-g1", "serial": "5010E63061F54256"}}
@@ -473,6 +480,133 @@ def test_a_slow_kikou_and_a_members_flood_starve_nobody(apps: Appliances, tmp_pa
         assert len(slow.seen) == answered + 1
     finally:
         slow.close()
+
+
+@contextlib.contextmanager
+def second_group(apps: Appliances, d: Path, *extra: str) -> Iterator[str]:
+    """Another group responder on the group's store (read only), from a copy of its directory
+    (``d``, which the caller may change first), with ``extra`` flags."""
+    from crlbuilder.group.init import responder_toml
+    from crlbuilder.group.setup import dump_group_setup
+
+    if not d.exists():
+        shutil.copytree(
+            apps.group_dir, d, ignore=shutil.ignore_patterns("store", "ledger", "*.log")
+        )
+    setup = load_group_setup(d)
+    setup.store = str(apps.group_dir / "store")  # the same store, read only
+    dump_group_setup(setup, d)
+    toml = responder_toml(d, 0, 0, "good").replace(str(d / "store"), setup.store)
+    (d / "responder.toml").write_text(toml)
+    with group_responder(d, d.parent / f"{d.name}.log", *extra) as url:
+        yield url
+
+
+def test_the_relay_verifies_the_kikous_answer_with_the_pinned_keys(
+    apps: Appliances, tmp_path: Path
+) -> None:
+    """A group that pinned another key than the real 機構's: the 機構's signed answer is the
+    group's 502, never passed on; ``crlbuilder group keys --answer-kid`` (the kid received
+    out of band: the set shares no key with the pinned one) pins the 機構's key, and the next
+    answer is passed on, no restart; it verifies with the 機構's /v1/keys."""
+    from tests.test_group_relay import AnswerKey
+
+    now = time.time()
+    holders = population(apps.built)
+    found = cases(holders, Family.SIGN_CARD, now) + cases(holders, Family.SIGN_MOBILE, now)
+    asked = ref(next(c for c in found if c.expected is not None).asked)
+    d = tmp_path / "g3"
+    shutil.copytree(apps.group_dir, d, ignore=shutil.ignore_patterns("store", "ledger", "*.log"))
+    (d / KEYS_NAME).write_bytes(AnswerKey().jwks)  # not the 機構's
+    _, jwks = apps.kikou.get("/v1/keys")
+    kid = next(iter(parse_jwks(jwks)))
+    cert = x509.load_der_x509_certificate(base64.b64decode(json.loads(jwks)["keys"][0]["x5c"][0]))
+
+    def post(url: str) -> tuple[int, dict[str, str], bytes]:
+        req = urllib.request.Request(
+            f"{url}/v1/record-info", data=json.dumps(asked).encode(),
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {apps.token('member-1')}"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return int(r.status), {k.lower(): v for k, v in r.headers.items()}, r.read()
+        except urllib.error.HTTPError as e:
+            return int(e.code), {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+    with second_group(apps, d) as url:
+        code, headers, raw = post(url)
+        assert code == 502 and "jws-signature" not in headers, raw
+        assert "not pinned" in json.loads(raw)["detail"], raw
+        r = run_tool("crlbuilder", "group", "keys", "--group", str(d), check=False)
+        assert r.returncode == 1 and "serves no key the group pinned" in r.stderr, r.stderr
+        run_tool("crlbuilder", "group", "keys", "--group", str(d), "--answer-kid", kid)
+        code, headers, raw = post(url)
+        assert code == 200, raw
+        assert jws.verify(headers["jws-signature"], raw, cert)["kid"] == kid
+
+
+def test_a_members_flood_of_the_groups_own_routes_starves_no_other_member(
+    apps: Appliances, tmp_path: Path
+) -> None:
+    """member-1 floods /v1/status (batches of 400, each answered on the event loop) from 8
+    connections for 3 s; member-2 asks a one-entry batch every 0.2 s meanwhile. With the
+    group's bound on each member (5 a second here), member-1 is refused past it (429
+    ``member_quota``, Retry-After, the problem naming the bound) and member-2 is answered
+    every time, quickly; member-1's answers stay within its bound."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    serials = [f"{0x7E570000 + i:x}" for i in range(400)]
+    flood_body = json.dumps(
+        {"entries": [{"issuer": "sign-card-g1", "serial": s} for s in serials]}
+    ).encode()
+    one = json.dumps({"entries": [{"issuer": "sign-card-g1", "serial": serials[0]}]}).encode()
+
+    def post(url: str, party: str, body: bytes) -> tuple[int, float, dict[str, str], bytes]:
+        t0 = time.monotonic()
+        req = urllib.request.Request(
+            f"{url}/v1/status", data=body,
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {apps.token(party)}"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                got = int(r.status), dict(r.headers.items()), r.read()
+        except urllib.error.HTTPError as e:
+            got = int(e.code), dict(e.headers.items()), e.read()
+        return got[0], time.monotonic() - t0, {k.lower(): v for k, v in got[1].items()}, got[2]
+
+    seconds = 3.0
+    with (
+        second_group(apps, tmp_path / "g4", "--member-requests-per-second", "5") as url,
+        ThreadPoolExecutor(max_workers=9) as threads,
+    ):
+        stop = time.monotonic() + seconds
+
+        def flood() -> list[tuple[int, float, dict[str, str], bytes]]:
+            out = []
+            while time.monotonic() < stop and len(out) < 2000:
+                out.append(post(url, "member-1", flood_body))
+            return out
+
+        floods = [threads.submit(flood) for _ in range(8)]
+        other = []
+        while time.monotonic() < stop:
+            other.append(post(url, "member-2", one))
+            time.sleep(0.2)
+        flooded = [r for f in floods for r in f.result(timeout=60)]
+    assert len(other) >= 10
+    assert {code for code, *_ in other} == {200}, [(c, b[:200]) for c, _, _, b in other]
+    assert max(t for _, t, *_ in other) < 1.5, sorted(t for _, t, *_ in other)
+    answered = [r for r in flooded if r[0] == 200]
+    refused = [r for r in flooded if r[0] == 429]
+    assert len(answered) + len(refused) == len(flooded), {r[0] for r in flooded}
+    # 5 a second on this node, each of its 2 workers one request late at most per second
+    assert len(answered) <= 5 * (seconds + 1) + 2 * (seconds + 1), len(answered)
+    _, _, headers, raw = refused[0]
+    prob = json.loads(raw)
+    assert headers["retry-after"] == "1" and prob["article"] == "Ord §33(4)", prob
+    assert "this member's requests per second" in prob["detail"], prob
 
 
 def resumed(check: Callable[[], bool], runs: int = 10) -> None:

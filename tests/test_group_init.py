@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.server
+import json
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,15 +21,22 @@ import msgspec
 import pytest
 
 from crlbuilder.group import init as group_init
+from crlbuilder.group.answerkeys import KEYS_NAME, parse_jwks
+from crlbuilder.group.setup import load_group_setup
 from crlbuilder.manifest import Manifest
 from responder.app import ca_routes
+from tests.test_group_relay import KIKOU_KEY, AnswerKey
 
 
 @contextlib.contextmanager
 def kikou(
-    manifest: Manifest, tamper: Callable[[list[dict[str, Any]]], None] | None = None
+    manifest: Manifest,
+    tamper: Callable[[list[dict[str, Any]]], None] | None = None,
+    keys: list[bytes] | None = None,
 ) -> Iterator[str]:
-    """The 機構's public /ca/ routes on loopback (``tamper``: changes its index's entries)."""
+    """The 機構's public /ca/ routes and /v1/keys on loopback (``tamper``: changes its
+    index's entries; ``keys[0]``: the JWKS served, changed by a test at will)."""
+    served = keys if keys is not None else [KIKOU_KEY.jwks]
     routes = {k.decode(): bytes(v.body) for k, v in ca_routes(manifest).items()}
     if tamper is not None:
         doc = msgspec.json.decode(routes["/ca/index.json"])
@@ -37,7 +45,7 @@ def kikou(
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = routes.get(self.path)
+            body = served[0] if self.path == "/v1/keys" else routes.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.end_headers()
             self.wfile.write(body or b"")
@@ -61,7 +69,7 @@ def index(url: str) -> list[dict[str, str]]:
     return issuers
 
 
-def init(pki: Path, url: str, out: Path, pins: list[str]) -> int:
+def init(pki: Path, url: str, out: Path, pins: list[str], *extra: str) -> int:
     p = argparse.ArgumentParser()
     group_init.add_cli(p.add_subparsers())
     args = p.parse_args([
@@ -71,7 +79,7 @@ def init(pki: Path, url: str, out: Path, pins: list[str]) -> int:
         "--responder-key", str(pki / "tls" / "group-responder.key"),
         "--name", "n", "--address", "a", "--representative", "r", "--office", "o",
         "--group-kind", "1", "--member-prefix", "m-", "--liability", "l", "--member-answer", "x",
-        *(a for h in pins for a in ("--ca-sha256", h)),
+        *(a for h in pins for a in ("--ca-sha256", h)), *extra,
     ])  # fmt: skip
     rc: int = args.func(args)
     return rc
@@ -139,3 +147,81 @@ def test_an_index_naming_another_host_or_a_path_outside_is_refused(
         err = capsys.readouterr().err
         assert "not a CA index" in err and f"$.issuers[0].{field}" in err, err
         assert not out.exists() and list(tmp_path.rglob("*.pem")) == []
+
+
+def keys_cmd(group: Path, *extra: str) -> int:
+    p = argparse.ArgumentParser()
+    group_init.add_keys_cli(p.add_subparsers())
+    args = p.parse_args(["keys", "--group", str(group), *extra])
+    rc: int = args.func(args)
+    return rc
+
+
+def pinned(group: Path) -> set[str]:
+    setup = load_group_setup(group)
+    assert setup.answer_keys == KEYS_NAME
+    assert (group / KEYS_NAME).stat().st_mode & 0o777 == 0o644
+    return set(parse_jwks((group / KEYS_NAME).read_bytes()))
+
+
+def test_init_pins_the_kikous_answer_keys_and_a_rotation_overlaps(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """init writes the 機構's /v1/keys beside group.json (and prints each kid to compare);
+    ``group keys`` takes the next key while the 機構 publishes it beside the pinned one, keeps
+    the old one while it is published, drops it once it is not; a set sharing no key with
+    the pinned one is refused (nothing written) unless its kid was received out of band."""
+    pki, manifest = demo_pki
+    old, new, stranger = KIKOU_KEY, AnswerKey(), AnswerKey()
+    served = [old.jwks]
+    with kikou(manifest, keys=served) as url:
+        group = tmp_path / "g"
+        assert init(pki, url, group, []) == 0
+        assert old.kid in capsys.readouterr().err  # printed to compare
+        assert pinned(group) == {old.kid}
+        both = json.loads(old.jwks)["keys"] + json.loads(new.jwks)["keys"]
+        served[0] = json.dumps({"keys": both}).encode()  # the rollover: both published
+        assert keys_cmd(group) == 0
+        assert f"pinned the 機構's answer key {new.kid}" in capsys.readouterr().err
+        assert pinned(group) == {old.kid, new.kid}  # the old one still valid
+        served[0] = new.jwks  # the old one withdrawn
+        assert keys_cmd(group) == 0
+        assert f"dropped the 機構's answer key {old.kid}" in capsys.readouterr().err
+        assert pinned(group) == {new.kid}
+        served[0] = stranger.jwks  # no overlap: not on its own word
+        before = (group / KEYS_NAME).read_bytes()
+        assert keys_cmd(group) == 1
+        assert "serves no key the group pinned" in capsys.readouterr().err
+        assert (group / KEYS_NAME).read_bytes() == before
+        assert keys_cmd(group, "--answer-kid", new.kid) == 1  # a kid not served
+        assert "not served by the 機構" in capsys.readouterr().err
+        assert keys_cmd(group, "--answer-kid", stranger.kid) == 0  # received out of band
+        assert pinned(group) == {stranger.kid}
+
+
+@pytest.mark.parametrize(
+    ("jwks", "why"),
+    [
+        (b"<html>", "not a JWKS"),
+        (b'{"keys": []}', "1 to 16 keys"),
+        ("kid", "not its RFC 7638 thumbprint"),
+        ("alg", "not an RSA RS256 signature key"),
+    ],
+)
+def test_init_refuses_keys_that_are_not_the_kikous_answer_keys(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    jwks: bytes | str, why: str,
+) -> None:  # fmt: skip
+    pki, manifest = demo_pki
+    if isinstance(jwks, str):  # one field of a good key changed
+        doc = json.loads(KIKOU_KEY.jwks)
+        doc["keys"][0][jwks] = {"kid": "x" * 43, "alg": "HS256"}[jwks]
+        jwks = json.dumps(doc).encode()
+    with kikou(manifest, keys=[jwks]) as url:
+        assert init(pki, url, tmp_path / "g", []) == 1
+        err = capsys.readouterr().err
+        assert "/v1/keys" in err and why in err, err
+        assert not (tmp_path / "g").exists()
+    with kikou(manifest) as url:
+        assert init(pki, url, tmp_path / "h", [], "--answer-kid", "y" * 43) == 1
+        assert "not served by the 機構" in capsys.readouterr().err

@@ -28,7 +28,11 @@ from typing import Any
 import msgspec
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jws
+from joserfc.jwk import RSAKey
 
+from crlbuilder.group.answerkeys import KEYS_NAME, parse_jwks
 from crlbuilder.group.setup import GroupSetup
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
@@ -44,16 +48,47 @@ from tests.support.written import dropped, written
 from tests.test_group_policy import GROUP, group_table, member, suspension
 from tests.test_policy import NOW, build
 
-SIGNED = "eyJhbGciOiJFUzI1NiJ9..c2lnbmF0dXJl"
-"""A JWS-Signature header value as the 機構 sends it (the relay passes it on unchanged)."""
+
+class AnswerKey:
+    """A 機構's answer key (`responder.v1.jws` writes answers so): the JWKS of its public
+    key as ``/v1/keys`` serves it, and detached RS256 JWS over answer bodies."""
+
+    def __init__(self) -> None:
+        self.key = RSAKey.import_key(rsa.generate_private_key(65537, 2048))
+        self.kid = self.key.thumbprint()
+        jwk = dict(self.key.as_dict(private=False)) | {
+            "use": "sig",
+            "alg": "RS256",
+            "kid": self.kid,
+        }
+        self.jwks = json.dumps({"keys": [jwk]}).encode()
+
+    def sign(self, body: bytes, **header: str) -> str:
+        head = {"alg": "RS256", "kid": self.kid, "typ": "jpki-va-answer+jws"} | header
+        compact = jws.serialize_compact(head, body, self.key)
+        first, _, rest = compact.partition(".")
+        return f"{first}..{rest.rpartition('.')[2]}"
+
+
+KIKOU_KEY = AnswerKey()
+"""The stand-in 機構's answer key, the one each `Group` pins."""
+KEYS = parse_jwks(KIKOU_KEY.jwks)
+
+
+def signed(body: bytes) -> str:
+    """The JWS-Signature the 機構 sends with ``body`` (the relay passes it on unchanged)."""
+    return KIKOU_KEY.sign(body)
+
+
 PROVIDED = b'{"result":"provided","article":"Act \\u00a718(3)","store":{"commit":1},"record":{}}'
 NOT_PROVIDED = b'{"result":"not-provided","article":"Act \\u00a718(3)","store":{"commit":1}}'
 
 Behaviour = Callable[[http.server.BaseHTTPRequestHandler], None]
 CHUNKED = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nJWS-Signature: x\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nJWS-Signature: %s\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n"
 )
+"""The head of a chunked 200, its JWS-Signature to be filled in (``CHUNKED % sig``)."""
 
 
 class Kikou:
@@ -100,7 +135,7 @@ def answer(status: int, body: bytes, ctype: str = "application/json", **headers:
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(body)))
         if status == 200 and "no_jws" not in headers:
-            h.send_header("JWS-Signature", SIGNED)
+            h.send_header("JWS-Signature", signed(body))
         for k, v in headers.items():
             if k != "no_jws":
                 h.send_header(k.replace("_", "-"), v)
@@ -136,7 +171,7 @@ def drips(body: bytes, every: float) -> Behaviour:
     def go(h: http.server.BaseHTTPRequestHandler) -> None:
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
-        h.send_header("JWS-Signature", SIGNED)
+        h.send_header("JWS-Signature", signed(body))
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         for b in body:
@@ -200,12 +235,16 @@ def kikou() -> Iterator[Kikou]:
 class Group:
     """The relay of one worker, its quota table, ledger and registry."""
 
-    def __init__(self, tmp: Path, store: MemoryReader, url: str, reg: Registry, **kw: Any) -> None:
+    def __init__(
+        self, tmp: Path, store: MemoryReader, url: str, reg: Registry, *, pinned: bool = True,
+        **kw: Any,
+    ) -> None:  # fmt: skip
         (tmp / "authority.token").write_text("the-groups-token\n")
+        (tmp / KEYS_NAME).write_bytes(KIKOU_KEY.jwks)  # what group init pinned
         setup = GroupSetup(
             group_id=GROUP, authority=url, token_file="authority.token", cycle_seconds=60,
             responder_cert="group.pem", responder_key="group.key", issuers=[],
-            directory=str(tmp),
+            directory=str(tmp), answer_keys=KEYS_NAME if pinned else "",
         )  # fmt: skip
         LimitsTable.create(tmp / "limits.tbl", 1)
         self.limits = LimitsTable(tmp / "limits.tbl", 1, 0)
@@ -270,7 +309,7 @@ def test_the_kikou_answer_is_passed_on_unchanged_and_counted_once(
 ) -> None:
     resp, body = group.run(ASKED)
     assert resp.status == 200 and body == PROVIDED
-    assert header(resp, b"jws-signature") == SIGNED.encode()
+    assert header(resp, b"jws-signature") == signed(PROVIDED).encode()
     assert header(resp, b"cache-control") == b"no-store"
     assert group.ledger.counts == [("m-1", Service.SIGN_RECORD_INFO, Method.JSON, 1)]
     kikou.behaviour = answer(200, NOT_PROVIDED)
@@ -282,7 +321,7 @@ def test_the_kikou_answer_is_passed_on_unchanged_and_counted_once(
 def test_a_chunked_answer_is_passed_on_whole(group: Group, kikou: Kikou) -> None:
     half = len(PROVIDED) // 2
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (PROVIDED[:half], PROVIDED[half:]))
-    kikou.behaviour = raw(CHUNKED + chunks + b"0\r\n\r\n")
+    kikou.behaviour = raw(CHUNKED % signed(PROVIDED).encode() + chunks + b"0\r\n\r\n")
     resp, body = group.run(ASKED)
     assert resp.status == 200 and body == PROVIDED
 
@@ -332,7 +371,7 @@ def test_an_auth_certificate_is_refused_without_asking(group: Group, kikou: Kiko
         (raw(b"this is not HTTP\r\n\r\n"), 502, "not well-formed"),
         (raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"re"), 502, "not well-formed"),
         (answer(200, b" " * (MAX_ANSWER + 1)), 502, "longer than"),
-        (raw(CHUNKED + (b"10000\r\n" + b" " * 0x10000 + b"\r\n") * 17 + b"0\r\n\r\n"), 502, "longer than"),
+        (raw(CHUNKED % b"x" + (b"10000\r\n" + b" " * 0x10000 + b"\r\n") * 17 + b"0\r\n\r\n"), 502, "longer than"),
     ],
     ids=[
         "redirect", "401", "500", "html", "unsigned", "no-result", "garbage", "cut-short",
@@ -348,6 +387,90 @@ def test_a_bad_answer_is_the_groups_502_never_passed_on(
     got = problem_of(body)
     assert got["rule"] == "bad_gateway" and why in got["detail"], got
     assert group.ledger.counts == []
+
+
+def signed_as(body: bytes, signature: str) -> Behaviour:
+    """A 200 answer of ``body`` with the JWS-Signature ``signature``."""
+
+    def go(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("JWS-Signature", signature)
+        h.end_headers()
+        h.wfile.write(body)
+
+    return go
+
+
+OTHER_KEY = AnswerKey()
+"""A key the group never pinned (anyone on the path, or a 機構 key not yet taken)."""
+ALTERED = PROVIDED.replace(b'"record":{}', b'"record":{"serial":"A2"}')
+
+
+@pytest.mark.parametrize(
+    ("body", "signature", "why"),
+    [
+        (PROVIDED, OTHER_KEY.sign(PROVIDED), "a key the group has not pinned"),
+        (PROVIDED, OTHER_KEY.sign(PROVIDED, kid=KIKOU_KEY.kid), "does not verify"),
+        (ALTERED, signed(PROVIDED), "does not verify"),  # the body changed after signing
+        (PROVIDED, signed(NOT_PROVIDED), "does not verify"),  # another answer's signature
+        (PROVIDED, KIKOU_KEY.sign(PROVIDED, typ="JWT"), "not an RS256 jpki-va-answer+jws"),
+        (PROVIDED, KIKOU_KEY.sign(PROVIDED, x5u="https://elsewhere/"), "fields the 機構 does not write"),
+        (PROVIDED, signed(PROVIDED).replace("..", ".e30."), "not a detached compact JWS"),
+        (PROVIDED, "eyJhbGciOiJub25lIn0..", "not an RS256"),  # alg none
+    ],
+    ids=["foreign-key", "foreign-key-pinned-kid", "altered", "swapped", "typ", "x5u",
+         "attached", "alg-none"],
+)  # fmt: skip
+def test_an_answer_whose_signature_fails_is_502_never_passed_on(
+    group: Group, kikou: Kikou, body: bytes, signature: str, why: str
+) -> None:
+    """The 機構's answer passes only with a detached RS256 JWS over its exact bytes by a key
+    the group pinned (`crlbuilder.group.answerkeys`); else the group's 502, nothing of the
+    answer passed on or counted, the provision given back."""
+    kikou.behaviour = signed_as(body, signature)
+    resp, got = group.run(ASKED)
+    assert resp.status == 502, got[:300]
+    prob = problem_of(got)
+    assert prob["rule"] == "bad_gateway" and why in prob["detail"], prob
+    assert b"serial" not in got and header(resp, b"jws-signature") is None
+    assert group.ledger.counts == []
+    kikou.behaviour = signed_as(PROVIDED, signed(PROVIDED))  # the 機構's own: passed on
+    assert group.run(ASKED)[0].status == 200
+
+
+def test_nothing_is_passed_on_without_pinned_keys(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A setup that pins no 機構 key (written before keys were pinned): every 200 is 502, and
+    the start says so (``record_info_relay_unpinned``) until ``crlbuilder group keys``."""
+    with caplog.at_level("ERROR"):
+        g = Group(tmp_path, store, kikou.url, registry(), timeout=2.0, pinned=False)
+    try:
+        assert "record_info_relay_unpinned" in caplog.text
+        resp, got = g.run(ASKED)
+        assert resp.status == 502 and "not pinned" in problem_of(got)["detail"], got
+    finally:
+        g.close()
+
+
+def test_a_new_kikou_key_is_taken_from_the_pinned_file_without_a_restart(
+    group: Group, kikou: Kikou, tmp_path: Path
+) -> None:
+    """Rotation: once ``crlbuilder group keys`` rewrote the pinned file (both keys while the
+    機構 publishes both), answers signed with the new key verify at once, and with the old
+    one still; after the old key is dropped, its answers are 502."""
+    new = AnswerKey()
+    kikou.behaviour = signed_as(PROVIDED, new.sign(PROVIDED))
+    assert group.run(ASKED)[0].status == 502  # not pinned yet
+    both = json.loads(KIKOU_KEY.jwks)["keys"] + json.loads(new.jwks)["keys"]
+    (tmp_path / KEYS_NAME).write_bytes(json.dumps({"keys": both}).encode())
+    assert group.run(ASKED)[0].status == 200
+    kikou.behaviour = signed_as(PROVIDED, signed(PROVIDED))
+    assert group.run(ASKED)[0].status == 200  # the old key still valid
+    (tmp_path / KEYS_NAME).write_bytes(new.jwks + b"\n")  # the old key withdrawn
+    assert group.run(ASKED)[0].status == 502
 
 
 def test_a_large_answer_without_length_is_refused(group: Group, kikou: Kikou) -> None:
@@ -628,14 +751,14 @@ def test_judge_passes_on_answers_and_problems_about_the_request_only(
 ) -> None:
     """`judge`, pure: what of the 機構's answers the member gets as they are."""
     body = PROVIDED if status == 200 else b'{"rule":"x"}'
-    headers = {"content-type": "application/json", "jws-signature": SIGNED}
-    resp, result = judge(Upstream(status, headers, body))
+    headers = {"content-type": "application/json", "jws-signature": signed(body)}
+    resp, result = judge(Upstream(status, headers, body), KEYS)
     assert (resp.status == status and bytes(resp.body) == body) is passed_on, resp
     assert result == ("provided" if status == 200 else "")
     if not passed_on:
         assert resp.status == 502 and problem_of(bytes(resp.body))["rule"] == "bad_gateway"
     for failed, want in ((Failed.TIMEOUT, 504), (Failed.UNREACHABLE, 502), (Failed.TOO_LARGE, 502)):
-        assert judge(failed)[0].status == want
+        assert judge(failed, KEYS)[0].status == want
 
 
 def test_a_members_share() -> None:

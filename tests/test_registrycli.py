@@ -902,3 +902,22 @@ def test_an_export_to_another_directory_reads_back_as_the_same_credentials(
         assert a.parties[pid].credentials == b.parties[pid].credentials
     # outside the export's directory, a path is written whole
     assert f'cert = "{(reg.parent / "pki").resolve()}/' in exported.read_text()
+
+
+def test_a_members_own_bound_on_its_groups_appliance(
+    reg: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 署名確認者 has no agreement: ``--quota-per-second`` and ``--quota-per-day`` set the
+    group's bound on it (its signature-confirmer title, Ord §33(4), `responder.memberbound`);
+    0 removes it (back to ``[group]``'s default); provisions per day are refused."""
+    assert act(reg, "update", "member-1", "--quota-per-second", "7", "--quota-per-day", "900") == 0
+    p = Registry.load(reg).parties["member-1"]
+    assert (p.requests_per_second, p.requests_per_day) == (7, 900)
+    entry = Registry.load(reg).file.find("member-1")
+    assert isinstance(entry, PartyEntry) and entry.agreement is None
+    assert act(reg, "update", "member-1", "--quota-per-second", "0") == 0
+    p = Registry.load(reg).parties["member-1"]
+    assert (p.requests_per_second, p.requests_per_day) == (None, 900)
+    capsys.readouterr()
+    assert act(reg, "update", "member-1", "--provisions-per-day", "5") != 0
+    assert "no provisions per day" in capsys.readouterr().err

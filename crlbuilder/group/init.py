@@ -50,20 +50,28 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from crlbuilder.group import answerkeys
 from crlbuilder.group.setup import (
     SETUP_NAME,
     GroupIssuer,
     GroupSetup,
+    GroupSetupError,
     IssuerId,
     dump_group_setup,
+    load_group_setup,
 )
 from crlbuilder.keyref import is_pkcs11_uri
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.model import Family
 from crlbuilder.rules import JST
 
-__all__ = ["CaEntry", "InitError", "add_cli", "fetch_ca_index", "init_group", "run_init"]
+__all__ = [
+    "CaEntry", "InitError", "add_cli", "add_keys_cli", "fetch_answer_keys", "fetch_ca_index",
+    "init_group", "refresh_keys", "run_init", "run_keys",
+]  # fmt: skip
 
+KEYS: Final = "/v1/keys"
+"""The 機構 appliance's public JWKS of its answer keys (`responder.v1.jws`)."""
 CA_INDEX: Final = "/ca/index.json"
 """The 機構 appliance's public list of its issuers' CA certificates (`responder.app`)."""
 MAX_INDEX_BYTES: Final = 1 << 20
@@ -164,6 +172,20 @@ def fetch_ca_index(
     if not out:
         raise InitError(f"{base}{CA_INDEX}: lists no issuer")
     return out
+
+
+def fetch_answer_keys(
+    authority: str, pinned: dict[str, Any] | None = None, confirmed: list[str] | None = None
+) -> bytes:
+    """The 機構's ``/v1/keys``, checked (`answerkeys.refresh`: keys as the 機構 writes them;
+    with ``pinned``, sharing a key with them or naming every ``confirmed`` kid)."""
+    url = authority.rstrip("/") + KEYS
+    raw = _get(url)
+    try:
+        answerkeys.refresh(pinned or {}, raw, confirmed or ())
+    except answerkeys.RotationRefused as e:
+        raise InitError(f"{url}: {e}") from None
+    return raw
 
 
 def _check_responder(cert_path: Path, key_ref: str) -> None:
@@ -277,6 +299,7 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
         raise InitError(f"{args.token_file}: the token file is empty")
     successors: dict[str, x509.Certificate] = {}
     cas = fetch_ca_index(args.authority, successors)
+    keys = fetch_answer_keys(args.authority, confirmed=args.answer_kid)
     pins = {p.lower() for p in args.ca_sha256 or []}
     if pins:
         # every certificate CRLs will be verified with: a successor's key signs its
@@ -318,6 +341,7 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
         responder_cert="group.pem",
         responder_key=key_ref,
         issuers=issuers,
+        answer_keys=answerkeys.KEYS_NAME,
     )
     created = not out.exists()
     try:
@@ -330,6 +354,7 @@ def init_group(args: argparse.Namespace) -> GroupSetup:
                     successors[entry.id].public_bytes(Encoding.PEM)
                 )
         shutil.copyfile(cert_path, out / "group.pem")
+        answerkeys.write(out, keys)
         fd = os.open(out / "authority.token", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(token + "\n")
@@ -372,6 +397,13 @@ def add_cli(subparsers: Any) -> None:
         action="append",
         metavar="HEX",
         help="SHA-256 of a CA certificate as received out of band (repeat; pins the fetch)",
+    )
+    g.add_argument(
+        "--answer-kid",
+        action="append",
+        metavar="KID",
+        help="the id (RFC 7638 thumbprint) of an answer key of the 機構 as received out of "
+        "band (repeat; each must be among the keys /v1/keys serves)",
     )
     g = p.add_argument_group("the group's own responder")
     g.add_argument("--responder-cert", type=Path, required=True, help="its certificate (PEM)")
@@ -430,6 +462,7 @@ def run_init(args: argparse.Namespace) -> int:
         print(f"  {i.id}: CA certificate SHA-256 {i.sha256}", file=sys.stderr)
         if i.successor_cert:
             print(f"  {i.id}: successor certificate SHA-256 {i.successor_sha256}", file=sys.stderr)
+    _print_kids(setup, out)
     print(
         f"compare the fingerprints with the ones the 機構 published, then:\n"
         f"  crlbuilder group pull --group {out} --follow\n"
@@ -437,4 +470,71 @@ def run_init(args: argparse.Namespace) -> int:
         f"members trust {out / 'group.pem'} (openssl ocsp -VAfile)",
         file=sys.stderr,
     )
+    return 0
+
+
+def _print_kids(setup: GroupSetup, out: Path) -> None:
+    raw = (out / setup.answer_keys).read_bytes()
+    for kid in answerkeys.parse_jwks(raw):
+        print(f"  the 機構's answer key pinned: kid {kid}", file=sys.stderr)
+
+
+def refresh_keys(group: Path, confirmed: list[str] | None = None) -> tuple[set[str], set[str]]:
+    """`crlbuilder group keys`: the 機構's ``/v1/keys`` pinned anew in the group directory
+    (`answerkeys.refresh`: taken on the word of a key pinned now, or of ``confirmed``); the
+    kids added and dropped. InitError: nothing written."""
+    try:
+        setup = load_group_setup(group)
+    except GroupSetupError as e:
+        raise InitError(str(e)) from None
+    pinned: dict[str, Any] = {}
+    if setup.answer_keys:
+        try:
+            pinned = dict(answerkeys.parse_jwks(setup.path(setup.answer_keys).read_bytes()))
+        except (OSError, ValueError) as e:
+            if not confirmed:  # nothing to take a new set on the word of
+                raise InitError(
+                    f"{setup.path(setup.answer_keys)}: the pinned keys are not readable ({e}): "
+                    "give --answer-kid with the key ids received from the 機構 out of band"
+                ) from None
+    raw = fetch_answer_keys(setup.authority, pinned, confirmed)
+    served = answerkeys.parse_jwks(raw)
+    answerkeys.write(Path(setup.directory), raw)
+    if setup.answer_keys != answerkeys.KEYS_NAME:
+        setup.answer_keys = answerkeys.KEYS_NAME
+        dump_group_setup(setup, setup.directory)
+    return set(served) - set(pinned), set(pinned) - set(served)
+
+
+def add_keys_cli(subparsers: Any) -> None:
+    """Register ``keys`` on ``crlbuilder group``'s subparsers."""
+    p = subparsers.add_parser(
+        "keys",
+        help="pin the 機構's answer keys anew (its /v1/keys: key rotation)",
+        description=refresh_keys.__doc__,
+    )
+    p.add_argument("--group", type=Path, required=True, help="the group directory")
+    p.add_argument(
+        "--answer-kid",
+        action="append",
+        metavar="KID",
+        help="a key id received from the 機構 out of band: taken even when the 機構 serves "
+        "no key pinned now (repeat)",
+    )
+    p.set_defaults(func=run_keys)
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    """0 pinned, 1 refused (nothing written)."""
+    try:
+        added, dropped = refresh_keys(args.group, args.answer_kid)
+    except InitError as e:
+        print(f"crlbuilder group keys: error: {e}", file=sys.stderr)
+        return 1
+    for kid in sorted(added):
+        print(f"pinned the 機構's answer key {kid}", file=sys.stderr)
+    for kid in sorted(dropped):
+        print(f"dropped the 機構's answer key {kid} (no longer published)", file=sys.stderr)
+    if not added and not dropped:
+        print("the 機構's answer keys are unchanged", file=sys.stderr)
     return 0

@@ -13,7 +13,9 @@ file names, is what the 機構 gave it and its own responder key:
 - the group's own OCSP responder key and certificate: the group answers its members
   (署名確認者, Act §20(1)) signed with it, a responder the members trust by
   configuration (RFC 6960 §4.2.2.2), never a delegate of the 機構's CAs;
-- the store the CRLs are imported into.
+- the store the CRLs are imported into;
+- the 機構's answer keys (its ``GET /v1/keys``, pinned at init): the relay of record
+  information checks each answer's signature with them (`crlbuilder.group.answerkeys`).
 
 `crlbuilder group init` writes it; `crlbuilder group pull` and `responder serve`
 (``[group] file``) read it. Paths are relative to the file's directory (`GroupSetup.path`);
@@ -82,6 +84,11 @@ class GroupSetup(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_
     """Its key: a PEM file (0600) or a PKCS#11 URI."""
     store: str = "store"
     """The status store the CRLs are imported into (crl-import mode)."""
+    answer_keys: str = ""
+    """The 機構's answer keys the group pinned (its ``GET /v1/keys`` as fetched by ``group
+    init`` or ``group keys``, `crlbuilder.group.answerkeys`), relative to the file: each
+    record-information answer relayed to a member is checked against them. Empty (a
+    setup written before): none pinned, and the relay passes no answer on."""
     issuers: list[GroupIssuer]
     directory: str = ""
     """Set on load: the absolute directory of the file (never written)."""

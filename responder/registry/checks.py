@@ -165,8 +165,20 @@ class _Checker:
             grants=grants,
             suspensions=windows,
             credentials=creds,
-            requests_per_second=e.agreement.requests_per_second if e.agreement else None,
-            requests_per_day=e.agreement.requests_per_day if e.agreement else None,
+            requests_per_second=(
+                e.agreement.requests_per_second
+                if e.agreement
+                else confirmer.requests_per_second
+                if isinstance(confirmer, SignatureConfirmerTitle)
+                else None
+            ),
+            requests_per_day=(
+                e.agreement.requests_per_day
+                if e.agreement
+                else confirmer.requests_per_day
+                if isinstance(confirmer, SignatureConfirmerTitle)
+                else None
+            ),
             provisions_per_day=e.agreement.provisions_per_day if e.agreement else None,
             crl_cycle_seconds=e.agreement.crl_cycle_seconds if e.agreement else 0,
             approval=_approval(titles.get(Title.SPECIFIED_USER_VERIFIER)),

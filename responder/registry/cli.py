@@ -650,6 +650,26 @@ def _apply_flags(
                 m for m in agreement.get("methods", []) if m in {x.value for x in meths}
             ]
         d["agreement"] = agreement
+    elif member_only and (args.quota_per_second is not None or args.quota_per_day is not None):
+        # a member has no agreement: the group's bound on it is the group-member arrangement
+        # (Ord §33(4)), on its signature-confirmer title (`responder.memberbound`)
+        for title in d["title"]:
+            if title["kind"] != Title.SIGNATURE_CONFIRMER.value:
+                continue
+            for key, value in (
+                ("requests_per_second", args.quota_per_second),
+                ("requests_per_day", args.quota_per_day),
+            ):
+                if value == 0:
+                    title.pop(key, None)
+                elif value is not None:
+                    title[key] = value
+    if member_only and args.provisions_per_day is not None:
+        raise CommandError(
+            f"party {args.id!r}: a 署名確認者 has no provisions per day (件数): its group "
+            "agreed them with the 機構; --quota-per-second and --quota-per-day bound it on the "
+            "group's appliance"
+        )
     # credentials
     creds = [dict(c) for c in d.get("credential", [])]
     for label in args.remove_credential or []:
@@ -1467,8 +1487,16 @@ def _party_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
         type=_count,
         help="seconds: at most one download of each CRL file (generation, full or delta) per period (0: none)",
     )
-    g.add_argument("--quota-per-second", type=_count, help="requests per second (0: no quota)")
-    g.add_argument("--quota-per-day", type=_count, help="requests per day (0: no quota)")
+    g.add_argument(
+        "--quota-per-second", type=_count,
+        help="requests per second (0: no quota); a signature-confirmer: its own bound on its "
+        "group's appliance instead of [group] member_requests_per_second",
+    )  # fmt: skip
+    g.add_argument(
+        "--quota-per-day", type=_count,
+        help="requests per day (0: no quota); a signature-confirmer: its own bound on its "
+        "group's appliance instead of [group] member_requests_per_day",
+    )  # fmt: skip
     g.add_argument(
         "--provisions-per-day",
         type=_count,

@@ -102,6 +102,12 @@ class SignatureConfirmerTitle(
     item: Literal[1, 2] | None = None
     """The Act §17(5) item the member falls under, its group's: 1 (procedures before
     government bodies and courts on others' behalf), 2 (records needed for them); §21(1)."""
+    requests_per_second: Count | None = None
+    requests_per_day: Count | None = None
+    """What the group and this member agreed of the requests it may send the group's
+    appliance (the group-member arrangement, 団体署名検証者と署名確認者との間での取決め,
+    Ord §33(4)): per second and per Japan calendar day; absent: the group's ``[group]
+    member_requests_per_second`` and ``member_requests_per_day`` (`responder.memberbound`)."""
 
 
 class UserVerifierTitle(_Table, frozen=True, kw_only=True, tag_field="kind", tag="user-verifier"):

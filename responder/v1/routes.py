@@ -75,10 +75,10 @@ import msgspec
 
 from crlbuilder.model import Family
 from crlbuilder.store.reader import ReadSource
-from responder import access, policy
+from responder import access, memberbound, policy
 from responder.config import ResponderConfig
 from responder.http import Request, Response
-from responder.limits import Wait, day_ends, provisions_wait
+from responder.limits import Limit, Wait, day_ends, provisions_wait
 from responder.outcome import Outcome
 from responder.registry.lookup import Registry
 from responder.registry.party import Party
@@ -284,8 +284,13 @@ class V1Api:
             if left is not None and left < 1:  # none left today
                 wait = provisions_wait(now, 0)
         if wait is not None:
-            req.note = Outcome(endpoint, party=party.id, rule=policy.Rule.QUOTA.value)
-            limited = policy.limit_refusal(party, route.services[0], wait.limit)
+            if self.group_id is not None and wait.limit is not Limit.PROVISIONS:
+                # a member's only quota here: the group's bound on each member (Ord §33(4))
+                req.note = Outcome(endpoint, party=party.id, rule=memberbound.MEMBER_QUOTA)
+                limited = memberbound.refusal(wait.limit)
+            else:
+                req.note = Outcome(endpoint, party=party.id, rule=policy.Rule.QUOTA.value)
+                limited = policy.limit_refusal(party, route.services[0], wait.limit)
             return problem.response(problem.quota(limited, wait, now), retry_after=wait.retry_after)
         decoded = self._decode(route, req, query)
         if isinstance(decoded, Problem):
