@@ -532,7 +532,7 @@ def load_config(
 
     ``overrides`` maps dotted field paths (``"server.port"``) to values, as
     `overrides_from_args` returns them. Raises `ConfigError` naming the file
-    (or ``<environment>``/``<command line>``) and the field.
+    (or the environment variable, or the flag: ``--port``) and the field.
     """
     source = str(path) if path is not None else "<defaults>"
     tree: dict[str, Any] = read_toml(path) if path is not None else {}
@@ -547,7 +547,8 @@ def load_config(
         if dotted not in FIELD_PATHS:
             raise ConfigError("<command line>", dotted, "no such field")
         _set_dotted(tree, dotted, value, source)
-        given[dotted] = "<command line>"
+        # named as crlbuilder names it: the flag the operator typed, not only "the command line"
+        given[dotted] = next((f.flag for f in _FLAGS if f.field == dotted), "<command line>")
     try:
         cfg = convert(tree, ResponderConfig, source, dec_hook=_dec_hook)
     except ConfigError as e:
