@@ -27,7 +27,7 @@ import tomllib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar, get_args, get_origin
 
 import msgspec
 
@@ -201,3 +201,18 @@ def positive_seconds(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: seconds are a finite number > 0")
     return value
+
+
+def bounds(field_type: object) -> str:
+    """The range a msgspec ``Annotated[..., Meta(...)]`` type allows, as ``--help`` says it
+    (``> 0, <= 86400``); "" for a type without bounds."""
+    if get_origin(field_type) is not Annotated:
+        return ""
+    said: list[str] = []
+    for meta in get_args(field_type)[1:]:
+        if isinstance(meta, msgspec.Meta):
+            for name, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+                value = getattr(meta, name)
+                if value is not None:
+                    said.append(f"{sign} {value}")
+    return ", ".join(said)

@@ -101,6 +101,10 @@ def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "[crl.retention_days_by_category.sign-card]\nrequest = 10\n"
         "[crl.retention_days_by_category.auth-card]\nrequest = 10\ncard-cascade = -1\n"
     )
+    (tmp_path / "inf.toml").write_text("[input]\nfollow_interval = inf\n")
+    (tmp_path / "cycle.toml").write_text("[crl]\ncycle_seconds = 1_000_000_000_000\n")
+    (tmp_path / "century.toml").write_text("[crl.retention_days]\nsign-card = 1_000_000\n")
+    (tmp_path / "timeout.toml").write_text("[server.limits]\nheader_timeout = inf\n")
     return tmp_path
 
 
@@ -125,6 +129,22 @@ BAD: list[tuple[str, int, tuple[str, ...]]] = [
     ("responder serve --header-timeout -5", 2, ("server.limits.header_timeout", "> 0")),
     ("crlbuilder build --config interval.toml --store s", 2,
      ("interval.toml", "input.follow_interval", "> 0")),
+    # out of any sane range: inf waited forever (OverflowError after the start-up build),
+    # a cycle of 10^12 s dated a CRL past year 9999 (ValueError after the commit)
+    ("crlbuilder build --config inf.toml --store s", 2,
+     ("inf.toml", "input.follow_interval", "<= 86400")),
+    ("crlbuilder build --follow-interval inf --store s", 2,
+     ("--follow-interval", "input.follow_interval", "<= 86400")),
+    ("crlbuilder build --config cycle.toml --store s", 2,
+     ("cycle.toml", "crl.cycle_seconds", "<= 31622400")),
+    ("crlbuilder build --crl-cycle-seconds 1000000000000 --store s", 2,
+     ("--crl-cycle-seconds", "crl.cycle_seconds", "<= 31622400")),
+    ("crlbuilder build --config century.toml --store s", 2,
+     ("century.toml", "crl.retention_days.sign-card", "<= 36525")),
+    ("responder serve --config timeout.toml", 2,
+     ("timeout.toml", "server.limits.header_timeout", "<= 86400")),
+    ("responder serve --drain-timeout inf", 2,
+     ("--drain-timeout", "server.limits.drain_timeout", "<= 86400")),
     ("crlbuilder build --batch-size 0 --store s", 2, ("--batch-size", "input.batch_size")),
     ("crlbuilder build --sign-workers -1 --store s", 2, ("--sign-workers", "ocsp.sign_workers")),
     ("crlbuilder build --follow --max-idle -1 --store s", 2, ("--max-idle", "-1")),
