@@ -214,3 +214,21 @@ def test_a_config_not_utf8_is_one_line_from_the_real_command(tmp_path: Path) -> 
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
         assert f"{bad}: not UTF-8 text (at byte offset 16)" in done.stderr
+
+
+@pytest.mark.integration  # runs both packages as processes
+def test_python_m_runs_each_command() -> None:
+    """``python -m crlbuilder`` and ``python -m responder`` (was: "is a package and cannot
+    be directly executed") are the console scripts, prog name and exit codes included."""
+    for package in ("crlbuilder", "responder"):
+        done = subprocess.run(
+            [sys.executable, "-m", package, "--help"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"usage: {package} ")
+        bad = subprocess.run(
+            [sys.executable, "-m", package, "no-such-command"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert bad.returncode == 2 and "invalid choice" in bad.stderr
