@@ -21,6 +21,7 @@ This module imports nothing else of the project: both `crlbuilder` and
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import sys
 import tomllib
@@ -81,7 +82,24 @@ def convert(
             at = _name_keys(tree, type_, dec_hook, at)
         field = at.removeprefix("$").lstrip(".")
         field = field.replace("[", ".").replace("]", "")
+        if problem.startswith("Object contains unknown field `"):
+            problem += _known(type_, field, problem.split("`")[1])
         raise ConfigError(source, field, problem) from None
+
+
+def _known(type_: type, field: str, unknown: str) -> str:
+    """What a misspelt key should have been: `` (did you mean `path`?)``, else the keys the
+    table takes; "" when the table at ``field`` is not a Struct's."""
+    struct: object = type_
+    for name in (n for n in field.split(".") if n):
+        if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
+            return ""
+        struct = next((f.type for f in msgspec.structs.fields(struct) if f.name == name), None)
+    if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
+        return ""
+    names = [f.encode_name for f in msgspec.structs.fields(struct)]
+    close = difflib.get_close_matches(unknown, names, n=1)
+    return f" (did you mean `{close[0]}`?)" if close else f" (it takes: {', '.join(names)})"
 
 
 def _problem_at(exc: msgspec.ValidationError) -> tuple[str, str]:

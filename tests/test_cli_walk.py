@@ -90,6 +90,7 @@ def inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "latin1.toml").write_bytes(b'[store]\npath = "caf\xe9"\n')
     (tmp_path / "empty.toml").write_bytes(b"")
     (tmp_path / "typo.toml").write_text('[store]\npaht = "x"\n')
+    (tmp_path / "section.toml").write_text("[limits]\nmax = 1\n")
     (tmp_path / "port.toml").write_text("[server]\nport = 70000\n")
     (tmp_path / "porttype.toml").write_text('[server]\nport = "8080"\n')
     (tmp_path / "workers.toml").write_text("[server]\nworkers = -1\n")
@@ -118,8 +119,12 @@ BAD: list[tuple[str, int, tuple[str, ...]]] = [
     ("crlbuilder build --config nothere.toml --store s", 2, ("nothere.toml", "cannot read")),
     ("responder serve --config nothere.toml", 2, ("nothere.toml", "cannot read")),
     ("crlbuilder build --config empty.toml --store s --pki nothere", 2, ("nothere", "PKI")),
-    ("responder serve --config typo.toml", 2, ("typo.toml", "store", "paht")),
-    ("crlbuilder build --config typo.toml --store s", 2, ("typo.toml", "store", "paht")),
+    ("responder serve --config typo.toml", 2,
+     ("typo.toml", "store", "paht", "did you mean `path`?")),
+    ("crlbuilder build --config typo.toml --store s", 2,
+     ("typo.toml", "store", "paht", "did you mean `path`?")),
+    ("crlbuilder build --config section.toml --store s", 2,
+     ("section.toml", "unknown field `limits`", "it takes: store, pki, input,")),
     ("responder serve --config port.toml", 2, ("port.toml", "server.port", "65535")),
     ("responder serve --config porttype.toml", 2, ("porttype.toml", "server.port", "int")),
     ("responder serve --port 70000", 2, ("--port", "server.port", "65535")),
