@@ -237,3 +237,18 @@ def test_python_m_runs_each_command() -> None:
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_a_refused_ceremony_says_error_as_every_command_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``crlbuilder keys ...`` refusals read ``crlbuilder keys X: error: ...`` like every
+    other command's, so one grep for ``: error:`` finds them all (was without ``error:``)."""
+    rc = crlbuilder_cli.main(
+        ["keys", "add-operator", "--operators", str(tmp_path / "operators"), "--name", "a",
+         "--secret", "typed-secret", "--log", str(tmp_path / "log"), "--new-log"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "typed-secret" not in err
+    assert err.startswith("crlbuilder keys add-operator: error: a secret source is file:/path")
+    assert not (tmp_path / "log").exists() and not (tmp_path / "operators").exists()
