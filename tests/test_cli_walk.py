@@ -170,6 +170,11 @@ BAD: list[tuple[str, int, tuple[str, ...]]] = [
     ("responder report --year 2026 --ledger adir --registry latin1.toml", 2,
      ("latin1.toml", "not UTF-8")),
     ("responder report --year 2026 --ledger nothere", 2, ("nothere", "ledger")),
+    # a missing audit log is not "0 records, chain BROKEN": exit 1 as documented (the log is
+    # what verify-audit checks; a lost one fails it), the line says what is wrong
+    ("responder registry verify-audit --registry nothere.toml", 1,
+     ("error: nothere.audit.jsonl: no audit log here", "nothing verified")),
+    ("responder registry verify-audit --audit adir", 1, ("adir: no audit log here",)),
     ("responder watch-compact --keep -1", 2, ("--keep",)),
 ]  # fmt: skip
 
