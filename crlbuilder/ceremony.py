@@ -1212,7 +1212,7 @@ def _guarded(
 def _failed(args: argparse.Namespace, e: Exception) -> int:
     """A refusal or a failure: one line on stderr; an approved ceremony that failed part-way
     undoes what it made and logs ``ceremony-failed``; exit 2."""
-    print(f"{PROG} {args.ceremony}: {e}", file=sys.stderr)
+    print(f"{PROG} {args.ceremony}: error: {e}", file=sys.stderr)
     # approved (a bootstrap enrolment by no one), then failed part-way
     if getattr(args, "approved_ceremony", None) is not None:
         _undo(args, str(e))

@@ -37,7 +37,7 @@ from crlbuilder.crl import importer as crlimport
 from crlbuilder.group import init as group_init
 from crlbuilder.group import pull as group_pull
 from crlbuilder.manifest import ManifestError
-from crlbuilder.options import ConfigError, instant, run_command
+from crlbuilder.options import ConfigError, describe_commands, instant, run_command
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,6 +48,14 @@ if TYPE_CHECKING:
     from crlbuilder.stream import StreamCipher, StreamNames
     from crlbuilder.streamadopt import TokenSide
 
+
+EPILOG: Final = (
+    "Exit codes: 0 done, 1 the work failed (the message says why), 2 bad usage or "
+    "configuration; build and snapshot get have their own (see their --help). Every "
+    "COMMAND has its own --help. The configuration: config/builder.toml (every field, "
+    "commented); operating it: README.md and docs/operations.md."
+)
+"""What every ``crlbuilder`` --help ends with."""
 
 SNAPSHOT_RETRY_SECONDS: Final = 2.0
 """Between two connection attempts of ``snapshot --wait``."""
@@ -911,6 +919,7 @@ NATS unreachable: exit 1.""",
     cp.add_argument("source", type=Path, help="the store to copy (read only)")
     cp.add_argument("target", type=Path, help="a new directory (refused if it holds a store)")
     cp.set_defaults(func=_store_copy)
+    describe_commands(p, EPILOG)
     return p
 
 

@@ -22,11 +22,29 @@ from crlbuilder.model import Category, Family
 from crlbuilder.natsauth import ENV as NATS_ENV
 from crlbuilder.natsauth import NatsAuth, NatsAuthError, check_credential
 from crlbuilder.natsservers import parse_servers
-from crlbuilder.options import ConfigError, convert, read_toml
+from crlbuilder.options import ConfigError, bounds, convert, read_toml
 from crlbuilder.seal import read_facts_key
 
 Positive = Annotated[int, msgspec.Meta(gt=0)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+MAX_INTERVAL_SECONDS: Final = 86_400
+"""The longest wait or pace of a loop (spool scans, a stream's tail, a tick, a pre-signing
+slice): a day. Beyond it a value is a mistake, and an infinite one (TOML's ``inf``) failed
+the follow loop after its start-up build (``OverflowError`` from the wait)."""
+MAX_PERIOD_SECONDS: Final = 366 * 86_400
+"""The longest validity, cycle or window in seconds (an OCSP answer's, a CRL's, the stream's
+duplicate window, a kept spool file): a year. A larger one dated a CRL past year 9999 and
+failed the build after its commit."""
+MAX_DAYS: Final = 36_525
+"""The longest number of days (a retention, a CRL file's keeping, a token's validity, the
+changes feed): a century, which every date the store computes still holds."""
+
+Interval = Annotated[float, msgspec.Meta(gt=0, le=MAX_INTERVAL_SECONDS)]
+IntervalOrZero = Annotated[float, msgspec.Meta(ge=0, le=MAX_INTERVAL_SECONDS)]
+Period = Annotated[int, msgspec.Meta(gt=0, le=MAX_PERIOD_SECONDS)]
+PeriodOrZero = Annotated[int, msgspec.Meta(ge=0, le=MAX_PERIOD_SECONDS)]
+Days = Annotated[int, msgspec.Meta(gt=0, le=MAX_DAYS)]
 
 
 DEFAULT_CHANGES_KEEP_DAYS: Final = 31
@@ -42,7 +60,7 @@ class StoreSection(_Section):
     """The LMDB environment directory (created on first build)."""
     map_size_gib: Positive = 64
     """Address space reserved for the store; a sparse file, only what is written costs."""
-    changes_keep_days: Positive = DEFAULT_CHANGES_KEEP_DAYS
+    changes_keep_days: Days = DEFAULT_CHANGES_KEEP_DAYS
     """How long the changes feed (``GET /v1/changes``) keeps each loss of effect: a party
     whose cursor is older re-reads the status of its whole watch list (docs/store.md)."""
 
@@ -57,13 +75,13 @@ class InputSection(_Section):
     """Record files or directories (each directory's *.jsonl in file-name order)."""
     spool: str = ""
     """A spool directory `--follow` watches; each file is removed once committed (see below)."""
-    spool_keep_seconds: NonNegative = 0
+    spool_keep_seconds: PeriodOrZero = 0
     """How long an applied spool file (four facts in clear) is kept in the spool's done/
     (mode 0700): 0 removes it once its records are committed; N keeps it N seconds."""
     source: str = ""
     """The record stream instead of files: ``nats://HOST:PORT[,nats://HOST:PORT...]``, the
     NATS JetStream servers carrying it (`crlbuilder.stream`; names in ``[stream]``)."""
-    follow_interval: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    follow_interval: Interval = 1.0
     """Seconds between spool scans under --follow."""
     quarantine: str = "var/build/quarantine.jsonl"
     """Where refusals go: record id, file name, line, field, reason; no content (mode 0600)."""
@@ -90,14 +108,14 @@ class StreamSection(_Section):
     replicas: Annotated[int, msgspec.Meta(ge=0, le=5)] = 0
     """Copies of the stream kept by the cluster; 0: three when the cluster has three servers or
     more, else one."""
-    duplicate_window_seconds: Positive = 86_400
+    duplicate_window_seconds: Period = 86_400
     """How long JetStream remembers a message id (``Nats-Msg-Id``: one publication's, the line's
     place in it and the record id) to drop what its publisher sent again; a record another
     publication sends again is stored and applied once (the store's ``applied``), or judged
     again if it was refused."""
-    ack_wait_seconds: Positive = 300
+    ack_wait_seconds: Period = 300
     """How long the server waits for this node's acknowledgement before delivering again."""
-    tick_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    tick_seconds: IntervalOrZero = 0.0
     """Publish a tick (the stream's time, which dates lapses and erasures on every node) this
     often, and when a 30-day lapse or an erasure past retention falls due; 0: this node
     publishes none. Set it on one node,
@@ -109,7 +127,7 @@ class StreamSection(_Section):
     snapshot_bucket: str = "JPKI_SNAPSHOTS"
     """The object store bucket of store snapshots (`crlbuilder snapshot put|get`): a new
     node starts from the latest and applies the stream after it."""
-    tail_wait_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    tail_wait_seconds: Interval = 5.0
     """A batch whose publisher stopped before marking its end is committed after this many
     seconds with nothing more to read."""
     nats_nkey_seed: str = ""
@@ -148,14 +166,14 @@ class KeysSection(_Section):
 class OcspSection(_Section):
     presign: bool = True
     """Pre-sign the answers of revoked serials at build time."""
-    validity_seconds: Positive = 86_400
+    validity_seconds: Period = 86_400
     """nextUpdate - thisUpdate of pre-signed answers."""
-    refresh_before_seconds: NonNegative = 21_600
+    refresh_before_seconds: PeriodOrZero = 21_600
     """Re-sign a stored answer when less than this remains before its nextUpdate (or
     `crlbuilder.presign.LEAD_FACTOR` times its issuer's last walk, when longer)."""
     sign_workers: NonNegative = 0
     """Processes that sign in parallel (0: one per core)."""
-    presign_slice_seconds: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    presign_slice_seconds: IntervalOrZero = 5.0
     """In a follow loop, pre-signing that reads every CRL entry of an issuer (its answers
     falling due, a new delegate) stops after about this many seconds and goes on at the loop's
     next turn, so that records go on being applied meanwhile; 0: no bound. A build without
@@ -171,7 +189,7 @@ class TokensSection(_Section):
     token is issued (revocations on the registry's approvals still run)."""
     issued: str = ""
     """The directory where issued tokens are written (``<id>.pem``) for the responder."""
-    validity_days: Positive = 365
+    validity_days: Days = 365
     """A token's longest validity; it never outlasts its party's approval period."""
 
 
@@ -187,24 +205,24 @@ class CrlSection(_Section):
     """Produce CRLs (失効情報ファイル) after each build."""
     directory: str = "var/crl"
     """Where produced CRL files are kept."""
-    cycle_seconds: Positive = 86_400
+    cycle_seconds: Period = 86_400
     """nextUpdate - thisUpdate of full CRLs (the cycle, 周期)."""
     delta: bool = True
     """Produce delta CRLs between full ones (freshestCRL points at them)."""
-    delta_cycle_seconds: Positive = 3_600
+    delta_cycle_seconds: Period = 3_600
     """nextUpdate - thisUpdate of delta CRLs."""
-    full_every_seconds: Positive = 86_400
+    full_every_seconds: Period = 86_400
     """Produce a new full CRL when the last is older than this; deltas in between."""
-    keep_days: Positive = 365
+    keep_days: Days = 365
     """How many days each produced CRL file (失効情報ファイル) is kept (its own retention,
     Act §16: これを作成した日から), counted from the day after the day it was made
     (初日不算入, Civil Code §140, `crlbuilder.periods`)."""
-    retention_days: dict[str, Positive] = msgspec.field(default_factory=_default_retention)
+    retention_days: dict[str, Days] = msgspec.field(default_factory=_default_retention)
     """Per family: how many days a revocation record is kept and listed (政令で定める期間; not in
     our texts), counted from the day after the day it was recorded (記録をした日から, 初日不算入:
     Civil Code §140-§141, `crlbuilder.periods`); the default of every category of the family.
     Whole days only: the law counts days, not seconds."""
-    retention_days_by_category: dict[str, dict[str, Positive]] = {}
+    retention_days_by_category: dict[str, dict[str, Days]] = {}
     """Per family and legal category (request, resident-change, recording-error, ca-compromise,
     card-cascade): overrides ``retention_days``. Each category has its own article and period
     (Act §11-§14, §16-10-§16-13, §30-§33, §35-10-§35-13)."""
@@ -295,14 +313,14 @@ HELP: Final[dict[str, str]] = {
     "crl-bucket": "the object store bucket through which CRL files go from the signer to the "
     "other nodes (empty: none)",
     "snapshot-bucket": "the object store bucket of store snapshots (`crlbuilder snapshot`)",
-    "follow-interval": "seconds between spool scans under --follow (> 0)",
+    "follow-interval": "seconds between spool scans under --follow",
     "spool-keep-seconds": "seconds an applied spool file is kept in spool/done/ (mode 0700); "
     "0: removed as soon as its records are committed",
     "quarantine": "the file of refused lines (record id, file, line, field, reason; never the "
     "line's content; mode 0600)",
     "notices": "the file of holder notifications (Act §15(2)) and public announcements "
     "(Act §15(3)) due (mode 0600)",
-    "batch-size": "records per write transaction (>= 1)",
+    "batch-size": "records per write transaction",
     "registry": "the responder's registry of parties (TOML); a consent record (Act §18(3)) is "
     "accepted only if it names a 署名検証者 or 団体署名検証者 registered there; "
     "without a registry every consent grant is quarantined (withdrawals still apply)",
@@ -340,7 +358,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, (section, name) in FLAGS.items():
         field_type = _field_type(section, name)
         dest = flag.replace("-", "_")
-        help_text = f"{section}.{name}: {HELP[flag]} (default: {_shown_default(section, name)})"
+        shown = _shown_default(section, name)
+        if limits := bounds(_annotation(section, name)):
+            shown += f"; {limits}"
+        help_text = f"{section}.{name}: {HELP[flag]} (default: {shown})"
         if field_type is bool:
             g.add_argument(
                 f"--{flag}",
@@ -370,6 +391,12 @@ def _shown_default(section: str, name: str) -> str:
     if default in ("", []):
         return "none"
     return str(default)
+
+
+def _annotation(section: str, name: str) -> object:
+    """The declared type of ``section.name`` (with its msgspec bounds)."""
+    section_type = type(getattr(BuilderConfig(), section))
+    return next(f.type for f in msgspec.structs.fields(section_type) if f.name == name)
 
 
 def _field_type(section: str, name: str) -> type:

@@ -21,12 +21,14 @@ This module imports nothing else of the project: both `crlbuilder` and
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 import sys
 import tomllib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar, get_args, get_origin
 
 import msgspec
 
@@ -49,12 +51,17 @@ class ConfigError(Exception):
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """The tables of the TOML file ``path``; `ConfigError` naming it when unreadable or not TOML."""
+    """The tables of the TOML file ``path``; `ConfigError` naming it when unreadable, not UTF-8
+    or not TOML."""
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the bytes itself
+        raise ConfigError(
+            str(path), "", f"not UTF-8 text (at byte offset {exc.start}): TOML files are UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "", f"invalid TOML ({exc})") from None
 
@@ -70,13 +77,94 @@ def convert(
     try:
         return msgspec.convert(tree, type_, dec_hook=dec_hook, str_keys=True)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        problem, _, at = message.rpartition(" - at `")
-        if not problem:
-            problem, at = message, ""
-        field = at.rstrip("`").removeprefix("$").lstrip(".")
+        problem, at = _problem_at(exc)
+        if "[...]" in at:  # a table's value: msgspec does not say under which key
+            at = _name_keys(tree, type_, dec_hook, at)
+        field = at.removeprefix("$").lstrip(".")
         field = field.replace("[", ".").replace("]", "")
+        if problem.startswith("Object contains unknown field `"):
+            problem += _known(type_, field, problem.split("`")[1])
         raise ConfigError(source, field, problem) from None
+
+
+def _known(type_: type, field: str, unknown: str) -> str:
+    """What a misspelt key should have been: `` (did you mean `path`?)``, else the keys the
+    table takes; "" when the table at ``field`` is not a Struct's."""
+    struct: object = type_
+    for name in (n for n in field.split(".") if n):
+        if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
+            return ""
+        struct = next((f.type for f in msgspec.structs.fields(struct) if f.name == name), None)
+    if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
+        return ""
+    names = [f.encode_name for f in msgspec.structs.fields(struct)]
+    close = difflib.get_close_matches(unknown, names, n=1)
+    return f" (did you mean `{close[0]}`?)" if close else f" (it takes: {', '.join(names)})"
+
+
+def _problem_at(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """A msgspec validation error's problem and path (``$.crl.retention_days[...]``)."""
+    message = str(exc)
+    problem, _, at = message.rpartition(" - at `")
+    if not problem:
+        return message, ""
+    return problem, at.rstrip("`")
+
+
+def _name_keys(
+    tree: dict[str, Any],
+    type_: type,
+    dec_hook: Callable[[type, Any], Any] | None,
+    at: str,
+) -> str:
+    """``at`` with each ``[...]`` (a table's value, as msgspec says it) replaced by the key
+    whose value fails: the first key that fails alone in its table, as msgspec reads a
+    table in order. ``at`` unchanged when no key is found."""
+    pieces = at.split("[...]")
+    path: list[str] = []  # the tables walked, keys included
+    trial = tree
+    for i, piece in enumerate(pieces[:-1]):
+        path += [name for name in piece.removeprefix("$").split(".") if name]
+        table: Any = trial
+        for name in path:  # only names lead here: the config's tables hold no arrays of tables
+            table = table.get(name) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            return at
+        failing = "[...]".join(pieces[: i + 1]) + "[...]"
+        for key, value in table.items():
+            alone = _with(trial, path, {key: value})
+            try:
+                msgspec.convert(alone, type_, dec_hook=dec_hook, str_keys=True)
+            except msgspec.ValidationError as exc:
+                if _problem_at(exc)[1].startswith(failing):
+                    trial = alone
+                    path.append(key)
+                    break
+        else:
+            return at
+    return "$." + ".".join(path) + pieces[-1]
+
+
+def _with(tree: dict[str, Any], path: list[str], value: object) -> dict[str, Any]:
+    """A copy of ``tree`` with the table at ``path`` replaced by ``value`` (the rest shared)."""
+    head, *tail = path
+    return {**tree, head: _with(tree.get(head, {}), tail, value) if tail else value}
+
+
+def describe_commands(parser: argparse.ArgumentParser, epilog: str) -> None:
+    """Give ``parser`` the ``epilog`` (exit codes, where to read more) and every subcommand
+    below it that has no description of its own its help line as one, so that each
+    ``--help`` says what its command does, not only its usage."""
+    parser.epilog = parser.epilog or epilog
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        helps = {a.dest: a.help for a in action._choices_actions}
+        for name, sub in action.choices.items():
+            line = helps.get(name)
+            if sub.description is None and line:
+                sub.description = line[:1].upper() + line[1:] + ("" if line.endswith(".") else ".")
+            describe_commands(sub, epilog)
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
@@ -119,3 +207,30 @@ def instant(text: str) -> datetime:
             f"{text!r} has no UTC offset: give one, e.g. {EXAMPLE} (or Z for UTC)"
         )
     return value
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds above 0 (an argparse ``type``: a timeout, which at 0 or
+    below would fail every request as an unreachable peer instead of refusing the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seconds are a finite number > 0")
+    return value
+
+
+def bounds(field_type: object) -> str:
+    """The range a msgspec ``Annotated[..., Meta(...)]`` type allows, as ``--help`` says it
+    (``> 0, <= 86400``); "" for a type without bounds."""
+    if get_origin(field_type) is not Annotated:
+        return ""
+    said: list[str] = []
+    for meta in get_args(field_type)[1:]:
+        if isinstance(meta, msgspec.Meta):
+            for name, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+                value = getattr(meta, name)
+                if value is not None:
+                    said.append(f"{sign} {value}")
+    return ", ".join(said)

@@ -15,12 +15,21 @@ import argparse
 import functools
 import sys
 from pathlib import Path
+from typing import Final
 
-from crlbuilder.options import ConfigError, run_command
+from crlbuilder.options import ConfigError, describe_commands, run_command
 from responder import report
 from responder.config import add_arguments, load_config, overrides_from_args
 from responder.registry import cli as registrycli
 from responder.v1 import watchcompact
+
+EPILOG: Final = (
+    "Exit codes: 0 done, 1 the work failed or the server failed to start, 2 bad usage or "
+    "configuration. Every COMMAND has its own --help. The configuration: "
+    "config/responder.toml (every field, commented); operating it: README.md and "
+    "docs/operations.md."
+)
+"""What every ``responder`` --help ends with."""
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -96,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     registrycli.add_cli(sub)
     report.add_cli(sub)
     watchcompact.add_cli(sub)
+    describe_commands(p, EPILOG)
     return p
 
 

@@ -28,7 +28,7 @@ import msgspec
 
 from crlbuilder.natsauth import NatsAuth, NatsAuthError, check_credential
 from crlbuilder.natsservers import parse_servers
-from crlbuilder.options import ConfigError, convert, read_toml
+from crlbuilder.options import ConfigError, bounds, convert, read_toml
 
 __all__ = [  # ConfigError is crlbuilder.options' (one for both binaries), named here for callers
     "ENV_OVERRIDES",
@@ -60,7 +60,10 @@ SigningMode = Literal["threads", "loop"]
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-PositiveSeconds = Annotated[float, msgspec.Meta(gt=0)]
+MAX_SECONDS: Final = 86_400
+"""The longest timeout or interval (a day): beyond it a value is a mistake, and TOML's
+``inf`` is no timeout at all (a header that never ends, a drain that never does)."""
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
 
 ENV_OVERRIDES: Final[Mapping[str, str]] = {
     "JPKI_VA_STORE": "store.path",
@@ -238,7 +241,7 @@ class OcspConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Signed "good" answers kept per worker (0 disables the cache). Each holds ~1.7 KB, so
     the default bounds a worker's cache at ~34 MB: the one part of a worker's memory that grows
     with traffic (the store itself is mapped, shared page cache)."""
-    good_validity_seconds: PositiveInt = 3600
+    good_validity_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_SECONDS)] = 3600
     """Freshly signed answers: thisUpdate is the signing time, nextUpdate is
     thisUpdate plus this many seconds."""
     signing: SigningMode = "threads"
@@ -299,7 +302,7 @@ class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     flush_interval: Annotated[float, msgspec.Meta(ge=0.05, le=60.0)] = 1.0
     """Seconds between flushes of a worker's local counts into the shared files: a request
     appears in /metrics at most this long after its answer was sent."""
-    entries_interval: Annotated[float, msgspec.Meta(ge=0.0)] = 60.0
+    entries_interval: Annotated[float, msgspec.Meta(ge=0.0, le=MAX_SECONDS)] = 60.0
     """Least seconds between two recounts of the revoked entries per family and category
     (jpkiva_store_entries); a recount runs only after a new commit, in a background thread
     of the worker that answers the scrape, once for all workers."""
@@ -311,7 +314,7 @@ class LedgerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     dir: Path = Path("var/demo/ledger")
     """Directory of the workers' memory-mapped counter files, the merged SQLite ledger and the
     quota table (mode 0700). Each answered provision is counted here before it is sent."""
-    collect_interval: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    collect_interval: PositiveSeconds = 10.0
     """Seconds between merges of the workers' files into the ledger (also on /reports)."""
 
 
@@ -540,7 +543,7 @@ def load_config(
 
     ``overrides`` maps dotted field paths (``"server.port"``) to values, as
     `overrides_from_args` returns them. Raises `ConfigError` naming the file
-    (or ``<environment>``/``<command line>``) and the field.
+    (or the environment variable, or the flag: ``--port``) and the field.
     """
     source = str(path) if path is not None else "<defaults>"
     tree: dict[str, Any] = read_toml(path) if path is not None else {}
@@ -555,7 +558,8 @@ def load_config(
         if dotted not in FIELD_PATHS:
             raise ConfigError("<command line>", dotted, "no such field")
         _set_dotted(tree, dotted, value, source)
-        given[dotted] = "<command line>"
+        # named as crlbuilder names it: the flag the operator typed, not only "the command line"
+        given[dotted] = next((f.flag for f in _FLAGS if f.field == dotted), "<command line>")
     try:
         cfg = convert(tree, ResponderConfig, source, dec_hook=_dec_hook)
     except ConfigError as e:
@@ -741,6 +745,12 @@ def _built_in(dotted: str) -> str:
     return str(value).replace("%", "%%") if value not in (None, "") else "unset"
 
 
+def _range(dotted: str) -> str:
+    """``; > 0, <= 86400``: the range the field ``dotted`` allows, as ``--help`` shows it."""
+    limits = bounds(FIELD_TYPES[dotted])
+    return f"; {limits}" if limits else ""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per configuration field (all default to "not given"); each help names
     the field and its built-in default (what applies when neither the file nor the
@@ -750,11 +760,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " one, which a --config file may change)"
     )
     for flag in _FLAGS:
+        how = _argument(FIELD_TYPES[flag.field])
+        if "type" in how or how.get("action") == "append":  # --port PORT, not CFG_PORT
+            how["metavar"] = flag.flag.removeprefix("--").upper().replace("-", "_")
         group.add_argument(
             flag.flag,
             dest=_dest(flag),
-            help=f"{flag.help} [{flag.field}; default: {_built_in(flag.field)}]",
-            **_argument(FIELD_TYPES[flag.field]),
+            help=f"{flag.help} [{flag.field}; default: {_built_in(flag.field)}{_range(flag.field)}]",
+            **how,
         )
 
 

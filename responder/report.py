@@ -829,6 +829,8 @@ def _read_registry(path: Path) -> tuple[dict[str, str], bool]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise RegistryError(f"{path}: cannot read the registry: {e.strerror}") from None
+    except UnicodeDecodeError:  # as `Registry.load` says it
+        raise RegistryError(f"{path}: not UTF-8 text") from None
     parties = parse_registry(text, source=str(path)).parties
     members = any(
         Title.SIGNATURE_CONFIRMER in p.titles

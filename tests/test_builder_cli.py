@@ -129,7 +129,10 @@ def test_every_configuration_flag_says_what_it_is_and_its_default() -> None:
     for flag, (section, name) in FLAGS.items():
         text = helps[f"--{flag}"]
         assert text.startswith(f"{section}.{name}: ") and "(default: " in text, (flag, text)
-    assert "(default: 50000)" in helps["--batch-size"] and "(default: on)" in helps["--presign"]
+    assert (
+        "(default: 50000; > 0)" in helps["--batch-size"] and "(default: on)" in helps["--presign"]
+    )
+    assert "(default: 1.0; > 0, <= 86400)" in helps["--follow-interval"]  # its range too
 
 
 def test_run_command_keeps_an_os_error_to_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -46,8 +46,8 @@ def test_a_bad_flag_value_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
     rc = main(["serve", "--port", "99999", "--no-metrics"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
-    # named where it was given: the command line, not the file or the defaults
-    assert "error: <command line>: server.port: Expected `int` <= 65535" in err
+    # named where it was given: the flag, not the file or the defaults
+    assert "error: --port: server.port: Expected `int` <= 65535" in err
 
 
 def test_every_option_of_every_subcommand_is_explained() -> None:

@@ -179,8 +179,8 @@ def test_every_flag_says_its_built_in_default() -> None:
     for flag, field in flag_fields().items():
         at = text.index(f"[{field}; default: ")
         assert flag in text[:at], flag
-    assert "[server.port; default: 8080]" in text
+    assert "[server.port; default: 8080; >= 0, <= 65535]" in text  # its range too
     assert "[server.hosts; default: 127.0.0.1]" in text
     assert "[server.reuseport; default: on]" in text
     assert "[store.crl_dir; default: unset]" in text
-    assert f"[ocsp.max_certids; default: {defaults.ocsp.max_certids}]" in text
+    assert f"[ocsp.max_certids; default: {defaults.ocsp.max_certids}; >= 1]" in text

@@ -66,6 +66,7 @@ from crlbuilder.crl.importer import (
     source_label,
 )
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, GroupSetupError, load_group_setup
+from crlbuilder.options import positive_seconds
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 
@@ -468,8 +469,9 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--group", type=Path, required=True, help="the group directory (group.json)")
     p.add_argument("--follow", action="store_true", help="repeat at the agreed cycle")
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds per HTTP request (default %(default)s)"
-    )
+        "--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
+        help="seconds per HTTP request, > 0 (default %(default)s)",
+    )  # fmt: skip
     p.set_defaults(func=run_pull)
 
 

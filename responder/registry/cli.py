@@ -1317,6 +1317,11 @@ def cmd_verify_audit(args: argparse.Namespace) -> int:
     audit: Path | None = args.audit or (audit_path_for(registry) if registry else None)
     if audit is None:
         raise CommandError("give --audit or --registry")
+    if not audit.is_file():  # said as what it is, not as "0 records, chain BROKEN"
+        print(f"responder registry verify-audit: error: {audit}: no audit log here (every "
+              "audited change writes it beside the registry; --audit names another): nothing "
+              "verified", file=sys.stderr)  # fmt: skip
+        return 1
     report = verify_audit(audit, registry)
     for p in report.problems:
         print(p, file=sys.stderr)
