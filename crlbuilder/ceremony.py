@@ -12,7 +12,7 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys new-ca    --key URI --family F --generation N --out CERT     [approvals]
     crlbuilder keys new-ocsp  --key URI --ca-key REF --ca-cert CERT --out CERT  [approvals]
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
-    crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
+    crlbuilder keys retire    --key URI --cert CERT --pki DIR | --no-pki        [approvals]
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
     crlbuilder keys inventory --key URI                                         [approvals]
     crlbuilder keys destroy   --key URI --spki SHA256 [--label L] [--id HEX]
@@ -115,6 +115,7 @@ from crlbuilder.keys.approval import (
     add_operator,
     check_approvals,
     check_enrolment,
+    check_secret_unshared,
     fingerprint,
     fingerprints,
     hash_secret,
@@ -127,6 +128,7 @@ from crlbuilder.keys.approval import (
 from crlbuilder.keys.signer import Signer, SignerError, load_certificate, load_signer
 from crlbuilder.manifest import (
     IssuerFiles,
+    Manifest,
     ManifestError,
     dump_manifest,
     load_manifest,
@@ -768,12 +770,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
     desc, sha = _describe(args, ("key", "cert"))
     cert = load_certificate(args.cert)  # the certificate is kept; it names what is retired
     if args.pki is not None:
-        named = oplog.key_name(args.key)
-        for i in load_manifest(args.pki).issuers:
-            if named in (oplog.key_name(i.key), oplog.key_name(i.ocsp_key)):
-                raise CeremonyError(
-                    f"{i.id} in the manifest still signs with this key: take it out first"
-                )
+        _refuse_manifest_key(args, cert)
     ops = _approved(args, sha, args.key)
     signer = load_signer(args.key, args.cert)  # the key is the certificate's, and there
     del signer
@@ -790,6 +787,62 @@ def cmd_retire(args: argparse.Namespace) -> int:
     return _done(args, desc)
 
 
+def _manifest_pairs(manifest: Manifest) -> list[tuple[str, str, str]]:
+    """Every key the manifest signs with: (what signs with it, its reference, its certificate)
+    (each issuer's CA and OCSP signer key, the answer key, the group relay's responder key,
+    the client CA's and the TLS server's key)."""
+    pairs = [(i.id, i.key, i.cert) for i in manifest.all_issuers()]
+    pairs += [(f"{i.id}'s OCSP signer", i.ocsp_key, i.ocsp_cert) for i in manifest.all_issuers()]
+    if manifest.answer_key:
+        pairs.append(("the answer signer", manifest.answer_key, manifest.answer_cert))
+    # the group relay's responder key may be a PKCS#11 URI too (`crlbuilder.manifest`), and
+    # nothing keeps the other key fields from being one
+    pairs += [
+        ("the group relay", manifest.group_responder_key, manifest.group_responder_cert),
+        ("the client CA", manifest.client_ca_key, manifest.client_ca),
+        ("the TLS server", manifest.server_key, manifest.server_cert),
+    ]
+    return pairs
+
+
+def _spki_sha256(cert: x509.Certificate) -> str:
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _token_object(ref: str) -> tuple[str, str] | None:
+    """A pkcs11: reference's (token, object label) as parsed (None: no URI, or none that
+    parses): two spellings of one URI (attributes reordered, percent-encoded, type=private
+    given or not) name one key."""
+    if not p11.is_pkcs11_uri(ref):
+        return None
+    try:
+        uri = p11.parse_key_uri(ref)
+    except SignerError:
+        return None
+    return uri.token, uri.label
+
+
+def _refuse_manifest_key(args: argparse.Namespace, cert: x509.Certificate) -> None:
+    """keys retire --pki: CeremonyError (a usage error, before the approvals) when the
+    manifest still signs with the key: one of its keys is the one --key names (token and
+    label as parsed, however the URI is spelt), or one of its certificates has --cert's public
+    key (the key, whatever the manifest calls it). A certificate the manifest names that
+    cannot be read refuses too: nothing is destroyed that cannot be checked."""
+    manifest = load_manifest(args.pki)
+    target, spki = _token_object(args.key), _spki_sha256(cert)
+    for who, ref, cert_rel in _manifest_pairs(manifest):
+        same = target is not None and _token_object(ref) == target
+        if not same and cert_rel:
+            same = _spki_sha256(load_certificate(manifest.path(cert_rel))) == spki
+        if same:
+            raise CeremonyError(
+                f"{who} in the manifest still signs with this key: take it out first"
+            )
+
+
 def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
     """keys destroy --pki: the keys of --key's token the manifest signs with (each issuer's CA
     and OCSP signer key, the answer key, the group relay's responder key, the client CA's
@@ -801,18 +854,8 @@ def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
         token = p11.parse_key_uri(args.key).token if p11.is_pkcs11_uri(args.key) else None
     except SignerError:
         return {}  # refused with the approvals (`_token_refs`), logged there
-    pairs = [(i.key, i.cert) for i in manifest.all_issuers()]
-    pairs += [(i.ocsp_key, i.ocsp_cert) for i in manifest.all_issuers()]
-    pairs += [(manifest.answer_key, manifest.answer_cert)] if manifest.answer_key else []
-    # the group relay's responder key may be a PKCS#11 URI too (`crlbuilder.manifest`), and
-    # nothing keeps the other key fields from being one
-    pairs += [
-        (manifest.group_responder_key, manifest.group_responder_cert),
-        (manifest.client_ca_key, manifest.client_ca),
-        (manifest.server_key, manifest.server_cert),
-    ]
     named: dict[str, str] = {}
-    for ref, cert in pairs:
+    for _, ref, cert in _manifest_pairs(manifest):
         if not p11.is_pkcs11_uri(ref):
             continue
         try:
@@ -821,11 +864,7 @@ def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
             raise CeremonyError(f"{args.pki}: {e}") from None
         if uri.token != token:
             continue
-        public = load_certificate(manifest.path(cert)).public_key()
-        spki = public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        named[uri.label] = hashlib.sha256(spki).hexdigest()
+        named[uri.label] = _spki_sha256(load_certificate(manifest.path(cert)))
     return named
 
 
@@ -971,6 +1010,8 @@ def _enrolment(
         current_secret=current,
         reset=args.reset,
     )
+    # the secret to store, read once (`cmd_add_operator`): not another operator's
+    check_secret_unshared(operators, args.name, args.new_secret)
     if names:  # approvals, or the current secret: the credentials the log enrolled
         replacing = args.name if args.replace else None
         return _accounted(seen, fingerprints(operators, names), replacing)
@@ -1000,6 +1041,7 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
     desc, sha = _describe(args, ("operators", "name", "replace", "reset"))
     args.key = str(args.operators)  # what a ceremony-refused or -failed line names
     secret = read_secret(args.secret)  # a bad source is a usage error: nothing to approve
+    args.new_secret = secret  # what `_enrolment` holds against the other operators' hashes
     ops = _approved(args, sha, args.key, _enrolment, {"operator": args.name})
     stored = hash_secret(secret)
     change = "replace" if args.replace else "reset" if args.reset else None
@@ -1360,7 +1402,19 @@ def add_cli(subparsers: Any) -> None:
     p = ks.add_parser("retire", help="destroy a key in the token (its certificate is kept)")
     p.add_argument("--key", required=True, help="PKCS#11 URI of the key")
     p.add_argument("--cert", type=Path, required=True, help="its certificate (kept)")
-    p.add_argument("--pki", type=Path, help="refuse if this PKI's manifest still names the key")
+    held = p.add_mutually_exclusive_group(required=True)  # a destruction cannot be undone
+    held.add_argument(
+        "--pki",
+        type=Path,
+        help="refuse if this PKI's manifest still signs with the key (named by its token and "
+        "label, or by a certificate with its public key); one of --pki and --no-pki is required",
+    )
+    held.add_argument(
+        "--no-pki",
+        action="store_true",
+        help="there is no PKI manifest to hold the key against (nothing keeps a key a "
+        "manifest signs with from being destroyed)",
+    )
     _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_retire, _operators_file))
 

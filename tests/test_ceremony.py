@@ -149,7 +149,11 @@ def test_operators_file_is_private_and_holds_no_secret(operators: Path) -> None:
         ([("alice", ALICE)], "1 approval"),
         ([("alice", ALICE), ("alice", ALICE)], "alice approved twice"),
         ([("alice", ALICE), ("carol", BOB)], "'carol' is not in the operators file"),
-        ([("alice", ALICE), ("bob", ALICE)], "'bob': the secret does not match"),
+        ([("alice", ALICE), ("bob", b"not-bobs-secret-00")], "'bob': the secret does not match"),
+        # one secret under two names (the same approval file given twice, or one person's
+        # two names sharing a secret): refused whatever the operators file holds
+        ([("alice", ALICE), ("bob", ALICE)], "operators alice and bob gave one secret"),
+        ([("bob", BOB), ("alice", BOB)], "operators bob and alice gave one secret"),
     ],
 )
 def test_ord_74_3_two_distinct_operators_rule(
@@ -262,6 +266,42 @@ def enrol(tmp_path: Path, operators: Path, name: str, *extra: str) -> list[str]:
             "--secret", f"file:{src}", "--log", str(tmp_path / "oplog.jsonl"), *extra]  # fmt: skip
 
 
+def test_ord_74_3_no_two_operators_share_one_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One person enrolling two names with one secret (at the bootstrap, or a --replace or
+    --reset to a colleague's secret) held both names and passed every two-person ceremony
+    alone, each approval "distinct" by name. A secret another enrolled operator has is
+    refused, logged without naming that operator, and nothing changes."""
+    operators, log = tmp_path / "operators.toml", tmp_path / "oplog.jsonl"
+    assert main(enrol(tmp_path, operators, "alice")) == 0
+    secret_file(tmp_path, "bob", b"alice-secret-00000")  # alice's, under bob's name
+    before = operators.read_bytes()
+    assert main(enrol(tmp_path, operators, "bob")) == 2
+    err = capsys.readouterr().err
+    assert "the secret given for bob is another enrolled operator's" in err
+    assert "alice" not in err.partition("refused")[2]
+    assert operators.read_bytes() == before
+    [refused] = records(log)[1:]
+    assert refused.event == "ceremony-refused" and refused.detail["operator"] == "bob"
+    assert b"alice-secret" not in log.read_bytes()
+    (tmp_path / "bob.secret").unlink()
+    assert main(enrol(tmp_path, operators, "bob")) == 0  # bob's own
+    # bob replacing his secret by alice's: refused too
+    theirs = ["--replace", "--current-secret", f"file:{tmp_path / 'bob.secret'}"]
+    argv = enrol(tmp_path, operators, "bob", *theirs)
+    argv[argv.index("--secret") + 1] = f"file:{tmp_path / 'alice.secret'}"
+    before = operators.read_bytes()
+    assert main(argv) == 2
+    assert "another enrolled operator's" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+    # a new secret of his own is taken
+    argv[argv.index("--secret") + 1] = (
+        f"file:{secret_file(tmp_path, 'bob-new', b'bob-new-secret-01')}"
+    )
+    assert main(argv) == 0
+
+
 def test_ord_74_2_every_enrolment_and_secret_change_is_in_the_operation_log(
     tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -319,10 +359,13 @@ def test_ord_74_2_every_enrolment_and_secret_change_is_in_the_operation_log(
                    "--approval", "mallory:file:{d}/carol.secret"],
          "'mallory' is not in the operators file"),
         ("carol", ["--approval", "alice:file:{d}/alice.secret",
-                   "--approval", "bob:file:{d}/alice.secret"], "'bob': the secret does not match"),
+                   "--approval", "bob:file:{d}/alice.secret"], "alice and bob gave one secret"),
+        ("carol", ["--approval", "alice:file:{d}/alice.secret",
+                   "--approval", "bob:file:{d}/carol.secret"], "'bob': the secret does not match"),
     ],
     ids=["wrong-current-secret", "no-current-secret", "replace-by-approvals", "no-approval",
-         "one-approval", "self-approval", "unknown-approver", "wrong-approver-secret"],
+         "one-approval", "self-approval", "unknown-approver", "one-secret-twice",
+         "wrong-approver-secret"],
 )  # fmt: skip
 def test_ord_74_3_one_person_cannot_take_a_second_operator_and_nothing_changes(
     tmp_path: Path,
@@ -1028,7 +1071,7 @@ def test_a_new_log_is_started_only_explicitly_and_only_where_there_is_none(
         assert e.value.code == 2
     with pytest.raises(SystemExit):
         cli_main(["keys", "retire", "--key", "pkcs11:token=t;object=k", "--cert", "c.pem",
-                  "--log", str(log), "--operators", str(operators), *approvals(tmp_path, "alice", "bob")])  # fmt: skip
+                  "--no-pki", "--log", str(log), "--operators", str(operators), *approvals(tmp_path, "alice", "bob")])  # fmt: skip
     # where the log is expected but missing, even a bootstrap needs --new-log
     fresh, elsewhere = tmp_path / "fresh.toml", tmp_path / "elsewhere"
     argv = enrol(tmp_path, fresh, "zoe", "--anchor", RECORD[log])
@@ -1429,7 +1472,8 @@ def test_generate_issue_sign_a_crl_retire_on_softhsm(
     assert res.returncode == 0 and "verify OK" in res.stderr + res.stdout
 
     # retire: the key is gone from the token, its certificate kept
-    assert main(["keys", "retire", "--key", ca_key, "--cert", str(ca_cert), *common]) == 0
+    assert main(["keys", "retire", "--key", ca_key, "--cert", str(ca_cert), "--no-pki",
+                 *common]) == 0  # fmt: skip
     assert ca_cert.exists()
     with pytest.raises(SignerError):
         load_signer(ca_key, ca_cert)
@@ -1462,9 +1506,19 @@ def test_generate_issue_sign_a_crl_retire_on_softhsm(
     assert oplog.verify_oplog(log).problems == []
 
 
+def respelt(uri: str, *, typed: bool = True) -> str:
+    """Another spelling of a key's PKCS#11 URI naming the same key: attributes reordered, the
+    label percent-encoded, ``type=private`` kept or left out."""
+    path, _, query = uri.partition("?")
+    attrs = dict(a.split("=", 1) for a in path.removeprefix("pkcs11:").split(";"))
+    label = "".join(f"%{b:02x}" for b in attrs["object"].encode())
+    typ = "type=private;" if typed else ""
+    return f"pkcs11:{typ}object={label};token={attrs['token']}?{query}"
+
+
 @pytest.mark.integration
 def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
-    tmp_path: Path, operators: Path, token: SoftHsmToken
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from crlbuilder.demo.pki import init_pki
 
@@ -1497,6 +1551,26 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
               "--pki", pki.directory, "--log", str(log), "--operators", str(operators)]  # fmt: skip
     assert main([*retire, *approvals(tmp_path, "alice", "bob")]) == 2
     assert load_signer(ca_key, m.path(new.cert)).certificate == ca.certificate
+    # nor under another spelling of its URI (attributes reordered, the label percent-encoded,
+    # type=private added): the manifest's key is found by token and label as parsed, and by
+    # its certificate's public key; the OCSP signer's the same
+    at = retire.index(ca_key)
+    assert main([*retire[:at], respelt(ca_key), *retire[at + 1 :],
+                 *approvals(tmp_path, "alice", "bob")]) == 2  # fmt: skip
+    assert "auth-card-g2 in the manifest still signs with this key" in capsys.readouterr().err
+    ocsp_retire = ["keys", "retire", "--key", respelt(ocsp_key, typed=False), "--cert", str(m.path(new.ocsp_cert)), "--pki", pki.directory, "--log", str(log),
+                   "--operators", str(operators)]  # fmt: skip
+    assert main([*ocsp_retire, *approvals(tmp_path, "alice", "bob")]) == 2
+    assert "auth-card-g2's OCSP signer in the manifest still signs" in capsys.readouterr().err
+    assert load_signer(ca_key, m.path(new.cert)).certificate == ca.certificate
+    assert load_signer(ocsp_key, m.path(new.ocsp_cert)).certificate == ocsp.certificate
+    # and a retire names the manifest it is held against, or says there is none (--no-pki)
+    no_pki = [a for a in retire if a not in ("--pki", pki.directory)]
+    with pytest.raises(SystemExit) as e:
+        main([*no_pki, *approvals(tmp_path, "alice", "bob")])
+    assert e.value.code == 2
+    assert "one of the arguments --pki --no-pki is required" in capsys.readouterr().err
+    assert [r.event for r in after_enrolments(log)][-1] == "token-inventory"  # nothing logged
     pub = ca.certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
