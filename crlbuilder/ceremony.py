@@ -351,8 +351,10 @@ def _approved(
     the refusal (with ``subject``: what it was about) in the log, if there is one (a refusal
     never creates the log: only ``--new-log`` does); kept in ``args.approved_by`` for the
     lines of a ceremony that fails part-way."""
-    # an approval without NAME: may be a secret typed alone: it names no one in the log
-    names = [a.partition(":")[0] for a in args.approval or [] if ":" in a]
+    # only what has an approval's shape names someone in the log: the text of one that has
+    # not (no NAME:, or a source neither file:/path nor env:VAR) may be a secret typed in
+    # its place, a colon in it or not, and no part of it is written
+    names = [n for n in map(_approver_name, args.approval or []) if n is not None]
     try:
         seen = _ledger(args)
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
@@ -376,6 +378,16 @@ def _approved(
         detail={"ceremony": args.ceremony, "reason": reason} | (subject or {}),
     )
     raise CeremonyError(f"refused, nothing done: {reason}")
+
+
+def _approver_name(text: str) -> str | None:
+    """The operator an ``--approval`` names, for the refusal's line: its NAME where the text
+    is NAME:file:/path or NAME:env:VAR with a well-formed name, else None."""
+    name, _, source = text.partition(":")
+    kind, _, where = source.partition(":")
+    shaped = kind in ("file", "env") and bool(where)
+    ok = bool(name) and name.replace("-", "").replace("_", "").isalnum()
+    return name if shaped and ok else None
 
 
 def _token_refs(args: argparse.Namespace) -> dict[str, str]:
@@ -690,7 +702,7 @@ def _family_generation(cert: x509.Certificate) -> tuple[Family, int]:
 
 
 def cmd_new_ca(args: argparse.Namespace) -> int:
-    desc, sha = _describe(args, ("key", "family", "generation", "out"))
+    desc, sha = _describe(args, ("key", "family", "generation", "out", "bits"))
     _check_out(args.out)
     ops = _approved(args, sha, args.key)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -699,7 +711,7 @@ def cmd_new_ca(args: argparse.Namespace) -> int:
 
 
 def cmd_new_ocsp(args: argparse.Namespace) -> int:
-    desc, sha = _describe(args, ("key", "ca_key", "ca_cert", "out"))
+    desc, sha = _describe(args, ("key", "ca_key", "ca_cert", "out", "bits"))
     _check_out(args.out)
     ops = _approved(args, sha, args.key)
     ca = load_signer(args.ca_key, args.ca_cert)
@@ -710,7 +722,7 @@ def cmd_new_ocsp(args: argparse.Namespace) -> int:
 
 
 def cmd_rollover(args: argparse.Namespace) -> int:
-    desc, sha = _describe(args, ("pki", "family", "ca_key", "ocsp_key"))
+    desc, sha = _describe(args, ("pki", "family", "ca_key", "ocsp_key", "bits"))
     # what the ceremony will add is settled before the approvals: a bad --pki, or a family
     # out of generation numbers, is a usage error (nothing to approve)
     manifest = load_manifest(args.pki)
@@ -767,7 +779,7 @@ def cmd_rollover(args: argparse.Namespace) -> int:
 
 
 def cmd_retire(args: argparse.Namespace) -> int:
-    desc, sha = _describe(args, ("key", "cert"))
+    desc, sha = _describe(args, ("key", "cert", "pki", "no_pki"))
     cert = load_certificate(args.cert)  # the certificate is kept; it names what is retired
     if args.pki is not None:
         _refuse_manifest_key(args, cert)
@@ -875,7 +887,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     one key pair, a key a failed ceremony could not take back. One ``key-destroyed`` line
     (fingerprint, label, id, nothing secret); the token then matches the log, so the next
     ceremony on it goes on with no ``keys inventory``."""
-    desc, sha = _describe(args, ("key", "spki", "label", "id", "pki"))
+    desc, sha = _describe(args, ("key", "spki", "label", "id", "pki", "no_pki"))
     args.manifest_keys = _manifest_keys(args) if args.pki is not None else None
     # a --key that is no pkcs11: URI is refused (it names no token) and not written into the
     # log: it may be the PIN itself, typed in place of the URI

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from crlbuilder.auditlog import append_chained
 from crlbuilder.cli import main as cli_main
@@ -199,6 +199,34 @@ def test_ord_74_3_ceremony_without_two_operators_is_refused_logged_and_does_noth
     assert oplog.verify_oplog(log).problems == []
 
 
+def test_the_ceremony_hash_covers_every_parameter_approved(tmp_path: Path, operators: Path) -> None:
+    """The SHA-256 of what the operators approved, in every line of the ceremony, left out
+    the key size (new-ca, new-ocsp, rollover) and retire's --pki / --no-pki: two ceremonies
+    that differ in them had one description."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from crlbuilder.demo.pki import init_pki
+
+    log, pki, cert = tmp_path / "oplog.jsonl", init_pki(tmp_path / "pki"), tmp_path / "old.pem"
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    name = x509.Name.from_rfc4514_string("CN=an old key")
+    private = ec.generate_private_key(ec.SECP256R1())
+    built = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+             .public_key(private.public_key()).serial_number(1)
+             .not_valid_before(now).not_valid_after(now + timedelta(days=1)))  # fmt: skip
+    cert.write_bytes(built.sign(private, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    key = f"pkcs11:token=none;object=ca;type=private?pin-source=file:{tmp_path}/no.pin"
+    common = ["--log", str(log), "--operators", str(operators), *approvals(tmp_path, "alice")]
+    new_ca = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "3",
+              "--out", str(tmp_path / "ca.pem"), *common]  # fmt: skip
+    retire = ["keys", "retire", "--key", key, "--cert", str(cert), *common]
+    for argv in ([*new_ca, "--bits", "2048"], [*new_ca, "--bits", "4096"],
+                 [*retire, "--no-pki"], [*retire, "--pki", pki.directory]):  # fmt: skip
+        assert main(argv) == 2  # one approval: refused, its line names the ceremony
+    refused = [r for r in after_enrolments(log) if r.event == "ceremony-refused"]
+    assert len(refused) == 4 and len({r.ceremony for r in refused}) == 4
+
+
 def test_a_bad_secret_is_refused_and_logged(tmp_path: Path, operators: Path) -> None:
     (tmp_path / "bob.secret").unlink()
     secret_file(tmp_path, "bob", b"not-bobs-secret-00")
@@ -215,13 +243,17 @@ def test_a_bad_secret_is_refused_and_logged(tmp_path: Path, operators: Path) -> 
 
 
 @pytest.mark.parametrize(
-    "approval", ["bob:typed-secret-0004", "typed-secret-0004"], ids=["as-source", "alone"]
+    "approval",
+    ["bob:typed-secret-0004", "typed-secret-0004", "typed-secret:0004-x", "typed-secret:file:"],
+    ids=["as-source", "alone", "with-a-colon", "source-without-path"],
 )
 def test_a_secret_typed_in_place_of_its_source_is_neither_shown_nor_logged(
     tmp_path: Path, operators: Path, approval: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The refusal quoted the text it could not parse: a secret given on the command line went
-    to stderr and into the hash-chained operation log, where it cannot be removed."""
+    to stderr and into the hash-chained operation log, where it cannot be removed. A secret
+    with a colon in it had its first part logged as the approver's name: only an approval's
+    shape (NAME:file:/path, NAME:env:VAR) names someone in the refusal's line."""
     log = tmp_path / "oplog.jsonl"
     argv = ["keys", "new-ca", "--key", "pkcs11:token=t;object=k", "--family", "sign-card",
             "--generation", "3", "--out", str(tmp_path / "ca.pem"), "--log", str(log),
