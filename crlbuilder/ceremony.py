@@ -1223,6 +1223,18 @@ def _anchor(text: str) -> Anchor:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _token_key(text: str) -> str:
+    """A key reference that must be a ``pkcs11:`` URI (a key made or destroyed in the token);
+    anything else is a usage error that does not show the text (it may be the PIN, typed in
+    the URI's place), before anything is checked or logged."""
+    if not p11.is_pkcs11_uri(text):
+        raise argparse.ArgumentTypeError(
+            "a pkcs11: URI is required (pkcs11:token=LABEL;object=KEY;type=private?"
+            "pin-source=file:/path); the text given is not shown (it may be a PIN)"
+        )
+    return text
+
+
 def _fingerprint(text: str) -> str:
     try:
         return destruction.parse_fingerprint(text)
@@ -1383,7 +1395,7 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(func=_guarded(cmd_add_operator, _operators_file))
 
     p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
-    p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
+    p.add_argument("--key", required=True, type=_token_key, help="PKCS#11 URI of the new key")
     p.add_argument("--family", required=True, choices=families, help="the CA's family")
     p.add_argument("--generation", type=int, required=True, help="the generation number")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
@@ -1391,7 +1403,7 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(func=_guarded(cmd_new_ca, _operators_file))
 
     p = ks.add_parser("new-ocsp", help="an OCSP signer's key in the token, issued by its CA")
-    p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
+    p.add_argument("--key", required=True, type=_token_key, help="PKCS#11 URI of the new key")
     p.add_argument("--ca-key", required=True, help="the CA key: PKCS#11 URI or PEM file")
     p.add_argument("--ca-cert", type=Path, required=True, help="the CA certificate (PEM)")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
@@ -1406,13 +1418,15 @@ def add_cli(subparsers: Any) -> None:
         choices=families,
         help="the family whose next generation this is (the highest in pki.json, plus one)",
     )
-    p.add_argument("--ca-key", required=True, help="PKCS#11 URI of the new CA key")
-    p.add_argument("--ocsp-key", required=True, help="PKCS#11 URI of the new OCSP signer key")
+    p.add_argument("--ca-key", required=True, type=_token_key, help="PKCS#11 URI of the new CA key")
+    p.add_argument(
+        "--ocsp-key", required=True, type=_token_key, help="PKCS#11 URI of the new OCSP signer key"
+    )
     _approval_args(p)
     p.set_defaults(func=_guarded(cmd_rollover, _operators_file))
 
     p = ks.add_parser("retire", help="destroy a key in the token (its certificate is kept)")
-    p.add_argument("--key", required=True, help="PKCS#11 URI of the key")
+    p.add_argument("--key", required=True, type=_token_key, help="PKCS#11 URI of the key")
     p.add_argument("--cert", type=Path, required=True, help="its certificate (kept)")
     held = p.add_mutually_exclusive_group(required=True)  # a destruction cannot be undone
     held.add_argument(

@@ -268,6 +268,46 @@ def test_a_secret_typed_in_place_of_its_source_is_neither_shown_nor_logged(
     assert "typed-secret" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("ceremony", "flag"),
+    [("new-ca", "--key"), ("new-ocsp", "--key"), ("rollover", "--ca-key"),
+     ("rollover", "--ocsp-key"), ("retire", "--key")],
+)  # fmt: skip
+def test_a_pin_typed_in_place_of_a_key_uri_is_neither_shown_nor_logged(
+    tmp_path: Path,
+    operators: Path,
+    ceremony: str,
+    flag: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A ceremony's key that is not a pkcs11: URI went through: refused (one approval) with
+    the text as the line's key, or approved and then failed with it on stderr ("PIN: not a
+    PKCS#11 URI") and in the ceremony-failed line, in a log that cannot be edited. The keys
+    a ceremony makes or destroys are in the token: anything else is a usage error that shows
+    nothing of it."""
+    log = tmp_path / "oplog.jsonl"
+    uri = f"pkcs11:token=t;object=k;type=private?pin-source=file:{tmp_path}/no.pin"
+    given = {
+        "new-ca": ["--key", uri, "--family", "sign-card", "--generation", "3",
+                   "--out", str(tmp_path / "ca.pem")],
+        "new-ocsp": ["--key", uri, "--ca-key", uri, "--ca-cert", str(tmp_path / "ca.pem"),
+                     "--out", str(tmp_path / "ocsp.pem")],
+        "rollover": ["--pki", str(tmp_path / "pki"), "--family", "sign-card",
+                     "--ca-key", uri, "--ocsp-key", uri],
+        "retire": ["--key", uri, "--cert", str(tmp_path / "ca.pem"), "--no-pki"],
+    }[ceremony]  # fmt: skip
+    given[given.index(flag) + 1] = "typed-pin-004711"
+    before = log.read_bytes()
+    for names in (("alice",), ("alice", "bob")):
+        with pytest.raises(SystemExit) as e:
+            main(["keys", ceremony, *given, "--log", str(log), "--operators", str(operators),
+                  *approvals(tmp_path, *names)])  # fmt: skip
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "a pkcs11: URI is required" in err and "typed-pin" not in err
+    assert log.read_bytes() == before
+
+
 def test_an_enrolled_operator_is_replaced_only_when_asked(
     tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
