@@ -125,7 +125,13 @@ from crlbuilder.keys.approval import (
     parse_approval,
     read_secret,
 )
-from crlbuilder.keys.signer import Signer, SignerError, load_certificate, load_signer
+from crlbuilder.keys.signer import (
+    MIN_RSA_BITS,
+    Signer,
+    SignerError,
+    load_certificate,
+    load_signer,
+)
 from crlbuilder.manifest import (
     IssuerFiles,
     Manifest,
@@ -703,6 +709,12 @@ def _family_generation(cert: x509.Certificate) -> tuple[Family, int]:
 
 def cmd_new_ca(args: argparse.Namespace) -> int:
     desc, sha = _describe(args, ("key", "family", "generation", "out", "bits"))
+    # a generation the manifest cannot hold (its store code: `issuer_index`) is a usage
+    # error, before the approvals: its key would be made, and its certificate, for nothing
+    try:
+        issuer_index(Family(args.family), args.generation)
+    except ValueError as e:
+        raise CeremonyError(f"--generation {args.generation}: {e}") from None
     _check_out(args.out)
     ops = _approved(args, sha, args.key)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -1223,6 +1235,23 @@ def _anchor(text: str) -> Anchor:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+_MAX_RSA_BITS: Final = 8192
+
+
+def _rsa_bits(text: str) -> int:
+    """``--bits``: an RSA modulus size the token is asked for, checked at the command line
+    (refused after the approvals, it left a ceremony-failed line for a typo)."""
+    try:
+        bits = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("--bits takes a number of bits, e.g. 3072") from None
+    if not MIN_RSA_BITS <= bits <= _MAX_RSA_BITS:
+        raise argparse.ArgumentTypeError(
+            f"RSA-{bits} refused: {MIN_RSA_BITS} to {_MAX_RSA_BITS} bits"
+        )
+    return bits
+
+
 def _token_key(text: str) -> str:
     """A key reference that must be a ``pkcs11:`` URI (a key made or destroyed in the token);
     anything else is a usage error that does not show the text (it may be the PIN, typed in
@@ -1311,7 +1340,10 @@ def _approval_args(p: argparse.ArgumentParser, *, generates: bool = True) -> Non
     )
     if generates:
         p.add_argument(
-            "--bits", type=int, default=2048, help="RSA modulus size (2048 or more; default 2048)"
+            "--bits",
+            type=_rsa_bits,
+            default=2048,
+            help=f"RSA modulus size ({MIN_RSA_BITS} to {_MAX_RSA_BITS}; default 2048)",
         )
 
 

@@ -2743,3 +2743,41 @@ def test_keys_destroy_with_pki_refuses_a_key_the_manifest_signs_with_from_before
     assert "'legacy-ocsp', which the manifest signs with" in err and err.count("\n") == 1
     assert token_labels(token) == ["legacy-ocsp"]
     assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["--generation", "0"], "--generation 0: generation must be 1..9"),
+        (["--generation", "10"], "--generation 10: generation must be 1..9"),
+        (["--generation", "3", "--bits", "1024"], "RSA-1024 refused: 2048 to 8192 bits"),
+        (["--generation", "3", "--bits", "2k"], "--bits takes a number of bits"),
+    ],
+    ids=["generation-0", "generation-10", "bits-1024", "bits-not-a-number"],
+)
+def test_a_new_ca_the_pki_cannot_hold_is_refused_before_the_approvals(
+    tmp_path: Path,
+    operators: Path,
+    token: SoftHsmToken,
+    extra: list[str],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """new-ca --generation 0 (or 10, or -1) made a key in the token and a certificate
+    "JPKI sign-card CA G0" for a generation no manifest can hold (its store code: 1..9), to
+    be retired in another ceremony; a key size the token is refused after the approvals left
+    a ceremony-failed line for a typo. Both are usage errors now: nothing made, no line."""
+    log, out = tmp_path / "oplog.jsonl", tmp_path / "ca.pem"
+    before = log.read_bytes()
+    argv = ["keys", "new-ca", "--key", token.uri("ca"), "--family", "sign-card", *extra,
+            "--out", str(out), "--log", str(log), "--operators", str(operators),
+            *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = int(str(e.code))
+    assert rc == 2
+    assert why in capsys.readouterr().err
+    assert not out.exists() and token_labels(token) == []
+    assert log.read_bytes() == before
