@@ -124,6 +124,7 @@ from crlbuilder.keys.approval import (
     operators_locked,
     parse_approval,
     read_secret,
+    valid_name,
 )
 from crlbuilder.keys.signer import (
     MIN_RSA_BITS,
@@ -392,8 +393,7 @@ def _approver_name(text: str) -> str | None:
     name, _, source = text.partition(":")
     kind, _, where = source.partition(":")
     shaped = kind in ("file", "env") and bool(where)
-    ok = bool(name) and name.replace("-", "").replace("_", "").isalnum()
-    return name if shaped and ok else None
+    return name if shaped and valid_name(name) else None
 
 
 def _token_refs(args: argparse.Namespace) -> dict[str, str]:

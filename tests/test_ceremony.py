@@ -374,6 +374,32 @@ def test_ord_74_3_no_two_operators_share_one_secret(
     assert main(argv) == 0
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["ａｌｉｃｅ", "bоb", "carol²", "x" * 65],
+    ids=["fullwidth", "cyrillic-o", "superscript", "long"],
+)
+def test_an_operator_name_is_ascii_and_the_operators_file_stays_readable(
+    tmp_path: Path, operators: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name str.isalnum() took (fullwidth letters, a Cyrillic o in "bob", a superscript
+    digit) was enrolled, logged, and written as a TOML key the operators file cannot hold:
+    every later ceremony was refused ("not an operators file"); and two names that look
+    alike in the log's review are not two people. Refused, nothing written but the
+    refusal's line."""
+    log = tmp_path / "oplog.jsonl"
+    secret_file(tmp_path, "newcomer", b"newcomer-secret-01")
+    argv = ["keys", "add-operator", "--operators", str(operators), "--name", name,
+            "--secret", f"file:{tmp_path / 'newcomer.secret'}", "--log", str(log),
+            *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    before = operators.read_bytes()
+    assert main(argv) == 2
+    assert "ASCII letters, digits, - and _ only" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+    assert sorted(load_operators(operators)) == ["alice", "bob"]
+    assert [r.event for r in after_enrolments(log)] == ["ceremony-refused"]
+
+
 def test_ord_74_2_every_enrolment_and_secret_change_is_in_the_operation_log(
     tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

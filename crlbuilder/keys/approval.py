@@ -41,6 +41,7 @@ import fcntl
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 import tomllib
@@ -73,6 +74,7 @@ __all__ = [
     "operators_locked",
     "parse_approval",
     "read_secret",
+    "valid_name",
 ]
 
 MIN_APPROVALS: Final = 2
@@ -307,9 +309,21 @@ def check_enrolment(
     return check_approvals(operators, approvals)
 
 
+_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""An operator's name: what a TOML bare key holds (the operators file's ``[operators.NAME]``),
+ASCII only (no two names that look alike to the reviewer of the log)."""
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` may name an operator (`_NAME`)."""
+    return _NAME.fullmatch(name) is not None
+
+
 def _check_name(name: str) -> None:
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ApprovalError(f"operator name {name!r}: letters, digits, - and _ only")
+    if not valid_name(name):
+        raise ApprovalError(
+            f"operator name {name!r}: ASCII letters, digits, - and _ only (at most 64)"
+        )
 
 
 @contextmanager
