@@ -761,7 +761,10 @@ def cmd_rollover(args: argparse.Namespace) -> int:
         ocsp_url=f"{manifest.base_url}/ocsp",
         live=True,
     )
-    if oplog.key_name(args.ca_key) == oplog.key_name(args.ocsp_key):
+    # one key however spelt (attributes reordered, percent-encoded): its token and label
+    ca_object = _token_object(args.ca_key)
+    same = ca_object is not None and ca_object == _token_object(args.ocsp_key)
+    if same or oplog.key_name(args.ca_key) == oplog.key_name(args.ocsp_key):
         raise CeremonyError("--ca-key and --ocsp-key name one key: a delegate has its own")
     for cert_path in (manifest.path(files.cert), manifest.path(files.ocsp_cert)):
         _check_out(cert_path)

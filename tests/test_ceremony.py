@@ -1696,6 +1696,7 @@ def test_a_rollover_refused_half_way_makes_no_key_and_no_certificate(
             *approvals(tmp_path, "bob", "alice")]  # fmt: skip
     before = (Path(pki.directory) / "pki.json").read_bytes()
     assert main([*base, "--ocsp-key", ca_key]) == 2
+    assert main([*base, "--ocsp-key", respelt(ca_key, typed=False)]) == 2  # the same key
     assert main([*base, "--ocsp-key", token.uri("used-label")]) == 2
     assert (Path(pki.directory) / "pki.json").read_bytes() == before
     assert not pki.path("ca/auth-card-g2.pem").exists()
