@@ -305,7 +305,11 @@ def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
     log (`keys.logname`: checked first)."""
     new_log = getattr(args, "new_log", False)
     wrong = logname.refusal(
-        load_log_name(args.operators), _log_path(args), oplog.genesis(args.log), new_log=new_log
+        load_log_name(args.operators),
+        _log_path(args),
+        oplog.genesis(args.log),
+        new_log=new_log,
+        renames=args.ceremony == "add-operator",  # it names the path it is recorded at
     )
     if wrong is not None:
         raise _NotItsLog(wrong)
@@ -1205,7 +1209,9 @@ def _review_operators(
     found = enrolments.review(enrolments.ledger(oplog.read_oplog(args.log)), operators)
     problems, notes = list(found.problems), list(found.notes)
     named = load_log_name(args.operators)
-    wrong = logname.refusal(named, _log_path(args), oplog.genesis(args.log), new_log=False)
+    wrong = logname.refusal(  # a review of a copy (a backup) forks nothing
+        named, _log_path(args), oplog.genesis(args.log), new_log=False, renames=True
+    )
     if wrong is not None:
         problems.insert(0, wrong)
     elif named is None and exists:

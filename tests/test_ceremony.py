@@ -2208,6 +2208,44 @@ def test_an_operators_file_names_its_log_and_a_stray_log_is_refused(
     assert f'genesis = "{head_of_line(log, 1).partition(":")[2]}"' in operators.read_text()
 
 
+def test_a_copy_of_the_log_elsewhere_takes_no_ceremony_and_a_moved_log_is_named_first(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy of the operation log at another path (a backup, a USB stick) began with the
+    operators file's first line and took a ceremony given the recorded head: its lines went
+    into the copy, the real log never had them, and the real log's next ceremony, given the
+    same head, passed too (two logs forked from one head). A ceremony now takes the log only
+    at the path the operators file names; a log that moved is named there by an operator's
+    own add-operator --replace, the one command that writes the path."""
+    log, fork = tmp_path / "oplog.jsonl", tmp_path / "backup" / "oplog.jsonl"
+    fork.parent.mkdir()
+    fork.write_bytes(log.read_bytes())
+    key = f"pkcs11:token=none;object=g9;type=private?pin-source=file:{tmp_path}/no.pin"
+    new_ca = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "9",
+              "--out", str(tmp_path / "g9.pem"), "--operators", str(operators),
+              *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    before = fork.read_bytes()
+    capsys.readouterr()
+    assert main([*new_ca, "--log", str(fork), "--anchor", RECORD[log]]) == 2
+    err = capsys.readouterr().err
+    assert f"operation log {fork.resolve()} begins as the operators file's log" in err, err
+    assert "not recorded in" in err
+    assert fork.read_bytes() == before  # nothing written into the copy
+    # the log moved: a ceremony is refused until an operator's own --replace names it
+    log.rename(fork)
+    assert main([*new_ca, "--log", str(fork), "--anchor", RECORD[log]]) == 2
+    assert "is not at its path" in capsys.readouterr().err
+    secret_file(tmp_path, "alicenew", b"alice-new-secret-01")
+    replace = ["keys", "add-operator", "--operators", str(operators), "--name", "alice",
+               "--secret", f"file:{tmp_path / 'alicenew.secret'}", "--replace",
+               "--current-secret", f"file:{tmp_path / 'alice.secret'}", "--log", str(fork),
+               "--anchor", RECORD[log]]  # fmt: skip
+    assert main(replace) == 0
+    assert f'path = "{fork.resolve()}"' in operators.read_text()
+    rc = main(["keys", "verify-log", "--log", str(fork), "--operators", str(operators)])
+    assert rc == 0, capsys.readouterr()
+
+
 def test_an_older_operators_file_naming_no_log_works_and_add_operator_names_it(
     tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
