@@ -17,7 +17,8 @@ again with ``anchor``.
 
 The file is created mode 0600, opened O_APPEND and never rewritten; an append holds an
 exclusive ``flock`` on the log from reading its last line to the fsync of the new lines, so
-several processes (builder, responder workers, ceremonies) may append to the same log.
+several processes (builder, responder workers, ceremonies) may append to the same log, and
+`verify_chain` reads it under a shared one (it never sees a line half written).
 """
 
 from __future__ import annotations
@@ -185,6 +186,10 @@ def verify_chain(path: Path, record_type: type[R], anchor: Anchor | None = None)
         report.problems.append(f"{path}: cannot read the log: {e.strerror}")
         return report
     with f:
+        # an append holds LOCK_EX from its read of the last line to its fsync: a reader that
+        # waits for it sees the line whole (not a write in progress taken for a partial line,
+        # which would call a healthy log broken); one a crash left partial is still partial
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)
         for n, raw in enumerate(f, 1):
             if not raw.endswith(b"\n"):
                 report.problems.append(f"{path}:{n}: partial last line")

@@ -12,7 +12,7 @@ in the token (Ord §73(4): 専用の電子計算機 that keeps them from leaking
     crlbuilder keys new-ca    --key URI --family F --generation N --out CERT     [approvals]
     crlbuilder keys new-ocsp  --key URI --ca-key REF --ca-cert CERT --out CERT  [approvals]
     crlbuilder keys rollover  --pki DIR --family F --ca-key URI --ocsp-key URI  [approvals]
-    crlbuilder keys retire    --key URI --cert CERT [--pki DIR]                 [approvals]
+    crlbuilder keys retire    --key URI --cert CERT --pki DIR | --no-pki        [approvals]
     crlbuilder keys successor --pki DIR --issuer ID --successor ID              [approvals]
     crlbuilder keys inventory --key URI                                         [approvals]
     crlbuilder keys destroy   --key URI --spki SHA256 [--label L] [--id HEX]
@@ -115,6 +115,7 @@ from crlbuilder.keys.approval import (
     add_operator,
     check_approvals,
     check_enrolment,
+    check_secret_unshared,
     fingerprint,
     fingerprints,
     hash_secret,
@@ -123,10 +124,18 @@ from crlbuilder.keys.approval import (
     operators_locked,
     parse_approval,
     read_secret,
+    valid_name,
 )
-from crlbuilder.keys.signer import Signer, SignerError, load_certificate, load_signer
+from crlbuilder.keys.signer import (
+    MIN_RSA_BITS,
+    Signer,
+    SignerError,
+    load_certificate,
+    load_signer,
+)
 from crlbuilder.manifest import (
     IssuerFiles,
+    Manifest,
     ManifestError,
     dump_manifest,
     load_manifest,
@@ -296,7 +305,11 @@ def _ledger(args: argparse.Namespace) -> enrolments.Ledger:
     log (`keys.logname`: checked first)."""
     new_log = getattr(args, "new_log", False)
     wrong = logname.refusal(
-        load_log_name(args.operators), _log_path(args), oplog.genesis(args.log), new_log=new_log
+        load_log_name(args.operators),
+        _log_path(args),
+        oplog.genesis(args.log),
+        new_log=new_log,
+        renames=args.ceremony == "add-operator",  # it names the path it is recorded at
     )
     if wrong is not None:
         raise _NotItsLog(wrong)
@@ -349,8 +362,10 @@ def _approved(
     the refusal (with ``subject``: what it was about) in the log, if there is one (a refusal
     never creates the log: only ``--new-log`` does); kept in ``args.approved_by`` for the
     lines of a ceremony that fails part-way."""
-    # an approval without NAME: may be a secret typed alone: it names no one in the log
-    names = [a.partition(":")[0] for a in args.approval or [] if ":" in a]
+    # only what has an approval's shape names someone in the log: the text of one that has
+    # not (no NAME:, or a source neither file:/path nor env:VAR) may be a secret typed in
+    # its place, a colon in it or not, and no part of it is written
+    names = [n for n in map(_approver_name, args.approval or []) if n is not None]
     try:
         seen = _ledger(args)
         approvals: list[Approval] = [parse_approval(a) for a in args.approval or []]
@@ -374,6 +389,15 @@ def _approved(
         detail={"ceremony": args.ceremony, "reason": reason} | (subject or {}),
     )
     raise CeremonyError(f"refused, nothing done: {reason}")
+
+
+def _approver_name(text: str) -> str | None:
+    """The operator an ``--approval`` names, for the refusal's line: its NAME where the text
+    is NAME:file:/path or NAME:env:VAR with a well-formed name, else None."""
+    name, _, source = text.partition(":")
+    kind, _, where = source.partition(":")
+    shaped = kind in ("file", "env") and bool(where)
+    return name if shaped and valid_name(name) else None
 
 
 def _token_refs(args: argparse.Namespace) -> dict[str, str]:
@@ -688,7 +712,13 @@ def _family_generation(cert: x509.Certificate) -> tuple[Family, int]:
 
 
 def cmd_new_ca(args: argparse.Namespace) -> int:
-    desc, sha = _describe(args, ("key", "family", "generation", "out"))
+    desc, sha = _describe(args, ("key", "family", "generation", "out", "bits"))
+    # a generation the manifest cannot hold (its store code: `issuer_index`) is a usage
+    # error, before the approvals: its key would be made, and its certificate, for nothing
+    try:
+        issuer_index(Family(args.family), args.generation)
+    except ValueError as e:
+        raise CeremonyError(f"--generation {args.generation}: {e}") from None
     _check_out(args.out)
     ops = _approved(args, sha, args.key)
     now = datetime.now(UTC).replace(microsecond=0)
@@ -697,7 +727,7 @@ def cmd_new_ca(args: argparse.Namespace) -> int:
 
 
 def cmd_new_ocsp(args: argparse.Namespace) -> int:
-    desc, sha = _describe(args, ("key", "ca_key", "ca_cert", "out"))
+    desc, sha = _describe(args, ("key", "ca_key", "ca_cert", "out", "bits"))
     _check_out(args.out)
     ops = _approved(args, sha, args.key)
     ca = load_signer(args.ca_key, args.ca_cert)
@@ -708,7 +738,7 @@ def cmd_new_ocsp(args: argparse.Namespace) -> int:
 
 
 def cmd_rollover(args: argparse.Namespace) -> int:
-    desc, sha = _describe(args, ("pki", "family", "ca_key", "ocsp_key"))
+    desc, sha = _describe(args, ("pki", "family", "ca_key", "ocsp_key", "bits"))
     # what the ceremony will add is settled before the approvals: a bad --pki, or a family
     # out of generation numbers, is a usage error (nothing to approve)
     manifest = load_manifest(args.pki)
@@ -735,7 +765,10 @@ def cmd_rollover(args: argparse.Namespace) -> int:
         ocsp_url=f"{manifest.base_url}/ocsp",
         live=True,
     )
-    if oplog.key_name(args.ca_key) == oplog.key_name(args.ocsp_key):
+    # one key however spelt (attributes reordered, percent-encoded): its token and label
+    ca_object = _token_object(args.ca_key)
+    same = ca_object is not None and ca_object == _token_object(args.ocsp_key)
+    if same or oplog.key_name(args.ca_key) == oplog.key_name(args.ocsp_key):
         raise CeremonyError("--ca-key and --ocsp-key name one key: a delegate has its own")
     for cert_path in (manifest.path(files.cert), manifest.path(files.ocsp_cert)):
         _check_out(cert_path)
@@ -765,15 +798,10 @@ def cmd_rollover(args: argparse.Namespace) -> int:
 
 
 def cmd_retire(args: argparse.Namespace) -> int:
-    desc, sha = _describe(args, ("key", "cert"))
+    desc, sha = _describe(args, ("key", "cert", "pki", "no_pki"))
     cert = load_certificate(args.cert)  # the certificate is kept; it names what is retired
     if args.pki is not None:
-        named = oplog.key_name(args.key)
-        for i in load_manifest(args.pki).issuers:
-            if named in (oplog.key_name(i.key), oplog.key_name(i.ocsp_key)):
-                raise CeremonyError(
-                    f"{i.id} in the manifest still signs with this key: take it out first"
-                )
+        _refuse_manifest_key(args, cert)
     ops = _approved(args, sha, args.key)
     signer = load_signer(args.key, args.cert)  # the key is the certificate's, and there
     del signer
@@ -790,6 +818,62 @@ def cmd_retire(args: argparse.Namespace) -> int:
     return _done(args, desc)
 
 
+def _manifest_pairs(manifest: Manifest) -> list[tuple[str, str, str]]:
+    """Every key the manifest signs with: (what signs with it, its reference, its certificate)
+    (each issuer's CA and OCSP signer key, the answer key, the group relay's responder key,
+    the client CA's and the TLS server's key)."""
+    pairs = [(i.id, i.key, i.cert) for i in manifest.all_issuers()]
+    pairs += [(f"{i.id}'s OCSP signer", i.ocsp_key, i.ocsp_cert) for i in manifest.all_issuers()]
+    if manifest.answer_key:
+        pairs.append(("the answer signer", manifest.answer_key, manifest.answer_cert))
+    # the group relay's responder key may be a PKCS#11 URI too (`crlbuilder.manifest`), and
+    # nothing keeps the other key fields from being one
+    pairs += [
+        ("the group relay", manifest.group_responder_key, manifest.group_responder_cert),
+        ("the client CA", manifest.client_ca_key, manifest.client_ca),
+        ("the TLS server", manifest.server_key, manifest.server_cert),
+    ]
+    return pairs
+
+
+def _spki_sha256(cert: x509.Certificate) -> str:
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _token_object(ref: str) -> tuple[str, str] | None:
+    """A pkcs11: reference's (token, object label) as parsed (None: no URI, or none that
+    parses): two spellings of one URI (attributes reordered, percent-encoded, type=private
+    given or not) name one key."""
+    if not p11.is_pkcs11_uri(ref):
+        return None
+    try:
+        uri = p11.parse_key_uri(ref)
+    except SignerError:
+        return None
+    return uri.token, uri.label
+
+
+def _refuse_manifest_key(args: argparse.Namespace, cert: x509.Certificate) -> None:
+    """keys retire --pki: CeremonyError (a usage error, before the approvals) when the
+    manifest still signs with the key: one of its keys is the one --key names (token and
+    label as parsed, however the URI is spelt), or one of its certificates has --cert's public
+    key (the key, whatever the manifest calls it). A certificate the manifest names that
+    cannot be read refuses too: nothing is destroyed that cannot be checked."""
+    manifest = load_manifest(args.pki)
+    target, spki = _token_object(args.key), _spki_sha256(cert)
+    for who, ref, cert_rel in _manifest_pairs(manifest):
+        same = target is not None and _token_object(ref) == target
+        if not same and cert_rel:
+            same = _spki_sha256(load_certificate(manifest.path(cert_rel))) == spki
+        if same:
+            raise CeremonyError(
+                f"{who} in the manifest still signs with this key: take it out first"
+            )
+
+
 def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
     """keys destroy --pki: the keys of --key's token the manifest signs with (each issuer's CA
     and OCSP signer key, the answer key, the group relay's responder key, the client CA's
@@ -801,18 +885,8 @@ def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
         token = p11.parse_key_uri(args.key).token if p11.is_pkcs11_uri(args.key) else None
     except SignerError:
         return {}  # refused with the approvals (`_token_refs`), logged there
-    pairs = [(i.key, i.cert) for i in manifest.all_issuers()]
-    pairs += [(i.ocsp_key, i.ocsp_cert) for i in manifest.all_issuers()]
-    pairs += [(manifest.answer_key, manifest.answer_cert)] if manifest.answer_key else []
-    # the group relay's responder key may be a PKCS#11 URI too (`crlbuilder.manifest`), and
-    # nothing keeps the other key fields from being one
-    pairs += [
-        (manifest.group_responder_key, manifest.group_responder_cert),
-        (manifest.client_ca_key, manifest.client_ca),
-        (manifest.server_key, manifest.server_cert),
-    ]
     named: dict[str, str] = {}
-    for ref, cert in pairs:
+    for _, ref, cert in _manifest_pairs(manifest):
         if not p11.is_pkcs11_uri(ref):
             continue
         try:
@@ -821,11 +895,7 @@ def _manifest_keys(args: argparse.Namespace) -> dict[str, str]:
             raise CeremonyError(f"{args.pki}: {e}") from None
         if uri.token != token:
             continue
-        public = load_certificate(manifest.path(cert)).public_key()
-        spki = public.public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        named[uri.label] = hashlib.sha256(spki).hexdigest()
+        named[uri.label] = _spki_sha256(load_certificate(manifest.path(cert)))
     return named
 
 
@@ -836,7 +906,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
     one key pair, a key a failed ceremony could not take back. One ``key-destroyed`` line
     (fingerprint, label, id, nothing secret); the token then matches the log, so the next
     ceremony on it goes on with no ``keys inventory``."""
-    desc, sha = _describe(args, ("key", "spki", "label", "id", "pki"))
+    desc, sha = _describe(args, ("key", "spki", "label", "id", "pki", "no_pki"))
     args.manifest_keys = _manifest_keys(args) if args.pki is not None else None
     # a --key that is no pkcs11: URI is refused (it names no token) and not written into the
     # log: it may be the PIN itself, typed in place of the URI
@@ -971,6 +1041,8 @@ def _enrolment(
         current_secret=current,
         reset=args.reset,
     )
+    # the secret to store, read once (`cmd_add_operator`): not another operator's
+    check_secret_unshared(operators, args.name, args.new_secret)
     if names:  # approvals, or the current secret: the credentials the log enrolled
         replacing = args.name if args.replace else None
         return _accounted(seen, fingerprints(operators, names), replacing)
@@ -1000,6 +1072,7 @@ def cmd_add_operator(args: argparse.Namespace) -> int:
     desc, sha = _describe(args, ("operators", "name", "replace", "reset"))
     args.key = str(args.operators)  # what a ceremony-refused or -failed line names
     secret = read_secret(args.secret)  # a bad source is a usage error: nothing to approve
+    args.new_secret = secret  # what `_enrolment` holds against the other operators' hashes
     ops = _approved(args, sha, args.key, _enrolment, {"operator": args.name})
     stored = hash_secret(secret)
     change = "replace" if args.replace else "reset" if args.reset else None
@@ -1136,7 +1209,9 @@ def _review_operators(
     found = enrolments.review(enrolments.ledger(oplog.read_oplog(args.log)), operators)
     problems, notes = list(found.problems), list(found.notes)
     named = load_log_name(args.operators)
-    wrong = logname.refusal(named, _log_path(args), oplog.genesis(args.log), new_log=False)
+    wrong = logname.refusal(  # a review of a copy (a backup) forks nothing
+        named, _log_path(args), oplog.genesis(args.log), new_log=False, renames=True
+    )
     if wrong is not None:
         problems.insert(0, wrong)
     elif named is None and exists:
@@ -1167,6 +1242,35 @@ def _anchor(text: str) -> Anchor:
         return Anchor.parse(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_MAX_RSA_BITS: Final = 8192
+
+
+def _rsa_bits(text: str) -> int:
+    """``--bits``: an RSA modulus size the token is asked for, checked at the command line
+    (refused after the approvals, it left a ceremony-failed line for a typo)."""
+    try:
+        bits = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("--bits takes a number of bits, e.g. 3072") from None
+    if not MIN_RSA_BITS <= bits <= _MAX_RSA_BITS:
+        raise argparse.ArgumentTypeError(
+            f"RSA-{bits} refused: {MIN_RSA_BITS} to {_MAX_RSA_BITS} bits"
+        )
+    return bits
+
+
+def _token_key(text: str) -> str:
+    """A key reference that must be a ``pkcs11:`` URI (a key made or destroyed in the token);
+    anything else is a usage error that does not show the text (it may be the PIN, typed in
+    the URI's place), before anything is checked or logged."""
+    if not p11.is_pkcs11_uri(text):
+        raise argparse.ArgumentTypeError(
+            "a pkcs11: URI is required (pkcs11:token=LABEL;object=KEY;type=private?"
+            "pin-source=file:/path); the text given is not shown (it may be a PIN)"
+        )
+    return text
 
 
 def _fingerprint(text: str) -> str:
@@ -1245,7 +1349,10 @@ def _approval_args(p: argparse.ArgumentParser, *, generates: bool = True) -> Non
     )
     if generates:
         p.add_argument(
-            "--bits", type=int, default=2048, help="RSA modulus size (2048 or more; default 2048)"
+            "--bits",
+            type=_rsa_bits,
+            default=2048,
+            help=f"RSA modulus size ({MIN_RSA_BITS} to {_MAX_RSA_BITS}; default 2048)",
         )
 
 
@@ -1329,7 +1436,7 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(func=_guarded(cmd_add_operator, _operators_file))
 
     p = ks.add_parser("new-ca", help="a CA generation's key in the token and its certificate")
-    p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
+    p.add_argument("--key", required=True, type=_token_key, help="PKCS#11 URI of the new key")
     p.add_argument("--family", required=True, choices=families, help="the CA's family")
     p.add_argument("--generation", type=int, required=True, help="the generation number")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
@@ -1337,7 +1444,7 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(func=_guarded(cmd_new_ca, _operators_file))
 
     p = ks.add_parser("new-ocsp", help="an OCSP signer's key in the token, issued by its CA")
-    p.add_argument("--key", required=True, help="PKCS#11 URI of the new key")
+    p.add_argument("--key", required=True, type=_token_key, help="PKCS#11 URI of the new key")
     p.add_argument("--ca-key", required=True, help="the CA key: PKCS#11 URI or PEM file")
     p.add_argument("--ca-cert", type=Path, required=True, help="the CA certificate (PEM)")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
@@ -1352,15 +1459,29 @@ def add_cli(subparsers: Any) -> None:
         choices=families,
         help="the family whose next generation this is (the highest in pki.json, plus one)",
     )
-    p.add_argument("--ca-key", required=True, help="PKCS#11 URI of the new CA key")
-    p.add_argument("--ocsp-key", required=True, help="PKCS#11 URI of the new OCSP signer key")
+    p.add_argument("--ca-key", required=True, type=_token_key, help="PKCS#11 URI of the new CA key")
+    p.add_argument(
+        "--ocsp-key", required=True, type=_token_key, help="PKCS#11 URI of the new OCSP signer key"
+    )
     _approval_args(p)
     p.set_defaults(func=_guarded(cmd_rollover, _operators_file))
 
     p = ks.add_parser("retire", help="destroy a key in the token (its certificate is kept)")
-    p.add_argument("--key", required=True, help="PKCS#11 URI of the key")
+    p.add_argument("--key", required=True, type=_token_key, help="PKCS#11 URI of the key")
     p.add_argument("--cert", type=Path, required=True, help="its certificate (kept)")
-    p.add_argument("--pki", type=Path, help="refuse if this PKI's manifest still names the key")
+    held = p.add_mutually_exclusive_group(required=True)  # a destruction cannot be undone
+    held.add_argument(
+        "--pki",
+        type=Path,
+        help="refuse if this PKI's manifest still signs with the key (named by its token and "
+        "label, or by a certificate with its public key); one of --pki and --no-pki is required",
+    )
+    held.add_argument(
+        "--no-pki",
+        action="store_true",
+        help="there is no PKI manifest to hold the key against (nothing keeps a key a "
+        "manifest signs with from being destroyed)",
+    )
     _approval_args(p, generates=False)
     p.set_defaults(func=_guarded(cmd_retire, _operators_file))
 

@@ -6,7 +6,11 @@ operation log; a registry audit log written before the move still verifies.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import msgspec
@@ -113,6 +117,37 @@ def test_a_partial_last_line_refuses_appends_and_writes_nothing(tmp_path: Path) 
         append_chained(log, [Rec(seq=0, what="x", prev="")])
     assert log.read_bytes() == before
     assert "partial" in verify_chain(log, Rec).problems[0]
+
+
+def test_a_line_being_appended_is_not_read_as_a_partial_line(tmp_path: Path) -> None:
+    """A ceremony (or a review) reading the log while a signing process appended its session
+    line could read the line half written and call the log broken ("partial last line"):
+    refused, and the security officer sent to set a healthy log aside. The reader waits for
+    the append's lock and reads the line whole."""
+    log = tmp_path / "ops.jsonl"
+    write_log(log, 2)
+    line = msgspec.json.encode(Rec(seq=3, what="op 2", prev=line_hash(lines(log)[-1][:-1])))
+    half = threading.Event()
+    found: list[list[str]] = []
+
+    def writer() -> None:  # what append_chained does, slowed down between two writes
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, line[:20])
+            half.set()
+            time.sleep(0.5)
+            os.write(fd, line[20:] + b"\n")
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert half.wait(10)
+    found.append(verify_chain(log, Rec).problems)
+    t.join()
+    assert found == [[]]
+    assert verify_chain(log, Rec).records == 3
 
 
 OLD_REGISTRY_AUDIT = b"""\

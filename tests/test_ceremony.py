@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 from crlbuilder.auditlog import append_chained
 from crlbuilder.cli import main as cli_main
@@ -149,7 +149,11 @@ def test_operators_file_is_private_and_holds_no_secret(operators: Path) -> None:
         ([("alice", ALICE)], "1 approval"),
         ([("alice", ALICE), ("alice", ALICE)], "alice approved twice"),
         ([("alice", ALICE), ("carol", BOB)], "'carol' is not in the operators file"),
-        ([("alice", ALICE), ("bob", ALICE)], "'bob': the secret does not match"),
+        ([("alice", ALICE), ("bob", b"not-bobs-secret-00")], "'bob': the secret does not match"),
+        # one secret under two names (the same approval file given twice, or one person's
+        # two names sharing a secret): refused whatever the operators file holds
+        ([("alice", ALICE), ("bob", ALICE)], "operators alice and bob gave one secret"),
+        ([("bob", BOB), ("alice", BOB)], "operators bob and alice gave one secret"),
     ],
 )
 def test_ord_74_3_two_distinct_operators_rule(
@@ -195,6 +199,34 @@ def test_ord_74_3_ceremony_without_two_operators_is_refused_logged_and_does_noth
     assert oplog.verify_oplog(log).problems == []
 
 
+def test_the_ceremony_hash_covers_every_parameter_approved(tmp_path: Path, operators: Path) -> None:
+    """The SHA-256 of what the operators approved, in every line of the ceremony, left out
+    the key size (new-ca, new-ocsp, rollover) and retire's --pki / --no-pki: two ceremonies
+    that differ in them had one description."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from crlbuilder.demo.pki import init_pki
+
+    log, pki, cert = tmp_path / "oplog.jsonl", init_pki(tmp_path / "pki"), tmp_path / "old.pem"
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    name = x509.Name.from_rfc4514_string("CN=an old key")
+    private = ec.generate_private_key(ec.SECP256R1())
+    built = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+             .public_key(private.public_key()).serial_number(1)
+             .not_valid_before(now).not_valid_after(now + timedelta(days=1)))  # fmt: skip
+    cert.write_bytes(built.sign(private, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    key = f"pkcs11:token=none;object=ca;type=private?pin-source=file:{tmp_path}/no.pin"
+    common = ["--log", str(log), "--operators", str(operators), *approvals(tmp_path, "alice")]
+    new_ca = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "3",
+              "--out", str(tmp_path / "ca.pem"), *common]  # fmt: skip
+    retire = ["keys", "retire", "--key", key, "--cert", str(cert), *common]
+    for argv in ([*new_ca, "--bits", "2048"], [*new_ca, "--bits", "4096"],
+                 [*retire, "--no-pki"], [*retire, "--pki", pki.directory]):  # fmt: skip
+        assert main(argv) == 2  # one approval: refused, its line names the ceremony
+    refused = [r for r in after_enrolments(log) if r.event == "ceremony-refused"]
+    assert len(refused) == 4 and len({r.ceremony for r in refused}) == 4
+
+
 def test_a_bad_secret_is_refused_and_logged(tmp_path: Path, operators: Path) -> None:
     (tmp_path / "bob.secret").unlink()
     secret_file(tmp_path, "bob", b"not-bobs-secret-00")
@@ -211,13 +243,17 @@ def test_a_bad_secret_is_refused_and_logged(tmp_path: Path, operators: Path) -> 
 
 
 @pytest.mark.parametrize(
-    "approval", ["bob:typed-secret-0004", "typed-secret-0004"], ids=["as-source", "alone"]
+    "approval",
+    ["bob:typed-secret-0004", "typed-secret-0004", "typed-secret:0004-x", "typed-secret:file:"],
+    ids=["as-source", "alone", "with-a-colon", "source-without-path"],
 )
 def test_a_secret_typed_in_place_of_its_source_is_neither_shown_nor_logged(
     tmp_path: Path, operators: Path, approval: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The refusal quoted the text it could not parse: a secret given on the command line went
-    to stderr and into the hash-chained operation log, where it cannot be removed."""
+    to stderr and into the hash-chained operation log, where it cannot be removed. A secret
+    with a colon in it had its first part logged as the approver's name: only an approval's
+    shape (NAME:file:/path, NAME:env:VAR) names someone in the refusal's line."""
     log = tmp_path / "oplog.jsonl"
     argv = ["keys", "new-ca", "--key", "pkcs11:token=t;object=k", "--family", "sign-card",
             "--generation", "3", "--out", str(tmp_path / "ca.pem"), "--log", str(log),
@@ -230,6 +266,46 @@ def test_a_secret_typed_in_place_of_its_source_is_neither_shown_nor_logged(
     assert main(["keys", "add-operator", "--operators", str(operators), "--name", "carol",
                  "--secret", "typed-secret-0004", "--log", str(log)]) == 2  # fmt: skip
     assert "typed-secret" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("ceremony", "flag"),
+    [("new-ca", "--key"), ("new-ocsp", "--key"), ("rollover", "--ca-key"),
+     ("rollover", "--ocsp-key"), ("retire", "--key")],
+)  # fmt: skip
+def test_a_pin_typed_in_place_of_a_key_uri_is_neither_shown_nor_logged(
+    tmp_path: Path,
+    operators: Path,
+    ceremony: str,
+    flag: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A ceremony's key that is not a pkcs11: URI went through: refused (one approval) with
+    the text as the line's key, or approved and then failed with it on stderr ("PIN: not a
+    PKCS#11 URI") and in the ceremony-failed line, in a log that cannot be edited. The keys
+    a ceremony makes or destroys are in the token: anything else is a usage error that shows
+    nothing of it."""
+    log = tmp_path / "oplog.jsonl"
+    uri = f"pkcs11:token=t;object=k;type=private?pin-source=file:{tmp_path}/no.pin"
+    given = {
+        "new-ca": ["--key", uri, "--family", "sign-card", "--generation", "3",
+                   "--out", str(tmp_path / "ca.pem")],
+        "new-ocsp": ["--key", uri, "--ca-key", uri, "--ca-cert", str(tmp_path / "ca.pem"),
+                     "--out", str(tmp_path / "ocsp.pem")],
+        "rollover": ["--pki", str(tmp_path / "pki"), "--family", "sign-card",
+                     "--ca-key", uri, "--ocsp-key", uri],
+        "retire": ["--key", uri, "--cert", str(tmp_path / "ca.pem"), "--no-pki"],
+    }[ceremony]  # fmt: skip
+    given[given.index(flag) + 1] = "typed-pin-004711"
+    before = log.read_bytes()
+    for names in (("alice",), ("alice", "bob")):
+        with pytest.raises(SystemExit) as e:
+            main(["keys", ceremony, *given, "--log", str(log), "--operators", str(operators),
+                  *approvals(tmp_path, *names)])  # fmt: skip
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "a pkcs11: URI is required" in err and "typed-pin" not in err
+    assert log.read_bytes() == before
 
 
 def test_an_enrolled_operator_is_replaced_only_when_asked(
@@ -260,6 +336,68 @@ def enrol(tmp_path: Path, operators: Path, name: str, *extra: str) -> list[str]:
         secret_file(tmp_path, name, f"{name}-secret-00000".encode())
     return ["keys", "add-operator", "--operators", str(operators), "--name", name,
             "--secret", f"file:{src}", "--log", str(tmp_path / "oplog.jsonl"), *extra]  # fmt: skip
+
+
+def test_ord_74_3_no_two_operators_share_one_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One person enrolling two names with one secret (at the bootstrap, or a --replace or
+    --reset to a colleague's secret) held both names and passed every two-person ceremony
+    alone, each approval "distinct" by name. A secret another enrolled operator has is
+    refused, logged without naming that operator, and nothing changes."""
+    operators, log = tmp_path / "operators.toml", tmp_path / "oplog.jsonl"
+    assert main(enrol(tmp_path, operators, "alice")) == 0
+    secret_file(tmp_path, "bob", b"alice-secret-00000")  # alice's, under bob's name
+    before = operators.read_bytes()
+    assert main(enrol(tmp_path, operators, "bob")) == 2
+    err = capsys.readouterr().err
+    assert "the secret given for bob is another enrolled operator's" in err
+    assert "alice" not in err.partition("refused")[2]
+    assert operators.read_bytes() == before
+    [refused] = records(log)[1:]
+    assert refused.event == "ceremony-refused" and refused.detail["operator"] == "bob"
+    assert b"alice-secret" not in log.read_bytes()
+    (tmp_path / "bob.secret").unlink()
+    assert main(enrol(tmp_path, operators, "bob")) == 0  # bob's own
+    # bob replacing his secret by alice's: refused too
+    theirs = ["--replace", "--current-secret", f"file:{tmp_path / 'bob.secret'}"]
+    argv = enrol(tmp_path, operators, "bob", *theirs)
+    argv[argv.index("--secret") + 1] = f"file:{tmp_path / 'alice.secret'}"
+    before = operators.read_bytes()
+    assert main(argv) == 2
+    assert "another enrolled operator's" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+    # a new secret of his own is taken
+    argv[argv.index("--secret") + 1] = (
+        f"file:{secret_file(tmp_path, 'bob-new', b'bob-new-secret-01')}"
+    )
+    assert main(argv) == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ａｌｉｃｅ", "bоb", "carol²", "x" * 65],
+    ids=["fullwidth", "cyrillic-o", "superscript", "long"],
+)
+def test_an_operator_name_is_ascii_and_the_operators_file_stays_readable(
+    tmp_path: Path, operators: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A name str.isalnum() took (fullwidth letters, a Cyrillic o in "bob", a superscript
+    digit) was enrolled, logged, and written as a TOML key the operators file cannot hold:
+    every later ceremony was refused ("not an operators file"); and two names that look
+    alike in the log's review are not two people. Refused, nothing written but the
+    refusal's line."""
+    log = tmp_path / "oplog.jsonl"
+    secret_file(tmp_path, "newcomer", b"newcomer-secret-01")
+    argv = ["keys", "add-operator", "--operators", str(operators), "--name", name,
+            "--secret", f"file:{tmp_path / 'newcomer.secret'}", "--log", str(log),
+            *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    before = operators.read_bytes()
+    assert main(argv) == 2
+    assert "ASCII letters, digits, - and _ only" in capsys.readouterr().err
+    assert operators.read_bytes() == before
+    assert sorted(load_operators(operators)) == ["alice", "bob"]
+    assert [r.event for r in after_enrolments(log)] == ["ceremony-refused"]
 
 
 def test_ord_74_2_every_enrolment_and_secret_change_is_in_the_operation_log(
@@ -319,10 +457,13 @@ def test_ord_74_2_every_enrolment_and_secret_change_is_in_the_operation_log(
                    "--approval", "mallory:file:{d}/carol.secret"],
          "'mallory' is not in the operators file"),
         ("carol", ["--approval", "alice:file:{d}/alice.secret",
-                   "--approval", "bob:file:{d}/alice.secret"], "'bob': the secret does not match"),
+                   "--approval", "bob:file:{d}/alice.secret"], "alice and bob gave one secret"),
+        ("carol", ["--approval", "alice:file:{d}/alice.secret",
+                   "--approval", "bob:file:{d}/carol.secret"], "'bob': the secret does not match"),
     ],
     ids=["wrong-current-secret", "no-current-secret", "replace-by-approvals", "no-approval",
-         "one-approval", "self-approval", "unknown-approver", "wrong-approver-secret"],
+         "one-approval", "self-approval", "unknown-approver", "one-secret-twice",
+         "wrong-approver-secret"],
 )  # fmt: skip
 def test_ord_74_3_one_person_cannot_take_a_second_operator_and_nothing_changes(
     tmp_path: Path,
@@ -633,7 +774,9 @@ def _bootstrapped_under_another_log(tmp_path: Path, operators: Path) -> list[str
 @pytest.mark.parametrize(
     ("edit", "why"),
     [
-        (_alice_as_bob, "approved by bob with a credential no line before it enrols"),
+        # alice's hash in bob's place passes only with alice's secret given for both: the
+        # approvals' own check refuses that first (one secret under two names)
+        (_alice_as_bob, "operators alice and bob gave one secret"),
         (_bob_by_hand, "approved by bob with a credential no line before it enrols"),
         (_bob_old_secret, "approved by bob with the credential of line 2, replaced at line 4"),
         (_bootstrapped_under_another_log, "approved by mallory, whom no line before it enrols"),
@@ -669,7 +812,8 @@ def test_ord_74_3_a_ceremony_approved_by_a_credential_the_log_did_not_enrol_is_r
     assert main([*argv, *given]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert "does not account for an approver's credential" in err and why in err, err
+    ledger = "does not account for an approver's credential" in err
+    assert why in err and (ledger or "gave one secret" in why), err
     assert "secret-0" not in err and "by-hand" not in err
     assert operators.read_bytes() == before and not (tmp_path / "g9.pem").exists()
     assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"]
@@ -1028,7 +1172,7 @@ def test_a_new_log_is_started_only_explicitly_and_only_where_there_is_none(
         assert e.value.code == 2
     with pytest.raises(SystemExit):
         cli_main(["keys", "retire", "--key", "pkcs11:token=t;object=k", "--cert", "c.pem",
-                  "--log", str(log), "--operators", str(operators), *approvals(tmp_path, "alice", "bob")])  # fmt: skip
+                  "--no-pki", "--log", str(log), "--operators", str(operators), *approvals(tmp_path, "alice", "bob")])  # fmt: skip
     # where the log is expected but missing, even a bootstrap needs --new-log
     fresh, elsewhere = tmp_path / "fresh.toml", tmp_path / "elsewhere"
     argv = enrol(tmp_path, fresh, "zoe", "--anchor", RECORD[log])
@@ -1429,7 +1573,8 @@ def test_generate_issue_sign_a_crl_retire_on_softhsm(
     assert res.returncode == 0 and "verify OK" in res.stderr + res.stdout
 
     # retire: the key is gone from the token, its certificate kept
-    assert main(["keys", "retire", "--key", ca_key, "--cert", str(ca_cert), *common]) == 0
+    assert main(["keys", "retire", "--key", ca_key, "--cert", str(ca_cert), "--no-pki",
+                 *common]) == 0  # fmt: skip
     assert ca_cert.exists()
     with pytest.raises(SignerError):
         load_signer(ca_key, ca_cert)
@@ -1462,9 +1607,19 @@ def test_generate_issue_sign_a_crl_retire_on_softhsm(
     assert oplog.verify_oplog(log).problems == []
 
 
+def respelt(uri: str, *, typed: bool = True) -> str:
+    """Another spelling of a key's PKCS#11 URI naming the same key: attributes reordered, the
+    label percent-encoded, ``type=private`` kept or left out."""
+    path, _, query = uri.partition("?")
+    attrs = dict(a.split("=", 1) for a in path.removeprefix("pkcs11:").split(";"))
+    label = "".join(f"%{b:02x}" for b in attrs["object"].encode())
+    typ = "type=private;" if typed else ""
+    return f"pkcs11:{typ}object={label};token={attrs['token']}?{query}"
+
+
 @pytest.mark.integration
 def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
-    tmp_path: Path, operators: Path, token: SoftHsmToken
+    tmp_path: Path, operators: Path, token: SoftHsmToken, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from crlbuilder.demo.pki import init_pki
 
@@ -1497,6 +1652,26 @@ def test_rollover_adds_the_next_generation_to_the_manifest_atomically(
               "--pki", pki.directory, "--log", str(log), "--operators", str(operators)]  # fmt: skip
     assert main([*retire, *approvals(tmp_path, "alice", "bob")]) == 2
     assert load_signer(ca_key, m.path(new.cert)).certificate == ca.certificate
+    # nor under another spelling of its URI (attributes reordered, the label percent-encoded,
+    # type=private added): the manifest's key is found by token and label as parsed, and by
+    # its certificate's public key; the OCSP signer's the same
+    at = retire.index(ca_key)
+    assert main([*retire[:at], respelt(ca_key), *retire[at + 1 :],
+                 *approvals(tmp_path, "alice", "bob")]) == 2  # fmt: skip
+    assert "auth-card-g2 in the manifest still signs with this key" in capsys.readouterr().err
+    ocsp_retire = ["keys", "retire", "--key", respelt(ocsp_key, typed=False), "--cert", str(m.path(new.ocsp_cert)), "--pki", pki.directory, "--log", str(log),
+                   "--operators", str(operators)]  # fmt: skip
+    assert main([*ocsp_retire, *approvals(tmp_path, "alice", "bob")]) == 2
+    assert "auth-card-g2's OCSP signer in the manifest still signs" in capsys.readouterr().err
+    assert load_signer(ca_key, m.path(new.cert)).certificate == ca.certificate
+    assert load_signer(ocsp_key, m.path(new.ocsp_cert)).certificate == ocsp.certificate
+    # and a retire names the manifest it is held against, or says there is none (--no-pki)
+    no_pki = [a for a in retire if a not in ("--pki", pki.directory)]
+    with pytest.raises(SystemExit) as e:
+        main([*no_pki, *approvals(tmp_path, "alice", "bob")])
+    assert e.value.code == 2
+    assert "one of the arguments --pki --no-pki is required" in capsys.readouterr().err
+    assert [r.event for r in after_enrolments(log)][-1] == "token-inventory"  # nothing logged
     pub = ca.certificate.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -1521,6 +1696,7 @@ def test_a_rollover_refused_half_way_makes_no_key_and_no_certificate(
             *approvals(tmp_path, "bob", "alice")]  # fmt: skip
     before = (Path(pki.directory) / "pki.json").read_bytes()
     assert main([*base, "--ocsp-key", ca_key]) == 2
+    assert main([*base, "--ocsp-key", respelt(ca_key, typed=False)]) == 2  # the same key
     assert main([*base, "--ocsp-key", token.uri("used-label")]) == 2
     assert (Path(pki.directory) / "pki.json").read_bytes() == before
     assert not pki.path("ca/auth-card-g2.pem").exists()
@@ -2030,6 +2206,44 @@ def test_an_operators_file_names_its_log_and_a_stray_log_is_refused(
              "--current-secret", f"file:{tmp_path / 'alicenew.secret'}", "--log", str(log)]  # fmt: skip
     assert main([*again, "--new-log"]) == 0
     assert f'genesis = "{head_of_line(log, 1).partition(":")[2]}"' in operators.read_text()
+
+
+def test_a_copy_of_the_log_elsewhere_takes_no_ceremony_and_a_moved_log_is_named_first(
+    tmp_path: Path, operators: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A copy of the operation log at another path (a backup, a USB stick) began with the
+    operators file's first line and took a ceremony given the recorded head: its lines went
+    into the copy, the real log never had them, and the real log's next ceremony, given the
+    same head, passed too (two logs forked from one head). A ceremony now takes the log only
+    at the path the operators file names; a log that moved is named there by an operator's
+    own add-operator --replace, the one command that writes the path."""
+    log, fork = tmp_path / "oplog.jsonl", tmp_path / "backup" / "oplog.jsonl"
+    fork.parent.mkdir()
+    fork.write_bytes(log.read_bytes())
+    key = f"pkcs11:token=none;object=g9;type=private?pin-source=file:{tmp_path}/no.pin"
+    new_ca = ["keys", "new-ca", "--key", key, "--family", "sign-card", "--generation", "9",
+              "--out", str(tmp_path / "g9.pem"), "--operators", str(operators),
+              *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    before = fork.read_bytes()
+    capsys.readouterr()
+    assert main([*new_ca, "--log", str(fork), "--anchor", RECORD[log]]) == 2
+    err = capsys.readouterr().err
+    assert f"operation log {fork.resolve()} begins as the operators file's log" in err, err
+    assert "not recorded in" in err
+    assert fork.read_bytes() == before  # nothing written into the copy
+    # the log moved: a ceremony is refused until an operator's own --replace names it
+    log.rename(fork)
+    assert main([*new_ca, "--log", str(fork), "--anchor", RECORD[log]]) == 2
+    assert "is not at its path" in capsys.readouterr().err
+    secret_file(tmp_path, "alicenew", b"alice-new-secret-01")
+    replace = ["keys", "add-operator", "--operators", str(operators), "--name", "alice",
+               "--secret", f"file:{tmp_path / 'alicenew.secret'}", "--replace",
+               "--current-secret", f"file:{tmp_path / 'alice.secret'}", "--log", str(fork),
+               "--anchor", RECORD[log]]  # fmt: skip
+    assert main(replace) == 0
+    assert f'path = "{fork.resolve()}"' in operators.read_text()
+    rc = main(["keys", "verify-log", "--log", str(fork), "--operators", str(operators)])
+    assert rc == 0, capsys.readouterr()
 
 
 def test_an_older_operators_file_naming_no_log_works_and_add_operator_names_it(
@@ -2597,3 +2811,41 @@ def test_keys_destroy_with_pki_refuses_a_key_the_manifest_signs_with_from_before
     assert "'legacy-ocsp', which the manifest signs with" in err and err.count("\n") == 1
     assert token_labels(token) == ["legacy-ocsp"]
     assert [r.event for r in records(log)[lines:]] == ["ceremony-refused"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["--generation", "0"], "--generation 0: generation must be 1..9"),
+        (["--generation", "10"], "--generation 10: generation must be 1..9"),
+        (["--generation", "3", "--bits", "1024"], "RSA-1024 refused: 2048 to 8192 bits"),
+        (["--generation", "3", "--bits", "2k"], "--bits takes a number of bits"),
+    ],
+    ids=["generation-0", "generation-10", "bits-1024", "bits-not-a-number"],
+)
+def test_a_new_ca_the_pki_cannot_hold_is_refused_before_the_approvals(
+    tmp_path: Path,
+    operators: Path,
+    token: SoftHsmToken,
+    extra: list[str],
+    why: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """new-ca --generation 0 (or 10, or -1) made a key in the token and a certificate
+    "JPKI sign-card CA G0" for a generation no manifest can hold (its store code: 1..9), to
+    be retired in another ceremony; a key size the token is refused after the approvals left
+    a ceremony-failed line for a typo. Both are usage errors now: nothing made, no line."""
+    log, out = tmp_path / "oplog.jsonl", tmp_path / "ca.pem"
+    before = log.read_bytes()
+    argv = ["keys", "new-ca", "--key", token.uri("ca"), "--family", "sign-card", *extra,
+            "--out", str(out), "--log", str(log), "--operators", str(operators),
+            *approvals(tmp_path, "alice", "bob")]  # fmt: skip
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = int(str(e.code))
+    assert rc == 2
+    assert why in capsys.readouterr().err
+    assert not out.exists() and token_labels(token) == []
+    assert log.read_bytes() == before

@@ -20,11 +20,13 @@ import sys
 from pathlib import Path
 
 import msgspec
+import pkcs11
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import ocsp
+from pkcs11 import Attribute, ObjectClass
 
 from crlbuilder.keys import pkcs11 as p11
 from crlbuilder.keys.signer import SHA256_WITH_RSA_DER, PemSigner, Signer, SignerError, load_signer
@@ -222,6 +224,42 @@ def test_destroyed_key_is_gone_from_the_token(token: SoftHsmToken) -> None:
     p11.close_all()
     with pytest.raises(SignerError, match="no private key labelled 'retired'"):
         load_signer(ref, cert)
+
+
+@pytest.mark.integration
+def test_destroying_a_key_leaves_another_pairs_public_key_under_its_label(
+    token: SoftHsmToken,
+) -> None:
+    """Retirement destroyed every public-key object under the key's label: another key pair's
+    public key that shares the label (relabelled, imported) went with it. Only the retired
+    key's own public key (by fingerprint) goes."""
+    ref, _ = token.add_key("retired")
+    _, other_cert = token.add_key("other")
+    p11.close_all()
+    lib = pkcs11.lib(token.module)
+    lib.reinitialize()  # close_all finalised it
+    with lib.get_token(token_label=token.label).open(rw=True, user_pin=SECRET) as session:
+        [other] = session.get_objects(
+            {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: "other"}
+        )
+        other[Attribute.LABEL] = "retired"
+    p11.destroy_key(ref, module=token.module)
+    p11.close_all()
+    lib.reinitialize()
+    with lib.get_token(token_label=token.label).open(user_pin=SECRET) as session:
+        left = [
+            int.from_bytes(bytes(k[Attribute.MODULUS]), "big")
+            for k in session.get_objects(
+                {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: "retired"}
+            )
+        ]
+        privates = {
+            str(k.label) for k in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+        }
+    assert privates == {"other"}
+    public = x509.load_pem_x509_certificate(other_cert.read_bytes()).public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    assert left == [public.public_numbers().n]  # the other pair's public key, relabelled: kept
 
 
 @pytest.mark.integration

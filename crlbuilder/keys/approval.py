@@ -25,6 +25,12 @@ are enrolled (the first two, the bootstrap, need none); a secret is replaced onl
 operator's current one, or reset (forgotten) with two *other* operators' approvals. Whether
 the operation log allows a bootstrap at all is `crlbuilder.keys.enrolments`' question.
 
+Two approvals giving one secret are refused (`check_approvals`: the same approval file or
+variable given under two names), and so is a secret, at enrolment or replacement, that another
+enrolled operator already has (`check_secret_unshared`): one person holding two names with one
+secret. Neither stops one person who keeps two distinct secrets; the bootstrap and the two
+approvals of every later enrolment are where that is checked, by people.
+
 `fingerprint` is what the operation log records of a credential: the SHA-256 of the stored
 ``salt$hash`` (never the secret), for the enrolled operator and for each approver.
 """
@@ -35,6 +41,7 @@ import fcntl
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 import tomllib
@@ -58,6 +65,7 @@ __all__ = [
     "add_operator",
     "check_approvals",
     "check_enrolment",
+    "check_secret_unshared",
     "fingerprint",
     "fingerprints",
     "hash_secret",
@@ -66,6 +74,7 @@ __all__ = [
     "operators_locked",
     "parse_approval",
     "read_secret",
+    "valid_name",
 ]
 
 MIN_APPROVALS: Final = 2
@@ -200,6 +209,14 @@ def check_approvals(operators: Operators, approvals: list[Approval]) -> list[str
         raise ApprovalError(
             f"{len(names)} approval(s) given; a ceremony needs {MIN_APPROVALS} distinct operators"
         )
+    for i, a in enumerate(approvals):
+        for b in approvals[:i]:
+            if hmac.compare_digest(a.secret, b.secret):
+                raise ApprovalError(
+                    f"operators {b.operator} and {a.operator} gave one secret: two operators "
+                    "are two people, each with their own secret (the same approval file or "
+                    "variable given twice?)"
+                )
     for a in approvals:
         stored = operators.get(a.operator)
         if stored is None:
@@ -207,6 +224,18 @@ def check_approvals(operators: Operators, approvals: list[Approval]) -> list[str
         if not _matches(a.secret, stored):
             raise ApprovalError(f"operator {a.operator!r}: the secret does not match")
     return names
+
+
+def check_secret_unshared(operators: Operators, name: str, secret: bytes) -> None:
+    """ApprovalError when ``secret``, about to be stored for ``name``, is another enrolled
+    operator's (each stored hash tried with its salt): two names sharing a secret are one
+    person's, and would pass the two-person rule alone. The message names neither the other
+    operator nor the secret."""
+    if any(_matches(secret, stored) for n, stored in operators.items() if n != name):
+        raise ApprovalError(
+            f"the secret given for {name} is another enrolled operator's: each operator "
+            "chooses their own secret"
+        )
 
 
 def check_enrolment(
@@ -280,9 +309,21 @@ def check_enrolment(
     return check_approvals(operators, approvals)
 
 
+_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""An operator's name: what a TOML bare key holds (the operators file's ``[operators.NAME]``),
+ASCII only (no two names that look alike to the reviewer of the log)."""
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` may name an operator (`_NAME`)."""
+    return _NAME.fullmatch(name) is not None
+
+
 def _check_name(name: str) -> None:
-    if not name or not name.replace("-", "").replace("_", "").isalnum():
-        raise ApprovalError(f"operator name {name!r}: letters, digits, - and _ only")
+    if not valid_name(name):
+        raise ApprovalError(
+            f"operator name {name!r}: ASCII letters, digits, - and _ only (at most 64)"
+        )
 
 
 @contextmanager

@@ -655,18 +655,23 @@ def generate_rsa_key(key_ref: str, bits: int = 2048, module: str | None = None) 
 
 
 def destroy_key(key_ref: str, module: str | None = None) -> None:
-    """Destroy the key pair labelled by the URI's ``object`` in the token (retirement)."""
+    """Destroy the key pair labelled by the URI's ``object`` in the token (retirement): its
+    private key, and the public key objects under that label that are *its* public key (by
+    fingerprint: another key pair's public object under the same label stays)."""
     uri = parse_key_uri(key_ref)
     so = module or module_path()
     proc = _process()
     state = _token(proc, so, uri, uri.read_pin())
     with state.token.open(rw=True) as session:
         private = _find_key(session, uri)
+        fingerprint = _inventoried(private).fingerprint
         private.destroy()
         for obj in session.get_objects(
             {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: uri.label}
         ):
-            obj.destroy()
+            with contextlib.suppress(p11e.PKCS11Error):  # the private key is gone already
+                if _inventoried(obj).fingerprint == fingerprint:
+                    obj.destroy()
     # this process's cached handles on the key are stale now
     state.local = threading.local()
     log.info("destroyed key %s", uri.ref)
