@@ -147,6 +147,9 @@ class BuildReport:
     gone on with or ended)."""
     presign_walking: int = 0
     """Issuers whose full pre-signing run was cut by ``presign_seconds``: it goes on."""
+    presign_skipped: list[str] = field(default_factory=list)
+    """Issuers nothing was pre-signed for: their delegate's certificate is not valid at the
+    run's instant (`crlbuilder.presign.PresignResult.skipped`; a ``warning`` event says why)."""
     crls: list[dict[str, object]] = field(default_factory=list)
     crls_pruned: int = 0
     crls_withheld: list[str] = field(default_factory=list)
@@ -167,6 +170,7 @@ class BuildReport:
             ocsp_kept=self.presign_kept,
             ocsp_walked=self.presign_walked,
             ocsp_walking=self.presign_walking,
+            ocsp_skipped=self.presign_skipped,
             crls=self.crls,
             crls_pruned=self.crls_pruned,
             crls_withheld=self.crls_withheld,
@@ -206,6 +210,8 @@ class Builder:
         (`crlbuilder.spoolfile`)."""
         self._overdue: set[str] = set()
         """Issuers whose walk in progress was said to leave answers past their nextUpdate."""
+        self._skipped: dict[str, str] = {}
+        """Issuers said to be skipped by pre-signing, and why (their delegate not valid)."""
         self.manifest = load_manifest(cfg.pki.manifest)
         self.key = facts_key(cfg)
         self.store = Store.open(
@@ -436,8 +442,23 @@ class Builder:
         self.presign_full = False  # asked once: the follow loop's runs go on from the feed
         report.presigned, report.presign_kept = ps.signed, ps.kept
         report.presign_walked, report.presign_walking = ps.walked, ps.walking
+        report.presign_skipped = sorted(ps.skipped)
         report.seconds["presign"] = time.monotonic() - t
         self._walk_warnings(ps)
+        self._skip_warnings(ps)
+
+    def _skip_warnings(self, ps: PresignResult) -> None:
+        """A ``warning`` event when pre-signing skips an issuer whose delegate's certificate is
+        not valid now (once, until the reason changes or it signs again)."""
+        for iid, problem in sorted(ps.skipped.items()):
+            if self._skipped.get(iid) != problem:
+                self.emit({"event": "warning", "message": (
+                    f"issuer {iid}: its delegated OCSP signer was not used: {problem}; no "
+                    "answer was pre-signed for it (its stored ones are served until their "
+                    "nextUpdate, then the responder answers tryLater for the issuer); "
+                    "install a delegate certificate valid now with its key (docs/operations.md, "
+                    "'OCSP signer renewal')")})  # fmt: skip
+        self._skipped = dict(ps.skipped)
 
     def _walk_warnings(self, ps: PresignResult) -> None:
         """A ``warning`` event when a walk leaves answers past their nextUpdate (once per walk),

@@ -23,6 +23,13 @@ spread over worker processes; the DER around them is built in this process, whic
 verifies one signature of each chunk with the certificate it frames them with
 (`_check_signed_by`: a process loads its key when it starts, maybe after the key changed).
 
+A delegate whose certificate is not valid at the run's instant (expired, or a renewal installed
+before its notBefore) signs nothing: every client would reject its answers (RFC 6960 §4.2.2.2,
+RFC 5280 §6.1.3; `crlbuilder.ocsp.delegate.validity_problem`). Its issuer is skipped, its state
+kept as it was (`PresignResult.skipped`; the builder warns once), and the next run with a valid
+delegate signs what was left. The builder does not refuse to start for it, as it does for a
+delegate its CA did not issue: records must still be applied.
+
 A run is *full* or *incremental*. A full run reads every CRL entry, with its status
 record and stored answer (at 10,000,000 holders: 16.4 million entries, 2 to 14 minutes,
 mostly the store's pages read from disk), signs what is missing or due, and records per issuer the
@@ -68,6 +75,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
@@ -80,6 +88,7 @@ from crlbuilder.keys.signer import Signer, SignerError, load_signer
 from crlbuilder.lifecycle import die_with_parent
 from crlbuilder.manifest import IssuerFiles, Manifest, ocsp_signer_files
 from crlbuilder.model import CertStatus
+from crlbuilder.ocsp.delegate import validity_problem
 from crlbuilder.ocsp.response import (
     ResponseSigner,
     SingleAnswer,
@@ -156,6 +165,11 @@ class PresignResult:
     begun late, or a builder that was stopped); it may have ended in the same run."""
     ended: dict[str, int] = field(default_factory=dict)
     """Issuer id -> seconds its walk took, for walks that ended in this run (0: not known)."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Issuer id -> why nothing was signed for it in this run: its delegate's certificate is not
+    valid at the run's instant (`crlbuilder.ocsp.delegate.validity_problem`), so every answer
+    would fail at the clients. Its state stays as it was: the next run with a valid delegate
+    signs what this one left (the changes feed since, or a walk when its answers fell due)."""
 
 
 class Presigner:
@@ -255,10 +269,15 @@ class Presigner:
             commit, reach = r.generation().commit, r.changes_from()
             states = {i.index: r.ocsp_state(i.index) for i in self.manifest.all_issuers()}
         walks: list[_Walk] = []
+        at = datetime.fromtimestamp(now, UTC)
         try:
             for issuer in self.manifest.all_issuers():
                 if issuer.id not in self._signers:
                     continue  # compromised, no successor: nothing may sign its answers
+                problem = validity_problem(self._signers[issuer.id].certificate, at)
+                if problem is not None:  # expired, or not valid yet: every answer would fail
+                    result.skipped[issuer.id] = problem
+                    continue
                 state = states[issuer.index]
                 signer = self._response_signers[issuer.id].signer_id.hex()
                 if (
@@ -299,7 +318,7 @@ class Presigner:
                 # signing process idles while the last chunk of an issuer is signed
             self._drain()
             ran = math.ceil(self.timer() - began)
-            result.walking = self._record_state(now, ran, commit, states, walks)
+            result.walking = self._record_state(now, ran, commit, states, walks, result.skipped)
             for w in walks:
                 since = now + ran - w.started if w.started else 0
                 if 0 < states[w.issuer.index].next_update <= now + ran:  # past due by now
@@ -488,12 +507,14 @@ class Presigner:
         commit: int,
         states: dict[int, sf.OcspState],
         walks: list[_Walk],
+        skipped: dict[str, str],
     ) -> int:
         """Per issuer: when answers were last signed, the earliest stored nextUpdate, the commit
         covered and the delegate, and where a walk in progress stands (when it began, what it
         signed and kept so far; a walk that ended, how long it took: from its first run's
         ``now`` to this run's, plus the ``ran`` seconds of this run, `_walk_seconds`); returns
-        how many walks go on at the next run.
+        how many walks go on at the next run. An issuer ``skipped`` (its delegate not valid
+        now) keeps its state: this run covered none of its revocations.
 
         The earliest nextUpdate is unchanged by an incremental run (its answers took it) and
         by a walk in progress; a walk that ended gives the earliest of the answers it kept or
@@ -503,7 +524,7 @@ class Presigner:
         by_index = {w.issuer.index: w for w in walks}
         with Commit(self.store) as c:
             for issuer in self.manifest.all_issuers():
-                if issuer.id not in self._signers:
+                if issuer.id not in self._signers or issuer.id in skipped:
                     continue
                 old = states[issuer.index]
                 new = msgspec.structs.replace(

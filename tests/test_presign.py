@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -817,3 +817,61 @@ def test_the_follow_loop_refreshes_crls_while_a_walk_goes_on(
     assert left[0] == 0, kinds  # max_idle did not end the loop while the walk went on
     last_run = max(i for i, k in enumerate(kinds) if k == "presign")
     assert "refresh" in kinds[:last_run], kinds  # refreshed while walking
+
+
+def test_a_delegate_not_valid_at_the_run_signs_nothing_and_the_builder_says_why_once(
+    built: Built, tmp_path: Path
+) -> None:
+    """A delegated OCSP signer whose certificate has expired (or is not valid yet: a renewal
+    installed early) would sign answers every client rejects (RFC 6960 §4.2.2.2, RFC 5280
+    §6.1.3): pre-signing skips its issuer, its state and stored answers as they were, the
+    run lists it (``ocsp_skipped``) and one ``warning`` says why, not one per run; records
+    are still applied (the builder does not stop)."""
+    cfg = _on_a_copy(built, tmp_path, validity_seconds=VALIDITY, refresh_before_seconds=REFRESH)
+    certs = {
+        i.id: x509.load_pem_x509_certificate(built.manifest.path(i.ocsp_cert).read_bytes())
+        for i in built.manifest.all_issuers()
+    }
+    expired = max(c.not_valid_after_utc for c in certs.values()) + timedelta(minutes=1)
+    store = Store.open(tmp_path / "store", readonly=True)
+    try:
+        with store.read() as r:
+            before = {i.id: r.ocsp_state(i.index) for i in r.issuers()}
+            answers = {i.id: dict(r.stored_answers(i.index)) for i in r.issuers()}
+    finally:
+        store.close()
+    assert any(answers.values())
+    log = io.StringIO()
+    b = Builder(cfg, progress=False, log=log)
+    try:
+        first = b.build([], as_of=expired).as_dict()
+        second = b.build([], as_of=expired + timedelta(minutes=1)).as_dict()
+        with b.store.read() as r:
+            after = {i.id: r.ocsp_state(i.index) for i in r.issuers()}
+            kept = {i.id: dict(r.stored_answers(i.index)) for i in r.issuers()}
+            assert r.generation().build == second["build"]  # the rest of the runs went on
+        early = presign.Presigner(b.store, built.manifest, validity_seconds=VALIDITY,
+                                  refresh_before_seconds=REFRESH, workers=1)  # fmt: skip
+        try:
+            soon = min(c.not_valid_before_utc for c in certs.values()) - timedelta(minutes=1)
+            too_early = early.run(int(soon.timestamp()))
+        finally:
+            early.close()
+    finally:
+        b.close()
+    issuers = sorted(certs)  # the demo PKI's delegates share their dates
+    assert first["ocsp_skipped"] == second["ocsp_skipped"] == issuers
+    assert first["ocsp_presigned"] == second["ocsp_presigned"] == 0
+    assert after == before
+    for iid, stored in kept.items():  # none signed or re-signed (the erasures took some off)
+        assert stored.items() <= answers[iid].items(), iid
+    warned = [
+        e["message"]
+        for line in log.getvalue().splitlines()
+        if (e := msgspec.json.decode(line))["event"] == "warning"
+        and "delegated OCSP signer was not used" in e["message"]
+    ]
+    assert len(warned) == len(issuers)  # once each, not again at the second run
+    assert all("its certificate is expired" in m for m in warned)
+    assert sorted(too_early.skipped) == issuers and too_early.signed == 0
+    assert all("not valid yet" in why for why in too_early.skipped.values())

@@ -16,21 +16,29 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 
+def validity_problem(signer: x509.Certificate, at: datetime) -> str | None:
+    """Why answers ``signer`` signs at ``at`` fail at the clients, or None: its certificate is
+    not valid then (expired, or a renewal installed before its notBefore). A client checks the
+    signer's validity at the time it verifies (RFC 5280 §6.1.3, as RFC 6960 §4.2.2.2's path to
+    the CA), so it rejects every answer. The responder refuses such a signer at start; the
+    builder's pre-signing skips its issuer at each run (`crlbuilder.presign`)."""
+    begins, ends = signer.not_valid_before_utc, signer.not_valid_after_utc
+    if begins <= at <= ends:
+        return None
+    when = "expired" if at > ends else "not valid yet"
+    return (
+        f"its certificate is {when} (valid {begins:%Y-%m-%dT%H:%M:%SZ} to "
+        f"{ends:%Y-%m-%dT%H:%M:%SZ}): clients would reject every answer it signs"
+    )
+
+
 def delegate_problem(
     ca: x509.Certificate, signer: x509.Certificate, *, at: datetime | None = None
 ) -> str | None:
     """Why ``signer`` cannot sign OCSP answers about ``ca``'s certificates, or None; with
-    ``at``, also when its certificate is not valid then (expired, or a renewal installed
-    before its notBefore): a client checks the signer's validity at the time it verifies
-    (RFC 5280 §6.1.3, as RFC 6960 §4.2.2.2's path to the CA), so it rejects every answer."""
-    if at is not None:
-        begins, ends = signer.not_valid_before_utc, signer.not_valid_after_utc
-        if not begins <= at <= ends:
-            when = "expired" if at > ends else "not valid yet"
-            return (
-                f"its certificate is {when} (valid {begins:%Y-%m-%dT%H:%M:%SZ} to "
-                f"{ends:%Y-%m-%dT%H:%M:%SZ}): clients would reject every answer it signs"
-            )
+    ``at``, also when its certificate is not valid then (`validity_problem`)."""
+    if at is not None and (problem := validity_problem(signer, at)) is not None:
+        return problem
     if signer == ca:
         return None
     if signer.issuer != ca.subject:
