@@ -877,7 +877,7 @@ def test_a_delegate_not_valid_at_the_run_signs_nothing_and_the_builder_says_why_
     assert all("not valid yet" in why for why in too_early.skipped.values())
 
 
-def _delegate_valid(pki: Path, issuer_id: str, begins: int, ends: int) -> Manifest:
+def delegate_valid(pki: Path, issuer_id: str, begins: int, ends: int) -> Manifest:
     """The manifest of ``pki`` (a copy) with ``issuer_id``'s delegated OCSP signer certificate
     re-issued by its CA, its key and extensions kept, valid from ``begins`` to ``ends``."""
     m = load_manifest(pki)
@@ -921,7 +921,7 @@ def test_no_answer_outlives_its_delegate_nor_is_re_signed_in_a_loop_near_its_end
         n_x = sum(1 for _ in r.revocations(x.index))
     assert n_x > 1
     ends = now + VALIDITY // 2  # the delegate expires within one validity of now
-    short = _delegate_valid(tmp_path / "pki", x.id, now - 86_400, ends)
+    short = delegate_valid(tmp_path / "pki", x.id, now - 86_400, ends)
     p = presign.Presigner(store, short, validity_seconds=VALIDITY, refresh_before_seconds=REFRESH,
                           workers=1)  # fmt: skip
     first = p.run(now)
@@ -959,7 +959,7 @@ def test_no_answer_outlives_its_delegate_nor_is_re_signed_in_a_loop_near_its_end
     p.close()
 
     # a new delegate (renewed, its key kept): every answer of the issuer signed again
-    renewed = _delegate_valid(tmp_path / "pki", x.id, now, now + 10 * VALIDITY)
+    renewed = delegate_valid(tmp_path / "pki", x.id, now, now + 10 * VALIDITY)
     with presign.Presigner(store, renewed, validity_seconds=VALIDITY,
                            refresh_before_seconds=REFRESH, workers=1) as q:  # fmt: skip
         after = q.run(ends - 60, full=False)
