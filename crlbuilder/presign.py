@@ -36,7 +36,8 @@ of a delegate's life the cap binds, and an answer at the cap is *kept*, not due,
 its nextUpdate (`Presigner._keep`, `Presigner._incremental`): that delegate cannot sign a later
 one, and re-signing it at every run inside the lead would sign every answer in a loop. A new
 delegate (its own certificate, so its own signer id) makes every answer due again (not its
-signer's) and its issuer read whole. At the delegate's notAfter the stored answers end; the
+signer's) and its issuer read whole. An answer past the cap (stored by an earlier version) is
+due at once, and signed again capped (`_not_due`). At the delegate's notAfter the stored answers end; the
 responder refuses every answer of the issuer from then (``tryLater``, rule
 ``signer_expired``, `responder.flow`) until a delegate valid then is installed.
 
@@ -355,13 +356,8 @@ class Presigner:
             state.commit > 0  # a run that covered every revoked serial, and said up to which commit
             and state.commit >= reach  # the feed still holds every loss of effect after it
             and state.signer == rs.signer_id.hex()  # the same delegate signs
-            and (
-                not state.next_update
-                or state.next_update - now > self.lead(state)
-                or state.next_update >= rs.not_after
-            )
-        )  # and no stored answer is due (none stored: none due; all at the delegate's cap:
-        # it can sign none later, `_keep`)
+            and (not state.next_update or _not_due(state.next_update, rs, now, self.lead(state)))
+        )  # and no stored answer is due (none stored: none due; `_not_due`)
 
     @staticmethod
     def _walk_goes_on(state: sf.OcspState, signer: str, reach: int, now: int) -> bool:
@@ -445,14 +441,12 @@ class Presigner:
         stored: StoredAnswer | None, st: sf.StatusRecord, rs: ResponseSigner, now: int, lead: int
     ) -> bool:
         """Whether a stored answer stands: this status version's, this delegate's, not due
-        (more than ``lead`` before its nextUpdate, `Presigner.lead`, or at its delegate's
-        notAfter: that delegate can sign no later one, and re-signing it would give the same
-        nextUpdate at every run until the delegate expired)."""
+        (`_not_due`)."""
         return (
             stored is not None
             and stored.version == st.version
             and stored.signer_id == rs.signer_id
-            and (stored.next_update - now > lead or stored.next_update >= rs.not_after)
+            and _not_due(stored.next_update, rs, now, lead)
         )
 
     def _sign_chunk(
@@ -578,6 +572,18 @@ class Presigner:
                     new.walk_signed, new.walk_kept = w.n_signed, w.n_kept
                 c.put_ocsp_state(issuer.index, new)
         return walking
+
+
+def _not_due(next_update: int, rs: ResponseSigner, now: int, lead: int) -> bool:
+    """Whether an answer of ``rs`` (or the earliest of an issuer's) with ``next_update``
+    stands at ``now``: more than ``lead`` before it (`Presigner.lead`), or at the delegate's
+    notAfter, the cap (`ResponseSigner.capped`): that delegate can sign no later one, and
+    re-signing it would give the same nextUpdate at every run until the delegate expired.
+    One past the notAfter (an earlier version signed it) is due: served until then, it
+    would be rejected by clients after it; it is signed again, capped."""
+    if next_update > rs.not_after:
+        return False
+    return next_update - now > lead or next_update == rs.not_after
 
 
 def _check_signed_by(issuer_id: str, rs: ResponseSigner, data: bytes, signature: bytes) -> None:

@@ -970,3 +970,34 @@ def test_no_answer_outlives_its_delegate_nor_is_re_signed_in_a_loop_near_its_end
         for key, a in r.stored_answers(x.index):
             assert a.signer_id == rs.signer_id != p._response_signers[x.id].signer_id
             assert a.next_update == ends - 60 + VALIDITY, key.hex()
+
+
+def test_answers_an_earlier_version_signed_past_the_delegates_notafter_are_signed_again(
+    built: Built, store: Store, tmp_path: Path
+) -> None:
+    """Answers stored before the cap existed may end after their delegate's notAfter; kept,
+    the responder would serve them until it expired and clients then reject them. The first
+    run signs them again, capped (one walk), and the next run keeps them."""
+    now = int(time.time())
+    shutil.copytree(built.pki, tmp_path / "pki")
+    p0 = _presigner(store, built)
+    x = next(i for i in _signing_issuers(store, p0) if i.id in p0._signers)
+    ends = now + VALIDITY // 2
+    short = delegate_valid(tmp_path / "pki", x.id, now - 86_400, ends)
+    with presign.Presigner(store, short, validity_seconds=VALIDITY,
+                           refresh_before_seconds=REFRESH, workers=1) as p:  # fmt: skip
+        p.run(now)
+        with Commit(store) as c:  # as an earlier version stored them: a validity on
+            for key, a in list(c.stored_answers(x.index)):
+                c.put_answer(key, a._replace(next_update=now + VALIDITY))
+            c.put_ocsp_state(x.index, msgspec.structs.replace(
+                c.ocsp_state(x.index), next_update=now + VALIDITY))  # fmt: skip
+        with store.read() as r:
+            n_x = sum(1 for _ in r.stored_answers(x.index))
+        first = p.run(now + 60, full=False)
+        assert first.walked >= 1 and first.signed >= n_x
+        with store.read() as r:
+            assert r.ocsp_state(x.index).next_update == ends
+            assert all(a.next_update == ends for _, a in r.stored_answers(x.index))
+        again = p.run(now + 120, full=False)
+        assert (again.signed, again.walked) == (0, 0)
