@@ -78,14 +78,16 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
   lapse takes effect only when the builder writes it (§34(1)(2)): between the due
   instant and that write the answer is ``tryLater`` (``stale``), never good;
 - a CA key compromised with no successor signer: ``tryLater`` (``stale``);
-- the signer's certificate not valid now (past its notAfter: the worker loaded it when it
-  started, when it was valid; or before its notBefore, a clock set back): ``tryLater``
-  (rule ``signer_expired``), no answer at all, since every client rejects what that
-  signer signed (RFC 6960 §4.2.2.2, checked at the time the client validates). A fresh
+- the signer's certificate past its notAfter (the worker loaded it when it started, when
+  it was valid): ``tryLater`` (rule ``signer_expired``), no answer at all, since every
+  client rejects what that signer signed (RFC 6960 §4.2.2.2, checked at the time the
+  client validates). Not its notBefore: a worker only gets before it by a clock set back
+  (`responder serve` refuses a signer not valid yet at start), and clients check the
+  signer at their own time, not at the answer's producedAt. A fresh
   answer's nextUpdate, good or revoked, never passes the signer's notAfter
   (`crlbuilder.ocsp.response.ResponseSigner.capped`), nor does a pre-signed one's (the
   builder caps it), so no cached or stored answer outlives the signer either. One
-  comparison of integers per request.
+  comparison of two integers per request.
 
 What stays in the shell (`responder.app`): the HTTP routes and the GET form, the
 fresh signatures and their per-party fair queue (`responder.loopsigning`: a party past
@@ -195,7 +197,7 @@ class Unavailable(enum.Enum):
     LAPSE_DUE = "a 30-day lapse (Act §31(2)) is due and not yet written by the builder"
     NO_SIGNER = "the issuer's CA key is compromised and no successor signer is configured"
     FOREIGN = "the store records another issuer under this issuer's index"
-    SIGNER_EXPIRED = "the delegated OCSP signer's certificate is not valid now"
+    SIGNER_EXPIRED = "the delegated OCSP signer's certificate has expired"
 
 
 _PARSE_REFUSALS: Final = {s: Refusal(s, MALFORMED) for s in ResponseStatus}
@@ -353,9 +355,9 @@ class OcspFlow:
         signer = self.signer_for(view)
         if signer is None:
             return Unavailable.NO_SIGNER
-        if not signer.not_before <= now < signer.not_after:
-            # past its notAfter (or before its notBefore: a clock set back) every client
-            # rejects what it signed: no answer, stored, cached or fresh (RFC 6960 §4.2.2.2)
+        if now >= signer.not_after:
+            # past its notAfter every client rejects what it signed: no answer, stored,
+            # cached or fresh (RFC 6960 §4.2.2.2)
             return Unavailable.SIGNER_EXPIRED
         next_update = signer.capped(now + self.config.good_validity_seconds)
         if view.index in self._foreign:  # another issuer's data: not this one's to answer from

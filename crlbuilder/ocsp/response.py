@@ -241,10 +241,8 @@ class ResponseSigner:
     clients need to verify a delegated signer (RFC 6960 §4.2.2.2).
     """
 
-    __slots__ = (
-        "_algorithm", "_certs", "_responder_id", "_signer_id", "key_hash", "not_after",
-        "not_before", "signer",
-    )  # fmt: skip
+    __slots__ = ("_algorithm", "_certs", "_responder_id", "_signer_id", "key_hash", "not_after",
+                 "signer")  # fmt: skip
 
     def __init__(self, signer: Signer, *, include_certificate: bool = True) -> None:
         self.signer = signer
@@ -256,12 +254,11 @@ class ResponseSigner:
         self._algorithm = bytes(signer.signature_algorithm_der)
         cert_der = cert.public_bytes(serialization.Encoding.DER)
         self._signer_id = hashlib.sha256(cert_der).digest()[:8]
-        self.not_before: int = int(cert.not_valid_before_utc.timestamp())
         self.not_after: int = int(cert.not_valid_after_utc.timestamp())
-        """The signer certificate's validity in epoch seconds: an answer it signs is checked
-        against it by the client (RFC 6960 §4.2.2.2), so none may be signed outside it, nor
-        carry a nextUpdate past ``not_after`` (`capped`); kept as integers, compared once per
-        answer on the responder's hot path."""
+        """The signer certificate's notAfter in epoch seconds: a client checks every answer's
+        signer against it (RFC 6960 §4.2.2.2), so none may be signed from it on, nor carry a
+        nextUpdate past it (`capped`); an integer, compared once per request on the
+        responder's hot path (`responder.flow`)."""
         if include_certificate:
             self._certs = _tlv(b"\xa0", _tlv(b"\x30", cert_der))
         else:
