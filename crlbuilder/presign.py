@@ -302,7 +302,7 @@ class Presigner:
                     # the feed brings what the walk passed; what it has not read, it will
                     walk = _Walk(
                         issuer,
-                        state.walk_next_update,
+                        min(state.walk_next_update, rs.not_after),  # begun by an earlier version
                         bytes.fromhex(state.walk),
                         state.walk_earliest,
                         self.lead(state),

@@ -1001,3 +1001,38 @@ def test_answers_an_earlier_version_signed_past_the_delegates_notafter_are_signe
             assert all(a.next_update == ends for _, a in r.stored_answers(x.index))
         again = p.run(now + 120, full=False)
         assert (again.signed, again.walked) == (0, 0)
+
+
+def test_a_cut_walk_an_earlier_version_began_goes_on_capped_at_the_delegates_notafter(
+    built: Built, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk cut by its time bound keeps the nextUpdate it began with; one begun before the
+    cap existed carries a nextUpdate past its delegate's notAfter, and going on with it
+    stored answers clients reject after the delegate expired. It goes on capped."""
+    monkeypatch.setattr(presign, "CHECK_EVERY", 1)
+    now = int(time.time())
+    shutil.copytree(built.pki, tmp_path / "pki")
+    p0 = _presigner(store, built)
+    x = next(i for i in _signing_issuers(store, p0) if i.id in p0._signers)
+    ends = now + VALIDITY // 2
+    short = delegate_valid(tmp_path / "pki", x.id, now - 86_400, ends)
+    with presign.Presigner(store, short, validity_seconds=VALIDITY, refresh_before_seconds=REFRESH,
+                           workers=1, timer=_Ticks()) as p:  # fmt: skip
+        p.run(now, full=True, seconds=3)
+        with store.read() as r:
+            state = r.ocsp_state(x.index)
+        for _ in range(100):  # cut walks go on one at a time: until x's is cut
+            if state.walk is not None:
+                break
+            p.run(now, full=False, seconds=3)
+            with store.read() as r:
+                state = r.ocsp_state(x.index)
+        assert state.walk_next_update == ends
+        with Commit(store) as c:  # as an earlier version began it: a validity on
+            c.put_ocsp_state(x.index, msgspec.structs.replace(
+                state, walk_next_update=now + VALIDITY))  # fmt: skip
+        p.run(now + 60, full=False)  # unbounded: every walk ends
+    with store.read() as r:
+        assert r.ocsp_state(x.index).walk is None
+        late = [a.next_update for _, a in r.stored_answers(x.index) if a.this_update == now + 60]
+    assert late and all(nu == ends for nu in late)
