@@ -30,6 +30,17 @@ kept as it was (`PresignResult.skipped`; the builder warns once), and the next r
 delegate signs what was left. The builder does not refuse to start for it, as it does for a
 delegate its CA did not issue: records must still be applied.
 
+No answer's nextUpdate passes its delegate's notAfter (`ResponseSigner.capped`): the responder
+would serve it until then and every client reject it after the delegate expired. Near the end
+of a delegate's life the cap binds, and an answer at the cap is *kept*, not due, however close
+its nextUpdate (`Presigner._keep`, `Presigner._incremental`): that delegate cannot sign a later
+one, and re-signing it at every run inside the lead would sign every answer in a loop. A new
+delegate (its own certificate, so its own signer id) makes every answer due again (not its
+signer's) and its issuer read whole. An answer past the cap (stored by an earlier version) is
+due at once, and signed again capped (`_not_due`). At the delegate's notAfter the stored answers end; the
+responder refuses every answer of the issuer from then (``tryLater``, rule
+``signer_expired``, `responder.flow`) until a delegate valid then is installed.
+
 A run is *full* or *incremental*. A full run reads every CRL entry, with its status
 record and stored answer (at 10,000,000 holders: 16.4 million entries, 2 to 14 minutes,
 mostly the store's pages read from disk), signs what is missing or due, and records per issuer the
@@ -275,11 +286,14 @@ class Presigner:
                 if issuer.id not in self._signers:
                     continue  # compromised, no successor: nothing may sign its answers
                 problem = validity_problem(self._signers[issuer.id].certificate, at)
+                if problem is None and self._response_signers[issuer.id].not_after <= now:
+                    problem = "its certificate expires at this instant: its answers would end there"
                 if problem is not None:  # expired, or not valid yet: every answer would fail
                     result.skipped[issuer.id] = problem
                     continue
                 state = states[issuer.index]
-                signer = self._response_signers[issuer.id].signer_id.hex()
+                rs = self._response_signers[issuer.id]
+                signer = rs.signer_id.hex()
                 if (
                     not full
                     and state.walk is not None
@@ -288,7 +302,7 @@ class Presigner:
                     # the feed brings what the walk passed; what it has not read, it will
                     walk = _Walk(
                         issuer,
-                        state.walk_next_update,
+                        min(state.walk_next_update, rs.not_after),  # begun by an earlier version
                         bytes.fromhex(state.walk),
                         state.walk_earliest,
                         self.lead(state),
@@ -299,15 +313,16 @@ class Presigner:
                     walks.append(walk)
                     feed = self._revoked_since(issuer, state.commit, now, walk.lead, result)
                     self._sign_all(issuer, feed, now, walk.next_update, result, walk)
-                elif full or not self._incremental(state, signer, reach, now):
+                elif full or not self._incremental(state, rs, reach, now):
                     # a walk starts: it reads every entry of this commit or later, so no feed
-                    walks.append(_Walk(issuer, now + self.validity, b"", 0, self.lead(state), now))
+                    walks.append(
+                        _Walk(issuer, self._next_update(issuer, now), b"", 0, self.lead(state), now)
+                    )
                 else:
                     feed = self._revoked_since(issuer, state.commit, now, self.lead(state), result)
                     # the issuer's answers fall due together (a first answer starts the date)
-                    self._sign_all(
-                        issuer, feed, now, state.next_update or now + self.validity, result
-                    )
+                    cohort = state.next_update or self._next_update(issuer, now)
+                    self._sign_all(issuer, feed, now, min(cohort, rs.not_after), result)
             for walk in walks:
                 if deadline is not None and result.walked and self.timer() >= deadline:
                     break  # the rest goes on at the next run (each run moves one walk on)
@@ -330,14 +345,19 @@ class Presigner:
             raise
         return result
 
-    def _incremental(self, state: sf.OcspState, signer: str, reach: int, now: int) -> bool:
+    def _next_update(self, issuer: IssuerFiles, now: int) -> int:
+        """The nextUpdate of answers signed at ``now`` for ``issuer``: a validity away, no later
+        than its delegate's notAfter (`ResponseSigner.capped`)."""
+        return self._response_signers[issuer.id].capped(now + self.validity)
+
+    def _incremental(self, state: sf.OcspState, rs: ResponseSigner, reach: int, now: int) -> bool:
         """Whether the changes feed since the last run says all that is to sign for an issuer."""
         return (
             state.commit > 0  # a run that covered every revoked serial, and said up to which commit
             and state.commit >= reach  # the feed still holds every loss of effect after it
-            and state.signer == signer  # the same delegate signs
-            and (not state.next_update or state.next_update - now > self.lead(state))
-        )  # and no stored answer is due (none stored: none due)
+            and state.signer == rs.signer_id.hex()  # the same delegate signs
+            and (not state.next_update or _not_due(state.next_update, rs, now, self.lead(state)))
+        )  # and no stored answer is due (none stored: none due; `_not_due`)
 
     @staticmethod
     def _walk_goes_on(state: sf.OcspState, signer: str, reach: int, now: int) -> bool:
@@ -381,7 +401,7 @@ class Presigner:
     ) -> Iterator[tuple[bytes, sf.StatusRecord]]:
         """Revoked serials of one issuer whose stored answer is missing, stale or nearly so,
         read from where its walk stopped until the end (then ``walk.done``) or ``deadline``."""
-        signer_id = self._response_signers[walk.issuer.id].signer_id
+        rs = self._response_signers[walk.issuer.id]
         with self.store.read() as r:
             for n, (key, _entry) in enumerate(r.revocations(walk.issuer.index, after=walk.last)):
                 if deadline is not None and n and not n % CHECK_EVERY and self.timer() >= deadline:
@@ -392,7 +412,7 @@ class Presigner:
                 st = r.status(key)
                 assert st is not None, "a CRL entry has a status record"
                 stored = r.stored_answer(key)
-                if stored is not None and self._keep(stored, st, signer_id, now, walk.lead):
+                if stored is not None and self._keep(stored, st, rs, now, walk.lead):
                     result.kept += 1
                     walk.n_kept += 1
                     walk.keep(stored.next_update)
@@ -405,28 +425,28 @@ class Presigner:
     ) -> Iterator[tuple[bytes, sf.StatusRecord]]:
         """The serials of one issuer that lost effect after ``commit`` (the changes feed) and
         are revoked now, whose stored answer is missing or not theirs."""
-        signer_id = self._response_signers[issuer.id].signer_id
+        rs = self._response_signers[issuer.id]
         with self.store.read() as r:
             for key in lost_since(r, issuer.index, commit):
                 st = r.status(key)
                 if st is None or st.state != sf.STATE_REVOKED:
                     continue  # unlisted or erased since: no answer to store
-                if self._keep(r.stored_answer(key), st, signer_id, now, lead):
+                if self._keep(r.stored_answer(key), st, rs, now, lead):
                     result.kept += 1
                     continue
                 yield key, st
 
     @staticmethod
     def _keep(
-        stored: StoredAnswer | None, st: sf.StatusRecord, signer_id: bytes, now: int, lead: int
+        stored: StoredAnswer | None, st: sf.StatusRecord, rs: ResponseSigner, now: int, lead: int
     ) -> bool:
         """Whether a stored answer stands: this status version's, this delegate's, not due
-        (more than ``lead`` before its nextUpdate, `Presigner.lead`)."""
+        (`_not_due`)."""
         return (
             stored is not None
             and stored.version == st.version
-            and stored.signer_id == signer_id
-            and stored.next_update - now > lead
+            and stored.signer_id == rs.signer_id
+            and _not_due(stored.next_update, rs, now, lead)
         )
 
     def _sign_chunk(
@@ -552,6 +572,18 @@ class Presigner:
                     new.walk_signed, new.walk_kept = w.n_signed, w.n_kept
                 c.put_ocsp_state(issuer.index, new)
         return walking
+
+
+def _not_due(next_update: int, rs: ResponseSigner, now: int, lead: int) -> bool:
+    """Whether an answer of ``rs`` (or the earliest of an issuer's) with ``next_update``
+    stands at ``now``: more than ``lead`` before it (`Presigner.lead`), or at the delegate's
+    notAfter, the cap (`ResponseSigner.capped`): that delegate can sign no later one, and
+    re-signing it would give the same nextUpdate at every run until the delegate expired.
+    One past the notAfter (an earlier version signed it) is due: served until then, it
+    would be rejected by clients after it; it is signed again, capped."""
+    if next_update > rs.not_after:
+        return False
+    return next_update - now > lead or next_update == rs.not_after
 
 
 def _check_signed_by(issuer_id: str, rs: ResponseSigner, data: bytes, signature: bytes) -> None:

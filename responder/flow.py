@@ -82,7 +82,17 @@ What the lookup answers (RFC 6960, RFC 5019 profile):
   move-out notice bumps the status version of the holder's auth certificates. The
   lapse takes effect only when the builder writes it (§34(1)(2)): between the due
   instant and that write the answer is ``tryLater`` (``stale``), never good;
-- a CA key compromised with no successor signer: ``tryLater`` (``stale``).
+- a CA key compromised with no successor signer: ``tryLater`` (``stale``);
+- the signer's certificate past its notAfter (the worker loaded it when it started, when
+  it was valid): ``tryLater`` (rule ``signer_expired``), no answer at all, since every
+  client rejects what that signer signed (RFC 6960 §4.2.2.2, checked at the time the
+  client validates). Not its notBefore: a worker only gets before it by a clock set back
+  (`responder serve` refuses a signer not valid yet at start), and clients check the
+  signer at their own time, not at the answer's producedAt. A fresh
+  answer's nextUpdate, good or revoked, never passes the signer's notAfter
+  (`crlbuilder.ocsp.response.ResponseSigner.capped`), nor does a pre-signed one's (the
+  builder caps it), so no cached or stored answer outlives the signer either. One
+  comparison of two integers per request.
 
 What stays in the shell (`responder.app`): the HTTP routes and the GET form, the
 fresh signatures and their per-party fair queue (`responder.loopsigning`: a party past
@@ -122,6 +132,7 @@ UNAUTHENTICATED: Final = policy.Rule.UNAUTHENTICATED.value
 UNKNOWN_ISSUER: Final = "unknown_issuer"
 QUOTA: Final = policy.Rule.QUOTA.value
 STALE: Final = "stale"
+SIGNER_EXPIRED: Final = "signer_expired"
 """The flow's own refusal rules (the ``rule`` label, `responder.metrics.RULES`); the rest
 are `responder.policy.Rule` values."""
 
@@ -192,6 +203,7 @@ class Unavailable(enum.Enum):
     LAPSE_DUE = "a 30-day lapse (Act §31(2)) is due and not yet written by the builder"
     NO_SIGNER = "the issuer's CA key is compromised and no successor signer is configured"
     FOREIGN = "the store records another issuer under this issuer's index"
+    SIGNER_EXPIRED = "the delegated OCSP signer's certificate has expired"
 
 
 _PARSE_REFUSALS: Final = {s: Refusal(s, MALFORMED) for s in ResponseStatus}
@@ -324,7 +336,8 @@ class OcspFlow:
             return Answer(found, party, service, at)
         if isinstance(found, SignJob):
             return Signing(found, party, service, at)
-        return Refusal(ResponseStatus.TRY_LATER, STALE, party, family)
+        rule = SIGNER_EXPIRED if found is Unavailable.SIGNER_EXPIRED else STALE
+        return Refusal(ResponseStatus.TRY_LATER, rule, party, family)
 
     def issuer_of(self, req: OcspRequest) -> IssuerView | None:
         """The one issuer of every CertID, or None (answer ``unauthorized``) when one is not
@@ -350,7 +363,11 @@ class OcspFlow:
         signer = self.signer_for(view)
         if signer is None:
             return Unavailable.NO_SIGNER
-        next_update = now + self.config.good_validity_seconds
+        if now >= signer.not_after:
+            # past its notAfter every client rejects what it signed: no answer, stored,
+            # cached or fresh (RFC 6960 §4.2.2.2)
+            return Unavailable.SIGNER_EXPIRED
+        next_update = signer.capped(now + self.config.good_validity_seconds)
         if view.index in self._foreign:  # another issuer's data: not this one's to answer from
             return Unavailable.FOREIGN
         if view.index in self._never_fed:  # no CRL of it imported: nothing vouches for a serial

@@ -133,6 +133,7 @@ RULES: Final = (
     "unknown_issuer",
     "malformed",
     "stale",
+    "signer_expired",
     "suspended",
     "quota",
     "cycle",
@@ -147,7 +148,8 @@ RULES: Final = (
 """Refusal rules (``jpkiva_refusals_total{rule}``): no registered party proven
 (unauthenticated); a family the party's title may not receive (unauthorized_family,
 Act §18(1), §37(1)); an issuer we do not serve; a malformed request; stale data
-(tryLater); and the rules of `responder.policy`:
+(tryLater); the issuer's delegated OCSP signer certificate not valid now (signer_expired,
+tryLater: every client would reject its answers, `responder.flow`); and the rules of `responder.policy`:
 provision suspended (提供の停止, Act §18(6), §37(4)), quota or cycle (周期) of the
 agreement (取決め, Ord §31), a service the agreement does not include; and a fresh
 signature beyond the party's fair share of the signing threads (fair_share, tryLater:

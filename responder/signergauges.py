@@ -2,7 +2,8 @@
 
 A relying party checks every answer against the signer certificate it carries (RFC 6960
 §4.2.2.2): once that certificate's notAfter has passed, every answer of its issuer fails
-at the client, whatever it says, and nothing in the responder fails with it. So
+at the client, whatever it says: from then the workers answer ``tryLater`` for the issuer
+(rule ``signer_expired``, `responder.flow`). So
 ``jpkiva_ocsp_signer_not_after_timestamp_seconds{issuer}`` says when, per issuer
 generation the worker answers for (its own delegate; a compromised generation's answers
 are signed by its successor's, which has its own series), and the alert

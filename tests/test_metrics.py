@@ -544,9 +544,9 @@ def test_sources_refusals_and_log_hygiene(built: Built, tmp_path: Path) -> None:
         # an auth-verifier asking about sign certificates asks for a service its title lacks
         # (sign-revocation-info, Act §18(1)): policy.decide names that rule
         assert rules == {"unauthenticated": 3, "unauthorized_family": 0, "unknown_issuer": 1,
-                         "malformed": 1, "stale": 0, "suspended": 0, "quota": 0, "cycle": 0,
-                         "unauthorized_service": 2, "unauthorized_method": 0, "not-started": 0,
-                         "ended": 0, "fair_share": 0, "public_rate": 0,
+                         "malformed": 1, "stale": 0, "signer_expired": 0, "suspended": 0,
+                         "quota": 0, "cycle": 0, "unauthorized_service": 2, "unauthorized_method": 0,
+                         "not-started": 0, "ended": 0, "fair_share": 0, "public_rate": 0,
                          "member_quota": 0}  # fmt: skip
         sources = {x: total(s, "jpkiva_ocsp_answers_total", source=x) for x in m.SOURCES}
         # 3 plain asks for `good` (signed once per worker at most), 1 nonce, the mTLS and signed ones

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import msgspec
@@ -742,3 +742,62 @@ def test_rfc6960_4_1_2_a_signed_request_proves_its_party(
     assert rec.calls == []
     got = fl.decide(signed_request(good), Creds(), NOW, rec, registry)
     assert isinstance(got, Signing) and got.party.id == "signer"
+
+
+def test_rfc6960_4_2_2_2_nothing_is_answered_past_the_signers_notafter(
+    key: rsa.RSAPrivateKey, views: dict[int, IssuerView]
+) -> None:
+    """A worker loads its signer when it starts, valid then; a client rejects every answer
+    once the signer's certificate has expired (RFC 6960 §4.2.2.2, checked when it validates).
+    So a fresh answer's nextUpdate (good, revoked, with a nonce) stops at the notAfter, and
+    from the notAfter on the issuer is ``tryLater`` with rule ``signer_expired``: no fresh
+    answer, no cached one, no stored one (one an older builder signed past the notAfter).
+    The other issuer is unaffected. Before its notBefore (only a clock set back gets a
+    running worker there) answers are given: clients check the signer at their own time."""
+    ends = NOW + 600  # within the good answers' validity (VALIDITY) and the promise
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test sign-card CA")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.fromtimestamp(NOW - 86_400, UTC))
+        .not_valid_after(datetime.fromtimestamp(ends, UTC))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    rs = ResponseSigner(PemSigner(key, cert))
+    sign = IssuerView(SIGN, "sign-card-g1", Family.SIGN_CARD, rs, cert, rs.certs_suffix)
+    fl = OcspFlow([sign, views[AUTH]], Quotas(), CONFIG)
+    mem = store(views)
+    key_revoked = sf.status_key(SIGN, REVOKED)
+    (asked,) = parse_request(request(sign, REVOKED), max_certids=1).cert_ids
+    mem.answers[key_revoked] = StoredAnswer(4, NOW - 60, NOW + 90_000, rs.signer_id,
+                                            b"\x30\x82stem" + asked.der)  # fmt: skip
+
+    good = fl.decide(request(sign, GOOD), Creds("both"), NOW, mem, REGISTRY)
+    assert isinstance(good, Signing) and good.job.next_update == ends
+    ready = signed(good, fl)
+    resp = ocsp.load_der_ocsp_response(ready.der)
+    assert resp.next_update_utc == datetime.fromtimestamp(ends, UTC)  # in the signed bytes
+    for req in (request(sign, GOOD, nonce=b"n" * 16), request(sign, REVOKED, alg="sha256")):
+        got = fl.decide(req, Creds("both"), NOW + 1, mem, REGISTRY)
+        assert isinstance(got, Signing) and got.job.next_update == ends
+    assert isinstance(fl.decide(request(sign, GOOD), Creds("both"), ends - 1, mem, REGISTRY),
+                      Answer)  # fmt: skip  # the cached answer, until its nextUpdate
+    for req in (
+        request(sign, GOOD),  # its cached answer ended at the notAfter
+        request(sign, GOOD, nonce=b"n" * 16),  # fresh
+        request(sign, REVOKED),  # the stored answer, whose nextUpdate is later
+        request(sign, REVOKED, alg="sha256"),
+    ):
+        for at in (ends, ends + 3600):
+            late = fl.decide(req, Creds("both"), at, mem, REGISTRY)
+            assert isinstance(late, Refusal), at
+            assert (late.status, late.rule) == (ResponseStatus.TRY_LATER, "signer_expired")
+    assert fl.lookup(parse_request(request(sign, GOOD), max_certids=1), sign, ends, mem) is (
+        Unavailable.SIGNER_EXPIRED
+    )
+    early = fl.decide(request(sign, GOOD, nonce=b"e" * 16), Creds("both"), NOW - 86_401, mem,
+                      REGISTRY)  # fmt: skip
+    assert isinstance(early, Signing)
+    other = fl.decide(request(views[AUTH], GOOD), Creds("both"), ends, mem, REGISTRY)
+    assert isinstance(other, Signing) and other.job.next_update == ends + VALIDITY

@@ -875,3 +875,164 @@ def test_a_delegate_not_valid_at_the_run_signs_nothing_and_the_builder_says_why_
     assert all("its certificate is expired" in m for m in warned)
     assert sorted(too_early.skipped) == issuers and too_early.signed == 0
     assert all("not valid yet" in why for why in too_early.skipped.values())
+
+
+def delegate_valid(pki: Path, issuer_id: str, begins: int, ends: int) -> Manifest:
+    """The manifest of ``pki`` (a copy) with ``issuer_id``'s delegated OCSP signer certificate
+    re-issued by its CA, its key and extensions kept, valid from ``begins`` to ``ends``."""
+    m = load_manifest(pki)
+    issuer = m.issuer(issuer_id)
+    old = x509.load_pem_x509_certificate(m.path(issuer.ocsp_cert).read_bytes())
+    ca = x509.load_pem_x509_certificate(m.path(issuer.cert).read_bytes())
+    ca_key = serialization.load_pem_private_key(m.path(issuer.key).read_bytes(), None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(ca.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.fromtimestamp(begins, UTC))
+        .not_valid_after(datetime.fromtimestamp(ends, UTC))
+    )
+    for ext in old.extensions:
+        b = b.add_extension(ext.value, critical=ext.critical)
+    m.path(issuer.ocsp_cert).write_bytes(
+        b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    )
+    return load_manifest(pki)
+
+
+def test_no_answer_outlives_its_delegate_nor_is_re_signed_in_a_loop_near_its_end(
+    built: Built, store: Store, tmp_path: Path
+) -> None:
+    """RFC 6960 §4.2.2.2: a client rejects an answer once its delegate's certificate has
+    expired, so no stored answer's nextUpdate passes the delegate's notAfter (the responder
+    would serve it until then). Near that end the cap binds and an answer at it is kept:
+    the delegate can sign none later, and treating it as due inside the lead re-signed every
+    answer of the issuer at every run until the delegate expired. A revocation meanwhile is
+    signed up to the cap; at the notAfter nothing is signed; a new delegate installed makes
+    every answer of the issuer due again, with a full validity."""
+    now = int(time.time())  # the store was built as of now: any instant near it does
+    shutil.copytree(built.pki, tmp_path / "pki")
+    p0 = _presigner(store, built)
+    x = next(i for i in _signing_issuers(store, p0) if i.id in p0._signers)
+    with store.read() as r:
+        n_x = sum(1 for _ in r.revocations(x.index))
+    assert n_x > 1
+    ends = now + VALIDITY // 2  # the delegate expires within one validity of now
+    short = delegate_valid(tmp_path / "pki", x.id, now - 86_400, ends)
+    p = presign.Presigner(store, short, validity_seconds=VALIDITY, refresh_before_seconds=REFRESH,
+                          workers=1)  # fmt: skip
+    first = p.run(now)
+    assert not first.skipped and first.signed >= n_x
+    with store.read() as r:
+        assert r.ocsp_state(x.index).next_update == ends  # what the promise falls back on
+        stored = dict(r.stored_answers(x.index))
+        others = [a.next_update for i in r.issuers() if i.index != x.index
+                  for _, a in r.stored_answers(i.index)
+                  if a.signer_id != p._response_signers[x.id].signer_id]  # fmt: skip
+    assert len(stored) == n_x
+    for key in stored:  # capped at the notAfter, in the signed bytes too
+        assert _verify(store, p, x, key).next_update == ends
+    # the cap is its delegate's (which signs for a compromised predecessor too), no other's
+    assert others and min(others) > ends
+
+    # inside the lead before the cap: nothing is due, at an incremental run or a walk
+    inside = ends - REFRESH // 2
+    assert (p.run(inside, full=False).signed, p.run(inside + 10, full=False).walked) == (0, 0)
+    whole = p.run(inside + 20, full=True)
+    assert whole.signed == 0 and whole.kept >= n_x
+    with store.read() as r:
+        assert dict(r.stored_answers(x.index)) == stored
+        assert r.ocsp_state(x.index).next_update == ends
+    # a revocation meanwhile is signed, up to the cap, and alone
+    (new,) = _revoke_good(store, x.index, 1, inside + 30)
+    again = p.run(inside + 40, full=False)
+    assert (again.signed, again.walked) == (1, 0)
+    assert _verify(store, p, x, new).next_update == ends
+
+    # at the notAfter: nothing signed for the issuer (an answer would end as it begins)
+    at_end = p.run(ends, full=False)
+    assert x.id in at_end.skipped and at_end.signed == 0  # (and a predecessor it signs for)
+    assert "expires at this instant" in at_end.skipped[x.id]
+    p.close()
+
+    # a new delegate (renewed, its key kept): every answer of the issuer signed again
+    renewed = delegate_valid(tmp_path / "pki", x.id, now, now + 10 * VALIDITY)
+    with presign.Presigner(store, renewed, validity_seconds=VALIDITY,
+                           refresh_before_seconds=REFRESH, workers=1) as q:  # fmt: skip
+        after = q.run(ends - 60, full=False)
+        rs = q._response_signers[x.id]
+    assert after.signed >= n_x + 1 and not after.skipped
+    with store.read() as r:
+        assert r.ocsp_state(x.index).next_update == ends - 60 + VALIDITY
+        for key, a in r.stored_answers(x.index):
+            assert a.signer_id == rs.signer_id != p._response_signers[x.id].signer_id
+            assert a.next_update == ends - 60 + VALIDITY, key.hex()
+
+
+def test_answers_an_earlier_version_signed_past_the_delegates_notafter_are_signed_again(
+    built: Built, store: Store, tmp_path: Path
+) -> None:
+    """Answers stored before the cap existed may end after their delegate's notAfter; kept,
+    the responder would serve them until it expired and clients then reject them. The first
+    run signs them again, capped (one walk), and the next run keeps them."""
+    now = int(time.time())
+    shutil.copytree(built.pki, tmp_path / "pki")
+    p0 = _presigner(store, built)
+    x = next(i for i in _signing_issuers(store, p0) if i.id in p0._signers)
+    ends = now + VALIDITY // 2
+    short = delegate_valid(tmp_path / "pki", x.id, now - 86_400, ends)
+    with presign.Presigner(store, short, validity_seconds=VALIDITY,
+                           refresh_before_seconds=REFRESH, workers=1) as p:  # fmt: skip
+        p.run(now)
+        with Commit(store) as c:  # as an earlier version stored them: a validity on
+            for key, a in list(c.stored_answers(x.index)):
+                c.put_answer(key, a._replace(next_update=now + VALIDITY))
+            c.put_ocsp_state(x.index, msgspec.structs.replace(
+                c.ocsp_state(x.index), next_update=now + VALIDITY))  # fmt: skip
+        with store.read() as r:
+            n_x = sum(1 for _ in r.stored_answers(x.index))
+        first = p.run(now + 60, full=False)
+        assert first.walked >= 1 and first.signed >= n_x
+        with store.read() as r:
+            assert r.ocsp_state(x.index).next_update == ends
+            assert all(a.next_update == ends for _, a in r.stored_answers(x.index))
+        again = p.run(now + 120, full=False)
+        assert (again.signed, again.walked) == (0, 0)
+
+
+def test_a_cut_walk_an_earlier_version_began_goes_on_capped_at_the_delegates_notafter(
+    built: Built, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A walk cut by its time bound keeps the nextUpdate it began with; one begun before the
+    cap existed carries a nextUpdate past its delegate's notAfter, and going on with it
+    stored answers clients reject after the delegate expired. It goes on capped."""
+    monkeypatch.setattr(presign, "CHECK_EVERY", 1)
+    now = int(time.time())
+    shutil.copytree(built.pki, tmp_path / "pki")
+    p0 = _presigner(store, built)
+    x = next(i for i in _signing_issuers(store, p0) if i.id in p0._signers)
+    ends = now + VALIDITY // 2
+    short = delegate_valid(tmp_path / "pki", x.id, now - 86_400, ends)
+    with presign.Presigner(store, short, validity_seconds=VALIDITY, refresh_before_seconds=REFRESH,
+                           workers=1, timer=_Ticks()) as p:  # fmt: skip
+        p.run(now, full=True, seconds=3)
+        with store.read() as r:
+            state = r.ocsp_state(x.index)
+        for _ in range(100):  # cut walks go on one at a time: until x's is cut
+            if state.walk is not None:
+                break
+            p.run(now, full=False, seconds=3)
+            with store.read() as r:
+                state = r.ocsp_state(x.index)
+        assert state.walk_next_update == ends
+        with Commit(store) as c:  # as an earlier version began it: a validity on
+            c.put_ocsp_state(x.index, msgspec.structs.replace(
+                state, walk_next_update=now + VALIDITY))  # fmt: skip
+        p.run(now + 60, full=False)  # unbounded: every walk ends
+    with store.read() as r:
+        assert r.ocsp_state(x.index).walk is None
+        late = [a.next_update for _, a in r.stored_answers(x.index) if a.this_update == now + 60]
+    assert late and all(nu == ends for nu in late)

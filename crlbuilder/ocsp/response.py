@@ -241,7 +241,8 @@ class ResponseSigner:
     clients need to verify a delegated signer (RFC 6960 §4.2.2.2).
     """
 
-    __slots__ = ("_algorithm", "_certs", "_responder_id", "_signer_id", "key_hash", "signer")
+    __slots__ = ("_algorithm", "_certs", "_responder_id", "_signer_id", "key_hash", "not_after",
+                 "signer")  # fmt: skip
 
     def __init__(self, signer: Signer, *, include_certificate: bool = True) -> None:
         self.signer = signer
@@ -253,10 +254,21 @@ class ResponseSigner:
         self._algorithm = bytes(signer.signature_algorithm_der)
         cert_der = cert.public_bytes(serialization.Encoding.DER)
         self._signer_id = hashlib.sha256(cert_der).digest()[:8]
+        self.not_after: int = int(cert.not_valid_after_utc.timestamp())
+        """The signer certificate's notAfter in epoch seconds: a client checks every answer's
+        signer against it (RFC 6960 §4.2.2.2), so none may be signed from it on, nor carry a
+        nextUpdate past it (`capped`); an integer, compared once per request on the
+        responder's hot path (`responder.flow`)."""
         if include_certificate:
             self._certs = _tlv(b"\xa0", _tlv(b"\x30", cert_der))
         else:
             self._certs = b""
+
+    def capped(self, next_update: int) -> int:
+        """``next_update`` no later than the signer certificate's notAfter: past it every
+        client rejects the answer (RFC 6960 §4.2.2.2, RFC 5280 §6.1.3), so a cache or
+        responder serving it until a later nextUpdate would serve a rejected answer."""
+        return min(next_update, self.not_after)
 
     @property
     def certs_suffix(self) -> bytes:
