@@ -126,7 +126,18 @@ def _is_module_or_file(name: str) -> bool:
     path = name.replace(".", "/")
     if any((ROOT / pkg / path).with_suffix(".py").exists() for pkg in ("crlbuilder", "responder")):
         return True
-    return name.rsplit(".", 1)[1] in {"json", "toml", "pem", "md", "env", "key", "jsonl", "crt"}
+    return name.rsplit(".", 1)[1] in {
+        "json",
+        "toml",
+        "pem",
+        "md",
+        "env",
+        "key",
+        "jsonl",
+        "crt",
+        "sqlite3",
+        "secret",
+    }
 
 
 def _real(name: str, roots: set[str]) -> bool:
