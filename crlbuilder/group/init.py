@@ -511,7 +511,15 @@ def add_keys_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "keys",
         help="pin the 機構's answer keys anew (its /v1/keys: key rotation)",
-        description=refresh_keys.__doc__,
+        description="Fetch the keys the 機構 signs its /v1 answers with (its public GET "
+        "/v1/keys) and pin them in the group directory (kikou-keys.json), which the "
+        "relay checks every record-information answer against before passing it on to a "
+        "member. A new key set is taken only when it still includes a key pinned now (the "
+        "機構 publishes its next key beside the current one before it signs with it), or a "
+        "key id given with --answer-kid, received from the 機構 out of band; otherwise "
+        "nothing is written. A group set up before answers were checked pins nothing: run "
+        "this once after upgrading (until then the relay answers 502). Prints the key ids "
+        "added and dropped.",
     )
     p.add_argument("--group", type=Path, required=True, help="the group directory")
     p.add_argument(
