@@ -69,7 +69,7 @@ from crlbuilder.ocsp.delegate import delegate_problem
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult, walk_lead
 from crlbuilder.signing_retry import SigningRetry
-from crlbuilder.spoolfile import SETTLE_SECONDS, Look, look, unchanged, whole
+from crlbuilder.spoolfile import SETTLE_SECONDS, Look, Settling, look, unchanged
 from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -213,6 +213,8 @@ class Builder:
         self.log = log
         self._presigner: Presigner | None = None
         self.spool_settle = SETTLE_SECONDS
+        self._settling = Settling()
+        """The spool's files seen being written in place, and since when (`_whole_files`)."""
         """How long a spool file cut mid-line is left unchanged before it is taken
         (`crlbuilder.spoolfile`)."""
         self._overdue: set[str] = set()
@@ -1075,7 +1077,9 @@ class Builder:
         through it) and a file the builder may not read are left where they are, said once
         each, and do not hold back the files after them."""
         out: list[tuple[Path, Look]] = []
-        for p in sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file()):
+        files = sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file())
+        self._settling.keep_only({p.name for p in files})
+        for p in files:
             if p.is_symlink():
                 self._warn_once(p, warned, "a symbolic link, not applied: rename record files "
                                 "into the spool (docs/operations.md)")  # fmt: skip
@@ -1088,7 +1092,9 @@ class Builder:
                 continue
             if seen is None:
                 continue
-            if not whole(seen, now_ns=time.time_ns(), settle=self.spool_settle):
+            if not self._settling.whole(
+                p.name, seen, now=time.monotonic(), settle=self.spool_settle
+            ):
                 self._warn_in_place(p, warned)
                 break
             out.append((p, seen))

@@ -6,10 +6,13 @@ read then, its cut last line was quarantined as "not JSON", the file removed onc
 and every line the writer added after that went into the removed file, lost (revocations
 among them) with nothing said. So:
 
-- a file whose last byte is not a line end is still being written (`whole` is False) until it
-  has not changed for ``settle`` seconds; then it is taken as it is (a feeder that leaves the
-  last line end out), its cut line quarantined as before. Files after it in name order wait
-  with it: records are applied in the order of the files;
+- a file whose last byte is not a line end is still being written (`Settling.whole` is False)
+  until the loop has seen it unchanged (size, mtime, inode) for ``settle`` seconds of its
+  monotonic clock; then it is taken as it is (a feeder that leaves the last line end out), its
+  cut line quarantined as before. Files after it in name order wait with it: records are
+  applied in the order of the files. Not its mtime against the wall clock: a clock stepped
+  ahead (or a writer's clock behind, on a shared file system) made a file being written look
+  settled at once, and it was taken cut;
 - the loop reads a file only up to the size it had when looked at (`ingest.read_file`'s
   ``limit``), and removes it only if it is `unchanged` after its records are committed; a file
   that grew meanwhile, or another renamed in under its name, stays and is read again at the
@@ -59,10 +62,30 @@ def look(path: Path) -> Look | None:
     )
 
 
-def whole(seen: Look, *, now_ns: int, settle: float) -> bool:
-    """Whether the file ``seen`` may be read now: it ends with a line end, or has not changed
-    for ``settle`` seconds (``now_ns`` from the clock the file system stamps with)."""
-    return seen.ends_line or now_ns - seen.mtime_ns >= settle * 1e9
+class Settling:
+    """The spool's files seen not ending with a line end, each with what was seen of it and
+    since when (the loop's monotonic clock) it has been seen so."""
+
+    def __init__(self) -> None:
+        self._since: dict[str, tuple[tuple[int, int, tuple[int, int]], float]] = {}
+
+    def whole(self, name: str, seen: Look, *, now: float, settle: float) -> bool:
+        """Whether the file ``name``, as ``seen`` now, may be read: it ends with a line end, or
+        has been seen unchanged for ``settle`` seconds (``now``: a monotonic clock)."""
+        if seen.ends_line:
+            self._since.pop(name, None)
+            return True
+        key = (seen.size, seen.mtime_ns, seen.inode)
+        was = self._since.get(name)
+        if was is None or was[0] != key:  # first seen so, or changed since: from now
+            self._since[name] = (key, now)
+            return settle <= 0
+        return now - was[1] >= settle
+
+    def keep_only(self, names: set[str]) -> None:
+        """Forget the files no longer in the spool."""
+        for name in self._since.keys() - names:
+            del self._since[name]
 
 
 def unchanged(before: Look, after: Look | None) -> bool:

@@ -64,6 +64,9 @@ MAX_SECONDS: Final = 86_400
 """The longest timeout or interval (a day): beyond it a value is a mistake, and TOML's
 ``inf`` is no timeout at all (a header that never ends, a drain that never does)."""
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
+MAX_VALIDITY_SECONDS: Final = 366 * 86_400
+"""The longest validity of an answer (a year, as crlbuilder's ``ocsp.validity_seconds``): a
+validity is no timeout, and a good answer valid for days is a deployment's choice."""
 
 ENV_OVERRIDES: Final[Mapping[str, str]] = {
     "JPKI_VA_STORE": "store.path",
@@ -241,7 +244,7 @@ class OcspConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Signed "good" answers kept per worker (0 disables the cache). Each holds ~1.7 KB, so
     the default bounds a worker's cache at ~34 MB: the one part of a worker's memory that grows
     with traffic (the store itself is mapped, shared page cache)."""
-    good_validity_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_SECONDS)] = 3600
+    good_validity_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_VALIDITY_SECONDS)] = 3600
     """Freshly signed answers: thisUpdate is the signing time, nextUpdate is
     thisUpdate plus this many seconds."""
     signing: SigningMode = "threads"

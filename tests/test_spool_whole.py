@@ -14,7 +14,7 @@ from crlbuilder import build
 from crlbuilder.build import Builder
 from crlbuilder.ingest import MAX_LINE, Located, Rejected, read_file
 from crlbuilder.manifest import Manifest
-from crlbuilder.spoolfile import Look, unchanged, whole
+from crlbuilder.spoolfile import Look, Settling, unchanged
 from tests.support.builder import builder_config
 
 
@@ -62,12 +62,23 @@ def test_a_file_cut_mid_line_waits_until_whole(
     assert not Path(cfg.input.quarantine).exists()
 
 
-def test_a_file_with_no_last_line_end_is_taken_once_settled() -> None:
-    cut = Look(size=10, mtime_ns=1_000_000_000, ends_line=False)
-    assert not whole(cut, now_ns=2_000_000_000, settle=2.0)
-    assert whole(cut, now_ns=3_000_000_000, settle=2.0)
-    assert whole(Look(size=10, mtime_ns=1_000_000_000, ends_line=True), now_ns=0, settle=2.0)
-    assert whole(Look(size=0, mtime_ns=1_000_000_000, ends_line=True), now_ns=0, settle=2.0)
+def test_a_file_with_no_last_line_end_is_taken_once_seen_unchanged_long_enough() -> None:
+    """Settled by the loop's own monotonic clock from when it first saw the file so, never by
+    the file's mtime against the wall clock: an mtime long past (a clock stepped ahead, a
+    writer's clock behind, libfaketime's shifted suite) made a file being written look settled
+    at once, and it was taken cut."""
+    s = Settling()
+    cut = Look(size=10, mtime_ns=1_000_000_000, ends_line=False)  # an mtime in 2001
+    assert not s.whole("a.jsonl", cut, now=100.0, settle=2.0)  # first seen: not yet
+    assert not s.whole("a.jsonl", cut, now=101.9, settle=2.0)
+    assert s.whole("a.jsonl", cut, now=102.0, settle=2.0)
+    grown = Look(size=20, mtime_ns=1_000_000_001, ends_line=False)
+    assert not s.whole("a.jsonl", grown, now=103.0, settle=2.0)  # changed: from now again
+    assert s.whole("a.jsonl", grown, now=105.0, settle=2.0)
+    s.keep_only(set())  # gone from the spool: a file renamed in later under the name starts anew
+    assert not s.whole("a.jsonl", grown, now=200.0, settle=2.0)
+    assert s.whole("b.jsonl", Look(size=10, mtime_ns=1, ends_line=True), now=0.0, settle=2.0)
+    assert s.whole("c.jsonl", Look(size=0, mtime_ns=1, ends_line=True), now=0.0, settle=2.0)
 
 
 def test_a_file_that_changed_while_read_is_not_removed() -> None:
