@@ -99,7 +99,9 @@ def _answers(s: Server, raw: bytes, n: int) -> list[int]:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value)
-            f.read(length)
+            body = f.read(length)
+            if status != 200:  # shown with a failure: which bound, or what else refused it
+                print(status, body[:400])
             out.append(status)
         f.close()
         return out
