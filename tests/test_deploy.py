@@ -1493,13 +1493,13 @@ def test_operations_commands_are_real() -> None:
     units = {u.name.removesuffix(".service") for u in UNITS.glob("*.service")}
     units |= {u.name for u in UNITS.glob("*.timer")}
     assigned: dict[str, str] = {}  # NAME='value' lines before the commands that use $NAME
-    for words in _shell_commands(OPERATIONS.read_text(encoding="utf-8")):
-        if len(words) == 1 and (m := re.fullmatch(r"([A-Z_][A-Z0-9_]*)=(.*)", words[0])):
+    for written in _shell_commands(OPERATIONS.read_text(encoding="utf-8")):
+        if len(written) == 1 and (m := re.fullmatch(r"([A-Z_][A-Z0-9_]*)=(.*)", written[0])):
             assigned[m.group(1)] = m.group(2)
             continue
         words = [
             re.sub(r"\$\{?([A-Z_][A-Z0-9_]*)\}?", lambda v: assigned.get(v[1], v[0]), w)
-            for w in words
+            for w in written
         ]
         if words[0] in {"systemctl", "journalctl"}:
             named = {w.removesuffix(".service") for w in words if w.startswith("jpki-va-")}
