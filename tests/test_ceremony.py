@@ -242,6 +242,25 @@ def test_a_bad_secret_is_refused_and_logged(tmp_path: Path, operators: Path) -> 
     assert b"not-bobs-secret" not in log.read_bytes() and not out.exists()
 
 
+def test_a_secret_file_that_cannot_be_used_is_named_a_secret_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator is told which of the ceremony's files is wrong: the secret, not a key."""
+    loose = secret_file(tmp_path, "carol", b"carol-secret-0005")
+    loose.chmod(0o640)
+    for source, why in (
+        (tmp_path / "missing.secret", "cannot open the secret file (No such file or directory)"),
+        (loose, "the secret file's mode 0640 allows group or other access"),
+    ):
+        argv = ["keys", "add-operator", "--operators", str(tmp_path / "ops.json"), "--name",
+                "carol", "--secret", f"file:{source}", "--log", str(tmp_path / "log"),
+                "--new-log"]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{source}: {why}" in err and "key file" not in err
+        assert b"carol-secret" not in err.encode() and not (tmp_path / "ops.json").exists()
+
+
 @pytest.mark.parametrize(
     "approval",
     ["bob:typed-secret-0004", "typed-secret-0004", "typed-secret:0004-x", "typed-secret:file:"],

@@ -144,7 +144,7 @@ def _matches(secret: bytes, stored: str) -> bool:
 
 def _load(path: Path) -> _OperatorsFile:
     try:
-        raw = read_private_file(path)
+        raw = read_private_file(path, "operators file")
     except SignerError as e:
         raise ApprovalError(str(e)) from None
     try:
@@ -172,7 +172,7 @@ def read_secret(source: str) -> bytes:
     kind, _, where = source.partition(":")
     if kind == "file" and where:
         try:
-            secret = read_private_file(Path(where)).strip()
+            secret = read_private_file(Path(where), "secret file").strip()
         except SignerError as e:
             raise ApprovalError(str(e)) from None
     elif kind == "env" and where:

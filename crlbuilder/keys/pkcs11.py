@@ -158,9 +158,9 @@ class KeyUri:
                 raise SignerError(f"{self.ref}: the PIN's environment variable {where} is not set")
         else:
             try:
-                raw = read_private_file(Path(where))
+                raw = read_private_file(Path(where), "PIN file")
             except SignerError as exc:
-                raise SignerError(f"{self.ref}: PIN file: {exc}") from None
+                raise SignerError(f"{self.ref}: {exc}") from None
             try:
                 value = raw.decode("utf-8")
             except UnicodeDecodeError:

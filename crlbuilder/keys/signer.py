@@ -177,21 +177,22 @@ def spki_der(public_key: object) -> bytes:
     )
 
 
-def read_private_file(path: Path) -> bytes:
-    """Read a key (or PIN) file after checking, on the open descriptor, that only its owner may use it."""
+def read_private_file(path: Path, what: str = "key file") -> bytes:
+    """Read a key, PIN, secret or operators file after checking, on the open descriptor, that
+    only its owner may use it; errors name the file and ``what`` it is, never its content."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        raise SignerError(f"{path}: cannot open the key file ({exc.strerror})") from None
+        raise SignerError(f"{path}: cannot open the {what} ({exc.strerror})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise SignerError(f"{path}: the key file is not a regular file")
+            raise SignerError(f"{path}: the {what} is not a regular file")
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise SignerError(
-                f"{path}: the key file's mode {mode:04o} allows group or other access; "
+                f"{path}: the {what}'s mode {mode:04o} allows group or other access; "
                 "it must be 0600 or stricter (chmod 600)"
             )
         chunks = []
