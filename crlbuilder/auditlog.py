@@ -15,7 +15,8 @@ its number, which the caller anchors outside the file (the registry's last recor
 registry's SHA-256; a key ceremony prints the head for the operators to record) and checks
 again with ``anchor``.
 
-The file is created mode 0600, opened O_APPEND and never rewritten; an append holds an
+The file is created mode 0600, opened O_APPEND (never through a symbolic link: a link put
+where the log was is refused, as a directory or device is) and never rewritten; an append holds an
 exclusive ``flock`` on the log from reading its last line to the fsync of the new lines, so
 several processes (builder, responder workers, ceremonies) may append to the same log, and
 `verify_chain` reads it under a shared one (it never sees a line half written).
@@ -23,9 +24,11 @@ several processes (builder, responder workers, ceremonies) may append to the sam
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,25 +119,20 @@ def write_synced(fd: int, data: bytes | bytearray) -> None:
         os.close(fd)
 
 
-def _last_line(path: Path) -> bytes | None:
-    """The log's last line (without its newline), or None for an empty or missing log."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
+def _last_line(fd: int, path: Path) -> bytes | None:
+    """The log's last line (without its newline), read from the open descriptor ``fd``, or
+    None for an empty log."""
+    size = os.fstat(fd).st_size
+    if size == 0:
         return None
-    with f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return None
-        buf = b""
-        pos = size
-        while pos > 0:
-            step = min(65536, pos)
-            pos -= step
-            f.seek(pos)
-            buf = f.read(step) + buf
-            if b"\n" in buf[:-1]:
-                break
+    buf = b""
+    pos = size
+    while pos > 0:
+        step = min(65536, pos)
+        pos -= step
+        buf = os.pread(fd, step, pos) + buf
+        if b"\n" in buf[:-1]:
+            break
     if not buf.endswith(b"\n"):
         raise ChainError(f"{path}: ends with a partial line (verify the log)")
     body = buf[:-1]
@@ -145,12 +143,22 @@ def append_chained(path: Path, records: Sequence[R]) -> Anchor:
     """Append ``records`` to the log at ``path``, each given the next ``seq`` and the ``prev``
     of the line before it (whatever the caller put there is replaced); fsync; return the new
     head. Raises ChainError (nothing written) when the log's last line is partial or not a
-    record, OSError when the file cannot be written."""
+    record, or the path is a symbolic link or not a regular file, OSError when the file cannot
+    be written. The lines read and written are those of the one file opened (a rename meanwhile
+    changes nothing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # O_NOFOLLOW: a link put where the log was
+            raise ChainError(f"{path}: is a symbolic link, not the log (verify the log)") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ChainError(f"{path}: is not a regular file, not the log (verify the log)")
         fcntl.flock(fd, fcntl.LOCK_EX)
-        last = _last_line(path)
+        last = _last_line(fd, path)
         if last is None:
             seq, prev = 0, ZERO_HASH
         else:

@@ -170,3 +170,26 @@ def test_a_registry_audit_log_written_before_the_move_still_verifies(tmp_path: P
     )
     assert verify_audit(log).problems
     assert responder_main(["registry", "verify-audit", "--audit", str(log)]) == 1
+
+
+def test_a_link_or_a_non_file_in_the_logs_place_is_refused_and_nothing_written(
+    tmp_path: Path,
+) -> None:
+    """A symbolic link where the log was would send the chained lines (and their anchor) into
+    another file, whose chain the next verify reads as this log's: refused, as a directory."""
+    elsewhere = tmp_path / "elsewhere.jsonl"
+    write_log(elsewhere, 2)
+    before = elsewhere.read_bytes()
+    log = tmp_path / "ops.jsonl"
+    log.symlink_to(elsewhere)
+    with pytest.raises(ChainError, match="symbolic link"):
+        append_chained(log, [Rec(seq=0, what="x", prev="")])
+    assert elsewhere.read_bytes() == before and log.is_symlink()
+    dangling = tmp_path / "dangling.jsonl"
+    dangling.symlink_to(tmp_path / "nowhere.jsonl")
+    with pytest.raises(ChainError, match="symbolic link"):
+        append_chained(dangling, [Rec(seq=0, what="x", prev="")])
+    assert not (tmp_path / "nowhere.jsonl").exists()
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises((ChainError, IsADirectoryError)):
+        append_chained(tmp_path / "dir.jsonl", [Rec(seq=0, what="x", prev="")])
