@@ -1273,6 +1273,18 @@ def _token_key(text: str) -> str:
     return text
 
 
+def _key_ref(text: str) -> str:
+    """A key reference that is a ``pkcs11:`` URI or the path of an existing PEM key file;
+    anything else is a usage error that does not show the text (it may be the PIN, typed in
+    the reference's place), before anything is checked or logged."""
+    if p11.is_pkcs11_uri(text) or Path(text).is_file():
+        return text
+    raise argparse.ArgumentTypeError(
+        "neither a pkcs11: URI nor an existing PEM key file; the text given is not shown "
+        "(it may be a PIN)"
+    )
+
+
 def _fingerprint(text: str) -> str:
     try:
         return destruction.parse_fingerprint(text)
@@ -1445,7 +1457,9 @@ def add_cli(subparsers: Any) -> None:
 
     p = ks.add_parser("new-ocsp", help="an OCSP signer's key in the token, issued by its CA")
     p.add_argument("--key", required=True, type=_token_key, help="PKCS#11 URI of the new key")
-    p.add_argument("--ca-key", required=True, help="the CA key: PKCS#11 URI or PEM file")
+    p.add_argument(
+        "--ca-key", required=True, type=_key_ref, help="the CA key: PKCS#11 URI or PEM file"
+    )
     p.add_argument("--ca-cert", type=Path, required=True, help="the CA certificate (PEM)")
     p.add_argument("--out", type=Path, required=True, help="the certificate (PEM)")
     _approval_args(p)

@@ -289,8 +289,8 @@ def test_a_secret_typed_in_place_of_its_source_is_neither_shown_nor_logged(
 
 @pytest.mark.parametrize(
     ("ceremony", "flag"),
-    [("new-ca", "--key"), ("new-ocsp", "--key"), ("rollover", "--ca-key"),
-     ("rollover", "--ocsp-key"), ("retire", "--key")],
+    [("new-ca", "--key"), ("new-ocsp", "--key"), ("new-ocsp", "--ca-key"),
+     ("rollover", "--ca-key"), ("rollover", "--ocsp-key"), ("retire", "--key")],
 )  # fmt: skip
 def test_a_pin_typed_in_place_of_a_key_uri_is_neither_shown_nor_logged(
     tmp_path: Path,
@@ -303,7 +303,8 @@ def test_a_pin_typed_in_place_of_a_key_uri_is_neither_shown_nor_logged(
     the text as the line's key, or approved and then failed with it on stderr ("PIN: not a
     PKCS#11 URI") and in the ceremony-failed line, in a log that cannot be edited. The keys
     a ceremony makes or destroys are in the token: anything else is a usage error that shows
-    nothing of it."""
+    nothing of it. new-ocsp's --ca-key may also be a PEM key file: one that is not there is
+    refused the same way."""
     log = tmp_path / "oplog.jsonl"
     uri = f"pkcs11:token=t;object=k;type=private?pin-source=file:{tmp_path}/no.pin"
     given = {
@@ -323,7 +324,12 @@ def test_a_pin_typed_in_place_of_a_key_uri_is_neither_shown_nor_logged(
                   *approvals(tmp_path, *names)])  # fmt: skip
         assert e.value.code == 2
         err = capsys.readouterr().err
-        assert "a pkcs11: URI is required" in err and "typed-pin" not in err
+        said = (
+            "neither a pkcs11: URI nor"
+            if flag == "--ca-key" and ceremony == "new-ocsp"
+            else "a pkcs11: URI is required"
+        )
+        assert said in err and "typed-pin" not in err
     assert log.read_bytes() == before
 
 
