@@ -877,7 +877,7 @@ def serve(
         from responder.metrics import MasterMetrics
 
         try:
-            master_hooks = MasterMetrics(config.metrics)
+            master_hooks = MasterMetrics(config.metrics, workers=config.server.worker_count)
         except (ConfigError, OSError) as exc:
             _event("master_start_failed", logging.ERROR, error=_safe_error(exc))
             return 1

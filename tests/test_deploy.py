@@ -157,6 +157,7 @@ METRICS = frozenset(
         "jpkiva_watch_stream_operations",
         "jpkiva_watch_stream_seen_timestamp_seconds",
         "jpkiva_worker_restarts_total",
+        "jpkiva_workers_configured",
         "jpkiva_workers_up",
     }
 )
