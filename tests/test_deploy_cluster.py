@@ -342,8 +342,29 @@ def test_prometheus_reaches_each_nodes_metrics_on_its_admin_listener() -> None:
     policy = next(d for _, d in documents() if d["kind"] == "NetworkPolicy")
     assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "jpki-va"}
     rules = {r["ports"][0]["port"]: r.get("from") for r in policy["spec"]["ingress"]}
-    assert rules.get(8080, "absent") is None  # the public port: anyone (the proxy, probes)
     assert rules.get(metrics.port), "the admin port must be restricted to Prometheus"
+
+
+def test_only_the_proxy_reaches_the_public_port_it_is_trusted_on() -> None:
+    """The responder takes a party's client certificate from the ``client-cert`` header of any
+    address in its trusted proxies, here the whole pod network: a NetworkPolicy must keep
+    every other pod off its public port, or any pod could present any party's certificate."""
+    template, responder = _responder_container()
+    argv = [re.sub(r"\$\((\w+)\)", "x", a) for a in responder["command"][1:]]
+    trusted = overrides_from_args(responder_parser().parse_args(argv))["server.trusted_proxies"]
+    assert isinstance(trusted, list)
+    assert any(ipaddress.ip_network(t).is_private for t in trusted), trusted
+    policies = [d for _, d in documents() if d["kind"] == "NetworkPolicy"
+                and d["spec"]["podSelector"]["matchLabels"].items()
+                <= template["metadata"]["labels"].items()]  # fmt: skip
+    assert policies, "no NetworkPolicy selects the nodes: every pod may connect"
+    port = next(p["containerPort"] for p in responder["ports"] if p["name"] == "http")
+    for policy in policies:
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        for rule in policy["spec"]["ingress"]:
+            ports = {p["port"] for p in rule.get("ports", [{"port": port}])}
+            if port in ports:
+                assert rule.get("from"), f"{policy['metadata']['name']}: {port} open to every pod"
 
 
 def test_the_responders_metric_files_are_on_a_writable_volume() -> None:
