@@ -255,13 +255,15 @@ def _sweep_orphans(base: Path) -> None:
 
 
 class MasterMetrics:
-    """The master's part: the shared directory, ``jpkiva_workers_up`` and restarts.
+    """The master's part: the shared directory, ``jpkiva_workers_up``, the workers it runs
+    (``jpkiva_workers_configured``: ``[server] workers``, what JpkiVaWorkersMissing compares
+    the serving ones with) and restarts.
 
     Create it in the master before any worker is forked (it sets ``PROMETHEUS_MULTIPROC_DIR``
     for them); `responder.server.serve` calls the ``on_*`` methods and `close`.
     """
 
-    def __init__(self, config: MetricsConfig) -> None:
+    def __init__(self, config: MetricsConfig, *, workers: int) -> None:
         self.dir, self._owned = prepare_dir(config.dir)
         fd = os.open(self.dir / _MASTER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as f:
@@ -280,6 +282,13 @@ class MasterMetrics:
             registry=None,
         )
         self.workers_up.set(0)
+        self.workers_configured = Gauge(
+            "jpkiva_workers_configured",
+            "Worker processes the master runs ([server] workers, as it started).",
+            multiprocess_mode="livemax",
+            registry=None,
+        )
+        self.workers_configured.set(workers)
 
     def on_workers_changed(self, serving: int) -> None:
         """Workers started and ready, after a change."""

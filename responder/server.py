@@ -77,6 +77,7 @@ __all__ = [
     "configure_logging",
     "load_chain",
     "make_ssl_context",
+    "reloaded",
     "sd_notify",
     "serve",
 ]
@@ -439,13 +440,24 @@ class _Worker:
 
     def reload(self) -> None:
         """SIGHUP: new configuration, log level, limits and TLS certificate; then
-        ``app.reload``."""
+        ``app.reload``. What is put in force is `reloaded`: the fields a reload applies, the
+        others as this worker started (its siblings and the master run with them). A file that
+        does not load, or a TLS chain that does not (checked in a context of its own first: a
+        failed load into the serving context leaves it without a key, and every handshake
+        fails), changes nothing: the running configuration stays, and the log says why."""
         config = self.config
         if self.reload_config is not None:
             try:
-                config = self.reload_config()
+                config = reloaded(self.config, self.reload_config())
             except ConfigError as exc:
                 _event("reload_failed", logging.ERROR, worker=self.index, error=str(exc))
+                return
+        tls = config.server.tls
+        if self.ssl_context is not None and tls.cert is not None and tls.key is not None:
+            try:
+                load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), tls.cert, tls.key)
+            except (OSError, ConfigError, SignerError) as exc:
+                _event("reload_failed", logging.ERROR, worker=self.index, error=_safe_error(exc))
                 return
         self.config = config
         configure_logging(config.log.level)
@@ -542,6 +554,42 @@ def _changed(old: msgspec.Struct, new: msgspec.Struct, prefix: str) -> list[str]
         else:
             out.append(path.removeprefix("server."))
     return out
+
+
+def reloaded(running: ResponderConfig, new: ResponderConfig) -> ResponderConfig:
+    """What a reload puts in force: ``running`` with the fields a reload applies (`RELOADED`)
+    taken from ``new``, every other field as the processes started with it (`restart_fields`
+    names those that differ: they wait for a restart). So a worker restarted after a reload
+    runs what its siblings run, not a store, ledger directory or listener they do not, and the
+    app, which reads some fields at each use (the ledger's directory, the cluster's), never
+    uses a field the log said needs a restart. TLS turned on or off keeps ``[server.tls]`` as
+    it runs."""
+    if running.server.tls.enabled != new.server.tls.enabled:
+        new = msgspec.structs.replace(
+            new, server=msgspec.structs.replace(new.server, tls=running.server.tls)
+        )
+    merged = _merge(running, new, "")
+    assert isinstance(merged, ResponderConfig)
+    return merged
+
+
+def _merge(running: msgspec.Struct, new: msgspec.Struct, prefix: str) -> msgspec.Struct:
+    """``running`` with its `RELOADED` fields (dotted under ``prefix``) taken from ``new``."""
+    changes: dict[str, object] = {}
+    for f in msgspec.structs.fields(type(running)):
+        path = prefix + f.name
+        a, b = getattr(running, f.name), getattr(new, f.name)
+        if a == b:
+            continue
+        if path in RELOADED:
+            changes[f.name] = b
+        elif (
+            isinstance(a, msgspec.Struct)
+            and isinstance(b, msgspec.Struct)
+            and (merged := _merge(a, b, path + ".")) is not a
+        ):
+            changes[f.name] = merged
+    return msgspec.structs.replace(running, **changes) if changes else running
 
 
 def restart_fields(old: ResponderConfig, new: ResponderConfig) -> list[str]:
@@ -781,17 +829,29 @@ class _Master:
             _kill(pid, signal.SIGTERM)
 
     def _reload(self) -> None:
+        """SIGHUP: the file checked here first, its TLS chain too (as at start), and only then
+        passed on to the workers; a file or chain that does not load changes nothing (the
+        workers are not told; the running configuration stays, ``reload_failed`` says why).
+        The master keeps `reloaded` (the workers it starts later run what the others run)."""
         if self.reload_config is not None:
             try:
                 new = self.reload_config()
-            except ConfigError as exc:
-                _event("reload_failed", logging.ERROR, error=str(exc))
+                effective = reloaded(self.config, new)
+                if effective.server.tls.enabled:
+                    make_ssl_context(effective.server.tls)
+            except (ConfigError, OSError, SignerError) as exc:  # ssl.SSLError is an OSError
+                _event("reload_failed", logging.ERROR, error=_safe_error(exc), kept="running")
                 return
             fixed = restart_fields(self.config, new)
             if fixed:
-                _event("reload_needs_restart", logging.WARNING, fields_changed=fixed)
-            self.config = new
-            configure_logging(new.log.level)
+                _event(
+                    "reload_needs_restart",
+                    logging.WARNING,
+                    fields_changed=fixed,
+                    kept="running values until a restart",
+                )
+            self.config = effective
+            configure_logging(effective.log.level)
         _event("master_reload", workers=len(self.children))
         for pid in self.children:
             _kill(pid, signal.SIGHUP)
@@ -877,7 +937,7 @@ def serve(
         from responder.metrics import MasterMetrics
 
         try:
-            master_hooks = MasterMetrics(config.metrics)
+            master_hooks = MasterMetrics(config.metrics, workers=config.server.worker_count)
         except (ConfigError, OSError) as exc:
             _event("master_start_failed", logging.ERROR, error=_safe_error(exc))
             return 1

@@ -157,6 +157,7 @@ METRICS = frozenset(
         "jpkiva_watch_stream_operations",
         "jpkiva_watch_stream_seen_timestamp_seconds",
         "jpkiva_worker_restarts_total",
+        "jpkiva_workers_configured",
         "jpkiva_workers_up",
     }
 )
@@ -1914,3 +1915,42 @@ def test_the_kubernetes_bootstraps_read_the_configuration_their_builder_reads() 
         assert rest[rest.index("--config") + 1] == config, (sts["metadata"]["name"], rest)
         [mount] = [m for m in builder["volumeMounts"] if m["mountPath"] == config]
         assert mount in boot["volumeMounts"], (sts["metadata"]["name"], mount)
+
+
+def test_the_dashboards_seconds_since_lines_draw_nothing_for_never(tmp_path: Path) -> None:
+    """A timestamp gauge at 0 means never (the stream never seen, the ledger never shipped,
+    gathered or collected, the watch stream never seen): ``time() - 0`` drew about 1.8e9 s,
+    which flattened every other line of its panel. Each duration line (``time() - ...``) is
+    evaluated by promtool with every timestamp gauge of the contract at 0: no sample."""
+    promtool = _tool("promtool", "prometheus")
+    lines = [
+        (where, re.sub(r"\$\{?\w+\}?", ".*", expr))
+        for where, expr in _exprs(_dashboard())
+        if re.match(r"\s*time\(\)\s*-", expr) and " bool " not in expr
+    ]
+    assert len(lines) >= 6, lines
+    stamps = sorted(n for n in METRICS if n.endswith("_timestamp_seconds"))
+    labels = 'job="jpki-va", instance="va1:8080", issuer="sign-card-g1", kind="full"'
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": f"{n}{{{labels}}}", "values": "0x20"} for n in stamps],
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": "10m", "exp_samples": []} for _, expr in lines
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "never_test.yml"
+    path.write_text(json.dumps(tests))
+    out = subprocess.run(
+        [promtool, "test", "rules", str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr

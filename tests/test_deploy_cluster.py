@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import os
 import re
 import shlex
@@ -39,7 +40,8 @@ from cryptography.hazmat.primitives import serialization
 
 from crlbuilder.cli import parser as crlbuilder_parser
 from responder.cli import parser as responder_parser
-from responder.config import ServerConfig
+from responder.config import MetricsConfig, ServerConfig, load_config, overrides_from_args
+from responder.server import KILL_GRACE
 from tests.support.pki import make_ca
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,3 +308,105 @@ def test_the_signer_puts_a_store_snapshot_for_new_nodes_daily() -> None:
     mounts = {m["mountPath"]: m for m in snap["volumeMounts"]}
     assert mounts["/var/lib/jpki-va"]["name"] == "data"
     assert "/etc/jpki-va/pki/ca-keys" not in mounts  # it reads the store, signs nothing
+
+
+def _responder_container() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The node pod's template and its responder container."""
+    template = _sets()["jpki-va"]["spec"]["template"]
+    return template, next(c for c in template["spec"]["containers"] if c["name"] == "responder")
+
+
+def _responder_metrics(container: dict[str, Any]) -> MetricsConfig:
+    """The ``[metrics]`` the node's responder runs with: the example configuration (the
+    ConfigMap's responder.toml is config/'s) under the container's own flags."""
+    argv = [re.sub(r"\$\((\w+)\)", "x", a) for a in container["command"][1:]]
+    overrides = overrides_from_args(responder_parser().parse_args(argv))
+    mine = {k: v for k, v in overrides.items() if k.startswith("metrics.")}
+    return load_config(ROOT / "config" / "responder.toml", mine, environ={}).metrics
+
+
+def test_prometheus_reaches_each_nodes_metrics_on_its_admin_listener() -> None:
+    """The admin listener is on loopback by default, which no Prometheus outside the pod
+    reaches: the node's responder listens on the pod's address, declares the port, and the
+    pod says where to scrape; the NetworkPolicy lets only Prometheus to that port."""
+    template, responder = _responder_container()
+    metrics = _responder_metrics(responder)
+    assert metrics.enabled
+    assert not ipaddress.ip_address(metrics.host).is_loopback, metrics.host
+    ports = {p["containerPort"]: p.get("name") for p in responder["ports"]}
+    assert ports.get(metrics.port) == "metrics", ports
+    notes = template["metadata"].get("annotations", {})
+    assert notes.get("prometheus.io/scrape") == "true"
+    assert notes.get("prometheus.io/port") == str(metrics.port)
+    assert notes.get("prometheus.io/path") == "/metrics"
+    policy = next(d for _, d in documents() if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "jpki-va"}
+    rules = {r["ports"][0]["port"]: r.get("from") for r in policy["spec"]["ingress"]}
+    assert rules.get(metrics.port), "the admin port must be restricted to Prometheus"
+
+
+def test_only_the_proxy_reaches_the_public_port_it_is_trusted_on() -> None:
+    """The responder takes a party's client certificate from the ``client-cert`` header of any
+    address in its trusted proxies, here the whole pod network: a NetworkPolicy must keep
+    every other pod off its public port, or any pod could present any party's certificate."""
+    template, responder = _responder_container()
+    argv = [re.sub(r"\$\((\w+)\)", "x", a) for a in responder["command"][1:]]
+    trusted = overrides_from_args(responder_parser().parse_args(argv))["server.trusted_proxies"]
+    assert isinstance(trusted, list)
+    assert any(ipaddress.ip_network(t).is_private for t in trusted), trusted
+    policies = [d for _, d in documents() if d["kind"] == "NetworkPolicy"
+                and d["spec"]["podSelector"]["matchLabels"].items()
+                <= template["metadata"]["labels"].items()]  # fmt: skip
+    assert policies, "no NetworkPolicy selects the nodes: every pod may connect"
+    port = next(p["containerPort"] for p in responder["ports"] if p["name"] == "http")
+    for policy in policies:
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        for rule in policy["spec"]["ingress"]:
+            ports = {p["port"] for p in rule.get("ports", [{"port": port}])}
+            if port in ports:
+                assert rule.get("from"), f"{policy['metadata']['name']}: {port} open to every pod"
+
+
+def test_the_responders_metric_files_are_on_a_writable_volume() -> None:
+    """Its root file system is read-only: the metrics directory (by default a new one under
+    /tmp, which cannot be made there: the master exits at start) is on a memory volume."""
+    template, responder = _responder_container()
+    assert responder["securityContext"]["readOnlyRootFilesystem"] is True
+    metrics = _responder_metrics(responder)
+    assert metrics.dir is not None, "unset: a directory under /tmp, read-only here"
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    mounts = [m for m in responder["volumeMounts"]
+              if metrics.dir.is_relative_to(m["mountPath"]) and not m.get("readOnly")]  # fmt: skip
+    assert mounts, f"{metrics.dir} is on no writable volume"
+    assert "emptyDir" in volumes[mounts[-1]["name"]]  # emptied with the pod, as at a start
+
+
+def test_every_pod_runs_under_the_restricted_pod_security_profile() -> None:
+    """Pod Security "restricted": non-root, the runtime's seccomp profile, no privilege
+    escalation, every capability dropped (and our containers' root file systems read-only)."""
+    for name, doc in documents():
+        if doc["kind"] != "StatefulSet":
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            ctx = pod["securityContext"] | c["securityContext"]  # the container's prevails
+            assert ctx["runAsNonRoot"] is True, c["name"]
+            assert ctx.get("seccompProfile") == {"type": "RuntimeDefault"}, (name, c["name"])
+            assert ctx["allowPrivilegeEscalation"] is False, c["name"]
+            assert ctx["capabilities"]["drop"] == ["ALL"], c["name"]
+            assert ctx["readOnlyRootFilesystem"] is True, c["name"]
+
+
+def test_a_stopping_node_leaves_the_endpoints_before_it_closes_its_port() -> None:
+    """The master closes its listening sockets at SIGTERM: a preStop pause first lets the
+    endpoints and the proxy's check drop the pod, and the grace period covers the pause,
+    the workers' drain and the master's grace before it kills one."""
+    template, responder = _responder_container()
+    pause = responder["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pause >= 2  # the proxy's check: inter 1s fall 2
+    argv = [re.sub(r"\$\((\w+)\)", "x", a) for a in responder["command"][1:]]
+    overrides = overrides_from_args(responder_parser().parse_args(argv))
+    drain = load_config(ROOT / "config" / "responder.toml", {
+        k: v for k, v in overrides.items() if k.startswith("server.limits.")
+    }, environ={}).server.limits.drain_timeout  # fmt: skip
+    assert template["spec"]["terminationGracePeriodSeconds"] >= pause + drain + KILL_GRACE

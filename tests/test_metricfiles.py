@@ -303,7 +303,7 @@ def test_the_files_of_dead_workers_are_folded_and_their_counts_kept(
     the master folds them into the archive: 60 deaths leave the files of the live processes
     and two archive files, and every total is what it was."""
     monkeypatch.setenv(m.ENV, str(mp_dir))
-    master = m.MasterMetrics(MetricsConfig(dir=tmp_path / "dir"))
+    master = m.MasterMetrics(MetricsConfig(dir=tmp_path / "dir"), workers=2)
     d = master.dir
     deaths = 60
     for i in range(deaths):
@@ -350,7 +350,7 @@ def test_no_scrape_sees_a_dead_worker_twice_or_not_at_all_while_it_is_folded(
     import threading
 
     monkeypatch.setenv(m.ENV, str(mp_dir))
-    master = m.MasterMetrics(MetricsConfig(dir=tmp_path / "dir"))
+    master = m.MasterMetrics(MetricsConfig(dir=tmp_path / "dir"), workers=2)
     deaths = 200
     for i in range(deaths):
         _dead_worker(DEAD_PID + 1 + i, 1)

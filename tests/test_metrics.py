@@ -407,6 +407,8 @@ def test_totals_across_workers_survive_a_killed_worker(built: Built, tmp_path: P
         assert total(s, "jpkiva_ocsp_answers_total", source="presigned") == n
         assert total(s, "jpkiva_request_duration_seconds_count", endpoint="ocsp") == n
         assert total(s, "jpkiva_workers_up") == 2 and total(s, "jpkiva_worker_restarts_total") == 0
+        # what JpkiVaWorkersMissing compares them with: [server] workers, not the last hour's
+        assert total(s, "jpkiva_workers_configured") == 2
         # ours; the scrape's is on the admin listener, which is not counted
         assert total(s, "jpkiva_open_connections") == len(conns)
 

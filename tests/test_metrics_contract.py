@@ -264,7 +264,7 @@ def declarations(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Family]:
     d = tmp_path_factory.mktemp("declared")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(m.ENV, str(d))
-        master = m.MasterMetrics(MetricsConfig(dir=d / "mp"))
+        master = m.MasterMetrics(MetricsConfig(dir=d / "mp"), workers=2)
         try:
             worker = m.WorkerMetrics(MetricsConfig())
             worker.close()

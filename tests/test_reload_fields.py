@@ -9,17 +9,31 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
+import ssl
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
+from responder import server
 from responder.app import JpkiApp
 from responder.config import ResponderConfig, ServerConfig, TlsConfig, load_config
-from responder.server import RELOADED, _changed, _Worker, configure_logging, restart_fields
+from responder.server import (
+    RELOADED,
+    _changed,
+    _Worker,
+    configure_logging,
+    reloaded,
+    restart_fields,
+)
 from responder.v1 import changes
 from tests.conftest import Built
+from tests.support.pki import make_ca
 
 
 def _with(tmp_path: Path, toml: str) -> ResponderConfig:
@@ -211,3 +225,133 @@ def test_a_field_added_later_is_named_until_a_reload_applies_it() -> None:
     list of named fields had been written out by hand, and missed a dozen)."""
     assert _changed(_Later(), _Later(added_later=1), "") == ["added_later"]
     assert _changed(_Later(), _Later(), "") == []
+
+
+# --- what a reload puts in force --------------------------------------------------------
+
+
+def test_a_reload_keeps_what_needs_a_restart_as_it_runs(tmp_path: Path) -> None:
+    """`reloaded`: the fields a reload applies are the new file's, every other one stays as
+    the processes started (they are named by ``reload_needs_restart`` and wait for it)."""
+    running = ResponderConfig()
+    new = _with(tmp_path, "[server]\nport = 9000\n[server.limits]\nheader_timeout = 2\n"
+                "[ledger]\ndir = 'other/ledger'\ncollect_interval = 5\n"
+                "[cluster]\nmax_lag = 10\nnodes = 3\n[log]\nlevel = 'debug'\n")  # fmt: skip
+    got = reloaded(running, new)
+    assert restart_fields(running, new) == ["port", "ledger.dir", "cluster.max_lag"]
+    assert restart_fields(running, got) == []  # nothing of those in force
+    assert (got.server.port, got.ledger.dir, got.cluster.max_lag) == (
+        running.server.port, running.ledger.dir, running.cluster.max_lag,
+    )  # fmt: skip
+    assert got.server.limits == new.server.limits and got.log == new.log
+    assert (got.ledger.collect_interval, got.cluster.nodes) == (5, 3)
+    assert reloaded(running, running) is running
+    # TLS turned on by a reload is not half-made (a chain without its client check)
+    on = ResponderConfig(server=ServerConfig(tls=_TLS))
+    assert reloaded(running, on).server.tls == running.server.tls
+    assert reloaded(on, running).server.tls == on.server.tls
+
+
+class _Recorded:
+    """`responder.server._event` and `_kill`, recorded."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+        self.signals: list[tuple[int, int]] = []
+        monkeypatch.setattr(server, "_event", lambda e, level=0, **f: self.events.append((e, f)))
+        monkeypatch.setattr(server, "_kill", lambda pid, sig: self.signals.append((pid, sig)))
+
+
+def _master(config: ResponderConfig, new: ResponderConfig) -> server._Master:
+    master = server._Master(config, _no_app, None, lambda: new, io.StringIO())
+    master.children[4242] = server._Child(0, 0.0, ready=True)  # a worker it would signal
+    return master
+
+
+def test_a_worker_the_master_restarts_after_a_reload_runs_what_its_siblings_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The master kept the whole new configuration after a reload, so a worker it restarted
+    later (a crash) opened the new ledger directory or store while its siblings used the
+    old: the counts split between two ledgers, and what the log said "needs a restart" was
+    half in force. It keeps `reloaded` now."""
+    rec = _Recorded(monkeypatch)
+    running = ResponderConfig()
+    new = _with(tmp_path, "[ledger]\ndir = 'other/ledger'\ncollect_interval = 5\n"
+                "[store]\npath = 'other/store'\n")  # fmt: skip
+    master = _master(running, new)
+    master._reload()
+    assert master.config.ledger.dir == running.ledger.dir  # what a restarted worker gets
+    assert master.config.store.path == running.store.path
+    assert master.config.ledger.collect_interval == 5
+    assert rec.signals == [(4242, signal.SIGHUP)]
+    assert ("reload_needs_restart", {
+        "fields_changed": ["store.path", "ledger.dir"], "kept": "running values until a restart",
+    }) in rec.events  # fmt: skip
+
+
+def _tls_pair(tmp_path: Path, cn: str) -> tuple[Path, Path]:
+    ca = make_ca(cn)
+    cert, key = tmp_path / f"{cn}.pem", tmp_path / f"{cn}.key"
+    cert.write_bytes(ca.cert.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(ca.key.private_bytes(serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+def _handshake(server_ctx: ssl.SSLContext) -> str:
+    """A TLS handshake in memory against ``server_ctx``: the CN of the certificate it shows."""
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname, client_ctx.verify_mode = False, ssl.CERT_NONE
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    client = client_ctx.wrap_bio(bios[0], bios[1])
+    srv = server_ctx.wrap_bio(bios[1], bios[0], server_side=True)
+    for _ in range(10):
+        done = 0
+        for side in (client, srv):
+            try:
+                side.do_handshake()
+                done += 1
+            except ssl.SSLWantReadError:
+                pass
+        if done == 2:
+            break
+    der = client.getpeercert(binary_form=True)
+    assert der is not None
+    cn = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cn[0].value)
+
+
+def test_a_tls_chain_that_does_not_load_on_reload_leaves_the_serving_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload naming a certificate and a key that do not match (a renewal half copied):
+    loading them into the serving context failed after the certificate was taken and took
+    the key away, so every handshake failed from then on (the log said only
+    ``tls_reload_failed``, then ``worker_reloaded``). The chain is loaded aside first; the
+    worker keeps serving with the old one, and the master does not pass such a reload on."""
+    rec = _Recorded(monkeypatch)
+    monkeypatch.setattr(server, "configure_logging", lambda level, stream=None: None)
+    one, two = _tls_pair(tmp_path, "one"), _tls_pair(tmp_path, "two")
+    running = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=one[0], key=one[1])))
+    mixed = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=two[0], key=one[1])))
+    live = server.make_ssl_context(running.server.tls)
+    worker = _Worker(0, running, [], _no_app, None, lambda: mixed, -1)
+    worker.ssl_context = live
+    worker.reload()
+    assert _handshake(live) == "one"
+    assert worker.config == running
+    assert [e for e, _ in rec.events] == ["reload_failed"]
+    master = _master(running, mixed)
+    master._reload()
+    assert master.config == running and rec.signals == []  # the workers are not told
+    assert [e for e, _ in rec.events] == ["reload_failed", "reload_failed"]
+    # a renewal whose files match is taken
+    worker.reload_config = master.reload_config = lambda: ResponderConfig(
+        server=ServerConfig(tls=TlsConfig(cert=two[0], key=two[1]))
+    )
+    worker.reload()
+    assert _handshake(live) == "two"
+    master._reload()
+    assert rec.signals == [(4242, signal.SIGHUP)]
