@@ -273,3 +273,66 @@ def test_on_a_group_appliance_its_members_verify_act_20_1_21_1(pki: Jpki) -> Non
     resp, got = api.call({"items": three(pki)}, party="sig")
     assert resp.status == 403 and got["article"] == "Act §20(1)"
     assert ledger.counted == [("m-1", Service.VALIDATION, Method.JSON, 3)]
+
+
+def test_every_verify_call_is_answered_off_the_event_loop_and_fairly(pki: Jpki) -> None:
+    """A verify call's cost does not follow its body's size: one XML item of 36 KB within
+    every bound took 2.7 s of a core to canonicalise (the call's budget allows about 4 s),
+    and a small batch of RSA verifications tens of ms. Answered on the event loop, that
+    call stopped every other connection of the worker (OCSP included) for as long. Every
+    call goes to the batch thread, fed per party in a fair queue: a party whose share is
+    taken gets 429 ``fair_share``, nothing counted; the others' calls and the loop go on."""
+    import asyncio
+
+    from responder.signing import SigningPool
+    from responder.v1.routes import THREAD_BYTES, Done
+
+    body = msgspec.json.encode({"items": three(pki)[:1]})
+    assert len(body) < THREAD_BYTES  # small: the size rule alone kept it on the loop
+    api = Api(pki)
+    pool: SigningPool[Done] = SigningPool(1, 1)
+    api.api.pool = pool
+    headers = {b"content-type": b"application/json", b"authorization": b"Bearer sig"}
+
+    def request() -> Request:
+        return Request(
+            b"POST", b"/v1/verify", headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1
+        )
+
+    async def run() -> list[Response]:
+        got = [api.api.handle(request(), api.registry, NOW) for _ in range(3)]
+        assert not isinstance(got[0], Response), "answered on the event loop"
+        assert not isinstance(got[1], Response)
+        assert isinstance(got[2], Response) and got[2].status == 429  # the party's share
+        assert api.ledger.counted == []
+        return [written(await got[0]), written(await got[1]), got[2]]
+
+    try:
+        first, second, refused = asyncio.run(run())
+    finally:
+        pool.close()
+    assert msgspec.json.decode(bytes(refused.body))["rule"] == "fair_share"
+    for resp in (first, second):
+        assert resp.status == 200
+        assert [r["result"] for r in msgspec.json.decode(bytes(resp.body))["results"]] == ["ok"]
+    assert api.ledger.counted == [("sig", Service.VALIDATION, Method.JSON, 1)] * 2
+
+
+def test_an_item_whose_status_the_store_cannot_vouch_for_is_not_counted_act_40(
+    pki: Jpki,
+) -> None:
+    """帳簿 (Act §40) counts provisions of revocation information: an item answered
+    ``status-unavailable`` at the signing instant and now (the issuer's data past its
+    promised nextUpdate) provided none, as an ``unavailable`` entry of /v1/status is no
+    provision; an item of a fresh issuer in the same call is counted."""
+    items = three(pki)[:1] + three(pki, Family.SIGN_MOBILE, SERIAL + 1)[:1]
+    from crlbuilder.store import format as sf
+
+    stale = pki.metas[Family.SIGN_MOBILE].index
+    pki.reader.crl_states[stale] = sf.CrlState(next_update=int(NOW) - 60)
+    api = Api(pki)
+    resp, got = api.call({"items": items})
+    assert resp.status == 200, got
+    assert [r["result"] for r in got["results"]] == ["ok", "status-unavailable"], got
+    assert got["results"][1]["statusNow"]["status"] == "unavailable"
+    assert api.ledger.counted == [("sig", Service.VALIDATION, Method.JSON, 1)]

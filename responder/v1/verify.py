@@ -20,7 +20,9 @@ Policy: the service ``validation`` of the agreement (取決め), sign families, 
 ``json`` (`responder.registry.vocabulary.Service.VALIDATION`); a certificate of a sign
 family the agreement does not cover is ``refused`` for its item, an auth certificate is
 ``not-a-sign-certificate`` and its status is never read. Counted in the ledger (帳簿, Act
-§40): one provision per item whose status was read from the store.
+§40): one provision per item whose status was read from the store and vouched for (not
+``unavailable`` at both instants). Every call is answered in the worker's batch thread
+(`_always`): a small body may cost seconds.
 
 Bad input: malformed JSON, an unknown field, no items or more than the maximum is 400
 naming the field; one document (data, content, CMS, XML or a detached document) larger
@@ -45,6 +47,7 @@ from responder.v1.wire import Problem, StoreRef
 from responder.validation.path import anchors
 from responder.validation.request import CmsItem, Item, Pkcs1Item, VerifyRequest, XmlItem
 from responder.validation.result import ItemResult, Refusal
+from responder.validation.status import Status
 from responder.validation.verdict import verify_item
 from responder.validation.xmldsig import XmlBudget
 
@@ -93,6 +96,30 @@ def _too_large(request: VerifyRequest, limit: int) -> Problem | None:
     return None
 
 
+def _provided(result: ItemResult) -> bool:
+    """Whether the item provided revocation information (帳簿, Act §40): its status was read
+    and the store vouched for it at the signing instant or now. An item ``unavailable`` at
+    both (the issuer's data past its promised nextUpdate, no CRL of it imported) provided
+    none, as an ``unavailable`` entry of /v1/status is no provision."""
+    now, then = result.status_now, result.status_at_signing
+    if now is None:
+        return False
+    return now.status is not Status.UNAVAILABLE or (
+        then is not None and then.status is not Status.UNAVAILABLE
+    )
+
+
+def _always(_env: object) -> bool:
+    """`Route.blocking`: every call is answered in the batch thread. Its cost does not follow
+    its body's size: one XML item of 36 KB within every bound of `responder.validation.xmldsig`
+    took 2.7 s of a core (a call's canonicalisation budget allows about 4 s), and each item
+    costs RSA verifications. On the event loop such a call held up every other connection of
+    the worker, OCSP too; in the batch thread it waits its party's turn in the fair queue
+    (`responder.signing.SigningPool`). The handler is safe there: its env is frozen, the
+    XML library's I/O callbacks read the thread's own context (`xmldsig._documents`)."""
+    return True
+
+
 def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Problem:
     env = ctx.env
     assert isinstance(env, VerifyEnv)
@@ -121,7 +148,7 @@ def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Prob
         )
         for i, item in enumerate(request.items)
     ]
-    counted = sum(1 for r in results if r.status_now is not None)
+    counted = sum(1 for r in results if _provided(r))
     families = {r.certificate.family for r in results if r.certificate is not None}
     committed = reader.committed_at()
     body = VerifyResponse(
@@ -149,4 +176,5 @@ ROUTE: Final = Route(
     handler=handle,
     setup=setup,
     problems=((413, "a document over [v1] verify_max_document_bytes (too_large)"),),
+    blocking=_always,
 )
