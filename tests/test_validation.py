@@ -256,6 +256,23 @@ def test_erased_revocation_without_a_time_is_revoked(pki: Jpki) -> None:
     assert r.status_now is not None and "Ord §70(1)(iii)" in r.status_now.detail
 
 
+def test_erased_revocation_with_its_time_kept_is_revoked_whatever_the_claimed_time(
+    pki: Jpki,
+) -> None:
+    """An erased record keeps its time (``crl.erased_answer = "revoked"``) but no reason nor
+    category (Ord §70(1)(iii)): nothing says the loss of effect was no key compromise, so a
+    signingTime the signer claims before it cannot make the signature attributable
+    (``revoked-after-signing`` is for a reason known to be no compromise)."""
+    cert = pki.issue(Family.SIGN_CARD, SERIAL)
+    revoked_at = NOW - timedelta(days=2)
+    pki.put_status(cert, Family.SIGN_CARD, erased=True, revoked_at=revoked_at)
+    r = run(pki, item_of("cms", cert, signing_time=revoked_at - timedelta(days=1)))
+    assert r.status_now is not None and r.status_now.revoked_at == revoked_at
+    assert r.status_now.reason is None and "Ord §70(1)(iii)" in r.status_now.detail
+    assert r.status_at_signing is not None and r.status_at_signing.status == "good"
+    assert r.result is ResultCode.REVOKED, r
+
+
 def test_serial_the_store_never_issued_is_unknown_certificate(pki: Jpki) -> None:
     cert = pki.issue(Family.SIGN_CARD, SERIAL, record=False)
     r = run(pki, raw_item(cert))

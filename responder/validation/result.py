@@ -20,7 +20,7 @@ in this order (the first that applies wins):
 ``expired``              the certificate (or its CA) had expired at the signing instant
 ``revoked``              the certificate had lost effect at the signing instant, or has
                          since for a reason that makes a claimed signing time worthless
-                         (key or CA compromise, or a time no longer known)
+                         (key or CA compromise, a reason or a time no longer known)
 ``unknown-certificate``  the store has no issuance record of the serial; on a store
                          imported from CRLs, the serial is on no CRL and either the group
                          answers unknown for such serials or the certificate had expired

@@ -217,11 +217,13 @@ def status_at(
 
 
 def compromise(info: StatusInfo) -> bool:
-    """The revocation says the key may have been used by someone else before it was recorded
-    (the holder's key leaked or was lost, or the issuing key leaked): a signing time the
-    signer claims cannot place a signature before it."""
+    """The revocation says, or cannot exclude, that the key may have been used by someone
+    else before it was recorded (the holder's key leaked or was lost, or the issuing key
+    leaked): a signing time the signer claims cannot place a signature before it. A record
+    erased past its retention (Ord §70(1)(iii)) keeps no reason, at most its time: it
+    cannot exclude a compromise, nor can a reason code this version does not know."""
     return info.status is Status.REVOKED and (
-        info.reason in ("keyCompromise", "cACompromise")
+        info.reason in ("keyCompromise", "cACompromise", None)
         or info.category == Category.CA_COMPROMISE.value
         or info.revoked_at is None
     )
