@@ -321,11 +321,29 @@ def test_signed_before_the_certificate_was_valid_is_not_yet_valid(jpki: Jpki) ->
     assert r.result is ResultCode.NOT_YET_VALID, r
 
 
-def test_signed_while_valid_then_expired_is_ok_and_says_so(jpki: Jpki) -> None:
-    cert = jpki.issue(Family.SIGN_CARD, SERIAL, not_before=NOW - timedelta(days=60), days=30)
+@pytest.mark.parametrize(
+    ("family", "article"),
+    [(Family.SIGN_CARD, "Act §15(1)(5)"), (Family.SIGN_MOBILE, "Act §16-14(1)(5)")],
+)
+def test_signed_while_valid_then_expired_is_expired_after_signing_not_ok(
+    jpki: Jpki, family: Family, article: str
+) -> None:
+    """The end of the validity period is a loss of effect like a revocation record (Act
+    §15(1)(5), §16-14(1)(5)), and one nobody can record: an expired certificate is never
+    revoked. A signature made today with the key of an expired certificate (a card thrown
+    away, a phone sold) and a signingTime backdated into its validity period was ``ok``,
+    today and for ever. What the signer claims is answered as a revocation since signing
+    is (``revoked-after-signing``): ``expired-after-signing``, the verifier decides whether
+    the claim suffices; ``statusNow`` no longer says it has not lost effect."""
+    cert = jpki.issue(family, SERIAL, not_before=NOW - timedelta(days=60), days=30)
     r = run(jpki, item_of("cms", cert, signing_time=NOW - timedelta(days=45)))
-    assert r.result is ResultCode.OK, r
-    assert r.validity is not None and "expired since" in r.validity.detail
+    assert r.result is ResultCode.EXPIRED_AFTER_SIGNING, r
+    assert article in r.detail
+    assert r.validity is not None and r.validity.outcome is Outcome.PASS
+    assert "expired since" in r.validity.detail
+    assert r.status_now is not None and r.status_now.status == "good"
+    assert "not lost effect" not in r.status_now.detail and article in r.status_now.detail
+    assert r.status_at_signing is not None and "not lost effect" in r.status_at_signing.detail
 
 
 def test_ca_not_valid_at_the_signing_instant(jpki: Jpki) -> None:

@@ -32,6 +32,11 @@ in this order (the first that applies wins):
                          certificate was in effect, which it has lost since for a reason
                          that is no compromise (a move, a renewal...): the signature stays
                          attributable; the verifier decides whether the claim suffices
+``expired-after-signing`` signed (by the CMS signingTime the signer claims) within the
+                         certificate's validity period, which has ended since: it has lost
+                         effect by its expiry (Act §15(1)(5), §16-14(1)(5)), which no record
+                         says and no one can revoke after it; the verifier decides whether
+                         the claim suffices
 ``ok``                   every check passed, at the signing instant and now
 ======================== =============================================================
 
@@ -57,6 +62,7 @@ class ResultCode(enum.StrEnum):
 
     OK = "ok"
     REVOKED_AFTER_SIGNING = "revoked-after-signing"
+    EXPIRED_AFTER_SIGNING = "expired-after-signing"
     SIGNATURE_MISMATCH = "signature-mismatch"
     NOT_YET_VALID = "not-yet-valid"
     EXPIRED = "expired"

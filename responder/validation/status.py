@@ -45,6 +45,14 @@ LOSS_OF_EFFECT: dict[Family, str] = {
     Family.AUTH_MOBILE: "Act §35-14(1)",
 }
 """The article by which a certificate of each family loses effect (効力を失う)."""
+EXPIRY: dict[Family, str] = {
+    Family.SIGN_CARD: "Act §15(1)(5)",
+    Family.SIGN_MOBILE: "Act §16-14(1)(5)",
+    Family.AUTH_CARD: "Act §34(1)(5)",
+    Family.AUTH_MOBILE: "Act §35-14(1)(5)",
+}
+"""The item of that article by which it loses effect at the end of its validity period
+(有効期間が満了したとき): no revocation record says so, and none can be recorded after it."""
 
 
 class Status(enum.StrEnum):
@@ -210,9 +218,14 @@ def status_at(
         )
         return then_status, StatusInfo(status=Status.UNAVAILABLE, at=_at(now), detail=due)
     good = f"has not lost effect ({LOSS_OF_EFFECT[family]})"
+    good_now = (
+        good
+        if now <= not_after
+        else f"no revocation record; its validity period has ended, by which it lost effect ({EXPIRY[family]})"
+    )
     return (
         StatusInfo(status=Status.GOOD, at=_at(signed_at), detail=good),
-        StatusInfo(status=Status.GOOD, at=_at(now), detail=good),
+        StatusInfo(status=Status.GOOD, at=_at(now), detail=good_now),
     )
 
 
