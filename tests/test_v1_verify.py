@@ -336,3 +336,47 @@ def test_an_item_whose_status_the_store_cannot_vouch_for_is_not_counted_act_40(
     assert [r["result"] for r in got["results"]] == ["ok", "status-unavailable"], got
     assert got["results"][1]["statusNow"]["status"] == "unavailable"
     assert api.ledger.counted == [("sig", Service.VALIDATION, Method.JSON, 1)]
+
+
+def test_the_receipt_names_what_was_checked_by_its_digests(pki: Jpki) -> None:
+    """The signed answer is the verifier's evidence of what was checked (docs/validation.md,
+    "The receipt"): each result carries the SHA-256 of every octet string its item sent
+    (certificate, signature, data or digest, cms, content, xml, each supplied document by
+    its URI), so that the answer and its JWS show which document and signature were found
+    ``ok``, not only which certificate. Without them, one signed ``ok`` about a serial could
+    be shown beside any document. The appliance keeps none of them (Act §52)."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    items = three(pki)
+    start = datetime.fromtimestamp(NOW, UTC) - timedelta(days=30)
+    cert = base64.b64decode(items[0]["certificate"])
+    from tests.support.signing import xml_signed as signed_xml
+
+    detached = {
+        "format": "xmldsig",
+        "xml": b64(
+            signed_xml(
+                pki.issue(Family.SIGN_CARD, SERIAL + 5, not_before=start), detached=("a.txt", DOC)
+            )
+        ),
+        "documents": {"a.txt": b64(DOC)},
+    }
+    _, got = Api(pki).call({"items": [*items, detached]})
+    assert [r["result"] for r in got["results"]] == ["ok"] * 4, got
+
+    def h(value: str) -> str:
+        return hashlib.sha256(base64.b64decode(value)).hexdigest()
+
+    pk, cms, xml, det = got["results"]
+    assert pk["received"] == {
+        "certificate": hashlib.sha256(cert).hexdigest(),
+        "signature": h(items[0]["signature"]),
+        "data": h(items[0]["data"]),
+    }
+    assert cms["received"] == {"cms": h(items[1]["cms"]), "content": h(items[1]["content"])}
+    assert xml["received"] == {"xml": h(items[2]["xml"])}
+    assert det["received"] == {"xml": h(detached["xml"]), "documents/a.txt": h(b64(DOC))}
+    # a malformed item too: what was received, whatever it was
+    _, got = Api(pki).call({"items": [{"format": "cms", "cms": b64(b"0\x80garbage")}]})
+    assert got["results"][0]["received"] == {"cms": hashlib.sha256(b"0\x80garbage").hexdigest()}

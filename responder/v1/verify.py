@@ -32,6 +32,7 @@ does not parse (garbage DER, a digest of the wrong length) is that item's ``malf
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -82,6 +83,21 @@ def _documents(item: Item) -> list[tuple[str, bytes | None]]:
         return [("cms", item.cms), ("content", item.content)]
     assert isinstance(item, XmlItem)
     return [("xml", item.xml), *((f"documents[{k!r}]", v) for k, v in item.documents.items())]
+
+
+def _received(item: Item) -> dict[str, str]:
+    """The SHA-256 of each octet string of ``item``, by field (`ItemResult.received`): the
+    signed answer names the document and signature it judged, not only the certificate, so
+    that one ``ok`` cannot be shown beside another document. Nothing of them is kept."""
+    if isinstance(item, Pkcs1Item):
+        fields = [("certificate", item.certificate), ("signature", item.signature),
+                  ("data", item.data), ("digest", item.digest)]  # fmt: skip
+    elif isinstance(item, CmsItem):
+        fields = [("cms", item.cms), ("content", item.content)]
+    else:
+        assert isinstance(item, XmlItem)
+        fields = [("xml", item.xml), *((f"documents/{k}", v) for k, v in item.documents.items())]
+    return {name: hashlib.sha256(value).hexdigest() for name, value in fields if value is not None}
 
 
 def _too_large(request: VerifyRequest, limit: int) -> Problem | None:
@@ -136,15 +152,18 @@ def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Prob
 
     xml_budget = XmlBudget()  # the call's, shared by its XML items
     results = [
-        verify_item(
-            i,
-            item,
-            known,
-            reader,
-            now,
-            permit,
-            unlisted_good=env.unlisted_good,
-            xml_budget=xml_budget,
+        msgspec.structs.replace(
+            verify_item(
+                i,
+                item,
+                known,
+                reader,
+                now,
+                permit,
+                unlisted_good=env.unlisted_good,
+                xml_budget=xml_budget,
+            ),
+            received=_received(item),
         )
         for i, item in enumerate(request.items)
     ]

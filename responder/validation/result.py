@@ -161,3 +161,8 @@ class ItemResult(_Wire, frozen=True):
     facts: FactsCheck | None = None
     certificate: CertificateInfo | None = None
     refusal: Refusal | None = None
+    received: dict[str, str] | None = None
+    """The SHA-256 (hexadecimal) of each octet string the item sent, by its field
+    (``certificate``, ``signature``, ``data``, ``digest``, ``cms``, ``content``, ``xml``;
+    ``documents/<URI>`` for each supplied document): what the signed answer says was checked
+    (`responder.v1.verify`), never the octets themselves."""
