@@ -283,11 +283,19 @@ def test_every_verify_call_is_answered_off_the_event_loop_and_fairly(pki: Jpki) 
     call goes to the batch thread, fed per party in a fair queue: a party whose share is
     taken gets 429 ``fair_share``, nothing counted; the others' calls and the loop go on."""
     import asyncio
+    from datetime import UTC, datetime
 
     from responder.signing import SigningPool
     from responder.v1.routes import THREAD_BYTES, Done
 
-    body = msgspec.json.encode({"items": three(pki)[:1]})
+    start = datetime.fromtimestamp(NOW, UTC) - timedelta(days=30)
+    cert = pki.issue(Family.SIGN_CARD, SERIAL + 9, not_before=start)
+    detached = {  # xmlsec1 reads the supplied document in the batch thread too
+        "format": "xmldsig",
+        "xml": b64(xml_signed(cert, detached=("a.txt", DOC))),
+        "documents": {"a.txt": b64(DOC)},
+    }
+    body = msgspec.json.encode({"items": [*three(pki), detached]})
     assert len(body) < THREAD_BYTES  # small: the size rule alone kept it on the loop
     api = Api(pki)
     pool: SigningPool[Done] = SigningPool(1, 1)
@@ -314,8 +322,9 @@ def test_every_verify_call_is_answered_off_the_event_loop_and_fairly(pki: Jpki) 
     assert msgspec.json.decode(bytes(refused.body))["rule"] == "fair_share"
     for resp in (first, second):
         assert resp.status == 200
-        assert [r["result"] for r in msgspec.json.decode(bytes(resp.body))["results"]] == ["ok"]
-    assert api.ledger.counted == [("sig", Service.VALIDATION, Method.JSON, 1)] * 2
+        results = msgspec.json.decode(bytes(resp.body))["results"]
+        assert [r["result"] for r in results] == ["ok"] * 4, results
+    assert api.ledger.counted == [("sig", Service.VALIDATION, Method.JSON, 4)] * 2
 
 
 def test_an_item_whose_status_the_store_cannot_vouch_for_is_not_counted_act_40(
