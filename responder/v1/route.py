@@ -171,8 +171,13 @@ class Route(Generic[Req, Resp]):
     """Given the route's env (``setup``'s result): whether every call, whatever its size, is
     answered in the batch thread, never on the event loop: the handler waits on I/O beyond
     the store (the watch stream of several nodes, `responder.v1.watchstream`), or a small
-    body may cost far more than its size says (``POST /v1/watch``'s writes, ``POST
-    /v1/verify``'s signatures)."""
+    body may cost far more than its size says (``POST /v1/watch``'s writes)."""
+    offload: Callable[[Any], bool] | None = None
+    """Given the decoded request: whether this call is answered in the batch thread whatever
+    its body's size, because what it asks costs more than its size says (``POST /v1/verify``:
+    an XML signature's canonicalisation, many RSA verifications); a call it clears stays on
+    the event loop unless its body is large (``threaded``). Same thread-safety as
+    ``threaded``."""
     writes: bool = False
     """Its calls change what later calls read (``POST /v1/watch``): a call answered off the
     event loop holds the requests pipelined after it on its connection until its answer is

@@ -21,8 +21,8 @@ Policy: the service ``validation`` of the agreement (取決め), sign families, 
 family the agreement does not cover is ``refused`` for its item, an auth certificate is
 ``not-a-sign-certificate`` and its status is never read. Counted in the ledger (帳簿, Act
 §40): one provision per item whose status was read from the store and vouched for (not
-``unavailable`` at both instants). Every call is answered in the worker's batch thread
-(`_always`): a small body may cost seconds.
+``unavailable`` at both instants). A call with an XML item or more than `LOOP_ITEMS`
+items is answered in the worker's batch thread (`_heavy`): a small body may cost seconds.
 
 Bad input: malformed JSON, an unknown field, no items or more than the maximum is 400
 naming the field; one document (data, content, CMS, XML or a detached document) larger
@@ -125,15 +125,24 @@ def _provided(result: ItemResult) -> bool:
     )
 
 
-def _always(_env: object) -> bool:
-    """`Route.blocking`: every call is answered in the batch thread. Its cost does not follow
-    its body's size: one XML item of 36 KB within every bound of `responder.validation.xmldsig`
-    took 2.7 s of a core (a call's canonicalisation budget allows about 4 s), and each item
-    costs RSA verifications. On the event loop such a call held up every other connection of
-    the worker, OCSP too; in the batch thread it waits its party's turn in the fair queue
-    (`responder.signing.SigningPool`). The handler is safe there: its env is frozen, the
-    XML library's I/O callbacks read the thread's own context (`xmldsig._documents`)."""
-    return True
+LOOP_ITEMS: Final = 4
+"""The most items of a call without XML answered on the event loop (`_heavy`)."""
+
+
+def _heavy(request: VerifyRequest) -> bool:
+    """`Route.offload`: a call with an XML item, or with more than `LOOP_ITEMS` items, is
+    answered in the batch thread, whatever its body's size. Its cost does not follow that
+    size: one XML item of 36 KB within every bound of `responder.validation.xmldsig` took
+    2.7 s of a core (a call's canonicalisation budget allows about 4 s), and 1,000 raw
+    PKCS#1 items under 8192-bit keys 2.3 s (a 1.5 MB body). On the event loop such a call
+    held up every other connection of the worker, OCSP too; in the batch thread it waits
+    its party's turn in the fair queue (`responder.signing.SigningPool`). A call of a few
+    raw or CMS items (about 0.5 ms each, 2.3 ms at most) stays on the loop, so that
+    single-signature calls in parallel are not refused ``fair_share``. The handler is safe
+    in the thread: its env is frozen, the XML library's I/O callbacks read the thread's own
+    context (`responder.validation.xmldsig`)."""
+    items = request.items
+    return len(items) > LOOP_ITEMS or any(isinstance(item, XmlItem) for item in items)
 
 
 def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Problem:
@@ -195,5 +204,5 @@ ROUTE: Final = Route(
     handler=handle,
     setup=setup,
     problems=((413, "a document over [v1] verify_max_document_bytes (too_large)"),),
-    blocking=_always,
+    offload=_heavy,
 )
