@@ -256,6 +256,23 @@ def test_erased_revocation_without_a_time_is_revoked(pki: Jpki) -> None:
     assert r.status_now is not None and "Ord §70(1)(iii)" in r.status_now.detail
 
 
+def test_erased_revocation_with_its_time_kept_is_revoked_whatever_the_claimed_time(
+    pki: Jpki,
+) -> None:
+    """An erased record keeps its time (``crl.erased_answer = "revoked"``) but no reason nor
+    category (Ord §70(1)(iii)): nothing says the loss of effect was no key compromise, so a
+    signingTime the signer claims before it cannot make the signature attributable
+    (``revoked-after-signing`` is for a reason known to be no compromise)."""
+    cert = pki.issue(Family.SIGN_CARD, SERIAL)
+    revoked_at = NOW - timedelta(days=2)
+    pki.put_status(cert, Family.SIGN_CARD, erased=True, revoked_at=revoked_at)
+    r = run(pki, item_of("cms", cert, signing_time=revoked_at - timedelta(days=1)))
+    assert r.status_now is not None and r.status_now.revoked_at == revoked_at
+    assert r.status_now.reason is None and "Ord §70(1)(iii)" in r.status_now.detail
+    assert r.status_at_signing is not None and r.status_at_signing.status == "good"
+    assert r.result is ResultCode.REVOKED, r
+
+
 def test_serial_the_store_never_issued_is_unknown_certificate(pki: Jpki) -> None:
     cert = pki.issue(Family.SIGN_CARD, SERIAL, record=False)
     r = run(pki, raw_item(cert))
@@ -304,11 +321,29 @@ def test_signed_before_the_certificate_was_valid_is_not_yet_valid(jpki: Jpki) ->
     assert r.result is ResultCode.NOT_YET_VALID, r
 
 
-def test_signed_while_valid_then_expired_is_ok_and_says_so(jpki: Jpki) -> None:
-    cert = jpki.issue(Family.SIGN_CARD, SERIAL, not_before=NOW - timedelta(days=60), days=30)
+@pytest.mark.parametrize(
+    ("family", "article"),
+    [(Family.SIGN_CARD, "Act §15(1)(5)"), (Family.SIGN_MOBILE, "Act §16-14(1)(5)")],
+)
+def test_signed_while_valid_then_expired_is_expired_after_signing_not_ok(
+    jpki: Jpki, family: Family, article: str
+) -> None:
+    """The end of the validity period is a loss of effect like a revocation record (Act
+    §15(1)(5), §16-14(1)(5)), and one nobody can record: an expired certificate is never
+    revoked. A signature made today with the key of an expired certificate (a card thrown
+    away, a phone sold) and a signingTime backdated into its validity period was ``ok``,
+    today and for ever. What the signer claims is answered as a revocation since signing
+    is (``revoked-after-signing``): ``expired-after-signing``, the verifier decides whether
+    the claim suffices; ``statusNow`` no longer says it has not lost effect."""
+    cert = jpki.issue(family, SERIAL, not_before=NOW - timedelta(days=60), days=30)
     r = run(jpki, item_of("cms", cert, signing_time=NOW - timedelta(days=45)))
-    assert r.result is ResultCode.OK, r
-    assert r.validity is not None and "expired since" in r.validity.detail
+    assert r.result is ResultCode.EXPIRED_AFTER_SIGNING, r
+    assert article in r.detail
+    assert r.validity is not None and r.validity.outcome is Outcome.PASS
+    assert "expired since" in r.validity.detail
+    assert r.status_now is not None and r.status_now.status == "good"
+    assert "not lost effect" not in r.status_now.detail and article in r.status_now.detail
+    assert r.status_at_signing is not None and "not lost effect" in r.status_at_signing.detail
 
 
 def test_ca_not_valid_at_the_signing_instant(jpki: Jpki) -> None:

@@ -124,11 +124,12 @@ def test_an_unlisted_certificate_expired_since_the_latest_crl_stays_good(
 ) -> None:
     """A CRL issued while the certificate was valid lists it if it was revoked (RFC 5280
     §3.3: the entry stays until a CRL issued after its notAfter): a signature made within the
-    validity period and checked after it has expired is ``ok``, as on the 機構's store."""
+    validity period and checked after it has expired is ``expired-after-signing`` (it has
+    lost effect since, Act §15(1)(5)), as on the 機構's store, not ``unknown-certificate``."""
     cert = jpki.issue(FAMILY, SERIAL, not_before=NOW - timedelta(days=30), days=29.9, record=False)
     import_crl(jpki, store, 1, NOW - timedelta(days=1))  # before notAfter (now - 2.4 h)
     r = verify(jpki, store, cert, NOW - timedelta(days=2))
-    assert r.result is ResultCode.OK, r
+    assert r.result is ResultCode.EXPIRED_AFTER_SIGNING, r
     assert "expired since" in r.validity.detail if r.validity else False
 
 
@@ -146,7 +147,8 @@ def test_a_crl_issued_exactly_at_the_notafter_may_have_dropped_the_entry(
     so a CRL whose thisUpdate is the certificate's notAfter may already lack it: the forgery
     is not ``ok`` there. One second earlier the certificate was still valid (notAfter is
     inclusive, RFC 5280 §4.1.2.5) and such a CRL lists it if it was revoked: a genuine
-    signature is ``ok``."""
+    signature is ``expired-after-signing`` (it has lost effect since by its expiry, Act
+    §15(1)(5)), not ``unknown-certificate``."""
     not_before = NOW - timedelta(days=60)
     cert = jpki.issue(FAMILY, SERIAL, not_before=not_before, days=30, record=False)
     not_after = int(cert.not_valid_after_utc.timestamp())
@@ -155,7 +157,7 @@ def test_a_crl_issued_exactly_at_the_notafter_may_have_dropped_the_entry(
     assert not past_retention(revoked_at, not_after, not_after - 1, 1)
     import_crl(jpki, store, 1, cert.not_valid_after_utc - timedelta(seconds=1))
     genuine = verify(jpki, store, cert, NOW - timedelta(days=45))
-    assert genuine.result is ResultCode.OK, genuine
+    assert genuine.result is ResultCode.EXPIRED_AFTER_SIGNING, genuine
     import_crl(jpki, store, 2, cert.not_valid_after_utc)
     forged = verify(jpki, store, cert, NOW - timedelta(days=45))
     assert forged.result is ResultCode.UNKNOWN_CERTIFICATE, forged

@@ -48,6 +48,8 @@ Adding a route (R, W, T, V)
            problems=(),              # further problem statuses it answers: ((410, "why"),)
            threaded=False,           # True: a large body is answered in the batch thread
                                      # (the handler, env and effect must be thread-safe)
+           offload=None,             # or a function(request) -> bool: True answers that
+                                     # call in the batch thread whatever its body's size
            writes=False,             # True: its calls change what later calls read; a
                                      # request pipelined after one answered off the loop
                                      # waits for its answer

@@ -168,9 +168,16 @@ class Route(Generic[Req, Resp]):
     thread, off the event loop: only for a handler (and ``setup``'s env, and the effect)
     safe to run in another thread while the loop runs the route's small calls."""
     blocking: Callable[[Any], bool] | None = None
-    """Given the route's env (``setup``'s result): whether the handler waits on I/O beyond
-    the store (the watch stream of several nodes, `responder.v1.watchstream`), so that every
-    call, whatever its size, is answered in the batch thread, never on the event loop."""
+    """Given the route's env (``setup``'s result): whether every call, whatever its size, is
+    answered in the batch thread, never on the event loop: the handler waits on I/O beyond
+    the store (the watch stream of several nodes, `responder.v1.watchstream`), or a small
+    body may cost far more than its size says (``POST /v1/watch``'s writes)."""
+    offload: Callable[[Any], bool] | None = None
+    """Given the decoded request: whether this call is answered in the batch thread whatever
+    its body's size, because what it asks costs more than its size says (``POST /v1/verify``:
+    an XML signature's canonicalisation, many RSA verifications); a call it clears stays on
+    the event loop unless its body is large (``threaded``). Same thread-safety as
+    ``threaded``."""
     writes: bool = False
     """Its calls change what later calls read (``POST /v1/watch``): a call answered off the
     event loop holds the requests pipelined after it on its connection until its answer is

@@ -20,7 +20,8 @@
    route's request Struct with msgspec, strictly: 400 ``bad_input`` naming the field;
 6. runs the handler in one read view of the store (sans-I/O), then its follow-up
    effect if any (503 if that fails) — for a large body (`THREAD_BYTES`) of a route that
-   allows it (`Route.threaded`), in the worker's batch thread, fed per party in a fair
+   allows it (`Route.threaded`), or a call its route says costs more than its size
+   (`Route.offload`, `Route.blocking`), in the worker's batch thread, fed per party in a fair
    queue (`responder.signing.SigningPool`; a party with calls already waiting gets 429
    ``fair_share``), so a batch of 10,000 does not stop the event loop's other
    connections for its ~35 ms — then, on the event loop, takes the answer's provisions
@@ -299,7 +300,8 @@ class V1Api:
         work = functools.partial(self._work, route, party, decoded, now, decide, left)
         large = route.threaded and len(req.body) >= THREAD_BYTES
         waits = route.blocking is not None and route.blocking(self._envs[route.path])
-        if not (large or waits) or self.pool is None:
+        heavy = route.offload is not None and route.offload(decoded)
+        if not (large or waits or heavy) or self.pool is None:
             return self._finish(req, route, party, now, work())
         done = self.pool.submit(party.id, work)
         if done is None:  # the party's share of the batch thread is taken

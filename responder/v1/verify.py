@@ -20,7 +20,9 @@ Policy: the service ``validation`` of the agreement (取決め), sign families, 
 ``json`` (`responder.registry.vocabulary.Service.VALIDATION`); a certificate of a sign
 family the agreement does not cover is ``refused`` for its item, an auth certificate is
 ``not-a-sign-certificate`` and its status is never read. Counted in the ledger (帳簿, Act
-§40): one provision per item whose status was read from the store.
+§40): one provision per item whose status was read from the store and vouched for (not
+``unavailable`` at both instants). A call with an XML item or more than `LOOP_ITEMS`
+items is answered in the worker's batch thread (`_heavy`): a small body may cost seconds.
 
 Bad input: malformed JSON, an unknown field, no items or more than the maximum is 400
 naming the field; one document (data, content, CMS, XML or a detached document) larger
@@ -30,6 +32,7 @@ does not parse (garbage DER, a digest of the wrong length) is that item's ``malf
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -45,6 +48,7 @@ from responder.v1.wire import Problem, StoreRef
 from responder.validation.path import anchors
 from responder.validation.request import CmsItem, Item, Pkcs1Item, VerifyRequest, XmlItem
 from responder.validation.result import ItemResult, Refusal
+from responder.validation.status import Status
 from responder.validation.verdict import verify_item
 from responder.validation.xmldsig import XmlBudget
 
@@ -81,6 +85,21 @@ def _documents(item: Item) -> list[tuple[str, bytes | None]]:
     return [("xml", item.xml), *((f"documents[{k!r}]", v) for k, v in item.documents.items())]
 
 
+def _received(item: Item) -> dict[str, str]:
+    """The SHA-256 of each octet string of ``item``, by field (`ItemResult.received`): the
+    signed answer names the document and signature it judged, not only the certificate, so
+    that one ``ok`` cannot be shown beside another document. Nothing of them is kept."""
+    if isinstance(item, Pkcs1Item):
+        fields = [("certificate", item.certificate), ("signature", item.signature),
+                  ("data", item.data), ("digest", item.digest)]  # fmt: skip
+    elif isinstance(item, CmsItem):
+        fields = [("cms", item.cms), ("content", item.content)]
+    else:
+        assert isinstance(item, XmlItem)
+        fields = [("xml", item.xml), *((f"documents/{k}", v) for k, v in item.documents.items())]
+    return {name: hashlib.sha256(value).hexdigest() for name, value in fields if value is not None}
+
+
 def _too_large(request: VerifyRequest, limit: int) -> Problem | None:
     for i, item in enumerate(request.items):
         for name, value in _documents(item):
@@ -91,6 +110,39 @@ def _too_large(request: VerifyRequest, limit: int) -> Problem | None:
                     field=f"$.items[{i}].{name}",
                 )  # fmt: skip
     return None
+
+
+def _provided(result: ItemResult) -> bool:
+    """Whether the item provided revocation information (帳簿, Act §40): its status was read
+    and the store vouched for it at the signing instant or now. An item ``unavailable`` at
+    both (the issuer's data past its promised nextUpdate, no CRL of it imported) provided
+    none, as an ``unavailable`` entry of /v1/status is no provision."""
+    now, then = result.status_now, result.status_at_signing
+    if now is None:
+        return False
+    return now.status is not Status.UNAVAILABLE or (
+        then is not None and then.status is not Status.UNAVAILABLE
+    )
+
+
+LOOP_ITEMS: Final = 4
+"""The most items of a call without XML answered on the event loop (`_heavy`)."""
+
+
+def _heavy(request: VerifyRequest) -> bool:
+    """`Route.offload`: a call with an XML item, or with more than `LOOP_ITEMS` items, is
+    answered in the batch thread, whatever its body's size. Its cost does not follow that
+    size: one XML item of 36 KB within every bound of `responder.validation.xmldsig` took
+    2.7 s of a core (a call's canonicalisation budget allows about 4 s), and 1,000 raw
+    PKCS#1 items under 8192-bit keys 2.3 s (a 1.5 MB body). On the event loop such a call
+    held up every other connection of the worker, OCSP too; in the batch thread it waits
+    its party's turn in the fair queue (`responder.signing.SigningPool`). A call of a few
+    raw or CMS items (about 0.5 ms each, 2.3 ms at most) stays on the loop, so that
+    single-signature calls in parallel are not refused ``fair_share``. The handler is safe
+    in the thread: its env is frozen, the XML library's I/O callbacks read the thread's own
+    context (`responder.validation.xmldsig`)."""
+    items = request.items
+    return len(items) > LOOP_ITEMS or any(isinstance(item, XmlItem) for item in items)
 
 
 def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Problem:
@@ -109,19 +161,22 @@ def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Prob
 
     xml_budget = XmlBudget()  # the call's, shared by its XML items
     results = [
-        verify_item(
-            i,
-            item,
-            known,
-            reader,
-            now,
-            permit,
-            unlisted_good=env.unlisted_good,
-            xml_budget=xml_budget,
+        msgspec.structs.replace(
+            verify_item(
+                i,
+                item,
+                known,
+                reader,
+                now,
+                permit,
+                unlisted_good=env.unlisted_good,
+                xml_budget=xml_budget,
+            ),
+            received=_received(item),
         )
         for i, item in enumerate(request.items)
     ]
-    counted = sum(1 for r in results if r.status_now is not None)
+    counted = sum(1 for r in results if _provided(r))
     families = {r.certificate.family for r in results if r.certificate is not None}
     committed = reader.committed_at()
     body = VerifyResponse(
@@ -149,4 +204,5 @@ ROUTE: Final = Route(
     handler=handle,
     setup=setup,
     problems=((413, "a document over [v1] verify_max_document_bytes (too_large)"),),
+    offload=_heavy,
 )

@@ -20,7 +20,7 @@ in this order (the first that applies wins):
 ``expired``              the certificate (or its CA) had expired at the signing instant
 ``revoked``              the certificate had lost effect at the signing instant, or has
                          since for a reason that makes a claimed signing time worthless
-                         (key or CA compromise, or a time no longer known)
+                         (key or CA compromise, a reason or a time no longer known)
 ``unknown-certificate``  the store has no issuance record of the serial; on a store
                          imported from CRLs, the serial is on no CRL and either the group
                          answers unknown for such serials or the certificate had expired
@@ -32,6 +32,11 @@ in this order (the first that applies wins):
                          certificate was in effect, which it has lost since for a reason
                          that is no compromise (a move, a renewal...): the signature stays
                          attributable; the verifier decides whether the claim suffices
+``expired-after-signing`` signed (by the CMS signingTime the signer claims) within the
+                         certificate's validity period, which has ended since: it has lost
+                         effect by its expiry (Act §15(1)(5), §16-14(1)(5)), which no record
+                         says and no one can revoke after it; the verifier decides whether
+                         the claim suffices
 ``ok``                   every check passed, at the signing instant and now
 ======================== =============================================================
 
@@ -57,6 +62,7 @@ class ResultCode(enum.StrEnum):
 
     OK = "ok"
     REVOKED_AFTER_SIGNING = "revoked-after-signing"
+    EXPIRED_AFTER_SIGNING = "expired-after-signing"
     SIGNATURE_MISMATCH = "signature-mismatch"
     NOT_YET_VALID = "not-yet-valid"
     EXPIRED = "expired"
@@ -155,3 +161,8 @@ class ItemResult(_Wire, frozen=True):
     facts: FactsCheck | None = None
     certificate: CertificateInfo | None = None
     refusal: Refusal | None = None
+    received: dict[str, str] | None = None
+    """The SHA-256 (hexadecimal) of each octet string the item sent, by its field
+    (``certificate``, ``signature``, ``data``, ``digest``, ``cms``, ``content``, ``xml``;
+    ``documents/<URI>`` for each supplied document): what the signed answer says was checked
+    (`responder.v1.verify`), never the octets themselves."""

@@ -45,6 +45,14 @@ LOSS_OF_EFFECT: dict[Family, str] = {
     Family.AUTH_MOBILE: "Act §35-14(1)",
 }
 """The article by which a certificate of each family loses effect (効力を失う)."""
+EXPIRY: dict[Family, str] = {
+    Family.SIGN_CARD: "Act §15(1)(5)",
+    Family.SIGN_MOBILE: "Act §16-14(1)(5)",
+    Family.AUTH_CARD: "Act §34(1)(5)",
+    Family.AUTH_MOBILE: "Act §35-14(1)(5)",
+}
+"""The item of that article by which it loses effect at the end of its validity period
+(有効期間が満了したとき): no revocation record says so, and none can be recorded after it."""
 
 
 class Status(enum.StrEnum):
@@ -210,18 +218,25 @@ def status_at(
         )
         return then_status, StatusInfo(status=Status.UNAVAILABLE, at=_at(now), detail=due)
     good = f"has not lost effect ({LOSS_OF_EFFECT[family]})"
+    good_now = (
+        good
+        if now <= not_after
+        else f"no revocation record; its validity period has ended, by which it lost effect ({EXPIRY[family]})"
+    )
     return (
         StatusInfo(status=Status.GOOD, at=_at(signed_at), detail=good),
-        StatusInfo(status=Status.GOOD, at=_at(now), detail=good),
+        StatusInfo(status=Status.GOOD, at=_at(now), detail=good_now),
     )
 
 
 def compromise(info: StatusInfo) -> bool:
-    """The revocation says the key may have been used by someone else before it was recorded
-    (the holder's key leaked or was lost, or the issuing key leaked): a signing time the
-    signer claims cannot place a signature before it."""
+    """The revocation says, or cannot exclude, that the key may have been used by someone
+    else before it was recorded (the holder's key leaked or was lost, or the issuing key
+    leaked): a signing time the signer claims cannot place a signature before it. A record
+    erased past its retention (Ord §70(1)(iii)) keeps no reason, at most its time: it
+    cannot exclude a compromise, nor can a reason code this version does not know."""
     return info.status is Status.REVOKED and (
-        info.reason in ("keyCompromise", "cACompromise")
+        info.reason in ("keyCompromise", "cACompromise", None)
         or info.category == Category.CA_COMPROMISE.value
         or info.revoked_at is None
     )

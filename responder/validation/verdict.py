@@ -48,7 +48,7 @@ from responder.validation.result import (
     ValidityCheck,
 )
 from responder.validation.signature import SignatureOutcome, Signed
-from responder.validation.status import Status, StatusInfo, compromise, status_at
+from responder.validation.status import EXPIRY, Status, StatusInfo, compromise, status_at
 from responder.validation.xmldsig import XmlBudget, check_xmldsig
 
 CLOCK_SKEW: Final = timedelta(minutes=5)
@@ -171,6 +171,12 @@ def verify_item(
             ResultCode.NOT_YET_VALID if instant < cert.not_valid_before_utc else ResultCode.EXPIRED,
             validity.detail,
         )
+    elif now > cert.not_valid_after_utc:  # valid at a claimed signingTime, expired now
+        fail(
+            ResultCode.EXPIRED_AFTER_SIGNING,
+            "signed, by the signingTime claimed, within the validity period, which has ended"
+            f" since: it has lost effect ({EXPIRY[anchor.meta.family]})",
+        )
     then: StatusInfo | None = None
     current: StatusInfo | None = None
     facts: FactsCheck | None = None
@@ -211,6 +217,7 @@ _ORDER: Final = {
             ResultCode.UNKNOWN_CERTIFICATE,
             ResultCode.STATUS_UNAVAILABLE,
             ResultCode.REVOKED_AFTER_SIGNING,
+            ResultCode.EXPIRED_AFTER_SIGNING,
             ResultCode.OK,
         )
     )
