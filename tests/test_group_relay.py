@@ -182,6 +182,27 @@ def drips(body: bytes, every: float) -> Behaviour:
     return go
 
 
+def drips_head(every: float, pad: int = 40) -> Behaviour:
+    """The status line at once, then a header line a byte every ``every`` seconds (``pad``
+    bytes of it), then a signed answer: no single read waits long, the head alone takes
+    ``pad * every`` seconds."""
+
+    def go(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        h.wfile.flush()
+        for b in b"X-Pad: " + b"p" * pad + b"\r\n":
+            h.wfile.write(bytes([b]))
+            h.wfile.flush()
+            time.sleep(every)
+        h.wfile.write(
+            b"Content-Type: application/json\r\nJWS-Signature: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (signed(PROVIDED).encode(), len(PROVIDED), PROVIDED)
+        )
+        h.close_connection = True
+
+    return go
+
+
 class Ledger:
     def __init__(self) -> None:
         self.counts: list[tuple[str, Service, Method, int]] = []
@@ -544,6 +565,22 @@ def test_a_dripping_kikou_cannot_stretch_the_deadline(group: Group, kikou: Kikou
     resp, _ = group.run(ASKED)
     took = time.monotonic() - t0
     assert resp.status == 504 and took < 3.0, (resp.status, took)
+    assert group.ledger.counts == []
+
+
+def test_a_kikou_dripping_its_header_lines_cannot_stretch_the_deadline(
+    group: Group, kikou: Kikou
+) -> None:
+    """A header byte every 0.25 s (about 12 s for the head) keeps every socket read under
+    the 2 s timeout; http.client's reads of the status and header lines were bounded per
+    read only (the relay was held the whole 12 s, its 504 came after). The whole exchange is
+    cut at 2 s now."""
+    kikou.behaviour = drips_head(0.25, pad=40)
+    t0 = time.monotonic()
+    resp, body = group.run(ASKED)
+    took = time.monotonic() - t0
+    assert (resp.status, took < 3.0) == (504, True), (resp.status, took)
+    assert problem_of(body)["rule"] == "gateway_timeout"
     assert group.ledger.counts == []
 
 
