@@ -88,6 +88,8 @@ from crlbuilder.store.writer import Commit
 
 __all__ = [
     "CLOCK_SKEW",
+    "FETCH_MIN_RATE",
+    "FETCH_TIMEOUT",
     "MAX_CRL_BYTES",
     "REMOVE_FROM_CRL",
     "BaseAhead",
@@ -97,6 +99,7 @@ __all__ = [
     "KnownIssuer",
     "add_cli",
     "check_store_mode",
+    "cut_at_deadline",
     "group_issuers",
     "identify_issuer",
     "known_issuer",
@@ -387,6 +390,16 @@ FETCH_MIN_RATE: Final = 1 << 20
 `MAX_CRL_BYTES` may take 2,048 s more)."""
 
 
+def cut_at_deadline(deadline: Deadline, min_rate: int) -> str:
+    """What a fetch cut by its deadline says (`read_source`, ``group pull``'s `fetch`): sizes
+    and times only, nothing personal."""
+    return (
+        f"not received whole within its deadline ({deadline.allowed:.0f} s: "
+        f"{deadline.seconds:g} s and {deadline.received} bytes received at the least rate "
+        f"of {min_rate} bytes a second): cut, nothing imported, the store unchanged"
+    )
+
+
 def read_source(
     source: str,
     *,
@@ -430,11 +443,7 @@ def read_source(
     except (OSError, ValueError, http.client.HTTPException) as e:  # a bad status line, a cut body
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
         if deadline.passed or isinstance(reason, TimeoutError):
-            raise ImportRefused(
-                f"not received whole within its deadline ({deadline.allowed:.0f} s: "
-                f"{deadline.seconds:g} s and {deadline.received} bytes received at the least "
-                f"rate of {min_rate} bytes a second): cut, nothing imported, the store unchanged"
-            ) from None
+            raise ImportRefused(cut_at_deadline(deadline, min_rate)) from None
         if isinstance(e, urllib.error.URLError):
             raise ImportRefused(f"cannot fetch: {e.reason}") from None
         raise ImportRefused(f"cannot fetch: {type(e).__name__}: {e}") from None

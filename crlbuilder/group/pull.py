@@ -70,6 +70,7 @@ from crlbuilder.crl.importer import (
     BaseAhead,
     CrlImporter,
     ImportRefused,
+    cut_at_deadline,
     group_issuers,
     source_label,
 )
@@ -80,6 +81,8 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 
 __all__ = [
+    "MIN_RATE",
+    "TIMEOUT",
     "FetchFailed",
     "GroupFeed",
     "Outcome",
@@ -215,15 +218,6 @@ def fetch(
             raise FetchFailed(cut_at_deadline(deadline, min_rate)) from None
         raise FetchFailed(f"cannot fetch: {type(e).__name__}: {reason}") from None
     return Fetched(body, etag)
-
-
-def cut_at_deadline(deadline: Deadline, min_rate: int) -> str:
-    """What a download cut by its deadline says (sizes and times only, nothing personal)."""
-    return (
-        f"not received whole within its deadline ({deadline.allowed:.0f} s: "
-        f"{deadline.seconds:g} s and {deadline.received} bytes received at the least rate "
-        f"of {min_rate} bytes a second): cut, nothing imported, the store unchanged"
-    )
 
 
 def _read_body(resp: http.client.HTTPResponse) -> bytes:
