@@ -245,3 +245,14 @@ def test_a_kikou_dripping_its_answer_is_cut_at_the_deadline(
         assert time.monotonic() - t0 < 2.0
     finally:
         server.close()
+
+
+def test_a_broken_http_answer_is_refused_not_a_traceback() -> None:
+    """A status line that is not HTTP: http.client's BadStatusLine is no OSError, and
+    ``group init`` / ``group keys`` ended with its traceback."""
+    server = RawServer(lambda conn: conn.sendall(b"HELLO\r\n\r\n"))
+    try:
+        with pytest.raises(group_init.InitError, match="cannot fetch"):
+            group_init.fetch_answer_keys(server.url.rsplit("/", 2)[0])
+    finally:
+        server.close()
