@@ -86,7 +86,8 @@ def ask(
     deadline = Deadline(timeout)
     u = urllib.parse.urlsplit(url)
     tls = (context or ssl.create_default_context()) if u.scheme == "https" else None
-    conn = Connection(u.hostname or "", u.port, deadline=deadline, context=tls)
+    port = u.port or (443 if tls is not None else 80)  # given: a bare "::1" is not host:port
+    conn = Connection(u.hostname or "", port, deadline=deadline, context=tls)
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     try:
         conn.request(

@@ -42,7 +42,7 @@ from responder.limits import LimitsTable
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
 from responder.relay import MAX_ANSWER, RecordInfoRelay, judge, members_in_force, share
-from responder.relayclient import Failed, Upstream
+from responder.relayclient import Failed, Upstream, ask
 from tests.support.pki import make_ca, rsa_key
 from tests.support.written import dropped, written
 from tests.test_group_policy import GROUP, group_table, member, suspension
@@ -582,6 +582,21 @@ def test_a_kikou_dripping_its_header_lines_cannot_stretch_the_deadline(
     assert (resp.status, took < 3.0) == (504, True), (resp.status, took)
     assert problem_of(body)["rule"] == "gateway_timeout"
     assert group.ledger.counts == []
+
+
+def test_an_ipv6_kikou_without_a_port_is_asked_at_its_default_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``http://[::1]/``: http.client read the bare ``::1`` as host ``:`` and port 1."""
+    asked: list[tuple[object, object]] = []
+
+    def getaddrinfo(host: object, port: object, *args: object, **kw: object) -> list[Any]:
+        asked.append((host, port))
+        raise OSError("not resolved in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    got = ask("http://[::1]/v1/record-info", b"{}", "token", timeout=1.0, limit=1024)
+    assert (got, asked) == (Failed.UNREACHABLE, [("::1", 80)])
 
 
 def test_an_absent_kikou_is_502(tmp_path: Path, store: MemoryReader) -> None:
