@@ -193,7 +193,7 @@ class _HttpHandler(urllib.request.HTTPHandler):
 
 
 class _HttpsHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: Deadline, context: ssl.SSLContext) -> None:
+    def __init__(self, deadline: Deadline, context: ssl.SSLContext | None) -> None:
         super().__init__(context=context)
         self._deadline = deadline
         self._tls = context
@@ -202,6 +202,8 @@ class _HttpsHandler(urllib.request.HTTPSHandler):
         return self.do_open(self._connection, req)
 
     def _connection(self, host: str, /, **_: Any) -> Connection:  # urllib's timeout: unused
+        if self._tls is None:  # made for an https request only (loading the CAs takes time)
+            self._tls = ssl.create_default_context()
         return Connection(host, deadline=self._deadline, context=self._tls)
 
 
@@ -215,6 +217,6 @@ def opener(
     return urllib.request.build_opener(
         urllib.request.ProxyHandler({}),
         _HttpHandler(deadline),
-        _HttpsHandler(deadline, context or ssl.create_default_context()),
+        _HttpsHandler(deadline, context),
         *handlers,
     )

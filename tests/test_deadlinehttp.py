@@ -242,3 +242,15 @@ def test_urllib_through_the_opener_is_bounded_whole_and_takes_no_proxy(
         with pytest.raises((TimeoutError, urllib.error.URLError)):
             follows.open(f"http://127.0.0.1:{moved.port}/x").read()
         assert time.monotonic() - t0 < 2.0 and deadline.passed  # one deadline, both requests
+
+
+def test_https_through_the_opener_verifies_the_server(
+    serve: Callable[..., Server], tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """With the caller's context the server is trusted; without one, the default context
+    (the system's CAs) refuses its self-signed certificate."""
+    server = serve(lambda c: c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), tls[0])
+    url = f"https://127.0.0.1:{server.port}/x"
+    assert opener(Deadline(5.0), context=tls[1]).open(url).read() == b"ok"
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        opener(Deadline(5.0)).open(url)
