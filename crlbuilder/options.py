@@ -221,6 +221,27 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+_RATE_UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+MIN_TRANSFER_RATE: Final = 1 << 10
+"""The least ``transfer_rate`` taken (1 KiB/s: below it a 2 GiB file would be allowed weeks)."""
+
+
+def transfer_rate(text: str) -> int:
+    """Bytes a second, a whole number with an optional binary suffix (``512K``, ``1M``,
+    ``2G``: KiB, MiB, GiB), from 1K up (an argparse ``type``: the least rate a download is
+    held to, `crlbuilder.deadlinehttp.Deadline`'s ``per_byte``)."""
+    unit = text[-1:].upper() if text[-1:].isalpha() else ""
+    number = text[: len(text) - len(unit)].strip()
+    if unit not in _RATE_UNITS or not number.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not bytes a second (a whole number, optionally K, M or G: 512K, 1M)"
+        )
+    value = int(number) * _RATE_UNITS[unit]
+    if value < MIN_TRANSFER_RATE:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1K (1024 bytes a second)")
+    return value
+
+
 def bounds(field_type: object) -> str:
     """The range a msgspec ``Annotated[..., Meta(...)]`` type allows, as ``--help`` says it
     (``> 0, <= 86400``); "" for a type without bounds."""

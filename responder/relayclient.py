@@ -4,9 +4,10 @@
 token (団体署名検証者 asking, Act §20(4)) and returns what came back, or why nothing usable
 did, within bounds a slow or broken 機構 cannot stretch:
 
-- one deadline for the whole exchange (connect, send, status, headers, body), not per
-  socket operation: a 機構 that drips its answer a byte at a time cannot hold the thread
-  longer than ``timeout`` (`Failed.TIMEOUT`);
+- one deadline for the whole exchange (connect, TLS handshake, send, status line, header
+  lines, body), not per socket operation (`crlbuilder.deadlinehttp`): a 機構 that drips
+  any part of its answer a byte at a time cannot hold the thread longer than ``timeout``
+  (`Failed.TIMEOUT`);
 - at most ``limit`` bytes of body: a longer answer is `Failed.TOO_LARGE`, never passed on
   cut short;
 - no redirect is followed (a 3xx comes back as such: the caller refuses it), so the
@@ -26,9 +27,10 @@ from __future__ import annotations
 import enum
 import http.client
 import ssl
-import time
 import urllib.parse
 from typing import Final, NamedTuple
+
+from crlbuilder.deadlinehttp import Connection, Deadline
 
 __all__ = ["Failed", "Upstream", "ask", "token_url_refusal"]
 
@@ -81,16 +83,11 @@ def ask(
     what comes back."""
     if token_url_refusal(url) is not None:
         return Failed.INSECURE
-    deadline = time.monotonic() + timeout
+    deadline = Deadline(timeout)
     u = urllib.parse.urlsplit(url)
-    host = u.hostname or ""
-    conn: http.client.HTTPConnection
-    if u.scheme == "https":
-        conn = http.client.HTTPSConnection(
-            host, u.port, timeout=timeout, context=context or ssl.create_default_context()
-        )
-    else:
-        conn = http.client.HTTPConnection(host, u.port, timeout=timeout)
+    tls = (context or ssl.create_default_context()) if u.scheme == "https" else None
+    port = u.port or (443 if tls is not None else 80)  # given: a bare "::1" is not host:port
+    conn = Connection(u.hostname or "", port, deadline=deadline, context=tls)
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     try:
         conn.request(
@@ -103,7 +100,6 @@ def ask(
                 "Authorization": f"Bearer {token}",
             },
         )
-        _remaining(conn, deadline)
         resp = conn.getresponse()
         headers = {k.lower(): v for k, v in resp.getheaders()}
         length = resp.length
@@ -112,7 +108,6 @@ def ask(
         chunks: list[bytes] = []
         got = 0
         while True:
-            _remaining(conn, deadline)
             chunk = resp.read1(_CHUNK)
             if not chunk:
                 if resp.length:  # fewer bytes than its Content-Length said: cut short
@@ -128,15 +123,6 @@ def ask(
     except (http.client.HTTPException, ValueError, UnicodeError):
         return Failed.MALFORMED
     except OSError:  # refused, reset, no route, DNS, TLS
-        return Failed.TIMEOUT if time.monotonic() >= deadline else Failed.UNREACHABLE
+        return Failed.TIMEOUT if deadline.passed else Failed.UNREACHABLE
     finally:
         conn.close()
-
-
-def _remaining(conn: http.client.HTTPConnection, deadline: float) -> None:
-    """Set the socket's timeout to what is left of the whole exchange (TimeoutError: none)."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError
-    if conn.sock is not None:
-        conn.sock.settimeout(left)

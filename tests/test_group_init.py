@@ -12,6 +12,7 @@ import contextlib
 import http.server
 import json
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from crlbuilder.group.answerkeys import KEYS_NAME, parse_jwks
 from crlbuilder.group.setup import load_group_setup
 from crlbuilder.manifest import Manifest
 from responder.app import ca_routes
+from tests.test_group_pull_http import RawServer, drip_head
 from tests.test_group_relay import KIKOU_KEY, AnswerKey
 
 
@@ -225,3 +227,32 @@ def test_init_refuses_keys_that_are_not_the_kikous_answer_keys(
     with kikou(manifest) as url:
         assert init(pki, url, tmp_path / "h", [], "--answer-kid", "y" * 43) == 1
         assert "not served by the 機構" in capsys.readouterr().err
+
+
+def test_a_kikou_dripping_its_answer_is_cut_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`group init` and `group keys` ask the 機構's public routes (here ``/v1/keys``): a
+    header byte every 0.1 s (6 s for the head) kept each read within urllib's 30 s timeout,
+    and the command waited the head out. The whole request is cut at its deadline now (1 s
+    here), nothing written."""
+    monkeypatch.setattr(group_init, "TIMEOUT", 1.0, raising=False)
+    server = RawServer(drip_head)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(group_init.InitError, match="not received whole within 1 s"):
+            group_init.fetch_answer_keys(server.url.rsplit("/", 2)[0])
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        server.close()
+
+
+def test_a_broken_http_answer_is_refused_not_a_traceback() -> None:
+    """A status line that is not HTTP: http.client's BadStatusLine is no OSError, and
+    ``group init`` / ``group keys`` ended with its traceback."""
+    server = RawServer(lambda conn: conn.sendall(b"HELLO\r\n\r\n"))
+    try:
+        with pytest.raises(group_init.InitError, match="cannot fetch"):
+            group_init.fetch_answer_keys(server.url.rsplit("/", 2)[0])
+    finally:
+        server.close()

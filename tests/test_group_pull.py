@@ -51,6 +51,8 @@ class Kikou:
         self.files: dict[str, tuple[str, bytes]] = {}
         self.requests: list[tuple[str, str, str]] = []
         self.limited: dict[str, int] = {}
+        self.dripping: set[str] = set()
+        """Paths answered with a header line a byte every 0.1 s (3.7 s), then the file."""
         kikou = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -63,6 +65,18 @@ class Kikou:
                     self.send_response(304)
                     self.send_header("ETag", got[0])
                     self.end_headers()
+                    return
+                if got and self.path in kikou.dripping:
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                    for b in b"X-Pad: " + b"p" * 28 + b"\r\n":
+                        self.wfile.write(bytes([b]))
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                    self.wfile.write(
+                        b"ETag: %s\r\nContent-Length: %d\r\n\r\n%s"
+                        % (got[0].encode(), len(got[1]), got[1])
+                    )
+                    self.close_connection = True
                     return
                 if got and self.path in kikou.limited:
                     problem = b'{"title":"cycle","status":429}'
@@ -327,7 +341,7 @@ def test_a_pull_that_imports_nothing_leaves_no_new_store(
     leaves no store (the responder would take an empty one for the group's); a CRL imported
     keeps it."""
     g = _group_dir(pki, kikou, tmp_path)
-    args = argparse.Namespace(group=g, follow=False, timeout=5.0)
+    args = argparse.Namespace(group=g, follow=False, timeout=5.0, min_rate=1 << 20)
     assert run_pull(args) == 1
     assert "no CRL imported: no store made" in capsys.readouterr().err
     assert not (g / "store").exists()
@@ -431,6 +445,36 @@ def test_a_429_is_the_agreed_cycle_not_an_unreachable_kikou(
     assert (pass_["status"], pass_["next_in"]) == ("ok", 30), pass_
 
 
+def test_a_pull_cut_by_its_deadline_leaves_the_group_as_it_was(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+) -> None:
+    """The 機構 drips the header lines of a new full CRL, a byte every 0.1 s (3.7 s): each
+    read well within a 1 s timeout, so the pull waited them out (here 3.7 s, then cut by the
+    body's deadline, this feed's 1 s cycle; with a cycle of an hour it imported the file). The
+    whole request is cut at 1 s now: ``unreachable``, saying the store is unchanged; the store
+    still holds CRL 10 and its ETag, and the next pass (the 機構 well again) imports CRL 12."""
+    kikou.files = {"/f.crl": ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)]))}
+    assert statuses(feed) == ["imported", "absent"]
+    with feed.store.read() as r:
+        before = r.crl_state(1)
+    kikou.files["/f.crl"] = ('"f12"', make_crl(pki, G1, 12, [(5, 1, 1), (8, 1, 1)]))
+    kikou.dripping.add("/f.crl")
+    feed.timeout = 1.0
+    t0 = time.monotonic()
+    full = next(o for o in feed.pass_once() if o.issuer == G1 and o.kind == "full")
+    assert (full.status, full.seconds < 2.0) == ("unreachable", True), (full, full.seconds)
+    assert "deadline" in full.detail and "nothing imported, the store unchanged" in full.detail
+    assert time.monotonic() - t0 < 6.0  # G2's files are absent: refused at once
+    with feed.store.read() as r:
+        assert r.crl_state(1) == before
+    kikou.dripping.clear()
+    assert statuses(feed) == ["imported", "absent"]
+    with feed.store.read() as r:
+        assert r.crl_state(1).number == 12
+
+
 def kikou_gets(kikou: Kikou) -> int:
     return sum(1 for m, path, _ in kikou.requests if m == "GET" and path == "/f.crl")
 
@@ -453,7 +497,9 @@ def test_a_follow_whose_passes_fail_shows_no_store_until_its_first_import(
     monkeypatch.setattr(pull, "BACKOFF_START", 0.05)
     rcs: list[int] = []
     t = threading.Thread(
-        target=lambda: rcs.append(run_pull(argparse.Namespace(group=g, follow=True, timeout=5.0)))
+        target=lambda: rcs.append(
+            run_pull(argparse.Namespace(group=g, follow=True, timeout=5.0, min_rate=1 << 20))
+        )
     )
     t.start()
     try:

@@ -117,8 +117,63 @@ def test_a_body_dripped_slowly_is_cut_at_the_deadline(
     server = serve(drip)
     t0 = time.monotonic()
     with pytest.raises(FetchFailed, match="deadline"):
-        fetch(server.url, "token", timeout=1, deadline=1.0)
-    assert time.monotonic() - t0 < 4
+        fetch(server.url, "token", timeout=1.0, min_rate=1 << 20)
+    assert time.monotonic() - t0 < 2.0
+
+
+def drip_head(conn: socket.socket) -> None:
+    """The status line, then a header line a byte every 0.1 s (about 6 s), then a body."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    for b in b"X-Pad: " + b"p" * 55 + b"\r\n":
+        conn.sendall(bytes([b]))
+        time.sleep(0.1)
+    conn.sendall(b"Content-Length: 2\r\n\r\nok")
+
+
+def test_header_lines_dripped_are_cut_at_the_deadline(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """Each header byte within the 1 s timeout: http.client read the head per socket read,
+    so the fetch lasted the 6 s of the head and returned the body. The whole request ends
+    at 1 s (plus the little its bytes earn at the least rate) now."""
+    server = serve(drip_head)
+    t0 = time.monotonic()
+    with pytest.raises(FetchFailed, match="nothing imported, the store unchanged"):
+        fetch(server.url, "token", timeout=1.0, min_rate=1 << 20)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_import_crl_header_lines_dripped_are_cut_at_the_deadline(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """`import-crl`'s fetch (`importer.read_source`): the same 6 s head held it whole."""
+    server = serve(drip_head)
+    t0 = time.monotonic()
+    with pytest.raises(ImportRefused, match="nothing imported, the store unchanged"):
+        read_source(server.url, timeout=1.0)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_a_large_body_at_a_good_rate_outlasts_the_floor(
+    serve: Callable[[Script], RawServer],
+) -> None:
+    """4 MiB at about 2.5 MiB/s (1.6 s, past the 1 s floor): the bytes earn their time at the
+    least rate (1 MiB/s), the file arrives whole."""
+    size = 4 << 20
+
+    def steady(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+        for _ in range(size // (256 << 10)):
+            conn.sendall(b"x" * (256 << 10))
+            time.sleep(0.1)
+
+    server = serve(steady)
+    t0 = time.monotonic()
+    assert len(fetch(server.url, "token", timeout=1.0, min_rate=1 << 20).body) == size
+    assert time.monotonic() - t0 > 1.2
+    t0 = time.monotonic()
+    assert len(read_source(server.url, timeout=1.0, min_rate=1 << 20)) == size
+    assert time.monotonic() - t0 > 1.2
 
 
 def test_import_crl_from_a_url_with_a_broken_answer_is_refused_not_a_crash(

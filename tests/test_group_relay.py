@@ -42,7 +42,7 @@ from responder.limits import LimitsTable
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
 from responder.relay import MAX_ANSWER, RecordInfoRelay, judge, members_in_force, share
-from responder.relayclient import Failed, Upstream
+from responder.relayclient import Failed, Upstream, ask
 from tests.support.pki import make_ca, rsa_key
 from tests.support.written import dropped, written
 from tests.test_group_policy import GROUP, group_table, member, suspension
@@ -178,6 +178,27 @@ def drips(body: bytes, every: float) -> Behaviour:
             h.wfile.write(bytes([b]))
             h.wfile.flush()
             time.sleep(every)
+
+    return go
+
+
+def drips_head(every: float, pad: int = 40) -> Behaviour:
+    """The status line at once, then a header line a byte every ``every`` seconds (``pad``
+    bytes of it), then a signed answer: no single read waits long, the head alone takes
+    ``pad * every`` seconds."""
+
+    def go(h: http.server.BaseHTTPRequestHandler) -> None:
+        h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        h.wfile.flush()
+        for b in b"X-Pad: " + b"p" * pad + b"\r\n":
+            h.wfile.write(bytes([b]))
+            h.wfile.flush()
+            time.sleep(every)
+        h.wfile.write(
+            b"Content-Type: application/json\r\nJWS-Signature: %s\r\nContent-Length: %d\r\n\r\n%s"
+            % (signed(PROVIDED).encode(), len(PROVIDED), PROVIDED)
+        )
+        h.close_connection = True
 
     return go
 
@@ -545,6 +566,37 @@ def test_a_dripping_kikou_cannot_stretch_the_deadline(group: Group, kikou: Kikou
     took = time.monotonic() - t0
     assert resp.status == 504 and took < 3.0, (resp.status, took)
     assert group.ledger.counts == []
+
+
+def test_a_kikou_dripping_its_header_lines_cannot_stretch_the_deadline(
+    group: Group, kikou: Kikou
+) -> None:
+    """A header byte every 0.25 s (about 12 s for the head) keeps every socket read under
+    the 2 s timeout; http.client's reads of the status and header lines were bounded per
+    read only (the relay was held the whole 12 s, its 504 came after). The whole exchange is
+    cut at 2 s now."""
+    kikou.behaviour = drips_head(0.25, pad=40)
+    t0 = time.monotonic()
+    resp, body = group.run(ASKED)
+    took = time.monotonic() - t0
+    assert (resp.status, took < 3.0) == (504, True), (resp.status, took)
+    assert problem_of(body)["rule"] == "gateway_timeout"
+    assert group.ledger.counts == []
+
+
+def test_an_ipv6_kikou_without_a_port_is_asked_at_its_default_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``http://[::1]/``: http.client read the bare ``::1`` as host ``:`` and port 1."""
+    asked: list[tuple[object, object]] = []
+
+    def getaddrinfo(host: object, port: object, *args: object, **kw: object) -> list[Any]:
+        asked.append((host, port))
+        raise OSError("not resolved in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    got = ask("http://[::1]/v1/record-info", b"{}", "token", timeout=1.0, limit=1024)
+    assert (got, asked) == (Failed.UNREACHABLE, [("::1", 80)])
 
 
 def test_an_absent_kikou_is_502(tmp_path: Path, store: MemoryReader) -> None:

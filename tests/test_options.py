@@ -11,7 +11,7 @@ import pytest
 
 from crlbuilder import cli as crlbuilder_cli
 from crlbuilder import config as crlbuilder_config
-from crlbuilder.options import ConfigError, instant
+from crlbuilder.options import ConfigError, instant, transfer_rate
 from crlbuilder.rules import JST
 from responder import cli as responder_cli
 from responder import config as responder_config
@@ -95,3 +95,15 @@ def test_both_configurations_refuse_with_the_one_config_error(tmp_path: Path) ->
         crlbuilder_config.load_config(bad)
     assert category.value.field == "crl.retention_days_by_category.sign-card"
     assert category.value.problem == "unknown category 'lost'"
+
+
+def test_transfer_rate_reads_bytes_a_second_with_binary_units() -> None:
+    assert [transfer_rate(t) for t in ("1024", "512K", "1M", "1m", "2G")] == [
+        1024, 512 << 10, 1 << 20, 1 << 20, 2 << 30,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", ["", "0", "1023", "1.5M", "-1M", "1MB", "M", "1 M x", "inf"])
+def test_transfer_rate_refuses_naming_the_text(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=repr(text).replace(".", r"\.")):
+        transfer_rate(text)

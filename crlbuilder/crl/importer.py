@@ -38,6 +38,13 @@ responder then answers "good" for a serial the store does not hold. A store
 built from issuance records is refused, and so is every CRL that fails a check:
 a refused CRL leaves the store exactly as it was. What the CRL cannot say is
 stored as unknown: legal category 0, validity 0..0, holder all zeros.
+
+An http(s) source is fetched within one deadline for the whole exchange (redirects, the
+status and header lines and the body included): ``--timeout`` seconds (default 60) plus one
+second per ``--min-rate`` bytes received (default 1M: 1 MiB a second; a 2 GiB CRL, the most
+accepted, may take 2,048 s more). A server that drips its answer is cut as soon as it falls
+behind the rate ("not received whole within its deadline ...: cut, nothing imported, the
+store unchanged"), like any refused source, and the next source is read.
 """
 
 from __future__ import annotations
@@ -70,9 +77,10 @@ from crlbuilder.apply import merged_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.config import DEFAULT_CHANGES_KEEP_DAYS
 from crlbuilder.crl.parse import CrlError, ParsedCrl, parse_crl, verify_crl_signature
+from crlbuilder.deadlinehttp import Deadline, opener
 from crlbuilder.group.setup import GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.manifest import Manifest, ManifestError, load_manifest
-from crlbuilder.options import instant
+from crlbuilder.options import instant, transfer_rate
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import StoreReader
@@ -80,6 +88,8 @@ from crlbuilder.store.writer import Commit
 
 __all__ = [
     "CLOCK_SKEW",
+    "FETCH_MIN_RATE",
+    "FETCH_TIMEOUT",
     "MAX_CRL_BYTES",
     "REMOVE_FROM_CRL",
     "BaseAhead",
@@ -89,6 +99,7 @@ __all__ = [
     "KnownIssuer",
     "add_cli",
     "check_store_mode",
+    "cut_at_deadline",
     "group_issuers",
     "identify_issuer",
     "known_issuer",
@@ -372,22 +383,40 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER: Final = urllib.request.build_opener(_HttpOnlyRedirects)
-"""Sources are http(s) only (checked before opening): no file:, ftp: or custom schemes."""
+FETCH_TIMEOUT: Final = 60.0
+"""Seconds one fetch may take besides its bytes' time (`read_source`)."""
+FETCH_MIN_RATE: Final = 1 << 20
+"""Bytes a second a fetch is held to on top of `FETCH_TIMEOUT` (1 MiB/s: a CRL of
+`MAX_CRL_BYTES` may take 2,048 s more)."""
+
+
+def cut_at_deadline(deadline: Deadline, min_rate: int) -> str:
+    """What a fetch cut by its deadline says (`read_source`, ``group pull``'s `fetch`): sizes
+    and times only, nothing personal."""
+    return (
+        f"not received whole within its deadline ({deadline.allowed:.0f} s: "
+        f"{deadline.seconds:g} s and {deadline.received} bytes received at the least rate "
+        f"of {min_rate} bytes a second): cut, nothing imported, the store unchanged"
+    )
 
 
 def read_source(
     source: str,
     *,
     token: str | None = None,
-    timeout: float = 60.0,
+    timeout: float = FETCH_TIMEOUT,
+    min_rate: int = FETCH_MIN_RATE,
     max_bytes: int = MAX_CRL_BYTES,
 ) -> bytes:
-    """The bytes of one CRL: a file, or an http(s) URL fetched with urllib.
+    """The bytes of one CRL: a file, or an http(s) URL fetched with urllib (redirects to
+    http(s) URLs followed).
 
-    ``token`` is sent as ``Authorization: Bearer`` to that URL only (never
-    forwarded on a redirect, never logged), and never over plain http to a
-    host other than loopback. Raises ImportRefused on any failure.
+    The whole fetch, redirects included, from the first connection to the last byte, must
+    be over within ``timeout`` seconds plus one second for every ``min_rate`` bytes received
+    (`crlbuilder.deadlinehttp`): a server that drips its answer is cut as soon as it falls
+    behind that rate. ``token`` is sent as ``Authorization: Bearer`` to that URL only (never
+    forwarded on a redirect, never logged), and never over plain http to a host other than
+    loopback. Raises ImportRefused on any failure.
     """
     if not _is_url(source):
         try:
@@ -405,14 +434,18 @@ def read_source(
     req = urllib.request.Request(source, headers={"Accept": "application/pkix-crl"})  # noqa: S310
     if token is not None:
         req.add_unredirected_header("Authorization", f"Bearer {token}")
+    deadline = Deadline(timeout, per_byte=1.0 / min_rate)
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
+        with opener(deadline, _HttpOnlyRedirects()).open(req) as resp:
             body: bytes = resp.read(max_bytes + 1)
     except urllib.error.HTTPError as e:
         raise ImportRefused(f"HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        raise ImportRefused(f"cannot fetch: {e.reason}") from None
     except (OSError, ValueError, http.client.HTTPException) as e:  # a bad status line, a cut body
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        if deadline.passed or isinstance(reason, TimeoutError):
+            raise ImportRefused(cut_at_deadline(deadline, min_rate)) from None
+        if isinstance(e, urllib.error.URLError):
+            raise ImportRefused(f"cannot fetch: {e.reason}") from None
         raise ImportRefused(f"cannot fetch: {type(e).__name__}: {e}") from None
     if len(body) > max_bytes:
         raise ImportRefused(f"more than the {max_bytes} bytes accepted")
@@ -529,12 +562,14 @@ class CrlImporter:
         *,
         as_of: datetime,
         token: str | None = None,
-        timeout: float = 60.0,
+        timeout: float = FETCH_TIMEOUT,
+        min_rate: int = FETCH_MIN_RATE,
         expect: str | None = None,
     ) -> ImportResult:
-        """Fetch or read ``source`` and import it (`import_der`; ``expect`` as there)."""
+        """Fetch or read ``source`` and import it (`import_der`; ``expect`` as there;
+        ``timeout`` and ``min_rate`` as `read_source`'s)."""
         t0 = time.monotonic()
-        der = read_source(source, token=token, timeout=timeout)
+        der = read_source(source, token=token, timeout=timeout, min_rate=min_rate)
         result = self.import_der(der, as_of=as_of, source=source_label(source), expect=expect)
         result.seconds = time.monotonic() - t0
         return result
@@ -962,7 +997,18 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="import a CRL whose nextUpdate has passed")
     p.add_argument("--as-of", type=instant, help="the current time (default now), for tests")
     p.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds per HTTP fetch (default 60)"
+        "--timeout", type=float, default=FETCH_TIMEOUT, metavar="SECONDS",
+        help="seconds one URL's fetch may take, connection to last byte, besides the time "
+        "--min-rate allows for its bytes (default %(default)g)",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-rate",
+        type=transfer_rate,
+        default=FETCH_MIN_RATE,
+        metavar="BYTES",
+        help="the least rate a fetch is held to, bytes a second (K, M, G: KiB, MiB, GiB): "
+        "each may take --timeout plus one second per BYTES received; a slower answer is "
+        "cut, nothing imported (default 1M: a 2 GiB CRL may take 2,048 s more)",
     )
     p.add_argument(
         "--changes-keep-days", type=int, default=DEFAULT_CHANGES_KEEP_DAYS,
@@ -1044,7 +1090,12 @@ def run_import(args: argparse.Namespace, *, log: IO[str] | None = None) -> int:
             t0 = time.monotonic()
             try:
                 result = importer.import_source(
-                    source, as_of=as_of, token=token, timeout=args.timeout, expect=args.issuer
+                    source,
+                    as_of=as_of,
+                    token=token,
+                    timeout=args.timeout,
+                    min_rate=args.min_rate,
+                    expect=args.issuer,
                 )
             except ImportRefused as e:
                 rc = 1

@@ -24,7 +24,8 @@ fetched over the 機構's public route: ``--ca-sha256`` pins the fingerprints th
 received out of band (every certificate fetched, a successor certificate too, must be one
 of them, and every pin found), and the command prints each fingerprint for the operator to
 compare.
-Refused input (an existing directory, an unreachable 機構, an index whose issuer id is not
+Refused input (an existing directory, an unreachable 機構 or one whose answer is not
+whole within 30 s from the connection on (a 機構 dripping it is cut), an index whose issuer id is not
 an id or whose path would name another host (`AppliancePath`: the pull sends the group's
 token to those URLs), a certificate that is no CA or does not match its pin, a responder key that does not match its certificate or a
 certificate without the OCSP-signing purpose) writes nothing.
@@ -34,13 +35,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import shutil
 import sys
 import urllib.error
 import urllib.parse
-import urllib.request
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -50,6 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from crlbuilder.deadlinehttp import Deadline, opener
 from crlbuilder.group import answerkeys
 from crlbuilder.group.setup import (
     SETUP_NAME,
@@ -75,6 +77,8 @@ KEYS: Final = "/v1/keys"
 CA_INDEX: Final = "/ca/index.json"
 """The 機構 appliance's public list of its issuers' CA certificates (`responder.app`)."""
 MAX_INDEX_BYTES: Final = 1 << 20
+TIMEOUT: Final = 30.0
+"""Seconds one request to the 機構's public routes may take, whole (`_get`)."""
 GROUP_SERVICES: Final = ("sign-revocation-info", "sign-crl-file", "sign-record-info")
 """What a group receives (Act §18(1)-(3), §20)."""
 
@@ -115,15 +119,23 @@ class CaIndex(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _get(url: str, limit: int = MAX_INDEX_BYTES) -> bytes:
+    """One GET of the 機構's public routes, over within `TIMEOUT` whole (connect to last byte,
+    `crlbuilder.deadlinehttp`: a 機構 dripping its answer cannot hold init or keys)."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise InitError(f"{url}: not an http(s) URL")
+    deadline = Deadline(TIMEOUT)
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 (scheme checked)
+        with opener(deadline).open(url) as r:
             body: bytes = r.read(limit + 1)
     except urllib.error.HTTPError as e:
         raise InitError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise InitError(f"{url}: cannot fetch: {getattr(e, 'reason', e)}") from None
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        if deadline.passed or isinstance(reason, TimeoutError):
+            raise InitError(
+                f"{url}: not received whole within {TIMEOUT:g} s: cut, nothing written"
+            ) from None
+        raise InitError(f"{url}: cannot fetch: {reason}") from None
     if len(body) > limit:
         raise InitError(f"{url}: more than {limit} bytes")
     return body
@@ -518,8 +530,9 @@ def add_keys_cli(subparsers: Any) -> None:
         "機構 publishes its next key beside the current one before it signs with it), or a "
         "key id given with --answer-kid, received from the 機構 out of band; otherwise "
         "nothing is written. A group set up before answers were checked pins nothing: run "
-        "this once after upgrading (until then the relay answers 502). Prints the key ids "
-        "added and dropped.",
+        "this once after upgrading (until then the relay answers 502). The 機構's answer "
+        "must arrive whole within 30 s of the connection (one dripping it is cut, nothing "
+        "written). Prints the key ids added and dropped.",
     )
     p.add_argument("--group", type=Path, required=True, help="the group directory")
     p.add_argument(

@@ -24,7 +24,8 @@ goes backwards or is past its nextUpdate is refused and the store keeps the last
 data, the log line saying why; the responder then answers from that data, and says
 ``tryLater`` (and raises ``jpkiva_stale_issuer``, alert JpkiVaIssuerStale) once its
 nextUpdate passes. A 機構 that cannot be reached (refused connection, timeout, 5xx, a
-broken HTTP answer, a body not received whole within the cycle: `fetch`) is retried with a doubling backoff (1 s up to the cycle; a Retry-After is honoured). A 429 is
+broken HTTP answer, an answer not received whole within its deadline: `fetch`) is retried
+with a doubling backoff (1 s up to the cycle; a Retry-After is honoured). A 429 is
 not a failure: the agreement (取決め) limits the group's downloads (a file changed less than
 the agreed cycle after its last download, 提供の周期 Ord §33(2), or the day's quota), and the
 file is ``limited``, asked again at the 機構's Retry-After. The responder reads the store
@@ -33,6 +34,13 @@ on its own and is never held by a pull (LMDB readers do not wait for the writer)
 ``--follow`` repeats the pass: a cycle after the end of a clean pass (so two downloads
 of one file are never less than a cycle apart), sooner after a failure (the backoff) or
 when a limited file may be downloaded (its Retry-After, at most a cycle).
+Each request's deadline (``--timeout`` and ``--min-rate``): the whole exchange, from
+the connection to the last byte of the body, ends within ``--timeout`` seconds (default
+30) plus one second per ``--min-rate`` bytes received (default 1M: 1 MiB a second), so a
+2 GiB CRL, the most accepted, may take 30 s + 2,048 s while a 機構 that drips its status
+line, headers or body is cut as soon as it falls behind the rate. A cut download is
+``unreachable`` ("not received whole within its deadline ...: cut, nothing imported, the
+store unchanged"): the store, its ETags and the next pass are as if it had never started.
 Log lines are JSON on stderr: ``group-pull`` per file (issuer id, full or delta,
 status, CRL number, counts, why refused), ``group-pass`` per pass, ``group-stale``
 when an issuer's data passes its nextUpdate; never the token, never a serial.
@@ -62,15 +70,19 @@ from crlbuilder.crl.importer import (
     BaseAhead,
     CrlImporter,
     ImportRefused,
+    cut_at_deadline,
     group_issuers,
     source_label,
 )
+from crlbuilder.deadlinehttp import Deadline, opener
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, GroupSetupError, load_group_setup
-from crlbuilder.options import positive_seconds
+from crlbuilder.options import positive_seconds, transfer_rate
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 
 __all__ = [
+    "MIN_RATE",
+    "TIMEOUT",
     "FetchFailed",
     "GroupFeed",
     "Outcome",
@@ -81,8 +93,12 @@ __all__ = [
     "run_pull",
 ]
 
-DEADLINE: Final = 3600.0
-"""Seconds one download may take, whole (`fetch`; a pass bounds it by the cycle)."""
+TIMEOUT: Final = 30.0
+"""Seconds one request may take besides its bytes' time (`fetch`): connect, TLS, the
+request, the status and header lines, a small file."""
+MIN_RATE: Final = 1 << 20
+"""Bytes a second a download is held to on top of `TIMEOUT` (1 MiB/s: a 2 GiB CRL, the
+most accepted, may take 2,048 s more)."""
 
 _READ_CHUNK: Final = 1 << 20
 """The most bytes one socket read of a body returns (`_read_body`)."""
@@ -145,27 +161,27 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER: Final = urllib.request.build_opener(_NoRedirects)
-
-
 def fetch(
     url: str,
     token: str,
     *,
     method: Literal["GET", "HEAD"] = "GET",
-    timeout: float = 30.0,
+    timeout: float = TIMEOUT,
+    min_rate: int = MIN_RATE,
     if_none_match: str | None = None,
-    deadline: float = DEADLINE,
 ) -> Fetched:
     """One request to the 機構's appliance with the group's bearer token; FetchFailed if not
     200 (or 304 to ``if_none_match``, an ETag: `Fetched.not_modified`).
 
-    ``timeout`` bounds each socket operation; ``deadline``, seconds, the whole body: a
-    server that drips its answer within the timeout would otherwise hold the request, and
-    the pass with every other issuer's file behind it, for ever. Whatever the server
-    sends (a bad status line, a header line too long, a chunked body cut short), the only
-    exception is FetchFailed. The token goes to http(s) URLs only, never over plain http
-    to a host other than loopback, and is never logged."""
+    The whole exchange (connect, TLS handshake, the request, the status and header lines,
+    the body) must be over within ``timeout`` seconds plus one second for every
+    ``min_rate`` bytes received (`crlbuilder.deadlinehttp`): a 2 GiB CRL on a link at
+    least that fast arrives whole, while a server that drips any part of its answer is cut
+    as soon as it falls behind the rate, instead of holding the pass, and every other
+    issuer's file behind it, for ever (a timeout per socket operation alone never fired).
+    Whatever the server sends (a bad status line, a header line too long, a chunked body cut
+    short), the only exception is FetchFailed. The token goes to http(s) URLs only, never
+    over plain http to a host other than loopback, and is never logged."""
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("http", "https"):
         raise FetchFailed(f"{source_label(url)}: not an http(s) URL")
@@ -177,10 +193,10 @@ def fetch(
     if if_none_match is not None:
         headers["If-None-Match"] = if_none_match
     req = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 (checked)
-    until = time.monotonic() + deadline
+    deadline = Deadline(timeout, per_byte=1.0 / min_rate)
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
-            body = _read_body(resp, until, deadline) if method == "GET" else b""
+        with opener(deadline, _NoRedirects()).open(req) as resp:
+            body = _read_body(resp) if method == "GET" else b""
             etag = resp.headers.get("ETag")
     except urllib.error.HTTPError as e:
         if e.code == 304 and if_none_match is not None:
@@ -198,23 +214,21 @@ def fetch(
         ) from None
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
         reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        if deadline.passed or isinstance(reason, TimeoutError):
+            raise FetchFailed(cut_at_deadline(deadline, min_rate)) from None
         raise FetchFailed(f"cannot fetch: {type(e).__name__}: {reason}") from None
     return Fetched(body, etag)
 
 
-def _read_body(resp: http.client.HTTPResponse, until: float, deadline: float) -> bytes:
-    """The body, read a socket read at a time (`read1`) until ``until`` (monotonic) and
-    :data:`MAX_CRL_BYTES`; FetchFailed past either."""
+def _read_body(resp: http.client.HTTPResponse) -> bytes:
+    """The body, read a socket read at a time (`read1`) up to :data:`MAX_CRL_BYTES`
+    (FetchFailed past it); the connection's deadline bounds the time."""
     parts: list[bytes] = []
     size = 0
     while chunk := resp.read1(_READ_CHUNK):
         size += len(chunk)
         if size > MAX_CRL_BYTES:
             raise FetchFailed(f"more than the {MAX_CRL_BYTES} bytes accepted")
-        if time.monotonic() > until:
-            raise FetchFailed(
-                f"the body took more than the {deadline:g} s deadline ({size} bytes read)"
-            )
         parts.append(chunk)
     return b"".join(parts)
 
@@ -266,7 +280,8 @@ class GroupFeed:
 
     setup: GroupSetup
     store: Store
-    timeout: float = 30.0
+    timeout: float = TIMEOUT
+    min_rate: int = MIN_RATE
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     log: IO[str] = field(default_factory=lambda: sys.stderr)
     _stale: set[str] = field(default_factory=set)
@@ -339,9 +354,8 @@ class GroupFeed:
                 last = self.pulled(issuer, kind) if validate else None
                 etag = last.etag if last is not None else None
                 got = fetch(
-                    url, token, timeout=self.timeout, if_none_match=etag,
-                    deadline=max(self.timeout, float(self.setup.cycle_seconds)),
-                )  # fmt: skip
+                    url, token, timeout=self.timeout, min_rate=self.min_rate, if_none_match=etag
+                )
                 if last is not None and (got.not_modified or got.etag == etag):
                     o.status, o.number = "unchanged", last.number
                     return o
@@ -469,9 +483,22 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--group", type=Path, required=True, help="the group directory (group.json)")
     p.add_argument("--follow", action="store_true", help="repeat at the agreed cycle")
     p.add_argument(
-        "--timeout", type=positive_seconds, default=30.0, metavar="SECONDS",
-        help="seconds per HTTP request, > 0 (default %(default)s)",
-    )  # fmt: skip
+        "--timeout",
+        type=positive_seconds,
+        default=TIMEOUT,
+        metavar="SECONDS",
+        help="seconds one request may take, connection to last byte, besides the time "
+        "--min-rate allows for its bytes; > 0 (default %(default)g)",
+    )
+    p.add_argument(
+        "--min-rate",
+        type=transfer_rate,
+        default=MIN_RATE,
+        metavar="BYTES",
+        help="the least rate a download is held to, bytes a second (K, M, G: KiB, MiB, GiB): "
+        "each request may take --timeout plus one second per BYTES received; a slower "
+        "answer is cut, nothing imported (default 1M: a 2 GiB CRL may take 2,048 s more)",
+    )
     p.set_defaults(func=run_pull)
 
 
@@ -496,7 +523,7 @@ def run_pull(args: argparse.Namespace) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     try:
-        feed = GroupFeed(setup, store, timeout=args.timeout)
+        feed = GroupFeed(setup, store, timeout=args.timeout, min_rate=args.min_rate)
     except ImportRefused as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         _close(store)

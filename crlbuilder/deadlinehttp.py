@@ -1,0 +1,222 @@
+"""One HTTP exchange bounded, whole, by one deadline (I/O only; the HTTP is http.client's).
+
+The clients that reach the 機構's appliance (the group's record-info relay,
+`responder.relayclient`; ``crlbuilder group pull``, ``group init``/``group keys`` and
+``import-crl``) must not be held by it: a socket timeout (http.client's and urllib's
+``timeout``) bounds each socket operation, so a peer sending one byte of its status line,
+of a header line or of its body every few seconds keeps each operation under it and holds
+the exchange as long as it likes. Here every operation is given what is left of one
+`Deadline` instead:
+
+- connect: each address of the host tried with the time left (the name's resolution,
+  ``getaddrinfo``, is the system resolver's and not bounded here: the 機構's appliance is
+  named by an address or a name the host resolves at once);
+- the TLS handshake: one call, which CPython's ssl module bounds whole by the socket's
+  timeout, set to the time left just before;
+- every send, and every read of the answer (status line, header lines, body, through
+  http.client's buffered reader), sets the socket's timeout to the time left first.
+
+Past the deadline the operation under way raises `TimeoutError` (an OSError; urllib may
+wrap it in a URLError), and `Deadline.passed` says it was the deadline. A deadline may
+grant time per byte received (`Deadline` ``per_byte``): a download's whole bound is then a
+floor plus its size at a minimum rate, so a large file on a good link is never cut while a
+peer that drips is cut as soon as it falls behind that rate.
+
+`Connection` is an `http.client.HTTPConnection` (https when given a TLS context) doing so;
+`opener` is urllib's opener with it, for callers that use urllib's redirect and error
+handling. Neither uses a proxy named by the environment (``http_proxy``, ``https_proxy``):
+the 機構's appliance is reached directly, as the relay always did. Nothing here logs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import socket
+import ssl
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Connection", "Deadline", "opener"]
+
+
+class Deadline:
+    """The monotonic instant an exchange must be over by: ``seconds`` from now, plus
+    ``per_byte`` seconds for each byte received (`credit`), when given."""
+
+    __slots__ = ("_at", "_clock", "per_byte", "received", "seconds")
+
+    def __init__(
+        self,
+        seconds: float,
+        *,
+        per_byte: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        self._at = clock() + seconds
+        self.seconds = seconds
+        self.per_byte = per_byte
+        self.received = 0
+        """Bytes read so far (status line and headers included)."""
+
+    def left(self) -> float:
+        """Seconds left, > 0; TimeoutError when none is."""
+        left = self._at - self._clock()
+        if left <= 0:
+            raise TimeoutError("the exchange's deadline passed")
+        return left
+
+    @property
+    def passed(self) -> bool:
+        return self._clock() >= self._at
+
+    @property
+    def allowed(self) -> float:
+        """The seconds the exchange has been allowed so far (the floor and the bytes' credit)."""
+        return self.seconds + self.received * self.per_byte
+
+    def credit(self, n: int) -> None:
+        """``n`` more bytes received: the deadline moves ``n * per_byte`` seconds later."""
+        self.received += n
+        self._at += n * self.per_byte
+
+
+class _Reader(io.RawIOBase):
+    """The socket's bytes, each read given what is left of the deadline (http.client reads
+    the status line, the header lines and the body through a buffered reader over this)."""
+
+    def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)  # the socket closes when this closes
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(self._deadline.left())
+        n = self._raw.readinto(buffer)
+        if n:
+            self._deadline.credit(n)
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _Socket:
+    """What http.client holds as its socket: it sends and opens its reader through this."""
+
+    def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def sendall(self, data: Any) -> None:
+        self._sock.settimeout(self._deadline.left())  # sendall's timeout bounds all of it
+        self._sock.sendall(data)
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        if mode != "rb":
+            raise ValueError(f"only a binary reader is made here, not {mode!r}")
+        return io.BufferedReader(_Reader(self._sock, self._deadline))
+
+    def close(self) -> None:
+        self._sock.close()  # the reader, while open, keeps the connection (socket._io_refs)
+
+
+class Connection(http.client.HTTPConnection):
+    """An HTTPConnection, over TLS when ``context`` is given, whose whole exchange ends by
+    ``deadline`` (module docstring)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        deadline: Deadline,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.default_port = http.client.HTTPS_PORT if context is not None else http.client.HTTP_PORT
+        super().__init__(host, port)
+        self.deadline = deadline
+        self.context = context
+
+    def connect(self) -> None:
+        sys.audit("http.client.connect", self, self.host, self.port)
+        sock = self._connect_any()
+        try:
+            if self.context is not None:
+                sock.settimeout(self.deadline.left())
+                sock = self.context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = _Socket(sock, self.deadline)
+
+    def _connect_any(self) -> socket.socket:
+        """A connected TCP socket to one of the host's addresses, each tried in the time left."""
+        last: OSError | None = None
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM
+        ):
+            left = self.deadline.left()
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(left)
+                sock.connect(address)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as e:
+                sock.close()
+                last = e
+                continue
+            return sock
+        raise last if last is not None else OSError(f"no address for {self.host}")
+
+
+class _HttpHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)
+
+    def _connection(self, host: str, /, **_: Any) -> Connection:  # urllib's timeout: unused
+        return Connection(host, deadline=self._deadline)
+
+
+class _HttpsHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: Deadline, context: ssl.SSLContext | None) -> None:
+        super().__init__(context=context)
+        self._deadline = deadline
+        self._tls = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connection, req)
+
+    def _connection(self, host: str, /, **_: Any) -> Connection:  # urllib's timeout: unused
+        if self._tls is None:  # made for an https request only (loading the CAs takes time)
+            self._tls = ssl.create_default_context()
+        return Connection(host, deadline=self._deadline, context=self._tls)
+
+
+def opener(
+    deadline: Deadline,
+    *handlers: urllib.request.BaseHandler,
+    context: ssl.SSLContext | None = None,
+) -> urllib.request.OpenerDirector:
+    """urllib's opener (with ``handlers``, e.g. a redirect policy) whose every exchange, the
+    redirects it follows included, ends by ``deadline``; no proxy of the environment."""
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        _HttpHandler(deadline),
+        _HttpsHandler(deadline, context),
+        *handlers,
+    )
