@@ -40,7 +40,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Connection", "Deadline", "opener"]
+__all__ = ["Connection", "Deadline", "NoRedirects", "opener"]
 
 
 class Deadline:
@@ -205,6 +205,15 @@ class _HttpsHandler(urllib.request.HTTPSHandler):
         if self._tls is None:  # made for an https request only (loading the CAs takes time)
             self._tls = ssl.create_default_context()
         return Connection(host, deadline=self._deadline, context=self._tls)
+
+
+class NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is never followed: the 3xx is the answer, an `urllib.error.HTTPError`. The
+    clients of the 機構 ask fixed paths of the address the operator gave; a redirect would send
+    the request (and, for a pull, the group's token) or take what is pinned from elsewhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def opener(

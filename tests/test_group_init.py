@@ -256,3 +256,36 @@ def test_a_broken_http_answer_is_refused_not_a_traceback() -> None:
             group_init.fetch_answer_keys(server.url.rsplit("/", 2)[0])
     finally:
         server.close()
+
+
+def test_a_redirect_is_not_followed_and_nothing_is_pinned(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """init and keys pin what the 機構's address serves (its CA certificates, its answer
+    keys): urllib followed a redirect to any host, and init pinned that host's keys (the
+    pull and the relay already refused redirects). Refused now, nothing written."""
+    pki, manifest = demo_pki
+    with kikou(manifest) as elsewhere:
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", elsewhere + self.path)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        t = threading.Thread(target=server.serve_forever, daemon=True)
+        t.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            with pytest.raises(group_init.InitError, match="a redirect: not followed"):
+                group_init.fetch_answer_keys(url)
+            assert init(pki, url, tmp_path / "g", []) == 1
+            assert "a redirect: not followed" in capsys.readouterr().err
+            assert not (tmp_path / "g").exists()
+        finally:
+            server.shutdown()
+            server.server_close()

@@ -51,7 +51,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from crlbuilder.deadlinehttp import Deadline, opener
+from crlbuilder.deadlinehttp import Deadline, NoRedirects, opener
 from crlbuilder.group import answerkeys
 from crlbuilder.group.setup import (
     SETUP_NAME,
@@ -120,14 +120,21 @@ class CaIndex(msgspec.Struct, frozen=True, kw_only=True):
 
 def _get(url: str, limit: int = MAX_INDEX_BYTES) -> bytes:
     """One GET of the 機構's public routes, over within `TIMEOUT` whole (connect to last byte,
-    `crlbuilder.deadlinehttp`: a 機構 dripping its answer cannot hold init or keys)."""
+    `crlbuilder.deadlinehttp`: a 機構 dripping its answer cannot hold init or keys). A redirect
+    is not followed (what init pins, the CA certificates and the answer keys, comes from the
+    address the operator gave, not from wherever that address points)."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise InitError(f"{url}: not an http(s) URL")
     deadline = Deadline(TIMEOUT)
     try:
-        with opener(deadline).open(url) as r:
+        with opener(deadline, NoRedirects()).open(url) as r:
             body: bytes = r.read(limit + 1)
     except urllib.error.HTTPError as e:
+        if 300 <= e.code < 400:
+            raise InitError(
+                f"{url}: HTTP {e.code}, a redirect: not followed (give the 機構's address "
+                "itself), nothing written"
+            ) from None
         raise InitError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (OSError, ValueError, http.client.HTTPException) as e:
         reason = e.reason if isinstance(e, urllib.error.URLError) else e

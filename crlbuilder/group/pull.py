@@ -74,7 +74,7 @@ from crlbuilder.crl.importer import (
     group_issuers,
     source_label,
 )
-from crlbuilder.deadlinehttp import Deadline, opener
+from crlbuilder.deadlinehttp import Deadline, NoRedirects, opener
 from crlbuilder.group.setup import GroupIssuer, GroupSetup, GroupSetupError, load_group_setup
 from crlbuilder.options import positive_seconds, transfer_rate
 from crlbuilder.store import format as sf
@@ -154,13 +154,6 @@ def _loopback(host: str | None) -> bool:
     return host in ("localhost", "127.0.0.1", "::1") or bool(host and host.startswith("127."))
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """The CRL URLs are fixed by the agreement: a redirect is an error, never followed."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def fetch(
     url: str,
     token: str,
@@ -195,7 +188,7 @@ def fetch(
     req = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 (checked)
     deadline = Deadline(timeout, per_byte=1.0 / min_rate)
     try:
-        with opener(deadline, _NoRedirects()).open(req) as resp:
+        with opener(deadline, NoRedirects()).open(req) as resp:  # the agreement's URLs only
             body = _read_body(resp) if method == "GET" else b""
             etag = resp.headers.get("ETag")
     except urllib.error.HTTPError as e:
