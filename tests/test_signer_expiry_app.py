@@ -92,10 +92,16 @@ def test_a_worker_past_its_signers_notafter_answers_try_later_counted_signer_exp
         resp = ocsp.load_der_ocsp_response(before.body)
         assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
         assert resp.next_update_utc == datetime.fromtimestamp(ends, UTC)  # not a validity on
-    for at in (ends, ends + 600):
+    app.pinned.now = ends  # type: ignore[attr-defined]
+    _, last = ask(app, nonce=b"l" * 16)  # notAfter's own second: still valid (RFC 5280 inclusive)
+    assert ocsp.load_der_ocsp_response(last.body).response_status is (
+        ocsp.OCSPResponseStatus.SUCCESSFUL
+    )
+    for at in (ends + 1, ends + 600):
         app.pinned.now = at  # type: ignore[attr-defined]
         for nonce in (None, b"n" * 16):
             req, after = ask(app, nonce=nonce)
             resp = ocsp.load_der_ocsp_response(after.body)
             assert resp.response_status is ocsp.OCSPResponseStatus.TRY_LATER, (at, nonce)
             assert req.note is not None and req.note.rule == "signer_expired"
+
