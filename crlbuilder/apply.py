@@ -150,6 +150,7 @@ from crlbuilder.seal import FactsCipher
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
+from crlbuilder.validity import expired_at
 from crlbuilder.verifiers import Verifiers
 
 _TOKEN_FROM_FILE: Final = (
@@ -1018,7 +1019,7 @@ class Applier:
             for k in b.c.holder_certs(holder, Family.AUTH_CARD):
                 st = self._status(b, k)
                 valid = not (st.revoked and st.revoked_at <= not_before)
-                if valid and st.not_after >= not_before:
+                if valid and not expired_at(st.not_after, not_before):
                     auth_end = rules.jst_date(from_epoch(st.not_after))
         if birth is None and auth_end is None:
             # an auth certificate's (no facts): a function of its family, day and renewal alone

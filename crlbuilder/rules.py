@@ -35,6 +35,7 @@ from crlbuilder.model import (
     RequestReason,
     ResidentChange,
 )
+from crlbuilder.validity import expired_at
 
 JST: Final = timezone(timedelta(hours=9), "JST")
 """Japan Standard Time: the Act's days (日) are Japanese calendar days. The one time zone
@@ -424,7 +425,7 @@ def in_effect_at(not_after: int, t: int, *, through: bool = True) -> bool:
     of the last day, 発行の日から…日までとする, whose 23:59:59 JST is notAfter), so a loss of
     effect recorded in that second still takes it (``through``, rules 7; `double_issuance`
     counts it valid then too). Without ``through`` (rules 6), expired from that second."""
-    return t <= not_after if through else t < not_after
+    return not expired_at(not_after, t) if through else t < not_after
 
 
 def compromise_revokes(
@@ -441,6 +442,9 @@ def compromise_revokes(
     loses effect when the compromise is recorded; an already expired one has no
     effect left to lose (`in_effect_at`: ``through`` its notAfter's second, rules 7).
     """
+    # exact datetimes, not `crlbuilder.validity`'s whole seconds: a record dated within
+    # notAfter's second but after it (a fraction) is taken as expired, as since rules 7; moving
+    # that to the convention would change decisions (a rules bump, not taken)
     return cert_issuer == compromised_issuer and (at <= not_after if through else at < not_after)
 
 
@@ -462,7 +466,7 @@ def double_issuance(existing: Iterable[HeldCert], not_before: datetime) -> HeldC
     for held in existing:
         if held.revoked_at is not None and held.revoked_at <= not_before:
             continue
-        if held.not_after < not_before:
+        if held.not_after < not_before:  # exact, as `compromise_revokes` (not whole seconds)
             continue
         return held
     return None

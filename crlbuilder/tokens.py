@@ -102,6 +102,7 @@ from crlbuilder.tokenrequest import (
     token_holder,
     token_serial,
 )
+from crlbuilder.validity import expired_at
 from crlbuilder.verifiers import TokenEnd, Verifiers
 
 TOKEN_ORGANIZATION: Final = "jpki-va 特定利用者証明検証者"
@@ -390,7 +391,7 @@ class TokenIssuer:
             return (
                 "the party's approval (認可) ends before the token could start: it must ask again"
             )
-        if not_after <= not_before or issuer_cert.not_valid_after_utc.timestamp() <= now:
+        if not_after <= not_before or expired_at(issuer_cert.not_valid_after_utc, now):
             # signing would fail (and fail every build after it): the request is dropped
             return (
                 f"the token issuer {self.issuer.id}'s certificate has expired "
@@ -538,7 +539,7 @@ class TokenIssuer:
         with self.store.read() as r:
             for key, st in r.statuses(self.issuer.index):
                 cause = ended.get(st.holder, TokenEnd.NOT_APPROVED)
-                if not st.revoked and st.not_after > now and cause is not None:
+                if not st.revoked and not expired_at(st.not_after, now) and cause is not None:
                     due.append(key)
                     by = f"{cause.value} ({cause.article})"
                     report.revoked_by[by] = report.revoked_by.get(by, 0) + 1

@@ -38,8 +38,9 @@
                             /v1/status and /v1/verify, answered from the group's own store
                             (Act §20(1), §21(1),(3)); another /v1 path there is 404 naming them
     GET  /healthz           the process answers
-    GET  /readyz            the store is open, still the one at its path, and fresh, its
-                            issuer table agrees with this
+    GET  /readyz            the store is open, still the one at its path, and fresh, every
+                            issuer's OCSP signer within its validity, its issuer table
+                            agrees with this
                             responder's issuers, the registry loaded (several
                             nodes: caught up with the record stream; opt-in, the watch
                             lists replicated, ``[watch] ready_requires_replication``)
@@ -815,11 +816,19 @@ class JpkiApp:
                 for index, other in sorted(foreign.items())
             )
             return Response(503, f"issuer table differs from the store's: {which}\n".encode(), TEXT)
-        stale = [
-            v.id for v in self.ocsp.by_index.values() if 0 < self.ocsp.fresh_until(v.index) <= now
-        ]
-        if stale:
-            return Response(503, b"stale data for " + ", ".join(stale).encode() + b"\n", TEXT)
+        # An issuer this node cannot answer, with or without CRLs: its data past its promise, or
+        # its delegated OCSP signer past its notAfter (every answer then tryLater). The node is
+        # not ready (docs/operations.md, Readiness): the load balancer sends the parties to a
+        # node that can (one whose builder still runs, one given the renewed delegate), as a
+        # restarted worker would refuse to start with that signer at all.
+        views = self.ocsp.by_index.values()
+        stale = [v.id for v in views if 0 < self.ocsp.fresh_until(v.index) <= now]
+        expired = [v.id for v in views if self.ocsp.signer_expired(v, now)]
+        if stale or expired:
+            why = ([f"stale data for {', '.join(stale)}"] if stale else []) + (
+                [f"OCSP signer expired for {', '.join(expired)}"] if expired else []
+            )
+            return Response(503, ("; ".join(why) + "\n").encode(), TEXT)
         return Response(200, b"ready\n", TEXT)
 
     def _crl(self, req: Request, name: bytes) -> Response:

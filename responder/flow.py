@@ -117,6 +117,7 @@ from crlbuilder.ocsp.response import (
 )
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import Generation, ReadSource, StoreReader, never_fed
+from crlbuilder.validity import expired_at
 from responder import access, policy
 from responder.config import OcspConfig
 from responder.limits import Wait
@@ -363,8 +364,8 @@ class OcspFlow:
         signer = self.signer_for(view)
         if signer is None:
             return Unavailable.NO_SIGNER
-        if now >= signer.not_after:
-            # past its notAfter every client rejects what it signed: no answer, stored,
+        if self.signer_expired(view, now):
+            # past its notAfter's second (RFC 5280 §4.1.2.5: inclusive) every client rejects what it signed: no answer, stored,
             # cached or fresh (RFC 6960 §4.2.2.2)
             return Unavailable.SIGNER_EXPIRED
         next_update = signer.capped(now + self.config.good_validity_seconds)
@@ -490,6 +491,13 @@ class OcspFlow:
         if view.index in self._compromised:
             return view.successor
         return view.signer
+
+    def signer_expired(self, view: IssuerView, now: float) -> bool:
+        """Whether ``view``'s signer's certificate has expired at ``now`` (past its notAfter's
+        second, `crlbuilder.validity`): nothing about the issuer can be answered then (``tryLater``,
+        rule ``signer_expired``), and `/readyz` says 503 naming it (`responder.app`)."""
+        signer = self.signer_for(view)
+        return signer is not None and expired_at(signer.not_after, now)
 
     def fresh_until(self, issuer_index: int) -> int:
         """The nextUpdate the builder promised for an issuer, as of the last `refresh`."""

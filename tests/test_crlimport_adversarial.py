@@ -76,6 +76,16 @@ def reason_ext(code: int) -> bytes:
     return _ext("2.5.29.21", _tlv(0x0A, bytes((code,))))
 
 
+def invalidity_ext(when: datetime, *, critical: bool = False) -> bytes:
+    """An invalidityDate entry extension (RFC 5280 §5.3.2: GeneralizedTime, non-critical)."""
+    return _ext("2.5.29.24", _tlv(0x18, when.strftime("%Y%m%d%H%M%SZ").encode()), critical=critical)
+
+
+def critical_reason_ext(code: int) -> bytes:
+    """A reasonCode marked critical (RFC 5280 §5.3.1 makes it non-critical)."""
+    return _ext("2.5.29.21", _tlv(0x0A, bytes((code,))), critical=True)
+
+
 def entry(serial: int, when: int, *exts: bytes) -> bytes:
     t = datetime.fromtimestamp(when, tz=T.tzinfo)
     return _tlv(0x30, _serial(serial) + _utc(t) + (_tlv(0x30, b"".join(exts)) if exts else b""))
@@ -132,8 +142,11 @@ def test_the_raw_builder_makes_an_importable_crl(
     imported: Path, tmp_path: Path, pki: Manifest
 ) -> None:
     """The builder itself is sound: a well-formed CRL of it imports (so refusals below are
-    the importer's doing, not the builder's)."""
-    der = raw_crl(pki, G1, 11, [entry(101, at(30), reason_ext(1)), entry(900, at(1))])
+    the importer's doing, not the builder's), a non-critical invalidityDate with it."""
+    der = raw_crl(
+        pki, G1, 11,
+        [entry(101, at(30), reason_ext(1), invalidity_ext(T)), entry(900, at(1))],
+    )  # fmt: skip
     r = run(imported, pki, write(tmp_path, "ok.crl", der))
     assert r.rc == 0, r.err
     assert sorted(revoked(imported, index(pki, G1))) == [101, 900]
@@ -275,6 +288,22 @@ def _ber_long_length(der: bytes) -> bytes:
             ),
             ("critical CRL entry extension 1.2.3.4",),
             id="unknown-critical-entry-extension",
+        ),
+        pytest.param(
+            lambda pki: raw_crl(pki, G1, 11, [entry(900, at(1), critical_reason_ext(1))]),
+            ("bad CRL entry", "reasonCode (2.5.29.21) is marked critical"),
+            id="critical-reason-code",
+        ),
+        pytest.param(
+            lambda pki: raw_crl(
+                pki,
+                G1,
+                11,
+                [entry(900, at(1), reason_ext(1), invalidity_ext(T, critical=True))],
+                delta_base=10,
+            ),
+            ("bad CRL entry", "invalidityDate (2.5.29.24) is marked critical"),
+            id="delta-critical-invalidity-date",
         ),
         pytest.param(
             lambda pki: raw_crl(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -169,7 +170,10 @@ def test_entries_with_other_extensions_long_lengths_and_no_extensions(
     shapes = [
         [],  # no crlEntryExtensions at all
         [(x509.CRLReason(x509.ReasonFlags.superseded), False), (x509.InvalidityDate(at), False)],
-        [(x509.InvalidityDate(at), True), (x509.CRLReason(x509.ReasonFlags.key_compromise), False)],
+        [
+            (x509.InvalidityDate(at), False),
+            (x509.CRLReason(x509.ReasonFlags.key_compromise), False),
+        ],
         [(x509.UnrecognizedExtension(ObjectIdentifier("1.2.392.200149.99.1"), b"\x05\x00"), False)],
         [(x509.UnrecognizedExtension(ObjectIdentifier("1.2.392.200149.99.2"), bytes(300)), False)],
         [(x509.CRLReason(x509.ReasonFlags.unspecified), False)],
@@ -187,6 +191,43 @@ def test_entries_with_other_extensions_long_lengths_and_no_extensions(
     assert list(parsed.entries()) == cryptography_entries(der)
     assert [reason for _, _, reason in parsed.entries()] == [0, 4, 1, 0, 0, 0, 10]
     verify_crl_signature(parsed, cert)
+
+
+@pytest.mark.parametrize(
+    ("extension", "name"),
+    [
+        (x509.CRLReason(x509.ReasonFlags.key_compromise), "reasonCode (2.5.29.21)"),
+        (
+            x509.InvalidityDate(datetime(2025, 5, 5, 5, 5, 5, tzinfo=UTC)),
+            "invalidityDate (2.5.29.24)",
+        ),
+    ],
+)
+def test_a_critical_reason_code_or_invalidity_date_is_refused(
+    ca: tuple[rsa.RSAPrivateKey, x509.Certificate], extension: x509.ExtensionType, name: str
+) -> None:
+    """RFC 5280 §5.3.1, §5.3.2: both are non-critical. Marked critical, the CRL is malformed;
+    a critical invalidityDate was read as if it were not (and a critical reasonCode used)."""
+    key, cert = ca
+    at = datetime(2025, 5, 5, 5, 5, 5, tzinfo=UTC)
+    revoked = (
+        x509.RevokedCertificateBuilder()
+        .serial_number(1000)
+        .revocation_date(at)
+        .add_extension(extension, critical=True)
+        .build()
+    )
+    der = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(cert.subject)
+        .last_update(THIS_UPDATE)
+        .next_update(NEXT_UPDATE)
+        .add_revoked_certificate(revoked)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    with pytest.raises(CrlError, match=re.escape(f"{name} is marked critical")):
+        list(parse_crl(der).entries())
 
 
 def test_v1_crl_without_extensions(ca: tuple[rsa.RSAPrivateKey, x509.Certificate]) -> None:

@@ -38,6 +38,7 @@ from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.writer import Commit
 from tests.support.store import dump_store
 from tests.test_crlimport import G1, G2, NOW, make_crl, pki  # noqa: F401 (its PKI fixture)
+from tests.test_crlimport_adversarial import entry, invalidity_ext, raw_crl, reason_ext
 
 TOKEN = "group-token-for-tests"
 
@@ -249,6 +250,34 @@ def test_another_issuers_crl_at_an_issuers_url_is_refused_and_nothing_is_written
     assert [o.status for o in got] == ["refused", "absent", "unchanged", "absent"], got
     assert f"{G2}'s, not {G1}'s" in got[0].detail
     assert dump_store(feed.store) == before
+
+
+def test_a_delta_with_a_critical_entry_extension_is_refused_whole(
+    feed: GroupFeed,
+    kikou: Kikou,
+    pki: Manifest,  # noqa: F811
+) -> None:
+    """RFC 5280 §5.3: reasonCode and invalidityDate are non-critical. A delta marking one
+    critical (its other entries well formed) was taken; it is refused whole, the store as it
+    was, the outcome naming the extension, and the next pass tries it again (not skipped as
+    seen)."""
+    kikou.files = {"/f.crl": ('"f10"', make_crl(pki, G1, 10, [(5, 1, 1)]))}
+    assert statuses(feed) == ["imported", "absent"]
+    before = dump_store(feed.store)
+    bad = raw_crl(
+        pki, G1, 11,
+        [
+            entry(6, int(NOW.timestamp()) - 60, reason_ext(1)),
+            entry(7, int(NOW.timestamp()) - 60, reason_ext(1), invalidity_ext(NOW, critical=True)),
+        ],
+        delta_base=10, this_update=NOW,
+    )  # fmt: skip
+    kikou.files["/d.crl"] = ('"d11"', bad)
+    got = [o for o in feed.pass_once() if o.issuer == G1]
+    assert [o.status for o in got] == ["unchanged", "refused"], got
+    assert "invalidityDate (2.5.29.24) is marked critical" in got[1].detail
+    assert dump_store(feed.store) == before
+    assert statuses(feed) == ["unchanged", "refused"]  # asked again, refused again
 
 
 def test_the_token_never_goes_over_plain_http_to_another_host() -> None:

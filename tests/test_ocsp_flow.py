@@ -750,8 +750,9 @@ def test_rfc6960_4_2_2_2_nothing_is_answered_past_the_signers_notafter(
     """A worker loads its signer when it starts, valid then; a client rejects every answer
     once the signer's certificate has expired (RFC 6960 §4.2.2.2, checked when it validates).
     So a fresh answer's nextUpdate (good, revoked, with a nonce) stops at the notAfter, and
-    from the notAfter on the issuer is ``tryLater`` with rule ``signer_expired``: no fresh
-    answer, no cached one, no stored one (one an older builder signed past the notAfter).
+    past the notAfter the issuer is ``tryLater`` with rule ``signer_expired``: no fresh
+    answer, no cached one, no stored one (one an older builder signed past the notAfter),
+    from the second after the notAfter (its own second is inside the validity).
     The other issuer is unaffected. Before its notBefore (only a clock set back gets a
     running worker there) answers are given: clients check the signer at their own time."""
     ends = NOW + 600  # within the good answers' validity (VALIDITY) and the promise
@@ -789,13 +790,17 @@ def test_rfc6960_4_2_2_2_nothing_is_answered_past_the_signers_notafter(
         request(sign, REVOKED),  # the stored answer, whose nextUpdate is later
         request(sign, REVOKED, alg="sha256"),
     ):
-        for at in (ends, ends + 3600):
+        for at in (ends + 1, ends + 3600):
             late = fl.decide(req, Creds("both"), at, mem, REGISTRY)
             assert isinstance(late, Refusal), at
             assert (late.status, late.rule) == (ResponseStatus.TRY_LATER, "signer_expired")
-    assert fl.lookup(parse_request(request(sign, GOOD), max_certids=1), sign, ends, mem) is (
+    assert fl.lookup(parse_request(request(sign, GOOD), max_certids=1), sign, ends + 1, mem) is (
         Unavailable.SIGNER_EXPIRED
     )
+    # notAfter's own second is inside the signer's validity (RFC 5280 §4.1.2.5: inclusive,
+    # `crlbuilder.validity`): answered, ending there; it was tryLater from that second
+    last = fl.decide(request(sign, GOOD, nonce=b"l" * 16), Creds("both"), ends, mem, REGISTRY)
+    assert isinstance(last, Signing) and last.job.next_update == ends
     early = fl.decide(request(sign, GOOD, nonce=b"e" * 16), Creds("both"), NOW - 86_401, mem,
                       REGISTRY)  # fmt: skip
     assert isinstance(early, Signing)

@@ -659,9 +659,15 @@ def test_certificate_credentials_follow_the_certificate_validity(
     ]
     reg = build(text(verifier("v", credential=creds)), base=pki, now=time.time())
     (info,) = reg.parties["v"].credentials
-    assert info.not_after == cert.not_valid_after_utc.timestamp()  # the certificate ends first
+    # the certificate ends first, through its notAfter's second (RFC 5280 §4.1.2.5: inclusive,
+    # `crlbuilder.validity`; the credential's window is half-open, so it ends the second after).
+    # It ended at the notAfter itself, refusing the party in a second its certificate is valid.
+    end = cert.not_valid_after_utc.timestamp()
+    assert info.not_after == end + 1
     assert info.not_before == cert.not_valid_before_utc.timestamp()
-    assert reg.signing_keys(time.time()) and not reg.signing_keys(info.not_after + 1)
+    assert info.valid_at(end) and info.valid_at(end + 0.5) and not info.valid_at(end + 1)
+    assert reg.signing_keys(time.time()) and reg.signing_keys(end)
+    assert not reg.signing_keys(end + 1)
     assert reg.parties["v"].cert_public_keys == (info.spki,)
 
 

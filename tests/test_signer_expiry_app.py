@@ -92,10 +92,42 @@ def test_a_worker_past_its_signers_notafter_answers_try_later_counted_signer_exp
         resp = ocsp.load_der_ocsp_response(before.body)
         assert resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
         assert resp.next_update_utc == datetime.fromtimestamp(ends, UTC)  # not a validity on
-    for at in (ends, ends + 600):
+    app.pinned.now = ends  # type: ignore[attr-defined]
+    _, last = ask(app, nonce=b"l" * 16)  # notAfter's own second: still valid (RFC 5280 inclusive)
+    assert ocsp.load_der_ocsp_response(last.body).response_status is (
+        ocsp.OCSPResponseStatus.SUCCESSFUL
+    )
+    for at in (ends + 1, ends + 600):
         app.pinned.now = at  # type: ignore[attr-defined]
         for nonce in (None, b"n" * 16):
             req, after = ask(app, nonce=nonce)
             resp = ocsp.load_der_ocsp_response(after.body)
             assert resp.response_status is ocsp.OCSPResponseStatus.TRY_LATER, (at, nonce)
             assert req.note is not None and req.note.rule == "signer_expired"
+
+
+def ready(app: JpkiApp) -> Response:
+    req = Request(b"GET", b"/readyz", {}, b"", ("127.0.0.1", 1), None, b"1.1", True, 1)
+    got = app.handle(req)
+    assert isinstance(got, Response)
+    return got
+
+
+def test_readyz_is_503_naming_the_issuers_whose_signer_expired_with_crls_too(
+    app: JpkiApp,
+) -> None:
+    """One readiness for every issuer the node cannot answer (docs/operations.md,
+    Readiness): with CRLs the data stays fresh past the delegate's notAfter, and /readyz said
+    200 while every answer about its issuer was tryLater (without CRLs the issuer went stale:
+    503). Through the notAfter's own second it is ready (inclusive, `crlbuilder.validity`)."""
+    ends = app.pinned.ends  # type: ignore[attr-defined]
+    for at in (ends - 60, ends):
+        app.pinned.now = at  # type: ignore[attr-defined]
+        assert (ready(app).status, bytes(ready(app).body)) == (200, b"ready\n")
+    app.pinned.now = ends + 1  # type: ignore[attr-defined]
+    got = ready(app)
+    assert got.status == 503
+    body = bytes(got.body).decode()
+    assert body.startswith("OCSP signer expired for ") and "stale" not in body, body
+    for issuer in app.manifest.all_issuers():
+        assert issuer.id in body

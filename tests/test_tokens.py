@@ -536,6 +536,37 @@ def test_request_after_the_token_issuer_expired_is_dropped_and_the_build_goes_on
     assert not request_path(world.requests, rid).exists()
 
 
+@pytest.mark.parametrize(("after", "issued"), [(0, 1), (1, 0)])
+def test_the_token_issuer_signs_through_its_notafters_second(
+    world: World, after: int, issued: int
+) -> None:
+    """RFC 5280 §4.1.2.5 (inclusive, `crlbuilder.validity`): a build in the token issuer's
+    notAfter second still issues (the token ends with the issuer); the next second it drops
+    the request. It was dropped from the notAfter's own second."""
+    ends = world.ca().not_valid_after_utc
+    rid, _ = world.queue(at=ends - timedelta(minutes=1))
+    report = world.build(ends + timedelta(seconds=after))
+    assert report["tokens_issued"] == issued, report["tokens_dropped"]
+    if issued:
+        assert world.token(rid).not_valid_after_utc == ends
+
+
+@pytest.mark.parametrize(("after", "revoked"), [(0, 1), (1, 0)])
+def test_an_ended_approval_revokes_a_token_through_its_notafters_second(
+    world: World, after: int, revoked: int
+) -> None:
+    """A token is in effect through its notAfter's second (`crlbuilder.validity`): its party's
+    approval revoked, a build in that very second revokes it (Act §38-2(6)); after it the token
+    has expired and nothing is revoked. It was left unrevoked (``not_after > now``)."""
+    rid, _ = world.queue()
+    world.build(T0 + timedelta(minutes=1))
+    st = world.status(rid)
+    assert st is not None
+    end = datetime.fromtimestamp(st.not_after, UTC)
+    world.write_registry(party(revoked=end - timedelta(hours=1)))
+    assert world.build(end + timedelta(seconds=after))["tokens_revoked"] == revoked
+
+
 def test_a_request_whose_csr_key_cannot_be_read_is_dropped_and_the_build_goes_on(
     world: World,
 ) -> None:

@@ -82,13 +82,15 @@ def test_no_counterpart_is_an_empty_list_and_no_provision(api: Api) -> None:
 
 
 def test_the_counterparts_validity_bounds_it(api: Api) -> None:
-    """A certificate is listed before its notAfter, not at it (有効期間が経過していない)."""
+    """A certificate is listed through its notAfter's own second, not after it (有効期間が経過
+    していない; RFC 5280 §4.1.2.5: inclusive, `crlbuilder.validity`). It was left out in that
+    second (``now < not_after``), while OCSP and the rules counted it valid."""
     a4 = sf.status_key(SM, 0xA4)
     st = api.reader.status_records[a4]
-    api.reader.status_records[a4] = st._replace(not_after=T)
+    api.reader.status_records[a4] = st._replace(not_after=T - 1)
     _, got = ask(api, SC, 0xA2, Family.SIGN_MOBILE, "sig")
     assert serials(got) == ["A3"]
-    api.reader.status_records[a4] = st._replace(not_after=T + 1)
+    api.reader.status_records[a4] = st._replace(not_after=T)
     _, got = ask(api, SC, 0xA2, Family.SIGN_MOBILE, "sig")
     assert serials(got) == ["A4", "A3"]
 

@@ -401,3 +401,21 @@ def test_the_facts_key_is_read_once_per_worker_and_a_bad_one_refused(
     assert (
         env.cipher is not None and "key" in repr(env.cipher) and KEY.hex() not in repr(env.cipher)
     )
+
+
+def _ends_at(api: Api, key: bytes, not_after: int) -> None:
+    api.reader.status_records[key] = api.reader.status_records[key]._replace(not_after=not_after)
+
+
+def test_a_certificate_is_in_effect_through_its_notafters_second(api: Api) -> None:
+    """RFC 5280 §4.1.2.5 (inclusive; `crlbuilder.validity`): in notAfter's own second E1 is
+    still in effect (409 in_effect), as OCSP and the rules count it; the next second it has lost
+    effect (§15(1)(5)). It was taken as lost in that second (`not_after <= now`)."""
+    e1 = sf.status_key(SC, 0xE1)
+    _ends_at(api, e1, T)  # NOW is T: the boundary second
+    resp, got = api.record_info(ref(SC, 0xE1))
+    assert resp.status == 409 and got["rule"] == "in_effect", got
+    assert recordinfo.in_effect(api.reader.status_records[e1], T + 0.999)
+    _ends_at(api, e1, T - 1)
+    resp, got = api.record_info(ref(SC, 0xE1))
+    assert resp.status == 200 and got["result"] == "none-exists", got

@@ -386,7 +386,13 @@ def test_a_party_holds_at_most_max_per_party_tokens(ca: Ca, tmp_path: Path) -> N
     assert api.post({"csr": pem(csr_of(keys[2]))})[0].status == 202
     assert api.post({"csr": pem(csr_of(keys[3]))})[0].status == 409
     skey = sf.status_key(INDEX, token_serial(second))
-    api.reader.status_records[skey] = api.reader.status_records[skey]._replace(not_after=1)
+    # in force through its notAfter's second (`crlbuilder.validity`): no room yet (it was)
+    api.reader.status_records[skey] = api.reader.status_records[skey]._replace(not_after=int(NOW))
+    api.reader.changed()
+    assert api.post({"csr": pem(csr_of(keys[3]))})[0].status == 409
+    api.reader.status_records[skey] = api.reader.status_records[skey]._replace(
+        not_after=int(NOW) - 1
+    )
     api.reader.changed()
     assert api.post({"csr": pem(csr_of(keys[3]))})[0].status == 202
     assert api.ledger.counted == []
@@ -685,3 +691,17 @@ def test_openapi_documents_the_pending_answer_and_the_revoked_token() -> None:
     assert responses["202"]["headers"]["Retry-After"]["required"] is True
     assert "JWS-Signature" in responses["202"]["headers"]  # signed like the 200
     assert "409" in responses and "400" in responses and "403" in responses
+
+
+@pytest.mark.parametrize(("ends", "status"), [(0, 202), (-1, 503)])
+def test_the_token_issuer_is_valid_through_its_notafters_second(ends: int, status: int) -> None:
+    """RFC 5280 §4.1.2.5 (inclusive; `crlbuilder.validity`): a request in the token issuer's
+    notAfter second is queued (the builder may sign in it); the next second it is 503. It was
+    503 from notAfter's own second (``now < notAfter``)."""
+    start = datetime.fromtimestamp(NOW + ends, UTC) - timedelta(days=365)
+    issuer = make_ca("verifier-token-g1 CA", rsa_key(), not_before=start, days=365)
+    assert issuer.cert.not_valid_after_utc.timestamp() == NOW + ends
+    desk = MemoryDesk(issuer)
+    api = Api(spec_table(), desk=desk)
+    resp, body = api.post({"csr": pem(csr_of(rsa_key()))})
+    assert resp.status == status, body

@@ -61,6 +61,12 @@ _ISSUING_DP: Final = b"\x55\x1d\x1c"  # 2.5.29.28
 _CERTIFICATE_ISSUER: Final = b"\x55\x1d\x1d"  # 2.5.29.29
 _FRESHEST_CRL: Final = b"\x55\x1d\x2e"  # 2.5.29.46
 
+# CRL entry extensions RFC 5280 §5.3 says are non-critical: one marked critical is refused.
+_NON_CRITICAL_ENTRY: Final[dict[bytes, str]] = {
+    _REASON_CODE: "reasonCode (2.5.29.21)",
+    _INVALIDITY_DATE: "invalidityDate (2.5.29.24)",
+}
+
 _REASON_CODES: Final = frozenset({0, 1, 2, 3, 4, 5, 6, 8, 9, 10})
 
 # The exact crlEntryExtensions of an entry whose only extension is a
@@ -232,6 +238,12 @@ def _entry_reason(d: bytes, start: int, stop: int) -> int:
         if oid in seen:  # which of two reasonCodes is meant cannot be told
             raise CrlError(f"a CRL entry has extension {_oid_text(oid)} twice")
         seen.add(oid)
+        if critical and oid in _NON_CRITICAL_ENTRY:
+            # RFC 5280 §5.3.1, §5.3.2: these are non-critical. A CRL marking one critical is
+            # malformed, refused whole (the 機構's input is trusted, a broken one is not).
+            raise CrlError(
+                f"{_NON_CRITICAL_ENTRY[oid]} is marked critical; RFC 5280 §5.3 makes it non-critical"
+            )
         if oid == _REASON_CODE:
             e_start, e_stop = _expect(d, v_start, v_stop, _TAG_ENUMERATED, "reasonCode")
             if e_stop != v_stop:
@@ -241,7 +253,7 @@ def _entry_reason(d: bytes, start: int, stop: int) -> int:
                 raise CrlError(f"unknown CRL reason code {reason}")
         elif oid == _CERTIFICATE_ISSUER:
             raise CrlError("indirect CRL entries (certificateIssuer) are not supported")
-        elif critical and oid != _INVALIDITY_DATE:
+        elif critical:
             raise CrlError(f"unsupported critical CRL entry extension {_oid_text(oid)}")
     return reason
 

@@ -56,6 +56,7 @@ from crlbuilder.model import Answer, Category, CertStatus, Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
 from crlbuilder.store.reader import StoreReader
+from crlbuilder.validity import expired_at
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -201,7 +202,7 @@ def _curl(d: Path, url: str, path: str, party: str, body: dict[str, object]) -> 
 
 def _in_effect(r: StoreReader, holder: bytes, family: Family, now: float) -> bool:
     return any(
-        st is not None and not st.revoked and st.not_after > now
+        st is not None and not st.revoked and not expired_at(st.not_after, now)
         for st in map(r.status, r.holder_certs(holder, family))
     )
 
@@ -230,7 +231,11 @@ def v1_commands(d: Path, url: str) -> list[tuple[str, str]]:
                     ids = {m.index: m.id for m in r.issuers()}
                     for k in r.holder_certs(st.holder, Family.SIGN_CARD):
                         cur = r.status(k)
-                        if cur is not None and not cur.revoked and cur.not_after > now:
+                        if (
+                            cur is not None
+                            and not cur.revoked
+                            and not expired_at(cur.not_after, now)
+                        ):
                             index, serial = sf.split_status_key(k)
                             current = (ids[index], serial)
                     break

@@ -15,6 +15,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from crlbuilder.validity import expired_at, valid_at
+
 
 def validity_problem(signer: x509.Certificate, at: datetime) -> str | None:
     """Why answers ``signer`` signs at ``at`` fail at the clients, or None: its certificate is
@@ -23,9 +25,9 @@ def validity_problem(signer: x509.Certificate, at: datetime) -> str | None:
     the CA), so it rejects every answer. The responder refuses such a signer at start; the
     builder's pre-signing skips its issuer at each run (`crlbuilder.presign`)."""
     begins, ends = signer.not_valid_before_utc, signer.not_valid_after_utc
-    if begins <= at <= ends:
+    if valid_at(begins, ends, at):
         return None
-    when = "expired" if at > ends else "not valid yet"
+    when = "expired" if expired_at(ends, at) else "not valid yet"
     return (
         f"its certificate is {when} (valid {begins:%Y-%m-%dT%H:%M:%SZ} to "
         f"{ends:%Y-%m-%dT%H:%M:%SZ}): clients would reject every answer it signs"

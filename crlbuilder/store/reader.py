@@ -32,6 +32,7 @@ import lmdb
 from crlbuilder import rules
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
+from crlbuilder.validity import expired_at
 
 Db: TypeAlias = "lmdb._Database"
 """A named database handle of the LMDB environment (lmdb's own type)."""
@@ -388,7 +389,7 @@ class ReaderRules(ABC):
         for card in cards:
             if (
                 not card.revoked
-                and card.not_after > due_at
+                and not expired_at(card.not_after, due_at)
                 and rules.lapse_revokes(
                     notice, issued_at=datetime.fromtimestamp(card.not_before, UTC), as_of=due
                 )

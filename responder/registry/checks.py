@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from crlbuilder.model import Family
 from crlbuilder.tokenrequest import approval_window
+from crlbuilder.validity import end_exclusive
 from responder.registry.party import (
     Approval,
     CredentialInfo,
@@ -365,7 +366,9 @@ class _Checker:
                 self.owner(self.cert_owner, key, pid, fld, "certificate")
                 self.owner(self.key_owner, hashlib.sha256(spki).digest(), pid, fld, "public key")
                 nb = max(nb, cert.not_valid_before_utc.timestamp())
-                na = min(na, cert.not_valid_after_utc.timestamp())
+                # the certificate's notAfter second is inside its validity (RFC 5280
+                # §4.1.2.5, `crlbuilder.validity`): the half-open window ends the second after
+                na = min(na, end_exclusive(cert.not_valid_after_utc))
             if (c.KIND, key) in mine:
                 self.err(pid, fld, "the same credential is listed twice")
             mine.add((c.KIND, key))

@@ -54,7 +54,9 @@ class CredentialInfo(msgspec.Struct, frozen=True, kw_only=True):
     """SHA-256 of the token, or of the certificate's DER."""
     not_before: float = -math.inf
     not_after: float = math.inf
-    """Valid while ``not_before <= now < not_after`` (epoch seconds)."""
+    """Valid while ``not_before <= now < not_after`` (epoch seconds): half-open. A certificate
+    credential's ``not_after`` is at most the second after its certificate's notAfter, which is
+    inside the certificate's validity (`crlbuilder.validity.end_exclusive`)."""
     spki: bytes = b""
     """The certificate's SubjectPublicKeyInfo DER (certificate kinds)."""
     subject: bytes = b""

@@ -45,6 +45,7 @@ import msgspec
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import StoreReader
+from crlbuilder.validity import valid_at
 from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
@@ -129,7 +130,7 @@ def counterparts(
     out: list[tuple[bytes, sf.StatusRecord]] = []
     for key in reader.holder_certs(holder, family):
         st = reader.status(key)
-        if st is not None and st.not_before <= now < st.not_after:
+        if st is not None and valid_at(st.not_before, st.not_after, now):
             out.append((key, st))
     out.sort(key=lambda ks: (ks[1].not_before, ks[0]), reverse=True)
     return out

@@ -59,6 +59,7 @@ from crlbuilder.model import Family, FourFacts, Sex
 from crlbuilder.seal import FACTS_KEY_ENV, FactsCipher, read_facts_key
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import StoreReader
+from crlbuilder.validity import expired_at, not_yet_valid_at
 from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
@@ -154,12 +155,12 @@ class Current(NamedTuple):
 def lost_effect(st: sf.StatusRecord, now: float) -> bool:
     """Has this certificate lost effect (効力を失っている) at ``now``: by a record (revoked,
     §15(1)(1)-(4), §16-14(1)(1)-(4)) or by the end of its validity (§15(1)(5), §16-14(1)(5))?"""
-    return st.revoked or st.not_after <= now
+    return st.revoked or expired_at(st.not_after, now)
 
 
 def in_effect(st: sf.StatusRecord, now: float) -> bool:
     """Not lost effect and already issued at ``now``."""
-    return not lost_effect(st, now) and st.not_before <= now
+    return not lost_effect(st, now) and not not_yet_valid_at(st.not_before, now)
 
 
 def current_certificate(

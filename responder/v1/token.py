@@ -75,6 +75,7 @@ from crlbuilder.tokenrequest import (
     token_serial,
     write_request,
 )
+from crlbuilder.validity import expired_at
 from responder import policy
 from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
@@ -297,7 +298,7 @@ def _issuer_expired(issuer_pem: str, now: float) -> Problem | None:
     under it (it drops such a request with the reason, `crlbuilder.tokens`), so a request
     queued now would be answered ``pending`` for ever. Nothing is queued or counted."""
     not_after = x509.load_pem_x509_certificate(issuer_pem.encode("ascii")).not_valid_after_utc
-    if now < not_after.timestamp():
+    if not expired_at(not_after, now):
         return None
     return problem.make(
         503, problem.UNAVAILABLE,
@@ -349,7 +350,7 @@ def limit_refusal(ctx: Context, desk: TokenDesk, rid: str) -> Problem | None:
         if key == mine:
             return None
         st = reader.status(key)
-        if st is not None and not st.revoked and st.not_after > now:
+        if st is not None and not st.revoked and not expired_at(st.not_after, now):
             held += 1
     bound = desk.max_per_party()
     if held + len(queued) < bound:
@@ -429,7 +430,7 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
                 "the token issued for this key under this approval was revoked; ask with a new key",
                 article=_REVOKED_ARTICLE, field="$.csr",
             )  # fmt: skip
-        if st is not None and ctx.now > st.not_after:
+        if st is not None and expired_at(st.not_after, ctx.now):
             return problem.make(
                 409, "token_expired",
                 "the token issued for this key under this approval has expired; ask with a new key",

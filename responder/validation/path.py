@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from crlbuilder.model import Family
 from crlbuilder.store.format import IssuerMeta
+from crlbuilder.validity import expired_at, not_yet_valid_at
 from responder.validation.signature import CertificateOctets
 
 NOT_A_SIGNATURE_ARTICLE: Final = "Act §2(1), (2), (4), (5)"
@@ -169,14 +170,14 @@ def check_path(
     for a in candidates:
         if not _issued_by(cert, a, octets):
             continue
-        if at < a.cert.not_valid_before_utc:
+        if not_yet_valid_at(a.cert.not_valid_before_utc, at):
             return PathCheck(
                 PathOutcome.CA_NOT_YET_VALID,
                 f"the issuing CA certificate ({a.meta.id}) is not yet valid at the signing instant",
                 a,
                 issuer_name,
             )
-        if at > a.cert.not_valid_after_utc:
+        if expired_at(a.cert.not_valid_after_utc, at):
             return PathCheck(
                 PathOutcome.CA_EXPIRED,
                 f"the issuing CA certificate ({a.meta.id}) had expired at the signing instant",

@@ -23,6 +23,7 @@ from cryptography import x509
 
 from crlbuilder.model import Family
 from crlbuilder.store.reader import StoreReader
+from crlbuilder.validity import expired_at, not_yet_valid_at
 from responder.validation.cms import check_cms
 from responder.validation.facts import FactsError, decode_facts
 from responder.validation.path import (
@@ -168,7 +169,9 @@ def verify_item(
     validity = _validity(cert, instant, source, now)
     if validity.outcome is Outcome.FAIL:
         fail(
-            ResultCode.NOT_YET_VALID if instant < cert.not_valid_before_utc else ResultCode.EXPIRED,
+            ResultCode.NOT_YET_VALID
+            if not_yet_valid_at(cert.not_valid_before_utc, instant)
+            else ResultCode.EXPIRED,
             validity.detail,
         )
     elif now > cert.not_valid_after_utc:  # valid at a claimed signingTime, expired now
@@ -228,11 +231,11 @@ _ORDER: Final = {
 def _validity(
     cert: x509.Certificate, instant: datetime, source: str, now: datetime
 ) -> ValidityCheck:
-    if instant < cert.not_valid_before_utc:
+    if not_yet_valid_at(cert.not_valid_before_utc, instant):
         outcome, detail = Outcome.FAIL, "the certificate was not yet valid at the signing instant"
-    elif instant > cert.not_valid_after_utc:
+    elif expired_at(cert.not_valid_after_utc, instant):
         outcome, detail = Outcome.FAIL, "the certificate had expired at the signing instant"
-    elif now > cert.not_valid_after_utc:
+    elif expired_at(cert.not_valid_after_utc, now):
         outcome, detail = Outcome.PASS, "valid at the signing instant (it has expired since)"
     else:
         outcome, detail = Outcome.PASS, "valid at the signing instant"
