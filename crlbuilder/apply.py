@@ -66,7 +66,10 @@ dated after it, so that record sees the lapse. It is dated when written: the
 clock's instant, never earlier than the write nor than the due instant. One
 exception, the first build of a new store: no answer or CRL was ever published
 from it, so the lapses of the history it loads are dated at their due instants,
-as the follow loop would have written them then.
+as the follow loop would have written them then. That is the law's date for them: the 機構
+records a lapse 直ちに once it knows the 30 days passed (Act §31: 知ったときは、直ちに), and a
+first build loads the 機構's history, every record of it dated when the 機構 recorded it; only a
+store that published answers records a lapse by its own write (tests/test_lapse_time.py).
 
 Each lapse written is kept with the holder's changes (`store.format.Taken`, with its due
 instant), so that an issuance record read after it is judged by it even once its notice is
