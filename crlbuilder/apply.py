@@ -18,7 +18,8 @@ What each record does (the rules themselves are in `rules`):
   refused when the serial exists, the issuer is unknown or of another family,
   the holder already holds a valid certificate of the family (Act §6, §16-5,
   §25, §35-5; an auth one a kept lapse took counts as lost when the lapse fell due,
-  below), or a mobile certificate's card certificate is not the holder's;
+  below), a mobile certificate's card certificate is not the holder's, or (rules 8) an
+  auth-mobile certificate's holder had no sign-card certificate in effect (Act §35-2(1), (3));
 - revocation request (失効申請等情報), recording error (記録誤り等): revoke one
   serial; refused for an unknown serial or a record earlier than issuance;
 - resident change (異動): revoke the holder's card certificates as Act §12 and
@@ -65,7 +66,10 @@ dated after it, so that record sees the lapse. It is dated when written: the
 clock's instant, never earlier than the write nor than the due instant. One
 exception, the first build of a new store: no answer or CRL was ever published
 from it, so the lapses of the history it loads are dated at their due instants,
-as the follow loop would have written them then.
+as the follow loop would have written them then. That is the law's date for them: the 機構
+records a lapse 直ちに once it knows the 30 days passed (Act §31: 知ったときは、直ちに), and a
+first build loads the 機構's history, every record of it dated when the 機構 recorded it; only a
+store that published answers records a lapse by its own write (tests/test_lapse_time.py).
 
 Each lapse written is kept with the holder's changes (`store.format.Taken`, with its due
 instant), so that an issuance record read after it is judged by it even once its notice is
@@ -313,6 +317,8 @@ class _Batch:
     rules7_before: int = 0
     """The batch's first records judged by rules 6, before the record stream's first message of
     release 1.7 (`release.RULES_7`): none once the store's flag is set, nor outside the stream."""
+    rules8_before: int = 0
+    """The same for rules 8 (`release.RULES_8`): the batch's first records judged by rules 7."""
     index: int = 0
     """The position in the batch of the record being applied."""
 
@@ -334,6 +340,15 @@ class _Batch:
         `crlbuilder.store.format.META_RULES7_FROM`); before it as rules 6 judged it, so that a
         node replaying the stream decides what the nodes of 1.6 did."""
         return self.index >= self.rules7_before
+
+    @property
+    def rules8(self) -> bool:
+        """Whether the record being applied is judged by rules 8 (a cascade never dated before
+        the mobile certificate's notBefore, `Applier._revoke`; an auth-mobile issuance needing a
+        sign-card certificate in effect, `Applier._check_signer`): outside the record stream,
+        or at or after the stream's first message of release 1.8 (the store's flag,
+        `crlbuilder.store.format.META_RULES8_FROM`); before it as rules 7 judged it."""
+        return self.index >= self.rules8_before
 
     @property
     def seq(self) -> int:
@@ -418,6 +433,7 @@ class Applier:
         stream_seq: int | None = None,
         token_signatures: tokenrevocation.TokenSignatures | None = None,
         rules7: release.FirstOf | None = None,
+        rules8: release.FirstOf | None = None,
     ) -> None:
         """Apply one batch in one write transaction (aborted if it changes nothing).
 
@@ -431,6 +447,8 @@ class Applier:
         ``rules7``: where the batch's first message of release 1.7 or later stands
         (`crlbuilder.stream.rules7_from`): the same for rules 7 (`_Batch.rules7`, the store's
         flag `Commit.put_rules7_from`); None (not the record stream): every record by rules 7.
+        ``rules8``: the same for release 1.8 and rules 8 (`_Batch.rules8`,
+        `Commit.put_rules8_from`).
         """
         rejected: list[tuple[Located | Rejected, str]] = []
         summary = self.summary
@@ -450,6 +468,10 @@ class Applier:
                 b.rules7_before = rules7.before
                 if rules7.first is not None:
                     c.put_rules7_from(rules7.first)
+            if rules8 is not None and c.rules8_from() is None:
+                b.rules8_before = rules8.before
+                if rules8.first is not None:
+                    c.put_rules8_from(rules8.first)
             claim, keep, release, apply, digest_of = (
                 c.claim_applied,
                 c.keep_applied,
@@ -510,7 +532,8 @@ class Applier:
         before = sum(self.summary.revocations.values())
         with Commit(self.store, self.clock) as c:
             c.group = self.group
-            b = _Batch(c, rules7_before=self._rules7_before(c))
+            r7, r8 = self._rules_before(c)
+            b = _Batch(c, rules7_before=r7, rules8_before=r8)
             for holder in due:
                 self._lapse_if_due(b, holder, as_of)
             if c.changed:
@@ -519,11 +542,16 @@ class Applier:
         self.deliver()
         return sum(self.summary.revocations.values()) - before
 
-    def _rules7_before(self, c: Commit) -> int:
-        """`_Batch.rules7_before` of a batch that applies no record (a lapse sweep): on the
-        record stream (``token_records``), rules 6 until the store's flag is set
-        (`Commit.rules7_from`), as every node of the stream judges there; else rules 7."""
-        return 1 if self.token_records and c.rules7_from() is None else 0
+    def _rules_before(self, c: Commit) -> tuple[int, int]:
+        """`_Batch.rules7_before` and `_Batch.rules8_before` of a batch that applies no record
+        (a lapse sweep): on the record stream (``token_records``), the rules before each until
+        the store's flag for it is set (`Commit.rules7_from`, `Commit.rules8_from`), as every
+        node of the stream judges there; else the latest rules."""
+        stream = self.token_records
+        return (
+            1 if stream and c.rules7_from() is None else 0,
+            1 if stream and c.rules8_from() is None else 0,
+        )
 
     def erase_past_retention(
         self,
@@ -845,6 +873,8 @@ class Applier:
         holder = bytes.fromhex(rec.holder)
         self._lapse_if_due(b, holder, rec.recorded_at)
         card = self._check_card(b, holder, rec) if rec.family.is_mobile else None
+        if rec.family is Family.AUTH_MOBILE and b.rules8:
+            self._check_signer(b, holder, rec)
         taken = b.c.taken(holder) if rec.family is not Family.SIGN_MOBILE else []
         auth = rec.family in (Family.AUTH_CARD, Family.AUTH_MOBILE)
         pending = b.c.pending(holder) if auth else None
@@ -1070,6 +1100,25 @@ class Applier:
             f"card_serial names no {rec.family.card_family.value} certificate of this holder"
         )
 
+    def _check_signer(self, b: _Batch, holder: bytes, rec: Issuance) -> None:
+        """An auth-mobile certificate is applied for by an auth-card holder who is a 署名利用者
+        (Act §35-2(1)), with a notice signed by the holder's 個人番号カード用署名用電子証明書, which
+        the 機構 confirms has not lost effect under §15(1) before it goes on (§35-2(2), (3)):
+        a sign-card certificate of the holder begun by ``not_before`` and in effect then (not
+        revoked by then, `rules.in_effect_at` its notAfter), else refused (rules 8). Which one
+        signed is in no record: any such certificate bears it out. The sign-mobile's check is
+        its own card certificate's (`_check_card`, §16-2(3))."""
+        at = epoch(rec.not_before)
+        for k in b.c.holder_certs(holder, Family.SIGN_CARD):
+            st = self._status(b, k)
+            lost = st.revoked and st.revoked_at <= at
+            if st.not_before <= at and rules.in_effect_at(st.not_after, at) and not lost:
+                return
+        raise Refused(
+            "no sign-card certificate of the holder in effect at this issuance: an auth-mobile "
+            "certificate is applied for with one that has not lost effect (Act §35-2(1), (3))"
+        )
+
     def _revoke(
         self,
         b: _Batch,
@@ -1080,7 +1129,10 @@ class Applier:
         recorded_at: datetime,
         st: sf.StatusRecord | None = None,
     ) -> bool:
-        """Revoke one certificate at ``at`` unless it already lost effect; cascade to mobile.
+        """Revoke one certificate at ``at`` unless it already lost effect; cascade to mobile
+        (Act §16-13, §35-13: from rules 8 at `rules.cascade_at`'s instant, never before the
+        mobile certificate's notBefore, and not to one issued against a later card certificate;
+        rules 7 took every mobile certificate of the holder at the card's instant).
 
         A certificate is in effect through its notAfter (RFC 5280 §4.1.2.5; Ord §13, §49: to the
         end of its last day, whose 23:59:59 JST is notAfter), so a loss of effect in that very
@@ -1105,8 +1157,17 @@ class Applier:
         follow = rules.cascade(family, category)
         if follow is not None:
             mobile_family, cat, rsn = follow
+            recorded = epoch(recorded_at)
             for k in b.c.holder_certs(st.holder, mobile_family):
-                self._revoke(b, k, cat, rsn, at, recorded_at)
+                mobile = self._status(b, k)
+                when = (
+                    rules.cascade_at(t, st.not_after, mobile.not_before, mobile.not_after)
+                    if b.rules8
+                    else t  # rules 7: at the card's instant, whenever the mobile one began
+                )
+                if when is not None:
+                    self._revoke(b, k, cat, rsn, from_epoch(when),
+                                 from_epoch(max(recorded, when)), mobile)  # fmt: skip
         return True
 
     def _resident_change(self, b: _Batch, rec: ResidentChange) -> bool:

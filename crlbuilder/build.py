@@ -80,6 +80,7 @@ from crlbuilder.stream import (
     Consumer,
     Delivered,
     rules7_from,
+    rules8_from,
     token_signatures,
 )
 from crlbuilder.stream import refusal as stream_refusal
@@ -1065,7 +1066,7 @@ class Builder:
             items = [d.item for d in batch if d.item is not None]
             applier.commit(
                 items, stream_seq=batch[-1].seq, token_signatures=token_signatures(batch),
-                rules7=rules7_from(batch),
+                rules7=rules7_from(batch), rules8=rules8_from(batch),
             )  # fmt: skip
         finally:
             applier.group = None

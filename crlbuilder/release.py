@@ -41,7 +41,7 @@ STORE_FORMAT: Final = 1
 """The store's format version (`crlbuilder.store.format.FORMAT_VERSION`, whose module says what
 it covers); a bump is a new release too."""
 
-RULES: Final = 7
+RULES: Final = 8
 """This build's rules version; bump it with any change named above (and say here what changed):
 tests/test_release_rules.py keeps a digest of what the rules make of fixed records per value
 and fails when it moves under the same one.
@@ -87,7 +87,19 @@ request, a change, a lapse, a compromise, a cascade) takes it, where rules 6 hel
 (`rules.in_effect_at`). On the record stream from its first message of release 1.7
 (`RULES_7`, a flag in the store, `crlbuilder.store.format.META_RULES7_FROM`, set in that
 message's batch, as rules 6's): a node replaying the stream judges what comes before it as
-rules 6 did."""
+rules 6 did.
+8: a mobile certificate that a card certificate's loss of effect cascades to (Act §16-13,
+§35-13) is never revoked before its own notBefore: one that began after the card lost effect
+(its issuance record read before that loss's record) is revoked at its notBefore, and one that
+outlives the card (so was issued against a later card certificate, Act §16-4, §35-4) is not
+taken by it, where rules 7 revoked both at the card's instant (`Applier._revoke`); and an
+auth-mobile issuance needs a sign-card certificate of the holder in effect at its notBefore
+(Act §35-2(1): only a 署名利用者 applies; §35-2(3): the application is signed with a
+個人番号カード用署名用電子証明書 that has not lost effect under §15(1)), else it is refused, as
+the sign-mobile one's card check is (Act §16-2(3)), where rules 7 applied it
+(`Applier._check_signer`). On the record stream from its first message of release 1.8
+(`RULES_8`, `crlbuilder.store.format.META_RULES8_FROM`, set in that message's batch as rules
+7's): a node replaying the stream judges what comes before it as rules 7 did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +132,12 @@ RULES_7: Final = Release(1, 7)
 """The first release of rules 7: a message of the record stream written by it or a later one
 tells every node that the stream's publishers apply rules 7, and from that message on the
 records are judged by them (`crlbuilder.stream.first_of`, `crlbuilder.apply._Batch.rules7`)."""
+
+
+RULES_8: Final = Release(1, 8)
+"""The first release of rules 8: from a record stream's first message written by it or a later
+one, the records are judged by them (`crlbuilder.stream.first_of`,
+`crlbuilder.apply._Batch.rules8`)."""
 
 
 class FirstOf(NamedTuple):

@@ -8,7 +8,8 @@ and its Ordinance (施行規則) in shared/seeds/:
 - which resident record changes (異動) revoke sign certificates (Act §12, minus the
   minor corrections of Ord §20) and auth certificates (Act §31), including the
   30-days-after-planned-move-out rule that time triggers (Act §31(2));
-- the card-to-mobile cascade (Act §16-13, §35-13), reasons 1-4 only, never expiry;
+- the card-to-mobile cascade (Act §16-13, §35-13), reasons 1-4 only, never expiry, never
+  dated before the mobile certificate began (`cascade_at`);
 - CA key compromise covering every certificate of the issuer generation (Act §14,
   §16-12, §33, §35-12);
 - revocation requests and reports and their reason codes (Act §11, §16-10, §30, §35-10);
@@ -416,6 +417,24 @@ def cascade(card_family: Family, card_category: Category) -> tuple[Family, Categ
         return None
     category = Category.CARD_CASCADE
     return card_family.mobile_family, category, category.default_reason
+
+
+def cascade_at(at: int, card_not_after: int, not_before: int, not_after: int) -> int | None:
+    """When a card certificate's loss of effect at ``at`` (epoch seconds) takes a mobile
+    certificate of the holder that began at ``not_before`` and ends at ``not_after`` (Act
+    §16-13, §35-13: 個人番号カード用…電子証明書の失効に係る情報), or None when it does not.
+
+    At ``at`` for one issued by then. One that began later was issued while the card certificate
+    had lost effect, which the 機構 refuses (Act §16-2(3), §35-2(1): its issuance record was
+    read before the record of that loss): it is taken from its own beginning, ``not_before``,
+    never earlier (a revocation is not dated before the certificate exists), so that it is never
+    good. Unless it ends after the card certificate (``card_not_after``): a mobile certificate
+    lies within its card certificate's validity (Act §16-4, §35-4), so that one was issued
+    against a later card certificate of the holder, whose cascade it follows, not this one's.
+    Whether it is still in effect then is the caller's (`in_effect_at`)."""
+    if not_before <= at:
+        return at
+    return not_before if not_after <= card_not_after else None
 
 
 def in_effect_at(not_after: int, t: int, *, through: bool = True) -> bool:

@@ -32,7 +32,7 @@ What a message is (`message`): one line of a record file, sealed (below), with h
   docs/operations.md); the stream's first message of release 1.6 or later sets a flag in every
   node's store, from which an unsigned token revocation is refused (`token_signatures`), and
   its first message of release 1.7 or later another, from which records are judged by rules 7
-  (`rules7_from`).
+  (`rules7_from`), and of release 1.8 or later a third, for rules 8 (`rules8_from`).
 
 Batches follow the stream, not the timing (`Batcher`): a node commits one LMDB transaction
 per batch, cut where the publisher marked an end (or after ``batch_size`` unmarked lines),
@@ -326,6 +326,12 @@ def rules7_from(batch: list[Delivered]) -> release.FirstOf:
     """Where ``batch``'s first message of release 1.7 or later (`release.RULES_7`: `first_of`)
     stands: the records from it on are judged by rules 7."""
     return first_of(batch, release.RULES_7)
+
+
+def rules8_from(batch: list[Delivered]) -> release.FirstOf:
+    """Where ``batch``'s first message of release 1.8 or later (`release.RULES_8`: `first_of`)
+    stands: the records from it on are judged by rules 8."""
+    return first_of(batch, release.RULES_8)
 
 
 @dataclass

@@ -67,7 +67,8 @@ def test_act_14_certificate_dated_to_begin_after_the_compromise_is_revoked(world
 def test_act_16_13_35_13_mobile_read_after_its_card_lost_effect_is_revoked(
     world: World, card: str, mobile: str
 ) -> None:
-    world.apply([issuance(101, card, H1)])
+    signer = [issuance(100, "sign-card-g1", H1)] if "auth" in card else []  # Act §35-2(3)
+    world.apply([*signer, issuance(101, card, H1)])
     world.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(10),
                   "serial": 101, "issuer": card, "reason": "loss"}])  # fmt: skip
     # issued on day 5 against the card certificate, its record read after the card's loss

@@ -25,7 +25,7 @@ from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category
 from crlbuilder.store import format as sf
 from tests.support.builder import builder_config
-from tests.test_apply import H1, KEY, World, holder_set, issuance, rid, ts
+from tests.test_apply import H1, H2, KEY, World, holder_set, issuance, rid, ts
 
 # ---------------------------------------------------------------------------
 # The applier: dated when written (Act §34(1)(2)), not at the due instant
@@ -202,6 +202,44 @@ def test_act_31_2_first_build_dates_the_loaded_history_at_the_due_instants(world
     ap = world.apply([])
     assert ap.sweep_lapses(DUE + timedelta(days=3)) == 2
     assert world.status("auth-card-g1", 102).revoked_at == int(DUE.timestamp())
+
+
+def test_act_31_34_1_2_a_first_build_dates_its_historys_lapse_when_the_kikou_recorded_it(
+    world: World,
+) -> None:
+    """Decided, not a defect (was a strict xfail of tests/test_rules_open.py, which read DOMAIN.md
+    §3's "never date it earlier than it was written" as binding a store's first build too).
+
+    The law's text: the certificate loses effect when the 機構 records the 異動等失効情報 (Act
+    §34(1)(2)), a record the 機構 makes 直ちに once it knows the 30 days passed with no 転入届 (Act
+    §31 and §31(2): 知ったときは、直ちに), carrying the day it is recorded (記録する年月日). A
+    first build loads the 機構's history: every record of it keeps the day the 機構 recorded it
+    (a request of day 180 is dated day 180, not the build's day), and the lapse, the one record
+    of that history the record format leaves to the builder, is dated as the law has the 機構
+    record it: at its due instant, the move-out notice being on record by then (recorded day 1).
+    "Never earlier than written" binds a store that has published answers or CRLs: its own write
+    is then the 機構's recording, and a lapse dated before it would contradict what it said
+    meanwhile (its answers were `tryLater` from the due instant, never good: docs/records.md).
+    A new store has published nothing to contradict. Dated at the build's instant instead, the
+    history would say the holder's auth-card certificate stayed in effect 160 days past the
+    instant the Act ended it, and the store would depend on the day it was built. Once a build
+    completed, the same history's lapse is dated when written (the second holder)."""
+    now = datetime.fromisoformat(ts(200))
+    notice = {"type": "resident-change", "id": rid(), "recorded_at": ts(1),
+              "change": "move-out-notice", "planned_date": "2024-01-20"}  # fmt: skip
+    world.apply([issuance(102, "auth-card-g1", H1, not_after=ts(1000)), {**notice, "holder": H1}])
+    Applier(world.store, facts_key=KEY, quarantine=world.quarantine, clock=lambda: now
+            ).sweep_lapses(now)  # fmt: skip
+    first = world.status("auth-card-g1", 102)
+    assert first.revoked and first.category_enum is Category.RESIDENT_CHANGE
+    assert first.revoked_at == int(rules.move_out_lapse(date(2024, 1, 20)).timestamp())
+    assert first.revoked_at < now.timestamp() - 150 * 86_400  # the xfail's "before written"
+    published(world)
+    world.apply([issuance(202, "auth-card-g1", H2, not_after=ts(1000)), {**notice, "id": rid(),
+                 "holder": H2}])  # fmt: skip
+    Applier(world.store, facts_key=KEY, quarantine=world.quarantine, clock=lambda: now
+            ).sweep_lapses(now)  # fmt: skip
+    assert world.status("auth-card-g1", 202).revoked_at == int(now.timestamp())
 
 
 # ---------------------------------------------------------------------------

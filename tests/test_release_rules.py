@@ -40,7 +40,7 @@ from tests.orderperm import (
     move_out,
 )
 from tests.orderperm import sign as sign_card
-from tests.test_apply import World, issuance, ts
+from tests.test_apply import INDEX, World, issuance, ts
 
 DIGESTS: dict[int, str] = {
     2: "005d4a924750e1d9ac352b5da2545af20f0572582b392763c5530b5d3fecc08f",
@@ -54,6 +54,11 @@ DIGESTS: dict[int, str] = {
     # in its notAfter's own second: the fixed records gained a holder's mobile certificates
     # against renewed card certificates (refused by 6) and a request in a last second
     7: "a8489d275c74d590254138d894fa38356b0fc443f66d9a2c80d2a23312adc880",
+    # 8 dates a cascade no earlier than the mobile certificate's notBefore, takes none of a
+    # later card certificate, and refuses an auth-mobile issuance without a sign-card
+    # certificate in effect: the fixed records gain both (and a sign-card certificate for the
+    # holder of the request in a last second, whose auth-mobile certificate 8 would refuse)
+    8: "a60a7318cdbcbe60d7f619fc650c13785caa67a69e51a2b374908690acbd9844",
 }
 """`RULES` -> the digest of the rules' outcome under it (a digest is never changed afterwards
 except for a harness change, said in its commit)."""
@@ -181,6 +186,8 @@ def rules_digest(world: World) -> str:
     # through its notAfter) and its mobile one (Act §35-13)
     holder = "ac" * 32
     world.apply([
+        # from RULES 8 an auth-mobile certificate needs a sign-card one in effect (Act §35-2(3))
+        {**issuance(9300, "sign-card-g1", holder, 0, not_after=ts(100)), "id": "rules-s0"},
         {**issuance(9301, "auth-card-g1", holder, 0, not_after=ts(100)), "id": "rules-s1"},
         {**issuance(9302, "auth-mobile-g1", holder, 0.5, not_after=ts(100), card_serial=9301),
          "id": "rules-s2"},
@@ -191,6 +198,41 @@ def rules_digest(world: World) -> str:
         [st.state, st.category, st.revoked_at]
         for st in (world.status("auth-card-g1", 9301), world.status("auth-mobile-g1", 9302))
     ]))  # fmt: skip
+    # a request revoking a card certificate at day 3, read after the issuance records of a mobile
+    # certificate begun at day 5 against it and of one begun at day 40 against the holder's next
+    # card certificate (from RULES 8: the first taken at its notBefore, the second not taken, Act
+    # §16-13, §16-4); and an auth-mobile issuance after the holder's sign-card certificate was
+    # revoked, and one after it expired (refused from RULES 8, Act §35-2(1), (3))
+    holder, other = "ad" * 32, "ae" * 32
+    late = world.apply([
+        {**issuance(9401, "sign-card-g1", holder, 0, not_after=ts(20)), "id": "rules-c1"},
+        {**issuance(9402, "sign-mobile-g1", holder, 5, not_after=ts(20), card_serial=9401),
+         "id": "rules-c2"},
+        {**issuance(9403, "sign-card-g2", holder, 30, not_after=ts(900)), "id": "rules-c3"},
+        {**issuance(9404, "sign-mobile-g1", holder, 40, not_after=ts(800), card_serial=9403),
+         "id": "rules-c4"},
+        {"type": "revocation-request", "id": "rules-c5", "recorded_at": ts(3), "serial": 9401,
+         "issuer": "sign-card-g1", "reason": "loss"},
+        {**issuance(9501, "sign-card-g1", other, 0, not_after=ts(900)), "id": "rules-a1"},
+        {**issuance(9502, "auth-card-g1", other, 0, not_after=ts(900)), "id": "rules-a2"},
+        {"type": "revocation-request", "id": "rules-a3", "recorded_at": ts(3), "serial": 9501,
+         "issuer": "sign-card-g1", "reason": "application"},
+        {**issuance(9503, "auth-mobile-g1", other, 5, not_after=ts(800), card_serial=9502),
+         "id": "rules-a4"},
+        {**issuance(9405, "auth-card-g1", holder, 30, not_after=ts(1200)), "id": "rules-a5"},
+        {**issuance(9406, "auth-mobile-g1", holder, 950, not_after=ts(1100), card_serial=9405),
+         "id": "rules-a6"},
+    ])  # fmt: skip
+    refused = sorted((str(q["id"]), str(q["reason"])) for q in world.quarantined()
+                     if str(q["id"]).startswith(("rules-c", "rules-a")))  # fmt: skip
+    with world.store.read() as r:
+        ends = [
+            None if st is None else [st.state, st.category, st.revoked_at]
+            for st in (r.status(sf.status_key(INDEX[i], n)) for i, n in (
+                ("sign-mobile-g1", 9402), ("sign-mobile-g1", 9404), ("auth-mobile-g1", 9503),
+                ("auth-mobile-g1", 9406)))
+        ]  # fmt: skip
+    h.update(msgspec.json.encode([late.summary.applied, refused, ends]))
     # the lapsed move-out notices the erasure past retention takes (`crlbuilder.lapsed`), with
     # a period shorter than the window sign-card certificates' validity, at instants around it,
     # and the kept changes, lapses and move-ins (`crlbuilder.keptfor`) around the ends of validity

@@ -1,22 +1,21 @@
-"""Open findings of the adversarial read of the rules (report-aurules.md): each test states what
-the law (the seed texts) and DOMAIN.md ask of a record sequence, and is marked strict xfail
-because the builder decides otherwise today. A fix changes what the rules decide for records, so
-it needs a rules bump gated on the record stream as rules 6 and 7 are (`crlbuilder.release`,
-`apply._Batch.rules7`): then drop the marker. Each fails (XPASS) as soon as the behaviour moves,
-so none can silently go stale.
+"""Open findings of the legal rules: each test states what the law (the seed texts) asks of a
+record sequence, and is marked strict xfail because the builder decides otherwise today. A fix
+changes what the rules decide for records, so it needs a rules bump gated on the record stream
+as rules 6 to 8 are (`crlbuilder.release`, `apply._Batch.rules8`): then drop the marker. Each
+fails (XPASS) as soon as the behaviour moves, so none can silently go stale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from crlbuilder.apply import Applier
 from crlbuilder.model import Category
-from tests.test_apply import H1, KEY, T0, World, issuance, rid, ts
+from tests.test_apply import H1, KEY, World, issuance, rid, ts
 
 
 @pytest.fixture
@@ -26,55 +25,24 @@ def world(tmp_path: Path) -> Iterator[World]:
     w.store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="open: a cascade dated before the mobile's notBefore")
-def test_a_cascade_is_not_dated_before_the_mobile_certificate_began(world: World) -> None:
-    """A card certificate revoked at day 3 by a request whose record arrives after the issuance
-    record of a mobile certificate that began at day 5: the cascade (Act §16-13) revokes the
-    mobile one at day 3, before its notBefore (in the other arrival order its issuance is
-    refused, `_check_card`). A resident change never dates a revocation before issuance
-    (`rules.resident_change_revokes`); a cascade record is written no earlier than the
-    certificate it covers exists."""
-    world.apply([
-        issuance(101, "sign-card-g1", H1, not_after=ts(1000)),
-        issuance(103, "sign-mobile-g1", H1, day=5, not_after=ts(900), card_serial=101),
-    ])  # fmt: skip
-    world.apply([{"type": "revocation-request", "id": rid(), "recorded_at": ts(3), "serial": 101,
-                  "issuer": "sign-card-g1", "reason": "loss"}])  # fmt: skip
-    mobile = world.status("sign-mobile-g1", 103)
-    assert mobile.revoked and mobile.category_enum is Category.CARD_CASCADE
-    assert mobile.revoked_at >= mobile.not_before
-
-
-@pytest.mark.xfail(strict=True, reason="open: Act §35-2(3)'s sign-card check not made")
-def test_act_35_2_auth_mobile_needs_a_sign_card_certificate_in_effect(world: World) -> None:
-    """Act §35-2(1) lets only a 署名利用者 apply for an auth-mobile certificate, and §35-2(3) has
-    the 機構 confirm that the sign-card certificate signing the application has not lost effect
-    (§15(1)). An auth-mobile issuance after the holder's only sign-card certificate was revoked
-    is applied good; the sign-mobile one in the same place is refused (Act §16-2(3))."""
-    world.apply([
-        issuance(101, "sign-card-g1", H1, not_after=ts(1000)),
-        issuance(102, "auth-card-g1", H1, not_after=ts(1000)),
-        {"type": "revocation-request", "id": rid(), "recorded_at": ts(3), "serial": 101,
-         "issuer": "sign-card-g1", "reason": "application"},
-        issuance(104, "auth-mobile-g1", H1, day=5, not_after=ts(900), card_serial=102),
-    ])  # fmt: skip
-    assert [q["id"] for q in world.quarantined()] != []
-
-
-@pytest.mark.xfail(strict=True, reason="open: a first build dates lapses at their due instants")
-def test_act_34_1_2_a_lapse_is_never_dated_before_it_is_written(world: World) -> None:
-    """DOMAIN.md §3 (and Act §31, §34(1)(2): the record carries the day it is recorded, and the
-    certificate loses effect when it is written): the 30-day lapse is never dated earlier than it
-    is written. A store's first build (no build completed: ``published`` False) dates it at the
-    due instant, here 160 days before the write."""
-    now = T0 + timedelta(days=200)
+@pytest.mark.xfail(strict=True, reason="open: a first build's lapse dated before its notice came")
+def test_act_31_a_first_builds_lapse_is_not_dated_before_the_kikou_knew_of_the_notice(
+    world: World,
+) -> None:
+    """A store's first build dates its history's lapses at their due instants, as the 機構
+    records them (Act §31: 知ったときは、直ちに; tests/test_lapse_time.py says why). A move-out
+    notice made on day 1 for day 5 but recorded on day 100 (the 機構 learnt of it then) falls
+    due on day 36: the 機構 could not record its lapse before day 100, yet the first build dates
+    it at day 36 (a published store dates it when written, after day 100). The pending notice
+    keeps when it was made, not when it was recorded (`store.format.PendingMoveOut`)."""
+    now = datetime.fromisoformat(ts(200))
     world.apply([
         issuance(102, "auth-card-g1", H1, not_after=ts(1000)),
-        {"type": "resident-change", "id": rid(), "recorded_at": ts(1), "holder": H1,
-         "change": "move-out-notice", "planned_date": "2024-01-20"},
+        {"type": "resident-change", "id": rid(), "recorded_at": ts(100), "notified_at": ts(1),
+         "holder": H1, "change": "move-out-notice", "planned_date": "2024-01-15"},
     ])  # fmt: skip
-    ap = Applier(world.store, facts_key=KEY, quarantine=world.quarantine, clock=lambda: now)
-    ap.sweep_lapses(now)
+    Applier(world.store, facts_key=KEY, quarantine=world.quarantine, clock=lambda: now
+            ).sweep_lapses(now)  # fmt: skip
     st = world.status("auth-card-g1", 102)
-    assert st.revoked
-    assert datetime.fromtimestamp(st.revoked_at, UTC) >= now
+    assert st.revoked and st.category_enum is Category.RESIDENT_CHANGE
+    assert st.revoked_at >= datetime.fromisoformat(ts(100)).timestamp()

@@ -1022,6 +1022,10 @@ class _Simulator:
             return
         for f in (_AM, _SM):
             if self.valid(h, _CARD_OF[f], t) is not None and self.valid(h, f, t) is None:
+                # an auth-mobile one is applied for by a 署名利用者, signed with a sign-card
+                # certificate in effect (Act §35-2(1), (3))
+                if f == _AM and self.valid(h, _SC, t) is None:
+                    continue
                 self.issue(h, f, self.tick(h, t))
 
     def on_compromise(self, h: _Holder, t: int, arg: Any) -> None:

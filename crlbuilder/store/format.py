@@ -238,6 +238,12 @@ mobile certificate bounded by its card certificate alone, a certificate in effec
 notAfter's own second: `crlbuilder.apply._Batch.rules7`; the lapse sweeps too);
 before it as rules 6 judged them. Every node of one stream sets it at the same message. Absent
 from a store fed by no stream (its builder applies rules 7 from its upgrade)."""
+META_RULES8_FROM: Final = b"rules8-from"
+"""u64: the same for release 1.8 (`crlbuilder.release.RULES_8`): from the record stream's first
+message written by release 1.8 or later on, the records are judged by rules 8 (a cascade never
+dated before the mobile certificate's notBefore, an auth-mobile issuance needing a sign-card
+certificate in effect: `crlbuilder.apply._Batch.rules8`; the lapse sweeps too); before it as
+rules 7 judged them. Set, kept and absent as `META_RULES7_FROM`."""
 META_RETENTION: Final = b"retention"
 """`RetentionState`: the retention agenda's scan (`DB_RETENTION`); absent before the first."""
 META_REVOKED_FROM: Final = b"revoked-from"

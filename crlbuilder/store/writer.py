@@ -636,6 +636,18 @@ class Commit(LmdbReader):
         if self.rules7_from() is None:
             self._put(sf.DB_META, sf.META_RULES7_FROM, sf.pack_u64(seq), change=False)
 
+    def rules8_from(self) -> int | None:
+        """The stream sequence from which records are judged by rules 8 (`META_RULES8_FROM`);
+        None: not yet (by rules 7)."""
+        raw = self._meta(sf.META_RULES8_FROM)
+        return sf.unpack_u64(raw) if raw is not None else None
+
+    def put_rules8_from(self, seq: int) -> None:
+        """The stream's message at ``seq`` is its first of release 1.8 or later
+        (`META_RULES8_FROM`): set once, in that message's batch."""
+        if self.rules8_from() is None:
+            self._put(sf.DB_META, sf.META_RULES8_FROM, sf.pack_u64(seq), change=False)
+
     def put_stream_head(self, last_seq: int, seen_at: int) -> None:
         """The record stream's last sequence seen at ``seen_at`` (`META_STREAM_HEAD`)."""
         raw = sf.pack_u64(last_seq) + sf.pack_i64(seen_at)
