@@ -126,7 +126,11 @@ _log: Final = logging.getLogger("responder.relay")
 
 
 class Counter(Protocol):
-    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None: ...
+    """The worker's ledger (`responder.ledger.LedgerWriter`)."""
+
+    def count(
+        self, party: str, service: Service, method: Method, n: int = 1, *, at: float | None = None
+    ) -> None: ...
 
 
 class Quota(Protocol):
@@ -553,7 +557,10 @@ class _Passed(FrozenNoGc, frozen=True):
     at: float
 
     def sent(self) -> None:
-        self.ledger.count(self.member, Service.SIGN_RECORD_INFO, Method.JSON, 1)
+        # dated by ``at``, the instant its provisions were taken (提供を行った年月日, Ord
+        # §71(3)), as every other route's: the 機構's answer may come after midnight, and the
+        # ledger then counted it on a day (of a year, on 31 December) whose bound it never took
+        self.ledger.count(self.member, Service.SIGN_RECORD_INFO, Method.JSON, 1, at=self.at)
 
     def dropped(self) -> None:
         self.bounds.give_back(self.quota, self.at)

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,12 @@ from joserfc.jwk import RSAKey
 from crlbuilder.group.answerkeys import KEYS_NAME, parse_jwks
 from crlbuilder.group.setup import GroupSetup
 from crlbuilder.model import Family
+from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
 from responder.http import Request, Response
+from responder.ledger import Ledger as LedgerDb
+from responder.ledger import LedgerWriter
 from responder.limits import LimitsTable
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
@@ -186,7 +190,9 @@ class Ledger:
     def __init__(self) -> None:
         self.counts: list[tuple[str, Service, Method, int]] = []
 
-    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None:
+    def count(
+        self, party: str, service: Service, method: Method, n: int = 1, *, at: float | None = None
+    ) -> None:
         self.counts.append((party, service, method, n))
 
 
@@ -782,3 +788,30 @@ def test_nothing_personal_in_the_log(
     assert "record_info_relay" in text
     for secret in ("山田", "5c71", "a1", "A1", "the-groups-token", "facts"):
         assert secret not in text, secret
+
+
+def test_a_record_passed_on_after_midnight_is_counted_on_the_day_it_was_asked(
+    group: Group, tmp_path: Path
+) -> None:
+    """The relay counted a record passed on by the ledger's clock as the answer was written,
+    while the member's and the group's provisions were taken for the day it was asked on
+    (``now``): asked at 23:59:59.9 JST and answered by the 機構 after midnight, it was counted
+    on the next day (on 31 December, in the next year's 報告書). Every other route dates its
+    count by the instant its provisions were taken (`responder.ledger.LedgerWriter.count`,
+    ``at``); the relay does too now (帳簿, Act §40, Ord §71(3))."""
+    day = datetime.fromtimestamp(NOW, JST).date()
+    midnight = datetime(day.year, day.month, day.day, tzinfo=JST).timestamp() + 86400
+    asked = midnight - 0.1  # 23:59:59.9 JST
+    with LedgerWriter.open(tmp_path / "ledger", 0, clock=lambda: midnight + 0.5) as writer:
+        group.relay.ledger = writer
+
+        async def go() -> Response:
+            got = group.relay.handle(group.request(ASKED), group.registry, asked)
+            resp = got if isinstance(got, Response) else await got
+            return written(resp)
+
+        assert asyncio.run(go()).status == 200
+    with LedgerDb.open(tmp_path / "ledger") as ledger:
+        ledger.collect(now=midnight + 1)
+        rows = ledger.rows(date(1970, 1, 1), date(9999, 12, 31))
+    assert [(r.day, r.party, r.count) for r in rows] == [(day, "m-1", 1)]
