@@ -871,7 +871,11 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="several nodes: ship this node's counts to the ledger stream and report the whole "
         "service's (every node's counts gathered from the stream)",
     )
-    p.add_argument("--node", help="this node's name on the ledger stream (default: host name)")
+    p.add_argument(
+        "--node",
+        help="this node's name on the ledger stream (default: the name this ledger ships as, "
+        "its responder's [cluster] node; the host name before its first shipment)",
+    )
     p.add_argument(
         "--ledger-stream",
         default="JPKI_LEDGER",
@@ -918,8 +922,11 @@ def _report_command(args: argparse.Namespace) -> int:
             from responder.config import ClusterConfig
             from responder.ledgerstream import exchange
 
+            # the name this ledger ships as (its responder's [cluster] node), not the host
+            # name: shipped under two names, every counter would count twice
+            node = args.node or ledger.shipped_as() or ""
             try:
-                exchange(ledger, ClusterConfig(nats=args.nats, node=args.node or "",
+                exchange(ledger, ClusterConfig(nats=args.nats, node=node,
                                                ledger_stream=args.ledger_stream))  # fmt: skip
             except (ClusterError, ValueError) as e:
                 err(f"error: the service's ledger: {e}")
