@@ -849,7 +849,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Collects the workers' ledger files into the durable ledger, then writes "
         "the report of one year. Exit 0 done, 1 some worker files were refused (nothing "
         "written unless --allow-refused, and then the report says it is incomplete) or, with "
-        "--nats, the ledger stream could not be reached, 2 bad usage, ledger or registry.",
+        "--nats, the ledger stream could not be reached, 2 bad usage, ledger or registry, or --out "
+        "that cannot be written (nothing left there; a report already at --out is kept whole).",
     )
     p.add_argument("--year", type=int, required=True, help="calendar year (JST months)")
     p.add_argument(
