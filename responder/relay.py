@@ -142,6 +142,10 @@ class Quota(Protocol):
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None: ...
 
+    def carry_provisions(
+        self, party: Party, n: int, taken_at: float, now: float
+    ) -> Wait | float: ...
+
 
 class _Result(msgspec.Struct):
     result: str = ""
@@ -278,6 +282,25 @@ class Bounds:
     def give_back(self, quota: Quota, now: float) -> None:
         for party in (self.member, self.group):
             quota.give_back_provisions(party, 1, now)
+
+    def carry(self, quota: Quota, taken_at: float, now: float) -> tuple[str, Wait] | float:
+        """The provision taken at ``taken_at`` (`take`) for a record provided at ``now`` (the
+        機構's answer passed on): moved to ``now``'s Japan day when the day turned while the
+        機構 answered, the member's share and the group's, all or none
+        (`responder.limits.LimitsTable.carry_provisions`), so that the bound takes it from
+        the day the ledger dates it (提供を行った年月日, Ord §71(3)). The instant the ledger
+        dates it at; else whose bound has none left that day (nothing taken on either day)."""
+        moved: list[tuple[Party, float]] = []
+        for who, party in (("member", self.member), ("group", self.group)):
+            got = quota.carry_provisions(party, 1, taken_at, now)
+            if isinstance(got, Wait):
+                for p, at in moved:
+                    quota.give_back_provisions(p, 1, at)
+                if not moved:  # the group's is still on the day it was taken
+                    quota.give_back_provisions(self.group, 1, taken_at)
+                return who, got
+            moved.append((party, got))
+        return max(at for _, at in moved)
 
 
 class _Claim:
@@ -506,10 +529,24 @@ class RecordInfoRelay:
         if stopped is not None:  # suspended or ended while the 機構 answered: not passed on
             resp, result = problem.response(problem.refused(stopped)), ""
         if result == Result.PROVIDED.value:  # 帳簿 (Act §40): one provision passed on
-            # (§20(5)), counted as it is written to the member; given back if it never is
-            resp = msgspec.structs.replace(
-                resp, provision=_Passed(self.ledger, member, bounds, self.quota, now)
-            )
+            # (§20(5)), counted as it is written to the member; given back if it never is.
+            # Provided now, not when asked: an answer that came after 00:00 JST is taken
+            # from, and dated in, the new day (none left there: refused, as OCSP's tryLater)
+            provided = max(self.clock(), now)
+            at = bounds.carry(self.quota, now, provided)
+            if isinstance(at, tuple):
+                who, wait = at
+                resp, result = (
+                    problem.response(
+                        problem.quota(_quota_refusal(who, wait), wait, provided),
+                        retry_after=wait.retry_after,
+                    ),
+                    "",
+                )
+            else:
+                resp = msgspec.structs.replace(
+                    resp, provision=_Passed(self.ledger, member, bounds, self.quota, at)
+                )
         else:  # nothing provided: the provisions taken for it are given back
             bounds.give_back(self.quota, now)
         _log.info(
@@ -557,9 +594,8 @@ class _Passed(FrozenNoGc, frozen=True):
     at: float
 
     def sent(self) -> None:
-        # dated by ``at``, the instant its provisions were taken (提供を行った年月日, Ord
-        # §71(3)), as every other route's: the 機構's answer may come after midnight, and the
-        # ledger then counted it on a day (of a year, on 31 December) whose bound it never took
+        # dated by ``at``, the instant it was provided, of the day its provisions were taken
+        # from (`Bounds.carry`; 提供を行った年月日, Ord §71(3)), as every other route's
         self.ledger.count(self.member, Service.SIGN_RECORD_INFO, Method.JSON, 1, at=self.at)
 
     def dropped(self) -> None:

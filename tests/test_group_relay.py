@@ -790,28 +790,73 @@ def test_nothing_personal_in_the_log(
         assert secret not in text, secret
 
 
-def test_a_record_passed_on_after_midnight_is_counted_on_the_day_it_was_asked(
-    group: Group, tmp_path: Path
+def _midnight_after(t: float) -> float:
+    day = datetime.fromtimestamp(t, JST).date()
+    return datetime(day.year, day.month, day.day, tzinfo=JST).timestamp() + 86400
+
+
+def _asked_at(g: Group, asked: float) -> Response:
+    async def go() -> Response:
+        got = g.relay.handle(g.request(ASKED), g.registry, asked)
+        resp = got if isinstance(got, Response) else await got
+        return written(resp)
+
+    return asyncio.run(go())
+
+
+def test_a_record_the_kikou_answers_after_midnight_is_taken_and_counted_on_the_new_day(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou
 ) -> None:
-    """The relay counted a record passed on by the ledger's clock as the answer was written,
-    while the member's and the group's provisions were taken for the day it was asked on
-    (``now``): asked at 23:59:59.9 JST and answered by the 機構 after midnight, it was counted
-    on the next day (on 31 December, in the next year's 報告書). Every other route dates its
-    count by the instant its provisions were taken (`responder.ledger.LedgerWriter.count`,
-    ``at``); the relay does too now (帳簿, Act §40, Ord §71(3))."""
-    day = datetime.fromtimestamp(NOW, JST).date()
-    midnight = datetime(day.year, day.month, day.day, tzinfo=JST).timestamp() + 86400
-    asked = midnight - 0.1  # 23:59:59.9 JST
-    with LedgerWriter.open(tmp_path / "ledger", 0, clock=lambda: midnight + 0.5) as writer:
-        group.relay.ledger = writer
+    """Asked at 23:59:59.9 JST, the 機構's answer passed on after 00:00: the relay took the
+    member's and the group's provision from the day it was asked, while the ledger dated it by
+    its own clock as it was written, the next day (on 31 December: the next year's 報告書).
+    Every other route takes and dates a provision on the day it is provided (提供を行った年月日,
+    Ord §71(3); OCSP carries a signature waited for across 00:00, `carry_provisions`): the
+    relay moves it to the new day too, and counts it there."""
+    reg = registry(quotas={"provisions_per_day": 4}, members=1)
+    g = Group(tmp_path, store, kikou.url, reg, timeout=2.0)
+    midnight = _midnight_after(NOW)
+    asked, provided = midnight - 0.1, midnight + 0.5
+    g.relay.clock = lambda: provided  # the 機構 answered after 00:00 JST
+    group_party = reg.parties[GROUP]
+    try:
+        with LedgerWriter.open(tmp_path / "ledger", 0, clock=lambda: provided) as writer:
+            g.relay.ledger = writer
+            assert _asked_at(g, asked).status == 200
+        assert g.limits.provisions_left(group_party, asked) == 4  # the day before: given back
+        assert g.limits.provisions_left(group_party, provided) == 3  # taken the day provided
+        with LedgerDb.open(tmp_path / "ledger") as ledger:
+            ledger.collect(now=provided + 1)
+            rows = ledger.rows(date(1970, 1, 1), date(9999, 12, 31))
+        new_day = datetime.fromtimestamp(provided, JST).date()
+        assert [(r.day, r.party, r.count) for r in rows] == [(new_day, "m-1", 1)]
+    finally:
+        g.close()
 
-        async def go() -> Response:
-            got = group.relay.handle(group.request(ASKED), group.registry, asked)
-            resp = got if isinstance(got, Response) else await got
-            return written(resp)
 
-        assert asyncio.run(go()).status == 200
-    with LedgerDb.open(tmp_path / "ledger") as ledger:
-        ledger.collect(now=midnight + 1)
-        rows = ledger.rows(date(1970, 1, 1), date(9999, 12, 31))
-    assert [(r.day, r.party, r.count) for r in rows] == [(day, "m-1", 1)]
+def test_a_record_answered_on_a_day_with_no_provisions_left_is_not_passed_on(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou
+) -> None:
+    """The group's provisions of the new day used up (by another worker, after 00:00): a
+    record asked before 00:00 and answered after it is refused (429, nothing counted), and
+    the provisions it took the day before are given back, as an OCSP signature waited for
+    across 00:00 with none left there is answered tryLater."""
+    reg = registry(quotas={"provisions_per_day": 4}, members=1)
+    g = Group(tmp_path, store, kikou.url, reg, timeout=2.0)
+    g.limits.close()
+    LimitsTable.create(tmp_path / "two.tbl", 2)
+    g.limits = g.relay.quota = LimitsTable(tmp_path / "two.tbl", 2, 0)
+    other = LimitsTable(tmp_path / "two.tbl", 2, 1)
+    midnight = _midnight_after(NOW)
+    g.relay.clock = lambda: midnight + 0.5
+    group_party = reg.parties[GROUP]
+    try:
+        assert other.take_provisions(group_party, 4, midnight + 0.2) == midnight + 0.2
+        resp = _asked_at(g, midnight - 0.1)
+        assert resp.status == 429, bytes(resp.body)
+        assert g.ledger.counts == []
+        assert g.limits.provisions_left(group_party, midnight - 0.1) == 4
+        assert g.limits.provisions_left(group_party, midnight + 0.5) == 0
+    finally:
+        other.close()
+        g.close()
