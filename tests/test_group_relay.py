@@ -860,3 +860,32 @@ def test_a_record_answered_on_a_day_with_no_provisions_left_is_not_passed_on(
     finally:
         other.close()
         g.close()
+
+
+def test_a_record_asked_after_the_clock_stepped_back_across_midnight_is_counted_on_the_later_day(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou
+) -> None:
+    """The quota table takes a provision asked after the clock stepped back across 00:00 JST
+    (an NTP step) from the later day its row is on, and says so (the instant
+    `take_provisions` returns): the relay ignored it, counted the record in the ledger on the
+    earlier day (which the bound never took it from) and gave it back to that day when
+    dropped, where nothing came off. It dates and gives back by the instant taken now."""
+    reg = registry(quotas={"provisions_per_day": 4}, members=1)
+    g = Group(tmp_path, store, kikou.url, reg, timeout=2.0)
+    midnight = _midnight_after(NOW)
+    group_party = reg.parties[GROUP]
+    try:
+        with LedgerWriter.open(tmp_path / "ledger", 0, clock=lambda: midnight + 0.5) as writer:
+            g.relay.ledger = writer
+            g.relay.clock = lambda: midnight + 0.5
+            assert _asked_at(g, midnight + 0.2).status == 200  # the row is on the new day
+            g.relay.clock = lambda: midnight - 0.05  # stepped back: 23:59:59.95 JST
+            assert _asked_at(g, midnight - 0.1).status == 200
+        assert g.limits.provisions_left(group_party, midnight + 0.5) == 2  # both taken there
+        with LedgerDb.open(tmp_path / "ledger") as ledger:
+            ledger.collect(now=midnight + 1)
+            rows = ledger.rows(date(1970, 1, 1), date(9999, 12, 31))
+        new_day = datetime.fromtimestamp(midnight, JST).date()
+        assert [(r.day, r.party, r.count) for r in rows] == [(new_day, "m-1", 2)]
+    finally:
+        g.close()
