@@ -1220,7 +1220,8 @@ class Ledger:
         made before it kept only each counter's latest value) gets this node's whole ledger,
         and the service's 帳簿 and 報告書 hold it once. Call it under `ship_lock`.
 
-        ``node`` is kept (`shipped_as`): on the same stream another name raises
+        The ``node`` of a shipment acknowledged is kept (`mark_shipped`, `shipped_as`): on
+        the same stream another name then raises
         `NodeNameChanged`, as the counters' subjects name their node and the service ledger
         keeps one counter per node, file and slot (shipped again as another node, each would
         count twice: a ``responder report --nats`` without ``--node`` on a node whose
@@ -1241,7 +1242,6 @@ class Ledger:
                         f"service's 帳簿 and 報告書 (give the node's name: [cluster] node, or "
                         f"responder report --node {shipped_as})"
                     )
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('ship_node', ?)", (node,))
             rows = self._db.execute(
                 "SELECT live.file_id, live.slot, day, party, service, method, live.count "
                 "FROM live LEFT JOIN shipped USING (file_id, slot) "
@@ -1315,6 +1315,7 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('history', ?)", (os.urandom(16).hex(),))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('shipping', '1')")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('ship_stream', ?)", (stream_id,))
+        db.execute("DELETE FROM meta WHERE key = 'ship_node'")  # nothing on this stream yet
 
     def _history_id(self) -> str | None:
         """The file id the counts folded before the first shipment are shipped as (None: a
@@ -1326,8 +1327,15 @@ class Ledger:
     def mark_shipped(self, counts: Sequence[SlotCount], at: int) -> None:
         """``counts`` are on the ledger stream (acknowledged by JetStream), and with them every
         counter merged by then: the shipment of ``at`` (Unix seconds) succeeded, ``counts``
-        empty when nothing had grown (`shipping_state`)."""
+        empty when nothing had grown (`shipping_state`). The node they were shipped as is
+        kept (`shipped_as`): only a name whose counters are on the stream binds the ledger
+        (a shipment refused by the servers, e.g. under a name its credential may not
+        publish, leaves it free)."""
         with self._transaction():
+            if counts:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('ship_node', ?)", (counts[0].node,)
+                )
             self._db.executemany(
                 "INSERT INTO shipped VALUES (?, ?, ?) ON CONFLICT (file_id, slot) "
                 "DO UPDATE SET count = max(count, excluded.count)",
@@ -1423,9 +1431,9 @@ class Ledger:
         return int(row[0]) if row is not None else 0
 
     def shipped_as(self) -> str | None:
-        """The node name this ledger ships its counters to the ledger stream as (None: it has
-        not shipped, or only under a version that did not record it): `ship_pending` refuses
-        another name on the same stream (`NodeNameChanged`)."""
+        """The node name this ledger's counters are on its ledger stream as (None: none
+        acknowledged there yet, or only under a version that did not record it):
+        `ship_pending` refuses another name on the same stream (`NodeNameChanged`)."""
         return self._meta("ship_node")
 
     def stream_followed(self) -> tuple[str | None, str | None]:

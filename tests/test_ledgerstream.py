@@ -717,6 +717,9 @@ def test_a_ledger_shipped_as_one_node_is_refused_under_another_name(tmp_path: Pa
         w.count("bank-a", Service.SIGN_REVOCATION_INFO, Method.OCSP, 4)
     with Ledger.open(d) as ledger:
         ledger.collect(now=at)
+        # a shipment the servers refused (not acknowledged, not marked): binds no name
+        assert len(ledger.ship_pending("host-name")) == 1
+        assert ledger.shipped_as() is None
     assert _ship_into_service(d, "node-a") == 1
     with LedgerWriter.open(d, 0, clock=lambda: at) as w:
         w.count("bank-a", Service.SIGN_REVOCATION_INFO, Method.OCSP, 1)
