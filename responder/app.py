@@ -995,6 +995,12 @@ class JpkiApp:
                 ledger = Ledger.open(directory)
                 try:
                     result = ledger.collect()
+                    # said before the exchange, which may fail (NATS down) and end the cycle
+                    for refused in result.refused:
+                        _log.warning(
+                            "ledger_file_refused",
+                            extra={"fields": {"file": refused.path, "reason": refused.reason}},
+                        )
                     if self.config.cluster.nats and directory == self.config.ledger.dir:
                         # several nodes: the 帳簿's counts exchanged with the ledger stream (the
                         # calls' ledger stays per node)
@@ -1015,11 +1021,6 @@ class JpkiApp:
             except Exception as e:  # the counts stay in the worker files; the next merge retries
                 _log.warning("ledger_collect_failed", extra={"fields": {"error": type(e).__name__}})
                 continue
-            for refused in result.refused:
-                _log.warning(
-                    "ledger_file_refused",
-                    extra={"fields": {"file": refused.path, "reason": refused.reason}},
-                )
 
     def _reload_registry_if_changed(self) -> None:
         """Registry changes reach every worker within a second, without SIGHUP (Act §18(6) suspensions)."""

@@ -95,6 +95,7 @@ __all__ = [
     "LedgerFileError",
     "LedgerWriter",
     "Method",
+    "NodeNameChanged",
     "RefusedFile",
     "Service",
     "SlotCount",
@@ -174,6 +175,11 @@ class LedgerError(Exception):
 class LedgerCreating(LedgerError):
     """A ledger whose creation is under way: its tables are there, its schema row not yet
     (a reader that opens it between the two, as a scrape of /metrics may)."""
+
+
+class NodeNameChanged(LedgerError):
+    """`Ledger.ship_pending` under another node name than the one this ledger ships to its
+    ledger stream as: every counter already shipped would be counted twice."""
 
 
 class LedgerFileError(LedgerError):
@@ -1212,12 +1218,30 @@ class Ledger:
         deleted) as the counters of one more file, ``history``, and forgets what was shipped
         before (`_begin_shipping`): so a new stream (the first, or one that replaced a stream
         made before it kept only each counter's latest value) gets this node's whole ledger,
-        and the service's 帳簿 and 報告書 hold it once. Call it under `ship_lock`."""
+        and the service's 帳簿 and 報告書 hold it once. Call it under `ship_lock`.
+
+        The ``node`` of a shipment acknowledged is kept (`mark_shipped`, `shipped_as`): on
+        the same stream another name then raises
+        `NodeNameChanged`, as the counters' subjects name their node and the service ledger
+        keeps one counter per node, file and slot (shipped again as another node, each would
+        count twice: a ``responder report --nats`` without ``--node`` on a node whose
+        ``[cluster] node`` is not its host name did so)."""
         if self.readonly:
             raise LedgerError("this ledger was opened read-only: it cannot ship")
         with self._transaction():
             if not self._shipping() or self._meta("ship_stream") != stream_id:
                 self._begin_shipping(stream_id)
+            else:
+                shipped_as = self._meta("ship_node")
+                if shipped_as is not None and shipped_as != node:
+                    # its counters are on the stream under ``shipped_as``'s subjects: shipped
+                    # again under another name they would be counted beside them, twice
+                    raise NodeNameChanged(
+                        f"this ledger ships to the ledger stream as node {shipped_as!r}, not "
+                        f"{node!r}: under two names every counter would count twice in the "
+                        f"service's 帳簿 and 報告書 (give the node's name: [cluster] node, or "
+                        f"responder report --node {shipped_as})"
+                    )
             rows = self._db.execute(
                 "SELECT live.file_id, live.slot, day, party, service, method, live.count "
                 "FROM live LEFT JOIN shipped USING (file_id, slot) "
@@ -1291,6 +1315,7 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('history', ?)", (os.urandom(16).hex(),))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('shipping', '1')")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('ship_stream', ?)", (stream_id,))
+        db.execute("DELETE FROM meta WHERE key = 'ship_node'")  # nothing on this stream yet
 
     def _history_id(self) -> str | None:
         """The file id the counts folded before the first shipment are shipped as (None: a
@@ -1302,8 +1327,15 @@ class Ledger:
     def mark_shipped(self, counts: Sequence[SlotCount], at: int) -> None:
         """``counts`` are on the ledger stream (acknowledged by JetStream), and with them every
         counter merged by then: the shipment of ``at`` (Unix seconds) succeeded, ``counts``
-        empty when nothing had grown (`shipping_state`)."""
+        empty when nothing had grown (`shipping_state`). The node they were shipped as is
+        kept (`shipped_as`): only a name whose counters are on the stream binds the ledger
+        (a shipment refused by the servers, e.g. under a name its credential may not
+        publish, leaves it free)."""
         with self._transaction():
+            if counts:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('ship_node', ?)", (counts[0].node,)
+                )
             self._db.executemany(
                 "INSERT INTO shipped VALUES (?, ?, ?) ON CONFLICT (file_id, slot) "
                 "DO UPDATE SET count = max(count, excluded.count)",
@@ -1397,6 +1429,12 @@ class Ledger:
         """The last ledger stream sequence merged into the service ledger (0: none)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'service_seq'").fetchone()
         return int(row[0]) if row is not None else 0
+
+    def shipped_as(self) -> str | None:
+        """The node name this ledger's counters are on its ledger stream as (None: none
+        acknowledged there yet, or only under a version that did not record it):
+        `ship_pending` refuses another name on the same stream (`NodeNameChanged`)."""
+        return self._meta("ship_node")
 
     def stream_followed(self) -> tuple[str | None, str | None]:
         """The ledger streams (their creation times) this ledger last shipped to and gathered

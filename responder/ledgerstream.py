@@ -78,7 +78,7 @@ from crlbuilder.jetstream import (
     through_election,
 )
 from responder.config import ClusterConfig
-from responder.ledger import Ledger, SlotCount, is_counter
+from responder.ledger import Ledger, NodeNameChanged, SlotCount, is_counter
 
 DEFAULT_STREAM: Final = "JPKI_LEDGER"
 SUBJECT_PREFIX: Final = "jpki.ledger."
@@ -168,7 +168,9 @@ def ship(
     Marked shipped only once every publish was acknowledged, with the time the shipment
     started (every counter merged by then is on the stream, even when none had grown): a
     failure is counted in the ledger (`Ledger.ship_failed`) and raises `ClusterError`, and
-    the next call ships them again (a repeat changes nothing).
+    the next call ships them again (a repeat changes nothing). A ``node`` other than the one
+    this ledger shipped to ``stream`` as is refused so (`Ledger.shipped_as`): its counters
+    would count twice.
     """
     check_node(node)
     started = int(clock())
@@ -178,6 +180,9 @@ def ship(
         except ClusterError:
             ledger.ship_failed()
             raise
+        except NodeNameChanged as e:  # shipped as another node before: refused, counted
+            ledger.ship_failed()
+            raise ClusterError(str(e)) from None
         ledger.mark_shipped(shipped, started)
     return len(shipped)
 

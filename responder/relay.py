@@ -126,7 +126,11 @@ _log: Final = logging.getLogger("responder.relay")
 
 
 class Counter(Protocol):
-    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None: ...
+    """The worker's ledger (`responder.ledger.LedgerWriter`)."""
+
+    def count(
+        self, party: str, service: Service, method: Method, n: int = 1, *, at: float | None = None
+    ) -> None: ...
 
 
 class Quota(Protocol):
@@ -137,6 +141,10 @@ class Quota(Protocol):
     def take_provisions(self, party: Party, n: int, now: float) -> Wait | float: ...
 
     def give_back_provisions(self, party: Party, n: int, now: float) -> None: ...
+
+    def carry_provisions(
+        self, party: Party, n: int, taken_at: float, now: float
+    ) -> Wait | float: ...
 
 
 class _Result(msgspec.Struct):
@@ -248,10 +256,14 @@ class Bounds:
             requests_per_day=share(group.requests_per_day, members),
             provisions_per_day=share(group.provisions_per_day, members),
         )
+        self.taken: list[tuple[Party, float]] = []
+        """The provisions taken, with the instant each was taken for (`take`, `carry`)."""
 
     def take(self, quota: Quota, now: float) -> tuple[str, Wait] | None:
         """Count the request and take its one provision (given back unless provided), the
-        member's share first, then the group's, all or none; else whose bound refused."""
+        member's share first, then the group's, all or none; else whose bound refused. Each
+        is kept with the instant the quota table dated it at (`taken`): ``now``, or 00:00 JST
+        of the later day a row was on (a clock stepped back across midnight)."""
         both = (("member", self.member), ("group", self.group))
         for who, party in both:  # neither counted unless both admit it
             wait = quota.admit(party, now, record=False)
@@ -261,19 +273,42 @@ class Bounds:
             wait = quota.admit(party, now)
             if wait is not None:  # another worker took the last one meanwhile
                 return who, wait
-        taken: list[Party] = []
-        for who, party in (("member", self.member), ("group", self.group)):
+        for who, party in both:
             got = quota.take_provisions(party, 1, now)
             if isinstance(got, Wait):
-                for p in taken:
-                    quota.give_back_provisions(p, 1, now)
+                self.give_back(quota)
                 return who, got
-            taken.append(party)
+            self.taken.append((party, got))
         return None
 
-    def give_back(self, quota: Quota, now: float) -> None:
-        for party in (self.member, self.group):
-            quota.give_back_provisions(party, 1, now)
+    @property
+    def at(self) -> float:
+        """The instant the ledger dates the provision at: the latest of those it was taken at."""
+        return max(at for _, at in self.taken)
+
+    def give_back(self, quota: Quota) -> None:
+        """The provisions taken (`take`, `carry`) given back, each to the day it was taken from."""
+        for party, at in self.taken:
+            quota.give_back_provisions(party, 1, at)
+        self.taken = []
+
+    def carry(self, quota: Quota, now: float) -> tuple[str, Wait] | None:
+        """The provision taken (`take`) for a record provided at ``now`` (the 機構's answer
+        passed on): moved to ``now``'s Japan day when the day turned while the 機構 answered,
+        the member's share and the group's, all or none
+        (`responder.limits.LimitsTable.carry_provisions`), so that the bound takes it from the
+        day the ledger dates it (提供を行った年月日, Ord §71(3)), `at` then. Else whose bound
+        has none left that day, nothing taken on either day."""
+        moved: list[tuple[Party, float]] = []
+        for i, (party, taken_at) in enumerate(self.taken):
+            got = quota.carry_provisions(party, 1, taken_at, now)
+            if isinstance(got, Wait):  # this one's given back; the others', on their day
+                self.taken = moved + self.taken[i + 1 :]
+                self.give_back(quota)
+                return ("member" if party is self.member else "group"), got
+            moved.append((party, got))
+        self.taken = moved
+        return None
 
 
 class _Claim:
@@ -437,12 +472,12 @@ class RecordInfoRelay:
         claim = _Claim(party.id, asyncio.get_running_loop())
         answer = self.pool.submit(party.id, functools.partial(self._ask, claim, body))
         if answer is None:  # the pool is closing
-            bounds.give_back(self.quota, now)
+            bounds.give_back(self.quota)
             req.note = note(rule=FAIR_SHARE)
             return problem.response(_FAIR_SHARE_PROBLEM, retry_after=1)
         self.in_flight[party.id] = self.in_flight.get(party.id, 0) + 1
         req.note = note()
-        return asyncio.ensure_future(self._pass_on(party.id, family, answer, claim, bounds, now))
+        return asyncio.ensure_future(self._pass_on(party.id, family, answer, claim, bounds))
 
     def _ask(self, claim: _Claim, body: bytes) -> Upstream | Failed:
         """In a pool thread: the 機構's answer to the group's request, or why none."""
@@ -487,13 +522,12 @@ class RecordInfoRelay:
         answer: asyncio.Future[Upstream | Failed],
         claim: _Claim,
         bounds: Bounds,
-        now: float,
     ) -> Response:
         t0 = time.monotonic()
         try:
             got = await answer
         except BaseException:  # abandoned (the connection went away) or the pool closed
-            bounds.give_back(self.quota, now)
+            bounds.give_back(self.quota)
             if claim.abandon():
                 self._release(member)
             raise
@@ -502,12 +536,26 @@ class RecordInfoRelay:
         if stopped is not None:  # suspended or ended while the 機構 answered: not passed on
             resp, result = problem.response(problem.refused(stopped)), ""
         if result == Result.PROVIDED.value:  # 帳簿 (Act §40): one provision passed on
-            # (§20(5)), counted as it is written to the member; given back if it never is
-            resp = msgspec.structs.replace(
-                resp, provision=_Passed(self.ledger, member, bounds, self.quota, now)
-            )
+            # (§20(5)), counted as it is written to the member; given back if it never is.
+            # Provided now, not when asked: an answer that came after 00:00 JST is taken
+            # from, and dated in, the new day (none left there: refused, as OCSP's tryLater)
+            provided = max(self.clock(), bounds.at)
+            refused = bounds.carry(self.quota, provided)
+            if refused is not None:
+                who, wait = refused
+                resp, result = (
+                    problem.response(
+                        problem.quota(_quota_refusal(who, wait), wait, provided),
+                        retry_after=wait.retry_after,
+                    ),
+                    "",
+                )
+            else:
+                resp = msgspec.structs.replace(
+                    resp, provision=_Passed(self.ledger, member, bounds, self.quota)
+                )
         else:  # nothing provided: the provisions taken for it are given back
-            bounds.give_back(self.quota, now)
+            bounds.give_back(self.quota)
         _log.info(
             "record_info_relay",
             extra={"fields": {
@@ -550,13 +598,14 @@ class _Passed(FrozenNoGc, frozen=True):
     member: str
     bounds: Bounds
     quota: Quota
-    at: float
 
     def sent(self) -> None:
-        self.ledger.count(self.member, Service.SIGN_RECORD_INFO, Method.JSON, 1)
+        # dated on the day its provisions were taken from, the day it was provided
+        # (`Bounds.carry`; 提供を行った年月日, Ord §71(3)), as every other route's
+        self.ledger.count(self.member, Service.SIGN_RECORD_INFO, Method.JSON, 1, at=self.bounds.at)
 
     def dropped(self) -> None:
-        self.bounds.give_back(self.quota, self.at)
+        self.bounds.give_back(self.quota)
 
 
 def _unauthenticated() -> policy.Refused:

@@ -849,7 +849,8 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Collects the workers' ledger files into the durable ledger, then writes "
         "the report of one year. Exit 0 done, 1 some worker files were refused (nothing "
         "written unless --allow-refused, and then the report says it is incomplete) or, with "
-        "--nats, the ledger stream could not be reached, 2 bad usage, ledger or registry.",
+        "--nats, the ledger stream could not be reached, 2 bad usage, ledger or registry, or --out "
+        "that cannot be written (nothing left there; a report already at --out is kept whole).",
     )
     p.add_argument("--year", type=int, required=True, help="calendar year (JST months)")
     p.add_argument(
@@ -871,7 +872,11 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="several nodes: ship this node's counts to the ledger stream and report the whole "
         "service's (every node's counts gathered from the stream)",
     )
-    p.add_argument("--node", help="this node's name on the ledger stream (default: host name)")
+    p.add_argument(
+        "--node",
+        help="this node's name on the ledger stream (default: the name this ledger ships as, "
+        "its responder's [cluster] node; the host name before its first shipment)",
+    )
     p.add_argument(
         "--ledger-stream",
         default="JPKI_LEDGER",
@@ -918,8 +923,11 @@ def _report_command(args: argparse.Namespace) -> int:
             from responder.config import ClusterConfig
             from responder.ledgerstream import exchange
 
+            # the name this ledger ships as (its responder's [cluster] node), not the host
+            # name: shipped under two names, every counter would count twice
+            node = args.node or ledger.shipped_as() or ""
             try:
-                exchange(ledger, ClusterConfig(nats=args.nats, node=args.node or "",
+                exchange(ledger, ClusterConfig(nats=args.nats, node=node,
                                                ledger_stream=args.ledger_stream))  # fmt: skip
             except (ClusterError, ValueError) as e:
                 err(f"error: the service's ledger: {e}")

@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,12 @@ from joserfc.jwk import RSAKey
 from crlbuilder.group.answerkeys import KEYS_NAME, parse_jwks
 from crlbuilder.group.setup import GroupSetup
 from crlbuilder.model import Family
+from crlbuilder.rules import JST
 from crlbuilder.store import format as sf
 from crlbuilder.store.memory import MemoryReader
 from responder.http import Request, Response
+from responder.ledger import Ledger as LedgerDb
+from responder.ledger import LedgerWriter
 from responder.limits import LimitsTable
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
@@ -207,7 +211,9 @@ class Ledger:
     def __init__(self) -> None:
         self.counts: list[tuple[str, Service, Method, int]] = []
 
-    def count(self, party: str, service: Service, method: Method, n: int = 1) -> None:
+    def count(
+        self, party: str, service: Service, method: Method, n: int = 1, *, at: float | None = None
+    ) -> None:
         self.counts.append((party, service, method, n))
 
 
@@ -834,3 +840,104 @@ def test_nothing_personal_in_the_log(
     assert "record_info_relay" in text
     for secret in ("山田", "5c71", "a1", "A1", "the-groups-token", "facts"):
         assert secret not in text, secret
+
+
+def _midnight_after(t: float) -> float:
+    day = datetime.fromtimestamp(t, JST).date()
+    return datetime(day.year, day.month, day.day, tzinfo=JST).timestamp() + 86400
+
+
+def _asked_at(g: Group, asked: float) -> Response:
+    async def go() -> Response:
+        got = g.relay.handle(g.request(ASKED), g.registry, asked)
+        resp = got if isinstance(got, Response) else await got
+        return written(resp)
+
+    return asyncio.run(go())
+
+
+def test_a_record_the_kikou_answers_after_midnight_is_taken_and_counted_on_the_new_day(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou
+) -> None:
+    """Asked at 23:59:59.9 JST, the 機構's answer passed on after 00:00: the relay took the
+    member's and the group's provision from the day it was asked, while the ledger dated it by
+    its own clock as it was written, the next day (on 31 December: the next year's 報告書).
+    Every other route takes and dates a provision on the day it is provided (提供を行った年月日,
+    Ord §71(3); OCSP carries a signature waited for across 00:00, `carry_provisions`): the
+    relay moves it to the new day too, and counts it there."""
+    reg = registry(quotas={"provisions_per_day": 4}, members=1)
+    g = Group(tmp_path, store, kikou.url, reg, timeout=2.0)
+    midnight = _midnight_after(NOW)
+    asked, provided = midnight - 0.1, midnight + 0.5
+    g.relay.clock = lambda: provided  # the 機構 answered after 00:00 JST
+    group_party = reg.parties[GROUP]
+    try:
+        with LedgerWriter.open(tmp_path / "ledger", 0, clock=lambda: provided) as writer:
+            g.relay.ledger = writer
+            assert _asked_at(g, asked).status == 200
+        assert g.limits.provisions_left(group_party, asked) == 4  # the day before: given back
+        assert g.limits.provisions_left(group_party, provided) == 3  # taken the day provided
+        with LedgerDb.open(tmp_path / "ledger") as ledger:
+            ledger.collect(now=provided + 1)
+            rows = ledger.rows(date(1970, 1, 1), date(9999, 12, 31))
+        new_day = datetime.fromtimestamp(provided, JST).date()
+        assert [(r.day, r.party, r.count) for r in rows] == [(new_day, "m-1", 1)]
+    finally:
+        g.close()
+
+
+def test_a_record_answered_on_a_day_with_no_provisions_left_is_not_passed_on(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou
+) -> None:
+    """The group's provisions of the new day used up (by another worker, after 00:00): a
+    record asked before 00:00 and answered after it is refused (429, nothing counted), and
+    the provisions it took the day before are given back, as an OCSP signature waited for
+    across 00:00 with none left there is answered tryLater."""
+    reg = registry(quotas={"provisions_per_day": 4}, members=1)
+    g = Group(tmp_path, store, kikou.url, reg, timeout=2.0)
+    g.limits.close()
+    LimitsTable.create(tmp_path / "two.tbl", 2)
+    g.limits = g.relay.quota = LimitsTable(tmp_path / "two.tbl", 2, 0)
+    other = LimitsTable(tmp_path / "two.tbl", 2, 1)
+    midnight = _midnight_after(NOW)
+    g.relay.clock = lambda: midnight + 0.5
+    group_party = reg.parties[GROUP]
+    try:
+        assert other.take_provisions(group_party, 4, midnight + 0.2) == midnight + 0.2
+        resp = _asked_at(g, midnight - 0.1)
+        assert resp.status == 429, bytes(resp.body)
+        assert g.ledger.counts == []
+        assert g.limits.provisions_left(group_party, midnight - 0.1) == 4
+        assert g.limits.provisions_left(group_party, midnight + 0.5) == 0
+    finally:
+        other.close()
+        g.close()
+
+
+def test_a_record_asked_after_the_clock_stepped_back_across_midnight_is_counted_on_the_later_day(
+    tmp_path: Path, store: MemoryReader, kikou: Kikou
+) -> None:
+    """The quota table takes a provision asked after the clock stepped back across 00:00 JST
+    (an NTP step) from the later day its row is on, and says so (the instant
+    `take_provisions` returns): the relay ignored it, counted the record in the ledger on the
+    earlier day (which the bound never took it from) and gave it back to that day when
+    dropped, where nothing came off. It dates and gives back by the instant taken now."""
+    reg = registry(quotas={"provisions_per_day": 4}, members=1)
+    g = Group(tmp_path, store, kikou.url, reg, timeout=2.0)
+    midnight = _midnight_after(NOW)
+    group_party = reg.parties[GROUP]
+    try:
+        with LedgerWriter.open(tmp_path / "ledger", 0, clock=lambda: midnight + 0.5) as writer:
+            g.relay.ledger = writer
+            g.relay.clock = lambda: midnight + 0.5
+            assert _asked_at(g, midnight + 0.2).status == 200  # the row is on the new day
+            g.relay.clock = lambda: midnight - 0.05  # stepped back: 23:59:59.95 JST
+            assert _asked_at(g, midnight - 0.1).status == 200
+        assert g.limits.provisions_left(group_party, midnight + 0.5) == 2  # both taken there
+        with LedgerDb.open(tmp_path / "ledger") as ledger:
+            ledger.collect(now=midnight + 1)
+            rows = ledger.rows(date(1970, 1, 1), date(9999, 12, 31))
+        new_day = datetime.fromtimestamp(midnight, JST).date()
+        assert [(r.day, r.party, r.count) for r in rows] == [(new_day, "m-1", 2)]
+    finally:
+        g.close()

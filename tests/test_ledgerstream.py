@@ -28,7 +28,7 @@ from nats.js import api
 
 from crlbuilder.jetstream import Cluster, ClusterError, StreamUnbounded, ensure_stream
 from crlbuilder.rules import JST
-from responder.ledger import Ledger, LedgerWriter, Method, Service, SlotCount
+from responder.ledger import Ledger, LedgerWriter, Method, NodeNameChanged, Service, SlotCount
 from responder.ledgerstream import bound, gather, ship, stream_id, subject
 from responder.limits import Limit, LimitsTable, node_share
 from tests.support.nats import NatsCluster
@@ -699,3 +699,68 @@ def test_the_earlier_release_check_walks_the_subjects_once_per_stream(
         assert service_total(d) == 2
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------------------
+# A node ships under one name: another would count every counter twice
+# ---------------------------------------------------------------------------
+
+
+def test_a_ledger_shipped_as_one_node_is_refused_under_another_name(tmp_path: Path) -> None:
+    """The service ledger keeps one counter per (node, worker file, slot): a ledger shipped as
+    ``node-a`` and then as ``other-host`` (a ``responder report --nats`` without ``--node``
+    on a node whose ``[cluster] node`` is not its host name) had each counter twice in the
+    service's 帳簿 and 報告書 (Act §40, §41). Refused now; the same name goes on."""
+    d = tmp_path / "n"
+    at = datetime(2026, 3, 1, 12, 0, tzinfo=JST).timestamp()
+    with LedgerWriter.open(d, 0, clock=lambda: at) as w:
+        w.count("bank-a", Service.SIGN_REVOCATION_INFO, Method.OCSP, 4)
+    with Ledger.open(d) as ledger:
+        ledger.collect(now=at)
+        # a shipment the servers refused (not acknowledged, not marked): binds no name
+        assert len(ledger.ship_pending("host-name")) == 1
+        assert ledger.shipped_as() is None
+    assert _ship_into_service(d, "node-a") == 1
+    with LedgerWriter.open(d, 0, clock=lambda: at) as w:
+        w.count("bank-a", Service.SIGN_REVOCATION_INFO, Method.OCSP, 1)
+    with Ledger.open(d) as ledger:
+        ledger.collect(now=at)
+        with pytest.raises(NodeNameChanged, match="'node-a'"):
+            ledger.ship_pending("other-host")
+        assert ledger.shipped_as() == "node-a"
+    assert _totals(d) == (5, 4)  # nothing shipped under the other name
+    assert _ship_into_service(d, "node-a") == 1
+    assert _totals(d) == (5, 5)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_report_nats_without_node_ships_as_the_ledgers_node_doubling_nothing(
+    tmp_path: Path, cluster: NatsCluster
+) -> None:
+    """``responder report --nats`` without ``--node`` shipped under the host name: on a node
+    whose responder ships as ``[cluster] node = "node-a"``, the report of the service counted
+    the node's provisions twice. It ships as the name the ledger ships as now."""
+    d = tmp_path / "a"
+    stream = "LEDGER_NODE_NAME"
+    count(d, "bank-a", 3)
+    c = Cluster(cluster.urls)
+    try:
+        assert collect_and_ship(c, d, "node-a", stream) > 0  # the responder's exchange
+    finally:
+        c.close()
+    count(d, "bank-a", 2)
+    with Ledger.open(d, readonly=True) as ledger:
+        days = ledger.rows(date(1970, 1, 1), date(9999, 12, 31))
+    year = days[0].day.year  # the counts' JST day (the writer read the real clock)
+    p = subprocess.run(
+        [sys.executable, "-m", "responder", "report", "--year", str(year), "--format", "json",
+         "--ledger", str(d), "--nats", ",".join(cluster.urls), "--ledger-stream", stream],
+        capture_output=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr.decode()
+    assert msgspec.json.decode(p.stdout)["total"] == 5
+    with Ledger.open(d, readonly=True) as ledger:
+        ledger.view = "service_ledger"
+        nodes = {r[0] for r in ledger._db.execute("SELECT DISTINCT node FROM service_live")}
+    assert nodes == {"node-a"}
