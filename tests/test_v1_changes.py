@@ -486,6 +486,49 @@ def test_every_batch_is_applied_in_the_batch_thread_not_on_the_event_loop(
     assert api.ledger.counted == []  # registering provides nothing
 
 
+def test_every_read_is_made_in_the_batch_thread_not_on_the_event_loop(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """On one node too, a read walks the feed and probes the list in the worker's batch
+    thread: a read of ``[watch] scan_limit`` entries (50,000 by default, after a mass
+    revocation) delivering 10,000 changes held the event loop 737 ms (bench_v1_changes), and
+    one party reading page after page kept OCSP and every other connection of the worker
+    waiting; in the batch thread its reads queue per party (``fair_share``). The count and
+    the mark stay on the loop, as the answer is written."""
+    api = Api(store(cas), tmp_path)
+    assert api.watch(add=[ref(SC, A), ref(SC, B)])[0].status == 200
+    pool: SigningPool[Done] = SigningPool(1, 1)
+    api.api.pool = pool
+    threads: list[int] = []
+    watched = api.watchset.watched
+
+    def recorded(*a: Any, **kw: Any) -> Any:
+        threads.append(threading.get_ident())
+        return watched(*a, **kw)
+
+    api.watchset.watched = recorded  # type: ignore[method-assign]
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={api.sealed(changes_start(2))}".encode()
+
+    async def run() -> Response:
+        got = api.api.handle(
+            Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1),
+            api.registry, NOW,
+        )  # fmt: skip
+        assert not isinstance(got, Response)  # off the loop: answered when the thread is done
+        return written(await got)
+
+    try:
+        resp = asyncio.run(run())
+    finally:
+        pool.close()
+    got = msgspec.json.decode(bytes(resp.body))
+    assert resp.status == 200, got
+    assert [c["serial"] for c in got["changes"]] == [f"{A:X}", f"{B:X}"]
+    assert threads and threading.get_ident() not in threads
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
+
+
 def test_unauthenticated_and_parties_without_the_services_are_refused_before_anything(
     cas: dict[int, Ca], tmp_path: Path
 ) -> None:

@@ -90,7 +90,9 @@ the status record of each hit. The watch list is the responder's own state
   ledger is shipped).
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
-  says where to go on. For a party whose agreement bounds its provisions per day
+  says where to go on. Every read is made in the worker's batch thread, on one node too
+  (`_reads`): a party's reads wait in its own fair share there (429 ``fair_share`` past
+  it), never on the event loop that serves OCSP. For a party whose agreement bounds its provisions per day
   (``provisions_per_day``, 件数), a read also stops at what remains of them today
   (`responder.v1.route.Context.provisions_left`), ``more`` true and the cursor after the
   last change delivered; with none left the read is 429 (the dispatcher), and the party
@@ -379,9 +381,16 @@ class WatchEnv:
         return f"watch lists not replicated: {broken}" if broken else None
 
 
-def _waits(env: WatchEnv) -> bool:
-    """`Route.blocking`: on several nodes both routes wait on the watch stream."""
-    return env.stream is not None
+def _reads(_env: WatchEnv) -> bool:
+    """`Route.blocking` of ``GET /v1/changes``: every read, on one node too, is made in the
+    batch thread. On several nodes it waits on the watch stream; on every node it walks up to
+    ``[watch] scan_limit`` feed entries (50,000 by default: a mass revocation), probing the
+    list for each and reading the status of up to 10,000 hits, which held the event loop
+    ~0.7 s per read (bench_v1_changes): a party reading page after page kept OCSP and every
+    other connection of the worker waiting. In the batch thread a party's reads queue in its
+    own fair share (429 ``fair_share`` past it); the count and the counted mark stay on the
+    loop, as the answer is written (`Delivery`)."""
+    return True
 
 
 def _writes(_env: WatchEnv) -> bool:
@@ -1230,7 +1239,7 @@ CHANGES_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_changes,
     setup=setup,
-    blocking=_waits,
+    blocking=_reads,
     retry_after=_retry_after,
     follow=(("cursor", "/cursor"),),
     problems=(
