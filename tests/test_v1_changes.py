@@ -280,6 +280,33 @@ def test_a_family_suspended_is_passed_over_and_every_answer_says_so(
     assert got["passedOver"] == []
 
 
+def test_a_change_passed_over_then_delivered_from_an_older_cursor_is_counted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A change passed over during a suspension (提供の停止, Act §18(6)) was never delivered:
+    the counted mark of a read made then moves past it (to the auth change after it, which
+    was delivered), but covers only what that read could deliver. Once resumed, the party
+    reads from its older cursor (it kept it): the sign change comes for the first time and is
+    one provision (帳簿, Act §40; 件数, Ord §71(4)). It went uncounted: the node's mark, made
+    during the suspension, covered it."""
+    api = Api(store(cas), tmp_path)
+    api.watch("both", add=[ref(SC, C), ref(AC, D)])  # C lost effect in commit 5, D in 6
+    since = datetime(2025, 1, 1, tzinfo=UTC)
+    suspended = {"article": "Act §18(6)(1)", "since": since, "reason": "test"}
+    api.registry = build(party_table("both", {SIG, USR}, suspension=[suspended]))
+    start = api.sealed(changes_start(2), party="both")
+    resp, got = api.changes(f"cursor={start}", party="both")
+    assert resp.status == 200, got
+    assert [c["serial"] for c in got["changes"]] == [f"{D:X}"]  # C (sign-card) passed over
+    assert [p["family"] for p in got["passedOver"]] == ["sign-card"]
+    assert api.ledger.counted == [("both", Service.AUTH_REVOCATION_INFO, Method.JSON, 1)]
+    api.registry = registry()  # resumed
+    resp, got = api.changes(f"cursor={start}", party="both")
+    assert [c["serial"] for c in got["changes"]] == [f"{C:X}", f"{D:X}"]
+    sign = [c for c in api.ledger.counted if c[1] is Service.SIGN_REVOCATION_INFO]
+    assert sign == [("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)], api.ledger.counted
+
+
 def test_limit_stops_inside_a_commit_and_the_next_read_goes_on_without_loss_or_repeat(
     cas: dict[int, Ca], tmp_path: Path
 ) -> None:
