@@ -307,6 +307,27 @@ def test_a_change_passed_over_then_delivered_from_an_older_cursor_is_counted(
     assert sign == [("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)], api.ledger.counted
 
 
+def test_a_change_left_out_by_the_agreement_then_taken_in_again_is_counted_when_delivered(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """The same for an agreement (取決め) amended to leave out the sign service of a party
+    holding both titles, then amended back: the sign change skipped meanwhile (not passed
+    over: the agreement did not cover it then) is a first provision when delivered from the
+    older cursor the party kept."""
+    api = Api(store(cas), tmp_path)
+    api.watch("both", add=[ref(SC, C), ref(AC, D)])
+    api.registry = build(party_table("both", {SIG, USR}, services=["auth-revocation-info"]))
+    start = api.sealed(changes_start(2), party="both")
+    resp, got = api.changes(f"cursor={start}", party="both")
+    assert resp.status == 200, got
+    assert [c["serial"] for c in got["changes"]] == [f"{D:X}"] and got["passedOver"] == []
+    api.registry = registry()  # amended back
+    _, got = api.changes(f"cursor={start}", party="both")
+    assert [c["serial"] for c in got["changes"]] == [f"{C:X}", f"{D:X}"]
+    sign = [c for c in api.ledger.counted if c[1] is Service.SIGN_REVOCATION_INFO]
+    assert sign == [("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)], api.ledger.counted
+
+
 def test_limit_stops_inside_a_commit_and_the_next_read_goes_on_without_loss_or_repeat(
     cas: dict[int, Ca], tmp_path: Path
 ) -> None:
