@@ -24,6 +24,7 @@ from responder.http import Request, Response
 from responder.registry.vocabulary import Method, Service
 from responder.signing import SigningPool
 from responder.v1 import changes, cursor
+from responder.v1.route import Context
 from responder.v1.routes import THREAD_BYTES, Done, V1Api
 from responder.v1.watchset import MemoryWatchSet
 from tests.support.pki import Ca, make_ca, rsa_key
@@ -151,12 +152,19 @@ class Api:
         assert key is not None
         return key
 
+    def generation(self, party: str) -> bytes:
+        """The party's list generation as a read sees it now (`changes._Receivable`: the
+        families it may not receive folded in)."""
+        ctx = Context(self.registry.parties[party], self.reader, NOW)
+        issuers = changes._issuers(self.reader, ctx)
+        return changes._receivable(self.watchset, issuers).generation(party)
+
     def read(self, text: str, party: str = "sig") -> cursor.Bound:
         """Where a cursor of an answer reads from and its counted mark (it is bound to
         ``party``); whether its watch list generation is the list's is asserted."""
         got = cursor.unseal(self.key(), party, text)
         assert isinstance(got, cursor.Bound) and got.bound, got
-        assert got.gen == self.watchset.generation(party)
+        assert got.gen == self.generation(party)
         if isinstance(got.position, cursor.Position):  # anchored in the store as it is
             assert got.anchors == (
                 cursor.anchor(self.reader, got.position),
@@ -169,7 +177,7 @@ class Api:
         the party's watch list as it is now, anchored in the store as it is now."""
         here = cursor.Position(STORE_ID, start)
         upto = cursor.Position(STORE_ID, mark) if mark is not None else here
-        gen = self.watchset.generation(party)  # of the list as it is now
+        gen = self.generation(party)  # of the list as it is now
         anchors = (cursor.anchor(self.reader, here), cursor.anchor(self.reader, upto))
         return cursor.seal(self.key(), party, cursor.Bound(here, upto, gen=gen, anchors=anchors))
 
@@ -322,6 +330,26 @@ def test_a_change_left_out_by_the_agreement_then_taken_in_again_is_counted_when_
     assert resp.status == 200, got
     assert [c["serial"] for c in got["changes"]] == [f"{D:X}"] and got["passedOver"] == []
     api.registry = registry()  # amended back
+    _, got = api.changes(f"cursor={start}", party="both")
+    assert [c["serial"] for c in got["changes"]] == [f"{C:X}", f"{D:X}"]
+    sign = [c for c in api.ledger.counted if c[1] is Service.SIGN_REVOCATION_INFO]
+    assert sign == [("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)], api.ledger.counted
+
+
+def test_a_change_of_a_title_lost_then_regained_is_counted_when_delivered(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """The same for a party that lost its 署名検証者 title (its notification withdrawn) and
+    was notified again: the sign change skipped meanwhile is a first provision when
+    delivered from the older cursor it kept."""
+    api = Api(store(cas), tmp_path)
+    api.watch("both", add=[ref(SC, C), ref(AC, D)])
+    api.registry = build(party_table("both", {USR}))
+    start = api.sealed(changes_start(2), party="both")
+    resp, got = api.changes(f"cursor={start}", party="both")
+    assert resp.status == 200, got
+    assert [c["serial"] for c in got["changes"]] == [f"{D:X}"] and got["passedOver"] == []
+    api.registry = registry()  # notified again
     _, got = api.changes(f"cursor={start}", party="both")
     assert [c["serial"] for c in got["changes"]] == [f"{C:X}", f"{D:X}"]
     sign = [c for c in api.ledger.counted if c[1] is Service.SIGN_REVOCATION_INFO]

@@ -127,7 +127,7 @@ from crlbuilder.store import format as sf
 from crlbuilder.store.reader import ChangeEntry, StoreReader
 from responder import policy
 from responder.config import ResponderConfig, WatchConfig
-from responder.registry.vocabulary import Service, title_services
+from responder.registry.vocabulary import Service
 from responder.v1 import cursor as cursors
 from responder.v1 import feedpos, problem, provision, watchlog, watchstream
 from responder.v1.certref import IssuerIndex, from_certificate
@@ -448,24 +448,15 @@ class _Issuer:
     family: Family
     service: Service
     refusal: policy.Refused | None
-    withheld: bool = False
-    """Refused now, where the party's titles could receive it (a suspension, a title not in
-    force, an agreement that leaves the family or its service out): its changes are not
-    delivered now and could be later (`_Receivable`)."""
 
 
 def _issuers(reader: StoreReader, ctx: Context) -> dict[int, _Issuer]:
     out: dict[int, _Issuer] = {}
-    titled = title_services(ctx.party.titles)
     for meta in reader.issuers():
         if not meta.family.is_jpki:  # the token issuer (Act §38-3): no 失効情報 to watch
             continue
         service = policy.service_for_ocsp(meta.family)
-        refusal = ctx.permit(service, meta.family)
-        withheld = refusal is not None and (
-            refusal.rule is not policy.Rule.UNAUTHORIZED_SERVICE or service in titled
-        )
-        out[meta.index] = _Issuer(meta.id, meta.family, service, refusal, withheld)
+        out[meta.index] = _Issuer(meta.id, meta.family, service, ctx.permit(service, meta.family))
     return out
 
 
@@ -508,13 +499,14 @@ class _Receivable:
     mark made while some families were withheld is of another generation than one made
     while none (or others) were, and is not read then (what it covered is delivered again and
     counted again: an over-count, the side the feed accepts). The same holds for a family the
-    agreement (取決め) left out for a while and took in again (an amendment), which the party's
-    titles could receive throughout: withheld too (`_Issuer.withheld`), though not passed over
+    agreement (取決め) left out for a while and took in again (an amendment), or that no title
+    of the party received for a while (a notification withdrawn, made again): every family
+    refused now is withheld, though only those the agreement covers are said to be passed over
     in the answers. With nothing withheld the generation is the list's own."""
 
     lists: WatchSet
     withheld: bytes
-    """The families withheld now, by code (`_Issuer.withheld`; empty: none)."""
+    """The families the party may not receive now, by code (empty: none)."""
 
     def _gen(self, gen: bytes) -> bytes:
         if not self.withheld:
@@ -542,7 +534,7 @@ class _Receivable:
 
 def _receivable(lists: WatchSet, issuers: dict[int, _Issuer]) -> _Receivable:
     """``lists`` as a read for a party whose issuers are ``issuers`` sees them."""
-    withheld = sorted({i.family.code for i in issuers.values() if i.withheld})
+    withheld = sorted({i.family.code for i in issuers.values() if i.refusal is not None})
     return _Receivable(lists, bytes(withheld))
 
 
