@@ -24,6 +24,7 @@ directory removed at the end. Bounded: one pass of each, no load loop.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -113,13 +114,36 @@ def main() -> int:
         app = JpkiApp(cfg, 0)
         token = (work / "pki" / "parties" / "sig-verifier.token").read_text().strip().encode()
 
+        loop = asyncio.new_event_loop()
+
+        stalls: list[float] = []
+
+        async def ticker(gaps: list[float]) -> None:
+            last = time.perf_counter()
+            while True:  # a probe every millisecond: the gaps are what the loop was held
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last - 0.001)
+                last = now
+
+        async def answer(req: Request) -> Response | Any:
+            gaps: list[float] = []
+            tick = asyncio.ensure_future(ticker(gaps))
+            await asyncio.sleep(0)  # the ticker started: what the call holds the loop for
+            got = app.handle(req)  # with the loop running: a call for the batch thread
+            resp = await got if isinstance(got, asyncio.Future) else got
+            await asyncio.sleep(0.005)  # the ticker's next probe says how long it waited
+            tick.cancel()
+            stalls.append(max(gaps, default=0.0))
+            return resp
+
         def call(method: bytes, target: bytes, body: bytes = b"") -> Any:
             headers = {b"authorization": b"Bearer " + token}
             if body:
                 headers[b"content-type"] = b"application/json"
             req = Request(method, target, headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1)
-            resp = app.handle(req)
-            assert isinstance(resp, Response), resp  # /v1 answers at once (no signing thread)
+            resp = loop.run_until_complete(answer(req))
+            assert isinstance(resp, Response), resp
             assert resp.status == 200, (resp.status, bytes(resp.body)[:300])
             if resp.provision is not None:  # as the HTTP layer writes it: counted
                 resp.provision.sent()
@@ -142,8 +166,12 @@ def main() -> int:
         assert got["watching"] == len(watched), got["watching"]
         delivered = reads = 0
         t_read = time.perf_counter()
+        read_calls: list[float] = []
+        stalls.clear()
         while True:
+            t = time.perf_counter()
             page = call(b"GET", f"/v1/changes?cursor={cursor}&limit=10000".encode())
+            read_calls.append(time.perf_counter() - t)
             reads += 1
             delivered += len(page["changes"])
             cursor = page["cursor"]
@@ -168,6 +196,8 @@ def main() -> int:
                 "calls": reads,
                 "delivered": delivered,
                 "feed_entries_per_s": round(len(day) / read_s),
+                "per_call_ms_max": round(1000 * max(read_calls), 1),
+                "event_loop_held_ms_max": round(1000 * max(stalls), 1),
             },
             "watch_lists_bytes": (work / "ledger" / "watch" / "data.mdb").stat().st_blocks * 512,
             "machine": {

@@ -24,6 +24,7 @@ from responder.http import Request, Response
 from responder.registry.vocabulary import Method, Service
 from responder.signing import SigningPool
 from responder.v1 import changes, cursor
+from responder.v1.route import Context
 from responder.v1.routes import THREAD_BYTES, Done, V1Api
 from responder.v1.watchset import MemoryWatchSet
 from tests.support.pki import Ca, make_ca, rsa_key
@@ -151,12 +152,19 @@ class Api:
         assert key is not None
         return key
 
+    def generation(self, party: str) -> bytes:
+        """The party's list generation as a read sees it now (`changes._Receivable`: the
+        families it may not receive folded in)."""
+        ctx = Context(self.registry.parties[party], self.reader, NOW)
+        issuers = changes._issuers(self.reader, ctx)
+        return changes._receivable(self.watchset, issuers).generation(party)
+
     def read(self, text: str, party: str = "sig") -> cursor.Bound:
         """Where a cursor of an answer reads from and its counted mark (it is bound to
         ``party``); whether its watch list generation is the list's is asserted."""
         got = cursor.unseal(self.key(), party, text)
         assert isinstance(got, cursor.Bound) and got.bound, got
-        assert got.gen == self.watchset.generation(party)
+        assert got.gen == self.generation(party)
         if isinstance(got.position, cursor.Position):  # anchored in the store as it is
             assert got.anchors == (
                 cursor.anchor(self.reader, got.position),
@@ -169,7 +177,7 @@ class Api:
         the party's watch list as it is now, anchored in the store as it is now."""
         here = cursor.Position(STORE_ID, start)
         upto = cursor.Position(STORE_ID, mark) if mark is not None else here
-        gen = self.watchset.generation(party)  # of the list as it is now
+        gen = self.generation(party)  # of the list as it is now
         anchors = (cursor.anchor(self.reader, here), cursor.anchor(self.reader, upto))
         return cursor.seal(self.key(), party, cursor.Bound(here, upto, gen=gen, anchors=anchors))
 
@@ -278,6 +286,74 @@ def test_a_family_suspended_is_passed_over_and_every_answer_says_so(
     # a family the agreement never covered is not passed over: it is not the party's
     resp, got = api.changes(f"cursor={at(2)}")
     assert got["passedOver"] == []
+
+
+def test_a_change_passed_over_then_delivered_from_an_older_cursor_is_counted(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """A change passed over during a suspension (提供の停止, Act §18(6)) was never delivered:
+    the counted mark of a read made then moves past it (to the auth change after it, which
+    was delivered), but covers only what that read could deliver. Once resumed, the party
+    reads from its older cursor (it kept it): the sign change comes for the first time and is
+    one provision (帳簿, Act §40; 件数, Ord §71(4)). It went uncounted: the node's mark, made
+    during the suspension, covered it."""
+    api = Api(store(cas), tmp_path)
+    api.watch("both", add=[ref(SC, C), ref(AC, D)])  # C lost effect in commit 5, D in 6
+    since = datetime(2025, 1, 1, tzinfo=UTC)
+    suspended = {"article": "Act §18(6)(1)", "since": since, "reason": "test"}
+    api.registry = build(party_table("both", {SIG, USR}, suspension=[suspended]))
+    start = api.sealed(changes_start(2), party="both")
+    resp, got = api.changes(f"cursor={start}", party="both")
+    assert resp.status == 200, got
+    assert [c["serial"] for c in got["changes"]] == [f"{D:X}"]  # C (sign-card) passed over
+    assert [p["family"] for p in got["passedOver"]] == ["sign-card"]
+    assert api.ledger.counted == [("both", Service.AUTH_REVOCATION_INFO, Method.JSON, 1)]
+    api.registry = registry()  # resumed
+    resp, got = api.changes(f"cursor={start}", party="both")
+    assert [c["serial"] for c in got["changes"]] == [f"{C:X}", f"{D:X}"]
+    sign = [c for c in api.ledger.counted if c[1] is Service.SIGN_REVOCATION_INFO]
+    assert sign == [("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)], api.ledger.counted
+
+
+def test_a_change_left_out_by_the_agreement_then_taken_in_again_is_counted_when_delivered(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """The same for an agreement (取決め) amended to leave out the sign service of a party
+    holding both titles, then amended back: the sign change skipped meanwhile (not passed
+    over: the agreement did not cover it then) is a first provision when delivered from the
+    older cursor the party kept."""
+    api = Api(store(cas), tmp_path)
+    api.watch("both", add=[ref(SC, C), ref(AC, D)])
+    api.registry = build(party_table("both", {SIG, USR}, services=["auth-revocation-info"]))
+    start = api.sealed(changes_start(2), party="both")
+    resp, got = api.changes(f"cursor={start}", party="both")
+    assert resp.status == 200, got
+    assert [c["serial"] for c in got["changes"]] == [f"{D:X}"] and got["passedOver"] == []
+    api.registry = registry()  # amended back
+    _, got = api.changes(f"cursor={start}", party="both")
+    assert [c["serial"] for c in got["changes"]] == [f"{C:X}", f"{D:X}"]
+    sign = [c for c in api.ledger.counted if c[1] is Service.SIGN_REVOCATION_INFO]
+    assert sign == [("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)], api.ledger.counted
+
+
+def test_a_change_of_a_title_lost_then_regained_is_counted_when_delivered(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """The same for a party that lost its 署名検証者 title (its notification withdrawn) and
+    was notified again: the sign change skipped meanwhile is a first provision when
+    delivered from the older cursor it kept."""
+    api = Api(store(cas), tmp_path)
+    api.watch("both", add=[ref(SC, C), ref(AC, D)])
+    api.registry = build(party_table("both", {USR}))
+    start = api.sealed(changes_start(2), party="both")
+    resp, got = api.changes(f"cursor={start}", party="both")
+    assert resp.status == 200, got
+    assert [c["serial"] for c in got["changes"]] == [f"{D:X}"] and got["passedOver"] == []
+    api.registry = registry()  # notified again
+    _, got = api.changes(f"cursor={start}", party="both")
+    assert [c["serial"] for c in got["changes"]] == [f"{C:X}", f"{D:X}"]
+    sign = [c for c in api.ledger.counted if c[1] is Service.SIGN_REVOCATION_INFO]
+    assert sign == [("both", Service.SIGN_REVOCATION_INFO, Method.JSON, 1)], api.ledger.counted
 
 
 def test_limit_stops_inside_a_commit_and_the_next_read_goes_on_without_loss_or_repeat(
@@ -484,6 +560,49 @@ def test_every_batch_is_applied_in_the_batch_thread_not_on_the_event_loop(
     assert resp_small.status == 200 and (got["added"], got["watching"]) == (1, 2001), got
     assert len(threads) == 2 and threading.get_ident() not in threads
     assert api.ledger.counted == []  # registering provides nothing
+
+
+def test_every_read_is_made_in_the_batch_thread_not_on_the_event_loop(
+    cas: dict[int, Ca], tmp_path: Path
+) -> None:
+    """On one node too, a read walks the feed and probes the list in the worker's batch
+    thread: a read of ``[watch] scan_limit`` entries (50,000 by default, after a mass
+    revocation) delivering 10,000 changes held the event loop 737 ms (bench_v1_changes), and
+    one party reading page after page kept OCSP and every other connection of the worker
+    waiting; in the batch thread its reads queue per party (``fair_share``). The count and
+    the mark stay on the loop, as the answer is written."""
+    api = Api(store(cas), tmp_path)
+    assert api.watch(add=[ref(SC, A), ref(SC, B)])[0].status == 200
+    pool: SigningPool[Done] = SigningPool(1, 1)
+    api.api.pool = pool
+    threads: list[int] = []
+    watched = api.watchset.watched
+
+    def recorded(*a: Any, **kw: Any) -> Any:
+        threads.append(threading.get_ident())
+        return watched(*a, **kw)
+
+    api.watchset.watched = recorded  # type: ignore[method-assign]
+    headers = {b"authorization": b"Bearer sig"}
+    target = f"/v1/changes?cursor={api.sealed(changes_start(2))}".encode()
+
+    async def run() -> Response:
+        got = api.api.handle(
+            Request(b"GET", target, headers, b"", ("127.0.0.1", 1), None, b"1.1", True, 1),
+            api.registry, NOW,
+        )  # fmt: skip
+        assert not isinstance(got, Response)  # off the loop: answered when the thread is done
+        return written(await got)
+
+    try:
+        resp = asyncio.run(run())
+    finally:
+        pool.close()
+    got = msgspec.json.decode(bytes(resp.body))
+    assert resp.status == 200, got
+    assert [c["serial"] for c in got["changes"]] == [f"{A:X}", f"{B:X}"]
+    assert threads and threading.get_ident() not in threads
+    assert api.ledger.counted == [("sig", Service.SIGN_REVOCATION_INFO, Method.JSON, 2)]
 
 
 def test_unauthenticated_and_parties_without_the_services_are_refused_before_anything(

@@ -90,7 +90,9 @@ the status record of each hit. The watch list is the responder's own state
   ledger is shipped).
 - A read stops at ``limit`` changes or after ``[watch] scan_limit`` feed entries
   (a CA-key compromise revokes millions at once); ``more`` is then true and the cursor
-  says where to go on. For a party whose agreement bounds its provisions per day
+  says where to go on. Every read is made in the worker's batch thread, on one node too
+  (`_reads`): a party's reads wait in its own fair share there (429 ``fair_share`` past
+  it), never on the event loop that serves OCSP. For a party whose agreement bounds its provisions per day
   (``provisions_per_day``, 件数), a read also stops at what remains of them today
   (`responder.v1.route.Context.provisions_left`), ``more`` true and the cursor after the
   last change delivered; with none left the read is 429 (the dispatcher), and the party
@@ -108,9 +110,10 @@ bound: 409 ``watch_full``, nothing changed.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,11 +135,13 @@ from responder.v1.route import Context, Count, Counts, Delivery, Provide, Reply,
 from responder.v1.status import REASON_NAMES
 from responder.v1.watchdb import LmdbWatchSet, WatchDbError
 from responder.v1.watchset import (
+    GEN_BYTES,
     SecretError,
     WatchFull,
     WatchKeys,
     WatchSet,
     WatchUnavailable,
+    WatchUpdate,
     load_secret,
 )
 from responder.v1.watchstream import StreamUnavailable, WatchStream
@@ -379,9 +384,16 @@ class WatchEnv:
         return f"watch lists not replicated: {broken}" if broken else None
 
 
-def _waits(env: WatchEnv) -> bool:
-    """`Route.blocking`: on several nodes both routes wait on the watch stream."""
-    return env.stream is not None
+def _reads(_env: WatchEnv) -> bool:
+    """`Route.blocking` of ``GET /v1/changes``: every read, on one node too, is made in the
+    batch thread. On several nodes it waits on the watch stream; on every node it walks up to
+    ``[watch] scan_limit`` feed entries (50,000 by default: a mass revocation), probing the
+    list for each and reading the status of up to 10,000 hits, which held the event loop
+    ~0.7 s per read (bench_v1_changes): a party reading page after page kept OCSP and every
+    other connection of the worker waiting. In the batch thread a party's reads queue in its
+    own fair share (429 ``fair_share`` past it); the count and the counted mark stay on the
+    loop, as the answer is written (`Delivery`)."""
+    return True
 
 
 def _writes(_env: WatchEnv) -> bool:
@@ -464,13 +476,73 @@ def _passed_over(issuers: dict[int, _Issuer]) -> list[PassedOver]:
     out: dict[Family, PassedOver] = {}
     for i in issuers.values():
         r = i.refusal
-        if r is not None and r.rule not in _AGREEMENT_RULES and i.family not in out:
+        if r is not None and _passed(i) and i.family not in out:
             out[i.family] = PassedOver(family=i.family.value, rule=r.rule.value, article=r.article)
     return [out[f] for f in sorted(out, key=list(Family).index)]
 
 
 def _at(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class _Receivable:
+    """The party's watch list as a read sees it, with what the party may receive now
+    folded into its generation (`WatchSet.generation`, which a counted mark carries).
+
+    A counted mark (`responder.v1.provision`) covers the changes of the certificates the
+    party watched, up to it: a read moves it past the changes it delivers, and so past the
+    changes of a family it passed over (a suspension, 提供の停止, Act §18(6), §37(4); a
+    title not in force) that lie before them, which were never delivered. Read again once
+    the family may be received, from an older cursor the party kept, such a change is
+    delivered for the first time and must be counted (帳簿, Act §40; 件数, Ord §71(4)): so a
+    mark made while some families were withheld is of another generation than one made
+    while none (or others) were, and is not read then (what it covered is delivered again and
+    counted again: an over-count, the side the feed accepts). The same holds for a family the
+    agreement (取決め) left out for a while and took in again (an amendment), or that no title
+    of the party received for a while (a notification withdrawn, made again): every family
+    refused now is withheld, though only those the agreement covers are said to be passed over
+    in the answers. With nothing withheld the generation is the list's own."""
+
+    lists: WatchSet
+    withheld: bytes
+    """The families the party may not receive now, by code (empty: none)."""
+
+    def _gen(self, gen: bytes) -> bytes:
+        if not self.withheld:
+            return gen
+        h = hashlib.blake2b(gen + self.withheld, digest_size=GEN_BYTES, person=b"jpkiva-withheld")
+        return h.digest()
+
+    def watched(self, party: str, keys: Sequence[bytes]) -> list[bool]:
+        return self.lists.watched(party, keys)
+
+    def update(
+        self, party: str, add: Sequence[bytes], remove: Sequence[bytes], *, limit: int
+    ) -> WatchUpdate:
+        return self.lists.update(party, add, remove, limit=limit)
+
+    def generation(self, party: str) -> bytes:
+        return self._gen(self.lists.generation(party))
+
+    def mark(self, party: str) -> bytes | None:
+        return self.lists.mark(party)
+
+    def count_once(self, party: str, decide: Callable[[bytes | None, bytes], bytes | None]) -> None:
+        self.lists.count_once(party, lambda stored, gen: decide(stored, self._gen(gen)))
+
+
+def _receivable(lists: WatchSet, issuers: dict[int, _Issuer]) -> _Receivable:
+    """``lists`` as a read for a party whose issuers are ``issuers`` sees them."""
+    withheld = sorted({i.family.code for i in issuers.values() if i.refusal is not None})
+    return _Receivable(lists, bytes(withheld))
+
+
+def _passed(issuer: _Issuer) -> bool:
+    """Are the changes of ``issuer`` passed over now (the agreement covers its family, the
+    party may not receive it now: `_passed_over`)?"""
+    r = issuer.refusal
+    return r is not None and r.rule not in _AGREEMENT_RULES
 
 
 def _resolve(
@@ -958,7 +1030,13 @@ def _none(store: StoreRef, now: datetime, cursor: str) -> Reply[ChangesResponse]
 
 
 def _fresh(
-    env: WatchEnv, party: str, store: StoreRef, now: datetime, key: bytes, fresh: cursors.Bound
+    env: WatchEnv,
+    party: str,
+    store: StoreRef,
+    now: datetime,
+    key: bytes,
+    fresh: cursors.Bound,
+    issuers: dict[int, _Issuer],
 ) -> Reply[ChangesResponse] | Problem:
     """A fresh cursor of this node's own store: the party resynchronises (it reads the status
     of its whole list next), so this node forgets its counted mark of the party: a mark left
@@ -967,9 +1045,10 @@ def _fresh(
     position: the changes up to it were not delivered through the feed, and a party that
     took a fresh cursor and then read from an older one of its own would be given them
     uncounted (what follows the older cursor's own mark is counted, at worst again)."""
-    lists = env.lists()
-    if lists is None:
+    found = env.lists()
+    if found is None:
         return _UNAVAILABLE
+    lists = _receivable(found, issuers)
     gens: list[bytes] = []
 
     def forget(_kept: bytes | None, gen: bytes) -> None:
@@ -1019,7 +1098,7 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
     here_at = lineage.note(here)
     if not request.cursor:
         fresh = cursors.Bound(here, here, anchors=(here_at, here_at))
-        return _fresh(env, party, store, now, key, fresh)
+        return _fresh(env, party, store, now, key, fresh, _issuers(reader, ctx))
     bound = _opened(env, key, party, request.cursor)
     if isinstance(bound, Problem):
         return bound
@@ -1039,10 +1118,11 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
         # unbound (its mark is its position), issued before anchors, or anchored in commits
         # a store restored from an older copy no longer holds: what it covered is counted
         mark = position
-    lists = env.lists()
-    if lists is None:
+    found = env.lists()
+    if found is None:
         return _UNAVAILABLE
     issuers = _issuers(reader, ctx)
+    lists = _receivable(found, issuers)
     last: ChangeEntry | None = None
 
     def seen(e: ChangeEntry) -> None:
@@ -1058,7 +1138,7 @@ def handle_changes(request: ChangesQuery, ctx: Context) -> Reply[ChangesResponse
 
     try:
         gen = lists.generation(party)  # before the list is read
-        if bound.gen != gen:  # entries added since the mark: it never saw them watched
+        if bound.gen != gen:  # entries added since the mark, or other families passed over
             mark = position
         got = _read(
             reader.changes(position.start), lists, party, issuers, reader,
@@ -1110,11 +1190,11 @@ def _changes_of_stream(
         seq = reader.stream_seq()
         base = max(seq - env.fresh_lag, reader.changes_from_seq(), 0)
         here = cursors.StreamPosition(feed, base)
-        lists = env.lists()
-        if lists is None:
+        found = env.lists()
+        if found is None:
             return _UNAVAILABLE
         try:
-            gen = lists.generation(party)
+            gen = _receivable(found, _issuers(reader, ctx)).generation(party)
         except WatchUnavailable:
             return _UNAVAILABLE
         fresh = cursors.Bound(here, here, gen=gen)
@@ -1152,20 +1232,21 @@ def _changes_of_stream(
         if loads is None:  # another worker began loading a snapshot since
             return _BEHIND
     issuers = _issuers(reader, ctx)
+    seen_as = _receivable(lists, issuers)
     tracker = where.tracker
     stream_made = (e for e in reader.changes(where.start) if e.group is not None)
     try:
-        gen = lists.generation(party)  # before the list is read
-        if bound.gen != gen:  # entries added since the mark: it never saw them watched
+        gen = seen_as.generation(party)  # before the list is read
+        if bound.gen != gen:  # entries added since the mark, or other families passed over
             mark = position
         got = _read(
-            stream_made, lists, party, issuers, reader,
+            stream_made, seen_as, party, issuers, reader,
             limit=_limit(request, ctx), budget=env.config.scan_limit, seen=tracker.see,
             after=lambda _e: tracker.after_last(),
         )  # fmt: skip
         if whole is not None and whole() != loads:  # the lists emptied by a load while read:
             return _BEHIND  # the changes not found would be lost to the party, its cursor past
-        provided = _provided(lists, party, got, mark, gen)
+        provided = _provided(seen_as, party, got, mark, gen)
     except WatchUnavailable:
         return _UNAVAILABLE
     after = tracker.after_last() if got.full else tracker.at_end(reader.stream_seq())
@@ -1230,7 +1311,7 @@ CHANGES_ROUTE: Final = Route(
     services=_SERVICES,
     handler=handle_changes,
     setup=setup,
-    blocking=_waits,
+    blocking=_reads,
     retry_after=_retry_after,
     follow=(("cursor", "/cursor"),),
     problems=(

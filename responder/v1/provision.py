@@ -21,7 +21,13 @@ while the party's watch list is of the generation it was made under
 change of a certificate watched since was never delivered, whatever the mark says (else a
 party would watch one late change, read, watch everything and read again from an old
 cursor, given the kept feed uncounted). After an addition a read from an older cursor
-counts again the changes it delivers again (an over-count, only on such a rewind). It is a feed position of the same kind as the cursor's
+counts again the changes it delivers again (an over-count, only on such a rewind). Nor is
+a mark read by a read that withholds other families than the reads that made it did (a
+suspension, 提供の停止, Act §18(6), §37(4), begun or lifted; an agreement amended, a title
+notified again: `responder.v1.changes._Receivable` folds the families the party may not
+receive into the generation): a read moves the mark past the changes
+it passed over, which were never delivered, and one of them delivered later, from an older
+cursor, is a first provision. It is a feed position of the same kind as the cursor's
 (`responder.v1.cursor`: a position in one store's feed, or in the record stream) and travels
 in two places, the later of which applies:
 
