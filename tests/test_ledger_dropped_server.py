@@ -64,7 +64,7 @@ def _reset_after(s: Server, raw: bytes) -> None:
     then finds the requests and the reset at once, so the slow answer cannot be made before
     the connection is gone however loaded the machine is. Otherwise either could come late:
     the client preempted between its send and its reset, or the kernel leaving the reset
-    to its softirq thread until after the workers went on (possible, though not seen: 39
+    to its softirq thread until after the workers went on (possible, though not seen: 60
     resets on the loaded machine were all taken before ``close`` returned), and the answers
     behind the slow one be written and rightly counted."""
     sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
