@@ -66,6 +66,7 @@ import contextlib
 import email.utils
 import ipaddress
 import logging
+import socket
 import ssl
 import time
 import traceback
@@ -196,7 +197,12 @@ class Provision(Protocol):
     it is an app failure, the 500 written instead. ``dropped`` when the answer was made but
     will never be written: the connection went away while it waited its turn (pipelined
     behind a slower answer) or closed before it; the app undoes what it took for it (a
-    party's provisions of the day)."""
+    party's provisions of the day). "Went away" includes a connection the transport already
+    knows is lost but has not yet told the protocol of (``connection_lost`` comes a loop
+    callback later: a reset read, or a write that failed), whose writes it discards, and a
+    reset the kernel took while an answer was being made that the transport has not read
+    yet (`HttpProtocol._reset_unread`, checked before the first answer written after a
+    wait)."""
 
     def sent(self) -> None: ...
 
@@ -1034,6 +1040,11 @@ class HttpProtocol(asyncio.Protocol):
         if queue is None or slot not in queue:  # discarded while the app worked on it
             _drop(resp)
         elif self._phase != _CLOSED:
+            if queue[0] is slot and self._reset_unread():
+                # the client reset the connection while this answer was made: nothing
+                # written would reach it, so nothing is given; connection_lost drops them all
+                self.abort()
+                return
             self._flush()
 
     def _enqueue(self, slot: _Slot) -> None:
@@ -1071,7 +1082,10 @@ class HttpProtocol(asyncio.Protocol):
     def _send(self, req: Request | None, resp: Response, t0: float, close: bool) -> bool:
         """Write one answer; False when the connection is closing after it."""
         transport = self._transport
-        if transport is None:
+        if transport is None or transport.is_closing():
+            # gone, or lost with its connection_lost still to come (a reset the transport
+            # read, or an earlier answer's write that failed on it): the transport discards
+            # what is written, so the answer is not given and its provisions go back
             _drop(resp)
             return False
         if resp.provision is not None:
@@ -1302,6 +1316,24 @@ class HttpProtocol(asyncio.Protocol):
             srv.active -= 1
             if srv.hooks is not None:
                 srv.hooks.on_connection_close()
+
+    def _reset_unread(self) -> bool:
+        """The client reset the connection (or it failed otherwise) while an answer was being
+        made, and the transport has not read that yet: the kernel took the reset, but the
+        loop reads a socket only when it next polls, after the callbacks already due (the
+        answer's among them). Without this, the first answer written would be counted and
+        then discarded by a write that fails on the reset. One ``getsockopt(SO_ERROR)``,
+        taken only before writing an answer that was waited for (a fresh signature, the
+        batch thread), never on the fast path; it clears the error it reads, so the
+        connection is aborted when it finds one."""
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        try:
+            return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+        except OSError:  # closed under it: `_send` sees the transport closing
+            return False
 
     def waits_on_client(self) -> bool:
         """Nothing of this connection is with the app or being written: it waits on its client."""

@@ -19,6 +19,7 @@ import asyncio
 import base64
 import heapq
 import itertools
+import socket
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from responder.http import (
     decode_forwarded_cert,
     origin_form,
 )
+from tests.support import tcp
 from tests.support.pki import certificate
 
 LIMITS = LimitsConfig(
@@ -103,7 +105,10 @@ class FakeLoop:
 
 @dataclass
 class FakeTransport:
-    """An asyncio.Transport that keeps what is written; ``close`` reaches the protocol at once."""
+    """An asyncio.Transport that keeps what is written; ``close`` reaches the protocol at once.
+
+    ``sock``: the socket ``get_extra_info("socket")`` gives (none by default), for the
+    protocol's look at a reset its transport has not read yet."""
 
     loop: FakeLoop
     protocol: HttpProtocol | None = None
@@ -112,8 +117,11 @@ class FakeTransport:
     eof_written: bool = False
     closed: bool = False
     aborted: bool = False
+    sock: socket.socket | None = None
 
     def get_extra_info(self, name: str, default: object = None) -> object:
+        if name == "socket":
+            return self.sock
         return ("192.0.2.7", 40000) if name == "peername" else default
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -583,11 +591,14 @@ class _ProvidingApp:
         self.pending = pending
         self.events = events
         self.transport: FakeTransport | None = None
+        self.made = 0
+        """Immediate answers made."""
 
     def handle(self, req: Request) -> Response | asyncio.Future[Response]:
         if req.target == b"/slow":
             return self.pending
         told = _Told(req.target.decode(), self.events, self.transport)
+        self.made += 1
         return Response(200, req.target, b"text/plain", provision=told)
 
 
@@ -636,6 +647,109 @@ def test_an_answer_is_given_when_written_never_when_the_connection_went_first(
             "signed-after-close": ["dropped slow"],
         }[finish]
     )
+
+
+def test_answers_made_after_the_client_reset_are_not_given_on_a_real_loop() -> None:
+    """帳簿 (Act §40), on uvloop and a loopback socket: the client resets the connection
+    while the slow answer is made, the two answers behind it made already. The transport
+    reads the reset when the loop next polls, and from then on discards what is written,
+    but tells the protocol (``connection_lost``) only a callback later, after the slow
+    answer's own callback has run. None of the three is given (every provision back);
+    before, the three were counted (``sent``) and their bytes discarded: the over-count of
+    tests/test_ledger_dropped_server.py's failure, three provisions never provided."""
+    events: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[Response] = loop.create_future()
+        app = _ProvidingApp(pending, events)
+        http_server = HttpServer(app, LimitsConfig(max_body_bytes=100))
+        http_server.start()
+        server = await loop.create_server(http_server, "127.0.0.1", 0)
+        client = socket.create_connection(server.sockets[0].getsockname()[:2])
+        client.sendall(get("/slow") + get("/fast") + get("/last"))
+        for _ in range(1000):  # until /fast and /last are made, waiting their turn
+            if app.made == 2:
+                break
+            await asyncio.sleep(0.01)
+        tcp.reset(client)  # the kernel took it; the loop has not polled since
+        told = _Told("slow", events, None)
+        pending.set_result(Response(200, b"signed", b"text/plain", provision=told))
+        for _ in range(1000):
+            if not http_server.connections:
+                break
+            await asyncio.sleep(0.01)
+        server.close()
+        await http_server.drain(1.0)
+
+    uvloop.run(main())
+    assert events == ["dropped slow", "dropped /fast", "dropped /last"]
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected loopback TCP pair: the client's socket and the server's."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname()[:2])
+        server, _ = listener.accept()
+    return client, server
+
+
+def test_a_reset_the_transport_has_not_read_yet_gives_no_answer_made_after_it() -> None:
+    """帳簿 (Act §40): the kernel took the client's reset while the slow answer was made, and
+    the loop has not polled the socket since (the answer's callback runs first): the
+    transport does not know yet, and the first write would fail on the reset (its answer
+    counted, its bytes gone). The layer asks the socket (SO_ERROR) before writing an answer
+    it waited for: none is given, the connection aborted. Before, the slow answer and the
+    one behind it were counted."""
+    client, server_side = _tcp_pair()
+
+    async def main() -> tuple[list[str], Conn]:
+        events: list[str] = []
+        pending: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        app = _ProvidingApp(pending, events)
+        c = connect(app=app)  # type: ignore[arg-type]
+        c.transport.sock = server_side
+        app.transport = c.transport
+        c.send(get("/slow") + get("/fast"))
+        tcp.reset(client)
+        told = _Told("slow", events, c.transport)
+        pending.set_result(Response(200, b"signed", b"text/plain", provision=told))
+        await asyncio.sleep(0)
+        return events, c
+
+    try:
+        events, c = asyncio.run(main())
+    finally:
+        server_side.close()
+    assert events == ["dropped slow", "dropped /fast"]
+    assert c.transport.aborted and not c.transport.written
+
+
+def test_a_healthy_connection_is_written_to_after_the_wait() -> None:
+    """The look at the socket before an answer waited for finds nothing on a connection
+    that is well: the answers are written and given, in order."""
+    client, server_side = _tcp_pair()
+
+    async def main() -> tuple[list[str], Conn]:
+        events: list[str] = []
+        pending: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        app = _ProvidingApp(pending, events)
+        c = connect(app=app)  # type: ignore[arg-type]
+        c.transport.sock = server_side
+        app.transport = c.transport
+        c.send(get("/slow") + get("/fast"))
+        told = _Told("slow", events, c.transport)
+        pending.set_result(Response(200, b"signed", b"text/plain", provision=told))
+        await asyncio.sleep(0)
+        return events, c
+
+    try:
+        events, c = asyncio.run(main())
+    finally:
+        client.close()
+        server_side.close()
+    assert events == ["sent slow after 0", "sent /fast after 1"]
+    assert c.open and [a.body for a in c.answers()] == [b"signed", b"/fast"]
 
 
 # -- in process on a loopback socket: hooks and the trusted proxy's certificate header --------

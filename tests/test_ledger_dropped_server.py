@@ -25,6 +25,7 @@ from crlbuilder.model import Answer
 from crlbuilder.rules import JST
 from responder.ledger import Ledger
 from tests.conftest import Built, run_tool
+from tests.support import tcp
 from tests.support.harness import Server, start_server
 from tests.support.procs import children
 
@@ -58,10 +59,14 @@ def _crl(s: Server) -> bytes:
 
 def _reset_after(s: Server, raw: bytes) -> None:
     """Send ``raw`` (pipelined requests) on a connection a worker serves and reset it (RST:
-    SO_LINGER 0), reading nothing, while the workers are stopped: they then read the
-    requests and the reset in one go, so the slow answer cannot be made before the
-    connection is gone however loaded the machine is (the client preempted between its
-    send and its reset would otherwise let it, and the answers behind it be written)."""
+    SO_LINGER 0), reading nothing, while the workers are stopped, and let them go on only
+    once the worker's socket has taken the reset (`tests.support.tcp.reset`): the worker
+    then finds the requests and the reset at once, so the slow answer cannot be made before
+    the connection is gone however loaded the machine is. Otherwise either could come late:
+    the client preempted between its send and its reset, or the kernel leaving the reset
+    to its softirq thread until after the workers went on (possible, though not seen: 60
+    resets on the loaded machine were all taken before ``close`` returned), and the answers
+    behind the slow one be written and rightly counted."""
     sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
     workers = children(s.pid)
     try:
@@ -76,8 +81,7 @@ def _reset_after(s: Server, raw: bytes) -> None:
             os.sched_yield()
         else:
             raise AssertionError("the requests were not delivered")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
+        tcp.reset(sock)
     finally:
         sock.close()
         for pid in workers:

@@ -1,0 +1,48 @@
+"""A loopback TCP connection reset on purpose, known to be taken by the server's kernel.
+
+`reset` closes a client's socket with a TCP reset (RST: ``SO_LINGER`` 0) and returns once
+the server's side of the connection has taken it: that socket has left the kernel's table
+of connections (/proc/net/tcp, /proc/net/tcp6), as a reset socket does; the process that
+holds it learns of the reset only when it next reads or writes it. On loopback the reset
+is usually taken before the close returns, but a loaded machine may leave it to the
+kernel's softirq thread, to be taken after the server has read and answered what came
+before it: a test that means "the client was gone before its answers" waits for it.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from pathlib import Path
+
+_TABLES = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+
+
+def _ports() -> set[tuple[int, int]]:
+    """(local port, remote port) of every TCP socket in the kernel's tables, any state."""
+    out: set[tuple[int, int]] = set()
+    for table in _TABLES:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            out.add((int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16)))
+    return out
+
+
+def reset(sock: socket.socket, timeout: float = 10.0) -> None:
+    """Reset ``sock`` (a connected client socket) and wait until the server's socket of the
+    connection has taken the reset; AssertionError after ``timeout`` seconds."""
+    client = sock.getsockname()[1]
+    server = sock.getpeername()[1]
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    deadline = time.monotonic() + timeout
+    while (server, client) in _ports():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the server's socket did not take the reset in {timeout} s")
+        time.sleep(0.001)
