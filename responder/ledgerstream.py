@@ -225,20 +225,29 @@ def _ship(cluster: Cluster, ledger: Ledger, node: str, stream: str) -> list[Slot
     return pending
 
 
+FETCH_BATCH: Final = 1000
+"""Messages asked of the ledger stream per fetch while gathering."""
+FETCH_TIMEOUT: Final = 5.0
+"""Seconds one fetch of a gathering waits for its messages."""
+
+
 def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> int:
     """Merge every node's counters from the stream into ``ledger``'s service table, from where
     it stopped last; returns the messages read. Afterwards ``ledger.view = "service_ledger"``
     reports the whole service (the stream replaced since the last time: from its start,
-    `Ledger.follow_service_stream`)."""
+    `Ledger.follow_service_stream`). A read that stops short of the stream's last message when
+    it began (a fetch timed out) merges what it read, then raises ClusterError: the gathering
+    is not whole, and `exchange` must not say "every node's counts as shipped by then"; the
+    next one reads on from there."""
     sid = stream_id(cluster, stream, ledger.stream_followed()[1])
     ledger.follow_service_stream(sid)
     after = ledger.service_seq()
 
-    async def go() -> list[tuple[int, str, bytes]]:
+    async def go() -> tuple[list[tuple[int, str, bytes]], int]:
         info = await through_election(lambda: cluster.js.stream_info(stream))
         last = int(info.state.last_seq)
         if last <= after:
-            return []
+            return [], last
         cfg = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=after + 1,
@@ -252,9 +261,9 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
         try:
             while not out or out[-1][0] < last:
                 try:
-                    msgs = await sub.fetch(batch=1000, timeout=5)
+                    msgs = await sub.fetch(batch=FETCH_BATCH, timeout=FETCH_TIMEOUT)
                 except (nats.errors.TimeoutError, TimeoutError):
-                    break
+                    break  # short of ``last``: what was read is merged, then refused whole
                 out.extend((m.metadata.sequence.stream, m.subject, m.data) for m in msgs)
         finally:
             await sub.unsubscribe()
@@ -268,10 +277,10 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
                 f"gathering the ledger from {stream}: the stream was made again meanwhile; "
                 "the next gathering reads it from its start"
             )
-        return out
+        return out, last
 
     try:
-        got = cluster.run(go())
+        got, last = cluster.run(go())
     except (nats.errors.Error, TimeoutError) as e:
         raise ClusterError(f"gathering the ledger from {stream}: {e}") from None
     if not got:
@@ -283,6 +292,12 @@ def gather(cluster: Cluster, ledger: Ledger, stream: str = DEFAULT_STREAM) -> in
         raise ClusterError(
             f"gathering the ledger from {stream}: the stream was made again meanwhile; "
             "another gathering reads it from its start"
+        )
+    if got[-1][0] < last:
+        raise ClusterError(
+            f"gathering the ledger from {stream}: read to message {got[-1][0]} of {last} "
+            f"before a fetch timed out ({FETCH_TIMEOUT:g} s); what was read is merged, the "
+            "next gathering reads on"
         )
     return len(got)
 

@@ -764,3 +764,46 @@ def test_report_nats_without_node_ships_as_the_ledgers_node_doubling_nothing(
         ledger.view = "service_ledger"
         nodes = {r[0] for r in ledger._db.execute("SELECT DISTINCT node FROM service_live")}
     assert nodes == {"node-a"}
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_act_41_a_gathering_cut_short_by_a_fetch_timeout_is_not_whole(
+    tmp_path: Path, cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fetch that timed out ended the read quietly: the gathering merged part of the stream
+    and `exchange` marked it gathered, so a report said "every node's counts as shipped by
+    then" while some were not in it. What was read is merged, the gathering fails (the report
+    keeps its older as-of), and the next one reads on, losing and doubling nothing."""
+    import nats.errors
+    from nats.js.client import JetStreamContext
+
+    import responder.ledgerstream as ls
+
+    a, g = tmp_path / "a", tmp_path / "g"
+    stream = "LEDGER_SHORT"
+    for i, n in enumerate((3, 4, 5)):
+        count(a, f"bank-{i}", n)
+    c = Cluster(cluster.urls)
+    try:
+        assert collect_and_ship(c, a, "node-a", stream) >= 3
+        real = JetStreamContext.PullSubscription.fetch
+        calls = []
+
+        async def first_only(self: JetStreamContext.PullSubscription, *args: object,
+                             **kw: object) -> object:  # fmt: skip
+            calls.append(1)
+            if len(calls) > 1:
+                raise nats.errors.TimeoutError
+            return await real(self, *args, **kw)
+
+        monkeypatch.setattr(ls, "FETCH_BATCH", 1)
+        monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", first_only)
+        with pytest.raises(ClusterError, match="before a fetch timed out"):
+            gather_into(c, g, stream)
+        assert 0 < service_total(g) < 12
+        monkeypatch.setattr(JetStreamContext.PullSubscription, "fetch", real)
+        gather_into(c, g, stream)
+        assert service_total(g) == 12
+    finally:
+        c.close()
