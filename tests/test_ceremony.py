@@ -232,6 +232,7 @@ def test_a_bad_secret_is_refused_and_logged(tmp_path: Path, operators: Path) -> 
     secret_file(tmp_path, "bob", b"not-bobs-secret-00")
     log = tmp_path / "oplog.jsonl"
     out = tmp_path / "ocsp.pem"
+    (tmp_path / "ca.key").touch(0o600)  # a PEM key file's place (refused before it is read)
     argv = ["keys", "new-ocsp", "--key", "pkcs11:token=t;object=k;type=private?pin-source=env:P",
             "--ca-key", str(tmp_path / "ca.key"), "--ca-cert", str(tmp_path / "ca.pem"),
             "--out", str(out), "--log", str(log), "--operators", str(operators)]  # fmt: skip
