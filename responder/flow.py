@@ -364,9 +364,9 @@ class OcspFlow:
         signer = self.signer_for(view)
         if signer is None:
             return Unavailable.NO_SIGNER
-        if self.signer_expired(view, now):
-            # past its notAfter's second (RFC 5280 §4.1.2.5: inclusive) every client rejects what it signed: no answer, stored,
-            # cached or fresh (RFC 6960 §4.2.2.2)
+        if expired_at(signer.not_after, now):
+            # past its notAfter's second (RFC 5280 §4.1.2.5: inclusive) every client rejects
+            # what it signed: no answer, stored, cached or fresh (RFC 6960 §4.2.2.2)
             return Unavailable.SIGNER_EXPIRED
         next_update = signer.capped(now + self.config.good_validity_seconds)
         if view.index in self._foreign:  # another issuer's data: not this one's to answer from
