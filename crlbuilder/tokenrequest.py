@@ -16,7 +16,16 @@ at start, so no copy of a request lingers):
 - `check_csr`: the party's PKCS#10 request (PEM, or base64 DER, in lines or not), its
   self-signature verified (proof of possession, RFC 2986 §3; SHA-256 or stronger) and its
   key RSA of 2048 bits or more (public exponent 65537 or more) or EC P-256; a refusal names
-  the field (`CsrError`), never the content;
+  the field (`CsrError`), never the content; and the parties it names (`CheckedCsr.parties`,
+  `csr_parties`);
+- `binding_refusal`: a request is bound to the party that asks: its CSR must name that
+  party, and no other, as a subjectAltName URI ``urn:jpki-va:party:<id>`` (`party_uri`) in
+  its requested extensions (PKCS#9 extensionRequest, RFC 2986 §4.1), under the key holder's
+  own self-signature. A CSR shows only that whoever made it holds the key; a CSR is no
+  secret (a party may have shown it to another, to a CA, in a ticket), and without the
+  binding a party holding another party's CSR got a token naming itself with that key (the
+  機構 would vouch that the other party's signatures were its own). The token carries the
+  same URI (`crlbuilder.tokens`);
 - `request_id`: the request's id, a digest of the party, the CSR's public key and the
   approval (認可, Act §38-2(1)) it rests on: asking again for the same key under the same
   approval is the same request (idempotent), a renewed or changed approval a new one;
@@ -81,10 +90,45 @@ class CsrError(ValueError):
 
 
 class CheckedCsr(msgspec.Struct, frozen=True):
-    """A CSR that passed `check_csr`: its DER and its SubjectPublicKeyInfo DER."""
+    """A CSR that passed `check_csr`: its DER, its SubjectPublicKeyInfo DER and the party ids
+    it names (`csr_parties`)."""
 
     der: bytes
     spki: bytes
+    parties: tuple[str, ...] = ()
+
+
+PARTY_URI_PREFIX: Final = "urn:jpki-va:party:"
+"""The subjectAltName URI naming a party, in a token and in the CSR it is issued from."""
+
+
+def party_uri(party: str) -> str:
+    """``urn:jpki-va:party:<id>``: the URI naming ``party`` (`PARTY_URI_PREFIX`)."""
+    return PARTY_URI_PREFIX + party
+
+
+def csr_parties(csr: x509.CertificateSigningRequest) -> tuple[str, ...]:
+    """The party ids a CSR names: its requested subjectAltName's URIs that begin with
+    `PARTY_URI_PREFIX`, in order. Raises ValueError when its requested extensions cannot be
+    read (malformed, or one of them twice)."""
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    return tuple(u[len(PARTY_URI_PREFIX) :] for u in uris if u.startswith(PARTY_URI_PREFIX))
+
+
+def binding_refusal(parties: tuple[str, ...], party: str) -> str | None:
+    """Why a CSR naming ``parties`` (`csr_parties`) cannot be a request of ``party`` (the
+    module docstring: a request is bound to its party), or None when it names that party
+    and no other. The message names what to add, and only the asking party's own id."""
+    if parties == (party,):
+        return None
+    want = f"a subjectAltName URI {party_uri(party)} (this party's id) in its requested extensions"
+    if not parties:
+        return f"the request must name the party that asks: {want}"
+    return f"the request names another party, or several: it must name only {want}"
 
 
 def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
@@ -135,9 +179,14 @@ def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
         raise CsrError(
             field, "the request's signature does not verify with its own key (RFC 2986 §3)"
         )
+    try:
+        parties = csr_parties(csr)
+    except ValueError:  # a malformed extensionRequest, or an extension in it twice
+        raise CsrError(field, "the request's requested extensions cannot be read") from None
     return CheckedCsr(
         der=csr.public_bytes(Encoding.DER),
         spki=key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+        parties=parties,
     )
 
 

@@ -14,7 +14,10 @@ Who does what (workers never hold a CA key; the responder never writes the store
 - the builder, which holds the token issuer's CA key like every CA key (a PEM file or a
   ``pkcs11:`` URI, `crlbuilder.keys.signer.load_signer`; Ord §73, §74), runs `TokenIssuer`
   at every build and every follow-loop turn that finds a request: `TokenIssuer.issue`
-  checks each request again against the registry as it is now (`crlbuilder.verifiers`),
+  checks each request again against the registry as it is now (`crlbuilder.verifiers`)
+  and, for a new token, that its CSR names its party and no other
+  (`crlbuilder.tokenrequest.binding_refusal`: a request queued by an older responder
+  without it is dropped with the reason, and the party's next POST is told what to add),
   signs the certificate, writes it whole to the issued directory (``<id>.pem``, which the
   responder reads) and then commits its status record (good; holder: a digest of the
   party id, `crlbuilder.tokenrequest.token_holder`) in the store. The file is written
@@ -95,6 +98,8 @@ from crlbuilder.store.writer import Commit
 from crlbuilder.tokenrequest import (
     TOKEN_POLICY_OID,
     TokenRequest,
+    binding_refusal,
+    csr_parties,
     issued_path,
     read_request,
     request_id,
@@ -363,6 +368,7 @@ class TokenIssuer:
             spki = csr.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
+            csr_parties(csr)  # its requested extensions read (`binding_refusal` below)
         except (ValueError, UnsupportedAlgorithm):  # left queued, it would stop every build
             return "the request's CSR does not parse"
         if request_id(req.party, spki, approval.window) != req.id:
@@ -378,6 +384,10 @@ class TokenIssuer:
         if signed is not None and self.publish is not None:  # published, not applied: again
             self.publish([self._issued_record(req.party, signed)])
             return None
+        if not known:  # a new token: its CSR must name its party (a stored one was issued)
+            unbound = binding_refusal(csr_parties(csr), req.party)
+            if unbound is not None:
+                return unbound
         issuer_cert = self.signer().certificate
         if st is not None:  # its file lost: the certificate the party holds, signed again
             not_before = datetime.fromtimestamp(st.not_before, UTC)

@@ -32,6 +32,7 @@ from crlbuilder.store.lmdbstore import Store
 from crlbuilder.tokenrequest import (
     TokenRequest,
     approval_window,
+    party_uri,
     request_id,
     token_serial,
     write_request,
@@ -191,6 +192,10 @@ def test_follow_issues_a_queued_token_and_revokes_it_when_the_registry_changes(
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(party_uri(PARTY))]),
+            critical=False,
+        )
         .sign(key, hashes.SHA256())
     )
     spki = key.public_key().public_bytes(

@@ -39,6 +39,7 @@ from crlbuilder.tokenrequest import (
     TokenRequest,
     approval_window,
     issued_path,
+    party_uri,
     request_id,
     token_holder,
     token_serial,
@@ -71,10 +72,16 @@ def signer_config(
     )
 
 
-def csr_of_new_key() -> tuple[bytes, bytes]:
-    """A CSR (DER) of a new P-256 key and that key's SubjectPublicKeyInfo."""
+def csr_of_new_key(party: str = "spec") -> tuple[bytes, bytes]:
+    """A CSR (DER) of a new P-256 key naming ``party`` (`crlbuilder.tokenrequest.party_uri`)
+    and that key's SubjectPublicKeyInfo."""
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(party_uri(party))])
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(san, critical=False)
+    )
     der = csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
     spki = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -110,7 +117,7 @@ def signed_token(
     tok = manifest.token_issuer
     assert tok is not None
     real = load_signer(manifest.key_ref(tok.key), manifest.path(tok.cert))
-    der, spki = csr_of_new_key()
+    der, spki = csr_of_new_key(pid)
     req = TokenRequest(
         id=request_id(pid, spki, approval_window(APPROVED, None)), party=pid, csr=der,
         requested_at=at,

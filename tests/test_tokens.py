@@ -47,6 +47,7 @@ from crlbuilder.tokenrequest import (
     TokenRequest,
     approval_window,
     issued_path,
+    party_uri,
     read_request,
     request_id,
     request_path,
@@ -127,6 +128,10 @@ class World:
         csr = (
             x509.CertificateSigningRequestBuilder()
             .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "ignored")]))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(party_uri(pid))]),
+                critical=False,
+            )
             .sign(key, hashes.SHA256())
         )
         spki = key.public_key().public_bytes(
@@ -725,3 +730,33 @@ def test_write_whole_temporary_file_is_the_owners_only_until_whole(
     with pytest.raises(OSError):
         write_whole(tmp_path / "b.json", b"request", mode=0o600)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pem"]
+
+
+@pytest.mark.parametrize("names", [(), ("spec2",), ("spec", "spec2")], ids=["none", "other", "two"])
+def test_a_request_whose_csr_does_not_name_its_party_alone_is_dropped(
+    world: World, names: tuple[str, ...]
+) -> None:
+    """A request is bound to its party (`crlbuilder.tokenrequest.binding_refusal`): one queued
+    whose CSR names no party (an older responder's), another party, or several is dropped
+    with the reason, no token signed; its party's next POST is told what to add."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    if names:
+        uris = [x509.UniformResourceIdentifier(party_uri(n)) for n in names]
+        b = b.add_extension(x509.SubjectAlternativeName(uris), critical=False)
+    csr = b.sign(key, hashes.SHA256())
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    rid = request_id("spec", spki, approval_window(APPROVED, None))
+    der = csr.public_bytes(serialization.Encoding.DER)
+    write_request(world.requests, TokenRequest(id=rid, party="spec", csr=der, requested_at=T0))
+    report = world.build(T0 + timedelta(minutes=1))
+    assert report["tokens_issued"] == 0
+    [dropped] = report["tokens_dropped"]
+    assert dropped["request"] == rid and party_uri("spec") in dropped["reason"]
+    assert not issued_path(world.issued, rid).exists()
+    assert not request_path(world.requests, rid).exists()
+    ok, _ = world.queue("spec")  # the same party's bound request: issued
+    assert world.build(T0 + timedelta(minutes=2))["tokens_issued"] == 1
+    assert issued_path(world.issued, ok).exists()

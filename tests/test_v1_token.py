@@ -30,6 +30,7 @@ from crlbuilder.tokenrequest import (
     TOKEN_POLICY_OID,
     TokenRequest,
     issued_path,
+    party_uri,
     read_request,
     token_holder,
     token_serial,
@@ -152,7 +153,20 @@ def ca() -> Ca:
     return make_ca("verifier-token-g1 CA", rsa_key(), not_before=datetime(2020, 1, 1, tzinfo=UTC))
 
 
-def csr_of(key: Any) -> x509.CertificateSigningRequest:
+def csr_of(key: Any, *parties: str) -> x509.CertificateSigningRequest:
+    """A CSR of ``key`` naming ``parties`` (``spec`` when none is given) as subjectAltName URIs
+    (`crlbuilder.tokenrequest.party_uri`): a request bound to its party."""
+    names = [x509.UniformResourceIdentifier(party_uri(p)) for p in parties or ("spec",)]
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "spec")]))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def unbound_csr_of(key: Any) -> x509.CertificateSigningRequest:
+    """A CSR of ``key`` naming no party (as every client made them before the binding)."""
     return (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "spec")]))
@@ -358,7 +372,7 @@ def test_a_party_holds_at_most_max_per_party_tokens(ca: Ca, tmp_path: Path) -> N
     assert "0 特定利用者証明検証者証明符号 in force and 2 being issued" in body["detail"]
     assert len(list(requests.glob("*.json"))) == 2 and api.ledger.counted == []
     assert api.post({"csr": pem(csr_of(keys[0]))})[0].status == 202  # queued already
-    assert api.post({"csr": pem(csr_of(keys[2]))}, "spec2")[0].status == 202  # another party
+    assert api.post({"csr": pem(csr_of(keys[2], "spec2"))}, "spec2")[0].status == 202
     # the builder issues the party's two (and takes their requests): two in force
     holder = token_holder("spec")
     for rid in (first, second):
@@ -705,3 +719,81 @@ def test_the_token_issuer_is_valid_through_its_notafters_second(ends: int, statu
     api = Api(spec_table(), desk=desk)
     resp, body = api.post({"csr": pem(csr_of(rsa_key()))})
     assert resp.status == status, body
+
+
+def _queued_files(requests: Path) -> list[str]:
+    return sorted(p.name for p in requests.glob("*.json"))
+
+
+def test_a_request_copied_from_another_party_is_refused_the_right_one_accepted(
+    ca: Ca, tmp_path: Path
+) -> None:
+    """A CSR proves only that whoever made it holds the key, and a CSR is no secret: a party
+    holding another's got a token naming itself with the other's key (the 機構 vouching that
+    the other's signatures were its own, Act §38-3(1)). A request is bound to the party that
+    asks: its CSR names it, and no other, as the subjectAltName URI urn:jpki-va:party:<id>,
+    under the key holder's own signature. Copied (naming another), naming none, or naming
+    several: 400 naming ``$.csr``, nothing queued or counted; replayed by the copier after the
+    rightful party's token was issued: refused the same; the rightful party's own: queued,
+    then its token handed out and counted once."""
+    requests, issued = tmp_path / "requests", tmp_path / "issued"
+    pem_ca = ca.cert.public_bytes(serialization.Encoding.PEM).decode()
+    api = Api(spec_table(), spec_table("spec2"), desk=None)
+    api.api._envs["/v1/token"] = v1token.FileDesk(requests, issued, pem_ca, INDEX)
+    key = ec.generate_private_key(ec.SECP256R1())  # spec's key
+    spec_csr = pem(csr_of(key, "spec"))
+    for csr, says in (
+        (spec_csr, "names another party"),  # spec's request, copied by spec2
+        (pem(unbound_csr_of(key)), "must name the party that asks"),
+        (pem(csr_of(key, "spec", "spec2")), "names another party, or several"),
+    ):
+        resp, body = api.post({"csr": csr}, "spec2")
+        assert resp.status == 400 and body["field"] == "$.csr", body
+        assert says in body["detail"] and party_uri("spec2") in body["detail"], body
+        assert body["detail"].count("urn:jpki-va:party:") == 1  # the other party not echoed
+        assert _queued_files(requests) == [] and api.ledger.counted == []
+    # the rightful party's own request: queued, issued, handed out
+    resp, body = api.post({"csr": spec_csr})
+    assert resp.status == 202, body
+    rid = body["request"]
+    _issue(api, ca, read_request(requests / f"{rid}.json"), issued)
+    (requests / f"{rid}.json").unlink()  # taken by the builder
+    resp, body = api.post({"csr": spec_csr})
+    assert resp.status == 200 and body["request"] == rid, body
+    got = x509.load_pem_x509_certificate(body["certificate"].encode())
+    assert got.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "spec"
+    counted = [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
+    assert api.ledger.counted == counted
+    # replayed by the copier once the token exists: refused, nothing queued, nothing counted
+    resp, body = api.post({"csr": spec_csr}, "spec2")
+    assert resp.status == 400 and body["field"] == "$.csr", body
+    assert "names another party" in body["detail"]
+    assert _queued_files(requests) == [] and api.ledger.counted == counted
+
+
+def test_a_token_issued_before_the_binding_is_still_handed_out_for_its_csr(ca: Ca) -> None:
+    """Migration: a token the builder issued from a CSR naming no party (before requests were
+    bound) is handed out for that CSR, as before (the party collects what was issued); a new
+    request from such a CSR is refused, saying what to add."""
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    key = ec.generate_private_key(ec.SECP256R1())
+    old = pem(unbound_csr_of(key))
+    resp, body = api.post({"csr": old})
+    assert resp.status == 400 and party_uri("spec") in body["detail"] and desk.queued == {}
+    rid = api.post({"csr": pem(csr_of(key))})[1]["request"]  # the same id: party, key, approval
+    req = desk.queued.pop(rid)
+    cert = token_certificate(
+        req, issuer=ISSUER, issuer_cert=ca.cert, approval_window=(0, None),
+        validity=timedelta(days=365), signer=CaSigner(ca),  # type: ignore[arg-type]
+    )  # fmt: skip
+    desk.files[rid] = cert.public_bytes(serialization.Encoding.PEM)
+    api.reader.status_records[sf.status_key(INDEX, token_serial(rid))] = sf.StatusRecord(
+        version=1, state=sf.STATE_GOOD, category=0, reason=0,
+        family=Family.SPECIFIED_VERIFIER_TOKEN.code, not_before=0, not_after=2**40,
+        revoked_at=0, holder=b"\0" * 32,
+    )  # fmt: skip
+    api.reader.changed()
+    resp, body = api.post({"csr": old})
+    assert resp.status == 200 and body["request"] == rid and body["status"] == "issued"
+    assert api.ledger.counted == [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]

@@ -28,7 +28,12 @@ The exchange, asynchronous because workers hold no CA key (the builder signs):
    §38-3(2)); the same certificate handed out again (a party polling after it got it, or the
    builder's copy of a lost file) is no new provision and is not counted again;
    409 when that token was revoked or has expired (a token lives ``tokens.validity_days``
-   within the approval: the party renews it with a new key); else 202 ``pending`` with
+   within the approval: the party renews it with a new key); else, a request not yet issued
+   must be bound to the party that asks: its CSR names it, and no other, as a subjectAltName
+   URI ``urn:jpki-va:party:<id>`` (`crlbuilder.tokenrequest.binding_refusal`; 400 naming
+   ``$.csr`` otherwise, nothing queued): a CSR is no secret, and a party holding another's
+   got a token naming itself with the other's key. A token issued before this check (from a
+   CSR naming no party) is still handed out for that CSR; then 202 ``pending`` with
    ``retryAfterSeconds``, the request queued for the builder
    (``<id>.json`` in ``[token] request_dir``, the `Reply.effect`; nothing counted), unless the
    party would then hold more than ``[token] max_per_party`` tokens in force or queued: 409
@@ -65,6 +70,7 @@ from crlbuilder.tokenrequest import (
     TOKEN_POLICY_OID,
     CsrError,
     TokenRequest,
+    binding_refusal,
     check_csr,
     issued_path,
     read_request,
@@ -104,7 +110,9 @@ class TokenBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             min_length=1,
             max_length=MAX_CSR_CHARS,
             description="PKCS#10 certificate request (RFC 2986): PEM, or DER in base64; "
-            "key RSA 2048 bits or more, or EC P-256",
+            "key RSA 2048 bits or more, or EC P-256; naming the party that asks, and no other, "
+            "as a subjectAltName URI urn:jpki-va:party:<id> in its requested extensions (a "
+            "request not yet issued without it is 400)",
         ),
     ]
 
@@ -448,6 +456,9 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
                 policy=TOKEN_POLICY_OID.dotted_string,
             )
             return Reply(answer, (), family, provide=_counted_once(desk, rid))
+    unbound = binding_refusal(csr.parties, ctx.party.id)
+    if unbound is not None:  # after the hand-out: a token issued before the binding still is
+        return problem.bad_input("$.csr", unbound)
     expired = _issuer_expired(issuer_pem, ctx.now)
     if expired is not None:
         return expired
