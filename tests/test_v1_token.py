@@ -797,3 +797,68 @@ def test_a_token_issued_before_the_binding_is_still_handed_out_for_its_csr(ca: C
     resp, body = api.post({"csr": old})
     assert resp.status == 200 and body["request"] == rid and body["status"] == "issued"
     assert api.ledger.counted == [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
+
+
+def test_a_token_call_is_answered_off_the_event_loop_and_fairly(ca: Ca, tmp_path: Path) -> None:
+    """A token call's cost does not follow its body's size: a new request writes its file
+    whole with an fsync (measured 1.5 to 172 ms on a shared machine), each call reads the
+    queue back, and a CSR's self-signature under RSA-8192 with the largest public exponent
+    accepted costs ~5.5 ms (``python -m bench.bench_v1_token_loop``). Answered on the event
+    loop, it held every other connection of the worker (OCSP too) that long. Every call goes
+    to the batch thread, in its party's fair share (429 ``fair_share`` past it, nothing
+    queued or counted); the request is queued from that thread, and the token handed out
+    from it is counted once as its answer is written, on the loop."""
+    import asyncio
+    import threading
+
+    from responder.signing import SigningPool
+    from responder.v1.routes import Done
+
+    requests, issued = tmp_path / "requests", tmp_path / "issued"
+    pem_ca = ca.cert.public_bytes(serialization.Encoding.PEM).decode()
+    queued_in: list[str] = []
+
+    class Desk(v1token.FileDesk):
+        def queue(self, req: TokenRequest) -> None:
+            queued_in.append(threading.current_thread().name)
+            super().queue(req)
+
+    api = Api(spec_table(), desk=None)
+    api.api._envs["/v1/token"] = Desk(requests, issued, pem_ca, INDEX)
+    pool: SigningPool[Done] = SigningPool(1, 1)
+    api.api.pool = pool
+    key = ec.generate_private_key(ec.SECP256R1())
+    body = msgspec.json.encode({"csr": pem(csr_of(key))})
+    headers = {b"content-type": b"application/json", b"authorization": b"Bearer spec"}
+
+    def request() -> Request:
+        return Request(
+            b"POST", b"/v1/token", headers, body, ("127.0.0.1", 1), None, b"1.1", True, 1
+        )
+
+    async def run() -> tuple[Response, Response, Response]:
+        first = api.api.handle(request(), api.registry, NOW)  # in the thread
+        assert not isinstance(first, Response), "answered on the event loop"
+        second = api.api.handle(request(), api.registry, NOW)  # waiting its turn
+        assert not isinstance(second, Response), "answered on the event loop"
+        refused = api.api.handle(request(), api.registry, NOW)
+        assert isinstance(refused, Response) and refused.status == 429  # the party's share
+        return written(await first), written(await second), refused
+
+    async def again() -> Response:
+        got = api.api.handle(request(), api.registry, NOW)
+        assert not isinstance(got, Response), "answered on the event loop"
+        return written(await got)
+
+    try:
+        pending, again_pending, refused = asyncio.run(run())
+        assert pending.status == 202 and again_pending.status == 202, bytes(pending.body)
+        assert msgspec.json.decode(bytes(refused.body))["rule"] == "fair_share"
+        assert queued_in and all(t != threading.main_thread().name for t in queued_in)
+        [path] = requests.glob("*.json")
+        _issue(api, ca, read_request(path), issued)
+        handed = asyncio.run(again())
+    finally:
+        pool.close()
+    assert handed.status == 200 and msgspec.json.decode(bytes(handed.body))["status"] == "issued"
+    assert api.ledger.counted == [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
