@@ -13,7 +13,9 @@ module reads only what it needs of the registry file (each ``[[party]]``'s
 ``id``, its titles' ``kind`` and whether it has ``ended``) with `tomllib`, and
 leaves every other check of the file to `responder.registry`, except for what a token's
 fate rests on (the approval's dates, ``ended.at``): a value there that the responder
-refuses refuses the file here too, and the last good reading is kept. Both registry
+refuses refuses the file here too, and the last good reading is kept. So is an empty file
+(nothing but white space: truncated, or created and not yet written): read as a registry
+of no party it would revoke every token at the next build, irreversibly. Both registry
 formats name titles: ``[[party.title]] kind = ...`` and the flat
 ``titles = [...]``.
 
@@ -148,6 +150,11 @@ def parse_verifiers(text: str, *, source: str, now: float | None = None) -> Veri
     ``now`` (default: the clock): a party whose provision ends later is eligible until then."""
     if now is None:
         now = time.time()
+    if not text.strip():  # read as "no party", it would revoke every token, for ever
+        raise RegistryReadError(
+            f"{source}: empty: not a registry (truncated, or not yet written); no tool "
+            "writes one without at least its version"
+        )
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

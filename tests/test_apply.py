@@ -599,7 +599,7 @@ def test_act_18_3_consent_must_name_a_registered_signature_verifier(world: World
     assert "'gone', whose provision has ended" in reasons[2]
     assert all("Act §18(3)" in r for r in reasons)
     # a withdrawal always applies, whatever the registry says now
-    world.verifiers = parse_verifiers("", source="empty.toml")
+    world.verifiers = parse_verifiers("version = 2", source="empty.toml")
     ap = world.apply([consent("bank", granted=False)])
     assert ap.summary.applied == 1 and consents(world.store) == ["group"]
 

@@ -760,3 +760,24 @@ def test_a_request_whose_csr_does_not_name_its_party_alone_is_dropped(
     ok, _ = world.queue("spec")  # the same party's bound request: issued
     assert world.build(T0 + timedelta(minutes=2))["tokens_issued"] == 1
     assert issued_path(world.issued, ok).exists()
+
+
+@pytest.mark.parametrize("text", ["", "\n  \n"], ids=["empty", "blank"])
+def test_an_empty_registry_file_revokes_no_token(world: World, text: str) -> None:
+    """A revocation is for ever (a token revoked is never good again): the builder revoked
+    every token at its next build when the registry file read empty (a file truncated, or
+    created and not yet written: a failed copy on a full disk, ``: > registry.toml``, a
+    mount that came up empty), as if every 特定利用者証明検証者 had left it (Act §38-2(4)).
+    No tool writes such a file (they write ``version = 2`` at least, whole): it is refused,
+    the last good reading kept, a warning emitted; a registry that no longer names the party
+    still revokes its token."""
+    rid, _ = world.queue()
+    assert world.build(T0 + timedelta(minutes=1))["tokens_issued"] == 1
+    world.registry.write_text(text)
+    report = world.build(T0 + timedelta(minutes=2))
+    assert report["tokens_revoked"] == 0, report
+    st = world.status(rid)
+    assert st is not None and not st.revoked
+    assert "empty" in world.log.getvalue()
+    world.write_registry()  # the party gone: its token revoked (Act §38-2(4))
+    assert world.build(T0 + timedelta(minutes=3))["tokens_revoked"] == 1
