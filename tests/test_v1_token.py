@@ -862,3 +862,24 @@ def test_a_token_call_is_answered_off_the_event_loop_and_fairly(ca: Ca, tmp_path
         pool.close()
     assert handed.status == 200 and msgspec.json.decode(bytes(handed.body))["status"] == "issued"
     assert api.ledger.counted == [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
+
+
+def test_a_request_that_cannot_be_queued_is_503_and_logged_without_its_path(
+    ca: Ca, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``[token] request_dir`` unwritable (here a file stands in its place): the party gets
+    503, nothing queued or counted, and the operator was told nothing at all (the effect's
+    error was swallowed). It is logged once, with the error's text and neither the request's
+    path (its id) nor anything of the CSR."""
+    requests, issued = tmp_path / "requests", tmp_path / "issued"
+    requests.write_bytes(b"")  # not a directory
+    pem_ca = ca.cert.public_bytes(serialization.Encoding.PEM).decode()
+    api = Api(spec_table(), desk=None)
+    api.api._envs["/v1/token"] = v1token.FileDesk(requests, issued, pem_ca, INDEX)
+    with caplog.at_level("ERROR"):
+        resp, body = api.post({"csr": pem(csr_of(ec.generate_private_key(ec.SECP256R1())))})
+    assert resp.status == 503 and body["rule"] == "unavailable" and api.ledger.counted == []
+    [rec] = [r for r in caplog.records if r.levelname == "ERROR"]
+    text = rec.getMessage()
+    assert "/v1/token" in text and "effect failed" in text, text
+    assert str(tmp_path) not in text and "-----BEGIN" not in text

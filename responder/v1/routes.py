@@ -344,7 +344,11 @@ class V1Api:
         if got.effect is not None:
             try:
                 got.effect()
-            except Exception:  # the shell's I/O failed: nothing provided, nothing counted
+            except Exception as e:  # the shell's I/O failed: nothing provided, nothing counted
+                # said once here, for the operator (the party's 503 says only "try again"):
+                # the error's kind and text, never the paths or arguments the effect used
+                why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+                _log.error("%s: an answer's effect failed (503 unavailable): %s", route.path, why)
                 return Done(_EFFECT_FAILED, got)
         try:
             signature = self.signer.sign(body) if route.signed and self.signer is not None else None
