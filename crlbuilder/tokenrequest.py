@@ -69,6 +69,11 @@ MIN_RSA_EXPONENT: Final = 65_537
 """The smallest RSA public exponent accepted in a CSR, odd and below 2**256 (as the CA/Browser
 Forum's Baseline Requirements §6.1.6 and NIST SP 800-89 §5.3.3 ask): e = 3 keys have had
 signature forgeries through lax PKCS#1 v1.5 verifiers (Bleichenbacher 2006)."""
+_OPENSSL_SMALL_MODULUS_BITS: Final = 3072
+_OPENSSL_MAX_E_BITS: Final = 64
+"""OpenSSL (``OPENSSL_RSA_SMALL_MODULUS_BITS``, ``OPENSSL_RSA_MAX_PUBEXP_BITS``) refuses an RSA
+public key over 3072 bits whose exponent has more than 64 bits ("bad e value"): no signature
+under it verifies, whatever was signed."""
 MAX_CSR_CHARS: Final = 4096
 """A CSR's text in a request, PEM or base64: an RSA-4096 CSR's PEM is ~1.7 KB, an RSA-8192
 one's ~3.1 KB. Tight, so that a request over it (even in JSON escapes) is refused by the
@@ -156,6 +161,13 @@ def check_csr(text: str, *, field: str = "$.csr") -> CheckedCsr:
         if e < MIN_RSA_EXPONENT or e % 2 == 0 or e >= 2**256:
             raise CsrError(
                 field, f"an RSA key's public exponent must be odd, {MIN_RSA_EXPONENT} or more"
+            )
+        if key.key_size > _OPENSSL_SMALL_MODULUS_BITS and e.bit_length() > _OPENSSL_MAX_E_BITS:
+            # OpenSSL verifies nothing under such a key: it said "does not verify"
+            raise CsrError(
+                field,
+                f"an RSA key over {_OPENSSL_SMALL_MODULUS_BITS} bits must have a public "
+                f"exponent of {_OPENSSL_MAX_E_BITS} bits at most (65537 is usual)",
             )
     elif isinstance(key, ec.EllipticCurvePublicKey):
         if not isinstance(key.curve, ec.SECP256R1):

@@ -504,6 +504,36 @@ def _signed_with_sha1() -> str:
     return base64.b64encode(req.dump(force=True)).decode()
 
 
+def _rsa_big_e(bits: int, e: int) -> rsa.RSAPrivateKey:
+    """An RSA key of ``bits`` bits with public exponent ``e`` (or the next odd one that fits)."""
+    import math
+
+    pn = rsa.generate_private_key(public_exponent=65_537, key_size=bits).private_numbers()
+    p, q = pn.p, pn.q
+    lam = (p - 1) * (q - 1) // math.gcd(p - 1, q - 1)
+    while math.gcd(e, lam) != 1:
+        e += 2
+    d = pow(e, -1, lam)
+    return rsa.RSAPrivateNumbers(
+        p=p, q=q, d=d, dmp1=d % (p - 1), dmq1=d % (q - 1), iqmp=pow(q, -1, p),
+        public_numbers=rsa.RSAPublicNumbers(e, p * q),
+    ).private_key()  # fmt: skip
+
+
+def test_a_large_key_with_a_large_exponent_is_refused_for_what_it_is(ca: Ca) -> None:
+    """An RSA key over 3072 bits with a public exponent over 64 bits (within the 2**256 bound)
+    was refused as "the request's signature does not verify with its own key", a signature
+    that was valid: OpenSSL verifies nothing under such a key. The refusal says why; the
+    same exponent under RSA-3072 is accepted."""
+    desk = MemoryDesk(ca)
+    api = Api(spec_table(), desk=desk)
+    resp, body = api.post({"csr": pem(csr_of(_rsa_big_e(3080, 2**64 + 1)))})
+    assert resp.status == 400 and body["field"] == "$.csr", body
+    assert "public exponent of 64 bits at most" in body["detail"], body
+    assert desk.queued == {}
+    assert api.post({"csr": pem(csr_of(_rsa_big_e(3072, 2**64 + 1)))})[0].status == 202
+
+
 @pytest.mark.parametrize(
     ("csr", "says"),
     [
