@@ -110,7 +110,8 @@ def test_act_38_3_token_issued_verified_and_revoked_with_the_approval(
 
         openssl(
             "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
-            "-out", "csr.pem", "-subj", "/CN=specified-verifier", cwd=tmp_path,
+            "-out", "csr.pem", "-subj", "/CN=specified-verifier",
+            "-addext", "subjectAltName=URI:urn:jpki-va:party:specified-verifier", cwd=tmp_path,
         )  # fmt: skip
         csr = (tmp_path / "csr.pem").read_text()
         status, body = post_token(s, csr)
