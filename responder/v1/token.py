@@ -483,9 +483,9 @@ def _off_the_loop(_body: TokenBody) -> bool:
     (429 ``fair_share`` past its share), its handler and effect both: a call's cost does not
     follow its body's size. Measured in process on the loop (``python -m
     bench.bench_v1_token_loop``, a shared 2-core machine): a new request writes its file
-    whole with an fsync (1.5 to 172 ms), every call reads back each queued request of the
+    whole with an fsync (1.5 to 172 ms over two runs), every call reads back each queued request of the
     queue (`FileDesk.queued_by`) and the issued token's file, and the CSR's self-signature
-    with the largest public exponent accepted costs 5.5 ms (median) under RSA-8192; a call
+    with the largest public exponent accepted costs 2 to 5.5 ms (median) under RSA-8192; a call
     that merely finds its request queued, about 0.4 ms (median) for EC P-256. On the event
     loop that held every other connection of the worker, OCSP too. The count and the counted
     mark stay on the loop, as the answer is written (`Delivery`). The desk is safe in the
