@@ -169,5 +169,5 @@ def test_a_configuration_too_large_is_refused(tmp_path: Path) -> None:
     exc = _read_in_a_thread(big)
     assert isinstance(exc, ConfigError) and "larger than" in str(exc), exc
     small = tmp_path / "small.toml"
-    small.write_text('[server]\nport = 1\n# 日本語\n', encoding="utf-8")
+    small.write_text("[server]\nport = 1\n# 日本語\n", encoding="utf-8")
     assert _read_in_a_thread(small) is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
-import signal
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -186,8 +186,8 @@ def test_a_reload_applies_the_log_level(tmp_path: Path) -> None:
     try:
         configure_logging("info", io.StringIO())
         new = _with(tmp_path, "[log]\nlevel = 'debug'\n")
-        worker = _Worker(0, ResponderConfig(), [], _no_app, None, lambda: new, -1)
-        worker.reload()
+        worker = _Worker(0, ResponderConfig(), [], _no_app, None, -1)
+        assert worker.apply(new) is None
         assert [lg.level for lg in loggers] == [logging.DEBUG, logging.DEBUG]
         assert restart_fields(ResponderConfig(), new) == []
     finally:
@@ -264,8 +264,25 @@ class _Recorded:
 
 def _master(config: ResponderConfig, new: ResponderConfig) -> server._Master:
     master = server._Master(config, _no_app, None, lambda: new, io.StringIO())
-    master.children[4242] = server._Child(0, 0.0, ready=True)  # a worker it would signal
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    master.children[4242] = server._Child(0, 0.0, ready=True, control=ours)  # a worker
+    _WORKER_ENDS[master] = theirs
     return master
+
+
+_WORKER_ENDS: dict[server._Master, socket.socket] = {}
+
+
+def _told(master: server._Master) -> list[ResponderConfig]:
+    """The configurations the master sent its worker (4242) since the last call."""
+    worker = server._Worker(0, ResponderConfig(), [], _no_app, None, -1,
+                            control=_WORKER_ENDS[master])  # fmt: skip
+    got = []
+    while (message := worker._receive()) is not None:
+        got.append(message[1])
+    return got
 
 
 def test_a_worker_the_master_restarts_after_a_reload_runs_what_its_siblings_run(
@@ -280,11 +297,11 @@ def test_a_worker_the_master_restarts_after_a_reload_runs_what_its_siblings_run(
     new = _with(tmp_path, "[ledger]\ndir = 'other/ledger'\ncollect_interval = 5\n"
                 "[store]\npath = 'other/store'\n")  # fmt: skip
     master = _master(running, new)
-    master._reload()
+    master._reload([])
     assert master.config.ledger.dir == running.ledger.dir  # what a restarted worker gets
     assert master.config.store.path == running.store.path
     assert master.config.ledger.collect_interval == 5
-    assert rec.signals == [(4242, signal.SIGHUP)]
+    assert _told(master) == [master.config]  # and what the running ones are sent
     assert ("reload_needs_restart", {
         "fields_changed": ["store.path", "ledger.dir"], "kept": "running values until a restart",
     }) in rec.events  # fmt: skip
@@ -337,21 +354,20 @@ def test_a_tls_chain_that_does_not_load_on_reload_leaves_the_serving_one(
     running = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=one[0], key=one[1])))
     mixed = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=two[0], key=one[1])))
     live = server.make_ssl_context(running.server.tls)
-    worker = _Worker(0, running, [], _no_app, None, lambda: mixed, -1)
+    worker = _Worker(0, running, [], _no_app, None, -1)
     worker.ssl_context = live
-    worker.reload()
+    assert "worker 0" in (worker.apply(mixed) or "")
     assert _handshake(live) == "one"
     assert worker.config == running
     assert [e for e, _ in rec.events] == ["reload_failed"]
     master = _master(running, mixed)
-    master._reload()
-    assert master.config == running and rec.signals == []  # the workers are not told
+    master._reload([])
+    assert master.config == running and _told(master) == []  # the workers are not told
     assert [e for e, _ in rec.events] == ["reload_failed", "reload_failed"]
     # a renewal whose files match is taken
-    worker.reload_config = master.reload_config = lambda: ResponderConfig(
-        server=ServerConfig(tls=TlsConfig(cert=two[0], key=two[1]))
-    )
-    worker.reload()
+    renewed = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=two[0], key=two[1])))
+    assert worker.apply(renewed) is None
     assert _handshake(live) == "two"
-    master._reload()
-    assert rec.signals == [(4242, signal.SIGHUP)]
+    master.reload_config = lambda: renewed
+    master._reload([])
+    assert _told(master) == [renewed]

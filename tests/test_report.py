@@ -522,9 +522,7 @@ def test_cli_writes_a_report_naming_a_groups_members_for_its_owner_only(
 
 
 @pytest.mark.parametrize("fmt", ["html", "csv", "json"])
-def test_every_report_file_is_its_writers_only(
-    ledger_dir: Path, tmp_path: Path, fmt: str
-) -> None:
+def test_every_report_file_is_its_writers_only(ledger_dir: Path, tmp_path: Path, fmt: str) -> None:
     """A report names parties and counts what each was provided; written without
     ``--registry`` (a group's ledger among them: its members named by their ids) or with the
     機構's registry, it was 0644, readable by every account of the host. Every report file is
