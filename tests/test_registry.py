@@ -604,7 +604,6 @@ def test_registry_load_names_the_file(tmp_path: Path) -> None:
         Registry.load(tmp_path / "missing.toml")
 
 
-
 @pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
 def test_a_registry_path_that_is_no_regular_file_is_refused_at_once(
     tmp_path: Path, target: str
