@@ -583,6 +583,10 @@ class _Child(msgspec.Struct):
     ready: bool = False
     control: socket.socket | None = None
     """The master's end of the worker's control socket pair (None once the worker closed it)."""
+    sent: int = 0
+    """The generation last sent to it (or it was forked with)."""
+    confirmed: int = 0
+    """The generation it last confirmed (or was forked with)."""
 
 
 class _Pending(msgspec.Struct):
@@ -716,6 +720,8 @@ class _Master:
         self.generation = 0
         """Reloads accepted so far; what each worker's confirmation names."""
         self.pending: list[_Pending] = []
+        self.latest: bytes | None = None
+        """The message of the last reload accepted, (generation, configuration) pickled."""
         self.control: socket.socket | None = None
         """The reload socket (`responder.reloadctl`); None when it could not be bound."""
 
@@ -907,7 +913,9 @@ class _Master:
                 os._exit(code)
         theirs.close()
         ours.setblocking(False)
-        self.children[pid] = _Child(index, time.monotonic(), control=ours)
+        self.children[pid] = _Child(
+            index, time.monotonic(), control=ours, sent=self.generation, confirmed=self.generation
+        )
         _event("worker_start", worker=index, worker_pid=pid)
 
     def _on_ready(self, index: int, pid: int, urls: list[str]) -> None:
@@ -998,6 +1006,7 @@ class _Master:
                 continue
             if not isinstance(generation, int):
                 continue
+            child.confirmed = max(child.confirmed, generation)
             for pending in self.pending:
                 if pending.generation <= generation and pid in pending.waiting:
                     del pending.waiting[pid]
@@ -1005,6 +1014,8 @@ class _Master:
                         pending.errors.append(error)
                     else:
                         pending.confirmed += 1
+            if child.sent < self.generation and self.latest is not None:
+                self._tell(pid, child, self.latest)  # reloads made while it applied one
 
     def _settle(self) -> None:
         """Answer the reloads every worker told has confirmed, or whose time is up."""
@@ -1088,7 +1099,7 @@ class _Master:
             configure_logging(effective.log.level)
         self.generation += 1
         _event("master_reload", workers=len(self.children), generation=self.generation)
-        message = pickle.dumps((self.generation, self.config))
+        message = self.latest = pickle.dumps((self.generation, self.config))
         waiting: dict[int, int] = {}
         for pid, child in self.children.items():
             if self._tell(pid, child, message):
@@ -1102,10 +1113,15 @@ class _Master:
         self._settle()
 
     def _tell(self, pid: int, child: _Child, message: bytes) -> bool:
-        """Send a configuration to a worker; one that cannot take it (its socket full: it
-        has not read the last ones) is stopped, and its successor starts with it."""
+        """Send the latest configuration (``message``) to a worker, unless one it has not
+        confirmed yet is on its way: then it is sent on that confirmation (one message at a
+        time per worker, so a storm of reloads never fills a worker's socket, and it applies
+        only the latest). True when the worker is to confirm it. One that cannot be sent to
+        is stopped, and its successor starts with the configuration."""
         if child.control is None:
             return False  # exiting: its successor starts with the new configuration
+        if child.sent > child.confirmed:
+            return True  # sent on its next confirmation (`_on_confirmations`)
         try:
             child.control.send(message)
         except OSError as exc:
@@ -1113,6 +1129,7 @@ class _Master:
                    error=_safe_error(exc))  # fmt: skip
             _kill(pid, signal.SIGTERM)
             return False
+        child.sent = self.generation
         return True
 
     def _reap(self) -> None:

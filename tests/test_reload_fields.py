@@ -371,3 +371,37 @@ def test_a_tls_chain_that_does_not_load_on_reload_leaves_the_serving_one(
     master.reload_config = lambda: renewed
     master._reload([])
     assert _told(master) == [renewed]
+
+
+def test_a_worker_slow_to_confirm_gets_one_message_then_the_latest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reloads one after the other (a script sending SIGHUP in a loop) while a worker does
+    not read (its loop busy): each was sent, the worker's socket filled (49 configurations)
+    and the master stopped the worker. Now a worker has at most one configuration on its
+    way; the reloads made meanwhile are sent as one, the latest, on its confirmation, and
+    every reload's verdict waits for it."""
+    _Recorded(monkeypatch)
+    monkeypatch.setattr(server, "configure_logging", lambda level, stream=None: None)
+    running = ResponderConfig()
+    versions = [ResponderConfig(log=msgspec.structs.replace(running.log, level=level))
+                for level in ("debug", "warning", "error")] * 20  # fmt: skip
+    master = _master(running, running)
+    feed = iter(versions)
+    master.reload_config = lambda: next(feed)
+    for _ in range(60):
+        master._reload([])
+    worker = server._Worker(0, running, [], _no_app, None, -1, control=_WORKER_ENDS[master])
+    got = worker._receive()
+    assert got is not None and got[0] == 1 and worker._receive() is None  # one, not 60
+    assert len(master.pending) == 60
+    worker._confirm(got[0], None)
+    master._on_confirmations(4242)
+    master._settle()
+    assert len(master.pending) == 59  # the first reload confirmed
+    latest = worker._receive()
+    assert latest is not None and latest[0] == 60 and latest[1] == master.config
+    worker._confirm(latest[0], None)
+    master._on_confirmations(4242)
+    master._settle()
+    assert master.pending == [] and master.children[4242].control is not None  # not stopped
