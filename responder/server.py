@@ -1170,10 +1170,12 @@ class _Master:
                 continue
             index = child.index
             self.failures[index] = self.failures[index] + 1 if lived < MIN_UPTIME else 0
+            # 0.1 s doubling to MAX_BACKOFF; the exponent bounded: 2 ** 1024 is no float, and
+            # a worker dying young for hours (1,024 times at 10 s) stopped the master with it
             delay = (
                 0.0
                 if self.failures[index] == 0
-                else min(MAX_BACKOFF, 0.1 * 2 ** (self.failures[index] - 1))
+                else min(MAX_BACKOFF, 0.1 * 2 ** min(self.failures[index] - 1, 16))
             )
             self.restart_at[index] = time.monotonic() + delay
             _event("worker_restart", worker=index, delay=round(delay, 3))

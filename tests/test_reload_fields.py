@@ -11,6 +11,7 @@ import io
 import logging
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -405,3 +406,30 @@ def test_a_worker_slow_to_confirm_gets_one_message_then_the_latest(
     master._on_confirmations(4242)
     master._settle()
     assert master.pending == [] and master.children[4242].control is not None  # not stopped
+
+
+@pytest.mark.integration  # a real child for the master to reap
+def test_a_worker_dying_young_for_hours_does_not_stop_the_master(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The restart backoff was ``0.1 * 2 ** (failures - 1)``: past 1,024 deaths in a row (a
+    worker that cannot start, restarted every 10 s: under three hours) the float overflowed
+    and the master died of it, every worker with it. The backoff stays at its bound."""
+    import subprocess
+
+    _Recorded(monkeypatch)
+    master = server._Master(ResponderConfig(), _no_app, None, None, io.StringIO())
+    master.announced = True
+    child = subprocess.Popen(["true"])
+    pid = child.pid
+    deadline = time.monotonic() + 10
+    while not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)  # exited, not yet reaped
+    master.children[pid] = server._Child(0, time.monotonic())
+    master.failures[0] = 1100
+    master._reap()
+    child.returncode = 0  # reaped by the master
+    assert 0 in master.restart_at
+    assert master.restart_at[0] - time.monotonic() <= server.MAX_BACKOFF
+    assert master.failures[0] == 1101
