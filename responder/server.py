@@ -56,6 +56,7 @@ import select
 import signal
 import socket
 import ssl
+import stat
 import struct
 import sys
 import time
@@ -320,8 +321,16 @@ def make_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 
 def load_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
     """``[server.tls]`` cert and key into ``ctx``; every error names the file. The key file
-    must be its owner's only (mode 0600), as every other key file (`SignerError`)."""
+    must be its owner's only (mode 0600), as every other key file (`SignerError`). Each must
+    be a regular file (a symbolic link to one is fine for the certificate): OpenSSL opens the
+    certificate itself, and one replaced by a named pipe held the master's loop in it on a
+    reload."""
     read_private_file(key)
+    try:
+        if not stat.S_ISREG(os.stat(cert).st_mode):
+            raise ConfigError(str(cert), "", "not a regular file")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(cert)) from None
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as exc:

@@ -433,3 +433,38 @@ def test_a_worker_dying_young_for_hours_does_not_stop_the_master(
     assert 0 in master.restart_at
     assert master.restart_at[0] - time.monotonic() <= server.MAX_BACKOFF
     assert master.failures[0] == 1101
+
+
+@pytest.mark.parametrize("which", ["cert", "key"])
+def test_a_tls_file_replaced_by_a_named_pipe_is_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    """The master loads the TLS chain of a new configuration in its supervising loop: a
+    certificate replaced by a symbolic link to a named pipe (OpenSSL opens it itself), or
+    a key replaced by a pipe, held the master in open() for ever (no worker restarted, no
+    SIGTERM handled). Refused at once, the running configuration kept, the workers not told."""
+    import os
+    import threading
+
+    rec = _Recorded(monkeypatch)
+    monkeypatch.setattr(server, "configure_logging", lambda level, stream=None: None)
+    cert, key = _tls_pair(tmp_path, "one")
+    running = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=cert, key=key)))
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe, 0o600)
+    if which == "cert":
+        bad = tmp_path / "renewed.pem"
+        bad.symlink_to(pipe)
+        new = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=bad, key=key)))
+    else:
+        new = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=cert, key=pipe)))
+    master = _master(running, new)
+    done = threading.Event()
+    threading.Thread(target=lambda: (master._reload([]), done.set()), daemon=True).start()
+    finished = done.wait(5)
+    if not finished:
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # release the reader
+    assert finished, "the reload still blocked after 5 s"
+    assert master.config == running and _told(master) == []
+    failed = [f for e, f in rec.events if e == "reload_failed"]
+    assert failed and "regular file" in str(failed[0]["error"]), rec.events
