@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import os
+import stat
 import sys
 import tomllib
 from collections.abc import Callable
@@ -50,12 +52,31 @@ class ConfigError(Exception):
         super().__init__(f"{where}: {problem}")
 
 
+MAX_TOML_BYTES: Final = 4 << 20
+"""A configuration file larger than this is refused (the largest real one is a few KiB)."""
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """The tables of the TOML file ``path``; `ConfigError` naming it when unreadable, not UTF-8
-    or not TOML."""
+    """The tables of the TOML file ``path``; `ConfigError` naming it when unreadable, not a
+    regular file, larger than `MAX_TOML_BYTES`, not UTF-8 or not TOML.
+
+    Opened without blocking and checked before it is read: the responder's master reads its
+    configuration again on every reload, in the loop that supervises the workers, and a
+    path replaced by a named pipe (a symbolic link to one) held it in ``open`` for ever (no
+    worker restarted, no SIGTERM handled), one to ``/dev/zero`` filled its memory."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(str(path), "", "not a regular file")
+            if info.st_size > MAX_TOML_BYTES:
+                raise ConfigError(str(path), "", f"larger than {MAX_TOML_BYTES} bytes")
+            os.set_blocking(fd, True)
+            data = fh.read(MAX_TOML_BYTES + 1)
+        if len(data) > MAX_TOML_BYTES:  # grown since the fstat
+            raise ConfigError(str(path), "", f"larger than {MAX_TOML_BYTES} bytes")
+        return tomllib.loads(data.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read ({exc.strerror})") from None
     except UnicodeDecodeError as exc:  # tomllib decodes the bytes itself

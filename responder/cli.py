@@ -1,6 +1,7 @@
 """The `responder` command: subcommands and their flags, nothing else.
 
     responder serve --config FILE [flags]          the OCSP/CRL server (master + workers)
+    responder reload --pid PID                     reload a running server, wait for its verdict
     responder registry init|add|update|show|list|suspend|resume|end|import|export|check|verify-audit
                                                    the registry of parties (届出・取決め), audited
     responder report --year YYYY --format html|csv|json --ledger DIR   the yearly report (報告書)
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from crlbuilder.options import ConfigError, describe_commands, run_command
-from responder import report
+from responder import reloadctl, report
 from responder.config import add_arguments, load_config, overrides_from_args
 from responder.registry import cli as registrycli
 from responder.v1 import watchcompact
@@ -93,7 +94,8 @@ def parser() -> argparse.ArgumentParser:
         "serve",
         help="run the server: a master and N worker processes on one port",
         description="Prints 'listening on URL' once every worker serves. SIGTERM drains and "
-        "stops, SIGHUP reloads the configuration and the registry.",
+        "stops, SIGHUP (or `responder reload --pid`, which waits for the verdict) reloads the "
+        "configuration and the registry.",
     )
     s.add_argument(
         "--config", type=Path,
@@ -104,6 +106,7 @@ def parser() -> argparse.ArgumentParser:
 
     registrycli.add_cli(sub)
     report.add_cli(sub)
+    reloadctl.add_cli(sub)
     watchcompact.add_cli(sub)
     describe_commands(p, EPILOG)
     return p

@@ -60,6 +60,7 @@ from responder.registry.vocabulary import Title
 
 __all__ = [
     "CONTENT_TYPES",
+    "REPORT_FILE_MODE",
     "YEARS",
     "AsOf",
     "Format",
@@ -83,6 +84,16 @@ __all__ = [
 ]
 
 Format = Literal["html", "csv", "json"]
+REPORT_FILE_MODE: Final = 0o600
+"""The mode of every report file ``responder report --out`` writes, whatever ``--registry``
+says: a report names parties (or, without ``--registry``, their ids) and counts what each
+was provided. The 機構 publishes its report (公表, Act §41) by its own act, at
+``/reports/`` or by a copy, not by leaving a draft readable by every account of the host;
+and a group's report names its members (署名確認者, Act §20(1)), natural persons among
+them, also when rendered without ``--registry`` (by their ids then). Written 0600 for the
+account that made it (readable by no group: the service account's group is the
+responder's, which has no use for it)."""
+
 CONTENT_TYPES: Final[dict[str, bytes]] = {
     "html": b"text/html; charset=utf-8",
     "csv": b"text/csv; charset=utf-8; header=present",
@@ -861,7 +872,10 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="the ledger directory (the responder's [ledger] dir; it must exist)",
     )  # fmt: skip
     p.add_argument("--registry", type=Path, help="registry TOML: recipients' names")
-    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.add_argument(
+        "--out", type=Path,
+        help="file to write, mode 0600 (default: standard output)",
+    )  # fmt: skip
     p.add_argument(
         "--store", type=Path, help="status store: add 発行件数 (a full scan of the store)"
     )
@@ -964,9 +978,7 @@ def _report_command(args: argparse.Namespace) -> int:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         atomicfile.sweep_own(out, now=time.time())  # an earlier run's, crashed
-        # the 機構's report is a public document (Ord §72(2)); a group's names its members,
-        # natural persons among them: for its owner only (0600 until whole, either way)
-        atomicfile.write_whole(out, body, 0o600 if members else 0o644)
+        atomicfile.write_whole(out, body, REPORT_FILE_MODE)
     except OSError as e:
         err(f"error: {out}: cannot write the report ({e.strerror})")
         return 2

@@ -3,9 +3,21 @@
 The master binds (SO_REUSEADDR; IPv4 and/or IPv6 as ``[server] hosts`` says),
 forks the workers and watches them: a worker that dies is restarted (with an
 exponential backoff when it keeps dying young); SIGTERM or SIGINT drains and
-stops every worker and the master returns 0; SIGHUP re-reads the configuration
-and forwards SIGHUP to the workers, which apply new limits, reload the TLS
-certificate and call ``app.reload(config)`` without dropping connections.
+stops every worker and the master returns 0.
+
+Reload: SIGHUP, or a connection to the master's reload socket (`responder.reloadctl`,
+``responder reload --pid``, systemd's ExecReload), makes the master read the
+configuration again and check it (its TLS chain too); it refuses it whole, or keeps
+`reloaded` and sends that configuration itself to every worker over the worker's own
+control socket (a socket pair made at the fork), numbered by a generation. The workers
+never read the file: each applies what the master accepted (new limits, the TLS
+certificate loaded again, ``app.reload(config)``, without dropping connections) and
+confirms it, with its error if any; a worker still starting finds what was sent
+meanwhile waiting on its socket and applies it before it serves, and one forked later
+starts with it. Whoever asked through the socket gets the verdict once every worker
+confirmed (or the master refused, a worker failed, none answered in
+`RELOAD_CONFIRM_TIMEOUT`, or the master began to stop). Reload requests and SIGHUPs
+that arrive together make one reload; a worker told several times applies the latest.
 
 Each worker installs uvloop, builds its app with ``app_factory(config,
 worker_index)`` *after* the fork (an LMDB environment must be opened in the
@@ -39,10 +51,12 @@ import asyncio
 import contextlib
 import logging
 import os
+import pickle
 import select
 import signal
 import socket
 import ssl
+import stat
 import struct
 import sys
 import time
@@ -65,6 +79,7 @@ from responder.config import (
     TlsConfig,
 )
 from responder.http import App, HttpHooks, HttpServer
+from responder.reloadctl import Verdict, control_address, peer_credentials
 
 __all__ = [
     "EXIT_STARTUP_FAILED",
@@ -109,6 +124,11 @@ MIN_UPTIME: Final = 5.0
 MAX_BACKOFF: Final = 10.0
 KILL_GRACE: Final = 5.0
 """Seconds past the drain timeout before the master SIGKILLs a worker that will not stop."""
+RELOAD_CONFIRM_TIMEOUT: Final = 20.0
+"""Seconds the master waits for every worker to confirm a reload before its verdict says
+which did not (within `responder.reloadctl`'s default wait of 30 s, and systemd's)."""
+MAX_CONTROL_MESSAGE: Final = 1 << 20
+"""The largest configuration message a worker reads (a configuration is a few KiB)."""
 
 _READY: Final = struct.Struct("!HI")  # worker index, pid
 _log = logging.getLogger("responder.server")
@@ -301,8 +321,16 @@ def make_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 
 def load_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
     """``[server.tls]`` cert and key into ``ctx``; every error names the file. The key file
-    must be its owner's only (mode 0600), as every other key file (`SignerError`)."""
+    must be its owner's only (mode 0600), as every other key file (`SignerError`). Each must
+    be a regular file (a symbolic link to one is fine for the certificate): OpenSSL opens the
+    certificate itself, and one replaced by a named pipe held the master's loop in it on a
+    reload."""
     read_private_file(key)
+    try:
+        if not stat.S_ISREG(os.stat(cert).st_mode):
+            raise ConfigError(str(cert), "", "not a regular file")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(cert)) from None
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as exc:
@@ -343,9 +371,9 @@ class _Worker:
         sockets: list[socket.socket],
         app_factory: AppFactory,
         hooks_factory: HooksFactory | None,
-        reload_config: ConfigLoader | None,
         ready_fd: int,
         admin_socket: socket.socket | None = None,
+        control: socket.socket | None = None,
     ) -> None:
         self.index = index
         self.config = config
@@ -353,14 +381,19 @@ class _Worker:
         self.admin_socket = admin_socket
         self.app_factory = app_factory
         self.hooks_factory = hooks_factory
-        self.reload_config = reload_config
         self.ready_fd = ready_fd
+        self.control = control
+        """Its end of the socket pair the master sends accepted configurations on."""
         self.ssl_context: ssl.SSLContext | None = None
         self.http: HttpServer | None = None
         self.app: App | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        # a reload the master accepted between the fork and now: the app is made with it
+        first = self._receive()
+        if first is not None:
+            self.config = reloaded(self.config, first[1])
         config = self.config
         limits = config.server.limits
         try:
@@ -374,6 +407,11 @@ class _Worker:
                 self.ssl_context = make_ssl_context(config.server.tls)
             self.http = http = HttpServer.from_config(app, config.server, hooks=hooks)
             http.start()
+            if first is not None:
+                self._confirm(first[0], None)
+            if self.control is not None:
+                self.on_control()  # anything sent while the app was being made
+                loop.add_reader(self.control.fileno(), self.on_control)
             if config.server.reuseport:
                 self.sockets = self.sockets + [_own_socket(s) for s in self.sockets]
             servers = [
@@ -398,7 +436,6 @@ class _Worker:
             return EXIT_STARTUP_FAILED
         stop: asyncio.Future[None] = loop.create_future()
         loop.add_signal_handler(signal.SIGTERM, _resolve, stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
         os.write(self.ready_fd, _READY.pack(self.index, os.getpid()))
         os.close(self.ready_fd)
         await stop
@@ -438,45 +475,76 @@ class _Worker:
         server = await asyncio.get_running_loop().create_server(admin, sock=sock, backlog=64)
         return server, admin
 
-    def reload(self) -> None:
-        """SIGHUP: new configuration, log level, limits and TLS certificate; then
-        ``app.reload``. What is put in force is `reloaded`: the fields a reload applies, the
-        others as this worker started (its siblings and the master run with them). A file that
-        does not load, or a TLS chain that does not (checked in a context of its own first: a
-        failed load into the serving context leaves it without a key, and every handshake
-        fails), changes nothing: the running configuration stays, and the log says why."""
-        config = self.config
-        if self.reload_config is not None:
+    def _receive(self) -> tuple[int, ResponderConfig] | None:
+        """The latest (generation, configuration) the master sent and this worker has not
+        read; None when none is waiting (or the master is gone: the worker stops with it)."""
+        control, latest = self.control, None
+        if control is None:
+            return None
+        while True:
             try:
-                config = reloaded(self.config, self.reload_config())
-            except ConfigError as exc:
-                _event("reload_failed", logging.ERROR, worker=self.index, error=str(exc))
-                return
+                data = control.recv(MAX_CONTROL_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return latest
+            except OSError:
+                data = b""
+            if not data:  # the master closed its end
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_reader(control.fileno())
+                return latest
+            generation, config = pickle.loads(data)  # noqa: S301 (our own master's, a pair)
+            assert isinstance(config, ResponderConfig)
+            latest = (int(generation), config)
+
+    def on_control(self) -> None:
+        """The master sent configurations: the latest is put in force and confirmed."""
+        got = self._receive()
+        if got is not None:
+            self._confirm(got[0], self.apply(got[1]))
+
+    def _confirm(self, generation: int, error: str | None) -> None:
+        if self.control is None:
+            return
+        message = msgspec.json.encode({"generation": generation, "error": error})
+        with contextlib.suppress(OSError):
+            self.control.send(message)
+
+    def apply(self, new: ResponderConfig) -> str | None:
+        """Put in force the configuration the master accepted: new log level, limits and TLS
+        certificate, then ``app.reload``. What is put in force is `reloaded`: the fields a
+        reload applies, the others as this worker started (its siblings and the master run
+        with them). A TLS chain that does not load (checked in a context of its own first: a
+        failed load into the serving context leaves it without a key, and every handshake
+        fails) changes nothing: the running configuration stays. None when in force, else
+        why not (for the master's verdict; the log says it too)."""
+        config = reloaded(self.config, new)
         tls = config.server.tls
         if self.ssl_context is not None and tls.cert is not None and tls.key is not None:
             try:
                 load_chain(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), tls.cert, tls.key)
             except (OSError, ConfigError, SignerError) as exc:
-                _event("reload_failed", logging.ERROR, worker=self.index, error=_safe_error(exc))
-                return
+                error = _safe_error(exc)
+                _event("reload_failed", logging.ERROR, worker=self.index, error=error)
+                return f"worker {self.index}: {error}; it runs the configuration before"
         self.config = config
         configure_logging(config.log.level)
         if self.http is not None:
             self.http.reconfigure(config.server)
-        tls = config.server.tls
         if self.ssl_context is not None and tls.cert is not None and tls.key is not None:
             try:
                 load_chain(self.ssl_context, tls.cert, tls.key)
             except (OSError, ConfigError, SignerError) as exc:
                 _event("tls_reload_failed", logging.ERROR, error=_safe_error(exc))
+                return f"worker {self.index}: TLS chain: {_safe_error(exc)}"
         reload = getattr(self.app, "reload", None)
         if callable(reload):
             try:
                 reload(config)
             except Exception as exc:
                 _event("app_reload_failed", logging.ERROR, exc_type=type(exc).__name__)
-                return
+                return f"worker {self.index}: the app's reload failed ({type(exc).__name__})"
         _event("worker_reloaded", worker=self.index)
+        return None
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -522,6 +590,25 @@ class _Child(msgspec.Struct):
     index: int
     started: float
     ready: bool = False
+    control: socket.socket | None = None
+    """The master's end of the worker's control socket pair (None once the worker closed it)."""
+    sent: int = 0
+    """The generation last sent to it (or it was forked with)."""
+    confirmed: int = 0
+    """The generation it last confirmed (or was forked with)."""
+
+
+class _Pending(msgspec.Struct):
+    """A reload accepted and sent, waiting for the workers' confirmations."""
+
+    generation: int
+    waiting: dict[int, int]
+    """pid: worker index, of those told and not yet confirmed."""
+    deadline: float
+    clients: list[socket.socket]
+    needs_restart: list[str]
+    errors: list[str] = []
+    confirmed: int = 0
 
 
 RELOADED: Final = frozenset({
@@ -639,6 +726,13 @@ class _Master:
         self.exit_code = 0
         self.ready_r = -1
         self.ready_w = -1
+        self.generation = 0
+        """Reloads accepted so far; what each worker's confirmation names."""
+        self.pending: list[_Pending] = []
+        self.latest: bytes | None = None
+        """The message of the last reload accepted, (generation, configuration) pickled."""
+        self.control: socket.socket | None = None
+        """The reload socket (`responder.reloadctl`); None when it could not be bound."""
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.pending_signals.append(signum)
@@ -666,13 +760,30 @@ class _Master:
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
         old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.control = _bind_control()
         _event("master_start", workers=self.n_workers, listen=urls, metrics=self.admin_urls)
         try:
             for index in range(self.n_workers):
                 self._spawn(index, (wake_r, wake_w))
             buffer = b""
             while self.children or (not self.stopping and self.restart_at):
-                readable, _, _ = select.select([self.ready_r, wake_r], [], [], self._timeout())
+                controls = {
+                    c.control.fileno(): pid
+                    for pid, c in self.children.items()
+                    if c.control is not None
+                }
+                watched = [self.ready_r, wake_r, *controls]
+                if self.control is not None:
+                    watched.append(self.control.fileno())
+                readable, _, _ = select.select(watched, [], [], self._timeout())
+                for fd in readable:
+                    if fd in controls:
+                        self._on_confirmations(controls[fd])
+                clients = (
+                    self._accept()
+                    if self.control is not None and self.control.fileno() in readable
+                    else []
+                )
                 if wake_r in readable:
                     with contextlib.suppress(BlockingIOError):
                         while os.read(wake_r, 512):
@@ -684,8 +795,8 @@ class _Master:
                         buffer = buffer[_READY.size :]
                         self._on_ready(index, pid, urls)
                 signals, self.pending_signals = self.pending_signals, []
-                for signum in signals:
-                    self._on_master_signal(signum)
+                self._on_master_signals(signals, clients)
+                self._settle()
                 self._tick()
                 self._reap()
                 now = time.monotonic()
@@ -700,6 +811,12 @@ class _Master:
                     _event("workers_killed", logging.WARNING, pids=sorted(self.children))
                     self.stop_deadline = now + 3600
         finally:
+            self._answer_pending("the responder stopped before every worker confirmed it")
+            if self.control is not None:
+                self.control.close()
+            for child in self.children.values():
+                if child.control is not None:
+                    child.control.close()
             self._report("close")
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
@@ -729,6 +846,7 @@ class _Master:
     def _timeout(self) -> float | None:
         now = time.monotonic()
         deadlines = list(self.restart_at.values()) if not self.stopping else []
+        deadlines += [p.deadline for p in self.pending]
         if self.stopping:
             deadlines.append(self.stop_deadline)
         if not deadlines:
@@ -749,8 +867,16 @@ class _Master:
         sys.stdout.flush()
         sys.stderr.flush()
         try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as exc:
+            _event("fork_failed", logging.ERROR, worker=index, error=_safe_error(exc))
+            self.restart_at[index] = time.monotonic() + 1.0
+            return
+        try:
             pid = os.fork()
         except OSError as exc:
+            ours.close()
+            theirs.close()
             _event("fork_failed", logging.ERROR, worker=index, error=_safe_error(exc))
             self.restart_at[index] = time.monotonic() + 1.0
             return
@@ -761,18 +887,26 @@ class _Master:
                 for sig in (signal.SIGTERM, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master turns it into SIGTERM
-                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it
+                # the master tells a worker of a reload on its control socket, never by signal
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
                 for fd in (*wake, self.ready_r):
                     os.close(fd)
+                ours.close()
+                for other in (c.control for c in self.children.values()):
+                    if other is not None:
+                        other.close()  # the siblings' (the master's ends)
+                if self.control is not None:
+                    self.control.close()  # the master's reload socket
+                theirs.setblocking(False)
                 worker = _Worker(
                     index,
                     self.config,
                     self.sockets,
                     self.app_factory,
                     self.hooks_factory,
-                    self.reload_config,
                     self.ready_w,
                     self.admin_socket,
+                    theirs,
                 )
                 code = _run_worker(worker)
             except BaseException as exc:
@@ -786,7 +920,11 @@ class _Master:
                 with contextlib.suppress(BaseException):
                     logging.shutdown()
                 os._exit(code)
-        self.children[pid] = _Child(index, time.monotonic())
+        theirs.close()
+        ours.setblocking(False)
+        self.children[pid] = _Child(
+            index, time.monotonic(), control=ours, sent=self.generation, confirmed=self.generation
+        )
         _event("worker_start", worker=index, worker_pid=pid)
 
     def _on_ready(self, index: int, pid: int, urls: list[str]) -> None:
@@ -804,6 +942,20 @@ class _Master:
                 print(f"metrics on {url}", file=self.out, flush=True)
             sd_notify("READY=1")
 
+    def _on_master_signals(self, signals: list[int], clients: list[socket.socket]) -> None:
+        """The signals taken since the last turn, and the reload requests accepted: SIGTERM
+        and SIGINT first (a reload asked with them is not made), then one reload for every
+        SIGHUP and request of the turn (a storm of them is one reload, not one each)."""
+        for signum in signals:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self._on_master_signal(signum)
+        if signal.SIGHUP in signals or clients:
+            if self.stopping:
+                _answer(clients, Verdict(ok=False, generation=self.generation,
+                                         error="the responder is stopping"))  # fmt: skip
+            else:
+                self._reload(clients)
+
     def _on_master_signal(self, signum: int) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             if self.stopping:
@@ -812,11 +964,108 @@ class _Master:
                 return
             self._stop(signal.Signals(signum).name)
         elif signum == signal.SIGHUP and not self.stopping:
-            self._reload()
+            self._reload([])
+
+    def _accept(self) -> list[socket.socket]:
+        """The reload requests waiting on the reload socket, from the master's own account or
+        root only (the others closed unanswered, as a SIGHUP from them would fail)."""
+        clients: list[socket.socket] = []
+        assert self.control is not None
+        while True:
+            try:
+                conn, _ = self.control.accept()
+            except (BlockingIOError, InterruptedError):
+                return clients
+            except OSError as exc:
+                _event("reload_request_failed", logging.WARNING, error=_safe_error(exc))
+                return clients
+            try:
+                pid, uid, _ = peer_credentials(conn)
+            except OSError:
+                conn.close()
+                continue
+            if uid not in (0, os.getuid()):
+                _event("reload_request_refused", logging.WARNING, uid=uid)
+                conn.close()
+                continue
+            _event("reload_requested", by_pid=pid)
+            clients.append(conn)
+
+    def _on_confirmations(self, pid: int) -> None:
+        """Read what worker ``pid`` sent: its confirmations of reloads."""
+        child = self.children.get(pid)
+        if child is None or child.control is None:
+            return
+        while True:
+            try:
+                data = child.control.recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:  # the worker is exiting; _reap settles what it left
+                child.control.close()
+                child.control = None
+                return
+            try:
+                ack = msgspec.json.decode(data, type=dict[str, int | str | None])
+                generation = ack["generation"]
+                error = ack.get("error")
+            except (msgspec.DecodeError, KeyError):
+                continue
+            if not isinstance(generation, int):
+                continue
+            child.confirmed = max(child.confirmed, generation)
+            for pending in self.pending:
+                if pending.generation <= generation and pid in pending.waiting:
+                    del pending.waiting[pid]
+                    if isinstance(error, str):
+                        pending.errors.append(error)
+                    else:
+                        pending.confirmed += 1
+            if child.sent < self.generation and self.latest is not None:
+                self._tell(pid, child, self.latest)  # reloads made while it applied one
+
+    def _settle(self) -> None:
+        """Answer the reloads every worker told has confirmed, or whose time is up."""
+        now = time.monotonic()
+        for pending in list(self.pending):
+            if pending.waiting and now < pending.deadline:
+                continue
+            self.pending.remove(pending)
+            errors = list(pending.errors)
+            if pending.waiting:
+                late = ", ".join(str(i) for i in sorted(pending.waiting.values()))
+                errors.append(f"worker {late} did not confirm within {RELOAD_CONFIRM_TIMEOUT:g} s")
+            verdict = Verdict(
+                ok=not errors,
+                generation=pending.generation,
+                error=None if not errors else "not in force in every worker: " + "; ".join(errors),
+                needs_restart=pending.needs_restart,
+                workers=pending.confirmed,
+            )
+            _event(
+                "reload_done" if verdict.ok else "reload_incomplete",
+                logging.INFO if verdict.ok else logging.ERROR,
+                generation=pending.generation,
+                workers=pending.confirmed,
+                error=verdict.error,
+            )
+            _answer(pending.clients, verdict)
+
+    def _answer_pending(self, why: str) -> None:
+        for pending in self.pending:
+            _answer(pending.clients, Verdict(ok=False, generation=pending.generation,
+                                             error=why, needs_restart=pending.needs_restart))  # fmt: skip
+        self.pending.clear()
 
     def _stop(self, reason: str) -> None:
         self.stopping = True
         self.restart_at.clear()
+        self._answer_pending("the responder is stopping: the reload was not confirmed")
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         sd_notify("STOPPING=1")
         _event("master_stop", reason=reason, workers=len(self.children))
         for sock in self.sockets:
@@ -828,11 +1077,13 @@ class _Master:
         for pid in self.children:
             _kill(pid, signal.SIGTERM)
 
-    def _reload(self) -> None:
-        """SIGHUP: the file checked here first, its TLS chain too (as at start), and only then
-        passed on to the workers; a file or chain that does not load changes nothing (the
-        workers are not told; the running configuration stays, ``reload_failed`` says why).
-        The master keeps `reloaded` (the workers it starts later run what the others run)."""
+    def _reload(self, clients: list[socket.socket]) -> None:
+        """Read the file, check it and its TLS chain too (as at start), and only then send it
+        to the workers; a file or chain that does not load changes nothing (the workers are not
+        told; the running configuration stays, ``reload_failed`` says why, and so does the
+        verdict to ``clients``). The master keeps `reloaded` (the workers it starts later run
+        what the others run) and waits for every worker's confirmation (`_settle`)."""
+        fixed: list[str] = []
         if self.reload_config is not None:
             try:
                 new = self.reload_config()
@@ -840,7 +1091,10 @@ class _Master:
                 if effective.server.tls.enabled:
                     make_ssl_context(effective.server.tls)
             except (ConfigError, OSError, SignerError) as exc:  # ssl.SSLError is an OSError
-                _event("reload_failed", logging.ERROR, error=_safe_error(exc), kept="running")
+                error = _safe_error(exc)
+                _event("reload_failed", logging.ERROR, error=error, kept="running")
+                _answer(clients, Verdict(ok=False, generation=self.generation,
+                                         error=f"refused, the running configuration kept: {error}"))  # fmt: skip
                 return
             fixed = restart_fields(self.config, new)
             if fixed:
@@ -852,9 +1106,40 @@ class _Master:
                 )
             self.config = effective
             configure_logging(effective.log.level)
-        _event("master_reload", workers=len(self.children))
-        for pid in self.children:
-            _kill(pid, signal.SIGHUP)
+        self.generation += 1
+        _event("master_reload", workers=len(self.children), generation=self.generation)
+        message = self.latest = pickle.dumps((self.generation, self.config))
+        waiting: dict[int, int] = {}
+        for pid, child in self.children.items():
+            if self._tell(pid, child, message):
+                waiting[pid] = child.index
+        self.pending.append(
+            _Pending(
+                self.generation, waiting, time.monotonic() + RELOAD_CONFIRM_TIMEOUT,
+                clients, fixed,
+            )
+        )  # fmt: skip
+        self._settle()
+
+    def _tell(self, pid: int, child: _Child, message: bytes) -> bool:
+        """Send the latest configuration (``message``) to a worker, unless one it has not
+        confirmed yet is on its way: then it is sent on that confirmation (one message at a
+        time per worker, so a storm of reloads never fills a worker's socket, and it applies
+        only the latest). True when the worker is to confirm it. One that cannot be sent to
+        is stopped, and its successor starts with the configuration."""
+        if child.control is None:
+            return False  # exiting: its successor starts with the new configuration
+        if child.sent > child.confirmed:
+            return True  # sent on its next confirmation (`_on_confirmations`)
+        try:
+            child.control.send(message)
+        except OSError as exc:
+            _event("worker_not_told", logging.ERROR, worker=child.index, worker_pid=pid,
+                   error=_safe_error(exc))  # fmt: skip
+            _kill(pid, signal.SIGTERM)
+            return False
+        child.sent = self.generation
+        return True
 
     def _reap(self) -> None:
         while True:
@@ -867,6 +1152,10 @@ class _Master:
             child = self.children.pop(pid, None)
             if child is None:
                 continue
+            if child.control is not None:
+                child.control.close()
+            for pending in self.pending:  # its successor starts with the master's configuration
+                pending.waiting.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
             lived = time.monotonic() - child.started
             _event(
@@ -890,13 +1179,41 @@ class _Master:
                 continue
             index = child.index
             self.failures[index] = self.failures[index] + 1 if lived < MIN_UPTIME else 0
+            # 0.1 s doubling to MAX_BACKOFF; the exponent bounded: 2 ** 1024 is no float, and
+            # a worker dying young for hours (1,024 times at 10 s) stopped the master with it
             delay = (
                 0.0
                 if self.failures[index] == 0
-                else min(MAX_BACKOFF, 0.1 * 2 ** (self.failures[index] - 1))
+                else min(MAX_BACKOFF, 0.1 * 2 ** min(self.failures[index] - 1, 16))
             )
             self.restart_at[index] = time.monotonic() + delay
             _event("worker_restart", worker=index, delay=round(delay, 3))
+
+
+def _bind_control() -> socket.socket | None:
+    """The master's reload socket (`responder.reloadctl.control_address`); None, logged,
+    when it cannot be bound (SIGHUP still reloads)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(control_address(os.getpid()))
+        sock.listen(16)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        _event("reload_socket_unavailable", logging.WARNING, error=_safe_error(exc))
+        return None
+    return sock
+
+
+def _answer(clients: list[socket.socket], verdict: Verdict) -> None:
+    """Send ``verdict`` to each waiting ``responder reload`` and close its connection."""
+    line = msgspec.json.encode(verdict) + b"\n"
+    for conn in clients:
+        with contextlib.suppress(OSError):
+            conn.setblocking(True)
+            conn.settimeout(1.0)
+            conn.sendall(line)
+        conn.close()
 
 
 def _kill(pid: int, sig: int) -> None:
@@ -917,8 +1234,9 @@ def serve(
     """Run the master and its workers until SIGTERM/SIGINT; the process exit code.
 
     ``app_factory(config, worker_index)`` runs in each worker after the fork.
-    ``reload_config`` (e.g. ``lambda: load_config(path, overrides)``) is called on
-    SIGHUP by the master (to validate) and by each worker; without it SIGHUP
+    ``reload_config`` (e.g. ``lambda: load_config(path, overrides)``) is called by
+    the master on SIGHUP or a reload request (`responder.reloadctl`), never by a
+    worker: the master sends what it accepted to the workers; without it a reload
     reloads the app with the same configuration. ``hooks_factory(config,
     worker_index)`` gives each worker its `HttpHooks` (metrics; without it the app's
     ``hooks`` attribute, if any). ``master_hooks`` hears of workers starting, dying

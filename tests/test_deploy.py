@@ -573,9 +573,10 @@ def test_units_run_real_commands_as_the_service_account() -> None:
     assert Path(argv[0]).name == "crlbuilder"
     args = crlbuilder_cli.parser().parse_args(argv[1:])
     assert args.command == "build" and args.follow and str(args.config).startswith("/etc/jpki-va/")
-    # responder: sd_notify, SIGHUP reload, SIGTERM drain of the master only
+    # responder: sd_notify, a reload that waits for the master's verdict, SIGTERM drain of
+    # the master only
     assert resp["Type"] == ["notify"]
-    assert resp["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert _reload_argv(RESPONDER_UNIT)
     assert resp["KillSignal"] == ["SIGTERM"] and resp["KillMode"] == ["mixed"]
     assert int(resp["TimeoutStopSec"][0]) > 10, "longer than the default drain_timeout"
     argv = shlex.split(resp["ExecStart"][0])
@@ -678,6 +679,7 @@ def test_the_group_units_run_the_group_appliance() -> None:
     assert pull_unit["AssertPathExists"] == [str(group / "group.json")]
     assert "network-online.target" in pull_unit["Wants"]
     assert resp["Type"] == ["notify"] and resp["KillMode"] == ["mixed"]
+    assert _reload_argv(GROUP_RESPONDER_UNIT)
     argv = shlex.split(resp["ExecStart"][0])
     args = responder_cli.parser().parse_args(argv[1:])
     assert args.command == "serve" and args.config == group / "responder.toml"
@@ -696,6 +698,20 @@ def test_the_group_units_run_the_group_appliance() -> None:
     written = responder_toml(group, 8081, 9481, "good")
     for path in ("store", "registry.toml", "ledger", "group.json"):
         assert f'"{group / path}"' in written, path
+
+
+def _reload_argv(unit: Path, pid: int = 4242) -> list[str]:
+    """``unit``'s ExecReload with ``$MAINPID`` as systemd gives it (``pid``), this venv's
+    program for /opt/jpki-va/venv/bin's; checked to be `responder reload --pid $MAINPID`
+    (not ``kill -HUP``, which systemd takes for success as soon as the signal is sent)."""
+    from responder import cli as responder_cli
+
+    argv = _exec_argv(unit, "ExecReload")
+    assert argv[0] == "/opt/jpki-va/venv/bin/responder", unit.name
+    args = responder_cli.parser().parse_args([w.replace("$MAINPID", str(pid)) for w in argv[1:]])
+    assert (args.command, args.pid) == ("reload", pid), unit.name
+    assert argv[argv.index("--pid") + 1] == "$MAINPID", unit.name
+    return [_on_root(w, Path("/")).replace("$MAINPID", str(pid)) for w in argv]
 
 
 def _exec_argv(unit: Path, key: str = "ExecStart") -> list[str]:
@@ -765,7 +781,7 @@ def test_the_node_units_run_a_node_of_several() -> None:
 
     resp = unit_settings(NODE_RESPONDER_UNIT)
     assert resp["Type"] == ["notify"] and resp["KillMode"] == ["mixed"]
-    assert resp["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert _reload_argv(NODE_RESPONDER_UNIT)
     args = responder_cli.parser().parse_args(_exec_argv(NODE_RESPONDER_UNIT)[1:])
     assert args.command == "serve" and str(args.config) == "/etc/jpki-va/responder.toml"
     assert "jpki-va-responder.service" in unit_settings(NODE_RESPONDER_UNIT, "Unit")["Conflicts"]
@@ -1086,6 +1102,12 @@ def test_crlbuilder_and_responder_run_under_the_units_rules(built: Any, tmp_path
         )
         assert "Response verify OK" in text and f"{victim.cert}: revoked" in text, text
         assert "Reason: keyCompromise" in text, text
+        # `systemctl reload`: the unit's ExecReload, under the same rules, waits for the
+        # master's verdict (every worker confirmed) and says so
+        out = subprocess.run(_sandboxed(RESPONDER_UNIT, *_reload_argv(RESPONDER_UNIT, p.pid)),
+                             check=False, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert out.returncode == 0, out.stderr + log.read_text()[-2000:]
+        assert out.stdout == "reloaded: generation 1, 2 workers\n", out.stdout
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=30) == 0, log.read_text()[-2000:]
     finally:

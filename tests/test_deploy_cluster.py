@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import http.server
 import ipaddress
+import json
 import os
 import re
 import shlex
@@ -410,3 +411,46 @@ def test_a_stopping_node_leaves_the_endpoints_before_it_closes_its_port() -> Non
         k: v for k, v in overrides.items() if k.startswith("server.limits.")
     }, environ={}).server.limits.drain_timeout  # fmt: skip
     assert template["spec"]["terminationGracePeriodSeconds"] >= pause + drain + KILL_GRACE
+
+
+def _quantity_bytes(q: str) -> int:
+    """A Kubernetes memory quantity (``512Mi``, ``3Gi``) in bytes."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    for suffix, factor in units.items():
+        if q.endswith(suffix):
+            return int(q[: -len(suffix)]) * factor
+    return int(q)
+
+
+def test_every_container_has_a_memory_request_and_limit() -> None:
+    """No container of the manifests had a memory limit: one that leaked (or a build larger
+    than its node's memory) took the node's memory from every other pod until the kernel
+    killed whatever it chose. Each has a request and a limit now (docs/operations.md,
+    "Memory of the containers"), the limit no lower than the request, and the responder's
+    above what was measured of its own (bench/results/k8s_memory.json) for the number of
+    workers the manifest starts: set, since by default it starts one per CPU of the node."""
+    seen = []
+    for name, doc in documents():
+        if doc.get("kind") not in ("StatefulSet", "Deployment", "DaemonSet"):
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for c in [*spec.get("initContainers", []), *spec["containers"]]:
+            where = f"{name} {doc['metadata']['name']}/{c['name']}"
+            memory = {k: (c.get("resources") or {}).get(k, {}).get("memory")
+                      for k in ("requests", "limits")}  # fmt: skip
+            assert memory["requests"] and memory["limits"], where
+            assert _quantity_bytes(memory["limits"]) >= _quantity_bytes(memory["requests"]), where
+            seen.append(where)
+            if c["name"] == "responder":
+                args = responder_parser().parse_args(c["command"][1:])
+                workers = overrides_from_args(args).get("server.workers")
+                assert isinstance(workers, int) and workers > 0, (
+                    f"{where}: --workers set (not one per CPU of the node)"
+                )
+                measured = json.loads((ROOT / "bench/results/k8s_memory.json").read_text())
+                last = measured["stages"][-1]
+                own = (
+                    last["master_private_kib"] + max(last["workers_private_kib"]) * workers
+                ) << 10
+                assert _quantity_bytes(memory["limits"]) >= 2 * (own + last["metrics_dir_bytes"])
+    assert any(w.endswith("/responder") for w in seen) and len(seen) >= 8, seen

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -107,3 +109,65 @@ def test_transfer_rate_reads_bytes_a_second_with_binary_units() -> None:
 def test_transfer_rate_refuses_naming_the_text(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match=repr(text).replace(".", r"\.")):
         transfer_rate(text)
+
+
+def _read_in_a_thread(path: Path) -> BaseException | None:
+    """`read_toml(path)` in a thread given 5 s; what it raised (None: it returned). A reader
+    still blocked then is released (a writer opens and closes the pipe) and the test fails."""
+    import threading
+
+    from crlbuilder.options import read_toml
+
+    got: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            read_toml(path)
+            got.append(None)
+        except BaseException as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(5)
+    if t.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(5)
+        pytest.fail(f"read_toml({path}) still blocked after 5 s")
+    return got[0]
+
+
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero", "dir"])
+def test_a_configuration_that_is_no_regular_file_is_refused_at_once(
+    tmp_path: Path, target: str
+) -> None:
+    """The responder's master reads its configuration again on every reload, in the loop
+    that supervises the workers: a path replaced by a symbolic link to a named pipe held it
+    in ``open`` for ever (no worker restarted, no SIGTERM handled), one to /dev/zero filled
+    its memory. Each is refused at once, naming the file."""
+    where = tmp_path / "target"
+    if target == "fifo":
+        os.mkfifo(where)
+    elif target == "dir":
+        where.mkdir()
+    else:
+        where = Path(target)
+    link = tmp_path / "responder.toml"
+    link.symlink_to(where)
+    exc = _read_in_a_thread(link)
+    assert isinstance(exc, ConfigError), exc
+    assert str(link) in str(exc)
+    assert "not a regular file" in str(exc) or "Is a directory" in str(exc)
+
+
+def test_a_configuration_too_large_is_refused(tmp_path: Path) -> None:
+    from crlbuilder.options import MAX_TOML_BYTES
+
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"# " + b"x" * MAX_TOML_BYTES + b"\n")
+    exc = _read_in_a_thread(big)
+    assert isinstance(exc, ConfigError) and "larger than" in str(exc), exc
+    small = tmp_path / "small.toml"
+    small.write_text("[server]\nport = 1\n# 日本語\n", encoding="utf-8")
+    assert _read_in_a_thread(small) is None

@@ -604,6 +604,45 @@ def test_registry_load_names_the_file(tmp_path: Path) -> None:
         Registry.load(tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize("target", ["fifo", "/dev/zero"])
+def test_a_registry_path_that_is_no_regular_file_is_refused_at_once(
+    tmp_path: Path, target: str
+) -> None:
+    """The master and every worker look at the registry each second (`reload_if_changed`,
+    `LastGoodRegistry.refresh`): a path replaced by a symbolic link to a named pipe held
+    them in ``open`` for ever (the master's loop and each worker's, every request with it),
+    one to /dev/zero was read without end. Refused at once, naming the file; the last good
+    registry stays."""
+    import threading
+
+    good = tmp_path / "good.toml"
+    good.write_text("version = 2\n", encoding="utf-8")
+    where = Path(target)
+    if target == "fifo":
+        where = tmp_path / "pipe"
+        os.mkfifo(where)
+    link = tmp_path / "registry.toml"
+    link.symlink_to(good)
+    last_good = LastGoodRegistry(link, Registry.load(link))
+    first = last_good.registry
+    link.unlink()
+    link.symlink_to(where)
+    done = threading.Event()
+
+    def refresh() -> None:
+        last_good.refresh()
+        done.set()
+
+    threading.Thread(target=refresh, daemon=True).start()
+    finished = done.wait(5)
+    if not finished and target == "fifo":
+        os.close(os.open(where, os.O_WRONLY | os.O_NONBLOCK))  # release the reader
+    assert finished, "the registry's refresh still blocked after 5 s"
+    assert last_good.registry is first
+    assert last_good.error is not None and "not a regular file" in last_good.error
+    assert str(link) in last_good.error
+
+
 # --- credentials ------------------------------------------------------------------------------
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import logging
-import signal
+import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +187,8 @@ def test_a_reload_applies_the_log_level(tmp_path: Path) -> None:
     try:
         configure_logging("info", io.StringIO())
         new = _with(tmp_path, "[log]\nlevel = 'debug'\n")
-        worker = _Worker(0, ResponderConfig(), [], _no_app, None, lambda: new, -1)
-        worker.reload()
+        worker = _Worker(0, ResponderConfig(), [], _no_app, None, -1)
+        assert worker.apply(new) is None
         assert [lg.level for lg in loggers] == [logging.DEBUG, logging.DEBUG]
         assert restart_fields(ResponderConfig(), new) == []
     finally:
@@ -264,8 +265,25 @@ class _Recorded:
 
 def _master(config: ResponderConfig, new: ResponderConfig) -> server._Master:
     master = server._Master(config, _no_app, None, lambda: new, io.StringIO())
-    master.children[4242] = server._Child(0, 0.0, ready=True)  # a worker it would signal
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    master.children[4242] = server._Child(0, 0.0, ready=True, control=ours)  # a worker
+    _WORKER_ENDS[master] = theirs
     return master
+
+
+_WORKER_ENDS: dict[server._Master, socket.socket] = {}
+
+
+def _told(master: server._Master) -> list[ResponderConfig]:
+    """The configurations the master sent its worker (4242) since the last call."""
+    worker = server._Worker(0, ResponderConfig(), [], _no_app, None, -1,
+                            control=_WORKER_ENDS[master])  # fmt: skip
+    got = []
+    while (message := worker._receive()) is not None:
+        got.append(message[1])
+    return got
 
 
 def test_a_worker_the_master_restarts_after_a_reload_runs_what_its_siblings_run(
@@ -280,11 +298,11 @@ def test_a_worker_the_master_restarts_after_a_reload_runs_what_its_siblings_run(
     new = _with(tmp_path, "[ledger]\ndir = 'other/ledger'\ncollect_interval = 5\n"
                 "[store]\npath = 'other/store'\n")  # fmt: skip
     master = _master(running, new)
-    master._reload()
+    master._reload([])
     assert master.config.ledger.dir == running.ledger.dir  # what a restarted worker gets
     assert master.config.store.path == running.store.path
     assert master.config.ledger.collect_interval == 5
-    assert rec.signals == [(4242, signal.SIGHUP)]
+    assert _told(master) == [master.config]  # and what the running ones are sent
     assert ("reload_needs_restart", {
         "fields_changed": ["store.path", "ledger.dir"], "kept": "running values until a restart",
     }) in rec.events  # fmt: skip
@@ -337,21 +355,116 @@ def test_a_tls_chain_that_does_not_load_on_reload_leaves_the_serving_one(
     running = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=one[0], key=one[1])))
     mixed = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=two[0], key=one[1])))
     live = server.make_ssl_context(running.server.tls)
-    worker = _Worker(0, running, [], _no_app, None, lambda: mixed, -1)
+    worker = _Worker(0, running, [], _no_app, None, -1)
     worker.ssl_context = live
-    worker.reload()
+    assert "worker 0" in (worker.apply(mixed) or "")
     assert _handshake(live) == "one"
     assert worker.config == running
     assert [e for e, _ in rec.events] == ["reload_failed"]
     master = _master(running, mixed)
-    master._reload()
-    assert master.config == running and rec.signals == []  # the workers are not told
+    master._reload([])
+    assert master.config == running and _told(master) == []  # the workers are not told
     assert [e for e, _ in rec.events] == ["reload_failed", "reload_failed"]
     # a renewal whose files match is taken
-    worker.reload_config = master.reload_config = lambda: ResponderConfig(
-        server=ServerConfig(tls=TlsConfig(cert=two[0], key=two[1]))
-    )
-    worker.reload()
+    renewed = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=two[0], key=two[1])))
+    assert worker.apply(renewed) is None
     assert _handshake(live) == "two"
-    master._reload()
-    assert rec.signals == [(4242, signal.SIGHUP)]
+    master.reload_config = lambda: renewed
+    master._reload([])
+    assert _told(master) == [renewed]
+
+
+def test_a_worker_slow_to_confirm_gets_one_message_then_the_latest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reloads one after the other (a script sending SIGHUP in a loop) while a worker does
+    not read (its loop busy): each was sent, the worker's socket filled (49 configurations)
+    and the master stopped the worker. Now a worker has at most one configuration on its
+    way; the reloads made meanwhile are sent as one, the latest, on its confirmation, and
+    every reload's verdict waits for it."""
+    _Recorded(monkeypatch)
+    monkeypatch.setattr(server, "configure_logging", lambda level, stream=None: None)
+    running = ResponderConfig()
+    versions = [ResponderConfig(log=msgspec.structs.replace(running.log, level=level))
+                for level in ("debug", "warning", "error")] * 20  # fmt: skip
+    master = _master(running, running)
+    feed = iter(versions)
+    master.reload_config = lambda: next(feed)
+    for _ in range(60):
+        master._reload([])
+    worker = server._Worker(0, running, [], _no_app, None, -1, control=_WORKER_ENDS[master])
+    got = worker._receive()
+    assert got is not None and got[0] == 1 and worker._receive() is None  # one, not 60
+    assert len(master.pending) == 60
+    worker._confirm(got[0], None)
+    master._on_confirmations(4242)
+    master._settle()
+    assert len(master.pending) == 59  # the first reload confirmed
+    latest = worker._receive()
+    assert latest is not None and latest[0] == 60 and latest[1] == master.config
+    worker._confirm(latest[0], None)
+    master._on_confirmations(4242)
+    master._settle()
+    assert master.pending == [] and master.children[4242].control is not None  # not stopped
+
+
+@pytest.mark.integration  # a real child for the master to reap
+def test_a_worker_dying_young_for_hours_does_not_stop_the_master(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The restart backoff was ``0.1 * 2 ** (failures - 1)``: past 1,024 deaths in a row (a
+    worker that cannot start, restarted every 10 s: under three hours) the float overflowed
+    and the master died of it, every worker with it. The backoff stays at its bound."""
+    import subprocess
+
+    _Recorded(monkeypatch)
+    master = server._Master(ResponderConfig(), _no_app, None, None, io.StringIO())
+    master.announced = True
+    child = subprocess.Popen(["true"])
+    pid = child.pid
+    deadline = time.monotonic() + 10
+    while not Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)  # exited, not yet reaped
+    master.children[pid] = server._Child(0, time.monotonic())
+    master.failures[0] = 1100
+    master._reap()
+    child.returncode = 0  # reaped by the master
+    assert 0 in master.restart_at
+    assert master.restart_at[0] - time.monotonic() <= server.MAX_BACKOFF
+    assert master.failures[0] == 1101
+
+
+@pytest.mark.parametrize("which", ["cert", "key"])
+def test_a_tls_file_replaced_by_a_named_pipe_is_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
+    """The master loads the TLS chain of a new configuration in its supervising loop: a
+    certificate replaced by a symbolic link to a named pipe (OpenSSL opens it itself), or
+    a key replaced by a pipe, held the master in open() for ever (no worker restarted, no
+    SIGTERM handled). Refused at once, the running configuration kept, the workers not told."""
+    import os
+    import threading
+
+    rec = _Recorded(monkeypatch)
+    monkeypatch.setattr(server, "configure_logging", lambda level, stream=None: None)
+    cert, key = _tls_pair(tmp_path, "one")
+    running = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=cert, key=key)))
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe, 0o600)
+    if which == "cert":
+        bad = tmp_path / "renewed.pem"
+        bad.symlink_to(pipe)
+        new = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=bad, key=key)))
+    else:
+        new = ResponderConfig(server=ServerConfig(tls=TlsConfig(cert=cert, key=pipe)))
+    master = _master(running, new)
+    done = threading.Event()
+    threading.Thread(target=lambda: (master._reload([]), done.set()), daemon=True).start()
+    finished = done.wait(5)
+    if not finished:
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # release the reader
+    assert finished, "the reload still blocked after 5 s"
+    assert master.config == running and _told(master) == []
+    failed = [f for e, f in rec.events if e == "reload_failed"]
+    assert failed and "regular file" in str(failed[0]["error"]), rec.events

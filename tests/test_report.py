@@ -26,6 +26,7 @@ from crlbuilder.rules import JST_OFFSET
 from responder.ledger import GatheringState, Ledger, LedgerWriter, Method, Service
 from responder.report import (
     CSV_COLUMNS,
+    REPORT_FILE_MODE,
     AsOf,
     Report,
     add_cli,
@@ -514,10 +515,30 @@ def test_cli_writes_a_report_naming_a_groups_members_for_its_owner_only(
         encoding="utf-8",
     )
     args = ["--year", "2025", "--ledger", str(d)]
-    for registry, mode in ((public, 0o644), (group, 0o600)):
+    for registry in (public, group):
         out = tmp_path / f"{registry.stem}.html"
         assert _cli(*args, "--registry", str(registry), "--out", str(out)) == 0
-        assert stat.S_IMODE(out.stat().st_mode) == mode, registry.stem
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600, registry.stem
+
+
+@pytest.mark.parametrize("fmt", ["html", "csv", "json"])
+def test_every_report_file_is_its_writers_only(ledger_dir: Path, tmp_path: Path, fmt: str) -> None:
+    """A report names parties and counts what each was provided; written without
+    ``--registry`` (a group's ledger among them: its members named by their ids) or with the
+    機構's registry, it was 0644, readable by every account of the host. Every report file is
+    `REPORT_FILE_MODE` (0600) now, one that existed 0644 included (replaced whole)."""
+    d = tmp_path / "ledger"
+    shutil.copytree(ledger_dir, d)
+    public = tmp_path / "public.toml"
+    public.write_text(REGISTRY, encoding="utf-8")
+    old = tmp_path / f"old.{fmt}"
+    old.write_text("an earlier report")
+    old.chmod(0o644)
+    base = ["--year", "2025", "--ledger", str(d), "--format", fmt]
+    for extra, out in (([], tmp_path / f"bare.{fmt}"), (["--registry", str(public)], old)):
+        assert _cli(*base, *extra, "--out", str(out)) == 0
+        assert out.read_bytes() != b"an earlier report"
+        assert stat.S_IMODE(out.stat().st_mode) == REPORT_FILE_MODE == 0o600, extra
 
 
 def test_cli_refuses_a_missing_ledger_and_an_unwritable_out(

@@ -488,3 +488,175 @@ def test_a_tls_key_others_may_read_is_refused(tmp_path: Path) -> None:
     files["server_key"].chmod(0o640)
     with pytest.raises(SignerError, match=r"server\.key: the key file's mode 0640"):
         make_ssl_context(_tls(files))
+
+
+# --- reload: the verdict (responder reload), what a worker runs, signals ----------------
+
+
+def _reload(pid: int, timeout: float = 30) -> tuple[int, str, str]:
+    """`responder reload --pid PID` as the units' ExecReload runs it: exit code, out, err."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "responder", "reload", "--pid", str(pid),
+         "--timeout", str(timeout)],
+        check=False, capture_output=True, text=True, timeout=timeout + 30,
+    )  # fmt: skip
+    return out.returncode, out.stdout, out.stderr
+
+
+def _post_300(port: int) -> int:
+    with connect(port) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 300\r\n\r\n" + b"a" * 300)
+        return ReplyReader(sock).read_one(timeout=5).status
+
+
+def test_responder_reload_says_in_force_only_once_every_worker_runs_it(tmp_path: Path) -> None:
+    """``systemctl reload`` ran ``kill -HUP`` and said success whatever came of it. The units'
+    ExecReload is `responder reload --pid $MAINPID` now: it exits 0 once every worker
+    confirmed the new configuration, and names what changed but needs a restart."""
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
+    with ServerProcess(tmp_path, config).start() as server:
+        assert _post_300(server.port) == 200
+        write_config(tmp_path / "r.toml", {"port": 1, "workers": 2},
+                     {**LIMITS, "max_body_bytes": 200})  # fmt: skip
+        code, out, err = _reload(server.pid)
+        assert code == 0, err
+        assert out == "reloaded: generation 1, 2 workers\n"
+        assert "applied at the next restart only: port" in err
+        assert len(list(tmp_path.glob("reload-*"))) == 2  # both workers, before the verdict
+        assert _post_300(server.port) == 413
+        events = [e["event"] for e in server.events()]
+        assert "reload_done" in events
+
+
+def test_responder_reload_fails_with_the_reason_when_the_file_is_refused(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 1}, LIMITS)
+    with ServerProcess(tmp_path, config).start() as server:
+        config.write_text(config.read_text() + "\n[server.nonsense]\nx = 1\n")
+        code, out, err = _reload(server.pid)
+        assert code == 1 and out == ""
+        assert "refused, the running configuration kept" in err and "r.toml" in err, err
+        assert not list(tmp_path.glob("reload-*"))
+        assert _info(server.port)["reloads"] == 0
+        # fixed, the next one is taken
+        write_config(tmp_path / "r.toml", {"port": 0, "workers": 1}, LIMITS)
+        assert _reload(server.pid)[0] == 0
+
+
+def test_responder_reload_fails_when_a_worker_could_not_apply_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 2}, LIMITS)
+    env = {"JPKI_TEST_FAIL_RELOAD": "1"}
+    with ServerProcess(tmp_path, config, env=env).start() as server:
+        code, _, err = _reload(server.pid)
+        assert code == 1
+        assert "worker 1: the app's reload failed (RuntimeError)" in err, err
+
+
+def test_responder_reload_of_no_master_or_not_ours_fails(tmp_path: Path) -> None:
+    """No master at that pid; a process holding the name of another pid's socket (taken
+    before that master started) is not taken for it."""
+    from responder.reloadctl import ReloadError, control_address, request
+
+    with pytest.raises(ReloadError, match="no responder master with pid"):
+        request(2**22 + 7, 2)
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        squatter.bind(control_address(2**22 + 8))
+        squatter.listen(1)
+        with pytest.raises(ReloadError, match=f"held by pid {os.getpid()}"):
+            request(2**22 + 8, 2)
+    finally:
+        squatter.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to connect as another account")
+def test_a_reload_request_from_another_account_is_not_served(tmp_path: Path) -> None:
+    """As a SIGHUP from another account would fail: the connection is closed unanswered."""
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 1}, LIMITS)
+    with ServerProcess(tmp_path, config).start() as server:
+        probe = (
+            "import os\nfrom responder.reloadctl import request, ReloadError\n"
+            "os.setgid(65534); os.setuid(65534)\n"
+            f"try:\n    request({server.pid}, 5)\nexcept ReloadError as e:\n    print(e)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True,
+                             text=True, timeout=30)  # fmt: skip
+        assert "closed without a verdict" in out.stdout, out.stdout + out.stderr
+        assert "reload_request_refused" in server.stderr()
+        assert _info(server.port)["reloads"] == 0
+
+
+def test_a_worker_starting_during_a_reload_runs_what_the_master_accepted(tmp_path: Path) -> None:
+    """A worker forked before a reload and still making its app ignored the SIGHUP sent
+    meanwhile (its loop did not handle it yet) and then served the configuration before for
+    as long as it lived. The master sends what it accepted on the worker's own socket: the
+    worker finds it there and applies it before serving."""
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 1}, LIMITS)
+    env = {"JPKI_TEST_SLOW_START": "2"}
+    with ServerProcess(tmp_path, config, env=env).start() as server:
+        (first,) = children(server.pid)
+        os.kill(first, signal.SIGKILL)
+        until(lambda: [p for p in children(server.pid) if p != first], what="a new worker")
+        time.sleep(0.3)  # forked, making its app (2 s)
+        assert not list(tmp_path.glob(f"started-0-{children(server.pid)[0]}"))
+        write_config(tmp_path / "r.toml", {"port": 0, "workers": 1},
+                     {**LIMITS, "max_body_bytes": 200})  # fmt: skip
+        server.signal(signal.SIGHUP)
+        until(lambda: sum(e["event"] == "worker_ready" for e in server.events()) == 2,
+              timeout=15, what="the new worker ready")  # fmt: skip
+        assert _post_300(server.port) == 413
+
+
+def test_sigterm_during_a_reload_answers_the_waiting_reload_at_once(tmp_path: Path) -> None:
+    """A reload waiting for a worker (its app slow to reload) when SIGTERM comes: the
+    waiting `responder reload` is told the responder is stopping (exit 1), not left to
+    time out, and the master drains and exits 0."""
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "r.toml", {"port": 0, "workers": 1}, LIMITS)
+    with ServerProcess(tmp_path, config, env={"JPKI_TEST_RELOAD_SLEEP": "4"}).start() as server:
+        started = time.monotonic()
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "responder", "reload", "--pid", str(server.pid)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            until(lambda: "master_reload" in server.stderr(), what="the reload begun")
+            server.signal(signal.SIGTERM)
+            _, err = waiting.communicate(timeout=30)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+        assert waiting.returncode == 1 and "stopping" in err, err
+        assert time.monotonic() - started < 4  # before the worker's reload ended
+        assert server.wait(20) == 0
+
+
+def test_a_storm_of_sighups_is_one_reload_per_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SIGHUP taken in one turn of the master's loop made a reload of its own: the file
+    read, the TLS chain loaded and every worker told, as many times. One reload per turn."""
+    import io
+
+    from responder import server as srv
+    from responder.config import ResponderConfig
+
+    reads: list[int] = []
+
+    def load() -> ResponderConfig:
+        reads.append(1)
+        return ResponderConfig()
+
+    monkeypatch.setattr(srv, "_event", lambda *a, **k: None)
+    master = srv._Master(ResponderConfig(), lambda c, i: None, None, load, io.StringIO())  # type: ignore[arg-type,return-value]
+    for _ in range(50):
+        master._on_signal(signal.SIGHUP, None)
+    signals, master.pending_signals = master.pending_signals, []
+    master._on_master_signals(signals, [])
+    assert len(reads) == 1 and master.generation == 1

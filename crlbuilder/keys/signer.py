@@ -180,7 +180,10 @@ def spki_der(public_key: object) -> bytes:
 def read_private_file(path: Path, what: str = "key file") -> bytes:
     """Read a key, PIN, secret or operators file after checking, on the open descriptor, that
     only its owner may use it; errors name the file and ``what`` it is, never its content."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    # O_NONBLOCK: a named pipe in its place is refused below, not waited on in open() (the
+    # responder's master loads the TLS key on every reload, in its supervising loop)
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -189,6 +192,7 @@ def read_private_file(path: Path, what: str = "key file") -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise SignerError(f"{path}: the {what} is not a regular file")
+        os.set_blocking(fd, True)
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise SignerError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -99,10 +100,20 @@ class Registry:
 
     @classmethod
     def load(cls, path: Path, *, now: float | None = None) -> Registry:
-        """Read, parse and check a registry file (RegistryError names what is wrong)."""
+        """Read, parse and check a registry file (RegistryError names what is wrong).
+
+        Opened without blocking and refused unless a regular file: the master and every worker
+        look at the file each second (`reload_if_changed`), and a path replaced by a named
+        pipe (a symbolic link to one) held them in ``open`` for ever, every request with
+        them; one to a device (/dev/zero) was read without end."""
         try:
-            st = path.stat()
-            text = path.read_text(encoding="utf-8")
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+            with open(fd, encoding="utf-8") as fh:  # as Path.read_text reads (newlines too)
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise RegistryError(f"{path}: cannot read the registry: not a regular file")
+                os.set_blocking(fd, True)
+                text = fh.read()
         except OSError as e:
             raise RegistryError(f"{path}: cannot read the registry: {e.strerror}") from None
         except UnicodeDecodeError:

@@ -4,7 +4,9 @@ A trivial app (`EchoApp`) and `ServerProcess`, which runs the real
 `responder.server.serve` in a subprocess on 127.0.0.1 with an ephemeral port:
 ``python tests/support/echo_app.py CONFIG.toml`` serves `EchoApp` until SIGTERM.
 The app writes marker files into ``$JPKI_TEST_DIR`` when it is built,
-reloaded and closed, so tests can see what each worker did.
+reloaded and closed, so tests can see what each worker did; ``$JPKI_TEST_SLOW_START`` and
+``$JPKI_TEST_RELOAD_SLEEP`` (seconds) make it slow to start or to reload, and
+``$JPKI_TEST_FAIL_RELOAD`` (a worker index) makes that worker's reload fail.
 """
 
 from __future__ import annotations
@@ -52,12 +54,16 @@ class EchoApp:
         self.dir = Path(os.environ["JPKI_TEST_DIR"])
         if os.environ.get("JPKI_TEST_FAIL_START"):
             raise RuntimeError("app cannot start (test)")
+        time.sleep(float(os.environ.get("JPKI_TEST_SLOW_START") or 0))
         self._mark("started")
 
     def _mark(self, what: str) -> None:
         (self.dir / f"{what}-{self.index}-{os.getpid()}").write_text(str(self.reloads))
 
     def reload(self, config: ResponderConfig) -> None:
+        time.sleep(float(os.environ.get("JPKI_TEST_RELOAD_SLEEP") or 0))
+        if os.environ.get("JPKI_TEST_FAIL_RELOAD") == str(self.index):
+            raise RuntimeError("app cannot reload (test)")
         self.reloads += 1
         self._mark("reload")
 

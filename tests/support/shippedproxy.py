@@ -40,11 +40,15 @@ def loopback_config(port: int, sock: Path) -> str:
 
 @contextlib.contextmanager
 def shipped_haproxy(
-    d: Path, ports: list[int], env: Mapping[str, str] | None = None
+    d: Path,
+    ports: list[int],
+    env: Mapping[str, str] | None = None,
+    edit: Mapping[str, str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """The shipped haproxy in front of the responders on ``ports`` (the first three are
     node1..3; node1 is also the signer); its (host, port). ``env`` adds to the environment
-    haproxy reads (its bounds, say). Stopped by PID."""
+    haproxy reads (its bounds, say); ``edit`` replaces lines of the file (old: new, each
+    found exactly once; a shorter timeout, say). Stopped by PID."""
     exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.access(exe, os.X_OK):
         if os.environ.get("CI"):
@@ -52,7 +56,11 @@ def shipped_haproxy(
         pytest.skip("haproxy missing (Debian package haproxy)")
     (port,) = free_ports(1)
     cfg = d / "haproxy.cfg"
-    cfg.write_text(loopback_config(port, d / "admin.sock"))
+    text = loopback_config(port, d / "admin.sock")
+    for old, new in (edit or {}).items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    cfg.write_text(text)
     nodes = (ports * 3)[:3]  # fewer than three: the same responder stands for the others
     full = {**os.environ, **{f"JPKI_VA_NODE{i}": f"127.0.0.1:{p}" for i, p in enumerate(nodes, 1)}}
     full["JPKI_VA_SIGNER"] = full["JPKI_VA_NODE1"]
