@@ -321,6 +321,30 @@ class LmdbWatchSet:
         raw = txn.get(_META_SIGNED_FROM, db=self._meta)
         return int.from_bytes(raw, "big") if raw is not None else 0
 
+    def _unsigned_passed_over(self, seq: int, op: WatchOp) -> bool:
+        """True when the unsigned ``op`` came after the stream's first signed operation and was
+        passed over as operation ``seq`` (forged: no node of this release writes one), judged
+        in the transaction that passes it over (another worker may apply the first signed
+        operation meanwhile)."""
+        try:
+            with self._env.begin(write=True) as txn:
+                raw = txn.get(_META_APPLIED, db=self._meta)
+                applied = int.from_bytes(raw, "big") if raw is not None else 0
+                if txn.get(_META_LOADING, db=self._meta) is not None:
+                    raise Behind(0, seq)  # another worker is loading a snapshot
+                if seq <= applied:
+                    return True  # another worker applied it first
+                if seq != applied + 1:
+                    raise Gone(f"watch operation {seq} after {applied}: a gap")
+                signed_from = self._signed_from(txn)
+                if unsigned_allowed(op, signed_from):
+                    return False
+                why = passed_over(op.check, secret_check(self._keys.check()), signed_from)
+                self._pass_over(txn, seq, why or "an unsigned operation after the first signed one")
+                return True
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+
     def refuse(self, seq: int, check: bytes | None) -> None:
         mine = secret_check(self._keys.check())
         try:
@@ -335,17 +359,21 @@ class LmdbWatchSet:
                     raise Gone(f"watch operation {seq} after {applied}: a gap")
                 why = passed_over(check, mine, self._signed_from(txn))
                 if why is not None:
-                    old = txn.get(_META_PASSED, db=self._meta)
-                    n = int.from_bytes(bytes(old)[:8], "big") + 1 if old is not None else 1
-                    note = n.to_bytes(8, "big") + f"operation {seq}: {why}".encode()
-                    txn.put(_META_PASSED, note, db=self._meta)
-                    txn.put(_META_APPLIED, seq.to_bytes(8, "big"), db=self._meta)
+                    self._pass_over(txn, seq, why)
         except lmdb.Error as e:
             raise WatchUnavailable(str(e)) from None
         if why is None:
             self._note_broken("an operation of the watch stream was made with another watch "
                               "secret: every node needs the same [watch] secret_file")  # fmt: skip
             raise SecretMismatch(f"watch operation {seq}: made with another watch secret")
+
+    def _pass_over(self, txn: lmdb.Transaction, seq: int, why: str) -> None:
+        """Operation ``seq`` passed over in ``txn``: counted, its reason noted, applied."""
+        old = txn.get(_META_PASSED, db=self._meta)
+        n = int.from_bytes(bytes(old)[:8], "big") + 1 if old is not None else 1
+        txn.put(_META_PASSED, n.to_bytes(8, "big") + f"operation {seq}: {why}".encode(),
+                db=self._meta)  # fmt: skip
+        txn.put(_META_APPLIED, seq.to_bytes(8, "big"), db=self._meta)
 
     def passed(self) -> tuple[int, str]:
         """How many operations these lists passed over, and the last one's reason."""
@@ -357,12 +385,8 @@ class LmdbWatchSet:
         return int.from_bytes(raw[:8], "big"), raw[8:].decode()
 
     def apply(self, seq: int, op: WatchOp) -> None:
-        if not op.signed:
-            with self._env.begin() as txn:
-                signed_from = self._signed_from(txn)
-            if not unsigned_allowed(op, signed_from):  # forged: no node of this stream wrote it
-                self.refuse(seq, op.check)
-                return
+        if not op.signed and self._unsigned_passed_over(seq, op):
+            return
         if op.check != secret_check(self._keys.check()):
             self._note_broken("an operation of the watch stream was made with another watch "
                               "secret: every node needs the same [watch] secret_file")  # fmt: skip
