@@ -138,6 +138,7 @@ METRICS = frozenset(
         "jpkiva_quota_remaining",
         "jpkiva_refusals_total",
         "jpkiva_registry_file_bad",
+        "jpkiva_registry_synced_timestamp_seconds",
         "jpkiva_signer_errors_total",
         "jpkiva_request_duration_seconds",
         "jpkiva_requests_total",

@@ -95,6 +95,7 @@ from crlbuilder.lifecycle import StopRequest
 from crlbuilder.model import Family
 from crlbuilder.options import instant, run_command
 from crlbuilder.rules import JST
+from responder.registry import syncstamp
 from responder.registry.audit import (
     AuditError,
     append_audit,
@@ -1286,6 +1287,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     failed: Shared | None = None  # the newest revision that did not load here, tried again
     failed_at = 0.0
     failed_said = ""
+    stamped = 0.0  # the last confirmation stamped (`syncstamp`)
+    stamp_said = ""
     try:
         while not stop.requested:
             try:
@@ -1298,6 +1301,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
                       f"trying again in {_SYNC_RETRY:g} s: {e}", file=sys.stderr, flush=True)  # fmt: skip
                 time.sleep(_SYNC_RETRY)
                 continue
+            if args.follow and failed is None and shared.confirmed > stamped:
+                stamped = shared.confirmed
+                try:  # the file holds the newest revision: the node's gauge says since when
+                    syncstamp.touch(path, stamped)
+                    stamp_said = ""
+                except OSError as e:  # tried at the next confirmation, said once per cause
+                    said = f"cannot stamp {syncstamp.stamp_path(path)}: {e.strerror}"
+                    if said != stamp_said:
+                        print(f"responder registry sync: {said}", file=sys.stderr, flush=True)
+                        stamp_said = said
             if got is None and failed is not None:
                 if time.monotonic() - failed_at < _SYNC_RELOAD:
                     continue
