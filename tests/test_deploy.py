@@ -153,6 +153,7 @@ METRICS = frozenset(
         "jpkiva_stream_max_lag_records",
         "jpkiva_stream_refused",
         "jpkiva_watch_applied_operations",
+        "jpkiva_watch_passed_over_operations",
         "jpkiva_watch_replication_broken",
         "jpkiva_watch_snapshot_loading",
         "jpkiva_watch_stream_operations",

@@ -255,6 +255,9 @@ def cluster_only(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Family]:
         def loading(self) -> None:
             return None
 
+        def passed(self) -> tuple[int, str]:
+            return (0, "")
+
     families += WatchCollector(Lists).collect()
     return series_of(families)
 

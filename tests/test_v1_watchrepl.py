@@ -212,6 +212,8 @@ def test_bytes_that_no_node_signed_are_passed_over_not_stopped_at(nodes: Any) ->
     resp, got = b.changes(f"cursor={pos(0)}")
     assert resp.status == 200 and lb.applied() == 4 and lb.replication()[3] == "", got
     assert lb.passed()[0] == 2
+    gauges = {m.name: m.samples[0].value for m in WatchCollector(lambda: lb).collect()}
+    assert gauges["jpkiva_watch_passed_over_operations"] == 2  # JpkiVaWatchForgedOperation
     with lb.frozen() as (_applied, _sid, listed, signed_from):
         assert len(list(listed)) == 2 and signed_from == 1  # A still watched
 
