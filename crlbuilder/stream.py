@@ -705,6 +705,18 @@ class Consumer:
             raise ClusterError(f"stream {self.names.name}: not found")
         return got
 
+    def first_seq(self) -> int:
+        """The first sequence the stream still holds (its last + 1 when it holds none; 0 or 1
+        for one that never held any)."""
+
+        async def go() -> int:
+            return int((await self.cluster.js.stream_info(self.names.name)).state.first_seq)
+
+        try:
+            return self.cluster.run(go())
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ClusterError(f"stream {self.names.name}: {e}") from None
+
     def last_seq(self) -> int:
         """The stream's last sequence (what a caught-up node has applied)."""
         return self.head()[0]

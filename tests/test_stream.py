@@ -38,7 +38,7 @@ from nats.js.api import ObjectMeta
 
 from crlbuilder import jetstream, recorddigest, release, snapshot
 from crlbuilder.apply import from_epoch
-from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
+from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced, StreamTruncated
 from crlbuilder.cli import EXIT_NO_SNAPSHOT, EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
@@ -1955,6 +1955,36 @@ def test_a_newer_release_claimed_without_the_stream_key_does_not_stop_the_nodes(
     n2 = publish_files(node, cluster, files[half:])
     consume(node, cluster)
     assert refused(node) == "" and stream_seq(node) == n1 + 2 + n2
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_that_no_longer_holds_the_next_record_is_refused_not_skipped(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A node whose store stands before the stream's first message (started empty, or from an
+    old snapshot, after the stream was purged or given limits) had its consumer start at that
+    first message: the records in between were passed over without a word, its store not the
+    others'. It refuses the stream now, nothing written, the reason kept for /readyz."""
+    old = node_config(tmp_path / "old", demo_pki[0], cluster.source, "purged")
+    new = node_config(tmp_path / "new", demo_pki[0], cluster.source, "purged")
+    same_key(Path(old.keys.facts_key_file), Path(new.keys.facts_key_file))
+    files = sorted(population.glob("*.jsonl"))
+    n = publish_files(old, cluster, files[:2])
+    assert consume(old, cluster) == n
+    c = Cluster(cluster.urls)
+    try:  # an operator's purge of the first half (no jpki-va role may)
+        c.run(c.js.purge_stream(names(old).name, seq=n // 2))
+    finally:
+        c.close()
+    with pytest.raises(
+        StreamTruncated, match=f"no longer holds sequence 1 .*its first is {n // 2}"
+    ):
+        consume(new, cluster)
+    assert stream_seq(new) == 0 and "no longer holds sequence 1" in refused(new)
+    n2 = publish_files(old, cluster, files[2:3])
+    assert consume(old, cluster) == n + n2  # a node past the purge goes on
+    assert refused(old) == ""
 
 
 @pytest.mark.integration
