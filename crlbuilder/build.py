@@ -110,6 +110,12 @@ class StreamReplaced(StreamRefused):
     under its name): its sequences are another stream's, so the store cannot resume in it."""
 
 
+class StreamTruncated(StreamRefused):
+    """The record stream no longer holds the message after the store's last sequence (purged,
+    or limits put on it): JetStream would deliver from its first message on, and the records in
+    between would be passed over without a word, this store differing from the others'."""
+
+
 class NewerRelease(StreamRefused):
     """A batch holds a message published by a newer release than this builder's
     (`crlbuilder.release`): applying it by this release's rules would write other bytes than
@@ -818,6 +824,7 @@ class Builder:
             try:
                 consumer.open(after)
                 self._mark_feed(consumer.feed_id())
+                self._check_held(consumer, after)
                 break
             except StreamRefused:
                 stop.restore()
@@ -948,6 +955,7 @@ class Builder:
                     batcher.items.clear()
                     consumer.open(batcher.after)
                     self._mark_feed(consumer.feed_id())  # the stream made again meanwhile?
+                    self._check_held(consumer, batcher.after)
                     last_read = now
             if got:
                 last_read = now
@@ -1034,6 +1042,25 @@ class Builder:
             raise StreamReplaced(reason)
         with Commit(self.store) as c:
             c.name_feed(feed)
+
+    def _check_held(self, consumer: Consumer, after: int) -> None:
+        """Refuse a stream that no longer holds sequence ``after`` + 1 (`StreamTruncated`,
+        kept for /readyz): a consumer started there would begin at the stream's first message,
+        past records this store never applied (a node started from an old snapshot, or empty,
+        after the stream was purged or given limits). Messages deleted one by one inside the
+        stream (the runbook's way out of a refused message) leave its first sequence alone."""
+        first = consumer.first_seq()
+        if first <= after + 1:
+            return
+        reason = (
+            f"the record stream {self.cfg.stream.name} no longer holds sequence {after + 1} "
+            f"(its first is {first}: purged, or limits put on it), which this store needs next: "
+            f"the records before {first} would be passed over; start this node from a snapshot "
+            f"put after sequence {first - 1} (crlbuilder snapshot get into a new store), and "
+            "keep every record on the stream (docs/operations.md, 'Several nodes')"
+        )
+        self._refuse(reason)
+        raise StreamTruncated(reason)
 
     def _refuse(self, reason: str) -> None:
         """Keep why the stream is not applied where /readyz and the metric read it (node state,

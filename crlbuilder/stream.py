@@ -32,7 +32,15 @@ What a message is (`message`): one line of a record file, sealed (below), with h
   docs/operations.md); the stream's first message of release 1.6 or later sets a flag in every
   node's store, from which an unsigned token revocation is refused (`token_signatures`), and
   its first message of release 1.7 or later another, from which records are judged by rules 7
-  (`rules7_from`), and of release 1.8 or later a third, for rules 8 (`rules8_from`).
+  (`rules7_from`), and of release 1.8 or later a third, for rules 8 (`rules8_from`);
+- ``Jpki-Release-Mac``: an HMAC of the message id and ``Jpki-Release`` under a key derived
+  from the facts key (`StreamCipher.release_mac`). A node believes a release newer than its
+  own (or one it cannot read) only with it (`vouched_release`): the header is not sealed, and
+  a tick has no payload, so without it anyone who may publish on the record subject (the
+  signer node's NATS seed alone) could stop every node at one message for good; an unvouched
+  claim is read as a message with no header (a tick then a tick, a record refused by its
+  seal as any unopened message). Releases before this one wrote no MAC, but claimed none
+  newer than this one.
 
 Batches follow the stream, not the timing (`Batcher`): a node commits one LMDB transaction
 per batch, cut where the publisher marked an end (or after ``batch_size`` unmarked lines),
@@ -113,6 +121,7 @@ H_LINE: Final = "Jpki-Line"
 H_END: Final = "Jpki-End"
 H_TOO_LONG: Final = "Jpki-Too-Long"
 H_TICK: Final = "Jpki-Tick"
+H_RELEASE_MAC: Final = "Jpki-Release-Mac"
 
 _NONCE: Final = 12
 
@@ -136,6 +145,12 @@ class StreamCipher:
         nonce = hmac.new(self._key, msg_id.encode() + b"\0" + line, hashlib.sha256).digest()
         nonce = nonce[:_NONCE]
         return nonce + self._aead.encrypt(nonce, line, msg_id.encode())
+
+    def release_mac(self, msg_id: str, claimed: str) -> str:
+        """The ``Jpki-Release-Mac`` of a message ``msg_id`` naming release ``claimed``."""
+        key = hmac.new(self._key, b"release header", hashlib.sha256).digest()
+        text = msg_id.encode() + b"\0" + claimed.encode()
+        return hmac.new(key, text, hashlib.sha256).hexdigest()
 
     def open(self, msg_id: str, sealed: bytes) -> bytes:
         """The line; raises `ValueError` when the payload was not sealed under this key."""
@@ -175,7 +190,7 @@ def messages(
             rid = f"{publication}line:{digest}"
         else:
             rid = f"{publication}{n}:{record}" if publication else record
-        headers = {H_ID: rid, H_FILE: name, H_LINE: str(n), release.HEADER: str(release.CURRENT)}
+        headers = {H_ID: rid, H_FILE: name, H_LINE: str(n), **release_headers(rid, cipher)}
         if record is not None:
             headers[H_RECORD] = record
         if i % batch_size == 0 or i == len(todo):
@@ -201,7 +216,7 @@ def record_messages(records: list[Record], cipher: StreamCipher) -> list[Outgoin
         msg_id = token_msg_id(rec.id, line)
         headers = {
             H_ID: msg_id, H_RECORD: rec.id, H_FILE: TOKEN_SOURCE, H_LINE: str(n),
-            release.HEADER: str(release.CURRENT),
+            **release_headers(msg_id, cipher),
         }  # fmt: skip
         if n == len(records):
             headers[H_END] = "1"
@@ -232,11 +247,41 @@ def message_record_id(headers: dict[str, str]) -> str | None:
     return msg_id
 
 
-def tick_message(at: datetime) -> Outgoing:
-    """A tick: no record, the stream's time moving on (see the module docstring)."""
+def tick_message(at: datetime, cipher: StreamCipher | None = None) -> Outgoing:
+    """A tick: no record, the stream's time moving on (see the module docstring); its release
+    vouched for by ``cipher`` (`release_headers`) when given."""
     msg_id = f"tick:{int(at.timestamp())}"
-    headers = {H_ID: msg_id, H_TICK: "1", H_END: "1", release.HEADER: str(release.CURRENT)}
+    rel = (
+        {release.HEADER: str(release.CURRENT)}
+        if cipher is None
+        else release_headers(msg_id, cipher)
+    )
+    headers = {H_ID: msg_id, H_TICK: "1", H_END: "1", **rel}
     return Outgoing(msg_id, headers, b"")
+
+
+def release_headers(msg_id: str, cipher: StreamCipher) -> dict[str, str]:
+    """``Jpki-Release`` (this release) and its ``Jpki-Release-Mac`` for the message ``msg_id``."""
+    claimed = str(release.CURRENT)
+    return {release.HEADER: claimed, H_RELEASE_MAC: cipher.release_mac(msg_id, claimed)}
+
+
+def vouched_release(headers: dict[str, str], cipher: StreamCipher) -> str | None:
+    """The release a message's headers name, as this node may believe it: a release not newer
+    than its own as it comes (what releases before the MAC wrote); a newer one, or one that
+    cannot be read, only with its ``Jpki-Release-Mac`` under this node's stream key; else None
+    (read as a message of a release before the header: see the module docstring)."""
+    claimed = headers.get(release.HEADER)
+    if claimed is None:
+        return None
+    try:
+        if not release.parse(claimed).newer_than(release.CURRENT):
+            return claimed
+    except release.ReleaseError:
+        pass
+    mac = headers.get(H_RELEASE_MAC, "")
+    want = cipher.release_mac(headers.get(H_ID, ""), claimed)
+    return claimed if hmac.compare_digest(mac.encode(), want.encode()) else None
 
 
 def decode(
@@ -596,7 +641,7 @@ class Consumer:
                     end=bool(headers.get(H_END)),
                     pending=md.num_pending,
                     msg=m,
-                    release=headers.get(release.HEADER),
+                    release=vouched_release(headers, self.cipher),
                 )
             )
         return out
@@ -613,7 +658,7 @@ class Consumer:
 
     def tick(self, at: datetime) -> None:
         """Publish a tick as of ``at`` (one per second at most: a tick's id is its second)."""
-        m = tick_message(at)
+        m = tick_message(at, self.cipher)
 
         async def go() -> None:
             await self.cluster.js.publish(
@@ -659,6 +704,18 @@ class Consumer:
         if got is None:
             raise ClusterError(f"stream {self.names.name}: not found")
         return got
+
+    def first_seq(self) -> int:
+        """The first sequence the stream still holds (its last + 1 when it holds none; 0 or 1
+        for one that never held any)."""
+
+        async def go() -> int:
+            return int((await self.cluster.js.stream_info(self.names.name)).state.first_seq)
+
+        try:
+            return self.cluster.run(go())
+        except (nats.errors.Error, TimeoutError) as e:
+            raise ClusterError(f"stream {self.names.name}: {e}") from None
 
     def last_seq(self) -> int:
         """The stream's last sequence (what a caught-up node has applied)."""

@@ -130,6 +130,7 @@ from responder.quotagauges import QuotaCollector
 from responder.registry.lookup import LastGoodRegistry, Registry
 from responder.registry.party import Party
 from responder.registry.schema import RegistryError
+from responder.registry.syncstamp import RegistrySyncCollector
 from responder.registry.vocabulary import Method, Service
 from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
@@ -441,6 +442,7 @@ class JpkiApp:
             watch = changes.setup(self.config)  # the env the feed's routes share
             collectors += [
                 StreamCollector(self.store, self.config.cluster.max_lag),
+                RegistrySyncCollector(self.config.registry.path),
                 ShippingCollector(self.config.ledger.dir),
                 WatchCollector(lambda: watch.watchset),  # once a feed call opened them
             ]

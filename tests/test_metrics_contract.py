@@ -43,6 +43,7 @@ from crlbuilder.store.lmdbstore import Store
 from responder import metrics as m
 from responder.config import MetricsConfig
 from responder.publicbound import ROUTE_CLASSES
+from responder.registry.syncstamp import RegistrySyncCollector
 from responder.shipgauges import ShippingCollector
 from responder.streamgauges import StreamCollector
 from responder.v1.table import ROUTES as V1_ROUTES
@@ -240,6 +241,7 @@ def cluster_only(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Family]:
     finally:
         store.close()
     families += ShippingCollector(d / "ledger").collect()
+    families += RegistrySyncCollector(d / "registry.toml").collect()
 
     class Lists(LmdbWatchSet):
         """The two reads WatchCollector makes, without an LMDB environment."""
@@ -252,6 +254,9 @@ def cluster_only(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Family]:
 
         def loading(self) -> None:
             return None
+
+        def passed(self) -> tuple[int, str]:
+            return (0, "")
 
     families += WatchCollector(Lists).collect()
     return series_of(families)

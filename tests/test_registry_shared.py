@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from crlbuilder.manifest import Manifest
 from responder.cli import main as responder_main
 from responder.registry.lookup import Registry
 from responder.registry.shared import CHECK_EVERY, Conflict, Shared, SharedRegistry
+from responder.registry.syncstamp import RegistrySyncCollector, synced_at
 from tests.support import procs
 from tests.support.nats import NatsCluster, free_ports, nats_server
 from tests.support.wait import until
@@ -202,6 +204,96 @@ def test_a_watch_that_died_does_not_stop_replication(cluster: NatsCluster) -> No
     finally:
         follower.close()
         writer.close()
+
+
+def test_a_revision_that_did_not_load_here_is_taken_once_it_does(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A revision naming a certificate file this node lacks does not load here (the sync says
+    so and keeps its file). It was never tried again: once the operator copied the file in, the
+    node kept its old registry, a party suspended on node a still served on node b, until some
+    later change came. `sync --follow` tries such a revision again until it loads."""
+    a, b = tmp_path / "a" / "registry.toml", tmp_path / "b" / "registry.toml"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    registry("init", "--pki", str(demo_pki[0]), "--out", str(a))
+    nats = ["--nats", cluster.source, "--bucket", "REG_RETRY"]
+    registry("update", "--registry", str(a), "--id", PARTY, "--office", "Tokyo 2", *nats)
+    log = tmp_path / "sync.log"
+    with procs.started(
+        [sys.executable, "-m", "responder.cli", "registry", "sync", "--registry", str(b),
+         "--follow", *nats],
+        log=log, sig=signal.SIGTERM,
+    ) as p:  # fmt: skip
+        until(lambda: b.exists() and b.read_bytes() == a.read_bytes(), 20, "b replicated a")
+        # node a's party certificate kept beside its registry (a path relative to it), then
+        # the party suspended there; node b has no such file yet
+        pem = demo_pki[0] / "parties" / f"{PARTY}.pem"
+        (a.parent / "parties").mkdir()
+        shutil.copy(pem, a.parent / "parties" / pem.name)
+        shared = SharedRegistry(cluster.source, "REG_RETRY")
+        try:
+            now = shared.get()
+            assert now is not None
+            shared.put(now.data.replace(f'"{pem}"'.encode(), f'"parties/{pem.name}"'.encode()),
+                       now.revision)  # fmt: skip
+        finally:
+            shared.close()
+        registry("suspend", "--registry", str(a), "--id", PARTY, "--article", "Act §18(6)(1)",
+                 "--reason", "test", *nats)  # fmt: skip
+        assert state(a, PARTY) == "suspended"
+        until(lambda: "does not load here" in log.read_text(), 20, "the sync's refusal")
+        assert state(b, PARTY) != "suspended"  # kept what it had
+        # the operator copies the certificate to node b: no further change is made
+        (b.parent / "parties").mkdir()
+        shutil.copy(pem, b.parent / "parties" / pem.name)
+        until(lambda: b.read_bytes() == a.read_bytes(), 20, "b took the revision once it loads")
+        assert state(b, PARTY) == "suspended"
+        assert p.poll() is None
+    assert "intact" in registry("verify-audit", "--registry", str(b)).stdout
+
+
+def test_the_sync_stamps_when_its_file_holds_the_newest_revision_and_not_while_behind(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """Nothing on a node said that its registry sync had stopped taking changes (stopped,
+    failing at every start, cut off, or holding a revision that does not load here): the node
+    served its old registry, a suspension made elsewhere not held, without an alert. The sync
+    stamps each confirmation that its file is the bucket's newest; the responder exports it
+    (jpkiva_registry_synced_timestamp_seconds, JpkiVaRegistrySyncStale)."""
+    a, b = tmp_path / "a" / "registry.toml", tmp_path / "b" / "registry.toml"
+    a.parent.mkdir()
+    b.parent.mkdir()
+    registry("init", "--pki", str(demo_pki[0]), "--out", str(a))
+    nats = ["--nats", cluster.source, "--bucket", "REG_STAMP"]
+    registry("update", "--registry", str(a), "--id", PARTY, "--office", "Tokyo 2", *nats)
+    log = tmp_path / "sync.log"
+    gauge = RegistrySyncCollector(b)
+    assert [m.samples[0].value for m in gauge.collect()] == [0.0]  # never
+    t0 = time.time()
+    with procs.started(
+        [sys.executable, "-m", "responder.cli", "registry", "sync", "--registry", str(b),
+         "--follow", *nats],
+        log=log, sig=signal.SIGTERM,
+    ):  # fmt: skip
+        until(lambda: synced_at(b) >= t0, 20, "the sync's first stamp")
+        assert b.read_bytes() == a.read_bytes()
+        first = synced_at(b)
+        until(lambda: synced_at(b) > first, CHECK_EVERY * 4, "the stamp renewed while quiet")
+        # a revision that does not load here: the file is behind, the stamp stops
+        shared = SharedRegistry(cluster.source, "REG_STAMP")
+        try:
+            now = shared.get()
+            assert now is not None
+            shared.put(now.data.replace(b"version = 2", b"version = 2\n[[party]]\nid = 'x'"),
+                       now.revision)  # fmt: skip
+        finally:
+            shared.close()
+        until(lambda: "does not load here" in log.read_text(), 20, "the sync's refusal")
+        behind = synced_at(b)
+        time.sleep(CHECK_EVERY * 2 + 1)
+        assert synced_at(b) == behind
+        assert [m.samples[0].value for m in gauge.collect()] == [behind]
 
 
 # ---------------------------------------------------------------------------

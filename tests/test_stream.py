@@ -38,7 +38,7 @@ from nats.js.api import ObjectMeta
 
 from crlbuilder import jetstream, recorddigest, release, snapshot
 from crlbuilder.apply import from_epoch
-from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced
+from crlbuilder.build import Builder, BuildReport, NewerRelease, StreamReplaced, StreamTruncated
 from crlbuilder.cli import EXIT_NO_SNAPSHOT, EXIT_SNAPSHOT_REFUSED, EXIT_STREAM_REFUSED
 from crlbuilder.config import BuilderConfig
 from crlbuilder.crl.shipping import Fetcher, Shipment, ShippingError, ship
@@ -55,6 +55,8 @@ from crlbuilder.store.reader import changes_start
 from crlbuilder.stream import (
     H_END,
     H_ID,
+    H_LINE,
+    H_TICK,
     MAX_BATCH,
     Batcher,
     Consumer,
@@ -1923,6 +1925,66 @@ def test_a_node_left_on_an_older_release_stops_at_the_first_newer_message_then_r
         m.setattr(release, "CURRENT", NEWER)
         assert consume(late, cluster) == n1 + 1 + n2
     assert refused(late) == "" and dump(late) == dump(signer)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_newer_release_claimed_without_the_stream_key_does_not_stop_the_nodes(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The ``Jpki-Release`` header was taken as it came: one message claiming a release no
+    node runs (a tick needs no sealed payload) stopped every node's builder at it for good
+    (exit 3, not restarted; upgrading cannot pass it). Anyone who may publish on the record
+    subject could send it with no key at all: the signer node's NATS seed alone. A newer
+    release is believed only when the message carries its MAC under the stream key (every
+    release from this one writes it); an unvouched claim is read as no header, the tick a
+    tick, the record refused as a message that does not open."""
+    node = node_config(tmp_path / "node", demo_pki[0], cluster.source, "forgedrel")
+    files = sorted(population.glob("*.jsonl"))
+    half = len(files) // 2
+    n1 = publish_files(node, cluster, files[:half])
+    assert consume(node, cluster) == n1
+    c = Cluster(cluster.urls)  # with the subject's permission, without the facts key
+    try:
+        for i, (rel, extra) in enumerate([(str(NEWER), {H_TICK: "1"}), ("99.x", {H_LINE: "1"})]):
+            headers = {H_ID: f"forged-{i}", H_END: "1", release.HEADER: rel, **extra}
+            c.run(c.js.publish(names(node).subject, b"" if i == 0 else b"\0" * 40,
+                               headers=headers, stream=names(node).name))  # fmt: skip
+    finally:
+        c.close()
+    n2 = publish_files(node, cluster, files[half:])
+    consume(node, cluster)
+    assert refused(node) == "" and stream_seq(node) == n1 + 2 + n2
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_stream_that_no_longer_holds_the_next_record_is_refused_not_skipped(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A node whose store stands before the stream's first message (started empty, or from an
+    old snapshot, after the stream was purged or given limits) had its consumer start at that
+    first message: the records in between were passed over without a word, its store not the
+    others'. It refuses the stream now, nothing written, the reason kept for /readyz."""
+    old = node_config(tmp_path / "old", demo_pki[0], cluster.source, "purged")
+    new = node_config(tmp_path / "new", demo_pki[0], cluster.source, "purged")
+    same_key(Path(old.keys.facts_key_file), Path(new.keys.facts_key_file))
+    files = sorted(population.glob("*.jsonl"))
+    n = publish_files(old, cluster, files[:2])
+    assert consume(old, cluster) == n
+    c = Cluster(cluster.urls)
+    try:  # an operator's purge of the first half (no jpki-va role may)
+        c.run(c.js.purge_stream(names(old).name, seq=n // 2))
+    finally:
+        c.close()
+    with pytest.raises(
+        StreamTruncated, match=f"no longer holds sequence 1 .*its first is {n // 2}"
+    ):
+        consume(new, cluster)
+    assert stream_seq(new) == 0 and "no longer holds sequence 1" in refused(new)
+    n2 = publish_files(old, cluster, files[2:3])
+    assert consume(old, cluster) == n + n2  # a node past the purge goes on
+    assert refused(old) == ""
 
 
 @pytest.mark.integration

@@ -210,7 +210,7 @@ def test_parts_that_do_not_add_up_to_their_seal_are_refused(tmp_path: Path) -> N
 
 
 def contents(lists: LmdbWatchSet) -> tuple[int, list[bytes], list[int]]:
-    with lists.frozen() as (applied, _sid, listed):
+    with lists.frozen() as (applied, _sid, listed, _signed):
         got = list(listed)
     return applied, got, [lists.count(p) for p in PARTIES]
 

@@ -38,6 +38,7 @@ from tests.test_v1_feedpos import node_a, node_b, pos, serials
 from tests.test_v1_status import Quotas
 
 SECRET = bytes(range(32))
+KEYS_MAC = WatchKeys(SECRET).op_mac
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,8 @@ class Log:
 
     def __init__(self) -> None:
         self.ops: list[bytes] = []
+        self.lost: set[int] = set()
+        """Sequences the stream no longer holds (purged)."""
         self.down = False
         self.delay = 0.0
         self.servers = ["nats://127.0.0.1:1"]
@@ -75,7 +78,7 @@ class Log:
     def fetch(self, seq: int) -> bytes | None:
         self._up()
         time.sleep(self.delay)
-        return self.ops[seq - 1] if seq <= len(self.ops) else None
+        return self.ops[seq - 1] if seq <= len(self.ops) and seq not in self.lost else None
 
     def retry_after(self) -> int | None:
         return None
@@ -188,11 +191,31 @@ def test_an_operation_the_stream_lost_stops_replication(nodes: Any) -> None:
     log, a, b, _la, lb = nodes
     a.watch(add=[ref(SC, A)])
     a.watch(add=[ref(SC, B)])
-    log.ops[0] = b"not an operation"
+    log.lost.add(1)
     resp, _got = b.changes(f"cursor={pos(0)}")
     assert resp.status == 503 and lb.applied() == 0
     assert "not on the stream" in lb.replication()[3]
-    assert watchlog.decode(log.ops[1]) is not None
+    assert watchlog.decode(log.ops[1], KEYS_MAC) is not None
+
+
+def test_bytes_that_no_node_signed_are_passed_over_not_stopped_at(nodes: Any) -> None:
+    """Every responder's NATS user may publish on the watch subject: bytes that are no
+    operation, or one copied from the stream with its removals, stopped or emptied every
+    node's lists. Passed over now, every node alike; the lists go on."""
+    log, a, b, _la, lb = nodes
+    a.watch(add=[ref(SC, A)])
+    log.ops.append(b"not an operation")
+    read = watchlog.decode(log.ops[0], KEYS_MAC)  # its check, tag and digest, read back
+    assert read is not None
+    log.ops.append(watchlog.encode(read._replace(add=(), remove=read.add)))  # an unsigned removal
+    a.watch(add=[ref(SC, B)])
+    resp, got = b.changes(f"cursor={pos(0)}")
+    assert resp.status == 200 and lb.applied() == 4 and lb.replication()[3] == "", got
+    assert lb.passed()[0] == 2
+    gauges = {m.name: m.samples[0].value for m in WatchCollector(lambda: lb).collect()}
+    assert gauges["jpkiva_watch_passed_over_operations"] == 2  # JpkiVaWatchForgedOperation
+    with lb.frozen() as (_applied, _sid, listed, signed_from):
+        assert len(list(listed)) == 2 and signed_from == 1  # A still watched
 
 
 def test_a_node_of_several_whose_store_names_no_stream_refuses_the_feed(

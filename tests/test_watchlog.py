@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crlbuilder.store import format as sf
-from responder.v1 import watchlog
+from responder.v1 import watchlog, watchsnap
 from responder.v1.watchdb import LmdbWatchSet
 from responder.v1.watchlog import Behind, Gone, MemoryReplica, Outcome, SecretMismatch, WatchOp
 from responder.v1.watchset import WatchKeys
@@ -159,3 +159,74 @@ def test_lists_bind_to_one_watch_stream_and_refuse_one_made_again(tmp_path: Path
         again.bind(new)
     finally:
         again.close()
+
+
+def signed(party: str, add: list[int] = [], remove: list[int] = [], limit: int = 5) -> bytes:  # noqa: B006
+    """An operation as a node of this release publishes it: MAC'd with the watch secret."""
+    raw = watchlog.decode(op(party, add, remove, limit))
+    assert raw is not None
+    return watchlog.encode(raw, KEYS.op_mac)
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+def test_an_operation_the_watch_secret_does_not_vouch_for_is_passed_over_by_every_node(
+    tmp_path: Path, kind: str
+) -> None:
+    """Every responder's NATS user may publish on the watch subject and read it
+    (`crlbuilder.natsconfig`): with a responder node's seed alone, no watch secret, one could
+    append bytes that are no operation (every node's lists stopped there for good, `Gone`),
+    or copy a genuine operation's secret check, party tag and digests into one that removes
+    them (every node emptied that party's list: its changes no longer delivered). From the
+    stream's first signed operation on, what the MAC does not vouch for is passed over, alike
+    on every node; before it, releases' unsigned operations apply as they did."""
+    lists: watchlog.Replica = (
+        MemoryReplica(KEYS.check()) if kind == "memory"
+        else LmdbWatchSet(tmp_path / "w", KEYS, map_size=1 << 24)
+    )  # fmt: skip
+    genuine = op("bank", add=[1, 2, 3])  # an older release's (unsigned): applied
+    bank = KEYS.tag("bank")
+    forged_v1 = op("bank", remove=[1, 2, 3])  # the check and tag copied from what it read
+    forged_v2 = bytes((watchlog.SIGNED,)) + forged_v1[1:] + bytes(16)  # a MAC it cannot make
+    other = WatchKeys(bytes(32 * [9]))
+    foreign = watchlog.encode(  # signed, but with another secret than the nodes'
+        watchlog.make_op(other.check(), 5, [], other.entries(other.tag("x"), [b"k"]), other.tag("x")),
+        other.op_mac,
+    )  # fmt: skip
+    log = [genuine, signed("bank", add=[4]), b"junk", forged_v1, forged_v2, foreign,
+           signed("bank", add=[5])]  # fmt: skip
+    clock = lambda: 0.0  # noqa: E731
+    got = watchlog.catch_up(lists, lambda s: log[s - 1], len(log), deadline=1, clock=clock,
+                            mac=KEYS.op_mac)  # fmt: skip
+    assert got == len(log) and lists.applied() == len(log)
+    keys = [sf.status_key(1, s) for s in range(1, 6)]
+    if isinstance(lists, LmdbWatchSet):
+        assert lists.watched("bank", keys) == [True] * 5
+        assert lists.count("bank") == 5 and lists.passed()[0] == 4
+        with lists.frozen() as (_applied, _sid, _listed, signed_from):
+            assert signed_from == 2  # a snapshot's seal carries it
+        lists.close()
+    else:
+        assert len(lists.lists[bank]) == 5 and lists.skipped == [3, 4, 5, 6]
+        assert lists.signed_from == 2
+
+
+def test_before_the_first_signed_operation_another_secret_still_stops_the_lists() -> None:
+    """A node whose own secret differs finds out as before: it cannot verify the others'
+    signed operations, and stops at one naming another secret instead of passing every one
+    over with its lists empty."""
+    wrong = MemoryReplica(WatchKeys(bytes(32 * [7])).check())
+    with pytest.raises(SecretMismatch):
+        watchlog.catch_up(wrong, lambda s: signed("bank", add=[1]), 1, deadline=1,
+                          clock=lambda: 0.0, mac=WatchKeys(bytes(32 * [7])).op_mac)  # fmt: skip
+    assert wrong.applied() == 0
+
+
+def test_a_seal_of_the_release_before_the_signed_operations_is_read_with_none() -> None:
+    seal = watchsnap.Seal(bytes(16), watchlog.secret_check(KEYS.check()), 7, 1, 3, 1, 5)
+    assert (
+        watchsnap.decode_seal(KEYS.snapshot_mac, watchsnap.encode_seal(KEYS.snapshot_mac, seal))
+        == seal
+    )
+    head = watchsnap._SEAL_V1.pack(1, *seal[:-1])
+    old = watchsnap.decode_seal(KEYS.snapshot_mac, head + KEYS.snapshot_mac(head))
+    assert old == seal._replace(signed_from=0)

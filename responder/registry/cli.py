@@ -95,6 +95,7 @@ from crlbuilder.lifecycle import StopRequest
 from crlbuilder.model import Family
 from crlbuilder.options import instant, run_command
 from crlbuilder.rules import JST
+from responder.registry import syncstamp
 from responder.registry.audit import (
     AuditError,
     append_audit,
@@ -128,7 +129,7 @@ from responder.registry.schema import (
     entry_to_builtins,
     parse_registry,
 )
-from responder.registry.shared import DEFAULT_BUCKET, Conflict, SharedRegistry
+from responder.registry.shared import DEFAULT_BUCKET, Conflict, Shared, SharedRegistry
 from responder.registry.vocabulary import (
     SERVICE_FAMILIES,
     SERVICE_METHODS,
@@ -1250,6 +1251,10 @@ def _check_discarded(
 
 _SYNC_RETRY: Final = 1.0
 """Seconds between `cmd_sync`'s attempts while the cluster cannot be reached or read."""
+_SYNC_RELOAD: Final = 5.0
+"""Seconds between `registry sync --follow`'s tries of a revision that did not load on this
+node (a credential's certificate file not copied here yet): it is taken once it loads, not
+left until the next change while this node serves the registry before it."""
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -1279,6 +1284,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
         except ClusterError as e:
             raise CommandError(f"cannot reach the shared registry: {e}") from None
     stop = StopRequest.install()
+    failed: Shared | None = None  # the newest revision that did not load here, tried again
+    failed_at = 0.0
+    failed_said = ""
+    stamped = 0.0  # the last confirmation stamped (`syncstamp`)
+    stamp_said = ""
     try:
         while not stop.requested:
             try:
@@ -1291,6 +1301,20 @@ def cmd_sync(args: argparse.Namespace) -> int:
                       f"trying again in {_SYNC_RETRY:g} s: {e}", file=sys.stderr, flush=True)  # fmt: skip
                 time.sleep(_SYNC_RETRY)
                 continue
+            if args.follow and failed is None and shared.confirmed > stamped:
+                stamped = shared.confirmed
+                try:  # the file holds the newest revision: the node's gauge says since when
+                    syncstamp.touch(path, stamped)
+                    stamp_said = ""
+                except OSError as e:  # tried at the next confirmation, said once per cause
+                    said = f"cannot stamp {syncstamp.stamp_path(path)}: {e.strerror}"
+                    if said != stamp_said:
+                        print(f"responder registry sync: {said}", file=sys.stderr, flush=True)
+                        stamp_said = said
+            if got is None and failed is not None:
+                if time.monotonic() - failed_at < _SYNC_RELOAD:
+                    continue
+                got = failed  # what it lacked here (a certificate file) may be there now
             if got is not None:
                 with _locked(path):
                     try:
@@ -1299,8 +1323,14 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     except CommandError as e:
                         if not args.follow:
                             raise
-                        print(f"responder registry sync: {e}", file=sys.stderr, flush=True)
+                        failed, failed_at = got, time.monotonic()
+                        if str(e) != failed_said:  # once per cause, not every try
+                            failed_said = str(e)
+                            print(f"responder registry sync: {e}\n(tried again every "
+                                  f"{_SYNC_RELOAD:g} s, and at the next change)",
+                                  file=sys.stderr, flush=True)  # fmt: skip
                         continue
+                failed, failed_said = None, ""
                 if changed:
                     print(f"{path}: replicated revision {got.revision}: {', '.join(changed)}",
                           flush=True)  # fmt: skip

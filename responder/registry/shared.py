@@ -108,6 +108,9 @@ class SharedRegistry:
         """The newest revision `next` returned."""
         self._checked = 0.0
         """When `next` last read the key directly (monotonic seconds)."""
+        self.confirmed = 0.0
+        """When `next` last read the key directly and found nothing newer than it returned
+        (epoch seconds; 0: not yet): the caller's file is the newest, once it took that."""
 
     def get(self) -> Shared | None:
         """The newest registry in the bucket; None when none was ever written."""
@@ -189,8 +192,11 @@ class SharedRegistry:
             try:
                 cur = await self.kv.get(KEY)
             except nats.js.errors.KeyNotFoundError:
+                self.confirmed = time.time()  # none written yet: nothing to take
                 return None
             got = self._newer(int(cur.revision or 0), bytes(cur.value or b""))
+            if got is None:
+                self.confirmed = time.time()
             if got is not None:  # the watch missed it: it is dead, start another
                 with contextlib.suppress(nats.errors.Error, TimeoutError):
                     await self._watcher.stop()  # type: ignore[no-untyped-call]

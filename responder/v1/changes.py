@@ -661,7 +661,7 @@ def _watch_replicated(
     )  # fmt: skip
     # from here a 503 cannot say whether the batch was registered (`_UNCONFIRMED`)
     try:
-        seq = env.stream.publish(watchlog.encode(op))
+        seq = env.stream.publish(watchlog.encode(op, keys.op_mac))
     except StreamUnavailable as e:  # perhaps stored, its acknowledgement lost
         _unreached("watch batch not confirmed", e)
         return _UNCONFIRMED

@@ -95,7 +95,7 @@ def compact(
     )
     snapshot = entries = parts = 0
     if plan.snapshot:
-        with lists.frozen() as (applied, stream_id, listed):
+        with lists.frozen() as (applied, stream_id, listed, signed_from):
             if stream_id != state.id or applied < plan.snapshot:
                 raise CompactError("the watch lists changed streams during the compaction")
             first_part = 0
@@ -105,7 +105,7 @@ def compact(
                 entries += len(part.entries)
                 parts += 1
         snapshot = applied
-        made = watchsnap.Seal(stream_id, check, applied, parts, entries, first_part)
+        made = watchsnap.Seal(stream_id, check, applied, parts, entries, first_part, signed_from)
         try:
             stream.publish_seal(watchsnap.encode_seal(keys.snapshot_mac, made), after=after)
         except SealRaced as e:

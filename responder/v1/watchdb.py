@@ -60,7 +60,9 @@ from responder.v1.watchlog import (
     SecretMismatch,
     WatchOp,
     decide,
+    passed_over,
     secret_check,
+    unsigned_allowed,
 )
 from responder.v1.watchset import (
     GEN_BYTES,
@@ -85,6 +87,11 @@ _META_LOADS: Final = b"loads"
 _META_ADDS: Final = b"adds"
 _META_GEN: Final = b"gen"
 _META_LOADED: Final = b"loaded"
+_META_SIGNED_FROM: Final = b"signed-from"
+"""The watch stream's first signed operation these lists applied (`watchlog`; absent: none)."""
+_META_PASSED: Final = b"passed"
+"""How many operations were passed over (`watchlog.passed_over`), 8 bytes, then the last
+reason: what an operator reads after an alert of forged operations."""
 OUTCOMES_KEPT: Final = 65_536
 """Operations whose outcome is kept: the node that took one reads it right after applying."""
 _OUTCOME: Final = struct.Struct(">BIIQQ")
@@ -310,7 +317,76 @@ class LmdbWatchSet:
             raise broken
         self._stream = stream_id
 
+    def _signed_from(self, txn: lmdb.Transaction) -> int:
+        raw = txn.get(_META_SIGNED_FROM, db=self._meta)
+        return int.from_bytes(raw, "big") if raw is not None else 0
+
+    def _unsigned_passed_over(self, seq: int, op: WatchOp) -> bool:
+        """True when the unsigned ``op`` came after the stream's first signed operation and was
+        passed over as operation ``seq`` (forged: no node of this release writes one), judged
+        in the transaction that passes it over (another worker may apply the first signed
+        operation meanwhile)."""
+        try:
+            with self._env.begin(write=True) as txn:
+                raw = txn.get(_META_APPLIED, db=self._meta)
+                applied = int.from_bytes(raw, "big") if raw is not None else 0
+                if txn.get(_META_LOADING, db=self._meta) is not None:
+                    raise Behind(0, seq)  # another worker is loading a snapshot
+                if seq <= applied:
+                    return True  # another worker applied it first
+                if seq != applied + 1:
+                    raise Gone(f"watch operation {seq} after {applied}: a gap")
+                signed_from = self._signed_from(txn)
+                if unsigned_allowed(op, signed_from):
+                    return False
+                why = passed_over(op.check, secret_check(self._keys.check()), signed_from)
+                self._pass_over(txn, seq, why or "an unsigned operation after the first signed one")
+                return True
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+
+    def refuse(self, seq: int, check: bytes | None) -> None:
+        mine = secret_check(self._keys.check())
+        try:
+            with self._env.begin(write=True) as txn:
+                raw = txn.get(_META_APPLIED, db=self._meta)
+                applied = int.from_bytes(raw, "big") if raw is not None else 0
+                if txn.get(_META_LOADING, db=self._meta) is not None:
+                    raise Behind(0, seq)  # another worker is loading a snapshot
+                if seq <= applied:
+                    return
+                if seq != applied + 1:
+                    raise Gone(f"watch operation {seq} after {applied}: a gap")
+                why = passed_over(check, mine, self._signed_from(txn))
+                if why is not None:
+                    self._pass_over(txn, seq, why)
+        except lmdb.Error as e:
+            raise WatchUnavailable(str(e)) from None
+        if why is None:
+            self._note_broken("an operation of the watch stream was made with another watch "
+                              "secret: every node needs the same [watch] secret_file")  # fmt: skip
+            raise SecretMismatch(f"watch operation {seq}: made with another watch secret")
+
+    def _pass_over(self, txn: lmdb.Transaction, seq: int, why: str) -> None:
+        """Operation ``seq`` passed over in ``txn``: counted, its reason noted, applied."""
+        old = txn.get(_META_PASSED, db=self._meta)
+        n = int.from_bytes(bytes(old)[:8], "big") + 1 if old is not None else 1
+        txn.put(_META_PASSED, n.to_bytes(8, "big") + f"operation {seq}: {why}".encode(),
+                db=self._meta)  # fmt: skip
+        txn.put(_META_APPLIED, seq.to_bytes(8, "big"), db=self._meta)
+
+    def passed(self) -> tuple[int, str]:
+        """How many operations these lists passed over, and the last one's reason."""
+        with self._env.begin() as txn:
+            raw = txn.get(_META_PASSED, db=self._meta)
+        if raw is None:
+            return 0, ""
+        raw = bytes(raw)
+        return int.from_bytes(raw[:8], "big"), raw[8:].decode()
+
     def apply(self, seq: int, op: WatchOp) -> None:
+        if not op.signed and self._unsigned_passed_over(seq, op):
+            return
         if op.check != secret_check(self._keys.check()):
             self._note_broken("an operation of the watch stream was made with another watch "
                               "secret: every node needs the same [watch] secret_file")  # fmt: skip
@@ -349,6 +425,8 @@ class LmdbWatchSet:
                     txn.delete(
                         _META_OUTCOME + (seq - OUTCOMES_KEPT).to_bytes(8, "big"), db=self._meta
                     )
+                if op.signed and not self._signed_from(txn):
+                    txn.put(_META_SIGNED_FROM, seq.to_bytes(8, "big"), db=self._meta)
                 txn.put(_META_APPLIED, seq.to_bytes(8, "big"), db=self._meta)
                 txn.delete(_META_BROKEN, db=self._meta)
         except lmdb.Error as e:
@@ -366,6 +444,7 @@ class LmdbWatchSet:
         """Every entry and every party's count gone, in ``txn`` (a snapshot load's start, or
         its abandonment)."""
         txn.drop(self._watch, delete=False)
+        txn.delete(_META_SIGNED_FROM, db=self._meta)
         cur = txn.cursor(db=self._meta)
         if cur.set_range(_META_COUNT):
             while cur.key()[: len(_META_COUNT)] == _META_COUNT and cur.delete():
@@ -456,6 +535,9 @@ class LmdbWatchSet:
                 if last:
                     txn.delete(_META_LOADING, db=self._meta)
                     txn.put(_META_APPLIED, seal.seq.to_bytes(8, "big"), db=self._meta)
+                    if seal.signed_from:
+                        txn.put(_META_SIGNED_FROM, seal.signed_from.to_bytes(8, "big"),
+                                db=self._meta)  # fmt: skip
                 else:
                     txn.put(_META_LOADING, st._replace(
                         next_index=part.number + 1, search_from=at + 1, loaded=loaded
@@ -465,10 +547,11 @@ class LmdbWatchSet:
         return last
 
     @contextmanager
-    def frozen(self) -> Iterator[tuple[int, bytes, Iterator[bytes]]]:
+    def frozen(self) -> Iterator[tuple[int, bytes, Iterator[bytes], int]]:
         """The lists as of one instant, for a snapshot: (last operation applied, the watch
-        stream they apply, their entries in key order). One read transaction: the workers go
-        on writing meanwhile (LMDB keeps the pages this one reads)."""
+        stream they apply, their entries in key order, the stream's first signed operation or
+        0). One read transaction: the workers go on writing meanwhile (LMDB keeps the pages
+        this one reads)."""
         with self._env.begin() as txn:
             applied = txn.get(_META_APPLIED, db=self._meta)
             stream = txn.get(_META_STREAM, db=self._meta)
@@ -477,6 +560,7 @@ class LmdbWatchSet:
                 int.from_bytes(applied, "big") if applied is not None else 0,
                 bytes(stream) if stream is not None else b"",
                 (bytes(k) for k in cur.iternext(keys=True, values=False)),
+                self._signed_from(txn),
             )
 
     def outcome(self, seq: int) -> Outcome | None:

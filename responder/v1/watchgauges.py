@@ -18,7 +18,11 @@ deploy/prometheus/alerts.yml):
 - ``jpkiva_watch_replication_broken``: 1 when applying stopped for good (an operation made
   with another watch secret, one the stream no longer holds, or the stream made again since
   the lists applied it): the feed answers 503 on
-  this node until an operator acts (docs/operations.md), 0 otherwise.
+  this node until an operator acts (docs/operations.md), 0 otherwise;
+- ``jpkiva_watch_passed_over_operations``: operations of the watch stream these lists passed
+  over, not vouched for by the watch secret (forged: `responder.v1.watchlog`), since they were
+  made; a new one is someone publishing on the watch subject without the secret
+  (JpkiVaWatchForgedOperation).
 
 Registered only on a node of several. No labels: no personal data (the lists hold keyed
 hashes; these are counts of operations).
@@ -52,6 +56,7 @@ class WatchCollector(Collector):
             return []
         applied, last, seen_at, broken = lists.replication()
         loading = lists.loading() is not None
+        passed = lists.passed()[0]
         out = []
         for name, doc, value in (
             ("jpkiva_watch_applied_operations",
@@ -67,6 +72,9 @@ class WatchCollector(Collector):
              "1 when this node's watch lists stopped applying the watch stream (another "
              "watch secret, an operation the stream lost, or the stream made again).",
              int(bool(broken))),
+            ("jpkiva_watch_passed_over_operations",
+             "Operations of the watch stream this node's watch lists passed over: not vouched "
+             "for by the watch secret (forged).", passed),
         ):  # fmt: skip
             g = GaugeMetricFamily(name, doc)
             g.add_metric((), value)

@@ -22,6 +22,16 @@ order to its own lists (`Replica.apply`, `catch_up`), so every node decides the 
   `responder.v1.watchsnap`); a gap (an operation the stream no longer holds) stops the
   replication (`Gone`) instead of going on without it, and so does a stream deleted and
   made again under its name (`OtherStream`, named by `stream_id`: its sequences start over);
+- an operation is MAC'd with the watch secret (`WatchKeys.op_mac`, version 2): anyone who may
+  publish on the watch subject (every responder's NATS user) can read the operations, the
+  value naming the secret, the party tags and digests on them, so an operation without that
+  MAC could empty a party's list on every node, and bytes that are no operation stopped every
+  node's replication for good. An unsigned operation (version 1, every release before this
+  one's) is applied only before the stream's first signed one (the lists keep where that was,
+  and so does a snapshot's seal); from it on, whatever this node's MAC does not vouch for is
+  passed over by every node alike (`Replica.refuse`). Before it, bytes that name another
+  secret still stop the lists (`SecretMismatch`, as before the MAC: a node whose secret
+  differs finds out so), and other bytes that are no operation are passed over;
 - one request is one operation: its message id (`op_id`) carries a nonce drawn per request,
   so a publish retried on a new connection is stored once, and the same batch sent again
   later (add X, remove X, add X) is another operation, not dropped as a repeat.
@@ -33,6 +43,7 @@ and clock given) and `MemoryReplica`, the twin of `responder.v1.watchdb` for tes
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +52,9 @@ from typing import Final, NamedTuple, Protocol
 from responder.v1.watchset import DIGEST_BYTES, TAG_BYTES
 
 VERSION: Final = 1
+SIGNED: Final = 2
+"""The version of an operation MAC'd with the watch secret (`encode` with a MAC)."""
+MAC_BYTES: Final = 16
 CHECK_BYTES: Final = 16
 _HEAD: Final = 1 + CHECK_BYTES + 8 + TAG_BYTES + 4 + 4
 
@@ -57,6 +71,8 @@ class WatchOp(NamedTuple):
     remove: tuple[bytes, ...]
     """Digests (`WatchKeys.entries` less the tag), each once."""
     add: tuple[bytes, ...]
+    signed: bool = False
+    """It came MAC'd with this node's watch secret (version 2)."""
 
 
 class Outcome(NamedTuple):
@@ -76,16 +92,29 @@ def secret_check(check: bytes) -> bytes:
     return check[:CHECK_BYTES]
 
 
-def encode(op: WatchOp) -> bytes:
+def encode(op: WatchOp, mac: Callable[[bytes], bytes] | None = None) -> bytes:
+    """The operation's bytes; with ``mac`` (`WatchKeys.op_mac`), version 2, MAC'd."""
     head = (
-        bytes((VERSION,)) + op.check + op.limit.to_bytes(8, "big") + op.tag
-        + len(op.remove).to_bytes(4, "big") + len(op.add).to_bytes(4, "big")
+        bytes((VERSION if mac is None else SIGNED,)) + op.check + op.limit.to_bytes(8, "big")
+        + op.tag + len(op.remove).to_bytes(4, "big") + len(op.add).to_bytes(4, "big")
     )  # fmt: skip
-    return head + b"".join(op.remove) + b"".join(op.add)
+    body = head + b"".join(op.remove) + b"".join(op.add)
+    return body if mac is None else body + mac(body)
 
 
-def decode(raw: bytes) -> WatchOp | None:
-    """The operation, or None when ``raw`` is not one (another version, cut, padded)."""
+def decode(raw: bytes, mac: Callable[[bytes], bytes] | None = None) -> WatchOp | None:
+    """The operation, or None when ``raw`` is not one this node may apply (another version,
+    cut, padded; a version 2 one whose MAC under ``mac`` fails, or with no ``mac`` given)."""
+    if raw[:1] == bytes((SIGNED,)):
+        body, sealed = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
+        if (
+            mac is None
+            or len(raw) < _HEAD + MAC_BYTES
+            or not hmac.compare_digest(mac(body), sealed)
+        ):
+            return None
+        got = decode(bytes((VERSION,)) + body[1:])
+        return None if got is None else got._replace(signed=True)
     if len(raw) < _HEAD or raw[0] != VERSION:
         return None
     at = 1 + CHECK_BYTES
@@ -172,6 +201,14 @@ class Replica(Protocol):
         """What operation ``seq`` did (kept for the recent ones)."""
         ...
 
+    def refuse(self, seq: int, check: bytes | None) -> None:
+        """Operation ``seq`` is not one this node may apply (`decode`); ``check``: the secret
+        it claims to be made with (`claimed_check`). Passed over (in one transaction with the
+        sequence, nothing else changed; `passed_over`), but `SecretMismatch` when it names
+        another secret than this node's before the stream's first signed operation (nothing
+        applied). As `apply` for a sequence applied already or not the next one."""
+        ...
+
 
 def catch_up(
     replica: Replica,
@@ -180,19 +217,24 @@ def catch_up(
     *,
     deadline: float,
     clock: Callable[[], float],
+    mac: Callable[[bytes], bytes] | None = None,
 ) -> int:
     """Apply the operations after ``replica.applied()`` through ``target`` in order;
-    ``fetch(seq)`` gives an operation's bytes (None: the stream no longer holds it).
+    ``fetch(seq)`` gives an operation's bytes (None: the stream no longer holds it); bytes
+    that are no operation this node may apply (`decode` with ``mac``) are passed over.
     Returns the sequence reached; `Behind` past ``deadline`` (what was applied stays; one
     operation at least is applied by every call, so calls that each wait too little still
     make their way)."""
     seq = replica.applied()
     while seq < target:
         raw = fetch(seq + 1)
-        op = decode(raw) if raw is not None else None
+        if raw is None:
+            raise Gone(f"watch operation {seq + 1} is not on the stream")
+        op = decode(raw, mac)
         if op is None:
-            raise Gone(f"watch operation {seq + 1} is not on the stream (or is not one)")
-        replica.apply(seq + 1, op)
+            replica.refuse(seq + 1, claimed_check(raw))
+        else:
+            replica.apply(seq + 1, op)
         seq = max(seq + 1, replica.applied())
         if seq < target and clock() > deadline:
             raise Behind(seq, target)
@@ -207,6 +249,9 @@ class MemoryReplica:
     lists: dict[bytes, set[bytes]] = field(default_factory=dict)
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     seq: int = 0
+    signed_from: int = 0
+    """The stream's first signed operation applied (0: none yet)."""
+    skipped: list[int] = field(default_factory=list)
 
     def applied(self) -> int:
         return self.seq
@@ -216,8 +261,13 @@ class MemoryReplica:
             return
         if seq != self.seq + 1:
             raise Gone(f"watch operation {seq} after {self.seq}: a gap")
+        if not unsigned_allowed(op, self.signed_from):
+            self.refuse(seq, op.check)  # an unsigned one after the first signed one: forged
+            return
         if op.check != secret_check(self.check):
             raise SecretMismatch("a watch operation made with another watch secret")
+        if op.signed and not self.signed_from:
+            self.signed_from = seq
         mine = self.lists.setdefault(op.tag, set())
         got, gone, new = decide(len(mine), mine.__contains__, op)
         mine.difference_update(gone)
@@ -227,6 +277,44 @@ class MemoryReplica:
 
     def outcome(self, seq: int) -> Outcome | None:
         return self.outcomes.get(seq)
+
+    def refuse(self, seq: int, check: bytes | None) -> None:
+        if seq <= self.seq:
+            return
+        if seq != self.seq + 1:
+            raise Gone(f"watch operation {seq} after {self.seq}: a gap")
+        if passed_over(check, secret_check(self.check), self.signed_from) is None:
+            raise SecretMismatch("a watch operation made with another watch secret")
+        self.seq = seq
+        self.skipped.append(seq)
+
+
+def claimed_check(raw: bytes) -> bytes | None:
+    """The value naming the secret that bytes of either version claim (unchecked: anyone who
+    may publish on the stream can write any), or None when they hold none."""
+    if raw[:1] in (bytes((VERSION,)), bytes((SIGNED,))) and len(raw) >= 1 + CHECK_BYTES:
+        return raw[1 : 1 + CHECK_BYTES]
+    return None
+
+
+def passed_over(claimed: bytes | None, mine: bytes, signed_from: int) -> str | None:
+    """Why an operation this node may not apply is passed over (a note for the lists), or None
+    when it stops them instead: it names another secret than ``mine`` before the stream's
+    first signed operation ``signed_from`` (the stops of releases before the MAC, and how a
+    node whose own secret differs finds out; from the first signed operation on, this node's
+    secret is the one the others sign with)."""
+    if signed_from:
+        return "an operation not signed with the watch secret (forged) passed over"
+    if claimed is not None and claimed != mine:
+        return None
+    return "an operation that is none, or whose MAC fails (forged), passed over"
+
+
+def unsigned_allowed(op: WatchOp, signed_from: int) -> bool:
+    """Whether ``op`` may be applied on lists whose stream's first signed operation is
+    ``signed_from`` (0: none yet): a signed one always; an unsigned one (a release before the
+    MAC) only before it, since every node of this release signs what it publishes."""
+    return op.signed or not signed_from
 
 
 def make_op(

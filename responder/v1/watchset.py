@@ -197,6 +197,12 @@ class WatchKeys:
             data, key=self._secret, digest_size=16, person=b"jpkiva-w-snap"
         ).digest()
 
+    def op_mac(self, data: bytes) -> bytes:
+        """The MAC of a watch stream operation (`responder.v1.watchlog`, version 2)."""
+        return hashlib.blake2b(
+            data, key=self._secret, digest_size=16, person=b"jpkiva-w-op"
+        ).digest()
+
     def cursor_key(self) -> bytes:
         """The key of the changes feed's cursors (`responder.v1.cursor.seal`): HKDF-SHA256
         (RFC 5869) of the secret, info ``jpkiva changes cursor v3``. Derived, not the secret

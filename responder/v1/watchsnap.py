@@ -51,8 +51,13 @@ ID_BYTES: Final = 16
 PART_ENTRIES: Final = 16_384
 """Entries per part: 384 KiB, under NATS's default 1 MiB ``max_payload``; one part is one
 get and one LMDB transaction for a loading node (milliseconds: loading never holds a call)."""
-_SEAL: Final = struct.Struct(f">B{ID_BYTES}s{CHECK_BYTES}sQIQQ")
+_SEAL_V1: Final = struct.Struct(f">B{ID_BYTES}s{CHECK_BYTES}sQIQQ")
 """version, stream id, secret check, sequence, parts, entries, stream sequence of part 0."""
+SEAL_VERSION: Final = 2
+_SEAL: Final = struct.Struct(f">B{ID_BYTES}s{CHECK_BYTES}sQIQQQ")
+"""Version 2 (this release's): version 1's fields, then the watch stream's first signed
+operation (`Seal.signed_from`). A version 1 seal (a release before it, whose lists stopped at
+the first signed operation: none before its sequence) is read with 0 there."""
 _PART: Final = struct.Struct(f">B{ID_BYTES}sQII")
 """version, stream id, sequence, index, entries."""
 
@@ -77,6 +82,9 @@ class Seal(NamedTuple):
     entries: int
     first_part: int
     """The snapshot stream's sequence of part 0 (a loader looks for the parts from there)."""
+    signed_from: int = 0
+    """The watch stream's first signed operation the lists applied (0: none by ``seq``): from
+    it on an unsigned operation is passed over (`responder.v1.watchlog`)."""
 
 
 class Part(NamedTuple):
@@ -92,17 +100,18 @@ class BadSnapshot(Exception):
 
 
 def encode_seal(mac: Mac, seal: Seal) -> bytes:
-    head = _SEAL.pack(VERSION, *seal)
+    head = _SEAL.pack(SEAL_VERSION, *seal)
     return head + mac(head)
 
 
 def decode_seal(mac: Mac, raw: bytes) -> Seal:
-    if len(raw) != _SEAL.size + MAC_BYTES or raw[0] != VERSION:
+    fmt = {VERSION: _SEAL_V1, SEAL_VERSION: _SEAL}.get(raw[0]) if raw else None
+    if fmt is None or len(raw) != fmt.size + MAC_BYTES:
         raise BadSnapshot("not a watch snapshot seal of this version")
-    head = raw[: _SEAL.size]
-    if mac(head) != raw[_SEAL.size :]:
+    head = raw[: fmt.size]
+    if mac(head) != raw[fmt.size :]:
         raise BadSnapshot("a watch snapshot seal not made with this node's watch secret")
-    _v, *fields = _SEAL.unpack(head)
+    _v, *fields = fmt.unpack(head)
     return Seal(*fields)
 
 

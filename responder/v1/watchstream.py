@@ -296,7 +296,8 @@ def sync(lists: LmdbWatchSet, stream: WatchStream, target: int | None, wait: flo
         try:
             if not isinstance(step, watchsnap.CatchUp):
                 load(lists, stream, state, deadline)
-            return catch_up(lists, stream.fetch, target, deadline=deadline, clock=time.monotonic)
+            return catch_up(lists, stream.fetch, target, deadline=deadline, clock=time.monotonic,
+                            mac=lists.keys.op_mac)  # fmt: skip
         except Superseded:
             state = stream.state()
         except Gone as e:
