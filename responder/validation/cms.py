@@ -39,6 +39,7 @@ from crlbuilder.der import DerError, der_header, der_length
 from responder.validation.request import CmsItem
 from responder.validation.signature import (
     MAX_CERTIFICATES,
+    UNCHECKED,
     CertificateOctets,
     FormatError,
     SignatureOutcome,
@@ -48,6 +49,7 @@ from responder.validation.signature import (
     hash_named,
     load_certificate,
     malformed,
+    proved,
     rsa_key,
     unsupported,
     verify_pkcs1,
@@ -153,7 +155,13 @@ class _Parsed:
 
 
 def check_cms(item: CmsItem) -> Signed:
-    """The signature check of one ``cms`` item."""
+    """The signature check of one ``cms`` item (read, then proved)."""
+    return proved(read_cms(item))
+
+
+def read_cms(item: CmsItem) -> Signed:
+    """One ``cms`` item read and its messageDigest checked, its RSA check left pending
+    (`Signed.proof`)."""
     cert: x509.Certificate | None = None
     try:
         parsed = _parse(item.cms)
@@ -355,14 +363,13 @@ def _verify(
         raise unsupported("the signature algorithm is not RSASSA-PKCS1-v1_5")
     if _PKCS1_SIGNATURES[sig_alg] not in (None, name):
         raise malformed("the signature algorithm's hash differs from the digest algorithm")
-    key = rsa_key(cert)
     signature = parsed.signature
     raw = parsed.signed_attrs
     signing_time: datetime | None = None
     if raw is None:
         if parsed.content_type != _ID_DATA:  # RFC 5652 §5.3: the type would not be signed
             raise malformed("a SignerInfo without signed attributes signs id-data content only")
-        ok = verify_pkcs1(key, signature, algorithm, data=content)
+        signed = content
         signed_attributes = False
     else:
         found = _attributes(raw)
@@ -386,13 +393,21 @@ def _verify(
                 octets=octets,
             )  # fmt: skip
         # RFC 5652 §5.4: the signature covers the attributes' DER as an explicit SET OF
-        ok = verify_pkcs1(key, signature, algorithm, data=b"\x31" + der_length(len(raw)) + raw)
+        signed = b"\x31" + der_length(len(raw)) + raw
         signed_attributes = True
+
+    def proof() -> tuple[SignatureOutcome, str]:
+        if verify_pkcs1(rsa_key(cert), signature, algorithm, data=signed):
+            return (
+                SignatureOutcome.VALID,
+                "the signature verifies with the signer certificate's key",
+            )
+        return (
+            SignatureOutcome.MISMATCH,
+            "the signature does not verify with the signer certificate's key",
+        )
+
     return Signed(
-        SignatureOutcome.VALID if ok else SignatureOutcome.MISMATCH,
-        "the signature verifies with the signer certificate's key"
-        if ok
-        else "the signature does not verify with the signer certificate's key",
-        cert, hash=name, signing_time=signing_time, signed_attributes=signed_attributes,
-        attached=attached, octets=octets,
+        SignatureOutcome.NOT_CHECKED, UNCHECKED, cert, hash=name, signing_time=signing_time,
+        signed_attributes=signed_attributes, attached=attached, octets=octets, proof=proof,
     )  # fmt: skip

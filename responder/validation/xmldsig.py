@@ -55,12 +55,14 @@ from lxml import etree
 from responder.validation.request import XmlItem
 from responder.validation.signature import (
     MAX_CERTIFICATES,
+    UNCHECKED,
     FormatError,
     SignatureOutcome,
     Signed,
     failed,
     load_certificate,
     malformed,
+    proved,
     rsa_key,
     unsupported,
 )
@@ -196,7 +198,15 @@ def _parser() -> etree.XMLParser:
 
 def check_xmldsig(item: XmlItem, budget: XmlBudget | None = None) -> Signed:
     """The signature check of one ``xmldsig`` item, within ``budget`` (the call's; None: a
-    budget of its own)."""
+    budget of its own): read, then proved."""
+    return proved(read_xmldsig(item, budget))
+
+
+def read_xmldsig(item: XmlItem, budget: XmlBudget | None = None) -> Signed:
+    """One ``xmldsig`` item read, bounded and its work taken from ``budget``; xmlsec1's
+    check (the references' canonicalisation and digests, the RSA operation) left pending
+    (`Signed.proof`). The proof parses the document again rather than keep the tree: a
+    call's items are all read before any is proved."""
     cert: x509.Certificate | None = None
     try:
         root = _parse(item.xml)
@@ -204,33 +214,44 @@ def check_xmldsig(item: XmlItem, budget: XmlBudget | None = None) -> Signed:
         tree = work(root, call.left)
         signature = _one_signature(root)
         cert = _signer_certificate(signature)
-        rsa_key(cert)
         name, references = _algorithms(signature)
         _resolvable(references, item.documents)
         _spend(call, _references_work(tree, references, item.documents))
-        ctx = _context(root, cert)
     except FormatError as e:
         return failed(e, cert)
-    _install_io()
-    token = _documents.set(item.documents)
-    try:
-        ctx.verify(signature)
-        outcome, detail = SignatureOutcome.VALID, "the signature and every reference verify"
+    del root, signature
+    signer = cert
+
+    def proof() -> tuple[SignatureOutcome, str]:
+        rsa_key(signer)
+        root = _parse(item.xml)
+        signature = _one_signature(root)
+        ctx = _context(root, signer)
+        _install_io()
+        token = _documents.set(item.documents)
+        try:
+            ctx.verify(signature)
+        except xmlsec.VerificationError:
+            return (
+                SignatureOutcome.MISMATCH,
+                "the signature or a reference's digest does not verify (the signed data was changed, or another key signed it)",
+            )
+        except xmlsec.Error:
+            return SignatureOutcome.MALFORMED, "the XML signature cannot be processed"
+        finally:
+            _documents.reset(token)
+        detail = "the signature and every reference verify"
         if not any(r in _WHOLE_DOCUMENT for r in references):
             detail += (
                 "; it signs only what the references name, not the whole document: read the "
                 "signed content by those references"
             )
-    except xmlsec.VerificationError:
-        outcome = SignatureOutcome.MISMATCH
-        detail = "the signature or a reference's digest does not verify (the signed data was changed, or another key signed it)"
-    except xmlsec.Error:
-        outcome, detail = SignatureOutcome.MALFORMED, "the XML signature cannot be processed"
-    finally:
-        _documents.reset(token)
+        return SignatureOutcome.VALID, detail
+
     return Signed(
-        outcome, detail, cert, hash=name, attached=not any(_external(r) for r in references),
-        references=tuple(references),
+        SignatureOutcome.NOT_CHECKED, UNCHECKED, cert, hash=name,
+        attached=not any(_external(r) for r in references), references=tuple(references),
+        proof=proof,
     )  # fmt: skip
 
 
