@@ -21,7 +21,9 @@ Policy: the service ``validation`` of the agreement (取決め), sign families, 
 family the agreement does not cover is ``refused`` for its item, an auth certificate is
 ``not-a-sign-certificate`` and its status is never read. Counted in the ledger (帳簿, Act
 §40): one provision per item whose status was read from the store and vouched for (not
-``unavailable`` at both instants). A call with an XML item or more than `LOOP_ITEMS`
+``unavailable`` at both instants). That is known before any signature's RSA check
+(`responder.validation.verdict.assess`): a call that would count more than the party's
+provisions left today (`Context.provisions_left`) is refused 429 before that work. A call with an XML item or more than `LOOP_ITEMS`
 items is answered in the worker's batch thread (`_heavy`): a small body may cost seconds.
 
 Bad input: malformed JSON, an unknown field, no items or more than the maximum is 400
