@@ -466,3 +466,16 @@ def test_a_call_past_the_provisions_of_the_day_is_refused_before_any_rsa_work(
     assert [r["result"] for r in got["results"]] == ["ok", "ok", "unknown-issuer"]
     assert api.ledger.counted == [("bounded", Service.VALIDATION, Method.JSON, 2)]
     assert len(verified) == 2
+
+
+def test_a_call_with_a_cms_item_in_ber_is_answered_off_the_event_loop(pki: Jpki) -> None:
+    """A CMS in BER is re-encoded before it is read (`responder.validation.cms.der_of_ber`,
+    up to `BER_TLVS_PER_CALL` TLVs a call, about 0.3 s): a call of a single such item goes
+    to the batch thread, as an XML item does; a DER one stays on the loop."""
+    from responder.validation.request import CmsItem, VerifyRequest
+    from tests.test_validation import streamed
+
+    cert = pki.issue(Family.SIGN_CARD, SERIAL)
+    ber = streamed(DOC, cert, 4)
+    assert v1verify._heavy(VerifyRequest(items=[CmsItem(cms=ber)]))
+    assert not v1verify._heavy(VerifyRequest(items=[CmsItem(cms=cms_signed(DOC, cert))]))

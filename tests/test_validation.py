@@ -684,7 +684,7 @@ def test_certificates_carried_with_a_signature_are_bounded(jpki: Jpki) -> None:
 
 def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
     """RFC 5652 allows BER outside the signed attributes: the DER walk hands such input to
-    asn1crypto to re-encode, and the signature still verifies (a change still does not)."""
+    `der_of_ber` to re-encode, and the signature still verifies (a change still does not)."""
     from crlbuilder.der import der_header
 
     cert = jpki.issue(Family.SIGN_CARD, SERIAL)
@@ -695,6 +695,59 @@ def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
     assert s.outcome is SignatureOutcome.VALID and s.attached, s
     changed = ber.replace(DOC, DOC[:-1] + b"?")
     assert check_cms(CmsItem(cms=changed)).outcome is SignatureOutcome.MISMATCH
+
+
+def streamed(content: bytes, cert: x509.Certificate, segment: int) -> bytes:
+    """A CMS SignedData over ``content`` as a streaming encoder writes it: every wrapper of
+    indefinite length, the eContent a constructed OCTET STRING of ``segment``-octet parts."""
+    from asn1crypto import cms
+
+    from crlbuilder.der import der_length
+
+    sd = cms.ContentInfo.load(cms_signed(content, cert))["content"]
+    eoc = b"\x00\x00"
+    parts = b"".join(
+        b"\x04" + der_length(len(content[i : i + segment])) + content[i : i + segment]
+        for i in range(0, len(content), segment)
+    )
+    encap = b"\x30\x80" + cms.ContentType("data").dump() + b"\xa0\x80\x24\x80" + parts + eoc * 3
+    body = (
+        sd["version"].dump() + sd["digest_algorithms"].dump() + encap
+        + sd["certificates"].dump(force=True) + sd["signer_infos"].dump()
+    )  # fmt: skip
+    return (
+        b"\x30\x80" + cms.ContentType("signed_data").dump() + b"\xa0\x80\x30\x80" + body + eoc * 3
+    )
+
+
+def test_cms_in_ber_is_re_encoded_in_linear_time_and_bounded_per_call(jpki: Jpki) -> None:
+    """asn1crypto re-encoded BER in time growing faster than the input: one 8 MiB document
+    in 1,000-octet segments took 12 s of a core, 300 KB in one-octet segments 3.5 s, 8 MiB
+    of them 490 s, on the event loop for a call of up to 4 CMS items. `der_of_ber` is
+    linear (2 MiB in 1,000-octet segments: milliseconds) and a call's BER inputs hold at
+    most `BER_TLVS_PER_CALL` TLVs together: past that an item is ``unsupported``."""
+    import time
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    big = DOC * (2 * 1024 * 1024 // len(DOC))
+    blob = streamed(big, cert, 1000)
+    t = time.process_time()
+    s = check_cms(CmsItem(cms=blob))
+    assert s.outcome is SignatureOutcome.VALID and s.attached, s
+    assert time.process_time() - t < 1.0
+    tiny = streamed(DOC * 4000, cert, 1)  # about 100,000 one-octet segments
+    t = time.process_time()
+    spent = check_cms(CmsItem(cms=tiny))
+    assert spent.outcome is SignatureOutcome.UNSUPPORTED and "BER" in spent.detail, spent
+    assert time.process_time() - t < 2.0
+    # the budget is the call's: what one item used is gone for the next
+    from responder.validation.cms import BER_TLVS_PER_CALL, BerBudget
+
+    call = BerBudget()
+    assert check_cms(CmsItem(cms=blob), call).outcome is SignatureOutcome.VALID
+    assert 0 < call.left < BER_TLVS_PER_CALL
+    call.left = 10
+    assert check_cms(CmsItem(cms=blob), call).outcome is SignatureOutcome.UNSUPPORTED
 
 
 def test_certificate_octets_are_the_certificates_own_tbs_and_issuer(jpki: Jpki) -> None:

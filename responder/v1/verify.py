@@ -49,6 +49,7 @@ from responder.registry.vocabulary import Service
 from responder.v1 import problem
 from responder.v1.route import Context, Reply, Route
 from responder.v1.wire import Problem, StoreRef
+from responder.validation.cms import BerBudget, is_der
 from responder.validation.path import anchors
 from responder.validation.request import CmsItem, Item, Pkcs1Item, VerifyRequest, XmlItem
 from responder.validation.result import ItemResult, Refusal
@@ -129,11 +130,16 @@ def _heavy(request: VerifyRequest) -> bool:
     held up every other connection of the worker, OCSP too; in the batch thread it waits
     its party's turn in the fair queue (`responder.signing.SigningPool`). A call of a few
     raw or CMS items (about 0.5 ms each, 2.3 ms at most) stays on the loop, so that
-    single-signature calls in parallel are not refused ``fair_share``. The handler is safe
+    single-signature calls in parallel are not refused ``fair_share``; unless one is a CMS
+    in BER (indefinite lengths, segmented content), re-encoded first (up to
+    `responder.validation.cms.BER_TLVS_PER_CALL` TLVs a call, about 0.3 s). The handler is safe
     in the thread: its env is frozen, the XML library's I/O callbacks read the thread's own
     context (`responder.validation.xmldsig`)."""
     items = request.items
-    return len(items) > LOOP_ITEMS or any(isinstance(item, XmlItem) for item in items)
+    return len(items) > LOOP_ITEMS or any(
+        isinstance(item, XmlItem) or (isinstance(item, CmsItem) and not is_der(item.cms))
+        for item in items
+    )
 
 
 def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Problem:
@@ -151,10 +157,11 @@ def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Prob
         return Refusal(rule=got.rule.value, article=got.article) if got is not None else None
 
     xml_budget = XmlBudget()  # the call's, shared by its XML items
+    ber_budget = BerBudget()  # the call's, shared by its CMS items in BER
     assessed = [
         assess(
             i, item, known, reader, now, permit, unlisted_good=env.unlisted_good,
-            xml_budget=xml_budget,
+            xml_budget=xml_budget, ber_budget=ber_budget,
         )
         for i, item in enumerate(request.items)
     ]  # fmt: skip

@@ -37,7 +37,7 @@ from cryptography import x509
 from crlbuilder.model import Family
 from crlbuilder.store.reader import StoreReader
 from crlbuilder.validity import expired_at, not_yet_valid_at
-from responder.validation.cms import read_cms
+from responder.validation.cms import BerBudget, read_cms
 from responder.validation.facts import FactsError, decode_facts
 from responder.validation.path import (
     NOT_A_SIGNATURE_ARTICLE,
@@ -81,13 +81,16 @@ SIGNATURE_ARTICLE: Final = "Act §19(1), §21(1)"
 _SKIPPED_PATH: Final = Check(outcome=Outcome.SKIPPED, detail="no signer certificate to check")
 
 
-def check_signature(item: Item, xml_budget: XmlBudget | None = None) -> Signed:
-    """The format's own reading (an XML item's within ``xml_budget``, the call's), its RSA
-    check left pending (`Signed.proof`): nothing of the key is used yet."""
+def check_signature(
+    item: Item, xml_budget: XmlBudget | None = None, ber_budget: BerBudget | None = None
+) -> Signed:
+    """The format's own reading (an XML item's within ``xml_budget``, a BER CMS item's
+    within ``ber_budget``, the call's), its RSA check left pending (`Signed.proof`):
+    nothing of the key is used yet."""
     if isinstance(item, Pkcs1Item):
         return read_pkcs1(item)
     if isinstance(item, CmsItem):
-        return read_cms(item)
+        return read_cms(item, ber_budget)
     if isinstance(item, XmlItem):
         return read_xmldsig(item, xml_budget)
     raise TypeError(type(item).__name__)
@@ -182,12 +185,13 @@ class Assessment:
 def assess(
     index: int, item: Item, known: Sequence[Anchor], reader: StoreReader, now: datetime,
     permit: Permit = _anyone, *, unlisted_good: bool = True, xml_budget: XmlBudget | None = None,
+    ber_budget: BerBudget | None = None,
 ) -> Assessment:  # fmt: skip
     """Everything about one item but its signature's RSA check (`Assessment.result` runs
     it): read it, then the path, the profile, the agreement and the statuses. The key of a
     certificate no configured issuer generation issued is never used, nor that of an auth
     or off-profile certificate, or of a family the agreement does not cover."""
-    signed = check_signature(item, xml_budget)
+    signed = check_signature(item, xml_budget, ber_budget)
     fmt = item.__struct_config__.tag
     assert isinstance(fmt, str)
     cert = signed.certificate
@@ -223,6 +227,7 @@ def assess(
 def verify_item(
     index: int, item: Item, known: Sequence[Anchor], reader: StoreReader, now: datetime,
     permit: Permit = _anyone, *, unlisted_good: bool = True, xml_budget: XmlBudget | None = None,
+    ber_budget: BerBudget | None = None,
 ) -> ItemResult:  # fmt: skip
     """Every check of one item against the store view ``reader`` at the call's ``now``.
 
@@ -230,11 +235,11 @@ def verify_item(
     party may not receive is ``refused`` for this item (the batch goes on).
     ``unlisted_good``: a group appliance's ``[group] unlisted`` (`status_at`).
     ``xml_budget``: the call's canonicalisation work, shared by its XML items (None: the
-    item's own).
+    item's own); ``ber_budget``: likewise the call's BER re-encoding (`der_of_ber`).
     """
     return assess(
         index, item, known, reader, now, permit, unlisted_good=unlisted_good,
-        xml_budget=xml_budget,
+        xml_budget=xml_budget, ber_budget=ber_budget,
     ).result()  # fmt: skip
 
 
