@@ -750,6 +750,31 @@ def test_cms_in_ber_is_re_encoded_in_linear_time_and_bounded_per_call(jpki: Jpki
     assert check_cms(CmsItem(cms=blob), call).outcome is SignatureOutcome.UNSUPPORTED
 
 
+def test_xml_attributes_per_element_are_bounded_and_charged(jpki: Jpki) -> None:
+    """libxml2's canonicalisation sorts an element's attributes at a cost growing as the
+    square of their number, and nothing bounded or charged them: one element of 50,000
+    attributes (530 KB, within every other bound) took 11 s of a core, verified by any
+    genuine JPKI certificate's key. More than `MAX_ATTRIBUTES` on one element is
+    ``unsupported``; those within are charged to the call's work."""
+    from lxml import etree
+
+    from responder.validation.xmldsig import work
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    bound = 256  # responder.validation.xmldsig.MAX_ATTRIBUTES
+
+    def many(n: int, elements: int = 1) -> bytes:
+        attrs = " ".join(f'a{i}="v"' for i in range(n))
+        return xml_signed(cert, head=f"<Many {attrs}/>" * elements)
+
+    at = check_xmldsig(XmlItem(xml=many(bound)))
+    assert at.outcome is SignatureOutcome.VALID, at
+    past = check_xmldsig(XmlItem(xml=many(5000)))
+    assert past.outcome is SignatureOutcome.UNSUPPORTED and "attributes" in past.detail, past
+    plain = work(etree.fromstring(many(0, 100)))
+    assert work(etree.fromstring(many(bound, 100))) > plain + 100 * 3 * bound**2
+
+
 def test_certificate_octets_are_the_certificates_own_tbs_and_issuer(jpki: Jpki) -> None:
     """The path matches the issuer Name's octets read from the certificate and verifies the
     CA's signature over its tbsCertificate as received (with the generation's key loaded
