@@ -479,3 +479,24 @@ def test_a_call_with_a_cms_item_in_ber_is_answered_off_the_event_loop(pki: Jpki)
     ber = streamed(DOC, cert, 4)
     assert v1verify._heavy(VerifyRequest(items=[CmsItem(cms=ber)]))
     assert not v1verify._heavy(VerifyRequest(items=[CmsItem(cms=cms_signed(DOC, cert))]))
+
+
+def test_a_supplied_document_no_reference_names_is_malformed_not_shown_as_received(
+    pki: Jpki,
+) -> None:
+    """The signed answer names each supplied document by its digest (``received``) beside
+    the verdict: a document the signature does not cover was listed there too, so an
+    ``ok`` over ``honbun.txt`` read as if ``other.pdf`` had been judged with it. A
+    document no Reference names is refused (``malformed``)."""
+    from datetime import UTC, datetime
+
+    start = datetime.fromtimestamp(NOW, UTC) - timedelta(days=30)
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, not_before=start)
+    xml = xml_signed(cert, detached=("honbun.txt", DOC))
+    item = {"format": "xmldsig", "xml": b64(xml), "documents": {"honbun.txt": b64(DOC)}}
+    _, got = Api(pki).call({"items": [item]})
+    assert got["results"][0]["result"] == "ok", got
+    item["documents"]["other.pdf"] = b64(b"%PDF- an unsigned document")
+    _, got = Api(pki).call({"items": [item]})
+    result = got["results"][0]
+    assert result["result"] == "malformed" and "named by no Reference" in result["detail"], got

@@ -408,6 +408,10 @@ def _resolvable(references: list[str], documents: Mapping[str, bytes]) -> None:
                 "a Reference names a document by URI that the request does not supply "
                 "(documents): it is never fetched"
             )
+    if not set(documents) <= set(references):
+        # the answer names each supplied document by its digest (``received``): one the
+        # signature does not cover would stand in a signed answer beside its verdict
+        raise malformed("a supplied document (documents) is named by no Reference")
 
 
 def _context(root: etree._Element, cert: x509.Certificate) -> xmlsec.SignatureContext:
