@@ -403,3 +403,100 @@ def test_the_receipt_names_what_was_checked_by_its_digests(pki: Jpki) -> None:
     # a malformed item too: what was received, whatever it was
     _, got = Api(pki).call({"items": [{"format": "cms", "cms": b64(b"0\x80garbage")}]})
     assert got["results"][0]["received"] == {"cms": hashlib.sha256(b"0\x80garbage").hexdigest()}
+
+
+class _Bounded(Quotas):
+    """A party with ``left`` provisions left today (`provisions_per_day`); a take past them
+    is refused, as `responder.limits.LimitsTable.take_provisions` does."""
+
+    def __init__(self, left: int) -> None:
+        super().__init__()
+        self.left = left
+
+    def provisions_left(self, party: Any, now: float) -> int | None:
+        return self.left
+
+    def take_provisions(self, party: Any, n: int, now: float) -> Any:
+        from responder.limits import provisions_wait
+
+        if n > self.left:
+            return provisions_wait(now, self.left)
+        self.left -= n
+        return now
+
+
+def test_a_call_past_the_provisions_of_the_day_is_refused_before_any_rsa_work(
+    pki: Jpki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """帳簿 (Act §40), 件数: with 2 provisions left today, a call of 3 genuine signatures
+    was computed whole (every RSA check, on the batch thread for a larger call) and then
+    refused 429 when its provisions were taken. What counts is known before any signature's
+    RSA check (the statuses, not the signatures, decide it): the call is refused before
+    that work. An item that will not count (a foreign CA's) does not use a provision."""
+    from responder.validation import raw
+
+    verified: list[int] = []
+    real = raw.verify_pkcs1
+
+    def spy(*args: Any, **kw: Any) -> bool:
+        verified.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(raw, "verify_pkcs1", spy)
+    from datetime import UTC, datetime
+
+    start = datetime.fromtimestamp(NOW, UTC) - timedelta(days=30)
+    items = [three(pki, serial=SERIAL + n)[0] for n in range(3)]
+    api = Api(pki)
+    bounded = party_table("bounded", {SIG})
+    bounded["agreement"]["provisions_per_day"] = 100
+    api.registry = build(bounded)
+    api.api.quota = _Bounded(2)
+    resp, got = api.call({"items": items}, party="bounded")
+    assert resp.status == 429, got
+    assert got["rule"] == "quota" and got["remaining"] == 2 and got["resetsAt"]
+    assert int(dict(resp.extra_headers)[b"retry-after"]) >= 1
+    assert verified == [], "RSA work was done for a call refused by the provisions of the day"
+    assert api.ledger.counted == []
+    # two genuine items and one of a foreign CA: two count, within the bound
+    foreign = Jpki.make().issue(Family.SIGN_CARD, SERIAL + 9, not_before=start)
+    stray = {**items[0], "certificate": b64(der(foreign))}
+    resp, got = api.call({"items": [*items[:2], stray]}, party="bounded")
+    assert resp.status == 200, got
+    assert [r["result"] for r in got["results"]] == ["ok", "ok", "unknown-issuer"]
+    assert api.ledger.counted == [("bounded", Service.VALIDATION, Method.JSON, 2)]
+    assert len(verified) == 2
+
+
+def test_a_call_with_a_cms_item_in_ber_is_answered_off_the_event_loop(pki: Jpki) -> None:
+    """A CMS in BER is re-encoded before it is read (`responder.validation.cms.der_of_ber`,
+    up to `BER_TLVS_PER_CALL` TLVs a call, about 0.3 s): a call of a single such item goes
+    to the batch thread, as an XML item does; a DER one stays on the loop."""
+    from responder.validation.request import CmsItem, VerifyRequest
+    from tests.test_validation import streamed
+
+    cert = pki.issue(Family.SIGN_CARD, SERIAL)
+    ber = streamed(DOC, cert, 4)
+    assert v1verify._heavy(VerifyRequest(items=[CmsItem(cms=ber)]))
+    assert not v1verify._heavy(VerifyRequest(items=[CmsItem(cms=cms_signed(DOC, cert))]))
+
+
+def test_a_supplied_document_no_reference_names_is_malformed_not_shown_as_received(
+    pki: Jpki,
+) -> None:
+    """The signed answer names each supplied document by its digest (``received``) beside
+    the verdict: a document the signature does not cover was listed there too, so an
+    ``ok`` over ``honbun.txt`` read as if ``other.pdf`` had been judged with it. A
+    document no Reference names is refused (``malformed``)."""
+    from datetime import UTC, datetime
+
+    start = datetime.fromtimestamp(NOW, UTC) - timedelta(days=30)
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, not_before=start)
+    xml = xml_signed(cert, detached=("honbun.txt", DOC))
+    item = {"format": "xmldsig", "xml": b64(xml), "documents": {"honbun.txt": b64(DOC)}}
+    _, got = Api(pki).call({"items": [item]})
+    assert got["results"][0]["result"] == "ok", got
+    item["documents"]["other.pdf"] = b64(b"%PDF- an unsigned document")
+    _, got = Api(pki).call({"items": [item]})
+    result = got["results"][0]
+    assert result["result"] == "malformed" and "named by no Reference" in result["detail"], got

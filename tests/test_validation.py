@@ -19,7 +19,7 @@ import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,7 +38,7 @@ from responder.validation.request import (
 )
 from responder.validation.result import ItemResult, Outcome, ResultCode
 from responder.validation.signature import SignatureOutcome
-from responder.validation.verdict import verify_item
+from responder.validation.verdict import CLOCK_SKEW, verify_item
 from responder.validation.xmldsig import check_xmldsig
 from tests.support.pki import certificate, make_ca
 from tests.support.signing import (
@@ -154,6 +154,26 @@ def test_auth_certificate_is_not_a_sign_certificate_act_2(
     assert r.result is ResultCode.NOT_A_SIGN_CERTIFICATE, r
     assert r.profile.outcome is Outcome.FAIL and r.profile.article and "§2" in r.profile.article
     assert r.status_now is None and r.status_at_signing is None and r.facts is None
+
+
+@pytest.mark.parametrize("fmt", ("pkcs1", "cms", "xmldsig"))
+def test_an_off_profile_sign_certificate_reads_no_status(pki: Jpki, fmt: str) -> None:
+    """A sign-family certificate off the profile (here the sign-card CA's own certificate,
+    which its key signed: the path holds) is ``not-a-sign-certificate``; its status was
+    read all the same (the CA's serial: ``unknown-certificate``) and counted a provision of
+    something the appliance cannot vouch for. Read nothing now, as for an auth one; its
+    signature is not checked either."""
+    ca = pki.cas[Family.SIGN_CARD]
+    assert isinstance(ca.key, rsa.RSAPrivateKey)
+    item = (
+        Pkcs1Item(certificate=der(ca.cert), signature=pkcs1(DOC, ca.key), data=DOC)
+        if fmt == "pkcs1"
+        else item_of(fmt, ca.cert, key=ca.key)
+    )
+    r = run(pki, item)
+    assert r.result is ResultCode.NOT_A_SIGN_CERTIFICATE and "CA certificate" in r.detail, r
+    assert r.status_now is None and r.status_at_signing is None and r.facts is None
+    assert r.signature.outcome == "not-checked"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -313,6 +333,48 @@ def test_signing_time_in_the_future_is_malformed(jpki: Jpki) -> None:
     cert = jpki.issue(Family.SIGN_CARD, SERIAL)
     r = run(jpki, item_of("cms", cert, signing_time=NOW + timedelta(hours=1)))
     assert r.result is ResultCode.MALFORMED and "later than" in r.detail
+    late = run(jpki, item_of("cms", cert, signing_time=NOW + CLOCK_SKEW + timedelta(seconds=1)))
+    assert late.result is ResultCode.MALFORMED
+
+
+def test_a_signing_time_ahead_within_the_skew_is_judged_at_the_call(pki: Jpki) -> None:
+    """A signer's clock a little ahead (within `CLOCK_SKEW`) is accepted, but the claim is
+    judged at the time of the call, never later: a certificate that begins within the skew
+    was judged valid at a signingTime that had not come yet (``ok``), though no signature
+    made before the call could have been made while it was valid."""
+    ahead = NOW + CLOCK_SKEW - timedelta(seconds=30)
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, not_before=NOW + timedelta(minutes=2))
+    r = run(pki, item_of("cms", cert, signing_time=ahead))
+    assert r.result is ResultCode.NOT_YET_VALID, r
+    assert r.validity is not None and r.validity.signing_instant == NOW
+    assert r.validity.instant_source == "signing-time" and "ahead" in r.validity.detail
+    # a certificate valid at the call: accepted, judged at the call
+    good = pki.issue(Family.SIGN_CARD, SERIAL + 1)
+    ok = run(pki, item_of("cms", good, signing_time=ahead))
+    assert ok.result is ResultCode.OK, ok
+    assert ok.status_at_signing is not None and ok.status_at_signing.at == NOW
+
+
+@pytest.mark.parametrize("reason", [Reason.AFFILIATION_CHANGED, Reason.KEY_COMPROMISE])
+def test_revoked_in_the_second_of_the_signing_time_is_revoked_not_after_signing(
+    pki: Jpki, reason: Reason
+) -> None:
+    """A revocation recorded in the very second the signer claims to have signed: the
+    record keeps seconds, so nothing says the signature came first; it is ``revoked``,
+    never ``revoked-after-signing`` (the same second counts as after, as OCSP's revocation
+    time does). The second before it is still before."""
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, not_before=NOW - timedelta(days=30))
+    at = NOW - timedelta(days=1)
+    pki.put_status(cert, Family.SIGN_CARD, revoked_at=at, reason=reason,
+                   category=Category.RESIDENT_CHANGE)  # fmt: skip
+    r = run(pki, item_of("cms", cert, signing_time=at))
+    assert r.result is ResultCode.REVOKED, r
+    assert r.status_at_signing is not None and r.status_at_signing.status.value == "revoked"
+    before = run(pki, item_of("cms", cert, signing_time=at - timedelta(seconds=1)))
+    expected = (
+        ResultCode.REVOKED if reason is Reason.KEY_COMPROMISE else ResultCode.REVOKED_AFTER_SIGNING
+    )
+    assert before.result is expected, before
 
 
 def test_signed_before_the_certificate_was_valid_is_not_yet_valid(jpki: Jpki) -> None:
@@ -488,38 +550,109 @@ def test_cms_bad_input_is_a_per_item_result(jpki: Jpki) -> None:
         assert run(jpki, item).result.value == outcome.value, name
 
 
-@pytest.mark.parametrize("fmt", ("pkcs1", "cms", "xmldsig"))
-@pytest.mark.parametrize(
-    ("bits", "exponent", "phrase"),
-    ((3072, (1 << 3071) + 1, "exponent"), (8200, 65537, "bits")),
-    ids=("long-exponent", "long-modulus"),
-)
-def test_rsa_keys_costlier_than_jpki_ones_are_unsupported(
-    jpki: Jpki, fmt: str, bits: int, exponent: int, phrase: str
-) -> None:
-    """The signature is checked with the certificate's key before the path says whose the
-    certificate is: a self-made certificate whose RSA exponent is as long as its 3072-bit
-    modulus cost 8 ms per verification (a 2048-bit JPKI key 0.08 ms), a thousand items a
-    call; an oversized modulus likewise. Refused before any RSA operation."""
+def costly(bits: int, exponent: int = (1 << 32) - 1) -> rsa.RSAPublicKey:
+    """An RSA public key nobody holds the private half of, of that size and exponent."""
     import os
 
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    n = int.from_bytes(os.urandom(bits // 8), "big") | (1 << (bits - 1)) | 1
+    return rsa.RSAPublicNumbers(exponent, n).public_key()
+
+
+def costly_item(fmt: str, cert: x509.Certificate) -> Item:
+    """``fmt``'s signature by another key over DOC; raw: garbage of the modulus's length
+    (within the request's bound), what costs the verification a full RSA operation."""
+    key = cert.public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    if fmt == "pkcs1":
+        size = min((key.key_size + 7) // 8, 1024)
+        return Pkcs1Item(certificate=der(cert), signature=b"\x01" * size, data=DOC)
+    return item_of(fmt, cert, key=OTHER_KEY)
+
+
+def self_signed(public: rsa.RSAPublicKey, name: str = "costly") -> x509.Certificate:
     from cryptography.x509.oid import NameOID
 
-    n = int.from_bytes(os.urandom(bits // 8), "big") | (1 << (bits - 1)) | 1
-    public = rsa.RSAPublicNumbers(exponent, n).public_key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "costly")])
-    cert = (
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    return (
         x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
         .public_key(public).serial_number(SERIAL)
         .not_valid_before(NOW - timedelta(days=1)).not_valid_after(NOW + timedelta(days=1))
         .sign(OTHER_KEY, hashes.SHA256())
     )  # fmt: skip
-    item = item_of(fmt, cert)
-    if isinstance(item, Pkcs1Item):  # as long as the modulus, within the request's bound
-        item = Pkcs1Item(certificate=der(cert), signature=b"\x01" * min(bits // 8, 1024), data=DOC)
-    r = run(jpki, item)
+
+
+@pytest.mark.parametrize("fmt", ("pkcs1", "cms", "xmldsig"))
+@pytest.mark.parametrize(
+    "maker", ("self-signed", "jpki-name"), ids=("foreign", "naming-a-jpki-issuer")
+)
+def test_a_key_in_a_certificate_no_jpki_issuer_issued_costs_no_rsa_operation(
+    jpki: Jpki, fmt: str, maker: str
+) -> None:
+    """The key of a certificate an attacker makes (any size, any exponent) was used before
+    its path was known: an 8192-bit key with a 32-bit exponent cost 0.9 ms an item (a
+    JPKI key 0.03), a thousand items a call (`bench/bench_verify_worst.py`). The path is
+    checked first: a certificate no configured issuer generation issued is
+    ``unknown-issuer`` and its signature ``not-checked``, whatever its key; no RSA work is
+    done with that key."""
+    public = costly(8192)
+    if maker == "self-signed":
+        cert = self_signed(public)
+    else:  # a CA copying a JPKI issuer's name, with a key of its own
+        start = NOW - timedelta(days=30)
+        cert = Jpki.make().issue(Family.SIGN_CARD, SERIAL, not_before=start, public=public)
+    r = run(jpki, costly_item(fmt, cert))
+    assert r.result is ResultCode.UNKNOWN_ISSUER, r
+    assert r.signature.outcome == "not-checked" and "no RSA operation" in r.signature.detail, r
+    assert r.status_now is None
+
+
+@pytest.mark.parametrize("fmt", ("pkcs1", "cms", "xmldsig"))
+@pytest.mark.parametrize(
+    ("bits", "exponent", "phrase"),
+    ((2048, (1 << 40) + 1, "exponent"), (4104, 65537, "4096 bits")),
+    ids=("long-exponent", "long-modulus"),
+)
+def test_a_jpki_certificate_with_a_key_past_the_bound_is_unsupported(
+    pki: Jpki, fmt: str, bits: int, exponent: int, phrase: str
+) -> None:
+    """What is left after the path: a key the 機構 certified. Its keys are 2048-bit; the
+    check verifies up to `MAX_RSA_BITS` (4096) with an exponent of up to 32 bits (a
+    verification's cost grows as the square of the one and as the other): a longer key is
+    ``unsupported`` before any RSA operation, its status read and answered as any
+    unsupported signature's."""
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, public=costly(bits, exponent))
+    r = run(pki, costly_item(fmt, cert))
     assert r.result is ResultCode.UNSUPPORTED and phrase in r.detail, r
+    assert r.status_now is not None and r.status_now.status.value == "good"
+
+
+@pytest.mark.parametrize("fmt", ("pkcs1", "cms", "xmldsig"))
+def test_a_jpki_key_of_4096_bits_with_a_32_bit_exponent_is_still_verified(
+    pki: Jpki, fmt: str
+) -> None:
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, public=costly(4096))
+    r = run(pki, costly_item(fmt, cert))
+    assert r.result is ResultCode.SIGNATURE_MISMATCH and r.signature.outcome == "mismatch", r
+
+
+@pytest.mark.parametrize("fmt", ("pkcs1", "cms", "xmldsig"))
+def test_a_sign_certificate_with_a_key_under_2048_bits_is_off_profile_ord_2(
+    pki: Jpki, fmt: str
+) -> None:
+    """An electronic signature rests on factoring an integer of 2048 bits or more (Ord §2):
+    a sign certificate with a shorter key is off the profile, its signature not checked
+    and its status neither read nor counted."""
+    short = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    cert = pki.issue(Family.SIGN_CARD, SERIAL, key=short)
+    item = (
+        Pkcs1Item(certificate=der(cert), signature=pkcs1(DOC, short), data=DOC)
+        if fmt == "pkcs1"
+        else item_of(fmt, cert, key=short)
+    )
+    r = run(pki, item)
+    assert r.result is ResultCode.NOT_A_SIGN_CERTIFICATE and "Ord §2" in r.detail, r
+    assert r.signature.outcome == "not-checked"
+    assert r.status_now is None and r.status_at_signing is None and r.facts is None
 
 
 def test_certificates_carried_with_a_signature_are_bounded(jpki: Jpki) -> None:
@@ -551,7 +684,7 @@ def test_certificates_carried_with_a_signature_are_bounded(jpki: Jpki) -> None:
 
 def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
     """RFC 5652 allows BER outside the signed attributes: the DER walk hands such input to
-    asn1crypto to re-encode, and the signature still verifies (a change still does not)."""
+    `der_of_ber` to re-encode, and the signature still verifies (a change still does not)."""
     from crlbuilder.der import der_header
 
     cert = jpki.issue(Family.SIGN_CARD, SERIAL)
@@ -562,6 +695,84 @@ def test_cms_in_ber_with_indefinite_lengths_is_read(jpki: Jpki) -> None:
     assert s.outcome is SignatureOutcome.VALID and s.attached, s
     changed = ber.replace(DOC, DOC[:-1] + b"?")
     assert check_cms(CmsItem(cms=changed)).outcome is SignatureOutcome.MISMATCH
+
+
+def streamed(content: bytes, cert: x509.Certificate, segment: int) -> bytes:
+    """A CMS SignedData over ``content`` as a streaming encoder writes it: every wrapper of
+    indefinite length, the eContent a constructed OCTET STRING of ``segment``-octet parts."""
+    from asn1crypto import cms
+
+    from crlbuilder.der import der_length
+
+    sd = cms.ContentInfo.load(cms_signed(content, cert))["content"]
+    eoc = b"\x00\x00"
+    parts = b"".join(
+        b"\x04" + der_length(len(content[i : i + segment])) + content[i : i + segment]
+        for i in range(0, len(content), segment)
+    )
+    encap = b"\x30\x80" + cms.ContentType("data").dump() + b"\xa0\x80\x24\x80" + parts + eoc * 3
+    body = (
+        sd["version"].dump() + sd["digest_algorithms"].dump() + encap
+        + sd["certificates"].dump(force=True) + sd["signer_infos"].dump()
+    )  # fmt: skip
+    return (
+        b"\x30\x80" + cms.ContentType("signed_data").dump() + b"\xa0\x80\x30\x80" + body + eoc * 3
+    )
+
+
+def test_cms_in_ber_is_re_encoded_in_linear_time_and_bounded_per_call(jpki: Jpki) -> None:
+    """asn1crypto re-encoded BER in time growing faster than the input: one 8 MiB document
+    in 1,000-octet segments took 12 s of a core, 300 KB in one-octet segments 3.5 s, 8 MiB
+    of them 490 s, on the event loop for a call of up to 4 CMS items. `der_of_ber` is
+    linear (2 MiB in 1,000-octet segments: milliseconds) and a call's BER inputs hold at
+    most `BER_TLVS_PER_CALL` TLVs together: past that an item is ``unsupported``."""
+    import time
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    big = DOC * (2 * 1024 * 1024 // len(DOC))
+    blob = streamed(big, cert, 1000)
+    t = time.process_time()
+    s = check_cms(CmsItem(cms=blob))
+    assert s.outcome is SignatureOutcome.VALID and s.attached, s
+    assert time.process_time() - t < 1.0
+    tiny = streamed(DOC * 4000, cert, 1)  # about 100,000 one-octet segments
+    t = time.process_time()
+    spent = check_cms(CmsItem(cms=tiny))
+    assert spent.outcome is SignatureOutcome.UNSUPPORTED and "BER" in spent.detail, spent
+    assert time.process_time() - t < 2.0
+    # the budget is the call's: what one item used is gone for the next
+    from responder.validation.cms import BER_TLVS_PER_CALL, BerBudget
+
+    call = BerBudget()
+    assert check_cms(CmsItem(cms=blob), call).outcome is SignatureOutcome.VALID
+    assert 0 < call.left < BER_TLVS_PER_CALL
+    call.left = 10
+    assert check_cms(CmsItem(cms=blob), call).outcome is SignatureOutcome.UNSUPPORTED
+
+
+def test_xml_attributes_per_element_are_bounded_and_charged(jpki: Jpki) -> None:
+    """libxml2's canonicalisation sorts an element's attributes at a cost growing as the
+    square of their number, and nothing bounded or charged them: one element of 50,000
+    attributes (530 KB, within every other bound) took 11 s of a core, verified by any
+    genuine JPKI certificate's key. More than `MAX_ATTRIBUTES` on one element is
+    ``unsupported``; those within are charged to the call's work."""
+    from lxml import etree
+
+    from responder.validation.xmldsig import work
+
+    cert = jpki.issue(Family.SIGN_CARD, SERIAL)
+    bound = 256  # responder.validation.xmldsig.MAX_ATTRIBUTES
+
+    def many(n: int, elements: int = 1) -> bytes:
+        attrs = " ".join(f'a{i}="v"' for i in range(n))
+        return xml_signed(cert, head=f"<Many {attrs}/>" * elements)
+
+    at = check_xmldsig(XmlItem(xml=many(bound)))
+    assert at.outcome is SignatureOutcome.VALID, at
+    past = check_xmldsig(XmlItem(xml=many(5000)))
+    assert past.outcome is SignatureOutcome.UNSUPPORTED and "attributes" in past.detail, past
+    plain = work(etree.fromstring(many(0, 100)))
+    assert work(etree.fromstring(many(bound, 100))) > plain + 100 * 3 * bound**2
 
 
 def test_certificate_octets_are_the_certificates_own_tbs_and_issuer(jpki: Jpki) -> None:

@@ -68,6 +68,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple, Protocol
@@ -128,7 +129,8 @@ class Done(NamedTuple):
     body: bytes = b""
     signature: bytes | None = None
     retry_after: int | None = None
-    """A 503's Retry-After when the route gave one (`Route.retry_after`); else 1."""
+    """A 503's Retry-After when the route gave one (`Route.retry_after`), else 1; a
+    handler's 429 of the provisions per day: until the Japan day turns."""
 
 
 _log: Final = logging.getLogger("responder.v1.routes")
@@ -335,6 +337,11 @@ class V1Api:
             if isinstance(got, Problem):
                 later = route.retry_after
                 env = self._envs[route.path]
+                if got.status == 429 and got.resets_at is not None:
+                    # the handler found the call past the provisions of the day before its
+                    # work (`Context.provisions_left`): until the Japan day turns
+                    turns = got.resets_at.timestamp()
+                    return Done(got, retry_after=max(1, math.ceil(turns - now)))
                 return Done(got, retry_after=later(env) if later and got.status == 503 else None)
             try:
                 body = msgspec.json.encode(got.body)
@@ -388,7 +395,8 @@ class V1Api:
             rule = MALFORMED if refusal.status == 400 else refusal.rule
             req.note = Outcome(endpoint, family=family, party=party.id, rule=rule)
             again = refusal is _EFFECT_FAILED or refusal.status == 503
-            return problem.response(refusal, retry_after=(done.retry_after or 1) if again else None)
+            later = (done.retry_after or 1) if again else done.retry_after
+            return problem.response(refusal, retry_after=later)
         at = self.counted_at(now)
         record: Callable[[Count], None] | None = None
         counts = reply.counts

@@ -21,7 +21,9 @@ Policy: the service ``validation`` of the agreement (取決め), sign families, 
 family the agreement does not cover is ``refused`` for its item, an auth certificate is
 ``not-a-sign-certificate`` and its status is never read. Counted in the ledger (帳簿, Act
 §40): one provision per item whose status was read from the store and vouched for (not
-``unavailable`` at both instants). A call with an XML item or more than `LOOP_ITEMS`
+``unavailable`` at both instants). That is known before any signature's RSA check
+(`responder.validation.verdict.assess`): a call that would count more than the party's
+provisions left today (`Context.provisions_left`) is refused 429 before that work. A call with an XML item or more than `LOOP_ITEMS`
 items is answered in the worker's batch thread (`_heavy`): a small body may cost seconds.
 
 Bad input: malformed JSON, an unknown field, no items or more than the maximum is 400
@@ -40,16 +42,18 @@ from typing import Final
 import msgspec
 
 from crlbuilder.model import Family
+from responder import policy
 from responder.config import ResponderConfig
+from responder.limits import Limit, provisions_wait
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
 from responder.v1.route import Context, Reply, Route
 from responder.v1.wire import Problem, StoreRef
+from responder.validation.cms import BerBudget, is_der
 from responder.validation.path import anchors
 from responder.validation.request import CmsItem, Item, Pkcs1Item, VerifyRequest, XmlItem
 from responder.validation.result import ItemResult, Refusal
-from responder.validation.status import Status
-from responder.validation.verdict import verify_item
+from responder.validation.verdict import assess
 from responder.validation.xmldsig import XmlBudget
 
 TOO_LARGE: Final = "too_large"
@@ -112,19 +116,6 @@ def _too_large(request: VerifyRequest, limit: int) -> Problem | None:
     return None
 
 
-def _provided(result: ItemResult) -> bool:
-    """Whether the item provided revocation information (帳簿, Act §40): its status was read
-    and the store vouched for it at the signing instant or now. An item ``unavailable`` at
-    both (the issuer's data past its promised nextUpdate, no CRL of it imported) provided
-    none, as an ``unavailable`` entry of /v1/status is no provision."""
-    now, then = result.status_now, result.status_at_signing
-    if now is None:
-        return False
-    return now.status is not Status.UNAVAILABLE or (
-        then is not None and then.status is not Status.UNAVAILABLE
-    )
-
-
 LOOP_ITEMS: Final = 4
 """The most items of a call without XML answered on the event loop (`_heavy`)."""
 
@@ -134,15 +125,21 @@ def _heavy(request: VerifyRequest) -> bool:
     answered in the batch thread, whatever its body's size. Its cost does not follow that
     size: one XML item of 36 KB within every bound of `responder.validation.xmldsig` took
     2.7 s of a core (a call's canonicalisation budget allows about 4 s), and 1,000 raw
-    PKCS#1 items under 8192-bit keys 2.3 s (a 1.5 MB body). On the event loop such a call
+    PKCS#1 items over a genuine JPKI certificate 0.37 s (a 1.5 MB body; under self-made
+    8192-bit keys 0.95 s, before the path came first). On the event loop such a call
     held up every other connection of the worker, OCSP too; in the batch thread it waits
     its party's turn in the fair queue (`responder.signing.SigningPool`). A call of a few
     raw or CMS items (about 0.5 ms each, 2.3 ms at most) stays on the loop, so that
-    single-signature calls in parallel are not refused ``fair_share``. The handler is safe
+    single-signature calls in parallel are not refused ``fair_share``; unless one is a CMS
+    in BER (indefinite lengths, segmented content), re-encoded first (up to
+    `responder.validation.cms.BER_TLVS_PER_CALL` TLVs a call, about 0.3 s). The handler is safe
     in the thread: its env is frozen, the XML library's I/O callbacks read the thread's own
     context (`responder.validation.xmldsig`)."""
     items = request.items
-    return len(items) > LOOP_ITEMS or any(isinstance(item, XmlItem) for item in items)
+    return len(items) > LOOP_ITEMS or any(
+        isinstance(item, XmlItem) or (isinstance(item, CmsItem) and not is_der(item.cms))
+        for item in items
+    )
 
 
 def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Problem:
@@ -160,23 +157,25 @@ def handle(request: VerifyRequest, ctx: Context) -> Reply[VerifyResponse] | Prob
         return Refusal(rule=got.rule.value, article=got.article) if got is not None else None
 
     xml_budget = XmlBudget()  # the call's, shared by its XML items
-    results = [
-        msgspec.structs.replace(
-            verify_item(
-                i,
-                item,
-                known,
-                reader,
-                now,
-                permit,
-                unlisted_good=env.unlisted_good,
-                xml_budget=xml_budget,
-            ),
-            received=_received(item),
+    ber_budget = BerBudget()  # the call's, shared by its CMS items in BER
+    assessed = [
+        assess(
+            i, item, known, reader, now, permit, unlisted_good=env.unlisted_good,
+            xml_budget=xml_budget, ber_budget=ber_budget,
         )
         for i, item in enumerate(request.items)
+    ]  # fmt: skip
+    # 帳簿 (Act §40): what counts is known before any signature's RSA check is run, so a
+    # call past the party's provisions of the day is refused before that work, not after
+    counted = sum(1 for a in assessed if a.provides)
+    left = ctx.provisions_left
+    if left is not None and counted > left:
+        refusal = policy.limit_refusal(ctx.party, Service.VALIDATION, Limit.PROVISIONS)
+        return problem.quota(refusal, provisions_wait(ctx.now, left), ctx.now)
+    results = [
+        msgspec.structs.replace(a.result(), received=_received(item))
+        for a, item in zip(assessed, request.items, strict=True)
     ]
-    counted = sum(1 for r in results if _provided(r))
     families = {r.certificate.family for r in results if r.certificate is not None}
     committed = reader.committed_at()
     body = VerifyResponse(

@@ -5,8 +5,9 @@ and the RSA check is cryptography's. The walk reads only the fields the check us
 TLV header with the project's strict DER reader (`crlbuilder.der.der_header`, as the OCSP
 and CRL hot paths do): asn1crypto's typed classes built one Python object per field read
 and cost more than the two RSA verifications together. Input that is BER but not DER
-(indefinite lengths, constructed strings) is first re-encoded as DER by asn1crypto
-(``dump(force=True)``), then walked the same way.
+(indefinite lengths, constructed strings) is first re-encoded as DER (`der_of_ber`, linear
+in the input, at most `MAX_BER_DEPTH` levels, within the call's `BerBudget`), then walked
+the same way.
 
 One SignedData with exactly one SignerInfo (no SignerInfo is ``malformed``; several are
 ``unsupported``: which of them would the verdict be about?), its signer certificate
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from asn1crypto import cms, core
+from asn1crypto import core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -39,6 +40,7 @@ from crlbuilder.der import DerError, der_header, der_length
 from responder.validation.request import CmsItem
 from responder.validation.signature import (
     MAX_CERTIFICATES,
+    UNCHECKED,
     CertificateOctets,
     FormatError,
     SignatureOutcome,
@@ -48,6 +50,7 @@ from responder.validation.signature import (
     hash_named,
     load_certificate,
     malformed,
+    proved,
     rsa_key,
     unsupported,
     verify_pkcs1,
@@ -152,11 +155,17 @@ class _Parsed:
     """The content octets of signedAttrs (the SET OF's elements, as received)."""
 
 
-def check_cms(item: CmsItem) -> Signed:
-    """The signature check of one ``cms`` item."""
+def check_cms(item: CmsItem, budget: BerBudget | None = None) -> Signed:
+    """The signature check of one ``cms`` item (read, then proved)."""
+    return proved(read_cms(item, budget))
+
+
+def read_cms(item: CmsItem, budget: BerBudget | None = None) -> Signed:
+    """One ``cms`` item read and its messageDigest checked, its RSA check left pending
+    (`Signed.proof`)."""
     cert: x509.Certificate | None = None
     try:
-        parsed = _parse(item.cms)
+        parsed = _parse(item.cms, budget if budget is not None else BerBudget())
         cert, octets = _signer_certificate(parsed)
         return _verify(parsed, cert, octets, item.content)
     except FormatError as e:
@@ -165,20 +174,114 @@ def check_cms(item: CmsItem) -> Signed:
         return failed(malformed("the SignedData does not parse"), cert)
 
 
-def _parse(blob: bytes) -> _Parsed:
-    """The walk; BER that is not DER is re-encoded as DER by asn1crypto first."""
+def _parse(blob: bytes, budget: BerBudget) -> _Parsed:
+    """The walk; BER that is not DER is re-encoded as DER first (`der_of_ber`)."""
     try:
         return _walk(blob)
     except DerError:
         pass
     try:
-        der = bytes(cms.ContentInfo.load(blob, strict=True).dump(force=True))
-    except _PARSE_ERRORS:
-        raise malformed("cms is not a DER/BER ContentInfo") from None
-    try:
-        return _walk(der)
+        return _walk(der_of_ber(blob, budget))
     except DerError:
         raise malformed("cms is not a DER/BER ContentInfo") from None
+
+
+def is_der(blob: bytes) -> bool:
+    """Whether the walk reads ``blob`` without re-encoding it (`der_of_ber`): a few dozen
+    TLV headers, for deciding where a call is answered (`responder.v1.verify`). Input the
+    walk refuses for another reason than BER counts as DER (it costs nothing more)."""
+    try:
+        _walk(blob)
+    except DerError:
+        return False
+    except (FormatError, *_PARSE_ERRORS):
+        return True
+    return True
+
+
+MAX_BER_DEPTH: Final = 32
+"""Levels of nested TLVs in a BER input (a SignedData's eContent segments stand at 7, a
+certificate's deepest field at about 10)."""
+BER_TLVS_PER_CALL: Final = 65_536
+"""TLVs the BER inputs of one call may hold together (`BerBudget`): re-encoding costs about a
+microsecond each, and an 8 MiB document in one-octet segments is 2.8 million of them."""
+
+
+@dataclass(slots=True)
+class BerBudget:
+    """What is left of one call's BER re-encoding (`BER_TLVS_PER_CALL` TLVs)."""
+
+    left: int = BER_TLVS_PER_CALL
+
+
+def der_of_ber(d: bytes, budget: BerBudget | None = None) -> bytes:
+    """``d``, one BER TLV (X.690 §8), re-encoded with definite lengths and each constructed
+    OCTET STRING joined into one (§8.7.3): DER as far as `_walk` reads it. Linear in the
+    input (each level joins its children once; at most `MAX_BER_DEPTH` levels). asn1crypto
+    did this before (``load(...).dump(force=True)``), in time growing faster than the input:
+    one 8 MiB document in 1,000-octet segments took 12 s of a core, in one-octet segments
+    490 s. Takes one unit of ``budget`` per TLV; raises `FormatError` (malformed: not BER;
+    unsupported: too deep, or past the call's budget)."""
+    call = budget if budget is not None else BerBudget()
+    out, end = _ber_tlv(d, 0, len(d), 0, call)
+    if end != len(d):
+        raise malformed("cms is not a DER/BER ContentInfo")
+    return out
+
+
+def _ber_tlv(d: bytes, p: int, end: int, depth: int, budget: BerBudget) -> tuple[bytes, int]:
+    """The TLV at ``d[p]`` (within ``end``) re-encoded, and where it ends in ``d``."""
+    if depth > MAX_BER_DEPTH:
+        raise unsupported(f"cms nests BER values deeper than {MAX_BER_DEPTH} levels")
+    budget.left -= 1
+    if budget.left < 0:
+        raise unsupported("the call's BER re-encoding is spent: send DER, or fewer BER items")
+    if p + 2 > end:
+        raise malformed("cms is not a DER/BER ContentInfo")
+    tag, n, i = d[p], d[p + 1], p + 2
+    if tag & 0x1F == 0x1F:  # a multi-byte tag: none in what a SignedData carries
+        raise malformed("cms is not a DER/BER ContentInfo")
+    constructed = bool(tag & 0x20)
+    parts: list[bytes] = []
+    if n == 0x80:  # indefinite: children until end-of-contents (§8.1.3.6)
+        if not constructed:
+            raise malformed("cms is not a DER/BER ContentInfo")
+        while True:
+            if i + 2 > end:
+                raise malformed("cms is not a DER/BER ContentInfo")
+            if d[i] == 0 and d[i + 1] == 0:
+                i += 2
+                break
+            part, i = _ber_tlv(d, i, end, depth + 1, budget)
+            parts.append(part)
+        stop = i
+    else:
+        if n > 0x80:
+            count = n & 0x7F
+            if count > 4 or i + count > end:
+                raise malformed("cms is not a DER/BER ContentInfo")
+            n = int.from_bytes(d[i : i + count], "big")
+            i += count
+        stop = i + n
+        if stop > end:
+            raise malformed("cms is not a DER/BER ContentInfo")
+        if not constructed:
+            return bytes((tag,)) + der_length(n) + d[i:stop], stop
+        while i < stop:
+            part, i = _ber_tlv(d, i, stop, depth + 1, budget)
+            parts.append(part)
+    if tag == _OCTETS_CONSTRUCTED:  # its segments, OCTET STRINGs themselves, joined
+        segments = []
+        for part in parts:
+            if part[0] != _OCTETS:
+                raise malformed("the SignedData's eContent is not an OCTET STRING")
+            _, s, e = der_header(part, 0, len(part))
+            segments.append(part[s:e])
+        content = b"".join(segments)
+        tag = _OCTETS
+    else:
+        content = b"".join(parts)
+    return bytes((tag,)) + der_length(len(content)) + content, stop
 
 
 def _walk(d: bytes) -> _Parsed:
@@ -232,8 +335,8 @@ def _encapsulated(d: bytes, encap: _Tlv) -> tuple[bytes, bytes | None]:
     tag, p, s, e = _one(d, kids[1][2], kids[1][3], d[kids[1][2]], "eContent")
     if tag == _OCTETS:
         return content_type, d[s:e]
-    if tag == _OCTETS_CONSTRUCTED:  # BER, kept as re-encoded: asn1crypto joins the chunks
-        return content_type, bytes(core.OctetString.load(d[p:e]).native)
+    if tag == _OCTETS_CONSTRUCTED:  # BER: re-encoded first (`der_of_ber`)
+        raise DerError("constructed OCTET STRING", p)
     raise malformed("the SignedData's eContent is not an OCTET STRING")
 
 
@@ -355,14 +458,13 @@ def _verify(
         raise unsupported("the signature algorithm is not RSASSA-PKCS1-v1_5")
     if _PKCS1_SIGNATURES[sig_alg] not in (None, name):
         raise malformed("the signature algorithm's hash differs from the digest algorithm")
-    key = rsa_key(cert)
     signature = parsed.signature
     raw = parsed.signed_attrs
     signing_time: datetime | None = None
     if raw is None:
         if parsed.content_type != _ID_DATA:  # RFC 5652 §5.3: the type would not be signed
             raise malformed("a SignerInfo without signed attributes signs id-data content only")
-        ok = verify_pkcs1(key, signature, algorithm, data=content)
+        signed = content
         signed_attributes = False
     else:
         found = _attributes(raw)
@@ -386,13 +488,21 @@ def _verify(
                 octets=octets,
             )  # fmt: skip
         # RFC 5652 §5.4: the signature covers the attributes' DER as an explicit SET OF
-        ok = verify_pkcs1(key, signature, algorithm, data=b"\x31" + der_length(len(raw)) + raw)
+        signed = b"\x31" + der_length(len(raw)) + raw
         signed_attributes = True
+
+    def proof() -> tuple[SignatureOutcome, str]:
+        if verify_pkcs1(rsa_key(cert), signature, algorithm, data=signed):
+            return (
+                SignatureOutcome.VALID,
+                "the signature verifies with the signer certificate's key",
+            )
+        return (
+            SignatureOutcome.MISMATCH,
+            "the signature does not verify with the signer certificate's key",
+        )
+
     return Signed(
-        SignatureOutcome.VALID if ok else SignatureOutcome.MISMATCH,
-        "the signature verifies with the signer certificate's key"
-        if ok
-        else "the signature does not verify with the signer certificate's key",
-        cert, hash=name, signing_time=signing_time, signed_attributes=signed_attributes,
-        attached=attached, octets=octets,
+        SignatureOutcome.NOT_CHECKED, UNCHECKED, cert, hash=name, signing_time=signing_time,
+        signed_attributes=signed_attributes, attached=attached, octets=octets, proof=proof,
     )  # fmt: skip

@@ -11,8 +11,9 @@ The family comes from the issuer generation: each generation issues one family. 
 certificate (署名用電子証明書) is for electronic signatures (電子署名, Act §2(1), (4)); an
 auth certificate (利用者証明用電子証明書) proves a login (電子利用者証明, Act §2(2), (5)) and
 is refused as ``not-a-sign-certificate``, as is a sign-family certificate without the
-profile's keyUsage digitalSignature + nonRepudiation (`crlbuilder.demo.certprofile`), or
-one that is a CA.
+profile's keyUsage digitalSignature + nonRepudiation (`crlbuilder.demo.certprofile`), one
+that is a CA, or one whose key is not RSA of 2048 bits or more (the electronic signature's
+standard, Ord §2).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from crlbuilder.model import Family
 from crlbuilder.store.format import IssuerMeta
 from crlbuilder.validity import expired_at, not_yet_valid_at
-from responder.validation.signature import CertificateOctets
+from responder.validation.signature import MIN_RSA_BITS, CertificateOctets
 
 NOT_A_SIGNATURE_ARTICLE: Final = "Act §2(1), (2), (4), (5)"
 """電子署名 vs 電子利用者証明, 署名認証業務 vs 利用者証明認証業務."""
@@ -244,6 +245,15 @@ def check_profile(cert: x509.Certificate, family: Family) -> ProfileCheck:
     if missing:
         return ProfileCheck(
             ProfileOutcome.OFF_PROFILE, f"the certificate's keyUsage lacks {' and '.join(missing)}"
+        )
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < MIN_RSA_BITS:
+        return ProfileCheck(
+            ProfileOutcome.OFF_PROFILE,
+            f"the certificate's key is not an RSA key of {MIN_RSA_BITS} bits or more (Ord §2)",
         )
     return ProfileCheck(
         ProfileOutcome.SIGN,

@@ -6,12 +6,13 @@ in this order (the first that applies wins):
 ======================== =============================================================
 ``malformed``            the input does not parse or is inconsistent (garbage DER, a
                          digest of the wrong length, a CMS without SignerInfo, a
-                         signingTime later than the call)
+                         signingTime more than `CLOCK_SKEW` later than the call)
 ``unsupported``          well-formed but not verifiable here (SHA-1, RSASSA-PSS, several
                          signers, an XML reference to a document not supplied)
 ``unknown-issuer``       not issued by a configured JPKI issuer generation
 ``not-a-sign-certificate`` an auth certificate (it proves a login, Act §2(2), (5)), or a
-                         sign-family certificate without the sign profile's key usage
+                         sign-family certificate off the sign profile (key usage, a CA,
+                         a key not RSA of 2048 bits or more, Ord §2)
 ``refused``              the party may not receive this family's information (its
                          agreement, 取決め; ``refusal`` names the rule and article): no
                          status was looked up
@@ -98,7 +99,8 @@ class SignatureCheck(_Wire, frozen=True):
     """The signature itself (Act §19(1): made with the key the certificate certifies)."""
 
     outcome: str
-    """``valid``, ``mismatch``, ``malformed`` or ``unsupported``."""
+    """``valid``, ``mismatch``, ``malformed``, ``unsupported``, or ``not-checked`` (no RSA
+    operation: the certificate is not a JPKI sign certificate the party may be told about)."""
     detail: str
     hash: str | None = None
     signed_attributes: bool | None = None

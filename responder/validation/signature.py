@@ -6,6 +6,13 @@ certificate it names, whether the signature verifies with that certificate's key
 hash algorithm, and what was signed (XML references). The certificate path, the
 status and the verdict are format-independent (`path`, `status`, `verdict`).
 
+Each format reads its input without any RSA operation on the signature: the check itself
+is a `Proof` the `Signed` carries, run by `proved` only once the path says a configured
+JPKI issuer generation issued the signer certificate for signatures
+(`responder.validation.verdict`). So the size and exponent of a key an attacker writes in a
+certificate of its own cost nothing; what is left to verify is a key the 機構 certified,
+within `MAX_RSA_BITS` and `MAX_RSA_EXPONENT`.
+
 JPKI keys are RSA and the card computes PKCS#1 v1.5 signatures (RSASSA-PKCS1-v1_5);
 only SHA-256, SHA-384 and SHA-512 are accepted (SHA-1 is refused as ``unsupported``: a
 collision-prone hash does not bind a document). Details never quote input bytes.
@@ -13,8 +20,10 @@ collision-prone hash does not bind a document). Details never quote input bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, NamedTuple
@@ -40,6 +49,10 @@ class SignatureOutcome(enum.Enum):
     """The input does not parse, or is inconsistent (a digest of the wrong length...)."""
     UNSUPPORTED = "unsupported"
     """Well-formed, but not something this appliance verifies (an algorithm, several signers)."""
+    NOT_CHECKED = "not-checked"
+    """Read, but no RSA operation was spent on it: the certificate is not one a configured
+    JPKI issuer generation issued for signatures, or the agreement does not cover its family
+    (`Signed.proof` not run)."""
 
 
 HASHES: Final[dict[str, hashes.HashAlgorithm]] = {
@@ -80,6 +93,12 @@ class CertificateOctets(NamedTuple):
     """The issuer Name."""
 
 
+Proof = Callable[[], tuple[SignatureOutcome, str]]
+"""A signature's cryptographic check, not yet run: (VALID or MISMATCH, detail); raises
+`FormatError` for what only the check can tell (a key past the bounds, a signature value
+of the wrong length, an XML Id xmlsec1 cannot register)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Signed:
     """One format's result: the signature check and what the signature says about itself."""
@@ -102,6 +121,24 @@ class Signed:
     """The signer certificate's tbsCertificate and issuer Name as received
     (`certificate_octets`); None: not read, `responder.validation.path.check_path` asks
     cryptography (which re-encodes them)."""
+    proof: Proof | None = None
+    """The check itself, to run (`proved`) once the signer certificate is known to be a
+    JPKI sign certificate; ``outcome`` is NOT_CHECKED while it is pending."""
+
+
+UNCHECKED: Final = "the signature has not been checked"
+"""The detail of a `Signed` whose `Signed.proof` is pending."""
+
+
+def proved(signed: Signed) -> Signed:
+    """``signed`` with its pending check run (the RSA operation); as it is without one."""
+    if signed.proof is None:
+        return signed
+    try:
+        outcome, detail = signed.proof()
+    except FormatError as e:
+        outcome, detail = e.outcome, e.detail
+    return dataclasses.replace(signed, outcome=outcome, detail=detail, proof=None)
 
 
 def failed(error: FormatError, certificate: x509.Certificate | None = None) -> Signed:
@@ -171,9 +208,18 @@ def certificate_octets(der: bytes) -> CertificateOctets | None:
 MAX_CERTIFICATES: Final = 16
 """Certificates a CMS SignedData or an XML signature may carry: each is parsed (240 us for
 a JPKI one) until the signer's is found, and a signer's chain is a few."""
-MAX_RSA_BITS: Final = 8192
-"""The largest modulus verified (JPKI keys are 2048-bit): a verification costs a few
-squarings of the modulus, so 16384 bits costs ten times 2048."""
+MIN_RSA_BITS: Final = 2048
+"""The smallest modulus of a signature key by the law: an electronic signature rests on the
+difficulty of factoring an integer of 2048 bits or more, the product of two primes of about
+the same size (Ord §2 for 電子署名, §38 for 電子利用者証明; `crlbuilder.demo.pki.MIN_KEY_SIZE`).
+A sign certificate with a shorter key is off the profile (`responder.validation.path`)."""
+MAX_RSA_BITS: Final = 4096
+"""The largest modulus verified. The 機構's signature keys are 2048-bit (the demo PKI's and
+every profile's default); 4096 leaves room for a later generation. A verification costs
+about the square of the modulus's length times the exponent's: a 4096-bit key with the
+largest exponent costs about 0.17 ms where a 2048-bit JPKI key costs 0.03, an 8192-bit one
+0.8 ms (`bench/bench_verify_worst.py`). Only a certificate a JPKI issuer generation issued
+reaches the check (`Signed.proof`), so the bound is the appliance's, not an attacker's."""
 MAX_RSA_EXPONENT: Final = (1 << 32) - 1
 """The largest public exponent verified (JPKI keys use 65537): a verification costs one
 squaring per exponent bit, and OpenSSL takes an exponent as long as a 3072-bit modulus,
@@ -182,8 +228,8 @@ which made each item of a call cost a hundred times a JPKI key's (8 ms, not 0.08
 
 def rsa_key(cert: x509.Certificate) -> rsa.RSAPublicKey:
     """The certificate's RSA public key; JPKI keys are RSA, anything else is unsupported,
-    as is a key whose verification would cost more than a JPKI-sized one's many times over
-    (an attacker's certificate is verified before its path is known)."""
+    as is a key whose verification would cost more than a JPKI-sized one's many times over.
+    Called by a `Proof`, that is once the path is known (`Signed.proof`)."""
     key = cert.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise unsupported("the signer certificate's key is not RSA (JPKI keys are)")

@@ -8,14 +8,27 @@ signing instant and now (`status`), the four facts (`facts`); and picks the over
 instant come in, a `ItemResult` goes out; nothing is kept.
 
 The signing instant is the CMS signingTime when the signature has one (a claim of the
-signer: ``instantSource`` says so), else the instant of the call. A signingTime later
-than the call (beyond `CLOCK_SKEW`) is ``malformed``. The status of an auth certificate is
-never looked up: a 署名検証者 receives sign revocation information only (Act §18(1)).
+signer: ``instantSource`` says so), else the instant of the call; a signingTime ahead of the
+call within `CLOCK_SKEW` is judged at the call, one beyond it is ``malformed``. The status of
+an auth or off-profile certificate is never looked up: a 署名検証者 receives sign revocation
+information only (Act §18(1)), and the appliance reads and counts nothing it cannot vouch
+for.
+
+Two steps, so that no RSA work is spent before it is warranted and a call can be refused
+before any is (`responder.v1.verify`): `assess` reads the item (no RSA operation on the
+signature: `responder.validation.signature.Signed.proof`), checks the path to a configured
+issuer generation (its CA's key over the certificate), the profile, the agreement and reads
+the statuses; `Assessment.provides` then says whether the item counts in the ledger, and
+`Assessment.result` runs the signature's check only for a JPKI sign certificate the party
+may be told about (the signature of any other is ``not-checked``: its result code, which
+comes first in the order, does not depend on it) and picks the result code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -24,18 +37,19 @@ from cryptography import x509
 from crlbuilder.model import Family
 from crlbuilder.store.reader import StoreReader
 from crlbuilder.validity import expired_at, not_yet_valid_at
-from responder.validation.cms import check_cms
+from responder.validation.cms import BerBudget, read_cms
 from responder.validation.facts import FactsError, decode_facts
 from responder.validation.path import (
     NOT_A_SIGNATURE_ARTICLE,
     Anchor,
     PathCheck,
     PathOutcome,
+    ProfileCheck,
     ProfileOutcome,
     check_path,
     check_profile,
 )
-from responder.validation.raw import check_pkcs1
+from responder.validation.raw import read_pkcs1
 from responder.validation.request import CmsItem, Item, Pkcs1Item, XmlItem
 from responder.validation.result import (
     CertificateInfo,
@@ -48,25 +62,37 @@ from responder.validation.result import (
     SignatureCheck,
     ValidityCheck,
 )
-from responder.validation.signature import SignatureOutcome, Signed
+from responder.validation.signature import SignatureOutcome, Signed, proved
 from responder.validation.status import EXPIRY, Status, StatusInfo, compromise, status_at
-from responder.validation.xmldsig import XmlBudget, check_xmldsig
+from responder.validation.xmldsig import XmlBudget, read_xmldsig
 
 CLOCK_SKEW: Final = timedelta(minutes=5)
-"""How far a claimed signingTime may be ahead of the call."""
+"""How far a claimed signingTime may be ahead of the call's clock before the item is
+``malformed``. The signingTime is read from the signer's own device (a PC, a phone), whose
+clock may run ahead of the appliance's (NTP-kept) one; five minutes is the allowance
+Kerberos's implementations default to (MIT ``clockskew``, Windows' "maximum tolerance for
+computer clock synchronization") for clocks kept by the same means. Within it the claim is
+judged at the time of the call, never later (`assess`): a signature existed by the time it
+was received, so a claim ahead of the call can neither place the signing in a validity
+period that has not begun nor before a revocation not yet recorded; the allowance only
+decides which claims are refused as impossible."""
 SIGNATURE_ARTICLE: Final = "Act §19(1), §21(1)"
 
 _SKIPPED_PATH: Final = Check(outcome=Outcome.SKIPPED, detail="no signer certificate to check")
 
 
-def check_signature(item: Item, xml_budget: XmlBudget | None = None) -> Signed:
-    """The format's own check (an XML item's within ``xml_budget``, the call's)."""
+def check_signature(
+    item: Item, xml_budget: XmlBudget | None = None, ber_budget: BerBudget | None = None
+) -> Signed:
+    """The format's own reading (an XML item's within ``xml_budget``, a BER CMS item's
+    within ``ber_budget``, the call's), its RSA check left pending (`Signed.proof`):
+    nothing of the key is used yet."""
     if isinstance(item, Pkcs1Item):
-        return check_pkcs1(item)
+        return read_pkcs1(item)
     if isinstance(item, CmsItem):
-        return check_cms(item)
+        return read_cms(item, ber_budget)
     if isinstance(item, XmlItem):
-        return check_xmldsig(item, xml_budget)
+        return read_xmldsig(item, xml_budget)
     raise TypeError(type(item).__name__)
 
 
@@ -96,9 +122,112 @@ def _anyone(family: Family) -> Refusal | None:
     return None
 
 
+def provided(then: StatusInfo | None, now: StatusInfo | None) -> bool:
+    """Whether an item provided revocation information (帳簿, Act §40): its status was read
+    and the store vouched for it at the signing instant or now. An item ``unavailable`` at
+    both (the issuer's data past its promised nextUpdate, no CRL of it imported) provided
+    none, as an ``unavailable`` entry of /v1/status is no provision; nor did an item whose
+    status was not read (no JPKI issuer, not a sign certificate, refused)."""
+    if now is None:
+        return False
+    return now.status is not Status.UNAVAILABLE or (
+        then is not None and then.status is not Status.UNAVAILABLE
+    )
+
+
+_UNCHECKED_DETAIL: Final = (
+    "not checked: no RSA operation is spent on a certificate that is not a JPKI sign"
+    " certificate the party may be told about"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """One item read, its path, profile and statuses known, its signature's RSA check not
+    yet run (`Signed.proof`): `provides` says whether it counts, `result` finishes it."""
+
+    index: int
+    format: str
+    signed: Signed
+    path: PathCheck | None
+    instant: datetime
+    source: str
+    now: datetime
+    profile: ProfileCheck | None = None
+    refusal: Refusal | None = None
+    then: StatusInfo | None = None
+    current: StatusInfo | None = None
+    facts: FactsCheck | None = None
+
+    @property
+    def provides(self) -> bool:
+        """Counted in the ledger (`provided`); known before any RSA operation."""
+        return provided(self.then, self.current)
+
+    def result(self) -> ItemResult:
+        """The item's answer: the signature's check run if the certificate warrants it (a
+        JPKI issuer's sign certificate the agreement covers), the result code picked."""
+        signed = self.signed
+        if signed.proof is not None:
+            warranted = (
+                self.path is not None and self.path.anchor is not None
+                and self.profile is not None and self.profile.outcome is ProfileOutcome.SIGN
+                and self.refusal is None
+            )  # fmt: skip
+            signed = (
+                proved(signed)
+                if warranted
+                else dataclasses.replace(signed, detail=_UNCHECKED_DETAIL, proof=None)
+            )
+        return _result(self, signed)
+
+
+def assess(
+    index: int, item: Item, known: Sequence[Anchor], reader: StoreReader, now: datetime,
+    permit: Permit = _anyone, *, unlisted_good: bool = True, xml_budget: XmlBudget | None = None,
+    ber_budget: BerBudget | None = None,
+) -> Assessment:  # fmt: skip
+    """Everything about one item but its signature's RSA check (`Assessment.result` runs
+    it): read it, then the path, the profile, the agreement and the statuses. The key of a
+    certificate no configured issuer generation issued is never used, nor that of an auth
+    or off-profile certificate, or of a family the agreement does not cover."""
+    signed = check_signature(item, xml_budget, ber_budget)
+    fmt = item.__struct_config__.tag
+    assert isinstance(fmt, str)
+    cert = signed.certificate
+    if cert is None:
+        return Assessment(index, fmt, signed, None, now, "call", now)
+    instant, source = now, "call"
+    if signed.signing_time is not None:
+        # a claim ahead of the call within the skew is judged at the call: the signature
+        # existed by then, and no instant later than the call is ever judged
+        instant, source = min(signed.signing_time, now), "signing-time"
+    path = check_path(cert, known, instant, signed.octets)
+    anchor = path.anchor
+    if anchor is None:
+        return Assessment(index, fmt, signed, path, instant, source, now)
+    profile = check_profile(cert, anchor.meta.family)
+    if profile.outcome is not ProfileOutcome.SIGN:
+        # an auth or off-profile certificate: nothing vouched for, no status read or counted
+        return Assessment(index, fmt, signed, path, instant, source, now, profile)
+    refusal = permit(anchor.meta.family)
+    if refusal is not None:
+        return Assessment(index, fmt, signed, path, instant, source, now, profile, refusal)
+    then, current = status_at(
+        reader, anchor.meta, cert.serial_number,
+        signed_at=int(instant.timestamp()), now=int(now.timestamp()),
+        not_after=int(cert.not_valid_after_utc.timestamp()), unlisted_good=unlisted_good,
+    )  # fmt: skip
+    return Assessment(
+        index, fmt, signed, path, instant, source, now, profile, None, then, current,
+        _facts(cert),
+    )  # fmt: skip
+
+
 def verify_item(
     index: int, item: Item, known: Sequence[Anchor], reader: StoreReader, now: datetime,
     permit: Permit = _anyone, *, unlisted_good: bool = True, xml_budget: XmlBudget | None = None,
+    ber_budget: BerBudget | None = None,
 ) -> ItemResult:  # fmt: skip
     """Every check of one item against the store view ``reader`` at the call's ``now``.
 
@@ -106,14 +235,19 @@ def verify_item(
     party may not receive is ``refused`` for this item (the batch goes on).
     ``unlisted_good``: a group appliance's ``[group] unlisted`` (`status_at`).
     ``xml_budget``: the call's canonicalisation work, shared by its XML items (None: the
-    item's own).
+    item's own); ``ber_budget``: likewise the call's BER re-encoding (`der_of_ber`).
     """
-    signed = check_signature(item, xml_budget)
+    return assess(
+        index, item, known, reader, now, permit, unlisted_good=unlisted_good,
+        xml_budget=xml_budget, ber_budget=ber_budget,
+    ).result()  # fmt: skip
+
+
+def _result(a: Assessment, signed: Signed) -> ItemResult:
     sig = _signature_check(signed)
-    fmt = item.__struct_config__.tag
-    assert isinstance(fmt, str)
+    index, fmt, now, instant = a.index, a.format, a.now, a.instant
     cert = signed.certificate
-    if cert is None:
+    if cert is None or a.path is None:
         code = (
             ResultCode.UNSUPPORTED
             if signed.outcome is SignatureOutcome.UNSUPPORTED
@@ -123,11 +257,7 @@ def verify_item(
             index=index, format=fmt, result=code, detail=signed.detail, signature=sig,
             path=_SKIPPED_PATH, profile=_SKIPPED_PATH,
         )  # fmt: skip
-    if signed.signing_time is not None:
-        instant, source = signed.signing_time, "signing-time"
-    else:
-        instant, source = now, "call"
-    path = check_path(cert, known, instant, signed.octets)
+    path = a.path
     anchor = path.anchor
     path_check = Check(
         outcome=Outcome.PASS if path.outcome is PathOutcome.OK else Outcome.FAIL,
@@ -143,7 +273,7 @@ def verify_item(
         fail(ResultCode.MALFORMED, signed.detail)
     elif signed.outcome is SignatureOutcome.UNSUPPORTED:
         fail(ResultCode.UNSUPPORTED, signed.detail)
-    if instant > now + CLOCK_SKEW:
+    if signed.signing_time is not None and signed.signing_time > now + CLOCK_SKEW:
         fail(ResultCode.MALFORMED, "the signingTime is later than the time of the call")
     if anchor is None:
         fail(ResultCode.UNKNOWN_ISSUER, path.detail)
@@ -152,7 +282,8 @@ def verify_item(
             path=path_check, profile=Check(outcome=Outcome.SKIPPED, detail="no JPKI issuer"),
             certificate=info,
         )  # fmt: skip
-    profile = check_profile(cert, anchor.meta.family)
+    profile = a.profile
+    assert profile is not None
     profile_check = Check(
         outcome=Outcome.PASS if profile.outcome is ProfileOutcome.SIGN else Outcome.FAIL,
         detail=profile.detail,
@@ -166,7 +297,7 @@ def verify_item(
         fail(ResultCode.NOT_YET_VALID, path.detail)
     elif path.outcome is PathOutcome.CA_EXPIRED:
         fail(ResultCode.EXPIRED, path.detail)
-    validity = _validity(cert, instant, source, now)
+    validity = _validity(cert, instant, a.source, now, signed.signing_time)
     if validity.outcome is Outcome.FAIL:
         fail(
             ResultCode.NOT_YET_VALID
@@ -180,27 +311,17 @@ def verify_item(
             "signed, by the signingTime claimed, within the validity period, which has ended"
             f" since: it has lost effect ({EXPIRY[anchor.meta.family]})",
         )
-    then: StatusInfo | None = None
-    current: StatusInfo | None = None
-    facts: FactsCheck | None = None
-    refusal = permit(anchor.meta.family) if profile.outcome is not ProfileOutcome.AUTH else None
-    if refusal is not None:
+    if a.refusal is not None:
         fail(ResultCode.REFUSED, "the agreement (取決め) does not cover this certificate's family")
-    elif profile.outcome is not ProfileOutcome.AUTH:
-        then, current = status_at(
-            reader, anchor.meta, cert.serial_number,
-            signed_at=int(instant.timestamp()), now=int(now.timestamp()),
-            not_after=int(cert.not_valid_after_utc.timestamp()), unlisted_good=unlisted_good,
-        )  # fmt: skip
-        codes.extend(_status_codes(then, current))
-        facts = _facts(cert)
+    elif a.then is not None and a.current is not None:
+        codes.extend(_status_codes(a.then, a.current))
     code, detail = min(codes, key=lambda c: _ORDER[c[0]]) if codes else (
         ResultCode.OK, "the signature verifies and the certificate had and has not lost effect"
     )  # fmt: skip
     return ItemResult(
         index=index, format=fmt, result=code, detail=detail, signature=sig, path=path_check,
-        profile=profile_check, validity=validity, status_at_signing=then, status_now=current,
-        facts=facts, certificate=info, refusal=refusal,
+        profile=profile_check, validity=validity, status_at_signing=a.then,
+        status_now=a.current, facts=a.facts, certificate=info, refusal=a.refusal,
     )  # fmt: skip
 
 
@@ -229,8 +350,9 @@ _ORDER: Final = {
 
 
 def _validity(
-    cert: x509.Certificate, instant: datetime, source: str, now: datetime
-) -> ValidityCheck:
+    cert: x509.Certificate, instant: datetime, source: str, now: datetime,
+    claimed: datetime | None = None,
+) -> ValidityCheck:  # fmt: skip
     if not_yet_valid_at(cert.not_valid_before_utc, instant):
         outcome, detail = Outcome.FAIL, "the certificate was not yet valid at the signing instant"
     elif expired_at(cert.not_valid_after_utc, instant):
@@ -239,6 +361,11 @@ def _validity(
         outcome, detail = Outcome.PASS, "valid at the signing instant (it has expired since)"
     else:
         outcome, detail = Outcome.PASS, "valid at the signing instant"
+    if claimed is not None and claimed > instant:
+        detail += (
+            "; the signingTime claimed is ahead of the call's clock (within the allowed skew):"
+            " judged at the time of the call"
+        )
     return ValidityCheck(
         outcome=outcome, detail=detail, signing_instant=instant, instant_source=source
     )

@@ -29,8 +29,9 @@ This module owns what the library leaves to its caller:
   no XPath, no SHA-1);
 - bounds: at most `MAX_REFERENCES` References and `MAX_TRANSFORMS` Transforms per
   Reference (each Reference digests, and may canonicalise, a whole document); at most
-  `MAX_NAMESPACES` namespaces in scope at any element and `MAX_DEPTH` levels of elements
-  (canonicalisation's cost per element grows as the square of the one, and as the other);
+  `MAX_NAMESPACES` namespaces in scope at any element, `MAX_ATTRIBUTES` attributes on one
+  and `MAX_DEPTH` levels of elements (canonicalisation's cost per element grows as the
+  square of the first two, and as the third);
   and the canonicalisation work of a call's XML items together (`XmlBudget`, estimated by
   `work` before xmlsec1 runs): an item past it is ``unsupported`` and the batch goes on.
 """
@@ -55,12 +56,14 @@ from lxml import etree
 from responder.validation.request import XmlItem
 from responder.validation.signature import (
     MAX_CERTIFICATES,
+    UNCHECKED,
     FormatError,
     SignatureOutcome,
     Signed,
     failed,
     load_certificate,
     malformed,
+    proved,
     rsa_key,
     unsupported,
 )
@@ -125,6 +128,17 @@ _WORK_NAMESPACES: Final = 112
 """An element at depth ``d`` with ``n`` namespaces in scope costs xmlsec1 about
 ``(22 + d) * (112 + n * n)`` units of 2 ns (measured over 50,000 empty elements at depths
 1 and 60 with 1 and 30 namespaces in scope: 5.4, 19.6, 48.7 and 183 us per element)."""
+
+MAX_ATTRIBUTES: Final = 256
+"""Attributes of one element. libxml2's canonicalisation sorts an element's attributes by
+inserting each into a sorted list, at a cost that grows as the square of their number: one
+element with 50,000 attributes (530 KB) took 11 s of a core, within every other bound.
+Application documents use a handful."""
+_WORK_ATTRIBUTE: Final = 400
+_WORK_ATTRIBUTE_PAIR: Final = 3
+"""An element with ``a`` attributes costs xmlsec1 about ``400 * a + 3 * a * a`` units more
+(measured over 1,000 elements of 16, 64 and 256 attributes and 200 of 1,024: 13, 65, 425
+and 5,900 us per element)."""
 
 _OCTETS_PER_UNIT: Final = 2
 """A Reference to a supplied document digests it: about 1 ns per octet (64 References to
@@ -196,7 +210,15 @@ def _parser() -> etree.XMLParser:
 
 def check_xmldsig(item: XmlItem, budget: XmlBudget | None = None) -> Signed:
     """The signature check of one ``xmldsig`` item, within ``budget`` (the call's; None: a
-    budget of its own)."""
+    budget of its own): read, then proved."""
+    return proved(read_xmldsig(item, budget))
+
+
+def read_xmldsig(item: XmlItem, budget: XmlBudget | None = None) -> Signed:
+    """One ``xmldsig`` item read, bounded and its work taken from ``budget``; xmlsec1's
+    check (the references' canonicalisation and digests, the RSA operation) left pending
+    (`Signed.proof`). The proof parses the document again rather than keep the tree: a
+    call's items are all read before any is proved."""
     cert: x509.Certificate | None = None
     try:
         root = _parse(item.xml)
@@ -204,33 +226,44 @@ def check_xmldsig(item: XmlItem, budget: XmlBudget | None = None) -> Signed:
         tree = work(root, call.left)
         signature = _one_signature(root)
         cert = _signer_certificate(signature)
-        rsa_key(cert)
         name, references = _algorithms(signature)
         _resolvable(references, item.documents)
         _spend(call, _references_work(tree, references, item.documents))
-        ctx = _context(root, cert)
     except FormatError as e:
         return failed(e, cert)
-    _install_io()
-    token = _documents.set(item.documents)
-    try:
-        ctx.verify(signature)
-        outcome, detail = SignatureOutcome.VALID, "the signature and every reference verify"
+    del root, signature
+    signer = cert
+
+    def proof() -> tuple[SignatureOutcome, str]:
+        rsa_key(signer)
+        root = _parse(item.xml)
+        signature = _one_signature(root)
+        ctx = _context(root, signer)
+        _install_io()
+        token = _documents.set(item.documents)
+        try:
+            ctx.verify(signature)
+        except xmlsec.VerificationError:
+            return (
+                SignatureOutcome.MISMATCH,
+                "the signature or a reference's digest does not verify (the signed data was changed, or another key signed it)",
+            )
+        except xmlsec.Error:
+            return SignatureOutcome.MALFORMED, "the XML signature cannot be processed"
+        finally:
+            _documents.reset(token)
+        detail = "the signature and every reference verify"
         if not any(r in _WHOLE_DOCUMENT for r in references):
             detail += (
                 "; it signs only what the references name, not the whole document: read the "
                 "signed content by those references"
             )
-    except xmlsec.VerificationError:
-        outcome = SignatureOutcome.MISMATCH
-        detail = "the signature or a reference's digest does not verify (the signed data was changed, or another key signed it)"
-    except xmlsec.Error:
-        outcome, detail = SignatureOutcome.MALFORMED, "the XML signature cannot be processed"
-    finally:
-        _documents.reset(token)
+        return SignatureOutcome.VALID, detail
+
     return Signed(
-        outcome, detail, cert, hash=name, attached=not any(_external(r) for r in references),
-        references=tuple(references),
+        SignatureOutcome.NOT_CHECKED, UNCHECKED, cert, hash=name,
+        attached=not any(_external(r) for r in references), references=tuple(references),
+        proof=proof,
     )  # fmt: skip
 
 
@@ -247,7 +280,7 @@ def _parse(xml: bytes) -> etree._Element:
 
 def work(root: etree._Element, limit: int | None = None) -> int:
     """The canonicalisation work of the tree (units of about 2 ns, `_WORK_NAMESPACES`);
-    refuses a tree past `MAX_NAMESPACES` or `MAX_DEPTH`, or past ``limit`` (what is left of
+    refuses a tree past `MAX_NAMESPACES`, `MAX_ATTRIBUTES` or `MAX_DEPTH`, or past ``limit`` (what is left of
     the call's budget: the pass stops there), before xmlsec1 sees it."""
     depth = 0
     total = 0
@@ -259,11 +292,15 @@ def work(root: etree._Element, limit: int | None = None) -> int:
         if depth > MAX_DEPTH:
             raise unsupported(f"xml nests elements deeper than {MAX_DEPTH} levels")
         namespaces = len(node.nsmap)
+        attributes = len(node.attrib)
         total += (_WORK_DEPTH + depth) * (_WORK_NAMESPACES + namespaces * namespaces)
+        total += attributes * (_WORK_ATTRIBUTE + _WORK_ATTRIBUTE_PAIR * attributes)
         if namespaces > MAX_NAMESPACES:
             raise unsupported(
                 f"an element of xml has more than {MAX_NAMESPACES} namespaces in scope"
             )
+        if attributes > MAX_ATTRIBUTES:
+            raise unsupported(f"an element of xml has more than {MAX_ATTRIBUTES} attributes")
         if limit is not None and total > limit:
             raise unsupported(
                 "the call's XML canonicalisation work is spent: send fewer or smaller XML items per call"
@@ -371,6 +408,10 @@ def _resolvable(references: list[str], documents: Mapping[str, bytes]) -> None:
                 "a Reference names a document by URI that the request does not supply "
                 "(documents): it is never fetched"
             )
+    if not set(documents) <= set(references):
+        # the answer names each supplied document by its digest (``received``): one the
+        # signature does not cover would stand in a signed answer beside its verdict
+        raise malformed("a supplied document (documents) is named by no Reference")
 
 
 def _context(root: etree._Element, cert: x509.Certificate) -> xmlsec.SignatureContext:

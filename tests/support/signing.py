@@ -71,8 +71,10 @@ class Jpki:
     def issue(
         self, family: Family, serial: int, *, not_before: datetime | None = None,
         days: float = 365, key: rsa.RSAPrivateKey = SUBJECT_KEY, record: bool = True,
+        public: rsa.RSAPublicKey | None = None,
     ) -> x509.Certificate:  # fmt: skip
-        """A certificate of ``family``; ``record`` puts its good status record in the store."""
+        """A certificate of ``family``; ``record`` puts its good status record in the store;
+        ``public``: its subject key when not ``key``'s (one nobody holds the private half of)."""
         ca = self.cas[family]
         start = not_before or datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
         files = IssuerFiles(
@@ -85,7 +87,7 @@ class Jpki:
         cert = build_ee_cert(
             issuer_cert=ca.cert, issuer_key=ca.key, family=family, serial=serial,
             not_before=start, not_after=start + timedelta(days=days),
-            public_key=key.public_key(), facts=FACTS if family.is_sign else None,
+            public_key=public or key.public_key(), facts=FACTS if family.is_sign else None,
             issuer_files=files,
         )  # fmt: skip
         if record:
