@@ -31,6 +31,7 @@ refresh cycle later.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import stat
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import msgspec
 from cryptography import x509
@@ -59,7 +60,7 @@ from crlbuilder.apply import (
 )
 from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
-from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
+from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file, read_open
 from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
@@ -69,7 +70,7 @@ from crlbuilder.ocsp.delegate import delegate_problem
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult, walk_lead
 from crlbuilder.signing_retry import SigningRetry
-from crlbuilder.spoolfile import SETTLE_SECONDS, Look, Settling, look, unchanged
+from crlbuilder.spoolfile import SETTLE_SECONDS, Look, Settling, look, open_seen, unchanged
 from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -108,6 +109,10 @@ class StreamRefused(Exception):
 class StreamReplaced(StreamRefused):
     """The record stream is not the one the store was filled from (deleted and made again
     under its name): its sequences are another stream's, so the store cannot resume in it."""
+
+
+class SpoolBusy(Exception):
+    """Another follow loop holds the spool's lock (`_lock_spool`): one builder per spool."""
 
 
 class NewerRelease(StreamRefused):
@@ -632,7 +637,20 @@ class Builder:
         is due) at once, event ``retention``. Pre-signing that reads
         every CRL entry is cut into runs of ``ocsp.presign_slice_seconds``, the next file
         applied between two of them; with no file waiting they follow one another.
+
+        One loop per spool: it holds the spool's lock (`_SpoolLock`); another process's loop
+        holding it raises `SpoolBusy`, nothing read.
         """
+        lock = _SpoolLock(spool)
+        lock.take()  # before anything is read: raises SpoolBusy
+        try:
+            self._follow(spool, interval, max_idle, lock)
+        finally:
+            lock.close()
+
+    def _follow(
+        self, spool: Path, interval: float, max_idle: float | None, lock: _SpoolLock
+    ) -> None:
         done = spool / "done"
         keep = self.cfg.input.spool_keep_seconds
         if keep or done.exists():
@@ -670,6 +688,7 @@ class Builder:
                 if done.is_dir():
                     prune_done(done, keep, time.time())
                 try:
+                    lock.take()  # the spool was missing: locked once it is there
                     files = self._whole_files(spool, warned)
                     gone = False
                 except FileNotFoundError:  # removed while the loop runs: said once, waited for
@@ -714,17 +733,24 @@ class Builder:
                     watch.wait(retry.wait(wait))  # a file renamed into the spool ends it at once
                     continue
                 for p, seen in files:
-                    t0 = time.monotonic()
-                    applier = self._applier(None)
-                    applier.run(read_file(p, limit=seen.size))
-                    committed = time.monotonic() - t0
-                    committed_at = time.time()
-                    grew = not unchanged(seen, look(p))
-                    if grew:  # read again next turn, before any file after it
-                        self._warn_in_place(p, warned)
-                    else:
-                        self._consumed(p, done)
-                        warned.discard(p.name)  # a file of that name later is another
+                    try:
+                        f = open_seen(p, seen)
+                    except OSError:
+                        f = None  # unreadable now: said by the next look
+                    if f is None:  # another file (or none) under its name: looked at again
+                        break
+                    with f:
+                        t0 = time.monotonic()
+                        applier = self._applier(None)
+                        applier.run(read_open(f, str(p), limit=seen.size))
+                        committed = time.monotonic() - t0
+                        committed_at = time.time()
+                        grew = not unchanged(seen, look(p))
+                        if grew:  # read again next turn, before any file after it
+                            self._warn_in_place(p, warned)
+                        else:
+                            self._consumed(p, done, f)
+                            warned.discard(p.name)  # a file of that name later is another
                     report = BuildReport(summary=applier.summary)
                     report.seconds["apply"] = committed
                     # committed: a signing outage leaves the CRLs and answers to the retry
@@ -1075,15 +1101,25 @@ class Builder:
         """The spool's ``*.jsonl`` files in name order, up to the first one still being written
         (`crlbuilder.spoolfile`), each with what was seen of it; raises FileNotFoundError when
         the spool is gone. A symbolic link (not followed: nothing is read, chmod-ed or moved
-        through it) and a file the builder may not read are left where they are, said once
-        each, and do not hold back the files after them."""
+        through it), a directory, FIFO, socket or device under a record file's name, and a file
+        the builder may not read are left where they are, said once each, and do not hold back
+        the files after them."""
         out: list[tuple[Path, Look]] = []
-        files = sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file())
+        files = sorted(p for p in spool.iterdir() if p.suffix == SUFFIX)
         self._settling.keep_only({p.name for p in files})
         for p in files:
-            if p.is_symlink():
+            try:
+                mode = p.lstat().st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(mode):
                 self._warn_once(p, warned, "a symbolic link, not applied: rename record files "
                                 "into the spool (docs/operations.md)")  # fmt: skip
+                continue
+            if not stat.S_ISREG(mode):
+                self._warn_once(p, warned, "not a regular file (a directory, FIFO, socket or "
+                                "device), not applied: rename record files into the spool "
+                                "(docs/operations.md)")  # fmt: skip
                 continue
             try:
                 seen = look(p)
@@ -1113,15 +1149,21 @@ class Builder:
             warned.add(p.name)
             self.emit({"event": "warning", "message": f"{p.name}: {why}"})
 
-    def _consumed(self, p: Path, done: Path) -> None:
-        """An applied spool file, its records committed: removed, or kept in ``done/`` (0700)."""
+    def _consumed(self, p: Path, done: Path, f: BinaryIO) -> None:
+        """An applied spool file, its records committed: removed, or kept in ``done/`` (0700).
+        ``f``: the file as read (`spoolfile.open_seen`), narrowed through its descriptor, never
+        through the name (a link put there meanwhile would narrow its target). Gone already
+        (removed by hand, or by another process) is no error: there is nothing to remove."""
         if not self.cfg.input.spool_keep_seconds:
-            p.unlink()
+            p.unlink(missing_ok=True)
             return
         with contextlib.suppress(PermissionError):  # a feeder's file: done/ (0700) keeps others out
-            p.chmod(0o600)
+            os.fchmod(f.fileno(), 0o600)
         kept = done / p.name
-        p.rename(kept)
+        try:
+            p.rename(kept)
+        except FileNotFoundError:
+            return
         moved_in = time.time()  # the clock prune_done reads, not the file system's stamp
         os.utime(kept, (moved_in, moved_in))
 
@@ -1168,6 +1210,41 @@ class Builder:
     def emit(self, obj: dict[str, object]) -> None:
         self.log.write(msgspec.json.encode(obj).decode() + "\n")
         self.log.flush()
+
+
+class _SpoolLock:
+    """An exclusive ``flock`` on the spool directory, held while a loop follows it (closing the
+    descriptor releases it, a kill too): two builders of two stores on one spool took turns at
+    its files, each file applied to one store and removed before the other read it."""
+
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+        self.fd: int | None = None
+
+    def take(self) -> None:
+        """Take the lock unless held already or the spool is missing (the loop waits for it);
+        raises `SpoolBusy` when another process holds it."""
+        if self.fd is not None:
+            return
+        try:
+            fd = os.open(self.spool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolBusy(
+                f"{self.spool}: another builder follows this spool (it holds the spool's lock): "
+                "one builder per spool, each file is applied to one store only; stop the other "
+                "first"
+            ) from None
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _private_dir(path: Path) -> None:

@@ -123,7 +123,7 @@ def _serial(text: str) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from crlbuilder.build import AsOfError, Builder, sources
+    from crlbuilder.build import AsOfError, Builder, SpoolBusy, sources
     from crlbuilder.keys.signer import SignerError
     from crlbuilder.store.format import StoreFormatError
 
@@ -168,7 +168,13 @@ def _build(args: argparse.Namespace) -> int:
             return 2
         builder.emit({"event": "build", **report.as_dict()})
         if args.follow:
-            builder.follow(Path(cfg.input.spool), cfg.input.follow_interval, max_idle=args.max_idle)
+            try:
+                builder.follow(
+                    Path(cfg.input.spool), cfg.input.follow_interval, max_idle=args.max_idle
+                )
+            except SpoolBusy as e:
+                print(f"crlbuilder build: error: {e}", file=sys.stderr)
+                return 2
     finally:
         builder.close()
     return 0
