@@ -399,6 +399,10 @@ class Applier:
         """The registered parties a consent may name (None: no registry, consents refused)."""
         self.crash_points: dict[str, Callable[[], object]] = {}
         """Test hooks called where a kill matters (see `outbox.deliver`)."""
+        self.undelivered: Callable[[OSError], object] | None = None
+        """Told of a quarantine or notices file that could not be written (a full disk, its
+        directory made read-only), its lines left staged in the store for the next delivery;
+        None: raised (`deliver`)."""
         self._issuers: dict[str, sf.IssuerMeta] = {i.id: i for i in issuers}
         self._by_index: dict[int, sf.IssuerMeta] = {i.index: i for i in self._issuers.values()}
         # pure functions of values that recur from record to record, computed once each
@@ -1506,25 +1510,39 @@ class Applier:
         many notices were written.
 
         Without a notices file (``notices_path`` None) notices stay staged for a builder that has one.
+        A file that cannot be written raises `OSError`, or, with `undelivered` set, is told to
+        it: its lines stay staged (they are in the store, committed with what caused them) and
+        the records go on being applied; the next delivery writes them once each.
         """
-        self.quarantine.count += outbox.deliver(
-            self.store,
-            outbox.QUARANTINE,
-            self.quarantine.path,
-            quarantine_line_key,
-            before_write=self.crash_points.get("quarantine-before-write"),
-            before_delete=self.crash_points.get("quarantine-before-delete"),
-        )
+        try:
+            self.quarantine.count += outbox.deliver(
+                self.store,
+                outbox.QUARANTINE,
+                self.quarantine.path,
+                quarantine_line_key,
+                before_write=self.crash_points.get("quarantine-before-write"),
+                before_delete=self.crash_points.get("quarantine-before-delete"),
+            )
+        except OSError as e:
+            if self.undelivered is None:
+                raise
+            self.undelivered(e)
         if self.notices_path is None:
             return 0
-        return outbox.deliver(
-            self.store,
-            outbox.NOTICES,
-            self.notices_path,
-            notice_key,
-            before_write=self.crash_points.get("notices-before-write"),
-            before_delete=self.crash_points.get("notices-before-delete"),
-        )
+        try:
+            return outbox.deliver(
+                self.store,
+                outbox.NOTICES,
+                self.notices_path,
+                notice_key,
+                before_write=self.crash_points.get("notices-before-write"),
+                before_delete=self.crash_points.get("notices-before-delete"),
+            )
+        except OSError as e:
+            if self.undelivered is None:
+                raise
+            self.undelivered(e)
+            return 0
 
 
 def past_retention(recorded_at: int, not_after: int, now: int, days: int) -> bool:

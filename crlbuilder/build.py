@@ -223,6 +223,15 @@ class Builder:
         """The spool's files seen being written in place, and since when (`_whole_files`)."""
         """How long a spool file cut mid-line is left unchanged before it is taken
         (`crlbuilder.spoolfile`)."""
+        self.hold_undelivered = False
+        """A quarantine or notices file that cannot be written (a full disk) is said in a
+        ``warning`` event and its lines left staged in the store (`Applier.undelivered`), not
+        raised: a follow loop goes on applying records (the start-up build of ``--follow``
+        too), and delivers them at its next turn. False: raised (a one-shot build fails)."""
+        self._undelivered_said: set[str] = set()
+        """The files said not to be written, once each until a delivery goes through."""
+        self._undelivered_pending = False
+        """A delivery failed since the last one that went through (`_redeliver`)."""
         self._overdue: set[str] = set()
         """Issuers whose walk in progress was said to leave answers past their nextUpdate."""
         self._skipped: dict[str, str] = {}
@@ -300,6 +309,32 @@ class Builder:
             return self.registry.last_good
 
     def _applier(
+        self, bar: tqdm[Any] | None, clock: Clock | None = None, *, published: bool | None = None
+    ) -> Applier:
+        applier = self._new_applier(bar, clock, published=published)
+        if self.hold_undelivered:
+            applier.undelivered = self._undelivered
+        return applier
+
+    def _undelivered(self, e: OSError) -> None:
+        """A quarantine or notices file that could not be written: said once (until one goes
+        through), its lines left staged in the store."""
+        self._undelivered_pending = True
+        where = str(e.filename) if e.filename is not None else "an output file"
+        if where not in self._undelivered_said:
+            self._undelivered_said.add(where)
+            self.emit({"event": "warning", "message": (
+                f"{where}: cannot be written ({e.strerror or e}): its lines stay staged in the "
+                "store and are written once it can be; records go on being applied")})  # fmt: skip
+
+    def _redeliver(self) -> None:
+        """Deliver the lines a failed delivery left staged (`_undelivered`)."""
+        self._undelivered_pending = False
+        self._applier(None).deliver()
+        if not self._undelivered_pending:
+            self._undelivered_said.clear()
+
+    def _new_applier(
         self, bar: tqdm[Any] | None, clock: Clock | None = None, *, published: bool | None = None
     ) -> Applier:
         return Applier(
@@ -643,9 +678,11 @@ class Builder:
         """
         lock = _SpoolLock(spool)
         lock.take()  # before anything is read: raises SpoolBusy
+        held, self.hold_undelivered = self.hold_undelivered, True
         try:
             self._follow(spool, interval, max_idle, lock)
         finally:
+            self.hold_undelivered = held
             lock.close()
 
     def _follow(
@@ -698,6 +735,8 @@ class Builder:
                             "it is there again")})  # fmt: skip
                     files, gone = [], True
                 if not files:
+                    if self._undelivered_pending:  # a full disk freed: the lines staged go out
+                        self._redeliver()
                     now = self.clock()
                     if due is not None and due <= now:
                         idle_step("lapse", now, due=due)

@@ -152,6 +152,7 @@ def _build(args: argparse.Namespace) -> int:
         builder.presign_full = args.presign_full
         if args.follow:  # the start-up build's pre-signing is cut into runs like the loop's
             builder.presign_seconds = cfg.ocsp.presign_slice_seconds or None
+            builder.hold_undelivered = True  # a full quarantine disk stops no revocation
     except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ moment that matters by wrapping `build.look`, which the loop calls before and af
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
 import os
@@ -241,3 +242,38 @@ def test_build_follow_on_a_spool_another_builder_holds_exits_2_naming_it(
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"crlbuilder build: error: {spool}: another builder follows this spool" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_full_disk_under_the_quarantine_stops_no_record_and_its_lines_come_later(
+    spooled: tuple[Builder, Path, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quarantine file's disk is full (ENOSPC; the store's is not). Before, the loop died
+    after the first commit that refused a line, and every start after died delivering it:
+    no record of any later file was applied until someone freed the disk. Now the records go
+    on being applied, the loop says once that the file cannot be written, and the lines it
+    owes, staged in the store, are written once each when the disk has room again."""
+    b, spool, log = spooled
+    quarantine = b.quarantine.path
+    (spool / "0002.jsonl").write_bytes(b'{"type":"issuance","id":"bad-1"}\n' + _issuance(2) + b"\n")
+    real_write, full = os.write, [True]
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if full[0] and os.readlink(f"/proc/self/fd/{fd}") == str(quarantine):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(quarantine))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    b.follow(spool, 0.05, max_idle=0.5)
+    assert _good(b, 1) and _good(b, 2) and _good(b, 3)  # every file applied
+    assert not list(spool.glob("*.jsonl"))
+    said = [str(e["message"]) for e in _events(log)
+            if e["event"] == "warning" and "written" in str(e["message"])]  # fmt: skip
+    assert said == [f"{quarantine}: cannot be written (No space left on device): its lines stay "
+                    "staged in the store and are written once it can be; records go on being "
+                    "applied"], said  # fmt: skip
+    assert not quarantine.exists() or b"bad-1" not in quarantine.read_bytes()
+    full[0] = False  # room again: the next idle turn writes what is owed, once
+    b.follow(spool, 0.05, max_idle=0.5)
+    b.follow(spool, 0.05, max_idle=0.3)
+    lines = [msgspec.json.decode(line) for line in quarantine.read_bytes().splitlines()]
+    assert [(q["id"], q["file"], q["line"]) for q in lines] == [("bad-1", "0002.jsonl", 1)]
