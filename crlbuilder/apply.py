@@ -399,6 +399,9 @@ class Applier:
         """The registered parties a consent may name (None: no registry, consents refused)."""
         self.crash_points: dict[str, Callable[[], object]] = {}
         """Test hooks called where a kill matters (see `outbox.deliver`)."""
+        self.on_batch: Callable[[Commit, Located | Rejected], object] | None = None
+        """Called in each batch's transaction with its last item: what the caller keeps of how
+        far its input is committed (the follow loop's place in a spool file, `build`)."""
         self.undelivered: Callable[[OSError], object] | None = None
         """Told of a quarantine or notices file that could not be written (a full disk, its
         directory made read-only), its lines left staged in the store for the next delivery;
@@ -517,6 +520,8 @@ class Applier:
                 self.summary.commits += 1
             for item, reason in rejected:
                 self._reject(b, item, reason)
+            if self.on_batch is not None and items:
+                self.on_batch(c, items[-1])
         self.deliver()
         if self.on_progress is not None:
             self.on_progress(len(items))

@@ -781,7 +781,8 @@ class Builder:
                     with f:
                         t0 = time.monotonic()
                         applier = self._applier(None)
-                        applier.run(read_open(f, str(p), limit=seen.size))
+                        start = self._take_up(applier, p.name, f)
+                        applier.run(read_open(f, str(p), start_line=start, limit=seen.size))
                         committed = time.monotonic() - t0
                         committed_at = time.time()
                         grew = not unchanged(seen, look(p))
@@ -1135,6 +1136,25 @@ class Builder:
             )  # fmt: skip
         finally:
             applier.group = None
+
+    def _take_up(self, applier: Applier, name: str, f: BinaryIO) -> int:
+        """The line of the spool file ``f`` (named ``name``) after which its reading goes on:
+        the last one a batch committed when this very file was being applied (a loop killed
+        before removing it), else 0. Each batch's transaction records its last line
+        (`store.format.SpoolAt`): read again from its first line, the file's records applied
+        are duplicates, but the refused ones would be judged again against what its later
+        lines added (a revocation read before its certificate's issuance, refused, quarantined,
+        then applied after all), unlike in a loop never killed."""
+        st = os.fstat(f.fileno())
+        ident = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
+        with self.store.read() as r:
+            at = r.spool_at()
+
+        def keep(c: Commit, last: Located | Rejected) -> None:
+            c.put_spool_at(sf.SpoolAt(name=name, file=ident, line=last.line))
+
+        applier.on_batch = keep
+        return at.line if at is not None and (at.name, at.file) == (name, ident) else 0
 
     def _whole_files(self, spool: Path, warned: set[str]) -> list[tuple[Path, Look]]:
         """The spool's ``*.jsonl`` files in name order, up to the first one still being written

@@ -678,6 +678,10 @@ class Commit(LmdbReader):
         for k in keys:
             self._delete(sf.DB_OUTBOX, k, change=False)
 
+    def put_spool_at(self, at: sf.SpoolAt) -> None:
+        """How far this commit takes the spool file being applied (`META_SPOOL_AT`)."""
+        self._put(sf.DB_META, sf.META_SPOOL_AT, msgspec.json.encode(at), change=False)
+
     def put_outbox_file(self, target: bytes, delivered: sf.OutboxFile) -> None:
         key = sf.META_OUTBOX_FILE_PREFIX + target
         self._put(sf.DB_META, key, msgspec.json.encode(delivered), change=False)
