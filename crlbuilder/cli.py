@@ -125,7 +125,7 @@ def _serial(text: str) -> int:
 def _build(args: argparse.Namespace) -> int:
     from crlbuilder.build import AsOfError, Builder, SpoolBusy, sources
     from crlbuilder.keys.signer import SignerError
-    from crlbuilder.store.format import StoreFormatError
+    from crlbuilder.store.format import StoreFormatError, StoreWriteError
 
     if args.max_idle is not None and not args.follow:
         print("crlbuilder build: error: --max-idle applies to --follow only", file=sys.stderr)
@@ -176,6 +176,9 @@ def _build(args: argparse.Namespace) -> int:
             except SpoolBusy as e:
                 print(f"crlbuilder build: error: {e}", file=sys.stderr)
                 return 2
+    except StoreWriteError as e:  # a full disk: what was committed stays, the rest at a restart
+        print(f"crlbuilder build: error: {e}", file=sys.stderr)
+        return 1
     finally:
         builder.close()
     return 0

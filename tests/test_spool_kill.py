@@ -13,6 +13,7 @@ proves the same of the whole command.
 from __future__ import annotations
 
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from crlbuilder.config import BuilderConfig
+from crlbuilder.config import BuilderConfig, write_facts_key
 from crlbuilder.manifest import Manifest
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -38,7 +39,7 @@ import msgspec
 from crlbuilder import build
 from crlbuilder.apply import Applier
 from crlbuilder.build import Builder
-from crlbuilder.config import BuilderConfig
+from crlbuilder.config import BuilderConfig, write_facts_key
 
 cfg = msgspec.json.decode(sys.argv[1].encode(), type=BuilderConfig)
 point, nth = sys.argv[2], int(sys.argv[3])
@@ -180,15 +181,7 @@ def test_the_command_killed_at_random_while_a_large_file_applies_loses_nothing(
     spool = tmp_path / "store-spool"  # builder_args's --spool
     spool.mkdir()
     n = 20_000
-    feed = b"".join(
-        msgspec.json.encode(
-            {"type": "issuance", "id": f"big-{i}", "recorded_at": "2026-01-05T09:00:00+09:00",
-             "serial": 7_000_000 + i, "family": "auth-card", "issuer": "auth-card-g1",
-             "not_before": "2026-01-05T09:00:00+09:00",
-             "not_after": "2030-01-05T09:00:00+09:00", "holder": f"{i + 10**9:064x}"}
-        ) + b"\n"
-        for i in range(n)
-    )  # fmt: skip
+    feed = b"".join(_big(i) for i in range(n))
     (spool / ".big.part").write_bytes(feed)
     (spool / ".big.part").rename(spool / "big.jsonl")
     cmd = [str(BIN / "crlbuilder"), "build", *args, "--batch-size", "500", "--follow"]
@@ -226,3 +219,59 @@ def _applied_big(store: Path) -> int:
             return sum(1 for k in cur.iternext(values=False) if bytes(k).startswith(b"big-"))
     finally:
         s.close()
+
+
+@pytest.mark.integration  # builder processes, one with a file size limit
+def test_a_full_disk_under_the_store_is_one_clear_line_and_loses_nothing(
+    tmp_path: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The store's disk fills while a spool file applies (a file size limit stands in for it:
+    LMDB's pages cannot be written past it). Before: a traceback, ``lmdb.Error: mdb_txn_commit:
+    Input/output error``. Now one line naming the store and what to look at, exit 1; what was
+    committed stays, and the builder started again with room applies the rest, once."""
+    root = Path(__file__).resolve().parents[1]
+    key = tmp_path / "facts.key"
+    write_facts_key(key)
+    (tmp_path / "records").mkdir()
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    cmd = [
+        str(BIN / "crlbuilder"), "build", "--config", str(root / "config" / "builder.toml"),
+        "--store", str(tmp_path / "store"), "--pki", str(demo_pki[0]),
+        "--input", str(tmp_path / "records"), "--facts-key-file", str(key),
+        "--quarantine", str(tmp_path / "quarantine.jsonl"),
+        "--notices", str(tmp_path / "notices.jsonl"), "--crl-dir", str(tmp_path / "crl"),
+        "--spool", str(spool), "--no-progress", "--batch-size", "500",
+        "--follow", "--max-idle", "0.5",
+    ]  # fmt: skip
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert first.returncode == 0, first.stderr[-3000:]
+    n = 5000
+    (spool / "big.jsonl").write_bytes(b"".join(_big(i) for i in range(n)))
+    room = (tmp_path / "store" / "data.mdb").stat().st_size + (64 << 10)
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, check=False, preexec_fn=full_disk
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert f"crlbuilder build: error: {tmp_path / 'store'}: the store could not be written (" in (
+        out.stderr
+    )
+    assert (spool / "big.jsonl").exists() and _applied_big(tmp_path / "store") < n
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert not (spool / "big.jsonl").exists() and _applied_big(tmp_path / "store") == n
+
+
+def _big(i: int) -> bytes:
+    return msgspec.json.encode(
+        {"type": "issuance", "id": f"big-{i}", "recorded_at": "2026-01-05T09:00:00+09:00",
+         "serial": 7_000_000 + i, "family": "auth-card", "issuer": "auth-card-g1",
+         "not_before": "2026-01-05T09:00:00+09:00", "not_after": "2030-01-05T09:00:00+09:00",
+         "holder": f"{i + 10**9:064x}"}
+    ) + b"\n"  # fmt: skip

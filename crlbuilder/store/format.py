@@ -301,6 +301,12 @@ class StoreFormatError(Exception):
     """The store is not one this version of jpki-va can read."""
 
 
+class StoreWriteError(Exception):
+    """A write transaction the store could not take (its disk full, or its map,
+    ``store.map_size_gib``): aborted, nothing of it written; the store stays at its last
+    commit (`crlbuilder.store.writer.Commit`)."""
+
+
 # --- keys -------------------------------------------------------------------
 
 
