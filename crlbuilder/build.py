@@ -1216,15 +1216,14 @@ class Builder:
         if not self.cfg.input.spool_keep_seconds:
             p.unlink(missing_ok=True)
             return
+        try:  # moved first: narrowing it in the spool would change its ctime, and a loop
+            p.rename(done / p.name)  # killed before the move would read it again from its
+        except FileNotFoundError:  # first line (`_take_up` knows it by its ctime)
+            return
         with contextlib.suppress(PermissionError):  # a feeder's file: done/ (0700) keeps others out
             os.fchmod(f.fileno(), 0o600)
-        kept = done / p.name
-        try:
-            p.rename(kept)
-        except FileNotFoundError:
-            return
         moved_in = time.time()  # the clock prune_done reads, not the file system's stamp
-        os.utime(kept, (moved_in, moved_in))
+        os.utime(f.fileno(), (moved_in, moved_in))
 
     def next_erasure(self) -> datetime | None:
         """When the next revocation record may pass its retention (`apply.next_erasure`): the

@@ -2,8 +2,8 @@
 differently: started again, it ends with the store and the quarantine of a loop never killed.
 
 The builder runs in a child process (`_CHILD`) that kills itself at a chosen point: after the
-``n``-th batch of the file committed (the file still in the spool), or once the file is removed
-(before its CRLs and answers). The file is applied in batches of 10 lines and is built so that
+``n``-th batch of the file committed (the file still in the spool), once the file is removed
+(before its CRLs and answers), or, kept in ``done/``, once it is narrowed to 0600. The file is applied in batches of 10 lines and is built so that
 the order of its lines matters: line 3 asks to revoke a certificate whose issuance is line 40
 (refused, "unknown serial": quarantined, the certificate good), and line 5 is no JSON. A real
 ``crlbuilder build --follow`` process killed at random moments while a larger file applies
@@ -60,7 +60,16 @@ def consumed(self, *args):
     if point == "removed":
         die()
 
-Applier.commit, Builder._consumed = commit, consumed
+real_fchmod = os.fchmod
+
+def fchmod(fd, mode):
+    real_fchmod(fd, mode)
+    if point == "narrowed":
+        die()
+
+Applier.commit, Builder._consumed, os.fchmod = commit, consumed, fchmod
+if point == "narrowed":
+    cfg.input.spool_keep_seconds = 3600
 b = Builder(cfg, progress=False, log=open(os.devnull, "w"))
 b.follow(Path(cfg.input.spool), 0.05, max_idle=0.3)
 b.close()
@@ -148,8 +157,9 @@ def reference(
 @pytest.mark.integration  # builder processes killed
 @pytest.mark.parametrize(
     ("point", "nth"),
-    [("batch", 1), ("batch", 4), ("batch", 5), ("removed", 0)],
-    ids=["after-batch-1", "after-batch-4", "after-the-last-batch", "after-the-removal"],
+    [("batch", 1), ("batch", 4), ("batch", 5), ("removed", 0), ("narrowed", 0)],
+    ids=["after-batch-1", "after-batch-4", "after-the-last-batch", "after-the-removal",
+         "kept-after-its-narrowing"],
 )
 def test_a_loop_killed_while_a_file_applies_ends_as_one_never_killed(
     tmp_path: Path,
