@@ -158,8 +158,13 @@ def reference(
 @pytest.mark.parametrize(
     ("point", "nth"),
     [("batch", 1), ("batch", 4), ("batch", 5), ("removed", 0), ("narrowed", 0)],
-    ids=["after-batch-1", "after-batch-4", "after-the-last-batch", "after-the-removal",
-         "kept-after-its-narrowing"],
+    ids=[
+        "after-batch-1",
+        "after-batch-4",
+        "after-the-last-batch",
+        "after-the-removal",
+        "kept-after-its-narrowing",
+    ],
 )
 def test_a_loop_killed_while_a_file_applies_ends_as_one_never_killed(
     tmp_path: Path,
