@@ -399,6 +399,8 @@ class Applier:
         """The registered parties a consent may name (None: no registry, consents refused)."""
         self.crash_points: dict[str, Callable[[], object]] = {}
         """Test hooks called where a kill matters (see `outbox.deliver`)."""
+        self.stopped = False
+        """`run` ended early, asked to (its ``stop``): its input not read to the end."""
         self.on_batch: Callable[[Commit, Located | Rejected], object] | None = None
         """Called in each batch's transaction with its last item: what the caller keeps of how
         far its input is committed (the follow loop's place in a spool file, `build`)."""
@@ -420,8 +422,11 @@ class Applier:
 
     # --- driving ------------------------------------------------------------
 
-    def run(self, items: Iterable[Located | Rejected]) -> Summary:
-        """Apply every item, committing every ``batch_size`` input items."""
+    def run(
+        self, items: Iterable[Located | Rejected], *, stop: Callable[[], bool] | None = None
+    ) -> Summary:
+        """Apply every item, committing every ``batch_size`` input items; with ``stop``, asked
+        after each commit, end there when it says so (`stopped`: the items after are not read)."""
         self.deliver()  # what a killed builder staged and did not deliver
         batch: list[Located | Rejected] = []
         for item in items:
@@ -429,6 +434,9 @@ class Applier:
             if len(batch) >= self.batch_size:
                 self.commit(batch)
                 batch = []
+                if stop is not None and stop():
+                    self.stopped = True
+                    return self.summary
         if batch:
             self.commit(batch)
         return self.summary

@@ -674,7 +674,9 @@ class Builder:
         applied between two of them; with no file waiting they follow one another.
 
         One loop per spool: it holds the spool's lock (`_SpoolLock`); another process's loop
-        holding it raises `SpoolBusy`, nothing read.
+        holding it raises `SpoolBusy`, nothing read. SIGTERM ends it after the batch being
+        committed (event ``stopped``), the file left in the spool to be taken up there
+        (`_take_up`).
         """
         lock = _SpoolLock(spool)
         lock.take()  # before anything is read: raises SpoolBusy
@@ -782,7 +784,14 @@ class Builder:
                         t0 = time.monotonic()
                         applier = self._applier(None)
                         start = self._take_up(applier, p.name, f)
-                        applier.run(read_open(f, str(p), start_line=start, limit=seen.size))
+                        applier.run(
+                            read_open(f, str(p), start_line=start, limit=seen.size),
+                            stop=lambda: stop.requested,
+                        )
+                        if applier.stopped:  # SIGTERM between two batches: taken up at the
+                            self.emit({"event": "stopped", "file": p.name,  # next start
+                                       **applier.summary.as_dict()})  # fmt: skip
+                            break
                         committed = time.monotonic() - t0
                         committed_at = time.time()
                         grew = not unchanged(seen, look(p))

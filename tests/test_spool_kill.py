@@ -12,6 +12,8 @@ proves the same of the whole command.
 
 from __future__ import annotations
 
+import io
+import os
 import random
 import resource
 import shutil
@@ -20,11 +22,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
+from crlbuilder.apply import Applier
+from crlbuilder.build import Builder
 from crlbuilder.config import BuilderConfig, write_facts_key
+from crlbuilder.ingest import Located, Rejected
 from crlbuilder.manifest import Manifest
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -290,3 +296,40 @@ def _big(i: int) -> bytes:
          "not_before": "2026-01-05T09:00:00+09:00", "not_after": "2030-01-05T09:00:00+09:00",
          "holder": f"{i + 10**9:064x}"}
     ) + b"\n"  # fmt: skip
+
+
+def test_sigterm_while_a_file_applies_stops_after_the_batch_and_the_file_is_taken_up(
+    tmp_path: Path,
+    demo_pki: tuple[Path, Manifest],
+    reference: tuple[BuilderConfig, tuple[Dump, list[bytes]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM (systemctl stop) arrives while the second batch of the file applies. Before, the
+    loop stopped only after the whole file (a file of millions of records outlasts systemd's
+    TimeoutStopSec, then SIGKILL). Now it stops after the batch being committed, the file left
+    in the spool, and the next loop takes it up there: the same store as a loop never stopped."""
+    cfg = _config(tmp_path, demo_pki[0], Path(reference[0].keys.facts_key_file))
+    real, calls = Applier.commit, [0]
+
+    def commit(self: Applier, items: list[Located | Rejected], **kw: Any) -> None:
+        real(self, items, **kw)
+        if items and items[0].source.endswith("feed.jsonl"):
+            calls[0] += 1
+            if calls[0] == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # the loop's StopRequest takes it
+
+    monkeypatch.setattr(Applier, "commit", commit)
+    log = io.StringIO()
+    b = Builder(cfg, progress=False, log=log)
+    try:
+        b.follow(Path(cfg.input.spool), 0.05, max_idle=0.3)
+        assert calls[0] == 2 and (Path(cfg.input.spool) / "feed.jsonl").exists()
+        stopped = [e for e in map(msgspec.json.decode, log.getvalue().splitlines())
+                   if e["event"] == "stopped"]  # fmt: skip
+        assert [(e["file"], e["records_read"]) for e in stopped] == [("feed.jsonl", 20)]
+        b.follow(Path(cfg.input.spool), 0.05, max_idle=0.3)
+    finally:
+        b.close()
+    assert calls[0] == 5  # the three batches left, none read twice
+    assert not (Path(cfg.input.spool) / "feed.jsonl").exists()
+    assert _state(cfg) == reference[1]
