@@ -794,7 +794,11 @@ class Builder:
                             break
                         committed = time.monotonic() - t0
                         committed_at = time.time()
-                        grew = not unchanged(seen, look(p))
+                        try:
+                            grew = not unchanged(seen, look(p))
+                        except OSError as e:  # made unreadable meanwhile: left where it is
+                            self._warn_unreadable(p, warned, e)
+                            grew = True
                         if grew:  # read again next turn, before any file after it
                             self._warn_in_place(p, warned)
                         else:
@@ -1192,8 +1196,7 @@ class Builder:
             try:
                 seen = look(p)
             except OSError as e:
-                self._warn_once(p, warned, f"cannot be read ({e.strerror}), not applied: the "
-                                "builder's user reads the spool's files (docs/operations.md)")  # fmt: skip
+                self._warn_unreadable(p, warned, e)
                 continue
             if seen is None:
                 continue
@@ -1204,6 +1207,11 @@ class Builder:
                 break
             out.append((p, seen))
         return out
+
+    def _warn_unreadable(self, p: Path, warned: set[str], e: OSError) -> None:
+        """Say once that the spool file ``p`` cannot be read (it is left where it is)."""
+        self._warn_once(p, warned, f"cannot be read ({e.strerror}), not applied: the builder's "
+                        "user reads the spool's files (docs/operations.md)")  # fmt: skip
 
     def _warn_in_place(self, p: Path, warned: set[str]) -> None:
         """Say once per file that it is being written in the spool, not renamed in whole."""

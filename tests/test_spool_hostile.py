@@ -277,3 +277,29 @@ def test_a_full_disk_under_the_quarantine_stops_no_record_and_its_lines_come_lat
     b.follow(spool, 0.05, max_idle=0.3)
     lines = [msgspec.json.decode(line) for line in quarantine.read_bytes().splitlines()]
     assert [(q["id"], q["file"], q["line"]) for q in lines] == [("bad-1", "0002.jsonl", 1)]
+
+
+def test_a_file_made_unreadable_while_it_is_applied_stops_nothing(
+    spooled: tuple[Builder, Path, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A feeder narrows its file (chmod 0600, its own user) while the loop applies it: the look
+    after the read is refused. Before, the loop died (PermissionError) and every file after it
+    waited for a restart; now that file is left in the spool, said once, and the others go on.
+    (As root the kernel refuses nothing: the look meets the refusal as it would.)"""
+    b, spool, log = spooled
+    real, calls = build.look, [0]
+
+    def look(p: Path) -> Look | None:
+        if p.name == "0002.jsonl":
+            calls[0] += 1
+            if calls[0] >= 2:
+                raise PermissionError(13, "Permission denied", str(p))
+        return real(p)
+
+    monkeypatch.setattr(build, "look", look)
+    _run(b, spool, lambda: None)
+    assert _good(b, 1) and _good(b, 2) and _good(b, 3)
+    assert (spool / "0002.jsonl").exists() and not (spool / "0003.jsonl").exists()
+    said = [str(e["message"]) for e in _events(log)
+            if e["event"] == "warning" and "0002" in str(e["message"])]  # fmt: skip
+    assert len(said) == 1 and "cannot be read (Permission denied)" in said[0], said
