@@ -399,6 +399,15 @@ class Applier:
         """The registered parties a consent may name (None: no registry, consents refused)."""
         self.crash_points: dict[str, Callable[[], object]] = {}
         """Test hooks called where a kill matters (see `outbox.deliver`)."""
+        self.stopped = False
+        """`run` ended early, asked to (its ``stop``): its input not read to the end."""
+        self.on_batch: Callable[[Commit, Located | Rejected], object] | None = None
+        """Called in each batch's transaction with its last item: what the caller keeps of how
+        far its input is committed (the follow loop's place in a spool file, `build`)."""
+        self.undelivered: Callable[[OSError], object] | None = None
+        """Told of a quarantine or notices file that could not be written (a full disk, its
+        directory made read-only), its lines left staged in the store for the next delivery;
+        None: raised (`deliver`)."""
         self._issuers: dict[str, sf.IssuerMeta] = {i.id: i for i in issuers}
         self._by_index: dict[int, sf.IssuerMeta] = {i.index: i for i in self._issuers.values()}
         # pure functions of values that recur from record to record, computed once each
@@ -413,8 +422,11 @@ class Applier:
 
     # --- driving ------------------------------------------------------------
 
-    def run(self, items: Iterable[Located | Rejected]) -> Summary:
-        """Apply every item, committing every ``batch_size`` input items."""
+    def run(
+        self, items: Iterable[Located | Rejected], *, stop: Callable[[], bool] | None = None
+    ) -> Summary:
+        """Apply every item, committing every ``batch_size`` input items; with ``stop``, asked
+        after each commit, end there when it says so (`stopped`: the items after are not read)."""
         self.deliver()  # what a killed builder staged and did not deliver
         batch: list[Located | Rejected] = []
         for item in items:
@@ -422,6 +434,9 @@ class Applier:
             if len(batch) >= self.batch_size:
                 self.commit(batch)
                 batch = []
+                if stop is not None and stop():
+                    self.stopped = True
+                    return self.summary
         if batch:
             self.commit(batch)
         return self.summary
@@ -513,6 +528,8 @@ class Applier:
                 self.summary.commits += 1
             for item, reason in rejected:
                 self._reject(b, item, reason)
+            if self.on_batch is not None and items:
+                self.on_batch(c, items[-1])
         self.deliver()
         if self.on_progress is not None:
             self.on_progress(len(items))
@@ -1506,25 +1523,39 @@ class Applier:
         many notices were written.
 
         Without a notices file (``notices_path`` None) notices stay staged for a builder that has one.
+        A file that cannot be written raises `OSError`, or, with `undelivered` set, is told to
+        it: its lines stay staged (they are in the store, committed with what caused them) and
+        the records go on being applied; the next delivery writes them once each.
         """
-        self.quarantine.count += outbox.deliver(
-            self.store,
-            outbox.QUARANTINE,
-            self.quarantine.path,
-            quarantine_line_key,
-            before_write=self.crash_points.get("quarantine-before-write"),
-            before_delete=self.crash_points.get("quarantine-before-delete"),
-        )
+        try:
+            self.quarantine.count += outbox.deliver(
+                self.store,
+                outbox.QUARANTINE,
+                self.quarantine.path,
+                quarantine_line_key,
+                before_write=self.crash_points.get("quarantine-before-write"),
+                before_delete=self.crash_points.get("quarantine-before-delete"),
+            )
+        except OSError as e:
+            if self.undelivered is None:
+                raise
+            self.undelivered(e)
         if self.notices_path is None:
             return 0
-        return outbox.deliver(
-            self.store,
-            outbox.NOTICES,
-            self.notices_path,
-            notice_key,
-            before_write=self.crash_points.get("notices-before-write"),
-            before_delete=self.crash_points.get("notices-before-delete"),
-        )
+        try:
+            return outbox.deliver(
+                self.store,
+                outbox.NOTICES,
+                self.notices_path,
+                notice_key,
+                before_write=self.crash_points.get("notices-before-write"),
+                before_delete=self.crash_points.get("notices-before-delete"),
+            )
+        except OSError as e:
+            if self.undelivered is None:
+                raise
+            self.undelivered(e)
+            return 0
 
 
 def past_retention(recorded_at: int, not_after: int, now: int, days: int) -> bool:

@@ -31,6 +31,7 @@ refresh cycle later.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import stat
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import msgspec
 from cryptography import x509
@@ -59,7 +60,7 @@ from crlbuilder.apply import (
 )
 from crlbuilder.config import BuilderConfig, facts_key
 from crlbuilder.crl.publish import CrlPublisher, crl_signing
-from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file
+from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file, read_open
 from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.signer import SignerError, load_signer
 from crlbuilder.lifecycle import StopRequest
@@ -69,7 +70,7 @@ from crlbuilder.ocsp.delegate import delegate_problem
 from crlbuilder.options import ConfigError
 from crlbuilder.presign import LEAD_FACTOR, Presigner, PresignResult, walk_lead
 from crlbuilder.signing_retry import SigningRetry
-from crlbuilder.spoolfile import SETTLE_SECONDS, Look, Settling, look, unchanged
+from crlbuilder.spoolfile import SETTLE_SECONDS, Look, Settling, look, open_seen, unchanged
 from crlbuilder.spoolwatch import SUFFIX, SpoolWatch
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store
@@ -114,6 +115,10 @@ class StreamTruncated(StreamRefused):
     """The record stream no longer holds the message after the store's last sequence (purged,
     or limits put on it): JetStream would deliver from its first message on, and the records in
     between would be passed over without a word, this store differing from the others'."""
+
+
+class SpoolBusy(Exception):
+    """Another follow loop holds the spool's lock (`_lock_spool`): one builder per spool."""
 
 
 class NewerRelease(StreamRefused):
@@ -224,6 +229,15 @@ class Builder:
         """The spool's files seen being written in place, and since when (`_whole_files`)."""
         """How long a spool file cut mid-line is left unchanged before it is taken
         (`crlbuilder.spoolfile`)."""
+        self.hold_undelivered = False
+        """A quarantine or notices file that cannot be written (a full disk) is said in a
+        ``warning`` event and its lines left staged in the store (`Applier.undelivered`), not
+        raised: a follow loop goes on applying records (the start-up build of ``--follow``
+        too), and delivers them at its next turn. False: raised (a one-shot build fails)."""
+        self._undelivered_said: set[str] = set()
+        """The files said not to be written, once each until a delivery goes through."""
+        self._undelivered_pending = False
+        """A delivery failed since the last one that went through (`_redeliver`)."""
         self._overdue: set[str] = set()
         """Issuers whose walk in progress was said to leave answers past their nextUpdate."""
         self._skipped: dict[str, str] = {}
@@ -301,6 +315,32 @@ class Builder:
             return self.registry.last_good
 
     def _applier(
+        self, bar: tqdm[Any] | None, clock: Clock | None = None, *, published: bool | None = None
+    ) -> Applier:
+        applier = self._new_applier(bar, clock, published=published)
+        if self.hold_undelivered:
+            applier.undelivered = self._undelivered
+        return applier
+
+    def _undelivered(self, e: OSError) -> None:
+        """A quarantine or notices file that could not be written: said once (until one goes
+        through), its lines left staged in the store."""
+        self._undelivered_pending = True
+        where = str(e.filename) if e.filename is not None else "an output file"
+        if where not in self._undelivered_said:
+            self._undelivered_said.add(where)
+            self.emit({"event": "warning", "message": (
+                f"{where}: cannot be written ({e.strerror or e}): its lines stay staged in the "
+                "store and are written once it can be; records go on being applied")})  # fmt: skip
+
+    def _redeliver(self) -> None:
+        """Deliver the lines a failed delivery left staged (`_undelivered`)."""
+        self._undelivered_pending = False
+        self._applier(None).deliver()
+        if not self._undelivered_pending:
+            self._undelivered_said.clear()
+
+    def _new_applier(
         self, bar: tqdm[Any] | None, clock: Clock | None = None, *, published: bool | None = None
     ) -> Applier:
         return Applier(
@@ -638,7 +678,24 @@ class Builder:
         is due) at once, event ``retention``. Pre-signing that reads
         every CRL entry is cut into runs of ``ocsp.presign_slice_seconds``, the next file
         applied between two of them; with no file waiting they follow one another.
+
+        One loop per spool: it holds the spool's lock (`_SpoolLock`); another process's loop
+        holding it raises `SpoolBusy`, nothing read. SIGTERM ends it after the batch being
+        committed (event ``stopped``), the file left in the spool to be taken up there
+        (`_take_up`).
         """
+        lock = _SpoolLock(spool)
+        lock.take()  # before anything is read: raises SpoolBusy
+        held, self.hold_undelivered = self.hold_undelivered, True
+        try:
+            self._follow(spool, interval, max_idle, lock)
+        finally:
+            self.hold_undelivered = held
+            lock.close()
+
+    def _follow(
+        self, spool: Path, interval: float, max_idle: float | None, lock: _SpoolLock
+    ) -> None:
         done = spool / "done"
         keep = self.cfg.input.spool_keep_seconds
         if keep or done.exists():
@@ -676,6 +733,7 @@ class Builder:
                 if done.is_dir():
                     prune_done(done, keep, time.time())
                 try:
+                    lock.take()  # the spool was missing: locked once it is there
                     files = self._whole_files(spool, warned)
                     gone = False
                 except FileNotFoundError:  # removed while the loop runs: said once, waited for
@@ -685,6 +743,8 @@ class Builder:
                             "it is there again")})  # fmt: skip
                     files, gone = [], True
                 if not files:
+                    if self._undelivered_pending:  # a full disk freed: the lines staged go out
+                        self._redeliver()
                     now = self.clock()
                     if due is not None and due <= now:
                         idle_step("lapse", now, due=due)
@@ -720,17 +780,36 @@ class Builder:
                     watch.wait(retry.wait(wait))  # a file renamed into the spool ends it at once
                     continue
                 for p, seen in files:
-                    t0 = time.monotonic()
-                    applier = self._applier(None)
-                    applier.run(read_file(p, limit=seen.size))
-                    committed = time.monotonic() - t0
-                    committed_at = time.time()
-                    grew = not unchanged(seen, look(p))
-                    if grew:  # read again next turn, before any file after it
-                        self._warn_in_place(p, warned)
-                    else:
-                        self._consumed(p, done)
-                        warned.discard(p.name)  # a file of that name later is another
+                    try:
+                        f = open_seen(p, seen)
+                    except OSError:
+                        f = None  # unreadable now: said by the next look
+                    if f is None:  # another file (or none) under its name: looked at again
+                        break
+                    with f:
+                        t0 = time.monotonic()
+                        applier = self._applier(None)
+                        start = self._take_up(applier, p.name, f)
+                        applier.run(
+                            read_open(f, str(p), start_line=start, limit=seen.size),
+                            stop=lambda: stop.requested,
+                        )
+                        if applier.stopped:  # SIGTERM between two batches: taken up at the
+                            self.emit({"event": "stopped", "file": p.name,  # next start
+                                       **applier.summary.as_dict()})  # fmt: skip
+                            break
+                        committed = time.monotonic() - t0
+                        committed_at = time.time()
+                        try:
+                            grew = not unchanged(seen, look(p))
+                        except OSError as e:  # made unreadable meanwhile: left where it is
+                            self._warn_unreadable(p, warned, e)
+                            grew = True
+                        if grew:  # read again next turn, before any file after it
+                            self._warn_in_place(p, warned)
+                        else:
+                            self._consumed(p, done, f)
+                            warned.discard(p.name)  # a file of that name later is another
                     report = BuildReport(summary=applier.summary)
                     report.seconds["apply"] = committed
                     # committed: a signing outage leaves the CRLs and answers to the retry
@@ -1098,25 +1177,53 @@ class Builder:
         finally:
             applier.group = None
 
+    def _take_up(self, applier: Applier, name: str, f: BinaryIO) -> int:
+        """The line of the spool file ``f`` (named ``name``) after which its reading goes on:
+        the last one a batch committed when this very file was being applied (a loop killed
+        before removing it), else 0. Each batch's transaction records its last line
+        (`store.format.SpoolAt`): read again from its first line, the file's records applied
+        are duplicates, but the refused ones would be judged again against what its later
+        lines added (a revocation read before its certificate's issuance, refused, quarantined,
+        then applied after all), unlike in a loop never killed."""
+        st = os.fstat(f.fileno())
+        ident = (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns, st.st_size)
+        with self.store.read() as r:
+            at = r.spool_at()
+
+        def keep(c: Commit, last: Located | Rejected) -> None:
+            c.put_spool_at(sf.SpoolAt(name=name, file=ident, line=last.line))
+
+        applier.on_batch = keep
+        return at.line if at is not None and (at.name, at.file) == (name, ident) else 0
+
     def _whole_files(self, spool: Path, warned: set[str]) -> list[tuple[Path, Look]]:
         """The spool's ``*.jsonl`` files in name order, up to the first one still being written
         (`crlbuilder.spoolfile`), each with what was seen of it; raises FileNotFoundError when
         the spool is gone. A symbolic link (not followed: nothing is read, chmod-ed or moved
-        through it) and a file the builder may not read are left where they are, said once
-        each, and do not hold back the files after them."""
+        through it), a directory, FIFO, socket or device under a record file's name, and a file
+        the builder may not read are left where they are, said once each, and do not hold back
+        the files after them."""
         out: list[tuple[Path, Look]] = []
-        files = sorted(p for p in spool.iterdir() if p.suffix == SUFFIX and p.is_file())
+        files = sorted(p for p in spool.iterdir() if p.suffix == SUFFIX)
         self._settling.keep_only({p.name for p in files})
         for p in files:
-            if p.is_symlink():
+            try:
+                mode = p.lstat().st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(mode):
                 self._warn_once(p, warned, "a symbolic link, not applied: rename record files "
                                 "into the spool (docs/operations.md)")  # fmt: skip
+                continue
+            if not stat.S_ISREG(mode):
+                self._warn_once(p, warned, "not a regular file (a directory, FIFO, socket or "
+                                "device), not applied: rename record files into the spool "
+                                "(docs/operations.md)")  # fmt: skip
                 continue
             try:
                 seen = look(p)
             except OSError as e:
-                self._warn_once(p, warned, f"cannot be read ({e.strerror}), not applied: the "
-                                "builder's user reads the spool's files (docs/operations.md)")  # fmt: skip
+                self._warn_unreadable(p, warned, e)
                 continue
             if seen is None:
                 continue
@@ -1127,6 +1234,11 @@ class Builder:
                 break
             out.append((p, seen))
         return out
+
+    def _warn_unreadable(self, p: Path, warned: set[str], e: OSError) -> None:
+        """Say once that the spool file ``p`` cannot be read (it is left where it is)."""
+        self._warn_once(p, warned, f"cannot be read ({e.strerror}), not applied: the builder's "
+                        "user reads the spool's files (docs/operations.md)")  # fmt: skip
 
     def _warn_in_place(self, p: Path, warned: set[str]) -> None:
         """Say once per file that it is being written in the spool, not renamed in whole."""
@@ -1140,17 +1252,22 @@ class Builder:
             warned.add(p.name)
             self.emit({"event": "warning", "message": f"{p.name}: {why}"})
 
-    def _consumed(self, p: Path, done: Path) -> None:
-        """An applied spool file, its records committed: removed, or kept in ``done/`` (0700)."""
+    def _consumed(self, p: Path, done: Path, f: BinaryIO) -> None:
+        """An applied spool file, its records committed: removed, or kept in ``done/`` (0700).
+        ``f``: the file as read (`spoolfile.open_seen`), narrowed through its descriptor, never
+        through the name (a link put there meanwhile would narrow its target). Gone already
+        (removed by hand, or by another process) is no error: there is nothing to remove."""
         if not self.cfg.input.spool_keep_seconds:
-            p.unlink()
+            p.unlink(missing_ok=True)
+            return
+        try:  # moved first: narrowing it in the spool would change its ctime, and a loop
+            p.rename(done / p.name)  # killed before the move would read it again from its
+        except FileNotFoundError:  # first line (`_take_up` knows it by its ctime)
             return
         with contextlib.suppress(PermissionError):  # a feeder's file: done/ (0700) keeps others out
-            p.chmod(0o600)
-        kept = done / p.name
-        p.rename(kept)
+            os.fchmod(f.fileno(), 0o600)
         moved_in = time.time()  # the clock prune_done reads, not the file system's stamp
-        os.utime(kept, (moved_in, moved_in))
+        os.utime(f.fileno(), (moved_in, moved_in))
 
     def next_erasure(self) -> datetime | None:
         """When the next revocation record may pass its retention (`apply.next_erasure`): the
@@ -1195,6 +1312,41 @@ class Builder:
     def emit(self, obj: dict[str, object]) -> None:
         self.log.write(msgspec.json.encode(obj).decode() + "\n")
         self.log.flush()
+
+
+class _SpoolLock:
+    """An exclusive ``flock`` on the spool directory, held while a loop follows it (closing the
+    descriptor releases it, a kill too): two builders of two stores on one spool took turns at
+    its files, each file applied to one store and removed before the other read it."""
+
+    def __init__(self, spool: Path) -> None:
+        self.spool = spool
+        self.fd: int | None = None
+
+    def take(self) -> None:
+        """Take the lock unless held already or the spool is missing (the loop waits for it);
+        raises `SpoolBusy` when another process holds it."""
+        if self.fd is not None:
+            return
+        try:
+            fd = os.open(self.spool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolBusy(
+                f"{self.spool}: another builder follows this spool (it holds the spool's lock): "
+                "one builder per spool, each file is applied to one store only; stop the other "
+                "first"
+            ) from None
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _private_dir(path: Path) -> None:

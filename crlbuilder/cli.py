@@ -123,9 +123,9 @@ def _serial(text: str) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from crlbuilder.build import AsOfError, Builder, sources
+    from crlbuilder.build import AsOfError, Builder, SpoolBusy, sources
     from crlbuilder.keys.signer import SignerError
-    from crlbuilder.store.format import StoreFormatError
+    from crlbuilder.store.format import StoreFormatError, StoreWriteError
 
     if args.max_idle is not None and not args.follow:
         print("crlbuilder build: error: --max-idle applies to --follow only", file=sys.stderr)
@@ -152,6 +152,7 @@ def _build(args: argparse.Namespace) -> int:
         builder.presign_full = args.presign_full
         if args.follow:  # the start-up build's pre-signing is cut into runs like the loop's
             builder.presign_seconds = cfg.ocsp.presign_slice_seconds or None
+            builder.hold_undelivered = True  # a full quarantine disk stops no revocation
     except (ConfigError, ManifestError, StoreFormatError, SignerError, OSError) as e:
         print(f"crlbuilder build: error: {e}", file=sys.stderr)
         return 2
@@ -168,7 +169,16 @@ def _build(args: argparse.Namespace) -> int:
             return 2
         builder.emit({"event": "build", **report.as_dict()})
         if args.follow:
-            builder.follow(Path(cfg.input.spool), cfg.input.follow_interval, max_idle=args.max_idle)
+            try:
+                builder.follow(
+                    Path(cfg.input.spool), cfg.input.follow_interval, max_idle=args.max_idle
+                )
+            except SpoolBusy as e:
+                print(f"crlbuilder build: error: {e}", file=sys.stderr)
+                return 2
+    except StoreWriteError as e:  # a full disk: what was committed stays, the rest at a restart
+        print(f"crlbuilder build: error: {e}", file=sys.stderr)
+        return 1
     finally:
         builder.close()
     return 0

@@ -222,15 +222,22 @@ def read_file(
 
     With ``limit``, only the file's first ``limit`` bytes are read (the size the spool loop saw:
     `crlbuilder.spoolfile`)."""
-    source = str(path)
     with path.open("rb") as f:
-        for n, line in lines(f, limit=limit):
-            if n <= start_line:
-                continue
-            if line is None:
-                yield Rejected(source, n, f"line longer than {MAX_LINE} bytes")
-            elif line and not line.isspace():  # blank: `not line.strip()`, without a copy
-                yield decode_item(source, n, line)
+        yield from read_open(f, str(path), start_line=start_line, limit=limit)
+
+
+def read_open(
+    f: BinaryIO, source: str, *, start_line: int = 0, limit: int | None = None
+) -> Iterator[Located | Rejected]:
+    """`read_file` of a file already open (the spool loop's, opened once: `spoolfile.open_seen`),
+    named ``source``; the caller closes it."""
+    for n, line in lines(f, limit=limit):
+        if n <= start_line:
+            continue
+        if line is None:
+            yield Rejected(source, n, f"line longer than {MAX_LINE} bytes")
+        elif line and not line.isspace():  # blank: `not line.strip()`, without a copy
+            yield decode_item(source, n, line)
 
 
 def lines(f: BinaryIO, *, limit: int | None = None) -> Iterator[tuple[int, bytes | None]]:

@@ -21,14 +21,21 @@ among them) with nothing said. So:
 A writer that pauses at a line end while the loop reads and removes the file still loses
 what it writes after: nothing short of a rename can tell that it is not done. The loop says
 once per file, in a ``warning`` event, that a file was written in place.
+
+Whoever writes the spool may also rename anything over a name the loop looked at: the loop
+opens a name only as a regular file of its own (never through a symbolic link, never waiting:
+a FIFO opened for reading waits for a writer), and reads and narrows the file it looked at
+through one descriptor (`open_seen`), never its name again.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 SETTLE_SECONDS: Final = 2.0
 """How long a file that does not end with a line end must be left unchanged to be taken."""
@@ -46,11 +53,33 @@ class Look:
     """Its device and inode: a file of the same name renamed in meanwhile is another file."""
 
 
+_OPEN: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+"""How the loop opens a spool file: never through a symbolic link (``O_NOFOLLOW``), and never
+waiting (``O_NONBLOCK``: a FIFO opened for reading without it waits for a writer, for ever)."""
+
+
+def _open_regular(path: Path) -> int | None:
+    """A descriptor of the regular file ``path`` names itself, or None when it is gone, a
+    symbolic link, a FIFO, a directory or a device (someone with write access to the spool
+    may put any of them under a record file's name, or rename one over a file looked at)."""
+    try:
+        fd = os.open(path, _OPEN)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a symbolic link (O_NOFOLLOW)
+            return None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
+
+
 def look(path: Path) -> Look | None:
     """The file as it is now, or None when it is gone (or no regular file any more)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except (FileNotFoundError, NotADirectoryError):
+    fd = _open_regular(path)
+    if fd is None:
         return None
     try:
         st = os.fstat(fd)
@@ -60,6 +89,24 @@ def look(path: Path) -> Look | None:
     return Look(
         size=st.st_size, mtime_ns=st.st_mtime_ns, ends_line=ends, inode=(st.st_dev, st.st_ino)
     )
+
+
+def open_seen(path: Path, seen: Look) -> BinaryIO | None:
+    """The file the loop looked at (``seen``), open for reading: what is read, and narrowed
+    (`fchmod`) when kept, is that file whatever happens to its name meanwhile. None when
+    ``path`` names another file now (renamed over it, or a link, a FIFO, a directory put in
+    its place between the look and the read: a FIFO read through the name hung the loop for
+    good, a link had another file read, or narrowed through it) or nothing: the loop looks
+    again at its next turn."""
+    fd = _open_regular(path)
+    if fd is None:
+        return None
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != seen.inode:
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 class Settling:

@@ -181,6 +181,11 @@ META_OUTBOX_SEQ: Final = b"outbox-seq"
 """u64: the number of the last line staged in the outbox."""
 META_OUTBOX_FILE_PREFIX: Final = b"outbox-file:"
 """+ target byte: JSON (path, size) of that target's file after its last completed delivery."""
+META_SPOOL_AT: Final = b"spool-at"
+"""`SpoolAt`: how far the follow loop has committed the spool file it is applying, written in
+each batch's transaction (`crlbuilder.build`): a loop killed before the file's removal takes it
+up after that line, so the lines it judged are not judged again against what later lines
+added (a refusal stays a refusal). Builder state: it moves no commit."""
 META_STORE_ID: Final = b"store-id"
 """16 random bytes drawn when the store was created (or first opened by a builder that knows
 them): names this store, so that a changes cursor of another store, or of a store rebuilt
@@ -294,6 +299,12 @@ configured to answer ``revoked`` for erased serials (``crl.erased_answer``), els
 
 class StoreFormatError(Exception):
     """The store is not one this version of jpki-va can read."""
+
+
+class StoreWriteError(Exception):
+    """A write transaction the store could not take (its disk full, or its map,
+    ``store.map_size_gib``): aborted, nothing of it written; the store stays at its last
+    commit (`crlbuilder.store.writer.Commit`)."""
 
 
 # --- keys -------------------------------------------------------------------
@@ -866,6 +877,17 @@ class OutboxFile(msgspec.Struct, frozen=True, kw_only=True):
     size: int
 
 
+class SpoolAt(msgspec.Struct, frozen=True, kw_only=True):
+    """A spool file applied up to ``line`` (`META_SPOOL_AT`): its name and, to know it again,
+    its device, inode, ctime, mtime (nanoseconds) and size as it was opened: any other file
+    under the name (renamed over it, written to, a reused inode) is read from its first line."""
+
+    name: str
+    file: tuple[int, int, int, int, int]
+    line: int
+
+
+spool_at_decoder: Final = msgspec.json.Decoder(SpoolAt)
 issuer_meta_list_decoder: Final = msgspec.json.Decoder(list[IssuerMeta])
 crl_state_decoder: Final = msgspec.json.Decoder(CrlState)
 ocsp_state_decoder: Final = msgspec.json.Decoder(OcspState)

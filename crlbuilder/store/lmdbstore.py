@@ -32,6 +32,9 @@ from crlbuilder import atomicfile
 from crlbuilder.store import format as sf
 from crlbuilder.store.reader import Db, LmdbReader
 
+LmdbError: Final = lmdb.Error
+"""What LMDB raises (a full disk at a commit, a full map at a put): the writer (`Commit`)
+turns it into `store.format.StoreWriteError` without importing LMDB itself."""
 DEFAULT_MAP_SIZE: Final = 64 << 30
 """64 GiB of address space: a sparse file, it costs only what is written."""
 

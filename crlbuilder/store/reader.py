@@ -788,6 +788,11 @@ class LmdbReader(ReaderRules):
                 out.append((bytes(k), bytes(v)))
         return out
 
+    def spool_at(self) -> sf.SpoolAt | None:
+        """How far the follow loop committed the spool file it was applying (`META_SPOOL_AT`)."""
+        raw = self._meta(sf.META_SPOOL_AT)
+        return sf.spool_at_decoder.decode(raw) if raw else None
+
     def outbox_file(self, target: bytes) -> sf.OutboxFile | None:
         """``target``'s file after its last completed delivery, or None."""
         raw = self._meta(sf.META_OUTBOX_FILE_PREFIX + target)

@@ -41,13 +41,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from types import TracebackType
 from typing import Final
 
 import msgspec
 
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
-from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.lmdbstore import LmdbError, Store
 from crlbuilder.store.reader import LmdbReader, StoredAnswer
 
 Clock = Callable[[], datetime]
@@ -74,6 +75,7 @@ class Commit(LmdbReader):
         "_kept_from",
         "_links_cur",
         "_links_db",
+        "_path",
         "_revoked_db",
         "_revoked_from",
         "_seq_u32",
@@ -88,6 +90,7 @@ class Commit(LmdbReader):
         if store.readonly:
             raise sf.StoreFormatError(f"{store.path}: opened read-only, cannot write")
         self._env = store.env
+        self._path = store.path
         super().__init__(store.env.begin(write=True), store.dbs)
         self._clock = clock
         self.seq = self.generation().commit + 1
@@ -122,6 +125,30 @@ class Commit(LmdbReader):
         self._lapses_db = store.dbs[sf.DB_LAPSES]
         self._lapses_whole = False
         """`index_lapses` made the lapse index again in this transaction."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Commit or abort (`_end`); LMDB's refusal to write (a full disk at the commit, a full
+        map at a put) is raised as `store.format.StoreWriteError` naming the store, nothing
+        of the transaction written (it was a traceback, ``lmdb.Error: mdb_txn_commit:
+        Input/output error``)."""
+        try:
+            self._end(failed=exc_type is not None)
+        except LmdbError as e:
+            raise sf.StoreWriteError(self._cannot_write(e)) from e
+        if isinstance(exc, LmdbError):
+            raise sf.StoreWriteError(self._cannot_write(exc)) from exc
+
+    def _cannot_write(self, e: BaseException) -> str:
+        return (
+            f"{self._path}: the store could not be written ({e}): is its disk full, or its map "
+            "(store.map_size_gib)? Nothing of the transaction was written; the store stays at "
+            "its last commit"
+        )
 
     def _end(self, *, failed: bool) -> None:
         """Commit with the bookkeeping, or abort a failed or empty transaction."""
@@ -677,6 +704,10 @@ class Commit(LmdbReader):
         """Lines delivered: no longer owed."""
         for k in keys:
             self._delete(sf.DB_OUTBOX, k, change=False)
+
+    def put_spool_at(self, at: sf.SpoolAt) -> None:
+        """How far this commit takes the spool file being applied (`META_SPOOL_AT`)."""
+        self._put(sf.DB_META, sf.META_SPOOL_AT, msgspec.json.encode(at), change=False)
 
     def put_outbox_file(self, target: bytes, delivered: sf.OutboxFile) -> None:
         key = sf.META_OUTBOX_FILE_PREFIX + target
