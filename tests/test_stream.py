@@ -825,6 +825,134 @@ def test_only_the_key_holder_signs_crls_and_keyless_nodes_serve_the_same_files(
     assert dump(node) == dump(signer)
 
 
+def run_signer_as_the_command_does(cfg: BuilderConfig, cluster: NatsCluster) -> int:
+    """One catch-up of a signer node wired as ``crlbuilder build --source ... --crl`` wires it
+    (`crlbuilder.cli._crl_exchange`: what it does before it signs, and its shipping)."""
+    from crlbuilder.cli import _crl_exchange
+
+    b = Builder(cfg, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        ship_, fetch_ = _crl_exchange(cfg, b, c)
+        assert ship_ is not None and fetch_ is None
+        return b.consume(Consumer(c, names(cfg), cfg.stream.durable, cipher), ship=ship_)
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_new_signer_goes_on_after_the_crl_numbers_already_shipped(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The signer node lost and replaced by one whose store and CRL directory know less than
+    what was shipped (a machine rebuilt from the stream, a store restored from an older
+    snapshot): its CRLs go on after the numbers already shipped. Before, it numbered them
+    from its own store (1, 2, ...): CRL numbers repeated with other contents (RFC 5280
+    §5.2.3), the bucket's archive files of those numbers overwritten, and every keyless node
+    skipped them silently (a number not above its own) and served its older CRLs until the
+    new signer's numbers passed them."""
+    bucket = "CRLS_RENUM"
+
+    def signer_cfg(d: str) -> BuilderConfig:
+        cfg = node_config(tmp_path / d, demo_pki[0], cluster.source, "renum")
+        return msgspec.structs.replace(
+            cfg,
+            crl=msgspec.structs.replace(cfg.crl, enabled=True),
+            stream=msgspec.structs.replace(cfg.stream, crl_bucket=bucket),
+        )
+
+    old = signer_cfg("old")
+    node = node_config(
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster.source, "renum"
+    )
+    same_key(Path(old.keys.facts_key_file), Path(node.keys.facts_key_file))
+    publish_files(old, cluster, sorted(population.glob("*.jsonl"))[:2])
+    assert run_signer_as_the_command_does(old, cluster) > 0
+    assert run_signer_as_the_command_does(old, cluster) > 0  # a second run: numbers past 2
+    _, placed = run_node(node, cluster, bucket)
+    assert placed
+    shipped = {s.number for s in crl_index(old)[1]}
+    assert min(shipped) > 2, shipped
+    old_files, _ = crl_index(old)
+    old_top = {
+        e.issuer: max(f.number for f in old_files if f.issuer == e.issuer) for e in old_files
+    }
+
+    new = signer_cfg("new")  # another machine: an empty store and CRL directory
+    same_key(Path(old.keys.facts_key_file), Path(new.keys.facts_key_file))
+    publish_files(old, cluster, sorted(population.glob("*.jsonl"))[2:])
+    assert run_signer_as_the_command_does(new, cluster) > 0
+    new_files, _ = crl_index(new)
+    assert new_files
+    for e in new_files:
+        assert e.number > old_top[e.issuer], (e.issuer, e.number, old_top[e.issuer])
+    new_full = {e.issuer for e in new_files if not e.delta}
+    assert new_full == set(old_top)  # its first CRL of each issuer is a full one
+    _, placed = run_node(node, cluster, bucket)  # the keyless node takes the new signer's
+    assert {(e.issuer, e.number) for e in placed} == {(e.issuer, e.number) for e in new_files}
+    assert crl_index(node) == crl_index(new)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_keyless_node_says_so_when_the_signers_crl_numbers_went_back(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A pointer naming a CRL number below the node's own (a second signer, or one started
+    behind on a release without `continue_numbering`): the node keeps its CRLs (never an
+    older one) and says so (`ShippingError`, the loop's ``crl-refused``). Before, it skipped
+    it silently, and its CRLs aged past their nextUpdate with nothing said."""
+    import asyncio
+
+    import nats
+
+    bucket = "CRLS_BACK"
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "back")
+    signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
+    node = node_config(
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster.source, "back"
+    )
+    run_node(signer, cluster, bucket)
+    run_node(signer, cluster, bucket)  # full 1, delta 2, then delta 3
+    _, placed = run_node(node, cluster, bucket)
+    assert placed
+    held = crl_index(node)
+    first = next(e for e in crl_index(signer)[0] if not e.delta)
+    assert first.number == 1
+    older = Shipment(
+        issuer=first.issuer,
+        state=sf.CrlState(number=1, base_number=1, this_update=first.this_update,
+                          next_update=first.next_update),
+        files=[first],
+    )  # fmt: skip
+
+    async def put() -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        obs = await nc.jetstream().object_store(bucket)
+        await obs.put(f"latest/{first.issuer}", msgspec.json.encode(older))
+        await nc.close()
+
+    asyncio.run(put())
+    b_ = Builder(node, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        fetcher = Fetcher(
+            c, bucket, b_.store, b_.manifest, Path(node.crl.directory), keep_days=node.crl.keep_days
+        )
+        with pytest.raises(ShippingError, match=rf"{first.issuer}: the signer's last CRL number "
+                           r"\(1\) is below this node's \(\d+\)"):  # fmt: skip
+            fetcher.fetch(int(time.time()))
+    finally:
+        c.close()
+        b_.close()
+        b_.log.close()
+    assert crl_index(node) == held
+
+
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written(

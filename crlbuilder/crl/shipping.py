@@ -21,7 +21,13 @@ moves no commit (`keep_shipment`; it also forgets the erased entries the shipped
 longer lists, `store.format.DB_ERASED`, so that a node promoted to signer takes off what
 its base still lists). So `/crl/...`, the store gauges and the freshness the responder
 promises (`StoreReader.promised_next_update`) are the same on every node, and a node
-never needs a CA key.
+never needs a CA key. A pointer whose CRL number is below the node's own is not taken (a
+`ShippingError` says so): a node is never taken back to an older CRL.
+
+A signer, before it signs, goes on after the numbers already shipped (`continue_numbering`,
+`Fetcher.shipped_numbers`): a signer whose store and directory know less (rebuilt, restored
+from an older snapshot, another machine) would otherwise sign CRL numbers already shipped,
+with other contents (RFC 5280 §5.2.3), that no node takes.
 """
 
 from __future__ import annotations
@@ -143,6 +149,28 @@ def keep_shipment(store: Store, issuer_index: int, shipment: Shipment) -> None:
             c.drop_erased(issuer_index, shipment.state.base_commit)
 
 
+def continue_numbering(store: Store, shipped: dict[str, int]) -> list[str]:
+    """Before a signer signs (`crlbuilder.cli`): each issuer whose CRL number shipped
+    (``shipped``, `Fetcher.shipped_numbers`) is above its store's (the signer's store rebuilt
+    from the stream, or restored from an older snapshot, on a machine whose CRL directory is
+    not the old signer's) takes that number, so its next CRL goes on after it (RFC 5280
+    §5.2.3: a CRL number never repeats, nor goes back), and names no base, so that CRL is a
+    full one (its store does not know what the full CRLs shipped since reflect). Returns the
+    issuers taken on; in one transaction that moves no commit, as `keep_shipment`."""
+    with store.read() as r:
+        behind = [
+            (i.id, i.index, st)
+            for i in r.issuers()
+            if (st := r.crl_state(i.index)).number < shipped.get(i.id, 0)
+        ]
+    if not behind:
+        return []
+    with Commit(store) as c:
+        for iid, index, st in behind:
+            c.put_crl_state(index, msgspec.structs.replace(st, number=shipped[iid], base_number=0))
+    return [iid for iid, _, _ in behind]
+
+
 @dataclass
 class Fetcher:
     """A node without CA keys: fetches the signer's latest CRLs into its directory and store."""
@@ -174,7 +202,13 @@ class Fetcher:
         errors: list[str] = []
         for iid, meta in issuers.items():
             shipment = self._pointer(obs, iid)
-            if shipment is None or shipment.state.number <= local[iid]:
+            if shipment is None or shipment.state.number == local[iid]:
+                continue
+            if shipment.state.number < local[iid]:  # never taken back to an older CRL
+                errors.append(
+                    f"{iid}: the signer's last CRL number ({shipment.state.number}) is below "
+                    f"this node's ({local[iid]}): its CRLs are not taken"
+                )
                 continue
             try:
                 ders = [self._file(obs, f, meta) for f in shipment.files]
@@ -189,6 +223,28 @@ class Fetcher:
         if errors:
             raise ShippingError("; ".join(errors))
         return placed
+
+    def shipped_numbers(self) -> dict[str, int]:
+        """Per issuer of the store, the highest CRL number shipped (``latest/<issuer>``) whose
+        file checks out as `fetch` checks it (its digest, its number, the issuer's signature):
+        what a signer goes on after (`continue_numbering`). An issuer with nothing shipped is
+        not named; a pointer or a file that does not check out raises `ShippingError`."""
+        obs = _bucket(self.cluster, self.bucket, self.replicas, create=False)
+        if obs is None:
+            return {}
+        with self.store.read() as r:
+            issuers = {i.id: i for i in r.issuers()}
+        numbers: dict[str, int] = {}
+        for iid, meta in issuers.items():
+            shipment = self._pointer(obs, iid)
+            if shipment is None or not shipment.files:
+                continue
+            last = max(shipment.files, key=lambda f: f.number)
+            # signed by the generation's own key or its successor's: the store may know of a
+            # compromise the last CRL shipped predates (both signed its CRLs at some time)
+            self._file(obs, last, meta, any_signer=True)
+            numbers[iid] = last.number
+        return numbers
 
     def _pointer(self, obs: ObjectStore, iid: str) -> Shipment | None:
         async def info() -> str | None:
@@ -216,8 +272,11 @@ class Fetcher:
             raise ShippingError(f"{LATEST}{iid}: names another issuer")
         return shipment
 
-    def _file(self, obs: ObjectStore, e: sf.CrlFileEntry, meta: sf.IssuerMeta) -> bytes:
-        """One shipped file, checked against its entry and its issuer's certificate."""
+    def _file(
+        self, obs: ObjectStore, e: sf.CrlFileEntry, meta: sf.IssuerMeta, *, any_signer: bool = False
+    ) -> bytes:
+        """One shipped file, checked against its entry and its issuer's certificate (with
+        ``any_signer``, the generation's own certificate or its successor's, either)."""
         expected = (
             Path("archive") / e.issuer / f"{e.number:08d}-{'delta' if e.delta else 'full'}.crl"
         )
@@ -236,7 +295,14 @@ class Fetcher:
             parsed = parse_crl(der)
             if parsed.number != e.number or (parsed.delta_base is not None) != e.delta:
                 raise CrlError("its number or kind is not the shipment's")
-            verify_crl_signature(parsed, self._signer_cert(meta))
+            certs = self._signer_certs(meta) if any_signer else [self._signer_cert(meta)]
+            for i, cert in enumerate(certs):
+                try:
+                    verify_crl_signature(parsed, cert)
+                    break
+                except CrlError:
+                    if i == len(certs) - 1:
+                        raise
         except CrlError as err:
             raise ShippingError(f"{e.issuer} CRL {e.number}: {err}") from None
         return der
@@ -247,6 +313,13 @@ class Fetcher:
     def _why(self, e: Exception, name: str) -> str:
         """The error's message, or for the bound of `Cluster.run` (which has none) what it was."""
         return str(e) or f"{name}: no answer within {self.timeout:g} s"
+
+    def _signer_certs(self, meta: sf.IssuerMeta) -> list[x509.Certificate]:
+        """Every certificate a CRL of ``meta`` was ever signed under: its own CA certificate
+        and, when the manifest names one, the successor certificate."""
+        files = self.manifest.issuer(meta.id)
+        rels = [files.cert, *([files.successor_cert] if files.successor_cert else [])]
+        return [x509.load_pem_x509_certificate(self.manifest.path(r).read_bytes()) for r in rels]
 
     def _signer_cert(self, meta: sf.IssuerMeta) -> x509.Certificate:
         """The certificate a CRL of ``meta`` verifies with: its own CA certificate, or after a
