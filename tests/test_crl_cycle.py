@@ -169,3 +169,31 @@ def test_a_record_and_a_crl_file_are_kept_through_the_last_day_of_their_periods(
     assert listed(at(32)) == set()
     with store.read() as r:
         assert not [e for _, e in r.crl_files() if e.this_update == recorded]  # pruned
+
+
+def test_a_signer_behind_the_shipped_numbers_goes_on_after_them_with_a_full_crl(
+    store: Store, demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """`continue_numbering` (what a signer does before it signs, with the numbers the bucket
+    carries): an issuer whose shipped number is above its store's takes it, keeps its promise
+    (nextUpdate), and its next CRL is a full one numbered after it; an issuer shipped below
+    its store's is left alone. (tests/test_stream.py runs it against a real bucket.)"""
+    from crlbuilder.crl.shipping import continue_numbering
+
+    cfg = section(tmp_path)
+    publisher = CrlPublisher(store, demo_pki[1], cfg)
+    publisher.run(T0)
+    publisher.run(T0 + 600)  # full 1, delta 2, delta 3 for each issuer
+    index = demo_pki[1].issuer(ISSUER).index
+    other = demo_pki[1].issuer("auth-card-g1").index
+    with store.read() as r:
+        before, kept = r.crl_state(index), r.crl_state(other)
+    assert before.number == 3 and before.base_number == 1
+    assert continue_numbering(store, {ISSUER: 9, "auth-card-g1": 2}) == [ISSUER]
+    with store.read() as r:
+        after = r.crl_state(index)
+        assert r.crl_state(other) == kept
+    assert (after.number, after.base_number, after.next_update) == (9, 0, before.next_update)
+    produced = publisher.run(T0 + 1200).produced
+    mine = sorted((e.number, e.delta, e.base_number) for e in produced if e.issuer == ISSUER)
+    assert mine == [(10, False, 0), (11, True, 10)]
