@@ -197,3 +197,29 @@ def test_a_signer_behind_the_shipped_numbers_goes_on_after_them_with_a_full_crl(
     produced = publisher.run(T0 + 1200).produced
     mine = sorted((e.number, e.delta, e.base_number) for e in produced if e.issuer == ISSUER)
     assert mine == [(10, False, 0), (11, True, 10)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: two CRL runs within one second sign two CRLs of one "
+    "file name with the same thisUpdate; the served validators cannot order them",
+)
+def test_two_runs_within_one_second_give_crls_a_node_can_order(
+    store: Store, demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """The follow loop refreshes after every batch that leaves it caught up, so a trickle of
+    records can make two CRL runs within one second: delta N and delta N+1, one thisUpdate.
+    A node still holding N cannot tell that a party's N+1 is newer (`behind` compares
+    thisUpdate), and serves N, taking the party back; an If-Modified-Since of N's
+    Last-Modified gets 304 for N+1 (same second)."""
+    from responder.crlfiles import CrlFiles, behind
+
+    publisher = CrlPublisher(store, demo_pki[1], section(tmp_path))
+    files = CrlFiles(tmp_path / "crl")
+    publisher.run(T0)
+    held = files.get(f"{ISSUER}-delta.crl")
+    publisher.run(T0)  # the next refresh, the same second
+    newer = files.get(f"{ISSUER}-delta.crl")
+    assert held is not None and newer is not None and held.etag != newer.etag
+    assert newer.this_update > held.this_update
+    assert behind({b"if-none-match": newer.etag}, held)
