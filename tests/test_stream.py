@@ -899,6 +899,73 @@ def test_a_new_signer_goes_on_after_the_crl_numbers_already_shipped(
 
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_node_that_missed_a_full_crl_takes_it_with_the_next_delta(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A keyless node down (or its fetch failing) while the signer shipped a new full CRL, back
+    after a run that made only a delta on it: it serves that full CRL with the delta. Before,
+    a pointer named only the last run's files: the node placed the delta, whose BaseCRLNumber
+    was no full CRL it served (a relying party cannot apply it, RFC 5280 §5.2.4), beside its
+    older full CRL, which then ran past its nextUpdate, until the signer's next full CRL."""
+    from crlbuilder.apply import register_issuers
+    from crlbuilder.build import issuer_table
+    from crlbuilder.config import CrlSection
+    from crlbuilder.crl.publish import CrlPublisher
+
+    bucket = "CRLS_MISSED"
+    manifest = demo_pki[1]
+    issuer = "auth-card-g1"
+
+    def opened(name: str) -> Store:
+        s = Store.open(tmp_path / name, readonly=False, map_size=1 << 26)
+        register_issuers(s, issuer_table(manifest))
+        return s
+
+    def crl(name: str) -> x509.CertificateRevocationList:
+        return x509.load_der_x509_crl((tmp_path / "node-crl" / name).read_bytes())
+
+    def number(c: x509.CertificateRevocationList) -> int:
+        return c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+    signer, node = opened("signer"), opened("node")
+    cfg = msgspec.convert({"directory": str(tmp_path / "crl")}, CrlSection)
+    publisher = CrlPublisher(signer, manifest, cfg)
+    c = Cluster(cluster.urls)
+    t0 = int(time.time())
+    try:
+        fetcher = Fetcher(c, bucket, node, manifest, tmp_path / "node-crl", keep_days=cfg.keep_days)
+        shipped = publisher.run(t0).produced  # full 1, delta 2
+        ship(c, bucket, signer, tmp_path / "crl", shipped)
+        assert fetcher.fetch(t0)
+        assert number(crl(f"{issuer}.crl")) == 1
+        later = t0 + cfg.full_every_seconds  # a full CRL due: full 3, delta 4; the node is down
+        ship(c, bucket, signer, tmp_path / "crl", publisher.run(later).produced)
+        produced = publisher.run(later + 600).produced  # delta 5 only
+        assert {(e.issuer, e.number, e.delta) for e in produced if e.issuer == issuer} == {
+            (issuer, 5, True)
+        }
+        ship(c, bucket, signer, tmp_path / "crl", produced)
+        fetcher.fetch(later + 600)  # the node is back
+        delta = crl(f"{issuer}-delta.crl")
+        base = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value.crl_number
+        assert (number(delta), base) == (5, 3)
+        assert number(crl(f"{issuer}.crl")) == base  # the full CRL the delta is on
+        with node.read() as r, signer.read() as rs:
+            idx = manifest.issuer(issuer).index
+            assert r.latest_crls(idx) == rs.latest_crls(idx)
+        # the next delta's pointer names that full CRL again: not read again, nothing placed twice
+        produced = publisher.run(later + 1200).produced
+        ship(c, bucket, signer, tmp_path / "crl", produced)
+        placed = fetcher.fetch(later + 1200)
+        assert [(e.number, e.delta) for e in placed if e.issuer == issuer] == [(6, True)]
+    finally:
+        c.close()
+        signer.close()
+        node.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_a_keyless_node_says_so_when_the_signers_crl_numbers_went_back(
     tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
 ) -> None:

@@ -4,9 +4,11 @@ Several nodes serve the same CRLs, and only one holds the CA keys (or the HSM): 
 signer (``crl.enabled``, its keys in its manifest) produces each CRL as a single node
 does (`crlbuilder.crl.publish`) and then ships it (`ship`): every file produced goes
 into the object store bucket under its archive path, then one small object per issuer,
-``latest/<issuer id>``, names the issuer's CRL state and the files of its last run
-(`Shipment`). Files first, pointer last: a node never reads a pointer to a file that is
-not there yet.
+``latest/<issuer id>``, names the issuer's CRL state and the files of its last run, with
+the current full CRL when that run made only a delta on it (`Shipment`). Files first,
+pointer last: a node never reads a pointer to a file that is not there yet; and a node that
+missed a run (down, its fetch failing) still gets the full CRL its new delta is on, which
+it reads only when it does not serve it already.
 
 The other nodes (``crl.enabled = false``: no CA key, their builder only applies
 records and pre-signs OCSP answers, which every node still signs with its delegated
@@ -109,7 +111,12 @@ def ship(
     *,
     replicas: int = 0,
 ) -> int:
-    """Put the CRL files just produced, then each issuer's pointer; returns files shipped."""
+    """Put the CRL files just produced, then each issuer's pointer; returns files shipped.
+
+    A pointer names the issuer's current full CRL too when its run made only a delta (the
+    file shipped by the run that made it): a node that missed that run's pointer (down, its
+    fetch failing meanwhile) takes the delta's base with it, not a delta whose BaseCRLNumber
+    is no full CRL it serves (a relying party could not apply it, RFC 5280 §5.2.4)."""
     if not produced:
         return 0
     obs = _bucket(cluster, bucket, replicas)
@@ -120,12 +127,25 @@ def ship(
     with store.read() as r:
         index = {i.id: i.index for i in r.issuers()}
         states = {iid: r.crl_state(index[iid]) for iid in by_issuer}
+        bases = {
+            iid: next(
+                (
+                    e
+                    for e in r.latest_crls(index[iid])
+                    if not e.delta and e.number == st.base_number
+                ),
+                None,
+            )
+            for iid, st in states.items()
+        }
 
     async def go() -> None:
         for iid, files in by_issuer.items():
             for e in files:
                 await obs.put(e.path, (directory / e.path).read_bytes())
-            pointer = Shipment(issuer=iid, state=states[iid], files=files)
+            base = bases[iid]
+            listed = files if base is None or base in files else [base, *files]
+            pointer = Shipment(issuer=iid, state=states[iid], files=listed)
             await obs.put(LATEST + iid, msgspec.json.encode(pointer))
 
     try:
@@ -210,15 +230,22 @@ class Fetcher:
                     f"this node's ({local[iid]}): its CRLs are not taken"
                 )
                 continue
+            with self.store.read() as r:  # the full CRL this node serves already, if listed
+                held = [e for e in r.latest_crls(meta.index) if not e.delta]
+            files = [
+                f
+                for f in shipment.files
+                if f not in held or not (self.directory / f.path).is_file()
+            ]
             try:
-                ders = [self._file(obs, f, meta) for f in shipment.files]
+                ders = [self._file(obs, f, meta) for f in files]
             except ShippingError as err:
                 errors.append(str(err))
                 continue
-            for f, der in zip(shipment.files, ders, strict=True):
+            for f, der in zip(files, ders, strict=True):  # a full CRL before its delta
                 place_crl(self.directory, iid, f.number, f.delta, der)
             keep_shipment(self.store, meta.index, shipment)
-            placed.extend(shipment.files)
+            placed.extend(files)
         prune_crls(self.store, self.directory, now, self.keep_days)
         if errors:
             raise ShippingError("; ".join(errors))
