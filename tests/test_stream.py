@@ -966,6 +966,75 @@ def test_a_node_that_missed_a_full_crl_takes_it_with_the_next_delta(
 
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+@pytest.mark.parametrize("forged", ["state", "entry"])
+def test_a_pointer_promising_more_than_its_signed_crls_is_refused(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest], forged: str
+) -> None:
+    """A node takes the pointer's CRL state as its own, and promises OCSP answers until its
+    nextUpdate (`StoreReader.promised_next_update`): a pointer whose state, or whose file
+    entries, say a later nextUpdate than the signed CRLs (genuine files, the pointer rewritten
+    by a writer of the bucket) is refused and the node keeps its state. Before, only the
+    files' bytes, number and kind were checked: a node promised a year of freshness."""
+    import asyncio
+
+    import nats
+
+    bucket = f"CRLS_PROMISE_{forged.upper()}"
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, f"promise{forged}")
+    signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
+    node = node_config(
+        tmp_path / "node",
+        keyless_pki(demo_pki[0], tmp_path / "pki"),
+        cluster.source,
+        f"promise{forged}",
+    )
+    run_node(signer, cluster, bucket)
+    entries, _ = crl_index(signer)
+    issuer = entries[0].issuer
+    mine = sorted((e for e in entries if e.issuer == issuer), key=lambda e: e.number)
+    st = Store.open(Path(signer.store.path), readonly=True)
+    try:
+        with st.read() as r:
+            state = r.crl_state(next(i.index for i in r.issuers() if i.id == issuer))
+    finally:
+        st.close()
+    year = 365 * 86400
+    if forged == "state":
+        files = mine
+    else:  # every entry's nextUpdate and the state with them
+        files = [msgspec.structs.replace(e, next_update=e.next_update + year) for e in mine]
+    pointer = Shipment(
+        issuer=issuer,
+        state=msgspec.structs.replace(state, next_update=state.next_update + year),
+        files=files,
+    )
+
+    async def put() -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        obs = await nc.jetstream().object_store(bucket)
+        await obs.put(f"latest/{issuer}", msgspec.json.encode(pointer))
+        await nc.close()
+
+    asyncio.run(put())
+    b_ = Builder(node, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        with pytest.raises(ShippingError, match=rf"{issuer}(: the pointer's CRL state| CRL)"):
+            Fetcher(
+                c, bucket, b_.store, b_.manifest, Path(node.crl.directory),
+                keep_days=node.crl.keep_days,
+            ).fetch(int(time.time()))  # fmt: skip
+        with b_.store.read() as r:
+            idx = next(i.index for i in r.issuers() if i.id == issuer)
+            assert r.crl_state(idx).next_update < state.next_update + year
+    finally:
+        c.close()
+        b_.close()
+        b_.log.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_a_keyless_node_says_so_when_the_signers_crl_numbers_went_back(
     tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
 ) -> None:

@@ -14,9 +14,11 @@ The other nodes (``crl.enabled = false``: no CA key, their builder only applies
 records and pre-signs OCSP answers, which every node still signs with its delegated
 OCSP signer) fetch (`Fetcher.fetch`): for each issuer whose pointer changed and names a
 CRL number above the one in their store, each file is read, checked (its SHA-256 and
-size as shipped, its CRL number, and its signature: issued by the issuer's CA
+size as shipped, its CRL number, kind, base, thisUpdate and nextUpdate, and its signature:
+issued by the issuer's CA
 certificate, or by the successor certificate after a compromise, from the node's own
-manifest; a file that fails is refused whole and nothing is written), placed in the CRL
+manifest; the pointer's CRL state must be its files' (`_check_state`: a node promises
+freshness from it); a file that fails is refused whole and nothing is written), placed in the CRL
 directory exactly as the signer placed it (archive file, current file replaced by a
 rename), and indexed in the store with the issuer's CRL state in one transaction that
 moves no commit (`keep_shipment`; it also forgets the erased entries the shipped full CRL no
@@ -191,6 +193,24 @@ def continue_numbering(store: Store, shipped: dict[str, int]) -> list[str]:
     return [iid for iid, _, _ in behind]
 
 
+def _check_state(shipment: Shipment) -> None:
+    """The pointer's CRL state says what its files (checked against the signed CRLs) say: its
+    number the last file's, its thisUpdate and nextUpdate those of the last run's files. A node
+    takes the state as its own, and the freshness it promises from it (OCSP answers until that
+    nextUpdate, `StoreReader.promised_next_update`): a pointer promising more than the CRLs
+    signed is refused."""
+    st = shipment.state
+    last = [f for f in shipment.files if f.this_update == st.this_update]
+    if (
+        not last
+        or st.number != max(f.number for f in shipment.files)
+        or st.next_update != min(f.next_update for f in last)
+        or (st.base_number and st.base_number not in {f.number for f in shipment.files}
+            and not any(f.base_number == st.base_number for f in last))
+    ):  # fmt: skip
+        raise ShippingError(f"{shipment.issuer}: the pointer's CRL state is not its files'")
+
+
 @dataclass
 class Fetcher:
     """A node without CA keys: fetches the signer's latest CRLs into its directory and store."""
@@ -239,6 +259,7 @@ class Fetcher:
             ]
             try:
                 ders = [self._file(obs, f, meta) for f in files]
+                _check_state(shipment)
             except ShippingError as err:
                 errors.append(str(err))
                 continue
@@ -322,6 +343,13 @@ class Fetcher:
             parsed = parse_crl(der)
             if parsed.number != e.number or (parsed.delta_base is not None) != e.delta:
                 raise CrlError("its number or kind is not the shipment's")
+            if (
+                int(parsed.this_update.timestamp()) != e.this_update
+                or parsed.next_update is None
+                or int(parsed.next_update.timestamp()) != e.next_update
+                or (parsed.delta_base or 0) != e.base_number
+            ):  # the freshness a node promises comes from them (`StoreReader.promised_next_update`)
+                raise CrlError("its thisUpdate, nextUpdate or base is not the shipment's")
             certs = self._signer_certs(meta) if any_signer else [self._signer_cert(meta)]
             for i, cert in enumerate(certs):
                 try:
