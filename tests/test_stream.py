@@ -1035,6 +1035,57 @@ def test_a_pointer_promising_more_than_its_signed_crls_is_refused(
 
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_signer_that_knows_of_a_compromise_goes_on_after_a_crl_the_old_key_signed(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """`Fetcher.shipped_numbers` on a store that records a generation's compromise when the
+    last CRL shipped for it was signed before, by that generation's own key: the number still
+    counts (either key signed that generation's CRLs at some time), so the signer does not
+    refuse to start nor repeat it; a fetching node still checks a CRL with the key of now."""
+    from crlbuilder.apply import register_issuers
+    from crlbuilder.build import issuer_table
+    from crlbuilder.config import CrlSection
+    from crlbuilder.crl.publish import CrlPublisher
+    from crlbuilder.crl.shipping import continue_numbering
+    from crlbuilder.store.writer import Commit
+
+    bucket = "CRLS_COMPROMISE"
+    manifest = demo_pki[1]
+    victim = next(i.id for i in manifest.all_issuers() if i.successor)
+
+    def opened(name: str) -> Store:
+        s = Store.open(tmp_path / name, readonly=False, map_size=1 << 26)
+        register_issuers(s, issuer_table(manifest))
+        return s
+
+    old, new = opened("old"), opened("new")
+    cfg = msgspec.convert({"directory": str(tmp_path / "crl")}, CrlSection)
+    c = Cluster(cluster.urls)
+    t0 = int(time.time())
+    try:
+        ship(c, bucket, old, tmp_path / "crl", CrlPublisher(old, manifest, cfg).run(t0).produced)
+        with new.read() as r:
+            issuers = r.issuers()
+        with Commit(new) as w:  # what a compromise record writes (crlbuilder.apply)
+            w.put_issuers([msgspec.structs.replace(i, compromised_at=t0 + 1)
+                           if i.id == victim else i for i in issuers])  # fmt: skip
+
+        def fetcher() -> Fetcher:
+            return Fetcher(c, bucket, new, manifest, tmp_path / "new-crl", keep_days=cfg.keep_days)
+
+        with pytest.raises(ShippingError, match=rf"{victim} CRL \d+: .*"):
+            fetcher().fetch(t0)  # a node takes only what the key of now signed
+        numbers = fetcher().shipped_numbers()
+        assert numbers[victim] == 2  # full 1, delta 2, signed by the generation's own key
+        assert victim in continue_numbering(new, numbers)
+    finally:
+        c.close()
+        old.close()
+        new.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_a_keyless_node_says_so_when_the_signers_crl_numbers_went_back(
     tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
 ) -> None:
