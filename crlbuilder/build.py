@@ -59,7 +59,7 @@ from crlbuilder.apply import (
     register_issuers,
 )
 from crlbuilder.config import BuilderConfig, facts_key
-from crlbuilder.crl.publish import CrlPublisher, crl_signing
+from crlbuilder.crl.publish import CrlPublisher, crl_signing, wait_past
 from crlbuilder.ingest import Located, Quarantine, Rejected, list_sources, read_file, read_open
 from crlbuilder.jetstream import ClusterError
 from crlbuilder.keys.signer import SignerError, load_signer
@@ -459,7 +459,7 @@ class Builder:
         self.presign(report, now)
         if self.cfg.crl.enabled:
             t = time.monotonic()
-            pub = CrlPublisher(self.store, self.manifest, self.cfg.crl).run(now)
+            pub = CrlPublisher(self.store, self.manifest, self.cfg.crl).run(self.crl_instant(now))
             report.crls = [
                 {
                     "issuer": e.issuer,
@@ -482,6 +482,14 @@ class Builder:
             report.build = c.bump_build(now + self.cfg.ocsp.validity_seconds)
         if report.tokens.signing_failed is not None:  # after the CRLs and answers it held up
             raise report.tokens.signing_failed
+
+    def crl_instant(self, now: int) -> int:
+        """The instant a CRL run at ``now`` dates its CRLs by: after the second of the last
+        CRLs signed (`crlbuilder.crl.publish.wait_past`: this waits out the rest of that second
+        on the builder's own clock), so that two CRLs of one file never share a thisUpdate."""
+        with self.store.read() as r:
+            last = max((r.crl_state(i.index).this_update for i in r.issuers()), default=0)
+        return wait_past(last, now, lambda: self.clock().timestamp(), time.sleep)
 
     def presign(self, report: BuildReport, now: int) -> None:
         """Pre-signs the answers of revoked serials (`crlbuilder.presign`), bounded by

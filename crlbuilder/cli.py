@@ -279,14 +279,24 @@ def _crl_exchange(
 ) -> tuple[Callable[[BuildReport], object] | None, Callable[[], object] | None]:
     """The CRL signer ships what it produces; a node without CA keys fetches it
     (`crlbuilder.crl.shipping`). Empty ``stream.crl_bucket``: neither."""
-    from crlbuilder.crl.shipping import Fetcher, ShippingError, ship
+    from crlbuilder.crl.shipping import Fetcher, ShippingError, continue_numbering, ship
     from crlbuilder.jetstream import ClusterError
 
     bucket = cfg.stream.crl_bucket
     if not bucket:
         return None, None
     directory = Path(cfg.crl.directory)
+    fetcher = Fetcher(cluster, bucket, builder.store, builder.manifest, directory,
+                      cfg.stream.replicas, keep_days=cfg.crl.keep_days)  # fmt: skip
     if cfg.crl.enabled:
+        # before it signs: go on after the CRL numbers already shipped (a signer whose store
+        # and directory know less: rebuilt, restored, another machine), never repeat one
+        try:
+            taken = continue_numbering(builder.store, fetcher.shipped_numbers())
+        except ShippingError as e:
+            raise ClusterError(f"the CRLs shipped to {bucket} do not check out: {e}") from None
+        if taken:
+            builder.emit({"event": "crl-numbering", "issuers": taken, "bucket": bucket})
 
         def _ship(report: BuildReport) -> object:
             n = ship(cluster, bucket, builder.store, directory, report.crl_files,
@@ -296,8 +306,6 @@ def _crl_exchange(
             return n
 
         return _ship, None
-    fetcher = Fetcher(cluster, bucket, builder.store, builder.manifest, directory,
-                      cfg.stream.replicas, keep_days=cfg.crl.keep_days)  # fmt: skip
 
     def _fetch() -> object:
         try:

@@ -11,6 +11,7 @@ restarts of the builder and a rebuild of the store into the same CRL directory.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ from cryptography import x509
 from crlbuilder.apply import register_issuers
 from crlbuilder.build import issuer_table
 from crlbuilder.config import CrlSection
-from crlbuilder.crl.publish import CrlPublisher
+from crlbuilder.crl.publish import AHEAD_AT_MOST, CrlPublisher, dated_after, wait_past
 from crlbuilder.manifest import Manifest
 from crlbuilder.model import Category, Family
 from crlbuilder.store import format as sf
@@ -169,3 +170,110 @@ def test_a_record_and_a_crl_file_are_kept_through_the_last_day_of_their_periods(
     assert listed(at(32)) == set()
     with store.read() as r:
         assert not [e for _, e in r.crl_files() if e.this_update == recorded]  # pruned
+
+
+def test_a_signer_behind_the_shipped_numbers_goes_on_after_them_with_a_full_crl(
+    store: Store, demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """`continue_numbering` (what a signer does before it signs, with the numbers the bucket
+    carries): an issuer whose shipped number is above its store's takes it, keeps its promise
+    (nextUpdate), and its next CRL is a full one numbered after it; an issuer shipped below
+    its store's is left alone. (tests/test_stream.py runs it against a real bucket.)"""
+    from crlbuilder.crl.shipping import continue_numbering
+
+    cfg = section(tmp_path)
+    publisher = CrlPublisher(store, demo_pki[1], cfg)
+    publisher.run(T0)
+    publisher.run(T0 + 600)  # full 1, delta 2, delta 3 for each issuer
+    index = demo_pki[1].issuer(ISSUER).index
+    other = demo_pki[1].issuer("auth-card-g1").index
+    with store.read() as r:
+        before, kept = r.crl_state(index), r.crl_state(other)
+    assert before.number == 3 and before.base_number == 1
+    assert continue_numbering(store, {ISSUER: 9, "auth-card-g1": 2}) == [ISSUER]
+    with store.read() as r:
+        after = r.crl_state(index)
+        assert r.crl_state(other) == kept
+    assert (after.number, after.base_number, after.next_update) == (9, 0, before.next_update)
+    produced = publisher.run(T0 + 1200).produced
+    mine = sorted((e.number, e.delta, e.base_number) for e in produced if e.issuer == ISSUER)
+    assert mine == [(10, False, 0), (11, True, 10)]
+
+
+def test_two_runs_within_one_second_give_crls_a_node_can_order(
+    store: Store, demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """The follow loop refreshes after every batch that leaves it caught up, so a trickle of
+    records can make two CRL runs within one second: delta N and delta N+1, one thisUpdate.
+    A node still holding N cannot tell that a party's N+1 is newer (`behind` compares
+    thisUpdate), and serves N, taking the party back; an If-Modified-Since of N's
+    Last-Modified gets 304 for N+1 (same second). The second run dates its CRLs a second
+    after the first's (`dated_after`; the builder waits that second out: `wait_past`)."""
+    from responder.crlfiles import CrlFiles, behind
+
+    publisher = CrlPublisher(store, demo_pki[1], section(tmp_path))
+    files = CrlFiles(tmp_path / "crl")
+    publisher.run(T0)
+    held = files.get(f"{ISSUER}-delta.crl")
+    publisher.run(T0)  # the next refresh, the same second
+    newer = files.get(f"{ISSUER}-delta.crl")
+    assert held is not None and newer is not None and held.etag != newer.etag
+    assert newer.this_update > held.this_update
+    assert behind({b"if-none-match": newer.etag}, held)
+    assert newer.this_update == T0 + 1
+    publisher.run(T0 + 600)  # a later run: dated by its clock again
+    assert current(tmp_path, f"{ISSUER}-delta").last_update_utc.timestamp() == T0 + 600
+
+
+def test_a_clock_set_back_dates_the_crls_by_it() -> None:
+    """Only the same second (within `AHEAD_AT_MOST`) is dated after the last CRLs: a clock set
+    back further dates them by the clock (never minutes or hours ahead of it)."""
+    assert dated_after(T0, 0) == T0
+    assert dated_after(T0, T0 - 1) == T0
+    assert dated_after(T0, T0) == T0 + 1
+    assert dated_after(T0, T0 + 3) == T0 + 4
+    assert dated_after(T0, T0 + AHEAD_AT_MOST) == T0
+    assert dated_after(T0, T0 + 3600) == T0
+
+
+def test_the_builder_waits_out_the_second_of_the_last_crls() -> None:
+    """`wait_past` with the builder's own clock: a run in the second of the last CRLs sleeps
+    to the next second and dates its CRLs by it; a run after it, or with a clock far from
+    ``now`` (a pinned ``--as-of``), or a clock that does not move, does not wait for ever."""
+    t = [T0 + 0.25]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        t[0] += s
+
+    assert wait_past(T0, T0, lambda: t[0], sleep) == T0 + 1
+    assert sum(slept) == pytest.approx(0.75) and max(slept) <= 0.05
+    slept.clear()
+    assert wait_past(T0 - 1, T0, lambda: t[0], sleep) == T0 and not slept
+    assert wait_past(T0, T0, lambda: T0 + 86400.0, sleep) == T0 and not slept  # pinned
+    assert wait_past(T0, T0, lambda: T0 + 0.5, lambda s: None) == T0  # a clock that is still
+
+
+@pytest.mark.real_clock  # the builder's own clock: it waits on it
+def test_a_build_in_the_second_of_the_last_crls_dates_its_crls_by_the_next(
+    demo_pki: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """The builder's CRL run waits out the second of the last CRLs (`Builder.crl_instant`)
+    and dates its CRLs by the next second, on its own clock, not after it."""
+    from crlbuilder.build import Builder
+    from tests.support.builder import builder_config
+
+    cfg = builder_config(tmp_path, demo_pki[0] / "pki.json")
+    b = Builder(cfg, progress=False)
+    try:
+        b.build([])
+        index = demo_pki[1].issuer(ISSUER).index
+        with b.store.read() as r:
+            last = r.crl_state(index).this_update
+        assert last
+        at = b.crl_instant(last)  # a run dated in that second
+        assert last < at <= time.time()
+        assert b.crl_instant(at + 1) == at + 1  # after the last ones: no wait, as it is
+    finally:
+        b.close()

@@ -827,6 +827,321 @@ def test_only_the_key_holder_signs_crls_and_keyless_nodes_serve_the_same_files(
     assert dump(node) == dump(signer)
 
 
+def run_signer_as_the_command_does(cfg: BuilderConfig, cluster: NatsCluster) -> int:
+    """One catch-up of a signer node wired as ``crlbuilder build --source ... --crl`` wires it
+    (`crlbuilder.cli._crl_exchange`: what it does before it signs, and its shipping)."""
+    from crlbuilder.cli import _crl_exchange
+
+    b = Builder(cfg, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        cipher = StreamCipher(bytes.fromhex(Path(cfg.keys.facts_key_file).read_text().strip()))
+        ship_, fetch_ = _crl_exchange(cfg, b, c)
+        assert ship_ is not None and fetch_ is None
+        return b.consume(Consumer(c, names(cfg), cfg.stream.durable, cipher), ship=ship_)
+    finally:
+        c.close()
+        b.close()
+        b.log.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_new_signer_goes_on_after_the_crl_numbers_already_shipped(
+    tmp_path: Path, cluster: NatsCluster, population: Path, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """The signer node lost and replaced by one whose store and CRL directory know less than
+    what was shipped (a machine rebuilt from the stream, a store restored from an older
+    snapshot): its CRLs go on after the numbers already shipped. Before, it numbered them
+    from its own store (1, 2, ...): CRL numbers repeated with other contents (RFC 5280
+    §5.2.3), the bucket's archive files of those numbers overwritten, and every keyless node
+    skipped them silently (a number not above its own) and served its older CRLs until the
+    new signer's numbers passed them."""
+    bucket = "CRLS_RENUM"
+
+    def signer_cfg(d: str) -> BuilderConfig:
+        cfg = node_config(tmp_path / d, demo_pki[0], cluster.source, "renum")
+        return msgspec.structs.replace(
+            cfg,
+            crl=msgspec.structs.replace(cfg.crl, enabled=True),
+            stream=msgspec.structs.replace(cfg.stream, crl_bucket=bucket),
+        )
+
+    old = signer_cfg("old")
+    node = node_config(
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster.source, "renum"
+    )
+    same_key(Path(old.keys.facts_key_file), Path(node.keys.facts_key_file))
+    publish_files(old, cluster, sorted(population.glob("*.jsonl"))[:2])
+    assert run_signer_as_the_command_does(old, cluster) > 0
+    assert run_signer_as_the_command_does(old, cluster) > 0  # a second run: numbers past 2
+    _, placed = run_node(node, cluster, bucket)
+    assert placed
+    shipped = {s.number for s in crl_index(old)[1]}
+    assert min(shipped) > 2, shipped
+    old_files, _ = crl_index(old)
+    old_top = {
+        e.issuer: max(f.number for f in old_files if f.issuer == e.issuer) for e in old_files
+    }
+
+    new = signer_cfg("new")  # another machine: an empty store and CRL directory
+    same_key(Path(old.keys.facts_key_file), Path(new.keys.facts_key_file))
+    publish_files(old, cluster, sorted(population.glob("*.jsonl"))[2:])
+    assert run_signer_as_the_command_does(new, cluster) > 0
+    new_files, _ = crl_index(new)
+    assert new_files
+    for e in new_files:
+        assert e.number > old_top[e.issuer], (e.issuer, e.number, old_top[e.issuer])
+    new_full = {e.issuer for e in new_files if not e.delta}
+    assert new_full == set(old_top)  # its first CRL of each issuer is a full one
+    _, placed = run_node(node, cluster, bucket)  # the keyless node takes the new signer's
+    assert {(e.issuer, e.number) for e in placed} == {(e.issuer, e.number) for e in new_files}
+    assert crl_index(node) == crl_index(new)
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_node_that_missed_a_full_crl_takes_it_with_the_next_delta(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A keyless node down (or its fetch failing) while the signer shipped a new full CRL, back
+    after a run that made only a delta on it: it serves that full CRL with the delta. Before,
+    a pointer named only the last run's files: the node placed the delta, whose BaseCRLNumber
+    was no full CRL it served (a relying party cannot apply it, RFC 5280 §5.2.4), beside its
+    older full CRL, which then ran past its nextUpdate, until the signer's next full CRL."""
+    from crlbuilder.apply import register_issuers
+    from crlbuilder.build import issuer_table
+    from crlbuilder.config import CrlSection
+    from crlbuilder.crl.publish import CrlPublisher
+
+    bucket = "CRLS_MISSED"
+    manifest = demo_pki[1]
+    issuer = "auth-card-g1"
+
+    def opened(name: str) -> Store:
+        s = Store.open(tmp_path / name, readonly=False, map_size=1 << 26)
+        register_issuers(s, issuer_table(manifest))
+        return s
+
+    def crl(name: str) -> x509.CertificateRevocationList:
+        return x509.load_der_x509_crl((tmp_path / "node-crl" / name).read_bytes())
+
+    def number(c: x509.CertificateRevocationList) -> int:
+        return c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+    signer, node = opened("signer"), opened("node")
+    cfg = msgspec.convert({"directory": str(tmp_path / "crl")}, CrlSection)
+    publisher = CrlPublisher(signer, manifest, cfg)
+    c = Cluster(cluster.urls)
+    t0 = int(time.time())
+    try:
+        fetcher = Fetcher(c, bucket, node, manifest, tmp_path / "node-crl", keep_days=cfg.keep_days)
+        shipped = publisher.run(t0).produced  # full 1, delta 2
+        ship(c, bucket, signer, tmp_path / "crl", shipped)
+        assert fetcher.fetch(t0)
+        assert number(crl(f"{issuer}.crl")) == 1
+        later = t0 + cfg.full_every_seconds  # a full CRL due: full 3, delta 4; the node is down
+        ship(c, bucket, signer, tmp_path / "crl", publisher.run(later).produced)
+        produced = publisher.run(later + 600).produced  # delta 5 only
+        assert {(e.issuer, e.number, e.delta) for e in produced if e.issuer == issuer} == {
+            (issuer, 5, True)
+        }
+        ship(c, bucket, signer, tmp_path / "crl", produced)
+        fetcher.fetch(later + 600)  # the node is back
+        delta = crl(f"{issuer}-delta.crl")
+        base = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value.crl_number
+        assert (number(delta), base) == (5, 3)
+        assert number(crl(f"{issuer}.crl")) == base  # the full CRL the delta is on
+        with node.read() as r, signer.read() as rs:
+            idx = manifest.issuer(issuer).index
+            assert r.latest_crls(idx) == rs.latest_crls(idx)
+        # the next delta's pointer names that full CRL again: not read again, nothing placed twice
+        produced = publisher.run(later + 1200).produced
+        ship(c, bucket, signer, tmp_path / "crl", produced)
+        placed = fetcher.fetch(later + 1200)
+        assert [(e.number, e.delta) for e in placed if e.issuer == issuer] == [(6, True)]
+    finally:
+        c.close()
+        signer.close()
+        node.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+@pytest.mark.parametrize("forged", ["state", "entry"])
+def test_a_pointer_promising_more_than_its_signed_crls_is_refused(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest], forged: str
+) -> None:
+    """A node takes the pointer's CRL state as its own, and promises OCSP answers until its
+    nextUpdate (`StoreReader.promised_next_update`): a pointer whose state, or whose file
+    entries, say a later nextUpdate than the signed CRLs (genuine files, the pointer rewritten
+    by a writer of the bucket) is refused and the node keeps its state. Before, only the
+    files' bytes, number and kind were checked: a node promised a year of freshness."""
+    import asyncio
+
+    import nats
+
+    bucket = f"CRLS_PROMISE_{forged.upper()}"
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, f"promise{forged}")
+    signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
+    node = node_config(
+        tmp_path / "node",
+        keyless_pki(demo_pki[0], tmp_path / "pki"),
+        cluster.source,
+        f"promise{forged}",
+    )
+    run_node(signer, cluster, bucket)
+    entries, _ = crl_index(signer)
+    issuer = entries[0].issuer
+    mine = sorted((e for e in entries if e.issuer == issuer), key=lambda e: e.number)
+    st = Store.open(Path(signer.store.path), readonly=True)
+    try:
+        with st.read() as r:
+            state = r.crl_state(next(i.index for i in r.issuers() if i.id == issuer))
+    finally:
+        st.close()
+    year = 365 * 86400
+    if forged == "state":
+        files = mine
+    else:  # every entry's nextUpdate and the state with them
+        files = [msgspec.structs.replace(e, next_update=e.next_update + year) for e in mine]
+    pointer = Shipment(
+        issuer=issuer,
+        state=msgspec.structs.replace(state, next_update=state.next_update + year),
+        files=files,
+    )
+
+    async def put() -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        obs = await nc.jetstream().object_store(bucket)
+        await obs.put(f"latest/{issuer}", msgspec.json.encode(pointer))
+        await nc.close()
+
+    asyncio.run(put())
+    b_ = Builder(node, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        with pytest.raises(ShippingError, match=rf"{issuer}(: the pointer's CRL state| CRL)"):
+            Fetcher(
+                c, bucket, b_.store, b_.manifest, Path(node.crl.directory),
+                keep_days=node.crl.keep_days,
+            ).fetch(int(time.time()))  # fmt: skip
+        with b_.store.read() as r:
+            idx = next(i.index for i in r.issuers() if i.id == issuer)
+            assert r.crl_state(idx).next_update < state.next_update + year
+    finally:
+        c.close()
+        b_.close()
+        b_.log.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_signer_that_knows_of_a_compromise_goes_on_after_a_crl_the_old_key_signed(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """`Fetcher.shipped_numbers` on a store that records a generation's compromise when the
+    last CRL shipped for it was signed before, by that generation's own key: the number still
+    counts (either key signed that generation's CRLs at some time), so the signer does not
+    refuse to start nor repeat it; a fetching node still checks a CRL with the key of now."""
+    from crlbuilder.apply import register_issuers
+    from crlbuilder.build import issuer_table
+    from crlbuilder.config import CrlSection
+    from crlbuilder.crl.publish import CrlPublisher
+    from crlbuilder.crl.shipping import continue_numbering
+    from crlbuilder.store.writer import Commit
+
+    bucket = "CRLS_COMPROMISE"
+    manifest = demo_pki[1]
+    victim = next(i.id for i in manifest.all_issuers() if i.successor)
+
+    def opened(name: str) -> Store:
+        s = Store.open(tmp_path / name, readonly=False, map_size=1 << 26)
+        register_issuers(s, issuer_table(manifest))
+        return s
+
+    old, new = opened("old"), opened("new")
+    cfg = msgspec.convert({"directory": str(tmp_path / "crl")}, CrlSection)
+    c = Cluster(cluster.urls)
+    t0 = int(time.time())
+    try:
+        ship(c, bucket, old, tmp_path / "crl", CrlPublisher(old, manifest, cfg).run(t0).produced)
+        with new.read() as r:
+            issuers = r.issuers()
+        with Commit(new) as w:  # what a compromise record writes (crlbuilder.apply)
+            w.put_issuers([msgspec.structs.replace(i, compromised_at=t0 + 1)
+                           if i.id == victim else i for i in issuers])  # fmt: skip
+
+        def fetcher() -> Fetcher:
+            return Fetcher(c, bucket, new, manifest, tmp_path / "new-crl", keep_days=cfg.keep_days)
+
+        with pytest.raises(ShippingError, match=rf"{victim} CRL \d+: .*"):
+            fetcher().fetch(t0)  # a node takes only what the key of now signed
+        numbers = fetcher().shipped_numbers()
+        assert numbers[victim] == 2  # full 1, delta 2, signed by the generation's own key
+        assert victim in continue_numbering(new, numbers)
+    finally:
+        c.close()
+        old.close()
+        new.close()
+
+
+@pytest.mark.integration
+@pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
+def test_a_keyless_node_says_so_when_the_signers_crl_numbers_went_back(
+    tmp_path: Path, cluster: NatsCluster, demo_pki: tuple[Path, Manifest]
+) -> None:
+    """A pointer naming a CRL number below the node's own (a second signer, or one started
+    behind on a release without `continue_numbering`): the node keeps its CRLs (never an
+    older one) and says so (`ShippingError`, the loop's ``crl-refused``). Before, it skipped
+    it silently, and its CRLs aged past their nextUpdate with nothing said."""
+    import asyncio
+
+    import nats
+
+    bucket = "CRLS_BACK"
+    signer = node_config(tmp_path / "signer", demo_pki[0], cluster.source, "back")
+    signer = msgspec.structs.replace(signer, crl=msgspec.structs.replace(signer.crl, enabled=True))
+    node = node_config(
+        tmp_path / "node", keyless_pki(demo_pki[0], tmp_path / "pki"), cluster.source, "back"
+    )
+    run_node(signer, cluster, bucket)
+    run_node(signer, cluster, bucket)  # full 1, delta 2, then delta 3
+    _, placed = run_node(node, cluster, bucket)
+    assert placed
+    held = crl_index(node)
+    first = next(e for e in crl_index(signer)[0] if not e.delta)
+    assert first.number == 1
+    older = Shipment(
+        issuer=first.issuer,
+        state=sf.CrlState(number=1, base_number=1, this_update=first.this_update,
+                          next_update=first.next_update),
+        files=[first],
+    )  # fmt: skip
+
+    async def put() -> None:
+        nc = await nats.connect(servers=cluster.urls)
+        obs = await nc.jetstream().object_store(bucket)
+        await obs.put(f"latest/{first.issuer}", msgspec.json.encode(older))
+        await nc.close()
+
+    asyncio.run(put())
+    b_ = Builder(node, progress=False, log=open(os.devnull, "w"))  # noqa: SIM115
+    c = Cluster(cluster.urls)
+    try:
+        fetcher = Fetcher(
+            c, bucket, b_.store, b_.manifest, Path(node.crl.directory), keep_days=node.crl.keep_days
+        )
+        with pytest.raises(ShippingError, match=rf"{first.issuer}: the signer's last CRL number "
+                           r"\(1\) is below this node's \(\d+\)"):  # fmt: skip
+            fetcher.fetch(int(time.time()))
+    finally:
+        c.close()
+        b_.close()
+        b_.log.close()
+    assert crl_index(node) == held
+
+
 @pytest.mark.integration
 @pytest.mark.real_clock  # a real NATS cluster, asyncio timeouts
 def test_a_shipped_crl_that_does_not_check_out_is_refused_and_nothing_is_written(

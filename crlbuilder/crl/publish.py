@@ -5,7 +5,9 @@ last full one is older than ``full_every_seconds`` or would pass its nextUpdate 
 the next run (`full_lapsing`), or, without deltas, lists entries erased since (below),
 and a delta CRL listing what was revoked since the last full one (RFC 5280 §5.2.4,
 deltaCRLIndicator; full CRLs point at the delta with freshestCRL). Full and
-delta CRLs share one CRL number sequence per issuer. A full CRL lists every
+delta CRLs share one CRL number sequence per issuer, and an issuer's CRLs never share a
+thisUpdate with its last ones (`dated_after`, `wait_past`): the served validators order
+them by it (`responder.crlfiles`). A full CRL lists every
 revocation whose record is still within its retention period (政令で定める期間,
 configuration per family and legal category since the Cabinet order is outside
 our texts); a record past it is left out once its certificate has expired
@@ -53,10 +55,11 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -151,6 +154,7 @@ class CrlPublisher:
         # a store rebuilt (or restored) behind what this directory already published goes on
         # after it: CRL numbers only grow (RFC 5280 §5.2.3), and no archived CRL is overwritten
         state.number = max(state.number, published_number(self.dir, issuer.id))
+        at = dated_after(now, state.this_update)  # the CRLs' thisUpdate: after the last ones'
         signer_key = key_id(signer)
         full_due = (
             not state.base_number
@@ -172,27 +176,27 @@ class CrlPublisher:
             if full_due:
                 state.number += 1
                 entry = self._produce(
-                    issuer, cert, signer, r, state.number, now, None, retention, since_commit=None
+                    issuer, cert, signer, r, state.number, at, None, retention, since_commit=None
                 )
                 erased = []  # the new base lists none of them: its deltas take nothing off
                 out.append(entry)
                 state.base_number, state.base_commit, state.base_this_update = (
                     state.number,
                     commit,
-                    now,
+                    at,
                 )
                 state.base_signer = signer_key
             if self.cfg.delta:
                 state.number += 1
                 out.append(
                     self._produce(
-                        issuer, cert, signer, r, state.number, now, state.base_number, retention,
+                        issuer, cert, signer, r, state.number, at, state.base_number, retention,
                         since_commit=state.base_commit, removed=erased,
                     )
                 )  # fmt: skip
         if not out:  # no deltas, and the full CRL is neither due nor lapsing: nothing new
             return out
-        state.this_update = now
+        state.this_update = at
         state.next_update = min(e.next_update for e in out)
         with Commit(self.store) as c:
             for e in out:
@@ -290,6 +294,48 @@ def with_removals(
         if r.revoked_entry(key) is None
     ]
     return heapq.merge(listed, off, key=lambda e: e[0])
+
+
+AHEAD_AT_MOST: Final = 5
+"""Seconds a CRL's thisUpdate may be put after the clock's ``now`` (`dated_after`)."""
+
+
+def dated_after(now: int, last: int) -> int:
+    """The thisUpdate of an issuer's next CRLs at ``now``, its last ones dated ``last``: ``now``,
+    or one second after ``last`` when ``now`` is not after it by at most `AHEAD_AT_MOST`
+    seconds (two runs within one second: the follow loop refreshes after every batch it
+    catches up with). Two CRLs of one file name (`place_crl`) then never share a thisUpdate:
+    the validators `responder.crlfiles` serves them with (Last-Modified, the thisUpdate in the
+    ETag that `responder.crlfiles.behind` orders by) tell the newer one, where the same second
+    made an If-Modified-Since of the older one 304 for the newer and let a node behind take a
+    party back to the older one. The builder waits out the second before it publishes
+    (`wait_past`), so with its own clock the CRLs are dated ``now``; a clock set back further
+    (or a pinned ``--as-of`` run long after) dates them ``now``, as before."""
+    return last + 1 if 0 <= last - now < AHEAD_AT_MOST else now
+
+
+WAIT_STEP: Final = 0.05
+"""Seconds `wait_past` sleeps between two looks at the clock."""
+
+
+def wait_past(
+    last: int, now: int, clock: Callable[[], float], sleep: Callable[[float], None]
+) -> int:
+    """The instant a CRL run at ``now`` dates its CRLs by, the last ones dated ``last`` (the
+    latest thisUpdate of any issuer): when ``now`` is not after ``last`` and ``clock`` (epoch
+    seconds) is within `AHEAD_AT_MOST` of ``now`` (the builder's own clock, not a pinned
+    ``--as-of`` far from it), ``sleep`` until ``clock`` passes ``last`` (about a second) and
+    that second; else ``now`` (`dated_after` then decides)."""
+    if now > last or last - now >= AHEAD_AT_MOST or abs(clock() - now) > AHEAD_AT_MOST:
+        return now
+    t = clock()
+    while t < last + 1:
+        sleep(min(WAIT_STEP, last + 1 - t))
+        moved = clock()
+        if moved <= t:  # a clock that does not move (a test's): as it is
+            return now
+        t = moved
+    return int(t)
 
 
 def refresh_lead(cfg: CrlSection) -> int:
