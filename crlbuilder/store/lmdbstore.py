@@ -356,6 +356,20 @@ def snapshot_store(store: Store, target: str | Path) -> None:
     (t / "data.mdb").chmod(0o600)
 
 
+def _check_known_dbs(store: Store) -> None:
+    """Refuse a store holding a named database this release does not know (`sf.ALL_DBS`):
+    a later release added it, and only a release that knows it can copy it."""
+    with store.env.begin() as txn:
+        names = [bytes(k) for k in txn.cursor().iternext(values=False)]
+    unknown = sorted(n for n in names if n not in sf.ALL_DBS)
+    if unknown:
+        shown = ", ".join(n.decode("utf-8", "replace") for n in unknown)
+        raise sf.StoreFormatError(
+            f"{store.path}: holds databases this release does not know ({shown}): a later "
+            "release wrote them; copy the store with that release"
+        )
+
+
 COPY_BATCH: Final = 50_000
 """Entries per write transaction of `copy_store`."""
 
@@ -371,13 +385,20 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
     are full: about a quarter smaller than a store built from the records, whose pages
     split as random serials arrive. ``target`` must not hold a store. Returns the entries
     copied. A copy that fails (`StoreFormatError`, or `OSError`) leaves no store at ``target``.
-    Run it with the builder stopped (it reads one snapshot of ``source``).
+
+    Refused while a writer holds ``source`` (a builder, an import, a pull: the writer's
+    ``flock``, held here for the copy so that none starts meanwhile): the copy reads one
+    snapshot, and what a writer committed after it would be missing from the copy put in
+    its place. Refused too when ``source`` holds a database this release does not know (a
+    later release's): it would be left out without a word.
     """
     t = Path(target)
     if (t / "data.mdb").exists():
         raise sf.StoreFormatError(f"{t}: a store is already there; give a new directory")
     src = Store.open(source, readonly=True, map_size=map_size)
     try:
+        src.writer_lock.append(_lock_writer(src.path))  # released by `src.close`
+        _check_known_dbs(src)
         dst = Store.open(t, readonly=False, map_size=map_size)
     except BaseException:
         src.close()
