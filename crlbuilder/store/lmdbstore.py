@@ -214,7 +214,7 @@ class Store:
     def check_format(self) -> None:
         with self.env.begin() as txn:
             raw = txn.get(sf.META_FORMAT, db=self.dbs[sf.DB_META])
-        version = sf.unpack_u32(raw) if raw is not None else None
+        version = sf.unpack_u32(raw) if raw is not None and len(raw) == 4 else None
         if version != sf.FORMAT_VERSION:
             self.env.close()
             raise sf.StoreFormatError(
