@@ -22,6 +22,7 @@ import itertools
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -83,6 +84,7 @@ class Store:
                 )
             return cls._open(p, readonly=True, map_size=map_size, max_readers=max_readers)
         _check_new_place(p)
+        _check_own(p)
         made_dir = not p.exists()
         created = not (p / "data.mdb").exists()
         try:
@@ -274,6 +276,32 @@ def _check_new_place(p: Path) -> None:
             raise sf.StoreFormatError(
                 f"{p}: holds other files ({shown}) but no store: give a new or empty "
                 "directory for a new store"
+            )
+
+
+def _check_own(p: Path) -> None:
+    """Refuse to write a store whose data.mdb or lock.mdb is a symbolic link (LMDB would
+    write, and the open chmod, the file it points at: any file the builder's user may
+    write), or whose directory or files another user owns (what they hold, or where they
+    point, is that user's to change under the builder). A directory given as a link is
+    followed, as any path."""
+    me = os.geteuid()
+    for f in (p, p / "data.mdb", p / "lock.mdb"):
+        try:
+            st = f.stat() if f == p else f.lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise sf.StoreFormatError(f"{f}: cannot read it: {e.strerror}") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise sf.StoreFormatError(
+                f"{f}: a symbolic link; a store's files are its own (give the store's real "
+                "directory)"
+            )
+        if st.st_uid != me:
+            raise sf.StoreFormatError(
+                f"{f}: owned by user {st.st_uid}, not by this process's ({me}); run the "
+                "writer as the store's owner"
             )
 
 
