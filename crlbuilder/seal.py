@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder.model import FourFacts
@@ -28,6 +29,9 @@ from crlbuilder.secretmode import too_open
 FACTS_KEY_ENV: Final = "JPKI_VA_FACTS_KEY"
 """The environment variable holding the key itself (64 hex digits): it wins over a file."""
 
+_NONCE_BYTES: Final = 12
+_TAG_BYTES: Final = 16
+"""AES-GCM's tag, after the ciphertext."""
 _facts_encoder: Final = msgspec.msgpack.Encoder()
 _facts_decoder: Final = msgspec.msgpack.Decoder(FourFacts)
 
@@ -65,7 +69,11 @@ class FactsCipher:
 
     def open(self, status_key: bytes, sealed: bytes) -> FourFacts:
         """The facts sealed under ``status_key``; `cryptography.exceptions.InvalidTag` when
-        the key, the status key or the bytes do not match."""
+        the key, the status key or the bytes do not match, a value cut short included (one
+        shorter than a nonce and a tag: AESGCM raised `ValueError` for a nonce under 8 bytes,
+        which a caller refusing what does not open did not expect)."""
+        if len(sealed) < _NONCE_BYTES + _TAG_BYTES:
+            raise InvalidTag
         return _facts_decoder.decode(self._aead.decrypt(sealed[:12], sealed[12:], status_key))
 
 

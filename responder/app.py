@@ -106,6 +106,7 @@ from crlbuilder.keys.signer import load_signer
 from crlbuilder.manifest import Manifest, load_manifest
 from crlbuilder.ocsp.request import RequestError, decode_get_path
 from crlbuilder.ocsp.response import CertStatus, ResponseStatus
+from crlbuilder.store.format import StoreCorrupt
 from crlbuilder.store.lmdbstore import Store
 from responder import access, announce, flow, ledgerstream, policy, publicbound, streamlag
 from responder.config import ResponderConfig
@@ -680,7 +681,12 @@ class JpkiApp:
         if self.store_replaced(now):  # nothing read from the old file: no status, no party
             req.note = Outcome("ocsp", _TRY_LATER, party=NO_PARTY, rule=flow.STALE)
             return _OCSP_ERRORS[ResponseStatus.TRY_LATER]
-        got = self.ocsp.decide(der, req, now, self.store, registry, proven=party_proven)
+        try:
+            got = self.ocsp.decide(der, req, now, self.store, registry, proven=party_proven)
+        except StoreCorrupt as e:  # a damaged value: never an answer; nothing was counted
+            _log.error("store_corrupt", extra={"fields": {"error": str(e)}})
+            req.note = Outcome("ocsp", _INTERNAL_ERROR, party=NO_PARTY)  # RFC 6960 internalError
+            return _OCSP_ERRORS[ResponseStatus.INTERNAL_ERROR]
         if isinstance(got, Answer):
             ready = got.ready
             party = got.party.id

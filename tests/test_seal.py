@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from crlbuilder.model import FourFacts, Sex
 from crlbuilder.seal import FactsCipher, _facts_encoder
+from crlbuilder.store.memory import MemoryReader
+from responder.v1.recordinfo import open_facts
 
 KEY = bytes(range(32))
 FACTS = FourFacts(
@@ -31,3 +35,17 @@ def test_seal_writes_the_reference_bytes_and_opens() -> None:
         sealed = cipher.seal(status_key, FACTS)
         assert sealed == reference_seal(KEY, status_key, FACTS)
         assert cipher.open(status_key, sealed) == FACTS
+
+
+def test_sealed_facts_cut_short_do_not_open_whatever_their_length() -> None:
+    """A sealed value cut short (a damaged store) is `InvalidTag`, which the record-info
+    route answers 503 for, at every length: under 8 bytes it was AESGCM's `ValueError` (a
+    nonce too short), an HTTP 500 out of the route."""
+    cipher = FactsCipher(KEY)
+    status_key = (11).to_bytes(2, "big") + (5).to_bytes(20, "big")
+    sealed = cipher.seal(status_key, FACTS)
+    for n in range(len(sealed)):
+        with pytest.raises(InvalidTag):
+            cipher.open(status_key, sealed[:n])
+    store = MemoryReader(facts={status_key: sealed[:5]})
+    assert open_facts(cipher, store, status_key) is None

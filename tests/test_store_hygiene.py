@@ -26,6 +26,7 @@ from crlbuilder.manifest import Manifest
 from crlbuilder.model import Family
 from crlbuilder.store import format as sf
 from crlbuilder.store.lmdbstore import Store, copy_store
+from crlbuilder.store.writer import Commit
 
 KEY = bytes(range(32))
 
@@ -184,3 +185,28 @@ def test_store_files_are_the_owners_only(tmp_path: Path) -> None:
                 d / f,
                 oct((d / f).stat().st_mode),
             )
+
+
+def test_a_deleted_value_stays_in_free_pages_until_the_store_is_copied(tmp_path: Path) -> None:
+    """What docs/store.md says of free pages: LMDB zeroes the unused bytes of the pages it
+    writes, but a page freed by a deletion (an erasure past retention, Ord §70(1)(iii), a
+    delivered outbox line, a move-out notice deleted) keeps its bytes in data.mdb until LMDB
+    reuses it; `crlbuilder store copy` writes live data only."""
+    path = tmp_path / "store"
+    store = Store.open(path, readonly=False, map_size=1 << 24)
+    marker = b'{"record_id":"erased-0001","notified_at":1700000000,"planned_date":"2031-04-01"}'
+    clock = lambda: datetime(2030, 1, 1, tzinfo=UTC)  # noqa: E731
+    try:
+        with Commit(store, clock) as c:
+            for i in range(200):
+                c._put(sf.DB_PENDING, bytes([i]) * 32, marker)
+        with Commit(store, clock) as c:
+            for i in range(200):
+                c._delete(sf.DB_PENDING, bytes([i]) * 32)
+        with Commit(store, clock) as c:
+            c.put_consent(KEY, "v", 1)
+    finally:
+        store.close()
+    assert marker in (path / "data.mdb").read_bytes()
+    copy_store(path, tmp_path / "copy", map_size=1 << 24)
+    assert marker not in (tmp_path / "copy" / "data.mdb").read_bytes()

@@ -95,3 +95,41 @@ def test_an_empty_data_file_is_no_store(tmp_path: Path) -> None:
     (tmp_path / "data.mdb").touch()
     with pytest.raises(sf.StoreFormatError, match="no status store here"):
         Store.open(tmp_path, readonly=True)
+
+
+@pytest.mark.parametrize("name", ["lock.mdb", "data.mdb"])
+def test_a_store_file_that_is_a_symbolic_link_is_not_written_through(
+    tmp_path: Path, name: str
+) -> None:
+    """A lock.mdb (or data.mdb) linked to another file: the writer's open followed the link,
+    LMDB wrote its lock table into that file and the open made it 0600. Refused now, the
+    file it points at unchanged."""
+    path = tmp_path / "store"
+    Store.open(path, readonly=False, map_size=1 << 20).close()
+    victim = tmp_path / "victim"
+    if name == "data.mdb":
+        (path / name).rename(victim)  # a real store file, to be written through the link
+    else:
+        victim.write_bytes(b"someone else's file\n")
+        (path / name).unlink()
+    victim.chmod(0o644)
+    before = victim.read_bytes()
+    (path / name).symlink_to(victim)
+    with pytest.raises(sf.StoreFormatError, match="a symbolic link"):
+        Store.open(path, readonly=False, map_size=1 << 20).close()
+    assert victim.read_bytes() == before
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_store_another_user_owns_is_not_written(tmp_path: Path) -> None:
+    """A store directory or data.mdb another user owns (and may change, or link elsewhere,
+    under the builder) is refused for writing; reading it is left to the file modes."""
+    path = tmp_path / "store"
+    Store.open(path, readonly=False, map_size=1 << 20).close()
+    for f in (path / "data.mdb", path):
+        os.chown(f, 65534, 65534)
+        with pytest.raises(sf.StoreFormatError, match="owned by user 65534"):
+            Store.open(path, readonly=False, map_size=1 << 20).close()
+        os.chown(f, 0, 0)
+    Store.open(path, readonly=False, map_size=1 << 20).close()

@@ -8,10 +8,14 @@ writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import gc
+import threading
+import traceback
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from crlbuilder.model import Category, Family, Reason
@@ -237,3 +241,82 @@ def test_link_key_and_unpack_status_keep_their_bytes() -> None:
     st = _good(version=7)._replace(state=sf.STATE_REVOKED, category=1, reason=1, revoked_at=5)
     back = sf.unpack_status(st.pack())
     assert back == st and type(back) is sf.StatusRecord and back.revoked
+
+
+def _failed(store: Store, clock: Callable[[], datetime], n: int, verifier: str) -> BaseException:
+    """The exception of a commit of ``n`` consents (the commit object only in its frames)."""
+    try:
+        with Commit(store, clock) as c:
+            for i in range(n):
+                c.put_consent(i.to_bytes(32, "big"), verifier, i)
+    except Exception as e:
+        return e
+    return AssertionError("committed")
+
+
+def _commits_again(store: Store, kept: list[BaseException]) -> bool:
+    """Whether a new commit gets through within 10 s (in a thread: a hang is a False), while
+    ``kept`` holds the failed commit's exception. On a hang ``kept`` is let go, which ends the
+    failed transaction, so that the thread and the test end."""
+    done: list[bool] = []
+
+    def again() -> None:
+        with Commit(store, _clock) as c:
+            c.put_consent(HOLDER, "after", 1)
+        done.append(True)
+
+    t = threading.Thread(target=again, daemon=True)
+    t.start()
+    t.join(10)
+    hung = t.is_alive()
+    kept.clear()
+    gc.collect()
+    t.join(10)
+    return not hung and done == [True]
+
+
+def test_a_commit_failing_as_it_ends_lets_go_of_the_write_lock(store: Store) -> None:
+    """The body wrote, then the commit's own bookkeeping failed (here the caller's clock): the
+    write transaction stayed open for as long as the exception was kept, holding LMDB's write
+    lock, and the process's next commit waited for ever. It is aborted now: nothing of it
+    written, the next commit goes through."""
+
+    def broken() -> datetime:
+        raise OSError("clock gone")
+
+    with store.read() as r:
+        before = r.generation()
+    kept = [_failed(store, broken, 1, "v")]  # a caller that logs it, a loop that retries
+    assert _commits_again(store, kept)
+    with store.read() as r:
+        assert r.consent(bytes(32), "v") is None
+        assert r.consent(HOLDER, "after") == 1
+        assert r.generation().commit == before.commit + 1
+
+
+def _map_full_at_the_end(tmp_path: Path) -> tuple[Store, list[BaseException]]:
+    """A new store whose first commit failed of MDB_MAP_FULL in its own bookkeeping put, after
+    every write of its body got through, and that failure (nothing else holds it)."""
+    for n in range(150, 400):  # the first size whose failure comes from the commit's own put
+        s = Store.open(tmp_path / str(n), readonly=False, map_size=1 << 16)
+        e = _failed(s, _clock, n, "v" * 100)
+        if isinstance(e, lmdb.MapFullError):
+            tb = traceback.extract_tb(e.__traceback__)
+            if "_end" in [f.name for f in tb] and "META_" in (tb[-1].line or ""):
+                return s, [e]
+        s.close()
+    pytest.fail("no map-full came from the commit's own writes")
+
+
+def test_a_map_full_as_the_commit_ends_writes_nothing_and_lets_go(tmp_path: Path) -> None:
+    """MDB_MAP_FULL can come from the commit's own writes (its sequence, its time), after
+    every write of the body got through: the builder is told (the exception), nothing of the
+    transaction is in the store, and the next commit goes through (it waited for ever)."""
+    s, kept = _map_full_at_the_end(tmp_path)  # kept: a caller that logs it, a loop that retries
+    try:
+        assert _commits_again(s, kept)
+        with s.read() as r:
+            assert (r.generation().commit, r.count(sf.DB_CONSENTS)) == (1, 1)
+            assert r.consent(HOLDER, "after") == 1
+    finally:
+        s.close()

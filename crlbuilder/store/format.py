@@ -307,6 +307,20 @@ class StoreWriteError(Exception):
     commit (`crlbuilder.store.writer.Commit`)."""
 
 
+class StoreCorrupt(StoreFormatError):
+    """A value read from the store is not what its database holds (a length no writer
+    writes, bytes that do not decode): the file is damaged, never an answer to give. The
+    message names the database and the sizes, never the key or the bytes."""
+
+
+def corrupt(what: str, got: int, expected: str) -> StoreCorrupt:
+    """The `StoreCorrupt` of a ``what`` value of ``got`` bytes (``expected``: what is written)."""
+    return StoreCorrupt(
+        f"the store is damaged: a {what} value of {got} bytes, not what is written there "
+        f"({expected}); restore it from a copy or rebuild it"
+    )
+
+
 # --- keys -------------------------------------------------------------------
 
 
@@ -367,6 +381,8 @@ def commit_marker(committed_at: int, group: StreamGroup | None) -> bytes:
 
 def parse_commit_marker(raw: bytes) -> tuple[int, StreamGroup | None]:
     """(time, stream group or None) of a commit marker's value (`commit_marker`)."""
+    if len(raw) not in (8, 24):
+        raise corrupt("changes marker", len(raw), "8 or 24 bytes")
     at = unpack_i64(raw[:8])
     if len(raw) >= 24:
         return at, StreamGroup(unpack_u64(raw[8:16]), unpack_u64(raw[16:24]))
@@ -443,6 +459,9 @@ _new_tuple: Final = tuple.__new__
 
 
 def unpack_status(value: bytes) -> StatusRecord:
+    """`StatusRecord` of a ``status`` value; `StoreCorrupt` for one of another length."""
+    if len(value) != STATUS_RECORD_BYTES:
+        raise corrupt("status", len(value), f"{STATUS_RECORD_BYTES} bytes")
     # StatusRecord._make without its length check: the struct gives exactly its nine fields
     return _new_tuple(StatusRecord, _STATUS.unpack(value))
 
@@ -468,6 +487,9 @@ class RevokedEntry(NamedTuple):
 
 
 def unpack_revoked(value: bytes) -> RevokedEntry:
+    """`RevokedEntry` of a ``revoked`` value; `StoreCorrupt` for one of another length."""
+    if len(value) != _REVOKED.size:
+        raise corrupt("revoked", len(value), f"{_REVOKED.size} bytes")
     return RevokedEntry._make(_REVOKED.unpack(value))
 
 
@@ -504,6 +526,8 @@ _REVOKED_RECORDED_AT_OFFSET: Final = 14
 
 def revoked_recorded_at(value: bytes) -> int:
     """``recorded_at`` of a packed `RevokedEntry`, without unpacking the rest (retention scans)."""
+    if len(value) != _REVOKED.size:
+        raise corrupt("revoked", len(value), f"{_REVOKED.size} bytes")
     at: int = _REVOKED_RECORDED_AT.unpack_from(value, _REVOKED_RECORDED_AT_OFFSET)[0]
     return at
 
@@ -528,7 +552,10 @@ def pack_response(
 
 
 def unpack_response_head(value: bytes | memoryview) -> tuple[int, int, int, bytes]:
-    """(version, thisUpdate, nextUpdate, signer id) of a stored response; the stem follows."""
+    """(version, thisUpdate, nextUpdate, signer id) of a stored response; the stem follows
+    (`StoreCorrupt` when there is none)."""
+    if len(value) <= _RESPONSE_HEAD.size:
+        raise corrupt("responses", len(value), f"more than {_RESPONSE_HEAD.size} bytes")
     version, this_update, next_update, signer_id = _RESPONSE_HEAD.unpack_from(value)
     return int(version), int(this_update), int(next_update), bytes(signer_id)
 
@@ -563,6 +590,8 @@ def pack_applied(seq_u32: bytes, digest: bytes) -> bytes:
 
 def unpack_applied(raw: bytes) -> Applied:
     """`Applied` from a value of `DB_APPLIED`, either layout (with or without the digest)."""
+    if len(raw) not in (4, 4 + APPLIED_DIGEST_SIZE):
+        raise corrupt("applied", len(raw), f"4 or {4 + APPLIED_DIGEST_SIZE} bytes")
     return Applied(int.from_bytes(raw[:4], "big"), bytes(raw[4:]) if len(raw) > 4 else None)
 
 
@@ -621,9 +650,10 @@ def pack_vouched(build: int, until: int) -> bytes:
 
 
 def unpack_vouched(value: bytes | memoryview) -> tuple[int, int]:
-    """(build, until) of a `pack_vouched` value; (0, 0) for a value of another size."""
+    """(build, until) of a `pack_vouched` value; `StoreCorrupt` for a value of another size
+    (read as no promise, it made the issuers never stale)."""
     if len(value) != _VOUCHED.size:
-        return (0, 0)
+        raise corrupt("meta vouched", len(value), f"{_VOUCHED.size} bytes")
     build, until = _VOUCHED.unpack(value)
     return int(build), int(until)
 
@@ -906,4 +936,6 @@ _REVOKED_CATEGORY_OFFSET: Final = 9
 
 def revoked_category(value: bytes) -> int:
     """``category`` of a packed `RevokedEntry`, without unpacking the rest (entry counts)."""
+    if len(value) != _REVOKED.size:
+        raise corrupt("revoked", len(value), f"{_REVOKED.size} bytes")
     return value[_REVOKED_CATEGORY_OFFSET]

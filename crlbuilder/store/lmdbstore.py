@@ -22,6 +22,7 @@ import itertools
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -86,6 +87,7 @@ class Store:
                 )
             return cls._open(p, readonly=True, map_size=map_size, max_readers=max_readers)
         _check_new_place(p)
+        _check_own(p)
         made_dir = not p.exists()
         created = not (p / "data.mdb").exists()
         try:
@@ -217,7 +219,7 @@ class Store:
     def check_format(self) -> None:
         with self.env.begin() as txn:
             raw = txn.get(sf.META_FORMAT, db=self.dbs[sf.DB_META])
-        version = sf.unpack_u32(raw) if raw is not None else None
+        version = sf.unpack_u32(raw) if raw is not None and len(raw) == 4 else None
         if version != sf.FORMAT_VERSION:
             self.env.close()
             raise sf.StoreFormatError(
@@ -277,6 +279,32 @@ def _check_new_place(p: Path) -> None:
             raise sf.StoreFormatError(
                 f"{p}: holds other files ({shown}) but no store: give a new or empty "
                 "directory for a new store"
+            )
+
+
+def _check_own(p: Path) -> None:
+    """Refuse to write a store whose data.mdb or lock.mdb is a symbolic link (LMDB would
+    write, and the open chmod, the file it points at: any file the builder's user may
+    write), or whose directory or files another user owns (what they hold, or where they
+    point, is that user's to change under the builder). A directory given as a link is
+    followed, as any path."""
+    me = os.geteuid()
+    for f in (p, p / "data.mdb", p / "lock.mdb"):
+        try:
+            st = f.stat() if f == p else f.lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise sf.StoreFormatError(f"{f}: cannot read it: {e.strerror}") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise sf.StoreFormatError(
+                f"{f}: a symbolic link; a store's files are its own (give the store's real "
+                "directory)"
+            )
+        if st.st_uid != me:
+            raise sf.StoreFormatError(
+                f"{f}: owned by user {st.st_uid}, not by this process's ({me}); run the "
+                "writer as the store's owner"
             )
 
 
@@ -359,6 +387,20 @@ def snapshot_store(store: Store, target: str | Path) -> None:
     (t / "data.mdb").chmod(0o600)
 
 
+def _check_known_dbs(store: Store) -> None:
+    """Refuse a store holding a named database this release does not know (`sf.ALL_DBS`):
+    a later release added it, and only a release that knows it can copy it."""
+    with store.env.begin() as txn:
+        names = [bytes(k) for k in txn.cursor().iternext(values=False)]
+    unknown = sorted(n for n in names if n not in sf.ALL_DBS)
+    if unknown:
+        shown = ", ".join(n.decode("utf-8", "replace") for n in unknown)
+        raise sf.StoreFormatError(
+            f"{store.path}: holds databases this release does not know ({shown}): a later "
+            "release wrote them; copy the store with that release"
+        )
+
+
 COPY_BATCH: Final = 50_000
 """Entries per write transaction of `copy_store`."""
 
@@ -374,13 +416,20 @@ def copy_store(source: str | Path, target: str | Path, *, map_size: int = DEFAUL
     are full: about a quarter smaller than a store built from the records, whose pages
     split as random serials arrive. ``target`` must not hold a store. Returns the entries
     copied. A copy that fails (`StoreFormatError`, or `OSError`) leaves no store at ``target``.
-    Run it with the builder stopped (it reads one snapshot of ``source``).
+
+    Refused while a writer holds ``source`` (a builder, an import, a pull: the writer's
+    ``flock``, held here for the copy so that none starts meanwhile): the copy reads one
+    snapshot, and what a writer committed after it would be missing from the copy put in
+    its place. Refused too when ``source`` holds a database this release does not know (a
+    later release's): it would be left out without a word.
     """
     t = Path(target)
     if (t / "data.mdb").exists():
         raise sf.StoreFormatError(f"{t}: a store is already there; give a new directory")
     src = Store.open(source, readonly=True, map_size=map_size)
     try:
+        src.writer_lock.append(_lock_writer(src.path))  # released by `src.close`
+        _check_known_dbs(src)
         dst = Store.open(t, readonly=False, map_size=map_size)
     except BaseException:
         src.close()

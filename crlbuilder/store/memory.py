@@ -160,7 +160,9 @@ class MemoryReader(ReaderRules):
             sf.DB_CRLS: len(self.crl_index),
             sf.DB_ANNOUNCEMENTS: len(self.announced),
             sf.DB_QUARANTINE: len(self.quarantine),
-            sf.DB_CHANGES: len(self.lost) + len({c for c, _ in self.lost}),
+            # an entry, and a marker for each commit whose time is kept (a commit whose
+            # marker is gone, in a store written before markers, has its entries alone)
+            sf.DB_CHANGES: len(self.lost) + len({c for c, _ in self.lost} & set(self.commit_times)),
         }
         return sizes.get(db, 0)
 

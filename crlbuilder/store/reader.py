@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, date, datetime
 from types import TracebackType
-from typing import Final, NamedTuple, Protocol, Self, TypeAlias
+from typing import Final, NamedTuple, Protocol, Self, TypeAlias, TypeVar
 
 import lmdb
+import msgspec
 
 from crlbuilder import rules
 from crlbuilder.model import Family
@@ -398,6 +399,17 @@ class ReaderRules(ABC):
         return 0
 
 
+_T = TypeVar("_T")
+
+
+def _decoded(decoder: msgspec.json.Decoder[_T], raw: bytes, what: str) -> _T:
+    """``raw`` decoded; `StoreCorrupt` (naming ``what``, never the bytes) when it does not."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.DecodeError:
+        raise sf.corrupt(what, len(raw), "valid JSON") from None
+
+
 class LmdbReader(ReaderRules):
     """A `StoreReader` over one LMDB transaction (read-only, or a `Commit`'s write one).
 
@@ -437,8 +449,18 @@ class LmdbReader(ReaderRules):
         return bytes(v) if v is not None else None
 
     def meta_u32(self, key: bytes) -> int:
+        """A u32 ``meta`` value (0: absent; `StoreCorrupt` for one of another length)."""
+        return self._meta_int(key, 4) or 0
+
+    def _meta_int(self, key: bytes, size: int, *, signed: bool = False) -> int | None:
+        """A fixed-size big-endian ``meta`` value, None when absent; `StoreCorrupt` for one of
+        another length (a truncated value read as a smaller number is a wrong answer)."""
         raw = self._meta(key)
-        return sf.unpack_u32(raw) if raw else 0
+        if raw is None:
+            return None
+        if len(raw) != size:
+            raise sf.corrupt(f"meta {key.decode('ascii', 'replace')}", len(raw), f"{size} bytes")
+        return int.from_bytes(raw, "big", signed=signed)
 
     def snapshot(self) -> int:
         snapshot: int = self._txn.id()
@@ -448,8 +470,7 @@ class LmdbReader(ReaderRules):
         return Generation(self.meta_u32(sf.META_COMMIT), self.meta_u32(sf.META_BUILD))
 
     def committed_at(self) -> int:
-        raw = self._meta(sf.META_COMMITTED_AT)
-        return sf.unpack_i64(raw) if raw else 0
+        return self._meta_int(sf.META_COMMITTED_AT, 8, signed=True) or 0
 
     def vouched(self) -> tuple[int, int]:
         raw = self._meta(sf.META_VOUCHED)
@@ -457,8 +478,7 @@ class LmdbReader(ReaderRules):
 
     def stream_seq(self) -> int:
         """The last record stream sequence committed (`META_STREAM_SEQ`; 0 before any)."""
-        raw = self._meta(sf.META_STREAM_SEQ)
-        return sf.unpack_u64(raw) if raw else 0
+        return self._meta_int(sf.META_STREAM_SEQ, 8) or 0
 
     def stream_head(self) -> tuple[int, int]:
         """The record stream's last sequence as the builder last saw it, and when (epoch
@@ -479,15 +499,15 @@ class LmdbReader(ReaderRules):
 
     def issuers(self) -> list[sf.IssuerMeta]:
         raw = self._meta(sf.META_ISSUERS)
-        return sf.issuer_meta_list_decoder.decode(raw) if raw else []
+        return _decoded(sf.issuer_meta_list_decoder, raw, "meta issuers") if raw else []
 
     def crl_state(self, issuer_index: int) -> sf.CrlState:
         raw = self._meta(sf.META_CRL_STATE_PREFIX + sf.pack_u32(issuer_index))
-        return sf.crl_state_decoder.decode(raw) if raw else sf.CrlState()
+        return _decoded(sf.crl_state_decoder, raw, "meta crl") if raw else sf.CrlState()
 
     def ocsp_state(self, issuer_index: int) -> sf.OcspState:
         raw = self._meta(sf.META_OCSP_STATE_PREFIX + sf.pack_u32(issuer_index))
-        return sf.ocsp_state_decoder.decode(raw) if raw else sf.OcspState()
+        return _decoded(sf.ocsp_state_decoder, raw, "meta ocsp") if raw else sf.OcspState()
 
     # --- per certificate ----------------------------------------------------------
 
@@ -558,14 +578,12 @@ class LmdbReader(ReaderRules):
     def revoked_written_from(self) -> int | None:
         """The earliest recordedAt of the CRL entries committed since the agenda's scan
         (`META_REVOKED_FROM`), None when none was."""
-        raw = self._meta(sf.META_REVOKED_FROM)
-        return sf.unpack_i64(raw) if raw else None
+        return self._meta_int(sf.META_REVOKED_FROM, 8, signed=True)
 
     def kept_written_from(self) -> int | None:
         """The earliest instant an entry kept in ``taken`` or ``moveins`` since the agenda's scan
         can fall due (`META_KEPT_FROM`), None when none was kept."""
-        raw = self._meta(sf.META_KEPT_FROM)
-        return sf.unpack_i64(raw) if raw else None
+        return self._meta_int(sf.META_KEPT_FROM, 8, signed=True)
 
     # --- the builder's lapse index (`DB_LAPSES`) and kept move-ins (`DB_MOVE_INS`) -----
 
@@ -648,7 +666,7 @@ class LmdbReader(ReaderRules):
 
     def pending(self, holder: bytes) -> sf.PendingMoveOut | None:
         raw = self._txn.get(holder, db=self._dbs[sf.DB_PENDING])
-        return sf.pending_decoder.decode(raw) if raw is not None else None
+        return _decoded(sf.pending_decoder, raw, "pending") if raw is not None else None
 
     def pending_notices(self) -> Iterator[tuple[bytes, sf.PendingMoveOut]]:
         for holder, raw in self._txn.cursor(db=self._dbs[sf.DB_PENDING]):
@@ -656,7 +674,11 @@ class LmdbReader(ReaderRules):
 
     def consent(self, holder: bytes, verifier: str) -> int | None:
         raw = self._txn.get(sf.consent_key(holder, verifier), db=self._dbs[sf.DB_CONSENTS])
-        return sf.unpack_i64(raw) if raw is not None else None
+        if raw is None:
+            return None
+        if len(raw) != 8:
+            raise sf.corrupt("consents", len(raw), "8 bytes")
+        return sf.unpack_i64(raw)
 
     def sealed_facts(self, key: bytes) -> bytes | None:
         raw = self._txn.get(key, db=self._dbs[sf.DB_HOLDERS])
@@ -687,7 +709,11 @@ class LmdbReader(ReaderRules):
     def quarantined(self, key: bytes) -> int | None:
         db = self._dbs.get(sf.DB_QUARANTINE)
         raw = self._txn.get(key, db=db) if db is not None else None
-        return sf.unpack_u32(raw) if raw is not None else None
+        if raw is None:
+            return None
+        if len(raw) != 4:
+            raise sf.corrupt("quarantine", len(raw), "4 bytes")
+        return sf.unpack_u32(raw)
 
     # --- CRLs and announcements -----------------------------------------------------
 
@@ -733,8 +759,7 @@ class LmdbReader(ReaderRules):
         return self._meta(sf.META_FEED_ID) or b""
 
     def changes_from_seq(self) -> int:
-        raw = self._meta(sf.META_CHANGES_FROM_SEQ)
-        return sf.unpack_u64(raw) if raw else 0
+        return self._meta_int(sf.META_CHANGES_FROM_SEQ, 8) or 0
 
     def changes(self, start: bytes) -> Iterator[ChangeEntry]:
         db = self._dbs.get(sf.DB_CHANGES)
@@ -765,8 +790,9 @@ class LmdbReader(ReaderRules):
         cur = self._txn.cursor(db=db)
         found = cur.prev() if cur.set_range(sf.commit_marker_key(commit + 1)) else cur.last()
         if not found:
-            horizon, at = self.meta_u32(sf.META_CHANGES_FROM), self._meta(sf.META_CHANGES_FROM_AT)
-            return (horizon, sf.unpack_i64(at)) if at and horizon <= commit else None
+            horizon = self.meta_u32(sf.META_CHANGES_FROM)
+            at = self._meta_int(sf.META_CHANGES_FROM_AT, 8, signed=True)
+            return (horizon, at) if at is not None and horizon <= commit else None
         prefix = bytes(cur.key()[:4])
         raw = self._txn.get(prefix, db=db)
         return sf.unpack_u32(prefix), sf.parse_commit_marker(bytes(raw))[0] if raw else 0

@@ -151,10 +151,21 @@ class Commit(LmdbReader):
         )
 
     def _end(self, *, failed: bool) -> None:
-        """Commit with the bookkeeping, or abort a failed or empty transaction."""
+        """Commit with the bookkeeping, or abort a failed or empty transaction. A failure here
+        (no room in the map or on the disk, the caller's clock) aborts it too: left open, the
+        transaction would hold LMDB's write lock for as long as anything kept the exception,
+        and the next `Commit` of the process would wait for it for ever."""
         if failed or not (self.changed or self.wrote):
             self._txn.abort()
             return
+        try:
+            self._commit()
+        except BaseException:
+            self._txn.abort()
+            raise
+
+    def _commit(self) -> None:
+        """`_end` of a transaction that wrote: the bookkeeping, then LMDB's commit."""
         if self.changed:
             if self._clock is None:
                 self._txn.abort()

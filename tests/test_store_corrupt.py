@@ -1,0 +1,192 @@
+"""A damaged value in the store is a clear refusal, never a wrong answer nor a stray error.
+
+Every length read from the file is checked against what the writer writes
+(`crlbuilder.store.format.StoreCorrupt`, naming the database and the sizes, never the key or
+the bytes). Before, a status record or CRL entry of another length raised `struct.error` or
+`IndexError`; a truncated u32/i64 (the commit sequence, a consent's time, a commit marker's
+time) read as a smaller number; a build promise (``meta/vouched``) of another size read as
+no promise, so its issuers were never stale; a stored answer of its head alone had an empty
+stem; a format version of five bytes read as version 1. A responder asked about a damaged
+status record answers OCSP ``internalError`` (it gave an HTTP 500).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import types
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.x509 import ocsp
+
+from crlbuilder.model import CertStatus, Family
+from crlbuilder.store import format as sf
+from crlbuilder.store.lmdbstore import Store
+from crlbuilder.store.reader import LmdbReader, StoredAnswer
+from crlbuilder.store.writer import Commit
+from responder.app import JpkiApp
+from responder.http import Request, Response
+from tests.conftest import Built
+from tests.support.harness import ocsp_request, sample
+
+KEY = sf.status_key(1, 42)
+HOLDER = bytes(range(32))
+T0 = 1_900_000_000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A store with one of each value the damage below is done to."""
+    s = Store.open(tmp_path / "store", readonly=False, map_size=1 << 24)
+    st = sf.StatusRecord(
+        1, sf.STATE_REVOKED, 1, 1, Family.SIGN_CARD.code, T0, T0 + 10**8, T0 + 5, HOLDER
+    )
+    with Commit(s, lambda: datetime(2030, 1, 1, tzinfo=UTC)) as c:
+        c.add_certificate(KEY, st, Family.SIGN_CARD, None)
+        c.put_consent(HOLDER, "v", T0)
+        c.bump_build(T0 + 3600)
+    with Commit(s) as c:
+        c.put_answer(KEY, StoredAnswer(1, T0, T0 + 60, b"signerid", b"\x30\x03der"))
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _damage(s: Store, db: bytes, key: bytes, value: bytes) -> None:
+    with s.env.begin(write=True) as txn:
+        txn.put(key, value, db=s.dbs[db])
+
+
+_READS: list[tuple[str, bytes, bytes, bytes, Callable[[LmdbReader], object]]] = [
+    ("status", sf.DB_STATUS, KEY, bytes(63), lambda r: r.status(KEY)),
+    ("status", sf.DB_STATUS, KEY, bytes(65), lambda r: list(r.statuses(1))),
+    ("revoked", sf.DB_REVOKED, KEY, bytes(9), lambda r: r.revoked_counts()),
+    ("revoked", sf.DB_REVOKED, KEY, bytes(25), lambda r: r.revoked_entry(KEY)),
+    ("revoked", sf.DB_REVOKED, KEY, bytes(20), lambda r: list(r.revoked_recorded())),
+    (
+        "responses",
+        sf.DB_RESPONSES,
+        KEY,
+        bytes(sf.RESPONSE_HEAD_BYTES),
+        lambda r: r.stored_answer(KEY),
+    ),
+    ("meta commit", sf.DB_META, sf.META_COMMIT, b"\x00\x01", lambda r: r.generation()),
+    ("meta committed_at", sf.DB_META, sf.META_COMMITTED_AT, bytes(4), lambda r: r.committed_at()),
+    ("meta vouched", sf.DB_META, sf.META_VOUCHED, bytes(11), lambda r: r.promised_next_update(1)),
+    (
+        "consents",
+        sf.DB_CONSENTS,
+        sf.consent_key(HOLDER, "v"),
+        bytes(4),
+        lambda r: r.consent(HOLDER, "v"),
+    ),
+    ("applied", sf.DB_APPLIED, b"r-1", bytes(3), lambda r: list(r.applied_entries("r-"))),
+    (
+        "changes marker",
+        sf.DB_CHANGES,
+        sf.commit_marker_key(1),
+        bytes(5),
+        lambda r: r.last_change(1),
+    ),
+    ("pending", sf.DB_PENDING, HOLDER, b'{"record_id":', lambda r: r.pending(HOLDER)),
+    (
+        "meta ocsp",
+        sf.DB_META,
+        sf.META_OCSP_STATE_PREFIX + sf.pack_u32(1),
+        b"{",
+        lambda r: r.ocsp_state(1),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "db", "key", "value", "read"),
+    _READS,
+    ids=[f"{w}-{len(v)}" for w, _, _, v, _ in _READS],
+)
+def test_a_value_of_a_length_no_writer_writes_is_refused_naming_the_database(
+    store: Store,
+    what: str,
+    db: bytes,
+    key: bytes,
+    value: bytes,
+    read: Callable[[LmdbReader], object],
+) -> None:
+    if db == sf.DB_CHANGES:  # the entry whose marker is damaged
+        _damage(store, db, sf.change_key(1, KEY), sf.CHANGE_LOST)
+    _damage(store, db, key, value)
+    with store.read() as r, pytest.raises(sf.StoreCorrupt) as e:
+        read(r)
+    message = str(e.value)
+    assert f"a {what} value of {len(value)} bytes" in message
+    assert "restore it from a copy or rebuild it" in message
+    assert KEY.hex() not in message and str(42) not in message.split("bytes", maxsplit=1)[0]
+
+
+def test_a_format_version_of_another_length_is_not_version_1(store: Store) -> None:
+    """``00 00 00 00 01`` read as version 1 (`int.from_bytes`): any length was taken."""
+    assert sf.FORMAT_VERSION == 1
+    _damage(store, sf.DB_META, sf.META_FORMAT, b"\x00\x00\x00\x00\x01")
+    path = store.path
+    store.close()
+    with pytest.raises(sf.StoreFormatError, match="store format version None"):
+        Store.open(path, readonly=True)
+
+
+def test_a_responder_answers_internal_error_for_a_damaged_status_record(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker asked about a certificate whose status record is cut short: OCSP
+    internalError (RFC 6960 §2.3), logged ``store_corrupt``, no provision counted; it was an
+    HTTP 500 (a `struct.error` out of the app). The other certificates still answer."""
+    path = tmp_path / "store"
+    shutil.copytree(built.store, path)
+    a, other = sample(built, CertStatus.GOOD, "sign-card"), sample(built, CertStatus.REVOKED)
+    s = Store.open(path, readonly=False)
+    try:
+        with s.read() as r:
+            index = next(i.index for i in r.issuers() if i.id == a.issuer)
+            key = sf.status_key(index, a.serial)
+            good = r.status(key)
+            assert good is not None and not good.revoked
+        _damage(s, sf.DB_STATUS, key, good.pack()[:40])
+    finally:
+        s.close()
+    clock = types.SimpleNamespace(
+        time=lambda: built.as_of.timestamp() + 60, monotonic=time.monotonic
+    )
+    monkeypatch.setattr("responder.app.time", clock)
+    app = JpkiApp(built.app_config(tmp_path, **{"store.path": str(path)}), 0)
+    try:
+        token = (app.config.store.pki / "parties" / "sig-verifier.token").read_text().strip()
+
+        def ask(der: bytes) -> tuple[Request, Response]:
+            headers = {
+                b"content-type": b"application/ocsp-request",
+                b"authorization": b"Bearer " + token.encode(),
+            }
+            req = Request(b"POST", b"/ocsp", headers, der, ("127.0.0.1", 1), None, b"1.1", True, 1)
+
+            async def run() -> Response:
+                got = app.handle(req)
+                return got if isinstance(got, Response) else await got
+
+            return req, asyncio.run(run())
+
+        req, resp = ask(ocsp_request(built, a, nonce=True))
+        assert resp.status == 200
+        assert ocsp.load_der_ocsp_response(bytes(resp.body)).response_status is (
+            ocsp.OCSPResponseStatus.INTERNAL_ERROR
+        )
+        assert req.note is not None and req.note.ocsp_status == "internalError"
+        _, fine = ask(ocsp_request(built, other, nonce=True))
+        answered = ocsp.load_der_ocsp_response(bytes(fine.body))
+        assert answered.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert answered.certificate_status is ocsp.OCSPCertStatus.REVOKED
+    finally:
+        app.close()
