@@ -9,7 +9,9 @@ encodes. Every operation lists its success answer (with the ``JWS-Signature`` he
 (`responder.v1.problem`: 400, 401, 403, 405, 429, 503; and 413, 415 for a body), all with the `Problem`
 schema and ``application/problem+json``. A POST takes its Struct as the JSON body, a
 GET its Struct's fields as query parameters. Security: a bearer token or a TLS client
-certificate (``mutualTLS``), as the registry grants. The public documents
+certificate (``mutualTLS``), as the registry grants. An answer that feeds a next call says
+so with OpenAPI links (`responder.v1.route.Route.follow`: the changes feed's next page;
+`Route.links`: the token's status, the feed after a watch). The public documents
 (``/v1/openapi.json``, ``/v1/keys``) are listed without security.
 
 Served at ``GET /v1/openapi.json`` (public: the contract is no secret), built once per
@@ -91,8 +93,9 @@ def _problem_responses(
 
 def _accepted(ok: dict[str, Any], code: int, what: str) -> dict[str, Any]:
     """A success status besides 200 (`Route.accepted`): the answer's schema and headers; a 202
-    with ``Retry-After`` (`responder.v1.route.Reply.retry_after`)."""
-    entry = ok | {"description": what}
+    with ``Retry-After`` (`responder.v1.route.Reply.retry_after`). Not the 200's links: what
+    they read (a token's serial) is in a 200 only."""
+    entry = {k: v for k, v in ok.items() if k != "links"} | {"description": what}
     if code == 202:
         entry["headers"] = {**ok.get("headers", {}), "Retry-After": _RETRY_AFTER}
     return entry
@@ -122,14 +125,22 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.\.[A-Za-z0-9_-]+$"},
                 }
             }
+        links: dict[str, Any] = {}
         if r.follow:
-            ok["links"] = {
-                "next": {
-                    "operationId": r.name,
-                    "description": "The next call reads on from where this answer stopped.",
-                    "parameters": {name: f"$response.body#{at}" for name, at in r.follow},
-                }
+            links["next"] = {
+                "operationId": r.name,
+                "description": "The next call reads on from where this answer stopped.",
+                "parameters": {name: f"$response.body#{at}" for name, at in r.follow},
             }
+        for link in r.links:
+            entry: dict[str, Any] = {"operationId": link.operation, "description": link.description}
+            if link.parameters:
+                entry["parameters"] = dict(link.parameters)
+            if link.body is not None:
+                entry["requestBody"] = link.body
+            links[link.name] = entry
+        if links:
+            ok["links"] = links
         articles = ", ".join(f"{s.value} ({SERVICE_ARTICLES[s]})" for s in r.services)
         op: dict[str, Any] = {
             "operationId": r.name,
