@@ -180,12 +180,48 @@ def test_the_real_server_conforms_to_its_openapi_document(built: Built, tmp_path
             party = "specified-verifier" if path == "/v1/token" else "both-verifier"
             [route] = (r for r in ROUTES if r.path == path)
             assert statuses[("mtls", party, f"{route.method} {path}")] & {200, 202}, path
+        # what the HTTP layer refuses before the app reads it (a target or header fields over
+        # [server.limits] max_header_bytes, a body over its limit) is the API's problem too, with
+        # a status the document lists
+        oversized(schema, s, session_cert=s.client_cert("both-verifier"))
         # the public documents: no credential needed
         for path in PUBLIC:
             assert s.get(path, ca=ca)[0] == 200
 
 
 PUBLIC: Final = ("/v1/openapi.json", "/v1/keys")
+MAX_HEADER_BYTES: Final = 8192
+"""`responder.config.LimitsConfig.max_header_bytes`'s default: the request line and headers."""
+
+
+def oversized(schema: Any, s: TlsServer, session_cert: tuple[str, str]) -> None:
+    """A target over the header limit (414), header fields over it (431), a body over the
+    limit (413; without a credential, 64 KiB): each a problem+json the document lists, for
+    every documented route."""
+    checks = [status_code_conformance, content_type_conformance, response_schema_conformance]
+    pad = "A" * MAX_HEADER_BYTES
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if operation.path in PUBLIC:
+            continue
+        post = operation.method == "post"
+        body: dict[str, Any] = {"media_type": JSON, "body": {}} if post else {}
+        cases = [
+            (414, operation.Case(query={"cursor": pad}, **body), {}, session_cert),
+            (431, operation.Case(**body), {"X-Padding": pad}, session_cert),
+        ]
+        if post:
+            big = operation.Case(body={"csr": "A" * (100 << 10)}, media_type=JSON)
+            cases.append((413, big, {}, None))
+        for status, case, headers, cert in cases:
+            response = case.call(
+                base_url=s.url, headers=headers, cert=cert, verify=s.ca, timeout=10
+            )
+            assert response.status_code == status, (operation.label, status, response.text)
+            case.validate_response(response, checks=checks)
+            problem_details(response, case)
+
+
 JSON: Final = "application/json"
 CSR: Final = (
     x509.CertificateSigningRequestBuilder()

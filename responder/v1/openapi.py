@@ -6,7 +6,8 @@ response Structs, services) and asks msgspec for the JSON Schemas of every Struc
 around the routes, so the contract cannot drift from what the dispatcher decodes and
 encodes. Every operation lists its success answer (with the ``JWS-Signature`` header of
 `responder.v1.jws` when signed) and the problem answers the dispatcher can give
-(`responder.v1.problem`: 400, 401, 403, 405, 429, 503; and 413, 415 for a body), all with the `Problem`
+(`responder.v1.problem`: 400, 401, 403, 405, 429, 503; 414, 431 for a target or header
+fields over the server's limit; and 413, 415 for a body), all with the `Problem`
 schema and ``application/problem+json``. A POST takes its Struct as the JSON body, a
 GET its Struct's fields as query parameters. Security: a bearer token or a TLS client
 certificate (``mutualTLS``), as the registry grants. An answer that feeds a next call says
@@ -63,7 +64,9 @@ _PROBLEMS: Final = {
     403: "The agreement (取決め) or the law refuses this party this service now (the rule and article are named). Not counted in the ledger.",
     405: "The route does not take this method.",
     413: "The body is over the server's size limit (`too_large`; far less without a credential), refused before it is read: send fewer entries per call.",
+    414: "The request target (path and query) is over the server's header size limit (`too_large`, [server.limits] max_header_bytes), refused before it is read whole.",
     415: "The body is not application/json.",
+    431: "The header fields are over the server's header size limit (`too_large`, [server.limits] max_header_bytes), refused before they are read whole.",
     429: "The agreed quota is used up (`quota`): requests per second or per day, or provisions per day (`provisions_per_day`, 件数: one per entry answered, change delivered, record or serial list given), for which a call that would pass the bound is refused whole, nothing counted, and the problem says how many remain (`remaining`) and when the Japan day turns (`resetsAt`, 00:00 JST); or the party's earlier large calls still hold its share of the worker's batch thread (`fair_share`); see Retry-After.",
     503: "The answer could not be completed; retry, after Retry-After.",
 }
@@ -151,7 +154,8 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
                 "200": ok,
                 **{str(code): _accepted(ok, code, what) for code, what in r.accepted},
                 **_problem_responses(
-                    (400, 401, 403, 405, 429, 503, *((413, 415) if r.method == "POST" else ())),
+                    (400, 401, 403, 405, 414, 429, 431, 503)
+                    + ((413, 415) if r.method == "POST" else ()),
                     r.problems,
                 ),
             },
