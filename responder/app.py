@@ -131,6 +131,7 @@ from responder.registry.lookup import LastGoodRegistry, Registry
 from responder.registry.party import Party
 from responder.registry.schema import RegistryError
 from responder.registry.vocabulary import Method, Service
+from responder.relay import ROUTE as RELAY_ROUTE
 from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, Scope, parse_report_path, render_ledger_dir
@@ -387,7 +388,7 @@ class JpkiApp:
             self.v1 = V1Api(
                 V1_MEMBER_ROUTES, config, store=self.store, quota=self.member_quota or self.limits,
                 ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
-                public=public_documents(V1_MEMBER_ROUTES, group_signer),
+                public=public_documents((*V1_MEMBER_ROUTES, RELAY_ROUTE), group_signer),
                 group_id=self.group.group_id, clock=_clock,
             )  # fmt: skip
             self.relay = RecordInfoRelay(

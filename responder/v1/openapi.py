@@ -123,7 +123,7 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
             ok["headers"] = {
                 "JWS-Signature": {
                     "description": "Detached JWS (RFC 7515 appendix F) over the exact body, "
-                    "by the answer-signing key of GET /v1/keys",
+                    f"by {r.signer}",
                     "required": True,
                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.\.[A-Za-z0-9_-]+$"},
                 }

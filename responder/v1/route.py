@@ -183,6 +183,9 @@ class Route(Generic[Req, Resp]):
     """Run once per worker; its result is `Context.env`."""
     signed: bool = True
     """The answer carries a JWS of the responder's answer-signing key (`responder.v1.jws`)."""
+    signer: str = "the answer-signing key of GET /v1/keys"
+    """Whose key that JWS is made with, as the OpenAPI document says it: another for an
+    answer passed on as it came (a group's relay of the 機構's record-info answer)."""
     threaded: bool = False
     """A large body (`responder.v1.routes.THREAD_BYTES`) is answered in the worker's batch
     thread, off the event loop: only for a handler (and ``setup``'s env, and the effect)
