@@ -332,6 +332,7 @@ def test_the_links_hold_on_the_real_server(built: Built, tmp_path: Path) -> None
         followed: list[str] = []
         answered: set[str] = set()
         links: set[tuple[str, int]] = set()
+        statuses: list[tuple[str, int]] = []
         watched = [{"issuer": a.issuer, "serial": f"{a.serial:x}"} for a in built.answers[:3]]
 
         class Walk(machine):  # type: ignore[misc, valid-type]
@@ -339,6 +340,7 @@ def test_the_links_hold_on_the_real_server(built: Built, tmp_path: Path) -> None
                 out = super().step(input)
                 if input.transition is not None and input.is_applied:
                     links.add((input.transition.id, out.response.status_code))
+                statuses.append((input.case.path, out.response.status_code))
                 return out
 
             def before_call(self, case: Any) -> None:
@@ -362,6 +364,6 @@ def test_the_links_hold_on_the_real_server(built: Built, tmp_path: Path) -> None
                 derandomize=True, suppress_health_check=list(HealthCheck),
             )
         )  # fmt: skip
-        assert answered.intersection(followed), "no call read on from an answer's cursor"
+        assert answered.intersection(followed), ("no call read on from a cursor", links, statuses)
         assert ("GET /v1/changes -> [200] next -> GET /v1/changes", 200) in links, links
         assert ("POST /v1/watch -> [200] changes -> GET /v1/changes", 200) in links, links
