@@ -133,6 +133,7 @@ from responder.registry.party import Party
 from responder.registry.schema import RegistryError
 from responder.registry.syncstamp import RegistrySyncCollector
 from responder.registry.vocabulary import Method, Service
+from responder.relay import ROUTE as RELAY_ROUTE
 from responder.relay import RecordInfoRelay
 from responder.report import Format as ReportFormat
 from responder.report import ReportCache, Scope, parse_report_path, render_ledger_dir
@@ -389,7 +390,7 @@ class JpkiApp:
             self.v1 = V1Api(
                 V1_MEMBER_ROUTES, config, store=self.store, quota=self.member_quota or self.limits,
                 ledger=self.ledger, calls=self.calls, pool=self.v1_pool, signer=group_signer,
-                public=public_documents(V1_MEMBER_ROUTES, group_signer),
+                public=public_documents((*V1_MEMBER_ROUTES, RELAY_ROUTE), group_signer),
                 group_id=self.group.group_id, clock=_clock,
             )  # fmt: skip
             self.relay = RecordInfoRelay(
@@ -587,13 +588,15 @@ class JpkiApp:
             self.metrics.on_public_refused(route)
         return _PUBLIC_BUSY
 
-    def too_large(self, target: bytes) -> Response | None:
-        """`responder.http`'s 413 for a body over its limit: under /v1, the API's problem
-        (``application/problem+json``, rule ``too_large``, as its OpenAPI document says);
-        elsewhere None (the layer's plain answer)."""
+    def too_large(self, target: bytes, status: int = 413) -> Response | None:
+        """`responder.http`'s refusal of a request over a limit (413 a body, 414 a target, 431
+        header fields): under /v1, the API's problem (``application/problem+json``, rule
+        ``too_large``, as its OpenAPI document lists it); elsewhere None (the layer's plain
+        answer). ``target`` may be only the start of a 414's."""
         if self.v1 is None or not target.startswith(b"/v1/"):
             return None
-        return v1problem.response(v1problem.BODY_TOO_LARGE)
+        refusal = v1problem.OVER_LIMIT.get(status)
+        return None if refusal is None else v1problem.response(refusal)
 
     def early(self, req: Request) -> Response | None:
         """`responder.http`'s hook after the headers of a request with a body and an

@@ -218,8 +218,9 @@ class App(Protocol):
     None`` on SIGHUP, ``close() -> None`` when the worker exits, ``early(req) ->
     Response | None`` after the headers of a request with a body and an
     ``Authorization`` field (``req.body`` empty; a Response is sent at once and the
-    connection closed without reading the body); ``too_large(target) -> Response |
-    None``, the 413 for a body over its limit, in the app's own format (the JSON API's
+    connection closed without reading the body); ``too_large(target, status) ->
+    Response | None``, the 413 for a body over its limit, the 414 for a target or the 431
+    for header fields over ``max_header_bytes``, in the app's own format (the JSON API's
     problem), None for the layer's plain one; and an optional
     ``hooks`` attribute (`HttpHooks` or None), used when ``responder.server.serve`` was
     given no ``hooks_factory``.
@@ -259,6 +260,9 @@ def _error_response(status: int) -> Response:
 
 
 _ERRORS: Final = {s: _error_response(s) for s in (400, 408, 413, 414, 431, 500, 503)}
+_TOO_LARGE: Final = frozenset((413, 414, 431))
+"""The layer's refusals of a request over a limit, which the app may word (`App`'s
+``too_large``): body, target, header fields."""
 _VERSIONS: Final = {"1.1": b"1.1", "1.0": b"1.0"}
 
 # Connection phases.
@@ -377,10 +381,10 @@ class HttpServer:
         early = getattr(app, "early", None)
         self.early: Callable[[Request], Response | None] | None = early if callable(early) else None
         too_large = getattr(app, "too_large", None)
-        self.too_large: Callable[[bytes], Response | None] | None = (
+        self.too_large: Callable[[bytes, int], Response | None] | None = (
             too_large if callable(too_large) else None
         )
-        """The app's 413 for a request target (see `App`), or None."""
+        """The app's 413, 414 or 431 for a request target (see `App`), or None."""
         self.requests = 0
         self.draining = False
         self.now = 0.0
@@ -1178,8 +1182,8 @@ class HttpProtocol(asyncio.Protocol):
         if hooks is not None:
             hooks.on_http_error(status, self._peer[0])
         resp = None
-        if status == 413 and self._srv.too_large is not None:
-            resp = self._srv.too_large(self._url)  # the target of the body refused
+        if status in _TOO_LARGE and self._srv.too_large is not None:
+            resp = self._srv.too_large(self._url, status)  # the target (its start: a 414's)
         resp = resp or _ERRORS.get(status) or _error_response(status)
         if self._queue or self._out is not None:
             self._enqueue(_Slot(None, resp, 0.0, True))

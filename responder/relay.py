@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -97,6 +98,7 @@ from responder.signing import SigningPool
 from responder.structs import FrozenNoGc
 from responder.v1 import problem
 from responder.v1.certref import IssuerIndex, resolve
+from responder.v1.recordinfo import ROUTE as KIKOU_ROUTE
 from responder.v1.recordinfo import RecordInfoRequest, Result
 from responder.v1.routes import gate
 from responder.v1.wire import CertRef, Problem
@@ -340,6 +342,25 @@ class _Claim:
                 self.state = "abandoned"
                 return True
             return False
+
+
+ROUTE: Final = dataclasses.replace(
+    KIKOU_ROUTE,
+    summary="特定署名用電子証明書記録情報 of a member's certificate, asked of the 機構 and "
+    "passed on (Act §20(4),(5), §21(4))",
+    description=__doc__ or "",
+    signer="the 機構's answer-signing key (the 機構's GET /v1/keys; the group passes its "
+    "answer and signature on unchanged)",
+    problems=(
+        *KIKOU_ROUTE.problems,
+        (502, "`bad_gateway`: the 機構 could not be reached or its answer was not one the "
+        "group can pass on (unsigned, a signature no pinned key verifies); nothing counted."),
+        (504, "`gateway_timeout`: the 機構 did not answer in time; nothing counted, ask again."),
+    ),
+)  # fmt: skip
+"""``POST /v1/record-info`` on a group appliance, as its OpenAPI document describes it (the
+group answers it by `RecordInfoRelay`, not by the route's handler): the 機構's route,
+passed on, and the relay's own failures."""
 
 
 class RecordInfoRelay:

@@ -38,8 +38,15 @@ from typing import Final
 
 import msgspec
 import pytest
+import schemathesis
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from crlbuilder.demo.pki import write_private
 from crlbuilder.group.answerkeys import KEYS_NAME, parse_jwks
@@ -993,3 +1000,34 @@ def test_jdk_member_trusts_the_group_responder(
     assert out.returncode == 0, out.stderr[-3000:]
     got = out.stdout.splitlines()
     assert [g.split()[0] for g in got] == [want for _, want in checks], got
+
+
+def test_the_groups_openapi_document_names_every_v1_route_it_serves(apps: Appliances) -> None:
+    """The group appliance's /v1/openapi.json lists POST /v1/record-info (the relay, Act
+    §20(4),(5)) beside the routes it answers from its own store, with the relay's own
+    failures (502, 504) and whose key signs the answer (the 機構's, passed on); it listed
+    only /v1/status and /v1/verify. Its refusals conform to the document it serves."""
+    with urllib.request.urlopen(f"{apps.group_url}/v1/openapi.json", timeout=10) as r:
+        doc = json.loads(r.read())
+    assert {"/v1/status", "/v1/verify", "/v1/record-info"} <= set(doc["paths"])
+    op = doc["paths"]["/v1/record-info"]["post"]
+    assert {"200", "400", "401", "403", "502", "504"} <= set(op["responses"])
+    signature = op["responses"]["200"]["headers"]["JWS-Signature"]["description"]
+    assert "機構" in signature, signature
+    operation = schemathesis.openapi.from_dict(doc)["/v1/record-info"]["POST"]
+    for body, party, want in (
+        ({"certificate": {"issuer": "sign-card-g1", "serial": "zz"}}, "member-1", 400),
+        ({"certificate": {"issuer": "sign-card-g1", "serial": "1a"}}, None, 401),
+        ({"unknown": 1}, "member-1", 400),
+    ):
+        case = operation.Case(body=body, media_type="application/json")
+        headers = {"Authorization": f"Bearer {apps.token(party)}"} if party else {}
+        response = case.call(base_url=apps.group_url, headers=headers, timeout=30)
+        assert response.status_code == want, (body, response.text)
+        case.validate_response(
+            response,
+            checks=[
+                status_code_conformance, content_type_conformance, response_schema_conformance,
+                response_headers_conformance,
+            ],
+        )  # fmt: skip

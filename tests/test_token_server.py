@@ -42,6 +42,7 @@ from tests.conftest import BIN, Built, run_tool
 from tests.support.harness import Server, start_server
 from tests.support.procs import started
 from tests.support.wait import until
+from tests.test_v1_token import resolve
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop]
 
@@ -60,6 +61,24 @@ def post_token(s: Server, csr_pem: str, party: str = PARTY) -> tuple[int, dict[s
             return int(r.status), json.loads(r.read())
     except urllib.error.HTTPError as e:
         return int(e.code), json.loads(e.read())
+
+
+def v1_status(s: Server, issued: dict[str, Any]) -> str:
+    """The token's status by POST /v1/status, its body the token answer's ``status`` link of
+    the served OpenAPI document with the answer's values in place (`resolve`)."""
+    doc = json.loads(s.get("/v1/openapi.json")[1])
+    link = doc["paths"]["/v1/token"]["post"]["responses"]["200"]["links"]["status"]
+    assert link["operationId"] == "status"
+    req = urllib.request.Request(
+        f"{s.url}/v1/status",
+        data=json.dumps(resolve(link["requestBody"], issued)).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {s.token(PARTY)}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        [entry] = json.loads(r.read())["entries"]
+    status: str = entry["status"]
+    return status
 
 
 def openssl(*args: str, cwd: Path) -> str:
@@ -136,6 +155,9 @@ def test_act_38_3_token_issued_verified_and_revoked_with_the_approval(
         # its status by OCSP, to the party itself and to another registered party
         assert ocsp_status(s, tmp_path, PARTY) == "good"
         assert ocsp_status(s, tmp_path, "auth-verifier") == "good"
+        # and by POST /v1/status, asked as the answer's link in the document says (its issuer
+        # and serial): "token then use"
+        assert v1_status(s, body) == "good"
 
         # the ministers revoke the approval (Act §38-2(6)); the next build revokes the token
         revoked = now + timedelta(seconds=1)
@@ -153,6 +175,7 @@ def test_act_38_3_token_issued_verified_and_revoked_with_the_approval(
             s.post(req.public_bytes(serialization.Encoding.DER), token=s.token(PARTY))
         )
         assert answer.certificate_status is ocsp.OCSPCertStatus.REVOKED
+        assert v1_status(s, body) == "revoked"
         assert answer.revocation_reason is x509.ReasonFlags.privilege_withdrawn
         # and on the token issuer's delta CRL (the full one follows at its cycle), which any
         # registered party may fetch (no 失効情報ファイル of Act §18(2), §37(2): nothing counted)

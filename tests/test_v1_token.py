@@ -41,6 +41,7 @@ from responder.http import Request, Response
 from responder.limits import Limit, Wait
 from responder.registry.lookup import Registry
 from responder.registry.vocabulary import Method, Service
+from responder.v1 import openapi
 from responder.v1 import token as v1token
 from responder.v1.routes import V1Api
 from tests.support.pki import Ca, make_ca, rsa_key
@@ -73,6 +74,9 @@ class MemoryDesk:
 
     def issuer_index(self) -> int:
         return INDEX
+
+    def issuer_id(self) -> str:
+        return "verifier-token-g1"
 
     def issued(self, rid: str) -> bytes | None:
         return self.files.get(rid)
@@ -148,6 +152,19 @@ class Api:
         return resp, out
 
 
+def resolve(template: Any, answer: dict[str, Any]) -> Any:
+    """An OpenAPI link's request body with its ``$response.body#/name`` values read from
+    ``answer`` (a missing one: KeyError)."""
+    if isinstance(template, dict):
+        return {k: resolve(v, answer) for k, v in template.items()}
+    if isinstance(template, list):
+        return [resolve(v, answer) for v in template]
+    prefix = "$response.body#/"
+    if isinstance(template, str) and template.startswith(prefix):
+        return answer[template[len(prefix) :]]
+    return template
+
+
 @pytest.fixture(scope="module")
 def ca() -> Ca:
     return make_ca("verifier-token-g1 CA", rsa_key(), not_before=datetime(2020, 1, 1, tzinfo=UTC))
@@ -216,6 +233,13 @@ def test_act_38_3_request_queued_then_token_handed_out_and_counted(ca: Ca) -> No
     )
     assert got.public_key().public_numbers() == key.public_key().public_numbers()
     assert body["policy"] == TOKEN_POLICY_OID.dotted_string
+    # what POST /v1/status asks its status by (the document's link): its issuer and serial
+    link = openapi.document([v1token.ROUTE])["paths"]["/v1/token"]["post"]["responses"]["200"]
+    assert link["links"]["status"]["operationId"] == "status"
+    [entry] = resolve(link["links"]["status"]["requestBody"], body)["entries"]
+    assert entry == {"issuer": "verifier-token-g1", "serial": f"{got.serial_number:x}"}
+    assert "links" not in openapi.document([v1token.ROUTE])["paths"]["/v1/token"]["post"][
+        "responses"]["202"]  # fmt: skip
     assert api.ledger.counted == [("spec", Service.SPECIFIED_VERIFIER_TOKEN, Method.JSON, 1)]
     # handed out again (the party polls on): the same token, no new provision (Act §38-3(2))
     resp, body = api.post({"csr": der})

@@ -131,7 +131,7 @@ from responder.registry.vocabulary import Service
 from responder.v1 import cursor as cursors
 from responder.v1 import feedpos, problem, provision, watchlog, watchstream
 from responder.v1.certref import IssuerIndex, from_certificate
-from responder.v1.route import Context, Count, Counts, Delivery, Provide, Reply, Route
+from responder.v1.route import Context, Count, Counts, Delivery, Link, Provide, Reply, Route
 from responder.v1.status import REASON_NAMES
 from responder.v1.watchdb import LmdbWatchSet, WatchDbError
 from responder.v1.watchset import (
@@ -1288,6 +1288,15 @@ WATCH_ROUTE: Final = Route(
     retry_after=_retry_after,
     signed=False,
     provides=False,  # registering provides nothing: served when the provisions are used up
+    links=(
+        Link(
+            name="changes",
+            operation="changes",
+            description="Then the changes feed: without a cursor, the current position (no "
+            "change) and its cursor, from which the watched certificates' losses of effect "
+            "are read.",
+        ),
+    ),
     problems=(
         (409, "the batch would take the watch list past its bound; nothing changed"),
         (

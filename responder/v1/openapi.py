@@ -6,10 +6,13 @@ response Structs, services) and asks msgspec for the JSON Schemas of every Struc
 around the routes, so the contract cannot drift from what the dispatcher decodes and
 encodes. Every operation lists its success answer (with the ``JWS-Signature`` header of
 `responder.v1.jws` when signed) and the problem answers the dispatcher can give
-(`responder.v1.problem`: 400, 401, 403, 405, 429, 503; and 413, 415 for a body), all with the `Problem`
+(`responder.v1.problem`: 400, 401, 403, 405, 429, 503; 414, 431 for a target or header
+fields over the server's limit; and 413, 415 for a body), all with the `Problem`
 schema and ``application/problem+json``. A POST takes its Struct as the JSON body, a
 GET its Struct's fields as query parameters. Security: a bearer token or a TLS client
-certificate (``mutualTLS``), as the registry grants. The public documents
+certificate (``mutualTLS``), as the registry grants. An answer that feeds a next call says
+so with OpenAPI links (`responder.v1.route.Route.follow`: the changes feed's next page;
+`Route.links`: the token's status, the feed after a watch). The public documents
 (``/v1/openapi.json``, ``/v1/keys``) are listed without security.
 
 Served at ``GET /v1/openapi.json`` (public: the contract is no secret), built once per
@@ -61,7 +64,9 @@ _PROBLEMS: Final = {
     403: "The agreement (取決め) or the law refuses this party this service now (the rule and article are named). Not counted in the ledger.",
     405: "The route does not take this method.",
     413: "The body is over the server's size limit (`too_large`; far less without a credential), refused before it is read: send fewer entries per call.",
+    414: "The request target (path and query) is over the server's header size limit (`too_large`, [server.limits] max_header_bytes), refused before it is read whole.",
     415: "The body is not application/json.",
+    431: "The header fields are over the server's header size limit (`too_large`, [server.limits] max_header_bytes), refused before they are read whole.",
     429: "The agreed quota is used up (`quota`): requests per second or per day, or provisions per day (`provisions_per_day`, 件数: one per entry answered, change delivered, record or serial list given), for which a call that would pass the bound is refused whole, nothing counted, and the problem says how many remain (`remaining`) and when the Japan day turns (`resetsAt`, 00:00 JST); or the party's earlier large calls still hold its share of the worker's batch thread (`fair_share`); see Retry-After.",
     503: "The answer could not be completed; retry, after Retry-After.",
 }
@@ -91,8 +96,9 @@ def _problem_responses(
 
 def _accepted(ok: dict[str, Any], code: int, what: str) -> dict[str, Any]:
     """A success status besides 200 (`Route.accepted`): the answer's schema and headers; a 202
-    with ``Retry-After`` (`responder.v1.route.Reply.retry_after`)."""
-    entry = ok | {"description": what}
+    with ``Retry-After`` (`responder.v1.route.Reply.retry_after`). Not the 200's links: what
+    they read (a token's serial) is in a 200 only."""
+    entry = {k: v for k, v in ok.items() if k != "links"} | {"description": what}
     if code == 202:
         entry["headers"] = {**ok.get("headers", {}), "Retry-After": _RETRY_AFTER}
     return entry
@@ -117,19 +123,27 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
             ok["headers"] = {
                 "JWS-Signature": {
                     "description": "Detached JWS (RFC 7515 appendix F) over the exact body, "
-                    "by the answer-signing key of GET /v1/keys",
+                    f"by {r.signer}",
                     "required": True,
                     "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]+\.\.[A-Za-z0-9_-]+$"},
                 }
             }
+        links: dict[str, Any] = {}
         if r.follow:
-            ok["links"] = {
-                "next": {
-                    "operationId": r.name,
-                    "description": "The next call reads on from where this answer stopped.",
-                    "parameters": {name: f"$response.body#{at}" for name, at in r.follow},
-                }
+            links["next"] = {
+                "operationId": r.name,
+                "description": "The next call reads on from where this answer stopped.",
+                "parameters": {name: f"$response.body#{at}" for name, at in r.follow},
             }
+        for link in r.links:
+            entry: dict[str, Any] = {"operationId": link.operation, "description": link.description}
+            if link.parameters:
+                entry["parameters"] = dict(link.parameters)
+            if link.body is not None:
+                entry["requestBody"] = link.body
+            links[link.name] = entry
+        if links:
+            ok["links"] = links
         articles = ", ".join(f"{s.value} ({SERVICE_ARTICLES[s]})" for s in r.services)
         op: dict[str, Any] = {
             "operationId": r.name,
@@ -140,7 +154,8 @@ def document(routes: Sequence[AnyRoute]) -> dict[str, Any]:
                 "200": ok,
                 **{str(code): _accepted(ok, code, what) for code, what in r.accepted},
                 **_problem_responses(
-                    (400, 401, 403, 405, 429, 503, *((413, 415) if r.method == "POST" else ())),
+                    (400, 401, 403, 405, 414, 429, 431, 503)
+                    + ((413, 415) if r.method == "POST" else ()),
                     r.problems,
                 ),
             },

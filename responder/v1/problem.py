@@ -19,7 +19,9 @@ serial, no certificate, no holder), so a problem can be logged and shown as it i
 - 404, 405, 415: the HTTP rules (no such route, method, media type).
 - 413 ``too_large``: the body is over the server's limit (``[server.limits]
   max_json_body_bytes``, less without a credential), refused by `responder.http` before it
-  is read (`BODY_TOO_LARGE`, through the app's ``too_large`` hook).
+  is read (`BODY_TOO_LARGE`, through the app's ``too_large`` hook); 414 and 431, the same
+  rule, for a request target or header fields over ``[server.limits] max_header_bytes``
+  (`OVER_LIMIT`).
 - 503 ``unavailable``: a follow-up the answer needs could not be carried out.
 
 Sans-I/O: functions from a refusal to a `Problem` and to its `responder.http.Response`.
@@ -128,6 +130,19 @@ BODY_TOO_LARGE: Final = make(
     "send fewer entries per call",
     field="$",
 )  # fmt: skip
+
+
+TARGET_TOO_LONG: Final = make(
+    414, TOO_LARGE,
+    "the request target (path and query) is over this server's header size limit",
+)  # fmt: skip
+HEADERS_TOO_LARGE: Final = make(
+    431, TOO_LARGE,
+    "the request's header fields are over this server's header size limit",
+)  # fmt: skip
+OVER_LIMIT: Final = {413: BODY_TOO_LARGE, 414: TARGET_TOO_LONG, 431: HEADERS_TOO_LARGE}
+"""`responder.http`'s refusals of a request over a limit, as problems (the app's
+``too_large`` hook), by status."""
 
 
 def method_not_allowed(allow: bytes) -> Response:

@@ -142,6 +142,26 @@ Handler = Callable[[Req, Context], Reply[Resp] | Problem]
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """A value of a route's 200 answer that another route's call takes (an OpenAPI 3.1 Link
+    Object, ``responses.200.links``), so a client generator or a stateful test knows what
+    comes next: the token handed out, then its status (``POST /v1/token`` to
+    ``POST /v1/status``)."""
+
+    name: str
+    """The link's key in ``links``."""
+    operation: str
+    """The route it leads to (its `Route.name`, the operationId)."""
+    description: str
+    parameters: tuple[tuple[str, str], ...] = ()
+    """Query parameters of the next call, as (parameter, runtime expression), e.g.
+    ``(("cursor", "$response.body#/cursor"),)``."""
+    body: Any = None
+    """The next call's JSON body, runtime expressions (``$response.body#/serial``) in place
+    of its values; None: the next call's body is its own."""
+
+
+@dataclass(frozen=True, slots=True)
 class Route(Generic[Req, Resp]):
     """One entry of the route table: read by the dispatcher and the OpenAPI generator."""
 
@@ -163,6 +183,9 @@ class Route(Generic[Req, Resp]):
     """Run once per worker; its result is `Context.env`."""
     signed: bool = True
     """The answer carries a JWS of the responder's answer-signing key (`responder.v1.jws`)."""
+    signer: str = "the answer-signing key of GET /v1/keys"
+    """Whose key that JWS is made with, as the OpenAPI document says it: another for an
+    answer passed on as it came (a group's relay of the 機構's record-info answer)."""
     threaded: bool = False
     """A large body (`responder.v1.routes.THREAD_BYTES`) is answered in the worker's batch
     thread, off the event loop: only for a handler (and ``setup``'s env, and the effect)
@@ -195,6 +218,9 @@ class Route(Generic[Req, Resp]):
     (parameter, JSON pointer into the answer), e.g. ``(("cursor", "/cursor"),)``: the
     OpenAPI document links the answer to the next call (``links.next``), so a client
     generator or a stateful test knows where the next page starts."""
+    links: tuple[Link, ...] = ()
+    """Other routes its 200 answer leads to (`Link`); the OpenAPI document lists them beside
+    ``follow``'s ``next``."""
     provides: bool = True
     """Its answers may count provisions (件数, `Reply.counts`): a party whose agreed
     ``provisions_per_day`` is used up today is refused 429 before the request is decoded.

@@ -86,7 +86,7 @@ from responder import policy
 from responder.config import ResponderConfig
 from responder.registry.vocabulary import Service
 from responder.v1 import problem
-from responder.v1.route import Context, Count, Counts, Delivery, Provide, Reply, Route
+from responder.v1.route import Context, Count, Counts, Delivery, Link, Provide, Reply, Route
 from responder.v1.wire import Problem
 
 _log = logging.getLogger(__name__)
@@ -129,6 +129,9 @@ class TokenAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
     """``issued``: the token, PEM."""
     issuer_certificate: str | None = None
     """``issued``: the token issuer's CA certificate, PEM (the chain to verify it with)."""
+    issuer: str | None = None
+    """``issued``: the token issuer's id (``verifier-token-g1``): with ``serial``, what
+    ``POST /v1/status`` asks the token's status by (the answer's ``status`` link)."""
     serial: str | None = None
     """``issued``: the token's serial number, hexadecimal."""
     not_before: datetime | None = None
@@ -147,6 +150,10 @@ class TokenDesk(Protocol):
 
     def issuer_index(self) -> int:
         """The token issuer's index in the store."""
+        ...
+
+    def issuer_id(self) -> str:
+        """The token issuer's id, as the PKI manifest and ``POST /v1/status`` name it."""
         ...
 
     def issued(self, rid: str) -> bytes | None:
@@ -184,12 +191,13 @@ class FileDesk:
 
     def __init__(
         self, request_dir: Path, issued_dir: Path, issuer_cert: str, index: int,
-        max_per_party: int = 16,
+        max_per_party: int = 16, issuer_id: str = "",
     ) -> None:  # fmt: skip
         self.request_dir = request_dir
         self.issued_dir = issued_dir
         self._issuer_pem = issuer_cert
         self._index = index
+        self._id = issuer_id
         self._max = max_per_party
 
     def max_per_party(self) -> int:
@@ -213,6 +221,9 @@ class FileDesk:
 
     def issuer_index(self) -> int:
         return self._index
+
+    def issuer_id(self) -> str:
+        return self._id
 
     def issued(self, rid: str) -> bytes | None:
         try:
@@ -288,7 +299,7 @@ def setup(config: ResponderConfig) -> TokenDesk | None:
     pem = manifest.path(tok.cert).read_text(encoding="ascii")
     with contextlib.suppress(OSError):  # a directory not there yet or unreadable: queue says so
         sweep_tmp(t.request_dir, now=time.time())  # a crashed worker's half-written requests
-    return FileDesk(t.request_dir, t.issued_dir, pem, tok.index, t.max_per_party)
+    return FileDesk(t.request_dir, t.issued_dir, pem, tok.index, t.max_per_party, tok.id)
 
 
 _REVOKED_ARTICLE: Final = Category.APPROVAL_WITHDRAWN.articles[Family.SPECIFIED_VERIFIER_TOKEN]
@@ -450,6 +461,7 @@ def handle(body: TokenBody, ctx: Context) -> Reply[TokenAnswer] | Problem:
                 status="issued",
                 certificate=cert.public_bytes(Encoding.PEM).decode("ascii"),
                 issuer_certificate=issuer_pem,
+                issuer=desk.issuer_id(),
                 serial=f"{cert.serial_number:x}",
                 not_before=cert.not_valid_before_utc,
                 not_after=cert.not_valid_after_utc,
@@ -507,6 +519,19 @@ ROUTE: Final = Route(
     offload=_off_the_loop,
     writes=True,  # a pipelined request after one that queued reads the queue it wrote
     accepted=((202, "Pending: the request is queued for the builder; ask again (the same POST)."),),
+    links=(
+        Link(
+            name="status",
+            operation="status",
+            description="The token's status (good, or revoked with its approval, Act §38-2(6)): "
+            "asked by its issuer and serial, as OCSP answers it, not counted.",
+            body={
+                "entries": [
+                    {"issuer": "$response.body#/issuer", "serial": "$response.body#/serial"}
+                ]
+            },
+        ),
+    ),
     problems=(
         (
             409,
