@@ -38,6 +38,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from crlbuilder.tokenrequest import party_uri
 from responder.v1.openapi import document
 from responder.v1.table import ROUTES
 from tests.conftest import Built
@@ -226,11 +227,18 @@ JSON: Final = "application/json"
 CSR: Final = (
     x509.CertificateSigningRequestBuilder()
     .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "specified-verifier")]))
+    .add_extension(
+        x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(party_uri("specified-verifier"))]
+        ),
+        critical=False,
+    )
     .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
     .public_bytes(serialization.Encoding.PEM)
     .decode()
 )
-"""A well-formed PKCS#10 request of an EC P-256 key: POST /v1/token queues it (202)."""
+"""A well-formed PKCS#10 request of an EC P-256 key, bound to the party that sends it
+(`crlbuilder.tokenrequest.party_uri`): POST /v1/token queues it (202)."""
 
 
 def check(
